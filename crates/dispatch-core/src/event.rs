@@ -1,0 +1,208 @@
+//! Events: the append-only record of what happened in a run, and the events an
+//! agent writes to `$DISPATCH_EVENTS` (one JSON object per line).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::time::Ts;
+
+/// An event to append to a run's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The event type: `state`, `usage`, `step`, `tool_call`, `warning`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub attempt: u32,
+    pub at: Ts,
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: impl Into<String>, attempt: u32, at: Ts, data: Value) -> Self {
+        NewEvent {
+            kind: kind.into(),
+            attempt,
+            at,
+            data,
+        }
+    }
+
+    /// The usage this event adds to the run's totals, if it is a usage event.
+    pub fn usage(&self) -> Option<Usage> {
+        if self.kind != "usage" {
+            return None;
+        }
+        let n = |k: &str| self.data.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Some(Usage {
+            input_tokens: n("input_tokens"),
+            output_tokens: n("output_tokens"),
+            cost_usd: self.data.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+        })
+    }
+}
+
+/// Tokens and cost, summed per run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// The event types an agent may write. Anything else is recorded as a warning.
+pub const AGENT_EVENT_TYPES: [&str; 10] = [
+    "usage",
+    "step",
+    "tool_call",
+    "checkpoint",
+    "artifact",
+    "approval",
+    "message",
+    "error",
+    "output",
+    "log",
+];
+
+/// One line the agent wrote to `$DISPATCH_EVENTS`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentEvent {
+    /// A well-formed event of a known type; `data` is the whole object.
+    Known { kind: &'static str, data: Value },
+    /// A line that is not a JSON object with a known `type`; recorded as a warning.
+    Malformed { warning: String },
+}
+
+impl AgentEvent {
+    /// Parses one line of the events file. Never fails: a bad line becomes a warning.
+    pub fn parse(line: &str) -> AgentEvent {
+        let shown = shorten(line, 200);
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                return AgentEvent::Malformed {
+                    warning: format!("events line is not JSON ({e}): {shown}"),
+                };
+            }
+        };
+        let Some(obj) = value.as_object() else {
+            return AgentEvent::Malformed {
+                warning: format!("events line is not a JSON object: {shown}"),
+            };
+        };
+        let Some(ty) = obj.get("type").and_then(Value::as_str) else {
+            return AgentEvent::Malformed {
+                warning: format!("events line has no string `type`: {shown}"),
+            };
+        };
+        let Some(kind) = AGENT_EVENT_TYPES.iter().find(|k| **k == ty) else {
+            return AgentEvent::Malformed {
+                warning: format!(
+                    "unknown event type `{ty}` (expected one of: {})",
+                    AGENT_EVENT_TYPES.join(", ")
+                ),
+            };
+        };
+        if let Some(problem) = check_fields(kind, obj) {
+            return AgentEvent::Malformed {
+                warning: format!("`{kind}` event {problem}: {shown}"),
+            };
+        }
+        AgentEvent::Known { kind, data: value }
+    }
+}
+
+fn check_fields(kind: &str, obj: &serde_json::Map<String, Value>) -> Option<String> {
+    let non_negative_int = |k: &str| match obj.get(k) {
+        None => true,
+        Some(v) => v.as_u64().is_some(),
+    };
+    match kind {
+        "usage" => {
+            for k in ["input_tokens", "output_tokens"] {
+                if !non_negative_int(k) {
+                    return Some(format!("has a `{k}` that is not a non-negative integer"));
+                }
+            }
+            if let Some(c) = obj.get("cost_usd") {
+                if c.as_f64().is_none_or(|c| c < 0.0 || !c.is_finite()) {
+                    return Some("has a `cost_usd` that is not a non-negative number".into());
+                }
+            }
+            None
+        }
+        "step" | "tool_call" if obj.get("name").and_then(Value::as_str).is_none() => {
+            Some("needs a string `name`".into())
+        }
+        "approval" if obj.get("id").and_then(Value::as_str).is_none() => {
+            Some("needs a string `id`".into())
+        }
+        "output" if !obj.contains_key("value") => Some("needs a `value`".into()),
+        _ => None,
+    }
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary, with `…` when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_lines_become_usage() {
+        let e = AgentEvent::parse(
+            r#"{"type":"usage","model":"m","input_tokens":10,"output_tokens":5,"cost_usd":0.5}"#,
+        );
+        let AgentEvent::Known { kind, data } = e else {
+            panic!("a valid usage line is known")
+        };
+        let ev = NewEvent::new(kind, 1, 0, data);
+        let u = ev.usage().expect("usage event");
+        assert_eq!(u.total_tokens(), 15);
+        assert_eq!(u.cost_usd, 0.5);
+    }
+
+    #[test]
+    fn bad_lines_are_warnings_not_errors() {
+        for line in [
+            "not json",
+            "[1,2]",
+            r#"{"no":"type"}"#,
+            r#"{"type":"teleport"}"#,
+            r#"{"type":"usage","input_tokens":-4}"#,
+            r#"{"type":"step"}"#,
+        ] {
+            assert!(
+                matches!(AgentEvent::parse(line), AgentEvent::Malformed { .. }),
+                "{line} should be a warning"
+            );
+        }
+    }
+
+    #[test]
+    fn shorten_cuts_on_char_boundaries() {
+        assert_eq!(shorten("héllo", 2), "h…");
+        assert_eq!(shorten("abc", 5), "abc");
+    }
+}

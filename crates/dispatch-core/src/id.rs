@@ -1,0 +1,101 @@
+//! Run ids: UUIDv7, so they sort by creation time, written as 32 lowercase hex
+//! digits. Every command accepts a unique prefix (see `dispatch-store`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A run id. Time-ordered: a later run has a larger id.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+/// The length of an id as shown in listings (like Docker's 12-character ids).
+pub const SHORT_LEN: usize = 12;
+
+impl RunId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        RunId(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters, for tables.
+    pub fn short(&self) -> &str {
+        &self.0[..SHORT_LEN.min(self.0.len())]
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({})", self.0)
+    }
+}
+
+/// A string that is not a run id (nor a prefix of one).
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a run id (hint: ids are hexadecimal, as printed by `dispatch ps`)")]
+pub struct InvalidId(pub String);
+
+impl FromStr for RunId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(RunId(s.to_ascii_lowercase()))
+        } else {
+            Err(InvalidId(s.to_string()))
+        }
+    }
+}
+
+/// Checks that `prefix` could be the start of a run id: 1 to 32 hex digits.
+/// Returns it lowercased.
+pub fn normalize_prefix(prefix: &str) -> Result<String, InvalidId> {
+    if !prefix.is_empty() && prefix.len() <= 32 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(prefix.to_ascii_lowercase())
+    } else {
+        Err(InvalidId(prefix.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_creation_time() {
+        let a = RunId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = RunId::new();
+        assert!(a < b, "{a} should sort before {b}");
+        assert_eq!(a.as_str().len(), 32);
+        assert_eq!(a.short().len(), SHORT_LEN);
+    }
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let a = RunId::new();
+        assert_eq!(a.as_str().parse::<RunId>().expect("valid id"), a);
+        assert!("xyz".parse::<RunId>().is_err());
+        assert!(normalize_prefix("ABC").is_ok());
+        assert!(normalize_prefix("").is_err());
+        assert!(normalize_prefix("g1").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! The Dispatch run model. Pure data and pure functions: no async runtime, no I/O
+//! except where a module says so (parcel building reads and writes files).
+
+pub mod agentfile;
+pub mod brief;
+pub mod event;
+pub mod id;
+pub mod parcel;
+pub mod state;
+pub mod time;
+
+pub use event::{AgentEvent, NewEvent};
+pub use id::RunId;
+pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError};
+pub use time::{Ts, now_ms};
+pub(crate) mod parcel_build;

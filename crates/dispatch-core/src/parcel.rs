@@ -1,0 +1,214 @@
+//! Parcels: the immutable, content-addressed build of an Agentfile and the
+//! files it names, stored at `<parcels_root>/<sha256>/`:
+//!
+//! ```text
+//! <digest>/manifest.json   the parsed Agentfile plus the file list (canonical JSON)
+//! <digest>/files/...       the files named by COPY (the agent's working directory)
+//! ```
+//!
+//! The digest is the SHA-256 of the canonical manifest JSON, which lists every
+//! file with its own SHA-256, so the same inputs always give the same digest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::Operation;
+
+/// Which backend runs the parcel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Courier {
+    /// Run the parcel's COMMAND as a child process.
+    Process,
+}
+
+/// Instructions that go into the brief.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Instructions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soul: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<Skill>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skill {
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_max_cost_usd: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// The name of a declared SECRET holding the shared secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
+}
+
+/// A file copied into the parcel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside `files/`, with `/` separators.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Whether the file is executable.
+    pub executable: bool,
+}
+
+/// Everything a parcel is, as stored in `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version (1).
+    pub schema: u32,
+    pub courier: Courier,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The default operation.
+    pub entrypoint: Operation,
+    /// The program and its arguments. Shell form becomes `["/bin/sh", "-c", "<line>"]`.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of secrets the agent needs; values are never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub instructions: Instructions,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Requirement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<ListenPolicy>,
+    /// Files under `files/`, sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
+/// A parcel on disk.
+#[derive(Clone, Debug)]
+pub struct Parcel {
+    /// Hex SHA-256 of the canonical manifest.
+    pub digest: String,
+    /// `<parcels_root>/<digest>`.
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// When the parcel directory was created (ms since epoch).
+    pub created_at: crate::time::Ts,
+}
+
+impl Parcel {
+    /// The agent's working directory: `<dir>/files`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
+    pub fn short_digest(&self) -> &str {
+        &self.digest[..12.min(self.digest.len())]
+    }
+}
+
+/// Why a parcel could not be built or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ParcelError {
+    #[error("no Agentfile in {0} (hint: a parcel directory needs a file named `Agentfile`)")]
+    NoAgentfile(PathBuf),
+    #[error("{0} does not exist (hint: pass the directory that holds the Agentfile)")]
+    NoSuchPath(PathBuf),
+    #[error("{path}:{source}")]
+    Agentfile {
+        path: PathBuf,
+        #[source]
+        source: crate::agentfile::AgentfileError,
+    },
+    #[error("COPY {src}: {problem} (Agentfile line {line})")]
+    Copy {
+        src: String,
+        line: usize,
+        problem: String,
+    },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parcel {digest} is corrupt: {problem} (hint: remove it and build again)")]
+    Corrupt { digest: String, problem: String },
+}
+
+/// Builds the parcel for the Agentfile in `context` (a directory, or an
+/// Agentfile path) into `parcels_root`, unless a parcel with the same digest
+/// exists already. Writes go to a temporary directory renamed into place, so a
+/// parcel directory is always complete.
+pub fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, ParcelError> {
+    crate::parcel_build::build(context, parcels_root)
+}
+
+/// Loads the parcel stored at `dir` (`<parcels_root>/<digest>`).
+pub fn load(dir: &Path) -> Result<Parcel, ParcelError> {
+    crate::parcel_build::load(dir)
+}
+
+/// Every parcel under `parcels_root`, newest first. Unreadable entries are skipped.
+pub fn list(parcels_root: &Path) -> Vec<Parcel> {
+    crate::parcel_build::list(parcels_root)
+}

@@ -1,0 +1,32 @@
+use dispatch_core::RunId;
+
+/// The store's own errors. A driver error never crosses the trait.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no run matches `{0}` (hint: `dispatch ps -a` lists runs)")]
+    NotFound(String),
+    #[error("`{prefix}` matches {count} runs ({examples}); give more characters of the id")]
+    Ambiguous {
+        prefix: String,
+        count: usize,
+        examples: String,
+    },
+    #[error("run {id} changed while we were updating it (expected version {expected})")]
+    Conflict { id: RunId, expected: i64 },
+    #[error("run {id} is {status}; {hint}")]
+    InvalidState {
+        id: RunId,
+        status: dispatch_core::Status,
+        hint: &'static str,
+    },
+    #[error(
+        "the run database {path} is locked by another process (hint: retry, or raise DISPATCH_BUSY_TIMEOUT_MS)"
+    )]
+    Locked { path: String },
+    #[error("the run database {path} is unavailable: {message}")]
+    Unavailable { path: String, message: String },
+    #[error("the run database {path} holds data this version cannot read: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,78 @@
+//! Storage for Dispatch: narrow traits per table, the records they hold, one
+//! error type, a conformance suite every backend must pass, and the SQLite
+//! backend.
+//!
+//! Every state change is a compare-and-set on the run's `version` and appends
+//! its event in the same transaction.
+
+pub mod conformance;
+mod error;
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use dispatch_core::{NewEvent, RunId};
+
+pub use error::{StoreError, StoreResult};
+pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+
+/// Runs: create, read, compare-and-set state changes, delete.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Inserts a new run in `queued` with its `created` event.
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run>;
+
+    /// The one run whose id starts with `prefix` (already normalized to
+    /// lowercase hex). `NotFound` when none, `Ambiguous` when several.
+    async fn resolve_prefix(&self, prefix: &str) -> StoreResult<RunId>;
+
+    /// Runs matching `filter`, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
+
+    /// Moves the run from the state saved at `expected_version` to
+    /// `write.state`, appends `write.event`, stores `write.output` when given,
+    /// and maintains the attempts table (an attempt opens when the run enters
+    /// `running`, closes when it leaves `running`/`paused`).
+    /// `Conflict` when the version moved on; the caller reloads and decides again.
+    async fn transition(&self, id: &RunId, expected_version: i64, write: &StateWrite)
+    -> StoreResult<Run>;
+
+    /// Marks that someone asked the run to stop (and appends a `stop_requested`
+    /// event). Idempotent: the first request's time is kept.
+    async fn request_stop(&self, id: &RunId, at: dispatch_core::Ts) -> StoreResult<Run>;
+
+    /// Deletes a terminal run with its events, attempts and artifact records.
+    /// `Conflict` when the run is not terminal.
+    async fn delete_run(&self, id: &RunId) -> StoreResult<()>;
+}
+
+/// The append-only event log, and the usage totals it feeds.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to the run's log in one transaction. Usage events add to
+    /// the run's token and cost totals in the same transaction.
+    async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()>;
+
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>>;
+}
+
+/// Artifacts collected from runs.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()>;
+    async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>>;
+}
+
+/// Attempts of a run (read side; written by [`RunStore::transition`]).
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>>;
+}
+
+/// Everything a backend provides.
+pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore {}
+impl<T: RunStore + EventStore + ArtifactStore + AttemptStore> Store for T {}
+

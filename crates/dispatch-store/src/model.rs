@@ -1,0 +1,99 @@
+use dispatch_core::event::Usage;
+use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    /// Bumped by every state change; the compare-and-set token.
+    pub version: i64,
+    pub parcel_digest: String,
+    pub parcel_name: String,
+    pub operation: Operation,
+    pub state: RunState,
+    /// The current attempt number, from 1.
+    pub attempt: u32,
+    pub parent_id: Option<RunId>,
+    /// The run this one restarts or replays, if any.
+    pub origin_id: Option<RunId>,
+    pub payload: Value,
+    pub brief_sha256: String,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub stop_requested_at: Option<Ts>,
+    pub usage: Usage,
+    pub output: Option<Value>,
+}
+
+impl Run {
+    pub fn status(&self) -> Status {
+        self.state.status()
+    }
+}
+
+/// What a new run is made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    pub id: RunId,
+    pub parcel_digest: String,
+    pub parcel_name: String,
+    pub operation: Operation,
+    pub parent_id: Option<RunId>,
+    pub origin_id: Option<RunId>,
+    pub payload: Value,
+    pub brief_sha256: String,
+    pub created_at: Ts,
+}
+
+/// One compare-and-set state change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateWrite {
+    pub state: RunState,
+    /// Appended in the same transaction.
+    pub event: NewEvent,
+    /// The run's result, when it has one.
+    pub output: Option<Value>,
+}
+
+/// Which runs to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFilter {
+    /// Any of these statuses; empty means all.
+    pub statuses: Vec<Status>,
+    pub parcel: Option<String>,
+    pub operation: Option<Operation>,
+    pub parent_id: Option<RunId>,
+    pub limit: Option<usize>,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the store's event log; increases with every append.
+    pub seq: i64,
+    pub run_id: RunId,
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// One try of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: Ts,
+    pub ended_at: Option<Ts>,
+    pub status: Option<Status>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// A file a run produced, stored content-addressed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Path relative to the run's artifacts directory.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+}
