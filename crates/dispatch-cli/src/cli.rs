@@ -1,0 +1,216 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run AI agents the way CI runs jobs: every execution is a durable, audited run.
+#[derive(Debug, Parser)]
+#[command(name = "dispatch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The state directory (default: the nearest `.dispatch/` upwards, else `./.dispatch`).
+    #[arg(long, global = true, env = "DISPATCH_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an Agentfile into an immutable parcel; prints its digest.
+    Build(BuildArgs),
+    /// Run an agent: build its parcel if needed, create a run, start it.
+    Run(RunArgs),
+    /// Create a run without starting it (prints its id; `dispatch start` starts it).
+    Create(CreateArgs),
+    /// Start created runs.
+    Start(IdsArgs),
+    /// List runs (live ones; `-a` for all).
+    #[command(visible_alias = "ls")]
+    Ps(PsArgs),
+    /// Print a run's log.
+    Logs(LogsArgs),
+    /// Wait for runs to finish; prints each exit code and exits with the last.
+    Wait(WaitArgs),
+    /// Stop runs: SIGTERM to the agent's process group, then SIGKILL after the grace period.
+    Stop(StopArgs),
+    /// Stop a run if it is live and start it again as a new run.
+    Restart(StopArgs),
+    /// Remove runs and their files.
+    Rm(RmArgs),
+    /// Remove every finished run and its files.
+    Prune(PruneArgs),
+    /// Show everything about runs.
+    #[command(name = "inspect-run")]
+    InspectRun(InspectArgs),
+    /// List built parcels.
+    Images(FormatArgs),
+    /// Docker-style aliases: ls, ps, logs, wait, inspect, stop, restart, prune, rm.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Used by the runtime itself.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    #[command(visible_alias = "list")]
+    Ls(PsArgs),
+    Ps(PsArgs),
+    Logs(LogsArgs),
+    Wait(WaitArgs),
+    Inspect(InspectArgs),
+    Stop(StopArgs),
+    Restart(StopArgs),
+    Prune(PruneArgs),
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InternalCommand {
+    /// Supervise one run to its end (the detached helper).
+    RunRecord { id: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// A directory holding an Agentfile, or the Agentfile itself.
+    pub path: PathBuf,
+    /// Print only the digest (no progress on stderr).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PayloadArgs {
+    /// Run the `job` operation with this JSON payload.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["heartbeat", "payload"])]
+    pub job: Option<String>,
+    /// Run the `heartbeat` operation with this JSON payload.
+    #[arg(long, value_name = "JSON", conflicts_with = "payload")]
+    pub heartbeat: Option<String>,
+    /// Run the parcel's default operation (its ENTRYPOINT) with this JSON payload.
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A directory with an Agentfile, or a built parcel's name or digest.
+    pub source: String,
+    #[command(flatten)]
+    pub payload: PayloadArgs,
+    /// Print the run id and return at once; the run goes on in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A directory with an Agentfile, or a built parcel's name or digest.
+    pub source: String,
+    #[command(flatten)]
+    pub payload: PayloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IdsArgs {
+    /// Run ids or unique prefixes.
+    #[arg(required = true, value_name = "RUN")]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all runs, not only live ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Filter: status=<s>, parcel=<name|digest>, operation=<op>, parent=<run> (repeatable; statuses combine with OR).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Print only run ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show at most this many runs (newest first).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub last: Option<usize>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Run id or unique prefix.
+    #[arg(value_name = "RUN")]
+    pub id: String,
+    /// Follow the log until the run ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show only the last N lines.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub ids: IdsArgs,
+    /// Give up after this many milliseconds (exit code 124).
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub ids: IdsArgs,
+    /// Time between SIGTERM and SIGKILL.
+    #[arg(short = 't', long, value_name = "MS", default_value_t = 10_000)]
+    pub grace_period_ms: u64,
+    /// SIGKILL at once, without a grace period.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub ids: IdsArgs,
+    /// Kill live runs first instead of refusing.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Accepted for Docker compatibility; prune never asks.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub ids: IdsArgs,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}

@@ -1,0 +1,48 @@
+use dispatch_core::now_ms;
+use dispatch_core::parcel;
+use dispatch_core::time::human_ago;
+use serde_json::json;
+
+use crate::cli::{Format, FormatArgs};
+use crate::ctx::Ctx;
+use crate::error::CliResult;
+use crate::output::{print_json, print_table, table};
+
+pub fn images(ctx: &Ctx, args: &FormatArgs) -> CliResult {
+    let parcels = parcel::list(&ctx.layout.parcels());
+    let now = now_ms();
+    if args.format == Format::Json {
+        let v: Vec<_> = parcels
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.manifest.name,
+                    "version": p.manifest.version,
+                    "digest": p.digest,
+                    "created_at": p.created_at,
+                    "courier": p.manifest.courier,
+                    "entrypoint": p.manifest.entrypoint,
+                    "files": p.manifest.files.len(),
+                    "size": p.manifest.files.iter().map(|f| f.size).sum::<u64>(),
+                    "labels": p.manifest.labels,
+                })
+            })
+            .collect();
+        print_json(&json!(v));
+        return Ok(0);
+    }
+    let mut t = table(&["NAME", "VERSION", "DIGEST", "CREATED", "FILES", "SIZE"]);
+    for p in &parcels {
+        let size: u64 = p.manifest.files.iter().map(|f| f.size).sum();
+        t.add_row(vec![
+            p.manifest.name.clone(),
+            p.manifest.version.clone().unwrap_or_else(|| "-".into()),
+            p.short_digest().to_string(),
+            human_ago(p.created_at, now),
+            p.manifest.files.len().to_string(),
+            format!("{size}B"),
+        ]);
+    }
+    print_table(&t);
+    Ok(0)
+}

@@ -1,0 +1,135 @@
+//! `dispatch inspect-run`: everything about a run.
+
+use dispatch_core::now_ms;
+use dispatch_core::time::human_duration;
+use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{ArtifactStore, AttemptStore, EventStore, Run};
+use serde_json::{Value, json};
+
+use crate::cli::{Format, InspectArgs};
+use crate::ctx::{Ctx, find_run};
+use crate::error::{CliError, CliResult};
+use crate::output::{cost_text, print_json, run_json, status_text};
+
+/// At most this many events are shown per run.
+const MAX_EVENTS: usize = 10_000;
+
+pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
+    let store = ctx.existing_store()?.ok_or_else(|| {
+        CliError::input(format!("no run matches `{}` (no runs yet)", args.ids.ids[0]))
+    })?;
+    let mut docs = Vec::new();
+    for arg in &args.ids.ids {
+        let run = find_run(&store, &ctx.layout, arg).await?;
+        docs.push(document(ctx, &store, &run).await?);
+    }
+    if args.format == Format::Json {
+        print_json(&Value::Array(docs));
+    } else {
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_human(d);
+        }
+    }
+    Ok(0)
+}
+
+async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
+    let now = now_ms();
+    let mut doc = run_json(run, now);
+    doc["attempts"] = json!(store.list_attempts(&run.id).await?);
+    doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
+    doc["events"] = json!(store.list_events(&run.id, 0, MAX_EVENTS).await?);
+    doc["log_path"] = json!(ctx.layout.log(&run.id));
+    doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
+    doc["status_text"] = json!(status_text(&run.state, now));
+    Ok(doc)
+}
+
+fn print_human(d: &Value) {
+    let s = |k: &str| match &d[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
+    line("Run:", s("id"));
+    line("Parcel:", format!("{} ({})", s("parcel_name"), s("parcel_digest")));
+    line("Operation:", s("operation"));
+    line("Status:", s("status_text"));
+    if let Some(reason) = d["state"]["reason"].as_str() {
+        line("Reason:", reason.to_string());
+    }
+    line("Exit code:", s("exit_code"));
+    line("Attempt:", s("attempt"));
+    line("Created:", s("created_at"));
+    if let Some(ms) = d["duration_ms"].as_i64() {
+        line("Duration:", human_duration(ms));
+    }
+    let u = &d["usage"];
+    line(
+        "Tokens:",
+        format!("{} in / {} out", u["input_tokens"], u["output_tokens"]),
+    );
+    line("Cost:", cost_text(u["cost_usd"].as_f64().unwrap_or(0.0)));
+    if let Some(p) = d["parent_id"].as_str() {
+        line("Parent:", p.to_string());
+    }
+    if let Some(p) = d["origin_id"].as_str() {
+        line("Origin:", p.to_string());
+    }
+    line("Payload:", d["payload"].to_string());
+    line("Output:", d["output"].to_string());
+    line("Brief:", s("brief_sha256"));
+    line("Log:", s("log_path"));
+    print!("{out}");
+    if let Some(attempts) = d["attempts"].as_array().filter(|a| !a.is_empty()) {
+        println!("Attempts:");
+        for a in attempts {
+            let dur = match (a["started_at"].as_i64(), a["ended_at"].as_i64()) {
+                (Some(s), Some(e)) => human_duration(e - s),
+                _ => "-".into(),
+            };
+            println!(
+                "  #{} {} exit {} {}{}",
+                a["number"],
+                a["status"].as_str().unwrap_or("running"),
+                a["exit_code"],
+                dur,
+                a["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(arts) = d["artifacts"].as_array().filter(|a| !a.is_empty()) {
+        println!("Artifacts:");
+        for a in arts {
+            println!(
+                "  {} {} bytes sha256:{}",
+                a["name"].as_str().unwrap_or("?"),
+                a["size"],
+                a["sha256"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(events) = d["events"].as_array() {
+        println!("Events:");
+        for e in events {
+            let mut data = e["data"].clone();
+            if let Some(o) = data.as_object_mut() {
+                o.remove("type");
+            }
+            println!(
+                "  {:>4} {:<12} {}",
+                e["seq"],
+                e["type"].as_str().unwrap_or("?"),
+                data
+            );
+        }
+    }
+}

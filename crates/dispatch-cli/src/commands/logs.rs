@@ -1,0 +1,87 @@
+//! `dispatch logs [-f] [--tail N]`.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use dispatch_core::RunId;
+use dispatch_runtime::Layout;
+use dispatch_runtime::reconcile::reconcile;
+use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{Run, RunStore};
+
+use crate::cli::LogsArgs;
+use crate::ctx::{Ctx, find_run};
+use crate::error::{CliError, CliResult};
+
+const FOLLOW_POLL: Duration = Duration::from_millis(25);
+
+pub async fn logs(ctx: &Ctx, args: &LogsArgs) -> CliResult {
+    let store = ctx
+        .existing_store()?
+        .ok_or_else(|| CliError::input(format!("no run matches `{}` (no runs yet)", args.id)))?;
+    let run = find_run(&store, &ctx.layout, &args.id).await?;
+    if args.follow {
+        follow_log(&store, &ctx.layout, &run.id, args.tail).await?;
+    } else {
+        let start = tail_offset(&ctx.layout.log(&run.id), args.tail);
+        copy_from(&ctx.layout.log(&run.id), start);
+    }
+    Ok(0)
+}
+
+/// Where the last `n` lines of the file start (0 for the whole file).
+fn tail_offset(path: &std::path::Path, n: Option<usize>) -> u64 {
+    let Some(n) = n else { return 0 };
+    let Ok(bytes) = std::fs::read(path) else {
+        return 0;
+    };
+    let mut end = bytes.len();
+    if bytes.last() == Some(&b'\n') {
+        end -= 1;
+    }
+    let mut seen = 0;
+    for i in (0..end).rev() {
+        if bytes[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                return (i + 1) as u64;
+            }
+        }
+    }
+    if n == 0 { bytes.len() as u64 } else { 0 }
+}
+
+/// Copies the file from `offset` to stdout; returns the new offset.
+fn copy_from(path: &std::path::Path, offset: u64) -> u64 {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return offset;
+    };
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return offset;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf);
+    let _ = out.flush();
+    offset + buf.len() as u64
+}
+
+/// Prints the log as it grows until the run ends; returns the finished run.
+pub async fn follow_log(
+    store: &SqliteStore,
+    layout: &Layout,
+    id: &RunId,
+    tail: Option<usize>,
+) -> CliResult<Run> {
+    let path = layout.log(id);
+    let mut offset = tail_offset(&path, tail);
+    loop {
+        offset = copy_from(&path, offset);
+        let run = reconcile(store, layout, store.get_run(id).await?).await?;
+        if run.state.is_terminal() {
+            copy_from(&path, offset);
+            return Ok(run);
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}

@@ -1,0 +1,15 @@
+//! One module per command.
+
+pub mod build;
+pub mod images;
+pub mod inspect;
+pub mod internal;
+pub mod logs;
+pub mod prune;
+pub mod ps;
+pub mod restart;
+pub mod rm;
+pub mod run;
+pub mod start;
+pub mod stop;
+pub mod wait;

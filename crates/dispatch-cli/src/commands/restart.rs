@@ -1,0 +1,34 @@
+use std::time::Duration;
+
+use dispatch_runtime::launch::{LaunchRequest, create};
+
+use crate::cli::StopArgs;
+use crate::commands::run::start_run;
+use crate::ctx::{Ctx, find_run};
+use crate::error::CliResult;
+
+/// `dispatch restart`: stops the run if it is live, then starts the same
+/// parcel, operation and payload as a new run linked to the old one
+/// (`origin_id`). A finished run never changes, so the new run has a new id,
+/// which is printed.
+pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
+    let store = ctx.store()?;
+    for arg in &args.ids.ids {
+        let old = find_run(&store, &ctx.layout, arg).await?;
+        if !old.state.is_terminal() {
+            let grace = Duration::from_millis(args.grace_period_ms);
+            dispatch_runtime::stop::stop(&store, &ctx.layout, &old.id, grace, args.force).await?;
+        }
+        let req = LaunchRequest {
+            source: old.parcel_digest.clone(),
+            operation: Some(old.operation),
+            payload: old.payload.clone(),
+            parent_id: old.parent_id.clone(),
+            origin_id: Some(old.id.clone()),
+        };
+        let (run, _) = create(&store, &ctx.layout, &req).await?;
+        start_run(ctx, &store, &run).await?;
+        println!("{}", run.id);
+    }
+    Ok(0)
+}

@@ -1,0 +1,120 @@
+//! `dispatch run` and `dispatch create`.
+
+use std::time::Duration;
+
+use dispatch_core::time::human_duration;
+use dispatch_core::Operation;
+use dispatch_runtime::launch::{LaunchRequest, create, fail_unstarted, spawn_helper};
+use dispatch_runtime::run_exit_code;
+use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{Run, RunStore};
+use serde_json::Value;
+
+use crate::cli::{CreateArgs, PayloadArgs, RunArgs};
+use crate::commands::logs::follow_log;
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::output::{cost_text, paint};
+
+/// The operation and JSON payload the flags ask for.
+pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)> {
+    let (op, flag, text) = if let Some(t) = &args.job {
+        (Some(Operation::Job), "--job", t)
+    } else if let Some(t) = &args.heartbeat {
+        (Some(Operation::Heartbeat), "--heartbeat", t)
+    } else if let Some(t) = &args.payload {
+        (None, "--payload", t)
+    } else {
+        return Ok((None, Value::Object(Default::default())));
+    };
+    let value = serde_json::from_str(text).map_err(|e| {
+        CliError::input(format!(
+            "{flag} is not valid JSON ({e}) (hint: quote the whole payload, e.g. {flag} '{{\"name\":\"ada\"}}')"
+        ))
+    })?;
+    Ok((op, value))
+}
+
+pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
+    let (operation, payload) = parse_payload(&args.payload)?;
+    let store = ctx.store()?;
+    let (run, _) = create(&store, &ctx.layout, &request(&args.source, operation, payload)).await?;
+    println!("{}", run.id);
+    Ok(0)
+}
+
+fn request(source: &str, operation: Option<Operation>, payload: Value) -> LaunchRequest {
+    LaunchRequest {
+        source: source.to_string(),
+        operation,
+        payload,
+        parent_id: None,
+        origin_id: None,
+    }
+}
+
+pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
+    let (operation, payload) = parse_payload(&args.payload)?;
+    let store = ctx.store()?;
+    let (run, _) = create(&store, &ctx.layout, &request(&args.source, operation, payload)).await?;
+    start_run(ctx, &store, &run).await?;
+    if args.detach {
+        println!("{}", run.id);
+        return Ok(0);
+    }
+    foreground(ctx, &store, &run).await
+}
+
+/// Spawns the helper for a created run; a run whose helper cannot start is failed at once.
+pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
+    if let Err(e) = spawn_helper(&ctx.layout, &exe, &run.id) {
+        fail_unstarted(store, run, e.to_string()).await?;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Streams the log until the run ends, prints a summary, returns its exit code.
+/// Ctrl-C stops the run (SIGTERM, 10 s grace, SIGKILL).
+async fn foreground(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult {
+    eprintln!("run {}", run.id);
+    let follow = follow_log(store, &ctx.layout, &run.id, None);
+    tokio::pin!(follow);
+    let finished = tokio::select! {
+        r = &mut follow => r?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopping run {} (SIGTERM, then SIGKILL after 10s)…", run.id);
+            dispatch_runtime::stop::stop(store, &ctx.layout, &run.id, Duration::from_secs(10), false).await?;
+            follow.await?
+        }
+    };
+    print_summary(&finished);
+    Ok(run_exit_code(&finished.state))
+}
+
+fn print_summary(run: &Run) {
+    let st = &run.state;
+    let mut parts = vec![paint(run.status(), &run.status().to_string())];
+    if let Some(code) = st.exit_code() {
+        parts.push(format!("exit {code}"));
+    }
+    if let (Some(s), Some(e)) = (st.started_at(), st.ended_at()) {
+        parts.push(human_duration(e - s));
+    } else if let Some(e) = st.ended_at() {
+        parts.push(human_duration(e - run.created_at));
+    }
+    let u = run.usage;
+    parts.push(format!(
+        "tokens {} (in {} / out {})",
+        u.total_tokens(),
+        u.input_tokens,
+        u.output_tokens
+    ));
+    parts.push(format!("cost {}", cost_text(u.cost_usd)));
+    eprintln!("run {} {}", run.id.short(), parts.join(" · "));
+    if let Some(reason) = st.reason().filter(|_| run.status() != dispatch_core::Status::Succeeded) {
+        eprintln!("reason: {reason}");
+    }
+}

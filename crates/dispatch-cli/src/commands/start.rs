@@ -1,0 +1,25 @@
+use dispatch_core::Status;
+
+use crate::cli::IdsArgs;
+use crate::commands::run::start_run;
+use crate::ctx::{Ctx, find_run};
+use crate::error::{CliError, CliResult};
+
+/// `dispatch start`: starts created (queued) runs.
+pub async fn start(ctx: &Ctx, args: &IdsArgs) -> CliResult {
+    let store = ctx.store()?;
+    for arg in &args.ids {
+        let run = find_run(&store, &ctx.layout, arg).await?;
+        if run.status() != Status::Queued || run.stop_requested_at.is_some() {
+            return Err(CliError::input(format!(
+                "run {} is {}; only a created run can be started (hint: `dispatch restart {}` runs it again)",
+                run.id,
+                run.status(),
+                run.id.short()
+            )));
+        }
+        start_run(ctx, &store, &run).await?;
+        println!("{}", run.id);
+    }
+    Ok(0)
+}

@@ -1,0 +1,74 @@
+//! `dispatch`: run AI agents as durable, audited runs.
+
+mod cli;
+mod commands;
+mod ctx;
+mod error;
+mod output;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ContainerCommand, InternalCommand};
+use commands::*;
+use ctx::Ctx;
+use error::{CliResult, EXIT_DISPATCH, EXIT_USAGE};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_DISPATCH);
+        }
+    };
+    let ctx = Ctx::new(cli.root.clone());
+    let code = match runtime.block_on(execute(&ctx, cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code
+        }
+    };
+    // Do not wait for stray tasks (a stdin feeder blocked on a full pipe).
+    runtime.shutdown_background();
+    std::process::exit(code);
+}
+
+async fn execute(ctx: &Ctx, command: Command) -> CliResult {
+    match command {
+        Command::Build(a) => build::build(ctx, &a),
+        Command::Run(a) => run::run_cmd(ctx, &a).await,
+        Command::Create(a) => run::create_cmd(ctx, &a).await,
+        Command::Start(a) => start::start(ctx, &a).await,
+        Command::Ps(a) => ps::ps(ctx, &a).await,
+        Command::Logs(a) => logs::logs(ctx, &a).await,
+        Command::Wait(a) => wait::wait(ctx, &a).await,
+        Command::Stop(a) => stop::stop(ctx, &a).await,
+        Command::Restart(a) => restart::restart(ctx, &a).await,
+        Command::Rm(a) => rm::rm(ctx, &a).await,
+        Command::Prune(a) => prune::prune(ctx, &a).await,
+        Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
+        Command::Images(a) => images::images(ctx, &a),
+        Command::Container(c) => match c {
+            ContainerCommand::Ls(a) | ContainerCommand::Ps(a) => ps::ps(ctx, &a).await,
+            ContainerCommand::Logs(a) => logs::logs(ctx, &a).await,
+            ContainerCommand::Wait(a) => wait::wait(ctx, &a).await,
+            ContainerCommand::Inspect(a) => inspect::inspect(ctx, &a).await,
+            ContainerCommand::Stop(a) => stop::stop(ctx, &a).await,
+            ContainerCommand::Restart(a) => restart::restart(ctx, &a).await,
+            ContainerCommand::Prune(a) => prune::prune(ctx, &a).await,
+            ContainerCommand::Rm(a) => rm::rm(ctx, &a).await,
+        },
+        Command::Internal(InternalCommand::RunRecord { id }) => {
+            internal::run_record_cmd(ctx, &id).await
+        }
+    }
+}

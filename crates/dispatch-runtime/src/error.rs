@@ -1,0 +1,43 @@
+use std::path::PathBuf;
+
+use dispatch_core::parcel::ParcelError;
+use dispatch_store::StoreError;
+
+/// What can go wrong in the runtime, said so the user knows what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Parcel(#[from] ParcelError),
+    #[error(
+        "`{0}` is neither a directory with an Agentfile nor a built parcel (hint: `dispatch images` lists parcels)"
+    )]
+    UnknownParcel(String),
+    #[error("`{reference}` matches {count} parcels; give more characters of the digest")]
+    AmbiguousParcel { reference: String, count: usize },
+    #[error("secret {0} is declared by the Agentfile but not set (hint: export {0}=... before dispatching)")]
+    MissingSecret(String),
+    #[error("run {id} is already {status}; there is nothing to stop")]
+    AlreadyFinished {
+        id: String,
+        status: dispatch_core::Status,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not start the helper process ({0}): {1}")]
+    Spawn(PathBuf, #[source] std::io::Error),
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+/// Wraps an I/O error with what we were doing and where.
+pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.into();
+    move |source| RuntimeError::Io { what, path, source }
+}

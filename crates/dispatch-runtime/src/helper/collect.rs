@@ -1,0 +1,105 @@
+//! After the agent exits: collect its artifacts and its output.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use dispatch_store::Artifact;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{RuntimeResult, io};
+
+/// Hashes every regular file under `dir` and stores it content-addressed in
+/// `store_dir/<sha256>`. Symlinks are not followed.
+pub(crate) fn collect_artifacts(dir: &Path, store_dir: &Path) -> RuntimeResult<Vec<Artifact>> {
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(store_dir).map_err(io("creating", store_dir))?;
+    let mut out = Vec::with_capacity(files.len());
+    for (name, path) in files {
+        let (sha256, size) = hash_file(&path)?;
+        let dest = store_dir.join(&sha256);
+        if !dest.exists() {
+            let tmp = store_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+            std::fs::copy(&path, &tmp).map_err(io("copying artifact", &path))?;
+            std::fs::rename(&tmp, &dest).map_err(io("storing artifact", &dest))?;
+        }
+        out.push(Artifact { name, sha256, size });
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(ft) = entry.file_type() else { continue };
+        let path = entry.path();
+        if ft.is_dir() {
+            walk(root, &path, out);
+        } else if ft.is_file() {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((name, path));
+        }
+    }
+}
+
+fn hash_file(path: &Path) -> RuntimeResult<(String, u64)> {
+    let file = File::open(path).map_err(io("reading artifact", path))?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut BufReader::new(file), &mut hasher)
+        .map_err(io("reading artifact", path))?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The run's result: `$DISPATCH_OUTPUT` as JSON (or as a string when it is
+/// not JSON), else the value of the last `output` event.
+pub(crate) fn read_output(path: &Path, last_output_event: Option<Value>) -> Option<Value> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&bytes).trim_end().to_string())
+        })),
+        Err(_) => last_output_event,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_stored_by_content() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let store = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(src.path().join("sub")).expect("mkdir");
+        std::fs::write(src.path().join("a.txt"), b"hello").expect("write");
+        std::fs::write(src.path().join("sub/b.txt"), b"hello").expect("write");
+        let got = collect_artifacts(src.path(), store.path()).expect("collect");
+        let names: Vec<&str> = got.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "sub/b.txt"]);
+        assert_eq!(got[0].sha256, got[1].sha256);
+        assert_eq!(got[0].size, 5);
+        assert!(store.path().join(&got[0].sha256).is_file());
+    }
+
+    #[test]
+    fn output_is_json_or_text_or_the_last_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out");
+        assert_eq!(read_output(&p, Some(Value::from(1))), Some(Value::from(1)));
+        std::fs::write(&p, br#"{"a":1}"#).expect("write");
+        assert_eq!(read_output(&p, None), Some(serde_json::json!({"a":1})));
+        std::fs::write(&p, b"plain text\n").expect("write");
+        assert_eq!(read_output(&p, None), Some(Value::from("plain text")));
+    }
+}

@@ -1,0 +1,245 @@
+//! The helper: `dispatch internal run-record <id>`. It owns one run from
+//! claim to terminal state: prepare the workspace, verify the brief, start the
+//! courier, stream output and events, collect artifacts and output, write the
+//! terminal snapshot, then the terminal state.
+
+mod agent;
+mod collect;
+
+use std::io::Write;
+
+use dispatch_core::parcel::{self, Parcel};
+use dispatch_core::time::human_duration;
+use dispatch_core::{RunId, Status, Transition, brief, now_ms};
+use dispatch_store::{Run, Store, StoreError};
+use serde_json::Value;
+
+use crate::error::{RuntimeError, RuntimeResult, io};
+use crate::layout::Layout;
+use crate::record::{AdvanceError, advance};
+use crate::snapshot::{self, FinalSnapshot};
+use crate::{os, run_exit_code};
+
+use agent::AgentSpec;
+
+/// Runs the queued run `id` to a terminal state. Returns the run's exit status.
+pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunId) -> RuntimeResult<i32> {
+    let mut run = store.get_run(id).await?;
+    let me = os::this_process();
+    match advance(store, &mut run, &Transition::Claim { helper: me, at: now_ms() }, None).await {
+        Ok(()) => {}
+        Err(AdvanceError::Illegal(_)) => {
+            return Err(StoreError::InvalidState {
+                id: id.clone(),
+                status: run.status(),
+                hint: "another helper owns it or it has finished",
+            }
+            .into());
+        }
+        Err(AdvanceError::Store(e)) => return Err(e.into()),
+    }
+    let mut log = LifecycleLog::open(layout, id);
+    if run.stop_requested_at.is_some() {
+        return finish(store, layout, &mut run, &mut log, cancelled(None), None).await;
+    }
+    let prepared = match prepare(layout, &run) {
+        Ok(p) => p,
+        Err(reason) => {
+            let t = Transition::Fail { reason, exit_code: None, at: now_ms() };
+            return finish(store, layout, &mut run, &mut log, t, None).await;
+        }
+    };
+    log.line(&format!(
+        "run {} attempt {}: starting {} `{}`",
+        run.id,
+        run.attempt,
+        run.operation,
+        prepared.spec.command.join(" ")
+    ));
+    let child = match agent::spawn(&prepared.spec) {
+        Ok(child) => child,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let reason = format!("could not start `{}`: {e}", prepared.spec.command.join(" "));
+            let t = Transition::Fail { reason, exit_code: Some(code), at: now_ms() };
+            return finish(store, layout, &mut run, &mut log, t, None).await;
+        }
+    };
+    let agent_ref = os::proc_ref(child.id().unwrap_or(0));
+    if let Err(e) = advance(store, &mut run, &Transition::AgentStarted { agent: agent_ref, at: now_ms() }, None).await {
+        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGKILL);
+        return Err(match e {
+            AdvanceError::Store(e) => e.into(),
+            AdvanceError::Illegal(e) => RuntimeError::Io {
+                what: "recording the agent start of",
+                path: layout.log(id),
+                source: std::io::Error::other(e.to_string()),
+            },
+        });
+    }
+    // A stop that arrived while we were starting found no process group yet.
+    if store.get_run(id).await.map(|r| r.stop_requested_at.is_some()).unwrap_or(false) {
+        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let outcome = agent::supervise(store, id, &prepared.spec, child).await;
+
+    let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
+    match artifacts {
+        Ok(list) if !list.is_empty() => {
+            if let Err(e) = store.add_artifacts(id, &list).await {
+                log.line(&format!("could not record artifacts: {e}"));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log.line(&format!("could not collect artifacts: {e}")),
+    }
+    let output = collect::read_output(&prepared.output_path, outcome.last_output);
+    let stop_requested = outcome.signalled
+        || store.get_run(id).await.map(|r| r.stop_requested_at.is_some()).unwrap_or(false);
+    let at = now_ms();
+    let t = if stop_requested && outcome.exit_code != 0 {
+        cancelled(Some(outcome.exit_code))
+    } else if let (Some(message), true) = (outcome.error, outcome.exit_code != 0) {
+        Transition::Fail { reason: message, exit_code: Some(outcome.exit_code), at }
+    } else {
+        Transition::Exited { code: outcome.exit_code, at }
+    };
+    finish(store, layout, &mut run, &mut log, t, output).await
+}
+
+fn cancelled(exit_code: Option<i32>) -> Transition {
+    Transition::Cancel { reason: "stopped by user".into(), exit_code, at: now_ms() }
+}
+
+/// Writes the terminal snapshot, then the terminal state.
+async fn finish<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &mut Run,
+    log: &mut LifecycleLog,
+    t: Transition,
+    output: Option<Value>,
+) -> RuntimeResult<i32> {
+    let state = match run.state.apply(run.operation, &t) {
+        Ok(s) => s,
+        Err(_) => return Ok(run_exit_code(&run.state)), // someone else finished it
+    };
+    let snap = FinalSnapshot {
+        run_id: run.id.clone(),
+        attempt: run.attempt,
+        state: state.clone(),
+        output: output.clone(),
+        written_at: now_ms(),
+    };
+    if let Err(e) = snapshot::write(layout, &snap) {
+        log.line(&format!("could not write the terminal snapshot: {e}"));
+    }
+    let took = match (state.started_at(), state.ended_at()) {
+        (Some(s), Some(e)) => format!(" in {}", human_duration(e - s)),
+        _ => String::new(),
+    };
+    let how = match (state.status(), state.exit_code(), state.reason()) {
+        (Status::Succeeded, _, _) => "succeeded (exit 0)".to_string(),
+        (st, _, Some(reason)) => format!("{st}: {reason}"),
+        (st, Some(code), None) => format!("{st} (exit {code})"),
+        (st, None, None) => st.to_string(),
+    };
+    log.line(&format!("run {} {how}{took}", run.id));
+    match advance(store, run, &t, output).await {
+        Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(run_exit_code(&run.state)),
+        Err(AdvanceError::Store(e)) => Err(e.into()),
+    }
+}
+
+struct Prepared {
+    spec: AgentSpec,
+    artifacts_dir: std::path::PathBuf,
+    output_path: std::path::PathBuf,
+}
+
+/// Loads the parcel, verifies the brief and lays out the run directory.
+/// An error is the reason the run fails (not retryable).
+fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
+    let parcel: Parcel = parcel::load(&layout.parcels().join(&run.parcel_digest))
+        .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))?;
+    let brief_path = layout.brief(&run.brief_sha256);
+    let bytes = std::fs::read(&brief_path)
+        .map_err(|e| format!("cannot read brief {}: {e}", brief_path.display()))?;
+    brief::verify(&bytes, &run.brief_sha256).map_err(|e| format!("refusing to start: {e}"))?;
+
+    let dir = layout.run_dir(&run.id);
+    let artifacts_dir = dir.join("artifacts");
+    let approvals = dir.join("approvals");
+    let state_dir = layout.state_dir(&parcel.manifest.name);
+    for d in [&artifacts_dir, &approvals, &state_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let payload = serde_json::to_vec(&run.payload).expect("a payload is JSON data");
+    let payload_path = dir.join("payload.json");
+    std::fs::write(&payload_path, &payload)
+        .map_err(|e| format!("cannot write {}: {e}", payload_path.display()))?;
+    let events = dir.join("events.jsonl");
+    let output_path = dir.join("output.json");
+    let path_str = |p: &std::path::Path| p.to_string_lossy().into_owned();
+
+    let m = &parcel.manifest;
+    let mut env: Vec<(String, String)> = m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("DISPATCH_RUN_ID".into(), run.id.to_string()),
+        ("DISPATCH_ATTEMPT".into(), run.attempt.to_string()),
+        ("DISPATCH_OPERATION".into(), run.operation.to_string()),
+        ("DISPATCH_BRIEF".into(), path_str(&brief_path)),
+        ("DISPATCH_BRIEF_SHA256".into(), run.brief_sha256.clone()),
+        ("DISPATCH_PAYLOAD".into(), path_str(&payload_path)),
+        ("DISPATCH_EVENTS".into(), path_str(&events)),
+        ("DISPATCH_ARTIFACTS".into(), path_str(&artifacts_dir)),
+        ("DISPATCH_OUTPUT".into(), path_str(&output_path)),
+        ("DISPATCH_STATE_DIR".into(), path_str(&state_dir)),
+        ("DISPATCH_APPROVALS".into(), path_str(&approvals)),
+        ("DISPATCH_PARCEL_DIR".into(), path_str(&parcel.files_dir())),
+    ]);
+    let secrets = m
+        .secrets
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .filter(|v| !v.is_empty())
+        .collect();
+    Ok(Prepared {
+        spec: AgentSpec {
+            command: m.command.clone(),
+            cwd: parcel.files_dir(),
+            env,
+            stdin: payload,
+            log: layout.log(&run.id),
+            events,
+            secrets,
+            attempt: run.attempt,
+        },
+        artifacts_dir,
+        output_path,
+    })
+}
+
+/// `[dispatch] …` lines in the run's log.
+struct LifecycleLog {
+    file: Option<std::fs::File>,
+}
+
+impl LifecycleLog {
+    fn open(layout: &Layout, id: &RunId) -> Self {
+        let path = layout.log(id);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("opening", &path))
+            .ok();
+        LifecycleLog { file }
+    }
+
+    fn line(&mut self, text: &str) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = writeln!(f, "[dispatch] {text}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Dispatching a run from the foreground CLI: resolve or build the parcel,
+//! write the brief, create the run record, spawn the detached helper.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use dispatch_core::brief::Brief;
+use dispatch_core::parcel::{self, Parcel};
+use dispatch_core::{Operation, RunId, now_ms};
+use dispatch_store::{NewRun, Run, Store};
+use serde_json::Value;
+
+use crate::error::{RuntimeError, RuntimeResult, io};
+use crate::layout::{Layout, ROOT_ENV};
+use crate::os;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LaunchRequest {
+    /// A directory holding an Agentfile, an Agentfile, or a built parcel's
+    /// name or digest (prefix).
+    pub source: String,
+    /// The operation; the parcel's ENTRYPOINT when `None`.
+    pub operation: Option<Operation>,
+    pub payload: Value,
+    pub parent_id: Option<RunId>,
+    /// The run this one restarts or replays.
+    pub origin_id: Option<RunId>,
+}
+
+/// Resolves `source` to a parcel: builds it when it is a path, else looks up
+/// a built parcel by digest prefix or name (the newest of that name).
+pub fn resolve_parcel(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
+    let path = Path::new(source);
+    if path.exists() {
+        return Ok(parcel::build(path, &layout.parcels())?);
+    }
+    let exact = layout.parcels().join(source);
+    if source.len() == 64 && exact.is_dir() {
+        return Ok(parcel::load(&exact)?);
+    }
+    let looks_like_path = source.contains('/') || source.starts_with('.');
+    let all = parcel::list(&layout.parcels());
+    if let Some(p) = all.iter().find(|p| p.manifest.name == source) {
+        return Ok(p.clone());
+    }
+    let by_digest: Vec<&Parcel> = if source.len() >= 4 && !looks_like_path {
+        all.iter().filter(|p| p.digest.starts_with(source)).collect()
+    } else {
+        Vec::new()
+    };
+    match by_digest.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] if looks_like_path => Err(parcel::ParcelError::NoSuchPath(path.to_path_buf()).into()),
+        [] => Err(RuntimeError::UnknownParcel(source.to_string())),
+        many => Err(RuntimeError::AmbiguousParcel {
+            reference: source.to_string(),
+            count: many.len(),
+        }),
+    }
+}
+
+/// Writes the brief content-addressed (once) and returns its digest.
+pub fn write_brief(layout: &Layout, brief: &Brief) -> RuntimeResult<String> {
+    let (bytes, sha) = brief.encode();
+    let path = layout.brief(&sha);
+    if !path.exists() {
+        let dir = layout.briefs();
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("renaming", &path))?;
+    }
+    Ok(sha)
+}
+
+/// Checks that every declared secret has a value in the environment.
+pub fn check_secrets(parcel: &Parcel) -> RuntimeResult<()> {
+    match parcel
+        .manifest
+        .secrets
+        .iter()
+        .find(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
+    {
+        Some(missing) => Err(RuntimeError::MissingSecret(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Creates the run record (queued) for `req`. Does not start it.
+pub async fn create<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    req: &LaunchRequest,
+) -> RuntimeResult<(Run, Parcel)> {
+    let parcel = resolve_parcel(layout, &req.source)?;
+    check_secrets(&parcel)?;
+    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let brief = Brief::assemble(&parcel, operation, req.payload.clone());
+    let brief_sha256 = write_brief(layout, &brief)?;
+    let run = store
+        .create_run(&NewRun {
+            id: RunId::new(),
+            parcel_digest: parcel.digest.clone(),
+            parcel_name: parcel.manifest.name.clone(),
+            operation,
+            parent_id: req.parent_id.clone(),
+            origin_id: req.origin_id.clone(),
+            payload: req.payload.clone(),
+            brief_sha256,
+            created_at: now_ms(),
+        })
+        .await?;
+    Ok((run, parcel))
+}
+
+/// Spawns `exe internal run-record <id>` in its own session, detached, with
+/// its own output going to the run's log. Returns at once.
+pub fn spawn_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u32> {
+    let runs = layout.runs();
+    std::fs::create_dir_all(&runs).map_err(io("creating", &runs))?;
+    let log_path = layout.log(id);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io("opening", &log_path))?;
+    let log2 = log.try_clone().map_err(io("opening", &log_path))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["internal", "run-record", id.as_str()])
+        .env(ROOT_ENV, layout.root())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    os::new_session(&mut cmd);
+    let child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Spawn(exe.to_path_buf(), e))?;
+    Ok(child.id())
+}
+
+/// Records that a created run could not be started (its helper failed to spawn).
+pub async fn fail_unstarted<S: Store + ?Sized>(store: &S, run: &Run, reason: String) -> RuntimeResult<()> {
+    let mut run = run.clone();
+    let t = dispatch_core::Transition::Fail { reason, exit_code: None, at: now_ms() };
+    match crate::record::advance(store, &mut run, &t, None).await {
+        Ok(()) | Err(crate::record::AdvanceError::Illegal(_)) => Ok(()),
+        Err(crate::record::AdvanceError::Store(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,33 @@
+//! The local, daemonless runtime.
+//!
+//! The foreground CLI [`launch`]es a run: it resolves or builds the parcel,
+//! writes the brief, creates the run record and spawns a detached helper
+//! (`dispatch internal run-record <id>`) in its own session. The [`helper`]
+//! runs the agent in its own process group, streams its output into the log
+//! and its events into the store, collects artifacts and output, writes the
+//! terminal snapshot and then the terminal state. Readers [`reconcile`] runs
+//! whose helper died; [`stop`] signals process groups, never lone pids.
+
+mod error;
+mod follow;
+pub mod helper;
+pub mod launch;
+pub mod layout;
+pub mod os;
+pub mod reconcile;
+mod record;
+pub mod remove;
+pub mod snapshot;
+pub mod stop;
+
+pub use error::{RuntimeError, RuntimeResult};
+pub use layout::Layout;
+
+/// The exit status a finished run stands for: its exit code, or 1 when it
+/// ended without one (lost helper, brief error, cancelled before start).
+pub fn run_exit_code(state: &dispatch_core::RunState) -> i32 {
+    match state {
+        dispatch_core::RunState::Succeeded { .. } => 0,
+        other => other.exit_code().unwrap_or(1),
+    }
+}

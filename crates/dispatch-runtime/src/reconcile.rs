@@ -1,0 +1,89 @@
+//! Readers drive runs whose helper died to a terminal state, so nothing
+//! stays stuck: a terminal snapshot wins; otherwise a stopped run is
+//! `cancelled`, a service `stopped` and a job or heartbeat `failed`, each with
+//! the reason.
+
+use dispatch_core::{Status, Transition, now_ms};
+use dispatch_store::{Run, StateWrite, Store, StoreError, StoreResult};
+use nix::sys::signal::Signal;
+
+use crate::layout::Layout;
+use crate::os;
+use crate::record::state_event;
+use crate::snapshot;
+
+/// Reconciles `run` if its helper is gone. Returns the run as it now stands.
+pub async fn reconcile<S: Store + ?Sized>(store: &S, layout: &Layout, run: Run) -> StoreResult<Run> {
+    let mut run = run;
+    for _ in 0..5 {
+        let Some(helper) = run.state.helper() else {
+            return Ok(run); // queued or terminal: nobody to have died
+        };
+        if os::is_alive(helper) {
+            return Ok(run);
+        }
+        // The helper is gone; nobody else will clean up its agent's group.
+        if let Some(agent) = run.state.agent() {
+            os::signal_group(agent.pid, Signal::SIGKILL);
+        }
+        let write = dead_helper_write(layout, &run, helper.pid);
+        match store.transition(&run.id, run.version, &write).await {
+            Ok(updated) => return Ok(updated),
+            Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(run)
+}
+
+fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite {
+    let at = now_ms();
+    if let Some(snap) = snapshot::read(layout, &run.id) {
+        return StateWrite {
+            event: state_event(
+                run,
+                &snap.state,
+                Some("applied the terminal snapshot the helper wrote before it died"),
+            ),
+            state: snap.state,
+            output: snap.output,
+        };
+    }
+    let transition = if run.stop_requested_at.is_some() {
+        Transition::Cancel {
+            reason: format!("stopped by user; helper process {helper_pid} exited before recording"),
+            exit_code: None,
+            at,
+        }
+    } else {
+        Transition::Lost {
+            reason: format!(
+                "helper process {helper_pid} died without recording a result (killed, or the machine restarted)"
+            ),
+            at,
+        }
+    };
+    let state = run
+        .state
+        .apply(run.operation, &transition)
+        .unwrap_or_else(|_| run.state.clone());
+    StateWrite {
+        event: state_event(run, &state, None),
+        state,
+        output: None,
+    }
+}
+
+/// Reconciles every live run in `runs` in place.
+pub async fn reconcile_all<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    runs: &mut [Run],
+) -> StoreResult<()> {
+    for run in runs.iter_mut() {
+        if matches!(run.status(), Status::Starting | Status::Running | Status::Paused) {
+            *run = reconcile(store, layout, run.clone()).await?;
+        }
+    }
+    Ok(())
+}

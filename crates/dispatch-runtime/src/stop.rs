@@ -1,0 +1,91 @@
+//! Stopping a run: record the request, SIGTERM the agent's process group,
+//! wait out the grace period, SIGKILL the group. The helper records the end
+//! (`cancelled`, or `stopped` for a service); if the helper is gone too, the
+//! reader-side reconciliation does.
+
+use std::time::{Duration, Instant};
+
+use dispatch_core::{RunId, Status, Transition, now_ms};
+use dispatch_store::{Run, StateWrite, Store, StoreError};
+use nix::sys::signal::Signal;
+
+use crate::error::{RuntimeError, RuntimeResult};
+use crate::layout::Layout;
+use crate::os;
+use crate::reconcile::reconcile;
+use crate::record::state_event;
+
+const POLL: Duration = Duration::from_millis(10);
+/// How long after SIGKILL we wait for the helper to record the end before we
+/// kill the helper too and let reconciliation record it.
+const HELPER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Stops `id` and returns the run in its terminal state.
+pub async fn stop<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    id: &RunId,
+    grace: Duration,
+    force: bool,
+) -> RuntimeResult<Run> {
+    let run = reconcile(store, layout, store.get_run(id).await?).await?;
+    if run.state.is_terminal() {
+        return Err(RuntimeError::AlreadyFinished {
+            id: id.to_string(),
+            status: run.status(),
+        });
+    }
+    store.request_stop(id, now_ms()).await?;
+    let grace = if force { Duration::ZERO } else { grace };
+    let started = Instant::now();
+    let mut termed = false;
+    let mut killed = false;
+    loop {
+        let run = reconcile(store, layout, store.get_run(id).await?).await?;
+        if run.state.is_terminal() {
+            return Ok(run);
+        }
+        let elapsed = started.elapsed();
+        if run.status() == Status::Queued {
+            cancel_queued(store, &run).await?;
+            continue;
+        }
+        if let Some(agent) = run.state.agent() {
+            if !termed && !force {
+                os::signal_group(agent.pid, Signal::SIGTERM);
+                termed = true;
+            }
+            if !killed && elapsed >= grace {
+                os::signal_group(agent.pid, Signal::SIGKILL);
+                killed = true;
+            }
+        }
+        if elapsed >= grace + HELPER_PATIENCE {
+            // The helper does not answer: end it; reconciliation records the stop.
+            if let Some(helper) = run.state.helper() {
+                os::signal_process(helper, Signal::SIGKILL);
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn cancel_queued<S: Store + ?Sized>(store: &S, run: &Run) -> RuntimeResult<()> {
+    let t = Transition::Cancel {
+        reason: "cancelled before it started".into(),
+        exit_code: None,
+        at: now_ms(),
+    };
+    let Ok(state) = run.state.apply(run.operation, &t) else {
+        return Ok(());
+    };
+    let write = StateWrite {
+        event: state_event(run, &state, None),
+        state,
+        output: None,
+    };
+    match store.transition(&run.id, run.version, &write).await {
+        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
