@@ -27,6 +27,14 @@ pub enum StoreError {
     Unavailable { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]
     Corrupt { path: String, message: String },
+    #[error(
+        "the run database {path} was written by a newer dispatch (schema version {found}, this dispatch knows up to {supported}) (hint: upgrade dispatch)"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

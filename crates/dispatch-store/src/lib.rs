@@ -15,6 +15,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+pub use sqlite::SqliteStore;
 
 /// Runs: create, read, compare-and-set state changes, delete.
 #[async_trait]
@@ -36,15 +37,19 @@ pub trait RunStore: Send + Sync {
     /// and maintains the attempts table (an attempt opens when the run enters
     /// `running`, closes when it leaves `running`/`paused`).
     /// `Conflict` when the version moved on; the caller reloads and decides again.
-    async fn transition(&self, id: &RunId, expected_version: i64, write: &StateWrite)
-    -> StoreResult<Run>;
+    async fn transition(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run>;
 
     /// Marks that someone asked the run to stop (and appends a `stop_requested`
     /// event). Idempotent: the first request's time is kept.
     async fn request_stop(&self, id: &RunId, at: dispatch_core::Ts) -> StoreResult<Run>;
 
     /// Deletes a terminal run with its events, attempts and artifact records.
-    /// `Conflict` when the run is not terminal.
+    /// `InvalidState` when the run is not terminal.
     async fn delete_run(&self, id: &RunId) -> StoreResult<()>;
 }
 
@@ -75,4 +80,3 @@ pub trait AttemptStore: Send + Sync {
 /// Everything a backend provides.
 pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore {}
 impl<T: RunStore + EventStore + ArtifactStore + AttemptStore> Store for T {}
-

@@ -62,6 +62,7 @@ pub struct StateWrite {
 pub struct RunFilter {
     /// Any of these statuses; empty means all.
     pub statuses: Vec<Status>,
+    /// A parcel name, or a prefix of a parcel digest.
     pub parcel: Option<String>,
     pub operation: Option<Operation>,
     pub parent_id: Option<RunId>,

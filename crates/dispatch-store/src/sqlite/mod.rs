@@ -1,0 +1,282 @@
+//! The SQLite backend: one database file in WAL mode, shared by every CLI
+//! command and helper process of a project.
+//!
+//! The store holds one connection behind a mutex. The trait methods are async
+//! but do their SQLite work inline: every call is a few short statements, and a
+//! thread hop would cost more than the work. Every write runs in a
+//! `BEGIN IMMEDIATE` transaction, so a writer waits for the lock (up to the
+//! busy timeout) instead of failing on a read-to-write upgrade; readers never
+//! wait, thanks to WAL.
+
+mod events;
+mod runs;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dispatch_core::{NewEvent, RunId, Ts};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+
+use crate::{
+    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
+    RunStore, StateWrite, StoreError, StoreResult,
+};
+
+/// How many distinct statements each connection keeps prepared.
+const STATEMENT_CACHE: usize = 64;
+
+/// A run store in one SQLite file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    /// `path` as shown in errors.
+    shown: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `path` and brings its
+    /// schema up to date. A writer waits up to `busy_timeout` for another
+    /// process's lock before giving up with [`StoreError::Locked`].
+    ///
+    /// Cheap when the schema is current: a few pragmas and one read.
+    pub fn open(path: &Path, busy_timeout: Duration) -> StoreResult<SqliteStore> {
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable {
+                path: shown.clone(),
+                message: format!("cannot create directory {}: {e}", parent.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| driver_error(&shown, e))?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            shown,
+        };
+        store.configure(busy_timeout)?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self, busy_timeout: Duration) -> StoreResult<()> {
+        let mut conn = self.lock();
+        let result = (|| {
+            // The busy timeout first, so that switching to WAL waits for the lock too.
+            conn.busy_timeout(busy_timeout)?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            let _mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", true)?;
+            schema::migrate(&mut conn)
+        })();
+        self.finish(result)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back on
+        // unwinding; the connection itself is still sound.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
+        let mut conn = self.lock();
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        self.finish(result)
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
+        let mut conn = self.lock();
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        self.finish(result)
+    }
+
+    fn finish<T>(&self, result: Result<T, Fail>) -> StoreResult<T> {
+        result.map_err(|fail| match fail {
+            Fail::Store(e) => e,
+            Fail::Sql(e) => driver_error(&self.shown, e),
+            Fail::Corrupt(message) => StoreError::Corrupt {
+                path: self.shown.clone(),
+                message,
+            },
+            Fail::Encode(message) => StoreError::Unavailable {
+                path: self.shown.clone(),
+                message,
+            },
+            Fail::TooNew { found, supported } => StoreError::TooNew {
+                path: self.shown.clone(),
+                found,
+                supported,
+            },
+        })
+    }
+}
+
+/// Why an operation failed, before the database path is attached.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// A domain error, complete as it is.
+    Store(StoreError),
+    /// The driver failed.
+    Sql(rusqlite::Error),
+    /// A stored value does not decode.
+    Corrupt(String),
+    /// A value could not be encoded for storage.
+    Encode(String),
+    /// The schema is newer than this binary.
+    TooNew { found: i64, supported: i64 },
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for Fail {
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        Fail::Corrupt(format!("unexpected value: {e}"))
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+/// Maps a driver error to the store's own: a lock held past the busy timeout
+/// is `Locked`, a value of the wrong type or a damaged file is `Corrupt`,
+/// anything else `Unavailable`.
+fn driver_error(path: &str, e: rusqlite::Error) -> StoreError {
+    let path = path.to_string();
+    match &e {
+        rusqlite::Error::SqliteFailure(err, _)
+            if matches!(
+                err.code,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Locked { path }
+        }
+        rusqlite::Error::SqliteFailure(err, _)
+            if matches!(
+                err.code,
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
+            ) =>
+        {
+            StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            }
+        }
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt {
+            path,
+            message: e.to_string(),
+        },
+        _ => StoreError::Unavailable {
+            path,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// JSON text for a value we are about to store.
+fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Fail> {
+    serde_json::to_string(value).map_err(|e| Fail::Encode(format!("cannot encode {what}: {e}")))
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
+        self.write(|tx| runs::create(tx, new))
+    }
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
+        self.read(|tx| runs::get(tx, id))
+    }
+
+    async fn resolve_prefix(&self, prefix: &str) -> StoreResult<RunId> {
+        self.read(|tx| runs::resolve_prefix(tx, prefix))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        self.read(|tx| runs::list(tx, filter))
+    }
+
+    async fn transition(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run> {
+        self.write(|tx| runs::transition(tx, id, expected_version, write))
+    }
+
+    async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
+        self.write(|tx| runs::request_stop(tx, id, at))
+    }
+
+    async fn delete_run(&self, id: &RunId) -> StoreResult<()> {
+        self.write(|tx| runs::delete(tx, id))
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()> {
+        self.write(|tx| events::append(tx, run, events))
+    }
+
+    async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
+        self.read(|tx| events::list(tx, run, after, limit))
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for SqliteStore {
+    async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()> {
+        self.write(|tx| events::add_artifacts(tx, run, artifacts))
+    }
+
+    async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
+        self.read(|tx| events::list_artifacts(tx, run))
+    }
+}
+
+#[async_trait]
+impl AttemptStore for SqliteStore {
+    async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
+        self.read(|tx| events::list_attempts(tx, run))
+    }
+}

@@ -1,0 +1,440 @@
+//! The `runs` table: create, read, list, compare-and-set transitions, stop
+//! requests and deletion.
+
+use dispatch_core::event::Usage;
+use dispatch_core::id::SHORT_LEN;
+use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+use serde_json::{Value, json};
+
+use super::events::insert_event;
+use super::{Fail, to_json};
+use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
+
+/// The columns [`run_from_row`] reads, in its order.
+macro_rules! run_columns {
+    () => {
+        "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
+         origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
+         input_tokens, output_tokens, cost_usd, output"
+    };
+}
+
+/// Decodes a row selected with [`run_columns`].
+fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
+    let id: RunId = parse_id(row.get_ref(0)?.as_str()?)?;
+    let json = |i: usize, what: &str| -> Result<Option<Value>, Fail> {
+        match row.get_ref(i)?.as_str_or_null()? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| Fail::Corrupt(format!("run {id}: {what} is not valid JSON: {e}"))),
+        }
+    };
+    let state_text = row.get_ref(5)?.as_str()?;
+    let state: RunState = serde_json::from_str(state_text)
+        .map_err(|e| Fail::Corrupt(format!("run {id}: unreadable state `{state_text}`: {e}")))?;
+    let operation: Operation = row
+        .get_ref(4)?
+        .as_str()?
+        .parse()
+        .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?;
+    let optional_id = |i: usize| -> Result<Option<RunId>, Fail> {
+        row.get_ref(i)?.as_str_or_null()?.map(parse_id).transpose()
+    };
+    Ok(Run {
+        version: row.get(1)?,
+        parcel_digest: row.get(2)?,
+        parcel_name: row.get(3)?,
+        operation,
+        state,
+        attempt: row.get(6)?,
+        parent_id: optional_id(7)?,
+        origin_id: optional_id(8)?,
+        payload: json(9, "payload")?.unwrap_or(Value::Null),
+        brief_sha256: row.get(10)?,
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+        stop_requested_at: row.get(13)?,
+        usage: Usage {
+            input_tokens: row.get(14)?,
+            output_tokens: row.get(15)?,
+            cost_usd: row.get(16)?,
+        },
+        output: json(17, "output")?,
+        id,
+    })
+}
+
+fn parse_id(text: &str) -> Result<RunId, Fail> {
+    text.parse()
+        .map_err(|_| Fail::Corrupt(format!("`{text}` is not a run id")))
+}
+
+fn parse_status(id: &RunId, text: &str) -> Result<Status, Fail> {
+    text.parse()
+        .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))
+}
+
+fn not_found(id: &RunId) -> Fail {
+    Fail::Store(StoreError::NotFound(id.to_string()))
+}
+
+pub(super) fn exists(tx: &Transaction<'_>, id: &RunId) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
+        .query_row([id.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
+    let state = RunState::queued();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
+             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at) \
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?11)",
+        )?
+        .execute(params![
+            new.id.as_str(),
+            new.parcel_digest,
+            new.parcel_name,
+            new.operation.as_str(),
+            state.status().as_str(),
+            to_json("state", &state)?,
+            new.parent_id.as_ref().map(RunId::as_str),
+            new.origin_id.as_ref().map(RunId::as_str),
+            to_json("payload", &new.payload)?,
+            new.brief_sha256,
+            new.created_at,
+        ]);
+    if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
+        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY {
+            // Version 0: we expected no run with this id.
+            return Err(Fail::Store(StoreError::Conflict {
+                id: new.id.clone(),
+                expected: 0,
+            }));
+        }
+    }
+    inserted?;
+    let created = NewEvent::new(
+        "created",
+        1,
+        new.created_at,
+        json!({
+            "operation": new.operation,
+            "parcel": new.parcel_name,
+            "parcel_digest": new.parcel_digest,
+            "parent_id": new.parent_id,
+            "origin_id": new.origin_id,
+        }),
+    );
+    insert_event(tx, &new.id, &created)?;
+    get(tx, &new.id)
+}
+
+pub(super) fn get(tx: &Transaction<'_>, id: &RunId) -> Result<Run, Fail> {
+    let mut stmt = tx.prepare_cached(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE id = ?1"
+    ))?;
+    let mut rows = stmt.query([id.as_str()])?;
+    match rows.next()? {
+        Some(row) => run_from_row(row),
+        None => Err(not_found(id)),
+    }
+}
+
+/// The smallest string greater than every string that starts with `prefix`,
+/// for an ASCII `prefix` whose last byte is below 0x7f.
+fn upper_bound(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8(bytes).expect("an ASCII byte below 0x7f plus one is still ASCII")
+}
+
+pub(super) fn resolve_prefix(tx: &Transaction<'_>, prefix: &str) -> Result<RunId, Fail> {
+    let unknown = || Fail::Store(StoreError::NotFound(prefix.to_string()));
+    // Ids are lowercase hex; anything else can match nothing.
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let low = prefix.to_ascii_lowercase();
+    let high = upper_bound(&low);
+    let ids: Vec<String> = tx
+        .prepare_cached("SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 3")?
+        .query_map([&low, &high], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    match ids.as_slice() {
+        [] => Err(unknown()),
+        [one] => parse_id(one),
+        several => {
+            let count: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM runs WHERE id >= ?1 AND id < ?2")?
+                .query_row([&low, &high], |row| row.get(0))?;
+            Err(Fail::Store(StoreError::Ambiguous {
+                prefix: prefix.to_string(),
+                count: usize::try_from(count).unwrap_or(usize::MAX),
+                examples: distinct_prefixes(several).join(", "),
+            }))
+        }
+    }
+}
+
+/// The ids cut to a length that tells them apart (at least the usual short
+/// length; ids created in the same millisecond share their first 12 digits).
+fn distinct_prefixes(ids: &[String]) -> Vec<&str> {
+    let common = ids
+        .windows(2)
+        .map(|w| {
+            w[0].bytes()
+                .zip(w[1].bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let len = SHORT_LEN.max(common + 1);
+    ids.iter().map(|id| &id[..len.min(id.len())]).collect()
+}
+
+pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
+    let mut sql = String::from(concat!("SELECT ", run_columns!(), " FROM runs"));
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    if !filter.statuses.is_empty() {
+        let marks = vec!["?"; filter.statuses.len()].join(", ");
+        clauses.push(format!("status IN ({marks})"));
+        args.extend(
+            filter
+                .statuses
+                .iter()
+                .map(|s| SqlValue::Text(s.as_str().to_string())),
+        );
+    }
+    if let Some(parcel) = filter.parcel.as_deref() {
+        if parcel.is_empty() {
+            clauses.push("parcel_name = ?".into());
+            args.push(SqlValue::Text(String::new()));
+        } else {
+            clauses.push("(parcel_name = ? OR substr(parcel_digest, 1, ?) = ?)".into());
+            args.push(SqlValue::Text(parcel.to_string()));
+            args.push(SqlValue::Integer(parcel.chars().count() as i64));
+            args.push(SqlValue::Text(parcel.to_string()));
+        }
+    }
+    if let Some(operation) = filter.operation {
+        clauses.push("operation = ?".into());
+        args.push(SqlValue::Text(operation.as_str().to_string()));
+    }
+    if let Some(parent) = &filter.parent_id {
+        clauses.push("parent_id = ?".into());
+        args.push(SqlValue::Text(parent.to_string()));
+    }
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    // Ids are time-ordered: the largest is the newest.
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    let limit = filter
+        .limit
+        .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    args.push(SqlValue::Integer(limit));
+
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        runs.push(run_from_row(row)?);
+    }
+    Ok(runs)
+}
+
+pub(super) fn transition(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    expected: i64,
+    write: &StateWrite,
+) -> Result<Run, Fail> {
+    let (version, old_status, old_attempt): (i64, String, u32) = tx
+        .prepare_cached("SELECT version, status, attempt FROM runs WHERE id = ?1")?
+        .query_row([id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?
+        .ok_or_else(|| not_found(id))?;
+    if version != expected {
+        return Err(Fail::Store(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+        }));
+    }
+    let old_status = parse_status(id, &old_status)?;
+    if old_status.is_terminal() {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status: old_status,
+            hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
+        }));
+    }
+    let new_status = write.state.status();
+    let at = write.event.at;
+    // Back to the queue from anywhere else: a retry, so a new attempt.
+    let requeued = new_status == Status::Queued && old_status != Status::Queued;
+    let attempt = if requeued {
+        old_attempt + 1
+    } else {
+        old_attempt
+    };
+    let output = write
+        .output
+        .as_ref()
+        .map(|o| to_json("output", o))
+        .transpose()?;
+
+    let changed = tx
+        .prepare_cached(
+            "UPDATE runs SET state = ?1, status = ?2, version = version + 1, attempt = ?3, \
+             updated_at = ?4, output = COALESCE(?5, output) WHERE id = ?6 AND version = ?7",
+        )?
+        .execute(params![
+            to_json("state", &write.state)?,
+            new_status.as_str(),
+            attempt,
+            at,
+            output,
+            id.as_str(),
+            expected,
+        ])?;
+    if changed != 1 {
+        // Unreachable under the write lock we hold, but never write past a lost CAS.
+        return Err(Fail::Store(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+        }));
+    }
+    insert_event(tx, id, &write.event)?;
+
+    if requeued {
+        close_attempt(tx, id, old_attempt, &requeue_close(&write.event))?;
+    }
+    if write.state.agent().is_some() {
+        // Running (or paused, which only follows running): the attempt is open.
+        let started_at = write.state.started_at().unwrap_or(at);
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO attempts (run_id, number, started_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id.as_str(), attempt, started_at])?;
+    }
+    if new_status.is_terminal() {
+        let close = AttemptEnd {
+            ended_at: write.state.ended_at().unwrap_or(at),
+            status: new_status,
+            exit_code: write.state.exit_code(),
+            error: write.state.reason().map(str::to_string),
+        };
+        close_attempt(tx, id, attempt, &close)?;
+    }
+    get(tx, id)
+}
+
+/// How an attempt ended.
+struct AttemptEnd {
+    ended_at: Ts,
+    status: Status,
+    exit_code: Option<i32>,
+    error: Option<String>,
+}
+
+/// A requeued attempt ended in failure (that is why it is tried again). The
+/// queued state carries no detail, so the requeue event's `data.reason` and
+/// `data.exit_code` are used when it has them.
+fn requeue_close(event: &NewEvent) -> AttemptEnd {
+    let exit_code = event
+        .data
+        .get("exit_code")
+        .and_then(Value::as_i64)
+        .and_then(|c| i32::try_from(c).ok());
+    let error = event
+        .data
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("requeued for another attempt");
+    AttemptEnd {
+        ended_at: event.at,
+        status: Status::Failed,
+        exit_code,
+        error: Some(error.to_string()),
+    }
+}
+
+/// Closes attempt `number` if it is open; an attempt that never opened (the
+/// run never reached `running`) has no row and stays without one.
+fn close_attempt(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    number: u32,
+    end: &AttemptEnd,
+) -> Result<(), Fail> {
+    tx.prepare_cached(
+        "UPDATE attempts SET ended_at = ?3, status = ?4, exit_code = ?5, error = ?6 \
+         WHERE run_id = ?1 AND number = ?2 AND ended_at IS NULL",
+    )?
+    .execute(params![
+        id.as_str(),
+        number,
+        end.ended_at,
+        end.status.as_str(),
+        end.exit_code,
+        end.error,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn request_stop(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<Run, Fail> {
+    let first: Option<u32> = tx
+        .prepare_cached(
+            "UPDATE runs SET stop_requested_at = ?2 \
+             WHERE id = ?1 AND stop_requested_at IS NULL RETURNING attempt",
+        )?
+        .query_row(params![id.as_str(), at], |row| row.get(0))
+        .optional()?;
+    if let Some(attempt) = first {
+        let event = NewEvent::new("stop_requested", attempt, at, json!({}));
+        insert_event(tx, id, &event)?;
+    }
+    // Not the first request, or no such run: `get` tells which.
+    get(tx, id)
+}
+
+pub(super) fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
+    let status: String = tx
+        .prepare_cached("SELECT status FROM runs WHERE id = ?1")?
+        .query_row([id.as_str()], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| not_found(id))?;
+    let status = parse_status(id, &status)?;
+    if !status.is_terminal() {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status,
+            hint: "stop it first, or use -f",
+        }));
+    }
+    for sql in [
+        "DELETE FROM events WHERE run_id = ?1",
+        "DELETE FROM attempts WHERE run_id = ?1",
+        "DELETE FROM artifacts WHERE run_id = ?1",
+        "DELETE FROM runs WHERE id = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([id.as_str()])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The schema, as a versioned list of migrations.
+//!
+//! `PRAGMA user_version` is the number of migrations applied. Opening a
+//! current database costs one read of it; only a database that is behind takes
+//! the write lock and runs DDL. A database ahead of this binary is refused
+//! untouched.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::Fail;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. Append only:
+/// a released migration never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, their events, attempts and artifacts.
+    "
+    CREATE TABLE runs (
+        id                TEXT PRIMARY KEY NOT NULL,
+        version           INTEGER NOT NULL,
+        parcel_digest     TEXT NOT NULL,
+        parcel_name       TEXT NOT NULL,
+        operation         TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        attempt           INTEGER NOT NULL,
+        parent_id         TEXT,
+        origin_id         TEXT,
+        payload           TEXT NOT NULL,
+        brief_sha256      TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        stop_requested_at INTEGER,
+        input_tokens      INTEGER NOT NULL DEFAULT 0,
+        output_tokens     INTEGER NOT NULL DEFAULT 0,
+        cost_usd          REAL NOT NULL DEFAULT 0,
+        output            TEXT
+    );
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE INDEX runs_by_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX runs_by_parcel_name ON runs (parcel_name, id);
+
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id  TEXT NOT NULL REFERENCES runs (id),
+        attempt INTEGER NOT NULL,
+        at      INTEGER NOT NULL,
+        type    TEXT NOT NULL,
+        data    TEXT NOT NULL
+    );
+    CREATE INDEX events_by_run ON events (run_id, seq);
+
+    CREATE TABLE attempts (
+        run_id     TEXT NOT NULL REFERENCES runs (id),
+        number     INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER,
+        status     TEXT,
+        exit_code  INTEGER,
+        error      TEXT,
+        PRIMARY KEY (run_id, number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE artifacts (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        name   TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size   INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this binary writes.
+pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Brings the schema to [`CURRENT`], or refuses a database from a newer binary.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Fail> {
+    let found = user_version(conn)?;
+    if found == CURRENT {
+        return Ok(());
+    }
+    if found > CURRENT {
+        return Err(Fail::TooNew {
+            found,
+            supported: CURRENT,
+        });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the lock.
+    let found = user_version(&tx)?;
+    if found > CURRENT {
+        return Err(Fail::TooNew {
+            found,
+            supported: CURRENT,
+        });
+    }
+    for (done, script) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        tx.execute_batch(script)?;
+        tx.pragma_update(None, "user_version", done as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
