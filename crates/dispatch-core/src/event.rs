@@ -135,12 +135,12 @@ fn check_fields(kind: &str, obj: &serde_json::Map<String, Value>) -> Option<Stri
                     return Some(format!("has a `{k}` that is not a non-negative integer"));
                 }
             }
-            if let Some(c) = obj.get("cost_usd") {
-                if c.as_f64().is_none_or(|c| c < 0.0 || !c.is_finite()) {
-                    return Some("has a `cost_usd` that is not a non-negative number".into());
+            match obj.get("cost_usd") {
+                Some(c) if c.as_f64().is_none_or(|c| c < 0.0 || !c.is_finite()) => {
+                    Some("has a `cost_usd` that is not a non-negative number".into())
                 }
+                _ => None,
             }
-            None
         }
         "step" | "tool_call" if obj.get("name").and_then(Value::as_str).is_none() => {
             Some("needs a string `name`".into())

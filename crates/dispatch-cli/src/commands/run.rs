@@ -7,7 +7,7 @@ use dispatch_core::Operation;
 use dispatch_runtime::launch::{LaunchRequest, create, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
 use dispatch_store::sqlite::SqliteStore;
-use dispatch_store::{Run, RunStore};
+use dispatch_store::Run;
 use serde_json::Value;
 
 use crate::cli::{CreateArgs, PayloadArgs, RunArgs};

@@ -1,0 +1,129 @@
+//! Drives the real `dispatch` binary against a fresh state directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Dispatch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Dispatch {
+    pub fn new() -> Self {
+        Dispatch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join(".dispatch")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        c.env("DISPATCH_ROOT", self.root())
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `dispatch <args>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run dispatch")
+    }
+
+    /// Runs `dispatch <args>`, asserts success, returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dispatch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs `dispatch <args>`, asserts it failed with `code`, returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "dispatch {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// Writes an agent directory with `Agentfile` and `agent.sh`.
+    pub fn agent(&self, name: &str, script: &str) -> PathBuf {
+        self.agent_with(name, script, "")
+    }
+
+    pub fn agent_with(&self, name: &str, script: &str, extra: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir agent");
+        std::fs::write(
+            dir.join("Agentfile"),
+            format!("FROM process\nNAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n{extra}"),
+        )
+        .expect("write Agentfile");
+        std::fs::write(dir.join("agent.sh"), script).expect("write agent.sh");
+        dir
+    }
+
+    /// `dispatch run <dir> --detach [--job payload]`; returns the id.
+    pub fn detach(&self, dir: &Path, job: &str) -> String {
+        self.ok(&["run", dir.to_str().expect("utf-8 path"), "--detach", "--job", job])
+    }
+
+    pub fn inspect(&self, id: &str) -> Value {
+        let out = self.ok(&["inspect-run", id, "--format", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+        v[0].clone()
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.inspect(id)["status"].as_str().expect("status").to_string()
+    }
+
+    /// Waits (bounded) until the run is terminal; returns its inspect document.
+    pub fn wait_terminal(&self, id: &str) -> Value {
+        let out = self.run(&["wait", id, "--timeout-ms", "30000"]);
+        assert_ne!(out.status.code(), Some(124), "run {id} did not finish in 30 s");
+        self.inspect(id)
+    }
+}
+
+/// Polls `cond` until it holds, or panics after `secs` seconds.
+pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// Whether a process is alive (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .unwrap_or("X");
+            !matches!(state, "Z" | "X")
+        }
+        Err(_) => false,
+    }
+}
