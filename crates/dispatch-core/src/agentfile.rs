@@ -107,9 +107,17 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("LABEL", "key=value pairs", "LABEL team=research"),
     ("ENTRYPOINT", "`job` or `heartbeat`", "ENTRYPOINT job"),
     ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
-    ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
+    (
+        "ENV",
+        "KEY=value pairs or `KEY value`",
+        "ENV LOG_LEVEL=info",
+    ),
     ("SECRET", "a secret name", "SECRET OPENAI_API_KEY"),
-    ("COPY", "a source and an optional destination", "COPY agent.sh"),
+    (
+        "COPY",
+        "a source and an optional destination",
+        "COPY agent.sh",
+    ),
     ("IDENTITY", "a file or text", "IDENTITY identity.md"),
     ("SOUL", "a file or text", "SOUL soul.md"),
     ("SKILL", "one or more files", "SKILL skills/review.md"),
@@ -117,14 +125,38 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("TIMEOUT", "[RUN|STEP] and a duration", "TIMEOUT RUN 30m"),
     ("RETRY", "a number of attempts", "RETRY 3 BACKOFF 1s..30s"),
     ("LIMIT", "TOKENS <n> or COST <usd>", "LIMIT TOKENS 100000"),
-    ("REQUIRES", "a name and a URL", "REQUIRES REDIS_URL redis://localhost:6379"),
-    ("SCHEDULE", "a cron expression", "SCHEDULE \"0 */5 * * * *\""),
+    (
+        "REQUIRES",
+        "a name and a URL",
+        "REQUIRES REDIS_URL redis://localhost:6379",
+    ),
+    (
+        "SCHEDULE",
+        "a cron expression",
+        "SCHEDULE \"0 */5 * * * *\"",
+    ),
     ("LISTEN", "an address", "LISTEN 127.0.0.1:8080"),
-    ("LISTEN_PATH", "a path starting with `/`", "LISTEN_PATH /hook"),
+    (
+        "LISTEN_PATH",
+        "a path starting with `/`",
+        "LISTEN_PATH /hook",
+    ),
     ("LISTEN_METHOD", "HTTP methods", "LISTEN_METHOD POST"),
-    ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
-    ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
-    ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
+    (
+        "LISTEN_SECRET",
+        "the name of a SECRET",
+        "LISTEN_SECRET HOOK_SECRET",
+    ),
+    (
+        "LISTEN_MAX_BODY_BYTES",
+        "a number of bytes",
+        "LISTEN_MAX_BODY_BYTES 1048576",
+    ),
+    (
+        "LISTEN_MAX_HEADER_BYTES",
+        "a number of bytes",
+        "LISTEN_MAX_HEADER_BYTES 16384",
+    ),
 ];
 
 /// Dockerfile words that mean something else here.
@@ -153,9 +185,13 @@ pub fn parse(text: &str) -> Result<Agentfile, AgentfileError> {
 /// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or plain seconds. Returns ms.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("invalid duration `{text}` (hint: use a number with a unit, e.g. `500ms`, `30s`, `5m`, `2h`)")
+        format!(
+            "invalid duration `{text}` (hint: use a number with a unit, e.g. `500ms`, `30s`, `5m`, `2h`)"
+        )
     };
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n = parse_u64(digits).ok_or_else(bad)?;
     let factor = match unit.to_ascii_lowercase().as_str() {
@@ -166,7 +202,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(factor).ok_or_else(|| format!("duration `{text}` is too large"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
 /// Joins continued lines and drops blanks and comments: `(first line number, text)`.
@@ -258,14 +295,10 @@ fn unquote(s: &str) -> (String, bool) {
     let s = s.trim();
     let quoted = s.len() >= 2
         && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\'')));
-    if quoted {
-        if let Ok(mut parts) = split_args(s) {
-            if parts.len() == 1 {
-                return (parts.remove(0), true);
-            }
-        }
+    match split_args(s) {
+        Ok(mut parts) if quoted && parts.len() == 1 => (parts.remove(0), true),
+        _ => (s.to_string(), false),
     }
-    (s.to_string(), false)
 }
 
 /// Normalizes a relative `/`-separated path that must stay inside its root.
@@ -316,7 +349,9 @@ fn parse_u64(s: &str) -> Option<u64> {
 fn positive(s: &str, what: &str) -> Result<u64, String> {
     match parse_u64(s) {
         Some(n) if n > 0 => Ok(n),
-        _ => Err(format!("{what} must be a whole number greater than zero, got `{s}`")),
+        _ => Err(format!(
+            "{what} must be a whole number greater than zero, got `{s}`"
+        )),
     }
 }
 
@@ -331,7 +366,13 @@ fn check_name(s: &str) -> Result<(), String> {
     let mut fixed: String = s
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .skip_while(|c| !c.is_ascii_alphanumeric())
         .take(MAX_NAME_LEN)
         .collect();
@@ -414,7 +455,10 @@ impl Parser {
                 Some(d) => format!("unknown directive `{word}` (did you mean `{d}`?)"),
                 None => {
                     let all: Vec<&str> = DIRECTIVES.iter().map(|(d, _, _)| *d).collect();
-                    format!("unknown directive `{word}` (hint: known directives are {})", all.join(", "))
+                    format!(
+                        "unknown directive `{word}` (hint: known directives are {})",
+                        all.join(", ")
+                    )
                 }
             };
             return Err(AgentfileError::new(line, message));
@@ -425,7 +469,8 @@ impl Parser {
                 format!("{key} expects {what} (hint: `{example}`)"),
             ));
         }
-        self.apply(key, line, rest).map_err(|m| AgentfileError::new(line, m))
+        self.apply(key, line, rest)
+            .map_err(|m| AgentfileError::new(line, m))
     }
 
     fn apply(&mut self, key: &'static str, line: usize, rest: &str) -> Result<(), String> {
@@ -459,7 +504,11 @@ impl Parser {
                 let c = single(&args)?;
                 match c.to_ascii_lowercase().as_str() {
                     "process" => self.courier = Some(Courier::Process),
-                    _ => return Err(format!("unknown courier `{c}` (hint: known couriers: {KNOWN_COURIERS})")),
+                    _ => {
+                        return Err(format!(
+                            "unknown courier `{c}` (hint: known couriers: {KNOWN_COURIERS})"
+                        ));
+                    }
                 }
             }
             "NAME" => {
@@ -474,9 +523,11 @@ impl Parser {
                 self.entrypoint = Some(match op.to_ascii_lowercase().as_str() {
                     "job" => Operation::Job,
                     "heartbeat" => Operation::Heartbeat,
-                    _ => return Err(format!(
-                        "ENTRYPOINT expects `job` or `heartbeat`, got `{op}` (hint: the program to run goes in COMMAND)"
-                    )),
+                    _ => {
+                        return Err(format!(
+                            "ENTRYPOINT expects `job` or `heartbeat`, got `{op}` (hint: the program to run goes in COMMAND)"
+                        ));
+                    }
                 });
             }
             "LABEL" => {
@@ -485,9 +536,11 @@ impl Parser {
                         Some((k, v)) if !k.is_empty() => {
                             self.labels.insert(k.to_string(), v.to_string());
                         }
-                        _ => return Err(format!(
-                            "LABEL expects key=value pairs, got `{a}` (hint: `LABEL team=research`)"
-                        )),
+                        _ => {
+                            return Err(format!(
+                                "LABEL expects key=value pairs, got `{a}` (hint: `LABEL team=research`)"
+                            ));
+                        }
                     }
                 }
             }
@@ -517,7 +570,9 @@ impl Parser {
                         .unwrap_or_default()
                         .to_string();
                     if name.is_empty() {
-                        return Err(format!("SKILL expects a file, got `{a}` (hint: `SKILL skills/review.md`)"));
+                        return Err(format!(
+                            "SKILL expects a file, got `{a}` (hint: `SKILL skills/review.md`)"
+                        ));
                     }
                     if let Some(prev) = self.skills.iter().find(|s| s.name == name) {
                         return Err(format!(
@@ -533,14 +588,29 @@ impl Parser {
                     [d] => ("RUN", d),
                     [w, d] if w.eq_ignore_ascii_case("run") => ("RUN", d),
                     [w, d] if w.eq_ignore_ascii_case("step") => ("STEP", d),
-                    _ => return Err(format!("TIMEOUT expects [RUN|STEP] and a duration, got `{rest}` (hint: `TIMEOUT RUN 30m` or `TIMEOUT STEP 5m`)")),
+                    _ => {
+                        return Err(format!(
+                            "TIMEOUT expects [RUN|STEP] and a duration, got `{rest}` (hint: `TIMEOUT RUN 30m` or `TIMEOUT STEP 5m`)"
+                        ));
+                    }
                 };
-                self.once(if which == "RUN" { "TIMEOUT RUN" } else { "TIMEOUT STEP" }, line)?;
+                self.once(
+                    if which == "RUN" {
+                        "TIMEOUT RUN"
+                    } else {
+                        "TIMEOUT STEP"
+                    },
+                    line,
+                )?;
                 let ms = parse_duration_ms(d)?;
                 if ms == 0 {
                     return Err(format!("TIMEOUT {which} must be greater than zero"));
                 }
-                let slot = if which == "RUN" { &mut self.timeouts.run_ms } else { &mut self.timeouts.step_ms };
+                let slot = if which == "RUN" {
+                    &mut self.timeouts.run_ms
+                } else {
+                    &mut self.timeouts.step_ms
+                };
                 *slot = Some(ms);
             }
             "RETRY" => {
@@ -550,14 +620,24 @@ impl Parser {
             "LIMIT" => self.limit(line, &args)?,
             "REQUIRES" => {
                 let [name, url] = args.as_slice() else {
-                    return Err(format!("REQUIRES expects a name and a URL, got `{rest}` (hint: `REQUIRES REDIS_URL redis://localhost:6379`)"));
+                    return Err(format!(
+                        "REQUIRES expects a name and a URL, got `{rest}` (hint: `REQUIRES REDIS_URL redis://localhost:6379`)"
+                    ));
                 };
                 let name = env_name(name, "REQUIRES")?;
                 if let Some((_, prev)) = self.requires.iter().find(|(r, _)| r.name == name) {
-                    return Err(format!("REQUIRES {name} is already declared on line {prev} (hint: keep only one)"));
+                    return Err(format!(
+                        "REQUIRES {name} is already declared on line {prev} (hint: keep only one)"
+                    ));
                 }
                 check_url(url)?;
-                self.requires.push((Requirement { name, url: url.clone() }, line));
+                self.requires.push((
+                    Requirement {
+                        name,
+                        url: url.clone(),
+                    },
+                    line,
+                ));
             }
             "LISTEN" => {
                 self.once(key, line)?;
@@ -574,14 +654,22 @@ impl Parser {
                 self.once(key, line)?;
                 let path = single(&args)?;
                 if !path.starts_with('/') {
-                    return Err(format!("LISTEN_PATH must start with `/`, got `{path}` (hint: `LISTEN_PATH /{path}`)"));
+                    return Err(format!(
+                        "LISTEN_PATH must start with `/`, got `{path}` (hint: `LISTEN_PATH /{path}`)"
+                    ));
                 }
                 self.listen().path = Some(path);
             }
             "LISTEN_METHOD" => {
-                for a in args.iter().flat_map(|a| a.split(',')).filter(|m| !m.is_empty()) {
+                for a in args
+                    .iter()
+                    .flat_map(|a| a.split(','))
+                    .filter(|m| !m.is_empty())
+                {
                     if !a.chars().all(|c| c.is_ascii_alphabetic()) {
-                        return Err(format!("LISTEN_METHOD expects HTTP methods, got `{a}` (hint: `LISTEN_METHOD POST PUT`)"));
+                        return Err(format!(
+                            "LISTEN_METHOD expects HTTP methods, got `{a}` (hint: `LISTEN_METHOD POST PUT`)"
+                        ));
                     }
                     let m = a.to_ascii_uppercase();
                     let l = self.listen();
@@ -677,13 +765,31 @@ impl Parser {
         };
         match kind.to_ascii_uppercase().as_str() {
             "TOKENS" => {
-                self.once(if soft { "LIMIT TOKENS SOFT" } else { "LIMIT TOKENS" }, line)?;
+                self.once(
+                    if soft {
+                        "LIMIT TOKENS SOFT"
+                    } else {
+                        "LIMIT TOKENS"
+                    },
+                    line,
+                )?;
                 let n = positive(value, "LIMIT TOKENS")?;
-                let slot = if soft { &mut self.limits.soft_max_tokens } else { &mut self.limits.max_tokens };
+                let slot = if soft {
+                    &mut self.limits.soft_max_tokens
+                } else {
+                    &mut self.limits.max_tokens
+                };
                 *slot = Some(n);
             }
             "COST" => {
-                self.once(if soft { "LIMIT COST SOFT" } else { "LIMIT COST" }, line)?;
+                self.once(
+                    if soft {
+                        "LIMIT COST SOFT"
+                    } else {
+                        "LIMIT COST"
+                    },
+                    line,
+                )?;
                 let usd = value
                     .strip_prefix('$')
                     .unwrap_or(value)
@@ -691,7 +797,11 @@ impl Parser {
                     .ok()
                     .filter(|v| v.is_finite() && *v > 0.0)
                     .ok_or_else(|| format!("LIMIT COST must be an amount of US dollars greater than zero, got `{value}` (hint: `LIMIT COST 2.50`)"))?;
-                let slot = if soft { &mut self.limits.soft_max_cost_usd } else { &mut self.limits.max_cost_usd };
+                let slot = if soft {
+                    &mut self.limits.soft_max_cost_usd
+                } else {
+                    &mut self.limits.max_cost_usd
+                };
                 *slot = Some(usd);
             }
             _ => return Err(bad()),
@@ -701,18 +811,25 @@ impl Parser {
 
     fn finish(self, last_line: usize) -> Result<Agentfile, AgentfileError> {
         let Some(name) = self.name else {
-            return Err(AgentfileError::new(last_line, "missing NAME (hint: add a line such as `NAME my-agent`)"));
+            return Err(AgentfileError::new(
+                last_line,
+                "missing NAME (hint: add a line such as `NAME my-agent`)",
+            ));
         };
         if self.command.is_empty() {
-            return Err(AgentfileError::new(last_line, "missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)"));
+            return Err(AgentfileError::new(
+                last_line,
+                "missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)",
+            ));
         }
-        if let Some(secret) = self.listen.as_ref().and_then(|l| l.secret.as_ref()) {
-            if !self.secrets.iter().any(|(s, _)| s == secret) {
-                return Err(AgentfileError::new(
-                    self.listen_secret_line,
-                    format!("LISTEN_SECRET names `{secret}`, which is not a declared SECRET (hint: add `SECRET {secret}`)"),
-                ));
-            }
+        let listen_secret = self.listen.as_ref().and_then(|l| l.secret.as_ref());
+        if let Some(secret) = listen_secret.filter(|s| !self.secrets.iter().any(|(d, _)| d == *s)) {
+            return Err(AgentfileError::new(
+                self.listen_secret_line,
+                format!(
+                    "LISTEN_SECRET names `{secret}`, which is not a declared SECRET (hint: add `SECRET {secret}`)"
+                ),
+            ));
         }
         for (secret, secret_line) in &self.secrets {
             if let Some(env_line) = self.env.get(secret) {
@@ -758,8 +875,13 @@ fn parse_command(rest: &str) -> Result<Vec<String>, String> {
         )
     })?;
     match argv.first() {
-        None => Err("COMMAND [] is empty (hint: name the program, e.g. `COMMAND [\"sh\", \"agent.sh\"]`)".into()),
-        Some(p) if p.trim().is_empty() => Err("COMMAND's program (the first element) is empty".into()),
+        None => Err(
+            "COMMAND [] is empty (hint: name the program, e.g. `COMMAND [\"sh\", \"agent.sh\"]`)"
+                .into(),
+        ),
+        Some(p) if p.trim().is_empty() => {
+            Err("COMMAND's program (the first element) is empty".into())
+        }
         Some(_) => Ok(argv),
     }
 }
@@ -768,10 +890,12 @@ fn parse_copy(args: &[String], line: usize) -> Result<CopySpec, String> {
     let (src_raw, dest_raw) = match args {
         [s] => (s, None),
         [s, d] => (s, Some(d)),
-        _ => return Err(format!(
-            "COPY expects a source and an optional destination, got {} values (hint: use one COPY line per source, e.g. `COPY agent.sh bin/`)",
-            args.len()
-        )),
+        _ => {
+            return Err(format!(
+                "COPY expects a source and an optional destination, got {} values (hint: use one COPY line per source, e.g. `COPY agent.sh bin/`)",
+                args.len()
+            ));
+        }
     };
     let src = norm_rel(src_raw).map_err(|p| {
         format!("COPY source `{src_raw}` {p} (hint: COPY reads only files inside the directory that holds the Agentfile; move the file there)")
@@ -786,7 +910,12 @@ fn parse_copy(args: &[String], line: usize) -> Result<CopySpec, String> {
             (n, is_dir)
         }
     };
-    Ok(CopySpec { src, dest, dest_is_dir, line })
+    Ok(CopySpec {
+        src,
+        dest,
+        dest_is_dir,
+        line,
+    })
 }
 
 fn parse_retry(args: &[String]) -> Result<RetryPolicy, String> {
@@ -794,12 +923,18 @@ fn parse_retry(args: &[String]) -> Result<RetryPolicy, String> {
     let (n, backoff) = match args {
         [n] => (n, None),
         [n, kw, b] if kw.eq_ignore_ascii_case("backoff") => (n, Some(b)),
-        _ => return Err(format!("RETRY expects a number of attempts and an optional BACKOFF <initial>..<max> {usage}")),
+        _ => {
+            return Err(format!(
+                "RETRY expects a number of attempts and an optional BACKOFF <initial>..<max> {usage}"
+            ));
+        }
     };
     let max_attempts = parse_u64(n)
         .filter(|n| *n >= 1)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| format!("RETRY expects a number of attempts of at least 1, got `{n}` {usage}"))?;
+        .ok_or_else(|| {
+            format!("RETRY expects a number of attempts of at least 1, got `{n}` {usage}")
+        })?;
     let (mut initial, mut max) = (1_000, 30_000);
     if let Some(b) = backoff {
         match b.split_once("..") {
@@ -807,7 +942,9 @@ fn parse_retry(args: &[String]) -> Result<RetryPolicy, String> {
                 initial = parse_duration_ms(i)?;
                 max = parse_duration_ms(m)?;
                 if initial > max {
-                    return Err(format!("RETRY BACKOFF initial `{i}` is longer than max `{m}` {usage}"));
+                    return Err(format!(
+                        "RETRY BACKOFF initial `{i}` is longer than max `{m}` {usage}"
+                    ));
                 }
             }
             None => {
@@ -816,7 +953,11 @@ fn parse_retry(args: &[String]) -> Result<RetryPolicy, String> {
             }
         }
     }
-    Ok(RetryPolicy { max_attempts, backoff_initial_ms: initial, backoff_max_ms: max })
+    Ok(RetryPolicy {
+        max_attempts,
+        backoff_initial_ms: initial,
+        backoff_max_ms: max,
+    })
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -71,34 +71,64 @@ LISTEN_MAX_HEADER_BYTES 16384
     assert_eq!(af.labels.get("owner").map(String::as_str), Some("Ann Lee"));
     assert_eq!(af.entrypoint, Operation::Heartbeat);
     assert_eq!(af.command, vec!["python3", "agent.py", "--fast"]);
-    let env: Vec<(&str, &str)> = af.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    assert_eq!(env, vec![("A", "1"), ("B", "two words"), ("C", "three words")]);
+    let env: Vec<(&str, &str)> = af
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        vec![("A", "1"), ("B", "two words"), ("C", "three words")]
+    );
     assert_eq!(af.secrets, vec!["API_KEY", "HOOK_SECRET"]);
     assert_eq!(af.copies.len(), 2);
     assert_eq!(af.copies[0].src, "agent.py");
     assert_eq!(af.copies[0].dest, "agent.py");
     assert!(!af.copies[0].dest_is_dir);
-    assert_eq!((af.copies[1].dest.as_str(), af.copies[1].dest_is_dir), ("tools", true));
+    assert_eq!(
+        (af.copies[1].dest.as_str(), af.copies[1].dest_is_dir),
+        ("tools", true)
+    );
     let identity = af.identity.expect("identity");
-    assert_eq!((identity.text.as_str(), identity.quoted), ("identity.md", false));
+    assert_eq!(
+        (identity.text.as_str(), identity.quoted),
+        ("identity.md", false)
+    );
     let soul = af.soul.expect("soul");
     assert_eq!((soul.text.as_str(), soul.quoted), ("be kind", true));
-    let skills: Vec<(&str, &str)> = af.skills.iter().map(|s| (s.name.as_str(), s.path.as_str())).collect();
-    assert_eq!(skills, vec![("review", "skills/review.md"), ("plan", "skills/plan.txt")]);
+    let skills: Vec<(&str, &str)> = af
+        .skills
+        .iter()
+        .map(|s| (s.name.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        skills,
+        vec![("review", "skills/review.md"), ("plan", "skills/plan.txt")]
+    );
     let prompts: Vec<&str> = af.prompts.iter().map(|p| p.text.as_str()).collect();
     assert_eq!(prompts, vec!["first", "prompts/second.md"]);
     assert_eq!(af.timeouts.run_ms, Some(1_800_000));
     assert_eq!(af.timeouts.step_ms, Some(500));
     assert_eq!(
         af.retry,
-        Some(RetryPolicy { max_attempts: 4, backoff_initial_ms: 2_000, backoff_max_ms: 60_000 })
+        Some(RetryPolicy {
+            max_attempts: 4,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 60_000
+        })
     );
     assert_eq!(af.limits.max_tokens, Some(100_000));
     assert_eq!(af.limits.soft_max_tokens, Some(80_000));
     assert_eq!(af.limits.max_cost_usd, Some(2.5));
     assert_eq!(af.limits.soft_max_cost_usd, Some(1.5));
     assert_eq!(af.requires.len(), 2);
-    assert_eq!(af.requires[0], Requirement { name: "REDIS_URL".into(), url: "redis://localhost:6379".into() });
+    assert_eq!(
+        af.requires[0],
+        Requirement {
+            name: "REDIS_URL".into(),
+            url: "redis://localhost:6379".into()
+        }
+    );
     assert_eq!(af.schedules, vec!["0 */5 * * * *", "@hourly"]);
     let listen = af.listen.expect("listen");
     assert_eq!(listen.addr.as_deref(), Some("127.0.0.1:8080"));
@@ -118,7 +148,10 @@ fn any_listen_directive_creates_a_listen_policy() {
 #[test]
 fn retry_defaults_and_single_backoff() {
     let r = ok(&with("RETRY 3")).retry.expect("retry");
-    assert_eq!((r.max_attempts, r.backoff_initial_ms, r.backoff_max_ms), (3, 1_000, 30_000));
+    assert_eq!(
+        (r.max_attempts, r.backoff_initial_ms, r.backoff_max_ms),
+        (3, 1_000, 30_000)
+    );
     let r = ok(&with("RETRY 2 backoff 45s")).retry.expect("retry");
     assert_eq!((r.backoff_initial_ms, r.backoff_max_ms), (45_000, 45_000));
 }
@@ -164,9 +197,20 @@ fn comments_blank_lines_crlf_and_case() {
 #[test]
 fn unknown_directive_suggests_the_nearest() {
     let e = err("NAME a\n\nCOMAND sh a.sh\n");
-    assert_eq!(e.to_string(), "line 3: unknown directive `COMAND` (did you mean `COMMAND`?)");
-    assert!(err(&with("CMD x")).message.contains("did you mean `COMMAND`?"));
-    assert!(err(&with("secrets X")).message.contains("did you mean `SECRET`?"));
+    assert_eq!(
+        e.to_string(),
+        "line 3: unknown directive `COMAND` (did you mean `COMMAND`?)"
+    );
+    assert!(
+        err(&with("CMD x"))
+            .message
+            .contains("did you mean `COMMAND`?")
+    );
+    assert!(
+        err(&with("secrets X"))
+            .message
+            .contains("did you mean `SECRET`?")
+    );
     let e = err(&with("QQQQ x"));
     assert!(e.message.contains("known directives are FROM, NAME"), "{e}");
 }
@@ -176,7 +220,10 @@ fn missing_required_directives() {
     let e = err("COMMAND sh a.sh\n");
     assert!(e.message.starts_with("missing NAME (hint:"), "{e}");
     let e = err("NAME a\n\n");
-    assert_eq!(e.to_string(), "line 2: missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)");
+    assert_eq!(
+        e.to_string(),
+        "line 2: missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)"
+    );
     assert_eq!(err("").line, 1);
 }
 
@@ -195,8 +242,16 @@ fn duplicates_name_both_lines() {
         ("LISTEN :1\nLISTEN :2", "LISTEN"),
     ] {
         let e = err(&with(extra));
-        assert!(e.message.starts_with(&format!("duplicate {key}: it is already set on line")), "{e}");
-        let first = if matches!(key, "NAME" | "COMMAND") { 1 + usize::from(key == "COMMAND") } else { 3 };
+        assert!(
+            e.message
+                .starts_with(&format!("duplicate {key}: it is already set on line")),
+            "{e}"
+        );
+        let first = if matches!(key, "NAME" | "COMMAND") {
+            1 + usize::from(key == "COMMAND")
+        } else {
+            3
+        };
         assert!(e.message.contains(&format!("line {first}")), "{e}");
         assert!(e.line > first, "{e}");
     }
@@ -207,16 +262,34 @@ fn missing_arguments_say_what_is_expected() {
     let e = err("NAME a\nCOMMAND x\nCOPY\n");
     assert_eq!(e.line, 3);
     assert!(e.message.starts_with("COPY expects a source"), "{e}");
-    assert!(err("NAME\n").message.contains("NAME expects a name (hint: `NAME my-agent`)"));
-    assert!(err(&with("SCHEDULE \"\"")).message.starts_with("SCHEDULE expects a cron expression"));
-    assert!(err(&with("ENV KEY")).message.contains("ENV KEY needs a value"));
+    assert!(
+        err("NAME\n")
+            .message
+            .contains("NAME expects a name (hint: `NAME my-agent`)")
+    );
+    assert!(
+        err(&with("SCHEDULE \"\""))
+            .message
+            .starts_with("SCHEDULE expects a cron expression")
+    );
+    assert!(
+        err(&with("ENV KEY"))
+            .message
+            .contains("ENV KEY needs a value")
+    );
 }
 
 #[test]
 fn value_errors_have_line_numbers_and_hints() {
     let cases: &[(&str, &str)] = &[
-        ("FROM docker", "unknown courier `docker` (hint: known couriers: process)"),
-        ("ENTRYPOINT [\"x\"]", "ENTRYPOINT expects `job` or `heartbeat`"),
+        (
+            "FROM docker",
+            "unknown courier `docker` (hint: known couriers: process)",
+        ),
+        (
+            "ENTRYPOINT [\"x\"]",
+            "ENTRYPOINT expects `job` or `heartbeat`",
+        ),
         ("ENV 1A=x", "not a valid environment variable name"),
         ("ENV A=1 B", "ENV expects KEY=value pairs"),
         ("LABEL team", "LABEL expects key=value pairs"),
@@ -231,12 +304,21 @@ fn value_errors_have_line_numbers_and_hints() {
         ("LIMIT MEMORY 1", "LIMIT expects TOKENS"),
         ("REQUIRES REDIS localhost:6379", "URL with a scheme"),
         ("REQUIRES redis-url redis://x", "not a valid REQUIRES name"),
-        ("REQUIRES A redis://x\nREQUIRES A http://y", "already declared on line 3"),
+        (
+            "REQUIRES A redis://x\nREQUIRES A http://y",
+            "already declared on line 3",
+        ),
         ("LISTEN localhost", "address with a port"),
-        ("LISTEN_PATH hook", "must start with `/`, got `hook` (hint: `LISTEN_PATH /hook`)"),
+        (
+            "LISTEN_PATH hook",
+            "must start with `/`, got `hook` (hint: `LISTEN_PATH /hook`)",
+        ),
         ("LISTEN_METHOD P0ST", "HTTP methods"),
         ("LISTEN_MAX_BODY_BYTES 0", "greater than zero"),
-        ("SKILL a.md\nSKILL b/a.txt", "SKILL `a` is already defined on line 3"),
+        (
+            "SKILL a.md\nSKILL b/a.txt",
+            "SKILL `a` is already defined on line 3",
+        ),
         ("LABEL a=\"unterminated", "unterminated \" quote"),
     ];
     for (extra, want) in cases {
@@ -249,10 +331,16 @@ fn value_errors_have_line_numbers_and_hints() {
 #[test]
 fn name_must_be_lowercase() {
     let e = err("NAME My Agent\n");
-    assert!(e.message.contains("NAME expects a name, got 2 values"), "{e}");
+    assert!(
+        e.message.contains("NAME expects a name, got 2 values"),
+        "{e}"
+    );
     let e = err("NAME My_Agent\nCOMMAND x\n");
     assert_eq!(e.line, 1);
-    assert!(e.message.contains("lowercase") && e.message.contains("`NAME my_agent`"), "{e}");
+    assert!(
+        e.message.contains("lowercase") && e.message.contains("`NAME my_agent`"),
+        "{e}"
+    );
     assert!(err("NAME -a\nCOMMAND x\n").message.contains("`NAME a`"));
 }
 
@@ -261,15 +349,29 @@ fn copy_paths_must_stay_inside_the_context() {
     let e = err(&with("COPY ../secret.txt"));
     assert_eq!(e.line, 3);
     assert!(e.message.contains("outside the build context"), "{e}");
-    assert!(err(&with("COPY /etc/passwd")).message.contains("absolute path"));
+    assert!(
+        err(&with("COPY /etc/passwd"))
+            .message
+            .contains("absolute path")
+    );
     assert!(err(&with("COPY a/../../b")).message.contains("outside"));
-    assert!(err(&with("COPY a ../b")).message.contains("COPY destination `../b`"));
+    assert!(
+        err(&with("COPY a ../b"))
+            .message
+            .contains("COPY destination `../b`")
+    );
     assert!(err(&with("COPY a b c")).message.contains("got 3 values"));
     assert!(err(&with("SKILL ../x.md")).message.contains("outside"));
     let af = ok(&with("COPY ./a/../b/ .\nCOPY . "));
-    assert_eq!((af.copies[0].src.as_str(), af.copies[0].dest.as_str()), ("b", ""));
+    assert_eq!(
+        (af.copies[0].src.as_str(), af.copies[0].dest.as_str()),
+        ("b", "")
+    );
     assert!(af.copies[0].dest_is_dir);
-    assert_eq!((af.copies[1].src.as_str(), af.copies[1].dest.as_str()), ("", ""));
+    assert_eq!(
+        (af.copies[1].src.as_str(), af.copies[1].dest.as_str()),
+        ("", "")
+    );
 }
 
 #[test]

@@ -59,21 +59,28 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ParcelEr
 
 pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, ParcelError> {
     let (dir, agentfile_path) = locate(context)?;
-    let text = fs::read_to_string(&agentfile_path).map_err(io_err("cannot read", &agentfile_path))?;
+    let text =
+        fs::read_to_string(&agentfile_path).map_err(io_err("cannot read", &agentfile_path))?;
     let af_err = |source: AgentfileError| ParcelError::Agentfile {
         path: agentfile_path.clone(),
         source,
     };
     let af = agentfile::parse(&text).map_err(af_err)?;
     let ctx = fs::canonicalize(&dir).map_err(io_err("cannot resolve build context", &dir))?;
-    fs::create_dir_all(parcels_root).map_err(io_err("cannot create parcels directory", parcels_root))?;
+    fs::create_dir_all(parcels_root)
+        .map_err(io_err("cannot create parcels directory", parcels_root))?;
     let root = fs::canonicalize(parcels_root).map_err(io_err("cannot resolve", parcels_root))?;
 
     let instructions = resolve_instructions(&af, &ctx).map_err(af_err)?;
     let plan = plan_files(&af, &ctx, &root)?;
-    let manifest = make_manifest(af, instructions, plan.iter().map(|p| p.entry.clone()).collect());
-    let bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| io_err("cannot serialize the manifest of", &agentfile_path)(io::Error::other(e)))?;
+    let manifest = make_manifest(
+        af,
+        instructions,
+        plan.iter().map(|p| p.entry.clone()).collect(),
+    );
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| {
+        io_err("cannot serialize the manifest of", &agentfile_path)(io::Error::other(e))
+    })?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let final_dir = parcels_root.join(&digest);
     if final_dir.join(MANIFEST).is_file() {
@@ -91,7 +98,8 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
             let _ = fs::remove_dir_all(&tmp);
         } else if final_dir.exists() {
             // A leftover without a manifest is not a parcel: replace it.
-            let replaced = fs::remove_dir_all(&final_dir).and_then(|()| fs::rename(&tmp, &final_dir));
+            let replaced =
+                fs::remove_dir_all(&final_dir).and_then(|()| fs::rename(&tmp, &final_dir));
             if let Err(e) = replaced {
                 let _ = fs::remove_dir_all(&tmp);
                 return Err(io_err("cannot move the new parcel into", &final_dir)(e));
@@ -162,7 +170,11 @@ pub(crate) fn list(parcels_root: &Path) -> Vec<Parcel> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| load(&e.path()).ok())
         .collect();
-    parcels.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.digest.cmp(&b.digest)));
+    parcels.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.digest.cmp(&b.digest))
+    });
     parcels
 }
 
@@ -246,7 +258,12 @@ fn norm_rel(p: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-fn read_text(path: &Path, directive: &str, arg: &str, line: usize) -> Result<String, AgentfileError> {
+fn read_text(
+    path: &Path,
+    directive: &str,
+    arg: &str,
+    line: usize,
+) -> Result<String, AgentfileError> {
     fs::read_to_string(path).map_err(|e| {
         let problem = match e.kind() {
             io::ErrorKind::InvalidData => "is not valid UTF-8 text".to_string(),
@@ -262,12 +279,18 @@ fn resolve_text(src: &TextSource, directive: &str, ctx: &Path) -> Result<String,
     }
     let lower = src.text.to_ascii_lowercase();
     let looks_like_file = !src.text.contains(char::is_whitespace)
-        && [".md", ".markdown", ".txt"].iter().any(|ext| lower.ends_with(ext));
+        && [".md", ".markdown", ".txt"]
+            .iter()
+            .any(|ext| lower.ends_with(ext));
     if !src.quoted && looks_like_file {
+        let problem = match norm_rel(&src.text) {
+            Some(_) => "not found in",
+            None => "is outside",
+        };
         return Err(AgentfileError::new(
             src.line,
             format!(
-                "{directive} file `{}` not found in the build context (hint: paths are relative to the directory that holds the Agentfile; to use the text itself, quote it)",
+                "{directive} file `{}` {problem} the build context (hint: paths are relative to the directory that holds the Agentfile; to use the text itself, quote it)",
                 src.text
             ),
         ));
@@ -276,8 +299,16 @@ fn resolve_text(src: &TextSource, directive: &str, ctx: &Path) -> Result<String,
 }
 
 fn resolve_instructions(af: &Agentfile, ctx: &Path) -> Result<Instructions, AgentfileError> {
-    let identity = af.identity.as_ref().map(|s| resolve_text(s, "IDENTITY", ctx)).transpose()?;
-    let soul = af.soul.as_ref().map(|s| resolve_text(s, "SOUL", ctx)).transpose()?;
+    let identity = af
+        .identity
+        .as_ref()
+        .map(|s| resolve_text(s, "IDENTITY", ctx))
+        .transpose()?;
+    let soul = af
+        .soul
+        .as_ref()
+        .map(|s| resolve_text(s, "SOUL", ctx))
+        .transpose()?;
     let prompts = af
         .prompts
         .iter()
@@ -300,7 +331,12 @@ fn resolve_instructions(af: &Agentfile, ctx: &Path) -> Result<Instructions, Agen
             Ok(Skill { name: s.name.clone(), content })
         })
         .collect::<Result<_, AgentfileError>>()?;
-    Ok(Instructions { identity, soul, skills, prompts })
+    Ok(Instructions {
+        identity,
+        soul,
+        skills,
+        prompts,
+    })
 }
 
 fn join_rel(prefix: &str, name: &str) -> String {
@@ -316,7 +352,11 @@ fn plan_files(af: &Agentfile, ctx: &Path, root: &Path) -> Result<Vec<Planned>, P
     let mut by_dest: BTreeMap<String, Planned> = BTreeMap::new();
     for spec in &af.copies {
         let copy_err = |problem: String| ParcelError::Copy {
-            src: if spec.src.is_empty() { ".".into() } else { spec.src.clone() },
+            src: if spec.src.is_empty() {
+                ".".into()
+            } else {
+                spec.src.clone()
+            },
             line: spec.line,
             problem,
         };
@@ -328,7 +368,9 @@ fn plan_files(af: &Agentfile, ctx: &Path, root: &Path) -> Result<Vec<Planned>, P
                 "paths are relative to the directory that holds the Agentfile"
             };
             return Err(copy_err(match e.kind() {
-                io::ErrorKind::NotFound => format!("no such file or directory in the build context (hint: {hint})"),
+                io::ErrorKind::NotFound => {
+                    format!("no such file or directory in the build context (hint: {hint})")
+                }
                 _ => format!("cannot be read: {e}"),
             }));
         }
@@ -349,8 +391,21 @@ fn plan_files(af: &Agentfile, ctx: &Path, root: &Path) -> Result<Vec<Planned>, P
             }
             let (sha256, size) = hash_file(&src).map_err(io_err("cannot read", &src))?;
             let executable = is_executable(&src);
-            let entry = FileEntry { path: dest.clone(), sha256, size, executable };
-            by_dest.insert(dest, Planned { src, entry, copy_src: spec.src.clone(), line: spec.line });
+            let entry = FileEntry {
+                path: dest.clone(),
+                sha256,
+                size,
+                executable,
+            };
+            by_dest.insert(
+                dest,
+                Planned {
+                    src,
+                    entry,
+                    copy_src: spec.src.clone(),
+                    line: spec.line,
+                },
+            );
             Ok(())
         };
         if real.is_file() {
@@ -426,10 +481,10 @@ fn walk(
         let file_type = entry.file_type().map_err(io_err("cannot read", &path))?;
         let target = join_rel(dest, &name);
         if file_type.is_symlink() {
-            if let Ok(real) = fs::canonicalize(&path) {
-                if real.starts_with(ctx) && real.is_file() {
-                    add(target, real)?;
-                }
+            // Followed only to a file inside the context; everything else is skipped.
+            let real = fs::canonicalize(&path).ok();
+            if let Some(real) = real.filter(|r| r.starts_with(ctx) && r.is_file()) {
+                add(target, real)?;
             }
         } else if file_type.is_dir() {
             walk(&path, &target, ctx, root, add)?;
@@ -518,7 +573,8 @@ fn write_parcel(tmp: &Path, manifest: &[u8], plan: &[Planned]) -> Result<(), Par
             });
         }
         to.sync_all().map_err(io_err("cannot write", &dest))?;
-        make_read_only(&dest, p.entry.executable).map_err(io_err("cannot set permissions on", &dest))?;
+        make_read_only(&dest, p.entry.executable)
+            .map_err(io_err("cannot set permissions on", &dest))?;
     }
     let path = tmp.join(MANIFEST);
     let mut file = fs::File::create(&path).map_err(io_err("cannot create", &path))?;
