@@ -1,0 +1,417 @@
+use super::*;
+use proptest::prelude::*;
+
+fn ok(text: &str) -> Agentfile {
+    parse(text).expect("agentfile parses")
+}
+
+fn err(text: &str) -> AgentfileError {
+    parse(text).expect_err("agentfile is refused")
+}
+
+/// A minimal valid Agentfile followed by `extra`.
+fn with(extra: &str) -> String {
+    format!("NAME a\nCOMMAND sh a.sh\n{extra}\n")
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let af = ok("NAME my-agent\nCOMMAND sh agent.sh --x\n");
+    assert_eq!(af.name, "my-agent");
+    assert_eq!(af.courier, Courier::Process);
+    assert_eq!(af.entrypoint, Operation::Job);
+    assert_eq!(af.command, vec!["/bin/sh", "-c", "sh agent.sh --x"]);
+    assert!(af.copies.is_empty() && af.retry.is_none() && af.listen.is_none());
+}
+
+#[test]
+fn every_directive_is_parsed() {
+    let text = r#"
+# a full example
+from process
+NAME full.agent_1
+VERSION "1.2 beta"
+LABEL team=research owner="Ann Lee"
+ENTRYPOINT heartbeat
+COMMAND ["python3", "agent.py", "--fast"]
+ENV A=1 B="two words"
+ENV C three words
+SECRET API_KEY HOOK_SECRET
+SECRET API_KEY
+COPY agent.py
+COPY lib tools/
+IDENTITY identity.md
+SOUL "be kind"
+SKILL skills/review.md skills/plan.txt
+PROMPT first
+PROMPT prompts/second.md
+TIMEOUT 30m
+TIMEOUT STEP 500ms
+RETRY 4 BACKOFF 2s..1m
+LIMIT TOKENS 100_000
+LIMIT TOKENS 80000 SOFT
+LIMIT COST $2.50
+LIMIT COST 1.5 soft
+REQUIRES REDIS_URL redis://localhost:6379
+REQUIRES DB postgres://u@db/x
+SCHEDULE "0 */5 * * * *"
+SCHEDULE @hourly
+LISTEN 127.0.0.1:8080
+LISTEN_PATH /hook
+LISTEN_METHOD post get
+LISTEN_METHOD POST,put
+LISTEN_SECRET HOOK_SECRET
+LISTEN_MAX_BODY_BYTES 1048576
+LISTEN_MAX_HEADER_BYTES 16384
+"#;
+    let af = ok(text);
+    assert_eq!(af.name, "full.agent_1");
+    assert_eq!(af.version.as_deref(), Some("1.2 beta"));
+    assert_eq!(af.labels.get("team").map(String::as_str), Some("research"));
+    assert_eq!(af.labels.get("owner").map(String::as_str), Some("Ann Lee"));
+    assert_eq!(af.entrypoint, Operation::Heartbeat);
+    assert_eq!(af.command, vec!["python3", "agent.py", "--fast"]);
+    let env: Vec<(&str, &str)> = af
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        vec![("A", "1"), ("B", "two words"), ("C", "three words")]
+    );
+    assert_eq!(af.secrets, vec!["API_KEY", "HOOK_SECRET"]);
+    assert_eq!(af.copies.len(), 2);
+    assert_eq!(af.copies[0].src, "agent.py");
+    assert_eq!(af.copies[0].dest, "agent.py");
+    assert!(!af.copies[0].dest_is_dir);
+    assert_eq!(
+        (af.copies[1].dest.as_str(), af.copies[1].dest_is_dir),
+        ("tools", true)
+    );
+    let identity = af.identity.expect("identity");
+    assert_eq!(
+        (identity.text.as_str(), identity.quoted),
+        ("identity.md", false)
+    );
+    let soul = af.soul.expect("soul");
+    assert_eq!((soul.text.as_str(), soul.quoted), ("be kind", true));
+    let skills: Vec<(&str, &str)> = af
+        .skills
+        .iter()
+        .map(|s| (s.name.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        skills,
+        vec![("review", "skills/review.md"), ("plan", "skills/plan.txt")]
+    );
+    let prompts: Vec<&str> = af.prompts.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(prompts, vec!["first", "prompts/second.md"]);
+    assert_eq!(af.timeouts.run_ms, Some(1_800_000));
+    assert_eq!(af.timeouts.step_ms, Some(500));
+    assert_eq!(
+        af.retry,
+        Some(RetryPolicy {
+            max_attempts: 4,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 60_000
+        })
+    );
+    assert_eq!(af.limits.max_tokens, Some(100_000));
+    assert_eq!(af.limits.soft_max_tokens, Some(80_000));
+    assert_eq!(af.limits.max_cost_usd, Some(2.5));
+    assert_eq!(af.limits.soft_max_cost_usd, Some(1.5));
+    assert_eq!(af.requires.len(), 2);
+    assert_eq!(
+        af.requires[0],
+        Requirement {
+            name: "REDIS_URL".into(),
+            url: "redis://localhost:6379".into()
+        }
+    );
+    assert_eq!(af.schedules, vec!["0 */5 * * * *", "@hourly"]);
+    let listen = af.listen.expect("listen");
+    assert_eq!(listen.addr.as_deref(), Some("127.0.0.1:8080"));
+    assert_eq!(listen.path.as_deref(), Some("/hook"));
+    assert_eq!(listen.methods, vec!["POST", "GET", "PUT"]);
+    assert_eq!(listen.secret.as_deref(), Some("HOOK_SECRET"));
+    assert_eq!(listen.max_body_bytes, Some(1_048_576));
+    assert_eq!(listen.max_header_bytes, Some(16_384));
+}
+
+#[test]
+fn any_listen_directive_creates_a_listen_policy() {
+    let af = ok(&with("LISTEN_PATH /x"));
+    assert_eq!(af.listen.and_then(|l| l.path).as_deref(), Some("/x"));
+}
+
+#[test]
+fn retry_defaults_and_single_backoff() {
+    let r = ok(&with("RETRY 3")).retry.expect("retry");
+    assert_eq!(
+        (r.max_attempts, r.backoff_initial_ms, r.backoff_max_ms),
+        (3, 1_000, 30_000)
+    );
+    let r = ok(&with("RETRY 2 backoff 45s")).retry.expect("retry");
+    assert_eq!((r.backoff_initial_ms, r.backoff_max_ms), (45_000, 45_000));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration_ms("500ms"), Ok(500));
+    assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+    assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+    assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+    assert_eq!(parse_duration_ms("90"), Ok(90_000));
+    for bad in ["", "s", "5x", "1.5s", "-1s", "99999999999999999999h"] {
+        assert!(parse_duration_ms(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn command_shell_and_exec_forms() {
+    assert_eq!(ok(&with("")).command, vec!["/bin/sh", "-c", "sh a.sh"]);
+    let af = ok("NAME a\nCOMMAND [\"sh\", \"a b.sh\"]\n");
+    assert_eq!(af.command, vec!["sh", "a b.sh"]);
+    let e = err("NAME a\nCOMMAND [\"sh\", 1]\n");
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("not a JSON array of strings"), "{e}");
+    assert!(err("NAME a\nCOMMAND []\n").message.contains("empty"));
+}
+
+#[test]
+fn continuation_lines_keep_the_first_line_number() {
+    let af = ok("NAME a\nCOMMAND python3 agent.py \\\n  # a comment\n  --fast \\\n  --verbose\n");
+    assert_eq!(af.command[2], "python3 agent.py --fast --verbose");
+    let e = err("NAME a\nCOMMAND sh a.sh\nTIMEOUT \\\n  forever\n");
+    assert_eq!(e.line, 3);
+}
+
+#[test]
+fn comments_blank_lines_crlf_and_case() {
+    let af = ok("\r\n# comment\r\n   name a\r\n\r\ncommand sh a.sh\r\n");
+    assert_eq!(af.name, "a");
+    assert_eq!(af.command[2], "sh a.sh");
+}
+
+#[test]
+fn unknown_directive_suggests_the_nearest() {
+    let e = err("NAME a\n\nCOMAND sh a.sh\n");
+    assert_eq!(
+        e.to_string(),
+        "line 3: unknown directive `COMAND` (did you mean `COMMAND`?)"
+    );
+    assert!(
+        err(&with("CMD x"))
+            .message
+            .contains("did you mean `COMMAND`?")
+    );
+    assert!(
+        err(&with("secrets X"))
+            .message
+            .contains("did you mean `SECRET`?")
+    );
+    let e = err(&with("QQQQ x"));
+    assert!(e.message.contains("known directives are FROM, NAME"), "{e}");
+}
+
+#[test]
+fn missing_required_directives() {
+    let e = err("COMMAND sh a.sh\n");
+    assert!(e.message.starts_with("missing NAME (hint:"), "{e}");
+    let e = err("NAME a\n\n");
+    assert_eq!(
+        e.to_string(),
+        "line 2: missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)"
+    );
+    assert_eq!(err("").line, 1);
+}
+
+#[test]
+fn duplicates_name_both_lines() {
+    for (extra, key) in [
+        ("NAME b", "NAME"),
+        ("COMMAND x", "COMMAND"),
+        ("VERSION 1\nVERSION 2", "VERSION"),
+        ("FROM process\nFROM process", "FROM"),
+        ("ENTRYPOINT job\nENTRYPOINT job", "ENTRYPOINT"),
+        ("IDENTITY x\nIDENTITY y", "IDENTITY"),
+        ("SOUL x\nSOUL y", "SOUL"),
+        ("TIMEOUT 1s\nTIMEOUT RUN 2s", "TIMEOUT RUN"),
+        ("RETRY 1\nRETRY 2", "RETRY"),
+        ("LISTEN :1\nLISTEN :2", "LISTEN"),
+    ] {
+        let e = err(&with(extra));
+        assert!(
+            e.message
+                .starts_with(&format!("duplicate {key}: it is already set on line")),
+            "{e}"
+        );
+        let first = if matches!(key, "NAME" | "COMMAND") {
+            1 + usize::from(key == "COMMAND")
+        } else {
+            3
+        };
+        assert!(e.message.contains(&format!("line {first}")), "{e}");
+        assert!(e.line > first, "{e}");
+    }
+}
+
+#[test]
+fn missing_arguments_say_what_is_expected() {
+    let e = err("NAME a\nCOMMAND x\nCOPY\n");
+    assert_eq!(e.line, 3);
+    assert!(e.message.starts_with("COPY expects a source"), "{e}");
+    assert!(
+        err("NAME\n")
+            .message
+            .contains("NAME expects a name (hint: `NAME my-agent`)")
+    );
+    assert!(
+        err(&with("SCHEDULE \"\""))
+            .message
+            .starts_with("SCHEDULE expects a cron expression")
+    );
+    assert!(
+        err(&with("ENV KEY"))
+            .message
+            .contains("ENV KEY needs a value")
+    );
+}
+
+#[test]
+fn value_errors_have_line_numbers_and_hints() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "FROM docker",
+            "unknown courier `docker` (hint: known couriers: process)",
+        ),
+        (
+            "ENTRYPOINT [\"x\"]",
+            "ENTRYPOINT expects `job` or `heartbeat`",
+        ),
+        ("ENV 1A=x", "not a valid environment variable name"),
+        ("ENV A=1 B", "ENV expects KEY=value pairs"),
+        ("LABEL team", "LABEL expects key=value pairs"),
+        ("SECRET KEY=abc", "SECRET takes only a name"),
+        ("SECRET my-key", "not a valid secret name"),
+        ("TIMEOUT soon", "invalid duration `soon`"),
+        ("TIMEOUT STEP 0s", "greater than zero"),
+        ("RETRY 0", "at least 1"),
+        ("RETRY 3 BACKOFF 1m..1s", "longer than max"),
+        ("LIMIT TOKENS lots", "whole number"),
+        ("LIMIT COST -1", "greater than zero"),
+        ("LIMIT MEMORY 1", "LIMIT expects TOKENS"),
+        ("REQUIRES REDIS localhost:6379", "URL with a scheme"),
+        ("REQUIRES redis-url redis://x", "not a valid REQUIRES name"),
+        (
+            "REQUIRES A redis://x\nREQUIRES A http://y",
+            "already declared on line 3",
+        ),
+        ("LISTEN localhost", "address with a port"),
+        (
+            "LISTEN_PATH hook",
+            "must start with `/`, got `hook` (hint: `LISTEN_PATH /hook`)",
+        ),
+        ("LISTEN_METHOD P0ST", "HTTP methods"),
+        ("LISTEN_MAX_BODY_BYTES 0", "greater than zero"),
+        (
+            "SKILL a.md\nSKILL b/a.txt",
+            "SKILL `a` is already defined on line 3",
+        ),
+        ("LABEL a=\"unterminated", "unterminated \" quote"),
+    ];
+    for (extra, want) in cases {
+        let e = err(&with(extra));
+        assert!(e.line >= 3, "{extra}: {e}");
+        assert!(e.message.contains(want), "{extra}: got {e}");
+    }
+}
+
+#[test]
+fn name_must_be_lowercase() {
+    let e = err("NAME My Agent\n");
+    assert!(
+        e.message.contains("NAME expects a name, got 2 values"),
+        "{e}"
+    );
+    let e = err("NAME My_Agent\nCOMMAND x\n");
+    assert_eq!(e.line, 1);
+    assert!(
+        e.message.contains("lowercase") && e.message.contains("`NAME my_agent`"),
+        "{e}"
+    );
+    assert!(err("NAME -a\nCOMMAND x\n").message.contains("`NAME a`"));
+}
+
+#[test]
+fn copy_paths_must_stay_inside_the_context() {
+    let e = err(&with("COPY ../secret.txt"));
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("outside the build context"), "{e}");
+    assert!(
+        err(&with("COPY /etc/passwd"))
+            .message
+            .contains("absolute path")
+    );
+    assert!(err(&with("COPY a/../../b")).message.contains("outside"));
+    assert!(
+        err(&with("COPY a ../b"))
+            .message
+            .contains("COPY destination `../b`")
+    );
+    assert!(err(&with("COPY a b c")).message.contains("got 3 values"));
+    assert!(err(&with("SKILL ../x.md")).message.contains("outside"));
+    let af = ok(&with("COPY ./a/../b/ .\nCOPY . "));
+    assert_eq!(
+        (af.copies[0].src.as_str(), af.copies[0].dest.as_str()),
+        ("b", "")
+    );
+    assert!(af.copies[0].dest_is_dir);
+    assert_eq!(
+        (af.copies[1].src.as_str(), af.copies[1].dest.as_str()),
+        ("", "")
+    );
+}
+
+#[test]
+fn listen_secret_must_be_declared() {
+    let e = err(&with("LISTEN_SECRET HOOK\nSECRET OTHER"));
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("add `SECRET HOOK`"), "{e}");
+    ok(&with("LISTEN_SECRET HOOK\nSECRET HOOK"));
+}
+
+#[test]
+fn a_secret_value_is_never_in_env() {
+    let e = err(&with("SECRET TOKEN\nENV TOKEN=abc"));
+    assert_eq!(e.line, 4);
+    assert!(e.message.contains("declared as SECRET on line 3"), "{e}");
+}
+
+#[test]
+fn display_is_line_colon_message() {
+    assert_eq!(AgentfileError::new(7, "boom").to_string(), "line 7: boom");
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics(text in "\\PC*") {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn parse_never_panics_on_directive_soup(
+        lines in proptest::collection::vec(
+            (proptest::sample::select(DIRECTIVES.iter().map(|d| d.0).collect::<Vec<_>>()),
+             "[ a-zA-Z0-9_=\"'\\\\\\[\\]/.:,$*-]{0,24}"),
+            0..12,
+        )
+    ) {
+        let text: String = lines.iter().map(|(d, a)| format!("{d} {a}\n")).collect();
+        if let Err(e) = parse(&text) {
+            prop_assert!(e.line >= 1);
+            prop_assert!(!e.message.is_empty());
+        }
+    }
+}
