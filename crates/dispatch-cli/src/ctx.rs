@@ -38,7 +38,10 @@ impl Ctx {
             })?,
             Err(_) => 5_000,
         };
-        Ok(SqliteStore::open(&self.layout.db(), Duration::from_millis(ms))?)
+        Ok(SqliteStore::open(
+            &self.layout.db(),
+            Duration::from_millis(ms),
+        )?)
     }
 
     /// Opens the database only if it exists (read commands on a fresh directory).

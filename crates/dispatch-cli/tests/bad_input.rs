@@ -11,7 +11,10 @@ fn a_missing_path_is_one_line_and_exit_125() {
     assert!(err.contains("does not exist"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let err = d.fails(&["run", "no-such-parcel"], 125);
-    assert!(err.contains("neither a directory with an Agentfile nor a built parcel"), "{err}");
+    assert!(
+        err.contains("neither a directory with an Agentfile nor a built parcel"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -19,8 +22,11 @@ fn a_malformed_agentfile_names_the_line_and_the_nearest_directive() {
     let d = Dispatch::new();
     let dir = d.dir.path().join("typo");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("Agentfile"), "FROM process\nNAME typo\nCOMAND sh agent.sh\n")
-        .expect("write");
+    std::fs::write(
+        dir.join("Agentfile"),
+        "FROM process\nNAME typo\nCOMAND sh agent.sh\n",
+    )
+    .expect("write");
     let err = d.fails(&["build", dir.to_str().expect("path")], 125);
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("COMMAND"), "suggests the nearest name: {err}");
@@ -48,7 +54,13 @@ fn a_non_json_payload_is_refused_before_anything_is_stored() {
     let d = Dispatch::new();
     let agent = d.agent("strict", "exit 0\n");
     let err = d.fails(
-        &["run", agent.to_str().expect("path"), "--detach", "--job", "{name: ada}"],
+        &[
+            "run",
+            agent.to_str().expect("path"),
+            "--detach",
+            "--job",
+            "{name: ada}",
+        ],
         125,
     );
     assert!(err.contains("--job is not valid JSON"), "{err}");
@@ -93,9 +105,17 @@ fn a_tampered_brief_refuses_to_start() {
     let d = Dispatch::new();
     let marker = d.dir.path().join("ran");
     let agent = d.agent("victim", &format!("touch {}\n", marker.display()));
-    let id = d.ok(&["create", agent.to_str().expect("path"), "--job", r#"{"x":1}"#]);
+    let id = d.ok(&[
+        "create",
+        agent.to_str().expect("path"),
+        "--job",
+        r#"{"x":1}"#,
+    ]);
     assert_eq!(d.status(&id), "queued");
-    let sha = d.inspect(&id)["brief_sha256"].as_str().expect("sha").to_string();
+    let sha = d.inspect(&id)["brief_sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
     let brief = d.root().join("briefs").join(format!("{sha}.json"));
     let mut text = std::fs::read_to_string(&brief).expect("brief");
     text = text.replace("\"x\": 1", "\"x\": 2");

@@ -17,7 +17,10 @@ fn detach_returns_before_the_agent_finishes() {
     let gate = d.dir.path().join("gate");
     let agent = d.agent(
         "slow",
-        &format!("while [ ! -e {} ]; do sleep 0.02; done\necho done\n", gate.display()),
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.02; done\necho done\n",
+            gate.display()
+        ),
     );
     let id = d.detach(&agent, "{}");
     assert_eq!(id.len(), 32, "prints the full id: {id}");
@@ -82,7 +85,10 @@ fn logs_reads_the_run_log_and_follow_ends_with_the_run() {
     assert_eq!(all, followed);
     let tail = d.ok(&["logs", "--tail", "1", &id]);
     assert_eq!(tail.lines().count(), 1);
-    assert!(tail.contains("succeeded"), "the last line is the lifecycle summary: {tail}");
+    assert!(
+        tail.contains("succeeded"),
+        "the last line is the lifecycle summary: {tail}"
+    );
 }
 
 #[test]
@@ -102,7 +108,14 @@ fn the_hello_example_stores_events_usage_artifacts_and_output() {
         .iter()
         .map(|e| e["type"].as_str().expect("type"))
         .collect();
-    for k in ["created", "state", "step", "tool_call", "usage", "checkpoint"] {
+    for k in [
+        "created",
+        "state",
+        "step",
+        "tool_call",
+        "usage",
+        "checkpoint",
+    ] {
         assert!(kinds.contains(&k), "event {k} in {kinds:?}");
     }
     let tool = doc["events"]
@@ -116,8 +129,14 @@ fn the_hello_example_stores_events_usage_artifacts_and_output() {
     let art = &doc["artifacts"][0];
     assert_eq!(art["name"], "greeting.txt");
     assert_eq!(art["size"], "Hello, ada!\n".len());
-    let stored = d.root().join("artifacts").join(art["sha256"].as_str().expect("sha"));
-    assert_eq!(std::fs::read_to_string(stored).expect("artifact stored"), "Hello, ada!\n");
+    let stored = d
+        .root()
+        .join("artifacts")
+        .join(art["sha256"].as_str().expect("sha"));
+    assert_eq!(
+        std::fs::read_to_string(stored).expect("artifact stored"),
+        "Hello, ada!\n"
+    );
     let log = d.ok(&["logs", &id]);
     assert!(log.contains("Hello, ada!"), "{log}");
 }
@@ -148,7 +167,12 @@ printf '{"type":"teleport"}' >> "$DISPATCH_EVENTS"
 #[test]
 fn foreground_run_streams_output_and_exits_with_the_runs_code() {
     let d = Dispatch::new();
-    let out = d.run(&["run", hello().to_str().expect("path"), "--job", r#"{"name":"ada"}"#]);
+    let out = d.run(&[
+        "run",
+        hello().to_str().expect("path"),
+        "--job",
+        r#"{"name":"ada"}"#,
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -185,7 +209,11 @@ fn fifty_concurrent_detached_runs_are_all_recorded() {
     let mut ids = Vec::new();
     for c in children {
         let out = c.wait_with_output().expect("wait dispatch");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
     let mut args = vec!["wait", "--timeout-ms", "60000"];

@@ -29,8 +29,13 @@ fn ps_reconciles_a_sigkilled_helper_to_failed_and_kills_its_agent() {
     let run = &ps[0];
     assert_eq!(run["status"], "failed", "{run:#}");
     let reason = run["state"]["reason"].as_str().expect("reason");
-    assert!(reason.contains(&format!("helper process {helper}")), "{reason}");
-    eventually(5, "the agent does not outlive its helper", || !alive(agent_pid));
+    assert!(
+        reason.contains(&format!("helper process {helper}")),
+        "{reason}"
+    );
+    eventually(5, "the agent does not outlive its helper", || {
+        !alive(agent_pid)
+    });
     assert!(d.ok(&["ps", "-q"]).is_empty(), "nothing stays live");
 }
 
@@ -63,9 +68,17 @@ fn the_final_snapshot_is_applied_when_the_database_write_is_missing() {
     let doc = d.inspect(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     assert_eq!(doc["output"]["answer"], 42);
-    let last = doc["events"].as_array().expect("events").last().expect("an event").clone();
+    let last = doc["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("an event")
+        .clone();
     assert!(
-        last["data"]["note"].as_str().expect("note").contains("terminal snapshot"),
+        last["data"]["note"]
+            .as_str()
+            .expect("note")
+            .contains("terminal snapshot"),
         "{last:#}"
     );
 }

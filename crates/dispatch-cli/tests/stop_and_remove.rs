@@ -4,12 +4,13 @@ mod common;
 
 use common::{Dispatch, alive, eventually};
 
-/// An agent whose tree has a child that ignores SIGTERM and a grandchild;
-/// every pid is appended to `pids`.
+/// An agent that ignores SIGTERM itself, with a child that ignores it too
+/// and a grandchild; every pid is appended to `pids`. Only SIGKILL ends it.
 fn stubborn_tree(d: &Dispatch) -> (std::path::PathBuf, std::path::PathBuf) {
     let pids = d.dir.path().join("pids");
     let script = format!(
         r#"P={pids}
+trap "" TERM
 sh -c 'trap "" TERM; while true; do sleep 0.05; done' &
 echo $! >> "$P"
 sh -c 'sleep 300 & echo $! >> "$0"; wait' "$P" &
@@ -19,7 +20,14 @@ wait
 "#,
         pids = pids.display()
     );
-    (d.agent("stubborn", &script), pids)
+    let dir = d.agent("stubborn", &script);
+    // Exec form: the group leader is the script itself, not a wrapping `sh -c`.
+    std::fs::write(
+        dir.join("Agentfile"),
+        "NAME stubborn\nCOPY agent.sh\nCOMMAND [\"sh\", \"agent.sh\"]\n",
+    )
+    .expect("write Agentfile");
+    (dir, pids)
 }
 
 fn read_pids(path: &std::path::Path) -> Vec<u32> {
@@ -35,16 +43,28 @@ fn stop_kills_the_whole_tree_including_a_term_ignoring_child() {
     let d = Dispatch::new();
     let (agent, pids_file) = stubborn_tree(&d);
     let id = d.detach(&agent, "{}");
-    eventually(10, "all four pids written", || read_pids(&pids_file).len() == 4);
+    eventually(10, "all four pids written", || {
+        read_pids(&pids_file).len() == 4
+    });
     let pids = read_pids(&pids_file);
     assert!(pids.iter().all(|p| alive(*p)), "tree is up: {pids:?}");
+    let t0 = std::time::Instant::now();
     assert_eq!(d.ok(&["stop", "--grace-period-ms", "300", &id]), id);
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(300),
+        "SIGTERM is ignored, so only the SIGKILL after the grace period ends it"
+    );
     let doc = d.inspect(&id);
     assert_eq!(doc["status"], "cancelled", "{doc:#}");
     assert_eq!(doc["state"]["reason"], "stopped by user");
-    eventually(5, "no descendant survives", || pids.iter().all(|p| !alive(*p)));
+    eventually(5, "no descendant survives", || {
+        pids.iter().all(|p| !alive(*p))
+    });
     let err = d.fails(&["stop", &id], 125);
-    assert!(err.contains("already cancelled"), "stopping a finished run: {err}");
+    assert!(
+        err.contains("already cancelled"),
+        "stopping a finished run: {err}"
+    );
 }
 
 #[test]
@@ -102,7 +122,10 @@ fn restart_runs_the_same_payload_as_a_new_linked_run() {
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["origin_id"], first.as_str());
     assert_eq!(doc["payload"]["n"], 1);
-    assert!(d.ok(&["logs", &second]).contains(r#"{"n":1}"#), "payload on stdin");
+    assert!(
+        d.ok(&["logs", &second]).contains(r#"{"n":1}"#),
+        "payload on stdin"
+    );
 }
 
 #[test]

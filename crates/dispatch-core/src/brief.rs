@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn a_tampered_brief_fails_verification() {
-        let (bytes, digest) = (br#"{"payload":1}"#.to_vec(), sha256_hex(br#"{"payload":1}"#));
+        let (bytes, digest) = (
+            br#"{"payload":1}"#.to_vec(),
+            sha256_hex(br#"{"payload":1}"#),
+        );
         assert!(verify(&bytes, &digest).is_ok());
         let err = verify(br#"{"payload":2}"#, &digest).expect_err("tampered");
         assert!(err.to_string().contains("failed verification"));

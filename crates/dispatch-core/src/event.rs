@@ -36,7 +36,11 @@ impl NewEvent {
         Some(Usage {
             input_tokens: n("input_tokens"),
             output_tokens: n("output_tokens"),
-            cost_usd: self.data.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+            cost_usd: self
+                .data
+                .get("cost_usd")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
         })
     }
 }

@@ -131,7 +131,10 @@ impl FromStr for Status {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown status `{s}` (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown status `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -391,7 +394,10 @@ impl RunState {
                 agent: *agent,
                 started_at: *started_at,
             },
-            (RunState::Running { .. } | RunState::Paused { .. }, Transition::Exited { code, at }) => {
+            (
+                RunState::Running { .. } | RunState::Paused { .. },
+                Transition::Exited { code, at },
+            ) => {
                 if *code == 0 {
                     RunState::Succeeded {
                         started_at,

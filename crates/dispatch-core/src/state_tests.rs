@@ -14,7 +14,12 @@ const A: ProcRef = ProcRef {
 fn running() -> RunState {
     RunState::queued()
         .apply(Operation::Job, &Transition::Claim { helper: H, at: 1 })
-        .and_then(|s| s.apply(Operation::Job, &Transition::AgentStarted { agent: A, at: 2 }))
+        .and_then(|s| {
+            s.apply(
+                Operation::Job,
+                &Transition::AgentStarted { agent: A, at: 2 },
+            )
+        })
         .expect("queued -> starting -> running is legal")
 }
 
@@ -50,11 +55,17 @@ fn a_stopped_service_is_stopped_and_a_stopped_job_cancelled() {
         at: 5,
     };
     assert_eq!(
-        running().apply(Operation::Job, &cancel).expect("legal").status(),
+        running()
+            .apply(Operation::Job, &cancel)
+            .expect("legal")
+            .status(),
         Status::Cancelled
     );
     assert_eq!(
-        running().apply(Operation::Service, &cancel).expect("legal").status(),
+        running()
+            .apply(Operation::Service, &cancel)
+            .expect("legal")
+            .status(),
         Status::Stopped
     );
 }
@@ -66,11 +77,17 @@ fn a_lost_helper_fails_a_job_and_stops_a_service() {
         at: 5,
     };
     assert_eq!(
-        running().apply(Operation::Heartbeat, &lost).expect("legal").status(),
+        running()
+            .apply(Operation::Heartbeat, &lost)
+            .expect("legal")
+            .status(),
         Status::Failed
     );
     assert_eq!(
-        running().apply(Operation::Service, &lost).expect("legal").status(),
+        running()
+            .apply(Operation::Service, &lost)
+            .expect("legal")
+            .status(),
         Status::Stopped
     );
 }

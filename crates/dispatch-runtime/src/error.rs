@@ -16,7 +16,9 @@ pub enum RuntimeError {
     UnknownParcel(String),
     #[error("`{reference}` matches {count} parcels; give more characters of the digest")]
     AmbiguousParcel { reference: String, count: usize },
-    #[error("secret {0} is declared by the Agentfile but not set (hint: export {0}=... before dispatching)")]
+    #[error(
+        "secret {0} is declared by the Agentfile but not set (hint: export {0}=... before dispatching)"
+    )]
     MissingSecret(String),
     #[error("run {id} is already {status}; there is nothing to stop")]
     AlreadyFinished {
@@ -37,7 +39,10 @@ pub enum RuntimeError {
 pub type RuntimeResult<T> = Result<T, RuntimeError>;
 
 /// Wraps an I/O error with what we were doing and where.
-pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+pub(crate) fn io(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let path = path.into();
     move |source| RuntimeError::Io { what, path, source }
 }

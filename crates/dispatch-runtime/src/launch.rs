@@ -45,7 +45,9 @@ pub fn resolve_parcel(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
         return Ok(p.clone());
     }
     let by_digest: Vec<&Parcel> = if source.len() >= 4 && !looks_like_path {
-        all.iter().filter(|p| p.digest.starts_with(source)).collect()
+        all.iter()
+            .filter(|p| p.digest.starts_with(source))
+            .collect()
     } else {
         Vec::new()
     };
@@ -140,9 +142,17 @@ pub fn spawn_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u3
 }
 
 /// Records that a created run could not be started (its helper failed to spawn).
-pub async fn fail_unstarted<S: Store + ?Sized>(store: &S, run: &Run, reason: String) -> RuntimeResult<()> {
+pub async fn fail_unstarted<S: Store + ?Sized>(
+    store: &S,
+    run: &Run,
+    reason: String,
+) -> RuntimeResult<()> {
     let mut run = run.clone();
-    let t = dispatch_core::Transition::Fail { reason, exit_code: None, at: now_ms() };
+    let t = dispatch_core::Transition::Fail {
+        reason,
+        exit_code: None,
+        at: now_ms(),
+    };
     match crate::record::advance(store, &mut run, &t, None).await {
         Ok(()) | Err(crate::record::AdvanceError::Illegal(_)) => Ok(()),
         Err(crate::record::AdvanceError::Store(e)) => Err(e.into()),

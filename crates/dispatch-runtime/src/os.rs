@@ -135,7 +135,10 @@ mod tests {
             pid: me.pid,
             start_ticks: me.start_ticks + 1,
         };
-        assert!(!is_alive(impostor), "a different start time is another process");
+        assert!(
+            !is_alive(impostor),
+            "a different start time is another process"
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@ use crate::record::state_event;
 use crate::snapshot;
 
 /// Reconciles `run` if its helper is gone. Returns the run as it now stands.
-pub async fn reconcile<S: Store + ?Sized>(store: &S, layout: &Layout, run: Run) -> StoreResult<Run> {
+pub async fn reconcile<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: Run,
+) -> StoreResult<Run> {
     let mut run = run;
     for _ in 0..5 {
         let Some(helper) = run.state.helper() else {
@@ -81,7 +85,10 @@ pub async fn reconcile_all<S: Store + ?Sized>(
     runs: &mut [Run],
 ) -> StoreResult<()> {
     for run in runs.iter_mut() {
-        if matches!(run.status(), Status::Starting | Status::Running | Status::Paused) {
+        if matches!(
+            run.status(),
+            Status::Starting | Status::Running | Status::Paused
+        ) {
             *run = reconcile(store, layout, run.clone()).await?;
         }
     }

@@ -11,7 +11,10 @@ pub fn build(ctx: &Ctx, args: &BuildArgs) -> CliResult {
         eprintln!(
             "built parcel {}{} ({} files) sha256:{}",
             m.name,
-            m.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+            m.version
+                .as_deref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
             m.files.len(),
             p.digest
         );

@@ -16,7 +16,10 @@ const MAX_EVENTS: usize = 10_000;
 
 pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
     let store = ctx.existing_store()?.ok_or_else(|| {
-        CliError::input(format!("no run matches `{}` (no runs yet)", args.ids.ids[0]))
+        CliError::input(format!(
+            "no run matches `{}` (no runs yet)",
+            args.ids.ids[0]
+        ))
     })?;
     let mut docs = Vec::new();
     for arg in &args.ids.ids {
@@ -57,7 +60,10 @@ fn print_human(d: &Value) {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
     line("Run:", s("id"));
-    line("Parcel:", format!("{} ({})", s("parcel_name"), s("parcel_digest")));
+    line(
+        "Parcel:",
+        format!("{} ({})", s("parcel_name"), s("parcel_digest")),
+    );
     line("Operation:", s("operation"));
     line("Status:", s("status_text"));
     if let Some(reason) = d["state"]["reason"].as_str() {

@@ -11,6 +11,10 @@ pub async fn prune(ctx: &Ctx, _args: &PruneArgs) -> CliResult {
     let removed = dispatch_runtime::remove::prune(&store, &ctx.layout).await?;
     let ids: String = removed.iter().map(|id| format!("{id}\n")).collect();
     print!("{ids}");
-    eprintln!("removed {} run{}", removed.len(), if removed.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "removed {} run{}",
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    );
     Ok(0)
 }

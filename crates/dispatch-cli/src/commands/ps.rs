@@ -12,12 +12,15 @@ use crate::output::{
     cost_text, created_text, duration_text, print_json, print_table, run_json, status_text, table,
 };
 
-const LIVE: [Status; 4] = [Status::Queued, Status::Starting, Status::Running, Status::Paused];
+const LIVE: [Status; 4] = [
+    Status::Queued,
+    Status::Starting,
+    Status::Running,
+    Status::Paused,
+];
 
 pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
-    let Some(store) = ctx.existing_store()? else {
-        return print_runs(args, &[]);
-    };
+    let mut parent = None;
     let mut filter = RunFilter {
         limit: args.last,
         ..RunFilter::default()
@@ -29,18 +32,26 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
             ))
         })?;
         match key {
-            "status" => filter.statuses.push(value.parse().map_err(CliError::input)?),
+            "status" => filter
+                .statuses
+                .push(value.parse().map_err(CliError::input)?),
             "parcel" => filter.parcel = Some(value.to_string()),
             "operation" => {
                 filter.operation = Some(value.parse::<Operation>().map_err(CliError::input)?)
             }
-            "parent" => filter.parent_id = Some(resolve_id(&store, value).await?),
+            "parent" => parent = Some(value),
             other => {
                 return Err(CliError::input(format!(
                     "--filter {f}: unknown key `{other}` (expected status, parcel, operation or parent)"
                 )));
             }
         }
+    }
+    let Some(store) = ctx.existing_store()? else {
+        return print_runs(args, &[]);
+    };
+    if let Some(p) = parent {
+        filter.parent_id = Some(resolve_id(&store, p).await?);
     }
     if filter.statuses.is_empty() && !args.all {
         filter.statuses = LIVE.to_vec();
@@ -62,11 +73,20 @@ fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
         return Ok(0);
     }
     if args.format == Format::Json {
-        print_json(&Value::Array(runs.iter().map(|r| run_json(r, now)).collect()));
+        print_json(&Value::Array(
+            runs.iter().map(|r| run_json(r, now)).collect(),
+        ));
         return Ok(0);
     }
     let mut t = table(&[
-        "RUN ID", "PARCEL", "OPERATION", "STATUS", "CREATED", "DURATION", "TOKENS", "COST",
+        "RUN ID",
+        "PARCEL",
+        "OPERATION",
+        "STATUS",
+        "CREATED",
+        "DURATION",
+        "TOKENS",
+        "COST",
     ]);
     for r in runs {
         t.add_row(vec![

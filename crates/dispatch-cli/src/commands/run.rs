@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use dispatch_core::time::human_duration;
 use dispatch_core::Operation;
+use dispatch_core::time::human_duration;
 use dispatch_runtime::launch::{LaunchRequest, create, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
-use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::Run;
+use dispatch_store::sqlite::SqliteStore;
 use serde_json::Value;
 
 use crate::cli::{CreateArgs, PayloadArgs, RunArgs};
@@ -38,7 +38,12 @@ pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)
 pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
     let store = ctx.store()?;
-    let (run, _) = create(&store, &ctx.layout, &request(&args.source, operation, payload)).await?;
+    let (run, _) = create(
+        &store,
+        &ctx.layout,
+        &request(&args.source, operation, payload),
+    )
+    .await?;
     println!("{}", run.id);
     Ok(0)
 }
@@ -56,7 +61,12 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
     let store = ctx.store()?;
-    let (run, _) = create(&store, &ctx.layout, &request(&args.source, operation, payload)).await?;
+    let (run, _) = create(
+        &store,
+        &ctx.layout,
+        &request(&args.source, operation, payload),
+    )
+    .await?;
     start_run(ctx, &store, &run).await?;
     if args.detach {
         println!("{}", run.id);
@@ -114,7 +124,10 @@ fn print_summary(run: &Run) {
     ));
     parts.push(format!("cost {}", cost_text(u.cost_usd)));
     eprintln!("run {} {}", run.id.short(), parts.join(" · "));
-    if let Some(reason) = st.reason().filter(|_| run.status() != dispatch_core::Status::Succeeded) {
+    if let Some(reason) = st
+        .reason()
+        .filter(|_| run.status() != dispatch_core::Status::Succeeded)
+    {
         eprintln!("reason: {reason}");
     }
 }

@@ -81,7 +81,13 @@ impl Dispatch {
 
     /// `dispatch run <dir> --detach [--job payload]`; returns the id.
     pub fn detach(&self, dir: &Path, job: &str) -> String {
-        self.ok(&["run", dir.to_str().expect("utf-8 path"), "--detach", "--job", job])
+        self.ok(&[
+            "run",
+            dir.to_str().expect("utf-8 path"),
+            "--detach",
+            "--job",
+            job,
+        ])
     }
 
     pub fn inspect(&self, id: &str) -> Value {
@@ -91,13 +97,20 @@ impl Dispatch {
     }
 
     pub fn status(&self, id: &str) -> String {
-        self.inspect(id)["status"].as_str().expect("status").to_string()
+        self.inspect(id)["status"]
+            .as_str()
+            .expect("status")
+            .to_string()
     }
 
     /// Waits (bounded) until the run is terminal; returns its inspect document.
     pub fn wait_terminal(&self, id: &str) -> Value {
         let out = self.run(&["wait", id, "--timeout-ms", "30000"]);
-        assert_ne!(out.status.code(), Some(124), "run {id} did not finish in 30 s");
+        assert_ne!(
+            out.status.code(),
+            Some(124),
+            "run {id} did not finish in 30 s"
+        );
         self.inspect(id)
     }
 }

@@ -50,7 +50,10 @@ pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
         .command
         .split_first()
         .ok_or_else(|| std::io::Error::other("the parcel has an empty COMMAND"))?;
-    let log = std::fs::OpenOptions::new().append(true).create(true).open(&spec.log)?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&spec.log)?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
@@ -87,10 +90,18 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     });
     let mut copiers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        copiers.push(tokio::spawn(copy_masked(out, spec.log.clone(), spec.secrets.clone())));
+        copiers.push(tokio::spawn(copy_masked(
+            out,
+            spec.log.clone(),
+            spec.secrets.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        copiers.push(tokio::spawn(copy_masked(err, spec.log.clone(), spec.secrets.clone())));
+        copiers.push(tokio::spawn(copy_masked(
+            err,
+            spec.log.clone(),
+            spec.secrets.clone(),
+        )));
     }
 
     let mut events = EventPump::new(spec.events.clone(), spec.attempt);
@@ -129,7 +140,12 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 }
 
 async fn copy_masked<R: AsyncRead + Unpin>(src: R, log: PathBuf, secrets: Vec<String>) {
-    let Ok(file) = tokio::fs::OpenOptions::new().append(true).create(true).open(&log).await else {
+    let Ok(file) = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)
+        .await
+    else {
         return;
     };
     let mut file = file;
@@ -176,7 +192,12 @@ impl EventPump {
         }
     }
 
-    async fn pump<S: Store + ?Sized>(&mut self, store: &S, run_id: &dispatch_core::RunId, finish: bool) {
+    async fn pump<S: Store + ?Sized>(
+        &mut self,
+        store: &S,
+        run_id: &dispatch_core::RunId,
+        finish: bool,
+    ) {
         let lines = self.follower.poll(finish);
         if lines.is_empty() {
             return;
@@ -216,6 +237,9 @@ mod tests {
     #[test]
     fn secrets_are_masked() {
         let s = vec!["hunter2".to_string()];
-        assert_eq!(mask("pw=hunter2 again hunter2\n", &s), "pw=**** again ****\n");
+        assert_eq!(
+            mask("pw=hunter2 again hunter2\n", &s),
+            "pw=**** again ****\n"
+        );
     }
 }

@@ -23,10 +23,24 @@ use crate::{os, run_exit_code};
 use agent::AgentSpec;
 
 /// Runs the queued run `id` to a terminal state. Returns the run's exit status.
-pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunId) -> RuntimeResult<i32> {
+pub async fn run_record<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    id: &RunId,
+) -> RuntimeResult<i32> {
     let mut run = store.get_run(id).await?;
     let me = os::this_process();
-    match advance(store, &mut run, &Transition::Claim { helper: me, at: now_ms() }, None).await {
+    match advance(
+        store,
+        &mut run,
+        &Transition::Claim {
+            helper: me,
+            at: now_ms(),
+        },
+        None,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(AdvanceError::Illegal(_)) => {
             return Err(StoreError::InvalidState {
@@ -45,7 +59,11 @@ pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunI
     let prepared = match prepare(layout, &run) {
         Ok(p) => p,
         Err(reason) => {
-            let t = Transition::Fail { reason, exit_code: None, at: now_ms() };
+            let t = Transition::Fail {
+                reason,
+                exit_code: None,
+                at: now_ms(),
+            };
             return finish(store, layout, &mut run, &mut log, t, None).await;
         }
     };
@@ -59,14 +77,32 @@ pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunI
     let child = match agent::spawn(&prepared.spec) {
         Ok(child) => child,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
             let reason = format!("could not start `{}`: {e}", prepared.spec.command.join(" "));
-            let t = Transition::Fail { reason, exit_code: Some(code), at: now_ms() };
+            let t = Transition::Fail {
+                reason,
+                exit_code: Some(code),
+                at: now_ms(),
+            };
             return finish(store, layout, &mut run, &mut log, t, None).await;
         }
     };
     let agent_ref = os::proc_ref(child.id().unwrap_or(0));
-    if let Err(e) = advance(store, &mut run, &Transition::AgentStarted { agent: agent_ref, at: now_ms() }, None).await {
+    if let Err(e) = advance(
+        store,
+        &mut run,
+        &Transition::AgentStarted {
+            agent: agent_ref,
+            at: now_ms(),
+        },
+        None,
+    )
+    .await
+    {
         os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGKILL);
         return Err(match e {
             AdvanceError::Store(e) => e.into(),
@@ -78,7 +114,12 @@ pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunI
         });
     }
     // A stop that arrived while we were starting found no process group yet.
-    if store.get_run(id).await.map(|r| r.stop_requested_at.is_some()).unwrap_or(false) {
+    if store
+        .get_run(id)
+        .await
+        .map(|r| r.stop_requested_at.is_some())
+        .unwrap_or(false)
+    {
         os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGTERM);
     }
     let outcome = agent::supervise(store, id, &prepared.spec, child).await;
@@ -95,20 +136,35 @@ pub async fn run_record<S: Store + ?Sized>(store: &S, layout: &Layout, id: &RunI
     }
     let output = collect::read_output(&prepared.output_path, outcome.last_output);
     let stop_requested = outcome.signalled
-        || store.get_run(id).await.map(|r| r.stop_requested_at.is_some()).unwrap_or(false);
+        || store
+            .get_run(id)
+            .await
+            .map(|r| r.stop_requested_at.is_some())
+            .unwrap_or(false);
     let at = now_ms();
     let t = if stop_requested && outcome.exit_code != 0 {
         cancelled(Some(outcome.exit_code))
     } else if let (Some(message), true) = (outcome.error, outcome.exit_code != 0) {
-        Transition::Fail { reason: message, exit_code: Some(outcome.exit_code), at }
+        Transition::Fail {
+            reason: message,
+            exit_code: Some(outcome.exit_code),
+            at,
+        }
     } else {
-        Transition::Exited { code: outcome.exit_code, at }
+        Transition::Exited {
+            code: outcome.exit_code,
+            at,
+        }
     };
     finish(store, layout, &mut run, &mut log, t, output).await
 }
 
 fn cancelled(exit_code: Option<i32>) -> Transition {
-    Transition::Cancel { reason: "stopped by user".into(), exit_code, at: now_ms() }
+    Transition::Cancel {
+        reason: "stopped by user".into(),
+        exit_code,
+        at: now_ms(),
+    }
 }
 
 /// Writes the terminal snapshot, then the terminal state.
@@ -183,7 +239,8 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
     let path_str = |p: &std::path::Path| p.to_string_lossy().into_owned();
 
     let m = &parcel.manifest;
-    let mut env: Vec<(String, String)> = m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> =
+        m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend([
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
         ("DISPATCH_ATTEMPT".into(), run.attempt.to_string()),
