@@ -8,6 +8,10 @@ mod output;
 
 use clap::Parser;
 
+/// mimalloc: listing tens of thousands of runs is allocation-bound.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cli::{Cli, Command, ContainerCommand, InternalCommand};
 use commands::*;
 use ctx::Ctx;
@@ -22,6 +26,9 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if !matches!(cli.command, Command::Internal(_)) {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -43,6 +50,18 @@ fn main() {
     // Do not wait for stray tasks (a stdin feeder blocked on a full pipe).
     runtime.shutdown_background();
     std::process::exit(code);
+}
+
+/// Lets `dispatch ps | head` end quietly, as Unix tools do, instead of
+/// failing on a closed stdout. Not for the helper, which writes to the agent's
+/// stdin and must survive an agent that never reads it.
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: installing the default disposition has no handler code to run;
+    // it happens before any other thread exists.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
 }
 
 async fn execute(ctx: &Ctx, command: Command) -> CliResult {

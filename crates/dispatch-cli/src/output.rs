@@ -6,7 +6,7 @@ use comfy_table::{ContentArrangement, Table, presets};
 use dispatch_core::time::{human_ago, human_duration};
 use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::Run;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A plain, Docker-like table: no borders, columns separated by spaces.
 pub fn table(header: &[&str]) -> Table {
@@ -27,11 +27,36 @@ pub fn print_table(t: &Table) {
     print!("{out}");
 }
 
-pub fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON values always serialize")
-    );
+/// Prints `v` as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = writeln!(out);
+    let _ = out.flush();
+}
+
+/// A run as `ps --format json` shows it: the stored record plus derived fields.
+#[derive(serde::Serialize)]
+pub struct RunView<'a> {
+    #[serde(flatten)]
+    pub run: &'a Run,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<i64>,
+    pub total_tokens: u64,
+}
+
+impl<'a> RunView<'a> {
+    pub fn new(run: &'a Run, now: Ts) -> Self {
+        RunView {
+            run,
+            status: run.status(),
+            exit_code: run.state.exit_code(),
+            duration_ms: duration_ms(&run.state, now),
+            total_tokens: run.usage.total_tokens(),
+        }
+    }
 }
 
 /// Whether to color output on stderr: a terminal, and `NO_COLOR` unset.
@@ -78,12 +103,7 @@ pub fn cost_text(cost: f64) -> String {
 
 /// A run as JSON: the stored record plus derived fields.
 pub fn run_json(run: &Run, now: Ts) -> Value {
-    let mut v = serde_json::to_value(run).expect("a run is plain data");
-    v["status"] = json!(run.status());
-    v["exit_code"] = json!(run.state.exit_code());
-    v["duration_ms"] = json!(duration_ms(&run.state, now));
-    v["total_tokens"] = json!(run.usage.total_tokens());
-    v
+    serde_json::to_value(RunView::new(run, now)).expect("a run is plain data")
 }
 
 /// Colors a status word for a terminal.
@@ -98,4 +118,38 @@ pub fn paint(status: Status, text: &str) -> String {
         _ => "36",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// Prints rows as left-aligned columns separated by three spaces (like
+/// `docker ps`). Hand-rolled rather than a table crate because `ps -a` prints
+/// tens of thousands of rows and must stay fast.
+pub fn print_columns(header: &[&str], rows: &[Vec<String>]) {
+    use std::io::Write;
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::with_capacity((rows.len() + 1) * (widths.iter().sum::<usize>() + 24));
+    let mut push_row = |cells: &mut dyn Iterator<Item = &str>| {
+        let start = out.len();
+        for (i, cell) in cells.enumerate() {
+            out.push_str(cell);
+            if i + 1 < widths.len() {
+                let pad = widths[i] - cell.chars().count() + 3;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
+        out.push('\n');
+    };
+    push_row(&mut header.iter().copied());
+    for row in rows {
+        push_row(&mut row.iter().map(String::as_str));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }

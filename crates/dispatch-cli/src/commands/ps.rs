@@ -3,13 +3,12 @@
 use dispatch_core::{Operation, Status, now_ms};
 use dispatch_runtime::reconcile::reconcile_all;
 use dispatch_store::{RunFilter, RunStore};
-use serde_json::Value;
 
 use crate::cli::{Format, PsArgs};
 use crate::ctx::{Ctx, resolve_id};
 use crate::error::{CliError, CliResult};
 use crate::output::{
-    cost_text, created_text, duration_text, print_json, print_table, run_json, status_text, table,
+    RunView, cost_text, created_text, duration_text, print_columns, print_json, status_text,
 };
 
 const LIVE: [Status; 4] = [
@@ -73,12 +72,11 @@ fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
         return Ok(0);
     }
     if args.format == Format::Json {
-        print_json(&Value::Array(
-            runs.iter().map(|r| run_json(r, now)).collect(),
-        ));
+        let views: Vec<RunView> = runs.iter().map(|r| RunView::new(r, now)).collect();
+        print_json(&views);
         return Ok(0);
     }
-    let mut t = table(&[
+    let header = [
         "RUN ID",
         "PARCEL",
         "OPERATION",
@@ -87,23 +85,26 @@ fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
         "DURATION",
         "TOKENS",
         "COST",
-    ]);
-    for r in runs {
-        t.add_row(vec![
-            if args.no_trunc {
-                r.id.to_string()
-            } else {
-                r.id.short().to_string()
-            },
-            r.parcel_name.clone(),
-            r.operation.to_string(),
-            status_text(&r.state, now),
-            created_text(r, now),
-            duration_text(&r.state, now),
-            r.usage.total_tokens().to_string(),
-            cost_text(r.usage.cost_usd),
-        ]);
-    }
-    print_table(&t);
+    ];
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                if args.no_trunc {
+                    r.id.to_string()
+                } else {
+                    r.id.short().to_string()
+                },
+                r.parcel_name.clone(),
+                r.operation.to_string(),
+                status_text(&r.state, now),
+                created_text(r, now),
+                duration_text(&r.state, now),
+                r.usage.total_tokens().to_string(),
+                cost_text(r.usage.cost_usd),
+            ]
+        })
+        .collect();
+    print_columns(&header, &rows);
     Ok(0)
 }

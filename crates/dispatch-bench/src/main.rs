@@ -1,0 +1,310 @@
+//! `dispatch-bench local [--dispatch PATH]`: measures the local runtime's
+//! targets against a built `dispatch` binary (default: target/release/dispatch)
+//! and prints a Markdown table. See BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dispatch_core::{NewEvent, Operation, RunId, RunState, Transition, now_ms};
+use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{NewRun, RunStore, StateWrite};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dispatch = args
+        .iter()
+        .position(|a| a == "--dispatch")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/dispatch"));
+    if args.get(1).map(String::as_str) == Some("seed") {
+        // dispatch-bench seed <db> <n>: store n finished runs (for profiling).
+        let (Some(db), Some(n)) = (args.get(2), args.get(3).and_then(|n| n.parse().ok())) else {
+            eprintln!("usage: dispatch-bench seed <db-path> <n>");
+            std::process::exit(2);
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
+        eprintln!(
+            "usage: dispatch-bench local [--dispatch PATH]   (build it first: cargo build --release)"
+        );
+        std::process::exit(2);
+    }
+    let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+    let bench = Bench::new(dispatch);
+    println!("| measurement | result | target |\n|---|---|---|");
+    bench.spawn_baseline();
+    bench.detach_latency(200);
+    bench.time_to_agent(200);
+    bench.ps_over(10_000);
+    bench.throughput(1_000, 4);
+}
+
+struct Bench {
+    dispatch: PathBuf,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn agent(dir: &Path, name: &str, command: &str) -> PathBuf {
+    let a = dir.join(name);
+    std::fs::create_dir_all(&a).expect("mkdir agent");
+    std::fs::write(
+        a.join("Agentfile"),
+        format!("NAME {name}\nCOMMAND {command}\n"),
+    )
+    .expect("write Agentfile");
+    a
+}
+
+impl Bench {
+    fn new(dispatch: PathBuf) -> Self {
+        Bench { dispatch }
+    }
+
+    fn cmd(&self, root: &Path) -> Command {
+        let mut c = Command::new(&self.dispatch);
+        c.env("DISPATCH_ROOT", root).stdin(Stdio::null());
+        c
+    }
+
+    fn spawn_baseline(&self) {
+        let n = 500;
+        let t = Instant::now();
+        for _ in 0..n {
+            Command::new("true").status().expect("spawn true");
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        println!("| baseline: spawn+wait `true` | {ms:.2} ms each | — |");
+    }
+
+    /// `dispatch run <agent> --detach` wall time.
+    fn detach_latency(&self, n: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(".dispatch");
+        let a = agent(dir.path(), "noop", r#"["true"]"#);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 5 {
+            let t = Instant::now();
+            let out = self
+                .cmd(&root)
+                .args(["run", a.to_str().expect("utf-8"), "--detach"])
+                .output()
+                .expect("run dispatch");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if i >= 5 {
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        self.wait_all(&root);
+        println!(
+            "| `dispatch run --detach` returns (n={n}) | median {:.2} ms, p90 {:.2} ms | ≤ 10 ms median |",
+            median(times.clone()),
+            pct(times, 0.9)
+        );
+    }
+
+    /// From just before `run --detach` to the agent executing (`date +%s%N` as the agent).
+    fn time_to_agent(&self, n: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(".dispatch");
+        let a = agent(dir.path(), "clock", r#"["date", "+%s%N"]"#);
+        let mut lat = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t0 = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as i128;
+            let out = self
+                .cmd(&root)
+                .args(["run", a.to_str().expect("utf-8"), "--detach"])
+                .output()
+                .expect("run dispatch");
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            self.cmd(&root).args(["wait", &id]).output().expect("wait");
+            let log =
+                std::fs::read_to_string(root.join("runs").join(format!("{id}.log"))).expect("log");
+            let ns: i128 = log
+                .lines()
+                .find(|l| !l.starts_with("[dispatch]"))
+                .and_then(|l| l.trim().parse().ok())
+                .expect("the agent printed its start time");
+            lat.push((ns - t0) as f64 / 1e6);
+        }
+        println!(
+            "| `run --detach` → agent process executing (n={n}) | median {:.2} ms, p90 {:.2} ms | ≤ 5 ms median |",
+            median(lat.clone()),
+            pct(lat, 0.9)
+        );
+    }
+
+    /// `dispatch ps -a` with `runs` finished runs stored.
+    fn ps_over(&self, runs: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(".dispatch");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(seed(&root.join("dispatch.db"), runs));
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let out = self
+                .cmd(&root)
+                .args(["ps", "-a"])
+                .stdout(Stdio::piped())
+                .output()
+                .expect("ps");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(out.stdout.iter().filter(|b| **b == b'\n').count(), runs + 1);
+        }
+        let mut json_times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            self.cmd(&root)
+                .args(["ps", "-a", "--format", "json"])
+                .output()
+                .expect("ps");
+            json_times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "| `dispatch ps -a` over {runs} runs | median {:.1} ms (`--format json`: {:.1} ms) | ≤ 50 ms |",
+            median(times),
+            median(json_times)
+        );
+    }
+
+    /// `n` detached runs of `true`, launched `parallel` at a time, until all are finished.
+    fn throughput(&self, n: usize, parallel: usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(".dispatch");
+        let a = agent(dir.path(), "noop", r#"["true"]"#);
+        self.cmd(&root)
+            .args(["build", a.to_str().expect("utf-8"), "-q"])
+            .output()
+            .expect("build");
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..parallel {
+                let a = &a;
+                let root = &root;
+                s.spawn(move || {
+                    for _ in (w..n).step_by(parallel) {
+                        let st = self
+                            .cmd(root)
+                            .args(["run", a.to_str().expect("utf-8"), "--detach"])
+                            .stdout(Stdio::null())
+                            .status()
+                            .expect("run");
+                        assert!(st.success());
+                    }
+                });
+            }
+        });
+        let launched = t.elapsed();
+        self.wait_all(&root);
+        let total = t.elapsed();
+        let out = self
+            .cmd(&root)
+            .args(["ps", "-a", "--filter", "status=succeeded", "-q"])
+            .output()
+            .expect("ps");
+        let ok = out.stdout.iter().filter(|b| **b == b'\n').count();
+        assert_eq!(ok, n, "every run succeeded");
+        println!(
+            "| {n} detached runs of a trivial agent, {parallel} launchers | {:.0} runs/s ({:.2} s to finish all; launches done at {:.2} s) | ≥ 300 runs/s |",
+            n as f64 / total.as_secs_f64(),
+            total.as_secs_f64(),
+            launched.as_secs_f64()
+        );
+    }
+
+    /// Waits until no run is live.
+    fn wait_all(&self, root: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let out = self.cmd(root).args(["ps", "-q"]).output().expect("ps");
+            if out.stdout.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "runs did not finish in 300 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Stores `n` finished runs directly.
+async fn seed(db: &Path, n: usize) {
+    let store = SqliteStore::open(db, Duration::from_secs(5)).expect("open store");
+    let helper = dispatch_core::ProcRef {
+        pid: 1,
+        start_ticks: 0,
+    };
+    for i in 0..n {
+        let run = store
+            .create_run(&NewRun {
+                id: RunId::new(),
+                parcel_digest: "0".repeat(64),
+                parcel_name: "seeded".into(),
+                operation: Operation::Job,
+                parent_id: None,
+                origin_id: None,
+                payload: serde_json::json!({ "i": i }),
+                brief_sha256: "0".repeat(64),
+                created_at: now_ms(),
+            })
+            .await
+            .expect("create");
+        let mut state = RunState::queued();
+        let mut version = run.version;
+        for t in [
+            Transition::Claim {
+                helper,
+                at: now_ms(),
+            },
+            Transition::AgentStarted {
+                agent: helper,
+                at: now_ms(),
+            },
+            Transition::Exited {
+                code: 0,
+                at: now_ms(),
+            },
+        ] {
+            state = state.apply(Operation::Job, &t).expect("legal");
+            let r = store
+                .transition(
+                    &run.id,
+                    version,
+                    &StateWrite {
+                        state: state.clone(),
+                        event: NewEvent::new("state", 1, now_ms(), serde_json::json!({})),
+                        output: None,
+                    },
+                )
+                .await
+                .expect("transition");
+            version = r.version;
+        }
+    }
+}
