@@ -73,11 +73,12 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
 
     let instructions = resolve_instructions(&af, &ctx).map_err(af_err)?;
     let plan = plan_files(&af, &ctx, &root)?;
-    let manifest = make_manifest(
-        af,
+    let manifest = Manifest {
+        schema: SCHEMA,
         instructions,
-        plan.iter().map(|p| p.entry.clone()).collect(),
-    );
+        files: plan.iter().map(|p| p.entry.clone()).collect(),
+        ..af.manifest
+    };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| {
         io_err("cannot serialize the manifest of", &agentfile_path)(io::Error::other(e))
     })?;
@@ -206,28 +207,6 @@ fn temp_name() -> String {
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{TMP_PREFIX}{}-{nanos}-{n}", std::process::id())
-}
-
-fn make_manifest(af: Agentfile, instructions: Instructions, files: Vec<FileEntry>) -> Manifest {
-    Manifest {
-        schema: SCHEMA,
-        courier: af.courier,
-        name: af.name,
-        version: af.version,
-        labels: af.labels,
-        entrypoint: af.entrypoint,
-        command: af.command,
-        env: af.env,
-        secrets: af.secrets,
-        instructions,
-        timeouts: af.timeouts,
-        retry: af.retry,
-        limits: af.limits,
-        requires: af.requires,
-        schedules: af.schedules,
-        listen: af.listen,
-        files,
-    }
 }
 
 /// The file in the context that `rel` names, if it is a file inside the context.
