@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::parcel::{Courier, Limits, ListenPolicy, Requirement, RetryPolicy, Timeouts};
+use crate::parcel::{
+    Courier, Instructions, Limits, ListenPolicy, Manifest, Requirement, RetryPolicy, Timeouts,
+};
 use crate::state::Operation;
 
 /// An Agentfile that could not be parsed (or built: a SKILL file that is missing, …).
@@ -73,33 +75,23 @@ pub struct SkillSpec {
     pub line: usize,
 }
 
-/// A parsed Agentfile: the manifest fields, plus the references to files that
-/// are resolved against the build context when the parcel is built.
+/// A parsed Agentfile: the manifest it describes, without the parts that
+/// need the build context (instructions and files), plus the references to
+/// those files, which are resolved when the parcel is built.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Agentfile {
-    pub courier: Courier,
-    pub name: String,
-    pub version: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub entrypoint: Operation,
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    /// Declared secret names, in order, without duplicates.
-    pub secrets: Vec<String>,
+    /// Every field but `instructions` and `files` (left empty). Secrets are
+    /// in declaration order, without duplicates.
+    pub manifest: Manifest,
     pub copies: Vec<CopySpec>,
     pub identity: Option<TextSource>,
     pub soul: Option<TextSource>,
     pub skills: Vec<SkillSpec>,
     pub prompts: Vec<TextSource>,
-    pub timeouts: Timeouts,
-    pub retry: Option<RetryPolicy>,
-    pub limits: Limits,
-    pub requires: Vec<Requirement>,
-    pub schedules: Vec<String>,
-    pub listen: Option<ListenPolicy>,
 }
 
-/// Every directive with what it expects and an example line.
+/// Every directive: its name, what it expects, and an example line.
+#[rustfmt::skip]
 pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("FROM", "a courier", "FROM process"),
     ("NAME", "a name", "NAME my-agent"),
@@ -107,56 +99,32 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("LABEL", "key=value pairs", "LABEL team=research"),
     ("ENTRYPOINT", "`job` or `heartbeat`", "ENTRYPOINT job"),
     ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
-    (
-        "ENV",
-        "KEY=value pairs or `KEY value`",
-        "ENV LOG_LEVEL=info",
-    ),
-    ("SECRET", "a secret name", "SECRET OPENAI_API_KEY"),
-    (
-        "COPY",
-        "a source and an optional destination",
-        "COPY agent.sh",
-    ),
+    ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
+    ("SECRET", "secret names", "SECRET OPENAI_API_KEY"),
+    ("COPY", "a source and an optional destination", "COPY agent.sh bin/"),
     ("IDENTITY", "a file or text", "IDENTITY identity.md"),
     ("SOUL", "a file or text", "SOUL soul.md"),
     ("SKILL", "one or more files", "SKILL skills/review.md"),
     ("PROMPT", "a file or text", "PROMPT prompts/task.md"),
     ("TIMEOUT", "[RUN|STEP] and a duration", "TIMEOUT RUN 30m"),
-    ("RETRY", "a number of attempts", "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd>", "LIMIT TOKENS 100000"),
-    (
-        "REQUIRES",
-        "a name and a URL",
-        "REQUIRES REDIS_URL redis://localhost:6379",
-    ),
-    (
-        "SCHEDULE",
-        "a cron expression",
-        "SCHEDULE \"0 */5 * * * *\"",
-    ),
-    ("LISTEN", "an address", "LISTEN 127.0.0.1:8080"),
-    (
-        "LISTEN_PATH",
-        "a path starting with `/`",
-        "LISTEN_PATH /hook",
-    ),
+    ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
+        "RETRY 3 BACKOFF 1s..30s"),
+    ("LIMIT", "TOKENS <n> or COST <usd>, optionally followed by SOFT", "LIMIT COST 2.50 SOFT"),
+    ("REQUIRES", "a name and a URL", "REQUIRES REDIS_URL redis://localhost:6379"),
+    ("SCHEDULE", "a cron expression", "SCHEDULE \"0 */5 * * * *\""),
+    ("LISTEN", "an address with a port", "LISTEN 127.0.0.1:8080"),
+    ("LISTEN_PATH", "a path starting with `/`", "LISTEN_PATH /hook"),
     ("LISTEN_METHOD", "HTTP methods", "LISTEN_METHOD POST"),
-    (
-        "LISTEN_SECRET",
-        "the name of a SECRET",
-        "LISTEN_SECRET HOOK_SECRET",
-    ),
-    (
-        "LISTEN_MAX_BODY_BYTES",
-        "a number of bytes",
-        "LISTEN_MAX_BODY_BYTES 1048576",
-    ),
-    (
-        "LISTEN_MAX_HEADER_BYTES",
-        "a number of bytes",
-        "LISTEN_MAX_HEADER_BYTES 16384",
-    ),
+    ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
+    ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
+    ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
+];
+
+/// Directives that may appear only once.
+#[rustfmt::skip]
+const SINGLE: &[&str] = &[
+    "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
+    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -168,12 +136,12 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const KNOWN_COURIERS: &str = "process";
+const COURIERS: &str = "process";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
 pub fn parse(text: &str) -> Result<Agentfile, AgentfileError> {
-    let mut p = Parser::default();
+    let mut p = Parser::new();
     let mut last_line = 0;
     for (line, body) in logical_lines(text) {
         last_line = line;
@@ -241,48 +209,32 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 
 /// Splits arguments on whitespace, honouring `"…"` (with `\"`, `\\`) and `'…'`.
 fn split_args(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_token = false;
+    let (mut out, mut cur, mut in_token) = (Vec::new(), String::new(), false);
+    let mut quote: Option<char> = None;
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        match c {
-            '"' | '\'' => {
-                in_token = true;
-                let mut closed = false;
-                while let Some(q) = chars.next() {
-                    if q == c {
-                        closed = true;
-                        break;
-                    }
-                    if c == '"' && q == '\\' {
-                        match chars.next() {
-                            Some(e @ ('"' | '\\')) => cur.push(e),
-                            Some(e) => {
-                                cur.push('\\');
-                                cur.push(e);
-                            }
-                            None => cur.push('\\'),
-                        }
-                    } else {
-                        cur.push(q);
-                    }
-                }
-                if !closed {
-                    return Err(format!("unterminated {c} quote (hint: close it with {c})"));
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_token {
+        match (quote, c) {
+            (None, '"' | '\'') => (quote, in_token) = (Some(c), true),
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => match chars.next() {
+                Some(e @ ('"' | '\\')) => cur.push(e),
+                Some(e) => cur.extend(['\\', e]),
+                None => cur.push('\\'),
+            },
+            (Some(_), c) => cur.push(c),
+            (None, c) if c.is_whitespace() => {
+                if std::mem::take(&mut in_token) {
                     out.push(std::mem::take(&mut cur));
-                    in_token = false;
                 }
             }
-            c => {
+            (None, c) => {
                 in_token = true;
                 cur.push(c);
             }
         }
+    }
+    if let Some(q) = quote {
+        return Err(format!("unterminated {q} quote (hint: close it with {q})"));
     }
     if in_token {
         out.push(cur);
@@ -355,30 +307,18 @@ fn positive(s: &str, what: &str) -> Result<u64, String> {
     }
 }
 
-fn check_name(s: &str) -> Result<(), String> {
-    let mut chars = s.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        && s.len() <= MAX_NAME_LEN;
-    if ok {
-        return Ok(());
+fn check_name(s: String) -> Result<String, String> {
+    let keep = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+    let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if first_ok && s.chars().all(keep) && s.len() <= MAX_NAME_LEN {
+        return Ok(s);
     }
-    let mut fixed: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
+    let fixed: String = (s.to_ascii_lowercase().chars())
+        .map(|c| if keep(c) { c } else { '-' })
         .skip_while(|c| !c.is_ascii_alphanumeric())
         .take(MAX_NAME_LEN)
         .collect();
-    if fixed.is_empty() {
-        fixed = "my-agent".to_string();
-    }
+    let fixed = if fixed.is_empty() { "my-agent" } else { &fixed };
     Err(format!(
         "invalid NAME `{s}`: use at most {MAX_NAME_LEN} lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit (hint: `NAME {fixed}`)"
     ))
@@ -405,33 +345,61 @@ fn usage(directive: &str) -> (&'static str, &'static str) {
         .unwrap_or(("an argument", ""))
 }
 
-#[derive(Default)]
+/// `KEY expects WHAT, got `GOT` (hint: `EXAMPLE`)`, from [`DIRECTIVES`].
+fn expected(key: &str, got: &str) -> String {
+    let (what, example) = usage(key);
+    format!("{key} expects {what}, got `{got}` (hint: `{example}`)")
+}
+
 struct Parser {
-    courier: Option<Courier>,
-    name: Option<String>,
-    version: Option<String>,
-    labels: BTreeMap<String, String>,
-    entrypoint: Option<Operation>,
-    command: Vec<String>,
-    env: BTreeMap<String, usize>,
-    env_values: BTreeMap<String, String>,
-    secrets: Vec<(String, usize)>,
-    copies: Vec<CopySpec>,
-    identity: Option<TextSource>,
-    soul: Option<TextSource>,
-    skills: Vec<SkillSpec>,
-    prompts: Vec<TextSource>,
-    timeouts: Timeouts,
-    retry: Option<RetryPolicy>,
-    limits: Limits,
-    requires: Vec<(Requirement, usize)>,
-    schedules: Vec<String>,
-    listen: Option<ListenPolicy>,
-    listen_secret_line: usize,
+    af: Agentfile,
     seen: HashMap<&'static str, usize>,
+    env_lines: BTreeMap<String, usize>,
+    secret_lines: BTreeMap<String, usize>,
+    requires_lines: BTreeMap<String, usize>,
+    listen_secret_line: usize,
 }
 
 impl Parser {
+    fn new() -> Self {
+        let manifest = Manifest {
+            schema: 1,
+            courier: Courier::Process,
+            name: String::new(),
+            version: None,
+            labels: BTreeMap::new(),
+            entrypoint: Operation::Job,
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            instructions: Instructions::default(),
+            timeouts: Timeouts::default(),
+            retry: None,
+            limits: Limits::default(),
+            requires: Vec::new(),
+            schedules: Vec::new(),
+            listen: None,
+            files: Vec::new(),
+        };
+        let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
+        let (identity, soul) = (None, None);
+        Parser {
+            af: Agentfile {
+                manifest,
+                copies,
+                identity,
+                soul,
+                skills,
+                prompts,
+            },
+            seen: HashMap::new(),
+            env_lines: BTreeMap::new(),
+            secret_lines: BTreeMap::new(),
+            requires_lines: BTreeMap::new(),
+            listen_secret_line: 0,
+        }
+    }
+
     /// Records a single-valued directive, refusing a second one.
     fn once(&mut self, key: &'static str, line: usize) -> Result<(), String> {
         match self.seen.insert(key, line) {
@@ -443,7 +411,10 @@ impl Parser {
     }
 
     fn listen(&mut self) -> &mut ListenPolicy {
-        self.listen.get_or_insert_with(ListenPolicy::default)
+        self.af
+            .manifest
+            .listen
+            .get_or_insert_with(ListenPolicy::default)
     }
 
     fn directive(&mut self, line: usize, body: &str) -> Result<(), AgentfileError> {
@@ -455,96 +426,65 @@ impl Parser {
                 Some(d) => format!("unknown directive `{word}` (did you mean `{d}`?)"),
                 None => {
                     let all: Vec<&str> = DIRECTIVES.iter().map(|(d, _, _)| *d).collect();
-                    format!(
-                        "unknown directive `{word}` (hint: known directives are {})",
-                        all.join(", ")
-                    )
+                    let all = all.join(", ");
+                    format!("unknown directive `{word}` (hint: known directives are {all})")
                 }
             };
             return Err(AgentfileError::new(line, message));
         };
-        if rest.is_empty() {
-            return Err(AgentfileError::new(
-                line,
-                format!("{key} expects {what} (hint: `{example}`)"),
-            ));
-        }
-        self.apply(key, line, rest)
-            .map_err(|m| AgentfileError::new(line, m))
+        let result = if rest.is_empty() {
+            Err(format!("{key} expects {what} (hint: `{example}`)"))
+        } else {
+            self.apply(key, line, rest)
+        };
+        result.map_err(|m| AgentfileError::new(line, m))
     }
 
     fn apply(&mut self, key: &'static str, line: usize, rest: &str) -> Result<(), String> {
+        if SINGLE.contains(&key) {
+            self.once(key, line)?;
+        }
         match key {
-            "COMMAND" => {
-                self.once(key, line)?;
-                self.command = parse_command(rest)?;
-                return Ok(());
-            }
+            "COMMAND" => return parse_command(rest).map(|c| self.af.manifest.command = c),
             "VERSION" | "IDENTITY" | "SOUL" | "PROMPT" | "SCHEDULE" => {
                 return self.free_text(key, line, rest);
             }
             _ => {}
         }
         let args = split_args(rest)?;
-        let single = |args: &[String]| -> Result<String, String> {
-            match args {
-                [one] => Ok(one.clone()),
-                _ => {
-                    let (what, example) = usage(key);
-                    Err(format!(
-                        "{key} expects {what}, got {} values (hint: `{example}`)",
-                        args.len()
-                    ))
-                }
-            }
+        let one = || match args.as_slice() {
+            [a] => Ok(a.clone()),
+            _ => Err(expected(key, rest)),
         };
         match key {
-            "FROM" => {
-                self.once(key, line)?;
-                let c = single(&args)?;
-                match c.to_ascii_lowercase().as_str() {
-                    "process" => self.courier = Some(Courier::Process),
-                    _ => {
-                        return Err(format!(
-                            "unknown courier `{c}` (hint: known couriers: {KNOWN_COURIERS})"
-                        ));
-                    }
+            "FROM" => match one()?.to_ascii_lowercase().as_str() {
+                "process" => self.af.manifest.courier = Courier::Process,
+                c => {
+                    return Err(format!(
+                        "unknown courier `{c}` (hint: known couriers: {COURIERS})"
+                    ));
                 }
-            }
-            "NAME" => {
-                self.once(key, line)?;
-                let n = single(&args)?;
-                check_name(&n)?;
-                self.name = Some(n);
-            }
+            },
+            "NAME" => self.af.manifest.name = check_name(one()?)?,
             "ENTRYPOINT" => {
-                self.once(key, line)?;
-                let op = single(&args).unwrap_or_else(|_| rest.to_string());
-                self.entrypoint = Some(match op.to_ascii_lowercase().as_str() {
+                self.af.manifest.entrypoint = match rest.to_ascii_lowercase().as_str() {
                     "job" => Operation::Job,
                     "heartbeat" => Operation::Heartbeat,
                     _ => {
                         return Err(format!(
-                            "ENTRYPOINT expects `job` or `heartbeat`, got `{op}` (hint: the program to run goes in COMMAND)"
+                            "ENTRYPOINT expects `job` or `heartbeat`, got `{rest}` (hint: the program to run goes in COMMAND)"
                         ));
-                    }
-                });
-            }
-            "LABEL" => {
-                for a in &args {
-                    match a.split_once('=') {
-                        Some((k, v)) if !k.is_empty() => {
-                            self.labels.insert(k.to_string(), v.to_string());
-                        }
-                        _ => {
-                            return Err(format!(
-                                "LABEL expects key=value pairs, got `{a}` (hint: `LABEL team=research`)"
-                            ));
-                        }
                     }
                 }
             }
-            "ENV" => self.env_directive(line, rest, &args)?,
+            "LABEL" => {
+                for a in &args {
+                    let kv = a.split_once('=').filter(|(k, _)| !k.is_empty());
+                    let (k, v) = kv.ok_or_else(|| expected(key, a))?;
+                    self.af.manifest.labels.insert(k.to_string(), v.to_string());
+                }
+            }
+            "ENV" => self.env(line, rest, &args)?,
             "SECRET" => {
                 for a in &args {
                     if a.contains('=') {
@@ -553,106 +493,45 @@ impl Parser {
                         ));
                     }
                     let n = env_name(a, "secret")?;
-                    if !self.secrets.iter().any(|(s, _)| *s == n) {
-                        self.secrets.push((n, line));
+                    if !self.secret_lines.contains_key(&n) {
+                        self.secret_lines.insert(n.clone(), line);
+                        self.af.manifest.secrets.push(n);
                     }
                 }
             }
-            "COPY" => self.copies.push(parse_copy(&args, line)?),
+            "COPY" => self.af.copies.push(parse_copy(&args, line, rest)?),
             "SKILL" => {
                 for a in &args {
-                    let path = norm_rel(a).map_err(|p| {
-                        format!("SKILL file `{a}` {p} (hint: name a file inside the directory that holds the Agentfile)")
-                    })?;
-                    let name = Path::new(&path)
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    if name.is_empty() {
-                        return Err(format!(
-                            "SKILL expects a file, got `{a}` (hint: `SKILL skills/review.md`)"
-                        ));
-                    }
-                    if let Some(prev) = self.skills.iter().find(|s| s.name == name) {
-                        return Err(format!(
-                            "SKILL `{name}` is already defined on line {} (hint: skills are named after their file; rename one of the files)",
-                            prev.line
-                        ));
-                    }
-                    self.skills.push(SkillSpec { path, name, line });
+                    self.skill(a, line)?;
                 }
             }
-            "TIMEOUT" => {
-                let (which, d) = match args.as_slice() {
-                    [d] => ("RUN", d),
-                    [w, d] if w.eq_ignore_ascii_case("run") => ("RUN", d),
-                    [w, d] if w.eq_ignore_ascii_case("step") => ("STEP", d),
-                    _ => {
-                        return Err(format!(
-                            "TIMEOUT expects [RUN|STEP] and a duration, got `{rest}` (hint: `TIMEOUT RUN 30m` or `TIMEOUT STEP 5m`)"
-                        ));
-                    }
-                };
-                self.once(
-                    if which == "RUN" {
-                        "TIMEOUT RUN"
-                    } else {
-                        "TIMEOUT STEP"
-                    },
-                    line,
-                )?;
-                let ms = parse_duration_ms(d)?;
-                if ms == 0 {
-                    return Err(format!("TIMEOUT {which} must be greater than zero"));
-                }
-                let slot = if which == "RUN" {
-                    &mut self.timeouts.run_ms
-                } else {
-                    &mut self.timeouts.step_ms
-                };
-                *slot = Some(ms);
-            }
-            "RETRY" => {
-                self.once(key, line)?;
-                self.retry = Some(parse_retry(&args)?);
-            }
-            "LIMIT" => self.limit(line, &args)?,
+            "TIMEOUT" => self.timeout(line, rest, &args)?,
+            "RETRY" => self.af.manifest.retry = Some(parse_retry(&args, rest)?),
+            "LIMIT" => self.limit(line, rest, &args)?,
             "REQUIRES" => {
                 let [name, url] = args.as_slice() else {
-                    return Err(format!(
-                        "REQUIRES expects a name and a URL, got `{rest}` (hint: `REQUIRES REDIS_URL redis://localhost:6379`)"
-                    ));
+                    return Err(expected(key, rest));
                 };
                 let name = env_name(name, "REQUIRES")?;
-                if let Some((_, prev)) = self.requires.iter().find(|(r, _)| r.name == name) {
+                if let Some(prev) = self.requires_lines.insert(name.clone(), line) {
                     return Err(format!(
                         "REQUIRES {name} is already declared on line {prev} (hint: keep only one)"
                     ));
                 }
                 check_url(url)?;
-                self.requires.push((
-                    Requirement {
-                        name,
-                        url: url.clone(),
-                    },
-                    line,
-                ));
+                let url = url.clone();
+                self.af.manifest.requires.push(Requirement { name, url });
             }
             "LISTEN" => {
-                self.once(key, line)?;
-                let addr = single(&args)?;
+                let addr = one()?;
                 let port = addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
                 if !matches!(port, Some(Ok(_))) {
-                    return Err(format!(
-                        "LISTEN expects an address with a port, got `{addr}` (hint: `LISTEN 127.0.0.1:8080` or `LISTEN :8080`)"
-                    ));
+                    return Err(expected(key, &addr));
                 }
                 self.listen().addr = Some(addr);
             }
             "LISTEN_PATH" => {
-                self.once(key, line)?;
-                let path = single(&args)?;
+                let path = one()?;
                 if !path.starts_with('/') {
                     return Err(format!(
                         "LISTEN_PATH must start with `/`, got `{path}` (hint: `LISTEN_PATH /{path}`)"
@@ -661,17 +540,15 @@ impl Parser {
                 self.listen().path = Some(path);
             }
             "LISTEN_METHOD" => {
-                for a in args
+                for m in args
                     .iter()
                     .flat_map(|a| a.split(','))
                     .filter(|m| !m.is_empty())
                 {
-                    if !a.chars().all(|c| c.is_ascii_alphabetic()) {
-                        return Err(format!(
-                            "LISTEN_METHOD expects HTTP methods, got `{a}` (hint: `LISTEN_METHOD POST PUT`)"
-                        ));
+                    if !m.chars().all(|c| c.is_ascii_alphabetic()) {
+                        return Err(expected(key, m));
                     }
-                    let m = a.to_ascii_uppercase();
+                    let m = m.to_ascii_uppercase();
                     let l = self.listen();
                     if !l.methods.contains(&m) {
                         l.methods.push(m);
@@ -679,20 +556,13 @@ impl Parser {
                 }
             }
             "LISTEN_SECRET" => {
-                self.once(key, line)?;
-                let s = env_name(&single(&args)?, "secret")?;
+                let s = env_name(&one()?, "secret")?;
                 self.listen_secret_line = line;
                 self.listen().secret = Some(s);
             }
-            "LISTEN_MAX_BODY_BYTES" | "LISTEN_MAX_HEADER_BYTES" => {
-                self.once(key, line)?;
-                let n = positive(&single(&args)?, key)?;
-                let l = self.listen();
-                if key == "LISTEN_MAX_BODY_BYTES" {
-                    l.max_body_bytes = Some(n);
-                } else {
-                    l.max_header_bytes = Some(n);
-                }
+            "LISTEN_MAX_BODY_BYTES" => self.listen().max_body_bytes = Some(positive(&one()?, key)?),
+            "LISTEN_MAX_HEADER_BYTES" => {
+                self.listen().max_header_bytes = Some(positive(&one()?, key)?);
             }
             _ => return Err(format!("{key} is not supported here")),
         }
@@ -707,35 +577,27 @@ impl Parser {
         }
         let src = TextSource { text, quoted, line };
         match key {
-            "VERSION" => {
-                self.once(key, line)?;
-                self.version = Some(src.text);
-            }
-            "IDENTITY" => {
-                self.once(key, line)?;
-                self.identity = Some(src);
-            }
-            "SOUL" => {
-                self.once(key, line)?;
-                self.soul = Some(src);
-            }
-            "PROMPT" => self.prompts.push(src),
-            _ => self.schedules.push(src.text),
+            "VERSION" => self.af.manifest.version = Some(src.text),
+            "IDENTITY" => self.af.identity = Some(src),
+            "SOUL" => self.af.soul = Some(src),
+            "PROMPT" => self.af.prompts.push(src),
+            _ => self.af.manifest.schedules.push(src.text),
         }
         Ok(())
     }
 
-    fn env_directive(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
+    fn env(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
         let first_raw = rest.split_whitespace().next().unwrap_or_default();
         let pairs: Vec<(String, String)> = if first_raw.contains('=') {
-            args.iter()
-                .map(|a| match a.split_once('=') {
-                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
-                    None => Err(format!(
+            let pair = |a: &String| {
+                let (k, v) = a.split_once('=').ok_or_else(|| {
+                    format!(
                         "ENV expects KEY=value pairs, got `{a}` (hint: `ENV A=1 B=2`, or one `ENV KEY value` per line)"
-                    )),
-                })
-                .collect::<Result<_, _>>()?
+                    )
+                })?;
+                Ok::<_, String>((k.to_string(), v.to_string()))
+            };
+            args.iter().map(pair).collect::<Result<_, _>>()?
         } else {
             let (key, value) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             let (value, _) = unquote(value);
@@ -748,82 +610,99 @@ impl Parser {
         };
         for (k, v) in pairs {
             let k = env_name(&k, "environment variable")?;
-            self.env.insert(k.clone(), line);
-            self.env_values.insert(k, v);
+            self.env_lines.insert(k.clone(), line);
+            self.af.manifest.env.insert(k, v);
         }
         Ok(())
     }
 
-    fn limit(&mut self, line: usize, args: &[String]) -> Result<(), String> {
-        let bad = || {
-            "LIMIT expects TOKENS <n> or COST <usd>, optionally followed by SOFT (hint: `LIMIT TOKENS 100000` or `LIMIT COST 2.50 SOFT`)".to_string()
+    fn skill(&mut self, arg: &str, line: usize) -> Result<(), String> {
+        let path = norm_rel(arg).map_err(|p| {
+            format!("SKILL file `{arg}` {p} (hint: name a file inside the directory that holds the Agentfile)")
+        })?;
+        let stem = Path::new(&path).file_stem().and_then(|s| s.to_str());
+        let name = stem.unwrap_or_default().to_string();
+        if name.is_empty() {
+            return Err(expected("SKILL", arg));
+        }
+        if let Some(prev) = self.af.skills.iter().find(|s| s.name == name) {
+            return Err(format!(
+                "SKILL `{name}` is already defined on line {} (hint: skills are named after their file; rename one of the files)",
+                prev.line
+            ));
+        }
+        self.af.skills.push(SkillSpec { path, name, line });
+        Ok(())
+    }
+
+    fn timeout(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
+        let (key, d) = match args {
+            [d] => ("TIMEOUT RUN", d),
+            [w, d] if w.eq_ignore_ascii_case("run") => ("TIMEOUT RUN", d),
+            [w, d] if w.eq_ignore_ascii_case("step") => ("TIMEOUT STEP", d),
+            _ => return Err(expected("TIMEOUT", rest)),
         };
+        self.once(key, line)?;
+        let ms = parse_duration_ms(d)?;
+        if ms == 0 {
+            return Err(format!("{key} must be greater than zero"));
+        }
+        let t = &mut self.af.manifest.timeouts;
+        let slot = if key == "TIMEOUT RUN" {
+            &mut t.run_ms
+        } else {
+            &mut t.step_ms
+        };
+        *slot = Some(ms);
+        Ok(())
+    }
+
+    fn limit(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
         let (kind, value, soft) = match args {
-            [k, v] => (k, v, false),
-            [k, v, s] if s.eq_ignore_ascii_case("soft") => (k, v, true),
-            _ => return Err(bad()),
+            [k, v] => (k.to_ascii_uppercase(), v, false),
+            [k, v, s] if s.eq_ignore_ascii_case("soft") => (k.to_ascii_uppercase(), v, true),
+            _ => return Err(expected("LIMIT", rest)),
         };
-        match kind.to_ascii_uppercase().as_str() {
-            "TOKENS" => {
-                self.once(
-                    if soft {
-                        "LIMIT TOKENS SOFT"
-                    } else {
-                        "LIMIT TOKENS"
-                    },
-                    line,
-                )?;
-                let n = positive(value, "LIMIT TOKENS")?;
-                let slot = if soft {
-                    &mut self.limits.soft_max_tokens
-                } else {
-                    &mut self.limits.max_tokens
-                };
-                *slot = Some(n);
-            }
-            "COST" => {
-                self.once(
-                    if soft {
-                        "LIMIT COST SOFT"
-                    } else {
-                        "LIMIT COST"
-                    },
-                    line,
-                )?;
-                let usd = value
-                    .strip_prefix('$')
-                    .unwrap_or(value)
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite() && *v > 0.0)
-                    .ok_or_else(|| format!("LIMIT COST must be an amount of US dollars greater than zero, got `{value}` (hint: `LIMIT COST 2.50`)"))?;
-                let slot = if soft {
-                    &mut self.limits.soft_max_cost_usd
-                } else {
-                    &mut self.limits.max_cost_usd
-                };
-                *slot = Some(usd);
-            }
-            _ => return Err(bad()),
+        let usd = || {
+            let v = value.strip_prefix('$').unwrap_or(value).parse::<f64>().ok();
+            v.filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
+                format!("LIMIT COST must be an amount of US dollars greater than zero, got `{value}` (hint: `LIMIT COST 2.50`)")
+            })
+        };
+        let key = match (kind.as_str(), soft) {
+            ("TOKENS", false) => "LIMIT TOKENS",
+            ("TOKENS", true) => "LIMIT TOKENS SOFT",
+            ("COST", false) => "LIMIT COST",
+            ("COST", true) => "LIMIT COST SOFT",
+            _ => return Err(expected("LIMIT", rest)),
+        };
+        self.once(key, line)?;
+        let l = &mut self.af.manifest.limits;
+        match key {
+            "LIMIT TOKENS" => l.max_tokens = Some(positive(value, "LIMIT TOKENS")?),
+            "LIMIT TOKENS SOFT" => l.soft_max_tokens = Some(positive(value, "LIMIT TOKENS")?),
+            "LIMIT COST" => l.max_cost_usd = Some(usd()?),
+            _ => l.soft_max_cost_usd = Some(usd()?),
         }
         Ok(())
     }
 
     fn finish(self, last_line: usize) -> Result<Agentfile, AgentfileError> {
-        let Some(name) = self.name else {
-            return Err(AgentfileError::new(
-                last_line,
-                "missing NAME (hint: add a line such as `NAME my-agent`)",
-            ));
+        let af = self.af;
+        let m = &af.manifest;
+        let missing = |example: &str| {
+            let d = example.split(' ').next().unwrap_or_default();
+            let message = format!("missing {d} (hint: add a line such as `{example}`)");
+            Err(AgentfileError::new(last_line, message))
         };
-        if self.command.is_empty() {
-            return Err(AgentfileError::new(
-                last_line,
-                "missing COMMAND (hint: add a line such as `COMMAND sh agent.sh`)",
-            ));
+        if m.name.is_empty() {
+            return missing("NAME my-agent");
         }
-        let listen_secret = self.listen.as_ref().and_then(|l| l.secret.as_ref());
-        if let Some(secret) = listen_secret.filter(|s| !self.secrets.iter().any(|(d, _)| d == *s)) {
+        if m.command.is_empty() {
+            return missing("COMMAND sh agent.sh");
+        }
+        let listen_secret = m.listen.as_ref().and_then(|l| l.secret.as_ref());
+        if let Some(secret) = listen_secret.filter(|s| !m.secrets.contains(s)) {
             return Err(AgentfileError::new(
                 self.listen_secret_line,
                 format!(
@@ -831,8 +710,8 @@ impl Parser {
                 ),
             ));
         }
-        for (secret, secret_line) in &self.secrets {
-            if let Some(env_line) = self.env.get(secret) {
+        for (secret, secret_line) in &self.secret_lines {
+            if let Some(env_line) = self.env_lines.get(secret) {
                 return Err(AgentfileError::new(
                     (*env_line).max(*secret_line),
                     format!(
@@ -841,27 +720,7 @@ impl Parser {
                 ));
             }
         }
-        Ok(Agentfile {
-            courier: self.courier.unwrap_or(Courier::Process),
-            name,
-            version: self.version,
-            labels: self.labels,
-            entrypoint: self.entrypoint.unwrap_or(Operation::Job),
-            command: self.command,
-            env: self.env_values,
-            secrets: self.secrets.into_iter().map(|(s, _)| s).collect(),
-            copies: self.copies,
-            identity: self.identity,
-            soul: self.soul,
-            skills: self.skills,
-            prompts: self.prompts,
-            timeouts: self.timeouts,
-            retry: self.retry,
-            limits: self.limits,
-            requires: self.requires.into_iter().map(|(r, _)| r).collect(),
-            schedules: self.schedules,
-            listen: self.listen,
-        })
+        Ok(af)
     }
 }
 
@@ -875,41 +734,33 @@ fn parse_command(rest: &str) -> Result<Vec<String>, String> {
         )
     })?;
     match argv.first() {
-        None => Err(
-            "COMMAND [] is empty (hint: name the program, e.g. `COMMAND [\"sh\", \"agent.sh\"]`)"
-                .into(),
-        ),
-        Some(p) if p.trim().is_empty() => {
-            Err("COMMAND's program (the first element) is empty".into())
-        }
-        Some(_) => Ok(argv),
+        Some(p) if !p.trim().is_empty() => Ok(argv),
+        _ => Err("COMMAND's program is empty (hint: `COMMAND [\"sh\", \"agent.sh\"]`)".into()),
     }
 }
 
-fn parse_copy(args: &[String], line: usize) -> Result<CopySpec, String> {
+fn parse_copy(args: &[String], line: usize, rest: &str) -> Result<CopySpec, String> {
     let (src_raw, dest_raw) = match args {
         [s] => (s, None),
         [s, d] => (s, Some(d)),
-        _ => {
-            return Err(format!(
-                "COPY expects a source and an optional destination, got {} values (hint: use one COPY line per source, e.g. `COPY agent.sh bin/`)",
-                args.len()
-            ));
-        }
+        _ => return Err(expected("COPY", rest)),
     };
     let src = norm_rel(src_raw).map_err(|p| {
         format!("COPY source `{src_raw}` {p} (hint: COPY reads only files inside the directory that holds the Agentfile; move the file there)")
     })?;
-    let (dest, dest_is_dir) = match dest_raw {
-        None => (src.clone(), false),
-        Some(d) => {
-            let n = norm_rel(d).map_err(|p| {
-                format!("COPY destination `{d}` {p} (hint: destinations are relative to the parcel's files directory, e.g. `COPY {src_raw} lib/`)")
-            })?;
-            let is_dir = d.ends_with('/') || n.is_empty();
-            (n, is_dir)
-        }
+    let Some(d) = dest_raw else {
+        let dest = src.clone();
+        return Ok(CopySpec {
+            src,
+            dest,
+            dest_is_dir: false,
+            line,
+        });
     };
+    let dest = norm_rel(d).map_err(|p| {
+        format!("COPY destination `{d}` {p} (hint: destinations are relative to the parcel's files directory, e.g. `COPY {src_raw} lib/`)")
+    })?;
+    let dest_is_dir = d.ends_with('/') || dest.is_empty();
     Ok(CopySpec {
         src,
         dest,
@@ -918,45 +769,38 @@ fn parse_copy(args: &[String], line: usize) -> Result<CopySpec, String> {
     })
 }
 
-fn parse_retry(args: &[String]) -> Result<RetryPolicy, String> {
-    let usage = "(hint: `RETRY 3` or `RETRY 3 BACKOFF 1s..30s`)";
+fn parse_retry(args: &[String], rest: &str) -> Result<RetryPolicy, String> {
     let (n, backoff) = match args {
         [n] => (n, None),
         [n, kw, b] if kw.eq_ignore_ascii_case("backoff") => (n, Some(b)),
-        _ => {
-            return Err(format!(
-                "RETRY expects a number of attempts and an optional BACKOFF <initial>..<max> {usage}"
-            ));
-        }
+        _ => return Err(expected("RETRY", rest)),
     };
-    let max_attempts = parse_u64(n)
+    let n = parse_u64(n)
         .filter(|n| *n >= 1)
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            format!("RETRY expects a number of attempts of at least 1, got `{n}` {usage}")
-        })?;
+        .and_then(|n| u32::try_from(n).ok());
+    let max_attempts = n.ok_or_else(|| expected("RETRY", rest))?;
     let (mut initial, mut max) = (1_000, 30_000);
-    if let Some(b) = backoff {
-        match b.split_once("..") {
-            Some((i, m)) => {
-                initial = parse_duration_ms(i)?;
-                max = parse_duration_ms(m)?;
-                if initial > max {
-                    return Err(format!(
-                        "RETRY BACKOFF initial `{i}` is longer than max `{m}` {usage}"
-                    ));
-                }
+    match backoff.map(|b| (b, b.split_once(".."))) {
+        None => {}
+        Some((_, Some((i, m)))) => {
+            initial = parse_duration_ms(i)?;
+            max = parse_duration_ms(m)?;
+            if initial > max {
+                return Err(format!(
+                    "RETRY BACKOFF initial `{i}` is longer than max `{m}` (hint: `RETRY 3 BACKOFF 1s..30s`)"
+                ));
             }
-            None => {
-                initial = parse_duration_ms(b)?;
-                max = max.max(initial);
-            }
+        }
+        Some((b, None)) => {
+            initial = parse_duration_ms(b)?;
+            max = max.max(initial);
         }
     }
+    let (backoff_initial_ms, backoff_max_ms) = (initial, max);
     Ok(RetryPolicy {
         max_attempts,
-        backoff_initial_ms: initial,
-        backoff_max_ms: max,
+        backoff_initial_ms,
+        backoff_max_ms,
     })
 }
 
@@ -968,12 +812,11 @@ fn check_url(url: &str) -> Result<(), String> {
             && !rest.is_empty()
     });
     if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "REQUIRES expects a URL with a scheme, got `{url}` (hint: e.g. `redis://localhost:6379`, `http://localhost:8080/health`, `tcp://db:5432`)"
-        ))
+        return Ok(());
     }
+    Err(format!(
+        "REQUIRES expects a URL with a scheme, got `{url}` (hint: e.g. `redis://localhost:6379`, `http://localhost:8080/health`, `tcp://db:5432`)"
+    ))
 }
 
 #[cfg(test)]

@@ -17,11 +17,14 @@ fn with(extra: &str) -> String {
 #[test]
 fn minimal_file_gets_defaults() {
     let af = ok("NAME my-agent\nCOMMAND sh agent.sh --x\n");
-    assert_eq!(af.name, "my-agent");
-    assert_eq!(af.courier, Courier::Process);
-    assert_eq!(af.entrypoint, Operation::Job);
-    assert_eq!(af.command, vec!["/bin/sh", "-c", "sh agent.sh --x"]);
-    assert!(af.copies.is_empty() && af.retry.is_none() && af.listen.is_none());
+    assert_eq!(af.manifest.name, "my-agent");
+    assert_eq!(af.manifest.courier, Courier::Process);
+    assert_eq!(af.manifest.entrypoint, Operation::Job);
+    assert_eq!(
+        af.manifest.command,
+        vec!["/bin/sh", "-c", "sh agent.sh --x"]
+    );
+    assert!(af.copies.is_empty() && af.manifest.retry.is_none() && af.manifest.listen.is_none());
 }
 
 #[test]
@@ -65,13 +68,20 @@ LISTEN_MAX_BODY_BYTES 1048576
 LISTEN_MAX_HEADER_BYTES 16384
 "#;
     let af = ok(text);
-    assert_eq!(af.name, "full.agent_1");
-    assert_eq!(af.version.as_deref(), Some("1.2 beta"));
-    assert_eq!(af.labels.get("team").map(String::as_str), Some("research"));
-    assert_eq!(af.labels.get("owner").map(String::as_str), Some("Ann Lee"));
-    assert_eq!(af.entrypoint, Operation::Heartbeat);
-    assert_eq!(af.command, vec!["python3", "agent.py", "--fast"]);
+    assert_eq!(af.manifest.name, "full.agent_1");
+    assert_eq!(af.manifest.version.as_deref(), Some("1.2 beta"));
+    assert_eq!(
+        af.manifest.labels.get("team").map(String::as_str),
+        Some("research")
+    );
+    assert_eq!(
+        af.manifest.labels.get("owner").map(String::as_str),
+        Some("Ann Lee")
+    );
+    assert_eq!(af.manifest.entrypoint, Operation::Heartbeat);
+    assert_eq!(af.manifest.command, vec!["python3", "agent.py", "--fast"]);
     let env: Vec<(&str, &str)> = af
+        .manifest
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -80,7 +90,7 @@ LISTEN_MAX_HEADER_BYTES 16384
         env,
         vec![("A", "1"), ("B", "two words"), ("C", "three words")]
     );
-    assert_eq!(af.secrets, vec!["API_KEY", "HOOK_SECRET"]);
+    assert_eq!(af.manifest.secrets, vec!["API_KEY", "HOOK_SECRET"]);
     assert_eq!(af.copies.len(), 2);
     assert_eq!(af.copies[0].src, "agent.py");
     assert_eq!(af.copies[0].dest, "agent.py");
@@ -107,30 +117,30 @@ LISTEN_MAX_HEADER_BYTES 16384
     );
     let prompts: Vec<&str> = af.prompts.iter().map(|p| p.text.as_str()).collect();
     assert_eq!(prompts, vec!["first", "prompts/second.md"]);
-    assert_eq!(af.timeouts.run_ms, Some(1_800_000));
-    assert_eq!(af.timeouts.step_ms, Some(500));
+    assert_eq!(af.manifest.timeouts.run_ms, Some(1_800_000));
+    assert_eq!(af.manifest.timeouts.step_ms, Some(500));
     assert_eq!(
-        af.retry,
+        af.manifest.retry,
         Some(RetryPolicy {
             max_attempts: 4,
             backoff_initial_ms: 2_000,
             backoff_max_ms: 60_000
         })
     );
-    assert_eq!(af.limits.max_tokens, Some(100_000));
-    assert_eq!(af.limits.soft_max_tokens, Some(80_000));
-    assert_eq!(af.limits.max_cost_usd, Some(2.5));
-    assert_eq!(af.limits.soft_max_cost_usd, Some(1.5));
-    assert_eq!(af.requires.len(), 2);
+    assert_eq!(af.manifest.limits.max_tokens, Some(100_000));
+    assert_eq!(af.manifest.limits.soft_max_tokens, Some(80_000));
+    assert_eq!(af.manifest.limits.max_cost_usd, Some(2.5));
+    assert_eq!(af.manifest.limits.soft_max_cost_usd, Some(1.5));
+    assert_eq!(af.manifest.requires.len(), 2);
     assert_eq!(
-        af.requires[0],
+        af.manifest.requires[0],
         Requirement {
             name: "REDIS_URL".into(),
             url: "redis://localhost:6379".into()
         }
     );
-    assert_eq!(af.schedules, vec!["0 */5 * * * *", "@hourly"]);
-    let listen = af.listen.expect("listen");
+    assert_eq!(af.manifest.schedules, vec!["0 */5 * * * *", "@hourly"]);
+    let listen = af.manifest.listen.expect("listen");
     assert_eq!(listen.addr.as_deref(), Some("127.0.0.1:8080"));
     assert_eq!(listen.path.as_deref(), Some("/hook"));
     assert_eq!(listen.methods, vec!["POST", "GET", "PUT"]);
@@ -142,17 +152,23 @@ LISTEN_MAX_HEADER_BYTES 16384
 #[test]
 fn any_listen_directive_creates_a_listen_policy() {
     let af = ok(&with("LISTEN_PATH /x"));
-    assert_eq!(af.listen.and_then(|l| l.path).as_deref(), Some("/x"));
+    assert_eq!(
+        af.manifest.listen.and_then(|l| l.path).as_deref(),
+        Some("/x")
+    );
 }
 
 #[test]
 fn retry_defaults_and_single_backoff() {
-    let r = ok(&with("RETRY 3")).retry.expect("retry");
+    let r = ok(&with("RETRY 3")).manifest.retry.expect("retry");
     assert_eq!(
         (r.max_attempts, r.backoff_initial_ms, r.backoff_max_ms),
         (3, 1_000, 30_000)
     );
-    let r = ok(&with("RETRY 2 backoff 45s")).retry.expect("retry");
+    let r = ok(&with("RETRY 2 backoff 45s"))
+        .manifest
+        .retry
+        .expect("retry");
     assert_eq!((r.backoff_initial_ms, r.backoff_max_ms), (45_000, 45_000));
 }
 
@@ -170,9 +186,12 @@ fn durations() {
 
 #[test]
 fn command_shell_and_exec_forms() {
-    assert_eq!(ok(&with("")).command, vec!["/bin/sh", "-c", "sh a.sh"]);
+    assert_eq!(
+        ok(&with("")).manifest.command,
+        vec!["/bin/sh", "-c", "sh a.sh"]
+    );
     let af = ok("NAME a\nCOMMAND [\"sh\", \"a b.sh\"]\n");
-    assert_eq!(af.command, vec!["sh", "a b.sh"]);
+    assert_eq!(af.manifest.command, vec!["sh", "a b.sh"]);
     let e = err("NAME a\nCOMMAND [\"sh\", 1]\n");
     assert_eq!(e.line, 2);
     assert!(e.message.contains("not a JSON array of strings"), "{e}");
@@ -182,7 +201,7 @@ fn command_shell_and_exec_forms() {
 #[test]
 fn continuation_lines_keep_the_first_line_number() {
     let af = ok("NAME a\nCOMMAND python3 agent.py \\\n  # a comment\n  --fast \\\n  --verbose\n");
-    assert_eq!(af.command[2], "python3 agent.py --fast --verbose");
+    assert_eq!(af.manifest.command[2], "python3 agent.py --fast --verbose");
     let e = err("NAME a\nCOMMAND sh a.sh\nTIMEOUT \\\n  forever\n");
     assert_eq!(e.line, 3);
 }
@@ -190,8 +209,8 @@ fn continuation_lines_keep_the_first_line_number() {
 #[test]
 fn comments_blank_lines_crlf_and_case() {
     let af = ok("\r\n# comment\r\n   name a\r\n\r\ncommand sh a.sh\r\n");
-    assert_eq!(af.name, "a");
-    assert_eq!(af.command[2], "sh a.sh");
+    assert_eq!(af.manifest.name, "a");
+    assert_eq!(af.manifest.command[2], "sh a.sh");
 }
 
 #[test]
@@ -331,10 +350,8 @@ fn value_errors_have_line_numbers_and_hints() {
 #[test]
 fn name_must_be_lowercase() {
     let e = err("NAME My Agent\n");
-    assert!(
-        e.message.contains("NAME expects a name, got 2 values"),
-        "{e}"
-    );
+    let want = "NAME expects a name, got `My Agent` (hint: `NAME my-agent`)";
+    assert_eq!(e.message, want);
     let e = err("NAME My_Agent\nCOMMAND x\n");
     assert_eq!(e.line, 1);
     assert!(
@@ -360,7 +377,11 @@ fn copy_paths_must_stay_inside_the_context() {
             .message
             .contains("COPY destination `../b`")
     );
-    assert!(err(&with("COPY a b c")).message.contains("got 3 values"));
+    assert!(
+        err(&with("COPY a b c"))
+            .message
+            .starts_with("COPY expects a source and an optional destination, got `a b c`")
+    );
     assert!(err(&with("SKILL ../x.md")).message.contains("outside"));
     let af = ok(&with("COPY ./a/../b/ .\nCOPY . "));
     assert_eq!(

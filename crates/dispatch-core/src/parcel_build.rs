@@ -22,6 +22,8 @@
 //! - Copied files keep their executable bit and are made read-only (0o444, or
 //!   0o555 when executable). Directories stay writable so parcels can be pruned.
 //! - `Parcel::created_at` is the modification time of `manifest.json`.
+//! - Temporary directories (`.tmp-*`) older than an hour, left by builds
+//!   that died, are removed after a build writes a new parcel.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,12 +61,20 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ParcelEr
 
 pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, ParcelError> {
     let (dir, agentfile_path) = locate(context)?;
-    let text =
-        fs::read_to_string(&agentfile_path).map_err(io_err("cannot read", &agentfile_path))?;
     let af_err = |source: AgentfileError| ParcelError::Agentfile {
         path: agentfile_path.clone(),
         source,
     };
+    let raw = fs::read(&agentfile_path).map_err(io_err("cannot read", &agentfile_path))?;
+    let text = String::from_utf8(raw).map_err(|e| {
+        let valid = e
+            .as_bytes()
+            .get(..e.utf8_error().valid_up_to())
+            .unwrap_or_default();
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let message = "the Agentfile is not valid UTF-8 text (hint: save it as UTF-8)";
+        af_err(AgentfileError::new(line, message))
+    })?;
     let af = agentfile::parse(&text).map_err(af_err)?;
     let ctx = fs::canonicalize(&dir).map_err(io_err("cannot resolve build context", &dir))?;
     fs::create_dir_all(parcels_root)
@@ -73,11 +83,12 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
 
     let instructions = resolve_instructions(&af, &ctx).map_err(af_err)?;
     let plan = plan_files(&af, &ctx, &root)?;
-    let manifest = make_manifest(
-        af,
+    let manifest = Manifest {
+        schema: SCHEMA,
         instructions,
-        plan.iter().map(|p| p.entry.clone()).collect(),
-    );
+        files: plan.iter().map(|p| p.entry.clone()).collect(),
+        ..af.manifest
+    };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| {
         io_err("cannot serialize the manifest of", &agentfile_path)(io::Error::other(e))
     })?;
@@ -93,23 +104,38 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
         return Err(e);
     }
     if let Err(e) = fs::rename(&tmp, &final_dir) {
-        if final_dir.join(MANIFEST).is_file() {
-            // Another build of the same parcel won the race: use it.
-            let _ = fs::remove_dir_all(&tmp);
-        } else if final_dir.exists() {
+        let complete = |dir: &Path| dir.join(MANIFEST).is_file();
+        if final_dir.exists() && !complete(&final_dir) {
             // A leftover without a manifest is not a parcel: replace it.
-            let replaced =
-                fs::remove_dir_all(&final_dir).and_then(|()| fs::rename(&tmp, &final_dir));
-            if let Err(e) = replaced {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(io_err("cannot move the new parcel into", &final_dir)(e));
-            }
-        } else {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = fs::remove_dir_all(&final_dir);
+            let _ = fs::rename(&tmp, &final_dir);
+        }
+        // Otherwise another build of the same parcel won the race: use it.
+        let _ = fs::remove_dir_all(&tmp);
+        if !complete(&final_dir) {
             return Err(io_err("cannot move the new parcel into", &final_dir)(e));
         }
     }
+    remove_stale_temps(parcels_root);
     load(&final_dir)
+}
+
+/// Removes temporary directories left by builds that died (older than an hour).
+fn remove_stale_temps(parcels_root: &Path) {
+    let Ok(entries) = fs::read_dir(parcels_root) else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    for entry in entries.filter_map(Result::ok) {
+        let is_temp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed());
+        if is_temp && matches!(age, Ok(Ok(age)) if age > hour) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub(crate) fn load(dir: &Path) -> Result<Parcel, ParcelError> {
@@ -206,28 +232,6 @@ fn temp_name() -> String {
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{TMP_PREFIX}{}-{nanos}-{n}", std::process::id())
-}
-
-fn make_manifest(af: Agentfile, instructions: Instructions, files: Vec<FileEntry>) -> Manifest {
-    Manifest {
-        schema: SCHEMA,
-        courier: af.courier,
-        name: af.name,
-        version: af.version,
-        labels: af.labels,
-        entrypoint: af.entrypoint,
-        command: af.command,
-        env: af.env,
-        secrets: af.secrets,
-        instructions,
-        timeouts: af.timeouts,
-        retry: af.retry,
-        limits: af.limits,
-        requires: af.requires,
-        schedules: af.schedules,
-        listen: af.listen,
-        files,
-    }
 }
 
 /// The file in the context that `rel` names, if it is a file inside the context.

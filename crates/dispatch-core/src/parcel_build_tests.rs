@@ -390,6 +390,37 @@ fn missing_files_are_errors_with_lines() {
 }
 
 #[test]
+fn a_non_utf8_agentfile_names_the_line() {
+    let ctx = tempfile::tempdir().expect("tempdir");
+    fs::write(ctx.path().join("Agentfile"), b"NAME a\nCOMMAND \xff\n").expect("write");
+    let root = tempfile::tempdir().expect("tempdir");
+    let e = parcel::build(ctx.path(), root.path()).expect_err("not utf-8");
+    assert!(
+        matches!(&e, ParcelError::Agentfile { source, .. } if source.line == 2),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+}
+
+#[test]
+fn stale_temp_dirs_are_removed_by_the_next_build() {
+    let ctx = context();
+    let root = tempfile::tempdir().expect("tempdir");
+    let stale = root.path().join(".tmp-1-2-3");
+    let fresh = root.path().join(".tmp-4-5-6");
+    fs::create_dir_all(stale.join("files")).expect("mkdir");
+    fs::create_dir(&fresh).expect("mkdir");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs::File::open(&stale)
+        .expect("open")
+        .set_modified(old)
+        .expect("set mtime");
+    build_ok(ctx.path(), root.path());
+    assert!(!stale.exists());
+    assert!(fresh.exists(), "a build in progress is left alone");
+}
+
+#[test]
 fn instruction_files_must_be_text() {
     let ctx = tempfile::tempdir().expect("tempdir");
     write(ctx.path(), "Agentfile", "NAME a\nCOMMAND x\nSKILL s.md\n");
