@@ -110,16 +110,18 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
             new.brief_sha256,
             new.created_at,
         ]);
-    if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
-        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY {
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
             // Version 0: we expected no run with this id.
             return Err(Fail::Store(StoreError::Conflict {
                 id: new.id.clone(),
                 expected: 0,
             }));
         }
-    }
-    inserted?;
+        other => other?,
+    };
     let created = NewEvent::new(
         "created",
         1,
