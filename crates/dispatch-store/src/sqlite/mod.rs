@@ -93,23 +93,27 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
+    /// succeeds: the write lock is taken up front (waiting up to the busy
+    /// timeout), so the transaction never fails half-way on a lock upgrade.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
-        let mut conn = self.lock();
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        self.finish(result)
+        self.in_transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
+        self.in_transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn in_transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>,
+    ) -> StoreResult<T> {
         let mut conn = self.lock();
         let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            // Dropped without a commit (an error in `f`), the transaction rolls back.
+            let tx = conn.transaction_with_behavior(behavior)?;
             let value = f(&tx)?;
             tx.commit()?;
             Ok(value)
