@@ -33,8 +33,10 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
         }
     };
     let state_text = row.get_ref(5)?.as_str()?;
-    let state: RunState = serde_json::from_str(state_text)
-        .map_err(|e| Fail::Corrupt(format!("run {id}: unreadable state `{state_text}`: {e}")))?;
+    let state: RunState = serde_json::from_str(state_text).map_err(|e| {
+        let shown = dispatch_core::event::shorten(state_text, 200);
+        Fail::Corrupt(format!("run {id}: unreadable state `{shown}`: {e}"))
+    })?;
     let operation: Operation = row
         .get_ref(4)?
         .as_str()?
