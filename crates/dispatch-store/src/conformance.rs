@@ -1,1 +1,202 @@
-//! being written
+//! The conformance suite: what every store backend promises, as plain async
+//! test functions over the [`Store`] traits. A backend is done when it passes
+//! all of them.
+//!
+//! [`conformance_suite!`](crate::conformance_suite) expands one
+//! `#[tokio::test]` per function, each with a fresh store from the factory it is
+//! given. The factory is an async function (or closure) returning
+//! `(store, guard)`: the guard lives until the test ends and may clean up (a
+//! temporary directory, a throwaway database).
+//!
+//! ```text
+//! async fn fresh_store() -> (SqliteStore, tempfile::TempDir) { /* … */ }
+//! dispatch_store::conformance_suite!(fresh_store);
+//! ```
+//!
+//! This module is part of the library (not `cfg(test)`) so that every backend's
+//! crate can run it; it uses only the library's own dependencies. The calling
+//! crate provides `tokio` with the `macros` and `rt` features.
+//!
+//! Promises that need more than one handle on the same database (concurrent
+//! processes, locks held by another process) are backend-specific and live
+//! with each backend's tests.
+
+mod events;
+mod runs;
+mod transitions;
+
+use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
+use serde_json::json;
+
+use crate::{NewRun, Run, StateWrite, Store};
+
+pub use events::*;
+pub use runs::*;
+pub use transitions::*;
+
+/// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
+/// fresh store from `$factory` (an async fn or closure returning `(store, guard)`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!($factory;
+            // runs
+            create_then_get_round_trips,
+            creating_a_duplicate_id_conflicts_and_keeps_the_first,
+            an_unknown_run_is_not_found_everywhere,
+            a_unique_prefix_resolves_to_its_run,
+            an_ambiguous_prefix_is_refused_with_count_and_examples,
+            an_unknown_prefix_is_not_found,
+            list_is_newest_first,
+            list_filters_by_status,
+            list_filters_by_parcel_name_or_digest_prefix,
+            list_filters_by_operation_and_parent,
+            list_honours_the_limit_after_filtering,
+            request_stop_is_idempotent_and_keeps_the_first_time,
+            delete_refuses_a_live_run,
+            delete_removes_a_terminal_run_and_everything_it_owns,
+            // transitions
+            a_transition_at_the_current_version_succeeds_and_bumps_it,
+            a_stale_version_conflicts_and_leaves_run_and_log_unchanged,
+            every_transition_appends_exactly_one_event,
+            a_racing_writer_on_the_same_version_loses,
+            a_terminal_run_refuses_further_transitions,
+            an_attempt_opens_on_running_and_closes_with_the_exit_code,
+            a_paused_run_keeps_its_attempt_open,
+            a_requeue_starts_a_new_attempt_and_closes_the_old_one,
+            output_is_stored_with_the_transition_and_kept_after,
+            // events, usage, artifacts
+            usage_events_sum_into_totals_without_bumping_the_version,
+            events_page_by_after_and_limit,
+            artifacts_round_trip_and_a_name_recorded_again_is_replaced,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($factory:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let (store, _guard) = ($factory)().await;
+                $crate::conformance::$name(store).await;
+            }
+        )+
+    };
+}
+
+/// The helper process used in test states.
+pub const HELPER: ProcRef = ProcRef {
+    pid: 4100,
+    start_ticks: 7,
+};
+
+/// The agent process used in test states.
+pub const AGENT: ProcRef = ProcRef {
+    pid: 4101,
+    start_ticks: 8,
+};
+
+/// A run id made from a number, so tests control ordering and prefixes.
+pub fn id(n: u128) -> RunId {
+    format!("{n:032x}")
+        .parse()
+        .expect("32 hex digits are a run id")
+}
+
+/// A stand-in parcel digest for a parcel name: 64 hex digits.
+pub fn digest_of(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0<64}").chars().take(64).collect()
+}
+
+/// A job run of parcel `parcel`, created at `created_at`.
+pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
+    NewRun {
+        id,
+        parcel_digest: digest_of(parcel),
+        parcel_name: parcel.to_string(),
+        operation: Operation::Job,
+        parent_id: None,
+        origin_id: None,
+        payload: json!({"question": "what is 6 × 7?", "n": [1, 2, 3]}),
+        brief_sha256: "b".repeat(64),
+        created_at,
+    }
+}
+
+/// When `t` happens.
+pub fn at_of(t: &Transition) -> Ts {
+    match t {
+        Transition::Claim { at, .. }
+        | Transition::AgentStarted { at, .. }
+        | Transition::Pause { at, .. }
+        | Transition::Resume { at }
+        | Transition::Exited { at, .. }
+        | Transition::Fail { at, .. }
+        | Transition::TimeOut { at, .. }
+        | Transition::Cancel { at, .. }
+        | Transition::Lost { at, .. }
+        | Transition::Requeue { at, .. } => *at,
+    }
+}
+
+/// The write a well-behaved caller makes for `t`: the next state from
+/// [`dispatch_core::RunState::apply`] and one `state` event.
+pub fn write_for(run: &Run, t: &Transition) -> StateWrite {
+    let state = run
+        .state
+        .apply(run.operation, t)
+        .expect("the test only asks for legal transitions");
+    let event = NewEvent::new(
+        "state",
+        run.attempt,
+        at_of(t),
+        json!({"from": run.status(), "to": state.status()}),
+    );
+    StateWrite {
+        state,
+        event,
+        output: None,
+    }
+}
+
+/// Applies `t` to `run` at its current version.
+pub async fn step<S: Store>(store: &S, run: &Run, t: Transition) -> Run {
+    store
+        .transition(&run.id, run.version, &write_for(run, &t))
+        .await
+        .expect("a legal transition at the current version succeeds")
+}
+
+/// Takes a queued run to `running` (claim at `at`, agent up at `at + 1`).
+pub async fn start<S: Store>(store: &S, run: &Run, at: Ts) -> Run {
+    let run = step(store, run, Transition::Claim { helper: HELPER, at }).await;
+    step(
+        store,
+        &run,
+        Transition::AgentStarted {
+            agent: AGENT,
+            at: at + 1,
+        },
+    )
+    .await
+}
+
+/// Creates a run and returns it.
+pub async fn create<S: Store>(store: &S, new: NewRun) -> Run {
+    store
+        .create_run(&new)
+        .await
+        .expect("creating a fresh run succeeds")
+}
+
+/// The run's whole event log.
+pub async fn all_events<S: Store>(store: &S, run: &RunId) -> Vec<crate::Event> {
+    store
+        .list_events(run, 0, usize::MAX)
+        .await
+        .expect("the events of an existing run list")
+}

@@ -21,6 +21,7 @@ pub struct Run {
     pub payload: Value,
     pub brief_sha256: String,
     pub created_at: Ts,
+    /// When the state last changed: the time of the last transition's event.
     pub updated_at: Ts,
     pub stop_requested_at: Option<Ts>,
     pub usage: Usage,

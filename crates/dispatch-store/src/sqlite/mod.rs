@@ -14,7 +14,7 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId, Ts};
@@ -79,8 +79,7 @@ impl SqliteStore {
             // The busy timeout first, so that switching to WAL waits for the lock too.
             conn.busy_timeout(busy_timeout)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            let _mode: String =
-                conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            enable_wal(&conn, busy_timeout)?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", true)?;
             schema::migrate(&mut conn)
@@ -94,23 +93,27 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
+    /// succeeds: the write lock is taken up front (waiting up to the busy
+    /// timeout), so the transaction never fails half-way on a lock upgrade.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
-        let mut conn = self.lock();
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        self.finish(result)
+        self.in_transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>) -> StoreResult<T> {
+        self.in_transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn in_transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>,
+    ) -> StoreResult<T> {
         let mut conn = self.lock();
         let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            // Dropped without a commit (an error in `f`), the transaction rolls back.
+            let tx = conn.transaction_with_behavior(behavior)?;
             let value = f(&tx)?;
             tx.commit()?;
             Ok(value)
@@ -137,6 +140,42 @@ impl SqliteStore {
             },
         })
     }
+}
+
+/// Puts the database in WAL mode (a no-op read when it already is).
+///
+/// Converting a new database needs an exclusive lock, and when several
+/// connections race to convert the same new file SQLite returns `SQLITE_BUSY`
+/// at once instead of calling the busy handler (each holds a shared lock and
+/// wants the exclusive one; one must back off). So the conversion is retried
+/// with a short backoff until the busy timeout runs out.
+fn enable_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let deadline = Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(err, _)
+            if matches!(err.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Why an operation failed, before the database path is attached.
@@ -178,14 +217,7 @@ impl From<StoreError> for Fail {
 fn driver_error(path: &str, e: rusqlite::Error) -> StoreError {
     let path = path.to_string();
     match &e {
-        rusqlite::Error::SqliteFailure(err, _)
-            if matches!(
-                err.code,
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
-            ) =>
-        {
-            StoreError::Locked { path }
-        }
+        _ if is_busy(&e) => StoreError::Locked { path },
         rusqlite::Error::SqliteFailure(err, _)
             if matches!(
                 err.code,

@@ -33,8 +33,10 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
         }
     };
     let state_text = row.get_ref(5)?.as_str()?;
-    let state: RunState = serde_json::from_str(state_text)
-        .map_err(|e| Fail::Corrupt(format!("run {id}: unreadable state `{state_text}`: {e}")))?;
+    let state: RunState = serde_json::from_str(state_text).map_err(|e| {
+        let shown = dispatch_core::event::shorten(state_text, 200);
+        Fail::Corrupt(format!("run {id}: unreadable state `{shown}`: {e}"))
+    })?;
     let operation: Operation = row
         .get_ref(4)?
         .as_str()?
@@ -110,16 +112,18 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
             new.brief_sha256,
             new.created_at,
         ]);
-    if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
-        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY {
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
             // Version 0: we expected no run with this id.
             return Err(Fail::Store(StoreError::Conflict {
                 id: new.id.clone(),
                 expected: 0,
             }));
         }
-    }
-    inserted?;
+        other => other?,
+    };
     let created = NewEvent::new(
         "created",
         1,

@@ -1,0 +1,400 @@
+//! The conformance suite on SQLite, plus the promises that need several
+//! connections to one database file.
+
+use std::time::Duration;
+
+use dispatch_store::SqliteStore;
+use tempfile::TempDir;
+
+async fn fresh_store() -> (SqliteStore, TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&dir.path().join("dispatch.db"), Duration::from_secs(5))
+        .expect("a fresh database opens");
+    (store, dir)
+}
+
+dispatch_store::conformance_suite!(fresh_store);
+
+// What follows needs several connections to one file, or raw access to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier, mpsc};
+use std::thread;
+use std::time::Instant;
+
+use dispatch_core::event::Usage;
+use dispatch_core::{NewEvent, RunId, Transition};
+use dispatch_store::conformance::{id, new_run, start, write_for};
+use dispatch_store::{EventStore, RunFilter, RunStore, StoreError};
+use serde_json::json;
+
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("dispatch.db")
+}
+
+fn open(path: &Path, busy: Duration) -> SqliteStore {
+    SqliteStore::open(path, busy).expect("the database opens")
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("a raw connection opens")
+}
+
+/// Runs `f` on its own single-threaded runtime: one "process" of the test.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+const WORKERS: u128 = 50;
+
+#[test]
+fn fifty_connections_create_and_append_concurrently_without_losing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let shared = id(0xffff);
+    block_on(async {
+        open(&path, Duration::from_secs(5))
+            .create_run(&new_run(shared.clone(), "shared", 1))
+            .await
+            .expect("the shared run is created")
+    });
+    let gate = Arc::new(Barrier::new(WORKERS as usize));
+    let workers: Vec<_> = (1..=WORKERS)
+        .map(|n| {
+            let (path, gate, shared) = (path.clone(), gate.clone(), shared.clone());
+            thread::spawn(move || {
+                // Each worker is its own connection, as separate processes would be.
+                let store = open(&path, Duration::from_secs(30));
+                gate.wait();
+                block_on(async {
+                    let run = store
+                        .create_run(&new_run(id(n), "worker", n as i64))
+                        .await
+                        .expect("create under contention");
+                    let run = start(&store, &run, 100).await;
+                    let usage = NewEvent::new(
+                        "usage",
+                        1,
+                        200,
+                        json!({"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.25}),
+                    );
+                    let log = NewEvent::new("log", 1, 201, json!({"worker": n as u64}));
+                    store
+                        .append_events(&run.id, &[usage, log])
+                        .await
+                        .expect("append under contention");
+                    for _ in 0..3 {
+                        let shared_usage = NewEvent::new(
+                            "usage",
+                            1,
+                            300,
+                            json!({"input_tokens": 1, "output_tokens": 2, "cost_usd": 0.5}),
+                        );
+                        store
+                            .append_events(&shared, &[shared_usage])
+                            .await
+                            .expect("append to the shared run under contention");
+                    }
+                    let done = write_for(&run, &Transition::Exited { code: 0, at: 400 });
+                    store
+                        .transition(&run.id, run.version, &done)
+                        .await
+                        .expect("finish under contention");
+                });
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("no worker panicked");
+    }
+
+    let store = open(&path, Duration::from_secs(5));
+    block_on(async {
+        let runs = store
+            .list_runs(&RunFilter {
+                parcel: Some("worker".into()),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            runs.len(),
+            WORKERS as usize,
+            "every worker's run was recorded"
+        );
+        for run in &runs {
+            assert!(run.state.is_terminal(), "{} finished", run.id);
+            assert_eq!(
+                run.usage,
+                Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cost_usd: 0.25
+                }
+            );
+            let events = store.list_events(&run.id, 0, 100).await.expect("events");
+            // created, claim, agent started, usage, log, exited
+            assert_eq!(events.len(), 6, "{}: no event lost", run.id);
+        }
+        let shared_run = store.get_run(&shared).await.expect("shared run");
+        assert_eq!(
+            shared_run.usage,
+            Usage {
+                input_tokens: 3 * WORKERS as u64,
+                output_tokens: 6 * WORKERS as u64,
+                cost_usd: 1.5 * WORKERS as f64,
+            },
+            "no usage update was lost"
+        );
+        assert_eq!(shared_run.version, 1, "usage never bumps the version");
+        let shared_events = store.list_events(&shared, 0, 1000).await.expect("events");
+        assert_eq!(shared_events.len(), 1 + 3 * WORKERS as usize);
+    });
+}
+
+#[test]
+fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("new").join("dispatch.db");
+    let gate = Arc::new(Barrier::new(WORKERS as usize));
+    let workers: Vec<_> = (1..=WORKERS)
+        .map(|n| {
+            let (path, gate) = (path.clone(), gate.clone());
+            thread::spawn(move || {
+                gate.wait();
+                let store = open(&path, Duration::from_secs(30));
+                block_on(store.create_run(&new_run(id(n), "p", n as i64)))
+                    .expect("create right after a racing open");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("no opener failed");
+    }
+    let store = open(&path, Duration::from_secs(5));
+    let runs = block_on(store.list_runs(&RunFilter::default())).expect("list");
+    assert_eq!(runs.len(), WORKERS as usize);
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, 1, "the schema was created exactly once");
+}
+
+#[test]
+fn a_locked_database_reports_locked_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_millis(100));
+    let queued = block_on(store.create_run(&new_run(id(1), "p", 10))).expect("create");
+
+    // Another process takes the write lock and keeps it.
+    let holder = raw(&path);
+    holder
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("the other process locks the database");
+
+    let locked = |what: &str, r: Result<(), StoreError>| match r {
+        Err(StoreError::Locked { path: shown }) => {
+            assert_eq!(shown, path.display().to_string(), "{what}: names the file");
+        }
+        other => panic!("{what} under a held lock: expected Locked, got {other:?}"),
+    };
+    let began = Instant::now();
+    locked(
+        "create",
+        block_on(store.create_run(&new_run(id(2), "p", 20))).map(drop),
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(90),
+        "the writer waited for the busy timeout before giving up"
+    );
+    let claim = write_for(
+        &queued,
+        &Transition::Claim {
+            helper: dispatch_store::conformance::HELPER,
+            at: 30,
+        },
+    );
+    locked(
+        "transition",
+        block_on(store.transition(&queued.id, queued.version, &claim)).map(drop),
+    );
+    let usage = NewEvent::new("usage", 1, 30, json!({"input_tokens": 5}));
+    locked(
+        "append",
+        block_on(store.append_events(&queued.id, std::slice::from_ref(&usage))),
+    );
+    locked(
+        "request_stop",
+        block_on(store.request_stop(&queued.id, 30)).map(drop),
+    );
+    let err = block_on(store.create_run(&new_run(id(3), "p", 20))).expect_err("still locked");
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "one clear line: {err}"
+    );
+
+    // Readers are not blocked, and a command can still open the database.
+    let reader = open(&path, Duration::from_millis(100));
+    let seen = block_on(reader.get_run(&queued.id)).expect("reads work under the lock");
+    assert_eq!(seen, queued);
+
+    holder.execute_batch("COMMIT").expect("release the lock");
+    drop(holder);
+
+    block_on(async {
+        assert_eq!(store.get_run(&queued.id).await.expect("get"), queued);
+        assert!(matches!(
+            store.get_run(&id(2)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            store
+                .list_events(&queued.id, 0, 100)
+                .await
+                .expect("events")
+                .len(),
+            1,
+            "no half-written event"
+        );
+        store
+            .transition(&queued.id, queued.version, &claim)
+            .await
+            .expect("writes work again once the lock is gone");
+        store
+            .append_events(&queued.id, &[usage])
+            .await
+            .expect("append works again");
+        store
+            .create_run(&new_run(id(2), "p", 20))
+            .await
+            .expect("create works again");
+    });
+    let check: String = raw(&path)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check");
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn a_writer_waits_for_a_lock_that_is_released_within_the_busy_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(10));
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let holder_path = path.clone();
+    let holder = thread::spawn(move || {
+        let conn = raw(&holder_path);
+        conn.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        locked_tx.send(()).expect("the test is listening");
+        // Hold the lock for a while, then let the waiting writer in.
+        thread::sleep(Duration::from_millis(200));
+        conn.execute_batch("COMMIT").expect("unlock");
+    });
+    locked_rx.recv().expect("the holder took the lock");
+    block_on(store.create_run(&new_run(id(1), "p", 10)))
+        .expect("the writer waits for the lock instead of failing");
+    holder.join().expect("holder thread");
+}
+
+#[test]
+fn a_database_from_a_newer_dispatch_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    block_on(open(&path, Duration::from_secs(1)).create_run(&new_run(id(1), "p", 10)))
+        .expect("create");
+    raw(&path)
+        .execute_batch("PRAGMA user_version = 999")
+        .expect("a future dispatch migrated the database");
+
+    let err = SqliteStore::open(&path, Duration::from_secs(1)).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::TooNew {
+                found: 999,
+                supported: 1,
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("newer dispatch"), "says why: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "names the file: {msg}"
+    );
+    let conn = raw(&path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, 999, "the schema version was not touched");
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(runs, 1, "the data was not touched");
+}
+
+#[test]
+fn opening_creates_missing_directories_and_reopening_finds_the_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir
+        .path()
+        .join("project")
+        .join(".dispatch")
+        .join("dispatch.db");
+    let store = open(&path, Duration::from_secs(1));
+    assert_eq!(store.path(), path);
+    let created = block_on(store.create_run(&new_run(id(1), "p", 10))).expect("create");
+    drop(store);
+
+    let again = open(&path, Duration::from_secs(1));
+    assert_eq!(block_on(again.get_run(&created.id)).expect("get"), created);
+    let mode: String = raw(&path)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal", "readers never wait for writers");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let junk = b"this is not an SQLite database, it is a plain text file".repeat(4);
+    std::fs::write(&path, &junk).expect("write junk");
+    let err = SqliteStore::open(&path, Duration::from_secs(1)).expect_err("refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
+    assert_eq!(
+        std::fs::read(&path).expect("still there"),
+        junk,
+        "the file was left as it was"
+    );
+}
+
+#[test]
+fn an_unreadable_stored_state_is_reported_as_corrupt_naming_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(1));
+    let run: RunId = block_on(store.create_run(&new_run(id(1), "p", 10)))
+        .expect("create")
+        .id;
+    raw(&path)
+        .execute("UPDATE runs SET state = '{\"status\":\"exploded\"}'", [])
+        .expect("damage the row");
+    for result in [
+        block_on(store.get_run(&run)).map(drop),
+        block_on(store.list_runs(&RunFilter::default())).map(drop),
+    ] {
+        match result {
+            Err(StoreError::Corrupt { message, .. }) => {
+                assert!(message.contains(run.as_str()), "names the run: {message}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
