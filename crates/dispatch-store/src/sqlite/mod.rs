@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId, Ts};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
@@ -82,6 +83,10 @@ impl SqliteStore {
             enable_wal(&conn, busy_timeout)?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", true)?;
+            // Every CLI command and helper is a short-lived process; without
+            // this, each one closing the last connection would checkpoint and
+            // delete the WAL (two fsyncs), and the next would recreate it.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             schema::migrate(&mut conn)
         })();
         self.finish(result)
