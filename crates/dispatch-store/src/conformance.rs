@@ -36,10 +36,25 @@ pub use transitions::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
 /// fresh store from `$factory` (an async fn or closure returning `(store, guard)`).
+///
+/// `conformance_suite!(optional: factory)` takes a factory returning
+/// `Option<(store, guard)>` instead: `None` (a backend server that is not
+/// running, outside CI) ends each test early, after the factory said why.
 #[macro_export]
 macro_rules! conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__conformance_names!(optional $factory);
+    };
     ($factory:expr) => {
-        $crate::__conformance_tests!($factory;
+        $crate::__conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
             // runs
             create_then_get_round_trips,
             creating_a_duplicate_id_conflicts_and_keeps_the_first,
@@ -76,14 +91,32 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($factory:expr; $($name:ident),+ $(,)?) => {
+    ($mode:ident $factory:expr; $($name:ident),+ $(,)?) => {
         $(
             #[::tokio::test]
             async fn $name() {
-                let (store, _guard) = ($factory)().await;
-                $crate::conformance::$name(store).await;
+                $crate::__conformance_fresh!($mode $factory, store, {
+                    $crate::conformance::$name(store).await;
+                });
             }
         )+
+    };
+}
+
+/// Binds `$store` to a fresh store from `$factory` (keeping its guard alive)
+/// and runs `$body`; an `optional` factory's `None` skips the body.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_fresh {
+    (required $factory:expr, $store:ident, $body:block) => {
+        let ($store, _guard) = ($factory)().await;
+        $body
+    };
+    (optional $factory:expr, $store:ident, $body:block) => {
+        let Some(($store, _guard)) = ($factory)().await else {
+            return;
+        };
+        $body
     };
 }
 

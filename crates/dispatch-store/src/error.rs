@@ -13,6 +13,12 @@ pub enum StoreError {
     },
     #[error("run {id} changed while we were updating it (expected version {expected})")]
     Conflict { id: RunId, expected: i64 },
+    /// A worker wrote with a fencing token that is no longer the run's: its
+    /// lease expired and the run was returned to the queue or claimed again.
+    #[error(
+        "run {id} is no longer held by this worker (fencing token {fence} is stale); the write was refused"
+    )]
+    Fenced { id: RunId, fence: i64 },
     #[error("run {id} is {status}; {hint}")]
     InvalidState {
         id: RunId,

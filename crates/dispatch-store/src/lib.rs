@@ -1,6 +1,6 @@
 //! Storage for Dispatch: narrow traits per table, the records they hold, one
 //! error type, a conformance suite every backend must pass, and the SQLite
-//! backend.
+//! and PostgreSQL backends.
 //!
 //! Every state change is a compare-and-set on the run's `version` and appends
 //! its event in the same transaction.
@@ -8,6 +8,7 @@
 pub mod conformance;
 mod error;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Runs: create, read, compare-and-set state changes, delete.

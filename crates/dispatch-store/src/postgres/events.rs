@@ -1,0 +1,234 @@
+//! The event log (and the usage totals it feeds), attempts and artifacts on
+//! PostgreSQL.
+
+use deadpool_postgres::Transaction;
+use dispatch_core::{NewEvent, RunId, Status};
+use tokio_postgres::Row;
+
+use super::runs::not_found;
+use super::{Fail, to_json};
+use crate::{Artifact, Attempt, Event};
+
+pub(super) async fn insert_event(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    event: &NewEvent,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO events (run_id, attempt, at, type, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &run.as_str(),
+            &i64::from(event.attempt),
+            &event.at,
+            &event.kind,
+            &to_json("event data", &event.data)?,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `NotFound` unless the run exists; otherwise holds its row lock until the
+/// transaction ends, so the run's events commit in `seq` order.
+async fn lock_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    match tx.query_opt(&stmt, &[&run.as_str()]).await? {
+        Some(_) => Ok(()),
+        None => Err(not_found(run)),
+    }
+}
+
+async fn require_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1")
+        .await?;
+    match tx.query_opt(&stmt, &[&run.as_str()]).await? {
+        Some(_) => Ok(()),
+        None => Err(not_found(run)),
+    }
+}
+
+/// An empty list for a run that exists; `NotFound` for one that does not.
+async fn empty_or_missing<T>(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    found: Vec<T>,
+) -> Result<Vec<T>, Fail> {
+    if found.is_empty() {
+        require_run(tx, run).await?;
+    }
+    Ok(found)
+}
+
+pub(super) async fn append(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    events: &[NewEvent],
+) -> Result<(), Fail> {
+    lock_run(tx, run).await?;
+    let mut total = dispatch_core::event::Usage::default();
+    let mut any_usage = false;
+    let (mut attempts, mut ats, mut kinds, mut datas) = (vec![], vec![], vec![], vec![]);
+    for event in events {
+        attempts.push(i64::from(event.attempt));
+        ats.push(event.at);
+        kinds.push(event.kind.as_str());
+        datas.push(to_json("event data", &event.data)?);
+        if let Some(usage) = event.usage() {
+            total.add(usage);
+            any_usage = true;
+        }
+    }
+    if !events.is_empty() {
+        // One statement for the batch, numbered in the order given.
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (run_id, attempt, at, type, data) \
+                 SELECT $1, a, t, k, d FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
+                 WITH ORDINALITY AS e(a, t, k, d, n) ORDER BY n",
+            )
+            .await?;
+        tx.execute(&stmt, &[&run.as_str(), &attempts, &ats, &kinds, &datas])
+            .await?;
+    }
+    if any_usage {
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE runs SET input_tokens = input_tokens + $2, \
+                 output_tokens = output_tokens + $3, cost_usd = cost_usd + $4 WHERE id = $1",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &run.as_str(),
+                &tokens(total.input_tokens),
+                &tokens(total.output_tokens),
+                &total.cost_usd,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn list(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Event>, Fail> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let stmt = tx
+        .prepare_cached(
+            "SELECT seq, attempt, at, type, data FROM events \
+             WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .await?;
+    let events = tx
+        .query(&stmt, &[&run.as_str(), &after, &limit])
+        .await?
+        .iter()
+        .map(|row| event_from_row(run, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    empty_or_missing(tx, run, events).await
+}
+
+fn event_from_row(run: &RunId, row: &Row) -> Result<Event, Fail> {
+    let seq: i64 = row.try_get(0)?;
+    let data = serde_json::from_str(row.try_get(4)?)
+        .map_err(|e| Fail::Corrupt(format!("run {run}: event {seq} has unreadable data: {e}")))?;
+    let attempt: i64 = row.try_get(1)?;
+    Ok(Event {
+        seq,
+        run_id: run.clone(),
+        event: NewEvent {
+            kind: row.try_get(3)?,
+            attempt: u32::try_from(attempt)
+                .map_err(|_| Fail::Corrupt(format!("run {run}: event {seq} attempt {attempt}")))?,
+            at: row.try_get(2)?,
+            data,
+        },
+    })
+}
+
+pub(super) async fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Attempt>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT number, started_at, ended_at, status, exit_code, error FROM attempts \
+             WHERE run_id = $1 ORDER BY number",
+        )
+        .await?;
+    let mut attempts = Vec::new();
+    for row in tx.query(&stmt, &[&run.as_str()]).await? {
+        let status = match row.try_get::<_, Option<&str>>(3)? {
+            None => None,
+            Some(text) => Some(
+                text.parse::<Status>()
+                    .map_err(|e| Fail::Corrupt(format!("run {run}: attempt status: {e}")))?,
+            ),
+        };
+        let number: i64 = row.try_get(0)?;
+        attempts.push(Attempt {
+            number: u32::try_from(number)
+                .map_err(|_| Fail::Corrupt(format!("run {run}: attempt number {number}")))?,
+            started_at: row.try_get(1)?,
+            ended_at: row.try_get(2)?,
+            status,
+            exit_code: row.try_get(4)?,
+            error: row.try_get(5)?,
+        });
+    }
+    empty_or_missing(tx, run, attempts).await
+}
+
+pub(super) async fn add_artifacts(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    artifacts: &[Artifact],
+) -> Result<(), Fail> {
+    require_run(tx, run).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO artifacts (run_id, name, sha256, size) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (run_id, name) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size",
+        )
+        .await?;
+    for artifact in artifacts {
+        let size = i64::try_from(artifact.size).unwrap_or(i64::MAX);
+        tx.execute(
+            &stmt,
+            &[&run.as_str(), &artifact.name, &artifact.sha256, &size],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn list_artifacts(
+    tx: &Transaction<'_>,
+    run: &RunId,
+) -> Result<Vec<Artifact>, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT name, sha256, size FROM artifacts WHERE run_id = $1 ORDER BY name")
+        .await?;
+    let mut artifacts = Vec::new();
+    for row in tx.query(&stmt, &[&run.as_str()]).await? {
+        let size: i64 = row.try_get(2)?;
+        artifacts.push(Artifact {
+            name: row.try_get(0)?,
+            sha256: row.try_get(1)?,
+            size: u64::try_from(size)
+                .map_err(|_| Fail::Corrupt(format!("run {run}: artifact size {size}")))?,
+        });
+    }
+    empty_or_missing(tx, run, artifacts).await
+}

@@ -1,0 +1,300 @@
+//! The PostgreSQL backend: the same tables and promises as SQLite, for a
+//! cluster of servers and workers sharing one database.
+//!
+//! A pool of connections; every operation is one transaction. Writes to one run
+//! take its row lock first (the `UPDATE`, or `SELECT … FOR UPDATE`), so events
+//! of a run are numbered in commit order: a reader paging by `seq` never skips
+//! one that commits later with a smaller number.
+
+mod events;
+pub(crate) mod queue;
+mod runs;
+mod schema;
+pub mod testdb;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use dispatch_core::{NewEvent, RunId, Ts};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::{
+    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
+    RunStore, StateWrite, StoreError, StoreResult,
+};
+
+/// The channel a `NOTIFY` is sent on whenever a run becomes claimable.
+pub const QUEUE_CHANNEL: &str = "dispatch_queue";
+
+/// A run store in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    /// The database as shown in errors (no password).
+    shown: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` (an expression using the transaction `$tx`) in one
+/// transaction, committed when it succeeds and rolled back when it fails.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let result: Result<_, Fail> = async {
+            let mut client = $self.client().await?;
+            let $tx = client.transaction().await?;
+            let value = $body.await?;
+            $tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        $self.finish(result)
+    }};
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`)
+    /// with at most `max_connections`, and brings its schema up to date.
+    /// An unreachable server is [`StoreError::Unavailable`].
+    pub async fn connect(url: &str, max_connections: usize) -> StoreResult<PgStore> {
+        let config =
+            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable {
+                path: redact(url),
+                message: format!("not a PostgreSQL URL: {e}"),
+            })?;
+        let shown = shown(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Unavailable {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let store = PgStore {
+            pool,
+            config,
+            shown,
+        };
+        let result = async {
+            let mut client = store.client().await?;
+            schema::migrate(&mut client).await
+        }
+        .await;
+        store.finish(result)?;
+        Ok(store)
+    }
+
+    /// The database as shown in messages (without a password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The connection settings, for a dedicated connection (`LISTEN`).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Fail> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Fail::Connect(e.to_string()))
+    }
+
+    fn finish<T>(&self, result: Result<T, Fail>) -> StoreResult<T> {
+        result.map_err(|fail| self.error(fail))
+    }
+
+    pub(crate) fn error(&self, fail: Fail) -> StoreError {
+        let path = self.shown.clone();
+        match fail {
+            Fail::Store(e) => e,
+            Fail::Pg(e) => driver_error(path, e),
+            Fail::Connect(message) | Fail::Encode(message) => {
+                StoreError::Unavailable { path, message }
+            }
+            Fail::Corrupt(message) => StoreError::Corrupt { path, message },
+            Fail::TooNew { found, supported } => StoreError::TooNew {
+                path,
+                found,
+                supported,
+            },
+        }
+    }
+}
+
+/// `user@host:port/db` from the settings.
+fn shown(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// A URL we could not parse, without anything that looks like a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Why an operation failed, before the database name is attached.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Store(StoreError),
+    Pg(tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    Connect(String),
+    Corrupt(String),
+    Encode(String),
+    TooNew {
+        found: i64,
+        supported: i64,
+    },
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Pg(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+/// Lock waits and serialization failures are `Locked` (retry); damaged data
+/// is `Corrupt`; a lost connection and everything else `Unavailable`.
+fn driver_error(path: String, e: tokio_postgres::Error) -> StoreError {
+    let code = e.code();
+    if code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || code == Some(&SqlState::LOCK_NOT_AVAILABLE)
+    {
+        return StoreError::Locked { path };
+    }
+    if code == Some(&SqlState::DATA_CORRUPTED) || code == Some(&SqlState::INDEX_CORRUPTED) {
+        return StoreError::Corrupt {
+            path,
+            message: e.to_string(),
+        };
+    }
+    let message = match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    };
+    StoreError::Unavailable { path, message }
+}
+
+/// JSON text for a value we are about to store.
+fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Fail> {
+    serde_json::to_string(value).map_err(|e| Fail::Encode(format!("cannot encode {what}: {e}")))
+}
+
+#[async_trait]
+impl RunStore for PgStore {
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::create(&tx, new))
+    }
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::get(&tx, id))
+    }
+
+    async fn resolve_prefix(&self, prefix: &str) -> StoreResult<RunId> {
+        in_tx!(self, |tx| runs::resolve_prefix(&tx, prefix))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        in_tx!(self, |tx| runs::list(&tx, filter))
+    }
+
+    async fn transition(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::transition(
+            &tx,
+            id,
+            expected_version,
+            None,
+            write
+        ))
+    }
+
+    async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::request_stop(&tx, id, at))
+    }
+
+    async fn delete_run(&self, id: &RunId) -> StoreResult<()> {
+        in_tx!(self, |tx| runs::delete(&tx, id))
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()> {
+        in_tx!(self, |tx| events::append(&tx, run, events))
+    }
+
+    async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
+        in_tx!(self, |tx| events::list(&tx, run, after, limit))
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for PgStore {
+    async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()> {
+        in_tx!(self, |tx| events::add_artifacts(&tx, run, artifacts))
+    }
+
+    async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
+        in_tx!(self, |tx| events::list_artifacts(&tx, run))
+    }
+}
+
+#[async_trait]
+impl AttemptStore for PgStore {
+    async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
+        in_tx!(self, |tx| events::list_attempts(&tx, run))
+    }
+}

@@ -1,0 +1,1 @@
+//! Queue and leases on PostgreSQL (see [`crate::QueueStore`]).

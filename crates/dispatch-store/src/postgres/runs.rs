@@ -1,0 +1,499 @@
+//! The `runs` table on PostgreSQL: the same statements as the SQLite backend,
+//! with row locks where SQLite relies on its single writer.
+
+use deadpool_postgres::Transaction;
+use dispatch_core::event::Usage;
+use dispatch_core::id::SHORT_LEN;
+use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
+use serde_json::{Value, json};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::events::insert_event;
+use super::{Fail, QUEUE_CHANNEL, to_json};
+use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
+
+/// The columns [`run_from_row`] reads, in its order.
+macro_rules! run_columns {
+    () => {
+        "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
+         origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
+         input_tokens, output_tokens, cost_usd, output"
+    };
+}
+
+fn u32_of(id: &RunId, what: &str, n: i64) -> Result<u32, Fail> {
+    u32::try_from(n).map_err(|_| Fail::Corrupt(format!("run {id}: {what} {n} is out of range")))
+}
+
+fn u64_of(id: &RunId, what: &str, n: i64) -> Result<u64, Fail> {
+    u64::try_from(n).map_err(|_| Fail::Corrupt(format!("run {id}: {what} {n} is out of range")))
+}
+
+/// Decodes a row selected with [`run_columns`].
+pub(super) fn run_from_row(row: &Row) -> Result<Run, Fail> {
+    let id = parse_id(row.try_get(0)?)?;
+    let json = |i: usize, what: &str| -> Result<Option<Value>, Fail> {
+        match row.try_get::<_, Option<&str>>(i)? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| Fail::Corrupt(format!("run {id}: {what} is not valid JSON: {e}"))),
+        }
+    };
+    let state_text: &str = row.try_get(5)?;
+    let state: RunState = serde_json::from_str(state_text).map_err(|e| {
+        let shown = dispatch_core::event::shorten(state_text, 200);
+        Fail::Corrupt(format!("run {id}: unreadable state `{shown}`: {e}"))
+    })?;
+    let operation: Operation = row
+        .try_get::<_, &str>(4)?
+        .parse()
+        .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?;
+    let optional_id = |i: usize| -> Result<Option<RunId>, Fail> {
+        row.try_get::<_, Option<&str>>(i)?.map(parse_id).transpose()
+    };
+    Ok(Run {
+        version: row.try_get(1)?,
+        parcel_digest: row.try_get(2)?,
+        parcel_name: row.try_get(3)?,
+        operation,
+        state,
+        attempt: u32_of(&id, "attempt", row.try_get(6)?)?,
+        parent_id: optional_id(7)?,
+        origin_id: optional_id(8)?,
+        payload: json(9, "payload")?.unwrap_or(Value::Null),
+        brief_sha256: row.try_get(10)?,
+        created_at: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+        stop_requested_at: row.try_get(13)?,
+        usage: Usage {
+            input_tokens: u64_of(&id, "input tokens", row.try_get(14)?)?,
+            output_tokens: u64_of(&id, "output tokens", row.try_get(15)?)?,
+            cost_usd: row.try_get(16)?,
+        },
+        output: json(17, "output")?,
+        id,
+    })
+}
+
+pub(super) fn parse_id(text: &str) -> Result<RunId, Fail> {
+    text.parse()
+        .map_err(|_| Fail::Corrupt(format!("`{text}` is not a run id")))
+}
+
+pub(super) fn parse_status(id: &RunId, text: &str) -> Result<Status, Fail> {
+    text.parse()
+        .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))
+}
+
+pub(super) fn not_found(id: &RunId) -> Fail {
+    Fail::Store(StoreError::NotFound(id.to_string()))
+}
+
+/// Tells waiting workers that a run became claimable (sent on commit).
+pub(super) async fn notify_queue(tx: &Transaction<'_>) -> Result<(), Fail> {
+    let stmt = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+    tx.execute(&stmt, &[&QUEUE_CHANNEL]).await?;
+    Ok(())
+}
+
+pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
+    let state = RunState::queued();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
+             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, ready_at) \
+             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[
+                &new.id.as_str(),
+                &new.parcel_digest,
+                &new.parcel_name,
+                &new.operation.as_str(),
+                &state.status().as_str(),
+                &to_json("state", &state)?,
+                &new.parent_id.as_ref().map(RunId::as_str),
+                &new.origin_id.as_ref().map(RunId::as_str),
+                &to_json("payload", &new.payload)?,
+                &new.brief_sha256,
+                &new.created_at,
+            ],
+        )
+        .await?;
+    if inserted != 1 {
+        // Version 0: we expected no run with this id.
+        return Err(Fail::Store(StoreError::Conflict {
+            id: new.id.clone(),
+            expected: 0,
+        }));
+    }
+    let created = NewEvent::new(
+        "created",
+        1,
+        new.created_at,
+        json!({
+            "operation": new.operation,
+            "parcel": new.parcel_name,
+            "parcel_digest": new.parcel_digest,
+            "parent_id": new.parent_id,
+            "origin_id": new.origin_id,
+        }),
+    );
+    insert_event(tx, &new.id, &created).await?;
+    notify_queue(tx).await?;
+    get(tx, &new.id).await
+}
+
+pub(super) async fn get(tx: &Transaction<'_>, id: &RunId) -> Result<Run, Fail> {
+    let stmt = tx
+        .prepare_cached(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .await?;
+    match tx.query_opt(&stmt, &[&id.as_str()]).await? {
+        Some(row) => run_from_row(&row),
+        None => Err(not_found(id)),
+    }
+}
+
+/// The smallest string greater than every string that starts with `prefix`,
+/// for an ASCII `prefix` whose last byte is below 0x7f.
+fn upper_bound(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8(bytes).expect("an ASCII byte below 0x7f plus one is still ASCII")
+}
+
+pub(super) async fn resolve_prefix(tx: &Transaction<'_>, prefix: &str) -> Result<RunId, Fail> {
+    let unknown = || Fail::Store(StoreError::NotFound(prefix.to_string()));
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let low = prefix.to_ascii_lowercase();
+    let high = upper_bound(&low);
+    let stmt = tx
+        .prepare_cached("SELECT id FROM runs WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 3")
+        .await?;
+    let ids: Vec<String> = tx
+        .query(&stmt, &[&low, &high])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    match ids.as_slice() {
+        [] => Err(unknown()),
+        [one] => parse_id(one),
+        several => {
+            let stmt = tx
+                .prepare_cached("SELECT COUNT(*) FROM runs WHERE id >= $1 AND id < $2")
+                .await?;
+            let count: i64 = tx.query_one(&stmt, &[&low, &high]).await?.try_get(0)?;
+            Err(Fail::Store(StoreError::Ambiguous {
+                prefix: prefix.to_string(),
+                count: usize::try_from(count).unwrap_or(usize::MAX),
+                examples: distinct_prefixes(several).join(", "),
+            }))
+        }
+    }
+}
+
+/// The ids cut to a length that tells them apart.
+fn distinct_prefixes(ids: &[String]) -> Vec<&str> {
+    let common = ids
+        .windows(2)
+        .map(|w| {
+            w[0].bytes()
+                .zip(w[1].bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let len = SHORT_LEN.max(common + 1);
+    ids.iter().map(|id| &id[..len.min(id.len())]).collect()
+}
+
+pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
+    let mut sql = String::from(concat!("SELECT ", run_columns!(), " FROM runs"));
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let next = |args: &mut Vec<Box<dyn ToSql + Sync + Send>>, v: Box<dyn ToSql + Sync + Send>| {
+        args.push(v);
+        format!("${}", args.len())
+    };
+    if !filter.statuses.is_empty() {
+        let names: Vec<String> = filter.statuses.iter().map(|s| s.as_str().into()).collect();
+        let p = next(&mut args, Box::new(names));
+        clauses.push(format!("status = ANY({p})"));
+    }
+    if let Some(parcel) = filter.parcel.as_deref() {
+        let p = next(&mut args, Box::new(parcel.to_string()));
+        if parcel.is_empty() {
+            clauses.push(format!("parcel_name = {p}"));
+        } else {
+            clauses.push(format!(
+                "(parcel_name = {p} OR starts_with(parcel_digest, {p}))"
+            ));
+        }
+    }
+    if let Some(operation) = filter.operation {
+        let p = next(&mut args, Box::new(operation.as_str().to_string()));
+        clauses.push(format!("operation = {p}"));
+    }
+    if let Some(parent) = &filter.parent_id {
+        let p = next(&mut args, Box::new(parent.to_string()));
+        clauses.push(format!("parent_id = {p}"));
+    }
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    let limit: Option<i64> = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let p = next(&mut args, Box::new(limit));
+    // Ids are time-ordered: the largest is the newest.
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let stmt = tx.prepare_cached(&sql).await?;
+    tx.query(&stmt, &params)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect()
+}
+
+/// A compare-and-set state change. With `fence`, the write is a worker's: it
+/// must also hold the run's current fencing token and lease, or it is
+/// [`StoreError::Fenced`].
+pub(super) async fn transition(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    expected: i64,
+    fence: Option<i64>,
+    write: &StateWrite,
+) -> Result<Run, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT version, status, attempt, fence, lease_owner IS NOT NULL \
+             FROM runs WHERE id = $1 FOR UPDATE",
+        )
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let version: i64 = row.try_get(0)?;
+    let old_status = parse_status(id, row.try_get(1)?)?;
+    let old_attempt = u32_of(id, "attempt", row.try_get(2)?)?;
+    if let Some(fence) = fence {
+        let (current, leased): (i64, bool) = (row.try_get(3)?, row.try_get(4)?);
+        if current != fence || !leased {
+            return Err(Fail::Store(StoreError::Fenced {
+                id: id.clone(),
+                fence,
+            }));
+        }
+    }
+    if version != expected {
+        return Err(Fail::Store(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+        }));
+    }
+    if old_status.is_terminal() {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status: old_status,
+            hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
+        }));
+    }
+    let new_status = write.state.status();
+    let at = write.event.at;
+    let requeued = new_status == Status::Queued && old_status != Status::Queued;
+    let attempt = if requeued {
+        old_attempt + 1
+    } else {
+        old_attempt
+    };
+    let output = write
+        .output
+        .as_ref()
+        .map(|o| to_json("output", o))
+        .transpose()?;
+    // Queued or finished, the run is nobody's: the lease ends.
+    let release = new_status == Status::Queued || new_status.is_terminal();
+    let ready_at = match &write.state {
+        RunState::Queued { not_before } => not_before.unwrap_or(at),
+        _ => at,
+    };
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE runs SET state = $1, status = $2, version = version + 1, attempt = $3, \
+             updated_at = $4, output = COALESCE($5, output), \
+             ready_at = CASE WHEN $2 = 'queued' THEN $8 ELSE ready_at END, \
+             lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN $9 THEN NULL ELSE lease_expires_at END \
+             WHERE id = $6 AND version = $7",
+        )
+        .await?;
+    let changed = tx
+        .execute(
+            &stmt,
+            &[
+                &to_json("state", &write.state)?,
+                &new_status.as_str(),
+                &i64::from(attempt),
+                &at,
+                &output,
+                &id.as_str(),
+                &expected,
+                &ready_at,
+                &release,
+            ],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(Fail::Store(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+        }));
+    }
+    insert_event(tx, id, &write.event).await?;
+    if new_status == Status::Queued {
+        notify_queue(tx).await?;
+    }
+    if requeued {
+        close_attempt(tx, id, old_attempt, &requeue_close(&write.event)).await?;
+    }
+    if write.state.agent().is_some() {
+        let started_at = write.state.started_at().unwrap_or(at);
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO attempts (run_id, number, started_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&stmt, &[&id.as_str(), &i64::from(attempt), &started_at])
+            .await?;
+    }
+    if new_status.is_terminal() {
+        let close = AttemptEnd {
+            ended_at: write.state.ended_at().unwrap_or(at),
+            status: new_status,
+            exit_code: write.state.exit_code(),
+            error: write.state.reason().map(str::to_string),
+        };
+        close_attempt(tx, id, attempt, &close).await?;
+    }
+    get(tx, id).await
+}
+
+struct AttemptEnd {
+    ended_at: Ts,
+    status: Status,
+    exit_code: Option<i32>,
+    error: Option<String>,
+}
+
+/// A requeued attempt ended in failure; the requeue event's `data.reason` and
+/// `data.exit_code` say how, when it has them.
+fn requeue_close(event: &NewEvent) -> AttemptEnd {
+    let exit_code = event
+        .data
+        .get("exit_code")
+        .and_then(Value::as_i64)
+        .and_then(|c| i32::try_from(c).ok());
+    let error = event
+        .data
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("requeued for another attempt");
+    AttemptEnd {
+        ended_at: event.at,
+        status: Status::Failed,
+        exit_code,
+        error: Some(error.to_string()),
+    }
+}
+
+async fn close_attempt(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    number: u32,
+    end: &AttemptEnd,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE attempts SET ended_at = $3, status = $4, exit_code = $5, error = $6 \
+             WHERE run_id = $1 AND number = $2 AND ended_at IS NULL",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &id.as_str(),
+            &i64::from(number),
+            &end.ended_at,
+            &end.status.as_str(),
+            &end.exit_code,
+            &end.error,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn request_stop(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<Run, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE runs SET stop_requested_at = $2 \
+             WHERE id = $1 AND stop_requested_at IS NULL RETURNING attempt",
+        )
+        .await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&id.as_str(), &at]).await? {
+        let attempt = u32_of(id, "attempt", row.try_get(0)?)?;
+        let event = NewEvent::new("stop_requested", attempt, at, json!({}));
+        insert_event(tx, id, &event).await?;
+    }
+    get(tx, id).await
+}
+
+pub(super) async fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let status = parse_status(id, row.try_get(0)?)?;
+    if !status.is_terminal() {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status,
+            hint: "stop it first, or use -f",
+        }));
+    }
+    for sql in [
+        "DELETE FROM events WHERE run_id = $1",
+        "DELETE FROM attempts WHERE run_id = $1",
+        "DELETE FROM artifacts WHERE run_id = $1",
+        "DELETE FROM runs WHERE id = $1",
+    ] {
+        let stmt = tx.prepare_cached(sql).await?;
+        tx.execute(&stmt, &[&id.as_str()]).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The PostgreSQL schema, as a versioned list of migrations.
+//!
+//! `dispatch_schema.version` is the number of migrations applied. Migrating
+//! takes a transaction-scoped advisory lock, so servers and workers starting
+//! together migrate once. A database ahead of this binary is refused untouched.
+
+use deadpool_postgres::Client;
+
+use super::Fail;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. Append only.
+///
+/// Same tables and meaning as the SQLite schema; the queue columns
+/// (`priority`, `ready_at`, `lease_owner`, `lease_expires_at`, `fence`) are
+/// there from the start.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs (with queue and lease columns), events, attempts and artifacts.
+    r#"
+    CREATE TABLE runs (
+        id                TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        version           BIGINT NOT NULL,
+        parcel_digest     TEXT NOT NULL,
+        parcel_name       TEXT NOT NULL,
+        operation         TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        attempt           BIGINT NOT NULL,
+        parent_id         TEXT COLLATE "C",
+        origin_id         TEXT COLLATE "C",
+        payload           TEXT NOT NULL,
+        brief_sha256      TEXT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL,
+        stop_requested_at BIGINT,
+        input_tokens      BIGINT NOT NULL DEFAULT 0,
+        output_tokens     BIGINT NOT NULL DEFAULT 0,
+        cost_usd          DOUBLE PRECISION NOT NULL DEFAULT 0,
+        output            TEXT,
+        priority          BIGINT NOT NULL DEFAULT 0,
+        ready_at          BIGINT NOT NULL DEFAULT 0,
+        lease_owner       TEXT,
+        lease_expires_at  BIGINT,
+        fence             BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE INDEX runs_by_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX runs_by_parcel_name ON runs (parcel_name, id);
+    CREATE INDEX runs_claimable ON runs (priority DESC, ready_at, id) WHERE status = 'queued';
+    CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE lease_owner IS NOT NULL;
+
+    CREATE TABLE events (
+        seq     BIGSERIAL PRIMARY KEY,
+        run_id  TEXT COLLATE "C" NOT NULL REFERENCES runs (id),
+        attempt BIGINT NOT NULL,
+        at      BIGINT NOT NULL,
+        type    TEXT NOT NULL,
+        data    TEXT NOT NULL
+    );
+    CREATE INDEX events_by_run ON events (run_id, seq);
+
+    CREATE TABLE attempts (
+        run_id     TEXT COLLATE "C" NOT NULL REFERENCES runs (id),
+        number     BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at   BIGINT,
+        status     TEXT,
+        exit_code  INTEGER,
+        error      TEXT,
+        PRIMARY KEY (run_id, number)
+    );
+
+    CREATE TABLE artifacts (
+        run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id),
+        name   TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size   BIGINT NOT NULL,
+        PRIMARY KEY (run_id, name)
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+/// A constant key for the migration advisory lock ("dispatch" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6469_7370_6174_6368;
+
+async fn found_version(client: &impl tokio_postgres::GenericClient) -> Result<i64, Fail> {
+    let row = client
+        .query_opt("SELECT version FROM dispatch_schema", &[])
+        .await?;
+    Ok(row.map(|r| r.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// Brings the schema to [`CURRENT`], or refuses a database from a newer binary.
+pub(crate) async fn migrate(client: &mut Client) -> Result<(), Fail> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS dispatch_schema (version BIGINT NOT NULL)")
+        .await
+        .or_else(|e| {
+            // Two processes creating the table at once: one loses on the
+            // catalog's unique index, and the table is there all the same.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+    let found = found_version(&***client).await?;
+    if found == CURRENT {
+        return Ok(());
+    }
+    if found > CURRENT {
+        return Err(Fail::TooNew {
+            found,
+            supported: CURRENT,
+        });
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    // Another process may have migrated while we waited for the lock.
+    let found = found_version(&*tx).await?;
+    if found > CURRENT {
+        return Err(Fail::TooNew {
+            found,
+            supported: CURRENT,
+        });
+    }
+    for script in MIGRATIONS.iter().skip(found.max(0) as usize) {
+        tx.batch_execute(script).await?;
+    }
+    tx.execute("DELETE FROM dispatch_schema", &[]).await?;
+    tx.execute(
+        "INSERT INTO dispatch_schema (version) VALUES ($1)",
+        &[&CURRENT],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

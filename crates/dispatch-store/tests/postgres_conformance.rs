@@ -1,0 +1,72 @@
+//! The conformance suite on PostgreSQL (127.0.0.1:5432, or `DISPATCH_TEST_PG`),
+//! each test in a fresh database dropped afterwards.
+
+use dispatch_store::PgStore;
+use dispatch_store::postgres::testdb::TestDatabase;
+
+async fn fresh_store() -> Option<(PgStore, TestDatabase)> {
+    let db = TestDatabase::create().await?;
+    let store = PgStore::connect(db.url(), 4)
+        .await
+        .expect("a fresh database connects and migrates");
+    Some((store, db))
+}
+
+dispatch_store::conformance_suite!(optional: fresh_store);
+
+// What follows is PostgreSQL-specific: connection failures and schema versions.
+
+use dispatch_store::StoreError;
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_naming_the_database() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PgStore::connect("postgres://postgres:secret@127.0.0.1:1/none", 1)
+        .await
+        .expect_err("nothing listens on port 1");
+    match &err {
+        StoreError::Unavailable { path, .. } => {
+            assert!(
+                path.contains("127.0.0.1:1/none"),
+                "names the database: {path}"
+            );
+            assert!(!path.contains("secret"), "never shows the password: {path}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_dispatch_is_refused_untouched() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    drop(
+        PgStore::connect(db.url(), 1)
+            .await
+            .expect("first open migrates"),
+    );
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("a raw connection");
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute("UPDATE dispatch_schema SET version = 999")
+        .await
+        .expect("bump the schema version");
+    let err = PgStore::connect(db.url(), 1)
+        .await
+        .expect_err("a newer schema is refused");
+    assert!(
+        matches!(err, StoreError::TooNew { found: 999, .. }),
+        "TooNew, got {err:?}"
+    );
+    let version: i64 = client
+        .query_one("SELECT version FROM dispatch_schema", &[])
+        .await
+        .expect("read the version")
+        .get(0);
+    assert_eq!(version, 999, "left untouched");
+    drop(client);
+    let _ = driver.await;
+}
