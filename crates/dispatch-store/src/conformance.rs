@@ -22,6 +22,7 @@
 //! with each backend's tests.
 
 mod events;
+mod queue;
 mod runs;
 mod transitions;
 
@@ -31,6 +32,7 @@ use serde_json::json;
 use crate::{NewRun, Run, StateWrite, Store};
 
 pub use events::*;
+pub use queue::*;
 pub use runs::*;
 pub use transitions::*;
 
@@ -47,6 +49,35 @@ macro_rules! conformance_suite {
     };
     ($factory:expr) => {
         $crate::__conformance_names!(required $factory);
+    };
+}
+
+/// Expands the [`QueueStore`](crate::QueueStore) conformance suite, like
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
+#[macro_export]
+macro_rules! queue_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__queue_conformance_names!(optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::__queue_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
+            claims_take_the_highest_priority_then_the_oldest,
+            three_claimers_racing_over_1000_runs_claim_each_exactly_once,
+            a_stolen_lease_cannot_write,
+            an_expired_lease_returns_the_run_without_consuming_an_attempt,
+            renewal_extends_only_the_leases_still_held,
+            a_released_run_goes_back_to_the_queue_and_fences_its_holder,
+            a_finished_run_ends_its_lease,
+            a_run_waiting_out_a_backoff_is_not_claimed_early,
+        );
     };
 }
 

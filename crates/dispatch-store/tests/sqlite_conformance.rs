@@ -14,6 +14,7 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 }
 
 dispatch_store::conformance_suite!(fresh_store);
+dispatch_store::queue_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 
@@ -180,7 +181,7 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 1, "the schema was created exactly once");
+    assert_eq!(version, 2, "the schema was created exactly once");
 }
 
 #[test]
@@ -316,7 +317,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -397,4 +398,52 @@ fn an_unreadable_stored_state_is_reported_as_corrupt_naming_the_run() {
             other => panic!("expected Corrupt, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn three_connections_racing_over_1000_runs_claim_each_exactly_once() {
+    use dispatch_store::QueueStore;
+    use dispatch_store::conformance::request;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(5));
+    block_on(async {
+        for n in 1..=1000u128 {
+            store
+                .create_run(&new_run(id(n), "p", n as i64))
+                .await
+                .expect("create");
+        }
+    });
+    let gate = Arc::new(Barrier::new(3));
+    let claimers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|worker| {
+            let (path, gate) = (path.clone(), gate.clone());
+            thread::spawn(move || {
+                let store = open(&path, Duration::from_secs(30));
+                gate.wait();
+                block_on(async {
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = store
+                            .claim(&request(worker, 25, 10_000))
+                            .await
+                            .expect("claim under contention");
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch.into_iter().map(|c| c.run.id));
+                    }
+                })
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for claimer in claimers {
+        for run in claimer.join().expect("claimer thread") {
+            assert!(seen.insert(run.clone()), "run {run} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 1000, "every run was claimed");
 }

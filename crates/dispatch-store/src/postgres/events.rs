@@ -33,9 +33,38 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
+/// Inserts events of several runs in one statement.
+pub(super) async fn insert_events(
+    tx: &Transaction<'_>,
+    events: &[(RunId, NewEvent)],
+) -> Result<(), Fail> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (mut runs, mut attempts, mut ats, mut kinds, mut datas) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (run, event) in events {
+        runs.push(run.as_str());
+        attempts.push(i64::from(event.attempt));
+        ats.push(event.at);
+        kinds.push(event.kind.as_str());
+        datas.push(to_json("event data", &event.data)?);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO events (run_id, attempt, at, type, data) SELECT r, a, t, k, d \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
+             WITH ORDINALITY AS e(r, a, t, k, d, n) ORDER BY n",
+        )
+        .await?;
+    tx.execute(&stmt, &[&runs, &attempts, &ats, &kinds, &datas])
+        .await?;
+    Ok(())
+}
+
 /// `NotFound` unless the run exists; otherwise holds its row lock until the
 /// transaction ends, so the run's events commit in `seq` order.
-async fn lock_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
+pub(super) async fn lock_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
     let stmt = tx
         .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
         .await?;

@@ -22,8 +22,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::{
-    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
-    RunStore, StateWrite, StoreError, StoreResult,
+    Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
+    Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
 };
 
 /// The channel a `NOTIFY` is sent on whenever a run becomes claimable.
@@ -296,5 +296,65 @@ impl ArtifactStore for PgStore {
 impl AttemptStore for PgStore {
     async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
         in_tx!(self, |tx| events::list_attempts(&tx, run))
+    }
+}
+
+#[async_trait]
+impl QueueStore for PgStore {
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        in_tx!(self, |tx| queue::claim(&tx, request))
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        held: &[(RunId, i64)],
+        expires_at: Ts,
+    ) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::renew(&tx, worker, held, expires_at))
+    }
+
+    async fn fenced_transition(
+        &self,
+        id: &RunId,
+        fence: i64,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::transition(
+            &tx,
+            id,
+            expected_version,
+            Some(fence),
+            write
+        ))
+    }
+
+    async fn fenced_append_events(
+        &self,
+        id: &RunId,
+        fence: i64,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| queue::fenced_append(&tx, id, fence, events))
+    }
+
+    async fn release(&self, id: &RunId, fence: i64, at: Ts, reason: &str) -> StoreResult<Run> {
+        in_tx!(self, |tx| async {
+            queue::release(&tx, id, fence, at, reason).await?;
+            runs::get(&tx, id).await
+        })
+    }
+
+    async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::sweep(&tx, now))
+    }
+
+    async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
+        in_tx!(self, |tx| queue::set_priority(&tx, id, priority))
+    }
+
+    async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {
+        in_tx!(self, |tx| queue::lease(&tx, id))
     }
 }

@@ -1,1 +1,283 @@
-//! Queue and leases on PostgreSQL (see [`crate::QueueStore`]).
+//! Queue and leases on PostgreSQL (see [`crate::QueueStore`]): claims with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent claimers pass over each other's
+//! rows instead of waiting on them.
+
+use deadpool_postgres::Transaction;
+use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
+use serde_json::json;
+
+use super::events::{append, insert_events};
+use super::runs::{not_found, notify_queue, parse_id, parse_status, run_columns, run_from_row};
+use super::{Fail, to_json};
+use crate::{ClaimRequest, Claimed, Lease, StoreError};
+
+/// The statuses in which a worker holds a run.
+const HELD: &str = "('starting', 'running', 'paused')";
+
+pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
+    let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \
+             ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let ids: Vec<String> = tx
+        .query(&stmt, &[&req.now, &limit])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let state = RunState::Starting {
+        helper: req.helper,
+        since: req.now,
+    };
+    let stmt = tx
+        .prepare_cached(concat!(
+            "UPDATE runs SET state = $1, status = 'starting', version = version + 1, \
+             updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
+             WHERE id = ANY($5::text[]) RETURNING ",
+            run_columns!(),
+            ", fence"
+        ))
+        .await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &to_json("state", &state)?,
+                &req.now,
+                &req.worker,
+                &(req.now + req.lease_ms),
+                &ids,
+            ],
+        )
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        claimed.push(Claimed {
+            run: run_from_row(row)?,
+            fence: row.try_get(18)?,
+        });
+    }
+    // In the order chosen: priority, then age.
+    claimed.sort_by_key(|c| ids.iter().position(|id| id == c.run.id.as_str()));
+    let events: Vec<(RunId, NewEvent)> = claimed
+        .iter()
+        .map(|c| {
+            let data = json!({
+                "from": Status::Queued,
+                "to": Status::Starting,
+                "worker": req.worker,
+                "fence": c.fence,
+            });
+            (
+                c.run.id.clone(),
+                NewEvent::new("state", c.run.attempt, req.now, data),
+            )
+        })
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(claimed)
+}
+
+pub(super) async fn renew(
+    tx: &Transaction<'_>,
+    worker: &str,
+    held: &[(RunId, i64)],
+    expires_at: Ts,
+) -> Result<Vec<RunId>, Fail> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+    let fences: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+    let stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE runs SET lease_expires_at = $1 \
+             FROM unnest($3::text[], $4::bigint[]) AS h(id, fence) \
+             WHERE runs.id = h.id COLLATE \"C\" AND runs.fence = h.fence \
+             AND runs.lease_owner = $2 AND runs.status IN {HELD} RETURNING runs.id"
+        ))
+        .await?;
+    tx.query(&stmt, &[&expires_at, &worker, &ids, &fences])
+        .await?
+        .iter()
+        .map(|row| parse_id(row.try_get(0)?))
+        .collect()
+}
+
+/// Locks the run and checks that `fence` is its current token under a live
+/// lease; returns its status.
+pub(super) async fn check_fence(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+) -> Result<Status, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT fence, lease_owner IS NOT NULL, status FROM runs WHERE id = $1 FOR UPDATE",
+        )
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let (current, leased): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+    if current != fence || !leased {
+        return Err(Fail::Store(StoreError::Fenced {
+            id: id.clone(),
+            fence,
+        }));
+    }
+    parse_status(id, row.try_get(2)?)
+}
+
+pub(super) async fn fenced_append(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+    events: &[NewEvent],
+) -> Result<(), Fail> {
+    check_fence(tx, id, fence).await?;
+    append(tx, id, events).await
+}
+
+/// A held run as the requeue needs it.
+struct Held {
+    id: RunId,
+    status: Status,
+    attempt: u32,
+    owner: Option<String>,
+}
+
+pub(super) async fn release(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+    at: Ts,
+    reason: &str,
+) -> Result<(), Fail> {
+    let status = check_fence(tx, id, fence).await?;
+    if !matches!(status, Status::Starting | Status::Running | Status::Paused) {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status,
+            hint: "only a run a worker holds can be released",
+        }));
+    }
+    let held = load_held(tx, &[id.as_str().to_string()]).await?;
+    requeue(tx, &held, at, reason).await
+}
+
+async fn load_held(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Held>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, status, attempt, lease_owner FROM runs WHERE id = ANY($1::text[])",
+        )
+        .await?;
+    let mut held = Vec::new();
+    for row in tx.query(&stmt, &[&ids]).await? {
+        let id = parse_id(row.try_get(0)?)?;
+        let status = parse_status(&id, row.try_get(1)?)?;
+        let attempt: i64 = row.try_get(2)?;
+        held.push(Held {
+            attempt: u32::try_from(attempt)
+                .map_err(|_| Fail::Corrupt(format!("run {id}: attempt {attempt}")))?,
+            owner: row.try_get(3)?,
+            status,
+            id,
+        });
+    }
+    Ok(held)
+}
+
+/// Back to the queue, keeping the attempt number; the token moves on so the
+/// old holder is fenced off.
+async fn requeue(tx: &Transaction<'_>, held: &[Held], at: Ts, reason: &str) -> Result<(), Fail> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = held.iter().map(|h| h.id.as_str()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE runs SET state = $1, status = 'queued', version = version + 1, \
+             updated_at = $2, ready_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
+             fence = fence + 1 WHERE id = ANY($3::text[])",
+        )
+        .await?;
+    tx.execute(&stmt, &[&to_json("state", &RunState::queued())?, &at, &ids])
+        .await?;
+    let events: Vec<(RunId, NewEvent)> = held
+        .iter()
+        .map(|h| {
+            let data = json!({
+                "from": h.status,
+                "to": Status::Queued,
+                "reason": reason,
+                "worker": h.owner,
+                "attempt_consumed": false,
+            });
+            (h.id.clone(), NewEvent::new("state", h.attempt, at, data))
+        })
+        .collect();
+    insert_events(tx, &events).await?;
+    notify_queue(tx).await
+}
+
+pub(super) async fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT id FROM runs WHERE lease_owner IS NOT NULL AND lease_expires_at < $1 \
+             AND status IN {HELD} FOR UPDATE SKIP LOCKED"
+        ))
+        .await?;
+    let ids: Vec<String> = tx
+        .query(&stmt, &[&now])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let held = load_held(tx, &ids).await?;
+    requeue(tx, &held, now, "lease expired").await?;
+    Ok(held.into_iter().map(|h| h.id).collect())
+}
+
+pub(super) async fn set_priority(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    priority: i64,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("UPDATE runs SET priority = $2 WHERE id = $1")
+        .await?;
+    match tx.execute(&stmt, &[&id.as_str(), &priority]).await? {
+        1 => Ok(()),
+        _ => Err(not_found(id)),
+    }
+}
+
+pub(super) async fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lease>, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT lease_owner, lease_expires_at, fence, status IN {HELD} FROM runs WHERE id = $1"
+        ))
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let (owner, expires_at, held): (Option<String>, Option<i64>, bool) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(3)?);
+    Ok(match (owner, expires_at, held) {
+        (Some(owner), Some(expires_at), true) => Some(Lease {
+            owner,
+            expires_at,
+            fence: row.try_get(2)?,
+        }),
+        _ => None,
+    })
+}

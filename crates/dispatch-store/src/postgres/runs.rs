@@ -21,6 +21,7 @@ macro_rules! run_columns {
          input_tokens, output_tokens, cost_usd, output"
     };
 }
+pub(super) use run_columns;
 
 fn u32_of(id: &RunId, what: &str, n: i64) -> Result<u32, Fail> {
     u32::try_from(n).map_err(|_| Fail::Corrupt(format!("run {id}: {what} {n} is out of range")))

@@ -45,7 +45,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_status ON runs (status, id);
     CREATE INDEX runs_by_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
     CREATE INDEX runs_by_parcel_name ON runs (parcel_name, id);
-    CREATE INDEX runs_claimable ON runs (priority DESC, ready_at, id) WHERE status = 'queued';
+    CREATE INDEX runs_claimable ON runs (priority DESC, created_at, id) WHERE status = 'queued';
     CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE lease_owner IS NOT NULL;
 
     CREATE TABLE events (

@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod events;
+mod queue;
 mod runs;
 mod schema;
 
@@ -22,8 +23,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
-    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
-    RunStore, StateWrite, StoreError, StoreResult,
+    Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
+    Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -315,5 +316,56 @@ impl ArtifactStore for SqliteStore {
 impl AttemptStore for SqliteStore {
     async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
         self.read(|tx| events::list_attempts(tx, run))
+    }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        self.write(|tx| queue::claim(tx, request))
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        held: &[(RunId, i64)],
+        expires_at: Ts,
+    ) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| queue::renew(tx, worker, held, expires_at))
+    }
+
+    async fn fenced_transition(
+        &self,
+        id: &RunId,
+        fence: i64,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run> {
+        self.write(|tx| queue::fenced_transition(tx, id, fence, expected_version, write))
+    }
+
+    async fn fenced_append_events(
+        &self,
+        id: &RunId,
+        fence: i64,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        self.write(|tx| queue::fenced_append(tx, id, fence, events))
+    }
+
+    async fn release(&self, id: &RunId, fence: i64, at: Ts, reason: &str) -> StoreResult<Run> {
+        self.write(|tx| queue::release(tx, id, fence, at, reason))
+    }
+
+    async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| queue::sweep(tx, now))
+    }
+
+    async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
+        self.write(|tx| queue::set_priority(tx, id, priority))
+    }
+
+    async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {
+        self.read(|tx| queue::lease(tx, id))
     }
 }

@@ -68,6 +68,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     ) WITHOUT ROWID;
     ",
+    // 2: the queue: priority, and the lease a worker holds with its fencing token.
+    "
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE runs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_claimable ON runs (priority DESC, created_at, id) WHERE status = 'queued';
+    CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE lease_owner IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,335 @@
+//! What a [`QueueStore`] promises: claims ordered and exclusive, leases that
+//! expire back to the queue without consuming an attempt, fenced writes.
+
+use std::collections::HashSet;
+
+use dispatch_core::{NewEvent, ProcRef, Status, Transition};
+use serde_json::json;
+
+use super::{AGENT, all_events, create, id, new_run, write_for};
+use crate::{ClaimRequest, Claimed, QueueStore, Run, Store, StoreError};
+
+/// The worker process recorded by test claims.
+pub const WORKER: ProcRef = ProcRef {
+    pid: 4200,
+    start_ticks: 9,
+};
+
+/// A claim by `worker` of up to `limit` runs at `now`, leased for 1000 ms.
+pub fn request(worker: &str, limit: usize, now: i64) -> ClaimRequest {
+    ClaimRequest {
+        worker: worker.to_string(),
+        helper: WORKER,
+        limit,
+        now,
+        lease_ms: 1000,
+    }
+}
+
+async fn claim_all<S: QueueStore>(store: &S, worker: &str, limit: usize, now: i64) -> Vec<Claimed> {
+    store
+        .claim(&request(worker, limit, now))
+        .await
+        .expect("claiming succeeds")
+}
+
+/// Takes a claimed run on to `running` as its holder would.
+async fn agent_up<S: Store + QueueStore>(store: &S, claimed: &Claimed, at: i64) -> Run {
+    let t = Transition::AgentStarted { agent: AGENT, at };
+    store
+        .fenced_transition(
+            &claimed.run.id,
+            claimed.fence,
+            claimed.run.version,
+            &write_for(&claimed.run, &t),
+        )
+        .await
+        .expect("the holder moves its run on")
+}
+
+pub async fn claims_take_the_highest_priority_then_the_oldest<S: Store + QueueStore>(store: S) {
+    for n in 1..=4 {
+        create(&store, new_run(id(n), "p", n as i64 * 10)).await;
+    }
+    store.set_priority(&id(3), 5).await.expect("set priority");
+    let claimed = claim_all(&store, "w1", 2, 100).await;
+    let ids: Vec<_> = claimed.iter().map(|c| c.run.id.clone()).collect();
+    assert_eq!(ids, vec![id(3), id(1)], "priority first, then age");
+    for c in &claimed {
+        assert_eq!(c.run.status(), Status::Starting);
+        assert_eq!(c.run.state.helper(), Some(WORKER));
+        assert_eq!(c.run.version, 2);
+        assert_eq!(c.run.attempt, 1);
+        let lease = store.lease(&c.run.id).await.expect("lease").expect("held");
+        assert_eq!(lease.owner, "w1");
+        assert_eq!(lease.expires_at, 1100);
+        assert_eq!(lease.fence, c.fence);
+        let events = all_events(&store, &c.run.id).await;
+        let last = events.last().expect("the claim recorded an event");
+        assert_eq!(last.event.kind, "state");
+        assert_eq!(last.event.data["to"], json!("starting"));
+        assert_eq!(last.event.data["worker"], json!("w1"));
+    }
+    let rest = claim_all(&store, "w2", 10, 100).await;
+    let ids: Vec<_> = rest.iter().map(|c| c.run.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![id(2), id(4)],
+        "the claimed ones are not offered again"
+    );
+    assert!(
+        claim_all(&store, "w3", 10, 100).await.is_empty(),
+        "nothing is left"
+    );
+    let err = store
+        .set_priority(&id(99), 1)
+        .await
+        .expect_err("unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}
+
+pub async fn three_claimers_racing_over_1000_runs_claim_each_exactly_once<S: Store + QueueStore>(
+    store: S,
+) {
+    const RUNS: u128 = 1000;
+    for n in 1..=RUNS {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    async fn claimer<S: QueueStore>(store: &S, worker: &str) -> Vec<Claimed> {
+        let mut mine = Vec::new();
+        loop {
+            let batch = claim_all(store, worker, 25, 10_000).await;
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch);
+            // Let the other claimers in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+    let (a, b, c) = tokio::join!(
+        claimer(&store, "a"),
+        claimer(&store, "b"),
+        claimer(&store, "c")
+    );
+    let mut seen = HashSet::new();
+    for claimed in a.iter().chain(&b).chain(&c) {
+        assert!(
+            seen.insert(claimed.run.id.clone()),
+            "run {} was claimed twice",
+            claimed.run.id
+        );
+    }
+    assert_eq!(seen.len(), RUNS as usize, "every run was claimed");
+    let queued = store
+        .list_runs(&crate::RunFilter {
+            statuses: vec![Status::Queued],
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(queued.is_empty(), "none is left in the queue");
+}
+
+pub async fn a_stolen_lease_cannot_write<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(&store, "slow", 1, 100).await.remove(0);
+    assert_eq!(store.sweep_expired(1101).await.expect("sweep"), vec![id(1)]);
+    let new = claim_all(&store, "fast", 1, 1200).await.remove(0);
+    assert!(new.fence > old.fence, "every claim bumps the token");
+
+    let t = Transition::AgentStarted {
+        agent: AGENT,
+        at: 1300,
+    };
+    // The old holder even knows the current version: the token still stops it.
+    let err = store
+        .fenced_transition(&id(1), old.fence, new.run.version, &write_for(&new.run, &t))
+        .await
+        .expect_err("a stale token cannot move the run");
+    assert!(
+        matches!(&err, StoreError::Fenced { id: got, fence } if *got == id(1) && *fence == old.fence),
+        "Fenced naming the run and token, got {err:?}"
+    );
+    let note = NewEvent::new("step", 1, 1300, json!({"from": "the old holder"}));
+    let err = store
+        .fenced_append_events(&id(1), old.fence, &[note])
+        .await
+        .expect_err("a stale token cannot append");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+    let err = store
+        .release(&id(1), old.fence, 1300, "draining")
+        .await
+        .expect_err("a stale token cannot release");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+    assert_eq!(
+        store.get_run(&id(1)).await.expect("get"),
+        new.run,
+        "the run is as the new holder left it"
+    );
+    let running = agent_up(&store, &new, 1300).await;
+    assert_eq!(running.status(), Status::Running, "the new holder writes");
+}
+
+pub async fn an_expired_lease_returns_the_run_without_consuming_an_attempt<
+    S: Store + QueueStore,
+>(
+    store: S,
+) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    create(&store, new_run(id(2), "p", 20)).await;
+    let claimed = claim_all(&store, "w1", 2, 100).await;
+    let running = agent_up(&store, &claimed[0], 150).await;
+    assert_eq!(running.attempt, 1);
+    assert!(
+        store.sweep_expired(1100).await.expect("sweep").is_empty(),
+        "a lease is good until its expiry"
+    );
+    let mut swept = store.sweep_expired(1101).await.expect("sweep");
+    swept.sort();
+    assert_eq!(swept, vec![id(1), id(2)]);
+    for n in [1, 2] {
+        let run = store.get_run(&id(n)).await.expect("get");
+        assert_eq!(run.status(), Status::Queued);
+        assert_eq!(run.attempt, 1, "a lost lease is not a failed attempt");
+        assert_eq!(store.lease(&id(n)).await.expect("lease"), None);
+        let last = all_events(&store, &id(n)).await.pop().expect("an event");
+        assert_eq!(last.event.kind, "state");
+        assert_eq!(last.event.data["to"], json!("queued"));
+        assert_eq!(last.event.data["reason"], json!("lease expired"));
+        assert_eq!(last.event.data["worker"], json!("w1"));
+    }
+    assert_eq!(
+        store.list_attempts(&id(1)).await.expect("attempts").len(),
+        1,
+        "no new attempt was opened"
+    );
+    let again = claim_all(&store, "w2", 2, 1200).await;
+    assert_eq!(again.len(), 2, "both are claimable again");
+    assert!(again.iter().all(|c| c.run.attempt == 1));
+    assert!(store.sweep_expired(1201).await.expect("sweep").is_empty());
+}
+
+pub async fn renewal_extends_only_the_leases_still_held<S: Store + QueueStore>(store: S) {
+    for n in 1..=3 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 3, 100).await;
+    let held: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.run.id.clone(), c.fence))
+        .collect();
+    // Run 3 is lost to a sweep and claimed by someone else.
+    let mut renewed = store.renew_leases("w1", &held, 5000).await.expect("renew");
+    renewed.sort();
+    assert_eq!(renewed, vec![id(1), id(2), id(3)]);
+    assert!(
+        store.sweep_expired(4000).await.expect("sweep").is_empty(),
+        "renewed"
+    );
+    let stale = vec![(id(1), claimed[0].fence + 7), (id(2), claimed[1].fence)];
+    assert_eq!(
+        store.renew_leases("w2", &stale, 9000).await.expect("renew"),
+        Vec::<dispatch_core::RunId>::new(),
+        "another worker's leases are not renewed"
+    );
+    assert_eq!(
+        store.renew_leases("w1", &stale, 9000).await.expect("renew"),
+        vec![id(2)],
+        "a stale token is not renewed"
+    );
+    let lease = store.lease(&id(2)).await.expect("lease").expect("held");
+    assert_eq!(lease.expires_at, 9000);
+    assert!(
+        store
+            .renew_leases("w1", &[], 9000)
+            .await
+            .expect("renew")
+            .is_empty()
+    );
+}
+
+pub async fn a_released_run_goes_back_to_the_queue_and_fences_its_holder<S: Store + QueueStore>(
+    store: S,
+) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let run = store
+        .release(&id(1), claimed.fence, 200, "worker draining")
+        .await
+        .expect("the holder releases");
+    assert_eq!(run.status(), Status::Queued);
+    assert_eq!(run.attempt, 1);
+    let last = all_events(&store, &id(1)).await.pop().expect("an event");
+    assert_eq!(last.event.data["reason"], json!("worker draining"));
+    let err = store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            run.version,
+            &write_for(
+                &run,
+                &Transition::Claim {
+                    helper: WORKER,
+                    at: 300,
+                },
+            ),
+        )
+        .await
+        .expect_err("released means no longer held");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+    assert_eq!(claim_all(&store, "w2", 1, 300).await.len(), 1);
+}
+
+pub async fn a_finished_run_ends_its_lease<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let running = agent_up(&store, &claimed, 150).await;
+    let done = store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            running.version,
+            &write_for(&running, &Transition::Exited { code: 0, at: 200 }),
+        )
+        .await
+        .expect("the holder finishes its run");
+    assert_eq!(done.status(), Status::Succeeded);
+    assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
+    assert!(store.sweep_expired(99_999).await.expect("sweep").is_empty());
+    assert!(
+        store
+            .renew_leases("w1", &[(id(1), claimed.fence)], 5000)
+            .await
+            .expect("renew")
+            .is_empty(),
+        "a finished run's lease is not renewed"
+    );
+}
+
+pub async fn a_run_waiting_out_a_backoff_is_not_claimed_early<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let running = agent_up(&store, &claimed, 150).await;
+    let requeue = Transition::Requeue {
+        not_before: Some(5000),
+        at: 200,
+    };
+    let queued = store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            running.version,
+            &write_for(&running, &requeue),
+        )
+        .await
+        .expect("the holder requeues for a retry");
+    assert_eq!(queued.attempt, 2, "a retry is a new attempt");
+    assert!(
+        claim_all(&store, "w2", 1, 4999).await.is_empty(),
+        "not before 5000"
+    );
+    let again = claim_all(&store, "w2", 1, 5000).await;
+    assert_eq!(again.len(), 1);
+    assert!(again[0].fence > claimed.fence);
+}

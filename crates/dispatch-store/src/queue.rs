@@ -1,0 +1,108 @@
+//! The queue capability: workers claim queued runs under a lease, renew their
+//! leases in batches, and write with a fencing token; a sweeper returns runs
+//! whose lease expired to the queue.
+//!
+//! Opt-in: a backend that has no workers need not provide it. Both the SQLite
+//! and the PostgreSQL backends do.
+//!
+//! A claim moves a run from `queued` to `starting` (held by the claiming
+//! worker, a [`dispatch_core::Transition::Claim`]), bumps its fencing token and
+//! sets `lease_expires_at`. The token only ever grows: every claim and every
+//! sweep or release bumps it, so a worker whose lease was taken over can never
+//! write again ([`StoreError::Fenced`](crate::StoreError::Fenced)).
+//!
+//! A sweep or a release is not a failed attempt: the run goes back to the queue
+//! keeping its attempt number (its open attempt, if the agent had started,
+//! stays open and continues with the next worker).
+
+use async_trait::async_trait;
+use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
+
+use crate::{Run, StateWrite, StoreResult};
+
+/// What a worker asks for when it claims.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimRequest {
+    /// The worker's name, unique in the cluster; recorded as the lease owner.
+    pub worker: String,
+    /// The worker process, recorded in the `starting` state.
+    pub helper: ProcRef,
+    /// At most this many runs.
+    pub limit: usize,
+    /// The claim time; runs waiting out a backoff until later are skipped.
+    pub now: Ts,
+    /// How long the lease lasts, in milliseconds from `now`.
+    pub lease_ms: i64,
+}
+
+/// A run a worker holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claimed {
+    /// The run as it is after the claim (`starting`).
+    pub run: Run,
+    /// The fencing token every write about this run must carry.
+    pub fence: i64,
+}
+
+/// Who holds a run, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: Ts,
+    pub fence: i64,
+}
+
+/// Claiming, leases and fenced writes.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Claims up to `request.limit` queued runs that are ready (highest
+    /// priority first, then oldest), atomically: concurrent claimers never
+    /// get the same run. Each claim appends its `state` event.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
+
+    /// Extends the leases `worker` still holds among `held` (run, fencing
+    /// token) to `expires_at`, in one statement. Returns the runs renewed; a
+    /// run missing from the answer is no longer this worker's.
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        held: &[(RunId, i64)],
+        expires_at: Ts,
+    ) -> StoreResult<Vec<RunId>>;
+
+    /// A compare-and-set transition by the lease holder: `Fenced` unless
+    /// `fence` is still the run's token and the lease is held, then as
+    /// [`RunStore::transition`](crate::RunStore::transition). A queued or
+    /// terminal state ends the lease.
+    async fn fenced_transition(
+        &self,
+        id: &RunId,
+        fence: i64,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run>;
+
+    /// Appends events as the lease holder: `Fenced` unless `fence` is current.
+    async fn fenced_append_events(
+        &self,
+        id: &RunId,
+        fence: i64,
+        events: &[NewEvent],
+    ) -> StoreResult<()>;
+
+    /// The holder gives a run back to the queue (a draining worker): same as
+    /// a sweep of this one run, with `reason` in the event.
+    async fn release(&self, id: &RunId, fence: i64, at: Ts, reason: &str) -> StoreResult<Run>;
+
+    /// Returns every run whose lease expired before `now` to the queue,
+    /// without consuming an attempt, recording why in a `state` event.
+    /// Returns the runs requeued.
+    async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>>;
+
+    /// Sets a run's priority (higher is claimed first; default 0).
+    async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()>;
+
+    /// The run's lease while a worker holds it (`starting`, `running` or
+    /// `paused` under a lease), else `None`.
+    async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>>;
+}

@@ -1,0 +1,246 @@
+//! Queue and leases on SQLite (see [`crate::QueueStore`]). Every operation is
+//! one `BEGIN IMMEDIATE` transaction: the database's single writer lock makes a
+//! claim atomic, so no two claimers can take the same run.
+
+use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
+use serde_json::json;
+
+use super::events::{append, insert_event};
+use super::runs::{get, transition};
+use super::{Fail, to_json};
+use crate::{ClaimRequest, Claimed, Lease, StateWrite, StoreError};
+
+/// The statuses in which a worker holds a run.
+const HELD: &str = "('starting', 'running', 'paused')";
+
+/// Pairs per renewal statement (two variables each, under SQLite's limit).
+const RENEW_CHUNK: usize = 10_000;
+
+pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
+    let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT id FROM runs WHERE status = 'queued' \
+             AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
+             ORDER BY priority DESC, created_at, id LIMIT ?2",
+        )?
+        .query_map(params![req.now, limit], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let state = to_json(
+        "state",
+        &RunState::Starting {
+            helper: req.helper,
+            since: req.now,
+        },
+    )?;
+    let mut update = tx.prepare_cached(
+        "UPDATE runs SET state = ?1, status = 'starting', version = version + 1, \
+         updated_at = ?2, lease_owner = ?3, lease_expires_at = ?4, fence = fence + 1 \
+         WHERE id = ?5 RETURNING fence, attempt",
+    )?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let (fence, attempt): (i64, u32) = update.query_row(
+            params![state, req.now, req.worker, req.now + req.lease_ms, id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let run_id: RunId = id
+            .parse()
+            .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?;
+        let data = json!({
+            "from": Status::Queued,
+            "to": Status::Starting,
+            "worker": req.worker,
+            "fence": fence,
+        });
+        insert_event(tx, &run_id, &NewEvent::new("state", attempt, req.now, data))?;
+        claimed.push(Claimed {
+            run: get(tx, &run_id)?,
+            fence,
+        });
+    }
+    Ok(claimed)
+}
+
+pub(super) fn renew(
+    tx: &Transaction<'_>,
+    worker: &str,
+    held: &[(RunId, i64)],
+    expires_at: Ts,
+) -> Result<Vec<RunId>, Fail> {
+    let mut renewed = Vec::new();
+    for chunk in held.chunks(RENEW_CHUNK) {
+        let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND status IN {HELD} \
+             AND (id, fence) IN (VALUES {pairs}) RETURNING id"
+        );
+        let mut args = vec![
+            SqlValue::Integer(expires_at),
+            SqlValue::Text(worker.to_string()),
+        ];
+        for (id, fence) in chunk {
+            args.push(SqlValue::Text(id.as_str().to_string()));
+            args.push(SqlValue::Integer(*fence));
+        }
+        let ids: Vec<String> = tx
+            .prepare(&sql)?
+            .query_map(params_from_iter(args), |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            renewed.push(
+                id.parse()
+                    .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?,
+            );
+        }
+    }
+    Ok(renewed)
+}
+
+/// Checks that `fence` is the run's current token under a live lease;
+/// returns its status.
+fn check_fence(tx: &Transaction<'_>, id: &RunId, fence: i64) -> Result<Status, Fail> {
+    let (current, leased, status): (i64, bool, String) = tx
+        .prepare_cached("SELECT fence, lease_owner IS NOT NULL, status FROM runs WHERE id = ?1")?
+        .query_row([id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?
+        .ok_or_else(|| Fail::Store(StoreError::NotFound(id.to_string())))?;
+    if current != fence || !leased {
+        return Err(Fail::Store(StoreError::Fenced {
+            id: id.clone(),
+            fence,
+        }));
+    }
+    status
+        .parse()
+        .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))
+}
+
+pub(super) fn fenced_transition(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+    expected: i64,
+    write: &StateWrite,
+) -> Result<crate::Run, Fail> {
+    check_fence(tx, id, fence)?;
+    let run = transition(tx, id, expected, write)?;
+    let status = run.status();
+    if status == Status::Queued || status.is_terminal() {
+        tx.prepare_cached(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+        )?
+        .execute([id.as_str()])?;
+    }
+    Ok(run)
+}
+
+pub(super) fn fenced_append(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+    events: &[NewEvent],
+) -> Result<(), Fail> {
+    check_fence(tx, id, fence)?;
+    append(tx, id, events)
+}
+
+pub(super) fn release(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    fence: i64,
+    at: Ts,
+    reason: &str,
+) -> Result<crate::Run, Fail> {
+    let status = check_fence(tx, id, fence)?;
+    if !matches!(status, Status::Starting | Status::Running | Status::Paused) {
+        return Err(Fail::Store(StoreError::InvalidState {
+            id: id.clone(),
+            status,
+            hint: "only a run a worker holds can be released",
+        }));
+    }
+    requeue(tx, id, at, reason)?;
+    get(tx, id)
+}
+
+/// Back to the queue, keeping the attempt number; the token moves on so the
+/// old holder is fenced off.
+fn requeue(tx: &Transaction<'_>, id: &RunId, at: Ts, reason: &str) -> Result<(), Fail> {
+    let (status, attempt, owner): (String, u32, Option<String>) = tx
+        .prepare_cached("SELECT status, attempt, lease_owner FROM runs WHERE id = ?1")?
+        .query_row([id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    tx.prepare_cached(
+        "UPDATE runs SET state = ?2, status = 'queued', version = version + 1, updated_at = ?3, \
+         lease_owner = NULL, lease_expires_at = NULL, fence = fence + 1 WHERE id = ?1",
+    )?
+    .execute(params![
+        id.as_str(),
+        to_json("state", &RunState::queued())?,
+        at
+    ])?;
+    let data = json!({
+        "from": status,
+        "to": Status::Queued,
+        "reason": reason,
+        "worker": owner,
+        "attempt_consumed": false,
+    });
+    insert_event(tx, id, &NewEvent::new("state", attempt, at, data))
+}
+
+pub(super) fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, Fail> {
+    let ids: Vec<String> = tx
+        .prepare_cached(&format!(
+            "SELECT id FROM runs WHERE lease_owner IS NOT NULL AND lease_expires_at < ?1 \
+             AND status IN {HELD}"
+        ))?
+        .query_map([now], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut swept = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id: RunId = id
+            .parse()
+            .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?;
+        requeue(tx, &id, now, "lease expired")?;
+        swept.push(id);
+    }
+    Ok(swept)
+}
+
+pub(super) fn set_priority(tx: &Transaction<'_>, id: &RunId, priority: i64) -> Result<(), Fail> {
+    let changed = tx
+        .prepare_cached("UPDATE runs SET priority = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), priority])?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(Fail::Store(StoreError::NotFound(id.to_string())))
+    }
+}
+
+pub(super) fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lease>, Fail> {
+    let row: (Option<String>, Option<i64>, i64, bool) = tx
+        .prepare_cached(&format!(
+            "SELECT lease_owner, lease_expires_at, fence, status IN {HELD} FROM runs WHERE id = ?1"
+        ))?
+        .query_row([id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| Fail::Store(StoreError::NotFound(id.to_string())))?;
+    Ok(match row {
+        (Some(owner), Some(expires_at), fence, true) => Some(Lease {
+            owner,
+            expires_at,
+            fence,
+        }),
+        _ => None,
+    })
+}
