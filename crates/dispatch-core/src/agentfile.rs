@@ -136,7 +136,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const COURIERS: &str = "process";
+const COURIERS: &str = "process, noop";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
@@ -459,6 +459,7 @@ impl Parser {
         match key {
             "FROM" => match one()?.to_ascii_lowercase().as_str() {
                 "process" => self.af.manifest.courier = Courier::Process,
+                "noop" => self.af.manifest.courier = Courier::Noop,
                 c => {
                     return Err(format!(
                         "unknown courier `{c}` (hint: known couriers: {COURIERS})"
@@ -698,7 +699,8 @@ impl Parser {
         if m.name.is_empty() {
             return missing("NAME my-agent");
         }
-        if m.command.is_empty() {
+        // The noop courier starts nothing, so it needs no COMMAND.
+        if m.command.is_empty() && m.courier != Courier::Noop {
             return missing("COMMAND sh agent.sh");
         }
         let listen_secret = m.listen.as_ref().and_then(|l| l.secret.as_ref());

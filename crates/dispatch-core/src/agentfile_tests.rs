@@ -303,7 +303,7 @@ fn value_errors_have_line_numbers_and_hints() {
     let cases: &[(&str, &str)] = &[
         (
             "FROM docker",
-            "unknown courier `docker` (hint: known couriers: process)",
+            "unknown courier `docker` (hint: known couriers: process, noop)",
         ),
         (
             "ENTRYPOINT [\"x\"]",
@@ -435,4 +435,13 @@ proptest! {
             prop_assert!(!e.message.is_empty());
         }
     }
+}
+
+#[test]
+fn the_noop_courier_needs_no_command() {
+    let af = ok("FROM noop\nNAME bench\n");
+    assert_eq!(af.manifest.courier, Courier::Noop);
+    assert!(af.manifest.command.is_empty());
+    let e = err("FROM process\nNAME bench\n");
+    assert!(e.to_string().contains("missing COMMAND"), "{e}");
 }

@@ -22,6 +22,8 @@ use crate::state::Operation;
 pub enum Courier {
     /// Run the parcel's COMMAND as a child process.
     Process,
+    /// Start nothing and succeed at once (benchmarks and wiring tests).
+    Noop,
 }
 
 /// Instructions that go into the brief.

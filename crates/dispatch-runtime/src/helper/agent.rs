@@ -78,6 +78,7 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     run_id: &dispatch_core::RunId,
     spec: &AgentSpec,
     mut child: Child,
+    own_signals: bool,
 ) -> AgentOutcome {
     let pgid = child.id().unwrap_or(0);
     let stdin = child.stdin.take();
@@ -105,8 +106,10 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     }
 
     let mut events = EventPump::new(spec.events.clone(), spec.attempt);
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+    // A worker running many runs handles its own signals (drain).
+    let listen = |kind| own_signals.then(|| signal(kind).ok()).flatten();
+    let mut term = listen(SignalKind::terminate());
+    let mut int = listen(SignalKind::interrupt());
     let mut tick = tokio::time::interval(EVENTS_POLL);
     let mut signalled = false;
     let status = loop {

@@ -8,7 +8,7 @@ mod collect;
 
 use std::io::Write;
 
-use dispatch_core::parcel::{self, Parcel};
+use dispatch_core::parcel::{self, Courier, Parcel};
 use dispatch_core::time::human_duration;
 use dispatch_core::{RunId, Status, Transition, brief, now_ms};
 use dispatch_store::{Run, Store, StoreError};
@@ -52,6 +52,23 @@ pub async fn run_record<S: Store + ?Sized>(
         }
         Err(AdvanceError::Store(e)) => return Err(e.into()),
     }
+    run_claimed(store, layout, run, true).await
+}
+
+/// Runs a run that is already claimed (`starting`, held by this process) to a
+/// terminal state: what [`run_record`] does after its claim. A cluster worker
+/// calls it for each run it claimed, with a store that fences its writes.
+///
+/// With `own_signals`, a SIGTERM or SIGINT to this process stops the agent
+/// (a helper owns its process); a worker that runs many runs passes `false`
+/// and stops agents itself.
+pub async fn run_claimed<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    mut run: Run,
+    own_signals: bool,
+) -> RuntimeResult<i32> {
+    let id = &run.id.clone();
     let mut log = LifecycleLog::open(layout, id);
     if run.stop_requested_at.is_some() {
         return finish(store, layout, &mut run, &mut log, cancelled(None), None).await;
@@ -67,6 +84,9 @@ pub async fn run_record<S: Store + ?Sized>(
             return finish(store, layout, &mut run, &mut log, t, None).await;
         }
     };
+    if prepared.courier == Courier::Noop {
+        return run_noop(store, layout, &mut run, &mut log).await;
+    }
     log.line(&format!(
         "run {} attempt {}: starting {} `{}`",
         run.id,
@@ -122,7 +142,7 @@ pub async fn run_record<S: Store + ?Sized>(
     {
         os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGTERM);
     }
-    let outcome = agent::supervise(store, id, &prepared.spec, child).await;
+    let outcome = agent::supervise(store, id, &prepared.spec, child, own_signals).await;
 
     let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
     match artifacts {
@@ -157,6 +177,41 @@ pub async fn run_record<S: Store + ?Sized>(
         }
     };
     finish(store, layout, &mut run, &mut log, t, output).await
+}
+
+/// The noop courier: the agent "starts" and succeeds at once; no process.
+async fn run_noop<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &mut Run,
+    log: &mut LifecycleLog,
+) -> RuntimeResult<i32> {
+    log.line(&format!(
+        "run {} attempt {}: noop courier",
+        run.id, run.attempt
+    ));
+    // No process: pid 0, which process-group signalling never touches.
+    let none = dispatch_core::ProcRef {
+        pid: 0,
+        start_ticks: 0,
+    };
+    let at = now_ms();
+    match advance(
+        store,
+        run,
+        &Transition::AgentStarted { agent: none, at },
+        None,
+    )
+    .await
+    {
+        Ok(()) | Err(AdvanceError::Illegal(_)) => {}
+        Err(AdvanceError::Store(e)) => return Err(e.into()),
+    }
+    let done = Transition::Exited {
+        code: 0,
+        at: now_ms(),
+    };
+    finish(store, layout, run, log, done, None).await
 }
 
 fn cancelled(exit_code: Option<i32>) -> Transition {
@@ -208,6 +263,7 @@ async fn finish<S: Store + ?Sized>(
 }
 
 struct Prepared {
+    courier: Courier,
     spec: AgentSpec,
     artifacts_dir: std::path::PathBuf,
     output_path: std::path::PathBuf,
@@ -262,6 +318,7 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
         .filter(|v| !v.is_empty())
         .collect();
     Ok(Prepared {
+        courier: m.courier,
         spec: AgentSpec {
             command: m.command.clone(),
             cwd: parcel.files_dir(),
