@@ -98,6 +98,7 @@ macro_rules! __conformance_names {
             list_filters_by_parcel_name_or_digest_prefix,
             list_filters_by_operation_and_parent,
             list_honours_the_limit_after_filtering,
+            list_pages_with_a_cursor,
             request_stop_is_idempotent_and_keeps_the_first_time,
             delete_refuses_a_live_run,
             delete_removes_a_terminal_run_and_everything_it_owns,

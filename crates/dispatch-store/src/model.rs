@@ -67,6 +67,9 @@ pub struct RunFilter {
     pub parcel: Option<String>,
     pub operation: Option<Operation>,
     pub parent_id: Option<RunId>,
+    /// Only runs older than this one (a smaller id): the cursor of the
+    /// previous page, which ended with it.
+    pub before: Option<RunId>,
     pub limit: Option<usize>,
 }
 

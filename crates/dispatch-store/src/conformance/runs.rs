@@ -1,7 +1,7 @@
 //! Creating, reading, resolving, listing, stopping and deleting runs.
 
 use dispatch_core::event::Usage;
-use dispatch_core::{NewEvent, Operation, RunState, Status, Transition};
+use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Transition};
 use serde_json::json;
 
 use super::{all_events, create, id, new_run, start, step};
@@ -476,4 +476,30 @@ pub async fn delete_removes_a_terminal_run_and_everything_it_owns<S: Store>(stor
     );
     let neighbour_now = store.get_run(&neighbour.id).await.expect("neighbour");
     assert_eq!(neighbour_now.usage.input_tokens, 3);
+}
+
+pub async fn list_pages_with_a_cursor<S: Store>(store: S) {
+    for n in 1..=5 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    create(&store, new_run(id(6), "other", 6)).await;
+    let page = |before: Option<RunId>| RunFilter {
+        parcel: Some("p".into()),
+        before,
+        limit: Some(2),
+        ..RunFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let runs = store.list_runs(&page(cursor.clone())).await.expect("list");
+        let Some(last) = runs.last() else { break };
+        cursor = Some(last.id.clone());
+        seen.extend(runs.into_iter().map(|r| r.id));
+    }
+    assert_eq!(
+        seen,
+        vec![id(5), id(4), id(3), id(2), id(1)],
+        "pages follow each other newest first, none missed or repeated"
+    );
 }

@@ -7,6 +7,7 @@
 //! one that commits later with a smaller number.
 
 mod events;
+mod listen;
 pub(crate) mod queue;
 mod runs;
 mod schema;
@@ -25,6 +26,8 @@ use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
     Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
 };
+
+pub use listen::QueueListener;
 
 /// The channel a `NOTIFY` is sent on whenever a run becomes claimable.
 pub const QUEUE_CHANNEL: &str = "dispatch_queue";

@@ -255,6 +255,10 @@ pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec
         let p = next(&mut args, Box::new(parent.to_string()));
         clauses.push(format!("parent_id = {p}"));
     }
+    if let Some(before) = &filter.before {
+        let p = next(&mut args, Box::new(before.to_string()));
+        clauses.push(format!("id < {p}"));
+    }
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));

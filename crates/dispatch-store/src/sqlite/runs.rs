@@ -241,6 +241,10 @@ pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>,
         clauses.push("parent_id = ?".into());
         args.push(SqlValue::Text(parent.to_string()));
     }
+    if let Some(before) = &filter.before {
+        clauses.push("id < ?".into());
+        args.push(SqlValue::Text(before.to_string()));
+    }
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));

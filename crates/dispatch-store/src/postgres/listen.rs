@@ -1,0 +1,63 @@
+//! `LISTEN` on the queue channel: a dedicated connection whose notifications
+//! wake idle workers when a run becomes claimable.
+
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{Fail, PgStore, QUEUE_CHANNEL};
+use crate::StoreResult;
+
+/// Wakes when runs are enqueued. Dropping it closes its connection.
+#[derive(Debug)]
+pub struct QueueListener {
+    _client: tokio_postgres::Client,
+    rx: mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueueListener {
+    /// Waits for the next notification (several sent meanwhile count as one).
+    /// `false` when the connection is gone: the caller falls back to polling
+    /// or listens again.
+    pub async fn notified(&mut self) -> bool {
+        self.rx.recv().await.is_some()
+    }
+}
+
+impl Drop for QueueListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PgStore {
+    /// Opens a connection that listens for queue notifications.
+    pub async fn listen_queue(&self) -> StoreResult<QueueListener> {
+        let result = async {
+            let (client, mut connection) = self.config().connect(NoTls).await?;
+            let (tx, rx) = mpsc::channel(1);
+            let task = tokio::spawn(async move {
+                loop {
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(_))) => {
+                            // Full means a wake-up is already pending.
+                            let _ = tx.try_send(());
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    }
+                }
+            });
+            client
+                .batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))
+                .await?;
+            Ok::<_, Fail>(QueueListener {
+                _client: client,
+                rx,
+                task,
+            })
+        }
+        .await;
+        result.map_err(|e| self.error(e))
+    }
+}
