@@ -49,6 +49,10 @@ pub enum Command {
     /// Docker-style aliases: ls, ps, logs, wait, inspect, stop, restart, prune, rm.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Serve the HTTP API with in-process workers (PostgreSQL, or the local database).
+    Server(crate::commands::server::ServerArgs),
+    /// Claim and run queued runs from a shared database until SIGTERM, then drain.
+    Worker(crate::commands::server::WorkerArgs),
     /// Used by the runtime itself.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),

@@ -45,7 +45,7 @@ impl fmt::Display for CliError {
 }
 
 /// The error and each of its causes, joined: `what: why: root cause`.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -89,6 +89,8 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
             ContainerCommand::Prune(a) => prune::prune(ctx, &a).await,
             ContainerCommand::Rm(a) => rm::rm(ctx, &a).await,
         },
+        Command::Server(a) => server::server(ctx, &a).await,
+        Command::Worker(a) => server::worker(ctx, &a).await,
         Command::Internal(InternalCommand::RunRecord { id }) => {
             internal::run_record_cmd(ctx, &id).await
         }

@@ -10,6 +10,7 @@ pub mod ps;
 pub mod restart;
 pub mod rm;
 pub mod run;
+pub mod server;
 pub mod start;
 pub mod stop;
 pub mod wait;

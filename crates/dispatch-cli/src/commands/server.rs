@@ -1,0 +1,114 @@
+//! `dispatch server` and `dispatch worker`: the cluster.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
+use dispatch_server::worker::{WorkerConfig, default_name};
+
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult, chain};
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The address to serve the API on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// A PostgreSQL URL (postgres://user@host:port/db); default: the local database.
+    #[arg(long, env = "DISPATCH_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// In-process worker slots (0: only serve the API).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// A PostgreSQL URL (postgres://user@host:port/db); default: the local database.
+    #[arg(long, env = "DISPATCH_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// How many runs at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub slots: usize,
+    /// Affinity labels, comma-separated (recorded; not matched yet).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// The worker's name, unique in the cluster (default: <host>-<pid>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// How long a claim lasts without renewal (renewed every third of it).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// On SIGTERM, how long runs in hand may take to finish before they go back to the queue.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub grace_period_ms: u64,
+}
+
+fn config(ctx: &Ctx, slots: usize, lease: &LeaseArgs) -> WorkerConfig {
+    let mut config = WorkerConfig::new(ctx.layout.clone());
+    config.slots = slots;
+    config.lease = Duration::from_millis(lease.lease_ms.max(100));
+    config.grace = Duration::from_millis(lease.grace_period_ms);
+    config
+}
+
+fn fail(e: impl std::error::Error) -> CliError {
+    CliError::input(chain(&e))
+}
+
+pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
+    let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
+        .await
+        .map_err(fail)?;
+    let shutdown = shutdown_signal().map_err(fail)?;
+    let config = config(ctx, args.workers, &args.lease);
+    let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
+        .await
+        .map_err(fail)?;
+    let database = args.database_url.as_deref().map_or_else(
+        || ctx.layout.db().display().to_string(),
+        |_| "PostgreSQL".to_string(),
+    );
+    eprintln!(
+        "dispatch server listening on http://{} ({database}, {} worker slot(s))",
+        server.addr(),
+        args.workers
+    );
+    let summary = server.run(shutdown).await.map_err(fail)?;
+    if let Some(s) = summary {
+        eprintln!(
+            "dispatch server stopped: {} run(s) finished, {} released to the queue",
+            s.finished, s.released
+        );
+    }
+    Ok(0)
+}
+
+pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
+    let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), args.slots + 2)
+        .await
+        .map_err(fail)?;
+    let shutdown = shutdown_signal().map_err(fail)?;
+    let mut config = config(ctx, args.slots, &args.lease);
+    config.name = args.name.clone().unwrap_or_else(default_name);
+    config.labels = args.labels.clone();
+    eprintln!(
+        "dispatch worker {} started ({} slot(s))",
+        config.name, config.slots
+    );
+    let summary = work(backend, config, shutdown).await.map_err(fail)?;
+    eprintln!(
+        "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost",
+        summary.claimed, summary.finished, summary.released, summary.lost
+    );
+    Ok(0)
+}

@@ -1,0 +1,129 @@
+//! The API's one error type: an HTTP status and a JSON body `{code, message}`
+//! whose `code` is stable (see [`codes`]).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dispatch_runtime::RuntimeError;
+use dispatch_store::StoreError;
+use serde_json::json;
+
+/// The stable error codes, as documented in the README and the OpenAPI document.
+pub mod codes {
+    /// 400: the request is malformed (bad JSON, a bad parameter).
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// 404: no run matches the id (prefix).
+    pub const RUN_NOT_FOUND: &str = "run_not_found";
+    /// 400: the id prefix matches several runs.
+    pub const AMBIGUOUS_ID: &str = "ambiguous_id";
+    /// 404: no parcel of that name or digest.
+    pub const PARCEL_NOT_FOUND: &str = "parcel_not_found";
+    /// 400: the parcel declares a secret the server does not have.
+    pub const MISSING_SECRET: &str = "missing_secret";
+    /// 400: the uploaded parcel does not build.
+    pub const INVALID_PARCEL: &str = "invalid_parcel";
+    /// 409: the run is in a state that does not allow this (e.g. finished).
+    pub const INVALID_STATE: &str = "invalid_state";
+    /// 409: the run changed concurrently; retry.
+    pub const CONFLICT: &str = "conflict";
+    /// 503: the database is unreachable or locked; retry later.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// 404: no such route.
+    pub const NO_SUCH_ROUTE: &str = "no_such_route";
+    /// 500: something the server cannot explain (stored data it cannot read).
+    pub const INTERNAL: &str = "internal";
+
+    /// Every code with its status and meaning, for the docs.
+    pub const ALL: &[(&str, u16, &str)] = &[
+        (BAD_REQUEST, 400, "the request is malformed"),
+        (AMBIGUOUS_ID, 400, "the id prefix matches several runs"),
+        (
+            MISSING_SECRET,
+            400,
+            "the parcel needs a secret the server lacks",
+        ),
+        (INVALID_PARCEL, 400, "the uploaded parcel does not build"),
+        (RUN_NOT_FOUND, 404, "no run matches the id"),
+        (PARCEL_NOT_FOUND, 404, "no parcel of that name or digest"),
+        (NO_SUCH_ROUTE, 404, "no such route"),
+        (INVALID_STATE, 409, "the run's state does not allow this"),
+        (CONFLICT, 409, "the run changed concurrently; retry"),
+        (INTERNAL, 500, "the server failed"),
+        (UNAVAILABLE, 503, "the database is unavailable; retry later"),
+    ];
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"code": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = store_status(&e);
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The status and code a store error answers with.
+fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
+    {
+        match e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, codes::RUN_NOT_FOUND),
+            StoreError::Ambiguous { .. } => (StatusCode::BAD_REQUEST, codes::AMBIGUOUS_ID),
+            StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
+                (StatusCode::CONFLICT, codes::CONFLICT)
+            }
+            StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            StoreError::Locked { .. } | StoreError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
+            }
+            StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
+            }
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        let (status, code) = match &e {
+            RuntimeError::Store(store) => store_status(store),
+            RuntimeError::UnknownParcel(_) => (StatusCode::NOT_FOUND, codes::PARCEL_NOT_FOUND),
+            RuntimeError::AmbiguousParcel { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            RuntimeError::MissingSecret(_) => (StatusCode::BAD_REQUEST, codes::MISSING_SECRET),
+            RuntimeError::AlreadyFinished { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
+            RuntimeError::Io { .. } | RuntimeError::Spawn(..) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP API: JSON under `/v1`, one error shape `{code, message}`.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /v1/runs` | create a run (`?wait=true` blocks until it ends) |
+//! | `GET /v1/runs` | list, filtered, newest first, with a cursor |
+//! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
+//! | `POST /v1/runs/{id}/cancel` | cancel |
+//! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
+//! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
+//! | `GET/POST /v1/parcels` | list / upload parcels |
+//! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
+
+mod error;
+pub mod openapi;
+mod parcels;
+mod runs;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use dispatch_runtime::Layout;
+use dispatch_store::RunFilter;
+use tokio::sync::Notify;
+
+pub use error::{ApiError, ApiResult, codes};
+
+use crate::SharedStore;
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub layout: Layout,
+    /// Wakes this process's workers when a run is created.
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/runs", post(runs::create).get(runs::list))
+        .route("/v1/runs/{id}", get(runs::get))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/events", get(stream::events))
+        .route("/v1/runs/{id}/logs", get(stream::logs))
+        .route("/v1/parcels", get(parcels::list).post(parcels::upload))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts requests and error answers.
+async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    Metrics::add(&state.metrics.http_requests, 1);
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        Metrics::add(&state.metrics.http_errors, 1);
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        codes::NO_SUCH_ROUTE,
+        "no such route (hint: GET /v1/openapi.json lists the API)",
+    )
+}
+
+/// 200 when the store answers, 503 when it does not.
+async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
+    let probe = RunFilter {
+        limit: Some(1),
+        ..RunFilter::default()
+    };
+    state.store.list_runs(&probe).await?;
+    Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}

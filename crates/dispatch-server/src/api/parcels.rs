@@ -1,0 +1,83 @@
+//! Parcels: list the built ones; upload an Agentfile directory to build.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use dispatch_core::parcel;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState, codes};
+
+/// `POST /v1/parcels`: the files of an Agentfile directory, as text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    /// Relative path → UTF-8 content. Must include `Agentfile`.
+    pub files: BTreeMap<String, String>,
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    let parcels: Vec<Value> = parcel::list(&state.layout.parcels())
+        .iter()
+        .map(|p| {
+            json!({
+                "digest": p.digest,
+                "name": p.manifest.name,
+                "version": p.manifest.version,
+                "courier": p.manifest.courier,
+                "entrypoint": p.manifest.entrypoint,
+            })
+        })
+        .collect();
+    Json(json!({ "parcels": parcels }))
+}
+
+/// Builds the uploaded files into a parcel; answers its digest and name.
+pub async fn upload(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let upload: Upload = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad parcel upload: {e}")))?;
+    if !upload.files.contains_key("Agentfile") {
+        return Err(ApiError::bad_request("the upload has no `Agentfile`"));
+    }
+    for name in upload.files.keys() {
+        let path = Path::new(name);
+        let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
+        if name.is_empty() || !plain {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is not a plain relative path"
+            )));
+        }
+    }
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    let dir = state.layout.root().join(format!(
+        "upload-{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let built = (|| {
+        for (name, content) in &upload.files {
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, content).map_err(|e| e.to_string())?;
+        }
+        parcel::build(&dir, &state.layout.parcels()).map_err(|e| e.to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let built =
+        built.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"digest": built.digest, "name": built.manifest.name})),
+    ))
+}

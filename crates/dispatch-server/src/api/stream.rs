@@ -1,0 +1,177 @@
+//! Streams: a run's events as server-sent events, and its log.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use dispatch_core::RunId;
+use dispatch_store::Event;
+use futures_util::Stream;
+use futures_util::stream::unfold;
+
+use super::runs::{Params, params, resolve};
+use super::{ApiError, ApiResult, AppState};
+
+/// How often a live stream looks for news.
+const POLL: Duration = Duration::from_millis(50);
+/// Events read per query.
+const PAGE: usize = 500;
+
+/// Where an event stream is.
+struct EventCursor {
+    state: AppState,
+    id: RunId,
+    after: i64,
+    pending: VecDeque<Event>,
+    done: bool,
+}
+
+/// `GET /v1/runs/{id}/events`: every event after `Last-Event-ID` (or
+/// `?after=`), oldest first, each with its `seq` as the SSE id; the stream
+/// ends after the run's last event once it has finished.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let params = params(query)?;
+    let id = resolve(&state, &id).await?;
+    let from_header = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event seq number"))
+        })
+        .transpose()?;
+    let from_query = params
+        .get("after")
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("after={v}: expected a number")))
+        })
+        .transpose()?;
+    let cursor = EventCursor {
+        state,
+        id,
+        after: from_header.or(from_query).unwrap_or(0),
+        pending: VecDeque::new(),
+        done: false,
+    };
+    let stream = unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(event) = c.pending.pop_front() {
+                c.after = event.seq;
+                return Some((Ok(sse_event(&event)), c));
+            }
+            if c.done {
+                return None;
+            }
+            // The status first: a run that was finished before this read has
+            // all its events in the read.
+            let finished = match c.state.store.get_run(&c.id).await {
+                Ok(run) => run.state.is_terminal(),
+                Err(_) => true,
+            };
+            match c.state.store.list_events(&c.id, c.after, PAGE).await {
+                Ok(events) if !events.is_empty() => c.pending.extend(events),
+                Ok(_) if finished => c.done = true,
+                Ok(_) => tokio::time::sleep(POLL).await,
+                Err(_) => c.done = true,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse_event(event: &Event) -> SseEvent {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    SseEvent::default()
+        .id(event.seq.to_string())
+        .event(event.event.kind.clone())
+        .data(data)
+}
+
+/// `GET /v1/runs/{id}/logs`: the log as text; `?follow=true` keeps the
+/// response open, sending what is appended until the run has finished.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Params,
+) -> ApiResult<Response> {
+    let params = params(query)?;
+    let follow = matches!(
+        params.get("follow").map(String::as_str),
+        Some("true" | "1" | "")
+    );
+    let id = resolve(&state, &id).await?;
+    let path = state.layout.log(&id);
+    let text_plain = |mut r: Response| {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if !follow {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        return Ok(text_plain(bytes.into_response()));
+    }
+    let tail = LogTail {
+        state,
+        id,
+        path,
+        offset: 0,
+        done: false,
+    };
+    let stream = unfold(tail, |mut t| async move {
+        loop {
+            if t.done {
+                return None;
+            }
+            let finished = match t.state.store.get_run(&t.id).await {
+                Ok(run) => run.state.is_terminal(),
+                Err(_) => true,
+            };
+            let chunk = read_from(&t.path, t.offset);
+            if !chunk.is_empty() {
+                t.offset += chunk.len() as u64;
+                return Some((Ok::<_, Infallible>(Bytes::from(chunk)), t));
+            }
+            if finished {
+                t.done = true;
+            } else {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    });
+    Ok(text_plain(Body::from_stream(stream).into_response()))
+}
+
+struct LogTail {
+    state: AppState,
+    id: RunId,
+    path: PathBuf,
+    offset: u64,
+    done: bool,
+}
+
+/// What the file holds past `offset` (nothing when it does not exist yet).
+fn read_from(path: &PathBuf, offset: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.by_ref().take(1 << 20).read_to_end(&mut out);
+    }
+    out
+}

@@ -1,0 +1,22 @@
+use std::net::SocketAddr;
+
+use dispatch_store::StoreError;
+
+/// What stops a server or worker from running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} (hint: is another server running there? pass --listen)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot handle signals")]
+    Signals(#[source] std::io::Error),
+}
+
+pub type ServerResult<T> = Result<T, ServerError>;

@@ -1,0 +1,115 @@
+//! A view of the store for one claimed run: its state writes and event
+//! appends carry the worker's fencing token, so a worker whose lease was taken
+//! over can no longer change the run. Everything else goes straight through.
+
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
+use dispatch_store::{
+    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
+    RunStore, StateWrite, StoreResult,
+};
+
+use crate::SharedStore;
+
+/// The store as the holder of one run sees it.
+pub struct FencedStore {
+    inner: SharedStore,
+    fence: i64,
+    /// The agent process, once the run recorded one.
+    agent: Mutex<Option<ProcRef>>,
+}
+
+impl FencedStore {
+    pub fn new(inner: SharedStore, fence: i64) -> Self {
+        FencedStore {
+            inner,
+            fence,
+            agent: Mutex::new(None),
+        }
+    }
+
+    pub fn fence(&self) -> i64 {
+        self.fence
+    }
+
+    /// The agent process the run recorded when it started, if any.
+    pub fn agent(&self) -> Option<ProcRef> {
+        *self.agent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl RunStore for FencedStore {
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
+        self.inner.create_run(new).await
+    }
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
+        self.inner.get_run(id).await
+    }
+
+    async fn resolve_prefix(&self, prefix: &str) -> StoreResult<RunId> {
+        self.inner.resolve_prefix(prefix).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        self.inner.list_runs(filter).await
+    }
+
+    async fn transition(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<Run> {
+        let run = self
+            .inner
+            .fenced_transition(id, self.fence, expected_version, write)
+            .await?;
+        if let Some(agent) = write.state.agent().filter(|a| a.pid > 1) {
+            *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);
+        }
+        Ok(run)
+    }
+
+    async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
+        self.inner.request_stop(id, at).await
+    }
+
+    async fn delete_run(&self, id: &RunId) -> StoreResult<()> {
+        self.inner.delete_run(id).await
+    }
+}
+
+#[async_trait]
+impl EventStore for FencedStore {
+    async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()> {
+        self.inner
+            .fenced_append_events(run, self.fence, events)
+            .await
+    }
+
+    async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
+        self.inner.list_events(run, after, limit).await
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for FencedStore {
+    async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()> {
+        self.inner.add_artifacts(run, artifacts).await
+    }
+
+    async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
+        self.inner.list_artifacts(run).await
+    }
+}
+
+#[async_trait]
+impl AttemptStore for FencedStore {
+    async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
+        self.inner.list_attempts(run).await
+    }
+}

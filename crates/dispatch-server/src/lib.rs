@@ -1,0 +1,32 @@
+//! The Dispatch cluster: an HTTP API over a shared store, and workers that
+//! claim queued runs under a lease and run them with the runtime's couriers.
+//!
+//! - [`worker`]: the claim / run / renew / sweep loop, with graceful drain.
+//! - [`api`]: the JSON HTTP API under `/v1`, SSE events, logs, health,
+//!   Prometheus metrics, and its OpenAPI document.
+//! - [`serve`]: `dispatch server` — the API plus in-process workers, on
+//!   PostgreSQL or on the embedded SQLite database.
+//!
+//! The store is shared as a [`SharedStore`]: any backend with the
+//! [`QueueStore`] capability.
+
+pub mod api;
+mod error;
+pub mod fenced;
+pub mod metrics;
+pub mod serve;
+pub mod wake;
+pub mod worker;
+
+use std::sync::Arc;
+
+use dispatch_store::{QueueStore, Store};
+
+pub use error::{ServerError, ServerResult};
+
+/// A store a cluster can run on: the base traits plus the queue capability.
+pub trait ClusterStore: Store + QueueStore {}
+impl<T: Store + QueueStore> ClusterStore for T {}
+
+/// The store, shared by the API and the workers of one process.
+pub type SharedStore = Arc<dyn ClusterStore>;

@@ -1,0 +1,179 @@
+//! `dispatch server` and `dispatch worker`: open the store, then serve the API
+//! (with in-process workers), or only work.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatch_runtime::Layout;
+use dispatch_store::{PgStore, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::api::{self, AppState};
+use crate::metrics::Metrics;
+use crate::wake::Wake;
+use crate::worker::{Worker, WorkerConfig, WorkerSummary};
+use crate::{ServerError, ServerResult, SharedStore};
+
+/// The default address of `dispatch server`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8077";
+
+/// The store a cluster process works on.
+#[derive(Clone)]
+pub struct Backend {
+    pub store: SharedStore,
+    /// Set on PostgreSQL: workers listen for queue notifications.
+    pub pg: Option<PgStore>,
+}
+
+impl Backend {
+    /// PostgreSQL at `database_url`, else the embedded SQLite database of `layout`.
+    pub async fn open(
+        layout: &Layout,
+        database_url: Option<&str>,
+        connections: usize,
+    ) -> ServerResult<Backend> {
+        match database_url {
+            Some(url) => {
+                let pg = PgStore::connect(url, connections).await?;
+                Ok(Backend {
+                    store: Arc::new(pg.clone()),
+                    pg: Some(pg),
+                })
+            }
+            None => {
+                let sqlite = SqliteStore::open(&layout.db(), Duration::from_secs(5))?;
+                Ok(Backend {
+                    store: Arc::new(sqlite),
+                    pg: None,
+                })
+            }
+        }
+    }
+
+    /// Wake-ups for a worker of this process.
+    pub fn wake(&self, local: Arc<Notify>) -> Wake {
+        match &self.pg {
+            Some(pg) => Wake::postgres(local, pg.clone()),
+            None => Wake::local(local),
+        }
+    }
+}
+
+/// `dispatch server`: the API on `listen`, and `worker.slots` in-process
+/// worker slots (none when 0).
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    backend: Backend,
+    layout: Layout,
+    worker: WorkerConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Binds the address (port 0 picks a free one; see [`Server::addr`]).
+    pub async fn bind(
+        listen: SocketAddr,
+        backend: Backend,
+        layout: Layout,
+        worker: WorkerConfig,
+    ) -> ServerResult<Server> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        Ok(Server {
+            listener,
+            addr,
+            backend,
+            layout,
+            worker,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting requests and
+    /// drains the in-process worker.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> ServerResult<Option<WorkerSummary>> {
+        let wake = Arc::new(Notify::new());
+        let state = AppState {
+            store: self.backend.store.clone(),
+            layout: self.layout.clone(),
+            wake: wake.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = (self.worker.slots > 0).then(|| {
+            let worker = Worker::new(
+                self.backend.store.clone(),
+                self.backend.wake(wake.clone()),
+                self.worker.clone(),
+                self.metrics.clone(),
+            );
+            tokio::spawn(worker.run(stopped(stop_rx.clone())))
+        });
+        let app = api::router(state);
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
+        let trigger = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let (served, ()) = tokio::join!(async { server.await }, trigger);
+        served.map_err(ServerError::Serve)?;
+        match worker {
+            Some(handle) => match handle.await {
+                Ok(summary) => summary.map(Some),
+                Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+            },
+            None => Ok(None),
+        }
+    }
+}
+
+/// Completes once the watch says stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `dispatch worker`: work until `shutdown`, then drain.
+pub async fn work(
+    backend: Backend,
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> ServerResult<WorkerSummary> {
+    let wake = backend.wake(Arc::new(Notify::new()));
+    Worker::new(backend.store, wake, config, Arc::new(Metrics::default()))
+        .run(shutdown)
+        .await
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub fn shutdown_signal() -> ServerResult<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
