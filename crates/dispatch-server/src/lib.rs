@@ -11,6 +11,7 @@
 //! [`QueueStore`] capability.
 
 pub mod api;
+pub mod client;
 mod error;
 pub mod fenced;
 pub mod metrics;

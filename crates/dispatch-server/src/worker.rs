@@ -128,6 +128,11 @@ impl Worker {
         let mut sweep = tokio::time::interval(self.config.lease.max(Duration::from_millis(100)));
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
+        // Run logs go here; the lifecycle lines need it before the agent starts.
+        let runs = self.config.layout.runs();
+        if let Err(e) = std::fs::create_dir_all(&runs) {
+            self.log(&format!("cannot create {}: {e}", runs.display()));
+        }
         let mut drain_until: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         tokio::pin!(shutdown);
