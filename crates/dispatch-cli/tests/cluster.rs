@@ -1,0 +1,219 @@
+//! `dispatch worker` as a real process on PostgreSQL: a killed worker's run is
+//! taken over after its lease expires without consuming an attempt, and
+//! SIGTERM drains (finish within the grace period, else back to the queue).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dispatch_core::{RunId, Status};
+use dispatch_runtime::Layout;
+use dispatch_runtime::launch::{self, LaunchRequest};
+use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_store::{AttemptStore, EventStore, PgStore, Run, RunStore};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    db: TestDatabase,
+    store: PgStore,
+}
+
+impl Cluster {
+    /// A fresh database and state directory with a parcel whose agent runs `script`.
+    fn new(script: &str) -> Option<Cluster> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("agent");
+        std::fs::create_dir_all(&src).expect("agent dir");
+        std::fs::write(
+            src.join("Agentfile"),
+            "FROM process\nNAME sleeper\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
+        )
+        .expect("Agentfile");
+        std::fs::write(src.join("agent.sh"), script).expect("agent.sh");
+        let layout = Layout::new(dir.path().join(".dispatch"));
+        dispatch_core::parcel::build(&src, &layout.parcels()).expect("the parcel builds");
+        let (db, store) = block_on(async {
+            let db = TestDatabase::create().await?;
+            let store = PgStore::connect(db.url(), 2).await.expect("connects");
+            Some((db, store))
+        })?;
+        Some(Cluster { dir, db, store })
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(self.dir.path().join(".dispatch"))
+    }
+
+    fn create_run(&self) -> RunId {
+        let request = LaunchRequest {
+            source: "sleeper".into(),
+            operation: None,
+            payload: json!({}),
+            parent_id: None,
+            origin_id: None,
+        };
+        block_on(launch::create(&self.store, &self.layout(), &request))
+            .expect("a run is created")
+            .0
+            .id
+    }
+
+    fn worker(&self, name: &str, lease_ms: u64, grace_ms: u64) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args([
+                "worker",
+                "--database-url",
+                self.db.url(),
+                "--slots",
+                "2",
+                "--name",
+                name,
+            ])
+            .args(["--lease-ms", &lease_ms.to_string()])
+            .args(["--grace-period-ms", &grace_ms.to_string()])
+            .env("DISPATCH_ROOT", self.layout().root())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts")
+    }
+
+    fn run(&self, id: &RunId) -> Run {
+        block_on(self.store.get_run(id)).expect("the run reads")
+    }
+
+    /// Polls the run until `done` holds (deadline 30 s).
+    fn wait_for(&self, id: &RunId, what: &str, done: impl Fn(&Run) -> bool) -> Run {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.run(id);
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {run:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits for `child` to exit (deadline 30 s); returns whether it succeeded.
+fn exited(child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.success();
+        }
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).expect("signal the worker");
+}
+
+fn group_alive(pgid: u32) -> bool {
+    killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+fn running(run: &Run) -> bool {
+    run.status() == Status::Running
+}
+
+#[test]
+fn a_killed_workers_run_is_taken_over_after_its_lease_without_a_new_attempt() {
+    let Some(cluster) = Cluster::new("sleep 1\necho finished\n") else {
+        return;
+    };
+    let id = cluster.create_run();
+    let mut first = cluster.worker("first", 1000, 5000);
+    let run = cluster.wait_for(&id, "the first worker to start it", running);
+    signal(&first, Signal::SIGKILL);
+    let _ = first.wait();
+    // The machine is gone: so is its agent.
+    if let Some(agent) = run.state.agent() {
+        let _ = killpg(Pid::from_raw(agent.pid as i32), Signal::SIGKILL);
+    }
+    let mut second = cluster.worker("second", 1000, 5000);
+    let done = cluster.wait_for(&id, "the second worker to finish it", |r| {
+        r.state.is_terminal()
+    });
+    assert_eq!(done.status(), Status::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 1, "a lost lease does not consume an attempt");
+    let attempts = block_on(cluster.store.list_attempts(&id)).expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let events = block_on(cluster.store.list_events(&id, 0, usize::MAX)).expect("events");
+    let expired = events
+        .iter()
+        .find(|e| e.event.data["reason"] == "lease expired")
+        .expect("the takeover is recorded");
+    assert_eq!(expired.event.data["worker"], "first");
+    let claims: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.data["to"] == "starting")
+        .map(|e| e.event.data["worker"].clone())
+        .collect();
+    assert_eq!(claims, vec![json!("first"), json!("second")]);
+    signal(&second, Signal::SIGTERM);
+    assert!(exited(&mut second), "the second worker drains and exits 0");
+}
+
+#[test]
+fn sigterm_lets_a_run_finish_within_the_grace_period() {
+    let Some(cluster) = Cluster::new("sleep 1\necho finished\n") else {
+        return;
+    };
+    let id = cluster.create_run();
+    let mut worker = cluster.worker("drainer", 10_000, 20_000);
+    cluster.wait_for(&id, "the worker to start it", running);
+    signal(&worker, Signal::SIGTERM);
+    assert!(exited(&mut worker), "the worker exits 0 after draining");
+    let run = cluster.run(&id);
+    assert_eq!(
+        run.status(),
+        Status::Succeeded,
+        "finished during the drain: {run:?}"
+    );
+    let log = std::fs::read_to_string(cluster.layout().log(&id)).unwrap_or_default();
+    assert!(log.contains("finished"), "{log}");
+}
+
+#[test]
+fn sigterm_past_the_grace_period_returns_the_run_to_the_queue() {
+    let Some(cluster) = Cluster::new("sleep 60\n") else {
+        return;
+    };
+    let id = cluster.create_run();
+    let mut worker = cluster.worker("impatient", 10_000, 300);
+    let run = cluster.wait_for(&id, "the worker to start it", running);
+    let agent = run.state.agent().expect("an agent");
+    signal(&worker, Signal::SIGTERM);
+    assert!(exited(&mut worker), "the worker exits 0 after releasing");
+    let run = cluster.run(&id);
+    assert_eq!(run.status(), Status::Queued, "back in the queue: {run:?}");
+    assert_eq!(run.attempt, 1, "a release does not consume an attempt");
+    let events = block_on(cluster.store.list_events(&id, 0, usize::MAX)).expect("events");
+    let last = events.last().expect("events");
+    assert_eq!(last.event.data["to"], "queued");
+    assert_eq!(last.event.data["worker"], "impatient");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive(agent.pid) {
+        assert!(Instant::now() < deadline, "the agent was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
