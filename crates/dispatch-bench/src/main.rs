@@ -1,6 +1,10 @@
 //! `dispatch-bench local [--dispatch PATH]`: measures the local runtime's
 //! targets against a built `dispatch` binary (default: target/release/dispatch)
 //! and prints a Markdown table. See BENCHMARKS.md.
+//!
+//! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N]`:
+//! noop-courier throughput of workers on PostgreSQL and on SQLite, and the
+//! latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Transition, now_ms};
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
+
+mod cluster;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,6 +35,10 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("cluster") {
+        cluster::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {

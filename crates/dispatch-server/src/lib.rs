@@ -15,6 +15,7 @@ pub mod client;
 mod error;
 pub mod fenced;
 pub mod metrics;
+mod noop;
 pub mod serve;
 pub mod wake;
 pub mod worker;

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, now_ms};
 use dispatch_runtime::Layout;
 use dispatch_runtime::helper::run_claimed;
@@ -26,6 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::fenced::FencedStore;
 use crate::metrics::Metrics;
+use crate::noop::{self, Couriers};
 use crate::wake::Wake;
 use crate::{ServerResult, SharedStore};
 
@@ -99,6 +101,7 @@ pub struct Worker {
     held: HashMap<RunId, Held>,
     tasks: JoinSet<RunId>,
     summary: WorkerSummary,
+    couriers: Couriers,
 }
 
 impl Worker {
@@ -116,6 +119,7 @@ impl Worker {
             held: HashMap::new(),
             tasks: JoinSet::new(),
             summary: WorkerSummary::default(),
+            couriers: Couriers::default(),
         }
     }
 
@@ -217,9 +221,18 @@ impl Worker {
             self.config.layout.clone(),
             self.config.name.clone(),
         );
+        let noop = self.couriers.of(&layout, &run.parcel_digest) == Some(Courier::Noop);
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
-            if let Err(e) = run_claimed(&*task_store, &layout, run, false).await {
+            let result = if noop {
+                noop::run(&task_store, run).await.map_err(|e| e.to_string())
+            } else {
+                run_claimed(&*task_store, &layout, run, false)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = result {
                 eprintln!("[worker {name}] run {id}: {e}");
             }
             id

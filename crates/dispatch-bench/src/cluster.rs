@@ -1,0 +1,202 @@
+//! `dispatch-bench cluster`: the cluster's targets, in process.
+//!
+//! - Throughput: `--runs` noop runs are queued first; then two workers (each
+//!   with its own connections, 256 slots, claims of 128) drain the queue; the
+//!   rate is runs / time until the last one succeeded.
+//! - Latency: `--latency` runs posted one at a time to a server (4 worker
+//!   slots) on an ephemeral port; from just before the POST to the `running`
+//!   state event's timestamp (millisecond resolution).
+//!
+//! PostgreSQL: `--database-url` (default `postgres://postgres@127.0.0.1:5432/test`,
+//! where a throwaway database is created and dropped).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dispatch_core::{Status, now_ms};
+use dispatch_runtime::Layout;
+use dispatch_runtime::launch::{self, LaunchRequest};
+use dispatch_server::client;
+use dispatch_server::metrics::Metrics;
+use dispatch_server::serve::{Backend, Server};
+use dispatch_server::worker::{Worker, WorkerConfig};
+use dispatch_store::RunFilter;
+use dispatch_store::postgres::testdb::TestDatabase;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+pub fn main(args: &[String]) {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(url) = value("--database-url") {
+        // SAFETY: single-threaded at this point; read by TestDatabase::create.
+        unsafe { std::env::set_var("DISPATCH_TEST_PG", url) };
+    }
+    let runs: usize = value("--runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let latency: usize = value("--latency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| measurement | result | target |\n|---|---|---|");
+    rt.block_on(async {
+        let sqlite = throughput(None, runs).await;
+        println!("| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |");
+        match TestDatabase::create().await {
+            Some(db) => {
+                let pg = throughput(Some(db.url().to_string()), runs).await;
+                println!(
+                    "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
+                );
+            }
+            None => println!("| noop throughput, PostgreSQL | skipped (unreachable) | |"),
+        }
+        let (p50, p95) = post_to_start(None, latency).await;
+        println!("| POST → agent start, SQLite, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |");
+        if let Some(db) = TestDatabase::create().await {
+            let (p50, p95) = post_to_start(Some(db.url().to_string()), latency).await;
+            println!(
+                "| POST → agent start, PostgreSQL, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |"
+            );
+        }
+    });
+}
+
+fn noop_layout(dir: &tempfile::TempDir) -> Layout {
+    let layout = Layout::new(dir.path().join(".dispatch"));
+    let src = dir.path().join("bench");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("Agentfile"), "FROM noop\nNAME bench\n").expect("Agentfile");
+    dispatch_core::parcel::build(&src, &layout.parcels()).expect("parcel builds");
+    layout
+}
+
+async fn throughput(url: Option<String>, n: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = noop_layout(&dir);
+    let creator = Backend::open(&layout, url.as_deref(), 8)
+        .await
+        .expect("store opens");
+    let request = LaunchRequest {
+        source: "bench".into(),
+        operation: None,
+        payload: json!({}),
+        parent_id: None,
+        origin_id: None,
+    };
+    for _ in 0..n {
+        launch::create(&*creator.store, &layout, &request)
+            .await
+            .expect("create");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        let backend = Backend::open(&layout, url.as_deref(), 32)
+            .await
+            .expect("store opens");
+        let mut config = WorkerConfig::new(layout.clone());
+        config.name = format!("bench-{i}");
+        config.slots = 256;
+        config.batch = 128;
+        let worker = Worker::new(
+            backend.store.clone(),
+            backend.wake(Arc::new(Notify::new())),
+            config,
+            Arc::new(Metrics::default()),
+        );
+        let mut rx = stop_rx.clone();
+        handles.push(tokio::spawn(worker.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })));
+    }
+    // Done when no run is left queued or in hand (cheap: one row at most).
+    let live = RunFilter {
+        statuses: vec![Status::Queued, Status::Starting, Status::Running],
+        limit: Some(1),
+        ..RunFilter::default()
+    };
+    while !creator
+        .store
+        .list_runs(&live)
+        .await
+        .expect("list")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    n as f64 / elapsed.as_secs_f64()
+}
+
+async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = noop_layout(&dir);
+    let backend = Backend::open(&layout, url.as_deref(), 16)
+        .await
+        .expect("store opens");
+    let store = backend.store.clone();
+    let mut config = WorkerConfig::new(layout.clone());
+    config.slots = 4;
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let server = Server::bind(listen, backend, layout, config)
+        .await
+        .expect("binds");
+    let base = format!("http://{}", server.addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let base = base.clone();
+        let sent = now_ms();
+        let id = tokio::task::spawn_blocking(move || {
+            let body = json!({"parcel": "bench"}).to_string();
+            let response = client::request(
+                &base,
+                "POST",
+                "/v1/runs?wait=true",
+                &[],
+                Some(body.as_bytes()),
+            )
+            .expect("POST");
+            let run: Value = serde_json::from_str(&response.text().expect("body")).expect("json");
+            run["id"]
+                .as_str()
+                .expect("id")
+                .parse::<dispatch_core::RunId>()
+                .expect("run id")
+        })
+        .await
+        .expect("client task");
+        let events = store.list_events(&id, 0, 100).await.expect("events");
+        let started = events
+            .iter()
+            .find(|e| e.event.data["to"] == "running")
+            .map(|e| e.event.at)
+            .expect("the run started");
+        samples.push(started - sent);
+    }
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    samples.sort_unstable();
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 95 / 100],
+    )
+}
