@@ -40,7 +40,15 @@ fn main() {
         }
     };
     let ctx = Ctx::new(cli.root.clone());
-    let code = match runtime.block_on(execute(&ctx, cli.command)) {
+    let host = cli.host.clone().filter(|h| !h.is_empty());
+    let code = match runtime.block_on(async {
+        if let Some(host) = host
+            && let Some(result) = remote::execute(&host, &cli.command).await
+        {
+            return result;
+        }
+        execute(&ctx, cli.command).await
+    }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

@@ -3,8 +3,8 @@
 //! batches, return expired leases to the queue, and drain on shutdown.
 //!
 //! Runs execute in this process (the agent in its own process group, as with
-//! the local helper). A stop request recorded by the API reaches the agent at
-//! the next renewal: SIGTERM to its group.
+//! the local helper). A stop request recorded by the API reaches the agent
+//! within half a second: SIGTERM to its group.
 //!
 //! Drain: stop claiming; let the runs in hand finish within the grace period;
 //! then give the rest back to the queue (without consuming an attempt) and
@@ -30,6 +30,10 @@ use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
 use crate::wake::Wake;
 use crate::{ServerResult, SharedStore};
+
+/// How often stop requests of runs in hand are looked for (runs whose agent
+/// is up only).
+const STOP_POLL: Duration = Duration::from_millis(500);
 
 /// How a worker behaves.
 #[derive(Clone, Debug)]
@@ -129,6 +133,8 @@ impl Worker {
         let tick = (self.config.lease / 3).max(Duration::from_millis(50));
         let mut renew = tokio::time::interval(tick);
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stops = tokio::time::interval(STOP_POLL);
+        stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(self.config.lease.max(Duration::from_millis(100)));
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
@@ -166,6 +172,7 @@ impl Worker {
                 }
                 _ = self.wake.wait(self.config.poll), if idle => {}
                 _ = renew.tick() => self.renew().await,
+                _ = stops.tick() => self.pass_on_stop_requests().await,
                 _ = sweep.tick() => self.sweep().await,
                 _ = &mut shutdown, if drain_until.is_none() => {
                     self.log(&format!(
@@ -262,8 +269,7 @@ impl Worker {
     }
 
     /// Renews every lease in hand in one statement; a run not renewed was
-    /// taken over, so its agent is killed and its task dropped. Also passes
-    /// stop requests on to agents.
+    /// taken over, so its agent is killed and its task dropped.
     async fn renew(&mut self) {
         if self.held.is_empty() {
             return;
@@ -307,14 +313,13 @@ impl Worker {
                 Metrics::add(&self.metrics.leases_lost, 1);
             }
         }
-        self.pass_on_stop_requests().await;
     }
 
     async fn pass_on_stop_requests(&mut self) {
         let ids: Vec<RunId> = self
             .held
             .iter()
-            .filter(|(_, h)| !h.stopping)
+            .filter(|(_, h)| !h.stopping && h.store.agent().is_some())
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {

@@ -51,7 +51,7 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     Ok(doc)
 }
 
-fn print_human(d: &Value) {
+pub(crate) fn print_human(d: &Value) {
     let s = |k: &str| match &d[k] {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

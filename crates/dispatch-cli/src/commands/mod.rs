@@ -7,6 +7,7 @@ pub mod internal;
 pub mod logs;
 pub mod prune;
 pub mod ps;
+pub mod remote;
 pub mod restart;
 pub mod rm;
 pub mod run;

@@ -64,7 +64,7 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     print_runs(args, &runs)
 }
 
-fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
+pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
     let now = now_ms();
     if args.quiet {
         let ids: String = runs.iter().map(|r| format!("{}\n", r.id)).collect();

@@ -104,7 +104,7 @@ async fn foreground(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult {
     Ok(run_exit_code(&finished.state))
 }
 
-fn print_summary(run: &Run) {
+pub(crate) fn print_summary(run: &Run) {
     let st = &run.state;
     let mut parts = vec![paint(run.status(), &run.status().to_string())];
     if let Some(code) = st.exit_code() {

@@ -8,6 +8,7 @@
 //! | `POST /v1/runs/{id}/cancel` | cancel |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
+//! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/events", get(stream::events))
         .route("/v1/runs/{id}/logs", get(stream::logs))
+        .route("/v1/runs/{id}/attempts", get(runs::attempts))
+        .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
         .route("/v1/parcels", get(parcels::list).post(parcels::upload))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))

@@ -38,6 +38,7 @@ const OPS: &[Op] = &[
             ("status", "comma-separated statuses"),
             ("parcel", "parcel name or digest prefix"),
             ("parent", "parent run id"),
+            ("operation", "job, heartbeat or service"),
             ("limit", "page size (default 50, max 1000)"),
             ("cursor", "next_cursor of the previous page"),
         ],
@@ -61,7 +62,13 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/v1/runs/{id}/events",
         summary: "Events as server-sent events; resume with the Last-Event-ID header",
-        query: &[("after", "resume after this event seq (like Last-Event-ID)")],
+        query: &[
+            ("after", "resume after this event seq (like Last-Event-ID)"),
+            (
+                "format",
+                "json: the events stored so far as one document, not a stream",
+            ),
+        ],
         ok: &[(200, "text/event-stream")],
     },
     Op {
@@ -70,6 +77,20 @@ const OPS: &[Op] = &[
         summary: "The run's log as text",
         query: &[("follow", "true to stream until the run ends")],
         ok: &[(200, "text/plain")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/runs/{id}/attempts",
+        summary: "The run's attempts",
+        query: &[],
+        ok: &[(200, "{attempts}")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/runs/{id}/artifacts",
+        summary: "The run's artifacts",
+        query: &[],
+        ok: &[(200, "{artifacts}")],
     },
     Op {
         method: "get",

@@ -174,6 +174,12 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
         }
     }
     filter.parcel = params.get("parcel").cloned();
+    if let Some(op) = params.get("operation") {
+        filter.operation = Some(
+            op.parse::<Operation>()
+                .map_err(|e| ApiError::bad_request(format!("operation: {e}")))?,
+        );
+    }
     if let Some(parent) = params.get("parent") {
         filter.parent_id = Some(resolve(&state, parent).await?);
     }
@@ -241,4 +247,26 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `GET /v1/runs/{id}/attempts`.
+pub async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = resolve(&state, &id).await?;
+    Ok(Json(
+        json!({"attempts": state.store.list_attempts(&id).await?}),
+    ))
+}
+
+/// `GET /v1/runs/{id}/artifacts`.
+pub async fn artifacts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = resolve(&state, &id).await?;
+    Ok(Json(
+        json!({"artifacts": state.store.list_artifacts(&id).await?}),
+    ))
 }

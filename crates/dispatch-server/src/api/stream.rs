@@ -13,7 +13,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::RunId;
 use dispatch_store::Event;
-use futures_util::Stream;
 use futures_util::stream::unfold;
 
 use super::runs::{Params, params, resolve};
@@ -23,6 +22,8 @@ use super::{ApiError, ApiResult, AppState};
 const POLL: Duration = Duration::from_millis(50);
 /// Events read per query.
 const PAGE: usize = 500;
+/// Events answered at most by `?format=json`.
+const JSON_PAGE: usize = 10_000;
 
 /// Where an event stream is.
 struct EventCursor {
@@ -35,13 +36,14 @@ struct EventCursor {
 
 /// `GET /v1/runs/{id}/events`: every event after `Last-Event-ID` (or
 /// `?after=`), oldest first, each with its `seq` as the SSE id; the stream
-/// ends after the run's last event once it has finished.
+/// ends after the run's last event once it has finished. `?format=json`
+/// answers the events stored so far as one JSON document instead.
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Params,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<Response> {
     let params = params(query)?;
     let id = resolve(&state, &id).await?;
     let from_header = headers
@@ -60,10 +62,15 @@ pub async fn events(
                 .map_err(|_| ApiError::bad_request(format!("after={v}: expected a number")))
         })
         .transpose()?;
+    let after = from_header.or(from_query).unwrap_or(0);
+    if params.get("format").map(String::as_str) == Some("json") {
+        let events = state.store.list_events(&id, after, JSON_PAGE).await?;
+        return Ok(axum::Json(serde_json::json!({ "events": events })).into_response());
+    }
     let cursor = EventCursor {
         state,
         id,
-        after: from_header.or(from_query).unwrap_or(0),
+        after,
         pending: VecDeque::new(),
         done: false,
     };
@@ -71,7 +78,7 @@ pub async fn events(
         loop {
             if let Some(event) = c.pending.pop_front() {
                 c.after = event.seq;
-                return Some((Ok(sse_event(&event)), c));
+                return Some((Ok::<_, Infallible>(sse_event(&event)), c));
             }
             if c.done {
                 return None;
@@ -90,7 +97,9 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn sse_event(event: &Event) -> SseEvent {

@@ -1,0 +1,333 @@
+//! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop and inspect-run
+//! against a `dispatch server`, with the same output as locally.
+//!
+//! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
+//! built on the server; `dispatch run <name|digest>` names a parcel the server
+//! already has. Stopping goes through the run's worker (SIGTERM to the agent).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dispatch_core::{RunId, now_ms};
+use dispatch_runtime::run_exit_code;
+use dispatch_server::client::{self, Response};
+use dispatch_store::Run;
+use serde_json::{Value, json};
+
+use crate::cli::{Command, ContainerCommand, Format, InspectArgs, LogsArgs, PsArgs, RunArgs};
+use crate::cli::{StopArgs, WaitArgs};
+use crate::commands::{inspect, ps, run};
+use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
+use crate::output::{print_json, run_json, status_text};
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `command` against the server at `host`; `None` for the commands that
+/// stay local (build, images).
+pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
+    let remote = Remote {
+        base: if host.contains("://") {
+            host.to_string()
+        } else {
+            format!("http://{host}")
+        },
+    };
+    Some(match command {
+        Command::Run(a) => remote.run(a),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a) | ContainerCommand::Ps(a)) => {
+            remote.ps(a)
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => remote.logs(a),
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => remote.wait(a),
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => remote.stop(a),
+        Command::InspectRun(a) | Command::Container(ContainerCommand::Inspect(a)) => {
+            remote.inspect(a)
+        }
+        Command::Build(_) | Command::Images(_) | Command::Internal(_) => return None,
+        _ => Err(CliError::input(
+            "this command works only on the local state (hint: unset DISPATCH_HOST or drop --host)",
+        )),
+    })
+}
+
+struct Remote {
+    base: String,
+}
+
+impl Remote {
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Response> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let response = client::request(&self.base, method, path, &[], body.as_deref())
+            .map_err(|e| CliError::input(chain(&e)))?;
+        if response.status >= 400 {
+            let status = response.status;
+            let text = response.text().unwrap_or_default();
+            let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = answer["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the server answered {status}: {text}"));
+            return Err(CliError::input(message));
+        }
+        Ok(response)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Value> {
+        let text = self
+            .send(method, path, body)?
+            .text()
+            .map_err(|e| CliError::input(format!("reading the server's answer: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::input(format!("the server's answer is not JSON: {e}")))
+    }
+
+    fn get_run(&self, id: &str) -> CliResult<Run> {
+        parse_run(self.json("GET", &format!("/v1/runs/{id}"), None)?)
+    }
+
+    fn run(&self, args: &RunArgs) -> CliResult {
+        let (operation, payload) = run::parse_payload(&args.payload)?;
+        let parcel = if Path::new(&args.source).join("Agentfile").is_file() {
+            let files = read_files(Path::new(&args.source))?;
+            let built = self.json("POST", "/v1/parcels", Some(&json!({ "files": files })))?;
+            built["digest"].as_str().unwrap_or_default().to_string()
+        } else {
+            args.source.clone()
+        };
+        let request = json!({"parcel": parcel, "payload": payload, "operation": operation});
+        let run = parse_run(self.json("POST", "/v1/runs", Some(&request))?)?;
+        if args.detach {
+            println!("{}", run.id);
+            return Ok(0);
+        }
+        eprintln!("run {}", run.id);
+        self.copy_log(&run.id, true, None)?;
+        let finished = self.wait_end(run.id.as_str(), None)?;
+        run::print_summary(&finished);
+        Ok(run_exit_code(&finished.state))
+    }
+
+    fn ps(&self, args: &PsArgs) -> CliResult {
+        let mut query = Vec::new();
+        let mut statuses = Vec::new();
+        for f in &args.filter {
+            let (key, value) = f.split_once('=').ok_or_else(|| {
+                CliError::input(format!(
+                    "--filter {f}: expected KEY=VALUE (hint: --filter status=failed)"
+                ))
+            })?;
+            match key {
+                "status" => statuses.push(value.to_string()),
+                "parcel" | "operation" | "parent" => query.push(format!("{key}={value}")),
+                other => {
+                    return Err(CliError::input(format!(
+                        "--filter {f}: unknown key `{other}` (expected status, parcel, operation or parent)"
+                    )));
+                }
+            }
+        }
+        if statuses.is_empty() && !args.all {
+            statuses = ["queued", "starting", "running", "paused"]
+                .map(String::from)
+                .to_vec();
+        }
+        if !statuses.is_empty() {
+            query.push(format!("status={}", statuses.join(",")));
+        }
+        let mut runs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let want = args
+                .last
+                .map_or(1000, |n| n.saturating_sub(runs.len()).min(1000));
+            if want == 0 {
+                break;
+            }
+            let mut q = query.clone();
+            q.push(format!("limit={want}"));
+            if let Some(c) = &cursor {
+                q.push(format!("cursor={c}"));
+            }
+            let page = self.json("GET", &format!("/v1/runs?{}", q.join("&")), None)?;
+            for r in page["runs"].as_array().cloned().unwrap_or_default() {
+                runs.push(parse_run(r)?);
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        ps::print_runs(args, &runs)
+    }
+
+    fn logs(&self, args: &LogsArgs) -> CliResult {
+        let run = self.get_run(&args.id)?;
+        self.copy_log(&run.id, args.follow, args.tail)?;
+        Ok(0)
+    }
+
+    /// Copies the run's log to stdout; following, until the run ends.
+    fn copy_log(&self, id: &RunId, follow: bool, tail: Option<usize>) -> CliResult<()> {
+        let path = format!(
+            "/v1/runs/{id}/logs{}",
+            if follow { "?follow=true" } else { "" }
+        );
+        let response = self.send("GET", &path, None)?;
+        let mut out = std::io::stdout().lock();
+        if let Some(n) = tail.filter(|_| !follow) {
+            let text = response.text().unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(n)..] {
+                let _ = writeln!(out, "{line}");
+            }
+            return Ok(());
+        }
+        let mut reader = response.into_reader();
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls until the run is terminal; `None` waits forever.
+    fn wait_end(&self, id: &str, deadline: Option<(Instant, u64)>) -> CliResult<Run> {
+        loop {
+            let run = self.get_run(id)?;
+            if run.state.is_terminal() {
+                return Ok(run);
+            }
+            if let Some((_, ms)) = deadline.filter(|(at, _)| Instant::now() >= *at) {
+                return Err(CliError::new(
+                    EXIT_WAIT_TIMEOUT,
+                    format!(
+                        "timed out after {ms} ms waiting for run {} (still {})",
+                        run.id,
+                        run.status()
+                    ),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn wait(&self, args: &WaitArgs) -> CliResult {
+        let deadline = args
+            .timeout_ms
+            .map(|ms| (Instant::now() + Duration::from_millis(ms), ms));
+        let mut ids = Vec::new();
+        for arg in &args.ids.ids {
+            ids.push(self.get_run(arg)?.id);
+        }
+        let mut code = 0;
+        for id in ids {
+            let run = self.wait_end(id.as_str(), deadline)?;
+            code = run_exit_code(&run.state);
+            println!("{code}");
+        }
+        Ok(code)
+    }
+
+    fn stop(&self, args: &StopArgs) -> CliResult {
+        for arg in &args.ids.ids {
+            let run = self.get_run(arg)?;
+            if run.state.is_terminal() {
+                return Err(CliError::input(format!(
+                    "run {} is already {}; there is nothing to stop",
+                    run.id,
+                    run.status()
+                )));
+            }
+            self.json(
+                "POST",
+                &format!("/v1/runs/{}/cancel", run.id),
+                Some(&json!({})),
+            )?;
+            self.wait_end(run.id.as_str(), None)?;
+            println!("{}", run.id);
+        }
+        Ok(0)
+    }
+
+    fn inspect(&self, args: &InspectArgs) -> CliResult {
+        let mut docs = Vec::new();
+        for arg in &args.ids.ids {
+            let run = self.get_run(arg)?;
+            let now = now_ms();
+            let mut doc = run_json(&run, now);
+            let attempts = self.json("GET", &format!("/v1/runs/{}/attempts", run.id), None)?;
+            let artifacts = self.json("GET", &format!("/v1/runs/{}/artifacts", run.id), None)?;
+            let events = self.json(
+                "GET",
+                &format!("/v1/runs/{}/events?format=json", run.id),
+                None,
+            )?;
+            doc["attempts"] = attempts["attempts"].clone();
+            doc["artifacts"] = artifacts["artifacts"].clone();
+            doc["events"] = events["events"].clone();
+            doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
+            doc["run_dir"] = Value::Null;
+            doc["status_text"] = json!(status_text(&run.state, now));
+            docs.push(doc);
+        }
+        if args.format == Format::Json {
+            print_json(&Value::Array(docs));
+        } else {
+            for (i, d) in docs.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                inspect::print_human(d);
+            }
+        }
+        Ok(0)
+    }
+}
+
+fn parse_run(value: Value) -> CliResult<Run> {
+    serde_json::from_value(value).map_err(|e| {
+        CliError::input(format!(
+            "the server sent a run this dispatch cannot read: {e}"
+        ))
+    })
+}
+
+/// Every file under `dir` (skipping `.git` and `.dispatch`), as text.
+fn read_files(dir: &Path) -> CliResult<serde_json::Map<String, Value>> {
+    let mut files = serde_json::Map::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| CliError::input(format!("cannot read {}: {e}", d.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == ".git" || name == ".dispatch" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    CliError::input(format!(
+                        "cannot upload {}: {e} (hint: remote runs take text files only)",
+                        path.display()
+                    ))
+                })?;
+                let rel = path
+                    .strip_prefix(dir)
+                    .map(|p| p.to_string_lossy().to_string())
+                    .unwrap_or(name);
+                files.insert(rel, json!(text));
+            }
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,182 @@
+//! `--host` / `DISPATCH_HOST`: the CLI talks to a real `dispatch server`
+//! process (SQLite, in-process workers) on an ephemeral port, from a directory
+//! with no local state, with the same output as locally.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+struct Server {
+    child: Child,
+    host: String,
+    _state: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["server", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+            .env_remove("DISPATCH_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let first = lines
+            .next()
+            .expect("the server says where it listens")
+            .expect("a line");
+        let host = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in `{first}`"))
+            .to_string();
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            host,
+            _state: state,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Client {
+    fn new(server: &Server) -> Client {
+        Client {
+            host: server.host.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env("DISPATCH_HOST", &self.host)
+            .env("DISPATCH_ROOT", self.dir.path().join(".dispatch"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("dispatch runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dispatch {args:?}: {:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn agent(&self, name: &str, script: &str) -> String {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        std::fs::write(
+            dir.join("Agentfile"),
+            format!("NAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n"),
+        )
+        .expect("Agentfile");
+        std::fs::write(dir.join("agent.sh"), script).expect("agent.sh");
+        dir.to_string_lossy().to_string()
+    }
+}
+
+#[test]
+fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo \"hello $(cat)\"\n");
+
+    let out = client.run(&["run", &hello, "--job", "{\"name\":\"ada\"}"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hello {\"name\":\"ada\"}"),
+        "the log streams: {stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("succeeded"), "a summary: {stderr}");
+    assert!(
+        !client.dir.path().join(".dispatch/dispatch.db").exists(),
+        "nothing was stored locally"
+    );
+
+    let id = client.ok(&["run", "-d", &hello]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+    assert!(client.ok(&["logs", &id[..12]]).contains("hello"));
+    let ids = client.ok(&["ps", "-a", "-q"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    assert!(
+        ids.lines().next().is_some_and(|first| first == id),
+        "newest first"
+    );
+    let table = client.ok(&["ps", "-a"]);
+    assert!(
+        table.contains("RUN ID") && table.contains("hello"),
+        "{table}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&client.ok(&["inspect-run", &id, "--format", "json"])).expect("JSON");
+    assert_eq!(doc[0]["status"], "succeeded");
+    assert!(doc[0]["events"].as_array().is_some_and(|e| e.len() >= 4));
+    assert_eq!(doc[0]["attempts"].as_array().map(Vec::len), Some(1));
+
+    let failing = client.agent("failing", "exit 3\n");
+    assert_eq!(client.run(&["run", &failing]).status.code(), Some(3));
+
+    let sleeper = client.agent("sleeper", "sleep 30\n");
+    let id = client.ok(&["run", "-d", &sleeper]);
+    let stopped = client.ok(&["stop", &id]);
+    assert_eq!(stopped, id);
+    let doc: serde_json::Value =
+        serde_json::from_str(&client.ok(&["inspect-run", &id, "--format", "json"])).expect("JSON");
+    assert_eq!(doc[0]["status"], "cancelled");
+
+    let out = client.run(&["logs", "ffffffffffff"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run matches"));
+    let out = client.run(&["rm", &id]);
+    assert_eq!(out.status.code(), Some(125), "local-only commands refuse");
+}
+
+#[test]
+fn an_unreachable_server_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["ps", "--host", "127.0.0.1:1"])
+        .env("DISPATCH_ROOT", dir.path().join(".dispatch"))
+        .output()
+        .expect("dispatch runs");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the dispatch server"),
+        "{stderr}"
+    );
+}
