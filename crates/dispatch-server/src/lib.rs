@@ -11,6 +11,7 @@
 //! [`QueueStore`] capability.
 
 pub mod api;
+pub mod callback;
 pub mod client;
 mod error;
 pub mod fenced;

@@ -71,6 +71,7 @@ pub struct Server {
     layout: Layout,
     worker: WorkerConfig,
     metrics: Arc<Metrics>,
+    callback_secret: Option<Arc<String>>,
 }
 
 impl Server {
@@ -95,7 +96,14 @@ impl Server {
             layout,
             worker,
             metrics: Arc::new(Metrics::default()),
+            callback_secret: None,
         })
+    }
+
+    /// Signs completion callbacks with `secret` (none: `callback_url` is refused).
+    pub fn with_callback_secret(mut self, secret: Option<String>) -> Self {
+        self.callback_secret = secret.filter(|s| !s.is_empty()).map(Arc::new);
+        self
     }
 
     /// Where the server listens.
@@ -115,6 +123,7 @@ impl Server {
             layout: self.layout.clone(),
             wake: wake.clone(),
             metrics: self.metrics.clone(),
+            callback_secret: self.callback_secret.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {

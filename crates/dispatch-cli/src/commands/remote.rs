@@ -24,7 +24,7 @@ use crate::output::{print_json, run_json, status_text};
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs `command` against the server at `host`; `None` for the commands that
-/// stay local (build, images).
+/// stay local (build, images, server, worker).
 pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
     let remote = Remote {
         base: if host.contains("://") {
@@ -44,7 +44,11 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::InspectRun(a) | Command::Container(ContainerCommand::Inspect(a)) => {
             remote.inspect(a)
         }
-        Command::Build(_) | Command::Images(_) | Command::Internal(_) => return None,
+        Command::Build(_)
+        | Command::Images(_)
+        | Command::Server(_)
+        | Command::Worker(_)
+        | Command::Internal(_) => return None,
         _ => Err(CliError::input(
             "this command works only on the local state (hint: unset DISPATCH_HOST or drop --host)",
         )),

@@ -21,6 +21,14 @@ pub struct ServerArgs {
     /// In-process worker slots (0: only serve the API).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub workers: usize,
+    /// Signs completion callbacks (HMAC-SHA256); runs may ask for a callback only when set.
+    #[arg(
+        long,
+        env = "DISPATCH_CALLBACK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub callback_secret: Option<String>,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -73,7 +81,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let config = config(ctx, args.workers, &args.lease);
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
-        .map_err(fail)?;
+        .map_err(fail)?
+        .with_callback_secret(args.callback_secret.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),

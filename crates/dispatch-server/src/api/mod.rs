@@ -43,6 +43,8 @@ pub struct AppState {
     /// Wakes this process's workers when a run is created.
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Signs completion callbacks; without it, `callback_url` is refused.
+    pub callback_secret: Option<Arc<String>>,
 }
 
 /// The whole API.

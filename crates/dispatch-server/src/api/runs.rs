@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{ApiError, ApiResult, AppState};
+use crate::callback;
 use crate::metrics::Metrics;
 
 /// The longest `?wait=true` blocks, whatever `timeout` asks.
@@ -41,6 +42,9 @@ pub struct CreateRun {
     /// Higher is claimed first; default 0.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// `http://host:port/path` to POST the finished run to, signed.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
@@ -98,6 +102,20 @@ pub async fn create(
             req.parcel
         )));
     }
+    let secret = match (&req.callback_url, &state.callback_secret) {
+        (None, _) => None,
+        (Some(url), _) if callback::split_url(url).is_none() => {
+            return Err(ApiError::bad_request(format!(
+                "callback_url `{url}` is not an http://host:port/path URL"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "this server has no callback secret (hint: start it with DISPATCH_CALLBACK_SECRET set)",
+            ));
+        }
+        (Some(_), Some(secret)) => Some(secret.clone()),
+    };
     let parent_id = match &req.parent_id {
         Some(p) => Some(resolve(&state, p).await?),
         None => None,
@@ -112,6 +130,16 @@ pub async fn create(
     let (run, _) = launch::create(&*state.store, &state.layout, &launch).await?;
     if let Some(priority) = req.priority.filter(|p| *p != 0) {
         state.store.set_priority(&run.id, priority).await?;
+    }
+    if let (Some(url), Some(secret)) = (req.callback_url, secret) {
+        let event = NewEvent::new(
+            "callback_registered",
+            run.attempt,
+            now_ms(),
+            json!({"url": url}),
+        );
+        state.store.append_events(&run.id, &[event]).await?;
+        callback::spawn(state.store.clone(), secret.to_string(), run.id.clone(), url);
     }
     Metrics::add(&state.metrics.runs_created, 1);
     state.wake.notify_one();

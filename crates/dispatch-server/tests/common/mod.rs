@@ -14,6 +14,9 @@ use dispatch_store::postgres::testdb::TestDatabase;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+/// The secret test servers sign callbacks with.
+pub const CALLBACK_SECRET: &str = "test-secret";
+
 /// Which database a test server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
@@ -64,7 +67,8 @@ impl TestServer {
                 let listen: SocketAddr = "127.0.0.1:0".parse().expect("an address");
                 let server = Server::bind(listen, backend, layout, config)
                     .await
-                    .expect("binds an ephemeral port");
+                    .expect("binds an ephemeral port")
+                    .with_callback_secret(Some(CALLBACK_SECRET.into()));
                 ready_tx.send(server.addr()).expect("the test waits");
                 server
                     .run(async {

@@ -1,0 +1,119 @@
+//! Completion callbacks: signed, retried on 5xx, recorded as events.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+
+use common::{CALLBACK_SECRET, Db, TestServer};
+use dispatch_server::callback::signature;
+use serde_json::{Value, json};
+
+/// One received request: its signature header and body.
+struct Received {
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// A receiver on an ephemeral port answering `statuses` in turn.
+fn receiver(statuses: Vec<u16>) -> (String, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hooks/done", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for status in statuses {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let (mut length, mut signature) = (0usize, String::new());
+            let mut line = String::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("a header line");
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    match k.to_ascii_lowercase().as_str() {
+                        "content-length" => length = v.trim().parse().unwrap_or(0),
+                        "dispatch-signature" => signature = v.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).expect("the body");
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send(Received { signature, body });
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_finished_run_is_posted_signed_and_retried_after_a_5xx() {
+    let Some(server) = TestServer::start(Db::Sqlite, 2) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let (url, received) = receiver(vec![503, 200]);
+    let (status, run) = server.post("/v1/runs", &json!({"parcel": parcel, "callback_url": url}));
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().expect("id").to_string();
+    for _ in 0..2 {
+        let got = received
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a delivery");
+        let body: Value = serde_json::from_slice(&got.body).expect("JSON body");
+        assert_eq!(body["id"], id.as_str());
+        assert_eq!(body["status"], "succeeded");
+        let t: u64 = got
+            .signature
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok())
+            .expect("t=<unix>");
+        assert_eq!(
+            got.signature,
+            signature(CALLBACK_SECRET.as_bytes(), t, &got.body),
+            "HMAC-SHA256 over `t.body`"
+        );
+    }
+    let events = server.wait_for(&format!("/v1/runs/{id}/events?format=json"), |doc| {
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "callback"))
+    });
+    let outcome = events["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["type"] == "callback"))
+        .expect("a callback event")["data"]
+        .clone();
+    assert_eq!(outcome["ok"], true, "{outcome}");
+    assert_eq!(outcome["attempts"], 2);
+    assert_eq!(outcome["status"], 200);
+}
+
+#[test]
+fn a_callback_url_must_be_http() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let (status, body) = server.post(
+        "/v1/runs",
+        &json!({"parcel": parcel, "callback_url": "ftp://example"}),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+}
