@@ -24,6 +24,7 @@
 mod events;
 mod queue;
 mod runs;
+mod tokens;
 mod transitions;
 
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
@@ -34,6 +35,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 pub use events::*;
 pub use queue::*;
 pub use runs::*;
+pub use tokens::*;
 pub use transitions::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
@@ -77,6 +79,8 @@ macro_rules! __queue_conformance_names {
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,
             a_finished_run_ends_its_lease,
             a_run_waiting_out_a_backoff_is_not_claimed_early,
+            // tokens (the cluster's other capability)
+            tokens_are_found_by_hash_until_revoked,
         );
     };
 }

@@ -11,6 +11,7 @@ mod model;
 pub mod postgres;
 mod queue;
 pub mod sqlite;
+mod tokens;
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
@@ -20,6 +21,7 @@ pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use postgres::PgStore;
 pub use queue::{ClaimRequest, Claimed, Lease, QueueStore};
 pub use sqlite::SqliteStore;
+pub use tokens::{TokenRecord, TokenStore};
 
 /// Runs: create, read, compare-and-set state changes, delete.
 #[async_trait]

@@ -12,6 +12,7 @@ pub(crate) mod queue;
 mod runs;
 mod schema;
 pub mod testdb;
+mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tokio_postgres::error::SqlState;
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
     Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
+    TokenRecord, TokenStore,
 };
 
 pub use listen::QueueListener;
@@ -359,5 +361,24 @@ impl QueueStore for PgStore {
 
     async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {
         in_tx!(self, |tx| queue::lease(&tx, id))
+    }
+}
+
+#[async_trait]
+impl TokenStore for PgStore {
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| tokens::create(&tx, token, hash))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        in_tx!(self, |tx| tokens::list(&tx))
+    }
+
+    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
+        in_tx!(self, |tx| tokens::revoke(&tx, id, at))
+    }
+
+    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        in_tx!(self, |tx| tokens::find(&tx, hash))
     }
 }

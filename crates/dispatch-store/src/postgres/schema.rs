@@ -77,6 +77,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     );
     "#,
+    // 2: API tokens, by the hash of their secret.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

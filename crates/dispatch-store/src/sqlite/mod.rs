@@ -12,6 +12,9 @@ mod events;
 mod queue;
 mod runs;
 mod schema;
+mod tokens;
+
+use crate::{TokenRecord, TokenStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -367,5 +370,24 @@ impl QueueStore for SqliteStore {
 
     async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {
         self.read(|tx| queue::lease(tx, id))
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        self.write(|tx| tokens::create(tx, token, hash))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.read(tokens::list)
+    }
+
+    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
+        self.write(|tx| tokens::revoke(tx, id, at))
+    }
+
+    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        self.read(|tx| tokens::find(tx, hash))
     }
 }

@@ -77,6 +77,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_claimable ON runs (priority DESC, created_at, id) WHERE status = 'queued';
     CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE lease_owner IS NOT NULL;
     ",
+    // 3: API tokens, by the hash of their secret.
+    "
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

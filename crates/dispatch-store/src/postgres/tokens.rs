@@ -1,0 +1,62 @@
+//! API tokens on PostgreSQL (see [`crate::TokenStore`]).
+
+use deadpool_postgres::Transaction;
+use dispatch_core::Ts;
+use tokio_postgres::Row;
+
+use super::Fail;
+use crate::{StoreError, TokenRecord};
+
+fn record(row: &Row) -> Result<TokenRecord, Fail> {
+    Ok(TokenRecord {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        created_at: row.try_get(2)?,
+        revoked_at: row.try_get(3)?,
+    })
+}
+
+pub(super) async fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("INSERT INTO tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
+        .await?;
+    tx.execute(&stmt, &[&t.id, &t.name, &hash, &t.created_at])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, name, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        )
+        .await?;
+    tx.query(&stmt, &[]).await?.iter().map(record).collect()
+}
+
+pub(super) async fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<TokenRecord, Fail> {
+    let stmt = tx
+        .prepare_cached("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .await?;
+    tx.execute(&stmt, &[&id, &at]).await?;
+    let stmt = tx
+        .prepare_cached("SELECT id, name, created_at, revoked_at FROM tokens WHERE id = $1")
+        .await?;
+    match tx.query_opt(&stmt, &[&id]).await? {
+        Some(row) => record(&row),
+        None => Err(Fail::Store(StoreError::NotFound(format!("token {id}")))),
+    }
+}
+
+pub(super) async fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, name, created_at, revoked_at FROM tokens \
+             WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .await?;
+    tx.query_opt(&stmt, &[&hash])
+        .await?
+        .map(|row| record(&row))
+        .transpose()
+}

@@ -1,0 +1,50 @@
+//! API tokens on SQLite (see [`crate::TokenStore`]).
+
+use dispatch_core::Ts;
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use super::Fail;
+use crate::{StoreError, TokenRecord};
+
+fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+        revoked_at: row.get(3)?,
+    })
+}
+
+pub(super) fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) -> Result<(), Fail> {
+    tx.prepare_cached("INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![t.id, t.name, hash, t.created_at])?;
+    Ok(())
+}
+
+pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT id, name, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        )?
+        .query_map([], record)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<TokenRecord, Fail> {
+    tx.prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![id, at])?;
+    tx.prepare_cached("SELECT id, name, created_at, revoked_at FROM tokens WHERE id = ?1")?
+        .query_row([id], record)
+        .optional()?
+        .ok_or_else(|| Fail::Store(StoreError::NotFound(format!("token {id}"))))
+}
+
+pub(super) fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, Fail> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT id, name, created_at, revoked_at FROM tokens \
+             WHERE hash = ?1 AND revoked_at IS NULL",
+        )?
+        .query_row([hash], record)
+        .optional()?)
+}
