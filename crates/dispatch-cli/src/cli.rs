@@ -57,6 +57,8 @@ pub enum Command {
     Server(crate::commands::server::ServerArgs),
     /// Claim and run queued runs from a shared database until SIGTERM, then drain.
     Worker(crate::commands::server::WorkerArgs),
+    /// API tokens for `dispatch server`: create, ls, revoke.
+    Token(crate::commands::token::TokenArgs),
     /// Used by the runtime itself.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),

@@ -99,6 +99,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         },
         Command::Server(a) => server::server(ctx, &a).await,
         Command::Worker(a) => server::worker(ctx, &a).await,
+        Command::Token(a) => token::token(ctx, &a).await,
         Command::Internal(InternalCommand::RunRecord { id }) => {
             internal::run_record_cmd(ctx, &id).await
         }

@@ -11,14 +11,15 @@ use nix::unistd::Pid;
 struct Server {
     child: Child,
     host: String,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(extra: &[&str]) -> Server {
         let state = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
             .args(["server", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(extra)
             .env("DISPATCH_ROOT", state.path().join(".dispatch"))
             .env_remove("DISPATCH_DATABASE_URL")
             .stdin(Stdio::null())
@@ -40,11 +41,7 @@ impl Server {
             .to_string();
         // Keep draining stderr so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            host,
-            _state: state,
-        }
+        Server { child, host, state }
     }
 }
 
@@ -69,7 +66,15 @@ impl Client {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        self.run_with(args, None)
+    }
+
+    fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        if let Some(token) = token {
+            command.env("DISPATCH_TOKEN", token);
+        }
+        command
             .args(args)
             .env("DISPATCH_HOST", &self.host)
             .env("DISPATCH_ROOT", self.dir.path().join(".dispatch"))
@@ -105,7 +110,7 @@ impl Client {
 
 #[test]
 fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let client = Client::new(&server);
     let hello = client.agent("hello", "echo \"hello $(cat)\"\n");
 
@@ -179,4 +184,53 @@ fn an_unreachable_server_is_one_clear_error() {
         stderr.contains("cannot reach the dispatch server"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_server_requiring_tokens_accepts_only_live_ones() {
+    let server = Server::start(&["--require-auth"]);
+    let client = Client::new(&server);
+    let out = client.run(&["ps"]);
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a token"), "{stderr}");
+
+    // Tokens live in the server's database.
+    let admin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env("DISPATCH_ROOT", server.state.path().join(".dispatch"))
+            .env_remove("DISPATCH_HOST")
+            .output()
+            .expect("dispatch token")
+    };
+    let created = admin(&["token", "create", "--name", "ci"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(token.starts_with("dsp_"), "{token}");
+    let listed = String::from_utf8_lossy(&admin(&["token", "ls"]).stdout).to_string();
+    assert!(
+        listed.contains("ci") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&token), "the secret is never shown again");
+
+    let out = client.run_with(&["ps", "-a"], Some(&token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = client.run_with(&["ps"], Some("dsp_nope_nope"));
+    assert_eq!(out.status.code(), Some(125));
+
+    let id = token.split('_').nth(1).expect("an id");
+    assert!(admin(&["token", "revoke", id]).status.success());
+    let out = client.run_with(&["ps"], Some(&token));
+    assert_eq!(out.status.code(), Some(125), "a revoked token is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
 }

@@ -11,6 +11,7 @@
 //! [`QueueStore`] capability.
 
 pub mod api;
+pub mod auth;
 pub mod callback;
 pub mod client;
 mod error;
@@ -23,13 +24,14 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use dispatch_store::{QueueStore, Store};
+use dispatch_store::{QueueStore, Store, TokenStore};
 
 pub use error::{ServerError, ServerResult};
 
-/// A store a cluster can run on: the base traits plus the queue capability.
-pub trait ClusterStore: Store + QueueStore {}
-impl<T: Store + QueueStore> ClusterStore for T {}
+/// A store a cluster can run on: the base traits plus the queue and token
+/// capabilities.
+pub trait ClusterStore: Store + QueueStore + TokenStore {}
+impl<T: Store + QueueStore + TokenStore> ClusterStore for T {}
 
 /// The store, shared by the API and the workers of one process.
 pub type SharedStore = Arc<dyn ClusterStore>;

@@ -72,6 +72,7 @@ pub struct Server {
     worker: WorkerConfig,
     metrics: Arc<Metrics>,
     callback_secret: Option<Arc<String>>,
+    require_auth: bool,
 }
 
 impl Server {
@@ -97,7 +98,20 @@ impl Server {
             worker,
             metrics: Arc::new(Metrics::default()),
             callback_secret: None,
+            // Tokens are required as soon as others can reach the server.
+            require_auth: !addr.ip().is_loopback(),
         })
+    }
+
+    /// Requires tokens even on a loopback address.
+    pub fn with_required_auth(mut self, required: bool) -> Self {
+        self.require_auth |= required;
+        self
+    }
+
+    /// Whether requests need a bearer token.
+    pub fn requires_auth(&self) -> bool {
+        self.require_auth
     }
 
     /// Signs completion callbacks with `secret` (none: `callback_url` is refused).
@@ -124,6 +138,7 @@ impl Server {
             wake: wake.clone(),
             metrics: self.metrics.clone(),
             callback_secret: self.callback_secret.clone(),
+            require_auth: self.require_auth,
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {

@@ -14,4 +14,5 @@ pub mod run;
 pub mod server;
 pub mod start;
 pub mod stop;
+pub mod token;
 pub mod wait;

@@ -22,6 +22,8 @@ use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
 use crate::output::{print_json, run_json, status_text};
 
 const POLL: Duration = Duration::from_millis(50);
+/// The API token sent to the server, when set.
+pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
 /// Runs `command` against the server at `host`; `None` for the commands that
 /// stay local (build, images, server, worker).
@@ -48,6 +50,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         | Command::Images(_)
         | Command::Server(_)
         | Command::Worker(_)
+        | Command::Token(_)
         | Command::Internal(_) => return None,
         _ => Err(CliError::input(
             "this command works only on the local state (hint: unset DISPATCH_HOST or drop --host)",
@@ -62,7 +65,13 @@ struct Remote {
 impl Remote {
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Response> {
         let body = body.map(|b| b.to_string().into_bytes());
-        let response = client::request(&self.base, method, path, &[], body.as_deref())
+        let bearer = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        let bearer = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("Authorization", b)])
+            .unwrap_or_default();
+        let response = client::request(&self.base, method, path, &headers, body.as_deref())
             .map_err(|e| CliError::input(chain(&e)))?;
         if response.status >= 400 {
             let status = response.status;

@@ -29,6 +29,10 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub callback_secret: Option<String>,
+    /// Require a bearer token (`dispatch token create`) even on a loopback address;
+    /// always required on other addresses.
+    #[arg(long)]
+    pub require_auth: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -82,13 +86,19 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
         .map_err(fail)?
-        .with_callback_secret(args.callback_secret.clone());
+        .with_callback_secret(args.callback_secret.clone())
+        .with_required_auth(args.require_auth);
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
     );
+    let auth = if server.requires_auth() {
+        ", tokens required"
+    } else {
+        ""
+    };
     eprintln!(
-        "dispatch server listening on http://{} ({database}, {} worker slot(s))",
+        "dispatch server listening on http://{} ({database}, {} worker slot(s){auth})",
         server.addr(),
         args.workers
     );

@@ -12,6 +12,8 @@ use serde_json::json;
 pub mod codes {
     /// 400: the request is malformed (bad JSON, a bad parameter).
     pub const BAD_REQUEST: &str = "bad_request";
+    /// 401: a token is required and was missing, unknown or revoked.
+    pub const UNAUTHORIZED: &str = "unauthorized";
     /// 404: no run matches the id (prefix).
     pub const RUN_NOT_FOUND: &str = "run_not_found";
     /// 400: the id prefix matches several runs.
@@ -43,6 +45,11 @@ pub mod codes {
             "the parcel needs a secret the server lacks",
         ),
         (INVALID_PARCEL, 400, "the uploaded parcel does not build"),
+        (
+            UNAUTHORIZED,
+            401,
+            "a token is required (Authorization: Bearer)",
+        ),
         (RUN_NOT_FOUND, 404, "no run matches the id"),
         (PARCEL_NOT_FOUND, 404, "no parcel of that name or digest"),
         (NO_SUCH_ROUTE, 404, "no such route"),

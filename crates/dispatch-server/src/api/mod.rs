@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs completion callbacks; without it, `callback_url` is refused.
     pub callback_secret: Option<Arc<String>>,
+    /// Every route but `/healthz` needs a bearer token.
+    pub require_auth: bool,
 }
 
 /// The whole API.
@@ -62,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
