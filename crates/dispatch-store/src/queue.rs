@@ -99,6 +99,13 @@ pub trait QueueStore: Send + Sync {
     /// Returns the runs requeued.
     async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>>;
 
+    /// Finishes held runs whose agent started and exited 0 at `at` (the noop
+    /// courier), in one transaction: for each run still held under its token,
+    /// not asked to stop and still `starting`, the two state changes
+    /// (`starting → running → succeeded`), their events and a closed attempt.
+    /// Returns the runs finished; the others are left as they were.
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>>;
+
     /// Sets a run's priority (higher is claimed first; default 0).
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()>;
 

@@ -333,3 +333,55 @@ pub async fn a_run_waiting_out_a_backoff_is_not_claimed_early<S: Store + QueueSt
     assert_eq!(again.len(), 1);
     assert!(again[0].fence > claimed.fence);
 }
+
+pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<
+    S: Store + QueueStore,
+>(
+    store: S,
+) {
+    for n in 1..=4 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 4, 100).await;
+    let held: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.run.id.clone(), c.fence))
+        .collect();
+    store.request_stop(&id(2), 150).await.expect("stop");
+    let mut stale = held.clone();
+    stale[2].1 += 1; // run 3 with a wrong token
+    let mut done = store.succeed_at_once(&stale, 200).await.expect("succeed");
+    done.sort();
+    assert_eq!(
+        done,
+        vec![id(1), id(4)],
+        "held, current token, no stop request"
+    );
+    let run = store.get_run(&id(1)).await.expect("get");
+    assert_eq!(run.status(), Status::Succeeded);
+    assert_eq!(run.state.exit_code(), Some(0));
+    assert_eq!(run.version, claimed[0].run.version + 2, "two state changes");
+    assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
+    let attempts = store.list_attempts(&id(1)).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(Status::Succeeded));
+    assert_eq!(attempts[0].exit_code, Some(0));
+    let tos: Vec<_> = all_events(&store, &id(1))
+        .await
+        .iter()
+        .map(|e| e.event.data["to"].clone())
+        .collect();
+    assert_eq!(
+        tos,
+        vec![
+            json!(null),
+            json!("starting"),
+            json!("running"),
+            json!("succeeded")
+        ]
+    );
+    for n in [2, 3] {
+        let run = store.get_run(&id(n)).await.expect("get");
+        assert_eq!(run.status(), Status::Starting, "run {n} left as it was");
+    }
+}

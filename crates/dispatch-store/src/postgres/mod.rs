@@ -355,6 +355,10 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::sweep(&tx, now))
     }
 
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
+    }
+
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
         in_tx!(self, |tx| queue::set_priority(&tx, id, priority))
     }

@@ -364,6 +364,10 @@ impl QueueStore for SqliteStore {
         self.write(|tx| queue::sweep(tx, now))
     }
 
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| queue::succeed_at_once(tx, held, at))
+    }
+
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
         self.write(|tx| queue::set_priority(tx, id, priority))
     }
