@@ -1,8 +1,8 @@
 //! `dispatch-bench cluster`: the cluster's targets, in process.
 //!
 //! - Throughput: `--runs` noop runs are queued first; then two workers (each
-//!   with its own connections, 256 slots, claims of 128) drain the queue; the
-//!   rate is runs / time until the last one succeeded.
+//!   with its own connections, claims of `--batch`, default 512) drain the
+//!   queue; the rate is runs / time until the last one succeeded.
 //! - Latency: `--latency` runs posted one at a time to a server (4 worker
 //!   slots) on an ephemeral port; from just before the POST to the `running`
 //!   state event's timestamp (millisecond resolution).
@@ -43,17 +43,18 @@ pub fn main(args: &[String]) {
     let latency: usize = value("--latency")
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let batch: usize = value("--batch").and_then(|v| v.parse().ok()).unwrap_or(512);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     println!("| measurement | result | target |\n|---|---|---|");
     rt.block_on(async {
-        let sqlite = throughput(None, runs).await;
+        let sqlite = throughput(None, runs, batch).await;
         println!("| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |");
         match TestDatabase::create().await {
             Some(db) => {
-                let pg = throughput(Some(db.url().to_string()), runs).await;
+                let pg = throughput(Some(db.url().to_string()), runs, batch).await;
                 println!(
                     "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
                 );
@@ -80,7 +81,7 @@ fn noop_layout(dir: &tempfile::TempDir) -> Layout {
     layout
 }
 
-async fn throughput(url: Option<String>, n: usize) -> f64 {
+async fn throughput(url: Option<String>, n: usize, batch: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = noop_layout(&dir);
     let creator = Backend::open(&layout, url.as_deref(), 8)
@@ -107,8 +108,8 @@ async fn throughput(url: Option<String>, n: usize) -> f64 {
             .expect("store opens");
         let mut config = WorkerConfig::new(layout.clone());
         config.name = format!("bench-{i}");
-        config.slots = 256;
-        config.batch = 128;
+        config.slots = batch * 2;
+        config.batch = batch;
         let worker = Worker::new(
             backend.store.clone(),
             backend.wake(Arc::new(Notify::new())),

@@ -2,7 +2,7 @@
 //! targets against a built `dispatch` binary (default: target/release/dispatch)
 //! and prints a Markdown table. See BENCHMARKS.md.
 //!
-//! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N]`:
+//! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N] [--batch N]`:
 //! noop-courier throughput of workers on PostgreSQL and on SQLite, and the
 //! latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
 
