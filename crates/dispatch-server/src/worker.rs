@@ -50,7 +50,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// The longest an idle worker sleeps before looking at the queue anyway.
     pub poll: Duration,
-    /// Affinity labels (recorded; runs do not ask for labels yet).
+    /// Affinity labels: runs that need labels are claimed only by workers
+    /// with all of them.
     pub labels: Vec<String>,
     /// Where parcels, briefs and logs live.
     pub layout: Layout,
@@ -208,6 +209,7 @@ impl Worker {
                 limit,
                 now,
                 lease_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
+                labels: self.config.labels.clone(),
             })
             .await?;
         let full = claimed.len() == limit;

@@ -42,6 +42,7 @@ on_both!(
     bad_input_is_a_4xx_with_a_stable_code,
     listing_pages_with_a_cursor_and_filters,
     operations_endpoints_answer,
+    a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once,
 );
 
 fn a_synchronous_wait_returns_the_finished_run(server: TestServer) {
@@ -233,4 +234,25 @@ fn operations_endpoints_answer(server: TestServer) {
     );
     let (_, parcels) = server.get("/v1/parcels");
     assert_eq!(parcels["parcels"], json!([]));
+}
+
+fn a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once(server: TestServer) {
+    let parcel = server.noop_parcel();
+    let (status, run) = server.post(
+        "/v1/runs",
+        &json!({"parcel": parcel, "labels": ["gpu"], "priority": 5}),
+    );
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().expect("an id").to_string();
+    // An unlabelled run created after it is claimed and finished first.
+    let (_, other) = server.post("/v1/runs?wait=true", &json!({"parcel": parcel}));
+    assert_eq!(other["status"], "succeeded");
+    let (_, still) = server.get(&format!("/v1/runs/{id}"));
+    assert_eq!(
+        still["status"], "queued",
+        "no worker here has the gpu label"
+    );
+    let (status, cancelled) = server.post(&format!("/v1/runs/{id}/cancel"), &json!({}));
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
 }

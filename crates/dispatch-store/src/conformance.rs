@@ -80,6 +80,7 @@ macro_rules! __queue_conformance_names {
             a_finished_run_ends_its_lease,
             a_run_waiting_out_a_backoff_is_not_claimed_early,
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
+            labelled_runs_go_only_to_workers_with_those_labels,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
         );

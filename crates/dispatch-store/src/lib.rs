@@ -19,7 +19,7 @@ use dispatch_core::{NewEvent, RunId};
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use postgres::PgStore;
-pub use queue::{ClaimRequest, Claimed, Lease, QueueStore};
+pub use queue::{ClaimRequest, Claimed, Lease, QueueOptions, QueueStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};
 

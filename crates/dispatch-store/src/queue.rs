@@ -18,7 +18,7 @@
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 
-use crate::{Run, StateWrite, StoreResult};
+use crate::{NewRun, Run, StateWrite, StoreResult};
 
 /// What a worker asks for when it claims.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +33,18 @@ pub struct ClaimRequest {
     pub now: Ts,
     /// How long the lease lasts, in milliseconds from `now`.
     pub lease_ms: i64,
+    /// The worker's labels: a run that needs labels goes only to a worker
+    /// that has every one of them.
+    pub labels: Vec<String>,
+}
+
+/// How a run waits in the queue, set when it is enqueued.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Higher is claimed first; default 0.
+    pub priority: i64,
+    /// Labels a worker must have to claim the run (affinity: `gpu`, `eu`).
+    pub labels: Vec<String>,
 }
 
 /// A run a worker holds.
@@ -55,6 +67,11 @@ pub struct Lease {
 /// Claiming, leases and fenced writes.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
+    /// Creates a run like [`RunStore::create_run`](crate::RunStore::create_run),
+    /// with its queue options set in the same transaction (no worker can
+    /// claim it before they are).
+    async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run>;
+
     /// Claims up to `request.limit` queued runs that are ready (highest
     /// priority first, then oldest), atomically: concurrent claimers never
     /// get the same run. Each claim appends its `state` event.

@@ -21,6 +21,9 @@ pub struct ServerArgs {
     /// In-process worker slots (0: only serve the API).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub workers: usize,
+    /// Labels of the in-process workers, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub labels: Vec<String>,
     /// Signs completion callbacks (HMAC-SHA256); runs may ask for a callback only when set.
     #[arg(
         long,
@@ -45,7 +48,8 @@ pub struct WorkerArgs {
     /// How many runs at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub slots: usize,
-    /// Affinity labels, comma-separated (recorded; not matched yet).
+    /// Affinity labels, comma-separated: runs that need labels go only to
+    /// workers with all of them.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
@@ -82,7 +86,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .await
         .map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
-    let config = config(ctx, args.workers, &args.lease);
+    let mut config = config(ctx, args.workers, &args.lease);
+    config.labels = args.labels.clone();
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
         .map_err(fail)?

@@ -19,7 +19,7 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/v1/runs",
-        summary: "Create a run from a built parcel. Body: {parcel, payload?, operation?, parent_id?, priority?, callback_url?}",
+        summary: "Create a run from a built parcel. Body: {parcel, payload?, operation?, parent_id?, priority?, labels?, callback_url?}",
         query: &[
             ("wait", "true to block until the run ends"),
             ("timeout", "seconds to wait at most (default 30, max 300)"),

@@ -9,10 +9,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dispatch_core::brief::Brief;
 use dispatch_core::id::normalize_prefix;
 use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, now_ms};
-use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
+use dispatch_runtime::launch;
+use dispatch_store::{NewRun, QueueOptions, Run, RunFilter, StateWrite, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -42,6 +43,9 @@ pub struct CreateRun {
     /// Higher is claimed first; default 0.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Labels a worker needs to run it (`gpu`, `eu`).
+    #[serde(default)]
+    pub labels: Vec<String>,
     /// `http://host:port/path` to POST the finished run to, signed.
     #[serde(default)]
     pub callback_url: Option<String>,
@@ -120,17 +124,28 @@ pub async fn create(
         Some(p) => Some(resolve(&state, p).await?),
         None => None,
     };
-    let launch = LaunchRequest {
-        source: req.parcel.clone(),
-        operation: req.operation,
-        payload: req.payload.unwrap_or_else(|| json!({})),
+    let parcel = launch::resolve_parcel(&state.layout, &req.parcel)?;
+    launch::check_secrets(&parcel)?;
+    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let payload = req.payload.unwrap_or_else(|| json!({}));
+    let brief = Brief::assemble(&parcel, operation, payload.clone());
+    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
+    let new = NewRun {
+        id: RunId::new(),
+        parcel_digest: parcel.digest.clone(),
+        parcel_name: parcel.manifest.name.clone(),
+        operation,
         parent_id,
         origin_id: None,
+        payload,
+        brief_sha256,
+        created_at: now_ms(),
     };
-    let (run, _) = launch::create(&*state.store, &state.layout, &launch).await?;
-    if let Some(priority) = req.priority.filter(|p| *p != 0) {
-        state.store.set_priority(&run.id, priority).await?;
-    }
+    let options = QueueOptions {
+        priority: req.priority.unwrap_or(0),
+        labels: req.labels,
+    };
+    let run = state.store.enqueue(&new, &options).await?;
     if let (Some(url), Some(secret)) = (req.callback_url, secret) {
         let event = NewEvent::new(
             "callback_registered",

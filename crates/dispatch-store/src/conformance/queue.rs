@@ -23,6 +23,7 @@ pub fn request(worker: &str, limit: usize, now: i64) -> ClaimRequest {
         limit,
         now,
         lease_ms: 1000,
+        labels: Vec::new(),
     }
 }
 
@@ -384,4 +385,65 @@ pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<
         let run = store.get_run(&id(n)).await.expect("get");
         assert_eq!(run.status(), Status::Starting, "run {n} left as it was");
     }
+}
+
+pub async fn labelled_runs_go_only_to_workers_with_those_labels<S: Store + QueueStore>(store: S) {
+    let options = |labels: &[&str]| crate::QueueOptions {
+        priority: 0,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    for (n, labels) in [(1, vec!["gpu"]), (2, vec!["gpu", "eu"]), (3, vec![])] {
+        store
+            .enqueue(&new_run(id(n), "p", n as i64), &options(&labels))
+            .await
+            .expect("enqueue");
+    }
+    store
+        .enqueue(
+            &new_run(id(4), "p", 4),
+            &crate::QueueOptions {
+                priority: 9,
+                labels: vec![],
+            },
+        )
+        .await
+        .expect("enqueue with a priority");
+    let claim = |worker: &str, labels: &[&str]| {
+        let mut r = request(worker, 10, 100);
+        r.labels = labels.iter().map(|l| l.to_string()).collect();
+        r
+    };
+    let plain: Vec<_> = store
+        .claim(&claim("plain", &[]))
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(
+        plain,
+        vec![id(4), id(3)],
+        "unlabelled runs only, priority first"
+    );
+    let gpu: Vec<_> = store
+        .claim(&claim("gpu", &["gpu", "us"]))
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(gpu, vec![id(1)], "not the run that also needs eu");
+    let both: Vec<_> = store
+        .claim(&claim("both", &["eu", "gpu"]))
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(both, vec![id(2)]);
+    let err = store
+        .enqueue(&new_run(id(1), "p", 1), &options(&[]))
+        .await
+        .expect_err("a duplicate id");
+    assert!(matches!(err, StoreError::Conflict { .. }), "got {err:?}");
 }

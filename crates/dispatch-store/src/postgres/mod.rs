@@ -25,8 +25,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
-    Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
-    TokenRecord, TokenStore,
+    Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
+    StoreResult, TokenRecord, TokenStore,
 };
 
 pub use listen::QueueListener;
@@ -306,6 +306,10 @@ impl AttemptStore for PgStore {
 
 #[async_trait]
 impl QueueStore for PgStore {
+    async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run> {
+        in_tx!(self, |tx| queue::enqueue(&tx, new, options))
+    }
+
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         in_tx!(self, |tx| queue::claim(&tx, request))
     }

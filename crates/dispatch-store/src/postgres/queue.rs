@@ -19,11 +19,12 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     let stmt = tx
         .prepare_cached(
             "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \
+             AND labels <@ $3::text[] \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .await?;
     let ids: Vec<String> = tx
-        .query(&stmt, &[&req.now, &limit])
+        .query(&stmt, &[&req.now, &limit, &req.labels])
         .await?
         .iter()
         .map(|row| row.try_get(0))
@@ -337,4 +338,23 @@ pub(super) async fn succeed_at_once(
         .await?;
     tx.execute(&stmt, &[&attempt_ids, &numbers, &at]).await?;
     Ok(done)
+}
+
+pub(super) async fn enqueue(
+    tx: &Transaction<'_>,
+    new: &crate::NewRun,
+    options: &crate::QueueOptions,
+) -> Result<crate::Run, Fail> {
+    let run = super::runs::create(tx, new).await?;
+    if options.priority != 0 || !options.labels.is_empty() {
+        let stmt = tx
+            .prepare_cached("UPDATE runs SET priority = $2, labels = $3 WHERE id = $1")
+            .await?;
+        tx.execute(
+            &stmt,
+            &[&new.id.as_str(), &options.priority, &options.labels],
+        )
+        .await?;
+    }
+    Ok(run)
 }

@@ -27,7 +27,8 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
-    Lease, NewRun, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError, StoreResult,
+    Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
+    StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -324,6 +325,10 @@ impl AttemptStore for SqliteStore {
 
 #[async_trait]
 impl QueueStore for SqliteStore {
+    async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run> {
+        self.write(|tx| queue::enqueue(tx, new, options))
+    }
+
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         self.write(|tx| queue::claim(tx, request))
     }

@@ -24,9 +24,14 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
         .prepare_cached(
             "SELECT id FROM runs WHERE status = 'queued' \
              AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
+             AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
+                  WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
              ORDER BY priority DESC, created_at, id LIMIT ?2",
         )?
-        .query_map(params![req.now, limit], |row| row.get(0))?
+        .query_map(
+            params![req.now, limit, to_json("labels", &req.labels)?],
+            |row| row.get(0),
+        )?
         .collect::<Result<_, _>>()?;
     let state = to_json(
         "state",
@@ -287,4 +292,21 @@ pub(super) fn succeed_at_once(
         done.push(id.clone());
     }
     Ok(done)
+}
+
+pub(super) fn enqueue(
+    tx: &Transaction<'_>,
+    new: &crate::NewRun,
+    options: &crate::QueueOptions,
+) -> Result<crate::Run, Fail> {
+    let run = super::runs::create(tx, new)?;
+    if options.priority != 0 || !options.labels.is_empty() {
+        tx.prepare_cached("UPDATE runs SET priority = ?2, labels = ?3 WHERE id = ?1")?
+            .execute(params![
+                new.id.as_str(),
+                options.priority,
+                to_json("labels", &options.labels)?
+            ])?;
+    }
+    Ok(run)
 }

@@ -87,6 +87,10 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     ",
+    // 4: the labels a worker needs to claim a run (a JSON array).
+    "
+    ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+    ",
 ];
 
 /// The schema version this binary writes.
