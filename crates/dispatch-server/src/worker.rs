@@ -148,10 +148,15 @@ impl Worker {
         let mut backoff = Duration::from_millis(50);
         tokio::pin!(shutdown);
         loop {
+            // A full batch means there may be more: claim again at once, but
+            // only after whatever else is due (renewals, a shutdown, results).
+            let mut more = false;
             if drain_until.is_none() {
                 match self.claim_more(helper).await {
-                    Ok(true) => continue, // a full batch: there may be more
-                    Ok(false) => backoff = Duration::from_millis(50),
+                    Ok(full) => {
+                        more = full;
+                        backoff = Duration::from_millis(50);
+                    }
                     Err(e) => {
                         self.log(&format!("cannot claim runs: {e}"));
                         tokio::time::sleep(backoff).await;
@@ -165,21 +170,22 @@ impl Worker {
             let deadline =
                 drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
+                biased;
                 Some(done) = self.tasks.join_next() => {
                     self.finished(done);
                     while let Some(done) = self.tasks.try_join_next() {
                         self.finished(done);
                     }
                 }
-                _ = self.wake.wait(self.config.poll), if idle => {}
                 _ = renew.tick() => self.renew().await,
                 _ = stops.tick() => self.pass_on_stop_requests().await,
                 _ = sweep.tick() => self.sweep().await,
                 _ = &mut shutdown, if drain_until.is_none() => {
+                    let grace = i64::try_from(self.config.grace.as_millis()).unwrap_or(i64::MAX);
                     self.log(&format!(
-                        "draining: {} run(s) in hand, {}s grace",
+                        "draining: {} run(s) in hand, {} grace",
                         self.held.len(),
-                        self.config.grace.as_secs()
+                        dispatch_core::time::human_duration(grace)
                     ));
                     drain_until = Some(Instant::now() + self.config.grace);
                 }
@@ -187,6 +193,10 @@ impl Worker {
                     self.release_all().await;
                     break;
                 }
+                // Yield first: a store that works inline (SQLite) never
+                // yields, and the rest of the process (the API) must run.
+                () = tokio::task::yield_now(), if more && drain_until.is_none() => {}
+                _ = self.wake.wait(self.config.poll), if idle && !more => {}
             }
         }
         Ok(self.summary)

@@ -144,3 +144,67 @@ fn three_workers_on_sqlite_execute_each_of_1000_runs_exactly_once() {
     let layout = noop_layout(&dir);
     block_on(three_workers_race(layout, None));
 }
+
+#[test]
+fn a_busy_worker_stops_claiming_on_shutdown_even_with_a_full_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = noop_layout(&dir);
+    block_on(async {
+        let backend = Backend::open(&layout, None, 1).await.expect("opens");
+        let request = LaunchRequest {
+            source: "bench".into(),
+            operation: None,
+            payload: json!({}),
+            parent_id: None,
+            origin_id: None,
+        };
+        for _ in 0..2000 {
+            launch::create(&*backend.store, &layout, &request)
+                .await
+                .expect("create");
+        }
+        let mut config = WorkerConfig::new(layout.clone());
+        config.slots = 1;
+        config.batch = 1;
+        let worker = Worker::new(
+            backend.store.clone(),
+            backend.wake(Arc::new(Notify::new())),
+            config,
+            Arc::new(Metrics::default()),
+        );
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(worker.run(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        let some_done = RunFilter {
+            statuses: vec![Status::Succeeded],
+            limit: Some(1),
+            ..RunFilter::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while backend
+            .store
+            .list_runs(&some_done)
+            .await
+            .expect("list")
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the worker never finished a run");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).expect("the worker listens");
+        let summary = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("the worker stops while the queue is still full")
+            .expect("task")
+            .expect("clean stop");
+        assert!(summary.finished >= 1);
+        let queued = RunFilter {
+            statuses: vec![Status::Queued],
+            ..RunFilter::default()
+        };
+        let left = backend.store.list_runs(&queued).await.expect("list").len();
+        assert!(left > 0, "it stopped claiming: {summary:?}");
+        assert_eq!(left as u64 + summary.finished, 2000, "{summary:?}");
+    });
+}
