@@ -43,6 +43,7 @@ on_both!(
     listing_pages_with_a_cursor_and_filters,
     operations_endpoints_answer,
     a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once,
+    a_wait_that_times_out_answers_202_with_the_live_run,
 );
 
 fn a_synchronous_wait_returns_the_finished_run(server: TestServer) {
@@ -255,4 +256,21 @@ fn a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once(server: TestSe
     let (status, cancelled) = server.post(&format!("/v1/runs/{id}/cancel"), &json!({}));
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
+}
+
+fn a_wait_that_times_out_answers_202_with_the_live_run(server: TestServer) {
+    let parcel = server.noop_parcel();
+    // Nobody here has this label: the run stays queued.
+    let (status, run) = server.post(
+        "/v1/runs?wait=true&timeout=0.2",
+        &json!({"parcel": parcel, "labels": ["nowhere"]}),
+    );
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["status"], "queued");
+    let (status, body) = server.post("/v1/runs?wait=maybe", &json!({"parcel": parcel}));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
 }

@@ -124,7 +124,7 @@ pub async fn create(
         Some(p) => Some(resolve(&state, p).await?),
         None => None,
     };
-    let parcel = launch::resolve_parcel(&state.layout, &req.parcel)?;
+    let parcel = find_parcel(&state, &req.parcel)?;
     launch::check_secrets(&parcel)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     let payload = req.payload.unwrap_or_else(|| json!({}));
@@ -169,6 +169,27 @@ pub async fn create(
         StatusCode::ACCEPTED
     };
     Ok((status, Json(run_json(&run))).into_response())
+}
+
+/// A built parcel by exact name (the newest of that name) or digest prefix;
+/// never a path on the server.
+fn find_parcel(state: &AppState, reference: &str) -> ApiResult<dispatch_core::parcel::Parcel> {
+    let all = dispatch_core::parcel::list(&state.layout.parcels());
+    if let Some(p) = all.iter().find(|p| p.manifest.name == reference) {
+        return Ok(p.clone());
+    }
+    let by_digest: Vec<_> = all
+        .iter()
+        .filter(|p| reference.len() >= 4 && p.digest.starts_with(reference))
+        .collect();
+    match by_digest.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(dispatch_runtime::RuntimeError::UnknownParcel(reference.to_string()).into()),
+        many => Err(ApiError::bad_request(format!(
+            "`{reference}` matches {} parcels; give more characters of the digest",
+            many.len()
+        ))),
+    }
 }
 
 /// Polls the run until it is terminal or `timeout` passes.
