@@ -81,6 +81,7 @@ macro_rules! __queue_conformance_names {
             a_run_waiting_out_a_backoff_is_not_claimed_early,
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
+            a_run_requeued_by_someone_else_fences_its_old_holder,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
         );

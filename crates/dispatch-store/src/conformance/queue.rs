@@ -447,3 +447,33 @@ pub async fn labelled_runs_go_only_to_workers_with_those_labels<S: Store + Queue
         .expect_err("a duplicate id");
     assert!(matches!(err, StoreError::Conflict { .. }), "got {err:?}");
 }
+
+pub async fn a_run_requeued_by_someone_else_fences_its_old_holder<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let running = agent_up(&store, &claimed, 150).await;
+    // Someone without the token (an operator, a reconciler) requeues it.
+    let requeue = Transition::Requeue {
+        not_before: None,
+        at: 200,
+    };
+    let queued = store
+        .transition(&id(1), running.version, &write_for(&running, &requeue))
+        .await
+        .expect("a plain transition");
+    assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
+    let t = Transition::Claim {
+        helper: WORKER,
+        at: 300,
+    };
+    let err = store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            queued.version,
+            &write_for(&queued, &t),
+        )
+        .await
+        .expect_err("the old holder no longer holds it");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+}

@@ -133,15 +133,8 @@ pub(super) fn fenced_transition(
     write: &StateWrite,
 ) -> Result<crate::Run, Fail> {
     check_fence(tx, id, fence)?;
-    let run = transition(tx, id, expected, write)?;
-    let status = run.status();
-    if status == Status::Queued || status.is_terminal() {
-        tx.prepare_cached(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-        )?
-        .execute([id.as_str()])?;
-    }
-    Ok(run)
+    // A queued or finished state ends the lease (in `transition`).
+    transition(tx, id, expected, write)
 }
 
 pub(super) fn fenced_append(

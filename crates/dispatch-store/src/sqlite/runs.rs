@@ -310,7 +310,10 @@ pub(super) fn transition(
     let changed = tx
         .prepare_cached(
             "UPDATE runs SET state = ?1, status = ?2, version = version + 1, attempt = ?3, \
-             updated_at = ?4, output = COALESCE(?5, output) WHERE id = ?6 AND version = ?7",
+             updated_at = ?4, output = COALESCE(?5, output), \
+             lease_owner = CASE WHEN ?8 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN ?8 THEN NULL ELSE lease_expires_at END \
+             WHERE id = ?6 AND version = ?7",
         )?
         .execute(params![
             to_json("state", &write.state)?,
@@ -320,6 +323,8 @@ pub(super) fn transition(
             output,
             id.as_str(),
             expected,
+            // Queued or finished, the run is nobody's: a worker's lease ends.
+            new_status == Status::Queued || new_status.is_terminal(),
         ])?;
     if changed != 1 {
         // Unreachable under the write lock we hold, but never write past a lost CAS.
