@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod callback;
 pub mod client;
 mod error;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
+use crate::bus::{BusConfig, Publisher};
 use crate::metrics::Metrics;
 use crate::wake::Wake;
 use crate::worker::{Worker, WorkerConfig, WorkerSummary};
@@ -73,6 +74,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     callback_secret: Option<Arc<String>>,
     require_auth: bool,
+    bus: Option<BusConfig>,
 }
 
 impl Server {
@@ -100,7 +102,15 @@ impl Server {
             callback_secret: None,
             // Tokens are required as soon as others can reach the server.
             require_auth: !addr.ip().is_loopback(),
+            bus: None,
         })
+    }
+
+    /// Bus mode: announce new runs on this Redis stream, and let the
+    /// in-process workers read it.
+    pub fn with_bus(mut self, bus: Option<BusConfig>) -> Self {
+        self.bus = bus;
+        self
     }
 
     /// Requires tokens even on a loopback address.
@@ -139,12 +149,17 @@ impl Server {
             metrics: self.metrics.clone(),
             callback_secret: self.callback_secret.clone(),
             require_auth: self.require_auth,
+            bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
+            let wake = self
+                .backend
+                .wake(wake.clone())
+                .with_bus(self.bus.clone(), &self.worker.name);
             let worker = Worker::new(
                 self.backend.store.clone(),
-                self.backend.wake(wake.clone()),
+                wake,
                 self.worker.clone(),
                 self.metrics.clone(),
             );
@@ -181,9 +196,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn work(
     backend: Backend,
     config: WorkerConfig,
+    bus: Option<BusConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
-    let wake = backend.wake(Arc::new(Notify::new()));
+    let wake = backend
+        .wake(Arc::new(Notify::new()))
+        .with_bus(bus, &config.name);
     Worker::new(backend.store, wake, config, Arc::new(Metrics::default()))
         .run(shutdown)
         .await

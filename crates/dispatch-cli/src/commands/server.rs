@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use dispatch_server::bus::BusConfig;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
 
@@ -32,6 +33,9 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub callback_secret: Option<String>,
+    /// Bus mode: announce new runs on this Redis (redis://host:port) stream.
+    #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
+    pub bus: Option<String>,
     /// Require a bearer token (`dispatch token create`) even on a loopback address;
     /// always required on other addresses.
     #[arg(long)]
@@ -52,6 +56,9 @@ pub struct WorkerArgs {
     /// workers with all of them.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// Bus mode: wake on this Redis (redis://host:port) stream's consumer group.
+    #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
+    pub bus: Option<String>,
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -77,6 +84,13 @@ fn config(ctx: &Ctx, slots: usize, lease: &LeaseArgs) -> WorkerConfig {
     config
 }
 
+fn bus_config(url: Option<&str>) -> CliResult<Option<BusConfig>> {
+    url.filter(|u| !u.is_empty())
+        .map(BusConfig::from_url)
+        .transpose()
+        .map_err(fail)
+}
+
 fn fail(e: impl std::error::Error) -> CliError {
     CliError::input(chain(&e))
 }
@@ -92,7 +106,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .await
         .map_err(fail)?
         .with_callback_secret(args.callback_secret.clone())
-        .with_required_auth(args.require_auth);
+        .with_required_auth(args.require_auth)
+        .with_bus(bus_config(args.bus.as_deref())?);
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
@@ -129,7 +144,8 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         "dispatch worker {} started ({} slot(s))",
         config.name, config.slots
     );
-    let summary = work(backend, config, shutdown).await.map_err(fail)?;
+    let bus = bus_config(args.bus.as_deref())?;
+    let summary = work(backend, config, bus, shutdown).await.map_err(fail)?;
     eprintln!(
         "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost",
         summary.claimed, summary.finished, summary.released, summary.lost

@@ -47,6 +47,8 @@ pub struct AppState {
     pub callback_secret: Option<Arc<String>>,
     /// Every route but `/healthz` needs a bearer token.
     pub require_auth: bool,
+    /// Bus mode: new runs are announced on the Redis stream.
+    pub bus: Option<Arc<crate::bus::Publisher>>,
 }
 
 /// The whole API.

@@ -158,6 +158,15 @@ pub async fn create(
     }
     Metrics::add(&state.metrics.runs_created, 1);
     state.wake.notify_one();
+    if let Some(bus) = &state.bus
+        && let Err(e) = bus.announce(run.id.as_str()).await
+    {
+        // The queue has the run; workers find it at their next poll.
+        eprintln!(
+            "[server] run {}: cannot announce it on the bus: {e}",
+            run.id
+        );
+    }
     if !wait {
         return Ok((StatusCode::CREATED, Json(run_json(&run))).into_response());
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dispatch_runtime::Layout;
+use dispatch_server::bus::BusConfig;
 use dispatch_server::client;
 use dispatch_server::serve::{Backend, Server};
 use dispatch_server::worker::WorkerConfig;
@@ -45,6 +46,11 @@ impl TestServer {
     /// Starts a server with `slots` in-process worker slots. `None` when
     /// PostgreSQL is wanted but unavailable outside CI (the test is skipped).
     pub fn start(db: Db, slots: usize) -> Option<TestServer> {
+        TestServer::start_with(db, slots, None)
+    }
+
+    /// As [`TestServer::start`], in bus mode when `bus` is given.
+    pub fn start_with(db: Db, slots: usize, bus: Option<BusConfig>) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(dir.path().join(".dispatch"));
         let database = match db {
@@ -68,7 +74,8 @@ impl TestServer {
                 let server = Server::bind(listen, backend, layout, config)
                     .await
                     .expect("binds an ephemeral port")
-                    .with_callback_secret(Some(CALLBACK_SECRET.into()));
+                    .with_callback_secret(Some(CALLBACK_SECRET.into()))
+                    .with_bus(bus);
                 ready_tx.send(server.addr()).expect("the test waits");
                 server
                     .run(async {

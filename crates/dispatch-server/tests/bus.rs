@@ -1,0 +1,80 @@
+//! Bus mode: a worker that would otherwise poll once a minute is woken by the
+//! Redis stream the server announces new runs on (whether it joined the
+//! consumer group before or after the announcement). Skipped (with a message)
+//! when Redis is not running on 127.0.0.1:6379.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Db, TestServer, block_on};
+use dispatch_server::bus::BusConfig;
+use dispatch_server::metrics::Metrics;
+use dispatch_server::serve::Backend;
+use dispatch_server::worker::{Worker, WorkerConfig};
+use serde_json::json;
+use tokio::sync::{Notify, oneshot};
+
+fn redis() -> Option<BusConfig> {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        eprintln!(
+            "skipping: Redis is not running on 127.0.0.1:6379 (start it with `redis-server --daemonize yes`)"
+        );
+        return None;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Some(BusConfig {
+        addr: "127.0.0.1:6379".into(),
+        stream: format!("dispatch-test:{}:{nanos}", std::process::id()),
+    })
+}
+
+#[test]
+fn a_new_run_wakes_a_bus_worker_that_would_not_poll_for_a_minute() {
+    let Some(bus) = redis() else { return };
+    let Some(server) = TestServer::start_with(Db::Sqlite, 0, Some(bus.clone())) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let layout = server.layout();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        block_on(async move {
+            let backend = Backend::open(&layout, None, 1).await.expect("opens");
+            let mut config = WorkerConfig::new(layout.clone());
+            config.name = "bus-worker".into();
+            config.poll = Duration::from_secs(60);
+            let wake = backend
+                .wake(Arc::new(Notify::new()))
+                .with_bus(Some(bus), "bus-worker");
+            let worker = Worker::new(
+                backend.store.clone(),
+                wake,
+                config,
+                Arc::new(Metrics::default()),
+            );
+            let run = tokio::spawn(worker.run(async {
+                let _ = stop_rx.await;
+            }));
+            ready_tx.send(()).expect("the test waits");
+            run.await.expect("task").expect("clean stop")
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the worker starts");
+    let (status, run) = server.post("/v1/runs?wait=true&timeout=20", &json!({"parcel": parcel}));
+    assert_eq!(
+        status, 200,
+        "woken by the bus, not the minute-long poll: {run}"
+    );
+    assert_eq!(run["status"], "succeeded");
+    let _ = stop_tx.send(());
+    let summary = worker.join().expect("worker thread");
+    assert_eq!(summary.finished, 1);
+}
