@@ -44,6 +44,7 @@ on_both!(
     operations_endpoints_answer,
     a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once,
     a_wait_that_times_out_answers_202_with_the_live_run,
+    every_route_in_the_openapi_document_is_served,
 );
 
 fn a_synchronous_wait_returns_the_finished_run(server: TestServer) {
@@ -273,4 +274,34 @@ fn a_wait_that_times_out_answers_202_with_the_live_run(server: TestServer) {
         (400, Some("bad_request")),
         "{body}"
     );
+}
+
+fn every_route_in_the_openapi_document_is_served(server: TestServer) {
+    let parcel = server.noop_parcel();
+    let (_, run) = server.post("/v1/runs?wait=true", &json!({"parcel": parcel}));
+    let id = run["id"].as_str().expect("an id");
+    let (_, doc) = server.get("/v1/openapi.json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 10, "{doc}");
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", id);
+        for method in item.as_object().expect("methods").keys() {
+            let (status, body) = match method.as_str() {
+                "get" => {
+                    let (status, text) = server.text(&concrete, &[]);
+                    (
+                        status,
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                    )
+                }
+                "post" => server.post(&concrete, &json!({})),
+                other => panic!("unexpected method {other}"),
+            };
+            assert_ne!(
+                body["code"].as_str(),
+                Some("no_such_route"),
+                "{method} {path} is documented but not served ({status})"
+            );
+        }
+    }
 }
