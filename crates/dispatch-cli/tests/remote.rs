@@ -234,3 +234,39 @@ fn a_server_requiring_tokens_accepts_only_live_ones() {
     assert_eq!(out.status.code(), Some(125), "a revoked token is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
 }
+
+#[test]
+fn ctrl_c_on_a_remote_foreground_run_stops_the_run() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let sleeper = client.agent("sleeper", "echo up\nsleep 30\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["run", &sleeper])
+        .env("DISPATCH_HOST", &client.host)
+        .env("DISPATCH_ROOT", client.dir.path().join(".dispatch"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dispatch run");
+    // Its first log line means the agent is up.
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("the log streams").expect("a line");
+        if line == "up" {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let status = child.wait().expect("the client exits");
+    assert!(
+        !status.success(),
+        "a stopped run is not a success: {status:?}"
+    );
+    let id = client.ok(&["ps", "-a", "-q"]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&client.ok(&["inspect-run", &id, "--format", "json"])).expect("JSON");
+    assert_eq!(doc[0]["status"], "cancelled");
+}

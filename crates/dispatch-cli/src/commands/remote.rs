@@ -36,7 +36,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         },
     };
     Some(match command {
-        Command::Run(a) => remote.run(a),
+        Command::Run(a) => remote.run(a).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a) | ContainerCommand::Ps(a)) => {
             remote.ps(a)
         }
@@ -58,6 +58,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
     })
 }
 
+#[derive(Clone)]
 struct Remote {
     base: String,
 }
@@ -99,7 +100,7 @@ impl Remote {
         parse_run(self.json("GET", &format!("/v1/runs/{id}"), None)?)
     }
 
-    fn run(&self, args: &RunArgs) -> CliResult {
+    async fn run(&self, args: &RunArgs) -> CliResult {
         let (operation, payload) = run::parse_payload(&args.payload)?;
         let parcel = if Path::new(&args.source).join("Agentfile").is_file() {
             let files = read_files(Path::new(&args.source))?;
@@ -115,7 +116,21 @@ impl Remote {
             return Ok(0);
         }
         eprintln!("run {}", run.id);
-        self.copy_log(&run.id, true, None)?;
+        // The log streams on a thread of its own, so Ctrl-C can stop the run
+        // (through its worker) as it does locally.
+        let (remote, id) = (self.clone(), run.id.clone());
+        let follow = tokio::task::spawn_blocking(move || remote.copy_log(&id, true, None));
+        tokio::pin!(follow);
+        tokio::select! {
+            done = &mut follow => {
+                done.map_err(|e| CliError::input(format!("following the log: {e}")))??;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopping run {}…", run.id);
+                self.json("POST", &format!("/v1/runs/{}/cancel", run.id), Some(&json!({})))?;
+                let _ = follow.await;
+            }
+        }
         let finished = self.wait_end(run.id.as_str(), None)?;
         run::print_summary(&finished);
         Ok(run_exit_code(&finished.state))
