@@ -1,13 +1,14 @@
-//! Completion callbacks: when a run created with a `callback_url` ends, the
-//! server that created it POSTs the finished run (JSON) there, signed:
+//! Completion callbacks: when a run created with a `callback_url` ends, a
+//! server POSTs the finished run (JSON) there, signed:
 //!
 //! `Dispatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
 //!
 //! Connection errors and 5xx answers are retried with backoff (0.5 s, doubling,
-//! 5 tries); a 4xx is final. The outcome is recorded as a `callback` event.
-//! The registration itself is a `callback_registered` event. Delivery is done
-//! by the creating server process: one that restarts before the run ends does
-//! not deliver it (a known limit).
+//! 5 tries); a 4xx is final. The outcome is recorded as a `callback` event;
+//! the registration itself is a `callback_registered` event. Callbacks wait
+//! in the store's outbox ([`dispatch_store::CallbackStore`]): any server with
+//! the secret delivers them, and one that dies mid-delivery leaves them to be
+//! taken over after a minute (delivery is at least once).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,21 +43,41 @@ pub fn split_url(url: &str) -> Option<(String, String)> {
     (!authority.is_empty()).then(|| (format!("http://{authority}"), path.to_string()))
 }
 
-/// Delivers the run's end to `url` in the background.
-pub fn spawn(store: SharedStore, secret: String, id: RunId, url: String) {
-    tokio::spawn(async move { deliver(store, secret, id, url).await });
+/// How long a claimed callback is held by the server delivering it (longer
+/// than all tries take), before another server may take it over.
+const HOLD_MS: i64 = 60_000;
+/// How often the outbox is looked at.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Delivers due callbacks until `stop` completes: any server with the secret
+/// takes its share of the outbox.
+pub async fn dispatcher(
+    store: SharedStore,
+    secret: String,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        match store.claim_callbacks(now_ms(), HOLD_MS, 16).await {
+            Ok(due) => {
+                for d in due {
+                    tokio::spawn(deliver(store.clone(), secret.clone(), d.run_id, d.url));
+                }
+            }
+            Err(e) => eprintln!("[server] cannot read the callback outbox: {e}"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
 }
 
+/// Posts the finished run to `url` (with retries), records the outcome as a
+/// `callback` event and marks the callback done.
 async fn deliver(store: SharedStore, secret: String, id: RunId, url: String) {
-    let mut pause = Duration::from_millis(20);
-    let run = loop {
-        match store.get_run(&id).await {
-            Ok(run) if run.state.is_terminal() => break run,
-            Ok(_) | Err(dispatch_store::StoreError::Unavailable { .. }) => {}
-            Err(_) => return, // deleted
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+    let Ok(run) = store.get_run(&id).await else {
+        return; // deleted, or the store is down (due again after the hold)
     };
     let Some((base, path)) = split_url(&url) else {
         return;
@@ -108,5 +129,8 @@ async fn deliver(store: SharedStore, secret: String, id: RunId, url: String) {
     let event = NewEvent::new("callback", run.attempt, now_ms(), outcome);
     if let Err(e) = store.append_events(&id, &[event]).await {
         eprintln!("[server] run {id}: cannot record the callback outcome: {e}");
+    }
+    if let Err(e) = store.finish_callback(&id, now_ms()).await {
+        eprintln!("[server] run {id}: cannot mark the callback done: {e}");
     }
 }

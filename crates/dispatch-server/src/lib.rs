@@ -25,14 +25,14 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use dispatch_store::{QueueStore, Store, TokenStore};
+use dispatch_store::{CallbackStore, QueueStore, Store, TokenStore};
 
 pub use error::{ServerError, ServerResult};
 
-/// A store a cluster can run on: the base traits plus the queue and token
-/// capabilities.
-pub trait ClusterStore: Store + QueueStore + TokenStore {}
-impl<T: Store + QueueStore + TokenStore> ClusterStore for T {}
+/// A store a cluster can run on: the base traits plus the queue, token and
+/// callback capabilities.
+pub trait ClusterStore: Store + QueueStore + TokenStore + CallbackStore {}
+impl<T: Store + QueueStore + TokenStore + CallbackStore> ClusterStore for T {}
 
 /// The store, shared by the API and the workers of one process.
 pub type SharedStore = Arc<dyn ClusterStore>;

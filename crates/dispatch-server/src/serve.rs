@@ -165,6 +165,13 @@ impl Server {
             );
             tokio::spawn(worker.run(stopped(stop_rx.clone())))
         });
+        let callbacks = self.callback_secret.clone().map(|secret| {
+            tokio::spawn(crate::callback::dispatcher(
+                self.backend.store.clone(),
+                secret.to_string(),
+                stopped(stop_rx.clone()),
+            ))
+        });
         let app = api::router(state);
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
@@ -173,6 +180,9 @@ impl Server {
         };
         let (served, ()) = tokio::join!(async { server.await }, trigger);
         served.map_err(ServerError::Serve)?;
+        if let Some(callbacks) = callbacks {
+            let _ = callbacks.await;
+        }
         match worker {
             Some(handle) => match handle.await {
                 Ok(summary) => summary.map(Some),

@@ -82,6 +82,7 @@ macro_rules! __queue_conformance_names {
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
             a_run_requeued_by_someone_else_fences_its_old_holder,
+            callbacks_are_due_once_the_run_finished_and_held_while_delivered,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
         );

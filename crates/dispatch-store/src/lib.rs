@@ -5,6 +5,7 @@
 //! Every state change is a compare-and-set on the run's `version` and appends
 //! its event in the same transaction.
 
+mod callbacks;
 pub mod conformance;
 mod error;
 mod model;
@@ -16,6 +17,7 @@ mod tokens;
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
 
+pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use postgres::PgStore;

@@ -45,6 +45,8 @@ pub struct QueueOptions {
     pub priority: i64,
     /// Labels a worker must have to claim the run (affinity: `gpu`, `eu`).
     pub labels: Vec<String>,
+    /// Where to POST the run when it has finished (see [`crate::CallbackStore`]).
+    pub callback_url: Option<String>,
 }
 
 /// A run a worker holds.

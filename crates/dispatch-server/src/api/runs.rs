@@ -144,9 +144,11 @@ pub async fn create(
     let options = QueueOptions {
         priority: req.priority.unwrap_or(0),
         labels: req.labels,
+        // Validated above: only with a secret to sign it.
+        callback_url: req.callback_url.filter(|_| secret.is_some()),
     };
     let run = state.store.enqueue(&new, &options).await?;
-    if let (Some(url), Some(secret)) = (req.callback_url, secret) {
+    if let Some(url) = options.callback_url {
         let event = NewEvent::new(
             "callback_registered",
             run.attempt,
@@ -154,7 +156,6 @@ pub async fn create(
             json!({"url": url}),
         );
         state.store.append_events(&run.id, &[event]).await?;
-        callback::spawn(state.store.clone(), secret.to_string(), run.id.clone(), url);
     }
     Metrics::add(&state.metrics.runs_created, 1);
     state.wake.notify_one();

@@ -389,8 +389,8 @@ pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<
 
 pub async fn labelled_runs_go_only_to_workers_with_those_labels<S: Store + QueueStore>(store: S) {
     let options = |labels: &[&str]| crate::QueueOptions {
-        priority: 0,
         labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..Default::default()
     };
     for (n, labels) in [(1, vec!["gpu"]), (2, vec!["gpu", "eu"]), (3, vec![])] {
         store
@@ -403,7 +403,7 @@ pub async fn labelled_runs_go_only_to_workers_with_those_labels<S: Store + Queue
             &new_run(id(4), "p", 4),
             &crate::QueueOptions {
                 priority: 9,
-                labels: vec![],
+                ..Default::default()
             },
         )
         .await
@@ -476,4 +476,73 @@ pub async fn a_run_requeued_by_someone_else_fences_its_old_holder<S: Store + Que
         .await
         .expect_err("the old holder no longer holds it");
     assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+}
+
+pub async fn callbacks_are_due_once_the_run_finished_and_held_while_delivered<
+    S: Store + QueueStore + crate::CallbackStore,
+>(
+    store: S,
+) {
+    let with_callback = crate::QueueOptions {
+        callback_url: Some("http://127.0.0.1:9/hook".into()),
+        ..Default::default()
+    };
+    store
+        .enqueue(&new_run(id(1), "p", 10), &with_callback)
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&new_run(id(2), "p", 20), &crate::QueueOptions::default())
+        .await
+        .expect("enqueue");
+    assert!(
+        store
+            .claim_callbacks(100, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not before the run has finished"
+    );
+    for n in [1, 2] {
+        let claimed = claim_all(&store, "w", 1, 100).await.remove(0);
+        store
+            .succeed_at_once(&[(claimed.run.id.clone(), claimed.fence)], 150)
+            .await
+            .expect("finish");
+        assert_eq!(claimed.run.id, id(n));
+    }
+    let due = store.claim_callbacks(200, 1000, 10).await.expect("claim");
+    assert_eq!(
+        due,
+        vec![crate::DueCallback {
+            run_id: id(1),
+            url: "http://127.0.0.1:9/hook".into()
+        }]
+    );
+    assert!(
+        store
+            .claim_callbacks(300, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "held while one server delivers it"
+    );
+    assert_eq!(
+        store
+            .claim_callbacks(1200, 1000, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1,
+        "due again when the deliverer went quiet"
+    );
+    store.finish_callback(&id(1), 1300).await.expect("finish");
+    assert!(
+        store
+            .claim_callbacks(99_999, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "done for good"
+    );
 }

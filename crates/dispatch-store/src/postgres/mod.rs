@@ -390,3 +390,19 @@ impl TokenStore for PgStore {
         in_tx!(self, |tx| tokens::find(&tx, hash))
     }
 }
+
+#[async_trait]
+impl crate::CallbackStore for PgStore {
+    async fn claim_callbacks(
+        &self,
+        now: Ts,
+        hold_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::DueCallback>> {
+        in_tx!(self, |tx| queue::claim_callbacks(&tx, now, hold_ms, limit))
+    }
+
+    async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
+        in_tx!(self, |tx| queue::finish_callback(&tx, run, at))
+    }
+}

@@ -356,5 +356,48 @@ pub(super) async fn enqueue(
         )
         .await?;
     }
+    if let Some(url) = &options.callback_url {
+        let stmt = tx
+            .prepare_cached("INSERT INTO callbacks (run_id, url) VALUES ($1, $2)")
+            .await?;
+        tx.execute(&stmt, &[&new.id.as_str(), url]).await?;
+    }
     Ok(run)
+}
+
+/// Statuses of a finished run, for SQL.
+const FINISHED: &str = "('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped')";
+
+pub(super) async fn claim_callbacks(
+    tx: &Transaction<'_>,
+    now: Ts,
+    hold_ms: i64,
+    limit: usize,
+) -> Result<Vec<crate::DueCallback>, Fail> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let stmt = tx
+        .prepare_cached(&format!(
+            "WITH due AS (SELECT c.run_id FROM callbacks c JOIN runs r ON r.id = c.run_id \
+             WHERE c.done_at IS NULL AND c.due_at <= $1 AND r.status IN {FINISHED} \
+             ORDER BY c.due_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED) \
+             UPDATE callbacks SET due_at = $3 FROM due WHERE callbacks.run_id = due.run_id \
+             RETURNING callbacks.run_id, callbacks.url"
+        ))
+        .await?;
+    let mut out = Vec::new();
+    for row in tx.query(&stmt, &[&now, &limit, &(now + hold_ms)]).await? {
+        out.push(crate::DueCallback {
+            run_id: parse_id(row.try_get(0)?)?,
+            url: row.try_get(1)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn finish_callback(tx: &Transaction<'_>, run: &RunId, at: Ts) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("UPDATE callbacks SET done_at = $2 WHERE run_id = $1")
+        .await?;
+    tx.execute(&stmt, &[&run.as_str(), &at]).await?;
+    Ok(())
 }

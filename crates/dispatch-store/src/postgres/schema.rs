@@ -91,6 +91,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN labels TEXT[] NOT NULL DEFAULT '{}';
     "#,
+    // 4: the callback outbox.
+    r#"
+    CREATE TABLE callbacks (
+        run_id  TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        url     TEXT NOT NULL,
+        due_at  BIGINT NOT NULL DEFAULT 0,
+        done_at BIGINT
+    );
+    CREATE INDEX callbacks_due ON callbacks (due_at) WHERE done_at IS NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -400,3 +400,19 @@ impl TokenStore for SqliteStore {
         self.read(|tx| tokens::find(tx, hash))
     }
 }
+
+#[async_trait]
+impl crate::CallbackStore for SqliteStore {
+    async fn claim_callbacks(
+        &self,
+        now: Ts,
+        hold_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::DueCallback>> {
+        self.write(|tx| queue::claim_callbacks(tx, now, hold_ms, limit))
+    }
+
+    async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
+        self.write(|tx| queue::finish_callback(tx, run, at))
+    }
+}

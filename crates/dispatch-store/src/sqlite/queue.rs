@@ -301,5 +301,45 @@ pub(super) fn enqueue(
                 to_json("labels", &options.labels)?
             ])?;
     }
+    if let Some(url) = &options.callback_url {
+        tx.prepare_cached("INSERT INTO callbacks (run_id, url) VALUES (?1, ?2)")?
+            .execute(params![new.id.as_str(), url])?;
+    }
     Ok(run)
+}
+
+/// Statuses of a finished run, for SQL.
+const FINISHED: &str = "('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped')";
+
+pub(super) fn claim_callbacks(
+    tx: &Transaction<'_>,
+    now: Ts,
+    hold_ms: i64,
+    limit: usize,
+) -> Result<Vec<crate::DueCallback>, Fail> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let due: Vec<(String, String)> = tx
+        .prepare_cached(&format!(
+            "SELECT c.run_id, c.url FROM callbacks c JOIN runs r ON r.id = c.run_id \
+             WHERE c.done_at IS NULL AND c.due_at <= ?1 AND r.status IN {FINISHED} \
+             ORDER BY c.due_at LIMIT ?2"
+        ))?
+        .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut hold = tx.prepare_cached("UPDATE callbacks SET due_at = ?2 WHERE run_id = ?1")?;
+    let mut out = Vec::with_capacity(due.len());
+    for (id, url) in due {
+        hold.execute(params![id, now + hold_ms])?;
+        let run_id = id
+            .parse()
+            .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?;
+        out.push(crate::DueCallback { run_id, url });
+    }
+    Ok(out)
+}
+
+pub(super) fn finish_callback(tx: &Transaction<'_>, run: &RunId, at: Ts) -> Result<(), Fail> {
+    tx.prepare_cached("UPDATE callbacks SET done_at = ?2 WHERE run_id = ?1")?
+        .execute(params![run.as_str(), at])?;
+    Ok(())
 }

@@ -91,6 +91,16 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
     ",
+    // 5: the callback outbox.
+    "
+    CREATE TABLE callbacks (
+        run_id  TEXT PRIMARY KEY NOT NULL,
+        url     TEXT NOT NULL,
+        due_at  INTEGER NOT NULL DEFAULT 0,
+        done_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX callbacks_due ON callbacks (due_at) WHERE done_at IS NULL;
+    ",
 ];
 
 /// The schema version this binary writes.
