@@ -117,3 +117,42 @@ fn a_callback_url_must_be_http() {
         "{body}"
     );
 }
+
+#[test]
+fn a_callback_outlives_the_server_that_registered_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let (url, received) = receiver(vec![200]);
+    let id = {
+        // No workers here: the run is still queued when this server stops.
+        let first = TestServer::start_on(root.clone(), None, 0, None);
+        let parcel = first.noop_parcel();
+        let (status, run) = first.post("/v1/runs", &json!({"parcel": parcel, "callback_url": url}));
+        assert_eq!(status, 201, "{run}");
+        run["id"].as_str().expect("id").to_string()
+    };
+    let second = TestServer::start_on(root, None, 2, None);
+    let got = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the second server delivers it");
+    let body: Value = serde_json::from_slice(&got.body).expect("JSON body");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["status"], "succeeded");
+    let events = second.wait_for(&format!("/v1/runs/{id}/events?format=json"), |doc| {
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "callback"))
+    });
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|k| k.starts_with("callback"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["callback_registered", "callback"],
+        "delivered once"
+    );
+}

@@ -27,7 +27,9 @@ pub enum Db {
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// The state directory's parent.
+    pub root: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
     pub db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -52,12 +54,25 @@ impl TestServer {
     /// As [`TestServer::start`], in bus mode when `bus` is given.
     pub fn start_with(db: Db, slots: usize, bus: Option<BusConfig>) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout::new(dir.path().join(".dispatch"));
         let database = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(block_on(TestDatabase::create())?),
         };
         let url = database.as_ref().map(|d| d.url().to_string());
+        let mut server = TestServer::start_on(dir.path().to_path_buf(), url, slots, bus);
+        server._dir = Some(dir);
+        server.db = database;
+        Some(server)
+    }
+
+    /// A server on an existing state directory (under `root`) and database.
+    pub fn start_on(
+        root: std::path::PathBuf,
+        url: Option<String>,
+        slots: usize,
+        bus: Option<BusConfig>,
+    ) -> TestServer {
+        let layout = Layout::new(root.join(".dispatch"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -88,17 +103,18 @@ impl TestServer {
         let addr = ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server starts");
-        Some(TestServer {
+        TestServer {
             addr,
-            dir,
-            db: database,
+            root,
+            _dir: None,
+            db: None,
             stop: Some(stop_tx),
             thread: Some(thread),
-        })
+        }
     }
 
     pub fn layout(&self) -> Layout {
-        Layout::new(self.dir.path().join(".dispatch"))
+        Layout::new(self.root.join(".dispatch"))
     }
 
     /// Uploads a parcel from `(path, content)` pairs; returns its name.
