@@ -45,6 +45,7 @@ on_both!(
     a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once,
     a_wait_that_times_out_answers_202_with_the_live_run,
     every_route_in_the_openapi_document_is_served,
+    creating_with_accept_event_stream_streams_the_run_to_its_end,
 );
 
 fn a_synchronous_wait_returns_the_finished_run(server: TestServer) {
@@ -304,4 +305,24 @@ fn every_route_in_the_openapi_document_is_served(server: TestServer) {
             );
         }
     }
+}
+
+fn creating_with_accept_event_stream_streams_the_run_to_its_end(server: TestServer) {
+    let parcel = server.noop_parcel();
+    let body = json!({"parcel": parcel}).to_string();
+    let base = format!("http://{}", server.addr);
+    let response = dispatch_server::client::request(
+        &base,
+        "POST",
+        "/v1/runs",
+        &[("Accept", "text/event-stream")],
+        Some(body.as_bytes()),
+    )
+    .expect("the server answers");
+    assert_eq!(response.status, 200);
+    let events = sse(&response.text().expect("the stream"));
+    let kinds: Vec<&str> = events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{kinds:?}");
+    let last = &events.last().expect("events").2;
+    assert_eq!(last["data"]["to"], "succeeded");
 }

@@ -25,7 +25,10 @@ const OPS: &[Op] = &[
             ("timeout", "seconds to wait at most (default 30, max 300)"),
         ],
         ok: &[
-            (201, "created (background)"),
+            (
+                201,
+                "created (background); with Accept: text/event-stream, 200 and the run's events as SSE until it ends",
+            ),
             (200, "finished (wait=true)"),
             (202, "still running when the wait timed out"),
         ],

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::brief::Brief;
 use dispatch_core::id::normalize_prefix;
@@ -90,6 +90,7 @@ pub(super) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
 pub async fn create(
     State(state): State<AppState>,
     query: Params,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let params = params(query)?;
@@ -167,6 +168,14 @@ pub async fn create(
             "[server] run {}: cannot announce it on the bus: {e}",
             run.id
         );
+    }
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if streaming {
+        // The run's events as they happen, from its `created` event on.
+        return Ok(super::stream::event_stream(state, run.id, 0));
     }
     if !wait {
         return Ok((StatusCode::CREATED, Json(run_json(&run))).into_response());

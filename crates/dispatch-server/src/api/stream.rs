@@ -67,6 +67,12 @@ pub async fn events(
         let events = state.store.list_events(&id, after, JSON_PAGE).await?;
         return Ok(axum::Json(serde_json::json!({ "events": events })).into_response());
     }
+    Ok(event_stream(state, id, after))
+}
+
+/// The run's events after `after` as server-sent events, ending after its
+/// last event once it has finished.
+pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
     let cursor = EventCursor {
         state,
         id,
@@ -97,9 +103,9 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream)
+    Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }
 
 fn sse_event(event: &Event) -> SseEvent {
