@@ -6,6 +6,7 @@ use crate::error::{CliError, CliResult};
 
 /// `dispatch internal run-record <id>`: the detached helper.
 pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
+    dispatch_runtime::os::detach_session();
     let id: RunId = id
         .parse()
         .map_err(|e: dispatch_core::id::InvalidId| CliError::input(e.to_string()))?;
