@@ -11,7 +11,6 @@
 //!   itself), so a terminal's SIGINT or SIGHUP never reaches it and it
 //!   survives the CLI that spawned it.
 
-
 use dispatch_core::ProcRef;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
