@@ -8,10 +8,6 @@ mod output;
 
 use clap::Parser;
 
-/// mimalloc: listing tens of thousands of runs is allocation-bound.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use cli::{Cli, Command, ContainerCommand, InternalCommand};
 use commands::*;
 use ctx::Ctx;
