@@ -30,9 +30,15 @@ pub async fn reconcile<S: Store + ?Sized>(
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
+        if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await? {
+            return Ok(requeued);
+        }
         let write = dead_helper_write(layout, &run, helper.pid);
         match store.transition(&run.id, run.version, &write).await {
-            Ok(updated) => return Ok(updated),
+            Ok(updated) => {
+                crate::helper::retry::dead_letter(store, &updated, None).await;
+                return Ok(updated);
+            }
             Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,
             Err(e) => return Err(e),
         }
