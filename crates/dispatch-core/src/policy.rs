@@ -147,7 +147,10 @@ mod tests {
             "command": ["true"], "files": [],
         }))
         .expect("a minimal manifest");
-        assert_eq!(RunPolicy::resolve(&m, &PolicyOverrides::default()).max_attempts(), 1);
+        assert_eq!(
+            RunPolicy::resolve(&m, &PolicyOverrides::default()).max_attempts(),
+            1
+        );
         let o = PolicyOverrides {
             retries: Some(2),
             backoff: Some((100, 200)),

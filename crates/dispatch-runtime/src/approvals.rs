@@ -13,10 +13,7 @@ use crate::record::{AdvanceError, advance};
 
 /// Whether `id` can name a decision file: no path separators, not hidden.
 pub fn valid_approval_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && !id.contains(['/', '\\', '\0'])
+    !id.is_empty() && id.len() <= 128 && !id.starts_with('.') && !id.contains(['/', '\\', '\0'])
 }
 
 /// Decides approval `approval_id` of `run` and resumes the run when it waits

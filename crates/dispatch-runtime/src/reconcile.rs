@@ -30,7 +30,8 @@ pub async fn reconcile<S: Store + ?Sized>(
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
-        if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await? {
+        if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
+        {
             return Ok(requeued);
         }
         let write = dead_helper_write(layout, &run, helper.pid);

@@ -50,7 +50,10 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
         return Ok(None);
     }
     if let Err(e) = spawn_helper(layout, &exe, &requeued.id) {
-        eprintln!("warning: run {} was requeued but no helper could start: {e}", run.id);
+        eprintln!(
+            "warning: run {} was requeued but no helper could start: {e}",
+            run.id
+        );
     }
     Ok(Some(requeued))
 }

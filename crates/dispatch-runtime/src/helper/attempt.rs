@@ -108,14 +108,22 @@ async fn one_attempt<S: Store + ?Sized>(
     if run.attempt > 1 {
         // Each attempt has its own events file.
         spec.events = dir.join(format!("events.{}.jsonl", run.attempt));
-        set_env(&mut spec.env, "DISPATCH_EVENTS", &spec.events.to_string_lossy());
+        set_env(
+            &mut spec.env,
+            "DISPATCH_EVENTS",
+            &spec.events.to_string_lossy(),
+        );
     }
     let _ = std::fs::remove_file(&prepared.output_path); // an earlier attempt's result
     if let Some(checkpoint) = retry::last_checkpoint(store, &run.id).await {
         let path = dir.join("checkpoint.json");
         let bytes = serde_json::to_vec(&checkpoint).expect("a checkpoint is JSON data");
         if std::fs::write(&path, bytes).is_ok() {
-            set_env(&mut spec.env, "DISPATCH_CHECKPOINT", &path.to_string_lossy());
+            set_env(
+                &mut spec.env,
+                "DISPATCH_CHECKPOINT",
+                &path.to_string_lossy(),
+            );
             log.line(&format!("resuming from checkpoint {}", checkpoint["step"]));
         }
     }
@@ -123,7 +131,11 @@ async fn one_attempt<S: Store + ?Sized>(
         if let Some(parent) = file.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        set_env(&mut spec.env, "DISPATCH_SESSION_FILE", &file.to_string_lossy());
+        set_env(
+            &mut spec.env,
+            "DISPATCH_SESSION_FILE",
+            &file.to_string_lossy(),
+        );
     }
     log.line(&format!(
         "run {} attempt {}: starting {} `{}`",

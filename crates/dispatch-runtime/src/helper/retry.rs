@@ -123,7 +123,10 @@ pub(crate) async fn requeue<S: Store + ?Sized>(
 
 /// Waits until a queued run is due. Returns the run, or `None` when it left
 /// the queue meanwhile (cancelled by `dispatch stop`).
-pub(crate) async fn wait_until_due<S: Store + ?Sized>(store: &S, id: &RunId) -> StoreResult<Option<Run>> {
+pub(crate) async fn wait_until_due<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+) -> StoreResult<Option<Run>> {
     loop {
         let run = store.get_run(id).await?;
         let dispatch_core::RunState::Queued { not_before } = run.state else {
@@ -152,7 +155,11 @@ pub(crate) fn retry_line(failure: &AttemptFailure, attempt: u32, max: u32, wait_
 
 /// Dead-letters a job or heartbeat that ended failed or timed out: its error
 /// history (one entry per attempt) and last checkpoint.
-pub(crate) async fn dead_letter<S: Store + ?Sized>(store: &S, run: &Run, checkpoint: Option<Value>) {
+pub(crate) async fn dead_letter<S: Store + ?Sized>(
+    store: &S,
+    run: &Run,
+    checkpoint: Option<Value>,
+) {
     if !matches!(run.status(), Status::Failed | Status::TimedOut)
         || run.operation == dispatch_core::Operation::Service
     {

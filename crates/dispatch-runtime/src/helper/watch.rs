@@ -60,7 +60,13 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// `baseline`: what the run used in earlier attempts (budgets are per run).
-    pub fn new(run_id: RunId, attempt: u32, policy: RunPolicy, layout: Layout, baseline: Usage) -> Self {
+    pub fn new(
+        run_id: RunId,
+        attempt: u32,
+        policy: RunPolicy,
+        layout: Layout,
+        baseline: Usage,
+    ) -> Self {
         Watch {
             run_id,
             attempt,
@@ -143,10 +149,16 @@ impl Watch {
         }
         let mut soft = Vec::new();
         if let Some(max) = l.soft_max_tokens.filter(|m| tokens > *m) {
-            soft.push(("tokens", format!("soft token limit crossed: {tokens} tokens used, soft limit {max}")));
+            soft.push((
+                "tokens",
+                format!("soft token limit crossed: {tokens} tokens used, soft limit {max}"),
+            ));
         }
         if let Some(max) = l.soft_max_cost_usd.filter(|m| cost > *m) {
-            soft.push(("cost", format!("soft cost limit crossed: ${cost:.4} spent, soft limit ${max:.4}")));
+            soft.push((
+                "cost",
+                format!("soft cost limit crossed: ${cost:.4} spent, soft limit ${max:.4}"),
+            ));
         }
         for (which, message) in soft {
             if self.warned.contains(&which) {
@@ -225,8 +237,13 @@ impl Watch {
         if self.verdict.is_none() && self.paused_since.is_none() {
             let active = self.active(now);
             let step_over = match (&self.step, self.policy.timeouts.step_ms) {
-                (Some((name, since)), Some(ms)) if active.saturating_sub(*since).as_millis() as u64 >= ms => {
-                    Some(format!("step `{name}` timed out after {}", human_duration(ms as i64)))
+                (Some((name, since)), Some(ms))
+                    if active.saturating_sub(*since).as_millis() as u64 >= ms =>
+                {
+                    Some(format!(
+                        "step `{name}` timed out after {}",
+                        human_duration(ms as i64)
+                    ))
                 }
                 _ => None,
             };
@@ -237,7 +254,10 @@ impl Watch {
                         .as_ref()
                         .map(|(n, _)| format!(" during step `{n}`"))
                         .unwrap_or_default();
-                    Some(format!("run timed out after {}{during}", human_duration(ms as i64)))
+                    Some(format!(
+                        "run timed out after {}{during}",
+                        human_duration(ms as i64)
+                    ))
                 }
                 _ => None,
             };
@@ -294,7 +314,8 @@ impl Watch {
                     },
                     _ => decision,
                 };
-                let _ = crate::approvals::write_decision_file(&self.layout, &self.run_id, &p.id, &file);
+                let _ =
+                    crate::approvals::write_decision_file(&self.layout, &self.run_id, &p.id, &file);
             } else if !decided {
                 i += 1;
                 continue;
