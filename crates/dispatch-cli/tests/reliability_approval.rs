@@ -21,16 +21,30 @@ fn an_approval_pauses_the_run_and_a_decision_resumes_it_on_the_record() {
     let id = d.detach(&agent, "{}");
     eventually(10, "the run is paused", || d.status(&id) == "paused");
     let ps = d.ok(&["ps"]);
-    assert!(ps.contains("paused: approval `send-email`: Send refund email?"), "{ps}");
+    assert!(
+        ps.contains("paused: approval `send-email`: Send refund email?"),
+        "{ps}"
+    );
     let pending: Value =
         serde_json::from_str(&d.ok(&["approvals", "ls", "--format", "json"])).expect("JSON");
     assert_eq!(pending[0]["id"], "send-email");
     assert_eq!(pending[0]["run_id"], id.as_str());
-    d.ok(&["approve", &id[..8], "send-email", "--by", "ada", "--rationale", "customer verified"]);
+    d.ok(&[
+        "approve",
+        &id[..8],
+        "send-email",
+        "--by",
+        "ada",
+        "--rationale",
+        "customer verified",
+    ]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     let log = d.ok(&["logs", &id]);
-    assert!(log.contains(r#""by":"ada""#), "the agent read the decision: {log}");
+    assert!(
+        log.contains(r#""by":"ada""#),
+        "the agent read the decision: {log}"
+    );
     let all: Value =
         serde_json::from_str(&d.ok(&["approvals", "ls", "-a", "--format", "json"])).expect("JSON");
     assert_eq!(all[0]["decision"], "approve");
@@ -54,7 +68,13 @@ fn an_approval_timeout_denies_and_paused_time_does_not_count_against_the_run_tim
     // the 1 s run timeout counted the 2 s spent paused.
     let script = asking(2).replace("grep -q", "true || grep -q");
     let agent = d.agent("impatient", &script);
-    let id = d.ok(&["run", agent.to_str().expect("utf-8"), "--detach", "--timeout", "1s"]);
+    let id = d.ok(&[
+        "run",
+        agent.to_str().expect("utf-8"),
+        "--detach",
+        "--timeout",
+        "1s",
+    ]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     let all: Value =

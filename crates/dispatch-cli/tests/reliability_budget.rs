@@ -35,17 +35,28 @@ fn crossing_a_hard_token_limit_stops_the_run_with_budget_exceeded_and_no_retry()
 #[test]
 fn a_cost_limit_from_the_agentfile_stops_the_run() {
     let d = Dispatch::new();
-    let agent = d.agent_with("costly", &format!("{SPEND}{SPEND}{SPEND}sleep 30\n"), "LIMIT COST 0.025\n");
+    let agent = d.agent_with(
+        "costly",
+        &format!("{SPEND}{SPEND}{SPEND}sleep 30\n"),
+        "LIMIT COST 0.025\n",
+    );
     let id = d.detach(&agent, "{}");
     let doc = d.wait_terminal(&id);
     let reason = doc["state"]["reason"].as_str().expect("reason");
-    assert!(reason.starts_with("budget_exceeded: cost $0.0300"), "{reason}");
+    assert!(
+        reason.starts_with("budget_exceeded: cost $0.0300"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn a_soft_limit_records_one_warning_and_the_run_goes_on() {
     let d = Dispatch::new();
-    let agent = d.agent_with("soft", &format!("{SPEND}{SPEND}{SPEND}"), "LIMIT TOKENS 1000 SOFT\n");
+    let agent = d.agent_with(
+        "soft",
+        &format!("{SPEND}{SPEND}{SPEND}"),
+        "LIMIT TOKENS 1000 SOFT\n",
+    );
     let id = d.detach(&agent, "{}");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded");

@@ -37,8 +37,7 @@ fn a_retry_resumes_from_the_last_checkpoint_and_does_not_redo_steps() {
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     let steps = std::fs::read_to_string(&done).expect("steps ran");
     assert_eq!(
-        steps,
-        "step 1 attempt 1\nstep 2 attempt 1\nstep 3 attempt 2\nstep 4 attempt 2\n",
+        steps, "step 1 attempt 1\nstep 2 attempt 1\nstep 3 attempt 2\nstep 4 attempt 2\n",
         "attempt 2 starts at step 3"
     );
     let log = d.ok(&["logs", &id]);

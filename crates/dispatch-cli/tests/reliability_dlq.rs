@@ -26,7 +26,8 @@ fn exhausted_runs_are_dead_lettered_with_input_checkpoint_and_errors_and_replay_
         "10ms..10ms",
     ]);
     assert_eq!(d.wait_terminal(&id)["status"], "failed");
-    let list: Value = serde_json::from_str(&d.ok(&["dlq", "ls", "--format", "json"])).expect("JSON");
+    let list: Value =
+        serde_json::from_str(&d.ok(&["dlq", "ls", "--format", "json"])).expect("JSON");
     let letters = list.as_array().expect("a list");
     assert_eq!(letters.len(), 1, "{list:#}");
     let l = &letters[0];
@@ -38,14 +39,18 @@ fn exhausted_runs_are_dead_lettered_with_input_checkpoint_and_errors_and_replay_
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0]["exit_code"], 4);
     let table = d.ok(&["dlq", "ls"]);
-    assert!(table.contains(&id[..12]) && table.contains("doomed"), "{table}");
+    assert!(
+        table.contains(&id[..12]) && table.contains("doomed"),
+        "{table}"
+    );
 
     let replay = d.ok(&["dlq", "replay", &id[..10], "--payload", r#"{"fixed":true}"#]);
     assert_ne!(replay, id);
     let doc = d.wait_terminal(&replay);
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["origin_id"], id.as_str(), "linked to the dead letter");
-    let list: Value = serde_json::from_str(&d.ok(&["dlq", "ls", "--format", "json"])).expect("JSON");
+    let list: Value =
+        serde_json::from_str(&d.ok(&["dlq", "ls", "--format", "json"])).expect("JSON");
     assert_eq!(list[0]["replayed_by"], replay.as_str());
     let err = d.fails(&["dlq", "replay", &replay], 125);
     assert!(err.contains("not in the dead-letter queue"), "{err}");

@@ -48,7 +48,11 @@ fn a_step_timeout_names_the_step_and_stops_the_whole_group() {
 #[test]
 fn a_run_timeout_from_the_agentfile_ends_the_attempt_timed_out_and_is_retried() {
     let d = Dispatch::new();
-    let (agent, pidfile) = stuck_agent(&d, "slowpoke", "TIMEOUT RUN 400ms\nRETRY 2 BACKOFF 10ms..10ms\n");
+    let (agent, pidfile) = stuck_agent(
+        &d,
+        "slowpoke",
+        "TIMEOUT RUN 400ms\nRETRY 2 BACKOFF 10ms..10ms\n",
+    );
     let id = d.detach(&agent, "{}");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "timed_out", "{doc:#}");
