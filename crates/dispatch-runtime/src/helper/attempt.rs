@@ -252,9 +252,8 @@ async fn one_attempt<S: Store + ?Sized>(
                 exit_code: Some(code),
                 at,
             };
-            if outcome.error.is_some() && !outcome.error_retryable {
-                End::Final(t, output)
-            } else if run.operation == Operation::Service {
+            let declared_final = outcome.error.is_some() && !outcome.error_retryable;
+            if declared_final || run.operation == Operation::Service {
                 End::Final(t, output)
             } else {
                 End::Retryable(t, failure(reason, Status::Failed), output)

@@ -220,12 +220,12 @@ impl Watch {
         } else {
             format!("approval `{id}`: {summary}")
         };
-        if let Ok(mut run) = store.get_run(&self.run_id).await {
-            if run.status() == Status::Running {
-                let t = Transition::Pause { reason, at };
-                if let Err(AdvanceError::Store(e)) = advance(store, &mut run, &t, None).await {
-                    eprintln!("[dispatch] could not pause for approval `{id}`: {e}");
-                }
+        if let Ok(mut run) = store.get_run(&self.run_id).await
+            && run.status() == Status::Running
+        {
+            let t = Transition::Pause { reason, at };
+            if let Err(AdvanceError::Store(e)) = advance(store, &mut run, &t, None).await {
+                eprintln!("[dispatch] could not pause for approval `{id}`: {e}");
             }
         }
     }
@@ -265,11 +265,11 @@ impl Watch {
                 self.stop_with(Verdict::TimedOut(reason));
             }
         }
-        if let (Some(t), false) = (self.term_sent, self.killed) {
-            if now - t >= KILL_GRACE {
-                os::signal_group(self.pgid, Signal::SIGKILL);
-                self.killed = true;
-            }
+        if let (Some(t), false) = (self.term_sent, self.killed)
+            && now - t >= KILL_GRACE
+        {
+            os::signal_group(self.pgid, Signal::SIGKILL);
+            self.killed = true;
         }
     }
 

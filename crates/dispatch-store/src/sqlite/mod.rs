@@ -361,7 +361,7 @@ impl ReliabilityStore for SqliteStore {
     }
 
     async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
-        self.read(|tx| reliability::list_dead_letters(tx))
+        self.read(reliability::list_dead_letters)
     }
 
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
