@@ -143,3 +143,64 @@ fn a_lost_helper_with_attempts_left_is_recovered_by_a_fresh_helper() {
         .any(|e| e["type"] == "state" && e["data"]["lost"] == true);
     assert!(lost, "the recovery is on the record");
 }
+
+/// The pid of the helper process of run `id`, found by its command line.
+fn helper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains("internal run-record") && cmd.contains(id)).then_some(pid)
+    })
+}
+
+#[test]
+fn stopping_a_run_during_its_backoff_cancels_it() {
+    let d = Dispatch::new();
+    let agent = d.agent("patient", "exit 1\n");
+    let id = d.ok(&[
+        "run",
+        path(&agent),
+        "--detach",
+        "--retries",
+        "3",
+        "--backoff",
+        "30s..30s",
+    ]);
+    eventually(10, "the run waits for attempt 2", || {
+        d.status(&id) == "queued"
+    });
+    d.ok(&["stop", &id]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "cancelled");
+    eventually(10, "the waiting helper exits", || helper_of(&id).is_none());
+}
+
+#[test]
+fn a_helper_lost_during_its_backoff_is_replaced_once_the_run_is_overdue() {
+    let d = Dispatch::new();
+    let agent = d.agent("orphan", "[ \"$DISPATCH_ATTEMPT\" -ge 2 ] || exit 1\n");
+    let id = d.ok(&[
+        "run",
+        path(&agent),
+        "--detach",
+        "--retries",
+        "1",
+        "--backoff",
+        "500ms..500ms",
+    ]);
+    eventually(10, "the run waits for attempt 2", || {
+        d.status(&id) == "queued"
+    });
+    let helper = helper_of(&id).expect("the helper waits out the backoff");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the helper");
+    // Readers (here `inspect-run`) spawn a fresh helper once the run is overdue.
+    eventually(15, "the run succeeds on attempt 2", || {
+        d.status(&id) == "succeeded"
+    });
+    assert_eq!(d.inspect(&id)["attempt"], 2);
+}

@@ -21,7 +21,10 @@ pub async fn reconcile<S: Store + ?Sized>(
     let mut run = run;
     for _ in 0..5 {
         let Some(helper) = run.state.helper() else {
-            return Ok(run); // queued or terminal: nobody to have died
+            // Queued or terminal: nobody to have died, unless a helper
+            // waiting out a retry backoff did.
+            crate::recover::revive_overdue(layout, &run);
+            return Ok(run);
         };
         if os::is_alive(helper) {
             return Ok(run);
@@ -94,7 +97,7 @@ pub async fn reconcile_all<S: Store + ?Sized>(
     for run in runs.iter_mut() {
         if matches!(
             run.status(),
-            Status::Starting | Status::Running | Status::Paused
+            Status::Queued | Status::Starting | Status::Running | Status::Paused
         ) {
             *run = reconcile(store, layout, run.clone()).await?;
         }

@@ -57,3 +57,30 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
     }
     Ok(Some(requeued))
 }
+
+/// How long past its `not_before` a requeued run may stay queued before a
+/// reader assumes the helper that was waiting out the backoff is gone.
+const OVERDUE_SLACK_MS: i64 = 3_000;
+
+/// Spawns a helper for a run waiting for its next attempt whose backoff
+/// ended well ago: the helper that was waiting died. Two readers may both
+/// spawn one; only one wins the claim (a compare-and-set), the other exits.
+pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
+    let dispatch_core::RunState::Queued {
+        not_before: Some(due),
+    } = run.state
+    else {
+        return;
+    };
+    if now_ms() < due + OVERDUE_SLACK_MS || run.stop_requested_at.is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Err(e) = spawn_helper(layout, &exe, &run.id) {
+            eprintln!(
+                "warning: run {} is overdue but no helper could start: {e}",
+                run.id
+            );
+        }
+    }
+}

@@ -401,3 +401,49 @@ fn an_unreadable_stored_state_is_reported_as_corrupt_naming_the_run() {
         }
     }
 }
+
+#[test]
+fn racing_dispatches_with_one_idempotency_key_create_exactly_one_run() {
+    use dispatch_store::{Created, ReliabilityStore, RunExtras};
+    const RACERS: usize = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    drop(open(&path, Duration::from_secs(5)));
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let store = open(&path, Duration::from_secs(10));
+                let extras = RunExtras {
+                    idempotency_key: Some("race".into()),
+                    ..RunExtras::default()
+                };
+                barrier.wait();
+                block_on(store.create_run_with(
+                    &new_run(id(100 + i as u128), "racer", i as i64),
+                    &extras,
+                    true,
+                ))
+                .expect("every racer gets an answer")
+            })
+        })
+        .collect();
+    let results: Vec<Created> = racers
+        .into_iter()
+        .map(|r| r.join().expect("racer thread"))
+        .collect();
+    let new: Vec<_> = results
+        .iter()
+        .filter(|c| matches!(c, Created::New(_)))
+        .collect();
+    assert_eq!(new.len(), 1, "exactly one racer created the run");
+    let winner = new[0].run().id.clone();
+    assert!(
+        results.iter().all(|c| c.run().id == winner),
+        "every other racer got the winner's run back"
+    );
+    let all = block_on(open(&path, Duration::from_secs(5)).list_runs(&RunFilter::default()))
+        .expect("list");
+    assert_eq!(all.len(), 1);
+}

@@ -201,6 +201,7 @@ async fn one_attempt<S: Store + ?Sized>(
         baseline,
     );
     let outcome = agent::supervise(store, &run.id, &prepared.spec, child, &mut watch).await;
+    watch.expire_pending(store).await;
 
     let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
     match artifacts {

@@ -330,6 +330,20 @@ impl Watch {
         }
     }
 
+    /// Denies what is still pending when the attempt ends: the agent that
+    /// asked is gone, so no decision can reach it.
+    pub async fn expire_pending<S: Store + ?Sized>(&mut self, store: &S) {
+        for p in std::mem::take(&mut self.pending) {
+            let decision = Decision {
+                decision: "deny".into(),
+                by: "dispatch".into(),
+                rationale: Some("the attempt ended before a decision".into()),
+                at: now_ms(),
+            };
+            let _ = store.decide_approval(&self.run_id, &p.id, &decision).await;
+        }
+    }
+
     fn stop_with(&mut self, verdict: Verdict) {
         self.verdict = Some(verdict);
         if self.pgid != 0 && self.term_sent.is_none() {
