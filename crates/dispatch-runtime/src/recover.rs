@@ -75,12 +75,12 @@ pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
     if now_ms() < due + OVERDUE_SLACK_MS || run.stop_requested_at.is_some() {
         return;
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Err(e) = spawn_helper(layout, &exe, &run.id) {
-            eprintln!(
-                "warning: run {} is overdue but no helper could start: {e}",
-                run.id
-            );
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Err(e) = spawn_helper(layout, &exe, &run.id)
+    {
+        eprintln!(
+            "warning: run {} is overdue but no helper could start: {e}",
+            run.id
+        );
     }
 }
