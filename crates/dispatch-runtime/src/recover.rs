@@ -63,8 +63,9 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
 const OVERDUE_SLACK_MS: i64 = 3_000;
 
 /// Spawns a helper for a run waiting for its next attempt whose backoff
-/// ended well ago: the helper that was waiting died. Two readers may both
-/// spawn one; only one wins the claim (a compare-and-set), the other exits.
+/// ended well ago: the helper that was waiting died. A marker file in the
+/// run's directory makes it one spawn per backoff; even if two helpers
+/// started, only one would win the claim (a compare-and-set).
 pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
     let dispatch_core::RunState::Queued {
         not_before: Some(due),
@@ -73,6 +74,17 @@ pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
         return;
     };
     if now_ms() < due + OVERDUE_SLACK_MS || run.stop_requested_at.is_some() {
+        return;
+    }
+    // One revival per backoff: the first reader to create the marker spawns.
+    let marker = layout.run_dir(&run.id).join(format!("revived-{due}"));
+    let first = std::fs::create_dir_all(layout.run_dir(&run.id)).is_ok()
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok();
+    if !first {
         return;
     }
     if let Ok(exe) = std::env::current_exe()
