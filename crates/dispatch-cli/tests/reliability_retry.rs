@@ -144,6 +144,12 @@ fn a_lost_helper_with_attempts_left_is_recovered_by_a_fresh_helper() {
     assert!(lost, "the recovery is on the record");
 }
 
+/// Whether the run is queued for its next attempt (not merely created).
+fn waiting_for_retry(d: &Dispatch, id: &str) -> bool {
+    let doc = d.inspect(id);
+    doc["status"] == "queued" && doc["state"]["not_before"].as_i64().is_some()
+}
+
 /// The pid of the helper process of run `id`, found by its command line.
 fn helper_of(id: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -168,7 +174,7 @@ fn stopping_a_run_during_its_backoff_cancels_it() {
         "30s..30s",
     ]);
     eventually(10, "the run waits for attempt 2", || {
-        d.status(&id) == "queued"
+        waiting_for_retry(&d, &id)
     });
     d.ok(&["stop", &id]);
     let doc = d.wait_terminal(&id);
@@ -190,7 +196,7 @@ fn a_helper_lost_during_its_backoff_is_replaced_once_the_run_is_overdue() {
         "500ms..500ms",
     ]);
     eventually(10, "the run waits for attempt 2", || {
-        d.status(&id) == "queued"
+        waiting_for_retry(&d, &id)
     });
     let helper = helper_of(&id).expect("the helper waits out the backoff");
     nix::sys::signal::kill(
