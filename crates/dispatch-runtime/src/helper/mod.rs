@@ -1,7 +1,10 @@
 //! The helper: `dispatch internal run-record <id>`. It owns one run from
 //! claim to terminal state: prepare the workspace, verify the brief, start the
 //! courier, stream output and events, collect artifacts and output, write the
-//! terminal snapshot, then the terminal state.
+//! terminal snapshot, then the terminal state. The same helper runs every
+//! attempt of the run (`attempt.rs`), waiting out the backoff in between
+//! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
+//! runs (`watch.rs`).
 
 mod agent;
 mod attempt;
