@@ -57,6 +57,15 @@ fn an_approval_pauses_the_run_and_a_decision_resumes_it_on_the_record() {
         .find(|e| e["type"] == "approval_decided")
         .expect("the decision is an event");
     assert_eq!(decided["data"]["by"], "ada");
+    assert_eq!(
+        doc["approvals"][0]["decided_by"], "ada",
+        "inspect-run has it too"
+    );
+    let human = d.ok(&["inspect-run", &id]);
+    assert!(
+        human.contains("send-email (Send refund email?) approve by ada: customer verified"),
+        "{human}"
+    );
     let err = d.fails(&["deny", &id, "send-email"], 125);
     assert!(err.contains("already"), "{err}");
 }

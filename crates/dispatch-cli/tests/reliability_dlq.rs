@@ -38,6 +38,11 @@ fn exhausted_runs_are_dead_lettered_with_input_checkpoint_and_errors_and_replay_
     let errors = l["errors"].as_array().expect("error history");
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0]["exit_code"], 4);
+    assert_eq!(
+        d.inspect(&id)["dead_letter"]["attempts"],
+        2,
+        "inspect-run shows it"
+    );
     let table = d.ok(&["dlq", "ls"]);
     assert!(
         table.contains(&id[..12]) && table.contains("doomed"),

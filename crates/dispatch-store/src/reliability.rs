@@ -132,6 +132,9 @@ pub trait ReliabilityStore: Send + Sync {
     /// Every dead letter, newest first.
     async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
 
+    /// The dead letter of `run`, if it was dead-lettered.
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>>;
+
     /// Notes that `by` replays the dead-lettered `run`.
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()>;
 }

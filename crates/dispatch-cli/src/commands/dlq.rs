@@ -80,8 +80,7 @@ fn print(format: Format, docs: Vec<Value>) -> CliResult {
 async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
     let store = ctx.store()?;
     let old = find_run(&store, &ctx.layout, arg).await?;
-    let letters = store.list_dead_letters().await?;
-    if !letters.iter().any(|l| l.run_id == old.id) {
+    if store.dead_letter(&old.id).await?.is_none() {
         return Err(CliError::input(format!(
             "run {} is not in the dead-letter queue (hint: `dispatch dlq ls`; `dispatch replay` reruns any run)",
             old.id

@@ -3,7 +3,7 @@
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
 use dispatch_store::sqlite::SqliteStore;
-use dispatch_store::{ArtifactStore, AttemptStore, EventStore, Run};
+use dispatch_store::{ArtifactStore, AttemptStore, EventStore, ReliabilityStore, Run};
 use serde_json::{Value, json};
 
 use crate::cli::{Format, InspectArgs};
@@ -48,6 +48,8 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
         doc[key] = telemetry[key].clone();
     }
+    doc["approvals"] = json!(store.list_approvals(Some(&run.id), false).await?);
+    doc["dead_letter"] = json!(store.dead_letter(&run.id).await?);
     doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
     doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
@@ -122,6 +124,30 @@ fn print_human(d: &Value) {
         }
     }
     super::telemetry::print_human(d);
+    if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
+        println!("Approvals:");
+        for a in approvals {
+            let decision = match a["decision"].as_str() {
+                Some(dec) => format!(
+                    "{dec} by {}{}",
+                    a["decided_by"].as_str().unwrap_or("?"),
+                    a["rationale"]
+                        .as_str()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                None => "pending".into(),
+            };
+            println!(
+                "  {} ({}) {decision}",
+                a["id"].as_str().unwrap_or("?"),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(reason) = d["dead_letter"]["reason"].as_str() {
+        println!("Dead letter: {reason} (`dispatch dlq replay` runs it again)");
+    }
     if let Some(arts) = d["artifacts"].as_array().filter(|a| !a.is_empty()) {
         println!("Artifacts:");
         for a in arts {

@@ -233,6 +233,11 @@ pub async fn dead_letters_list_newest_first_and_record_their_replay<S: Store>(st
     store.mark_replayed(&id(1), &id(3)).await.expect("replayed");
     let letters = store.list_dead_letters().await.expect("list");
     assert_eq!(letters[1].replayed_by, Some(id(3)));
+    assert_eq!(
+        store.dead_letter(&id(1)).await.expect("one"),
+        Some(letters[1].clone())
+    );
+    assert_eq!(store.dead_letter(&id(9)).await.expect("none"), None);
     let err = store
         .add_dead_letter(&DeadLetter {
             run_id: id(9),

@@ -364,6 +364,10 @@ impl ReliabilityStore for SqliteStore {
         self.read(reliability::list_dead_letters)
     }
 
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>> {
+        self.read(|tx| reliability::dead_letter(tx, run))
+    }
+
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.write(|tx| reliability::mark_replayed(tx, run, by))
     }

@@ -238,11 +238,19 @@ pub(super) fn add_dead_letter(tx: &Transaction<'_>, d: &DeadLetter) -> Result<()
 }
 
 pub(super) fn list_dead_letters(tx: &Transaction<'_>) -> Result<Vec<DeadLetter>, Fail> {
+    dead_letters(tx, None)
+}
+
+pub(super) fn dead_letter(tx: &Transaction<'_>, run: &RunId) -> Result<Option<DeadLetter>, Fail> {
+    Ok(dead_letters(tx, Some(run))?.pop())
+}
+
+fn dead_letters(tx: &Transaction<'_>, run: Option<&RunId>) -> Result<Vec<DeadLetter>, Fail> {
     let mut stmt = tx.prepare_cached(
         "SELECT run_id, at, reason, attempts, checkpoint, errors, replayed_by \
-         FROM dead_letters ORDER BY at DESC, run_id DESC",
+         FROM dead_letters WHERE (?1 IS NULL OR run_id = ?1) ORDER BY at DESC, run_id DESC",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([run.map(RunId::as_str)])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let replayed_by = row
