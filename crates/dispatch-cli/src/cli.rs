@@ -186,6 +186,9 @@ pub struct LogsArgs {
     /// Show only the last N lines.
     #[arg(short = 'n', long, value_name = "N")]
     pub tail: Option<usize>,
+    /// Show only the section of attempt N (from its `[dispatch] attempt N of M` line).
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Args)]

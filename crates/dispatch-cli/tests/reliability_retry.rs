@@ -48,6 +48,10 @@ fn a_failing_agent_is_retried_with_backoff_and_each_attempt_is_recorded() {
         assert!(log.contains(&format!("try {n}")), "{log}");
     }
     assert!(log.contains("retrying in"), "{log}");
+    let second = d.ok(&["logs", &id, "--attempt", "2"]);
+    assert!(second.starts_with("[dispatch] attempt 2 of 3"), "{second}");
+    assert!(second.contains("try 2") && !second.contains("try 1") && !second.contains("try 3"));
+    d.fails(&["logs", &id, "--attempt", "4"], 125);
 }
 
 #[test]
