@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Dispatch, eventually};
+use common::{Dispatch, alive, eventually};
 
 #[test]
 fn a_session_file_persists_across_runs_and_a_second_live_run_is_rejected() {
@@ -40,4 +40,30 @@ fn a_session_file_persists_across_runs_and_a_second_live_run_is_rejected() {
     );
     let bad = d.fails(&["run", a, "--detach", "--session", "../x"], 125);
     assert!(bad.contains("invalid session name"), "{bad}");
+}
+
+#[test]
+fn a_session_held_by_a_run_whose_helper_died_is_freed_by_reconciliation() {
+    let d = Dispatch::new();
+    let agent = d.agent("lost", "sleep 30\n");
+    let a = agent.to_str().expect("utf-8");
+    let first = d.ok(&["run", a, "--detach", "--session", "s"]);
+    eventually(10, "the first run is running", || {
+        d.status(&first) == "running"
+    });
+    let helper = d.inspect(&first)["state"]["helper"]["pid"]
+        .as_i64()
+        .expect("a helper pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the helper");
+    eventually(10, "the helper is gone", || !alive(helper as u32));
+    // No reader has looked at the run since; dispatching reconciles the holder.
+    let second = d.ok(&["run", a, "--detach", "--session", "s"]);
+    assert_ne!(second, first);
+    let doc = d.inspect(&first);
+    assert_eq!(doc["status"], "failed", "{doc:#}");
+    d.ok(&["stop", &second]);
 }

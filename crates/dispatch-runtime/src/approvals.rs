@@ -67,3 +67,19 @@ pub(crate) async fn resume_if_clear<S: Store + ?Sized>(store: &S, id: &RunId) ->
         Err(AdvanceError::Store(e)) => Err(e.into()),
     }
 }
+
+/// Denies every pending approval of `run`: whoever asked is gone.
+pub(crate) async fn expire_pending<S: Store + ?Sized>(store: &S, run: &RunId, rationale: &str) {
+    let Ok(pending) = store.list_approvals(Some(run), true).await else {
+        return;
+    };
+    for a in pending {
+        let decision = Decision {
+            decision: "deny".into(),
+            by: "dispatch".into(),
+            rationale: Some(rationale.to_string()),
+            at: now_ms(),
+        };
+        let _ = store.decide_approval(run, &a.id, &decision).await;
+    }
+}

@@ -40,6 +40,12 @@ pub async fn reconcile<S: Store + ?Sized>(
         let write = dead_helper_write(layout, &run, helper.pid);
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => {
+                crate::approvals::expire_pending(
+                    store,
+                    &updated.id,
+                    "the run ended before a decision",
+                )
+                .await;
                 crate::helper::retry::dead_letter(store, &updated, None).await;
                 return Ok(updated);
             }

@@ -49,6 +49,7 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
     if !retry::requeue(store, &mut requeued, &failure, now_ms(), true).await? {
         return Ok(None);
     }
+    crate::approvals::expire_pending(store, &run.id, "the helper was lost before a decision").await;
     if let Err(e) = spawn_helper(layout, &exe, &requeued.id) {
         eprintln!(
             "warning: run {} was requeued but no helper could start: {e}",

@@ -6,13 +6,14 @@ use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
 use dispatch_core::{RunId, now_ms};
-use dispatch_store::{Created, NewRun, RunExtras, Store};
+use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::error::{RuntimeError, RuntimeResult};
 use crate::launch::{LaunchRequest, check_secrets, resolve_parcel, write_brief};
 use crate::layout::Layout;
 use crate::probe;
+use crate::reconcile::reconcile;
 
 /// The reliability side of a dispatch.
 #[derive(Clone, Debug, Default)]
@@ -83,8 +84,25 @@ pub async fn submit<S: Store + ?Sized>(
         brief_sha256,
         created_at: now_ms(),
     };
-    let created = store.create_run_with(&new, &extras, !opts.force).await?;
-    Ok((created, parcel))
+    // A run holding the session or key may have lost its helper: reconcile
+    // it, and try once more if that ended it.
+    for _ in 0..2 {
+        let holder = match store.create_run_with(&new, &extras, !opts.force).await {
+            Ok(Created::Existing(run)) => run,
+            Ok(created) => return Ok((created, parcel)),
+            Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let before = holder.status();
+        let holder = reconcile(store, layout, holder).await?;
+        if holder.status() == before {
+            break;
+        }
+    }
+    Ok((
+        store.create_run_with(&new, &extras, !opts.force).await?,
+        parcel,
+    ))
 }
 
 /// The default idempotency key: SHA-256 of parcel digest, operation and the

@@ -133,6 +133,7 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
         let _ = tokio::time::timeout(PIPE_DRAIN, c).await;
     }
     let batch = events.pump(store, run_id, true).await;
+    watch.agent_gone();
     watch.observe(store, &batch, false).await;
     AgentOutcome {
         exit_code: status.map(os::exit_code_of).unwrap_or(1),

@@ -333,15 +333,19 @@ impl Watch {
     /// Denies what is still pending when the attempt ends: the agent that
     /// asked is gone, so no decision can reach it.
     pub async fn expire_pending<S: Store + ?Sized>(&mut self, store: &S) {
-        for p in std::mem::take(&mut self.pending) {
-            let decision = Decision {
-                decision: "deny".into(),
-                by: "dispatch".into(),
-                rationale: Some("the attempt ended before a decision".into()),
-                at: now_ms(),
-            };
-            let _ = store.decide_approval(&self.run_id, &p.id, &decision).await;
+        if !std::mem::take(&mut self.pending).is_empty() {
+            crate::approvals::expire_pending(
+                store,
+                &self.run_id,
+                "the attempt ended before a decision",
+            )
+            .await;
         }
+    }
+
+    /// The agent's group is gone: nothing is left to signal.
+    pub fn agent_gone(&mut self) {
+        self.pgid = 0;
     }
 
     fn stop_with(&mut self, verdict: Verdict) {
