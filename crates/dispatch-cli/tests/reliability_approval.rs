@@ -74,7 +74,7 @@ fn an_approval_pauses_the_run_and_a_decision_resumes_it_on_the_record() {
 fn an_approval_timeout_denies_and_paused_time_does_not_count_against_the_run_timeout() {
     let d = Dispatch::new();
     // The agent exits 0 on any decision, so the run's status shows whether
-    // the 1 s run timeout counted the 2 s spent paused.
+    // the 1.5 s run timeout counted the 2 s spent paused.
     let script = asking(2).replace("grep -q", "true || grep -q");
     let agent = d.agent("impatient", &script);
     let id = d.ok(&[
@@ -82,7 +82,7 @@ fn an_approval_timeout_denies_and_paused_time_does_not_count_against_the_run_tim
         agent.to_str().expect("utf-8"),
         "--detach",
         "--timeout",
-        "1s",
+        "1500ms",
     ]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
