@@ -182,7 +182,10 @@ impl Watch {
                 "warning",
                 self.attempt,
                 now_ms(),
-                json!({"message": format!("approval id `{id}` cannot name a file; ignored (hint: use letters, digits, `-`, `_`)")}),
+                json!({ "message": format!(
+                    "approval id `{id}` cannot name a file; ignored \
+                     (hint: use letters, digits, `-`, `_`)"
+                ) }),
             );
             let _ = store.append_events(&self.run_id, &[event]).await;
             return;
