@@ -145,3 +145,80 @@ pub fn print_human(d: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dispatch_core::NewEvent;
+    use serde_json::json;
+
+    use super::*;
+
+    fn ev(seq: i64, attempt: u32, at: i64, data: Value) -> Event {
+        Event {
+            seq,
+            run_id: "0000000000000000000000000000002a".parse().expect("an id"),
+            event: NewEvent::new(
+                data["type"].as_str().expect("a type").to_string(),
+                attempt,
+                at,
+                data,
+            ),
+        }
+    }
+
+    #[test]
+    fn steps_pair_up_and_open_ones_close_with_their_attempt() {
+        let events = [
+            ev(1, 1, 100, json!({"type": "step", "name": "plan"})),
+            ev(2, 1, 150, json!({"type": "step", "name": "act"})),
+            ev(
+                3,
+                1,
+                160,
+                json!({"type": "usage", "model": "m", "input_tokens": 5}),
+            ),
+            ev(
+                4,
+                2,
+                300,
+                json!({"type": "step", "name": "act", "phase": "start"}),
+            ),
+            ev(
+                5,
+                2,
+                340,
+                json!({"type": "step", "name": "act", "phase": "end"}),
+            ),
+        ];
+        let attempts = [
+            Attempt {
+                number: 1,
+                started_at: 90,
+                ended_at: Some(200),
+                status: Some(dispatch_core::Status::Failed),
+                exit_code: Some(1),
+                error: None,
+            },
+            Attempt {
+                number: 2,
+                started_at: 290,
+                ended_at: None,
+                status: None,
+                exit_code: None,
+                error: None,
+            },
+        ];
+        let t = build(&events, &attempts);
+        let durations: Vec<Value> = t["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .map(|s| s["duration_ms"].clone())
+            .collect();
+        // plan ends when act starts; act of attempt 1 ends with the attempt.
+        assert_eq!(durations, [json!(50), json!(50), json!(40)]);
+        assert_eq!(t["attempts"][0]["usage"]["input_tokens"], 5);
+        assert_eq!(t["attempts"][1]["duration_ms"], Value::Null);
+        assert_eq!(t["usage_by_model"]["m"]["events"], 1);
+    }
+}
