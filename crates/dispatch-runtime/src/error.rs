@@ -25,14 +25,12 @@ pub enum RuntimeError {
         id: String,
         status: dispatch_core::Status,
     },
-    #[error("{0}")]
-    Dependency(String),
+    #[error(transparent)]
+    Dependency(#[from] crate::probe::ProbeError),
     #[error(
         "invalid session name `{0}` (hint: use letters, digits, `.`, `_` or `-`, e.g. --session support-42)"
     )]
     BadSession(String),
-    #[error("{0}")]
-    Refused(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

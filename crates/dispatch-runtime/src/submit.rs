@@ -46,8 +46,7 @@ pub async fn submit<S: Store + ?Sized>(
     if let Some(name) = &opts.session {
         check_session_name(name)?;
     }
-    probe::probe_all(&parcel.manifest.requires)
-        .map_err(|e| RuntimeError::Dependency(e.to_string()))?;
+    probe::probe_all(&parcel.manifest.requires)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     let brief_sha256 = match &opts.brief_sha256 {
         Some(sha) => sha.clone(),
