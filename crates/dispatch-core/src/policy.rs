@@ -95,7 +95,9 @@ impl RunPolicy {
 
 /// Parses `--backoff`: `<initial>..<max>` or one duration (used as initial).
 pub fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
-    let parse = crate::agentfile::parse_duration_ms;
+    let parse = |t: &str| {
+        crate::agentfile::parse_duration_ms(t).map_err(|e| format!("--backoff {text}: {e}"))
+    };
     match text.split_once("..") {
         Some((i, m)) => {
             let (i, m) = (parse(i)?, parse(m)?);
