@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::reliability_args::{ApprovalsCommand, DecideArgs, DispatchArgs, DlqCommand, ReplayArgs};
+
 /// Run AI agents the way CI runs jobs: every execution is a durable, audited run.
 #[derive(Debug, Parser)]
 #[command(name = "dispatch", version, about, max_term_width = 100)]
@@ -46,6 +48,18 @@ pub enum Command {
     InspectRun(InspectArgs),
     /// List built parcels.
     Images(FormatArgs),
+    /// Approve what a paused run asks for; the run resumes.
+    Approve(DecideArgs),
+    /// Deny what a paused run asks for; the run resumes and the agent sees the denial.
+    Deny(DecideArgs),
+    /// Approvals runs asked for.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// The dead-letter queue: runs whose attempts are exhausted.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Run again with the exact parcel digest, brief and payload of a run.
+    Replay(ReplayArgs),
     /// Docker-style aliases: ls, ps, logs, wait, inspect, stop, restart, prune, rm.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -119,6 +133,8 @@ pub struct RunArgs {
     /// Print the run id and return at once; the run goes on in the background.
     #[arg(short, long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub reliability: DispatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +143,8 @@ pub struct CreateArgs {
     pub source: String,
     #[command(flatten)]
     pub payload: PayloadArgs,
+    #[command(flatten)]
+    pub reliability: DispatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +186,9 @@ pub struct LogsArgs {
     /// Show only the last N lines.
     #[arg(short = 'n', long, value_name = "N")]
     pub tail: Option<usize>,
+    /// Show only the section of attempt N (from its `[dispatch] attempt N of M` line).
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Args)]

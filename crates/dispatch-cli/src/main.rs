@@ -5,6 +5,7 @@ mod commands;
 mod ctx;
 mod error;
 mod output;
+mod reliability_args;
 
 use clap::Parser;
 
@@ -75,6 +76,11 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Prune(a) => prune::prune(ctx, &a).await,
         Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
         Command::Images(a) => images::images(ctx, &a),
+        Command::Approve(a) => approvals::decide(ctx, &a, "approve").await,
+        Command::Deny(a) => approvals::decide(ctx, &a, "deny").await,
+        Command::Approvals(c) => approvals::approvals(ctx, &c).await,
+        Command::Dlq(c) => dlq::dlq(ctx, &c).await,
+        Command::Replay(a) => replay::replay(ctx, &a).await,
         Command::Container(c) => match c {
             ContainerCommand::Ls(a) | ContainerCommand::Ps(a) => ps::ps(ctx, &a).await,
             ContainerCommand::Logs(a) => logs::logs(ctx, &a).await,

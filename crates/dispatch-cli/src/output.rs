@@ -51,10 +51,20 @@ pub fn status_text(state: &RunState, now: Ts) -> String {
             format!("running {}", human_duration(now - started_at))
         }
         RunState::Paused { reason, .. } => format!("paused: {reason}"),
-        s if s.is_terminal() => match s.exit_code() {
-            Some(code) => format!("{} (exit {code})", s.status()),
-            None => s.status().to_string(),
-        },
+        RunState::Queued {
+            not_before: Some(t),
+        } if *t > now => format!("queued (retry in {})", human_duration(t - now)),
+        s if s.is_terminal() => {
+            let base = match s.exit_code() {
+                Some(code) => format!("{} (exit {code})", s.status()),
+                None => s.status().to_string(),
+            };
+            // A budget stop says so where runs are listed.
+            match s.reason().filter(|r| r.starts_with("budget_exceeded")) {
+                Some(_) => format!("{base} budget_exceeded"),
+                None => base,
+            }
+        }
         s => s.status().to_string(),
     }
 }

@@ -25,6 +25,12 @@ pub enum RuntimeError {
         id: String,
         status: dispatch_core::Status,
     },
+    #[error(transparent)]
+    Dependency(#[from] crate::probe::ProbeError),
+    #[error(
+        "invalid session name `{0}` (hint: use letters, digits, `.`, `_` or `-`, e.g. --session support-42)"
+    )]
+    BadSession(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -22,6 +22,7 @@
 //! with each backend's tests.
 
 mod events;
+mod reliability;
 mod runs;
 mod transitions;
 
@@ -31,6 +32,7 @@ use serde_json::json;
 use crate::{NewRun, Run, StateWrite, Store};
 
 pub use events::*;
+pub use reliability::*;
 pub use runs::*;
 pub use transitions::*;
 
@@ -69,6 +71,14 @@ macro_rules! conformance_suite {
             usage_events_sum_into_totals_without_bumping_the_version,
             events_page_by_after_and_limit,
             artifacts_round_trip_and_a_name_recorded_again_is_replaced,
+            // reliability: dedup, sessions, policy, approvals, dead letters
+            extras_round_trip_with_the_run,
+            a_live_or_succeeded_run_with_the_same_key_is_returned_instead,
+            a_failed_run_with_the_key_does_not_block_and_force_skips_the_check,
+            a_session_held_by_a_live_run_is_refused_until_it_ends,
+            an_approval_is_requested_once_and_decided_once,
+            dead_letters_list_newest_first_and_record_their_replay,
+            a_timed_out_attempt_requeued_keeps_its_status,
         );
     };
 }

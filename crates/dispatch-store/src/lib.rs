@@ -8,6 +8,7 @@
 pub mod conformance;
 mod error;
 mod model;
+mod reliability;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 pub use sqlite::SqliteStore;
 
 /// Runs: create, read, compare-and-set state changes, delete.
@@ -78,5 +80,5 @@ pub trait AttemptStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore {}
-impl<T: RunStore + EventStore + ArtifactStore + AttemptStore> Store for T {}
+pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore {}
+impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore> Store for T {}

@@ -3,7 +3,7 @@
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
 use dispatch_store::sqlite::SqliteStore;
-use dispatch_store::{ArtifactStore, AttemptStore, EventStore, Run};
+use dispatch_store::{ArtifactStore, AttemptStore, EventStore, ReliabilityStore, Run};
 use serde_json::{Value, json};
 
 use crate::cli::{Format, InspectArgs};
@@ -42,9 +42,16 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
 async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
     let now = now_ms();
     let mut doc = run_json(run, now);
-    doc["attempts"] = json!(store.list_attempts(&run.id).await?);
+    let attempts = store.list_attempts(&run.id).await?;
+    let events = store.list_events(&run.id, 0, MAX_EVENTS).await?;
+    let telemetry = super::telemetry::build(&events, &attempts);
+    for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
+        doc[key] = telemetry[key].clone();
+    }
+    doc["approvals"] = json!(store.list_approvals(Some(&run.id), false).await?);
+    doc["dead_letter"] = json!(store.dead_letter(&run.id).await?);
     doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
-    doc["events"] = json!(store.list_events(&run.id, 0, MAX_EVENTS).await?);
+    doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
     doc["status_text"] = json!(status_text(&run.state, now));
@@ -99,18 +106,47 @@ fn print_human(d: &Value) {
                 (Some(s), Some(e)) => human_duration(e - s),
                 _ => "-".into(),
             };
+            let u = &a["usage"];
             println!(
-                "  #{} {} exit {} {}{}",
+                "  #{} {} exit {} {} tokens {}/{} cost {}{}",
                 a["number"],
                 a["status"].as_str().unwrap_or("running"),
                 a["exit_code"],
                 dur,
+                u["input_tokens"],
+                u["output_tokens"],
+                cost_text(u["cost_usd"].as_f64().unwrap_or(0.0)),
                 a["error"]
                     .as_str()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
         }
+    }
+    super::telemetry::print_human(d);
+    if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
+        println!("Approvals:");
+        for a in approvals {
+            let decision = match a["decision"].as_str() {
+                Some(dec) => format!(
+                    "{dec} by {}{}",
+                    a["decided_by"].as_str().unwrap_or("?"),
+                    a["rationale"]
+                        .as_str()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                None => "pending".into(),
+            };
+            println!(
+                "  {} ({}) {decision}",
+                a["id"].as_str().unwrap_or("?"),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(reason) = d["dead_letter"]["reason"].as_str() {
+        println!("Dead letter: {reason} (`dispatch dlq replay` runs it again)");
     }
     if let Some(arts) = d["artifacts"].as_array().filter(|a| !a.is_empty()) {
         println!("Artifacts:");

@@ -1,9 +1,11 @@
 use std::time::Duration;
 
-use dispatch_runtime::launch::{LaunchRequest, create};
+use dispatch_runtime::launch::LaunchRequest;
+use dispatch_runtime::submit::SubmitOptions;
+use dispatch_store::ReliabilityStore;
 
 use crate::cli::StopArgs;
-use crate::commands::run::start_run;
+use crate::commands::run::{start_run, submit_run};
 use crate::ctx::{Ctx, find_run};
 use crate::error::CliResult;
 
@@ -26,7 +28,13 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
             parent_id: old.parent_id.clone(),
             origin_id: Some(old.id.clone()),
         };
-        let (run, _) = create(&store, &ctx.layout, &req).await?;
+        // The same reliability policy (retries, timeouts, budgets) as the original.
+        let opts = SubmitOptions {
+            policy: store.run_extras(&old.id).await?.policy,
+            force: true,
+            ..SubmitOptions::default()
+        };
+        let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
         start_run(ctx, &store, &run).await?;
         println!("{}", run.id);
     }

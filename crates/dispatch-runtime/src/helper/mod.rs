@@ -1,10 +1,16 @@
 //! The helper: `dispatch internal run-record <id>`. It owns one run from
 //! claim to terminal state: prepare the workspace, verify the brief, start the
 //! courier, stream output and events, collect artifacts and output, write the
-//! terminal snapshot, then the terminal state.
+//! terminal snapshot, then the terminal state. The same helper runs every
+//! attempt of the run (`attempt.rs`), waiting out the backoff in between
+//! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
+//! runs (`watch.rs`).
 
 mod agent;
+mod attempt;
 mod collect;
+pub(crate) mod retry;
+mod watch;
 
 use std::io::Write;
 
@@ -14,7 +20,7 @@ use dispatch_core::{RunId, Status, Transition, brief, now_ms};
 use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
 
-use crate::error::{RuntimeError, RuntimeResult, io};
+use crate::error::{RuntimeResult, io};
 use crate::layout::Layout;
 use crate::record::{AdvanceError, advance};
 use crate::snapshot::{self, FinalSnapshot};
@@ -28,7 +34,11 @@ pub async fn run_record<S: Store + ?Sized>(
     layout: &Layout,
     id: &RunId,
 ) -> RuntimeResult<i32> {
-    let mut run = store.get_run(id).await?;
+    // A run requeued with a backoff (by a lost-helper recovery) waits it out.
+    let mut run = match retry::wait_until_due(store, id).await? {
+        Some(run) => run,
+        None => store.get_run(id).await?,
+    };
     let me = os::this_process();
     match advance(
         store,
@@ -53,113 +63,10 @@ pub async fn run_record<S: Store + ?Sized>(
         Err(AdvanceError::Store(e)) => return Err(e.into()),
     }
     let mut log = LifecycleLog::open(layout, id);
-    if run.stop_requested_at.is_some() {
-        return finish(store, layout, &mut run, &mut log, cancelled(None), None).await;
-    }
-    let prepared = match prepare(layout, &run) {
-        Ok(p) => p,
-        Err(reason) => {
-            let t = Transition::Fail {
-                reason,
-                exit_code: None,
-                at: now_ms(),
-            };
-            return finish(store, layout, &mut run, &mut log, t, None).await;
-        }
-    };
-    log.line(&format!(
-        "run {} attempt {}: starting {} `{}`",
-        run.id,
-        run.attempt,
-        run.operation,
-        prepared.spec.command.join(" ")
-    ));
-    let child = match agent::spawn(&prepared.spec) {
-        Ok(child) => child,
-        Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            let reason = format!("could not start `{}`: {e}", prepared.spec.command.join(" "));
-            let t = Transition::Fail {
-                reason,
-                exit_code: Some(code),
-                at: now_ms(),
-            };
-            return finish(store, layout, &mut run, &mut log, t, None).await;
-        }
-    };
-    let agent_ref = os::proc_ref(child.id().unwrap_or(0));
-    if let Err(e) = advance(
-        store,
-        &mut run,
-        &Transition::AgentStarted {
-            agent: agent_ref,
-            at: now_ms(),
-        },
-        None,
-    )
-    .await
-    {
-        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGKILL);
-        return Err(match e {
-            AdvanceError::Store(e) => e.into(),
-            AdvanceError::Illegal(e) => RuntimeError::Io {
-                what: "recording the agent start of",
-                path: layout.log(id),
-                source: std::io::Error::other(e.to_string()),
-            },
-        });
-    }
-    // A stop that arrived while we were starting found no process group yet.
-    if store
-        .get_run(id)
-        .await
-        .map(|r| r.stop_requested_at.is_some())
-        .unwrap_or(false)
-    {
-        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let outcome = agent::supervise(store, id, &prepared.spec, child).await;
-
-    let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
-    match artifacts {
-        Ok(list) if !list.is_empty() => {
-            if let Err(e) = store.add_artifacts(id, &list).await {
-                log.line(&format!("could not record artifacts: {e}"));
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log.line(&format!("could not collect artifacts: {e}")),
-    }
-    let output = collect::read_output(&prepared.output_path, outcome.last_output);
-    let stop_requested = outcome.signalled
-        || store
-            .get_run(id)
-            .await
-            .map(|r| r.stop_requested_at.is_some())
-            .unwrap_or(false);
-    let at = now_ms();
-    let t = if stop_requested && outcome.exit_code != 0 {
-        cancelled(Some(outcome.exit_code))
-    } else if let (Some(message), true) = (outcome.error, outcome.exit_code != 0) {
-        Transition::Fail {
-            reason: message,
-            exit_code: Some(outcome.exit_code),
-            at,
-        }
-    } else {
-        Transition::Exited {
-            code: outcome.exit_code,
-            at,
-        }
-    };
-    finish(store, layout, &mut run, &mut log, t, output).await
+    attempt::run_attempts(store, layout, run, &mut log).await
 }
 
-fn cancelled(exit_code: Option<i32>) -> Transition {
+pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
     Transition::Cancel {
         reason: "stopped by user".into(),
         exit_code,
@@ -168,7 +75,7 @@ fn cancelled(exit_code: Option<i32>) -> Transition {
 }
 
 /// Writes the terminal snapshot, then the terminal state.
-async fn finish<S: Store + ?Sized>(
+pub(super) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
@@ -207,15 +114,15 @@ async fn finish<S: Store + ?Sized>(
     }
 }
 
-struct Prepared {
-    spec: AgentSpec,
-    artifacts_dir: std::path::PathBuf,
-    output_path: std::path::PathBuf,
+pub(super) struct Prepared {
+    pub(super) spec: AgentSpec,
+    pub(super) artifacts_dir: std::path::PathBuf,
+    pub(super) output_path: std::path::PathBuf,
 }
 
 /// Loads the parcel, verifies the brief and lays out the run directory.
 /// An error is the reason the run fails (not retryable).
-fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
+pub(super) fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
     let parcel: Parcel = parcel::load(&layout.parcels().join(&run.parcel_digest))
         .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))?;
     let brief_path = layout.brief(&run.brief_sha256);
@@ -255,6 +162,8 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
         ("DISPATCH_APPROVALS".into(), path_str(&approvals)),
         ("DISPATCH_PARCEL_DIR".into(), path_str(&parcel.files_dir())),
     ]);
+    // Each REQUIRES dependency (probed at dispatch) is handed over by name.
+    env.extend(m.requires.iter().map(|r| (r.name.clone(), r.url.clone())));
     let secrets = m
         .secrets
         .iter()
@@ -278,7 +187,7 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
 }
 
 /// `[dispatch] …` lines in the run's log.
-struct LifecycleLog {
+pub(super) struct LifecycleLog {
     file: Option<std::fs::File>,
 }
 
@@ -294,7 +203,7 @@ impl LifecycleLog {
         LifecycleLog { file }
     }
 
-    fn line(&mut self, text: &str) {
+    pub(super) fn line(&mut self, text: &str) {
         if let Some(f) = self.file.as_mut() {
             let _ = writeln!(f, "[dispatch] {text}");
         }

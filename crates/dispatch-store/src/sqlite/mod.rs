@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod events;
+mod reliability;
 mod runs;
 mod schema;
 
@@ -22,8 +23,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
-    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
-    RunStore, StateWrite, StoreError, StoreResult,
+    Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
+    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, StateWrite,
+    StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -315,5 +317,58 @@ impl ArtifactStore for SqliteStore {
 impl AttemptStore for SqliteStore {
     async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
         self.read(|tx| events::list_attempts(tx, run))
+    }
+}
+
+#[async_trait]
+impl ReliabilityStore for SqliteStore {
+    async fn create_run_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        self.write(|tx| reliability::create_with(tx, new, extras, dedupe))
+    }
+
+    async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
+        self.read(|tx| reliability::extras(tx, id))
+    }
+
+    async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {
+        self.write(|tx| reliability::request_approval(tx, approval))
+    }
+
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> StoreResult<Approval> {
+        self.write(|tx| reliability::decide(tx, run, approval_id, decision))
+    }
+
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<Approval>> {
+        self.read(|tx| reliability::list_approvals(tx, run, pending_only))
+    }
+
+    async fn add_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        self.write(|tx| reliability::add_dead_letter(tx, letter))
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.read(reliability::list_dead_letters)
+    }
+
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>> {
+        self.read(|tx| reliability::dead_letter(tx, run))
+    }
+
+    async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
+        self.write(|tx| reliability::mark_replayed(tx, run, by))
     }
 }

@@ -68,6 +68,39 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     ) WITHOUT ROWID;
     ",
+    // 2: reliability: dedup keys, sessions, per-run policy, approvals, dead letters.
+    "
+    ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE runs ADD COLUMN session TEXT;
+    ALTER TABLE runs ADD COLUMN policy TEXT;
+    CREATE INDEX runs_by_idempotency_key ON runs (idempotency_key, id)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_session ON runs (session, id) WHERE session IS NOT NULL;
+
+    CREATE TABLE approvals (
+        run_id       TEXT NOT NULL REFERENCES runs (id),
+        id           TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        summary      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        deadline     INTEGER,
+        decision     TEXT,
+        decided_by   TEXT,
+        rationale    TEXT,
+        decided_at   INTEGER,
+        PRIMARY KEY (run_id, id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dead_letters (
+        run_id      TEXT PRIMARY KEY NOT NULL REFERENCES runs (id),
+        at          INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        checkpoint  TEXT,
+        errors      TEXT NOT NULL,
+        replayed_by TEXT
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.
