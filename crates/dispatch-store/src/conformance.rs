@@ -23,6 +23,7 @@
 
 mod events;
 mod runs;
+mod service;
 mod transitions;
 
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
@@ -32,6 +33,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 
 pub use events::*;
 pub use runs::*;
+pub use service::*;
 pub use transitions::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
@@ -69,6 +71,20 @@ macro_rules! conformance_suite {
             usage_events_sum_into_totals_without_bumping_the_version,
             events_page_by_after_and_limit,
             artifacts_round_trip_and_a_name_recorded_again_is_replaced,
+        );
+    };
+}
+
+/// Expands the service-state promises for a backend that implements
+/// [`ServiceStore`](crate::ServiceStore) (an opt-in capability), like
+/// [`conformance_suite!`](crate::conformance_suite).
+#[macro_export]
+macro_rules! service_conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!($factory;
+            service_state_round_trips_and_a_put_replaces_it,
+            service_state_of_an_unknown_run_is_not_found,
+            deleting_a_service_run_removes_its_state,
         );
     };
 }

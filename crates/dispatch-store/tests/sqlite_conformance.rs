@@ -14,6 +14,7 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 }
 
 dispatch_store::conformance_suite!(fresh_store);
+dispatch_store::service_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 
@@ -180,7 +181,7 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 1, "the schema was created exactly once");
+    assert_eq!(version, 2, "the schema was created exactly once");
 }
 
 #[test]
@@ -316,7 +317,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),

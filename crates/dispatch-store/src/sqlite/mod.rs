@@ -11,6 +11,7 @@
 mod events;
 mod runs;
 mod schema;
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,7 +24,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
-    RunStore, StateWrite, StoreError, StoreResult,
+    RunStore, ServiceState, ServiceStore, StateWrite, StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -315,5 +316,16 @@ impl ArtifactStore for SqliteStore {
 impl AttemptStore for SqliteStore {
     async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
         self.read(|tx| events::list_attempts(tx, run))
+    }
+}
+
+#[async_trait]
+impl ServiceStore for SqliteStore {
+    async fn put_service_state(&self, state: &ServiceState) -> StoreResult<()> {
+        self.write(|tx| service::put(tx, state))
+    }
+
+    async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
+        self.read(|tx| service::get(tx, run))
     }
 }

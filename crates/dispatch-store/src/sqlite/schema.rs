@@ -68,6 +68,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     ) WITHOUT ROWID;
     ",
+    // 2: the state of service runs (schedules, listeners), one row per run.
+    "
+    CREATE TABLE service_state (
+        run_id     TEXT PRIMARY KEY NOT NULL REFERENCES runs (id),
+        config     TEXT NOT NULL,
+        schedules  TEXT NOT NULL,
+        listeners  TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.
