@@ -17,6 +17,7 @@ pub mod os;
 pub mod reconcile;
 mod record;
 pub mod remove;
+pub mod service;
 pub mod snapshot;
 pub mod stop;
 

@@ -10,6 +10,8 @@ pub mod ps;
 pub mod restart;
 pub mod rm;
 pub mod run;
+pub mod serve;
 pub mod start;
 pub mod stop;
 pub mod wait;
+pub mod wake;
