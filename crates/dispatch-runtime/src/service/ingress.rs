@@ -80,15 +80,21 @@ pub(super) async fn serve(listener: TcpListener, ingress: Arc<Ingress>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let ing = ingress.clone();
+        let ingress = ingress.clone();
         tokio::spawn(async move {
+            let ing = ingress.clone();
             let svc = service_fn(move |req| handle(req, ing.clone(), remote));
-            let _ = http1::Builder::new()
+            let served = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .max_buf_size(buf)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            // Malformed or oversized heads never reach `handle`: hyper
+            // answers them (400 / 431) and ends the connection.
+            if served.is_err_and(|e| e.is_parse() || e.is_parse_too_large()) {
+                ingress.rejected.fetch_add(1, Ordering::Relaxed);
+            }
         });
     }
 }
