@@ -139,3 +139,36 @@ fn a_dead_helper_is_reconciled_to_stopped_and_restart_brings_it_back() {
     assert_eq!(hb["payload"]["wake"]["previous_status"], "stopped");
     back.stop(5_000);
 }
+
+#[test]
+fn wakes_still_queued_when_the_helper_dies_are_cancelled() {
+    let d = Dispatch::new();
+    let agent = d.agent("busy", "sleep 300\n");
+    let svc = Service::start(&d, &agent, &["--interval-ms", "0"]);
+    let running = d.ok(&["wake", &svc.id]);
+    eventually(10, "the first wake runs", || {
+        d.status(&running) == "running"
+    });
+    let queued = d.ok(&["wake", &svc.id]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(svc.helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the helper");
+    eventually(5, "helper gone", || !alive(svc.helper));
+    assert_eq!(d.status(&svc.id), "stopped");
+    let q = d.inspect(&queued);
+    assert_eq!(q["status"], "cancelled", "{q:#}");
+    assert!(
+        q["state"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ended before this wake ran")),
+        "{q:#}"
+    );
+    assert_eq!(
+        d.status(&running),
+        "running",
+        "its own helper still owns it"
+    );
+    d.ok(&["stop", &running, "-t", "0"]);
+}

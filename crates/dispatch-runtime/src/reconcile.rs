@@ -32,7 +32,12 @@ pub async fn reconcile<S: Store + ?Sized>(
         }
         let write = dead_helper_write(layout, &run, helper.pid);
         match store.transition(&run.id, run.version, &write).await {
-            Ok(updated) => return Ok(updated),
+            Ok(updated) => {
+                if updated.operation == dispatch_core::Operation::Service {
+                    crate::service::stop::cancel_orphans(store, &updated).await;
+                }
+                return Ok(updated);
+            }
             Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,
             Err(e) => return Err(e),
         }

@@ -18,6 +18,8 @@ pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// The default header-section limit of an HTTP listener (16 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// The environment variable `dispatch serve` also reads the shared secret from.
+pub const SHARED_SECRET_ENV: &str = "DISPATCH_LISTEN_SHARED_SECRET";
 /// Methods a listener may be restricted to.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 

@@ -193,6 +193,9 @@ impl Core {
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.args(["internal", "run-record", id.as_str()])
             .env(ROOT_ENV, self.layout.root())
+            // The shared secret may have come through the environment; no
+            // wake (and so no agent) ever sees it.
+            .env_remove(super::config::SHARED_SECRET_ENV)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

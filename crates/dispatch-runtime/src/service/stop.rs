@@ -88,3 +88,24 @@ async fn end_wakes<S: Store + ?Sized>(store: &S, id: &RunId) -> RuntimeResult<()
     }
     Ok(())
 }
+
+/// Cancels the wakes a dead service left `queued` (nobody else would ever
+/// start them). Called by reconciliation once the service is terminal.
+pub async fn cancel_orphans<S: Store + ?Sized>(store: &S, service: &Run) {
+    let filter = RunFilter {
+        statuses: vec![Status::Queued],
+        parent_id: Some(service.id.clone()),
+        ..RunFilter::default()
+    };
+    let Ok(orphans) = store.list_runs(&filter).await else {
+        return;
+    };
+    for mut run in orphans {
+        let t = Transition::Cancel {
+            reason: format!("service {} ended before this wake ran", service.id),
+            exit_code: None,
+            at: now_ms(),
+        };
+        let _ = advance(store, &mut run, &t, None).await;
+    }
+}
