@@ -24,7 +24,7 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
         }
         if old.operation == Operation::Service {
             let run = recreate_service(&store, &ctx.layout, &old).await?;
-            start_run(ctx, &store, &run).await?;
+            crate::commands::serve::start_service(ctx, &store, &run).await?;
             let up = wait_up(&store, &ctx.layout, &run.id, UP_TIMEOUT).await?;
             crate::commands::serve::check_up(&up)?;
             println!("{}", run.id);

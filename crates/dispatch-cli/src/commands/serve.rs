@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use dispatch_core::Status;
-use dispatch_runtime::service::launch::{create_service, wait_up};
+use dispatch_runtime::launch::fail_unstarted;
+use dispatch_runtime::service::launch::{create_service, spawn_service_helper, wait_up};
 use dispatch_runtime::service::{Overlap, ServeOptions};
 use dispatch_store::Run;
+use dispatch_store::sqlite::SqliteStore;
 use serde_json::Value;
 
 use crate::cli::{OverlapArg, ServeArgs};
 use crate::commands::logs::follow_log;
-use crate::commands::run::start_run;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
@@ -21,7 +22,7 @@ pub async fn serve(ctx: &Ctx, args: &ServeArgs) -> CliResult {
     let opts = options(args)?;
     let store = ctx.store()?;
     let run = create_service(&store, &ctx.layout, &args.source, &opts).await?;
-    start_run(ctx, &store, &run).await?;
+    start_service(ctx, &store, &run).await?;
     let up = wait_up(&store, &ctx.layout, &run.id, UP_TIMEOUT).await?;
     check_up(&up)?;
     println!("{}", run.id);
@@ -43,6 +44,17 @@ pub async fn serve(ctx: &Ctx, args: &ServeArgs) -> CliResult {
     } else {
         1
     })
+}
+
+/// Spawns the service helper; a service whose helper cannot start is failed at once.
+pub async fn start_service(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
+    if let Err(e) = spawn_service_helper(&ctx.layout, &exe, &run.id) {
+        fail_unstarted(store, run, e.to_string()).await?;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// A service that ended while starting (its listener could not bind, …) is an error.

@@ -1,7 +1,8 @@
 //! `dispatch serve` and `dispatch restart` of a service: check everything,
-//! create the service run and its `service_state` row; the caller spawns the
-//! helper (`launch::spawn_helper`), as for any run.
+//! create the service run and its `service_state` row, spawn its helper.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dispatch_core::{Operation, RunId, Status, now_ms};
@@ -10,9 +11,10 @@ use dispatch_store::{Run, ServiceStore, Store};
 use super::ServiceError;
 use super::config::{ServeOptions, check_port_free, resolve};
 use super::model::ServiceDoc;
-use crate::error::RuntimeResult;
+use crate::error::{RuntimeError, RuntimeResult, io};
 use crate::launch::{LaunchRequest, check_secrets, create, resolve_parcel};
-use crate::layout::Layout;
+use crate::layout::{Layout, ROOT_ENV};
+use crate::os;
 use crate::reconcile::reconcile;
 
 const UP_POLL: Duration = Duration::from_millis(5);
@@ -102,4 +104,33 @@ pub async fn wait_up<S: Store + ?Sized>(
         }
         tokio::time::sleep(UP_POLL).await;
     }
+}
+
+/// Spawns the service helper (`exe internal run-record <id>`) detached in its
+/// own session, like [`crate::launch::spawn_helper`], with one difference: a
+/// service helper may idle for days, so the allocator is told not to commit
+/// its arenas eagerly (mimalloc, the `dispatch` binary's allocator, would
+/// otherwise keep ~6 MB resident that an idle service never uses).
+pub fn spawn_service_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u32> {
+    let runs = layout.runs();
+    std::fs::create_dir_all(&runs).map_err(io("creating", &runs))?;
+    let log_path = layout.log(id);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io("opening", &log_path))?;
+    let log2 = log.try_clone().map_err(io("opening", &log_path))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["internal", "run-record", id.as_str()])
+        .env(ROOT_ENV, layout.root())
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    os::new_session(&mut cmd);
+    let child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Spawn(exe.to_path_buf(), e))?;
+    Ok(child.id())
 }
