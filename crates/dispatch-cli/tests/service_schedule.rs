@@ -26,9 +26,10 @@ fn a_seconds_schedule_fires_on_its_seconds_and_records_last_fired_at() {
         let due = wake["scheduled_for"].as_i64().expect("scheduled_for");
         assert_eq!(due % 2000, 0, "fires on even seconds");
         let created = hb["created_at"].as_i64().expect("created_at");
+        // Created right after its second (with room for a loaded machine).
         assert!(
-            created >= due && created < due + 1000,
-            "created {created} within a second after {due}"
+            created >= due && created < due + 1500,
+            "created {created} shortly after {due}"
         );
     }
     let state = svc.service_state();

@@ -154,8 +154,10 @@ fn print_human(d: &Value) {
 /// The service part: wake policy, timers, listeners, ingress policy.
 fn print_service(svc: &Value) {
     let c = &svc["config"];
+    let now = now_ms();
     let t = |v: &Value| match v.as_i64() {
-        Some(ms) => ms.to_string(),
+        Some(ms) if ms > now => format!("{ms} (in {})", human_duration(ms - now)),
+        Some(ms) => format!("{ms} ({})", dispatch_core::time::human_ago(ms, now)),
         None => "-".into(),
     };
     println!(
