@@ -108,6 +108,9 @@ fn every_ingress_status_code_from_a_real_client() {
     let (code, body) = send(ureq::get(&url).set("x-dispatch-secret", TOKEN), None);
     assert_eq!(code, 405, "{body}");
     assert_eq!(send(ureq::post(&url), Some("{}")).0, 401);
+    eventually(5, "the rejection count is saved without any wake", || {
+        svc.service_state()["listeners"][0]["requests_rejected"] == 3
+    });
     assert_eq!(
         send(
             ureq::post(&url).set("x-dispatch-secret", "wrong"),

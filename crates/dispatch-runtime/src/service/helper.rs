@@ -17,7 +17,7 @@ use dispatch_store::{Run, ServiceStore, Store, StoreError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::config::parse_listen_addr;
 use super::exec::{Core, Reason, Reply, Wake};
@@ -31,6 +31,8 @@ use crate::record::{AdvanceError, advance};
 use crate::snapshot::{self, FinalSnapshot};
 use crate::{os, run_exit_code};
 
+/// How long after a rejected request its count is saved (at the latest).
+const REJECTION_SAVE_DELAY: Duration = Duration::from_millis(500);
 /// How many wakes may wait in the channel from the listener.
 const WAKE_CHANNEL: usize = 1024;
 
@@ -163,7 +165,18 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
     manual_wakes(store, layout, &mut core, id).await;
     state.save(store, id, &timers, ingress.as_ref()).await;
 
+    // Rejected requests only bump a counter; it is saved at most once per
+    // REJECTION_SAVE_DELAY, and only when something was rejected.
+    let never = Notify::new();
+    let rejections: &Notify = ingress.as_ref().map_or(&never, |(ing, _)| &ing.rejections);
+    let mut save_at: Option<tokio::time::Instant> = None;
     loop {
+        let save_due = async {
+            match save_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let deadline = timers.next_deadline();
         let sleep = async {
             match deadline {
@@ -206,6 +219,13 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
                 if let Ok(done) = done {
                     core.finished(store, done).await;
                 }
+            }
+            _ = rejections.notified(), if save_at.is_none() => {
+                save_at = Some(tokio::time::Instant::now() + REJECTION_SAVE_DELAY);
+            }
+            _ = save_due => {
+                save_at = None;
+                state.save(store, id, &timers, ingress.as_ref()).await;
             }
             Some(()) = term.recv() => break,
             Some(()) = int.recv() => break,

@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::exec::{Reason, Reply, Wake};
 use super::model::IngressPolicy;
@@ -48,6 +48,8 @@ pub(super) struct Ingress {
     pub listener: String,
     pub wakes: mpsc::Sender<Wake>,
     pub rejected: AtomicU64,
+    /// Told about each rejection, so the helper saves the count (debounced).
+    pub rejections: Notify,
 }
 
 impl Ingress {
@@ -62,7 +64,13 @@ impl Ingress {
             listener,
             wakes,
             rejected: AtomicU64::new(0),
+            rejections: Notify::new(),
         }
+    }
+
+    fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejections.notify_one();
     }
 }
 
@@ -93,7 +101,7 @@ pub(super) async fn serve(listener: TcpListener, ingress: Arc<Ingress>) {
             // Malformed or oversized heads never reach `handle`: hyper
             // answers them (400 / 431) and ends the connection.
             if served.is_err_and(|e| e.is_parse() || e.is_parse_too_large()) {
-                ingress.rejected.fetch_add(1, Ordering::Relaxed);
+                ingress.reject();
             }
         });
     }
@@ -118,7 +126,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let resp = check_and_admit(req, &ing, remote).await;
     if resp.status() != StatusCode::ACCEPTED {
-        ing.rejected.fetch_add(1, Ordering::Relaxed);
+        ing.reject();
     }
     Ok(resp)
 }
