@@ -172,3 +172,26 @@ fn wakes_still_queued_when_the_helper_dies_are_cancelled() {
     );
     d.ok(&["stop", &running, "-t", "0"]);
 }
+
+#[test]
+fn overlap_skip_drops_a_wake_that_arrives_while_one_runs() {
+    let d = Dispatch::new();
+    let agent = d.agent("skipper", "sleep 2\n");
+    let svc = Service::start(&d, &agent, &["--interval-ms", "0", "--overlap", "skip"]);
+    let first = d.ok(&["wake", &svc.id]);
+    let err = d.fails(&["wake", &svc.id], 125);
+    assert!(err.contains("overlap: skip"), "{err}");
+    assert_eq!(svc.heartbeats().len(), 1, "the second wake made no run");
+    let events = &d.inspect(&svc.id)["events"];
+    let skipped = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "wake_skipped")
+        .count();
+    assert_eq!(skipped, 1, "{events:#}");
+    assert_eq!(d.wait_terminal(&first)["status"], "succeeded");
+    let again = d.ok(&["wake", &svc.id]);
+    assert_ne!(again, first, "idle again: the next wake runs");
+    svc.stop(5_000);
+}

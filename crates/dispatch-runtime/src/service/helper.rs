@@ -112,6 +112,14 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             return finish(store, layout, &mut run, failed(reason)).await;
         }
     };
+    // Listeners bound and timers anchored are saved before anyone sees
+    // `running` (`serve --detach` returns then, and prints nothing stale).
+    let mut state = Persisted {
+        config: doc.config.clone(),
+        listeners,
+    };
+    let missed = timers.start(now_ms());
+    state.save(store, id, &timers, ingress.as_ref()).await;
     let up = Transition::AgentStarted {
         agent: me,
         at: now_ms(),
@@ -127,14 +135,9 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             .into(),
         });
     }
-    describe(&run, &doc.config, &timers, &listeners);
+    describe(&run, &doc.config, &timers, &state.listeners);
 
     let mut core = Core::new(run.clone(), layout.clone(), exe, doc.config.clone());
-    let mut state = Persisted {
-        config: doc.config.clone(),
-        listeners,
-    };
-    let missed = timers.start(now_ms());
     let origin = match &run.origin_id {
         Some(o) => store.get_run(o).await.ok(),
         None => None,
