@@ -212,3 +212,78 @@ pub(super) fn check_port_free(addr: &str) -> Result<(), ServiceError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: Value) -> Manifest {
+        let mut m = serde_json::json!({
+            "schema": 1, "courier": "process", "name": "svc", "entrypoint": "heartbeat",
+            "command": ["true"], "files": [], "secrets": ["HOOK"]
+        });
+        if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        serde_json::from_value(m).expect("a valid manifest")
+    }
+
+    fn opts() -> ServeOptions {
+        ServeOptions {
+            max_concurrent: 4,
+            max_pending: 10,
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_plain_interval_applies_only_without_schedules_and_listeners() {
+        let (c, t) = resolve(&manifest(Value::Null), &opts()).expect("ok");
+        assert_eq!(c.interval_ms, Some(DEFAULT_INTERVAL_MS));
+        assert_eq!(t.len(), 1);
+        let cron = manifest(serde_json::json!({"schedules": ["*/5 * * * * *"]}));
+        let (c, t) = resolve(&cron, &opts()).expect("ok");
+        assert_eq!((c.interval_ms, t.len()), (None, 1));
+        let both = ServeOptions {
+            interval_ms: Some(250),
+            schedules: vec!["*/5 * * * * *".into(), "0 0 * * *".into()],
+            ..opts()
+        };
+        let (c, t) = resolve(&cron, &both).expect("ok");
+        assert_eq!(c.interval_ms, Some(250));
+        assert_eq!(t.len(), 3, "duplicates merged, interval added: {t:?}");
+        let off = ServeOptions {
+            interval_ms: Some(0),
+            ..opts()
+        };
+        let (c, t) = resolve(&manifest(Value::Null), &off).expect("ok");
+        assert_eq!((c.interval_ms, t.len()), (None, 0));
+    }
+
+    #[test]
+    fn flags_override_the_agentfile_listen_policy_and_methods_merge() {
+        let m = manifest(serde_json::json!({"listen": {
+            "addr": "127.0.0.1:0", "path": "/a", "methods": ["POST"],
+            "max_body_bytes": 10
+        }}));
+        let o = ServeOptions {
+            listen_path: Some("/b".into()),
+            listen_methods: vec!["post".into(), "put,PATCH".into()],
+            listen_shared_secret: Some("s3cret".into()),
+            ..opts()
+        };
+        let (c, _) = resolve(&m, &o).expect("ok");
+        let p = c.listen.clone().expect("a listener");
+        assert_eq!(p.path.as_deref(), Some("/b"));
+        assert_eq!(p.methods, vec!["POST", "PUT", "PATCH"]);
+        assert_eq!(p.max_body_bytes, 10);
+        assert_eq!(p.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        let digest = p.secret_sha256.expect("a digest");
+        assert_eq!(digest, hex::encode(Sha256::digest(b"s3cret")));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "never the secret itself"
+        );
+        assert_eq!(c.max_concurrent, 1, "queue runs one at a time");
+    }
+}
