@@ -66,6 +66,8 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Build(a) => build::build(ctx, &a),
         Command::Run(a) => run::run_cmd(ctx, &a).await,
         Command::Create(a) => run::create_cmd(ctx, &a).await,
+        Command::Serve(a) => serve::serve(ctx, &a).await,
+        Command::Wake(a) => wake::wake(ctx, &a).await,
         Command::Start(a) => start::start(ctx, &a).await,
         Command::Ps(a) => ps::ps(ctx, &a).await,
         Command::Logs(a) => logs::logs(ctx, &a).await,

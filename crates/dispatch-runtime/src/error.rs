@@ -38,6 +38,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     #[error("could not start the helper process ({0}): {1}")]
     Spawn(PathBuf, #[source] std::io::Error),
 }

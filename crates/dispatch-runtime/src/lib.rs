@@ -20,6 +20,7 @@ pub mod reconcile;
 mod record;
 mod recover;
 pub mod remove;
+pub mod service;
 pub mod snapshot;
 pub mod stop;
 pub mod submit;

@@ -46,7 +46,11 @@ pub async fn reconcile<S: Store + ?Sized>(
                     "the run ended before a decision",
                 )
                 .await;
-                crate::helper::retry::dead_letter(store, &updated, None).await;
+                if updated.operation == dispatch_core::Operation::Service {
+                    crate::service::stop::cancel_orphans(store, &updated).await;
+                } else {
+                    crate::helper::retry::dead_letter(store, &updated, None).await;
+                }
                 return Ok(updated);
             }
             Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,

@@ -24,6 +24,7 @@
 mod events;
 mod reliability;
 mod runs;
+mod service;
 mod transitions;
 
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
@@ -34,6 +35,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 pub use events::*;
 pub use reliability::*;
 pub use runs::*;
+pub use service::*;
 pub use transitions::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
@@ -79,6 +81,20 @@ macro_rules! conformance_suite {
             an_approval_is_requested_once_and_decided_once,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
+        );
+    };
+}
+
+/// Expands the service-state promises for a backend that implements
+/// [`ServiceStore`](crate::ServiceStore) (an opt-in capability), like
+/// [`conformance_suite!`](crate::conformance_suite).
+#[macro_export]
+macro_rules! service_conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!($factory;
+            service_state_round_trips_and_a_put_replaces_it,
+            service_state_of_an_unknown_run_is_not_found,
+            deleting_a_service_run_removes_its_state,
         );
     };
 }

@@ -9,6 +9,7 @@ pub mod conformance;
 mod error;
 mod model;
 mod reliability;
+mod service;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use dispatch_core::{NewEvent, RunId};
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
+pub use service::{ServiceState, ServiceStore};
 pub use sqlite::SqliteStore;
 
 /// Runs: create, read, compare-and-set state changes, delete.

@@ -14,6 +14,7 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 }
 
 dispatch_store::conformance_suite!(fresh_store);
+dispatch_store::service_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 
@@ -181,7 +182,7 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(
-        version, 2,
+        version, 3,
         "the schema was migrated exactly once, to the current version"
     );
 }
@@ -319,7 +320,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -533,7 +534,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
         .expect("new runs go in next to old ones");
 }

@@ -1,11 +1,14 @@
 use std::time::Duration;
 
+use dispatch_core::Operation;
 use dispatch_runtime::launch::LaunchRequest;
+use dispatch_runtime::service::launch::{recreate_service, wait_up};
 use dispatch_runtime::submit::SubmitOptions;
 use dispatch_store::ReliabilityStore;
 
 use crate::cli::StopArgs;
 use crate::commands::run::{start_run, submit_run};
+use crate::commands::serve::UP_TIMEOUT;
 use crate::ctx::{Ctx, find_run};
 use crate::error::CliResult;
 
@@ -20,6 +23,14 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
         if !old.state.is_terminal() {
             let grace = Duration::from_millis(args.grace_period_ms);
             dispatch_runtime::stop::stop(&store, &ctx.layout, &old.id, grace, args.force).await?;
+        }
+        if old.operation == Operation::Service {
+            let run = recreate_service(&store, &ctx.layout, &old).await?;
+            crate::commands::serve::start_service(ctx, &store, &run).await?;
+            let up = wait_up(&store, &ctx.layout, &run.id, UP_TIMEOUT).await?;
+            crate::commands::serve::check_up(&up)?;
+            println!("{}", run.id);
+            continue;
         }
         let req = LaunchRequest {
             source: old.parcel_digest.clone(),

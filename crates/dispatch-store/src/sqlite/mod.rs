@@ -12,6 +12,7 @@ mod events;
 mod reliability;
 mod runs;
 mod schema;
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,8 +25,8 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
-    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, StateWrite,
-    StoreError, StoreResult,
+    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState,
+    ServiceStore, StateWrite, StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -370,5 +371,16 @@ impl ReliabilityStore for SqliteStore {
 
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.write(|tx| reliability::mark_replayed(tx, run, by))
+    }
+}
+
+#[async_trait]
+impl ServiceStore for SqliteStore {
+    async fn put_service_state(&self, state: &ServiceState) -> StoreResult<()> {
+        self.write(|tx| service::put(tx, state))
+    }
+
+    async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
+        self.read(|tx| service::get(tx, run))
     }
 }

@@ -447,6 +447,7 @@ pub(super) fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
         "DELETE FROM events WHERE run_id = ?1",
         "DELETE FROM attempts WHERE run_id = ?1",
         "DELETE FROM artifacts WHERE run_id = ?1",
+        "DELETE FROM service_state WHERE run_id = ?1",
         "DELETE FROM runs WHERE id = ?1",
     ] {
         tx.prepare_cached(sql)?.execute([id.as_str()])?;

@@ -101,6 +101,16 @@ const MIGRATIONS: &[&str] = &[
         replayed_by TEXT
     ) WITHOUT ROWID;
     ",
+    // 3: the state of service runs (schedules, listeners), one row per run.
+    "
+    CREATE TABLE service_state (
+        run_id     TEXT PRIMARY KEY NOT NULL REFERENCES runs (id),
+        config     TEXT NOT NULL,
+        schedules  TEXT NOT NULL,
+        listeners  TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.
