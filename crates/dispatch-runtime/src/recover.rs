@@ -29,7 +29,8 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
     let manifest = dispatch_core::parcel::load(&layout.parcels().join(&run.parcel_digest))
         .ok()
         .map(|p| p.manifest);
-    let policy = retry::policy_of(store, run, manifest.as_ref()).await;
+    let extras = store.run_extras(&run.id).await.ok();
+    let policy = retry::policy_of(extras.as_ref(), manifest.as_ref());
     let lost = retry::lost_recoveries(store, &run.id).await;
     let used = run.attempt.saturating_sub(lost);
     if policy.max_attempts() <= 1 || lost >= MAX_LOST_RECOVERIES || used > policy.max_attempts() {

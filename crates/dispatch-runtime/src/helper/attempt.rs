@@ -36,8 +36,9 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     let manifest = parcel::load(&layout.parcels().join(&run.parcel_digest))
         .ok()
         .map(|p| p.manifest);
-    let policy = retry::policy_of(store, &run, manifest.as_ref()).await;
-    let session = store.run_extras(&run.id).await.ok().and_then(|e| e.session);
+    let extras = store.run_extras(&run.id).await.ok();
+    let policy = retry::policy_of(extras.as_ref(), manifest.as_ref());
+    let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
         log.line(&format!("attempt {} of {max}", run.attempt));
@@ -47,13 +48,20 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
         };
-        let lost = retry::lost_recoveries(store, &run.id).await;
-        let used = run.attempt.saturating_sub(lost);
-        let stop_requested = store
-            .get_run(&run.id)
-            .await
-            .map(|r| r.stop_requested_at.is_some())
-            .unwrap_or(false);
+        // Attempts used so far, not counting lost-helper recoveries (read
+        // only when another attempt is possible: it scans the event log).
+        let used = match failure {
+            Some(_) => run
+                .attempt
+                .saturating_sub(retry::lost_recoveries(store, &run.id).await),
+            None => run.attempt,
+        };
+        let stop_requested = failure.is_some()
+            && store
+                .get_run(&run.id)
+                .await
+                .map(|r| r.stop_requested_at.is_some())
+                .unwrap_or(false);
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             let code = finish(store, layout, &mut run, log, t, output).await?;
             retry::dead_letter(store, &run, checkpoint).await;
@@ -115,7 +123,12 @@ async fn one_attempt<S: Store + ?Sized>(
         );
     }
     let _ = std::fs::remove_file(&prepared.output_path); // an earlier attempt's result
-    if let Some(checkpoint) = retry::last_checkpoint(store, &run.id).await {
+    // Only a later attempt has an earlier attempt's checkpoint to resume from.
+    let checkpoint = match run.attempt {
+        1 => None,
+        _ => retry::last_checkpoint(store, &run.id).await,
+    };
+    if let Some(checkpoint) = checkpoint {
         let path = dir.join("checkpoint.json");
         let bytes = serde_json::to_vec(&checkpoint).expect("a checkpoint is JSON data");
         if std::fs::write(&path, bytes).is_ok() {

@@ -17,16 +17,12 @@ const BACKOFF_POLL: Duration = Duration::from_millis(50);
 pub(crate) const MAX_LOST_RECOVERIES: u32 = 3;
 
 /// The run's effective policy: the one stored at dispatch, else the parcel's.
-pub(crate) async fn policy_of<S: Store + ?Sized>(
-    store: &S,
-    run: &Run,
+pub(crate) fn policy_of(
+    extras: Option<&dispatch_store::RunExtras>,
     manifest: Option<&dispatch_core::parcel::Manifest>,
 ) -> RunPolicy {
-    let stored = store
-        .run_extras(&run.id)
-        .await
-        .ok()
-        .and_then(|e| e.policy)
+    let stored = extras
+        .and_then(|e| e.policy.clone())
         .and_then(|p| serde_json::from_value(p).ok());
     match (stored, manifest) {
         (Some(p), _) => p,
