@@ -1,4 +1,4 @@
-//! `dispatch-bench local [--dispatch PATH]`: measures the local runtime's
+//! `dispatch-bench local [--dispatch PATH]` (and `service`, see service.rs): measures the local runtime's
 //! targets against a built `dispatch` binary (default: target/release/dispatch)
 //! and prints a Markdown table. See BENCHMARKS.md.
 //!
@@ -15,6 +15,7 @@ use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod cluster;
+mod service;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -41,9 +42,21 @@ fn main() {
         cluster::main(&args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("service") && dispatch.is_file() {
+        // dispatch-bench service [--dispatch PATH] [--idle-secs N]: see service.rs.
+        let idle = args
+            .iter()
+            .position(|a| a == "--idle-secs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(60);
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        service::run(&dispatch, idle);
+        return;
+    }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::reliability_args::{ApprovalsCommand, DecideArgs, DispatchArgs, DlqCommand, ReplayArgs};
+
 /// Run AI agents the way CI runs jobs: every execution is a durable, audited run.
 #[derive(Debug, Parser)]
 #[command(name = "dispatch", version, about, max_term_width = 100)]
@@ -26,6 +28,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Run an agent: build its parcel if needed, create a run, start it.
     Run(RunArgs),
+    /// Run an agent as a long-lived service woken by timers, HTTP requests and `dispatch wake`.
+    Serve(ServeArgs),
+    /// Wake a running service now; prints the heartbeat run's id.
+    Wake(WakeArgs),
     /// Create a run without starting it (prints its id; `dispatch start` starts it).
     Create(CreateArgs),
     /// Start created runs.
@@ -50,6 +56,18 @@ pub enum Command {
     InspectRun(InspectArgs),
     /// List built parcels.
     Images(FormatArgs),
+    /// Approve what a paused run asks for; the run resumes.
+    Approve(DecideArgs),
+    /// Deny what a paused run asks for; the run resumes and the agent sees the denial.
+    Deny(DecideArgs),
+    /// Approvals runs asked for.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// The dead-letter queue: runs whose attempts are exhausted.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Run again with the exact parcel digest, brief and payload of a run.
+    Replay(ReplayArgs),
     /// Docker-style aliases: ls, ps, logs, wait, inspect, stop, restart, prune, rm.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -80,7 +98,7 @@ pub enum ContainerCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum InternalCommand {
-    /// Supervise one run to its end (the detached helper).
+    /// Supervise one run to its end (the detached helper; for a service, until it is stopped).
     RunRecord { id: String },
 }
 
@@ -129,6 +147,8 @@ pub struct RunArgs {
     /// Print the run id and return at once; the run goes on in the background.
     #[arg(short, long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub reliability: DispatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +157,8 @@ pub struct CreateArgs {
     pub source: String,
     #[command(flatten)]
     pub payload: PayloadArgs,
+    #[command(flatten)]
+    pub reliability: DispatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +176,9 @@ pub struct PsArgs {
     /// Filter: status=<s>, parcel=<name|digest>, operation=<op>, parent=<run> (repeatable; statuses combine with OR).
     #[arg(long, value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Only the runs this run started (a service's heartbeats); same as --filter parent=<run>.
+    #[arg(long, value_name = "RUN")]
+    pub parent: Option<String>,
     /// Print only run ids.
     #[arg(short, long)]
     pub quiet: bool,
@@ -178,6 +203,9 @@ pub struct LogsArgs {
     /// Show only the last N lines.
     #[arg(short = 'n', long, value_name = "N")]
     pub tail: Option<usize>,
+    /// Show only the section of attempt N (from its `[dispatch] attempt N of M` line).
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -223,4 +251,79 @@ pub struct InspectArgs {
     pub ids: IdsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// What to do with a wake that arrives while earlier ones still run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OverlapArg {
+    /// One at a time; later wakes wait their turn (bounded by --max-pending).
+    #[default]
+    Queue,
+    /// One at a time; a wake arriving meanwhile is dropped (HTTP: 503).
+    Skip,
+    /// Up to --max-concurrent at once, then queue.
+    Concurrent,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A directory with an Agentfile, or a built parcel's name or digest.
+    pub source: String,
+    /// A cron schedule, 5 fields or 6 with seconds first, in UTC (repeatable; added to the Agentfile's SCHEDULE).
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Vec<String>,
+    /// Plain heartbeat interval; 0 turns it off. Default: 30000 when there is no schedule and no listener, else off.
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<u64>,
+    /// What to do with a wake that arrives while earlier ones still run.
+    #[arg(long, value_enum, default_value_t)]
+    pub overlap: OverlapArg,
+    /// How many wakes run at once with --overlap concurrent.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_concurrent: u32,
+    /// How many wakes may wait for their turn; more are dropped (HTTP: 503).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_pending: u32,
+    /// JSON payload that timer and recovery wakes carry.
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// Listen for HTTP requests on this address (port 0: any free port). Overrides LISTEN.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Serve only this path (404 otherwise). Overrides LISTEN_PATH.
+    #[arg(long, value_name = "PATH")]
+    pub listen_path: Option<String>,
+    /// Accept only this method (repeatable; merged with LISTEN_METHOD; 405 otherwise).
+    #[arg(long, value_name = "METHOD")]
+    pub listen_method: Vec<String>,
+    /// Require this shared secret in `x-dispatch-secret` or `Authorization: Bearer` (401 otherwise). Only its SHA-256 is stored. Overrides LISTEN_SECRET.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "DISPATCH_LISTEN_SHARED_SECRET",
+        hide_env_values = true
+    )]
+    pub listen_shared_secret: Option<String>,
+    /// Larger request bodies get 413 (default 1048576). Overrides LISTEN_MAX_BODY_BYTES.
+    #[arg(long, value_name = "BYTES")]
+    pub listen_max_body_bytes: Option<u64>,
+    /// Larger header sections get 431 (default 16384). Overrides LISTEN_MAX_HEADER_BYTES.
+    #[arg(long, value_name = "BYTES")]
+    pub listen_max_header_bytes: Option<u64>,
+    /// Print the service id once it is up (listeners bound) and return; otherwise follow its log until it stops (Ctrl-C stops it).
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WakeArgs {
+    /// The service's run id or unique prefix.
+    #[arg(value_name = "RUN")]
+    pub id: String,
+    /// JSON payload for this wake.
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+    /// How long to wait for the service to answer.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub timeout_ms: u64,
 }

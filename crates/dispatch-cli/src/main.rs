@@ -5,12 +5,9 @@ mod commands;
 mod ctx;
 mod error;
 mod output;
+mod reliability_args;
 
 use clap::Parser;
-
-/// mimalloc: listing tens of thousands of runs is allocation-bound.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cli::{Cli, Command, ContainerCommand, InternalCommand};
 use commands::*;
@@ -77,6 +74,8 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Build(a) => build::build(ctx, &a),
         Command::Run(a) => run::run_cmd(ctx, &a).await,
         Command::Create(a) => run::create_cmd(ctx, &a).await,
+        Command::Serve(a) => serve::serve(ctx, &a).await,
+        Command::Wake(a) => wake::wake(ctx, &a).await,
         Command::Start(a) => start::start(ctx, &a).await,
         Command::Ps(a) => ps::ps(ctx, &a).await,
         Command::Logs(a) => logs::logs(ctx, &a).await,
@@ -87,6 +86,11 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Prune(a) => prune::prune(ctx, &a).await,
         Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
         Command::Images(a) => images::images(ctx, &a),
+        Command::Approve(a) => approvals::decide(ctx, &a, "approve").await,
+        Command::Deny(a) => approvals::decide(ctx, &a, "deny").await,
+        Command::Approvals(c) => approvals::approvals(ctx, &c).await,
+        Command::Dlq(c) => dlq::dlq(ctx, &c).await,
+        Command::Replay(a) => replay::replay(ctx, &a).await,
         Command::Container(c) => match c {
             ContainerCommand::Ls(a) | ContainerCommand::Ps(a) => ps::ps(ctx, &a).await,
             ContainerCommand::Logs(a) => logs::logs(ctx, &a).await,

@@ -2,30 +2,10 @@
 
 use std::io::IsTerminal;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use dispatch_core::time::{human_ago, human_duration};
 use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::Run;
 use serde_json::Value;
-
-/// A plain, Docker-like table: no borders, columns separated by spaces.
-pub fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.to_vec());
-    t
-}
-
-/// Prints a table without the padding comfy-table leaves at line ends.
-pub fn print_table(t: &Table) {
-    let mut out = String::new();
-    for line in t.lines() {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    print!("{out}");
-}
 
 /// Prints `v` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
@@ -71,10 +51,20 @@ pub fn status_text(state: &RunState, now: Ts) -> String {
             format!("running {}", human_duration(now - started_at))
         }
         RunState::Paused { reason, .. } => format!("paused: {reason}"),
-        s if s.is_terminal() => match s.exit_code() {
-            Some(code) => format!("{} (exit {code})", s.status()),
-            None => s.status().to_string(),
-        },
+        RunState::Queued {
+            not_before: Some(t),
+        } if *t > now => format!("queued (retry in {})", human_duration(t - now)),
+        s if s.is_terminal() => {
+            let base = match s.exit_code() {
+                Some(code) => format!("{} (exit {code})", s.status()),
+                None => s.status().to_string(),
+            };
+            // A budget stop says so where runs are listed.
+            match s.reason().filter(|r| r.starts_with("budget_exceeded")) {
+                Some(_) => format!("{base} budget_exceeded"),
+                None => base,
+            }
+        }
         s => s.status().to_string(),
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::parcel::RetryPolicy;
 use proptest::prelude::*;
 
 fn ok(text: &str) -> Agentfile {

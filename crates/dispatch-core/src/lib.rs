@@ -6,6 +6,7 @@ pub mod brief;
 pub mod event;
 pub mod id;
 pub mod parcel;
+pub mod policy;
 pub mod state;
 pub mod time;
 

@@ -25,6 +25,12 @@ pub enum RuntimeError {
         id: String,
         status: dispatch_core::Status,
     },
+    #[error(transparent)]
+    Dependency(#[from] crate::probe::ProbeError),
+    #[error(
+        "invalid session name `{0}` (hint: use letters, digits, `.`, `_` or `-`, e.g. --session support-42)"
+    )]
+    BadSession(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -32,6 +38,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     #[error("could not start the helper process ({0}): {1}")]
     Spawn(PathBuf, #[source] std::io::Error),
 }

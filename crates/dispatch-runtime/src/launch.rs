@@ -12,7 +12,6 @@ use serde_json::Value;
 
 use crate::error::{RuntimeError, RuntimeResult, io};
 use crate::layout::{Layout, ROOT_ENV};
-use crate::os;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -116,8 +115,9 @@ pub async fn create<S: Store + ?Sized>(
     Ok((run, parcel))
 }
 
-/// Spawns `exe internal run-record <id>` in its own session, detached, with
-/// its own output going to the run's log. Returns at once.
+/// Spawns `exe internal run-record <id>` detached, with its own output going
+/// to the run's log (the helper moves itself into a new session at once, see
+/// [`crate::os::detach_session`]). Returns at once.
 pub fn spawn_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u32> {
     let runs = layout.runs();
     std::fs::create_dir_all(&runs).map_err(io("creating", &runs))?;
@@ -134,7 +134,6 @@ pub fn spawn_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u3
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    os::new_session(&mut cmd);
     let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::Spawn(exe.to_path_buf(), e))?;

@@ -8,17 +8,22 @@
 //! terminal snapshot and then the terminal state. Readers [`reconcile`] runs
 //! whose helper died; [`stop`] signals process groups, never lone pids.
 
+pub mod approvals;
 mod error;
 mod follow;
 pub mod helper;
 pub mod launch;
 pub mod layout;
 pub mod os;
+pub mod probe;
 pub mod reconcile;
 mod record;
+mod recover;
 pub mod remove;
+pub mod service;
 pub mod snapshot;
 pub mod stop;
+pub mod submit;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use layout::Layout;

@@ -21,7 +21,10 @@ pub async fn reconcile<S: Store + ?Sized>(
     let mut run = run;
     for _ in 0..5 {
         let Some(helper) = run.state.helper() else {
-            return Ok(run); // queued or terminal: nobody to have died
+            // Queued or terminal: nobody to have died, unless a helper
+            // waiting out a retry backoff did.
+            crate::recover::revive_overdue(layout, &run);
+            return Ok(run);
         };
         if os::is_alive(helper) {
             return Ok(run);
@@ -30,9 +33,26 @@ pub async fn reconcile<S: Store + ?Sized>(
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
+        if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
+        {
+            return Ok(requeued);
+        }
         let write = dead_helper_write(layout, &run, helper.pid);
         match store.transition(&run.id, run.version, &write).await {
-            Ok(updated) => return Ok(updated),
+            Ok(updated) => {
+                crate::approvals::expire_pending(
+                    store,
+                    &updated.id,
+                    "the run ended before a decision",
+                )
+                .await;
+                if updated.operation == dispatch_core::Operation::Service {
+                    crate::service::stop::cancel_orphans(store, &updated).await;
+                } else {
+                    crate::helper::retry::dead_letter(store, &updated, None).await;
+                }
+                return Ok(updated);
+            }
             Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,
             Err(e) => return Err(e),
         }
@@ -87,7 +107,7 @@ pub async fn reconcile_all<S: Store + ?Sized>(
     for run in runs.iter_mut() {
         if matches!(
             run.status(),
-            Status::Starting | Status::Running | Status::Paused
+            Status::Queued | Status::Starting | Status::Running | Status::Paused
         ) {
             *run = reconcile(store, layout, run.clone()).await?;
         }

@@ -36,6 +36,9 @@ pub async fn stop<S: Store + ?Sized>(
         });
     }
     store.request_stop(id, now_ms()).await?;
+    if run.operation == dispatch_core::Operation::Service {
+        return crate::service::stop::stop(store, layout, id, grace, force).await;
+    }
     let grace = if force { Duration::ZERO } else { grace };
     let started = Instant::now();
     let mut termed = false;

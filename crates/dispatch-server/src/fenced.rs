@@ -7,8 +7,9 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 use dispatch_store::{
-    Artifact, ArtifactStore, Attempt, AttemptStore, Event, EventStore, NewRun, Run, RunFilter,
-    RunStore, StateWrite, StoreResult,
+    Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
+    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, StateWrite,
+    StoreResult,
 };
 
 use crate::SharedStore;
@@ -111,5 +112,58 @@ impl ArtifactStore for FencedStore {
 impl AttemptStore for FencedStore {
     async fn list_attempts(&self, run: &RunId) -> StoreResult<Vec<Attempt>> {
         self.inner.list_attempts(run).await
+    }
+}
+
+#[async_trait]
+impl ReliabilityStore for FencedStore {
+    async fn create_run_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        self.inner.create_run_with(new, extras, dedupe).await
+    }
+
+    async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
+        self.inner.run_extras(id).await
+    }
+
+    async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {
+        self.inner.request_approval(approval).await
+    }
+
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> StoreResult<Approval> {
+        self.inner.decide_approval(run, approval_id, decision).await
+    }
+
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<Approval>> {
+        self.inner.list_approvals(run, pending_only).await
+    }
+
+    async fn add_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        self.inner.add_dead_letter(letter).await
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.inner.list_dead_letters().await
+    }
+
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>> {
+        self.inner.dead_letter(run).await
+    }
+
+    async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
+        self.inner.mark_replayed(run, by).await
     }
 }

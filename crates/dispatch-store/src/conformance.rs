@@ -23,7 +23,9 @@
 
 mod events;
 mod queue;
+mod reliability;
 mod runs;
+mod service;
 mod tokens;
 mod transitions;
 
@@ -34,7 +36,9 @@ use crate::{NewRun, Run, StateWrite, Store};
 
 pub use events::*;
 pub use queue::*;
+pub use reliability::*;
 pub use runs::*;
+pub use service::*;
 pub use tokens::*;
 pub use transitions::*;
 
@@ -124,6 +128,28 @@ macro_rules! __conformance_names {
             usage_events_sum_into_totals_without_bumping_the_version,
             events_page_by_after_and_limit,
             artifacts_round_trip_and_a_name_recorded_again_is_replaced,
+            // reliability: dedup, sessions, policy, approvals, dead letters
+            extras_round_trip_with_the_run,
+            a_live_or_succeeded_run_with_the_same_key_is_returned_instead,
+            a_failed_run_with_the_key_does_not_block_and_force_skips_the_check,
+            a_session_held_by_a_live_run_is_refused_until_it_ends,
+            an_approval_is_requested_once_and_decided_once,
+            dead_letters_list_newest_first_and_record_their_replay,
+            a_timed_out_attempt_requeued_keeps_its_status,
+        );
+    };
+}
+
+/// Expands the service-state promises for a backend that implements
+/// [`ServiceStore`](crate::ServiceStore) (an opt-in capability), like
+/// [`conformance_suite!`](crate::conformance_suite).
+#[macro_export]
+macro_rules! service_conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!(required $factory;
+            service_state_round_trips_and_a_put_replaces_it,
+            service_state_of_an_unknown_run_is_not_found,
+            deleting_a_service_run_removes_its_state,
         );
     };
 }

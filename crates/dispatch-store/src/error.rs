@@ -29,6 +29,20 @@ pub enum StoreError {
         "the run database {path} is locked by another process (hint: retry, or raise DISPATCH_BUSY_TIMEOUT_MS)"
     )]
     Locked { path: String },
+    #[error(
+        "session `{session}` is in use by run {run} (hint: wait for that run to end, or bind another --session)"
+    )]
+    SessionBusy { session: String, run: RunId },
+    #[error(
+        "run {run} has no approval `{id}` (hint: `dispatch approvals ls` lists pending approvals)"
+    )]
+    ApprovalNotFound { run: RunId, id: String },
+    #[error("approval `{id}` of run {run} was already decided: {decision}")]
+    AlreadyDecided {
+        run: RunId,
+        id: String,
+        decision: String,
+    },
     #[error("the run database {path} is unavailable: {message}")]
     Unavailable { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]

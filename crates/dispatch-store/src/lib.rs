@@ -11,6 +11,8 @@ mod error;
 mod model;
 pub mod postgres;
 mod queue;
+mod reliability;
+mod service;
 pub mod sqlite;
 mod tokens;
 
@@ -22,6 +24,8 @@ pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use postgres::PgStore;
 pub use queue::{ClaimRequest, Claimed, Lease, QueueOptions, QueueStore};
+pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
+pub use service::{ServiceState, ServiceStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};
 
@@ -86,5 +90,5 @@ pub trait AttemptStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore {}
-impl<T: RunStore + EventStore + ArtifactStore + AttemptStore> Store for T {}
+pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore {}
+impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore> Store for T {}

@@ -15,6 +15,7 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 
 dispatch_store::conformance_suite!(fresh_store);
 dispatch_store::queue_conformance_suite!(fresh_store);
+dispatch_store::service_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 
@@ -181,7 +182,10 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 5, "the schema was created exactly once");
+    assert_eq!(
+        version, 7,
+        "the schema was migrated exactly once, to the current version"
+    );
 }
 
 #[test]
@@ -317,7 +321,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 5,
+                supported: 7,
                 ..
             }
         ),
@@ -446,4 +450,140 @@ fn three_connections_racing_over_1000_runs_claim_each_exactly_once() {
         }
     }
     assert_eq!(seen.len(), 1000, "every run was claimed");
+}
+
+#[test]
+fn racing_dispatches_with_one_idempotency_key_create_exactly_one_run() {
+    use dispatch_store::{Created, ReliabilityStore, RunExtras};
+    const RACERS: usize = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    drop(open(&path, Duration::from_secs(5)));
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let store = open(&path, Duration::from_secs(10));
+                let extras = RunExtras {
+                    idempotency_key: Some("race".into()),
+                    ..RunExtras::default()
+                };
+                barrier.wait();
+                block_on(store.create_run_with(
+                    &new_run(id(100 + i as u128), "racer", i as i64),
+                    &extras,
+                    true,
+                ))
+                .expect("every racer gets an answer")
+            })
+        })
+        .collect();
+    let results: Vec<Created> = racers
+        .into_iter()
+        .map(|r| r.join().expect("racer thread"))
+        .collect();
+    let new: Vec<_> = results
+        .iter()
+        .filter(|c| matches!(c, Created::New(_)))
+        .collect();
+    assert_eq!(new.len(), 1, "exactly one racer created the run");
+    let winner = new[0].run().id.clone();
+    assert!(
+        results.iter().all(|c| c.run().id == winner),
+        "every other racer got the winner's run back"
+    );
+    let all = block_on(open(&path, Duration::from_secs(5)).list_runs(&RunFilter::default()))
+        .expect("list");
+    assert_eq!(all.len(), 1);
+}
+
+/// The schema as version 1 of dispatch wrote it (before the reliability columns).
+const SCHEMA_V1: &str = "
+    CREATE TABLE runs (
+        id                TEXT PRIMARY KEY NOT NULL,
+        version           INTEGER NOT NULL,
+        parcel_digest     TEXT NOT NULL,
+        parcel_name       TEXT NOT NULL,
+        operation         TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        attempt           INTEGER NOT NULL,
+        parent_id         TEXT,
+        origin_id         TEXT,
+        payload           TEXT NOT NULL,
+        brief_sha256      TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        stop_requested_at INTEGER,
+        input_tokens      INTEGER NOT NULL DEFAULT 0,
+        output_tokens     INTEGER NOT NULL DEFAULT 0,
+        cost_usd          REAL NOT NULL DEFAULT 0,
+        output            TEXT
+    );
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE INDEX runs_by_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX runs_by_parcel_name ON runs (parcel_name, id);
+
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id  TEXT NOT NULL REFERENCES runs (id),
+        attempt INTEGER NOT NULL,
+        at      INTEGER NOT NULL,
+        type    TEXT NOT NULL,
+        data    TEXT NOT NULL
+    );
+    CREATE INDEX events_by_run ON events (run_id, seq);
+
+    CREATE TABLE attempts (
+        run_id     TEXT NOT NULL REFERENCES runs (id),
+        number     INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at   INTEGER,
+        status     TEXT,
+        exit_code  INTEGER,
+        error      TEXT,
+        PRIMARY KEY (run_id, number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE artifacts (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        name   TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size   INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+";
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_runs() {
+    use dispatch_store::{ReliabilityStore, RunExtras};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    {
+        let conn = raw(&path);
+        conn.execute_batch(SCHEMA_V1).expect("the v1 schema");
+        conn.execute_batch(
+            "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
+             attempt, payload, brief_sha256, created_at, updated_at) VALUES \
+             ('0000000000000000000000000000002a', 1, 'd', 'old', 'job', 'queued', \
+             '{\"status\":\"queued\"}', 1, '{}', 'b', 5, 5); \
+             PRAGMA user_version = 1;",
+        )
+        .expect("a v1 run");
+    }
+    let store = open(&path, Duration::from_secs(5));
+    let run = block_on(store.get_run(&id(42))).expect("the old run reads");
+    assert_eq!(run.parcel_name, "old");
+    assert_eq!(
+        block_on(store.run_extras(&id(42))).expect("extras"),
+        RunExtras::default(),
+        "an old run has no extras"
+    );
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, 7);
+    block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
+        .expect("new runs go in next to old ones");
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::cli::{Format, FormatArgs};
 use crate::ctx::Ctx;
 use crate::error::CliResult;
-use crate::output::{print_json, print_table, table};
+use crate::output::{print_columns, print_json};
 
 pub fn images(ctx: &Ctx, args: &FormatArgs) -> CliResult {
     let parcels = parcel::list(&ctx.layout.parcels());
@@ -31,10 +31,10 @@ pub fn images(ctx: &Ctx, args: &FormatArgs) -> CliResult {
         print_json(&json!(v));
         return Ok(0);
     }
-    let mut t = table(&["NAME", "VERSION", "DIGEST", "CREATED", "FILES", "SIZE"]);
+    let mut rows = Vec::with_capacity(parcels.len());
     for p in &parcels {
         let size: u64 = p.manifest.files.iter().map(|f| f.size).sum();
-        t.add_row(vec![
+        rows.push(vec![
             p.manifest.name.clone(),
             p.manifest.version.clone().unwrap_or_else(|| "-".into()),
             p.short_digest().to_string(),
@@ -43,6 +43,9 @@ pub fn images(ctx: &Ctx, args: &FormatArgs) -> CliResult {
             format!("{size}B"),
         ]);
     }
-    print_table(&t);
+    print_columns(
+        &["NAME", "VERSION", "DIGEST", "CREATED", "FILES", "SIZE"],
+        &rows,
+    );
     Ok(0)
 }

@@ -3,7 +3,9 @@
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
 use dispatch_store::sqlite::SqliteStore;
-use dispatch_store::{ArtifactStore, AttemptStore, EventStore, Run};
+use dispatch_store::{
+    ArtifactStore, AttemptStore, EventStore, ReliabilityStore, Run, ServiceStore,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{Format, InspectArgs};
@@ -42,12 +44,27 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
 async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
     let now = now_ms();
     let mut doc = run_json(run, now);
-    doc["attempts"] = json!(store.list_attempts(&run.id).await?);
+    let attempts = store.list_attempts(&run.id).await?;
+    let events = store.list_events(&run.id, 0, MAX_EVENTS).await?;
+    let telemetry = super::telemetry::build(&events, &attempts);
+    for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
+        doc[key] = telemetry[key].clone();
+    }
+    doc["approvals"] = json!(store.list_approvals(Some(&run.id), false).await?);
+    doc["dead_letter"] = json!(store.dead_letter(&run.id).await?);
     doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
-    doc["events"] = json!(store.list_events(&run.id, 0, MAX_EVENTS).await?);
+    doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
     doc["status_text"] = json!(status_text(&run.state, now));
+    if let Some(state) = store.get_service_state(&run.id).await? {
+        doc["service"] = json!({
+            "config": state.config,
+            "schedules": state.schedules,
+            "listeners": state.listeners,
+            "updated_at": state.updated_at,
+        });
+    }
     Ok(doc)
 }
 
@@ -92,6 +109,9 @@ pub(crate) fn print_human(d: &Value) {
     line("Brief:", s("brief_sha256"));
     line("Log:", s("log_path"));
     print!("{out}");
+    if d["service"].is_object() {
+        print_service(&d["service"]);
+    }
     if let Some(attempts) = d["attempts"].as_array().filter(|a| !a.is_empty()) {
         println!("Attempts:");
         for a in attempts {
@@ -99,18 +119,47 @@ pub(crate) fn print_human(d: &Value) {
                 (Some(s), Some(e)) => human_duration(e - s),
                 _ => "-".into(),
             };
+            let u = &a["usage"];
             println!(
-                "  #{} {} exit {} {}{}",
+                "  #{} {} exit {} {} tokens {}/{} cost {}{}",
                 a["number"],
                 a["status"].as_str().unwrap_or("running"),
                 a["exit_code"],
                 dur,
+                u["input_tokens"],
+                u["output_tokens"],
+                cost_text(u["cost_usd"].as_f64().unwrap_or(0.0)),
                 a["error"]
                     .as_str()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
         }
+    }
+    super::telemetry::print_human(d);
+    if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
+        println!("Approvals:");
+        for a in approvals {
+            let decision = match a["decision"].as_str() {
+                Some(dec) => format!(
+                    "{dec} by {}{}",
+                    a["decided_by"].as_str().unwrap_or("?"),
+                    a["rationale"]
+                        .as_str()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                None => "pending".into(),
+            };
+            println!(
+                "  {} ({}) {decision}",
+                a["id"].as_str().unwrap_or("?"),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(reason) = d["dead_letter"]["reason"].as_str() {
+        println!("Dead letter: {reason} (`dispatch dlq replay` runs it again)");
     }
     if let Some(arts) = d["artifacts"].as_array().filter(|a| !a.is_empty()) {
         println!("Artifacts:");
@@ -137,5 +186,67 @@ pub(crate) fn print_human(d: &Value) {
                 data
             );
         }
+    }
+}
+
+/// The service part: wake policy, timers, listeners, ingress policy.
+fn print_service(svc: &Value) {
+    let c = &svc["config"];
+    let now = now_ms();
+    let t = |v: &Value| match v.as_i64() {
+        Some(ms) if ms > now => format!("{ms} (in {})", human_duration(ms - now)),
+        Some(ms) => format!("{ms} ({})", dispatch_core::time::human_ago(ms, now)),
+        None => "-".into(),
+    };
+    println!(
+        "Service:    overlap {} (max concurrent {}, max pending {})",
+        c["overlap"].as_str().unwrap_or("?"),
+        c["max_concurrent"],
+        c["max_pending"]
+    );
+    for s in svc["schedules"].as_array().into_iter().flatten() {
+        let label = match s["kind"].as_str() {
+            Some("interval") => format!("every {}ms", s["every_ms"]),
+            _ => s["expr"].as_str().unwrap_or("?").to_string(),
+        };
+        println!(
+            "  schedule {label:<20} next_fire_at {} last_fired_at {} fires {} skipped {}",
+            t(&s["next_fire_at"]),
+            t(&s["last_fired_at"]),
+            s["fires"],
+            s["skipped"]
+        );
+    }
+    for l in svc["listeners"].as_array().into_iter().flatten() {
+        println!(
+            "  listener {} bound_addr {} requests_handled {} requests_rejected {} last_request_at {}",
+            l["addr"].as_str().unwrap_or("?"),
+            l["bound_addr"].as_str().unwrap_or("-"),
+            l["requests_handled"],
+            l["requests_rejected"],
+            t(&l["last_request_at"])
+        );
+    }
+    if let Some(p) = c["listen"].as_object() {
+        let methods: Vec<&str> = p["methods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "  ingress  path {} methods {} secret {} max_body_bytes {} max_header_bytes {}",
+            p["path"].as_str().unwrap_or("(any)"),
+            if methods.is_empty() {
+                "(any)".to_string()
+            } else {
+                methods.join(",")
+            },
+            p["secret_source"]
+                .as_str()
+                .map_or("(none)".to_string(), |s| format!("sha256 from {s}")),
+            p["max_body_bytes"],
+            p["max_header_bytes"]
+        );
     }
 }

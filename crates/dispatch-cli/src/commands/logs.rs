@@ -1,4 +1,4 @@
-//! `dispatch logs [-f] [--tail N]`.
+//! `dispatch logs [-f] [--tail N] [--attempt N]`.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
@@ -20,13 +20,50 @@ pub async fn logs(ctx: &Ctx, args: &LogsArgs) -> CliResult {
         .existing_store()?
         .ok_or_else(|| CliError::input(format!("no run matches `{}` (no runs yet)", args.id)))?;
     let run = find_run(&store, &ctx.layout, &args.id).await?;
-    if args.follow {
+    if let Some(n) = args.attempt {
+        if n == 0 || n > run.attempt {
+            return Err(CliError::input(format!(
+                "run {} has no attempt {n} (it is on attempt {})",
+                run.id.short(),
+                run.attempt
+            )));
+        }
+        let bytes = std::fs::read(ctx.layout.log(&run.id)).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(attempt_section(&bytes, n));
+        let _ = out.flush();
+    } else if args.follow {
         follow_log(&store, &ctx.layout, &run.id, args.tail).await?;
     } else {
         let start = tail_offset(&ctx.layout.log(&run.id), args.tail);
         copy_from(&ctx.layout.log(&run.id), start);
     }
     Ok(0)
+}
+
+/// The lines of attempt `n`: from its `[dispatch] attempt n of …` line to the
+/// next attempt's (attempts of one run never overlap).
+fn attempt_section(log: &[u8], n: u32) -> &[u8] {
+    let marker = |line: &[u8]| -> Option<u32> {
+        let rest = line.strip_prefix(b"[dispatch] attempt ")?;
+        let text = std::str::from_utf8(rest).ok()?;
+        let (num, tail) = text.split_once(' ')?;
+        tail.starts_with("of ").then(|| num.parse().ok()).flatten()
+    };
+    let (mut start, mut end) = (None, log.len());
+    let mut pos = 0;
+    for line in log.split_inclusive(|b| *b == b'\n') {
+        match (marker(line), start) {
+            (Some(m), None) if m == n => start = Some(pos),
+            (Some(m), Some(_)) if m != n => {
+                end = pos;
+                break;
+            }
+            _ => {}
+        }
+        pos += line.len();
+    }
+    start.map_or(&[][..], |s| &log[s..end])
 }
 
 /// Where the last `n` lines of the file start (0 for the whole file).

@@ -1,6 +1,8 @@
 //! One module per command.
 
+pub mod approvals;
 pub mod build;
+pub mod dlq;
 pub mod images;
 pub mod inspect;
 pub mod internal;
@@ -8,11 +10,15 @@ pub mod logs;
 pub mod prune;
 pub mod ps;
 pub mod remote;
+pub mod replay;
 pub mod restart;
 pub mod rm;
 pub mod run;
+pub mod serve;
 pub mod server;
 pub mod start;
 pub mod stop;
+pub mod telemetry;
 pub mod token;
 pub mod wait;
+pub mod wake;

@@ -46,6 +46,9 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
             }
         }
     }
+    if let Some(p) = &args.parent {
+        parent = Some(p.as_str());
+    }
     let Some(store) = ctx.existing_store()? else {
         return print_runs(args, &[]);
     };

@@ -48,6 +48,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         }
         Command::Build(_)
         | Command::Images(_)
+        | Command::Serve(_)
         | Command::Server(_)
         | Command::Worker(_)
         | Command::Token(_)

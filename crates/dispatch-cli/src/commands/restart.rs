@@ -1,9 +1,14 @@
 use std::time::Duration;
 
-use dispatch_runtime::launch::{LaunchRequest, create};
+use dispatch_core::Operation;
+use dispatch_runtime::launch::LaunchRequest;
+use dispatch_runtime::service::launch::{recreate_service, wait_up};
+use dispatch_runtime::submit::SubmitOptions;
+use dispatch_store::ReliabilityStore;
 
 use crate::cli::StopArgs;
-use crate::commands::run::start_run;
+use crate::commands::run::{start_run, submit_run};
+use crate::commands::serve::UP_TIMEOUT;
 use crate::ctx::{Ctx, find_run};
 use crate::error::CliResult;
 
@@ -19,6 +24,14 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
             let grace = Duration::from_millis(args.grace_period_ms);
             dispatch_runtime::stop::stop(&store, &ctx.layout, &old.id, grace, args.force).await?;
         }
+        if old.operation == Operation::Service {
+            let run = recreate_service(&store, &ctx.layout, &old).await?;
+            crate::commands::serve::start_service(ctx, &store, &run).await?;
+            let up = wait_up(&store, &ctx.layout, &run.id, UP_TIMEOUT).await?;
+            crate::commands::serve::check_up(&up)?;
+            println!("{}", run.id);
+            continue;
+        }
         let req = LaunchRequest {
             source: old.parcel_digest.clone(),
             operation: Some(old.operation),
@@ -26,7 +39,13 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
             parent_id: old.parent_id.clone(),
             origin_id: Some(old.id.clone()),
         };
-        let (run, _) = create(&store, &ctx.layout, &req).await?;
+        // The same reliability policy (retries, timeouts, budgets) as the original.
+        let opts = SubmitOptions {
+            policy: store.run_extras(&old.id).await?.policy,
+            force: true,
+            ..SubmitOptions::default()
+        };
+        let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
         start_run(ctx, &store, &run).await?;
         println!("{}", run.id);
     }

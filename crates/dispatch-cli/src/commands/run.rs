@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use dispatch_core::Operation;
 use dispatch_core::time::human_duration;
-use dispatch_runtime::launch::{LaunchRequest, create, fail_unstarted, spawn_helper};
+use dispatch_runtime::launch::{LaunchRequest, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
-use dispatch_store::Run;
+use dispatch_runtime::submit::{SubmitOptions, submit};
 use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{Created, Run};
 use serde_json::Value;
 
 use crate::cli::{CreateArgs, PayloadArgs, RunArgs};
@@ -37,15 +38,34 @@ pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)
 
 pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
+    let opts = args.reliability.options()?;
     let store = ctx.store()?;
-    let (run, _) = create(
-        &store,
-        &ctx.layout,
-        &request(&args.source, operation, payload),
-    )
-    .await?;
+    let req = request(&args.source, operation, payload);
+    let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
     println!("{}", run.id);
     Ok(0)
+}
+
+/// Creates the run with the reliability options. Returns the run and whether
+/// it already existed (deduplicated), which is said on stderr.
+pub async fn submit_run(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    req: &LaunchRequest,
+    opts: &SubmitOptions,
+) -> CliResult<(Run, bool)> {
+    let (created, _) = submit(store, &ctx.layout, req, opts).await?;
+    match created {
+        Created::New(run) => Ok((run, false)),
+        Created::Existing(run) => {
+            eprintln!(
+                "run {} with the same idempotency key is already {}; not dispatching again (hint: --force dispatches anyway)",
+                run.id,
+                run.status()
+            );
+            Ok((run, true))
+        }
+    }
 }
 
 fn request(source: &str, operation: Option<Operation>, payload: Value) -> LaunchRequest {
@@ -60,14 +80,13 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
+    let opts = args.reliability.options()?;
     let store = ctx.store()?;
-    let (run, _) = create(
-        &store,
-        &ctx.layout,
-        &request(&args.source, operation, payload),
-    )
-    .await?;
-    start_run(ctx, &store, &run).await?;
+    let req = request(&args.source, operation, payload);
+    let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;
+    if !existing {
+        start_run(ctx, &store, &run).await?;
+    }
     if args.detach {
         println!("{}", run.id);
         return Ok(0);
@@ -123,6 +142,9 @@ pub(crate) fn print_summary(run: &Run) {
         u.output_tokens
     ));
     parts.push(format!("cost {}", cost_text(u.cost_usd)));
+    if run.attempt > 1 {
+        parts.push(format!("{} attempts", run.attempt));
+    }
     eprintln!("run {} {}", run.id.short(), parts.join(" · "));
     if let Some(reason) = st
         .reason()

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::watch::Watch;
 use crate::follow::LineFollower;
 use crate::os;
 
@@ -41,6 +42,8 @@ pub(crate) struct AgentOutcome {
     pub last_output: Option<Value>,
     /// The last `error` event's message.
     pub error: Option<String>,
+    /// False when the last `error` event said `"retryable": false`.
+    pub error_retryable: bool,
     /// Whether the helper itself was asked to stop (SIGTERM / SIGINT).
     pub signalled: bool,
 }
@@ -78,9 +81,11 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     run_id: &dispatch_core::RunId,
     spec: &AgentSpec,
     mut child: Child,
+    watch: &mut Watch,
     own_signals: bool,
 ) -> AgentOutcome {
     let pgid = child.id().unwrap_or(0);
+    watch.set_group(pgid);
     let stdin = child.stdin.take();
     let input = spec.stdin.clone();
     let feeder = tokio::spawn(async move {
@@ -115,7 +120,11 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = tick.tick() => events.pump(store, run_id, false).await,
+            _ = tick.tick() => {
+                let batch = events.pump(store, run_id, false).await;
+                watch.observe(store, &batch, true).await;
+                watch.tick(store).await;
+            }
             Some(()) = recv(&mut term) => { signalled = true; os::signal_group(pgid, Signal::SIGTERM); }
             Some(()) = recv(&mut int) => { signalled = true; os::signal_group(pgid, Signal::SIGTERM); }
         }
@@ -126,11 +135,14 @@ pub(crate) async fn supervise<S: Store + ?Sized>(
     for c in copiers {
         let _ = tokio::time::timeout(PIPE_DRAIN, c).await;
     }
-    events.pump(store, run_id, true).await;
+    let batch = events.pump(store, run_id, true).await;
+    watch.agent_gone();
+    watch.observe(store, &batch, false).await;
     AgentOutcome {
         exit_code: status.map(os::exit_code_of).unwrap_or(1),
         last_output: events.last_output,
         error: events.error,
+        error_retryable: events.error_retryable,
         signalled,
     }
 }
@@ -183,6 +195,7 @@ struct EventPump {
     attempt: u32,
     last_output: Option<Value>,
     error: Option<String>,
+    error_retryable: bool,
 }
 
 impl EventPump {
@@ -192,6 +205,7 @@ impl EventPump {
             attempt,
             last_output: None,
             error: None,
+            error_retryable: true,
         }
     }
 
@@ -200,10 +214,10 @@ impl EventPump {
         store: &S,
         run_id: &dispatch_core::RunId,
         finish: bool,
-    ) {
+    ) -> Vec<NewEvent> {
         let lines = self.follower.poll(finish);
         if lines.is_empty() {
-            return;
+            return Vec::new();
         }
         let at = now_ms();
         let batch: Vec<NewEvent> = lines
@@ -216,7 +230,9 @@ impl EventPump {
                             self.error = data
                                 .get("message")
                                 .and_then(Value::as_str)
-                                .map(str::to_string)
+                                .map(str::to_string);
+                            self.error_retryable =
+                                data.get("retryable").and_then(Value::as_bool) != Some(false);
                         }
                         _ => {}
                     }
@@ -230,6 +246,7 @@ impl EventPump {
         if let Err(e) = store.append_events(run_id, &batch).await {
             eprintln!("[dispatch] could not record {} event(s): {e}", batch.len());
         }
+        batch
     }
 }
 

@@ -1,10 +1,16 @@
 //! The helper: `dispatch internal run-record <id>`. It owns one run from
 //! claim to terminal state: prepare the workspace, verify the brief, start the
 //! courier, stream output and events, collect artifacts and output, write the
-//! terminal snapshot, then the terminal state.
+//! terminal snapshot, then the terminal state. The same helper runs every
+//! attempt of the run (`attempt.rs`), waiting out the backoff in between
+//! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
+//! runs (`watch.rs`).
 
 mod agent;
+mod attempt;
 mod collect;
+pub(crate) mod retry;
+mod watch;
 
 use std::io::Write;
 
@@ -14,7 +20,7 @@ use dispatch_core::{RunId, Status, Transition, brief, now_ms};
 use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
 
-use crate::error::{RuntimeError, RuntimeResult, io};
+use crate::error::{RuntimeResult, io};
 use crate::layout::Layout;
 use crate::record::{AdvanceError, advance};
 use crate::snapshot::{self, FinalSnapshot};
@@ -28,7 +34,11 @@ pub async fn run_record<S: Store + ?Sized>(
     layout: &Layout,
     id: &RunId,
 ) -> RuntimeResult<i32> {
-    let mut run = store.get_run(id).await?;
+    // A run requeued with a backoff (by a lost-helper recovery) waits it out.
+    let mut run = match retry::wait_until_due(store, id).await? {
+        Some(run) => run,
+        None => store.get_run(id).await?,
+    };
     let me = os::this_process();
     match advance(
         store,
@@ -65,156 +75,14 @@ pub async fn run_record<S: Store + ?Sized>(
 pub async fn run_claimed<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
-    mut run: Run,
+    run: Run,
     own_signals: bool,
 ) -> RuntimeResult<i32> {
-    let id = &run.id.clone();
-    let mut log = LifecycleLog::open(layout, id);
-    if run.stop_requested_at.is_some() {
-        return finish(store, layout, &mut run, &mut log, cancelled(None), None).await;
-    }
-    let prepared = match prepare(layout, &run) {
-        Ok(p) => p,
-        Err(reason) => {
-            let t = Transition::Fail {
-                reason,
-                exit_code: None,
-                at: now_ms(),
-            };
-            return finish(store, layout, &mut run, &mut log, t, None).await;
-        }
-    };
-    if prepared.courier == Courier::Noop {
-        return run_noop(store, layout, &mut run, &mut log).await;
-    }
-    log.line(&format!(
-        "run {} attempt {}: starting {} `{}`",
-        run.id,
-        run.attempt,
-        run.operation,
-        prepared.spec.command.join(" ")
-    ));
-    let child = match agent::spawn(&prepared.spec) {
-        Ok(child) => child,
-        Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            let reason = format!("could not start `{}`: {e}", prepared.spec.command.join(" "));
-            let t = Transition::Fail {
-                reason,
-                exit_code: Some(code),
-                at: now_ms(),
-            };
-            return finish(store, layout, &mut run, &mut log, t, None).await;
-        }
-    };
-    let agent_ref = os::proc_ref(child.id().unwrap_or(0));
-    if let Err(e) = advance(
-        store,
-        &mut run,
-        &Transition::AgentStarted {
-            agent: agent_ref,
-            at: now_ms(),
-        },
-        None,
-    )
-    .await
-    {
-        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGKILL);
-        return Err(match e {
-            AdvanceError::Store(e) => e.into(),
-            AdvanceError::Illegal(e) => RuntimeError::Io {
-                what: "recording the agent start of",
-                path: layout.log(id),
-                source: std::io::Error::other(e.to_string()),
-            },
-        });
-    }
-    // A stop that arrived while we were starting found no process group yet.
-    if store
-        .get_run(id)
-        .await
-        .map(|r| r.stop_requested_at.is_some())
-        .unwrap_or(false)
-    {
-        os::signal_group(agent_ref.pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let outcome = agent::supervise(store, id, &prepared.spec, child, own_signals).await;
-
-    let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
-    match artifacts {
-        Ok(list) if !list.is_empty() => {
-            if let Err(e) = store.add_artifacts(id, &list).await {
-                log.line(&format!("could not record artifacts: {e}"));
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log.line(&format!("could not collect artifacts: {e}")),
-    }
-    let output = collect::read_output(&prepared.output_path, outcome.last_output);
-    let stop_requested = outcome.signalled
-        || store
-            .get_run(id)
-            .await
-            .map(|r| r.stop_requested_at.is_some())
-            .unwrap_or(false);
-    let at = now_ms();
-    let t = if stop_requested && outcome.exit_code != 0 {
-        cancelled(Some(outcome.exit_code))
-    } else if let (Some(message), true) = (outcome.error, outcome.exit_code != 0) {
-        Transition::Fail {
-            reason: message,
-            exit_code: Some(outcome.exit_code),
-            at,
-        }
-    } else {
-        Transition::Exited {
-            code: outcome.exit_code,
-            at,
-        }
-    };
-    finish(store, layout, &mut run, &mut log, t, output).await
+    let mut log = LifecycleLog::open(layout, &run.id);
+    attempt::run_attempts(store, layout, run, &mut log, own_signals).await
 }
 
-/// The noop courier: the agent "starts" and succeeds at once; no process.
-async fn run_noop<S: Store + ?Sized>(
-    store: &S,
-    layout: &Layout,
-    run: &mut Run,
-    log: &mut LifecycleLog,
-) -> RuntimeResult<i32> {
-    log.line(&format!(
-        "run {} attempt {}: noop courier",
-        run.id, run.attempt
-    ));
-    // No process: pid 0, which process-group signalling never touches.
-    let none = dispatch_core::ProcRef {
-        pid: 0,
-        start_ticks: 0,
-    };
-    let at = now_ms();
-    match advance(
-        store,
-        run,
-        &Transition::AgentStarted { agent: none, at },
-        None,
-    )
-    .await
-    {
-        Ok(()) | Err(AdvanceError::Illegal(_)) => {}
-        Err(AdvanceError::Store(e)) => return Err(e.into()),
-    }
-    let done = Transition::Exited {
-        code: 0,
-        at: now_ms(),
-    };
-    finish(store, layout, run, log, done, None).await
-}
-
-fn cancelled(exit_code: Option<i32>) -> Transition {
+pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
     Transition::Cancel {
         reason: "stopped by user".into(),
         exit_code,
@@ -223,7 +91,7 @@ fn cancelled(exit_code: Option<i32>) -> Transition {
 }
 
 /// Writes the terminal snapshot, then the terminal state.
-async fn finish<S: Store + ?Sized>(
+pub(super) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
@@ -262,16 +130,16 @@ async fn finish<S: Store + ?Sized>(
     }
 }
 
-struct Prepared {
-    courier: Courier,
-    spec: AgentSpec,
-    artifacts_dir: std::path::PathBuf,
-    output_path: std::path::PathBuf,
+pub(super) struct Prepared {
+    pub(super) courier: Courier,
+    pub(super) spec: AgentSpec,
+    pub(super) artifacts_dir: std::path::PathBuf,
+    pub(super) output_path: std::path::PathBuf,
 }
 
 /// Loads the parcel, verifies the brief and lays out the run directory.
 /// An error is the reason the run fails (not retryable).
-fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
+pub(super) fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
     let parcel: Parcel = parcel::load(&layout.parcels().join(&run.parcel_digest))
         .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))?;
     let brief_path = layout.brief(&run.brief_sha256);
@@ -311,6 +179,8 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
         ("DISPATCH_APPROVALS".into(), path_str(&approvals)),
         ("DISPATCH_PARCEL_DIR".into(), path_str(&parcel.files_dir())),
     ]);
+    // Each REQUIRES dependency (probed at dispatch) is handed over by name.
+    env.extend(m.requires.iter().map(|r| (r.name.clone(), r.url.clone())));
     let secrets = m
         .secrets
         .iter()
@@ -335,7 +205,7 @@ fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
 }
 
 /// `[dispatch] …` lines in the run's log.
-struct LifecycleLog {
+pub(super) struct LifecycleLog {
     file: Option<std::fs::File>,
 }
 
@@ -351,7 +221,7 @@ impl LifecycleLog {
         LifecycleLog { file }
     }
 
-    fn line(&mut self, text: &str) {
+    pub(super) fn line(&mut self, text: &str) {
         if let Some(f) = self.file.as_mut() {
             let _ = writeln!(f, "[dispatch] {text}");
         }

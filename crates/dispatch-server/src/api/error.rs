@@ -107,7 +107,10 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
                 (StatusCode::CONFLICT, codes::CONFLICT)
             }
-            StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            StoreError::InvalidState { .. }
+            | StoreError::SessionBusy { .. }
+            | StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            StoreError::ApprovalNotFound { .. } => (StatusCode::NOT_FOUND, codes::RUN_NOT_FOUND),
             StoreError::Locked { .. } | StoreError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }
@@ -127,6 +130,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::MissingSecret(_) => (StatusCode::BAD_REQUEST, codes::MISSING_SECRET),
             RuntimeError::AlreadyFinished { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
+            RuntimeError::BadSession(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            RuntimeError::Dependency(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
+            RuntimeError::Service(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Io { .. } | RuntimeError::Spawn(..) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
             }

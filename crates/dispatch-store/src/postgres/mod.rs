@@ -9,6 +9,7 @@
 mod events;
 mod listen;
 pub(crate) mod queue;
+mod reliability;
 mod runs;
 mod schema;
 pub mod testdb;
@@ -23,6 +24,7 @@ use dispatch_core::{NewEvent, RunId, Ts};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use crate::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
     Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
@@ -404,5 +406,70 @@ impl crate::CallbackStore for PgStore {
 
     async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
         in_tx!(self, |tx| queue::finish_callback(&tx, run, at))
+    }
+}
+
+#[async_trait]
+impl ReliabilityStore for PgStore {
+    async fn create_run_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        in_tx!(self, |tx| reliability::create_with(
+            &tx, new, extras, dedupe
+        ))
+    }
+
+    async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
+        in_tx!(self, |tx| reliability::extras(&tx, id))
+    }
+
+    async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {
+        in_tx!(self, |tx| reliability::request_approval(&tx, approval))
+    }
+
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> StoreResult<Approval> {
+        in_tx!(self, |tx| reliability::decide(
+            &tx,
+            run,
+            approval_id,
+            decision
+        ))
+    }
+
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<Approval>> {
+        in_tx!(self, |tx| reliability::list_approvals(
+            &tx,
+            run,
+            pending_only
+        ))
+    }
+
+    async fn add_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        in_tx!(self, |tx| reliability::add_dead_letter(&tx, letter))
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        in_tx!(self, |tx| reliability::dead_letters(&tx, None))
+    }
+
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>> {
+        let mut found = in_tx!(self, |tx| reliability::dead_letters(&tx, Some(run)))?;
+        Ok(found.pop())
+    }
+
+    async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
+        in_tx!(self, |tx| reliability::mark_replayed(&tx, run, by))
     }
 }

@@ -425,9 +425,17 @@ fn requeue_close(event: &NewEvent) -> AttemptEnd {
         .get("reason")
         .and_then(Value::as_str)
         .unwrap_or("requeued for another attempt");
+    // A timed-out attempt says so in `data.attempt_status`.
+    let status = event
+        .data
+        .get("attempt_status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Status>().ok())
+        .filter(|s| s.is_terminal())
+        .unwrap_or(Status::Failed);
     AttemptEnd {
         ended_at: event.at,
-        status: Status::Failed,
+        status,
         exit_code,
         error: Some(error.to_string()),
     }
@@ -492,6 +500,8 @@ pub(super) async fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail>
         }));
     }
     for sql in [
+        "DELETE FROM approvals WHERE run_id = $1",
+        "DELETE FROM dead_letters WHERE run_id = $1",
         "DELETE FROM events WHERE run_id = $1",
         "DELETE FROM attempts WHERE run_id = $1",
         "DELETE FROM artifacts WHERE run_id = $1",

@@ -101,6 +101,40 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX callbacks_due ON callbacks (due_at) WHERE done_at IS NULL;
     "#,
+    // 5: reliability (as SQLite's migration 2): dedup keys, sessions,
+    // per-run policy, approvals, dead letters.
+    r#"
+    ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE runs ADD COLUMN session TEXT;
+    ALTER TABLE runs ADD COLUMN policy TEXT;
+    CREATE INDEX runs_by_idempotency_key ON runs (idempotency_key, id)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_session ON runs (session, id) WHERE session IS NOT NULL;
+
+    CREATE TABLE approvals (
+        run_id       TEXT COLLATE "C" NOT NULL REFERENCES runs (id),
+        id           TEXT NOT NULL,
+        attempt      BIGINT NOT NULL,
+        summary      TEXT NOT NULL,
+        requested_at BIGINT NOT NULL,
+        deadline     BIGINT,
+        decision     TEXT,
+        decided_by   TEXT,
+        rationale    TEXT,
+        decided_at   BIGINT,
+        PRIMARY KEY (run_id, id)
+    );
+
+    CREATE TABLE dead_letters (
+        run_id      TEXT COLLATE "C" PRIMARY KEY NOT NULL REFERENCES runs (id),
+        at          BIGINT NOT NULL,
+        reason      TEXT NOT NULL,
+        attempts    BIGINT NOT NULL,
+        checkpoint  TEXT,
+        errors      TEXT NOT NULL,
+        replayed_by TEXT
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -10,8 +10,10 @@
 
 mod events;
 mod queue;
+mod reliability;
 mod runs;
 mod schema;
+mod service;
 mod tokens;
 
 use crate::{TokenRecord, TokenStore};
@@ -26,9 +28,10 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
-    Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
-    Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
-    StoreResult,
+    Approval, Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Created,
+    DeadLetter, Decision, Event, EventStore, Lease, NewRun, QueueOptions, QueueStore,
+    ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore, StateWrite,
+    StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -383,6 +386,59 @@ impl QueueStore for SqliteStore {
 }
 
 #[async_trait]
+impl ReliabilityStore for SqliteStore {
+    async fn create_run_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        self.write(|tx| reliability::create_with(tx, new, extras, dedupe))
+    }
+
+    async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
+        self.read(|tx| reliability::extras(tx, id))
+    }
+
+    async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {
+        self.write(|tx| reliability::request_approval(tx, approval))
+    }
+
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> StoreResult<Approval> {
+        self.write(|tx| reliability::decide(tx, run, approval_id, decision))
+    }
+
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<Approval>> {
+        self.read(|tx| reliability::list_approvals(tx, run, pending_only))
+    }
+
+    async fn add_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        self.write(|tx| reliability::add_dead_letter(tx, letter))
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.read(reliability::list_dead_letters)
+    }
+
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>> {
+        self.read(|tx| reliability::dead_letter(tx, run))
+    }
+
+    async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
+        self.write(|tx| reliability::mark_replayed(tx, run, by))
+    }
+}
+
+#[async_trait]
 impl TokenStore for SqliteStore {
     async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
         self.write(|tx| tokens::create(tx, token, hash))
@@ -414,5 +470,16 @@ impl crate::CallbackStore for SqliteStore {
 
     async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
         self.write(|tx| queue::finish_callback(tx, run, at))
+    }
+}
+
+#[async_trait]
+impl ServiceStore for SqliteStore {
+    async fn put_service_state(&self, state: &ServiceState) -> StoreResult<()> {
+        self.write(|tx| service::put(tx, state))
+    }
+
+    async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
+        self.read(|tx| service::get(tx, run))
     }
 }

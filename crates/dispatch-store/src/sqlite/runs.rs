@@ -367,8 +367,9 @@ struct AttemptEnd {
 }
 
 /// A requeued attempt ended in failure (that is why it is tried again). The
-/// queued state carries no detail, so the requeue event's `data.reason` and
-/// `data.exit_code` are used when it has them.
+/// queued state carries no detail, so the requeue event's `data.reason`,
+/// `data.exit_code` and `data.attempt_status` (`failed` unless it names
+/// another terminal status, e.g. `timed_out`) are used when it has them.
 fn requeue_close(event: &NewEvent) -> AttemptEnd {
     let exit_code = event
         .data
@@ -380,9 +381,17 @@ fn requeue_close(event: &NewEvent) -> AttemptEnd {
         .get("reason")
         .and_then(Value::as_str)
         .unwrap_or("requeued for another attempt");
+    // A timed-out attempt says so in `data.attempt_status`.
+    let status = event
+        .data
+        .get("attempt_status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Status>().ok())
+        .filter(|s| s.is_terminal())
+        .unwrap_or(Status::Failed);
     AttemptEnd {
         ended_at: event.at,
-        status: Status::Failed,
+        status,
         exit_code,
         error: Some(error.to_string()),
     }
@@ -442,9 +451,12 @@ pub(super) fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
         }));
     }
     for sql in [
+        "DELETE FROM approvals WHERE run_id = ?1",
+        "DELETE FROM dead_letters WHERE run_id = ?1",
         "DELETE FROM events WHERE run_id = ?1",
         "DELETE FROM attempts WHERE run_id = ?1",
         "DELETE FROM artifacts WHERE run_id = ?1",
+        "DELETE FROM service_state WHERE run_id = ?1",
         "DELETE FROM runs WHERE id = ?1",
     ] {
         tx.prepare_cached(sql)?.execute([id.as_str()])?;

@@ -68,7 +68,50 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     ) WITHOUT ROWID;
     ",
-    // 2: the queue: priority, and the lease a worker holds with its fencing token.
+    // 2: reliability: dedup keys, sessions, per-run policy, approvals, dead letters.
+    "
+    ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE runs ADD COLUMN session TEXT;
+    ALTER TABLE runs ADD COLUMN policy TEXT;
+    CREATE INDEX runs_by_idempotency_key ON runs (idempotency_key, id)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_session ON runs (session, id) WHERE session IS NOT NULL;
+
+    CREATE TABLE approvals (
+        run_id       TEXT NOT NULL REFERENCES runs (id),
+        id           TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        summary      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        deadline     INTEGER,
+        decision     TEXT,
+        decided_by   TEXT,
+        rationale    TEXT,
+        decided_at   INTEGER,
+        PRIMARY KEY (run_id, id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dead_letters (
+        run_id      TEXT PRIMARY KEY NOT NULL REFERENCES runs (id),
+        at          INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        checkpoint  TEXT,
+        errors      TEXT NOT NULL,
+        replayed_by TEXT
+    ) WITHOUT ROWID;
+    ",
+    // 3: the state of service runs (schedules, listeners), one row per run.
+    "
+    CREATE TABLE service_state (
+        run_id     TEXT PRIMARY KEY NOT NULL REFERENCES runs (id),
+        config     TEXT NOT NULL,
+        schedules  TEXT NOT NULL,
+        listeners  TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    // 4: the queue: priority, and the lease a worker holds with its fencing token.
     "
     ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN lease_owner TEXT;
@@ -77,7 +120,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_claimable ON runs (priority DESC, created_at, id) WHERE status = 'queued';
     CREATE INDEX runs_leased ON runs (lease_expires_at) WHERE lease_owner IS NOT NULL;
     ",
-    // 3: API tokens, by the hash of their secret.
+    // 5: API tokens, by the hash of their secret.
     "
     CREATE TABLE tokens (
         id         TEXT PRIMARY KEY NOT NULL,
@@ -87,11 +130,11 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     ",
-    // 4: the labels a worker needs to claim a run (a JSON array).
+    // 6: the labels a worker needs to claim a run (a JSON array).
     "
     ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
     ",
-    // 5: the callback outbox.
+    // 7: the callback outbox.
     "
     CREATE TABLE callbacks (
         run_id  TEXT PRIMARY KEY NOT NULL,

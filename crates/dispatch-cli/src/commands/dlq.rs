@@ -1,0 +1,114 @@
+//! `dispatch dlq ls` and `dispatch dlq replay`.
+
+use dispatch_core::now_ms;
+use dispatch_core::time::human_ago;
+use dispatch_runtime::launch::LaunchRequest;
+use dispatch_runtime::submit::SubmitOptions;
+use dispatch_store::{ReliabilityStore, RunStore};
+use serde_json::{Value, json};
+
+use crate::cli::Format;
+use crate::commands::run::{start_run, submit_run};
+use crate::ctx::{Ctx, find_run};
+use crate::error::{CliError, CliResult};
+use crate::output::{print_columns, print_json};
+use crate::reliability_args::DlqCommand;
+
+pub async fn dlq(ctx: &Ctx, cmd: &DlqCommand) -> CliResult {
+    match cmd {
+        DlqCommand::Ls(args) => ls(ctx, args.format).await,
+        DlqCommand::Replay(args) => replay(ctx, &args.run, args.payload.as_deref()).await,
+    }
+}
+
+async fn ls(ctx: &Ctx, format: Format) -> CliResult {
+    let Some(store) = ctx.existing_store()? else {
+        return print(format, Vec::new());
+    };
+    let mut docs = Vec::new();
+    for letter in store.list_dead_letters().await? {
+        let run = store.get_run(&letter.run_id).await?;
+        let mut doc = json!(letter);
+        doc["parcel_name"] = json!(run.parcel_name);
+        doc["parcel_digest"] = json!(run.parcel_digest);
+        doc["operation"] = json!(run.operation);
+        doc["input"] = run.payload.clone();
+        doc["status"] = json!(run.status());
+        docs.push(doc);
+    }
+    print(format, docs)
+}
+
+fn print(format: Format, docs: Vec<Value>) -> CliResult {
+    if format == Format::Json {
+        print_json(&docs);
+        return Ok(0);
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = docs
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+            vec![
+                s("run_id").chars().take(12).collect(),
+                s("parcel_name"),
+                s("status"),
+                d["attempts"].to_string(),
+                human_ago(d["at"].as_i64().unwrap_or(now), now),
+                d["replayed_by"]
+                    .as_str()
+                    .map_or_else(|| "-".into(), |r| r.chars().take(12).collect()),
+                s("reason"),
+            ]
+        })
+        .collect();
+    print_columns(
+        &[
+            "RUN ID",
+            "PARCEL",
+            "STATUS",
+            "ATTEMPTS",
+            "DEAD-LETTERED",
+            "REPLAYED BY",
+            "REASON",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
+    let store = ctx.store()?;
+    let old = find_run(&store, &ctx.layout, arg).await?;
+    if store.dead_letter(&old.id).await?.is_none() {
+        return Err(CliError::input(format!(
+            "run {} is not in the dead-letter queue (hint: `dispatch dlq ls`; `dispatch replay` reruns any run)",
+            old.id
+        )));
+    }
+    let payload = match payload {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            CliError::input(format!(
+                "--payload is not valid JSON ({e}) (hint: quote the whole payload, e.g. --payload '{{\"name\":\"ada\"}}')"
+            ))
+        })?,
+        None => old.payload.clone(),
+    };
+    let req = LaunchRequest {
+        source: old.parcel_digest.clone(),
+        operation: Some(old.operation),
+        payload,
+        parent_id: old.parent_id.clone(),
+        origin_id: Some(old.id.clone()),
+    };
+    let opts = SubmitOptions {
+        policy: store.run_extras(&old.id).await?.policy,
+        force: true,
+        ..SubmitOptions::default()
+    };
+    let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
+    store.mark_replayed(&old.id, &run.id).await?;
+    start_run(ctx, &store, &run).await?;
+    println!("{}", run.id);
+    Ok(0)
+}

@@ -1,0 +1,168 @@
+//! Command-line arguments of the reliability features: the dispatch flags
+//! shared by `run` and `create`, and the approval, dead-letter and replay commands.
+
+use clap::{Args, Subcommand};
+use dispatch_core::agentfile::parse_duration_ms;
+use dispatch_core::policy::{PolicyOverrides, parse_backoff};
+use dispatch_runtime::submit::SubmitOptions;
+
+use crate::cli::Format;
+use crate::error::{CliError, CliResult};
+
+#[derive(Debug, Args, Default)]
+pub struct DispatchArgs {
+    /// Retry a failed attempt up to N more times (overrides the Agentfile's RETRY).
+    #[arg(long, value_name = "N", help_heading = "Reliability")]
+    pub retries: Option<u32>,
+    /// Backoff between attempts: <initial>..<max>, doubled each retry, with jitter.
+    #[arg(long, value_name = "MIN..MAX", help_heading = "Reliability")]
+    pub backoff: Option<String>,
+    /// Time limit of each attempt, not counting time paused (overrides TIMEOUT RUN).
+    #[arg(long, value_name = "DURATION", help_heading = "Reliability")]
+    pub timeout: Option<String>,
+    /// Time limit of each step, measured between the agent's `step` events (overrides TIMEOUT STEP).
+    #[arg(long, value_name = "DURATION", help_heading = "Reliability")]
+    pub step_timeout: Option<String>,
+    /// Stop the run once it has used more tokens than this (overrides LIMIT TOKENS).
+    #[arg(long, value_name = "N", help_heading = "Reliability")]
+    pub max_tokens: Option<u64>,
+    /// Stop the run once it has cost more than this many US dollars (overrides LIMIT COST).
+    #[arg(long, value_name = "USD", help_heading = "Reliability")]
+    pub max_cost: Option<f64>,
+    /// Do not dispatch again while a run with this key is live or succeeded.
+    #[arg(long, value_name = "KEY", help_heading = "Reliability")]
+    pub idempotency_key: Option<String>,
+    /// Deduplicate by a key derived from parcel digest + operation + payload.
+    #[arg(long, help_heading = "Reliability")]
+    pub dedup: bool,
+    /// Dispatch even when a run with the same key is live or succeeded.
+    #[arg(long, help_heading = "Reliability")]
+    pub force: bool,
+    /// Bind a named session of the parcel (state in $DISPATCH_SESSION_FILE); one live run per session.
+    #[arg(long, value_name = "NAME", help_heading = "Reliability")]
+    pub session: Option<String>,
+}
+
+impl DispatchArgs {
+    pub fn options(&self) -> CliResult<SubmitOptions> {
+        let duration = |flag: &str, v: &Option<String>| -> CliResult<Option<u64>> {
+            v.as_deref()
+                .map(|t| {
+                    parse_duration_ms(t)
+                        .map_err(|e| CliError::input(format!("{flag}: {e}")))
+                        .and_then(|ms| {
+                            if ms == 0 {
+                                Err(CliError::input(format!(
+                                    "{flag} must be longer than zero (hint: {flag} 30s)"
+                                )))
+                            } else {
+                                Ok(ms)
+                            }
+                        })
+                })
+                .transpose()
+        };
+        if let Some(c) = self.max_cost.filter(|c| !c.is_finite() || *c <= 0.0) {
+            return Err(CliError::input(format!(
+                "--max-cost {c}: expected an amount of US dollars greater than zero (hint: --max-cost 0.50)"
+            )));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(CliError::input(
+                "--max-tokens must be greater than zero (hint: --max-tokens 100000)",
+            ));
+        }
+        if self.idempotency_key.as_deref() == Some("") {
+            return Err(CliError::input("--idempotency-key must not be empty"));
+        }
+        let backoff = self
+            .backoff
+            .as_deref()
+            .map(parse_backoff)
+            .transpose()
+            .map_err(CliError::input)?;
+        Ok(SubmitOptions {
+            overrides: PolicyOverrides {
+                retries: self.retries,
+                backoff,
+                run_timeout_ms: duration("--timeout", &self.timeout)?,
+                step_timeout_ms: duration("--step-timeout", &self.step_timeout)?,
+                max_tokens: self.max_tokens,
+                max_cost_usd: self.max_cost,
+            },
+            idempotency_key: self.idempotency_key.clone(),
+            dedup: self.dedup,
+            force: self.force,
+            session: self.session.clone(),
+            brief_sha256: None,
+            policy: None,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Run id or unique prefix.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// The approval's id, as the agent asked for it.
+    #[arg(value_name = "APPROVAL")]
+    pub approval: String,
+    /// Who decides (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+    /// Why.
+    #[arg(long, value_name = "TEXT")]
+    pub rationale: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List pending approvals (`-a`: decided ones too).
+    #[command(visible_alias = "list")]
+    Ls(ApprovalsLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsLsArgs {
+    /// Show decided approvals too.
+    #[arg(short, long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered runs: input, last checkpoint, error history.
+    #[command(visible_alias = "list")]
+    Ls(ApprovalsFormat),
+    /// Run a dead-lettered run again as a new run linked to it (origin_id).
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsFormat {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    /// Run id or unique prefix of the dead-lettered run.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Use this JSON payload instead of the original one.
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Run id or unique prefix.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Confirm that running the agent again may repeat its side effects.
+    #[arg(long)]
+    pub allow_side_effects: bool,
+}

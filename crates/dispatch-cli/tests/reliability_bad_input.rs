@@ -1,0 +1,48 @@
+//! Bad reliability flags are refused with one line and exit 125, before any run exists.
+
+mod common;
+
+use common::Dispatch;
+
+#[test]
+fn bad_reliability_flags_are_one_line_errors_and_create_nothing() {
+    let d = Dispatch::new();
+    let agent = d.agent("fine", "exit 0\n");
+    let a = agent.to_str().expect("utf-8");
+    for (flags, needle) in [
+        (
+            &["--backoff", "soon"][..],
+            "--backoff soon: invalid duration",
+        ),
+        (&["--backoff", "5s..1s"][..], "longer than the max"),
+        (
+            &["--timeout", "0s"][..],
+            "--timeout must be longer than zero",
+        ),
+        (
+            &["--step-timeout", "forever"][..],
+            "--step-timeout: invalid duration",
+        ),
+        (&["--max-cost", "0"][..], "--max-cost 0"),
+        (
+            &["--max-tokens", "0"][..],
+            "--max-tokens must be greater than zero",
+        ),
+        (
+            &["--idempotency-key", ""][..],
+            "--idempotency-key must not be empty",
+        ),
+        (&["--session", ".hidden"][..], "invalid session name"),
+    ] {
+        let err = d.fails(&[&["run", a, "--detach"][..], flags].concat(), 125);
+        assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    assert_eq!(d.ok(&["ps", "-a", "-q"]), "", "no run was created");
+    let id = d.detach(&agent, "{}");
+    d.wait_terminal(&id);
+    let err = d.fails(&["approve", &id, "nothing"], 125);
+    assert!(err.contains("already succeeded"), "{err}");
+    let err = d.fails(&["logs", &id, "--attempt", "2"], 125);
+    assert!(err.contains("has no attempt 2"), "{err}");
+}

@@ -1,0 +1,85 @@
+//! Approval decisions: recorded in the store (who, when, why; the first
+//! decision stands), written for the agent to `$DISPATCH_APPROVALS/<id>.json`
+//! (temporary file + rename, so the agent never reads half a file), and the
+//! paused run resumed once nothing else is pending.
+
+use dispatch_core::{RunId, Status, Transition, now_ms};
+use dispatch_store::{Approval, Decision, Store};
+use serde_json::json;
+
+use crate::error::{RuntimeResult, io};
+use crate::layout::Layout;
+use crate::record::{AdvanceError, advance};
+
+/// Whether `id` can name a decision file: no path separators, not hidden.
+pub fn valid_approval_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.starts_with('.') && !id.contains(['/', '\\', '\0'])
+}
+
+/// Decides approval `approval_id` of `run` and resumes the run when it waits
+/// on nothing else.
+pub async fn decide<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &RunId,
+    approval_id: &str,
+    decision: &Decision,
+) -> RuntimeResult<Approval> {
+    let decided = store.decide_approval(run, approval_id, decision).await?;
+    write_decision_file(layout, run, approval_id, decision)?;
+    resume_if_clear(store, run).await?;
+    Ok(decided)
+}
+
+/// Writes `{"decision","by","rationale"}` atomically where the agent looks.
+pub fn write_decision_file(
+    layout: &Layout,
+    run: &RunId,
+    approval_id: &str,
+    decision: &Decision,
+) -> RuntimeResult<()> {
+    let dir = layout.run_dir(run).join("approvals");
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let path = dir.join(format!("{approval_id}.json"));
+    let tmp = dir.join(format!(".{approval_id}.{}.tmp", std::process::id()));
+    let body = json!({
+        "decision": decision.decision,
+        "by": decision.by,
+        "rationale": decision.rationale,
+        "at": decision.at,
+    });
+    let bytes = serde_json::to_vec(&body).expect("a decision is plain JSON");
+    std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("renaming", &path))
+}
+
+/// Resumes the paused run when none of its approvals is pending.
+pub(crate) async fn resume_if_clear<S: Store + ?Sized>(store: &S, id: &RunId) -> RuntimeResult<()> {
+    if !store.list_approvals(Some(id), true).await?.is_empty() {
+        return Ok(());
+    }
+    let mut run = store.get_run(id).await?;
+    if run.status() != Status::Paused {
+        return Ok(());
+    }
+    match advance(store, &mut run, &Transition::Resume { at: now_ms() }, None).await {
+        Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(()),
+        Err(AdvanceError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Denies every pending approval of `run`: whoever asked is gone.
+pub(crate) async fn expire_pending<S: Store + ?Sized>(store: &S, run: &RunId, rationale: &str) {
+    let Ok(pending) = store.list_approvals(Some(run), true).await else {
+        return;
+    };
+    for a in pending {
+        let decision = Decision {
+            decision: "deny".into(),
+            by: "dispatch".into(),
+            rationale: Some(rationale.to_string()),
+            at: now_ms(),
+        };
+        let _ = store.decide_approval(run, &a.id, &decision).await;
+    }
+}

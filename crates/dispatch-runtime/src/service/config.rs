@@ -1,0 +1,289 @@
+//! `dispatch serve` options merged with the Agentfile's SCHEDULE and LISTEN
+//! directives, and checked before anything starts: every mistake is one
+//! clear line.
+
+use std::net::{SocketAddr, TcpListener};
+
+use dispatch_core::parcel::Manifest;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::ServiceError;
+use super::model::{IngressPolicy, Overlap, ScheduleState, ServiceConfig, Trigger};
+use super::schedule::parse_cron;
+
+/// The plain heartbeat interval when a service has no schedule and no listener.
+pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
+/// The default body limit of an HTTP listener (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The default header-section limit of an HTTP listener (16 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// The environment variable `dispatch serve` also reads the shared secret from.
+pub const SHARED_SECRET_ENV: &str = "DISPATCH_LISTEN_SHARED_SECRET";
+/// Methods a listener may be restricted to.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// What `dispatch serve` was asked on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Cron expressions, added to the Agentfile's SCHEDULE lines.
+    pub schedules: Vec<String>,
+    /// The plain interval; `Some(0)` turns it off. When `None`, a service
+    /// with no schedule and no listener wakes every [`DEFAULT_INTERVAL_MS`].
+    pub interval_ms: Option<u64>,
+    pub overlap: Overlap,
+    pub max_concurrent: u32,
+    pub max_pending: u32,
+    /// The payload timer and manual wakes carry by default.
+    pub payload: Value,
+    pub listen: Option<String>,
+    pub listen_path: Option<String>,
+    /// Added to the Agentfile's LISTEN_METHOD list.
+    pub listen_methods: Vec<String>,
+    /// The shared secret itself; only its SHA-256 is kept.
+    pub listen_shared_secret: Option<String>,
+    pub listen_max_body_bytes: Option<u64>,
+    pub listen_max_header_bytes: Option<u64>,
+}
+
+/// Merges `opts` over the Agentfile and checks everything. Returns the
+/// configuration and the timers to persist.
+pub fn resolve(
+    manifest: &Manifest,
+    opts: &ServeOptions,
+) -> Result<(ServiceConfig, Vec<ScheduleState>), ServiceError> {
+    let mut exprs: Vec<String> = Vec::new();
+    for e in manifest.schedules.iter().chain(&opts.schedules) {
+        let e = e.trim().to_string();
+        parse_cron(&e)?;
+        if !exprs.contains(&e) {
+            exprs.push(e);
+        }
+    }
+    let listen = ingress_policy(manifest, opts)?;
+    if let Some(policy) = &listen {
+        check_port_free(&policy.addr)?;
+    }
+    let interval_ms = match opts.interval_ms {
+        Some(0) => None,
+        Some(ms) => Some(ms),
+        None if exprs.is_empty() && listen.is_none() => Some(DEFAULT_INTERVAL_MS),
+        None => None,
+    };
+    let mut timers: Vec<ScheduleState> = exprs
+        .into_iter()
+        .map(|expr| ScheduleState::new(Trigger::Cron { expr }, opts.payload.clone()))
+        .collect();
+    if let Some(every_ms) = interval_ms {
+        timers.push(ScheduleState::new(
+            Trigger::Interval { every_ms },
+            opts.payload.clone(),
+        ));
+    }
+    if opts.overlap == Overlap::Concurrent && opts.max_concurrent == 0 {
+        return Err(ServiceError::new(
+            "--max-concurrent must be at least 1 (hint: --max-concurrent 4)",
+        ));
+    }
+    let config = ServiceConfig {
+        interval_ms,
+        overlap: opts.overlap,
+        max_concurrent: match opts.overlap {
+            Overlap::Concurrent => opts.max_concurrent,
+            Overlap::Queue | Overlap::Skip => 1,
+        },
+        max_pending: opts.max_pending,
+        listen,
+    };
+    Ok((config, timers))
+}
+
+fn ingress_policy(
+    manifest: &Manifest,
+    opts: &ServeOptions,
+) -> Result<Option<IngressPolicy>, ServiceError> {
+    let file = manifest.listen.clone().unwrap_or_default();
+    let addr = opts.listen.clone().or(file.addr.clone());
+    let Some(addr) = addr else {
+        let stray = opts.listen_path.is_some()
+            || !opts.listen_methods.is_empty()
+            || opts.listen_shared_secret.is_some()
+            || opts.listen_max_body_bytes.is_some()
+            || opts.listen_max_header_bytes.is_some();
+        if stray {
+            return Err(ServiceError::new(
+                "--listen-* options need an address to listen on (hint: add --listen 127.0.0.1:8080, or LISTEN in the Agentfile)",
+            ));
+        }
+        return Ok(None);
+    };
+    parse_listen_addr(&addr)?;
+    let path = opts.listen_path.clone().or(file.path.clone());
+    if let Some(p) = path.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(ServiceError::new(format!(
+            "listen path `{p}` must start with `/` (hint: --listen-path /{p})"
+        )));
+    }
+    let mut methods: Vec<String> = Vec::new();
+    for m in file.methods.iter().chain(&opts.listen_methods) {
+        for m in m.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let upper = m.to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                return Err(ServiceError::new(format!(
+                    "unknown HTTP method `{m}` (hint: one of {})",
+                    METHODS.join(", ")
+                )));
+            }
+            if !methods.contains(&upper) {
+                methods.push(upper);
+            }
+        }
+    }
+    let (secret, source) = match (&opts.listen_shared_secret, &file.secret) {
+        (Some(s), _) if s.is_empty() => {
+            return Err(ServiceError::new(
+                "--listen-shared-secret is empty (hint: pass a long random value, e.g. from `openssl rand -hex 32`)",
+            ));
+        }
+        (Some(s), _) => (Some(s.clone()), Some("--listen-shared-secret".to_string())),
+        (None, Some(name)) => {
+            if !manifest.secrets.contains(name) {
+                return Err(ServiceError::new(format!(
+                    "LISTEN_SECRET names `{name}`, which is not a declared SECRET (hint: add `SECRET {name}` to the Agentfile)"
+                )));
+            }
+            match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+                Some(v) => (Some(v), Some(format!("SECRET {name}"))),
+                None => {
+                    return Err(ServiceError::new(format!(
+                        "LISTEN_SECRET names `{name}`, which is not set (hint: export {name}=... before `dispatch serve`)"
+                    )));
+                }
+            }
+        }
+        (None, None) => (None, None),
+    };
+    Ok(Some(IngressPolicy {
+        addr,
+        path,
+        methods,
+        secret_sha256: secret.map(|s| hex::encode(Sha256::digest(s.as_bytes()))),
+        secret_source: source,
+        max_body_bytes: opts
+            .listen_max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_header_bytes: opts
+            .listen_max_header_bytes
+            .or(file.max_header_bytes)
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+    }))
+}
+
+/// An IP address with a port; `localhost:<port>` means 127.0.0.1.
+pub fn parse_listen_addr(addr: &str) -> Result<SocketAddr, ServiceError> {
+    let bad = || {
+        ServiceError::new(format!(
+            "cannot listen on `{addr}`: expected an IP address with a port (hint: --listen 127.0.0.1:8080, or port 0 for any free port)"
+        ))
+    };
+    if let Some(port) = addr.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    addr.parse().map_err(|_| bad())
+}
+
+/// Refuses an address another process already listens on (port 0 always
+/// finds a free port).
+pub(super) fn check_port_free(addr: &str) -> Result<(), ServiceError> {
+    let sock = parse_listen_addr(addr)?;
+    if sock.port() == 0 {
+        return Ok(());
+    }
+    TcpListener::bind(sock).map(drop).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "address already in use".to_string()
+        } else {
+            e.to_string()
+        };
+        ServiceError::new(format!(
+            "cannot listen on {addr}: {why} (hint: pick another port, or port 0 for any free port)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: Value) -> Manifest {
+        let mut m = serde_json::json!({
+            "schema": 1, "courier": "process", "name": "svc", "entrypoint": "heartbeat",
+            "command": ["true"], "files": [], "secrets": ["HOOK"]
+        });
+        if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        serde_json::from_value(m).expect("a valid manifest")
+    }
+
+    fn opts() -> ServeOptions {
+        ServeOptions {
+            max_concurrent: 4,
+            max_pending: 10,
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_plain_interval_applies_only_without_schedules_and_listeners() {
+        let (c, t) = resolve(&manifest(Value::Null), &opts()).expect("ok");
+        assert_eq!(c.interval_ms, Some(DEFAULT_INTERVAL_MS));
+        assert_eq!(t.len(), 1);
+        let cron = manifest(serde_json::json!({"schedules": ["*/5 * * * * *"]}));
+        let (c, t) = resolve(&cron, &opts()).expect("ok");
+        assert_eq!((c.interval_ms, t.len()), (None, 1));
+        let both = ServeOptions {
+            interval_ms: Some(250),
+            schedules: vec!["*/5 * * * * *".into(), "0 0 * * *".into()],
+            ..opts()
+        };
+        let (c, t) = resolve(&cron, &both).expect("ok");
+        assert_eq!(c.interval_ms, Some(250));
+        assert_eq!(t.len(), 3, "duplicates merged, interval added: {t:?}");
+        let off = ServeOptions {
+            interval_ms: Some(0),
+            ..opts()
+        };
+        let (c, t) = resolve(&manifest(Value::Null), &off).expect("ok");
+        assert_eq!((c.interval_ms, t.len()), (None, 0));
+    }
+
+    #[test]
+    fn flags_override_the_agentfile_listen_policy_and_methods_merge() {
+        let m = manifest(serde_json::json!({"listen": {
+            "addr": "127.0.0.1:0", "path": "/a", "methods": ["POST"],
+            "max_body_bytes": 10
+        }}));
+        let o = ServeOptions {
+            listen_path: Some("/b".into()),
+            listen_methods: vec!["post".into(), "put,PATCH".into()],
+            listen_shared_secret: Some("s3cret".into()),
+            ..opts()
+        };
+        let (c, _) = resolve(&m, &o).expect("ok");
+        let p = c.listen.clone().expect("a listener");
+        assert_eq!(p.path.as_deref(), Some("/b"));
+        assert_eq!(p.methods, vec!["POST", "PUT", "PATCH"]);
+        assert_eq!(p.max_body_bytes, 10);
+        assert_eq!(p.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        let digest = p.secret_sha256.expect("a digest");
+        assert_eq!(digest, hex::encode(Sha256::digest(b"s3cret")));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "never the secret itself"
+        );
+        assert_eq!(c.max_concurrent, 1, "queue runs one at a time");
+    }
+}

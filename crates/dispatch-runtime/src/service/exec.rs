@@ -1,0 +1,249 @@
+//! Admission and execution of wakes. Each admitted wake is created at once as
+//! a `queued` heartbeat run (so an HTTP caller gets its id in the 202) and
+//! started by its own detached helper (`dispatch internal run-record`, in its
+//! own session) when the overlap policy gives it a slot.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+
+use dispatch_core::{NewEvent, Operation, RunId, Transition, now_ms};
+use dispatch_store::{Run, Store};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::model::{Overlap, ServiceConfig};
+use crate::launch::{LaunchRequest, create, fail_unstarted};
+use crate::layout::{Layout, ROOT_ENV};
+use crate::record::advance;
+
+/// Why a service wakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reason {
+    Schedule,
+    Interval,
+    Manual,
+    Http,
+    Recovery,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Schedule => "schedule",
+            Reason::Interval => "interval",
+            Reason::Manual => "manual",
+            Reason::Http => "http",
+            Reason::Recovery => "recovery",
+        }
+    }
+}
+
+/// The answer to a wake.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// A heartbeat run was created; it runs now or when its turn comes.
+    Accepted(RunId),
+    /// The overlap policy dropped it.
+    Busy(String),
+    /// The heartbeat could not be created.
+    Failed(String),
+}
+
+/// One wake on its way in.
+pub(super) struct Wake {
+    pub reason: Reason,
+    /// Extra fields for the envelope's `wake` object (schedule, scheduled_for, …).
+    pub detail: Value,
+    pub payload: Value,
+    /// The HTTP request envelope, for `http` wakes.
+    pub request: Option<Value>,
+    /// The timer that fired, so that a timer is never queued twice.
+    pub timer: Option<usize>,
+    pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+struct Pending {
+    run: Run,
+    timer: Option<usize>,
+}
+
+/// The wakes of one service: waiting and running.
+pub(super) struct Core {
+    pub service: Run,
+    pub layout: Layout,
+    pub exe: PathBuf,
+    pub config: ServiceConfig,
+    pending: VecDeque<Pending>,
+    pub running: JoinSet<(RunId, std::io::Result<ExitStatus>)>,
+}
+
+impl Core {
+    pub fn new(service: Run, layout: Layout, exe: PathBuf, config: ServiceConfig) -> Self {
+        Core {
+            service,
+            layout,
+            exe,
+            config,
+            pending: VecDeque::new(),
+            running: JoinSet::new(),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.running.len() as u32 >= self.config.max_concurrent.max(1)
+    }
+
+    /// Decides about `wake` under the overlap policy; an accepted wake
+    /// becomes a heartbeat run, started now if a slot is free.
+    pub async fn admit<S: Store + ?Sized>(&mut self, store: &S, wake: &Wake) -> Reply {
+        if self.busy() {
+            let refused = match self.config.overlap {
+                Overlap::Skip => Some("a wake is already running (overlap: skip)".to_string()),
+                _ if wake.timer.is_some() && self.pending.iter().any(|p| p.timer == wake.timer) => {
+                    Some("this timer's previous wake is still waiting".to_string())
+                }
+                _ if self.pending.len() as u32 >= self.config.max_pending => Some(format!(
+                    "{} wakes are already waiting (hint: raise --max-pending)",
+                    self.pending.len()
+                )),
+                _ => None,
+            };
+            if let Some(why) = refused {
+                self.event(
+                    store,
+                    "wake_skipped",
+                    json!({"reason": wake.reason.as_str(), "why": why}),
+                )
+                .await;
+                return Reply::Busy(why);
+            }
+        }
+        let at = now_ms();
+        let mut info = json!({
+            "reason": wake.reason.as_str(),
+            "service_run_id": self.service.id,
+            "at": at,
+        });
+        if let (Some(o), Some(extra)) = (info.as_object_mut(), wake.detail.as_object()) {
+            o.extend(extra.clone());
+        }
+        let mut envelope = json!({"wake": info, "payload": wake.payload});
+        if let Some(request) = &wake.request {
+            envelope["request"] = request.clone();
+        }
+        let req = LaunchRequest {
+            source: self.service.parcel_digest.clone(),
+            operation: Some(Operation::Heartbeat),
+            payload: envelope,
+            parent_id: Some(self.service.id.clone()),
+            origin_id: None,
+        };
+        let run = match create(store, &self.layout, &req).await {
+            Ok((run, _)) => run,
+            Err(e) => {
+                let why = format!("could not create the heartbeat run: {e}");
+                eprintln!("[dispatch] wake {}: {why}", wake.reason.as_str());
+                return Reply::Failed(why);
+            }
+        };
+        let mut data = json!({"reason": wake.reason.as_str(), "heartbeat_run_id": run.id});
+        if let (Some(o), Some(extra)) = (data.as_object_mut(), wake.detail.as_object()) {
+            o.extend(extra.clone());
+        }
+        self.event(store, "wake", data).await;
+        let id = run.id.clone();
+        self.pending.push_back(Pending {
+            run,
+            timer: wake.timer,
+        });
+        self.start_ready(store).await;
+        Reply::Accepted(id)
+    }
+
+    /// Starts waiting heartbeats while the policy has free slots.
+    pub async fn start_ready<S: Store + ?Sized>(&mut self, store: &S) {
+        while !self.busy() {
+            let Some(next) = self.pending.pop_front() else {
+                return;
+            };
+            match self.spawn(&next.run.id) {
+                Ok(mut child) => {
+                    let id = next.run.id.clone();
+                    eprintln!("[dispatch] heartbeat {id} started");
+                    self.running.spawn(async move { (id, child.wait().await) });
+                }
+                Err(e) => {
+                    let reason = format!("could not start the heartbeat helper: {e}");
+                    eprintln!("[dispatch] heartbeat {}: {reason}", next.run.id);
+                    let _ = fail_unstarted(store, &next.run, reason).await;
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, id: &RunId) -> std::io::Result<tokio::process::Child> {
+        let log_path = self.layout.log(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.args(["internal", "run-record", id.as_str()])
+            .env(ROOT_ENV, self.layout.root())
+            // The shared secret may have come through the environment; no
+            // wake (and so no agent) ever sees it.
+            .env_remove(super::config::SHARED_SECRET_ENV)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // The wake's helper moves itself into its own session at once, so a
+        // SIGTERM to the service never reaches a wake that is finishing;
+        // `dispatch stop` ends it after the grace period.
+        tokio::process::Command::from(cmd).spawn()
+    }
+
+    /// Logs how a heartbeat ended.
+    pub async fn finished<S: Store + ?Sized>(
+        &mut self,
+        store: &S,
+        done: (RunId, std::io::Result<ExitStatus>),
+    ) {
+        let (id, _) = done;
+        match store.get_run(&id).await {
+            Ok(run) => {
+                let how = match (run.state.exit_code(), run.state.reason()) {
+                    (_, Some(reason)) => format!("{}: {reason}", run.status()),
+                    (Some(code), None) => format!("{} (exit {code})", run.status()),
+                    (None, None) => run.status().to_string(),
+                };
+                eprintln!("[dispatch] heartbeat {id} {how}");
+            }
+            Err(e) => eprintln!("[dispatch] heartbeat {id}: {e}"),
+        }
+        self.start_ready(store).await;
+    }
+
+    /// Cancels the wakes that never got their turn.
+    pub async fn cancel_pending<S: Store + ?Sized>(&mut self, store: &S) {
+        while let Some(p) = self.pending.pop_front() {
+            let mut run = p.run;
+            let t = Transition::Cancel {
+                reason: "the service stopped before this wake ran".into(),
+                exit_code: None,
+                at: now_ms(),
+            };
+            if let Err(e) = advance(store, &mut run, &t, None).await {
+                eprintln!("[dispatch] could not cancel heartbeat {}: {e}", run.id);
+            }
+        }
+    }
+
+    pub async fn event<S: Store + ?Sized>(&self, store: &S, kind: &str, data: Value) {
+        let e = NewEvent::new(kind, self.service.attempt, now_ms(), data);
+        if let Err(e) = store.append_events(&self.service.id, &[e]).await {
+            eprintln!("[dispatch] could not record a {kind} event: {e}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Services: long-lived runs woken by timers (cron schedules, a plain
+//! interval), HTTP requests, manual `dispatch wake` turns and recovery after a
+//! restart. Every wake executes as its own `heartbeat` run linked to the
+//! service (`parent_id`), run by its own detached helper, so it has its own
+//! log, exit code, usage and events, and a stop signal sent to the service
+//! never reaches a wake that is still finishing.
+//!
+//! - [`launch`]: `dispatch serve` (check the options, create the service run
+//!   and its `service_state` row, spawn the helper) and `restart`.
+//! - [`helper`]: the service helper's event loop: it sleeps until the next
+//!   timer deadline, an HTTP request, a SIGUSR1 (manual wake) or SIGTERM
+//!   (graceful stop); nothing polls.
+//! - `exec`: admission (the overlap policy) and the heartbeat helpers.
+//! - `ingress`: the HTTP listener (hyper).
+//! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
+//! - [`stop`]: graceful stop of a service.
+
+pub mod config;
+mod exec;
+pub mod helper;
+mod ingress;
+pub mod launch;
+pub mod model;
+pub mod schedule;
+pub mod stop;
+pub mod wake;
+
+pub use config::ServeOptions;
+pub use model::{
+    IngressPolicy, ListenerState, Overlap, ScheduleState, ServiceConfig, ServiceDoc, Trigger,
+};
+
+/// A service option that cannot work, said in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ServiceError(pub String);
+
+impl ServiceError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ServiceError(message.into())
+    }
+}

@@ -1,0 +1,142 @@
+//! Dispatching with the reliability options: dependency probes, the
+//! effective policy, deduplication and sessions, all checked before (or
+//! atomically with) creating the run.
+
+use dispatch_core::brief::Brief;
+use dispatch_core::parcel::Parcel;
+use dispatch_core::policy::{PolicyOverrides, RunPolicy};
+use dispatch_core::{RunId, now_ms};
+use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::error::{RuntimeError, RuntimeResult};
+use crate::launch::{LaunchRequest, check_secrets, resolve_parcel, write_brief};
+use crate::layout::Layout;
+use crate::probe;
+use crate::reconcile::reconcile;
+
+/// The reliability side of a dispatch.
+#[derive(Clone, Debug, Default)]
+pub struct SubmitOptions {
+    pub overrides: PolicyOverrides,
+    /// An explicit idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Derive the key from parcel digest + operation + payload.
+    pub dedup: bool,
+    /// Create a new run even when the key matches one.
+    pub force: bool,
+    /// Bind the named session of the parcel.
+    pub session: Option<String>,
+    /// Reuse this exact brief (a replay) instead of assembling one.
+    pub brief_sha256: Option<String>,
+    /// Use this stored policy as it is (a replay) instead of resolving one.
+    pub policy: Option<serde_json::Value>,
+}
+
+/// Resolves the parcel, probes its dependencies and creates the run (or finds
+/// the one it duplicates).
+pub async fn submit<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    req: &LaunchRequest,
+    opts: &SubmitOptions,
+) -> RuntimeResult<(Created, Parcel)> {
+    let parcel = resolve_parcel(layout, &req.source)?;
+    check_secrets(&parcel)?;
+    if let Some(name) = &opts.session {
+        check_session_name(name)?;
+    }
+    probe::probe_all(&parcel.manifest.requires)?;
+    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let brief_sha256 = match &opts.brief_sha256 {
+        Some(sha) => sha.clone(),
+        None => write_brief(
+            layout,
+            &Brief::assemble(&parcel, operation, req.payload.clone()),
+        )?,
+    };
+    let policy = match &opts.policy {
+        Some(p) => p.clone(),
+        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &opts.overrides))
+            .expect("a policy is plain data"),
+    };
+    let idempotency_key = opts.idempotency_key.clone().or_else(|| {
+        opts.dedup
+            .then(|| default_key(&parcel.digest, operation.as_str(), &req.payload))
+    });
+    let extras = RunExtras {
+        idempotency_key,
+        session: opts
+            .session
+            .as_ref()
+            .map(|s| format!("{}/{s}", parcel.manifest.name)),
+        policy: Some(policy),
+    };
+    let new = NewRun {
+        id: RunId::new(),
+        parcel_digest: parcel.digest.clone(),
+        parcel_name: parcel.manifest.name.clone(),
+        operation,
+        parent_id: req.parent_id.clone(),
+        origin_id: req.origin_id.clone(),
+        payload: req.payload.clone(),
+        brief_sha256,
+        created_at: now_ms(),
+    };
+    // A run holding the session or key may have lost its helper: reconcile
+    // it, and try once more if that ended it.
+    for _ in 0..2 {
+        let holder = match store.create_run_with(&new, &extras, !opts.force).await {
+            Ok(Created::Existing(run)) => run,
+            Ok(created) => return Ok((created, parcel)),
+            Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let before = holder.status();
+        let holder = reconcile(store, layout, holder).await?;
+        if holder.status() == before {
+            break;
+        }
+    }
+    Ok((
+        store.create_run_with(&new, &extras, !opts.force).await?,
+        parcel,
+    ))
+}
+
+/// The default idempotency key: SHA-256 of parcel digest, operation and the
+/// payload's canonical JSON.
+pub fn default_key(digest: &str, operation: &str, payload: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(digest.as_bytes());
+    h.update(b"\n");
+    h.update(operation.as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(payload).expect("a payload is JSON data"));
+    hex::encode(h.finalize())
+}
+
+fn check_session_name(name: &str) -> RuntimeResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::BadSession(name.to_string()))
+    }
+}
+
+/// `state/<parcel>/sessions/<name>.json`: the bound session's state file.
+pub fn session_file(layout: &Layout, session: &str) -> Option<std::path::PathBuf> {
+    let (parcel, name) = session.split_once('/')?;
+    Some(
+        layout
+            .state_dir(parcel)
+            .join("sessions")
+            .join(format!("{name}.json")),
+    )
+}

@@ -1,0 +1,337 @@
+//! Deduplicated creation, sessions, run policy, approvals and dead letters on
+//! PostgreSQL: the SQLite backend's statements, with a transaction-scoped
+//! advisory lock per session and per idempotency key so that racing creators
+//! serialize on what they share.
+
+use deadpool_postgres::Transaction;
+use dispatch_core::{NewEvent, RunId};
+use serde_json::{Value, json};
+use tokio_postgres::Row;
+
+use super::events::insert_event;
+use super::runs::{create, get, parse_id};
+use super::{Fail, to_json};
+use crate::{Approval, Created, DeadLetter, Decision, NewRun, RunExtras, StoreError};
+
+/// Statuses of a run that still holds its session or dedup key.
+const LIVE: &str = "('queued', 'starting', 'running', 'paused')";
+
+fn json_col(row: &Row, i: usize, what: &str) -> Result<Option<Value>, Fail> {
+    match row.try_get::<_, Option<&str>>(i)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| Fail::Corrupt(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+fn u32_of(n: i64, what: &str) -> Result<u32, Fail> {
+    u32::try_from(n).map_err(|_| Fail::Corrupt(format!("{what} {n} is out of range")))
+}
+
+/// Serializes the transactions that share `what` (until they end).
+async fn lock(tx: &Transaction<'_>, kind: &str, what: &str) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .await?;
+    tx.execute(&stmt, &[&format!("{kind}:{what}")]).await?;
+    Ok(())
+}
+
+pub(super) async fn create_with(
+    tx: &Transaction<'_>,
+    new: &NewRun,
+    extras: &RunExtras,
+    dedupe: bool,
+) -> Result<Created, Fail> {
+    if let Some(session) = &extras.session {
+        lock(tx, "session", session).await?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE session = $1 AND status IN {LIVE} ORDER BY id LIMIT 1"
+            ))
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[session]).await? {
+            return Err(Fail::Store(StoreError::SessionBusy {
+                session: session.clone(),
+                run: parse_id(row.try_get(0)?)?,
+            }));
+        }
+    }
+    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
+        lock(tx, "key", key).await?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE idempotency_key = $1 \
+                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
+            ))
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[key]).await? {
+            let existing = parse_id(row.try_get(0)?)?;
+            return Ok(Created::Existing(get(tx, &existing).await?));
+        }
+    }
+    create(tx, new).await?;
+    let policy = extras
+        .policy
+        .as_ref()
+        .map(|p| to_json("policy", p))
+        .transpose()?;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4 WHERE id = $1",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &new.id.as_str(),
+            &extras.idempotency_key,
+            &extras.session,
+            &policy,
+        ],
+    )
+    .await?;
+    Ok(Created::New(get(tx, &new.id).await?))
+}
+
+pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT idempotency_key, session, policy FROM runs WHERE id = $1")
+        .await?;
+    let Some(row) = tx.query_opt(&stmt, &[&id.as_str()]).await? else {
+        return Err(Fail::Store(StoreError::NotFound(id.to_string())));
+    };
+    Ok(RunExtras {
+        idempotency_key: row.try_get(0)?,
+        session: row.try_get(1)?,
+        policy: json_col(&row, 2, "policy")?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "run_id, id, attempt, summary, requested_at, deadline, decision, \
+     decided_by, rationale, decided_at";
+
+fn approval_from_row(row: &Row) -> Result<Approval, Fail> {
+    Ok(Approval {
+        run_id: parse_id(row.try_get(0)?)?,
+        id: row.try_get(1)?,
+        attempt: u32_of(row.try_get(2)?, "approval attempt")?,
+        summary: row.try_get(3)?,
+        requested_at: row.try_get(4)?,
+        deadline: row.try_get(5)?,
+        decision: row.try_get(6)?,
+        decided_by: row.try_get(7)?,
+        rationale: row.try_get(8)?,
+        decided_at: row.try_get(9)?,
+    })
+}
+
+async fn get_approval(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+) -> Result<Option<Approval>, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = $1 AND id = $2"
+        ))
+        .await?;
+    tx.query_opt(&stmt, &[&run.as_str(), &id])
+        .await?
+        .as_ref()
+        .map(approval_from_row)
+        .transpose()
+}
+
+pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<Approval, Fail> {
+    get(tx, &a.run_id).await?; // NotFound for an unknown run
+    // The run's row lock orders concurrent requests for the same approval.
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    tx.execute(&stmt, &[&a.run_id.as_str()]).await?;
+    if let Some(existing) = get_approval(tx, &a.run_id, &a.id).await? {
+        return Ok(existing);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &a.run_id.as_str(),
+            &a.id,
+            &i64::from(a.attempt),
+            &a.summary,
+            &a.requested_at,
+            &a.deadline,
+        ],
+    )
+    .await?;
+    let event = NewEvent::new(
+        "approval_requested",
+        a.attempt,
+        a.requested_at,
+        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline}),
+    );
+    insert_event(tx, &a.run_id, &event).await?;
+    get_approval(tx, &a.run_id, &a.id)
+        .await?
+        .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
+}
+
+pub(super) async fn decide(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+    d: &Decision,
+) -> Result<Approval, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    tx.execute(&stmt, &[&run.as_str()]).await?;
+    let Some(found) = get_approval(tx, run, id).await? else {
+        get(tx, run).await?;
+        return Err(Fail::Store(StoreError::ApprovalNotFound {
+            run: run.clone(),
+            id: id.to_string(),
+        }));
+    };
+    if let Some(decision) = found.decision {
+        return Err(Fail::Store(StoreError::AlreadyDecided {
+            run: run.clone(),
+            id: id.to_string(),
+            decision: format!(
+                "{decision} by {}",
+                found.decided_by.as_deref().unwrap_or("?")
+            ),
+        }));
+    }
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE approvals SET decision = $3, decided_by = $4, rationale = $5, decided_at = $6 \
+             WHERE run_id = $1 AND id = $2 AND decision IS NULL",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[&run.as_str(), &id, &d.decision, &d.by, &d.rationale, &d.at],
+    )
+    .await?;
+    let event = NewEvent::new(
+        "approval_decided",
+        found.attempt,
+        d.at,
+        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale}),
+    );
+    insert_event(tx, run, &event).await?;
+    get_approval(tx, run, id)
+        .await?
+        .ok_or_else(|| Fail::Corrupt("a decided approval is missing".into()))
+}
+
+pub(super) async fn list_approvals(
+    tx: &Transaction<'_>,
+    run: Option<&RunId>,
+    pending_only: bool,
+) -> Result<Vec<Approval>, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE ($1::text IS NULL OR run_id = $1) AND (NOT $2 OR decision IS NULL) \
+             ORDER BY requested_at, run_id, id"
+        ))
+        .await?;
+    tx.query(&stmt, &[&run.map(RunId::as_str), &pending_only])
+        .await?
+        .iter()
+        .map(approval_from_row)
+        .collect()
+}
+
+pub(super) async fn add_dead_letter(tx: &Transaction<'_>, d: &DeadLetter) -> Result<(), Fail> {
+    let run = get(tx, &d.run_id).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (run_id, at, reason, attempts, checkpoint, errors) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO NOTHING",
+        )
+        .await?;
+    let checkpoint = d
+        .checkpoint
+        .as_ref()
+        .map(|c| to_json("checkpoint", c))
+        .transpose()?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[
+                &d.run_id.as_str(),
+                &d.at,
+                &d.reason,
+                &i64::from(d.attempts),
+                &checkpoint,
+                &to_json("errors", &d.errors)?,
+            ],
+        )
+        .await?;
+    if inserted == 1 {
+        let event = NewEvent::new(
+            "dead_lettered",
+            run.attempt,
+            d.at,
+            json!({"reason": d.reason, "attempts": d.attempts}),
+        );
+        insert_event(tx, &d.run_id, &event).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn dead_letters(
+    tx: &Transaction<'_>,
+    run: Option<&RunId>,
+) -> Result<Vec<DeadLetter>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT run_id, at, reason, attempts, checkpoint, errors, replayed_by \
+             FROM dead_letters WHERE ($1::text IS NULL OR run_id = $1) \
+             ORDER BY at DESC, run_id DESC",
+        )
+        .await?;
+    let mut out = Vec::new();
+    for row in tx.query(&stmt, &[&run.map(RunId::as_str)]).await? {
+        let replayed_by = row
+            .try_get::<_, Option<&str>>(6)?
+            .map(parse_id)
+            .transpose()?;
+        out.push(DeadLetter {
+            run_id: parse_id(row.try_get(0)?)?,
+            at: row.try_get(1)?,
+            reason: row.try_get(2)?,
+            attempts: u32_of(row.try_get(3)?, "dead letter attempts")?,
+            checkpoint: json_col(&row, 4, "checkpoint")?,
+            errors: json_col(&row, 5, "errors")?.unwrap_or(Value::Null),
+            replayed_by,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn mark_replayed(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    by: &RunId,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("UPDATE dead_letters SET replayed_by = $2 WHERE run_id = $1")
+        .await?;
+    let changed = tx.execute(&stmt, &[&run.as_str(), &by.as_str()]).await?;
+    if changed == 0 {
+        return Err(Fail::Store(StoreError::NotFound(run.to_string())));
+    }
+    Ok(())
+}

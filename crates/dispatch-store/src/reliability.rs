@@ -1,0 +1,140 @@
+//! Reliability capabilities: deduplicated creation, sessions, the effective
+//! per-run policy, approvals and the dead-letter queue.
+//!
+//! Every backend implements [`ReliabilityStore`]; the conformance suite pins
+//! what it promises (`conformance/reliability.rs`).
+
+use async_trait::async_trait;
+use dispatch_core::{RunId, Ts};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{NewRun, Run, StoreResult};
+
+/// What a dispatch stores with a run beyond [`NewRun`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunExtras {
+    /// Runs with the same key are deduplicated (see [`ReliabilityStore::create_run_with`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The bound session (`<parcel>/<name>`); at most one live run holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The effective reliability policy (retry, timeouts, limits), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Value>,
+}
+
+/// What [`ReliabilityStore::create_run_with`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Created {
+    /// A new run was inserted.
+    New(Run),
+    /// A run with the same idempotency key is active or succeeded; nothing was inserted.
+    Existing(Run),
+}
+
+impl Created {
+    pub fn run(&self) -> &Run {
+        match self {
+            Created::New(r) | Created::Existing(r) => r,
+        }
+    }
+}
+
+/// An approval an agent asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub run_id: RunId,
+    /// The agent's id for it (unique within the run).
+    pub id: String,
+    pub attempt: u32,
+    pub summary: String,
+    pub requested_at: Ts,
+    /// When it is denied automatically, if ever.
+    pub deadline: Option<Ts>,
+    /// `approve` or `deny`, once decided.
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub rationale: Option<String>,
+    pub decided_at: Option<Ts>,
+}
+
+/// A decision on an approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `approve` or `deny`.
+    pub decision: String,
+    pub by: String,
+    pub rationale: Option<String>,
+    pub at: Ts,
+}
+
+/// A run whose attempts are exhausted: its last checkpoint and error history
+/// (its input is the run's payload).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub run_id: RunId,
+    pub at: Ts,
+    pub reason: String,
+    pub attempts: u32,
+    pub checkpoint: Option<Value>,
+    /// One entry per failed attempt: `{"attempt", "status", "exit_code", "error"}`.
+    pub errors: Value,
+    /// The run that replayed it, once replayed.
+    pub replayed_by: Option<RunId>,
+}
+
+#[async_trait]
+pub trait ReliabilityStore: Send + Sync {
+    /// Creates the run (queued, with its `created` event) and its extras in
+    /// one transaction. When `dedupe` is set and `extras.idempotency_key` is
+    /// given, a run with the same key that is live or succeeded is returned as
+    /// [`Created::Existing`] and nothing is inserted. When `extras.session` is
+    /// given and a live run holds it, `SessionBusy` (checked before dedupe
+    /// inserts anything).
+    async fn create_run_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        dedupe: bool,
+    ) -> StoreResult<Created>;
+
+    /// The extras stored with the run (all `None` for a run created plainly).
+    async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras>;
+
+    /// Records a pending approval and appends an `approval_requested` event.
+    /// Asking again for the same `(run, id)` returns the stored one unchanged.
+    async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval>;
+
+    /// Decides a pending approval and appends an `approval_decided` event.
+    /// `ApprovalNotFound` when unknown; `AlreadyDecided` when decided before
+    /// (the first decision stands).
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> StoreResult<Approval>;
+
+    /// Approvals, oldest first: of one run, or of every run; only pending ones
+    /// when `pending_only`.
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<Approval>>;
+
+    /// Dead-letters a run (the run must exist). Recording the same run again
+    /// keeps the first record.
+    async fn add_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()>;
+
+    /// Every dead letter, newest first.
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
+
+    /// The dead letter of `run`, if it was dead-lettered.
+    async fn dead_letter(&self, run: &RunId) -> StoreResult<Option<DeadLetter>>;
+
+    /// Notes that `by` replays the dead-lettered `run`.
+    async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()>;
+}

@@ -1,0 +1,282 @@
+//! Deduplicated creation, sessions, run policy, approvals and dead letters.
+
+use dispatch_core::{NewEvent, RunId};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use serde_json::{Value, json};
+
+use super::events::insert_event;
+use super::runs::{create, get};
+use super::{Fail, to_json};
+use crate::{Approval, Created, DeadLetter, Decision, NewRun, RunExtras, StoreError};
+
+/// Statuses of a run that still holds its session or dedup key.
+const LIVE: &str = "('queued', 'starting', 'running', 'paused')";
+
+fn parse_id(text: &str) -> Result<RunId, Fail> {
+    text.parse()
+        .map_err(|_| Fail::Corrupt(format!("`{text}` is not a run id")))
+}
+
+fn json_col(row: &Row<'_>, i: usize, what: &str) -> Result<Option<Value>, Fail> {
+    match row.get_ref(i)?.as_str_or_null()? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| Fail::Corrupt(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+pub(super) fn create_with(
+    tx: &Transaction<'_>,
+    new: &NewRun,
+    extras: &RunExtras,
+    dedupe: bool,
+) -> Result<Created, Fail> {
+    if let Some(session) = &extras.session {
+        let holder: Option<String> = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE session = ?1 AND status IN {LIVE} ORDER BY id LIMIT 1"
+            ))?
+            .query_row([session], |row| row.get(0))
+            .optional()?;
+        if let Some(holder) = holder {
+            return Err(Fail::Store(StoreError::SessionBusy {
+                session: session.clone(),
+                run: parse_id(&holder)?,
+            }));
+        }
+    }
+    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
+        let existing: Option<String> = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE idempotency_key = ?1 \
+                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([key], |row| row.get(0))
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(Created::Existing(get(tx, &parse_id(&existing)?)?));
+        }
+    }
+    create(tx, new)?;
+    let policy = extras
+        .policy
+        .as_ref()
+        .map(|p| to_json("policy", p))
+        .transpose()?;
+    tx.prepare_cached(
+        "UPDATE runs SET idempotency_key = ?2, session = ?3, policy = ?4 WHERE id = ?1",
+    )?
+    .execute(params![
+        new.id.as_str(),
+        extras.idempotency_key,
+        extras.session,
+        policy
+    ])?;
+    Ok(Created::New(get(tx, &new.id)?))
+}
+
+pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
+    let mut stmt =
+        tx.prepare_cached("SELECT idempotency_key, session, policy FROM runs WHERE id = ?1")?;
+    let mut rows = stmt.query([id.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Err(Fail::Store(StoreError::NotFound(id.to_string())));
+    };
+    Ok(RunExtras {
+        idempotency_key: row.get(0)?,
+        session: row.get(1)?,
+        policy: json_col(row, 2, "policy")?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "run_id, id, attempt, summary, requested_at, deadline, decision, \
+     decided_by, rationale, decided_at";
+
+fn approval_from_row(row: &Row<'_>) -> Result<Approval, Fail> {
+    Ok(Approval {
+        run_id: parse_id(row.get_ref(0)?.as_str()?)?,
+        id: row.get(1)?,
+        attempt: row.get(2)?,
+        summary: row.get(3)?,
+        requested_at: row.get(4)?,
+        deadline: row.get(5)?,
+        decision: row.get(6)?,
+        decided_by: row.get(7)?,
+        rationale: row.get(8)?,
+        decided_at: row.get(9)?,
+    })
+}
+
+fn get_approval(tx: &Transaction<'_>, run: &RunId, id: &str) -> Result<Option<Approval>, Fail> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1 AND id = ?2"
+    ))?;
+    let mut rows = stmt.query(params![run.as_str(), id])?;
+    rows.next()?.map(approval_from_row).transpose()
+}
+
+pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<Approval, Fail> {
+    if let Some(existing) = get_approval(tx, &a.run_id, &a.id)? {
+        return Ok(existing);
+    }
+    get(tx, &a.run_id)?; // NotFound for an unknown run
+    tx.prepare_cached(
+        "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        a.run_id.as_str(),
+        a.id,
+        a.attempt,
+        a.summary,
+        a.requested_at,
+        a.deadline
+    ])?;
+    let event = NewEvent::new(
+        "approval_requested",
+        a.attempt,
+        a.requested_at,
+        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline}),
+    );
+    insert_event(tx, &a.run_id, &event)?;
+    get_approval(tx, &a.run_id, &a.id)?
+        .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
+}
+
+pub(super) fn decide(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+    d: &Decision,
+) -> Result<Approval, Fail> {
+    let Some(found) = get_approval(tx, run, id)? else {
+        get(tx, run)?;
+        return Err(Fail::Store(StoreError::ApprovalNotFound {
+            run: run.clone(),
+            id: id.to_string(),
+        }));
+    };
+    if let Some(decision) = found.decision {
+        return Err(Fail::Store(StoreError::AlreadyDecided {
+            run: run.clone(),
+            id: id.to_string(),
+            decision: format!(
+                "{decision} by {}",
+                found.decided_by.as_deref().unwrap_or("?")
+            ),
+        }));
+    }
+    tx.prepare_cached(
+        "UPDATE approvals SET decision = ?3, decided_by = ?4, rationale = ?5, decided_at = ?6 \
+         WHERE run_id = ?1 AND id = ?2 AND decision IS NULL",
+    )?
+    .execute(params![
+        run.as_str(),
+        id,
+        d.decision,
+        d.by,
+        d.rationale,
+        d.at
+    ])?;
+    let event = NewEvent::new(
+        "approval_decided",
+        found.attempt,
+        d.at,
+        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale}),
+    );
+    insert_event(tx, run, &event)?;
+    get_approval(tx, run, id)?.ok_or_else(|| Fail::Corrupt("a decided approval is missing".into()))
+}
+
+pub(super) fn list_approvals(
+    tx: &Transaction<'_>,
+    run: Option<&RunId>,
+    pending_only: bool,
+) -> Result<Vec<Approval>, Fail> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals \
+         WHERE (?1 IS NULL OR run_id = ?1) AND (?2 = 0 OR decision IS NULL) \
+         ORDER BY requested_at, run_id, id"
+    ))?;
+    let mut rows = stmt.query(params![run.map(RunId::as_str), pending_only])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(approval_from_row(row)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn add_dead_letter(tx: &Transaction<'_>, d: &DeadLetter) -> Result<(), Fail> {
+    let run = get(tx, &d.run_id)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO dead_letters (run_id, at, reason, attempts, checkpoint, errors) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            d.run_id.as_str(),
+            d.at,
+            d.reason,
+            d.attempts,
+            d.checkpoint
+                .as_ref()
+                .map(|c| to_json("checkpoint", c))
+                .transpose()?,
+            to_json("errors", &d.errors)?,
+        ])?;
+    if inserted == 1 {
+        let event = NewEvent::new(
+            "dead_lettered",
+            run.attempt,
+            d.at,
+            json!({"reason": d.reason, "attempts": d.attempts}),
+        );
+        insert_event(tx, &d.run_id, &event)?;
+    }
+    Ok(())
+}
+
+pub(super) fn list_dead_letters(tx: &Transaction<'_>) -> Result<Vec<DeadLetter>, Fail> {
+    dead_letters(tx, None)
+}
+
+pub(super) fn dead_letter(tx: &Transaction<'_>, run: &RunId) -> Result<Option<DeadLetter>, Fail> {
+    Ok(dead_letters(tx, Some(run))?.pop())
+}
+
+fn dead_letters(tx: &Transaction<'_>, run: Option<&RunId>) -> Result<Vec<DeadLetter>, Fail> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT run_id, at, reason, attempts, checkpoint, errors, replayed_by \
+         FROM dead_letters WHERE (?1 IS NULL OR run_id = ?1) ORDER BY at DESC, run_id DESC",
+    )?;
+    let mut rows = stmt.query([run.map(RunId::as_str)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let replayed_by = row
+            .get_ref(6)?
+            .as_str_or_null()?
+            .map(parse_id)
+            .transpose()?;
+        out.push(DeadLetter {
+            run_id: parse_id(row.get_ref(0)?.as_str()?)?,
+            at: row.get(1)?,
+            reason: row.get(2)?,
+            attempts: row.get(3)?,
+            checkpoint: json_col(row, 4, "checkpoint")?,
+            errors: json_col(row, 5, "errors")?.unwrap_or(Value::Null),
+            replayed_by,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn mark_replayed(tx: &Transaction<'_>, run: &RunId, by: &RunId) -> Result<(), Fail> {
+    let changed = tx
+        .prepare_cached("UPDATE dead_letters SET replayed_by = ?2 WHERE run_id = ?1")?
+        .execute(params![run.as_str(), by.as_str()])?;
+    if changed == 0 {
+        return Err(Fail::Store(StoreError::NotFound(run.to_string())));
+    }
+    Ok(())
+}
