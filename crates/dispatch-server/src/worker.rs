@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, now_ms};
-use dispatch_runtime::Layout;
 use dispatch_runtime::helper::run_claimed;
 use dispatch_runtime::os;
-use dispatch_store::{ClaimRequest, Claimed};
+use dispatch_runtime::{Layout, RuntimeError};
+use dispatch_store::{ClaimRequest, Claimed, StoreError};
 use nix::sys::signal::Signal;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -264,15 +264,23 @@ impl Worker {
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
-                noop::run(&task_store, run).await.map_err(|e| e.to_string())
+                noop::run(&task_store, run).await
             } else {
-                run_claimed(&*task_store, &layout, run, false)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                match run_claimed(&*task_store, &layout, run, false).await {
+                    Ok(_) => Ok(()),
+                    Err(RuntimeError::Store(e)) => Err(e),
+                    Err(e) => {
+                        eprintln!("[worker {name}] run {id}: {e}");
+                        Ok(())
+                    }
+                }
             };
-            if let Err(e) = result {
-                eprintln!("[worker {name}] run {id}: {e}");
+            match result {
+                Ok(()) => {}
+                // Requeued for a retry (any worker takes it when it is due)
+                // or taken over after a lost lease: no longer ours to run.
+                Err(StoreError::Fenced { .. }) => {}
+                Err(e) => eprintln!("[worker {name}] run {id}: {e}"),
             }
             id
         });

@@ -46,6 +46,7 @@ on_both!(
     a_wait_that_times_out_answers_202_with_the_live_run,
     every_route_in_the_openapi_document_is_served,
     creating_with_accept_event_stream_streams_the_run_to_its_end,
+    a_retried_run_goes_back_through_the_queue_for_each_attempt,
 );
 
 fn a_synchronous_wait_returns_the_finished_run(server: TestServer) {
@@ -325,4 +326,27 @@ fn creating_with_accept_event_stream_streams_the_run_to_its_end(server: TestServ
     assert_eq!(kinds.first(), Some(&"created"), "{kinds:?}");
     let last = &events.last().expect("events").2;
     assert_eq!(last["data"]["to"], "succeeded");
+}
+
+fn a_retried_run_goes_back_through_the_queue_for_each_attempt(server: TestServer) {
+    let parcel = server.upload(&[
+        (
+            "Agentfile",
+            "NAME flaky\nCOPY agent.sh\nCOMMAND sh agent.sh\nRETRY 2 BACKOFF 100ms\n",
+        ),
+        ("agent.sh", "echo try $DISPATCH_ATTEMPT\nexit 1\n"),
+    ]);
+    let (status, run) = server.post("/v1/runs?wait=true&timeout=30", &json!({"parcel": parcel}));
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["attempt"], 2, "the retry is a new attempt");
+    let id = run["id"].as_str().expect("an id");
+    let (_, attempts) = server.get(&format!("/v1/runs/{id}/attempts"));
+    assert_eq!(
+        attempts["attempts"].as_array().map(Vec::len),
+        Some(2),
+        "{attempts}"
+    );
+    let (_, log) = server.text(&format!("/v1/runs/{id}/logs"), &[]);
+    assert!(log.contains("try 1") && log.contains("try 2"), "{log}");
 }
