@@ -1,10 +1,8 @@
-//! A small blocking HTTP/1.1 client for the API (`http://` only): the CLI's
-//! remote mode and the tests use it. One connection per request
-//! (`Connection: close`); chunked bodies are decoded; a body may be read
-//! incrementally (logs follow, events).
+//! A small blocking client for the API (`http://` only), on `ureq`: the CLI's
+//! remote mode and the tests use it. One connection per request; a body may
+//! be read incrementally (logs follow, events).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::time::Duration;
 
 /// Why a request failed before an HTTP answer came.
@@ -76,7 +74,9 @@ pub fn authority(base: &str) -> Result<String, ClientError> {
     Ok(rest.to_string())
 }
 
-/// Sends one request to the server at `base` and reads the status and headers.
+/// Sends one request to the server at `base` and reads the status and
+/// headers; the body is read as it arrives. HTTP is ureq's job: this only
+/// maps its answers and errors onto the API client's.
 pub fn request(
     base: &str,
     method: &str,
@@ -85,114 +85,69 @@ pub fn request(
     body: Option<&[u8]>,
 ) -> Result<Response, ClientError> {
     let addr = authority(base)?;
-    let io = |source| ClientError::Io {
-        addr: addr.clone(),
-        source,
-    };
-    let mut stream = TcpStream::connect(&addr).map_err(|source| ClientError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: dispatch\r\n"
-    );
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .max_idle_connections(0)
+        .no_delay(true)
+        .user_agent("dispatch")
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        builder = builder.header(*k, *v);
     }
-    if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(io)?;
-    if let Some(body) = body {
-        stream.write_all(body).map_err(io)?;
-    }
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(io)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| ClientError::Protocol { addr: addr.clone() })?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).map_err(io)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = trimmed.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let length = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<u64>().ok());
-    let body: Box<dyn Read + Send> = match (chunked, length) {
-        (true, _) => Box::new(Chunked {
-            inner: reader,
-            left: 0,
-            done: false,
-        }),
-        (false, Some(n)) => Box::new(reader.take(n)),
-        (false, None) => Box::new(reader),
+    let bad = |_| ClientError::BadUrl(format!("{base}{path}"));
+    let answer = match body {
+        Some(body) => agent.run(
+            builder
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .map_err(bad)?,
+        ),
+        None => agent.run(builder.body(()).map_err(bad)?),
     };
+    let answer = answer.map_err(|e| match e {
+        ureq::Error::Io(source) if is_connect(&source) => ClientError::Connect {
+            addr: addr.clone(),
+            source,
+        },
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ClientError::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::other(e.to_string()),
+        },
+        ureq::Error::Io(source) => ClientError::Io {
+            addr: addr.clone(),
+            source,
+        },
+        _ => ClientError::Protocol { addr: addr.clone() },
+    })?;
+    let (parts, body) = answer.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     Ok(Response {
-        status,
+        status: parts.status.as_u16(),
         headers,
-        body,
+        body: Box::new(body.into_reader()),
     })
 }
 
-/// Decodes `Transfer-Encoding: chunked`.
-struct Chunked<R> {
-    inner: R,
-    left: u64,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.left == 0 {
-            if self.done {
-                return Ok(0);
-            }
-            let mut line = String::new();
-            if self.inner.read_line(&mut line)? == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            let size = line.trim();
-            if size.is_empty() {
-                continue; // the CRLF after a chunk
-            }
-            let size = size.split(';').next().unwrap_or("");
-            self.left = u64::from_str_radix(size, 16)
-                .map_err(|_| std::io::Error::other("bad chunk size"))?;
-            if self.left == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
+fn is_connect(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::AddrNotAvailable
+            | std::io::ErrorKind::TimedOut
+    )
 }
