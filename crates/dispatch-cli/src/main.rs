@@ -23,7 +23,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if !matches!(cli.command, Command::Internal(_)) {
+    if prints_a_listing(&cli.command) {
         restore_sigpipe();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -57,9 +57,28 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Lets `dispatch ps | head` end quietly, as Unix tools do, instead of
-/// failing on a closed stdout. Not for the helper, which writes to the agent's
-/// stdin and must survive an agent that never reads it.
+/// Commands that only print data, where `dispatch ps | head` should end
+/// quietly as Unix tools do. Never the long-lived ones (server, worker,
+/// serve, the helper): they write to sockets and to agents' stdin, where a
+/// closed peer must be an error to handle, not a signal that kills them.
+fn prints_a_listing(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ps(_)
+            | Command::Images(_)
+            | Command::InspectRun(_)
+            | Command::Logs(_)
+            | Command::Container(
+                ContainerCommand::Ls(_)
+                    | ContainerCommand::Ps(_)
+                    | ContainerCommand::Inspect(_)
+                    | ContainerCommand::Logs(_)
+            )
+    )
+}
+
+/// Lets a listing piped into `head` end quietly instead of failing on a
+/// closed stdout (see [`prints_a_listing`]).
 fn restore_sigpipe() {
     use nix::sys::signal::{SigHandler, Signal, signal};
     // SAFETY: installing the default disposition has no handler code to run;
