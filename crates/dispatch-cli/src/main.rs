@@ -15,6 +15,12 @@ use ctx::Ctx;
 use error::{CliResult, EXIT_DISPATCH, EXIT_USAGE};
 
 fn main() {
+    // The helper starts on the hot path of every run: spare it clap.
+    if let Some(id) = helper_run_id() {
+        let ctx = Ctx::new(std::env::var_os("DISPATCH_ROOT").map(std::path::PathBuf::from));
+        let code = block_on_runtime(internal::run_record_cmd(&ctx, &id));
+        std::process::exit(code);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -26,6 +32,34 @@ fn main() {
     if prints_a_listing(&cli.command) {
         restore_sigpipe();
     }
+    let ctx = Ctx::new(cli.root.clone());
+    let host = cli.host.clone().filter(|h| !h.is_empty());
+    let code = block_on_runtime(async {
+        if let Some(host) = host
+            && let Some(result) = remote::execute(&host, &cli.command).await
+        {
+            return result;
+        }
+        execute(&ctx, cli.command).await
+    });
+    std::process::exit(code);
+}
+
+/// `dispatch internal run-record <id>`, recognized without clap.
+fn helper_run_id() -> Option<String> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(a), Some(b), Some(id), None) = (args.next(), args.next(), args.next(), args.next())
+    else {
+        return None;
+    };
+    (a == "internal" && b == "run-record")
+        .then(|| id.into_string().ok())
+        .flatten()
+}
+
+/// Runs a command on a current-thread runtime; returns its exit code,
+/// printing its error.
+fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -36,16 +70,7 @@ fn main() {
             std::process::exit(EXIT_DISPATCH);
         }
     };
-    let ctx = Ctx::new(cli.root.clone());
-    let host = cli.host.clone().filter(|h| !h.is_empty());
-    let code = match runtime.block_on(async {
-        if let Some(host) = host
-            && let Some(result) = remote::execute(&host, &cli.command).await
-        {
-            return result;
-        }
-        execute(&ctx, cli.command).await
-    }) {
+    let code = match runtime.block_on(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -54,7 +79,7 @@ fn main() {
     };
     // Do not wait for stray tasks (a stdin feeder blocked on a full pipe).
     runtime.shutdown_background();
-    std::process::exit(code);
+    code
 }
 
 /// Commands that only print data, where `dispatch ps | head` should end
