@@ -4,12 +4,14 @@
 //! them, which then claims from the database queue as usual (the queue stays
 //! the source of truth: a lost message only delays a run until the next poll).
 //!
-//! A minimal RESP client over TCP (`redis://host:port`, no auth or TLS).
+//! Entries left unacknowledged by a worker that died are reclaimed
+//! (`XAUTOCLAIM`) by the next worker that joins. The transport is the `redis`
+//! crate (`redis://host:port`, no auth or TLS).
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use tokio::sync::{Mutex, mpsc};
 
 /// The consumer group every worker reads through.
@@ -54,114 +56,36 @@ pub enum BusError {
     Redis(String),
 }
 
-/// A RESP reply.
-#[derive(Clone, Debug, PartialEq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
+/// How long an entry may sit unacknowledged with a consumer (a worker that
+/// died between reading and acknowledging) before another worker reclaims it.
+const RECLAIM_IDLE_MS: u64 = 30_000;
+
+async fn connect(addr: &str) -> Result<MultiplexedConnection, BusError> {
+    let client = redis::Client::open(format!("redis://{addr}/"))
+        .map_err(|_| BusError::Url(format!("redis://{addr}")))?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| bus_error(addr, e))
 }
 
-struct Conn {
-    addr: String,
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    async fn open(addr: &str) -> Result<Conn, BusError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| BusError::Io {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
+/// A broken or refused connection is `Io` (the caller reconnects or falls
+/// back to polling); anything else is an error Redis answered.
+fn bus_error(addr: &str, e: redis::RedisError) -> BusError {
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        BusError::Io {
             addr: addr.to_string(),
-            reader: BufReader::new(stream),
-        })
-    }
-
-    fn io(&self) -> impl FnOnce(std::io::Error) -> BusError + '_ {
-        move |source| BusError::Io {
-            addr: self.addr.clone(),
-            source,
+            source: std::io::Error::other(e.to_string()),
         }
-    }
-
-    async fn call(&mut self, args: &[&str]) -> Result<Reply, BusError> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let addr = self.addr.clone();
-        self.reader
-            .get_mut()
-            .write_all(&out)
-            .await
-            .map_err(|source| BusError::Io { addr, source })?;
-        match self.read().await? {
-            Reply::Error(e) => Err(BusError::Redis(e)),
-            reply => Ok(reply),
-        }
-    }
-
-    async fn read(&mut self) -> Result<Reply, BusError> {
-        // Iterative over nesting depth via boxing: replies here are shallow.
-        Box::pin(self.read_inner()).await
-    }
-
-    async fn read_inner(&mut self) -> Result<Reply, BusError> {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).await.map_err(self.io())?;
-        if n == 0 {
-            return Err(BusError::Io {
-                addr: self.addr.clone(),
-                source: std::io::ErrorKind::UnexpectedEof.into(),
-            });
-        }
-        let line = line.trim_end();
-        let (kind, rest) = line.split_at(1.min(line.len()));
-        let number = || {
-            rest.parse::<i64>()
-                .map_err(|_| BusError::Redis(format!("bad reply `{line}`")))
-        };
-        Ok(match kind {
-            "+" => Reply::Simple(rest.to_string()),
-            "-" => Reply::Error(rest.to_string()),
-            ":" => Reply::Int(number()?),
-            "$" => match number()? {
-                n if n < 0 => Reply::Bulk(None),
-                n => {
-                    let mut buf = vec![0; usize::try_from(n).unwrap_or(0) + 2];
-                    self.reader.read_exact(&mut buf).await.map_err(self.io())?;
-                    buf.truncate(buf.len() - 2);
-                    Reply::Bulk(Some(buf))
-                }
-            },
-            "*" => match number()? {
-                n if n < 0 => Reply::Array(None),
-                n => {
-                    let mut items = Vec::new();
-                    for _ in 0..n {
-                        items.push(self.read().await?);
-                    }
-                    Reply::Array(Some(items))
-                }
-            },
-            _ => return Err(BusError::Redis(format!("bad reply `{line}`"))),
-        })
+    } else {
+        BusError::Redis(e.to_string())
     }
 }
 
 /// The server's side: announces new runs.
 pub struct Publisher {
     config: BusConfig,
-    conn: Mutex<Option<Conn>>,
+    conn: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -185,17 +109,21 @@ impl Publisher {
         let mut conn = self.conn.lock().await;
         for _ in 0..2 {
             if conn.is_none() {
-                let mut fresh = Conn::open(&self.config.addr).await?;
+                let mut fresh = connect(&self.config.addr).await?;
                 // The group exists before the first message, so workers that
                 // join later still get everything announced since.
-                create_group(&mut fresh, &self.config.stream).await?;
+                create_group(&mut fresh, &self.config).await?;
                 *conn = Some(fresh);
             }
             if let Some(c) = conn.as_mut() {
-                match c
-                    .call(&["XADD", &self.config.stream, "*", "run", run])
-                    .await
-                {
+                let added: Result<redis::Value, _> = redis::cmd("XADD")
+                    .arg(&self.config.stream)
+                    .arg("*")
+                    .arg("run")
+                    .arg(run)
+                    .query_async(c)
+                    .await;
+                match added.map_err(|e| bus_error(&self.config.addr, e)) {
                     Ok(_) => return Ok(()),
                     Err(BusError::Io { .. }) => *conn = None,
                     Err(e) => return Err(e),
@@ -229,37 +157,46 @@ impl Subscription {
     /// Joins the consumer group (creating it and the stream when missing)
     /// as `consumer`.
     pub async fn open(config: &BusConfig, consumer: &str) -> Result<Subscription, BusError> {
-        let mut conn = Conn::open(&config.addr).await?;
-        create_group(&mut conn, &config.stream).await?;
+        let mut conn = connect(&config.addr).await?;
+        create_group(&mut conn, config).await?;
         let (tx, rx) = mpsc::channel(1);
-        let (stream, consumer) = (config.stream.clone(), consumer.to_string());
+        let (config, consumer) = (config.clone(), consumer.to_string());
         let task = tokio::spawn(async move {
+            // Entries a dead worker read but never acknowledged.
+            let reclaimed = reclaim(&mut conn, &config, &consumer).await;
+            if !reclaimed.is_empty() {
+                if ack(&mut conn, &config, &reclaimed).await.is_err() {
+                    return;
+                }
+                let _ = tx.try_send(());
+            }
             loop {
-                let reply = conn
-                    .call(&[
-                        "XREADGROUP",
-                        "GROUP",
-                        GROUP,
-                        &consumer,
-                        "COUNT",
-                        "512",
-                        "BLOCK",
-                        "5000",
-                        "STREAMS",
-                        &stream,
-                        ">",
-                    ])
+                let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(512)
+                    .arg("BLOCK")
+                    .arg(5000)
+                    .arg("STREAMS")
+                    .arg(&config.stream)
+                    .arg(">")
+                    .query_async(&mut conn)
                     .await;
-                let ids = match reply {
-                    Ok(reply) => message_ids(&reply),
+                let ids: Vec<String> = match read {
+                    Ok(reply) => reply
+                        .into_iter()
+                        .flat_map(|r| r.keys)
+                        .flat_map(|k| k.ids)
+                        .map(|e| e.id)
+                        .collect(),
                     Err(_) => break, // the worker falls back to polling
                 };
                 if ids.is_empty() {
                     continue;
                 }
-                let mut ack = vec!["XACK", stream.as_str(), GROUP];
-                ack.extend(ids.iter().map(String::as_str));
-                if conn.call(&ack).await.is_err() {
+                if ack(&mut conn, &config, &ids).await.is_err() {
                     break;
                 }
                 // Full means a wake-up is already pending.
@@ -276,36 +213,60 @@ impl Subscription {
 }
 
 /// Creates the workers' group (and the stream) unless it exists.
-async fn create_group(conn: &mut Conn, stream: &str) -> Result<(), BusError> {
-    match conn
-        .call(&["XGROUP", "CREATE", stream, GROUP, "$", "MKSTREAM"])
-        .await
-    {
+async fn create_group(
+    conn: &mut MultiplexedConnection,
+    config: &BusConfig,
+) -> Result<(), BusError> {
+    let created: Result<redis::Value, _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&config.stream)
+        .arg(GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
         Ok(_) => Ok(()),
-        Err(BusError::Redis(e)) if e.starts_with("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(bus_error(&config.addr, e)),
     }
 }
 
-/// The entry ids in an `XREADGROUP` reply.
-fn message_ids(reply: &Reply) -> Vec<String> {
-    let mut ids = Vec::new();
-    if let Reply::Array(Some(streams)) = reply {
-        for stream in streams {
-            if let Reply::Array(Some(parts)) = stream
-                && let Some(Reply::Array(Some(entries))) = parts.get(1)
-            {
-                for entry in entries {
-                    if let Reply::Array(Some(fields)) = entry
-                        && let Some(Reply::Bulk(Some(id))) = fields.first()
-                    {
-                        ids.push(String::from_utf8_lossy(id).to_string());
-                    }
-                }
-            }
-        }
-    }
-    ids
+/// Claims entries idle for longer than [`RECLAIM_IDLE_MS`] with any consumer
+/// (`XAUTOCLAIM`); returns their ids.
+async fn reclaim(
+    conn: &mut MultiplexedConnection,
+    config: &BusConfig,
+    consumer: &str,
+) -> Vec<String> {
+    let claimed: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
+        .arg(&config.stream)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(RECLAIM_IDLE_MS)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(512)
+        .query_async(conn)
+        .await;
+    claimed
+        .map(|r| r.claimed.into_iter().map(|e| e.id).collect())
+        .unwrap_or_default()
+}
+
+/// Acknowledges `ids` (`XACK`).
+async fn ack(
+    conn: &mut MultiplexedConnection,
+    config: &BusConfig,
+    ids: &[String],
+) -> Result<(), BusError> {
+    let acked: Result<redis::Value, _> = redis::cmd("XACK")
+        .arg(&config.stream)
+        .arg(GROUP)
+        .arg(ids)
+        .query_async(conn)
+        .await;
+    acked.map(|_| ()).map_err(|e| bus_error(&config.addr, e))
 }
 
 /// How long a worker waits before retrying a bus it could not join.
