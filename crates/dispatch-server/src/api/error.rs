@@ -30,6 +30,12 @@ pub mod codes {
     pub const CONFLICT: &str = "conflict";
     /// 503: the database is unreachable or locked; retry later.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// 404: the run has no approval of that id.
+    pub const APPROVAL_NOT_FOUND: &str = "approval_not_found";
+    /// 409: the approval was decided before; the first decision stands.
+    pub const ALREADY_DECIDED: &str = "already_decided";
+    /// 404: the run is not in the dead-letter queue.
+    pub const DEAD_LETTER_NOT_FOUND: &str = "dead_letter_not_found";
     /// 404: no such route.
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
@@ -52,9 +58,24 @@ pub mod codes {
         ),
         (RUN_NOT_FOUND, 404, "no run matches the id"),
         (PARCEL_NOT_FOUND, 404, "no parcel of that name or digest"),
+        (
+            APPROVAL_NOT_FOUND,
+            404,
+            "the run has no approval of that id",
+        ),
+        (
+            DEAD_LETTER_NOT_FOUND,
+            404,
+            "the run is not in the dead-letter queue",
+        ),
         (NO_SUCH_ROUTE, 404, "no such route"),
         (INVALID_STATE, 409, "the run's state does not allow this"),
         (CONFLICT, 409, "the run changed concurrently; retry"),
+        (
+            ALREADY_DECIDED,
+            409,
+            "the approval was decided before; the first decision stands",
+        ),
         (INTERNAL, 500, "the server failed"),
         (UNAVAILABLE, 503, "the database is unavailable; retry later"),
     ];
@@ -107,10 +128,13 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
                 (StatusCode::CONFLICT, codes::CONFLICT)
             }
-            StoreError::InvalidState { .. }
-            | StoreError::SessionBusy { .. }
-            | StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
-            StoreError::ApprovalNotFound { .. } => (StatusCode::NOT_FOUND, codes::RUN_NOT_FOUND),
+            StoreError::InvalidState { .. } | StoreError::SessionBusy { .. } => {
+                (StatusCode::CONFLICT, codes::INVALID_STATE)
+            }
+            StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::ALREADY_DECIDED),
+            StoreError::ApprovalNotFound { .. } => {
+                (StatusCode::NOT_FOUND, codes::APPROVAL_NOT_FOUND)
+            }
             StoreError::Locked { .. } | StoreError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }

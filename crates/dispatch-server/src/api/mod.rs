@@ -9,12 +9,17 @@
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
+//! | `GET /v1/approvals` | approvals (`?pending=false` for decided ones too, `?run=`) |
+//! | `POST /v1/runs/{id}/approvals/{approval_id}` | approve or deny |
+//! | `GET /v1/dead-letters` | dead-lettered runs |
+//! | `POST /v1/dead-letters/{id}/replay` | replay one as a new linked run |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 mod error;
 pub mod openapi;
 mod parcels;
+mod reliability;
 mod runs;
 mod stream;
 
@@ -61,6 +66,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(stream::logs))
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
+        .route(
+            "/v1/runs/{id}/approvals/{approval_id}",
+            post(reliability::decide),
+        )
+        .route("/v1/approvals", get(reliability::list))
+        .route("/v1/dead-letters", get(reliability::dead_letters))
+        .route("/v1/dead-letters/{id}/replay", post(reliability::replay))
         .route("/v1/parcels", get(parcels::list).post(parcels::upload))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))

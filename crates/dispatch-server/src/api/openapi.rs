@@ -97,6 +97,40 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "get",
+        path: "/v1/approvals",
+        summary: "Approvals agents asked for, oldest first",
+        query: &[
+            (
+                "pending",
+                "false to list decided approvals too (default true: pending only)",
+            ),
+            ("run", "only this run's (id or unique prefix)"),
+        ],
+        ok: &[(200, "{approvals}")],
+    },
+    Op {
+        method: "post",
+        path: "/v1/runs/{id}/approvals/{approval_id}",
+        summary: "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes. Body: {decision: approve|deny, by, rationale?}",
+        query: &[],
+        ok: &[(200, "the decided approval")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/dead-letters",
+        summary: "Dead-lettered runs, newest first",
+        query: &[],
+        ok: &[(200, "{dead_letters}")],
+    },
+    Op {
+        method: "post",
+        path: "/v1/dead-letters/{id}/replay",
+        summary: "Replay a dead-lettered run as a new queued run linked by origin_id. Body (optional): {payload?}",
+        query: &[],
+        ok: &[(201, "the new run")],
+    },
+    Op {
+        method: "get",
         path: "/v1/parcels",
         summary: "List built parcels",
         query: &[],
@@ -147,6 +181,10 @@ pub fn spec() -> Value {
         if op.path.contains("{id}") {
             parameters.push(json!({"name": "id", "in": "path", "required": true,
                 "description": "run id or unique prefix", "schema": {"type": "string"}}));
+        }
+        if op.path.contains("{approval_id}") {
+            parameters.push(json!({"name": "approval_id", "in": "path", "required": true,
+                "description": "the approval's id, as the agent named it", "schema": {"type": "string"}}));
         }
         let mut responses = Map::new();
         for (status, what) in op.ok {

@@ -58,7 +58,7 @@ pub(super) fn params(q: Params) -> ApiResult<HashMap<String, String>> {
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))
 }
 
-fn flag(params: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
+pub(super) fn flag(params: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
     match params.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
@@ -148,27 +148,7 @@ pub async fn create(
         // Validated above: only with a secret to sign it.
         callback_url: req.callback_url.filter(|_| secret.is_some()),
     };
-    let run = state.store.enqueue(&new, &options).await?;
-    if let Some(url) = options.callback_url {
-        let event = NewEvent::new(
-            "callback_registered",
-            run.attempt,
-            now_ms(),
-            json!({"url": url}),
-        );
-        state.store.append_events(&run.id, &[event]).await?;
-    }
-    Metrics::add(&state.metrics.runs_created, 1);
-    state.wake.notify_one();
-    if let Some(bus) = &state.bus
-        && let Err(e) = bus.announce(run.id.as_str()).await
-    {
-        // The queue has the run; workers find it at their next poll.
-        eprintln!(
-            "[server] run {}: cannot announce it on the bus: {e}",
-            run.id
-        );
-    }
+    let run = enqueue(&state, &new, &options).await?;
     let streaming = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -190,9 +170,44 @@ pub async fn create(
     Ok((status, Json(run_json(&run))).into_response())
 }
 
+/// Queues a new run for the workers: stores it with its queue options, notes
+/// its callback, counts it, wakes this process's workers and announces it on
+/// the bus (in bus mode).
+pub(super) async fn enqueue(
+    state: &AppState,
+    new: &NewRun,
+    options: &QueueOptions,
+) -> ApiResult<Run> {
+    let run = state.store.enqueue(new, options).await?;
+    if let Some(url) = &options.callback_url {
+        let event = NewEvent::new(
+            "callback_registered",
+            run.attempt,
+            now_ms(),
+            json!({"url": url}),
+        );
+        state.store.append_events(&run.id, &[event]).await?;
+    }
+    Metrics::add(&state.metrics.runs_created, 1);
+    state.wake.notify_one();
+    if let Some(bus) = &state.bus
+        && let Err(e) = bus.announce(run.id.as_str()).await
+    {
+        // The queue has the run; workers find it at their next poll.
+        eprintln!(
+            "[server] run {}: cannot announce it on the bus: {e}",
+            run.id
+        );
+    }
+    Ok(run)
+}
+
 /// A built parcel by exact name (the newest of that name) or digest prefix;
 /// never a path on the server.
-fn find_parcel(state: &AppState, reference: &str) -> ApiResult<dispatch_core::parcel::Parcel> {
+pub(super) fn find_parcel(
+    state: &AppState,
+    reference: &str,
+) -> ApiResult<dispatch_core::parcel::Parcel> {
     let all = dispatch_core::parcel::list(&state.layout.parcels());
     if let Some(p) = all.iter().find(|p| p.manifest.name == reference) {
         return Ok(p.clone());

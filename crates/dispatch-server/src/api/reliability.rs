@@ -1,0 +1,180 @@
+//! Approvals and dead letters: list approvals, decide one (exactly like
+//! `dispatch approve` / `dispatch deny`), list dead letters and replay one
+//! into a new linked run (like `dispatch dlq replay`, queued for the workers
+//! like `POST /v1/runs`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dispatch_core::brief::Brief;
+use dispatch_core::{RunId, now_ms};
+use dispatch_runtime::approvals::{self, valid_approval_id};
+use dispatch_runtime::launch;
+use dispatch_store::{Decision, NewRun, QueueOptions, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::runs::{Params, enqueue, find_parcel, flag, params, resolve, run_json};
+use super::{ApiError, ApiResult, AppState, codes};
+
+/// `POST /v1/runs/{id}/approvals/{approval_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// `approve` or `deny`.
+    pub decision: String,
+    /// Who decides.
+    pub by: String,
+    #[serde(default)]
+    pub rationale: Option<String>,
+}
+
+/// `POST /v1/dead-letters/{id}/replay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// Replaces the dead-lettered run's input.
+    #[serde(default)]
+    pub payload: Option<Value>,
+}
+
+/// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
+/// pending ones unless `pending=false` (like `dispatch approvals ls`).
+pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    let pending = match params.get("pending") {
+        None => true,
+        Some(_) => flag(&params, "pending")?,
+    };
+    let run = match params.get("run") {
+        Some(prefix) => Some(resolve(&state, prefix).await?),
+        None => None,
+    };
+    let list = state.store.list_approvals(run.as_ref(), pending).await?;
+    Ok(Json(json!({ "approvals": list })))
+}
+
+/// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the
+/// first one stands), writes the agent's decision file and resumes the run.
+pub async fn decide(
+    State(state): State<AppState>,
+    Path((id, approval_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: DecideBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad decision: {e}")))?;
+    if req.decision != "approve" && req.decision != "deny" {
+        return Err(ApiError::bad_request(format!(
+            "decision `{}`: expected approve or deny",
+            req.decision
+        )));
+    }
+    if req.by.trim().is_empty() {
+        return Err(ApiError::bad_request("`by` must name who decides"));
+    }
+    let id = resolve(&state, &id).await?;
+    if !valid_approval_id(&approval_id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::APPROVAL_NOT_FOUND,
+            format!("run {id} has no approval `{approval_id}`"),
+        ));
+    }
+    let run = state.store.get_run(&id).await?;
+    if run.state.is_terminal() {
+        // A decided approval stays decided, whatever the run became.
+        let known = state.store.list_approvals(Some(&id), false).await?;
+        if let Some(decided) = known
+            .iter()
+            .find(|a| a.id == approval_id)
+            .and_then(|a| a.decision.clone())
+        {
+            return Err(StoreError::AlreadyDecided {
+                run: id,
+                id: approval_id,
+                decision: decided,
+            }
+            .into());
+        }
+        return Err(StoreError::InvalidState {
+            id,
+            status: run.status(),
+            hint: "it has already finished; there is nothing to decide",
+        }
+        .into());
+    }
+    let decision = Decision {
+        decision: req.decision,
+        by: req.by,
+        rationale: req.rationale,
+        at: now_ms(),
+    };
+    let decided =
+        approvals::decide(&*state.store, &state.layout, &id, &approval_id, &decision).await?;
+    Ok(Json(json!(decided)))
+}
+
+/// `GET /v1/dead-letters`: newest first, each with its run's parcel,
+/// operation, input and status (like `dispatch dlq ls`).
+pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let mut docs = Vec::new();
+    for letter in state.store.list_dead_letters().await? {
+        let run = state.store.get_run(&letter.run_id).await?;
+        let mut doc = json!(letter);
+        doc["parcel_name"] = json!(run.parcel_name);
+        doc["parcel_digest"] = json!(run.parcel_digest);
+        doc["operation"] = json!(run.operation);
+        doc["input"] = run.payload.clone();
+        doc["status"] = json!(run.status());
+        docs.push(doc);
+    }
+    Ok(Json(json!({ "dead_letters": docs })))
+}
+
+/// `POST /v1/dead-letters/{id}/replay`: a new run of the same parcel and
+/// operation, with the same input unless `payload` replaces it, linked by
+/// `origin_id`; the dead letter notes it replayed it. 201 with the new run.
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad replay request: {e}")))?
+    };
+    let id: RunId = resolve(&state, &id).await?;
+    if state.store.dead_letter(&id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::DEAD_LETTER_NOT_FOUND,
+            format!(
+                "run {id} is not in the dead-letter queue (hint: GET /v1/dead-letters lists it)"
+            ),
+        ));
+    }
+    let old = state.store.get_run(&id).await?;
+    let parcel = find_parcel(&state, &old.parcel_digest)?;
+    launch::check_secrets(&parcel)?;
+    let payload = req.payload.unwrap_or_else(|| old.payload.clone());
+    let brief = Brief::assemble(&parcel, old.operation, payload.clone());
+    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
+    let new = NewRun {
+        id: RunId::new(),
+        parcel_digest: parcel.digest.clone(),
+        parcel_name: parcel.manifest.name.clone(),
+        operation: old.operation,
+        parent_id: old.parent_id.clone(),
+        origin_id: Some(old.id.clone()),
+        payload,
+        brief_sha256,
+        created_at: now_ms(),
+    };
+    let run = enqueue(&state, &new, &QueueOptions::default()).await?;
+    state.store.mark_replayed(&old.id, &run.id).await?;
+    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
