@@ -27,6 +27,23 @@ pub struct LaunchRequest {
     pub origin_id: Option<RunId>,
 }
 
+impl LaunchRequest {
+    /// The record of a new run of `parcel` for this request, with a fresh id.
+    pub fn new_run(&self, parcel: &Parcel, operation: Operation, brief_sha256: String) -> NewRun {
+        NewRun {
+            id: RunId::new(),
+            parcel_digest: parcel.digest.clone(),
+            parcel_name: parcel.manifest.name.clone(),
+            operation,
+            parent_id: self.parent_id.clone(),
+            origin_id: self.origin_id.clone(),
+            payload: self.payload.clone(),
+            brief_sha256,
+            created_at: now_ms(),
+        }
+    }
+}
+
 /// Resolves `source` to a parcel: builds it when it is a path, else looks up
 /// a built parcel by digest prefix or name (the newest of that name).
 pub fn resolve_parcel(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
@@ -100,17 +117,7 @@ pub async fn create<S: Store + ?Sized>(
     let brief = Brief::assemble(&parcel, operation, req.payload.clone());
     let brief_sha256 = write_brief(layout, &brief)?;
     let run = store
-        .create_run(&NewRun {
-            id: RunId::new(),
-            parcel_digest: parcel.digest.clone(),
-            parcel_name: parcel.manifest.name.clone(),
-            operation,
-            parent_id: req.parent_id.clone(),
-            origin_id: req.origin_id.clone(),
-            payload: req.payload.clone(),
-            brief_sha256,
-            created_at: now_ms(),
-        })
+        .create_run(&req.new_run(&parcel, operation, brief_sha256))
         .await?;
     Ok((run, parcel))
 }

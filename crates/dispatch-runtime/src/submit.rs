@@ -5,8 +5,7 @@
 use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
-use dispatch_core::{RunId, now_ms};
-use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
+use dispatch_store::{Created, RunExtras, Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::error::{RuntimeError, RuntimeResult};
@@ -72,17 +71,7 @@ pub async fn submit<S: Store + ?Sized>(
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
     };
-    let new = NewRun {
-        id: RunId::new(),
-        parcel_digest: parcel.digest.clone(),
-        parcel_name: parcel.manifest.name.clone(),
-        operation,
-        parent_id: req.parent_id.clone(),
-        origin_id: req.origin_id.clone(),
-        payload: req.payload.clone(),
-        brief_sha256,
-        created_at: now_ms(),
-    };
+    let new = req.new_run(&parcel, operation, brief_sha256);
     // A run holding the session or key may have lost its helper: reconcile
     // it, and try once more if that ended it.
     for _ in 0..2 {

@@ -3,7 +3,7 @@
 //! after a backoff. The same helper process owns every attempt.
 
 use dispatch_core::event::Usage;
-use dispatch_core::parcel::{self, Courier};
+use dispatch_core::parcel::{Courier, Parcel};
 use dispatch_core::{Operation, Status, Transition, now_ms};
 use dispatch_store::{Run, Store};
 use nix::sys::signal::Signal;
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::retry::{self, AttemptFailure};
 use super::watch::{Verdict, Watch};
-use super::{LifecycleLog, agent, cancelled, collect, finish, prepare};
+use super::{LifecycleLog, agent, cancelled, collect, finish, load_parcel, prepare};
 use crate::error::{RuntimeError, RuntimeResult};
 use crate::layout::Layout;
 use crate::os;
@@ -34,25 +34,21 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     log: &mut LifecycleLog,
     own_signals: bool,
 ) -> RuntimeResult<i32> {
-    let manifest = parcel::load(&layout.parcels().join(&run.parcel_digest))
-        .ok()
-        .map(|p| p.manifest);
+    // Loaded once for every attempt of the run.
+    let parcel = load_parcel(layout, &run);
     let extras = store.run_extras(&run.id).await.ok();
-    let policy = retry::policy_of(extras.as_ref(), manifest.as_ref());
+    let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
         log.line(&format!("attempt {} of {max}", run.attempt));
-        let (end, checkpoint) = one_attempt(
-            store,
-            layout,
-            &mut run,
-            log,
-            &policy,
-            session.as_deref(),
+        let ctx = Context {
+            policy: &policy,
+            session: session.as_deref(),
             own_signals,
-        )
-        .await?;
+            parcel: parcel.as_ref(),
+        };
+        let (end, checkpoint) = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (t, failure, output) = match end {
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
@@ -98,19 +94,31 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
 }
 
 /// Runs the current attempt of a claimed (`starting`) run to its end.
+/// What every attempt of a run shares.
+struct Context<'a> {
+    policy: &'a dispatch_core::policy::RunPolicy,
+    session: Option<&'a str>,
+    own_signals: bool,
+    parcel: Result<&'a Parcel, &'a String>,
+}
+
 async fn one_attempt<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
     log: &mut LifecycleLog,
-    policy: &dispatch_core::policy::RunPolicy,
-    session: Option<&str>,
-    own_signals: bool,
+    ctx: &Context<'_>,
 ) -> RuntimeResult<(End, Option<Value>)> {
+    let Context {
+        policy,
+        session,
+        own_signals,
+        parcel,
+    } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok((End::Final(cancelled(None), None), None));
     }
-    let mut prepared = match prepare(layout, run) {
+    let mut prepared = match prepare(layout, run, parcel) {
         Ok(p) => p,
         Err(reason) => {
             let t = Transition::Fail {

@@ -137,11 +137,21 @@ pub(super) struct Prepared {
     pub(super) output_path: std::path::PathBuf,
 }
 
-/// Loads the parcel, verifies the brief and lays out the run directory.
-/// An error is the reason the run fails (not retryable).
-pub(super) fn prepare(layout: &Layout, run: &Run) -> Result<Prepared, String> {
-    let parcel: Parcel = parcel::load(&layout.parcels().join(&run.parcel_digest))
-        .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))?;
+/// Loads the run's parcel; an error is the reason the run fails.
+pub(super) fn load_parcel(layout: &Layout, run: &Run) -> Result<Parcel, String> {
+    parcel::load(&layout.parcels().join(&run.parcel_digest))
+        .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))
+}
+
+/// Verifies the brief and lays out the run directory for `parcel` (as
+/// [`load_parcel`] returned it, once per run). An error is the reason the
+/// run fails (not retryable).
+pub(super) fn prepare(
+    layout: &Layout,
+    run: &Run,
+    parcel: Result<&Parcel, &String>,
+) -> Result<Prepared, String> {
+    let parcel = parcel.map_err(String::clone)?;
     let brief_path = layout.brief(&run.brief_sha256);
     let bytes = std::fs::read(&brief_path)
         .map_err(|e| format!("cannot read brief {}: {e}", brief_path.display()))?;
