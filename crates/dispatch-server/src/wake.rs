@@ -5,7 +5,6 @@
 //! notify, a lost connection).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dispatch_store::PgStore;
 
@@ -52,19 +51,37 @@ impl Wake {
         self
     }
 
-    /// Waits for a wake-up, at most `poll`.
-    pub async fn wait(&mut self, poll: Duration) {
+    /// Opens what is not open yet (the `LISTEN` connection, the bus
+    /// subscription). `true` when something was (re)opened: notifications
+    /// sent while it was closed were missed, so the caller looks at the queue.
+    pub async fn connect(&mut self) -> bool {
+        let mut opened = false;
         if self.listener.is_none()
             && let Some(pg) = &self.pg
         {
-            // Unreachable now: the poll covers until the next try.
+            // Unreachable now: the caller polls until the next try.
             self.listener = pg.listen_queue().await.ok();
+            opened |= self.listener.is_some();
         }
         if self.subscription.is_none()
             && let Some((config, consumer)) = &self.bus
         {
             self.subscription = Subscription::open(config, consumer).await.ok();
+            opened |= self.subscription.is_some();
         }
+        opened
+    }
+
+    /// Whether enqueues anywhere in the cluster reach this worker: the
+    /// database's notifications (or the bus) are connected. Otherwise (SQLite
+    /// shared with other processes, a lost connection) the caller must poll.
+    pub fn complete(&self) -> bool {
+        self.listener.is_some() || self.subscription.is_some()
+    }
+
+    /// Waits for a wake-up or `deadline`, whichever comes first. Cancel-safe:
+    /// a wake-up that arrives while nobody waits is kept for the next call.
+    pub async fn wait(&mut self, deadline: tokio::time::Instant) {
         let Wake {
             local,
             listener,
@@ -87,7 +104,7 @@ impl Wake {
             _ = local.notified() => (false, false),
             alive = notified => (!alive, false),
             alive = from_bus => (false, !alive),
-            _ = tokio::time::sleep(poll) => (false, false),
+            _ = tokio::time::sleep_until(deadline) => (false, false),
         };
         if lost_listener {
             self.listener = None;

@@ -20,7 +20,7 @@ use dispatch_core::{ProcRef, RunId, now_ms};
 use dispatch_runtime::helper::run_claimed;
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
-use dispatch_store::{ClaimRequest, Claimed, StoreError};
+use dispatch_store::{ClaimRequest, Claimed, QueueTimes, StoreError};
 use nix::sys::signal::Signal;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -130,45 +130,59 @@ impl Worker {
 
     /// Runs until `shutdown` completes, then drains. Store errors while
     /// running are logged and retried; they never stop the worker.
+    ///
+    /// An idle worker asks the database nothing: it claims when woken (an
+    /// enqueue's notification), when a retry's backoff ends, and, only while
+    /// its notifications are not connected, at every `poll`; it sweeps
+    /// expired leases only when one is due to expire.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ServerResult<WorkerSummary> {
         let tick = (self.config.lease / 3).max(Duration::from_millis(50));
         let mut renew = tokio::time::interval(tick);
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut sweep = tokio::time::interval(self.config.lease.max(Duration::from_millis(100)));
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
         // Run logs go here; the lifecycle lines need it before the agent starts.
         let runs = self.config.layout.runs();
         if let Err(e) = std::fs::create_dir_all(&runs) {
             self.log(&format!("cannot create {}: {e}", runs.display()));
         }
+        // Listen before the first claim: nothing enqueued after it is missed.
+        self.wake.connect().await;
+        let mut timers = Timers::new(self.config.poll);
         let mut drain_until: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         tokio::pin!(shutdown);
         loop {
-            // A full batch means there may be more: claim again at once, but
-            // only after whatever else is due (renewals, a shutdown, results).
-            let mut more = false;
             if drain_until.is_none() {
-                match self.claim_more(helper).await {
-                    Ok(full) => {
-                        more = full;
-                        backoff = Duration::from_millis(50);
-                    }
-                    Err(e) => {
-                        self.log(&format!("cannot claim runs: {e}"));
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                if timers.reconnect_due() && self.wake.connect().await {
+                    // Notifications sent while disconnected were missed.
+                    timers.claim_due = true;
+                }
+                if timers.claim_due && self.held.len() < self.config.slots {
+                    match self.claim_more(helper).await {
+                        Ok(full) => {
+                            backoff = Duration::from_millis(50);
+                            timers.claimed(full, self.wake.complete());
+                            if !full {
+                                self.look_ahead(&mut timers).await;
+                            }
+                        }
+                        Err(e) => {
+                            self.log(&format!("cannot claim runs: {e}"));
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
                     }
                 }
             } else if self.held.is_empty() {
                 break;
             }
             let idle = drain_until.is_none() && self.held.len() < self.config.slots;
+            let busy = !self.held.is_empty();
             let deadline =
                 drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let sweep_at = timers.sweep_at;
             tokio::select! {
                 biased;
                 Some(done) = self.tasks.join_next() => {
@@ -176,10 +190,20 @@ impl Worker {
                     while let Some(done) = self.tasks.try_join_next() {
                         self.finished(done);
                     }
+                    timers.slot_freed();
                 }
-                _ = renew.tick() => self.renew().await,
-                _ = stops.tick() => self.pass_on_stop_requests().await,
-                _ = sweep.tick() => self.sweep().await,
+                _ = renew.tick(), if busy => self.renew().await,
+                _ = stops.tick(), if busy => self.pass_on_stop_requests().await,
+                _ = sleep_until_some(sweep_at) => {
+                    timers.sweep_at = None;
+                    match self.sweep().await {
+                        Some(swept) => {
+                            timers.claim_due |= swept > 0;
+                            self.look_ahead(&mut timers).await;
+                        }
+                        None => timers.sweep_at = Some(Instant::now() + self.config.poll),
+                    }
+                }
                 _ = &mut shutdown, if drain_until.is_none() => {
                     let grace = i64::try_from(self.config.grace.as_millis()).unwrap_or(i64::MAX);
                     self.log(&format!(
@@ -195,11 +219,22 @@ impl Worker {
                 }
                 // Yield first: a store that works inline (SQLite) never
                 // yields, and the rest of the process (the API) must run.
-                () = tokio::task::yield_now(), if more && drain_until.is_none() => {}
-                _ = self.wake.wait(self.config.poll), if idle && !more => {}
+                () = tokio::task::yield_now(), if idle && timers.claim_due => {}
+                _ = self.wake.wait(timers.wake_deadline()), if idle && !timers.claim_due => {
+                    timers.claim_due = true;
+                }
             }
         }
         Ok(self.summary)
+    }
+
+    /// Asks the queue when it next needs this worker unprompted (a backoff
+    /// ending, a lease expiring) and sets the timers.
+    async fn look_ahead(&mut self, timers: &mut Timers) {
+        match self.store.queue_times(now_ms()).await {
+            Ok(times) => timers.schedule(times),
+            Err(e) => self.log(&format!("cannot read the queue's timers: {e}")),
+        }
     }
 
     /// Claims for the free slots and starts each run. `true` when the batch
@@ -378,17 +413,23 @@ impl Worker {
         }
     }
 
-    async fn sweep(&mut self) {
+    /// Returns expired leases to the queue. `None` when the store failed.
+    async fn sweep(&mut self) -> Option<usize> {
         match self.store.sweep_expired(now_ms()).await {
-            Ok(ids) if !ids.is_empty() => {
-                Metrics::add(&self.metrics.runs_swept, ids.len() as u64);
-                self.log(&format!(
-                    "returned {} run(s) with an expired lease to the queue",
-                    ids.len()
-                ));
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    Metrics::add(&self.metrics.runs_swept, ids.len() as u64);
+                    self.log(&format!(
+                        "returned {} run(s) with an expired lease to the queue",
+                        ids.len()
+                    ));
+                }
+                Some(ids.len())
             }
-            Ok(_) => {}
-            Err(e) => self.log(&format!("cannot sweep expired leases: {e}")),
+            Err(e) => {
+                self.log(&format!("cannot sweep expired leases: {e}"));
+                None
+            }
         }
     }
 
@@ -429,6 +470,92 @@ impl Worker {
     /// Runs in hand now.
     pub fn busy(&self) -> usize {
         self.held.len()
+    }
+}
+
+/// When an idle worker acts without being woken.
+struct Timers {
+    /// Claim at the next turn of the loop.
+    claim_due: bool,
+    /// The last claim filled every slot or its batch: there may be more.
+    saturated: bool,
+    /// A queued run's backoff ends then.
+    ready_at: Option<Instant>,
+    /// Sweep expired leases then (a lease expires).
+    sweep_at: Option<Instant>,
+    /// The safety-net claim.
+    poll_at: Instant,
+    /// The next try to connect notifications, when they are not.
+    reconnect_at: Instant,
+    /// The safety net's interval while notifications are not connected.
+    poll: Duration,
+}
+
+/// The safety net's interval while notifications are connected: they are
+/// reliable, so this only bounds the damage of a silently dead connection.
+const CONNECTED_POLL: Duration = Duration::from_secs(300);
+/// The shortest wait before a sweep, so clock skew cannot make it spin.
+const MIN_SWEEP_WAIT: Duration = Duration::from_millis(250);
+
+impl Timers {
+    fn new(poll: Duration) -> Self {
+        let now = Instant::now();
+        Timers {
+            claim_due: true,
+            saturated: false,
+            ready_at: None,
+            // Runs orphaned while no worker was up are swept at once.
+            sweep_at: Some(now),
+            poll_at: now + poll,
+            reconnect_at: now + poll,
+            poll,
+        }
+    }
+
+    fn reconnect_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.reconnect_at {
+            return false;
+        }
+        self.reconnect_at = now + self.poll;
+        true
+    }
+
+    fn claimed(&mut self, full: bool, connected: bool) {
+        self.claim_due = full;
+        self.saturated = full;
+        let poll = if connected { CONNECTED_POLL } else { self.poll };
+        self.poll_at = Instant::now() + poll;
+    }
+
+    /// A run ended: if claims were left behind for want of a slot, claim.
+    fn slot_freed(&mut self) {
+        if self.saturated {
+            self.claim_due = true;
+        }
+    }
+
+    fn schedule(&mut self, times: QueueTimes) {
+        let now = now_ms();
+        let at =
+            |ts: i64| Instant::now() + Duration::from_millis(u64::try_from(ts - now).unwrap_or(0));
+        self.ready_at = times.next_ready_at.map(at);
+        if let Some(expiry) = times.next_lease_expiry {
+            let at = at(expiry).max(Instant::now() + MIN_SWEEP_WAIT);
+            self.sweep_at = Some(self.sweep_at.map_or(at, |s| s.min(at)));
+        }
+    }
+
+    /// Wait for a wake-up at most until a backoff ends or the safety net.
+    fn wake_deadline(&self) -> Instant {
+        self.ready_at.map_or(self.poll_at, |r| r.min(self.poll_at))
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

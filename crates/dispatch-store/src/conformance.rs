@@ -83,6 +83,7 @@ macro_rules! __queue_conformance_names {
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,
             a_finished_run_ends_its_lease,
             a_run_waiting_out_a_backoff_is_not_claimed_early,
+            queue_times_name_the_next_backoff_end_and_lease_expiry,
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
             a_run_requeued_by_someone_else_fences_its_old_holder,

@@ -66,6 +66,17 @@ pub struct Lease {
     pub fence: i64,
 }
 
+/// When the queue next needs a worker's attention without anyone enqueueing:
+/// the earliest backoff that ends and the earliest lease that expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTimes {
+    /// The earliest `ready_at` after `now` of a queued run (a retry waiting
+    /// out its backoff).
+    pub next_ready_at: Option<Ts>,
+    /// The earliest lease expiry of a held run.
+    pub next_lease_expiry: Option<Ts>,
+}
+
 /// Claiming, leases and fenced writes.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
@@ -127,6 +138,10 @@ pub trait QueueStore: Send + Sync {
 
     /// Sets a run's priority (higher is claimed first; default 0).
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()>;
+
+    /// When an idle worker must look at the queue again unprompted (one
+    /// statement): see [`QueueTimes`].
+    async fn queue_times(&self, now: Ts) -> StoreResult<QueueTimes>;
 
     /// The run's lease while a worker holds it (`starting`, `running` or
     /// `paused` under a lease), else `None`.

@@ -7,7 +7,7 @@ use dispatch_core::{NewEvent, ProcRef, Status, Transition};
 use serde_json::json;
 
 use super::{AGENT, all_events, create, id, new_run, write_for};
-use crate::{ClaimRequest, Claimed, QueueStore, Run, Store, StoreError};
+use crate::{ClaimRequest, Claimed, QueueStore, QueueTimes, Run, Store, StoreError};
 
 /// The worker process recorded by test claims.
 pub const WORKER: ProcRef = ProcRef {
@@ -333,6 +333,44 @@ pub async fn a_run_waiting_out_a_backoff_is_not_claimed_early<S: Store + QueueSt
     let again = claim_all(&store, "w2", 1, 5000).await;
     assert_eq!(again.len(), 1);
     assert!(again[0].fence > claimed.fence);
+}
+
+pub async fn queue_times_name_the_next_backoff_end_and_lease_expiry<S: Store + QueueStore>(
+    store: S,
+) {
+    let idle = store.queue_times(100).await.expect("queue times");
+    assert_eq!(idle, QueueTimes::default(), "an empty queue needs nobody");
+    create(&store, new_run(id(1), "p", 10)).await;
+    create(&store, new_run(id(2), "p", 11)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let times = store.queue_times(100).await.expect("queue times");
+    assert_eq!(
+        times,
+        QueueTimes {
+            next_ready_at: None,
+            next_lease_expiry: Some(1100),
+        },
+        "a ready run is not a future one; the lease ends at 100 + 1000"
+    );
+    let running = agent_up(&store, &claimed, 150).await;
+    let requeue = Transition::Requeue {
+        not_before: Some(5000),
+        at: 200,
+    };
+    store
+        .fenced_transition(
+            &claimed.run.id,
+            claimed.fence,
+            running.version,
+            &write_for(&running, &requeue),
+        )
+        .await
+        .expect("the holder requeues for a retry");
+    let times = store.queue_times(300).await.expect("queue times");
+    assert_eq!(times.next_ready_at, Some(5000), "the retry's backoff ends");
+    assert_eq!(times.next_lease_expiry, None, "a requeued run is not held");
+    let times = store.queue_times(5000).await.expect("queue times");
+    assert_eq!(times.next_ready_at, None, "due now is not in the future");
 }
 
 pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<

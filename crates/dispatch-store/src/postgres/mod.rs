@@ -27,8 +27,8 @@ use tokio_postgres::error::SqlState;
 use crate::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
-    Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
-    StoreResult, TokenRecord, TokenStore,
+    Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore, StateWrite,
+    StoreError, StoreResult, TokenRecord, TokenStore,
 };
 
 pub use listen::QueueListener;
@@ -367,6 +367,10 @@ impl QueueStore for PgStore {
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
         in_tx!(self, |tx| queue::set_priority(&tx, id, priority))
+    }
+
+    async fn queue_times(&self, now: Ts) -> StoreResult<QueueTimes> {
+        in_tx!(self, |tx| queue::queue_times(&tx, now))
     }
 
     async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::events::{append, insert_events};
 use super::runs::{not_found, notify_queue, parse_id, parse_status, run_columns, run_from_row};
 use super::{Fail, to_json};
-use crate::{ClaimRequest, Claimed, Lease, StoreError};
+use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
@@ -259,6 +259,21 @@ pub(super) async fn set_priority(
         1 => Ok(()),
         _ => Err(not_found(id)),
     }
+}
+
+pub(super) async fn queue_times(tx: &Transaction<'_>, now: Ts) -> Result<QueueTimes, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT (SELECT min(ready_at) FROM runs WHERE status = 'queued' AND ready_at > $1), \
+                    (SELECT min(lease_expires_at) FROM runs \
+                     WHERE lease_owner IS NOT NULL AND status IN {HELD})"
+        ))
+        .await?;
+    let row = tx.query_one(&stmt, &[&now]).await?;
+    Ok(QueueTimes {
+        next_ready_at: row.try_get(0)?,
+        next_lease_expiry: row.try_get(1)?,
+    })
 }
 
 pub(super) async fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lease>, Fail> {

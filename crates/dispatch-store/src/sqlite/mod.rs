@@ -29,7 +29,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Created,
-    DeadLetter, Decision, Event, EventStore, Lease, NewRun, QueueOptions, QueueStore,
+    DeadLetter, Decision, Event, EventStore, Lease, NewRun, QueueOptions, QueueStore, QueueTimes,
     ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore, StateWrite,
     StoreError, StoreResult,
 };
@@ -378,6 +378,10 @@ impl QueueStore for SqliteStore {
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {
         self.write(|tx| queue::set_priority(tx, id, priority))
+    }
+
+    async fn queue_times(&self, now: Ts) -> StoreResult<QueueTimes> {
+        self.read(|tx| queue::queue_times(tx, now))
     }
 
     async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::events::{append, insert_event};
 use super::runs::{get, transition};
 use super::{Fail, to_json};
-use crate::{ClaimRequest, Claimed, Lease, StateWrite, StoreError};
+use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StateWrite, StoreError};
 
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
@@ -221,6 +221,21 @@ pub(super) fn set_priority(tx: &Transaction<'_>, id: &RunId, priority: i64) -> R
     } else {
         Err(Fail::Store(StoreError::NotFound(id.to_string())))
     }
+}
+
+pub(super) fn queue_times(tx: &Transaction<'_>, now: Ts) -> Result<QueueTimes, Fail> {
+    let (next_ready_at, next_lease_expiry) = tx
+        .prepare_cached(&format!(
+            "SELECT (SELECT min(json_extract(state, '$.not_before')) FROM runs \
+                     WHERE status = 'queued' AND json_extract(state, '$.not_before') > ?1), \
+                    (SELECT min(lease_expires_at) FROM runs \
+                     WHERE lease_owner IS NOT NULL AND status IN {HELD})"
+        ))?
+        .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(QueueTimes {
+        next_ready_at,
+        next_lease_expiry,
+    })
 }
 
 pub(super) fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lease>, Fail> {
