@@ -17,6 +17,8 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+use dispatch_store::PgStore;
+
 use crate::SharedStore;
 use crate::client;
 
@@ -46,29 +48,59 @@ pub fn split_url(url: &str) -> Option<(String, String)> {
 /// How long a claimed callback is held by the server delivering it (longer
 /// than all tries take), before another server may take it over.
 const HOLD_MS: i64 = 60_000;
-/// How often the outbox is looked at.
+/// How often the outbox is looked at without notifications (SQLite, or
+/// while the `LISTEN` connection is down).
 const POLL: Duration = Duration::from_millis(200);
+/// With notifications, the outbox is still looked at this often: for
+/// callbacks a dead server held (taken over after [`HOLD_MS`]).
+const NOTIFIED_POLL: Duration = Duration::from_secs(30);
+/// Callbacks claimed per look at the outbox.
+const BATCH: usize = 16;
 
 /// Delivers due callbacks until `stop` completes: any server with the secret
-/// takes its share of the outbox.
+/// takes its share of the outbox. On PostgreSQL (`pg`), a finished run's
+/// notification wakes it; otherwise it polls.
 pub async fn dispatcher(
     store: SharedStore,
+    pg: Option<PgStore>,
     secret: String,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let mut listener = None;
     loop {
-        match store.claim_callbacks(now_ms(), HOLD_MS, 16).await {
+        if listener.is_none()
+            && let Some(pg) = &pg
+        {
+            listener = pg.listen_callbacks().await.ok();
+        }
+        let mut more = false;
+        match store.claim_callbacks(now_ms(), HOLD_MS, BATCH).await {
             Ok(due) => {
+                more = due.len() == BATCH;
                 for d in due {
                     tokio::spawn(deliver(store.clone(), secret.clone(), d.run_id, d.url));
                 }
             }
             Err(e) => eprintln!("[server] cannot read the callback outbox: {e}"),
         }
+        let poll = if more {
+            Duration::ZERO
+        } else if listener.is_some() {
+            NOTIFIED_POLL
+        } else {
+            POLL
+        };
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(POLL) => {}
+            alive = notified => if !alive { listener = None },
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

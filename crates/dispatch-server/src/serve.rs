@@ -168,6 +168,7 @@ impl Server {
         let callbacks = self.callback_secret.clone().map(|secret| {
             tokio::spawn(crate::callback::dispatcher(
                 self.backend.store.clone(),
+                self.backend.pg.clone(),
                 secret.to_string(),
                 stopped(stop_rx.clone()),
             ))

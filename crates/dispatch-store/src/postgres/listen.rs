@@ -1,13 +1,14 @@
-//! `LISTEN` on the queue channel: a dedicated connection whose notifications
-//! wake idle workers when a run becomes claimable.
+//! `LISTEN` on a channel: a dedicated connection whose notifications wake
+//! idle workers when a run becomes claimable, and callback dispatchers when a
+//! run with a callback finishes.
 
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Fail, PgStore, QUEUE_CHANNEL};
+use super::{CALLBACK_CHANNEL, Fail, PgStore, QUEUE_CHANNEL};
 use crate::StoreResult;
 
-/// Wakes when runs are enqueued. Dropping it closes its connection.
+/// Wakes on a channel's notifications. Dropping it closes its connection.
 #[derive(Debug)]
 pub struct QueueListener {
     _client: tokio_postgres::Client,
@@ -33,6 +34,15 @@ impl Drop for QueueListener {
 impl PgStore {
     /// Opens a connection that listens for queue notifications.
     pub async fn listen_queue(&self) -> StoreResult<QueueListener> {
+        self.listen(QUEUE_CHANNEL).await
+    }
+
+    /// Opens a connection that listens for finished runs with a callback.
+    pub async fn listen_callbacks(&self) -> StoreResult<QueueListener> {
+        self.listen(CALLBACK_CHANNEL).await
+    }
+
+    async fn listen(&self, channel: &str) -> StoreResult<QueueListener> {
         let result = async {
             let (client, mut connection) = self.config().connect(NoTls).await?;
             let (tx, rx) = mpsc::channel(1);
@@ -48,9 +58,7 @@ impl PgStore {
                     }
                 }
             });
-            client
-                .batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))
-                .await?;
+            client.batch_execute(&format!("LISTEN {channel}")).await?;
             Ok::<_, Fail>(QueueListener {
                 _client: client,
                 rx,

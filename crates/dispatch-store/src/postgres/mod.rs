@@ -35,6 +35,9 @@ pub use listen::QueueListener;
 
 /// The channel a `NOTIFY` is sent on whenever a run becomes claimable.
 pub const QUEUE_CHANNEL: &str = "dispatch_queue";
+/// The channel a `NOTIFY` is sent on whenever a run with a pending
+/// completion callback finishes.
+pub const CALLBACK_CHANNEL: &str = "dispatch_callbacks";
 
 /// A run store in a PostgreSQL database.
 #[derive(Clone)]

@@ -7,7 +7,9 @@ use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use serde_json::json;
 
 use super::events::{append, insert_events};
-use super::runs::{not_found, notify_queue, parse_id, parse_status, run_columns, run_from_row};
+use super::runs::{
+    not_found, notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row,
+};
 use super::{Fail, to_json};
 use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 
@@ -352,6 +354,8 @@ pub(super) async fn succeed_at_once(
         )
         .await?;
     tx.execute(&stmt, &[&attempt_ids, &numbers, &at]).await?;
+    let finished: Vec<&str> = attempt_ids.iter().map(String::as_str).collect();
+    notify_callbacks(tx, &finished).await?;
     Ok(done)
 }
 

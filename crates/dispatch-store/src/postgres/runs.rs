@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::events::insert_event;
-use super::{Fail, QUEUE_CHANNEL, to_json};
+use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
 use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
 
 /// The columns [`run_from_row`] reads, in its order.
@@ -96,6 +96,19 @@ pub(super) fn not_found(id: &RunId) -> Fail {
 pub(super) async fn notify_queue(tx: &Transaction<'_>) -> Result<(), Fail> {
     let stmt = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
     tx.execute(&stmt, &[&QUEUE_CHANNEL]).await?;
+    Ok(())
+}
+
+/// Tells callback dispatchers that one of `ids`, just finished, has a
+/// callback to deliver (sent on commit; nothing when none has).
+pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pg_notify($1, '') FROM callbacks \
+             WHERE run_id = ANY($2) AND done_at IS NULL LIMIT 1",
+        )
+        .await?;
+    tx.query(&stmt, &[&CALLBACK_CHANNEL, &ids]).await?;
     Ok(())
 }
 
@@ -378,6 +391,9 @@ pub(super) async fn transition(
     insert_event(tx, id, &write.event).await?;
     if new_status == Status::Queued {
         notify_queue(tx).await?;
+    }
+    if new_status.is_terminal() {
+        notify_callbacks(tx, &[id.as_str()]).await?;
     }
     if requeued {
         close_attempt(tx, id, old_attempt, &requeue_close(&write.event)).await?;
