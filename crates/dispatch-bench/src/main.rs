@@ -5,6 +5,9 @@
 //! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N] [--batch N]`:
 //! noop-courier throughput of workers on PostgreSQL and on SQLite, and the
 //! latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
+//!
+//! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
+//! database load (see `idle.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +18,7 @@ use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod cluster;
+mod idle;
 mod service;
 
 fn main() {
@@ -54,9 +58,22 @@ fn main() {
         service::run(&dispatch, idle);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("idle") && dispatch.is_file() {
+        let secs = args
+            .iter()
+            .position(|a| a == "--secs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(60);
+        idle::run(
+            &dispatch.canonicalize().expect("dispatch path resolves"),
+            secs,
+        );
+        return;
+    }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|idle [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

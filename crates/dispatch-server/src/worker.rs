@@ -267,7 +267,11 @@ impl Worker {
         // Noop runs finish in one statement per batch; any left over (a stop
         // request, a lost lease, an error) take the one-by-one path.
         let held: Vec<(RunId, i64)> = noop.iter().map(|c| (c.run.id.clone(), c.fence)).collect();
-        let done: HashSet<RunId> = match self.store.succeed_at_once(&held, now_ms()).await {
+        let finished = match held.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.store.succeed_at_once(&held, now_ms()).await,
+        };
+        let done: HashSet<RunId> = match finished {
             Ok(ids) => ids.into_iter().collect(),
             Err(e) => {
                 self.log(&format!("cannot finish noop runs in a batch: {e}"));
