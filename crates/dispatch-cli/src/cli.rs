@@ -14,7 +14,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "DISPATCH_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// A `dispatch server` to talk to (run, ps, logs, wait, stop, inspect-run), e.g. 127.0.0.1:8077.
+    /// A `dispatch server` to talk to (run, ps, logs, wait, stop, inspect-run, approve, deny, approvals, dlq), e.g. 127.0.0.1:8077.
     #[arg(long, global = true, env = "DISPATCH_HOST", value_name = "URL")]
     pub host: Option<String>,
 

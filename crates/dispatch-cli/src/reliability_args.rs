@@ -2,8 +2,7 @@
 //! shared by `run` and `create`, and the approval, dead-letter and replay commands.
 
 use clap::{Args, Subcommand};
-use dispatch_core::agentfile::parse_duration_ms;
-use dispatch_core::policy::{PolicyOverrides, parse_backoff};
+use dispatch_core::policy::{PolicyInput, Spelling};
 use dispatch_runtime::submit::SubmitOptions;
 
 use crate::cli::Format;
@@ -44,52 +43,29 @@ pub struct DispatchArgs {
 }
 
 impl DispatchArgs {
+    /// The policy flags as given, before any check.
+    pub fn policy_input(&self) -> PolicyInput {
+        PolicyInput {
+            retries: self.retries,
+            backoff: self.backoff.clone(),
+            timeout: self.timeout.clone(),
+            step_timeout: self.step_timeout.clone(),
+            max_tokens: self.max_tokens,
+            max_cost: self.max_cost,
+        }
+    }
+
+    /// Checks every flag (one line naming the flag when one is wrong).
     pub fn options(&self) -> CliResult<SubmitOptions> {
-        let duration = |flag: &str, v: &Option<String>| -> CliResult<Option<u64>> {
-            v.as_deref()
-                .map(|t| {
-                    parse_duration_ms(t)
-                        .map_err(|e| CliError::input(format!("{flag}: {e}")))
-                        .and_then(|ms| {
-                            if ms == 0 {
-                                Err(CliError::input(format!(
-                                    "{flag} must be longer than zero (hint: {flag} 30s)"
-                                )))
-                            } else {
-                                Ok(ms)
-                            }
-                        })
-                })
-                .transpose()
-        };
-        if let Some(c) = self.max_cost.filter(|c| !c.is_finite() || *c <= 0.0) {
-            return Err(CliError::input(format!(
-                "--max-cost {c}: expected an amount of US dollars greater than zero (hint: --max-cost 0.50)"
-            )));
-        }
-        if self.max_tokens == Some(0) {
-            return Err(CliError::input(
-                "--max-tokens must be greater than zero (hint: --max-tokens 100000)",
-            ));
-        }
+        let overrides = self
+            .policy_input()
+            .overrides(Spelling::Flag)
+            .map_err(CliError::input)?;
         if self.idempotency_key.as_deref() == Some("") {
             return Err(CliError::input("--idempotency-key must not be empty"));
         }
-        let backoff = self
-            .backoff
-            .as_deref()
-            .map(parse_backoff)
-            .transpose()
-            .map_err(CliError::input)?;
         Ok(SubmitOptions {
-            overrides: PolicyOverrides {
-                retries: self.retries,
-                backoff,
-                run_timeout_ms: duration("--timeout", &self.timeout)?,
-                step_timeout_ms: duration("--step-timeout", &self.step_timeout)?,
-                max_tokens: self.max_tokens,
-                max_cost_usd: self.max_cost,
-            },
+            overrides,
             idempotency_key: self.idempotency_key.clone(),
             dedup: self.dedup,
             force: self.force,

@@ -2,111 +2,14 @@
 //! process (SQLite, in-process workers) on an ephemeral port, from a directory
 //! with no local state, with the same output as locally.
 
+mod remote_common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-struct Server {
-    child: Child,
-    host: String,
-    state: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let state = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .args(["server", "--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(extra)
-            .env("DISPATCH_ROOT", state.path().join(".dispatch"))
-            .env_remove("DISPATCH_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let first = lines
-            .next()
-            .expect("the server says where it listens")
-            .expect("a line");
-        let host = first
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in `{first}`"))
-            .to_string();
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, host, state }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-struct Client {
-    host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Client {
-    fn new(server: &Server) -> Client {
-        Client {
-            host: server.host.clone(),
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with(args, None)
-    }
-
-    fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
-        if let Some(token) = token {
-            command.env("DISPATCH_TOKEN", token);
-        }
-        command
-            .args(args)
-            .env("DISPATCH_HOST", &self.host)
-            .env("DISPATCH_ROOT", self.dir.path().join(".dispatch"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("dispatch runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dispatch {args:?}: {:?}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn agent(&self, name: &str, script: &str) -> String {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).expect("agent dir");
-        std::fs::write(
-            dir.join("Agentfile"),
-            format!("NAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n"),
-        )
-        .expect("Agentfile");
-        std::fs::write(dir.join("agent.sh"), script).expect("agent.sh");
-        dir.to_string_lossy().to_string()
-    }
-}
+use remote_common::{Client, Server};
 
 #[test]
 fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {

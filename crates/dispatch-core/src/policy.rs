@@ -95,15 +95,20 @@ impl RunPolicy {
 
 /// Parses `--backoff`: `<initial>..<max>` or one duration (used as initial).
 pub fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
-    let parse = |t: &str| {
-        crate::agentfile::parse_duration_ms(t).map_err(|e| format!("--backoff {text}: {e}"))
-    };
+    backoff(text, Spelling::Flag)
+}
+
+fn backoff(text: &str, sp: Spelling) -> Result<(u64, u64), String> {
+    let name = sp.name("backoff");
+    let parse =
+        |t: &str| crate::agentfile::parse_duration_ms(t).map_err(|e| format!("{name} {text}: {e}"));
     match text.split_once("..") {
         Some((i, m)) => {
             let (i, m) = (parse(i)?, parse(m)?);
             if i > m {
                 return Err(format!(
-                    "--backoff {text}: the initial wait is longer than the max (hint: `--backoff 1s..30s`)"
+                    "{name} {text}: the initial wait is longer than the max (hint: `{}`)",
+                    sp.example("backoff", "1s..30s")
                 ));
             }
             Ok((i, m))
@@ -112,6 +117,109 @@ pub fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
             let i = parse(text)?;
             Ok((i, i.max(DEFAULT_BACKOFF_MAX_MS)))
         }
+    }
+}
+
+/// How the user spelled the reliability options, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    /// Command-line flags: `--step-timeout 30s`.
+    Flag,
+    /// Fields of the `policy` object of `POST /v1/runs`: `"step_timeout": "30s"`.
+    Field,
+}
+
+impl Spelling {
+    /// The option `field` (snake case) as the user wrote it.
+    pub fn name(self, field: &str) -> String {
+        match self {
+            Spelling::Flag => format!("--{}", field.replace('_', "-")),
+            Spelling::Field => format!("policy.{field}"),
+        }
+    }
+
+    /// The option with an example value, for a hint (a number stays
+    /// unquoted in JSON).
+    pub fn example(self, field: &str, value: &str) -> String {
+        match self {
+            Spelling::Flag => format!("{} {value}", self.name(field)),
+            Spelling::Field if value.parse::<f64>().is_ok() => format!("\"{field}\": {value}"),
+            Spelling::Field => format!("\"{field}\": \"{value}\""),
+        }
+    }
+}
+
+/// The policy overrides of one dispatch as a user writes them: the
+/// `--retries`, `--backoff`, `--timeout`, `--step-timeout`, `--max-tokens` and
+/// `--max-cost` flags, or the `policy` object of `POST /v1/runs` (same names
+/// in snake case, durations as the same strings: `500ms`, `30s`, `5m`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    /// Retries after the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// `<initial>..<max>`, or one duration (the initial wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    /// The time limit of each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The time limit of each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+}
+
+impl PolicyInput {
+    /// Checks every value and turns them into overrides. An error is one line
+    /// naming the option as `sp` spells it, with a hint.
+    pub fn overrides(&self, sp: Spelling) -> Result<PolicyOverrides, String> {
+        let duration = |field: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+            let Some(text) = v.as_deref() else {
+                return Ok(None);
+            };
+            let name = sp.name(field);
+            let ms =
+                crate::agentfile::parse_duration_ms(text).map_err(|e| format!("{name}: {e}"))?;
+            if ms == 0 {
+                return Err(format!(
+                    "{name} must be longer than zero (hint: {})",
+                    sp.example(field, "30s")
+                ));
+            }
+            Ok(Some(ms))
+        };
+        if let Some(c) = self.max_cost.filter(|c| !c.is_finite() || *c <= 0.0) {
+            return Err(format!(
+                "{} {c}: expected an amount of US dollars greater than zero (hint: {})",
+                sp.name("max_cost"),
+                sp.example("max_cost", "0.50")
+            ));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(format!(
+                "{} must be greater than zero (hint: {})",
+                sp.name("max_tokens"),
+                sp.example("max_tokens", "100000")
+            ));
+        }
+        Ok(PolicyOverrides {
+            retries: self.retries,
+            backoff: self
+                .backoff
+                .as_deref()
+                .map(|b| backoff(b, sp))
+                .transpose()?,
+            run_timeout_ms: duration("timeout", &self.timeout)?,
+            step_timeout_ms: duration("step_timeout", &self.step_timeout)?,
+            max_tokens: self.max_tokens,
+            max_cost_usd: self.max_cost,
+        })
     }
 }
 
@@ -161,6 +269,53 @@ mod tests {
         let p = RunPolicy::resolve(&m, &o);
         assert_eq!(p.max_attempts(), 3);
         assert_eq!(p.retry.as_ref().map(|r| r.backoff_max_ms), Some(200));
+    }
+
+    #[test]
+    fn policy_input_checks_each_value_and_names_it_as_spelled() {
+        let input = |json: serde_json::Value| -> PolicyInput {
+            serde_json::from_value(json).expect("a policy object")
+        };
+        let o = input(serde_json::json!({
+            "retries": 2, "backoff": "1s..5s", "timeout": "2m", "step_timeout": "500ms",
+            "max_tokens": 10, "max_cost": 0.5,
+        }))
+        .overrides(Spelling::Field)
+        .expect("valid");
+        assert_eq!(
+            o,
+            PolicyOverrides {
+                retries: Some(2),
+                backoff: Some((1_000, 5_000)),
+                run_timeout_ms: Some(120_000),
+                step_timeout_ms: Some(500),
+                max_tokens: Some(10),
+                max_cost_usd: Some(0.5),
+            }
+        );
+        let err =
+            |json: serde_json::Value, sp: Spelling| input(json).overrides(sp).expect_err("invalid");
+        let e = err(serde_json::json!({"timeout": "0s"}), Spelling::Flag);
+        assert_eq!(
+            e,
+            "--timeout must be longer than zero (hint: --timeout 30s)"
+        );
+        let e = err(serde_json::json!({"step_timeout": "soon"}), Spelling::Field);
+        assert!(
+            e.starts_with("policy.step_timeout: invalid duration"),
+            "{e}"
+        );
+        let e = err(serde_json::json!({"backoff": "5s..1s"}), Spelling::Field);
+        assert!(e.contains("\"backoff\": \"1s..30s\""), "{e}");
+        let e = err(serde_json::json!({"max_cost": 0.0}), Spelling::Field);
+        assert!(e.starts_with("policy.max_cost 0:"), "{e}");
+        assert!(e.contains("\"max_cost\": 0.50"), "{e}");
+        let e = err(serde_json::json!({"max_tokens": 0}), Spelling::Flag);
+        assert!(e.contains("(hint: --max-tokens 100000)"), "{e}");
+        assert!(
+            serde_json::from_value::<PolicyInput>(serde_json::json!({"retry": 1})).is_err(),
+            "unknown fields are refused"
+        );
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub fn default_key(digest: &str, operation: &str, payload: &serde_json::Value) -
     hex::encode(h.finalize())
 }
 
-fn check_session_name(name: &str) -> RuntimeResult<()> {
+/// Refuses a session name that is empty, hidden or not a plain file name.
+pub fn check_session_name(name: &str) -> RuntimeResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')

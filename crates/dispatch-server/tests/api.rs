@@ -230,6 +230,35 @@ fn operations_endpoints_answer(server: TestServer) {
     assert_eq!(status, 200);
     assert!(doc["paths"]["/v1/runs"]["post"].is_object(), "{doc}");
     assert!(doc["paths"]["/v1/runs/{id}/events"]["get"].is_object());
+    let create = &doc["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(create["schema"]["$ref"], "#/components/schemas/CreateRun");
+    let schemas = &doc["components"]["schemas"];
+    for field in [
+        "idempotency_key",
+        "dedup",
+        "force",
+        "session",
+        "policy",
+        "labels",
+    ] {
+        assert!(
+            schemas["CreateRun"]["properties"][field].is_object(),
+            "CreateRun documents {field}"
+        );
+    }
+    for field in [
+        "retries",
+        "backoff",
+        "timeout",
+        "step_timeout",
+        "max_tokens",
+        "max_cost",
+    ] {
+        assert!(
+            schemas["Policy"]["properties"][field].is_object(),
+            "Policy documents {field}"
+        );
+    }
     let (status, metrics) = server.text("/metrics", &[]);
     assert_eq!(status, 200);
     assert!(

@@ -35,6 +35,7 @@ macro_rules! on_both {
 on_both!(
     an_approval_decided_through_the_api_resumes_the_run,
     a_dead_lettered_run_is_listed_and_replayed_as_a_linked_run,
+    a_replayed_dead_letter_keeps_the_policy_it_was_sent_with,
 );
 
 /// An agent that asks for approval `send-email`, waits for the decision file
@@ -242,4 +243,33 @@ fn a_dead_lettered_run_is_listed_and_replayed_as_a_linked_run(server: TestServer
     assert_eq!(status, 201, "{again}");
     assert_eq!(again["payload"], json!({"x": 1}));
     assert_eq!(again["origin_id"], id.as_str());
+}
+
+fn a_replayed_dead_letter_keeps_the_policy_it_was_sent_with(server: TestServer) {
+    let parcel = server.upload(&[
+        (
+            "Agentfile",
+            "NAME flaky\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
+        ),
+        ("agent.sh", "exit 3\n"),
+    ]);
+    let body = json!({"parcel": parcel, "policy": {"retries": 1, "backoff": "10ms..10ms"}});
+    let (status, run) = server.post("/v1/runs?wait=true&timeout=30", &body);
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        (run["status"].as_str(), run["attempt"].as_u64()),
+        (Some("failed"), Some(2)),
+        "the workers retried once: {run}"
+    );
+    let id = run["id"].as_str().expect("an id").to_string();
+    server.wait_for("/v1/dead-letters", |b| {
+        letters(b).iter().any(|l| l["run_id"] == id.as_str())
+    });
+    let (status, new) = server.post(&format!("/v1/dead-letters/{id}/replay"), &json!({}));
+    assert_eq!(status, 201, "{new}");
+    let new_id = new["id"].as_str().expect("an id").to_string();
+    let ended = server.wait_for(&format!("/v1/runs/{new_id}"), |r| r["status"] == "failed");
+    assert_eq!(ended["attempt"], 2, "the replay retried once too: {ended}");
+    let (_, attempts) = server.get(&format!("/v1/runs/{new_id}/attempts"));
+    assert_eq!(attempts["attempts"].as_array().map(Vec::len), Some(2));
 }

@@ -21,6 +21,7 @@
 //! processes, locks held by another process) are backend-specific and live
 //! with each backend's tests.
 
+mod enqueue;
 mod events;
 mod queue;
 mod reliability;
@@ -34,6 +35,7 @@ use serde_json::json;
 
 use crate::{NewRun, Run, StateWrite, Store};
 
+pub use enqueue::*;
 pub use events::*;
 pub use queue::*;
 pub use reliability::*;
@@ -88,6 +90,9 @@ macro_rules! __queue_conformance_names {
             labelled_runs_go_only_to_workers_with_those_labels,
             a_run_requeued_by_someone_else_fences_its_old_holder,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
+            enqueue_with_stores_the_extras_and_the_queue_options,
+            enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing,
+            enqueue_with_a_busy_session_is_refused_and_inserts_nothing,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
         );

@@ -18,7 +18,7 @@
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 
-use crate::{NewRun, Run, StateWrite, StoreResult};
+use crate::{Created, NewRun, Run, RunExtras, StateWrite, StoreResult};
 
 /// What a worker asks for when it claims.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +84,19 @@ pub trait QueueStore: Send + Sync {
     /// with its queue options set in the same transaction (no worker can
     /// claim it before they are).
     async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run>;
+
+    /// Creates a run with its extras exactly like
+    /// [`ReliabilityStore::create_run_with`](crate::ReliabilityStore::create_run_with)
+    /// (session check, deduplication), and with its queue options, all in
+    /// one transaction. A duplicate ([`Created::Existing`]) inserts nothing:
+    /// the existing run keeps its own options.
+    async fn enqueue_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        options: &QueueOptions,
+        dedupe: bool,
+    ) -> StoreResult<Created>;
 
     /// Claims up to `request.limit` queued runs that are ready (highest
     /// priority first, then oldest), atomically: concurrent claimers never

@@ -90,9 +90,10 @@ pub trait ReliabilityStore: Send + Sync {
     /// Creates the run (queued, with its `created` event) and its extras in
     /// one transaction. When `dedupe` is set and `extras.idempotency_key` is
     /// given, a run with the same key that is live or succeeded is returned as
-    /// [`Created::Existing`] and nothing is inserted. When `extras.session` is
-    /// given and a live run holds it, `SessionBusy` (checked before dedupe
-    /// inserts anything).
+    /// [`Created::Existing`] and nothing is inserted (even when that run holds
+    /// `extras.session`: the same key answers the same run). Otherwise, when
+    /// `extras.session` is given and a live run holds it, `SessionBusy` and
+    /// nothing is inserted.
     async fn create_run_with(
         &self,
         new: &NewRun,

@@ -2,7 +2,7 @@
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_ago;
-use dispatch_store::{Decision, ReliabilityStore};
+use dispatch_store::{Approval, Decision, ReliabilityStore};
 
 use crate::cli::Format;
 use crate::ctx::{Ctx, find_run};
@@ -15,26 +15,40 @@ pub async fn decide(ctx: &Ctx, args: &DecideArgs, decision: &str) -> CliResult {
     let store = ctx.store()?;
     let run = find_run(&store, &ctx.layout, &args.run).await?;
     if run.state.is_terminal() {
-        return Err(CliError::input(format!(
-            "run {} is already {}; there is nothing to {decision}",
-            run.id,
-            run.status()
-        )));
+        return Err(finished(&run, decision));
     }
-    let by = args
-        .by
-        .clone()
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
     let d = Decision {
         decision: decision.to_string(),
-        by,
+        by: decider(args),
         rationale: args.rationale.clone(),
         at: now_ms(),
     };
     let a = dispatch_runtime::approvals::decide(&store, &ctx.layout, &run.id, &args.approval, &d)
         .await?;
-    let verb = if decision == "approve" {
+    say_decided(&a);
+    Ok(0)
+}
+
+/// Who decides when `--by` is not given: `$USER`.
+pub(crate) fn decider(args: &DecideArgs) -> String {
+    args.by
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The refusal to decide for a finished run.
+pub(crate) fn finished(run: &dispatch_store::Run, decision: &str) -> CliError {
+    CliError::input(format!(
+        "run {} is already {}; there is nothing to {decision}",
+        run.id,
+        run.status()
+    ))
+}
+
+/// Says on stderr what was decided.
+pub(crate) fn say_decided(a: &Approval) {
+    let verb = if a.decision.as_deref() == Some("approve") {
         "approved"
     } else {
         "denied"
@@ -42,10 +56,9 @@ pub async fn decide(ctx: &Ctx, args: &DecideArgs, decision: &str) -> CliResult {
     eprintln!(
         "{verb} `{}` of run {} (by {})",
         a.id,
-        run.id.short(),
+        a.run_id.short(),
         a.decided_by.as_deref().unwrap_or("?")
     );
-    Ok(0)
 }
 
 pub async fn approvals(ctx: &Ctx, cmd: &ApprovalsCommand) -> CliResult {
@@ -54,8 +67,13 @@ pub async fn approvals(ctx: &Ctx, cmd: &ApprovalsCommand) -> CliResult {
         Some(store) => store.list_approvals(None, !args.all).await?,
         None => Vec::new(),
     };
-    if args.format == Format::Json {
-        print_json(&list);
+    print_approvals(args.format, &list)
+}
+
+/// Prints approvals as `dispatch approvals ls` does.
+pub(crate) fn print_approvals(format: Format, list: &[Approval]) -> CliResult {
+    if format == Format::Json {
+        print_json(list);
         return Ok(0);
     }
     let now = now_ms();

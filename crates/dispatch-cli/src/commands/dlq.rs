@@ -23,7 +23,7 @@ pub async fn dlq(ctx: &Ctx, cmd: &DlqCommand) -> CliResult {
 
 async fn ls(ctx: &Ctx, format: Format) -> CliResult {
     let Some(store) = ctx.existing_store()? else {
-        return print(format, Vec::new());
+        return print_dead_letters(format, Vec::new());
     };
     let mut docs = Vec::new();
     for letter in store.list_dead_letters().await? {
@@ -36,10 +36,12 @@ async fn ls(ctx: &Ctx, format: Format) -> CliResult {
         doc["status"] = json!(run.status());
         docs.push(doc);
     }
-    print(format, docs)
+    print_dead_letters(format, docs)
 }
 
-fn print(format: Format, docs: Vec<Value>) -> CliResult {
+/// Prints dead letters (each with its run's parcel, operation, input and
+/// status) as `dispatch dlq ls` does.
+pub(crate) fn print_dead_letters(format: Format, docs: Vec<Value>) -> CliResult {
     if format == Format::Json {
         print_json(&docs);
         return Ok(0);
@@ -86,12 +88,8 @@ async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
             old.id
         )));
     }
-    let payload = match payload {
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            CliError::input(format!(
-                "--payload is not valid JSON ({e}) (hint: quote the whole payload, e.g. --payload '{{\"name\":\"ada\"}}')"
-            ))
-        })?,
+    let payload = match replay_payload(payload)? {
+        Some(value) => value,
         None => old.payload.clone(),
     };
     let req = LaunchRequest {
@@ -111,4 +109,17 @@ async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
     start_run(ctx, &store, &run).await?;
     println!("{}", run.id);
     Ok(0)
+}
+
+/// The `--payload` of `dlq replay`, parsed.
+pub(crate) fn replay_payload(payload: Option<&str>) -> CliResult<Option<Value>> {
+    payload
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                CliError::input(format!(
+                    "--payload is not valid JSON ({e}) (hint: quote the whole payload, e.g. --payload '{{\"name\":\"ada\"}}')"
+                ))
+            })
+        })
+        .transpose()
 }

@@ -1,16 +1,21 @@
-//! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop and inspect-run
-//! against a `dispatch server`, with the same output as locally.
+//! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
+//! approve, deny, approvals ls, dlq ls and dlq replay against a `dispatch
+//! server`, with the same output as locally.
 //!
 //! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
 //! built on the server; `dispatch run <name|digest>` names a parcel the server
-//! already has. Stopping goes through the run's worker (SIGTERM to the agent).
+//! already has. Its reliability flags (`--retries`, `--timeout`,
+//! `--idempotency-key`, `--session`, …) are checked as locally and sent with
+//! the run. Stopping goes through the run's worker (SIGTERM to the agent).
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dispatch_core::policy::PolicyInput;
 use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::run_exit_code;
+use dispatch_runtime::submit::check_session_name;
 use dispatch_server::client::{self, Response};
 use dispatch_store::Run;
 use serde_json::{Value, json};
@@ -20,6 +25,7 @@ use crate::cli::{StopArgs, WaitArgs};
 use crate::commands::{inspect, ps, run};
 use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
 use crate::output::{print_json, run_json, status_text};
+use crate::reliability_args::DispatchArgs;
 
 const POLL: Duration = Duration::from_millis(50);
 /// The API token sent to the server, when set.
@@ -46,6 +52,16 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::InspectRun(a) | Command::Container(ContainerCommand::Inspect(a)) => {
             remote.inspect(a)
         }
+        Command::Approve(a) => remote.decide(a, "approve"),
+        Command::Deny(a) => remote.decide(a, "deny"),
+        Command::Approvals(c) => remote.approvals(c),
+        Command::Dlq(c) => remote.dlq(c),
+        Command::Create(_) => Err(CliError::input(
+            "`dispatch create` works only on the local state: a server queues a run for its workers as soon as it exists (hint: `dispatch run --detach` queues it and prints its id)",
+        )),
+        Command::Replay(_) => Err(CliError::input(
+            "`dispatch replay` works only on the local state (hint: against a server, `dispatch dlq replay` replays a dead-lettered run)",
+        )),
         Command::Build(_)
         | Command::Images(_)
         | Command::Serve(_)
@@ -60,12 +76,17 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
 }
 
 #[derive(Clone)]
-struct Remote {
+pub(super) struct Remote {
     base: String,
 }
 
 impl Remote {
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Response> {
+    pub(super) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> CliResult<Response> {
         let body = body.map(|b| b.to_string().into_bytes());
         let bearer = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
         let bearer = bearer.map(|t| format!("Bearer {t}"));
@@ -88,7 +109,7 @@ impl Remote {
         Ok(response)
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Value> {
+    pub(super) fn json(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Value> {
         let text = self
             .send(method, path, body)?
             .text()
@@ -97,12 +118,17 @@ impl Remote {
             .map_err(|e| CliError::input(format!("the server's answer is not JSON: {e}")))
     }
 
-    fn get_run(&self, id: &str) -> CliResult<Run> {
+    pub(super) fn get_run(&self, id: &str) -> CliResult<Run> {
         parse_run(self.json("GET", &format!("/v1/runs/{id}"), None)?)
     }
 
     async fn run(&self, args: &RunArgs) -> CliResult {
         let (operation, payload) = run::parse_payload(&args.payload)?;
+        // Checked here first, for the same one-line errors as locally.
+        args.reliability.options()?;
+        if let Some(name) = &args.reliability.session {
+            check_session_name(name)?;
+        }
         let parcel = if Path::new(&args.source).join("Agentfile").is_file() {
             let files = read_files(Path::new(&args.source))?;
             let built = self.json("POST", "/v1/parcels", Some(&json!({ "files": files })))?;
@@ -110,8 +136,14 @@ impl Remote {
         } else {
             args.source.clone()
         };
-        let request = json!({"parcel": parcel, "payload": payload, "operation": operation});
-        let run = parse_run(self.json("POST", "/v1/runs", Some(&request))?)?;
+        let mut request = json!({"parcel": parcel, "payload": payload, "operation": operation});
+        add_reliability(&mut request, &args.reliability)?;
+        let answer = self.json("POST", "/v1/runs", Some(&request))?;
+        let deduplicated = answer["deduplicated"] == json!(true);
+        let run = parse_run(answer)?;
+        if deduplicated {
+            run::say_deduplicated(&run);
+        }
         if args.detach {
             println!("{}", run.id);
             return Ok(0);
@@ -320,7 +352,29 @@ impl Remote {
     }
 }
 
-fn parse_run(value: Value) -> CliResult<Run> {
+/// Adds the reliability flags to a `POST /v1/runs` body (only those given).
+fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
+    if let Some(key) = &args.idempotency_key {
+        request["idempotency_key"] = json!(key);
+    }
+    if args.dedup {
+        request["dedup"] = json!(true);
+    }
+    if args.force {
+        request["force"] = json!(true);
+    }
+    if let Some(session) = &args.session {
+        request["session"] = json!(session);
+    }
+    let policy = args.policy_input();
+    if policy != PolicyInput::default() {
+        request["policy"] = serde_json::to_value(&policy)
+            .map_err(|e| CliError::input(format!("cannot send the policy flags: {e}")))?;
+    }
+    Ok(())
+}
+
+pub(super) fn parse_run(value: Value) -> CliResult<Run> {
     serde_json::from_value(value).map_err(|e| {
         CliError::input(format!(
             "the server sent a run this dispatch cannot read: {e}"

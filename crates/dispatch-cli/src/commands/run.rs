@@ -58,14 +58,19 @@ pub async fn submit_run(
     match created {
         Created::New(run) => Ok((run, false)),
         Created::Existing(run) => {
-            eprintln!(
-                "run {} with the same idempotency key is already {}; not dispatching again (hint: --force dispatches anyway)",
-                run.id,
-                run.status()
-            );
+            say_deduplicated(&run);
             Ok((run, true))
         }
     }
+}
+
+/// Says on stderr that `run` answers a dispatch with its idempotency key.
+pub(crate) fn say_deduplicated(run: &Run) {
+    eprintln!(
+        "run {} with the same idempotency key is already {}; not dispatching again (hint: --force dispatches anyway)",
+        run.id,
+        run.status()
+    );
 }
 
 fn request(source: &str, operation: Option<Operation>, payload: Value) -> LaunchRequest {

@@ -32,6 +32,8 @@ pub mod codes {
     pub const UNAVAILABLE: &str = "unavailable";
     /// 404: the run has no approval of that id.
     pub const APPROVAL_NOT_FOUND: &str = "approval_not_found";
+    /// 409: a live run holds the session the request binds.
+    pub const SESSION_BUSY: &str = "session_busy";
     /// 409: the approval was decided before; the first decision stands.
     pub const ALREADY_DECIDED: &str = "already_decided";
     /// 404: the run is not in the dead-letter queue.
@@ -71,6 +73,11 @@ pub mod codes {
         (NO_SUCH_ROUTE, 404, "no such route"),
         (INVALID_STATE, 409, "the run's state does not allow this"),
         (CONFLICT, 409, "the run changed concurrently; retry"),
+        (
+            SESSION_BUSY,
+            409,
+            "a live run holds the session; retry when it has ended",
+        ),
         (
             ALREADY_DECIDED,
             409,
@@ -128,9 +135,8 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
                 (StatusCode::CONFLICT, codes::CONFLICT)
             }
-            StoreError::InvalidState { .. } | StoreError::SessionBusy { .. } => {
-                (StatusCode::CONFLICT, codes::INVALID_STATE)
-            }
+            StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
             StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::ALREADY_DECIDED),
             StoreError::ApprovalNotFound { .. } => {
                 (StatusCode::NOT_FOUND, codes::APPROVAL_NOT_FOUND)

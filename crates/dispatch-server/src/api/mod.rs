@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `POST /v1/runs` | create a run (`?wait=true` blocks until it ends) |
+//! | `POST /v1/runs` | create a run with its reliability and queue options (`?wait=true` blocks until it ends) |
 //! | `GET /v1/runs` | list, filtered, newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |
@@ -16,6 +16,7 @@
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
+mod create;
 mod error;
 pub mod openapi;
 mod parcels;
@@ -59,7 +60,7 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/runs", post(runs::create).get(runs::list))
+        .route("/v1/runs", post(create::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/events", get(stream::events))

@@ -6,12 +6,14 @@ use serde_json::{Map, Value, json};
 
 use super::codes;
 
-/// One operation: method, path, summary, query parameters, success statuses.
+/// One operation: method, path, summary, query parameters, request body
+/// (a schema under `components`), success statuses.
 struct Op {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
     query: &'static [(&'static str, &'static str)],
+    body: Option<&'static str>,
     ok: &'static [(u16, &'static str)],
 }
 
@@ -19,17 +21,21 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/v1/runs",
-        summary: "Create a run from a built parcel. Body: {parcel, payload?, operation?, parent_id?, priority?, labels?, callback_url?}",
+        summary: "Create a run from a built parcel, with the reliability options of dispatch run (policy overrides, idempotency key or dedup, force, session) and queue options (priority, labels, callback_url), stored in one transaction. A request whose idempotency key matches a live or succeeded run answers that run (200, deduplicated: true) and creates nothing",
         query: &[
             ("wait", "true to block until the run ends"),
             ("timeout", "seconds to wait at most (default 30, max 300)"),
         ],
+        body: Some("CreateRun"),
         ok: &[
             (
                 201,
-                "created (background); with Accept: text/event-stream, 200 and the run's events as SSE until it ends",
+                "created (background), with deduplicated: false; with Accept: text/event-stream, 200 and the run's events as SSE until it ends",
             ),
-            (200, "finished (wait=true)"),
+            (
+                200,
+                "finished (wait=true), or the existing run with deduplicated: true when the idempotency key matched one",
+            ),
             (202, "still running when the wait timed out"),
         ],
     },
@@ -45,6 +51,7 @@ const OPS: &[Op] = &[
             ("limit", "page size (default 50, max 1000)"),
             ("cursor", "next_cursor of the previous page"),
         ],
+        body: None,
         ok: &[(200, "{runs, next_cursor}")],
     },
     Op {
@@ -52,6 +59,7 @@ const OPS: &[Op] = &[
         path: "/v1/runs/{id}",
         summary: "One run; an id prefix is enough",
         query: &[],
+        body: None,
         ok: &[(200, "the run")],
     },
     Op {
@@ -59,6 +67,7 @@ const OPS: &[Op] = &[
         path: "/v1/runs/{id}/cancel",
         summary: "Cancel a run: a queued one at once, a running one through its worker",
         query: &[],
+        body: None,
         ok: &[(200, "cancelled"), (202, "stop requested")],
     },
     Op {
@@ -72,6 +81,7 @@ const OPS: &[Op] = &[
                 "json: the events stored so far as one document, not a stream",
             ),
         ],
+        body: None,
         ok: &[(200, "text/event-stream")],
     },
     Op {
@@ -79,6 +89,7 @@ const OPS: &[Op] = &[
         path: "/v1/runs/{id}/logs",
         summary: "The run's log as text",
         query: &[("follow", "true to stream until the run ends")],
+        body: None,
         ok: &[(200, "text/plain")],
     },
     Op {
@@ -86,6 +97,7 @@ const OPS: &[Op] = &[
         path: "/v1/runs/{id}/attempts",
         summary: "The run's attempts",
         query: &[],
+        body: None,
         ok: &[(200, "{attempts}")],
     },
     Op {
@@ -93,6 +105,7 @@ const OPS: &[Op] = &[
         path: "/v1/runs/{id}/artifacts",
         summary: "The run's artifacts",
         query: &[],
+        body: None,
         ok: &[(200, "{artifacts}")],
     },
     Op {
@@ -106,13 +119,15 @@ const OPS: &[Op] = &[
             ),
             ("run", "only this run's (id or unique prefix)"),
         ],
+        body: None,
         ok: &[(200, "{approvals}")],
     },
     Op {
         method: "post",
         path: "/v1/runs/{id}/approvals/{approval_id}",
-        summary: "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes. Body: {decision: approve|deny, by, rationale?}",
+        summary: "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes",
         query: &[],
+        body: Some("Decision"),
         ok: &[(200, "the decided approval")],
     },
     Op {
@@ -120,13 +135,15 @@ const OPS: &[Op] = &[
         path: "/v1/dead-letters",
         summary: "Dead-lettered runs, newest first",
         query: &[],
+        body: None,
         ok: &[(200, "{dead_letters}")],
     },
     Op {
         method: "post",
         path: "/v1/dead-letters/{id}/replay",
-        summary: "Replay a dead-lettered run as a new queued run linked by origin_id. Body (optional): {payload?}",
+        summary: "Replay a dead-lettered run as a new queued run linked by origin_id, under the original run's stored policy (body optional)",
         query: &[],
+        body: Some("Replay"),
         ok: &[(201, "the new run")],
     },
     Op {
@@ -134,13 +151,15 @@ const OPS: &[Op] = &[
         path: "/v1/parcels",
         summary: "List built parcels",
         query: &[],
+        body: None,
         ok: &[(200, "{parcels}")],
     },
     Op {
         method: "post",
         path: "/v1/parcels",
-        summary: "Upload an Agentfile directory as {files: {path: text}} and build it",
+        summary: "Upload an Agentfile directory and build it",
         query: &[],
+        body: Some("ParcelUpload"),
         ok: &[(201, "{digest, name}")],
     },
     Op {
@@ -148,6 +167,7 @@ const OPS: &[Op] = &[
         path: "/healthz",
         summary: "200 when the database answers, 503 when not",
         query: &[],
+        body: None,
         ok: &[(200, "{status: ok}")],
     },
     Op {
@@ -155,6 +175,7 @@ const OPS: &[Op] = &[
         path: "/metrics",
         summary: "Prometheus metrics",
         query: &[],
+        body: None,
         ok: &[(200, "text/plain")],
     },
     Op {
@@ -162,6 +183,7 @@ const OPS: &[Op] = &[
         path: "/v1/openapi.json",
         summary: "This document",
         query: &[],
+        body: None,
         ok: &[(200, "application/json")],
     },
 ];
@@ -206,20 +228,96 @@ pub fn spec() -> Value {
             "parameters": parameters,
             "responses": responses,
         });
+        if let Some(schema) = op.body {
+            item[op.method]["requestBody"] = json!({
+                "required": schema != "Replay",
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
+            });
+        }
     }
     let error_codes: Vec<&str> = codes::ALL.iter().map(|(c, _, _)| *c).collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Dispatch", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"schemas": {"Error": {
+        "components": {"schemas": schemas(error_codes)}
+    })
+}
+
+/// A duration as the CLI's flags take it.
+const DURATION: &str =
+    "a duration: a number with a unit, e.g. 500ms, 30s, 5m, 2h (no unit: seconds)";
+
+/// The request bodies and the error shape.
+fn schemas(error_codes: Vec<&str>) -> Value {
+    let string = |what: &str| json!({"type": "string", "description": what});
+    json!({
+        "Error": {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
                 "code": {"type": "string", "enum": error_codes},
                 "message": {"type": "string"}
             }
-        }}}
+        },
+        "CreateRun": {
+            "type": "object",
+            "required": ["parcel"],
+            "additionalProperties": false,
+            "properties": {
+                "parcel": string("a built parcel's name or digest (prefix)"),
+                "payload": {"description": "the run's input (JSON; default {})"},
+                "operation": {"type": "string", "enum": ["job", "heartbeat", "service"]},
+                "parent_id": string("the parent run's id or unique prefix"),
+                "priority": {"type": "integer", "description": "higher is claimed first (default 0)"},
+                "labels": {"type": "array", "items": {"type": "string"},
+                           "description": "labels a worker needs to claim the run"},
+                "callback_url": string("http://host:port/path to POST the finished run to, signed (the server needs a callback secret)"),
+                "idempotency_key": string("while a run with this key is live or succeeded, answer it instead of creating another (non-empty)"),
+                "dedup": {"type": "boolean", "description": "derive the key from parcel digest + operation + payload"},
+                "force": {"type": "boolean", "description": "create a new run even when the key matches one"},
+                "session": string("bind the parcel's named session (letters, digits, . _ -); one live run per session, else 409 session_busy"),
+                "policy": {"$ref": "#/components/schemas/Policy"}
+            }
+        },
+        "Policy": {
+            "type": "object",
+            "description": "overrides of the parcel's RETRY / TIMEOUT / LIMIT, like dispatch run's flags; stored with the run and applied by the worker to every attempt",
+            "additionalProperties": false,
+            "properties": {
+                "retries": {"type": "integer", "minimum": 0, "description": "retries after the first attempt (--retries)"},
+                "backoff": string("<initial>..<max> between attempts, doubled each retry, with jitter, e.g. 1s..30s (--backoff)"),
+                "timeout": string(&format!("time limit of each attempt, {DURATION} (--timeout)")),
+                "step_timeout": string(&format!("time limit of each step, {DURATION} (--step-timeout)")),
+                "max_tokens": {"type": "integer", "minimum": 1, "description": "stop the run past this many tokens (--max-tokens)"},
+                "max_cost": {"type": "number", "exclusiveMinimum": 0, "description": "stop the run past this many US dollars (--max-cost)"}
+            }
+        },
+        "Decision": {
+            "type": "object",
+            "required": ["decision", "by"],
+            "additionalProperties": false,
+            "properties": {
+                "decision": {"type": "string", "enum": ["approve", "deny"]},
+                "by": string("who decides"),
+                "rationale": string("why")
+            }
+        },
+        "Replay": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "payload": {"description": "replaces the dead-lettered run's input"}
+            }
+        },
+        "ParcelUpload": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "path → text; must include Agentfile"}
+            }
+        }
     })
 }
 

@@ -9,14 +9,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dispatch_core::brief::Brief;
+use dispatch_core::policy::RunPolicy;
 use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_runtime::launch;
-use dispatch_store::{Decision, NewRun, QueueOptions, StoreError};
+use dispatch_store::{Decision, NewRun, QueueOptions, RunExtras, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::runs::{Params, enqueue, find_parcel, flag, params, resolve, run_json};
+use super::create::enqueue;
+use super::runs::{Params, find_parcel, flag, params, resolve, run_json};
 use super::{ApiError, ApiResult, AppState, codes};
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`.
@@ -135,7 +137,8 @@ pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value
 
 /// `POST /v1/dead-letters/{id}/replay`: a new run of the same parcel and
 /// operation, with the same input unless `payload` replaces it, linked by
-/// `origin_id`; the dead letter notes it replayed it. 201 with the new run.
+/// `origin_id`, under the original run's stored policy (retries, timeouts,
+/// limits); the dead letter notes it replayed it. 201 with the new run.
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -174,7 +177,19 @@ pub async fn replay(
         brief_sha256,
         created_at: now_ms(),
     };
-    let run = enqueue(&state, &new, &QueueOptions::default()).await?;
+    // The original run's policy as it was stored (like `dispatch dlq
+    // replay`), else the parcel's; never its key or session.
+    let policy = match state.store.run_extras(&old.id).await?.policy {
+        Some(policy) => policy,
+        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
+            .expect("a policy is plain data"),
+    };
+    let extras = RunExtras {
+        policy: Some(policy),
+        ..RunExtras::default()
+    };
+    let created = enqueue(&state, &new, &extras, &QueueOptions::default(), false).await?;
+    let run = created.run();
     state.store.mark_replayed(&old.id, &run.id).await?;
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(run_json(run))).into_response())
 }

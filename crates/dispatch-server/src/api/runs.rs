@@ -1,55 +1,24 @@
-//! Runs: create (optionally waiting for the end), get, list, cancel.
+//! Runs: get, list, cancel, attempts, artifacts (`create.rs` creates them).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::brief::Brief;
 use dispatch_core::id::normalize_prefix;
 use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, now_ms};
-use dispatch_runtime::launch;
-use dispatch_store::{NewRun, QueueOptions, Run, RunFilter, StateWrite, StoreError};
-use serde::Deserialize;
+use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::callback;
-use crate::metrics::Metrics;
 
-/// The longest `?wait=true` blocks, whatever `timeout` asks.
-const MAX_WAIT: Duration = Duration::from_secs(300);
 /// The page size when `limit` is not given, and the largest allowed.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
-
-/// `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRun {
-    /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
-    pub parcel: String,
-    #[serde(default)]
-    pub payload: Option<Value>,
-    #[serde(default)]
-    pub operation: Option<Operation>,
-    #[serde(default)]
-    pub parent_id: Option<String>,
-    /// Higher is claimed first; default 0.
-    #[serde(default)]
-    pub priority: Option<i64>,
-    /// Labels a worker needs to run it (`gpu`, `eu`).
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// `http://host:port/path` to POST the finished run to, signed.
-    #[serde(default)]
-    pub callback_url: Option<String>,
-}
 
 pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -68,7 +37,7 @@ pub(super) fn flag(params: &HashMap<String, String>, name: &str) -> ApiResult<bo
     }
 }
 
-fn number<T: std::str::FromStr>(
+pub(super) fn number<T: std::str::FromStr>(
     params: &HashMap<String, String>,
     name: &str,
 ) -> ApiResult<Option<T>> {
@@ -85,121 +54,6 @@ fn number<T: std::str::FromStr>(
 pub(super) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
     let prefix = normalize_prefix(arg).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(state.store.resolve_prefix(&prefix).await?)
-}
-
-pub async fn create(
-    State(state): State<AppState>,
-    query: Params,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let params = params(query)?;
-    let wait = flag(&params, "wait")?;
-    let timeout = number::<f64>(&params, "timeout")?
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
-        .unwrap_or(Duration::from_secs(30));
-    let req: CreateRun = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
-    // Only built parcels: a server never builds from a path a client names.
-    if req.parcel.is_empty() || req.parcel.contains('/') || req.parcel.starts_with('.') {
-        return Err(ApiError::bad_request(format!(
-            "`{}` is not a parcel name or digest (hint: upload it with POST /v1/parcels)",
-            req.parcel
-        )));
-    }
-    let secret = match (&req.callback_url, &state.callback_secret) {
-        (None, _) => None,
-        (Some(url), _) if callback::split_url(url).is_none() => {
-            return Err(ApiError::bad_request(format!(
-                "callback_url `{url}` is not an http://host:port/path URL"
-            )));
-        }
-        (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "this server has no callback secret (hint: start it with DISPATCH_CALLBACK_SECRET set)",
-            ));
-        }
-        (Some(_), Some(secret)) => Some(secret.clone()),
-    };
-    let parent_id = match &req.parent_id {
-        Some(p) => Some(resolve(&state, p).await?),
-        None => None,
-    };
-    let parcel = find_parcel(&state, &req.parcel)?;
-    launch::check_secrets(&parcel)?;
-    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
-    let payload = req.payload.unwrap_or_else(|| json!({}));
-    let brief = Brief::assemble(&parcel, operation, payload.clone());
-    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
-    let new = NewRun {
-        id: RunId::new(),
-        parcel_digest: parcel.digest.clone(),
-        parcel_name: parcel.manifest.name.clone(),
-        operation,
-        parent_id,
-        origin_id: None,
-        payload,
-        brief_sha256,
-        created_at: now_ms(),
-    };
-    let options = QueueOptions {
-        priority: req.priority.unwrap_or(0),
-        labels: req.labels,
-        // Validated above: only with a secret to sign it.
-        callback_url: req.callback_url.filter(|_| secret.is_some()),
-    };
-    let run = enqueue(&state, &new, &options).await?;
-    let streaming = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if streaming {
-        // The run's events as they happen, from its `created` event on.
-        return Ok(super::stream::event_stream(state, run.id, 0));
-    }
-    if !wait {
-        return Ok((StatusCode::CREATED, Json(run_json(&run))).into_response());
-    }
-    let run = wait_for_end(&state, &run.id, timeout).await?;
-    // 200 with the finished run; 202 when the wait timed out first.
-    let status = if run.state.is_terminal() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(run_json(&run))).into_response())
-}
-
-/// Queues a new run for the workers: stores it with its queue options, notes
-/// its callback, counts it, wakes this process's workers and announces it on
-/// the bus (in bus mode).
-pub(super) async fn enqueue(
-    state: &AppState,
-    new: &NewRun,
-    options: &QueueOptions,
-) -> ApiResult<Run> {
-    let run = state.store.enqueue(new, options).await?;
-    if let Some(url) = &options.callback_url {
-        let event = NewEvent::new(
-            "callback_registered",
-            run.attempt,
-            now_ms(),
-            json!({"url": url}),
-        );
-        state.store.append_events(&run.id, &[event]).await?;
-    }
-    Metrics::add(&state.metrics.runs_created, 1);
-    state.wake.notify_one();
-    if let Some(bus) = &state.bus
-        && let Err(e) = bus.announce(run.id.as_str()).await
-    {
-        // The queue has the run; workers find it at their next poll.
-        eprintln!(
-            "[server] run {}: cannot announce it on the bus: {e}",
-            run.id
-        );
-    }
-    Ok(run)
 }
 
 /// A built parcel by exact name (the newest of that name) or digest prefix;

@@ -315,6 +315,18 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::enqueue(&tx, new, options))
     }
 
+    async fn enqueue_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        options: &QueueOptions,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        in_tx!(self, |tx| queue::enqueue_with(
+            &tx, new, extras, options, dedupe
+        ))
+    }
+
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         in_tx!(self, |tx| queue::claim(&tx, request))
     }

@@ -365,23 +365,46 @@ pub(super) async fn enqueue(
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
     let run = super::runs::create(tx, new).await?;
+    set_options(tx, &new.id, options).await?;
+    Ok(run)
+}
+
+/// Creates the run with its extras (see [`super::reliability::create_with`])
+/// and, when it is new, its queue options, all in the caller's transaction.
+pub(super) async fn enqueue_with(
+    tx: &Transaction<'_>,
+    new: &crate::NewRun,
+    extras: &crate::RunExtras,
+    options: &crate::QueueOptions,
+    dedupe: bool,
+) -> Result<crate::Created, Fail> {
+    let created = super::reliability::create_with(tx, new, extras, dedupe).await?;
+    if let crate::Created::New(_) = &created {
+        set_options(tx, &new.id, options).await?;
+    }
+    Ok(created)
+}
+
+/// Stores how a freshly created run waits in the queue.
+async fn set_options(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    options: &crate::QueueOptions,
+) -> Result<(), Fail> {
     if options.priority != 0 || !options.labels.is_empty() {
         let stmt = tx
             .prepare_cached("UPDATE runs SET priority = $2, labels = $3 WHERE id = $1")
             .await?;
-        tx.execute(
-            &stmt,
-            &[&new.id.as_str(), &options.priority, &options.labels],
-        )
-        .await?;
+        tx.execute(&stmt, &[&id.as_str(), &options.priority, &options.labels])
+            .await?;
     }
     if let Some(url) = &options.callback_url {
         let stmt = tx
             .prepare_cached("INSERT INTO callbacks (run_id, url) VALUES ($1, $2)")
             .await?;
-        tx.execute(&stmt, &[&new.id.as_str(), url]).await?;
+        tx.execute(&stmt, &[&id.as_str(), url]).await?;
     }
-    Ok(run)
+    Ok(())
 }
 
 /// Statuses of a finished run, for SQL.

@@ -44,6 +44,20 @@ pub(super) async fn create_with(
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
+    // The same key answers the same run, even one holding the session.
+    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
+        lock(tx, "key", key).await?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE idempotency_key = $1 \
+                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
+            ))
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[key]).await? {
+            let existing = parse_id(row.try_get(0)?)?;
+            return Ok(Created::Existing(get(tx, &existing).await?));
+        }
+    }
     if let Some(session) = &extras.session {
         lock(tx, "session", session).await?;
         let stmt = tx
@@ -56,19 +70,6 @@ pub(super) async fn create_with(
                 session: session.clone(),
                 run: parse_id(row.try_get(0)?)?,
             }));
-        }
-    }
-    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
-        lock(tx, "key", key).await?;
-        let stmt = tx
-            .prepare_cached(&format!(
-                "SELECT id FROM runs WHERE idempotency_key = $1 \
-                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
-            ))
-            .await?;
-        if let Some(row) = tx.query_opt(&stmt, &[key]).await? {
-            let existing = parse_id(row.try_get(0)?)?;
-            return Ok(Created::Existing(get(tx, &existing).await?));
         }
     }
     create(tx, new).await?;

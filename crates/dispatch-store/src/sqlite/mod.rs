@@ -332,6 +332,16 @@ impl QueueStore for SqliteStore {
         self.write(|tx| queue::enqueue(tx, new, options))
     }
 
+    async fn enqueue_with(
+        &self,
+        new: &NewRun,
+        extras: &RunExtras,
+        options: &QueueOptions,
+        dedupe: bool,
+    ) -> StoreResult<Created> {
+        self.write(|tx| queue::enqueue_with(tx, new, extras, options, dedupe))
+    }
+
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         self.write(|tx| queue::claim(tx, request))
     }

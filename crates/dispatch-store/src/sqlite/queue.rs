@@ -308,19 +308,45 @@ pub(super) fn enqueue(
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
     let run = super::runs::create(tx, new)?;
+    set_options(tx, &new.id, options)?;
+    Ok(run)
+}
+
+/// Creates the run with its extras (see [`super::reliability::create_with`])
+/// and, when it is new, its queue options, all in the caller's transaction.
+pub(super) fn enqueue_with(
+    tx: &Transaction<'_>,
+    new: &crate::NewRun,
+    extras: &crate::RunExtras,
+    options: &crate::QueueOptions,
+    dedupe: bool,
+) -> Result<crate::Created, Fail> {
+    let created = super::reliability::create_with(tx, new, extras, dedupe)?;
+    if let crate::Created::New(_) = &created {
+        set_options(tx, &new.id, options)?;
+    }
+    Ok(created)
+}
+
+/// Stores how a freshly created run waits in the queue.
+fn set_options(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    options: &crate::QueueOptions,
+) -> Result<(), Fail> {
     if options.priority != 0 || !options.labels.is_empty() {
         tx.prepare_cached("UPDATE runs SET priority = ?2, labels = ?3 WHERE id = ?1")?
             .execute(params![
-                new.id.as_str(),
+                id.as_str(),
                 options.priority,
                 to_json("labels", &options.labels)?
             ])?;
     }
     if let Some(url) = &options.callback_url {
         tx.prepare_cached("INSERT INTO callbacks (run_id, url) VALUES (?1, ?2)")?
-            .execute(params![new.id.as_str(), url])?;
+            .execute(params![id.as_str(), url])?;
     }
-    Ok(run)
+    Ok(())
 }
 
 /// Statuses of a finished run, for SQL.

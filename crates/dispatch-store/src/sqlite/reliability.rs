@@ -32,6 +32,19 @@ pub(super) fn create_with(
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
+    // The same key answers the same run, even one holding the session.
+    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
+        let existing: Option<String> = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM runs WHERE idempotency_key = ?1 \
+                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([key], |row| row.get(0))
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(Created::Existing(get(tx, &parse_id(&existing)?)?));
+        }
+    }
     if let Some(session) = &extras.session {
         let holder: Option<String> = tx
             .prepare_cached(&format!(
@@ -44,18 +57,6 @@ pub(super) fn create_with(
                 session: session.clone(),
                 run: parse_id(&holder)?,
             }));
-        }
-    }
-    if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
-        let existing: Option<String> = tx
-            .prepare_cached(&format!(
-                "SELECT id FROM runs WHERE idempotency_key = ?1 \
-                 AND (status IN {LIVE} OR status = 'succeeded') ORDER BY id DESC LIMIT 1"
-            ))?
-            .query_row([key], |row| row.get(0))
-            .optional()?;
-        if let Some(existing) = existing {
-            return Ok(Created::Existing(get(tx, &parse_id(&existing)?)?));
         }
     }
     create(tx, new)?;

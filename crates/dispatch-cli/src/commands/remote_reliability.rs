@@ -1,0 +1,86 @@
+//! `--host`: approve, deny, approvals ls, dlq ls and dlq replay against a
+//! `dispatch server`, printed by the local commands' own functions.
+
+use dispatch_store::Approval;
+use serde_json::{Value, json};
+
+use crate::commands::remote::{Remote, parse_run};
+use crate::commands::{approvals, dlq};
+use crate::error::{CliError, CliResult};
+use crate::reliability_args::{ApprovalsCommand, DecideArgs, DlqCommand};
+
+impl Remote {
+    /// `POST /v1/runs/{id}/approvals/{approval_id}`.
+    pub(super) fn decide(&self, args: &DecideArgs, decision: &str) -> CliResult {
+        let run = self.get_run(&args.run)?;
+        if run.state.is_terminal() {
+            return Err(approvals::finished(&run, decision));
+        }
+        let body = json!({
+            "decision": decision,
+            "by": approvals::decider(args),
+            "rationale": args.rationale,
+        });
+        let path = format!(
+            "/v1/runs/{}/approvals/{}",
+            run.id,
+            encode_segment(&args.approval)
+        );
+        let decided: Approval = parse(self.json("POST", &path, Some(&body))?, "an approval")?;
+        approvals::say_decided(&decided);
+        Ok(0)
+    }
+
+    /// `GET /v1/approvals`.
+    pub(super) fn approvals(&self, cmd: &ApprovalsCommand) -> CliResult {
+        let ApprovalsCommand::Ls(args) = cmd;
+        let answer = self.json("GET", &format!("/v1/approvals?pending={}", !args.all), None)?;
+        let list: Vec<Approval> = parse(answer["approvals"].clone(), "approvals")?;
+        approvals::print_approvals(args.format, &list)
+    }
+
+    /// `GET /v1/dead-letters` and `POST /v1/dead-letters/{id}/replay`.
+    pub(super) fn dlq(&self, cmd: &DlqCommand) -> CliResult {
+        match cmd {
+            DlqCommand::Ls(args) => {
+                let answer = self.json("GET", "/v1/dead-letters", None)?;
+                let docs: Vec<Value> = parse(answer["dead_letters"].clone(), "dead letters")?;
+                dlq::print_dead_letters(args.format, docs)
+            }
+            DlqCommand::Replay(args) => {
+                let payload = dlq::replay_payload(args.payload.as_deref())?;
+                let old = self.get_run(&args.run)?;
+                let body = match payload {
+                    Some(p) => json!({ "payload": p }),
+                    None => json!({}),
+                };
+                let path = format!("/v1/dead-letters/{}/replay", old.id);
+                let run = parse_run(self.json("POST", &path, Some(&body))?)?;
+                println!("{}", run.id);
+                Ok(0)
+            }
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> CliResult<T> {
+    serde_json::from_value(value).map_err(|e| {
+        CliError::input(format!(
+            "the server sent {what} this dispatch cannot read: {e}"
+        ))
+    })
+}
+
+/// Percent-encodes what a URL path segment cannot hold as it is (an
+/// approval id is the agent's own string).
+fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

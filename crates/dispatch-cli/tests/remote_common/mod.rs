@@ -1,0 +1,192 @@
+//! A real `dispatch server` process on an ephemeral loopback port (SQLite
+//! under its own state directory, or a PostgreSQL database), and a client
+//! directory with no local state that talks to it through `DISPATCH_HOST`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dispatch_server::client;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub struct Server {
+    child: Child,
+    pub host: String,
+    pub state: tempfile::TempDir,
+}
+
+impl Server {
+    /// A server on its own SQLite database, with two worker slots.
+    pub fn start(extra: &[&str]) -> Server {
+        Server::start_on(None, extra)
+    }
+
+    /// A server on the PostgreSQL database at `database_url` (else SQLite).
+    pub fn start_on(database_url: Option<&str>, extra: &[&str]) -> Server {
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        command
+            .args(["server", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(extra)
+            .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+            .env_remove("DISPATCH_DATABASE_URL")
+            .env_remove("DISPATCH_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command.spawn().expect("the server starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let first = lines
+            .next()
+            .expect("the server says where it listens")
+            .expect("a line");
+        let host = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in `{first}`"))
+            .to_string();
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, host, state }
+    }
+
+    /// One HTTP request; the status and the JSON answer (`Null` if not JSON).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let response = client::request(
+            &format!("http://{}", self.host),
+            method,
+            path,
+            &[],
+            body.as_deref().map(str::as_bytes),
+        )
+        .expect("the server answers");
+        let status = response.status;
+        let text = response.text().expect("a text body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET path` until `done` holds (deadline 30 s).
+    pub fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = self.call("GET", path, None);
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Client {
+    pub host: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Client {
+    pub fn new(server: &Server) -> Client {
+        Client {
+            host: server.host.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, None)
+    }
+
+    pub fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        if let Some(token) = token {
+            command.env("DISPATCH_TOKEN", token);
+        }
+        command
+            .args(args)
+            .env("DISPATCH_HOST", &self.host)
+            .env("DISPATCH_ROOT", self.dir.path().join(".dispatch"))
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("dispatch runs")
+    }
+
+    /// Runs `dispatch <args>`, asserts success, returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dispatch {args:?}: {:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs `dispatch <args>`, asserts it failed with `code`, returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "dispatch {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// An Agentfile directory whose agent runs `script` (plus `extra` directives).
+    pub fn agent(&self, name: &str, script: &str) -> String {
+        self.agent_with(name, script, "")
+    }
+
+    pub fn agent_with(&self, name: &str, script: &str, extra: &str) -> String {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        std::fs::write(
+            dir.join("Agentfile"),
+            format!("NAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n{extra}"),
+        )
+        .expect("Agentfile");
+        std::fs::write(dir.join("agent.sh"), script).expect("agent.sh");
+        dir.to_string_lossy().to_string()
+    }
+
+    /// `inspect-run --format json` of one run.
+    pub fn inspect(&self, id: &str) -> Value {
+        let doc: Value = serde_json::from_str(&self.ok(&["inspect-run", id, "--format", "json"]))
+            .expect("inspect prints JSON");
+        doc[0].clone()
+    }
+}
+
+/// A fresh PostgreSQL database for a server; `None` (the test is skipped)
+/// when PostgreSQL is unreachable outside CI; under `CI=true` it fails.
+pub fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
+}

@@ -1,0 +1,262 @@
+//! `POST /v1/runs`: queue a run of a built parcel for the workers, with the
+//! reliability options of `dispatch run` (policy overrides, idempotency key
+//! or `dedup`, `force`, session) and the queue options (priority, labels,
+//! callback), all stored in one transaction.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dispatch_core::brief::Brief;
+use dispatch_core::parcel::Parcel;
+use dispatch_core::policy::{PolicyInput, RunPolicy, Spelling};
+use dispatch_core::{NewEvent, Operation, RunId, now_ms};
+use dispatch_runtime::launch;
+use dispatch_runtime::submit::{check_session_name, default_key};
+use dispatch_store::{Created, NewRun, QueueOptions, RunExtras};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::runs::{Params, find_parcel, flag, number, params, resolve, run_json, wait_for_end};
+use super::{ApiError, ApiResult, AppState};
+use crate::callback;
+use crate::metrics::Metrics;
+
+/// The longest `?wait=true` blocks, whatever `timeout` asks.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The body of `POST /v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
+    pub parcel: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub operation: Option<Operation>,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// Higher is claimed first; default 0.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Labels a worker needs to run it (`gpu`, `eu`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `http://host:port/path` to POST the finished run to, signed.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// While a run with this key is live or succeeded, answer it instead of
+    /// creating another (`--idempotency-key`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Derive the key from parcel digest + operation + payload (`--dedup`).
+    #[serde(default)]
+    pub dedup: bool,
+    /// Create a new run even when the key matches one (`--force`).
+    #[serde(default)]
+    pub force: bool,
+    /// Bind the parcel's named session; one live run per session (`--session`).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Overrides of the parcel's RETRY / TIMEOUT / LIMIT policy.
+    #[serde(default)]
+    pub policy: Option<PolicyInput>,
+}
+
+/// The reliability options of a request, checked.
+struct Reliability {
+    policy: RunPolicy,
+    idempotency_key: Option<String>,
+    session: Option<String>,
+}
+
+impl CreateRun {
+    /// Checks what the workers and the store cannot: one 400 line per mistake.
+    fn check(&self) -> ApiResult<()> {
+        // Only built parcels: a server never builds from a path a client names.
+        if self.parcel.is_empty() || self.parcel.contains('/') || self.parcel.starts_with('.') {
+            return Err(ApiError::bad_request(format!(
+                "`{}` is not a parcel name or digest (hint: upload it with POST /v1/parcels)",
+                self.parcel
+            )));
+        }
+        if self.idempotency_key.as_deref() == Some("") {
+            return Err(ApiError::bad_request(
+                "idempotency_key must not be empty (hint: leave it out, or set \"dedup\": true)",
+            ));
+        }
+        if let Some(name) = &self.session {
+            check_session_name(name)?;
+        }
+        Ok(())
+    }
+
+    fn reliability(
+        &self,
+        parcel: &Parcel,
+        operation: Operation,
+        payload: &Value,
+    ) -> ApiResult<Reliability> {
+        let overrides = self
+            .policy
+            .clone()
+            .unwrap_or_default()
+            .overrides(Spelling::Field)
+            .map_err(ApiError::bad_request)?;
+        let idempotency_key = self.idempotency_key.clone().or_else(|| {
+            self.dedup
+                .then(|| default_key(&parcel.digest, operation.as_str(), payload))
+        });
+        Ok(Reliability {
+            policy: RunPolicy::resolve(&parcel.manifest, &overrides),
+            idempotency_key,
+            session: self
+                .session
+                .as_ref()
+                .map(|s| format!("{}/{s}", parcel.manifest.name)),
+        })
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    query: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let params = params(query)?;
+    let wait = flag(&params, "wait")?;
+    let timeout = number::<f64>(&params, "timeout")?
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
+        .unwrap_or(Duration::from_secs(30));
+    let req: CreateRun = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
+    req.check()?;
+    let secret = match (&req.callback_url, &state.callback_secret) {
+        (None, _) => None,
+        (Some(url), _) if callback::split_url(url).is_none() => {
+            return Err(ApiError::bad_request(format!(
+                "callback_url `{url}` is not an http://host:port/path URL"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "this server has no callback secret (hint: start it with DISPATCH_CALLBACK_SECRET set)",
+            ));
+        }
+        (Some(_), Some(secret)) => Some(secret.clone()),
+    };
+    let parent_id = match &req.parent_id {
+        Some(p) => Some(resolve(&state, p).await?),
+        None => None,
+    };
+    let parcel = find_parcel(&state, &req.parcel)?;
+    launch::check_secrets(&parcel)?;
+    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let payload = req.payload.clone().unwrap_or_else(|| json!({}));
+    let reliability = req.reliability(&parcel, operation, &payload)?;
+    let brief = Brief::assemble(&parcel, operation, payload.clone());
+    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
+    let new = NewRun {
+        id: RunId::new(),
+        parcel_digest: parcel.digest.clone(),
+        parcel_name: parcel.manifest.name.clone(),
+        operation,
+        parent_id,
+        origin_id: None,
+        payload,
+        brief_sha256,
+        created_at: now_ms(),
+    };
+    let extras = RunExtras {
+        idempotency_key: reliability.idempotency_key,
+        session: reliability.session,
+        policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
+    };
+    let options = QueueOptions {
+        priority: req.priority.unwrap_or(0),
+        labels: req.labels,
+        // Checked above: only with a secret to sign it.
+        callback_url: req.callback_url.filter(|_| secret.is_some()),
+    };
+    let created = enqueue(&state, &new, &extras, &options, !req.force).await?;
+    let deduplicated = matches!(created, Created::Existing(_));
+    let run = match created {
+        Created::New(run) | Created::Existing(run) => run,
+    };
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if streaming {
+        // The run's events as they happen, from its `created` event on.
+        return Ok(super::stream::event_stream(state, run.id, 0));
+    }
+    let answer = |status: StatusCode, run: &dispatch_store::Run| {
+        let mut doc = run_json(run);
+        doc["deduplicated"] = json!(deduplicated);
+        (status, Json(doc)).into_response()
+    };
+    if !wait {
+        // Like Stripe: the same key answers the same run, 200 rather than 201.
+        let status = if deduplicated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        return Ok(answer(status, &run));
+    }
+    let run = wait_for_end(&state, &run.id, timeout).await?;
+    // 200 with the finished run; 202 when the wait timed out first.
+    let status = if run.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(answer(status, &run))
+}
+
+/// Queues a run for the workers: stores it with its extras and queue options
+/// in one transaction (or finds the run it duplicates, when `dedupe`). A new
+/// run gets its callback noted, is counted, wakes this process's workers and
+/// is announced on the bus (in bus mode).
+pub(super) async fn enqueue(
+    state: &AppState,
+    new: &NewRun,
+    extras: &RunExtras,
+    options: &QueueOptions,
+    dedupe: bool,
+) -> ApiResult<Created> {
+    let created = state
+        .store
+        .enqueue_with(new, extras, options, dedupe)
+        .await?;
+    let Created::New(run) = &created else {
+        return Ok(created);
+    };
+    if let Some(url) = &options.callback_url {
+        let event = NewEvent::new(
+            "callback_registered",
+            run.attempt,
+            now_ms(),
+            json!({"url": url}),
+        );
+        state.store.append_events(&run.id, &[event]).await?;
+    }
+    Metrics::add(&state.metrics.runs_created, 1);
+    state.wake.notify_one();
+    if let Some(bus) = &state.bus
+        && let Err(e) = bus.announce(run.id.as_str()).await
+    {
+        // The queue has the run; workers find it at their next poll.
+        eprintln!(
+            "[server] run {}: cannot announce it on the bus: {e}",
+            run.id
+        );
+    }
+    Ok(created)
+}

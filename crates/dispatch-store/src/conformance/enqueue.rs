@@ -1,0 +1,201 @@
+//! [`QueueStore::enqueue_with`]: a run created with its extras (idempotency
+//! key, session, policy) and its queue options (priority, labels, callback)
+//! in one transaction, deduplicated and session-checked like
+//! [`ReliabilityStore::create_run_with`](crate::ReliabilityStore::create_run_with).
+
+use serde_json::json;
+
+use super::{id, new_run, request};
+use crate::{CallbackStore, Created, DueCallback, QueueOptions, QueueStore, RunExtras};
+use crate::{RunFilter, Store, StoreError};
+
+const HOOK: &str = "http://127.0.0.1:9/hook";
+
+fn extras(key: Option<&str>, session: Option<&str>) -> RunExtras {
+    RunExtras {
+        idempotency_key: key.map(str::to_string),
+        session: session.map(str::to_string),
+        policy: Some(json!({"retry": {"max_attempts": 3}, "timeouts": {"run_ms": 500}})),
+    }
+}
+
+fn options(priority: i64, labels: &[&str], callback: bool) -> QueueOptions {
+    QueueOptions {
+        priority,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        callback_url: callback.then(|| HOOK.to_string()),
+    }
+}
+
+async fn enqueue_with<S: QueueStore>(
+    store: &S,
+    n: u128,
+    extras: &RunExtras,
+    options: &QueueOptions,
+    dedupe: bool,
+) -> Created {
+    store
+        .enqueue_with(&new_run(id(n), "p", n as i64), extras, options, dedupe)
+        .await
+        .expect("enqueue_with succeeds")
+}
+
+/// Claims what a worker with `labels` may take at `now`, finishing each run
+/// at once; returns their ids in claim order.
+async fn claim_and_finish<S: QueueStore>(
+    store: &S,
+    labels: &[&str],
+    limit: usize,
+) -> Vec<crate::RunId> {
+    let mut r = request("w", limit, 100);
+    r.labels = labels.iter().map(|l| l.to_string()).collect();
+    let claimed = store.claim(&r).await.expect("claim");
+    let held: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.run.id.clone(), c.fence))
+        .collect();
+    store.succeed_at_once(&held, 150).await.expect("finish");
+    held.into_iter().map(|(id, _)| id).collect()
+}
+
+pub async fn enqueue_with_stores_the_extras_and_the_queue_options<
+    S: Store + QueueStore + CallbackStore,
+>(
+    store: S,
+) {
+    // An older run with the same labels and no priority.
+    store
+        .enqueue(&new_run(id(1), "p", 1), &options(0, &["gpu"], false))
+        .await
+        .expect("enqueue");
+    let stored = extras(Some("k"), Some("chat/alice"));
+    let created = enqueue_with(&store, 2, &stored, &options(5, &["gpu"], true), true).await;
+    let Created::New(run) = created else {
+        panic!("nothing had the key yet, so the run is new: {created:?}")
+    };
+    assert_eq!(run.id, id(2));
+    assert_eq!(run.attempt, 1);
+    assert_eq!(
+        store.run_extras(&id(2)).await.expect("extras"),
+        stored,
+        "key, session and policy are stored with the run"
+    );
+    assert!(
+        claim_and_finish(&store, &[], 10).await.is_empty(),
+        "its labels keep it from a worker without them"
+    );
+    assert_eq!(
+        claim_and_finish(&store, &["gpu"], 1).await,
+        vec![id(2)],
+        "its priority puts it before the older run"
+    );
+    let due = store.claim_callbacks(200, 1000, 10).await.expect("claim");
+    assert_eq!(
+        due,
+        vec![DueCallback {
+            run_id: id(2),
+            url: HOOK.into()
+        }],
+        "its callback is registered"
+    );
+}
+
+pub async fn enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing<
+    S: Store + QueueStore + CallbackStore,
+>(
+    store: S,
+) {
+    let keyed = extras(Some("k"), None);
+    let Created::New(first) = enqueue_with(&store, 1, &keyed, &options(0, &[], false), true).await
+    else {
+        panic!("the first run is new")
+    };
+    let again = enqueue_with(&store, 2, &keyed, &options(9, &["gpu"], true), true).await;
+    assert_eq!(again, Created::Existing(first.clone()));
+    let err = store.get_run(&id(2)).await.expect_err("not inserted");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+    let all = store.list_runs(&RunFilter::default()).await.expect("list");
+    assert_eq!(all.len(), 1, "one run in all: {all:?}");
+    assert_eq!(
+        claim_and_finish(&store, &[], 10).await,
+        vec![id(1)],
+        "the existing run keeps its own (empty) labels"
+    );
+    assert!(
+        store
+            .claim_callbacks(200, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the duplicate's callback was not registered"
+    );
+    // A succeeded run still answers; without dedupe a new run is created.
+    let again = enqueue_with(&store, 3, &keyed, &options(0, &[], false), true).await;
+    assert!(
+        matches!(&again, Created::Existing(r) if r.id == id(1)),
+        "{again:?}"
+    );
+    let forced = enqueue_with(&store, 4, &keyed, &options(0, &[], false), false).await;
+    assert!(
+        matches!(&forced, Created::New(r) if r.id == id(4)),
+        "{forced:?}"
+    );
+    assert_eq!(
+        store.run_extras(&id(4)).await.expect("extras"),
+        keyed,
+        "a forced run keeps the key"
+    );
+}
+
+pub async fn enqueue_with_a_busy_session_is_refused_and_inserts_nothing<
+    S: Store + QueueStore + CallbackStore,
+>(
+    store: S,
+) {
+    let session = extras(None, Some("chat/alice"));
+    let Created::New(holder) =
+        enqueue_with(&store, 1, &session, &options(0, &[], false), false).await
+    else {
+        panic!("the first run is new")
+    };
+    let err = store
+        .enqueue_with(
+            &new_run(id(2), "p", 2),
+            &session,
+            &options(0, &[], true),
+            true,
+        )
+        .await
+        .expect_err("the session is held");
+    match err {
+        StoreError::SessionBusy { session, run } => {
+            assert_eq!(session, "chat/alice");
+            assert_eq!(run, holder.id, "the error names the live run");
+        }
+        other => panic!("expected SessionBusy, got {other:?}"),
+    }
+    let err = store.get_run(&id(2)).await.expect_err("not inserted");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+    // The same key answers the holder itself rather than the session's refusal.
+    let keyed = extras(Some("k"), Some("chat/bob"));
+    let Created::New(bob) = enqueue_with(&store, 4, &keyed, &options(0, &[], false), true).await
+    else {
+        panic!("bob's first run is new")
+    };
+    let again = enqueue_with(&store, 5, &keyed, &options(0, &[], false), true).await;
+    assert_eq!(again, Created::Existing(bob), "same key, same run");
+    assert_eq!(claim_and_finish(&store, &[], 10).await, vec![id(1), id(4)]);
+    assert!(
+        store
+            .claim_callbacks(200, 1000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the refused run's callback was not registered"
+    );
+    // Once the holder has ended, the session is free again.
+    assert!(matches!(
+        enqueue_with(&store, 6, &session, &options(0, &[], false), false).await,
+        Created::New(_)
+    ));
+}
