@@ -27,12 +27,17 @@ pub struct StoredParcel {
 }
 
 /// Parcels and briefs, by digest (an opt-in capability, next to
-/// [`crate::Store`]). Puts are idempotent: content-addressed data is never
-/// replaced, so the first put of a digest is kept.
+/// [`crate::Store`]).
+///
+/// Puts are idempotent: putting what is stored already writes nothing. Only
+/// one content is right for a digest, and a writer puts only what it has
+/// verified; so a put whose content differs from the stored one replaces it
+/// (the stored copy was damaged), which is how uploading a parcel again
+/// repairs it.
 #[async_trait]
 pub trait ParcelStore: Send + Sync {
-    /// Stores the parcel unless its digest is stored already. `true` when
-    /// this call stored it.
+    /// Stores the parcel under its digest. `true` when this call wrote
+    /// (a new digest, or a stored copy that differed).
     async fn put_parcel(&self, parcel: &StoredParcel) -> StoreResult<bool>;
 
     /// Whether a parcel with this digest is stored (cheap: no archive read).
@@ -41,8 +46,8 @@ pub trait ParcelStore: Send + Sync {
     /// The parcel stored under `digest`, if any.
     async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>>;
 
-    /// Stores a brief's bytes under their SHA-256 unless stored already.
-    /// `true` when this call stored it.
+    /// Stores a brief's bytes under their SHA-256. `true` when this call
+    /// wrote (as for [`ParcelStore::put_parcel`]).
     async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool>;
 
     /// The brief stored under `sha256`, if any.

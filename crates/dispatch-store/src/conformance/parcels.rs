@@ -15,7 +15,9 @@ fn parcel(digest: char, archive: &[u8]) -> StoredParcel {
     }
 }
 
-pub async fn a_parcel_is_stored_once_by_digest_and_read_back<S: ParcelStore>(store: S) {
+pub async fn a_parcel_is_stored_by_digest_and_a_put_writes_only_what_differs<S: ParcelStore>(
+    store: S,
+) {
     let first = parcel('a', &[0, 1, 2, 255, 0, 7]);
     assert!(!store.has_parcel(&first.digest).await.expect("has"));
     assert_eq!(store.get_parcel(&first.digest).await.expect("get"), None);
@@ -26,33 +28,46 @@ pub async fn a_parcel_is_stored_once_by_digest_and_read_back<S: ParcelStore>(sto
         Some(first.clone()),
         "every byte of the archive round-trips"
     );
-    let mut again = first.clone();
-    again.archive = b"something else".to_vec();
-    again.created_at = 2_000;
+    let mut later = first.clone();
+    later.created_at = 2_000;
     assert!(
-        !store.put_parcel(&again).await.expect("put again"),
-        "already stored"
+        !store.put_parcel(&later).await.expect("put again"),
+        "the same content again writes nothing"
     );
     assert_eq!(
         store.get_parcel(&first.digest).await.expect("get"),
-        Some(first),
-        "the first put of a digest is kept"
+        Some(first.clone()),
+        "and keeps the first time"
+    );
+    let mut repaired = first.clone();
+    repaired.archive = b"the right bytes".to_vec();
+    assert!(
+        store.put_parcel(&repaired).await.expect("put"),
+        "other content replaces a damaged copy"
+    );
+    assert_eq!(
+        store.get_parcel(&first.digest).await.expect("get"),
+        Some(repaired)
     );
     let other = parcel('b', &[]);
     assert!(store.put_parcel(&other).await.expect("put"));
     assert_eq!(store.get_parcel(&other.digest).await.expect("get"), Some(other));
 }
 
-pub async fn a_brief_is_stored_once_by_sha256_and_read_back<S: ParcelStore>(store: S) {
+pub async fn a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs<S: ParcelStore>(
+    store: S,
+) {
     let sha = "c".repeat(64);
     assert_eq!(store.get_brief(&sha).await.expect("get"), None);
     assert!(store.put_brief(&sha, b"{\"payload\":1}\n\0").await.expect("put"));
-    assert!(!store.put_brief(&sha, b"other").await.expect("put again"));
+    assert!(!store.put_brief(&sha, b"{\"payload\":1}\n\0").await.expect("again"));
     assert_eq!(
         store.get_brief(&sha).await.expect("get"),
         Some(b"{\"payload\":1}\n\0".to_vec()),
-        "the first put is kept, byte for byte"
+        "byte for byte"
     );
+    assert!(store.put_brief(&sha, b"fixed").await.expect("put other"));
+    assert_eq!(store.get_brief(&sha).await.expect("get"), Some(b"fixed".to_vec()));
     assert_eq!(store.get_brief(&"d".repeat(64)).await.expect("get"), None);
 }
 

@@ -19,7 +19,11 @@ pub(super) async fn put_parcel(tx: &Transaction<'_>, p: &StoredParcel) -> Result
     let stmt = tx
         .prepare_cached(
             "INSERT INTO parcels (digest, name, manifest, archive, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name,
+                 manifest = EXCLUDED.manifest, archive = EXCLUDED.archive
+             WHERE parcels.manifest IS DISTINCT FROM EXCLUDED.manifest
+                 OR parcels.archive IS DISTINCT FROM EXCLUDED.archive",
         )
         .await?;
     let inserted = tx
@@ -66,7 +70,9 @@ pub(super) async fn put_brief(
 ) -> Result<bool, Fail> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO briefs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO briefs (sha256, content) VALUES ($1, $2)
+             ON CONFLICT (sha256) DO UPDATE SET content = EXCLUDED.content
+             WHERE briefs.content IS DISTINCT FROM EXCLUDED.content",
         )
         .await?;
     Ok(tx.execute(&stmt, &[&sha256, &bytes]).await? == 1)

@@ -15,7 +15,11 @@ pub(super) fn put_parcel(tx: &Transaction<'_>, p: &StoredParcel) -> Result<bool,
     let inserted = tx
         .prepare_cached(
             "INSERT INTO parcels (digest, name, manifest, archive, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (digest) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (digest) DO UPDATE SET name = excluded.name,
+                 manifest = excluded.manifest, archive = excluded.archive
+             WHERE parcels.manifest IS NOT excluded.manifest
+                 OR parcels.archive IS NOT excluded.archive",
         )?
         .execute(params![p.digest, p.name, p.manifest, p.archive, p.created_at])?;
     Ok(inserted == 1)
@@ -49,7 +53,9 @@ pub(super) fn get_parcel(tx: &Transaction<'_>, digest: &str) -> Result<Option<St
 pub(super) fn put_brief(tx: &Transaction<'_>, sha256: &str, bytes: &[u8]) -> Result<bool, Fail> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO briefs (sha256, content) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO briefs (sha256, content) VALUES (?1, ?2)
+             ON CONFLICT (sha256) DO UPDATE SET content = excluded.content
+             WHERE briefs.content IS NOT excluded.content",
         )?
         .execute(params![sha256, bytes])?;
     Ok(inserted == 1)
