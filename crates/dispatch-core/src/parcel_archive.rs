@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 
 use crate::parcel::{FileEntry, Manifest, Parcel, ParcelError};
 use crate::parcel_build::{
-    FILES, MANIFEST, SCHEMA, copy_hashing, io_err, load, make_read_only, move_into_place,
-    norm_rel, remove_stale_temps, temp_name,
+    FILES, MANIFEST, SCHEMA, copy_hashing, io_err, load, make_read_only, move_into_place, norm_rel,
+    remove_stale_temps, temp_name,
 };
 
 /// The canonical manifest text and the archive of `files/` of a parcel on disk.
@@ -189,8 +189,7 @@ fn write_verified(
             .create_new(true)
             .open(&dest)
             .map_err(io_err("cannot create", &dest))?;
-        let (sha, _) =
-            copy_hashing(&mut item.by_ref().take(size), &mut out).map_err(unreadable)?;
+        let (sha, _) = copy_hashing(&mut item.by_ref().take(size), &mut out).map_err(unreadable)?;
         if sha != entry.sha256 {
             return Err(Unpack::Refused(format!(
                 "`{name}` hashes to {sha}, the manifest says {}",

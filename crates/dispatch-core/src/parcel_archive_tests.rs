@@ -66,7 +66,11 @@ fn a_parcel_packs_to_the_same_bytes_every_time() {
     );
     let (_other, q) = built();
     assert_eq!(q.digest, p.digest);
-    assert_eq!(parcel::pack(&q).expect("pack").1, first, "on another build too");
+    assert_eq!(
+        parcel::pack(&q).expect("pack").1,
+        first,
+        "on another build too"
+    );
 }
 
 #[test]
@@ -81,7 +85,12 @@ fn an_unpacked_parcel_is_the_same_parcel() {
     assert_eq!(q.dir, root.join(&p.digest));
     for f in &p.manifest.files {
         let (a, b) = (p.files_dir().join(&f.path), q.files_dir().join(&f.path));
-        assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"), "{}", f.path);
+        assert_eq!(
+            fs::read(&a).expect("a"),
+            fs::read(&b).expect("b"),
+            "{}",
+            f.path
+        );
         let mode = fs::metadata(&b).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, if f.executable { 0o555 } else { 0o444 }, "{}", f.path);
     }
@@ -106,13 +115,14 @@ fn a_tampered_file_is_refused_and_nothing_is_left_behind() {
     let err = parcel::unpack(&p.digest, manifest.as_bytes(), &tampered, root.path())
         .expect_err("refused");
     let msg = err.to_string();
-    assert!(
-        matches!(err, ParcelError::Unverified { .. }),
-        "got {err:?}"
-    );
+    assert!(matches!(err, ParcelError::Unverified { .. }), "got {err:?}");
     assert!(msg.contains("failed verification"), "{msg}");
     assert!(msg.contains("agent.sh"), "names the file: {msg}");
-    assert!(entries(root.path()).is_empty(), "nothing left: {:?}", entries(root.path()));
+    assert!(
+        entries(root.path()).is_empty(),
+        "nothing left: {:?}",
+        entries(root.path())
+    );
 }
 
 #[test]
@@ -121,8 +131,8 @@ fn a_manifest_that_does_not_match_the_digest_is_refused() {
     let (manifest, archive) = parcel::pack(&p).expect("pack");
     let root = tempfile::tempdir().expect("tempdir");
     let edited = manifest.replace("demo", "evil");
-    let err = parcel::unpack(&p.digest, edited.as_bytes(), &archive, root.path())
-        .expect_err("refused");
+    let err =
+        parcel::unpack(&p.digest, edited.as_bytes(), &archive, root.path()).expect_err("refused");
     assert!(err.to_string().contains("manifest hashes to"), "{err}");
     for bad in ["../../etc", "ABC", ""] {
         let err = parcel::unpack(bad, manifest.as_bytes(), &archive, root.path())
@@ -138,7 +148,12 @@ fn an_archive_with_more_or_fewer_files_than_the_manifest_is_refused() {
     let (manifest, _) = parcel::pack(&p).expect("pack");
     let read = |rel: &str| fs::read(p.files_dir().join(rel)).expect("file");
     let (agent, util) = (read("agent.sh"), read("lib/util.sh"));
-    let long = p.manifest.files.iter().find(|f| f.path.len() > 100).expect("long path");
+    let long = p
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path.len() > 100)
+        .expect("long path");
     let long_data = read(&long.path);
     let complete = [
         ("agent.sh", agent.as_slice()),
@@ -158,8 +173,13 @@ fn an_archive_with_more_or_fewer_files_than_the_manifest_is_refused() {
         ),
     ];
     for (files, says) in cases {
-        let err = parcel::unpack(&p.digest, manifest.as_bytes(), &archive_of(files), root.path())
-            .expect_err("refused");
+        let err = parcel::unpack(
+            &p.digest,
+            manifest.as_bytes(),
+            &archive_of(files),
+            root.path(),
+        )
+        .expect_err("refused");
         assert!(err.to_string().contains(says), "{says}: {err}");
     }
     let err = parcel::unpack(&p.digest, manifest.as_bytes(), b"not a tar", root.path())
@@ -180,6 +200,9 @@ fn a_manifest_naming_a_path_outside_the_parcel_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let err = parcel::unpack(&digest, &bytes, &archive, &root.path().join("parcels"))
         .expect_err("refused");
-    assert!(err.to_string().contains("not a plain relative path"), "{err}");
+    assert!(
+        err.to_string().contains("not a plain relative path"),
+        "{err}"
+    );
     assert!(!root.path().join("escape.sh").exists());
 }

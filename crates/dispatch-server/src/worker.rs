@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, now_ms};
-use dispatch_runtime::helper::run_claimed;
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
 use dispatch_store::{ClaimRequest, Claimed, StoreError};
@@ -55,6 +54,8 @@ pub struct WorkerConfig {
     pub labels: Vec<String>,
     /// Where parcels, briefs and logs live.
     pub layout: Layout,
+    /// Ship run logs into the store, for an API on another machine.
+    pub ship_logs: bool,
 }
 
 impl WorkerConfig {
@@ -68,6 +69,7 @@ impl WorkerConfig {
             poll: Duration::from_secs(2),
             labels: Vec::new(),
             layout,
+            ship_logs: true,
         }
     }
 }
@@ -260,13 +262,16 @@ impl Worker {
             self.config.layout.clone(),
             self.config.name.clone(),
         );
+        let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
         let noop = self.couriers.of(&layout, &run.parcel_digest) == Some(Courier::Noop);
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
                 noop::run(&task_store, run).await
             } else {
-                match run_claimed(&*task_store, &layout, run, false).await {
+                let who = format!("[worker {name}]");
+                match crate::claimed::run(&shared, &task_store, &layout, run, ship_logs, &who).await
+                {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {

@@ -130,7 +130,8 @@ pub async fn create(
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     let payload = req.payload.unwrap_or_else(|| json!({}));
     let brief = Brief::assemble(&parcel, operation, payload.clone());
-    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
+    super::publish::ensure_parcel(&state, &parcel).await?;
+    let brief_sha256 = super::publish::brief(&state, &brief).await?;
     let new = NewRun {
         id: RunId::new(),
         parcel_digest: parcel.digest.clone(),

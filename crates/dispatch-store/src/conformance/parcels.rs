@@ -51,7 +51,10 @@ pub async fn a_parcel_is_stored_by_digest_and_a_put_writes_only_what_differs<S: 
     );
     let other = parcel('b', &[]);
     assert!(store.put_parcel(&other).await.expect("put"));
-    assert_eq!(store.get_parcel(&other.digest).await.expect("get"), Some(other));
+    assert_eq!(
+        store.get_parcel(&other.digest).await.expect("get"),
+        Some(other)
+    );
 }
 
 pub async fn a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs<S: ParcelStore>(
@@ -59,30 +62,62 @@ pub async fn a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs<S: P
 ) {
     let sha = "c".repeat(64);
     assert_eq!(store.get_brief(&sha).await.expect("get"), None);
-    assert!(store.put_brief(&sha, b"{\"payload\":1}\n\0").await.expect("put"));
-    assert!(!store.put_brief(&sha, b"{\"payload\":1}\n\0").await.expect("again"));
+    assert!(
+        store
+            .put_brief(&sha, b"{\"payload\":1}\n\0")
+            .await
+            .expect("put")
+    );
+    assert!(
+        !store
+            .put_brief(&sha, b"{\"payload\":1}\n\0")
+            .await
+            .expect("again")
+    );
     assert_eq!(
         store.get_brief(&sha).await.expect("get"),
         Some(b"{\"payload\":1}\n\0".to_vec()),
         "byte for byte"
     );
     assert!(store.put_brief(&sha, b"fixed").await.expect("put other"));
-    assert_eq!(store.get_brief(&sha).await.expect("get"), Some(b"fixed".to_vec()));
+    assert_eq!(
+        store.get_brief(&sha).await.expect("get"),
+        Some(b"fixed".to_vec())
+    );
     assert_eq!(store.get_brief(&"d".repeat(64)).await.expect("get"), None);
 }
 
-pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunLogStore>(
-    store: S,
-) {
+pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunLogStore>(store: S) {
     let run = create(&store, new_run(id(1), "p", 10)).await;
     let neighbour = create(&store, new_run(id(2), "p", 11)).await;
     assert_eq!(store.log_length(&run.id).await.expect("length"), 0);
-    assert!(store.read_log(&run.id, 0, 100).await.expect("read").is_empty());
-    store.append_log(&run.id, 0, b"hello ").await.expect("append");
-    store.append_log(&run.id, 6, b"").await.expect("nothing to append");
-    store.append_log(&run.id, 6, b"world\n").await.expect("append");
-    store.append_log(&run.id, 12, b"bye\n").await.expect("append");
-    store.append_log(&neighbour.id, 0, b"other").await.expect("append");
+    assert!(
+        store
+            .read_log(&run.id, 0, 100)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store
+        .append_log(&run.id, 0, b"hello ")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 6, b"")
+        .await
+        .expect("nothing to append");
+    store
+        .append_log(&run.id, 6, b"world\n")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 12, b"bye\n")
+        .await
+        .expect("append");
+    store
+        .append_log(&neighbour.id, 0, b"other")
+        .await
+        .expect("append");
     assert_eq!(store.log_length(&run.id).await.expect("length"), 16);
     let all = store.read_log(&run.id, 0, 1 << 20).await.expect("read");
     assert_eq!(all, b"hello world\nbye\n");
@@ -91,11 +126,20 @@ pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunL
         assert_eq!(rest, &all[from as usize..], "from byte {from}");
     }
     assert_eq!(store.read_log(&run.id, 3, 5).await.expect("read"), b"lo wo");
-    assert!(store.read_log(&run.id, 99, 10).await.expect("read").is_empty());
+    assert!(
+        store
+            .read_log(&run.id, 99, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     // Paging by what was read gets every byte once.
     let mut paged = Vec::new();
     loop {
-        let page = store.read_log(&run.id, paged.len() as u64, 4).await.expect("read");
+        let page = store
+            .read_log(&run.id, paged.len() as u64, 4)
+            .await
+            .expect("read");
         if page.is_empty() {
             break;
         }
@@ -113,7 +157,10 @@ pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store +
     store: S,
 ) {
     let run = create(&store, new_run(id(1), "p", 10)).await;
-    store.append_log(&run.id, 0, b"first\n").await.expect("append");
+    store
+        .append_log(&run.id, 0, b"first\n")
+        .await
+        .expect("append");
     store
         .append_log(&run.id, 0, b"first\n")
         .await
@@ -144,12 +191,21 @@ pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store +
 
 pub async fn deleting_a_run_removes_its_log<S: Store + RunLogStore>(store: S) {
     let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
-    store.append_log(&run.id, 0, b"bye\n").await.expect("append");
+    store
+        .append_log(&run.id, 0, b"bye\n")
+        .await
+        .expect("append");
     step(&store, &run, Transition::Exited { code: 0, at: 30 }).await;
     store.delete_run(&run.id).await.expect("delete");
     assert_eq!(store.log_length(&run.id).await.expect("length"), 0);
     // A new run with the same id starts with an empty log.
     let again = create(&store, new_run(id(1), "p", 40)).await;
-    store.append_log(&again.id, 0, b"new\n").await.expect("append");
-    assert_eq!(store.read_log(&again.id, 0, 100).await.expect("read"), b"new\n");
+    store
+        .append_log(&again.id, 0, b"new\n")
+        .await
+        .expect("append");
+    assert_eq!(
+        store.read_log(&again.id, 0, 100).await.expect("read"),
+        b"new\n"
+    );
 }

@@ -26,12 +26,12 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
-use crate::{ParcelStore, RunLogStore, StoredParcel};
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
     Lease, NewRun, QueueOptions, QueueStore, Run, RunFilter, RunStore, StateWrite, StoreError,
     StoreResult, TokenRecord, TokenStore,
 };
+use crate::{ParcelStore, RunLogStore, StoredParcel};
 
 pub use listen::QueueListener;
 

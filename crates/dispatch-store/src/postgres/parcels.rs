@@ -47,9 +47,7 @@ pub(super) async fn get_parcel(
     digest: &str,
 ) -> Result<Option<StoredParcel>, Fail> {
     let stmt = tx
-        .prepare_cached(
-            "SELECT name, manifest, archive, created_at FROM parcels WHERE digest = $1",
-        )
+        .prepare_cached("SELECT name, manifest, archive, created_at FROM parcels WHERE digest = $1")
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&digest]).await? else {
         return Ok(None);

@@ -21,7 +21,13 @@ pub(super) fn put_parcel(tx: &Transaction<'_>, p: &StoredParcel) -> Result<bool,
              WHERE parcels.manifest IS NOT excluded.manifest
                  OR parcels.archive IS NOT excluded.archive",
         )?
-        .execute(params![p.digest, p.name, p.manifest, p.archive, p.created_at])?;
+        .execute(params![
+            p.digest,
+            p.name,
+            p.manifest,
+            p.archive,
+            p.created_at
+        ])?;
     Ok(inserted == 1)
 }
 
