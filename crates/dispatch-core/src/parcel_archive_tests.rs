@@ -39,8 +39,11 @@ fn entries(root: &Path) -> Vec<String> {
     names
 }
 
-/// An archive with the given (path, content) entries, as `pack` writes them.
-fn archive_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+/// A file in an archive: path and content.
+type Entry<'a> = (&'a str, &'a [u8]);
+
+/// An archive with the given entries, as `pack` writes them.
+fn archive_of(files: &[Entry<'_>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, data) in files {
         let mut header = tar::Header::new_gnu();
@@ -161,7 +164,7 @@ fn an_archive_with_more_or_fewer_files_than_the_manifest_is_refused() {
         ("lib/util.sh", util.as_slice()),
     ];
     let root = tempfile::tempdir().expect("tempdir");
-    let cases: [(&[(&str, &[u8])], &str); 3] = [
+    let cases: [(&[Entry<'_>], &str); 3] = [
         (&complete[..2], "lacks `lib/util.sh`"),
         (
             &[complete[0], complete[1], complete[2], ("extra.sh", b"x")],
