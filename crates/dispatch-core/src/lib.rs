@@ -14,4 +14,5 @@ pub use event::{AgentEvent, NewEvent};
 pub use id::RunId;
 pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError};
 pub use time::{Ts, now_ms};
+pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;

@@ -195,6 +195,12 @@ pub enum ParcelError {
     },
     #[error("parcel {digest} is corrupt: {problem} (hint: remove it and build again)")]
     Corrupt { digest: String, problem: String },
+    /// A parcel that came from elsewhere (another machine, the cluster's
+    /// database) is not what its digest says; nothing of it was used.
+    #[error(
+        "parcel {digest} failed verification: {problem} (hint: the copy it came from was modified or damaged; upload or build the parcel again to replace it)"
+    )]
+    Unverified { digest: String, problem: String },
 }
 
 /// Builds the parcel for the Agentfile in `context` (a directory, or an
@@ -208,6 +214,28 @@ pub fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, ParcelError>
 /// Loads the parcel stored at `dir` (`<parcels_root>/<digest>`).
 pub fn load(dir: &Path) -> Result<Parcel, ParcelError> {
     crate::parcel_build::load(dir)
+}
+
+/// The parcel as its canonical manifest text and a deterministic tar archive
+/// of its `files/`, to move it to another machine. Every file is checked
+/// against the manifest first: a damaged parcel is refused (`Corrupt`).
+pub fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
+    crate::parcel_archive::pack(parcel)
+}
+
+/// Writes the parcel given as `manifest` bytes and `archive` (as [`pack`]
+/// made them) to `<parcels_root>/<digest>`, after verifying that the
+/// manifest hashes to `digest` and the archive holds exactly its files
+/// (`Unverified` otherwise, leaving nothing behind). Atomic: written into a
+/// temporary directory and renamed into place; a complete parcel already
+/// there is kept.
+pub fn unpack(
+    digest: &str,
+    manifest: &[u8],
+    archive: &[u8],
+    parcels_root: &Path,
+) -> Result<Parcel, ParcelError> {
+    crate::parcel_archive::unpack(digest, manifest, archive, parcels_root)
 }
 
 /// Every parcel under `parcels_root`, newest first. Unreadable entries are skipped.

@@ -39,8 +39,8 @@ use crate::parcel::{FileEntry, Instructions, Manifest, Parcel, ParcelError, Skil
 
 /// The manifest format this code writes and reads.
 pub(crate) const SCHEMA: u32 = 1;
-const MANIFEST: &str = "manifest.json";
-const FILES: &str = "files";
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const FILES: &str = "files";
 const TMP_PREFIX: &str = ".tmp-";
 const SKIPPED_DIRS: &[&str] = &[".git", ".dispatch"];
 
@@ -54,7 +54,7 @@ struct Planned {
     line: usize,
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ParcelError {
+pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ParcelError {
     let path = path.to_path_buf();
     move |source| ParcelError::Io { what, path, source }
 }
@@ -103,25 +103,32 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if let Err(e) = fs::rename(&tmp, &final_dir) {
-        let complete = |dir: &Path| dir.join(MANIFEST).is_file();
-        if final_dir.exists() && !complete(&final_dir) {
-            // A leftover without a manifest is not a parcel: replace it.
-            let _ = fs::remove_dir_all(&final_dir);
-            let _ = fs::rename(&tmp, &final_dir);
-        }
-        // Otherwise another build of the same parcel won the race: use it.
-        let _ = fs::remove_dir_all(&tmp);
-        if !complete(&final_dir) {
-            return Err(io_err("cannot move the new parcel into", &final_dir)(e));
-        }
-    }
+    move_into_place(&tmp, &final_dir)?;
     remove_stale_temps(parcels_root);
     load(&final_dir)
 }
 
+/// Renames the complete parcel directory `tmp` to `final_dir`. When another
+/// writer of the same parcel won the race, theirs is kept and `tmp` removed.
+pub(crate) fn move_into_place(tmp: &Path, final_dir: &Path) -> Result<(), ParcelError> {
+    if let Err(e) = fs::rename(tmp, final_dir) {
+        let complete = |dir: &Path| dir.join(MANIFEST).is_file();
+        if final_dir.exists() && !complete(final_dir) {
+            // A leftover without a manifest is not a parcel: replace it.
+            let _ = fs::remove_dir_all(final_dir);
+            let _ = fs::rename(tmp, final_dir);
+        }
+        // Otherwise another writer of the same parcel won the race: use it.
+        let _ = fs::remove_dir_all(tmp);
+        if !complete(final_dir) {
+            return Err(io_err("cannot move the new parcel into", final_dir)(e));
+        }
+    }
+    Ok(())
+}
+
 /// Removes temporary directories left by builds that died (older than an hour).
-fn remove_stale_temps(parcels_root: &Path) {
+pub(crate) fn remove_stale_temps(parcels_root: &Path) {
     let Ok(entries) = fs::read_dir(parcels_root) else {
         return;
     };
@@ -224,7 +231,7 @@ fn locate(context: &Path) -> Result<(PathBuf, PathBuf), ParcelError> {
     Ok((dir, context.to_path_buf()))
 }
 
-fn temp_name() -> String {
+pub(crate) fn temp_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -245,7 +252,7 @@ fn context_file(ctx: &Path, rel: &str) -> Option<PathBuf> {
 }
 
 /// A relative path that stays inside its root, or None.
-fn norm_rel(p: &str) -> Option<String> {
+pub(crate) fn norm_rel(p: &str) -> Option<String> {
     if p.starts_with('/') || p.starts_with('\\') || p.contains('\0') {
         return None;
     }
@@ -506,7 +513,7 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Copies `from` into `to`, returning the SHA-256 (hex) and size of what was copied.
-fn copy_hashing(from: &mut impl Read, to: &mut impl Write) -> io::Result<(String, u64)> {
+pub(crate) fn copy_hashing(from: &mut impl Read, to: &mut impl Write) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -537,14 +544,14 @@ fn is_executable(_path: &Path) -> bool {
 }
 
 #[cfg(unix)]
-fn make_read_only(path: &Path, executable: bool) -> io::Result<()> {
+pub(crate) fn make_read_only(path: &Path, executable: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o555 } else { 0o444 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 #[cfg(not(unix))]
-fn make_read_only(path: &Path, _executable: bool) -> io::Result<()> {
+pub(crate) fn make_read_only(path: &Path, _executable: bool) -> io::Result<()> {
     let mut perms = fs::metadata(path)?.permissions();
     perms.set_readonly(true);
     fs::set_permissions(path, perms)

@@ -2,7 +2,7 @@
 //! appends carry the worker's fencing token, so a worker whose lease was taken
 //! over can no longer change the run. Everything else goes straight through.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
@@ -13,6 +13,7 @@ use dispatch_store::{
 };
 
 use crate::SharedStore;
+use crate::ship::LogShipper;
 
 /// The store as the holder of one run sees it.
 pub struct FencedStore {
@@ -20,6 +21,8 @@ pub struct FencedStore {
     fence: i64,
     /// The agent process, once the run recorded one.
     agent: Mutex<Option<ProcRef>>,
+    /// Ships the run's log; flushed before every state write.
+    log: OnceLock<Arc<LogShipper>>,
 }
 
 impl FencedStore {
@@ -28,7 +31,14 @@ impl FencedStore {
             inner,
             fence,
             agent: Mutex::new(None),
+            log: OnceLock::new(),
         }
+    }
+
+    /// Ships the run's log before each state write from now on, so that
+    /// whoever sees the new state finds the log that led to it stored.
+    pub fn ship_log_with(&self, shipper: Arc<LogShipper>) {
+        let _ = self.log.set(shipper);
     }
 
     pub fn fence(&self) -> i64 {
@@ -65,6 +75,12 @@ impl RunStore for FencedStore {
         expected_version: i64,
         write: &StateWrite,
     ) -> StoreResult<Run> {
+        if let Some(log) = self.log.get()
+            && let Err(e) = log.flush().await
+        {
+            // The log ships later; the state write does not wait for it.
+            eprintln!("run {id}: cannot ship its log before a state write: {e}");
+        }
         let run = self
             .inner
             .fenced_transition(id, self.fence, expected_version, write)

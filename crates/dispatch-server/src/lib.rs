@@ -14,25 +14,34 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod callback;
+mod claimed;
 pub mod client;
 mod error;
 pub mod fenced;
+mod fetch;
 pub mod metrics;
 mod noop;
 pub mod serve;
+pub mod ship;
 pub mod wake;
 pub mod worker;
 
 use std::sync::Arc;
 
-use dispatch_store::{CallbackStore, QueueStore, Store, TokenStore};
+use dispatch_store::{CallbackStore, ParcelStore, QueueStore, RunLogStore, Store, TokenStore};
 
 pub use error::{ServerError, ServerResult};
 
-/// A store a cluster can run on: the base traits plus the queue, token and
-/// callback capabilities.
-pub trait ClusterStore: Store + QueueStore + TokenStore + CallbackStore {}
-impl<T: Store + QueueStore + TokenStore + CallbackStore> ClusterStore for T {}
+/// A store a cluster can run on: the base traits plus the queue, token,
+/// callback, parcel and run-log capabilities.
+pub trait ClusterStore:
+    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore
+{
+}
+impl<T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore> ClusterStore
+    for T
+{
+}
 
 /// The store, shared by the API and the workers of one process.
 pub type SharedStore = Arc<dyn ClusterStore>;

@@ -13,21 +13,26 @@ use serde_json::json;
 
 use crate::fenced::FencedStore;
 
-/// Which courier each parcel uses, read once per parcel.
+/// Which courier each parcel uses, read once per parcel on this machine.
 #[derive(Debug, Default)]
 pub(crate) struct Couriers {
-    known: HashMap<String, Option<Courier>>,
+    known: HashMap<String, Courier>,
 }
 
 impl Couriers {
     /// The parcel's courier; `None` when it cannot be loaded (the helper
-    /// path reports why).
+    /// path fetches it from the store, or reports why not). Not remembered:
+    /// once fetched, the parcel's next run finds it.
     pub(crate) fn of(&mut self, layout: &Layout, digest: &str) -> Option<Courier> {
-        *self.known.entry(digest.to_string()).or_insert_with(|| {
-            parcel::load(&layout.parcels().join(digest))
-                .ok()
-                .map(|p| p.manifest.courier)
-        })
+        if let Some(courier) = self.known.get(digest) {
+            return Some(*courier);
+        }
+        let courier = parcel::load(&layout.parcels().join(digest))
+            .ok()?
+            .manifest
+            .courier;
+        self.known.insert(digest.to_string(), courier);
+        Some(courier)
     }
 }
 

@@ -54,6 +54,14 @@ impl Backend {
         }
     }
 
+    /// Whether workers on other machines can share this store (PostgreSQL):
+    /// only then do workers ship their run logs into it. On the embedded
+    /// SQLite database, every worker is on the server's machine and the
+    /// API reads their log files.
+    pub fn shares_logs(&self) -> bool {
+        self.pg.is_some()
+    }
+
     /// Wake-ups for a worker of this process.
     pub fn wake(&self, local: Arc<Notify>) -> Wake {
         match &self.pg {
@@ -150,6 +158,7 @@ impl Server {
             callback_secret: self.callback_secret.clone(),
             require_auth: self.require_auth,
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
+            published: Arc::default(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
@@ -157,10 +166,12 @@ impl Server {
                 .backend
                 .wake(wake.clone())
                 .with_bus(self.bus.clone(), &self.worker.name);
+            let mut config = self.worker.clone();
+            config.ship_logs &= self.backend.shares_logs();
             let worker = Worker::new(
                 self.backend.store.clone(),
                 wake,
-                self.worker.clone(),
+                config,
                 self.metrics.clone(),
             );
             tokio::spawn(worker.run(stopped(stop_rx.clone())))
@@ -206,10 +217,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// `dispatch worker`: work until `shutdown`, then drain.
 pub async fn work(
     backend: Backend,
-    config: WorkerConfig,
+    mut config: WorkerConfig,
     bus: Option<BusConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
+    config.ship_logs &= backend.shares_logs();
     let wake = backend
         .wake(Arc::new(Notify::new()))
         .with_bus(bus, &config.name);

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, now_ms};
-use dispatch_runtime::helper::run_claimed;
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
 use dispatch_store::{ClaimRequest, Claimed, QueueTimes, StoreError};
@@ -55,6 +54,8 @@ pub struct WorkerConfig {
     pub labels: Vec<String>,
     /// Where parcels, briefs and logs live.
     pub layout: Layout,
+    /// Ship run logs into the store, for an API on another machine.
+    pub ship_logs: bool,
 }
 
 impl WorkerConfig {
@@ -68,6 +69,7 @@ impl WorkerConfig {
             poll: Duration::from_secs(2),
             labels: Vec::new(),
             layout,
+            ship_logs: true,
         }
     }
 }
@@ -107,6 +109,8 @@ pub struct Worker {
     tasks: JoinSet<RunId>,
     summary: WorkerSummary,
     couriers: Couriers,
+    /// The time the last claim looked for ready runs at.
+    last_claim: i64,
 }
 
 impl Worker {
@@ -125,6 +129,7 @@ impl Worker {
             tasks: JoinSet::new(),
             summary: WorkerSummary::default(),
             couriers: Couriers::default(),
+            last_claim: 0,
         }
     }
 
@@ -229,9 +234,11 @@ impl Worker {
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff
-    /// ending, a lease expiring) and sets the timers.
+    /// ending, a lease expiring) and sets the timers. Backoffs are looked at
+    /// from the last claim's time: one that ended since (after that claim
+    /// passed it over) is due at once.
     async fn look_ahead(&mut self, timers: &mut Timers) {
-        match self.store.queue_times(now_ms()).await {
+        match self.store.queue_times(self.last_claim).await {
             Ok(times) => timers.schedule(times),
             Err(e) => self.log(&format!("cannot read the queue's timers: {e}")),
         }
@@ -246,6 +253,7 @@ impl Worker {
         }
         let limit = free.min(self.config.batch.max(1));
         let now = now_ms();
+        self.last_claim = now;
         let claimed = self
             .store
             .claim(&ClaimRequest {
@@ -299,13 +307,16 @@ impl Worker {
             self.config.layout.clone(),
             self.config.name.clone(),
         );
+        let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
         let noop = self.couriers.of(&layout, &run.parcel_digest) == Some(Courier::Noop);
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
                 noop::run(&task_store, run).await
             } else {
-                match run_claimed(&*task_store, &layout, run, false).await {
+                let who = format!("[worker {name}]");
+                match crate::claimed::run(&shared, &task_store, &layout, run, ship_logs, &who).await
+                {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {

@@ -23,6 +23,7 @@
 
 mod enqueue;
 mod events;
+mod parcels;
 mod queue;
 mod reliability;
 mod runs;
@@ -37,6 +38,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 
 pub use enqueue::*;
 pub use events::*;
+pub use parcels::*;
 pub use queue::*;
 pub use reliability::*;
 pub use runs::*;
@@ -69,6 +71,34 @@ macro_rules! queue_conformance_suite {
     };
     ($factory:expr) => {
         $crate::__queue_conformance_names!(required $factory);
+    };
+}
+
+/// Expands the [`ParcelStore`](crate::ParcelStore) and
+/// [`RunLogStore`](crate::RunLogStore) conformance suite (what a worker on
+/// another machine relies on), like
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
+#[macro_export]
+macro_rules! parcel_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__parcel_conformance_names!(optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::__parcel_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __parcel_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
+            a_parcel_is_stored_by_digest_and_a_put_writes_only_what_differs,
+            a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs,
+            a_log_is_appended_in_order_and_read_from_any_offset,
+            an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
+            deleting_a_run_removes_its_log,
+        );
     };
 }
 

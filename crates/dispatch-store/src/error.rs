@@ -43,6 +43,12 @@ pub enum StoreError {
         id: String,
         decision: String,
     },
+    /// An append to a run's stored log was not at its end: another writer
+    /// (a worker that took the run over) appended in between.
+    #[error(
+        "the stored log of run {id} is {length} bytes long, not {offset}; another worker appended to it"
+    )]
+    LogMoved { id: RunId, offset: u64, length: u64 },
     #[error("the run database {path} is unavailable: {message}")]
     Unavailable { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]

@@ -15,6 +15,7 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 
 dispatch_store::conformance_suite!(fresh_store);
 dispatch_store::queue_conformance_suite!(fresh_store);
+dispatch_store::parcel_conformance_suite!(fresh_store);
 dispatch_store::service_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
@@ -183,7 +184,7 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(
-        version, 7,
+        version, 8,
         "the schema was migrated exactly once, to the current version"
     );
 }
@@ -321,7 +322,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 7,
+                supported: 8,
                 ..
             }
         ),
@@ -583,7 +584,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
         .expect("new runs go in next to old ones");
 }

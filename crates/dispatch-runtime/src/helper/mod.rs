@@ -82,6 +82,28 @@ pub async fn run_claimed<S: Store + ?Sized>(
     attempt::run_attempts(store, layout, run, &mut log, own_signals).await
 }
 
+/// Fails a claimed (`starting`) run without starting its agent, because its
+/// inputs could not be had: a worker could not fetch its parcel or brief, or
+/// they failed verification. Like any failed run: a line in its log, the
+/// terminal snapshot, the terminal state with `reason`, and a dead letter.
+/// Returns the run's exit status.
+pub async fn fail_claimed<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    mut run: Run,
+    reason: String,
+) -> RuntimeResult<i32> {
+    let mut log = LifecycleLog::open(layout, &run.id);
+    let t = Transition::Fail {
+        reason,
+        exit_code: None,
+        at: now_ms(),
+    };
+    let code = finish(store, layout, &mut run, &mut log, t, None).await?;
+    retry::dead_letter(store, &run, None).await;
+    Ok(code)
+}
+
 pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
     Transition::Cancel {
         reason: "stopped by user".into(),

@@ -132,9 +132,9 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         match e {
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, codes::RUN_NOT_FOUND),
             StoreError::Ambiguous { .. } => (StatusCode::BAD_REQUEST, codes::AMBIGUOUS_ID),
-            StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
-                (StatusCode::CONFLICT, codes::CONFLICT)
-            }
+            StoreError::Conflict { .. }
+            | StoreError::Fenced { .. }
+            | StoreError::LogMoved { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
             StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::ALREADY_DECIDED),

@@ -18,8 +18,10 @@
 
 mod create;
 mod error;
+mod logs;
 pub mod openapi;
 mod parcels;
+pub mod publish;
 mod reliability;
 mod runs;
 mod stream;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub require_auth: bool,
     /// Bus mode: new runs are announced on the Redis stream.
     pub bus: Option<Arc<crate::bus::Publisher>>,
+    /// The parcels this process put into the store.
+    pub published: Arc<publish::Published>,
 }
 
 /// The whole API.
@@ -64,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/events", get(stream::events))
-        .route("/v1/runs/{id}/logs", get(stream::logs))
+        .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
         .route(

@@ -87,7 +87,7 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/v1/runs/{id}/logs",
-        summary: "The run's log as text",
+        summary: "The run's log as text (shipped by the worker that ran it, or this server's own file)",
         query: &[("follow", "true to stream until the run ends")],
         body: None,
         ok: &[(200, "text/plain")],

@@ -1,4 +1,5 @@
-//! Parcels: list the built ones; upload an Agentfile directory to build.
+//! Parcels: list the built ones; upload an Agentfile directory to build
+//! (and to store, for workers on other machines).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
@@ -76,6 +77,8 @@ pub async fn upload(
     let _ = std::fs::remove_dir_all(&dir);
     let built =
         built.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e))?;
+    // Workers on other machines fetch it from the store.
+    super::publish::put_parcel(&state, &built).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"digest": built.digest, "name": built.manifest.name})),

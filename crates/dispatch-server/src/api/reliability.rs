@@ -165,7 +165,8 @@ pub async fn replay(
     launch::check_secrets(&parcel)?;
     let payload = req.payload.unwrap_or_else(|| old.payload.clone());
     let brief = Brief::assemble(&parcel, old.operation, payload.clone());
-    let brief_sha256 = launch::write_brief(&state.layout, &brief)?;
+    super::publish::ensure_parcel(&state, &parcel).await?;
+    let brief_sha256 = super::publish::brief(&state, &brief).await?;
     let new = NewRun {
         id: RunId::new(),
         parcel_digest: parcel.digest.clone(),

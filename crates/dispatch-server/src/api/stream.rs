@@ -1,14 +1,11 @@
-//! Streams: a run's events as server-sent events, and its log.
+//! Streams: a run's events as server-sent events (its log: `logs.rs`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::RunId;
@@ -19,7 +16,7 @@ use super::runs::{Params, params, resolve};
 use super::{ApiError, ApiResult, AppState};
 
 /// How often a live stream looks for news.
-const POLL: Duration = Duration::from_millis(50);
+pub(super) const POLL: Duration = Duration::from_millis(50);
 /// Events read per query.
 const PAGE: usize = 500;
 /// Events answered at most by `?format=json`.
@@ -114,79 +111,4 @@ fn sse_event(event: &Event) -> SseEvent {
         .id(event.seq.to_string())
         .event(event.event.kind.clone())
         .data(data)
-}
-
-/// `GET /v1/runs/{id}/logs`: the log as text; `?follow=true` keeps the
-/// response open, sending what is appended until the run has finished.
-pub async fn logs(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    query: Params,
-) -> ApiResult<Response> {
-    let params = params(query)?;
-    let follow = matches!(
-        params.get("follow").map(String::as_str),
-        Some("true" | "1" | "")
-    );
-    let id = resolve(&state, &id).await?;
-    let path = state.layout.log(&id);
-    let text_plain = |mut r: Response| {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
-    };
-    if !follow {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        return Ok(text_plain(bytes.into_response()));
-    }
-    let tail = LogTail {
-        state,
-        id,
-        path,
-        offset: 0,
-        done: false,
-    };
-    let stream = unfold(tail, |mut t| async move {
-        loop {
-            if t.done {
-                return None;
-            }
-            let finished = match t.state.store.get_run(&t.id).await {
-                Ok(run) => run.state.is_terminal(),
-                Err(_) => true,
-            };
-            let chunk = read_from(&t.path, t.offset);
-            if !chunk.is_empty() {
-                t.offset += chunk.len() as u64;
-                return Some((Ok::<_, Infallible>(Bytes::from(chunk)), t));
-            }
-            if finished {
-                t.done = true;
-            } else {
-                tokio::time::sleep(POLL).await;
-            }
-        }
-    });
-    Ok(text_plain(Body::from_stream(stream).into_response()))
-}
-
-struct LogTail {
-    state: AppState,
-    id: RunId,
-    path: PathBuf,
-    offset: u64,
-    done: bool,
-}
-
-/// What the file holds past `offset` (nothing when it does not exist yet).
-fn read_from(path: &PathBuf, offset: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path)
-        && f.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = f.by_ref().take(1 << 20).read_to_end(&mut out);
-    }
-    out
 }

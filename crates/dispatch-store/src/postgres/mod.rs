@@ -8,6 +8,7 @@
 
 mod events;
 mod listen;
+mod parcels;
 pub(crate) mod queue;
 mod reliability;
 mod runs;
@@ -30,6 +31,7 @@ use crate::{
     Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore, StateWrite,
     StoreError, StoreResult, TokenRecord, TokenStore,
 };
+use crate::{ParcelStore, RunLogStore, StoredParcel};
 
 pub use listen::QueueListener;
 
@@ -490,5 +492,43 @@ impl ReliabilityStore for PgStore {
 
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         in_tx!(self, |tx| reliability::mark_replayed(&tx, run, by))
+    }
+}
+
+#[async_trait]
+impl ParcelStore for PgStore {
+    async fn put_parcel(&self, parcel: &StoredParcel) -> StoreResult<bool> {
+        in_tx!(self, |tx| parcels::put_parcel(&tx, parcel))
+    }
+
+    async fn has_parcel(&self, digest: &str) -> StoreResult<bool> {
+        in_tx!(self, |tx| parcels::has_parcel(&tx, digest))
+    }
+
+    async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>> {
+        in_tx!(self, |tx| parcels::get_parcel(&tx, digest))
+    }
+
+    async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool> {
+        in_tx!(self, |tx| parcels::put_brief(&tx, sha256, bytes))
+    }
+
+    async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        in_tx!(self, |tx| parcels::get_brief(&tx, sha256))
+    }
+}
+
+#[async_trait]
+impl RunLogStore for PgStore {
+    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
+        in_tx!(self, |tx| parcels::append_log(&tx, run, offset, bytes))
+    }
+
+    async fn log_length(&self, run: &RunId) -> StoreResult<u64> {
+        in_tx!(self, |tx| parcels::log_length(&tx, run))
+    }
+
+    async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
+        in_tx!(self, |tx| parcels::read_log(&tx, run, offset, max))
     }
 }

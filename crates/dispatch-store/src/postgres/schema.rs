@@ -135,6 +135,27 @@ const MIGRATIONS: &[&str] = &[
         replayed_by TEXT
     );
     "#,
+    // 6 (as SQLite's migration 8): parcels and briefs by digest, and the run
+    // logs workers ship back (chunks by byte position).
+    r#"
+    CREATE TABLE parcels (
+        digest     TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        manifest   TEXT NOT NULL,
+        archive    BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE briefs (
+        sha256  TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        content BYTEA NOT NULL
+    );
+    CREATE TABLE run_logs (
+        run_id TEXT COLLATE "C" NOT NULL,
+        pos    BIGINT NOT NULL,
+        data   BYTEA NOT NULL,
+        PRIMARY KEY (run_id, pos)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

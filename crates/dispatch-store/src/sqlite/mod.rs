@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod events;
+mod parcels;
 mod queue;
 mod reliability;
 mod runs;
@@ -33,6 +34,7 @@ use crate::{
     ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore, StateWrite,
     StoreError, StoreResult,
 };
+use crate::{ParcelStore, RunLogStore, StoredParcel};
 
 /// How many distinct statements each connection keeps prepared.
 const STATEMENT_CACHE: usize = 64;
@@ -495,5 +497,43 @@ impl ServiceStore for SqliteStore {
 
     async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
         self.read(|tx| service::get(tx, run))
+    }
+}
+
+#[async_trait]
+impl ParcelStore for SqliteStore {
+    async fn put_parcel(&self, parcel: &StoredParcel) -> StoreResult<bool> {
+        self.write(|tx| parcels::put_parcel(tx, parcel))
+    }
+
+    async fn has_parcel(&self, digest: &str) -> StoreResult<bool> {
+        self.read(|tx| parcels::has_parcel(tx, digest))
+    }
+
+    async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>> {
+        self.read(|tx| parcels::get_parcel(tx, digest))
+    }
+
+    async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool> {
+        self.write(|tx| parcels::put_brief(tx, sha256, bytes))
+    }
+
+    async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.read(|tx| parcels::get_brief(tx, sha256))
+    }
+}
+
+#[async_trait]
+impl RunLogStore for SqliteStore {
+    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
+        self.write(|tx| parcels::append_log(tx, run, offset, bytes))
+    }
+
+    async fn log_length(&self, run: &RunId) -> StoreResult<u64> {
+        self.read(|tx| parcels::log_length(tx, run))
+    }
+
+    async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
+        self.read(|tx| parcels::read_log(tx, run, offset, max))
     }
 }

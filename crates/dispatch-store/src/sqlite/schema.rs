@@ -144,6 +144,27 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX callbacks_due ON callbacks (due_at) WHERE done_at IS NULL;
     ",
+    // 8: what a worker on another machine needs: parcels and briefs by
+    // digest, and the run logs workers ship back (chunks by byte position).
+    "
+    CREATE TABLE parcels (
+        digest     TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        manifest   TEXT NOT NULL,
+        archive    BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE briefs (
+        sha256  TEXT PRIMARY KEY NOT NULL,
+        content BLOB NOT NULL
+    );
+    CREATE TABLE run_logs (
+        run_id TEXT NOT NULL,
+        pos    INTEGER NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (run_id, pos)
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,147 @@
+//! `GET /v1/runs/{id}/logs`: a run's log, from wherever it is.
+//!
+//! A run executed on this machine has its log file here. A run executed by a
+//! worker on another machine has its log in the store, shipped by that
+//! worker in batches (and completely before each state write, so a run seen
+//! finished has its whole log stored). The store is read when it holds any
+//! of the run's log (it then holds every attempt's, wherever they ran);
+//! otherwise the local file. A follower that finds neither yet keeps looking
+//! at both, and stays with the first that has something.
+
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path as FsPath, PathBuf};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use dispatch_core::RunId;
+use futures_util::stream::unfold;
+
+use super::runs::{Params, params, resolve};
+use super::stream::POLL;
+use super::{ApiResult, AppState};
+
+/// The most bytes read at once.
+const READ: usize = 1 << 20;
+
+/// Where a run's log is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Not known yet: neither has anything.
+    Unknown,
+    /// This machine's log file.
+    Local,
+    /// The store, as workers shipped it.
+    Stored,
+}
+
+/// `GET /v1/runs/{id}/logs`: the log as text; `?follow=true` keeps the
+/// response open, sending what is appended until the run has finished.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Params,
+) -> ApiResult<Response> {
+    let params = params(query)?;
+    let follow = matches!(
+        params.get("follow").map(String::as_str),
+        Some("true" | "1" | "")
+    );
+    let id = resolve(&state, &id).await?;
+    let path = state.layout.log(&id);
+    let text_plain = |mut r: Response| {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let mut tail = LogTail {
+        state,
+        id,
+        path,
+        source: Source::Unknown,
+        offset: 0,
+        done: false,
+    };
+    if !follow {
+        let mut all = Vec::new();
+        loop {
+            let chunk = tail.read().await?;
+            if chunk.is_empty() {
+                break;
+            }
+            all.extend(chunk);
+        }
+        return Ok(text_plain(all.into_response()));
+    }
+    let stream = unfold(tail, |mut t| async move {
+        loop {
+            if t.done {
+                return None;
+            }
+            // The status first: a run that was finished before this read
+            // has its whole log in the read.
+            let finished = match t.state.store.get_run(&t.id).await {
+                Ok(run) => run.state.is_terminal(),
+                Err(_) => true,
+            };
+            match t.read().await {
+                Ok(chunk) if !chunk.is_empty() => {
+                    return Some((Ok::<_, Infallible>(Bytes::from(chunk)), t));
+                }
+                Ok(_) if !finished => tokio::time::sleep(POLL).await,
+                _ => t.done = true,
+            }
+        }
+    });
+    Ok(text_plain(Body::from_stream(stream).into_response()))
+}
+
+struct LogTail {
+    state: AppState,
+    id: RunId,
+    path: PathBuf,
+    source: Source,
+    offset: u64,
+    done: bool,
+}
+
+impl LogTail {
+    /// What the log holds past what was read (empty at its end for now).
+    async fn read(&mut self) -> ApiResult<Vec<u8>> {
+        if self.source == Source::Unknown {
+            if self.state.store.log_length(&self.id).await? > 0 {
+                self.source = Source::Stored;
+            } else if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0) {
+                self.source = Source::Local;
+            } else {
+                return Ok(Vec::new());
+            }
+        }
+        let chunk = match self.source {
+            Source::Local => read_from(&self.path, self.offset),
+            _ => {
+                self.state
+                    .store
+                    .read_log(&self.id, self.offset, READ)
+                    .await?
+            }
+        };
+        self.offset += chunk.len() as u64;
+        Ok(chunk)
+    }
+}
+
+/// What the file holds past `offset` (nothing when it does not exist yet).
+fn read_from(path: &FsPath, offset: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.by_ref().take(READ as u64).read_to_end(&mut out);
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! What runs are made of goes into the store: every parcel the server builds
+//! or receives, and every brief it writes, so that a worker on another
+//! machine (with no shared filesystem) can fetch and verify them.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use axum::http::StatusCode;
+use dispatch_core::brief::Brief;
+use dispatch_core::now_ms;
+use dispatch_core::parcel::{self, Parcel};
+use dispatch_runtime::launch;
+use dispatch_store::StoredParcel;
+
+use super::{ApiError, ApiResult, AppState, codes};
+
+/// Parcel digests this process put into the store, so that creating a run
+/// costs no parcel write after the first.
+#[derive(Debug, Default)]
+pub struct Published {
+    parcels: Mutex<HashSet<String>>,
+}
+
+impl Published {
+    fn knows(&self, digest: &str) -> bool {
+        self.lock().contains(digest)
+    }
+
+    fn note(&self, digest: &str) {
+        self.lock().insert(digest.to_string());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.parcels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Puts the parcel into the store. A stored copy that differs (damaged) is
+/// replaced, so uploading a parcel again repairs it.
+pub(super) async fn put_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<()> {
+    let local = parcel.clone();
+    let packed = tokio::task::spawn_blocking(move || parcel::pack(&local))
+        .await
+        .map_err(|e| internal(format!("packing parcel {}: {e}", parcel.digest)))?;
+    let (manifest, archive) = packed.map_err(|e| internal(e.to_string()))?;
+    let stored = StoredParcel {
+        digest: parcel.digest.clone(),
+        name: parcel.manifest.name.clone(),
+        manifest,
+        archive,
+        created_at: now_ms(),
+    };
+    state.store.put_parcel(&stored).await?;
+    state.published.note(&parcel.digest);
+    Ok(())
+}
+
+/// Makes sure the parcel of a new run is in the store (a parcel built on
+/// this machine before may not be).
+pub(super) async fn ensure_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<()> {
+    if state.published.knows(&parcel.digest) {
+        return Ok(());
+    }
+    if state.store.has_parcel(&parcel.digest).await? {
+        state.published.note(&parcel.digest);
+        return Ok(());
+    }
+    put_parcel(state, parcel).await
+}
+
+/// Writes the brief on this machine and into the store; returns its SHA-256.
+pub(super) async fn brief(state: &AppState, brief: &Brief) -> ApiResult<String> {
+    let sha256 = launch::write_brief(&state.layout, brief)?;
+    let (bytes, encoded) = brief.encode();
+    debug_assert_eq!(encoded, sha256, "a brief encodes the same every time");
+    state.store.put_brief(&sha256, &bytes).await?;
+    Ok(sha256)
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
+}

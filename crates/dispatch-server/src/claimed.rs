@@ -1,0 +1,47 @@
+//! One claimed run on a worker, around what the runtime does with it: fetch
+//! its parcel and brief when they are not on this machine, ship its log into
+//! the store while it is in hand, and fail it with the reason when its
+//! inputs cannot be had or fail verification (it never runs then).
+
+use std::sync::Arc;
+
+use dispatch_runtime::helper::{fail_claimed, run_claimed};
+use dispatch_runtime::{Layout, RuntimeError, RuntimeResult};
+use dispatch_store::Run;
+
+use crate::SharedStore;
+use crate::fenced::FencedStore;
+use crate::fetch::{self, FetchError};
+use crate::ship::LogShipper;
+
+/// Runs the claimed (`starting`) `run` to its end on this worker; `store`
+/// fences its writes. With `ship_logs`, its log goes into `shared` too.
+/// Returns the run's exit status.
+///
+/// When the store cannot be reached for its inputs, the run is left as it
+/// is: its lease runs out and it goes back to the queue without consuming
+/// an attempt.
+pub(crate) async fn run(
+    shared: &SharedStore,
+    store: &Arc<FencedStore>,
+    layout: &Layout,
+    run: Run,
+    ship_logs: bool,
+    who: &str,
+) -> RuntimeResult<i32> {
+    let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
+    if let Some(shipper) = &shipper {
+        store.ship_log_with(shipper.clone());
+    }
+    let work = async {
+        match fetch::inputs(&**shared, layout, &run).await {
+            Ok(()) => run_claimed(&**store, layout, run, false).await,
+            Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
+            Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
+        }
+    };
+    match &shipper {
+        Some(shipper) => shipper.ship_while(who, work).await,
+        None => work.await,
+    }
+}

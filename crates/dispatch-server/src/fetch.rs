@@ -1,0 +1,119 @@
+//! A worker's inputs from the store: before a claimed run starts, its parcel
+//! and brief must be on this machine's disk. What is missing is fetched from
+//! the store (where the server put it), verified against its digest, and
+//! materialised atomically (a temporary file or directory renamed into
+//! place), so a half-written parcel or brief is never seen.
+//!
+//! Anything that fails verification is refused: the run fails with the
+//! reason and nothing of it is used or left on disk.
+
+use std::path::Path;
+
+use dispatch_core::{brief, parcel};
+use dispatch_runtime::Layout;
+use dispatch_store::{ParcelStore, Run, StoreError};
+use tokio::sync::Mutex;
+
+/// Why a run's inputs are not ready.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// They cannot be had, or failed verification: the run fails with this reason.
+    Refused(String),
+    /// The store failed: the run may be tried again later.
+    Store(StoreError),
+}
+
+impl From<StoreError> for FetchError {
+    /// A store that cannot be reached may answer later; anything else
+    /// (a stored value that does not decode) will not get better.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable { .. } | StoreError::Locked { .. } => FetchError::Store(e),
+            other => FetchError::Refused(format!("cannot read the run's inputs: {other}")),
+        }
+    }
+}
+
+/// One fetch at a time in this process: runs of the same parcel claimed
+/// together fetch it once, and the rest find it on disk.
+static FETCHING: Mutex<()> = Mutex::const_new(());
+
+/// Makes sure the parcel and the brief of `run` are in `layout`, fetching
+/// what is missing from `store`.
+pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &Run,
+) -> Result<(), FetchError> {
+    let parcel_dir = layout.parcels().join(&run.parcel_digest);
+    let brief_path = layout.brief(&run.brief_sha256);
+    if has_parcel(&parcel_dir) && brief_path.is_file() {
+        return Ok(());
+    }
+    let _one_at_a_time = FETCHING.lock().await;
+    if !has_parcel(&parcel_dir) {
+        fetch_parcel(store, layout, &run.parcel_digest).await?;
+    }
+    if !brief_path.is_file() {
+        fetch_brief(store, layout, &run.brief_sha256).await?;
+    }
+    Ok(())
+}
+
+fn has_parcel(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
+}
+
+async fn fetch_parcel<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    digest: &str,
+) -> Result<(), FetchError> {
+    let Some(stored) = store.get_parcel(digest).await? else {
+        return Err(FetchError::Refused(format!(
+            "parcel {digest} is neither on this worker nor in the cluster's database \
+             (hint: upload it through the server: `DISPATCH_HOST=… dispatch run <dir>`)"
+        )));
+    };
+    let (digest, root) = (digest.to_string(), layout.parcels());
+    let unpacked = tokio::task::spawn_blocking(move || {
+        parcel::unpack(&digest, stored.manifest.as_bytes(), &stored.archive, &root)
+    })
+    .await
+    .map_err(|e| FetchError::Refused(format!("unpacking the parcel failed: {e}")))?;
+    unpacked
+        .map(drop)
+        .map_err(|e| FetchError::Refused(format!("cannot use the stored parcel: {e}")))
+}
+
+async fn fetch_brief<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    sha256: &str,
+) -> Result<(), FetchError> {
+    let Some(bytes) = store.get_brief(sha256).await? else {
+        return Err(FetchError::Refused(format!(
+            "brief {sha256} is neither on this worker nor in the cluster's database \
+             (hint: dispatch the run again through the server)"
+        )));
+    };
+    // Verified before anything is written: a verified digest is 64 hex
+    // digits, so it is also a safe file name.
+    brief::verify(&bytes, sha256)
+        .map_err(|e| FetchError::Refused(format!("refusing to start: the stored {e}")))?;
+    let dir = layout.briefs();
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{sha256}.{}.fetch.tmp", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, layout.brief(sha256)).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    };
+    write().map_err(|e| {
+        FetchError::Refused(format!(
+            "cannot write brief {sha256} into {}: {e}",
+            dir.display()
+        ))
+    })
+}

@@ -1,0 +1,199 @@
+//! Log shipping: while a worker holds a run, what the run's local log file
+//! gains is appended to the run's log in the store, so the API can serve it
+//! from any machine.
+//!
+//! The shipper starts at the file's current end (a run this worker held
+//! before shipped its earlier part already) and at the stored log's current
+//! end (earlier attempts, maybe from other workers). It ships in batches:
+//! when 64 KiB are waiting or 200 ms after the last batch, before every
+//! state write of the run (so a reader that sees the run finished finds its
+//! whole log stored), and once more when the run leaves this worker.
+//!
+//! A batch not acknowledged is sent again as it was, at the same offset, so
+//! a retry of an append that did commit writes nothing twice. When another
+//! worker appended in between (it took the run over), shipping goes on at
+//! the new end.
+
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dispatch_core::RunId;
+use dispatch_runtime::Layout;
+use dispatch_store::{StoreError, StoreResult};
+use tokio::sync::{Mutex, Notify};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::SharedStore;
+
+/// The most bytes in one append; also the amount that ships at once.
+pub const BATCH_BYTES: u64 = 64 * 1024;
+/// The longest a byte waits in the file before it ships.
+pub const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// How often the file is looked at.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+/// How many times the last batch is tried when the run leaves the worker.
+const LAST_TRIES: u32 = 5;
+
+/// Ships one run's log file into the store.
+pub struct LogShipper {
+    store: SharedStore,
+    run: RunId,
+    path: PathBuf,
+    /// How far the file has shipped (a copy of `cursor.file`, read without the lock).
+    shipped: AtomicU64,
+    cursor: Mutex<Cursor>,
+}
+
+struct Cursor {
+    /// The first byte of the file not shipped.
+    file: u64,
+    /// Where the next batch goes in the stored log; `None` until read.
+    stored: Option<u64>,
+    /// A batch sent but not acknowledged: sent again as it is.
+    unacked: Option<Vec<u8>>,
+    last: Instant,
+}
+
+impl LogShipper {
+    /// A shipper for `run`'s log in `layout`, starting at the file's current end.
+    pub fn new(store: SharedStore, layout: &Layout, run: &RunId) -> Self {
+        let path = layout.log(run);
+        let start = std::fs::metadata(&path).map_or(0, |m| m.len());
+        LogShipper {
+            store,
+            run: run.clone(),
+            path,
+            shipped: AtomicU64::new(start),
+            cursor: Mutex::new(Cursor {
+                file: start,
+                stored: None,
+                unacked: None,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    /// Ships everything the file holds now. On an error, what was not
+    /// acknowledged ships at the next call.
+    pub async fn flush(&self) -> StoreResult<()> {
+        let mut c = self.cursor.lock().await;
+        c.last = Instant::now();
+        // Each round ships one batch; another writer appending in between
+        // costs a round, and cannot keep us here forever.
+        for _ in 0..1000 {
+            let batch = match c.unacked.take() {
+                Some(batch) => batch,
+                None => read_from(&self.path, c.file, BATCH_BYTES),
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let at = match c.stored {
+                Some(at) => at,
+                None => {
+                    c.unacked = Some(batch);
+                    let at = self.store.log_length(&self.run).await?;
+                    c.stored = Some(at);
+                    continue;
+                }
+            };
+            match self.store.append_log(&self.run, at, &batch).await {
+                Ok(()) => {
+                    c.file += batch.len() as u64;
+                    c.stored = Some(at + batch.len() as u64);
+                    self.shipped.store(c.file, Ordering::Relaxed);
+                }
+                Err(StoreError::LogMoved { length, .. }) => {
+                    c.stored = Some(length);
+                    c.unacked = Some(batch);
+                }
+                Err(e) => {
+                    c.unacked = Some(batch);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` to its end while shipping in batches, then ships the
+    /// rest (trying a few times). Shipping never fails the work: errors are
+    /// reported on stderr with `who`.
+    pub async fn ship_while<F: Future>(&self, who: &str, work: F) -> F::Output {
+        let done = Notify::new();
+        let work = async {
+            let out = work.await;
+            done.notify_one();
+            out
+        };
+        let ship = async {
+            let mut look = tokio::time::interval(LOOK_EVERY);
+            look.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = done.notified() => return,
+                    _ = look.tick() => {}
+                }
+                if !self.due().await {
+                    continue;
+                }
+                match self.flush().await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        eprintln!("{who}: cannot ship the log of run {}: {e}", self.run);
+                    }
+                    Err(_) => {}
+                }
+            }
+        };
+        let (out, ()) = tokio::join!(work, ship);
+        let mut pause = Duration::from_millis(100);
+        for left in (0..LAST_TRIES).rev() {
+            match self.flush().await {
+                Ok(()) => break,
+                Err(e) if left == 0 => {
+                    eprintln!(
+                        "{who}: the end of the log of run {} was not shipped: {e}",
+                        self.run
+                    );
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a batch is due: a full one waits, or any bytes wait and the
+    /// last batch is old enough.
+    async fn due(&self) -> bool {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let waiting = size.saturating_sub(self.shipped.load(Ordering::Relaxed));
+        if waiting >= BATCH_BYTES {
+            return true;
+        }
+        if waiting == 0 {
+            return false;
+        }
+        self.cursor.lock().await.last.elapsed() >= BATCH_DELAY
+    }
+}
+
+/// At most `max` bytes of the file from `offset` (nothing when it does not
+/// exist).
+fn read_from(path: &PathBuf, offset: u64, max: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.take(max).read_to_end(&mut out);
+    }
+    out
+}

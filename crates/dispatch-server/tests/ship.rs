@@ -1,0 +1,131 @@
+//! Log shipping (`dispatch_server::ship`) against a real SQLite store: what a
+//! worker's log file gains reaches the store in batches, exactly once, after
+//! what earlier holders of the run shipped.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dispatch_core::RunId;
+use dispatch_runtime::Layout;
+use dispatch_server::SharedStore;
+use dispatch_server::ship::{BATCH_BYTES, LogShipper};
+use dispatch_store::conformance::{id, new_run};
+use dispatch_store::{RunStore, SqliteStore};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: SharedStore,
+    layout: Layout,
+    run: RunId,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path().join(".dispatch"));
+        std::fs::create_dir_all(layout.runs()).expect("runs dir");
+        let sqlite =
+            SqliteStore::open(&layout.db(), Duration::from_secs(5)).expect("a fresh database");
+        let run = sqlite
+            .create_run(&new_run(id(1), "p", 10))
+            .await
+            .expect("a run")
+            .id;
+        Fixture {
+            dir,
+            store: Arc::new(sqlite),
+            layout,
+            run,
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.layout.log(&self.run))
+            .and_then(|mut f| f.write_all(bytes))
+            .expect("append to the log file");
+    }
+
+    async fn stored(&self) -> Vec<u8> {
+        self.store
+            .read_log(&self.run, 0, usize::MAX)
+            .await
+            .expect("read the stored log")
+    }
+
+    /// The size of every stored chunk.
+    fn chunk_sizes(&self) -> Vec<usize> {
+        let conn = rusqlite::Connection::open(self.layout.db()).expect("raw connection");
+        let mut stmt = conn
+            .prepare("SELECT length(data) FROM run_logs ORDER BY pos")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+}
+
+#[tokio::test]
+async fn a_log_ships_in_batches_from_where_the_file_stood_and_after_other_writers() {
+    let f = Fixture::new().await;
+    // An earlier hold of the run on this worker shipped its part already.
+    f.append(b"earlier\n");
+    f.store
+        .append_log(&f.run, 0, b"earlier\n")
+        .await
+        .expect("shipped before");
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run);
+    shipper.flush().await.expect("nothing new to ship");
+    assert_eq!(f.stored().await, b"earlier\n", "nothing shipped twice");
+
+    let big: Vec<u8> = (0..150_000u32).map(|n| b'a' + (n % 26) as u8).collect();
+    f.append(&big);
+    shipper.flush().await.expect("flush");
+    let mut want = b"earlier\n".to_vec();
+    want.extend(&big);
+    assert_eq!(f.stored().await, want);
+    let sizes = f.chunk_sizes();
+    assert!(
+        sizes.iter().all(|&n| n as u64 <= BATCH_BYTES),
+        "batches of at most 64 KiB: {sizes:?}"
+    );
+
+    // Another worker took the run over and appended; shipping goes on after it.
+    let length = f.store.log_length(&f.run).await.expect("length");
+    f.store
+        .append_log(&f.run, length, b"other worker\n")
+        .await
+        .expect("the other writer");
+    f.append(b"mine again\n");
+    shipper.flush().await.expect("flush");
+    want.extend(b"other worker\nmine again\n");
+    assert_eq!(f.stored().await, want, "nothing lost, nothing interleaved");
+    drop(f.dir);
+}
+
+#[tokio::test]
+async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
+    let f = Fixture::new().await;
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run);
+    let work = async {
+        f.append(b"while running\n");
+        // Shipped within a batch delay or so, while the work goes on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.stored().await != b"while running\n" {
+            assert!(Instant::now() < deadline, "not shipped while running");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f.append(b"at the end\n");
+        42
+    };
+    assert_eq!(shipper.ship_while("test", work).await, 42);
+    assert_eq!(
+        f.stored().await,
+        b"while running\nat the end\n",
+        "the rest shipped when the work ended"
+    );
+}

@@ -1,0 +1,211 @@
+//! Parcels, briefs and shipped run logs: what every cluster backend promises.
+
+use dispatch_core::Transition;
+
+use super::{create, id, new_run, start, step};
+use crate::{ParcelStore, RunLogStore, Store, StoreError, StoredParcel};
+
+fn parcel(digest: char, archive: &[u8]) -> StoredParcel {
+    StoredParcel {
+        digest: digest.to_string().repeat(64),
+        name: "hello".into(),
+        manifest: r#"{"schema":1,"name":"hello","files":[]}"#.into(),
+        archive: archive.to_vec(),
+        created_at: 1_000,
+    }
+}
+
+pub async fn a_parcel_is_stored_by_digest_and_a_put_writes_only_what_differs<S: ParcelStore>(
+    store: S,
+) {
+    let first = parcel('a', &[0, 1, 2, 255, 0, 7]);
+    assert!(!store.has_parcel(&first.digest).await.expect("has"));
+    assert_eq!(store.get_parcel(&first.digest).await.expect("get"), None);
+    assert!(store.put_parcel(&first).await.expect("put"), "stored now");
+    assert!(store.has_parcel(&first.digest).await.expect("has"));
+    assert_eq!(
+        store.get_parcel(&first.digest).await.expect("get"),
+        Some(first.clone()),
+        "every byte of the archive round-trips"
+    );
+    let mut later = first.clone();
+    later.created_at = 2_000;
+    assert!(
+        !store.put_parcel(&later).await.expect("put again"),
+        "the same content again writes nothing"
+    );
+    assert_eq!(
+        store.get_parcel(&first.digest).await.expect("get"),
+        Some(first.clone()),
+        "and keeps the first time"
+    );
+    let mut repaired = first.clone();
+    repaired.archive = b"the right bytes".to_vec();
+    assert!(
+        store.put_parcel(&repaired).await.expect("put"),
+        "other content replaces a damaged copy"
+    );
+    assert_eq!(
+        store.get_parcel(&first.digest).await.expect("get"),
+        Some(repaired)
+    );
+    let other = parcel('b', &[]);
+    assert!(store.put_parcel(&other).await.expect("put"));
+    assert_eq!(
+        store.get_parcel(&other.digest).await.expect("get"),
+        Some(other)
+    );
+}
+
+pub async fn a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs<S: ParcelStore>(
+    store: S,
+) {
+    let sha = "c".repeat(64);
+    assert_eq!(store.get_brief(&sha).await.expect("get"), None);
+    assert!(
+        store
+            .put_brief(&sha, b"{\"payload\":1}\n\0")
+            .await
+            .expect("put")
+    );
+    assert!(
+        !store
+            .put_brief(&sha, b"{\"payload\":1}\n\0")
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store.get_brief(&sha).await.expect("get"),
+        Some(b"{\"payload\":1}\n\0".to_vec()),
+        "byte for byte"
+    );
+    assert!(store.put_brief(&sha, b"fixed").await.expect("put other"));
+    assert_eq!(
+        store.get_brief(&sha).await.expect("get"),
+        Some(b"fixed".to_vec())
+    );
+    assert_eq!(store.get_brief(&"d".repeat(64)).await.expect("get"), None);
+}
+
+pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunLogStore>(store: S) {
+    let run = create(&store, new_run(id(1), "p", 10)).await;
+    let neighbour = create(&store, new_run(id(2), "p", 11)).await;
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 0);
+    assert!(
+        store
+            .read_log(&run.id, 0, 100)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store
+        .append_log(&run.id, 0, b"hello ")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 6, b"")
+        .await
+        .expect("nothing to append");
+    store
+        .append_log(&run.id, 6, b"world\n")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 12, b"bye\n")
+        .await
+        .expect("append");
+    store
+        .append_log(&neighbour.id, 0, b"other")
+        .await
+        .expect("append");
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 16);
+    let all = store.read_log(&run.id, 0, 1 << 20).await.expect("read");
+    assert_eq!(all, b"hello world\nbye\n");
+    for from in 0..=16u64 {
+        let rest = store.read_log(&run.id, from, 1 << 20).await.expect("read");
+        assert_eq!(rest, &all[from as usize..], "from byte {from}");
+    }
+    assert_eq!(store.read_log(&run.id, 3, 5).await.expect("read"), b"lo wo");
+    assert!(
+        store
+            .read_log(&run.id, 99, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // Paging by what was read gets every byte once.
+    let mut paged = Vec::new();
+    loop {
+        let page = store
+            .read_log(&run.id, paged.len() as u64, 4)
+            .await
+            .expect("read");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(
+        store.read_log(&neighbour.id, 0, 100).await.expect("read"),
+        b"other"
+    );
+}
+
+pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store + RunLogStore>(
+    store: S,
+) {
+    let run = create(&store, new_run(id(1), "p", 10)).await;
+    store
+        .append_log(&run.id, 0, b"first\n")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 0, b"first\n")
+        .await
+        .expect("a retry of a committed append succeeds");
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 6, "once");
+    for (offset, bytes) in [(0, &b"other\n"[..]), (3, b"st\n"), (9, b"gap"), (2, b"")] {
+        let err = store
+            .append_log(&run.id, offset, bytes)
+            .await
+            .expect_err("not at the end");
+        assert!(
+            matches!(err, StoreError::LogMoved { length: 6, offset: o, .. } if o == offset),
+            "got {err:?}"
+        );
+    }
+    assert_eq!(
+        store.read_log(&run.id, 0, 100).await.expect("read"),
+        b"first\n",
+        "refused appends wrote nothing"
+    );
+    let err = store
+        .append_log(&id(77), 0, b"x")
+        .await
+        .expect_err("an unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+    assert_eq!(store.log_length(&id(77)).await.expect("length"), 0);
+}
+
+pub async fn deleting_a_run_removes_its_log<S: Store + RunLogStore>(store: S) {
+    let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
+    store
+        .append_log(&run.id, 0, b"bye\n")
+        .await
+        .expect("append");
+    step(&store, &run, Transition::Exited { code: 0, at: 30 }).await;
+    store.delete_run(&run.id).await.expect("delete");
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 0);
+    // A new run with the same id starts with an empty log.
+    let again = create(&store, new_run(id(1), "p", 40)).await;
+    store
+        .append_log(&again.id, 0, b"new\n")
+        .await
+        .expect("append");
+    assert_eq!(
+        store.read_log(&again.id, 0, 100).await.expect("read"),
+        b"new\n"
+    );
+}

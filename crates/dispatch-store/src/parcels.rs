@@ -1,0 +1,99 @@
+//! What a cluster needs besides run records, so that a worker on another
+//! machine can run anything with no shared filesystem: the parcels and briefs
+//! runs are made of (content-addressed, written once), and the run logs that
+//! workers ship back.
+//!
+//! The store keeps these as opaque bytes and does not verify them: a digest
+//! is whatever the writer said. Whoever materialises a parcel or a brief
+//! checks it against its digest before use.
+
+use async_trait::async_trait;
+use dispatch_core::{RunId, Ts};
+
+use crate::StoreResult;
+
+/// A parcel as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredParcel {
+    /// Hex SHA-256 of `manifest` (the parcel's digest).
+    pub digest: String,
+    /// The parcel's name (from its manifest), for listings.
+    pub name: String,
+    /// The canonical manifest JSON, byte for byte.
+    pub manifest: String,
+    /// A tar archive of the parcel's `files/` directory.
+    pub archive: Vec<u8>,
+    pub created_at: Ts,
+}
+
+/// Parcels and briefs, by digest (an opt-in capability, next to
+/// [`crate::Store`]).
+///
+/// Puts are idempotent: putting what is stored already writes nothing. Only
+/// one content is right for a digest, and a writer puts only what it has
+/// verified; so a put whose content differs from the stored one replaces it
+/// (the stored copy was damaged), which is how uploading a parcel again
+/// repairs it.
+#[async_trait]
+pub trait ParcelStore: Send + Sync {
+    /// Stores the parcel under its digest. `true` when this call wrote
+    /// (a new digest, or a stored copy that differed).
+    async fn put_parcel(&self, parcel: &StoredParcel) -> StoreResult<bool>;
+
+    /// Whether a parcel with this digest is stored (cheap: no archive read).
+    async fn has_parcel(&self, digest: &str) -> StoreResult<bool>;
+
+    /// The parcel stored under `digest`, if any.
+    async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>>;
+
+    /// Stores a brief's bytes under their SHA-256. `true` when this call
+    /// wrote (as for [`ParcelStore::put_parcel`]).
+    async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool>;
+
+    /// The brief stored under `sha256`, if any.
+    async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+/// Run logs shipped by workers, as append-only byte chunks per run.
+///
+/// A run's stored log is one byte stream; each chunk sits at the byte
+/// offset where it starts. Appends are a compare-and-set on the stream's
+/// length, so two writers never interleave inside a chunk and a reader
+/// paging by offset never misses a chunk that commits later.
+#[async_trait]
+pub trait RunLogStore: Send + Sync {
+    /// Appends `bytes` to the run's stored log at `offset`, which must be its
+    /// current length. A retry of an append that already committed (the
+    /// same bytes at the same offset) succeeds without writing again.
+    /// `LogMoved` (with the actual length) when the log is longer or shorter;
+    /// `NotFound` for an unknown run.
+    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()>;
+
+    /// The length in bytes of the run's stored log (0 when nothing was
+    /// shipped, or for an unknown run).
+    async fn log_length(&self, run: &RunId) -> StoreResult<u64>;
+
+    /// At most `max` (at least 1) bytes of the run's stored log from
+    /// `offset` on; empty at the end of what is stored.
+    async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+}
+
+/// The bytes from `offset` on, at most `max` (at least 1), out of chunks
+/// `(position, data)` in position order, the first one starting at or
+/// before `offset`.
+pub(crate) fn gather(chunks: Vec<(i64, Vec<u8>)>, offset: u64, max: usize) -> Vec<u8> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    for (pos, data) in chunks {
+        let pos = u64::try_from(pos).unwrap_or(0);
+        let skip = usize::try_from(offset.saturating_sub(pos)).unwrap_or(usize::MAX);
+        if let Some(rest) = data.get(skip..) {
+            out.extend_from_slice(rest);
+        }
+        if out.len() >= max {
+            out.truncate(max);
+            break;
+        }
+    }
+    out
+}

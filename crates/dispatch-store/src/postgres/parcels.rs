@@ -1,0 +1,178 @@
+//! Parcels, briefs and shipped run logs on PostgreSQL (see
+//! [`crate::ParcelStore`] and [`crate::RunLogStore`]).
+//!
+//! An append takes the run's row lock first, like every other write to one
+//! run, so appends to one log are serialized and each sees the length the
+//! previous one left.
+
+use deadpool_postgres::Transaction;
+use dispatch_core::RunId;
+
+use super::Fail;
+use super::runs::not_found;
+use crate::{StoreError, StoredParcel};
+
+/// Chunks read per query when reading a log.
+const CHUNKS_PER_READ: i64 = 64;
+
+pub(super) async fn put_parcel(tx: &Transaction<'_>, p: &StoredParcel) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO parcels (digest, name, manifest, archive, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name,
+                 manifest = EXCLUDED.manifest, archive = EXCLUDED.archive
+             WHERE parcels.manifest IS DISTINCT FROM EXCLUDED.manifest
+                 OR parcels.archive IS DISTINCT FROM EXCLUDED.archive",
+        )
+        .await?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[&p.digest, &p.name, &p.manifest, &p.archive, &p.created_at],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub(super) async fn has_parcel(tx: &Transaction<'_>, digest: &str) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM parcels WHERE digest = $1")
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&digest]).await?.is_some())
+}
+
+pub(super) async fn get_parcel(
+    tx: &Transaction<'_>,
+    digest: &str,
+) -> Result<Option<StoredParcel>, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT name, manifest, archive, created_at FROM parcels WHERE digest = $1")
+        .await?;
+    let Some(row) = tx.query_opt(&stmt, &[&digest]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredParcel {
+        digest: digest.to_string(),
+        name: row.try_get(0)?,
+        manifest: row.try_get(1)?,
+        archive: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    }))
+}
+
+pub(super) async fn put_brief(
+    tx: &Transaction<'_>,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO briefs (sha256, content) VALUES ($1, $2)
+             ON CONFLICT (sha256) DO UPDATE SET content = EXCLUDED.content
+             WHERE briefs.content IS DISTINCT FROM EXCLUDED.content",
+        )
+        .await?;
+    Ok(tx.execute(&stmt, &[&sha256, &bytes]).await? == 1)
+}
+
+pub(super) async fn get_brief(tx: &Transaction<'_>, sha256: &str) -> Result<Option<Vec<u8>>, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT content FROM briefs WHERE sha256 = $1")
+        .await?;
+    match tx.query_opt(&stmt, &[&sha256]).await? {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
+    }
+}
+
+fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
+    i64::try_from(offset)
+        .map_err(|_| Fail::Encode(format!("log offset {offset} of run {run} is out of range")))
+}
+
+async fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pos + octet_length(data)::bigint FROM run_logs WHERE run_id = $1 \
+             ORDER BY pos DESC LIMIT 1",
+        )
+        .await?;
+    let end: Option<i64> = match tx.query_opt(&stmt, &[&run.as_str()]).await? {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
+    Ok(end.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+pub(super) async fn append_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), Fail> {
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    if tx.query_opt(&lock, &[&run.as_str()]).await?.is_none() {
+        return Err(not_found(run));
+    }
+    let length = stored_length(tx, run).await?;
+    let pos = position(run, offset)?;
+    if offset == length {
+        if !bytes.is_empty() {
+            let stmt = tx
+                .prepare_cached("INSERT INTO run_logs (run_id, pos, data) VALUES ($1, $2, $3)")
+                .await?;
+            tx.execute(&stmt, &[&run.as_str(), &pos, &bytes]).await?;
+        }
+        return Ok(());
+    }
+    if offset < length && !bytes.is_empty() {
+        // A retry whose first try committed finds its own chunk there.
+        let stmt = tx
+            .prepare_cached("SELECT data FROM run_logs WHERE run_id = $1 AND pos = $2")
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&run.as_str(), &pos]).await? {
+            let there: Vec<u8> = row.try_get(0)?;
+            if there == bytes {
+                return Ok(());
+            }
+        }
+    }
+    Err(Fail::Store(StoreError::LogMoved {
+        id: run.clone(),
+        offset,
+        length,
+    }))
+}
+
+pub(super) async fn log_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
+    stored_length(tx, run).await
+}
+
+pub(super) async fn read_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    offset: u64,
+    max: usize,
+) -> Result<Vec<u8>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pos, data FROM run_logs WHERE run_id = $1 AND pos >= COALESCE(
+                 (SELECT MAX(pos) FROM run_logs WHERE run_id = $1 AND pos <= $2), 0)
+             ORDER BY pos LIMIT $3",
+        )
+        .await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[&run.as_str(), &position(run, offset)?, &CHUNKS_PER_READ],
+        )
+        .await?;
+    let chunks = rows
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<Vec<(i64, Vec<u8>)>, Fail>>()?;
+    Ok(crate::parcels::gather(chunks, offset, max))
+}

@@ -1,0 +1,150 @@
+//! Parcels, briefs and shipped run logs on SQLite (see
+//! [`crate::ParcelStore`] and [`crate::RunLogStore`]).
+
+use dispatch_core::RunId;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::Fail;
+use super::runs::exists;
+use crate::{StoreError, StoredParcel};
+
+/// Chunks read per query when reading a log.
+const CHUNKS_PER_READ: i64 = 64;
+
+pub(super) fn put_parcel(tx: &Transaction<'_>, p: &StoredParcel) -> Result<bool, Fail> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO parcels (digest, name, manifest, archive, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (digest) DO UPDATE SET name = excluded.name,
+                 manifest = excluded.manifest, archive = excluded.archive
+             WHERE parcels.manifest IS NOT excluded.manifest
+                 OR parcels.archive IS NOT excluded.archive",
+        )?
+        .execute(params![
+            p.digest,
+            p.name,
+            p.manifest,
+            p.archive,
+            p.created_at
+        ])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn has_parcel(tx: &Transaction<'_>, digest: &str) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM parcels WHERE digest = ?1")?
+        .query_row([digest], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(super) fn get_parcel(tx: &Transaction<'_>, digest: &str) -> Result<Option<StoredParcel>, Fail> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT name, manifest, archive, created_at FROM parcels WHERE digest = ?1",
+        )?
+        .query_row([digest], |row| {
+            Ok(StoredParcel {
+                digest: digest.to_string(),
+                name: row.get(0)?,
+                manifest: row.get(1)?,
+                archive: row.get(2)?,
+                created_at: row.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(super) fn put_brief(tx: &Transaction<'_>, sha256: &str, bytes: &[u8]) -> Result<bool, Fail> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO briefs (sha256, content) VALUES (?1, ?2)
+             ON CONFLICT (sha256) DO UPDATE SET content = excluded.content
+             WHERE briefs.content IS NOT excluded.content",
+        )?
+        .execute(params![sha256, bytes])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn get_brief(tx: &Transaction<'_>, sha256: &str) -> Result<Option<Vec<u8>>, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT content FROM briefs WHERE sha256 = ?1")?
+        .query_row([sha256], |row| row.get(0))
+        .optional()?)
+}
+
+fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
+    i64::try_from(offset)
+        .map_err(|_| Fail::Encode(format!("log offset {offset} of run {run} is out of range")))
+}
+
+fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
+    let end: Option<i64> = tx
+        .prepare_cached(
+            "SELECT pos + length(data) FROM run_logs WHERE run_id = ?1 ORDER BY pos DESC LIMIT 1",
+        )?
+        .query_row([run.as_str()], |row| row.get(0))
+        .optional()?;
+    Ok(end.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+pub(super) fn append_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), Fail> {
+    if !exists(tx, run)? {
+        return Err(Fail::Store(StoreError::NotFound(run.to_string())));
+    }
+    let length = stored_length(tx, run)?;
+    if offset == length {
+        if !bytes.is_empty() {
+            tx.prepare_cached("INSERT INTO run_logs (run_id, pos, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![run.as_str(), position(run, offset)?, bytes])?;
+        }
+        return Ok(());
+    }
+    if offset < length && !bytes.is_empty() {
+        // A retry whose first try committed finds its own chunk there.
+        let there: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT data FROM run_logs WHERE run_id = ?1 AND pos = ?2")?
+            .query_row(params![run.as_str(), position(run, offset)?], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if there.as_deref() == Some(bytes) {
+            return Ok(());
+        }
+    }
+    Err(Fail::Store(StoreError::LogMoved {
+        id: run.clone(),
+        offset,
+        length,
+    }))
+}
+
+pub(super) fn log_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
+    stored_length(tx, run)
+}
+
+pub(super) fn read_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    offset: u64,
+    max: usize,
+) -> Result<Vec<u8>, Fail> {
+    let chunks: Vec<(i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT pos, data FROM run_logs WHERE run_id = ?1 AND pos >= COALESCE(
+                 (SELECT MAX(pos) FROM run_logs WHERE run_id = ?1 AND pos <= ?2), 0)
+             ORDER BY pos LIMIT ?3",
+        )?
+        .query_map(
+            params![run.as_str(), position(run, offset)?, CHUNKS_PER_READ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(crate::parcels::gather(chunks, offset, max))
+}
