@@ -5,6 +5,7 @@ mod commands;
 mod ctx;
 mod error;
 mod output;
+mod prefork;
 mod reliability_args;
 
 use clap::Parser;
@@ -34,6 +35,12 @@ fn main() {
     }
     let ctx = Ctx::new(cli.root.clone());
     let host = cli.host.clone().filter(|h| !h.is_empty());
+    if host.is_none() && matches!(cli.command, Command::Run(_)) {
+        // Still one thread, no database open: fork the helper now.
+        if let Ok(mut slot) = ctx.prefork.lock() {
+            *slot = prefork::Prefork::fork(&ctx);
+        }
+    }
     let code = block_on_runtime(async {
         if let Some(host) = host
             && let Some(result) = remote::execute(&host, &cli.command).await
@@ -59,7 +66,7 @@ fn helper_run_id() -> Option<String> {
 
 /// Runs a command on a current-thread runtime; returns its exit code,
 /// printing its error.
-fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
+pub(crate) fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -154,13 +154,28 @@ fn waiting_for_retry(d: &Dispatch, id: &str) -> bool {
     doc["status"] == "queued" && doc["state"]["not_before"].as_i64().is_some()
 }
 
-/// The pid of the helper process of run `id`, found by its command line.
-fn helper_of(id: &str) -> Option<i32> {
+/// The pid of the live helper process of run `id`: a spawned one is found by
+/// its command line; the one `run` forks is named `dispatch-helper` and
+/// carries this test's state directory in its environment (one run each).
+fn helper_of(d: &Dispatch, id: &str) -> Option<i32> {
+    let root = format!("DISPATCH_ROOT={}", d.root().display());
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+        if state == "Z" {
+            return None;
+        }
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        (cmd.contains("internal run-record") && cmd.contains(id)).then_some(pid)
+        if cmd.contains("internal run-record") && cmd.contains(id) {
+            return Some(pid);
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let environ = std::fs::read(e.path().join("environ")).ok()?;
+        let forked = comm.trim() == "dispatch-helper"
+            && environ.split(|b| *b == 0).any(|v| v == root.as_bytes());
+        forked.then_some(pid)
     })
 }
 
@@ -183,7 +198,9 @@ fn stopping_a_run_during_its_backoff_cancels_it() {
     d.ok(&["stop", &id]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "cancelled");
-    eventually(10, "the waiting helper exits", || helper_of(&id).is_none());
+    eventually(10, "the waiting helper exits", || {
+        helper_of(&d, &id).is_none()
+    });
 }
 
 #[test]
@@ -202,7 +219,7 @@ fn a_helper_lost_during_its_backoff_is_replaced_once_the_run_is_overdue() {
     eventually(10, "the run waits for attempt 2", || {
         waiting_for_retry(&d, &id)
     });
-    let helper = helper_of(&id).expect("the helper waits out the backoff");
+    let helper = helper_of(&d, &id).expect("the helper waits out the backoff");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(helper),
         nix::sys::signal::Signal::SIGKILL,

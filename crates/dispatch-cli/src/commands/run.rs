@@ -99,8 +99,14 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     foreground(ctx, &store, &run).await
 }
 
-/// Spawns the helper for a created run; a run whose helper cannot start is failed at once.
+/// Spawns the helper for a created run (or starts the one forked ahead);
+/// a run whose helper cannot start is failed at once.
 pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<()> {
+    if let Some(helper) = ctx.take_prefork()
+        && helper.start(&run.id).is_ok()
+    {
+        return Ok(());
+    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
     if let Err(e) = spawn_helper(&ctx.layout, &exe, &run.id) {

@@ -55,6 +55,9 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT: i64 = 32;
+
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and brings its
     /// schema up to date. A writer waits up to `busy_timeout` for another
@@ -97,6 +100,11 @@ impl SqliteStore {
             // this, each one closing the last connection would checkpoint and
             // delete the WAL (two fsyncs), and the next would recreate it.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            // But the first connection of a process that finds no other one
+            // open rebuilds the WAL index by reading the whole WAL: keep it
+            // short (checkpoints are cheap; a 4 MB WAL costs every process
+            // several milliseconds of checksumming).
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
             schema::migrate(&mut conn)
         })();
         self.finish(result)

@@ -1,0 +1,105 @@
+//! The helper of `dispatch run`, forked before the CLI does anything else.
+//!
+//! Spawning `dispatch internal run-record <id>` costs a whole program start
+//! (exec, dynamic linking, runtime set-up: about 1.5 ms of CPU) on the path
+//! from `run` to the agent. Instead `run` forks itself first thing, while it
+//! is still one thread with no database open: the child detaches (its own
+//! session, stdio off the caller's pipes), opens the database while the
+//! parent creates the run, and waits on a pipe. The parent writes the run id
+//! once the run exists (deduplication and sessions checked) and the child
+//! becomes that run's helper, exactly as `internal run-record` would. If the
+//! parent writes nothing (bad input, a deduplicated run) the pipe closes and
+//! the child exits without touching anything.
+//!
+//! The child never uses a database connection of its parent: it forks before
+//! the parent opens one (SQLite connections must not cross a fork).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use dispatch_core::RunId;
+use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
+
+use crate::commands::internal;
+use crate::ctx::Ctx;
+
+/// The parent's end: start the forked helper on a run, or let it go.
+pub struct Prefork {
+    go: File,
+}
+
+impl Prefork {
+    /// Forks the helper-to-be. Must be called while this process has a
+    /// single thread and no database open. `None` when forking failed (the
+    /// caller spawns a helper the usual way).
+    pub fn fork(ctx: &Ctx) -> Option<Prefork> {
+        let (read, write) = pipe().ok()?;
+        // SAFETY: the process has one thread (called from `main` before any
+        // runtime or thread exists), so the child may run arbitrary code.
+        match unsafe { fork() }.ok()? {
+            ForkResult::Parent { .. } => {
+                drop(read);
+                Some(Prefork {
+                    go: File::from(write),
+                })
+            }
+            ForkResult::Child => {
+                drop(write);
+                let code = child(ctx, read);
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Hands the created run to the helper, which starts it at once.
+    pub fn start(mut self, id: &RunId) -> std::io::Result<()> {
+        self.go.write_all(id.as_str().as_bytes())
+        // Dropping `self` closes the pipe: the helper reads to its end.
+    }
+}
+
+/// The helper-to-be: detach, open the database, wait for a run id, run it.
+fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
+    // Off the caller's terminal and pipes (a caller reading our stdout to
+    // its end must not wait for the run), and out of its session.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = dup2_stdin(&null);
+        let _ = dup2_stdout(&null);
+        let _ = dup2_stderr(&null);
+    }
+    dispatch_runtime::os::detach_session();
+    // `ps -e` / `top` tell it from the command it was forked from.
+    let _ = nix::sys::prctl::set_name(c"dispatch-helper");
+    // Opened while the parent creates the run; only an existing database
+    // (the parent creates a new one and runs its migrations).
+    let store = match ctx.layout.db().is_file() {
+        true => ctx.store().ok(),
+        false => None,
+    };
+    let mut id = String::new();
+    let mut go = File::from(go);
+    if go.read_to_string(&mut id).is_err() || id.is_empty() {
+        return 0; // the parent started nothing
+    }
+    let Ok(id) = id.parse::<RunId>() else {
+        return 0;
+    };
+    // The run's log is the helper's stdout and stderr, as when spawned.
+    let log_path = ctx.layout.log(&id);
+    let _ = std::fs::create_dir_all(ctx.layout.runs());
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
+        let _ = dup2_stdout(&log);
+        let _ = dup2_stderr(&log);
+        debug_assert!(log.as_raw_fd() > 2);
+    }
+    crate::block_on_runtime(internal::run_record_with(ctx, store, &id))
+}
