@@ -68,15 +68,18 @@ pub fn main(args: &[String]) {
         .expect("runtime");
     println!("| measurement | result | target |\n|---|---|---|");
     rt.block_on(async {
+        let mut keep = Vec::new();
         if wanted("noop") {
             let noop = Load::noop(batch);
-            let sqlite = throughput(None, runs, &noop).await;
+            let (sqlite, dir) = throughput(None, runs, &noop).await;
+            keep.push(dir);
             println!(
                 "| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |"
             );
             match TestDatabase::create().await {
                 Some(db) => {
-                    let pg = throughput(Some(db.url().to_string()), runs, &noop).await;
+                    let (pg, dir) = throughput(Some(db.url().to_string()), runs, &noop).await;
+                    keep.push(dir);
                     println!(
                         "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
                     );
@@ -88,14 +91,16 @@ pub fn main(args: &[String]) {
             let n = process_runs;
             let process = Load::process(slots);
             if sqlite_too {
-                let sqlite = throughput(None, n, &process).await;
+                let (sqlite, dir) = throughput(None, n, &process).await;
+                keep.push(dir);
                 println!(
                     "| `true` process throughput, SQLite, {n} runs, 2 workers × {slots} slots | {sqlite:.0} runs/s | — |"
                 );
             }
             match TestDatabase::create().await.filter(|_| pg_too) {
                 Some(db) => {
-                    let pg = throughput(Some(db.url().to_string()), n, &process).await;
+                    let (pg, dir) = throughput(Some(db.url().to_string()), n, &process).await;
+                    keep.push(dir);
                     println!(
                         "| `true` process throughput, PostgreSQL, {n} runs, 2 workers × {slots} slots | {pg:.0} runs/s | ≥ 1000 runs/s |"
                     );
@@ -121,6 +126,8 @@ struct Load {
     agentfile: &'static str,
     slots: usize,
     batch: usize,
+    /// How often the end is looked for (each look is a query).
+    poll: Duration,
 }
 
 impl Load {
@@ -130,6 +137,7 @@ impl Load {
             agentfile: "FROM noop\nNAME bench\n",
             slots: batch * 2,
             batch,
+            poll: Duration::from_millis(5),
         }
     }
 
@@ -139,6 +147,7 @@ impl Load {
             agentfile: "FROM process\nNAME bench\nCOMMAND [\"true\"]\n",
             slots,
             batch: slots,
+            poll: Duration::from_millis(20),
         }
     }
 }
@@ -156,7 +165,14 @@ fn bench_layout(dir: &tempfile::TempDir, agentfile: &str) -> Layout {
     layout
 }
 
-async fn throughput(url: Option<String>, n: usize, load: &Load) -> f64 {
+/// Runs `n` runs of `load` through two workers; the rate, and the temporary
+/// directory (kept until every measurement is done: deleting tens of
+/// thousands of files makes the next ones' file creation slower on ext4).
+async fn throughput(url: Option<String>, n: usize, load: &Load) -> (f64, tempfile::TempDir) {
+    let database = url
+        .as_deref()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(_, db)| db.to_string());
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = bench_layout(&dir, load.agentfile);
     let creator = Backend::open(&layout, url.as_deref(), 8)
@@ -175,7 +191,7 @@ async fn throughput(url: Option<String>, n: usize, load: &Load) -> f64 {
             .expect("create");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let cpu = Cpu::now();
+    let cpu = Cpu::now(database.as_deref());
     let started = Instant::now();
     let mut handles = Vec::new();
     for i in 0..2 {
@@ -210,14 +226,14 @@ async fn throughput(url: Option<String>, n: usize, load: &Load) -> f64 {
         .expect("list")
         .is_empty()
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(load.poll).await;
     }
     let elapsed = started.elapsed();
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
     }
-    eprintln!("{}", Cpu::now().per_run(&cpu, n));
+    eprintln!("{}", Cpu::now(database.as_deref()).per_run(&cpu, n));
     // A rate only counts runs that did what they should.
     let failed = RunFilter {
         statuses: vec![
@@ -233,7 +249,7 @@ async fn throughput(url: Option<String>, n: usize, load: &Load) -> f64 {
     if let Some(run) = bad.first() {
         eprintln!("warning: run {} ended {}", run.id, run.status());
     }
-    n as f64 / elapsed.as_secs_f64()
+    (n as f64 / elapsed.as_secs_f64(), dir)
 }
 
 async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {

@@ -1,6 +1,6 @@
 //! Where a measurement's CPU time went, from `/proc`: this process (the
-//! workers), its reaped children (the agents) and every PostgreSQL process
-//! (the database). Linux reports it in ticks of 1/100 s.
+//! workers), its reaped children (the agents) and the PostgreSQL backends of
+//! the measurement's database. Linux reports it in ticks of 1/100 s.
 
 /// CPU time used so far, in milliseconds.
 #[derive(Clone, Copy, Debug, Default)]
@@ -9,21 +9,24 @@ pub struct Cpu {
     pub own: u64,
     /// Children this process waited for.
     pub children: u64,
-    /// Every live process named `postgres` (the pool's backends live as
-    /// long as the measurement).
+    /// The PostgreSQL backends serving database `database` (their title
+    /// names it; the pools' connections live as long as the measurement).
     pub postgres: u64,
 }
 
 impl Cpu {
-    pub fn now() -> Self {
+    pub fn now(database: Option<&str>) -> Self {
         let me = fields(std::fs::read_to_string("/proc/self/stat").ok());
         let ms =
             |f: &[u64], a: usize, b: usize| (f.get(a).unwrap_or(&0) + f.get(b).unwrap_or(&0)) * 10;
         let mut postgres = 0;
-        if let Ok(entries) = std::fs::read_dir("/proc") {
+        if let (Some(db), Ok(entries)) = (database, std::fs::read_dir("/proc")) {
+            let named = format!(" {db} ");
             for e in entries.flatten() {
-                let stat = std::fs::read_to_string(e.path().join("stat")).ok();
-                if stat.as_deref().is_some_and(|s| s.contains("(postgres)")) {
+                let title = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let title = String::from_utf8_lossy(&title);
+                if title.starts_with("postgres:") && title.contains(&named) {
+                    let stat = std::fs::read_to_string(e.path().join("stat")).ok();
                     postgres += ms(&fields(stat), 11, 12);
                 }
             }

@@ -20,6 +20,8 @@ pub struct FencedStore {
     fence: i64,
     /// The agent process, once the run recorded one.
     agent: Mutex<Option<ProcRef>>,
+    /// The run's extras as the claim read them (they never change).
+    extras: Option<(RunId, RunExtras)>,
 }
 
 impl FencedStore {
@@ -28,7 +30,15 @@ impl FencedStore {
             inner,
             fence,
             agent: Mutex::new(None),
+            extras: None,
         }
+    }
+
+    /// Answers [`ReliabilityStore::run_extras`] for `run` with `extras`,
+    /// read with the claim, instead of asking the store again.
+    pub fn with_extras(mut self, run: RunId, extras: RunExtras) -> Self {
+        self.extras = Some((run, extras));
+        self
     }
 
     pub fn fence(&self) -> i64 {
@@ -59,17 +69,18 @@ impl RunStore for FencedStore {
         self.inner.list_runs(filter).await
     }
 
-    async fn transition(
+    async fn transitions(
         &self,
         id: &RunId,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
         let run = self
             .inner
-            .fenced_transition(id, self.fence, expected_version, write)
+            .fenced_transitions(id, self.fence, expected_version, writes)
             .await?;
-        if let Some(agent) = write.state.agent().filter(|a| a.pid > 1) {
+        let agent = writes.iter().rev().find_map(|w| w.state.agent());
+        if let Some(agent) = agent.filter(|a| a.pid > 1) {
             *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);
         }
         Ok(run)
@@ -127,7 +138,10 @@ impl ReliabilityStore for FencedStore {
     }
 
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
-        self.inner.run_extras(id).await
+        match &self.extras {
+            Some((run, extras)) if run == id => Ok(extras.clone()),
+            _ => self.inner.run_extras(id).await,
+        }
     }
 
     async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {

@@ -4,8 +4,9 @@
 //! the lease covers a worker that dies in between. Used by benchmarks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use dispatch_core::parcel::{self, Courier};
+use dispatch_core::parcel::{self, Courier, Parcel};
 use dispatch_core::{NewEvent, ProcRef, Transition, now_ms};
 use dispatch_runtime::Layout;
 use dispatch_store::{Run, RunStore, StateWrite, StoreResult};
@@ -13,21 +14,28 @@ use serde_json::json;
 
 use crate::fenced::FencedStore;
 
-/// Which courier each parcel uses, read once per parcel.
+/// Parcels a worker has loaded, by digest: a parcel is immutable (its
+/// directory is named by its manifest's hash), so each is read once.
 #[derive(Debug, Default)]
 pub(crate) struct Couriers {
-    known: HashMap<String, Option<Courier>>,
+    known: HashMap<String, Arc<Parcel>>,
 }
 
 impl Couriers {
-    /// The parcel's courier; `None` when it cannot be loaded (the helper
-    /// path reports why).
+    /// The parcel; `None` when it cannot be loaded (not remembered: the run
+    /// path loads it again and reports why).
+    pub(crate) fn parcel(&mut self, layout: &Layout, digest: &str) -> Option<Arc<Parcel>> {
+        if let Some(p) = self.known.get(digest) {
+            return Some(p.clone());
+        }
+        let loaded = Arc::new(parcel::load(&layout.parcels().join(digest)).ok()?);
+        self.known.insert(digest.to_string(), loaded.clone());
+        Some(loaded)
+    }
+
+    /// The parcel's courier; `None` when it cannot be loaded.
     pub(crate) fn of(&mut self, layout: &Layout, digest: &str) -> Option<Courier> {
-        *self.known.entry(digest.to_string()).or_insert_with(|| {
-            parcel::load(&layout.parcels().join(digest))
-                .ok()
-                .map(|p| p.manifest.courier)
-        })
+        self.parcel(layout, digest).map(|p| p.manifest.courier)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, now_ms};
-use dispatch_runtime::helper::run_claimed;
+use dispatch_runtime::helper::run_in_worker;
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
 use dispatch_store::{ClaimRequest, Claimed, QueueTimes, StoreError};
@@ -291,21 +291,23 @@ impl Worker {
     }
 
     fn start(&mut self, claimed: Claimed) {
-        let Claimed { run, fence } = claimed;
+        let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
-        let store = Arc::new(FencedStore::new(self.store.clone(), fence));
+        let store = FencedStore::new(self.store.clone(), fence).with_extras(id.clone(), extras);
+        let store = Arc::new(store);
         let (task_store, layout, name) = (
             store.clone(),
             self.config.layout.clone(),
             self.config.name.clone(),
         );
-        let noop = self.couriers.of(&layout, &run.parcel_digest) == Some(Courier::Noop);
+        let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
+        let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
                 noop::run(&task_store, run).await
             } else {
-                match run_claimed(&*task_store, &layout, run, false).await {
+                match run_in_worker(&*task_store, &layout, run, parcel).await {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {
@@ -394,6 +396,7 @@ impl Worker {
         }
     }
 
+    /// Passes stop requests on to the agents in hand (one query for all).
     async fn pass_on_stop_requests(&mut self) {
         let ids: Vec<RunId> = self
             .held
@@ -401,13 +404,17 @@ impl Worker {
             .filter(|(_, h)| !h.stopping && h.store.agent().is_some())
             .map(|(id, _)| id.clone())
             .collect();
-        for id in ids {
-            let Ok(run) = self.store.get_run(&id).await else {
-                continue;
-            };
-            if run.stop_requested_at.is_none() {
-                continue;
+        if ids.is_empty() {
+            return;
+        }
+        let stopped = match self.store.stops_requested(&ids).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                self.log(&format!("cannot look for stop requests: {e}"));
+                return;
             }
+        };
+        for id in stopped {
             if let Some(h) = self.held.get_mut(&id)
                 && h.store.agent().is_some()
             {

@@ -56,6 +56,9 @@ pub struct Claimed {
     pub run: Run,
     /// The fencing token every write about this run must carry.
     pub fence: i64,
+    /// What it was dispatched with beyond [`NewRun`] (read with the claim,
+    /// so the holder need not ask).
+    pub extras: RunExtras,
 }
 
 /// Who holds a run, as stored.
@@ -123,6 +126,21 @@ pub trait QueueStore: Send + Sync {
         fence: i64,
         expected_version: i64,
         write: &StateWrite,
+    ) -> StoreResult<Run> {
+        self.fenced_transitions(id, fence, expected_version, std::slice::from_ref(write))
+            .await
+    }
+
+    /// Several state changes at once by the lease holder: `Fenced` unless
+    /// `fence` is still the run's token and the lease is held (checked once,
+    /// before the first), then as
+    /// [`RunStore::transitions`](crate::RunStore::transitions).
+    async fn fenced_transitions(
+        &self,
+        id: &RunId,
+        fence: i64,
+        expected_version: i64,
+        writes: &[StateWrite],
     ) -> StoreResult<Run>;
 
     /// Appends events as the lease holder: `Fenced` unless `fence` is current.
@@ -148,6 +166,10 @@ pub trait QueueStore: Send + Sync {
     /// (`starting → running → succeeded`), their events and a closed attempt.
     /// Returns the runs finished; the others are left as they were.
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>>;
+
+    /// Of `ids`, the runs someone asked to stop ([`RunStore::request_stop`](crate::RunStore::request_stop)),
+    /// in one statement: how a worker looks for stop requests of the runs in hand.
+    async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>>;
 
     /// Sets a run's priority (higher is claimed first; default 0).
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()>;

@@ -13,6 +13,7 @@ pub(crate) mod retry;
 mod watch;
 
 use std::io::Write;
+use std::sync::Arc;
 
 use dispatch_core::parcel::{self, Courier, Parcel};
 use dispatch_core::time::human_duration;
@@ -22,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::{RuntimeResult, io};
 use crate::layout::Layout;
-use crate::record::{AdvanceError, advance};
+use crate::record::{AdvanceError, advance, advance_all};
 use crate::snapshot::{self, FinalSnapshot};
 use crate::{os, run_exit_code};
 
@@ -78,8 +79,42 @@ pub async fn run_claimed<S: Store + ?Sized>(
     run: Run,
     own_signals: bool,
 ) -> RuntimeResult<i32> {
+    let host = Host {
+        own_signals,
+        snapshot: true,
+    };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, run, &mut log, own_signals).await
+    attempt::run_attempts(store, layout, run, &mut log, host, None).await
+}
+
+/// Runs a run a cluster worker claimed to a terminal state, like
+/// [`run_claimed`], with the run's `parcel` when the worker already loaded
+/// it (parcels are immutable: a worker loads each digest once). The worker
+/// stops agents itself, and writes no terminal snapshot: a worker that dies
+/// before the terminal state is written loses its lease, and the run goes
+/// back to the queue.
+pub async fn run_in_worker<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: Run,
+    parcel: Option<Arc<Parcel>>,
+) -> RuntimeResult<i32> {
+    let host = Host {
+        own_signals: false,
+        snapshot: false,
+    };
+    let mut log = LifecycleLog::open(layout, &run.id);
+    attempt::run_attempts(store, layout, run, &mut log, host, parcel).await
+}
+
+/// What differs between a helper process and a worker holding a run.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Host {
+    /// A SIGTERM or SIGINT to this process stops the agent.
+    own_signals: bool,
+    /// Write `runs/<id>.final.json` before the terminal state, for readers
+    /// to apply if this process dies in between.
+    snapshot: bool,
 }
 
 pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
@@ -90,28 +125,36 @@ pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
     }
 }
 
-/// Writes the terminal snapshot, then the terminal state.
+/// Writes the terminal snapshot (when the host keeps one), then the terminal
+/// state: the last of `steps`, each applied to the state the one before left
+/// (an agent start not saved yet comes first), all saved at once.
 pub(super) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
     log: &mut LifecycleLog,
-    t: Transition,
+    host: Host,
+    steps: &[Transition],
     output: Option<Value>,
 ) -> RuntimeResult<i32> {
-    let state = match run.state.apply(run.operation, &t) {
+    let state = steps
+        .iter()
+        .try_fold(run.state.clone(), |state, t| state.apply(run.operation, t));
+    let state = match state {
         Ok(s) => s,
         Err(_) => return Ok(run_exit_code(&run.state)), // someone else finished it
     };
-    let snap = FinalSnapshot {
-        run_id: run.id.clone(),
-        attempt: run.attempt,
-        state: state.clone(),
-        output: output.clone(),
-        written_at: now_ms(),
-    };
-    if let Err(e) = snapshot::write(layout, &snap) {
-        log.line(&format!("could not write the terminal snapshot: {e}"));
+    if host.snapshot {
+        let snap = FinalSnapshot {
+            run_id: run.id.clone(),
+            attempt: run.attempt,
+            state: state.clone(),
+            output: output.clone(),
+            written_at: now_ms(),
+        };
+        if let Err(e) = snapshot::write(layout, &snap) {
+            log.line(&format!("could not write the terminal snapshot: {e}"));
+        }
     }
     let took = match (state.started_at(), state.ended_at()) {
         (Some(s), Some(e)) => format!(" in {}", human_duration(e - s)),
@@ -124,7 +167,7 @@ pub(super) async fn finish<S: Store + ?Sized>(
         (st, None, None) => st.to_string(),
     };
     log.line(&format!("run {} {how}{took}", run.id));
-    match advance(store, run, &t, output).await {
+    match advance_all(store, run, steps, output).await {
         Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(run_exit_code(&run.state)),
         Err(AdvanceError::Store(e)) => Err(e.into()),
     }
@@ -159,9 +202,10 @@ pub(super) fn prepare(
 
     let dir = layout.run_dir(&run.id);
     let artifacts_dir = dir.join("artifacts");
+    // Created by whoever writes the first decision: the agent only reads it.
     let approvals = dir.join("approvals");
     let state_dir = layout.state_dir(&parcel.manifest.name);
-    for d in [&artifacts_dir, &approvals, &state_dir] {
+    for d in [&artifacts_dir, &state_dir] {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     let payload = serde_json::to_vec(&run.payload).expect("a payload is JSON data");

@@ -172,6 +172,40 @@ pub async fn a_stolen_lease_cannot_write<S: Store + QueueStore>(store: S) {
     assert_eq!(running.status(), Status::Running, "the new holder writes");
 }
 
+pub async fn a_stolen_lease_cannot_write_several_transitions<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(&store, "slow", 1, 100).await.remove(0);
+    assert_eq!(store.sweep_expired(1101).await.expect("sweep"), vec![id(1)]);
+    let new = claim_all(&store, "fast", 1, 1200).await.remove(0);
+    let up = write_for(
+        &new.run,
+        &Transition::AgentStarted {
+            agent: AGENT,
+            at: 1300,
+        },
+    );
+    let mut running = new.run.clone();
+    running.state = up.state.clone();
+    let down = write_for(&running, &Transition::Exited { code: 0, at: 1301 });
+    let writes = [up, down];
+    let err = store
+        .fenced_transitions(&id(1), old.fence, new.run.version, &writes)
+        .await
+        .expect_err("a stale token cannot move the run");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+    assert_eq!(store.get_run(&id(1)).await.expect("get"), new.run);
+    let done = store
+        .fenced_transitions(&id(1), new.fence, new.run.version, &writes)
+        .await
+        .expect("the holder saves both at once");
+    assert_eq!(done.status(), Status::Succeeded);
+    assert_eq!(
+        store.lease(&id(1)).await.expect("lease"),
+        None,
+        "a finished run ends its lease"
+    );
+}
+
 pub async fn an_expired_lease_returns_the_run_without_consuming_an_attempt<
     S: Store + QueueStore,
 >(
@@ -583,4 +617,23 @@ pub async fn callbacks_are_due_once_the_run_finished_and_held_while_delivered<
             .is_empty(),
         "done for good"
     );
+}
+
+pub async fn stop_requests_are_found_among_the_runs_in_hand<S: Store + QueueStore>(store: S) {
+    for n in 1..=3 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 3, 100).await;
+    assert_eq!(claimed.len(), 3);
+    let held = [id(1), id(2), id(3)];
+    assert!(
+        store.stops_requested(&held).await.expect("look").is_empty(),
+        "nobody asked yet"
+    );
+    store.request_stop(&id(2), 150).await.expect("stop");
+    store.request_stop(&id(3), 151).await.expect("stop");
+    let mut stopped = store.stops_requested(&held[..2]).await.expect("look");
+    stopped.sort();
+    assert_eq!(stopped, vec![id(2)], "only among the runs asked about");
+    assert!(store.stops_requested(&[]).await.expect("look").is_empty());
 }

@@ -256,18 +256,18 @@ impl RunStore for PgStore {
         in_tx!(self, |tx| runs::list(&tx, filter))
     }
 
-    async fn transition(
+    async fn transitions(
         &self,
         id: &RunId,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
         in_tx!(self, |tx| runs::transition(
             &tx,
             id,
             expected_version,
             None,
-            write
+            writes
         ))
     }
 
@@ -340,19 +340,19 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::renew(&tx, worker, held, expires_at))
     }
 
-    async fn fenced_transition(
+    async fn fenced_transitions(
         &self,
         id: &RunId,
         fence: i64,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
         in_tx!(self, |tx| runs::transition(
             &tx,
             id,
             expected_version,
             Some(fence),
-            write
+            writes
         ))
     }
 
@@ -378,6 +378,10 @@ impl QueueStore for PgStore {
 
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
+    }
+
+    async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::stops_requested(&tx, ids))
     }
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::events::insert_event;
+use super::events::{insert_event, insert_events};
 use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
 use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
 
@@ -292,7 +292,10 @@ pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec
         .collect()
 }
 
-/// A compare-and-set state change. With `fence`, the write is a worker's: it
+/// Compare-and-set state changes: `writes` in a row, each from the state the
+/// one before left (see [`crate::RunStore::transitions`]), saved with one
+/// `UPDATE` of the run, one insert of their events and one statement per
+/// change to the attempts table. With `fence`, the writes are a worker's: it
 /// must also hold the run's current fencing token and lease, or it is
 /// [`StoreError::Fenced`].
 pub(super) async fn transition(
@@ -300,7 +303,7 @@ pub(super) async fn transition(
     id: &RunId,
     expected: i64,
     fence: Option<i64>,
-    write: &StateWrite,
+    writes: &[StateWrite],
 ) -> Result<Run, Fail> {
     let stmt = tx
         .prepare_cached(
@@ -330,95 +333,224 @@ pub(super) async fn transition(
             expected,
         }));
     }
-    if old_status.is_terminal() {
-        return Err(Fail::Store(StoreError::InvalidState {
-            id: id.clone(),
-            status: old_status,
-            hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
-        }));
-    }
-    let new_status = write.state.status();
-    let at = write.event.at;
-    let requeued = new_status == Status::Queued && old_status != Status::Queued;
-    let attempt = if requeued {
-        old_attempt + 1
-    } else {
-        old_attempt
+    let Some(last) = writes.last() else {
+        return get(tx, id).await;
     };
-    let output = write
-        .output
-        .as_ref()
+    let plan = plan(id, old_status, old_attempt, writes)?;
+    let new_status = last.state.status();
+    let output = writes
+        .iter()
+        .rev()
+        .find_map(|w| w.output.as_ref())
         .map(|o| to_json("output", o))
         .transpose()?;
-    // Queued or finished, the run is nobody's: the lease ends.
-    let release = new_status == Status::Queued || new_status.is_terminal();
-    let ready_at = match &write.state {
-        RunState::Queued { not_before } => not_before.unwrap_or(at),
-        _ => at,
-    };
     let stmt = tx
-        .prepare_cached(
-            "UPDATE runs SET state = $1, status = $2, version = version + 1, attempt = $3, \
-             updated_at = $4, output = COALESCE($5, output), \
-             ready_at = CASE WHEN $2 = 'queued' THEN $8 ELSE ready_at END, \
-             lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN $9 THEN NULL ELSE lease_expires_at END \
-             WHERE id = $6 AND version = $7",
-        )
+        .prepare_cached(concat!(
+            "UPDATE runs SET state = $1, status = $2, version = version + $3, attempt = $4, \
+             updated_at = $5, output = COALESCE($6, output), ready_at = COALESCE($9, ready_at), \
+             lease_owner = CASE WHEN $10 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN $10 THEN NULL ELSE lease_expires_at END \
+             WHERE id = $7 AND version = $8 RETURNING ",
+            run_columns!()
+        ))
         .await?;
-    let changed = tx
-        .execute(
+    let count = i64::try_from(writes.len()).unwrap_or(i64::MAX);
+    let updated = tx
+        .query_opt(
             &stmt,
             &[
-                &to_json("state", &write.state)?,
+                &to_json("state", &last.state)?,
                 &new_status.as_str(),
-                &i64::from(attempt),
-                &at,
+                &count,
+                &i64::from(plan.attempt),
+                &last.event.at,
                 &output,
                 &id.as_str(),
                 &expected,
-                &ready_at,
-                &release,
+                &plan.ready_at,
+                &plan.release,
             ],
         )
         .await?;
-    if changed != 1 {
+    let Some(updated) = updated else {
         return Err(Fail::Store(StoreError::Conflict {
             id: id.clone(),
             expected,
         }));
+    };
+    if let [write] = writes {
+        insert_event(tx, id, &write.event).await?;
+    } else {
+        let events: Vec<(RunId, NewEvent)> = writes
+            .iter()
+            .map(|w| (id.clone(), w.event.clone()))
+            .collect();
+        insert_events(tx, &events).await?;
     }
-    insert_event(tx, id, &write.event).await?;
-    if new_status == Status::Queued {
+    if plan.queued {
         notify_queue(tx).await?;
     }
     if new_status.is_terminal() {
         notify_callbacks(tx, &[id.as_str()]).await?;
     }
-    if requeued {
-        close_attempt(tx, id, old_attempt, &requeue_close(&write.event)).await?;
+    for op in &plan.attempts {
+        op.save(tx, id).await?;
     }
-    if write.state.agent().is_some() {
-        let started_at = write.state.started_at().unwrap_or(at);
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO attempts (run_id, number, started_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        tx.execute(&stmt, &[&id.as_str(), &i64::from(attempt), &started_at])
-            .await?;
+    run_from_row(&updated)
+}
+
+/// What a row of writes does besides the run's own row.
+struct Plan {
+    /// The run's attempt number after them.
+    attempt: u32,
+    /// The last queued state's `ready_at`, if any went back to the queue.
+    ready_at: Option<Ts>,
+    /// Some write went back to the queue (workers are told).
+    queued: bool,
+    /// Queued or finished, the run is nobody's: a worker's lease ends.
+    release: bool,
+    attempts: Vec<AttemptOp>,
+}
+
+/// Walks `writes` from the saved status and attempt: which attempts open and
+/// close (an attempt opens when the run enters `running`, closes when it
+/// leaves it for the queue or an end), and the attempt number after them.
+fn plan(
+    id: &RunId,
+    mut status: Status,
+    mut attempt: u32,
+    writes: &[StateWrite],
+) -> Result<Plan, Fail> {
+    let mut plan = Plan {
+        attempt,
+        ready_at: None,
+        queued: false,
+        release: false,
+        attempts: Vec::new(),
+    };
+    for write in writes {
+        if status.is_terminal() {
+            return Err(Fail::Store(StoreError::InvalidState {
+                id: id.clone(),
+                status,
+                hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
+            }));
+        }
+        let next = write.state.status();
+        let at = write.event.at;
+        if let RunState::Queued { not_before } = &write.state {
+            plan.queued = true;
+            plan.ready_at = Some(not_before.unwrap_or(at));
+            if status != Status::Queued {
+                // Back to the queue from anywhere else: a retry, so a new attempt.
+                plan.attempts.push(AttemptOp::Close {
+                    number: attempt,
+                    end: requeue_close(&write.event),
+                });
+                attempt += 1;
+            }
+        }
+        plan.release |= next == Status::Queued || next.is_terminal();
+        if write.state.agent().is_some() {
+            let started_at = write.state.started_at().unwrap_or(at);
+            plan.attempts.push(AttemptOp::Open {
+                number: attempt,
+                started_at,
+            });
+        }
+        if next.is_terminal() {
+            let end = AttemptEnd {
+                ended_at: write.state.ended_at().unwrap_or(at),
+                status: next,
+                exit_code: write.state.exit_code(),
+                error: write.state.reason().map(str::to_string),
+            };
+            // Opened by an earlier write of this row: one statement for both.
+            match plan.attempts.pop() {
+                Some(AttemptOp::Open { number, started_at }) if number == attempt => {
+                    plan.attempts.push(AttemptOp::Both {
+                        number,
+                        started_at,
+                        end,
+                    });
+                }
+                other => {
+                    plan.attempts.extend(other);
+                    plan.attempts.push(AttemptOp::Close {
+                        number: attempt,
+                        end,
+                    });
+                }
+            }
+        }
+        status = next;
     }
-    if new_status.is_terminal() {
-        let close = AttemptEnd {
-            ended_at: write.state.ended_at().unwrap_or(at),
-            status: new_status,
-            exit_code: write.state.exit_code(),
-            error: write.state.reason().map(str::to_string),
-        };
-        close_attempt(tx, id, attempt, &close).await?;
+    plan.attempt = attempt;
+    Ok(plan)
+}
+
+/// One change to the attempts table.
+enum AttemptOp {
+    /// The attempt started (kept as it is if a lost worker's attempt already
+    /// opened it).
+    Open { number: u32, started_at: Ts },
+    /// The attempt ended (unless it already had).
+    Close { number: u32, end: AttemptEnd },
+    /// Both, in one statement.
+    Both {
+        number: u32,
+        started_at: Ts,
+        end: AttemptEnd,
+    },
+}
+
+impl AttemptOp {
+    async fn save(&self, tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
+        match self {
+            AttemptOp::Open { number, started_at } => {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO attempts (run_id, number, started_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&id.as_str(), &i64::from(*number), started_at])
+                    .await?;
+                Ok(())
+            }
+            AttemptOp::Close { number, end } => close_attempt(tx, id, *number, end).await,
+            AttemptOp::Both {
+                number,
+                started_at,
+                end,
+            } => {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO attempts \
+                         (run_id, number, started_at, ended_at, status, exit_code, error) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (run_id, number) DO UPDATE SET ended_at = excluded.ended_at, \
+                         status = excluded.status, exit_code = excluded.exit_code, \
+                         error = excluded.error WHERE attempts.ended_at IS NULL",
+                    )
+                    .await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &id.as_str(),
+                        &i64::from(*number),
+                        started_at,
+                        &end.ended_at,
+                        &end.status.as_str(),
+                        &end.exit_code,
+                        &end.error,
+                    ],
+                )
+                .await?;
+                Ok(())
+            }
+        }
     }
-    get(tx, id).await
 }
 
 struct AttemptEnd {

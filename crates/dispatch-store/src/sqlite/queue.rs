@@ -62,6 +62,7 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
         });
         insert_event(tx, &run_id, &NewEvent::new("state", attempt, req.now, data))?;
         claimed.push(Claimed {
+            extras: super::reliability::extras(tx, &run_id)?,
             run: get(tx, &run_id)?,
             fence,
         });
@@ -125,16 +126,16 @@ fn check_fence(tx: &Transaction<'_>, id: &RunId, fence: i64) -> Result<Status, F
         .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))
 }
 
-pub(super) fn fenced_transition(
+pub(super) fn fenced_transitions(
     tx: &Transaction<'_>,
     id: &RunId,
     fence: i64,
     expected: i64,
-    write: &StateWrite,
+    writes: &[StateWrite],
 ) -> Result<crate::Run, Fail> {
     check_fence(tx, id, fence)?;
     // A queued or finished state ends the lease (in `transition`).
-    transition(tx, id, expected, write)
+    transition(tx, id, expected, writes)
 }
 
 pub(super) fn fenced_append(
@@ -210,6 +211,28 @@ pub(super) fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, Fail> {
         swept.push(id);
     }
     Ok(swept)
+}
+
+pub(super) fn stops_requested(tx: &Transaction<'_>, ids: &[RunId]) -> Result<Vec<RunId>, Fail> {
+    let mut stopped = Vec::new();
+    for chunk in ids.chunks(RENEW_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql =
+            format!("SELECT id FROM runs WHERE stop_requested_at IS NOT NULL AND id IN ({marks})");
+        let found: Vec<String> = tx
+            .prepare(&sql)?
+            .query_map(params_from_iter(chunk.iter().map(RunId::as_str)), |row| {
+                row.get(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        for id in found {
+            stopped.push(
+                id.parse()
+                    .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?,
+            );
+        }
+    }
+    Ok(stopped)
 }
 
 pub(super) fn set_priority(tx: &Transaction<'_>, id: &RunId, priority: i64) -> Result<(), Fail> {
