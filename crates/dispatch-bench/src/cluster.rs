@@ -6,7 +6,10 @@
 //! - Process throughput: `--process-runs` (default 5,000) runs of a
 //!   `FROM process` parcel whose COMMAND is `true` are queued first; then two
 //!   workers with `--slots` slots each (default 32) drain the queue, each run
-//!   spawning its agent, supervising it and recording it like any other.
+//!   spawning its agent, supervising it and recording it like any other. On
+//!   PostgreSQL each worker has a thread and a single-threaded runtime of its
+//!   own, as two `dispatch worker` processes would; on SQLite they share one,
+//!   as the workers of one `dispatch server` do (and the noop measurement's).
 //! - Latency: `--latency` runs posted one at a time to a server (4 worker
 //!   slots) on an ephemeral port; from just before the POST to the `running`
 //!   state event's timestamp (millisecond resolution).
@@ -71,14 +74,15 @@ pub fn main(args: &[String]) {
         let mut keep = Vec::new();
         if wanted("noop") {
             let noop = Load::noop(batch);
-            let (sqlite, dir) = throughput(None, runs, &noop).await;
+            let (sqlite, dir) = throughput(None, runs, &noop, false).await;
             keep.push(dir);
             println!(
                 "| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |"
             );
             match TestDatabase::create().await {
                 Some(db) => {
-                    let (pg, dir) = throughput(Some(db.url().to_string()), runs, &noop).await;
+                    let (pg, dir) =
+                        throughput(Some(db.url().to_string()), runs, &noop, false).await;
                     keep.push(dir);
                     println!(
                         "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
@@ -91,7 +95,7 @@ pub fn main(args: &[String]) {
             let n = process_runs;
             let process = Load::process(slots);
             if sqlite_too {
-                let (sqlite, dir) = throughput(None, n, &process).await;
+                let (sqlite, dir) = throughput(None, n, &process, false).await;
                 keep.push(dir);
                 println!(
                     "| `true` process throughput, SQLite, {n} runs, 2 workers × {slots} slots | {sqlite:.0} runs/s | — |"
@@ -99,7 +103,8 @@ pub fn main(args: &[String]) {
             }
             match TestDatabase::create().await.filter(|_| pg_too) {
                 Some(db) => {
-                    let (pg, dir) = throughput(Some(db.url().to_string()), n, &process).await;
+                    let (pg, dir) =
+                        throughput(Some(db.url().to_string()), n, &process, true).await;
                     keep.push(dir);
                     println!(
                         "| `true` process throughput, PostgreSQL, {n} runs, 2 workers × {slots} slots | {pg:.0} runs/s | ≥ 1000 runs/s |"
@@ -165,10 +170,16 @@ fn bench_layout(dir: &tempfile::TempDir, agentfile: &str) -> Layout {
     layout
 }
 
-/// Runs `n` runs of `load` through two workers; the rate, and the temporary
+/// Runs `n` runs of `load` through two workers (`own_threads`: each on a
+/// thread of its own); the rate, and the temporary
 /// directory (kept until every measurement is done: deleting tens of
 /// thousands of files makes the next ones' file creation slower on ext4).
-async fn throughput(url: Option<String>, n: usize, load: &Load) -> (f64, tempfile::TempDir) {
+async fn throughput(
+    url: Option<String>,
+    n: usize,
+    load: &Load,
+    own_threads: bool,
+) -> (f64, tempfile::TempDir) {
     let database = url
         .as_deref()
         .and_then(|u| u.rsplit_once('/'))
@@ -195,23 +206,44 @@ async fn throughput(url: Option<String>, n: usize, load: &Load) -> (f64, tempfil
     let started = Instant::now();
     let mut handles = Vec::new();
     for i in 0..2 {
-        let backend = Backend::open(&layout, url.as_deref(), 32)
-            .await
-            .expect("store opens");
         let mut config = WorkerConfig::new(layout.clone());
         config.name = format!("bench-{i}");
         config.slots = load.slots;
         config.batch = load.batch;
-        let worker = Worker::new(
-            backend.store.clone(),
-            backend.wake(Arc::new(Notify::new())),
-            config,
-            Arc::new(Metrics::default()),
-        );
-        let mut rx = stop_rx.clone();
-        handles.push(tokio::spawn(worker.run(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })));
+        let (layout, url, mut rx) = (layout.clone(), url.clone(), stop_rx.clone());
+        let work = async move {
+            let backend = Backend::open(&layout, url.as_deref(), 32)
+                .await
+                .expect("store opens");
+            let worker = Worker::new(
+                backend.store.clone(),
+                backend.wake(Arc::new(Notify::new())),
+                config,
+                Arc::new(Metrics::default()),
+            );
+            let _ = worker
+                .run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        };
+        handles.push(if own_threads {
+            // Its own thread and single-threaded runtime, as a `dispatch
+            // worker` process of its own would run.
+            let thread = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(work)
+            });
+            tokio::task::spawn_blocking(move || {
+                let _ = thread.join();
+            })
+        } else {
+            // In this runtime, as `dispatch server --workers 2` runs them.
+            tokio::spawn(work)
+        });
     }
     // Done when no run is left queued or in hand (cheap: one row at most).
     let live = RunFilter {
@@ -229,11 +261,13 @@ async fn throughput(url: Option<String>, n: usize, load: &Load) -> (f64, tempfil
         tokio::time::sleep(load.poll).await;
     }
     let elapsed = started.elapsed();
+    // While the workers' connections are up.
+    let used = Cpu::now(database.as_deref());
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
     }
-    eprintln!("{}", Cpu::now(database.as_deref()).per_run(&cpu, n));
+    eprintln!("{}", used.per_run(&cpu, n));
     // A rate only counts runs that did what they should.
     let failed = RunFilter {
         statuses: vec![

@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 use dispatch_store::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
-    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, StateWrite,
-    StoreResult,
+    EventStore, HeldWrites, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore,
+    StateWrite, StoreResult,
 };
 
 use crate::SharedStore;
+use crate::writer::Writer;
 
 /// The store as the holder of one run sees it.
 pub struct FencedStore {
@@ -22,6 +23,8 @@ pub struct FencedStore {
     agent: Mutex<Option<ProcRef>>,
     /// The run's extras as the claim read them (they never change).
     extras: Option<(RunId, RunExtras)>,
+    /// Saves state changes with other runs' (a worker's).
+    writer: Option<Writer>,
 }
 
 impl FencedStore {
@@ -31,7 +34,14 @@ impl FencedStore {
             fence,
             agent: Mutex::new(None),
             extras: None,
+            writer: None,
         }
+    }
+
+    /// State changes go through `writer`, saved with other runs' at once.
+    pub(crate) fn with_writer(mut self, writer: Writer) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// Answers [`ReliabilityStore::run_extras`] for `run` with `extras`,
@@ -75,10 +85,22 @@ impl RunStore for FencedStore {
         expected_version: i64,
         writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        let run = self
-            .inner
-            .fenced_transitions(id, self.fence, expected_version, writes)
-            .await?;
+        let run = match &self.writer {
+            Some(writer) => {
+                let held = HeldWrites {
+                    id: id.clone(),
+                    fence: self.fence,
+                    expected_version,
+                    writes: writes.to_vec(),
+                };
+                writer.save(held).await?
+            }
+            None => {
+                self.inner
+                    .fenced_transitions(id, self.fence, expected_version, writes)
+                    .await?
+            }
+        };
         let agent = writes.iter().rev().find_map(|w| w.state.agent());
         if let Some(agent) = agent.filter(|a| a.pid > 1) {
             *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);

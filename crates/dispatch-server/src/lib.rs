@@ -22,6 +22,7 @@ mod noop;
 pub mod serve;
 pub mod wake;
 pub mod worker;
+mod writer;
 
 use std::sync::Arc;
 

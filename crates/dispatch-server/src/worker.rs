@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
-use dispatch_core::{ProcRef, RunId, now_ms};
+use dispatch_core::{ProcRef, RunId, Ts, now_ms};
 use dispatch_runtime::helper::run_in_worker;
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
@@ -29,6 +29,7 @@ use crate::fenced::FencedStore;
 use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
 use crate::wake::Wake;
+use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
 
 /// How often stop requests of runs in hand are looked for (runs whose agent
@@ -107,6 +108,9 @@ pub struct Worker {
     tasks: JoinSet<RunId>,
     summary: WorkerSummary,
     couriers: Couriers,
+    /// Saves the state changes of the runs in hand, many per transaction
+    /// (started with the loop).
+    writer: Option<Writer>,
 }
 
 impl Worker {
@@ -125,6 +129,7 @@ impl Worker {
             tasks: JoinSet::new(),
             summary: WorkerSummary::default(),
             couriers: Couriers::default(),
+            writer: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl Worker {
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
+        self.writer = Some(Writer::start(self.store.clone()));
         // Run logs go here; the lifecycle lines need it before the agent starts.
         let runs = self.config.layout.runs();
         if let Err(e) = std::fs::create_dir_all(&runs) {
@@ -160,10 +166,11 @@ impl Worker {
                     timers.claim_due = true;
                 }
                 if timers.claim_due && self.held.len() < self.config.slots {
-                    match self.claim_more(helper).await {
+                    let at = now_ms();
+                    match self.claim_more(helper, at).await {
                         Ok(full) => {
                             backoff = Duration::from_millis(50);
-                            timers.claimed(full, self.wake.complete());
+                            timers.claimed(full, self.wake.complete(), at);
                             if !full {
                                 self.look_ahead(&mut timers).await;
                             }
@@ -229,9 +236,11 @@ impl Worker {
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff
-    /// ending, a lease expiring) and sets the timers.
+    /// ending, a lease expiring) and sets the timers. A backoff that ended
+    /// since the last claim counts (it is due at once): asking for those
+    /// after now only would lose a run that became due in between.
     async fn look_ahead(&mut self, timers: &mut Timers) {
-        match self.store.queue_times(now_ms()).await {
+        match self.store.queue_times(timers.claimed_at).await {
             Ok(times) => timers.schedule(times),
             Err(e) => self.log(&format!("cannot read the queue's timers: {e}")),
         }
@@ -239,13 +248,12 @@ impl Worker {
 
     /// Claims for the free slots and starts each run. `true` when the batch
     /// was full.
-    async fn claim_more(&mut self, helper: ProcRef) -> dispatch_store::StoreResult<bool> {
+    async fn claim_more(&mut self, helper: ProcRef, now: Ts) -> dispatch_store::StoreResult<bool> {
         let free = self.config.slots.saturating_sub(self.held.len());
         if free == 0 {
             return Ok(false);
         }
         let limit = free.min(self.config.batch.max(1));
-        let now = now_ms();
         let claimed = self
             .store
             .claim(&ClaimRequest {
@@ -293,7 +301,10 @@ impl Worker {
     fn start(&mut self, claimed: Claimed) {
         let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
-        let store = FencedStore::new(self.store.clone(), fence).with_extras(id.clone(), extras);
+        let mut store = FencedStore::new(self.store.clone(), fence).with_extras(id.clone(), extras);
+        if let Some(writer) = &self.writer {
+            store = store.with_writer(writer.clone());
+        }
         let store = Arc::new(store);
         let (task_store, layout, name) = (
             store.clone(),
@@ -500,6 +511,9 @@ struct Timers {
     reconnect_at: Instant,
     /// The safety net's interval while notifications are not connected.
     poll: Duration,
+    /// When the last claim looked at the queue: what was not ready then
+    /// is still to come, or due.
+    claimed_at: Ts,
 }
 
 /// The safety net's interval while notifications are connected: they are
@@ -520,6 +534,7 @@ impl Timers {
             poll_at: now + poll,
             reconnect_at: now + poll,
             poll,
+            claimed_at: now_ms(),
         }
     }
 
@@ -532,7 +547,8 @@ impl Timers {
         true
     }
 
-    fn claimed(&mut self, full: bool, connected: bool) {
+    fn claimed(&mut self, full: bool, connected: bool, at: Ts) {
+        self.claimed_at = at;
         self.claim_due = full;
         self.saturated = full;
         let poll = if connected { CONNECTED_POLL } else { self.poll };

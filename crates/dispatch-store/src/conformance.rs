@@ -82,6 +82,7 @@ macro_rules! __queue_conformance_names {
             a_stolen_lease_cannot_write,
             a_stolen_lease_cannot_write_several_transitions,
             stop_requests_are_found_among_the_runs_in_hand,
+            many_held_runs_are_saved_at_once_each_with_its_own_answer,
             an_expired_lease_returns_the_run_without_consuming_an_attempt,
             renewal_extends_only_the_leases_still_held,
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,

@@ -23,7 +23,7 @@ pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use postgres::PgStore;
-pub use queue::{ClaimRequest, Claimed, Lease, QueueOptions, QueueStore, QueueTimes};
+pub use queue::{ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes};
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 pub use service::{ServiceState, ServiceStore};
 pub use sqlite::SqliteStore;

@@ -61,6 +61,18 @@ pub struct Claimed {
     pub extras: RunExtras,
 }
 
+/// State changes of one run a worker holds, to save with others
+/// ([`QueueStore::fenced_transitions_many`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldWrites {
+    pub id: RunId,
+    /// The holder's fencing token.
+    pub fence: i64,
+    /// The version the first write moves the run on from.
+    pub expected_version: i64,
+    pub writes: Vec<StateWrite>,
+}
+
 /// Who holds a run, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -142,6 +154,16 @@ pub trait QueueStore: Send + Sync {
         expected_version: i64,
         writes: &[StateWrite],
     ) -> StoreResult<Run>;
+
+    /// The writes of many held runs in one transaction, each saved as
+    /// [`fenced_transitions`](Self::fenced_transitions) would save it, with
+    /// its own answer, in order: a run whose writes are refused (fenced,
+    /// moved on, finished) is left as it was and the others are saved. `Err`
+    /// when the transaction as a whole failed: nothing was saved.
+    async fn fenced_transitions_many(
+        &self,
+        batch: &[HeldWrites],
+    ) -> StoreResult<Vec<StoreResult<Run>>>;
 
     /// Appends events as the lease holder: `Fenced` unless `fence` is current.
     async fn fenced_append_events(

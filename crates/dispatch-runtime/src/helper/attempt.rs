@@ -102,6 +102,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         if !retry::requeue(store, &mut run, &failure, now_ms() + wait as i64, false).await? {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         }
+        if host.leased {
+            // Queued under no lease: the next attempt is any worker's.
+            return Ok(crate::run_exit_code(&run.state));
+        }
         let Some(due) = retry::wait_until_due(store, &run.id).await? else {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         };

@@ -82,17 +82,19 @@ pub async fn run_claimed<S: Store + ?Sized>(
     let host = Host {
         own_signals,
         snapshot: true,
+        leased: false,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
     attempt::run_attempts(store, layout, run, &mut log, host, None).await
 }
 
-/// Runs a run a cluster worker claimed to a terminal state, like
+/// Runs the current attempt of a run a cluster worker claimed, like
 /// [`run_claimed`], with the run's `parcel` when the worker already loaded
 /// it (parcels are immutable: a worker loads each digest once). The worker
 /// stops agents itself, and writes no terminal snapshot: a worker that dies
 /// before the terminal state is written loses its lease, and the run goes
-/// back to the queue.
+/// back to the queue. A retry goes back to the queue too (the lease ends),
+/// for any worker to take when its backoff is over.
 pub async fn run_in_worker<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -102,6 +104,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     let host = Host {
         own_signals: false,
         snapshot: false,
+        leased: true,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
     attempt::run_attempts(store, layout, run, &mut log, host, parcel).await
@@ -115,6 +118,10 @@ pub(super) struct Host {
     /// Write `runs/<id>.final.json` before the terminal state, for readers
     /// to apply if this process dies in between.
     snapshot: bool,
+    /// The run is held under a lease: a retry gives it back to the queue,
+    /// where any worker takes it when it is due (a helper waits it out and
+    /// claims it again itself).
+    leased: bool,
 }
 
 pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {

@@ -19,6 +19,11 @@ const HELD: &str = "('starting', 'running', 'paused')";
 
 pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
     let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+    // Walk `runs_claimable` in its order and stop at the limit. The planner
+    // otherwise sorts every queued run whenever it expects few (a queue that
+    // was empty at the last ANALYZE, then filled up): each claim then reads
+    // the whole queue, and draining it costs its length squared.
+    tx.batch_execute("SET LOCAL enable_sort = off").await?;
     let stmt = tx
         .prepare_cached(
             "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \

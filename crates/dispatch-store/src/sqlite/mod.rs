@@ -29,9 +29,9 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Created,
-    DeadLetter, Decision, Event, EventStore, Lease, NewRun, QueueOptions, QueueStore, QueueTimes,
-    ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore, StateWrite,
-    StoreError, StoreResult,
+    DeadLetter, Decision, Event, EventStore, HeldWrites, Lease, NewRun, QueueOptions, QueueStore,
+    QueueTimes, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore,
+    StateWrite, StoreError, StoreResult,
 };
 
 /// How many distinct statements each connection keeps prepared.
@@ -363,6 +363,13 @@ impl QueueStore for SqliteStore {
         writes: &[StateWrite],
     ) -> StoreResult<Run> {
         self.write(|tx| queue::fenced_transitions(tx, id, fence, expected_version, writes))
+    }
+
+    async fn fenced_transitions_many(
+        &self,
+        batch: &[HeldWrites],
+    ) -> StoreResult<Vec<StoreResult<Run>>> {
+        self.write(|tx| queue::fenced_transitions_many(tx, batch))
     }
 
     async fn fenced_append_events(

@@ -10,7 +10,9 @@ use serde_json::json;
 use super::events::{append, insert_event};
 use super::runs::{get, transition};
 use super::{Fail, to_json};
-use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StateWrite, StoreError};
+use crate::{
+    ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError, StoreResult,
+};
 
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
@@ -136,6 +138,61 @@ pub(super) fn fenced_transitions(
     check_fence(tx, id, fence)?;
     // A queued or finished state ends the lease (in `transition`).
     transition(tx, id, expected, writes)
+}
+
+/// Saves each run's writes, checked first so that a refused run leaves
+/// nothing behind; its answer says why.
+pub(super) fn fenced_transitions_many(
+    tx: &Transaction<'_>,
+    batch: &[HeldWrites],
+) -> Result<Vec<StoreResult<crate::Run>>, Fail> {
+    let mut answers = Vec::with_capacity(batch.len());
+    for held in batch {
+        match check_writes(tx, held) {
+            Ok(()) => {}
+            Err(Fail::Store(e)) => {
+                answers.push(Err(e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let run = fenced_transitions(
+            tx,
+            &held.id,
+            held.fence,
+            held.expected_version,
+            &held.writes,
+        )?;
+        answers.push(Ok(run));
+    }
+    Ok(answers)
+}
+
+/// Whether `held` can be saved as it stands: its holder's token, its
+/// version, and no write after an end.
+fn check_writes(tx: &Transaction<'_>, held: &HeldWrites) -> Result<(), Fail> {
+    let status = check_fence(tx, &held.id, held.fence)?;
+    let version: i64 = tx
+        .prepare_cached("SELECT version FROM runs WHERE id = ?1")?
+        .query_row([held.id.as_str()], |row| row.get(0))?;
+    if version != held.expected_version {
+        return Err(Fail::Store(StoreError::Conflict {
+            id: held.id.clone(),
+            expected: held.expected_version,
+        }));
+    }
+    let mut status = status;
+    for write in &held.writes {
+        if status.is_terminal() {
+            return Err(Fail::Store(StoreError::InvalidState {
+                id: held.id.clone(),
+                status,
+                hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
+            }));
+        }
+        status = write.state.status();
+    }
+    Ok(())
 }
 
 pub(super) fn fenced_append(
