@@ -1,6 +1,7 @@
 //! The attempts of one run: start the agent, watch it, decide how the
 //! attempt ended, and either finish the run or requeue it for another try
-//! after a backoff. The same helper process owns every attempt.
+//! after a backoff. A helper process owns every attempt of its run; a
+//! worker only the one it claimed (the next is any worker's).
 
 use std::sync::Arc;
 
@@ -279,12 +280,12 @@ async fn one_attempt<S: Store + ?Sized>(
             agent.reap().await;
             match events.untouched() {
                 true => start = Some(started),
-                false => save_start(store, layout, run, &started).await?,
+                false => save_start(store, layout, run, &started, false).await?,
             }
             status
         }
         None => {
-            save_start(store, layout, run, &started).await?;
+            save_start(store, layout, run, &started, true).await?;
             let status = agent
                 .until_exit(store, &run.id, &mut events, &mut watch)
                 .await;
@@ -370,19 +371,22 @@ async fn one_attempt<S: Store + ?Sized>(
     })
 }
 
-/// Saves the agent's start; a stop asked for while it was starting found no
-/// process group to signal, so it is passed on now.
+/// Saves the agent's start. While the agent is `live`, a failure to save
+/// kills it, and a stop asked for while it was starting (which found no
+/// process group to signal) is passed on now.
 async fn save_start<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
     started: &Transition,
+    live: bool,
 ) -> RuntimeResult<()> {
     let Transition::AgentStarted { agent, .. } = started else {
         return Ok(());
     };
+    let signal = |s| live && os::signal_group(agent.pid, s);
     if let Err(e) = advance(store, run, started, None).await {
-        os::signal_group(agent.pid, Signal::SIGKILL);
+        signal(Signal::SIGKILL);
         return Err(match e {
             AdvanceError::Store(e) => e.into(),
             AdvanceError::Illegal(e) => RuntimeError::Io {
@@ -394,7 +398,7 @@ async fn save_start<S: Store + ?Sized>(
     }
     // The run as saved says whether a stop arrived meanwhile.
     if run.stop_requested_at.is_some() {
-        os::signal_group(agent.pid, Signal::SIGTERM);
+        signal(Signal::SIGTERM);
     }
     Ok(())
 }

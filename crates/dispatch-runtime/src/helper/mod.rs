@@ -4,7 +4,8 @@
 //! terminal snapshot, then the terminal state. The same helper runs every
 //! attempt of the run (`attempt.rs`), waiting out the backoff in between
 //! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
-//! runs (`watch.rs`).
+//! runs (`watch.rs`). A cluster worker runs the runs it claims through the
+//! same code ([`run_in_worker`]).
 
 mod agent;
 mod attempt;
