@@ -3,9 +3,19 @@
 //! - Throughput: `--runs` noop runs are queued first; then two workers (each
 //!   with its own connections, claims of `--batch`, default 512) drain the
 //!   queue; the rate is runs / time until the last one succeeded.
+//! - Process throughput: `--process-runs` (default 5,000) runs of a
+//!   `FROM process` parcel whose COMMAND is `true` are queued first; then two
+//!   workers with `--slots` slots each (default 32) drain the queue, each run
+//!   spawning its agent, supervising it and recording it like any other. On
+//!   PostgreSQL each worker has a thread and a single-threaded runtime of its
+//!   own, as two `dispatch worker` processes would; on SQLite they share one,
+//!   as the workers of one `dispatch server` do (and the noop measurement's).
 //! - Latency: `--latency` runs posted one at a time to a server (4 worker
 //!   slots) on an ephemeral port; from just before the POST to the `running`
 //!   state event's timestamp (millisecond resolution).
+//!
+//! `--only noop|process|latency` runs one of the three, `--store sqlite|postgres`
+//! on one store (for profiling).
 //!
 //! PostgreSQL: `--database-url` (default `postgres://postgres@127.0.0.1:5432/test`,
 //! where a throwaway database is created and dropped).
@@ -26,6 +36,8 @@ use dispatch_store::postgres::testdb::TestDatabase;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::cpu::Cpu;
+
 pub fn main(args: &[String]) {
     let value = |flag: &str| {
         args.iter()
@@ -44,46 +56,136 @@ pub fn main(args: &[String]) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let batch: usize = value("--batch").and_then(|v| v.parse().ok()).unwrap_or(512);
+    let process_runs: usize = value("--process-runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let slots: usize = value("--slots").and_then(|v| v.parse().ok()).unwrap_or(32);
+    let only = value("--only");
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let on = value("--store");
+    let sqlite_too = on.as_deref().is_none_or(|s| s == "sqlite");
+    let pg_too = on.as_deref().is_none_or(|s| s == "postgres");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     println!("| measurement | result | target |\n|---|---|---|");
     rt.block_on(async {
-        let sqlite = throughput(None, runs, batch).await;
-        println!("| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |");
-        match TestDatabase::create().await {
-            Some(db) => {
-                let pg = throughput(Some(db.url().to_string()), runs, batch).await;
+        let mut keep = Vec::new();
+        if wanted("noop") {
+            let noop = Load::noop(batch);
+            let (sqlite, dir) = throughput(None, runs, &noop, false).await;
+            keep.push(dir);
+            println!(
+                "| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |"
+            );
+            match TestDatabase::create().await {
+                Some(db) => {
+                    let (pg, dir) =
+                        throughput(Some(db.url().to_string()), runs, &noop, false).await;
+                    keep.push(dir);
+                    println!(
+                        "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
+                    );
+                }
+                None => println!("| noop throughput, PostgreSQL | skipped (unreachable) | |"),
+            }
+        }
+        if wanted("process") {
+            let n = process_runs;
+            let process = Load::process(slots);
+            if sqlite_too {
+                let (sqlite, dir) = throughput(None, n, &process, false).await;
+                keep.push(dir);
                 println!(
-                    "| noop throughput, PostgreSQL, {runs} runs | {pg:.0} runs/s | ≥ 15000 runs/s |"
+                    "| `true` process throughput, SQLite, {n} runs, 2 workers × {slots} slots | {sqlite:.0} runs/s | — |"
                 );
             }
-            None => println!("| noop throughput, PostgreSQL | skipped (unreachable) | |"),
+            match TestDatabase::create().await.filter(|_| pg_too) {
+                Some(db) => {
+                    let (pg, dir) =
+                        throughput(Some(db.url().to_string()), n, &process, true).await;
+                    keep.push(dir);
+                    println!(
+                        "| `true` process throughput, PostgreSQL, {n} runs, 2 workers × {slots} slots | {pg:.0} runs/s | ≥ 1000 runs/s |"
+                    );
+                }
+                None => println!("| process throughput, PostgreSQL | skipped (unreachable) | |"),
+            }
         }
-        let (p50, p95) = post_to_start(None, latency).await;
-        println!("| POST → agent start, SQLite, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |");
-        if let Some(db) = TestDatabase::create().await {
-            let (p50, p95) = post_to_start(Some(db.url().to_string()), latency).await;
-            println!(
-                "| POST → agent start, PostgreSQL, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |"
-            );
+        if wanted("latency") {
+            let (p50, p95) = post_to_start(None, latency).await;
+            println!("| POST → agent start, SQLite, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |");
+            if let Some(db) = TestDatabase::create().await {
+                let (p50, p95) = post_to_start(Some(db.url().to_string()), latency).await;
+                println!(
+                    "| POST → agent start, PostgreSQL, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |"
+                );
+            }
         }
     });
 }
 
+/// What a throughput measurement queues and how the workers take it.
+struct Load {
+    agentfile: &'static str,
+    slots: usize,
+    batch: usize,
+    /// How often the end is looked for (each look is a query).
+    poll: Duration,
+}
+
+impl Load {
+    /// Noop runs: a claim of `batch` finishes in one transaction.
+    fn noop(batch: usize) -> Self {
+        Load {
+            agentfile: "FROM noop\nNAME bench\n",
+            slots: batch * 2,
+            batch,
+            poll: Duration::from_millis(5),
+        }
+    }
+
+    /// Runs that spawn `true`, `slots` at a time per worker.
+    fn process(slots: usize) -> Self {
+        Load {
+            agentfile: "FROM process\nNAME bench\nCOMMAND [\"true\"]\n",
+            slots,
+            batch: slots,
+            poll: Duration::from_millis(20),
+        }
+    }
+}
+
 fn noop_layout(dir: &tempfile::TempDir) -> Layout {
+    bench_layout(dir, "FROM noop\nNAME bench\n")
+}
+
+fn bench_layout(dir: &tempfile::TempDir, agentfile: &str) -> Layout {
     let layout = Layout::new(dir.path().join(".dispatch"));
     let src = dir.path().join("bench");
     std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("Agentfile"), "FROM noop\nNAME bench\n").expect("Agentfile");
+    std::fs::write(src.join("Agentfile"), agentfile).expect("Agentfile");
     dispatch_core::parcel::build(&src, &layout.parcels()).expect("parcel builds");
     layout
 }
 
-async fn throughput(url: Option<String>, n: usize, batch: usize) -> f64 {
+/// Runs `n` runs of `load` through two workers (`own_threads`: each on a
+/// thread of its own); the rate, and the temporary
+/// directory (kept until every measurement is done: deleting tens of
+/// thousands of files makes the next ones' file creation slower on ext4).
+async fn throughput(
+    url: Option<String>,
+    n: usize,
+    load: &Load,
+    own_threads: bool,
+) -> (f64, tempfile::TempDir) {
+    let database = url
+        .as_deref()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(_, db)| db.to_string());
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = noop_layout(&dir);
+    let layout = bench_layout(&dir, load.agentfile);
     let creator = Backend::open(&layout, url.as_deref(), 8)
         .await
         .expect("store opens");
@@ -100,26 +202,48 @@ async fn throughput(url: Option<String>, n: usize, batch: usize) -> f64 {
             .expect("create");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cpu = Cpu::now(database.as_deref());
     let started = Instant::now();
     let mut handles = Vec::new();
     for i in 0..2 {
-        let backend = Backend::open(&layout, url.as_deref(), 32)
-            .await
-            .expect("store opens");
         let mut config = WorkerConfig::new(layout.clone());
         config.name = format!("bench-{i}");
-        config.slots = batch * 2;
-        config.batch = batch;
-        let worker = Worker::new(
-            backend.store.clone(),
-            backend.wake(Arc::new(Notify::new())),
-            config,
-            Arc::new(Metrics::default()),
-        );
-        let mut rx = stop_rx.clone();
-        handles.push(tokio::spawn(worker.run(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })));
+        config.slots = load.slots;
+        config.batch = load.batch;
+        let (layout, url, mut rx) = (layout.clone(), url.clone(), stop_rx.clone());
+        let work = async move {
+            let backend = Backend::open(&layout, url.as_deref(), 32)
+                .await
+                .expect("store opens");
+            let worker = Worker::new(
+                backend.store.clone(),
+                backend.wake(Arc::new(Notify::new())),
+                config,
+                Arc::new(Metrics::default()),
+            );
+            let _ = worker
+                .run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        };
+        handles.push(if own_threads {
+            // Its own thread and single-threaded runtime, as a `dispatch
+            // worker` process of its own would run.
+            let thread = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(work)
+            });
+            tokio::task::spawn_blocking(move || {
+                let _ = thread.join();
+            })
+        } else {
+            // In this runtime, as `dispatch server --workers 2` runs them.
+            tokio::spawn(work)
+        });
     }
     // Done when no run is left queued or in hand (cheap: one row at most).
     let live = RunFilter {
@@ -134,14 +258,32 @@ async fn throughput(url: Option<String>, n: usize, batch: usize) -> f64 {
         .expect("list")
         .is_empty()
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(load.poll).await;
     }
     let elapsed = started.elapsed();
+    // While the workers' connections are up.
+    let used = Cpu::now(database.as_deref());
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
     }
-    n as f64 / elapsed.as_secs_f64()
+    eprintln!("{}", used.per_run(&cpu, n));
+    // A rate only counts runs that did what they should.
+    let failed = RunFilter {
+        statuses: vec![
+            Status::Failed,
+            Status::TimedOut,
+            Status::Cancelled,
+            Status::Stopped,
+        ],
+        limit: Some(1),
+        ..RunFilter::default()
+    };
+    let bad = creator.store.list_runs(&failed).await.expect("list");
+    if let Some(run) = bad.first() {
+        eprintln!("warning: run {} ended {}", run.id, run.status());
+    }
+    (n as f64 / elapsed.as_secs_f64(), dir)
 }
 
 async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {

@@ -2,9 +2,10 @@
 //! targets against a built `dispatch` binary (default: target/release/dispatch)
 //! and prints a Markdown table. See BENCHMARKS.md.
 //!
-//! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N] [--batch N]`:
-//! noop-courier throughput of workers on PostgreSQL and on SQLite, and the
-//! latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
+//! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N] [--batch N]
+//! [--process-runs N] [--slots N] [--only noop|process|latency]`: noop-courier
+//! and `true`-process throughput of workers on PostgreSQL and on SQLite, and
+//! the latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
 //!
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
 //! database load (see `idle.rs`).
@@ -18,6 +19,7 @@ use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod cluster;
+mod cpu;
 mod idle;
 mod service;
 

@@ -7,7 +7,12 @@ use serde_json::{Value, json};
 
 /// The `state` event recorded with a move from `run`'s state to `next`.
 pub(crate) fn state_event(run: &Run, next: &RunState, note: Option<&str>) -> NewEvent {
-    let mut data = json!({"from": run.status(), "to": next.status()});
+    event_between(&run.state, run.attempt, next, note)
+}
+
+/// The `state` event of attempt `attempt` moving from `from` to `next`.
+fn event_between(from: &RunState, attempt: u32, next: &RunState, note: Option<&str>) -> NewEvent {
+    let mut data = json!({"from": from.status(), "to": next.status()});
     if let Some(reason) = next.reason() {
         data["reason"] = json!(reason);
     }
@@ -17,7 +22,7 @@ pub(crate) fn state_event(run: &Run, next: &RunState, note: Option<&str>) -> New
     if let Some(note) = note {
         data["note"] = json!(note);
     }
-    NewEvent::new("state", run.attempt, now_ms(), data)
+    NewEvent::new("state", attempt, now_ms(), data)
 }
 
 /// Why [`advance`] did not move the run.
@@ -37,14 +42,40 @@ pub(crate) async fn advance<S: Store + ?Sized>(
     t: &Transition,
     output: Option<Value>,
 ) -> Result<(), AdvanceError> {
+    advance_all(store, run, std::slice::from_ref(t), output).await
+}
+
+/// Applies `steps` to `run` one after the other and saves them at once (each
+/// with its `state` event; `output` with the last); on a compare-and-set
+/// conflict, reloads and decides again. Updates `run` in place.
+pub(crate) async fn advance_all<S: Store + ?Sized>(
+    store: &S,
+    run: &mut Run,
+    steps: &[Transition],
+    output: Option<Value>,
+) -> Result<(), AdvanceError> {
     loop {
-        let next = run.state.apply(run.operation, t)?;
-        let write = StateWrite {
-            event: state_event(run, &next, None),
-            state: next,
-            output: output.clone(),
-        };
-        match store.transition(&run.id, run.version, &write).await {
+        let mut state = run.state.clone();
+        let mut writes = Vec::with_capacity(steps.len());
+        for t in steps {
+            let next = state.apply(run.operation, t)?;
+            let mut event = event_between(&state, run.attempt, &next, None);
+            if let Transition::AgentStarted { at, .. } = t {
+                // Saved late when the agent was quick (saved with its end):
+                // dated when the agent started all the same.
+                event.at = *at;
+            }
+            writes.push(StateWrite {
+                event,
+                state: next.clone(),
+                output: None,
+            });
+            state = next;
+        }
+        if let Some(last) = writes.last_mut() {
+            last.output = output.clone();
+        }
+        match store.transitions(&run.id, run.version, &writes).await {
             Ok(updated) => {
                 *run = updated;
                 return Ok(());

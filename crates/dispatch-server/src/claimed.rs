@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use dispatch_runtime::helper::{fail_claimed, run_claimed};
+use dispatch_core::parcel::Parcel;
+use dispatch_runtime::helper::{fail_claimed, run_in_worker};
 use dispatch_runtime::{Layout, RuntimeError, RuntimeResult};
 use dispatch_store::Run;
 
@@ -15,7 +16,7 @@ use crate::fetch::{self, FetchError};
 use crate::ship::LogShipper;
 
 /// Runs the claimed (`starting`) `run` to its end on this worker; `store`
-/// fences its writes. With `ship_logs`, its log goes into `shared` too.
+/// fences its writes; `parcel` is the worker's loaded copy, when it has one. With `ship_logs`, its log goes into `shared` too.
 /// Returns the run's exit status.
 ///
 /// When the store cannot be reached for its inputs, the run is left as it
@@ -26,6 +27,7 @@ pub(crate) async fn run(
     store: &Arc<FencedStore>,
     layout: &Layout,
     run: Run,
+    parcel: Option<Arc<Parcel>>,
     ship_logs: bool,
     who: &str,
 ) -> RuntimeResult<i32> {
@@ -35,7 +37,7 @@ pub(crate) async fn run(
     }
     let work = async {
         match fetch::inputs(&**shared, layout, &run).await {
-            Ok(()) => run_claimed(&**store, layout, run, false).await,
+            Ok(()) => run_in_worker(&**store, layout, run, parcel).await,
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }

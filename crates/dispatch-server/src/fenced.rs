@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 use dispatch_store::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
-    EventStore, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, StateWrite,
-    StoreResult,
+    EventStore, HeldWrites, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore,
+    StateWrite, StoreResult,
 };
 
 use crate::SharedStore;
 use crate::ship::LogShipper;
+use crate::writer::Writer;
 
 /// The store as the holder of one run sees it.
 pub struct FencedStore {
@@ -23,6 +24,10 @@ pub struct FencedStore {
     agent: Mutex<Option<ProcRef>>,
     /// Ships the run's log; flushed before every state write.
     log: OnceLock<Arc<LogShipper>>,
+    /// The run's extras as the claim read them (they never change).
+    extras: Option<(RunId, RunExtras)>,
+    /// Saves state changes with other runs' (a worker's).
+    writer: Option<Writer>,
 }
 
 impl FencedStore {
@@ -32,6 +37,8 @@ impl FencedStore {
             fence,
             agent: Mutex::new(None),
             log: OnceLock::new(),
+            extras: None,
+            writer: None,
         }
     }
 
@@ -39,6 +46,19 @@ impl FencedStore {
     /// whoever sees the new state finds the log that led to it stored.
     pub fn ship_log_with(&self, shipper: Arc<LogShipper>) {
         let _ = self.log.set(shipper);
+    }
+
+    /// State changes go through `writer`, saved with other runs' at once.
+    pub(crate) fn with_writer(mut self, writer: Writer) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Answers [`ReliabilityStore::run_extras`] for `run` with `extras`,
+    /// read with the claim, instead of asking the store again.
+    pub fn with_extras(mut self, run: RunId, extras: RunExtras) -> Self {
+        self.extras = Some((run, extras));
+        self
     }
 
     pub fn fence(&self) -> i64 {
@@ -69,11 +89,11 @@ impl RunStore for FencedStore {
         self.inner.list_runs(filter).await
     }
 
-    async fn transition(
+    async fn transitions(
         &self,
         id: &RunId,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
         if let Some(log) = self.log.get()
             && let Err(e) = log.flush().await
@@ -81,11 +101,24 @@ impl RunStore for FencedStore {
             // The log ships later; the state write does not wait for it.
             eprintln!("run {id}: cannot ship its log before a state write: {e}");
         }
-        let run = self
-            .inner
-            .fenced_transition(id, self.fence, expected_version, write)
-            .await?;
-        if let Some(agent) = write.state.agent().filter(|a| a.pid > 1) {
+        let run = match &self.writer {
+            Some(writer) => {
+                let held = HeldWrites {
+                    id: id.clone(),
+                    fence: self.fence,
+                    expected_version,
+                    writes: writes.to_vec(),
+                };
+                writer.save(held).await?
+            }
+            None => {
+                self.inner
+                    .fenced_transitions(id, self.fence, expected_version, writes)
+                    .await?
+            }
+        };
+        let agent = writes.iter().rev().find_map(|w| w.state.agent());
+        if let Some(agent) = agent.filter(|a| a.pid > 1) {
             *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);
         }
         Ok(run)
@@ -143,7 +176,10 @@ impl ReliabilityStore for FencedStore {
     }
 
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
-        self.inner.run_extras(id).await
+        match &self.extras {
+            Some((run, extras)) if run == id => Ok(extras.clone()),
+            _ => self.inner.run_extras(id).await,
+        }
     }
 
     async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {

@@ -25,6 +25,7 @@ pub mod serve;
 pub mod ship;
 pub mod wake;
 pub mod worker;
+mod writer;
 
 use std::sync::Arc;
 

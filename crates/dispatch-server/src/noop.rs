@@ -4,8 +4,9 @@
 //! the lease covers a worker that dies in between. Used by benchmarks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use dispatch_core::parcel::{self, Courier};
+use dispatch_core::parcel::{self, Courier, Parcel};
 use dispatch_core::{NewEvent, ProcRef, Transition, now_ms};
 use dispatch_runtime::Layout;
 use dispatch_store::{Run, RunStore, StateWrite, StoreResult};
@@ -13,26 +14,29 @@ use serde_json::json;
 
 use crate::fenced::FencedStore;
 
-/// Which courier each parcel uses, read once per parcel on this machine.
+/// Parcels a worker has loaded, by digest: a parcel is immutable (its
+/// directory is named by its manifest's hash), so each is read once.
 #[derive(Debug, Default)]
 pub(crate) struct Couriers {
-    known: HashMap<String, Courier>,
+    known: HashMap<String, Arc<Parcel>>,
 }
 
 impl Couriers {
-    /// The parcel's courier; `None` when it cannot be loaded (the helper
-    /// path fetches it from the store, or reports why not). Not remembered:
-    /// once fetched, the parcel's next run finds it.
-    pub(crate) fn of(&mut self, layout: &Layout, digest: &str) -> Option<Courier> {
-        if let Some(courier) = self.known.get(digest) {
-            return Some(*courier);
+    /// The parcel; `None` when it cannot be loaded (not remembered: the run
+    /// path fetches it from the store, or reports why not; once fetched, the
+    /// parcel's next run finds it).
+    pub(crate) fn parcel(&mut self, layout: &Layout, digest: &str) -> Option<Arc<Parcel>> {
+        if let Some(p) = self.known.get(digest) {
+            return Some(p.clone());
         }
-        let courier = parcel::load(&layout.parcels().join(digest))
-            .ok()?
-            .manifest
-            .courier;
-        self.known.insert(digest.to_string(), courier);
-        Some(courier)
+        let loaded = Arc::new(parcel::load(&layout.parcels().join(digest)).ok()?);
+        self.known.insert(digest.to_string(), loaded.clone());
+        Some(loaded)
+    }
+
+    /// The parcel's courier; `None` when it cannot be loaded.
+    pub(crate) fn of(&mut self, layout: &Layout, digest: &str) -> Option<Courier> {
+        self.parcel(layout, digest).map(|p| p.manifest.courier)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_core::parcel::Courier;
-use dispatch_core::{ProcRef, RunId, now_ms};
+use dispatch_core::{ProcRef, RunId, Ts, now_ms};
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
 use dispatch_store::{ClaimRequest, Claimed, QueueTimes, StoreError};
@@ -28,6 +28,7 @@ use crate::fenced::FencedStore;
 use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
 use crate::wake::Wake;
+use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
 
 /// How often stop requests of runs in hand are looked for (runs whose agent
@@ -109,8 +110,9 @@ pub struct Worker {
     tasks: JoinSet<RunId>,
     summary: WorkerSummary,
     couriers: Couriers,
-    /// The time the last claim looked for ready runs at.
-    last_claim: i64,
+    /// Saves the state changes of the runs in hand, many per transaction
+    /// (started with the loop).
+    writer: Option<Writer>,
 }
 
 impl Worker {
@@ -129,7 +131,7 @@ impl Worker {
             tasks: JoinSet::new(),
             summary: WorkerSummary::default(),
             couriers: Couriers::default(),
-            last_claim: 0,
+            writer: None,
         }
     }
 
@@ -147,6 +149,7 @@ impl Worker {
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
+        self.writer = Some(Writer::start(self.store.clone()));
         // Run logs go here; the lifecycle lines need it before the agent starts.
         let runs = self.config.layout.runs();
         if let Err(e) = std::fs::create_dir_all(&runs) {
@@ -165,10 +168,11 @@ impl Worker {
                     timers.claim_due = true;
                 }
                 if timers.claim_due && self.held.len() < self.config.slots {
-                    match self.claim_more(helper).await {
+                    let at = now_ms();
+                    match self.claim_more(helper, at).await {
                         Ok(full) => {
                             backoff = Duration::from_millis(50);
-                            timers.claimed(full, self.wake.complete());
+                            timers.claimed(full, self.wake.complete(), at);
                             if !full {
                                 self.look_ahead(&mut timers).await;
                             }
@@ -234,11 +238,11 @@ impl Worker {
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff
-    /// ending, a lease expiring) and sets the timers. Backoffs are looked at
-    /// from the last claim's time: one that ended since (after that claim
-    /// passed it over) is due at once.
+    /// ending, a lease expiring) and sets the timers. A backoff that ended
+    /// since the last claim counts (it is due at once): asking for those
+    /// after now only would lose a run that became due in between.
     async fn look_ahead(&mut self, timers: &mut Timers) {
-        match self.store.queue_times(self.last_claim).await {
+        match self.store.queue_times(timers.claimed_at).await {
             Ok(times) => timers.schedule(times),
             Err(e) => self.log(&format!("cannot read the queue's timers: {e}")),
         }
@@ -246,14 +250,12 @@ impl Worker {
 
     /// Claims for the free slots and starts each run. `true` when the batch
     /// was full.
-    async fn claim_more(&mut self, helper: ProcRef) -> dispatch_store::StoreResult<bool> {
+    async fn claim_more(&mut self, helper: ProcRef, now: Ts) -> dispatch_store::StoreResult<bool> {
         let free = self.config.slots.saturating_sub(self.held.len());
         if free == 0 {
             return Ok(false);
         }
         let limit = free.min(self.config.batch.max(1));
-        let now = now_ms();
-        self.last_claim = now;
         let claimed = self
             .store
             .claim(&ClaimRequest {
@@ -299,24 +301,37 @@ impl Worker {
     }
 
     fn start(&mut self, claimed: Claimed) {
-        let Claimed { run, fence } = claimed;
+        let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
-        let store = Arc::new(FencedStore::new(self.store.clone(), fence));
+        let mut store = FencedStore::new(self.store.clone(), fence).with_extras(id.clone(), extras);
+        if let Some(writer) = &self.writer {
+            store = store.with_writer(writer.clone());
+        }
+        let store = Arc::new(store);
         let (task_store, layout, name) = (
             store.clone(),
             self.config.layout.clone(),
             self.config.name.clone(),
         );
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
-        let noop = self.couriers.of(&layout, &run.parcel_digest) == Some(Courier::Noop);
+        let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
+        let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
                 noop::run(&task_store, run).await
             } else {
                 let who = format!("[worker {name}]");
-                match crate::claimed::run(&shared, &task_store, &layout, run, ship_logs, &who).await
-                {
+                let held = crate::claimed::run(
+                    &shared,
+                    &task_store,
+                    &layout,
+                    run,
+                    parcel,
+                    ship_logs,
+                    &who,
+                );
+                match held.await {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {
@@ -405,6 +420,7 @@ impl Worker {
         }
     }
 
+    /// Passes stop requests on to the agents in hand (one query for all).
     async fn pass_on_stop_requests(&mut self) {
         let ids: Vec<RunId> = self
             .held
@@ -412,13 +428,17 @@ impl Worker {
             .filter(|(_, h)| !h.stopping && h.store.agent().is_some())
             .map(|(id, _)| id.clone())
             .collect();
-        for id in ids {
-            let Ok(run) = self.store.get_run(&id).await else {
-                continue;
-            };
-            if run.stop_requested_at.is_none() {
-                continue;
+        if ids.is_empty() {
+            return;
+        }
+        let stopped = match self.store.stops_requested(&ids).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                self.log(&format!("cannot look for stop requests: {e}"));
+                return;
             }
+        };
+        for id in stopped {
             if let Some(h) = self.held.get_mut(&id)
                 && h.store.agent().is_some()
             {
@@ -504,6 +524,9 @@ struct Timers {
     reconnect_at: Instant,
     /// The safety net's interval while notifications are not connected.
     poll: Duration,
+    /// When the last claim looked at the queue: what was not ready then
+    /// is still to come, or due.
+    claimed_at: Ts,
 }
 
 /// The safety net's interval while notifications are connected: they are
@@ -524,6 +547,7 @@ impl Timers {
             poll_at: now + poll,
             reconnect_at: now + poll,
             poll,
+            claimed_at: now_ms(),
         }
     }
 
@@ -536,7 +560,8 @@ impl Timers {
         true
     }
 
-    fn claimed(&mut self, full: bool, connected: bool) {
+    fn claimed(&mut self, full: bool, connected: bool, at: Ts) {
+        self.claimed_at = at;
         self.claim_due = full;
         self.saturated = full;
         let poll = if connected { CONNECTED_POLL } else { self.poll };

@@ -110,6 +110,9 @@ macro_rules! __queue_conformance_names {
             claims_take_the_highest_priority_then_the_oldest,
             three_claimers_racing_over_1000_runs_claim_each_exactly_once,
             a_stolen_lease_cannot_write,
+            a_stolen_lease_cannot_write_several_transitions,
+            stop_requests_are_found_among_the_runs_in_hand,
+            many_held_runs_are_saved_at_once_each_with_its_own_answer,
             an_expired_lease_returns_the_run_without_consuming_an_attempt,
             renewal_extends_only_the_leases_still_held,
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,
@@ -160,6 +163,8 @@ macro_rules! __conformance_names {
             a_paused_run_keeps_its_attempt_open,
             a_requeue_starts_a_new_attempt_and_closes_the_old_one,
             output_is_stored_with_the_transition_and_kept_after,
+            several_transitions_save_at_once_with_every_event_and_the_attempt,
+            several_transitions_on_a_stale_version_save_nothing,
             // events, usage, artifacts
             usage_events_sum_into_totals_without_bumping_the_version,
             events_page_by_after_and_limit,

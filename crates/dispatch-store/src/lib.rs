@@ -25,7 +25,7 @@ pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
-pub use queue::{ClaimRequest, Claimed, Lease, QueueOptions, QueueStore, QueueTimes};
+pub use queue::{ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes};
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 pub use service::{ServiceState, ServiceStore};
 pub use sqlite::SqliteStore;
@@ -56,6 +56,23 @@ pub trait RunStore: Send + Sync {
         id: &RunId,
         expected_version: i64,
         write: &StateWrite,
+    ) -> StoreResult<Run> {
+        self.transitions(id, expected_version, std::slice::from_ref(write))
+            .await
+    }
+
+    /// Several state changes in a row, saved at once: each of `writes` moves
+    /// the run on from the state the one before it left (the first from the
+    /// state saved at `expected_version`), with its event, its output and its
+    /// effect on the attempts table, as that many [`transition`](Self::transition)s
+    /// would; but in one transaction, so all are saved or none is. The version
+    /// moves on by `writes.len()`. (An agent that exited before its start was
+    /// saved: `running`, then its end, with one commit.)
+    async fn transitions(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        writes: &[StateWrite],
     ) -> StoreResult<Run>;
 
     /// Marks that someone asked the run to stop (and appends a `stop_requested`

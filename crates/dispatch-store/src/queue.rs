@@ -56,6 +56,21 @@ pub struct Claimed {
     pub run: Run,
     /// The fencing token every write about this run must carry.
     pub fence: i64,
+    /// What it was dispatched with beyond [`NewRun`] (read with the claim,
+    /// so the holder need not ask).
+    pub extras: RunExtras,
+}
+
+/// State changes of one run a worker holds, to save with others
+/// ([`QueueStore::fenced_transitions_many`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldWrites {
+    pub id: RunId,
+    /// The holder's fencing token.
+    pub fence: i64,
+    /// The version the first write moves the run on from.
+    pub expected_version: i64,
+    pub writes: Vec<StateWrite>,
 }
 
 /// Who holds a run, as stored.
@@ -123,7 +138,32 @@ pub trait QueueStore: Send + Sync {
         fence: i64,
         expected_version: i64,
         write: &StateWrite,
+    ) -> StoreResult<Run> {
+        self.fenced_transitions(id, fence, expected_version, std::slice::from_ref(write))
+            .await
+    }
+
+    /// Several state changes at once by the lease holder: `Fenced` unless
+    /// `fence` is still the run's token and the lease is held (checked once,
+    /// before the first), then as
+    /// [`RunStore::transitions`](crate::RunStore::transitions).
+    async fn fenced_transitions(
+        &self,
+        id: &RunId,
+        fence: i64,
+        expected_version: i64,
+        writes: &[StateWrite],
     ) -> StoreResult<Run>;
+
+    /// The writes of many held runs in one transaction, each saved as
+    /// [`fenced_transitions`](Self::fenced_transitions) would save it, with
+    /// its own answer, in order: a run whose writes are refused (fenced,
+    /// moved on, finished) is left as it was and the others are saved. `Err`
+    /// when the transaction as a whole failed: nothing was saved.
+    async fn fenced_transitions_many(
+        &self,
+        batch: &[HeldWrites],
+    ) -> StoreResult<Vec<StoreResult<Run>>>;
 
     /// Appends events as the lease holder: `Fenced` unless `fence` is current.
     async fn fenced_append_events(
@@ -148,6 +188,10 @@ pub trait QueueStore: Send + Sync {
     /// (`starting → running → succeeded`), their events and a closed attempt.
     /// Returns the runs finished; the others are left as they were.
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>>;
+
+    /// Of `ids`, the runs someone asked to stop ([`RunStore::request_stop`](crate::RunStore::request_stop)),
+    /// in one statement: how a worker looks for stop requests of the runs in hand.
+    async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>>;
 
     /// Sets a run's priority (higher is claimed first; default 0).
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()>;

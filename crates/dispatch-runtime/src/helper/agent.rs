@@ -2,7 +2,7 @@
 //! with the agent protocol's environment, and supervise it.
 
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dispatch_core::{AgentEvent, NewEvent, now_ms};
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 
 use super::watch::Watch;
 use crate::follow::LineFollower;
@@ -19,6 +20,10 @@ use crate::os;
 
 /// How often the helper looks for new lines in `$DISPATCH_EVENTS` while the agent runs.
 const EVENTS_POLL: Duration = Duration::from_millis(20);
+/// How long a just-started agent has to exit before its start is saved on its
+/// own: one that is done by then, leaving no events, has its start saved with
+/// its end, in one transaction. Its events are first followed then too.
+pub(crate) const START_WINDOW: Duration = EVENTS_POLL;
 /// How long output pipes may stay open after the agent's group is gone
 /// (a descendant that escaped into another session can hold them).
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
@@ -34,18 +39,6 @@ pub(crate) struct AgentSpec {
     /// Values to mask in the log.
     pub secrets: Vec<String>,
     pub attempt: u32,
-}
-
-/// What the agent left behind when it exited.
-pub(crate) struct AgentOutcome {
-    pub exit_code: i32,
-    pub last_output: Option<Value>,
-    /// The last `error` event's message.
-    pub error: Option<String>,
-    /// False when the last `error` event said `"retryable": false`.
-    pub error_retryable: bool,
-    /// Whether the helper itself was asked to stop (SIGTERM / SIGINT).
-    pub signalled: bool,
 }
 
 pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
@@ -73,77 +66,136 @@ pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-/// Feeds stdin, copies output to the log, follows events into the store and
-/// waits for the agent to exit. On SIGTERM/SIGINT to the helper, the agent's
-/// group gets SIGTERM. After exit, anything left in the group is killed.
-pub(crate) async fn supervise<S: Store + ?Sized>(
-    store: &S,
-    run_id: &dispatch_core::RunId,
-    spec: &AgentSpec,
-    mut child: Child,
-    watch: &mut Watch,
-    own_signals: bool,
-) -> AgentOutcome {
-    let pgid = child.id().unwrap_or(0);
-    watch.set_group(pgid);
-    let stdin = child.stdin.take();
-    let input = spec.stdin.clone();
-    let feeder = tokio::spawn(async move {
-        if let Some(mut stdin) = stdin {
-            // The agent may not read its stdin; a broken pipe is fine.
-            let _ = stdin.write_all(&input).await;
+/// A running agent under supervision: its stdin fed, its output copied to
+/// the log (masked), and, when this process owns its signals, a SIGTERM or
+/// SIGINT to it passed on to the agent's group as SIGTERM. Dropped before
+/// the agent was reaped (its task aborted), it kills the agent's group.
+pub(crate) struct Supervisor {
+    child: Child,
+    pgid: u32,
+    feeder: JoinHandle<()>,
+    copiers: Vec<JoinHandle<()>>,
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    /// Whether this process was asked to stop (SIGTERM / SIGINT).
+    pub signalled: bool,
+    reaped: bool,
+}
+
+impl Supervisor {
+    pub(crate) fn start(spec: &AgentSpec, mut child: Child, own_signals: bool) -> Self {
+        let pgid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take();
+        let input = spec.stdin.clone();
+        let feeder = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                // The agent may not read its stdin; a broken pipe is fine.
+                let _ = stdin.write_all(&input).await;
+            }
+        });
+        let mut copiers = Vec::new();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            copiers.push(tokio::spawn(copy_masked(
+                out,
+                spec.log.clone(),
+                spec.secrets.clone(),
+            )));
         }
-    });
-    let mut copiers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        copiers.push(tokio::spawn(copy_masked(
-            out,
-            spec.log.clone(),
-            spec.secrets.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        copiers.push(tokio::spawn(copy_masked(
-            err,
-            spec.log.clone(),
-            spec.secrets.clone(),
-        )));
+        // A worker running many runs handles its own signals (drain).
+        let listen = |kind| own_signals.then(|| signal(kind).ok()).flatten();
+        Supervisor {
+            child,
+            pgid,
+            feeder,
+            copiers,
+            term: listen(SignalKind::terminate()),
+            int: listen(SignalKind::interrupt()),
+            signalled: false,
+            reaped: false,
+        }
     }
 
-    let mut events = EventPump::new(spec.events.clone(), spec.attempt);
-    // A worker running many runs handles its own signals (drain).
-    let listen = |kind| own_signals.then(|| signal(kind).ok()).flatten();
-    let mut term = listen(SignalKind::terminate());
-    let mut int = listen(SignalKind::interrupt());
-    let mut tick = tokio::time::interval(EVENTS_POLL);
-    let mut signalled = false;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            _ = tick.tick() => {
-                let batch = events.pump(store, run_id, false).await;
-                watch.observe(store, &batch, true).await;
-                watch.tick(store).await;
-            }
-            Some(()) = recv(&mut term) => { signalled = true; os::signal_group(pgid, Signal::SIGTERM); }
-            Some(()) = recv(&mut int) => { signalled = true; os::signal_group(pgid, Signal::SIGTERM); }
-        }
-    };
-    // The leader is gone; its group goes with it.
-    os::signal_group(pgid, Signal::SIGKILL);
-    feeder.abort();
-    for c in copiers {
-        let _ = tokio::time::timeout(PIPE_DRAIN, c).await;
+    /// The agent's process group (its pid).
+    pub(crate) fn pgid(&self) -> u32 {
+        self.pgid
     }
-    let batch = events.pump(store, run_id, true).await;
-    watch.agent_gone();
-    watch.observe(store, &batch, false).await;
-    AgentOutcome {
-        exit_code: status.map(os::exit_code_of).unwrap_or(1),
-        last_output: events.last_output,
-        error: events.error,
-        error_retryable: events.error_retryable,
-        signalled,
+
+    /// Waits at most `window` for the agent to exit, without following its
+    /// events. Its exit status when it did.
+    pub(crate) async fn exit_within(
+        &mut self,
+        window: Duration,
+    ) -> Option<std::io::Result<ExitStatus>> {
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                status = self.child.wait() => return Some(status),
+                _ = &mut deadline => return None,
+                Some(()) = recv(&mut self.term) => self.stop_group(),
+                Some(()) = recv(&mut self.int) => self.stop_group(),
+            }
+        }
+    }
+
+    /// Follows `events` into the store, and keeps `watch`, until the agent exits.
+    pub(crate) async fn until_exit<S: Store + ?Sized>(
+        &mut self,
+        store: &S,
+        run_id: &dispatch_core::RunId,
+        events: &mut EventPump,
+        watch: &mut Watch,
+    ) -> std::io::Result<ExitStatus> {
+        let mut tick = tokio::time::interval(EVENTS_POLL);
+        loop {
+            tokio::select! {
+                status = self.child.wait() => return status,
+                _ = tick.tick() => {
+                    let batch = events.pump(store, run_id, false).await;
+                    watch.observe(store, &batch, true).await;
+                    watch.tick(store).await;
+                }
+                Some(()) = recv(&mut self.term) => self.stop_group(),
+                Some(()) = recv(&mut self.int) => self.stop_group(),
+            }
+        }
+    }
+
+    fn stop_group(&mut self) {
+        self.signalled = true;
+        os::signal_group(self.pgid, Signal::SIGTERM);
+    }
+
+    /// The agent exited: what is left of its group is killed, and its output
+    /// drains into the log.
+    pub(crate) async fn reap(&mut self) {
+        // The leader is gone; its group goes with it.
+        os::signal_group(self.pgid, Signal::SIGKILL);
+        self.reaped = true;
+        self.feeder.abort();
+        for c in std::mem::take(&mut self.copiers) {
+            let _ = tokio::time::timeout(PIPE_DRAIN, c).await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if !self.reaped {
+            os::signal_group(self.pgid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -190,18 +242,23 @@ pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
 }
 
 /// Moves lines from `$DISPATCH_EVENTS` into the store.
-struct EventPump {
+pub(crate) struct EventPump {
+    path: PathBuf,
     follower: LineFollower,
     attempt: u32,
-    last_output: Option<Value>,
-    error: Option<String>,
-    error_retryable: bool,
+    /// The last `output` event's value.
+    pub last_output: Option<Value>,
+    /// The last `error` event's message.
+    pub error: Option<String>,
+    /// False when the last `error` event said `"retryable": false`.
+    pub error_retryable: bool,
 }
 
 impl EventPump {
-    fn new(path: PathBuf, attempt: u32) -> Self {
+    pub(crate) fn new(path: PathBuf, attempt: u32) -> Self {
         EventPump {
-            follower: LineFollower::new(path),
+            follower: LineFollower::new(path.clone()),
+            path,
             attempt,
             last_output: None,
             error: None,
@@ -209,7 +266,12 @@ impl EventPump {
         }
     }
 
-    async fn pump<S: Store + ?Sized>(
+    /// Whether the agent wrote nothing to its events file (it may not exist).
+    pub(crate) fn untouched(&self) -> bool {
+        std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
+    }
+
+    pub(crate) async fn pump<S: Store + ?Sized>(
         &mut self,
         store: &S,
         run_id: &dispatch_core::RunId,

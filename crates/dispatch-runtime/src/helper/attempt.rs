@@ -1,17 +1,20 @@
 //! The attempts of one run: start the agent, watch it, decide how the
 //! attempt ended, and either finish the run or requeue it for another try
-//! after a backoff. The same helper process owns every attempt.
+//! after a backoff. A helper process owns every attempt of its run; a
+//! worker only the one it claimed (the next is any worker's).
 
-use dispatch_core::event::Usage;
+use std::sync::Arc;
+
 use dispatch_core::parcel::{Courier, Parcel};
 use dispatch_core::{Operation, Status, Transition, now_ms};
 use dispatch_store::{Run, Store};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::agent::{EventPump, Supervisor};
 use super::retry::{self, AttemptFailure};
 use super::watch::{Verdict, Watch};
-use super::{LifecycleLog, agent, cancelled, collect, finish, load_parcel, prepare};
+use super::{Host, LifecycleLog, agent, cancelled, collect, finish, load_parcel, prepare};
 use crate::error::{RuntimeError, RuntimeResult};
 use crate::layout::Layout;
 use crate::os;
@@ -26,16 +29,29 @@ enum End {
     Retryable(Transition, AttemptFailure, Option<Value>),
 }
 
+/// How one attempt went.
+struct Ended {
+    end: End,
+    /// The last checkpoint the attempt wrote.
+    checkpoint: Option<Value>,
+    /// The agent's start, when it is not saved yet (see [`agent::START_WINDOW`]).
+    start: Option<Transition>,
+}
+
 /// Runs attempts of the claimed run until one ends it. Returns its exit status.
 pub(super) async fn run_attempts<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     mut run: Run,
     log: &mut LifecycleLog,
-    own_signals: bool,
+    host: Host,
+    parcel: Option<Arc<Parcel>>,
 ) -> RuntimeResult<i32> {
     // Loaded once for every attempt of the run.
-    let parcel = load_parcel(layout, &run);
+    let parcel = match parcel {
+        Some(p) => Ok(p),
+        None => load_parcel(layout, &run).map(Arc::new),
+    };
     let extras = store.run_extras(&run.id).await.ok();
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let session = extras.and_then(|e| e.session);
@@ -45,11 +61,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         let ctx = Context {
             policy: &policy,
             session: session.as_deref(),
-            own_signals,
-            parcel: parcel.as_ref(),
+            own_signals: host.own_signals,
+            parcel: parcel.as_deref(),
         };
-        let (end, checkpoint) = one_attempt(store, layout, &mut run, log, &ctx).await?;
-        let (t, failure, output) = match end {
+        let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
+        let (t, failure, output) = match ended.end {
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
         };
@@ -68,14 +85,27 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 .map(|r| r.stop_requested_at.is_some())
                 .unwrap_or(false);
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
-            let code = finish(store, layout, &mut run, log, t, output).await?;
+            steps.push(t);
+            let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
             retry::dead_letter(store, &run, checkpoint).await;
             return Ok(code);
         };
+        // Another attempt follows: the start of this one is saved first.
+        if let Some(start) = steps.pop() {
+            match advance(store, &mut run, &start, None).await {
+                Ok(()) => {}
+                Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
+                Err(AdvanceError::Store(e)) => return Err(e.into()),
+            }
+        }
         let wait = policy.backoff_ms(used, fastrand::f64());
         log.line(&retry::retry_line(&failure, run.attempt, max, wait));
         if !retry::requeue(store, &mut run, &failure, now_ms() + wait as i64, false).await? {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
+        }
+        if host.leased {
+            // Queued under no lease: the next attempt is any worker's.
+            return Ok(crate::run_exit_code(&run.state));
         }
         let Some(due) = retry::wait_until_due(store, &run.id).await? else {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
@@ -102,13 +132,22 @@ struct Context<'a> {
     parcel: Result<&'a Parcel, &'a String>,
 }
 
+/// An attempt that ends before its agent starts.
+fn ended(end: End) -> Ended {
+    Ended {
+        end,
+        checkpoint: None,
+        start: None,
+    }
+}
+
 async fn one_attempt<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
     log: &mut LifecycleLog,
     ctx: &Context<'_>,
-) -> RuntimeResult<(End, Option<Value>)> {
+) -> RuntimeResult<Ended> {
     let Context {
         policy,
         session,
@@ -116,7 +155,7 @@ async fn one_attempt<S: Store + ?Sized>(
         parcel,
     } = *ctx;
     if run.stop_requested_at.is_some() {
-        return Ok((End::Final(cancelled(None), None), None));
+        return Ok(ended(End::Final(cancelled(None), None)));
     }
     let mut prepared = match prepare(layout, run, parcel) {
         Ok(p) => p,
@@ -126,7 +165,7 @@ async fn one_attempt<S: Store + ?Sized>(
                 exit_code: None,
                 at: now_ms(),
             };
-            return Ok((End::Final(t, None), None));
+            return Ok(ended(End::Final(t, None)));
         }
     };
     if prepared.courier == Courier::Noop {
@@ -144,15 +183,16 @@ async fn one_attempt<S: Store + ?Sized>(
             agent,
             at: now_ms(),
         };
-        match advance(store, run, &started, None).await {
-            Ok(()) | Err(AdvanceError::Illegal(_)) => {}
-            Err(AdvanceError::Store(e)) => return Err(e.into()),
-        }
         let done = Transition::Exited {
             code: 0,
             at: now_ms(),
         };
-        return Ok((End::Final(done, None), None));
+        // Saved with the end, at once.
+        return Ok(Ended {
+            end: End::Final(done, None),
+            checkpoint: None,
+            start: Some(started),
+        });
     }
     let dir = layout.run_dir(&run.id);
     let spec = &mut prepared.spec;
@@ -214,57 +254,51 @@ async fn one_attempt<S: Store + ?Sized>(
                 exit_code: Some(code),
                 at: now_ms(),
             };
-            return Ok((End::Final(t, None), None));
+            return Ok(ended(End::Final(t, None)));
         }
     };
     let agent_ref = os::proc_ref(child.id().unwrap_or(0));
-    if let Err(e) = advance(
-        store,
-        run,
-        &Transition::AgentStarted {
-            agent: agent_ref,
-            at: now_ms(),
-        },
-        None,
-    )
-    .await
-    {
-        os::signal_group(agent_ref.pid, Signal::SIGKILL);
-        return Err(match e {
-            AdvanceError::Store(e) => e.into(),
-            AdvanceError::Illegal(e) => RuntimeError::Io {
-                what: "recording the agent start of",
-                path: layout.log(&run.id),
-                source: std::io::Error::other(e.to_string()),
-            },
-        });
-    }
-    // A stop that arrived while we were starting found no process group yet.
-    if store
-        .get_run(&run.id)
-        .await
-        .map(|r| r.stop_requested_at.is_some())
-        .unwrap_or(false)
-    {
-        os::signal_group(agent_ref.pid, Signal::SIGTERM);
-    }
-    let baseline: Usage = run.usage;
+    let started = Transition::AgentStarted {
+        agent: agent_ref,
+        at: now_ms(),
+    };
+    let mut agent = Supervisor::start(&prepared.spec, child, own_signals);
     let mut watch = Watch::new(
         run.id.clone(),
         run.attempt,
         policy.clone(),
         layout.clone(),
-        baseline,
+        run.usage,
     );
-    let outcome = agent::supervise(
-        store,
-        &run.id,
-        &prepared.spec,
-        child,
-        &mut watch,
-        own_signals,
-    )
-    .await;
+    watch.set_group(agent.pgid());
+    let mut events = EventPump::new(prepared.spec.events.clone(), prepared.spec.attempt);
+    // An agent that is done at once and wrote no events has its start saved
+    // with its end; any other has it saved now, and its events followed.
+    let mut start = None;
+    let status = match agent.exit_within(agent::START_WINDOW).await {
+        Some(status) => {
+            agent.reap().await;
+            match events.untouched() {
+                true => start = Some(started),
+                false => save_start(store, layout, run, &started, false).await?,
+            }
+            status
+        }
+        None => {
+            save_start(store, layout, run, &started, true).await?;
+            let status = agent
+                .until_exit(store, &run.id, &mut events, &mut watch)
+                .await;
+            agent.reap().await;
+            status
+        }
+    };
+    let batch = match start {
+        Some(_) => Vec::new(),
+        None => events.pump(store, &run.id, true).await,
+    };
+    watch.agent_gone();
+    watch.observe(store, &batch, false).await;
     watch.expire_pending(store).await;
 
     let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
@@ -277,11 +311,16 @@ async fn one_attempt<S: Store + ?Sized>(
         Ok(_) => {}
         Err(e) => log.line(&format!("could not collect artifacts: {e}")),
     }
-    let output = collect::read_output(&prepared.output_path, outcome.last_output);
-    *run = store.get_run(&run.id).await?;
-    let stop_requested = outcome.signalled || run.stop_requested_at.is_some();
+    let code = status.map(os::exit_code_of).unwrap_or(1);
+    // Whether someone asked the run to stop matters only when the agent
+    // failed (a stop then cancels it); the run as saved is current enough
+    // for the rest (a write on a stale version reloads it).
+    if code != 0 && !agent.signalled {
+        *run = store.get_run(&run.id).await?;
+    }
+    let stop_requested = agent.signalled || run.stop_requested_at.is_some();
+    let output = collect::read_output(&prepared.output_path, events.last_output.take());
     let at = now_ms();
-    let code = outcome.exit_code;
     let failure = |reason: String, status: Status| AttemptFailure {
         reason,
         exit_code: Some(code),
@@ -308,7 +347,7 @@ async fn one_attempt<S: Store + ?Sized>(
         None if stop_requested && code != 0 => End::Final(cancelled(Some(code)), output),
         None if code == 0 => End::Final(Transition::Exited { code, at }, output),
         None => {
-            let reason = outcome
+            let reason = events
                 .error
                 .clone()
                 .unwrap_or_else(|| dispatch_core::state::exit_reason(code));
@@ -317,7 +356,7 @@ async fn one_attempt<S: Store + ?Sized>(
                 exit_code: Some(code),
                 at,
             };
-            let declared_final = outcome.error.is_some() && !outcome.error_retryable;
+            let declared_final = events.error.is_some() && !events.error_retryable;
             if declared_final || run.operation == Operation::Service {
                 End::Final(t, output)
             } else {
@@ -325,7 +364,43 @@ async fn one_attempt<S: Store + ?Sized>(
             }
         }
     };
-    Ok((end, watch.checkpoint))
+    Ok(Ended {
+        end,
+        checkpoint: watch.checkpoint,
+        start,
+    })
+}
+
+/// Saves the agent's start. While the agent is `live`, a failure to save
+/// kills it, and a stop asked for while it was starting (which found no
+/// process group to signal) is passed on now.
+async fn save_start<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &mut Run,
+    started: &Transition,
+    live: bool,
+) -> RuntimeResult<()> {
+    let Transition::AgentStarted { agent, .. } = started else {
+        return Ok(());
+    };
+    let signal = |s| live && os::signal_group(agent.pid, s);
+    if let Err(e) = advance(store, run, started, None).await {
+        signal(Signal::SIGKILL);
+        return Err(match e {
+            AdvanceError::Store(e) => e.into(),
+            AdvanceError::Illegal(e) => RuntimeError::Io {
+                what: "recording the agent start of",
+                path: layout.log(&run.id),
+                source: std::io::Error::other(e.to_string()),
+            },
+        });
+    }
+    // The run as saved says whether a stop arrived meanwhile.
+    if run.stop_requested_at.is_some() {
+        signal(Signal::SIGTERM);
+    }
+    Ok(())
 }
 
 fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {

@@ -4,7 +4,8 @@
 //! terminal snapshot, then the terminal state. The same helper runs every
 //! attempt of the run (`attempt.rs`), waiting out the backoff in between
 //! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
-//! runs (`watch.rs`).
+//! runs (`watch.rs`). A cluster worker runs the runs it claims through the
+//! same code ([`run_in_worker`]).
 
 mod agent;
 mod attempt;
@@ -13,6 +14,7 @@ pub(crate) mod retry;
 mod watch;
 
 use std::io::Write;
+use std::sync::Arc;
 
 use dispatch_core::parcel::{self, Courier, Parcel};
 use dispatch_core::time::human_duration;
@@ -22,7 +24,7 @@ use serde_json::Value;
 
 use crate::error::{RuntimeResult, io};
 use crate::layout::Layout;
-use crate::record::{AdvanceError, advance};
+use crate::record::{AdvanceError, advance, advance_all};
 use crate::snapshot::{self, FinalSnapshot};
 use crate::{os, run_exit_code};
 
@@ -78,12 +80,53 @@ pub async fn run_claimed<S: Store + ?Sized>(
     run: Run,
     own_signals: bool,
 ) -> RuntimeResult<i32> {
+    let host = Host {
+        own_signals,
+        snapshot: true,
+        leased: false,
+    };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, run, &mut log, own_signals).await
+    attempt::run_attempts(store, layout, run, &mut log, host, None).await
 }
 
-/// Fails a claimed (`starting`) run without starting its agent, because its
-/// inputs could not be had: a worker could not fetch its parcel or brief, or
+/// Runs the current attempt of a run a cluster worker claimed, like
+/// [`run_claimed`], with the run's `parcel` when the worker already loaded
+/// it (parcels are immutable: a worker loads each digest once). The worker
+/// stops agents itself, and writes no terminal snapshot: a worker that dies
+/// before the terminal state is written loses its lease, and the run goes
+/// back to the queue. A retry goes back to the queue too (the lease ends),
+/// for any worker to take when its backoff is over.
+pub async fn run_in_worker<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: Run,
+    parcel: Option<Arc<Parcel>>,
+) -> RuntimeResult<i32> {
+    let host = Host {
+        own_signals: false,
+        snapshot: false,
+        leased: true,
+    };
+    let mut log = LifecycleLog::open(layout, &run.id);
+    attempt::run_attempts(store, layout, run, &mut log, host, parcel).await
+}
+
+/// What differs between a helper process and a worker holding a run.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Host {
+    /// A SIGTERM or SIGINT to this process stops the agent.
+    own_signals: bool,
+    /// Write `runs/<id>.final.json` before the terminal state, for readers
+    /// to apply if this process dies in between.
+    snapshot: bool,
+    /// The run is held under a lease: a retry gives it back to the queue,
+    /// where any worker takes it when it is due (a helper waits it out and
+    /// claims it again itself).
+    leased: bool,
+}
+
+/// Fails a claimed (`starting`) run held by a worker without starting its
+/// agent, because its inputs could not be had: the worker could not fetch its parcel or brief, or
 /// they failed verification. Like any failed run: a line in its log, the
 /// terminal snapshot, the terminal state with `reason`, and a dead letter.
 /// Returns the run's exit status.
@@ -99,7 +142,12 @@ pub async fn fail_claimed<S: Store + ?Sized>(
         exit_code: None,
         at: now_ms(),
     };
-    let code = finish(store, layout, &mut run, &mut log, t, None).await?;
+    let host = Host {
+        own_signals: false,
+        snapshot: false,
+        leased: true,
+    };
+    let code = finish(store, layout, &mut run, &mut log, host, &[t], None).await?;
     retry::dead_letter(store, &run, None).await;
     Ok(code)
 }
@@ -112,28 +160,36 @@ pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
     }
 }
 
-/// Writes the terminal snapshot, then the terminal state.
+/// Writes the terminal snapshot (when the host keeps one), then the terminal
+/// state: the last of `steps`, each applied to the state the one before left
+/// (an agent start not saved yet comes first), all saved at once.
 pub(super) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
     log: &mut LifecycleLog,
-    t: Transition,
+    host: Host,
+    steps: &[Transition],
     output: Option<Value>,
 ) -> RuntimeResult<i32> {
-    let state = match run.state.apply(run.operation, &t) {
+    let state = steps
+        .iter()
+        .try_fold(run.state.clone(), |state, t| state.apply(run.operation, t));
+    let state = match state {
         Ok(s) => s,
         Err(_) => return Ok(run_exit_code(&run.state)), // someone else finished it
     };
-    let snap = FinalSnapshot {
-        run_id: run.id.clone(),
-        attempt: run.attempt,
-        state: state.clone(),
-        output: output.clone(),
-        written_at: now_ms(),
-    };
-    if let Err(e) = snapshot::write(layout, &snap) {
-        log.line(&format!("could not write the terminal snapshot: {e}"));
+    if host.snapshot {
+        let snap = FinalSnapshot {
+            run_id: run.id.clone(),
+            attempt: run.attempt,
+            state: state.clone(),
+            output: output.clone(),
+            written_at: now_ms(),
+        };
+        if let Err(e) = snapshot::write(layout, &snap) {
+            log.line(&format!("could not write the terminal snapshot: {e}"));
+        }
     }
     let took = match (state.started_at(), state.ended_at()) {
         (Some(s), Some(e)) => format!(" in {}", human_duration(e - s)),
@@ -146,7 +202,7 @@ pub(super) async fn finish<S: Store + ?Sized>(
         (st, None, None) => st.to_string(),
     };
     log.line(&format!("run {} {how}{took}", run.id));
-    match advance(store, run, &t, output).await {
+    match advance_all(store, run, steps, output).await {
         Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(run_exit_code(&run.state)),
         Err(AdvanceError::Store(e)) => Err(e.into()),
     }
@@ -181,9 +237,10 @@ pub(super) fn prepare(
 
     let dir = layout.run_dir(&run.id);
     let artifacts_dir = dir.join("artifacts");
+    // Created by whoever writes the first decision: the agent only reads it.
     let approvals = dir.join("approvals");
     let state_dir = layout.state_dir(&parcel.manifest.name);
-    for d in [&artifacts_dir, &approvals, &state_dir] {
+    for d in [&artifacts_dir, &state_dir] {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     let payload = serde_json::to_vec(&run.payload).expect("a payload is JSON data");

@@ -84,6 +84,15 @@ pub async fn enqueue_with_stores_the_extras_and_the_queue_options<
         claim_and_finish(&store, &[], 10).await.is_empty(),
         "its labels keep it from a worker without them"
     );
+    let mut r = request("w", 1, 100);
+    r.labels = vec!["gpu".into()];
+    let claimed = store.claim(&r).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].extras, stored, "the claim hands the extras over");
+    store
+        .release(&id(2), claimed[0].fence, 100, "handed back")
+        .await
+        .expect("release");
     assert_eq!(
         claim_and_finish(&store, &["gpu"], 1).await,
         vec![id(2)],

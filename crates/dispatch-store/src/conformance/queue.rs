@@ -7,7 +7,7 @@ use dispatch_core::{NewEvent, ProcRef, Status, Transition};
 use serde_json::json;
 
 use super::{AGENT, all_events, create, id, new_run, write_for};
-use crate::{ClaimRequest, Claimed, QueueStore, QueueTimes, Run, Store, StoreError};
+use crate::{ClaimRequest, Claimed, HeldWrites, QueueStore, QueueTimes, Run, Store, StoreError};
 
 /// The worker process recorded by test claims.
 pub const WORKER: ProcRef = ProcRef {
@@ -170,6 +170,40 @@ pub async fn a_stolen_lease_cannot_write<S: Store + QueueStore>(store: S) {
     );
     let running = agent_up(&store, &new, 1300).await;
     assert_eq!(running.status(), Status::Running, "the new holder writes");
+}
+
+pub async fn a_stolen_lease_cannot_write_several_transitions<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(&store, "slow", 1, 100).await.remove(0);
+    assert_eq!(store.sweep_expired(1101).await.expect("sweep"), vec![id(1)]);
+    let new = claim_all(&store, "fast", 1, 1200).await.remove(0);
+    let up = write_for(
+        &new.run,
+        &Transition::AgentStarted {
+            agent: AGENT,
+            at: 1300,
+        },
+    );
+    let mut running = new.run.clone();
+    running.state = up.state.clone();
+    let down = write_for(&running, &Transition::Exited { code: 0, at: 1301 });
+    let writes = [up, down];
+    let err = store
+        .fenced_transitions(&id(1), old.fence, new.run.version, &writes)
+        .await
+        .expect_err("a stale token cannot move the run");
+    assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
+    assert_eq!(store.get_run(&id(1)).await.expect("get"), new.run);
+    let done = store
+        .fenced_transitions(&id(1), new.fence, new.run.version, &writes)
+        .await
+        .expect("the holder saves both at once");
+    assert_eq!(done.status(), Status::Succeeded);
+    assert_eq!(
+        store.lease(&id(1)).await.expect("lease"),
+        None,
+        "a finished run ends its lease"
+    );
 }
 
 pub async fn an_expired_lease_returns_the_run_without_consuming_an_attempt<
@@ -583,4 +617,102 @@ pub async fn callbacks_are_due_once_the_run_finished_and_held_while_delivered<
             .is_empty(),
         "done for good"
     );
+}
+
+pub async fn stop_requests_are_found_among_the_runs_in_hand<S: Store + QueueStore>(store: S) {
+    for n in 1..=3 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 3, 100).await;
+    assert_eq!(claimed.len(), 3);
+    let held = [id(1), id(2), id(3)];
+    assert!(
+        store.stops_requested(&held).await.expect("look").is_empty(),
+        "nobody asked yet"
+    );
+    store.request_stop(&id(2), 150).await.expect("stop");
+    store.request_stop(&id(3), 151).await.expect("stop");
+    let mut stopped = store.stops_requested(&held[..2]).await.expect("look");
+    stopped.sort();
+    assert_eq!(stopped, vec![id(2)], "only among the runs asked about");
+    assert!(store.stops_requested(&[]).await.expect("look").is_empty());
+}
+
+/// The writes of a held run whose agent started and exited 0.
+fn started_and_exited(claimed: &Claimed, at: i64) -> HeldWrites {
+    let up = write_for(&claimed.run, &Transition::AgentStarted { agent: AGENT, at });
+    let mut running = claimed.run.clone();
+    running.state = up.state.clone();
+    let down = write_for(
+        &running,
+        &Transition::Exited {
+            code: 0,
+            at: at + 1,
+        },
+    );
+    HeldWrites {
+        id: claimed.run.id.clone(),
+        fence: claimed.fence,
+        expected_version: claimed.run.version,
+        writes: vec![up, down],
+    }
+}
+
+pub async fn many_held_runs_are_saved_at_once_each_with_its_own_answer<S: Store + QueueStore>(
+    store: S,
+) {
+    for n in 1..=3 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 3, 100).await;
+    let events_2 = all_events(&store, &id(2)).await;
+    let events_3 = all_events(&store, &id(3)).await;
+    let mut stale_fence = started_and_exited(&claimed[1], 200);
+    stale_fence.fence -= 1;
+    let mut stale_version = started_and_exited(&claimed[2], 200);
+    stale_version.expected_version -= 1;
+    let batch = [
+        started_and_exited(&claimed[0], 200),
+        stale_fence,
+        stale_version,
+    ];
+    let answers = store
+        .fenced_transitions_many(&batch)
+        .await
+        .expect("the transaction goes through");
+    assert_eq!(answers.len(), 3, "one answer per run, in order");
+    let done = answers[0].as_ref().expect("the held run is saved");
+    assert_eq!(done.status(), Status::Succeeded);
+    assert_eq!(done.version, claimed[0].run.version + 2);
+    assert_eq!(store.get_run(&id(1)).await.expect("get"), *done);
+    assert!(
+        matches!(&answers[1], Err(StoreError::Fenced { .. })),
+        "got {:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(&answers[2], Err(StoreError::Conflict { .. })),
+        "got {:?}",
+        answers[2]
+    );
+    for (n, c) in claimed.iter().enumerate().skip(1) {
+        assert_eq!(
+            store.get_run(&c.run.id).await.expect("get"),
+            c.run,
+            "run {n} is as it was"
+        );
+    }
+    assert_eq!(all_events(&store, &id(2)).await, events_2);
+    assert_eq!(all_events(&store, &id(3)).await, events_3);
+    let attempts = store.list_attempts(&id(1)).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(Status::Succeeded));
+    assert!(
+        store
+            .list_attempts(&id(2))
+            .await
+            .expect("attempts")
+            .is_empty()
+    );
+    assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
 }

@@ -346,3 +346,99 @@ pub async fn output_is_stored_with_the_transition_and_kept_after<S: Store>(store
     );
     assert_eq!(running.output, None, "no output before the run has one");
 }
+
+/// A claimed run's agent starting and exiting, as one call: the writes a
+/// runtime makes when the agent was done before its start was saved.
+fn start_and_exit(starting: &Run, code: i32) -> Vec<StateWrite> {
+    let up = write_for(
+        starting,
+        &Transition::AgentStarted {
+            agent: AGENT,
+            at: 25,
+        },
+    );
+    let mut running = starting.clone();
+    running.state = up.state.clone();
+    let mut down = write_for(&running, &Transition::Exited { code, at: 40 });
+    down.output = Some(json!({"answer": 42}));
+    vec![up, down]
+}
+
+pub async fn several_transitions_save_at_once_with_every_event_and_the_attempt<S: Store>(store: S) {
+    let run = queued(&store).await;
+    let starting = step(
+        &store,
+        &run,
+        Transition::Claim {
+            helper: HELPER,
+            at: 20,
+        },
+    )
+    .await;
+    let before = all_events(&store, &run.id).await;
+    let writes = start_and_exit(&starting, 0);
+    let done = store
+        .transitions(&run.id, starting.version, &writes)
+        .await
+        .expect("a legal row of transitions at the current version");
+    assert_eq!(done.version, starting.version + 2, "one version per write");
+    assert_eq!(done.state, writes[1].state);
+    assert_eq!(done.status(), Status::Succeeded);
+    assert_eq!(done.output, Some(json!({"answer": 42})));
+    assert_eq!(done.updated_at, 40, "updated at the last write's time");
+    assert_eq!(store.get_run(&run.id).await.expect("get"), done);
+    let after = all_events(&store, &run.id).await;
+    assert_eq!(&after[..before.len()], &before[..]);
+    let added: Vec<_> = after[before.len()..].iter().map(|e| &e.event).collect();
+    assert_eq!(
+        added,
+        vec![&writes[0].event, &writes[1].event],
+        "every write's event, in order"
+    );
+    let attempts = store.list_attempts(&run.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1, "the attempt opened and closed");
+    let a = &attempts[0];
+    assert_eq!(
+        (a.number, a.started_at, a.ended_at, a.status, a.exit_code),
+        (1, 25, Some(40), Some(Status::Succeeded), Some(0))
+    );
+}
+
+pub async fn several_transitions_on_a_stale_version_save_nothing<S: Store>(store: S) {
+    let run = queued(&store).await;
+    let starting = step(
+        &store,
+        &run,
+        Transition::Claim {
+            helper: HELPER,
+            at: 20,
+        },
+    )
+    .await;
+    let before = all_events(&store, &run.id).await;
+    let err = store
+        .transitions(&run.id, run.version, &start_and_exit(&starting, 0))
+        .await
+        .expect_err("a stale version loses");
+    assert!(matches!(err, StoreError::Conflict { .. }), "got {err:?}");
+    // A write after an end is refused as a whole, the first write too.
+    let mut past_the_end = start_and_exit(&starting, 3);
+    past_the_end.push(past_the_end[1].clone());
+    let err = store
+        .transitions(&run.id, starting.version, &past_the_end)
+        .await
+        .expect_err("nothing follows an end");
+    assert!(
+        matches!(err, StoreError::InvalidState { .. }),
+        "got {err:?}"
+    );
+    assert_eq!(store.get_run(&run.id).await.expect("get"), starting);
+    assert_eq!(all_events(&store, &run.id).await, before, "no event saved");
+    assert!(
+        store
+            .list_attempts(&run.id)
+            .await
+            .expect("attempts")
+            .is_empty()
+    );
+}

@@ -15,6 +15,7 @@ mod runs;
 mod schema;
 pub mod testdb;
 mod tokens;
+mod transitions;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,8 +29,8 @@ use tokio_postgres::error::SqlState;
 use crate::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
-    Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore, StateWrite,
-    StoreError, StoreResult, TokenRecord, TokenStore,
+    HeldWrites, Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore,
+    StateWrite, StoreError, StoreResult, TokenRecord, TokenStore,
 };
 use crate::{ParcelStore, RunLogStore, StoredParcel};
 
@@ -114,6 +115,24 @@ impl PgStore {
         .await;
         store.finish(result)?;
         Ok(store)
+    }
+
+    /// Saves one run's writes; its answer is the call's (nothing is saved
+    /// when it is an error).
+    async fn save_one(&self, item: transitions::Item<'_>) -> StoreResult<Run> {
+        let result: Result<Run, Fail> = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let answer = transitions::save(&tx, std::slice::from_ref(&item))
+                .await?
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::NotFound(item.id.to_string())));
+            let run = answer.map_err(Fail::Store)?;
+            tx.commit().await?;
+            Ok(run)
+        }
+        .await;
+        self.finish(result)
     }
 
     /// The database as shown in messages (without a password).
@@ -258,19 +277,19 @@ impl RunStore for PgStore {
         in_tx!(self, |tx| runs::list(&tx, filter))
     }
 
-    async fn transition(
+    async fn transitions(
         &self,
         id: &RunId,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::transition(
-            &tx,
+        let item = transitions::Item {
             id,
-            expected_version,
-            None,
-            write
-        ))
+            fence: None,
+            expected: expected_version,
+            writes,
+        };
+        self.save_one(item).await
     }
 
     async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
@@ -342,20 +361,36 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::renew(&tx, worker, held, expires_at))
     }
 
-    async fn fenced_transition(
+    async fn fenced_transitions(
         &self,
         id: &RunId,
         fence: i64,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::transition(
-            &tx,
+        let item = transitions::Item {
             id,
-            expected_version,
-            Some(fence),
-            write
-        ))
+            fence: Some(fence),
+            expected: expected_version,
+            writes,
+        };
+        self.save_one(item).await
+    }
+
+    async fn fenced_transitions_many(
+        &self,
+        batch: &[HeldWrites],
+    ) -> StoreResult<Vec<StoreResult<Run>>> {
+        let items: Vec<transitions::Item<'_>> = batch
+            .iter()
+            .map(|h| transitions::Item {
+                id: &h.id,
+                fence: Some(h.fence),
+                expected: h.expected_version,
+                writes: &h.writes,
+            })
+            .collect();
+        in_tx!(self, |tx| transitions::save(&tx, &items))
     }
 
     async fn fenced_append_events(
@@ -380,6 +415,10 @@ impl QueueStore for PgStore {
 
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
+    }
+
+    async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::stops_requested(&tx, ids))
     }
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {

@@ -7,6 +7,7 @@ use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use serde_json::json;
 
 use super::events::{append, insert_events};
+use super::reliability::json_col;
 use super::runs::{
     not_found, notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row,
 };
@@ -18,6 +19,11 @@ const HELD: &str = "('starting', 'running', 'paused')";
 
 pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
     let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+    // Walk `runs_claimable` in its order and stop at the limit. The planner
+    // otherwise sorts every queued run whenever it expects few (a queue that
+    // was empty at the last ANALYZE, then filled up): each claim then reads
+    // the whole queue, and draining it costs its length squared.
+    tx.batch_execute("SET LOCAL enable_sort = off").await?;
     let stmt = tx
         .prepare_cached(
             "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \
@@ -44,7 +50,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
              WHERE id = ANY($5::text[]) RETURNING ",
             run_columns!(),
-            ", fence"
+            ", fence, idempotency_key, session, policy"
         ))
         .await?;
     let rows = tx
@@ -64,6 +70,11 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
         claimed.push(Claimed {
             run: run_from_row(row)?,
             fence: row.try_get(18)?,
+            extras: crate::RunExtras {
+                idempotency_key: row.try_get(19)?,
+                session: row.try_get(20)?,
+                policy: json_col(row, 21, "policy")?,
+            },
         });
     }
     // In the order chosen: priority, then age.
@@ -247,6 +258,26 @@ pub(super) async fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, F
     let held = load_held(tx, &ids).await?;
     requeue(tx, &held, now, "lease expired").await?;
     Ok(held.into_iter().map(|h| h.id).collect())
+}
+
+pub(super) async fn stops_requested(
+    tx: &Transaction<'_>,
+    ids: &[RunId],
+) -> Result<Vec<RunId>, Fail> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = ids.iter().map(RunId::as_str).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id FROM runs WHERE id = ANY($1::text[]) AND stop_requested_at IS NOT NULL",
+        )
+        .await?;
+    tx.query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|row| parse_id(row.try_get(0)?))
+        .collect()
 }
 
 pub(super) async fn set_priority(

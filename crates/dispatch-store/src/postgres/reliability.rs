@@ -16,7 +16,7 @@ use crate::{Approval, Created, DeadLetter, Decision, NewRun, RunExtras, StoreErr
 /// Statuses of a run that still holds its session or dedup key.
 const LIVE: &str = "('queued', 'starting', 'running', 'paused')";
 
-fn json_col(row: &Row, i: usize, what: &str) -> Result<Option<Value>, Fail> {
+pub(super) fn json_col(row: &Row, i: usize, what: &str) -> Result<Option<Value>, Fail> {
     match row.try_get::<_, Option<&str>>(i)? {
         None => Ok(None),
         Some(text) => serde_json::from_str(text)

@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 
 use super::events::insert_event;
 use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
-use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
+use crate::{NewRun, Run, RunFilter, StoreError};
 
 /// The columns [`run_from_row`] reads, in its order.
 macro_rules! run_columns {
@@ -23,7 +23,7 @@ macro_rules! run_columns {
 }
 pub(super) use run_columns;
 
-fn u32_of(id: &RunId, what: &str, n: i64) -> Result<u32, Fail> {
+pub(super) fn u32_of(id: &RunId, what: &str, n: i64) -> Result<u32, Fail> {
     u32::try_from(n).map_err(|_| Fail::Corrupt(format!("run {id}: {what} {n} is out of range")))
 }
 
@@ -290,198 +290,6 @@ pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec
         .iter()
         .map(run_from_row)
         .collect()
-}
-
-/// A compare-and-set state change. With `fence`, the write is a worker's: it
-/// must also hold the run's current fencing token and lease, or it is
-/// [`StoreError::Fenced`].
-pub(super) async fn transition(
-    tx: &Transaction<'_>,
-    id: &RunId,
-    expected: i64,
-    fence: Option<i64>,
-    write: &StateWrite,
-) -> Result<Run, Fail> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT version, status, attempt, fence, lease_owner IS NOT NULL \
-             FROM runs WHERE id = $1 FOR UPDATE",
-        )
-        .await?;
-    let row = tx
-        .query_opt(&stmt, &[&id.as_str()])
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let version: i64 = row.try_get(0)?;
-    let old_status = parse_status(id, row.try_get(1)?)?;
-    let old_attempt = u32_of(id, "attempt", row.try_get(2)?)?;
-    if let Some(fence) = fence {
-        let (current, leased): (i64, bool) = (row.try_get(3)?, row.try_get(4)?);
-        if current != fence || !leased {
-            return Err(Fail::Store(StoreError::Fenced {
-                id: id.clone(),
-                fence,
-            }));
-        }
-    }
-    if version != expected {
-        return Err(Fail::Store(StoreError::Conflict {
-            id: id.clone(),
-            expected,
-        }));
-    }
-    if old_status.is_terminal() {
-        return Err(Fail::Store(StoreError::InvalidState {
-            id: id.clone(),
-            status: old_status,
-            hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
-        }));
-    }
-    let new_status = write.state.status();
-    let at = write.event.at;
-    let requeued = new_status == Status::Queued && old_status != Status::Queued;
-    let attempt = if requeued {
-        old_attempt + 1
-    } else {
-        old_attempt
-    };
-    let output = write
-        .output
-        .as_ref()
-        .map(|o| to_json("output", o))
-        .transpose()?;
-    // Queued or finished, the run is nobody's: the lease ends.
-    let release = new_status == Status::Queued || new_status.is_terminal();
-    let ready_at = match &write.state {
-        RunState::Queued { not_before } => not_before.unwrap_or(at),
-        _ => at,
-    };
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE runs SET state = $1, status = $2, version = version + 1, attempt = $3, \
-             updated_at = $4, output = COALESCE($5, output), \
-             ready_at = CASE WHEN $2 = 'queued' THEN $8 ELSE ready_at END, \
-             lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN $9 THEN NULL ELSE lease_expires_at END \
-             WHERE id = $6 AND version = $7",
-        )
-        .await?;
-    let changed = tx
-        .execute(
-            &stmt,
-            &[
-                &to_json("state", &write.state)?,
-                &new_status.as_str(),
-                &i64::from(attempt),
-                &at,
-                &output,
-                &id.as_str(),
-                &expected,
-                &ready_at,
-                &release,
-            ],
-        )
-        .await?;
-    if changed != 1 {
-        return Err(Fail::Store(StoreError::Conflict {
-            id: id.clone(),
-            expected,
-        }));
-    }
-    insert_event(tx, id, &write.event).await?;
-    if new_status == Status::Queued {
-        notify_queue(tx).await?;
-    }
-    if new_status.is_terminal() {
-        notify_callbacks(tx, &[id.as_str()]).await?;
-    }
-    if requeued {
-        close_attempt(tx, id, old_attempt, &requeue_close(&write.event)).await?;
-    }
-    if write.state.agent().is_some() {
-        let started_at = write.state.started_at().unwrap_or(at);
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO attempts (run_id, number, started_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        tx.execute(&stmt, &[&id.as_str(), &i64::from(attempt), &started_at])
-            .await?;
-    }
-    if new_status.is_terminal() {
-        let close = AttemptEnd {
-            ended_at: write.state.ended_at().unwrap_or(at),
-            status: new_status,
-            exit_code: write.state.exit_code(),
-            error: write.state.reason().map(str::to_string),
-        };
-        close_attempt(tx, id, attempt, &close).await?;
-    }
-    get(tx, id).await
-}
-
-struct AttemptEnd {
-    ended_at: Ts,
-    status: Status,
-    exit_code: Option<i32>,
-    error: Option<String>,
-}
-
-/// A requeued attempt ended in failure; the requeue event's `data.reason` and
-/// `data.exit_code` say how, when it has them.
-fn requeue_close(event: &NewEvent) -> AttemptEnd {
-    let exit_code = event
-        .data
-        .get("exit_code")
-        .and_then(Value::as_i64)
-        .and_then(|c| i32::try_from(c).ok());
-    let error = event
-        .data
-        .get("reason")
-        .and_then(Value::as_str)
-        .unwrap_or("requeued for another attempt");
-    // A timed-out attempt says so in `data.attempt_status`.
-    let status = event
-        .data
-        .get("attempt_status")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<Status>().ok())
-        .filter(|s| s.is_terminal())
-        .unwrap_or(Status::Failed);
-    AttemptEnd {
-        ended_at: event.at,
-        status,
-        exit_code,
-        error: Some(error.to_string()),
-    }
-}
-
-async fn close_attempt(
-    tx: &Transaction<'_>,
-    id: &RunId,
-    number: u32,
-    end: &AttemptEnd,
-) -> Result<(), Fail> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE attempts SET ended_at = $3, status = $4, exit_code = $5, error = $6 \
-             WHERE run_id = $1 AND number = $2 AND ended_at IS NULL",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &id.as_str(),
-            &i64::from(number),
-            &end.ended_at,
-            &end.status.as_str(),
-            &end.exit_code,
-            &end.error,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn request_stop(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<Run, Fail> {

@@ -30,9 +30,9 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use crate::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Created,
-    DeadLetter, Decision, Event, EventStore, Lease, NewRun, QueueOptions, QueueStore, QueueTimes,
-    ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore, StateWrite,
-    StoreError, StoreResult,
+    DeadLetter, Decision, Event, EventStore, HeldWrites, Lease, NewRun, QueueOptions, QueueStore,
+    QueueTimes, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore,
+    StateWrite, StoreError, StoreResult,
 };
 use crate::{ParcelStore, RunLogStore, StoredParcel};
 
@@ -289,13 +289,13 @@ impl RunStore for SqliteStore {
         self.read(|tx| runs::list(tx, filter))
     }
 
-    async fn transition(
+    async fn transitions(
         &self,
         id: &RunId,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        self.write(|tx| runs::transition(tx, id, expected_version, write))
+        self.write(|tx| runs::transition(tx, id, expected_version, writes))
     }
 
     async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
@@ -365,14 +365,21 @@ impl QueueStore for SqliteStore {
         self.write(|tx| queue::renew(tx, worker, held, expires_at))
     }
 
-    async fn fenced_transition(
+    async fn fenced_transitions(
         &self,
         id: &RunId,
         fence: i64,
         expected_version: i64,
-        write: &StateWrite,
+        writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        self.write(|tx| queue::fenced_transition(tx, id, fence, expected_version, write))
+        self.write(|tx| queue::fenced_transitions(tx, id, fence, expected_version, writes))
+    }
+
+    async fn fenced_transitions_many(
+        &self,
+        batch: &[HeldWrites],
+    ) -> StoreResult<Vec<StoreResult<Run>>> {
+        self.write(|tx| queue::fenced_transitions_many(tx, batch))
     }
 
     async fn fenced_append_events(
@@ -394,6 +401,10 @@ impl QueueStore for SqliteStore {
 
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
         self.write(|tx| queue::succeed_at_once(tx, held, at))
+    }
+
+    async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        self.read(|tx| queue::stops_requested(tx, ids))
     }
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {

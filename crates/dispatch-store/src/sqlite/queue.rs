@@ -10,7 +10,9 @@ use serde_json::json;
 use super::events::{append, insert_event};
 use super::runs::{get, transition};
 use super::{Fail, to_json};
-use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StateWrite, StoreError};
+use crate::{
+    ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError, StoreResult,
+};
 
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
@@ -62,6 +64,7 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
         });
         insert_event(tx, &run_id, &NewEvent::new("state", attempt, req.now, data))?;
         claimed.push(Claimed {
+            extras: super::reliability::extras(tx, &run_id)?,
             run: get(tx, &run_id)?,
             fence,
         });
@@ -125,16 +128,71 @@ fn check_fence(tx: &Transaction<'_>, id: &RunId, fence: i64) -> Result<Status, F
         .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))
 }
 
-pub(super) fn fenced_transition(
+pub(super) fn fenced_transitions(
     tx: &Transaction<'_>,
     id: &RunId,
     fence: i64,
     expected: i64,
-    write: &StateWrite,
+    writes: &[StateWrite],
 ) -> Result<crate::Run, Fail> {
     check_fence(tx, id, fence)?;
     // A queued or finished state ends the lease (in `transition`).
-    transition(tx, id, expected, write)
+    transition(tx, id, expected, writes)
+}
+
+/// Saves each run's writes, checked first so that a refused run leaves
+/// nothing behind; its answer says why.
+pub(super) fn fenced_transitions_many(
+    tx: &Transaction<'_>,
+    batch: &[HeldWrites],
+) -> Result<Vec<StoreResult<crate::Run>>, Fail> {
+    let mut answers = Vec::with_capacity(batch.len());
+    for held in batch {
+        match check_writes(tx, held) {
+            Ok(()) => {}
+            Err(Fail::Store(e)) => {
+                answers.push(Err(e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let run = fenced_transitions(
+            tx,
+            &held.id,
+            held.fence,
+            held.expected_version,
+            &held.writes,
+        )?;
+        answers.push(Ok(run));
+    }
+    Ok(answers)
+}
+
+/// Whether `held` can be saved as it stands: its holder's token, its
+/// version, and no write after an end.
+fn check_writes(tx: &Transaction<'_>, held: &HeldWrites) -> Result<(), Fail> {
+    let status = check_fence(tx, &held.id, held.fence)?;
+    let version: i64 = tx
+        .prepare_cached("SELECT version FROM runs WHERE id = ?1")?
+        .query_row([held.id.as_str()], |row| row.get(0))?;
+    if version != held.expected_version {
+        return Err(Fail::Store(StoreError::Conflict {
+            id: held.id.clone(),
+            expected: held.expected_version,
+        }));
+    }
+    let mut status = status;
+    for write in &held.writes {
+        if status.is_terminal() {
+            return Err(Fail::Store(StoreError::InvalidState {
+                id: held.id.clone(),
+                status,
+                hint: "a finished run never changes state (hint: `dispatch restart` runs it again)",
+            }));
+        }
+        status = write.state.status();
+    }
+    Ok(())
 }
 
 pub(super) fn fenced_append(
@@ -210,6 +268,28 @@ pub(super) fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, Fail> {
         swept.push(id);
     }
     Ok(swept)
+}
+
+pub(super) fn stops_requested(tx: &Transaction<'_>, ids: &[RunId]) -> Result<Vec<RunId>, Fail> {
+    let mut stopped = Vec::new();
+    for chunk in ids.chunks(RENEW_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql =
+            format!("SELECT id FROM runs WHERE stop_requested_at IS NOT NULL AND id IN ({marks})");
+        let found: Vec<String> = tx
+            .prepare(&sql)?
+            .query_map(params_from_iter(chunk.iter().map(RunId::as_str)), |row| {
+                row.get(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        for id in found {
+            stopped.push(
+                id.parse()
+                    .map_err(|_| Fail::Corrupt(format!("`{id}` is not a run id")))?,
+            );
+        }
+    }
+    Ok(stopped)
 }
 
 pub(super) fn set_priority(tx: &Transaction<'_>, id: &RunId, priority: i64) -> Result<(), Fail> {

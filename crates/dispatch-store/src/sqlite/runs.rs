@@ -265,12 +265,38 @@ pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>,
     Ok(runs)
 }
 
+/// Applies `writes` in a row, each at the version the one before left (see
+/// [`crate::RunStore::transitions`]); the caller's transaction makes them one.
 pub(super) fn transition(
     tx: &Transaction<'_>,
     id: &RunId,
     expected: i64,
-    write: &StateWrite,
+    writes: &[StateWrite],
 ) -> Result<Run, Fail> {
+    for (n, write) in writes.iter().enumerate() {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        transition_one(tx, id, expected.saturating_add(n), write)?;
+    }
+    if writes.is_empty() {
+        // Nothing to change: still a compare-and-set on the version.
+        let run = get(tx, id)?;
+        if run.version != expected {
+            return Err(Fail::Store(StoreError::Conflict {
+                id: id.clone(),
+                expected,
+            }));
+        }
+        return Ok(run);
+    }
+    get(tx, id)
+}
+
+fn transition_one(
+    tx: &Transaction<'_>,
+    id: &RunId,
+    expected: i64,
+    write: &StateWrite,
+) -> Result<(), Fail> {
     let (version, old_status, old_attempt): (i64, String, u32) = tx
         .prepare_cached("SELECT version, status, attempt FROM runs WHERE id = ?1")?
         .query_row([id.as_str()], |row| {
@@ -355,7 +381,7 @@ pub(super) fn transition(
         };
         close_attempt(tx, id, attempt, &close)?;
     }
-    get(tx, id)
+    Ok(())
 }
 
 /// How an attempt ended.
