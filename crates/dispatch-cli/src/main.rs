@@ -66,7 +66,7 @@ fn helper_run_id() -> Option<String> {
 
 /// Runs a command on a current-thread runtime; returns its exit code,
 /// printing its error.
-pub(crate) fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
+fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

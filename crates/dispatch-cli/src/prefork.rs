@@ -5,8 +5,9 @@
 //! from `run` to the agent. Instead `run` forks itself first thing, while it
 //! is still one thread with no database open: the child detaches (its own
 //! session, stdio off the caller's pipes), opens the database while the
-//! parent creates the run, and waits on a pipe. The parent writes the run id
-//! once the run exists (deduplication and sessions checked) and the child
+//! parent creates the run, and waits on a pipe. Once the run exists
+//! (deduplication and sessions checked) the parent writes it into the pipe
+//! (the whole record, so the child need not read it back), and the child
 //! becomes that run's helper, exactly as `internal run-record` would. If the
 //! parent writes nothing (bad input, a deduplicated run) the pipe closes and
 //! the child exits without touching anything.
@@ -16,9 +17,9 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use dispatch_core::RunId;
+use dispatch_store::Run;
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
 
 use crate::commands::internal;
@@ -53,8 +54,9 @@ impl Prefork {
     }
 
     /// Hands the created run to the helper, which starts it at once.
-    pub fn start(mut self, id: &RunId) -> std::io::Result<()> {
-        self.go.write_all(id.as_str().as_bytes())
+    pub fn start(mut self, run: &Run) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+        self.go.write_all(&bytes)
         // Dropping `self` closes the pipe: the helper reads to its end.
     }
 }
@@ -81,25 +83,38 @@ fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
         true => ctx.store().ok(),
         false => None,
     };
-    let mut id = String::new();
+    // Ready to run before the run exists.
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0; // the parent's start fails and it spawns a helper instead
+    };
+    let mut message = Vec::new();
     let mut go = File::from(go);
-    if go.read_to_string(&mut id).is_err() || id.is_empty() {
+    if go.read_to_end(&mut message).is_err() || message.is_empty() {
         return 0; // the parent started nothing
     }
-    let Ok(id) = id.parse::<RunId>() else {
+    let Ok(run) = serde_json::from_slice::<Run>(&message) else {
         return 0;
     };
     // The run's log is the helper's stdout and stderr, as when spawned.
-    let log_path = ctx.layout.log(&id);
     let _ = std::fs::create_dir_all(ctx.layout.runs());
     if let Ok(log) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
+        .open(ctx.layout.log(&run.id))
     {
         let _ = dup2_stdout(&log);
         let _ = dup2_stderr(&log);
-        debug_assert!(log.as_raw_fd() > 2);
     }
-    crate::block_on_runtime(internal::run_record_with(ctx, store, &id))
+    let code = match runtime.block_on(internal::run_created(ctx, store, run)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code
+        }
+    };
+    runtime.shutdown_background();
+    code
 }

@@ -1,8 +1,8 @@
 use dispatch_core::{Operation, RunId};
-use dispatch_runtime::helper::run_record;
+use dispatch_runtime::helper::{claim_and_run, run_record};
 use dispatch_runtime::service::helper::run_service;
-use dispatch_store::RunStore;
 use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{Run, RunStore};
 
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
@@ -13,20 +13,28 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
     let id: RunId = id
         .parse()
         .map_err(|e: dispatch_core::id::InvalidId| CliError::input(e.to_string()))?;
-    run_record_with(ctx, None, &id).await
+    let store = ctx.store()?;
+    if store.get_run(&id).await?.operation == Operation::Service {
+        return serve(ctx, &store, &id).await;
+    }
+    Ok(run_record(&store, &ctx.layout, &id).await?)
 }
 
-/// The helper's work on run `id`, with the database already open or not.
-pub async fn run_record_with(ctx: &Ctx, store: Option<SqliteStore>, id: &RunId) -> CliResult {
+/// The helper's work on `run`, just created by `dispatch run` (see
+/// [`crate::prefork`]), with the database already open or not.
+pub async fn run_created(ctx: &Ctx, store: Option<SqliteStore>, run: Run) -> CliResult {
     let store = match store {
         Some(s) => s,
         None => ctx.store()?,
     };
-    let id = id.clone();
-    if store.get_run(&id).await?.operation == Operation::Service {
-        let exe = std::env::current_exe()
-            .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
-        return Ok(run_service(&store, &ctx.layout, &id, exe).await?);
+    if run.operation == Operation::Service {
+        return serve(ctx, &store, &run.id).await;
     }
-    Ok(run_record(&store, &ctx.layout, &id).await?)
+    Ok(claim_and_run(&store, &ctx.layout, run).await?)
+}
+
+async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
+    Ok(run_service(store, &ctx.layout, id, exe).await?)
 }

@@ -103,7 +103,7 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
 /// a run whose helper cannot start is failed at once.
 pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<()> {
     if let Some(helper) = ctx.take_prefork()
-        && helper.start(&run.id).is_ok()
+        && helper.start(run).is_ok()
     {
         return Ok(());
     }

@@ -37,10 +37,21 @@ pub async fn run_record<S: Store + ?Sized>(
     id: &RunId,
 ) -> RuntimeResult<i32> {
     // A run requeued with a backoff (by a lost-helper recovery) waits it out.
-    let mut run = match retry::wait_until_due(store, id).await? {
+    let run = match retry::wait_until_due(store, id).await? {
         Some(run) => run,
         None => store.get_run(id).await?,
     };
+    claim_and_run(store, layout, run).await
+}
+
+/// What [`run_record`] does once it has the run: claim it for this process
+/// and run it. `dispatch run` hands its helper the run it just created, so
+/// the helper starts without reading it back.
+pub async fn claim_and_run<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    mut run: Run,
+) -> RuntimeResult<i32> {
     let me = os::this_process();
     match advance(
         store,
@@ -56,7 +67,7 @@ pub async fn run_record<S: Store + ?Sized>(
         Ok(()) => {}
         Err(AdvanceError::Illegal(_)) => {
             return Err(StoreError::InvalidState {
-                id: id.clone(),
+                id: run.id.clone(),
                 status: run.status(),
                 hint: "another helper owns it or it has finished",
             }
