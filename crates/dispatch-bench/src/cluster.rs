@@ -114,12 +114,12 @@ pub fn main(args: &[String]) {
             }
         }
         if wanted("latency") {
-            let (p50, p95) = post_to_start(None, latency).await;
-            println!("| POST → agent start, SQLite, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |");
+            let (p50, p99) = post_to_start(None, latency).await;
+            println!("| POST → agent start, SQLite, {latency} runs | p50 {p50} ms, p99 {p99} ms | p50 ≤ 5 ms |");
             if let Some(db) = TestDatabase::create().await {
-                let (p50, p95) = post_to_start(Some(db.url().to_string()), latency).await;
+                let (p50, p99) = post_to_start(Some(db.url().to_string()), latency).await;
                 println!(
-                    "| POST → agent start, PostgreSQL, {latency} runs | p50 {p50} ms, p95 {p95} ms | p50 ≤ 5 ms |"
+                    "| POST → agent start, PostgreSQL, {latency} runs | p50 {p50} ms, p99 {p99} ms | p50 ≤ 5 ms, p99 ≤ 25 ms |"
                 );
             }
         }
@@ -340,6 +340,6 @@ async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {
     samples.sort_unstable();
     (
         samples[samples.len() / 2],
-        samples[samples.len() * 95 / 100],
+        samples[(samples.len() * 99 / 100).min(samples.len() - 1)],
     )
 }
