@@ -61,7 +61,7 @@ impl Prefork {
     }
 }
 
-/// The helper-to-be: detach, open the database, wait for a run id, run it.
+/// The helper-to-be: detach, open the database, wait for the run, run it.
 fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
     // Off the caller's terminal and pipes (a caller reading our stdout to
     // its end must not wait for the run), and out of its session.
