@@ -244,7 +244,11 @@ impl Worker {
     async fn look_ahead(&mut self, timers: &mut Timers) {
         match self.store.queue_times(timers.claimed_at).await {
             Ok(times) => timers.schedule(times),
-            Err(e) => self.log(&format!("cannot read the queue's timers: {e}")),
+            Err(e) => {
+                self.log(&format!("cannot read the queue's timers: {e}"));
+                // Look again after a poll interval rather than at a stale time.
+                timers.ready_at = Some(Instant::now() + self.config.poll);
+            }
         }
     }
 
