@@ -5,6 +5,7 @@
 //! Every state change is a compare-and-set on the run's `version` and appends
 //! its event in the same transaction.
 
+mod attempt_end;
 mod callbacks;
 pub mod conformance;
 mod error;

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
-use serde_json::Value;
 
 use super::events::insert_events;
 use super::runs::{
     notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row, u32_of,
 };
 use super::{Fail, to_json};
+use crate::attempt_end::{AttemptEnd, requeue_close};
 use crate::{Run, StateWrite, StoreError};
 
 /// The writes of one run: as [`crate::RunStore::transitions`] with `fence`
@@ -345,43 +345,6 @@ enum AttemptOp {
         started_at: Ts,
         end: AttemptEnd,
     },
-}
-
-/// How an attempt ended.
-struct AttemptEnd {
-    ended_at: Ts,
-    status: Status,
-    exit_code: Option<i32>,
-    error: Option<String>,
-}
-
-/// A requeued attempt ended in failure; the requeue event's `data.reason` and
-/// `data.exit_code` say how, when it has them.
-fn requeue_close(event: &NewEvent) -> AttemptEnd {
-    let exit_code = event
-        .data
-        .get("exit_code")
-        .and_then(Value::as_i64)
-        .and_then(|c| i32::try_from(c).ok());
-    let error = event
-        .data
-        .get("reason")
-        .and_then(Value::as_str)
-        .unwrap_or("requeued for another attempt");
-    // A timed-out attempt says so in `data.attempt_status`.
-    let status = event
-        .data
-        .get("attempt_status")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<Status>().ok())
-        .filter(|s| s.is_terminal())
-        .unwrap_or(Status::Failed);
-    AttemptEnd {
-        ended_at: event.at,
-        status,
-        exit_code,
-        error: Some(error.to_string()),
-    }
 }
 
 /// The attempts' changes of every run saved, as arrays: one statement per

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::events::insert_event;
 use super::{Fail, to_json};
+use crate::attempt_end::{AttemptEnd, requeue_close};
 use crate::{NewRun, Run, RunFilter, StateWrite, StoreError};
 
 /// The columns [`run_from_row`] reads, in its order.
@@ -382,45 +383,6 @@ fn transition_one(
         close_attempt(tx, id, attempt, &close)?;
     }
     Ok(())
-}
-
-/// How an attempt ended.
-struct AttemptEnd {
-    ended_at: Ts,
-    status: Status,
-    exit_code: Option<i32>,
-    error: Option<String>,
-}
-
-/// A requeued attempt ended in failure (that is why it is tried again). The
-/// queued state carries no detail, so the requeue event's `data.reason`,
-/// `data.exit_code` and `data.attempt_status` (`failed` unless it names
-/// another terminal status, e.g. `timed_out`) are used when it has them.
-fn requeue_close(event: &NewEvent) -> AttemptEnd {
-    let exit_code = event
-        .data
-        .get("exit_code")
-        .and_then(Value::as_i64)
-        .and_then(|c| i32::try_from(c).ok());
-    let error = event
-        .data
-        .get("reason")
-        .and_then(Value::as_str)
-        .unwrap_or("requeued for another attempt");
-    // A timed-out attempt says so in `data.attempt_status`.
-    let status = event
-        .data
-        .get("attempt_status")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<Status>().ok())
-        .filter(|s| s.is_terminal())
-        .unwrap_or(Status::Failed);
-    AttemptEnd {
-        ended_at: event.at,
-        status,
-        exit_code,
-        error: Some(error.to_string()),
-    }
 }
 
 /// Closes attempt `number` if it is open; an attempt that never opened (the

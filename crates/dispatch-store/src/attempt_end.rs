@@ -1,0 +1,43 @@
+//! How an attempt ended, as both backends record it when they close one.
+
+use dispatch_core::{NewEvent, Status, Ts};
+use serde_json::Value;
+
+/// How an attempt ended.
+pub(crate) struct AttemptEnd {
+    pub(crate) ended_at: Ts,
+    pub(crate) status: Status,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) error: Option<String>,
+}
+
+/// A requeued attempt ended in failure (that is why it is tried again). The
+/// queued state carries no detail, so the requeue event's `data.reason`,
+/// `data.exit_code` and `data.attempt_status` (`failed` unless it names
+/// another terminal status, e.g. `timed_out`) are used when it has them.
+pub(crate) fn requeue_close(event: &NewEvent) -> AttemptEnd {
+    let exit_code = event
+        .data
+        .get("exit_code")
+        .and_then(Value::as_i64)
+        .and_then(|c| i32::try_from(c).ok());
+    let error = event
+        .data
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("requeued for another attempt");
+    // A timed-out attempt says so in `data.attempt_status`.
+    let status = event
+        .data
+        .get("attempt_status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Status>().ok())
+        .filter(|s| s.is_terminal())
+        .unwrap_or(Status::Failed);
+    AttemptEnd {
+        ended_at: event.at,
+        status,
+        exit_code,
+        error: Some(error.to_string()),
+    }
+}
