@@ -1,6 +1,8 @@
 //! Drives the real `dispatch` binary against a fresh state directory.
 #![allow(dead_code)]
 
+mod checks;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -38,28 +40,12 @@ impl Dispatch {
 
     /// Runs `dispatch <args>`, asserts success, returns trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dispatch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        checks::ok(args, &self.run(args))
     }
 
     /// Runs `dispatch <args>`, asserts it failed with `code`, returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "dispatch {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
+        checks::fails(args, &self.run(args), code)
     }
 
     /// Writes an agent directory with `Agentfile` and `agent.sh`.
@@ -68,15 +54,7 @@ impl Dispatch {
     }
 
     pub fn agent_with(&self, name: &str, script: &str, extra: &str) -> PathBuf {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).expect("mkdir agent");
-        std::fs::write(
-            dir.join("Agentfile"),
-            format!("FROM process\nNAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n{extra}"),
-        )
-        .expect("write Agentfile");
-        std::fs::write(dir.join("agent.sh"), script).expect("write agent.sh");
-        dir
+        checks::agent(self.dir.path(), name, "FROM process\n", script, extra)
     }
 
     /// `dispatch run <dir> --detach [--job payload]`; returns the id.

@@ -3,6 +3,9 @@
 //! directory with no local state that talks to it through `DISPATCH_HOST`.
 #![allow(dead_code)]
 
+#[path = "../common/checks.rs"]
+mod checks;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -133,27 +136,12 @@ impl Client {
 
     /// Runs `dispatch <args>`, asserts success, returns trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dispatch {args:?}: {:?}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        checks::ok(args, &self.run(args))
     }
 
     /// Runs `dispatch <args>`, asserts it failed with `code`, returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "dispatch {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
+        checks::fails(args, &self.run(args), code)
     }
 
     /// An Agentfile directory whose agent runs `script` (plus `extra` directives).
@@ -162,14 +150,7 @@ impl Client {
     }
 
     pub fn agent_with(&self, name: &str, script: &str, extra: &str) -> String {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).expect("agent dir");
-        std::fs::write(
-            dir.join("Agentfile"),
-            format!("NAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n{extra}"),
-        )
-        .expect("Agentfile");
-        std::fs::write(dir.join("agent.sh"), script).expect("agent.sh");
+        let dir = checks::agent(self.dir.path(), name, "", script, extra);
         dir.to_string_lossy().to_string()
     }
 
