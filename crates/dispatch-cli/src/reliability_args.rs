@@ -40,6 +40,19 @@ pub struct DispatchArgs {
     /// Bind a named session of the parcel (state in $DISPATCH_SESSION_FILE); one live run per session.
     #[arg(long, value_name = "NAME", help_heading = "Reliability")]
     pub session: Option<String>,
+    /// End the run `timed_out` when no worker claims it within DURATION, each time it is queued.
+    #[arg(long, value_name = "DURATION", help_heading = "Queue (with a server)")]
+    pub queue_timeout: Option<String>,
+    /// Only a worker with this label may run it (repeatable: every one is needed).
+    #[arg(
+        long = "label",
+        value_name = "LABEL",
+        help_heading = "Queue (with a server)"
+    )]
+    pub labels: Vec<String>,
+    /// Higher is claimed first (default 0).
+    #[arg(long, value_name = "N", help_heading = "Queue (with a server)")]
+    pub priority: Option<i64>,
 }
 
 impl DispatchArgs {
@@ -55,6 +68,22 @@ impl DispatchArgs {
         }
     }
 
+    /// [`options`](Self::options) for a local run, which has no queue: its
+    /// own helper starts it at once, so the queue flags are refused.
+    pub fn local_options(&self) -> CliResult<SubmitOptions> {
+        let given = [
+            ("--queue-timeout", self.queue_timeout.is_some()),
+            ("--label", !self.labels.is_empty()),
+            ("--priority", self.priority.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+            return Err(CliError::input(format!(
+                "{flag} needs a server: a local run is started by its own helper at once (hint: set DISPATCH_HOST=http://127.0.0.1:8077 to queue it on `dispatch server`)"
+            )));
+        }
+        self.options()
+    }
+
     /// Checks every flag (one line naming the flag when one is wrong).
     pub fn options(&self) -> CliResult<SubmitOptions> {
         let overrides = self
@@ -63,6 +92,21 @@ impl DispatchArgs {
             .map_err(CliError::input)?;
         if self.idempotency_key.as_deref() == Some("") {
             return Err(CliError::input("--idempotency-key must not be empty"));
+        }
+        if let Some(text) = &self.queue_timeout {
+            match dispatch_core::agentfile::parse_duration_ms(text) {
+                Ok(ms) if ms > 0 => {}
+                _ => {
+                    return Err(CliError::input(format!(
+                        "--queue-timeout {text}: not a positive duration (hint: 30s, 5m, 1h)"
+                    )));
+                }
+            }
+        }
+        if let Some(label) = self.labels.iter().find(|l| l.trim().is_empty()) {
+            return Err(CliError::input(format!(
+                "--label `{label}` is empty (hint: --label gpu)"
+            )));
         }
         Ok(SubmitOptions {
             overrides,

@@ -33,6 +33,12 @@ fn bad_reliability_flags_are_one_line_errors_and_create_nothing() {
             "--idempotency-key must not be empty",
         ),
         (&["--session", ".hidden"][..], "invalid session name"),
+        (
+            &["--queue-timeout", "30s"][..],
+            "--queue-timeout needs a server",
+        ),
+        (&["--label", "gpu"][..], "--label needs a server"),
+        (&["--priority", "5"][..], "--priority needs a server"),
     ] {
         let err = d.fails(&[&["run", a, "--detach"][..], flags].concat(), 125);
         assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");

@@ -232,6 +232,12 @@ fn bad_reliability_options_are_400_and_one_cli_line() {
             "--idempotency-key must not be empty",
         ),
         (&["--session", ".hidden"][..], "invalid session name"),
+        (
+            &["--queue-timeout", "soon"][..],
+            "--queue-timeout soon: not a positive duration",
+        ),
+        (&["--queue-timeout", "0s"][..], "not a positive duration"),
+        (&["--label", ""][..], "--label `` is empty"),
     ] {
         let err = client.fails(&[&["run", "-d", &fine][..], flags].concat(), 125);
         assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
@@ -279,6 +285,40 @@ fn bad_reliability_options_are_400_and_one_cli_line() {
         assert!(message.contains(needle), "{extra}: {message}");
     }
     assert_eq!(client.ok(&["ps", "-a", "-q"]), "", "no run was created");
+}
+
+#[test]
+fn a_run_no_worker_may_take_ends_at_its_queue_timeout_from_the_remote_cli() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hello\n");
+    // The server's own workers have no labels: nobody may take it.
+    let id = client.ok(&[
+        "run",
+        "-d",
+        &hello,
+        "--label",
+        "gpu",
+        "--queue-timeout",
+        "300ms",
+        "--priority",
+        "3",
+    ]);
+    let out = client.run(&["wait", &id, "--timeout-ms", "20000"]);
+    assert!(
+        !out.status.success(),
+        "a run that never ran did not succeed"
+    );
+    let run = client.inspect(&id);
+    assert_eq!(run["status"], "timed_out", "{run}");
+    let reason = run["state"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("queue timeout: no worker claimed the run within 300ms"),
+        "{run}"
+    );
+    // Without a label, the same flags run it.
+    let fine = client.ok(&["run", "-d", &hello, "--queue-timeout", "30s"]);
+    client.ok(&["wait", &fine, "--timeout-ms", "20000"]);
 }
 
 /// An agent that asks for approval `send-email` and succeeds only when approved.

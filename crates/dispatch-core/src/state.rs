@@ -434,8 +434,12 @@ impl RunState {
                 exit_code: *exit_code,
                 reason: reason.clone(),
             },
+            // A queued run times out when nobody claimed it in time (a queue timeout).
             (
-                RunState::Starting { .. } | RunState::Running { .. } | RunState::Paused { .. },
+                RunState::Queued { .. }
+                | RunState::Starting { .. }
+                | RunState::Running { .. }
+                | RunState::Paused { .. },
                 Transition::TimeOut {
                     reason,
                     exit_code,

@@ -101,6 +101,24 @@ fn a_queued_run_cannot_exit() {
 }
 
 #[test]
+fn a_queued_run_nobody_claimed_times_out_without_a_start() {
+    let next = RunState::queued()
+        .apply(
+            Operation::Job,
+            &Transition::TimeOut {
+                reason: "queue timeout".into(),
+                exit_code: None,
+                at: 9,
+            },
+        )
+        .expect("a queue timeout ends a queued run");
+    assert_eq!(next.status(), Status::TimedOut);
+    assert_eq!(next.started_at(), None);
+    assert_eq!(next.ended_at(), Some(9));
+    assert_eq!(next.reason(), Some("queue timeout"));
+}
+
+#[test]
 fn state_round_trips_through_json() {
     let s = running();
     let json = serde_json::to_string(&s).expect("serializable");

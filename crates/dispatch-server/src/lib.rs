@@ -21,6 +21,7 @@ pub mod fenced;
 mod fetch;
 pub mod metrics;
 mod noop;
+pub mod queue_timeout;
 pub mod serve;
 pub mod ship;
 pub mod wake;

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub runs_released: AtomicU64,
     pub leases_lost: AtomicU64,
     pub runs_swept: AtomicU64,
+    pub runs_queue_timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -28,7 +29,7 @@ impl Metrics {
             load(&self.runs_finished) + load(&self.runs_released) + load(&self.leases_lost),
         );
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "dispatch_http_requests_total",
                 "HTTP requests served",
@@ -68,6 +69,11 @@ impl Metrics {
                 "dispatch_runs_swept_total",
                 "expired leases returned to the queue",
                 &self.runs_swept,
+            ),
+            (
+                "dispatch_runs_queue_timed_out_total",
+                "queued runs this process ended because nobody claimed them in time",
+                &self.runs_queue_timed_out,
             ),
         ];
         for (name, help, value) in counters {

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::bus::{BusConfig, Publisher};
 use crate::metrics::Metrics;
+use crate::queue_timeout::Keeper;
 use crate::wake::Wake;
 use crate::worker::{Worker, WorkerConfig, WorkerSummary};
 use crate::{ServerError, ServerResult, SharedStore};
@@ -150,10 +151,12 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> ServerResult<Option<WorkerSummary>> {
         let wake = Arc::new(Notify::new());
+        let queue_timeouts = Arc::new(Notify::new());
         let state = AppState {
             store: self.backend.store.clone(),
             layout: self.layout.clone(),
             wake: wake.clone(),
+            queue_timeouts: queue_timeouts.clone(),
             metrics: self.metrics.clone(),
             callback_secret: self.callback_secret.clone(),
             require_auth: self.require_auth,
@@ -184,6 +187,13 @@ impl Server {
                 stopped(stop_rx.clone()),
             ))
         });
+        let keeper = Keeper {
+            store: self.backend.store.clone(),
+            wake: self.backend.wake(queue_timeouts),
+            poll: self.worker.poll,
+            metrics: self.metrics.clone(),
+        };
+        let keeper = tokio::spawn(keeper.run(stopped(stop_rx.clone())));
         let app = api::router(state);
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
@@ -195,6 +205,7 @@ impl Server {
         if let Some(callbacks) = callbacks {
             let _ = callbacks.await;
         }
+        let _ = keeper.await;
         match worker {
             Some(handle) => match handle.await {
                 Ok(summary) => summary.map(Some),

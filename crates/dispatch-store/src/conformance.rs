@@ -25,6 +25,7 @@ mod enqueue;
 mod events;
 mod parcels;
 mod queue;
+mod queue_timeout;
 mod reliability;
 mod runs;
 mod service;
@@ -40,6 +41,7 @@ pub use enqueue::*;
 pub use events::*;
 pub use parcels::*;
 pub use queue::*;
+pub use queue_timeout::*;
 pub use reliability::*;
 pub use runs::*;
 pub use service::*;
@@ -122,6 +124,8 @@ macro_rules! __queue_conformance_names {
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
             a_run_requeued_by_someone_else_fences_its_old_holder,
+            a_run_nobody_claimed_in_time_times_out_in_the_queue,
+            a_queue_timeout_counts_each_wait_in_the_queue_anew,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
             enqueue_with_stores_the_extras_and_the_queue_options,
             enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing,

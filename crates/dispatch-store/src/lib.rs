@@ -13,6 +13,7 @@ mod model;
 mod parcels;
 pub mod postgres;
 mod queue;
+mod queue_timeout;
 mod reliability;
 mod service;
 pub mod sqlite;

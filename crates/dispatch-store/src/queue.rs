@@ -47,6 +47,11 @@ pub struct QueueOptions {
     pub labels: Vec<String>,
     /// Where to POST the run when it has finished (see [`crate::CallbackStore`]).
     pub callback_url: Option<String>,
+    /// How long the run may wait in the queue, in milliseconds, each time it
+    /// is there (enqueued, a retry's backoff ended, its worker lost): a run
+    /// nobody claimed in time ends `timed_out`
+    /// ([`QueueStore::expire_queued`]). `None`: it waits as long as it takes.
+    pub queue_timeout_ms: Option<i64>,
 }
 
 /// A run a worker holds.
@@ -90,6 +95,9 @@ pub struct QueueTimes {
     pub next_ready_at: Option<Ts>,
     /// The earliest lease expiry of a held run.
     pub next_lease_expiry: Option<Ts>,
+    /// The earliest queue deadline of a queued run with a queue timeout
+    /// (see [`QueueOptions::queue_timeout_ms`]), passed or not.
+    pub next_queue_deadline: Option<Ts>,
 }
 
 /// Claiming, leases and fenced writes.
@@ -181,6 +189,12 @@ pub trait QueueStore: Send + Sync {
     /// without consuming an attempt, recording why in a `state` event.
     /// Returns the runs requeued.
     async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>>;
+
+    /// Ends every queued run whose queue timeout passed before `now`
+    /// (nobody claimed it in time) as `timed_out` with the reason, its
+    /// `state` event appended, in one transaction. A run a claim holds or
+    /// took meanwhile is left to it. Returns the runs ended.
+    async fn expire_queued(&self, now: Ts) -> StoreResult<Vec<RunId>>;
 
     /// Finishes held runs whose agent started and exited 0 at `at` (the noop
     /// courier), in one transaction: for each run still held under its token,

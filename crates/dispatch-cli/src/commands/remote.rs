@@ -366,6 +366,15 @@ fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
     if let Some(session) = &args.session {
         request["session"] = json!(session);
     }
+    if let Some(timeout) = &args.queue_timeout {
+        request["queue_timeout"] = json!(timeout);
+    }
+    if !args.labels.is_empty() {
+        request["labels"] = json!(args.labels);
+    }
+    if let Some(priority) = args.priority {
+        request["priority"] = json!(priority);
+    }
     let policy = args.policy_input();
     if policy != PolicyInput::default() {
         request["policy"] = serde_json::to_value(&policy)

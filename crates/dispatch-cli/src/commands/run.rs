@@ -38,7 +38,7 @@ pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)
 
 pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
-    let opts = args.reliability.options()?;
+    let opts = args.reliability.local_options()?;
     let store = ctx.store()?;
     let req = request(&args.source, operation, payload);
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
@@ -85,7 +85,7 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
-    let opts = args.reliability.options()?;
+    let opts = args.reliability.local_options()?;
     let store = ctx.store()?;
     let req = request(&args.source, operation, payload);
     let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dispatch_core::agentfile::parse_duration_ms;
 use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyInput, RunPolicy, Spelling};
@@ -49,6 +50,10 @@ pub struct CreateRun {
     /// `http://host:port/path` to POST the finished run to, signed.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// How long the run may wait to be claimed (`30s`, `5m`) each time it
+    /// is queued; nobody claimed it by then: it ends `timed_out`.
+    #[serde(default)]
+    pub queue_timeout: Option<String>,
     /// While a run with this key is live or succeeded, answer it instead of
     /// creating another (`--idempotency-key`).
     #[serde(default)]
@@ -92,7 +97,25 @@ impl CreateRun {
         if let Some(name) = &self.session {
             check_session_name(name)?;
         }
+        self.queue_timeout_ms()?;
         Ok(())
+    }
+
+    /// `queue_timeout` in milliseconds, checked.
+    fn queue_timeout_ms(&self) -> ApiResult<Option<i64>> {
+        let Some(text) = self.queue_timeout.as_deref() else {
+            return Ok(None);
+        };
+        let ms = parse_duration_ms(text)
+            .ok()
+            .and_then(|ms| i64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "queue_timeout `{text}` is not a positive duration (hint: \"30s\", \"5m\", \"1h\")"
+                ))
+            })?;
+        Ok(Some(ms))
     }
 
     fn reliability(
@@ -179,6 +202,7 @@ pub async fn create(
         policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
     };
     let options = QueueOptions {
+        queue_timeout_ms: req.queue_timeout_ms()?,
         priority: req.priority.unwrap_or(0),
         labels: req.labels,
         // Checked above: only with a secret to sign it.
@@ -250,6 +274,9 @@ pub(super) async fn enqueue(
     }
     Metrics::add(&state.metrics.runs_created, 1);
     state.wake.notify_one();
+    if options.queue_timeout_ms.is_some() {
+        state.queue_timeouts.notify_one();
+    }
     if let Some(bus) = &state.bus
         && let Err(e) = bus.announce(run.id.as_str()).await
     {

@@ -50,6 +50,9 @@ pub struct AppState {
     pub layout: Layout,
     /// Wakes this process's workers when a run is created.
     pub wake: Arc<Notify>,
+    /// Wakes this process's queue-timeout keeper when a run with a queue
+    /// timeout is created.
+    pub queue_timeouts: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     /// Signs completion callbacks; without it, `callback_url` is refused.
     pub callback_secret: Option<Arc<String>>,

@@ -21,7 +21,7 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/v1/runs",
-        summary: "Create a run from a built parcel, with the reliability options of dispatch run (policy overrides, idempotency key or dedup, force, session) and queue options (priority, labels, callback_url), stored in one transaction. A request whose idempotency key matches a live or succeeded run answers that run (200, deduplicated: true) and creates nothing",
+        summary: "Create a run from a built parcel, with the reliability options of dispatch run (policy overrides, idempotency key or dedup, force, session) and queue options (priority, labels, callback_url, queue_timeout), stored in one transaction. A request whose idempotency key matches a live or succeeded run answers that run (200, deduplicated: true) and creates nothing",
         query: &[
             ("wait", "true to block until the run ends"),
             ("timeout", "seconds to wait at most (default 30, max 300)"),
@@ -273,6 +273,7 @@ fn schemas(error_codes: Vec<&str>) -> Value {
                 "labels": {"type": "array", "items": {"type": "string"},
                            "description": "labels a worker needs to claim the run"},
                 "callback_url": string("http://host:port/path to POST the finished run to, signed (the server needs a callback secret)"),
+                "queue_timeout": string("how long the run may wait to be claimed each time it is queued (30s, 5m, 1h); nobody claimed it by then: it ends timed_out with reason 'queue timeout: …'"),
                 "idempotency_key": string("while a run with this key is live or succeeded, answer it instead of creating another (non-empty)"),
                 "dedup": {"type": "boolean", "description": "derive the key from parcel digest + operation + payload"},
                 "force": {"type": "boolean", "description": "create a new run even when the key matches one"},

@@ -24,6 +24,7 @@ fn options(priority: i64, labels: &[&str], callback: bool) -> QueueOptions {
         priority,
         labels: labels.iter().map(|l| l.to_string()).collect(),
         callback_url: callback.then(|| HOOK.to_string()),
+        queue_timeout_ms: None,
     }
 }
 

@@ -27,7 +27,12 @@ pub fn request(worker: &str, limit: usize, now: i64) -> ClaimRequest {
     }
 }
 
-async fn claim_all<S: QueueStore>(store: &S, worker: &str, limit: usize, now: i64) -> Vec<Claimed> {
+pub(super) async fn claim_all<S: QueueStore>(
+    store: &S,
+    worker: &str,
+    limit: usize,
+    now: i64,
+) -> Vec<Claimed> {
     store
         .claim(&request(worker, limit, now))
         .await
@@ -35,7 +40,7 @@ async fn claim_all<S: QueueStore>(store: &S, worker: &str, limit: usize, now: i6
 }
 
 /// Takes a claimed run on to `running` as its holder would.
-async fn agent_up<S: Store + QueueStore>(store: &S, claimed: &Claimed, at: i64) -> Run {
+pub(super) async fn agent_up<S: Store + QueueStore>(store: &S, claimed: &Claimed, at: i64) -> Run {
     let t = Transition::AgentStarted { agent: AGENT, at };
     store
         .fenced_transition(
@@ -383,6 +388,7 @@ pub async fn queue_times_name_the_next_backoff_end_and_lease_expiry<S: Store + Q
         QueueTimes {
             next_ready_at: None,
             next_lease_expiry: Some(1100),
+            next_queue_deadline: None,
         },
         "a ready run is not a future one; the lease ends at 100 + 1000"
     );

@@ -7,6 +7,7 @@
 //! one that commits later with a smaller number.
 
 mod events;
+mod expire;
 mod listen;
 mod parcels;
 pub(crate) mod queue;
@@ -411,6 +412,10 @@ impl QueueStore for PgStore {
 
     async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| queue::sweep(&tx, now))
+    }
+
+    async fn expire_queued(&self, now: Ts) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| expire::expire(&tx, now))
     }
 
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {

@@ -7,6 +7,7 @@ use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use serde_json::json;
 
 use super::events::{append, insert_events};
+use super::expire::{DEADLINE, TIMED};
 use super::reliability::json_col;
 use super::runs::{
     not_found, notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row,
@@ -28,6 +29,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
         .prepare_cached(
             "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \
              AND labels <@ $3::text[] \
+             AND (queue_timeout_ms IS NULL OR ready_at + queue_timeout_ms >= $1) \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .await?;
@@ -299,13 +301,15 @@ pub(super) async fn queue_times(tx: &Transaction<'_>, now: Ts) -> Result<QueueTi
         .prepare_cached(&format!(
             "SELECT (SELECT min(ready_at) FROM runs WHERE status = 'queued' AND ready_at > $1), \
                     (SELECT min(lease_expires_at) FROM runs \
-                     WHERE lease_owner IS NOT NULL AND status IN {HELD})"
+                     WHERE lease_owner IS NOT NULL AND status IN {HELD}), \
+                    (SELECT min{DEADLINE} FROM runs WHERE {TIMED})"
         ))
         .await?;
     let row = tx.query_one(&stmt, &[&now]).await?;
     Ok(QueueTimes {
         next_ready_at: row.try_get(0)?,
         next_lease_expiry: row.try_get(1)?,
+        next_queue_deadline: row.try_get(2)?,
     })
 }
 
@@ -422,12 +426,22 @@ async fn set_options(
     id: &RunId,
     options: &crate::QueueOptions,
 ) -> Result<(), Fail> {
-    if options.priority != 0 || !options.labels.is_empty() {
+    if options.priority != 0 || !options.labels.is_empty() || options.queue_timeout_ms.is_some() {
         let stmt = tx
-            .prepare_cached("UPDATE runs SET priority = $2, labels = $3 WHERE id = $1")
+            .prepare_cached(
+                "UPDATE runs SET priority = $2, labels = $3, queue_timeout_ms = $4 WHERE id = $1",
+            )
             .await?;
-        tx.execute(&stmt, &[&id.as_str(), &options.priority, &options.labels])
-            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &id.as_str(),
+                &options.priority,
+                &options.labels,
+                &options.queue_timeout_ms,
+            ],
+        )
+        .await?;
     }
     if let Some(url) = &options.callback_url {
         let stmt = tx

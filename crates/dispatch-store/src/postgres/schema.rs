@@ -156,6 +156,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, pos)
     );
     "#,
+    // 7 (as SQLite's migration 9): queue timeouts, and their deadlines indexed.
+    r#"
+    ALTER TABLE runs ADD COLUMN queue_timeout_ms BIGINT;
+    CREATE INDEX runs_queue_deadline ON runs ((ready_at + queue_timeout_ms))
+        WHERE status = 'queued' AND queue_timeout_ms IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod events;
+mod expire;
 mod parcels;
 mod queue;
 mod reliability;
@@ -397,6 +398,10 @@ impl QueueStore for SqliteStore {
 
     async fn sweep_expired(&self, now: Ts) -> StoreResult<Vec<RunId>> {
         self.write(|tx| queue::sweep(tx, now))
+    }
+
+    async fn expire_queued(&self, now: Ts) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| expire::expire(tx, now))
     }
 
     async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {

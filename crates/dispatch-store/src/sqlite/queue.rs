@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 use serde_json::json;
 
 use super::events::{append, insert_event};
+use super::expire::{DEADLINE, TIMED};
 use super::runs::{get, transition};
 use super::{Fail, to_json};
 use crate::{
@@ -23,13 +24,14 @@ const RENEW_CHUNK: usize = 10_000;
 pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
     let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
     let ids: Vec<String> = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT id FROM runs WHERE status = 'queued' \
              AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
+             AND (queue_timeout_ms IS NULL OR {DEADLINE} >= ?1) \
              AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
                   WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
-             ORDER BY priority DESC, created_at, id LIMIT ?2",
-        )?
+             ORDER BY priority DESC, created_at, id LIMIT ?2"
+        ))?
         .query_map(
             params![req.now, limit, to_json("labels", &req.labels)?],
             |row| row.get(0),
@@ -304,17 +306,19 @@ pub(super) fn set_priority(tx: &Transaction<'_>, id: &RunId, priority: i64) -> R
 }
 
 pub(super) fn queue_times(tx: &Transaction<'_>, now: Ts) -> Result<QueueTimes, Fail> {
-    let (next_ready_at, next_lease_expiry) = tx
+    let (next_ready_at, next_lease_expiry, next_queue_deadline) = tx
         .prepare_cached(&format!(
             "SELECT (SELECT min(json_extract(state, '$.not_before')) FROM runs \
                      WHERE status = 'queued' AND json_extract(state, '$.not_before') > ?1), \
                     (SELECT min(lease_expires_at) FROM runs \
-                     WHERE lease_owner IS NOT NULL AND status IN {HELD})"
+                     WHERE lease_owner IS NOT NULL AND status IN {HELD}), \
+                    (SELECT min({DEADLINE}) FROM runs WHERE {TIMED})"
         ))?
-        .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        .query_row([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     Ok(QueueTimes {
         next_ready_at,
         next_lease_expiry,
+        next_queue_deadline,
     })
 }
 
@@ -414,13 +418,16 @@ fn set_options(
     id: &RunId,
     options: &crate::QueueOptions,
 ) -> Result<(), Fail> {
-    if options.priority != 0 || !options.labels.is_empty() {
-        tx.prepare_cached("UPDATE runs SET priority = ?2, labels = ?3 WHERE id = ?1")?
-            .execute(params![
-                id.as_str(),
-                options.priority,
-                to_json("labels", &options.labels)?
-            ])?;
+    if options.priority != 0 || !options.labels.is_empty() || options.queue_timeout_ms.is_some() {
+        tx.prepare_cached(
+            "UPDATE runs SET priority = ?2, labels = ?3, queue_timeout_ms = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            id.as_str(),
+            options.priority,
+            to_json("labels", &options.labels)?,
+            options.queue_timeout_ms,
+        ])?;
     }
     if let Some(url) = &options.callback_url {
         tx.prepare_cached("INSERT INTO callbacks (run_id, url) VALUES (?1, ?2)")?

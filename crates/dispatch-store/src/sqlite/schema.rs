@@ -165,6 +165,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, pos)
     );
     ",
+    // 9: queue timeouts: how long a run may wait to be claimed.
+    "
+    ALTER TABLE runs ADD COLUMN queue_timeout_ms INTEGER;
+    CREATE INDEX runs_queue_timeout ON runs (id)
+        WHERE status = 'queued' AND queue_timeout_ms IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.
