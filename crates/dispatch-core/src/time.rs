@@ -43,9 +43,119 @@ pub fn human_ago(then: Ts, now: Ts) -> String {
     }
 }
 
+/// The forms [`parse_time`] accepts, for error messages and help.
+pub const TIME_FORMS: &str =
+    "an RFC 3339 time like 2026-11-21T10:00:00Z, or an age like 30s, 10m, 2h or 7d";
+
+/// A time given by a user: an RFC 3339 timestamp (`2026-11-21T10:00:00Z`,
+/// `2026-11-21T11:00:00+01:00`), or an age (`30s`, `10m`, `2h`, `7d`) meaning
+/// that long before `now`. The error is one line naming the input and the
+/// accepted forms.
+pub fn parse_time(s: &str, now: Ts) -> Result<Ts, String> {
+    let text = s.trim();
+    let at = match age_ms(text) {
+        Some(age) => age.and_then(|ms| {
+            now.checked_sub(ms)
+                .ok_or_else(|| format!("`{s}` is too long ago"))
+        })?,
+        None => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("`{s}` is not a time ({e}); expected {TIME_FORMS}"))?,
+    };
+    // Every time returned can be written back as RFC 3339.
+    if chrono::DateTime::from_timestamp_millis(at).is_none() {
+        return Err(format!("`{s}` is too far from now"));
+    }
+    Ok(at)
+}
+
+/// `Some` when `text` is an age (digits and one unit: s, m, h, d), in
+/// milliseconds; `None` when it is not shaped like one.
+fn age_ms(text: &str) -> Option<Result<i64, String>> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(unit_at);
+    let per: i64 = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    if n.is_empty() {
+        return None;
+    }
+    Some(
+        n.parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(per))
+            .ok_or_else(|| format!("`{text}` is too long ago")),
+    )
+}
+
+/// `ts` as RFC 3339 in UTC with milliseconds (`2026-11-21T10:00:00.000Z`);
+/// `None` outside the years chrono can write (never for a [`parse_time`] result).
+pub fn format_rfc3339(ts: Ts) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ts)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 2026-11-21T10:00:00Z.
+    const NOW: Ts = 1_795_255_200_000;
+
+    #[test]
+    fn rfc3339_times_parse_to_unix_millis_in_any_offset() {
+        assert_eq!(parse_time("2026-11-21T10:00:00Z", 0), Ok(NOW));
+        assert_eq!(parse_time("2026-11-21T11:00:00+01:00", 0), Ok(NOW));
+        assert_eq!(parse_time("2026-11-21T10:00:00.250Z", 0), Ok(NOW + 250));
+        assert_eq!(parse_time(" 2026-11-21t10:00:00z ", 0), Ok(NOW));
+        assert_eq!(parse_time("1970-01-01T00:00:00Z", 0), Ok(0));
+    }
+
+    #[test]
+    fn an_age_means_that_long_before_now() {
+        assert_eq!(parse_time("30s", NOW), Ok(NOW - 30_000));
+        assert_eq!(parse_time("10m", NOW), Ok(NOW - 600_000));
+        assert_eq!(parse_time("2h", NOW), Ok(NOW - 7_200_000));
+        assert_eq!(parse_time("7d", NOW), Ok(NOW - 604_800_000));
+        assert_eq!(parse_time("0s", NOW), Ok(NOW));
+    }
+
+    #[test]
+    fn a_bad_time_names_the_input_and_the_accepted_forms() {
+        for bad in [
+            "",
+            "yesterday",
+            "10",
+            "10w",
+            "m",
+            "-5m",
+            "2026-11-21",
+            "2026-11-21T10:00:00",
+        ] {
+            let err = parse_time(bad, NOW).expect_err(bad);
+            assert!(err.contains(&format!("`{bad}`")), "names the input: {err}");
+            assert!(err.contains("RFC 3339") && err.contains("10m"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        for far in ["9999999999999999999d", "99999999999d"] {
+            let err = parse_time(far, NOW).expect_err(far);
+            assert!(err.contains(far), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_parsed_time_is_written_back_as_utc_rfc3339() {
+        let at = parse_time("2026-11-21T11:00:00.5+01:00", 0).expect("a time");
+        assert_eq!(
+            format_rfc3339(at).as_deref(),
+            Some("2026-11-21T10:00:00.500Z")
+        );
+        assert_eq!(format_rfc3339(i64::MAX), None);
+    }
 
     #[test]
     fn durations_read_naturally() {

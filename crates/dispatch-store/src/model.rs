@@ -26,11 +26,33 @@ pub struct Run {
     pub stop_requested_at: Option<Ts>,
     pub usage: Usage,
     pub output: Option<Value>,
+    /// The labels it was dispatched with: only a worker with every one of
+    /// them claims it (see [`crate::QueueOptions::labels`]).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl Run {
     pub fn status(&self) -> Status {
         self.state.status()
+    }
+
+    /// The new run an enqueue returns. The backends' `queue.rs` store the
+    /// queue options after reading the created run back, so the copy they
+    /// return lacks the labels it was given.
+    pub(crate) fn enqueued(mut self, options: &crate::QueueOptions) -> Run {
+        self.labels.clone_from(&options.labels);
+        self
+    }
+}
+
+impl crate::Created {
+    /// As [`Run::enqueued`], for a new run; an existing one was read whole.
+    pub(crate) fn enqueued(self, options: &crate::QueueOptions) -> crate::Created {
+        match self {
+            crate::Created::New(run) => crate::Created::New(run.enqueued(options)),
+            existing => existing,
+        }
     }
 }
 
@@ -67,6 +89,13 @@ pub struct RunFilter {
     pub parcel: Option<String>,
     pub operation: Option<Operation>,
     pub parent_id: Option<RunId>,
+    /// Runs dispatched with every one of these labels (and maybe others);
+    /// empty means all.
+    pub labels: Vec<String>,
+    /// Runs created at or after this time.
+    pub created_after: Option<Ts>,
+    /// Runs created before this time.
+    pub created_before: Option<Ts>,
     /// Only runs older than this one (a smaller id): the cursor of the
     /// previous page, which ended with it.
     pub before: Option<RunId>,

@@ -76,6 +76,7 @@ pub async fn enqueue_with_stores_the_extras_and_the_queue_options<
     };
     assert_eq!(run.id, id(2));
     assert_eq!(run.attempt, 1);
+    assert_eq!(run.labels, vec!["gpu"], "the answer carries the labels");
     assert_eq!(
         store.run_extras(&id(2)).await.expect("extras"),
         stored,

@@ -4,8 +4,8 @@ use dispatch_core::event::Usage;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Transition};
 use serde_json::json;
 
-use super::{all_events, create, id, new_run, start, step};
-use crate::{Artifact, RunFilter, Store, StoreError};
+use super::{AGENT, all_events, create, id, new_run, request, start, step, write_for};
+use crate::{Artifact, QueueOptions, QueueStore, RunFilter, Store, StoreError};
 
 pub async fn create_then_get_round_trips<S: Store>(store: S) {
     let mut new = new_run(id(0x0192_0000_0001), "summarize", 1_700_000_000_123);
@@ -300,6 +300,133 @@ pub async fn list_filters_by_operation_and_parent<S: Store>(store: S) {
         list(&store, combined).await,
         vec![id(0x10)],
         "filters combine with AND"
+    );
+}
+
+pub async fn list_filters_by_creation_time<S: Store>(store: S) {
+    fixture(&store).await;
+    let window = |after: Option<i64>, before: Option<i64>| RunFilter {
+        created_after: after,
+        created_before: before,
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        list(&store, window(Some(200), None)).await,
+        vec![id(0x40), id(0x30), id(0x20)],
+        "created_after is inclusive"
+    );
+    assert_eq!(
+        list(&store, window(None, Some(300))).await,
+        vec![id(0x20), id(0x10)],
+        "created_before is exclusive"
+    );
+    assert_eq!(
+        list(&store, window(Some(200), Some(400))).await,
+        vec![id(0x30), id(0x20)]
+    );
+    assert!(list(&store, window(Some(201), Some(300))).await.is_empty());
+    assert!(
+        list(&store, window(Some(300), Some(300))).await.is_empty(),
+        "an empty window"
+    );
+    assert_eq!(
+        list(&store, window(Some(500), None)).await,
+        Vec::<RunId>::new(),
+        "a state change later is not a creation"
+    );
+    let combined = RunFilter {
+        statuses: vec![Status::Queued],
+        created_after: Some(100),
+        before: Some(id(0x40)),
+        limit: Some(1),
+        ..RunFilter::default()
+    };
+    assert_eq!(
+        list(&store, combined).await,
+        vec![id(0x30)],
+        "times combine with the other filters and the cursor"
+    );
+}
+
+/// Lists by labels, and checks every way of reading a run gives its labels:
+/// the enqueue's answer, get, list, a claim and a transition.
+pub async fn list_filters_by_labels_and_runs_carry_theirs<S: Store + QueueStore>(store: S) {
+    let dispatched: [(u128, &[&str]); 4] =
+        [(1, &[]), (2, &["gpu"]), (3, &["gpu", "eu"]), (4, &["eu"])];
+    let strings =
+        |labels: &[&str]| -> Vec<String> { labels.iter().map(|l| l.to_string()).collect() };
+    for (n, labels) in dispatched {
+        let options = QueueOptions {
+            labels: strings(labels),
+            ..QueueOptions::default()
+        };
+        let run = store
+            .enqueue(&new_run(id(n), "p", n as i64 * 100), &options)
+            .await
+            .expect("enqueue");
+        assert_eq!(run.labels, strings(labels), "enqueue answers the labels");
+    }
+    let with = |labels: &[&str]| RunFilter {
+        labels: strings(labels),
+        ..RunFilter::default()
+    };
+    assert_eq!(list(&store, with(&["gpu"])).await, vec![id(3), id(2)]);
+    assert_eq!(
+        list(&store, with(&["gpu", "eu"])).await,
+        vec![id(3)],
+        "every label is needed"
+    );
+    assert_eq!(list(&store, with(&["eu", "gpu"])).await, vec![id(3)]);
+    assert!(list(&store, with(&["tpu"])).await.is_empty());
+    assert!(list(&store, with(&["gpu", "tpu"])).await.is_empty());
+    assert_eq!(
+        list(&store, with(&[])).await.len(),
+        4,
+        "no labels: all runs"
+    );
+    let combined = RunFilter {
+        labels: strings(&["eu"]),
+        created_before: Some(400),
+        ..RunFilter::default()
+    };
+    assert_eq!(list(&store, combined).await, vec![id(3)]);
+
+    let listed = store.list_runs(&RunFilter::default()).await.expect("list");
+    for (n, labels) in dispatched {
+        let run = store.get_run(&id(n)).await.expect("get");
+        assert_eq!(run.labels, strings(labels), "get gives the labels");
+        let row = listed.iter().find(|r| r.id == id(n)).expect("listed");
+        assert_eq!(row.labels, strings(labels), "list gives the labels");
+    }
+    let mut both = request("w", 10, 1000);
+    both.labels = strings(&["eu", "gpu"]);
+    let claimed = store.claim(&both).await.expect("claim");
+    assert_eq!(claimed.len(), 4);
+    for c in &claimed {
+        let stored = store.get_run(&c.run.id).await.expect("get");
+        assert_eq!(c.run.labels, stored.labels, "a claim gives the labels");
+    }
+    let held = claimed
+        .iter()
+        .find(|c| c.run.id == id(3))
+        .expect("run 3 claimed");
+    let t = Transition::AgentStarted {
+        agent: AGENT,
+        at: 1001,
+    };
+    let running = store
+        .fenced_transition(
+            &held.run.id,
+            held.fence,
+            held.run.version,
+            &write_for(&held.run, &t),
+        )
+        .await
+        .expect("the holder moves its run on");
+    assert_eq!(
+        running.labels,
+        strings(&["gpu", "eu"]),
+        "a transition keeps them"
     );
 }
 

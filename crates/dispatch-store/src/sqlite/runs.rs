@@ -18,7 +18,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output"
+         input_tokens, output_tokens, cost_usd, output, labels"
     };
 }
 
@@ -66,6 +66,11 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
             cost_usd: row.get(16)?,
         },
         output: json(17, "output")?,
+        labels: match json(18, "labels")? {
+            None => Vec::new(),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Fail::Corrupt(format!("run {id}: labels are not a list: {e}")))?,
+        },
         id,
     })
 }
@@ -241,6 +246,23 @@ pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>,
     if let Some(parent) = &filter.parent_id {
         clauses.push("parent_id = ?".into());
         args.push(SqlValue::Text(parent.to_string()));
+    }
+    if !filter.labels.is_empty() {
+        // Every wanted label is among the run's.
+        clauses.push(
+            "NOT EXISTS (SELECT 1 FROM json_each(?) AS w \
+             WHERE w.value NOT IN (SELECT value FROM json_each(runs.labels)))"
+                .into(),
+        );
+        args.push(SqlValue::Text(to_json("labels", &filter.labels)?));
+    }
+    if let Some(after) = filter.created_after {
+        clauses.push("created_at >= ?".into());
+        args.push(SqlValue::Integer(after));
+    }
+    if let Some(before) = filter.created_before {
+        clauses.push("created_at < ?".into());
+        args.push(SqlValue::Integer(before));
     }
     if let Some(before) = &filter.before {
         clauses.push("id < ?".into());
