@@ -41,6 +41,7 @@ on_both!(
     logs_are_served_as_text_and_follow_until_the_end,
     bad_input_is_a_4xx_with_a_stable_code,
     listing_pages_with_a_cursor_and_filters,
+    listing_by_labels_and_creation_time,
     operations_endpoints_answer,
     a_labelled_run_waits_for_a_matching_worker_and_cancels_at_once,
     a_wait_that_times_out_answers_202_with_the_live_run,
@@ -223,6 +224,127 @@ fn listing_pages_with_a_cursor_and_filters(server: TestServer) {
     assert_eq!(none["runs"], json!([]));
 }
 
+/// The ids a listing answers, in its order.
+fn listed(server: &TestServer, query: &str) -> Vec<String> {
+    let (status, page) = server.get(&format!("/v1/runs?{query}"));
+    assert_eq!(status, 200, "{query}: {page}");
+    page["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+fn listing_by_labels_and_creation_time(server: TestServer) {
+    let parcel = server.noop_parcel();
+    let mut ids = Vec::new();
+    // No worker here has labels: the labelled runs stay queued.
+    for labels in [json!(["gpu"]), json!(["gpu", "eu"]), json!([])] {
+        let (status, run) = server.post("/v1/runs", &json!({"parcel": parcel, "labels": labels}));
+        assert_eq!(status, 201, "{run}");
+        assert_eq!(run["labels"], labels, "the answer shows the labels");
+        ids.push(run["id"].as_str().expect("an id").to_string());
+    }
+    let (gpu, both, plain) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    let (_, run) = server.get(&format!("/v1/runs/{both}"));
+    assert_eq!(run["labels"], json!(["gpu", "eu"]), "{run}");
+    assert_eq!(
+        listed(&server, "label=gpu"),
+        vec![both.clone(), gpu.clone()]
+    );
+    assert_eq!(
+        listed(&server, "label=gpu,eu"),
+        vec![both.clone()],
+        "all are required"
+    );
+    assert_eq!(
+        listed(&server, "label=eu&label=gpu"),
+        vec![both.clone()],
+        "repeated"
+    );
+    assert!(listed(&server, "label=gpu,tpu").is_empty());
+    assert_eq!(
+        listed(&server, "label=eu&status=queued"),
+        vec![both.clone()]
+    );
+
+    // Times: compared with what each run says of its own creation.
+    let (_, all) = server.get("/v1/runs");
+    let created: Vec<(String, i64)> = all["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().expect("an id").to_string();
+            (id, r["created_at"].as_i64().expect("created_at"))
+        })
+        .collect();
+    assert_eq!(created.len(), 3);
+    let at = created
+        .iter()
+        .find(|(id, _)| *id == both)
+        .expect("listed")
+        .1;
+    let expect = |keep: &dyn Fn(i64) -> bool| -> Vec<String> {
+        created
+            .iter()
+            .filter(|(_, t)| keep(*t))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let rfc = dispatch_core::time::format_rfc3339(at).expect("a time");
+    assert_eq!(
+        listed(&server, &format!("created_after={rfc}")),
+        expect(&|t| t >= at),
+        "created_after is inclusive"
+    );
+    assert!(listed(&server, &format!("created_after={rfc}")).contains(&plain));
+    assert_eq!(
+        listed(&server, &format!("created_before={rfc}")),
+        expect(&|t| t < at),
+        "created_before is exclusive"
+    );
+    // The same instant in another offset (+ written %2B in a URL).
+    let shifted = dispatch_core::time::format_rfc3339(at + 3_600_000)
+        .expect("a time")
+        .replace('Z', "%2B01:00");
+    assert_eq!(
+        listed(&server, &format!("created_after={shifted}")),
+        expect(&|t| t >= at),
+        "an offset is honoured"
+    );
+    assert_eq!(
+        listed(&server, "created_after=1h&label=gpu"),
+        vec![both.clone(), gpu.clone()]
+    );
+    assert!(listed(&server, "created_before=1h").is_empty());
+
+    for bad in [
+        "created_after=yesterday",
+        "created_before=10w",
+        "created_after=2026-11-21T10:00:00%2B01:00&created_before=2026-11-21",
+    ] {
+        let (status, body) = server.get(&format!("/v1/runs?{bad}"));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {body}"
+        );
+        let message = body["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with("created_") && message.contains("RFC 3339"),
+            "names the parameter and the forms: {message}"
+        );
+    }
+    let (status, body) = server.get("/v1/runs?created_after=2026-11-21T11:00:00+01:00");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("%2B")),
+        "an unencoded + gets a hint: {body}"
+    );
+}
+
 fn operations_endpoints_answer(server: TestServer) {
     let (status, health) = server.get("/healthz");
     assert_eq!((status, &health["status"]), (200, &json!("ok")));
@@ -259,6 +381,19 @@ fn operations_endpoints_answer(server: TestServer) {
             "Policy documents {field}"
         );
     }
+    let list_params: Vec<&str> = doc["paths"]["/v1/runs"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in ["label", "created_after", "created_before"] {
+        assert!(list_params.contains(&name), "GET /v1/runs documents {name}");
+    }
+    assert_eq!(
+        schemas["Run"]["properties"]["labels"]["type"], "array",
+        "the run's labels are documented"
+    );
     let (status, metrics) = server.text("/metrics", &[]);
     assert_eq!(status, 200);
     assert!(

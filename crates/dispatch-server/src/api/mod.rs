@@ -3,7 +3,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /v1/runs` | create a run with its reliability and queue options (`?wait=true` blocks until it ends) |
-//! | `GET /v1/runs` | list, filtered, newest first, with a cursor |
+//! | `GET /v1/runs` | list, filtered (status, parcel, operation, parent, label, creation time), newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |

@@ -2,18 +2,21 @@
 //! table the README's API section follows) and the error codes.
 
 use axum::Json;
+use dispatch_core::Status;
 use serde_json::{Map, Value, json};
 
 use super::codes;
 
 /// One operation: method, path, summary, query parameters, request body
-/// (a schema under `components`), success statuses.
+/// and answer (schemas under `components`), success statuses.
 struct Op {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
     query: &'static [(&'static str, &'static str)],
     body: Option<&'static str>,
+    /// The schema of the first success status's JSON body, when it has one.
+    returns: Option<&'static str>,
     ok: &'static [(u16, &'static str)],
 }
 
@@ -27,6 +30,7 @@ const OPS: &[Op] = &[
             ("timeout", "seconds to wait at most (default 30, max 300)"),
         ],
         body: Some("CreateRun"),
+        returns: None,
         ok: &[
             (
                 201,
@@ -48,10 +52,23 @@ const OPS: &[Op] = &[
             ("parcel", "parcel name or digest prefix"),
             ("parent", "parent run id"),
             ("operation", "job, heartbeat or service"),
+            (
+                "label",
+                "comma-separated labels, all required: runs dispatched with every one (the parameter may be repeated)",
+            ),
+            (
+                "created_after",
+                "runs created at or after this time: RFC 3339 (2026-11-21T10:00:00Z; write a + offset as %2B) or an age before now (30s, 10m, 2h, 7d); when paging, send the same absolute time with every page",
+            ),
+            (
+                "created_before",
+                "runs created before this time (exclusive), in the same forms as created_after",
+            ),
             ("limit", "page size (default 50, max 1000)"),
             ("cursor", "next_cursor of the previous page"),
         ],
         body: None,
+        returns: Some("RunPage"),
         ok: &[(200, "{runs, next_cursor}")],
     },
     Op {
@@ -60,6 +77,7 @@ const OPS: &[Op] = &[
         summary: "One run; an id prefix is enough",
         query: &[],
         body: None,
+        returns: Some("Run"),
         ok: &[(200, "the run")],
     },
     Op {
@@ -68,6 +86,7 @@ const OPS: &[Op] = &[
         summary: "Cancel a run: a queued one at once, a running one through its worker",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "cancelled"), (202, "stop requested")],
     },
     Op {
@@ -82,6 +101,7 @@ const OPS: &[Op] = &[
             ),
         ],
         body: None,
+        returns: None,
         ok: &[(200, "text/event-stream")],
     },
     Op {
@@ -90,6 +110,7 @@ const OPS: &[Op] = &[
         summary: "The run's log as text (shipped by the worker that ran it, or this server's own file)",
         query: &[("follow", "true to stream until the run ends")],
         body: None,
+        returns: None,
         ok: &[(200, "text/plain")],
     },
     Op {
@@ -98,6 +119,7 @@ const OPS: &[Op] = &[
         summary: "The run's attempts",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "{attempts}")],
     },
     Op {
@@ -106,6 +128,7 @@ const OPS: &[Op] = &[
         summary: "The run's artifacts",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "{artifacts}")],
     },
     Op {
@@ -120,6 +143,7 @@ const OPS: &[Op] = &[
             ("run", "only this run's (id or unique prefix)"),
         ],
         body: None,
+        returns: None,
         ok: &[(200, "{approvals}")],
     },
     Op {
@@ -128,6 +152,7 @@ const OPS: &[Op] = &[
         summary: "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes",
         query: &[],
         body: Some("Decision"),
+        returns: None,
         ok: &[(200, "the decided approval")],
     },
     Op {
@@ -136,6 +161,7 @@ const OPS: &[Op] = &[
         summary: "Dead-lettered runs, newest first",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "{dead_letters}")],
     },
     Op {
@@ -144,6 +170,7 @@ const OPS: &[Op] = &[
         summary: "Replay a dead-lettered run as a new queued run linked by origin_id, under the original run's stored policy (body optional)",
         query: &[],
         body: Some("Replay"),
+        returns: None,
         ok: &[(201, "the new run")],
     },
     Op {
@@ -152,6 +179,7 @@ const OPS: &[Op] = &[
         summary: "List built parcels",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "{parcels}")],
     },
     Op {
@@ -160,6 +188,7 @@ const OPS: &[Op] = &[
         summary: "Upload an Agentfile directory and build it",
         query: &[],
         body: Some("ParcelUpload"),
+        returns: None,
         ok: &[(201, "{digest, name}")],
     },
     Op {
@@ -168,6 +197,7 @@ const OPS: &[Op] = &[
         summary: "200 when the database answers, 503 when not",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "{status: ok}")],
     },
     Op {
@@ -176,6 +206,7 @@ const OPS: &[Op] = &[
         summary: "Prometheus metrics",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "text/plain")],
     },
     Op {
@@ -184,6 +215,7 @@ const OPS: &[Op] = &[
         summary: "This document",
         query: &[],
         body: None,
+        returns: None,
         ok: &[(200, "application/json")],
     },
 ];
@@ -209,8 +241,12 @@ pub fn spec() -> Value {
                 "description": "the approval's id, as the agent named it", "schema": {"type": "string"}}));
         }
         let mut responses = Map::new();
-        for (status, what) in op.ok {
-            responses.insert(status.to_string(), json!({"description": what}));
+        for (n, (status, what)) in op.ok.iter().enumerate() {
+            let mut response = json!({"description": what});
+            if let Some(schema) = op.returns.filter(|_| n == 0) {
+                response["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+            }
+            responses.insert(status.to_string(), response);
         }
         for (code, status, what) in codes::ALL {
             let entry = responses
@@ -251,6 +287,7 @@ const DURATION: &str =
 /// The request bodies and the error shape.
 fn schemas(error_codes: Vec<&str>) -> Value {
     let string = |what: &str| json!({"type": "string", "description": what});
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     json!({
         "Error": {
             "type": "object",
@@ -258,6 +295,39 @@ fn schemas(error_codes: Vec<&str>) -> Value {
             "properties": {
                 "code": {"type": "string", "enum": error_codes},
                 "message": {"type": "string"}
+            }
+        },
+        "Run": {
+            "type": "object",
+            "description": "a run as stored, with its status",
+            "properties": {
+                "id": string("32 hex digits, time-ordered"),
+                "status": {"type": "string", "enum": statuses},
+                "state": {"type": "object", "description": "the status with its data (times, processes, exit code, reason)"},
+                "version": {"type": "integer", "description": "bumped by every state change"},
+                "parcel_name": string("the parcel's name"),
+                "parcel_digest": string("the parcel's digest"),
+                "operation": {"type": "string", "enum": ["job", "heartbeat", "service"]},
+                "attempt": {"type": "integer", "description": "the current attempt, from 1"},
+                "parent_id": {"type": ["string", "null"], "description": "the run that started this one"},
+                "origin_id": {"type": ["string", "null"], "description": "the run this one restarts or replays"},
+                "payload": {"description": "the run's input"},
+                "brief_sha256": string("the brief's SHA-256"),
+                "created_at": {"type": "integer", "description": "Unix milliseconds"},
+                "updated_at": {"type": "integer", "description": "Unix milliseconds of the last state change"},
+                "stop_requested_at": {"type": ["integer", "null"], "description": "Unix milliseconds"},
+                "usage": {"type": "object", "description": "input_tokens, output_tokens, cost_usd"},
+                "output": {"description": "the run's result, when it has one"},
+                "labels": {"type": "array", "items": {"type": "string"},
+                           "description": "the labels it was dispatched with: only a worker with all of them claims it"}
+            }
+        },
+        "RunPage": {
+            "type": "object",
+            "required": ["runs", "next_cursor"],
+            "properties": {
+                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+                "next_cursor": {"type": ["string", "null"], "description": "pass as cursor for the next page; null on the last"}
             }
         },
         "CreateRun": {

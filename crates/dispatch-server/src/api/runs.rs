@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dispatch_core::id::normalize_prefix;
-use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, now_ms};
+use dispatch_core::time::parse_time;
+use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, Ts, now_ms};
 use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -112,11 +113,33 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(Json(run_json(&state.store.get_run(&id).await?)))
 }
 
-/// `GET /v1/runs?status=a,b&parcel=&parent=&limit=&cursor=`: newest first;
-/// `next_cursor` fetches the following page.
-pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
-    let params = params(query)?;
-    let mut filter = RunFilter::default();
+/// `GET /v1/runs?status=a,b&parcel=&operation=&parent=&label=a,b&created_after=&created_before=&limit=&cursor=`:
+/// newest first; `next_cursor` fetches the following page.
+///
+/// A run must have every `label` given (comma-separated, or the parameter
+/// repeated). `created_after` (inclusive) and `created_before` (exclusive)
+/// take an RFC 3339 time or an age before now (`30s`, `10m`, `2h`, `7d`); a
+/// client paging through an age should send the time it resolved instead,
+/// so that every page has the same bounds.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let pairs = query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    let mut filter = RunFilter {
+        labels: pairs
+            .iter()
+            .filter(|(k, _)| k == "label")
+            .flat_map(|(_, v)| v.split(','))
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        ..RunFilter::default()
+    };
+    // Any other parameter given twice: the last one counts.
+    let params: HashMap<String, String> = pairs.into_iter().collect();
     if let Some(statuses) = params.get("status").filter(|s| !s.is_empty()) {
         for s in statuses.split(',') {
             filter.statuses.push(
@@ -132,6 +155,9 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
                 .map_err(|e| ApiError::bad_request(format!("operation: {e}")))?,
         );
     }
+    let now = now_ms();
+    filter.created_after = time(&params, "created_after", now)?;
+    filter.created_before = time(&params, "created_before", now)?;
     if let Some(parent) = params.get("parent") {
         filter.parent_id = Some(resolve(&state, parent).await?);
     }
@@ -153,6 +179,22 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
         "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
+}
+
+/// The time parameter `name`, if given (see [`parse_time`]).
+fn time(params: &HashMap<String, String>, name: &str, now: Ts) -> ApiResult<Option<Ts>> {
+    let Some(value) = params.get(name) else {
+        return Ok(None);
+    };
+    parse_time(value, now).map(Some).map_err(|e| {
+        // A `+` left unencoded in a query string arrives as a space.
+        let hint = if value.contains(' ') {
+            " (hint: write the + of a UTC offset as %2B)"
+        } else {
+            ""
+        };
+        ApiError::bad_request(format!("{name}: {e}{hint}"))
+    })
 }
 
 /// `POST /v1/runs/{id}/cancel`: a queued run is cancelled at once; a running
