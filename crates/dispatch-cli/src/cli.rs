@@ -173,7 +173,9 @@ pub struct PsArgs {
     /// Show all runs, not only live ones.
     #[arg(short, long)]
     pub all: bool,
-    /// Filter: status=<s>, parcel=<name|digest>, operation=<op>, parent=<run> (repeatable; statuses combine with OR).
+    /// Filter: status=<s>, parcel=<name|digest>, operation=<op>, parent=<run>, label=<l>,
+    /// since=<time>, until=<time> (repeatable; statuses combine with OR, labels with AND;
+    /// a time is RFC 3339, 2026-11-21T10:00:00Z, or an age before now: 30s, 10m, 2h, 7d).
     #[arg(long, value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
     /// Only the runs this run started (a service's heartbeats); same as --filter parent=<run>.

@@ -73,6 +73,18 @@ fn usage_errors_exit_2() {
     d.fails(&["ps", "--bogus"], 2);
     let err = d.fails(&["ps", "--filter", "colour=red"], 125);
     assert!(err.contains("unknown key `colour`"), "{err}");
+    assert!(
+        err.contains("label, since or until"),
+        "lists the keys: {err}"
+    );
+    for bad in ["since=yesterday", "until=2026-11-21"] {
+        let err = d.fails(&["ps", "--filter", bad], 125);
+        assert!(
+            err.contains(&format!("--filter {bad}")) && err.contains("RFC 3339"),
+            "names the filter and the forms: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
     let err = d.fails(&["ps", "--filter", "status=sleeping"], 125);
     assert!(err.contains("unknown status `sleeping`"), "{err}");
 }

@@ -53,6 +53,47 @@ fn the_helper_records_success_and_failure_with_exit_codes() {
 }
 
 #[test]
+fn ps_filters_by_creation_time_and_label() {
+    let d = Dispatch::new();
+    let agent = d.agent("quick", "exit 0\n");
+    let first = d.detach(&agent, "{}");
+    d.ok(&["wait", &first]);
+    let second = d.detach(&agent, "{}");
+    d.ok(&["wait", &second]);
+    let doc = d.inspect(&second);
+    assert_eq!(doc["labels"], serde_json::json!([]), "inspect shows labels");
+    let at = doc["created_at"].as_i64().expect("created_at");
+    let since = dispatch_core::time::format_rfc3339(at).expect("a time");
+    let ps = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "-q"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        d.ok(&args)
+    };
+    let both = format!("{second}\n{first}");
+    assert_eq!(ps(&["since=1h"]), both, "an age");
+    assert_eq!(
+        ps(&[&format!("since={since}")]),
+        second,
+        "since is inclusive"
+    );
+    assert_eq!(
+        ps(&[&format!("until={since}")]),
+        first,
+        "until is exclusive"
+    );
+    // The same instant written with an offset.
+    let shifted = dispatch_core::time::format_rfc3339(at + 3_600_000)
+        .expect("a time")
+        .replace('Z', "+01:00");
+    assert_eq!(ps(&[&format!("since={shifted}")]), second);
+    assert_eq!(ps(&["until=1h"]), "");
+    assert_eq!(ps(&["label=gpu"]), "", "these runs have no labels");
+    assert_eq!(ps(&["since=1h", "status=succeeded"]), both);
+}
+
+#[test]
 fn wait_times_out_with_124() {
     let d = Dispatch::new();
     let gate = d.dir.path().join("gate");

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remote_common::{Client, Server};
+use serde_json::json;
 
 #[test]
 fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
@@ -71,6 +72,58 @@ fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run matches"));
     let out = client.run(&["rm", &id]);
     assert_eq!(out.status.code(), Some(125), "local-only commands refuse");
+}
+
+#[test]
+fn ps_filters_by_label_and_creation_time_against_a_server() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hi\n");
+    let plain = client.ok(&["run", "-d", &hello]);
+    assert_eq!(client.ok(&["wait", &plain]), "0");
+    // No worker of this server has labels: these runs stay queued.
+    let mut labelled = Vec::new();
+    for labels in [json!(["gpu"]), json!(["gpu", "eu"])] {
+        let (status, run) = server.call(
+            "POST",
+            "/v1/runs",
+            Some(&json!({"parcel": "hello", "labels": labels})),
+        );
+        assert_eq!(status, 201, "{run}");
+        labelled.push(run["id"].as_str().expect("an id").to_string());
+    }
+    let (gpu, both) = (&labelled[0], &labelled[1]);
+    assert_eq!(client.inspect(both)["labels"], json!(["gpu", "eu"]));
+    let ps = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "-q"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        client.ok(&args)
+    };
+    assert_eq!(ps(&["label=gpu"]), format!("{both}\n{gpu}"));
+    assert_eq!(ps(&["label=gpu", "label=eu"]), *both, "every label");
+    assert_eq!(
+        client.ok(&["ps", "-q", "--filter", "label=eu"]),
+        *both,
+        "live runs by default"
+    );
+    let at = client.inspect(both)["created_at"]
+        .as_i64()
+        .expect("created_at");
+    // The same instant with an offset: its + must reach the server whole.
+    let shifted = dispatch_core::time::format_rfc3339(at + 3_600_000)
+        .expect("a time")
+        .replace('Z', "+01:00");
+    assert_eq!(ps(&[&format!("since={shifted}")]), *both);
+    assert_eq!(
+        ps(&[&format!("until={shifted}")]),
+        format!("{gpu}\n{plain}")
+    );
+    assert_eq!(ps(&["since=1h"]).lines().count(), 3, "an age");
+    assert_eq!(ps(&["until=1h"]), "");
+    let err = client.fails(&["ps", "--filter", "since=yesterday"], 125);
+    assert!(err.contains("RFC 3339"), "checked before asking: {err}");
 }
 
 #[test]

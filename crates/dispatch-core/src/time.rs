@@ -60,13 +60,25 @@ pub fn parse_time(s: &str, now: Ts) -> Result<Ts, String> {
         })?,
         None => chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("`{s}` is not a time ({e}); expected {TIME_FORMS}"))?,
+            .map_err(|_| {
+                let hint = if missing_offset(text) {
+                    " (hint: add Z for UTC, or an offset like +01:00)"
+                } else {
+                    ""
+                };
+                format!("`{s}` is not a time; expected {TIME_FORMS}{hint}")
+            })?,
     };
     // Every time returned can be written back as RFC 3339.
     if chrono::DateTime::from_timestamp_millis(at).is_none() {
         return Err(format!("`{s}` is too far from now"));
     }
     Ok(at)
+}
+
+/// Whether `text` is an RFC 3339 time but for its offset.
+fn missing_offset(text: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
 }
 
 /// `Some` when `text` is an age (digits and one unit: s, m, h, d), in
@@ -141,6 +153,8 @@ mod tests {
             assert!(err.contains("RFC 3339") && err.contains("10m"), "{err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+        let err = parse_time("2026-11-21T10:00:00", NOW).expect_err("no offset");
+        assert!(err.contains("hint: add Z"), "{err}");
         for far in ["9999999999999999999d", "99999999999d"] {
             let err = parse_time(far, NOW).expect_err(far);
             assert!(err.contains(far), "{err}");

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod prune;
 pub mod ps;
 pub mod remote;
+pub mod remote_ps;
 pub mod remote_reliability;
 pub mod replay;
 pub mod restart;

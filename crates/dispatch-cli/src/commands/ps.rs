@@ -1,6 +1,7 @@
 //! `dispatch ps`: list runs.
 
-use dispatch_core::{Operation, Status, now_ms};
+use dispatch_core::time::parse_time;
+use dispatch_core::{Operation, Status, Ts, now_ms};
 use dispatch_runtime::reconcile::reconcile_all;
 use dispatch_store::{RunFilter, RunStore};
 
@@ -11,25 +12,35 @@ use crate::output::{
     RunView, cost_text, created_text, duration_text, print_columns, print_json, status_text,
 };
 
-const LIVE: [Status; 4] = [
+pub(crate) const LIVE: [Status; 4] = [
     Status::Queued,
     Status::Starting,
     Status::Running,
     Status::Paused,
 ];
 
-pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
+/// What `--filter` and `--parent` ask for, shared by the local and the
+/// remote `ps`.
+pub(crate) struct Filters<'a> {
+    /// Statuses, parcel, operation, labels and creation times.
+    pub filter: RunFilter,
+    /// A run id or prefix, still to resolve.
+    pub parent: Option<&'a str>,
+}
+
+/// Reads `--filter KEY=VALUE` (and `--parent`); `since=` and `until=` are
+/// resolved against `now`.
+pub(crate) fn filters(args: &PsArgs, now: Ts) -> CliResult<Filters<'_>> {
+    let mut filter = RunFilter::default();
     let mut parent = None;
-    let mut filter = RunFilter {
-        limit: args.last,
-        ..RunFilter::default()
-    };
     for f in &args.filter {
         let (key, value) = f.split_once('=').ok_or_else(|| {
             CliError::input(format!(
                 "--filter {f}: expected KEY=VALUE (hint: --filter status=failed)"
             ))
         })?;
+        let time =
+            || parse_time(value, now).map_err(|e| CliError::input(format!("--filter {f}: {e}")));
         match key {
             "status" => filter
                 .statuses
@@ -39,9 +50,12 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
                 filter.operation = Some(value.parse::<Operation>().map_err(CliError::input)?)
             }
             "parent" => parent = Some(value),
+            "label" => filter.labels.push(value.to_string()),
+            "since" => filter.created_after = Some(time()?),
+            "until" => filter.created_before = Some(time()?),
             other => {
                 return Err(CliError::input(format!(
-                    "--filter {f}: unknown key `{other}` (expected status, parcel, operation or parent)"
+                    "--filter {f}: unknown key `{other}` (expected status, parcel, operation, parent, label, since or until)"
                 )));
             }
         }
@@ -49,19 +63,26 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     if let Some(p) = &args.parent {
         parent = Some(p.as_str());
     }
+    Ok(Filters { filter, parent })
+}
+
+pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
+    let Filters { mut filter, parent } = filters(args, now_ms())?;
+    filter.limit = args.last;
     let Some(store) = ctx.existing_store()? else {
         return print_runs(args, &[]);
     };
     if let Some(p) = parent {
         filter.parent_id = Some(resolve_id(&store, p).await?);
     }
-    if filter.statuses.is_empty() && !args.all {
+    let chosen_statuses = !filter.statuses.is_empty();
+    if !chosen_statuses && !args.all {
         filter.statuses = LIVE.to_vec();
     }
     let mut runs = store.list_runs(&filter).await?;
     reconcile_all(&store, &ctx.layout, &mut runs).await?;
     // Reconciliation may have ended some of the live runs we listed.
-    if !args.all && args.filter.iter().all(|f| !f.starts_with("status=")) {
+    if !args.all && !chosen_statuses {
         runs.retain(|r| !r.state.is_terminal());
     }
     print_runs(args, &runs)

@@ -20,9 +20,9 @@ use dispatch_server::client::{self, Response};
 use dispatch_store::Run;
 use serde_json::{Value, json};
 
-use crate::cli::{Command, ContainerCommand, Format, InspectArgs, LogsArgs, PsArgs, RunArgs};
+use crate::cli::{Command, ContainerCommand, Format, InspectArgs, LogsArgs, RunArgs};
 use crate::cli::{StopArgs, WaitArgs};
-use crate::commands::{inspect, ps, run};
+use crate::commands::{inspect, run};
 use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
 use crate::output::{print_json, run_json, status_text};
 use crate::reliability_args::DispatchArgs;
@@ -167,59 +167,6 @@ impl Remote {
         let finished = self.wait_end(run.id.as_str(), None)?;
         run::print_summary(&finished);
         Ok(run_exit_code(&finished.state))
-    }
-
-    fn ps(&self, args: &PsArgs) -> CliResult {
-        let mut query = Vec::new();
-        let mut statuses = Vec::new();
-        for f in &args.filter {
-            let (key, value) = f.split_once('=').ok_or_else(|| {
-                CliError::input(format!(
-                    "--filter {f}: expected KEY=VALUE (hint: --filter status=failed)"
-                ))
-            })?;
-            match key {
-                "status" => statuses.push(value.to_string()),
-                "parcel" | "operation" | "parent" => query.push(format!("{key}={value}")),
-                other => {
-                    return Err(CliError::input(format!(
-                        "--filter {f}: unknown key `{other}` (expected status, parcel, operation or parent)"
-                    )));
-                }
-            }
-        }
-        if statuses.is_empty() && !args.all {
-            statuses = ["queued", "starting", "running", "paused"]
-                .map(String::from)
-                .to_vec();
-        }
-        if !statuses.is_empty() {
-            query.push(format!("status={}", statuses.join(",")));
-        }
-        let mut runs = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let want = args
-                .last
-                .map_or(1000, |n| n.saturating_sub(runs.len()).min(1000));
-            if want == 0 {
-                break;
-            }
-            let mut q = query.clone();
-            q.push(format!("limit={want}"));
-            if let Some(c) = &cursor {
-                q.push(format!("cursor={c}"));
-            }
-            let page = self.json("GET", &format!("/v1/runs?{}", q.join("&")), None)?;
-            for r in page["runs"].as_array().cloned().unwrap_or_default() {
-                runs.push(parse_run(r)?);
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
-        ps::print_runs(args, &runs)
     }
 
     fn logs(&self, args: &LogsArgs) -> CliResult {
@@ -381,6 +328,20 @@ fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
             .map_err(|e| CliError::input(format!("cannot send the policy flags: {e}")))?;
     }
     Ok(())
+}
+
+/// Percent-encodes what a URL path segment or query value cannot hold as it
+/// is (an approval id is the agent's own string; a parcel name, a label).
+pub(super) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(super) fn parse_run(value: Value) -> CliResult<Run> {

@@ -4,7 +4,7 @@
 use dispatch_store::Approval;
 use serde_json::{Value, json};
 
-use crate::commands::remote::{Remote, parse_run};
+use crate::commands::remote::{Remote, encode, parse_run};
 use crate::commands::{approvals, dlq};
 use crate::error::{CliError, CliResult};
 use crate::reliability_args::{ApprovalsCommand, DecideArgs, DlqCommand};
@@ -21,11 +21,7 @@ impl Remote {
             "by": approvals::decider(args),
             "rationale": args.rationale,
         });
-        let path = format!(
-            "/v1/runs/{}/approvals/{}",
-            run.id,
-            encode_segment(&args.approval)
-        );
+        let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&args.approval));
         let decided: Approval = parse(self.json("POST", &path, Some(&body))?, "an approval")?;
         approvals::say_decided(&decided);
         Ok(0)
@@ -69,18 +65,4 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> CliResult<
             "the server sent {what} this dispatch cannot read: {e}"
         ))
     })
-}
-
-/// Percent-encodes what a URL path segment cannot hold as it is (an
-/// approval id is the agent's own string).
-fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
