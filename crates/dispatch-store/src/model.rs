@@ -36,24 +36,6 @@ impl Run {
     pub fn status(&self) -> Status {
         self.state.status()
     }
-
-    /// The new run an enqueue returns. The backends' `queue.rs` store the
-    /// queue options after reading the created run back, so the copy they
-    /// return lacks the labels it was given.
-    pub(crate) fn enqueued(mut self, options: &crate::QueueOptions) -> Run {
-        self.labels.clone_from(&options.labels);
-        self
-    }
-}
-
-impl crate::Created {
-    /// As [`Run::enqueued`], for a new run; an existing one was read whole.
-    pub(crate) fn enqueued(self, options: &crate::QueueOptions) -> crate::Created {
-        match self {
-            crate::Created::New(run) => crate::Created::New(run.enqueued(options)),
-            existing => existing,
-        }
-    }
 }
 
 /// What a new run is made of.

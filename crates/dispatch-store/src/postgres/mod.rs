@@ -334,7 +334,7 @@ impl AttemptStore for PgStore {
 #[async_trait]
 impl QueueStore for PgStore {
     async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run> {
-        in_tx!(self, |tx| queue::enqueue(&tx, new, options)).map(|run| run.enqueued(options))
+        in_tx!(self, |tx| queue::enqueue(&tx, new, options))
     }
 
     async fn enqueue_with(
@@ -347,15 +347,10 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::enqueue_with(
             &tx, new, extras, options, dedupe
         ))
-        .map(|created| created.enqueued(options))
     }
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        in_tx!(self, |tx| async {
-            let mut claimed = queue::claim(&tx, request).await?;
-            runs::fill_labels(&tx, &mut claimed).await?;
-            Ok::<_, Fail>(claimed)
-        })
+        in_tx!(self, |tx| queue::claim(&tx, request))
     }
 
     async fn renew_leases(

@@ -71,11 +71,11 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     for row in &rows {
         claimed.push(Claimed {
             run: run_from_row(row)?,
-            fence: row.try_get(18)?,
+            fence: row.try_get(19)?,
             extras: crate::RunExtras {
-                idempotency_key: row.try_get(19)?,
-                session: row.try_get(20)?,
-                policy: json_col(row, 21, "policy")?,
+                idempotency_key: row.try_get(20)?,
+                session: row.try_get(21)?,
+                policy: json_col(row, 22, "policy")?,
             },
         });
     }
@@ -399,8 +399,9 @@ pub(super) async fn enqueue(
     new: &crate::NewRun,
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
-    let run = super::runs::create(tx, new).await?;
+    let mut run = super::runs::create(tx, new).await?;
     set_options(tx, &new.id, options).await?;
+    run.labels.clone_from(&options.labels);
     Ok(run)
 }
 
@@ -413,9 +414,10 @@ pub(super) async fn enqueue_with(
     options: &crate::QueueOptions,
     dedupe: bool,
 ) -> Result<crate::Created, Fail> {
-    let created = super::reliability::create_with(tx, new, extras, dedupe).await?;
-    if let crate::Created::New(_) = &created {
+    let mut created = super::reliability::create_with(tx, new, extras, dedupe).await?;
+    if let crate::Created::New(run) = &mut created {
         set_options(tx, &new.id, options).await?;
+        run.labels.clone_from(&options.labels);
     }
     Ok(created)
 }

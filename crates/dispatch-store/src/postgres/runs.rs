@@ -11,19 +11,14 @@ use tokio_postgres::types::ToSql;
 
 use super::events::insert_event;
 use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
-use crate::{Claimed, NewRun, Run, RunFilter, StoreError};
+use crate::{NewRun, Run, RunFilter, StoreError};
 
-/// The columns [`run_from_row`] reads by position, in its order. Select
-/// `labels` after them (`run_columns!(), ", labels"`): it is read by name.
-///
-/// `queue.rs`'s claim reads its own columns by position right after these,
-/// so `labels` cannot join this list until it selects `labels` too; until
-/// then the claim fills them in with [`fill_labels`].
+/// The columns [`run_from_row`] reads by position, in its order.
 macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output"
+         input_tokens, output_tokens, cost_usd, output, labels"
     };
 }
 pub(super) use run_columns;
@@ -79,32 +74,9 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, Fail> {
             cost_usd: row.try_get(16)?,
         },
         output: json(17, "output")?,
-        labels: match row.columns().iter().position(|c| c.name() == "labels") {
-            Some(i) => row.try_get(i)?,
-            // The claim's row (see `run_columns`): `fill_labels` follows.
-            None => Vec::new(),
-        },
+        labels: row.try_get(18)?,
         id,
     })
-}
-
-/// Gives claimed runs their labels: the claim's row has none (see
-/// [`run_columns`]).
-pub(super) async fn fill_labels(tx: &Transaction<'_>, claimed: &mut [Claimed]) -> Result<(), Fail> {
-    if claimed.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = claimed.iter().map(|c| c.run.id.as_str()).collect();
-    let stmt = tx
-        .prepare_cached("SELECT id, labels FROM runs WHERE id = ANY($1) AND labels <> '{}'")
-        .await?;
-    for row in tx.query(&stmt, &[&ids]).await? {
-        let id: &str = row.try_get(0)?;
-        if let Some(c) = claimed.iter_mut().find(|c| c.run.id.as_str() == id) {
-            c.run.labels = row.try_get(1)?;
-        }
-    }
-    Ok(())
 }
 
 pub(super) fn parse_id(text: &str) -> Result<RunId, Fail> {
@@ -198,7 +170,7 @@ pub(super) async fn get(tx: &Transaction<'_>, id: &RunId) -> Result<Run, Fail> {
         .prepare_cached(concat!(
             "SELECT ",
             run_columns!(),
-            ", labels FROM runs WHERE id = $1"
+            " FROM runs WHERE id = $1"
         ))
         .await?;
     match tx.query_opt(&stmt, &[&id.as_str()]).await? {
@@ -267,7 +239,7 @@ fn distinct_prefixes(ids: &[String]) -> Vec<&str> {
 }
 
 pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
-    let mut sql = String::from(concat!("SELECT ", run_columns!(), ", labels FROM runs"));
+    let mut sql = String::from(concat!("SELECT ", run_columns!(), " FROM runs"));
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let next = |args: &mut Vec<Box<dyn ToSql + Sync + Send>>, v: Box<dyn ToSql + Sync + Send>| {

@@ -193,8 +193,7 @@ async fn update(
              AS u(uid, expected, new_state, new_status, n, new_attempt, at, new_output, \
              new_ready_at, release) \
              WHERE runs.id = u.uid COLLATE \"C\" AND runs.version = u.expected RETURNING ",
-            run_columns!(),
-            ", runs.labels"
+            run_columns!()
         ))
         .await?;
     let rows = tx

@@ -341,7 +341,6 @@ impl AttemptStore for SqliteStore {
 impl QueueStore for SqliteStore {
     async fn enqueue(&self, new: &NewRun, options: &QueueOptions) -> StoreResult<Run> {
         self.write(|tx| queue::enqueue(tx, new, options))
-            .map(|run| run.enqueued(options))
     }
 
     async fn enqueue_with(
@@ -352,7 +351,6 @@ impl QueueStore for SqliteStore {
         dedupe: bool,
     ) -> StoreResult<Created> {
         self.write(|tx| queue::enqueue_with(tx, new, extras, options, dedupe))
-            .map(|created| created.enqueued(options))
     }
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {

@@ -391,8 +391,9 @@ pub(super) fn enqueue(
     new: &crate::NewRun,
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
-    let run = super::runs::create(tx, new)?;
+    let mut run = super::runs::create(tx, new)?;
     set_options(tx, &new.id, options)?;
+    run.labels.clone_from(&options.labels);
     Ok(run)
 }
 
@@ -405,9 +406,10 @@ pub(super) fn enqueue_with(
     options: &crate::QueueOptions,
     dedupe: bool,
 ) -> Result<crate::Created, Fail> {
-    let created = super::reliability::create_with(tx, new, extras, dedupe)?;
-    if let crate::Created::New(_) = &created {
+    let mut created = super::reliability::create_with(tx, new, extras, dedupe)?;
+    if let crate::Created::New(run) = &mut created {
         set_options(tx, &new.id, options)?;
+        run.labels.clone_from(&options.labels);
     }
     Ok(created)
 }
