@@ -83,6 +83,10 @@ fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
         true => ctx.store().ok(),
         false => None,
     };
+    if let Some(store) = &store {
+        // The claim is on the path to the agent: no checkpoint there.
+        store.defer_checkpoints(1);
+    }
     // Ready to run before the run exists.
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -588,3 +588,34 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
     block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
         .expect("new runs go in next to old ones");
 }
+
+#[test]
+fn deferred_checkpoints_are_caught_up_by_the_next_write_which_starts_the_wal_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(5));
+    let frames = |path: &Path| -> i64 {
+        // (busy, frames in the WAL, frames checkpointed)
+        raw(path)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .expect("checkpoint")
+    };
+    store.defer_checkpoints(40);
+    for n in 1..=40 {
+        block_on(store.create_run(&new_run(id(n), "p", n as i64))).expect("create");
+    }
+    assert_eq!(
+        std::fs::metadata(path.with_extension("db-wal"))
+            .map(|m| m.len() > 32 * 4096)
+            .ok(),
+        Some(true),
+        "40 writes left their frames in the WAL, unchecked"
+    );
+    // This write checkpoints them all first, then starts the WAL over:
+    // what is left is its own few frames.
+    block_on(store.create_run(&new_run(id(41), "p", 41))).expect("create");
+    let after = frames(&path);
+    assert!(after <= 12, "the WAL started over: {after} frames");
+    let runs = block_on(store.list_runs(&RunFilter::default())).expect("list");
+    assert_eq!(runs.len(), 41, "every run is stored");
+}

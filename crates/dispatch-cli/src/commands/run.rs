@@ -87,6 +87,8 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
     let opts = args.reliability.local_options()?;
     let store = ctx.store()?;
+    // Creating the run is on the path to its agent: no checkpoint there.
+    store.defer_checkpoints(1);
     let req = request(&args.source, operation, payload);
     let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;
     if !existing {

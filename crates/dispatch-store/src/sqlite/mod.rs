@@ -21,6 +21,7 @@ mod tokens;
 use crate::{TokenRecord, TokenStore};
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,11 @@ pub struct SqliteStore {
     path: PathBuf,
     /// `path` as shown in errors.
     shown: String,
+    /// Write transactions still to commit without checkpointing
+    /// ([`SqliteStore::defer_checkpoints`]).
+    deferred: AtomicU32,
+    /// The next write transaction checkpoints first (the deferred ones are done).
+    checkpoint_first: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -78,9 +84,48 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             shown,
+            deferred: AtomicU32::new(0),
+            checkpoint_first: AtomicBool::new(false),
         };
         store.configure(busy_timeout)?;
         Ok(store)
+    }
+
+    /// The next `writes` write transactions of this connection commit
+    /// without checkpointing the WAL: for the writes on the path from
+    /// `dispatch run` to its agent starting, which a checkpoint's fsyncs
+    /// (a millisecond or more) would delay. The first write after them
+    /// checkpoints the whole WAL *before* it begins, and so starts the WAL
+    /// over from its first frame (SQLite restarts a fully checkpointed WAL
+    /// at the next write): the WAL stays a few frames long, and a process
+    /// that opens the database alone reads only those.
+    pub fn defer_checkpoints(&self, writes: u32) {
+        let conn = self.lock();
+        if conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
+            self.deferred.store(writes, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a committed write against [`Self::defer_checkpoints`]; after
+    /// the last deferred one, the next write checkpoints first.
+    fn count_deferred(&self) {
+        let left = self.deferred.load(Ordering::Relaxed);
+        if left == 0 {
+            return;
+        }
+        self.deferred.store(left - 1, Ordering::Relaxed);
+        if left == 1 {
+            self.checkpoint_first.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The checkpoint [`Self::defer_checkpoints`] put off, before a write;
+    /// automatic checkpoints resume. Best effort: a busy WAL is left to them.
+    fn catch_up(&self, conn: &Connection) {
+        if self.checkpoint_first.swap(false, Ordering::Relaxed) {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            let _ = conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT);
+        }
     }
 
     /// The database file.
@@ -135,6 +180,10 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, Fail>,
     ) -> StoreResult<T> {
         let mut conn = self.lock();
+        let writing = matches!(behavior, TransactionBehavior::Immediate);
+        if writing {
+            self.catch_up(&conn);
+        }
         let result = (|| {
             // Dropped without a commit (an error in `f`), the transaction rolls back.
             let tx = conn.transaction_with_behavior(behavior)?;
@@ -142,6 +191,9 @@ impl SqliteStore {
             tx.commit()?;
             Ok(value)
         })();
+        if writing && result.is_ok() {
+            self.count_deferred();
+        }
         self.finish(result)
     }
 
