@@ -342,6 +342,7 @@ async fn seed(db: &Path, n: usize) {
                 payload: serde_json::json!({ "i": i }),
                 brief_sha256: "0".repeat(64),
                 created_at: now_ms(),
+                claimed_by: None,
             })
             .await
             .expect("create");

@@ -38,6 +38,17 @@ impl Ctx {
         self.prefork.lock().ok().and_then(|mut p| p.take())
     }
 
+    /// Waits for the helper forked ahead to be ready; returns it, or `None`
+    /// (none was forked, or it died: it is dropped, and a helper is spawned).
+    pub fn ready_prefork(&self) -> Option<dispatch_core::ProcRef> {
+        let mut slot = self.prefork.lock().ok()?;
+        let ready = slot.as_mut()?.ready();
+        if ready.is_none() {
+            *slot = None;
+        }
+        ready
+    }
+
     /// Opens (creating if needed) the run database.
     pub fn store(&self) -> CliResult<SqliteStore> {
         let ms = match std::env::var(BUSY_TIMEOUT_ENV) {

@@ -14,11 +14,19 @@
 //!
 //! The child never uses a database connection of its parent: it forks before
 //! the parent opens one (SQLite connections must not cross a fork).
+//!
+//! Once it is ready (database open, runtime built) the child says so, with
+//! its pid and start time, on a second pipe. The parent then creates the run
+//! already claimed by it ([`dispatch_store::NewRun::claimed_by`], one
+//! transaction), so the child starts the agent without a write of its own.
+//! A child that died before it was ready closes that pipe: the parent
+//! creates the run queued and spawns a helper the usual way.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
+use dispatch_core::ProcRef;
 use dispatch_store::Run;
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
 
@@ -28,6 +36,8 @@ use crate::ctx::Ctx;
 /// The parent's end: start the forked helper on a run, or let it go.
 pub struct Prefork {
     go: File,
+    /// Where the child says it is ready (its pid and start time).
+    ready: File,
 }
 
 impl Prefork {
@@ -36,21 +46,37 @@ impl Prefork {
     /// caller spawns a helper the usual way).
     pub fn fork(ctx: &Ctx) -> Option<Prefork> {
         let (read, write) = pipe().ok()?;
+        let (ready_read, ready_write) = pipe().ok()?;
         // SAFETY: the process has one thread (called from `main` before any
         // runtime or thread exists), so the child may run arbitrary code.
         match unsafe { fork() }.ok()? {
             ForkResult::Parent { .. } => {
                 drop(read);
+                drop(ready_write);
                 Some(Prefork {
                     go: File::from(write),
+                    ready: File::from(ready_read),
                 })
             }
             ForkResult::Child => {
                 drop(write);
-                let code = child(ctx, read);
+                drop(ready_read);
+                let code = child(ctx, read, File::from(ready_write));
                 std::process::exit(code);
             }
         }
+    }
+
+    /// Waits until the child is ready to run; returns it (pid and start
+    /// time), or `None` if it died first.
+    pub fn ready(&mut self) -> Option<ProcRef> {
+        let mut bytes = [0u8; 12];
+        self.ready.read_exact(&mut bytes).ok()?;
+        let (pid, ticks) = bytes.split_at(4);
+        Some(ProcRef {
+            pid: u32::from_le_bytes(pid.try_into().ok()?),
+            start_ticks: u64::from_le_bytes(ticks.try_into().ok()?),
+        })
     }
 
     /// Hands the created run to the helper, which starts it at once.
@@ -61,8 +87,9 @@ impl Prefork {
     }
 }
 
-/// The helper-to-be: detach, open the database, wait for the run, run it.
-fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
+/// The helper-to-be: detach, open the database, say it is ready, wait for
+/// the run, run it.
+fn child(ctx: &Ctx, go: OwnedFd, mut ready: File) -> i32 {
     // Off the caller's terminal and pipes (a caller reading our stdout to
     // its end must not wait for the run), and out of its session.
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -83,10 +110,6 @@ fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
         true => ctx.store().ok(),
         false => None,
     };
-    if let Some(store) = &store {
-        // The claim is on the path to the agent: no checkpoint there.
-        store.defer_checkpoints(1);
-    }
     // Ready to run before the run exists.
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,6 +117,13 @@ fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
     else {
         return 0; // the parent's start fails and it spawns a helper instead
     };
+    let me = dispatch_runtime::os::this_process();
+    let mut bytes = me.pid.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&me.start_ticks.to_le_bytes());
+    if ready.write_all(&bytes).is_err() {
+        return 0; // the parent is gone
+    }
+    drop(ready);
     let mut message = Vec::new();
     let mut go = File::from(go);
     if go.read_to_end(&mut message).is_err() || message.is_empty() {

@@ -40,6 +40,7 @@ impl LaunchRequest {
             payload: self.payload.clone(),
             brief_sha256,
             created_at: now_ms(),
+            claimed_by: None,
         }
     }
 }

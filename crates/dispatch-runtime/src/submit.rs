@@ -2,6 +2,7 @@
 //! effective policy, deduplication and sessions, all checked before (or
 //! atomically with) creating the run.
 
+use dispatch_core::Operation;
 use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
@@ -28,6 +29,9 @@ pub struct SubmitOptions {
     pub session: Option<String>,
     /// Reuse this exact brief (a replay) instead of assembling one.
     pub brief_sha256: Option<String>,
+    /// Create the run already claimed by this helper process (see
+    /// [`dispatch_store::NewRun::claimed_by`]).
+    pub helper: Option<dispatch_core::ProcRef>,
     /// Use this stored policy as it is (a replay) instead of resolving one.
     pub policy: Option<serde_json::Value>,
 }
@@ -71,7 +75,9 @@ pub async fn submit<S: Store + ?Sized>(
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
     };
-    let new = req.new_run(&parcel, operation, brief_sha256);
+    let mut new = req.new_run(&parcel, operation, brief_sha256);
+    // A service's helper claims it its own way.
+    new.claimed_by = opts.helper.filter(|_| operation != Operation::Service);
     // A run holding the session or key may have lost its helper: reconcile
     // it, and try once more if that ended it.
     for _ in 0..2 {

@@ -142,6 +142,7 @@ macro_rules! __queue_conformance_names {
 macro_rules! __conformance_names {
     ($mode:ident $factory:expr) => {
         $crate::__conformance_tests!($mode $factory;
+            a_run_created_claimed_starts_held_by_its_helper,
             // runs
             create_then_get_round_trips,
             creating_a_duplicate_id_conflicts_and_keeps_the_first,
@@ -270,6 +271,7 @@ pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
         payload: json!({"question": "what is 6 × 7?", "n": [1, 2, 3]}),
         brief_sha256: "b".repeat(64),
         created_at,
+        claimed_by: None,
     }
 }
 

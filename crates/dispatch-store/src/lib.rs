@@ -8,6 +8,7 @@
 mod attempt_end;
 mod callbacks;
 pub mod conformance;
+mod created_claimed;
 mod error;
 mod model;
 mod parcels;

@@ -1,5 +1,5 @@
 use dispatch_core::event::Usage;
-use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
+use dispatch_core::{NewEvent, Operation, ProcRef, RunId, RunState, Status, Ts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -50,6 +50,11 @@ pub struct NewRun {
     pub payload: Value,
     pub brief_sha256: String,
     pub created_at: Ts,
+    /// Created already claimed by this helper process (`starting`, its
+    /// `state` event after the `created` one, in the same transaction):
+    /// `dispatch run` creates its run for the helper it forked, which then
+    /// starts the agent without a claim of its own.
+    pub claimed_by: Option<ProcRef>,
 }
 
 /// One compare-and-set state change.

@@ -1,5 +1,5 @@
 use dispatch_core::{Operation, RunId};
-use dispatch_runtime::helper::{claim_and_run, run_record};
+use dispatch_runtime::helper::{claim_and_run, run_claimed, run_record};
 use dispatch_runtime::service::helper::run_service;
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{Run, RunStore};
@@ -32,6 +32,14 @@ pub async fn run_created(ctx: &Ctx, store: Option<SqliteStore>, run: Run) -> Cli
     if run.operation == Operation::Service {
         return serve(ctx, &store, &run.id).await;
     }
+    if run.state.helper() == Some(dispatch_runtime::os::this_process()) {
+        // Created claimed for this process: the agent starts before any
+        // write, and the first write catches up on the WAL's checkpoint.
+        store.defer_checkpoints(0);
+        return Ok(run_claimed(&store, &ctx.layout, run, true).await?);
+    }
+    // The claim is on the path to the agent: no checkpoint there.
+    store.defer_checkpoints(1);
     Ok(claim_and_run(&store, &ctx.layout, run).await?)
 }
 

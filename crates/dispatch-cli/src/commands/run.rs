@@ -85,10 +85,12 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
-    let opts = args.reliability.local_options()?;
+    let mut opts = args.reliability.local_options()?;
     let store = ctx.store()?;
     // Creating the run is on the path to its agent: no checkpoint there.
     store.defer_checkpoints(1);
+    // Created claimed by the helper forked ahead, once it is ready.
+    opts.helper = ctx.ready_prefork();
     let req = request(&args.source, operation, payload);
     let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;
     if !existing {
@@ -108,6 +110,13 @@ pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<(
         && helper.start(run).is_ok()
     {
         return Ok(());
+    }
+    if run.state.helper().is_some() {
+        // Created claimed by the forked helper, which is gone: no other
+        // helper may take the run over.
+        let reason = "its helper exited before it could start the run".to_string();
+        fail_unstarted(store, run, reason.clone()).await?;
+        return Err(CliError::input(format!("run {}: {reason}", run.id)));
     }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;

@@ -195,6 +195,7 @@ pub async fn create(
         payload,
         brief_sha256,
         created_at: now_ms(),
+        claimed_by: None,
     };
     let extras = RunExtras {
         idempotency_key: reliability.idempotency_key,

@@ -177,6 +177,7 @@ pub async fn replay(
         payload,
         brief_sha256,
         created_at: now_ms(),
+        claimed_by: None,
     };
     // The original run's policy as it was stored (like `dispatch dlq
     // replay`), else the parcel's; never its key or session.

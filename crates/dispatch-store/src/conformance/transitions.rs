@@ -442,3 +442,29 @@ pub async fn several_transitions_on_a_stale_version_save_nothing<S: Store>(store
             .is_empty()
     );
 }
+
+pub async fn a_run_created_claimed_starts_held_by_its_helper<S: Store>(store: S) {
+    let mut new = new_run(id(1), "p", 10);
+    new.claimed_by = Some(HELPER);
+    let run = create(&store, new).await;
+    assert_eq!(run.status(), Status::Starting);
+    assert_eq!(run.state.helper(), Some(HELPER));
+    assert_eq!(run.version, 2, "created, then claimed");
+    let events = all_events(&store, &run.id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "state"]);
+    assert_eq!(events[1].event.data["from"], json!("queued"));
+    assert_eq!(events[1].event.data["to"], json!("starting"));
+    assert_eq!(store.get_run(&run.id).await.expect("get"), run);
+
+    // Its helper goes on from there as if it had claimed it.
+    let t = Transition::AgentStarted {
+        agent: AGENT,
+        at: 20,
+    };
+    let running = store
+        .transition(&run.id, run.version, &write_for(&run, &t))
+        .await
+        .expect("the helper starts the agent");
+    assert_eq!(running.status(), Status::Running);
+}

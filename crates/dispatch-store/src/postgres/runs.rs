@@ -161,6 +161,19 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
         }),
     );
     insert_event(tx, &new.id, &created).await?;
+    if let Some(helper) = new.claimed_by {
+        let claim = crate::created_claimed::claim_write(new, helper);
+        let item = super::transitions::Item {
+            id: &new.id,
+            fence: None,
+            expected: 1,
+            writes: std::slice::from_ref(&claim),
+        };
+        let saved = super::transitions::save(tx, &[item]).await?.pop();
+        return saved
+            .unwrap_or_else(|| Err(StoreError::NotFound(new.id.to_string())))
+            .map_err(Fail::Store);
+    }
     notify_queue(tx).await?;
     get(tx, &new.id).await
 }

@@ -99,10 +99,13 @@ impl SqliteStore {
     /// over from its first frame (SQLite restarts a fully checkpointed WAL
     /// at the next write): the WAL stays a few frames long, and a process
     /// that opens the database alone reads only those.
+    ///
+    /// With `writes` 0, only that: the next write checkpoints first.
     pub fn defer_checkpoints(&self, writes: u32) {
         let conn = self.lock();
         if conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
             self.deferred.store(writes, Ordering::Relaxed);
+            self.checkpoint_first.store(writes == 0, Ordering::Relaxed);
         }
     }
 

@@ -143,6 +143,10 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
         }),
     );
     insert_event(tx, &new.id, &created)?;
+    if let Some(helper) = new.claimed_by {
+        let claim = crate::created_claimed::claim_write(new, helper);
+        return transition(tx, &new.id, 1, std::slice::from_ref(&claim));
+    }
     get(tx, &new.id)
 }
 
