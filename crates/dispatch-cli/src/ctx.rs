@@ -38,15 +38,9 @@ impl Ctx {
         self.prefork.lock().ok().and_then(|mut p| p.take())
     }
 
-    /// Waits for the helper forked ahead to be ready; returns it, or `None`
-    /// (none was forked, or it died: it is dropped, and a helper is spawned).
-    pub fn ready_prefork(&self) -> Option<dispatch_core::ProcRef> {
-        let mut slot = self.prefork.lock().ok()?;
-        let ready = slot.as_mut()?.ready();
-        if ready.is_none() {
-            *slot = None;
-        }
-        ready
+    /// The helper forked ahead, if there is one.
+    pub fn prefork_helper(&self) -> Option<dispatch_core::ProcRef> {
+        self.prefork.lock().ok()?.as_ref().map(|p| p.helper)
     }
 
     /// Opens (creating if needed) the run database.

@@ -15,12 +15,11 @@
 //! The child never uses a database connection of its parent: it forks before
 //! the parent opens one (SQLite connections must not cross a fork).
 //!
-//! Once it is ready (database open, runtime built) the child says so, with
-//! its pid and start time, on a second pipe. The parent then creates the run
-//! already claimed by it ([`dispatch_store::NewRun::claimed_by`], one
-//! transaction), so the child starts the agent without a write of its own.
-//! A child that died before it was ready closes that pipe: the parent
-//! creates the run queued and spawns a helper the usual way.
+//! The parent creates the run already claimed by the child (its pid and
+//! start time, [`dispatch_store::NewRun::claimed_by`], one transaction), so
+//! the child starts the agent without a write of its own. A child that died
+//! before it got the run cannot take it: the parent then fails the run with
+//! that reason (readers would too: its helper is gone).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -36,8 +35,8 @@ use crate::ctx::Ctx;
 /// The parent's end: start the forked helper on a run, or let it go.
 pub struct Prefork {
     go: File,
-    /// Where the child says it is ready (its pid and start time).
-    ready: File,
+    /// The child: the helper the run is created claimed by.
+    pub helper: ProcRef,
 }
 
 impl Prefork {
@@ -46,37 +45,23 @@ impl Prefork {
     /// caller spawns a helper the usual way).
     pub fn fork(ctx: &Ctx) -> Option<Prefork> {
         let (read, write) = pipe().ok()?;
-        let (ready_read, ready_write) = pipe().ok()?;
         // SAFETY: the process has one thread (called from `main` before any
         // runtime or thread exists), so the child may run arbitrary code.
         match unsafe { fork() }.ok()? {
-            ForkResult::Parent { .. } => {
+            ForkResult::Parent { child } => {
                 drop(read);
-                drop(ready_write);
+                let pid = u32::try_from(child.as_raw()).ok()?;
                 Some(Prefork {
                     go: File::from(write),
-                    ready: File::from(ready_read),
+                    helper: dispatch_runtime::os::proc_ref(pid),
                 })
             }
             ForkResult::Child => {
                 drop(write);
-                drop(ready_read);
-                let code = child(ctx, read, File::from(ready_write));
+                let code = child(ctx, read);
                 std::process::exit(code);
             }
         }
-    }
-
-    /// Waits until the child is ready to run; returns it (pid and start
-    /// time), or `None` if it died first.
-    pub fn ready(&mut self) -> Option<ProcRef> {
-        let mut bytes = [0u8; 12];
-        self.ready.read_exact(&mut bytes).ok()?;
-        let (pid, ticks) = bytes.split_at(4);
-        Some(ProcRef {
-            pid: u32::from_le_bytes(pid.try_into().ok()?),
-            start_ticks: u64::from_le_bytes(ticks.try_into().ok()?),
-        })
     }
 
     /// Hands the created run to the helper, which starts it at once.
@@ -87,9 +72,8 @@ impl Prefork {
     }
 }
 
-/// The helper-to-be: detach, open the database, say it is ready, wait for
-/// the run, run it.
-fn child(ctx: &Ctx, go: OwnedFd, mut ready: File) -> i32 {
+/// The helper-to-be: detach, open the database, wait for the run, run it.
+fn child(ctx: &Ctx, go: OwnedFd) -> i32 {
     // Off the caller's terminal and pipes (a caller reading our stdout to
     // its end must not wait for the run), and out of its session.
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -115,15 +99,8 @@ fn child(ctx: &Ctx, go: OwnedFd, mut ready: File) -> i32 {
         .enable_all()
         .build()
     else {
-        return 0; // the parent's start fails and it spawns a helper instead
+        return 0; // the parent finds the pipe closed and fails the run
     };
-    let me = dispatch_runtime::os::this_process();
-    let mut bytes = me.pid.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&me.start_ticks.to_le_bytes());
-    if ready.write_all(&bytes).is_err() {
-        return 0; // the parent is gone
-    }
-    drop(ready);
     let mut message = Vec::new();
     let mut go = File::from(go);
     if go.read_to_end(&mut message).is_err() || message.is_empty() {

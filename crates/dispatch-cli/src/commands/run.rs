@@ -89,8 +89,8 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let store = ctx.store()?;
     // Creating the run is on the path to its agent: no checkpoint there.
     store.defer_checkpoints(1);
-    // Created claimed by the helper forked ahead, once it is ready.
-    opts.helper = ctx.ready_prefork();
+    // Created claimed by the helper forked ahead.
+    opts.helper = ctx.prefork_helper();
     let req = request(&args.source, operation, payload);
     let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;
     if !existing {
