@@ -38,11 +38,6 @@ impl Ctx {
         self.prefork.lock().ok().and_then(|mut p| p.take())
     }
 
-    /// The helper forked ahead, if there is one.
-    pub fn prefork_helper(&self) -> Option<dispatch_core::ProcRef> {
-        self.prefork.lock().ok()?.as_ref().map(|p| p.helper)
-    }
-
     /// Opens (creating if needed) the run database.
     pub fn store(&self) -> CliResult<SqliteStore> {
         let ms = match std::env::var(BUSY_TIMEOUT_ENV) {

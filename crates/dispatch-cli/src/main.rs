@@ -35,10 +35,12 @@ fn main() {
     }
     let ctx = Ctx::new(cli.root.clone());
     let host = cli.host.clone().filter(|h| !h.is_empty());
-    if host.is_none() && matches!(cli.command, Command::Run(_)) {
+    if host.is_none()
+        && let Command::Run(args) = &cli.command
+    {
         // Still one thread, no database open: fork the helper now.
         if let Ok(mut slot) = ctx.prefork.lock() {
-            *slot = prefork::Prefork::fork(&ctx);
+            *slot = prefork::Prefork::fork(&ctx, args);
         }
     }
     let code = block_on_runtime(async {

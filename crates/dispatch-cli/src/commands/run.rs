@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use dispatch_core::Operation;
 use dispatch_core::time::human_duration;
+use dispatch_core::{Operation, ProcRef};
 use dispatch_runtime::launch::{LaunchRequest, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::{SubmitOptions, submit};
@@ -16,6 +16,7 @@ use crate::commands::logs::follow_log;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::output::{cost_text, paint};
+use crate::prefork::{Prefork, Report};
 
 /// The operation and JSON payload the flags ask for.
 pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)> {
@@ -84,16 +85,26 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 }
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
-    let (operation, payload) = parse_payload(&args.payload)?;
-    let mut opts = args.reliability.local_options()?;
-    let store = ctx.store()?;
-    // Creating the run is on the path to its agent: no checkpoint there.
-    store.defer_checkpoints(1);
-    // Created claimed by the helper forked ahead.
-    opts.helper = ctx.prefork_helper();
-    let req = request(&args.source, operation, payload);
-    let (run, existing) = submit_run(ctx, &store, &req, &opts).await?;
-    if !existing {
+    // The helper forked ahead creates the run and says how it went.
+    if let Some(report) = ctx.take_prefork().and_then(Prefork::wait) {
+        let (run, existing) = match report {
+            Report::Created { run, existing } => (*run, existing),
+            Report::Failed { message, code } => return Err(CliError::new(code, message)),
+        };
+        if existing {
+            say_deduplicated(&run);
+        }
+        if args.detach {
+            println!("{}", run.id);
+            return Ok(0);
+        }
+        return foreground(ctx, &ctx.store()?, &run).await;
+    }
+    // No helper forked (or it ended without a word): all here.
+    let (store, run, existing) = create_for_run(ctx, args, None).await?;
+    if existing {
+        say_deduplicated(&run);
+    } else {
         start_run(ctx, &store, &run).await?;
     }
     if args.detach {
@@ -103,21 +114,32 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     foreground(ctx, &store, &run).await
 }
 
-/// Spawns the helper for a created run (or starts the one forked ahead);
-/// a run whose helper cannot start is failed at once.
+/// What `dispatch run` does before the run starts: check the input, open
+/// the database and create the run (claimed by `helper` when given: the forked helper creates
+/// its own), or find the one it duplicates (`true`).
+pub async fn create_for_run(
+    ctx: &Ctx,
+    args: &RunArgs,
+    helper: Option<ProcRef>,
+) -> CliResult<(SqliteStore, Run, bool)> {
+    let (operation, payload) = parse_payload(&args.payload)?;
+    let mut opts = args.reliability.local_options()?;
+    opts.helper = helper;
+    let store = ctx.store()?;
+    // Creating the run is on the path to its agent: no checkpoint there.
+    store.defer_checkpoints(1);
+    let req = request(&args.source, operation, payload);
+    let (created, _) = submit(&store, &ctx.layout, &req, &opts).await?;
+    let (run, existing) = match created {
+        Created::New(run) => (run, false),
+        Created::Existing(run) => (run, true),
+    };
+    Ok((store, run, existing))
+}
+
+/// Spawns the helper for a created run; a run whose helper cannot start is
+/// failed at once.
 pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<()> {
-    if let Some(helper) = ctx.take_prefork()
-        && helper.start(run).is_ok()
-    {
-        return Ok(());
-    }
-    if run.state.helper().is_some() {
-        // Created claimed by the forked helper, which is gone: no other
-        // helper may take the run over.
-        let reason = "its helper exited before it could start the run".to_string();
-        fail_unstarted(store, run, reason.clone()).await?;
-        return Err(CliError::input(format!("run {}: {reason}", run.id)));
-    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
     if let Err(e) = spawn_helper(&ctx.layout, &exe, &run.id) {
