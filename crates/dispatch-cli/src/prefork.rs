@@ -98,12 +98,12 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
     let me = dispatch_runtime::os::this_process();
     let created = runtime.block_on(run::create_for_run(ctx, args, Some(me)));
     let (message, started) = match created {
-        Ok((store, run, existing)) => {
+        Ok((store, run, existing, known)) => {
             let message = Report::Created {
                 run: Box::new(run.clone()),
                 existing,
             };
-            (message, (!existing).then_some((store, run)))
+            (message, (!existing).then_some((store, run, known)))
         }
         Err(e) => (
             Report::Failed {
@@ -118,7 +118,7 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
         let _ = report.write_all(&bytes);
     }
     drop(report);
-    let Some((store, run)) = started else {
+    let Some((store, run, known)) = started else {
         return 0;
     };
     // The run's log is the helper's stdout and stderr, as when spawned.
@@ -131,7 +131,7 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
         let _ = dup2_stdout(&log);
         let _ = dup2_stderr(&log);
     }
-    let code = match runtime.block_on(internal::run_created(ctx, Some(store), run)) {
+    let code = match runtime.block_on(internal::run_created(ctx, &store, run, known)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

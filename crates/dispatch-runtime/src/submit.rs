@@ -37,13 +37,14 @@ pub struct SubmitOptions {
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
-/// the one it duplicates).
+/// the one it duplicates). Returns the parcel and the extras it was
+/// dispatched with too.
 pub async fn submit<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     req: &LaunchRequest,
     opts: &SubmitOptions,
-) -> RuntimeResult<(Created, Parcel)> {
+) -> RuntimeResult<(Created, Parcel, RunExtras)> {
     let parcel = resolve_parcel(layout, &req.source)?;
     check_secrets(&parcel)?;
     if let Some(name) = &opts.session {
@@ -83,7 +84,7 @@ pub async fn submit<S: Store + ?Sized>(
     for _ in 0..2 {
         let holder = match store.create_run_with(&new, &extras, !opts.force).await {
             Ok(Created::Existing(run)) => run,
-            Ok(created) => return Ok((created, parcel)),
+            Ok(created) => return Ok((created, parcel, extras)),
             Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
             Err(e) => return Err(e.into()),
         };
@@ -93,10 +94,8 @@ pub async fn submit<S: Store + ?Sized>(
             break;
         }
     }
-    Ok((
-        store.create_run_with(&new, &extras, !opts.force).await?,
-        parcel,
-    ))
+    let created = store.create_run_with(&new, &extras, !opts.force).await?;
+    Ok((created, parcel, extras))
 }
 
 /// The default idempotency key: SHA-256 of parcel digest, operation and the

@@ -1,5 +1,5 @@
 use dispatch_core::{Operation, RunId};
-use dispatch_runtime::helper::{claim_and_run, run_claimed, run_record};
+use dispatch_runtime::helper::{Known, claim_and_run, run_claimed, run_record};
 use dispatch_runtime::service::helper::run_service;
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{Run, RunStore};
@@ -22,25 +22,21 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
     Ok(run_record(&store, &ctx.layout, &id).await?)
 }
 
-/// The helper's work on `run`, just created by `dispatch run` (see
-/// [`crate::prefork`]), with the database already open or not.
-pub async fn run_created(ctx: &Ctx, store: Option<SqliteStore>, run: Run) -> CliResult {
-    let store = match store {
-        Some(s) => s,
-        None => ctx.store()?,
-    };
+/// The helper's work on `run`, which it just created for `dispatch run`
+/// (see [`crate::prefork`]) with what it knows of it.
+pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known) -> CliResult {
     if run.operation == Operation::Service {
-        return serve(ctx, &store, &run.id).await;
+        return serve(ctx, store, &run.id).await;
     }
     if run.state.helper() == Some(dispatch_runtime::os::this_process()) {
         // Created claimed for this process: the agent starts before any
         // write, and the first write catches up on the WAL's checkpoint.
         store.defer_checkpoints(0);
-        return Ok(run_claimed(&store, &ctx.layout, run, true).await?);
+        return Ok(run_claimed(store, &ctx.layout, run, true, known).await?);
     }
     // The claim is on the path to the agent: no checkpoint there.
     store.defer_checkpoints(1);
-    Ok(claim_and_run(&store, &ctx.layout, run).await?)
+    Ok(claim_and_run(store, &ctx.layout, run).await?)
 }
 
 async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {

@@ -1,9 +1,11 @@
 //! `dispatch run` and `dispatch create`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_core::time::human_duration;
 use dispatch_core::{Operation, ProcRef};
+use dispatch_runtime::helper::Known;
 use dispatch_runtime::launch::{LaunchRequest, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::{SubmitOptions, submit};
@@ -55,7 +57,7 @@ pub async fn submit_run(
     req: &LaunchRequest,
     opts: &SubmitOptions,
 ) -> CliResult<(Run, bool)> {
-    let (created, _) = submit(store, &ctx.layout, req, opts).await?;
+    let (created, _, _) = submit(store, &ctx.layout, req, opts).await?;
     match created {
         Created::New(run) => Ok((run, false)),
         Created::Existing(run) => {
@@ -101,7 +103,7 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
         return foreground(ctx, &ctx.store()?, &run).await;
     }
     // No helper forked (or it ended without a word): all here.
-    let (store, run, existing) = create_for_run(ctx, args, None).await?;
+    let (store, run, existing, _) = create_for_run(ctx, args, None).await?;
     if existing {
         say_deduplicated(&run);
     } else {
@@ -121,7 +123,7 @@ pub async fn create_for_run(
     ctx: &Ctx,
     args: &RunArgs,
     helper: Option<ProcRef>,
-) -> CliResult<(SqliteStore, Run, bool)> {
+) -> CliResult<(SqliteStore, Run, bool, Known)> {
     let (operation, payload) = parse_payload(&args.payload)?;
     let mut opts = args.reliability.local_options()?;
     opts.helper = helper;
@@ -129,12 +131,16 @@ pub async fn create_for_run(
     // Creating the run is on the path to its agent: no checkpoint there.
     store.defer_checkpoints(1);
     let req = request(&args.source, operation, payload);
-    let (created, _) = submit(&store, &ctx.layout, &req, &opts).await?;
+    let (created, parcel, extras) = submit(&store, &ctx.layout, &req, &opts).await?;
     let (run, existing) = match created {
         Created::New(run) => (run, false),
         Created::Existing(run) => (run, true),
     };
-    Ok((store, run, existing))
+    let known = Known {
+        parcel: Some(Arc::new(parcel)),
+        extras: Some(extras),
+    };
+    Ok((store, run, existing, known))
 }
 
 /// Spawns the helper for a created run; a run whose helper cannot start is

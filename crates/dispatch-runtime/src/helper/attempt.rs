@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::agent::{EventPump, Supervisor};
 use super::retry::{self, AttemptFailure};
 use super::watch::{Verdict, Watch};
-use super::{Host, LifecycleLog, agent, cancelled, collect, finish, load_parcel, prepare};
+use super::{Host, Known, LifecycleLog, agent, cancelled, collect, finish, load_parcel, prepare};
 use crate::error::{RuntimeError, RuntimeResult};
 use crate::layout::Layout;
 use crate::os;
@@ -45,14 +45,17 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     mut run: Run,
     log: &mut LifecycleLog,
     host: Host,
-    parcel: Option<Arc<Parcel>>,
+    known: Known,
 ) -> RuntimeResult<i32> {
     // Loaded once for every attempt of the run.
-    let parcel = match parcel {
+    let parcel = match known.parcel {
         Some(p) => Ok(p),
         None => load_parcel(layout, &run).map(Arc::new),
     };
-    let extras = store.run_extras(&run.id).await.ok();
+    let extras = match known.extras {
+        Some(extras) => Some(extras),
+        None => store.run_extras(&run.id).await.ok(),
+    };
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let session = extras.and_then(|e| e.session);
     loop {

@@ -75,7 +75,7 @@ pub async fn claim_and_run<S: Store + ?Sized>(
         }
         Err(AdvanceError::Store(e)) => return Err(e.into()),
     }
-    run_claimed(store, layout, run, true).await
+    run_claimed(store, layout, run, true, Known::default()).await
 }
 
 /// Runs a run that is already claimed (`starting`, held by this process) to a
@@ -90,6 +90,7 @@ pub async fn run_claimed<S: Store + ?Sized>(
     layout: &Layout,
     run: Run,
     own_signals: bool,
+    known: Known,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals,
@@ -97,7 +98,17 @@ pub async fn run_claimed<S: Store + ?Sized>(
         leased: false,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, run, &mut log, host, None).await
+    attempt::run_attempts(store, layout, run, &mut log, host, known).await
+}
+
+/// What the caller already has of a run (`dispatch run` just created it; a
+/// worker loads each parcel once), so the helper need not read it again.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// The run's parcel (parcels are immutable).
+    pub parcel: Option<Arc<Parcel>>,
+    /// What the run was dispatched with beyond its record (never changes).
+    pub extras: Option<dispatch_store::RunExtras>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -119,7 +130,11 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         leased: true,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, run, &mut log, host, parcel).await
+    let known = Known {
+        parcel,
+        extras: None,
+    };
+    attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }
 
 /// What differs between a helper process and a worker holding a run.
