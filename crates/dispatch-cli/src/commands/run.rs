@@ -117,8 +117,9 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
 }
 
 /// What `dispatch run` does before the run starts: check the input, open
-/// the database and create the run (claimed by `helper` when given: the forked helper creates
-/// its own), or find the one it duplicates (`true`).
+/// the database and create the run (claimed by `helper` when given: the
+/// forked helper creates its own), or find the one it duplicates (`true`).
+/// Also returns what the helper will need of it.
 pub async fn create_for_run(
     ctx: &Ctx,
     args: &RunArgs,
