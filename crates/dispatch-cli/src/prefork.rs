@@ -89,14 +89,22 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
     dispatch_runtime::os::detach_session();
     // `ps -e` / `top` tell it from the command it was forked from.
     let _ = nix::sys::prctl::set_name(c"dispatch-helper");
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    // The runtime is built while this thread checks the input and opens
+    // the database (both are on the path to the agent).
+    let runtime = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    });
+    let me = dispatch_runtime::os::this_process();
+    let opened = run::check_run(args, Some(me)).and_then(|checked| Ok((checked, ctx.store()?)));
+    let Ok(Ok(runtime)) = runtime.join() else {
         return 0; // no report: the parent does it all
     };
-    let me = dispatch_runtime::os::this_process();
-    let created = runtime.block_on(run::create_for_run(ctx, args, Some(me)));
+    let created = match opened {
+        Ok((checked, store)) => runtime.block_on(run::create_checked(ctx, store, checked)),
+        Err(e) => Err(e),
+    };
     let (message, started) = match created {
         Ok((store, run, existing, known)) => {
             let message = Report::Created {

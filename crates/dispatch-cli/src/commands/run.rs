@@ -125,14 +125,37 @@ pub async fn create_for_run(
     args: &RunArgs,
     helper: Option<ProcRef>,
 ) -> CliResult<(SqliteStore, Run, bool, Known)> {
+    let checked = check_run(args, helper)?;
+    create_checked(ctx, ctx.store()?, checked).await
+}
+
+/// A `dispatch run` whose input was checked, ready to be created.
+pub struct CheckedRun {
+    req: LaunchRequest,
+    opts: SubmitOptions,
+}
+
+/// The input checks of [`create_for_run`], which need no database.
+pub fn check_run(args: &RunArgs, helper: Option<ProcRef>) -> CliResult<CheckedRun> {
     let (operation, payload) = parse_payload(&args.payload)?;
     let mut opts = args.reliability.local_options()?;
     opts.helper = helper;
-    let store = ctx.store()?;
+    Ok(CheckedRun {
+        req: request(&args.source, operation, payload),
+        opts,
+    })
+}
+
+/// The rest of [`create_for_run`], on the open database.
+pub async fn create_checked(
+    ctx: &Ctx,
+    store: SqliteStore,
+    checked: CheckedRun,
+) -> CliResult<(SqliteStore, Run, bool, Known)> {
     // Creating the run is on the path to its agent: no checkpoint there.
     store.defer_checkpoints(1);
-    let req = request(&args.source, operation, payload);
-    let (created, parcel, extras) = submit(&store, &ctx.layout, &req, &opts).await?;
+    let (created, parcel, extras) =
+        submit(&store, &ctx.layout, &checked.req, &checked.opts).await?;
     let (run, existing) = match created {
         Created::New(run) => (run, false),
         Created::Existing(run) => (run, true),
