@@ -78,3 +78,14 @@ impl From<dispatch_core::parcel::ParcelError> for CliError {
 }
 
 pub type CliResult<T = i32> = Result<T, CliError>;
+
+/// The exit code of a command's result, its error printed first.
+pub fn exit_code(result: CliResult) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code
+        }
+    }
+}

@@ -79,13 +79,7 @@ fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i3
             std::process::exit(EXIT_DISPATCH);
         }
     };
-    let code = match runtime.block_on(command) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.code
-        }
-    };
+    let code = error::exit_code(runtime.block_on(command));
     // Do not wait for stray tasks (a stdin feeder blocked on a full pipe).
     runtime.shutdown_background();
     code

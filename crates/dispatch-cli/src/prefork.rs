@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::RunArgs;
 use crate::commands::{internal, run};
 use crate::ctx::Ctx;
+use crate::error::exit_code;
 
 /// What the forked helper tells `dispatch run`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,13 +140,7 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
         let _ = dup2_stdout(&log);
         let _ = dup2_stderr(&log);
     }
-    let code = match runtime.block_on(internal::run_created(ctx, &store, run, known)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.code
-        }
-    };
+    let code = exit_code(runtime.block_on(internal::run_created(ctx, &store, run, known)));
     runtime.shutdown_background();
     code
 }

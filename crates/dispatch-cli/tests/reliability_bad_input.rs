@@ -3,43 +3,21 @@
 mod common;
 
 use common::Dispatch;
+use common::checks::BAD_RELIABILITY_FLAGS;
 
 #[test]
 fn bad_reliability_flags_are_one_line_errors_and_create_nothing() {
     let d = Dispatch::new();
     let agent = d.agent("fine", "exit 0\n");
     let a = agent.to_str().expect("utf-8");
-    for (flags, needle) in [
-        (
-            &["--backoff", "soon"][..],
-            "--backoff soon: invalid duration",
-        ),
-        (&["--backoff", "5s..1s"][..], "longer than the max"),
-        (
-            &["--timeout", "0s"][..],
-            "--timeout must be longer than zero",
-        ),
-        (
-            &["--step-timeout", "forever"][..],
-            "--step-timeout: invalid duration",
-        ),
-        (&["--max-cost", "0"][..], "--max-cost 0"),
-        (
-            &["--max-tokens", "0"][..],
-            "--max-tokens must be greater than zero",
-        ),
-        (
-            &["--idempotency-key", ""][..],
-            "--idempotency-key must not be empty",
-        ),
-        (&["--session", ".hidden"][..], "invalid session name"),
+    for &(flags, needle) in BAD_RELIABILITY_FLAGS.iter().chain(&[
         (
             &["--queue-timeout", "30s"][..],
             "--queue-timeout needs a server",
         ),
         (&["--label", "gpu"][..], "--label needs a server"),
         (&["--priority", "5"][..], "--priority needs a server"),
-    ] {
+    ]) {
         let err = d.fails(&[&["run", a, "--detach"][..], flags].concat(), 125);
         assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
         assert!(err.contains(needle), "{flags:?}: {err}");

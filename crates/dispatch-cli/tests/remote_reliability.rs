@@ -7,6 +7,7 @@ mod remote_common;
 
 use std::time::{Duration, Instant};
 
+use remote_common::checks::BAD_RELIABILITY_FLAGS;
 use remote_common::{Client, Server, postgres};
 use serde_json::{Value, json};
 
@@ -208,37 +209,14 @@ fn bad_reliability_options_are_400_and_one_cli_line() {
     let server = Server::start(&[]);
     let client = Client::new(&server);
     let fine = client.agent("fine", "exit 0\n");
-    for (flags, needle) in [
-        (
-            &["--backoff", "soon"][..],
-            "--backoff soon: invalid duration",
-        ),
-        (&["--backoff", "5s..1s"][..], "longer than the max"),
-        (
-            &["--timeout", "0s"][..],
-            "--timeout must be longer than zero",
-        ),
-        (
-            &["--step-timeout", "forever"][..],
-            "--step-timeout: invalid duration",
-        ),
-        (&["--max-cost", "0"][..], "--max-cost 0"),
-        (
-            &["--max-tokens", "0"][..],
-            "--max-tokens must be greater than zero",
-        ),
-        (
-            &["--idempotency-key", ""][..],
-            "--idempotency-key must not be empty",
-        ),
-        (&["--session", ".hidden"][..], "invalid session name"),
+    for &(flags, needle) in BAD_RELIABILITY_FLAGS.iter().chain(&[
         (
             &["--queue-timeout", "soon"][..],
             "--queue-timeout soon: not a positive duration",
         ),
         (&["--queue-timeout", "0s"][..], "not a positive duration"),
         (&["--label", ""][..], "--label `` is empty"),
-    ] {
+    ]) {
         let err = client.fails(&[&["run", "-d", &fine][..], flags].concat(), 125);
         assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
         assert!(err.contains(needle), "{flags:?}: {err}");

@@ -19,14 +19,12 @@ use tokio::time::Instant;
 use crate::SharedStore;
 use crate::metrics::Metrics;
 use crate::wake::Wake;
+use crate::worker::CONNECTED_POLL;
 
 /// The least time between two looks at the queue prompted by enqueues: a
 /// busy queue costs at most one query a second, and a deadline is kept to
 /// within about as much.
 pub const MIN_LOOK_GAP: Duration = Duration::from_secs(1);
-
-/// The safety net while notifications are connected (as for workers).
-const CONNECTED_POLL: Duration = Duration::from_secs(300);
 
 /// What the keeper needs: the store, its wake-ups, and how often to look
 /// while notifications are not connected (the embedded SQLite database,

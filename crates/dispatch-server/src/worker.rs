@@ -535,7 +535,7 @@ struct Timers {
 
 /// The safety net's interval while notifications are connected: they are
 /// reliable, so this only bounds the damage of a silently dead connection.
-const CONNECTED_POLL: Duration = Duration::from_secs(300);
+pub(crate) const CONNECTED_POLL: Duration = Duration::from_secs(300);
 /// The shortest wait before a sweep, so clock skew cannot make it spin.
 const MIN_SWEEP_WAIT: Duration = Duration::from_millis(250);
 

@@ -1,5 +1,5 @@
 use dispatch_core::{Operation, RunId};
-use dispatch_runtime::helper::{Known, claim_and_run, run_claimed, run_record};
+use dispatch_runtime::helper::{Known, run_claimed, run_record};
 use dispatch_runtime::service::helper::run_service;
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{Run, RunStore};
@@ -23,20 +23,14 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
 }
 
 /// The helper's work on `run`, which it just created for `dispatch run`
-/// (see [`crate::prefork`]) with what it knows of it.
+/// (see [`crate::prefork`]) claimed by itself, unless it is a service, with
+/// what it knows of it. Its checkpoint deferred by the create, the first
+/// write after the agent started catches up on the WAL.
 pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known) -> CliResult {
     if run.operation == Operation::Service {
         return serve(ctx, store, &run.id).await;
     }
-    if run.state.helper() == Some(dispatch_runtime::os::this_process()) {
-        // Created claimed for this process: the agent starts before any
-        // write, and the first write catches up on the WAL's checkpoint.
-        store.defer_checkpoints(0);
-        return Ok(run_claimed(store, &ctx.layout, run, true, known).await?);
-    }
-    // The claim is on the path to the agent: no checkpoint there.
-    store.defer_checkpoints(1);
-    Ok(claim_and_run(store, &ctx.layout, run).await?)
+    Ok(run_claimed(store, &ctx.layout, run, true, known).await?)
 }
 
 async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {

@@ -5,6 +5,28 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+/// Reliability flags `dispatch run` refuses, locally and against a server,
+/// each with a piece of the one line it prints (exit 125).
+pub const BAD_RELIABILITY_FLAGS: &[(&[&str], &str)] = &[
+    (&["--backoff", "soon"], "--backoff soon: invalid duration"),
+    (&["--backoff", "5s..1s"], "longer than the max"),
+    (&["--timeout", "0s"], "--timeout must be longer than zero"),
+    (
+        &["--step-timeout", "forever"],
+        "--step-timeout: invalid duration",
+    ),
+    (&["--max-cost", "0"], "--max-cost 0"),
+    (
+        &["--max-tokens", "0"],
+        "--max-tokens must be greater than zero",
+    ),
+    (
+        &["--idempotency-key", ""],
+        "--idempotency-key must not be empty",
+    ),
+    (&["--session", ".hidden"], "invalid session name"),
+];
+
 /// Asserts `dispatch <args>` succeeded; returns its trimmed stdout.
 pub fn ok(args: &[&str], out: &Output) -> String {
     assert!(

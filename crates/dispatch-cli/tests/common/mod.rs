@@ -1,7 +1,7 @@
 //! Drives the real `dispatch` binary against a fresh state directory.
 #![allow(dead_code)]
 
-mod checks;
+pub mod checks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 #[path = "../common/checks.rs"]
-mod checks;
+pub mod checks;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

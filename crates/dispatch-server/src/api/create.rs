@@ -11,11 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::agentfile::parse_duration_ms;
-use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyInput, RunPolicy, Spelling};
-use dispatch_core::{NewEvent, Operation, RunId, now_ms};
-use dispatch_runtime::launch;
+use dispatch_core::{NewEvent, Operation, now_ms};
+use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_runtime::submit::{check_session_name, default_key};
 use dispatch_store::{Created, NewRun, QueueOptions, RunExtras};
 use serde::Deserialize;
@@ -80,8 +79,9 @@ struct Reliability {
 }
 
 impl CreateRun {
-    /// Checks what the workers and the store cannot: one 400 line per mistake.
-    fn check(&self) -> ApiResult<()> {
+    /// Checks what the workers and the store cannot: one 400 line per
+    /// mistake. Returns the queue timeout in milliseconds.
+    fn check(&self) -> ApiResult<Option<i64>> {
         // Only built parcels: a server never builds from a path a client names.
         if self.parcel.is_empty() || self.parcel.contains('/') || self.parcel.starts_with('.') {
             return Err(ApiError::bad_request(format!(
@@ -97,8 +97,7 @@ impl CreateRun {
         if let Some(name) = &self.session {
             check_session_name(name)?;
         }
-        self.queue_timeout_ms()?;
-        Ok(())
+        self.queue_timeout_ms()
     }
 
     /// `queue_timeout` in milliseconds, checked.
@@ -158,7 +157,7 @@ pub async fn create(
         .unwrap_or(Duration::from_secs(30));
     let req: CreateRun = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
-    req.check()?;
+    let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {
         (None, _) => None,
         (Some(url), _) if callback::split_url(url).is_none() => {
@@ -182,28 +181,21 @@ pub async fn create(
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
     let reliability = req.reliability(&parcel, operation, &payload)?;
-    let brief = Brief::assemble(&parcel, operation, payload.clone());
-    super::publish::ensure_parcel(&state, &parcel).await?;
-    let brief_sha256 = super::publish::brief(&state, &brief).await?;
-    let new = NewRun {
-        id: RunId::new(),
-        parcel_digest: parcel.digest.clone(),
-        parcel_name: parcel.manifest.name.clone(),
-        operation,
+    let request = LaunchRequest {
+        source: parcel.digest.clone(),
+        operation: Some(operation),
+        payload,
         parent_id,
         origin_id: None,
-        payload,
-        brief_sha256,
-        created_at: now_ms(),
-        claimed_by: None,
     };
+    let new = super::publish::new_run(&state, &parcel, &request, operation).await?;
     let extras = RunExtras {
         idempotency_key: reliability.idempotency_key,
         session: reliability.session,
         policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
     };
     let options = QueueOptions {
-        queue_timeout_ms: req.queue_timeout_ms()?,
+        queue_timeout_ms,
         priority: req.priority.unwrap_or(0),
         labels: req.labels,
         // Checked above: only with a secret to sign it.

@@ -7,10 +7,10 @@ use std::sync::{Mutex, PoisonError};
 
 use axum::http::StatusCode;
 use dispatch_core::brief::Brief;
-use dispatch_core::now_ms;
 use dispatch_core::parcel::{self, Parcel};
+use dispatch_core::{Operation, now_ms};
 use dispatch_runtime::launch;
-use dispatch_store::StoredParcel;
+use dispatch_store::{NewRun, StoredParcel};
 
 use super::{ApiError, ApiResult, AppState, codes};
 
@@ -68,13 +68,22 @@ pub(super) async fn ensure_parcel(state: &AppState, parcel: &Parcel) -> ApiResul
     put_parcel(state, parcel).await
 }
 
-/// Writes the brief on this machine and into the store; returns its SHA-256.
-pub(super) async fn brief(state: &AppState, brief: &Brief) -> ApiResult<String> {
-    let sha256 = launch::write_brief(&state.layout, brief)?;
+/// The record of a new run of `parcel` for `req` (its operation resolved),
+/// with its parcel and brief in the store first: a worker on another
+/// machine fetches them. The brief is written on this machine too.
+pub(super) async fn new_run(
+    state: &AppState,
+    parcel: &Parcel,
+    req: &launch::LaunchRequest,
+    operation: Operation,
+) -> ApiResult<NewRun> {
+    ensure_parcel(state, parcel).await?;
+    let brief = Brief::assemble(parcel, operation, req.payload.clone());
+    let sha256 = launch::write_brief(&state.layout, &brief)?;
     let (bytes, encoded) = brief.encode();
     debug_assert_eq!(encoded, sha256, "a brief encodes the same every time");
     state.store.put_brief(&sha256, &bytes).await?;
-    Ok(sha256)
+    Ok(req.new_run(parcel, operation, sha256))
 }
 
 fn internal(message: String) -> ApiError {

@@ -8,12 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::brief::Brief;
 use dispatch_core::policy::RunPolicy;
 use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
-use dispatch_runtime::launch;
-use dispatch_store::{Decision, NewRun, QueueOptions, RunExtras, StoreError};
+use dispatch_runtime::launch::{self, LaunchRequest};
+use dispatch_store::{Decision, QueueOptions, RunExtras, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -164,21 +163,14 @@ pub async fn replay(
     let parcel = find_parcel(&state, &old.parcel_digest)?;
     launch::check_secrets(&parcel)?;
     let payload = req.payload.unwrap_or_else(|| old.payload.clone());
-    let brief = Brief::assemble(&parcel, old.operation, payload.clone());
-    super::publish::ensure_parcel(&state, &parcel).await?;
-    let brief_sha256 = super::publish::brief(&state, &brief).await?;
-    let new = NewRun {
-        id: RunId::new(),
-        parcel_digest: parcel.digest.clone(),
-        parcel_name: parcel.manifest.name.clone(),
-        operation: old.operation,
+    let request = LaunchRequest {
+        source: parcel.digest.clone(),
+        operation: Some(old.operation),
+        payload,
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
-        payload,
-        brief_sha256,
-        created_at: now_ms(),
-        claimed_by: None,
     };
+    let new = super::publish::new_run(&state, &parcel, &request, old.operation).await?;
     // The original run's policy as it was stored (like `dispatch dlq
     // replay`), else the parcel's; never its key or session.
     let policy = match state.store.run_extras(&old.id).await?.policy {

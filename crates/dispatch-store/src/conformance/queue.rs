@@ -39,6 +39,31 @@ pub(super) async fn claim_all<S: QueueStore>(
         .expect("claiming succeeds")
 }
 
+/// The holder of `claimed` starts its agent at `started`, then at `at`
+/// sends it back to the queue for a retry not before `not_before`.
+pub(super) async fn retry_later<S: Store + QueueStore>(
+    store: &S,
+    claimed: &Claimed,
+    started: i64,
+    at: i64,
+    not_before: i64,
+) -> Run {
+    let running = agent_up(store, claimed, started).await;
+    let requeue = Transition::Requeue {
+        not_before: Some(not_before),
+        at,
+    };
+    store
+        .fenced_transition(
+            &claimed.run.id,
+            claimed.fence,
+            running.version,
+            &write_for(&running, &requeue),
+        )
+        .await
+        .expect("the holder requeues for a retry")
+}
+
 /// Takes a claimed run on to `running` as its holder would.
 pub(super) async fn agent_up<S: Store + QueueStore>(store: &S, claimed: &Claimed, at: i64) -> Run {
     let t = Transition::AgentStarted { agent: AGENT, at };
@@ -350,20 +375,7 @@ pub async fn a_finished_run_ends_its_lease<S: Store + QueueStore>(store: S) {
 pub async fn a_run_waiting_out_a_backoff_is_not_claimed_early<S: Store + QueueStore>(store: S) {
     create(&store, new_run(id(1), "p", 10)).await;
     let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
-    let running = agent_up(&store, &claimed, 150).await;
-    let requeue = Transition::Requeue {
-        not_before: Some(5000),
-        at: 200,
-    };
-    let queued = store
-        .fenced_transition(
-            &id(1),
-            claimed.fence,
-            running.version,
-            &write_for(&running, &requeue),
-        )
-        .await
-        .expect("the holder requeues for a retry");
+    let queued = retry_later(&store, &claimed, 150, 200, 5000).await;
     assert_eq!(queued.attempt, 2, "a retry is a new attempt");
     assert!(
         claim_all(&store, "w2", 1, 4999).await.is_empty(),
@@ -392,20 +404,7 @@ pub async fn queue_times_name_the_next_backoff_end_and_lease_expiry<S: Store + Q
         },
         "a ready run is not a future one; the lease ends at 100 + 1000"
     );
-    let running = agent_up(&store, &claimed, 150).await;
-    let requeue = Transition::Requeue {
-        not_before: Some(5000),
-        at: 200,
-    };
-    store
-        .fenced_transition(
-            &claimed.run.id,
-            claimed.fence,
-            running.version,
-            &write_for(&running, &requeue),
-        )
-        .await
-        .expect("the holder requeues for a retry");
+    retry_later(&store, &claimed, 150, 200, 5000).await;
     let times = store.queue_times(300).await.expect("queue times");
     assert_eq!(times.next_ready_at, Some(5000), "the retry's backoff ends");
     assert_eq!(times.next_lease_expiry, None, "a requeued run is not held");

@@ -1,11 +1,11 @@
 //! What a [`QueueStore`] promises about queue timeouts: a run nobody claimed
 //! in time ends `timed_out` in the queue, and each wait there counts anew.
 
-use dispatch_core::{Status, Transition};
+use dispatch_core::Status;
 use serde_json::json;
 
-use super::queue::{agent_up, claim_all, request};
-use super::{all_events, id, new_run, write_for};
+use super::queue::{claim_all, request, retry_later};
+use super::{all_events, id, new_run};
 use crate::{QueueOptions, QueueStore, Store};
 
 fn timed(ms: i64, labels: &[&str]) -> QueueOptions {
@@ -85,20 +85,7 @@ pub async fn a_queue_timeout_counts_each_wait_in_the_queue_anew<S: Store + Queue
     // Claimed again in time, it fails and waits out a backoff until 5000:
     // the wait counts from then.
     let claimed = claim_all(&store, "w2", 1, 1700).await.remove(0);
-    let running = agent_up(&store, &claimed, 1750).await;
-    let requeue = Transition::Requeue {
-        not_before: Some(5000),
-        at: 1800,
-    };
-    store
-        .fenced_transition(
-            &claimed.run.id,
-            claimed.fence,
-            running.version,
-            &write_for(&running, &requeue),
-        )
-        .await
-        .expect("the holder requeues for a retry");
+    retry_later(&store, &claimed, 1750, 1800, 5000).await;
     let times = store.queue_times(1900).await.expect("queue times");
     assert_eq!(times.next_queue_deadline, Some(5500));
     assert!(store.expire_queued(5500).await.expect("expire").is_empty());

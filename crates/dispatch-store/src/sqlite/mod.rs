@@ -21,7 +21,7 @@ mod tokens;
 use crate::{TokenRecord, TokenStore};
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,11 +47,10 @@ pub struct SqliteStore {
     path: PathBuf,
     /// `path` as shown in errors.
     shown: String,
-    /// Write transactions still to commit without checkpointing
-    /// ([`SqliteStore::defer_checkpoints`]).
+    /// Checkpoints put off ([`SqliteStore::defer_checkpoints`]): when `n > 0`,
+    /// the next `n - 1` writes commit without one, then the next checkpoints
+    /// first.
     deferred: AtomicU32,
-    /// The next write transaction checkpoints first (the deferred ones are done).
-    checkpoint_first: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -85,7 +84,6 @@ impl SqliteStore {
             path: path.to_path_buf(),
             shown,
             deferred: AtomicU32::new(0),
-            checkpoint_first: AtomicBool::new(false),
         };
         store.configure(busy_timeout)?;
         Ok(store)
@@ -104,28 +102,25 @@ impl SqliteStore {
     pub fn defer_checkpoints(&self, writes: u32) {
         let conn = self.lock();
         if conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
-            self.deferred.store(writes, Ordering::Relaxed);
-            self.checkpoint_first.store(writes == 0, Ordering::Relaxed);
+            self.deferred
+                .store(writes.saturating_add(1), Ordering::Relaxed);
         }
     }
 
-    /// Counts a committed write against [`Self::defer_checkpoints`]; after
-    /// the last deferred one, the next write checkpoints first.
+    /// Counts a committed write against [`Self::defer_checkpoints`].
     fn count_deferred(&self) {
         let left = self.deferred.load(Ordering::Relaxed);
-        if left == 0 {
-            return;
-        }
-        self.deferred.store(left - 1, Ordering::Relaxed);
-        if left == 1 {
-            self.checkpoint_first.store(true, Ordering::Relaxed);
+        if left > 1 {
+            self.deferred.store(left - 1, Ordering::Relaxed);
         }
     }
 
-    /// The checkpoint [`Self::defer_checkpoints`] put off, before a write;
-    /// automatic checkpoints resume. Best effort: a busy WAL is left to them.
+    /// The checkpoint [`Self::defer_checkpoints`] put off, before a write
+    /// once the deferred ones are done; automatic checkpoints resume. Best
+    /// effort: a busy WAL is left to them.
     fn catch_up(&self, conn: &Connection) {
-        if self.checkpoint_first.swap(false, Ordering::Relaxed) {
+        if self.deferred.load(Ordering::Relaxed) == 1 {
+            self.deferred.store(0, Ordering::Relaxed);
             let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             let _ = conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT);
         }
