@@ -16,8 +16,6 @@ pub const BUSY_TIMEOUT_ENV: &str = "DISPATCH_BUSY_TIMEOUT_MS";
 
 pub struct Ctx {
     pub layout: Layout,
-    /// `dispatch run`'s helper, forked ahead (see [`crate::prefork`]).
-    pub prefork: std::sync::Mutex<Option<crate::prefork::Prefork>>,
 }
 
 impl Ctx {
@@ -27,15 +25,7 @@ impl Ctx {
             Some(r) => Layout::new(std::env::current_dir().unwrap_or_default().join(r)),
             None => Layout::discover(),
         };
-        Ctx {
-            layout,
-            prefork: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The helper forked ahead, if any (taken once).
-    pub fn take_prefork(&self) -> Option<crate::prefork::Prefork> {
-        self.prefork.lock().ok().and_then(|mut p| p.take())
+        Ctx { layout }
     }
 
     /// Opens (creating if needed) the run database.

@@ -22,27 +22,19 @@ fn main() {
         let code = block_on_runtime(internal::run_record_cmd(&ctx, &id));
         std::process::exit(code);
     }
-    let cli = match Cli::try_parse() {
+    // `dispatch run` is done by the helper it forks first thing.
+    if let Some(code) = prefork::run_forked() {
+        std::process::exit(code);
+    }
+    let cli = match parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
+        Err(code) => std::process::exit(code),
     };
     if prints_a_listing(&cli.command) {
         restore_sigpipe();
     }
     let ctx = Ctx::new(cli.root.clone());
     let host = cli.host.clone().filter(|h| !h.is_empty());
-    if host.is_none()
-        && let Command::Run(args) = &cli.command
-    {
-        // Still one thread, no database open: fork the helper now.
-        if let Ok(mut slot) = ctx.prefork.lock() {
-            *slot = prefork::Prefork::fork(&ctx, args);
-        }
-    }
     let code = block_on_runtime(async {
         if let Some(host) = host
             && let Some(result) = remote::execute(&host, &cli.command).await
@@ -66,9 +58,18 @@ fn helper_run_id() -> Option<String> {
         .flatten()
 }
 
+/// The command line, or the exit code after clap printed the help, the
+/// version or the usage error it is.
+fn parse_cli() -> Result<Cli, i32> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { EXIT_USAGE } else { 0 }
+    })
+}
+
 /// Runs a command on a current-thread runtime; returns its exit code,
 /// printing its error.
-fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
+pub(crate) fn block_on_runtime(command: impl std::future::Future<Output = CliResult>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,53 +1,109 @@
-//! The helper of `dispatch run`, forked before the CLI does anything else.
+//! `dispatch run` forks its helper first thing, before it parses anything.
 //!
 //! Spawning `dispatch internal run-record <id>` costs a whole program start
 //! (exec, dynamic linking, runtime set-up: about 1.5 ms of CPU) on the path
-//! from `run` to the agent. Instead `run` forks itself right after parsing
-//! its arguments, while it is still one thread with no database open, and
-//! the child does the rest: it detaches (its own session, stdio off the
-//! caller's pipes), opens the database, checks the input and creates the run
-//! already claimed by itself ([`dispatch_store::NewRun::claimed_by`]: the
-//! `created` event and the claim in one transaction; deduplication and
-//! sessions checked as always), tells the parent through a pipe, and becomes
-//! that run's helper, exactly as `internal run-record` would. The parent
-//! opens nothing: it prints what the child reports (the run id, or the one
-//! error line and its exit code), and for a foreground run then follows it.
+//! from `run` to the agent. Instead `run` forks itself at the top of `main`,
+//! while it is still one thread, and the child does all of the work:
 //!
-//! A child that reports nothing (it died first) leaves the parent to do it
+//! - it parses the command line (clap's help, version and usage errors are
+//!   printed from there, to the caller's terminal), while a second thread
+//!   opens the database the run most likely goes to and a third builds the
+//!   async runtime: on two cores the three overlap instead of adding up;
+//! - it detaches (its own session, stdio off the caller's pipes), checks the
+//!   input and creates the run already claimed by itself
+//!   ([`dispatch_store::NewRun::claimed_by`]: the `created` event and the
+//!   claim in one transaction; deduplication and sessions checked as always);
+//! - it tells the parent through a pipe, and becomes that run's helper,
+//!   exactly as `internal run-record` would.
+//!
+//! The parent parses and opens nothing: it prints what the child reports
+//! (the run id, or the one error line and its exit code), and for a
+//! foreground run then follows it. A child that finds the command is not a
+//! local run (`--host`) says so and the parent carries on as any command
+//! does; one that reports nothing (it died first) leaves the parent to do it
 //! the usual way: create the run and spawn `internal run-record`.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
 
 use dispatch_store::Run;
+use dispatch_store::sqlite::SqliteStore;
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
+use crate::cli::Command;
 use crate::commands::{internal, run};
 use crate::ctx::Ctx;
-use crate::error::exit_code;
+use crate::error::{CliError, CliResult, exit_code};
 
 /// What the forked helper tells `dispatch run`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Report {
     /// The run exists; `existing` when it is the one a dispatch with the
-    /// same key made (nothing was created).
-    Created { run: Box<Run>, existing: bool },
+    /// same key made (nothing was created). `root` is its state directory.
+    Created {
+        run: Box<Run>,
+        existing: bool,
+        detach: bool,
+        root: PathBuf,
+    },
     /// Nothing was created: the error line and its exit code.
     Failed { message: String, code: i32 },
+    /// The command line was help, a version or a usage error, which the
+    /// helper printed: exit with `code`.
+    Exited { code: i32 },
+    /// Not a local run: the parent does what the command asks.
+    Declined,
+}
+
+/// Runs `dispatch run` through a forked helper. `None` when this is not a
+/// local run, or the helper could not do it: the caller carries on.
+pub fn run_forked() -> Option<i32> {
+    if !maybe_local_run() {
+        return None;
+    }
+    match Prefork::fork()?.wait()? {
+        Report::Declined => None,
+        Report::Exited { code } => Some(code),
+        Report::Failed { message, code } => Some(exit_code(Err(CliError::new(code, message)))),
+        Report::Created {
+            run,
+            existing,
+            detach,
+            root,
+        } => {
+            if existing {
+                run::say_deduplicated(&run);
+            }
+            if detach {
+                println!("{}", run.id);
+                return Some(0);
+            }
+            let ctx = Ctx::new(Some(root));
+            Some(crate::block_on_runtime(run::follow_created(&ctx, &run)))
+        }
+    }
+}
+
+/// Whether the command line may be `dispatch run` on this machine: an
+/// argument is `run` and no server is set in the environment. The helper
+/// parses it properly and declines what is not.
+fn maybe_local_run() -> bool {
+    std::env::var_os("DISPATCH_HOST").is_none_or(|h| h.is_empty())
+        && std::env::args_os().skip(1).any(|a| a == "run")
 }
 
 /// The parent's end: what the forked helper reports.
-pub struct Prefork {
+struct Prefork {
     report: File,
 }
 
 impl Prefork {
-    /// Forks the helper for `args`. Must be called while this process has
-    /// a single thread and no database open. `None` when forking failed (the
-    /// caller does it all itself).
-    pub fn fork(ctx: &Ctx, args: &RunArgs) -> Option<Prefork> {
+    /// Forks the helper. Must be called while this process has a single
+    /// thread. `None` when forking failed (the caller does it all itself).
+    fn fork() -> Option<Prefork> {
         let (read, write) = pipe().ok()?;
         // SAFETY: the process has one thread (called from `main` before any
         // runtime or thread exists), so the child may run arbitrary code.
@@ -60,50 +116,77 @@ impl Prefork {
             }
             ForkResult::Child => {
                 drop(read);
-                let code = child(ctx, args, File::from(write));
+                let code = child(File::from(write));
                 std::process::exit(code);
             }
         }
     }
 
     /// Waits for the helper's report; `None` when it ended without one.
-    pub fn wait(mut self) -> Option<Report> {
+    fn wait(mut self) -> Option<Report> {
         let mut bytes = Vec::new();
         self.report.read_to_end(&mut bytes).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 }
 
-/// The helper: detach, create the run, report, run it.
-fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
-    // Off the caller's terminal and pipes (a caller reading our stdout to
-    // its end must not wait for the run), and out of its session.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = dup2_stdin(&null);
-        let _ = dup2_stdout(&null);
-        let _ = dup2_stderr(&null);
+/// Sends the report; a caller gone meanwhile changes nothing.
+fn send(mut to: File, report: &Report) {
+    if let Ok(bytes) = serde_json::to_vec(report) {
+        let _ = to.write_all(&bytes);
     }
-    dispatch_runtime::os::detach_session();
-    // `ps -e` / `top` tell it from the command it was forked from.
-    let _ = nix::sys::prctl::set_name(c"dispatch-helper");
-    // The runtime is built while this thread checks the input and opens
-    // the database (both are on the path to the agent).
-    let runtime = std::thread::spawn(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    });
-    let me = dispatch_runtime::os::this_process();
-    let opened = run::check_run(args, Some(me)).and_then(|checked| Ok((checked, ctx.store()?)));
-    let Ok(Ok(runtime)) = runtime.join() else {
+}
+
+/// The database a run with no `--root` goes to, opened while the command
+/// line is parsed; only one that exists (a bad command line creates nothing).
+fn open_ahead() -> JoinHandle<Option<SqliteStore>> {
+    std::thread::spawn(|| {
+        let ctx = Ctx::new(std::env::var_os("DISPATCH_ROOT").map(PathBuf::from));
+        if !ctx.layout.db().is_file() {
+            return None;
+        }
+        ctx.store().ok()
+    })
+}
+
+/// The helper: parse, detach, create the run, report, run it.
+fn child(report: File) -> i32 {
+    // On the path to the agent: it runs while clap parses.
+    let ahead = open_ahead();
+    let cli = match crate::parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => {
+            send(report, &Report::Exited { code });
+            let _ = ahead.join();
+            return 0;
+        }
+    };
+    let args = match cli.command {
+        Command::Run(args) if cli.host.as_deref().is_none_or(str::is_empty) => args,
+        _ => {
+            send(report, &Report::Declined);
+            let _ = ahead.join();
+            return 0;
+        }
+    };
+    detach();
+    let ctx = Ctx::new(cli.root);
+    let checked = run::check_run(&args, Some(dispatch_runtime::os::this_process()));
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return 0; // no report: the parent does it all
     };
-    let created = match opened {
-        Ok((checked, store)) => runtime.block_on(run::create_checked(ctx, store, checked)),
+    let opened = checked.and_then(|checked| {
+        let store = match ahead.join() {
+            Ok(Some(store)) if store.path() == ctx.layout.db() => store,
+            _ => ctx.store()?,
+        };
+        Ok((checked, store))
+    });
+    let created: CliResult<_> = match opened {
+        Ok((checked, store)) => runtime.block_on(run::create_checked(&ctx, store, checked)),
         Err(e) => Err(e),
     };
     let (message, started) = match created {
@@ -111,6 +194,8 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
             let message = Report::Created {
                 run: Box::new(run.clone()),
                 existing,
+                detach: args.detach,
+                root: ctx.layout.root().to_path_buf(),
             };
             (message, (!existing).then_some((store, run, known)))
         }
@@ -122,11 +207,7 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
             None,
         ),
     };
-    // A caller gone meanwhile changes nothing: the run exists and is ours.
-    if let Ok(bytes) = serde_json::to_vec(&message) {
-        let _ = report.write_all(&bytes);
-    }
-    drop(report);
+    send(report, &message);
     let Some((store, run, known)) = started else {
         return 0;
     };
@@ -140,7 +221,24 @@ fn child(ctx: &Ctx, args: &RunArgs, mut report: File) -> i32 {
         let _ = dup2_stdout(&log);
         let _ = dup2_stderr(&log);
     }
-    let code = exit_code(runtime.block_on(internal::run_created(ctx, &store, run, known)));
+    let code = exit_code(runtime.block_on(internal::run_created(&ctx, &store, run, known)));
     runtime.shutdown_background();
     code
+}
+
+/// Off the caller's terminal and pipes (a caller reading our stdout to its
+/// end must not wait for the run), and out of its session.
+fn detach() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = dup2_stdin(&null);
+        let _ = dup2_stdout(&null);
+        let _ = dup2_stderr(&null);
+    }
+    dispatch_runtime::os::detach_session();
+    // `ps -e` / `top` tell it from the command it was forked from.
+    let _ = nix::sys::prctl::set_name(c"dispatch-helper");
 }

@@ -18,7 +18,6 @@ use crate::commands::logs::follow_log;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::output::{cost_text, paint};
-use crate::prefork::{Prefork, Report};
 
 /// The operation and JSON payload the flags ask for.
 pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)> {
@@ -87,22 +86,8 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 }
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
-    // The helper forked ahead creates the run and says how it went.
-    if let Some(report) = ctx.take_prefork().and_then(Prefork::wait) {
-        let (run, existing) = match report {
-            Report::Created { run, existing } => (*run, existing),
-            Report::Failed { message, code } => return Err(CliError::new(code, message)),
-        };
-        if existing {
-            say_deduplicated(&run);
-        }
-        if args.detach {
-            println!("{}", run.id);
-            return Ok(0);
-        }
-        return foreground(ctx, &ctx.store()?, &run).await;
-    }
-    // No helper forked (or it ended without a word): all here.
+    // Usually the helper `run` forks does this (see `crate::prefork`);
+    // here when it could not: create the run and spawn its helper.
     let (store, run, existing, _) = create_for_run(ctx, args, None).await?;
     if existing {
         say_deduplicated(&run);
@@ -177,6 +162,11 @@ pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// `dispatch run` in the foreground, once its forked helper created `run`.
+pub async fn follow_created(ctx: &Ctx, run: &Run) -> CliResult {
+    foreground(ctx, &ctx.store()?, run).await
 }
 
 /// Streams the log until the run ends, prints a summary, returns its exit code.
