@@ -5,12 +5,13 @@
 //! from `run` to the agent. Instead `run` forks itself at the top of `main`,
 //! while it is still one thread, and the child does all of the work:
 //!
-//! - it parses the command line (clap's help, version and usage errors are
-//!   printed from there, to the caller's terminal), while a second thread
-//!   opens the database the run most likely goes to and a third builds the
-//!   async runtime: on two cores the three overlap instead of adding up;
-//! - it detaches (its own session, stdio off the caller's pipes), checks the
-//!   input and creates the run already claimed by itself
+//! - a second thread opens the database the run most likely goes to, while
+//!   the first parses the command line (clap's help, version and usage
+//!   errors are printed from there, to the caller's terminal), detaches (its
+//!   own session, stdio off the caller's pipes), checks the input, resolves
+//!   the parcel, writes the brief and builds the async runtime: on two cores
+//!   the two halves overlap instead of adding up;
+//! - it creates the run already claimed by itself
 //!   ([`dispatch_store::NewRun::claimed_by`]: the `created` event and the
 //!   claim in one transaction; deduplication and sessions checked as always);
 //! - it tells the parent through a pipe, and becomes that run's helper,
@@ -171,7 +172,8 @@ fn child(report: File) -> i32 {
     };
     detach();
     let ctx = Ctx::new(cli.root);
-    let checked = run::check_run(&args, Some(dispatch_runtime::os::this_process()));
+    // While the database opens: the input, the parcel and the brief.
+    let checked = run::check_run(&ctx, &args, Some(dispatch_runtime::os::this_process()));
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

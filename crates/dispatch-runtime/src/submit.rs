@@ -6,7 +6,7 @@ use dispatch_core::Operation;
 use dispatch_core::brief::Brief;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
-use dispatch_store::{Created, RunExtras, Store, StoreError};
+use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::error::{RuntimeError, RuntimeResult};
@@ -45,6 +45,26 @@ pub async fn submit<S: Store + ?Sized>(
     req: &LaunchRequest,
     opts: &SubmitOptions,
 ) -> RuntimeResult<(Created, Parcel, RunExtras)> {
+    create(store, layout, prepare(layout, req, opts)?).await
+}
+
+/// A dispatch checked and made ready without the database: its parcel
+/// resolved (built from a path), secrets, session name and dependencies
+/// checked, brief written and policy resolved. [`create`] stores it.
+pub struct Submission {
+    new: NewRun,
+    extras: RunExtras,
+    parcel: Parcel,
+    force: bool,
+}
+
+/// The first half of [`submit`]: everything that needs no database (so
+/// that `dispatch run` does it while the database opens).
+pub fn prepare(
+    layout: &Layout,
+    req: &LaunchRequest,
+    opts: &SubmitOptions,
+) -> RuntimeResult<Submission> {
     let parcel = resolve_parcel(layout, &req.source)?;
     check_secrets(&parcel)?;
     if let Some(name) = &opts.session {
@@ -79,10 +99,31 @@ pub async fn submit<S: Store + ?Sized>(
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.
     new.claimed_by = opts.helper.filter(|_| operation != Operation::Service);
+    Ok(Submission {
+        new,
+        extras,
+        parcel,
+        force: opts.force,
+    })
+}
+
+/// The second half of [`submit`]: creates the prepared run, or finds the
+/// one it duplicates.
+pub async fn create<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    sub: Submission,
+) -> RuntimeResult<(Created, Parcel, RunExtras)> {
+    let Submission {
+        new,
+        extras,
+        parcel,
+        force,
+    } = sub;
     // A run holding the session or key may have lost its helper: reconcile
     // it, and try once more if that ended it.
     for _ in 0..2 {
-        let holder = match store.create_run_with(&new, &extras, !opts.force).await {
+        let holder = match store.create_run_with(&new, &extras, !force).await {
             Ok(Created::Existing(run)) => run,
             Ok(created) => return Ok((created, parcel, extras)),
             Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
@@ -94,7 +135,7 @@ pub async fn submit<S: Store + ?Sized>(
             break;
         }
     }
-    let created = store.create_run_with(&new, &extras, !opts.force).await?;
+    let created = store.create_run_with(&new, &extras, !force).await?;
     Ok((created, parcel, extras))
 }
 

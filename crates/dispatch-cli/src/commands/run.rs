@@ -8,7 +8,7 @@ use dispatch_core::{Operation, ProcRef};
 use dispatch_runtime::helper::Known;
 use dispatch_runtime::launch::{LaunchRequest, fail_unstarted, spawn_helper};
 use dispatch_runtime::run_exit_code;
-use dispatch_runtime::submit::{SubmitOptions, submit};
+use dispatch_runtime::submit::{self, Submission, SubmitOptions, submit};
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{Created, Run};
 use serde_json::Value;
@@ -110,37 +110,29 @@ pub async fn create_for_run(
     args: &RunArgs,
     helper: Option<ProcRef>,
 ) -> CliResult<(SqliteStore, Run, bool, Known)> {
-    let checked = check_run(args, helper)?;
+    let checked = check_run(ctx, args, helper)?;
     create_checked(ctx, ctx.store()?, checked).await
 }
 
-/// A `dispatch run` whose input was checked, ready to be created.
-pub struct CheckedRun {
-    req: LaunchRequest,
-    opts: SubmitOptions,
-}
-
-/// The input checks of [`create_for_run`], which need no database.
-pub fn check_run(args: &RunArgs, helper: Option<ProcRef>) -> CliResult<CheckedRun> {
+/// The part of [`create_for_run`] that needs no database: the input
+/// checked, the parcel resolved (built from a path) and the brief written.
+pub fn check_run(ctx: &Ctx, args: &RunArgs, helper: Option<ProcRef>) -> CliResult<Submission> {
     let (operation, payload) = parse_payload(&args.payload)?;
     let mut opts = args.reliability.local_options()?;
     opts.helper = helper;
-    Ok(CheckedRun {
-        req: request(&args.source, operation, payload),
-        opts,
-    })
+    let req = request(&args.source, operation, payload);
+    Ok(submit::prepare(&ctx.layout, &req, &opts)?)
 }
 
 /// The rest of [`create_for_run`], on the open database.
 pub async fn create_checked(
     ctx: &Ctx,
     store: SqliteStore,
-    checked: CheckedRun,
+    checked: Submission,
 ) -> CliResult<(SqliteStore, Run, bool, Known)> {
     // Creating the run is on the path to its agent: no checkpoint there.
     store.defer_checkpoints(1);
-    let (created, parcel, extras) =
-        submit(&store, &ctx.layout, &checked.req, &checked.opts).await?;
+    let (created, parcel, extras) = submit::create(&store, &ctx.layout, checked).await?;
     let (run, existing) = match created {
         Created::New(run) => (run, false),
         Created::Existing(run) => (run, true),
