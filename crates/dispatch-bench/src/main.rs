@@ -110,6 +110,12 @@ enum Probe {
 
 struct Bench {
     dispatch: PathBuf,
+    /// Every measurement's directory, removed only when the bench ends: on
+    /// ext4 without a journal (this machine's root), creating a file skips
+    /// each inode deleted in the last 5 to 35 seconds, one by one, so a
+    /// measurement taken right after deleting the last one's thousands of
+    /// files would pay for that deletion.
+    dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -135,7 +141,18 @@ fn agent(dir: &Path, name: &str, command: &str) -> PathBuf {
 
 impl Bench {
     fn new(dispatch: PathBuf) -> Self {
-        Bench { dispatch }
+        Bench {
+            dispatch,
+            dirs: Default::default(),
+        }
+    }
+
+    /// A new directory for one measurement, kept until the bench ends.
+    fn workdir(&self) -> PathBuf {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        self.dirs.lock().expect("not poisoned").push(dir);
+        path
     }
 
     fn cmd(&self, root: &Path) -> Command {
@@ -156,9 +173,9 @@ impl Bench {
 
     /// `dispatch run <agent> --detach` wall time.
     fn detach_latency(&self, n: usize) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join(".dispatch");
-        let a = agent(dir.path(), "noop", r#"["true"]"#);
+        let dir = self.workdir();
+        let root = dir.join(".dispatch");
+        let a = agent(&dir, "noop", r#"["true"]"#);
         let mut times = Vec::with_capacity(n);
         for i in 0..n + 5 {
             let t = Instant::now();
@@ -186,12 +203,12 @@ impl Bench {
 
     /// From just before `run --detach` to the agent executing (`date +%s%N` as the agent).
     fn time_to_agent(&self, n: usize, probe: Probe) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join(".dispatch");
+        let dir = self.workdir();
+        let root = dir.join(".dispatch");
         let (a, shown) = match probe {
-            Probe::Date => (agent(dir.path(), "clock", r#"["date", "+%s%N"]"#), "`date`"),
+            Probe::Date => (agent(&dir, "clock", r#"["date", "+%s%N"]"#), "`date`"),
             Probe::DateC => {
-                let a = agent(dir.path(), "clock", r#"["date", "+%s%N"]"#);
+                let a = agent(&dir, "clock", r#"["date", "+%s%N"]"#);
                 let file = a.join("Agentfile");
                 let text = std::fs::read_to_string(&file).expect("Agentfile");
                 std::fs::write(&file, format!("{text}ENV LC_ALL=C\n")).expect("Agentfile");
@@ -229,8 +246,8 @@ impl Bench {
 
     /// `dispatch ps -a` with `runs` finished runs stored.
     fn ps_over(&self, runs: usize) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join(".dispatch");
+        let dir = self.workdir();
+        let root = dir.join(".dispatch");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -266,9 +283,9 @@ impl Bench {
 
     /// `n` detached runs of `true`, launched `parallel` at a time, until all are finished.
     fn throughput(&self, n: usize, parallel: usize) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join(".dispatch");
-        let a = agent(dir.path(), "noop", r#"["true"]"#);
+        let dir = self.workdir();
+        let root = dir.join(".dispatch");
+        let a = agent(&dir, "noop", r#"["true"]"#);
         self.cmd(&root)
             .args(["build", a.to_str().expect("utf-8"), "-q"])
             .output()
