@@ -71,6 +71,17 @@ fn a_non_json_payload_is_refused_before_anything_is_stored() {
 fn usage_errors_exit_2() {
     let d = Dispatch::new();
     d.fails(&["ps", "--bogus"], 2);
+    // `run` is parsed by the helper it forks first: the same codes and text.
+    let err = d.fails(&["run"], 2);
+    assert!(err.contains("Usage: dispatch run"), "{err}");
+    let err = d.fails(&["run", "examples/hello", "--bogus"], 2);
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
+    let help = d.ok(&["run", "--help"]);
+    assert!(help.contains("Usage: dispatch run"), "{help}");
+    assert!(
+        !d.root().join("dispatch.db").exists(),
+        "a bad command line stores nothing"
+    );
     let err = d.fails(&["ps", "--filter", "colour=red"], 125);
     assert!(err.contains("unknown key `colour`"), "{err}");
     assert!(

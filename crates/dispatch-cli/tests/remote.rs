@@ -5,7 +5,7 @@
 mod remote_common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -124,6 +124,42 @@ fn ps_filters_by_label_and_creation_time_against_a_server() {
     assert_eq!(ps(&["until=1h"]), "");
     let err = client.fails(&["ps", "--filter", "since=yesterday"], 125);
     assert!(err.contains("RFC 3339"), "checked before asking: {err}");
+}
+
+/// `run --host` as a flag (not in the environment): the helper `run` forks
+/// first thing declines it, and the run goes to the server, even from a
+/// directory whose local database exists.
+#[test]
+fn run_with_the_host_flag_goes_to_the_server() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hi\n");
+    let local = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env_remove("DISPATCH_HOST")
+            .env("DISPATCH_ROOT", client.dir.path().join(".dispatch"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("dispatch runs")
+    };
+    let ids = |out: Output| String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mine = ids(local(&["run", "-d", &hello]));
+    assert_eq!(ids(local(&["wait", &mine])), "0", "a local run first");
+
+    let out = local(&["run", "--host", &client.host, "-d", &hello]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(client.ok(&["wait", &ids(out)]), "0", "the server ran it");
+    assert_eq!(
+        ids(local(&["ps", "-a", "-q"])),
+        mine,
+        "nothing more ran locally"
+    );
+    let out = local(&["--host", &client.host, "run", &hello]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hi"),
+        "the foreground run streams from the server: {out:?}"
+    );
 }
 
 #[test]
