@@ -151,6 +151,7 @@ macro_rules! __conformance_names {
             an_ambiguous_prefix_is_refused_with_count_and_examples,
             an_unknown_prefix_is_not_found,
             list_is_newest_first,
+            a_summary_listing_shows_what_the_full_one_does,
             list_filters_by_status,
             list_filters_by_parcel_name_or_digest_prefix,
             list_filters_by_operation_and_parent,

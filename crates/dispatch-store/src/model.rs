@@ -87,6 +87,10 @@ pub struct RunFilter {
     /// previous page, which ended with it.
     pub before: Option<RunId>,
     pub limit: Option<usize>,
+    /// Only what a table of runs shows (`dispatch ps`): a store may leave
+    /// out each run's payload (null), output (none) and labels (empty),
+    /// which are the costly part of reading many runs.
+    pub summary: bool,
 }
 
 /// A stored event.

@@ -69,6 +69,8 @@ pub(crate) fn filters(args: &PsArgs, now: Ts) -> CliResult<Filters<'_>> {
 pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     let Filters { mut filter, parent } = filters(args, now_ms())?;
     filter.limit = args.last;
+    // A table (or the ids) shows no payload, output or labels.
+    filter.summary = args.quiet || args.format == Format::Table;
     let Some(store) = ctx.existing_store()? else {
         return print_runs(args, &[]);
     };

@@ -229,6 +229,45 @@ pub async fn list_is_newest_first<S: Store>(store: S) {
     );
 }
 
+/// A summary listing (`dispatch ps`) has the same runs, in the same order,
+/// with everything a table shows, under every filter.
+pub async fn a_summary_listing_shows_what_the_full_one_does<S: Store>(store: S) {
+    fixture(&store).await;
+    for filter in [
+        RunFilter::default(),
+        RunFilter {
+            statuses: vec![Status::Queued],
+            ..RunFilter::default()
+        },
+        RunFilter {
+            parcel: Some("alpha".into()),
+            limit: Some(1),
+            ..RunFilter::default()
+        },
+    ] {
+        let full = store.list_runs(&filter).await.expect("list");
+        let summary = RunFilter {
+            summary: true,
+            ..filter.clone()
+        };
+        let short = store.list_runs(&summary).await.expect("list a summary");
+        assert!(!full.is_empty(), "{filter:?} lists runs");
+        assert_eq!(ids(&short), ids(&full), "{filter:?}");
+        for (s, f) in short.iter().zip(&full) {
+            assert_eq!(
+                (&s.parcel_name, s.operation, &s.state, s.created_at, s.usage),
+                (&f.parcel_name, f.operation, &f.state, f.created_at, f.usage),
+                "{filter:?}"
+            );
+            assert_eq!(
+                (&s.parcel_digest, &s.parent_id, s.version, s.attempt),
+                (&f.parcel_digest, &f.parent_id, f.version, f.attempt),
+                "what reconciling a live run needs is there"
+            );
+        }
+    }
+}
+
 pub async fn list_filters_by_status<S: Store>(store: S) {
     fixture(&store).await;
     let only = |statuses: Vec<Status>| RunFilter {

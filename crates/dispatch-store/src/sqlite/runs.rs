@@ -22,7 +22,13 @@ macro_rules! run_columns {
     };
 }
 
-/// Decodes a row selected with [`run_columns`].
+/// [`run_columns`] without the payload, output and labels (see
+/// [`RunFilter::summary`]).
+const SUMMARY_COLUMNS: &str = "id, version, parcel_digest, parcel_name, operation, state, attempt, \
+     parent_id, origin_id, NULL, brief_sha256, created_at, updated_at, stop_requested_at, \
+     input_tokens, output_tokens, cost_usd, NULL, NULL";
+
+/// Decodes a row selected with [`run_columns`] (or [`SUMMARY_COLUMNS`]).
 fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
     let id: RunId = parse_id(row.get_ref(0)?.as_str()?)?;
     let json = |i: usize, what: &str| -> Result<Option<Value>, Fail> {
@@ -219,7 +225,12 @@ fn distinct_prefixes(ids: &[String]) -> Vec<&str> {
 }
 
 pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
-    let mut sql = String::from(concat!("SELECT ", run_columns!(), " FROM runs"));
+    let columns = if filter.summary {
+        SUMMARY_COLUMNS
+    } else {
+        run_columns!()
+    };
+    let mut sql = format!("SELECT {columns} FROM runs");
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
     if !filter.statuses.is_empty() {
