@@ -174,16 +174,22 @@ fn child(report: File) -> i32 {
     let ctx = Ctx::new(cli.root);
     // While the database opens: the input, the parcel and the brief.
     let checked = run::check_run(&ctx, &args, Some(dispatch_runtime::os::this_process()));
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    else {
+        .build();
+    // Joined whatever happens: the thread may be migrating the database.
+    let ahead = ahead
+        .join()
+        .ok()
+        .flatten()
+        .filter(|store| store.path() == ctx.layout.db());
+    let Ok(runtime) = runtime else {
         return 0; // no report: the parent does it all
     };
     let opened = checked.and_then(|checked| {
-        let store = match ahead.join() {
-            Ok(Some(store)) if store.path() == ctx.layout.db() => store,
-            _ => ctx.store()?,
+        let store = match ahead {
+            Some(store) => store,
+            None => ctx.store()?,
         };
         Ok((checked, store))
     });
