@@ -88,7 +88,7 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     // Usually the helper `run` forks does this (see `crate::prefork`);
     // here when it could not: create the run and spawn its helper.
-    let (store, run, existing, _) = create_for_run(ctx, args, None).await?;
+    let (store, run, existing) = create_for_run(ctx, args).await?;
     if existing {
         say_deduplicated(&run);
     } else {
@@ -101,17 +101,13 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     foreground(ctx, &store, &run).await
 }
 
-/// What `dispatch run` does before the run starts: check the input, open
-/// the database and create the run (claimed by `helper` when given: the
-/// forked helper creates its own), or find the one it duplicates (`true`).
-/// Also returns what the helper will need of it.
-pub async fn create_for_run(
-    ctx: &Ctx,
-    args: &RunArgs,
-    helper: Option<ProcRef>,
-) -> CliResult<(SqliteStore, Run, bool, Known)> {
-    let checked = check_run(ctx, args, helper)?;
-    create_checked(ctx, ctx.store()?, checked).await
+/// What `dispatch run` does before the run starts, when its forked helper
+/// could not: check the input, open the database and create the run, or
+/// find the one it duplicates (`true`).
+async fn create_for_run(ctx: &Ctx, args: &RunArgs) -> CliResult<(SqliteStore, Run, bool)> {
+    let checked = check_run(ctx, args, None)?;
+    let (store, run, existing, _) = create_checked(ctx, ctx.store()?, checked).await?;
+    Ok((store, run, existing))
 }
 
 /// The part of [`create_for_run`] that needs no database: the input

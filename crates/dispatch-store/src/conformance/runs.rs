@@ -4,7 +4,7 @@ use dispatch_core::event::Usage;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Transition};
 use serde_json::json;
 
-use super::{AGENT, all_events, create, id, new_run, request, start, step, write_for};
+use super::{all_events, create, id, new_run, request, start, step};
 use crate::{Artifact, QueueOptions, QueueStore, RunFilter, Store, StoreError};
 
 pub async fn create_then_get_round_trips<S: Store>(store: S) {
@@ -449,19 +449,7 @@ pub async fn list_filters_by_labels_and_runs_carry_theirs<S: Store + QueueStore>
         .iter()
         .find(|c| c.run.id == id(3))
         .expect("run 3 claimed");
-    let t = Transition::AgentStarted {
-        agent: AGENT,
-        at: 1001,
-    };
-    let running = store
-        .fenced_transition(
-            &held.run.id,
-            held.fence,
-            held.run.version,
-            &write_for(&held.run, &t),
-        )
-        .await
-        .expect("the holder moves its run on");
+    let running = super::queue::agent_up(&store, held, 1001).await;
     assert_eq!(
         running.labels,
         strings(&["gpu", "eu"]),
