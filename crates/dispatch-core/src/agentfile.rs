@@ -18,10 +18,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::agent::AgentConfig;
 use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requirement, Timeouts};
 use crate::state::Operation;
 
 mod lex;
+mod model;
+
+pub use model::check_base_url;
 
 use lex::{
     check_name, check_url, env_name, expected, logical_lines, nearest_directive, norm_rel,
@@ -98,11 +102,11 @@ pub struct Agentfile {
 /// Every directive: its name, what it expects, and an example line.
 #[rustfmt::skip]
 pub const DIRECTIVES: &[(&str, &str, &str)] = &[
-    ("FROM", "a courier", "FROM process"),
+    ("FROM", "a courier (`process`, `agent`, `noop`)", "FROM process"),
     ("NAME", "a name", "NAME my-agent"),
     ("VERSION", "a version", "VERSION 1.0.0"),
     ("LABEL", "key=value pairs", "LABEL team=research"),
-    ("ENTRYPOINT", "`job` or `heartbeat`", "ENTRYPOINT job"),
+    ("ENTRYPOINT", "`job`, `heartbeat` or `chat`", "ENTRYPOINT job"),
     ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
     ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
     ("SECRET", "secret names", "SECRET OPENAI_API_KEY"),
@@ -111,10 +115,17 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("SOUL", "a file or text", "SOUL soul.md"),
     ("SKILL", "one or more files", "SKILL skills/review.md"),
     ("PROMPT", "a file or text", "PROMPT prompts/task.md"),
-    ("TIMEOUT", "[RUN|STEP] and a duration", "TIMEOUT RUN 30m"),
+    ("TIMEOUT", "[RUN|STEP|LLM] and a duration", "TIMEOUT RUN 30m"),
     ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
         "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd>, optionally followed by SOFT", "LIMIT COST 2.50 SOFT"),
+    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or TOOL_ROUNDS, OUTPUT_TOKENS, CONTEXT_TOKENS <n>",
+        "LIMIT COST 2.50 SOFT"),
+    ("MODEL", "a model name and optional PROVIDER, BASE_URL, KEY",
+        "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY"),
+    ("FALLBACK", "a model name and optional PROVIDER, BASE_URL, KEY",
+        "FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY"),
+    ("PRICE", "a model and its INPUT and OUTPUT prices in USD per million tokens",
+        "PRICE llama3.2 INPUT 0.10 OUTPUT 0.20"),
     ("REQUIRES", "a name and a URL", "REQUIRES REDIS_URL redis://localhost:6379"),
     ("SCHEDULE", "a cron expression", "SCHEDULE \"0 */5 * * * *\""),
     ("LISTEN", "an address with a port", "LISTEN 127.0.0.1:8080"),
@@ -129,7 +140,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
 #[rustfmt::skip]
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
-    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES",
+    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -141,7 +152,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const COURIERS: &str = "process, noop";
+const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), noop";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
@@ -186,6 +197,9 @@ struct Parser {
     secret_lines: BTreeMap<String, usize>,
     requires_lines: BTreeMap<String, usize>,
     listen_secret_line: usize,
+    /// Lines of MODEL / FALLBACK / agent-only limits, for errors found at the end.
+    agent_lines: Vec<(usize, &'static str)>,
+    from_line: usize,
 }
 
 impl Parser {
@@ -208,6 +222,7 @@ impl Parser {
             schedules: Vec::new(),
             listen: None,
             files: Vec::new(),
+            agent: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -225,6 +240,8 @@ impl Parser {
             secret_lines: BTreeMap::new(),
             requires_lines: BTreeMap::new(),
             listen_secret_line: 0,
+            agent_lines: Vec::new(),
+            from_line: 0,
         }
     }
 
@@ -236,6 +253,10 @@ impl Parser {
             )),
             None => Ok(()),
         }
+    }
+
+    fn agent(&mut self) -> &mut AgentConfig {
+        self.af.manifest.agent.get_or_insert_with(AgentConfig::default)
     }
 
     fn listen(&mut self) -> &mut ListenPolicy {
@@ -288,6 +309,10 @@ impl Parser {
             "FROM" => match one()?.to_ascii_lowercase().as_str() {
                 "process" => self.af.manifest.courier = Courier::Process,
                 "noop" => self.af.manifest.courier = Courier::Noop,
+                c if is_native_courier(c) => {
+                    self.from_line = line;
+                    self.af.manifest.courier = Courier::Agent;
+                }
                 c => {
                     return Err(format!(
                         "unknown courier `{c}` (hint: known couriers: {COURIERS})"
@@ -299,9 +324,10 @@ impl Parser {
                 self.af.manifest.entrypoint = match rest.to_ascii_lowercase().as_str() {
                     "job" => Operation::Job,
                     "heartbeat" => Operation::Heartbeat,
+                    "chat" => Operation::Chat,
                     _ => {
                         return Err(format!(
-                            "ENTRYPOINT expects `job` or `heartbeat`, got `{rest}` (hint: the program to run goes in COMMAND)"
+                            "ENTRYPOINT expects `job`, `heartbeat` or `chat`, got `{rest}` (hint: the program to run goes in COMMAND)"
                         ));
                     }
                 }
@@ -390,6 +416,21 @@ impl Parser {
                 self.listen().secret = Some(s);
             }
             "LISTEN_MAX_BODY_BYTES" => self.listen().max_body_bytes = Some(positive(&one()?, key)?),
+            "MODEL" | "FALLBACK" => {
+                let m = model::parse_model(key, rest, &args)?;
+                self.agent_lines.push((line, key));
+                let agent = self.agent();
+                match key {
+                    "MODEL" => agent.models.insert(0, m),
+                    _ => agent.models.push(m),
+                }
+            }
+            "PRICE" => {
+                let p = model::parse_price(rest, &args)?;
+                let prices = &mut self.agent().prices;
+                prices.retain(|q| q.model != p.model);
+                prices.push(p);
+            }
             "LISTEN_MAX_HEADER_BYTES" => {
                 self.listen().max_header_bytes = Some(positive(&one()?, key)?);
             }
@@ -469,12 +510,18 @@ impl Parser {
             [d] => ("TIMEOUT RUN", d),
             [w, d] if w.eq_ignore_ascii_case("run") => ("TIMEOUT RUN", d),
             [w, d] if w.eq_ignore_ascii_case("step") => ("TIMEOUT STEP", d),
+            [w, d] if w.eq_ignore_ascii_case("llm") => ("TIMEOUT LLM", d),
             _ => return Err(expected("TIMEOUT", rest)),
         };
         self.once(key, line)?;
         let ms = parse_duration_ms(d)?;
         if ms == 0 {
             return Err(format!("{key} must be greater than zero"));
+        }
+        if key == "TIMEOUT LLM" {
+            self.agent_lines.push((line, "TIMEOUT LLM"));
+            self.agent().llm_timeout_ms = Some(ms);
+            return Ok(());
         }
         let t = &mut self.af.manifest.timeouts;
         let slot = if key == "TIMEOUT RUN" {
@@ -487,6 +534,20 @@ impl Parser {
     }
 
     fn limit(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
+        if let [k, v] = args
+            && let Some(parsed) = model::agent_limit(&k.to_ascii_uppercase(), v)
+        {
+            let (key, n) = parsed?;
+            self.once(key, line)?;
+            self.agent_lines.push((line, key));
+            let a = self.agent();
+            match key {
+                "LIMIT TOOL_ROUNDS" => a.max_tool_rounds = Some(n),
+                "LIMIT OUTPUT_TOKENS" => a.max_output_tokens = Some(n),
+                _ => a.max_context_tokens = Some(n),
+            }
+            return Ok(());
+        }
         let (kind, value, soft) = match args {
             [k, v] => (k.to_ascii_uppercase(), v, false),
             [k, v, s] if s.eq_ignore_ascii_case("soft") => (k.to_ascii_uppercase(), v, true),
@@ -527,8 +588,16 @@ impl Parser {
         if m.name.is_empty() {
             return missing("NAME my-agent");
         }
-        // The noop courier starts nothing, so it needs no COMMAND.
-        if m.command.is_empty() && m.courier != Courier::Noop {
+        if m.courier == Courier::Agent {
+            check_agent(m, self.from_line, &self.agent_lines)?;
+        } else if let Some((line, what)) = self.agent_lines.first() {
+            return Err(AgentfileError::new(
+                *line,
+                format!("{what} is for native agents (hint: add `FROM agent`, which runs the model loop inside Dispatch)"),
+            ));
+        }
+        // The noop and agent couriers start no program, so they need no COMMAND.
+        if m.command.is_empty() && m.courier == Courier::Process {
             return missing("COMMAND sh agent.sh");
         }
         let listen_secret = m.listen.as_ref().and_then(|l| l.secret.as_ref());
@@ -552,6 +621,55 @@ impl Parser {
         }
         Ok(af)
     }
+}
+
+/// `agent`, `native`, and upstream Dispatch's `dispatch/native[:tag]`.
+fn is_native_courier(c: &str) -> bool {
+    let image = c.split_once(':').map_or(c, |(name, _tag)| name);
+    matches!(c, "agent" | "native") || image == "dispatch/native"
+}
+
+/// A native agent needs a MODEL, runs no COMMAND, and each KEY names a declared SECRET.
+fn check_agent(
+    m: &Manifest,
+    from_line: usize,
+    agent_lines: &[(usize, &'static str)],
+) -> Result<(), AgentfileError> {
+    let line_of = |what: &str| {
+        agent_lines
+            .iter()
+            .find(|(_, w)| *w == what)
+            .map_or(from_line, |(l, _)| *l)
+    };
+    let models = m.agent.as_ref().map(|a| a.models.as_slice()).unwrap_or(&[]);
+    if !models.is_empty() && !agent_lines.iter().any(|(_, w)| *w == "MODEL") {
+        return Err(AgentfileError::new(
+            line_of("FALLBACK"),
+            "FALLBACK without MODEL (hint: the first model is `MODEL <name>`; FALLBACKs are tried after it)",
+        ));
+    }
+    if models.is_empty() {
+        return Err(AgentfileError::new(
+            from_line,
+            "FROM agent needs a MODEL (hint: `MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY`)",
+        ));
+    }
+    if !m.command.is_empty() {
+        return Err(AgentfileError::new(
+            from_line,
+            "FROM agent runs the model loop inside Dispatch and takes no COMMAND (hint: remove the COMMAND line, or use `FROM process` to run your own program)",
+        ));
+    }
+    for (i, model) in models.iter().enumerate() {
+        if let Some(key) = model.key.as_ref().filter(|k| !m.secrets.contains(k)) {
+            let what = if i == 0 { "MODEL" } else { "FALLBACK" };
+            return Err(AgentfileError::new(
+                line_of(what),
+                format!("{what} {}: KEY names `{key}`, which is not a declared SECRET (hint: add `SECRET {key}`)", model.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -304,11 +304,11 @@ fn value_errors_have_line_numbers_and_hints() {
     let cases: &[(&str, &str)] = &[
         (
             "FROM docker",
-            "unknown courier `docker` (hint: known couriers: process, noop)",
+            "unknown courier `docker` (hint: known couriers: process, agent",
         ),
         (
             "ENTRYPOINT [\"x\"]",
-            "ENTRYPOINT expects `job` or `heartbeat`",
+            "ENTRYPOINT expects `job`, `heartbeat` or `chat`",
         ),
         ("ENV 1A=x", "not a valid environment variable name"),
         ("ENV A=1 B", "ENV expects KEY=value pairs"),
@@ -445,4 +445,75 @@ fn the_noop_courier_needs_no_command() {
     assert!(af.manifest.command.is_empty());
     let e = err("FROM process\nNAME bench\n");
     assert!(e.to_string().contains("missing COMMAND"), "{e}");
+}
+
+const AGENT: &str = "FROM agent\nNAME triage\n";
+
+#[test]
+fn a_native_agent_parses_models_fallbacks_prices_and_limits() {
+    let text = format!(
+        "{AGENT}MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY\n\
+         FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY\n\
+         FALLBACK llama3.2 BASE_URL http://127.0.0.1:11434/v1/\n\
+         SECRET OPENAI_API_KEY ANTHROPIC_API_KEY\n\
+         PRICE llama3.2 INPUT 0.1 OUTPUT $0.2\n\
+         LIMIT TOKENS 20000\nLIMIT TOOL_ROUNDS 8\nLIMIT OUTPUT_TOKENS 500\n\
+         LIMIT CONTEXT_TOKENS 9000\nTIMEOUT LLM 60s\nENTRYPOINT chat\n"
+    );
+    let af = parse(&text).expect("valid native agent");
+    let m = &af.manifest;
+    assert_eq!(m.courier, Courier::Agent);
+    assert_eq!(m.entrypoint, Operation::Chat);
+    assert!(m.command.is_empty());
+    let a = m.agent.as_ref().expect("agent config");
+    let names: Vec<&str> = a.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["gpt-4o-mini", "claude-haiku-4-5", "llama3.2"]);
+    use crate::agent::ProviderKind;
+    assert_eq!(a.models[1].provider, ProviderKind::Anthropic);
+    assert_eq!(a.models[2].provider, ProviderKind::OpenaiCompatible);
+    assert_eq!(a.models[2].base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+    assert_eq!(a.models[0].key.as_deref(), Some("OPENAI_API_KEY"));
+    assert_eq!(a.llm_timeout_ms, Some(60_000));
+    assert_eq!(a.max_tool_rounds, Some(8));
+    assert_eq!(a.max_output_tokens, Some(500));
+    assert_eq!(a.max_context_tokens, Some(9000));
+    assert_eq!(m.limits.max_tokens, Some(20000));
+    assert_eq!(a.price_of("llama3.2").map(|p| p.output_per_mtok), Some(0.2));
+}
+
+#[test]
+fn native_courier_aliases_build() {
+    for from in ["agent", "native", "dispatch/native", "dispatch/native:0.3", "AGENT"] {
+        let text = format!("FROM {from}\nNAME a\nMODEL gpt-4o-mini\n");
+        let af = parse(&text).unwrap_or_else(|e| panic!("FROM {from}: {e}"));
+        assert_eq!(af.manifest.courier, Courier::Agent, "FROM {from}");
+    }
+}
+
+#[test]
+fn native_agent_mistakes_are_refused_with_their_line() {
+    let cases: &[(&str, &str)] = &[
+        ("", "FROM agent needs a MODEL"),
+        ("MODEL gpt-4o PROVIDER azure", "unknown PROVIDER `azure`"),
+        ("MODEL gpt-4o BASE_URL not-a-url", "BASE_URL `not-a-url` is not a URL"),
+        ("MODEL gpt-4o BASE_URL ftp://x/v1", "http or https"),
+        ("MODEL gpt-4o KEY OPENAI_API_KEY", "not a declared SECRET"),
+        ("MODEL gpt-4o PROVIDER", "needs a value"),
+        ("MODEL gpt-4o COLOR red", "unknown option `COLOR`"),
+        ("MODEL a\nMODEL b", "duplicate MODEL"),
+        ("FALLBACK b", "FALLBACK without MODEL"),
+        ("MODEL a\nCOMMAND sh x.sh", "takes no COMMAND"),
+        ("MODEL a\nLIMIT TOOL_ROUNDS 0", "greater than zero"),
+        ("MODEL a\nPRICE a INPUT x OUTPUT 1", "US dollars per million"),
+        ("MODEL a\nPRICE a 1 2", "PRICE expects"),
+        ("MODEL a\nTIMEOUT LLM never", "invalid duration"),
+    ];
+    for (extra, want) in cases {
+        let e = err(&format!("{AGENT}{extra}\n"));
+        assert!(e.message.contains(want), "{extra}: got {e}");
+        assert!(e.line >= 1, "{extra}: {e}");
+    }
+    let e = err("FROM process\nNAME a\nCOMMAND true\nMODEL gpt-4o\n");
+    assert_eq!(e.line, 4);
+    assert!(e.message.contains("add `FROM agent`"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! The Dispatch run model. Pure data and pure functions: no async runtime, no I/O
 //! except where a module says so (parcel building reads and writes files).
 
+pub mod agent;
 pub mod agentfile;
 pub mod brief;
 pub mod event;

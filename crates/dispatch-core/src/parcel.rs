@@ -24,6 +24,8 @@ pub enum Courier {
     Process,
     /// Start nothing and succeed at once (benchmarks and wiring tests).
     Noop,
+    /// The native model loop, inside the helper or worker (`FROM agent`).
+    Agent,
 }
 
 /// Instructions that go into the brief.
@@ -142,6 +144,9 @@ pub struct Manifest {
     pub listen: Option<ListenPolicy>,
     /// Files under `files/`, sorted by path.
     pub files: Vec<FileEntry>,
+    /// The native agent's models and limits (`FROM agent` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::AgentConfig>,
 }
 
 /// A parcel on disk.

@@ -19,6 +19,8 @@ pub enum Operation {
     Job,
     Heartbeat,
     Service,
+    /// One turn of a conversation (`dispatch chat`).
+    Chat,
 }
 
 impl Operation {
@@ -27,6 +29,7 @@ impl Operation {
             Operation::Job => "job",
             Operation::Heartbeat => "heartbeat",
             Operation::Service => "service",
+            Operation::Chat => "chat",
         }
     }
 }
@@ -45,8 +48,9 @@ impl FromStr for Operation {
             "job" => Ok(Operation::Job),
             "heartbeat" => Ok(Operation::Heartbeat),
             "service" => Ok(Operation::Service),
+            "chat" => Ok(Operation::Chat),
             other => Err(format!(
-                "unknown operation `{other}` (expected job, heartbeat or service)"
+                "unknown operation `{other}` (expected job, heartbeat, service or chat)"
             )),
         }
     }

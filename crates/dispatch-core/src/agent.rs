@@ -1,0 +1,222 @@
+//! The native agent's configuration (`FROM agent`): which models to call, in
+//! which order, with which keys, prices, timeouts and limits. Parsed from the
+//! Agentfile (MODEL, FALLBACK, PRICE, TIMEOUT LLM, LIMIT TOOL_ROUNDS |
+//! OUTPUT_TOKENS | CONTEXT_TOKENS) and stored in the parcel's manifest.
+//! Pure data: the loop that uses it lives in the `dispatch-agent` crate.
+
+use serde::{Deserialize, Serialize};
+
+/// Which wire format a model speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI Chat Completions at `https://api.openai.com/v1` (or BASE_URL).
+    Openai,
+    /// Anthropic Messages at `https://api.anthropic.com/v1` (or BASE_URL).
+    Anthropic,
+    /// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio): the
+    /// Chat Completions format at BASE_URL; the key is optional.
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub const NAMES: &'static str = "openai, anthropic, openai_compatible";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenaiCompatible => "openai_compatible",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "openai" => Some(ProviderKind::Openai),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            "openai_compatible" | "compatible" => Some(ProviderKind::OpenaiCompatible),
+            _ => None,
+        }
+    }
+
+    /// The provider a model name implies when PROVIDER is not given:
+    /// `claude…` is Anthropic, anything else OpenAI (OpenAI-compatible when a
+    /// BASE_URL is given).
+    pub fn infer(model: &str, has_base_url: bool) -> ProviderKind {
+        if model.to_ascii_lowercase().starts_with("claude") {
+            ProviderKind::Anthropic
+        } else if has_base_url {
+            ProviderKind::OpenaiCompatible
+        } else {
+            ProviderKind::Openai
+        }
+    }
+
+    /// The base URL used when none is given (no trailing `/`).
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com/v1",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One model the agent may call: `MODEL` (the first) or a `FALLBACK`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub provider: ProviderKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The name of a declared SECRET holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl ModelRef {
+    /// The base URL calls go to (BASE_URL, else the provider's default).
+    pub fn endpoint(&self) -> &str {
+        self.base_url
+            .as_deref()
+            .unwrap_or_else(|| self.provider.default_base_url())
+    }
+}
+
+/// `PRICE <model> INPUT <usd per 1M> OUTPUT <usd per 1M>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// Cost in USD of one call.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// Everything `FROM agent` adds to a manifest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The primary model first, then each FALLBACK in order.
+    pub models: Vec<ModelRef>,
+    /// `TIMEOUT LLM`: the longest one model call may take (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_timeout_ms: Option<u64>,
+    /// `LIMIT TOOL_ROUNDS`: the most rounds of tool calls in one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_rounds: Option<u64>,
+    /// `LIMIT OUTPUT_TOKENS`: the most output tokens per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// `LIMIT CONTEXT_TOKENS`: a conversation larger than this is compacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_context_tokens: Option<u64>,
+    /// `PRICE` lines (they override the built-in table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<Price>,
+}
+
+/// Dollars per million tokens (input, output) of well-known models, as
+/// their providers list them on 2026-11-01. A model not here and without a
+/// PRICE line has an unknown cost (null, never 0).
+pub const PRICE_TABLE_DATE: &str = "2026-11-01";
+
+#[rustfmt::skip]
+const BUILTIN_PRICES: &[(&str, f64, f64)] = &[
+    ("gpt-4o", 2.50, 10.00),
+    ("gpt-4o-mini", 0.15, 0.60),
+    ("gpt-4.1", 2.00, 8.00),
+    ("gpt-4.1-mini", 0.40, 1.60),
+    ("gpt-4.1-nano", 0.10, 0.40),
+    ("gpt-5", 1.25, 10.00),
+    ("gpt-5-mini", 0.25, 2.00),
+    ("gpt-5-nano", 0.05, 0.40),
+    ("o3", 2.00, 8.00),
+    ("o4-mini", 1.10, 4.40),
+    ("claude-opus-4-1", 15.00, 75.00),
+    ("claude-sonnet-4-5", 3.00, 15.00),
+    ("claude-sonnet-4", 3.00, 15.00),
+    ("claude-haiku-4-5", 1.00, 5.00),
+    ("claude-3-5-haiku", 0.80, 4.00),
+];
+
+impl AgentConfig {
+    /// The price of `model`: a PRICE line, else the built-in table (exact
+    /// name, or the name with a `-YYYYMMDD`/`-YYYY-MM-DD` snapshot suffix).
+    pub fn price_of(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.prices.iter().find(|p| p.model == model) {
+            return Some(p.clone());
+        }
+        builtin_price(model)
+    }
+}
+
+/// The built-in price of `model`, if the table has it.
+pub fn builtin_price(model: &str) -> Option<Price> {
+    let base = strip_snapshot(model);
+    BUILTIN_PRICES
+        .iter()
+        .find(|(m, _, _)| *m == model || *m == base)
+        .map(|(m, i, o)| Price {
+            model: m.to_string(),
+            input_per_mtok: *i,
+            output_per_mtok: *o,
+        })
+}
+
+fn strip_snapshot(model: &str) -> &str {
+    // `claude-haiku-4-5-20251001`, `gpt-4o-2024-08-06`
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if let Some((head, tail)) = model.rsplit_once('-')
+        && tail.len() == 8
+        && digits(tail)
+    {
+        return head;
+    }
+    let parts: Vec<&str> = model.rsplitn(4, '-').collect();
+    if parts.len() == 4 && parts[..3].iter().all(|p| digits(p)) && parts[2].len() == 4 {
+        return parts[3];
+    }
+    model
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_models_have_prices_and_unknown_ones_none() {
+        let c = AgentConfig::default();
+        assert_eq!(c.price_of("gpt-4o-mini").map(|p| p.input_per_mtok), Some(0.15));
+        assert!(c.price_of("claude-haiku-4-5-20251001").is_some());
+        assert!(c.price_of("gpt-4o-2024-08-06").is_some());
+        assert!(c.price_of("llama3.2").is_none());
+        let c = AgentConfig {
+            prices: vec![Price {
+                model: "llama3.2".into(),
+                input_per_mtok: 1.0,
+                output_per_mtok: 2.0,
+            }],
+            ..AgentConfig::default()
+        };
+        let p = c.price_of("llama3.2").expect("PRICE line");
+        assert!((p.cost(1_000_000, 500_000) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn providers_are_inferred_from_names() {
+        assert_eq!(ProviderKind::infer("claude-haiku-4-5", false), ProviderKind::Anthropic);
+        assert_eq!(ProviderKind::infer("gpt-4o", false), ProviderKind::Openai);
+        assert_eq!(ProviderKind::infer("llama3", true), ProviderKind::OpenaiCompatible);
+    }
+}

@@ -1,0 +1,100 @@
+//! The native agent's directives: `MODEL` / `FALLBACK` (`<name> [PROVIDER p]
+//! [BASE_URL url] [KEY SECRET_NAME]`), `PRICE <model> INPUT <usd> OUTPUT
+//! <usd>` (per million tokens), and the agent-only `LIMIT` and `TIMEOUT`
+//! forms.
+
+use super::lex::{env_name, expected, positive};
+use crate::agent::{ModelRef, Price, ProviderKind};
+
+/// Parses the arguments of `MODEL` or `FALLBACK` (`key` names which).
+pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<ModelRef, String> {
+    let Some((name, mut opts)) = args.split_first() else {
+        return Err(expected(key, rest));
+    };
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) || name.is_empty() {
+        return Err(format!("{key} expects a model name, got `{name}`"));
+    }
+    let (mut provider, mut base_url, mut secret) = (None, None, None);
+    while let [word, value, more @ ..] = opts {
+        match word.to_ascii_uppercase().as_str() {
+            "PROVIDER" => {
+                let p = ProviderKind::parse(value).ok_or_else(|| {
+                    format!(
+                        "unknown PROVIDER `{value}` (hint: known providers: {})",
+                        ProviderKind::NAMES
+                    )
+                })?;
+                provider = Some(p);
+            }
+            "BASE_URL" => base_url = Some(check_base_url(value)?),
+            "KEY" => secret = Some(env_name(value, "KEY secret")?),
+            _ => {
+                return Err(format!(
+                    "{key}: unknown option `{word}` (hint: `{key} <model> [PROVIDER openai|anthropic|openai_compatible] [BASE_URL <url>] [KEY <SECRET name>]`)"
+                ));
+            }
+        }
+        opts = more;
+    }
+    if let [dangling] = opts {
+        return Err(format!(
+            "{key}: `{dangling}` needs a value (hint: `{key} {name} PROVIDER openai KEY OPENAI_API_KEY`)"
+        ));
+    }
+    let provider = provider.unwrap_or_else(|| ProviderKind::infer(name, base_url.is_some()));
+    Ok(ModelRef {
+        name: name.clone(),
+        provider,
+        base_url,
+        key: secret,
+    })
+}
+
+/// A BASE_URL must be an absolute http(s) URL; it is kept without a trailing `/`.
+pub fn check_base_url(value: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!(
+            "BASE_URL `{value}` is not a URL ({why}) (hint: e.g. `BASE_URL http://127.0.0.1:11434/v1`)"
+        )
+    };
+    let url = url::Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+/// `PRICE <model> INPUT <usd per 1M tokens> OUTPUT <usd per 1M tokens>`.
+pub(super) fn parse_price(rest: &str, args: &[String]) -> Result<Price, String> {
+    let [model, i_word, input, o_word, output] = args else {
+        return Err(expected("PRICE", rest));
+    };
+    if !i_word.eq_ignore_ascii_case("input") || !o_word.eq_ignore_ascii_case("output") {
+        return Err(expected("PRICE", rest));
+    }
+    let usd = |v: &String| {
+        let n = v.strip_prefix('$').unwrap_or(v).parse::<f64>().ok();
+        n.filter(|n| n.is_finite() && *n >= 0.0).ok_or_else(|| {
+            format!("PRICE expects US dollars per million tokens, got `{v}` (hint: `PRICE {model} INPUT 0.15 OUTPUT 0.60`)")
+        })
+    };
+    Ok(Price {
+        model: model.clone(),
+        input_per_mtok: usd(input)?,
+        output_per_mtok: usd(output)?,
+    })
+}
+
+/// Which agent-only LIMIT a word names, and its parsed value.
+pub(super) fn agent_limit(kind: &str, value: &str) -> Option<Result<(&'static str, u64), String>> {
+    let key = match kind {
+        "TOOL_ROUNDS" => "LIMIT TOOL_ROUNDS",
+        "OUTPUT_TOKENS" => "LIMIT OUTPUT_TOKENS",
+        "CONTEXT_TOKENS" => "LIMIT CONTEXT_TOKENS",
+        _ => return None,
+    };
+    Some(positive(value, key).map(|n| (key, n)))
+}
