@@ -9,6 +9,9 @@
 //!
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
 //! database load (see `idle.rs`).
+//!
+//! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
+//! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +24,8 @@ use dispatch_store::{NewRun, RunStore, StateWrite};
 mod cluster;
 mod cpu;
 mod idle;
+mod mock_llm;
+mod native;
 mod service;
 
 fn main() {
@@ -42,6 +47,14 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("mock-llm") {
+        std::process::exit(mock_llm::main(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("native") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        native::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("cluster") {
@@ -75,7 +88,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|idle [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|idle|native|cluster|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

@@ -28,6 +28,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Run an agent: build its parcel if needed, create a run, start it.
     Run(RunArgs),
+    /// Talk to a native agent (`FROM agent`): each line is a turn, a run in the session.
+    Chat(ChatArgs),
     /// Run an agent as a long-lived service woken by timers, HTTP requests and `dispatch wake`.
     Serve(ServeArgs),
     /// Wake a running service now; prints the heartbeat run's id.
@@ -147,8 +149,20 @@ pub struct RunArgs {
     /// Print the run id and return at once; the run goes on in the background.
     #[arg(short, long)]
     pub detach: bool,
+    /// A native agent: print the request its first model call would send, and call nothing.
+    #[arg(long)]
+    pub print_prompt: bool,
     #[command(flatten)]
     pub reliability: DispatchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A directory with an Agentfile (`FROM agent`), or a built parcel's name or digest.
+    pub source: String,
+    /// The conversation to continue or start (default: a new one, named on stderr).
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -122,6 +122,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Build(a) => build::build(ctx, &a),
         Command::Run(a) => run::run_cmd(ctx, &a).await,
         Command::Create(a) => run::create_cmd(ctx, &a).await,
+        Command::Chat(a) => chat::chat(ctx, &a).await,
         Command::Serve(a) => serve::serve(ctx, &a).await,
         Command::Wake(a) => wake::wake(ctx, &a).await,
         Command::Start(a) => start::start(ctx, &a).await,

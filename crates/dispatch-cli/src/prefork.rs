@@ -163,7 +163,11 @@ fn child(report: File) -> i32 {
         }
     };
     let args = match cli.command {
-        Command::Run(args) if cli.host.as_deref().is_none_or(str::is_empty) => args,
+        Command::Run(args)
+            if cli.host.as_deref().is_none_or(str::is_empty) && !args.print_prompt =>
+        {
+            args
+        }
         _ => {
             send(report, &Report::Declined);
             let _ = ahead.join();

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn known_models_have_prices_and_unknown_ones_none() {
         let c = AgentConfig::default();
-        assert_eq!(c.price_of("gpt-4o-mini").map(|p| p.input_per_mtok), Some(0.15));
+        assert_eq!(
+            c.price_of("gpt-4o-mini").map(|p| p.input_per_mtok),
+            Some(0.15)
+        );
         assert!(c.price_of("claude-haiku-4-5-20251001").is_some());
         assert!(c.price_of("gpt-4o-2024-08-06").is_some());
         assert!(c.price_of("llama3.2").is_none());
@@ -215,8 +218,14 @@ mod tests {
 
     #[test]
     fn providers_are_inferred_from_names() {
-        assert_eq!(ProviderKind::infer("claude-haiku-4-5", false), ProviderKind::Anthropic);
+        assert_eq!(
+            ProviderKind::infer("claude-haiku-4-5", false),
+            ProviderKind::Anthropic
+        );
         assert_eq!(ProviderKind::infer("gpt-4o", false), ProviderKind::Openai);
-        assert_eq!(ProviderKind::infer("llama3", true), ProviderKind::OpenaiCompatible);
+        assert_eq!(
+            ProviderKind::infer("llama3", true),
+            ProviderKind::OpenaiCompatible
+        );
     }
 }

@@ -256,7 +256,10 @@ impl Parser {
     }
 
     fn agent(&mut self) -> &mut AgentConfig {
-        self.af.manifest.agent.get_or_insert_with(AgentConfig::default)
+        self.af
+            .manifest
+            .agent
+            .get_or_insert_with(AgentConfig::default)
     }
 
     fn listen(&mut self) -> &mut ListenPolicy {
@@ -593,7 +596,9 @@ impl Parser {
         } else if let Some((line, what)) = self.agent_lines.first() {
             return Err(AgentfileError::new(
                 *line,
-                format!("{what} is for native agents (hint: add `FROM agent`, which runs the model loop inside Dispatch)"),
+                format!(
+                    "{what} is for native agents (hint: add `FROM agent`, which runs the model loop inside Dispatch)"
+                ),
             ));
         }
         // The noop and agent couriers start no program, so they need no COMMAND.
@@ -665,7 +670,10 @@ fn check_agent(
             let what = if i == 0 { "MODEL" } else { "FALLBACK" };
             return Err(AgentfileError::new(
                 line_of(what),
-                format!("{what} {}: KEY names `{key}`, which is not a declared SECRET (hint: add `SECRET {key}`)", model.name),
+                format!(
+                    "{what} {}: KEY names `{key}`, which is not a declared SECRET (hint: add `SECRET {key}`)",
+                    model.name
+                ),
             ));
         }
     }

@@ -471,7 +471,10 @@ fn a_native_agent_parses_models_fallbacks_prices_and_limits() {
     use crate::agent::ProviderKind;
     assert_eq!(a.models[1].provider, ProviderKind::Anthropic);
     assert_eq!(a.models[2].provider, ProviderKind::OpenaiCompatible);
-    assert_eq!(a.models[2].base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+    assert_eq!(
+        a.models[2].base_url.as_deref(),
+        Some("http://127.0.0.1:11434/v1")
+    );
     assert_eq!(a.models[0].key.as_deref(), Some("OPENAI_API_KEY"));
     assert_eq!(a.llm_timeout_ms, Some(60_000));
     assert_eq!(a.max_tool_rounds, Some(8));
@@ -483,7 +486,13 @@ fn a_native_agent_parses_models_fallbacks_prices_and_limits() {
 
 #[test]
 fn native_courier_aliases_build() {
-    for from in ["agent", "native", "dispatch/native", "dispatch/native:0.3", "AGENT"] {
+    for from in [
+        "agent",
+        "native",
+        "dispatch/native",
+        "dispatch/native:0.3",
+        "AGENT",
+    ] {
         let text = format!("FROM {from}\nNAME a\nMODEL gpt-4o-mini\n");
         let af = parse(&text).unwrap_or_else(|e| panic!("FROM {from}: {e}"));
         assert_eq!(af.manifest.courier, Courier::Agent, "FROM {from}");
@@ -495,7 +504,10 @@ fn native_agent_mistakes_are_refused_with_their_line() {
     let cases: &[(&str, &str)] = &[
         ("", "FROM agent needs a MODEL"),
         ("MODEL gpt-4o PROVIDER azure", "unknown PROVIDER `azure`"),
-        ("MODEL gpt-4o BASE_URL not-a-url", "BASE_URL `not-a-url` is not a URL"),
+        (
+            "MODEL gpt-4o BASE_URL not-a-url",
+            "BASE_URL `not-a-url` is not a URL",
+        ),
         ("MODEL gpt-4o BASE_URL ftp://x/v1", "http or https"),
         ("MODEL gpt-4o KEY OPENAI_API_KEY", "not a declared SECRET"),
         ("MODEL gpt-4o PROVIDER", "needs a value"),
@@ -504,7 +516,10 @@ fn native_agent_mistakes_are_refused_with_their_line() {
         ("FALLBACK b", "FALLBACK without MODEL"),
         ("MODEL a\nCOMMAND sh x.sh", "takes no COMMAND"),
         ("MODEL a\nLIMIT TOOL_ROUNDS 0", "greater than zero"),
-        ("MODEL a\nPRICE a INPUT x OUTPUT 1", "US dollars per million"),
+        (
+            "MODEL a\nPRICE a INPUT x OUTPUT 1",
+            "US dollars per million",
+        ),
         ("MODEL a\nPRICE a 1 2", "PRICE expects"),
         ("MODEL a\nTIMEOUT LLM never", "invalid duration"),
     ];

@@ -20,6 +20,8 @@ pub enum RuntimeError {
         "secret {0} is declared by the Agentfile but not set (hint: export {0}=... before dispatching)"
     )]
     MissingSecret(String),
+    #[error("cannot dispatch this native agent: {0}")]
+    Agent(String),
     #[error("run {id} is already {status}; there is nothing to stop")]
     AlreadyFinished {
         id: String,

@@ -94,11 +94,21 @@ pub fn write_brief(layout: &Layout, brief: &Brief) -> RuntimeResult<String> {
 }
 
 /// Checks that every declared secret has a value in the environment.
+///
+/// A native agent's model keys are checked with its models instead (they
+/// are not needed when `LLM_BASE_URL` points the run elsewhere).
 pub fn check_secrets(parcel: &Parcel) -> RuntimeResult<()> {
+    let model_keys: Vec<&String> = parcel
+        .manifest
+        .agent
+        .iter()
+        .flat_map(|a| a.models.iter().filter_map(|m| m.key.as_ref()))
+        .collect();
     match parcel
         .manifest
         .secrets
         .iter()
+        .filter(|name| !model_keys.contains(name))
         .find(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
     {
         Some(missing) => Err(RuntimeError::MissingSecret(missing.clone())),

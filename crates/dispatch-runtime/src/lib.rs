@@ -14,6 +14,7 @@ mod follow;
 pub mod helper;
 pub mod launch;
 pub mod layout;
+pub mod native;
 pub mod os;
 pub mod probe;
 pub mod reconcile;

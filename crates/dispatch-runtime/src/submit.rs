@@ -4,7 +4,7 @@
 
 use dispatch_core::Operation;
 use dispatch_core::brief::Brief;
-use dispatch_core::parcel::Parcel;
+use dispatch_core::parcel::{Courier, Parcel};
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
 use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
 use sha2::{Digest, Sha256};
@@ -58,6 +58,13 @@ pub struct Submission {
     force: bool,
 }
 
+impl Submission {
+    /// The resolved parcel.
+    pub fn parcel(&self) -> &Parcel {
+        &self.parcel
+    }
+}
+
 /// The first half of [`submit`]: everything that needs no database (so
 /// that `dispatch run` does it while the database opens).
 pub fn prepare(
@@ -72,12 +79,13 @@ pub fn prepare(
     }
     probe::probe_all(&parcel.manifest.requires)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let mut brief = Brief::assemble(&parcel, operation, req.payload.clone());
+    if parcel.manifest.courier == Courier::Agent {
+        native_checks(&parcel, &mut brief, opts)?;
+    }
     let brief_sha256 = match &opts.brief_sha256 {
         Some(sha) => sha.clone(),
-        None => write_brief(
-            layout,
-            &Brief::assemble(&parcel, operation, req.payload.clone()),
-        )?,
+        None => write_brief(layout, &brief)?,
     };
     let policy = match &opts.policy {
         Some(p) => p.clone(),
@@ -137,6 +145,24 @@ pub async fn create<S: Store + ?Sized>(
     }
     let created = store.create_run_with(&new, &extras, !force).await?;
     Ok((created, parcel, extras))
+}
+
+/// A native agent: the environment's model overrides go into the brief, and
+/// the models it will call must have their keys here, and prices under
+/// `LIMIT COST`, before anything runs.
+fn native_checks(parcel: &Parcel, brief: &mut Brief, opts: &SubmitOptions) -> RuntimeResult<()> {
+    let env = |k: &str| std::env::var(k).ok();
+    let over = dispatch_agent::Override::from_env(env).map_err(RuntimeError::Agent)?;
+    if let Some(over) = over {
+        brief.context["llm"] = serde_json::to_value(over).expect("plain data");
+    }
+    let policy = match &opts.policy {
+        Some(p) => serde_json::from_value(p.clone()).unwrap_or_default(),
+        None => RunPolicy::resolve(&parcel.manifest, &opts.overrides),
+    };
+    crate::helper::native::loop_config(parcel, &brief.context, &policy, env)
+        .map(drop)
+        .map_err(RuntimeError::Agent)
 }
 
 /// The default idempotency key: SHA-256 of parcel digest, operation and the

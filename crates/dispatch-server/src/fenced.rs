@@ -219,3 +219,34 @@ impl ReliabilityStore for FencedStore {
         self.inner.mark_replayed(run, by).await
     }
 }
+
+/// Sessions are not the run's: their writes are compare-and-set by version,
+/// not fenced by the lease.
+#[async_trait::async_trait]
+impl dispatch_store::SessionStore for FencedStore {
+    async fn get_session(&self, key: &str) -> StoreResult<Option<dispatch_store::SessionRecord>> {
+        self.inner.get_session(key).await
+    }
+
+    async fn put_session(
+        &self,
+        key: &str,
+        data: &serde_json::Value,
+        expected: i64,
+        by: Option<&RunId>,
+        at: dispatch_core::Ts,
+    ) -> StoreResult<i64> {
+        self.inner.put_session(key, data, expected, by, at).await
+    }
+
+    async fn list_sessions(
+        &self,
+        prefix: Option<&str>,
+    ) -> StoreResult<Vec<dispatch_store::SessionRecord>> {
+        self.inner.list_sessions(prefix).await
+    }
+
+    async fn delete_session(&self, key: &str) -> StoreResult<bool> {
+        self.inner.delete_session(key).await
+    }
+}

@@ -447,6 +447,8 @@ impl Worker {
                 && h.store.agent().is_some()
             {
                 kill(h, Signal::SIGTERM);
+                // A native agent's loop is a task here: cancel it.
+                dispatch_runtime::native::cancel(&id);
                 h.stopping = true;
             }
         }

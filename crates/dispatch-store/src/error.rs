@@ -33,6 +33,12 @@ pub enum StoreError {
         "session `{session}` is in use by run {run} (hint: wait for that run to end, or bind another --session)"
     )]
     SessionBusy { session: String, run: RunId },
+    #[error("session `{key}` changed while this turn ran (expected version {expected})")]
+    SessionConflict { key: String, expected: i64 },
+    #[error(
+        "invalid session key `{key}` (hint: a session key is 1 to 512 characters, without NUL)"
+    )]
+    InvalidSession { key: String },
     #[error(
         "run {run} has no approval `{id}` (hint: `dispatch approvals ls` lists pending approvals)"
     )]

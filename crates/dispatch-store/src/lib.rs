@@ -17,6 +17,7 @@ mod queue;
 mod queue_timeout;
 mod reliability;
 mod service;
+mod sessions;
 pub mod sqlite;
 mod tokens;
 
@@ -31,6 +32,7 @@ pub use postgres::PgStore;
 pub use queue::{ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes};
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 pub use service::{ServiceState, ServiceStore};
+pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};
 
@@ -112,5 +114,11 @@ pub trait AttemptStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore {}
-impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore> Store for T {}
+pub trait Store:
+    RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore
+{
+}
+impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore>
+    Store for T
+{
+}

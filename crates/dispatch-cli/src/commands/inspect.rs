@@ -53,6 +53,9 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     doc["approvals"] = json!(store.list_approvals(Some(&run.id), false).await?);
     doc["dead_letter"] = json!(store.dead_letter(&run.id).await?);
     doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
+    let (model_calls, conversation) = super::inspect_agent::fields(&events);
+    doc["model_calls"] = model_calls;
+    doc["conversation"] = conversation;
     doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
@@ -97,7 +100,14 @@ pub(crate) fn print_human(d: &Value) {
         "Tokens:",
         format!("{} in / {} out", u["input_tokens"], u["output_tokens"]),
     );
-    line("Cost:", cost_text(u["cost_usd"].as_f64().unwrap_or(0.0)));
+    let cost = cost_text(u["cost_usd"].as_f64().unwrap_or(0.0));
+    match super::inspect_agent::cost_unknown(d) {
+        true => line(
+            "Cost:",
+            format!("{cost} + unknown (a model without a price; add PRICE)"),
+        ),
+        false => line("Cost:", cost),
+    }
     if let Some(p) = d["parent_id"].as_str() {
         line("Parent:", p.to_string());
     }
@@ -137,6 +147,7 @@ pub(crate) fn print_human(d: &Value) {
         }
     }
     super::telemetry::print_human(d);
+    super::inspect_agent::print_human(d);
     if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
         println!("Approvals:");
         for a in approvals {

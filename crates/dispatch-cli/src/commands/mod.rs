@@ -2,11 +2,14 @@
 
 pub mod approvals;
 pub mod build;
+pub mod chat;
 pub mod dlq;
 pub mod images;
 pub mod inspect;
+pub mod inspect_agent;
 pub mod internal;
 pub mod logs;
+pub mod print_prompt;
 pub mod prune;
 pub mod ps;
 pub mod remote;

@@ -279,6 +279,13 @@ impl Remote {
             )?;
             doc["attempts"] = attempts["attempts"].clone();
             doc["artifacts"] = artifacts["artifacts"].clone();
+            if let Ok(list) =
+                serde_json::from_value::<Vec<dispatch_store::Event>>(events["events"].clone())
+            {
+                let (model_calls, conversation) = super::inspect_agent::fields(&list);
+                doc["model_calls"] = model_calls;
+                doc["conversation"] = conversation;
+            }
             doc["events"] = events["events"].clone();
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
             doc["run_dir"] = Value::Null;

@@ -86,6 +86,9 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 }
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
+    if args.print_prompt {
+        return crate::commands::print_prompt::print_prompt(ctx, args);
+    }
     // Usually the helper `run` forks does this (see `crate::prefork`);
     // here when it could not: create the run and spawn its helper.
     let (store, run, existing) = create_for_run(ctx, args).await?;

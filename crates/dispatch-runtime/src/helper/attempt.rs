@@ -22,7 +22,7 @@ use crate::record::{AdvanceError, advance};
 use crate::submit::session_file;
 
 /// How one attempt ended.
-enum End {
+pub(super) enum End {
     /// The run ends now with `t`.
     Final(Transition, Option<Value>),
     /// The attempt failed in a way another attempt may fix.
@@ -30,12 +30,12 @@ enum End {
 }
 
 /// How one attempt went.
-struct Ended {
-    end: End,
+pub(super) struct Ended {
+    pub(super) end: End,
     /// The last checkpoint the attempt wrote.
-    checkpoint: Option<Value>,
+    pub(super) checkpoint: Option<Value>,
     /// The agent's start, when it is not saved yet (see [`agent::START_WINDOW`]).
-    start: Option<Transition>,
+    pub(super) start: Option<Transition>,
 }
 
 /// Runs attempts of the claimed run until one ends it. Returns its exit status.
@@ -196,6 +196,16 @@ async fn one_attempt<S: Store + ?Sized>(
             checkpoint: None,
             start: Some(started),
         });
+    }
+    if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
+        let ctx = super::native::NativeCtx {
+            policy,
+            session,
+            own_signals,
+            parcel,
+            prepared: &prepared,
+        };
+        return super::native::attempt(store, layout, run, log, &ctx).await;
     }
     let dir = layout.run_dir(&run.id);
     let spec = &mut prepared.spec;

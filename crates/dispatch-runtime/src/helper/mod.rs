@@ -10,6 +10,7 @@
 mod agent;
 mod attempt;
 mod collect;
+pub mod native;
 pub(crate) mod retry;
 mod watch;
 

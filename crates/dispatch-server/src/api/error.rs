@@ -134,7 +134,9 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Ambiguous { .. } => (StatusCode::BAD_REQUEST, codes::AMBIGUOUS_ID),
             StoreError::Conflict { .. }
             | StoreError::Fenced { .. }
-            | StoreError::LogMoved { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
+            | StoreError::LogMoved { .. }
+            | StoreError::SessionConflict { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
+            StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
             StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::ALREADY_DECIDED),
@@ -160,7 +162,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::MissingSecret(_) => (StatusCode::BAD_REQUEST, codes::MISSING_SECRET),
             RuntimeError::AlreadyFinished { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
-            RuntimeError::BadSession(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            RuntimeError::BadSession(_) | RuntimeError::Agent(_) => {
+                (StatusCode::BAD_REQUEST, codes::BAD_REQUEST)
+            }
             RuntimeError::Dependency(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             RuntimeError::Service(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Io { .. } | RuntimeError::Spawn(..) => {

@@ -9,8 +9,10 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::RunId;
+use dispatch_runtime::native::{TextDelta, deltas};
 use dispatch_store::Event;
 use futures_util::stream::unfold;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::runs::{Params, params, resolve};
 use super::{ApiError, ApiResult, AppState};
@@ -29,6 +31,13 @@ struct EventCursor {
     after: i64,
     pending: VecDeque<Event>,
     done: bool,
+    /// Text a native agent generates in this process, as it arrives.
+    deltas: broadcast::Receiver<TextDelta>,
+}
+
+enum Next {
+    Event(Event),
+    Delta(TextDelta),
 }
 
 /// `GET /v1/runs/{id}/events`: every event after `Last-Event-ID` (or
@@ -68,7 +77,9 @@ pub async fn events(
 }
 
 /// The run's events after `after` as server-sent events, ending after its
-/// last event once it has finished.
+/// last event once it has finished. Between them, `delta` events carry the
+/// text a native agent running in this process generates, as it arrives
+/// (not stored, so without an id: `Last-Event-ID` resumes stored events).
 pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
     let cursor = EventCursor {
         state,
@@ -76,16 +87,42 @@ pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
         after,
         pending: VecDeque::new(),
         done: false,
+        deltas: deltas().subscribe(),
     };
     let stream = unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(event) = c.pending.pop_front() {
+        let next = next(&mut c).await?;
+        let event = match next {
+            Next::Event(event) => {
                 c.after = event.seq;
-                return Some((Ok::<_, Infallible>(sse_event(&event)), c));
+                sse_event(&event)
             }
-            if c.done {
-                return None;
-            }
+            Next::Delta(d) => SseEvent::default().event("delta").data(
+                serde_json::json!({"run_id": d.run_id, "attempt": d.attempt, "text": d.text})
+                    .to_string(),
+            ),
+        };
+        Some((Ok::<_, Infallible>(event), c))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The next thing to send: a stored event, or a delta of this run.
+async fn next(c: &mut EventCursor) -> Option<Next> {
+    loop {
+        if let Some(event) = c.pending.pop_front() {
+            return Some(Next::Event(event));
+        }
+        if c.done {
+            return None;
+        }
+        match c.deltas.try_recv() {
+            Ok(d) if d.run_id == c.id => return Some(Next::Delta(d)),
+            Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => {}
+        }
+        {
             // The status first: a run that was finished before this read has
             // all its events in the read.
             let finished = match c.state.store.get_run(&c.id).await {
@@ -95,14 +132,24 @@ pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
             match c.state.store.list_events(&c.id, c.after, PAGE).await {
                 Ok(events) if !events.is_empty() => c.pending.extend(events),
                 Ok(_) if finished => c.done = true,
-                Ok(_) => tokio::time::sleep(POLL).await,
+                Ok(_) => {
+                    let wait = tokio::time::sleep(POLL);
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            _ = &mut wait => break,
+                            d = c.deltas.recv() => match d {
+                                Ok(d) if d.run_id == c.id => return Some(Next::Delta(d)),
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(_) => std::future::pending::<()>().await,
+                            },
+                        }
+                    }
+                }
                 Err(_) => c.done = true,
             }
         }
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    }
 }
 
 fn sse_event(event: &Event) -> SseEvent {

@@ -14,6 +14,7 @@ pub(crate) mod queue;
 mod reliability;
 mod runs;
 mod schema;
+mod sessions;
 pub mod testdb;
 mod tokens;
 mod transitions;
@@ -436,6 +437,38 @@ impl QueueStore for PgStore {
 
     async fn lease(&self, id: &RunId) -> StoreResult<Option<Lease>> {
         in_tx!(self, |tx| queue::lease(&tx, id))
+    }
+}
+
+#[async_trait]
+impl crate::SessionStore for PgStore {
+    async fn get_session(&self, key: &str) -> StoreResult<Option<crate::SessionRecord>> {
+        crate::sessions::check_key(key)?;
+        in_tx!(self, |tx| sessions::get(&tx, key))
+    }
+
+    async fn put_session(
+        &self,
+        key: &str,
+        data: &serde_json::Value,
+        expected: i64,
+        by: Option<&RunId>,
+        at: Ts,
+    ) -> StoreResult<i64> {
+        crate::sessions::check_key(key)?;
+        in_tx!(self, |tx| sessions::put(&tx, key, data, expected, by, at))
+    }
+
+    async fn list_sessions(&self, prefix: Option<&str>) -> StoreResult<Vec<crate::SessionRecord>> {
+        if prefix.is_some_and(|p| p.contains('\0')) {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, |tx| sessions::list(&tx, prefix))
+    }
+
+    async fn delete_session(&self, key: &str) -> StoreResult<bool> {
+        crate::sessions::check_key(key)?;
+        in_tx!(self, |tx| sessions::delete(&tx, key))
     }
 }
 

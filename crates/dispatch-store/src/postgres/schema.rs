@@ -162,6 +162,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_queue_deadline ON runs ((ready_at + queue_timeout_ms))
         WHERE status = 'queued' AND queue_timeout_ms IS NOT NULL;
     "#,
+    // 8 (as SQLite's migration 10): native agents' conversation sessions.
+    r#"
+    CREATE TABLE sessions (
+        key        TEXT COLLATE "C" PRIMARY KEY,
+        data       TEXT NOT NULL,
+        version    BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        updated_by TEXT
+    );
+    CREATE INDEX sessions_by_update ON sessions (updated_at);
+    "#,
 ];
 
 /// The schema version this binary writes.

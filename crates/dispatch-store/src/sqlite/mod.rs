@@ -16,6 +16,7 @@ mod reliability;
 mod runs;
 mod schema;
 mod service;
+mod sessions;
 mod tokens;
 
 use crate::{TokenRecord, TokenStore};
@@ -571,6 +572,35 @@ impl ServiceStore for SqliteStore {
 
     async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
         self.read(|tx| service::get(tx, run))
+    }
+}
+
+#[async_trait]
+impl crate::SessionStore for SqliteStore {
+    async fn get_session(&self, key: &str) -> StoreResult<Option<crate::SessionRecord>> {
+        crate::sessions::check_key(key)?;
+        self.read(|tx| sessions::get(tx, key))
+    }
+
+    async fn put_session(
+        &self,
+        key: &str,
+        data: &serde_json::Value,
+        expected: i64,
+        by: Option<&RunId>,
+        at: Ts,
+    ) -> StoreResult<i64> {
+        crate::sessions::check_key(key)?;
+        self.write(|tx| sessions::put(tx, key, data, expected, by, at))
+    }
+
+    async fn list_sessions(&self, prefix: Option<&str>) -> StoreResult<Vec<crate::SessionRecord>> {
+        self.read(|tx| sessions::list(tx, prefix))
+    }
+
+    async fn delete_session(&self, key: &str) -> StoreResult<bool> {
+        crate::sessions::check_key(key)?;
+        self.write(|tx| sessions::delete(tx, key))
     }
 }
 

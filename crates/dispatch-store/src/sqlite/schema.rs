@@ -171,6 +171,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_queue_timeout ON runs (id)
         WHERE status = 'queued' AND queue_timeout_ms IS NOT NULL;
     ",
+    // 10: native agents' conversation sessions, by `<parcel>/<name>`.
+    "
+    CREATE TABLE sessions (
+        key        TEXT PRIMARY KEY NOT NULL,
+        data       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT
+    );
+    CREATE INDEX sessions_by_update ON sessions (updated_at);
+    ",
 ];
 
 /// The schema version this binary writes.

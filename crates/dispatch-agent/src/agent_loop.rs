@@ -1,0 +1,427 @@
+//! The model loop: call the model, run the tools it asks for, repeat, until
+//! it answers. Durable step by step: every round's model call, usage, tool
+//! calls and the conversation checkpoint are recorded together through the
+//! [`Sink`] (awaited, so they are stored before the next call), and a loop
+//! started from a checkpoint never repeats a completed call.
+//!
+//! Per call: budgets are checked before it (estimated input) and while it
+//! streams (estimated output); retryable errors (429 honouring
+//! `Retry-After`, 5xx, connection errors, `TIMEOUT LLM`) are retried with
+//! exponential backoff, then the next FALLBACK model is tried with the whole
+//! conversation; a refused request (400/401/403/404) fails the attempt as
+//! not retryable, quoting the provider.
+
+use std::time::{Duration, Instant};
+
+use dispatch_core::event::Usage;
+use serde_json::{Value, json};
+
+use crate::conversation::{Conversation, estimate_tokens};
+use crate::prompt::output_of;
+use crate::provider::{
+    Delta, Exchange, Flow, Message, ModelRequest, ModelResponse, ProviderError, ToolCall, ToolSpec,
+};
+use crate::resolve::{ResolvedModel, provider_for};
+
+/// How many tool rounds a run may do when the Agentfile sets no LIMIT TOOL_ROUNDS.
+pub const DEFAULT_TOOL_ROUNDS: u64 = 25;
+/// How long one call may take when the Agentfile sets no TIMEOUT LLM.
+pub const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(120);
+/// Retries of one call on the same model before the next model is tried.
+pub const CALL_RETRIES: u32 = 2;
+/// The longest a `Retry-After` is honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Where the loop's results go: the runtime's event stream and log.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    /// Generated text as it arrives (the log, live streams); not stored per token.
+    fn delta(&mut self, text: &str);
+    /// Appends events (type, data) to the run, all at once; awaited.
+    async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String>;
+    /// Stores a request or response body content-addressed; its sha256.
+    fn blob(&mut self, bytes: &[u8]) -> Option<String>;
+}
+
+/// The tools a model may call (none until the tools issue lands).
+#[async_trait::async_trait]
+pub trait Tools: Send + Sync {
+    fn specs(&self) -> Vec<ToolSpec>;
+    /// Runs one call: the result text and whether it failed.
+    async fn call(&self, call: &ToolCall) -> (String, bool);
+}
+
+/// An agent with no tools: every call is answered with an error the model can read.
+#[derive(Debug, Default)]
+pub struct NoTools;
+
+#[async_trait::async_trait]
+impl Tools for NoTools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+
+    async fn call(&self, call: &ToolCall) -> (String, bool) {
+        (
+            format!(
+                "error: there is no tool named `{}`; this agent has no tools. Answer without tools.",
+                call.name
+            ),
+            true,
+        )
+    }
+}
+
+/// What the loop runs with.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    /// The primary model, then the fallbacks.
+    pub models: Vec<ResolvedModel>,
+    pub llm_timeout: Duration,
+    pub max_tool_rounds: u64,
+    pub max_output_tokens: Option<u64>,
+    pub max_context_tokens: Option<u64>,
+    /// The run's hard budgets (`LIMIT TOKENS`, `LIMIT COST`).
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    /// What the run used before this loop started (earlier attempts, earlier turns).
+    pub used: Usage,
+    /// First backoff between retries of a call (doubles each time).
+    pub backoff: Duration,
+}
+
+/// How the loop ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoopEnd {
+    /// The model answered: its last text, and the run's output.
+    Answered { text: String, output: Value },
+    /// The attempt failed; `retryable` says whether another attempt may help.
+    Failed { reason: String, retryable: bool },
+    /// A hard budget stopped it: `budget_exceeded: …`.
+    Budget(String),
+    /// The model kept calling tools past LIMIT TOOL_ROUNDS.
+    ToolRounds(String),
+}
+
+/// Runs the loop on `conv` (fresh, resumed from a checkpoint, or continuing a session).
+pub async fn run_loop(
+    cfg: &LoopConfig,
+    conv: &mut Conversation,
+    tools: &dyn Tools,
+    sink: &mut dyn Sink,
+    client: &reqwest::Client,
+) -> LoopEnd {
+    let mut used = cfg.used;
+    if let Some(answer) = conv.answered() {
+        // Resumed after the answer was checkpointed: nothing to call again.
+        let text = answer.content.clone();
+        return LoopEnd::Answered {
+            output: output_of(&text),
+            text,
+        };
+    }
+    loop {
+        if let Some(limit) = cfg.max_context_tokens {
+            let dropped = conv.compact(limit);
+            if dropped > 0 {
+                let data = json!({"message": format!("conversation compacted: {dropped} oldest messages dropped to fit LIMIT CONTEXT_TOKENS {limit}"), "dropped": dropped});
+                let _ = sink.record(vec![("warning", data)]).await;
+            }
+        }
+        let est_in = estimate_tokens(conv.chars());
+        if let Some(reason) = over_budget(cfg, &used, est_in, 0, cfg.models.first()) {
+            return LoopEnd::Budget(format!(
+                "budget_exceeded: {reason} (stopped before the next model call)"
+            ));
+        }
+        let call = match call_chain(cfg, conv, tools, sink, client, &used, est_in).await {
+            Ok(call) => call,
+            Err(end) => return end,
+        };
+        let Call {
+            model,
+            response,
+            mut event,
+            usage,
+            cost,
+        } = call;
+        used.input_tokens += usage.input_tokens;
+        used.output_tokens += usage.output_tokens;
+        used.cost_usd += cost.unwrap_or(0.0);
+        conv.calls += 1;
+        conv.messages.push(Message::assistant(
+            response.text.clone(),
+            response.tool_calls.clone(),
+        ));
+        event["call"] = json!(conv.calls);
+        let mut events = vec![
+            ("model_call", event),
+            ("usage", usage_event(&model, usage, cost)),
+        ];
+        let wants_tools = !response.tool_calls.is_empty();
+        if wants_tools && conv.rounds >= cfg.max_tool_rounds {
+            let _ = sink.record(events).await;
+            return LoopEnd::ToolRounds(format!(
+                "tool_rounds_exceeded: the model asked for tools again after {} rounds (LIMIT TOOL_ROUNDS {})",
+                conv.rounds, cfg.max_tool_rounds
+            ));
+        }
+        if wants_tools {
+            conv.rounds += 1;
+            for tc in &response.tool_calls {
+                let started = Instant::now();
+                let (out, is_error) = tools.call(tc).await;
+                let input: Value = serde_json::from_str(&tc.arguments)
+                    .unwrap_or(Value::String(tc.arguments.clone()));
+                events.push((
+                    "tool_call",
+                    json!({"name": tc.name, "id": tc.id, "input": input, "output": out, "ok": !is_error,
+                           "duration_ms": started.elapsed().as_millis() as u64, "round": conv.rounds}),
+                ));
+                conv.messages
+                    .push(Message::tool_result(tc.id.clone(), out, is_error));
+            }
+        }
+        let step = if wants_tools {
+            format!("round-{}", conv.rounds)
+        } else {
+            "answer".to_string()
+        };
+        let state = serde_json::to_value(&*conv).unwrap_or(Value::Null);
+        events.push(("checkpoint", json!({"step": step, "state": state})));
+        if let Err(e) = sink.record(events).await {
+            return LoopEnd::Failed {
+                reason: format!("could not record round {}: {e}", conv.calls),
+                retryable: true,
+            };
+        }
+        if let Some(reason) = over_budget(cfg, &used, 0, 0, Some(&model)) {
+            return LoopEnd::Budget(format!("budget_exceeded: {reason}"));
+        }
+        if !wants_tools {
+            let text = response.text;
+            return LoopEnd::Answered {
+                output: output_of(&text),
+                text,
+            };
+        }
+    }
+}
+
+/// One completed call.
+struct Call {
+    model: ResolvedModel,
+    response: ModelResponse,
+    event: Value,
+    usage: dispatch_core::event::Usage,
+    cost: Option<f64>,
+}
+
+fn usage_event(m: &ResolvedModel, u: Usage, cost: Option<f64>) -> Value {
+    let mut e = json!({"model": m.model.name, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens});
+    if let Some(c) = cost {
+        e["cost_usd"] = json!(c);
+    }
+    e
+}
+
+/// Why spending `extra_in` more input and `extra_out` more output tokens would
+/// cross a hard budget (`model`'s price for cost).
+fn over_budget(
+    cfg: &LoopConfig,
+    used: &Usage,
+    extra_in: u64,
+    extra_out: u64,
+    model: Option<&ResolvedModel>,
+) -> Option<String> {
+    let tokens = used.total_tokens() + extra_in + extra_out;
+    if let Some(max) = cfg.max_tokens
+        && tokens > max
+    {
+        let pending = if extra_in + extra_out > 0 {
+            format!(" (about {} more)", extra_in + extra_out)
+        } else {
+            String::new()
+        };
+        return Some(format!("{tokens} tokens{pending}, limit {max}"));
+    }
+    if let (Some(max), Some(price)) = (cfg.max_cost_usd, model.and_then(|m| m.price.as_ref())) {
+        let cost = used.cost_usd + price.cost(extra_in, extra_out);
+        if cost > max {
+            return Some(format!("cost ${cost:.4} exceeds limit ${max:.4}"));
+        }
+    }
+    None
+}
+
+/// Calls the models in order until one answers.
+async fn call_chain(
+    cfg: &LoopConfig,
+    conv: &Conversation,
+    tools: &dyn Tools,
+    sink: &mut dyn Sink,
+    client: &reqwest::Client,
+    used: &Usage,
+    est_in: u64,
+) -> Result<Call, LoopEnd> {
+    let mut last_error = String::from("no model was called");
+    for (mi, m) in cfg.models.iter().enumerate() {
+        let provider = provider_for(m, client);
+        let req = ModelRequest {
+            model: m.model.name.clone(),
+            system: conv.system.clone(),
+            messages: conv.messages.clone(),
+            tools: tools.specs(),
+            max_output_tokens: cfg.max_output_tokens,
+        };
+        let mut backoff = cfg.backoff;
+        for retry in 0..=CALL_RETRIES {
+            let mut ex = Exchange::default();
+            let started = Instant::now();
+            let mut out_chars = 0usize;
+            let mut budget_hit = None;
+            let mut on_delta = |d: Delta<'_>| {
+                let piece = match d {
+                    Delta::Text(t) => {
+                        sink.delta(t);
+                        t
+                    }
+                    Delta::ToolArguments(a) => a,
+                };
+                out_chars += piece.len();
+                match over_budget(cfg, used, est_in, estimate_tokens(out_chars), Some(m)) {
+                    Some(reason) => {
+                        budget_hit = Some(reason);
+                        Flow::Abort
+                    }
+                    None => Flow::Continue,
+                }
+            };
+            let result = match tokio::time::timeout(
+                cfg.llm_timeout,
+                provider.stream(&req, &mut on_delta, &mut ex),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Connect(format!(
+                    "no complete answer within {} (TIMEOUT LLM)",
+                    dispatch_core::time::human_duration(cfg.llm_timeout.as_millis() as i64)
+                ))),
+            };
+            let latency = started.elapsed().as_millis() as u64;
+            let mut event = json!({
+                "model": m.model.name, "provider": m.model.provider.as_str(), "base_url": m.model.endpoint(),
+                "latency_ms": latency, "first_token_ms": ex.first_token_ms, "retry": retry,
+                "fallback": mi > 0, "status": ex.status,
+                "request_sha256": sink.blob(&serde_json::to_vec(&ex.request_body).unwrap_or_default()),
+                "response_sha256": sink.blob(ex.response_body.as_bytes()),
+                "round": conv.rounds + 1,
+            });
+            if mi > 0 {
+                event["fallback_from"] = json!(cfg.models[0].model.name);
+            }
+            let error = match result {
+                Ok(response) => {
+                    let (usage, estimated) = match response.usage {
+                        Some(u) => (
+                            Usage {
+                                input_tokens: u.input_tokens,
+                                output_tokens: u.output_tokens,
+                                cost_usd: 0.0,
+                            },
+                            false,
+                        ),
+                        None => (
+                            Usage {
+                                input_tokens: est_in,
+                                output_tokens: estimate_tokens(out_chars),
+                                cost_usd: 0.0,
+                            },
+                            true,
+                        ),
+                    };
+                    let cost = m
+                        .price
+                        .as_ref()
+                        .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+                    event["input_tokens"] = json!(usage.input_tokens);
+                    event["output_tokens"] = json!(usage.output_tokens);
+                    event["cost_usd"] = json!(cost);
+                    event["finish_reason"] = json!(response.finish_reason.as_str());
+                    event["response_model"] = json!(response.model);
+                    if estimated {
+                        event["usage_estimated"] = json!(true);
+                    }
+                    return Ok(Call {
+                        model: m.clone(),
+                        response,
+                        event,
+                        usage,
+                        cost,
+                    });
+                }
+                Err(e) => e,
+            };
+            event["error"] = json!(error.to_string());
+            if let ProviderError::Aborted = error {
+                let reason = budget_hit.unwrap_or_else(|| "stream aborted".into());
+                let usage = Usage {
+                    input_tokens: est_in,
+                    output_tokens: estimate_tokens(out_chars),
+                    cost_usd: 0.0,
+                };
+                let cost = m
+                    .price
+                    .as_ref()
+                    .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+                event["finish_reason"] = json!("budget_exceeded");
+                event["input_tokens"] = json!(usage.input_tokens);
+                event["output_tokens"] = json!(usage.output_tokens);
+                event["cost_usd"] = json!(cost);
+                event["usage_estimated"] = json!(true);
+                let _ = sink
+                    .record(vec![
+                        ("model_call", event),
+                        ("usage", usage_event(m, usage, cost)),
+                    ])
+                    .await;
+                return Err(LoopEnd::Budget(format!(
+                    "budget_exceeded: {reason} (stream aborted)"
+                )));
+            }
+            let _ = sink.record(vec![("model_call", event)]).await;
+            last_error = format!("model {} ({}): {error}", m.model.name, m.model.provider);
+            match &error {
+                ProviderError::Refused { .. } => {
+                    return Err(LoopEnd::Failed {
+                        reason: last_error,
+                        retryable: false,
+                    });
+                }
+                ProviderError::Protocol(_) => break, // this model's server is broken: next model
+                e if e.retryable() && retry < CALL_RETRIES => {
+                    let wait = match e {
+                        ProviderError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(MAX_RETRY_AFTER),
+                        _ => backoff,
+                    };
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                _ => break,
+            }
+        }
+    }
+    let reason = if cfg.models.len() > 1 {
+        format!("every model failed; last: {last_error}")
+    } else {
+        last_error
+    };
+    Err(LoopEnd::Failed {
+        reason,
+        retryable: true,
+    })
+}

@@ -1,0 +1,307 @@
+//! Anthropic Messages (`POST {base}/messages`), streamed: `tool_use` blocks
+//! with their input in `input_json_delta` pieces, usage from `message_start`
+//! and `message_delta`.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::provider::{
+    Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
+    ProviderError, ProviderKind, Role, TokenUsage, ToolCall,
+};
+use crate::sse::{json, post_stream};
+
+/// Output tokens asked for when the Agentfile sets no LIMIT OUTPUT_TOKENS (the API requires a number).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+const VERSION: &str = "2023-06-01";
+
+pub struct Anthropic {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Anthropic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Anthropic")
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+fn content_blocks(m: &Message) -> Vec<Value> {
+    let mut blocks = Vec::new();
+    match m.role {
+        Role::Tool => blocks.push(json!({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content, "is_error": m.is_error})),
+        _ => {
+            if !m.content.is_empty() {
+                blocks.push(json!({"type": "text", "text": m.content}));
+            }
+            for c in &m.tool_calls {
+                let input: Value = serde_json::from_str(&c.arguments).ok().filter(Value::is_object).unwrap_or(json!({}));
+                blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+            }
+        }
+    }
+    blocks
+}
+
+impl Anthropic {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: Option<String>,
+        api_key: Option<String>,
+    ) -> Anthropic {
+        let base_url =
+            base_url.unwrap_or_else(|| ProviderKind::Anthropic.default_base_url().to_string());
+        Anthropic {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/messages", self.base_url)
+    }
+
+    /// The exact JSON body a call sends (the key travels in a header only).
+    /// Tool results are user messages; consecutive messages of one role merge.
+    pub fn body(&self, req: &ModelRequest) -> Value {
+        let mut messages: Vec<Value> = Vec::new();
+        for m in &req.messages {
+            let role = if m.role == Role::Assistant {
+                "assistant"
+            } else {
+                "user"
+            };
+            let blocks = content_blocks(m);
+            if blocks.is_empty() {
+                continue;
+            }
+            match messages.last_mut() {
+                Some(last) if last["role"] == role => {
+                    if let Some(content) = last["content"].as_array_mut() {
+                        content.extend(blocks);
+                    }
+                }
+                _ => messages.push(json!({"role": role, "content": blocks})),
+            }
+        }
+        let mut body = json!({
+            "model": req.model,
+            "max_tokens": req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            "messages": messages,
+            "stream": true,
+        });
+        if !req.system.is_empty() {
+            body["system"] = json!(req.system);
+        }
+        if !req.tools.is_empty() {
+            body["tools"] = req.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters})).collect();
+        }
+        body
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Anthropic {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
+    }
+
+    async fn stream(
+        &self,
+        req: &ModelRequest,
+        on_delta: &mut (dyn for<'d> FnMut(Delta<'d>) -> Flow + Send),
+        exchange: &mut Exchange,
+    ) -> Result<ModelResponse, ProviderError> {
+        let mut headers = vec![("anthropic-version", VERSION)];
+        if let Some(k) = &self.api_key {
+            headers.push(("x-api-key", k.as_str()));
+        }
+        let started = Instant::now();
+        let mut state = Events::new(&req.model);
+        let mut first = None;
+        let result = post_stream(
+            &self.client,
+            &self.url(),
+            &headers,
+            &self.body(req),
+            exchange,
+            |_, data| {
+                state.feed(data, &mut |d: Delta<'_>| {
+                    first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                    on_delta(d)
+                })
+            },
+        )
+        .await;
+        exchange.first_token_ms = first;
+        result?;
+        state.finish()
+    }
+}
+
+enum Block {
+    Text,
+    Tool(ToolCall),
+    Other,
+}
+
+/// Assembles a streamed message from its events (pure: fed one `data` at a time).
+pub(crate) struct Events {
+    model: String,
+    text: String,
+    blocks: Vec<(u64, Block)>,
+    stop: Option<String>,
+    input: Option<u64>,
+    output: Option<u64>,
+    done: bool,
+}
+
+impl Events {
+    pub(crate) fn new(model: &str) -> Self {
+        Events {
+            model: model.to_string(),
+            text: String::new(),
+            blocks: Vec::new(),
+            stop: None,
+            input: None,
+            output: None,
+            done: false,
+        }
+    }
+
+    fn block(&mut self, index: u64) -> Option<&mut Block> {
+        self.blocks
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b)
+    }
+
+    pub(crate) fn feed(
+        &mut self,
+        data: &str,
+        on_delta: &mut dyn FnMut(Delta<'_>) -> Flow,
+    ) -> Result<Flow, ProviderError> {
+        let v = json(data)?;
+        let index = v["index"].as_u64().unwrap_or(0);
+        match v["type"].as_str().unwrap_or_default() {
+            "message_start" => {
+                let m = &v["message"];
+                if let Some(model) = m["model"].as_str() {
+                    self.model = model.to_string();
+                }
+                self.input = m["usage"]["input_tokens"].as_u64();
+                self.output = m["usage"]["output_tokens"].as_u64();
+            }
+            "content_block_start" => {
+                let b = &v["content_block"];
+                let block = match b["type"].as_str() {
+                    Some("text") => Block::Text,
+                    Some("tool_use") => Block::Tool(ToolCall {
+                        id: b["id"].as_str().unwrap_or_default().to_string(),
+                        name: b["name"].as_str().unwrap_or_default().to_string(),
+                        arguments: String::new(),
+                    }),
+                    _ => Block::Other,
+                };
+                self.blocks.push((index, block));
+            }
+            "content_block_delta" => {
+                let d = &v["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => {
+                        let t = d["text"].as_str().unwrap_or_default();
+                        self.text.push_str(t);
+                        if !t.is_empty() {
+                            return Ok(on_delta(Delta::Text(t)));
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let piece = d["partial_json"].as_str().unwrap_or_default();
+                        let Some(Block::Tool(call)) = self.block(index) else {
+                            return Err(ProviderError::Protocol(format!(
+                                "input_json_delta for block {index}, which is not a tool_use"
+                            )));
+                        };
+                        call.arguments.push_str(piece);
+                        if !piece.is_empty() {
+                            return Ok(on_delta(Delta::ToolArguments(piece)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(s) = v["delta"]["stop_reason"].as_str() {
+                    self.stop = Some(s.to_string());
+                }
+                if let Some(o) = v["usage"]["output_tokens"].as_u64() {
+                    self.output = Some(o);
+                }
+                if let Some(i) = v["usage"]["input_tokens"].as_u64() {
+                    self.input = Some(i);
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                let e = &v["error"];
+                let message = e["message"]
+                    .as_str()
+                    .unwrap_or("an error in the stream")
+                    .to_string();
+                let status = if e["type"] == "overloaded_error" {
+                    529
+                } else {
+                    500
+                };
+                return Err(ProviderError::Server { status, message });
+            }
+            _ => {} // ping, content_block_stop, and any event added later
+        }
+        Ok(Flow::Continue)
+    }
+
+    pub(crate) fn finish(self) -> Result<ModelResponse, ProviderError> {
+        if !self.done {
+            return Err(ProviderError::Protocol(
+                "the stream was cut: it ended without message_stop".into(),
+            ));
+        }
+        let finish_reason = match self.stop.as_deref() {
+            Some("end_turn") | Some("stop_sequence") | None => FinishReason::Stop,
+            Some("tool_use") => FinishReason::ToolCalls,
+            Some("max_tokens") => FinishReason::Length,
+            Some(other) => FinishReason::Other(other.to_string()),
+        };
+        let usage = match (self.input, self.output) {
+            (None, None) => None,
+            (i, o) => Some(TokenUsage {
+                input_tokens: i.unwrap_or(0),
+                output_tokens: o.unwrap_or(0),
+            }),
+        };
+        let tool_calls = self
+            .blocks
+            .into_iter()
+            .filter_map(|(_, b)| match b {
+                Block::Tool(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        Ok(ModelResponse {
+            model: self.model,
+            text: self.text,
+            tool_calls,
+            usage,
+            finish_reason,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "anthropic_tests.rs"]
+mod tests;

@@ -1,0 +1,22 @@
+//! The native agent courier (`FROM agent`): the model loop runs inside
+//! Dispatch. This crate holds the providers (one file each, behind the narrow
+//! [`provider::Provider`] trait), prompt assembly, model resolution, the
+//! loop itself, and a scripted mock model server for tests and benchmarks.
+
+pub mod agent_loop;
+pub mod anthropic;
+pub mod conversation;
+pub mod mock;
+pub mod openai;
+pub mod prompt;
+pub mod provider;
+pub mod resolve;
+mod sse;
+
+pub use agent_loop::{LoopConfig, LoopEnd, NoTools, Sink, Tools, run_loop};
+pub use conversation::{Conversation, SessionData};
+pub use provider::{
+    Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
+    ProviderError, ProviderKind, Role, TokenUsage, ToolCall, ToolSpec,
+};
+pub use resolve::{Override, ResolvedModel, resolve};

@@ -1,0 +1,236 @@
+//! The narrow trait every model provider implements, and the provider-neutral
+//! types that cross it. Nothing provider-specific crosses this boundary: a
+//! provider turns a [`ModelRequest`] into its own wire format, streams the
+//! answer, hands each text fragment to the caller as it arrives, and returns
+//! the whole [`ModelResponse`] (text, tool calls, usage, finish reason).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which wire format a model speaks (defined with the Agentfile's MODEL directive).
+pub use dispatch_core::agent::ProviderKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+    /// The result of a tool call (`tool_call_id` says which).
+    Tool,
+}
+
+/// One message of the conversation (the system prompt is separate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    /// Text content ("" when an assistant message only calls tools).
+    #[serde(default)]
+    pub content: String,
+    /// Tool calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the id of the call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For `Role::Tool`: whether the tool failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+impl Message {
+    pub fn user(text: impl Into<String>) -> Self {
+        Message {
+            role: Role::User,
+            content: text.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            is_error: false,
+        }
+    }
+
+    pub fn assistant(text: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Message {
+            role: Role::Assistant,
+            content: text.into(),
+            tool_calls,
+            tool_call_id: None,
+            is_error: false,
+        }
+    }
+
+    pub fn tool_result(
+        call_id: impl Into<String>,
+        content: impl Into<String>,
+        is_error: bool,
+    ) -> Self {
+        Message {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
+            is_error,
+        }
+    }
+}
+
+/// A tool call the model made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the JSON text the model produced (may be invalid JSON).
+    pub arguments: String,
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object schema).
+    pub parameters: serde_json::Value,
+}
+
+/// What to ask the model, provider-neutral.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequest {
+    pub model: String,
+    /// The system prompt ("" for none).
+    pub system: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Most output tokens for this call (`LIMIT OUTPUT_TOKENS`). Anthropic
+    /// requires one: its provider uses 4096 when this is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model finished its answer (`stop` / `end_turn` / `stop_sequence`).
+    Stop,
+    /// The model wants tools run (`tool_calls` / `tool_use`).
+    ToolCalls,
+    /// The output token limit cut the answer (`length` / `max_tokens`).
+    Length,
+    /// Anything else, as the provider said it (`content_filter`, …).
+    Other(String),
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::Length => "length",
+            FinishReason::Other(s) => s,
+        }
+    }
+}
+
+/// The whole answer of one call, once the stream ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponse {
+    /// The model as the provider named it in its answer (may differ from the request's).
+    pub model: String,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// From the provider's usage fields; `None` when it sent none.
+    pub usage: Option<TokenUsage>,
+    pub finish_reason: FinishReason,
+}
+
+/// What the caller's delta callback says: go on, or abort the stream now
+/// (a budget was crossed, the run was stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Abort,
+}
+
+/// One piece of a streamed answer handed to the caller as it arrives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delta<'a> {
+    /// Generated text.
+    Text(&'a str),
+    /// A fragment of a tool call's arguments (counted against budgets).
+    ToolArguments(&'a str),
+}
+
+/// Why a call failed. Classified so the loop knows what to do next.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// 429: retry after the given time (from `Retry-After`), then fall back.
+    #[error("rate limited (429): {message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// 5xx (and 529 overloaded): retry with backoff, then fall back.
+    #[error("server error ({status}): {message}")]
+    Server { status: u16, message: String },
+    /// Could not connect, or the connection broke before any answer: retry, then fall back.
+    #[error("connection error: {0}")]
+    Connect(String),
+    /// 400/401/403/404/422 and other 4xx: not retryable; `message` quotes the provider.
+    #[error("request refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The answer was not what the wire format says (non-JSON, a stream cut
+    /// before its end, a missing field): not retryable on this model.
+    #[error("bad answer from the provider: {0}")]
+    Protocol(String),
+    /// The caller aborted the stream ([`Flow::Abort`]).
+    #[error("stream aborted")]
+    Aborted,
+}
+
+impl ProviderError {
+    /// Whether trying the same call again (after a backoff) may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. }
+                | ProviderError::Server { .. }
+                | ProviderError::Connect(_)
+        )
+    }
+}
+
+/// What one call produced on the wire, for the audit trail and offline
+/// replay: the exact JSON body sent (no key: keys travel in headers only)
+/// and the raw body received (the SSE text, or the error body).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Exchange {
+    pub url: String,
+    pub request_body: serde_json::Value,
+    pub status: u16,
+    pub response_body: String,
+    /// Milliseconds from sending the request to the first text or tool-call
+    /// fragment (`None` when none arrived).
+    pub first_token_ms: Option<u64>,
+}
+
+/// A model provider: one per wire format.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// Streams `req`, calling `on_delta` with each fragment as it arrives.
+    /// Fills `exchange` with what went over the wire, whether the call
+    /// succeeds or not. Never panics on anything the server sends.
+    async fn stream(
+        &self,
+        req: &ModelRequest,
+        on_delta: &mut (dyn for<'d> FnMut(Delta<'d>) -> Flow + Send),
+        exchange: &mut Exchange,
+    ) -> Result<ModelResponse, ProviderError>;
+}

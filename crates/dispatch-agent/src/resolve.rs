@@ -1,0 +1,222 @@
+//! Which models a run calls, with which keys: the Agentfile's MODEL and
+//! FALLBACKs, overridden at dispatch by the environment.
+//!
+//! Precedence, highest first:
+//! 1. `LLM_BASE_URL` (at dispatch): the run calls only its primary model, as
+//!    an OpenAI-compatible server at that URL (FALLBACKs, which name other
+//!    providers, are dropped), with `LLM_API_KEY` as its key when set.
+//! 2. `LLM_MODEL` (at dispatch): the primary model's name.
+//! 3. `LLM_API_KEY` (where the run executes): the primary model's key when
+//!    its KEY secret is not set.
+//! 4. The Agentfile: MODEL / FALLBACK with PROVIDER, BASE_URL, KEY.
+//! 5. The provider's default base URL.
+//!
+//! The overrides are read by `dispatch run` (or `dispatch chat`) and written
+//! into the brief's `context.llm`, so the brief says what ran and a worker on
+//! another machine calls the same model. Keys are never in the brief: each
+//! is read from the environment of the process that calls the model.
+
+use dispatch_core::agent::{AgentConfig, ModelRef, Price, ProviderKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::anthropic::Anthropic;
+use crate::openai::OpenAi;
+use crate::provider::Provider;
+
+/// The environment's overrides, as recorded in the brief (`context.llm`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl Override {
+    /// `LLM_BASE_URL` and `LLM_MODEL` from `env`; `None` when neither is set.
+    /// A BASE_URL that is not a URL is an error.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Override>, String> {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let base_url = match get("LLM_BASE_URL") {
+            Some(u) => Some(
+                dispatch_core::agentfile::check_base_url(u.trim())
+                    .map_err(|e| format!("LLM_BASE_URL: {e}"))?,
+            ),
+            None => None,
+        };
+        let model = get("LLM_MODEL").map(|m| m.trim().to_string());
+        Ok((base_url.is_some() || model.is_some()).then_some(Override { base_url, model }))
+    }
+
+    /// The override a brief's `context` records.
+    pub fn from_context(context: &Value) -> Option<Override> {
+        serde_json::from_value(context.get("llm")?.clone()).ok()
+    }
+}
+
+/// A model ready to call: where, with which key (never printed) and price.
+#[derive(Clone)]
+pub struct ResolvedModel {
+    pub model: ModelRef,
+    pub key: Option<String>,
+    /// `None`: the cost of its calls is unknown (null, never 0).
+    pub price: Option<Price>,
+}
+
+impl std::fmt::Debug for ResolvedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedModel")
+            .field("model", &self.model)
+            .field("key", &self.key.as_ref().map(|_| "****"))
+            .field("price", &self.price)
+            .finish()
+    }
+}
+
+/// The models a run calls, in order, with their keys read through `env`.
+/// An error names what is missing and how to fix it.
+pub fn resolve(
+    config: &AgentConfig,
+    over: Option<&Override>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ResolvedModel>, String> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let mut models = config.models.clone();
+    if models.is_empty() {
+        return Err(
+            "the agent has no MODEL (hint: add `MODEL gpt-4o-mini` to the Agentfile)".into(),
+        );
+    }
+    if let Some(o) = over {
+        if let Some(name) = &o.model {
+            models[0].name = name.clone();
+        }
+        if let Some(url) = &o.base_url {
+            models.truncate(1);
+            models[0].provider = ProviderKind::OpenaiCompatible;
+            models[0].base_url = Some(url.clone());
+        }
+    }
+    let redirected = over.is_some_and(|o| o.base_url.is_some());
+    let mut out = Vec::with_capacity(models.len());
+    for (i, m) in models.into_iter().enumerate() {
+        let mut key = m.key.as_deref().and_then(&get);
+        if i == 0 && (key.is_none() || redirected) {
+            key = get("LLM_API_KEY").or(if redirected { None } else { key });
+        }
+        if key.is_none() && !redirected {
+            if let Some(secret) = &m.key {
+                return Err(format!(
+                    "model {} needs its key in the secret `{secret}`, which is not set (hint: `export {secret}=…`, or point LLM_BASE_URL at an OpenAI-compatible server)",
+                    m.name
+                ));
+            }
+            if m.provider != ProviderKind::OpenaiCompatible && m.base_url.is_none() {
+                return Err(format!(
+                    "model {} has no KEY, and {} needs one (hint: `MODEL {} KEY OPENAI_API_KEY` with `SECRET OPENAI_API_KEY`, or set LLM_API_KEY)",
+                    m.name, m.provider, m.name
+                ));
+            }
+        }
+        let price = config.price_of(&m.name);
+        out.push(ResolvedModel {
+            model: m,
+            key,
+            price,
+        });
+    }
+    Ok(out)
+}
+
+/// Why a run may not set `LIMIT COST`: a model whose price is unknown.
+pub fn unpriced_for_cost_limit(models: &[ResolvedModel]) -> Option<String> {
+    let m = models.iter().find(|m| m.price.is_none())?;
+    Some(format!(
+        "LIMIT COST cannot be enforced: model {} has no known price (hint: add `PRICE {} INPUT <usd per 1M tokens> OUTPUT <usd per 1M tokens>` to the Agentfile)",
+        m.model.name, m.model.name
+    ))
+}
+
+/// The provider that speaks `m`'s wire format.
+pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Provider> {
+    let base = m.model.base_url.clone();
+    match m.model.provider {
+        ProviderKind::Anthropic => Box::new(Anthropic::new(client.clone(), base, m.key.clone())),
+        kind => Box::new(OpenAi::new(kind, client.clone(), base, m.key.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AgentConfig {
+        let m = |name: &str, provider, key: &str| ModelRef {
+            name: name.into(),
+            provider,
+            base_url: None,
+            key: Some(key.into()),
+        };
+        AgentConfig {
+            models: vec![
+                m("gpt-4o-mini", ProviderKind::Openai, "OPENAI_API_KEY"),
+                m(
+                    "claude-haiku-4-5",
+                    ProviderKind::Anthropic,
+                    "ANTHROPIC_API_KEY",
+                ),
+            ],
+            ..AgentConfig::default()
+        }
+    }
+
+    #[test]
+    fn keys_come_from_their_secrets_and_a_missing_one_is_named() {
+        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-1".to_string());
+        let err = resolve(&config(), None, env).expect_err("anthropic key missing");
+        assert!(err.contains("`ANTHROPIC_API_KEY`"), "{err}");
+        let env = |k: &str| k.ends_with("_API_KEY").then(|| format!("v-{k}"));
+        let r = resolve(&config(), None, env).expect("both keys");
+        assert_eq!(r[1].key.as_deref(), Some("v-ANTHROPIC_API_KEY"));
+        assert!(!format!("{r:?}").contains("v-OPENAI"), "keys never print");
+    }
+
+    #[test]
+    fn llm_base_url_redirects_the_primary_and_drops_fallbacks() {
+        let env = |k: &str| match k {
+            "LLM_BASE_URL" => Some("http://127.0.0.1:9/v1/".to_string()),
+            "LLM_MODEL" => Some("llama3.2".to_string()),
+            _ => None,
+        };
+        let o = Override::from_env(env).expect("valid").expect("set");
+        let r = resolve(&config(), Some(&o), env).expect("no key needed");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].model.name, "llama3.2");
+        assert_eq!(r[0].model.provider, ProviderKind::OpenaiCompatible);
+        assert_eq!(
+            r[0].model.base_url.as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
+        assert!(r[0].price.is_none());
+        assert!(unpriced_for_cost_limit(&r).is_some());
+        let bad = |k: &str| (k == "LLM_BASE_URL").then(|| "nope".to_string());
+        assert!(Override::from_env(bad).is_err());
+    }
+}
+
+/// The URL and exact JSON body `m`'s provider would send for `req` (no key: keys travel in headers).
+pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (String, Value) {
+    let client = reqwest::Client::new();
+    let base = m.model.base_url.clone();
+    match m.model.provider {
+        ProviderKind::Anthropic => {
+            let p = Anthropic::new(client, base, None);
+            (p.url(), p.body(req))
+        }
+        kind => {
+            let p = OpenAi::new(kind, client, base, None);
+            (p.url(), p.body(req))
+        }
+    }
+}

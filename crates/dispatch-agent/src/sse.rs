@@ -1,0 +1,181 @@
+//! The HTTP side every provider shares: POST a JSON body, classify an error
+//! status, and hand each server-sent event of a successful answer to the
+//! provider's parser. reqwest does the HTTP, `eventsource-stream` the SSE.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::provider::{Exchange, Flow, ProviderError};
+
+/// At most this much of a body is quoted in an error.
+const QUOTE: usize = 300;
+
+fn quote(text: &str) -> String {
+    dispatch_core::event::shorten(text.trim(), QUOTE)
+}
+
+/// POSTs `body` to `url` and feeds each event (`event` name, `data`) of the
+/// answer to `on_event` until the stream ends or it says [`Flow::Abort`].
+/// Fills `exchange` with what went over the wire.
+pub(crate) async fn post_stream(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+    exchange: &mut Exchange,
+    mut on_event: impl FnMut(&str, &str) -> Result<Flow, ProviderError>,
+) -> Result<(), ProviderError> {
+    exchange.url = url.to_string();
+    exchange.request_body = body.clone();
+    let mut request = client
+        .post(url)
+        .json(body)
+        .header("accept", "text/event-stream");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ProviderError::Connect(describe(&e)))?;
+    let status = response.status();
+    exchange.status = status.as_u16();
+    if !status.is_success() {
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        exchange.response_body = text.clone();
+        return Err(classify(status.as_u16(), retry_after, &text));
+    }
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                return Err(ProviderError::Connect(format!(
+                    "the stream broke: {}",
+                    describe(&e)
+                )));
+            }
+            Err(e) => {
+                return Err(ProviderError::Protocol(format!(
+                    "the stream is not valid server-sent events: {e}"
+                )));
+            }
+        };
+        if event.event != "message" {
+            exchange
+                .response_body
+                .push_str(&format!("event: {}\n", event.event));
+        }
+        exchange
+            .response_body
+            .push_str(&format!("data: {}\n\n", event.data));
+        if on_event(&event.event, &event.data)? == Flow::Abort {
+            return Err(ProviderError::Aborted);
+        }
+    }
+    Ok(())
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// What an error status means for the loop, quoting the provider's message.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> ProviderError {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["error"]["message"]
+                .as_str()
+                .or(v["message"].as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| quote(body));
+    let message = if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        message
+    };
+    match status {
+        429 => ProviderError::RateLimited {
+            retry_after,
+            message,
+        },
+        500..=599 => ProviderError::Server { status, message },
+        _ => ProviderError::Refused { status, message },
+    }
+}
+
+/// Parses one event's data as JSON, or says the answer is broken.
+pub(crate) fn json(data: &str) -> Result<Value, ProviderError> {
+    serde_json::from_str(data).map_err(|e| {
+        ProviderError::Protocol(format!("a stream event is not JSON ({e}): {}", quote(data)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_and_messages_quoted() {
+        let e = classify(
+            401,
+            None,
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
+        );
+        assert_eq!(
+            e,
+            ProviderError::Refused {
+                status: 401,
+                message: "Incorrect API key provided".into()
+            }
+        );
+        assert!(!e.retryable());
+        let e = classify(429, Some(Duration::from_secs(2)), "{}");
+        assert!(
+            matches!(e, ProviderError::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 2)
+        );
+        assert!(classify(503, None, "<html>down</html>").retryable());
+        assert!(
+            classify(
+                529,
+                None,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            )
+            .retryable()
+        );
+        let long = "x".repeat(5_000);
+        let ProviderError::Refused { message, .. } = classify(400, None, &long) else {
+            panic!("refused")
+        };
+        assert!(message.len() < 400);
+    }
+}

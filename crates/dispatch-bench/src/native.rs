@@ -1,0 +1,466 @@
+//! `dispatch-bench native [--dispatch PATH] [--database-url URL] [--runs N]
+//! [--latency N] [--sse N] [--python]`: the native agent courier's targets,
+//! against the release binary and the scripted mock model server
+//! (`dispatch_agent::mock`) on loopback.
+//!
+//! - Start: `dispatch run --detach` of a native agent → the mock receives its
+//!   first request (p50, p99), beside the cost of spawning `true` and of a
+//!   `FROM process` agent's start (`run --detach` → its first line).
+//! - Concurrency: `--runs` (default 1,000) native runs queued on PostgreSQL,
+//!   one `dispatch worker` process with as many slots; every model call takes
+//!   2 s at the mock and each run makes 3 (two tool rounds, then the answer):
+//!   wall time against the ideal 6 s, and the worker's peak RSS (per run).
+//! - SSE: a `dispatch server` (PostgreSQL, in-process workers) and an SSE
+//!   client on `GET /v1/runs/{id}/events`: from the mock writing a run's first
+//!   token to the client reading its `delta` event (p50, p99).
+//! - `--python`: the same 3-round loop as a Python process agent using the
+//!   `openai` package (installed into a venv under the bench directory),
+//!   pointed at the same mock: start cost and memory per run, as ratios.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dispatch_agent::mock::{MockServer, Script};
+use dispatch_runtime::Layout;
+use dispatch_runtime::launch::{self, LaunchRequest};
+use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_store::{PgStore, RunFilter, RunStore};
+use serde_json::json;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn script(value: serde_json::Value) -> Script {
+    serde_json::from_value(value).expect("a valid mock script")
+}
+
+fn agent_dir(root: &Path, name: &str, body: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    std::fs::write(dir.join("Agentfile"), body).expect("Agentfile");
+    dir
+}
+
+pub fn main(dispatch: &Path, args: &[String]) {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(url) = value("--database-url") {
+        // SAFETY: single-threaded at this point; read by TestDatabase::create.
+        unsafe { std::env::set_var("DISPATCH_TEST_PG", url) };
+    }
+    let runs: usize = value("--runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let latency: usize = value("--latency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let sse: usize = value("--sse").and_then(|v| v.parse().ok()).unwrap_or(50);
+    let python = args.iter().any(|a| a == "--python");
+    let only = value("--only");
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("| measurement | result | target |\n|---|---|---|");
+    if wanted("start") {
+        start(&rt, dispatch, dir.path(), latency);
+    }
+    if wanted("concurrency") {
+        concurrency(&rt, dispatch, dir.path(), runs);
+    }
+    if wanted("sse") {
+        sse_latency(&rt, dispatch, dir.path(), sse);
+    }
+    if python {
+        python_side_by_side(&rt, dispatch, dir.path());
+    }
+}
+
+/// `run --detach` → the mock's first request.
+fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
+    let mock = rt
+        .block_on(MockServer::start(script(
+            json!({"steps": [], "record_bodies": false}),
+        )))
+        .expect("mock");
+    let state = root.join("start");
+    let agent = agent_dir(
+        root,
+        "native-start",
+        &format!(
+            "FROM agent\nNAME native-start\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.base_url()
+        ),
+    );
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(dispatch);
+        c.args(args)
+            .env("DISPATCH_ROOT", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _ = cmd(&["build", agent.to_str().expect("utf-8")]).status();
+    let mut spawn_true = Vec::new();
+    let mut native = Vec::new();
+    for i in 0..n + 5 {
+        let t = Instant::now();
+        let _ = Command::new("true").status();
+        let base = t.elapsed().as_secs_f64() * 1e3;
+        let before = mock.requests().len();
+        let t0 = now_us();
+        let _ = cmd(&["run", agent.to_str().expect("utf-8"), "--detach"]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            let reqs = mock.requests();
+            if reqs.len() > before {
+                break reqs.get(before).map(|r| r.received_at_us);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        if i >= 5 {
+            spawn_true.push(base);
+            if let Some(at) = got {
+                native.push(at.saturating_sub(t0) as f64 / 1e3);
+            }
+        }
+    }
+    let p50 = pct(native.clone(), 0.5);
+    let base = pct(spawn_true, 0.5);
+    println!(
+        "| `run --detach` → first request at the mock, {} runs | p50 {p50:.2} ms, p99 {:.2} ms ({:.1}× a `true` spawn, {base:.2} ms) | p50 ≤ 5 ms |",
+        native.len(),
+        pct(native, 0.99),
+        p50 / base
+    );
+}
+
+/// A `dispatch worker` process on a fresh PostgreSQL database.
+fn worker(dispatch: &Path, url: &str, state: &Path, slots: usize) -> Child {
+    Command::new(dispatch)
+        .args([
+            "worker",
+            "--database-url",
+            url,
+            "--slots",
+            &slots.to_string(),
+            "--name",
+            "bench",
+        ])
+        .env("DISPATCH_ROOT", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker starts")
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `runs` native runs of 3 rounds × 2 s on one worker.
+fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs: usize) {
+    let Some(db) = rt.block_on(TestDatabase::create()) else {
+        println!("| {runs} concurrent native runs | skipped (PostgreSQL unreachable) | |");
+        return;
+    };
+    let mock = rt
+        .block_on(MockServer::start(script(json!({
+            "steps": [], "record_bodies": false,
+            "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 2000, "text": "done"}
+        }))))
+        .expect("mock");
+    let state = root.join("concurrency");
+    let layout = Layout::new(&state);
+    let agent = agent_dir(
+        root,
+        "native-conc",
+        &format!(
+            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.base_url()
+        ),
+    );
+    dispatch_core::parcel::build(&agent, &layout.parcels()).expect("parcel");
+    let store = rt
+        .block_on(PgStore::connect(db.url(), 4))
+        .expect("connects");
+    let mut w = worker(dispatch, db.url(), &state, runs);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kb(w.id(), "VmRSS:");
+    let request = LaunchRequest {
+        source: "native-conc".into(),
+        operation: None,
+        payload: json!("go"),
+        parent_id: None,
+        origin_id: None,
+    };
+    let t = Instant::now();
+    rt.block_on(async {
+        for _ in 0..runs {
+            launch::create(&store, &layout, &request)
+                .await
+                .expect("created");
+        }
+    });
+    let mut peak = 0;
+    let done = loop {
+        peak = peak.max(rss_kb(w.id(), "VmRSS:"));
+        let filter = RunFilter::default();
+        let all = rt.block_on(store.list_runs(&filter)).unwrap_or_default();
+        let finished = all.iter().filter(|r| r.state.is_terminal()).count();
+        if finished >= runs || t.elapsed() > Duration::from_secs(120) {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wall = t.elapsed().as_secs_f64();
+    let ok = done
+        .iter()
+        .filter(|r| r.status() == dispatch_core::Status::Succeeded)
+        .count();
+    let hwm = rss_kb(w.id(), "VmHWM:").max(peak);
+    let _ = w.kill();
+    let _ = w.wait();
+    println!(
+        "| {runs} concurrent native runs, 3 calls × 2 s each, one worker | {ok}/{runs} succeeded in {wall:.2} s ({:.2}× the ideal 6 s) | all succeed, ≤ 1.5× |",
+        wall / 6.0
+    );
+    println!(
+        "| worker RSS during those runs | peak {:.0} MB (idle {:.0} MB; {:.0} KB per run) | ≤ 300 MB |",
+        hwm as f64 / 1024.0,
+        idle as f64 / 1024.0,
+        hwm.saturating_sub(idle) as f64 / runs as f64
+    );
+}
+
+/// First token at the mock → the SSE client's `delta`.
+fn sse_latency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
+    let Some(db) = rt.block_on(TestDatabase::create()) else {
+        println!("| first token → SSE client | skipped (PostgreSQL unreachable) | |");
+        return;
+    };
+    let mock = rt
+        .block_on(MockServer::start(script(json!({
+            "steps": [],
+            "fallback": {"kind": "text", "text": "hello there, this is the answer", "chunks": 4, "first_token_delay_ms": 300}
+        }))))
+        .expect("mock");
+    let state = root.join("sse");
+    let mut server = Command::new(dispatch)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "8",
+            "--database-url",
+            db.url(),
+        ])
+        .env("DISPATCH_ROOT", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    std::thread::spawn(move || for _ in lines {});
+    let host = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let agent = agent_dir(
+        root,
+        "native-sse",
+        &format!(
+            "FROM agent\nNAME native-sse\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.base_url()
+        ),
+    );
+    let client = |args: &[&str]| {
+        Command::new(dispatch)
+            .args(args)
+            .env("DISPATCH_HOST", &host)
+            .env("DISPATCH_ROOT", root.join("sse-client"))
+            .stderr(Stdio::null())
+            .output()
+            .expect("client")
+    };
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let out = client(&["run", agent.to_str().expect("utf-8"), "--detach"]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let before = mock.requests().len();
+        let Ok(resp) = ureq::get(&format!("http://{host}/v1/runs/{id}/events")).call() else {
+            continue;
+        };
+        let mut seen = None;
+        for line in BufReader::new(resp.into_body().into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line == "event: delta" {
+                seen = Some(now_us());
+                break;
+            }
+        }
+        let sent = mock
+            .requests()
+            .get(before)
+            .and_then(|r| r.first_token_sent_at_us);
+        if let (Some(seen), Some(sent)) = (seen, sent) {
+            lat.push(seen.saturating_sub(sent) as f64 / 1e3);
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    println!(
+        "| first token leaving the mock → SSE client, {} runs | p50 {:.2} ms, p99 {:.2} ms | p50 ≤ 10 ms |",
+        lat.len(),
+        pct(lat.clone(), 0.5),
+        pct(lat, 0.99)
+    );
+}
+
+const PY_AGENT: &str = r#"import os, json, sys
+from openai import OpenAI
+client = OpenAI(base_url=os.environ["LLM_BASE_URL"], api_key="unused")
+messages = [{"role": "user", "content": "go"}]
+for _ in range(3):
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=False)
+    m = r.choices[0].message
+    if not m.tool_calls:
+        break
+    messages.append({"role": "assistant", "content": m.content, "tool_calls": [t.model_dump() for t in m.tool_calls]})
+    for t in m.tool_calls:
+        messages.append({"role": "tool", "tool_call_id": t.id, "content": "none"})
+print(m.content)
+"#;
+
+/// The same loop as a Python process agent with the `openai` package.
+fn python_side_by_side(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path) {
+    let venv = root.join("venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", venv.to_str().expect("utf-8")])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "openai"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            println!(
+                "| Python `openai` agent | skipped (could not install the openai package) | |"
+            );
+            return;
+        }
+    }
+    let mock = rt
+        .block_on(MockServer::start(script(json!({
+            "steps": [], "record_bodies": false,
+            "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 1000, "text": "done"}
+        }))))
+        .expect("mock");
+    let state = root.join("python");
+    let pyagent = agent_dir(
+        root,
+        "py-agent",
+        &format!(
+            "FROM process\nNAME py-agent\nCOPY agent.py\nCOMMAND {} agent.py\nENV LLM_BASE_URL={}\n",
+            py.display(),
+            mock.base_url()
+        ),
+    );
+    std::fs::write(pyagent.join("agent.py"), PY_AGENT).expect("agent.py");
+    let native = agent_dir(
+        root,
+        "native-py",
+        &format!(
+            "FROM agent\nNAME native-py\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.base_url()
+        ),
+    );
+    let measure = |dir: &Path| {
+        let mut starts = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..10 {
+            let before = mock.requests().len();
+            let t0 = now_us();
+            let out = Command::new(dispatch)
+                .args(["run", dir.to_str().expect("utf-8"), "--detach"])
+                .env("DISPATCH_ROOT", &state)
+                .stderr(Stdio::null())
+                .output()
+                .expect("run");
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while mock.requests().len() == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            if let Some(r) = mock.requests().get(before) {
+                starts.push(r.received_at_us.saturating_sub(t0) as f64 / 1e3);
+            }
+            // The process that holds the loop: the agent's group (Python) or the helper (native).
+            let doc = Command::new(dispatch)
+                .args(["inspect-run", &id, "--format", "json"])
+                .env("DISPATCH_ROOT", &state)
+                .output()
+                .expect("inspect");
+            let v: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap_or_default();
+            if let Some(pid) = v[0]["state"]["agent"]["pid"].as_u64() {
+                std::thread::sleep(Duration::from_millis(300));
+                rss.push(rss_kb(pid as u32, "VmRSS:") as f64 / 1024.0);
+            }
+            let _ = Command::new(dispatch)
+                .args(["wait", &id])
+                .env("DISPATCH_ROOT", &state)
+                .stdout(Stdio::null())
+                .status();
+        }
+        (pct(starts, 0.5), pct(rss, 0.5))
+    };
+    let (py_start, py_rss) = measure(&pyagent);
+    let (n_start, n_rss) = measure(&native);
+    println!(
+        "| start → first request: Python `openai` agent vs native | {py_start:.1} ms vs {n_start:.2} ms ({:.0}× sooner) | — |",
+        py_start / n_start
+    );
+    println!(
+        "| memory of the process holding the loop: Python vs native helper | {py_rss:.1} MB vs {n_rss:.1} MB ({:.1}× less) | — |",
+        py_rss / n_rss
+    );
+}

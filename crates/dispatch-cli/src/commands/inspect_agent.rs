@@ -1,0 +1,107 @@
+//! The native agent's part of `dispatch inspect-run`: every model call
+//! (model, provider, tokens, cost, latency, time to first token, finish
+//! reason, fallback and retry) and the conversation as last checkpointed.
+
+use dispatch_core::event::shorten;
+use dispatch_store::Event;
+use serde_json::{Value, json};
+
+use crate::output::cost_text;
+
+/// `model_calls` and `conversation` for the run's document.
+pub fn fields(events: &[Event]) -> (Value, Value) {
+    let calls: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event.kind == "model_call")
+        .map(|e| {
+            let mut c = e.event.data.clone();
+            c["seq"] = json!(e.seq);
+            c["attempt"] = json!(e.event.attempt);
+            c["at"] = json!(e.event.at);
+            c
+        })
+        .collect();
+    let conversation = events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "checkpoint" && e.event.data["state"]["messages"].is_array())
+        .map(|e| {
+            let s = &e.event.data["state"];
+            json!({"system": s["system"], "messages": s["messages"], "rounds": s["rounds"], "calls": s["calls"]})
+        })
+        .unwrap_or(Value::Null);
+    (Value::Array(calls), conversation)
+}
+
+/// Whether some call had no known price (the run's cost is then unknown in part).
+pub fn cost_unknown(d: &Value) -> bool {
+    d["model_calls"].as_array().is_some_and(|calls| {
+        calls
+            .iter()
+            .any(|c| c["error"].is_null() && c["cost_usd"].is_null())
+    })
+}
+
+pub fn print_human(d: &Value) {
+    if let Some(calls) = d["model_calls"].as_array().filter(|c| !c.is_empty()) {
+        println!("Model calls:");
+        for c in calls {
+            let ms = |k: &str| c[k].as_u64().map_or("-".to_string(), |v| format!("{v}ms"));
+            let cost = match c["cost_usd"].as_f64() {
+                Some(v) => cost_text(v),
+                None => "unknown".into(),
+            };
+            let mut extra = Vec::new();
+            if c["fallback"].as_bool() == Some(true) {
+                extra.push(format!(
+                    "fallback from {}",
+                    c["fallback_from"].as_str().unwrap_or("?")
+                ));
+            }
+            if let Some(n) = c["retry"].as_u64().filter(|n| *n > 0) {
+                extra.push(format!("retry {n}"));
+            }
+            if let Some(e) = c["error"].as_str() {
+                extra.push(format!("error: {}", shorten(e, 200)));
+            }
+            println!(
+                "  #{} attempt {} {} ({}) tokens {}/{} cost {} latency {} first token {} finish {}{}",
+                c["call"].as_u64().map_or("-".into(), |n| n.to_string()),
+                c["attempt"],
+                c["model"].as_str().unwrap_or("?"),
+                c["provider"].as_str().unwrap_or("?"),
+                c["input_tokens"]
+                    .as_u64()
+                    .map_or("-".into(), |n| n.to_string()),
+                c["output_tokens"]
+                    .as_u64()
+                    .map_or("-".into(), |n| n.to_string()),
+                cost,
+                ms("latency_ms"),
+                ms("first_token_ms"),
+                c["finish_reason"].as_str().unwrap_or("-"),
+                if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", extra.join("; "))
+                }
+            );
+        }
+    }
+    let conv = &d["conversation"];
+    if let Some(messages) = conv["messages"].as_array() {
+        println!("Conversation:");
+        for m in messages {
+            let role = m["role"].as_str().unwrap_or("?");
+            let mut text = m["content"].as_str().unwrap_or("").replace('\n', " ");
+            for tc in m["tool_calls"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    " [calls {}({})]",
+                    tc["name"].as_str().unwrap_or("?"),
+                    tc["arguments"].as_str().unwrap_or("")
+                ));
+            }
+            println!("  {role:<10} {}", shorten(&text, 300));
+        }
+    }
+}

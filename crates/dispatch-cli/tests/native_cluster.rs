@@ -1,0 +1,71 @@
+//! A native agent on the cluster: `dispatch server` with in-process workers
+//! on PostgreSQL runs the model loop as a task; its text reaches the API's
+//! SSE stream as `delta` events while it is generated.
+
+mod native_common;
+mod remote_common;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+
+use native_common::{Mock, text};
+use remote_common::{Client, Server, postgres};
+use serde_json::json;
+
+#[test]
+fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &[]);
+    let client = Client::new(&server);
+    let mut slow = text("{\"category\":\"billing\"}", 11, 6);
+    slow["first_token_delay_ms"] = json!(1_500);
+    let mock = Mock::start(json!([slow]));
+    let dir = client.dir.path().join("native");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let id = client.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        "{\"ticket\":\"charged twice\"}",
+    ]);
+    // Follow the events as they happen: the delta arrives before the run ends.
+    let url = format!("http://{}/v1/runs/{id}/events", server.host);
+    let response = ureq::get(&url).call().expect("the stream opens");
+    let mut saw_delta = false;
+    for line in BufReader::new(response.into_reader()).lines() {
+        let line = line.expect("a line");
+        if line == "event: delta" {
+            saw_delta = true;
+        }
+        if line.starts_with("event: state") && saw_delta {
+            break;
+        }
+        if line.contains("\"succeeded\"") {
+            break;
+        }
+    }
+    assert!(saw_delta, "a delta event before the end");
+    let run = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "succeeded");
+    assert_eq!(run["output"], json!({"category": "billing"}));
+    let (_, events) = server.call("GET", &format!("/v1/runs/{id}/events?format=json"), None);
+    let calls: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "model_call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{events}");
+    assert_eq!(calls[0]["data"]["input_tokens"], 11);
+    assert_eq!(mock.requests().len(), 1);
+}

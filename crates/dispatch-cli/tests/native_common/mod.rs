@@ -1,0 +1,66 @@
+//! Native agent tests: the real `dispatch` binary against the scripted mock
+//! model server (`dispatch_agent::mock`) on a loopback port.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use dispatch_agent::mock::{MockServer, Received, Script};
+use serde_json::{Value, json};
+
+use crate::common::Dispatch;
+
+/// A mock model server running on its own runtime for the test's life.
+pub struct Mock {
+    pub server: MockServer,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Mock {
+    /// Serves `steps` (the mock's script steps, as JSON) in order, then the default reply.
+    pub fn start(steps: Value) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let script: Script =
+            serde_json::from_value(json!({ "steps": steps })).expect("a valid script");
+        let server = rt.block_on(MockServer::start(script)).expect("mock starts");
+        Mock { server, _rt: rt }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.base_url()
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.server.requests()
+    }
+}
+
+/// Writes a native agent: `FROM agent`, NAME, then `lines`.
+pub fn native_agent(d: &Dispatch, name: &str, lines: &str) -> PathBuf {
+    let dir = d.dir.path().join(name);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!("FROM agent\nNAME {name}\n{lines}\n"),
+    )
+    .expect("Agentfile");
+    dir
+}
+
+/// The `model_call` events of a run's inspect document.
+pub fn model_calls(doc: &Value) -> Vec<Value> {
+    doc["model_calls"].as_array().cloned().unwrap_or_default()
+}
+
+/// A text step that streams `text` in `chunks` pieces with the given usage.
+pub fn text(text: &str, input: u64, output: u64) -> Value {
+    json!({"kind": "text", "text": text, "chunks": 4, "usage": {"input_tokens": input, "output_tokens": output}})
+}
+
+/// A step that calls one tool.
+pub fn tool(name: &str) -> Value {
+    json!({"kind": "tool_calls", "calls": [{"name": name, "arguments": {"q": "x"}}]})
+}

@@ -1,0 +1,492 @@
+//! The native agent courier's attempt: the model loop of `dispatch-agent`
+//! as an async task of this helper or worker (no process per run). The loop
+//! produces the run's event stream like any courier: `model_call`, `usage`,
+//! `tool_call` and `checkpoint` events, stored round by round through the
+//! [`RunSink`]; generated text goes to the log and live streams as it
+//! arrives; request and response bodies are kept content-addressed in
+//! `runs/<id>/calls/<sha256>.json` (secrets masked).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dispatch_agent::agent_loop::{DEFAULT_LLM_TIMEOUT, DEFAULT_TOOL_ROUNDS};
+use dispatch_agent::{Conversation, LoopConfig, LoopEnd, Message, NoTools, Override, SessionData};
+use dispatch_core::parcel::Parcel;
+use dispatch_core::{NewEvent, ProcRef, RunId, Status, Transition, brief, now_ms};
+use dispatch_store::{Run, Store, StoreError};
+use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::agent::mask;
+use super::attempt::{End, Ended};
+use super::retry::{self, AttemptFailure};
+use super::watch::{Verdict, Watch};
+use super::{LifecycleLog, Prepared, cancelled};
+use crate::error::RuntimeResult;
+use crate::layout::Layout;
+use crate::native::{CancelGuard, TextDelta, deltas};
+use crate::os;
+use crate::record::advance;
+
+/// How often deadlines are looked at while the loop runs.
+const TICK: Duration = Duration::from_millis(100);
+
+/// One HTTP client per process: connections to a provider are reused across runs.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// What the attempt needs beyond the run.
+pub(super) struct NativeCtx<'a> {
+    pub policy: &'a dispatch_core::policy::RunPolicy,
+    pub session: Option<&'a str>,
+    pub own_signals: bool,
+    pub parcel: &'a Parcel,
+    pub prepared: &'a Prepared,
+}
+
+/// The loop's configuration for `run`: models resolved with the brief's
+/// overrides and this process's keys. An error is why the run cannot start.
+pub fn loop_config(
+    parcel: &Parcel,
+    brief_context: &Value,
+    policy: &dispatch_core::policy::RunPolicy,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LoopConfig, String> {
+    let Some(agent) = parcel.manifest.agent.as_ref() else {
+        return Err("the parcel is FROM agent but has no MODEL (build it again)".into());
+    };
+    let over = Override::from_context(brief_context);
+    let models = dispatch_agent::resolve(agent, over.as_ref(), env)?;
+    if policy.limits.max_cost_usd.is_some()
+        && let Some(why) = dispatch_agent::resolve::unpriced_for_cost_limit(&models)
+    {
+        return Err(why);
+    }
+    Ok(LoopConfig {
+        models,
+        llm_timeout: agent
+            .llm_timeout_ms
+            .map_or(DEFAULT_LLM_TIMEOUT, Duration::from_millis),
+        max_tool_rounds: agent.max_tool_rounds.unwrap_or(DEFAULT_TOOL_ROUNDS),
+        max_output_tokens: agent.max_output_tokens,
+        max_context_tokens: agent.max_context_tokens,
+        max_tokens: policy.limits.max_tokens,
+        max_cost_usd: policy.limits.max_cost_usd,
+        used: Default::default(),
+        backoff: Duration::from_millis(500),
+    })
+}
+
+fn ended(end: End) -> Ended {
+    Ended {
+        end,
+        checkpoint: None,
+        start: None,
+    }
+}
+
+fn fail(reason: String) -> Transition {
+    Transition::Fail {
+        reason,
+        exit_code: None,
+        at: now_ms(),
+    }
+}
+
+/// Runs the current attempt of a claimed native run to its end.
+pub(super) async fn attempt<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &mut Run,
+    log: &mut LifecycleLog,
+    ctx: &NativeCtx<'_>,
+) -> RuntimeResult<Ended> {
+    let brief_context = std::fs::read(layout.brief(&run.brief_sha256))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<brief::Brief>(&b).ok())
+        .map(|b| b.context)
+        .unwrap_or(Value::Null);
+    let env = |k: &str| std::env::var(k).ok();
+    let mut cfg = match loop_config(ctx.parcel, &brief_context, ctx.policy, env) {
+        Ok(cfg) => cfg,
+        Err(reason) => {
+            return Ok(ended(End::Final(
+                fail(format!("refusing to start: {reason}")),
+                None,
+            )));
+        }
+    };
+    cfg.used = run.usage;
+    let mut secrets = ctx.prepared.spec.secrets.clone();
+    secrets.extend(cfg.models.iter().filter_map(|m| m.key.clone()));
+
+    // The conversation: a checkpoint of an earlier attempt, else the session's, plus this turn.
+    let checkpoint = match run.attempt {
+        1 => None,
+        _ => retry::last_checkpoint(store, &run.id).await,
+    };
+    let resumed = checkpoint
+        .as_ref()
+        .and_then(|c| serde_json::from_value::<Conversation>(c.get("state")?.clone()).ok());
+    let session = match ctx.session {
+        Some(key) => match store.get_session(key).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(ended(End::Retryable(
+                    fail(format!("cannot read session {key}: {e}")),
+                    failure(format!("cannot read session {key}: {e}")),
+                    None,
+                )));
+            }
+        },
+        None => None,
+    };
+    let session_version = session.as_ref().map_or(0, |s| s.version);
+    let mut conv = match resumed {
+        Some(conv) => {
+            log.line(&format!(
+                "resuming after model call {} (round {})",
+                conv.calls, conv.rounds
+            ));
+            conv
+        }
+        None => {
+            let history = session
+                .as_ref()
+                .and_then(|s| serde_json::from_value::<SessionData>(s.data.clone()).ok())
+                .unwrap_or_default();
+            let mut messages = history.messages;
+            messages.push(Message::user(dispatch_agent::prompt::user_text(
+                &run.payload,
+            )));
+            Conversation {
+                system: dispatch_agent::prompt::system_prompt(&ctx.parcel.manifest.instructions),
+                messages,
+                rounds: 0,
+                calls: 0,
+                compacted: history.compacted,
+            }
+        }
+    };
+    let primary = &cfg.models[0].model;
+    log.line(&format!(
+        "run {} attempt {}: native agent, model {} ({}){}",
+        run.id,
+        run.attempt,
+        primary.name,
+        primary.provider,
+        match cfg.models.len() {
+            1 => String::new(),
+            n => format!(", {} fallback(s)", n - 1),
+        }
+    ));
+
+    // The agent is this process for a helper (a stop signals its group);
+    // nothing to signal in a worker, which cancels the task instead.
+    let agent = match ctx.own_signals {
+        true => os::this_process(),
+        false => ProcRef {
+            pid: 0,
+            start_ticks: 0,
+        },
+    };
+    let started = Transition::AgentStarted {
+        agent,
+        at: now_ms(),
+    };
+    if let Err(e) = advance(store, run, &started, None).await {
+        return Ok(ended(End::Final(
+            fail(format!("could not record the agent start: {e}")),
+            None,
+        )));
+    }
+    if run.stop_requested_at.is_some() {
+        return Ok(ended(End::Final(cancelled(None), None)));
+    }
+    let guard = CancelGuard::register(&run.id);
+    let mut watch = Watch::new(
+        run.id.clone(),
+        run.attempt,
+        ctx.policy.clone(),
+        layout.clone(),
+        run.usage,
+    );
+    watch.set_group(0);
+    let mut sink = RunSink::new(store, layout, run, secrets);
+    let mut term = ctx
+        .own_signals
+        .then(|| signal(SignalKind::terminate()).ok())
+        .flatten();
+    let mut int = ctx
+        .own_signals
+        .then(|| signal(SignalKind::interrupt()).ok())
+        .flatten();
+    let outcome = {
+        let looping = dispatch_agent::run_loop(&cfg, &mut conv, &NoTools, &mut sink, client());
+        tokio::pin!(looping);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                end = &mut looping => break Outcome::Loop(end),
+                _ = guard.notify.notified() => break Outcome::Stopped,
+                Some(()) = recv(&mut term) => break Outcome::Stopped,
+                Some(()) = recv(&mut int) => break Outcome::Stopped,
+                _ = tick.tick() => {
+                    watch.tick(store).await;
+                    if let Some(Verdict::TimedOut(reason)) = watch.verdict.clone() {
+                        break Outcome::TimedOut(reason);
+                    }
+                }
+            }
+        }
+    };
+    sink.end_text();
+    let checkpoint = sink.checkpoint.take();
+    let sink_secrets = std::mem::take(&mut sink.secrets);
+    drop(guard);
+    let at = now_ms();
+    let end = match outcome {
+        Outcome::Stopped => End::Final(cancelled(None), None),
+        Outcome::TimedOut(reason) => End::Retryable(
+            Transition::TimeOut {
+                reason: reason.clone(),
+                exit_code: None,
+                at,
+            },
+            AttemptFailure {
+                reason,
+                exit_code: None,
+                status: Status::TimedOut,
+            },
+            None,
+        ),
+        Outcome::Loop(LoopEnd::Answered { output, .. }) => {
+            if let Some(key) = ctx.session {
+                let conv = masked(&conv, &sink_secrets);
+                save_session(store, key, &conv, session_version, &run.id, log).await;
+            }
+            End::Final(
+                Transition::Exited { code: 0, at },
+                Some(masked(&output, &sink_secrets)),
+            )
+        }
+        Outcome::Loop(LoopEnd::Failed { reason, retryable }) => {
+            let t = fail(reason.clone());
+            if retryable && run.operation != dispatch_core::Operation::Service {
+                End::Retryable(t, failure(reason), None)
+            } else {
+                End::Final(t, None)
+            }
+        }
+        Outcome::Loop(LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason)) => {
+            End::Final(fail(reason), None)
+        }
+    };
+    Ok(Ended {
+        end,
+        checkpoint,
+        start: None,
+    })
+}
+
+/// `value` with every secret masked (what the store keeps of a model's words).
+fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    value: &T,
+    secrets: &[String],
+) -> T {
+    if secrets.iter().all(String::is_empty) {
+        return value.clone();
+    }
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| serde_json::from_str(&mask(&text, secrets)).ok())
+        .unwrap_or_else(|| value.clone())
+}
+
+fn failure(reason: String) -> AttemptFailure {
+    AttemptFailure {
+        reason,
+        exit_code: None,
+        status: Status::Failed,
+    }
+}
+
+enum Outcome {
+    Loop(LoopEnd),
+    Stopped,
+    TimedOut(String),
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Saves the conversation as the session's next version. Another run that
+/// saved in between wins the race for its turn; this turn is appended after it.
+async fn save_session<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    conv: &Conversation,
+    mut expected: i64,
+    by: &RunId,
+    log: &mut LifecycleLog,
+) {
+    let mut data = SessionData {
+        messages: conv.messages.clone(),
+        compacted: conv.compacted,
+    };
+    for _ in 0..5 {
+        let value = serde_json::to_value(&data).unwrap_or(Value::Null);
+        match store
+            .put_session(key, &value, expected, Some(by), now_ms())
+            .await
+        {
+            Ok(_) => return,
+            Err(StoreError::SessionConflict { .. }) => {
+                let Ok(Some(current)) = store.get_session(key).await else {
+                    continue;
+                };
+                let theirs: SessionData = serde_json::from_value(current.data).unwrap_or_default();
+                // Keep their history and add this turn (the messages past what this run started from).
+                let mine = conv
+                    .messages
+                    .iter()
+                    .skip_while(|m| theirs.messages.contains(m))
+                    .cloned();
+                let mut merged = theirs.messages.clone();
+                merged.extend(mine);
+                data = SessionData {
+                    messages: merged,
+                    compacted: theirs.compacted,
+                };
+                expected = current.version;
+            }
+            Err(e) => {
+                log.line(&format!("could not save session {key}: {e}"));
+                return;
+            }
+        }
+    }
+    log.line(&format!("could not save session {key}: it kept changing"));
+}
+
+/// Where the loop's results go: the run's events, log and calls directory.
+struct RunSink<'a, S: ?Sized> {
+    store: &'a S,
+    run_id: RunId,
+    attempt: u32,
+    log: Option<std::fs::File>,
+    calls: PathBuf,
+    secrets: Vec<String>,
+    /// Whether the last text written to the log ended a line.
+    at_line_start: bool,
+    checkpoint: Option<Value>,
+}
+
+impl<'a, S: Store + ?Sized> RunSink<'a, S> {
+    fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.log(&run.id))
+            .ok();
+        RunSink {
+            store,
+            run_id: run.id.clone(),
+            attempt: run.attempt,
+            log,
+            calls: layout.run_dir(&run.id).join("calls"),
+            secrets,
+            at_line_start: true,
+            checkpoint: None,
+        }
+    }
+
+    /// Ends the streamed text's line in the log.
+    fn end_text(&mut self) {
+        if !self.at_line_start
+            && let Some(f) = self.log.as_mut()
+        {
+            let _ = f.write_all(b"\n");
+            self.at_line_start = true;
+        }
+    }
+
+    fn masked_value(&self, v: Value) -> Value {
+        if self.secrets.is_empty() {
+            return v;
+        }
+        let text = mask(&v.to_string(), &self.secrets);
+        serde_json::from_str(&text).unwrap_or(v)
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
+    fn delta(&mut self, text: &str) {
+        let text = mask(text, &self.secrets);
+        if let Some(f) = self.log.as_mut() {
+            let _ = f.write_all(text.as_bytes());
+        }
+        if let Some(last) = text.chars().last() {
+            self.at_line_start = last == '\n';
+        }
+        let _ = deltas().send(TextDelta {
+            run_id: self.run_id.clone(),
+            attempt: self.attempt,
+            text,
+        });
+    }
+
+    async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String> {
+        let at = now_ms();
+        let batch: Vec<NewEvent> = events
+            .into_iter()
+            .map(|(kind, data)| NewEvent::new(kind, self.attempt, at, self.masked_value(data)))
+            .collect();
+        if let Some(c) = batch.iter().rev().find(|e| e.kind == "checkpoint") {
+            self.checkpoint = Some(c.data.clone());
+        }
+        if batch.iter().any(|e| e.kind == "model_call") {
+            self.end_text();
+        }
+        // A short outage should not lose a round: try a few times.
+        let mut last = String::new();
+        for wait in [0u64, 100, 400, 1_000, 2_000] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            match self.store.append_events(&self.run_id, &batch).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    fn blob(&mut self, bytes: &[u8]) -> Option<String> {
+        if bytes.is_empty() {
+            return None;
+        }
+        let text = mask(&String::from_utf8_lossy(bytes), &self.secrets);
+        let sha = brief::sha256_hex(text.as_bytes());
+        let path = self.calls.join(format!("{sha}.json"));
+        if !path.exists() {
+            let _ = std::fs::create_dir_all(&self.calls);
+            let tmp = self.calls.join(format!(".{sha}.tmp"));
+            if std::fs::write(&tmp, text.as_bytes()).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Some(sha)
+    }
+}
