@@ -391,7 +391,26 @@ struct RunSink<'a, S: ?Sized> {
     secrets: Vec<String>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
+    /// Streamed text not written yet: it may be the start of a secret.
+    pending: String,
     checkpoint: Option<Value>,
+}
+
+/// How many bytes at the end of `text` could begin a secret (held back).
+fn held_back(text: &str, secrets: &[String]) -> usize {
+    let mut keep = 0;
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        for n in (1..s.len().min(text.len() + 1)).rev() {
+            if n > keep
+                && text.is_char_boundary(text.len() - n)
+                && s.as_bytes().starts_with(&text.as_bytes()[text.len() - n..])
+            {
+                keep = n;
+                break;
+            }
+        }
+    }
+    keep
 }
 
 impl<'a, S: Store + ?Sized> RunSink<'a, S> {
@@ -409,12 +428,32 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             calls: layout.run_dir(&run.id).join("calls"),
             secrets,
             at_line_start: true,
+            pending: String::new(),
             checkpoint: None,
         }
     }
 
+    fn emit(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(f) = self.log.as_mut() {
+            let _ = f.write_all(text.as_bytes());
+        }
+        if let Some(last) = text.chars().last() {
+            self.at_line_start = last == '\n';
+        }
+        let _ = deltas().send(TextDelta {
+            run_id: self.run_id.clone(),
+            attempt: self.attempt,
+            text,
+        });
+    }
+
     /// Ends the streamed text's line in the log.
     fn end_text(&mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        self.emit(mask(&rest, &self.secrets));
         if !self.at_line_start
             && let Some(f) = self.log.as_mut()
         {
@@ -435,18 +474,14 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
 #[async_trait::async_trait]
 impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
     fn delta(&mut self, text: &str) {
-        let text = mask(text, &self.secrets);
-        if let Some(f) = self.log.as_mut() {
-            let _ = f.write_all(text.as_bytes());
-        }
-        if let Some(last) = text.chars().last() {
-            self.at_line_start = last == '\n';
-        }
-        let _ = deltas().send(TextDelta {
-            run_id: self.run_id.clone(),
-            attempt: self.attempt,
-            text,
-        });
+        // A secret may arrive split across fragments: hold back what could
+        // be the start of one until the next fragment says.
+        self.pending.push_str(text);
+        let masked = mask(&self.pending, &self.secrets);
+        let keep = held_back(&masked, &self.secrets);
+        let ready = masked[..masked.len() - keep].to_string();
+        self.pending = masked[masked.len() - keep..].to_string();
+        self.emit(ready);
     }
 
     async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String> {
@@ -488,5 +523,28 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
             }
         }
         Some(sha)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_split_across_fragments_is_held_back_then_masked() {
+        let secrets = vec!["sk-SECRET".to_string()];
+        let mut pending = String::new();
+        let mut out = String::new();
+        for piece in ["the key is sk-S", "ECR", "ET, bye"] {
+            pending.push_str(piece);
+            let masked = mask(&pending, &secrets);
+            let keep = held_back(&masked, &secrets);
+            out.push_str(&masked[..masked.len() - keep]);
+            pending = masked[masked.len() - keep..].to_string();
+        }
+        out.push_str(&mask(&pending, &secrets));
+        assert_eq!(out, "the key is ****, bye");
+        assert_eq!(held_back("nothing like it", &secrets), 0);
+        assert_eq!(held_back("ends with sk-", &secrets), 3);
     }
 }
