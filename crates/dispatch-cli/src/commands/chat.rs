@@ -3,7 +3,7 @@
 //! session, created claimed by this process and run here, its answer printed
 //! as it streams. The conversation lives in the session (in the store), so
 //! leaving and coming back with the same `--session` continues it. Ctrl-C
-//! stops the current turn (the run ends `cancelled`); Ctrl-D leaves.
+//! stops the current turn (the run ends `cancelled`); Ctrl-D leaves (exit 0).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -55,7 +55,6 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
     );
     let parcel = Arc::new(parcel);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut code = 0;
     loop {
         if interactive {
             eprint!("> ");
@@ -72,7 +71,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
             if interactive {
                 eprintln!();
             }
-            return Ok(code);
+            return Ok(0);
         };
         let text = line.trim();
         if text.is_empty() {
@@ -115,10 +114,8 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
         println!();
         let finished = store.get_run(&run.id).await?;
         print_summary(&finished);
-        code = match result {
-            Ok(c) => c,
-            Err(e) => return Err(e.into()),
-        };
+        // A turn that failed or was stopped is reported above; the chat goes on.
+        result?;
     }
 }
 
