@@ -69,3 +69,28 @@ fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
     assert_eq!(calls[0]["data"]["input_tokens"], 11);
     assert_eq!(mock.requests().len(), 1);
 }
+
+#[test]
+fn stop_cancels_a_native_run_held_by_a_worker_at_once() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &[]);
+    let client = Client::new(&server);
+    let mut slow = text("never", 1, 1);
+    slow["delay_ms"] = json!(60_000);
+    let mock = Mock::start(json!([slow]));
+    let dir = client.dir.path().join("slow");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME slow\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let id = client.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    common::eventually(20, "the call is in flight", || mock.requests().len() == 1);
+    client.ok(&["stop", &id]);
+    let run = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "cancelled");
+    assert_eq!(run["status"], "cancelled");
+}

@@ -87,3 +87,27 @@ fn stop_cancels_a_native_run_mid_call() {
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "cancelled", "{doc}");
 }
+
+#[test]
+fn a_native_service_answers_each_wake_as_a_turn_whose_message_is_the_envelope() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([text("woke and checked", 8, 3)]));
+    let dir = native_agent(
+        &d,
+        "watcher",
+        &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+    );
+    let svc = d.ok(&["serve", dir.to_str().expect("utf-8"), "--detach"]);
+    let hb = d.ok(&["wake", &svc, r#"{"check":"disk"}"#]);
+    let doc = d.wait_terminal(&hb);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["operation"], "heartbeat");
+    assert_eq!(doc["output"], "woke and checked");
+    let body = &mock.requests()[0].body;
+    let user = body["messages"][0]["content"].as_str().expect("user text");
+    let envelope: serde_json::Value = serde_json::from_str(user).expect("the envelope, as JSON");
+    assert_eq!(envelope["wake"]["reason"], "manual", "{user}");
+    assert_eq!(envelope["payload"]["check"], "disk", "{user}");
+    d.ok(&["stop", &svc]);
+    assert_eq!(d.wait_terminal(&svc)["status"], "stopped");
+}
