@@ -65,7 +65,8 @@ impl FencedStore {
         self.fence
     }
 
-    /// The agent process the run recorded when it started, if any.
+    /// The agent process the run recorded when it started, if any (pid 0:
+    /// the native loop, a task of this worker).
     pub fn agent(&self) -> Option<ProcRef> {
         *self.agent.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -117,8 +118,10 @@ impl RunStore for FencedStore {
                     .await?
             }
         };
+        // A native agent's loop is a task of this worker (pid 0: no process
+        // to signal); it is recorded too, so stop requests reach it.
         let agent = writes.iter().rev().find_map(|w| w.state.agent());
-        if let Some(agent) = agent.filter(|a| a.pid > 1) {
+        if let Some(agent) = agent {
             *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);
         }
         Ok(run)
