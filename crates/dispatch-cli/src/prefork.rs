@@ -178,6 +178,12 @@ fn child(report: File) -> i32 {
     let ctx = Ctx::new(cli.root);
     // While the database opens: the input, the parcel and the brief.
     let checked = run::check_run(&ctx, &args, Some(dispatch_runtime::os::this_process()));
+    // A native agent's first model call needs the HTTP client: build it meanwhile.
+    if let Ok(sub) = &checked
+        && sub.parcel().manifest.courier == dispatch_core::parcel::Courier::Agent
+    {
+        std::thread::spawn(dispatch_runtime::native::warm_client);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

@@ -17,7 +17,19 @@ use serde_json::json;
 #[test]
 fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
     let Some(db) = postgres() else { return };
-    let server = Server::start_on(Some(db.url()), &[]);
+    // No workers in the server: a `dispatch worker` process holds the run,
+    // and its live text reaches the server's SSE stream through the database.
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["worker", "--database-url", db.url(), "--slots", "2"])
+        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+        .env_remove("DISPATCH_HOST")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts");
     let client = Client::new(&server);
     let mut slow = text("{\"category\":\"billing\"}", 11, 6);
     slow["first_token_delay_ms"] = json!(1_500);
@@ -68,6 +80,11 @@ fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
     assert_eq!(calls.len(), 1, "{events}");
     assert_eq!(calls[0]["data"]["input_tokens"], 11);
     assert_eq!(mock.requests().len(), 1);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = worker.wait();
 }
 
 #[test]

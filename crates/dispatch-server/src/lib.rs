@@ -16,6 +16,7 @@ pub mod bus;
 pub mod callback;
 mod claimed;
 pub mod client;
+pub mod deltas;
 mod error;
 pub mod fenced;
 mod fetch;

@@ -187,6 +187,8 @@ impl Server {
                 stopped(stop_rx.clone()),
             ))
         });
+        // Native agents held by worker processes: their live text, for SSE.
+        let relay = self.backend.pg.clone().map(crate::deltas::relay_in);
         let keeper = Keeper {
             store: self.backend.store.clone(),
             wake: self.backend.wake(queue_timeouts),
@@ -206,6 +208,9 @@ impl Server {
             let _ = callbacks.await;
         }
         let _ = keeper.await;
+        if let Some(relay) = relay {
+            relay.abort();
+        }
         match worker {
             Some(handle) => match handle.await {
                 Ok(summary) => summary.map(Some),
@@ -233,12 +238,18 @@ pub async fn work(
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
+    // Native agents' live text goes to the servers through the database.
+    let relay = backend.pg.clone().map(crate::deltas::relay_out);
     let wake = backend
         .wake(Arc::new(Notify::new()))
         .with_bus(bus, &config.name);
-    Worker::new(backend.store, wake, config, Arc::new(Metrics::default()))
+    let summary = Worker::new(backend.store, wake, config, Arc::new(Metrics::default()))
         .run(shutdown)
-        .await
+        .await;
+    if let Some(relay) = relay {
+        relay.abort();
+    }
+    summary
 }
 
 /// Completes on the first SIGTERM or SIGINT.

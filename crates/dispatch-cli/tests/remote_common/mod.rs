@@ -32,7 +32,12 @@ impl Server {
         let state = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
         command
-            .args(["server", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(extra)
             .env("DISPATCH_ROOT", state.path().join(".dispatch"))
             .env_remove("DISPATCH_DATABASE_URL")

@@ -25,23 +25,12 @@ use super::watch::{Verdict, Watch};
 use super::{LifecycleLog, Prepared, cancelled};
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
-use crate::native::{CancelGuard, TextDelta, deltas};
+use crate::native::{CancelGuard, TextDelta, client, deltas};
 use crate::os;
 use crate::record::advance;
 
 /// How often deadlines are looked at while the loop runs.
 const TICK: Duration = Duration::from_millis(100);
-
-/// One HTTP client per process: connections to a provider are reused across runs.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default()
-    })
-}
 
 /// What the attempt needs beyond the run.
 pub(super) struct NativeCtx<'a> {
@@ -202,15 +191,6 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         agent,
         at: now_ms(),
     };
-    if let Err(e) = advance(store, run, &started, None).await {
-        return Ok(ended(End::Final(
-            fail(format!("could not record the agent start: {e}")),
-            None,
-        )));
-    }
-    if run.stop_requested_at.is_some() {
-        return Ok(ended(End::Final(cancelled(None), None)));
-    }
     let guard = CancelGuard::register(&run.id);
     let mut watch = Watch::new(
         run.id.clone(),
@@ -229,12 +209,33 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         .own_signals
         .then(|| signal(SignalKind::interrupt()).ok())
         .flatten();
+    // The start is saved while the first call goes out (as a process agent
+    // starts before its start is saved).
+    let mut start_error = None;
     let outcome = {
+        let save_start = async {
+            advance(store, run, &started, None)
+                .await
+                .map(|()| run.stop_requested_at.is_some())
+        };
+        tokio::pin!(save_start);
+        let mut saved = false;
         let looping = dispatch_agent::run_loop(&cfg, &mut conv, &NoTools, &mut sink, client());
         tokio::pin!(looping);
         let mut tick = tokio::time::interval(TICK);
-        loop {
+        let outcome = loop {
             tokio::select! {
+                r = &mut save_start, if !saved => {
+                    saved = true;
+                    match r {
+                        Ok(false) => {}
+                        Ok(true) => break Outcome::Stopped,
+                        Err(e) => {
+                            start_error = Some(e.to_string());
+                            break Outcome::Stopped;
+                        }
+                    }
+                }
                 end = &mut looping => break Outcome::Loop(end),
                 _ = guard.notify.notified() => break Outcome::Stopped,
                 Some(()) = recv(&mut term) => break Outcome::Stopped,
@@ -246,8 +247,21 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                     }
                 }
             }
+        };
+        if !saved {
+            match save_start.await {
+                Ok(_) => {}
+                Err(e) => start_error = Some(e.to_string()),
+            }
         }
+        outcome
     };
+    if let Some(e) = start_error {
+        return Ok(ended(End::Final(
+            fail(format!("could not record the agent start: {e}")),
+            None,
+        )));
+    }
     sink.end_text();
     let checkpoint = sink.checkpoint.take();
     let sink_secrets = std::mem::take(&mut sink.secrets);

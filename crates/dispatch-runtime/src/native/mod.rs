@@ -54,6 +54,24 @@ pub fn cancel(id: &RunId) -> bool {
     }
 }
 
+/// The HTTP client every model call of this process uses (connections to a
+/// provider are reused across runs).
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// Builds the client ahead of the first call (`dispatch run` does it while
+/// the run is created).
+pub fn warm_client() {
+    let _ = client();
+}
+
 /// A piece of generated text of a run, as it arrived from the model.
 #[derive(Clone, Debug)]
 pub struct TextDelta {

@@ -36,7 +36,7 @@ use crate::{
 };
 use crate::{ParcelStore, RunLogStore, StoredParcel};
 
-pub use listen::QueueListener;
+pub use listen::{DELTA_CHANNEL, DeltaListener, MAX_NOTIFY_BYTES, QueueListener};
 
 /// The channel a `NOTIFY` is sent on whenever a run becomes claimable.
 pub const QUEUE_CHANNEL: &str = "dispatch_queue";
