@@ -118,8 +118,10 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     secrets.extend(cfg.models.iter().filter_map(|m| m.key.clone()));
 
     // The conversation: a checkpoint of an earlier attempt, else the session's, plus this turn.
-    let checkpoint = match run.attempt {
-        1 => None,
+    // A later attempt resumes from the last checkpoint; so does a worker's
+    // first attempt, which may be a re-execution after a lost lease.
+    let checkpoint = match (run.attempt, ctx.own_signals) {
+        (1, true) => None,
         _ => retry::last_checkpoint(store, &run.id).await,
     };
     let resumed = checkpoint
