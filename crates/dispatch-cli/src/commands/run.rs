@@ -130,7 +130,10 @@ pub async fn create_checked(
     checked: Submission,
 ) -> CliResult<(SqliteStore, Run, bool, Known)> {
     // Creating the run is on the path to its agent: no checkpoint there.
-    store.defer_checkpoints(1);
+    // A native agent's start is saved while its first call goes out: no
+    // checkpoint on that write either (the first round's write catches up).
+    let native = checked.parcel().manifest.courier == dispatch_core::parcel::Courier::Agent;
+    store.defer_checkpoints(if native { 2 } else { 1 });
     let (created, parcel, extras) = submit::create(&store, &ctx.layout, checked).await?;
     let (run, existing) = match created {
         Created::New(run) => (run, false),

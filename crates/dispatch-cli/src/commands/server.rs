@@ -132,8 +132,14 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     Ok(0)
 }
 
+/// The most database connections one `dispatch worker` opens.
+const MAX_WORKER_CONNECTIONS: usize = 16;
+
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
-    let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), args.slots + 2)
+    // Writes are short and batched: a few connections serve many slots, and
+    // PostgreSQL's default max_connections (100) is shared by every worker.
+    let connections = (args.slots + 2).min(MAX_WORKER_CONNECTIONS);
+    let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), connections)
         .await
         .map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;

@@ -227,6 +227,9 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         let mut tick = tokio::time::interval(TICK);
         let outcome = loop {
             tokio::select! {
+                // The first call goes out before the start is written.
+                biased;
+                end = &mut looping => break Outcome::Loop(end),
                 r = &mut save_start, if !saved => {
                     saved = true;
                     match r {
@@ -238,7 +241,6 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                         }
                     }
                 }
-                end = &mut looping => break Outcome::Loop(end),
                 _ = guard.notify.notified() => break Outcome::Stopped,
                 Some(()) = recv(&mut term) => break Outcome::Stopped,
                 Some(()) = recv(&mut int) => break Outcome::Stopped,
