@@ -123,7 +123,11 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
     let _ = cmd(&["build", agent.to_str().expect("utf-8")]).status();
     // Beside it: a process agent's start (`date` prints when it runs), the
     // local runtime's own measure of time to agent.
-    let process = agent_dir(root, "process-start", "FROM process\nNAME process-start\nCOMMAND [\"/bin/date\", \"+%s%N\"]\n");
+    let process = agent_dir(
+        root,
+        "process-start",
+        "FROM process\nNAME process-start\nCOMMAND [\"/bin/date\", \"+%s%N\"]\n",
+    );
     let _ = cmd(&["build", process.to_str().expect("utf-8")]).status();
     let mut proc_start = Vec::new();
     let mut spawn_true = Vec::new();
@@ -155,8 +159,12 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
             .expect("run");
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let _ = cmd(&["wait", &id]).status();
-        let log = std::fs::read_to_string(state.join("runs").join(format!("{id}.log"))).unwrap_or_default();
-        let ran = log.lines().find_map(|l| l.trim().parse::<u64>().ok()).map(|ns| ns / 1_000);
+        let log = std::fs::read_to_string(state.join("runs").join(format!("{id}.log")))
+            .unwrap_or_default();
+        let ran = log
+            .lines()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .map(|ns| ns / 1_000);
         if i >= 5 {
             if let Some(at) = ran {
                 proc_start.push(at.saturating_sub(t1) as f64 / 1e3);
@@ -272,12 +280,18 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
     let wall = t.elapsed().as_secs_f64();
     let first_created = done.iter().map(|r| r.created_at).min().unwrap_or(0);
     let rel = |f: &dyn Fn(&dispatch_store::Run) -> Option<i64>| {
-        let v: Vec<f64> = done.iter().filter_map(|r| f(r)).map(|ms| (ms - first_created) as f64 / 1e3).collect();
+        let v: Vec<f64> = done
+            .iter()
+            .filter_map(|r| f(r))
+            .map(|ms| (ms - first_created) as f64 / 1e3)
+            .collect();
         (pct(v.clone(), 0.5), pct(v, 1.0))
     };
     let (s50, smax) = rel(&|r| r.state.started_at());
     let (e50, emax) = rel(&|r| r.state.ended_at());
-    eprintln!("started p50 {s50:.2}s max {smax:.2}s; ended p50 {e50:.2}s max {emax:.2}s (from the first create)");
+    eprintln!(
+        "started p50 {s50:.2}s max {smax:.2}s; ended p50 {e50:.2}s max {emax:.2}s (from the first create)"
+    );
     let ok = done
         .iter()
         .filter(|r| r.status() == dispatch_core::Status::Succeeded)
@@ -433,7 +447,7 @@ fn python_side_by_side(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Pat
         root,
         "py-agent",
         &format!(
-            "FROM process\nNAME py-agent\nCOPY agent.py\nCOMMAND {} agent.py\nENV LLM_BASE_URL={}\n",
+            "FROM process\nNAME py-agent\nCOPY agent.py\nCOMMAND [\"{}\", \"agent.py\"]\nENV LLM_BASE_URL={}\n",
             py.display(),
             mock.base_url()
         ),
@@ -493,7 +507,7 @@ fn python_side_by_side(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Pat
         py_start / n_start
     );
     println!(
-        "| memory of the process holding the loop: Python vs native helper | {py_rss:.1} MB vs {n_rss:.1} MB ({:.1}× less) | — |",
+        "| memory of the process holding the loop: Python agent vs native run's helper (the whole helper: SQLite, runtime, HTTP client) | {py_rss:.1} MB vs {n_rss:.1} MB ({:.1}× less; in a worker a native run adds ~0.1 MB, see above) | — |",
         py_rss / n_rss
     );
 }
