@@ -147,6 +147,22 @@ pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Prov
     }
 }
 
+/// The URL and exact JSON body `m`'s provider would send for `req` (no key: keys travel in headers).
+pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (String, Value) {
+    let client = reqwest::Client::new();
+    let base = m.model.base_url.clone();
+    match m.model.provider {
+        ProviderKind::Anthropic => {
+            let p = Anthropic::new(client, base, None);
+            (p.url(), p.body(req))
+        }
+        kind => {
+            let p = OpenAi::new(kind, client, base, None);
+            (p.url(), p.body(req))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,21 +218,5 @@ mod tests {
         assert!(unpriced_for_cost_limit(&r).is_some());
         let bad = |k: &str| (k == "LLM_BASE_URL").then(|| "nope".to_string());
         assert!(Override::from_env(bad).is_err());
-    }
-}
-
-/// The URL and exact JSON body `m`'s provider would send for `req` (no key: keys travel in headers).
-pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (String, Value) {
-    let client = reqwest::Client::new();
-    let base = m.model.base_url.clone();
-    match m.model.provider {
-        ProviderKind::Anthropic => {
-            let p = Anthropic::new(client, base, None);
-            (p.url(), p.body(req))
-        }
-        kind => {
-            let p = OpenAi::new(kind, client, base, None);
-            (p.url(), p.body(req))
-        }
     }
 }

@@ -282,7 +282,7 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
     let rel = |f: &dyn Fn(&dispatch_store::Run) -> Option<i64>| {
         let v: Vec<f64> = done
             .iter()
-            .filter_map(|r| f(r))
+            .filter_map(f)
             .map(|ms| (ms - first_created) as f64 / 1e3)
             .collect();
         (pct(v.clone(), 0.5), pct(v, 1.0))

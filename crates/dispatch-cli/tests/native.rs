@@ -22,7 +22,7 @@ fn streamed_text_becomes_the_output_with_usage_and_cost_per_call_and_run() {
         30
     )]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "triage",
         &format!(
             "{}\nPROMPT Classify the ticket.\nIDENTITY You are Triage.",
@@ -105,7 +105,7 @@ fn a_model_without_a_price_has_unknown_cost_and_limit_cost_is_refused() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([text("hi", 10, 2)]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "local",
         &model_line(&mock, "llama3.2", "openai_compatible"),
     );
@@ -120,7 +120,7 @@ fn a_model_without_a_price_has_unknown_cost_and_limit_cost_is_refused() {
     let human = d.ok(&["inspect-run", &id]);
     assert!(human.contains("unknown"), "{human}");
     let limited = native_agent(
-        &d,
+        d.dir.path(),
         "limited",
         &format!(
             "{}\nLIMIT COST 1.00",
@@ -139,7 +139,11 @@ fn a_500_then_a_200_is_one_recorded_retry() {
     let d = Dispatch::new();
     let mock =
         Mock::start(json!([{"kind": "error", "status": 500, "message": "boom"}, text("ok", 5, 1)]));
-    let dir = native_agent(&d, "retry", &model_line(&mock, "gpt-4o-mini", "openai"));
+    let dir = native_agent(
+        d.dir.path(),
+        "retry",
+        &model_line(&mock, "gpt-4o-mini", "openai"),
+    );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc}");
@@ -163,7 +167,7 @@ fn a_429_waits_its_retry_after() {
         json!([{"kind": "error", "status": 429, "retry_after": 1, "message": "slow down"}, text("ok", 5, 1)]),
     );
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "limited",
         &model_line(&mock, "claude-haiku-4-5", "anthropic"),
     );
@@ -185,7 +189,7 @@ fn when_the_primary_is_down_the_fallback_answers_and_is_recorded() {
     let dead = format!("http://{}/v1", closed.local_addr().expect("addr"));
     drop(closed);
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "fallback",
         &format!(
             "MODEL gpt-4o BASE_URL {dead} PROVIDER openai\nFALLBACK claude-haiku-4-5 PROVIDER anthropic BASE_URL {}",
@@ -219,7 +223,7 @@ fn a_stream_that_crosses_the_token_budget_is_aborted() {
     let mock =
         Mock::start(json!([{"kind": "text", "text": long, "chunks": 50, "chunk_delay_ms": 5}]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "budget",
         &format!(
             "{}\nLIMIT TOKENS 300",
@@ -244,7 +248,7 @@ fn timeout_llm_ends_a_stalled_stream_and_the_fallback_answers() {
     let stall = json!({"kind": "stall", "text_before": "thinking"});
     let mock = Mock::start(json!([stall, stall, stall, text("done", 3, 1)]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "stalled",
         &format!(
             "{}\nFALLBACK gpt-4o-mini PROVIDER openai BASE_URL {}\nTIMEOUT LLM 1s",
@@ -273,7 +277,7 @@ fn a_model_that_keeps_calling_tools_stops_at_limit_tool_rounds() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([tool("search"), tool("search"), tool("search")]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "loopy",
         &format!(
             "{}\nLIMIT TOOL_ROUNDS 2",
@@ -322,7 +326,11 @@ fn a_provider_that_answers_garbage_or_cuts_its_stream_fails_the_attempt_with_the
         ),
     ] {
         let mock = Mock::start(json!([step]));
-        let dir = native_agent(&d, name, &model_line(&mock, "gpt-4o-mini", "openai"));
+        let dir = native_agent(
+            d.dir.path(),
+            name,
+            &model_line(&mock, "gpt-4o-mini", "openai"),
+        );
         let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
         let doc = d.wait_terminal(&id);
         assert_eq!(doc["status"], "failed", "{name}");
@@ -343,7 +351,11 @@ fn a_session_continues_across_runs_and_processes() {
         text("Hello Ada", 10, 2),
         text("Your name is Ada", 20, 4)
     ]));
-    let dir = native_agent(&d, "chatty", &model_line(&mock, "gpt-4o-mini", "openai"));
+    let dir = native_agent(
+        d.dir.path(),
+        "chatty",
+        &model_line(&mock, "gpt-4o-mini", "openai"),
+    );
     let a = dir.to_str().expect("utf-8");
     let first = d.ok(&[
         "run",
@@ -384,7 +396,7 @@ fn no_stored_request_event_or_log_contains_the_api_key() {
     let key = "sk-test-DO-NOT-STORE-7f3a";
     let mock = Mock::start(json!([text(&format!("the key is {key}"), 5, 5)]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "secretive",
         &format!(
             "{} KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY",
@@ -439,7 +451,7 @@ fn print_prompt_shows_the_request_and_calls_nothing() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "shown",
         &format!(
             "{}\nPROMPT Be brief.\nLIMIT OUTPUT_TOKENS 64",
@@ -470,13 +482,13 @@ fn native_agent_bad_input_is_refused_before_anything_runs() {
         ("MODEL gpt-4o PROVIDER azure", "unknown PROVIDER `azure`"),
         ("MODEL gpt-4o BASE_URL localhost", "is not a URL"),
     ] {
-        let dir = native_agent(&d, "bad", lines);
+        let dir = native_agent(d.dir.path(), "bad", lines);
         let err = d.fails(&["build", dir.to_str().expect("utf-8")], 125);
         assert!(err.contains(want), "{lines}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "keyless",
         "MODEL gpt-4o KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY",
     );

@@ -95,7 +95,7 @@ fn a_chat_streams_turns_ctrl_c_stops_one_ctrl_d_leaves_and_history_survives() {
         text("You said hello", 30, 4)
     ]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "buddy",
         &format!(
             "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nENTRYPOINT chat",

@@ -5,9 +5,6 @@
 mod native_common;
 mod remote_common;
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 
 use native_common::{Mock, text};
@@ -106,7 +103,14 @@ fn stop_cancels_a_native_run_held_by_a_worker_at_once() {
     )
     .expect("Agentfile");
     let id = client.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
-    common::eventually(20, "the call is in flight", || mock.requests().len() == 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mock.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the model"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     client.ok(&["stop", &id]);
     let run = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "cancelled");
     assert_eq!(run["status"], "cancelled");

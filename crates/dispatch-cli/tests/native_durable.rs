@@ -22,7 +22,7 @@ fn kill_9_of_the_helper_in_round_3_of_4_resumes_at_round_3_without_repeating_a_c
         text("all done", 9, 2)
     ]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "durable",
         &format!(
             "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nRETRY 3 BACKOFF 100ms..1s",
@@ -77,7 +77,7 @@ fn stop_cancels_a_native_run_mid_call() {
     slow["delay_ms"] = json!(60_000);
     let mock = Mock::start(json!([slow]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "stoppable",
         &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
     );
@@ -93,7 +93,7 @@ fn a_native_service_answers_each_wake_as_a_turn_whose_message_is_the_envelope() 
     let d = Dispatch::new();
     let mock = Mock::start(json!([text("woke and checked", 8, 3)]));
     let dir = native_agent(
-        &d,
+        d.dir.path(),
         "watcher",
         &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
     );

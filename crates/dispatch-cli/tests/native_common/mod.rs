@@ -2,12 +2,10 @@
 //! model server (`dispatch_agent::mock`) on a loopback port.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dispatch_agent::mock::{MockServer, Received, Script};
 use serde_json::{Value, json};
-
-use crate::common::Dispatch;
 
 /// A mock model server running on its own runtime for the test's life.
 pub struct Mock {
@@ -39,8 +37,8 @@ impl Mock {
 }
 
 /// Writes a native agent: `FROM agent`, NAME, then `lines`.
-pub fn native_agent(d: &Dispatch, name: &str, lines: &str) -> PathBuf {
-    let dir = d.dir.path().join(name);
+pub fn native_agent(root: &Path, name: &str, lines: &str) -> PathBuf {
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("agent dir");
     std::fs::write(
         dir.join("Agentfile"),
