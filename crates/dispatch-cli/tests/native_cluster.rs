@@ -102,6 +102,19 @@ fn stop_cancels_a_native_run_held_by_a_worker_at_once() {
         ),
     )
     .expect("Agentfile");
+    // A cost limit on a model without a price is refused by the server too.
+    let unpriced = client.dir.path().join("unpriced");
+    std::fs::create_dir_all(&unpriced).expect("dir");
+    std::fs::write(
+        unpriced.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME unpriced\nMODEL llama3.2 BASE_URL {}\nLIMIT COST 1\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let err = client.fails(&["run", unpriced.to_str().expect("utf-8"), "--detach"], 125);
+    assert!(err.contains("LIMIT COST cannot be enforced"), "{err}");
     let id = client.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while mock.requests().is_empty() {

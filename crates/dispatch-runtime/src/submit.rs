@@ -165,6 +165,19 @@ fn native_checks(parcel: &Parcel, brief: &mut Brief, opts: &SubmitOptions) -> Ru
         .map_err(RuntimeError::Agent)
 }
 
+/// What [`prepare`] checks of a native agent that needs no key (a server
+/// dispatching for workers that hold the keys): `LIMIT COST` needs a price
+/// for every model.
+pub fn check_native_without_keys(parcel: &Parcel, policy: &RunPolicy) -> RuntimeResult<()> {
+    if parcel.manifest.courier != Courier::Agent {
+        return Ok(());
+    }
+    let any_key = |_: &str| Some(String::from("unused"));
+    crate::helper::native::loop_config(parcel, &serde_json::Value::Null, policy, any_key)
+        .map(drop)
+        .map_err(RuntimeError::Agent)
+}
+
 /// The default idempotency key: SHA-256 of parcel digest, operation and the
 /// payload's canonical JSON.
 pub fn default_key(digest: &str, operation: &str, payload: &serde_json::Value) -> String {

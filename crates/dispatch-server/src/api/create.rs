@@ -181,6 +181,9 @@ pub async fn create(
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
     let reliability = req.reliability(&parcel, operation, &payload)?;
+    // A native agent's keys are the workers' (read where the model is called);
+    // what needs no key is checked now: a cost limit needs known prices.
+    dispatch_runtime::submit::check_native_without_keys(&parcel, &reliability.policy)?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(operation),
