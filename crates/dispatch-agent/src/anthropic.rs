@@ -2,15 +2,13 @@
 //! with their input in `input_json_delta` pieces, usage from `message_start`
 //! and `message_delta`.
 
-use std::time::Instant;
-
 use serde_json::{Value, json};
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
     ProviderError, ProviderKind, Role, TokenUsage, ToolCall,
 };
-use crate::sse::{json, post_stream};
+use crate::sse::{StreamParser, call, json};
 
 /// Output tokens asked for when the Agentfile sets no LIMIT OUTPUT_TOKENS (the API requires a number).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -121,26 +119,18 @@ impl Provider for Anthropic {
         if let Some(k) = &self.api_key {
             headers.push(("x-api-key", k.as_str()));
         }
-        let started = Instant::now();
-        let mut state = Events::new(&req.model);
-        let mut first = None;
-        let result = post_stream(
+        let body = self.body(req);
+        let parser = Events::new(&req.model);
+        call(
             &self.client,
             &self.url(),
             &headers,
-            &self.body(req),
+            &body,
             exchange,
-            |_, data| {
-                state.feed(data, &mut |d: Delta<'_>| {
-                    first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                    on_delta(d)
-                })
-            },
+            on_delta,
+            parser,
         )
-        .await;
-        exchange.first_token_ms = first;
-        result?;
-        state.finish()
+        .await
     }
 }
 
@@ -180,8 +170,10 @@ impl Events {
             .find(|(i, _)| *i == index)
             .map(|(_, b)| b)
     }
+}
 
-    pub(crate) fn feed(
+impl StreamParser for Events {
+    fn feed(
         &mut self,
         data: &str,
         on_delta: &mut dyn FnMut(Delta<'_>) -> Flow,
@@ -265,7 +257,7 @@ impl Events {
         Ok(Flow::Continue)
     }
 
-    pub(crate) fn finish(self) -> Result<ModelResponse, ProviderError> {
+    fn finish(self) -> Result<ModelResponse, ProviderError> {
         if !self.done {
             return Err(ProviderError::Protocol(
                 "the stream was cut: it ended without message_stop".into(),

@@ -1,6 +1,7 @@
 use super::*;
 use crate::openai::tests::events;
 use crate::provider::ToolSpec;
+use crate::sse::StreamParser;
 
 async fn assemble(recorded: &str) -> Result<ModelResponse, ProviderError> {
     let mut e = Events::new("claude-haiku-4-5");

@@ -2,16 +2,14 @@
 //! `stream_options.include_usage`; also any OpenAI-compatible server (Ollama,
 //! vLLM, llama.cpp, LM Studio), where the key is optional.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, ModelRequest, ModelResponse, Provider, ProviderError,
     ProviderKind, Role, TokenUsage, ToolCall,
 };
-use crate::sse::{json, post_stream};
+use crate::sse::{StreamParser, call, json};
 
 pub struct OpenAi {
     kind: ProviderKind,
@@ -104,26 +102,18 @@ impl Provider for OpenAi {
             .iter()
             .map(|b| ("authorization", b.as_str()))
             .collect();
-        let started = Instant::now();
-        let mut state = Chunks::new(&req.model);
-        let mut first = None;
-        let result = post_stream(
+        let body = self.body(req);
+        let parser = Chunks::new(&req.model);
+        call(
             &self.client,
             &self.url(),
             &headers,
-            &self.body(req),
+            &body,
             exchange,
-            |_, data| {
-                state.feed(data, &mut |d: Delta<'_>| {
-                    first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                    on_delta(d)
-                })
-            },
+            on_delta,
+            parser,
         )
-        .await;
-        exchange.first_token_ms = first;
-        result?;
-        state.finish()
+        .await
     }
 }
 
@@ -148,8 +138,10 @@ impl Chunks {
             done: false,
         }
     }
+}
 
-    pub(crate) fn feed(
+impl StreamParser for Chunks {
+    fn feed(
         &mut self,
         data: &str,
         on_delta: &mut dyn FnMut(Delta<'_>) -> Flow,
@@ -216,7 +208,7 @@ impl Chunks {
         Ok(flow)
     }
 
-    pub(crate) fn finish(self) -> Result<ModelResponse, ProviderError> {
+    fn finish(self) -> Result<ModelResponse, ProviderError> {
         let Some(finish) = self.finish else {
             let why = if self.done {
                 "it said [DONE] without a finish_reason"

@@ -1,5 +1,6 @@
 use super::*;
 use crate::provider::{Message, ToolSpec};
+use crate::sse::StreamParser;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 

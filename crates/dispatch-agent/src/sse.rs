@@ -8,7 +8,42 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::provider::{Exchange, Flow, ProviderError};
+use crate::provider::{Delta, Exchange, Flow, ModelResponse, ProviderError};
+
+/// A provider's stream parser: fed each event's data, then asked for the whole answer.
+pub(crate) trait StreamParser {
+    fn feed(
+        &mut self,
+        data: &str,
+        on_delta: &mut dyn FnMut(Delta<'_>) -> Flow,
+    ) -> Result<Flow, ProviderError>;
+    fn finish(self) -> Result<ModelResponse, ProviderError>;
+}
+
+/// One streamed call: POST `body`, feed the events to `parser`, pass its
+/// fragments to `on_delta` (timing the first), and return the whole answer.
+pub(crate) async fn call<P: StreamParser>(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+    exchange: &mut Exchange,
+    on_delta: &mut (dyn for<'d> FnMut(Delta<'d>) -> Flow + Send),
+    mut parser: P,
+) -> Result<ModelResponse, ProviderError> {
+    let started = std::time::Instant::now();
+    let mut first = None;
+    let result = post_stream(client, url, headers, body, exchange, |_, data| {
+        parser.feed(data, &mut |d: Delta<'_>| {
+            first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+            on_delta(d)
+        })
+    })
+    .await;
+    exchange.first_token_ms = first;
+    result?;
+    parser.finish()
+}
 
 /// At most this much of a body is quoted in an error.
 const QUOTE: usize = 300;

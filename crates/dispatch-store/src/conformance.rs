@@ -29,6 +29,7 @@ mod queue_timeout;
 mod reliability;
 mod runs;
 mod service;
+mod sessions;
 mod tokens;
 mod transitions;
 
@@ -45,6 +46,7 @@ pub use queue_timeout::*;
 pub use reliability::*;
 pub use runs::*;
 pub use service::*;
+pub use sessions::*;
 pub use tokens::*;
 pub use transitions::*;
 
@@ -133,6 +135,9 @@ macro_rules! __queue_conformance_names {
             enqueue_with_a_busy_session_is_refused_and_inserts_nothing,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
+            a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
+            sessions_list_newest_first_by_prefix_and_delete,
+            large_sessions_round_trip_and_bad_keys_are_refused_alike,
         );
     };
 }
