@@ -240,6 +240,8 @@ pub(super) struct Prepared {
     pub(super) spec: AgentSpec,
     pub(super) artifacts_dir: std::path::PathBuf,
     pub(super) output_path: std::path::PathBuf,
+    /// The brief's bytes, verified (a native agent reads its context from them).
+    pub(super) brief: Vec<u8>,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
@@ -317,6 +319,7 @@ pub(super) fn prepare(
         },
         artifacts_dir,
         output_path,
+        brief: bytes,
     })
 }
 

@@ -98,9 +98,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     log: &mut LifecycleLog,
     ctx: &NativeCtx<'_>,
 ) -> RuntimeResult<Ended> {
-    let brief_context = std::fs::read(layout.brief(&run.brief_sha256))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<brief::Brief>(&b).ok())
+    let brief_context = serde_json::from_slice::<brief::Brief>(&ctx.prepared.brief)
         .map(|b| b.context)
         .unwrap_or(Value::Null);
     let env = |k: &str| std::env::var(k).ok();
