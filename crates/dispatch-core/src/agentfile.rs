@@ -41,14 +41,25 @@ pub struct AgentfileError {
     pub message: String,
 }
 
+/// The longest error message; a longer one (it quotes a huge input) is cut, saying so.
+const MAX_MESSAGE: usize = 400;
+
 impl AgentfileError {
     pub fn new(line: usize, message: impl Into<String>) -> Self {
-        AgentfileError {
-            line,
-            message: message.into(),
+        let mut message: String = message.into();
+        if message.len() > MAX_MESSAGE {
+            let size = message.len();
+            message = format!(
+                "{} (message cut: {size} bytes in all)",
+                crate::event::shorten(&message, MAX_MESSAGE)
+            );
         }
+        AgentfileError { line, message }
     }
 }
+
+/// The methods LISTEN_METHOD takes (what a service's ingress can answer).
+pub const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// An argument that is either a file in the build context or literal text
 /// (IDENTITY, SOUL, PROMPT).
@@ -156,7 +167,18 @@ const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), no
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
+///
+/// A leading UTF-8 byte-order mark is skipped; a NUL byte anywhere is refused
+/// (no directive can hold one, and no process argument can carry one).
 pub fn parse(text: &str) -> Result<Agentfile, AgentfileError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(pos) = text.find('\0') {
+        let line = text[..pos].matches('\n').count() + 1;
+        return Err(AgentfileError::new(
+            line,
+            "the Agentfile holds a NUL byte (hint: remove it; the file must be text)",
+        ));
+    }
     let mut p = Parser::new();
     let mut last_line = 0;
     for (line, body) in logical_lines(text) {
@@ -407,6 +429,12 @@ impl Parser {
                         return Err(expected(key, m));
                     }
                     let m = m.to_ascii_uppercase();
+                    if !HTTP_METHODS.contains(&m.as_str()) {
+                        return Err(format!(
+                            "LISTEN_METHOD: unknown HTTP method `{m}` (hint: one of {})",
+                            HTTP_METHODS.join(", ")
+                        ));
+                    }
                     let l = self.listen();
                     if !l.methods.contains(&m) {
                         l.methods.push(m);
@@ -454,7 +482,10 @@ impl Parser {
             "IDENTITY" => self.af.identity = Some(src),
             "SOUL" => self.af.soul = Some(src),
             "PROMPT" => self.af.prompts.push(src),
-            _ => self.af.manifest.schedules.push(src.text),
+            _ => {
+                crate::cron::parse_cron(&src.text)?;
+                self.af.manifest.schedules.push(src.text)
+            }
         }
         Ok(())
     }

@@ -532,3 +532,33 @@ fn native_agent_mistakes_are_refused_with_their_line() {
     assert_eq!(e.line, 4);
     assert!(e.message.contains("add `FROM agent`"), "{e}");
 }
+
+#[test]
+fn what_serve_or_run_would_refuse_is_refused_at_build_with_its_line() {
+    let e = err("NAME a\nCOMMAND sh a.sh\nSCHEDULE \"*/10 * * * 99\"\n");
+    assert_eq!(e.line, 3);
+    assert!(
+        e.message.contains("invalid cron expression") && e.message.contains("day-of-week"),
+        "{e}"
+    );
+    let e = err("NAME a\nCOMMAND sh a.sh\nLISTEN_METHOD POST FETCH\n");
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("unknown HTTP method `FETCH`"), "{e}");
+    let e = err("NAME a\nCOMMAND sh a\u{0}.sh\n");
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("NUL byte"), "{e}");
+    let huge = format!("NAME a\nCOMMAND sh a.sh\nLABEL {}\n", "x".repeat(5_000_000));
+    let e = err(&huge);
+    assert!(e.message.len() < 600, "cut: {} bytes", e.message.len());
+    assert!(e.message.contains("bytes in all"), "says it was cut");
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_and_from_defaults_to_process() {
+    let af = parse("\u{feff}NAME a\nCOMMAND sh a.sh\n").expect("a BOM is fine");
+    assert_eq!(
+        af.manifest.courier,
+        Courier::Process,
+        "FROM process is the default"
+    );
+}

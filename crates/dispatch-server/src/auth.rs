@@ -56,8 +56,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     let Some(token) = presented else {
         return unauthorized(
             "this server needs a token: `Authorization: Bearer <token>` (hint: `dispatch token create`, then DISPATCH_TOKEN)",
@@ -70,6 +69,42 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 fn unauthorized(message: &str) -> Response {
     ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer dsp_a_b",
+            "bearer dsp_a_b",
+            "BEARER  dsp_a_b ",
+            "  bEaReR\tdsp_a_b",
+        ] {
+            assert_eq!(bearer(v), Some("dsp_a_b"), "{v:?}");
+        }
+        for v in [
+            "Basic dsp_a_b",
+            "Bearer",
+            "Bearer   ",
+            "dsp_a_b",
+            "Bearerdsp_a_b",
+        ] {
+            assert_eq!(bearer(v), None, "{v:?}");
+        }
+    }
 }

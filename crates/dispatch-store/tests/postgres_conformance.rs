@@ -72,3 +72,36 @@ async fn a_database_from_a_newer_dispatch_is_refused_untouched() {
     drop(client);
     let _ = driver.await;
 }
+
+#[tokio::test]
+async fn ten_processes_opening_an_empty_database_at_once_all_succeed() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    for round in 0..3 {
+        // Each round on a database emptied again, so every open races the first migration.
+        if round > 0 {
+            let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+                .await
+                .expect("a raw connection");
+            let driver = tokio::spawn(connection);
+            client
+                .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+                .await
+                .expect("empty the database");
+            drop(client);
+            let _ = driver.await;
+        }
+        let url = db.url().to_string();
+        let opens: Vec<_> = (0..10)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgStore::connect(&url, 1).await.map(drop) })
+            })
+            .collect();
+        for (i, open) in opens.into_iter().enumerate() {
+            let result = open.await.expect("the task ran");
+            assert!(result.is_ok(), "round {round}, open {i}: {result:?}");
+        }
+    }
+}

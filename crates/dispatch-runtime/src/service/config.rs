@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 /// The environment variable `dispatch serve` also reads the shared secret from.
 pub const SHARED_SECRET_ENV: &str = "DISPATCH_LISTEN_SHARED_SECRET";
 /// Methods a listener may be restricted to.
-pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub const METHODS: [&str; 7] = dispatch_core::agentfile::HTTP_METHODS;
 
 /// What `dispatch serve` was asked on the command line.
 #[derive(Clone, Debug, Default)]

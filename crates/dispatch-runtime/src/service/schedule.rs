@@ -19,48 +19,10 @@ use serde_json::Value;
 use super::ServiceError;
 use super::model::{ScheduleState, Trigger};
 
-const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
-const FIELDS_6: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "day-of-month",
-    "month",
-    "day-of-week",
-];
-
 /// Parses a cron expression of 5 fields, or 6 with seconds first. A mistake
-/// names the field at fault.
+/// names the field at fault (see [`dispatch_core::cron::parse_cron`]).
 pub fn parse_cron(expr: &str) -> Result<Cron, ServiceError> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    let names: &[&str] = match fields.len() {
-        5 => &FIELDS_5,
-        6 => &FIELDS_6,
-        n => {
-            return Err(ServiceError::new(format!(
-                "invalid cron expression `{expr}`: {n} fields, expected 5 (minute hour day-of-month month day-of-week) or 6 (seconds first) (hint: \"*/10 * * * * *\" is every 10 seconds)"
-            )));
-        }
-    };
-    let parse = |e: &str| Cron::new(e).with_seconds_optional().parse();
-    let err = match parse(expr) {
-        Ok(cron) => return Ok(cron),
-        Err(e) => e,
-    };
-    // Which field? Try each alone, with every other field a wildcard.
-    let culprit = (0..fields.len()).find(|&i| {
-        let probe: Vec<&str> = (0..fields.len())
-            .map(|j| if j == i { fields[j] } else { "*" })
-            .collect();
-        parse(&probe.join(" ")).is_err()
-    });
-    Err(ServiceError::new(match culprit {
-        Some(i) => format!(
-            "invalid cron expression `{expr}`: the {} field `{}` is not valid ({err}) (hint: \"*/10 * * * * *\" is every 10 seconds)",
-            names[i], fields[i]
-        ),
-        None => format!("invalid cron expression `{expr}`: {err}"),
-    }))
+    dispatch_core::cron::parse_cron(expr).map_err(ServiceError::new)
 }
 
 /// One fire of a timer.

@@ -155,7 +155,10 @@ pub async fn create(
     let timeout = number::<f64>(&params, "timeout")?
         .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
         .unwrap_or(Duration::from_secs(30));
-    let req: CreateRun = serde_json::from_slice(&body)
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
+    super::runs::reject_nul(&value, "")?;
+    let req: CreateRun = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {

@@ -42,6 +42,8 @@ pub mod codes {
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
     pub const INTERNAL: &str = "internal";
+    /// 413: the request body is larger than the server takes.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 
     /// Every code with its status and meaning, for the docs.
     pub const ALL: &[(&str, u16, &str)] = &[
@@ -53,6 +55,11 @@ pub mod codes {
             "the parcel needs a secret the server lacks",
         ),
         (INVALID_PARCEL, 400, "the uploaded parcel does not build"),
+        (
+            PAYLOAD_TOO_LARGE,
+            413,
+            "the request body is larger than the server takes",
+        ),
         (
             UNAUTHORIZED,
             401,

@@ -91,7 +91,33 @@ pub fn router(state: AppState) -> Router {
             crate::auth::require,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Every error answer in the `{code, message}` shape, including the ones
+/// axum writes itself (a body over the size limit: a plain-text 413).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            codes::PAYLOAD_TOO_LARGE,
+            "the request body is larger than the server takes (limit 2 MiB; hint: upload big inputs as a parcel's files)".to_string(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (codes::NO_SUCH_ROUTE, "this route does not take that method".to_string()),
+        s if s.is_client_error() => (codes::BAD_REQUEST, s.canonical_reason().unwrap_or("bad request").to_lowercase()),
+        s => (codes::INTERNAL, s.canonical_reason().unwrap_or("internal error").to_lowercase()),
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// Counts requests and error answers.

@@ -64,7 +64,15 @@ pub async fn decide(
     Path((id, approval_id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let req: DecideBody = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad decision: {e}")))?;
+    super::runs::reject_nul(&value, "")?;
+    if approval_id.contains('\0') {
+        return Err(ApiError::bad_request(
+            "the approval id holds a NUL byte (hint: remove it)",
+        ));
+    }
+    let req: DecideBody = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad decision: {e}")))?;
     if req.decision != "approve" && req.decision != "deny" {
         return Err(ApiError::bad_request(format!(

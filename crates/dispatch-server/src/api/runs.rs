@@ -24,8 +24,51 @@ const MAX_PAGE: usize = 1000;
 pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub(super) fn params(q: Params) -> ApiResult<HashMap<String, String>> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))
+    let params = q
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    for (k, v) in &params {
+        if k.contains('\0') || v.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `{}` holds a NUL byte (hint: remove it; no run, label or key can contain one)",
+                k.replace('\0', "\\0")
+            )));
+        }
+    }
+    Ok(params)
+}
+
+/// Refuses a NUL byte in any string of `value` (but the run's `payload`,
+/// which is kept as JSON text): the stores cannot keep one, and the answer
+/// must say which field, not that the database is unavailable.
+pub(super) fn reject_nul(value: &serde_json::Value, path: &str) -> ApiResult<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Err(ApiError::bad_request(format!(
+            "`{path}` holds a NUL byte (hint: remove it)"
+        ))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| reject_nul(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let field = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "a key in `{path}` holds a NUL byte (hint: remove it)"
+                )));
+            }
+            if path.is_empty() && k == "payload" {
+                return Ok(());
+            }
+            reject_nul(v, &field)
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn flag(params: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
@@ -128,6 +171,15 @@ pub async fn list(
     let pairs = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "query parameter `{}` holds a NUL byte (hint: remove it; no run, label or key can contain one)",
+            k.replace('\0', "\\0")
+        )));
+    }
     let mut filter = RunFilter {
         labels: pairs
             .iter()

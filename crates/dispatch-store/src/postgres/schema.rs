@@ -189,31 +189,35 @@ async fn found_version(client: &impl tokio_postgres::GenericClient) -> Result<i6
 }
 
 /// Brings the schema to [`CURRENT`], or refuses a database from a newer binary.
+///
+/// A current database costs one read. Otherwise everything, the creation of
+/// `dispatch_schema` included, happens under a transaction-scoped advisory
+/// lock, so any number of servers and workers may start at once on an empty
+/// or an old database: one migrates, the others wait and find it done.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), Fail> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS dispatch_schema (version BIGINT NOT NULL)")
+    match client
+        .query_opt("SELECT version FROM dispatch_schema", &[])
         .await
-        .or_else(|e| {
-            // Two processes creating the table at once: one loses on the
-            // catalog's unique index, and the table is there all the same.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
+    {
+        Ok(row) => {
+            let found = row.map(|r| r.get::<_, i64>(0)).unwrap_or(0);
+            if found == CURRENT {
+                return Ok(());
             }
-        })?;
-    let found = found_version(&***client).await?;
-    if found == CURRENT {
-        return Ok(());
-    }
-    if found > CURRENT {
-        return Err(Fail::TooNew {
-            found,
-            supported: CURRENT,
-        });
+            if found > CURRENT {
+                return Err(Fail::TooNew {
+                    found,
+                    supported: CURRENT,
+                });
+            }
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+        Err(e) => return Err(e.into()),
     }
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS dispatch_schema (version BIGINT NOT NULL)")
         .await?;
     // Another process may have migrated while we waited for the lock.
     let found = found_version(&*tx).await?;
