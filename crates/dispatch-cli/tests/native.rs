@@ -6,7 +6,7 @@ mod common;
 mod native_common;
 
 use common::Dispatch;
-use native_common::{Mock, model_calls, native_agent, text, tool};
+use native_common::{Mock, message_texts, model_calls, native_agent, text, tool};
 use serde_json::json;
 
 fn model_line(mock: &Mock, model: &str, provider: &str) -> String {
@@ -379,12 +379,7 @@ fn a_session_continues_across_runs_and_processes() {
     let doc = d.wait_terminal(&second);
     assert_eq!(doc["output"], "Your name is Ada");
     let body = &mock.requests()[1].body;
-    let texts: Vec<&str> = body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .collect();
+    let texts = message_texts(body);
     assert_eq!(texts, ["I am Ada", "Hello Ada", "Who am I?"], "{body}");
     let conv = &doc["conversation"]["messages"];
     assert_eq!(conv.as_array().map(Vec::len), Some(4));

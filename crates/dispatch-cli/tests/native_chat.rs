@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Dispatch, eventually};
-use native_common::{Mock, native_agent, text};
+use native_common::{Mock, message_texts, native_agent, text};
 use serde_json::json;
 
 struct Terminal {
@@ -131,12 +131,7 @@ fn a_chat_streams_turns_ctrl_c_stops_one_ctrl_d_leaves_and_history_survives() {
     t.type_in("\x04");
     assert_eq!(t.child.wait().expect("exits").code(), Some(0));
     let body = &mock.requests()[2].body;
-    let texts: Vec<&str> = body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .collect();
+    let texts = message_texts(body);
     assert_eq!(
         texts,
         [

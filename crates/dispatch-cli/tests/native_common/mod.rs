@@ -62,3 +62,13 @@ pub fn text(text: &str, input: u64, output: u64) -> Value {
 pub fn tool(name: &str) -> Value {
     json!({"kind": "tool_calls", "calls": [{"name": name, "arguments": {"q": "x"}}]})
 }
+
+/// The text of every message a request sent, in order.
+pub fn message_texts(body: &Value) -> Vec<&str> {
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect()
+}

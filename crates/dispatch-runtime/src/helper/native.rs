@@ -115,8 +115,8 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     let mut secrets = ctx.prepared.spec.secrets.clone();
     secrets.extend(cfg.models.iter().filter_map(|m| m.key.clone()));
 
-    // The conversation: a checkpoint of an earlier attempt, else the session's, plus this turn.
-    // A later attempt resumes from the last checkpoint; so does a worker's
+    // The conversation: the last checkpoint, else the session's plus this
+    // turn. A later attempt resumes from the checkpoint; so does a worker's
     // first attempt, which may be a re-execution after a lost lease.
     let checkpoint = match (run.attempt, ctx.own_signals) {
         (1, true) => None,
