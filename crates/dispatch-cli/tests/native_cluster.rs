@@ -128,3 +128,52 @@ fn stop_cancels_a_native_run_held_by_a_worker_at_once() {
     let run = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "cancelled");
     assert_eq!(run["status"], "cancelled");
 }
+
+#[test]
+fn a_worker_without_a_declared_secret_fails_the_run_at_once_naming_it() {
+    let Some(db) = postgres() else { return };
+    // The server has the secret (it accepts the run); the worker does not.
+    let server = Server::start_with_env(
+        Some(db.url()),
+        &["--workers", "0"],
+        &[("DISPATCH_TEST_ONLY_SERVER_SECRET", "s3cret")],
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["worker", "--database-url", db.url(), "--slots", "2"])
+        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+        .env_remove("DISPATCH_HOST")
+        .env_remove("DISPATCH_TEST_ONLY_SERVER_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let client = Client::new(&server);
+    let dir = client.agent_with(
+        "secretive",
+        "echo \"secret is [$DISPATCH_TEST_ONLY_SERVER_SECRET]\"",
+        "SECRET DISPATCH_TEST_ONLY_SERVER_SECRET\n",
+    );
+    let id = client.ok(&["run", &dir, "--detach"]);
+    let run = server.wait_for(&format!("/v1/runs/{id}"), |r| {
+        r["state"]["status"]
+            .as_str()
+            .is_some_and(|s| s != "queued" && s != "starting" && s != "running")
+    });
+    assert_eq!(run["status"], "failed", "{run}");
+    let reason = run["state"]["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("DISPATCH_TEST_ONLY_SERVER_SECRET") && reason.contains("not set"),
+        "{reason}"
+    );
+    assert_eq!(
+        run["attempt"], 1,
+        "not retried: no worker may run it without the secret"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = worker.wait();
+}

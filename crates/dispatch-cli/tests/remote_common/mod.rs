@@ -29,8 +29,18 @@ impl Server {
 
     /// A server on the PostgreSQL database at `database_url` (else SQLite).
     pub fn start_on(database_url: Option<&str>, extra: &[&str]) -> Server {
+        Server::start_with_env(database_url, extra, &[])
+    }
+
+    /// As [`Server::start_on`], with these variables in the server's environment.
+    pub fn start_with_env(
+        database_url: Option<&str>,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Server {
         let state = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        command.envs(vars.iter().copied());
         command
             .args(["server", "--listen", "127.0.0.1:0"])
             .args(if extra.contains(&"--workers") {

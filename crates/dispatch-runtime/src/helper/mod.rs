@@ -299,6 +299,28 @@ pub(super) fn prepare(
     ]);
     // Each REQUIRES dependency (probed at dispatch) is handed over by name.
     env.extend(m.requires.iter().map(|r| (r.name.clone(), r.url.clone())));
+    // Never run without a declared secret: a worker that lacks one (the
+    // server that accepted the run had it) fails the run at once, naming it.
+    // A native agent's model keys are checked with its models.
+    let model_keys: Vec<&String> = m
+        .agent
+        .iter()
+        .flat_map(|a| a.models.iter().filter_map(|k| k.key.as_ref()))
+        .collect();
+    let missing: Vec<&str> = m
+        .secrets
+        .iter()
+        .filter(|name| !model_keys.contains(name))
+        .filter(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "refusing to start: secret(s) {} not set where the run executes (process {}) (hint: export them in the environment of every worker that may claim this parcel's runs)",
+            missing.join(", "),
+            std::process::id()
+        ));
+    }
     let secrets = m
         .secrets
         .iter()
