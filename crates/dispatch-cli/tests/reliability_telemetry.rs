@@ -59,3 +59,39 @@ fn inspect_shows_steps_tool_calls_usage_by_model_and_attempts() {
         "{human}"
     );
 }
+
+#[test]
+fn a_secret_the_agent_writes_into_its_output_events_or_artifact_names_is_stored_masked() {
+    let d = Dispatch::new();
+    let secret = "tok-7e1f-MASK-ME";
+    let agent = d.agent_with(
+        "leaky",
+        "echo \"{\\\"type\\\":\\\"tool_call\\\",\\\"name\\\":\\\"x\\\",\\\"output\\\":\\\"$LEAKY_TOKEN\\\"}\" >> \"$DISPATCH_EVENTS\"\n\
+         echo 'not json' \"$LEAKY_TOKEN\" >> \"$DISPATCH_EVENTS\"\n\
+         echo \"{\\\"token\\\":\\\"$LEAKY_TOKEN\\\"}\" > \"$DISPATCH_OUTPUT\"\n\
+         echo hi > \"$DISPATCH_ARTIFACTS/report-$LEAKY_TOKEN.txt\"\n",
+        "SECRET LEAKY_TOKEN\n",
+    );
+    let out = d
+        .command()
+        .env("LEAKY_TOKEN", secret)
+        .args(["run", agent.to_str().expect("utf-8"), "--detach"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    let text = doc.to_string();
+    assert!(
+        !text.contains(secret),
+        "the secret is stored in clear: {text}"
+    );
+    assert_eq!(doc["output"]["token"], "****");
+    assert!(text.contains("report-****.txt"), "{}", doc["artifacts"]);
+}

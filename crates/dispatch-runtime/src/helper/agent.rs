@@ -252,14 +252,27 @@ pub(crate) struct EventPump {
     pub error: Option<String>,
     /// False when the last `error` event said `"retryable": false`.
     pub error_retryable: bool,
+    secrets: Vec<String>,
+}
+
+/// `value` with every secret value masked (kept JSON: the masking happens
+/// inside its strings).
+pub(crate) fn mask_value(value: Value, secrets: &[String]) -> Value {
+    if secrets.iter().all(String::is_empty) {
+        return value;
+    }
+    let text = mask(&value.to_string(), secrets);
+    serde_json::from_str(&text).unwrap_or(value)
 }
 
 impl EventPump {
-    pub(crate) fn new(path: PathBuf, attempt: u32) -> Self {
+    /// `secrets`: values masked in every event before it is stored.
+    pub(crate) fn new(path: PathBuf, attempt: u32, secrets: Vec<String>) -> Self {
         EventPump {
             follower: LineFollower::new(path.clone()),
             path,
             attempt,
+            secrets,
             last_output: None,
             error: None,
             error_retryable: true,
@@ -286,6 +299,7 @@ impl EventPump {
             .iter()
             .map(|line| match AgentEvent::parse(line) {
                 AgentEvent::Known { kind, data } => {
+                    let data = mask_value(data, &self.secrets);
                     match kind {
                         "output" => self.last_output = data.get("value").cloned(),
                         "error" => {
@@ -301,7 +315,8 @@ impl EventPump {
                     NewEvent::new(kind, self.attempt, at, data)
                 }
                 AgentEvent::Malformed { warning } => {
-                    NewEvent::new("warning", self.attempt, at, json!({ "message": warning }))
+                    let message = mask(&warning, &self.secrets);
+                    NewEvent::new("warning", self.attempt, at, json!({ "message": message }))
                 }
             })
             .collect();

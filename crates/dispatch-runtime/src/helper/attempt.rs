@@ -284,7 +284,11 @@ async fn one_attempt<S: Store + ?Sized>(
         run.usage,
     );
     watch.set_group(agent.pgid());
-    let mut events = EventPump::new(prepared.spec.events.clone(), prepared.spec.attempt);
+    let mut events = EventPump::new(
+        prepared.spec.events.clone(),
+        prepared.spec.attempt,
+        prepared.spec.secrets.clone(),
+    );
     // An agent that is done at once and wrote no events has its start saved
     // with its end; any other has it saved now, and its events followed.
     let mut start = None;
@@ -316,7 +320,10 @@ async fn one_attempt<S: Store + ?Sized>(
 
     let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
     match artifacts {
-        Ok(list) if !list.is_empty() => {
+        Ok(mut list) if !list.is_empty() => {
+            for a in &mut list {
+                a.name = super::agent::mask(&a.name, &prepared.spec.secrets);
+            }
             if let Err(e) = store.add_artifacts(&run.id, &list).await {
                 log.line(&format!("could not record artifacts: {e}"));
             }
@@ -332,7 +339,8 @@ async fn one_attempt<S: Store + ?Sized>(
         *run = store.get_run(&run.id).await?;
     }
     let stop_requested = agent.signalled || run.stop_requested_at.is_some();
-    let output = collect::read_output(&prepared.output_path, events.last_output.take());
+    let output = collect::read_output(&prepared.output_path, events.last_output.take())
+        .map(|v| super::agent::mask_value(v, &prepared.spec.secrets));
     let at = now_ms();
     let failure = |reason: String, status: Status| AttemptFailure {
         reason,
