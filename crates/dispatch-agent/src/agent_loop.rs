@@ -43,12 +43,47 @@ pub trait Sink: Send {
     fn blob(&mut self, bytes: &[u8]) -> Option<String>;
 }
 
-/// The tools a model may call (none until the tools issue lands).
+/// What one tool call gave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToolOutcome {
+    /// What the model is told.
+    pub text: String,
+    /// The call failed (the model is told so).
+    pub is_error: bool,
+    /// More fields for the call's `tool_call` event (kind, bytes, …).
+    pub meta: serde_json::Map<String, Value>,
+    /// A limit was reached: the run ends with this reason after this round.
+    pub stop: Option<String>,
+}
+
+impl ToolOutcome {
+    pub fn ok(text: impl Into<String>) -> Self {
+        ToolOutcome {
+            text: text.into(),
+            ..ToolOutcome::default()
+        }
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        ToolOutcome {
+            text: text.into(),
+            is_error: true,
+            ..ToolOutcome::default()
+        }
+    }
+}
+
+/// The tools a model may call.
 #[async_trait::async_trait]
 pub trait Tools: Send + Sync {
     fn specs(&self) -> Vec<ToolSpec>;
-    /// Runs one call: the result text and whether it failed.
-    async fn call(&self, call: &ToolCall) -> (String, bool);
+    /// Runs one call (calls of one response may run at once).
+    async fn call(&self, call: &ToolCall) -> ToolOutcome;
+    /// Whether one of `calls` may wait for a decision (an approval): the
+    /// loop then saves the model's answer before running them.
+    fn may_pause(&self, _calls: &[ToolCall]) -> bool {
+        false
+    }
 }
 
 /// An agent with no tools: every call is answered with an error the model can read.
@@ -61,14 +96,11 @@ impl Tools for NoTools {
         Vec::new()
     }
 
-    async fn call(&self, call: &ToolCall) -> (String, bool) {
-        (
-            format!(
-                "error: there is no tool named `{}`; this agent has no tools. Answer without tools.",
-                call.name
-            ),
-            true,
-        )
+    async fn call(&self, call: &ToolCall) -> ToolOutcome {
+        ToolOutcome::error(format!(
+            "error: there is no tool named `{}`; this agent has no tools. Answer without tools.",
+            call.name
+        ))
     }
 }
 
@@ -128,58 +160,95 @@ pub async fn run_loop(
                 let _ = sink.record(vec![("warning", data)]).await;
             }
         }
-        let est_in = estimate_tokens(conv.chars());
-        if let Some(reason) = over_budget(cfg, &used, est_in, 0, cfg.models.first()) {
-            return LoopEnd::Budget(format!(
-                "budget_exceeded: {reason} (stopped before the next model call)"
-            ));
-        }
-        let call = match call_chain(cfg, conv, tools, sink, client, &used, est_in).await {
-            Ok(call) => call,
-            Err(end) => return end,
+        // A round whose model call was saved but whose tools had not run
+        // (the attempt ended while a call waited for a decision): its tools
+        // run now, and the model is not called again.
+        let resumed = pending_tool_calls(conv);
+        let (tool_calls, text, model, mut events) = match resumed {
+            Some(calls) => (calls, String::new(), None, Vec::new()),
+            None => {
+                let est_in = estimate_tokens(conv.chars());
+                if let Some(reason) = over_budget(cfg, &used, est_in, 0, cfg.models.first()) {
+                    return LoopEnd::Budget(format!(
+                        "budget_exceeded: {reason} (stopped before the next model call)"
+                    ));
+                }
+                let call = match call_chain(cfg, conv, tools, sink, client, &used, est_in).await {
+                    Ok(call) => call,
+                    Err(end) => return end,
+                };
+                let Call {
+                    model,
+                    response,
+                    mut event,
+                    usage,
+                    cost,
+                } = call;
+                used.input_tokens += usage.input_tokens;
+                used.output_tokens += usage.output_tokens;
+                used.cost_usd += cost.unwrap_or(0.0);
+                conv.calls += 1;
+                conv.messages.push(Message::assistant(
+                    response.text.clone(),
+                    response.tool_calls.clone(),
+                ));
+                event["call"] = json!(conv.calls);
+                let mut events = vec![
+                    ("model_call", event),
+                    ("usage", usage_event(&model, usage, cost)),
+                ];
+                let calls = response.tool_calls;
+                if !calls.is_empty() && conv.rounds >= cfg.max_tool_rounds {
+                    let _ = sink.record(events).await;
+                    return LoopEnd::ToolRounds(format!(
+                        "tool_rounds_exceeded: the model asked for tools again after {} rounds (LIMIT TOOL_ROUNDS {})",
+                        conv.rounds, cfg.max_tool_rounds
+                    ));
+                }
+                if !calls.is_empty() && tools.may_pause(&calls) {
+                    // A call may wait long for a decision: the model's answer
+                    // is saved first, so a new attempt does not ask again.
+                    let state = serde_json::to_value(&*conv).unwrap_or(Value::Null);
+                    let step = format!("round-{}-tools", conv.rounds + 1);
+                    events.push(("checkpoint", json!({"step": step, "state": state})));
+                    if let Err(e) = sink.record(std::mem::take(&mut events)).await {
+                        return LoopEnd::Failed {
+                            reason: format!("could not record round {}: {e}", conv.calls),
+                            retryable: true,
+                        };
+                    }
+                }
+                (calls, response.text, Some(model), events)
+            }
         };
-        let Call {
-            model,
-            response,
-            mut event,
-            usage,
-            cost,
-        } = call;
-        used.input_tokens += usage.input_tokens;
-        used.output_tokens += usage.output_tokens;
-        used.cost_usd += cost.unwrap_or(0.0);
-        conv.calls += 1;
-        conv.messages.push(Message::assistant(
-            response.text.clone(),
-            response.tool_calls.clone(),
-        ));
-        event["call"] = json!(conv.calls);
-        let mut events = vec![
-            ("model_call", event),
-            ("usage", usage_event(&model, usage, cost)),
-        ];
-        let wants_tools = !response.tool_calls.is_empty();
-        if wants_tools && conv.rounds >= cfg.max_tool_rounds {
-            let _ = sink.record(events).await;
-            return LoopEnd::ToolRounds(format!(
-                "tool_rounds_exceeded: the model asked for tools again after {} rounds (LIMIT TOOL_ROUNDS {})",
-                conv.rounds, cfg.max_tool_rounds
-            ));
-        }
+        let wants_tools = !tool_calls.is_empty();
+        let mut stop = None;
         if wants_tools {
             conv.rounds += 1;
-            for tc in &response.tool_calls {
+            // The calls of one response run at once; they are recorded, and
+            // answered, in the order the model gave them.
+            let outcomes = futures_util::future::join_all(tool_calls.iter().map(|tc| async move {
                 let started = Instant::now();
-                let (out, is_error) = tools.call(tc).await;
+                let outcome = tools.call(tc).await;
+                (outcome, started.elapsed())
+            }))
+            .await;
+            for (tc, (outcome, took)) in tool_calls.iter().zip(outcomes) {
                 let input: Value = serde_json::from_str(&tc.arguments)
                     .unwrap_or(Value::String(tc.arguments.clone()));
-                events.push((
-                    "tool_call",
-                    json!({"name": tc.name, "id": tc.id, "input": input, "output": out, "ok": !is_error,
-                           "duration_ms": started.elapsed().as_millis() as u64, "round": conv.rounds}),
+                let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
+                    "output": outcome.text, "ok": !outcome.is_error,
+                    "duration_ms": took.as_millis() as u64, "round": conv.rounds});
+                if let Some(fields) = event.as_object_mut() {
+                    fields.extend(outcome.meta);
+                }
+                events.push(("tool_call", event));
+                stop = stop.or(outcome.stop);
+                conv.messages.push(Message::tool_result(
+                    tc.id.clone(),
+                    outcome.text,
+                    outcome.is_error,
                 ));
-                conv.messages
-                    .push(Message::tool_result(tc.id.clone(), out, is_error));
             }
         }
         let step = if wants_tools {
@@ -195,17 +264,27 @@ pub async fn run_loop(
                 retryable: true,
             };
         }
-        if let Some(reason) = over_budget(cfg, &used, 0, 0, Some(&model)) {
+        if let Some(reason) = over_budget(cfg, &used, 0, 0, model.as_ref()) {
             return LoopEnd::Budget(format!("budget_exceeded: {reason}"));
         }
+        if let Some(reason) = stop {
+            return LoopEnd::ToolRounds(reason);
+        }
         if !wants_tools {
-            let text = response.text;
             return LoopEnd::Answered {
                 output: output_of(&text),
                 text,
             };
         }
     }
+}
+
+/// The tool calls of the conversation's last message when it is an
+/// assistant's whose calls have no results yet.
+fn pending_tool_calls(conv: &Conversation) -> Option<Vec<ToolCall>> {
+    let last = conv.messages.last()?;
+    (last.role == crate::provider::Role::Assistant && !last.tool_calls.is_empty())
+        .then(|| last.tool_calls.clone())
 }
 
 /// One completed call.

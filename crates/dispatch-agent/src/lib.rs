@@ -6,14 +6,16 @@
 pub mod agent_loop;
 pub mod anthropic;
 pub mod conversation;
+pub mod mcp;
 pub mod mock;
 pub mod openai;
 pub mod prompt;
 pub mod provider;
 pub mod resolve;
 mod sse;
+pub mod tools;
 
-pub use agent_loop::{LoopConfig, LoopEnd, NoTools, Sink, Tools, run_loop};
+pub use agent_loop::{LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome, Tools, run_loop};
 pub use conversation::{Conversation, SessionData};
 pub use provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,

@@ -39,16 +39,8 @@ use tokio::sync::{Notify, watch};
 use crate::cpu::Cpu;
 
 pub fn main(args: &[String]) {
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    if let Some(url) = value("--database-url") {
-        // SAFETY: single-threaded at this point; read by TestDatabase::create.
-        unsafe { std::env::set_var("DISPATCH_TEST_PG", url) };
-    }
+    let value = |flag: &str| crate::flag_value(args, flag);
+    crate::use_database_url(args);
     let runs: usize = value("--runs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);

@@ -10,6 +10,12 @@
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
 //! database load (see `idle.rs`).
 //!
+//! `dispatch-bench chaos [--dispatch PATH] [--runs N] [--workers N]`: worker and
+//! agent kills, a partition and a database restart under load (see `chaos.rs`).
+//!
+//! `dispatch-bench tools`: the native agent's tools — LOCAL and MCP call
+//! overhead, approval latency (see `tools.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -21,19 +27,36 @@ use dispatch_core::{NewEvent, Operation, RunId, RunState, Transition, now_ms};
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
+mod chaos;
 mod cluster;
 mod cpu;
 mod idle;
 mod mock_llm;
 mod native;
+mod proxy;
 mod service;
+mod tools;
+
+/// The value after `flag` on the command line, if any.
+pub(crate) fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `--database-url URL`: where the throwaway databases are made
+/// (`DISPATCH_TEST_PG`, read by `TestDatabase::create`).
+pub(crate) fn use_database_url(args: &[String]) {
+    if let Some(url) = flag_value(args, "--database-url") {
+        // SAFETY: single-threaded at this point; read by TestDatabase::create.
+        unsafe { std::env::set_var("DISPATCH_TEST_PG", url) };
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dispatch = args
-        .iter()
-        .position(|a| a == "--dispatch")
-        .and_then(|i| args.get(i + 1))
+    let dispatch = flag_value(&args, "--dispatch")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/dispatch"));
     if args.get(1).map(String::as_str) == Some("seed") {
@@ -57,16 +80,23 @@ fn main() {
         native::main(&dispatch, &args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        chaos::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("tools") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        tools::main(&dispatch, &args[2..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("cluster") {
         cluster::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("service") && dispatch.is_file() {
         // dispatch-bench service [--dispatch PATH] [--idle-secs N]: see service.rs.
-        let idle = args
-            .iter()
-            .position(|a| a == "--idle-secs")
-            .and_then(|i| args.get(i + 1))
+        let idle = flag_value(&args, "--idle-secs")
             .and_then(|n| n.parse().ok())
             .unwrap_or(60);
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
@@ -74,10 +104,7 @@ fn main() {
         return;
     }
     if args.get(1).map(String::as_str) == Some("idle") && dispatch.is_file() {
-        let secs = args
-            .iter()
-            .position(|a| a == "--secs")
-            .and_then(|i| args.get(i + 1))
+        let secs = flag_value(&args, "--secs")
             .and_then(|n| n.parse().ok())
             .unwrap_or(60);
         idle::run(
@@ -88,7 +115,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|idle|native|cluster|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

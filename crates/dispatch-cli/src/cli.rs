@@ -79,6 +79,11 @@ pub enum Command {
     Worker(crate::commands::server::WorkerArgs),
     /// API tokens for `dispatch server`: create, ls, revoke.
     Token(crate::commands::token::TokenArgs),
+    /// Print a shell completion script: `source <(dispatch completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Used by the runtime itself.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
@@ -152,6 +157,18 @@ pub struct RunArgs {
     /// A native agent: print the request its first model call would send, and call nothing.
     #[arg(long)]
     pub print_prompt: bool,
+    /// A native agent: list the tools the model would see (MCP servers'
+    /// included: they are started and stopped), and run nothing.
+    #[arg(long, conflicts_with = "print_prompt")]
+    pub list_tools: bool,
+    /// A foreground native run's tool calls that need an approval: `ask`
+    /// inline on this terminal, or `never` (leave them to `dispatch approve`
+    /// and the API). Default: ask when stdin and stderr are a terminal.
+    #[arg(long, value_name = "ask|never", value_parser = ["ask", "never"])]
+    pub tool_approval: Option<String>,
+    /// With --list-tools: `table` (default) or `json` (the specs the model gets).
+    #[arg(long, value_name = "FORMAT", requires = "list_tools")]
+    pub format: Option<Format>,
     #[command(flatten)]
     pub reliability: DispatchArgs,
 }
@@ -237,12 +254,30 @@ pub struct WaitArgs {
 pub struct StopArgs {
     #[command(flatten)]
     pub ids: IdsArgs,
-    /// Time between SIGTERM and SIGKILL.
-    #[arg(short = 't', long, value_name = "MS", default_value_t = 10_000)]
+    /// Time between SIGTERM and SIGKILL, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub grace_period_ms: u64,
+    /// Time between SIGTERM and SIGKILL, in seconds (as podman's `-t`).
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        conflicts_with = "grace_period_ms"
+    )]
+    pub time: Option<u64>,
     /// SIGKILL at once, without a grace period.
     #[arg(short, long)]
     pub force: bool,
+}
+
+impl StopArgs {
+    /// The grace period between SIGTERM and SIGKILL.
+    pub fn grace(&self) -> std::time::Duration {
+        match self.time {
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => std::time::Duration::from_millis(self.grace_period_ms),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -16,16 +16,22 @@ pub const BUSY_TIMEOUT_ENV: &str = "DISPATCH_BUSY_TIMEOUT_MS";
 
 pub struct Ctx {
     pub layout: Layout,
+    /// The state directory was named with `--root`, not found.
+    named: bool,
 }
 
 impl Ctx {
     pub fn new(root: Option<std::path::PathBuf>) -> Self {
+        // Named on the command line: a directory that is not there is a
+        // mistake to say (DISPATCH_ROOT may point at one yet to be made).
+        let named = root.as_ref().is_some_and(|r| !r.as_os_str().is_empty())
+            && std::env::args().any(|a| a == "--root" || a.starts_with("--root="));
         let layout = match root {
             Some(r) if r.is_absolute() => Layout::new(r),
             Some(r) => Layout::new(std::env::current_dir().unwrap_or_default().join(r)),
             None => Layout::discover(),
         };
-        Ctx { layout }
+        Ctx { layout, named }
     }
 
     /// Opens (creating if needed) the run database.
@@ -46,6 +52,12 @@ impl Ctx {
 
     /// Opens the database only if it exists (read commands on a fresh directory).
     pub fn existing_store(&self) -> CliResult<Option<SqliteStore>> {
+        if self.named && !self.layout.root().exists() {
+            return Err(CliError::input(format!(
+                "there is no state directory at {} (hint: check --root / DISPATCH_ROOT; `dispatch run` creates one)",
+                self.layout.root().display()
+            )));
+        }
         if self.layout.db().exists() {
             self.store().map(Some)
         } else {

@@ -153,6 +153,14 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Server(a) => server::server(ctx, &a).await,
         Command::Worker(a) => server::worker(ctx, &a).await,
         Command::Token(a) => token::token(ctx, &a).await,
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "dispatch", &mut script);
+            // A closed pipe (`| head`) ends it quietly.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(0)
+        }
         Command::Internal(InternalCommand::RunRecord { id }) => {
             internal::run_record_cmd(ctx, &id).await
         }

@@ -49,6 +49,9 @@ pub enum Report {
         existing: bool,
         detach: bool,
         root: PathBuf,
+        /// `--tool-approval`, as given.
+        #[serde(default)]
+        tool_approval: Option<String>,
     },
     /// Nothing was created: the error line and its exit code.
     Failed { message: String, code: i32 },
@@ -74,6 +77,7 @@ pub fn run_forked() -> Option<i32> {
             existing,
             detach,
             root,
+            tool_approval,
         } => {
             if existing {
                 run::say_deduplicated(&run);
@@ -83,7 +87,10 @@ pub fn run_forked() -> Option<i32> {
                 return Some(0);
             }
             let ctx = Ctx::new(Some(root));
-            Some(crate::block_on_runtime(run::follow_created(&ctx, &run)))
+            let ask = run::asks_inline(tool_approval.as_deref());
+            Some(crate::block_on_runtime(run::follow_created(
+                &ctx, &run, ask,
+            )))
         }
     }
 }
@@ -164,7 +171,9 @@ fn child(report: File) -> i32 {
     };
     let args = match cli.command {
         Command::Run(args)
-            if cli.host.as_deref().is_none_or(str::is_empty) && !args.print_prompt =>
+            if cli.host.as_deref().is_none_or(str::is_empty)
+                && !args.print_prompt
+                && !args.list_tools =>
         {
             args
         }
@@ -210,6 +219,7 @@ fn child(report: File) -> i32 {
     let (message, started) = match created {
         Ok((store, run, existing, known)) => {
             let message = Report::Created {
+                tool_approval: args.tool_approval.clone(),
                 run: Box::new(run.clone()),
                 existing,
                 detach: args.detach,

@@ -135,6 +135,10 @@ pub struct DecideArgs {
     /// Why.
     #[arg(long, value_name = "TEXT")]
     pub rationale: Option<String>,
+    /// `approve` of a tool call: run it with these arguments instead
+    /// (JSON, checked against the tool's schema).
+    #[arg(long, value_name = "JSON")]
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,4 +190,7 @@ pub struct ReplayArgs {
     /// Confirm that running the agent again may repeat its side effects.
     #[arg(long)]
     pub allow_side_effects: bool,
+    /// Refuse (instead of warning) when an MCP server's tools changed since the run.
+    #[arg(long)]
+    pub strict: bool,
 }

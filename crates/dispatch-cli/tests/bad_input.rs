@@ -150,3 +150,42 @@ fn a_tampered_brief_refuses_to_start() {
     assert!(reason.contains("failed verification"), "{reason}");
     assert!(!marker.exists(), "the agent never started");
 }
+
+#[test]
+fn completion_scripts_load_and_an_unknown_shell_is_a_usage_error() {
+    let d = Dispatch::new();
+    let bash = d.ok(&["completion", "bash"]);
+    assert!(
+        bash.contains("complete -F _dispatch") || bash.contains("-F _dispatch"),
+        "a bash script"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p dispatch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(bash.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("bash runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_dispatch dispatch"));
+    for shell in ["zsh", "fish"] {
+        assert!(d.ok(&["completion", shell]).contains("approve"), "{shell}");
+    }
+    let e = d.fails(&["completion", "tcsh"], 2);
+    assert!(e.contains("possible values"), "{e}");
+}
+
+#[test]
+fn a_root_directory_that_is_not_there_is_an_error_for_readers() {
+    let d = Dispatch::new();
+    let missing = d.dir.path().join("nope");
+    let e = d.fails(
+        &["--root", missing.to_str().expect("utf-8"), "ps", "-a"],
+        125,
+    );
+    assert!(e.contains("no state directory at"), "{e}");
+    assert!(!missing.exists(), "a reader creates nothing");
+}

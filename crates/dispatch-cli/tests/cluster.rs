@@ -1,5 +1,6 @@
 //! `dispatch worker` as a real process on PostgreSQL: a killed worker's run is
-//! taken over after its lease expires without consuming an attempt, and
+//! taken over after its lease expires as attempt 2, the lost one recorded
+//! with its reason and not counted against the retry budget, and
 //! SIGTERM drains (finish within the grace period, else back to the queue).
 
 use std::process::{Child, Command, Stdio};
@@ -136,7 +137,7 @@ fn running(run: &Run) -> bool {
 }
 
 #[test]
-fn a_killed_workers_run_is_taken_over_after_its_lease_without_a_new_attempt() {
+fn a_killed_workers_run_is_taken_over_as_attempt_2_with_the_reason() {
     let Some(cluster) = Cluster::new("sleep 1\necho finished\n") else {
         return;
     };
@@ -154,9 +155,21 @@ fn a_killed_workers_run_is_taken_over_after_its_lease_without_a_new_attempt() {
         r.state.is_terminal()
     });
     assert_eq!(done.status(), Status::Succeeded, "{done:?}");
-    assert_eq!(done.attempt, 1, "a lost lease does not consume an attempt");
+    assert_eq!(done.attempt, 2, "the second execution is attempt 2");
     let attempts = block_on(cluster.store.list_attempts(&id)).expect("attempts");
-    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let lost = &attempts[0];
+    assert_eq!(lost.worker.as_deref(), Some("first"), "{attempts:?}");
+    assert_eq!(lost.status, Some(Status::Failed), "{attempts:?}");
+    let reason = lost.error.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("lease expired") && reason.contains("does not count"),
+        "{reason}"
+    );
+    assert_eq!(attempts[1].worker.as_deref(), Some("second"));
+    assert_eq!(attempts[1].status, Some(Status::Succeeded));
+    let log = std::fs::read_to_string(cluster.layout().log(&id)).unwrap_or_default();
+    assert!(log.contains("attempt 2 of"), "{log}");
     let events = block_on(cluster.store.list_events(&id, 0, usize::MAX)).expect("events");
     let expired = events
         .iter()
@@ -206,7 +219,10 @@ fn sigterm_past_the_grace_period_returns_the_run_to_the_queue() {
     assert!(exited(&mut worker), "the worker exits 0 after releasing");
     let run = cluster.run(&id);
     assert_eq!(run.status(), Status::Queued, "back in the queue: {run:?}");
-    assert_eq!(run.attempt, 1, "a release does not consume an attempt");
+    assert_eq!(run.attempt, 2, "the next execution is the next attempt");
+    let last_attempt = block_on(cluster.store.list_attempts(&id)).expect("attempts");
+    let reason = last_attempt[0].error.as_deref().unwrap_or_default();
+    assert!(reason.contains("worker drained"), "{reason}");
     let events = block_on(cluster.store.list_events(&id, 0, usize::MAX)).expect("events");
     let last = events.last().expect("events");
     assert_eq!(last.event.data["to"], "queued");
@@ -216,4 +232,105 @@ fn sigterm_past_the_grace_period_returns_the_run_to_the_queue() {
         assert!(Instant::now() < deadline, "the agent was killed");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn ten_workers_starting_at_once_on_an_empty_database_all_come_up_and_work() {
+    let Some(db) = block_on(TestDatabase::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join(".dispatch");
+    // Ten processes race to create the schema of an empty database.
+    let mut workers: Vec<Child> = (0..10)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_dispatch"))
+                .args(["worker", "--database-url", db.url(), "--slots", "1"])
+                .args(["--name", &format!("w{i}")])
+                .env("DISPATCH_ROOT", &root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("a worker starts")
+        })
+        .collect();
+    let src = dir.path().join("agent");
+    std::fs::create_dir_all(&src).expect("agent dir");
+    std::fs::write(
+        src.join("Agentfile"),
+        "FROM process\nNAME quick\nCOMMAND true\n",
+    )
+    .expect("Agentfile");
+    let layout = Layout::new(root.clone());
+    dispatch_core::parcel::build(&src, &layout.parcels()).expect("the parcel builds");
+    let store = block_on(PgStore::connect(db.url(), 2)).expect("connects");
+    let ids: Vec<RunId> = (0..10)
+        .map(|_| {
+            let request = LaunchRequest {
+                source: "quick".into(),
+                operation: None,
+                payload: json!({}),
+                parent_id: None,
+                origin_id: None,
+            };
+            block_on(launch::create(&store, &layout, &request))
+                .expect("a run")
+                .0
+                .id
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let run = block_on(store.get_run(id)).expect("the run reads");
+            if run.state.is_terminal() {
+                assert_eq!(run.status(), Status::Succeeded, "{run:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for (i, w) in workers.iter_mut().enumerate() {
+        assert!(
+            w.try_wait().expect("try_wait").is_none(),
+            "worker w{i} exited: {:?}",
+            w.try_wait()
+        );
+    }
+    for w in &mut workers {
+        signal(w, Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(exited(w), "a worker drains and exits 0");
+    }
+}
+
+#[test]
+fn usage_is_counted_once_per_execution_when_a_drained_run_is_claimed_again_on_the_same_machine() {
+    let Some(cluster) = Cluster::new(
+        "echo '{\"type\":\"usage\",\"model\":\"m\",\"input_tokens\":100,\"output_tokens\":20}' >> \"$DISPATCH_EVENTS\"\nsleep 1\necho done\n",
+    ) else {
+        return;
+    };
+    let id = cluster.create_run();
+    let mut first = cluster.worker("drained", 10_000, 200);
+    cluster.wait_for(&id, "the first execution's usage", |r| {
+        r.usage.input_tokens == 100
+    });
+    signal(&first, Signal::SIGTERM);
+    assert!(exited(&mut first), "the worker drains and exits 0");
+    let mut second = cluster.worker("again", 10_000, 5000);
+    let done = cluster.wait_for(&id, "the second execution", |r| r.state.is_terminal());
+    assert_eq!(done.status(), Status::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 2);
+    // Two executions, each 100 in / 20 out: the first's events are not read again.
+    assert_eq!(
+        (done.usage.input_tokens, done.usage.output_tokens),
+        (200, 40),
+        "{done:?}"
+    );
+    signal(&second, Signal::SIGTERM);
+    assert!(exited(&mut second));
 }

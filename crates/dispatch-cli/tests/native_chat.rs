@@ -5,83 +5,17 @@
 mod common;
 mod native_common;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Dispatch, eventually};
+use native_common::terminal::Terminal;
 use native_common::{Mock, message_texts, native_agent, text};
 use serde_json::json;
 
-struct Terminal {
-    child: Child,
-    master: std::fs::File,
-    screen: Arc<Mutex<String>>,
-}
-
-impl Terminal {
-    fn open(d: &Dispatch, args: &[&str]) -> Terminal {
-        let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
-        let slave: OwnedFd = pty.slave;
-        let fd = slave.as_raw_fd();
-        let mut cmd = d.command();
-        cmd.args(args)
-            .stdin(Stdio::from(slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if libc::ioctl(fd, libc::TIOCSCTTY as _, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("dispatch chat starts");
-        let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(String::new()));
-        let mut reader = master.try_clone().expect("dup master");
-        let sink = screen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("screen")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Terminal {
-            child,
-            master,
-            screen,
-        }
-    }
-
-    fn type_in(&mut self, s: &str) {
-        self.master.write_all(s.as_bytes()).expect("typing");
-    }
-
-    fn screen(&self) -> String {
-        self.screen.lock().expect("screen").clone()
-    }
-
-    fn wait_for(&self, what: &str) {
-        eventually(20, &format!("`{what}` on the terminal"), || {
-            self.screen().contains(what)
-        });
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.screen().matches(what).count()
-    }
+fn chat(d: &Dispatch, dir: &str) -> std::process::Command {
+    let mut cmd = d.command();
+    cmd.args(["chat", dir, "--session", "ada"]);
+    cmd
 }
 
 #[test]
@@ -104,7 +38,7 @@ fn a_chat_streams_turns_ctrl_c_stops_one_ctrl_d_leaves_and_history_survives() {
     );
     let a = dir.to_str().expect("utf-8");
 
-    let mut t = Terminal::open(&d, &["chat", a, "--session", "ada"]);
+    let mut t = Terminal::open(chat(&d, a));
     t.wait_for("chatting with buddy in session ada");
     t.type_in("hello, I am Ada\n");
     t.wait_for("Hi Ada, nice to meet you");
@@ -124,7 +58,7 @@ fn a_chat_streams_turns_ctrl_c_stops_one_ctrl_d_leaves_and_history_survives() {
     assert_eq!(status.code(), Some(0), "{}", t.screen());
 
     // Back again: the session remembers the first turn (not the stopped one).
-    let mut t = Terminal::open(&d, &["chat", a, "--session", "ada"]);
+    let mut t = Terminal::open(chat(&d, a));
     t.wait_for("chatting with buddy");
     t.type_in("what did I say?\n");
     t.wait_for("You said hello");

@@ -82,3 +82,42 @@ fn the_final_snapshot_is_applied_when_the_database_write_is_missing() {
         "{last:#}"
     );
 }
+
+/// A database locked (by another process, past the busy timeout) while a
+/// finished run's result is saved: the result is kept (the helper's
+/// terminal snapshot) and the run is not executed again.
+#[test]
+fn a_database_locked_through_the_final_write_keeps_the_result_and_runs_once() {
+    let d = Dispatch::new();
+    let marks = d.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).expect("marks dir");
+    let script = format!(
+        "echo run >> '{m}/executions'\ntouch '{m}/finished'\nsleep 0.3\necho '{{\"answer\": 7}}' > \"$DISPATCH_OUTPUT\"\n",
+        m = marks.display()
+    );
+    let agent = d.agent_with("locked", &script, "RETRY 3\n");
+    let out = d
+        .command()
+        .args(["run", agent.to_str().expect("utf-8"), "--detach"])
+        .env("DISPATCH_BUSY_TIMEOUT_MS", "200")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eventually(20, "the agent finished its work", || {
+        marks.join("finished").exists()
+    });
+    // Another process holds the write lock through the agent's exit and the
+    // helper's last writes (well past its 200 ms busy timeout).
+    let db = rusqlite::Connection::open(d.root().join("dispatch.db")).expect("open db");
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    db.execute_batch("COMMIT").expect("unlock");
+    drop(db);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(doc["attempt"], 1, "{doc:#}");
+    assert_eq!(doc["output"]["answer"], 7, "{doc:#}");
+    let executions = std::fs::read_to_string(marks.join("executions")).expect("executions");
+    assert_eq!(executions.lines().count(), 1, "executed once");
+}

@@ -58,6 +58,16 @@ fn inspect_shows_steps_tool_calls_usage_by_model_and_attempts() {
         human.contains("search") && human.contains("gpt-4o"),
         "{human}"
     );
+    // Human times and no JSON nulls in the human output.
+    let created = human
+        .lines()
+        .find(|l| l.starts_with("Created:"))
+        .expect("a Created line");
+    assert!(
+        created.contains('T') && created.contains("ago"),
+        "{created}"
+    );
+    assert!(!human.contains("exit null"), "{human}");
 }
 
 #[test]

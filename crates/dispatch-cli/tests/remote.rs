@@ -225,6 +225,10 @@ fn a_server_requiring_tokens_accepts_only_live_ones() {
     let out = client.run_with(&["ps"], Some(&token));
     assert_eq!(out.status.code(), Some(125), "a revoked token is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+    let unknown = admin(&["token", "revoke", "nope"]);
+    assert_eq!(unknown.status.code(), Some(125));
+    let e = String::from_utf8_lossy(&unknown.stderr);
+    assert!(e.contains("no token `nope`") && !e.contains("run"), "{e}");
 }
 
 #[test]
@@ -261,4 +265,96 @@ fn ctrl_c_on_a_remote_foreground_run_stops_the_run() {
     let doc: serde_json::Value =
         serde_json::from_str(&client.ok(&["inspect-run", &id, "--format", "json"])).expect("JSON");
     assert_eq!(doc[0]["status"], "cancelled");
+}
+
+#[test]
+fn a_remote_run_keeps_the_executable_bit_and_the_local_digest() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let dir = client.dir.path().join("exec");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        "FROM process\nNAME exec\nCOPY agent.sh\nCOMMAND [\"./agent.sh\"]\n",
+    )
+    .expect("Agentfile");
+    std::fs::write(dir.join("agent.sh"), "#!/bin/sh\necho ran as a program\n").expect("agent");
+    let mut perms = std::fs::metadata(dir.join("agent.sh"))
+        .expect("meta")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.join("agent.sh"), perms).expect("chmod");
+    let local = tempfile::tempdir().expect("local");
+    let built = dispatch_core::parcel::build(&dir, local.path()).expect("builds locally");
+    let out = client.run(&["run", dir.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ran as a program"));
+    let (_, parcels) = server.call("GET", "/v1/parcels", None);
+    let digests: Vec<&str> = parcels["parcels"]
+        .as_array()
+        .expect("parcels")
+        .iter()
+        .filter_map(|p| p["digest"].as_str())
+        .collect();
+    assert_eq!(
+        digests,
+        vec![built.digest.as_str()],
+        "the same parcel as a local build"
+    );
+}
+
+#[test]
+fn logs_attempt_shows_one_attempt_s_section_against_a_server() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let agent = client.agent_with(
+        "twice",
+        "if [ \"$DISPATCH_ATTEMPT\" = 1 ]; then echo first try; exit 1; fi\necho second try\n",
+        "RETRY 2 BACKOFF 10ms..10ms\n",
+    );
+    let id = client.ok(&["run", "-d", &agent]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+    let first = client.ok(&["logs", &id, "--attempt", "1"]);
+    assert!(
+        first.contains("first try") && !first.contains("second try"),
+        "{first}"
+    );
+    let second = client.ok(&["logs", &id, "--attempt", "2"]);
+    assert!(
+        second.contains("second try") && !second.contains("first try"),
+        "{second}"
+    );
+    let e = client.fails(&["logs", &id, "--attempt", "3"], 125);
+    assert!(e.contains("has no attempt 3"), "{e}");
+}
+
+/// `dispatch_http_requests_total` of the server.
+fn requests(server: &Server) -> u64 {
+    let text = ureq::get(&format!("http://{}/metrics", server.host))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("dispatch_http_requests_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the counter")
+}
+
+#[test]
+fn a_remote_wait_long_polls_instead_of_asking_in_a_loop() {
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let slow = client.agent("slow", "sleep 2\necho done\n");
+    let id = client.ok(&["run", "-d", &slow]);
+    let before = requests(&server);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+    let used = requests(&server) - before;
+    // The id's lookup, one long poll, and the second /metrics itself (a
+    // loop at 20 requests a second would have made about 40).
+    assert!(used <= 4, "{used} requests for one wait");
 }

@@ -143,3 +143,33 @@ fn container_aliases_drive_the_same_runs() {
     assert_eq!(v[0]["id"], id.as_str());
     assert_eq!(d.ok(&["container", "prune"]), id);
 }
+
+#[test]
+fn stop_t_is_in_seconds_as_podman_s() {
+    let d = Dispatch::new();
+    let mark = d.dir.path().join("graceful");
+    let agent = d.agent(
+        "tidy",
+        &format!(
+            "trap 'sleep 0.3; echo done > \"{}\"; exit 0' TERM\nwhile true; do sleep 0.05; done\n",
+            mark.display()
+        ),
+    );
+    // Exec form: the group leader is the script itself, which traps TERM.
+    std::fs::write(
+        agent.join("Agentfile"),
+        "NAME tidy\nCOPY agent.sh\nCOMMAND [\"sh\", \"agent.sh\"]\n",
+    )
+    .expect("write Agentfile");
+    let id = d.detach(&agent, "{}");
+    eventually(10, "running", || d.status(&id) == "running");
+    // One second is time enough to finish the 0.3 s of cleanup (one
+    // millisecond would not be).
+    d.ok(&["stop", "-t", "1", &id]);
+    assert!(
+        mark.exists(),
+        "the agent finished its cleanup within the grace period"
+    );
+    let e = d.fails(&["stop", "-t", "1", "--grace-period-ms", "5", &id], 2);
+    assert!(e.contains("cannot be used with"), "{e}");
+}

@@ -124,6 +124,15 @@ pub struct AgentConfig {
     /// `PRICE` lines (they override the built-in table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<Price>,
+    /// `TOOL` lines, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::tool::ToolDecl>,
+    /// `LIMIT TOOL_CALLS`: the most tool calls in one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u64>,
+    /// `LIMIT TOOL_OUTPUT`: the most bytes of one tool's output the model sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_output_bytes: Option<u64>,
 }
 
 /// Dollars per million tokens (input, output) of well-known models, as

@@ -24,6 +24,7 @@ use crate::state::Operation;
 
 mod lex;
 mod model;
+mod tool;
 
 pub use model::check_base_url;
 
@@ -129,8 +130,10 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("TIMEOUT", "[RUN|STEP|LLM] and a duration", "TIMEOUT RUN 30m"),
     ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
         "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or TOOL_ROUNDS, OUTPUT_TOKENS, CONTEXT_TOKENS <n>",
+    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n>, or TOOL_OUTPUT <size>",
         "LIMIT COST 2.50 SOFT"),
+    ("TOOL", "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
+        "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json"),
     ("MODEL", "a model name and optional PROVIDER, BASE_URL, KEY",
         "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY"),
     ("FALLBACK", "a model name and optional PROVIDER, BASE_URL, KEY",
@@ -456,6 +459,24 @@ impl Parser {
                     _ => agent.models.push(m),
                 }
             }
+            "TOOL" => {
+                let decls = tool::parse_tool(line, &args)?;
+                self.agent_lines.push((line, "TOOL"));
+                for d in &decls {
+                    // A LOCAL tool's program goes into the parcel with it.
+                    if let crate::tool::ToolKind::Local { program } = &d.kind
+                        && !self.af.copies.iter().any(|c| c.src == *program)
+                    {
+                        self.af.copies.push(CopySpec {
+                            src: program.clone(),
+                            dest: program.clone(),
+                            dest_is_dir: false,
+                            line,
+                        });
+                    }
+                }
+                self.agent().tools.extend(decls);
+            }
             "PRICE" => {
                 let p = model::parse_price(rest, &args)?;
                 let prices = &mut self.agent().prices;
@@ -568,6 +589,19 @@ impl Parser {
     }
 
     fn limit(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
+        if let [k, v] = args
+            && let Some(parsed) = tool::tool_limit(&k.to_ascii_uppercase(), v)
+        {
+            let (key, n) = parsed?;
+            self.once(key, line)?;
+            self.agent_lines.push((line, key));
+            let a = self.agent();
+            match key {
+                "LIMIT TOOL_CALLS" => a.max_tool_calls = Some(n),
+                _ => a.max_tool_output_bytes = Some(n),
+            }
+            return Ok(());
+        }
         if let [k, v] = args
             && let Some(parsed) = model::agent_limit(&k.to_ascii_uppercase(), v)
         {
@@ -696,6 +730,7 @@ fn check_agent(
             "FROM agent runs the model loop inside Dispatch and takes no COMMAND (hint: remove the COMMAND line, or use `FROM process` to run your own program)",
         ));
     }
+    check_tools(m)?;
     for (i, model) in models.iter().enumerate() {
         if let Some(key) = model.key.as_ref().filter(|k| !m.secrets.contains(k)) {
             let what = if i == 0 { "MODEL" } else { "FALLBACK" };
@@ -711,6 +746,41 @@ fn check_agent(
     Ok(())
 }
 
+/// Tool names are unique, and every HEADER names a declared SECRET.
+fn check_tools(m: &Manifest) -> Result<(), AgentfileError> {
+    let tools = m.agent.as_ref().map(|a| a.tools.as_slice()).unwrap_or(&[]);
+    for (i, t) in tools.iter().enumerate() {
+        if let Some(first) = tools[..i].iter().find(|o| o.name == t.name) {
+            return Err(AgentfileError::new(
+                t.line,
+                format!(
+                    "tool `{}` is declared twice (first on line {}) (hint: give one of them another name with AS)",
+                    t.name, first.line
+                ),
+            ));
+        }
+        let headers = match &t.kind {
+            crate::tool::ToolKind::Http { headers, .. }
+            | crate::tool::ToolKind::Mcp { headers, .. } => headers.as_slice(),
+            _ => &[],
+        };
+        if let Some(h) = headers.iter().find(|h| !m.secrets.contains(&h.secret)) {
+            return Err(AgentfileError::new(
+                t.line,
+                format!(
+                    "TOOL {}: HEADER {} names `{}`, which is not a declared SECRET (hint: add `SECRET {}`)",
+                    t.name, h.name, h.secret, h.secret
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[path = "agentfile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "agentfile_fuzz_tests.rs"]
+mod fuzz_tests;

@@ -8,9 +8,12 @@ pub mod cron;
 pub mod event;
 pub mod id;
 pub mod parcel;
+mod parcel_tools;
 pub mod policy;
 pub mod state;
 pub mod time;
+pub mod tool;
+pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
 pub use id::RunId;

@@ -185,13 +185,17 @@ pub enum ParcelError {
         #[source]
         source: crate::agentfile::AgentfileError,
     },
-    #[error("COPY {src}: {problem} (Agentfile line {line})")]
+    #[error(
+        "COPY {}: {} (Agentfile line {line})",
+        crate::event::shorten(.src, 200),
+        crate::event::shorten(.problem, 800)
+    )]
     Copy {
         src: String,
         line: usize,
         problem: String,
     },
-    #[error("{what} {path}")]
+    #[error("{what} {}", crate::event::shorten(&.path.display().to_string(), 400))]
     Io {
         what: &'static str,
         path: PathBuf,

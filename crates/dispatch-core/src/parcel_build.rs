@@ -75,8 +75,9 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
         let message = "the Agentfile is not valid UTF-8 text (hint: save it as UTF-8)";
         af_err(AgentfileError::new(line, message))
     })?;
-    let af = agentfile::parse(&text).map_err(af_err)?;
+    let mut af = agentfile::parse(&text).map_err(af_err)?;
     let ctx = fs::canonicalize(&dir).map_err(io_err("cannot resolve build context", &dir))?;
+    crate::parcel_tools::load_schemas(&mut af, &ctx).map_err(af_err)?;
     fs::create_dir_all(parcels_root)
         .map_err(io_err("cannot create parcels directory", parcels_root))?;
     let root = fs::canonicalize(parcels_root).map_err(io_err("cannot resolve", parcels_root))?;
@@ -359,6 +360,9 @@ fn join_rel(prefix: &str, name: &str) -> String {
 }
 
 /// Every file the COPY directives name, hashed, sorted by destination.
+/// The longest file name (one part of a path) Linux file systems take.
+const MAX_NAME_BYTES: usize = 255;
+
 fn plan_files(af: &Agentfile, ctx: &Path, root: &Path) -> Result<Vec<Planned>, ParcelError> {
     let mut by_dest: BTreeMap<String, Planned> = BTreeMap::new();
     for spec in &af.copies {
@@ -394,6 +398,13 @@ fn plan_files(af: &Agentfile, ctx: &Path, root: &Path) -> Result<Vec<Planned>, P
             )));
         }
         let mut add = |dest: String, src: PathBuf| -> Result<(), ParcelError> {
+            if let Some(part) = dest.split('/').find(|p| p.len() > MAX_NAME_BYTES) {
+                return Err(copy_err(format!(
+                    "destination `{}` has a part of {} bytes; a file name has at most {MAX_NAME_BYTES} (hint: give a shorter destination)",
+                    crate::event::shorten(part, 40),
+                    part.len()
+                )));
+            }
             if let Some(prev) = by_dest.get(&dest) {
                 return Err(copy_err(format!(
                     "destination `{dest}` is also written by COPY {} on line {} (hint: give one of them another destination)",

@@ -7,7 +7,7 @@ use dispatch_core::{RunId, Status, Transition, now_ms};
 use dispatch_store::{Approval, Decision, Store};
 use serde_json::json;
 
-use crate::error::{RuntimeResult, io};
+use crate::error::{RuntimeError, RuntimeResult, io};
 use crate::layout::Layout;
 use crate::record::{AdvanceError, advance};
 
@@ -25,10 +25,65 @@ pub async fn decide<S: Store + ?Sized>(
     approval_id: &str,
     decision: &Decision,
 ) -> RuntimeResult<Approval> {
+    if let Some(input) = &decision.input {
+        check_input(store, run, approval_id, decision, input).await?;
+    }
     let decided = store.decide_approval(run, approval_id, decision).await?;
     write_decision_file(layout, run, approval_id, decision)?;
     resume_if_clear(store, run).await?;
     Ok(decided)
+}
+
+/// Edited arguments go with an approval of a tool call, and must pass the
+/// tool's schema (the run stays paused otherwise).
+async fn check_input<S: Store + ?Sized>(
+    store: &S,
+    run: &RunId,
+    approval_id: &str,
+    decision: &Decision,
+    input: &serde_json::Value,
+) -> RuntimeResult<()> {
+    if decision.decision != "approve" {
+        return Err(RuntimeError::BadDecision(
+            "--input replaces the arguments of an approved call; a denial takes none".into(),
+        ));
+    }
+    let asked = store
+        .list_approvals(Some(run), false)
+        .await?
+        .into_iter()
+        .find(|a| a.id == approval_id);
+    let Some(asked) = asked else {
+        return Ok(()); // the store says which: no such approval
+    };
+    let Some(details) = asked.details.as_ref().filter(|d| d["tool"].is_string()) else {
+        return Err(RuntimeError::BadDecision(format!(
+            "approval `{approval_id}` is not a tool call; it takes no --input"
+        )));
+    };
+    let schema = details
+        .get("schema")
+        .cloned()
+        .unwrap_or(json!({"type": "object"}));
+    let problems: Vec<String> = match jsonschema::validator_for(&schema) {
+        Ok(v) => v
+            .iter_errors(input)
+            .take(3)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::BadDecision(format!(
+        "--input does not match the arguments schema of tool `{}`: {} (the run stays paused; nothing was decided)",
+        details["tool"].as_str().unwrap_or("?"),
+        problems.join("; ")
+    )))
 }
 
 /// Writes `{"decision","by","rationale"}` atomically where the agent looks.
@@ -79,6 +134,7 @@ pub(crate) async fn expire_pending<S: Store + ?Sized>(store: &S, run: &RunId, ra
             by: "dispatch".into(),
             rationale: Some(rationale.to_string()),
             at: now_ms(),
+            input: None,
         };
         let _ = store.decide_approval(run, &a.id, &decision).await;
     }

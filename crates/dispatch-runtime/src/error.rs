@@ -44,6 +44,10 @@ pub enum RuntimeError {
     Service(#[from] crate::service::ServiceError),
     #[error("could not start the helper process ({0}): {1}")]
     Spawn(PathBuf, #[source] std::io::Error),
+    /// A decision that cannot be taken (edited arguments that fail the
+    /// tool's schema, or given with a denial); nothing was recorded.
+    #[error("{0}")]
+    BadDecision(String),
 }
 
 pub type RuntimeResult<T> = Result<T, RuntimeError>;

@@ -1,18 +1,27 @@
 //! A view of the store for one claimed run: its state writes and event
 //! appends carry the worker's fencing token, so a worker whose lease was taken
 //! over can no longer change the run. Everything else goes straight through.
+//!
+//! Those writes are durable: one that fails because the database is out of
+//! reach (a restart, a partition) is retried, with its token, until it is
+//! saved, the database refuses it (the lease was taken over), or this worker
+//! fenced itself off the run (see [`crate::self_fence`]) — so an outage
+//! shorter than the lease never makes finished work run again.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 use dispatch_store::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
     EventStore, HeldWrites, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore,
-    StateWrite, StoreResult,
+    StateWrite, StoreError, StoreResult,
 };
 
 use crate::SharedStore;
+use crate::self_fence::LeaseClock;
 use crate::ship::LogShipper;
 use crate::writer::Writer;
 
@@ -28,10 +37,14 @@ pub struct FencedStore {
     extras: Option<(RunId, RunExtras)>,
     /// Saves state changes with other runs' (a worker's).
     writer: Option<Writer>,
+    /// The lease as this holder sees it: writes stop when it is given up.
+    lease: LeaseClock,
 }
 
 impl FencedStore {
-    pub fn new(inner: SharedStore, fence: i64) -> Self {
+    /// The holder of token `fence`, whose lease was taken (or last
+    /// renewed) as `lease` says.
+    pub fn new(inner: SharedStore, fence: i64, lease: LeaseClock) -> Self {
         FencedStore {
             inner,
             fence,
@@ -39,7 +52,76 @@ impl FencedStore {
             log: OnceLock::new(),
             extras: None,
             writer: None,
+            lease,
         }
+    }
+
+    /// The run's lease as this holder sees it.
+    pub fn lease(&self) -> &LeaseClock {
+        &self.lease
+    }
+
+    /// Runs `write` until it is saved or refused for good: a database out
+    /// of reach is waited out (backing off to four tries a second) while this
+    /// worker still holds the lease as far as it knows; the database itself
+    /// refuses a stale token. Returns the answer and whether it was retried.
+    async fn durably<T, F, Fut>(
+        &self,
+        id: &RunId,
+        what: &str,
+        mut write: F,
+    ) -> (StoreResult<T>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let mut wait = Duration::from_millis(20);
+        let mut retried = false;
+        loop {
+            if !self.lease.writable() {
+                let fenced = StoreError::Fenced {
+                    id: id.clone(),
+                    fence: self.fence,
+                };
+                return (Err(fenced), retried);
+            }
+            match write().await {
+                Err(e @ (StoreError::Unavailable { .. } | StoreError::Locked { .. })) => {
+                    if !retried {
+                        eprintln!(
+                            "run {id}: cannot save {what} ({e}); retrying until it is saved \
+                             or the lease is gone"
+                        );
+                    }
+                    retried = true;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(250));
+                }
+                answer => {
+                    if retried {
+                        eprintln!("run {id}: {what} saved after the database came back");
+                    }
+                    return (answer, retried);
+                }
+            }
+        }
+    }
+
+    /// The writes' own result, after a retry whose first try may have been
+    /// saved though its answer was lost: the run as they left it, or `None`.
+    async fn already_saved(
+        &self,
+        id: &RunId,
+        expected_version: i64,
+        writes: &[StateWrite],
+    ) -> Option<Run> {
+        let last = writes.last()?;
+        let n = i64::try_from(writes.len()).ok()?;
+        let (run, _) = self
+            .durably(id, "a state change", || self.inner.get_run(id))
+            .await;
+        let run = run.ok()?;
+        (run.version == expected_version + n && run.state == last.state).then_some(run)
     }
 
     /// Ships the run's log before each state write from now on, so that
@@ -102,29 +184,45 @@ impl RunStore for FencedStore {
             // The log ships later; the state write does not wait for it.
             eprintln!("run {id}: cannot ship its log before a state write: {e}");
         }
-        let run = match &self.writer {
-            Some(writer) => {
-                let held = HeldWrites {
-                    id: id.clone(),
-                    fence: self.fence,
-                    expected_version,
-                    writes: writes.to_vec(),
-                };
-                writer.save(held).await?
-            }
-            None => {
-                self.inner
-                    .fenced_transitions(id, self.fence, expected_version, writes)
-                    .await?
-            }
-        };
-        // A native agent's loop is a task of this worker (pid 0: no process
-        // to signal); it is recorded too, so stop requests reach it.
+        // The agent is known before its start is saved: if the save never
+        // happens, fencing can still find and stop it.
         let agent = writes.iter().rev().find_map(|w| w.state.agent());
         if let Some(agent) = agent {
             *self.agent.lock().unwrap_or_else(PoisonError::into_inner) = Some(agent);
         }
-        Ok(run)
+        let what = match writes.last().map(|w| w.state.status()) {
+            Some(status) if status.is_terminal() => "the run's result",
+            _ => "a state change",
+        };
+        let (answer, retried) = self
+            .durably(id, what, || async {
+                match &self.writer {
+                    Some(writer) => {
+                        let held = HeldWrites {
+                            id: id.clone(),
+                            fence: self.fence,
+                            expected_version,
+                            writes: writes.to_vec(),
+                        };
+                        writer.save(held).await
+                    }
+                    None => {
+                        self.inner
+                            .fenced_transitions(id, self.fence, expected_version, writes)
+                            .await
+                    }
+                }
+            })
+            .await;
+        match answer {
+            Err(StoreError::Conflict { .. }) if retried => {
+                match self.already_saved(id, expected_version, writes).await {
+                    Some(run) => Ok(run),
+                    None => answer,
+                }
+            }
+            answer => answer,
+        }
     }
 
     async fn request_stop(&self, id: &RunId, at: Ts) -> StoreResult<Run> {
@@ -139,9 +237,12 @@ impl RunStore for FencedStore {
 #[async_trait]
 impl EventStore for FencedStore {
     async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()> {
-        self.inner
-            .fenced_append_events(run, self.fence, events)
-            .await
+        let (answer, _) = self
+            .durably(run, "events", || {
+                self.inner.fenced_append_events(run, self.fence, events)
+            })
+            .await;
+        answer
     }
 
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {

@@ -9,6 +9,10 @@
 //! Drain: stop claiming; let the runs in hand finish within the grace period;
 //! then give the rest back to the queue (without consuming an attempt) and
 //! kill their agents.
+//!
+//! Leases are renewed every sixth of the lease; a worker that cannot renew
+//! one stops that run's agent before the lease can expire for others
+//! ([`crate::self_fence`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -27,6 +31,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::fenced::FencedStore;
 use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
+use crate::self_fence::{LeaseClock, LeaseTimes, Phase, Watchdog};
 use crate::wake::Wake;
 use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
@@ -113,6 +118,13 @@ pub struct Worker {
     /// Saves the state changes of the runs in hand, many per transaction
     /// (started with the loop).
     writer: Option<Writer>,
+    /// Stops the agents of runs whose lease this worker could not renew
+    /// (started with the loop).
+    watchdog: Option<Watchdog>,
+    /// When the last renewal that succeeded was sent.
+    renewed_at: std::time::Instant,
+    /// The last renewal failed: try again soon.
+    renew_failing: bool,
 }
 
 impl Worker {
@@ -132,7 +144,14 @@ impl Worker {
             summary: WorkerSummary::default(),
             couriers: Couriers::default(),
             writer: None,
+            watchdog: None,
+            renewed_at: std::time::Instant::now(),
+            renew_failing: false,
         }
+    }
+
+    fn times(&self) -> LeaseTimes {
+        LeaseTimes::new(self.config.lease)
     }
 
     /// Runs until `shutdown` completes, then drains. Store errors while
@@ -143,13 +162,15 @@ impl Worker {
     /// its notifications are not connected, at every `poll`; it sweeps
     /// expired leases only when one is due to expire.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ServerResult<WorkerSummary> {
-        let tick = (self.config.lease / 3).max(Duration::from_millis(50));
-        let mut renew = tokio::time::interval(tick);
+        // Ticks at the retry interval; renews every `renew_every`, or at
+        // once while renewals fail.
+        let mut renew = tokio::time::interval(self.times().retry_every());
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
         self.writer = Some(Writer::start(self.store.clone()));
+        self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
         // Run logs go here; the lifecycle lines need it before the agent starts.
         let runs = self.config.layout.runs();
         if let Err(e) = std::fs::create_dir_all(&runs) {
@@ -210,7 +231,7 @@ impl Worker {
                             timers.claim_due |= swept > 0;
                             self.look_ahead(&mut timers).await;
                         }
-                        None => timers.sweep_at = Some(Instant::now() + self.config.poll),
+                        None => timers.sweep_at = Some(Instant::now() + MIN_SWEEP_WAIT),
                     }
                 }
                 _ = &mut shutdown, if drain_until.is_none() => {
@@ -260,17 +281,19 @@ impl Worker {
             return Ok(false);
         }
         let limit = free.min(self.config.batch.max(1));
-        let claimed = self
-            .store
-            .claim(&ClaimRequest {
-                worker: self.config.name.clone(),
-                helper,
-                limit,
-                now,
-                lease_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
-                labels: self.config.labels.clone(),
-            })
-            .await?;
+        // The leases run from before the request left: never later than
+        // the database's idea of them.
+        let sent = std::time::Instant::now();
+        let request = ClaimRequest {
+            worker: self.config.name.clone(),
+            helper,
+            limit,
+            now,
+            lease_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
+            labels: self.config.labels.clone(),
+        };
+        let claim = self.store.claim(&request);
+        let claimed = bounded(claim, self.config.lease / 2, "a claim").await?;
         let full = claimed.len() == limit;
         Metrics::add(&self.metrics.runs_claimed, claimed.len() as u64);
         self.summary.claimed += claimed.len() as u64;
@@ -299,15 +322,17 @@ impl Worker {
             .filter(|c| !done.contains(&c.run.id))
             .chain(others)
         {
-            self.start(c);
+            self.start(c, sent);
         }
         Ok(full)
     }
 
-    fn start(&mut self, claimed: Claimed) {
+    fn start(&mut self, claimed: Claimed, sent: std::time::Instant) {
         let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
-        let mut store = FencedStore::new(self.store.clone(), fence).with_extras(id.clone(), extras);
+        let lease = LeaseClock::new(sent);
+        let mut store =
+            FencedStore::new(self.store.clone(), fence, lease).with_extras(id.clone(), extras);
         if let Some(writer) = &self.writer {
             store = store.with_writer(writer.clone());
         }
@@ -353,6 +378,9 @@ impl Worker {
             }
             id
         });
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.watch(id.clone(), store.clone(), task.clone());
+        }
         self.held.insert(
             id,
             Held {
@@ -366,9 +394,21 @@ impl Worker {
     fn finished(&mut self, done: Result<RunId, tokio::task::JoinError>) {
         match done {
             Ok(id) => {
-                if self.held.remove(&id).is_some() {
-                    self.summary.finished += 1;
-                    Metrics::add(&self.metrics.runs_finished, 1);
+                if let Some(watchdog) = &self.watchdog {
+                    watchdog.forget(&id);
+                }
+                match self.held.remove(&id) {
+                    // Ended while it held the lease: saved, or refused for good.
+                    Some(h) if h.store.lease().writable() => {
+                        self.summary.finished += 1;
+                        Metrics::add(&self.metrics.runs_finished, 1);
+                    }
+                    // Ended after this worker fenced itself off the run.
+                    Some(_) => {
+                        self.summary.lost += 1;
+                        Metrics::add(&self.metrics.leases_lost, 1);
+                    }
+                    None => {}
                 }
             }
             // Aborted (released or lost): already accounted for.
@@ -377,31 +417,52 @@ impl Worker {
         }
     }
 
-    /// Renews every lease in hand in one statement; a run not renewed was
-    /// taken over, so its agent is killed and its task dropped.
+    /// Renews every lease in hand in one statement, every `renew_every`
+    /// (at every tick while renewals fail); a run not renewed was taken
+    /// over, so its agent is killed and its task dropped. Runs this worker
+    /// fenced itself off are let go.
     async fn renew(&mut self) {
-        if self.held.is_empty() {
+        self.let_go_of_fenced_runs();
+        let times = self.times();
+        if self.held.is_empty()
+            || (!self.renew_failing && self.renewed_at.elapsed() < times.renew_every())
+        {
             return;
         }
         let held: Vec<(RunId, i64)> = self
             .held
             .iter()
+            .filter(|(_, h)| h.store.lease().writable())
             .map(|(id, h)| (id.clone(), h.store.fence()))
             .collect();
         let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-        let renewed: HashSet<RunId> = match self
+        let sent = std::time::Instant::now();
+        let renewal = self
             .store
-            .renew_leases(&self.config.name, &held, now_ms() + lease)
-            .await
-        {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(e) => {
-                self.log(&format!("cannot renew leases: {e}"));
-                return;
-            }
-        };
+            .renew_leases(&self.config.name, &held, now_ms() + lease);
+        let renewed: HashSet<RunId> =
+            match bounded(renewal, times.renew_every(), "a lease renewal").await {
+                Ok(ids) => {
+                    if self.renew_failing {
+                        self.log("leases renewed again");
+                    }
+                    self.renew_failing = false;
+                    self.renewed_at = sent;
+                    ids.into_iter().collect()
+                }
+                Err(e) => {
+                    if !self.renew_failing {
+                        self.log(&format!("cannot renew leases: {e}; retrying"));
+                    }
+                    self.renew_failing = true;
+                    return;
+                }
+            };
         for (id, _) in held {
             if renewed.contains(&id) {
+                if let Some(h) = self.held.get(&id) {
+                    h.store.lease().renewed(sent);
+                }
                 continue;
             }
             // Finished between the snapshot and the renewal, or taken over.
@@ -416,7 +477,28 @@ impl Worker {
                     continue;
                 }
                 self.log(&format!("run {id}: lease lost; stopping its agent"));
+                h.store.lease().lose();
                 kill(&h, Signal::SIGKILL);
+                h.task.abort();
+                if let Some(watchdog) = &self.watchdog {
+                    watchdog.forget(&id);
+                }
+                self.summary.lost += 1;
+                Metrics::add(&self.metrics.leases_lost, 1);
+            }
+        }
+    }
+
+    /// Frees the slots of runs whose agent the watchdog killed.
+    fn let_go_of_fenced_runs(&mut self) {
+        let gone: Vec<RunId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.store.lease().phase() == Phase::Gone)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(h) = self.held.remove(&id) {
                 h.task.abort();
                 self.summary.lost += 1;
                 Metrics::add(&self.metrics.leases_lost, 1);
@@ -435,7 +517,14 @@ impl Worker {
         if ids.is_empty() {
             return;
         }
-        let stopped = match self.store.stops_requested(&ids).await {
+        let asked = self.store.stops_requested(&ids);
+        let stopped = match bounded(
+            asked,
+            self.times().renew_every(),
+            "a look for stop requests",
+        )
+        .await
+        {
             Ok(stopped) => stopped,
             Err(e) => {
                 self.log(&format!("cannot look for stop requests: {e}"));
@@ -456,7 +545,8 @@ impl Worker {
 
     /// Returns expired leases to the queue. `None` when the store failed.
     async fn sweep(&mut self) -> Option<usize> {
-        match self.store.sweep_expired(now_ms()).await {
+        let sweep = self.store.sweep_expired(now_ms());
+        match bounded(sweep, self.times().renew_every(), "a sweep").await {
             Ok(ids) => {
                 if !ids.is_empty() {
                     Metrics::add(&self.metrics.runs_swept, ids.len() as u64);
@@ -495,8 +585,12 @@ impl Worker {
                 }
                 Err(e) => self.log(&format!("run {id}: cannot release: {e}")),
             }
+            h.store.lease().lose();
             kill(&h, Signal::SIGKILL);
             h.task.abort();
+            if let Some(watchdog) = &self.watchdog {
+                watchdog.forget(&id);
+            }
         }
         self.log(&format!(
             "released {} run(s) back to the queue",
@@ -602,6 +696,22 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// `call`, or `Unavailable` when it takes longer than `limit` (a database
+/// cut off by a partition answers nothing, and the loop must go on).
+async fn bounded<T>(
+    call: impl Future<Output = dispatch_store::StoreResult<T>>,
+    limit: Duration,
+    what: &str,
+) -> dispatch_store::StoreResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(StoreError::Unavailable {
+            path: "the run database".into(),
+            message: format!("{what} got no answer within {limit:?}"),
+        }),
     }
 }
 

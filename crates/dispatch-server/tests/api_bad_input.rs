@@ -92,3 +92,75 @@ fn oversized_post(addr: &str, size: usize) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+#[test]
+fn unknown_query_parameters_and_a_service_operation_are_400s() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let (status, answer) = server.get("/v1/runs?parcels=bench");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "bad_request");
+    let message = answer["message"].as_str().expect("a message");
+    assert!(
+        message.contains("`parcels`") && message.contains("parcel,"),
+        "{message}"
+    );
+    let (status, _) = server.get("/v1/runs?parcel=bench&limit=5");
+    assert_eq!(status, 200, "the known ones still work");
+    let (status, answer) = server.get("/v1/approvals?pendin=true");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = server.post(
+        "/v1/runs",
+        &json!({"parcel": parcel, "operation": "service"}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .expect("message")
+            .contains("dispatch serve"),
+        "{answer}"
+    );
+    let (_, list) = server.get("/v1/runs");
+    assert_eq!(
+        list["runs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn a_bad_upload_names_the_file_and_line_and_no_server_path() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let (status, answer) = server.post(
+        "/v1/parcels",
+        &json!({"files": {"Agentfile": "FROM process\nNAME x\nCOMMAND true\nBOGUS y\n"}}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "invalid_parcel");
+    let message = answer["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with("Agentfile:") && message.contains("line 4"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("upload-") && !message.contains("/tmp"),
+        "{message}"
+    );
+    let (status, answer) = server.post(
+        "/v1/parcels",
+        &json!({"files": {"Agentfile": "FROM process\nNAME x\nCOMMAND true\n"}, "executable": ["nope.sh"]}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .expect("message")
+            .contains("`nope.sh`"),
+        "{answer}"
+    );
+}

@@ -1,6 +1,6 @@
 //! How an attempt ended, as both backends record it when they close one.
 
-use dispatch_core::{NewEvent, Status, Ts};
+use dispatch_core::{NewEvent, RunState, Status, Ts};
 use serde_json::Value;
 
 /// How an attempt ended.
@@ -39,5 +39,31 @@ pub(crate) fn requeue_close(event: &NewEvent) -> AttemptEnd {
         status,
         exit_code,
         error: Some(error.to_string()),
+    }
+}
+
+/// Who runs an attempt that opens in `state`: the lease owner (a worker's
+/// name), else the local helper that holds the run.
+pub(crate) fn worker_name(owner: Option<&str>, state: &RunState) -> String {
+    match (owner, state.helper()) {
+        (Some(owner), _) => owner.to_string(),
+        (None, Some(helper)) => format!("local helper {}", helper.pid),
+        (None, None) => "local helper".to_string(),
+    }
+}
+
+/// The end of an attempt whose worker lost the run (its lease expired, or
+/// it gave the run back when it drained): failed, with the reason, and not
+/// counted against the retry budget (the requeue event says `lost`).
+pub(crate) fn lost_close(at: Ts, reason: &str, owner: Option<&str>) -> AttemptEnd {
+    let error = match owner {
+        Some(owner) => format!("{reason} (worker {owner}); does not count as an attempt"),
+        None => format!("{reason}; does not count as an attempt"),
+    };
+    AttemptEnd {
+        ended_at: at,
+        status: Status::Failed,
+        exit_code: None,
+        error: Some(error),
     }
 }

@@ -117,7 +117,7 @@ macro_rules! __queue_conformance_names {
             a_stolen_lease_cannot_write_several_transitions,
             stop_requests_are_found_among_the_runs_in_hand,
             many_held_runs_are_saved_at_once_each_with_its_own_answer,
-            an_expired_lease_returns_the_run_without_consuming_an_attempt,
+            an_expired_lease_is_an_attempt_of_its_own_that_does_not_count,
             renewal_extends_only_the_leases_still_held,
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,
             a_finished_run_ends_its_lease,

@@ -112,6 +112,11 @@ pub struct Attempt {
     pub status: Option<Status>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// Who ran it: the worker's name (the lease owner), or `local helper
+    /// <pid>` for a run of the local runtime; `None` in databases from
+    /// before it was recorded.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 /// A file a run produced, stored content-addressed.

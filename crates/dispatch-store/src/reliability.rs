@@ -58,6 +58,13 @@ pub struct Approval {
     pub decided_by: Option<String>,
     pub rationale: Option<String>,
     pub decided_at: Option<Ts>,
+    /// What is asked, beyond the summary: for a tool call, the tool, its
+    /// kind, arguments, risk and arguments schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// Arguments the approver gave in place of the ones asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// A decision on an approval.
@@ -68,6 +75,9 @@ pub struct Decision {
     pub by: String,
     pub rationale: Option<String>,
     pub at: Ts,
+    /// With `approve`: arguments to use in place of the ones asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// A run whose attempts are exhausted: its last checkpoint and error history

@@ -1,18 +1,24 @@
 //! A scripted mock model server for tests, benchmarks and newcomers without
 //! a key. It speaks the real wire formats — OpenAI Chat Completions at
 //! `POST /v1/chat/completions` and Anthropic Messages at `POST /v1/messages`,
-//! streamed (SSE) or not — on a loopback port, answering each request with
+//! streamed (SSE) or whole — on a loopback port, answering each request with
 //! the next [`Step`] of its [`Script`]: text, tool calls split across chunks,
-//! an error status (429 with `Retry-After`, 500, 401), a stalled stream, a
+//! an error status (429 with `Retry-After`, 500, 401, …), a stalled stream, a
 //! cut stream, non-JSON data, or stateless tool rounds for concurrent load.
+//! Requests a real server would refuse (no model, no messages; no
+//! `max_tokens` for Anthropic) get a 400 in the provider's error shape.
 //!
-//! `GET /_mock/requests` lists what it received; `POST /_mock/steps`
-//! appends steps (a JSON array), for a mock running as its own process
-//! (`dispatch-bench mock-llm`).
+//! `GET /_mock/requests` lists what it received (the [`Received`] list as a
+//! JSON array); `POST /_mock/steps` appends a step or an array of steps, for
+//! a mock running as its own process (`dispatch-bench mock-llm`).
 
+mod answer;
+mod anthropic;
+pub mod mcp;
+mod openai;
+mod respond;
 mod script;
 mod server;
-mod wire;
 
-pub use script::{Call, Script, Step, Usage};
+pub use script::{Call, DEFAULT_REPLY, Script, Step, Usage};
 pub use server::{MockServer, Received};

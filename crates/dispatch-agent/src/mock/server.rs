@@ -1,100 +1,175 @@
-//! The mock's HTTP side: axum on a loopback port.
+//! The mock's HTTP side: axum on a loopback port, the record of what it
+//! received, and the control endpoints (`/_mock/…`) for a mock running as
+//! its own process.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
+use super::respond::{self, Format};
 use super::script::{Script, Step};
-use super::wire::{self, End, Format};
+
+/// Requests bigger than this are refused (413), as a real server would.
+const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// One request the mock received.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Received {
+    /// `/v1/chat/completions` or `/v1/messages`.
     pub path: String,
     /// Lowercased names, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// `Null` when the script does not record bodies.
+    /// The JSON body; `Null` when the script does not record bodies (or
+    /// the body was not JSON).
     pub body: Value,
     /// Unix microseconds when the request arrived.
     pub received_at_us: u64,
-    /// Unix microseconds when its first text or tool fragment was written.
+    /// Unix microseconds when its first text or tool-call fragment was
+    /// handed to the connection (`None`: none was, e.g. an error answer).
     pub first_token_sent_at_us: Option<u64>,
 }
 
-struct Inner {
-    steps: Mutex<VecDeque<Step>>,
-    fallback: Step,
-    record_bodies: bool,
-    received: Mutex<Vec<Received>>,
+pub(super) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+/// What the handlers share.
+pub(super) struct Inner {
+    steps: Mutex<VecDeque<Step>>,
+    fallback: Step,
+    record_bodies: bool,
+    received: Mutex<Vec<Received>>,
+    /// Changes (closes) when the [`MockServer`] is dropped.
+    stop: watch::Receiver<()>,
 }
 
-/// A running mock; dropped, it stops accepting requests.
+impl Inner {
+    /// The next step of the script, or the fallback.
+    pub(super) fn next_step(&self) -> Step {
+        lock(&self.steps)
+            .pop_front()
+            .unwrap_or_else(|| self.fallback.clone())
+    }
+
+    /// Records a request; returns its number (its index in the record).
+    pub(super) fn record(&self, path: &str, headers: &HeaderMap, body: &Value) -> usize {
+        let r = Received {
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_string(), v)
+                })
+                .collect(),
+            body: if self.record_bodies {
+                body.clone()
+            } else {
+                Value::Null
+            },
+            received_at_us: now_us(),
+            first_token_sent_at_us: None,
+        };
+        let mut received = lock(&self.received);
+        received.push(r);
+        received.len() - 1
+    }
+
+    /// Notes that request `seq`'s first fragment is leaving now.
+    pub(super) fn first_token(&self, seq: usize) {
+        let at = now_us();
+        if let Some(r) = lock(&self.received).get_mut(seq) {
+            r.first_token_sent_at_us.get_or_insert(at);
+        }
+    }
+
+    /// Resolves when the server is being dropped.
+    pub(super) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            // Err: the sender is gone, which is the signal.
+            let _ = stop.changed().await;
+        }
+    }
+}
+
+/// A running mock. Dropped, it stops listening, ends the answers still
+/// streaming (stalled ones included) and closes its connections.
 pub struct MockServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    _stop: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for MockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockServer")
             .field("addr", &self.addr)
+            .field("requests", &self.request_count())
             .finish()
     }
 }
 
-impl Drop for MockServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl MockServer {
-    /// Serves `script` on `127.0.0.1:0`.
+    /// Serves `script` on `127.0.0.1` on a free port.
     pub async fn start(script: Script) -> std::io::Result<MockServer> {
         MockServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), script).await
     }
 
+    /// Serves `script` on `addr` (port 0: a free one), in a tokio task.
     pub async fn start_on(addr: SocketAddr, script: Script) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(());
         let inner = Arc::new(Inner {
             steps: Mutex::new(script.steps.into()),
             fallback: script.fallback,
             record_bodies: script.record_bodies,
             received: Mutex::new(Vec::new()),
+            stop: stop_rx,
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
             .route("/_mock/requests", get(requests))
             .route("/_mock/steps", post(push_steps))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        // Small writes (one event each) leave at once, not after Nagle's wait.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
         });
-        Ok(MockServer { addr, inner, task })
+        let stopping = inner.stopping();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await;
+        });
+        Ok(MockServer {
+            addr,
+            inner,
+            _stop: stop_tx,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -106,9 +181,14 @@ impl MockServer {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Every request received, in order.
+    /// Every model request received, in order.
     pub fn requests(&self) -> Vec<Received> {
         lock(&self.inner.received).clone()
+    }
+
+    /// How many model requests arrived (cheaper than `requests().len()`).
+    pub fn request_count(&self) -> usize {
+        lock(&self.inner.received).len()
     }
 
     /// Appends a step to the script.
@@ -117,143 +197,62 @@ impl MockServer {
     }
 }
 
+/// The body, or why it could not be read (too big): answered in the provider's error shape.
+type RawBody = Result<Bytes, BytesRejection>;
+
+async fn openai(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: RawBody) -> Response {
+    respond::answer(inner, Format::OpenAi, headers, body).await
+}
+
+async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: RawBody) -> Response {
+    respond::answer(inner, Format::Anthropic, headers, body).await
+}
+
+/// `GET /_mock/requests`: the [`Received`] list as a JSON array.
 async fn requests(State(inner): State<Arc<Inner>>) -> Response {
-    axum::Json(json!({ "requests": lock(&inner.received).clone() })).into_response()
+    let all = lock(&inner.received).clone();
+    axum::Json(all).into_response()
 }
 
+/// One step or an array of steps.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Steps {
+    Many(Vec<Step>),
+    One(Step),
+}
+
+/// `POST /_mock/steps`: appends a step (a JSON object) or steps (an array).
 async fn push_steps(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Vec<Step>>(&body) {
-        Ok(steps) => {
-            lock(&inner.steps).extend(steps);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
-    }
-}
-
-async fn openai(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    answer(inner, Format::OpenAi, "/v1/chat/completions", headers, body).await
-}
-
-async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    answer(inner, Format::Anthropic, "/v1/messages", headers, body).await
-}
-
-async fn answer(
-    inner: Arc<Inner>,
-    format: Format,
-    path: &str,
-    headers: HeaderMap,
-    raw: Bytes,
-) -> Response {
-    let at = now_us();
-    let body: Value = match serde_json::from_slice(&raw) {
-        Ok(v) => v,
-        Err(e) => {
-            let b = wire::error_body(format, 400, &format!("the body is not JSON: {e}"));
-            return (StatusCode::BAD_REQUEST, axum::Json(b)).into_response();
-        }
-    };
-    let index = {
-        let mut received = lock(&inner.received);
-        received.push(Received {
-            path: path.to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: if inner.record_bodies {
-                body.clone()
+    let steps = match serde_json::from_slice::<Steps>(&body) {
+        Ok(Steps::Many(steps)) => steps,
+        Ok(Steps::One(step)) => vec![step],
+        Err(_) => {
+            // Untagged errors say nothing: say why the form the body has failed.
+            let one = body.trim_ascii_start().starts_with(b"{");
+            let why = if one {
+                serde_json::from_slice::<Step>(&body).err()
             } else {
-                Value::Null
-            },
-            received_at_us: at,
-            first_token_sent_at_us: None,
-        });
-        received.len() - 1
+                serde_json::from_slice::<Vec<Step>>(&body).err()
+            };
+            let why = why.map_or_else(String::new, |e| e.to_string());
+            let message = format!("the body is not a mock step or an array of steps: {why}");
+            let body = json!({"error": {"code": "bad_steps", "message": message}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
     };
-    let step = lock(&inner.steps)
-        .pop_front()
-        .unwrap_or_else(|| inner.fallback.clone());
-    if step.delay_ms() > 0 {
-        tokio::time::sleep(Duration::from_millis(step.delay_ms())).await;
-    }
-    let assistant = body["messages"]
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count());
-    let step = step.resolve(assistant);
-    let model = body["model"].as_str().unwrap_or("mock").to_string();
-    let input_est = (raw.len() as u64).div_ceil(4);
-    match &step {
-        Step::Error {
-            status,
-            retry_after,
-            message,
-            ..
-        } => {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = (
-                status,
-                axum::Json(wire::error_body(format, status.as_u16(), message)),
-            )
-                .into_response();
-            if let Some(s) = retry_after
-                && let Ok(v) = s.to_string().parse()
-            {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
-        }
-        Step::Garbage { body, .. } => {
-            let text = format!("data: {body}\n\n");
-            return ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response();
-        }
-        _ => {}
-    }
-    if body["stream"] != true {
-        return axum::Json(wire::whole(format, &step, &model, input_est)).into_response();
-    }
-    let include_usage =
-        format == Format::Anthropic || body["stream_options"]["include_usage"] == true;
-    let (frames, end) = wire::stream(format, &step, &model, include_usage, input_est);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(8);
-    tokio::spawn(async move {
-        for f in frames {
-            if f.delay_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
-            }
-            let first = f.content;
-            if tx.send(Ok(Bytes::from(f.data))).await.is_err() {
-                return; // the client went away
-            }
-            if first {
-                let mut received = lock(&inner.received);
-                if let Some(r) = received
-                    .get_mut(index)
-                    .filter(|r| r.first_token_sent_at_us.is_none())
-                {
-                    r.first_token_sent_at_us = Some(now_us());
-                }
-            }
-        }
-        if end == End::Stall {
-            tx.closed().await;
-        }
-    });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let mut queue = lock(&inner.steps);
+    queue.extend(steps);
+    axum::Json(json!({"queued": queue.len()})).into_response()
+}
+
+/// Anything else: a 404 in OpenAI's error shape that names what is served.
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let message = format!(
+        "the mock model server has no {method} {}; it serves POST /v1/chat/completions \
+         (OpenAI) and POST /v1/messages (Anthropic): does the base URL end in /v1?",
+        uri.path()
+    );
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "unknown_url"}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }

@@ -22,11 +22,26 @@ pub async fn decide(ctx: &Ctx, args: &DecideArgs, decision: &str) -> CliResult {
         by: decider(args),
         rationale: args.rationale.clone(),
         at: now_ms(),
+        input: input_of(args)?,
     };
     let a = dispatch_runtime::approvals::decide(&store, &ctx.layout, &run.id, &args.approval, &d)
         .await?;
     say_decided(&a);
     Ok(0)
+}
+
+/// `--input` as JSON.
+pub(crate) fn input_of(args: &DecideArgs) -> CliResult<Option<serde_json::Value>> {
+    args.input
+        .as_deref()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                CliError::input(format!(
+                    "--input is not JSON: {e} (hint: --input '{{\"order\":\"12345\"}}')"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Who decides when `--by` is not given: `$USER`.

@@ -56,6 +56,7 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     let (model_calls, conversation) = super::inspect_agent::fields(&events);
     doc["model_calls"] = model_calls;
     doc["conversation"] = conversation;
+    doc["bom"] = super::inspect_agent::bom(&events);
     doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
@@ -91,7 +92,14 @@ pub(crate) fn print_human(d: &Value) {
     }
     line("Exit code:", s("exit_code"));
     line("Attempt:", s("attempt"));
-    line("Created:", s("created_at"));
+    let created = d["created_at"].as_i64().map_or_else(
+        || "-".to_string(),
+        |at| {
+            let when = dispatch_core::time::format_rfc3339(at).unwrap_or_else(|| at.to_string());
+            format!("{when} ({})", dispatch_core::time::human_ago(at, now_ms()))
+        },
+    );
+    line("Created:", created);
     if let Some(ms) = d["duration_ms"].as_i64() {
         line("Duration:", human_duration(ms));
     }
@@ -130,11 +138,14 @@ pub(crate) fn print_human(d: &Value) {
                 _ => "-".into(),
             };
             let u = &a["usage"];
+            let exit = a["exit_code"]
+                .as_i64()
+                .map_or_else(|| "-".to_string(), |c| c.to_string());
             println!(
                 "  #{} {} exit {} {} tokens {}/{} cost {}{}",
                 a["number"],
                 a["status"].as_str().unwrap_or("running"),
-                a["exit_code"],
+                exit,
                 dur,
                 u["input_tokens"],
                 u["output_tokens"],
@@ -144,6 +155,9 @@ pub(crate) fn print_human(d: &Value) {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
+            if let Some(worker) = a["worker"].as_str() {
+                println!("     on {worker}");
+            }
         }
     }
     super::telemetry::print_human(d);

@@ -33,6 +33,20 @@ pub fn fields(events: &[Event]) -> (Value, Value) {
     (Value::Array(calls), conversation)
 }
 
+/// The bill of materials of the run's latest attempt (its `bom` event).
+pub fn bom(events: &[Event]) -> Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "bom")
+        .map(|e| {
+            let mut b = e.event.data.clone();
+            b["attempt"] = json!(e.event.attempt);
+            b
+        })
+        .unwrap_or(Value::Null)
+}
+
 /// Whether some call had no known price (the run's cost is then unknown in part).
 pub fn cost_unknown(d: &Value) -> bool {
     d["model_calls"].as_array().is_some_and(|calls| {
@@ -42,7 +56,45 @@ pub fn cost_unknown(d: &Value) -> bool {
     })
 }
 
+fn print_bom(b: &Value) {
+    println!("Bill of materials (attempt {}):", b["attempt"]);
+    for m in b["models"].as_array().into_iter().flatten() {
+        println!(
+            "  model  {} ({}, {})",
+            m["model"].as_str().unwrap_or("?"),
+            m["provider"].as_str().unwrap_or("?"),
+            m["host"].as_str().unwrap_or("-")
+        );
+    }
+    for t in b["tools"].as_array().into_iter().flatten() {
+        println!(
+            "  tool   {:<20} {:<8} schema {}  approval {}  risk {}",
+            t["name"].as_str().unwrap_or("?"),
+            t["kind"].as_str().unwrap_or("?"),
+            t["schema_sha256"]
+                .as_str()
+                .map_or("-", |s| &s[..s.len().min(12)]),
+            t["approval"].as_str().unwrap_or("-"),
+            t["risk"].as_str().unwrap_or("-")
+        );
+    }
+    for s in b["mcp_servers"].as_array().into_iter().flatten() {
+        println!(
+            "  mcp    {:<20} {} {}  tools/list {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["server_name"].as_str().unwrap_or("?"),
+            s["server_version"].as_str().unwrap_or("?"),
+            s["tools_sha256"]
+                .as_str()
+                .map_or("-", |x| &x[..x.len().min(12)])
+        );
+    }
+}
+
 pub fn print_human(d: &Value) {
+    if d["bom"].is_object() {
+        print_bom(&d["bom"]);
+    }
     if let Some(calls) = d["model_calls"].as_array().filter(|c| !c.is_empty()) {
         println!("Model calls:");
         for c in calls {

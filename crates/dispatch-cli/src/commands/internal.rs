@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use dispatch_core::{Operation, RunId};
 use dispatch_runtime::helper::{Known, run_claimed, run_record};
 use dispatch_runtime::service::helper::run_service;
@@ -7,6 +9,12 @@ use dispatch_store::{Run, RunStore};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
+/// How long a helper waits for a database another process holds locked:
+/// its writes are the run's record (the result of finished work among
+/// them), so it waits them out rather than die and leave the run to be
+/// recovered, and executed again, by the next reader.
+const HELPER_BUSY_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// `dispatch internal run-record <id>`: the detached helper.
 pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
     dispatch_runtime::os::detach_session();
@@ -14,6 +22,7 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
         .parse()
         .map_err(|e: dispatch_core::id::InvalidId| CliError::input(e.to_string()))?;
     let store = ctx.store()?;
+    store.set_busy_timeout(HELPER_BUSY_TIMEOUT)?;
     // The claim is on the path to the agent: no checkpoint there.
     store.defer_checkpoints(1);
     if store.get_run(&id).await?.operation == Operation::Service {
@@ -27,6 +36,7 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
 /// what it knows of it. Its checkpoint deferred by the create, the first
 /// write after the agent started catches up on the WAL.
 pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known) -> CliResult {
+    store.set_busy_timeout(HELPER_BUSY_TIMEOUT)?;
     if run.operation == Operation::Service {
         return serve(ctx, store, &run.id).await;
     }

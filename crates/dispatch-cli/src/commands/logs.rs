@@ -21,13 +21,7 @@ pub async fn logs(ctx: &Ctx, args: &LogsArgs) -> CliResult {
         .ok_or_else(|| CliError::input(format!("no run matches `{}` (no runs yet)", args.id)))?;
     let run = find_run(&store, &ctx.layout, &args.id).await?;
     if let Some(n) = args.attempt {
-        if n == 0 || n > run.attempt {
-            return Err(CliError::input(format!(
-                "run {} has no attempt {n} (it is on attempt {})",
-                run.id.short(),
-                run.attempt
-            )));
-        }
+        check_attempt(&run, n)?;
         let bytes = std::fs::read(ctx.layout.log(&run.id)).unwrap_or_default();
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(attempt_section(&bytes, n));
@@ -41,9 +35,21 @@ pub async fn logs(ctx: &Ctx, args: &LogsArgs) -> CliResult {
     Ok(0)
 }
 
+/// Refuses an attempt the run has not had.
+pub(crate) fn check_attempt(run: &dispatch_store::Run, n: u32) -> CliResult<()> {
+    if n == 0 || n > run.attempt {
+        return Err(CliError::input(format!(
+            "run {} has no attempt {n} (it is on attempt {})",
+            run.id.short(),
+            run.attempt
+        )));
+    }
+    Ok(())
+}
+
 /// The lines of attempt `n`: from its `[dispatch] attempt n of …` line to the
 /// next attempt's (attempts of one run never overlap).
-fn attempt_section(log: &[u8], n: u32) -> &[u8] {
+pub(crate) fn attempt_section(log: &[u8], n: u32) -> &[u8] {
     let marker = |line: &[u8]| -> Option<u32> {
         let rest = line.strip_prefix(b"[dispatch] attempt ")?;
         let text = std::str::from_utf8(rest).ok()?;

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod approvals;
+pub mod ask_approval;
 pub mod build;
 pub mod chat;
 pub mod dlq;
@@ -8,6 +9,7 @@ pub mod images;
 pub mod inspect;
 pub mod inspect_agent;
 pub mod internal;
+pub mod list_tools;
 pub mod logs;
 pub mod print_prompt;
 pub mod prune;

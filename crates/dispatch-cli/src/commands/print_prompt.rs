@@ -1,9 +1,10 @@
 //! `dispatch run <dir> --print-prompt`: the request a native agent's first
 //! model call would send (system prompt, payload as the first user message,
-//! model and endpoint, after the environment's overrides), as JSON on
-//! stdout. Nothing is called and no run is created; no key is printed.
+//! model and endpoint, after the environment's overrides, the tools), as
+//! JSON on stdout. No model is called and no run is created; no key is
+//! printed (MCP servers are started to list their tools, then stopped).
 
-use dispatch_agent::{Message, ModelRequest, NoTools, Override, Tools};
+use dispatch_agent::{Message, ModelRequest, Override};
 use dispatch_core::parcel::Courier;
 use dispatch_runtime::launch::resolve_parcel;
 use serde_json::json;
@@ -13,7 +14,7 @@ use crate::commands::run::parse_payload;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
-pub fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
+pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (_, payload) = parse_payload(&args.payload)?;
     let parcel = resolve_parcel(&ctx.layout, &args.source)?;
     let m = &parcel.manifest;
@@ -39,7 +40,7 @@ pub fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
         model: primary.model.name.clone(),
         system: dispatch_agent::prompt::system_prompt(&m.instructions),
         messages: vec![Message::user(dispatch_agent::prompt::user_text(&payload))],
-        tools: NoTools.specs(),
+        tools: crate::commands::list_tools::specs(&parcel).await?,
         max_output_tokens: agent.max_output_tokens,
     };
     let (url, body) = dispatch_agent::resolve::wire_request(primary, &req);

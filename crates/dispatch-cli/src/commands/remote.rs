@@ -27,7 +27,8 @@ use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
 use crate::output::{print_json, run_json, status_text};
 use crate::reliability_args::DispatchArgs;
 
-const POLL: Duration = Duration::from_millis(50);
+/// How long one long-polling request of `wait` lasts.
+const WAIT_PERIOD: Duration = Duration::from_secs(30);
 /// The API token sent to the server, when set.
 pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
@@ -130,8 +131,9 @@ impl Remote {
             check_session_name(name)?;
         }
         let parcel = if Path::new(&args.source).join("Agentfile").is_file() {
-            let files = read_files(Path::new(&args.source))?;
-            let built = self.json("POST", "/v1/parcels", Some(&json!({ "files": files })))?;
+            let (files, executable) = read_files(Path::new(&args.source))?;
+            let upload = json!({ "files": files, "executable": executable });
+            let built = self.json("POST", "/v1/parcels", Some(&upload))?;
             built["digest"].as_str().unwrap_or_default().to_string()
         } else {
             args.source.clone()
@@ -171,6 +173,18 @@ impl Remote {
 
     fn logs(&self, args: &LogsArgs) -> CliResult {
         let run = self.get_run(&args.id)?;
+        if let Some(n) = args.attempt {
+            // As locally: that attempt's section of the whole log.
+            super::logs::check_attempt(&run, n)?;
+            let text = self
+                .send("GET", &format!("/v1/runs/{}/logs", run.id), None)?
+                .text()
+                .unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(super::logs::attempt_section(text.as_bytes(), n));
+            let _ = out.flush();
+            return Ok(0);
+        }
         self.copy_log(&run.id, args.follow, args.tail)?;
         Ok(0)
     }
@@ -206,9 +220,16 @@ impl Remote {
     }
 
     /// Polls until the run is terminal; `None` waits forever.
+    /// Long-polls the run (`?wait=`, 30 s at a time) until it ends or the
+    /// deadline passes: one request per run per 30 s while it runs.
     fn wait_end(&self, id: &str, deadline: Option<(Instant, u64)>) -> CliResult<Run> {
         loop {
-            let run = self.get_run(id)?;
+            let left = deadline.map_or(WAIT_PERIOD, |(at, _)| {
+                at.saturating_duration_since(Instant::now())
+                    .min(WAIT_PERIOD)
+            });
+            let path = format!("/v1/runs/{id}?wait={:.3}", left.as_secs_f64());
+            let run = parse_run(self.json("GET", &path, None)?)?;
             if run.state.is_terminal() {
                 return Ok(run);
             }
@@ -222,7 +243,6 @@ impl Remote {
                     ),
                 ));
             }
-            std::thread::sleep(POLL);
         }
     }
 
@@ -360,8 +380,10 @@ pub(super) fn parse_run(value: Value) -> CliResult<Run> {
 }
 
 /// Every file under `dir` (skipping `.git` and `.dispatch`), as text.
-fn read_files(dir: &Path) -> CliResult<serde_json::Map<String, Value>> {
+/// The build context's files (path → text) and which of them are executable.
+fn read_files(dir: &Path) -> CliResult<(serde_json::Map<String, Value>, Vec<String>)> {
     let mut files = serde_json::Map::new();
+    let mut executable = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d)
@@ -385,9 +407,20 @@ fn read_files(dir: &Path) -> CliResult<serde_json::Map<String, Value>> {
                     .strip_prefix(dir)
                     .map(|p| p.to_string_lossy().to_string())
                     .unwrap_or(name);
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&path)
+                        .map_err(|e| {
+                            CliError::input(format!("cannot read {}: {e}", path.display()))
+                        })?
+                        .permissions(),
+                );
+                if mode & 0o111 != 0 {
+                    executable.push(rel.clone());
+                }
                 files.insert(rel, json!(text));
             }
         }
     }
-    Ok(files)
+    executable.sort();
+    Ok((files, executable))
 }

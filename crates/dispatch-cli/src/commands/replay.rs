@@ -10,6 +10,63 @@ use crate::ctx::{Ctx, find_run};
 use crate::error::{CliError, CliResult};
 use crate::reliability_args::ReplayArgs;
 
+/// Compares the run's MCP servers' `tools/list` digests (its last `bom`)
+/// with theirs now: a change is a warning, or with `--strict` a refusal.
+async fn check_mcp_drift(
+    ctx: &Ctx,
+    store: &dispatch_store::sqlite::SqliteStore,
+    old: &dispatch_store::Run,
+    strict: bool,
+) -> CliResult<()> {
+    use dispatch_store::EventStore;
+    let events = store.list_events(&old.id, 0, 100_000).await?;
+    let Some(recorded) = events.iter().rev().find(|e| e.event.kind == "bom") else {
+        return Ok(());
+    };
+    let servers = recorded.event.data["mcp_servers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let parcel = dispatch_runtime::launch::resolve_parcel(&ctx.layout, &old.parcel_digest)?;
+    let now = crate::commands::list_tools::current_bom(&parcel).await?;
+    let mut changed = Vec::new();
+    for s in &servers {
+        let name = s["name"].as_str().unwrap_or("?");
+        let then = s["tools_sha256"].as_str().unwrap_or("");
+        let current = now["mcp_servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["tools_sha256"].as_str())
+            .unwrap_or("");
+        if then != current {
+            changed.push(format!(
+                "MCP server `{name}`'s tools changed since run {} (tools/list sha256 {} → {})",
+                old.id.short(),
+                &then[..then.len().min(12)],
+                &current[..current.len().min(12)]
+            ));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if strict {
+        return Err(CliError::input(format!(
+            "refusing to replay: {} (hint: drop --strict to replay with the tools as they are now)",
+            changed.join("; ")
+        )));
+    }
+    for c in changed {
+        eprintln!("warning: {c}");
+    }
+    Ok(())
+}
+
 pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
     let store = ctx.store()?;
     let old = find_run(&store, &ctx.layout, &args.run).await?;
@@ -26,6 +83,7 @@ pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
             old.brief_sha256
         )));
     }
+    check_mcp_drift(ctx, &store, &old, args.strict).await?;
     let req = LaunchRequest {
         source: old.parcel_digest.clone(),
         operation: Some(old.operation),

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use dispatch_core::Operation;
 use dispatch_runtime::launch::LaunchRequest;
 use dispatch_runtime::service::launch::{recreate_service, wait_up};
@@ -21,7 +19,7 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
     for arg in &args.ids.ids {
         let old = find_run(&store, &ctx.layout, arg).await?;
         if !old.state.is_terminal() {
-            let grace = Duration::from_millis(args.grace_period_ms);
+            let grace = args.grace();
             dispatch_runtime::stop::stop(&store, &ctx.layout, &old.id, grace, args.force).await?;
         }
         if old.operation == Operation::Service {

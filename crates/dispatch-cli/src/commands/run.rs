@@ -87,7 +87,10 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     if args.print_prompt {
-        return crate::commands::print_prompt::print_prompt(ctx, args);
+        return crate::commands::print_prompt::print_prompt(ctx, args).await;
+    }
+    if args.list_tools {
+        return crate::commands::list_tools::list_tools(ctx, args).await;
     }
     // Usually the helper `run` forks does this (see `crate::prefork`);
     // here when it could not: create the run and spawn its helper.
@@ -101,7 +104,13 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
         println!("{}", run.id);
         return Ok(0);
     }
-    foreground(ctx, &store, &run).await
+    foreground(
+        ctx,
+        &store,
+        &run,
+        asks_inline(args.tool_approval.as_deref()),
+    )
+    .await
 }
 
 /// What `dispatch run` does before the run starts, when its forked helper
@@ -159,18 +168,35 @@ pub async fn start_run(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<(
 }
 
 /// `dispatch run` in the foreground, once its forked helper created `run`.
-pub async fn follow_created(ctx: &Ctx, run: &Run) -> CliResult {
-    foreground(ctx, &ctx.store()?, run).await
+pub async fn follow_created(ctx: &Ctx, run: &Run, ask: bool) -> CliResult {
+    foreground(ctx, &ctx.store()?, run, ask).await
+}
+
+/// Whether a foreground run asks for tool approvals on this terminal:
+/// `--tool-approval ask`, or by default when stdin and stderr are one.
+pub fn asks_inline(flag: Option<&str>) -> bool {
+    use std::io::IsTerminal;
+    match flag {
+        Some("ask") => true,
+        Some(_) => false,
+        None => std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+    }
 }
 
 /// Streams the log until the run ends, prints a summary, returns its exit code.
 /// Ctrl-C stops the run (SIGTERM, 10 s grace, SIGKILL).
-async fn foreground(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult {
+async fn foreground(ctx: &Ctx, store: &SqliteStore, run: &Run, ask: bool) -> CliResult {
     eprintln!("run {}", run.id);
     let follow = follow_log(store, &ctx.layout, &run.id, None);
     tokio::pin!(follow);
+    let asking = crate::commands::ask_approval::ask_inline(store, &ctx.layout, &run.id);
+    tokio::pin!(asking);
+    let announcing = crate::commands::ask_approval::announce_pauses(store, &run.id, ask);
+    tokio::pin!(announcing);
     let finished = tokio::select! {
         r = &mut follow => r?,
+        () = &mut asking, if ask => follow.await?,
+        () = &mut announcing => follow.await?,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopping run {} (SIGTERM, then SIGKILL after 10s)…", run.id);
             dispatch_runtime::stop::stop(store, &ctx.layout, &run.id, Duration::from_secs(10), false).await?;

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use crate::cli::StopArgs;
 use crate::ctx::{Ctx, resolve_id};
 use crate::error::CliResult;
@@ -9,7 +7,7 @@ pub async fn stop(ctx: &Ctx, args: &StopArgs) -> CliResult {
     let store = ctx.store()?;
     for arg in &args.ids.ids {
         let id = resolve_id(&store, arg).await?;
-        let grace = Duration::from_millis(args.grace_period_ms);
+        let grace = args.grace();
         dispatch_runtime::stop::stop(&store, &ctx.layout, &id, grace, args.force).await?;
         println!("{id}");
     }

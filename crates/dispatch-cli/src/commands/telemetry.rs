@@ -46,7 +46,9 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Value {
             }
             "tool_call" => tools.push(json!({
                 "attempt": attempt, "at": at, "name": d["name"], "ok": d["ok"],
-                "duration_ms": d["duration_ms"],
+                "duration_ms": d["duration_ms"], "kind": d["kind"], "input": d["input"],
+                "output": d["output"], "bytes": d["bytes"], "truncated": d["truncated"],
+                "approval": d["approval"],
             })),
             "usage" => {
                 let model = d["model"].as_str().unwrap_or("unknown").to_string();
@@ -126,11 +128,25 @@ pub fn print_human(d: &Value) {
             let dur = t["duration_ms"]
                 .as_i64()
                 .map_or_else(|| "-".into(), human_duration);
+            let kind = t["kind"]
+                .as_str()
+                .map(|k| format!(" {k}"))
+                .unwrap_or_default();
             println!(
-                "  #{} {:<20} {ok:<6} {dur}",
+                "  #{} {:<20} {ok:<6} {dur}{kind}",
                 t["attempt"],
                 t["name"].as_str().unwrap_or("?")
             );
+            if !t["input"].is_null() {
+                println!(
+                    "      input:  {}",
+                    dispatch_core::event::shorten(&t["input"].to_string(), 160)
+                );
+            }
+            if let Some(out) = t["output"].as_str() {
+                let out = out.replace('\n', " ");
+                println!("      output: {}", dispatch_core::event::shorten(&out, 160));
+            }
         }
     }
     if let Some(models) = d["usage_by_model"].as_object().filter(|m| !m.is_empty()) {
@@ -198,6 +214,7 @@ mod tests {
                 status: Some(dispatch_core::Status::Failed),
                 exit_code: Some(1),
                 error: None,
+                worker: None,
             },
             Attempt {
                 number: 2,
@@ -206,6 +223,7 @@ mod tests {
                 status: None,
                 exit_code: None,
                 error: None,
+                worker: None,
             },
         ];
         let t = build(&events, &attempts);

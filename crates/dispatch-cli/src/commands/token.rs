@@ -77,7 +77,15 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
             print_columns(&["ID", "NAME", "CREATED", "STATUS"], &rows);
         }
         TokenCommand::Revoke { id } => {
-            let record = store.revoke_token(id, now_ms()).await.map_err(fail)?;
+            let record = match store.revoke_token(id, now_ms()).await {
+                Ok(record) => record,
+                Err(dispatch_store::StoreError::NotFound(_)) => {
+                    return Err(CliError::input(format!(
+                        "no token `{id}` (hint: `dispatch token ls` lists tokens by id)"
+                    )));
+                }
+                Err(e) => return Err(fail(e)),
+            };
             println!("{}", record.id);
         }
     }

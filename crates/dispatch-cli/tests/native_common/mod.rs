@@ -2,6 +2,8 @@
 //! model server (`dispatch_agent::mock`) on a loopback port.
 #![allow(dead_code)]
 
+pub mod terminal;
+
 use std::path::{Path, PathBuf};
 
 use dispatch_agent::mock::{MockServer, Received, Script};
@@ -70,5 +72,16 @@ pub fn message_texts(body: &Value) -> Vec<&str> {
         .expect("messages")
         .iter()
         .filter_map(|m| m["content"].as_str())
+        .collect()
+}
+
+/// The data of a run's events of type `kind` (its inspect document), in order.
+pub fn events_of(doc: &Value, kind: &str) -> Vec<Value> {
+    doc["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| e["data"].clone())
         .collect()
 }

@@ -236,10 +236,15 @@ async fn one_attempt<S: Store + ?Sized>(
             log.line(&format!("resuming from checkpoint {}", checkpoint["step"]));
         }
     }
-    if let Some(file) = session.and_then(|s| session_file(layout, s)) {
+    // The session's file, as the store has it (another worker may have
+    // run the last turn).
+    let mut session_state = None;
+    if let Some((name, file)) = session.and_then(|s| Some((s, session_file(layout, s)?))) {
         if let Some(parent) = file.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
+        let pulled = super::session_file::pull(store, &file, name).await;
+        session_state = Some((name, file.clone(), pulled));
         set_env(
             &mut spec.env,
             "DISPATCH_SESSION_FILE",
@@ -318,18 +323,11 @@ async fn one_attempt<S: Store + ?Sized>(
     watch.observe(store, &batch, false).await;
     watch.expire_pending(store).await;
 
-    let artifacts = collect::collect_artifacts(&prepared.artifacts_dir, &layout.artifacts());
-    match artifacts {
-        Ok(mut list) if !list.is_empty() => {
-            for a in &mut list {
-                a.name = super::agent::mask(&a.name, &prepared.spec.secrets);
-            }
-            if let Err(e) = store.add_artifacts(&run.id, &list).await {
-                log.line(&format!("could not record artifacts: {e}"));
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log.line(&format!("could not collect artifacts: {e}")),
+    collect::record_artifacts(store, layout, &run.id, &prepared, log).await;
+    if let Some((name, file, pulled)) = session_state
+        && let Err(e) = super::session_file::push(store, &file, name, pulled, &run.id).await
+    {
+        log.line(&format!("could not save session {name}'s file: {e}"));
     }
     let code = status.map(os::exit_code_of).unwrap_or(1);
     // Whether someone asked the run to stop matters only when the agent

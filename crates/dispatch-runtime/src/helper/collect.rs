@@ -73,6 +73,29 @@ pub(crate) fn read_output(path: &Path, last_output_event: Option<Value>) -> Opti
     }
 }
 
+/// Collects the files left in the attempt's artifacts directory into the
+/// content-addressed store and records them with the run (names masked).
+pub(super) async fn record_artifacts<S: dispatch_store::Store + ?Sized>(
+    store: &S,
+    layout: &crate::layout::Layout,
+    run: &dispatch_core::RunId,
+    prepared: &super::Prepared,
+    log: &mut super::LifecycleLog,
+) {
+    match collect_artifacts(&prepared.artifacts_dir, &layout.artifacts()) {
+        Ok(mut list) if !list.is_empty() => {
+            for a in &mut list {
+                a.name = super::agent::mask(&a.name, &prepared.spec.secrets);
+            }
+            if let Err(e) = store.add_artifacts(run, &list).await {
+                log.line(&format!("could not record artifacts: {e}"));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log.line(&format!("could not collect artifacts: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

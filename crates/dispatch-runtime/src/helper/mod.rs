@@ -11,7 +11,9 @@ mod agent;
 mod attempt;
 mod collect;
 pub mod native;
+mod native_tools;
 pub(crate) mod retry;
+mod session_file;
 mod watch;
 
 use std::io::Write;

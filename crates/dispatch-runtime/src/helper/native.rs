@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dispatch_agent::agent_loop::{DEFAULT_LLM_TIMEOUT, DEFAULT_TOOL_ROUNDS};
-use dispatch_agent::{Conversation, LoopConfig, LoopEnd, Message, NoTools, Override, SessionData};
+use dispatch_agent::{
+    Conversation, LoopConfig, LoopEnd, Message, NoTools, Override, SessionData, Tools,
+};
 use dispatch_core::parcel::Parcel;
 use dispatch_core::{NewEvent, ProcRef, RunId, Status, Transition, brief, now_ms};
 use dispatch_store::{Run, Store, StoreError};
@@ -165,6 +167,35 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             }
         }
     };
+    // The tools (MCP servers start here, once for the attempt) and the
+    // attempt's bill of materials.
+    let memory = super::native_tools::StoreMemory::new(store, run, ctx.session);
+    let approver = super::native_tools::StoreApprover::new(store, layout, run);
+    let tool_ctx =
+        super::native_tools::context(layout, run, ctx.parcel, ctx.prepared, &memory, &approver);
+    let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
+        Ok(t) => t,
+        Err(reason) => {
+            let reason = format!("cannot start the tools: {reason}");
+            return Ok(ended(End::Retryable(
+                fail(reason.clone()),
+                failure(reason),
+                None,
+            )));
+        }
+    };
+    let bom = super::native_tools::bom(ctx.parcel, &cfg.models, tool_box.as_ref(), ctx.policy);
+    if let Err(e) = store
+        .append_events(&run.id, &[NewEvent::new("bom", run.attempt, now_ms(), bom)])
+        .await
+    {
+        log.line(&format!("could not record the bill of materials: {e}"));
+    }
+    let no_tools = NoTools;
+    let tools: &dyn Tools = match &tool_box {
+        Some(t) => t,
+        None => &no_tools,
+    };
     let primary = &cfg.models[0].model;
     log.line(&format!(
         "run {} attempt {}: native agent, model {} ({}){}",
@@ -220,7 +251,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         };
         tokio::pin!(save_start);
         let mut saved = false;
-        let looping = dispatch_agent::run_loop(&cfg, &mut conv, &NoTools, &mut sink, client());
+        let looping = dispatch_agent::run_loop(&cfg, &mut conv, tools, &mut sink, client());
         tokio::pin!(looping);
         let mut tick = tokio::time::interval(TICK);
         let outcome = loop {
@@ -243,6 +274,8 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                 Some(()) = recv(&mut term) => break Outcome::Stopped,
                 Some(()) = recv(&mut int) => break Outcome::Stopped,
                 _ = tick.tick() => {
+                    let waiting = approver.waiting.load(std::sync::atomic::Ordering::SeqCst);
+                    watch.set_paused(waiting > 0);
                     watch.tick(store).await;
                     if let Some(Verdict::TimedOut(reason)) = watch.verdict.clone() {
                         break Outcome::TimedOut(reason);
@@ -263,6 +296,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             fail(format!("could not record the agent start: {e}")),
             None,
         )));
+    }
+    if let Some(t) = tool_box {
+        t.shutdown().await;
+        // Whole outputs of tools the model saw cut.
+        super::collect::record_artifacts(store, layout, &run.id, ctx.prepared, log).await;
     }
     sink.end_text();
     let checkpoint = sink.checkpoint.take();

@@ -56,7 +56,13 @@ pub(crate) struct Watch {
     pgid: u32,
     term_sent: Option<Instant>,
     killed: bool,
+    /// When the store was last asked for decisions taken elsewhere.
+    decisions_read: Option<Instant>,
 }
+
+/// How often a run waiting for approvals asks the store for decisions taken
+/// on another machine (a server, while a worker runs the agent).
+const STORE_DECISIONS: Duration = Duration::from_millis(250);
 
 impl Watch {
     /// `baseline`: what the run used in earlier attempts (budgets are per run).
@@ -84,6 +90,7 @@ impl Watch {
             pgid: 0,
             term_sent: None,
             killed: false,
+            decisions_read: None,
         }
     }
 
@@ -204,6 +211,8 @@ impl Watch {
             decided_by: None,
             rationale: None,
             decided_at: None,
+            details: None,
+            input: None,
         };
         match store.request_approval(&approval).await {
             Ok(a) if a.decision.is_some() => return, // decided already (a repeated request)
@@ -276,10 +285,48 @@ impl Watch {
         }
     }
 
+    /// Writes here the decision files of approvals decided elsewhere (the
+    /// API on a server writes them on its own disk): the agent reads them
+    /// from its `$DISPATCH_APPROVALS`.
+    async fn fetch_decisions<S: Store + ?Sized>(&mut self, store: &S, now: Instant) {
+        if self
+            .decisions_read
+            .is_some_and(|at| now.duration_since(at) < STORE_DECISIONS)
+        {
+            return;
+        }
+        self.decisions_read = Some(now);
+        let Ok(all) = store.list_approvals(Some(&self.run_id), false).await else {
+            return;
+        };
+        let dir = self.layout.run_dir(&self.run_id).join("approvals");
+        for p in &self.pending {
+            let decided = all.iter().find(|a| a.id == p.id && a.decision.is_some());
+            if let Some(a) = decided
+                && !dir.join(format!("{}.json", p.id)).exists()
+            {
+                let decision = Decision {
+                    decision: a.decision.clone().unwrap_or_default(),
+                    by: a.decided_by.clone().unwrap_or_default(),
+                    rationale: a.rationale.clone(),
+                    at: a.decided_at.unwrap_or_else(now_ms),
+                    input: a.input.clone(),
+                };
+                let _ = crate::approvals::write_decision_file(
+                    &self.layout,
+                    &self.run_id,
+                    &p.id,
+                    &decision,
+                );
+            }
+        }
+    }
+
     async fn tick_approvals<S: Store + ?Sized>(&mut self, store: &S, now: Instant) {
         if self.pending.is_empty() {
             return;
         }
+        self.fetch_decisions(store, now).await;
         let dir = self.layout.run_dir(&self.run_id).join("approvals");
         let mut i = 0;
         while i < self.pending.len() {
@@ -294,6 +341,7 @@ impl Watch {
                         p.timeout_s.unwrap_or(0)
                     )),
                     at: now_ms(),
+                    input: None,
                 };
                 match store.decide_approval(&self.run_id, &p.id, &decision).await {
                     Ok(_) | Err(StoreError::AlreadyDecided { .. }) => {}
@@ -314,6 +362,7 @@ impl Watch {
                         by: a.decided_by.unwrap_or_default(),
                         rationale: a.rationale,
                         at: a.decided_at.unwrap_or(decision.at),
+                        input: None,
                     },
                     _ => decision,
                 };
@@ -343,6 +392,19 @@ impl Watch {
                 "the attempt ended before a decision",
             )
             .await;
+        }
+    }
+
+    /// A native agent's tool call waits for a decision (`true`) or no longer
+    /// does: time paused is not counted against the run's timeouts.
+    pub fn set_paused(&mut self, paused: bool) {
+        match (paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(Instant::now()),
+            (false, Some(since)) if self.pending.is_empty() => {
+                self.paused_total += Instant::now() - since;
+                self.paused_since = None;
+            }
+            _ => {}
         }
     }
 

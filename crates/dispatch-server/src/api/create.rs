@@ -151,6 +151,7 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let params = params(query)?;
+    super::runs::only_known(params.keys(), &["wait", "timeout"])?;
     let wait = flag(&params, "wait")?;
     let timeout = number::<f64>(&params, "timeout")?
         .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
@@ -158,6 +159,13 @@ pub async fn create(
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     super::runs::reject_nul(&value, "")?;
+    if let Some(payload) = value.get("payload")
+        && depth(payload) > MAX_PAYLOAD_DEPTH
+    {
+        return Err(ApiError::bad_request(format!(
+            "`payload` is nested more than {MAX_PAYLOAD_DEPTH} levels deep (hint: flatten it, or send the deep part as a JSON string)"
+        )));
+    }
     let req: CreateRun = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let queue_timeout_ms = req.check()?;
@@ -182,6 +190,12 @@ pub async fn create(
     let parcel = find_parcel(&state, &req.parcel)?;
     launch::check_secrets(&parcel)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    if operation == Operation::Service {
+        return Err(ApiError::bad_request(format!(
+            "`{}` is a service; POST /v1/runs runs jobs and heartbeats (hint: start a service with `dispatch serve`, or pass \"operation\": \"job\")",
+            parcel.manifest.name
+        )));
+    }
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
     let reliability = req.reliability(&parcel, operation, &payload)?;
     // A native agent's keys are the workers' (read where the model is called);
@@ -286,4 +300,17 @@ pub(super) async fn enqueue(
         );
     }
     Ok(created)
+}
+
+/// The deepest payload a run takes: a run is answered nested in lists and
+/// events, and JSON parsers (serde_json's included) stop at 128 levels.
+const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// How deeply `value` nests arrays and objects (a scalar is 0).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }

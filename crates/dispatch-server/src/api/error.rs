@@ -169,6 +169,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::MissingSecret(_) => (StatusCode::BAD_REQUEST, codes::MISSING_SECRET),
             RuntimeError::AlreadyFinished { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
+            RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::BadSession(_) | RuntimeError::Agent(_) => {
                 (StatusCode::BAD_REQUEST, codes::BAD_REQUEST)
             }
@@ -178,6 +179,16 @@ impl From<RuntimeError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
             }
         };
-        ApiError::new(status, code, e.to_string())
+        // Words for an API caller: no instructions meant for the server's
+        // shell, no paths of the server's disk.
+        let message = match &e {
+            RuntimeError::MissingSecret(name) => format!(
+                "secret {name} is declared by the Agentfile but not set on the server (hint: ask its operator to provide it)"
+            ),
+            RuntimeError::Io { what, .. } => format!("the server could not do its part ({what})"),
+            RuntimeError::Spawn(..) => "the server could not start a helper process".to_string(),
+            _ => e.to_string(),
+        };
+        ApiError::new(status, code, message)
     }
 }

@@ -45,6 +45,7 @@ pub async fn logs(
     query: Params,
 ) -> ApiResult<Response> {
     let params = params(query)?;
+    super::runs::only_known(params.keys(), &["follow"])?;
     let follow = matches!(
         params.get("follow").map(String::as_str),
         Some("true" | "1" | "")

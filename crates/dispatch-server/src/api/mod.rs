@@ -16,6 +16,7 @@
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
+mod bom;
 mod create;
 mod error;
 mod logs;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
+        .route("/v1/runs/{id}/bom", get(bom::bom))
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),

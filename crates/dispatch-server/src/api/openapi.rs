@@ -75,7 +75,10 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/v1/runs/{id}",
         summary: "One run; an id prefix is enough",
-        query: &[],
+        query: &[(
+            "wait",
+            "seconds (at most 60): answer once the run has ended, or after that long (a long poll)",
+        )],
         body: None,
         returns: Some("Run"),
         ok: &[(200, "the run")],
@@ -130,6 +133,15 @@ const OPS: &[Op] = &[
         body: None,
         returns: None,
         ok: &[(200, "{artifacts}")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/runs/{id}/bom",
+        summary: "The bill of materials of each attempt of a native run (models, tools and their schema digests, MCP servers and their tools/list digests, limits)",
+        query: &[],
+        body: None,
+        returns: None,
+        ok: &[(200, "{run, bom, attempts}")],
     },
     Op {
         method: "get",

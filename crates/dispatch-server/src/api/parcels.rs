@@ -21,6 +21,10 @@ use super::{ApiError, ApiResult, AppState, codes};
 pub struct Upload {
     /// Relative path → UTF-8 content. Must include `Agentfile`.
     pub files: BTreeMap<String, String>,
+    /// The files (of `files`) that are executable: they keep their mode,
+    /// so the parcel and its digest are those of a local build.
+    #[serde(default)]
+    pub executable: Vec<String>,
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
@@ -49,6 +53,15 @@ pub async fn upload(
     if !upload.files.contains_key("Agentfile") {
         return Err(ApiError::bad_request("the upload has no `Agentfile`"));
     }
+    if let Some(name) = upload
+        .executable
+        .iter()
+        .find(|n| !upload.files.contains_key(*n))
+    {
+        return Err(ApiError::bad_request(format!(
+            "`executable` names `{name}`, which is not among the uploaded files"
+        )));
+    }
     for name in upload.files.keys() {
         let path = Path::new(name);
         let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
@@ -71,12 +84,21 @@ pub async fn upload(
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             }
             std::fs::write(&path, content).map_err(|e| e.to_string())?;
+            if upload.executable.contains(name) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(0o755);
+                std::fs::set_permissions(&path, mode).map_err(|e| e.to_string())?;
+            }
         }
         parcel::build(&dir, &state.layout.parcels()).map_err(|e| e.to_string())
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    let built =
-        built.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e))?;
+    // The upload's own names, not where the server put them.
+    let built = built.map_err(|e| {
+        let e = e.replace(&format!("{}/", dir.display()), "");
+        let e = e.replace(&dir.display().to_string(), "the upload");
+        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e)
+    })?;
     // Workers on other machines fetch it from the store.
     super::publish::put_parcel(&state, &built).await?;
     Ok((

@@ -30,6 +30,10 @@ pub struct DecideBody {
     pub by: String,
     #[serde(default)]
     pub rationale: Option<String>,
+    /// With `approve` of a tool call: arguments to use instead of the ones
+    /// asked for (checked against the tool's schema).
+    #[serde(default)]
+    pub input: Option<Value>,
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
@@ -45,6 +49,7 @@ pub struct ReplayBody {
 /// pending ones unless `pending=false` (like `dispatch approvals ls`).
 pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
     let params = params(query)?;
+    super::runs::only_known(params.keys(), &["pending", "run"])?;
     let pending = match params.get("pending") {
         None => true,
         Some(_) => flag(&params, "pending")?,
@@ -119,6 +124,7 @@ pub async fn decide(
         by: req.by,
         rationale: req.rationale,
         at: now_ms(),
+        input: req.input,
     };
     let decided =
         approvals::decide(&*state.store, &state.layout, &id, &approval_id, &decision).await?;

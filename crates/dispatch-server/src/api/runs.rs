@@ -38,6 +38,24 @@ pub(super) fn params(q: Params) -> ApiResult<HashMap<String, String>> {
     Ok(params)
 }
 
+/// Refuses a query parameter the route does not take (a misspelt filter
+/// must not silently match everything).
+pub(super) fn only_known<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    allowed: &[&str],
+) -> ApiResult<()> {
+    for k in keys {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{}` (this route takes: {})",
+                dispatch_core::event::shorten(k, 80),
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a NUL byte in any string of `value` (but the run's `payload`,
 /// which is kept as JSON text): the stores cannot keep one, and the answer
 /// must say which field, not that the database is unavailable.
@@ -138,7 +156,13 @@ pub(super) async fn wait_for_end(
             return Ok(run);
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        // Quick at first (a short run), then a look every quarter second.
+        let cap = if pause < Duration::from_millis(50) {
+            50
+        } else {
+            250
+        };
+        pause = (pause * 2).min(Duration::from_millis(cap));
     }
 }
 
@@ -151,9 +175,27 @@ pub(super) fn run_json(run: &Run) -> Value {
     v
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// The longest `GET /v1/runs/{id}?wait=` holds the request.
+const MAX_GET_WAIT: Duration = Duration::from_secs(60);
+
+/// `GET /v1/runs/{id}[?wait=SECONDS]`: the run; with `wait`, once it has
+/// ended or after that long (at most 60 s), whichever comes first — a long
+/// poll, so a client waiting for a run asks once per period, not in a loop.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    only_known(params.keys(), &["wait"])?;
+    let wait = number::<f64>(&params, "wait")?
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_GET_WAIT.as_secs_f64())));
     let id = resolve(&state, &id).await?;
-    Ok(Json(run_json(&state.store.get_run(&id).await?)))
+    let run = match wait {
+        Some(wait) => wait_for_end(&state, &id, wait).await?,
+        None => state.store.get_run(&id).await?,
+    };
+    Ok(Json(run_json(&run)))
 }
 
 /// `GET /v1/runs?status=a,b&parcel=&operation=&parent=&label=a,b&created_after=&created_before=&limit=&cursor=`:
@@ -190,6 +232,20 @@ pub async fn list(
             .collect(),
         ..RunFilter::default()
     };
+    only_known(
+        pairs.iter().map(|(k, _)| k),
+        &[
+            "status",
+            "parcel",
+            "operation",
+            "parent",
+            "label",
+            "created_after",
+            "created_before",
+            "limit",
+            "cursor",
+        ],
+    )?;
     // Any other parameter given twice: the last one counts.
     let params: HashMap<String, String> = pairs.into_iter().collect();
     if let Some(statuses) = params.get("status").filter(|s| !s.is_empty()) {

@@ -51,6 +51,7 @@ pub async fn events(
     query: Params,
 ) -> ApiResult<Response> {
     let params = params(query)?;
+    super::runs::only_known(params.keys(), &["after", "format"])?;
     let id = resolve(&state, &id).await?;
     let from_header = headers
         .get("last-event-id")

@@ -236,7 +236,7 @@ pub async fn a_stolen_lease_cannot_write_several_transitions<S: Store + QueueSto
     );
 }
 
-pub async fn an_expired_lease_returns_the_run_without_consuming_an_attempt<
+pub async fn an_expired_lease_is_an_attempt_of_its_own_that_does_not_count<
     S: Store + QueueStore,
 >(
     store: S,
@@ -256,22 +256,43 @@ pub async fn an_expired_lease_returns_the_run_without_consuming_an_attempt<
     for n in [1, 2] {
         let run = store.get_run(&id(n)).await.expect("get");
         assert_eq!(run.status(), Status::Queued);
-        assert_eq!(run.attempt, 1, "a lost lease is not a failed attempt");
+        assert_eq!(run.attempt, 2, "the next execution is the next attempt");
         assert_eq!(store.lease(&id(n)).await.expect("lease"), None);
         let last = all_events(&store, &id(n)).await.pop().expect("an event");
         assert_eq!(last.event.kind, "state");
+        assert_eq!(last.event.attempt, 1);
         assert_eq!(last.event.data["to"], json!("queued"));
         assert_eq!(last.event.data["reason"], json!("lease expired"));
         assert_eq!(last.event.data["worker"], json!("w1"));
+        assert_eq!(last.event.data["lost"], json!(true), "not counted");
+        assert_eq!(last.event.data["attempt_consumed"], json!(false));
+        // Each execution is an attempt row: started when the agent started
+        // (run 1) or, never started, at the claim (run 2); ended by the sweep.
+        let attempts = store.list_attempts(&id(n)).await.expect("attempts");
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        let lost = &attempts[0];
+        assert_eq!(lost.number, 1);
+        assert_eq!(lost.started_at, if n == 1 { 150 } else { 100 });
+        assert_eq!(lost.ended_at, Some(1101));
+        assert_eq!(lost.status, Some(Status::Failed));
+        assert_eq!(lost.worker.as_deref(), Some("w1"));
+        let error = lost.error.as_deref().expect("a reason");
+        assert!(
+            error.contains("lease expired") && error.contains("w1"),
+            "{error}"
+        );
     }
-    assert_eq!(
-        store.list_attempts(&id(1)).await.expect("attempts").len(),
-        1,
-        "no new attempt was opened"
-    );
     let again = claim_all(&store, "w2", 2, 1200).await;
     assert_eq!(again.len(), 2, "both are claimable again");
-    assert!(again.iter().all(|c| c.run.attempt == 1));
+    assert!(again.iter().all(|c| c.run.attempt == 2));
+    let up = agent_up(&store, &again[0], 1250).await;
+    assert_eq!(up.attempt, 2);
+    let attempts = store.list_attempts(&up.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[1].number, 2);
+    assert_eq!(attempts[1].started_at, 1250);
+    assert_eq!(attempts[1].ended_at, None);
+    assert_eq!(attempts[1].worker.as_deref(), Some("w2"));
     assert!(store.sweep_expired(1201).await.expect("sweep").is_empty());
 }
 
@@ -324,9 +345,14 @@ pub async fn a_released_run_goes_back_to_the_queue_and_fences_its_holder<S: Stor
         .await
         .expect("the holder releases");
     assert_eq!(run.status(), Status::Queued);
-    assert_eq!(run.attempt, 1);
+    assert_eq!(run.attempt, 2, "the next execution is the next attempt");
     let last = all_events(&store, &id(1)).await.pop().expect("an event");
     assert_eq!(last.event.data["reason"], json!("worker draining"));
+    assert_eq!(last.event.data["lost"], json!(true), "not counted");
+    let attempts = store.list_attempts(&id(1)).await.expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].ended_at, Some(200));
+    assert_eq!(attempts[0].worker.as_deref(), Some("w1"));
     let err = store
         .fenced_transition(
             &id(1),

@@ -96,9 +96,15 @@ pub async fn a_queue_timeout_counts_each_wait_in_the_queue_anew<S: Store + Queue
     let run = store.get_run(&id(1)).await.expect("get");
     assert_eq!(run.status(), Status::TimedOut);
     assert_eq!(
-        run.attempt, 2,
-        "it timed out waiting for its second attempt"
+        run.attempt, 3,
+        "it timed out waiting for its third attempt (the first was lost with its worker)"
     );
     let attempts = store.list_attempts(&id(1)).await.expect("attempts");
-    assert_eq!(attempts.len(), 1, "the second attempt never started");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "the lost one, the failed one; the third never started"
+    );
+    assert_eq!(attempts[0].worker.as_deref(), Some("w1"));
+    assert_eq!(attempts[1].worker.as_deref(), Some("w2"));
 }

@@ -133,6 +133,8 @@ fn approval(run: u128, name: &str, at: i64) -> Approval {
         decided_by: None,
         rationale: None,
         decided_at: None,
+        details: None,
+        input: None,
     }
 }
 
@@ -157,6 +159,7 @@ pub async fn an_approval_is_requested_once_and_decided_once<S: Store>(store: S) 
         by: "ada".into(),
         rationale: Some("looks right".into()),
         at: 30,
+        input: None,
     };
     let decided = store
         .decide_approval(&id(1), "send", &d)

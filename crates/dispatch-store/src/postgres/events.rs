@@ -192,7 +192,7 @@ fn event_from_row(run: &RunId, row: &Row) -> Result<Event, Fail> {
 pub(super) async fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Attempt>, Fail> {
     let stmt = tx
         .prepare_cached(
-            "SELECT number, started_at, ended_at, status, exit_code, error FROM attempts \
+            "SELECT number, started_at, ended_at, status, exit_code, error, worker FROM attempts \
              WHERE run_id = $1 ORDER BY number",
         )
         .await?;
@@ -214,6 +214,7 @@ pub(super) async fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<V
             status,
             exit_code: row.try_get(4)?,
             error: row.try_get(5)?,
+            worker: row.try_get(6)?,
         });
     }
     empty_or_missing(tx, run, attempts).await

@@ -151,7 +151,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| Fail::Connect(e.to_string()))
+            .map_err(|e| Fail::Connect(pool_error(&e)))
     }
 
     fn finish<T>(&self, result: Result<T, Fail>) -> StoreResult<T> {
@@ -173,6 +173,27 @@ impl PgStore {
                 supported,
             },
         }
+    }
+}
+
+/// What went wrong getting a connection, in the server's words when it
+/// said something (`database "x" does not exist`, a refused password), else
+/// the connection's own error (refused, timed out).
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(pg) => match pg.as_db_error() {
+            Some(db) => format!("{} (hint: check --database-url)", db.message()),
+            None => {
+                let mut message = pg.to_string();
+                let mut source = std::error::Error::source(pg);
+                while let Some(cause) = source {
+                    message = format!("{message}: {cause}");
+                    source = cause.source();
+                }
+                message
+            }
+        },
+        other => other.to_string(),
     }
 }
 

@@ -13,6 +13,7 @@ use super::runs::{
     not_found, notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row,
 };
 use super::{Fail, to_json};
+use crate::attempt_end::lost_close;
 use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 
 /// The statuses in which a worker holds a run.
@@ -168,6 +169,8 @@ struct Held {
     status: Status,
     attempt: u32,
     owner: Option<String>,
+    /// When it entered its held status (the claim, or the agent's start).
+    since: Ts,
 }
 
 pub(super) async fn release(
@@ -192,7 +195,8 @@ pub(super) async fn release(
 async fn load_held(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Held>, Fail> {
     let stmt = tx
         .prepare_cached(
-            "SELECT id, status, attempt, lease_owner FROM runs WHERE id = ANY($1::text[])",
+            "SELECT id, status, attempt, lease_owner, updated_at FROM runs \
+             WHERE id = ANY($1::text[])",
         )
         .await?;
     let mut held = Vec::new();
@@ -204,6 +208,7 @@ async fn load_held(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Held>, Fa
             attempt: u32::try_from(attempt)
                 .map_err(|_| Fail::Corrupt(format!("run {id}: attempt {attempt}")))?,
             owner: row.try_get(3)?,
+            since: row.try_get(4)?,
             status,
             id,
         });
@@ -211,8 +216,10 @@ async fn load_held(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Held>, Fa
     Ok(held)
 }
 
-/// Back to the queue, keeping the attempt number; the token moves on so the
-/// old holder is fenced off.
+/// Back to the queue with a new attempt number: the execution each holder
+/// may have started is an attempt of its own, closed with `reason` and the
+/// worker, that does not count against the retry budget (its event says
+/// `lost`). The token moves on so the old holder is fenced off.
 async fn requeue(tx: &Transaction<'_>, held: &[Held], at: Ts, reason: &str) -> Result<(), Fail> {
     if held.is_empty() {
         return Ok(());
@@ -221,11 +228,31 @@ async fn requeue(tx: &Transaction<'_>, held: &[Held], at: Ts, reason: &str) -> R
     let stmt = tx
         .prepare_cached(
             "UPDATE runs SET state = $1, status = 'queued', version = version + 1, \
-             updated_at = $2, ready_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
-             fence = fence + 1 WHERE id = ANY($3::text[])",
+             updated_at = $2, ready_at = $2, attempt = attempt + 1, lease_owner = NULL, \
+             lease_expires_at = NULL, fence = fence + 1 WHERE id = ANY($3::text[])",
         )
         .await?;
     tx.execute(&stmt, &[&to_json("state", &RunState::queued())?, &at, &ids])
+        .await?;
+    // An attempt that never reached `running` has no row yet: it gets one,
+    // from the claim.
+    let (mut numbers, mut starts, mut errors, mut workers) = (vec![], vec![], vec![], vec![]);
+    for h in held {
+        numbers.push(i64::from(h.attempt));
+        starts.push(h.since.min(at));
+        errors.push(lost_close(at, reason, h.owner.as_deref()).error);
+        workers.push(h.owner.clone());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO attempts (run_id, number, started_at, ended_at, status, error, worker) \
+             SELECT a.r, a.n, a.s, $5, 'failed', a.e, a.w FROM unnest($1::text[], \
+             $2::bigint[], $3::bigint[], $4::text[], $6::text[]) AS a(r, n, s, e, w) \
+             ON CONFLICT (run_id, number) DO UPDATE SET ended_at = excluded.ended_at, \
+             status = excluded.status, error = excluded.error WHERE attempts.ended_at IS NULL",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ids, &numbers, &starts, &errors, &at, &workers])
         .await?;
     let events: Vec<(RunId, NewEvent)> = held
         .iter()
@@ -236,6 +263,8 @@ async fn requeue(tx: &Transaction<'_>, held: &[Held], at: Ts, reason: &str) -> R
                 "reason": reason,
                 "worker": h.owner,
                 "attempt_consumed": false,
+                "lost": true,
+                "next_attempt": h.attempt + 1,
             });
             (h.id.clone(), NewEvent::new("state", h.attempt, at, data))
         })

@@ -111,7 +111,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
 }
 
 const APPROVAL_COLUMNS: &str = "run_id, id, attempt, summary, requested_at, deadline, decision, \
-     decided_by, rationale, decided_at";
+     decided_by, rationale, decided_at, details, input";
 
 fn approval_from_row(row: &Row) -> Result<Approval, Fail> {
     Ok(Approval {
@@ -125,6 +125,8 @@ fn approval_from_row(row: &Row) -> Result<Approval, Fail> {
         decided_by: row.try_get(7)?,
         rationale: row.try_get(8)?,
         decided_at: row.try_get(9)?,
+        details: opt_json(row, 10, "approval details")?,
+        input: opt_json(row, 11, "approval input")?,
     })
 }
 
@@ -157,8 +159,8 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
     }
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .await?;
     tx.execute(
@@ -170,6 +172,7 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
             &a.summary,
             &a.requested_at,
             &a.deadline,
+            &a.details.as_ref().map(|d| d.to_string()),
         ],
     )
     .await?;
@@ -177,7 +180,7 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
         "approval_requested",
         a.attempt,
         a.requested_at,
-        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline}),
+        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
     );
     insert_event(tx, &a.run_id, &event).await?;
     get_approval(tx, &a.run_id, &a.id)
@@ -214,20 +217,29 @@ pub(super) async fn decide(
     }
     let stmt = tx
         .prepare_cached(
-            "UPDATE approvals SET decision = $3, decided_by = $4, rationale = $5, decided_at = $6 \
-             WHERE run_id = $1 AND id = $2 AND decision IS NULL",
+            "UPDATE approvals SET decision = $3, decided_by = $4, rationale = $5, decided_at = $6, \
+             input = $7 WHERE run_id = $1 AND id = $2 AND decision IS NULL",
         )
         .await?;
+    let input = d.input.as_ref().map(|i| i.to_string());
     tx.execute(
         &stmt,
-        &[&run.as_str(), &id, &d.decision, &d.by, &d.rationale, &d.at],
+        &[
+            &run.as_str(),
+            &id,
+            &d.decision,
+            &d.by,
+            &d.rationale,
+            &d.at,
+            &input,
+        ],
     )
     .await?;
     let event = NewEvent::new(
         "approval_decided",
         found.attempt,
         d.at,
-        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale}),
+        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale, "input": d.input}),
     );
     insert_event(tx, run, &event).await?;
     get_approval(tx, run, id)
@@ -335,4 +347,11 @@ pub(super) async fn mark_replayed(
         return Err(Fail::Store(StoreError::NotFound(run.to_string())));
     }
     Ok(())
+}
+
+/// A nullable JSON text column.
+fn opt_json(row: &Row, i: usize, what: &str) -> Result<Option<serde_json::Value>, Fail> {
+    let text: Option<String> = row.try_get(i)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| Fail::Corrupt(format!("{what}: {e}"))))
+        .transpose()
 }

@@ -173,6 +173,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_by_update ON sessions (updated_at);
     "#,
+    // 9 (as SQLite's migration 11): who ran each attempt.
+    "ALTER TABLE attempts ADD COLUMN worker TEXT;",
+    // 10 (as SQLite's migration 12): what an approval asks, and edited arguments.
+    "ALTER TABLE approvals ADD COLUMN details TEXT; ALTER TABLE approvals ADD COLUMN input TEXT;",
 ];
 
 /// The schema version this binary writes.

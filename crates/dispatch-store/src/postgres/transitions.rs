@@ -101,7 +101,8 @@ struct Saved {
     status: Status,
     attempt: u32,
     fence: i64,
-    leased: bool,
+    /// The lease owner, when a worker holds the run.
+    owner: Option<String>,
 }
 
 /// Locks the items' rows, in id order (two workers saving at once never
@@ -110,7 +111,7 @@ async fn lock(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<HashMap<RunId,
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     let stmt = tx
         .prepare_cached(
-            "SELECT id, version, status, attempt, fence, lease_owner IS NOT NULL \
+            "SELECT id, version, status, attempt, fence, lease_owner \
              FROM runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
         )
         .await?;
@@ -122,7 +123,7 @@ async fn lock(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<HashMap<RunId,
             status: parse_status(&id, row.try_get(2)?)?,
             attempt: u32_of(&id, "attempt", row.try_get(3)?)?,
             fence: row.try_get(4)?,
-            leased: row.try_get(5)?,
+            owner: row.try_get(5)?,
         };
         saved.insert(id, found);
     }
@@ -132,7 +133,7 @@ async fn lock(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<HashMap<RunId,
 /// Whether `item` may be saved over `saved`, and what it changes.
 fn check(item: &Item<'_>, saved: &Saved) -> Result<Plan, StoreError> {
     if let Some(fence) = item.fence
-        && (saved.fence != fence || !saved.leased)
+        && (saved.fence != fence || saved.owner.is_none())
     {
         return Err(StoreError::Fenced {
             id: item.id.clone(),
@@ -142,7 +143,13 @@ fn check(item: &Item<'_>, saved: &Saved) -> Result<Plan, StoreError> {
     if saved.version != item.expected {
         return Err(conflict(item));
     }
-    plan(item.id, saved.status, saved.attempt, item.writes)
+    plan(
+        item.id,
+        saved.status,
+        saved.attempt,
+        saved.owner.as_deref(),
+        item.writes,
+    )
 }
 
 /// One `UPDATE` for every planned run; the runs as saved, by id.
@@ -262,6 +269,7 @@ fn plan(
     id: &RunId,
     mut status: Status,
     mut attempt: u32,
+    owner: Option<&str>,
     writes: &[StateWrite],
 ) -> Result<Plan, StoreError> {
     let mut plan = Plan {
@@ -299,6 +307,7 @@ fn plan(
             plan.attempts.push(AttemptOp::Open {
                 number: attempt,
                 started_at,
+                worker: crate::attempt_end::worker_name(owner, &write.state),
             });
         }
         if next.is_terminal() {
@@ -310,10 +319,15 @@ fn plan(
             };
             // Opened by an earlier write of this row: one change for both.
             match plan.attempts.pop() {
-                Some(AttemptOp::Open { number, started_at }) if number == attempt => {
+                Some(AttemptOp::Open {
+                    number,
+                    started_at,
+                    worker,
+                }) if number == attempt => {
                     plan.attempts.push(AttemptOp::Both {
                         number,
                         started_at,
+                        worker,
                         end,
                     });
                 }
@@ -336,13 +350,18 @@ fn plan(
 enum AttemptOp {
     /// The attempt started (kept as it is if a lost worker's attempt already
     /// opened it).
-    Open { number: u32, started_at: Ts },
+    Open {
+        number: u32,
+        started_at: Ts,
+        worker: String,
+    },
     /// The attempt ended (unless it already had).
     Close { number: u32, end: AttemptEnd },
     /// Both.
     Both {
         number: u32,
         started_at: Ts,
+        worker: String,
         end: AttemptEnd,
     },
 }
@@ -352,9 +371,9 @@ enum AttemptOp {
 /// and then requeued by the same row of writes (opened first, as written).
 #[derive(Default)]
 struct AttemptChanges {
-    open: (Vec<String>, Vec<i64>, Vec<Ts>),
+    open: (Vec<String>, Vec<i64>, Vec<Ts>, Vec<String>),
     close: Ends,
-    both: (Vec<Ts>, Ends),
+    both: (Vec<Ts>, Vec<String>, Ends),
 }
 
 /// Ends of attempts, as arrays.
@@ -383,19 +402,26 @@ impl AttemptChanges {
     fn add(&mut self, run: &RunId, ops: Vec<AttemptOp>) {
         for op in ops {
             match op {
-                AttemptOp::Open { number, started_at } => {
+                AttemptOp::Open {
+                    number,
+                    started_at,
+                    worker,
+                } => {
                     self.open.0.push(run.as_str().to_string());
                     self.open.1.push(i64::from(number));
                     self.open.2.push(started_at);
+                    self.open.3.push(worker);
                 }
                 AttemptOp::Close { number, end } => self.close.push(run, number, end),
                 AttemptOp::Both {
                     number,
                     started_at,
+                    worker,
                     end,
                 } => {
                     self.both.0.push(started_at);
-                    self.both.1.push(run, number, end);
+                    self.both.1.push(worker);
+                    self.both.2.push(run, number, end);
                 }
             }
         }
@@ -405,13 +431,13 @@ impl AttemptChanges {
         if !self.open.0.is_empty() {
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO attempts (run_id, number, started_at) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+                    "INSERT INTO attempts (run_id, number, started_at, worker) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[]) \
                      ON CONFLICT DO NOTHING",
                 )
                 .await?;
-            tx.execute(&stmt, &[&self.open.0, &self.open.1, &self.open.2])
-                .await?;
+            let o = &self.open;
+            tx.execute(&stmt, &[&o.0, &o.1, &o.2, &o.3]).await?;
         }
         let c = &self.close;
         if !c.runs.is_empty() {
@@ -438,14 +464,14 @@ impl AttemptChanges {
             )
             .await?;
         }
-        let (started_at, b) = &self.both;
+        let (started_at, workers, b) = &self.both;
         if !b.runs.is_empty() {
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO attempts \
-                     (run_id, number, started_at, ended_at, status, exit_code, error) \
+                     (run_id, number, started_at, ended_at, status, exit_code, error, worker) \
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], \
-                     $4::bigint[], $5::text[], $6::int[], $7::text[]) \
+                     $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[]) \
                      ON CONFLICT (run_id, number) DO UPDATE SET ended_at = excluded.ended_at, \
                      status = excluded.status, exit_code = excluded.exit_code, \
                      error = excluded.error WHERE attempts.ended_at IS NULL",
@@ -461,6 +487,7 @@ impl AttemptChanges {
                     &b.statuses,
                     &b.exit_codes,
                     &b.errors,
+                    workers,
                 ],
             )
             .await?;

@@ -107,7 +107,7 @@ fn event_from_row(run: &RunId, row: &Row<'_>) -> Result<Event, Fail> {
 
 pub(super) fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Attempt>, Fail> {
     let mut stmt = tx.prepare_cached(
-        "SELECT number, started_at, ended_at, status, exit_code, error FROM attempts \
+        "SELECT number, started_at, ended_at, status, exit_code, error, worker FROM attempts \
          WHERE run_id = ?1 ORDER BY number",
     )?;
     let mut rows = stmt.query([run.as_str()])?;
@@ -127,6 +127,7 @@ pub(super) fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Att
             status,
             exit_code: row.get(4)?,
             error: row.get(5)?,
+            worker: row.get(6)?,
         });
     }
     empty_or_missing(tx, run, attempts)

@@ -90,6 +90,18 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// From now on a writer waits up to `busy_timeout` for another
+    /// process's lock (a helper, whose writes are its run's record, waits
+    /// longer than a command a person is waiting for).
+    pub fn set_busy_timeout(&self, busy_timeout: Duration) -> StoreResult<()> {
+        let conn = self.lock();
+        conn.busy_timeout(busy_timeout)
+            .map_err(|e| StoreError::Unavailable {
+                path: self.shown.clone(),
+                message: e.to_string(),
+            })
+    }
+
     /// The next `writes` write transactions of this connection commit
     /// without checkpointing the WAL: for the writes on the path from
     /// `dispatch run` to its agent starting, which a checkpoint's fsyncs

@@ -11,6 +11,7 @@ use super::events::{append, insert_event};
 use super::expire::{DEADLINE, TIMED};
 use super::runs::{get, transition};
 use super::{Fail, to_json};
+use crate::attempt_end::lost_close;
 use crate::{
     ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError, StoreResult,
 };
@@ -226,22 +227,43 @@ pub(super) fn release(
     get(tx, id)
 }
 
-/// Back to the queue, keeping the attempt number; the token moves on so the
-/// old holder is fenced off.
+/// Back to the queue with a new attempt number: the execution the holder
+/// may have started is an attempt of its own, closed with `reason` and the
+/// worker, that does not count against the retry budget (its event says
+/// `lost`). The token moves on so the old holder is fenced off.
 fn requeue(tx: &Transaction<'_>, id: &RunId, at: Ts, reason: &str) -> Result<(), Fail> {
-    let (status, attempt, owner): (String, u32, Option<String>) = tx
-        .prepare_cached("SELECT status, attempt, lease_owner FROM runs WHERE id = ?1")?
+    let (status, attempt, owner, since): (String, u32, Option<String>, Ts) = tx
+        .prepare_cached("SELECT status, attempt, lease_owner, updated_at FROM runs WHERE id = ?1")?
         .query_row([id.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?;
     tx.prepare_cached(
         "UPDATE runs SET state = ?2, status = 'queued', version = version + 1, updated_at = ?3, \
-         lease_owner = NULL, lease_expires_at = NULL, fence = fence + 1 WHERE id = ?1",
+         attempt = attempt + 1, lease_owner = NULL, lease_expires_at = NULL, fence = fence + 1 \
+         WHERE id = ?1",
     )?
     .execute(params![
         id.as_str(),
         to_json("state", &RunState::queued())?,
         at
+    ])?;
+    let end = lost_close(at, reason, owner.as_deref());
+    // An attempt that never reached `running` has no row yet: it gets one,
+    // from the claim.
+    tx.prepare_cached(
+        "INSERT INTO attempts (run_id, number, started_at, ended_at, status, error, worker) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, number) DO UPDATE SET \
+         ended_at = excluded.ended_at, status = excluded.status, error = excluded.error \
+         WHERE attempts.ended_at IS NULL",
+    )?
+    .execute(params![
+        id.as_str(),
+        attempt,
+        since.min(at),
+        end.ended_at,
+        end.status.as_str(),
+        end.error,
+        owner,
     ])?;
     let data = json!({
         "from": status,
@@ -249,6 +271,8 @@ fn requeue(tx: &Transaction<'_>, id: &RunId, at: Ts, reason: &str) -> Result<(),
         "reason": reason,
         "worker": owner,
         "attempt_consumed": false,
+        "lost": true,
+        "next_attempt": attempt + 1,
     });
     insert_event(tx, id, &NewEvent::new("state", attempt, at, data))
 }

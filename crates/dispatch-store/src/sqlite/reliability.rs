@@ -92,7 +92,7 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
 }
 
 const APPROVAL_COLUMNS: &str = "run_id, id, attempt, summary, requested_at, deadline, decision, \
-     decided_by, rationale, decided_at";
+     decided_by, rationale, decided_at, details, input";
 
 fn approval_from_row(row: &Row<'_>) -> Result<Approval, Fail> {
     Ok(Approval {
@@ -106,6 +106,8 @@ fn approval_from_row(row: &Row<'_>) -> Result<Approval, Fail> {
         decided_by: row.get(7)?,
         rationale: row.get(8)?,
         decided_at: row.get(9)?,
+        details: opt_json(row, 10, "approval details")?,
+        input: opt_json(row, 11, "approval input")?,
     })
 }
 
@@ -123,8 +125,8 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
     }
     get(tx, &a.run_id)?; // NotFound for an unknown run
     tx.prepare_cached(
-        "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO approvals (run_id, id, attempt, summary, requested_at, deadline, details) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         a.run_id.as_str(),
@@ -132,13 +134,14 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
         a.attempt,
         a.summary,
         a.requested_at,
-        a.deadline
+        a.deadline,
+        a.details.as_ref().map(|d| d.to_string()),
     ])?;
     let event = NewEvent::new(
         "approval_requested",
         a.attempt,
         a.requested_at,
-        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline}),
+        json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
     );
     insert_event(tx, &a.run_id, &event)?;
     get_approval(tx, &a.run_id, &a.id)?
@@ -169,8 +172,8 @@ pub(super) fn decide(
         }));
     }
     tx.prepare_cached(
-        "UPDATE approvals SET decision = ?3, decided_by = ?4, rationale = ?5, decided_at = ?6 \
-         WHERE run_id = ?1 AND id = ?2 AND decision IS NULL",
+        "UPDATE approvals SET decision = ?3, decided_by = ?4, rationale = ?5, decided_at = ?6, \
+         input = ?7 WHERE run_id = ?1 AND id = ?2 AND decision IS NULL",
     )?
     .execute(params![
         run.as_str(),
@@ -178,13 +181,14 @@ pub(super) fn decide(
         d.decision,
         d.by,
         d.rationale,
-        d.at
+        d.at,
+        d.input.as_ref().map(|i| i.to_string()),
     ])?;
     let event = NewEvent::new(
         "approval_decided",
         found.attempt,
         d.at,
-        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale}),
+        json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale, "input": d.input}),
     );
     insert_event(tx, run, &event)?;
     get_approval(tx, run, id)?.ok_or_else(|| Fail::Corrupt("a decided approval is missing".into()))
@@ -280,4 +284,11 @@ pub(super) fn mark_replayed(tx: &Transaction<'_>, run: &RunId, by: &RunId) -> Re
         return Err(Fail::Store(StoreError::NotFound(run.to_string())));
     }
     Ok(())
+}
+
+/// A nullable JSON text column.
+fn opt_json(row: &Row<'_>, i: usize, what: &str) -> Result<Option<serde_json::Value>, Fail> {
+    let text: Option<String> = row.get(i)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| Fail::Corrupt(format!("{what}: {e}"))))
+        .transpose()
 }

@@ -335,10 +335,10 @@ fn transition_one(
     expected: i64,
     write: &StateWrite,
 ) -> Result<(), Fail> {
-    let (version, old_status, old_attempt): (i64, String, u32) = tx
-        .prepare_cached("SELECT version, status, attempt FROM runs WHERE id = ?1")?
+    let (version, old_status, old_attempt, owner): (i64, String, u32, Option<String>) = tx
+        .prepare_cached("SELECT version, status, attempt, lease_owner FROM runs WHERE id = ?1")?
         .query_row([id.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?
         .ok_or_else(|| not_found(id))?;
@@ -405,10 +405,12 @@ fn transition_one(
     if write.state.agent().is_some() {
         // Running (or paused, which only follows running): the attempt is open.
         let started_at = write.state.started_at().unwrap_or(at);
+        let worker = crate::attempt_end::worker_name(owner.as_deref(), &write.state);
         tx.prepare_cached(
-            "INSERT OR IGNORE INTO attempts (run_id, number, started_at) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO attempts (run_id, number, started_at, worker) \
+             VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![id.as_str(), attempt, started_at])?;
+        .execute(params![id.as_str(), attempt, started_at, worker])?;
     }
     if new_status.is_terminal() {
         let close = AttemptEnd {

@@ -182,6 +182,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_by_update ON sessions (updated_at);
     ",
+    // 11: who ran each attempt (a worker's name, or the local helper).
+    "
+    ALTER TABLE attempts ADD COLUMN worker TEXT;
+    ",
+    // 12: what an approval asks (a tool call's tool, arguments, risk) and the
+    // arguments an approver gave instead.
+    "
+    ALTER TABLE approvals ADD COLUMN details TEXT;
+    ALTER TABLE approvals ADD COLUMN input TEXT;
+    ",
 ];
 
 /// The schema version this binary writes.

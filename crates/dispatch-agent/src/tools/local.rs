@@ -1,0 +1,162 @@
+//! LOCAL tools: a program in the parcel, run in the run's working directory
+//! with the arguments as JSON on stdin and in `TOOL_INPUT`. Its stdout is
+//! the result; a non-zero exit is an error the model sees (with the end of
+//! its stderr). Each call runs in a process group of its own, killed whole
+//! at its timeout, or when the call is abandoned (the run stopped).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::ToolContext;
+use crate::agent_loop::ToolOutcome;
+
+/// The most output read from one call (the model sees at most LIMIT
+/// TOOL_OUTPUT of it; the artifact keeps this much).
+const MAX_READ: usize = 16 << 20;
+/// How much of stderr is kept for an error.
+const STDERR_TAIL: usize = 4096;
+
+/// Kills a call's process group when dropped (its timeout, or the run's
+/// loop abandoning the call).
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.filter(|p| *p > 1) {
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+pub(super) async fn run(
+    program: &Path,
+    args: &Value,
+    ctx: &ToolContext<'_>,
+    timeout: Duration,
+) -> ToolOutcome {
+    let input = args.to_string();
+    let _ = std::fs::create_dir_all(&ctx.work_dir);
+    let executable = is_executable(program);
+    let mut command = if executable {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sh");
+        c.arg(program);
+        c
+    };
+    command
+        .current_dir(&ctx.work_dir)
+        .env_clear()
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        .env("TOOL_INPUT", &input)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return ToolOutcome::error(format!("error: cannot start {}: {e}", program.display()));
+        }
+    };
+    let group = Group(child.id());
+    let mut stdin = child.stdin.take();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let work = async {
+        if let Some(mut w) = stdin.take() {
+            // A program that does not read its input is fine.
+            let _ = w.write_all(input.as_bytes()).await;
+            drop(w);
+        }
+        let (out, err, status) = tokio::join!(read_up_to(stdout), read_up_to(stderr), child.wait());
+        (out, err, status)
+    };
+    let (out, err, status) = match tokio::time::timeout(timeout, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            drop(group);
+            let mut o = ToolOutcome::error(format!(
+                "error: the tool did not finish within its timeout of {} and was stopped",
+                human(timeout)
+            ));
+            o.meta.insert("timed_out".into(), json!(true));
+            return o;
+        }
+    };
+    drop(group); // anything it left running in its group goes too
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let code = status.ok().and_then(|s| s.code());
+    let mut outcome = match code {
+        Some(0) => ToolOutcome::ok(out),
+        _ => {
+            let err = String::from_utf8_lossy(&err);
+            let tail = tail(&err, STDERR_TAIL);
+            let how = code.map_or("was killed by a signal".to_string(), |c| {
+                format!("exited with status {c}")
+            });
+            let mut text = format!("error: the tool {how}");
+            if !tail.trim().is_empty() {
+                text.push_str(&format!("; stderr: {}", tail.trim_end()));
+            } else if !out.trim().is_empty() {
+                text.push_str(&format!("; stdout: {}", out.trim_end()));
+            }
+            ToolOutcome::error(text)
+        }
+    };
+    outcome.meta.insert("exit_code".into(), json!(code));
+    outcome
+}
+
+/// The child is killed when the process that started it dies (a helper or
+/// worker killed with SIGKILL cannot kill its tools' groups itself). Only the
+/// child: what it started itself is left to its group's kill.
+pub(crate) fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+async fn read_up_to<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(s) = stream {
+        let _ = s.take(MAX_READ as u64).read_to_end(&mut buf).await;
+    }
+    buf
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

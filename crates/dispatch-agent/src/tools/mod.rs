@@ -1,0 +1,531 @@
+//! A native agent's tools (`TOOL` lines): LOCAL programs, HTTP requests,
+//! MCP servers' tools and the built-ins, behind the loop's [`Tools`] trait.
+//!
+//! Every call is checked before it runs: its arguments must be JSON and
+//! pass the tool's JSON Schema (an error goes back to the model, which may
+//! try again), and the run's `LIMIT TOOL_CALLS` must not be spent. Each runs
+//! under its `TIMEOUT` (default [`DEFAULT_TOOL_TIMEOUT_MS`](dispatch_core::tool::DEFAULT_TOOL_TIMEOUT_MS)); output past
+//! `LIMIT TOOL_OUTPUT` is cut for the model, which is told so, and kept whole
+//! as an artifact. The runtime records every call as a `tool_call` event
+//! with the fields [`ToolOutcome::meta`] adds (kind, bytes, truncated, …).
+
+mod builtin;
+mod http;
+mod local;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dispatch_core::tool::{
+    ApprovalPolicy, DEFAULT_TOOL_CALLS, DEFAULT_TOOL_OUTPUT_BYTES, ToolDecl, ToolKind,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::agent_loop::{ToolOutcome, Tools};
+use crate::mcp::{McpConfig, McpServer};
+use crate::provider::{ToolCall, ToolSpec};
+
+pub use builtin::Memory;
+pub(crate) use local::die_with_parent;
+
+/// What a tool call asks an approver (`APPROVAL always|confirm`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalAsk {
+    pub tool: String,
+    pub kind: &'static str,
+    pub arguments: Value,
+    pub risk: dispatch_core::tool::Risk,
+    /// The tool's arguments schema (edited arguments are checked against it).
+    pub schema: Value,
+    pub timeout: Duration,
+}
+
+/// The decision on a tool call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalAnswer {
+    /// The approval's id (as `dispatch approvals ls` shows it).
+    pub id: String,
+    pub approved: bool,
+    pub by: String,
+    pub rationale: Option<String>,
+    /// Arguments to run the tool with instead of the model's.
+    pub input: Option<Value>,
+}
+
+/// Decides tool calls that need an approval: the runtime pauses the run
+/// with an approval record and waits for `dispatch approve|deny`, the API,
+/// or the approval's timeout (a denial).
+#[async_trait::async_trait]
+pub trait Approver: Send + Sync {
+    async fn ask(&self, ask: ApprovalAsk) -> Result<ApprovalAnswer, String>;
+}
+
+/// The HTTP client HTTP tools use (share the process's, for its connections).
+pub type HttpClient = reqwest::Client;
+
+/// How long an MCP server may take to start and list its tools.
+const MCP_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a run's tools run, and with what.
+#[derive(Clone)]
+pub struct ToolContext<'a> {
+    /// The parcel's files: LOCAL programs are here.
+    pub parcel_dir: PathBuf,
+    /// The run's working directory: LOCAL tools and MCP servers start in
+    /// it; the file built-ins cannot leave it.
+    pub work_dir: PathBuf,
+    /// Where a tool's whole output goes when the model saw only its start.
+    pub artifacts_dir: PathBuf,
+    /// The environment of tool processes, exactly.
+    pub env: Vec<(String, String)>,
+    /// Declared secrets' values (HEADER values come from here).
+    pub secrets: HashMap<String, String>,
+    /// The key/value memory of `memory_*` (shared by every worker).
+    pub memory: Option<&'a dyn Memory>,
+    /// Decides calls of tools with `APPROVAL always|confirm`.
+    pub approver: Option<&'a dyn Approver>,
+    /// `LIMIT TOOL_CALLS`, `LIMIT TOOL_OUTPUT`.
+    pub max_calls: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    pub http: reqwest::Client,
+}
+
+/// How one tool runs.
+enum Runner {
+    Local(PathBuf),
+    Http {
+        method: reqwest::Method,
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+    Mcp {
+        server: Arc<McpServer>,
+        tool: String,
+    },
+    Builtin(String),
+}
+
+struct Entry {
+    spec: ToolSpec,
+    decl: ToolDecl,
+    validator: Option<jsonschema::Validator>,
+    runner: Runner,
+}
+
+/// The tools of one attempt (MCP servers started once for it).
+pub struct ToolBox<'a> {
+    entries: Vec<Entry>,
+    servers: Vec<Arc<McpServer>>,
+    ctx: ToolContext<'a>,
+    calls: AtomicU64,
+}
+
+impl<'a> ToolBox<'a> {
+    /// Prepares `decls`: starts each MCP server and lists its tools. An
+    /// error names the tool or server (and a server's stderr).
+    pub async fn start(decls: &[ToolDecl], ctx: ToolContext<'a>) -> Result<ToolBox<'a>, String> {
+        let mut entries = Vec::new();
+        let mut servers = Vec::new();
+        std::fs::create_dir_all(&ctx.work_dir).map_err(|e| {
+            format!(
+                "cannot create the working directory {}: {e}",
+                ctx.work_dir.display()
+            )
+        })?;
+        for decl in decls {
+            match &decl.kind {
+                ToolKind::Mcp {
+                    command,
+                    url,
+                    headers,
+                    allow,
+                } => {
+                    let config = McpConfig {
+                        name: decl.name.clone(),
+                        command: command.clone(),
+                        url: url.clone(),
+                        headers: resolve_headers(headers, &ctx.secrets, &decl.name)?,
+                        allow: allow.clone(),
+                        cwd: ctx.work_dir.clone(),
+                        env: ctx.env.clone(),
+                    };
+                    let server = Arc::new(McpServer::start(&config, MCP_START_TIMEOUT).await?);
+                    for t in server.tools() {
+                        let spec = ToolSpec {
+                            name: t.name.clone(),
+                            description: t.description.clone(),
+                            parameters: t.input_schema.clone(),
+                        };
+                        let runner = Runner::Mcp {
+                            server: server.clone(),
+                            tool: t.name.clone(),
+                        };
+                        entries.push(entry(decl, spec, runner)?);
+                    }
+                    servers.push(server);
+                }
+                kind => {
+                    let (spec, runner) = prepare(decl, kind, &ctx)?;
+                    entries.push(entry(decl, spec, runner)?);
+                }
+            }
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(other) = entries[..i].iter().find(|o| o.spec.name == e.spec.name) {
+                return Err(format!(
+                    "tool `{}` of {} clashes with the one of {} (hint: ALLOW a subset of the MCP server's tools, or rename the other with AS)",
+                    e.spec.name, e.decl.name, other.decl.name
+                ));
+            }
+        }
+        Ok(ToolBox {
+            entries,
+            servers,
+            ctx,
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// What was in effect, for the attempt's bill of materials: every tool
+    /// with the digest of its schema and its policies; every MCP server
+    /// with its name, version and the digest of its `tools/list`.
+    pub fn bom(&self) -> Value {
+        let tools: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let schema = serde_json::to_vec(&e.spec.parameters).unwrap_or_default();
+                json!({
+                    "name": e.spec.name,
+                    "kind": e.decl.kind.as_str(),
+                    "source": e.decl.name,
+                    "schema_sha256": hex::encode(Sha256::digest(&schema)),
+                    "approval": e.decl.approval().as_str(),
+                    "risk": e.decl.risk().as_str(),
+                    "timeout_ms": e.decl.timeout_ms(),
+                })
+            })
+            .collect();
+        let servers: Vec<Value> = self
+            .servers
+            .iter()
+            .map(|s| {
+                let (name, version) = s.server_info();
+                json!({
+                    "name": s.name(),
+                    "server_name": name,
+                    "server_version": version,
+                    "tools_sha256": s.tools_digest(),
+                })
+            })
+            .collect();
+        json!({
+            "tools": tools,
+            "mcp_servers": servers,
+            "limits": {
+                "tool_calls": self.ctx.max_calls.unwrap_or(DEFAULT_TOOL_CALLS),
+                "tool_output_bytes": self.ctx.max_output_bytes.unwrap_or(DEFAULT_TOOL_OUTPUT_BYTES),
+            },
+        })
+    }
+
+    /// Stops the MCP servers.
+    pub async fn shutdown(self) {
+        drop(self.entries);
+        for server in self.servers {
+            if let Ok(server) = Arc::try_unwrap(server) {
+                server.shutdown().await;
+            }
+        }
+    }
+
+    /// Waits for the call's approval: the arguments to run with and the
+    /// approval's fields for the event, or what the model is told instead.
+    async fn approve(
+        &self,
+        e: &Entry,
+        args: Value,
+    ) -> Result<(Value, serde_json::Map<String, Value>), ToolOutcome> {
+        let Some(approver) = self.ctx.approver else {
+            return Err(ToolOutcome::error(format!(
+                "error: `{}` needs an approval and nobody can give one here",
+                e.spec.name
+            )));
+        };
+        let ask = ApprovalAsk {
+            tool: e.spec.name.clone(),
+            kind: e.decl.kind.as_str(),
+            arguments: args.clone(),
+            risk: e.decl.risk(),
+            schema: e.spec.parameters.clone(),
+            timeout: Duration::from_millis(e.decl.approval_timeout_ms()),
+        };
+        let answer = approver.ask(ask).await.map_err(|why| {
+            ToolOutcome::error(format!("error: could not ask for an approval: {why}"))
+        })?;
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "approval".into(),
+            json!({"id": answer.id, "decision": if answer.approved { "approve" } else { "deny" },
+                   "by": answer.by, "rationale": answer.rationale, "edited": answer.input.is_some()}),
+        );
+        if !answer.approved {
+            let why = answer
+                .rationale
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let mut o = ToolOutcome::error(format!(
+                "denied by {}{why}. The tool did not run.",
+                answer.by
+            ));
+            o.meta = fields;
+            return Err(o);
+        }
+        Ok((answer.input.unwrap_or(args), fields))
+    }
+
+    async fn run(&self, e: &Entry, args: Value, call_id: &str) -> ToolOutcome {
+        let timeout = Duration::from_millis(e.decl.timeout_ms());
+        let mut outcome = match &e.runner {
+            Runner::Local(program) => local::run(program, &args, &self.ctx, timeout).await,
+            Runner::Http {
+                method,
+                url,
+                headers,
+            } => http::run(&self.ctx.http, method, url, headers, &args, timeout).await,
+            Runner::Mcp { server, tool } => match server.call(tool, args, timeout).await {
+                Ok((text, is_error)) => ToolOutcome {
+                    text,
+                    is_error,
+                    ..ToolOutcome::default()
+                },
+                Err(e) => ToolOutcome::error(e),
+            },
+            Runner::Builtin(name) => builtin::run(name, &args, &self.ctx).await,
+        };
+        self.cut(&mut outcome, call_id);
+        outcome
+    }
+
+    /// Cuts an output past `LIMIT TOOL_OUTPUT` for the model (saying so),
+    /// keeping it whole as an artifact.
+    fn cut(&self, outcome: &mut ToolOutcome, call_id: &str) {
+        let max = self
+            .ctx
+            .max_output_bytes
+            .unwrap_or(DEFAULT_TOOL_OUTPUT_BYTES) as usize;
+        let bytes = outcome.text.len();
+        outcome.meta.insert("bytes".into(), json!(bytes));
+        if bytes <= max {
+            return;
+        }
+        let safe: String = call_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(64)
+            .collect();
+        let name = format!("tool-outputs/{safe}.txt");
+        let path = self.ctx.artifacts_dir.join(&name);
+        let kept = std::fs::create_dir_all(path.parent().unwrap_or(&self.ctx.artifacts_dir))
+            .and_then(|()| std::fs::write(&path, outcome.text.as_bytes()))
+            .is_ok();
+        let mut end = max;
+        while !outcome.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        outcome.text.truncate(end);
+        outcome.text.push_str(&format!(
+            "\n[output truncated: the first {end} of {bytes} bytes{}]",
+            if kept {
+                format!("; the whole output is kept as artifact {name}")
+            } else {
+                String::new()
+            }
+        ));
+        outcome.meta.insert("truncated".into(), json!(true));
+        if kept {
+            outcome.meta.insert("artifact".into(), json!(name));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tools for ToolBox<'_> {
+    fn specs(&self) -> Vec<ToolSpec> {
+        self.entries.iter().map(|e| e.spec.clone()).collect()
+    }
+
+    fn may_pause(&self, calls: &[ToolCall]) -> bool {
+        calls.iter().any(|c| {
+            self.entries
+                .iter()
+                .any(|e| e.spec.name == c.name && e.decl.approval() != ApprovalPolicy::Never)
+        })
+    }
+
+    async fn call(&self, call: &ToolCall) -> ToolOutcome {
+        let Some(e) = self.entries.iter().find(|e| e.spec.name == call.name) else {
+            let names: Vec<&str> = self.entries.iter().map(|e| e.spec.name.as_str()).collect();
+            return ToolOutcome::error(format!(
+                "error: there is no tool named `{}` (the tools are: {})",
+                call.name,
+                names.join(", ")
+            ));
+        };
+        let mut meta = serde_json::Map::new();
+        meta.insert("kind".into(), json!(e.decl.kind.as_str()));
+        if let ToolKind::Mcp { .. } = e.decl.kind {
+            meta.insert("server".into(), json!(e.decl.name));
+        }
+        let with_meta = |mut o: ToolOutcome| {
+            let mut m = meta.clone();
+            m.extend(o.meta);
+            o.meta = m;
+            o
+        };
+        let text = if call.arguments.trim().is_empty() {
+            "{}"
+        } else {
+            call.arguments.as_str()
+        };
+        let args: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(err) => {
+                return with_meta(ToolOutcome::error(format!(
+                    "error: the arguments are not valid JSON ({err}); call `{}` again with a JSON object",
+                    call.name
+                )));
+            }
+        };
+        if let Some(v) = &e.validator {
+            let problems: Vec<String> = v
+                .iter_errors(&args)
+                .take(3)
+                .map(|err| {
+                    let at = err.instance_path().to_string();
+                    let at = if at.is_empty() { "/".into() } else { at };
+                    format!("{at}: {err}")
+                })
+                .collect();
+            if !problems.is_empty() {
+                let mut o = ToolOutcome::error(format!(
+                    "error: the arguments do not match the tool's schema: {}; call `{}` again with valid arguments",
+                    problems.join("; "),
+                    call.name
+                ));
+                o.meta.insert("invalid".into(), json!(true));
+                return with_meta(o);
+            }
+        }
+        let max = self.ctx.max_calls.unwrap_or(DEFAULT_TOOL_CALLS);
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > max {
+            let reason = format!(
+                "tool_calls_exceeded: the model called tools more than {max} times (LIMIT TOOL_CALLS {max})"
+            );
+            let mut o = ToolOutcome::error(format!("error: {reason}; not run"));
+            o.stop = Some(reason);
+            return with_meta(o);
+        }
+        let args = match e.decl.approval() {
+            ApprovalPolicy::Never => args,
+            _ => match self.approve(e, args).await {
+                Ok((args, fields)) => {
+                    let mut outcome = self.run(e, args, &call.id).await;
+                    outcome.meta.extend(fields);
+                    return with_meta(outcome);
+                }
+                Err(outcome) => return with_meta(outcome),
+            },
+        };
+        with_meta(self.run(e, args, &call.id).await)
+    }
+}
+
+/// A tool with its compiled schema (an MCP server's own schema that does
+/// not compile leaves its arguments to the server to check).
+fn entry(decl: &ToolDecl, spec: ToolSpec, runner: Runner) -> Result<Entry, String> {
+    let validator = match (jsonschema::validator_for(&spec.parameters), &runner) {
+        (Ok(v), _) => Some(v),
+        (Err(_), Runner::Mcp { .. }) => None,
+        (Err(e), _) => {
+            return Err(format!(
+                "tool `{}`: its schema does not compile: {e}",
+                spec.name
+            ));
+        }
+    };
+    Ok(Entry {
+        spec,
+        decl: decl.clone(),
+        validator,
+        runner,
+    })
+}
+
+/// The spec and runner of a LOCAL, HTTP or built-in tool.
+fn prepare(
+    decl: &ToolDecl,
+    kind: &ToolKind,
+    ctx: &ToolContext<'_>,
+) -> Result<(ToolSpec, Runner), String> {
+    let any_object = || json!({"type": "object"});
+    let spec = |description: String, parameters: Value| ToolSpec {
+        name: decl.name.clone(),
+        description: decl.description.clone().unwrap_or(description),
+        parameters: decl.schema.clone().unwrap_or(parameters),
+    };
+    Ok(match kind {
+        ToolKind::Local { program } => (
+            spec(format!("Runs {program}"), any_object()),
+            Runner::Local(ctx.parcel_dir.join(program)),
+        ),
+        ToolKind::Http {
+            method,
+            url,
+            headers,
+        } => {
+            let method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|_| format!("tool `{}`: bad method `{method}`", decl.name))?;
+            (
+                spec(format!("{method} {url}"), any_object()),
+                Runner::Http {
+                    method,
+                    url: url.clone(),
+                    headers: resolve_headers(headers, &ctx.secrets, &decl.name)?,
+                },
+            )
+        }
+        ToolKind::Builtin => {
+            let (description, schema) = builtin::spec(&decl.name)
+                .ok_or_else(|| format!("unknown built-in tool `{}`", decl.name))?;
+            (
+                spec(description.to_string(), schema),
+                Runner::Builtin(decl.name.clone()),
+            )
+        }
+        ToolKind::Mcp { .. } => unreachable!("MCP servers are started by ToolBox::start"),
+    })
+}
+
+/// HEADER values from the declared secrets; a missing one is an error.
+fn resolve_headers(
+    headers: &[dispatch_core::tool::SecretHeader],
+    secrets: &HashMap<String, String>,
+    tool: &str,
+) -> Result<Vec<(String, String)>, String> {
+    headers
+        .iter()
+        .map(|h| match secrets.get(&h.secret) {
+            Some(v) => Ok((h.name.clone(), v.clone())),
+            None => Err(format!(
+                "tool `{tool}`: HEADER {} needs secret {}, which is not set where the run executes (hint: export it, or store it with the secret store)",
+                h.name, h.secret
+            )),
+        })
+        .collect()
+}

@@ -1,0 +1,311 @@
+//! Fault tolerance of `dispatch worker` processes on PostgreSQL, with a
+//! fault-injecting TCP proxy between one worker and the database:
+//!
+//! - a worker cut off from the database for longer than its lease stops its
+//!   agent before another worker takes the run over: the two executions
+//!   never overlap in time, and the second is attempt 2;
+//! - a database that goes down while a finished run's result is being saved
+//!   (a restart) does not make the run execute again: the result is saved
+//!   when it comes back.
+//!
+//! Each execution of the agent writes its own file of heartbeats (one line
+//! every 20 ms, the time in ms), so overlaps are measured, not inferred.
+
+#[path = "../../dispatch-bench/src/proxy.rs"]
+mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dispatch_core::{RunId, Status};
+use dispatch_runtime::Layout;
+use dispatch_runtime::launch::{self, LaunchRequest};
+use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_store::{AttemptStore, PgStore, Run, RunStore};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use proxy::Proxy;
+use serde_json::json;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+/// The lease the workers of these tests take: short, so a takeover is quick.
+const LEASE_MS: u64 = 3000;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    db: TestDatabase,
+    store: PgStore,
+    proxy: Proxy,
+    workers: Vec<Child>,
+}
+
+impl Setup {
+    /// A database, a proxy to it, and a parcel whose agent beats for
+    /// `beats` × 20 ms into `beats/exec-<attempt>-<pid>`, touches
+    /// `beats/finished-<pid>`, then lingers `linger` seconds before it exits 0.
+    fn new(beats: u32, linger: &str) -> Option<Setup> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let beats_dir = dir.path().join("beats");
+        std::fs::create_dir_all(&beats_dir).expect("beats dir");
+        let src = dir.path().join("agent");
+        std::fs::create_dir_all(&src).expect("agent dir");
+        std::fs::write(
+            src.join("Agentfile"),
+            "FROM process\nNAME beater\nCOPY agent.sh\nCOMMAND sh agent.sh\nRETRY 1\n",
+        )
+        .expect("Agentfile");
+        let script = format!(
+            "f='{d}/exec-'\"$DISPATCH_ATTEMPT-$$\"\n\
+             i=0\n\
+             while [ $i -lt {beats} ]; do date +%s%3N >> \"$f\"; sleep 0.02; i=$((i+1)); done\n\
+             touch '{d}/finished-'\"$$\"\n\
+             sleep {linger}\n\
+             echo done\n",
+            d = beats_dir.display()
+        );
+        std::fs::write(src.join("agent.sh"), script).expect("agent.sh");
+        let layout = Layout::new(dir.path().join(".dispatch"));
+        dispatch_core::parcel::build(&src, &layout.parcels()).expect("the parcel builds");
+        let (db, store) = block_on(async {
+            let db = TestDatabase::create().await?;
+            let store = PgStore::connect(db.url(), 2).await.expect("connects");
+            Some((db, store))
+        })?;
+        let upstream = "127.0.0.1:5432".parse().expect("an address");
+        let proxy = Proxy::start(upstream).expect("the proxy starts");
+        Some(Setup {
+            dir,
+            db,
+            store,
+            proxy,
+            workers: Vec::new(),
+        })
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(self.dir.path().join(".dispatch"))
+    }
+
+    fn beats_dir(&self) -> PathBuf {
+        self.dir.path().join("beats")
+    }
+
+    fn create_run(&self) -> RunId {
+        let request = LaunchRequest {
+            source: "beater".into(),
+            operation: None,
+            payload: json!({}),
+            parent_id: None,
+            origin_id: None,
+        };
+        block_on(launch::create(&self.store, &self.layout(), &request))
+            .expect("a run is created")
+            .0
+            .id
+    }
+
+    /// A worker process named `name`, through the proxy or straight to the
+    /// database; its stderr goes to `<name>.err`.
+    fn worker(&mut self, name: &str, through_proxy: bool) {
+        let url = match through_proxy {
+            true => self.proxy.url_for(self.db.url()),
+            false => self.db.url().to_string(),
+        };
+        let err = std::fs::File::create(self.stderr_path(name)).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["worker", "--database-url", &url, "--slots", "2"])
+            .args(["--name", name, "--lease-ms", &LEASE_MS.to_string()])
+            .args(["--grace-period-ms", "1000"])
+            .env("DISPATCH_ROOT", self.layout().root())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("the worker starts");
+        self.workers.push(child);
+    }
+
+    fn stderr_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.err"))
+    }
+
+    fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.stderr_path(name)).unwrap_or_default()
+    }
+
+    fn run(&self, id: &RunId) -> Run {
+        block_on(self.store.get_run(id)).expect("the run reads")
+    }
+
+    /// Polls the run until `done` holds (deadline 60 s).
+    fn wait_for(&self, id: &RunId, what: &str, done: impl Fn(&Run) -> bool) -> Run {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.run(id);
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {run:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = kill(Pid::from_raw(w.id() as i32), Signal::SIGKILL);
+            let _ = w.wait();
+        }
+    }
+}
+
+/// One execution of the agent: its attempt and the first and last beat.
+#[derive(Debug)]
+struct Execution {
+    attempt: u32,
+    first: i64,
+    last: i64,
+    beats: usize,
+}
+
+fn executions(dir: &Path) -> Vec<Execution> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("beats dir").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("exec-") else {
+            continue;
+        };
+        let attempt = rest
+            .split('-')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("exec-<attempt>-<pid>");
+        let text = std::fs::read_to_string(entry.path()).expect("beats");
+        let times: Vec<i64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            found.push(Execution {
+                attempt,
+                first: *first,
+                last: *last,
+                beats: times.len(),
+            });
+        }
+    }
+    found.sort_by_key(|e| e.first);
+    found
+}
+
+fn wait_for_file(dir: &Path, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(prefix));
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {prefix}* file appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_partitioned_worker_stops_its_agent_before_another_takes_the_run_over() {
+    // 300 beats: about 6 s or more of work, twice the lease.
+    let Some(mut setup) = Setup::new(300, "0") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("cut-off", true);
+    setup.wait_for(&id, "the first worker to start it", |r| {
+        r.status() == Status::Running
+    });
+    wait_for_file(&setup.beats_dir(), "exec-1-");
+    setup.proxy.partition();
+    let cut_at = Instant::now();
+    setup.worker("healthy", false);
+
+    let second = setup.wait_for(&id, "the healthy worker to take it over", |r| {
+        r.attempt == 2 && r.status() == Status::Running
+    });
+    // The cut-off worker comes back while the run is the other's.
+    wait_for_file(&setup.beats_dir(), "exec-2-");
+    setup.proxy.heal();
+    let done = setup.wait_for(&id, "the run to end", |r| r.state.is_terminal());
+    assert_eq!(done.status(), Status::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 2, "{second:?}");
+
+    let execs = executions(&setup.beats_dir());
+    assert_eq!(execs.len(), 2, "{execs:?}");
+    let (first, second) = (&execs[0], &execs[1]);
+    assert_eq!((first.attempt, second.attempt), (1, 2), "{execs:?}");
+    assert!(first.beats < 300, "the first was stopped: {execs:?}");
+    assert!(
+        first.last < second.first,
+        "the executions overlapped by {} ms: {execs:?}",
+        first.last - second.first
+    );
+    let stopped_after =
+        Duration::from_millis(u64::try_from(second.first - first.last).unwrap_or(0));
+    eprintln!(
+        "partition: first execution's last beat {} ms before the second's first; takeover {:?} after the cut",
+        stopped_after.as_millis(),
+        cut_at.elapsed()
+    );
+
+    let attempts = block_on(setup.store.list_attempts(&id)).expect("attempts");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].worker.as_deref(), Some("cut-off"));
+    assert_eq!(attempts[0].status, Some(Status::Failed));
+    let reason = attempts[0].error.as_deref().unwrap_or_default();
+    assert!(reason.contains("lease expired"), "{attempts:?}");
+    assert_eq!(attempts[1].worker.as_deref(), Some("healthy"));
+    assert_eq!(attempts[1].status, Some(Status::Succeeded));
+    let log = setup.stderr("cut-off");
+    assert!(
+        log.contains("stopping its agent before the lease can expire"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_database_restart_while_a_result_is_saved_does_not_run_it_again() {
+    // A short run that lingers 0.3 s after its marker: the database goes
+    // down just before the agent exits and its result is saved.
+    let Some(mut setup) = Setup::new(5, "0.3") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("restarted", true);
+    wait_for_file(&setup.beats_dir(), "finished-");
+    setup.proxy.down();
+    // Another worker is ready to take the run if its lease ran out.
+    setup.worker("standby", false);
+    std::thread::sleep(Duration::from_millis(2000));
+    setup.proxy.heal();
+
+    let done = setup.wait_for(&id, "the run to end", |r| r.state.is_terminal());
+    assert_eq!(done.status(), Status::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 1, "{done:?}");
+    let execs = executions(&setup.beats_dir());
+    assert_eq!(execs.len(), 1, "executed once: {execs:?}");
+    let attempts = block_on(setup.store.list_attempts(&id)).expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].worker.as_deref(), Some("restarted"));
+    let log = setup.stderr("restarted");
+    assert!(log.contains("saved after the database came back"), "{log}");
+}

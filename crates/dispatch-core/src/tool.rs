@@ -1,0 +1,198 @@
+//! The tools a native agent may call (`TOOL` lines), as stored in the
+//! parcel's manifest. Pure data: the code that runs them lives in the
+//! `dispatch-agent` crate.
+//!
+//! ```text
+//! TOOL LOCAL tools/lookup.sh AS lookup_order SCHEMA schemas/order.json DESCRIPTION "Find an order" TIMEOUT 10s
+//! TOOL HTTP refund POST https://billing.internal/refunds HEADER Authorization=BILLING_TOKEN SCHEMA schemas/refund.json APPROVAL confirm RISK high
+//! TOOL MCP files COMMAND "mcp-server-files /data" ALLOW read_file,list_directory
+//! TOOL MCP github URL https://mcp.example.com/mcp HEADER Authorization=GITHUB_TOKEN
+//! TOOL BUILTIN read_file write_file list_files memory_get memory_put memory_list
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a tool call needs before it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    /// Runs at once.
+    #[default]
+    Never,
+    /// Every call waits for a decision.
+    Always,
+    /// Every call waits for a decision; a terminal may ask inline.
+    Confirm,
+}
+
+impl ApprovalPolicy {
+    pub fn parse(s: &str) -> Option<ApprovalPolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "never" => Some(ApprovalPolicy::Never),
+            "always" => Some(ApprovalPolicy::Always),
+            "confirm" => Some(ApprovalPolicy::Confirm),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalPolicy::Never => "never",
+            ApprovalPolicy::Always => "always",
+            ApprovalPolicy::Confirm => "confirm",
+        }
+    }
+}
+
+/// How much harm a call can do (shown with its approval).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    #[default]
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn parse(s: &str) -> Option<Risk> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Some(Risk::Low),
+            "medium" => Some(Risk::Medium),
+            "high" => Some(Risk::High),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+}
+
+/// A header whose value is a declared SECRET's, read where the tool runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHeader {
+    pub name: String,
+    pub secret: String,
+}
+
+/// The built-in tools.
+pub const BUILTINS: [&str; 6] = [
+    "read_file",
+    "write_file",
+    "list_files",
+    "memory_get",
+    "memory_put",
+    "memory_list",
+];
+
+/// What kind of tool, with what it needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ToolKind {
+    /// A program in the parcel: the arguments as JSON on stdin and in
+    /// `TOOL_INPUT`; stdout is the result; a non-zero exit is an error the
+    /// model sees.
+    Local { program: String },
+    /// An HTTP request: the arguments as its JSON body.
+    Http {
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<SecretHeader>,
+    },
+    /// A Model Context Protocol server, over stdio (`command`) or
+    /// streamable HTTP (`url`); each of its tools becomes one the model may
+    /// call (only those in `allow`, when given).
+    Mcp {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<SecretHeader>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow: Vec<String>,
+    },
+    /// One of [`BUILTINS`].
+    Builtin,
+}
+
+impl ToolKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ToolKind::Local { .. } => "local",
+            ToolKind::Http { .. } => "http",
+            ToolKind::Mcp { .. } => "mcp",
+            ToolKind::Builtin => "builtin",
+        }
+    }
+}
+
+/// One `TOOL` line (a BUILTIN line gives one per tool it names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolDecl {
+    /// The name the model calls it by (an MCP server's name: its tools keep
+    /// their own names).
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ToolKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `SCHEMA <file>`: the path in the build context, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_file: Option<String>,
+    /// The JSON Schema of its arguments (read from `schema_file` at build
+    /// time, so the parcel's digest covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// `TIMEOUT <duration>`: the longest one call may take (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
+    /// `APPROVAL_TIMEOUT <duration>`: a call waiting for a decision longer
+    /// than this is denied (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_ms: Option<u64>,
+    /// The Agentfile line it came from.
+    #[serde(default)]
+    pub line: usize,
+}
+
+/// How long a tool call may take when its TOOL line sets no TIMEOUT.
+pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 60_000;
+/// How much of a tool's output the model sees when no LIMIT TOOL_OUTPUT is set.
+pub const DEFAULT_TOOL_OUTPUT_BYTES: u64 = 64 * 1024;
+/// How many tool calls a run may make when no LIMIT TOOL_CALLS is set.
+pub const DEFAULT_TOOL_CALLS: u64 = 200;
+/// How long a call waits for a decision when no APPROVAL_TIMEOUT is set.
+pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 3_600_000;
+
+impl ToolDecl {
+    /// The approval a call needs: the TOOL line's, else `never` for the
+    /// read-only built-ins and for every other tool (documented default).
+    pub fn approval(&self) -> ApprovalPolicy {
+        self.approval.unwrap_or_default()
+    }
+
+    pub fn risk(&self) -> Risk {
+        self.risk.unwrap_or_default()
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
+    }
+
+    pub fn approval_timeout_ms(&self) -> u64 {
+        self.approval_timeout_ms
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_MS)
+    }
+}

@@ -1,0 +1,39 @@
+//! `GET /v1/runs/{id}/bom`: the bill of materials of each attempt of a
+//! native run — models and providers (hosts, never keys), every tool with
+//! the digest of its schema and its policies, each MCP server's name,
+//! version and the digest of its `tools/list`, the limits — as its `bom`
+//! events recorded them when the attempt started.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::runs::resolve;
+use super::{ApiResult, AppState};
+
+/// Events read per page while looking for `bom` events.
+const PAGE: usize = 1000;
+
+pub async fn bom(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = resolve(&state, &id).await?;
+    let mut attempts = Vec::new();
+    let mut after = 0;
+    loop {
+        let events = state.store.list_events(&id, after, PAGE).await?;
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        let full = events.len() == PAGE;
+        attempts.extend(
+            events.into_iter().filter(|e| e.event.kind == "bom").map(
+                |e| json!({"attempt": e.event.attempt, "at": e.event.at, "bom": e.event.data}),
+            ),
+        );
+        if !full {
+            break;
+        }
+    }
+    let latest = attempts.last().map_or(Value::Null, |a| a["bom"].clone());
+    Ok(Json(
+        json!({"run": id, "bom": latest, "attempts": attempts}),
+    ))
+}
