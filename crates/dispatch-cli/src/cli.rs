@@ -58,6 +58,8 @@ pub enum Command {
     InspectRun(InspectArgs),
     /// List built parcels.
     Images(FormatArgs),
+    /// Send a signal to a run; a run suspended waiting for it resumes.
+    Signal(SignalArgs),
     /// Approve what a paused run asks for; the run resumes.
     Approve(DecideArgs),
     /// Deny what a paused run asks for; the run resumes and the agent sees the denial.
@@ -294,6 +296,19 @@ pub struct PruneArgs {
     /// Accepted for Docker compatibility; prune never asks.
     #[arg(short, long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// Run id or unique prefix.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// The signal's name, as the agent waits for it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A JSON value handed to the woken attempt (in `$DISPATCH_RESUME`).
+    #[arg(long, value_name = "JSON")]
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -135,6 +135,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Prune(a) => prune::prune(ctx, &a).await,
         Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
         Command::Images(a) => images::images(ctx, &a),
+        Command::Signal(a) => signal::signal(ctx, &a).await,
         Command::Approve(a) => approvals::decide(ctx, &a, "approve").await,
         Command::Deny(a) => approvals::decide(ctx, &a, "deny").await,
         Command::Approvals(c) => approvals::approvals(ctx, &c).await,

@@ -51,6 +51,7 @@ pub fn status_text(state: &RunState, now: Ts) -> String {
             format!("running {}", human_duration(now - started_at))
         }
         RunState::Paused { reason, .. } => format!("paused: {reason}"),
+        RunState::Suspended { reason, .. } => format!("paused: {reason} (suspended)"),
         RunState::Queued {
             not_before: Some(t),
         } if *t > now => format!("queued (retry in {})", human_duration(t - now)),

@@ -66,7 +66,7 @@ impl Usage {
 }
 
 /// The event types an agent may write. Anything else is recorded as a warning.
-pub const AGENT_EVENT_TYPES: [&str; 10] = [
+pub const AGENT_EVENT_TYPES: [&str; 11] = [
     "usage",
     "step",
     "tool_call",
@@ -77,6 +77,7 @@ pub const AGENT_EVENT_TYPES: [&str; 10] = [
     "error",
     "output",
     "log",
+    "wait",
 ];
 
 /// One line the agent wrote to `$DISPATCH_EVENTS`, checked.
@@ -153,8 +154,48 @@ fn check_fields(kind: &str, obj: &serde_json::Map<String, Value>) -> Option<Stri
             Some("needs a string `id`".into())
         }
         "output" if !obj.contains_key("value") => Some("needs a `value`".into()),
+        "wait" => check_wait(obj),
         _ => None,
     }
+}
+
+/// A `wait` event: `for` says what, and each kind needs its own field.
+fn check_wait(obj: &serde_json::Map<String, Value>) -> Option<String> {
+    let has_str = |k: &str| obj.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let seconds_ok = |k: &str| match obj.get(k) {
+        None => true,
+        Some(v) => v.as_f64().is_some_and(|s| s >= 0.0 && s.is_finite()),
+    };
+    if !seconds_ok("timeout_s") {
+        return Some("has a `timeout_s` that is not a non-negative number".into());
+    }
+    match obj.get("for").and_then(Value::as_str) {
+        Some("signal") if !has_str("name") => Some("for a signal needs a string `name`".into()),
+        Some("approval") if !has_str("id") => Some("for an approval needs a string `id`".into()),
+        Some("timer") if obj.get("seconds").is_none() || !seconds_ok("seconds") => {
+            Some("for a timer needs a non-negative number `seconds`".into())
+        }
+        Some("signal" | "approval" | "timer") => None,
+        _ => Some("needs `for`: `signal`, `approval` or `timer`".into()),
+    }
+}
+
+/// The durable wait a `wait` event asks for, as of `now`.
+pub fn wait_of(data: &Value, now: crate::Ts) -> Option<crate::Wait> {
+    use crate::WaitFor;
+    let secs = |k: &str| data.get(k).and_then(Value::as_f64).filter(|s| *s >= 0.0);
+    let until = |s: f64| now.saturating_add((s * 1000.0).min(1e15) as i64);
+    let (wait_for, name, until) = match data.get("for").and_then(Value::as_str)? {
+        "signal" => (WaitFor::Signal, data.get("name")?.as_str()?, secs("timeout_s").map(until)),
+        "approval" => (WaitFor::Approval, data.get("id")?.as_str()?, secs("timeout_s").map(until)),
+        "timer" => (WaitFor::Timer, "", Some(until(secs("seconds")?))),
+        _ => return None,
+    };
+    Some(crate::Wait {
+        wait_for,
+        name: name.to_string(),
+        until,
+    })
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary, with `…` when cut.

@@ -160,6 +160,15 @@ pub enum RunState {
         agent: ProcRef,
         started_at: Ts,
     },
+    /// Suspended in a durable wait (a signal, an approval, a timer): the
+    /// attempt ended, no process and no worker slot is held; shown as `paused`.
+    /// Woken, the run goes back to the queue for its next attempt.
+    Suspended {
+        started_at: Option<Ts>,
+        since: Ts,
+        wait: Wait,
+        reason: String,
+    },
     /// Waiting for a decision (an approval); the agent process is still owned.
     Paused {
         helper: ProcRef,
@@ -209,6 +218,10 @@ pub enum Transition {
     Pause { reason: String, at: Ts },
     /// The decision came; the run continues.
     Resume { at: Ts },
+    /// The attempt ended in a durable wait.
+    Suspend { wait: Wait, at: Ts },
+    /// What a suspended run waited for happened: back to the queue.
+    Wake { at: Ts },
     /// The agent exited with `code` (128 + n when killed by signal n).
     Exited { code: i32, at: Ts },
     /// The run failed without (or regardless of) an exit status.
@@ -243,6 +256,8 @@ impl Transition {
             Transition::AgentStarted { .. } => "agent_started",
             Transition::Pause { .. } => "pause",
             Transition::Resume { .. } => "resume",
+            Transition::Suspend { .. } => "suspend",
+            Transition::Wake { .. } => "wake",
             Transition::Exited { .. } => "exited",
             Transition::Fail { .. } => "fail",
             Transition::TimeOut { .. } => "time_out",
@@ -271,7 +286,7 @@ impl RunState {
             RunState::Queued { .. } => Status::Queued,
             RunState::Starting { .. } => Status::Starting,
             RunState::Running { .. } => Status::Running,
-            RunState::Paused { .. } => Status::Paused,
+            RunState::Paused { .. } | RunState::Suspended { .. } => Status::Paused,
             RunState::Succeeded { .. } => Status::Succeeded,
             RunState::Failed { .. } => Status::Failed,
             RunState::TimedOut { .. } => Status::TimedOut,
@@ -312,7 +327,8 @@ impl RunState {
             | RunState::Failed { started_at, .. }
             | RunState::TimedOut { started_at, .. }
             | RunState::Cancelled { started_at, .. }
-            | RunState::Stopped { started_at, .. } => *started_at,
+            | RunState::Stopped { started_at, .. }
+            | RunState::Suspended { started_at, .. } => *started_at,
         }
     }
 
@@ -342,6 +358,7 @@ impl RunState {
     pub fn reason(&self) -> Option<&str> {
         match self {
             RunState::Paused { reason, .. }
+            | RunState::Suspended { reason, .. }
             | RunState::Failed { reason, .. }
             | RunState::TimedOut { reason, .. }
             | RunState::Cancelled { reason, .. }
@@ -397,6 +414,19 @@ impl RunState {
                 helper: *helper,
                 agent: *agent,
                 started_at: *started_at,
+            },
+            (
+                RunState::Running { .. } | RunState::Paused { .. },
+                Transition::Suspend { wait, at },
+            ) => RunState::Suspended {
+                started_at,
+                since: *at,
+                reason: wait.describe(),
+                wait: wait.clone(),
+            },
+            // Dated, so the wake is told from any other time in the queue.
+            (RunState::Suspended { .. }, Transition::Wake { at }) => RunState::Queued {
+                not_before: Some(*at),
             },
             (
                 RunState::Running { .. } | RunState::Paused { .. },
@@ -508,6 +538,42 @@ impl RunState {
             _ => return Err(refuse()),
         };
         Ok(next)
+    }
+}
+
+/// What a suspended run waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// `POST /v1/runs/{id}/signal` / `dispatch signal RUN NAME`.
+    Signal,
+    /// A decision on the approval named `name`.
+    Approval,
+    /// Time alone.
+    Timer,
+}
+
+/// A durable wait: what a suspended run waits for, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wait {
+    #[serde(rename = "for")]
+    pub wait_for: WaitFor,
+    /// The signal's or the approval's name; empty for a timer.
+    #[serde(default)]
+    pub name: String,
+    /// When the wait ends without what it waits for (a timer: when it rings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Ts>,
+}
+
+impl Wait {
+    /// How `ps` says it.
+    pub fn describe(&self) -> String {
+        match self.wait_for {
+            WaitFor::Signal => format!("waiting for signal `{}`", self.name),
+            WaitFor::Approval => format!("waiting for approval `{}`", self.name),
+            WaitFor::Timer => "waiting for a timer".to_string(),
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub async fn decide<S: Store + ?Sized>(
     let decided = store.decide_approval(run, approval_id, decision).await?;
     write_decision_file(layout, run, approval_id, decision)?;
     resume_if_clear(store, run).await?;
+    // A run suspended on it is queued for its next attempt.
+    crate::suspend::approval_decided(store, run, approval_id, decision).await?;
     Ok(decided)
 }
 

@@ -27,6 +27,11 @@ pub enum RuntimeError {
         id: String,
         status: dispatch_core::Status,
     },
+    #[error("run {id} is already {status}; a signal goes only to a run that has not ended")]
+    Ended {
+        id: String,
+        status: dispatch_core::Status,
+    },
     #[error(transparent)]
     Dependency(#[from] crate::probe::ProbeError),
     #[error(

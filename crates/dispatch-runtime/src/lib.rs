@@ -25,6 +25,7 @@ pub mod service;
 pub mod snapshot;
 pub mod stop;
 pub mod submit;
+pub mod suspend;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use layout::Layout;

@@ -20,6 +20,14 @@ pub async fn reconcile<S: Store + ?Sized>(
 ) -> StoreResult<Run> {
     let mut run = run;
     for _ in 0..5 {
+        if matches!(run.state, dispatch_core::RunState::Suspended { .. }) {
+            // Daemonless: a durable wait that ran out is woken by whoever looks.
+            if let Ok(Some(woken)) = crate::suspend::wake_if_due(store, run.clone()).await {
+                crate::suspend::start_woken(layout, &woken);
+                return Ok(woken);
+            }
+            return Ok(run);
+        }
         let Some(helper) = run.state.helper() else {
             // Queued or terminal: nobody to have died, unless a helper
             // waiting out a retry backoff did.

@@ -50,7 +50,12 @@ pub async fn stop<S: Store + ?Sized>(
         }
         let elapsed = started.elapsed();
         if run.status() == Status::Queued {
-            cancel_queued(store, &run).await?;
+            cancel_queued(store, &run, "cancelled before it started").await?;
+            continue;
+        }
+        if let dispatch_core::RunState::Suspended { reason, .. } = &run.state {
+            // No process to signal: suspended runs hold none.
+            cancel_queued(store, &run, &format!("cancelled while {reason}")).await?;
             continue;
         }
         if let Some(agent) = run.state.agent() {
@@ -73,9 +78,13 @@ pub async fn stop<S: Store + ?Sized>(
     }
 }
 
-async fn cancel_queued<S: Store + ?Sized>(store: &S, run: &Run) -> RuntimeResult<()> {
+async fn cancel_queued<S: Store + ?Sized>(
+    store: &S,
+    run: &Run,
+    reason: &str,
+) -> RuntimeResult<()> {
     let t = Transition::Cancel {
-        reason: "cancelled before it started".into(),
+        reason: reason.to_string(),
         exit_code: None,
         at: now_ms(),
     };

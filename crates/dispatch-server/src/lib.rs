@@ -23,6 +23,7 @@ mod fetch;
 pub mod metrics;
 mod noop;
 pub mod queue_timeout;
+pub mod timers;
 pub mod self_fence;
 pub mod serve;
 pub mod ship;

@@ -196,6 +196,10 @@ impl Server {
             metrics: self.metrics.clone(),
         };
         let keeper = tokio::spawn(keeper.run(stopped(stop_rx.clone())));
+        let timers = tokio::spawn(crate::timers::keep(
+            self.backend.store.clone(),
+            stopped(stop_rx.clone()),
+        ));
         let app = api::router(state);
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
@@ -208,6 +212,7 @@ impl Server {
             let _ = callbacks.await;
         }
         let _ = keeper.await;
+        let _ = timers.await;
         if let Some(relay) = relay {
             relay.abort();
         }

@@ -42,6 +42,20 @@ pub(crate) fn requeue_close(event: &NewEvent) -> AttemptEnd {
     }
 }
 
+/// An attempt that ended in a durable wait: its agent exited 0 and the run
+/// is suspended; the next attempt starts when the run is woken.
+pub(crate) fn suspend_close(state: &RunState, at: Ts) -> Option<AttemptEnd> {
+    let RunState::Suspended { reason, .. } = state else {
+        return None;
+    };
+    Some(AttemptEnd {
+        ended_at: at,
+        status: Status::Succeeded,
+        exit_code: Some(0),
+        error: Some(format!("suspended: {reason}")),
+    })
+}
+
 /// Who runs an attempt that opens in `state`: the lease owner (a worker's
 /// name), else the local helper that holds the run.
 pub(crate) fn worker_name(owner: Option<&str>, state: &RunState) -> String {

@@ -175,6 +175,7 @@ macro_rules! __conformance_names {
             an_attempt_opens_on_running_and_closes_with_the_exit_code,
             a_paused_run_keeps_its_attempt_open,
             a_requeue_starts_a_new_attempt_and_closes_the_old_one,
+            a_suspended_run_holds_nothing_and_a_wake_is_its_next_attempt,
             output_is_stored_with_the_transition_and_kept_after,
             several_transitions_save_at_once_with_every_event_and_the_attempt,
             several_transitions_on_a_stale_version_save_nothing,
@@ -288,6 +289,8 @@ pub fn at_of(t: &Transition) -> Ts {
         | Transition::AgentStarted { at, .. }
         | Transition::Pause { at, .. }
         | Transition::Resume { at }
+        | Transition::Wake { at }
+        | Transition::Suspend { at, .. }
         | Transition::Exited { at, .. }
         | Transition::Fail { at, .. }
         | Transition::TimeOut { at, .. }

@@ -27,6 +27,11 @@ pub async fn decide(ctx: &Ctx, args: &DecideArgs, decision: &str) -> CliResult {
     let a = dispatch_runtime::approvals::decide(&store, &ctx.layout, &run.id, &args.approval, &d)
         .await?;
     say_decided(&a);
+    // Daemonless: a run the decision woke from a durable wait needs a helper.
+    let suspended = matches!(run.state, dispatch_core::RunState::Suspended { .. });
+    if suspended && let Ok(run) = dispatch_store::RunStore::get_run(&store, &run.id).await {
+        dispatch_runtime::suspend::start_woken(&ctx.layout, &run);
+    }
     Ok(0)
 }
 

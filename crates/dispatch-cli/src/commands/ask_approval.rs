@@ -79,6 +79,20 @@ pub async fn announce_pauses(store: &SqliteStore, run: &RunId, asking: bool) {
                 a.id
             );
         }
+        // A durable wait: said once per suspension.
+        if let Ok(r) = dispatch_store::RunStore::get_run(store, run).await
+            && let dispatch_core::RunState::Suspended { wait, since, .. } = &r.state
+            && wait.wait_for == dispatch_core::WaitFor::Signal
+            && said.insert(format!("suspended-{since}"))
+        {
+            eprintln!(
+                "\nrun {} is suspended (no process), waiting for signal `{}`\n  resume with: dispatch signal {} {} --value JSON",
+                run.short(),
+                wait.name,
+                run.short(),
+                wait.name
+            );
+        }
         tokio::time::sleep(POLL * 3).await;
     }
 }

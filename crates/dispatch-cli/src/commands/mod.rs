@@ -22,6 +22,7 @@ pub mod restart;
 pub mod rm;
 pub mod run;
 pub mod serve;
+pub mod signal;
 pub mod server;
 pub mod start;
 pub mod stop;

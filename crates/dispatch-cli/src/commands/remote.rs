@@ -53,6 +53,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::InspectRun(a) | Command::Container(ContainerCommand::Inspect(a)) => {
             remote.inspect(a)
         }
+        Command::Signal(a) => remote.signal(a),
         Command::Approve(a) => remote.decide(a, "approve"),
         Command::Deny(a) => remote.decide(a, "deny"),
         Command::Approvals(c) => remote.approvals(c),

@@ -27,6 +27,17 @@ impl Remote {
         Ok(0)
     }
 
+    /// `POST /v1/runs/{id}/signal`.
+    pub(super) fn signal(&self, args: &crate::cli::SignalArgs) -> CliResult {
+        let value = crate::commands::signal::value_of(args)?;
+        let run = self.get_run(&args.run)?;
+        let body = json!({"name": args.name, "value": value});
+        let answer = self.json("POST", &format!("/v1/runs/{}/signal", run.id), Some(&body))?;
+        let delivered = answer["delivered"].as_str().unwrap_or("kept");
+        crate::commands::signal::say(&run.id.to_string(), &args.name, delivered);
+        Ok(0)
+    }
+
     /// `GET /v1/approvals`.
     pub(super) fn approvals(&self, cmd: &ApprovalsCommand) -> CliResult {
         let ApprovalsCommand::Ls(args) = cmd;

@@ -252,6 +252,8 @@ pub(crate) struct EventPump {
     pub error: Option<String>,
     /// False when the last `error` event said `"retryable": false`.
     pub error_retryable: bool,
+    /// The last `wait` event: the agent asks to suspend when it exits 0.
+    pub wait: Option<Value>,
     secrets: Vec<String>,
 }
 
@@ -276,6 +278,7 @@ impl EventPump {
             last_output: None,
             error: None,
             error_retryable: true,
+            wait: None,
         }
     }
 
@@ -302,6 +305,7 @@ impl EventPump {
                     let data = mask_value(data, &self.secrets);
                     match kind {
                         "output" => self.last_output = data.get("value").cloned(),
+                        "wait" => self.wait = Some(data.clone()),
                         "error" => {
                             self.error = data
                                 .get("message")

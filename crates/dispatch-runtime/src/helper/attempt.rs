@@ -27,6 +27,8 @@ pub(super) enum End {
     Final(Transition, Option<Value>),
     /// The attempt failed in a way another attempt may fix.
     Retryable(Transition, AttemptFailure, Option<Value>),
+    /// The agent asked for a durable wait (its `wait` event) and exited 0.
+    Suspend(Value),
 }
 
 /// How one attempt went.
@@ -60,7 +62,14 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
-        log.line(&format!("attempt {} of {max}", run.attempt));
+        match run.attempt {
+            1 => log.line(&format!("attempt 1 of {max}")),
+            n => {
+                // Woken from a durable wait or recovered: not every attempt counts.
+                let counted = n.saturating_sub(retry::lost_recoveries(store, &run.id).await);
+                log.line(&format!("attempt {n} (counts as {counted} of {max})"));
+            }
+        }
         let ctx = Context {
             policy: &policy,
             session: session.as_deref(),
@@ -72,6 +81,26 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         let (t, failure, output) = match ended.end {
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
+            End::Suspend(wait) => {
+                let woke = crate::suspend::suspend(store, &mut run, &wait, &steps).await?;
+                log.line(&match (&run.state, woke) {
+                    (_, true) => "what the run waits for is here already; next attempt".into(),
+                    (state, false) => format!("suspended: {}", state.reason().unwrap_or("")),
+                });
+                if !woke || host.leased {
+                    // No process stays behind; the wake queues the next attempt.
+                    return Ok(crate::run_exit_code(&run.state));
+                }
+                let claim = Transition::Claim {
+                    helper: os::this_process(),
+                    at: now_ms(),
+                };
+                match advance(store, &mut run, &claim, None).await {
+                    Ok(()) => continue,
+                    Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
+                    Err(AdvanceError::Store(e)) => return Err(e.into()),
+                }
+            }
         };
         // Attempts used so far, not counting lost-helper recoveries (read
         // only when another attempt is possible: it scans the event log).
@@ -236,6 +265,13 @@ async fn one_attempt<S: Store + ?Sized>(
             log.line(&format!("resuming from checkpoint {}", checkpoint["step"]));
         }
     }
+    // What woke a suspended run, for the attempt it queued.
+    if let Some(resume) = crate::suspend::resume_of(store, run).await
+        && let Some(path) = crate::suspend::write_resume(layout, &run.id, &resume)
+    {
+        set_env(&mut spec.env, "DISPATCH_RESUME", &path);
+        log.line(&format!("resuming: {resume}"));
+    }
     // The session's file, as the store has it (another worker may have
     // run the last turn).
     let mut session_state = None;
@@ -364,7 +400,10 @@ async fn one_attempt<S: Store + ?Sized>(
             output,
         ),
         None if stop_requested && code != 0 => End::Final(cancelled(Some(code)), output),
-        None if code == 0 => End::Final(Transition::Exited { code, at }, output),
+        None if code == 0 => match events.wait.take() {
+            Some(wait) => End::Suspend(wait),
+            None => End::Final(Transition::Exited { code, at }, output),
+        },
         None => {
             let reason = events
                 .error

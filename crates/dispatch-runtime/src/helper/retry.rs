@@ -54,7 +54,11 @@ pub(crate) async fn lost_recoveries<S: Store + ?Sized>(store: &S, id: &RunId) ->
     all_events(store, id)
         .await
         .iter()
-        .filter(|e| e.event.kind == "state" && e.event.data["lost"] == json!(true))
+        // A lost helper's attempt, or one that ended in a durable wait (woken).
+        .filter(|e| {
+            e.event.kind == "state"
+                && (e.event.data["lost"] == json!(true) || e.event.data.get("resume").is_some())
+        })
         .count() as u32
 }
 

@@ -167,7 +167,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::UnknownParcel(_) => (StatusCode::NOT_FOUND, codes::PARCEL_NOT_FOUND),
             RuntimeError::AmbiguousParcel { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::MissingSecret(_) => (StatusCode::BAD_REQUEST, codes::MISSING_SECRET),
-            RuntimeError::AlreadyFinished { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
+            RuntimeError::AlreadyFinished { .. } | RuntimeError::Ended { .. } => {
+                (StatusCode::CONFLICT, codes::INVALID_STATE)
+            }
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
             RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::BadSession(_) | RuntimeError::Agent(_) => {

@@ -6,6 +6,7 @@
 //! | `GET /v1/runs` | list, filtered (status, parcel, operation, parent, label, creation time), newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |
+//! | `POST /v1/runs/{id}/signal` | send a signal (wakes a run suspended waiting for it) |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
@@ -25,6 +26,7 @@ mod parcels;
 pub mod publish;
 mod reliability;
 mod runs;
+mod signal;
 mod stream;
 
 use std::sync::Arc;
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
         .route("/v1/runs/{id}/bom", get(bom::bom))
+        .route("/v1/runs/{id}/signal", post(signal::signal))
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),

@@ -320,11 +320,14 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     }
     run = state.store.request_stop(&id, now_ms()).await?;
     loop {
-        if run.status() != Status::Queued {
-            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response());
-        }
+        // A queued run, or a suspended one (no process holds it), ends here.
+        let reason = match &run.state {
+            dispatch_core::RunState::Suspended { reason, .. } => format!("cancelled while {reason}"),
+            _ if run.status() == Status::Queued => "cancelled before it started".into(),
+            _ => return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response()),
+        };
         let t = Transition::Cancel {
-            reason: "cancelled before it started".into(),
+            reason,
             exit_code: None,
             at: now_ms(),
         };

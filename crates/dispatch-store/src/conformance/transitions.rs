@@ -468,3 +468,45 @@ pub async fn a_run_created_claimed_starts_held_by_its_helper<S: Store>(store: S)
         .expect("the helper starts the agent");
     assert_eq!(running.status(), Status::Running);
 }
+
+pub async fn a_suspended_run_holds_nothing_and_a_wake_is_its_next_attempt<S: Store>(store: S) {
+    let first = start(&store, &queued(&store).await, 20).await;
+    let wait = dispatch_core::Wait {
+        wait_for: dispatch_core::WaitFor::Signal,
+        name: "go".into(),
+        until: None,
+    };
+    let suspended = step(&store, &first, Transition::Suspend { wait, at: 30 }).await;
+    assert_eq!(suspended.status(), Status::Paused, "shown as paused");
+    assert_eq!(suspended.state.helper(), None, "no helper holds it");
+    assert_eq!(suspended.state.agent(), None, "no agent runs");
+    assert_eq!(suspended.attempt, 1);
+    let paused = store
+        .list_runs(&crate::RunFilter {
+            statuses: vec![Status::Paused],
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(paused.len(), 1, "listed as paused");
+    let attempts = store.list_attempts(&first.id).await.expect("attempts");
+    assert_eq!(attempts[0].ended_at, Some(30), "the attempt ends at the suspend");
+    assert_eq!(attempts[0].status, Some(Status::Succeeded));
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("suspended: waiting for signal `go`")
+    );
+
+    let woken = step(&store, &suspended, Transition::Wake { at: 40 }).await;
+    assert_eq!(
+        woken.state,
+        RunState::Queued {
+            not_before: Some(40)
+        }
+    );
+    assert_eq!(woken.attempt, 2, "the wake queues the next attempt");
+    let attempts = store.list_attempts(&first.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].ended_at, Some(30), "closed once, at the suspend");
+    assert_eq!(attempts[0].status, Some(Status::Succeeded));
+}

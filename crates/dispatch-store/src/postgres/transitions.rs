@@ -310,13 +310,14 @@ fn plan(
                 worker: crate::attempt_end::worker_name(owner, &write.state),
             });
         }
-        if next.is_terminal() {
-            let end = AttemptEnd {
+        let suspended = crate::attempt_end::suspend_close(&write.state, at);
+        if next.is_terminal() || suspended.is_some() {
+            let end = suspended.unwrap_or_else(|| AttemptEnd {
                 ended_at: write.state.ended_at().unwrap_or(at),
                 status: next,
                 exit_code: write.state.exit_code(),
                 error: write.state.reason().map(str::to_string),
-            };
+            });
             // Opened by an earlier write of this row: one change for both.
             match plan.attempts.pop() {
                 Some(AttemptOp::Open {

@@ -412,6 +412,9 @@ fn transition_one(
         )?
         .execute(params![id.as_str(), attempt, started_at, worker])?;
     }
+    if let Some(close) = crate::attempt_end::suspend_close(&write.state, at) {
+        close_attempt(tx, id, attempt, &close)?;
+    }
     if new_status.is_terminal() {
         let close = AttemptEnd {
             ended_at: write.state.ended_at().unwrap_or(at),

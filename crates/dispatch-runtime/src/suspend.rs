@@ -1,0 +1,357 @@
+//! Durable waits. An agent that writes a `wait` event and exits 0 suspends
+//! its run: the attempt ends, the run is `paused` holding no process and no
+//! worker slot, and what it waits for (a signal, an approval's decision, a
+//! timer) wakes it: the run goes back to the queue, and its next attempt
+//! finds what woke it in `$DISPATCH_RESUME` (and its last checkpoint in
+//! `$DISPATCH_CHECKPOINT`).
+//!
+//! Every wake is a compare-and-set from the suspended state, so a signal, a
+//! decision and a timer racing each other wake the run once. A signal that
+//! arrives before the run waits for it is kept (a `signal` event) and taken
+//! by the first wait for its name after it: both sides write first and look
+//! second, so neither misses the other.
+
+use dispatch_core::{NewEvent, RunId, RunState, Status, Transition, Wait, WaitFor, now_ms};
+use dispatch_store::{Approval, Decision, Event, Run, StateWrite, Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::error::{RuntimeError, RuntimeResult};
+use crate::layout::Layout;
+use crate::record::{AdvanceError, advance_all, state_event};
+
+/// What happened to a signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The run was waiting for it and is queued for its next attempt.
+    Woke(Box<Run>),
+    /// Kept for the run's first wait on that name.
+    Kept,
+}
+
+/// Sends signal `name` (with `value`) to run `id`.
+pub async fn signal<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+    name: &str,
+    value: Value,
+) -> RuntimeResult<Delivery> {
+    check_name(name)?;
+    let run = store.get_run(id).await?;
+    if run.state.is_terminal() {
+        return Err(RuntimeError::Ended {
+            id: id.to_string(),
+            status: run.status(),
+        });
+    }
+    let resume = json!({"for": "signal", "name": name, "value": value});
+    if waits_for(&run, WaitFor::Signal, name)
+        && let Some(woken) =
+            wake(store, run.clone(), resume.clone(), &format!("signal `{name}`")).await?
+    {
+        return Ok(Delivery::Woke(Box::new(woken)));
+    }
+    // Not waiting for it (yet): kept, then looked at again, in case the run
+    // suspended on it meanwhile (its own look may have come before ours).
+    let event = NewEvent::new(
+        "signal",
+        run.attempt,
+        now_ms(),
+        json!({"name": name, "value": value}),
+    );
+    store.append_events(id, &[event]).await?;
+    let run = store.get_run(id).await?;
+    if waits_for(&run, WaitFor::Signal, name)
+        && let Some(woken) = wake(store, run, resume, &format!("signal `{name}`")).await?
+    {
+        return Ok(Delivery::Woke(Box::new(woken)));
+    }
+    Ok(Delivery::Kept)
+}
+
+fn check_name(name: &str) -> RuntimeResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    match ok {
+        true => Ok(()),
+        false => Err(RuntimeError::BadDecision(format!(
+            "invalid signal name `{}` (hint: letters, digits, `-`, `_`, `.`, `:`; at most 200)",
+            dispatch_core::event::shorten(name, 60)
+        ))),
+    }
+}
+
+/// Wakes `id` if it is suspended waiting for approval `approval_id`.
+pub async fn approval_decided<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+    approval_id: &str,
+    decision: &Decision,
+) -> RuntimeResult<Option<Run>> {
+    let run = store.get_run(id).await?;
+    if !waits_for(&run, WaitFor::Approval, approval_id) {
+        return Ok(None);
+    }
+    let resume = json!({
+        "for": "approval",
+        "id": approval_id,
+        "decision": decision.decision,
+        "by": decision.by,
+        "rationale": decision.rationale,
+    });
+    let why = format!("approval `{approval_id}` decided ({})", decision.decision);
+    wake(store, run, resume, &why).await
+}
+
+fn waits_for(run: &Run, kind: WaitFor, name: &str) -> bool {
+    matches!(&run.state, RunState::Suspended { wait, .. } if wait.wait_for == kind && wait.name == name)
+}
+
+/// Moves suspended `run` back to the queue; the `state` event carries
+/// `resume` (what the next attempt is handed). `None` when it was woken
+/// already, stopped, or is no longer suspended.
+async fn wake<S: Store + ?Sized>(
+    store: &S,
+    mut run: Run,
+    resume: Value,
+    why: &str,
+) -> RuntimeResult<Option<Run>> {
+    let t = Transition::Wake { at: now_ms() };
+    for _ in 0..5 {
+        if !matches!(run.state, RunState::Suspended { .. }) {
+            return Ok(None);
+        }
+        let next = match run.state.apply(run.operation, &t) {
+            Ok(next) => next,
+            Err(_) => return Ok(None),
+        };
+        let mut event = state_event(&run, &next, None);
+        event.data["reason"] = json!(format!("woken: {why}"));
+        event.data["resume"] = resume.clone();
+        let write = StateWrite {
+            state: next,
+            event,
+            output: None,
+        };
+        match store.transition(&run.id, run.version, &write).await {
+            Ok(updated) => return Ok(Some(updated)),
+            Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// Suspends `run` (its attempt ended with the `wait` event `data`), after
+/// saving `steps` (the agent's start, when not saved yet). Returns whether
+/// what it waits for had happened already and the run is queued again.
+pub(crate) async fn suspend<S: Store + ?Sized>(
+    store: &S,
+    run: &mut Run,
+    data: &Value,
+    steps: &[Transition],
+) -> RuntimeResult<bool> {
+    let at = now_ms();
+    let Some(wait) = dispatch_core::event::wait_of(data, at) else {
+        return Ok(false); // checked when the event was read; cannot happen
+    };
+    if wait.wait_for == WaitFor::Approval {
+        ask(store, run, &wait, data, at).await;
+    }
+    let mut all = steps.to_vec();
+    all.push(Transition::Suspend {
+        wait: wait.clone(),
+        at,
+    });
+    match advance_all(store, run, &all, None).await {
+        Ok(()) => {}
+        Err(AdvanceError::Illegal(_)) => return Ok(false), // stopped meanwhile
+        Err(AdvanceError::Store(e)) => return Err(e.into()),
+    }
+    // Whatever it waits for may be here already.
+    let woken = match wait.wait_for {
+        WaitFor::Signal => match kept_signal(store, &run.id, &wait.name).await {
+            Some(value) => {
+                let resume = json!({"for": "signal", "name": wait.name, "value": value});
+                wake(store, run.clone(), resume, &format!("signal `{}`", wait.name)).await?
+            }
+            None => None,
+        },
+        WaitFor::Approval => {
+            let decided = store
+                .list_approvals(Some(&run.id), false)
+                .await?
+                .into_iter()
+                .find(|a| a.id == wait.name && a.decision.is_some());
+            match decided {
+                Some(a) => {
+                    let decision = Decision {
+                        decision: a.decision.unwrap_or_default(),
+                        by: a.decided_by.unwrap_or_default(),
+                        rationale: a.rationale,
+                        at: a.decided_at.unwrap_or(at),
+                        input: a.input,
+                    };
+                    approval_decided(store, &run.id, &wait.name, &decision).await?
+                }
+                None => None,
+            }
+        }
+        WaitFor::Timer => None,
+    };
+    let woken = match woken {
+        Some(w) => Some(w),
+        None => wake_if_due(store, run.clone()).await?,
+    };
+    match woken {
+        Some(w) => {
+            *run = w;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Records the approval a suspending agent asks for (shown by `approvals ls`).
+async fn ask<S: Store + ?Sized>(store: &S, run: &Run, wait: &Wait, data: &Value, at: i64) {
+    let approval = Approval {
+        run_id: run.id.clone(),
+        id: wait.name.clone(),
+        attempt: run.attempt,
+        summary: data["summary"].as_str().unwrap_or("").to_string(),
+        requested_at: at,
+        deadline: wait.until,
+        decision: None,
+        decided_by: None,
+        rationale: None,
+        decided_at: None,
+        details: None,
+        input: None,
+    };
+    if let Err(e) = store.request_approval(&approval).await {
+        eprintln!("[dispatch] could not record approval `{}`: {e}", wait.name);
+    }
+}
+
+/// The value of the newest `signal` event named `name` that no wake has
+/// taken yet (sent after the last wake by a signal of that name).
+async fn kept_signal<S: Store + ?Sized>(store: &S, id: &RunId, name: &str) -> Option<Value> {
+    let events = all_events(store, id).await;
+    let taken = |e: &&Event| {
+        e.event.kind == "state"
+            && e.event.data["resume"]["for"] == "signal"
+            && e.event.data["resume"]["name"] == name
+    };
+    let since = events.iter().rev().find(taken).map_or(0, |e| e.seq);
+    events
+        .iter()
+        .rev()
+        .take_while(|e| e.seq > since)
+        .find(|e| e.event.kind == "signal" && e.event.data["name"] == name)
+        .map(|e| e.event.data["value"].clone())
+}
+
+pub(crate) async fn all_events<S: Store + ?Sized>(store: &S, id: &RunId) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let Ok(page) = store.list_events(id, after, 1000).await else {
+            return out;
+        };
+        let Some(last) = page.last() else { return out };
+        after = last.seq;
+        let done = page.len() < 1000;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Wakes `run` if its wait has run out (a timer rang, a signal or an
+/// approval timed out; the approval is then denied by `dispatch`).
+pub async fn wake_if_due<S: Store + ?Sized>(store: &S, run: Run) -> RuntimeResult<Option<Run>> {
+    let RunState::Suspended { wait, .. } = &run.state else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if wait.until.is_none_or(|until| until > now) {
+        return Ok(None);
+    }
+    let wait = wait.clone();
+    let resume = match wait.wait_for {
+        WaitFor::Timer => json!({"for": "timer"}),
+        WaitFor::Signal => json!({"for": "signal", "name": wait.name, "timed_out": true}),
+        WaitFor::Approval => {
+            let decision = Decision {
+                decision: "deny".into(),
+                by: "dispatch".into(),
+                rationale: Some("timed out".into()),
+                at: now,
+                input: None,
+            };
+            let _ = store.decide_approval(&run.id, &wait.name, &decision).await;
+            json!({"for": "approval", "id": wait.name, "decision": "deny", "by": "dispatch",
+                   "rationale": "timed out", "timed_out": true})
+        }
+    };
+    wake(store, run, resume, "its wait timed out").await
+}
+
+/// Wakes every suspended run whose wait has run out; returns them.
+pub async fn wake_due<S: Store + ?Sized>(store: &S) -> RuntimeResult<Vec<Run>> {
+    let filter = dispatch_store::RunFilter {
+        statuses: vec![Status::Paused],
+        summary: true,
+        ..Default::default()
+    };
+    let mut woken = Vec::new();
+    for run in store.list_runs(&filter).await? {
+        if let Some(w) = wake_if_due(store, run).await? {
+            woken.push(w);
+        }
+    }
+    Ok(woken)
+}
+
+/// What woke the run for this attempt, when a wake queued it.
+pub(crate) async fn resume_of<S: Store + ?Sized>(store: &S, run: &Run) -> Option<Value> {
+    let events = all_events(store, &run.id).await;
+    let last_requeue = events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "state" && e.event.data["to"] == "queued")?;
+    let resume = last_requeue.event.data.get("resume")?;
+    (last_requeue.event.attempt + 1 == run.attempt).then(|| resume.clone())
+}
+
+/// Writes `resume` for the attempt; returns the file's path.
+pub(crate) fn write_resume(layout: &Layout, id: &RunId, resume: &Value) -> Option<String> {
+    let path = layout.run_dir(id).join("resume.json");
+    let bytes = serde_json::to_vec(resume).ok()?;
+    std::fs::write(&path, bytes).ok()?;
+    Some(path.to_string_lossy().into_owned())
+}
+
+/// Starts a helper for a local run a wake queued (daemonless: nobody else will).
+pub fn start_woken(layout: &Layout, run: &Run) {
+    if let RunState::Queued { not_before } = run.state {
+        let marker = layout
+            .run_dir(&run.id)
+            .join(format!("revived-{}", not_before.unwrap_or(0)));
+        let first = std::fs::create_dir_all(layout.run_dir(&run.id)).is_ok()
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+                .is_ok();
+        if first
+            && let Ok(exe) = std::env::current_exe()
+            && let Err(e) = crate::launch::spawn_helper(layout, &exe, &run.id)
+        {
+            eprintln!("warning: run {} was woken but no helper could start: {e}", run.id);
+        }
+    }
+}
