@@ -16,6 +16,9 @@
 //! `dispatch-bench tools`: the native agent's tools — LOCAL and MCP call
 //! overhead, approval latency (see `tools.rs`).
 //!
+//! `dispatch-bench waits [--suspended N] [--latency K] [--waiters W]`: durable
+//! waits on PostgreSQL (see `waits.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -36,6 +39,7 @@ mod native;
 mod proxy;
 mod service;
 mod tools;
+mod waits;
 
 /// The value after `flag` on the command line, if any.
 pub(crate) fn flag_value(args: &[String], flag: &str) -> Option<String> {
@@ -88,6 +92,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("tools") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         tools::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        waits::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("cluster") {
