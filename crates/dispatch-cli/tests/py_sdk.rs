@@ -68,7 +68,10 @@ fn the_python_example_records_usage_steps_tools_checkpoint_artifact_and_output()
     assert_eq!(call["output"][0], "Rust has no garbage collector.");
     let checkpoint = &events(&doc, "checkpoint")[0]["data"];
     assert_eq!(checkpoint["step"], "research");
-    assert_eq!(checkpoint["state"]["facts"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        checkpoint["state"]["facts"].as_array().map(Vec::len),
+        Some(2)
+    );
     let art = &doc["artifacts"][0];
     assert_eq!(art["name"], "summary.md");
     let stored = d
@@ -78,7 +81,10 @@ fn the_python_example_records_usage_steps_tools_checkpoint_artifact_and_output()
     let text = std::fs::read_to_string(stored).expect("artifact stored");
     assert!(text.starts_with("# rust\n\n- Rust has no"), "{text}");
     let log = d.ok(&["logs", &id]);
-    assert!(log.contains(&format!("py-agent: run {id}, attempt 1")), "{log}");
+    assert!(
+        log.contains(&format!("py-agent: run {id}, attempt 1")),
+        "{log}"
+    );
 }
 
 #[test]
