@@ -132,3 +132,22 @@ fn a_python_approval_waits_for_dispatch_approve() {
     let log = d.ok(&["logs", &id]);
     assert!(log.contains("publish approved by ada"), "{log}");
 }
+
+#[test]
+fn a_python_durable_wait_suspends_the_run_and_a_signal_resumes_it() {
+    let d = Dispatch::new();
+    let id = start(&d, r#"{"topic":"rust","review":true}"#, &[]);
+    common::eventually(20, "the run is suspended", || {
+        d.inspect(&id)["state"]["status"] == "suspended"
+    });
+    assert_eq!(d.status(&id), "paused");
+    // Locally the woken attempt's helper is started by `dispatch signal`, with its
+    // environment (the SDK's PYTHONPATH here).
+    let args = ["signal", &id, "review", "--value", r#""looks good""#];
+    let out = d.command().env("PYTHONPATH", sdk()).args(args).output();
+    common::checks::ok(&args, &out.expect("run dispatch"));
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(doc["output"]["review"], "looks good", "{doc:#}");
+    assert_eq!(doc["attempt"], 2);
+}
