@@ -358,7 +358,11 @@ fn children_of(pid: u32) -> usize {
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|p| stat_fields(*p).get(1).is_some_and(|pp| pp == &pid.to_string()))
+                .filter(|p| {
+                    stat_fields(*p)
+                        .get(1)
+                        .is_some_and(|pp| pp == &pid.to_string())
+                })
                 .count()
         })
         .unwrap_or(0)

@@ -91,7 +91,10 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     assert_eq!(attempts[0]["worker"], "first", "{doc:#}");
     assert_eq!(attempts[1]["worker"], "second", "{doc:#}");
     let log = client.ok(&["logs", &id]);
-    assert!(log.contains(r#""step":"asked""#), "the checkpoint came along: {log}");
+    assert!(
+        log.contains(r#""step":"asked""#),
+        "the checkpoint came along: {log}"
+    );
 
     // A signal to a finished run is a 409 with the error shape.
     let (status, body) = server.call(
@@ -100,7 +103,11 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
         Some(&json!({"name": "paid"})),
     );
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("already succeeded")));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already succeeded"))
+    );
     let (status, body) = server.call(
         "POST",
         &format!("/v1/runs/{id}/signal"),

@@ -40,8 +40,7 @@ fn processes_of(id: &str) -> Vec<String> {
 }
 
 fn suspended(d: &Dispatch, id: &str) -> bool {
-    d.ok(&["ps", "-a"]).contains("(suspended)")
-        && d.inspect(id)["state"]["status"] == "suspended"
+    d.ok(&["ps", "-a"]).contains("(suspended)") && d.inspect(id)["state"]["status"] == "suspended"
 }
 
 #[test]
@@ -76,7 +75,9 @@ fn a_suspended_run_holds_no_process_and_a_signal_resumes_it_with_its_value() {
     assert_eq!(doc["attempt"], 2);
     let log = d.ok(&["logs", &id]);
     assert!(
-        log.contains(r#"attempt 2 checkpoint {"state":{"n":1},"step":"asked","type":"checkpoint"}"#),
+        log.contains(
+            r#"attempt 2 checkpoint {"state":{"n":1},"step":"asked","type":"checkpoint"}"#
+        ),
         "the next attempt has the checkpoint: {log}"
     );
     let attempts = doc["attempts"].as_array().expect("attempts");
@@ -210,15 +211,11 @@ fn a_malformed_wait_event_is_a_warning_and_the_run_just_succeeds() {
     let id = d.detach(&agent, "{}");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
-    let warned = doc["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .any(|e| {
-            e["type"] == "warning"
-                && e["data"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("needs a string `name`"))
-        });
+    let warned = doc["events"].as_array().expect("events").iter().any(|e| {
+        e["type"] == "warning"
+            && e["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("needs a string `name`"))
+    });
     assert!(warned, "{doc:#}");
 }

@@ -161,7 +161,11 @@ fn check_fields(kind: &str, obj: &serde_json::Map<String, Value>) -> Option<Stri
 
 /// A `wait` event: `for` says what, and each kind needs its own field.
 fn check_wait(obj: &serde_json::Map<String, Value>) -> Option<String> {
-    let has_str = |k: &str| obj.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let has_str = |k: &str| {
+        obj.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
     let seconds_ok = |k: &str| match obj.get(k) {
         None => true,
         Some(v) => v.as_f64().is_some_and(|s| s >= 0.0 && s.is_finite()),
@@ -186,8 +190,16 @@ pub fn wait_of(data: &Value, now: crate::Ts) -> Option<crate::Wait> {
     let secs = |k: &str| data.get(k).and_then(Value::as_f64).filter(|s| *s >= 0.0);
     let until = |s: f64| now.saturating_add((s * 1000.0).min(1e15) as i64);
     let (wait_for, name, until) = match data.get("for").and_then(Value::as_str)? {
-        "signal" => (WaitFor::Signal, data.get("name")?.as_str()?, secs("timeout_s").map(until)),
-        "approval" => (WaitFor::Approval, data.get("id")?.as_str()?, secs("timeout_s").map(until)),
+        "signal" => (
+            WaitFor::Signal,
+            data.get("name")?.as_str()?,
+            secs("timeout_s").map(until),
+        ),
+        "approval" => (
+            WaitFor::Approval,
+            data.get("id")?.as_str()?,
+            secs("timeout_s").map(until),
+        ),
         "timer" => (WaitFor::Timer, "", Some(until(secs("seconds")?))),
         _ => return None,
     };

@@ -17,9 +17,7 @@ pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
 pub use id::RunId;
-pub use state::{
-    Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor,
-};
+pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor};
 pub use time::{Ts, now_ms};
 pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;

@@ -78,11 +78,7 @@ pub async fn stop<S: Store + ?Sized>(
     }
 }
 
-async fn cancel_queued<S: Store + ?Sized>(
-    store: &S,
-    run: &Run,
-    reason: &str,
-) -> RuntimeResult<()> {
+async fn cancel_queued<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) -> RuntimeResult<()> {
     let t = Transition::Cancel {
         reason: reason.to_string(),
         exit_code: None,

@@ -45,8 +45,13 @@ pub async fn signal<S: Store + ?Sized>(
     }
     let resume = json!({"for": "signal", "name": name, "value": value});
     if waits_for(&run, WaitFor::Signal, name)
-        && let Some(woken) =
-            wake(store, run.clone(), resume.clone(), &format!("signal `{name}`")).await?
+        && let Some(woken) = wake(
+            store,
+            run.clone(),
+            resume.clone(),
+            &format!("signal `{name}`"),
+        )
+        .await?
     {
         return Ok(Delivery::Woke(Box::new(woken)));
     }
@@ -175,7 +180,13 @@ pub(crate) async fn suspend<S: Store + ?Sized>(
         WaitFor::Signal => match kept_signal(store, &run.id, &wait.name).await {
             Some(value) => {
                 let resume = json!({"for": "signal", "name": wait.name, "value": value});
-                wake(store, run.clone(), resume, &format!("signal `{}`", wait.name)).await?
+                wake(
+                    store,
+                    run.clone(),
+                    resume,
+                    &format!("signal `{}`", wait.name),
+                )
+                .await?
             }
             None => None,
         },
@@ -351,7 +362,10 @@ pub fn start_woken(layout: &Layout, run: &Run) {
             && let Ok(exe) = std::env::current_exe()
             && let Err(e) = crate::launch::spawn_helper(layout, &exe, &run.id)
         {
-            eprintln!("warning: run {} was woken but no helper could start: {e}", run.id);
+            eprintln!(
+                "warning: run {} was woken but no helper could start: {e}",
+                run.id
+            );
         }
     }
 }

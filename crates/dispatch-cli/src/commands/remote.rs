@@ -300,12 +300,29 @@ impl Remote {
             )?;
             doc["attempts"] = attempts["attempts"].clone();
             doc["artifacts"] = artifacts["artifacts"].clone();
-            if let Ok(list) =
-                serde_json::from_value::<Vec<dispatch_store::Event>>(events["events"].clone())
-            {
+            let approvals = self.json(
+                "GET",
+                &format!("/v1/approvals?pending=false&run={}", run.id),
+                None,
+            )?;
+            doc["approvals"] = approvals["approvals"].clone();
+            doc["dead_letter"] = self.dead_letter_of(&run.id)?;
+            if let (Ok(list), Ok(tries)) = (
+                serde_json::from_value::<Vec<dispatch_store::Event>>(events["events"].clone()),
+                serde_json::from_value::<Vec<dispatch_store::Attempt>>(
+                    attempts["attempts"].clone(),
+                ),
+            ) {
+                // The same document as locally: timeline, tool calls, usage
+                // by model and by attempt, from the same events.
+                let telemetry = super::telemetry::build(&list, &tries);
+                for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
+                    doc[key] = telemetry[key].clone();
+                }
                 let (model_calls, conversation) = super::inspect_agent::fields(&list);
                 doc["model_calls"] = model_calls;
                 doc["conversation"] = conversation;
+                doc["bom"] = super::inspect_agent::bom(&list);
             }
             doc["events"] = events["events"].clone();
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
@@ -324,6 +341,34 @@ impl Remote {
             }
         }
         Ok(0)
+    }
+}
+
+impl Remote {
+    /// The run's dead letter, if it has one (`null` otherwise).
+    fn dead_letter_of(&self, id: &dispatch_core::RunId) -> CliResult<Value> {
+        let all = self.json("GET", "/v1/dead-letters", None)?;
+        let found = all["dead_letters"]
+            .as_array()
+            .and_then(|list| list.iter().find(|d| d["run_id"] == id.as_str()))
+            .cloned();
+        Ok(found
+            .map(|mut d| {
+                // The local document holds the dead letter alone.
+                if let Some(obj) = d.as_object_mut() {
+                    for key in [
+                        "parcel_name",
+                        "parcel_digest",
+                        "operation",
+                        "input",
+                        "status",
+                    ] {
+                        obj.remove(key);
+                    }
+                }
+                d
+            })
+            .unwrap_or(Value::Null))
     }
 }
 

@@ -322,7 +322,9 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     loop {
         // A queued run, or a suspended one (no process holds it), ends here.
         let reason = match &run.state {
-            dispatch_core::RunState::Suspended { reason, .. } => format!("cancelled while {reason}"),
+            dispatch_core::RunState::Suspended { reason, .. } => {
+                format!("cancelled while {reason}")
+            }
             _ if run.status() == Status::Queued => "cancelled before it started".into(),
             _ => return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response()),
         };

@@ -490,7 +490,11 @@ pub async fn a_suspended_run_holds_nothing_and_a_wake_is_its_next_attempt<S: Sto
         .expect("list");
     assert_eq!(paused.len(), 1, "listed as paused");
     let attempts = store.list_attempts(&first.id).await.expect("attempts");
-    assert_eq!(attempts[0].ended_at, Some(30), "the attempt ends at the suspend");
+    assert_eq!(
+        attempts[0].ended_at,
+        Some(30),
+        "the attempt ends at the suspend"
+    );
     assert_eq!(attempts[0].status, Some(Status::Succeeded));
     assert_eq!(
         attempts[0].error.as_deref(),
@@ -507,6 +511,10 @@ pub async fn a_suspended_run_holds_nothing_and_a_wake_is_its_next_attempt<S: Sto
     assert_eq!(woken.attempt, 2, "the wake queues the next attempt");
     let attempts = store.list_attempts(&first.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].ended_at, Some(30), "closed once, at the suspend");
+    assert_eq!(
+        attempts[0].ended_at,
+        Some(30),
+        "closed once, at the suspend"
+    );
     assert_eq!(attempts[0].status, Some(Status::Succeeded));
 }
