@@ -7,7 +7,9 @@
 use axum::Json;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Object, ObjectBuilder, RefOr, Required, Schema, Type};
+use utoipa::openapi::{
+    ContentBuilder, Object, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
+};
 use utoipa::{Modify, OpenApi};
 
 use super::{codes, schemas};
@@ -88,6 +90,34 @@ impl Modify for Contract {
         {
             get.security = Some(Vec::new());
         }
+        // Every operation that reads the store may find it failing.
+        let store_failures = [
+            (
+                "500",
+                "`internal`: the server failed (stored data it cannot read)",
+            ),
+            (
+                "503",
+                "`unavailable`: the database is unavailable or locked; retry later",
+            ),
+        ];
+        // The document, the metrics and the parcels on disk need no store.
+        let storeless = ["/v1/openapi.json", "/metrics", "/v1/parcels"];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let get = item
+                .get
+                .as_mut()
+                .filter(|_| !storeless.contains(&path.as_str()));
+            for op in [get, item.post.as_mut()].into_iter().flatten() {
+                for (status, what) in store_failures {
+                    if !op.responses.responses.contains_key(status) {
+                        op.responses
+                            .responses
+                            .insert(status.to_string(), RefOr::T(error_response(what)));
+                    }
+                }
+            }
+        }
         // An empty body replays the dead letter as it was.
         if let Some(body) = doc
             .paths
@@ -99,6 +129,19 @@ impl Modify for Contract {
             body.required = Some(Required::False);
         }
     }
+}
+
+/// An error answer: `{code, message}`.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
+        )
+        .build()
 }
 
 /// The document as JSON.

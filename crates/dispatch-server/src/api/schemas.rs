@@ -9,6 +9,8 @@
 //! an event's data, a bill of materials) is any JSON. The contract test
 //! (`tests/openapi_contract.rs`) validates real answers against these
 //! schemas, so a field added to a record without its line here fails it.
+//! Every field of an answer is present (`null` when it has no value) unless
+//! marked `required = false`.
 #![allow(dead_code)]
 
 use serde::Serialize;
@@ -85,8 +87,10 @@ pub struct Run {
     /// The current attempt, from 1.
     pub attempt: u32,
     /// The run that started this one.
+    #[schema(required = true)]
     pub parent_id: Option<String>,
     /// The run this one restarts or replays.
+    #[schema(required = true)]
     pub origin_id: Option<String>,
     /// The run's input (null in a list when the store leaves it out).
     pub payload: Value,
@@ -96,9 +100,11 @@ pub struct Run {
     /// Unix milliseconds of the last state change.
     pub updated_at: i64,
     /// Unix milliseconds.
+    #[schema(required = true)]
     pub stop_requested_at: Option<i64>,
     pub usage: Usage,
     /// The run's result, when it has one.
+    #[schema(required = true)]
     pub output: Option<Value>,
     /// The labels it was dispatched with: only a worker with all of them claims it.
     pub labels: Vec<String>,
@@ -113,6 +119,7 @@ pub struct Run {
 pub struct RunPage {
     pub runs: Vec<Run>,
     /// Pass as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -141,11 +148,16 @@ pub struct EventList {
 pub struct Attempt {
     pub number: u32,
     pub started_at: i64,
+    #[schema(required = true)]
     pub ended_at: Option<i64>,
+    #[schema(required = true)]
     pub status: Option<RunStatus>,
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
+    #[schema(required = true)]
     pub error: Option<String>,
     /// The worker that ran it.
+    #[schema(required = true)]
     pub worker: Option<String>,
 }
 
@@ -182,7 +194,7 @@ pub struct BomAttempt {
 pub struct Bom {
     pub run: String,
     /// The latest attempt's; null when there is none.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub bom: Value,
     pub attempts: Vec<BomAttempt>,
 }
@@ -197,11 +209,16 @@ pub struct Approval {
     pub summary: String,
     pub requested_at: i64,
     /// When it is denied automatically, if ever.
+    #[schema(required = true)]
     pub deadline: Option<i64>,
     /// `approve` or `deny`, once decided.
+    #[schema(required = true)]
     pub decision: Option<String>,
+    #[schema(required = true)]
     pub decided_by: Option<String>,
+    #[schema(required = true)]
     pub rationale: Option<String>,
+    #[schema(required = true)]
     pub decided_at: Option<i64>,
     /// What is asked, beyond the summary (a tool call's tool, arguments, risk).
     #[schema(required = false)]
@@ -224,10 +241,12 @@ pub struct DeadLetter {
     pub at: i64,
     pub reason: String,
     pub attempts: u32,
+    #[schema(required = true)]
     pub checkpoint: Option<Value>,
     /// One entry per failed attempt: `{attempt, status, exit_code, error}`.
     pub errors: Value,
     /// The run that replayed it, once replayed.
+    #[schema(required = true)]
     pub replayed_by: Option<String>,
     pub parcel_name: String,
     pub parcel_digest: String,
@@ -246,6 +265,7 @@ pub struct DeadLetterList {
 pub struct Parcel {
     pub digest: String,
     pub name: String,
+    #[schema(required = true)]
     pub version: Option<String>,
     pub courier: Courier,
     pub entrypoint: Operation,
