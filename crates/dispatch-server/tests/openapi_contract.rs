@@ -431,6 +431,14 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(status, 201);
     let queued = queued["id"].as_str().expect("an id").to_string();
+    let streamed = c.call(
+        "POST",
+        runs,
+        runs,
+        &[("accept", "text/event-stream")],
+        Some(b"{\"parcel\": \"bench\"}"),
+    );
+    assert_eq!(streamed.0, 200, "the run's events, streamed");
     assert_eq!(c.post(runs, runs, "{\"parcel\": 1}").0, 400);
     assert_eq!(
         c.post(runs, runs, "{\"parcel\": \"nosuch\"}").1["code"],
