@@ -9,11 +9,26 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::runs::resolve;
+use super::schemas;
 use super::{ApiResult, AppState};
 
 /// Events read per page while looking for `bom` events.
 const PAGE: usize = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/bom",
+    operation_id = "getRunBom",
+    tag = "runs",
+    summary = "The bill of materials of each attempt of a native run (models, tools and their schema digests, MCP servers and their tools/list digests, limits)",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    responses(
+        (status = 200, description = "its bills of materials", body = schemas::Bom),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn bom(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = resolve(&state, &id).await?;
     let mut attempts = Vec::new();

@@ -19,8 +19,10 @@ use dispatch_runtime::submit::{check_session_name, default_key};
 use dispatch_store::{Created, NewRun, QueueOptions, RunExtras};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::runs::{Params, find_parcel, flag, number, params, resolve, run_json, wait_for_end};
+use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 use crate::callback;
 use crate::metrics::Metrics;
@@ -29,7 +31,7 @@ use crate::metrics::Metrics;
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The body of `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
     /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
@@ -37,6 +39,7 @@ pub struct CreateRun {
     #[serde(default)]
     pub payload: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<schemas::Operation>)]
     pub operation: Option<Operation>,
     #[serde(default)]
     pub parent_id: Option<String>,
@@ -68,6 +71,7 @@ pub struct CreateRun {
     pub session: Option<String>,
     /// Overrides of the parcel's RETRY / TIMEOUT / LIMIT policy.
     #[serde(default)]
+    #[schema(value_type = Option<schemas::Policy>)]
     pub policy: Option<PolicyInput>,
 }
 
@@ -144,6 +148,29 @@ impl CreateRun {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    operation_id = "createRun",
+    tag = "runs",
+    summary = "Create a run of a built parcel, queued for the workers",
+    description = "With `Accept: text/event-stream`, the answer is the run's events as they happen (as `getRunEvents`).",
+    params(schemas::CreateRunQuery),
+    request_body = CreateRun,
+    responses(
+        (status = 201, description = "created", body = schemas::Run),
+        (status = 200, description = "an idempotency key matched an existing run (`deduplicated`), or `wait` saw the run end", body = schemas::Run, content(
+            (schemas::Run = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
+        (status = 400, description = "`bad_request`: a bad body or parameter; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`parcel_not_found`; `run_not_found`: no run matches `parent_id`", body = schemas::Error),
+        (status = 409, description = "`session_busy`: a live run holds the session", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     query: Params,

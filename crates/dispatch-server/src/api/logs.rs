@@ -20,6 +20,7 @@ use dispatch_core::RunId;
 use futures_util::stream::unfold;
 
 use super::runs::{Params, params, resolve};
+use super::schemas;
 use super::stream::POLL;
 use super::{ApiResult, AppState};
 
@@ -39,6 +40,20 @@ enum Source {
 
 /// `GET /v1/runs/{id}/logs`: the log as text; `?follow=true` keeps the
 /// response open, sending what is appended until the run has finished.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/logs",
+    operation_id = "getRunLogs",
+    tag = "runs",
+    summary = "The run's log as text (shipped by the worker that ran it, or this server's own file)",
+    params(("id" = String, Path, description = "run id or unique prefix"), schemas::LogsQuery),
+    responses(
+        (status = 200, description = "the log", body = String, content_type = "text/plain"),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -26,6 +26,7 @@ mod parcels;
 pub mod publish;
 mod reliability;
 mod runs;
+mod schemas;
 mod signal;
 mod stream;
 
@@ -44,6 +45,7 @@ use tokio::sync::Notify;
 pub use error::{ApiError, ApiResult, codes};
 
 use crate::SharedStore;
+
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -144,6 +146,17 @@ async fn not_found() -> ApiError {
 }
 
 /// 200 when the store answers, 503 when it does not.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getHealth",
+    tag = "operations",
+    summary = "200 when the database answers, 503 when not; needs no token",
+    responses(
+        (status = 200, description = "the database answers", body = schemas::Health),
+        (status = 503, description = "`unavailable`: the database does not answer", body = schemas::Error),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     let probe = RunFilter {
         limit: Some(1),
@@ -153,6 +166,17 @@ async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "the metrics, Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(

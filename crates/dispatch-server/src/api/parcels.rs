@@ -12,11 +12,14 @@ use axum::http::StatusCode;
 use dispatch_core::parcel;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
 
 /// `POST /v1/parcels`: the files of an Agentfile directory, as text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ParcelUpload)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {
     /// Relative path → UTF-8 content. Must include `Agentfile`.
@@ -27,6 +30,17 @@ pub struct Upload {
     pub executable: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/parcels",
+    operation_id = "listParcels",
+    tag = "parcels",
+    summary = "List built parcels",
+    responses(
+        (status = 200, description = "the parcels", body = schemas::ParcelList),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let parcels: Vec<Value> = parcel::list(&state.layout.parcels())
         .iter()
@@ -44,6 +58,20 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// Builds the uploaded files into a parcel; answers its digest and name.
+#[utoipa::path(
+    post,
+    path = "/v1/parcels",
+    operation_id = "uploadParcel",
+    tag = "parcels",
+    summary = "Upload an Agentfile directory and build it",
+    request_body = Upload,
+    responses(
+        (status = 201, description = "built", body = schemas::ParcelBuilt),
+        (status = 400, description = "`bad_request`: a bad body (no Agentfile, a path that is not plain); `invalid_parcel`: it does not build", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+    )
+)]
 pub async fn upload(
     State(state): State<AppState>,
     body: Bytes,

@@ -15,16 +15,20 @@ use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{Decision, QueueOptions, RunExtras, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::create::enqueue;
 use super::runs::{Params, find_parcel, flag, params, resolve, run_json};
+use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Decision)]
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
     /// `approve` or `deny`.
+    #[schema(pattern = "^(approve|deny)$")]
     pub decision: String,
     /// Who decides.
     pub by: String,
@@ -37,7 +41,8 @@ pub struct DecideBody {
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = Replay)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     /// Replaces the dead-lettered run's input.
@@ -47,6 +52,20 @@ pub struct ReplayBody {
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
 /// pending ones unless `pending=false` (like `dispatch approvals ls`).
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    operation_id = "listApprovals",
+    tag = "reliability",
+    summary = "Approvals agents asked for, oldest first",
+    params(schemas::ApprovalsQuery),
+    responses(
+        (status = 200, description = "the approvals", body = schemas::ApprovalList),
+        (status = 400, description = "`bad_request`: a bad `pending`; `ambiguous_id`: `run` matches several runs", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches `run`", body = schemas::Error),
+    )
+)]
 pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["pending", "run"])?;
@@ -64,6 +83,26 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the
 /// first one stands), writes the agent's decision file and resumes the run.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/approvals/{approval_id}",
+    operation_id = "decideApproval",
+    tag = "reliability",
+    summary = "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes",
+    params(
+        ("id" = String, Path, description = "run id or unique prefix"),
+        ("approval_id" = String, Path, description = "the approval's id, as the agent named it"),
+    ),
+    request_body = DecideBody,
+    responses(
+        (status = 200, description = "the decided approval", body = schemas::Approval),
+        (status = 400, description = "`bad_request`: a bad body (decision other than approve/deny, empty `by`, input the tool's schema refuses); `ambiguous_id`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`; `approval_not_found`: the run has no approval of that id", body = schemas::Error),
+        (status = 409, description = "`already_decided`: the first decision stands; `invalid_state`: the run has finished", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+    )
+)]
 pub async fn decide(
     State(state): State<AppState>,
     Path((id, approval_id)): Path<(String, String)>,
@@ -133,6 +172,17 @@ pub async fn decide(
 
 /// `GET /v1/dead-letters`: newest first, each with its run's parcel,
 /// operation, input and status (like `dispatch dlq ls`).
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    operation_id = "listDeadLetters",
+    tag = "reliability",
+    summary = "Dead-lettered runs, newest first",
+    responses(
+        (status = 200, description = "the dead letters", body = schemas::DeadLetterList),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+    )
+)]
 pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let mut docs = Vec::new();
     for letter in state.store.list_dead_letters().await? {
@@ -152,6 +202,22 @@ pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value
 /// operation, with the same input unless `payload` replaces it, linked by
 /// `origin_id`, under the original run's stored policy (retries, timeouts,
 /// limits); the dead letter notes it replayed it. 201 with the new run.
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/{id}/replay",
+    operation_id = "replayDeadLetter",
+    tag = "reliability",
+    summary = "Replay a dead-lettered run as a new queued run linked by origin_id, under the original run's stored policy (body optional)",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    request_body(content = ReplayBody, description = "optional: an empty body replays the same input"),
+    responses(
+        (status = 201, description = "the new run", body = schemas::Run),
+        (status = 400, description = "`bad_request`: a bad body; `ambiguous_id`; `missing_secret`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`; `dead_letter_not_found`: the run is not a dead letter; `parcel_not_found`: its parcel is gone", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+    )
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -15,6 +15,7 @@ use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 
 /// The page size when `limit` is not given, and the largest allowed.
@@ -181,6 +182,20 @@ const MAX_GET_WAIT: Duration = Duration::from_secs(60);
 /// `GET /v1/runs/{id}[?wait=SECONDS]`: the run; with `wait`, once it has
 /// ended or after that long (at most 60 s), whichever comes first — a long
 /// poll, so a client waiting for a run asks once per period, not in a loop.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    operation_id = "getRun",
+    tag = "runs",
+    summary = "One run; an id prefix is enough",
+    params(("id" = String, Path, description = "run id or unique prefix"), schemas::GetRunQuery),
+    responses(
+        (status = 200, description = "the run", body = schemas::Run),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -206,6 +221,20 @@ pub async fn get(
 /// take an RFC 3339 time or an age before now (`30s`, `10m`, `2h`, `7d`); a
 /// client paging through an age should send the time it resolved instead,
 /// so that every page has the same bounds.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    summary = "Runs, filtered, newest first, a page at a time",
+    params(schemas::ListRunsQuery),
+    responses(
+        (status = 200, description = "a page of runs", body = schemas::RunPage),
+        (status = 400, description = "`bad_request`: a bad filter, time, cursor or limit; `ambiguous_id`: `parent` matches several runs", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches `parent`", body = schemas::Error),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -307,6 +336,22 @@ fn time(params: &HashMap<String, String>, name: &str, now: Ts) -> ApiResult<Opti
 
 /// `POST /v1/runs/{id}/cancel`: a queued run is cancelled at once; a running
 /// one gets a stop request that its worker passes on to the agent (202).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    operation_id = "cancelRun",
+    tag = "runs",
+    summary = "Cancel a run: a queued one at once, a running one through its worker",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    responses(
+        (status = 200, description = "cancelled (it was queued)", body = schemas::Run),
+        (status = 202, description = "stop requested: its worker stops it", body = schemas::Run),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+        (status = 409, description = "`invalid_state`: it has already finished; `conflict`: retry", body = schemas::Error),
+    )
+)]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = resolve(&state, &id).await?;
     let mut run = state.store.get_run(&id).await?;
@@ -357,6 +402,20 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
 }
 
 /// `GET /v1/runs/{id}/attempts`.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/attempts",
+    operation_id = "listAttempts",
+    tag = "runs",
+    summary = "The run's attempts",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    responses(
+        (status = 200, description = "its attempts, oldest first", body = schemas::AttemptList),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn attempts(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -368,6 +427,20 @@ pub async fn attempts(
 }
 
 /// `GET /v1/runs/{id}/artifacts`.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/artifacts",
+    operation_id = "listArtifacts",
+    tag = "runs",
+    summary = "The run's artifacts",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    responses(
+        (status = 200, description = "its artifacts", body = schemas::ArtifactList),
+        (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn artifacts(
     State(state): State<AppState>,
     Path(id): Path<String>,

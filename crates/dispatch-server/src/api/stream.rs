@@ -15,6 +15,7 @@ use futures_util::stream::unfold;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::runs::{Params, params, resolve};
+use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 
 /// How often a live stream looks for news.
@@ -44,6 +45,28 @@ enum Next {
 /// `?after=`), oldest first, each with its `seq` as the SSE id; the stream
 /// ends after the run's last event once it has finished. `?format=json`
 /// answers the events stored so far as one JSON document instead.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/events",
+    operation_id = "getRunEvents",
+    tag = "runs",
+    summary = "Events as server-sent events; resume with the Last-Event-ID header",
+    description = "Each stored event is an SSE event named by its type, with its seq as the SSE id and the event as JSON data; `delta` events (no id) carry text a native agent generates. The stream ends after the run's last event once it has finished. With `format=json`, the events stored so far (at most 10000) as one document.",
+    params(
+        ("id" = String, Path, description = "run id or unique prefix"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "resume after this event seq"),
+        schemas::EventsQuery,
+    ),
+    responses(
+        (status = 200, description = "the events", content(
+            (String = "text/event-stream"),
+            (schemas::EventList = "application/json"),
+        )),
+        (status = 400, description = "`bad_request`: a bad `after`, `format` or Last-Event-ID; `ambiguous_id`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

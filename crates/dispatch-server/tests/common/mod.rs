@@ -65,12 +65,31 @@ impl TestServer {
         Some(server)
     }
 
+    /// A server on SQLite that requires a bearer token on every route but
+    /// `/healthz`.
+    pub fn start_with_required_auth() -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = TestServer::start_full(dir.path().to_path_buf(), None, 0, None, true);
+        server._dir = Some(dir);
+        server
+    }
+
     /// A server on an existing state directory (under `root`) and database.
     pub fn start_on(
         root: std::path::PathBuf,
         url: Option<String>,
         slots: usize,
         bus: Option<BusConfig>,
+    ) -> TestServer {
+        TestServer::start_full(root, url, slots, bus, false)
+    }
+
+    fn start_full(
+        root: std::path::PathBuf,
+        url: Option<String>,
+        slots: usize,
+        bus: Option<BusConfig>,
+        required_auth: bool,
     ) -> TestServer {
         let layout = Layout::new(root.join(".dispatch"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -90,7 +109,8 @@ impl TestServer {
                     .await
                     .expect("binds an ephemeral port")
                     .with_callback_secret(Some(CALLBACK_SECRET.into()))
-                    .with_bus(bus);
+                    .with_bus(bus)
+                    .with_required_auth(required_auth);
                 ready_tx.send(server.addr()).expect("the test waits");
                 server
                     .run(async {

@@ -1,0 +1,399 @@
+//! The shapes of the API's answers and query strings, for the OpenAPI
+//! document only.
+//!
+//! The handlers answer records of `dispatch-store` and `dispatch-core`
+//! serialized as they are (plus a `status`), and read their query strings
+//! by hand (to refuse unknown parameters and accept `1` for `true`). Rather
+//! than teach those crates about OpenAPI, the answers are described here,
+//! field for field; free-form JSON (a run's payload, output and state data,
+//! an event's data, a bill of materials) is any JSON. The contract test
+//! (`tests/openapi_contract.rs`) validates real answers against these
+//! schemas, so a field added to a record without its line here fails it.
+//! Every field of an answer is present (`null` when it has no value) unless
+//! marked `required = false`.
+#![allow(dead_code)]
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Every error answer: a stable `code` and words for a person.
+#[derive(Serialize, ToSchema)]
+pub struct Error {
+    /// Stable: see the list of codes (the enum below).
+    pub code: String,
+    pub message: String,
+}
+
+/// A run's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Starting,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Stopped,
+}
+
+/// What a run executes.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Job,
+    Heartbeat,
+    Service,
+    Chat,
+}
+
+/// Which backend runs a parcel.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Courier {
+    Process,
+    Noop,
+    Agent,
+}
+
+/// Tokens and cost, summed per run.
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    #[schema(minimum = 0)]
+    pub input_tokens: u64,
+    #[schema(minimum = 0)]
+    pub output_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
+/// A run as stored, with its status.
+#[derive(Serialize, ToSchema)]
+pub struct Run {
+    /// 32 hex digits, time-ordered.
+    pub id: String,
+    pub status: RunStatus,
+    /// The status with its data (times, processes, exit code, reason).
+    #[schema(value_type = Object)]
+    pub state: Value,
+    /// Bumped by every state change.
+    pub version: i64,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    pub operation: Operation,
+    /// The current attempt, from 1.
+    pub attempt: u32,
+    /// The run that started this one.
+    #[schema(required = true)]
+    pub parent_id: Option<String>,
+    /// The run this one restarts or replays.
+    #[schema(required = true)]
+    pub origin_id: Option<String>,
+    /// The run's input (null in a list when the store leaves it out).
+    pub payload: Value,
+    pub brief_sha256: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds of the last state change.
+    pub updated_at: i64,
+    /// Unix milliseconds.
+    #[schema(required = true)]
+    pub stop_requested_at: Option<i64>,
+    pub usage: Usage,
+    /// The run's result, when it has one.
+    #[schema(required = true)]
+    pub output: Option<Value>,
+    /// The labels it was dispatched with: only a worker with all of them claims it.
+    pub labels: Vec<String>,
+    /// Only in the answer of `POST /v1/runs`: true when an idempotency key
+    /// matched an existing run, which is answered instead of a new one.
+    #[schema(required = false)]
+    pub deduplicated: bool,
+}
+
+/// A page of runs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A stored event.
+#[derive(Serialize, ToSchema)]
+pub struct Event {
+    /// Position in the store's event log; increases with every append.
+    pub seq: i64,
+    pub run_id: String,
+    /// `state`, `usage`, `step`, `tool_call`, `warning`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub attempt: u32,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub data: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+}
+
+/// One try of a run.
+#[derive(Serialize, ToSchema)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: i64,
+    #[schema(required = true)]
+    pub ended_at: Option<i64>,
+    #[schema(required = true)]
+    pub status: Option<RunStatus>,
+    #[schema(required = true)]
+    pub exit_code: Option<i32>,
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// The worker that ran it.
+    #[schema(required = true)]
+    pub worker: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptList {
+    pub attempts: Vec<Attempt>,
+}
+
+/// A file a run produced, stored content-addressed.
+#[derive(Serialize, ToSchema)]
+pub struct Artifact {
+    /// Path relative to the run's artifacts directory.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<Artifact>,
+}
+
+/// One attempt's bill of materials, as its `bom` event recorded it.
+#[derive(Serialize, ToSchema)]
+pub struct BomAttempt {
+    pub attempt: u32,
+    pub at: i64,
+    #[schema(value_type = Object)]
+    pub bom: Value,
+}
+
+/// The bills of materials of a run (none for a run that is not native).
+#[derive(Serialize, ToSchema)]
+pub struct Bom {
+    pub run: String,
+    /// The latest attempt's; null when there is none.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub bom: Value,
+    pub attempts: Vec<BomAttempt>,
+}
+
+/// An approval an agent asked for.
+#[derive(Serialize, ToSchema)]
+pub struct Approval {
+    pub run_id: String,
+    /// The agent's id for it (unique within the run).
+    pub id: String,
+    pub attempt: u32,
+    pub summary: String,
+    pub requested_at: i64,
+    /// When it is denied automatically, if ever.
+    #[schema(required = true)]
+    pub deadline: Option<i64>,
+    /// `approve` or `deny`, once decided.
+    #[schema(required = true)]
+    pub decision: Option<String>,
+    #[schema(required = true)]
+    pub decided_by: Option<String>,
+    #[schema(required = true)]
+    pub rationale: Option<String>,
+    #[schema(required = true)]
+    pub decided_at: Option<i64>,
+    /// What is asked, beyond the summary (a tool call's tool, arguments, risk).
+    #[schema(required = false)]
+    pub details: Option<Value>,
+    /// Arguments the approver gave in place of the ones asked for.
+    #[schema(required = false)]
+    pub input: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalList {
+    pub approvals: Vec<Approval>,
+}
+
+/// A run whose attempts are exhausted, with its run's parcel, operation,
+/// input and status.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetter {
+    pub run_id: String,
+    pub at: i64,
+    pub reason: String,
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub checkpoint: Option<Value>,
+    /// One entry per failed attempt: `{attempt, status, exit_code, error}`.
+    pub errors: Value,
+    /// The run that replayed it, once replayed.
+    #[schema(required = true)]
+    pub replayed_by: Option<String>,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    pub operation: Operation,
+    pub input: Value,
+    pub status: RunStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A built parcel.
+#[derive(Serialize, ToSchema)]
+pub struct Parcel {
+    pub digest: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub version: Option<String>,
+    pub courier: Courier,
+    pub entrypoint: Operation,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ParcelList {
+    pub parcels: Vec<Parcel>,
+}
+
+/// The parcel an upload built.
+#[derive(Serialize, ToSchema)]
+pub struct ParcelBuilt {
+    pub digest: String,
+    pub name: String,
+}
+
+/// The policy overrides of `POST /v1/runs`, like `dispatch run`'s flags;
+/// stored with the run and applied by the worker to every attempt.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Retries after the first attempt (`--retries`).
+    pub retries: Option<u32>,
+    /// `<initial>..<max>` between attempts, doubled each retry, with jitter,
+    /// e.g. `1s..30s` (`--backoff`).
+    pub backoff: Option<String>,
+    /// Time limit of each attempt, a duration: `500ms`, `30s`, `5m`, `2h`
+    /// (no unit: seconds) (`--timeout`).
+    pub timeout: Option<String>,
+    /// Time limit of each step, a duration (`--step-timeout`).
+    pub step_timeout: Option<String>,
+    /// Stop the run past this many tokens (`--max-tokens`).
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u64>,
+    /// Stop the run past this many US dollars (`--max-cost`).
+    #[schema(exclusive_minimum = 0)]
+    pub max_cost: Option<f64>,
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// `POST /v1/runs` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateRunQuery {
+    /// Block until the run has ended (200), or `timeout` passed (202).
+    pub wait: Option<bool>,
+    /// Seconds `wait` blocks at most (default 30, at most 300).
+    #[param(minimum = 0, maximum = 300)]
+    pub timeout: Option<f64>,
+}
+
+/// `GET /v1/runs` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Comma-separated statuses, any of them.
+    pub status: Option<String>,
+    /// A parcel's name or digest prefix.
+    pub parcel: Option<String>,
+    /// The parent run's id or unique prefix.
+    pub parent: Option<String>,
+    pub operation: Option<Operation>,
+    /// Comma-separated labels, all required: runs dispatched with every one
+    /// (the parameter may be repeated).
+    pub label: Option<String>,
+    /// Runs created at or after this time: RFC 3339 (`2026-11-21T10:00:00Z`;
+    /// write a `+` offset as `%2B`) or an age before now (`30s`, `10m`, `2h`,
+    /// `7d`); when paging, send the same absolute time with every page.
+    pub created_after: Option<String>,
+    /// Runs created before this time (exclusive), in the same forms as
+    /// `created_after`.
+    pub created_before: Option<String>,
+    /// Page size (default 50; 0 counts as 1, above 1000 as 1000).
+    #[param(minimum = 0)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/runs/{id}` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetRunQuery {
+    /// Seconds (at most 60): answer once the run has ended, or after that
+    /// long (a long poll).
+    #[param(minimum = 0, maximum = 60)]
+    pub wait: Option<f64>,
+}
+
+/// The one value of `format`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsFormat {
+    Json,
+}
+
+/// `GET /v1/runs/{id}/events` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Resume after this event seq (like `Last-Event-ID`, which wins).
+    pub after: Option<i64>,
+    /// `json`: the events stored so far as one document, not a stream.
+    #[param(inline)]
+    pub format: Option<EventsFormat>,
+}
+
+/// `GET /v1/runs/{id}/logs` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Stream until the run ends.
+    pub follow: Option<bool>,
+}
+
+/// `GET /v1/approvals` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApprovalsQuery {
+    /// `false` to list decided approvals too (default: pending only).
+    pub pending: Option<bool>,
+    /// Only this run's (id or unique prefix).
+    pub run: Option<String>,
+}

@@ -1,0 +1,619 @@
+//! The OpenAPI document is the API's contract: every route the router
+//! serves is documented and every documented one is served; every operation
+//! has an operationId and schemas for its answers; and each operation,
+//! called on a real server, answers with a documented status and a body its
+//! schema accepts (errors included).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Db, TestServer};
+use dispatch_core::Status;
+use dispatch_server::api::codes;
+use dispatch_server::client;
+use serde_json::{Value, json};
+
+fn doc() -> Value {
+    dispatch_server::api::openapi::spec()
+}
+
+/// Writes the document where CI's validator reads it: `$OPENAPI_OUT`, else
+/// `openapi.json` in the target directory.
+#[test]
+fn writes_the_document() {
+    let out = std::env::var_os("OPENAPI_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("openapi.json"));
+    let text = serde_json::to_string_pretty(&doc()).expect("the document serializes");
+    std::fs::write(&out, text + "\n").expect("the document is written");
+}
+
+/// The target directory this test binary runs from (`target/debug/deps/..`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .expect("the binary lives under target/<profile>/deps")
+}
+
+/// `(method, path)` of every route in the router (`src/api/mod.rs`), read
+/// from its source: axum cannot list a router's routes.
+fn served_routes() -> BTreeSet<(String, String)> {
+    let source = include_str!("../src/api/mod.rs");
+    let table = source
+        .split("pub fn router(")
+        .nth(1)
+        .and_then(|s| s.split(".fallback(").next())
+        .expect("the router's route table");
+    let mut routes = BTreeSet::new();
+    for route in table.split(".route(").skip(1) {
+        let path = route.split('"').nth(1).expect("a route's path").to_string();
+        let handlers = route.split('"').nth(2).expect("a route's handlers");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let calls = handlers
+                .match_indices(&format!("{method}("))
+                .filter(|(i, _)| {
+                    !handlers[..*i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                })
+                .count();
+            if calls > 0 {
+                routes.insert((method.to_string(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+/// `(method, path)` of every operation in the document.
+fn documented_routes(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            routes.insert((method.clone(), path.clone()));
+        }
+    }
+    routes
+}
+
+/// Every operation: `(method, path, operation)`.
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    documented_routes(doc)
+        .into_iter()
+        .map(|(m, p)| {
+            let op = doc["paths"][&p][&m].clone();
+            (m, p, op)
+        })
+        .collect()
+}
+
+#[test]
+fn every_served_route_is_documented_and_every_documented_one_is_served() {
+    let served = served_routes();
+    assert!(served.len() >= 17, "the route table parses: {served:?}");
+    let documented = documented_routes(&doc());
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served, not documented: {undocumented:?}"
+    );
+    assert!(unserved.is_empty(), "documented, not served: {unserved:?}");
+}
+
+#[test]
+fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
+    let doc = doc();
+    let mut ids = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let at = format!("{method} {path}");
+        let id = op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: no operationId"));
+        assert!(
+            id.starts_with(|c: char| c.is_ascii_lowercase())
+                && id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{at}: operationId `{id}` is not camelCase"
+        );
+        assert!(ids.insert(id.to_string()), "{at}: operationId `{id}` twice");
+        assert!(op["summary"].is_string(), "{at}: no summary");
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{at}: no success answer"
+        );
+        for (status, response) in responses {
+            let content = response["content"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{at} {status}: no content"));
+            for (media, body) in content {
+                assert!(
+                    body["schema"].is_object(),
+                    "{at} {status} {media}: no schema"
+                );
+            }
+            if !status.starts_with('2') {
+                assert_eq!(
+                    content["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                    "{at} {status}: errors answer the error shape"
+                );
+            }
+        }
+        // Every route needs a token but /healthz, which says so.
+        if path == "/healthz" {
+            assert_eq!(op["security"], json!([]), "{at}");
+        } else {
+            assert!(
+                op.get("security").is_none(),
+                "{at}: the global bearer applies"
+            );
+            assert!(responses.contains_key("401"), "{at}: documents 401");
+        }
+        if method == "post" && !path.ends_with("/cancel") {
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(body["$ref"].is_string(), "{at}: a request body schema");
+            assert!(responses.contains_key("413"), "{at}: documents 413");
+        }
+        for param in op["parameters"].as_array().into_iter().flatten() {
+            let name = param["name"].as_str().unwrap_or("?");
+            let schema = &param["schema"];
+            assert!(
+                schema["type"].is_string() || schema["$ref"].is_string(),
+                "{at}: parameter {name} has a type: {param}"
+            );
+            if path.contains(&format!("{{{name}}}")) {
+                assert_eq!(param["in"], "path", "{at}: {name}");
+            }
+        }
+    }
+    assert_eq!(
+        doc["paths"]["/v1/runs"]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+            .map(|p| p["schema"]["type"].clone()),
+        Some(json!("integer"))
+    );
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    let schemas = &doc["components"]["schemas"];
+    let error_codes: Vec<&str> = codes::ALL.iter().map(|(c, _, _)| *c).collect();
+    assert_eq!(
+        schemas["Error"]["properties"]["code"]["enum"],
+        json!(error_codes)
+    );
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(schemas["RunStatus"]["enum"], json!(statuses));
+}
+
+/// What `schema` (of the document, its `$ref`s into its components)
+/// finds wrong with `value`.
+fn problems(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::draft202012::new(&root)
+        .unwrap_or_else(|e| panic!("the schema {schema} compiles: {e}"));
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_schemas_refuse_what_they_do_not_describe() {
+    let doc = doc();
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    assert!(problems(&doc, &error, &json!({"code": "conflict", "message": "m"})).is_empty());
+    assert!(!problems(&doc, &error, &json!({"code": "nope", "message": "m"})).is_empty());
+    assert!(!problems(&doc, &error, &json!({"code": "conflict"})).is_empty());
+    let page = json!({"$ref": "#/components/schemas/RunPage"});
+    let bad_run = json!({"runs": [{"id": "x"}], "next_cursor": null});
+    assert!(!problems(&doc, &page, &bad_run).is_empty());
+}
+
+/// Calls operations on a server and checks each answer against the document.
+struct Contract<'a> {
+    doc: Value,
+    server: &'a TestServer,
+    token: Option<String>,
+    /// operationId → statuses seen.
+    seen: BTreeMap<String, BTreeSet<u16>>,
+}
+
+impl Contract<'_> {
+    /// Calls `method path` (`path` the concrete form of the document's
+    /// `template`) and checks the answer; returns its status and JSON body
+    /// (null for other content).
+    fn call(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, Value) {
+        let base = format!("http://{}", self.server.addr);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("authorization", auth));
+        }
+        let response = client::request(&base, method, path, &all, body).expect("an answer");
+        let status = response.status;
+        let media = response
+            .header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let text = response.text().expect("a text body");
+        self.check(method, template, path, status, &media, &text)
+    }
+
+    /// Checks an answer against the document.
+    fn check(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        status: u16,
+        media: &str,
+        text: &str,
+    ) -> (u16, Value) {
+        let op = &self.doc["paths"][template][method.to_lowercase()];
+        let at = format!("{method} {path} ({template}) answered {status} {media}");
+        let id = op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: not documented"))
+            .to_string();
+        let response = &op["responses"][status.to_string()];
+        assert!(response.is_object(), "{at}: status not documented: {text}");
+        let schema = &response["content"][media]["schema"];
+        assert!(schema.is_object(), "{at}: media type not documented");
+        self.seen.entry(id).or_default().insert(status);
+        if media != "application/json" {
+            return (status, Value::Null);
+        }
+        let value: Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{at}: not JSON ({e}): {text}"));
+        let problems = problems(&self.doc, schema, &value);
+        assert!(problems.is_empty(), "{at}: {problems:?} in {value}");
+        (status, value)
+    }
+
+    /// POSTs a 3 MiB body: the server answers before it has read it, so
+    /// write it as curl would, ignoring a closed pipe, then read the answer.
+    fn too_big(&mut self, template: &str, path: &str) -> u16 {
+        use std::io::{Read, Write};
+        let addr = self.server.addr;
+        let size = 3 << 20;
+        let mut conn = std::net::TcpStream::connect(addr).expect("connects");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).expect("headers");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < size && conn.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        let mut text = String::new();
+        let _ = conn.read_to_string(&mut text);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        let media = head
+            .lines()
+            .find_map(|l| {
+                l.to_lowercase()
+                    .strip_prefix("content-type:")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        self.check("POST", template, path, status, &media, body).0
+    }
+
+    fn get(&mut self, template: &str, path: &str) -> (u16, Value) {
+        self.call("GET", template, path, &[], None)
+    }
+
+    fn post(&mut self, template: &str, path: &str, body: &str) -> (u16, Value) {
+        self.call("POST", template, path, &[], Some(body.as_bytes()))
+    }
+
+    /// Polls `GET path` until `done` holds.
+    fn wait_for(&mut self, template: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = self.get(template, path);
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "timed out on {path}: {body}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// An agent that asks for approval `send-email` and waits for the decision.
+const ASKING: &str = "echo '{\"type\":\"approval\",\"id\":\"send-email\",\"summary\":\"Send refund email?\",\"timeout_s\":3600}' >> \"$DISPATCH_EVENTS\"\n\
+while [ ! -e \"$DISPATCH_APPROVALS/send-email.json\" ]; do sleep 0.02; done\n\
+grep -q '\"decision\":\"approve\"' \"$DISPATCH_APPROVALS/send-email.json\"\n";
+
+fn upload_body(files: &[(&str, &str)]) -> String {
+    let files: serde_json::Map<String, Value> = files
+        .iter()
+        .map(|(p, c)| (p.to_string(), json!(c)))
+        .collect();
+    json!({ "files": files }).to_string()
+}
+
+#[test]
+fn every_operation_answers_as_documented() {
+    let Some(server) = TestServer::start(Db::Sqlite, 2) else {
+        return;
+    };
+    let mut c = Contract {
+        doc: doc(),
+        server: &server,
+        token: None,
+        seen: BTreeMap::new(),
+    };
+
+    // Operations.
+    assert_eq!(c.get("/healthz", "/healthz").0, 200);
+    assert_eq!(c.get("/metrics", "/metrics").0, 200);
+    assert_eq!(c.get("/v1/openapi.json", "/v1/openapi.json").0, 200);
+
+    // Parcels.
+    let parcels = "/v1/parcels";
+    let noop = upload_body(&[("Agentfile", "FROM noop\nNAME bench\n")]);
+    assert_eq!(c.post(parcels, parcels, &noop).0, 201);
+    let asking = upload_body(&[
+        (
+            "Agentfile",
+            "NAME careful\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
+        ),
+        ("agent.sh", ASKING),
+    ]);
+    assert_eq!(c.post(parcels, parcels, &asking).0, 201);
+    let doomed = upload_body(&[
+        (
+            "Agentfile",
+            "NAME doomed\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
+        ),
+        ("agent.sh", "exit 3\n"),
+    ]);
+    assert_eq!(c.post(parcels, parcels, &doomed).0, 201);
+    assert_eq!(c.post(parcels, parcels, "{\"files\": {}}").0, 400);
+    let broken = upload_body(&[("Agentfile", "NO SUCH INSTRUCTION\n")]);
+    assert_eq!(
+        c.post(parcels, parcels, &broken).1["code"],
+        "invalid_parcel"
+    );
+    assert_eq!(c.too_big(parcels, parcels), 413);
+    let (_, list) = c.get(parcels, parcels);
+    assert_eq!(list["parcels"].as_array().map(Vec::len), Some(3), "{list}");
+
+    // Runs.
+    let runs = "/v1/runs";
+    let (status, run) = c.post(runs, "/v1/runs?wait=true", "{\"parcel\": \"bench\"}");
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("succeeded")),
+        "{run}"
+    );
+    let id = run["id"].as_str().expect("an id").to_string();
+    let keyed = "{\"parcel\": \"bench\", \"idempotency_key\": \"k1\"}";
+    assert_eq!(c.post(runs, runs, keyed).0, 201);
+    let (status, again) = c.post(runs, runs, keyed);
+    assert_eq!((status, &again["deduplicated"]), (200, &json!(true)));
+    let (status, queued) = c.post(
+        runs,
+        runs,
+        "{\"parcel\": \"bench\", \"labels\": [\"nowhere\"]}",
+    );
+    assert_eq!(status, 201);
+    let queued = queued["id"].as_str().expect("an id").to_string();
+    let streamed = c.call(
+        "POST",
+        runs,
+        runs,
+        &[("accept", "text/event-stream")],
+        Some(b"{\"parcel\": \"bench\"}"),
+    );
+    assert_eq!(streamed.0, 200, "the run's events, streamed");
+    assert_eq!(c.post(runs, runs, "{\"parcel\": 1}").0, 400);
+    assert_eq!(
+        c.post(runs, runs, "{\"parcel\": \"nosuch\"}").1["code"],
+        "parcel_not_found"
+    );
+    assert_eq!(c.too_big(runs, runs), 413);
+    let (status, page) = c.get(
+        runs,
+        "/v1/runs?limit=1&status=succeeded,queued&operation=job",
+    );
+    assert_eq!(status, 200);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    assert_eq!(
+        c.get(runs, &format!("/v1/runs?cursor={cursor}&created_after=1h"))
+            .0,
+        200
+    );
+    assert_eq!(c.get(runs, "/v1/runs?limit=many").0, 400);
+    assert_eq!(
+        c.get(runs, "/v1/runs?parent=0123abcd").1["code"],
+        "run_not_found"
+    );
+
+    let one = "/v1/runs/{id}";
+    assert_eq!(c.get(one, &format!("/v1/runs/{id}")).0, 200);
+    assert_eq!(
+        c.get(one, &format!("/v1/runs/{}?wait=0.1", &id[..12])).0,
+        200
+    );
+    assert_eq!(c.get(one, "/v1/runs/0123abcd").0, 404);
+    assert_eq!(c.get(one, "/v1/runs/not-hex").0, 400);
+    for (template, suffix) in [
+        ("/v1/runs/{id}/attempts", "attempts"),
+        ("/v1/runs/{id}/artifacts", "artifacts"),
+        ("/v1/runs/{id}/bom", "bom"),
+        ("/v1/runs/{id}/logs", "logs"),
+        ("/v1/runs/{id}/events", "events"),
+    ] {
+        assert_eq!(c.get(template, &format!("/v1/runs/{id}/{suffix}")).0, 200);
+        assert_eq!(
+            c.get(template, &format!("/v1/runs/0123abcd/{suffix}")).0,
+            404
+        );
+        assert_eq!(
+            c.get(template, &format!("/v1/runs/not-hex/{suffix}")).0,
+            400
+        );
+    }
+    let events = "/v1/runs/{id}/events";
+    let (_, stored) = c.get(events, &format!("/v1/runs/{id}/events?format=json&after=1"));
+    assert!(stored["events"].as_array().is_some_and(|e| !e.is_empty()));
+    let headers = [("last-event-id", "2")];
+    let path = format!("/v1/runs/{id}/events");
+    assert_eq!(c.call("GET", events, &path, &headers, None).0, 200);
+    assert_eq!(
+        c.call("GET", events, &path, &[("last-event-id", "x")], None)
+            .0,
+        400
+    );
+
+    let cancel = "/v1/runs/{id}/cancel";
+    assert_eq!(
+        c.post(cancel, &format!("/v1/runs/{queued}/cancel"), "").0,
+        200
+    );
+    assert_eq!(
+        c.post(cancel, &format!("/v1/runs/{id}/cancel"), "").1["code"],
+        "invalid_state"
+    );
+    assert_eq!(c.post(cancel, "/v1/runs/0123abcd/cancel", "").0, 404);
+
+    // Approvals.
+    let (_, asker) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
+    let asker = asker["id"].as_str().expect("an id").to_string();
+    let approvals = "/v1/approvals";
+    c.wait_for(approvals, &format!("/v1/approvals?run={asker}"), |b| {
+        b["approvals"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(c.get(approvals, "/v1/approvals?pending=false").0, 200);
+    assert_eq!(c.get(approvals, "/v1/approvals?pending=perhaps").0, 400);
+    assert_eq!(c.get(approvals, "/v1/approvals?run=0123abcd").0, 404);
+    let decide = "/v1/runs/{id}/approvals/{approval_id}";
+    let path = format!("/v1/runs/{asker}/approvals/send-email");
+    let approve = "{\"decision\": \"approve\", \"by\": \"ada\", \"rationale\": \"fine\"}";
+    assert_eq!(
+        c.post(decide, &path, "{\"decision\": \"maybe\", \"by\": \"ada\"}")
+            .0,
+        400
+    );
+    assert_eq!(c.too_big(decide, &path), 413);
+    let other = format!("/v1/runs/{asker}/approvals/no-such");
+    assert_eq!(
+        c.post(decide, &other, approve).1["code"],
+        "approval_not_found"
+    );
+    assert_eq!(c.post(decide, &path, approve).0, 200);
+    assert_eq!(c.post(decide, &path, approve).0, 409);
+    // A running run: its worker is asked to stop it.
+    let (_, second) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
+    let second = second["id"].as_str().expect("an id").to_string();
+    c.wait_for(approvals, &format!("/v1/approvals?run={second}"), |b| {
+        b["approvals"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(
+        c.post(cancel, &format!("/v1/runs/{second}/cancel"), "").0,
+        202
+    );
+
+    // Dead letters.
+    let (_, failed) = c.post(
+        runs,
+        "/v1/runs?wait=true&timeout=30",
+        "{\"parcel\": \"doomed\"}",
+    );
+    let failed = failed["id"].as_str().expect("an id").to_string();
+    let letters = "/v1/dead-letters";
+    c.wait_for(letters, letters, |b| {
+        b["dead_letters"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["run_id"] == failed.as_str()))
+    });
+    let replay = "/v1/dead-letters/{id}/replay";
+    let path = format!("/v1/dead-letters/{failed}/replay");
+    assert_eq!(c.post(replay, &path, "{\"payload\":").0, 400);
+    assert_eq!(c.too_big(replay, &path), 413);
+    assert_eq!(
+        c.post(replay, &format!("/v1/dead-letters/{id}/replay"), "")
+            .0,
+        404
+    );
+    assert_eq!(c.post(replay, &path, "").0, 201);
+    assert_eq!(c.post(replay, &path, "{\"payload\": {\"x\": 2}}").0, 201);
+    assert_eq!(c.get(letters, letters).0, 200);
+
+    // Every operation answered, with success at least once.
+    let all: BTreeSet<String> = operations(&c.doc)
+        .into_iter()
+        .filter_map(|(_, _, op)| op["operationId"].as_str().map(str::to_string))
+        .collect();
+    for id in &all {
+        let seen = c.seen.get(id).cloned().unwrap_or_default();
+        assert!(
+            seen.iter().any(|s| (200..300).contains(s)),
+            "{id} was not exercised with success: {seen:?}"
+        );
+    }
+}
+
+/// With tokens required, every operation but `getHealth` answers 401 with
+/// the error shape, as documented.
+#[test]
+fn every_operation_but_health_needs_a_token() {
+    let server = TestServer::start_with_required_auth();
+    let doc = doc();
+    let mut c = Contract {
+        doc: doc.clone(),
+        server: &server,
+        token: None,
+        seen: BTreeMap::new(),
+    };
+    for (method, template, op) in operations(&doc) {
+        let path = template
+            .replace("{id}", "0123abcd")
+            .replace("{approval_id}", "a");
+        let body = (method == "post").then_some(&b"{}"[..]);
+        let (status, answer) = c.call(&method.to_uppercase(), &template, &path, &[], body);
+        if op["operationId"] == "getHealth" {
+            assert_eq!(status, 200);
+        } else {
+            assert_eq!((status, &answer["code"]), (401, &json!("unauthorized")));
+        }
+    }
+    c.token = Some("not-a-token".into());
+    assert_eq!(c.get("/v1/runs", "/v1/runs").0, 401);
+}
