@@ -513,6 +513,49 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(c.post(cancel, "/v1/runs/0123abcd/cancel", "").0, 404);
 
+    // Signals: kept by a live run, refused for a finished or unknown one.
+    let signal = "/v1/runs/{id}/signal";
+    let (_, live) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
+    let live = live["id"].as_str().expect("an id").to_string();
+    let (status, kept) = c.post(
+        signal,
+        &format!("/v1/runs/{live}/signal"),
+        "{\"name\": \"go\", \"value\": {\"n\": 1}}",
+    );
+    assert_eq!(
+        (status, &kept["delivered"]),
+        (200, &json!("kept")),
+        "{kept}"
+    );
+    assert_eq!(
+        c.post(cancel, &format!("/v1/runs/{live}/cancel"), "").0 / 100,
+        2
+    );
+    assert_eq!(
+        c.post(
+            signal,
+            &format!("/v1/runs/{id}/signal"),
+            "{\"name\": \"go\"}"
+        )
+        .1["code"],
+        "invalid_state"
+    );
+    assert_eq!(
+        c.post(
+            signal,
+            &format!("/v1/runs/{id}/signal"),
+            "{\"name\": \"a b\"}"
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        c.post(signal, "/v1/runs/0123abcd/signal", "{\"name\": \"go\"}")
+            .0,
+        404
+    );
+    assert_eq!(c.too_big(signal, &format!("/v1/runs/{id}/signal")), 413);
+
     // Approvals.
     let (_, asker) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
     let asker = asker["id"].as_str().expect("an id").to_string();

@@ -22,6 +22,7 @@ use super::{codes, schemas};
         super::runs::list,
         super::runs::get,
         super::runs::cancel,
+        super::signal::signal,
         super::stream::events,
         super::logs::logs,
         super::runs::attempts,

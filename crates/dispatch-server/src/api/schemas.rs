@@ -114,6 +114,16 @@ pub struct Run {
     pub deduplicated: bool,
 }
 
+/// What became of a signal.
+#[derive(Serialize, ToSchema)]
+pub struct SignalAnswer {
+    /// `woke`: the run was waiting for it and is queued again; `kept`: kept
+    /// for the run's first wait on that name.
+    #[schema(pattern = "^(woke|kept)$")]
+    pub delivered: String,
+    pub run: Run,
+}
+
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {

@@ -12,21 +12,42 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::runs::{resolve, run_json};
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState, schemas};
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Signal)]
 pub struct SignalBody {
-    /// The signal's name (letters, digits, `-`, `_`, `.`, `:`).
+    /// The signal's name (letters, digits, `-`, `_`, `.`, `:`; at most 200).
     pub name: String,
-    /// Handed to the woken attempt; `null` when not given.
+    /// Handed to the woken attempt in `$DISPATCH_RESUME`; `null` when not given.
     #[serde(default)]
+    #[schema(value_type = Object, required = false)]
     pub value: Value,
 }
 
 /// 200 with `{"delivered": "woke" | "kept", "run": …}`; 404 for an unknown
 /// run, 409 for a finished one, 400 for a bad body or name.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/signal",
+    operation_id = "signalRun",
+    tag = "runs",
+    summary = "Send a signal: a run suspended waiting for it is queued for its next attempt with the value; otherwise it is kept for the run's first wait on that name",
+    params(("id" = String, Path, description = "run id or unique prefix")),
+    request_body = SignalBody,
+    responses(
+        (status = 200, description = "delivered (`woke`) or kept (`kept`)", body = schemas::SignalAnswer),
+        (status = 400, description = "`bad_request`: a bad body or signal name; `ambiguous_id`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`", body = schemas::Error),
+        (status = 409, description = "`invalid_state`: the run has finished", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+        (status = 500, description = "`internal`", body = schemas::Error),
+        (status = 503, description = "`unavailable`: the database is out of reach", body = schemas::Error),
+    )
+)]
 pub async fn signal(
     State(state): State<AppState>,
     Path(id): Path<String>,
