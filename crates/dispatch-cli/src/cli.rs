@@ -293,9 +293,19 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Accepted for Docker compatibility; prune never asks.
+    /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(short, long)]
     pub force: bool,
+    /// Only some runs: status=<terminal status>, until=<RFC 3339 time or age
+    /// like 24h>, parcel=<name>. Repeatable; the same key twice means either.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Also remove runs with a dead letter or a pending approval (kept by default).
+    #[arg(long)]
+    pub dead_letters: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod error;
 mod output;
 mod prefork;
 mod reliability_args;
+mod suggest;
 
 use clap::Parser;
 
@@ -61,7 +62,10 @@ fn helper_run_id() -> Option<String> {
 /// The command line, or the exit code after clap printed the help, the
 /// version or the usage error it is.
 fn parse_cli() -> Result<Cli, i32> {
-    Cli::try_parse().map_err(|e| {
+    let args: Vec<String> = std::env::args().collect();
+    Cli::try_parse_from(&args).map_err(|mut e| {
+        let root = <Cli as clap::CommandFactory>::command();
+        suggest::add_subcommand_tip(&mut e, &root, &args);
         let _ = e.print();
         if e.use_stderr() { EXIT_USAGE } else { 0 }
     })

@@ -80,6 +80,21 @@ pub fn duration_text(state: &RunState, now: Ts) -> String {
     duration_ms(state, now).map_or_else(|| "-".into(), human_duration)
 }
 
+/// A time for people: `2026-11-23 10:04:05 UTC (3 minutes ago)`, or
+/// `(in 2m05s)` for one still to come; never raw epoch milliseconds.
+pub fn time_text(at: Ts, now: Ts) -> String {
+    let when = dispatch_core::time::format_rfc3339(at).map_or_else(
+        || "-".to_string(),
+        // 2026-11-23T10:04:05.123Z -> 2026-11-23 10:04:05 UTC
+        |t| format!("{} UTC", t.replacen('T', " ", 1).get(..19).unwrap_or(&t)),
+    );
+    if at > now {
+        format!("{when} (in {})", human_duration(at - now))
+    } else {
+        format!("{when} ({})", human_ago(at, now))
+    }
+}
+
 pub fn created_text(run: &Run, now: Ts) -> String {
     human_ago(run.created_at, now)
 }

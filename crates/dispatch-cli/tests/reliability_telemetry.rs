@@ -64,7 +64,7 @@ fn inspect_shows_steps_tool_calls_usage_by_model_and_attempts() {
         .find(|l| l.starts_with("Created:"))
         .expect("a Created line");
     assert!(
-        created.contains('T') && created.contains("ago"),
+        created.contains(" UTC (") && created.contains("ago"),
         "{created}"
     );
     assert!(!human.contains("exit null"), "{human}");

@@ -105,7 +105,7 @@ fn prune_removes_finished_runs_and_keeps_live_ones() {
     d.ok(&["wait", &done]);
     let live = d.detach(&slow, "{}");
     eventually(10, "running", || d.status(&live) == "running");
-    assert_eq!(d.ok(&["prune"]), done);
+    assert_eq!(d.ok(&["prune", "-f"]), done);
     assert_eq!(d.ok(&["ps", "-a", "-q"]), live);
     d.ok(&["container", "rm", "-f", &live]);
 }
@@ -141,7 +141,7 @@ fn container_aliases_drive_the_same_runs() {
         serde_json::from_str(&d.ok(&["container", "inspect", &id, "--format", "json"]))
             .expect("json");
     assert_eq!(v[0]["id"], id.as_str());
-    assert_eq!(d.ok(&["container", "prune"]), id);
+    assert_eq!(d.ok(&["container", "prune", "-f"]), id);
 }
 
 #[test]

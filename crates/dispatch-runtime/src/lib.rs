@@ -17,6 +17,7 @@ pub mod layout;
 pub mod native;
 pub mod os;
 pub mod probe;
+pub mod prune;
 pub mod reconcile;
 mod record;
 mod recover;

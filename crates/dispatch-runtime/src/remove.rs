@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use dispatch_core::RunId;
-use dispatch_store::{RunFilter, Store, StoreError};
+use dispatch_store::{Store, StoreError};
 
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
-use crate::reconcile::{reconcile, reconcile_all};
+use crate::reconcile::reconcile;
 use crate::stop::stop;
 
 /// Removes run `id`: its record, events, attempts, log, snapshot and run
@@ -36,27 +36,6 @@ pub async fn remove<S: Store + ?Sized>(
     Ok(())
 }
 
-/// Removes every terminal run; returns their ids.
-pub async fn prune<S: Store + ?Sized>(store: &S, layout: &Layout) -> RuntimeResult<Vec<RunId>> {
-    let mut runs = store.list_runs(&RunFilter::default()).await?;
-    reconcile_all(store, layout, &mut runs).await?;
-    let mut removed = Vec::new();
-    for run in runs.into_iter().filter(|r| r.state.is_terminal()) {
-        match store.delete_run(&run.id).await {
-            Ok(()) => {
-                remove_files(layout, &run.id);
-                removed.push(run.id);
-            }
-            // Deleted by a concurrent prune: fine.
-            Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(removed)
-}
-
 fn remove_files(layout: &Layout, id: &RunId) {
-    let _ = std::fs::remove_file(layout.log(id));
-    let _ = std::fs::remove_file(layout.final_snapshot(id));
-    let _ = std::fs::remove_dir_all(layout.run_dir(id));
+    crate::prune::remove_run_files(layout, id);
 }

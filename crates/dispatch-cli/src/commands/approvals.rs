@@ -108,7 +108,10 @@ pub(crate) fn print_approvals(format: Format, list: &[Approval]) -> CliResult {
                 match &a.decision {
                     Some(d) => format!("{d} by {}", a.decided_by.as_deref().unwrap_or("?")),
                     None => match a.deadline {
-                        Some(d) => format!("pending (auto-deny in {}s)", ((d - now) / 1000).max(0)),
+                        Some(d) => format!(
+                            "pending (auto-deny in {})",
+                            dispatch_core::time::human_duration(d - now)
+                        ),
                         None => "pending".into(),
                     },
                 },

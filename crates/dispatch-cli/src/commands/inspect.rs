@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::{Format, InspectArgs};
 use crate::ctx::{Ctx, find_run};
 use crate::error::{CliError, CliResult};
-use crate::output::{cost_text, print_json, run_json, status_text};
+use crate::output::{cost_text, print_json, run_json, status_text, time_text};
 
 /// At most this many events are shown per run.
 const MAX_EVENTS: usize = 10_000;
@@ -92,13 +92,9 @@ pub(crate) fn print_human(d: &Value) {
     }
     line("Exit code:", s("exit_code"));
     line("Attempt:", s("attempt"));
-    let created = d["created_at"].as_i64().map_or_else(
-        || "-".to_string(),
-        |at| {
-            let when = dispatch_core::time::format_rfc3339(at).unwrap_or_else(|| at.to_string());
-            format!("{when} ({})", dispatch_core::time::human_ago(at, now_ms()))
-        },
-    );
+    let created = d["created_at"]
+        .as_i64()
+        .map_or_else(|| "-".to_string(), |at| time_text(at, now_ms()));
     line("Created:", created);
     if let Some(ms) = d["duration_ms"].as_i64() {
         line("Duration:", human_duration(ms));
@@ -218,10 +214,9 @@ pub(crate) fn print_human(d: &Value) {
 fn print_service(svc: &Value) {
     let c = &svc["config"];
     let now = now_ms();
-    let t = |v: &Value| match v.as_i64() {
-        Some(ms) if ms > now => format!("{ms} (in {})", human_duration(ms - now)),
-        Some(ms) => format!("{ms} ({})", dispatch_core::time::human_ago(ms, now)),
-        None => "-".into(),
+    let t = |v: &Value| {
+        v.as_i64()
+            .map_or_else(|| "-".into(), |at| time_text(at, now))
     };
     println!(
         "Service:    overlap {} (max concurrent {}, max pending {})",
@@ -231,7 +226,12 @@ fn print_service(svc: &Value) {
     );
     for s in svc["schedules"].as_array().into_iter().flatten() {
         let label = match s["kind"].as_str() {
-            Some("interval") => format!("every {}ms", s["every_ms"]),
+            Some("interval") => format!(
+                "every {}",
+                s["every_ms"]
+                    .as_i64()
+                    .map_or_else(|| "?".into(), human_duration)
+            ),
             _ => s["expr"].as_str().unwrap_or("?").to_string(),
         };
         println!(

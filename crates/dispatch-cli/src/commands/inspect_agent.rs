@@ -98,7 +98,10 @@ pub fn print_human(d: &Value) {
     if let Some(calls) = d["model_calls"].as_array().filter(|c| !c.is_empty()) {
         println!("Model calls:");
         for c in calls {
-            let ms = |k: &str| c[k].as_u64().map_or("-".to_string(), |v| format!("{v}ms"));
+            let ms = |k: &str| {
+                c[k].as_i64()
+                    .map_or("-".to_string(), dispatch_core::time::human_duration)
+            };
             let cost = match c["cost_usd"].as_f64() {
                 Some(v) => cost_text(v),
                 None => "unknown".into(),
