@@ -2,6 +2,9 @@
 //! and no slot; a signal through the server's API resumes it on another
 //! worker (with its own directory) with the signal's value and checkpoint.
 
+// `common` and `remote_common` share the checks module.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 mod remote_common;
 

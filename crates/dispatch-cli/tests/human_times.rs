@@ -26,14 +26,20 @@ fn ps_inspect_dlq_and_images_print_times_for_people() {
         &["approvals", "ls", "-a"][..],
     ] {
         let out = d.ok(args);
-        assert!(has_epoch_ms(&out).is_none(), "{args:?} prints epoch ms:\n{out}");
+        assert!(
+            has_epoch_ms(&out).is_none(),
+            "{args:?} prints epoch ms:\n{out}"
+        );
     }
     let human = d.ok(&["inspect-run", &id]);
     let created = human
         .lines()
         .find(|l| l.starts_with("Created:"))
         .expect("a Created line");
-    assert!(created.contains(" UTC (") && created.ends_with("ago)"), "{created}");
+    assert!(
+        created.contains(" UTC (") && created.ends_with("ago)"),
+        "{created}"
+    );
     // JSON keeps the numbers.
     let json = d.ok(&["inspect-run", &id, "--format", "json"]);
     assert!(has_epoch_ms(&json).is_some(), "{json}");

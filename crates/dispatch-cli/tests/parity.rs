@@ -4,6 +4,9 @@
 //! run ids, times and durations, and where an attempt ran (a local helper's
 //! pid or a worker's name) — each replaced by a placeholder.
 
+// `common` and `remote_common` share the checks module.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 mod remote_common;
 
@@ -36,6 +39,7 @@ fn normalise(text: &str) -> String {
         (r"\b[0-9a-f]{12}\b", "<SHORT-ID>"),
         (r#"("\w+_at"|"duration_ms"): \d+"#, "$1: <N>"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "<TIME>"),
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<TIME>"),
         (r"\d+ (second|minute)s? ago", "<AGO>"),
         (r"\b\d+(\.\d+)?(ms|s)\b", "<DUR>"),
         (r"on local helper \d+|on [\w.-]+-\d+", "on <WHERE>"),
