@@ -13,7 +13,7 @@
 //!   for 20 s once they have looked their runs up; requests per second the
 //!   server answered meanwhile (its `/metrics`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,7 +75,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let server_cpu = (cpu_ticks(server.id()) - cpu0) as f64 / ticks_per_sec() / 10.0;
 
     eprintln!("waits: {latency} real runs suspend, then a signal each…");
-    let lat = signal_latency(&rt, &store, &layout, &host, &marks, latency);
+    let (fresh, lat) = signal_latency(&rt, &store, &layout, &host, &marks, latency);
 
     eprintln!("waits: {waiters} remote waits on 1,000 suspended runs for 20 s…");
     let rps = remote_wait_rate(dispatch, &host, &ids[..ids.len().min(1000)], waiters);
@@ -101,6 +101,17 @@ pub fn main(dispatch: &Path, args: &[String]) {
         pct(&lat, 0.95),
         pct(&lat, 1.0)
     );
+    println!(
+        "| baseline: `POST /v1/runs` → agent executing (n = {}) | p50 {:.1} ms · p95 {:.1} ms · max {:.1} ms |",
+        fresh.len(),
+        pct(&fresh, 0.50),
+        pct(&fresh, 0.95),
+        pct(&fresh, 1.0)
+    );
+    println!(
+        "| signal p50 / baseline p50 | {:.2} |",
+        pct(&lat, 0.50) / pct(&fresh, 0.50).max(0.001)
+    );
     println!("| remote `wait` on 1,000 runs ({waiters} clients, 20 s) | {rps:.2} requests/s |");
     let _ = worker.kill();
     let _ = worker.wait();
@@ -117,9 +128,10 @@ fn build_parcel(dir: &Path, layout: &Layout, marks: &Path) {
     )
     .expect("Agentfile");
     let script = format!(
-        "if [ -n \"$DISPATCH_RESUME\" ]; then date +%s%N > '{}'/\"$DISPATCH_RUN_ID\"; exit 0; fi\n\
+        "if [ -n \"$DISPATCH_RESUME\" ]; then date +%s%N > '{m}'/\"$DISPATCH_RUN_ID\"; exit 0; fi\n\
+         date +%s%N > '{m}'/\"$DISPATCH_RUN_ID.first\"\n\
          echo '{{\"type\":\"wait\",\"for\":\"signal\",\"name\":\"go\"}}' >> \"$DISPATCH_EVENTS\"\n",
-        marks.display()
+        m = marks.display()
     );
     std::fs::write(src.join("agent.sh"), script).expect("agent.sh");
     dispatch_core::parcel::build(&src, &layout.parcels()).expect("the parcel builds");
@@ -226,15 +238,30 @@ fn signal_latency(
     host: &str,
     marks: &Path,
     k: usize,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<f64>) {
+    // Baseline, same worker and agent: `POST /v1/runs` → the agent's first start.
+    let mut fresh = Vec::new();
     let ids: Vec<RunId> = (0..k)
         .map(|_| {
-            rt.block_on(launch::create(store, layout, &request()))
-                .expect("a run")
-                .0
-                .id
+            let sent = epoch_ns();
+            let answer = client::request(
+                host,
+                "POST",
+                "/v1/runs",
+                &[("content-type", "application/json")],
+                Some(br#"{"parcel": "waiter"}"#),
+            )
+            .expect("the server answers");
+            assert_eq!(answer.status, 201, "create answered {}", answer.status);
+            let run: serde_json::Value =
+                serde_json::from_str(&answer.text().expect("text")).expect("JSON");
+            let id: RunId = run["id"].as_str().expect("an id").parse().expect("an id");
+            let first = marks.join(format!("{id}.first"));
+            fresh.push(mark_after(&first, sent));
+            id
         })
         .collect();
+    let _ = (layout, rt);
     let deadline = Instant::now() + Duration::from_secs(120);
     for id in &ids {
         loop {
@@ -259,21 +286,26 @@ fn signal_latency(
         )
         .expect("the server answers");
         assert_eq!(answer.status, 200, "signal answered {}", answer.status);
-        let mark: PathBuf = marks.join(id.as_str());
-        let until = Instant::now() + Duration::from_secs(30);
-        let started = loop {
-            if let Some(ns) = std::fs::read_to_string(&mark)
-                .ok()
-                .and_then(|t| t.trim().parse::<u128>().ok())
-            {
-                break ns;
-            }
-            assert!(Instant::now() < until, "run {id} did not resume");
-            std::thread::sleep(Duration::from_micros(200));
-        };
-        lat.push(started.saturating_sub(sent) as f64 / 1e6);
+        lat.push(mark_after(&marks.join(id.as_str()), sent));
     }
-    lat
+    (fresh, lat)
+}
+
+/// Milliseconds from `sent` (ns since the epoch) to the time the agent wrote
+/// into `mark`, once it has.
+fn mark_after(mark: &Path, sent: u128) -> f64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    let started = loop {
+        if let Some(ns) = std::fs::read_to_string(mark)
+            .ok()
+            .and_then(|t| t.trim().parse::<u128>().ok())
+        {
+            break ns;
+        }
+        assert!(Instant::now() < until, "{} never appeared", mark.display());
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    started.saturating_sub(sent) as f64 / 1e6
 }
 
 fn remote_wait_rate(dispatch: &Path, host: &str, ids: &[RunId], waiters: usize) -> f64 {
