@@ -78,7 +78,12 @@ pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
     if now_ms() < due + OVERDUE_SLACK_MS || run.stop_requested_at.is_some() {
         return;
     }
-    // One revival per backoff: the first reader to create the marker spawns.
+    spawn_once(layout, run, due, "is overdue");
+}
+
+/// Spawns a helper for queued `run`, once per `due` (the first caller to
+/// create the marker spawns); `why` says why in a warning if it cannot.
+pub(crate) fn spawn_once(layout: &Layout, run: &Run, due: i64, why: &str) {
     let marker = layout.run_dir(&run.id).join(format!("revived-{due}"));
     let first = std::fs::create_dir_all(layout.run_dir(&run.id)).is_ok()
         && std::fs::OpenOptions::new()
@@ -93,7 +98,7 @@ pub(crate) fn revive_overdue(layout: &Layout, run: &Run) {
         && let Err(e) = spawn_helper(layout, &exe, &run.id)
     {
         eprintln!(
-            "warning: run {} is overdue but no helper could start: {e}",
+            "warning: run {} {why} but no helper could start: {e}",
             run.id
         );
     }

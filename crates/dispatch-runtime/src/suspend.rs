@@ -249,7 +249,7 @@ async fn ask<S: Store + ?Sized>(store: &S, run: &Run, wait: &Wait, data: &Value,
 /// The value of the newest `signal` event named `name` that no wake has
 /// taken yet (sent after the last wake by a signal of that name).
 async fn kept_signal<S: Store + ?Sized>(store: &S, id: &RunId, name: &str) -> Option<Value> {
-    let events = all_events(store, id).await;
+    let events = crate::helper::retry::all_events(store, id).await;
     let taken = |e: &&Event| {
         e.event.kind == "state"
             && e.event.data["resume"]["for"] == "signal"
@@ -262,23 +262,6 @@ async fn kept_signal<S: Store + ?Sized>(store: &S, id: &RunId, name: &str) -> Op
         .take_while(|e| e.seq > since)
         .find(|e| e.event.kind == "signal" && e.event.data["name"] == name)
         .map(|e| e.event.data["value"].clone())
-}
-
-pub(crate) async fn all_events<S: Store + ?Sized>(store: &S, id: &RunId) -> Vec<Event> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let Ok(page) = store.list_events(id, after, 1000).await else {
-            return out;
-        };
-        let Some(last) = page.last() else { return out };
-        after = last.seq;
-        let done = page.len() < 1000;
-        out.extend(page);
-        if done {
-            return out;
-        }
-    }
 }
 
 /// Wakes `run` if its wait has run out (a timer rang, a signal or an
@@ -329,7 +312,7 @@ pub async fn wake_due<S: Store + ?Sized>(store: &S) -> RuntimeResult<Vec<Run>> {
 
 /// What woke the run for this attempt, when a wake queued it.
 pub(crate) async fn resume_of<S: Store + ?Sized>(store: &S, run: &Run) -> Option<Value> {
-    let events = all_events(store, &run.id).await;
+    let events = crate::helper::retry::all_events(store, &run.id).await;
     let last_requeue = events
         .iter()
         .rev()
@@ -349,23 +332,6 @@ pub(crate) fn write_resume(layout: &Layout, id: &RunId, resume: &Value) -> Optio
 /// Starts a helper for a local run a wake queued (daemonless: nobody else will).
 pub fn start_woken(layout: &Layout, run: &Run) {
     if let RunState::Queued { not_before } = run.state {
-        let marker = layout
-            .run_dir(&run.id)
-            .join(format!("revived-{}", not_before.unwrap_or(0)));
-        let first = std::fs::create_dir_all(layout.run_dir(&run.id)).is_ok()
-            && std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&marker)
-                .is_ok();
-        if first
-            && let Ok(exe) = std::env::current_exe()
-            && let Err(e) = crate::launch::spawn_helper(layout, &exe, &run.id)
-        {
-            eprintln!(
-                "warning: run {} was woken but no helper could start: {e}",
-                run.id
-            );
-        }
+        crate::recover::spawn_once(layout, run, not_before.unwrap_or(0), "was woken");
     }
 }

@@ -32,7 +32,10 @@ pub(crate) fn policy_of(
 }
 
 /// Every event of the run, oldest first.
-async fn all_events<S: Store + ?Sized>(store: &S, id: &RunId) -> Vec<dispatch_store::Event> {
+pub(crate) async fn all_events<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+) -> Vec<dispatch_store::Event> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
