@@ -175,6 +175,22 @@ pub(crate) async fn suspend<S: Store + ?Sized>(
         Err(AdvanceError::Illegal(_)) => return Ok(false), // stopped meanwhile
         Err(AdvanceError::Store(e)) => return Err(e.into()),
     }
+    if run.stop_requested_at.is_some() {
+        // A stop asked for while the agent ran: nothing to wait for.
+        let reason = match &run.state {
+            RunState::Suspended { reason, .. } => format!("cancelled while {reason}"),
+            _ => "cancelled".into(),
+        };
+        let t = Transition::Cancel {
+            reason,
+            exit_code: None,
+            at: now_ms(),
+        };
+        return match crate::record::advance(store, run, &t, None).await {
+            Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(false),
+            Err(AdvanceError::Store(e)) => Err(e.into()),
+        };
+    }
     // Whatever it waits for may be here already.
     let woken = match wait.wait_for {
         WaitFor::Signal => match kept_signal(store, &run.id, &wait.name).await {

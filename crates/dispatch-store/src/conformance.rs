@@ -121,6 +121,7 @@ macro_rules! __queue_conformance_names {
             renewal_extends_only_the_leases_still_held,
             a_released_run_goes_back_to_the_queue_and_fences_its_holder,
             a_finished_run_ends_its_lease,
+            a_suspended_run_ends_its_lease_and_is_never_swept,
             a_run_waiting_out_a_backoff_is_not_claimed_early,
             queue_times_name_the_next_backoff_end_and_lease_expiry,
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,

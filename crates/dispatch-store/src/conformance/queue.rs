@@ -747,3 +747,37 @@ pub async fn many_held_runs_are_saved_at_once_each_with_its_own_answer<S: Store 
     );
     assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
 }
+
+pub async fn a_suspended_run_ends_its_lease_and_is_never_swept<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let running = agent_up(&store, &claimed, 150).await;
+    let wait = dispatch_core::Wait {
+        wait_for: dispatch_core::WaitFor::Signal,
+        name: "go".into(),
+        until: None,
+    };
+    let suspended = store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            running.version,
+            &write_for(&running, &Transition::Suspend { wait, at: 200 }),
+        )
+        .await
+        .expect("the holder suspends its run");
+    assert_eq!(suspended.status(), Status::Paused);
+    assert_eq!(
+        store.lease(&id(1)).await.expect("lease"),
+        None,
+        "no worker holds a suspended run"
+    );
+    assert!(
+        store.sweep_expired(99_999).await.expect("sweep").is_empty(),
+        "a suspended run is not a lost one"
+    );
+    assert!(
+        claim_all(&store, "w2", 1, 99_999).await.is_empty(),
+        "nor is it claimed before it is woken"
+    );
+}

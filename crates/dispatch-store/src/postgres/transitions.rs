@@ -301,7 +301,10 @@ fn plan(
                 attempt += 1;
             }
         }
-        plan.release |= next == Status::Queued || next.is_terminal();
+        // Queued, suspended or finished, the run is nobody's: a worker's lease ends.
+        plan.release |= next == Status::Queued
+            || next.is_terminal()
+            || matches!(write.state, RunState::Suspended { .. });
         if write.state.agent().is_some() {
             let started_at = write.state.started_at().unwrap_or(at);
             plan.attempts.push(AttemptOp::Open {

@@ -387,8 +387,10 @@ fn transition_one(
             output,
             id.as_str(),
             expected,
-            // Queued or finished, the run is nobody's: a worker's lease ends.
-            new_status == Status::Queued || new_status.is_terminal(),
+            // Queued, suspended or finished, the run is nobody's: a worker's lease ends.
+            new_status == Status::Queued
+                || new_status.is_terminal()
+                || matches!(write.state, RunState::Suspended { .. }),
         ])?;
     if changed != 1 {
         // Unreachable under the write lock we hold, but never write past a lost CAS.
