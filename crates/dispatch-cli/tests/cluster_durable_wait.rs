@@ -19,6 +19,8 @@ fn worker(db_url: &str, name: &str) -> (Child, tempfile::TempDir) {
     let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
         .args(["worker", "--database-url", db_url, "--slots", "1"])
         .args(["--name", name])
+        // Short leases: a suspended run must hold none, or it would be swept.
+        .args(["--lease-ms", "1000"])
         .env("DISPATCH_ROOT", state.path().join(".dispatch"))
         .env_remove("DISPATCH_HOST")
         .stdin(Stdio::null())
@@ -76,6 +78,11 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     first.kill().expect("kill the first worker");
     first.wait().expect("reap it");
     let (mut second, _second_dir) = worker(db.url(), "second");
+    // Well past any lease: still suspended, still its first attempt.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let doc = client.inspect(&id);
+    assert_eq!(doc["state"]["status"], "suspended", "{doc:#}");
+    assert_eq!(doc["attempt"], 1, "{doc:#}");
     let out = client.run(&["signal", &id[..24], "paid", "--value", r#"{"amount":7}"#]);
     assert!(out.status.success(), "{out:?}");
     assert!(
