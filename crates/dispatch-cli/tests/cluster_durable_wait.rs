@@ -14,7 +14,17 @@ use common::eventually;
 use remote_common::{Client, Server, postgres};
 use serde_json::json;
 
-fn worker(db_url: &str, name: &str) -> (Child, tempfile::TempDir) {
+/// A worker process, killed when dropped (a failing test leaves none behind).
+struct Worker(Child, tempfile::TempDir);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(db_url: &str, name: &str) -> Worker {
     let state = tempfile::tempdir().expect("tempdir");
     let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
         .args(["worker", "--database-url", db_url, "--slots", "1"])
@@ -28,7 +38,7 @@ fn worker(db_url: &str, name: &str) -> (Child, tempfile::TempDir) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the worker starts");
-    (child, state)
+    Worker(child, state)
 }
 
 /// Processes whose environment names run `id` (its agent and anything it started).
@@ -48,7 +58,7 @@ fn agents_of(id: &str) -> usize {
 fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     let Some(db) = postgres() else { return };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
-    let (mut first, _first_dir) = worker(db.url(), "first");
+    let mut first = worker(db.url(), "first");
     let client = Client::new(&server);
     let dir = client.agent(
         "waiter",
@@ -75,9 +85,9 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     assert_eq!(client.ok(&["wait", &other_id]), "0");
 
     // The first worker goes away; a second one, with its own directory, resumes it.
-    first.kill().expect("kill the first worker");
-    first.wait().expect("reap it");
-    let (mut second, _second_dir) = worker(db.url(), "second");
+    first.0.kill().expect("kill the first worker");
+    first.0.wait().expect("reap it");
+    let _second = worker(db.url(), "second");
     // Well past any lease: still suspended, still its first attempt.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let doc = client.inspect(&id);
@@ -124,6 +134,4 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
         Some(&json!({"nome": "paid"})),
     );
     assert_eq!(status, 400, "{body}");
-    second.kill().expect("kill the second worker");
-    let _ = second.wait();
 }

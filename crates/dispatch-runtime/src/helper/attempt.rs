@@ -67,7 +67,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             n => {
                 // Woken from a durable wait or recovered: not every attempt counts.
                 let counted = n.saturating_sub(retry::lost_recoveries(store, &run.id).await);
-                log.line(&format!("attempt {n} (counts as {counted} of {max})"));
+                log.line(&match counted == n {
+                    true => format!("attempt {n} of {max}"),
+                    false => format!("attempt {n} (counts as {counted} of {max})"),
+                });
             }
         }
         let ctx = Context {
