@@ -14,13 +14,17 @@ use common::eventually;
 use remote_common::{Client, Server, postgres};
 use serde_json::json;
 
-/// A worker process, killed when dropped (a failing test leaves none behind).
-struct Worker(Child, tempfile::TempDir);
+/// A worker process, killed when dropped (a failing test leaves none
+/// behind), and its own state directory.
+struct Worker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -38,7 +42,7 @@ fn worker(db_url: &str, name: &str) -> Worker {
         .stderr(Stdio::null())
         .spawn()
         .expect("the worker starts");
-    Worker(child, state)
+    Worker { child, _dir: state }
 }
 
 /// Processes whose environment names run `id` (its agent and anything it started).
@@ -85,8 +89,8 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     assert_eq!(client.ok(&["wait", &other_id]), "0");
 
     // The first worker goes away; a second one, with its own directory, resumes it.
-    first.0.kill().expect("kill the first worker");
-    first.0.wait().expect("reap it");
+    first.child.kill().expect("kill the first worker");
+    first.child.wait().expect("reap it");
     let _second = worker(db.url(), "second");
     // Well past any lease: still suspended, still its first attempt.
     std::thread::sleep(std::time::Duration::from_millis(2500));
