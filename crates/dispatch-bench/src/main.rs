@@ -409,6 +409,7 @@ async fn seed(db: &Path, n: usize) {
                 brief_sha256: "0".repeat(64),
                 created_at: now_ms(),
                 claimed_by: None,
+                created: false,
             })
             .await
             .expect("create");

@@ -116,6 +116,7 @@ impl DispatchArgs {
             session: self.session.clone(),
             brief_sha256: None,
             policy: None,
+            created: false,
             helper: None,
         })
     }

@@ -134,7 +134,7 @@ fn a_tampered_brief_refuses_to_start() {
         "--job",
         r#"{"x":1}"#,
     ]);
-    assert_eq!(d.status(&id), "queued");
+    assert_eq!(d.status(&id), "created");
     let sha = d.inspect(&id)["brief_sha256"]
         .as_str()
         .expect("sha")

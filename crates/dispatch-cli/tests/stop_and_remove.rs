@@ -173,3 +173,28 @@ fn stop_t_is_in_seconds_as_podman_s() {
     let e = d.fails(&["stop", "-t", "1", "--grace-period-ms", "5", &id], 2);
     assert!(e.contains("cannot be used with"), "{e}");
 }
+
+#[test]
+fn a_created_run_is_shown_as_created_until_it_is_started() {
+    let d = Dispatch::new();
+    let agent = d.agent("later", "echo started");
+    let id = d.ok(&["create", agent.to_str().expect("utf-8 path")]);
+    assert_eq!(d.status(&id), "created");
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("created"), "{ps}");
+    let filtered = d.ok(&["ps", "--filter", "status=created", "-q"]);
+    assert_eq!(filtered, id, "{filtered}");
+    d.ok(&["start", &id]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(doc["attempt"], 1, "starting is not a retry: {doc:#}");
+    // A created run that is stopped never runs.
+    let other = d.ok(&["create", agent.to_str().expect("utf-8 path")]);
+    d.ok(&["stop", &other]);
+    let doc = d.inspect(&other);
+    assert_eq!(doc["status"], "cancelled", "{doc:#}");
+    assert!(
+        doc["attempts"].as_array().is_some_and(|a| a.is_empty()),
+        "{doc:#}"
+    );
+}

@@ -70,6 +70,8 @@ pub struct ProcRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Made by `dispatch create`; waits for `dispatch start`, never claimed.
+    Created,
     Queued,
     Starting,
     Running,
@@ -82,7 +84,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
+        Status::Created,
         Status::Queued,
         Status::Starting,
         Status::Running,
@@ -96,6 +99,7 @@ impl Status {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Created => "created",
             Status::Queued => "queued",
             Status::Starting => "starting",
             Status::Running => "running",
@@ -147,6 +151,8 @@ impl FromStr for Status {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunState {
+    /// Created (`dispatch create`), not in the queue until it is started.
+    Created {},
     /// Waiting to be claimed; not before `not_before` when waiting out a backoff.
     Queued {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +216,8 @@ pub enum RunState {
 /// Something that happens to a run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
+    /// A created run goes into the queue (`dispatch start`).
+    Start { at: Ts },
     /// A helper takes a queued run.
     Claim { helper: ProcRef, at: Ts },
     /// The agent process is running.
@@ -252,6 +260,7 @@ pub enum Transition {
 impl Transition {
     fn name(&self) -> &'static str {
         match self {
+            Transition::Start { .. } => "start",
             Transition::Claim { .. } => "claim",
             Transition::AgentStarted { .. } => "agent_started",
             Transition::Pause { .. } => "pause",
@@ -283,6 +292,7 @@ impl RunState {
 
     pub fn status(&self) -> Status {
         match self {
+            RunState::Created {} => Status::Created,
             RunState::Queued { .. } => Status::Queued,
             RunState::Starting { .. } => Status::Starting,
             RunState::Running { .. } => Status::Running,
@@ -319,7 +329,7 @@ impl RunState {
 
     pub fn started_at(&self) -> Option<Ts> {
         match self {
-            RunState::Queued { .. } | RunState::Starting { .. } => None,
+            RunState::Created {} | RunState::Queued { .. } | RunState::Starting { .. } => None,
             RunState::Running { started_at, .. } | RunState::Paused { started_at, .. } => {
                 Some(*started_at)
             }
@@ -378,6 +388,9 @@ impl RunState {
         }
         let started_at = self.started_at();
         let next = match (self, t) {
+            (RunState::Created {}, Transition::Start { .. }) => {
+                RunState::Queued { not_before: None }
+            }
             (RunState::Queued { .. }, Transition::Claim { helper, at }) => RunState::Starting {
                 helper: *helper,
                 since: *at,
@@ -456,7 +469,7 @@ impl RunState {
                 },
             )
             | (
-                RunState::Queued { .. },
+                RunState::Created {} | RunState::Queued { .. },
                 Transition::Fail {
                     reason,
                     exit_code,

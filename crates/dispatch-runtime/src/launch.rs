@@ -41,6 +41,7 @@ impl LaunchRequest {
             brief_sha256,
             created_at: now_ms(),
             claimed_by: None,
+            created: false,
         }
     }
 }
@@ -156,6 +157,20 @@ pub fn spawn_helper(layout: &Layout, exe: &Path, id: &RunId) -> RuntimeResult<u3
         .spawn()
         .map_err(|e| RuntimeError::Spawn(exe.to_path_buf(), e))?;
     Ok(child.id())
+}
+
+/// Puts a created run (`dispatch create`) into the queue; a run already
+/// queued is answered as it is.
+pub async fn start_created<S: Store + ?Sized>(store: &S, run: &Run) -> RuntimeResult<Run> {
+    let mut run = run.clone();
+    if run.status() != dispatch_core::Status::Created {
+        return Ok(run);
+    }
+    let t = dispatch_core::Transition::Start { at: now_ms() };
+    match crate::record::advance(store, &mut run, &t, None).await {
+        Ok(()) | Err(crate::record::AdvanceError::Illegal(_)) => Ok(run),
+        Err(crate::record::AdvanceError::Store(e)) => Err(e.into()),
+    }
 }
 
 /// Records that a created run could not be started (its helper failed to spawn).

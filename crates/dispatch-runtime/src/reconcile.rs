@@ -115,7 +115,7 @@ pub async fn reconcile_all<S: Store + ?Sized>(
     for run in runs.iter_mut() {
         if matches!(
             run.status(),
-            Status::Queued | Status::Starting | Status::Running | Status::Paused
+            Status::Created | Status::Queued | Status::Starting | Status::Running | Status::Paused
         ) {
             *run = reconcile(store, layout, run.clone()).await?;
         }

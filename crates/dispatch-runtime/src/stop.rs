@@ -49,7 +49,7 @@ pub async fn stop<S: Store + ?Sized>(
             return Ok(run);
         }
         let elapsed = started.elapsed();
-        if run.status() == Status::Queued {
+        if matches!(run.status(), Status::Queued | Status::Created) {
             cancel_queued(store, &run, "cancelled before it started").await?;
             continue;
         }

@@ -34,6 +34,8 @@ pub struct SubmitOptions {
     pub helper: Option<dispatch_core::ProcRef>,
     /// Use this stored policy as it is (a replay) instead of resolving one.
     pub policy: Option<serde_json::Value>,
+    /// `dispatch create`: the run stays `created` until it is started.
+    pub created: bool,
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -107,6 +109,7 @@ pub fn prepare(
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.
     new.claimed_by = opts.helper.filter(|_| operation != Operation::Service);
+    new.created = opts.created;
     Ok(Submission {
         new,
         extras,

@@ -280,6 +280,7 @@ pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
         brief_sha256: "b".repeat(64),
         created_at,
         claimed_by: None,
+        created: false,
     }
 }
 
@@ -291,6 +292,7 @@ pub fn at_of(t: &Transition) -> Ts {
         | Transition::Pause { at, .. }
         | Transition::Resume { at }
         | Transition::Wake { at }
+        | Transition::Start { at }
         | Transition::Suspend { at, .. }
         | Transition::Exited { at, .. }
         | Transition::Fail { at, .. }

@@ -55,6 +55,9 @@ pub struct NewRun {
     /// `dispatch run` creates its run for the helper it forked, which then
     /// starts the agent without a claim of its own.
     pub claimed_by: Option<ProcRef>,
+    /// Created by `dispatch create`: `created`, out of the queue (never
+    /// claimed) until `dispatch start` queues it.
+    pub created: bool,
 }
 
 /// One compare-and-set state change.

@@ -12,7 +12,8 @@ use crate::output::{
     RunView, cost_text, created_text, duration_text, print_columns, print_json, status_text,
 };
 
-pub(crate) const LIVE: [Status; 4] = [
+pub(crate) const LIVE: [Status; 5] = [
+    Status::Created,
     Status::Queued,
     Status::Starting,
     Status::Running,

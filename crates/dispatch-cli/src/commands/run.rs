@@ -40,7 +40,8 @@ pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)
 
 pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
-    let opts = args.reliability.local_options()?;
+    let mut opts = args.reliability.local_options()?;
+    opts.created = true; // `created` until `dispatch start`
     let store = ctx.store()?;
     let req = request(&args.source, operation, payload);
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;

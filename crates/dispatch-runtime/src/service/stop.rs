@@ -44,7 +44,7 @@ pub async fn stop<S: Store + ?Sized>(
         if run.state.is_terminal() {
             return Ok(run);
         }
-        if run.status() == Status::Queued {
+        if matches!(run.status(), Status::Queued | Status::Created) {
             let t = Transition::Cancel {
                 reason: "cancelled before it started".into(),
                 exit_code: None,

@@ -370,7 +370,9 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             dispatch_core::RunState::Suspended { reason, .. } => {
                 format!("cancelled while {reason}")
             }
-            _ if run.status() == Status::Queued => "cancelled before it started".into(),
+            _ if matches!(run.status(), Status::Queued | Status::Created) => {
+                "cancelled before it started".into()
+            }
             _ => return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response()),
         };
         let t = Transition::Cancel {

@@ -29,6 +29,7 @@ pub struct Error {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    Created,
     Queued,
     Starting,
     Running,

@@ -114,7 +114,10 @@ pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Resu
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    let state = RunState::queued();
+    let state = match new.created {
+        true => RunState::Created {},
+        false => RunState::queued(),
+    };
     let stmt = tx
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \

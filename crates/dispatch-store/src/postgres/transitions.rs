@@ -292,7 +292,8 @@ fn plan(
         if let RunState::Queued { not_before } = &write.state {
             plan.queued = true;
             plan.ready_at = Some(not_before.unwrap_or(at));
-            if status != Status::Queued {
+            // (A created run's start is its first time in the queue.)
+            if status != Status::Queued && status != Status::Created {
                 // Back to the queue from anywhere else: a retry, so a new attempt.
                 plan.attempts.push(AttemptOp::Close {
                     number: attempt,

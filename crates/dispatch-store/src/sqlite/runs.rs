@@ -104,7 +104,10 @@ pub(super) fn exists(tx: &Transaction<'_>, id: &RunId) -> Result<bool, Fail> {
 }
 
 pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    let state = RunState::queued();
+    let state = match new.created {
+        true => RunState::Created {},
+        false => RunState::queued(),
+    };
     let inserted = tx
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
@@ -359,7 +362,10 @@ fn transition_one(
     let new_status = write.state.status();
     let at = write.event.at;
     // Back to the queue from anywhere else: a retry, so a new attempt.
-    let requeued = new_status == Status::Queued && old_status != Status::Queued;
+    // (A created run's start is its first time in the queue.)
+    let requeued = new_status == Status::Queued
+        && old_status != Status::Queued
+        && old_status != Status::Created;
     let attempt = if requeued {
         old_attempt + 1
     } else {
