@@ -50,12 +50,12 @@ pub async fn stop<S: Store + ?Sized>(
         }
         let elapsed = started.elapsed();
         if matches!(run.status(), Status::Queued | Status::Created) {
-            cancel_queued(store, &run, "cancelled before it started").await?;
+            cancel_unheld(store, &run, "cancelled before it started").await?;
             continue;
         }
         if let dispatch_core::RunState::Suspended { reason, .. } = &run.state {
             // No process to signal: suspended runs hold none.
-            cancel_queued(store, &run, &format!("cancelled while {reason}")).await?;
+            cancel_unheld(store, &run, &format!("cancelled while {reason}")).await?;
             continue;
         }
         if let Some(agent) = run.state.agent() {
@@ -78,7 +78,8 @@ pub async fn stop<S: Store + ?Sized>(
     }
 }
 
-async fn cancel_queued<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) -> RuntimeResult<()> {
+/// Cancels a run no process holds (created, queued or suspended).
+async fn cancel_unheld<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) -> RuntimeResult<()> {
     let t = Transition::Cancel {
         reason: reason.to_string(),
         exit_code: None,

@@ -326,15 +326,15 @@ pub async fn wake_due<S: Store + ?Sized>(store: &S) -> RuntimeResult<Vec<Run>> {
     Ok(woken)
 }
 
-/// What woke the run for this attempt, when a wake queued it.
-pub(crate) async fn resume_of<S: Store + ?Sized>(store: &S, run: &Run) -> Option<Value> {
-    let events = crate::helper::retry::all_events(store, &run.id).await;
+/// What woke the run for `attempt`, when a wake queued it (from the run's
+/// `events`).
+pub(crate) fn resume_in(events: &[Event], attempt: u32) -> Option<Value> {
     let last_requeue = events
         .iter()
         .rev()
         .find(|e| e.event.kind == "state" && e.event.data["to"] == "queued")?;
     let resume = last_requeue.event.data.get("resume")?;
-    (last_requeue.event.attempt + 1 == run.attempt).then(|| resume.clone())
+    (last_requeue.event.attempt + 1 == attempt).then(|| resume.clone())
 }
 
 /// Writes `resume` for the attempt; returns the file's path.

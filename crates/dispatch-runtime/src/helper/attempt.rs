@@ -251,12 +251,13 @@ async fn one_attempt<S: Store + ?Sized>(
         );
     }
     let _ = std::fs::remove_file(&prepared.output_path); // an earlier attempt's result
-    // Only a later attempt has an earlier attempt's checkpoint to resume from.
-    let checkpoint = match run.attempt {
-        1 => None,
-        _ => retry::last_checkpoint(store, &run.id).await,
+    // Only a later attempt has an earlier attempt's checkpoint to resume
+    // from, or a wake to resume with: both from one read of the run's events.
+    let history = match run.attempt {
+        1 => Vec::new(),
+        _ => retry::all_events(store, &run.id).await,
     };
-    if let Some(checkpoint) = checkpoint {
+    if let Some(checkpoint) = retry::checkpoint_in(&history) {
         let path = dir.join("checkpoint.json");
         let bytes = serde_json::to_vec(&checkpoint).expect("a checkpoint is JSON data");
         if std::fs::write(&path, bytes).is_ok() {
@@ -269,7 +270,7 @@ async fn one_attempt<S: Store + ?Sized>(
         }
     }
     // What woke a suspended run, for the attempt it queued.
-    if let Some(resume) = crate::suspend::resume_of(store, run).await
+    if let Some(resume) = crate::suspend::resume_in(&history, run.attempt)
         && let Some(path) = crate::suspend::write_resume(layout, &run.id, &resume)
     {
         set_env(&mut spec.env, "DISPATCH_RESUME", &path);

@@ -67,12 +67,16 @@ pub(crate) async fn lost_recoveries<S: Store + ?Sized>(store: &S, id: &RunId) ->
 
 /// The last `checkpoint` event of any earlier attempt.
 pub(crate) async fn last_checkpoint<S: Store + ?Sized>(store: &S, id: &RunId) -> Option<Value> {
-    all_events(store, id)
-        .await
-        .into_iter()
+    checkpoint_in(&all_events(store, id).await)
+}
+
+/// The last `checkpoint` event among `events`.
+pub(crate) fn checkpoint_in(events: &[dispatch_store::Event]) -> Option<Value> {
+    events
+        .iter()
         .rev()
         .find(|e| e.event.kind == "checkpoint")
-        .map(|e| e.event.data)
+        .map(|e| e.event.data.clone())
 }
 
 /// How a failed attempt ended, for its requeue record.
