@@ -22,6 +22,7 @@ use crate::agent::AgentConfig;
 use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requirement, Timeouts};
 use crate::state::Operation;
 
+mod isolation;
 mod lex;
 mod model;
 mod tool;
@@ -114,7 +115,7 @@ pub struct Agentfile {
 /// Every directive: its name, what it expects, and an example line.
 #[rustfmt::skip]
 pub const DIRECTIVES: &[(&str, &str, &str)] = &[
-    ("FROM", "a courier (`process`, `agent`, `noop`)", "FROM process"),
+    ("FROM", "a courier (`process`, `agent`, `noop`, `image <ref>`)", "FROM process"),
     ("NAME", "a name", "NAME my-agent"),
     ("VERSION", "a version", "VERSION 1.0.0"),
     ("LABEL", "key=value pairs", "LABEL team=research"),
@@ -148,6 +149,10 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
     ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
     ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
+    ("RESOURCES", "CPUS <n>, MEMORY <size>, PIDS <n>, DISK <size> (any of them)",
+        "RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G"),
+    ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
+    ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
 ];
 
 /// Directives that may appear only once.
@@ -155,6 +160,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
+    "NETWORK", "TOOL_SANDBOX",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -166,7 +172,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), noop";
+const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), noop, image <ref>";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
@@ -225,6 +231,7 @@ struct Parser {
     /// Lines of MODEL / FALLBACK / agent-only limits, for errors found at the end.
     agent_lines: Vec<(usize, &'static str)>,
     from_line: usize,
+    network_line: usize,
 }
 
 impl Parser {
@@ -248,6 +255,10 @@ impl Parser {
             listen: None,
             files: Vec::new(),
             agent: None,
+            image: None,
+            resources: Default::default(),
+            network: None,
+            tool_sandbox: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -267,6 +278,7 @@ impl Parser {
             listen_secret_line: 0,
             agent_lines: Vec::new(),
             from_line: 0,
+            network_line: 0,
         }
     }
 
@@ -334,6 +346,11 @@ impl Parser {
             _ => Err(expected(key, rest)),
         };
         match key {
+            "FROM" if args.len() == 2 && args[0].eq_ignore_ascii_case("image") => {
+                let image = isolation::parse_image_ref(key, rest, &args)?;
+                self.af.manifest.courier = Courier::Image;
+                self.af.manifest.image = Some(image);
+            }
             "FROM" => match one()?.to_ascii_lowercase().as_str() {
                 "process" => self.af.manifest.courier = Courier::Process,
                 "noop" => self.af.manifest.courier = Courier::Noop,
@@ -485,6 +502,17 @@ impl Parser {
             }
             "LISTEN_MAX_HEADER_BYTES" => {
                 self.listen().max_header_bytes = Some(positive(&one()?, key)?);
+            }
+            "RESOURCES" => {
+                isolation::parse_resources(&mut self.af.manifest.resources, rest, &args)?;
+            }
+            "NETWORK" => {
+                self.network_line = line;
+                self.af.manifest.network = Some(isolation::parse_network(rest, &args)?);
+            }
+            "TOOL_SANDBOX" => {
+                self.agent_lines.push((line, "TOOL_SANDBOX"));
+                self.af.manifest.tool_sandbox = Some(isolation::parse_image_ref(key, rest, &args)?);
             }
             _ => return Err(format!("{key} is not supported here")),
         }
@@ -667,8 +695,14 @@ impl Parser {
             ));
         }
         // The noop and agent couriers start no program, so they need no COMMAND.
-        if m.command.is_empty() && m.courier == Courier::Process {
+        if m.command.is_empty() && matches!(m.courier, Courier::Process | Courier::Image) {
             return missing("COMMAND sh agent.sh");
+        }
+        if m.network.is_some() && m.courier != Courier::Image && m.tool_sandbox.is_none() {
+            return Err(AgentfileError::new(
+                self.network_line,
+                "NETWORK applies to containers (hint: use it with `FROM image <ref>`, or with `TOOL_SANDBOX image <ref>` for a native agent's tools)",
+            ));
         }
         let listen_secret = m.listen.as_ref().and_then(|l| l.secret.as_ref());
         if let Some(secret) = listen_secret.filter(|s| !m.secrets.contains(s)) {

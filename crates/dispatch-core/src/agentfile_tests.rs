@@ -562,3 +562,46 @@ fn a_byte_order_mark_is_skipped_and_from_defaults_to_process() {
         "FROM process is the default"
     );
 }
+
+#[test]
+fn a_container_parcel_names_its_image_resources_and_network() {
+    let af = ok(
+        "FROM image localhost/agent-py:1\nNAME c\nCOMMAND python agent.py\n\
+                 RESOURCES CPUS 1 MEMORY 512M\nRESOURCES PIDS 256 DISK 1G\nNETWORK bridge\n",
+    );
+    let m = &af.manifest;
+    assert_eq!(m.courier, Courier::Image);
+    assert_eq!(m.image.as_deref(), Some("localhost/agent-py:1"));
+    assert_eq!(m.resources.memory_bytes, Some(512 << 20));
+    assert_eq!(m.resources.pids, Some(256));
+    assert_eq!(m.network, Some(crate::isolation::Network::Bridge));
+}
+
+#[test]
+fn sandbox_directives_are_refused_where_they_mean_nothing() {
+    let e = err(&with("NETWORK none"));
+    assert!(e.message.contains("NETWORK applies to containers"), "{e}");
+    let e = err(&with("TOOL_SANDBOX image localhost/tools:1"));
+    assert!(e.message.contains("for native agents"), "{e}");
+    let e = err(&with("NETWORK wifi"));
+    assert!(e.message.contains("none, bridge or host"), "{e}");
+    let e = err("FROM image\nNAME c\nCOMMAND x\n");
+    assert!(
+        e.message.contains("unknown courier") || e.message.contains("image"),
+        "{e}"
+    );
+    let e = err("FROM image localhost/a:1\nNAME c\n");
+    assert!(e.message.contains("missing COMMAND"), "{e}");
+    let e = err(&with("RESOURCES MEMORY lots"));
+    assert!(e.message.contains("size such as"), "{e}");
+}
+
+#[test]
+fn resources_leave_old_digests_alone() {
+    // A manifest without the new directives serializes as before.
+    let af = ok(&with(""));
+    let json = serde_json::to_string(&af.manifest).expect("serializes");
+    for key in ["image", "resources", "network", "tool_sandbox"] {
+        assert!(!json.contains(key), "{key} in {json}");
+    }
+}

@@ -7,6 +7,7 @@ pub mod brief;
 pub mod cron;
 pub mod event;
 pub mod id;
+pub mod isolation;
 pub mod parcel;
 mod parcel_tools;
 pub mod policy;

@@ -26,6 +26,9 @@ pub enum Courier {
     Noop,
     /// The native model loop, inside the helper or worker (`FROM agent`).
     Agent,
+    /// The parcel's COMMAND in a container (`FROM image <ref>`), through the
+    /// podman (or docker) CLI.
+    Image,
 }
 
 /// Instructions that go into the brief.
@@ -147,6 +150,18 @@ pub struct Manifest {
     /// The native agent's models and limits (`FROM agent` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<crate::agent::AgentConfig>,
+    /// The container image of `FROM image <ref>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `RESOURCES`: limits for every attempt.
+    #[serde(default, skip_serializing_if = "crate::isolation::Resources::is_empty")]
+    pub resources: crate::isolation::Resources,
+    /// `NETWORK`: a container's network (containers only; `none` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::isolation::Network>,
+    /// `TOOL_SANDBOX image <ref>`: a native agent's LOCAL tools run in this image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_sandbox: Option<String>,
 }
 
 /// A parcel on disk.

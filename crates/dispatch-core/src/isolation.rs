@@ -1,0 +1,144 @@
+//! What a parcel asks of its sandbox: resource limits (`RESOURCES`), the
+//! container network (`NETWORK`), and the image of a container courier or of
+//! a native agent's tool sandbox. Pure data; the runtime enforces it.
+
+use serde::{Deserialize, Serialize};
+
+/// `RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G`: limits for every attempt
+/// of a run. Each is optional; a missing one is unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU time as a number of cores (`0.5`, `2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory (resident plus swap where the machine accounts it), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The most processes and threads the run's group may hold at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// The most bytes the run may write into its workspace (and any one file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+/// `NETWORK none|bridge|host`: what network a container gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// No network but loopback (the default for containers).
+    #[default]
+    None,
+    /// The container runtime's default bridge.
+    Bridge,
+    /// The host's network namespace.
+    Host,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Bridge => "bridge",
+            Network::Host => "host",
+        }
+    }
+
+    /// Parses `none`, `bridge` or `host` (any case).
+    pub fn parse(s: &str) -> Result<Network, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Network::None),
+            "bridge" => Ok(Network::Bridge),
+            "host" => Ok(Network::Host),
+            _ => Err(format!(
+                "unknown network `{s}` (hint: NETWORK is none, bridge or host)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a size as people write it: `512M`, `1G`, `64KiB`, `4096` (bytes).
+/// Units are binary (`K` = 1024). Zero, overflow and unknown units are `None`.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let upper = value.trim().to_ascii_uppercase();
+    let (digits, unit) = match upper.find(|c: char| !c.is_ascii_digit() && c != '_') {
+        Some(i) => upper.split_at(i),
+        None => (upper.as_str(), ""),
+    };
+    let digits: String = digits.chars().filter(|c| *c != '_').collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|n| *n > 0)
+}
+
+/// A size for people: `512M`, `1G`, `1536K`, `100B` (the largest exact unit).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, factor) in [
+        ("T", 1u64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("64KiB"), Some(64 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1_000"), Some(1000));
+        for bad in ["0", "", "M", "lots", "1.5G", "-1M", "99999999999999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_print_in_their_largest_exact_unit() {
+        assert_eq!(format_size(512 << 20), "512M");
+        assert_eq!(format_size(1 << 30), "1G");
+        assert_eq!(format_size(1536 << 10), "1536K");
+        assert_eq!(format_size(100), "100B");
+    }
+
+    #[test]
+    fn networks_are_three() {
+        assert_eq!(Network::parse("NONE"), Ok(Network::None));
+        assert_eq!(Network::parse("bridge"), Ok(Network::Bridge));
+        assert_eq!(Network::parse("host"), Ok(Network::Host));
+        assert!(Network::parse("slirp").is_err());
+        assert_eq!(Network::default(), Network::None);
+    }
+}
