@@ -135,6 +135,20 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     t.push(seen(side, &["ps"]));
     t.push(seen(side, &["signal", &waited, "go", "--value", "7"]));
     t.push(seen(side, &["wait", &waited]));
+    // Create and start, replay, restart and rm.
+    let created = id_of(side.out(&["create", &ok]));
+    t.push(seen(side, &["ps", "-a", "--filter", "status=created"]));
+    t.push(seen(side, &["start", &created]));
+    t.push(seen(side, &["wait", &created]));
+    t.push(seen(side, &["start", &created]));
+    t.push(seen(side, &["replay", &created]));
+    let replayed = id_of(side.out(&["replay", &created, "--allow-side-effects"]));
+    t.push(seen(side, &["wait", &replayed]));
+    t.push(seen(side, &["inspect-run", &replayed]));
+    let restarted = id_of(side.out(&["restart", &replayed]));
+    t.push(seen(side, &["wait", &restarted]));
+    t.push(seen(side, &["rm", &created]));
+    t.push(seen(side, &["rm", &created]));
     // Mistakes: the same message and exit code.
     t.push(seen(side, &["inspect-run", "ffffffffffff"]));
     t.push(seen(side, &["stop", &id]));

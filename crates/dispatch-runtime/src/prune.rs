@@ -131,7 +131,7 @@ pub async fn prune_runs<S: Store + ?Sized>(
 }
 
 /// Removes the log, snapshot and directory of run `id`; returns their size.
-pub(crate) fn remove_run_files(layout: &Layout, id: &RunId) -> u64 {
+pub fn remove_run_files(layout: &Layout, id: &RunId) -> u64 {
     let mut bytes = 0;
     for file in [layout.log(id), layout.final_snapshot(id)] {
         bytes += remove_file(&file);

@@ -155,7 +155,7 @@ fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
             );
             assert!(responses.contains_key("401"), "{at}: documents 401");
         }
-        if method == "post" && !path.ends_with("/cancel") {
+        if method == "post" && !path.ends_with("/cancel") && !path.ends_with("/start") {
             let body = &op["requestBody"]["content"]["application/json"]["schema"];
             assert!(body["$ref"].is_string(), "{at}: a request body schema");
             assert!(responses.contains_key("413"), "{at}: documents 413");
@@ -618,6 +618,66 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.post(replay, &path, "").0, 201);
     assert_eq!(c.post(replay, &path, "{\"payload\": {\"x\": 2}}").0, 201);
     assert_eq!(c.get(letters, letters).0, 200);
+
+    // Create then start, replay, delete.
+    let start = "/v1/runs/{id}/start";
+    let (status, created) = c.post(runs, runs, "{\"parcel\": \"bench\", \"start\": false}");
+    assert_eq!((status, &created["status"]), (201, &json!("created")));
+    let created = created["id"].as_str().expect("an id").to_string();
+    assert_eq!(
+        c.post(start, &format!("/v1/runs/{created}/start"), "").0,
+        200
+    );
+    assert_eq!(
+        c.post(start, &format!("/v1/runs/{id}/start"), "").1["code"],
+        "invalid_state"
+    );
+    assert_eq!(c.post(start, "/v1/runs/0123abcd/start", "").0, 404);
+    let replay_run = "/v1/runs/{id}/replay";
+    let path = format!("/v1/runs/{id}/replay");
+    assert_eq!(
+        c.post(replay_run, &path, "").0,
+        400,
+        "allow_side_effects is required"
+    );
+    assert_eq!(c.post(replay_run, &path, "{\"nope\": 1}").0, 400);
+    assert_eq!(c.too_big(replay_run, &path), 413);
+    assert_eq!(c.post(replay_run, "/v1/runs/0123abcd/replay", "{}").0, 404);
+    let (status, again) = c.post(replay_run, &path, "{\"allow_side_effects\": true}");
+    assert_eq!((status, &again["origin_id"]), (201, &json!(id)), "{again}");
+    let delete = "/v1/runs/{id}";
+    let (status, removed) = c.call("DELETE", delete, &format!("/v1/runs/{id}"), &[], None);
+    assert_eq!(
+        (status, &removed["removed"]),
+        (200, &json!(id)),
+        "{removed}"
+    );
+    assert_eq!(
+        c.call("DELETE", delete, &format!("/v1/runs/{id}"), &[], None)
+            .0,
+        404
+    );
+    assert_eq!(
+        c.call("DELETE", delete, "/v1/runs/0123abcd?force=maybe", &[], None)
+            .0,
+        400
+    );
+    let (_, held) = c.post(
+        runs,
+        runs,
+        "{\"parcel\": \"bench\", \"labels\": [\"nowhere\"]}",
+    );
+    let held = held["id"].as_str().expect("an id").to_string();
+    let path = format!("/v1/runs/{held}");
+    assert_eq!(
+        c.call("DELETE", delete, &path, &[], None).1["code"],
+        "invalid_state"
+    );
+    assert_eq!(
+        c.call("DELETE", delete, &format!("{path}?force=true"), &[], None)
+            .0,
+        200
+    );
 
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)

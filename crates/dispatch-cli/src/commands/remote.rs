@@ -58,12 +58,11 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Deny(a) => remote.decide(a, "deny"),
         Command::Approvals(c) => remote.approvals(c),
         Command::Dlq(c) => remote.dlq(c),
-        Command::Create(_) => Err(CliError::input(
-            "`dispatch create` works only on the local state: a server queues a run for its workers as soon as it exists (hint: `dispatch run --detach` queues it and prints its id)",
-        )),
-        Command::Replay(_) => Err(CliError::input(
-            "`dispatch replay` works only on the local state (hint: against a server, `dispatch dlq replay` replays a dead-lettered run)",
-        )),
+        Command::Create(a) => remote.create(a),
+        Command::Start(a) => remote.start(a),
+        Command::Replay(a) => remote.replay(a),
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => remote.restart(a),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
         Command::Build(_)
         | Command::Images(_)
         | Command::Serve(_)
@@ -131,14 +130,7 @@ impl Remote {
         if let Some(name) = &args.reliability.session {
             check_session_name(name)?;
         }
-        let parcel = if Path::new(&args.source).join("Agentfile").is_file() {
-            let (files, executable) = read_files(Path::new(&args.source))?;
-            let upload = json!({ "files": files, "executable": executable });
-            let built = self.json("POST", "/v1/parcels", Some(&upload))?;
-            built["digest"].as_str().unwrap_or_default().to_string()
-        } else {
-            args.source.clone()
-        };
+        let parcel = self.parcel_of(&args.source)?;
         let mut request = json!({"parcel": parcel, "payload": payload, "operation": operation});
         add_reliability(&mut request, &args.reliability)?;
         let answer = self.json("POST", "/v1/runs", Some(&request))?;
@@ -170,6 +162,18 @@ impl Remote {
         let finished = self.wait_end(run.id.as_str(), None)?;
         run::print_summary(&finished);
         Ok(run_exit_code(&finished.state))
+    }
+
+    /// The parcel a run of `source` names: a directory with an Agentfile is
+    /// uploaded (built by the server); anything else is a name or digest.
+    pub(super) fn parcel_of(&self, source: &str) -> CliResult<String> {
+        if !Path::new(source).join("Agentfile").is_file() {
+            return Ok(source.to_string());
+        }
+        let (files, executable) = read_files(Path::new(source))?;
+        let upload = json!({ "files": files, "executable": executable });
+        let built = self.json("POST", "/v1/parcels", Some(&upload))?;
+        Ok(built["digest"].as_str().unwrap_or_default().to_string())
     }
 
     fn logs(&self, args: &LogsArgs) -> CliResult {
@@ -223,7 +227,7 @@ impl Remote {
     /// Polls until the run is terminal; `None` waits forever.
     /// Long-polls the run (`?wait=`, 30 s at a time) until it ends or the
     /// deadline passes: one request per run per 30 s while it runs.
-    fn wait_end(&self, id: &str, deadline: Option<(Instant, u64)>) -> CliResult<Run> {
+    pub(super) fn wait_end(&self, id: &str, deadline: Option<(Instant, u64)>) -> CliResult<Run> {
         loop {
             let left = deadline.map_or(WAIT_PERIOD, |(at, _)| {
                 at.saturating_duration_since(Instant::now())
@@ -373,7 +377,7 @@ impl Remote {
 }
 
 /// Adds the reliability flags to a `POST /v1/runs` body (only those given).
-fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
+pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
     if let Some(key) = &args.idempotency_key {
         request["idempotency_key"] = json!(key);
     }

@@ -73,6 +73,10 @@ pub struct CreateRun {
     #[serde(default)]
     #[schema(value_type = Option<schemas::Policy>)]
     pub policy: Option<PolicyInput>,
+    /// False: the run is `created`, out of the queue, until
+    /// `POST /v1/runs/{id}/start` (`dispatch create`). Default true.
+    #[serde(default)]
+    pub start: Option<bool>,
 }
 
 /// The reliability options of a request, checked.
@@ -235,7 +239,8 @@ pub async fn create(
         parent_id,
         origin_id: None,
     };
-    let new = super::publish::new_run(&state, &parcel, &request, operation).await?;
+    let mut new = super::publish::new_run(&state, &parcel, &request, operation).await?;
+    new.created = req.start == Some(false);
     let extras = RunExtras {
         idempotency_key: reliability.idempotency_key,
         session: reliability.session,

@@ -5,7 +5,10 @@
 //! | `POST /v1/runs` | create a run with its reliability and queue options (`?wait=true` blocks until it ends) |
 //! | `GET /v1/runs` | list, filtered (status, parcel, operation, parent, label, creation time), newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
+//! | `DELETE /v1/runs/{id}` | remove a finished run (`?force=true` cancels a live one first) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |
+//! | `POST /v1/runs/{id}/start` | queue a run created with `"start": false` |
+//! | `POST /v1/runs/{id}/replay` | the exact parcel, brief and payload again, as a new linked run |
 //! | `POST /v1/runs/{id}/signal` | send a signal (wakes a run suspended waiting for it) |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
@@ -20,6 +23,7 @@
 mod bom;
 mod create;
 mod error;
+mod lifecycle;
 mod logs;
 pub mod openapi;
 mod parcels;
@@ -73,7 +77,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/runs", post(create::create).get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
+        .route("/v1/runs/{id}", get(runs::get).delete(lifecycle::delete))
+        .route("/v1/runs/{id}/start", post(lifecycle::start))
+        .route("/v1/runs/{id}/replay", post(lifecycle::replay))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/events", get(stream::events))
         .route("/v1/runs/{id}/logs", get(logs::logs))

@@ -125,6 +125,13 @@ pub struct SignalAnswer {
     pub run: Run,
 }
 
+/// What `DELETE /v1/runs/{id}` removed.
+#[derive(Serialize, ToSchema)]
+pub struct Removed {
+    /// The removed run's full id.
+    pub removed: String,
+}
+
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {
