@@ -6,6 +6,7 @@
 //! | `GET /v1/runs` | list, filtered (status, parcel, operation, parent, label, creation time), newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |
+//! | `POST /v1/runs/prune` | remove finished runs (filters as `dispatch prune`; `dry_run`) |
 //! | `POST /v1/runs/{id}/signal` | send a signal (wakes a run suspended waiting for it) |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
@@ -23,6 +24,7 @@ mod error;
 mod logs;
 pub mod openapi;
 mod parcels;
+mod prune;
 pub mod publish;
 mod reliability;
 mod runs;
@@ -73,6 +75,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/runs", post(create::create).get(runs::list))
+        .route("/v1/runs/prune", post(prune::prune))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/events", get(stream::events))

@@ -23,6 +23,7 @@ use super::{codes, schemas};
         super::runs::get,
         super::runs::cancel,
         super::signal::signal,
+        super::prune::prune,
         super::stream::events,
         super::logs::logs,
         super::runs::attempts,
