@@ -15,6 +15,7 @@ pub mod print_prompt;
 pub mod prune;
 pub mod ps;
 pub mod remote;
+pub mod remote_prune;
 pub mod remote_ps;
 pub mod remote_reliability;
 pub mod replay;

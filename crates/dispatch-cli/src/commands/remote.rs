@@ -1,6 +1,6 @@
 //! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
-//! approve, deny, approvals ls, dlq ls and dlq replay against a `dispatch
-//! server`, with the same output as locally.
+//! signal, approve, deny, approvals ls, dlq ls, dlq replay and prune
+//! against a `dispatch server`, with the same output as locally.
 //!
 //! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
 //! built on the server; `dispatch run <name|digest>` names a parcel the server
@@ -58,6 +58,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Deny(a) => remote.decide(a, "deny"),
         Command::Approvals(c) => remote.approvals(c),
         Command::Dlq(c) => remote.dlq(c),
+        Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
         Command::Create(_) => Err(CliError::input(
             "`dispatch create` works only on the local state: a server queues a run for its workers as soon as it exists (hint: `dispatch run --detach` queues it and prints its id)",
         )),
