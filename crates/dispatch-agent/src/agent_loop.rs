@@ -22,6 +22,7 @@ use crate::provider::{
     Delta, Exchange, Flow, Message, ModelRequest, ModelResponse, ProviderError, ToolCall, ToolSpec,
 };
 use crate::resolve::{ResolvedModel, provider_for};
+use crate::round::{PendingApproval, RoundEnd, run_round};
 
 /// How many tool rounds a run may do when the Agentfile sets no LIMIT TOOL_ROUNDS.
 pub const DEFAULT_TOOL_ROUNDS: u64 = 25;
@@ -54,6 +55,9 @@ pub struct ToolOutcome {
     pub meta: serde_json::Map<String, Value>,
     /// A limit was reached: the run ends with this reason after this round.
     pub stop: Option<String>,
+    /// The call waits for a decision not taken yet: the round suspends
+    /// (see [`crate::round`]).
+    pub suspend: Option<PendingApproval>,
 }
 
 impl ToolOutcome {
@@ -84,6 +88,9 @@ pub trait Tools: Send + Sync {
     fn may_pause(&self, _calls: &[ToolCall]) -> bool {
         false
     }
+    /// Says which round the next calls belong to (approvals are keyed by
+    /// the round and the call's id, so a resumed round finds its own).
+    fn begin_round(&self, _round: u64) {}
 }
 
 /// An agent with no tools: every call is answered with an error the model can read.
@@ -133,6 +140,10 @@ pub enum LoopEnd {
     Budget(String),
     /// The model kept calling tools past LIMIT TOOL_ROUNDS.
     ToolRounds(String),
+    /// A tool call waits for a decision: the conversation is checkpointed
+    /// (with the round's completed calls) and the attempt may end; the
+    /// next one resumes the round without calling the model again.
+    Suspended(PendingApproval),
 }
 
 /// Runs the loop on `conv` (fresh, resumed from a checkpoint, or continuing a session).
@@ -224,31 +235,41 @@ pub async fn run_loop(
         let wants_tools = !tool_calls.is_empty();
         let mut stop = None;
         if wants_tools {
-            conv.rounds += 1;
-            // The calls of one response run at once; they are recorded, and
-            // answered, in the order the model gave them.
-            let outcomes = futures_util::future::join_all(tool_calls.iter().map(|tc| async move {
-                let started = Instant::now();
-                let outcome = tools.call(tc).await;
-                (outcome, started.elapsed())
-            }))
-            .await;
-            for (tc, (outcome, took)) in tool_calls.iter().zip(outcomes) {
-                let input: Value = serde_json::from_str(&tc.arguments)
-                    .unwrap_or(Value::String(tc.arguments.clone()));
-                let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
-                    "output": outcome.text, "ok": !outcome.is_error,
-                    "duration_ms": took.as_millis() as u64, "round": conv.rounds});
-                if let Some(fields) = event.as_object_mut() {
-                    fields.extend(outcome.meta);
+            let round = conv.rounds + 1;
+            match run_round(conv, round, &tool_calls, tools).await {
+                RoundEnd::Suspended {
+                    pending,
+                    events: done,
+                    state,
+                } => {
+                    // The round is saved as not started, with the calls
+                    // that completed; the next attempt runs the rest.
+                    events.extend(done);
+                    let state = serde_json::to_value(&*state).unwrap_or(Value::Null);
+                    let step = format!("round-{round}-wait");
+                    events.push(("checkpoint", json!({"step": step, "state": state})));
+                    if let Err(e) = sink.record(events).await {
+                        return LoopEnd::Failed {
+                            reason: format!("could not record round {round}: {e}"),
+                            retryable: true,
+                        };
+                    }
+                    return LoopEnd::Suspended(pending);
                 }
-                events.push(("tool_call", event));
-                stop = stop.or(outcome.stop);
-                conv.messages.push(Message::tool_result(
-                    tc.id.clone(),
-                    outcome.text,
-                    outcome.is_error,
-                ));
+                RoundEnd::Done {
+                    results,
+                    events: ran,
+                } => {
+                    conv.rounds = round;
+                    conv.done.clear();
+                    events.extend(ran);
+                    // Answered in the order the model gave the calls.
+                    for r in results {
+                        stop = stop.or(r.stop);
+                        conv.messages
+                            .push(Message::tool_result(r.id, r.text, r.is_error));
+                    }
+                }
             }
         }
         let step = if wants_tools {

@@ -26,6 +26,9 @@ pub struct Conversation {
     /// Messages dropped by compaction so far (over the session's life).
     #[serde(default)]
     pub compacted: u64,
+    /// The calls of a suspended round that completed (see [`crate::round`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<crate::round::DoneCall>,
 }
 
 /// What a session keeps between runs.

@@ -12,6 +12,7 @@ pub mod openai;
 pub mod prompt;
 pub mod provider;
 pub mod resolve;
+pub mod round;
 mod sse;
 pub mod tools;
 
@@ -22,3 +23,4 @@ pub use provider::{
     ProviderError, ProviderKind, Role, TokenUsage, ToolCall, ToolSpec,
 };
 pub use resolve::{Override, ResolvedModel, resolve};
+pub use round::{DoneCall, PendingApproval};

@@ -481,3 +481,51 @@ fn on_sqlite_a_server_with_in_process_workers_serves_logs_from_its_disk_and_stor
         );
     });
 }
+
+#[test]
+fn prune_through_the_server_removes_the_runs_rows_log_and_brief_from_the_database() {
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let _worker = cluster.worker("worker");
+    let client = &cluster.client;
+    let id = client.detach(&hello(), r#"{"name":"Ada"}"#);
+    assert_eq!(client.ok(&["wait", id.as_str()]), "0");
+    let sha = cluster.get(&id).brief_sha256;
+    let store = &cluster.store;
+    assert!(
+        cluster
+            .rt
+            .block_on(store.get_brief(&sha))
+            .expect("reads")
+            .is_some()
+    );
+    assert!(cluster.rt.block_on(store.log_length(&id)).expect("reads") > 0);
+
+    // No terminal and no -f: refused, nothing removed.
+    let out = client.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("prune would remove 1 finished run"),
+        "{out:?}"
+    );
+    assert_eq!(cluster.get(&id).status(), Status::Succeeded);
+
+    let removed = client.ok(&["prune", "-f", "--filter", "status=succeeded"]);
+    assert_eq!(removed, id.to_string());
+    assert!(
+        cluster.rt.block_on(store.get_run(&id)).is_err(),
+        "the row is gone"
+    );
+    assert_eq!(
+        cluster.rt.block_on(store.log_length(&id)).expect("reads"),
+        0
+    );
+    assert_eq!(
+        cluster.rt.block_on(store.get_brief(&sha)).expect("reads"),
+        None,
+        "no run references the brief any more"
+    );
+    let out = client.run(&["inspect-run", id.as_str()]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+}

@@ -16,6 +16,15 @@ use serde_json::{Value, json};
 /// A detached run of an agent whose `refund` tool needs confirming; the
 /// model calls it once with `{"order": "12345", "amount": 40}`.
 fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String, std::path::PathBuf) {
+    paused_run_waiting(d, extra, None)
+}
+
+/// [`paused_run`], with `DISPATCH_APPROVAL_WAIT` set to `wait` for its helper.
+fn paused_run_waiting(
+    d: &Dispatch,
+    extra: &str,
+    wait: Option<&str>,
+) -> (Mock, String, std::path::PathBuf) {
     let mock = Mock::start(json!([
         {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"order": "12345", "amount": 40}, "id": "c0"}]},
         text("done", 1, 1),
@@ -39,7 +48,17 @@ fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String, std::path::PathBuf) {
         r#"{"type":"object","properties":{"order":{"type":"string"},"amount":{"type":"number","maximum":100}},"required":["order","amount"]}"#,
     )
     .expect("schema");
-    let id = d.detach(&dir, "{\"ticket\":\"refund please\"}");
+    let mut cmd = d.command();
+    if let Some(wait) = wait {
+        cmd.env("DISPATCH_APPROVAL_WAIT", wait);
+    }
+    let args = ["run", dir.to_str().expect("utf-8"), "--detach", "--job"];
+    let out = cmd
+        .args(args)
+        .arg("{\"ticket\":\"refund please\"}")
+        .output()
+        .expect("run");
+    let id = common::checks::ok(&args, &out);
     eventually(20, "the run pauses for the approval", || {
         d.status(&id) == "paused"
     });
@@ -179,9 +198,11 @@ fn an_approval_timeout_denies_the_call() {
 }
 
 #[test]
-fn a_helper_killed_while_paused_resumes_paused_without_calling_the_model_again() {
+fn a_helper_killed_while_waiting_in_process_resumes_paused_without_calling_the_model_again() {
     let d = Dispatch::new();
-    let (mock, id, marks) = paused_run(&d, "\nRETRY 3");
+    // The in-process wait (not the default durable wait): the helper holds
+    // the run while it waits.
+    let (mock, id, marks) = paused_run_waiting(&d, "\nRETRY 3", Some("process"));
     let doc = d.inspect(&id);
     let helper = doc["state"]["helper"]["pid"].as_i64().expect("a helper") as i32;
     nix::sys::signal::kill(

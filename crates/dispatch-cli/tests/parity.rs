@@ -35,6 +35,9 @@ impl Side for Client {
 
 fn normalise(text: &str) -> String {
     let rules = [
+        // Space reclaimed: each side's files differ in size.
+        (r#""reclaimed_bytes":\s*\d+"#, "\"reclaimed_bytes\": <N>"),
+        (r"reclaimed \d+(\.\d+)?[kMGT]?B", "reclaimed <BYTES>"),
         (r"[0-9a-f]{32}", "<ID>"),
         (r"\b[0-9a-f]{12}\b", "<SHORT-ID>"),
         (r#"("\w+_at"|"duration_ms"): \d+"#, "$1: <N>"),
@@ -155,6 +158,18 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     t.push(seen(side, &["signal", &id, "go"]));
     t.push(seen(side, &["logs", "ffffffffffff"]));
     t.push(seen(side, &["approve", &id, "nope"]));
+    // Prune: the same refusal without a terminal, the same mistakes, the
+    // same removals; the failed run is kept for its dead letter until asked.
+    t.push(seen(side, &["prune"]));
+    t.push(seen(side, &["prune", "--filter", "status=running"]));
+    t.push(seen(side, &["prune", "--filter", "colour=red"]));
+    t.push(seen(side, &["prune", "-f", "--filter", "status=succeeded"]));
+    t.push(seen(side, &["ps", "-a", "-q"]));
+    t.push(seen(
+        side,
+        &["prune", "-f", "--dead-letters", "--format", "json"],
+    ));
+    t.push(seen(side, &["ps", "-a", "-q"]));
     t.join("\n")
 }
 

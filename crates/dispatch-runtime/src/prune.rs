@@ -80,6 +80,18 @@ pub async fn candidates<S: Store + ?Sized>(
 ) -> RuntimeResult<Candidates> {
     let mut runs = store.list_runs(&RunFilter::default()).await?;
     reconcile_all(store, layout, &mut runs).await?;
+    select(store, runs, filter).await
+}
+
+/// The runs of `runs` a prune with `filter` removes, as [`candidates`]
+/// chooses them but without reconciling `runs` first (a server: its
+/// workers' runs are not this machine's to reconcile, the cluster's
+/// sweeper does that).
+pub async fn select<S: Store + ?Sized>(
+    store: &S,
+    runs: Vec<Run>,
+    filter: &PruneFilter,
+) -> RuntimeResult<Candidates> {
     let kept: HashSet<RunId> = if filter.dead_letters {
         HashSet::new()
     } else {

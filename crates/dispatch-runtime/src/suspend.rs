@@ -295,19 +295,36 @@ pub async fn wake_if_due<S: Store + ?Sized>(store: &S, run: Run) -> RuntimeResul
         WaitFor::Timer => json!({"for": "timer"}),
         WaitFor::Signal => json!({"for": "signal", "name": wait.name, "timed_out": true}),
         WaitFor::Approval => {
+            let rationale = timeout_rationale(store, &run.id, &wait.name).await;
             let decision = Decision {
                 decision: "deny".into(),
                 by: "dispatch".into(),
-                rationale: Some("timed out".into()),
+                rationale: Some(rationale.clone()),
                 at: now,
                 input: None,
             };
             let _ = store.decide_approval(&run.id, &wait.name, &decision).await;
             json!({"for": "approval", "id": wait.name, "decision": "deny", "by": "dispatch",
-                   "rationale": "timed out", "timed_out": true})
+                   "rationale": rationale, "timed_out": true})
         }
     };
     wake(store, run, resume, "its wait timed out").await
+}
+
+/// Why a timed-out approval is denied: `no decision within <its time>`.
+async fn timeout_rationale<S: Store + ?Sized>(store: &S, id: &RunId, approval: &str) -> String {
+    let asked = store
+        .list_approvals(Some(id), true)
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|a| a.id == approval));
+    match asked.and_then(|a| Some(a.deadline? - a.requested_at)) {
+        Some(ms) => format!(
+            "no decision within {}",
+            dispatch_core::time::human_duration(ms.max(0))
+        ),
+        None => "timed out".into(),
+    }
 }
 
 /// Wakes every suspended run whose wait has run out; returns them.

@@ -678,6 +678,21 @@ fn every_operation_answers_as_documented() {
             .0,
         200
     );
+    // Prune: a dry run says, a real one removes; bad filters are 400s.
+    let prune = "/v1/runs/prune";
+    let cancelled = "{\"filters\": {\"status\": [\"cancelled\"]}, \"dry_run\": true}";
+    let (status, would) = c.post(prune, prune, cancelled);
+    assert_eq!(status, 200, "{would}");
+    let would = would["removed"].as_array().cloned().unwrap_or_default();
+    assert!(!would.is_empty(), "the cancelled runs");
+    let (status, done) = c.post(prune, prune, &cancelled.replace("true", "false"));
+    assert_eq!((status, done["removed"].as_array()), (200, Some(&would)));
+    assert_eq!(c.get(one, &format!("/v1/runs/{queued}")).0, 404);
+    let bad = "{\"filters\": {\"status\": [\"running\"]}}";
+    assert_eq!(c.post(prune, prune, bad).0, 400);
+    assert_eq!(c.post(prune, prune, "{\"filter\": {}}").0, 400);
+    assert_eq!(c.post(prune, "/v1/runs/prune?status=failed", "").0, 400);
+    assert_eq!(c.too_big(prune, prune), 413);
 
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)

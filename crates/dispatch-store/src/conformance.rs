@@ -99,6 +99,7 @@ macro_rules! __parcel_conformance_names {
         $crate::__conformance_tests!($mode $factory;
             a_parcel_is_stored_by_digest_and_a_put_writes_only_what_differs,
             a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs,
+            a_brief_a_run_references_is_not_pruned,
             a_log_is_appended_in_order_and_read_from_any_offset,
             an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
             deleting_a_run_removes_its_log,

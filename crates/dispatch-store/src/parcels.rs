@@ -52,6 +52,10 @@ pub trait ParcelStore: Send + Sync {
 
     /// The brief stored under `sha256`, if any.
     async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Removes those of the briefs `sha256s` that no run references (as a
+    /// prune leaves them); returns the bytes removed.
+    async fn delete_unreferenced_briefs(&self, sha256s: &[String]) -> StoreResult<u64>;
 }
 
 /// Run logs shipped by workers, as append-only byte chunks per run.

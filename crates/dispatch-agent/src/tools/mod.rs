@@ -42,6 +42,10 @@ pub struct ApprovalAsk {
     /// The tool's arguments schema (edited arguments are checked against it).
     pub schema: Value,
     pub timeout: Duration,
+    /// The model's id for the call, and the round it belongs to: together
+    /// they find the approval again when a suspended round resumes.
+    pub call_id: String,
+    pub round: u64,
 }
 
 /// The decision on a tool call.
@@ -56,12 +60,21 @@ pub struct ApprovalAnswer {
     pub input: Option<Value>,
 }
 
-/// Decides tool calls that need an approval: the runtime pauses the run
-/// with an approval record and waits for `dispatch approve|deny`, the API,
-/// or the approval's timeout (a denial).
+/// What an approver says about a call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Asked {
+    /// The decision is taken.
+    Decided(ApprovalAnswer),
+    /// Not yet: the round suspends until it is (a durable wait).
+    Pending(crate::round::PendingApproval),
+}
+
+/// Decides tool calls that need an approval: the runtime records an
+/// approval and either suspends the run until `dispatch approve|deny`, the
+/// API or the approval's timeout (a denial) decides it, or waits for that.
 #[async_trait::async_trait]
 pub trait Approver: Send + Sync {
-    async fn ask(&self, ask: ApprovalAsk) -> Result<ApprovalAnswer, String>;
+    async fn ask(&self, ask: ApprovalAsk) -> Result<Asked, String>;
 }
 
 /// The HTTP client HTTP tools use (share the process's, for its connections).
@@ -122,6 +135,8 @@ pub struct ToolBox<'a> {
     servers: Vec<Arc<McpServer>>,
     ctx: ToolContext<'a>,
     calls: AtomicU64,
+    /// The round the calls belong to (see [`Tools::begin_round`]).
+    round: AtomicU64,
 }
 
 impl<'a> ToolBox<'a> {
@@ -187,6 +202,7 @@ impl<'a> ToolBox<'a> {
             servers,
             ctx,
             calls: AtomicU64::new(0),
+            round: AtomicU64::new(0),
         })
     }
 
@@ -249,6 +265,7 @@ impl<'a> ToolBox<'a> {
         &self,
         e: &Entry,
         args: Value,
+        call_id: &str,
     ) -> Result<(Value, serde_json::Map<String, Value>), ToolOutcome> {
         let Some(approver) = self.ctx.approver else {
             return Err(ToolOutcome::error(format!(
@@ -263,10 +280,18 @@ impl<'a> ToolBox<'a> {
             risk: e.decl.risk(),
             schema: e.spec.parameters.clone(),
             timeout: Duration::from_millis(e.decl.approval_timeout_ms()),
+            call_id: call_id.to_string(),
+            round: self.round.load(Ordering::SeqCst),
         };
-        let answer = approver.ask(ask).await.map_err(|why| {
-            ToolOutcome::error(format!("error: could not ask for an approval: {why}"))
-        })?;
+        let answer = match approver.ask(ask).await {
+            Ok(Asked::Decided(answer)) => answer,
+            Ok(Asked::Pending(pending)) => return Err(ToolOutcome::suspended(pending)),
+            Err(why) => {
+                return Err(ToolOutcome::error(format!(
+                    "error: could not ask for an approval: {why}"
+                )));
+            }
+        };
         let mut fields = serde_json::Map::new();
         fields.insert(
             "approval".into(),
@@ -359,6 +384,10 @@ impl Tools for ToolBox<'_> {
         self.entries.iter().map(|e| e.spec.clone()).collect()
     }
 
+    fn begin_round(&self, round: u64) {
+        self.round.store(round, Ordering::SeqCst);
+    }
+
     fn may_pause(&self, calls: &[ToolCall]) -> bool {
         calls.iter().any(|c| {
             self.entries
@@ -433,7 +462,7 @@ impl Tools for ToolBox<'_> {
         }
         let args = match e.decl.approval() {
             ApprovalPolicy::Never => args,
-            _ => match self.approve(e, args).await {
+            _ => match self.approve(e, args, &call.id).await {
                 Ok((args, fields)) => {
                     let mut outcome = self.run(e, args, &call.id).await;
                     outcome.meta.extend(fields);

@@ -37,7 +37,13 @@ pub async fn ask_inline(store: &SqliteStore, layout: &Layout, run: &RunId) {
                     match dispatch_runtime::approvals::decide(store, layout, run, &a.id, &decision)
                         .await
                     {
-                        Ok(decided) => super::approvals::say_decided(&decided),
+                        Ok(decided) => {
+                            super::approvals::say_decided(&decided);
+                            // Daemonless: a run the decision woke needs a helper.
+                            if let Ok(r) = dispatch_store::RunStore::get_run(store, run).await {
+                                dispatch_runtime::suspend::start_woken(layout, &r);
+                            }
+                        }
                         Err(e) => {
                             eprintln!("error: {e}");
                             asked.remove(&a.id); // ask again

@@ -16,6 +16,7 @@ pub mod prune;
 pub mod ps;
 pub mod remote;
 pub mod remote_lifecycle;
+pub mod remote_prune;
 pub mod remote_ps;
 pub mod remote_reliability;
 pub mod replay;

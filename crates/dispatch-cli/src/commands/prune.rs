@@ -19,13 +19,7 @@ pub async fn prune(ctx: &Ctx, args: &PruneArgs) -> CliResult {
         return report(args.format, &PruneReport::default());
     };
     let found = candidates(&store, &ctx.layout, &filter).await?;
-    if found.kept > 0 {
-        eprintln!(
-            "kept {} run{} with a dead letter or a pending approval (hint: --dead-letters removes them too)",
-            found.kept,
-            plural(found.kept)
-        );
-    }
+    say_kept(found.kept);
     let runs = found.runs;
     if !runs.is_empty() && !args.force && !confirm(runs.len())? {
         eprintln!("nothing removed");
@@ -33,6 +27,16 @@ pub async fn prune(ctx: &Ctx, args: &PruneArgs) -> CliResult {
     }
     let done = prune_runs(&store, &ctx.layout, &runs).await?;
     report(args.format, &done)
+}
+
+/// Says how many runs the filters selected were kept, if any.
+pub(crate) fn say_kept(kept: usize) {
+    if kept > 0 {
+        eprintln!(
+            "kept {kept} run{} with a dead letter or a pending approval (hint: --dead-letters removes them too)",
+            plural(kept)
+        );
+    }
 }
 
 /// `--filter KEY=VALUE` flags as one filter.
@@ -78,7 +82,7 @@ pub fn parse_filters(flags: &[String], dead_letters: bool) -> CliResult<PruneFil
 
 /// Asks on the terminal, as `docker container prune` does. Refuses when
 /// stdin is not a terminal, so that a script never hangs on the question.
-fn confirm(count: usize) -> CliResult<bool> {
+pub(crate) fn confirm(count: usize) -> CliResult<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::input(format!(
             "prune would remove {count} finished run{} and stdin is not a terminal to confirm (hint: pass -f)",
@@ -98,7 +102,7 @@ fn confirm(count: usize) -> CliResult<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
 }
 
-fn report(format: Format, done: &PruneReport) -> CliResult {
+pub(crate) fn report(format: Format, done: &PruneReport) -> CliResult {
     match format {
         Format::Json => print_json(&serde_json::json!({
             "removed": done.removed,

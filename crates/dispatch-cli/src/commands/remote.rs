@@ -1,6 +1,6 @@
 //! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
-//! approve, deny, approvals ls, dlq ls and dlq replay against a `dispatch
-//! server`, with the same output as locally.
+//! signal, approve, deny, approvals ls, dlq ls, dlq replay and prune
+//! against a `dispatch server`, with the same output as locally.
 //!
 //! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
 //! built on the server; `dispatch run <name|digest>` names a parcel the server
@@ -63,6 +63,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Replay(a) => remote.replay(a),
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => remote.restart(a),
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
+        Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
         Command::Build(_)
         | Command::Images(_)
         | Command::Serve(_)

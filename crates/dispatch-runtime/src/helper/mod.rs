@@ -11,6 +11,7 @@ mod agent;
 mod attempt;
 mod collect;
 pub mod native;
+mod native_approval;
 mod native_tools;
 pub(crate) mod retry;
 mod session_file;

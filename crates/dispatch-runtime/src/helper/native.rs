@@ -164,6 +164,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                 rounds: 0,
                 calls: 0,
                 compacted: history.compacted,
+                done: Vec::new(),
             }
         }
     };
@@ -343,12 +344,27 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         Outcome::Loop(LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason)) => {
             End::Final(fail(reason), None)
         }
+        // A tool call waits for a decision: a durable wait, as a process
+        // agent's `wait` event asks for.
+        Outcome::Loop(LoopEnd::Suspended(pending)) => End::Suspend(wait_event(&pending, at)),
     };
     Ok(Ended {
         end,
         checkpoint,
         start: None,
     })
+}
+
+/// The `wait` event a round suspended on `pending` amounts to.
+fn wait_event(pending: &dispatch_agent::PendingApproval, now: i64) -> Value {
+    let mut wait = serde_json::json!({
+        "type": "wait", "for": "approval", "id": pending.id, "summary": pending.summary,
+    });
+    if let Some(deadline) = pending.deadline_ms {
+        // What is left of the approval's time (its deadline stays the first one's).
+        wait["timeout_s"] = serde_json::json!((deadline - now).max(0) as f64 / 1000.0);
+    }
+    wait
 }
 
 /// `value` with every secret masked (what the store keeps of a model's words).

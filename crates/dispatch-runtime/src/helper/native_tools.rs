@@ -8,16 +8,15 @@
 //! less `DISPATCH_ROOT`, plus the parcel's ENV and SECRET values).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use dispatch_agent::ResolvedModel;
-use dispatch_agent::tools::{ApprovalAnswer, ApprovalAsk, Approver, Memory, ToolBox, ToolContext};
+use dispatch_agent::tools::{Approver, Memory, ToolBox, ToolContext};
 use dispatch_core::parcel::Parcel;
 use dispatch_core::{RunId, now_ms};
-use dispatch_core::{Status, Transition};
-use dispatch_store::{Approval, Decision, Run, Store, StoreError};
+use dispatch_store::{Run, Store, StoreError};
 use serde_json::{Value, json};
+
+pub(super) use super::native_approval::StoreApprover;
 
 use super::Prepared;
 use crate::layout::{Layout, ROOT_ENV};
@@ -95,174 +94,6 @@ impl<S: Store + ?Sized> Memory for StoreMemory<'_, S> {
             .collect();
         keys.sort();
         Ok(keys)
-    }
-}
-
-/// How often a call waiting for a decision looks for its decision file
-/// (written where the decision was taken: this machine's decisions are
-/// seen at once) …
-const DECISION_FILE_POLL: Duration = Duration::from_millis(2);
-/// … for the first seconds of the wait (a person at hand decides quickly);
-/// after that every [`DECISION_FILE_POLL_LATER`], so a worker holding many
-/// paused runs does not spend itself looking.
-const DECISION_FILE_QUICK: Duration = Duration::from_secs(2);
-const DECISION_FILE_POLL_LATER: Duration = Duration::from_millis(20);
-/// … and asks the store (decisions taken on another machine).
-const DECISION_STORE_POLL: Duration = Duration::from_millis(100);
-
-/// Decides tool calls through the store's approval records: the run is
-/// paused with an approval carrying the tool, its arguments, risk and
-/// schema; `dispatch approve|deny` or the API decide it (on any machine:
-/// the decision is read from the store), or its timeout denies it.
-pub(super) struct StoreApprover<'a, S: ?Sized> {
-    store: &'a S,
-    layout: Layout,
-    run: RunId,
-    attempt: u32,
-    /// Calls waiting for a decision now.
-    pub(super) waiting: AtomicUsize,
-}
-
-impl<'a, S: Store + ?Sized> StoreApprover<'a, S> {
-    pub(super) fn new(store: &'a S, layout: &Layout, run: &Run) -> Self {
-        StoreApprover {
-            store,
-            layout: layout.clone(),
-            run: run.id.clone(),
-            attempt: run.attempt,
-            waiting: AtomicUsize::new(0),
-        }
-    }
-
-    /// A fresh id for a call of `tool`: `<tool>-<n>`, n counting the run's
-    /// approvals of that tool across attempts.
-    async fn next_id(&self, tool: &str) -> Result<String, String> {
-        let all = self
-            .store
-            .list_approvals(Some(&self.run), false)
-            .await
-            .map_err(|e| e.to_string())?;
-        let prefix = format!("{tool}-");
-        let n = all.iter().filter(|a| a.id.starts_with(&prefix)).count() + 1;
-        Ok(format!("{tool}-{n}"))
-    }
-
-    /// Pauses the run (once its start is saved: a resumed round asks before
-    /// the attempt's start is written).
-    async fn pause(&self, reason: String) {
-        for _ in 0..250 {
-            let Ok(mut run) = self.store.get_run(&self.run).await else {
-                return;
-            };
-            match run.status() {
-                Status::Running => {
-                    let t = Transition::Pause {
-                        reason,
-                        at: now_ms(),
-                    };
-                    let _ = crate::record::advance(self.store, &mut run, &t, None).await;
-                    return;
-                }
-                Status::Starting => tokio::time::sleep(Duration::from_millis(20)).await,
-                _ => return,
-            }
-        }
-    }
-
-    /// The decision, once there is one; denies at `deadline`.
-    async fn wait(&self, id: &str, deadline: i64, timeout: Duration) -> Result<Approval, String> {
-        let file = self
-            .layout
-            .run_dir(&self.run)
-            .join("approvals")
-            .join(format!("{id}.json"));
-        let waiting = std::time::Instant::now();
-        let mut asked = waiting;
-        loop {
-            // The store has the decision before the file is written.
-            while !file.exists() && asked.elapsed() < DECISION_STORE_POLL && now_ms() < deadline {
-                let pause = match waiting.elapsed() < DECISION_FILE_QUICK {
-                    true => DECISION_FILE_POLL,
-                    false => DECISION_FILE_POLL_LATER,
-                };
-                tokio::time::sleep(pause).await;
-            }
-            asked = std::time::Instant::now();
-            let found = self
-                .store
-                .list_approvals(Some(&self.run), false)
-                .await
-                .ok()
-                .and_then(|all| all.into_iter().find(|a| a.id == id));
-            if let Some(a) = found.filter(|a| a.decision.is_some()) {
-                return Ok(a);
-            }
-            if now_ms() >= deadline {
-                let decision = Decision {
-                    decision: "deny".into(),
-                    by: "dispatch".into(),
-                    rationale: Some(format!(
-                        "no decision within {} (APPROVAL_TIMEOUT)",
-                        dispatch_core::time::human_duration(timeout.as_millis() as i64)
-                    )),
-                    at: now_ms(),
-                    input: None,
-                };
-                match crate::approvals::decide(self.store, &self.layout, &self.run, id, &decision)
-                    .await
-                {
-                    Ok(a) => return Ok(a),
-                    // Decided meanwhile: read it on the next turn.
-                    Err(crate::RuntimeError::Store(StoreError::AlreadyDecided { .. })) => {}
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl<S: Store + ?Sized> Approver for StoreApprover<'_, S> {
-    async fn ask(&self, ask: ApprovalAsk) -> Result<ApprovalAnswer, String> {
-        let id = self.next_id(&ask.tool).await?;
-        let at = now_ms();
-        let deadline = at + ask.timeout.as_millis() as i64;
-        let args = dispatch_core::event::shorten(&ask.arguments.to_string(), 200);
-        let summary = format!("{}({args}) · risk {}", ask.tool, ask.risk.as_str());
-        let approval = Approval {
-            run_id: self.run.clone(),
-            id: id.clone(),
-            attempt: self.attempt,
-            summary: summary.clone(),
-            requested_at: at,
-            deadline: Some(deadline),
-            decision: None,
-            decided_by: None,
-            rationale: None,
-            decided_at: None,
-            details: Some(json!({
-                "tool": ask.tool, "kind": ask.kind, "arguments": ask.arguments,
-                "risk": ask.risk.as_str(), "schema": ask.schema,
-            })),
-            input: None,
-        };
-        self.store
-            .request_approval(&approval)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        self.pause(format!("approval `{id}`: {summary}")).await;
-        let decided = self.wait(&id, deadline, ask.timeout).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _ = crate::approvals::resume_if_clear(self.store, &self.run).await;
-        let a = decided?;
-        Ok(ApprovalAnswer {
-            id,
-            approved: a.decision.as_deref() == Some("approve"),
-            by: a.decided_by.unwrap_or_default(),
-            rationale: a.rationale,
-            input: a.input,
-        })
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `POST /v1/runs/{id}/cancel` | cancel |
 //! | `POST /v1/runs/{id}/start` | queue a run created with `"start": false` |
 //! | `POST /v1/runs/{id}/replay` | the exact parcel, brief and payload again, as a new linked run |
+//! | `POST /v1/runs/prune` | remove finished runs (filters as `dispatch prune`; `dry_run`) |
 //! | `POST /v1/runs/{id}/signal` | send a signal (wakes a run suspended waiting for it) |
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
@@ -27,6 +28,7 @@ mod lifecycle;
 mod logs;
 pub mod openapi;
 mod parcels;
+mod prune;
 pub mod publish;
 mod reliability;
 mod runs;
@@ -77,6 +79,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/runs", post(create::create).get(runs::list))
+        .route("/v1/runs/prune", post(prune::prune))
         .route("/v1/runs/{id}", get(runs::get).delete(lifecycle::delete))
         .route("/v1/runs/{id}/start", post(lifecycle::start))
         .route("/v1/runs/{id}/replay", post(lifecycle::replay))

@@ -26,6 +26,7 @@ use super::{codes, schemas};
         super::lifecycle::replay,
         super::lifecycle::delete,
         super::signal::signal,
+        super::prune::prune,
         super::stream::events,
         super::logs::logs,
         super::runs::attempts,

@@ -48,9 +48,12 @@ pub(super) fn only_known<'a>(
     for k in keys {
         if !allowed.contains(&k.as_str()) {
             return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{}` (this route takes: {})",
+                "unknown query parameter `{}` (this route takes {})",
                 dispatch_core::event::shorten(k, 80),
-                allowed.join(", ")
+                match allowed.is_empty() {
+                    true => "none".to_string(),
+                    false => format!("only: {}", allowed.join(", ")),
+                }
             )));
         }
     }

@@ -132,6 +132,18 @@ pub struct Removed {
     pub removed: String,
 }
 
+/// What a prune removed (or, with `dry_run`, would remove).
+#[derive(Serialize, ToSchema)]
+pub struct PruneAnswer {
+    /// The removed runs' ids, newest first.
+    pub removed: Vec<String>,
+    /// Bytes of the server's files and stored briefs deleted (0 for a dry run).
+    pub reclaimed_bytes: u64,
+    /// Runs the filters select that were kept for their dead letter or pending approval.
+    pub kept: u64,
+    pub dry_run: bool,
+}
+
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {

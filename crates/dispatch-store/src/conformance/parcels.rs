@@ -85,6 +85,40 @@ pub async fn a_brief_is_stored_by_sha256_and_a_put_writes_only_what_differs<S: P
         Some(b"fixed".to_vec())
     );
     assert_eq!(store.get_brief(&"d".repeat(64)).await.expect("get"), None);
+    // No run references it: a prune removes it, once.
+    let both = [sha.clone(), "d".repeat(64)];
+    assert_eq!(
+        store
+            .delete_unreferenced_briefs(&both)
+            .await
+            .expect("delete"),
+        5
+    );
+    assert_eq!(store.get_brief(&sha).await.expect("get"), None);
+    assert_eq!(
+        store
+            .delete_unreferenced_briefs(&both)
+            .await
+            .expect("again"),
+        0
+    );
+}
+
+pub async fn a_brief_a_run_references_is_not_pruned<S: Store + ParcelStore>(store: S) {
+    let run = create(&store, new_run(id(1), "p", 10)).await;
+    let sha = run.brief_sha256.clone();
+    store.put_brief(&sha, b"{}").await.expect("put");
+    assert_eq!(
+        store
+            .delete_unreferenced_briefs(std::slice::from_ref(&sha))
+            .await
+            .expect("delete"),
+        0
+    );
+    assert_eq!(
+        store.get_brief(&sha).await.expect("get"),
+        Some(b"{}".to_vec())
+    );
 }
 
 pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunLogStore>(store: S) {

@@ -614,6 +614,10 @@ impl ParcelStore for PgStore {
     async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
         in_tx!(self, |tx| parcels::get_brief(&tx, sha256))
     }
+
+    async fn delete_unreferenced_briefs(&self, sha256s: &[String]) -> StoreResult<u64> {
+        in_tx!(self, |tx| parcels::delete_unreferenced_briefs(&tx, sha256s))
+    }
 }
 
 #[async_trait]

@@ -86,6 +86,26 @@ pub(super) async fn get_brief(tx: &Transaction<'_>, sha256: &str) -> Result<Opti
     }
 }
 
+pub(super) async fn delete_unreferenced_briefs(
+    tx: &Transaction<'_>,
+    sha256s: &[String],
+) -> Result<u64, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "DELETE FROM briefs WHERE sha256 = ANY($1)
+             AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.brief_sha256 = briefs.sha256)
+             RETURNING octet_length(content)::BIGINT",
+        )
+        .await?;
+    let rows = tx.query(&stmt, &[&sha256s]).await?;
+    let mut bytes = 0u64;
+    for row in rows {
+        let n: Option<i64> = row.try_get(0)?;
+        bytes += n.unwrap_or(0).max(0) as u64;
+    }
+    Ok(bytes)
+}
+
 fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
     i64::try_from(offset)
         .map_err(|_| Fail::Encode(format!("log offset {offset} of run {run} is out of range")))

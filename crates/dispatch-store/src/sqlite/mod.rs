@@ -637,6 +637,10 @@ impl ParcelStore for SqliteStore {
     async fn get_brief(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
         self.read(|tx| parcels::get_brief(tx, sha256))
     }
+
+    async fn delete_unreferenced_briefs(&self, sha256s: &[String]) -> StoreResult<u64> {
+        self.write(|tx| parcels::delete_unreferenced_briefs(tx, sha256s))
+    }
 }
 
 #[async_trait]

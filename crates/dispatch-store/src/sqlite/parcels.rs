@@ -74,6 +74,25 @@ pub(super) fn get_brief(tx: &Transaction<'_>, sha256: &str) -> Result<Option<Vec
         .optional()?)
 }
 
+pub(super) fn delete_unreferenced_briefs(
+    tx: &Transaction<'_>,
+    sha256s: &[String],
+) -> Result<u64, Fail> {
+    let mut bytes = 0u64;
+    for sha in sha256s {
+        let removed: Option<i64> = tx
+            .prepare_cached(
+                "DELETE FROM briefs WHERE sha256 = ?1
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.brief_sha256 = briefs.sha256)
+                 RETURNING length(content)",
+            )?
+            .query_row([sha], |row| row.get(0))
+            .optional()?;
+        bytes += removed.unwrap_or(0).max(0) as u64;
+    }
+    Ok(bytes)
+}
+
 fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
     i64::try_from(offset)
         .map_err(|_| Fail::Encode(format!("log offset {offset} of run {run} is out of range")))

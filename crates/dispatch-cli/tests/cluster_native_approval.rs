@@ -1,0 +1,139 @@
+//! A native agent's tool approval on a cluster is a durable wait: the run
+//! suspended on one worker does not hold that worker's only slot (another
+//! run completes meanwhile), and `dispatch approve --host` resumes it on
+//! another worker (its own directory) without calling the model again or
+//! running again the round's call that completed before the suspension.
+
+// `common` and `remote_common` share the checks module.
+#![allow(clippy::duplicate_mod)]
+
+mod common;
+mod native_common;
+mod remote_common;
+
+use std::process::{Child, Command, Stdio};
+
+use native_common::{Mock, message_texts, text};
+use remote_common::{Client, Server, postgres};
+use serde_json::json;
+
+/// A worker process, killed when dropped, and its own state directory.
+struct Worker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn worker(db_url: &str, name: &str) -> Worker {
+    let state = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["worker", "--database-url", db_url, "--slots", "1"])
+        .args(["--name", name])
+        // Short leases: a suspended run must hold none, or it would be swept.
+        .args(["--lease-ms", "1000"])
+        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+        .env_remove("DISPATCH_HOST")
+        .env_remove("DISPATCH_APPROVAL_WAIT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    Worker { child, _dir: state }
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let mut first = worker(db.url(), "first");
+    let client = Client::new(&server);
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [
+            {"name": "lookup", "arguments": {"order": "12345"}, "id": "c0"},
+            {"name": "refund", "arguments": {"order": "12345", "amount": 40}, "id": "c1"},
+        ]},
+        text("refunded", 1, 1),
+    ]));
+    let dir = client.dir.path().join("support");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME support\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
+             TOOL LOCAL lookup.sh\nTOOL LOCAL refund.sh APPROVAL confirm RISK high\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let marks = tempfile::tempdir().expect("tempdir");
+    for tool in ["lookup", "refund"] {
+        let file = marks.path().join(tool);
+        std::fs::write(
+            dir.join(format!("{tool}.sh")),
+            format!(
+                "cat >> '{}'\necho >> '{}'\necho {tool}-done\n",
+                file.display(),
+                file.display()
+            ),
+        )
+        .expect("tool");
+    }
+    let id = client.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        r#"{"ticket":"refund please"}"#,
+    ]);
+    let run = server.wait_for(&format!("/v1/runs/{id}"), |r| {
+        r["state"]["status"] == "suspended"
+    });
+    assert_eq!(run["status"], "paused", "{run:#}");
+    assert_eq!(run["state"]["wait"]["name"], "refund-1", "{run:#}");
+    assert_eq!(lines(&marks.path().join("lookup")), 1);
+    assert_eq!(lines(&marks.path().join("refund")), 0);
+    let listed = client.ok(&["approvals", "ls"]);
+    assert!(listed.contains("refund-1"), "{listed}");
+
+    // The slot is free: the one-slot worker takes another run meanwhile.
+    let other = client.agent("other", "echo other");
+    let other_id = client.ok(&["run", &other, "--detach"]);
+    assert_eq!(client.ok(&["wait", &other_id]), "0");
+
+    // The first worker goes away; a second one resumes the run on approval.
+    first.child.kill().expect("kill the first worker");
+    first.child.wait().expect("reap it");
+    let _second = worker(db.url(), "second");
+    client.ok(&["approve", &id, "refund-1", "--by", "ana"]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+    let doc = client.inspect(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let attempts = doc["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{doc:#}");
+    assert_eq!(attempts[0]["worker"], "first", "{doc:#}");
+    assert_eq!(attempts[1]["worker"], "second", "{doc:#}");
+    assert_eq!(lines(&marks.path().join("lookup")), 1, "not run again");
+    assert_eq!(lines(&marks.path().join("refund")), 1, "run once, approved");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2, "the model is not called again for the round");
+    let told = message_texts(&reqs[1].body);
+    assert!(
+        told.iter().any(|t| t.contains("lookup-done"))
+            && told.iter().any(|t| t.contains("refund-done")),
+        "{told:?}"
+    );
+}

@@ -1,0 +1,145 @@
+//! `POST /v1/runs/prune`: removes finished runs, as `dispatch prune` does
+//! locally and as Docker's `POST /containers/prune` does: the same filters
+//! (`status`, `until`, `parcel`), the same selection (runs with a dead
+//! letter not replayed yet or a pending approval are kept unless
+//! `dead_letters`), their rows in the store (events, attempts, artifacts'
+//! records, approvals, dead letters, shipped logs), their files on the
+//! server and the briefs no remaining run references. `dry_run` says what
+//! would go without removing anything (the CLI asks for confirmation with it).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use dispatch_core::Status;
+use dispatch_core::time::{TIME_FORMS, now_ms, parse_time};
+use dispatch_runtime::prune::{PruneFilter, prune_runs, select};
+use dispatch_store::RunFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState, schemas};
+
+/// The request body (every field optional: `{}` prunes every finished run
+/// without a dead letter or pending approval).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PruneRequest)]
+pub struct PruneBody {
+    /// Which finished runs; values of one key are alternatives, keys must all hold.
+    #[serde(default)]
+    pub filters: PruneFilters,
+    /// Also runs with a dead letter not replayed yet or a pending approval.
+    #[serde(default)]
+    pub dead_letters: bool,
+    /// Only say which runs would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `dispatch prune --filter KEY=VALUE`, as lists.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneFilters {
+    /// Terminal statuses (`succeeded`, `failed`, `timed_out`, `cancelled`, `stopped`).
+    #[serde(default)]
+    pub status: Vec<String>,
+    /// Ended before: an RFC 3339 time, or an age like `30m`, `24h`, `7d`
+    /// (the earliest of several wins).
+    #[serde(default)]
+    pub until: Vec<String>,
+    /// Parcel names or digest prefixes.
+    #[serde(default)]
+    pub parcel: Vec<String>,
+}
+
+/// The filter the body describes; a 400 says what is wrong.
+fn filter_of(body: &PruneBody) -> ApiResult<PruneFilter> {
+    let mut filter = PruneFilter {
+        dead_letters: body.dead_letters,
+        ..PruneFilter::default()
+    };
+    for value in &body.filters.status {
+        let status: Status = value.parse().map_err(ApiError::bad_request)?;
+        if !status.is_terminal() {
+            return Err(ApiError::bad_request(format!(
+                "filters.status `{value}`: prune removes finished runs only (hint: succeeded, failed, timed_out, cancelled or stopped)"
+            )));
+        }
+        filter.statuses.push(status);
+    }
+    let now = now_ms();
+    for value in &body.filters.until {
+        let at = parse_time(value, now).map_err(|e| {
+            ApiError::bad_request(format!("filters.until: {e} (hint: {TIME_FORMS})"))
+        })?;
+        filter.until = Some(filter.until.map_or(at, |u| u.min(at)));
+    }
+    for value in &body.filters.parcel {
+        if value.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "filters.parcel: a parcel name or digest prefix may not be empty",
+            ));
+        }
+        filter.parcels.push(value.clone());
+    }
+    Ok(filter)
+}
+
+/// 200 with `{"removed": [ids], "reclaimed_bytes": n, "kept": n, "dry_run": b}`.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/prune",
+    operation_id = "pruneRuns",
+    tag = "runs",
+    summary = "Remove finished runs (filtered by status, end time and parcel) with their events, logs, records and briefs; runs with a dead letter or a pending approval are kept unless dead_letters",
+    request_body(content = PruneBody, description = "optional: an empty body is `{}`"),
+    responses(
+        (status = 200, description = "what was removed (or, with dry_run, would be)", body = schemas::PruneAnswer),
+        (status = 400, description = "`bad_request`: a bad body or filter, or a query parameter (the filters go in the body)", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+        (status = 500, description = "`internal`", body = schemas::Error),
+        (status = 503, description = "`unavailable`: the database is out of reach", body = schemas::Error),
+    )
+)]
+pub async fn prune(
+    State(state): State<AppState>,
+    query: super::runs::Params,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    // The filters go in the body: a filter misplaced in the query string
+    // must not prune everything.
+    let params = super::runs::params(query)?;
+    super::runs::only_known(params.keys(), &[])?;
+    let value: Value = match body.iter().all(u8::is_ascii_whitespace) {
+        true => json!({}),
+        false => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "bad prune request: {e} (hint: {{\"filters\": {{\"status\": [\"succeeded\"], \"until\": [\"24h\"]}}}})"
+            ))
+        })?,
+    };
+    let req: PruneBody = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("bad prune request: {e}")))?;
+    let filter = filter_of(&req)?;
+    let runs = state.store.list_runs(&RunFilter::default()).await?;
+    let found = select(&*state.store, runs, &filter).await?;
+    let ids = |runs: &[dispatch_store::Run]| -> Vec<String> {
+        runs.iter().map(|r| r.id.to_string()).collect()
+    };
+    if req.dry_run {
+        return Ok(Json(json!({
+            "removed": ids(&found.runs), "reclaimed_bytes": 0, "kept": found.kept, "dry_run": true,
+        })));
+    }
+    let mut briefs: Vec<String> = found.runs.iter().map(|r| r.brief_sha256.clone()).collect();
+    briefs.sort();
+    briefs.dedup();
+    let mut report = prune_runs(&*state.store, &state.layout, &found.runs).await?;
+    // Briefs travel through the store on a cluster: those only the pruned runs had go too.
+    report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;
+    Ok(Json(json!({
+        "removed": report.removed, "reclaimed_bytes": report.reclaimed_bytes,
+        "kept": found.kept, "dry_run": false,
+    })))
+}
