@@ -168,15 +168,24 @@ fn using_it_on_a_cluster() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("executable ok"), "{out:?}");
 
+    // create / start, replay, restart and rm (README "Using it").
+    let created = client.ok(&["create", &hello, "--job", "{}"]);
+    assert_eq!(status(client, &created), "created");
+    client.ok(&["start", &created]);
+    assert_eq!(client.ok(&["wait", &created]), "0");
+    let err = client.fails(&["replay", &created], 125);
+    assert!(err.contains("--allow-side-effects"), "{err}");
+    let replayed = client.ok(&["replay", &created, "--allow-side-effects"]);
+    assert_eq!(client.ok(&["wait", &replayed]), "0");
+    assert_eq!(client.inspect(&replayed)["origin_id"], created.as_str());
+    let restarted = client.ok(&["restart", &replayed]);
+    assert_eq!(client.ok(&["wait", &restarted]), "0");
+    assert_eq!(client.ok(&["rm", &created]), created);
+    client.fails(&["inspect-run", &created], 125);
     // Commands that work only on the local state say so in one line (exit 125).
-    for args in [
-        vec!["create", hello.as_str(), "--job", "{}"],
-        vec!["replay", id.as_str(), "--allow-side-effects"],
-    ] {
-        let err = client.fails(&args, 125);
-        assert!(err.contains("works only on the local state"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    }
+    let err = client.fails(&["wake", &id], 125);
+    assert!(err.contains("local state"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     // An unknown prefix is one line, exit 125.
     let err = client.fails(&["inspect-run", "zzzz"], 125);
