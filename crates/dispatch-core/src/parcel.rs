@@ -128,6 +128,10 @@ pub struct Manifest {
     /// Names of secrets the agent needs; values are never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Variables of the environment the run starts in that the agent gets
+    /// by name (`ENV_PASSTHROUGH`); every other one it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
     #[serde(default)]
     pub instructions: Instructions,
     #[serde(default)]
@@ -202,6 +206,12 @@ pub enum ParcelError {
         #[source]
         source: std::io::Error,
     },
+    /// A parcel whose files differ from what was written (the check before
+    /// a run: see [`crate::parcel_seal::quick_check`]).
+    #[error(
+        "parcel {digest} changed on disk: {path} (hint: rebuild it with `dispatch build <dir>`, or see which files with `dispatch images --verify`)"
+    )]
+    Changed { digest: String, path: String },
     #[error("parcel {digest} is corrupt: {problem} (hint: remove it and build again)")]
     Corrupt { digest: String, problem: String },
     /// A parcel that came from elsewhere (another machine, the cluster's
@@ -245,6 +255,12 @@ pub fn unpack(
     parcels_root: &Path,
 ) -> Result<Parcel, ParcelError> {
     crate::parcel_archive::unpack(digest, manifest, archive, parcels_root)
+}
+
+/// The cheap check before a run starts from `parcel` (`Changed` when it
+/// changed on disk): see [`crate::parcel_seal::quick_check`].
+pub fn quick_check(parcel: &Parcel) -> Result<(), ParcelError> {
+    crate::parcel_seal::quick_check(parcel)
 }
 
 /// Every parcel under `parcels_root`, newest first. Unreadable entries are skipped.
