@@ -9,10 +9,12 @@
 //! file's size and mtime compared with the stamp). [`verify_fully`]
 //! re-hashes every file (`dispatch images --verify`).
 //!
-//! Read-only modes keep honest processes of other users out; a process
-//! running as root ignores them, which is why the runtime never gives an
-//! agent the parcel as its working directory (it works in a private copy)
-//! and checks the parcel before every run.
+//! Written as root, a parcel (and the parcels directory) is owned by
+//! `nobody` (65534), and the processes started for runs lose the powers
+//! that override modes (see `dispatch_agent::tools::powers`), so a root
+//! agent cannot write into it either. The runtime never gives an agent the
+//! parcel as its working directory (it works in a private copy), and checks
+//! the parcel before every run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -63,7 +65,38 @@ fn seen(path: &Path) -> io::Result<Option<Seen>> {
 /// read-only as they are written).
 pub(crate) fn seal(dir: &Path, files: &[FileEntry]) -> io::Result<()> {
     write_stamp(dir, files)?;
+    give_away(dir);
     set_dir_modes(dir, 0o555)
+}
+
+/// The user that owns parcels written as root (`nobody`).
+const OWNER: u32 = 65534;
+
+/// Written as root (the new files are root's): the parcel and the parcels
+/// directory go to another user, so the read-only modes bind a root agent
+/// that lost the powers to override them (see `dispatch_agent::tools::powers`).
+fn give_away(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if fs::symlink_metadata(dir).map(|m| m.uid()).ok() != Some(0) {
+        return;
+    }
+    fn walk_chown(path: &Path) {
+        let _ = std::os::unix::fs::lchown(path, Some(OWNER), Some(OWNER));
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk_chown(&e.path()),
+                    _ => {
+                        let _ = std::os::unix::fs::lchown(e.path(), Some(OWNER), Some(OWNER));
+                    }
+                }
+            }
+        }
+    }
+    walk_chown(dir);
+    if let Some(root) = dir.parent() {
+        let _ = std::os::unix::fs::lchown(root, Some(OWNER), Some(OWNER));
+    }
 }
 
 fn write_stamp(dir: &Path, files: &[FileEntry]) -> io::Result<()> {
@@ -146,6 +179,20 @@ pub fn quick_check(parcel: &Parcel) -> Result<(), ParcelError> {
         if now.is_none() || now.as_ref() != stamp.files.get(&f.path) {
             return Err(changed(parcel, format!("{FILES}/{}", f.path)));
         }
+    }
+    // Nothing added either (one directory read per directory).
+    let mut present = Vec::new();
+    walk(&root, &root, &mut present);
+    if present.len() != parcel.manifest.files.len() {
+        let listed: BTreeSet<&str> = parcel
+            .manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        let extra = present.iter().find(|p| !listed.contains(p.as_str()));
+        let path = extra.map_or_else(|| FILES.to_string(), |p| format!("{FILES}/{p}"));
+        return Err(changed(parcel, path));
     }
     Ok(())
 }

@@ -47,6 +47,17 @@ fn a_built_parcel_is_read_only_stamped_and_checks() {
     assert_eq!(mode(&p.dir.join("files/lib")), 0o555);
     assert_eq!(mode(&p.dir.join("files/agent.sh")), 0o555);
     assert_eq!(mode(&p.dir.join("files/lib/data.txt")), 0o444);
+    use std::os::unix::fs::MetadataExt;
+    // Built as root (the context is root's): the parcel belongs to nobody.
+    if fs::metadata(_ctx.path()).expect("meta").uid() == 0 {
+        assert_eq!(
+            fs::metadata(p.dir.join("files/agent.sh"))
+                .expect("meta")
+                .uid(),
+            65534
+        );
+        assert_eq!(fs::metadata(&p.dir).expect("meta").uid(), 65534);
+    }
     assert!(p.dir.join(STAMP).is_file());
     quick_check(&p).expect("unchanged");
     assert!(verify_fully(&p).is_empty());
@@ -70,6 +81,8 @@ fn an_added_file_shows_in_the_full_verification() {
     let (_ctx, _root, p) = built();
     fs::set_permissions(p.dir.join("files"), fs::Permissions::from_mode(0o755)).expect("chmod");
     fs::write(p.dir.join("files/extra"), "x").expect("write");
+    let e = quick_check(&p).expect_err("added").to_string();
+    assert!(e.contains("changed on disk: files/extra"), "{e}");
     let problems = verify_fully(&p);
     assert_eq!(problems[0].path, "files/extra");
     assert_eq!(problems[0].kind, "unexpected");

@@ -59,6 +59,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         None => store.run_extras(&run.id).await.ok(),
     };
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
+    let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
@@ -122,6 +123,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             steps.push(t);
             let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
+            if !keep_workspace {
+                // Ended: the workspace goes (see `crate::workspace`).
+                crate::workspace::release(layout, &run.id);
+            }
             retry::dead_letter(store, &run, checkpoint).await;
             return Ok(code);
         };
