@@ -123,11 +123,11 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             steps.push(t);
             let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
+            retry::dead_letter(store, &run, checkpoint).await;
             if !keep_workspace {
                 // Ended: the workspace goes (see `crate::workspace`).
                 crate::workspace::release(layout, &run.id);
             }
-            retry::dead_letter(store, &run, checkpoint).await;
             return Ok(code);
         };
         // Another attempt follows: the start of this one is saved first.
