@@ -22,7 +22,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// The agent's environment for `manifest`, from `parent` (the variables of
 /// the environment the run executes in), `secrets` (declared names and
 /// their values) and the `protocol` variables.
-pub(super) fn build(
+pub fn build(
     manifest: &Manifest,
     ws: &Workspace,
     parent: &[(String, String)],

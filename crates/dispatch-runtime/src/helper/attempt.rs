@@ -93,6 +93,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 });
                 if !woke || host.leased {
                     // No process stays behind; the wake queues the next attempt.
+                    leave_workspace(layout, &run, host, keep_workspace);
                     return Ok(crate::run_exit_code(&run.state));
                 }
                 let claim = Transition::Claim {
@@ -145,6 +146,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         }
         if host.leased {
             // Queued under no lease: the next attempt is any worker's.
+            leave_workspace(layout, &run, host, keep_workspace);
             return Ok(crate::run_exit_code(&run.state));
         }
         let Some(due) = retry::wait_until_due(store, &run.id).await? else {
@@ -468,6 +470,16 @@ async fn save_start<S: Store + ?Sized>(
         signal(Signal::SIGTERM);
     }
     Ok(())
+}
+
+/// The run leaves this process unfinished (a retry or a wake comes later):
+/// a worker removes its workspace, since the queue may give the next attempt
+/// to any worker (which starts from a fresh copy); a local helper's next
+/// attempt, on this machine, finds it as it was.
+fn leave_workspace(layout: &Layout, run: &Run, host: Host, keep: bool) {
+    if host.leased && !keep {
+        crate::workspace::release(layout, &run.id);
+    }
 }
 
 fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {

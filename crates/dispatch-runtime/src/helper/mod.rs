@@ -8,7 +8,7 @@
 //! same code ([`run_in_worker`]).
 
 mod agent;
-mod agent_env;
+pub mod agent_env;
 mod attempt;
 mod collect;
 pub mod native;
