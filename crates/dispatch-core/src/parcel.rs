@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! <digest>/manifest.json   the parsed Agentfile plus the file list (canonical JSON)
-//! <digest>/files/...       the files named by COPY (the agent's working directory)
+//! <digest>/files/...       the files named by COPY (each run works in a copy)
+//! <digest>/stamp.json      size and mtime of every file, for the check before a run
 //! ```
+//!
+//! A parcel is read-only once written (see [`crate::parcel_seal`]).
 //!
 //! The digest is the SHA-256 of the canonical manifest JSON, which lists every
 //! file with its own SHA-256, so the same inputs always give the same digest.
@@ -166,7 +169,7 @@ pub struct Parcel {
 }
 
 impl Parcel {
-    /// The agent's working directory: `<dir>/files`.
+    /// The parcel's files: `<dir>/files` (read-only; a run works in a copy).
     pub fn files_dir(&self) -> PathBuf {
         self.dir.join("files")
     }
