@@ -19,6 +19,9 @@
 //! `dispatch-bench waits [--suspended N] [--latency K] [--waiters W]`: durable
 //! waits on PostgreSQL (see `waits.rs`).
 //!
+//! `dispatch-bench isolation [--baseline OLD] [--n N]`: workspace creation and
+//! time to agent with the workspace and scrubbed environment (see `isolation.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -34,6 +37,7 @@ mod chaos;
 mod cluster;
 mod cpu;
 mod idle;
+mod isolation;
 mod mock_llm;
 mod native;
 mod proxy;
@@ -94,6 +98,11 @@ fn main() {
         tools::main(&dispatch, &args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("isolation") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        isolation::main(&dispatch, &args[2..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         waits::main(&dispatch, &args[2..]);
@@ -124,7 +133,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|isolation|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

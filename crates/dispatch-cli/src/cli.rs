@@ -56,8 +56,8 @@ pub enum Command {
     /// Show everything about runs.
     #[command(name = "inspect-run")]
     InspectRun(InspectArgs),
-    /// List built parcels.
-    Images(FormatArgs),
+    /// List built parcels (`--verify`: re-hash every file of each).
+    Images(crate::commands::images::ImagesArgs),
     /// Send a signal to a run; a run suspended waiting for it resumes.
     Signal(SignalArgs),
     /// Approve what a paused run asks for; the run resumes.

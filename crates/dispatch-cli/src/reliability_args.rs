@@ -53,6 +53,9 @@ pub struct DispatchArgs {
     /// Higher is claimed first (default 0).
     #[arg(long, value_name = "N", help_heading = "Queue (with a server)")]
     pub priority: Option<i64>,
+    /// Keep the run's workspace (runs/<id>/work/) after it ends, until `dispatch rm` or prune.
+    #[arg(long, help_heading = "Isolation")]
+    pub keep_workspace: bool,
 }
 
 impl DispatchArgs {
@@ -118,6 +121,7 @@ impl DispatchArgs {
             policy: None,
             created: false,
             helper: None,
+            keep_workspace: self.keep_workspace,
         })
     }
 }

@@ -134,7 +134,9 @@ fn an_mcp_server_that_fails_to_start_fails_the_attempt_naming_it_and_its_stderr(
         d.dir.path(),
         "mcp-bad",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP broken COMMAND \"{}\"",
+            // The server reads the variable: the parcel passes it on by name.
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP broken COMMAND \"{}\"\n\
+             ENV_PASSTHROUGH MCP_FIXTURE_FAIL_START",
             mock.url(),
             fixture().display()
         ),

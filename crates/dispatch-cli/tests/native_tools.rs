@@ -375,7 +375,17 @@ fn built_in_files_stay_in_the_run_and_memory_lasts_across_runs() {
             model_line(&mock)
         ),
     );
-    let first = run(&d, &dir, "{}", &[]);
+    // Kept after the run, to look at what the tools wrote.
+    let dir_arg = dir.to_str().expect("utf-8");
+    let id = d.ok(&[
+        "run",
+        dir_arg,
+        "--job",
+        "{}",
+        "--keep-workspace",
+        "--detach",
+    ]);
+    let first = d.wait_terminal(&id);
     assert_eq!(first["status"], "succeeded", "{first:#}");
     let c = events_of(&first, "tool_call");
     assert_eq!(c[2]["output"], "hello");

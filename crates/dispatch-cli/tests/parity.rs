@@ -51,6 +51,8 @@ fn normalise(text: &str) -> String {
         (r#","worker":"[^"]*""#, ""),
         (r"(?m)^Log: .*$", "Log: <LOG>"),
         (r"(?m)^Brief: .*$", "Brief: <BRIEF>"),
+        // A run's workspace is on the machine that ran it (a worker's).
+        (r"(?m)^Workspace: .*\n", ""),
         // Table columns are as wide as what was replaced above.
         (r" {2,}", "  "),
     ];

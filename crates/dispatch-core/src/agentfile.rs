@@ -22,6 +22,7 @@ use crate::agent::AgentConfig;
 use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requirement, Timeouts};
 use crate::state::Operation;
 
+mod env_passthrough;
 mod isolation;
 mod lex;
 mod model;
@@ -123,6 +124,8 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
     ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
     ("SECRET", "secret names", "SECRET OPENAI_API_KEY"),
+    ("ENV_PASSTHROUGH", "names of variables to pass on from the environment",
+        "ENV_PASSTHROUGH HTTPS_PROXY NO_PROXY"),
     ("COPY", "a source and an optional destination", "COPY agent.sh bin/"),
     ("IDENTITY", "a file or text", "IDENTITY identity.md"),
     ("SOUL", "a file or text", "SOUL soul.md"),
@@ -246,6 +249,7 @@ impl Parser {
             command: Vec::new(),
             env: BTreeMap::new(),
             secrets: Vec::new(),
+            env_passthrough: Vec::new(),
             instructions: Instructions::default(),
             timeouts: Timeouts::default(),
             retry: None,
@@ -398,6 +402,9 @@ impl Parser {
                         self.af.manifest.secrets.push(n);
                     }
                 }
+            }
+            "ENV_PASSTHROUGH" => {
+                env_passthrough::parse(&args, &mut self.af.manifest.env_passthrough)?
             }
             "COPY" => self.af.copies.push(parse_copy(&args, line, rest)?),
             "SKILL" => {

@@ -22,3 +22,4 @@ pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionErro
 pub use time::{Ts, now_ms};
 pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;
+pub mod parcel_seal;

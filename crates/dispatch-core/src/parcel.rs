@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! <digest>/manifest.json   the parsed Agentfile plus the file list (canonical JSON)
-//! <digest>/files/...       the files named by COPY (the agent's working directory)
+//! <digest>/files/...       the files named by COPY (each run works in a copy)
+//! <digest>/stamp.json      size and mtime of every file, for the check before a run
 //! ```
+//!
+//! A parcel is read-only once written (see [`crate::parcel_seal`]).
 //!
 //! The digest is the SHA-256 of the canonical manifest JSON, which lists every
 //! file with its own SHA-256, so the same inputs always give the same digest.
@@ -131,6 +134,10 @@ pub struct Manifest {
     /// Names of secrets the agent needs; values are never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Variables of the environment the run starts in that the agent gets
+    /// by name (`ENV_PASSTHROUGH`); every other one it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
     #[serde(default)]
     pub instructions: Instructions,
     #[serde(default)]
@@ -177,7 +184,7 @@ pub struct Parcel {
 }
 
 impl Parcel {
-    /// The agent's working directory: `<dir>/files`.
+    /// The parcel's files: `<dir>/files` (read-only; a run works in a copy).
     pub fn files_dir(&self) -> PathBuf {
         self.dir.join("files")
     }
@@ -217,6 +224,12 @@ pub enum ParcelError {
         #[source]
         source: std::io::Error,
     },
+    /// A parcel whose files differ from what was written (the check before
+    /// a run: see [`crate::parcel_seal::quick_check`]).
+    #[error(
+        "parcel {digest} changed on disk: {path} (hint: rebuild it with `dispatch build <dir>`, or see which files with `dispatch images --verify`)"
+    )]
+    Changed { digest: String, path: String },
     #[error("parcel {digest} is corrupt: {problem} (hint: remove it and build again)")]
     Corrupt { digest: String, problem: String },
     /// A parcel that came from elsewhere (another machine, the cluster's
@@ -260,6 +273,12 @@ pub fn unpack(
     parcels_root: &Path,
 ) -> Result<Parcel, ParcelError> {
     crate::parcel_archive::unpack(digest, manifest, archive, parcels_root)
+}
+
+/// The cheap check before a run starts from `parcel` (`Changed` when it
+/// changed on disk): see [`crate::parcel_seal::quick_check`].
+pub fn quick_check(parcel: &Parcel) -> Result<(), ParcelError> {
+    crate::parcel_seal::quick_check(parcel)
 }
 
 /// Every parcel under `parcels_root`, newest first. Unreadable entries are skipped.

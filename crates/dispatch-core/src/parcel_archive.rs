@@ -101,8 +101,11 @@ pub(crate) fn unpack(
         )));
     }
     let final_dir = parcels_root.join(digest);
-    if final_dir.join(MANIFEST).is_file() {
-        return load(&final_dir);
+    // One that changed on disk is written anew.
+    if final_dir.join(MANIFEST).is_file()
+        && let Some(parcel) = crate::parcel_seal::usable_or_removed(&final_dir)
+    {
+        return Ok(parcel);
     }
     fs::create_dir_all(parcels_root)
         .map_err(io_err("cannot create parcels directory", parcels_root))?;
@@ -112,7 +115,7 @@ pub(crate) fn unpack(
         Unpack::Parcel(e) => e,
     });
     if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = crate::parcel_seal::remove_tree(&tmp);
         return Err(e);
     }
     move_into_place(&tmp, &final_dir)?;
@@ -208,6 +211,7 @@ fn write_verified(
     let path = tmp.join(MANIFEST);
     fs::write(&path, manifest_bytes).map_err(io_err("cannot write", &path))?;
     make_read_only(&path, false).map_err(io_err("cannot set permissions on", &path))?;
+    crate::parcel_seal::seal(tmp, &manifest.files).map_err(io_err("cannot seal", tmp))?;
     Ok(())
 }
 

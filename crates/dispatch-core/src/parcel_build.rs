@@ -20,7 +20,10 @@
 //!   target's content under the link's name); symlinks to directories, to
 //!   anything outside the context, and dangling symlinks are skipped.
 //! - Copied files keep their executable bit and are made read-only (0o444, or
-//!   0o555 when executable). Directories stay writable so parcels can be pruned.
+//!   0o555 when executable); once complete, the parcel is sealed (see
+//!   [`crate::parcel_seal`]): its directories are made read-only (0o555) and
+//!   a stamp of every file's size and mtime is written beside the manifest.
+//!   A parcel with the same digest that changed on disk is written anew.
 //! - `Parcel::created_at` is the modification time of `manifest.json`.
 //! - Temporary directories (`.tmp-*`) older than an hour, left by builds
 //!   that died, are removed after a build writes a new parcel.
@@ -36,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agentfile::{self, Agentfile, AgentfileError, TextSource};
 use crate::parcel::{FileEntry, Instructions, Manifest, Parcel, ParcelError, Skill};
+use crate::parcel_seal::remove_tree;
 
 /// The manifest format this code writes and reads.
 pub(crate) const SCHEMA: u32 = 1;
@@ -95,13 +99,16 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
     })?;
     let digest = hex::encode(Sha256::digest(&bytes));
     let final_dir = parcels_root.join(&digest);
-    if final_dir.join(MANIFEST).is_file() {
-        return load(&final_dir);
+    // One that changed on disk is written anew.
+    if final_dir.join(MANIFEST).is_file()
+        && let Some(parcel) = crate::parcel_seal::usable_or_removed(&final_dir)
+    {
+        return Ok(parcel);
     }
 
     let tmp = parcels_root.join(temp_name());
     if let Err(e) = write_parcel(&tmp, &bytes, &plan) {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = remove_tree(&tmp);
         return Err(e);
     }
     move_into_place(&tmp, &final_dir)?;
@@ -116,11 +123,11 @@ pub(crate) fn move_into_place(tmp: &Path, final_dir: &Path) -> Result<(), Parcel
         let complete = |dir: &Path| dir.join(MANIFEST).is_file();
         if final_dir.exists() && !complete(final_dir) {
             // A leftover without a manifest is not a parcel: replace it.
-            let _ = fs::remove_dir_all(final_dir);
+            let _ = remove_tree(final_dir);
             let _ = fs::rename(tmp, final_dir);
         }
         // Otherwise another writer of the same parcel won the race: use it.
-        let _ = fs::remove_dir_all(tmp);
+        let _ = remove_tree(tmp);
         if !complete(final_dir) {
             return Err(io_err("cannot move the new parcel into", final_dir)(e));
         }
@@ -141,7 +148,7 @@ pub(crate) fn remove_stale_temps(parcels_root: &Path) {
             .and_then(|m| m.modified())
             .map(|t| t.elapsed());
         if is_temp && matches!(age, Ok(Ok(age)) if age > hour) {
-            let _ = fs::remove_dir_all(entry.path());
+            let _ = remove_tree(&entry.path());
         }
     }
 }
@@ -604,7 +611,8 @@ fn write_parcel(tmp: &Path, manifest: &[u8], plan: &[Planned]) -> Result<(), Par
         .and_then(|()| file.sync_all())
         .map_err(io_err("cannot write", &path))?;
     make_read_only(&path, false).map_err(io_err("cannot set permissions on", &path))?;
-    Ok(())
+    let files: Vec<FileEntry> = plan.iter().map(|p| p.entry.clone()).collect();
+    crate::parcel_seal::seal(tmp, &files).map_err(io_err("cannot seal", tmp))
 }
 
 #[cfg(test)]

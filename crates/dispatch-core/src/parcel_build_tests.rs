@@ -182,13 +182,24 @@ fn an_existing_parcel_is_reused_without_copying() {
     let ctx = context();
     let root = tempfile::tempdir().expect("tempdir");
     let a = build_ok(ctx.path(), root.path());
-    // Remove a copied file: a rebuild that copied again would restore it.
+    let b = build_ok(ctx.path(), root.path());
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(
+        a.created_at, b.created_at,
+        "the existing parcel was not rewritten"
+    );
+}
+
+#[test]
+fn an_existing_parcel_that_lost_a_file_is_written_anew() {
+    let ctx = context();
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = build_ok(ctx.path(), root.path());
     let util = a.files_dir().join("lib/util.sh");
     fs::remove_file(&util).expect("rm");
     let b = build_ok(ctx.path(), root.path());
     assert_eq!(a.digest, b.digest);
-    assert_eq!(a.created_at, b.created_at);
-    assert!(!util.exists(), "the existing parcel was not rewritten");
+    assert!(util.is_file(), "the damaged parcel was rewritten");
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod stop;
 pub mod submit;
 pub mod suspend;
+pub mod workspace;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use layout::Layout;

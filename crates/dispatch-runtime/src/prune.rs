@@ -150,7 +150,8 @@ pub fn remove_run_files(layout: &Layout, id: &RunId) -> u64 {
     }
     let dir = layout.run_dir(id);
     let size = tree_size(&dir);
-    if std::fs::remove_dir_all(&dir).is_ok() {
+    // The workspace may hold read-only directories the agent made.
+    if dispatch_core::parcel_seal::remove_tree(&dir).is_ok() {
         bytes += size;
     }
     bytes

@@ -36,6 +36,8 @@ pub struct SubmitOptions {
     pub policy: Option<serde_json::Value>,
     /// `dispatch create`: the run stays `created` until it is started.
     pub created: bool,
+    /// Keep the run's workspace after it ends (`--keep-workspace`).
+    pub keep_workspace: bool,
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -105,6 +107,7 @@ pub fn prepare(
             .as_ref()
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
+        keep_workspace: opts.keep_workspace,
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -23,6 +23,10 @@ pub struct RunExtras {
     /// The effective reliability policy (retry, timeouts, limits), as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Value>,
+    /// Keep the run's workspace (`runs/<id>/work/`) after it ends, until
+    /// the run is removed (`--keep-workspace`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_workspace: bool,
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.

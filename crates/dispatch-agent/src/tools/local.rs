@@ -123,6 +123,8 @@ pub(crate) fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
+            // Never write into the parcel, even as root (see `powers`).
+            super::powers::drop_write_powers();
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }

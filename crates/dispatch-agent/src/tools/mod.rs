@@ -12,6 +12,7 @@
 mod builtin;
 mod http;
 mod local;
+pub mod powers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -3,12 +3,26 @@ use dispatch_core::parcel;
 use dispatch_core::time::human_ago;
 use serde_json::json;
 
-use crate::cli::{Format, FormatArgs};
+use crate::cli::Format;
 use crate::ctx::Ctx;
 use crate::error::CliResult;
 use crate::output::{print_columns, print_json};
 
-pub fn images(ctx: &Ctx, args: &FormatArgs) -> CliResult {
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Re-hash every file of every parcel and say whether each is intact
+    /// (`ok`) or `modified`; exits 1 when one is modified.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+pub fn images(ctx: &Ctx, args: &ImagesArgs) -> CliResult {
+    if args.verify {
+        return super::images_verify::verify(ctx, args.format);
+    }
     let parcels = parcel::list(&ctx.layout.parcels());
     let now = now_ms();
     if args.format == Format::Json {

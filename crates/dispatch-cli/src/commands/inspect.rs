@@ -60,6 +60,9 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
+    let keep = store.run_extras(&run.id).await?.keep_workspace;
+    let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
+    doc["workspace"] = json!(ws);
     doc["status_text"] = json!(status_text(&run.state, now));
     if let Some(state) = store.get_service_state(&run.id).await? {
         doc["service"] = json!({
@@ -122,6 +125,14 @@ pub(crate) fn print_human(d: &Value) {
     line("Output:", d["output"].to_string());
     line("Brief:", s("brief_sha256"));
     line("Log:", s("log_path"));
+    if let Some(path) = d["workspace"]["path"].as_str() {
+        let state = d["workspace"]["state"].as_str().unwrap_or("-");
+        let keep = match d["workspace"]["keep"].as_bool() {
+            Some(true) => ", --keep-workspace",
+            _ => "",
+        };
+        line("Workspace:", format!("{path} ({state}{keep})"));
+    }
     print!("{out}");
     if d["service"].is_object() {
         print_service(&d["service"]);

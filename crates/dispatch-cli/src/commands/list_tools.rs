@@ -89,8 +89,7 @@ where
         return Ok((T::default(), json!({"tools": []})));
     }
     let scratch = std::env::temp_dir().join(format!("dispatch-list-tools-{}", std::process::id()));
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let secrets = parcel
+    let secrets: std::collections::HashMap<String, String> = parcel
         .manifest
         .secrets
         .iter()
@@ -101,6 +100,24 @@ where
             )
         })
         .collect();
+    // What the run's tools would get: the allowlist (see docs/isolation.md).
+    let ws = dispatch_runtime::workspace::Workspace {
+        work: scratch.clone(),
+        home: scratch.join("home"),
+        tmp: scratch.join("tmp"),
+    };
+    let parent: Vec<(String, String)> = std::env::vars().collect();
+    let declared: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let env = dispatch_runtime::helper::agent_env::build(
+        &parcel.manifest,
+        &ws,
+        &parent,
+        &declared,
+        Vec::new(),
+    );
     let ctx = ToolContext {
         parcel_dir: parcel.dir.join("files"),
         work_dir: scratch.clone(),

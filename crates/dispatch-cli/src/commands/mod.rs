@@ -6,6 +6,7 @@ pub mod build;
 pub mod chat;
 pub mod dlq;
 pub mod images;
+mod images_verify;
 pub mod inspect;
 pub mod inspect_agent;
 pub mod internal;

@@ -400,6 +400,9 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
     if let Some(priority) = args.priority {
         request["priority"] = json!(priority);
     }
+    if args.keep_workspace {
+        request["keep_workspace"] = json!(true);
+    }
     let policy = args.policy_input();
     if policy != PolicyInput::default() {
         request["policy"] = serde_json::to_value(&policy)

@@ -53,10 +53,18 @@ pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
-        .env_remove(crate::layout::ROOT_ENV)
+        // Nothing but the allowlist (see `agent_env`).
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .process_group(0);
+    // SAFETY: only system calls between fork and exec (see `powers`).
+    unsafe {
+        cmd.pre_exec(|| {
+            dispatch_agent::tools::powers::drop_write_powers();
+            Ok(())
+        });
+    }
     if spec.secrets.is_empty() {
         // Nothing to mask: the agent writes straight into the log.
         cmd.stdout(log.try_clone()?).stderr(log);

@@ -59,6 +59,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         None => store.run_extras(&run.id).await.ok(),
     };
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
+    let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
@@ -92,6 +93,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 });
                 if !woke || host.leased {
                     // No process stays behind; the wake queues the next attempt.
+                    leave_workspace(layout, &run, host, keep_workspace);
                     return Ok(crate::run_exit_code(&run.state));
                 }
                 let claim = Transition::Claim {
@@ -123,6 +125,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             steps.push(t);
             let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
             retry::dead_letter(store, &run, checkpoint).await;
+            if !keep_workspace {
+                // Ended: the workspace goes (see `crate::workspace`).
+                crate::workspace::release(layout, &run.id);
+            }
             return Ok(code);
         };
         // Another attempt follows: the start of this one is saved first.
@@ -140,6 +146,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         }
         if host.leased {
             // Queued under no lease: the next attempt is any worker's.
+            leave_workspace(layout, &run, host, keep_workspace);
             return Ok(crate::run_exit_code(&run.state));
         }
         let Some(due) = retry::wait_until_due(store, &run.id).await? else {
@@ -463,6 +470,16 @@ async fn save_start<S: Store + ?Sized>(
         signal(Signal::SIGTERM);
     }
     Ok(())
+}
+
+/// The run leaves this process unfinished (a retry or a wake comes later):
+/// a worker removes its workspace, since the queue may give the next attempt
+/// to any worker (which starts from a fresh copy); a local helper's next
+/// attempt, on this machine, finds it as it was.
+fn leave_workspace(layout: &Layout, run: &Run, host: Host, keep: bool) {
+    if host.leased && !keep {
+        crate::workspace::release(layout, &run.id);
+    }
 }
 
 fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {

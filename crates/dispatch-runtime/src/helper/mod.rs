@@ -8,6 +8,7 @@
 //! same code ([`run_in_worker`]).
 
 mod agent;
+pub mod agent_env;
 mod attempt;
 mod collect;
 pub mod native;
@@ -262,6 +263,8 @@ pub(super) fn prepare(
     parcel: Result<&Parcel, &String>,
 ) -> Result<Prepared, String> {
     let parcel = parcel.map_err(String::clone)?;
+    // Never run a parcel that changed on disk (cheap: sizes and mtimes).
+    parcel::quick_check(parcel).map_err(|e| e.to_string())?;
     let brief_path = layout.brief(&run.brief_sha256);
     let bytes = std::fs::read(&brief_path)
         .map_err(|e| format!("cannot read brief {}: {e}", brief_path.display()))?;
@@ -284,9 +287,12 @@ pub(super) fn prepare(
     let path_str = |p: &std::path::Path| p.to_string_lossy().into_owned();
 
     let m = &parcel.manifest;
-    let mut env: Vec<(String, String)> =
-        m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    env.extend([
+    let ws = match m.courier {
+        Courier::Noop => crate::workspace::paths(layout, &run.id),
+        _ => crate::workspace::ensure(layout, &run.id, &parcel.files_dir(), &m.files)
+            .map_err(|e| format!("cannot create the run's workspace: {e}"))?,
+    };
+    let protocol: Vec<(String, String)> = vec![
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
         ("DISPATCH_ATTEMPT".into(), run.attempt.to_string()),
         ("DISPATCH_OPERATION".into(), run.operation.to_string()),
@@ -299,9 +305,8 @@ pub(super) fn prepare(
         ("DISPATCH_STATE_DIR".into(), path_str(&state_dir)),
         ("DISPATCH_APPROVALS".into(), path_str(&approvals)),
         ("DISPATCH_PARCEL_DIR".into(), path_str(&parcel.files_dir())),
-    ]);
-    // Each REQUIRES dependency (probed at dispatch) is handed over by name.
-    env.extend(m.requires.iter().map(|r| (r.name.clone(), r.url.clone())));
+        ("DISPATCH_WORKSPACE".into(), path_str(&ws.work)),
+    ];
     // Never run without a declared secret: a worker that lacks one (the
     // server that accepted the run had it) fails the run at once, naming it.
     // A native agent's model keys are checked with its models.
@@ -324,17 +329,20 @@ pub(super) fn prepare(
             std::process::id()
         ));
     }
-    let secrets = m
+    let declared: Vec<(String, String)> = m
         .secrets
         .iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .filter(|v| !v.is_empty())
+        .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
+        .filter(|(_, v)| !v.is_empty())
         .collect();
+    let parent: Vec<(String, String)> = std::env::vars().collect();
+    let env = agent_env::build(m, &ws, &parent, &declared, protocol);
+    let secrets = declared.into_iter().map(|(_, v)| v).collect();
     Ok(Prepared {
         courier: m.courier,
         spec: AgentSpec {
             command: m.command.clone(),
-            cwd: parcel.files_dir(),
+            cwd: ws.work,
             env,
             stdin: payload,
             log: layout.log(&run.id),

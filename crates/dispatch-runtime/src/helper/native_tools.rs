@@ -2,10 +2,11 @@
 //! (its MCP servers started once for the attempt), the memory behind the
 //! `memory_*` built-ins, and the attempt's bill of materials.
 //!
-//! Tools work in `runs/<id>/work/` (created on first use); a tool's whole
+//! Tools work in `runs/<id>/work/` (the run's workspace: a copy of the parcel's files); a tool's whole
 //! output, when the model saw only its start, goes to the run's artifacts.
-//! Tool processes get the environment a process agent would (the helper's,
-//! less `DISPATCH_ROOT`, plus the parcel's ENV and SECRET values).
+//! Tool processes get the environment a process agent would: empty plus the
+//! allowlist (`PATH`, locale, the run's `HOME` and `TMPDIR`, the parcel's
+//! ENV, ENV_PASSTHROUGH, SECRET values, REQUIRES URLs, `DISPATCH_*`).
 
 use std::collections::HashMap;
 
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 pub(super) use super::native_approval::StoreApprover;
 
 use super::Prepared;
-use crate::layout::{Layout, ROOT_ENV};
+use crate::layout::Layout;
 
 /// Where the memory of `memory_*` lives in the sessions table: a prefix no
 /// session key (`<parcel>/<name>`) can have.
@@ -106,8 +107,8 @@ pub(super) fn context<'a>(
     memory: &'a dyn Memory,
     approver: &'a dyn Approver,
 ) -> ToolContext<'a> {
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != ROOT_ENV).collect();
-    env.extend(prepared.spec.env.iter().cloned());
+    // The agent's environment: the allowlist, nothing else (see `agent_env`).
+    let env: Vec<(String, String)> = prepared.spec.env.clone();
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
     let secrets = parcel
         .manifest

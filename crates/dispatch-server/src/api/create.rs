@@ -77,6 +77,10 @@ pub struct CreateRun {
     /// `POST /v1/runs/{id}/start` (`dispatch create`). Default true.
     #[serde(default)]
     pub start: Option<bool>,
+    /// Keep the run's workspace after it ends, until the run is removed
+    /// (`--keep-workspace`).
+    #[serde(default)]
+    pub keep_workspace: bool,
 }
 
 /// The reliability options of a request, checked.
@@ -245,6 +249,7 @@ pub async fn create(
         idempotency_key: reliability.idempotency_key,
         session: reliability.session,
         policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
+        keep_workspace: req.keep_workspace,
     };
     let options = QueueOptions {
         queue_timeout_ms,

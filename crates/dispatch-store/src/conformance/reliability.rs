@@ -25,6 +25,7 @@ pub async fn extras_round_trip_with_the_run<S: Store>(store: S) {
         idempotency_key: Some("k1".into()),
         session: Some("chat/alice".into()),
         policy: Some(json!({"retry": {"max_attempts": 3}, "timeouts": {"run_ms": 500}})),
+        keep_workspace: true,
     };
     let created = create_with(&store, 1, &extras, true).await;
     let Created::New(run) = created else {

@@ -53,7 +53,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
              WHERE id = ANY($5::text[]) RETURNING ",
             run_columns!(),
-            ", fence, idempotency_key, session, policy"
+            ", fence, idempotency_key, session, policy, keep_workspace"
         ))
         .await?;
     let rows = tx
@@ -77,6 +77,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
                 idempotency_key: row.try_get(20)?,
                 session: row.try_get(21)?,
                 policy: json_col(row, 22, "policy")?,
+                keep_workspace: row.try_get(23)?,
             },
         });
     }

@@ -80,7 +80,8 @@ pub(super) async fn create_with(
         .transpose()?;
     let stmt = tx
         .prepare_cached(
-            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4 WHERE id = $1",
+            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5 \
+             WHERE id = $1",
         )
         .await?;
     tx.execute(
@@ -90,6 +91,7 @@ pub(super) async fn create_with(
             &extras.idempotency_key,
             &extras.session,
             &policy,
+            &extras.keep_workspace,
         ],
     )
     .await?;
@@ -98,7 +100,9 @@ pub(super) async fn create_with(
 
 pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let stmt = tx
-        .prepare_cached("SELECT idempotency_key, session, policy FROM runs WHERE id = $1")
+        .prepare_cached(
+            "SELECT idempotency_key, session, policy, keep_workspace FROM runs WHERE id = $1",
+        )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&id.as_str()]).await? else {
         return Err(Fail::Store(StoreError::NotFound(id.to_string())));
@@ -107,6 +111,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         idempotency_key: row.try_get(0)?,
         session: row.try_get(1)?,
         policy: json_col(&row, 2, "policy")?,
+        keep_workspace: row.try_get(3)?,
     })
 }
 

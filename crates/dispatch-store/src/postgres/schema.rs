@@ -177,6 +177,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE attempts ADD COLUMN worker TEXT;",
     // 10 (as SQLite's migration 12): what an approval asks, and edited arguments.
     "ALTER TABLE approvals ADD COLUMN details TEXT; ALTER TABLE approvals ADD COLUMN input TEXT;",
+    // 11 (as SQLite's migration 13): whether a run keeps its workspace after it ends.
+    "ALTER TABLE runs ADD COLUMN keep_workspace BOOLEAN NOT NULL DEFAULT FALSE;",
 ];
 
 /// The schema version this binary writes.

@@ -192,6 +192,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE approvals ADD COLUMN details TEXT;
     ALTER TABLE approvals ADD COLUMN input TEXT;
     ",
+    // 13: whether a run keeps its workspace after it ends (`--keep-workspace`).
+    "
+    ALTER TABLE runs ADD COLUMN keep_workspace INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,138 @@
+//! The environment an agent and its tools start with: empty, plus an
+//! allowlist. Nothing else of the helper's or worker's environment gets
+//! through, so a variable the parcel did not declare is invisible to it.
+//!
+//! In order (a later one wins over an earlier one of the same name):
+//! 1. `PATH` (or a default when the helper has none), `LANG`, every `LC_*`
+//!    and `TZ`, from the environment the run executes in;
+//! 2. `HOME` (`runs/<id>/home/`) and `TMPDIR` (`runs/<id>/tmp/`);
+//! 3. the names the parcel asks for with `ENV_PASSTHROUGH`, when set;
+//! 4. the parcel's `ENV`;
+//! 5. its `REQUIRES` URLs, by name;
+//! 6. its declared `SECRET`s that have a value;
+//! 7. the `DISPATCH_*` protocol variables.
+
+use dispatch_core::parcel::Manifest;
+
+use crate::workspace::Workspace;
+
+/// `PATH` when the run's environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The agent's environment for `manifest`, from `parent` (the variables of
+/// the environment the run executes in), `secrets` (declared names and
+/// their values) and the `protocol` variables.
+pub fn build(
+    manifest: &Manifest,
+    ws: &Workspace,
+    parent: &[(String, String)],
+    secrets: &[(String, String)],
+    protocol: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let from_parent = |name: &str| {
+        parent
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut env: Vec<(String, String)> = Vec::new();
+    let path = from_parent("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string());
+    env.push(("PATH".into(), path));
+    env.extend(
+        parent
+            .iter()
+            .filter(|(k, _)| k == "LANG" || k == "TZ" || k.starts_with("LC_"))
+            .cloned(),
+    );
+    let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    env.push(("HOME".into(), text(&ws.home)));
+    env.push(("TMPDIR".into(), text(&ws.tmp)));
+    for name in &manifest.env_passthrough {
+        if let Some(v) = from_parent(name) {
+            env.push((name.clone(), v));
+        }
+    }
+    env.extend(manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        manifest
+            .requires
+            .iter()
+            .map(|r| (r.name.clone(), r.url.clone())),
+    );
+    env.extend(secrets.iter().cloned());
+    env.extend(protocol);
+    dedupe(env)
+}
+
+/// Keeps the last value of each name, in the order names first appear.
+fn dedupe(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_allowlist_declared_and_protocol_variables_get_through() {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schema": 1, "courier": "process", "name": "a", "entrypoint": "job",
+            "command": ["true"], "files": [], "env": {"MODE": "fast", "PATH": "/opt/bin"},
+            "secrets": ["TOKEN"], "env_passthrough": ["HTTPS_PROXY", "ABSENT"],
+            "requires": [{"name": "DB_URL", "url": "postgres://x"}]
+        }))
+        .expect("manifest");
+        let ws = Workspace {
+            work: "/r/work".into(),
+            home: "/r/home".into(),
+            tmp: "/r/tmp".into(),
+        };
+        let parent = pairs(&[
+            ("PATH", "/usr/bin"),
+            ("LANG", "C.UTF-8"),
+            ("LC_ALL", "C"),
+            ("SECRET_OF_THE_PARENT", "no"),
+            ("HOME", "/root"),
+            ("HTTPS_PROXY", "http://proxy"),
+            ("TOKEN", "from-parent-env"),
+        ]);
+        let env = build(
+            &manifest,
+            &ws,
+            &parent,
+            &pairs(&[("TOKEN", "s3cret")]),
+            pairs(&[("DISPATCH_RUN_ID", "r1")]),
+        );
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("PATH"),
+            Some("/opt/bin"),
+            "ENV wins over the inherited PATH"
+        );
+        assert_eq!(get("LANG"), Some("C.UTF-8"));
+        assert_eq!(get("LC_ALL"), Some("C"));
+        assert_eq!(get("HOME"), Some("/r/home"));
+        assert_eq!(get("TMPDIR"), Some("/r/tmp"));
+        assert_eq!(get("HTTPS_PROXY"), Some("http://proxy"));
+        assert_eq!(get("ABSENT"), None);
+        assert_eq!(get("MODE"), Some("fast"));
+        assert_eq!(get("DB_URL"), Some("postgres://x"));
+        assert_eq!(get("TOKEN"), Some("s3cret"));
+        assert_eq!(get("DISPATCH_RUN_ID"), Some("r1"));
+        assert_eq!(get("SECRET_OF_THE_PARENT"), None);
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+}
