@@ -160,7 +160,7 @@ fn replay_warns_or_refuses_when_a_server_s_tools_changed() {
         d.dir.path(),
         "mcp-drift",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP demo COMMAND \"{}\"",
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP demo COMMAND \"{}\"\nENV_PASSTHROUGH MCP_FIXTURE_EXTRA_TOOL",
             mock.url(),
             fixture().display()
         ),
