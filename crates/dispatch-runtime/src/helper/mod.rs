@@ -10,6 +10,7 @@
 mod agent;
 mod attempt;
 mod collect;
+mod image;
 pub mod native;
 mod native_tools;
 pub(crate) mod retry;
