@@ -19,6 +19,9 @@
 //! `dispatch-bench waits [--suspended N] [--latency K] [--waiters W]`: durable
 //! waits on PostgreSQL (see `waits.rs`).
 //!
+//! `dispatch-bench container [--runs N] [--image REF]`: the container
+//! courier's start-up against a bare `podman run -d` (see `container.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -32,6 +35,7 @@ use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod chaos;
 mod cluster;
+mod container;
 mod cpu;
 mod idle;
 mod mock_llm;
@@ -87,6 +91,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         chaos::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("container") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        container::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("tools") && dispatch.is_file() {
