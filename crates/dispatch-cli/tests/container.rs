@@ -96,7 +96,10 @@ fn network_none_leaves_only_loopback_and_is_the_default() {
     let doc = d.wait_terminal(&id);
     let log = log(&d, &id);
     assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(log.contains("nets: lo \n") || log.contains("nets: lo\n"), "{log}");
+    assert!(
+        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
+        "{log}"
+    );
     assert!(log.contains("unreachable"), "{log}");
     assert!(log.contains("network none"), "{log}");
 }
@@ -123,7 +126,11 @@ fn a_missing_image_fails_at_once_with_a_clear_error_and_no_retry() {
             && reason.contains("Dispatch never pulls"),
         "{reason}"
     );
-    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(1), "not retried");
+    assert_eq!(
+        doc["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "not retried"
+    );
 }
 
 #[test]
@@ -177,7 +184,10 @@ fn stop_gives_a_container_agent_its_grace_then_removes_the_container() {
     let doc = d.inspect(&id);
     let log = log(&d, &id);
     assert_eq!(doc["status"], "cancelled", "{log}");
-    assert!(log.contains("got-term") && log.contains("cleaned-up"), "{log}");
+    assert!(
+        log.contains("got-term") && log.contains("cleaned-up"),
+        "{log}"
+    );
     assert_eq!(doc["state"]["exit_code"], 3, "{doc}");
     eventually(10, "no container is left", || containers_of(&id).is_empty());
 }

@@ -71,7 +71,11 @@ pub async fn stop<S: Store + ?Sized>(
                 }
                 termed = true;
             }
-            let slack = if contained { CONTAINER_SLACK } else { Duration::ZERO };
+            let slack = if contained {
+                CONTAINER_SLACK
+            } else {
+                Duration::ZERO
+            };
             if !killed && elapsed >= grace + slack {
                 os::signal_group(agent.pid, Signal::SIGKILL);
                 killed = true;

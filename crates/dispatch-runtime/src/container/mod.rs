@@ -20,6 +20,7 @@
 
 pub mod plan;
 pub mod runtime;
+pub mod tool;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -189,7 +190,11 @@ async fn diagnose(plan: &Plan) -> Option<String> {
             plan.image
         ));
     }
-    let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let first = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     Some(format!(
         "container runtime {} is not working: {first} (hint: check `{rt} info`, or choose another with {RUNTIME_ENV}=podman|docker|/path)",
         plan.runtime.path.display()
@@ -253,7 +258,14 @@ pub async fn sweep_orphans() -> usize {
     };
     let listed = rt
         .command()
-        .args(["ps", "-a", "--filter", "label=dispatch.owner", "--format", format])
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=dispatch.owner",
+            "--format",
+            format,
+        ])
         .output()
         .await;
     let Ok(listed) = listed else {
@@ -284,7 +296,9 @@ fn owner_alive(label: &str) -> bool {
         return false;
     };
     match (pid.parse(), ticks.parse()) {
-        (Ok(pid), Ok(start_ticks)) => crate::os::is_alive(dispatch_core::ProcRef { pid, start_ticks }),
+        (Ok(pid), Ok(start_ticks)) => {
+            crate::os::is_alive(dispatch_core::ProcRef { pid, start_ticks })
+        }
         _ => false,
     }
 }

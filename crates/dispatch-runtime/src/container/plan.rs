@@ -53,10 +53,12 @@ pub struct Attempt<'a> {
 pub fn name_for(id: &str, attempt: u32) -> String {
     let id: String = id
         .chars()
-        .map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            true => c,
-            false => '-',
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '-',
+            },
+        )
         .collect();
     format!("dispatch-{id}-{attempt}")
 }

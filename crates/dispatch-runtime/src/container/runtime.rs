@@ -27,7 +27,10 @@ pub struct Runtime {
 impl Runtime {
     /// The runtime this process uses (see the module docs).
     pub fn detect() -> Result<Runtime, ContainerError> {
-        match std::env::var(RUNTIME_ENV).ok().filter(|v| !v.trim().is_empty()) {
+        match std::env::var(RUNTIME_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
             Some(choice) => Runtime::named(choice.trim()),
             None => ["podman", "docker"]
                 .iter()

@@ -50,6 +50,8 @@ pub(super) fn spawn(
         plan.notes.join(", ")
     ));
     let piped = !spec.secrets.is_empty();
-    container::spawn(layout, &run.id, plan, &spec.cwd, &spec.env, &spec.log, piped)
-        .map_err(std::io::Error::other)
+    container::spawn(
+        layout, &run.id, plan, &spec.cwd, &spec.env, &spec.log, piped,
+    )
+    .map_err(std::io::Error::other)
 }
