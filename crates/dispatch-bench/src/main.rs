@@ -21,6 +21,8 @@
 //!
 //! `dispatch-bench isolation [--baseline OLD] [--n N]`: workspace creation and
 //! time to agent with the workspace and scrubbed environment (see `isolation.rs`).
+//! `dispatch-bench container [--runs N] [--image REF]`: the container
+//! courier's start-up against a bare `podman run -d` (see `container.rs`).
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
@@ -35,6 +37,7 @@ use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod chaos;
 mod cluster;
+mod container;
 mod cpu;
 mod idle;
 mod isolation;
@@ -91,6 +94,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         chaos::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("container") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        container::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("tools") && dispatch.is_file() {

@@ -41,6 +41,8 @@ pub async fn reconcile<S: Store + ?Sized>(
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
+        // A container outlives its killed client: remove it.
+        crate::container::remove_for_run(layout, &run.id).await;
         if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
         {
             return Ok(requeued);

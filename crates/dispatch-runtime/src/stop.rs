@@ -19,6 +19,9 @@ const POLL: Duration = Duration::from_millis(10);
 /// How long after SIGKILL we wait for the helper to record the end before we
 /// kill the helper too and let reconciliation record it.
 const HELPER_PATIENCE: Duration = Duration::from_secs(10);
+/// How long past the grace period a container's runtime has to kill it
+/// before its client's group is killed (the helper then removes it).
+const CONTAINER_SLACK: Duration = Duration::from_secs(3);
 
 /// Stops `id` and returns the run in its terminal state.
 pub async fn stop<S: Store + ?Sized>(
@@ -43,6 +46,7 @@ pub async fn stop<S: Store + ?Sized>(
     let started = Instant::now();
     let mut termed = false;
     let mut killed = false;
+    let mut contained = false;
     loop {
         let run = reconcile(store, layout, store.get_run(id).await?).await?;
         if run.state.is_terminal() {
@@ -59,11 +63,20 @@ pub async fn stop<S: Store + ?Sized>(
             continue;
         }
         if let Some(agent) = run.state.agent() {
-            if !termed && !force {
-                os::signal_group(agent.pid, Signal::SIGTERM);
+            if !termed {
+                // A container is stopped by its runtime: TERM, grace, KILL.
+                contained = crate::container::stop(layout, id, grace, force);
+                if !contained && !force {
+                    os::signal_group(agent.pid, Signal::SIGTERM);
+                }
                 termed = true;
             }
-            if !killed && elapsed >= grace {
+            let slack = if contained {
+                CONTAINER_SLACK
+            } else {
+                Duration::ZERO
+            };
+            if !killed && elapsed >= grace + slack {
                 os::signal_group(agent.pid, Signal::SIGKILL);
                 killed = true;
             }

@@ -176,6 +176,13 @@ impl Worker {
         if let Err(e) = std::fs::create_dir_all(&runs) {
             self.log(&format!("cannot create {}: {e}", runs.display()));
         }
+        // Containers of helpers and workers that died (kill -9) go now.
+        tokio::spawn(async {
+            let n = dispatch_runtime::container::sweep_orphans().await;
+            if n > 0 {
+                eprintln!("[worker] removed {n} container(s) whose owner was gone");
+            }
+        });
         // Listen before the first claim: nothing enqueued after it is missed.
         self.wake.connect().await;
         let mut timers = Timers::new(self.config.poll);

@@ -44,12 +44,23 @@ pub(super) async fn run(
     let input = args.to_string();
     let _ = std::fs::create_dir_all(&ctx.work_dir);
     let executable = is_executable(program);
-    let mut command = if executable {
-        Command::new(program)
-    } else {
-        let mut c = Command::new("sh");
-        c.arg(program);
-        c
+    let name = format!(
+        "dispatch-tool-{}-{:08x}",
+        std::process::id(),
+        fastrand_u32()
+    );
+    let mut container = super::sandbox::Guard {
+        sandbox: ctx.sandbox.as_ref(),
+        name,
+    };
+    let mut command = match &ctx.sandbox {
+        Some(s) => s.command(&container.name, program, executable, &ctx.env),
+        None if executable => Command::new(program),
+        None => {
+            let mut c = Command::new("sh");
+            c.arg(program);
+            c
+        }
     };
     command
         .current_dir(&ctx.work_dir)
@@ -93,6 +104,9 @@ pub(super) async fn run(
         }
     };
     drop(group); // anything it left running in its group goes too
+    if status.as_ref().is_ok_and(|s| s.code().is_some()) {
+        container.disarm(); // it exited: `--rm` removed it
+    }
     let out = String::from_utf8_lossy(&out).into_owned();
     let code = status.ok().and_then(|s| s.code());
     let mut outcome = match code {
@@ -161,4 +175,14 @@ fn human(d: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
+}
+
+/// A name suffix for a call's container (unique enough among one process's calls).
+fn fastrand_u32() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(16)
 }

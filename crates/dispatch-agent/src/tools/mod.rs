@@ -13,6 +13,7 @@ mod builtin;
 mod http;
 mod local;
 pub mod powers;
+mod sandbox;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::provider::{ToolCall, ToolSpec};
 
 pub use builtin::Memory;
 pub(crate) use local::die_with_parent;
+pub use sandbox::Sandbox;
 
 /// What a tool call asks an approver (`APPROVAL always|confirm`).
 #[derive(Clone, Debug, PartialEq)]
@@ -106,6 +108,8 @@ pub struct ToolContext<'a> {
     pub max_calls: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub http: reqwest::Client,
+    /// `TOOL_SANDBOX image`: LOCAL tools run in a container.
+    pub sandbox: Option<Sandbox>,
 }
 
 /// How one tool runs.

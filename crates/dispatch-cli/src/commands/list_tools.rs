@@ -129,6 +129,7 @@ where
         max_calls: None,
         max_output_bytes: None,
         http: reqwest_client(),
+        sandbox: None,
     };
     let started = ToolBox::start(&decls, ctx).await;
     let result = match started {

@@ -305,7 +305,26 @@ async fn one_attempt<S: Store + ?Sized>(
         run.operation,
         prepared.spec.command.join(" ")
     ));
-    let child = match agent::spawn(&prepared.spec) {
+    // The container courier starts its runtime's client instead.
+    let container = match prepared.courier {
+        Courier::Image => match super::image::plan(layout, run, parcel, &prepared.spec) {
+            Ok(plan) => Some(plan),
+            Err(reason) => {
+                let t = Transition::Fail {
+                    reason,
+                    exit_code: None,
+                    at: now_ms(),
+                };
+                return Ok(ended(End::Final(t, None)));
+            }
+        },
+        _ => None,
+    };
+    let spawned = match &container {
+        Some(plan) => super::image::spawn(layout, run, plan, &prepared.spec, log),
+        None => agent::spawn(&prepared.spec),
+    };
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -376,6 +395,10 @@ async fn one_attempt<S: Store + ?Sized>(
     {
         log.line(&format!("could not save session {name}'s file: {e}"));
     }
+    let container_failure = match &container {
+        Some(plan) => crate::container::finish(plan, status.as_ref().ok(), agent.signalled).await,
+        None => None,
+    };
     let code = status.map(os::exit_code_of).unwrap_or(1);
     // Whether someone asked the run to stop matters only when the agent
     // failed (a stop then cancels it); the run as saved is current enough
@@ -432,6 +455,19 @@ async fn one_attempt<S: Store + ?Sized>(
                 End::Retryable(t, failure(reason, Status::Failed), output)
             }
         }
+    };
+    // The container runtime could not run it (or the memory limit killed
+    // it): another attempt would fare no better.
+    let end = match (container_failure, end) {
+        (Some(reason), End::Final(_, output) | End::Retryable(_, _, output)) => End::Final(
+            Transition::Fail {
+                reason,
+                exit_code: Some(code),
+                at,
+            },
+            output,
+        ),
+        (_, end) => end,
     };
     Ok(Ended {
         end,

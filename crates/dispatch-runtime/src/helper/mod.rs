@@ -11,6 +11,7 @@ mod agent;
 pub mod agent_env;
 mod attempt;
 mod collect;
+mod image;
 pub mod native;
 mod native_approval;
 mod native_tools;

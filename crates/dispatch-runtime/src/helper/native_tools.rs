@@ -128,13 +128,14 @@ pub(super) fn context<'a>(
         max_calls: agent.and_then(|a| a.max_tool_calls),
         max_output_bytes: agent.and_then(|a| a.max_tool_output_bytes),
         http: crate::native::client().clone(),
+        sandbox: None, // set by `start` (TOOL_SANDBOX)
     }
 }
 
 /// Starts the parcel's tools (`None` when it declares none).
 pub(super) async fn start<'a>(
     parcel: &Parcel,
-    ctx: ToolContext<'a>,
+    mut ctx: ToolContext<'a>,
 ) -> Result<Option<ToolBox<'a>>, String> {
     let decls = parcel
         .manifest
@@ -144,6 +145,13 @@ pub(super) async fn start<'a>(
         .unwrap_or_default();
     if decls.is_empty() {
         return Ok(None);
+    }
+    if let Some(image) = &parcel.manifest.tool_sandbox {
+        let (parcel_dir, work_dir) = (&ctx.parcel_dir, &ctx.work_dir);
+        let _ = std::fs::create_dir_all(work_dir);
+        let sandbox =
+            crate::container::tool::sandbox(image, &parcel.manifest, parcel_dir, work_dir).await;
+        ctx.sandbox = Some(sandbox.map_err(|e| format!("TOOL_SANDBOX: {e}"))?);
     }
     ToolBox::start(decls, ctx).await.map(Some)
 }

@@ -1,0 +1,230 @@
+//! The container courier (`FROM image <ref>`) from the real binary, with a
+//! real podman and a locally imported busybox image.
+
+mod common;
+mod container_common;
+
+use common::{Dispatch, alive, checks, eventually};
+use container_common::{IMAGE, available, containers_of};
+use std::path::PathBuf;
+
+/// An agent directory running `script` in the test image.
+fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -> PathBuf {
+    checks::agent(
+        d.dir.path(),
+        name,
+        &format!("FROM image {image}\n"),
+        script,
+        extra,
+    )
+}
+
+fn log(d: &Dispatch, id: &str) -> String {
+    d.ok(&["logs", id])
+}
+
+#[test]
+fn a_container_agent_reads_its_payload_and_its_events_output_and_artifacts_are_collected() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "boxed",
+        IMAGE,
+        r#"echo "payload: $(cat)"
+echo '{"type":"step","name":"inside","phase":"start"}' >> "$DISPATCH_EVENTS"
+echo '{"type":"usage","model":"m","input_tokens":3,"output_tokens":4}' >> "$DISPATCH_EVENTS"
+echo made-inside > "$DISPATCH_ARTIFACTS/report.txt"
+echo '{"answer":42}' > "$DISPATCH_OUTPUT"
+echo "root is read-only: $(touch /rootfile 2>/dev/null && echo no || echo yes)"
+echo "tmp is writable: $(touch /tmp/x && echo yes)"
+"#,
+        "",
+    );
+    let id = d.detach(&dir, "{\"q\":1}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(log.contains(r#"payload: {"q":1}"#), "{log}");
+    assert!(log.contains("root is read-only: yes"), "{log}");
+    assert!(log.contains("tmp is writable: yes"), "{log}");
+    assert!(log.contains("container dispatch-"), "{log}");
+    assert_eq!(doc["output"]["answer"], 42);
+    assert_eq!(doc["artifacts"][0]["name"], "report.txt");
+    assert_eq!(doc["usage"]["input_tokens"], 3);
+    let events = doc["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["data"]["name"] == "inside"),
+        "the step event written inside the container is recorded: {events:?}"
+    );
+    eventually(10, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+}
+
+#[test]
+fn a_failing_container_fails_the_run_with_its_exit_code() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(&d, "fails", IMAGE, "echo failing\nexit 7\n", "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["state"]["exit_code"], 7, "{doc}");
+    assert!(log(&d, &id).contains("failing"));
+}
+
+#[test]
+fn network_none_leaves_only_loopback_and_is_the_default() {
+    if !available() {
+        return;
+    }
+    // Reachable from any process of the host, not from the container.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let d = Dispatch::new();
+    let script = format!(
+        "echo \"nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
+         if nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null; then echo reached; else echo unreachable; fi\n"
+    );
+    let dir = agent(&d, "offline", IMAGE, &script, "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(
+        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
+        "{log}"
+    );
+    assert!(log.contains("unreachable"), "{log}");
+    assert!(log.contains("network none"), "{log}");
+}
+
+#[test]
+fn a_missing_image_fails_at_once_with_a_clear_error_and_no_retry() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "noimage",
+        "localhost/dispatch-test-missing:1",
+        "echo never\n",
+        "RETRY 3 BACKOFF 10ms..20ms\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("image localhost/dispatch-test-missing:1 is not present")
+            && reason.contains("Dispatch never pulls"),
+        "{reason}"
+    );
+    assert_eq!(
+        doc["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "not retried"
+    );
+}
+
+#[test]
+fn resources_become_container_limits() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "limited",
+        IMAGE,
+        "echo \"memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\"\n\
+         echo \"pids: $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)\"\n",
+        "RESOURCES MEMORY 64M PIDS 64 DISK 1G\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(log.contains(&format!("memory: {}", 64 << 20)), "{log}");
+    assert!(log.contains("pids: 64"), "{log}");
+    assert!(
+        log.contains("DISK 1G is NOT applied to containers"),
+        "said plainly: {log}"
+    );
+}
+
+#[test]
+fn stop_gives_a_container_agent_its_grace_then_removes_the_container() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "graceful",
+        IMAGE,
+        "trap 'echo got-term; sleep 1; echo cleaned-up; exit 3' TERM\n\
+         echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n\
+         while true; do sleep 0.1; done\n",
+        "",
+    );
+    let id = d.detach(&dir, "{}");
+    eventually(30, "the agent runs in its container", || {
+        d.inspect(&id)["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
+    });
+    d.ok(&["stop", "--grace-period-ms", "10000", &id]);
+    let doc = d.inspect(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "cancelled", "{log}");
+    assert!(
+        log.contains("got-term") && log.contains("cleaned-up"),
+        "{log}"
+    );
+    assert_eq!(doc["state"]["exit_code"], 3, "{doc}");
+    eventually(10, "no container is left", || containers_of(&id).is_empty());
+}
+
+#[test]
+fn a_killed_helper_leaves_no_container_behind() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "orphan",
+        IMAGE,
+        "echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n\
+         while true; do sleep 0.1; done\n",
+        "",
+    );
+    let id = d.detach(&dir, "{}");
+    eventually(30, "the agent runs in its container", || {
+        d.inspect(&id)["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
+    });
+    let doc = d.inspect(&id);
+    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
+    assert_eq!(containers_of(&id).len(), 1, "the container runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill helper");
+    eventually(5, "helper gone", || !alive(helper));
+    d.ok(&["ps", "-a"]);
+    assert_eq!(d.status(&id), "failed");
+    assert!(
+        containers_of(&id).is_empty(),
+        "reconciliation removed the container"
+    );
+}

@@ -1,0 +1,317 @@
+//! The container courier (`FROM image <ref>`): the parcel's COMMAND runs in
+//! a container through the podman CLI, or docker's when only docker is
+//! there (one code path, two binaries; see [`runtime`]).
+//!
+//! The supervised child is the runtime's `run` client itself, in its own
+//! process group, attached (`-i`, never `-d`): its exit code is the
+//! container's, its output goes to the run's log, the payload goes to its
+//! stdin, and a SIGTERM to its group reaches the container (the client
+//! proxies signals; `--init` passes them to the agent). Everything else —
+//! the events file followed live, timeouts, budgets, approvals, artifacts,
+//! output — is the process courier's, because every protocol path is
+//! mounted at the same path inside the container.
+//!
+//! What the runtime does not see, this module cleans up: a container whose
+//! client was killed is removed at once (`rm -f`); a container of a run
+//! whose helper died is removed by reconciliation (its name is in
+//! `runs/<id>/container.json`); a worker removes, when it starts, every
+//! container whose owning process (label `dispatch.owner`) is gone. Nothing
+//! is ever pulled: a missing image fails the run at once.
+
+pub mod plan;
+pub mod runtime;
+pub mod tool;
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use dispatch_core::RunId;
+use dispatch_core::isolation::format_size;
+use serde::{Deserialize, Serialize};
+use tokio::process::Child;
+
+use crate::layout::Layout;
+pub use plan::{Attempt, Plan, plan};
+pub use runtime::{Kind, RUNTIME_ENV, Runtime};
+
+/// Why a container could not be started, said so the user can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(
+        "no container runtime found: neither podman nor docker is on PATH (hint: install podman, e.g. `apt-get install podman runc uidmap fuse-overlayfs`, or set {RUNTIME_ENV}=/path/to/podman)"
+    )]
+    NoRuntime,
+    #[error(
+        "container runtime `{0}` not found (hint: {RUNTIME_ENV} is podman, docker or the path of either)"
+    )]
+    RuntimeNotFound(String),
+    #[error("the parcel's courier is image but it names no image (hint: FROM image <ref>)")]
+    NoImage,
+    #[error(
+        "bad ulimit `{0}` in $DISPATCH_CONTAINER_ULIMITS (hint: name=soft[:hard],… e.g. nofile=1024:1024,nproc=1000:1000, or none)"
+    )]
+    BadUlimits(String),
+    #[error(
+        "cannot mount {0} into a container: its path contains `:` (hint: keep .dispatch and the workspace at paths without `:`)"
+    )]
+    UnmountablePath(PathBuf),
+    #[error("cannot start container runtime {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `runs/<id>/container.json`: the container of the run's current attempt,
+/// for whoever must stop or remove it without the helper.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Marker {
+    pub runtime: PathBuf,
+    pub name: String,
+}
+
+impl Marker {
+    fn path(layout: &Layout, id: &RunId) -> PathBuf {
+        layout.run_dir(id).join("container.json")
+    }
+
+    pub fn read(layout: &Layout, id: &RunId) -> Option<Marker> {
+        let bytes = std::fs::read(Marker::path(layout, id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn runtime(&self) -> Runtime {
+        Runtime::at(self.runtime.clone())
+    }
+}
+
+/// Starts the planned container's client in its own process group, with
+/// the agent's environment (whose values `-e NAME` hands to the container),
+/// its output into `log` (or piped, for masking, when `piped`).
+pub fn spawn(
+    layout: &Layout,
+    id: &RunId,
+    plan: &Plan,
+    cwd: &std::path::Path,
+    env: &[(String, String)],
+    log: &std::path::Path,
+    piped: bool,
+) -> Result<Child, ContainerError> {
+    let marker = Marker {
+        runtime: plan.runtime.path.clone(),
+        name: plan.name.clone(),
+    };
+    let spawn_err = |source| ContainerError::Spawn {
+        path: plan.runtime.path.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec(&marker).expect("a marker is JSON data");
+    std::fs::write(Marker::path(layout, id), bytes).map_err(spawn_err)?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(spawn_err)?;
+    let mut cmd = plan.runtime.command();
+    cmd.args(&plan.args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .process_group(0);
+    if piped {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        let err = log.try_clone().map_err(spawn_err)?;
+        cmd.stdout(log).stderr(err);
+    }
+    cmd.spawn().map_err(spawn_err)
+}
+
+/// After the client exited with `status`: removes the container (at once
+/// when the client was killed and the container may still run; in the
+/// background otherwise), and says why the run must fail without a retry
+/// when the runtime could not run it (missing image, broken runtime) or
+/// the memory limit killed it.
+pub async fn finish(plan: &Plan, status: Option<&ExitStatus>, stopped: bool) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.and_then(ExitStatus::code);
+    let killed = status.is_none_or(|s| s.signal().is_some());
+    let mut reason = None;
+    if code == Some(125) {
+        reason = diagnose(plan).await;
+    }
+    if code == Some(137)
+        && !stopped
+        && let Some(limit) = plan.memory_bytes
+        && oom_killed(plan).await
+    {
+        reason = Some(format!("out of memory (limit {})", format_size(limit)));
+    }
+    let mut rm = plan.runtime.command();
+    rm.args(plan.runtime.force_remove_args())
+        .arg(&plan.name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match killed {
+        true => {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rm.status()).await;
+        }
+        // The container has exited; the runtime reaps what is left of it.
+        false => drop(rm.spawn()),
+    }
+    reason
+}
+
+/// Why a `run` the runtime itself failed (exit 125) failed: the image is
+/// not there, or the runtime does not work. `None`: something else (the
+/// runtime's message is in the log).
+async fn diagnose(plan: &Plan) -> Option<String> {
+    let out = plan
+        .runtime
+        .command()
+        .args(["image", "inspect", "--format", "{{.Id}}", &plan.image])
+        .output()
+        .await
+        .ok()?;
+    if out.status.success() {
+        return None;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lower = err.to_ascii_lowercase();
+    let rt = plan.runtime.name();
+    if ["image not known", "no such image", "no such object"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return Some(format!(
+            "image {} is not present (hint: {rt} build/pull/load it on this machine; Dispatch never pulls)",
+            plan.image
+        ));
+    }
+    let first = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    Some(format!(
+        "container runtime {} is not working: {first} (hint: check `{rt} info`, or choose another with {RUNTIME_ENV}=podman|docker|/path)",
+        plan.runtime.path.display()
+    ))
+}
+
+async fn oom_killed(plan: &Plan) -> bool {
+    let out = plan
+        .runtime
+        .command()
+        .args(["inspect", "--format", "{{.State.OOMKilled}}", &plan.name])
+        .output()
+        .await;
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+/// Asks the runtime to stop the run's container: SIGTERM, then SIGKILL
+/// after `grace` (whole seconds, rounded up; none with `force`). Returns
+/// false when the run has no container. The stop runs in the background.
+pub fn stop(layout: &Layout, id: &RunId, grace: Duration, force: bool) -> bool {
+    let Some(marker) = Marker::read(layout, id) else {
+        return false;
+    };
+    let secs = match force {
+        true => 0,
+        false => grace.as_millis().div_ceil(1000),
+    };
+    let mut cmd = marker.runtime().command();
+    cmd.args(["stop", "-t", &secs.to_string(), &marker.name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().is_ok()
+}
+
+/// Removes the container of a run whose helper is gone (the container
+/// outlives the killed client). Returns whether the run had one.
+pub async fn remove_for_run(layout: &Layout, id: &RunId) -> bool {
+    let Some(marker) = Marker::read(layout, id) else {
+        return false;
+    };
+    let rt = marker.runtime();
+    let mut cmd = rt.command();
+    cmd.args(rt.force_remove_args())
+        .arg(&marker.name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = tokio::time::timeout(Duration::from_secs(30), cmd.status()).await;
+    true
+}
+
+/// Removes every Dispatch container whose owning helper or worker is no
+/// longer alive (a worker calls this when it starts). Returns how many it
+/// removed; nothing when no runtime is there.
+pub async fn sweep_orphans() -> usize {
+    let Ok(rt) = Runtime::detect() else {
+        return 0;
+    };
+    let format = match rt.kind {
+        Kind::Podman => "{{.Names}} {{index .Labels \"dispatch.owner\"}}",
+        Kind::Docker => "{{.Names}} {{.Label \"dispatch.owner\"}}",
+    };
+    let listed = rt
+        .command()
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=dispatch.owner",
+            "--format",
+            format,
+        ])
+        .output()
+        .await;
+    let Ok(listed) = listed else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let orphans: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, owner)| !owner_alive(owner))
+        .map(|(name, _)| name)
+        .collect();
+    if orphans.is_empty() {
+        return 0;
+    }
+    let mut cmd = rt.command();
+    cmd.args(rt.force_remove_args())
+        .args(&orphans)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
+    orphans.len()
+}
+
+/// Whether the `<pid>.<start ticks>` owner label names a live process.
+fn owner_alive(label: &str) -> bool {
+    let Some((pid, ticks)) = label.trim().split_once('.') else {
+        return false;
+    };
+    match (pid.parse(), ticks.parse()) {
+        (Ok(pid), Ok(start_ticks)) => {
+            crate::os::is_alive(dispatch_core::ProcRef { pid, start_ticks })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_label_names_a_live_process_or_not() {
+        let me = crate::os::this_process();
+        assert!(owner_alive(&format!("{}.{}", me.pid, me.start_ticks)));
+        assert!(!owner_alive(&format!("{}.{}", me.pid, me.start_ticks + 1)));
+        assert!(!owner_alive("garbage"));
+    }
+}
