@@ -70,7 +70,8 @@ fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
     let out = client.run(&["logs", "ffffffffffff"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run matches"));
-    let out = client.run(&["rm", &id]);
+    assert_eq!(client.ok(&["rm", &id]), id, "rm works through the server");
+    let out = client.run(&["wake", &id]);
     assert_eq!(out.status.code(), Some(125), "local-only commands refuse");
 }
 

@@ -389,9 +389,11 @@ fn approvals_and_dead_letters_work_from_the_remote_cli() {
         })
     });
 
-    // What has no API yet says so in one line.
-    let err = client.fails(&["replay", &dead, "--allow-side-effects"], 125);
-    assert!(err.contains("dlq replay"), "{err}");
-    let err = client.fails(&["create", &failing], 125);
-    assert!(err.contains("run --detach"), "{err}");
+    // `replay` and `create` work through the server too.
+    let err = client.fails(&["replay", &dead], 125);
+    assert!(err.contains("--allow-side-effects"), "{err}");
+    let again = client.ok(&["replay", &dead, "--allow-side-effects"]);
+    assert_eq!(client.inspect(&again)["origin_id"], dead.as_str());
+    let created = client.ok(&["create", &failing]);
+    assert_eq!(client.inspect(&created)["status"], "created");
 }

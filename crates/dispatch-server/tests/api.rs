@@ -463,6 +463,7 @@ fn every_route_in_the_openapi_document_is_served(server: TestServer) {
                     )
                 }
                 "post" => server.post(&concrete, &json!({})),
+                "delete" => server.delete(&concrete),
                 other => panic!("unexpected method {other}"),
             };
             assert_ne!(

@@ -160,6 +160,10 @@ impl TestServer {
         self.call("POST", path, &[], Some(body.to_string().as_bytes()))
     }
 
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.call("DELETE", path, &[], None)
+    }
+
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
         self.call("POST", path, &[], Some(body.as_bytes()))
     }
