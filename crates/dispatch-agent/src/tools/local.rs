@@ -72,7 +72,13 @@ pub(super) async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut command);
+    // The container runtime's client needs root's powers to set the
+    // container up; the tool inside runs with the container's own (and the
+    // parcel and workspace mounted read-only).
+    match ctx.sandbox {
+        Some(_) => keep_powers_die_with_parent(&mut command),
+        None => die_with_parent(&mut command),
+    }
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -139,6 +145,17 @@ pub(crate) fn die_with_parent(command: &mut Command) {
         command.pre_exec(|| {
             // Never write into the parcel, even as root (see `powers`).
             super::powers::drop_write_powers();
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// As [`die_with_parent`], without dropping the powers: for a container
+/// runtime's client, which mounts and sets up the sandbox.
+fn keep_powers_die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }
