@@ -5,6 +5,7 @@ pub mod ask_approval;
 pub mod build;
 pub mod chat;
 pub mod dlq;
+pub mod eval;
 pub mod images;
 pub mod inspect;
 pub mod inspect_agent;
