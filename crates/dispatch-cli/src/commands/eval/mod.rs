@@ -39,7 +39,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub repeat: u32,
     /// Pass when each case passes at least this share (0..1) of its repeats (default 1).
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub min_pass_rate: Option<String>,
     /// table (default), json, or junit (JUnit XML for CI).
     #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
