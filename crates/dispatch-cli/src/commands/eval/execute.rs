@@ -133,7 +133,11 @@ async fn judge(store: &SqliteStore, case: &Case, repeat: u32, run: &Run) -> CliR
         duration_ms,
         reason: st.reason().map(str::to_string),
     };
-    let failures = failures(&case.expect, &observed);
+    let mut failures = failures(&case.expect, &observed);
+    // A replay that missed its cassette says so first, in full.
+    if let Some(r) = st.reason().filter(|r| r.contains("replay: request")) {
+        failures.insert(0, r.to_string());
+    }
     Ok(Outcome {
         case: case.name.clone(),
         repeat,

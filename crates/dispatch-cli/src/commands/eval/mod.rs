@@ -6,6 +6,7 @@
 //! bad input (a case file that does not parse, an unknown expectation, …).
 
 mod cases;
+mod cassette;
 mod check;
 mod execute;
 mod report;
@@ -41,6 +42,12 @@ pub struct EvalArgs {
     /// Pass when each case passes at least this share (0..1) of its repeats (default 1).
     #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub min_pass_rate: Option<String>,
+    /// Record every native model call into cassette DIR (live models).
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every native model call from cassette DIR: no network, no key.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
     /// table (default), json, or junit (JUnit XML for CI).
     #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
     pub format: EvalFormat,
@@ -66,6 +73,7 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         ));
     }
     let parcel = resolve_parcel(&ctx.layout, &args.source)?;
+    cassette::setup(args.record.as_deref(), args.replay.as_deref(), &parcel)?;
     let mut cases = load_cases(args, &parcel)?;
     if !args.only.is_empty() {
         cases.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
