@@ -67,6 +67,12 @@ pub fn wrap(live: Box<dyn Provider>, mode: Option<Mode>) -> Box<dyn Provider> {
     }
 }
 
+/// A provider answering from the cassette in `dir` as a `kind` provider
+/// would (what [`wrap`] gives in replay mode).
+pub fn replaying(dir: PathBuf, kind: ProviderKind) -> Box<dyn Provider> {
+    Box::new(Replaying { kind, dir })
+}
+
 /// The request's canonical JSON (see the module docs).
 pub fn canonical_request(req: &ModelRequest) -> Value {
     let mut v = serde_json::to_value(req).unwrap_or(Value::Null);

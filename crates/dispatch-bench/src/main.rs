@@ -19,6 +19,9 @@
 //! `dispatch-bench waits [--suspended N] [--latency K] [--waiters W]`: durable
 //! waits on PostgreSQL (see `waits.rs`).
 //!
+//! `dispatch-bench eval [--cases N] [--calls N]`: `dispatch eval` recorded
+//! live and replayed offline, and one replayed model call (see `eval.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -33,6 +36,7 @@ use dispatch_store::{NewRun, RunStore, StateWrite};
 mod chaos;
 mod cluster;
 mod cpu;
+mod eval;
 mod idle;
 mod mock_llm;
 mod native;
@@ -82,6 +86,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("native") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         native::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        eval::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {
