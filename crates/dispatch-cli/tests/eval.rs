@@ -417,3 +417,44 @@ fn bad_input_is_one_line_with_where_and_how_to_fix_it() {
     // Nothing ran.
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn a_baseline_comparison_flags_a_cost_regression() {
+    let d = Dispatch::new();
+    let price = d.dir.path().join("price");
+    let script = format!(
+        "cost=$(cat '{}')\necho \"{{\\\"type\\\":\\\"usage\\\",\\\"model\\\":\\\"m\\\",\\\"input_tokens\\\":100,\\\"output_tokens\\\":20,\\\"cost_usd\\\":$cost}}\" >> \"$DISPATCH_EVENTS\"\n",
+        price.display()
+    );
+    let agent = d.agent("priced", &script);
+    let agent = agent.to_str().expect("utf-8").to_string();
+    let cases = write(&d, "cases.toml", "[[case]]\nname = \"answer\"\nexpect.status = \"succeeded\"\n");
+    std::fs::write(&price, "0.0010").expect("price");
+    let first = json_report(&d, &["eval", &agent, "--cases", &cases, "--format", "json"], 0);
+    let id = first["eval"].as_str().expect("eval id").to_string();
+    // Same cost: no regression.
+    let same = json_report(
+        &d,
+        &["eval", &agent, "--cases", &cases, "--format", "json", "--baseline", &id[..20]],
+        0,
+    );
+    assert_eq!(same["baseline"]["regressed"], serde_json::json!([]));
+    std::fs::write(&price, "0.0020").expect("price");
+    let dearer = json_report(
+        &d,
+        &["eval", &agent, "--cases", &cases, "--format", "json", "--baseline", &id],
+        1,
+    );
+    assert_eq!(dearer["baseline"]["regressed"], serde_json::json!(["answer"]));
+    let why = dearer["baseline"]["cases"][0]["regressions"][0]
+        .as_str()
+        .expect("a regression");
+    assert!(why.starts_with("cost +100%"), "{why}");
+    // The table says it too.
+    let out = d.run(&["eval", &agent, "--cases", &cases, "--baseline", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("answer: REGRESSION cost +100%"), "{table}");
+    let err = d.fails(&["eval", &agent, "--cases", &cases, "--baseline", "nope"], 125);
+    assert!(err.contains("--baseline nope: no eval with that id"), "{err}");
+}

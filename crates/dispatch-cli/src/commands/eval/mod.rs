@@ -2,9 +2,11 @@
 //! pass/fail, tokens, cost and time (see docs/evals.md).
 //!
 //! Exit codes: 0 when every case passed (with `--min-pass-rate`: every case
-//! passed at least that share of its repeats); 1 when one did not; 125 on
+//! passed at least that share of its repeats, and with `--baseline` none
+//! regressed); 1 when one did not; 125 on
 //! bad input (a case file that does not parse, an unknown expectation, …).
 
+mod baseline;
 mod cases;
 mod cassette;
 mod check;
@@ -48,6 +50,12 @@ pub struct EvalArgs {
     /// Answer every native model call from cassette DIR: no network, no key.
     #[arg(long, value_name = "DIR")]
     pub replay: Option<PathBuf>,
+    /// Compare with an earlier eval (its id, or a unique prefix): pass rate, tokens, cost, time per case.
+    #[arg(long, value_name = "EVAL_ID")]
+    pub baseline: Option<String>,
+    /// With --baseline: how much worse tokens, cost or time may get before it counts (0.1 = 10%).
+    #[arg(long, value_name = "RATE", default_value = "0.1", allow_hyphen_values = true)]
+    pub regression_threshold: String,
     /// table (default), json, or junit (JUnit XML for CI).
     #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
     pub format: EvalFormat,
@@ -72,6 +80,11 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
             "--jobs 0 runs nothing (hint: --jobs 1 or more)",
         ));
     }
+    let threshold = parse_threshold(&args.regression_threshold)?;
+    let baseline = match &args.baseline {
+        Some(id) => Some(baseline::load(ctx, id)?),
+        None => None,
+    };
     let parcel = resolve_parcel(&ctx.layout, &args.source)?;
     cassette::setup(args.record.as_deref(), args.replay.as_deref(), &parcel)?;
     let mut cases = load_cases(args, &parcel)?;
@@ -102,7 +115,13 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         options: Default::default(),
     };
     let results = execute::run_all(ctx, &store, &plan, &cases).await?;
-    let summary = report::Summary::of(&results, min_pass_rate.unwrap_or(1.0));
+    let mut summary = report::Summary::of(&results, min_pass_rate.unwrap_or(1.0));
+    let comparison = baseline.map(|b| baseline::compare(&b, &results, threshold));
+    if let Some(c) = &comparison
+        && !c.regressed.is_empty()
+    {
+        summary.ok = false;
+    }
     let report = report::Report {
         eval: eval_id,
         parcel: parcel.digest.clone(),
@@ -110,10 +129,16 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         created_at: now_ms(),
         results,
         summary,
+        baseline: comparison,
     };
     keep(ctx, &report);
     match args.format {
-        EvalFormat::Table => report::print_table(&report),
+        EvalFormat::Table => {
+            report::print_table(&report);
+            if let Some(c) = &report.baseline {
+                baseline::print(c);
+            }
+        }
         EvalFormat::Json => crate::output::print_json(&report),
         EvalFormat::Junit => print!("{}", report::junit(&report)),
     }
@@ -131,6 +156,16 @@ fn parse_rate(text: Option<&str>) -> CliResult<Option<f64>> {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(Some(r)),
         _ => Err(CliError::input(format!(
             "--min-pass-rate {t} is not a rate from 0 to 1 (hint: --min-pass-rate 0.8 passes a case that passes 4 of 5 repeats)"
+        ))),
+    }
+}
+
+/// `--regression-threshold`: a non-negative share.
+fn parse_threshold(t: &str) -> CliResult<f64> {
+    match t.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(CliError::input(format!(
+            "--regression-threshold {t} is not a share of 0 or more (hint: 0.1 counts 10% more tokens, cost or time as worse)"
         ))),
     }
 }

@@ -20,6 +20,9 @@ pub struct Report {
     pub created_at: i64,
     pub results: Vec<Outcome>,
     pub summary: Summary,
+    /// `--baseline`: how this eval compares with an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<super::baseline::Comparison>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +40,7 @@ pub struct Summary {
     pub tokens: u64,
     pub cost_usd: f64,
     pub duration_ms: u64,
-    /// Every case met `min_pass_rate`.
+    /// Every case met `min_pass_rate` (and, with `--baseline`, none regressed).
     pub ok: bool,
 }
 
