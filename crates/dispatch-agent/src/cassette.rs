@@ -389,7 +389,9 @@ mod tests {
         let msg = missing(dir.path(), &request_key(&now), &canonical_request(&now));
         assert!(msg.contains(&key[..12]), "{msg}");
         assert!(
-            msg.contains(r#"$.messages[0].content: recorded "classify: refund", now "classify: a refund""#),
+            msg.contains(
+                r#"$.messages[0].content: recorded "classify: refund", now "classify: a refund""#
+            ),
             "{msg}"
         );
     }

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 pub fn main(dispatch: &Path, args: &[String]) {
     let value = |flag: &str| crate::flag_value(args, flag);
     let cases: usize = value("--cases").and_then(|v| v.parse().ok()).unwrap_or(100);
-    let calls: usize = value("--calls").and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let calls: usize = value("--calls")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,7 +57,14 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let run_eval = |flag: &str| {
         let started = Instant::now();
         let out = Command::new(dispatch)
-            .args(["eval", agent.to_str().expect("utf-8"), "-j", "8", "--format", "json"])
+            .args([
+                "eval",
+                agent.to_str().expect("utf-8"),
+                "-j",
+                "8",
+                "--format",
+                "json",
+            ])
             .arg(flag)
             .arg(&cassette)
             .env("DISPATCH_ROOT", &root)
@@ -116,7 +125,8 @@ async fn one_live_call(url: &str, cassette: &Path) -> (f64, ModelRequest) {
         .flatten()
         .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .expect("an entry");
-    let v: Value = serde_json::from_slice(&std::fs::read(entry.path()).expect("read")).expect("json");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).expect("read")).expect("json");
     let request: ModelRequest = serde_json::from_value(v["request"].clone()).expect("a request");
     let provider = dispatch_agent::openai::OpenAi::new(
         ProviderKind::Openai,

@@ -184,7 +184,9 @@ fn every_kind_of_expectation_passes_and_fails_on_real_runs() {
     let agent = agent.to_str().expect("utf-8");
     let r = json_report(
         &d,
-        &["eval", agent, "--cases", &cases, "--format", "json", "-j", "8"],
+        &[
+            "eval", agent, "--cases", &cases, "--format", "json", "-j", "8",
+        ],
         1,
     );
     let results = r["results"].as_array().expect("results");
@@ -247,7 +249,10 @@ fn the_agentfile_names_its_cases_and_a_passing_eval_exits_zero_with_a_table() {
         assert!(header.contains(col), "{out}");
     }
     let row = lines.next().expect("a row");
-    assert!(row.starts_with("refund request") && row.contains("pass"), "{out}");
+    assert!(
+        row.starts_with("refund request") && row.contains("pass"),
+        "{out}"
+    );
     assert!(row.contains("120") && row.contains("$0.0010"), "{out}");
     let total = lines.next().expect("totals");
     assert!(total.contains("ok: 1/1 passed (100%)"), "{out}");
@@ -336,7 +341,9 @@ fn repeat_counts_every_run_and_min_pass_rate_decides() {
             counter.display()
         ),
     );
-    let base = ["eval", &agent, "--cases", &cases, "--format", "json", "-j", "1"];
+    let base = [
+        "eval", &agent, "--cases", &cases, "--format", "json", "-j", "1",
+    ];
     let args = |extra: &[&'static str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);
@@ -390,7 +397,13 @@ fn bad_input_is_one_line_with_where_and_how_to_fix_it() {
     check(
         "path.toml",
         "[[case]]\nname = \"p\"\nexpect.output = { path = \"$.items[\", equals = 1 }\n",
-        &["path.toml:3:", "case \"p\"", "$.items[", "is not a JSON path", "hint:"],
+        &[
+            "path.toml:3:",
+            "case \"p\"",
+            "$.items[",
+            "is not a JSON path",
+            "hint:",
+        ],
     );
     check(
         "regex.toml",
@@ -413,7 +426,10 @@ fn bad_input_is_one_line_with_where_and_how_to_fix_it() {
         assert!(err.contains("is not a rate from 0 to 1"), "{err}");
     }
     let err = d.fails(&["eval", &agent], 125);
-    assert!(err.contains("no eval cases") && err.contains("EVAL"), "{err}");
+    assert!(
+        err.contains("no eval cases") && err.contains("EVAL"),
+        "{err}"
+    );
     // Nothing ran.
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "");
 }
@@ -428,24 +444,53 @@ fn a_baseline_comparison_flags_a_cost_regression() {
     );
     let agent = d.agent("priced", &script);
     let agent = agent.to_str().expect("utf-8").to_string();
-    let cases = write(&d, "cases.toml", "[[case]]\nname = \"answer\"\nexpect.status = \"succeeded\"\n");
+    let cases = write(
+        &d,
+        "cases.toml",
+        "[[case]]\nname = \"answer\"\nexpect.status = \"succeeded\"\n",
+    );
     std::fs::write(&price, "0.0010").expect("price");
-    let first = json_report(&d, &["eval", &agent, "--cases", &cases, "--format", "json"], 0);
+    let first = json_report(
+        &d,
+        &["eval", &agent, "--cases", &cases, "--format", "json"],
+        0,
+    );
     let id = first["eval"].as_str().expect("eval id").to_string();
     // Same cost: no regression.
     let same = json_report(
         &d,
-        &["eval", &agent, "--cases", &cases, "--format", "json", "--baseline", &id[..20]],
+        &[
+            "eval",
+            &agent,
+            "--cases",
+            &cases,
+            "--format",
+            "json",
+            "--baseline",
+            &id[..20],
+        ],
         0,
     );
     assert_eq!(same["baseline"]["regressed"], serde_json::json!([]));
     std::fs::write(&price, "0.0020").expect("price");
     let dearer = json_report(
         &d,
-        &["eval", &agent, "--cases", &cases, "--format", "json", "--baseline", &id],
+        &[
+            "eval",
+            &agent,
+            "--cases",
+            &cases,
+            "--format",
+            "json",
+            "--baseline",
+            &id,
+        ],
         1,
     );
-    assert_eq!(dearer["baseline"]["regressed"], serde_json::json!(["answer"]));
+    assert_eq!(
+        dearer["baseline"]["regressed"],
+        serde_json::json!(["answer"])
+    );
     let why = dearer["baseline"]["cases"][0]["regressions"][0]
         .as_str()
         .expect("a regression");
@@ -455,6 +500,12 @@ fn a_baseline_comparison_flags_a_cost_regression() {
     assert_eq!(out.status.code(), Some(1));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("answer: REGRESSION cost +100%"), "{table}");
-    let err = d.fails(&["eval", &agent, "--cases", &cases, "--baseline", "nope"], 125);
-    assert!(err.contains("--baseline nope: no eval with that id"), "{err}");
+    let err = d.fails(
+        &["eval", &agent, "--cases", &cases, "--baseline", "nope"],
+        125,
+    );
+    assert!(
+        err.contains("--baseline nope: no eval with that id"),
+        "{err}"
+    );
 }

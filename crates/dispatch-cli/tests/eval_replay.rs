@@ -78,8 +78,11 @@ fn agent(d: &Dispatch, url: &str, prompt: &str) -> String {
     );
     std::fs::create_dir_all(dir.join("tools")).expect("mkdir");
     std::fs::create_dir_all(dir.join("evals")).expect("mkdir");
-    std::fs::write(dir.join("tools/lookup.sh"), "echo 'order 12345: paid, shipped'\n")
-        .expect("tool");
+    std::fs::write(
+        dir.join("tools/lookup.sh"),
+        "echo 'order 12345: paid, shipped'\n",
+    )
+    .expect("tool");
     std::fs::write(dir.join("evals/smoke.toml"), CASES).expect("cases");
     dir.to_str().expect("utf-8").to_string()
 }
@@ -103,8 +106,14 @@ fn essence(r: &Value) -> Vec<Value> {
         .expect("results")
         .iter()
         .map(|o| {
-            json!([o["case"], o["passed"], o["status"], o["input_tokens"], o["output_tokens"],
-                o["cost_usd"]])
+            json!([
+                o["case"],
+                o["passed"],
+                o["status"],
+                o["input_tokens"],
+                o["output_tokens"],
+                o["cost_usd"]
+            ])
         })
         .collect()
 }
@@ -184,6 +193,9 @@ fn replay_from_a_missing_cassette_is_refused_before_anything_runs() {
     let d = Dispatch::new();
     let dir = agent(&d, "http://127.0.0.1:9", "Classify.");
     let err = d.fails(&["eval", &dir, "--replay", "nowhere"], 125);
-    assert!(err.contains("--replay nowhere: no such cassette directory"), "{err}");
+    assert!(
+        err.contains("--replay nowhere: no such cassette directory"),
+        "{err}"
+    );
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "");
 }

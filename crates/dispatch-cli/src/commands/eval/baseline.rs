@@ -67,8 +67,12 @@ pub fn load(ctx: &Ctx, id: &str) -> CliResult<Report> {
         }
     };
     let path = dir.join(name);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| CliError::input(format!("--baseline {id}: cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        CliError::input(format!(
+            "--baseline {id}: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         CliError::input(format!(
             "--baseline {id}: {} is not an eval report ({e})",

@@ -149,7 +149,9 @@ pub fn parse(text: &str, shown: &str) -> CliResult<Vec<Case>> {
         let expect = check_expect(text, shown, &c.name, c.expect)?;
         cases.push(Case {
             name: c.name,
-            payload: c.payload.unwrap_or_else(|| Value::Object(Default::default())),
+            payload: c
+                .payload
+                .unwrap_or_else(|| Value::Object(Default::default())),
             expect,
         });
     }

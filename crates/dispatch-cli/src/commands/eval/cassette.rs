@@ -60,7 +60,6 @@ pub fn setup(record: Option<&Path>, replay: Option<&Path>, parcel: &Parcel) -> C
 }
 
 fn absolute(dir: &Path) -> CliResult<std::path::PathBuf> {
-    std::path::absolute(dir).map_err(|e| {
-        CliError::input(format!("cannot resolve {}: {e}", dir.display()))
-    })
+    std::path::absolute(dir)
+        .map_err(|e| CliError::input(format!("cannot resolve {}: {e}", dir.display())))
 }

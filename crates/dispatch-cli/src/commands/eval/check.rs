@@ -122,7 +122,10 @@ fn output_failure(check: &OutputCheck, output: Option<&Value>) -> Option<String>
             format!("expect.output `{p}`: {got} does not contain {want}")
         }
         OutputTest::Regex(re) => {
-            format!("expect.output `{p}`: {got} does not match /{}/", re.as_str())
+            format!(
+                "expect.output `{p}`: {got} does not match /{}/",
+                re.as_str()
+            )
         }
         OutputTest::Schema(v) => {
             let why = v
@@ -195,8 +198,7 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,

@@ -54,7 +54,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "EVAL_ID")]
     pub baseline: Option<String>,
     /// With --baseline: how much worse tokens, cost or time may get before it counts (0.1 = 10%).
-    #[arg(long, value_name = "RATE", default_value = "0.1", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "RATE",
+        default_value = "0.1",
+        allow_hyphen_values = true
+    )]
     pub regression_threshold: String,
     /// table (default), json, or junit (JUnit XML for CI).
     #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
@@ -171,7 +176,10 @@ fn parse_threshold(t: &str) -> CliResult<f64> {
 }
 
 /// The cases of `--cases` files, else of the parcel's EVAL files.
-fn load_cases(args: &EvalArgs, parcel: &dispatch_core::parcel::Parcel) -> CliResult<Vec<cases::Case>> {
+fn load_cases(
+    args: &EvalArgs,
+    parcel: &dispatch_core::parcel::Parcel,
+) -> CliResult<Vec<cases::Case>> {
     let files: Vec<(PathBuf, String)> = if args.cases.is_empty() {
         let dir = parcel.files_dir();
         parcel
@@ -214,6 +222,9 @@ fn keep(ctx: &Ctx, report: &report::Report) {
         std::fs::write(&path, bytes)
     });
     if let Err(e) = result {
-        eprintln!("warning: cannot keep the eval report at {}: {e}", path.display());
+        eprintln!(
+            "warning: cannot keep the eval report at {}: {e}",
+            path.display()
+        );
     }
 }
