@@ -73,6 +73,11 @@ pub fn replaying(dir: PathBuf, kind: ProviderKind) -> Box<dyn Provider> {
     Box::new(Replaying { kind, dir })
 }
 
+/// A cassette entry: `{key, request, response}`.
+pub fn entry(req: &ModelRequest, response: &ModelResponse) -> Value {
+    json!({"key": request_key(req), "request": canonical_request(req), "response": response})
+}
+
 /// The request's canonical JSON (see the module docs).
 pub fn canonical_request(req: &ModelRequest) -> Value {
     let mut v = serde_json::to_value(req).unwrap_or(Value::Null);
@@ -160,8 +165,7 @@ impl Provider for Recording {
     ) -> Result<ModelResponse, ProviderError> {
         let response = self.live.stream(req, on_delta, exchange).await?;
         let key = request_key(req);
-        let entry = json!({"key": key, "request": canonical_request(req), "response": response});
-        if let Err(e) = write_entry(&self.dir, &key, &entry) {
+        if let Err(e) = write_entry(&self.dir, &key, &entry(req, &response)) {
             return Err(ProviderError::Protocol(format!(
                 "cannot record the call into cassette {}: {e}",
                 self.dir.display()
@@ -171,7 +175,8 @@ impl Provider for Recording {
     }
 }
 
-fn write_entry(dir: &Path, key: &str, entry: &Value) -> std::io::Result<()> {
+/// Writes one entry into the cassette `dir` (atomically).
+pub fn write_entry(dir: &Path, key: &str, entry: &Value) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{key}.json"));
     let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));

@@ -199,3 +199,36 @@ fn replay_from_a_missing_cassette_is_refused_before_anything_runs() {
     );
     assert_eq!(d.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn replay_offline_answers_a_native_run_from_its_own_recordings() {
+    let d = Dispatch::new();
+    let mock = Mock::start();
+    let dir = agent(&d, &mock.server.base_url(), "Classify the ticket.");
+    let id = d.detach(Path::new(&dir), r#"{"ticket":"refund 12345"}"#);
+    let first = d.wait_terminal(&id);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(mock.server.requests().len(), 3);
+    mock.stop();
+
+    let again = d.ok(&["replay", &id, "--allow-side-effects", "--offline"]);
+    let second = d.wait_terminal(again.trim());
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    assert_eq!(second["output"], first["output"]);
+    assert_eq!(second["usage"], first["usage"]);
+    let calls = native_common::events_of(&d.inspect(again.trim()), "model_call");
+    assert_eq!(calls.len(), 3);
+
+    // A process run has no model calls to replay.
+    let proc_agent = d.agent("plain", "echo hi\n");
+    let plain = d.detach(&proc_agent, "{}");
+    d.wait_terminal(&plain);
+    let err = d.fails(
+        &["replay", &plain, "--allow-side-effects", "--offline"],
+        125,
+    );
+    assert!(
+        err.contains("--offline replays a native agent's model calls"),
+        "{err}"
+    );
+}

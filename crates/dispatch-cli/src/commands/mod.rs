@@ -19,6 +19,7 @@ pub mod remote;
 pub mod remote_ps;
 pub mod remote_reliability;
 pub mod replay;
+pub mod replay_offline;
 pub mod restart;
 pub mod rm;
 pub mod run;
