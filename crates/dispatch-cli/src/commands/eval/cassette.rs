@@ -36,6 +36,12 @@ pub fn setup(record: Option<&Path>, replay: Option<&Path>, parcel: &Parcel) -> C
         }
         (None, None) => return Ok(()),
     };
+    if parcel.manifest.courier != dispatch_core::parcel::Courier::Agent {
+        eprintln!(
+            "warning: {} is not a native agent (FROM agent): it makes no model calls through Dispatch, so there is nothing to record or replay",
+            parcel.manifest.name
+        );
+    }
     let keys: Vec<&String> = parcel
         .manifest
         .agent
