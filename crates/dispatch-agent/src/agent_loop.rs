@@ -450,6 +450,9 @@ async fn call_chain(
                     event["cost_usd"] = json!(cost);
                     event["finish_reason"] = json!(response.finish_reason.as_str());
                     event["response_model"] = json!(response.model);
+                    // The call as a cassette entry: `dispatch replay --offline`.
+                    let entry = crate::cassette::entry(&req, &response).to_string();
+                    event["cassette_sha256"] = json!(sink.blob(entry.as_bytes()));
                     if estimated {
                         event["usage_estimated"] = json!(true);
                     }

@@ -5,6 +5,7 @@
 
 pub mod agent_loop;
 pub mod anthropic;
+pub mod cassette;
 pub mod conversation;
 pub mod mcp;
 pub mod mock;

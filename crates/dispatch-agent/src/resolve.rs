@@ -138,13 +138,15 @@ pub fn unpriced_for_cost_limit(models: &[ResolvedModel]) -> Option<String> {
     ))
 }
 
-/// The provider that speaks `m`'s wire format.
+/// The provider that speaks `m`'s wire format (recorded into, or replaced
+/// by, a cassette when this process's [`crate::cassette::CASSETTE_ENV`] says so).
 pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Provider> {
     let base = m.model.base_url.clone();
-    match m.model.provider {
+    let live: Box<dyn Provider> = match m.model.provider {
         ProviderKind::Anthropic => Box::new(Anthropic::new(client.clone(), base, m.key.clone())),
         kind => Box::new(OpenAi::new(kind, client.clone(), base, m.key.clone())),
-    }
+    };
+    crate::cassette::wrap(live, crate::cassette::Mode::from_env())
 }
 
 /// The URL and exact JSON body `m`'s provider would send for `req` (no key: keys travel in headers).

@@ -23,6 +23,8 @@
 //! time to agent with the workspace and scrubbed environment (see `isolation.rs`).
 //! `dispatch-bench container [--runs N] [--image REF]`: the container
 //! courier's start-up against a bare `podman run -d` (see `container.rs`).
+//! `dispatch-bench eval [--cases N] [--calls N]`: `dispatch eval` recorded
+//! live and replayed offline, and one replayed model call (see `eval.rs`).
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
@@ -39,6 +41,7 @@ mod chaos;
 mod cluster;
 mod container;
 mod cpu;
+mod eval;
 mod idle;
 mod isolation;
 mod mock_llm;
@@ -89,6 +92,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("native") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         native::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        eval::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {

@@ -72,6 +72,8 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Run again with the exact parcel digest, brief and payload of a run.
     Replay(ReplayArgs),
+    /// Test an agent: run its eval cases as real runs and report pass/fail, tokens, cost, time.
+    Eval(crate::commands::eval::EvalArgs),
     /// Docker-style aliases: ls, ps, logs, wait, inspect, stop, restart, prune, rm.
     #[command(subcommand)]
     Container(ContainerCommand),

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | 0 | success (for `run` and `wait`: the run succeeded) |
 //! | 1–255 | for `run` (foreground) and `wait`: the run's exit code; 1 when it ended without one |
+//! | 1 | for `eval`: a case failed, passed less than `--min-pass-rate` of its repeats, or regressed against `--baseline` |
 //! | 2 | usage error: unknown flag, missing argument |
 //! | 124 | `wait --timeout-ms` expired before the run ended |
 //! | 125 | dispatch could not do what was asked: bad input, unknown or ambiguous id, finished run, locked or unreadable database |

@@ -145,6 +145,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Approvals(c) => approvals::approvals(ctx, &c).await,
         Command::Dlq(c) => dlq::dlq(ctx, &c).await,
         Command::Replay(a) => replay::replay(ctx, &a).await,
+        Command::Eval(a) => eval::eval(ctx, &a).await,
         Command::Container(c) => match c {
             ContainerCommand::Ls(a) | ContainerCommand::Ps(a) => ps::ps(ctx, &a).await,
             ContainerCommand::Logs(a) => logs::logs(ctx, &a).await,

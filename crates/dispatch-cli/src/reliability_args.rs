@@ -198,4 +198,7 @@ pub struct ReplayArgs {
     /// Refuse (instead of warning) when an MCP server's tools changed since the run.
     #[arg(long)]
     pub strict: bool,
+    /// A native run: answer its model calls from its own recordings (no network, no key).
+    #[arg(long)]
+    pub offline: bool,
 }

@@ -23,11 +23,13 @@ use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requi
 use crate::state::Operation;
 
 mod env_passthrough;
+mod eval;
 mod isolation;
 mod lex;
 mod model;
 mod tool;
 
+pub use eval::EVAL_DIR;
 pub use model::check_base_url;
 
 use lex::{
@@ -156,6 +158,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
         "RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G"),
     ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
     ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
+    ("EVAL", "one or more case files for `dispatch eval`", "EVAL evals/smoke.toml"),
 ];
 
 /// Directives that may appear only once.
@@ -263,6 +266,7 @@ impl Parser {
             resources: Default::default(),
             network: None,
             tool_sandbox: None,
+            evals: Vec::new(),
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -520,6 +524,12 @@ impl Parser {
             "TOOL_SANDBOX" => {
                 self.agent_lines.push((line, "TOOL_SANDBOX"));
                 self.af.manifest.tool_sandbox = Some(isolation::parse_image_ref(key, rest, &args)?);
+            }
+            "EVAL" => {
+                for (copy, path) in eval::parse_eval(&args, line)? {
+                    self.af.copies.push(copy);
+                    self.af.manifest.evals.push(path);
+                }
             }
             _ => return Err(format!("{key} is not supported here")),
         }

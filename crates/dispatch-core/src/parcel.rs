@@ -169,6 +169,9 @@ pub struct Manifest {
     /// `TOOL_SANDBOX image <ref>`: a native agent's LOCAL tools run in this image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_sandbox: Option<String>,
+    /// `EVAL`: case files for `dispatch eval`, as paths under `files/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evals: Vec<String>,
 }
 
 /// A parcel on disk.

@@ -67,6 +67,12 @@ impl Submission {
     pub fn parcel(&self) -> &Parcel {
         &self.parcel
     }
+
+    /// The run to create and its extras, for a caller that stores them its
+    /// own way (`dispatch eval` enqueues them with its labels).
+    pub fn into_parts(self) -> (NewRun, RunExtras, Parcel) {
+        (self.new, self.extras, self.parcel)
+    }
 }
 
 /// The first half of [`submit`]: everything that needs no database (so

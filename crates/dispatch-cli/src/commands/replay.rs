@@ -84,6 +84,9 @@ pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
         )));
     }
     check_mcp_drift(ctx, &store, &old, args.strict).await?;
+    if args.offline {
+        crate::commands::replay_offline::prepare(ctx, &store, &old).await?;
+    }
     let req = LaunchRequest {
         source: old.parcel_digest.clone(),
         operation: Some(old.operation),

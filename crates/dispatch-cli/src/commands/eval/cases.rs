@@ -1,0 +1,314 @@
+//! Eval case files: TOML, one `[[case]]` table per case (see docs/evals.md).
+//!
+//! Every key is checked: an unknown one is an error naming it, its case and
+//! its line; JSON paths, regexes, JSON Schemas, statuses and durations are
+//! compiled here, before any run starts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+use toml::Spanned;
+
+use crate::error::{CliError, CliResult};
+
+/// One case, checked and ready to run.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    pub payload: Value,
+    pub expect: Expect,
+}
+
+/// What a case expects of its run.
+#[derive(Debug, Default)]
+pub struct Expect {
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+    pub output: Vec<OutputCheck>,
+    pub tools: Option<ToolsCheck>,
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_duration_ms: Option<u64>,
+}
+
+/// A check of the run's output at a JSON path.
+#[derive(Debug)]
+pub struct OutputCheck {
+    /// As written, for messages.
+    pub path_text: String,
+    pub path: JsonPath,
+    pub test: OutputTest,
+}
+
+#[derive(Debug)]
+pub enum OutputTest {
+    Equals(Value),
+    /// A string holds this text, an array holds this element, an object
+    /// holds these keys with these values.
+    Contains(Value),
+    Regex(regex::Regex),
+    Schema(Box<jsonschema::Validator>),
+}
+
+/// Checks of the run's `tool_call` events.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsCheck {
+    #[serde(default)]
+    pub called: Vec<String>,
+    #[serde(default)]
+    pub not_called: Vec<String>,
+    /// Exactly this many calls of each tool.
+    #[serde(default)]
+    pub count: BTreeMap<String, u64>,
+    /// Some call of each tool had arguments holding these (a subset match).
+    #[serde(default)]
+    pub args: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    case: Vec<RawCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: String,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    expect: RawExpect,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    status: Option<Spanned<String>>,
+    exit_code: Option<i32>,
+    output: Option<Spanned<toml::Value>>,
+    tools: Option<ToolsCheck>,
+    max_tokens: Option<u64>,
+    max_cost_usd: Option<f64>,
+    max_duration: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    #[serde(default)]
+    path: Option<String>,
+    equals: Option<Value>,
+    contains: Option<Value>,
+    regex: Option<String>,
+    schema: Option<Value>,
+}
+
+/// The statuses a run ends in.
+const STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "stopped"];
+
+/// Reads and checks a case file. `shown` names it in messages.
+pub fn load(path: &Path, shown: &str) -> CliResult<Vec<Case>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::input(format!(
+            "cannot read case file {shown}: {e} (hint: pass a TOML file of [[case]] tables with --cases, or name one with EVAL in the Agentfile)"
+        ))
+    })?;
+    parse(&text, shown)
+}
+
+/// Parses and checks the text of a case file.
+pub fn parse(text: &str, shown: &str) -> CliResult<Vec<Case>> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| syntax_error(text, shown, &e))?;
+    if raw.case.is_empty() {
+        return Err(CliError::input(format!(
+            "{shown}: no cases (hint: add a [[case]] table with a name, a payload and expectations, see docs/evals.md)"
+        )));
+    }
+    let mut seen = BTreeMap::new();
+    let mut cases = Vec::new();
+    for (i, c) in raw.case.into_iter().enumerate() {
+        if c.name.trim().is_empty() {
+            return Err(CliError::input(format!(
+                "{shown}: case {} has an empty name (hint: name = \"refund request\")",
+                i + 1
+            )));
+        }
+        if let Some(prev) = seen.insert(c.name.clone(), i + 1) {
+            return Err(CliError::input(format!(
+                "{shown}: case \"{}\" is defined twice (cases {prev} and {}) (hint: give each case its own name)",
+                c.name,
+                i + 1
+            )));
+        }
+        let expect = check_expect(text, shown, &c.name, c.expect)?;
+        cases.push(Case {
+            name: c.name,
+            payload: c
+                .payload
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            expect,
+        });
+    }
+    Ok(cases)
+}
+
+fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResult<Expect> {
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, col) = line_col(text, span.start);
+        CliError::input(format!("{shown}:{line}:{col}: case \"{case}\": {message}"))
+    };
+    if let Some(s) = &raw.status
+        && !STATUSES.contains(&s.get_ref().as_str())
+    {
+        return Err(at(
+            s.span(),
+            format!(
+                "expect.status `{}` is not a run's end status (hint: one of {})",
+                s.get_ref(),
+                STATUSES.join(", ")
+            ),
+        ));
+    }
+    let max_duration_ms = match &raw.max_duration {
+        None => None,
+        Some(d) => Some(
+            dispatch_core::agentfile::parse_duration_ms(d.get_ref())
+                .map_err(|e| at(d.span(), format!("expect.max_duration: {e}")))?,
+        ),
+    };
+    if let Some(c) = raw.max_cost_usd.filter(|c| !c.is_finite() || *c < 0.0) {
+        return Err(CliError::input(format!(
+            "{shown}: case \"{case}\": expect.max_cost_usd {c} is not a cost (hint: a number of US dollars, e.g. 0.01)"
+        )));
+    }
+    let mut output = Vec::new();
+    if let Some(o) = raw.output {
+        let span = o.span();
+        let items = match o.into_inner() {
+            toml::Value::Array(items) => items,
+            one => vec![one],
+        };
+        for item in items {
+            let parsed: RawOutput = item.try_into().map_err(|e: toml::de::Error| {
+                at(
+                    span.clone(),
+                    format!(
+                        "expect.output: {} (hint: output = {{ path = \"$.category\", equals = \"refund\" }}; the checks are equals, contains, regex, schema)",
+                        e.message().trim()
+                    ),
+                )
+            })?;
+            output.push(check_output(parsed).map_err(|m| at(span.clone(), m))?);
+        }
+    }
+    Ok(Expect {
+        status: raw.status.map(Spanned::into_inner),
+        exit_code: raw.exit_code,
+        output,
+        tools: raw.tools,
+        max_tokens: raw.max_tokens,
+        max_cost_usd: raw.max_cost_usd,
+        max_duration_ms,
+    })
+}
+
+fn check_output(raw: RawOutput) -> Result<OutputCheck, String> {
+    let path_text = raw.path.unwrap_or_else(|| "$".to_string());
+    let path = JsonPath::parse(&path_text).map_err(|e| {
+        format!(
+            "expect.output.path `{path_text}` is not a JSON path ({e}) (hint: paths start at the output's root, e.g. `$.category` or `$.items[0].id`)"
+        )
+    })?;
+    let mut tests = Vec::new();
+    if let Some(v) = raw.equals {
+        tests.push(OutputTest::Equals(v));
+    }
+    if let Some(v) = raw.contains {
+        tests.push(OutputTest::Contains(v));
+    }
+    if let Some(r) = raw.regex {
+        let re = regex::Regex::new(&r).map_err(|e| {
+            let first = e.to_string();
+            let first = first.lines().last().unwrap_or_default().trim().to_string();
+            format!("expect.output.regex `{r}` is not a regex ({first}) (hint: the syntax is Rust's `regex` crate's)")
+        })?;
+        tests.push(OutputTest::Regex(re));
+    }
+    if let Some(s) = raw.schema {
+        let v = jsonschema::validator_for(&s).map_err(|e| {
+            format!("expect.output.schema is not a valid JSON Schema ({e}) (hint: e.g. schema = {{ type = \"object\", required = [\"category\"] }})")
+        })?;
+        tests.push(OutputTest::Schema(Box::new(v)));
+    }
+    let test = match tests.len() {
+        1 => tests.remove(0),
+        n => {
+            return Err(format!(
+                "expect.output at `{path_text}` needs exactly one of equals, contains, regex, schema; it has {n} (hint: use a list of checks, output = [{{ path = \"$.a\", equals = 1 }}, {{ path = \"$.b\", regex = \"x\" }}])"
+            ));
+        }
+    };
+    Ok(OutputCheck {
+        path_text,
+        path,
+        test,
+    })
+}
+
+/// One line for a TOML error: file, line and column, the message, and the
+/// case it is in when it is inside one.
+fn syntax_error(text: &str, shown: &str, e: &toml::de::Error) -> CliError {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return CliError::input(format!("{shown}: {message}"));
+    };
+    let (line, col) = line_col(text, span.start);
+    let case = case_at(text, span.start)
+        .map(|n| format!(" in case \"{n}\""))
+        .unwrap_or_default();
+    let hint = if message.starts_with("unknown field") {
+        " (hint: expectations are status, exit_code, output, tools, max_tokens, max_cost_usd, max_duration; see docs/evals.md)"
+    } else {
+        ""
+    };
+    CliError::input(format!("{shown}:{line}:{col}: {message}{case}{hint}"))
+}
+
+/// The name of the `[[case]]` whose table holds byte `at`, if the file
+/// parses as TOML at all.
+fn case_at(text: &str, at: usize) -> Option<String> {
+    let index = text
+        .get(..at)
+        .unwrap_or(text)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[[case]]"))
+        .count()
+        .checked_sub(1)?;
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let case = table.get("case")?.as_array()?.get(index)?;
+    case.get("name")?.as_str().map(str::to_string)
+}
+
+/// 1-based line and column (in characters) of byte `at`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+#[path = "cases_tests.rs"]
+mod tests;

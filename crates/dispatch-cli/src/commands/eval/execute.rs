@@ -1,0 +1,191 @@
+//! Runs the cases: each repeat of each case is a real run, created and
+//! started the way `dispatch run --detach` does it (the parcel's brief,
+//! policy and helper), labeled `eval` and `eval=<id>`, at most `jobs` at once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use dispatch_core::parcel::Parcel;
+use dispatch_runtime::launch::LaunchRequest;
+use dispatch_runtime::reconcile::reconcile;
+use dispatch_runtime::submit::{self, SubmitOptions};
+use dispatch_store::sqlite::SqliteStore;
+use dispatch_store::{Created, EventStore, QueueOptions, QueueStore, Run, RunStore};
+use serde_json::Value;
+
+use super::cases::Case;
+use super::check::{Observed, failures};
+use crate::ctx::Ctx;
+use crate::error::CliResult;
+
+const POLL: Duration = Duration::from_millis(10);
+
+/// One finished run of one case.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    pub case: String,
+    /// Which repeat, from 1.
+    pub repeat: u32,
+    pub run_id: String,
+    pub passed: bool,
+    /// Every failed expectation; the first is the one shown.
+    pub failures: Vec<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+}
+
+/// What the runs need besides the cases.
+pub struct Plan<'a> {
+    pub eval_id: &'a str,
+    pub parcel: &'a Parcel,
+    pub jobs: usize,
+    pub repeat: u32,
+    /// The options every run is dispatched with (policy overrides).
+    pub options: SubmitOptions,
+}
+
+/// Runs every repeat of every case; returns the outcomes in case order.
+pub async fn run_all(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    plan: &Plan<'_>,
+    cases: &[Case],
+) -> CliResult<Vec<Outcome>> {
+    let mut todo: VecDeque<(usize, u32)> = (1..=plan.repeat)
+        .flat_map(|r| (0..cases.len()).map(move |i| (i, r)))
+        .collect();
+    let total = todo.len();
+    let mut live: Vec<(usize, u32, Run)> = Vec::new();
+    let mut done: Vec<(usize, u32, Outcome)> = Vec::new();
+    while !todo.is_empty() || !live.is_empty() {
+        while live.len() < plan.jobs.max(1) {
+            let Some((i, r)) = todo.pop_front() else {
+                break;
+            };
+            let run = start(ctx, store, plan, &cases[i]).await?;
+            live.push((i, r, run));
+        }
+        let mut still = Vec::with_capacity(live.len());
+        for (i, r, run) in live {
+            let run = reconcile(store, &ctx.layout, store.get_run(&run.id).await?).await?;
+            if !run.state.is_terminal() {
+                still.push((i, r, run));
+                continue;
+            }
+            let outcome = judge(store, &cases[i], r, &run).await?;
+            progress(done.len() + 1, total, &outcome);
+            done.push((i, r, outcome));
+        }
+        live = still;
+        if !live.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    done.sort_by_key(|(i, r, _)| (*i, *r));
+    Ok(done.into_iter().map(|(_, _, o)| o).collect())
+}
+
+/// Creates the case's run (labeled) and spawns its helper.
+async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> CliResult<Run> {
+    let req = LaunchRequest {
+        source: plan.parcel.digest.clone(),
+        operation: None,
+        payload: case.payload.clone(),
+        parent_id: None,
+        origin_id: None,
+    };
+    let (new, extras, _) = submit::prepare(&ctx.layout, &req, &plan.options)?.into_parts();
+    let queue = QueueOptions {
+        labels: vec!["eval".to_string(), format!("eval={}", plan.eval_id)],
+        ..QueueOptions::default()
+    };
+    let run = match store.enqueue_with(&new, &extras, &queue, false).await? {
+        Created::New(run) | Created::Existing(run) => run,
+    };
+    crate::commands::run::start_run(ctx, store, &run).await?;
+    Ok(run)
+}
+
+/// Checks a finished run against its case.
+async fn judge(store: &SqliteStore, case: &Case, repeat: u32, run: &Run) -> CliResult<Outcome> {
+    let tool_calls = if case.expect.tools.is_some() {
+        tool_calls(store, run).await?
+    } else {
+        Vec::new()
+    };
+    let st = &run.state;
+    let end = st.ended_at().unwrap_or(run.updated_at);
+    let duration_ms = (end - st.started_at().unwrap_or(run.created_at)).max(0) as u64;
+    let u = run.usage;
+    let observed = Observed {
+        status: run.status().to_string(),
+        exit_code: st.exit_code(),
+        output: run.output.as_ref(),
+        tool_calls,
+        tokens: u.total_tokens(),
+        cost_usd: u.cost_usd,
+        duration_ms,
+        reason: st.reason().map(str::to_string),
+    };
+    let mut failures = failures(&case.expect, &observed);
+    // A replay that missed its cassette says so first, in full.
+    if let Some(r) = st.reason().filter(|r| r.contains("replay: request")) {
+        failures.insert(0, r.to_string());
+    }
+    Ok(Outcome {
+        case: case.name.clone(),
+        repeat,
+        run_id: run.id.to_string(),
+        passed: failures.is_empty(),
+        failures,
+        status: observed.status,
+        exit_code: observed.exit_code,
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        tokens: u.total_tokens(),
+        cost_usd: u.cost_usd,
+        duration_ms,
+    })
+}
+
+/// The run's `tool_call` events: each tool's name and arguments.
+async fn tool_calls(store: &SqliteStore, run: &Run) -> CliResult<Vec<(String, Value)>> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(&run.id, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in page.iter().filter(|e| e.event.kind == "tool_call") {
+            let d = &e.event.data;
+            let name = d["name"].as_str().unwrap_or_default().to_string();
+            let input = d.get("input").cloned().unwrap_or(Value::Null);
+            out.push((name, input));
+        }
+    }
+    Ok(out)
+}
+
+/// One line on stderr per finished run.
+fn progress(n: usize, total: usize, o: &Outcome) {
+    let verdict = if o.passed {
+        "pass".to_string()
+    } else {
+        format!("FAIL {}", o.failures.first().map_or("", String::as_str))
+    };
+    let rep = if o.repeat > 1 {
+        format!(" #{}", o.repeat)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "[{n}/{total}] {}{rep}: {verdict} (run {})",
+        o.case, o.run_id
+    );
+}

@@ -1,0 +1,230 @@
+//! `dispatch eval`: runs an agent's test cases as real runs and reports
+//! pass/fail, tokens, cost and time (see docs/evals.md).
+//!
+//! Exit codes: 0 when every case passed (with `--min-pass-rate`: every case
+//! passed at least that share of its repeats, and with `--baseline` none
+//! regressed); 1 when one did not; 125 on
+//! bad input (a case file that does not parse, an unknown expectation, …).
+
+mod baseline;
+mod cases;
+mod cassette;
+mod check;
+mod execute;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use dispatch_core::now_ms;
+use dispatch_runtime::launch::resolve_parcel;
+
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+
+/// Exit code of an eval with a failing case.
+pub const EXIT_EVAL_FAILED: i32 = 1;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The agent: a directory holding an Agentfile, or a built parcel's name or digest.
+    pub source: String,
+    /// A TOML file of [[case]] tables (repeatable); default: the Agentfile's EVAL files.
+    #[arg(long = "cases", value_name = "FILE")]
+    pub cases: Vec<PathBuf>,
+    /// Only the cases whose name contains this text (repeatable).
+    #[arg(long = "case", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Run at most N cases at once.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+    /// Run each case N times (for models that do not always answer alike).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// Pass when each case passes at least this share (0..1) of its repeats (default 1).
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub min_pass_rate: Option<String>,
+    /// Record every native model call into cassette DIR (live models).
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every native model call from cassette DIR: no network, no key.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
+    /// Compare with an earlier eval (its id, or a unique prefix): pass rate, tokens, cost, time per case.
+    #[arg(long, value_name = "EVAL_ID")]
+    pub baseline: Option<String>,
+    /// With --baseline: how much worse tokens, cost or time may get before it counts (0.1 = 10%).
+    #[arg(
+        long,
+        value_name = "RATE",
+        default_value = "0.1",
+        allow_hyphen_values = true
+    )]
+    pub regression_threshold: String,
+    /// table (default), json, or junit (JUnit XML for CI).
+    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+    pub format: EvalFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EvalFormat {
+    Table,
+    Json,
+    Junit,
+}
+
+pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
+    let min_pass_rate = parse_rate(args.min_pass_rate.as_deref())?;
+    if args.repeat == 0 {
+        return Err(CliError::input(
+            "--repeat 0 runs nothing (hint: --repeat 1 or more)",
+        ));
+    }
+    if args.jobs == 0 {
+        return Err(CliError::input(
+            "--jobs 0 runs nothing (hint: --jobs 1 or more)",
+        ));
+    }
+    let threshold = parse_threshold(&args.regression_threshold)?;
+    let baseline = match &args.baseline {
+        Some(id) => Some(baseline::load(ctx, id)?),
+        None => None,
+    };
+    let parcel = resolve_parcel(&ctx.layout, &args.source)?;
+    cassette::setup(args.record.as_deref(), args.replay.as_deref(), &parcel)?;
+    let mut cases = load_cases(args, &parcel)?;
+    if !args.only.is_empty() {
+        cases.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
+        if cases.is_empty() {
+            return Err(CliError::input(format!(
+                "no case name contains {} (hint: drop --case to run them all)",
+                args.only.join(" or ")
+            )));
+        }
+    }
+    let eval_id = dispatch_core::RunId::new().to_string();
+    let store = ctx.store()?;
+    eprintln!(
+        "eval {eval_id}: {} case(s) × {} of {} ({}), {} at a time",
+        cases.len(),
+        args.repeat,
+        parcel.manifest.name,
+        parcel.short_digest(),
+        args.jobs
+    );
+    let plan = execute::Plan {
+        eval_id: &eval_id,
+        parcel: &parcel,
+        jobs: args.jobs,
+        repeat: args.repeat,
+        options: Default::default(),
+    };
+    let results = execute::run_all(ctx, &store, &plan, &cases).await?;
+    let mut summary = report::Summary::of(&results, min_pass_rate.unwrap_or(1.0));
+    let comparison = baseline.map(|b| baseline::compare(&b, &results, threshold));
+    if let Some(c) = &comparison
+        && !c.regressed.is_empty()
+    {
+        summary.ok = false;
+    }
+    let report = report::Report {
+        eval: eval_id,
+        parcel: parcel.digest.clone(),
+        parcel_name: parcel.manifest.name.clone(),
+        created_at: now_ms(),
+        results,
+        summary,
+        baseline: comparison,
+    };
+    keep(ctx, &report);
+    match args.format {
+        EvalFormat::Table => {
+            report::print_table(&report);
+            if let Some(c) = &report.baseline {
+                baseline::print(c);
+            }
+        }
+        EvalFormat::Json => crate::output::print_json(&report),
+        EvalFormat::Junit => print!("{}", report::junit(&report)),
+    }
+    Ok(if report.summary.ok {
+        0
+    } else {
+        EXIT_EVAL_FAILED
+    })
+}
+
+/// `--min-pass-rate`: a number from 0 to 1.
+fn parse_rate(text: Option<&str>) -> CliResult<Option<f64>> {
+    let Some(t) = text else { return Ok(None) };
+    match t.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(Some(r)),
+        _ => Err(CliError::input(format!(
+            "--min-pass-rate {t} is not a rate from 0 to 1 (hint: --min-pass-rate 0.8 passes a case that passes 4 of 5 repeats)"
+        ))),
+    }
+}
+
+/// `--regression-threshold`: a non-negative share.
+fn parse_threshold(t: &str) -> CliResult<f64> {
+    match t.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(CliError::input(format!(
+            "--regression-threshold {t} is not a share of 0 or more (hint: 0.1 counts 10% more tokens, cost or time as worse)"
+        ))),
+    }
+}
+
+/// The cases of `--cases` files, else of the parcel's EVAL files.
+fn load_cases(
+    args: &EvalArgs,
+    parcel: &dispatch_core::parcel::Parcel,
+) -> CliResult<Vec<cases::Case>> {
+    let files: Vec<(PathBuf, String)> = if args.cases.is_empty() {
+        let dir = parcel.files_dir();
+        parcel
+            .manifest
+            .evals
+            .iter()
+            .map(|p| {
+                let shown = p
+                    .strip_prefix(dispatch_core::agentfile::EVAL_DIR)
+                    .map_or(p.as_str(), |s| s.trim_start_matches('/'));
+                (dir.join(p), shown.to_string())
+            })
+            .collect()
+    } else {
+        args.cases
+            .iter()
+            .map(|p| (p.clone(), p.display().to_string()))
+            .collect()
+    };
+    if files.is_empty() {
+        return Err(CliError::input(format!(
+            "{} has no eval cases (hint: add `EVAL evals/smoke.toml` to its Agentfile, or pass --cases FILE)",
+            parcel.manifest.name
+        )));
+    }
+    let mut all = Vec::new();
+    for (path, shown) in files {
+        all.extend(cases::load(&path, &shown)?);
+    }
+    Ok(all)
+}
+
+/// Keeps the report under `.dispatch/evals/<id>.json` (for `--baseline`);
+/// a failure to write it is said, not fatal.
+fn keep(ctx: &Ctx, report: &report::Report) {
+    let dir = ctx.layout.root().join("evals");
+    let path = dir.join(format!("{}.json", report.eval));
+    let result = std::fs::create_dir_all(&dir).and_then(|()| {
+        let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+        std::fs::write(&path, bytes)
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "warning: cannot keep the eval report at {}: {e}",
+            path.display()
+        );
+    }
+}

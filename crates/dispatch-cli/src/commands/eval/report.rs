@@ -1,0 +1,165 @@
+//! The eval's report: a table for people, JSON, or JUnit XML for CI. Data
+//! goes to stdout; progress went to stderr.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dispatch_core::time::human_duration;
+use serde::{Deserialize, Serialize};
+
+use super::execute::Outcome;
+use crate::output::{cost_text, print_columns};
+
+/// The whole eval, as printed with `--format json` and kept under
+/// `.dispatch/evals/<id>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub eval: String,
+    pub parcel: String,
+    pub parcel_name: String,
+    pub created_at: i64,
+    pub results: Vec<Outcome>,
+    pub summary: Summary,
+    /// `--baseline`: how this eval compares with an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<super::baseline::Comparison>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// Runs (cases × repeats).
+    pub runs: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// passed / runs.
+    pub pass_rate: f64,
+    /// Each case must pass at least this share of its repeats.
+    pub min_pass_rate: f64,
+    /// Cases under `min_pass_rate`.
+    pub failing_cases: Vec<String>,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// Every case met `min_pass_rate` (and, with `--baseline`, none regressed).
+    pub ok: bool,
+}
+
+impl Summary {
+    pub fn of(results: &[Outcome], min_pass_rate: f64) -> Summary {
+        let passed = results.iter().filter(|o| o.passed).count();
+        let mut per_case: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for o in results {
+            let e = per_case.entry(&o.case).or_default();
+            e.0 += usize::from(o.passed);
+            e.1 += 1;
+        }
+        let failing_cases: Vec<String> = per_case
+            .iter()
+            .filter(|(_, (p, n))| (*p as f64) < min_pass_rate * (*n as f64) - 1e-9)
+            .map(|(c, _)| c.to_string())
+            .collect();
+        Summary {
+            runs: results.len(),
+            passed,
+            failed: results.len() - passed,
+            pass_rate: if results.is_empty() {
+                1.0
+            } else {
+                passed as f64 / results.len() as f64
+            },
+            min_pass_rate,
+            ok: failing_cases.is_empty(),
+            failing_cases,
+            tokens: results.iter().map(|o| o.tokens).sum(),
+            cost_usd: results.iter().map(|o| o.cost_usd).sum(),
+            duration_ms: results.iter().map(|o| o.duration_ms).sum(),
+        }
+    }
+}
+
+/// The table: one row per run, then the totals.
+pub fn print_table(r: &Report) {
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|o| {
+            let name = if o.repeat > 1 || r.results.iter().any(|x| x.repeat > 1) {
+                format!("{} #{}", o.case, o.repeat)
+            } else {
+                o.case.clone()
+            };
+            let result = if o.passed {
+                "pass".to_string()
+            } else {
+                format!("FAIL: {}", o.failures.first().map_or("", String::as_str))
+            };
+            vec![
+                name,
+                result,
+                o.tokens.to_string(),
+                cost_text(o.cost_usd),
+                human_duration(o.duration_ms as i64),
+                o.run_id.clone(),
+            ]
+        })
+        .collect();
+    print_columns(&["CASE", "RESULT", "TOKENS", "COST", "TIME", "RUN"], &rows);
+    let s = &r.summary;
+    let verdict = if s.ok { "ok" } else { "FAILED" };
+    let under = if s.failing_cases.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " · under the pass rate {}: {}",
+            s.min_pass_rate,
+            s.failing_cases.join(", ")
+        )
+    };
+    println!(
+        "eval {} {verdict}: {}/{} passed ({:.0}%) · tokens {} · cost {} · time {}{under}",
+        r.eval,
+        s.passed,
+        s.runs,
+        s.pass_rate * 100.0,
+        s.tokens,
+        cost_text(s.cost_usd),
+        human_duration(s.duration_ms as i64)
+    );
+}
+
+/// JUnit XML: one testsuite for the eval, one testcase per run.
+pub fn junit(r: &Report) -> String {
+    use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(format!("dispatch eval {}", r.parcel_name));
+    for o in &r.results {
+        let status = if o.passed {
+            TestCaseStatus::success()
+        } else {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(o.failures.first().cloned().unwrap_or_default());
+            s.set_type("expectation");
+            s.set_description(o.failures.join("\n"));
+            s
+        };
+        let name = if o.repeat > 1 || r.results.iter().any(|x| x.repeat > 1) {
+            format!("{} #{}", o.case, o.repeat)
+        } else {
+            o.case.clone()
+        };
+        let mut tc = TestCase::new(name, status);
+        tc.set_classname(r.parcel_name.clone());
+        tc.set_time(Duration::from_millis(o.duration_ms));
+        tc.add_property(("run_id", o.run_id.as_str()));
+        tc.add_property(("tokens", o.tokens.to_string().as_str()));
+        tc.add_property(("cost_usd", o.cost_usd.to_string().as_str()));
+        suite.add_test_case(tc);
+    }
+    suite.set_time(Duration::from_millis(r.summary.duration_ms));
+    suite.add_property(("eval", r.eval.as_str()));
+    suite.add_property(("parcel", r.parcel.as_str()));
+    let mut report = JReport::new("dispatch eval");
+    report.add_test_suite(suite);
+    report
+        .to_string()
+        .unwrap_or_else(|e| format!("<!-- cannot write the JUnit report: {e} -->\n"))
+}

@@ -1,0 +1,234 @@
+//! `dispatch eval --record/--replay`: a native agent's model calls recorded
+//! against the mock model server, then replayed with the server stopped —
+//! the same results; a changed prompt fails loudly with a diff.
+
+mod common;
+mod native_common;
+
+use std::path::Path;
+
+use common::Dispatch;
+use dispatch_agent::mock::{MockServer, Script};
+use serde_json::{Value, json};
+
+/// The mock with a `rounds` fallback: two rounds of `lookup` calls, then the answer.
+struct Mock {
+    server: MockServer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Mock {
+    fn start() -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let script: Script = serde_json::from_value(json!({
+            "steps": [],
+            "fallback": {"kind": "rounds", "tool_rounds": 2, "tool_name": "lookup",
+                "text": "{\"category\":\"refund\",\"reply\":\"We will refund order 12345.\"}",
+                "usage": {"input_tokens": 50, "output_tokens": 10}}
+        }))
+        .expect("a valid script");
+        let server = rt.block_on(MockServer::start(script)).expect("mock starts");
+        Mock { server, rt }
+    }
+
+    /// Stops the server: nothing answers on its port any more.
+    fn stop(self) {
+        let url = self.server.base_url();
+        drop(self.server);
+        self.rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        let addr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .expect("host:port")
+            .to_string();
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "the mock still answers on {addr}"
+        );
+    }
+}
+
+const CASES: &str = r#"
+[[case]]
+name = "refund"
+payload = { ticket = "I want my money back for order 12345" }
+expect.status = "succeeded"
+expect.output = { path = "$.category", equals = "refund" }
+expect.tools = { called = ["lookup"], count = { lookup = 2 }, args = { lookup = { round = 2 } } }
+
+[[case]]
+name = "refund again"
+payload = { ticket = "Refund 777 please" }
+expect.status = "succeeded"
+expect.output = { path = "$.reply", contains = "refund" }
+"#;
+
+fn agent(d: &Dispatch, url: &str, prompt: &str) -> String {
+    let dir = native_common::native_agent(
+        d.dir.path(),
+        "triage",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {url}\nPRICE gpt-4o-mini INPUT 0.15 OUTPUT 0.60\nTOOL LOCAL tools/lookup.sh AS lookup DESCRIPTION \"Find an order\"\nPROMPT {prompt}\nEVAL evals/smoke.toml"
+        ),
+    );
+    std::fs::create_dir_all(dir.join("tools")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("evals")).expect("mkdir");
+    std::fs::write(
+        dir.join("tools/lookup.sh"),
+        "echo 'order 12345: paid, shipped'\n",
+    )
+    .expect("tool");
+    std::fs::write(dir.join("evals/smoke.toml"), CASES).expect("cases");
+    dir.to_str().expect("utf-8").to_string()
+}
+
+fn eval(d: &Dispatch, args: &[&str], code: i32) -> Value {
+    let out = d.run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "dispatch {args:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// What must be identical between the recorded and the replayed eval.
+fn essence(r: &Value) -> Vec<Value> {
+    r["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|o| {
+            json!([
+                o["case"],
+                o["passed"],
+                o["status"],
+                o["input_tokens"],
+                o["output_tokens"],
+                o["cost_usd"]
+            ])
+        })
+        .collect()
+}
+
+fn outputs(d: &Dispatch, r: &Value) -> Vec<Value> {
+    r["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|o| d.inspect(o["run_id"].as_str().expect("run id"))["output"].clone())
+        .collect()
+}
+
+fn cassette_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("cassette dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count()
+}
+
+#[test]
+fn recorded_calls_replay_offline_with_identical_results_and_a_changed_prompt_fails_with_a_diff() {
+    let d = Dispatch::new();
+    let mock = Mock::start();
+    let dir = agent(&d, &mock.server.base_url(), "Classify the ticket.");
+    let cassette = d.dir.path().join("cassettes");
+    let cassette_arg = cassette.to_str().expect("utf-8");
+    let recorded = eval(
+        &d,
+        &["eval", &dir, "--record", cassette_arg, "--format", "json"],
+        0,
+    );
+    // Two cases × three calls (two tool rounds, then the answer).
+    assert_eq!(mock.server.requests().len(), 6);
+    assert_eq!(cassette_files(&cassette), 6);
+    mock.stop();
+
+    let replayed = eval(
+        &d,
+        &["eval", &dir, "--replay", cassette_arg, "--format", "json"],
+        0,
+    );
+    assert_eq!(essence(&recorded), essence(&replayed));
+    assert_eq!(outputs(&d, &recorded), outputs(&d, &replayed));
+    // The replayed runs are real runs whose model calls name the cassette.
+    let run = d.inspect(replayed["results"][0]["run_id"].as_str().expect("id"));
+    assert_eq!(native_common::events_of(&run, "tool_call").len(), 2);
+
+    // A changed prompt is a request the cassette does not hold.
+    let agentfile = Path::new(&dir).join("Agentfile");
+    let text = std::fs::read_to_string(&agentfile).expect("Agentfile");
+    std::fs::write(
+        &agentfile,
+        text.replace("Classify the ticket.", "Classify the ticket, politely."),
+    )
+    .expect("Agentfile");
+    let failed = eval(
+        &d,
+        &["eval", &dir, "--replay", cassette_arg, "--format", "json"],
+        1,
+    );
+    let first = failed["results"][0]["failures"][0]
+        .as_str()
+        .expect("a failure")
+        .to_string();
+    assert!(first.contains("is not in cassette"), "{first}");
+    assert!(first.contains("the nearest recorded request"), "{first}");
+    assert!(
+        first.contains("$.system: recorded") && first.contains("politely"),
+        "{first}"
+    );
+}
+
+#[test]
+fn replay_from_a_missing_cassette_is_refused_before_anything_runs() {
+    let d = Dispatch::new();
+    let dir = agent(&d, "http://127.0.0.1:9", "Classify.");
+    let err = d.fails(&["eval", &dir, "--replay", "nowhere"], 125);
+    assert!(
+        err.contains("--replay nowhere: no such cassette directory"),
+        "{err}"
+    );
+    assert_eq!(d.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn replay_offline_answers_a_native_run_from_its_own_recordings() {
+    let d = Dispatch::new();
+    let mock = Mock::start();
+    let dir = agent(&d, &mock.server.base_url(), "Classify the ticket.");
+    let id = d.detach(Path::new(&dir), r#"{"ticket":"refund 12345"}"#);
+    let first = d.wait_terminal(&id);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(mock.server.requests().len(), 3);
+    mock.stop();
+
+    let again = d.ok(&["replay", &id, "--allow-side-effects", "--offline"]);
+    let second = d.wait_terminal(again.trim());
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    assert_eq!(second["output"], first["output"]);
+    assert_eq!(second["usage"], first["usage"]);
+    let calls = native_common::events_of(&d.inspect(again.trim()), "model_call");
+    assert_eq!(calls.len(), 3);
+
+    // A process run has no model calls to replay.
+    let proc_agent = d.agent("plain", "echo hi\n");
+    let plain = d.detach(&proc_agent, "{}");
+    d.wait_terminal(&plain);
+    let err = d.fails(
+        &["replay", &plain, "--allow-side-effects", "--offline"],
+        125,
+    );
+    assert!(
+        err.contains("--offline replays a native agent's model calls"),
+        "{err}"
+    );
+}
