@@ -41,7 +41,11 @@ pub(crate) struct AgentSpec {
     pub attempt: u32,
 }
 
-pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
+/// `sandbox`: the attempt's `RESOURCES`, entered before the agent executes.
+pub(crate) fn spawn(
+    spec: &AgentSpec,
+    sandbox: Option<&crate::limits::Sandbox>,
+) -> std::io::Result<Child> {
     let (program, args) = spec
         .command
         .split_first()
@@ -57,6 +61,9 @@ pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .process_group(0);
+    if let Some(sandbox) = sandbox {
+        sandbox.apply(&mut cmd);
+    }
     if spec.secrets.is_empty() {
         // Nothing to mask: the agent writes straight into the log.
         cmd.stdout(log.try_clone()?).stderr(log);

@@ -12,6 +12,7 @@ mod attempt;
 mod collect;
 pub mod native;
 mod native_tools;
+mod resources;
 pub(crate) mod retry;
 mod session_file;
 mod watch;

@@ -216,6 +216,8 @@ pub async fn create(
     };
     let parcel = find_parcel(&state, &req.parcel)?;
     launch::check_secrets(&parcel)?;
+    dispatch_runtime::limits::machine::check_fits(&parcel.manifest.resources)
+        .map_err(dispatch_runtime::RuntimeError::Resources)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     if operation == Operation::Service {
         return Err(ApiError::bad_request(format!(
