@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod images;
 pub mod inspect;
 pub mod inspect_agent;
+pub mod inspect_resources;
 pub mod internal;
 pub mod list_tools;
 pub mod logs;

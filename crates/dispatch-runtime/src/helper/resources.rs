@@ -36,14 +36,9 @@ impl AttemptLimits {
         });
         if let Some(s) = &sandbox {
             log.line(&s.summary());
-            for weak in s.weak() {
-                log.line(&format!("warning: limit {}", weak.line()));
-            }
         }
-        let mark = match (&sandbox, own_process) {
-            (None, true) => RusageMark::now(),
-            _ => None,
-        };
+        // One getrusage(2): what the helper's children used so far.
+        let mark = own_process.then(RusageMark::now).flatten();
         AttemptLimits { sandbox, mark }
     }
 
@@ -61,13 +56,14 @@ impl AttemptLimits {
             (Some(s), c) if c != 0 => s.failure_reason(c),
             _ => None,
         };
-        let usage = match &mut self.sandbox {
-            Some(s) => {
-                s.finish_tasks();
-                s.usage()
-            }
-            None => self.mark.and_then(RusageMark::since),
-        };
+        if let Some(s) = &self.sandbox {
+            s.finish_tasks();
+        }
+        let usage = self
+            .sandbox
+            .as_ref()
+            .and_then(Sandbox::usage)
+            .or_else(|| self.mark.and_then(RusageMark::since));
         let limits = self.sandbox.as_ref().map(|s| s.applied.clone());
         if let Some(s) = &mut self.sandbox {
             s.finish();

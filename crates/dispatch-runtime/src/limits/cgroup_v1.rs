@@ -65,6 +65,18 @@ fn create(controller: &str, name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Whether a group could be created in the hierarchy of `controller`: it is
+/// mounted and this process's own group there is writable.
+pub(crate) fn can_create(controller: &str) -> bool {
+    let mount = Path::new(ROOT).join(controller);
+    let Some(own) = own_path(controller) else {
+        return false;
+    };
+    let dir = mount.join(own.trim_start_matches('/'));
+    mount.join("cgroup.procs").exists()
+        && nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
 fn write(dir: &Path, file: &str, value: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)

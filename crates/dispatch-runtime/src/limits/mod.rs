@@ -104,6 +104,105 @@ pub(crate) struct Sandbox {
     resources: Resources,
 }
 
+fn cgroups_off() -> bool {
+    std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0")
+}
+
+/// Which limits got a control group.
+#[derive(Clone, Copy)]
+struct Caps {
+    cpu: bool,
+    memory: bool,
+    pids: bool,
+}
+
+/// The limits that would hold only approximately or not at all on this
+/// machine, as lines to show when a run is dispatched (nothing is created).
+pub fn preview(resources: &Resources) -> Vec<String> {
+    if resources.is_empty() {
+        return Vec::new();
+    }
+    let can = |c| !cgroups_off() && cgroup_v1::can_create(c);
+    let caps = Caps {
+        cpu: can("cpu"),
+        memory: can("memory"),
+        pids: can("pids"),
+    };
+    plan(resources, caps)
+        .0
+        .iter()
+        .filter(|a| a.is_weak())
+        .map(|a| format!("RESOURCES {}", a.line()))
+        .collect()
+}
+
+/// How each declared limit holds, given the groups there are, and the
+/// rlimits that stand in for missing ones.
+fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut rlimits = Vec::new();
+    let mut applied = Vec::new();
+    if let Some(cpus) = r.cpus {
+        applied.push(match caps.cpu {
+            true => Applied::new("cpus", cpus_text(cpus), How::CgroupV1, None),
+            false => Applied::new(
+                "cpus",
+                cpus_text(cpus),
+                How::NotApplied,
+                Some("no cpu cgroup could be created, and no rlimit limits a CPU rate"),
+            ),
+        });
+    }
+    if let Some(bytes) = r.memory_bytes {
+        let value = format_size(bytes);
+        applied.push(match caps.memory {
+            true => Applied::new("memory", value, How::CgroupV1, None),
+            false => {
+                rlimits.push((Resource::RLIMIT_AS, bytes));
+                Applied::new(
+                    "memory",
+                    value,
+                    How::Rlimit,
+                    Some(
+                        "RLIMIT_AS per process: caps address space, not resident memory, and not the sum over processes",
+                    ),
+                )
+            }
+        });
+    }
+    if let Some(max) = r.pids {
+        applied.push(match caps.pids {
+            true => Applied::new("pids", max.to_string(), How::CgroupV1, None),
+            false if !root => {
+                rlimits.push((Resource::RLIMIT_NPROC, max));
+                Applied::new(
+                    "pids",
+                    max.to_string(),
+                    How::Rlimit,
+                    Some("RLIMIT_NPROC: counts every process of this user, not only the run's"),
+                )
+            }
+            false => Applied::new(
+                "pids",
+                max.to_string(),
+                How::NotApplied,
+                Some("no pids cgroup could be created, and RLIMIT_NPROC does not bind root"),
+            ),
+        });
+    }
+    if let Some(bytes) = r.disk_bytes {
+        rlimits.push((Resource::RLIMIT_FSIZE, bytes));
+        applied.push(Applied::new(
+            "disk",
+            format_size(bytes),
+            How::Watch,
+            Some("run directory size checked every 0.5 s; RLIMIT_FSIZE caps each file"),
+        ));
+    }
+    (applied, rlimits)
+}
+
 fn cpus_text(cpus: f64) -> String {
     let s = format!("{cpus}");
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
@@ -116,72 +215,18 @@ impl Sandbox {
         if resources.is_empty() {
             return None;
         }
-        let r = resources;
-        let groups = match std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0") {
+        let groups = match cgroups_off() {
             true => None,
-            false => cgroup_v1::Groups::create(name, r),
+            false => cgroup_v1::Groups::create(name, resources),
         };
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut rlimits = Vec::new();
-        let mut applied = Vec::new();
-        if let Some(cpus) = r.cpus {
-            applied.push(match groups.as_ref().is_some_and(|g| g.has_cpu()) {
-                true => Applied::new("cpus", cpus_text(cpus), How::CgroupV1, None),
-                false => Applied::new(
-                    "cpus",
-                    cpus_text(cpus),
-                    How::NotApplied,
-                    Some("no cpu cgroup could be created, and no rlimit limits a CPU rate"),
-                ),
-            });
-        }
-        if let Some(bytes) = r.memory_bytes {
-            let value = format_size(bytes);
-            applied.push(match groups.as_ref().is_some_and(|g| g.has_memory_limit(r)) {
-                true => Applied::new("memory", value, How::CgroupV1, None),
-                false => {
-                    rlimits.push((Resource::RLIMIT_AS, bytes));
-                    Applied::new(
-                        "memory",
-                        value,
-                        How::Rlimit,
-                        Some(
-                            "RLIMIT_AS per process: caps address space, not resident memory, and not the sum over processes",
-                        ),
-                    )
-                }
-            });
-        }
-        if let Some(max) = r.pids {
-            applied.push(match groups.as_ref().is_some_and(|g| g.has_pids()) {
-                true => Applied::new("pids", max.to_string(), How::CgroupV1, None),
-                false if !root => {
-                    rlimits.push((Resource::RLIMIT_NPROC, max));
-                    Applied::new(
-                        "pids",
-                        max.to_string(),
-                        How::Rlimit,
-                        Some("RLIMIT_NPROC: counts every process of this user, not only the run's"),
-                    )
-                }
-                false => Applied::new(
-                    "pids",
-                    max.to_string(),
-                    How::NotApplied,
-                    Some("no pids cgroup could be created, and RLIMIT_NPROC does not bind root"),
-                ),
-            });
-        }
-        if let Some(bytes) = r.disk_bytes {
-            rlimits.push((Resource::RLIMIT_FSIZE, bytes));
-            applied.push(Applied::new(
-                "disk",
-                format_size(bytes),
-                How::Watch,
-                Some("run directory size checked every 0.5 s; RLIMIT_FSIZE caps each file"),
-            ));
-        }
+        let caps = Caps {
+            cpu: groups.as_ref().is_some_and(|g| g.has_cpu()),
+            memory: groups
+                .as_ref()
+                .is_some_and(|g| g.has_memory_limit(resources)),
+            pids: groups.as_ref().is_some_and(|g| g.has_pids()),
+        };
+        let (applied, rlimits) = plan(resources, caps);
         Some(Sandbox {
             groups,
             rlimits,
@@ -222,11 +267,6 @@ impl Sandbox {
     pub(crate) fn summary(&self) -> String {
         let all: Vec<String> = self.applied.iter().map(Applied::line).collect();
         format!("limits: {}", all.join("; "))
-    }
-
-    /// The limits that hold only approximately or not at all.
-    pub(crate) fn weak(&self) -> Vec<&Applied> {
-        self.applied.iter().filter(|a| a.is_weak()).collect()
     }
 
     /// Why the attempt failed, when a limit explains it: the OOM killer, a
