@@ -136,9 +136,8 @@ impl Groups {
             g.memory = create("memory", name);
         }
         if let Some(max) = r.pids {
-            g.pids = create("pids", name).filter(|dir| {
-                keep(dir, write(dir, "pids.max", &max.to_string()).is_ok())
-            });
+            g.pids = create("pids", name)
+                .filter(|dir| keep(dir, write(dir, "pids.max", &max.to_string()).is_ok()));
         }
         if let Some(cpus) = r.cpus {
             let quota = ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);

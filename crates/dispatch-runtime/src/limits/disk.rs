@@ -46,7 +46,10 @@ impl DiskWatch {
 
     /// Whether the run directory is over the limit (measured when due).
     pub(crate) fn over(&mut self, now: Instant) -> bool {
-        if self.checked.is_some_and(|t| now.duration_since(t) < DISK_CHECK) {
+        if self
+            .checked
+            .is_some_and(|t| now.duration_since(t) < DISK_CHECK)
+        {
             return false;
         }
         self.checked = Some(now);

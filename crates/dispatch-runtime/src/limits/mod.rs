@@ -278,7 +278,10 @@ impl Sandbox {
             return Some(format!("out of memory (limit {})", format_size(bytes)));
         }
         if let (Some(bytes), true) = (r.disk_bytes, exit_code == 128 + libc::SIGXFSZ) {
-            return Some(format!("disk limit exceeded (limit {})", format_size(bytes)));
+            return Some(format!(
+                "disk limit exceeded (limit {})",
+                format_size(bytes)
+            ));
         }
         if let (Some(max), true) = (r.pids, self.pids_refused()) {
             return Some(format!("process limit reached (limit {max})"));
@@ -372,7 +375,10 @@ impl LimitWatch {
         if let Some((disk, limit)) = &mut self.disk
             && disk.over(now)
         {
-            return Some(format!("disk limit exceeded (limit {})", format_size(*limit)));
+            return Some(format!(
+                "disk limit exceeded (limit {})",
+                format_size(*limit)
+            ));
         }
         if let Some((events, max)) = &self.pids {
             let text = std::fs::read_to_string(events).unwrap_or_default();

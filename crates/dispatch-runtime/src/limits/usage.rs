@@ -28,7 +28,10 @@ fn children() -> Option<(u64, u64)> {
     let u = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
     let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
     // ru_maxrss is in kilobytes on Linux.
-    Some((us(u.user_time()) + us(u.system_time()), u.max_rss() as u64 * 1024))
+    Some((
+        us(u.user_time()) + us(u.system_time()),
+        u.max_rss() as u64 * 1024,
+    ))
 }
 
 impl RusageMark {
