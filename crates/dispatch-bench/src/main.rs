@@ -19,6 +19,9 @@
 //! `dispatch-bench waits [--suspended N] [--latency K] [--waiters W]`: durable
 //! waits on PostgreSQL (see `waits.rs`).
 //!
+//! `dispatch-bench resources [--n N]`: `run --detach` → agent executing with
+//! and without `RESOURCES` (see `resources.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -37,6 +40,7 @@ mod idle;
 mod mock_llm;
 mod native;
 mod proxy;
+mod resources;
 mod service;
 mod tools;
 mod waits;
@@ -92,6 +96,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("tools") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         tools::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("resources") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        resources::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
