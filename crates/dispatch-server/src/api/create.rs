@@ -249,6 +249,7 @@ pub async fn create(
         labels: req.labels,
         // Checked above: only with a secret to sign it.
         callback_url: req.callback_url.filter(|_| secret.is_some()),
+        requests: dispatch_store::Capacity::of(&parcel.manifest.resources),
     };
     let created = enqueue(&state, &new, &extras, &options, !req.force).await?;
     let deduplicated = matches!(created, Created::Existing(_));

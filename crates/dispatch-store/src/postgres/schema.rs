@@ -177,6 +177,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE attempts ADD COLUMN worker TEXT;",
     // 10 (as SQLite's migration 12): what an approval asks, and edited arguments.
     "ALTER TABLE approvals ADD COLUMN details TEXT; ALTER TABLE approvals ADD COLUMN input TEXT;",
+    // 11 (as SQLite's migration 13): what a run asks of the worker that claims it.
+    "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this binary writes.

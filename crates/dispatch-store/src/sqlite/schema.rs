@@ -192,6 +192,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE approvals ADD COLUMN details TEXT;
     ALTER TABLE approvals ADD COLUMN input TEXT;
     ",
+    // 13: what a run asks of the worker that claims it (RESOURCES CPUS and
+    // MEMORY; 0 when it does not say).
+    "
+    ALTER TABLE runs ADD COLUMN req_cpus_milli INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN req_memory_bytes INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this binary writes.
