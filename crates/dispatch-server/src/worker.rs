@@ -200,6 +200,9 @@ impl Worker {
                         Ok(full) => {
                             backoff = Duration::from_millis(50);
                             timers.claimed(full, self.wake.complete(), at);
+                            // Runs left for want of capacity are claimed
+                            // when a run holding some ends.
+                            timers.saturated |= self.holds_capacity();
                             if !full {
                                 self.look_ahead(&mut timers).await;
                             }
@@ -332,6 +335,15 @@ impl Worker {
             self.start(c, sent);
         }
         Ok(full)
+    }
+
+    /// Whether a run in hand holds some of this worker's capacity.
+    fn holds_capacity(&self) -> bool {
+        self.config.capacity.is_some()
+            && self
+                .held
+                .values()
+                .any(|h| h.requests != Capacity::default())
     }
 
     /// The capacity the runs in hand leave free.

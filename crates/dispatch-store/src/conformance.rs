@@ -21,13 +21,13 @@
 //! processes, locks held by another process) are backend-specific and live
 //! with each backend's tests.
 
+mod capacity;
 mod enqueue;
 mod events;
 mod parcels;
 mod queue;
 mod queue_timeout;
 mod reliability;
-mod capacity;
 mod runs;
 mod service;
 mod sessions;

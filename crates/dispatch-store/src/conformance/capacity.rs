@@ -23,9 +23,7 @@ fn free(cpus_milli: u64, memory_mib: u64) -> Option<Capacity> {
     })
 }
 
-pub async fn workers_claim_only_runs_that_fit_their_free_capacity<S: Store + QueueStore>(
-    store: S,
-) {
+pub async fn workers_claim_only_runs_that_fit_their_free_capacity<S: Store + QueueStore>(store: S) {
     // 1: 512M; 2: 512M; 3: 2 cores; 4: asks nothing.
     for (n, opts) in [
         (1, asking(0, 512)),

@@ -44,7 +44,10 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     });
     let (free_cpus, free_memory) = (free.map(|f| f.0), free.map(|f| f.1));
     let candidates: Vec<(String, Capacity)> = tx
-        .query(&stmt, &[&req.now, &limit, &req.labels, &free_cpus, &free_memory])
+        .query(
+            &stmt,
+            &[&req.now, &limit, &req.labels, &free_cpus, &free_memory],
+        )
         .await?
         .iter()
         .map(|row| {

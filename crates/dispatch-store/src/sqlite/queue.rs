@@ -13,7 +13,8 @@ use super::runs::{get, transition};
 use super::{Fail, to_json};
 use crate::attempt_end::lost_close;
 use crate::{
-    Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError, StoreResult,
+    Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError,
+    StoreResult,
 };
 
 /// The statuses in which a worker holds a run.
