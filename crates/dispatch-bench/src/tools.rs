@@ -68,6 +68,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         max_calls: Some(u64::MAX),
         max_output_bytes: None,
         http: reqwest_client(),
+        spawn_hook: None,
     }
 }
 

@@ -62,6 +62,9 @@ pub(super) async fn run(
         .process_group(0)
         .kill_on_drop(true);
     die_with_parent(&mut command);
+    if let Some(hook) = &ctx.spawn_hook {
+        hook(&mut command);
+    }
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -92,7 +92,13 @@ pub struct ToolContext<'a> {
     pub max_calls: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub http: reqwest::Client,
+    /// Called on every LOCAL tool's command before it is spawned (the run's
+    /// `RESOURCES`: its control groups and rlimits).
+    pub spawn_hook: Option<SpawnHook>,
 }
+
+/// Prepares a tool process's command (see [`ToolContext::spawn_hook`]).
+pub type SpawnHook = Arc<dyn Fn(&mut tokio::process::Command) + Send + Sync>;
 
 /// How one tool runs.
 enum Runner {

@@ -112,6 +112,7 @@ where
         max_calls: None,
         max_output_bytes: None,
         http: reqwest_client(),
+        spawn_hook: None,
     };
     let started = ToolBox::start(&decls, ctx).await;
     let result = match started {

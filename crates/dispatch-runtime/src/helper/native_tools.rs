@@ -296,6 +296,7 @@ pub(super) fn context<'a>(
         max_calls: agent.and_then(|a| a.max_tool_calls),
         max_output_bytes: agent.and_then(|a| a.max_tool_output_bytes),
         http: crate::native::client().clone(),
+        spawn_hook: None,
     }
 }
 

@@ -42,6 +42,11 @@ impl AttemptLimits {
         AttemptLimits { sandbox, mark }
     }
 
+    /// What puts a native agent's tool processes under the limits.
+    pub(super) fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
+        self.sandbox.as_ref().map(Sandbox::hook)
+    }
+
     /// The attempt's agent exited with `code` and its process group is
     /// gone: kills what is left in its groups, records what it used, and
     /// returns the reason a limit gives for its failure.

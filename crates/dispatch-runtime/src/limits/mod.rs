@@ -243,26 +243,22 @@ impl Sandbox {
             .as_ref()
             .map(|g| g.procs_fds())
             .unwrap_or_default();
-        let rlimits = self.rlimits.clone();
-        // SAFETY: the hook runs between fork and exec in the child; it only
-        // calls write(2) and setrlimit(2), which are async-signal-safe, and
-        // allocates nothing (both vectors were built before the fork).
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in &fds {
-                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (resource, value) in &rlimits {
-                    nix::sys::resource::setrlimit(*resource, *value, *value)
-                        .map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+        enter(cmd, fds, self.rlimits.clone());
     }
 
+    /// [`Sandbox::apply`] for commands spawned later (a native agent's
+    /// tools), while this sandbox lives.
+    pub(crate) fn hook(&self) -> dispatch_agent::tools::SpawnHook {
+        let fds = self
+            .groups
+            .as_ref()
+            .map(|g| g.procs_fds())
+            .unwrap_or_default();
+        let rlimits = self.rlimits.clone();
+        std::sync::Arc::new(move |cmd: &mut tokio::process::Command| {
+            enter(cmd, fds.clone(), rlimits.clone())
+        })
+    }
     /// The lines to say when the attempt starts: every limit and how.
     pub(crate) fn summary(&self) -> String {
         let all: Vec<String> = self.applied.iter().map(Applied::line).collect();
@@ -391,5 +387,27 @@ impl LimitWatch {
             }
         }
         None
+    }
+}
+
+/// Registers the `pre_exec` hook that writes `0` ("this process") into each
+/// group's `cgroup.procs` descriptor and sets each rlimit.
+fn enter(cmd: &mut tokio::process::Command, fds: Vec<i32>, rlimits: Vec<(Resource, u64)>) {
+    // SAFETY: the hook runs between fork and exec in the child; it only
+    // calls write(2) and setrlimit(2), which are async-signal-safe, and
+    // allocates nothing (both vectors were built before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (resource, value) in &rlimits {
+                nix::sys::resource::setrlimit(*resource, *value, *value)
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
     }
 }
