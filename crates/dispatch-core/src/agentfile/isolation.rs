@@ -17,7 +17,7 @@ pub(super) fn parse_resources(
     args: &[String],
 ) -> Result<(), String> {
     const HINT: &str = "hint: `RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G`";
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(format!(
             "RESOURCES expects KEY value pairs, got `{rest}` ({HINT})"
         ));
