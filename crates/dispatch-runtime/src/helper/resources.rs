@@ -37,8 +37,14 @@ impl AttemptLimits {
         if let Some(s) = &sandbox {
             log.line(&s.summary());
         }
-        // One getrusage(2): what the helper's children used so far.
-        let mark = own_process.then(RusageMark::now).flatten();
+        // Without groups, one getrusage(2): what the helper's children used
+        // so far. Only for runs that declare RESOURCES, in a process that
+        // runs this agent alone: a run without RESOURCES pays nothing, and
+        // reads the same locally and through a server's workers.
+        let mark = match &sandbox {
+            Some(s) if own_process && !s.has_groups() => RusageMark::now(),
+            _ => None,
+        };
         AttemptLimits { sandbox, mark }
     }
 
@@ -73,7 +79,7 @@ impl AttemptLimits {
         if let Some(s) = &mut self.sandbox {
             s.finish();
         }
-        if usage.is_some() || limits.is_some() {
+        if limits.is_some() {
             let u = usage.unwrap_or_default();
             let data = json!({
                 "limits": limits.unwrap_or_default(),

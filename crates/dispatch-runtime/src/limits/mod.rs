@@ -10,8 +10,9 @@
 //! watches the run directory's size ([`disk`]).
 //!
 //! A run without `RESOURCES` pays nothing here: no group, no `pre_exec` hook
-//! (which would cost the spawn its `posix_spawn` fast path); its peak memory
-//! and CPU time come from `getrusage(RUSAGE_CHILDREN)` in a helper that owns
+//! (which would cost the spawn its `posix_spawn` fast path), no event. A run
+//! with them has its peak memory and CPU time read from its groups, or,
+//! without groups, from `getrusage(RUSAGE_CHILDREN)` in a helper that owns
 //! one run.
 //!
 //! `DISPATCH_NO_CGROUPS=1` makes the runtime behave as on a machine without
@@ -259,6 +260,11 @@ impl Sandbox {
             enter(cmd, fds.clone(), rlimits.clone())
         })
     }
+    /// Whether any control group was created.
+    pub(crate) fn has_groups(&self) -> bool {
+        self.groups.is_some()
+    }
+
     /// The lines to say when the attempt starts: every limit and how.
     pub(crate) fn summary(&self) -> String {
         let all: Vec<String> = self.applied.iter().map(Applied::line).collect();
