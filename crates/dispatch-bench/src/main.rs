@@ -25,6 +25,8 @@
 //! courier's start-up against a bare `podman run -d` (see `container.rs`).
 //! `dispatch-bench eval [--cases N] [--calls N]`: `dispatch eval` recorded
 //! live and replayed offline, and one replayed model call (see `eval.rs`).
+//! `dispatch-bench resources [--n N]`: `run --detach` → agent executing with
+//! and without `RESOURCES` (see `resources.rs`).
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
@@ -47,6 +49,7 @@ mod isolation;
 mod mock_llm;
 mod native;
 mod proxy;
+mod resources;
 mod service;
 mod tools;
 mod waits;
@@ -119,6 +122,11 @@ fn main() {
         isolation::main(&dispatch, &args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("resources") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        resources::main(&dispatch, &args[2..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         waits::main(&dispatch, &args[2..]);
@@ -149,7 +157,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|isolation|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

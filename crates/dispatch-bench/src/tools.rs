@@ -69,6 +69,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         max_output_bytes: None,
         http: reqwest_client(),
         sandbox: None,
+        spawn_hook: None,
     }
 }
 

@@ -52,6 +52,9 @@ pub enum Report {
         /// `--tool-approval`, as given.
         #[serde(default)]
         tool_approval: Option<String>,
+        /// RESOURCES that will hold only approximately or not at all here.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// Nothing was created: the error line and its exit code.
     Failed { message: String, code: i32 },
@@ -78,7 +81,11 @@ pub fn run_forked() -> Option<i32> {
             detach,
             root,
             tool_approval,
+            warnings,
         } => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             if existing {
                 run::say_deduplicated(&run);
             }
@@ -193,6 +200,10 @@ fn child(report: File) -> i32 {
     {
         std::thread::spawn(dispatch_runtime::native::warm_client);
     }
+    let warnings = match &checked {
+        Ok(sub) => dispatch_runtime::limits::preview(&sub.parcel().manifest.resources),
+        Err(_) => Vec::new(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -224,6 +235,7 @@ fn child(report: File) -> i32 {
                 existing,
                 detach: args.detach,
                 root: ctx.layout.root().to_path_buf(),
+                warnings,
             };
             (message, (!existing).then_some((store, run, known)))
         }

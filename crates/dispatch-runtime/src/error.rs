@@ -20,6 +20,9 @@ pub enum RuntimeError {
         "secret {0} is declared by the Agentfile but not set (hint: export {0}=... before dispatching)"
     )]
     MissingSecret(String),
+    /// `RESOURCES` the machine cannot give (the line says which).
+    #[error("{0}")]
+    Resources(String),
     #[error("cannot dispatch this native agent: {0}")]
     Agent(String),
     #[error("run {id} is already {status}; there is nothing to stop")]

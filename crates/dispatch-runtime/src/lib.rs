@@ -15,6 +15,7 @@ mod follow;
 pub mod helper;
 pub mod launch;
 pub mod layout;
+pub mod limits;
 pub mod native;
 pub mod os;
 pub mod probe;

@@ -84,6 +84,8 @@ pub fn prepare(
 ) -> RuntimeResult<Submission> {
     let parcel = resolve_parcel(layout, &req.source)?;
     check_secrets(&parcel)?;
+    crate::limits::machine::check_fits(&parcel.manifest.resources)
+        .map_err(RuntimeError::Resources)?;
     if let Some(name) = &opts.session {
         check_session_name(name)?;
     }

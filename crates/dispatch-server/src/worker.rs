@@ -23,7 +23,7 @@ use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, Ts, now_ms};
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
-use dispatch_store::{ClaimRequest, Claimed, QueueTimes, StoreError};
+use dispatch_store::{Capacity, ClaimRequest, Claimed, QueueTimes, StoreError};
 use nix::sys::signal::Signal;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -58,6 +58,9 @@ pub struct WorkerConfig {
     /// Affinity labels: runs that need labels are claimed only by workers
     /// with all of them.
     pub labels: Vec<String>,
+    /// CPU and memory this worker offers: it claims only runs whose
+    /// `RESOURCES` fit what its runs in hand leave free. `None`: no check.
+    pub capacity: Option<Capacity>,
     /// Where parcels, briefs and logs live.
     pub layout: Layout,
     /// Ship run logs into the store, for an API on another machine.
@@ -74,6 +77,7 @@ impl WorkerConfig {
             grace: Duration::from_secs(30),
             poll: Duration::from_secs(2),
             labels: Vec::new(),
+            capacity: None,
             layout,
             ship_logs: true,
         }
@@ -103,6 +107,8 @@ struct Held {
     task: tokio::task::AbortHandle,
     /// SIGTERM already sent for a stop request.
     stopping: bool,
+    /// What the run asks of this worker's capacity.
+    requests: Capacity,
 }
 
 /// One worker: `slots` runs at a time from `store`.
@@ -201,6 +207,9 @@ impl Worker {
                         Ok(full) => {
                             backoff = Duration::from_millis(50);
                             timers.claimed(full, self.wake.complete(), at);
+                            // Runs left for want of capacity are claimed
+                            // when a run holding some ends.
+                            timers.saturated |= self.holds_capacity();
                             if !full {
                                 self.look_ahead(&mut timers).await;
                             }
@@ -298,6 +307,7 @@ impl Worker {
             now,
             lease_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
             labels: self.config.labels.clone(),
+            free: self.free_capacity(),
         };
         let claim = self.store.claim(&request);
         let claimed = bounded(claim, self.config.lease / 2, "a claim").await?;
@@ -334,6 +344,25 @@ impl Worker {
         Ok(full)
     }
 
+    /// Whether a run in hand holds some of this worker's capacity.
+    fn holds_capacity(&self) -> bool {
+        self.config.capacity.is_some()
+            && self
+                .held
+                .values()
+                .any(|h| h.requests != Capacity::default())
+    }
+
+    /// The capacity the runs in hand leave free.
+    fn free_capacity(&self) -> Option<Capacity> {
+        let total = self.config.capacity?;
+        Some(
+            self.held
+                .values()
+                .fold(total, |free, h| free.minus(h.requests)),
+        )
+    }
+
     fn start(&mut self, claimed: Claimed, sent: std::time::Instant) {
         let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
@@ -352,6 +381,9 @@ impl Worker {
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
         let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
         let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
+        let requests = parcel
+            .as_ref()
+            .map_or_else(Capacity::default, |p| Capacity::of(&p.manifest.resources));
         let task = self.tasks.spawn(async move {
             let id = run.id.clone();
             let result = if noop {
@@ -394,6 +426,7 @@ impl Worker {
                 store,
                 task,
                 stopping: false,
+                requests,
             },
         );
     }

@@ -173,6 +173,7 @@ fn an_idle_worker_sweeps_a_lease_when_it_expires() {
                 now: now_ms(),
                 lease_ms: 1500,
                 labels: Vec::new(),
+                free: None,
             })
             .await
             .expect("a claim");

@@ -21,6 +21,7 @@
 //! processes, locks held by another process) are backend-specific and live
 //! with each backend's tests.
 
+mod capacity;
 mod enqueue;
 mod events;
 mod parcels;
@@ -38,6 +39,7 @@ use serde_json::json;
 
 use crate::{NewRun, Run, StateWrite, Store};
 
+pub use capacity::*;
 pub use enqueue::*;
 pub use events::*;
 pub use parcels::*;
@@ -127,6 +129,8 @@ macro_rules! __queue_conformance_names {
             queue_times_name_the_next_backoff_end_and_lease_expiry,
             succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
+            workers_claim_only_runs_that_fit_their_free_capacity,
+            a_claim_without_capacity_takes_any_run,
             list_filters_by_labels_and_runs_carry_theirs,
             a_run_requeued_by_someone_else_fences_its_old_holder,
             a_run_nobody_claimed_in_time_times_out_in_the_queue,

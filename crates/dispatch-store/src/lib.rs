@@ -29,7 +29,9 @@ pub use error::{StoreError, StoreResult};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
-pub use queue::{ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes};
+pub use queue::{
+    Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
+};
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
 pub use service::{ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};

@@ -36,6 +36,62 @@ pub struct ClaimRequest {
     /// The worker's labels: a run that needs labels goes only to a worker
     /// that has every one of them.
     pub labels: Vec<String>,
+    /// The worker's free capacity: the runs claimed together ask, in sum,
+    /// for no more than this. `None`: no capacity check.
+    pub free: Option<Capacity>,
+}
+
+/// CPU and memory: what a run asks for (its parcel's `RESOURCES CPUS` and
+/// `MEMORY`; zero for what it does not declare), or what a worker has free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Thousandths of a core.
+    pub cpus_milli: u64,
+    pub memory_bytes: u64,
+}
+
+impl Capacity {
+    /// Whether `want` fits in this.
+    pub fn fits(&self, want: Capacity) -> bool {
+        want.cpus_milli <= self.cpus_milli && want.memory_bytes <= self.memory_bytes
+    }
+
+    /// This less `used` (never below zero).
+    pub fn minus(&self, used: Capacity) -> Capacity {
+        Capacity {
+            cpus_milli: self.cpus_milli.saturating_sub(used.cpus_milli),
+            memory_bytes: self.memory_bytes.saturating_sub(used.memory_bytes),
+        }
+    }
+
+    /// A request from `RESOURCES`.
+    pub fn of(resources: &dispatch_core::isolation::Resources) -> Capacity {
+        Capacity {
+            cpus_milli: resources.cpus.map_or(0, |c| (c * 1000.0).ceil() as u64),
+            memory_bytes: resources.memory_bytes.unwrap_or(0),
+        }
+    }
+
+    /// Takes, in order, the candidates that fit together in `free`, at most
+    /// `limit` of them (a claim's cumulative check; `None` takes them all).
+    pub fn pick<T>(free: Option<Capacity>, candidates: Vec<(T, Capacity)>, limit: usize) -> Vec<T> {
+        let mut left = free;
+        let mut out = Vec::new();
+        for (item, want) in candidates {
+            if out.len() >= limit {
+                break;
+            }
+            match &mut left {
+                None => out.push(item),
+                Some(l) if l.fits(want) => {
+                    *l = l.minus(want);
+                    out.push(item);
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
 }
 
 /// How a run waits in the queue, set when it is enqueued.
@@ -52,6 +108,8 @@ pub struct QueueOptions {
     /// nobody claimed in time ends `timed_out`
     /// ([`QueueStore::expire_queued`]). `None`: it waits as long as it takes.
     pub queue_timeout_ms: Option<i64>,
+    /// What the run asks of the worker that claims it.
+    pub requests: Capacity,
 }
 
 /// A run a worker holds.

@@ -74,10 +74,13 @@ pub(super) async fn run(
         .kill_on_drop(true);
     // The container runtime's client needs root's powers to set the
     // container up; the tool inside runs with the container's own (and the
-    // parcel and workspace mounted read-only).
+    // parcel and workspace mounted read-only), under the container's limits.
     match ctx.sandbox {
         Some(_) => keep_powers_die_with_parent(&mut command),
         None => die_with_parent(&mut command),
+    }
+    if let (None, Some(hook)) = (&ctx.sandbox, &ctx.spawn_hook) {
+        hook(&mut command);
     }
     let mut child = match command.spawn() {
         Ok(c) => c,

@@ -110,7 +110,13 @@ pub struct ToolContext<'a> {
     pub http: reqwest::Client,
     /// `TOOL_SANDBOX image`: LOCAL tools run in a container.
     pub sandbox: Option<Sandbox>,
+    /// Called on every LOCAL tool's command before it is spawned (the run's
+    /// `RESOURCES`: its control groups and rlimits).
+    pub spawn_hook: Option<SpawnHook>,
 }
+
+/// Prepares a tool process's command (see [`ToolContext::spawn_hook`]).
+pub type SpawnHook = Arc<dyn Fn(&mut tokio::process::Command) + Send + Sync>;
 
 /// How one tool runs.
 enum Runner {

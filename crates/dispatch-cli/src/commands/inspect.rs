@@ -165,6 +165,7 @@ pub(crate) fn print_human(d: &Value) {
             if let Some(worker) = a["worker"].as_str() {
                 println!("     on {worker}");
             }
+            super::inspect_resources::print_attempt(a);
         }
     }
     super::telemetry::print_human(d);

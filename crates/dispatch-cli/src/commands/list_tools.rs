@@ -130,6 +130,7 @@ where
         max_output_bytes: None,
         http: reqwest_client(),
         sandbox: None,
+        spawn_hook: None,
     };
     let started = ToolBox::start(&decls, ctx).await;
     let result = match started {

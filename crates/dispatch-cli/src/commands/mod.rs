@@ -10,6 +10,7 @@ pub mod images;
 mod images_verify;
 pub mod inspect;
 pub mod inspect_agent;
+pub mod inspect_resources;
 pub mod internal;
 pub mod list_tools;
 pub mod logs;

@@ -59,6 +59,12 @@ pub struct WorkerArgs {
     /// Bus mode: wake on this Redis (redis://host:port) stream's consumer group.
     #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
     pub bus: Option<String>,
+    /// CPU cores this worker offers to runs' `RESOURCES CPUS` (default: the machine's).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Memory this worker offers to runs' `RESOURCES MEMORY`, like 8G (default: the machine's).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -82,6 +88,32 @@ fn config(ctx: &Ctx, slots: usize, lease: &LeaseArgs) -> WorkerConfig {
     config.lease = Duration::from_millis(lease.lease_ms.max(100));
     config.grace = Duration::from_millis(lease.grace_period_ms);
     config
+}
+
+/// What `dispatch worker` offers: `--cpus` and `--memory`, else the machine's.
+fn capacity(args: &WorkerArgs) -> CliResult<dispatch_store::Capacity> {
+    use dispatch_runtime::limits::machine;
+    let cpus = match args.cpus {
+        Some(c) if c.is_finite() && c > 0.0 => c,
+        Some(c) => {
+            return Err(CliError::input(format!(
+                "--cpus {c} is not a positive number of cores (hint: --cpus 2 or --cpus 0.5)"
+            )));
+        }
+        None => machine::cores() as f64,
+    };
+    let memory_bytes = match args.memory.as_deref() {
+        Some(m) => dispatch_core::isolation::parse_size(m).ok_or_else(|| {
+            CliError::input(format!(
+                "--memory `{m}` is not a size (hint: --memory 512M or --memory 8G)"
+            ))
+        })?,
+        None => machine::memory_bytes().unwrap_or(u64::MAX),
+    };
+    Ok(dispatch_store::Capacity {
+        cpus_milli: (cpus * 1000.0).round() as u64,
+        memory_bytes,
+    })
 }
 
 fn bus_config(url: Option<&str>) -> CliResult<Option<BusConfig>> {
@@ -146,9 +178,14 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     let mut config = config(ctx, args.slots, &args.lease);
     config.name = args.name.clone().unwrap_or_else(default_name);
     config.labels = args.labels.clone();
+    let capacity = capacity(args)?;
+    config.capacity = Some(capacity);
     eprintln!(
-        "dispatch worker {} started ({} slot(s))",
-        config.name, config.slots
+        "dispatch worker {} started ({} slot(s), capacity {} CPUs, {} memory)",
+        config.name,
+        config.slots,
+        capacity.cpus_milli as f64 / 1000.0,
+        dispatch_core::isolation::format_size(capacity.memory_bytes)
     );
     let bus = bus_config(args.bus.as_deref())?;
     let summary = work(backend, config, bus, shutdown).await.map_err(fail)?;

@@ -91,6 +91,7 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Value {
             let mut v = json!(a);
             v["usage"] = json!({"input_tokens": i, "output_tokens": o, "cost_usd": c});
             v["duration_ms"] = json!(a.ended_at.map(|e| e - a.started_at));
+            v["resources"] = super::inspect_resources::of_attempt(events, a.number);
             v
         })
         .collect();

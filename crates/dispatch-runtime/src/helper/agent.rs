@@ -41,7 +41,11 @@ pub(crate) struct AgentSpec {
     pub attempt: u32,
 }
 
-pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
+/// `sandbox`: the attempt's `RESOURCES`, entered before the agent executes.
+pub(crate) fn spawn(
+    spec: &AgentSpec,
+    sandbox: Option<&crate::limits::Sandbox>,
+) -> std::io::Result<Child> {
     let (program, args) = spec
         .command
         .split_first()
@@ -64,6 +68,9 @@ pub(crate) fn spawn(spec: &AgentSpec) -> std::io::Result<Child> {
             dispatch_agent::tools::powers::drop_write_powers();
             Ok(())
         });
+    }
+    if let Some(sandbox) = sandbox {
+        sandbox.apply(&mut cmd);
     }
     if spec.secrets.is_empty() {
         // Nothing to mask: the agent writes straight into the log.

@@ -320,9 +320,17 @@ async fn one_attempt<S: Store + ?Sized>(
         },
         _ => None,
     };
+    // A container's RESOURCES are the runtime's container limits.
+    let mut limits = super::resources::AttemptLimits::begin(
+        &run.id,
+        run.attempt,
+        parcel.ok().filter(|_| container.is_none()),
+        log,
+        own_signals,
+    );
     let spawned = match &container {
         Some(plan) => super::image::spawn(layout, run, plan, &prepared.spec, log),
-        None => agent::spawn(&prepared.spec),
+        None => agent::spawn(&prepared.spec, limits.sandbox.as_ref()),
     };
     let child = match spawned {
         Ok(child) => child,
@@ -355,6 +363,9 @@ async fn one_attempt<S: Store + ?Sized>(
         run.usage,
     );
     watch.set_group(agent.pgid());
+    if let Some(sandbox) = &limits.sandbox {
+        watch.set_limits(sandbox.watch(dir.clone()));
+    }
     let mut events = EventPump::new(
         prepared.spec.events.clone(),
         prepared.spec.attempt,
@@ -400,6 +411,8 @@ async fn one_attempt<S: Store + ?Sized>(
         None => None,
     };
     let code = status.map(os::exit_code_of).unwrap_or(1);
+    // A limit that explains a failure (out of memory, …) is its reason.
+    let limit_reason = limits.end(store, &run.id, run.attempt, code).await;
     // Whether someone asked the run to stop matters only when the agent
     // failed (a stop then cancels it); the run as saved is current enough
     // for the rest (a write on a stale version reloads it).
@@ -416,7 +429,7 @@ async fn one_attempt<S: Store + ?Sized>(
         status,
     };
     let end = match watch.verdict.clone() {
-        Some(Verdict::Budget(reason)) => End::Final(
+        Some(Verdict::Budget(reason) | Verdict::Limit(reason)) => End::Final(
             Transition::Fail {
                 reason,
                 exit_code: Some(code),
@@ -439,16 +452,17 @@ async fn one_attempt<S: Store + ?Sized>(
             None => End::Final(Transition::Exited { code, at }, output),
         },
         None => {
-            let reason = events
-                .error
+            let reason = limit_reason
                 .clone()
+                .or_else(|| events.error.clone())
                 .unwrap_or_else(|| dispatch_core::state::exit_reason(code));
             let t = Transition::Fail {
                 reason: reason.clone(),
                 exit_code: Some(code),
                 at,
             };
-            let declared_final = events.error.is_some() && !events.error_retryable;
+            let declared_final =
+                limit_reason.is_some() || (events.error.is_some() && !events.error_retryable);
             if declared_final || run.operation == Operation::Service {
                 End::Final(t, output)
             } else {

@@ -15,6 +15,7 @@ mod image;
 pub mod native;
 mod native_approval;
 mod native_tools;
+mod resources;
 pub(crate) mod retry;
 mod session_file;
 mod watch;

@@ -172,8 +172,17 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     // attempt's bill of materials.
     let memory = super::native_tools::StoreMemory::new(store, run, ctx.session);
     let approver = super::native_tools::StoreApprover::new(store, layout, run);
-    let tool_ctx =
+    let mut tool_ctx =
         super::native_tools::context(layout, run, ctx.parcel, ctx.prepared, &memory, &approver);
+    // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
+    let mut limits = super::resources::AttemptLimits::begin(
+        &run.id,
+        run.attempt,
+        Some(ctx.parcel),
+        log,
+        ctx.own_signals,
+    );
+    tool_ctx.spawn_hook = limits.hook();
     let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
         Ok(t) => t,
         Err(reason) => {
@@ -348,6 +357,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         // agent's `wait` event asks for.
         Outcome::Loop(LoopEnd::Suspended(pending)) => End::Suspend(wait_event(&pending, at)),
     };
+    limits.end(store, &run.id, run.attempt, 0).await;
     Ok(Ended {
         end,
         checkpoint,

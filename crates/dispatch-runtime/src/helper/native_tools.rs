@@ -129,6 +129,7 @@ pub(super) fn context<'a>(
         max_output_bytes: agent.and_then(|a| a.max_tool_output_bytes),
         http: crate::native::client().clone(),
         sandbox: None, // set by `start` (TOOL_SANDBOX)
+        spawn_hook: None,
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) enum Verdict {
     TimedOut(String),
     /// A hard budget was crossed: `budget_exceeded: …` (never retried).
     Budget(String),
+    /// A `RESOURCES` limit was crossed (never retried).
+    Limit(String),
 }
 
 struct Pending {
@@ -58,6 +60,8 @@ pub(crate) struct Watch {
     killed: bool,
     /// When the store was last asked for decisions taken elsewhere.
     decisions_read: Option<Instant>,
+    /// `RESOURCES` limits the helper checks itself (`DISK`, refused forks).
+    limits: Option<crate::limits::LimitWatch>,
 }
 
 /// How often a run waiting for approvals asks the store for decisions taken
@@ -91,6 +95,7 @@ impl Watch {
             term_sent: None,
             killed: false,
             decisions_read: None,
+            limits: None,
         }
     }
 
@@ -98,6 +103,11 @@ impl Watch {
     pub fn set_group(&mut self, pgid: u32) {
         self.pgid = pgid;
         self.started = Instant::now();
+    }
+
+    /// Limits to check on every tick.
+    pub(crate) fn set_limits(&mut self, limits: crate::limits::LimitWatch) {
+        self.limits = Some(limits);
     }
 
     /// Time the attempt has been running, not counting time paused.
@@ -276,6 +286,11 @@ impl Watch {
             if let Some(reason) = step_over.or(run_over) {
                 self.stop_with(Verdict::TimedOut(reason));
             }
+        }
+        if self.verdict.is_none()
+            && let Some(reason) = self.limits.as_mut().and_then(|l| l.check(now))
+        {
+            self.stop_with(Verdict::Limit(reason));
         }
         if let (Some(t), false) = (self.term_sent, self.killed)
             && now - t >= KILL_GRACE

@@ -224,6 +224,8 @@ pub async fn create(
     };
     let parcel = find_parcel(&state, &req.parcel)?;
     launch::check_secrets(&parcel)?;
+    dispatch_runtime::limits::machine::check_fits(&parcel.manifest.resources)
+        .map_err(dispatch_runtime::RuntimeError::Resources)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
     if operation == Operation::Service {
         return Err(ApiError::bad_request(format!(
@@ -257,6 +259,7 @@ pub async fn create(
         labels: req.labels,
         // Checked above: only with a secret to sign it.
         callback_url: req.callback_url.filter(|_| secret.is_some()),
+        requests: dispatch_store::Capacity::of(&parcel.manifest.resources),
     };
     let created = enqueue(&state, &new, &extras, &options, !req.force).await?;
     let deduplicated = matches!(created, Created::Existing(_));

@@ -26,6 +26,7 @@ fn options(priority: i64, labels: &[&str], callback: bool) -> QueueOptions {
         labels: labels.iter().map(|l| l.to_string()).collect(),
         callback_url: callback.then(|| HOOK.to_string()),
         queue_timeout_ms: None,
+        requests: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn request(worker: &str, limit: usize, now: i64) -> ClaimRequest {
         now,
         lease_ms: 1000,
         labels: Vec::new(),
+        free: None,
     }
 }
 

@@ -14,7 +14,7 @@ use super::runs::{
 };
 use super::{Fail, to_json};
 use crate::attempt_end::lost_close;
-use crate::{ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
+use crate::{Capacity, ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
@@ -28,18 +28,39 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     tx.batch_execute("SET LOCAL enable_sort = off").await?;
     let stmt = tx
         .prepare_cached(
-            "SELECT id FROM runs WHERE status = 'queued' AND ready_at <= $1 \
+            "SELECT id, req_cpus_milli, req_memory_bytes FROM runs \
+             WHERE status = 'queued' AND ready_at <= $1 \
              AND labels <@ $3::text[] \
              AND (queue_timeout_ms IS NULL OR ready_at + queue_timeout_ms >= $1) \
+             AND ($4::bigint IS NULL OR (req_cpus_milli <= $4 AND req_memory_bytes <= $5::bigint)) \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .await?;
-    let ids: Vec<String> = tx
-        .query(&stmt, &[&req.now, &limit, &req.labels])
+    let free = req.free.map(|f| {
+        (
+            i64::try_from(f.cpus_milli).unwrap_or(i64::MAX),
+            i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
+        )
+    });
+    let (free_cpus, free_memory) = (free.map(|f| f.0), free.map(|f| f.1));
+    let candidates: Vec<(String, Capacity)> = tx
+        .query(
+            &stmt,
+            &[&req.now, &limit, &req.labels, &free_cpus, &free_memory],
+        )
         .await?
         .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
+        .map(|row| {
+            let want = Capacity {
+                cpus_milli: row.try_get::<_, i64>(1)?.max(0) as u64,
+                memory_bytes: row.try_get::<_, i64>(2)?.max(0) as u64,
+            };
+            Ok((row.try_get(0)?, want))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    // Together, the runs claimed fit in the worker's free capacity (the
+    // ones left out stay locked only until this transaction ends).
+    let ids: Vec<String> = Capacity::pick(req.free, candidates, req.limit);
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -458,6 +479,16 @@ async fn set_options(
     id: &RunId,
     options: &crate::QueueOptions,
 ) -> Result<(), Fail> {
+    if options.requests != Capacity::default() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE runs SET req_cpus_milli = $2, req_memory_bytes = $3 WHERE id = $1",
+            )
+            .await?;
+        let cpus = i64::try_from(options.requests.cpus_milli).unwrap_or(i64::MAX);
+        let memory = i64::try_from(options.requests.memory_bytes).unwrap_or(i64::MAX);
+        tx.execute(&stmt, &[&id.as_str(), &cpus, &memory]).await?;
+    }
     if options.priority != 0 || !options.labels.is_empty() || options.queue_timeout_ms.is_some() {
         let stmt = tx
             .prepare_cached(

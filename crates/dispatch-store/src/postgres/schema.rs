@@ -179,6 +179,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE approvals ADD COLUMN details TEXT; ALTER TABLE approvals ADD COLUMN input TEXT;",
     // 11 (as SQLite's migration 13): whether a run keeps its workspace after it ends.
     "ALTER TABLE runs ADD COLUMN keep_workspace BOOLEAN NOT NULL DEFAULT FALSE;",
+    // 12 (as SQLite's migration 14): what a run asks of the worker that claims it.
+    "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this binary writes.

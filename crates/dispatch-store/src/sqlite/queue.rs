@@ -13,7 +13,8 @@ use super::runs::{get, transition};
 use super::{Fail, to_json};
 use crate::attempt_end::lost_close;
 use crate::{
-    ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError, StoreResult,
+    Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueTimes, StateWrite, StoreError,
+    StoreResult,
 };
 
 /// The statuses in which a worker holds a run.
@@ -24,20 +25,41 @@ const RENEW_CHUNK: usize = 10_000;
 
 pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
     let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
-    let ids: Vec<String> = tx
+    let free = req.free.map(|f| {
+        (
+            i64::try_from(f.cpus_milli).unwrap_or(i64::MAX),
+            i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
+        )
+    });
+    let candidates: Vec<(String, Capacity)> = tx
         .prepare_cached(&format!(
-            "SELECT id FROM runs WHERE status = 'queued' \
+            "SELECT id, req_cpus_milli, req_memory_bytes FROM runs WHERE status = 'queued' \
              AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
              AND (queue_timeout_ms IS NULL OR {DEADLINE} >= ?1) \
              AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
                   WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
+             AND (?4 IS NULL OR (req_cpus_milli <= ?4 AND req_memory_bytes <= ?5)) \
              ORDER BY priority DESC, created_at, id LIMIT ?2"
         ))?
         .query_map(
-            params![req.now, limit, to_json("labels", &req.labels)?],
-            |row| row.get(0),
+            params![
+                req.now,
+                limit,
+                to_json("labels", &req.labels)?,
+                free.map(|f| f.0),
+                free.map(|f| f.1)
+            ],
+            |row| {
+                let want = Capacity {
+                    cpus_milli: row.get::<_, i64>(1)?.max(0) as u64,
+                    memory_bytes: row.get::<_, i64>(2)?.max(0) as u64,
+                };
+                Ok((row.get(0)?, want))
+            },
         )?
         .collect::<Result<_, _>>()?;
+    // Together, the runs claimed fit in the worker's free capacity.
+    let ids = Capacity::pick(req.free, candidates, req.limit);
     let state = to_json(
         "state",
         &RunState::Starting {
@@ -444,6 +466,16 @@ fn set_options(
     id: &RunId,
     options: &crate::QueueOptions,
 ) -> Result<(), Fail> {
+    if options.requests != Capacity::default() {
+        tx.prepare_cached(
+            "UPDATE runs SET req_cpus_milli = ?2, req_memory_bytes = ?3 WHERE id = ?1",
+        )?
+        .execute(params![
+            id.as_str(),
+            i64::try_from(options.requests.cpus_milli).unwrap_or(i64::MAX),
+            i64::try_from(options.requests.memory_bytes).unwrap_or(i64::MAX),
+        ])?;
+    }
     if options.priority != 0 || !options.labels.is_empty() || options.queue_timeout_ms.is_some() {
         tx.prepare_cached(
             "UPDATE runs SET priority = ?2, labels = ?3, queue_timeout_ms = ?4 WHERE id = ?1",

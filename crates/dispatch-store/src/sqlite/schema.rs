@@ -196,6 +196,12 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE runs ADD COLUMN keep_workspace INTEGER NOT NULL DEFAULT 0;
     ",
+    // 14: what a run asks of the worker that claims it (RESOURCES CPUS and
+    // MEMORY; 0 when it does not say).
+    "
+    ALTER TABLE runs ADD COLUMN req_cpus_milli INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN req_memory_bytes INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,83 @@
+//! `inspect-run`'s resources per attempt: the limits in effect and how
+//! (cgroup v1, rlimit, watched, not applied), peak memory and CPU time —
+//! from the `resources` event the runtime writes when an attempt ends, the
+//! same locally and through `--host`.
+
+use dispatch_store::Event;
+use serde_json::{Value, json};
+
+/// `{"limits": [...], "peak_memory_bytes", "cpu_time_ms", "measured_by"}` of
+/// attempt `n`, or null when the runtime recorded none.
+pub fn of_attempt(events: &[Event], n: u32) -> Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "resources" && e.event.attempt == n)
+        .map(|e| {
+            json!({
+                "limits": e.event.data.get("limits").cloned().unwrap_or_else(|| json!([])),
+                "peak_memory_bytes": e.event.data.get("peak_memory_bytes").cloned().unwrap_or(Value::Null),
+                "cpu_time_ms": e.event.data.get("cpu_time_ms").cloned().unwrap_or(Value::Null),
+                "measured_by": e.event.data.get("measured_by").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// A size in bytes for people: `63.9M`, `512K`.
+fn bytes_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1}G", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1}M", n as f64 / (1u64 << 20) as f64),
+        n => format!("{}K", n >> 10),
+    }
+}
+
+fn how_text(how: &str) -> &str {
+    match how {
+        "cgroup_v1" => "cgroup v1",
+        "cgroup_v2" => "cgroup v2",
+        "rlimit" => "rlimit, approximate",
+        "watch" => "watched",
+        "not_applied" => "NOT APPLIED",
+        other => other,
+    }
+}
+
+/// The attempt's `limits:` and `used:` lines.
+pub fn print_attempt(a: &Value) {
+    let r = &a["resources"];
+    if r.is_null() {
+        return;
+    }
+    let limits: Vec<String> = r["limits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let note = l["note"]
+                .as_str()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
+            format!(
+                "{} {} ({}{note})",
+                l["limit"].as_str().unwrap_or("?"),
+                l["value"].as_str().unwrap_or("?"),
+                how_text(l["how"].as_str().unwrap_or("?"))
+            )
+        })
+        .collect();
+    if !limits.is_empty() {
+        println!("     limits: {}", limits.join("; "));
+    }
+    let peak = r["peak_memory_bytes"]
+        .as_u64()
+        .map_or_else(|| "-".to_string(), bytes_text);
+    let cpu = r["cpu_time_ms"]
+        .as_u64()
+        .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"));
+    println!(
+        "     used: peak memory {peak}, CPU time {cpu} (measured by {})",
+        r["measured_by"].as_str().unwrap_or("-")
+    );
+}

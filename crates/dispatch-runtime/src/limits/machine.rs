@@ -1,0 +1,47 @@
+//! What this machine has: its cores and memory. A run asking for more than
+//! the machine has could never run as declared, and is refused at once.
+
+use dispatch_core::isolation::{Resources, format_size};
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Total memory, from `/proc/meminfo` (`None` when it cannot be read).
+pub fn memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses `RESOURCES` that exceed this machine: the one line to show.
+pub fn check_fits(r: &Resources) -> Result<(), String> {
+    let cores = cores();
+    if let Some(cpus) = r.cpus
+        && cpus > cores as f64
+    {
+        return Err(format!(
+            "RESOURCES CPUS {cpus} exceeds this machine's {cores} cores (hint: ask for at most CPUS {cores})"
+        ));
+    }
+    if let (Some(want), Some(total)) = (r.memory_bytes, memory_bytes())
+        && want > total
+    {
+        return Err(format!(
+            "RESOURCES MEMORY {} exceeds this machine's {} of memory (hint: ask for less MEMORY)",
+            format_size(want),
+            human(total)
+        ));
+    }
+    Ok(())
+}
+
+/// A size rounded down to a whole unit, for people.
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{}G", b >> 30),
+        b => format!("{}M", b >> 20),
+    }
+}
