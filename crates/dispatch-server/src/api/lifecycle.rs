@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dispatch_core::Status;
+use dispatch_core::policy::RunPolicy;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{QueueOptions, RunExtras, StoreError};
 use serde::Deserialize;
@@ -113,25 +114,48 @@ pub async fn replay(
         )));
     }
     let old = state.store.get_run(&id).await?;
-    let parcel = find_parcel(&state, &old.parcel_digest)?;
+    let run = run_again(&state, &old, None).await?;
+    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
+
+/// Queues a new run of `old`'s parcel and operation, linked by `origin_id`,
+/// under `old`'s stored policy (else the parcel's; never its key or
+/// session): with `old`'s exact brief and payload, or with `payload` in a
+/// new brief.
+pub(super) async fn run_again(
+    state: &AppState,
+    old: &dispatch_store::Run,
+    payload: Option<serde_json::Value>,
+) -> ApiResult<dispatch_store::Run> {
+    let parcel = find_parcel(state, &old.parcel_digest)?;
     launch::check_secrets(&parcel)?;
-    super::publish::ensure_parcel(&state, &parcel).await?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(old.operation),
-        payload: old.payload.clone(),
+        payload: payload.clone().unwrap_or_else(|| old.payload.clone()),
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
     };
-    // The exact brief: it is in the store already (every run's is).
-    let new = request.new_run(&parcel, old.operation, old.brief_sha256.clone());
+    let new = match payload {
+        Some(_) => super::publish::new_run(state, &parcel, &request, old.operation).await?,
+        None => {
+            // The exact brief: it is in the store already (every run's is).
+            super::publish::ensure_parcel(state, &parcel).await?;
+            request.new_run(&parcel, old.operation, old.brief_sha256.clone())
+        }
+    };
+    let policy = match state.store.run_extras(&old.id).await?.policy {
+        Some(policy) => policy,
+        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
+            .expect("a policy is plain data"),
+    };
     let extras = RunExtras {
-        policy: state.store.run_extras(&old.id).await?.policy,
+        policy: Some(policy),
         ..RunExtras::default()
     };
     let created =
-        super::create::enqueue(&state, &new, &extras, &QueueOptions::default(), false).await?;
-    Ok((StatusCode::CREATED, Json(run_json(created.run()))).into_response())
+        super::create::enqueue(state, &new, &extras, &QueueOptions::default(), false).await?;
+    Ok(created.run().clone())
 }
 
 /// `DELETE /v1/runs/{id}[?force=true]`: removes a finished run (its record,

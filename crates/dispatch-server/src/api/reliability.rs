@@ -8,17 +8,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::policy::RunPolicy;
 use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
-use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::{Decision, QueueOptions, RunExtras, StoreError};
+use dispatch_store::{Decision, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::create::enqueue;
-use super::runs::{Params, find_parcel, flag, params, resolve, run_json};
+use super::runs::{Params, flag, params, resolve, run_json};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
 
@@ -240,30 +237,10 @@ pub async fn replay(
         ));
     }
     let old = state.store.get_run(&id).await?;
-    let parcel = find_parcel(&state, &old.parcel_digest)?;
-    launch::check_secrets(&parcel)?;
+    // The same input in a new brief unless `payload` replaces it (like
+    // `dispatch dlq replay`), under the original run's stored policy.
     let payload = req.payload.unwrap_or_else(|| old.payload.clone());
-    let request = LaunchRequest {
-        source: parcel.digest.clone(),
-        operation: Some(old.operation),
-        payload,
-        parent_id: old.parent_id.clone(),
-        origin_id: Some(old.id.clone()),
-    };
-    let new = super::publish::new_run(&state, &parcel, &request, old.operation).await?;
-    // The original run's policy as it was stored (like `dispatch dlq
-    // replay`), else the parcel's; never its key or session.
-    let policy = match state.store.run_extras(&old.id).await?.policy {
-        Some(policy) => policy,
-        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
-            .expect("a policy is plain data"),
-    };
-    let extras = RunExtras {
-        policy: Some(policy),
-        ..RunExtras::default()
-    };
-    let created = enqueue(&state, &new, &extras, &QueueOptions::default(), false).await?;
-    let run = created.run();
+    let run = &super::lifecycle::run_again(&state, &old, Some(payload)).await?;
     state.store.mark_replayed(&old.id, &run.id).await?;
     Ok((StatusCode::CREATED, Json(run_json(run))).into_response())
 }
