@@ -8,41 +8,14 @@
 mod common;
 mod remote_common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::eventually;
-use remote_common::{Client, Server, postgres};
+use remote_common::{Client, Server, Worker, postgres};
 use serde_json::json;
 
-/// A worker process, killed when dropped (a failing test leaves none
-/// behind), and its own state directory.
-struct Worker {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A one-slot worker with short leases: a suspended run must hold none,
+/// or it would be swept.
 fn worker(db_url: &str, name: &str) -> Worker {
-    let state = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args(["worker", "--database-url", db_url, "--slots", "1"])
-        .args(["--name", name])
-        // Short leases: a suspended run must hold none, or it would be swept.
-        .args(["--lease-ms", "1000"])
-        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
-        .env_remove("DISPATCH_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker starts");
-    Worker { child, _dir: state }
+    Worker::start(db_url, name, &["--slots", "1", "--lease-ms", "1000"])
 }
 
 /// Processes whose environment names run `id` (its agent and anything it started).

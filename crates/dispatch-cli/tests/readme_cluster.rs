@@ -16,38 +16,14 @@ mod common;
 mod remote_common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::eventually;
-use remote_common::{Client, Server, postgres};
+use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
 
-/// A worker process with its own state directory, killed when dropped.
-struct Worker {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A two-slot worker.
 fn worker(db_url: &str, name: &str) -> Worker {
-    let state = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args(["worker", "--database-url", db_url, "--slots", "2"])
-        .args(["--name", name])
-        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
-        .env_remove("DISPATCH_HOST")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker starts");
-    Worker { child, _dir: state }
+    Worker::start(db_url, name, &["--slots", "2"])
 }
 
 fn example(name: &str) -> String {

@@ -186,3 +186,37 @@ pub fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
         .expect("a runtime")
         .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
 }
+
+/// A `dispatch worker` process on `db_url` with a state directory of its
+/// own (no shared disk), killed when dropped so a failing test leaves none
+/// behind.
+pub struct Worker {
+    pub child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// `dispatch worker --database-url <db_url> --name <name> <args…>`.
+    pub fn start(db_url: &str, name: &str, args: &[&str]) -> Worker {
+        let state = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["worker", "--database-url", db_url, "--name", name])
+            .args(args)
+            .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+            .env_remove("DISPATCH_HOST")
+            .env_remove("DISPATCH_APPROVAL_WAIT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the worker starts");
+        Worker { child, _dir: state }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
