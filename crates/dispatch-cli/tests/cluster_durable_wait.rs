@@ -12,12 +12,6 @@ use common::eventually;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::json;
 
-/// A one-slot worker with short leases: a suspended run must hold none,
-/// or it would be swept.
-fn worker(db_url: &str, name: &str) -> Worker {
-    Worker::start(db_url, name, &["--slots", "1", "--lease-ms", "1000"])
-}
-
 /// Processes whose environment names run `id` (its agent and anything it started).
 fn agents_of(id: &str) -> usize {
     std::fs::read_dir("/proc")
@@ -35,7 +29,7 @@ fn agents_of(id: &str) -> usize {
 fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     let Some(db) = postgres() else { return };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
-    let mut first = worker(db.url(), "first");
+    let mut first = Worker::one_slot(db.url(), "first");
     let client = Client::new(&server);
     let dir = client.agent(
         "waiter",
@@ -64,7 +58,7 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     // The first worker goes away; a second one, with its own directory, resumes it.
     first.child.kill().expect("kill the first worker");
     first.child.wait().expect("reap it");
-    let _second = worker(db.url(), "second");
+    let _second = Worker::one_slot(db.url(), "second");
     // Well past any lease: still suspended, still its first attempt.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let doc = client.inspect(&id);

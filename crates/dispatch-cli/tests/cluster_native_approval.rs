@@ -15,12 +15,6 @@ use native_common::{Mock, message_texts, text};
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::json;
 
-/// A one-slot worker with short leases: a suspended run must hold none,
-/// or it would be swept.
-fn worker(db_url: &str, name: &str) -> Worker {
-    Worker::start(db_url, name, &["--slots", "1", "--lease-ms", "1000"])
-}
-
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -32,7 +26,7 @@ fn lines(path: &std::path::Path) -> usize {
 fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
     let Some(db) = postgres() else { return };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
-    let mut first = worker(db.url(), "first");
+    let mut first = Worker::one_slot(db.url(), "first");
     let client = Client::new(&server);
     let mock = Mock::start(json!([
         {"kind": "tool_calls", "calls": [
@@ -90,7 +84,7 @@ fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
     // The first worker goes away; a second one resumes the run on approval.
     first.child.kill().expect("kill the first worker");
     first.child.wait().expect("reap it");
-    let _second = worker(db.url(), "second");
+    let _second = Worker::one_slot(db.url(), "second");
     client.ok(&["approve", &id, "refund-1", "--by", "ana"]);
     assert_eq!(client.ok(&["wait", &id]), "0");
     let doc = client.inspect(&id);

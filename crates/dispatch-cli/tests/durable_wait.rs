@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Dispatch, eventually};
+use common::{Dispatch, eventually, processes_of};
 use serde_json::Value;
 
 /// Waits for `what` on its first attempt (after a checkpoint); on the next
@@ -19,24 +19,6 @@ fn waiting_for(what: &str) -> String {
          echo \"attempt $DISPATCH_ATTEMPT checkpoint $(cat \"$DISPATCH_CHECKPOINT\")\"\n\
          cp \"$DISPATCH_RESUME\" \"$DISPATCH_OUTPUT\"\n"
     )
-}
-
-/// Every process whose command line or environment names run `id`.
-fn processes_of(id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
-        let environ = String::from_utf8_lossy(&read("environ")).to_string();
-        if cmdline.contains(id) || environ.contains(&format!("DISPATCH_RUN_ID={id}")) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
 }
 
 fn suspended(d: &Dispatch, id: &str) -> bool {

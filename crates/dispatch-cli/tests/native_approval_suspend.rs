@@ -10,27 +10,9 @@ mod native_common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Dispatch, eventually};
+use common::{Dispatch, eventually, processes_of};
 use native_common::{Mock, events_of, message_texts, native_agent, text};
 use serde_json::{Value, json};
-
-/// Every process whose command line or environment names run `id`.
-fn processes_of(id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
-        let environ = String::from_utf8_lossy(&read("environ")).to_string();
-        if cmdline.contains(id) || environ.contains(&format!("DISPATCH_RUN_ID={id}")) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
-}
 
 /// An agent with `lookup` (no approval) and `refund` (confirm); each
 /// appends its arguments to its own marks file. Returns the agent's dir.

@@ -118,3 +118,21 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Every process whose command line or environment names run `id`.
+pub fn processes_of(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+        let environ = String::from_utf8_lossy(&read("environ")).to_string();
+        if cmdline.contains(id) || environ.contains(&format!("DISPATCH_RUN_ID={id}")) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}

@@ -212,6 +212,12 @@ impl Worker {
             .expect("the worker starts");
         Worker { child, _dir: state }
     }
+
+    /// A one-slot worker with short leases: a suspended run must hold none,
+    /// or it would be swept.
+    pub fn one_slot(db_url: &str, name: &str) -> Worker {
+        Worker::start(db_url, name, &["--slots", "1", "--lease-ms", "1000"])
+    }
 }
 
 impl Drop for Worker {

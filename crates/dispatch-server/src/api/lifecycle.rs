@@ -100,12 +100,7 @@ pub async fn replay(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: ReplayRunBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRunBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("bad replay request: {e}")))?
-    };
+    let req: ReplayRunBody = super::runs::optional_body(&body, "replay request")?;
     let id = resolve(&state, &id).await?;
     if !req.allow_side_effects {
         return Err(ApiError::bad_request(format!(

@@ -220,12 +220,7 @@ pub async fn replay(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("bad replay request: {e}")))?
-    };
+    let req: ReplayBody = super::runs::optional_body(&body, "replay request")?;
     let id: RunId = resolve(&state, &id).await?;
     if state.store.dead_letter(&id).await?.is_none() {
         return Err(ApiError::new(

@@ -146,6 +146,18 @@ pub(super) fn find_parcel(
     }
 }
 
+/// An optional JSON body: empty (or only whitespace) is `T::default()`,
+/// anything else must parse; `what` names the request in the error.
+pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
+}
+
 /// Polls the run until it is terminal or `timeout` passes.
 pub(super) async fn wait_for_end(
     state: &AppState,
