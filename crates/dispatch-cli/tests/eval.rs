@@ -509,3 +509,84 @@ fn a_baseline_comparison_flags_a_cost_regression() {
         "{err}"
     );
 }
+
+#[test]
+fn a_parcel_digest_names_the_baseline_its_newest_eval() {
+    let d = Dispatch::new();
+    let priced = |cost: &str| {
+        format!(
+            "echo '{{\"type\":\"usage\",\"model\":\"m\",\"input_tokens\":100,\"output_tokens\":20,\"cost_usd\":{cost}}}' >> \"$DISPATCH_EVENTS\"\n"
+        )
+    };
+    let agent = d.agent("priced", &priced("0.0010"));
+    let agent = agent.to_str().expect("utf-8").to_string();
+    let cases = write(
+        &d,
+        "cases.toml",
+        "[[case]]\nname = \"answer\"\nexpect.status = \"succeeded\"\n",
+    );
+    let old = json_report(
+        &d,
+        &["eval", &agent, "--cases", &cases, "--format", "json"],
+        0,
+    );
+    let old_digest = old["parcel"].as_str().expect("digest").to_string();
+    // The agent changes: a new parcel, twice as dear.
+    std::fs::write(
+        std::path::Path::new(&agent).join("agent.sh"),
+        priced("0.0020"),
+    )
+    .expect("rewrite agent");
+    let hex = old_digest.trim_start_matches("sha256:");
+    let new = json_report(
+        &d,
+        &[
+            "eval",
+            &agent,
+            "--cases",
+            &cases,
+            "--format",
+            "json",
+            "--baseline",
+            &hex[..12],
+        ],
+        1,
+    );
+    assert_ne!(
+        new["parcel"], old["parcel"],
+        "the rebuilt agent is a new parcel"
+    );
+    assert_eq!(new["baseline"]["baseline"], old["eval"]);
+    assert_eq!(new["baseline"]["regressed"], serde_json::json!(["answer"]));
+    // The newest eval of the old digest is the one compared with.
+    let again = json_report(
+        &d,
+        &[
+            "eval",
+            &agent,
+            "--cases",
+            &cases,
+            "--format",
+            "json",
+            "--baseline",
+            &old_digest,
+        ],
+        1,
+    );
+    assert_eq!(again["baseline"]["baseline"], old["eval"]);
+    let err = d.fails(
+        &[
+            "eval",
+            &agent,
+            "--cases",
+            &cases,
+            "--baseline",
+            "sha256:ffffffff",
+        ],
+        125,
+    );
+    assert!(
+        err.contains("no eval with that id or of a parcel with that digest"),
+        "{err}"
+    );
+}

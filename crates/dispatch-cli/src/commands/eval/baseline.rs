@@ -1,5 +1,5 @@
-//! `--baseline <eval id>`: compares this eval with an earlier one kept under
-//! `.dispatch/evals/`: per case, the pass rate and the mean tokens, cost and
+//! `--baseline <eval id | parcel digest>`: compares this eval with an earlier
+//! one kept under `.dispatch/evals/` (for a digest: that parcel's newest): per case, the pass rate and the mean tokens, cost and
 //! time of its runs. A lower pass rate, or tokens or cost worse than the
 //! threshold, is a regression that fails the eval; slower runs are flagged
 //! only (time on a shared machine is noisy).
@@ -40,34 +40,62 @@ pub struct Comparison {
     pub regressed: Vec<String>,
 }
 
-/// Loads the kept report of eval `id` (a unique prefix will do).
+/// Loads the kept report `--baseline` names: an eval id (or a unique prefix
+/// of one), else a parcel digest (or a prefix of it, `sha256:` optional),
+/// whose newest kept eval is the baseline.
 pub fn load(ctx: &Ctx, id: &str) -> CliResult<Report> {
     let dir = ctx.layout.root().join("evals");
-    let hint = "(hint: the eval id is printed first by `dispatch eval`; reports are kept in .dispatch/evals/)";
+    let hint = "(hint: give the eval id `dispatch eval` prints first, or the digest of a parcel evaluated before; reports are kept in .dispatch/evals/)";
     let names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(id) && n.ends_with(".json"))
+                .filter(|n| n.ends_with(".json"))
                 .collect()
         })
         .unwrap_or_default();
-    let name = match names.as_slice() {
-        [one] => one,
-        [] => {
-            return Err(CliError::input(format!(
-                "--baseline {id}: no eval with that id {hint}"
-            )));
-        }
+    let by_id: Vec<&String> = names.iter().filter(|n| n.starts_with(id)).collect();
+    match by_id.as_slice() {
+        [one] => return read(&dir.join(one), id),
+        [] => {}
         many => {
             return Err(CliError::input(format!(
                 "--baseline {id}: {} evals start with it (hint: give more of the id)",
                 many.len()
             )));
         }
-    };
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    }
+    let digest = id.strip_prefix("sha256:").unwrap_or(id);
+    if digest.len() >= 4 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut newest: Option<Report> = None;
+        for name in &names {
+            // A report that cannot be read is not this parcel's.
+            let Ok(report) = read(&dir.join(name), id) else {
+                continue;
+            };
+            let theirs = report
+                .parcel
+                .strip_prefix("sha256:")
+                .unwrap_or(&report.parcel);
+            if theirs.starts_with(digest)
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| report.created_at > n.created_at)
+            {
+                newest = Some(report);
+            }
+        }
+        if let Some(report) = newest {
+            return Ok(report);
+        }
+    }
+    Err(CliError::input(format!(
+        "--baseline {id}: no eval with that id or of a parcel with that digest {hint}"
+    )))
+}
+
+fn read(path: &std::path::Path, id: &str) -> CliResult<Report> {
+    let bytes = std::fs::read(path).map_err(|e| {
         CliError::input(format!(
             "--baseline {id}: cannot read {}: {e}",
             path.display()

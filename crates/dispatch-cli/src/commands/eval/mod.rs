@@ -50,8 +50,8 @@ pub struct EvalArgs {
     /// Answer every native model call from cassette DIR: no network, no key.
     #[arg(long, value_name = "DIR")]
     pub replay: Option<PathBuf>,
-    /// Compare with an earlier eval (its id, or a unique prefix): pass rate, tokens, cost, time per case.
-    #[arg(long, value_name = "EVAL_ID")]
+    /// Compare with an earlier eval (its id or a unique prefix; or a parcel digest: that parcel's newest eval): pass rate, tokens, cost, time per case.
+    #[arg(long, value_name = "EVAL_ID|DIGEST")]
     pub baseline: Option<String>,
     /// With --baseline: how much worse tokens, cost or time may get before it counts (0.1 = 10%).
     #[arg(
