@@ -32,6 +32,8 @@ pub struct Expect {
     pub max_tokens: Option<u64>,
     pub max_cost_usd: Option<f64>,
     pub max_duration_ms: Option<u64>,
+    /// A model-graded check (see `grade.rs`).
+    pub judge: Option<super::grade::JudgeSpec>,
 }
 
 /// A check of the run's output at a JSON path.
@@ -96,6 +98,15 @@ struct RawExpect {
     max_tokens: Option<u64>,
     max_cost_usd: Option<f64>,
     max_duration: Option<Spanned<String>>,
+    judge: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJudge {
+    criteria: String,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -207,7 +218,34 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
             output.push(check_output(parsed).map_err(|m| at(span.clone(), m))?);
         }
     }
+    let judge = match raw.judge {
+        None => None,
+        Some(j) => {
+            let span = j.span();
+            let hint = "(hint: judge = \"the reply apologizes\", or judge = { criteria = \"…\", model = \"gpt-4o-mini\" })";
+            let parsed = match j.into_inner() {
+                toml::Value::String(criteria) => RawJudge {
+                    criteria,
+                    model: None,
+                },
+                other => other.try_into().map_err(|e: toml::de::Error| {
+                    at(
+                        span.clone(),
+                        format!("expect.judge: {} {hint}", e.message().trim()),
+                    )
+                })?,
+            };
+            if parsed.criteria.trim().is_empty() {
+                return Err(at(span, format!("expect.judge has empty criteria {hint}")));
+            }
+            Some(super::grade::JudgeSpec {
+                criteria: parsed.criteria,
+                model: parsed.model.filter(|m| !m.trim().is_empty()),
+            })
+        }
+    };
     Ok(Expect {
+        judge,
         status: raw.status.map(Spanned::into_inner),
         exit_code: raw.exit_code,
         output,
@@ -273,7 +311,7 @@ fn syntax_error(text: &str, shown: &str, e: &toml::de::Error) -> CliError {
         .map(|n| format!(" in case \"{n}\""))
         .unwrap_or_default();
     let hint = if message.starts_with("unknown field") {
-        " (hint: expectations are status, exit_code, output, tools, max_tokens, max_cost_usd, max_duration; see docs/evals.md)"
+        " (hint: expectations are status, exit_code, output, tools, max_tokens, max_cost_usd, max_duration, judge; see docs/evals.md)"
     } else {
         ""
     };

@@ -13,7 +13,12 @@ use crate::error::{CliError, CliResult};
 /// Sets the cassette mode for the helpers this process spawns. Replay needs
 /// no model key: each key the models name gets a placeholder when unset
 /// (a cassette never holds keys, and no request goes out).
-pub fn setup(record: Option<&Path>, replay: Option<&Path>, parcel: &Parcel) -> CliResult<()> {
+pub fn setup(
+    record: Option<&Path>,
+    replay: Option<&Path>,
+    parcel: &Parcel,
+    judged: bool,
+) -> CliResult<()> {
     let mode = match (record, replay) {
         (Some(dir), _) => {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -36,9 +41,9 @@ pub fn setup(record: Option<&Path>, replay: Option<&Path>, parcel: &Parcel) -> C
         }
         (None, None) => return Ok(()),
     };
-    if parcel.manifest.courier != dispatch_core::parcel::Courier::Agent {
+    if parcel.manifest.courier != dispatch_core::parcel::Courier::Agent && !judged {
         eprintln!(
-            "warning: {} is not a native agent (FROM agent): it makes no model calls through Dispatch, so there is nothing to record or replay",
+            "warning: {} is not a native agent (FROM agent) and no case has a judge: it makes no model calls through Dispatch, so there is nothing to record or replay",
             parcel.manifest.name
         );
     }

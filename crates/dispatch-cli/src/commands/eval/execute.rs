@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::cases::Case;
 use super::check::{Observed, failures};
+use super::grade::{self, Verdict};
 use crate::ctx::Ctx;
 use crate::error::CliResult;
 
@@ -38,6 +39,10 @@ pub struct Outcome {
     pub tokens: u64,
     pub cost_usd: f64,
     pub duration_ms: u64,
+    /// `expect.judge`: what the judge said (its tokens and cost are its
+    /// own, not the run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Verdict>,
 }
 
 /// What the runs need besides the cases.
@@ -78,7 +83,7 @@ pub async fn run_all(
                 still.push((i, r, run));
                 continue;
             }
-            let outcome = judge(store, &cases[i], r, &run).await?;
+            let outcome = judge(store, plan, &cases[i], r, &run).await?;
             progress(done.len() + 1, total, &outcome);
             done.push((i, r, outcome));
         }
@@ -113,7 +118,13 @@ async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> 
 }
 
 /// Checks a finished run against its case.
-async fn judge(store: &SqliteStore, case: &Case, repeat: u32, run: &Run) -> CliResult<Outcome> {
+async fn judge(
+    store: &SqliteStore,
+    plan: &Plan<'_>,
+    case: &Case,
+    repeat: u32,
+    run: &Run,
+) -> CliResult<Outcome> {
     let tool_calls = if case.expect.tools.is_some() {
         tool_calls(store, run).await?
     } else {
@@ -138,6 +149,42 @@ async fn judge(store: &SqliteStore, case: &Case, repeat: u32, run: &Run) -> CliR
     if let Some(r) = st.reason().filter(|r| r.contains("replay: request")) {
         failures.insert(0, r.to_string());
     }
+    let verdict = match &case.expect.judge {
+        None => None,
+        Some(spec) => {
+            let agent = plan.parcel.manifest.agent.as_ref();
+            let v = match grade::model_for(spec, agent) {
+                Ok(model) => {
+                    grade::grade(
+                        spec,
+                        &model,
+                        agent,
+                        &case.payload,
+                        run.output.as_ref(),
+                        &observed.status,
+                    )
+                    .await
+                }
+                Err(e) => Verdict {
+                    passed: Some(false),
+                    reason: e,
+                    model: String::new(),
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_usd: None,
+                },
+            };
+            if v.passed == Some(false) {
+                let why = if v.reason.starts_with("judge") {
+                    v.reason.clone()
+                } else {
+                    format!("judge: {}", v.reason)
+                };
+                failures.push(why);
+            }
+            Some(v)
+        }
+    };
     Ok(Outcome {
         case: case.name.clone(),
         repeat,
@@ -151,6 +198,7 @@ async fn judge(store: &SqliteStore, case: &Case, repeat: u32, run: &Run) -> CliR
         tokens: u.total_tokens(),
         cost_usd: u.cost_usd,
         duration_ms,
+        judge: verdict,
     })
 }
 
@@ -184,8 +232,12 @@ fn progress(n: usize, total: usize, o: &Outcome) {
     } else {
         String::new()
     };
+    let unjudged = match &o.judge {
+        Some(v) if v.passed.is_none() => format!(" ({})", v.reason),
+        _ => String::new(),
+    };
     eprintln!(
-        "[{n}/{total}] {}{rep}: {verdict} (run {})",
+        "[{n}/{total}] {}{rep}: {verdict}{unjudged} (run {})",
         o.case, o.run_id
     );
 }

@@ -11,6 +11,7 @@ mod cases;
 mod cassette;
 mod check;
 mod execute;
+mod grade;
 mod report;
 
 use std::path::PathBuf;
@@ -91,8 +92,14 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         None => None,
     };
     let parcel = resolve_parcel(&ctx.layout, &args.source)?;
-    cassette::setup(args.record.as_deref(), args.replay.as_deref(), &parcel)?;
     let mut cases = load_cases(args, &parcel)?;
+    let judged = cases.iter().any(|c| c.expect.judge.is_some());
+    cassette::setup(
+        args.record.as_deref(),
+        args.replay.as_deref(),
+        &parcel,
+        judged,
+    )?;
     if !args.only.is_empty() {
         cases.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
         if cases.is_empty() {
@@ -100,6 +107,12 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
                 "no case name contains {} (hint: drop --case to run them all)",
                 args.only.join(" or ")
             )));
+        }
+    }
+    for c in &cases {
+        if let Some(spec) = &c.expect.judge {
+            grade::model_for(spec, parcel.manifest.agent.as_ref())
+                .map_err(|e| CliError::input(format!("case \"{}\": {e}", c.name)))?;
         }
     }
     let eval_id = dispatch_core::RunId::new().to_string();
