@@ -120,7 +120,7 @@ fn sorted(v: Value) -> Value {
 
 /// Compact JSON with object keys in sorted order, whatever serde_json's
 /// map keeps.
-fn canonical_text(v: &Value) -> String {
+pub(crate) fn canonical_text(v: &Value) -> String {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();

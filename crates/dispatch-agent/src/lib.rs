@@ -6,6 +6,7 @@
 pub mod agent_loop;
 pub mod anthropic;
 pub mod cassette;
+pub mod cassette_tools;
 pub mod conversation;
 pub mod mcp;
 pub mod mock;

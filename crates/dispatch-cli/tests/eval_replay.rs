@@ -232,3 +232,95 @@ fn replay_offline_answers_a_native_run_from_its_own_recordings() {
         "{err}"
     );
 }
+
+#[test]
+fn replay_tools_answers_tool_calls_from_the_cassette_without_running_them() {
+    let d = Dispatch::new();
+    let mock = Mock::start();
+    let dir = agent(&d, &mock.server.base_url(), "Classify the ticket.");
+    let cassette = d.dir.path().join("cassettes");
+    let cassette_arg = cassette.to_str().expect("utf-8");
+    let recorded = eval(
+        &d,
+        &["eval", &dir, "--record", cassette_arg, "--format", "json"],
+        0,
+    );
+    // Each distinct tool call's result is kept beside the model calls
+    // (the two cases call lookup with the same arguments).
+    assert_eq!(cassette_files(&cassette.join("tools")), 2);
+    mock.stop();
+
+    // The tool now answers differently and leaves a mark when it runs.
+    let ran = d.dir.path().join("tool-ran");
+    std::fs::write(
+        Path::new(&dir).join("tools/lookup.sh"),
+        format!("touch '{}'\necho 'order 12345: lost'\n", ran.display()),
+    )
+    .expect("tool");
+    // Without --replay-tools the tool runs for real: its new answer is a
+    // model request the cassette does not hold.
+    let live_tools = eval(
+        &d,
+        &["eval", &dir, "--replay", cassette_arg, "--format", "json"],
+        1,
+    );
+    assert!(ran.exists(), "the tool ran");
+    let first = live_tools["results"][0]["failures"][0]
+        .as_str()
+        .expect("a failure");
+    assert!(first.contains("is not in cassette"), "{first}");
+    std::fs::remove_file(&ran).expect("rm mark");
+
+    // With it, the recorded results answer: identical results, no tool run.
+    let replayed = eval(
+        &d,
+        &[
+            "eval",
+            &dir,
+            "--replay",
+            cassette_arg,
+            "--replay-tools",
+            "--format",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(essence(&recorded), essence(&replayed));
+    assert!(!ran.exists(), "no tool ran");
+    let run = d.inspect(replayed["results"][0]["run_id"].as_str().expect("id"));
+    let calls = native_common::events_of(&run, "tool_call");
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["data"]["replayed"] == true || c["replayed"] == true),
+        "{calls:#?}"
+    );
+
+    // A tool call the cassette lacks stops the run, naming the call.
+    std::fs::remove_dir_all(cassette.join("tools")).expect("rm tools");
+    let missing = eval(
+        &d,
+        &[
+            "eval",
+            &dir,
+            "--replay",
+            cassette_arg,
+            "--replay-tools",
+            "--format",
+            "json",
+        ],
+        1,
+    );
+    let first = missing["results"][0]["failures"][0]
+        .as_str()
+        .expect("a failure");
+    assert!(
+        first.contains("replay: tool call `lookup`") && first.contains("not in the cassette"),
+        "{first}"
+    );
+    assert!(!ran.exists(), "no tool ran");
+    // --replay-tools needs --replay.
+    let err = d.fails(&["eval", &dir, "--replay-tools"], 2);
+    assert!(err.contains("--replay"), "{err}");
+}

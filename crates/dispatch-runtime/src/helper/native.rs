@@ -202,9 +202,15 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         log.line(&format!("could not record the bill of materials: {e}"));
     }
     let no_tools = NoTools;
-    let tools: &dyn Tools = match &tool_box {
+    let plain: &dyn Tools = match &tool_box {
         Some(t) => t,
         None => &no_tools,
+    };
+    // `dispatch eval --record` / `--replay-tools`: tool results in the cassette.
+    let taped = dispatch_agent::cassette_tools::wrap(plain);
+    let tools: &dyn Tools = match &taped {
+        Some(t) => t,
+        None => plain,
     };
     let primary = &cfg.models[0].model;
     log.line(&format!(

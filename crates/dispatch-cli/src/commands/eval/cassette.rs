@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use dispatch_agent::cassette::{CASSETTE_ENV, Mode};
+use dispatch_agent::cassette_tools::TOOLS_ENV;
 use dispatch_core::parcel::Parcel;
 
 use crate::error::{CliError, CliResult};
@@ -16,6 +17,7 @@ use crate::error::{CliError, CliResult};
 pub fn setup(
     record: Option<&Path>,
     replay: Option<&Path>,
+    replay_tools: bool,
     parcel: &Parcel,
     judged: bool,
 ) -> CliResult<()> {
@@ -59,6 +61,9 @@ pub fn setup(
     // that could read the environment at the same time.
     unsafe {
         std::env::set_var(CASSETTE_ENV, mode.env_value());
+        if replay_tools {
+            std::env::set_var(TOOLS_ENV, "replay");
+        }
         if replaying {
             for k in keys {
                 if std::env::var_os(k).is_none_or(|v| v.is_empty()) {

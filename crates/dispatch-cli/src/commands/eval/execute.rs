@@ -146,7 +146,10 @@ async fn judge(
     };
     let mut failures = failures(&case.expect, &observed);
     // A replay that missed its cassette says so first, in full.
-    if let Some(r) = st.reason().filter(|r| r.contains("replay: request")) {
+    if let Some(r) = st
+        .reason()
+        .filter(|r| r.contains("replay: request") || r.contains("replay: tool call"))
+    {
         failures.insert(0, r.to_string());
     }
     let verdict = match &case.expect.judge {

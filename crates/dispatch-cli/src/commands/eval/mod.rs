@@ -51,6 +51,9 @@ pub struct EvalArgs {
     /// Answer every native model call from cassette DIR: no network, no key.
     #[arg(long, value_name = "DIR")]
     pub replay: Option<PathBuf>,
+    /// With --replay: answer native tool calls from the cassette too, instead of running the tools.
+    #[arg(long, requires = "replay")]
+    pub replay_tools: bool,
     /// Compare with an earlier eval (its id or a unique prefix; or a parcel digest: that parcel's newest eval): pass rate, tokens, cost, time per case.
     #[arg(long, value_name = "EVAL_ID|DIGEST")]
     pub baseline: Option<String>,
@@ -97,6 +100,7 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
     cassette::setup(
         args.record.as_deref(),
         args.replay.as_deref(),
+        args.replay_tools,
         &parcel,
         judged,
     )?;
