@@ -33,18 +33,20 @@ mod writer;
 
 use std::sync::Arc;
 
-use dispatch_store::{CallbackStore, ParcelStore, QueueStore, RunLogStore, Store, TokenStore};
+use dispatch_store::{
+    CallbackStore, EvalStore, ParcelStore, QueueStore, RunLogStore, Store, TokenStore,
+};
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, token,
 /// callback, parcel and run-log capabilities.
 pub trait ClusterStore:
-    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore
+    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + EvalStore
 {
 }
-impl<T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore> ClusterStore
-    for T
+impl<T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + EvalStore>
+    ClusterStore for T
 {
 }
 

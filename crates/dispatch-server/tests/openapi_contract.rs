@@ -694,6 +694,29 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.post(prune, "/v1/runs/prune?status=failed", "").0, 400);
     assert_eq!(c.too_big(prune, prune), 413);
 
+    // Evals: keep a report, read it by id (or prefix), the newest of a parcel.
+    let evals = "/v1/evals";
+    let report = json!({"eval": "0evalcontract1", "parcel": "abcdef0123", "parcel_name": "bench",
+        "created_at": 1000, "results": [], "summary": {"runs": 0, "ok": true}});
+    assert_eq!(c.post(evals, evals, &report.to_string()).0, 201);
+    assert_eq!(c.post(evals, evals, &report.to_string()).0, 409);
+    assert_eq!(c.post(evals, evals, "{\"eval\": \"x\"}").0, 400);
+    assert_eq!(c.post(evals, evals, "[").0, 400);
+    assert_eq!(c.too_big(evals, evals), 413);
+    let one = "/v1/evals/{id}";
+    let (status, got) = c.get(one, "/v1/evals/0evalcontract1");
+    assert_eq!((status, &got["parcel_name"]), (200, &json!("bench")));
+    assert_eq!(c.get(one, "/v1/evals/0evalc").0, 200);
+    assert_eq!(c.get(one, "/v1/evals/nothing-here").0, 404);
+    let latest = "/v1/evals/latest";
+    assert_eq!(
+        c.get(latest, "/v1/evals/latest?parcel=sha256:abcdef").0,
+        200
+    );
+    assert_eq!(c.get(latest, "/v1/evals/latest?parcel=ffff").0, 404);
+    assert_eq!(c.get(latest, "/v1/evals/latest").0, 400);
+    assert_eq!(c.get(latest, "/v1/evals/latest?digest=abc").0, 400);
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()

@@ -23,6 +23,7 @@
 
 mod capacity;
 mod enqueue;
+mod evals;
 mod events;
 mod parcels;
 mod queue;
@@ -41,6 +42,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 
 pub use capacity::*;
 pub use enqueue::*;
+pub use evals::*;
 pub use events::*;
 pub use parcels::*;
 pub use queue::*;
@@ -105,6 +107,7 @@ macro_rules! __parcel_conformance_names {
             a_log_is_appended_in_order_and_read_from_any_offset,
             an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
             deleting_a_run_removes_its_log,
+            evals_are_kept_once_found_by_prefix_and_the_newest_of_a_parcel,
         );
     };
 }

@@ -10,6 +10,7 @@ mod callbacks;
 pub mod conformance;
 mod created_claimed;
 mod error;
+mod evals;
 mod model;
 mod parcels;
 pub mod postgres;
@@ -26,6 +27,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
+pub use evals::{EvalRecord, EvalStore};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;

@@ -1,5 +1,5 @@
 //! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
-//! signal, approve, deny, approvals ls, dlq ls, dlq replay and prune
+//! signal, approve, deny, approvals ls, dlq ls, dlq replay, prune and eval
 //! against a `dispatch server`, with the same output as locally.
 //!
 //! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::cli::{Command, ContainerCommand, Format, InspectArgs, LogsArgs, RunArgs};
 use crate::cli::{StopArgs, WaitArgs};
 use crate::commands::{inspect, run};
+use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
 use crate::output::{print_json, run_json, status_text};
 use crate::reliability_args::DispatchArgs;
@@ -34,7 +35,7 @@ pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
 /// Runs `command` against the server at `host`; `None` for the commands that
 /// stay local (build, images, server, worker).
-pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
+pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResult> {
     let remote = Remote {
         base: if host.contains("://") {
             host.to_string()
@@ -64,6 +65,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => remote.restart(a),
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
         Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
+        Command::Eval(a) => super::eval::remote::eval(ctx, &remote, a).await,
         Command::Build(_)
         | Command::Images(_)
         | Command::Serve(_)
@@ -83,6 +85,11 @@ pub(super) struct Remote {
 }
 
 impl Remote {
+    /// The server's base URL.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
     pub(super) fn send(
         &self,
         method: &str,

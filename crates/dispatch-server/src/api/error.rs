@@ -38,6 +38,8 @@ pub mod codes {
     pub const ALREADY_DECIDED: &str = "already_decided";
     /// 404: the run is not in the dead-letter queue.
     pub const DEAD_LETTER_NOT_FOUND: &str = "dead_letter_not_found";
+    /// 404: no eval matches the id (or none of the parcel).
+    pub const EVAL_NOT_FOUND: &str = "eval_not_found";
     /// 404: no such route.
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
@@ -77,6 +79,7 @@ pub mod codes {
             404,
             "the run is not in the dead-letter queue",
         ),
+        (EVAL_NOT_FOUND, 404, "no eval matches the id or the parcel"),
         (NO_SUCH_ROUTE, 404, "no such route"),
         (INVALID_STATE, 409, "the run's state does not allow this"),
         (CONFLICT, 409, "the run changed concurrently; retry"),

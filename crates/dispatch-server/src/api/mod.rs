@@ -19,11 +19,13 @@
 //! | `GET /v1/dead-letters` | dead-lettered runs |
 //! | `POST /v1/dead-letters/{id}/replay` | replay one as a new linked run |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
+//! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 mod bom;
 mod create;
 mod error;
+mod evals;
 mod lifecycle;
 mod logs;
 pub mod openapi;
@@ -98,6 +100,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(reliability::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(reliability::replay))
         .route("/v1/parcels", get(parcels::list).post(parcels::upload))
+        .route("/v1/evals", post(evals::create))
+        .route("/v1/evals/latest", get(evals::latest))
+        .route("/v1/evals/{id}", get(evals::get))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

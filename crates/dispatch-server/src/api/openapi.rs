@@ -38,6 +38,9 @@ use super::{codes, schemas};
         super::reliability::replay,
         super::parcels::list,
         super::parcels::upload,
+        super::evals::create,
+        super::evals::get,
+        super::evals::latest,
         document,
         super::healthz,
         super::metrics,
@@ -49,6 +52,7 @@ use super::{codes, schemas};
         (name = "runs", description = "Create, list, watch and cancel runs"),
         (name = "reliability", description = "Approvals and dead letters"),
         (name = "parcels", description = "Built agents"),
+        (name = "evals", description = "Eval reports (`dispatch eval --host`)"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -427,3 +427,27 @@ pub struct ApprovalsQuery {
     /// Only this run's (id or unique prefix).
     pub run: Option<String>,
 }
+
+/// An eval's report, as `dispatch eval --format json` prints it (the fields
+/// the server reads; everything else is kept as sent).
+#[derive(Serialize, ToSchema)]
+pub struct EvalReport {
+    /// The eval's id.
+    pub eval: String,
+    /// The digest of the parcel evaluated.
+    pub parcel: String,
+    pub parcel_name: String,
+    /// When the eval started (ms since the epoch).
+    pub created_at: i64,
+    /// One outcome per run: case, repeat, run_id, passed, failures, status, tokens, cost, time.
+    pub results: Vec<serde_json::Value>,
+    /// Totals and the pass rate.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+/// A kept eval.
+#[derive(Serialize, ToSchema)]
+pub struct EvalKept {
+    pub eval: String,
+}

@@ -6,6 +6,7 @@
 //! of a run are numbered in commit order: a reader paging by `seq` never skips
 //! one that commits later with a smaller number.
 
+mod evals;
 mod events;
 mod expire;
 mod listen;
@@ -632,5 +633,24 @@ impl RunLogStore for PgStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         in_tx!(self, |tx| parcels::read_log(&tx, run, offset, max))
+    }
+}
+
+#[async_trait]
+impl crate::EvalStore for PgStore {
+    async fn put_eval(&self, eval: &crate::EvalRecord) -> StoreResult<bool> {
+        in_tx!(self, |tx| evals::put(&tx, eval))
+    }
+
+    async fn evals_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::EvalRecord>> {
+        in_tx!(self, |tx| evals::with_prefix(&tx, prefix, limit))
+    }
+
+    async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
+        in_tx!(self, |tx| evals::latest_of(&tx, digest))
     }
 }

@@ -182,6 +182,14 @@ const MIGRATIONS: &[&str] = &[
     // 12 (as SQLite's migration 14): what a run asks of the worker that claims it.
     "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
+    // Eval reports kept by the cluster (`dispatch eval --host`).
+    "CREATE TABLE evals ( \
+        id            TEXT COLLATE \"C\" PRIMARY KEY, \
+        parcel_digest TEXT COLLATE \"C\" NOT NULL, \
+        parcel_name   TEXT NOT NULL, \
+        created_at    BIGINT NOT NULL, \
+        report        TEXT NOT NULL); \
+     CREATE INDEX evals_by_parcel ON evals (parcel_digest, created_at);",
 ];
 
 /// The schema version this binary writes.

@@ -8,6 +8,7 @@
 //! busy timeout) instead of failing on a read-to-write upgrade; readers never
 //! wait, thanks to WAL.
 
+mod evals;
 mod events;
 mod expire;
 mod parcels;
@@ -655,5 +656,24 @@ impl RunLogStore for SqliteStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         self.read(|tx| parcels::read_log(tx, run, offset, max))
+    }
+}
+
+#[async_trait]
+impl crate::EvalStore for SqliteStore {
+    async fn put_eval(&self, eval: &crate::EvalRecord) -> StoreResult<bool> {
+        self.write(|tx| evals::put(tx, eval))
+    }
+
+    async fn evals_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::EvalRecord>> {
+        self.read(|tx| evals::with_prefix(tx, prefix, limit))
+    }
+
+    async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
+        self.read(|tx| evals::latest_of(tx, digest))
     }
 }

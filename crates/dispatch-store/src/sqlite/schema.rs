@@ -202,6 +202,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN req_cpus_milli INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN req_memory_bytes INTEGER NOT NULL DEFAULT 0;
     ",
+    // Eval reports kept by the cluster (`dispatch eval --host`).
+    "
+    CREATE TABLE evals (
+        id            TEXT PRIMARY KEY,
+        parcel_digest TEXT NOT NULL,
+        parcel_name   TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        report        TEXT NOT NULL
+    );
+    CREATE INDEX evals_by_parcel ON evals (parcel_digest, created_at);
+    ",
 ];
 
 /// The schema version this binary writes.

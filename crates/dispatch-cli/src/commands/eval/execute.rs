@@ -130,6 +130,18 @@ async fn judge(
     } else {
         Vec::new()
     };
+    Ok(outcome(plan, case, repeat, run, tool_calls).await)
+}
+
+/// The outcome of a finished run of `case`, given its tool calls (each
+/// tool's name and arguments; read only when the case checks tools).
+pub(super) async fn outcome(
+    plan: &Plan<'_>,
+    case: &Case,
+    repeat: u32,
+    run: &Run,
+    tool_calls: Vec<(String, Value)>,
+) -> Outcome {
     let st = &run.state;
     let end = st.ended_at().unwrap_or(run.updated_at);
     let duration_ms = (end - st.started_at().unwrap_or(run.created_at)).max(0) as u64;
@@ -188,7 +200,7 @@ async fn judge(
             Some(v)
         }
     };
-    Ok(Outcome {
+    Outcome {
         case: case.name.clone(),
         repeat,
         run_id: run.id.to_string(),
@@ -202,7 +214,7 @@ async fn judge(
         cost_usd: u.cost_usd,
         duration_ms,
         judge: verdict,
-    })
+    }
 }
 
 /// The run's `tool_call` events: each tool's name and arguments.
@@ -224,7 +236,7 @@ async fn tool_calls(store: &SqliteStore, run: &Run) -> CliResult<Vec<(String, Va
 }
 
 /// One line on stderr per finished run.
-fn progress(n: usize, total: usize, o: &Outcome) {
+pub(super) fn progress(n: usize, total: usize, o: &Outcome) {
     let verdict = if o.passed {
         "pass".to_string()
     } else {

@@ -12,6 +12,7 @@ mod cassette;
 mod check;
 mod execute;
 mod grade;
+pub(crate) mod remote;
 mod report;
 
 use std::path::PathBuf;
@@ -78,6 +79,46 @@ pub enum EvalFormat {
 }
 
 pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
+    let prep = prepare(ctx, args)?;
+    let baseline = match &args.baseline {
+        Some(id) => Some(baseline::load(ctx, id)?),
+        None => None,
+    };
+    let judged = prep.cases.iter().any(|c| c.expect.judge.is_some());
+    cassette::setup(
+        args.record.as_deref(),
+        args.replay.as_deref(),
+        args.replay_tools,
+        &prep.parcel,
+        judged,
+    )?;
+    let eval_id = dispatch_core::RunId::new().to_string();
+    let store = ctx.store()?;
+    announce(&eval_id, args, &prep, "");
+    let plan = execute::Plan {
+        eval_id: &eval_id,
+        parcel: &prep.parcel,
+        jobs: args.jobs,
+        repeat: args.repeat,
+        options: Default::default(),
+    };
+    let results = execute::run_all(ctx, &store, &plan, &prep.cases).await?;
+    let report = conclude(eval_id, &prep, results, baseline);
+    keep(ctx, &report);
+    Ok(print_report(args, &report))
+}
+
+/// What an eval checked before any run: its limits, parcel and cases.
+pub(crate) struct Prepared {
+    pub min_pass_rate: f64,
+    pub threshold: f64,
+    pub parcel: dispatch_core::parcel::Parcel,
+    pub cases: Vec<cases::Case>,
+}
+
+/// Checks the flags, builds (or finds) the parcel and loads the cases it
+/// will run (`--case` applied, every judge's model known).
+fn prepare(ctx: &Ctx, args: &EvalArgs) -> CliResult<Prepared> {
     let min_pass_rate = parse_rate(args.min_pass_rate.as_deref())?;
     if args.repeat == 0 {
         return Err(CliError::input(
@@ -90,20 +131,8 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         ));
     }
     let threshold = parse_threshold(&args.regression_threshold)?;
-    let baseline = match &args.baseline {
-        Some(id) => Some(baseline::load(ctx, id)?),
-        None => None,
-    };
     let parcel = resolve_parcel(&ctx.layout, &args.source)?;
     let mut cases = load_cases(args, &parcel)?;
-    let judged = cases.iter().any(|c| c.expect.judge.is_some());
-    cassette::setup(
-        args.record.as_deref(),
-        args.replay.as_deref(),
-        args.replay_tools,
-        &parcel,
-        judged,
-    )?;
     if !args.only.is_empty() {
         cases.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
         if cases.is_empty() {
@@ -119,56 +148,68 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
                 .map_err(|e| CliError::input(format!("case \"{}\": {e}", c.name)))?;
         }
     }
-    let eval_id = dispatch_core::RunId::new().to_string();
-    let store = ctx.store()?;
+    Ok(Prepared {
+        min_pass_rate: min_pass_rate.unwrap_or(1.0),
+        threshold,
+        parcel,
+        cases,
+    })
+}
+
+/// The eval's first line on stderr (its id: what `--baseline` takes).
+fn announce(eval_id: &str, args: &EvalArgs, prep: &Prepared, where_: &str) {
     eprintln!(
-        "eval {eval_id}: {} case(s) × {} of {} ({}), {} at a time",
-        cases.len(),
+        "eval {eval_id}: {} case(s) × {} of {} ({}), {} at a time{where_}",
+        prep.cases.len(),
         args.repeat,
-        parcel.manifest.name,
-        parcel.short_digest(),
+        prep.parcel.manifest.name,
+        prep.parcel.short_digest(),
         args.jobs
     );
-    let plan = execute::Plan {
-        eval_id: &eval_id,
-        parcel: &parcel,
-        jobs: args.jobs,
-        repeat: args.repeat,
-        options: Default::default(),
-    };
-    let results = execute::run_all(ctx, &store, &plan, &cases).await?;
-    let mut summary = report::Summary::of(&results, min_pass_rate.unwrap_or(1.0));
-    let comparison = baseline.map(|b| baseline::compare(&b, &results, threshold));
+}
+
+/// The report of finished runs, compared with the baseline when there is one.
+fn conclude(
+    eval_id: String,
+    prep: &Prepared,
+    results: Vec<execute::Outcome>,
+    baseline: Option<report::Report>,
+) -> report::Report {
+    let mut summary = report::Summary::of(&results, prep.min_pass_rate);
+    let comparison = baseline.map(|b| baseline::compare(&b, &results, prep.threshold));
     if let Some(c) = &comparison
         && !c.regressed.is_empty()
     {
         summary.ok = false;
     }
-    let report = report::Report {
+    report::Report {
         eval: eval_id,
-        parcel: parcel.digest.clone(),
-        parcel_name: parcel.manifest.name.clone(),
+        parcel: prep.parcel.digest.clone(),
+        parcel_name: prep.parcel.manifest.name.clone(),
         created_at: now_ms(),
         results,
         summary,
         baseline: comparison,
-    };
-    keep(ctx, &report);
+    }
+}
+
+/// Prints the report as asked; the exit code.
+fn print_report(args: &EvalArgs, report: &report::Report) -> i32 {
     match args.format {
         EvalFormat::Table => {
-            report::print_table(&report);
+            report::print_table(report);
             if let Some(c) = &report.baseline {
                 baseline::print(c);
             }
         }
-        EvalFormat::Json => crate::output::print_json(&report),
-        EvalFormat::Junit => print!("{}", report::junit(&report)),
+        EvalFormat::Json => crate::output::print_json(report),
+        EvalFormat::Junit => print!("{}", report::junit(report)),
     }
-    Ok(if report.summary.ok {
+    if report.summary.ok {
         0
     } else {
         EXIT_EVAL_FAILED
-    })
+    }
 }
 
 /// `--min-pass-rate`: a number from 0 to 1.
