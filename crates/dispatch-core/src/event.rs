@@ -348,10 +348,15 @@ mod tests {
         let m = known(r#"{"type":"message","to":"writer"}"#);
         assert_eq!((&m["kind"], &m["payload"]), (&json!("RESULT"), &json!({})));
         let m = known(r#"{"type":"message","to":"w","kind":"validation","payload":[1]}"#);
-        assert_eq!((&m["kind"], &m["payload"]), (&json!("VALIDATION"), &json!([1])));
+        assert_eq!(
+            (&m["kind"], &m["payload"]),
+            (&json!("VALIDATION"), &json!([1]))
+        );
         let h = known(r#"{"type":"handoff","parcel":"billing","labels":["eu"]}"#);
         assert_eq!(h["payload"], json!({}));
-        let h = known(r#"{"type":"handoff","parcel":"billing","payload":{"a":1},"idempotency_key":"k"}"#);
+        let h = known(
+            r#"{"type":"handoff","parcel":"billing","payload":{"a":1},"idempotency_key":"k"}"#,
+        );
         assert_eq!(h["payload"], json!({"a": 1}));
     }
 

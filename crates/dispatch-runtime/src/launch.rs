@@ -42,6 +42,13 @@ impl LaunchRequest {
             created_at: now_ms(),
             claimed_by: None,
             created: false,
+            // A run linked to an earlier one restarts it, unless the
+            // caller says otherwise (a replay, a handoff).
+            trigger: match self.origin_id {
+                Some(_) => dispatch_core::Trigger::Restart,
+                None => dispatch_core::Trigger::Manual,
+            },
+            handoff_key: None,
         }
     }
 }

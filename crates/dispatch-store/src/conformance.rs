@@ -24,6 +24,7 @@
 mod capacity;
 mod enqueue;
 mod events;
+mod handoff;
 mod parcels;
 mod queue;
 mod queue_timeout;
@@ -42,6 +43,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 pub use capacity::*;
 pub use enqueue::*;
 pub use events::*;
+pub use handoff::*;
 pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
@@ -105,6 +107,7 @@ macro_rules! __parcel_conformance_names {
             a_log_is_appended_in_order_and_read_from_any_offset,
             an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
             deleting_a_run_removes_its_log,
+            parcels_are_found_by_newest_name_or_digest_prefix,
         );
     };
 }
@@ -197,6 +200,9 @@ macro_rules! __conformance_names {
             an_approval_is_requested_once_and_decided_once,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
+            // handoffs: triggers and one run per handoff
+            a_run_keeps_its_trigger_and_list_filters_by_it,
+            a_handoff_key_starts_one_run_per_origin_whatever_became_of_it,
         );
     };
 }
@@ -286,6 +292,8 @@ pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
         created_at,
         claimed_by: None,
         created: false,
+        trigger: dispatch_core::Trigger::Manual,
+        handoff_key: None,
     }
 }
 

@@ -630,6 +630,10 @@ impl ParcelStore for SqliteStore {
         self.read(|tx| parcels::get_parcel(tx, digest))
     }
 
+    async fn find_parcels(&self, reference: &str) -> StoreResult<Vec<String>> {
+        self.read(|tx| parcels::find_parcels(tx, reference))
+    }
+
     async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool> {
         self.write(|tx| parcels::put_brief(tx, sha256, bytes))
     }
