@@ -60,6 +60,13 @@ pub fn resolve_parcel(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
     if path.exists() {
         return Ok(parcel::build(path, &layout.parcels())?);
     }
+    resolve_built(layout, source)
+}
+
+/// Looks up a built parcel by digest (prefix) or name (the newest of that
+/// name), never building one: what a handoff names.
+pub fn resolve_built(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
+    let path = Path::new(source);
     let exact = layout.parcels().join(source);
     if source.len() == 64 && exact.is_dir() {
         return Ok(parcel::load(&exact)?);

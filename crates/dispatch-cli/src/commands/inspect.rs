@@ -118,6 +118,7 @@ pub(crate) fn print_human(d: &Value) {
     if let Some(p) = d["parent_id"].as_str() {
         line("Parent:", p.to_string());
     }
+    line("Trigger:", s("trigger"));
     if let Some(p) = d["origin_id"].as_str() {
         line("Origin:", p.to_string());
     }
