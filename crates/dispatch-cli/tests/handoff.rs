@@ -4,9 +4,14 @@
 //! and the run recovered; an unknown parcel fails the sender clearly; and
 //! malformed `message` / `handoff` events are warnings.
 
+// `common` and `remote_common` share the checks module.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
+mod remote_common;
 
 use common::{Dispatch, alive, eventually};
+use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
 
 /// `billing` echoes its payload as its output.
@@ -192,4 +197,59 @@ fn ps_refuses_an_unknown_trigger_naming_the_known_ones() {
         err.contains("--filter trigger=cron") && err.contains("upstream"),
         "{err}"
     );
+}
+
+/// On a cluster: the handoff of a run on a worker queues the new run for any
+/// worker (the parcel found in the cluster's database); an unknown parcel
+/// fails the sender there too.
+#[test]
+fn on_a_cluster_a_handoff_queues_an_upstream_run_that_a_worker_claims() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let _w1 = Worker::start(db.url(), "w1", &["--slots", "1"]);
+    let _w2 = Worker::start(db.url(), "w2", &["--slots", "1"]);
+    let client = Client::new(&server);
+    let billing = client.agent("billing", "cat \"$DISPATCH_PAYLOAD\" > \"$DISPATCH_OUTPUT\"\n");
+    // Uploaded (and kept in the cluster's database) by creating a run of it.
+    client.ok(&["create", &billing]);
+    let sender = client.agent("sender", HANDOFF);
+    let id = client.ok(&["run", &sender, "--detach"]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+
+    let list = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["ps", "-a", "--format", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&client.ok(&all)).expect("ps prints JSON")
+    };
+    let up = list(&["--filter", "trigger=upstream"]);
+    assert_eq!(up.len(), 1, "{up:#?}");
+    assert_eq!(up[0]["origin_id"], id.as_str());
+    assert_eq!(up[0]["parcel_name"], "billing");
+    let new_id = up[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(client.ok(&["wait", &new_id]), "0");
+    let new = client.inspect(&new_id);
+    assert_eq!(new["trigger"], "upstream", "{new:#}");
+    assert_eq!(new["output"], serde_json::json!({"invoice": 42}));
+    let worker = new["attempts"][0]["worker"].as_str().unwrap_or_default();
+    assert!(worker == "w1" || worker == "w2", "claimed by a worker: {new:#}");
+    let (status, page) = server.call("GET", "/v1/runs?trigger=upstream", None);
+    assert_eq!(status, 200);
+    assert_eq!(page["runs"][0]["id"], new_id.as_str(), "{page}");
+    let human = client.ok(&["inspect-run", &new_id]);
+    assert!(human.contains(&format!("Origin:     {id}")), "{human}");
+
+    let lost = client.agent(
+        "lost",
+        "echo '{\"type\":\"handoff\",\"parcel\":\"nosuch\"}' >> \"$DISPATCH_EVENTS\"\nsleep 30\n",
+    );
+    let lost_id = client.ok(&["run", &lost, "--detach"]);
+    let waited = client.run(&["wait", &lost_id]);
+    assert!(!waited.status.success(), "{waited:?}");
+    let doc = client.inspect(&lost_id);
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("unknown parcel `nosuch`") && reason.contains("cluster's database"),
+        "{doc:#}"
+    );
+    assert_eq!(list(&["--filter", "trigger=upstream"]).len(), 1);
 }
