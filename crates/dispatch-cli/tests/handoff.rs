@@ -209,7 +209,10 @@ fn on_a_cluster_a_handoff_queues_an_upstream_run_that_a_worker_claims() {
     let _w1 = Worker::start(db.url(), "w1", &["--slots", "1"]);
     let _w2 = Worker::start(db.url(), "w2", &["--slots", "1"]);
     let client = Client::new(&server);
-    let billing = client.agent("billing", "cat \"$DISPATCH_PAYLOAD\" > \"$DISPATCH_OUTPUT\"\n");
+    let billing = client.agent(
+        "billing",
+        "cat \"$DISPATCH_PAYLOAD\" > \"$DISPATCH_OUTPUT\"\n",
+    );
     // Uploaded (and kept in the cluster's database) by creating a run of it.
     client.ok(&["create", &billing]);
     let sender = client.agent("sender", HANDOFF);
@@ -231,7 +234,10 @@ fn on_a_cluster_a_handoff_queues_an_upstream_run_that_a_worker_claims() {
     assert_eq!(new["trigger"], "upstream", "{new:#}");
     assert_eq!(new["output"], serde_json::json!({"invoice": 42}));
     let worker = new["attempts"][0]["worker"].as_str().unwrap_or_default();
-    assert!(worker == "w1" || worker == "w2", "claimed by a worker: {new:#}");
+    assert!(
+        worker == "w1" || worker == "w2",
+        "claimed by a worker: {new:#}"
+    );
     let (status, page) = server.call("GET", "/v1/runs?trigger=upstream", None);
     assert_eq!(status, 200);
     assert_eq!(page["runs"][0]["id"], new_id.as_str(), "{page}");

@@ -122,7 +122,11 @@ pub(super) async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Tool
                 return ToolOutcome::error("error: this run cannot send messages");
             };
             let mut event = args.clone();
-            event["type"] = json!(name);
+            event["type"] = json!(if name == "handoff" {
+                "handoff"
+            } else {
+                "message"
+            });
             // Exactly what a process agent's line would be, checked the same way.
             match dispatch_core::AgentEvent::parse(&event.to_string()) {
                 dispatch_core::AgentEvent::Known { data, .. } if name == "handoff" => {
