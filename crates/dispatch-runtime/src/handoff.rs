@@ -210,3 +210,32 @@ impl<S: Store + ?Sized> Upstream for LocalUpstream<'_, S> {
         Ok(created)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_same_handoff_has_the_same_key_and_an_explicit_key_wins() {
+        let a = Handoff::of_event(
+            &json!({"parcel": "billing", "payload": {"a": 1, "b": [1, {"y": 2, "x": 1}]}}),
+        );
+        let b = Handoff::of_event(
+            &json!({"payload": {"b": [1, {"x": 1, "y": 2}], "a": 1}, "parcel": "billing"}),
+        );
+        assert_eq!(a.key, b.key, "object key order does not matter");
+        let other = Handoff::of_event(&json!({"parcel": "billing", "payload": {"a": 2}}));
+        assert_ne!(a.key, other.key);
+        let elsewhere = Handoff::of_event(
+            &json!({"parcel": "refunds", "payload": {"a": 1, "b": [1, {"y": 2, "x": 1}]}}),
+        );
+        assert_ne!(a.key, elsewhere.key);
+        let keyed = Handoff::of_event(
+            &json!({"parcel": "billing", "idempotency_key": "inv-42", "labels": ["eu"]}),
+        );
+        assert_eq!(keyed.key, "inv-42");
+        assert_eq!(keyed.payload, json!({}));
+        assert_eq!(keyed.labels, vec!["eu".to_string()]);
+    }
+}
