@@ -81,6 +81,11 @@ fn a_handoff_starts_the_parcel_as_an_upstream_run_linked_to_its_sender() {
     let human = d.ok(&["inspect-run", &new_id]);
     assert!(human.contains("Trigger:    upstream"), "{human}");
     assert!(human.contains(&format!("Origin:     {id}")), "{human}");
+    let sender_text = d.ok(&["inspect-run", &id]);
+    assert!(
+        sender_text.contains(&format!("Handoffs:   {new_id} (billing)")),
+        "{sender_text}"
+    );
     // The sender itself is no upstream run; the manual filter lists it.
     let manual = ps_json(&d, &["--filter", "trigger=manual"]);
     assert!(manual.iter().any(|r| r["id"] == id.as_str()));

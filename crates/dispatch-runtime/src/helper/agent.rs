@@ -327,10 +327,11 @@ impl EventPump {
         let at = now_ms();
         let mut batch = Vec::with_capacity(lines.len());
         for line in &lines {
+            let parsed = AgentEvent::parse(line);
             if let AgentEvent::Known {
                 kind: "handoff",
                 data,
-            } = AgentEvent::parse(line)
+            } = parsed
             {
                 let data = mask_value(data, &self.secrets);
                 let events = hand_off(run_id, upstream, data, self.attempt, at).await;
@@ -342,7 +343,7 @@ impl EventPump {
                 batch.extend(events.unwrap_or_else(|(_, _, e)| e));
                 continue;
             }
-            batch.push(self.event_of(line, at));
+            batch.push(self.event_of(parsed, at));
         }
         if let Err(e) = store.append_events(run_id, &batch).await {
             eprintln!("[dispatch] could not record {} event(s): {e}", batch.len());
@@ -350,8 +351,8 @@ impl EventPump {
         batch
     }
 
-    fn event_of(&mut self, line: &str, at: i64) -> NewEvent {
-        match AgentEvent::parse(line) {
+    fn event_of(&mut self, parsed: AgentEvent, at: i64) -> NewEvent {
+        match parsed {
             AgentEvent::Known { kind, data } => {
                 let data = mask_value(data, &self.secrets);
                 match kind {
