@@ -264,3 +264,26 @@ fn on_a_cluster_a_handoff_queues_an_upstream_run_that_a_worker_claims() {
     );
     assert_eq!(list(&["--filter", "trigger=upstream"]).len(), 1);
 }
+
+#[test]
+fn every_run_says_what_started_it_and_ps_filters_by_it() {
+    let d = Dispatch::new();
+    let dir = d.agent("plain", "echo hi\n");
+    let id = d.detach(&dir, "{}");
+    d.wait_terminal(&id);
+    let restarted = d.ok(&["restart", &id]);
+    d.wait_terminal(&restarted);
+    let replayed = d.ok(&["replay", &id, "--allow-side-effects"]);
+    d.wait_terminal(&replayed);
+    for (run, trigger) in [
+        (&id, "manual"),
+        (&restarted, "restart"),
+        (&replayed, "replay"),
+    ] {
+        assert_eq!(d.inspect(run)["trigger"], trigger, "{run}");
+        let listed = ps_json(&d, &["--filter", &format!("trigger={trigger}")]);
+        let ids: Vec<&str> = listed.iter().filter_map(|r| r["id"].as_str()).collect();
+        assert_eq!(ids, vec![run.as_str()], "trigger={trigger}");
+    }
+    assert_eq!(d.inspect(&replayed)["origin_id"], id.as_str());
+}
