@@ -287,3 +287,23 @@ fn every_run_says_what_started_it_and_ps_filters_by_it() {
     }
     assert_eq!(d.inspect(&replayed)["origin_id"], id.as_str());
 }
+
+#[test]
+fn a_parcel_that_hands_off_to_itself_stops_at_the_chain_limit() {
+    let d = Dispatch::new();
+    // Each run hands off to its own parcel with a payload one deeper.
+    let script = "n=$(sed 's/[^0-9]//g' \"$DISPATCH_PAYLOAD\")\n\
+        echo \"{\\\"type\\\":\\\"handoff\\\",\\\"parcel\\\":\\\"looper\\\",\\\"payload\\\":{\\\"n\\\":$((n+1))}}\" >> \"$DISPATCH_EVENTS\"\n";
+    let dir = d.agent("looper", script);
+    d.ok(&["build", dir.to_str().expect("utf-8")]);
+    let first = d.ok(&["run", "looper", "--detach", "--job", "{\"n\":0}"]);
+    eventually(120, "the chain ends with a refused handoff", || {
+        ps_json(&d, &["--filter", "status=failed"]).len() == 1
+    });
+    let failed = &ps_json(&d, &["--filter", "status=failed"])[0];
+    let doc = d.inspect(failed["id"].as_str().expect("id"));
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("chain of 32 handoffs"), "{doc:#}");
+    assert_eq!(upstream_runs(&d).len(), 32);
+    assert_eq!(d.inspect(&first)["status"], "succeeded");
+}

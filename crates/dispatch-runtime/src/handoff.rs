@@ -156,6 +156,34 @@ fn request(from: &RunId, handoff: &Handoff, parcel: &Parcel) -> LaunchRequest {
     }
 }
 
+/// The longest chain of handoffs (a run handed off to by a run handed off
+/// to by …): past it a handoff is refused, so that a parcel handing off to
+/// itself cannot start runs for ever.
+pub const MAX_HANDOFF_DEPTH: usize = 32;
+
+/// Refuses a handoff from `from` when `from` is the end of a chain of
+/// [`MAX_HANDOFF_DEPTH`] upstream runs.
+pub async fn check_depth<S: dispatch_store::RunStore + ?Sized>(
+    store: &S,
+    from: &RunId,
+) -> Result<(), HandoffError> {
+    let mut id = from.clone();
+    for _ in 0..MAX_HANDOFF_DEPTH {
+        let run = store
+            .get_run(&id)
+            .await
+            .map_err(|e| HandoffError::Failed(format!("handoff from run {from}: {e}")))?;
+        match (run.trigger, run.origin_id) {
+            (Trigger::Upstream, Some(origin)) => id = origin,
+            _ => return Ok(()),
+        }
+    }
+    Err(HandoffError::Refused(format!(
+        "handoff refused: run {from} ends a chain of {MAX_HANDOFF_DEPTH} handoffs \
+         (hint: a parcel that hands off to itself loops; end the chain)"
+    )))
+}
+
 /// What an unknown parcel is told.
 pub fn unknown_parcel(reference: &str, where_: &str) -> HandoffError {
     HandoffError::Refused(format!(
@@ -187,6 +215,7 @@ impl<S: Store + ?Sized> Upstream for LocalUpstream<'_, S> {
             other => HandoffError::Refused(format!("handoff to `{}`: {other}", handoff.parcel)),
         })?;
         upstream_run(from, handoff, &parcel, String::new())?;
+        check_depth(self.store, from).await?;
         let sub = submit::prepare(
             self.layout,
             &request(from, handoff, &parcel),

@@ -10,7 +10,9 @@ use dispatch_core::RunId;
 use dispatch_core::brief::Brief;
 use dispatch_core::parcel;
 use dispatch_runtime::Layout;
-use dispatch_runtime::handoff::{Handoff, HandoffError, Upstream, unknown_parcel, upstream_run};
+use dispatch_runtime::handoff::{
+    Handoff, HandoffError, Upstream, check_depth, unknown_parcel, upstream_run,
+};
 use dispatch_runtime::launch::write_brief;
 use dispatch_store::{Capacity, Created, QueueOptions, RunExtras, StoreError};
 
@@ -65,6 +67,7 @@ impl Upstream for ClusterUpstream {
         let sha256 = write_brief(&self.layout, &brief)
             .map_err(|e| HandoffError::Failed(format!("handoff to `{name}`: {e}")))?;
         let new = upstream_run(from, handoff, &parcel, sha256.clone())?;
+        check_depth(&*self.store, from).await?;
         let (bytes, _) = brief.encode();
         self.store
             .put_brief(&sha256, &bytes)
