@@ -443,6 +443,8 @@ async fn seed(db: &Path, n: usize) {
                 created_at: now_ms(),
                 claimed_by: None,
                 created: false,
+                trigger: dispatch_core::Trigger::Manual,
+                handoff_key: None,
             })
             .await
             .expect("create");

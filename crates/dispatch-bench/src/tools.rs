@@ -65,6 +65,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         secrets: Default::default(),
         memory: None,
         approver: None,
+        messenger: None,
         max_calls: Some(u64::MAX),
         max_output_bytes: None,
         http: reqwest_client(),

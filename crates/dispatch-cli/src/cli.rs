@@ -209,6 +209,7 @@ pub struct PsArgs {
     #[arg(short, long)]
     pub all: bool,
     /// Filter: status=<s>, parcel=<name|digest>, operation=<op>, parent=<run>, label=<l>,
+    /// trigger=<manual|restart|replay|upstream|eval|workflow>,
     /// since=<time>, until=<time> (repeatable; statuses combine with OR, labels with AND;
     /// a time is RFC 3339, 2026-11-21T10:00:00Z, or an age before now: 30s, 10m, 2h, 7d).
     #[arg(long, value_name = "KEY=VALUE")]

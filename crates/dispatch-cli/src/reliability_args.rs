@@ -122,6 +122,7 @@ impl DispatchArgs {
             created: false,
             helper: None,
             keep_workspace: self.keep_workspace,
+            trigger: None,
         })
     }
 }

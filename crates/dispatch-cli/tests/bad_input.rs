@@ -85,7 +85,7 @@ fn usage_errors_exit_2() {
     let err = d.fails(&["ps", "--filter", "colour=red"], 125);
     assert!(err.contains("unknown key `colour`"), "{err}");
     assert!(
-        err.contains("label, since or until"),
+        err.contains("label, trigger, since or until"),
         "lists the keys: {err}"
     );
     for bad in ["since=yesterday", "until=2026-11-21"] {

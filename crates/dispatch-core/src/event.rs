@@ -66,7 +66,7 @@ impl Usage {
 }
 
 /// The event types an agent may write. Anything else is recorded as a warning.
-pub const AGENT_EVENT_TYPES: [&str; 11] = [
+pub const AGENT_EVENT_TYPES: [&str; 12] = [
     "usage",
     "step",
     "tool_call",
@@ -74,6 +74,7 @@ pub const AGENT_EVENT_TYPES: [&str; 11] = [
     "artifact",
     "approval",
     "message",
+    "handoff",
     "error",
     "output",
     "log",
@@ -101,7 +102,8 @@ impl AgentEvent {
                 };
             }
         };
-        let Some(obj) = value.as_object() else {
+        let mut value = value;
+        let Some(obj) = value.as_object_mut() else {
             return AgentEvent::Malformed {
                 warning: format!("events line is not a JSON object: {shown}"),
             };
@@ -124,6 +126,7 @@ impl AgentEvent {
                 warning: format!("`{kind}` event {problem}: {shown}"),
             };
         }
+        normalize(kind, obj);
         AgentEvent::Known { kind, data: value }
     }
 }
@@ -155,7 +158,77 @@ fn check_fields(kind: &str, obj: &serde_json::Map<String, Value>) -> Option<Stri
         }
         "output" if !obj.contains_key("value") => Some("needs a `value`".into()),
         "wait" => check_wait(obj),
+        "message" => check_message(obj),
+        "handoff" => check_handoff(obj),
         _ => None,
+    }
+}
+
+/// The kinds of a `message` event (`kind`; `RESULT` when absent).
+pub const MESSAGE_KINDS: [&str; 5] = ["TASK", "RESULT", "VALIDATION", "ERROR", "CONTROL"];
+
+/// The longest `idempotency_key` a `handoff` event may carry.
+pub const MAX_HANDOFF_KEY: usize = 200;
+
+fn non_empty_str<'a>(obj: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
+    obj.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// A `message` event: `to` a receiver's name, `kind` one of
+/// [`MESSAGE_KINDS`] (any case), `payload` any JSON.
+fn check_message(obj: &serde_json::Map<String, Value>) -> Option<String> {
+    if non_empty_str(obj, "to").is_none() {
+        return Some("needs a non-empty string `to` (the receiving agent's name)".into());
+    }
+    match obj.get("kind") {
+        None => None,
+        Some(Value::String(k)) if MESSAGE_KINDS.contains(&k.to_ascii_uppercase().as_str()) => None,
+        Some(_) => Some(format!(
+            "has a `kind` that is not one of {}",
+            MESSAGE_KINDS.join(", ")
+        )),
+    }
+}
+
+/// A `handoff` event: `parcel` a built parcel's name or digest (prefix),
+/// `payload` any JSON, optional `labels` (strings) and `idempotency_key`.
+fn check_handoff(obj: &serde_json::Map<String, Value>) -> Option<String> {
+    let Some(parcel) = non_empty_str(obj, "parcel") else {
+        return Some("needs a non-empty string `parcel` (a built parcel's name or digest)".into());
+    };
+    if parcel.contains('/') || parcel.starts_with('.') {
+        return Some(format!(
+            "names `{parcel}`, a path; a handoff starts a built parcel \
+             (hint: `dispatch build` it and give its name or digest)"
+        ));
+    }
+    match obj.get("labels") {
+        None => {}
+        Some(Value::Array(ls)) if ls.iter().all(|l| l.as_str().is_some_and(|s| !s.is_empty())) => {}
+        Some(_) => return Some("has `labels` that are not a list of non-empty strings".into()),
+    }
+    match obj.get("idempotency_key") {
+        None => None,
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_HANDOFF_KEY => None,
+        Some(_) => Some(format!(
+            "has an `idempotency_key` that is not a string of 1 to {MAX_HANDOFF_KEY} bytes"
+        )),
+    }
+}
+
+/// Fills in what a checked event may leave out: a `message`'s `kind`
+/// (`RESULT`, upper-cased when given) and `payload` (`{}`), a `handoff`'s
+/// `payload` (`{}`).
+fn normalize(kind: &str, obj: &mut serde_json::Map<String, Value>) {
+    if matches!(kind, "message" | "handoff") && !obj.contains_key("payload") {
+        obj.insert("payload".into(), Value::Object(Default::default()));
+    }
+    if kind == "message" {
+        let k = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .map_or("RESULT".to_string(), str::to_ascii_uppercase);
+        obj.insert("kind".into(), Value::String(k));
     }
 }
 
@@ -225,6 +298,7 @@ pub fn shorten(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn usage_lines_become_usage() {
@@ -249,12 +323,41 @@ mod tests {
             r#"{"type":"teleport"}"#,
             r#"{"type":"usage","input_tokens":-4}"#,
             r#"{"type":"step"}"#,
+            r#"{"type":"message","kind":"RESULT","payload":{}}"#,
+            r#"{"type":"message","to":"","payload":{}}"#,
+            r#"{"type":"message","to":"writer","kind":"SHOUT"}"#,
+            r#"{"type":"message","to":7}"#,
+            r#"{"type":"handoff","payload":{}}"#,
+            r#"{"type":"handoff","parcel":"./billing"}"#,
+            r#"{"type":"handoff","parcel":"billing","labels":"gpu"}"#,
+            r#"{"type":"handoff","parcel":"billing","idempotency_key":""}"#,
         ] {
             assert!(
                 matches!(AgentEvent::parse(line), AgentEvent::Malformed { .. }),
                 "{line} should be a warning"
             );
         }
+    }
+
+    #[test]
+    fn messages_and_handoffs_are_normalized() {
+        let known = |line: &str| match AgentEvent::parse(line) {
+            AgentEvent::Known { data, .. } => data,
+            other => panic!("{line} should be known: {other:?}"),
+        };
+        let m = known(r#"{"type":"message","to":"writer"}"#);
+        assert_eq!((&m["kind"], &m["payload"]), (&json!("RESULT"), &json!({})));
+        let m = known(r#"{"type":"message","to":"w","kind":"validation","payload":[1]}"#);
+        assert_eq!(
+            (&m["kind"], &m["payload"]),
+            (&json!("VALIDATION"), &json!([1]))
+        );
+        let h = known(r#"{"type":"handoff","parcel":"billing","labels":["eu"]}"#);
+        assert_eq!(h["payload"], json!({}));
+        let h = known(
+            r#"{"type":"handoff","parcel":"billing","payload":{"a":1},"idempotency_key":"k"}"#,
+        );
+        assert_eq!(h["payload"], json!({"a": 1}));
     }
 
     #[test]

@@ -14,12 +14,14 @@ pub mod policy;
 pub mod state;
 pub mod time;
 pub mod tool;
+pub mod trigger;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
 pub use id::RunId;
 pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor};
 pub use time::{Ts, now_ms};
+pub use trigger::Trigger;
 pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;
 pub mod parcel_seal;

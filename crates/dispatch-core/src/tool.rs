@@ -82,13 +82,15 @@ pub struct SecretHeader {
 }
 
 /// The built-in tools.
-pub const BUILTINS: [&str; 6] = [
+pub const BUILTINS: [&str; 8] = [
     "read_file",
     "write_file",
     "list_files",
     "memory_get",
     "memory_put",
     "memory_list",
+    "send_message",
+    "handoff",
 ];
 
 /// What kind of tool, with what it needs to run.

@@ -42,6 +42,13 @@ impl LaunchRequest {
             created_at: now_ms(),
             claimed_by: None,
             created: false,
+            // A run linked to an earlier one restarts it, unless the
+            // caller says otherwise (a replay, a handoff).
+            trigger: match self.origin_id {
+                Some(_) => dispatch_core::Trigger::Restart,
+                None => dispatch_core::Trigger::Manual,
+            },
+            handoff_key: None,
         }
     }
 }
@@ -53,6 +60,13 @@ pub fn resolve_parcel(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
     if path.exists() {
         return Ok(parcel::build(path, &layout.parcels())?);
     }
+    resolve_built(layout, source)
+}
+
+/// Looks up a built parcel by digest (prefix) or name (the newest of that
+/// name), never building one: what a handoff names.
+pub fn resolve_built(layout: &Layout, source: &str) -> RuntimeResult<Parcel> {
+    let path = Path::new(source);
     let exact = layout.parcels().join(source);
     if source.len() == 64 && exact.is_dir() {
         return Ok(parcel::load(&exact)?);

@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod container;
 mod error;
 mod follow;
+pub mod handoff;
 pub mod helper;
 pub mod launch;
 pub mod layout;

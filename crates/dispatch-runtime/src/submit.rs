@@ -38,6 +38,9 @@ pub struct SubmitOptions {
     pub created: bool,
     /// Keep the run's workspace after it ends (`--keep-workspace`).
     pub keep_workspace: bool,
+    /// What starts the run, when not what the request implies (`manual`,
+    /// or `restart` for a request linked to an origin).
+    pub trigger: Option<dispatch_core::Trigger>,
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -121,6 +124,9 @@ pub fn prepare(
     // A service's helper claims it its own way.
     new.claimed_by = opts.helper.filter(|_| operation != Operation::Service);
     new.created = opts.created;
+    if let Some(trigger) = opts.trigger {
+        new.trigger = trigger;
+    }
     Ok(Submission {
         new,
         extras,

@@ -37,7 +37,11 @@ pub(crate) async fn run(
     }
     let work = async {
         match fetch::inputs(&**shared, layout, &run).await {
-            Ok(()) => run_in_worker(&**store, layout, run, parcel).await,
+            Ok(()) => {
+                let upstream =
+                    crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone());
+                run_in_worker(&**store, layout, run, parcel, std::sync::Arc::new(upstream)).await
+            }
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }

@@ -64,6 +64,23 @@ fn has_parcel(dir: &Path) -> bool {
     dir.join("manifest.json").is_file()
 }
 
+/// Makes sure parcel `digest` is in `layout`, fetching it from `store`
+/// when it is not (a handoff's parcel, before its brief is written).
+pub(crate) async fn parcel<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    digest: &str,
+) -> Result<(), FetchError> {
+    if has_parcel(&layout.parcels().join(digest)) {
+        return Ok(());
+    }
+    let _one_at_a_time = FETCHING.lock().await;
+    if has_parcel(&layout.parcels().join(digest)) {
+        return Ok(());
+    }
+    fetch_parcel(store, layout, digest).await
+}
+
 async fn fetch_parcel<S: ParcelStore + ?Sized>(
     store: &S,
     layout: &Layout,

@@ -27,6 +27,7 @@ pub mod self_fence;
 pub mod serve;
 pub mod ship;
 pub mod timers;
+mod upstream;
 pub mod wake;
 pub mod worker;
 mod writer;

@@ -460,6 +460,14 @@ fn every_operation_answers_as_documented() {
         200
     );
     assert_eq!(c.get(runs, "/v1/runs?limit=many").0, 400);
+    let (status, manual) = c.get(runs, "/v1/runs?trigger=manual&limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(manual["runs"][0]["trigger"], "manual", "{manual}");
+    assert_eq!(
+        c.get(runs, "/v1/runs?trigger=upstream").1["runs"],
+        serde_json::json!([])
+    );
+    assert_eq!(c.get(runs, "/v1/runs?trigger=cron").0, 400);
     assert_eq!(
         c.get(runs, "/v1/runs?parent=0123abcd").1["code"],
         "run_not_found"

@@ -25,6 +25,7 @@ mod capacity;
 mod enqueue;
 mod evals;
 mod events;
+mod handoff;
 mod parcels;
 mod queue;
 mod queue_timeout;
@@ -44,6 +45,7 @@ pub use capacity::*;
 pub use enqueue::*;
 pub use evals::*;
 pub use events::*;
+pub use handoff::*;
 pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
@@ -107,6 +109,7 @@ macro_rules! __parcel_conformance_names {
             a_log_is_appended_in_order_and_read_from_any_offset,
             an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
             deleting_a_run_removes_its_log,
+            parcels_are_found_by_newest_name_or_digest_prefix,
             evals_are_kept_once_found_by_prefix_and_the_newest_of_a_parcel,
         );
     };
@@ -200,6 +203,9 @@ macro_rules! __conformance_names {
             an_approval_is_requested_once_and_decided_once,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
+            // handoffs: triggers and one run per handoff
+            a_run_keeps_its_trigger_and_list_filters_by_it,
+            a_handoff_key_starts_one_run_per_origin_whatever_became_of_it,
         );
     };
 }
@@ -289,6 +295,8 @@ pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
         created_at,
         claimed_by: None,
         created: false,
+        trigger: dispatch_core::Trigger::Manual,
+        handoff_key: None,
     }
 }
 

@@ -1,5 +1,5 @@
 use dispatch_core::event::Usage;
-use dispatch_core::{NewEvent, Operation, ProcRef, RunId, RunState, Status, Ts};
+use dispatch_core::{NewEvent, Operation, ProcRef, RunId, RunState, Status, Trigger, Ts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,6 +30,9 @@ pub struct Run {
     /// them claims it (see [`crate::QueueOptions::labels`]).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// What started it (`manual` in databases from before it was recorded).
+    #[serde(default)]
+    pub trigger: Trigger,
 }
 
 impl Run {
@@ -58,6 +61,15 @@ pub struct NewRun {
     /// Created by `dispatch create`: `created`, out of the queue (never
     /// claimed) until `dispatch start` queues it.
     pub created: bool,
+    /// What started it.
+    pub trigger: Trigger,
+    /// For a run another run handed off to (`trigger` upstream): the
+    /// handoff's key, unique among the runs of the same `origin_id`. A
+    /// create with a key its origin already used inserts nothing and
+    /// answers the run it started ([`crate::Created::Existing`]), whatever
+    /// that run's state: each handoff starts one run, however often the
+    /// sender says it.
+    pub handoff_key: Option<String>,
 }
 
 /// One compare-and-set state change.
@@ -82,6 +94,8 @@ pub struct RunFilter {
     /// Runs dispatched with every one of these labels (and maybe others);
     /// empty means all.
     pub labels: Vec<String>,
+    /// Only runs started this way.
+    pub trigger: Option<Trigger>,
     /// Runs created at or after this time.
     pub created_after: Option<Ts>,
     /// Runs created before this time.

@@ -46,6 +46,12 @@ pub trait ParcelStore: Send + Sync {
     /// The parcel stored under `digest`, if any.
     async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>>;
 
+    /// The digests a parcel reference may mean, as `dispatch run <name>`
+    /// resolves one: the newest parcel named `reference` if there is one;
+    /// else those (at most 2) whose digest starts with it (4 characters at
+    /// least). Empty when none.
+    async fn find_parcels(&self, reference: &str) -> StoreResult<Vec<String>>;
+
     /// Stores a brief's bytes under their SHA-256. `true` when this call
     /// wrote (as for [`ParcelStore::put_parcel`]).
     async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool>;

@@ -184,7 +184,8 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(
-        version, 14,
+        version,
+        dispatch_store::sqlite::SCHEMA_VERSION,
         "the schema was migrated exactly once, to the current version"
     );
 }
@@ -322,7 +323,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 14,
+                supported: dispatch_store::sqlite::SCHEMA_VERSION,
                 ..
             }
         ),
@@ -584,7 +585,12 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 14);
+    assert_eq!(version, dispatch_store::sqlite::SCHEMA_VERSION);
+    assert_eq!(
+        run.trigger,
+        dispatch_core::Trigger::Manual,
+        "an old run was dispatched by hand"
+    );
     block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
         .expect("new runs go in next to old ones");
 }

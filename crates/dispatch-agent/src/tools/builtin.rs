@@ -2,7 +2,9 @@
 //! the run's working directory (a path that leaves it, through `..`, an
 //! absolute path or a symlink, is refused), and `memory_get`, `memory_put`,
 //! `memory_list`: a key/value memory in the run database, scoped to the
-//! parcel (or the run's session), so every worker sees the same.
+//! parcel (or the run's session), so every worker sees the same; and the
+//! courier tools `send_message` and `handoff`, which record exactly the
+//! `message` and `handoff` events a process agent writes to its events file.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -18,6 +20,18 @@ pub trait Memory: Send + Sync {
     async fn put(&self, key: &str, value: &Value) -> Result<(), String>;
     /// Keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+}
+
+/// Where `send_message` and `handoff` go: the run's event log. Each gets
+/// the whole checked event (`{"type":"message",…}`, `{"type":"handoff",…}`,
+/// as [`dispatch_core::AgentEvent::parse`] leaves it) and answers what the
+/// model is told.
+#[async_trait::async_trait]
+pub trait Messenger: Send + Sync {
+    /// Records the `message` event.
+    async fn send_message(&self, event: Value) -> Result<String, String>;
+    /// Starts the run the handoff asks for and records the `handoff` event.
+    async fn handoff(&self, event: Value) -> Result<String, String>;
 }
 
 /// The most bytes `read_file` returns.
@@ -56,6 +70,21 @@ pub(super) fn spec(name: &str) -> Option<(&'static str, Value)> {
             "Lists the keys in the agent's memory (those starting with `prefix`, if given).",
             json!({"type": "object", "properties": {"prefix": {"type": "string"}}, "additionalProperties": false}),
         ),
+        "send_message" => (
+            "Sends a typed message to another agent of the workflow (by name, or __end__, __self__, __prev__, __next__).",
+            json!({"type": "object", "properties": {
+                    "to": {"type": "string", "minLength": 1, "description": "the receiving agent"},
+                    "kind": {"type": "string", "enum": dispatch_core::event::MESSAGE_KINDS, "description": "default RESULT"},
+                    "payload": {"description": "any JSON"}},
+                   "required": ["to"], "additionalProperties": false}),
+        ),
+        "handoff" => (
+            "Hands off to another agent: starts the built parcel named `parcel` as a new run with `payload` as its input.",
+            json!({"type": "object", "properties": {
+                    "parcel": {"type": "string", "minLength": 1, "description": "a built parcel's name or digest"},
+                    "payload": {"description": "the new run's input (any JSON; default {})"}},
+                   "required": ["parcel"], "additionalProperties": false}),
+        ),
         _ => return None,
     })
 }
@@ -86,6 +115,25 @@ pub(super) async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Tool
                     .list(text("prefix"))
                     .await
                     .map(|keys| serde_json::to_string(&keys).unwrap_or_default()),
+            }
+        }
+        "send_message" | "handoff" => {
+            let Some(messenger) = &ctx.messenger else {
+                return ToolOutcome::error("error: this run cannot send messages");
+            };
+            let mut event = args.clone();
+            event["type"] = json!(if name == "handoff" {
+                "handoff"
+            } else {
+                "message"
+            });
+            // Exactly what a process agent's line would be, checked the same way.
+            match dispatch_core::AgentEvent::parse(&event.to_string()) {
+                dispatch_core::AgentEvent::Known { data, .. } if name == "handoff" => {
+                    messenger.handoff(data).await
+                }
+                dispatch_core::AgentEvent::Known { data, .. } => messenger.send_message(data).await,
+                dispatch_core::AgentEvent::Malformed { warning } => Err(warning),
             }
         }
         other => Err(format!("there is no built-in tool `{other}`")),

@@ -31,7 +31,7 @@ use crate::agent_loop::{ToolOutcome, Tools};
 use crate::mcp::{McpConfig, McpServer};
 use crate::provider::{ToolCall, ToolSpec};
 
-pub use builtin::Memory;
+pub use builtin::{Memory, Messenger};
 pub(crate) use local::die_with_parent;
 pub use sandbox::Sandbox;
 
@@ -104,6 +104,8 @@ pub struct ToolContext<'a> {
     pub memory: Option<&'a dyn Memory>,
     /// Decides calls of tools with `APPROVAL always|confirm`.
     pub approver: Option<&'a dyn Approver>,
+    /// Where `send_message` and `handoff` go (the run's event log).
+    pub messenger: Option<&'a dyn Messenger>,
     /// `LIMIT TOOL_CALLS`, `LIMIT TOOL_OUTPUT`.
     pub max_calls: Option<u64>,
     pub max_output_bytes: Option<u64>,

@@ -102,6 +102,7 @@ async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
     let opts = SubmitOptions {
         policy: store.run_extras(&old.id).await?.policy,
         force: true,
+        trigger: Some(dispatch_core::Trigger::Replay),
         ..SubmitOptions::default()
     };
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;

@@ -118,8 +118,23 @@ pub(crate) fn print_human(d: &Value) {
     if let Some(p) = d["parent_id"].as_str() {
         line("Parent:", p.to_string());
     }
+    line("Trigger:", s("trigger"));
     if let Some(p) = d["origin_id"].as_str() {
         line("Origin:", p.to_string());
+    }
+    // The runs this one handed off to (each once, however often it said so).
+    let mut handed: Vec<String> = Vec::new();
+    for e in d["events"].as_array().into_iter().flatten() {
+        let data = &e["data"];
+        if let (Some("handoff"), Some(id)) = (e["type"].as_str(), data["run_id"].as_str()) {
+            let entry = format!("{id} ({})", data["parcel"].as_str().unwrap_or("?"));
+            if !handed.contains(&entry) {
+                handed.push(entry);
+            }
+        }
+    }
+    if !handed.is_empty() {
+        line("Handoffs:", handed.join(", "));
     }
     line("Payload:", d["payload"].to_string());
     line("Output:", d["output"].to_string());

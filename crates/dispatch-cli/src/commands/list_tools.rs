@@ -126,6 +126,7 @@ where
         secrets,
         memory: None,
         approver: None,
+        messenger: None,
         max_calls: None,
         max_output_bytes: None,
         http: reqwest_client(),

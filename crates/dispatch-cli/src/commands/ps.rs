@@ -52,11 +52,18 @@ pub(crate) fn filters(args: &PsArgs, now: Ts) -> CliResult<Filters<'_>> {
             }
             "parent" => parent = Some(value),
             "label" => filter.labels.push(value.to_string()),
+            "trigger" => {
+                filter.trigger = Some(
+                    value
+                        .parse::<dispatch_core::Trigger>()
+                        .map_err(|e| CliError::input(format!("--filter {f}: {e}")))?,
+                )
+            }
             "since" => filter.created_after = Some(time()?),
             "until" => filter.created_before = Some(time()?),
             other => {
                 return Err(CliError::input(format!(
-                    "--filter {f}: unknown key `{other}` (expected status, parcel, operation, parent, label, since or until)"
+                    "--filter {f}: unknown key `{other}` (expected status, parcel, operation, parent, label, trigger, since or until)"
                 )));
             }
         }

@@ -62,6 +62,9 @@ fn query(args: &PsArgs) -> CliResult<Vec<String>> {
     if let Some(parent) = parent {
         query.push(format!("parent={}", encode(parent)));
     }
+    if let Some(trigger) = filter.trigger {
+        query.push(format!("trigger={trigger}"));
+    }
     for label in &filter.labels {
         query.push(format!("label={}", encode(label)));
     }

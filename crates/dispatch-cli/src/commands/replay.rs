@@ -98,6 +98,7 @@ pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
         brief_sha256: Some(old.brief_sha256.clone()),
         policy: store.run_extras(&old.id).await?.policy,
         force: true,
+        trigger: Some(dispatch_core::Trigger::Replay),
         ..SubmitOptions::default()
     };
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;

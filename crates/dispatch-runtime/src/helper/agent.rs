@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::watch::Watch;
 use crate::follow::LineFollower;
+use crate::handoff::{Handoff, HandoffError, Upstream};
 use crate::os;
 
 /// How often the helper looks for new lines in `$DISPATCH_EVENTS` while the agent runs.
@@ -172,14 +173,18 @@ impl Supervisor {
         run_id: &dispatch_core::RunId,
         events: &mut EventPump,
         watch: &mut Watch,
+        upstream: &dyn Upstream,
     ) -> std::io::Result<ExitStatus> {
         let mut tick = tokio::time::interval(EVENTS_POLL);
         loop {
             tokio::select! {
                 status = self.child.wait() => return status,
                 _ = tick.tick() => {
-                    let batch = events.pump(store, run_id, false).await;
+                    let batch = events.pump(store, run_id, upstream, false).await;
                     watch.observe(store, &batch, true).await;
+                    if let Some((reason, retryable)) = events.refused.take() {
+                        watch.refuse(reason, retryable);
+                    }
                     watch.tick(store).await;
                 }
                 Some(()) = recv(&mut self.term) => self.stop_group(),
@@ -269,6 +274,9 @@ pub(crate) struct EventPump {
     pub error_retryable: bool,
     /// The last `wait` event: the agent asks to suspend when it exits 0.
     pub wait: Option<Value>,
+    /// A handoff that started nothing: why, and whether another attempt
+    /// may do better. The attempt fails.
+    pub refused: Option<(String, bool)>,
     secrets: Vec<String>,
 }
 
@@ -294,6 +302,7 @@ impl EventPump {
             error: None,
             error_retryable: true,
             wait: None,
+            refused: None,
         }
     }
 
@@ -302,10 +311,13 @@ impl EventPump {
         std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
     }
 
+    /// Moves the lines the agent added into the store; a `handoff` starts
+    /// its run first (through `upstream`), and is stored with its `run_id`.
     pub(crate) async fn pump<S: Store + ?Sized>(
         &mut self,
         store: &S,
         run_id: &dispatch_core::RunId,
+        upstream: &dyn Upstream,
         finish: bool,
     ) -> Vec<NewEvent> {
         let lines = self.follower.poll(finish);
@@ -313,36 +325,96 @@ impl EventPump {
             return Vec::new();
         }
         let at = now_ms();
-        let batch: Vec<NewEvent> = lines
-            .iter()
-            .map(|line| match AgentEvent::parse(line) {
-                AgentEvent::Known { kind, data } => {
-                    let data = mask_value(data, &self.secrets);
-                    match kind {
-                        "output" => self.last_output = data.get("value").cloned(),
-                        "wait" => self.wait = Some(data.clone()),
-                        "error" => {
-                            self.error = data
-                                .get("message")
-                                .and_then(Value::as_str)
-                                .map(str::to_string);
-                            self.error_retryable =
-                                data.get("retryable").and_then(Value::as_bool) != Some(false);
-                        }
-                        _ => {}
-                    }
-                    NewEvent::new(kind, self.attempt, at, data)
+        let mut batch = Vec::with_capacity(lines.len());
+        for line in &lines {
+            let parsed = AgentEvent::parse(line);
+            if let AgentEvent::Known {
+                kind: "handoff",
+                data,
+            } = parsed
+            {
+                let data = mask_value(data, &self.secrets);
+                let events = hand_off(run_id, upstream, data, self.attempt, at).await;
+                if let Err((reason, retryable, _)) = &events {
+                    self.error = Some(reason.clone());
+                    self.error_retryable = *retryable;
+                    self.refused = Some((reason.clone(), *retryable));
                 }
-                AgentEvent::Malformed { warning } => {
-                    let message = mask(&warning, &self.secrets);
-                    NewEvent::new("warning", self.attempt, at, json!({ "message": message }))
-                }
-            })
-            .collect();
+                batch.extend(events.unwrap_or_else(|(_, _, e)| e));
+                continue;
+            }
+            batch.push(self.event_of(parsed, at));
+        }
         if let Err(e) = store.append_events(run_id, &batch).await {
             eprintln!("[dispatch] could not record {} event(s): {e}", batch.len());
         }
         batch
+    }
+
+    fn event_of(&mut self, parsed: AgentEvent, at: i64) -> NewEvent {
+        match parsed {
+            AgentEvent::Known { kind, data } => {
+                let data = mask_value(data, &self.secrets);
+                match kind {
+                    "output" => self.last_output = data.get("value").cloned(),
+                    "wait" => self.wait = Some(data.clone()),
+                    "error" => {
+                        self.error = data
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        self.error_retryable =
+                            data.get("retryable").and_then(Value::as_bool) != Some(false);
+                    }
+                    _ => {}
+                }
+                NewEvent::new(kind, self.attempt, at, data)
+            }
+            AgentEvent::Malformed { warning } => {
+                let message = mask(&warning, &self.secrets);
+                NewEvent::new("warning", self.attempt, at, json!({ "message": message }))
+            }
+        }
+    }
+}
+
+/// Starts the run a `handoff` event asks for. The event to store (with
+/// the new run's id), or: why nothing started, whether another attempt
+/// may do better, and the `warning` and `error` events that say so.
+pub(crate) async fn hand_off(
+    run_id: &dispatch_core::RunId,
+    upstream: &dyn Upstream,
+    mut data: Value,
+    attempt: u32,
+    at: i64,
+) -> Result<Vec<NewEvent>, (String, bool, Vec<NewEvent>)> {
+    let handoff = Handoff::of_event(&data);
+    match upstream.start(run_id, &handoff).await {
+        Ok(created) => {
+            data["run_id"] = json!(created.run().id);
+            data["key"] = json!(handoff.key);
+            data["deduplicated"] = json!(matches!(created, dispatch_store::Created::Existing(_)));
+            Ok(vec![NewEvent::new("handoff", attempt, at, data)])
+        }
+        Err(e) => {
+            let retryable = matches!(e, HandoffError::Failed(_));
+            let reason = e.message().to_string();
+            let events = vec![
+                NewEvent::new(
+                    "warning",
+                    attempt,
+                    at,
+                    json!({"message": format!("`handoff` event started nothing: {reason}"), "event": data}),
+                ),
+                NewEvent::new(
+                    "error",
+                    attempt,
+                    at,
+                    json!({"message": reason, "retryable": retryable, "source": "handoff"}),
+                ),
+            ];
+            Err((reason, retryable, events))
+        }
     }
 }
 

@@ -59,6 +59,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         None => store.run_extras(&run.id).await.ok(),
     };
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
+    // Handoffs start their runs here, unless the host has its own way.
+    let local = crate::handoff::LocalUpstream::new(store, layout);
+    let upstream: &dyn crate::handoff::Upstream = match &known.upstream {
+        Some(u) => u.as_ref(),
+        None => &local,
+    };
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
     loop {
@@ -79,6 +85,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             session: session.as_deref(),
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
+            upstream,
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -172,6 +179,7 @@ struct Context<'a> {
     session: Option<&'a str>,
     own_signals: bool,
     parcel: Result<&'a Parcel, &'a String>,
+    upstream: &'a dyn crate::handoff::Upstream,
 }
 
 /// An attempt that ends before its agent starts.
@@ -195,6 +203,7 @@ async fn one_attempt<S: Store + ?Sized>(
         session,
         own_signals,
         parcel,
+        upstream,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -243,6 +252,7 @@ async fn one_attempt<S: Store + ?Sized>(
             own_signals,
             parcel,
             prepared: &prepared,
+            upstream,
         };
         return super::native::attempt(store, layout, run, log, &ctx).await;
     }
@@ -386,7 +396,7 @@ async fn one_attempt<S: Store + ?Sized>(
         None => {
             save_start(store, layout, run, &started, true).await?;
             let status = agent
-                .until_exit(store, &run.id, &mut events, &mut watch)
+                .until_exit(store, &run.id, &mut events, &mut watch, upstream)
                 .await;
             agent.reap().await;
             status
@@ -394,9 +404,12 @@ async fn one_attempt<S: Store + ?Sized>(
     };
     let batch = match start {
         Some(_) => Vec::new(),
-        None => events.pump(store, &run.id, true).await,
+        None => events.pump(store, &run.id, upstream, true).await,
     };
     watch.agent_gone();
+    if let Some((reason, retryable)) = events.refused.take() {
+        watch.refuse(reason, retryable);
+    }
     watch.observe(store, &batch, false).await;
     watch.expire_pending(store).await;
 
@@ -429,12 +442,23 @@ async fn one_attempt<S: Store + ?Sized>(
         status,
     };
     let end = match watch.verdict.clone() {
-        Some(Verdict::Budget(reason) | Verdict::Limit(reason)) => End::Final(
+        Some(
+            Verdict::Budget(reason) | Verdict::Limit(reason) | Verdict::Handoff(reason, false),
+        ) => End::Final(
             Transition::Fail {
                 reason,
                 exit_code: Some(code),
                 at,
             },
+            output,
+        ),
+        Some(Verdict::Handoff(reason, true)) => End::Retryable(
+            Transition::Fail {
+                reason: reason.clone(),
+                exit_code: Some(code),
+                at,
+            },
+            failure(reason, Status::Failed),
             output,
         ),
         Some(Verdict::TimedOut(reason)) => End::Retryable(

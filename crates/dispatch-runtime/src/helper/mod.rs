@@ -110,12 +110,15 @@ pub async fn run_claimed<S: Store + ?Sized>(
 
 /// What the caller already has of a run (`dispatch run` just created it; a
 /// worker loads each parcel once), so the helper need not read it again.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Known {
     /// The run's parcel (parcels are immutable).
     pub parcel: Option<Arc<Parcel>>,
     /// What the run was dispatched with beyond its record (never changes).
     pub extras: Option<dispatch_store::RunExtras>,
+    /// How the run's handoffs start their runs; a local helper's
+    /// ([`crate::handoff::LocalUpstream`]) when `None`.
+    pub upstream: Option<Arc<dyn crate::handoff::Upstream>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -125,11 +128,14 @@ pub struct Known {
 /// before the terminal state is written loses its lease, and the run goes
 /// back to the queue. A retry goes back to the queue too (the lease ends),
 /// for any worker to take when its backoff is over.
+///
+/// `upstream` starts the runs the run hands off to (queued for any worker).
 pub async fn run_in_worker<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: Run,
     parcel: Option<Arc<Parcel>>,
+    upstream: Arc<dyn crate::handoff::Upstream>,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
@@ -140,6 +146,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     let known = Known {
         parcel,
         extras: None,
+        upstream: Some(upstream),
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }

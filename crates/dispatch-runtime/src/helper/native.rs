@@ -41,6 +41,8 @@ pub(super) struct NativeCtx<'a> {
     pub own_signals: bool,
     pub parcel: &'a Parcel,
     pub prepared: &'a Prepared,
+    /// Starts the runs the agent hands off to (its `handoff` tool).
+    pub upstream: &'a dyn crate::handoff::Upstream,
 }
 
 /// The loop's configuration for `run`: models resolved with the brief's
@@ -172,8 +174,16 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     // attempt's bill of materials.
     let memory = super::native_tools::StoreMemory::new(store, run, ctx.session);
     let approver = super::native_tools::StoreApprover::new(store, layout, run);
-    let mut tool_ctx =
-        super::native_tools::context(layout, run, ctx.parcel, ctx.prepared, &memory, &approver);
+    let messenger = super::native_tools::StoreMessenger::new(store, run, ctx.upstream);
+    let mut tool_ctx = super::native_tools::context(
+        layout,
+        run,
+        ctx.parcel,
+        ctx.prepared,
+        &memory,
+        &approver,
+        &messenger,
+    );
     // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
     let mut limits = super::resources::AttemptLimits::begin(
         &run.id,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use dispatch_agent::ResolvedModel;
-use dispatch_agent::tools::{Approver, Memory, ToolBox, ToolContext};
+use dispatch_agent::tools::{Approver, Memory, Messenger, ToolBox, ToolContext};
 use dispatch_core::parcel::Parcel;
 use dispatch_core::{RunId, now_ms};
 use dispatch_store::{Run, Store, StoreError};
@@ -98,6 +98,69 @@ impl<S: Store + ?Sized> Memory for StoreMemory<'_, S> {
     }
 }
 
+/// `send_message` and `handoff` of a native run: the same `message` and
+/// `handoff` events a process agent writes, recorded in the run's log (a
+/// handoff's run started first, through the host's [`Upstream`]). A
+/// handoff that starts nothing is the tool call's error, which the model
+/// sees (plus a `warning` and an `error` event in the log); the run goes on.
+pub(super) struct StoreMessenger<'a, S: ?Sized> {
+    store: &'a S,
+    run: RunId,
+    attempt: u32,
+    upstream: &'a dyn crate::handoff::Upstream,
+}
+
+impl<'a, S: Store + ?Sized> StoreMessenger<'a, S> {
+    pub(super) fn new(store: &'a S, run: &Run, upstream: &'a dyn crate::handoff::Upstream) -> Self {
+        StoreMessenger {
+            store,
+            run: run.id.clone(),
+            attempt: run.attempt,
+            upstream,
+        }
+    }
+
+    async fn record(&self, events: &[dispatch_core::NewEvent]) -> Result<(), String> {
+        self.store
+            .append_events(&self.run, events)
+            .await
+            .map_err(|e| format!("could not record the event: {e}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> Messenger for StoreMessenger<'_, S> {
+    async fn send_message(&self, event: Value) -> Result<String, String> {
+        let said = format!(
+            "sent {} to {}",
+            event["kind"].as_str().unwrap_or("RESULT"),
+            event["to"].as_str().unwrap_or_default()
+        );
+        let e = dispatch_core::NewEvent::new("message", self.attempt, now_ms(), event);
+        self.record(&[e]).await.map(|()| said)
+    }
+
+    async fn handoff(&self, event: Value) -> Result<String, String> {
+        let parcel = event["parcel"].as_str().unwrap_or_default().to_string();
+        let at = now_ms();
+        match super::agent::hand_off(&self.run, self.upstream, event, self.attempt, at).await {
+            Ok(events) => {
+                let id = events
+                    .first()
+                    .and_then(|e| e.data["run_id"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                self.record(&events).await?;
+                Ok(json!({"run_id": id, "parcel": parcel}).to_string())
+            }
+            Err((reason, _, events)) => {
+                let _ = self.record(&events).await;
+                Err(reason)
+            }
+        }
+    }
+}
+
 /// The context the run's tools work in.
 pub(super) fn context<'a>(
     layout: &Layout,
@@ -106,6 +169,7 @@ pub(super) fn context<'a>(
     prepared: &Prepared,
     memory: &'a dyn Memory,
     approver: &'a dyn Approver,
+    messenger: &'a dyn Messenger,
 ) -> ToolContext<'a> {
     // The agent's environment: the allowlist, nothing else (see `agent_env`).
     let env: Vec<(String, String)> = prepared.spec.env.clone();
@@ -125,6 +189,7 @@ pub(super) fn context<'a>(
         secrets,
         memory: Some(memory),
         approver: Some(approver),
+        messenger: Some(messenger),
         max_calls: agent.and_then(|a| a.max_tool_calls),
         max_output_bytes: agent.and_then(|a| a.max_tool_output_bytes),
         http: crate::native::client().clone(),

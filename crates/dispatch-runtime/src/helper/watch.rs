@@ -31,6 +31,9 @@ pub(crate) enum Verdict {
     Budget(String),
     /// A `RESOURCES` limit was crossed (never retried).
     Limit(String),
+    /// A handoff started nothing: why, and whether another attempt may do
+    /// better (an unknown parcel will not; a store out of reach may).
+    Handoff(String, bool),
 }
 
 struct Pending {
@@ -420,6 +423,14 @@ impl Watch {
                 self.paused_since = None;
             }
             _ => {}
+        }
+    }
+
+    /// A handoff of the agent's started nothing: the attempt fails (its
+    /// agent is stopped).
+    pub fn refuse(&mut self, reason: String, retryable: bool) {
+        if self.verdict.is_none() {
+            self.stop_with(Verdict::Handoff(reason, retryable));
         }
     }
 

@@ -131,7 +131,7 @@ pub(super) async fn run_again(
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
     };
-    let new = match payload {
+    let mut new = match payload {
         Some(_) => super::publish::new_run(state, &parcel, &request, old.operation).await?,
         None => {
             // The exact brief: it is in the store already (every run's is).
@@ -139,6 +139,7 @@ pub(super) async fn run_again(
             request.new_run(&parcel, old.operation, old.brief_sha256.clone())
         }
     };
+    new.trigger = dispatch_core::Trigger::Replay;
     let policy = match state.store.run_extras(&old.id).await?.policy {
         Some(policy) => policy,
         None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))

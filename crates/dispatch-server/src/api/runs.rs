@@ -284,6 +284,7 @@ pub async fn list(
             "operation",
             "parent",
             "label",
+            "trigger",
             "created_after",
             "created_before",
             "limit",
@@ -305,6 +306,13 @@ pub async fn list(
         filter.operation = Some(
             op.parse::<Operation>()
                 .map_err(|e| ApiError::bad_request(format!("operation: {e}")))?,
+        );
+    }
+    if let Some(trigger) = params.get("trigger") {
+        filter.trigger = Some(
+            trigger
+                .parse::<dispatch_core::Trigger>()
+                .map_err(|e| ApiError::bad_request(format!("trigger: {e}")))?,
         );
     }
     let now = now_ms();

@@ -90,9 +90,14 @@ pub struct Run {
     /// The run that started this one.
     #[schema(required = true)]
     pub parent_id: Option<String>,
-    /// The run this one restarts or replays.
+    /// The run this one restarts or replays, or that handed off to it
+    /// (`trigger` upstream).
     #[schema(required = true)]
     pub origin_id: Option<String>,
+    /// What started it: `manual`, `restart`, `replay`, `upstream` (a
+    /// handoff of `origin_id`), `eval` or `workflow`.
+    #[schema(pattern = "^(manual|restart|replay|upstream|eval|workflow)$")]
+    pub trigger: String,
     /// The run's input (null in a list when the store leaves it out).
     pub payload: Value,
     pub brief_sha256: String,
@@ -365,6 +370,9 @@ pub struct ListRunsQuery {
     /// The parent run's id or unique prefix.
     pub parent: Option<String>,
     pub operation: Option<Operation>,
+    /// What started the runs: `manual`, `restart`, `replay`, `upstream`,
+    /// `eval` or `workflow`.
+    pub trigger: Option<String>,
     /// Comma-separated labels, all required: runs dispatched with every one
     /// (the parameter may be repeated).
     pub label: Option<String>,

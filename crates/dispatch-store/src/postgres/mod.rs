@@ -608,6 +608,10 @@ impl ParcelStore for PgStore {
         in_tx!(self, |tx| parcels::get_parcel(&tx, digest))
     }
 
+    async fn find_parcels(&self, reference: &str) -> StoreResult<Vec<String>> {
+        in_tx!(self, |tx| parcels::find_parcels(&tx, reference))
+    }
+
     async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool> {
         in_tx!(self, |tx| parcels::put_brief(&tx, sha256, bytes))
     }

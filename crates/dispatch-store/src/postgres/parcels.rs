@@ -42,6 +42,32 @@ pub(super) async fn has_parcel(tx: &Transaction<'_>, digest: &str) -> Result<boo
     Ok(tx.query_opt(&stmt, &[&digest]).await?.is_some())
 }
 
+pub(super) async fn find_parcels(
+    tx: &Transaction<'_>,
+    reference: &str,
+) -> Result<Vec<String>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT digest FROM parcels WHERE name = $1 ORDER BY created_at DESC, digest LIMIT 1",
+        )
+        .await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&reference]).await? {
+        return Ok(vec![row.try_get(0)?]);
+    }
+    if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
+    let low = reference.to_ascii_lowercase();
+    let stmt = tx
+        .prepare_cached("SELECT digest FROM parcels WHERE starts_with(digest, $1) LIMIT 2")
+        .await?;
+    let rows = tx.query(&stmt, &[&low]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
 pub(super) async fn get_parcel(
     tx: &Transaction<'_>,
     digest: &str,

@@ -93,12 +93,12 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     for row in &rows {
         claimed.push(Claimed {
             run: run_from_row(row)?,
-            fence: row.try_get(19)?,
+            fence: row.try_get(20)?,
             extras: crate::RunExtras {
-                idempotency_key: row.try_get(20)?,
-                session: row.try_get(21)?,
-                policy: json_col(row, 22, "policy")?,
-                keep_workspace: row.try_get(23)?,
+                idempotency_key: row.try_get(21)?,
+                session: row.try_get(22)?,
+                policy: json_col(row, 23, "policy")?,
+                keep_workspace: row.try_get(24)?,
             },
         });
     }

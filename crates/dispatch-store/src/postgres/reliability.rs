@@ -44,6 +44,17 @@ pub(super) async fn create_with(
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
+    // One run per handoff of its origin, whatever became of it.
+    if let (Some(origin), Some(key)) = (&new.origin_id, &new.handoff_key) {
+        lock(tx, "handoff", &format!("{origin}/{key}")).await?;
+        let stmt = tx
+            .prepare_cached("SELECT id FROM runs WHERE origin_id = $1 AND handoff_key = $2")
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&origin.as_str(), key]).await? {
+            let existing = parse_id(row.try_get(0)?)?;
+            return Ok(Created::Existing(get(tx, &existing).await?));
+        }
+    }
     // The same key answers the same run, even one holding the session.
     if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
         lock(tx, "key", key).await?;

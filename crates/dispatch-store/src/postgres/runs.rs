@@ -18,7 +18,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind"
     };
 }
 pub(super) use run_columns;
@@ -75,6 +75,10 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, Fail> {
         },
         output: json(17, "output")?,
         labels: row.try_get(18)?,
+        trigger: row
+            .try_get::<_, &str>(19)?
+            .parse()
+            .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
         id,
     })
 }
@@ -121,8 +125,9 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
     let stmt = tx
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
-             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, ready_at) \
-             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11) \
+             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, ready_at, \
+             trigger_kind, handoff_key) \
+             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11, $12, $13) \
              ON CONFLICT (id) DO NOTHING",
         )
         .await?;
@@ -141,6 +146,8 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
                 &to_json("payload", &new.payload)?,
                 &new.brief_sha256,
                 &new.created_at,
+                &new.trigger.as_str(),
+                &new.handoff_key,
             ],
         )
         .await?;
@@ -161,6 +168,7 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
             "parcel_digest": new.parcel_digest,
             "parent_id": new.parent_id,
             "origin_id": new.origin_id,
+            "trigger": new.trigger,
         }),
     );
     insert_event(tx, &new.id, &created).await?;
@@ -288,6 +296,10 @@ pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec
     if !filter.labels.is_empty() {
         let p = next(&mut args, Box::new(filter.labels.clone()));
         clauses.push(format!("labels @> {p}::text[]"));
+    }
+    if let Some(trigger) = filter.trigger {
+        let p = next(&mut args, Box::new(trigger.as_str().to_string()));
+        clauses.push(format!("trigger_kind = {p}"));
     }
     if let Some(after) = filter.created_after {
         let p = next(&mut args, Box::new(after));

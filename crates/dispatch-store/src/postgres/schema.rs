@@ -182,7 +182,20 @@ const MIGRATIONS: &[&str] = &[
     // 12 (as SQLite's migration 14): what a run asks of the worker that claims it.
     "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
-    // Eval reports kept by the cluster (`dispatch eval --host`).
+    // 13 (as SQLite's migration 15): what started each run, and the key of
+    // the handoff that started an upstream run (one run per handoff of its
+    // origin).
+    r#"
+    ALTER TABLE runs ADD COLUMN trigger_kind TEXT NOT NULL DEFAULT 'manual';
+    ALTER TABLE runs ADD COLUMN handoff_key TEXT;
+    UPDATE runs SET trigger_kind = 'restart' WHERE origin_id IS NOT NULL;
+    UPDATE runs SET trigger_kind = 'replay'
+        WHERE id IN (SELECT replayed_by FROM dead_letters WHERE replayed_by IS NOT NULL);
+    CREATE UNIQUE INDEX runs_by_handoff ON runs (origin_id, handoff_key)
+        WHERE handoff_key IS NOT NULL;
+    CREATE INDEX runs_by_trigger ON runs (trigger_kind, id) WHERE trigger_kind <> 'manual';
+    "#,
+    // 14 (as SQLite's migration 16): eval reports kept by the cluster (`dispatch eval --host`).
     "CREATE TABLE evals ( \
         id            TEXT COLLATE \"C\" PRIMARY KEY, \
         parcel_digest TEXT COLLATE \"C\" NOT NULL, \

@@ -40,6 +40,9 @@ use crate::{
 };
 use crate::{ParcelStore, RunLogStore, StoredParcel};
 
+/// The schema version (`PRAGMA user_version`) this binary writes.
+pub const SCHEMA_VERSION: i64 = schema::CURRENT;
+
 /// How many distinct statements each connection keeps prepared.
 const STATEMENT_CACHE: usize = 64;
 
@@ -629,6 +632,10 @@ impl ParcelStore for SqliteStore {
 
     async fn get_parcel(&self, digest: &str) -> StoreResult<Option<StoredParcel>> {
         self.read(|tx| parcels::get_parcel(tx, digest))
+    }
+
+    async fn find_parcels(&self, reference: &str) -> StoreResult<Vec<String>> {
+        self.read(|tx| parcels::find_parcels(tx, reference))
     }
 
     async fn put_brief(&self, sha256: &str, bytes: &[u8]) -> StoreResult<bool> {

@@ -56,6 +56,26 @@ pub(super) fn get_parcel(tx: &Transaction<'_>, digest: &str) -> Result<Option<St
         .optional()?)
 }
 
+pub(super) fn find_parcels(tx: &Transaction<'_>, reference: &str) -> Result<Vec<String>, Fail> {
+    let named: Option<String> = tx
+        .prepare_cached(
+            "SELECT digest FROM parcels WHERE name = ?1 ORDER BY created_at DESC, digest LIMIT 1",
+        )?
+        .query_row([reference], |row| row.get(0))
+        .optional()?;
+    if let Some(digest) = named {
+        return Ok(vec![digest]);
+    }
+    if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
+    let low = reference.to_ascii_lowercase();
+    Ok(tx
+        .prepare_cached("SELECT digest FROM parcels WHERE substr(digest, 1, ?1) = ?2 LIMIT 2")?
+        .query_map(params![low.len() as i64, low], |row| row.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 pub(super) fn put_brief(tx: &Transaction<'_>, sha256: &str, bytes: &[u8]) -> Result<bool, Fail> {
     let inserted = tx
         .prepare_cached(

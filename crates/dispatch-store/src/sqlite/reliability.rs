@@ -32,6 +32,16 @@ pub(super) fn create_with(
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
+    // One run per handoff of its origin, whatever became of it.
+    if let (Some(origin), Some(key)) = (&new.origin_id, &new.handoff_key) {
+        let existing: Option<String> = tx
+            .prepare_cached("SELECT id FROM runs WHERE origin_id = ?1 AND handoff_key = ?2")?
+            .query_row(params![origin.as_str(), key], |row| row.get(0))
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(Created::Existing(get(tx, &parse_id(&existing)?)?));
+        }
+    }
     // The same key answers the same run, even one holding the session.
     if let (true, Some(key)) = (dedupe, &extras.idempotency_key) {
         let existing: Option<String> = tx

@@ -18,7 +18,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind"
     };
 }
 
@@ -26,7 +26,7 @@ macro_rules! run_columns {
 /// [`RunFilter::summary`]).
 const SUMMARY_COLUMNS: &str = "id, version, parcel_digest, parcel_name, operation, state, attempt, \
      parent_id, origin_id, NULL, brief_sha256, created_at, updated_at, stop_requested_at, \
-     input_tokens, output_tokens, cost_usd, NULL, NULL";
+     input_tokens, output_tokens, cost_usd, NULL, NULL, trigger_kind";
 
 /// Decodes a row selected with [`run_columns`] (or [`SUMMARY_COLUMNS`]).
 fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
@@ -77,6 +77,11 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
             Some(v) => serde_json::from_value(v)
                 .map_err(|e| Fail::Corrupt(format!("run {id}: labels are not a list: {e}")))?,
         },
+        trigger: row
+            .get_ref(19)?
+            .as_str()?
+            .parse()
+            .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
         id,
     })
 }
@@ -111,8 +116,9 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
     let inserted = tx
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
-             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at) \
-             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?11)",
+             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, \
+             trigger_kind, handoff_key) \
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -126,6 +132,8 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
             to_json("payload", &new.payload)?,
             new.brief_sha256,
             new.created_at,
+            new.trigger.as_str(),
+            new.handoff_key,
         ]);
     match inserted {
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -149,6 +157,7 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
             "parcel_digest": new.parcel_digest,
             "parent_id": new.parent_id,
             "origin_id": new.origin_id,
+            "trigger": new.trigger,
         }),
     );
     insert_event(tx, &new.id, &created)?;
@@ -273,6 +282,10 @@ pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>,
                 .into(),
         );
         args.push(SqlValue::Text(to_json("labels", &filter.labels)?));
+    }
+    if let Some(trigger) = filter.trigger {
+        clauses.push("trigger_kind = ?".into());
+        args.push(SqlValue::Text(trigger.as_str().to_string()));
     }
     if let Some(after) = filter.created_after {
         clauses.push("created_at >= ?".into());

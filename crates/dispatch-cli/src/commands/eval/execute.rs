@@ -105,7 +105,8 @@ async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> 
         parent_id: None,
         origin_id: None,
     };
-    let (new, extras, _) = submit::prepare(&ctx.layout, &req, &plan.options)?.into_parts();
+    let (mut new, extras, _) = submit::prepare(&ctx.layout, &req, &plan.options)?.into_parts();
+    new.trigger = dispatch_core::Trigger::Eval;
     let queue = QueueOptions {
         labels: vec!["eval".to_string(), format!("eval={}", plan.eval_id)],
         ..QueueOptions::default()
