@@ -14,6 +14,7 @@ pub mod policy;
 pub mod state;
 pub mod time;
 pub mod tool;
+pub mod workflow;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
@@ -22,4 +23,5 @@ pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionErro
 pub use time::{Ts, now_ms};
 pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;
+pub(crate) mod parcel_members;
 pub mod parcel_seal;
