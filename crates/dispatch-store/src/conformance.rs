@@ -24,6 +24,7 @@
 mod capacity;
 mod enqueue;
 mod events;
+mod messages;
 mod parcels;
 mod queue;
 mod queue_timeout;
@@ -42,6 +43,7 @@ use crate::{NewRun, Run, StateWrite, Store};
 pub use capacity::*;
 pub use enqueue::*;
 pub use events::*;
+pub use messages::*;
 pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
@@ -144,6 +146,8 @@ macro_rules! __queue_conformance_names {
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
             sessions_list_newest_first_by_prefix_and_delete,
             large_sessions_round_trip_and_bad_keys_are_refused_alike,
+            messages_are_stored_once_by_id_in_order_with_an_event,
+            messages_of_a_missing_workflow_are_refused,
         );
     };
 }

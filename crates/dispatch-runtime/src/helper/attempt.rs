@@ -79,6 +79,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             session: session.as_deref(),
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
+            leased: host.leased,
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -172,6 +173,8 @@ struct Context<'a> {
     session: Option<&'a str>,
     own_signals: bool,
     parcel: Result<&'a Parcel, &'a String>,
+    /// A worker holds the run (a workflow's members go to the queue).
+    leased: bool,
 }
 
 /// An attempt that ends before its agent starts.
@@ -195,6 +198,7 @@ async fn one_attempt<S: Store + ?Sized>(
         session,
         own_signals,
         parcel,
+        leased,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -235,6 +239,9 @@ async fn one_attempt<S: Store + ?Sized>(
             checkpoint: None,
             start: Some(started),
         });
+    }
+    if let (Courier::Workflow, Ok(parcel)) = (prepared.courier, parcel) {
+        return super::coordinator::attempt(store, layout, run, log, policy, parcel, !leased).await;
     }
     if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
         let ctx = super::native::NativeCtx {

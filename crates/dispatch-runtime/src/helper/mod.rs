@@ -11,6 +11,7 @@ mod agent;
 pub mod agent_env;
 mod attempt;
 mod collect;
+mod coordinator;
 mod image;
 pub mod native;
 mod native_approval;
@@ -290,7 +291,7 @@ pub(super) fn prepare(
 
     let m = &parcel.manifest;
     let ws = match m.courier {
-        Courier::Noop => crate::workspace::paths(layout, &run.id),
+        Courier::Noop | Courier::Workflow => crate::workspace::paths(layout, &run.id),
         _ => crate::workspace::ensure(layout, &run.id, &parcel.files_dir(), &m.files)
             .map_err(|e| format!("cannot create the run's workspace: {e}"))?,
     };

@@ -182,6 +182,22 @@ const MIGRATIONS: &[&str] = &[
     // 12 (as SQLite's migration 14): what a run asks of the worker that claims it.
     "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
+    // 13 (as SQLite's migration 15): workflow messages (see `crate::MessageStore`).
+    r#"
+    CREATE TABLE messages (
+        seq         BIGSERIAL PRIMARY KEY,
+        workflow_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        id          TEXT COLLATE "C" NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        sender_run  TEXT,
+        receiver    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        child_run   TEXT
+    );
+    CREATE INDEX messages_by_workflow ON messages (workflow_id, seq);
+    "#,
 ];
 
 /// The schema version this binary writes.
