@@ -23,6 +23,9 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
             args.ids.ids[0]
         ))
     })?;
+    if let Some(how) = args.graph {
+        return super::inspect_workflow::print_graph(ctx, &store, args, how).await;
+    }
     let mut docs = Vec::new();
     for arg in &args.ids.ids {
         let run = find_run(&store, &ctx.layout, arg).await?;
@@ -64,6 +67,9 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
     doc["workspace"] = json!(ws);
     doc["status_text"] = json!(status_text(&run.state, now));
+    if let Some(graph) = dispatch_runtime::workflow::graph::graph(store, run).await? {
+        doc["workflow"] = graph;
+    }
     if let Some(state) = store.get_service_state(&run.id).await? {
         doc["service"] = json!({
             "config": state.config,
@@ -170,6 +176,7 @@ pub(crate) fn print_human(d: &Value) {
     }
     super::telemetry::print_human(d);
     super::inspect_agent::print_human(d);
+    super::inspect_workflow::print_human(d);
     if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
         println!("Approvals:");
         for a in approvals {

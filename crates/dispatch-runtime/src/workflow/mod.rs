@@ -24,6 +24,7 @@
 //! another worker claims it). Locally the coordinator starts a helper
 //! process for each child it creates; in a cluster the workers claim them.
 
+pub mod graph;
 mod turns;
 
 use std::collections::{HashMap, HashSet};
@@ -110,6 +111,8 @@ pub async fn coordinate<S: Store + ?Sized>(
             log(&describe(m));
         }
         logged = msgs.len();
+        let used = usage_of(&children);
+        roll_up(store, &parent, &used).await?;
         if let Some(m) = msgs.iter().find(|m| m.message.receiver == COORDINATOR) {
             stop_children(store, layout, &children, local).await;
             let reason = m.message.payload["reason"]
@@ -128,7 +131,6 @@ pub async fn coordinate<S: Store + ?Sized>(
             };
             return Ok((t, Some(m.message.payload.clone())));
         }
-        let used = usage_of(&children);
         if let Some(over) = over_budget(policy, &used, false) {
             stop_children(store, layout, &children, local).await;
             return Ok((
@@ -252,6 +254,31 @@ pub fn usage_of(children: &HashMap<RunId, Run>) -> Usage {
         total.add(c.usage);
     }
     total
+}
+
+/// Brings the workflow run's usage up to its members' together, with a
+/// `usage` event for the difference (so a coordinator that resumes adds
+/// only what is not counted yet).
+async fn roll_up<S: Store + ?Sized>(store: &S, parent: &Run, used: &Usage) -> RuntimeResult<()> {
+    let have = parent.usage;
+    let (input, output) = (
+        used.input_tokens.saturating_sub(have.input_tokens),
+        used.output_tokens.saturating_sub(have.output_tokens),
+    );
+    let cost = (used.cost_usd - have.cost_usd).max(0.0);
+    if input == 0 && output == 0 && cost < 1e-12 {
+        return Ok(());
+    }
+    let data = serde_json::json!({
+        "model": "workflow members",
+        "input_tokens": input,
+        "output_tokens": output,
+        "cost_usd": cost,
+        "rollup": true,
+    });
+    let event = dispatch_core::NewEvent::new("usage", parent.attempt, now_ms(), data);
+    store.append_events(&parent.id, &[event]).await?;
+    Ok(())
 }
 
 /// What of the workflow's budget `used` crosses (`reached`: reaches), if any.
