@@ -443,3 +443,46 @@ fn bad_workflows_fail_the_build_naming_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_members_approval_is_shown_on_the_workflow_and_deciding_it_goes_on() {
+    let d = Dispatch::new();
+    let flow = d.dir.path().join("ask");
+    let ask = "cat > /dev/null\n\
+        echo '{\"type\":\"approval\",\"id\":\"publish\",\"summary\":\"Publish it?\"}' >> \"$DISPATCH_EVENTS\"\n\
+        while [ ! -e \"$DISPATCH_APPROVALS/publish.json\" ]; do sleep 0.02; done\n\
+        echo '{\"type\":\"output\",\"value\":\"published\"}' >> \"$DISPATCH_EVENTS\"\n";
+    member(&flow, "editor", ask, "");
+    workflow(
+        &d,
+        "ask",
+        "FROM workflow\nNAME ask\nAGENT editor ./editor\nROUTE editor -> __end__\n",
+    );
+    let id = d.detach(&flow, "{}");
+    let mut child = String::new();
+    eventually(
+        20,
+        "the workflow lists its member's pending approval",
+        || {
+            let approvals = d.inspect(&id)["approvals"].clone();
+            match approvals[0]["run_id"].as_str() {
+                Some(run) if approvals[0]["id"] == "publish" => {
+                    child = run.to_string();
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    assert_ne!(child, id, "the approval is the member's");
+    let human = d.ok(&["inspect-run", &id]);
+    assert!(
+        human.contains(&format!(
+            "publish (Publish it?) pending [member run {child}]"
+        )),
+        "{human}"
+    );
+    d.ok(&["approve", &child, "publish"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["output"], "published", "{doc}");
+}

@@ -68,6 +68,16 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     doc["workspace"] = json!(ws);
     doc["status_text"] = json!(status_text(&run.state, now));
     if let Some(graph) = dispatch_runtime::workflow::graph::graph(store, run).await? {
+        // A workflow's approvals are its members': listed with the parent.
+        let mut approvals = store.list_approvals(Some(&run.id), false).await?;
+        for node in graph["nodes"].as_array().into_iter().flatten() {
+            for r in node["runs"].as_array().into_iter().flatten() {
+                if let Some(child) = r["id"].as_str().and_then(|c| c.parse().ok()) {
+                    approvals.extend(store.list_approvals(Some(&child), false).await?);
+                }
+            }
+        }
+        doc["approvals"] = json!(approvals);
         doc["workflow"] = graph;
     }
     if let Some(state) = store.get_service_state(&run.id).await? {
@@ -191,8 +201,12 @@ pub(crate) fn print_human(d: &Value) {
                 ),
                 None => "pending".into(),
             };
+            let member = match a["run_id"].as_str() {
+                Some(r) if Some(r) != d["id"].as_str() => format!(" [member run {r}]"),
+                _ => String::new(),
+            };
             println!(
-                "  {} ({}) {decision}",
+                "  {} ({}) {decision}{member}",
                 a["id"].as_str().unwrap_or("?"),
                 a["summary"].as_str().unwrap_or("")
             );
