@@ -44,7 +44,7 @@ pub use turns::COORDINATOR;
 
 /// The shortest and longest pause between two passes.
 const MIN_TICK: Duration = Duration::from_millis(2);
-const MAX_TICK: Duration = Duration::from_millis(100);
+const MAX_TICK: Duration = Duration::from_millis(25);
 /// How often live children are checked for a dead helper.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// How long a stopped child has to end.
@@ -66,6 +66,16 @@ pub async fn coordinate<S: Store + ?Sized>(
     store
         .put_messages(&id, run.attempt, &turns::first(wf, run))
         .await?;
+    // Members that start nothing (`FROM noop`) run in this process.
+    let noop: HashSet<String> = wf
+        .members
+        .iter()
+        .filter(|m| {
+            let p = dispatch_core::parcel::load(&layout.parcels().join(&m.parcel));
+            p.is_ok_and(|p| p.manifest.courier == dispatch_core::parcel::Courier::Noop)
+        })
+        .map(|m| m.parcel.clone())
+        .collect();
     let mut looked_at: HashSet<RunId> = HashSet::new();
     let mut spawned: HashSet<RunId> = HashSet::new();
     let mut logged = 0usize;
@@ -183,7 +193,7 @@ pub async fn coordinate<S: Store + ?Sized>(
             children = children_of(store, &id).await?;
         }
         if local {
-            spawn_queued(layout, &children, &mut spawned);
+            spawn_queued(store, layout, &children, &mut spawned, &noop).await;
         }
         let live = children.values().any(|c| !c.state.is_terminal());
         let undelivered = msgs.iter().any(|m| {
@@ -342,15 +352,24 @@ fn fan_in(
 /// Starts a helper for each queued child this coordinator has not started
 /// one for (a child created by a coordinator that died before starting its
 /// helper is started here; two helpers for one run race for one claim).
-fn spawn_queued(layout: &Layout, children: &HashMap<RunId, Run>, spawned: &mut HashSet<RunId>) {
+/// A member that starts nothing (`noop`) runs here, at once.
+async fn spawn_queued<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    children: &HashMap<RunId, Run>,
+    spawned: &mut HashSet<RunId>,
+    noop: &HashSet<String>,
+) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
     for c in children.values() {
-        if c.status() == Status::Queued
-            && spawned.insert(c.id.clone())
-            && let Err(e) = crate::launch::spawn_helper(layout, &exe, &c.id)
-        {
+        if c.status() != Status::Queued || !spawned.insert(c.id.clone()) {
+            continue;
+        }
+        if noop.contains(&c.parcel_digest) {
+            let _ = Box::pin(crate::helper::claim_and_run(store, layout, c.clone())).await;
+        } else if let Err(e) = crate::launch::spawn_helper(layout, &exe, &c.id) {
             eprintln!(
                 "warning: no helper could start for member run {}: {e}",
                 c.id
