@@ -36,6 +36,19 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             start: None,
         });
     };
+    if !local {
+        // Members' parcels and briefs would have to go through the store.
+        let t = Transition::Fail {
+            reason: "workflow runs are local only for now (hint: run it without --host)".into(),
+            exit_code: None,
+            at: now_ms(),
+        };
+        return Ok(Ended {
+            end: End::Final(t, None),
+            checkpoint: None,
+            start: None,
+        });
+    }
     log.line(&format!(
         "run {} attempt {}: {} coordinator of {} member(s)",
         run.id,
