@@ -486,3 +486,25 @@ fn a_members_approval_is_shown_on_the_workflow_and_deciding_it_goes_on() {
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["output"], "published", "{doc}");
 }
+
+#[test]
+fn a_member_that_cannot_start_fails_the_workflow_naming_it() {
+    let d = Dispatch::new();
+    let flow = d.dir.path().join("nokey");
+    member(&flow, "needy", "true\n", "SECRET WF_TEST_MISSING_KEY\n");
+    workflow(
+        &d,
+        "nokey",
+        "FROM workflow\nNAME nokey\nAGENT needy ./needy\nROUTE needy -> __end__\n",
+    );
+    let id = d.detach(&flow, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("member `needy` could not start:")
+            && reason.contains("WF_TEST_MISSING_KEY"),
+        "{reason}"
+    );
+    assert_eq!(doc["attempt"], 1, "not retried as a lost coordinator");
+}

@@ -181,11 +181,21 @@ pub async fn coordinate<S: Store + ?Sized>(
                     None,
                 ));
             }
-            if turns::deliver(store, layout, wf, &parent, (m, hops), &msgs[..i]).await? {
-                log(&format!(
+            match turns::deliver(store, layout, wf, &parent, (m, hops), &msgs[..i]).await {
+                Ok(true) => log(&format!(
                     "{} starts as run {child} (hop {hops})",
                     m.message.receiver
-                ));
+                )),
+                Ok(false) => {}
+                // The store may answer later: the coordinator ends and a new one resumes.
+                Err(e @ crate::RuntimeError::Store(_)) => return Err(e),
+                // A member that cannot start (a missing secret, a dependency
+                // down, its parcel gone) will not start on a second try either.
+                Err(e) => {
+                    stop_children(store, layout, &children, local).await;
+                    let reason = format!("member `{}` could not start: {e}", m.message.receiver);
+                    return Ok((fail(reason), None));
+                }
             }
             changed = true;
         }
