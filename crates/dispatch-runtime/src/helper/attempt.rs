@@ -61,6 +61,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
+    let briefs = known.briefs.clone();
     loop {
         let max = policy.max_attempts();
         match run.attempt {
@@ -80,6 +81,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
             leased: host.leased,
+            briefs: briefs.as_deref(),
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -175,6 +177,7 @@ struct Context<'a> {
     parcel: Result<&'a Parcel, &'a String>,
     /// A worker holds the run (a workflow's members go to the queue).
     leased: bool,
+    briefs: Option<&'a dyn crate::workflow::BriefSink>,
 }
 
 /// An attempt that ends before its agent starts.
@@ -199,6 +202,7 @@ async fn one_attempt<S: Store + ?Sized>(
         own_signals,
         parcel,
         leased,
+        briefs,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -241,7 +245,11 @@ async fn one_attempt<S: Store + ?Sized>(
         });
     }
     if let (Courier::Workflow, Ok(parcel)) = (prepared.courier, parcel) {
-        return super::coordinator::attempt(store, layout, run, log, policy, parcel, !leased).await;
+        let host = crate::workflow::Where {
+            local: !leased,
+            briefs,
+        };
+        return super::coordinator::attempt(store, layout, run, log, policy, parcel, host).await;
     }
     if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
         let ctx = super::native::NativeCtx {

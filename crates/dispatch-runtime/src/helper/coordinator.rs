@@ -19,7 +19,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     log: &mut LifecycleLog,
     policy: &RunPolicy,
     parcel: &Parcel,
-    local: bool,
+    host: crate::workflow::Where<'_>,
 ) -> RuntimeResult<Ended> {
     let Some(wf) = parcel.manifest.workflow.as_ref() else {
         let t = Transition::Fail {
@@ -36,19 +36,6 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             start: None,
         });
     };
-    if !local {
-        // Members' parcels and briefs would have to go through the store.
-        let t = Transition::Fail {
-            reason: "workflow runs are local only for now (hint: run it without --host)".into(),
-            exit_code: None,
-            at: now_ms(),
-        };
-        return Ok(Ended {
-            end: End::Final(t, None),
-            checkpoint: None,
-            start: None,
-        });
-    }
     log.line(&format!(
         "run {} attempt {}: {} coordinator of {} member(s)",
         run.id,
@@ -78,7 +65,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     }
     let mut line = |text: &str| log.line(text);
     let (t, output) =
-        crate::workflow::coordinate(store, layout, run, wf, policy, local, &mut line).await?;
+        crate::workflow::coordinate(store, layout, run, wf, policy, host, &mut line).await?;
     Ok(Ended {
         end: End::Final(t, output),
         checkpoint: None,

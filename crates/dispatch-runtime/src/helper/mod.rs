@@ -111,12 +111,15 @@ pub async fn run_claimed<S: Store + ?Sized>(
 
 /// What the caller already has of a run (`dispatch run` just created it; a
 /// worker loads each parcel once), so the helper need not read it again.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Known {
     /// The run's parcel (parcels are immutable).
     pub parcel: Option<Arc<Parcel>>,
     /// What the run was dispatched with beyond its record (never changes).
     pub extras: Option<dispatch_store::RunExtras>,
+    /// Where a workflow's coordinator puts the briefs of the member runs it
+    /// creates, for workers on other machines (a cluster worker's store).
+    pub briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -131,6 +134,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     layout: &Layout,
     run: Run,
     parcel: Option<Arc<Parcel>>,
+    briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
@@ -141,6 +145,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     let known = Known {
         parcel,
         extras: None,
+        briefs,
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }

@@ -50,6 +50,26 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// How long a stopped child has to end.
 const CHILD_GRACE: Duration = Duration::from_millis(2_000);
 
+/// Where the coordinator runs.
+#[derive(Clone, Copy)]
+pub struct Where<'a> {
+    /// A helper process on this machine: it starts a helper for each
+    /// member run. A worker (`false`) leaves them to the queue.
+    pub local: bool,
+    /// Where the member runs' briefs go for other machines (a worker's store).
+    pub briefs: Option<&'a dyn BriefSink>,
+}
+
+/// Stores a brief (its SHA-256 and bytes) where workers on other machines
+/// fetch it: the cluster's database.
+pub trait BriefSink: Send + Sync {
+    fn put<'a>(
+        &'a self,
+        sha256: &'a str,
+        bytes: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
 /// Runs the coordinator of workflow run `run` until the workflow ends.
 /// Returns the run's final transition and output. `log` gets one line per
 /// delivery and message.
@@ -59,9 +79,10 @@ pub async fn coordinate<S: Store + ?Sized>(
     run: &Run,
     wf: &Workflow,
     policy: &RunPolicy,
-    local: bool,
+    host: Where<'_>,
     log: &mut (dyn FnMut(&str) + Send),
 ) -> RuntimeResult<(Transition, Option<Value>)> {
+    let local = host.local;
     let id = run.id.clone();
     store
         .put_messages(&id, run.attempt, &turns::first(wf, run))
@@ -181,7 +202,17 @@ pub async fn coordinate<S: Store + ?Sized>(
                     None,
                 ));
             }
-            match turns::deliver(store, layout, wf, &parent, (m, hops), &msgs[..i]).await {
+            match turns::deliver(
+                store,
+                layout,
+                wf,
+                &parent,
+                (m, hops),
+                &msgs[..i],
+                host.briefs,
+            )
+            .await
+            {
                 Ok(true) => log(&format!(
                     "{} starts as run {child} (hop {hops})",
                     m.message.receiver

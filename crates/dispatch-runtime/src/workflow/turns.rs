@@ -170,6 +170,7 @@ pub(super) async fn deliver<S: Store + ?Sized>(
     parent: &Run,
     (m, hop): (&Message, u64),
     thread: &[Message],
+    briefs: Option<&dyn super::BriefSink>,
 ) -> RuntimeResult<bool> {
     let Some(child_id) = m.message.child_run.clone() else {
         return Ok(false);
@@ -204,6 +205,18 @@ pub(super) async fn deliver<S: Store + ?Sized>(
     opts.overrides.run_timeout_ms = wf.agent_timeout_ms;
     let (mut new, extras, _) = prepare(layout, &req, &opts)?.into_parts();
     new.id = child_id.clone();
+    if let Some(sink) = briefs {
+        // Workers on other machines fetch the brief from the store.
+        let path = layout.brief(&new.brief_sha256);
+        let bytes = std::fs::read(&path).map_err(crate::error::io("reading", &path))?;
+        sink.put(&new.brief_sha256, bytes)
+            .await
+            .map_err(|e| crate::RuntimeError::Io {
+                what: "storing the brief",
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+    }
     match store.create_run_with(&new, &extras, false).await {
         Ok(_) => Ok(true),
         // Created meanwhile (the id is the message's): delivered once.

@@ -238,12 +238,6 @@ pub async fn create(
     // A native agent's keys are the workers' (read where the model is called);
     // what needs no key is checked now: a cost limit needs known prices.
     dispatch_runtime::submit::check_native_without_keys(&parcel, &reliability.policy)?;
-    if parcel.manifest.courier == dispatch_core::parcel::Courier::Workflow {
-        return Err(ApiError::bad_request(format!(
-            "parcel {} is a workflow; workflow runs are local only for now (hint: run it without --host, `dispatch run <dir>`)",
-            parcel.manifest.name
-        )));
-    }
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(operation),
