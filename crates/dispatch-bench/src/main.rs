@@ -28,6 +28,9 @@
 //! `dispatch-bench resources [--n N]`: `run --detach` → agent executing with
 //! and without `RESOURCES` (see `resources.rs`).
 //!
+//! `dispatch-bench workflow [--hops N] [--fanout N] [--rounds R]`: multi-agent
+//! runs — per-hop coordination overhead and a fan-out of noop members (see `workflow.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -53,6 +56,7 @@ mod resources;
 mod service;
 mod tools;
 mod waits;
+mod workflow;
 
 /// The value after `flag` on the command line, if any.
 pub(crate) fn flag_value(args: &[String], flag: &str) -> Option<String> {
@@ -125,6 +129,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("resources") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         resources::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("workflow") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        workflow::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {

@@ -330,6 +330,16 @@ pub struct InspectArgs {
     pub ids: IdsArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Print a workflow run's communication graph instead (Graphviz DOT or Mermaid).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub graph: Option<GraphFormat>,
+}
+
+/// How `inspect-run --graph` draws a workflow's graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
 }
 
 /// What to do with a wake that arrives while earlier ones still run.

@@ -29,6 +29,7 @@ mod isolation;
 mod lex;
 mod model;
 mod tool;
+mod workflow;
 
 pub use eval::EVAL_DIR;
 pub use model::check_base_url;
@@ -114,6 +115,8 @@ pub struct Agentfile {
     pub soul: Option<TextSource>,
     pub skills: Vec<SkillSpec>,
     pub prompts: Vec<TextSource>,
+    /// The line of each workflow member's `AGENT` (`FROM workflow`).
+    pub member_lines: BTreeMap<String, usize>,
 }
 
 /// Every directive: its name, what it expects, and an example line.
@@ -160,6 +163,11 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
     ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
     ("EVAL", "one or more case files for `dispatch eval`", "EVAL evals/smoke.toml"),
+    ("AGENT", "a member's name and a directory or built parcel", "AGENT writer ./writer"),
+    ("COORDINATOR", "`workflow`, `chain` or `fan_out`", "COORDINATOR workflow"),
+    ("ROUTE", "`from -> to, …` and an optional `ON ERROR`", "ROUTE researcher -> writer"),
+    ("AGENTS", "member names in order", "AGENTS extractor transformer"),
+    ("AGGREGATE", "`merge_all`, `first` or `vote`", "AGGREGATE merge_all"),
 ];
 
 /// Directives that may appear only once.
@@ -167,7 +175,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
-    "NETWORK", "TOOL_SANDBOX",
+    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -179,7 +187,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), noop, image <ref>";
+const COURIERS: &str =
+    "process, agent (alias native, dispatch/native[:tag]), noop, image <ref>, workflow";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
@@ -239,6 +248,7 @@ struct Parser {
     agent_lines: Vec<(usize, &'static str)>,
     from_line: usize,
     network_line: usize,
+    workflow: workflow::Decl,
 }
 
 impl Parser {
@@ -268,6 +278,7 @@ impl Parser {
             network: None,
             tool_sandbox: None,
             evals: Vec::new(),
+            workflow: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -279,6 +290,7 @@ impl Parser {
                 soul,
                 skills,
                 prompts,
+                member_lines: BTreeMap::new(),
             },
             seen: HashMap::new(),
             env_lines: BTreeMap::new(),
@@ -288,6 +300,7 @@ impl Parser {
             agent_lines: Vec::new(),
             from_line: 0,
             network_line: 0,
+            workflow: workflow::Decl::default(),
         }
     }
 
@@ -363,6 +376,7 @@ impl Parser {
             "FROM" => match one()?.to_ascii_lowercase().as_str() {
                 "process" => self.af.manifest.courier = Courier::Process,
                 "noop" => self.af.manifest.courier = Courier::Noop,
+                "workflow" => self.af.manifest.courier = Courier::Workflow,
                 c if is_native_courier(c) => {
                     self.from_line = line;
                     self.af.manifest.courier = Courier::Agent;
@@ -532,6 +546,7 @@ impl Parser {
                     self.af.manifest.evals.push(path);
                 }
             }
+            k if workflow::NAMES.contains(&k) => self.workflow.directive(k, line, rest, &args)?,
             _ => return Err(format!("{key} is not supported here")),
         }
         Ok(())
@@ -612,9 +627,13 @@ impl Parser {
             [w, d] if w.eq_ignore_ascii_case("run") => ("TIMEOUT RUN", d),
             [w, d] if w.eq_ignore_ascii_case("step") => ("TIMEOUT STEP", d),
             [w, d] if w.eq_ignore_ascii_case("llm") => ("TIMEOUT LLM", d),
+            [w, d] if w.eq_ignore_ascii_case("agent") => ("TIMEOUT AGENT", d),
             _ => return Err(expected("TIMEOUT", rest)),
         };
         self.once(key, line)?;
+        if key == "TIMEOUT AGENT" {
+            return self.workflow.timeout(line, d);
+        }
         let ms = parse_duration_ms(d)?;
         if ms == 0 {
             return Err(format!("{key} must be greater than zero"));
@@ -635,6 +654,12 @@ impl Parser {
     }
 
     fn limit(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
+        if let [k, v] = args
+            && k.eq_ignore_ascii_case("hops")
+        {
+            self.once("LIMIT HOPS", line)?;
+            return self.workflow.hops(line, v);
+        }
         if let [k, v] = args
             && let Some(parsed) = tool::tool_limit(&k.to_ascii_uppercase(), v)
         {
@@ -692,7 +717,18 @@ impl Parser {
     }
 
     fn finish(self, last_line: usize) -> Result<Agentfile, AgentfileError> {
-        let af = self.af;
+        let mut af = self.af;
+        if af.manifest.courier == Courier::Workflow {
+            let (wf, lines) = self.workflow.finish(&af.manifest, last_line)?;
+            af.manifest.workflow = Some(wf);
+            af.member_lines = lines;
+        } else if let Some((line, what)) = self.workflow.first_line {
+            let hint = "(hint: `FROM workflow` makes a parcel that coordinates other agents)";
+            return Err(AgentfileError::new(
+                line,
+                format!("{what} is for workflows {hint}"),
+            ));
+        }
         let m = &af.manifest;
         let missing = |example: &str| {
             let d = example.split(' ').next().unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod state;
 pub mod time;
 pub mod tool;
 pub mod trigger;
+pub mod workflow;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
@@ -24,4 +25,5 @@ pub use time::{Ts, now_ms};
 pub use trigger::Trigger;
 pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;
+pub(crate) mod parcel_members;
 pub mod parcel_seal;

@@ -32,6 +32,9 @@ pub enum Courier {
     /// The parcel's COMMAND in a container (`FROM image <ref>`), through the
     /// podman (or docker) CLI.
     Image,
+    /// A coordinator of other parcels (`FROM workflow`): each member's turn
+    /// is a child run.
+    Workflow,
 }
 
 /// Instructions that go into the brief.
@@ -172,6 +175,10 @@ pub struct Manifest {
     /// `EVAL`: case files for `dispatch eval`, as paths under `files/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evals: Vec<String>,
+    /// `FROM workflow`: the members (by digest, so this parcel's digest
+    /// covers theirs) and how they are coordinated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow::Workflow>,
 }
 
 /// A parcel on disk.

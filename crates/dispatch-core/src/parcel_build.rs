@@ -85,6 +85,7 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
     fs::create_dir_all(parcels_root)
         .map_err(io_err("cannot create parcels directory", parcels_root))?;
     let root = fs::canonicalize(parcels_root).map_err(io_err("cannot resolve", parcels_root))?;
+    crate::parcel_members::resolve(&mut af, &ctx, parcels_root).map_err(af_err)?;
 
     let instructions = resolve_instructions(&af, &ctx).map_err(af_err)?;
     let plan = plan_files(&af, &ctx, &root)?;

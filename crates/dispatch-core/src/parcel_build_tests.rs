@@ -526,3 +526,74 @@ fn symlinks_inside_are_followed_and_outside_refused_or_skipped() {
     assert!(e.to_string().contains("outside the build context"), "{e}");
     assert!(matches!(e, ParcelError::Copy { line: 3, .. }));
 }
+
+#[test]
+fn a_workflow_builds_its_members_and_its_digest_covers_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path().join("flow");
+    let root = dir.path().join("parcels");
+    std::fs::create_dir_all(ctx.join("a")).expect("mkdir");
+    std::fs::write(ctx.join("a/Agentfile"), "FROM noop\nNAME member-a\n").expect("write");
+    std::fs::write(
+        ctx.join("Agentfile"),
+        "FROM workflow\nNAME flow\nAGENT a ./a\nROUTE a -> __end__\n",
+    )
+    .expect("write");
+    let first = crate::parcel::build(&ctx, &root).expect("builds");
+    let wf = first.manifest.workflow.clone().expect("workflow");
+    let member = crate::parcel::load(&root.join(&wf.members[0].parcel)).expect("member built");
+    assert_eq!(member.manifest.name, "member-a");
+    // Changing a member changes the workflow's digest.
+    std::fs::write(
+        ctx.join("a/Agentfile"),
+        "FROM noop\nNAME member-a\nLABEL v=2\n",
+    )
+    .expect("write");
+    let second = crate::parcel::build(&ctx, &root).expect("builds");
+    assert_ne!(first.digest, second.digest);
+    // A member named by a built parcel's name resolves to it.
+    let by_name = dir.path().join("by-name");
+    std::fs::create_dir_all(&by_name).expect("mkdir");
+    std::fs::write(
+        by_name.join("Agentfile"),
+        "FROM workflow\nNAME n\nAGENT a member-a\nROUTE a -> __end__\n",
+    )
+    .expect("write");
+    let p = crate::parcel::build(&by_name, &root).expect("builds");
+    assert_eq!(
+        p.manifest.workflow.expect("wf").members[0].parcel,
+        second.manifest.workflow.expect("wf").members[0].parcel
+    );
+}
+
+#[test]
+fn a_member_that_does_not_build_fails_the_workflow_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path().join("flow");
+    std::fs::create_dir_all(ctx.join("bad")).expect("mkdir");
+    std::fs::write(ctx.join("bad/Agentfile"), "FROM process\nNAME bad\n").expect("write");
+    std::fs::write(
+        ctx.join("Agentfile"),
+        "FROM workflow\nNAME flow\n\nAGENT broken ./bad\nROUTE broken -> __end__\n",
+    )
+    .expect("write");
+    let e = crate::parcel::build(&ctx, &dir.path().join("parcels")).expect_err("refused");
+    let m = e.to_string();
+    assert!(
+        m.contains(":line 4: member `broken` (./bad) does not build"),
+        "{m}"
+    );
+    assert!(m.contains("missing COMMAND"), "{m}");
+    std::fs::write(
+        ctx.join("Agentfile"),
+        "FROM workflow\nNAME flow\nAGENT ghost nowhere\nROUTE ghost -> __end__\n",
+    )
+    .expect("write");
+    let m = crate::parcel::build(&ctx, &dir.path().join("parcels"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        m.contains("line 3: member `ghost` (nowhere) is neither"),
+        "{m}"
+    );
+}

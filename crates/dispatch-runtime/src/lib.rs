@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod stop;
 pub mod submit;
 pub mod suspend;
+pub mod workflow;
 pub mod workspace;
 
 pub use error::{RuntimeError, RuntimeResult};

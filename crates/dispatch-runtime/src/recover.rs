@@ -33,7 +33,12 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
     let policy = retry::policy_of(extras.as_ref(), manifest.as_ref());
     let lost = retry::lost_recoveries(store, &run.id).await;
     let used = run.attempt.saturating_sub(lost);
-    if policy.max_attempts() <= 1 || lost >= MAX_LOST_RECOVERIES || used > policy.max_attempts() {
+    // A workflow's coordinator keeps its state in the store: a new one
+    // resumes where the lost one was, whatever the retry policy.
+    let coordinator =
+        manifest.as_ref().map(|m| m.courier) == Some(dispatch_core::parcel::Courier::Workflow);
+    let no_retry = policy.max_attempts() <= 1 || used > policy.max_attempts();
+    if (no_retry && !coordinator) || lost >= MAX_LOST_RECOVERIES {
         return Ok(None);
     }
     let Ok(exe) = std::env::current_exe() else {

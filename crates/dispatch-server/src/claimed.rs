@@ -36,11 +36,20 @@ pub(crate) async fn run(
         store.ship_log_with(shipper.clone());
     }
     let work = async {
-        match fetch::inputs(&**shared, layout, &run).await {
+        let courier = parcel.as_ref().map(|p| p.manifest.courier);
+        let workflow = courier.is_none_or(|c| c == dispatch_core::parcel::Courier::Workflow);
+        let inputs = match fetch::inputs(&**shared, layout, &run).await {
+            Ok(()) if workflow => fetch::members(&**shared, layout, &run.parcel_digest).await,
+            other => other,
+        };
+        let briefs: Arc<dyn dispatch_runtime::workflow::BriefSink> =
+            Arc::new(fetch::StoreBriefs(shared.clone()));
+        match inputs {
             Ok(()) => {
                 let upstream =
                     crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone());
-                run_in_worker(&**store, layout, run, parcel, std::sync::Arc::new(upstream)).await
+                run_in_worker(&**store, layout, run, parcel, Arc::new(upstream), Some(briefs))
+                    .await
             }
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),

@@ -354,3 +354,21 @@ impl dispatch_store::SessionStore for FencedStore {
         self.inner.delete_session(key).await
     }
 }
+
+/// Messages are stored once by id (a coordinator that lost its lease can
+/// only write what its successor writes too), so they are not fenced.
+#[async_trait::async_trait]
+impl dispatch_store::MessageStore for FencedStore {
+    async fn put_messages(
+        &self,
+        workflow: &RunId,
+        attempt: u32,
+        messages: &[dispatch_store::NewMessage],
+    ) -> StoreResult<()> {
+        self.inner.put_messages(workflow, attempt, messages).await
+    }
+
+    async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<dispatch_store::Message>> {
+        self.inner.list_messages(workflow).await
+    }
+}

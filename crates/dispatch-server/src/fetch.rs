@@ -60,6 +60,47 @@ pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
     Ok(())
 }
 
+/// Makes sure the member parcels of workflow parcel `digest` are in
+/// `layout` (its coordinator creates their runs here).
+pub(crate) async fn members<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    digest: &str,
+) -> Result<(), FetchError> {
+    let Ok(p) = parcel::load(&layout.parcels().join(digest)) else {
+        return Ok(());
+    };
+    for m in p.manifest.workflow.iter().flat_map(|w| &w.members) {
+        if !has_parcel(&layout.parcels().join(&m.parcel)) {
+            let _one_at_a_time = FETCHING.lock().await;
+            if !has_parcel(&layout.parcels().join(&m.parcel)) {
+                fetch_parcel(store, layout, &m.parcel).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts the briefs of the member runs a workflow's coordinator creates on
+/// this worker into the store, for the workers that claim them.
+pub(crate) struct StoreBriefs(pub(crate) crate::SharedStore);
+
+impl dispatch_runtime::workflow::BriefSink for StoreBriefs {
+    fn put<'a>(
+        &'a self,
+        sha256: &'a str,
+        bytes: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.0
+                .put_brief(sha256, &bytes)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 fn has_parcel(dir: &Path) -> bool {
     dir.join("manifest.json").is_file()
 }

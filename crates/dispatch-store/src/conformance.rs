@@ -26,6 +26,7 @@ mod enqueue;
 mod evals;
 mod events;
 mod handoff;
+mod messages;
 mod parcels;
 mod queue;
 mod queue_timeout;
@@ -46,6 +47,7 @@ pub use enqueue::*;
 pub use evals::*;
 pub use events::*;
 pub use handoff::*;
+pub use messages::*;
 pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
@@ -150,6 +152,8 @@ macro_rules! __queue_conformance_names {
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
             sessions_list_newest_first_by_prefix_and_delete,
             large_sessions_round_trip_and_bad_keys_are_refused_alike,
+            messages_are_stored_once_by_id_in_order_with_an_event,
+            messages_of_a_missing_workflow_are_refused,
         );
     };
 }

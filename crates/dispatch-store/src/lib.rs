@@ -11,6 +11,7 @@ pub mod conformance;
 mod created_claimed;
 mod error;
 mod evals;
+mod messages;
 mod model;
 mod parcels;
 pub mod postgres;
@@ -28,6 +29,7 @@ use dispatch_core::{NewEvent, RunId};
 pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
 pub use evals::{EvalRecord, EvalStore};
+pub use messages::{Message, MessageStore, NewMessage};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
@@ -119,10 +121,23 @@ pub trait AttemptStore: Send + Sync {
 
 /// Everything a backend provides.
 pub trait Store:
-    RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore
+    RunStore
+    + EventStore
+    + ArtifactStore
+    + AttemptStore
+    + ReliabilityStore
+    + SessionStore
+    + MessageStore
 {
 }
-impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore>
-    Store for T
+impl<
+    T: RunStore
+        + EventStore
+        + ArtifactStore
+        + AttemptStore
+        + ReliabilityStore
+        + SessionStore
+        + MessageStore,
+> Store for T
 {
 }

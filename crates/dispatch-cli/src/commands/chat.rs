@@ -109,6 +109,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
             parcel: Some(parcel.clone()),
             extras: Some(extras),
             upstream: None,
+            briefs: None,
         };
         let result = run_claimed(&store, &ctx.layout, run.clone(), true, known).await;
         printer.abort();

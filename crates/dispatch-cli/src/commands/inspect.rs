@@ -23,6 +23,9 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
             args.ids.ids[0]
         ))
     })?;
+    if let Some(how) = args.graph {
+        return super::inspect_workflow::print_graph(ctx, &store, args, how).await;
+    }
     let mut docs = Vec::new();
     for arg in &args.ids.ids {
         let run = find_run(&store, &ctx.layout, arg).await?;
@@ -64,6 +67,19 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
     doc["workspace"] = json!(ws);
     doc["status_text"] = json!(status_text(&run.state, now));
+    if let Some(graph) = dispatch_runtime::workflow::graph::graph(store, run).await? {
+        // A workflow's approvals are its members': listed with the parent.
+        let mut approvals = store.list_approvals(Some(&run.id), false).await?;
+        for node in graph["nodes"].as_array().into_iter().flatten() {
+            for r in node["runs"].as_array().into_iter().flatten() {
+                if let Some(child) = r["id"].as_str().and_then(|c| c.parse().ok()) {
+                    approvals.extend(store.list_approvals(Some(&child), false).await?);
+                }
+            }
+        }
+        doc["approvals"] = json!(approvals);
+        doc["workflow"] = graph;
+    }
     if let Some(state) = store.get_service_state(&run.id).await? {
         doc["service"] = json!({
             "config": state.config,
@@ -185,6 +201,7 @@ pub(crate) fn print_human(d: &Value) {
     }
     super::telemetry::print_human(d);
     super::inspect_agent::print_human(d);
+    super::inspect_workflow::print_human(d);
     if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
         println!("Approvals:");
         for a in approvals {
@@ -199,8 +216,12 @@ pub(crate) fn print_human(d: &Value) {
                 ),
                 None => "pending".into(),
             };
+            let member = match a["run_id"].as_str() {
+                Some(r) if Some(r) != d["id"].as_str() => format!(" [member run {r}]"),
+                _ => String::new(),
+            };
             println!(
-                "  {} ({}) {decision}",
+                "  {} ({}) {decision}{member}",
                 a["id"].as_str().unwrap_or("?"),
                 a["summary"].as_str().unwrap_or("")
             );

@@ -11,6 +11,7 @@ mod images_verify;
 pub mod inspect;
 pub mod inspect_agent;
 pub mod inspect_resources;
+pub mod inspect_workflow;
 pub mod internal;
 pub mod list_tools;
 pub mod logs;

@@ -153,6 +153,7 @@ pub async fn create_checked(
         parcel: Some(Arc::new(parcel)),
         extras: Some(extras),
         upstream: None,
+        briefs: None,
     };
     Ok((store, run, existing, known))
 }

@@ -67,6 +67,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     };
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
+    let briefs = known.briefs.clone();
     loop {
         let max = policy.max_attempts();
         match run.attempt {
@@ -86,6 +87,8 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
             upstream,
+            leased: host.leased,
+            briefs: briefs.as_deref(),
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -180,6 +183,9 @@ struct Context<'a> {
     own_signals: bool,
     parcel: Result<&'a Parcel, &'a String>,
     upstream: &'a dyn crate::handoff::Upstream,
+    /// A worker holds the run (a workflow's members go to the queue).
+    leased: bool,
+    briefs: Option<&'a dyn crate::workflow::BriefSink>,
 }
 
 /// An attempt that ends before its agent starts.
@@ -204,6 +210,8 @@ async fn one_attempt<S: Store + ?Sized>(
         own_signals,
         parcel,
         upstream,
+        leased,
+        briefs,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -244,6 +252,13 @@ async fn one_attempt<S: Store + ?Sized>(
             checkpoint: None,
             start: Some(started),
         });
+    }
+    if let (Courier::Workflow, Ok(parcel)) = (prepared.courier, parcel) {
+        let host = crate::workflow::Where {
+            local: !leased,
+            briefs,
+        };
+        return super::coordinator::attempt(store, layout, run, log, policy, parcel, host).await;
     }
     if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
         let ctx = super::native::NativeCtx {

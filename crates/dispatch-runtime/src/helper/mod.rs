@@ -11,6 +11,7 @@ mod agent;
 pub mod agent_env;
 mod attempt;
 mod collect;
+mod coordinator;
 mod image;
 pub mod native;
 mod native_approval;
@@ -119,6 +120,9 @@ pub struct Known {
     /// How the run's handoffs start their runs; a local helper's
     /// ([`crate::handoff::LocalUpstream`]) when `None`.
     pub upstream: Option<Arc<dyn crate::handoff::Upstream>>,
+    /// Where a workflow's coordinator puts the briefs of the member runs it
+    /// creates, for workers on other machines (a cluster worker's store).
+    pub briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -136,6 +140,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     run: Run,
     parcel: Option<Arc<Parcel>>,
     upstream: Arc<dyn crate::handoff::Upstream>,
+    briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
@@ -147,6 +152,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         parcel,
         extras: None,
         upstream: Some(upstream),
+        briefs,
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }
@@ -297,7 +303,7 @@ pub(super) fn prepare(
 
     let m = &parcel.manifest;
     let ws = match m.courier {
-        Courier::Noop => crate::workspace::paths(layout, &run.id),
+        Courier::Noop | Courier::Workflow => crate::workspace::paths(layout, &run.id),
         _ => crate::workspace::ensure(layout, &run.id, &parcel.files_dir(), &m.files)
             .map_err(|e| format!("cannot create the run's workspace: {e}"))?,
     };

@@ -14,6 +14,7 @@
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
+//! | `GET /v1/runs/{id}/graph` | a workflow run's communication graph (members, edges with counts, messages) |
 //! | `GET /v1/approvals` | approvals (`?pending=false` for decided ones too, `?run=`) |
 //! | `POST /v1/runs/{id}/approvals/{approval_id}` | approve or deny |
 //! | `GET /v1/dead-letters` | dead-lettered runs |
@@ -26,6 +27,7 @@ mod bom;
 mod create;
 mod error;
 mod evals;
+mod graph;
 mod lifecycle;
 mod logs;
 pub mod openapi;
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
         .route("/v1/runs/{id}/bom", get(bom::bom))
+        .route("/v1/runs/{id}/graph", get(graph::graph))
         .route("/v1/runs/{id}/signal", post(signal::signal))
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",

@@ -32,6 +32,7 @@ use super::{codes, schemas};
         super::runs::attempts,
         super::runs::artifacts,
         super::bom::bom,
+        super::graph::graph,
         super::reliability::decide,
         super::reliability::list,
         super::reliability::dead_letters,

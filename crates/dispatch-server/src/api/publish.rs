@@ -52,6 +52,13 @@ pub(super) async fn put_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<(
     };
     state.store.put_parcel(&stored).await?;
     state.published.note(&parcel.digest);
+    // A workflow's members go with it: the worker that coordinates it
+    // fetches them to create their runs.
+    for m in parcel.manifest.workflow.iter().flat_map(|w| &w.members) {
+        let dir = state.layout.parcels().join(&m.parcel);
+        let member = parcel::load(&dir).map_err(|e| internal(e.to_string()))?;
+        Box::pin(ensure_parcel(state, &member)).await?;
+    }
     Ok(())
 }
 

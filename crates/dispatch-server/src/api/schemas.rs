@@ -234,6 +234,60 @@ pub struct Bom {
     pub attempts: Vec<BomAttempt>,
 }
 
+/// One member of a workflow (or `__start__`, `__end__`, `__coordinator__`).
+#[derive(Serialize, ToSchema)]
+pub struct GraphNode {
+    pub id: String,
+    /// How many child runs (turns) it had.
+    pub turns: u64,
+    /// Its child runs: `{id, status, duration_ms}`.
+    #[schema(value_type = Vec<Object>)]
+    pub runs: Vec<Value>,
+    /// Its turns' tokens and cost together.
+    #[schema(value_type = Object)]
+    pub usage: Value,
+    pub duration_ms: i64,
+}
+
+/// Messages that went from one node to another.
+#[derive(Serialize, ToSchema)]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    /// Counts by kind (TASK, RESULT, VALIDATION, ERROR, CONTROL).
+    #[schema(value_type = Object)]
+    pub kinds: Value,
+}
+
+/// One message of a workflow.
+#[derive(Serialize, ToSchema)]
+pub struct GraphMessage {
+    pub id: String,
+    pub seq: i64,
+    pub from: String,
+    pub to: String,
+    pub kind: String,
+    /// When it was recorded (ms since the epoch).
+    pub at: i64,
+    /// The child run that sent it (none for the workflow's input or an aggregate).
+    pub sender_run: Option<String>,
+    /// The child run that delivers it (none for `__end__`).
+    pub child_run: Option<String>,
+    /// Whether that run exists.
+    pub delivered: bool,
+}
+
+/// A workflow run's communication graph (empty for a run that is not a workflow).
+#[derive(Serialize, ToSchema)]
+pub struct Graph {
+    pub workflow: String,
+    pub name: String,
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+    pub messages: Vec<GraphMessage>,
+}
+
 /// An approval an agent asked for.
 #[derive(Serialize, ToSchema)]
 pub struct Approval {

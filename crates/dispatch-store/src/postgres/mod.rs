@@ -10,6 +10,7 @@ mod evals;
 mod events;
 mod expire;
 mod listen;
+mod messages;
 mod parcels;
 pub(crate) mod queue;
 mod reliability;
@@ -491,6 +492,22 @@ impl crate::SessionStore for PgStore {
     async fn delete_session(&self, key: &str) -> StoreResult<bool> {
         crate::sessions::check_key(key)?;
         in_tx!(self, |tx| sessions::delete(&tx, key))
+    }
+}
+
+#[async_trait]
+impl crate::MessageStore for PgStore {
+    async fn put_messages(
+        &self,
+        workflow: &RunId,
+        attempt: u32,
+        msgs: &[crate::NewMessage],
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| messages::put(&tx, workflow, attempt, msgs))
+    }
+
+    async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<crate::Message>> {
+        in_tx!(self, |tx| messages::list(&tx, workflow))
     }
 }
 

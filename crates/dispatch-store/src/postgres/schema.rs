@@ -203,6 +203,22 @@ const MIGRATIONS: &[&str] = &[
         created_at    BIGINT NOT NULL, \
         report        TEXT NOT NULL); \
      CREATE INDEX evals_by_parcel ON evals (parcel_digest, created_at);",
+    // 15 (as SQLite's migration 17): workflow messages (see `crate::MessageStore`).
+    r#"
+    CREATE TABLE messages (
+        seq         BIGSERIAL PRIMARY KEY,
+        workflow_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        id          TEXT COLLATE "C" NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        sender_run  TEXT,
+        receiver    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        child_run   TEXT
+    );
+    CREATE INDEX messages_by_workflow ON messages (workflow_id, seq);
+    "#,
 ];
 
 /// The schema version this binary writes.

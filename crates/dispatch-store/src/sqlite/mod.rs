@@ -11,6 +11,7 @@
 mod evals;
 mod events;
 mod expire;
+mod messages;
 mod parcels;
 mod queue;
 mod reliability;
@@ -617,6 +618,22 @@ impl crate::SessionStore for SqliteStore {
     async fn delete_session(&self, key: &str) -> StoreResult<bool> {
         crate::sessions::check_key(key)?;
         self.write(|tx| sessions::delete(tx, key))
+    }
+}
+
+#[async_trait]
+impl crate::MessageStore for SqliteStore {
+    async fn put_messages(
+        &self,
+        workflow: &RunId,
+        attempt: u32,
+        msgs: &[crate::NewMessage],
+    ) -> StoreResult<()> {
+        self.write(|tx| messages::put(tx, workflow, attempt, msgs))
+    }
+
+    async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<crate::Message>> {
+        self.read(|tx| messages::list(tx, workflow))
     }
 }
 

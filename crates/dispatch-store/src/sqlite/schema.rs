@@ -227,6 +227,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX evals_by_parcel ON evals (parcel_digest, created_at);
     ",
+    // 17: workflow messages (see `crate::MessageStore`).
+    "
+    CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        id          TEXT NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        sender_run  TEXT,
+        receiver    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        child_run   TEXT
+    );
+    CREATE INDEX messages_by_workflow ON messages (workflow_id, seq);
+    ",
 ];
 
 /// The schema version this binary writes.

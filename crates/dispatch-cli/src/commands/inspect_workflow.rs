@@ -1,0 +1,84 @@
+//! The workflow part of `dispatch inspect-run`: usage by agent, the
+//! messages that passed (sender → receiver, kind, time, child runs), and
+//! `--graph dot|mermaid`.
+
+use dispatch_runtime::workflow::graph;
+use dispatch_store::sqlite::SqliteStore;
+use serde_json::Value;
+
+use crate::cli::{GraphFormat, InspectArgs};
+use crate::ctx::{Ctx, find_run};
+use crate::error::{CliError, CliResult};
+use crate::output::cost_text;
+
+/// `inspect-run <id>… --graph dot|mermaid`: each workflow run's graph on stdout.
+pub async fn print_graph(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    args: &InspectArgs,
+    how: GraphFormat,
+) -> CliResult {
+    for arg in &args.ids.ids {
+        let run = find_run(store, &ctx.layout, arg).await?;
+        let Some(g) = graph::graph(store, &run).await? else {
+            return Err(CliError::input(format!(
+                "run {} is not a workflow run: it sent no messages (hint: --graph draws the runs of `FROM workflow` parcels)",
+                run.id
+            )));
+        };
+        match how {
+            GraphFormat::Dot => print!("{}", graph::dot(&g)),
+            GraphFormat::Mermaid => print!("{}", graph::mermaid(&g)),
+        }
+    }
+    Ok(0)
+}
+
+/// The human view: a `Workflow:` section.
+pub fn print_human(d: &Value) {
+    let g = &d["workflow"];
+    let Some(nodes) = g["nodes"].as_array() else {
+        return;
+    };
+    println!("Workflow:");
+    println!("  usage by agent:");
+    for n in nodes
+        .iter()
+        .filter(|n| n["turns"].as_u64().unwrap_or(0) > 0)
+    {
+        let u = &n["usage"];
+        let cost = u["cost_usd"].as_f64().unwrap_or(0.0);
+        println!(
+            "    {:<16} {} turn(s)  {} in / {} out tokens  cost {}  {} ms",
+            n["id"].as_str().unwrap_or("?"),
+            n["turns"],
+            u["input_tokens"],
+            u["output_tokens"],
+            cost_text(cost),
+            n["duration_ms"],
+        );
+    }
+    println!("  messages:");
+    for m in g["messages"].as_array().into_iter().flatten() {
+        let at = m["at"]
+            .as_i64()
+            .and_then(dispatch_core::time::format_rfc3339);
+        let child = match m["child_run"].as_str() {
+            Some(c) if m["delivered"] == true => format!(" → run {c}"),
+            Some(c) => format!(" → run {c} (not started)"),
+            None => String::new(),
+        };
+        println!(
+            "    {:>3} {} → {} {} {}{child}",
+            m["seq"],
+            m["from"].as_str().unwrap_or("?"),
+            m["to"].as_str().unwrap_or("?"),
+            m["kind"].as_str().unwrap_or("?"),
+            at.unwrap_or_default(),
+        );
+    }
+    println!(
+        "  (graph: `dispatch inspect-run {} --graph dot|mermaid`)",
+        d["id"].as_str().unwrap_or("")
+    );
+}

@@ -1,0 +1,442 @@
+//! The workflow courier: a coordinator whose state is entirely in the store.
+//!
+//! A workflow run (the parent) has no agent of its own. Each member's turn
+//! is a child run (`parent_id`), created queued like any dispatch, so it has
+//! its own attempts, budget, approvals, isolation and log. Messages are
+//! rows of the store ([`dispatch_store::MessageStore`]), each recorded once
+//! under an id derived from what caused it (the workflow's start, or the
+//! child run that sent it) and carrying the id of the child run that
+//! delivers it. Each pass of the loop reads the store and moves on from what
+//! it finds:
+//!
+//! 1. every ended child not looked at yet: record the messages it sent
+//!    (or its default routes, or its failure as ERROR);
+//! 2. a message to `__end__`: the workflow succeeds with its payload;
+//!    an ERROR to the coordinator: it fails;
+//! 3. every message whose child run does not exist yet: check the hop limit
+//!    and the workflow's budget, then create the child (its id is the
+//!    message's, so a message is delivered once however often this runs);
+//! 4. nothing live and nothing left to deliver: the workflow fails (stalled).
+//!
+//! Nothing lives only in memory, so a coordinator killed at any point is
+//! replaced by one that picks up from the store (a local helper is revived
+//! by lost-helper recovery; in a cluster the parent's lease expires and
+//! another worker claims it). Locally the coordinator starts a helper
+//! process for each child it creates; in a cluster the workers claim them.
+
+pub mod graph;
+mod turns;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use dispatch_core::event::Usage;
+use dispatch_core::policy::RunPolicy;
+use dispatch_core::workflow::{self, Coordinator, END, Workflow};
+use dispatch_core::{RunId, Status, Transition, now_ms};
+use dispatch_store::{Message, Run, RunFilter, Store};
+use serde_json::Value;
+
+use crate::error::RuntimeResult;
+use crate::layout::Layout;
+
+pub use turns::COORDINATOR;
+
+/// The shortest and longest pause between two passes.
+const MIN_TICK: Duration = Duration::from_millis(2);
+const MAX_TICK: Duration = Duration::from_millis(25);
+/// How often live children are checked for a dead helper.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How long a stopped child has to end.
+const CHILD_GRACE: Duration = Duration::from_millis(2_000);
+
+/// Where the coordinator runs.
+#[derive(Clone, Copy)]
+pub struct Where<'a> {
+    /// A helper process on this machine: it starts a helper for each
+    /// member run. A worker (`false`) leaves them to the queue.
+    pub local: bool,
+    /// Where the member runs' briefs go for other machines (a worker's store).
+    pub briefs: Option<&'a dyn BriefSink>,
+}
+
+/// Stores a brief (its SHA-256 and bytes) where workers on other machines
+/// fetch it: the cluster's database.
+pub trait BriefSink: Send + Sync {
+    fn put<'a>(
+        &'a self,
+        sha256: &'a str,
+        bytes: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// Runs the coordinator of workflow run `run` until the workflow ends.
+/// Returns the run's final transition and output. `log` gets one line per
+/// delivery and message.
+pub async fn coordinate<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &Run,
+    wf: &Workflow,
+    policy: &RunPolicy,
+    host: Where<'_>,
+    log: &mut (dyn FnMut(&str) + Send),
+) -> RuntimeResult<(Transition, Option<Value>)> {
+    let local = host.local;
+    let id = run.id.clone();
+    store
+        .put_messages(&id, run.attempt, &turns::first(wf, run))
+        .await?;
+    // Members that start nothing (`FROM noop`) run in this process.
+    let noop: HashSet<String> = wf
+        .members
+        .iter()
+        .filter(|m| {
+            let p = dispatch_core::parcel::load(&layout.parcels().join(&m.parcel));
+            p.is_ok_and(|p| p.manifest.courier == dispatch_core::parcel::Courier::Noop)
+        })
+        .map(|m| m.parcel.clone())
+        .collect();
+    let mut looked_at: HashSet<RunId> = HashSet::new();
+    let mut spawned: HashSet<RunId> = HashSet::new();
+    let mut logged = 0usize;
+    let mut tick = MIN_TICK;
+    let mut reconciled = Instant::now();
+    loop {
+        let parent = store.get_run(&id).await?;
+        let mut children = children_of(store, &id).await?;
+        if reconciled.elapsed() >= RECONCILE_EVERY && local {
+            for c in children.values_mut().filter(|c| !c.state.is_terminal()) {
+                *c = crate::reconcile::reconcile(store, layout, c.clone()).await?;
+            }
+            reconciled = Instant::now();
+        }
+        if parent.stop_requested_at.is_some() {
+            stop_children(store, layout, &children, local).await;
+            let t = Transition::Cancel {
+                reason: "stopped by user; every live member's run was stopped".into(),
+                exit_code: None,
+                at: now_ms(),
+            };
+            return Ok((t, None));
+        }
+        let mut msgs = store.list_messages(&id).await?;
+        let agent_of: HashMap<&RunId, &str> = msgs
+            .iter()
+            .filter_map(|m| Some((m.message.child_run.as_ref()?, m.message.receiver.as_str())))
+            .collect();
+        let mut sent = Vec::new();
+        for c in children.values().filter(|c| c.state.is_terminal()) {
+            if looked_at.insert(c.id.clone())
+                && let Some(agent) = agent_of.get(&c.id)
+            {
+                sent.extend(turns::outgoing(store, wf, agent, c).await?);
+            }
+        }
+        let mut changed = !sent.is_empty();
+        if changed {
+            store.put_messages(&id, parent.attempt, &sent).await?;
+            msgs = store.list_messages(&id).await?;
+        }
+        for m in msgs.iter().skip(logged) {
+            log(&describe(m));
+        }
+        logged = msgs.len();
+        let used = usage_of(&children);
+        roll_up(store, &parent, &used).await?;
+        if let Some(m) = msgs.iter().find(|m| m.message.receiver == COORDINATOR) {
+            stop_children(store, layout, &children, local).await;
+            let reason = m.message.payload["reason"]
+                .as_str()
+                .unwrap_or("a member failed");
+            return Ok((
+                fail(format!("agent `{}` failed: {reason}", m.message.sender)),
+                None,
+            ));
+        }
+        if let Some(m) = msgs.iter().find(|m| m.message.receiver == END) {
+            stop_children(store, layout, &children, local).await;
+            let t = Transition::Exited {
+                code: 0,
+                at: now_ms(),
+            };
+            return Ok((t, Some(m.message.payload.clone())));
+        }
+        if let Some(over) = over_budget(policy, &used, false) {
+            stop_children(store, layout, &children, local).await;
+            return Ok((
+                fail(format!(
+                    "budget_exceeded: {over} (the workflow's members together)"
+                )),
+                None,
+            ));
+        }
+        // Deliver what is not delivered yet.
+        let mut hops = 0u64;
+        for (i, m) in msgs.iter().enumerate() {
+            let Some(child) = &m.message.child_run else {
+                continue;
+            };
+            hops += 1;
+            if children.contains_key(child) {
+                continue;
+            }
+            if wf.coordinator != Coordinator::FanOut && hops > wf.hop_limit() {
+                stop_children(store, layout, &children, local).await;
+                let (from, to) = (&m.message.sender, &m.message.receiver);
+                return Ok((
+                    fail(format!(
+                        "LIMIT HOPS {} reached: the message from `{from}` to `{to}` was not delivered (hint: raise LIMIT HOPS, or end the loop with a message to __end__)",
+                        wf.hop_limit()
+                    )),
+                    None,
+                ));
+            }
+            if let Some(over) = over_budget(policy, &used, true) {
+                stop_children(store, layout, &children, local).await;
+                return Ok((
+                    fail(format!(
+                        "budget_exceeded: {over}; `{}` was not started (the workflow's members together)",
+                        m.message.receiver
+                    )),
+                    None,
+                ));
+            }
+            match turns::deliver(
+                store,
+                layout,
+                wf,
+                &parent,
+                (m, hops),
+                &msgs[..i],
+                host.briefs,
+            )
+            .await
+            {
+                Ok(true) => log(&format!(
+                    "{} starts as run {child} (hop {hops})",
+                    m.message.receiver
+                )),
+                Ok(false) => {}
+                // The store may answer later: the coordinator ends and a new one resumes.
+                Err(e @ crate::RuntimeError::Store(_)) => return Err(e),
+                // A member that cannot start (a missing secret, a dependency
+                // down, its parcel gone) will not start on a second try either.
+                Err(e) => {
+                    stop_children(store, layout, &children, local).await;
+                    let reason = format!("member `{}` could not start: {e}", m.message.receiver);
+                    return Ok((fail(reason), None));
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            children = children_of(store, &id).await?;
+        }
+        if local {
+            spawn_queued(store, layout, &children, &mut spawned, &noop).await;
+        }
+        let live = children.values().any(|c| !c.state.is_terminal());
+        let undelivered = msgs.iter().any(|m| {
+            m.message
+                .child_run
+                .as_ref()
+                .is_some_and(|c| !children.contains_key(c))
+        });
+        if !live && !undelivered && looked_at.len() >= children.len() {
+            if wf.coordinator == Coordinator::FanOut {
+                let end = fan_in(wf, &msgs, &children, &id);
+                if let Some(end) = end {
+                    store.put_messages(&id, parent.attempt, &[end]).await?;
+                    continue;
+                }
+                return Ok((fail("every member of the fan-out failed".into()), None));
+            }
+            return Ok((
+                fail(format!(
+                    "the workflow stalled: no member is running and none sent a message to {END} (hint: have the last agent send `{{\"type\":\"message\",\"to\":\"{END}\",…}}`, or add `ROUTE <agent> -> {END}`)"
+                )),
+                None,
+            ));
+        }
+        tick = if changed {
+            MIN_TICK
+        } else {
+            (tick * 2).min(MAX_TICK)
+        };
+        tokio::time::sleep(tick).await;
+    }
+}
+
+fn fail(reason: String) -> Transition {
+    Transition::Fail {
+        reason,
+        exit_code: None,
+        at: now_ms(),
+    }
+}
+
+/// `sender → receiver KIND (message id)`.
+fn describe(m: &Message) -> String {
+    let n = &m.message;
+    format!(
+        "message {} → {} {} ({})",
+        n.sender, n.receiver, n.kind, n.id
+    )
+}
+
+/// Every child run of the workflow, by id.
+async fn children_of<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+) -> RuntimeResult<HashMap<RunId, Run>> {
+    let filter = RunFilter {
+        parent_id: Some(id.clone()),
+        ..RunFilter::default()
+    };
+    let runs = store.list_runs(&filter).await?;
+    Ok(runs.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// The members' usage together.
+pub fn usage_of(children: &HashMap<RunId, Run>) -> Usage {
+    let mut total = Usage::default();
+    for c in children.values() {
+        total.add(c.usage);
+    }
+    total
+}
+
+/// Brings the workflow run's usage up to its members' together, with a
+/// `usage` event for the difference (so a coordinator that resumes adds
+/// only what is not counted yet).
+async fn roll_up<S: Store + ?Sized>(store: &S, parent: &Run, used: &Usage) -> RuntimeResult<()> {
+    let have = parent.usage;
+    let (input, output) = (
+        used.input_tokens.saturating_sub(have.input_tokens),
+        used.output_tokens.saturating_sub(have.output_tokens),
+    );
+    let cost = (used.cost_usd - have.cost_usd).max(0.0);
+    if input == 0 && output == 0 && cost < 1e-12 {
+        return Ok(());
+    }
+    let data = serde_json::json!({
+        "model": "workflow members",
+        "input_tokens": input,
+        "output_tokens": output,
+        "cost_usd": cost,
+        "rollup": true,
+    });
+    let event = dispatch_core::NewEvent::new("usage", parent.attempt, now_ms(), data);
+    store.append_events(&parent.id, &[event]).await?;
+    Ok(())
+}
+
+/// What of the workflow's budget `used` crosses (`reached`: reaches), if any.
+fn over_budget(policy: &RunPolicy, used: &Usage, reached: bool) -> Option<String> {
+    let l = &policy.limits;
+    let tokens = used.total_tokens();
+    let beyond = |n: f64, max: f64| if reached { n >= max } else { n > max };
+    match (l.max_tokens, l.max_cost_usd) {
+        (Some(max), _) if beyond(tokens as f64, max as f64) => {
+            Some(format!("{tokens} tokens used, limit {max}"))
+        }
+        (_, Some(max)) if beyond(used.cost_usd, max) => Some(format!(
+            "cost ${:.4} reaches limit ${max:.4}",
+            used.cost_usd
+        )),
+        _ => None,
+    }
+}
+
+/// A fan-out whose members all ended: the aggregate, as a message to `__end__`.
+fn fan_in(
+    wf: &Workflow,
+    msgs: &[Message],
+    children: &HashMap<RunId, Run>,
+    id: &RunId,
+) -> Option<dispatch_store::NewMessage> {
+    let mut results: Vec<(i64, String, Value)> = msgs
+        .iter()
+        .filter_map(|m| {
+            let c = children.get(m.message.child_run.as_ref()?)?;
+            let ok = c.status() == Status::Succeeded;
+            let end = c.state.ended_at().unwrap_or(i64::MAX);
+            ok.then(|| {
+                (
+                    end,
+                    m.message.receiver.clone(),
+                    c.output.clone().unwrap_or(Value::Null),
+                )
+            })
+        })
+        .collect();
+    if results.is_empty() {
+        return None;
+    }
+    if wf.aggregate == workflow::Aggregate::First {
+        results.sort_by_key(|(end, _, _)| *end);
+    }
+    let results: Vec<(String, Value)> = results.into_iter().map(|(_, n, v)| (n, v)).collect();
+    let payload = workflow::aggregate(wf.aggregate, &results);
+    let mid = format!("{id}.aggregate");
+    Some(turns::message(
+        mid,
+        COORDINATOR,
+        None,
+        END,
+        "RESULT",
+        payload,
+    ))
+}
+
+/// Starts a helper for each queued child this coordinator has not started
+/// one for (a child created by a coordinator that died before starting its
+/// helper is started here; two helpers for one run race for one claim).
+/// A member that starts nothing (`noop`) runs here, at once.
+async fn spawn_queued<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    children: &HashMap<RunId, Run>,
+    spawned: &mut HashSet<RunId>,
+    noop: &HashSet<String>,
+) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    for c in children.values() {
+        if c.status() != Status::Queued || !spawned.insert(c.id.clone()) {
+            continue;
+        }
+        if noop.contains(&c.parcel_digest) {
+            let _ = Box::pin(crate::helper::claim_and_run(store, layout, c.clone())).await;
+        } else if let Err(e) = crate::launch::spawn_helper(layout, &exe, &c.id) {
+            eprintln!(
+                "warning: no helper could start for member run {}: {e}",
+                c.id
+            );
+        }
+    }
+}
+
+/// Stops every live child: locally through `stop` (TERM, grace, KILL);
+/// in a cluster by asking (the worker holding each one stops it).
+async fn stop_children<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    children: &HashMap<RunId, Run>,
+    local: bool,
+) {
+    let live: Vec<&Run> = children
+        .values()
+        .filter(|c| !c.state.is_terminal())
+        .collect();
+    for c in &live {
+        let _ = store.request_stop(&c.id, now_ms()).await;
+    }
+    for c in live {
+        if local || matches!(c.status(), Status::Queued | Status::Created) {
+            let _ = crate::stop::stop(store, layout, &c.id, CHILD_GRACE, false).await;
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The two things a coordinator does to the store: turn a member's ended
+//! run into the messages it sends, and deliver a message by creating its
+//! receiver's child run (under the id chosen when the message was
+//! recorded, so a second delivery finds the run there and creates nothing).
+
+use dispatch_core::workflow::{self, END, KINDS, START, Workflow};
+use dispatch_core::{Operation, RunId, Status};
+use dispatch_store::{Message, NewMessage, Run, Store};
+use serde_json::{Value, json};
+
+use crate::error::RuntimeResult;
+use crate::launch::LaunchRequest;
+use crate::layout::Layout;
+use crate::submit::{SubmitOptions, prepare};
+
+/// The receiver of a member's failure when no `ROUTE … ON ERROR` takes it:
+/// the coordinator, which fails the workflow.
+pub const COORDINATOR: &str = "__coordinator__";
+
+/// A new message from `sender` (run `sender_run`) to `receiver` (resolved).
+pub(super) fn message(
+    id: String,
+    sender: &str,
+    sender_run: Option<&RunId>,
+    receiver: &str,
+    kind: &str,
+    payload: Value,
+) -> NewMessage {
+    let to_agent = receiver != END && receiver != COORDINATOR;
+    NewMessage {
+        id,
+        sender: sender.to_string(),
+        sender_run: sender_run.cloned(),
+        receiver: receiver.to_string(),
+        kind: kind.to_string(),
+        payload,
+        created_at: dispatch_core::now_ms(),
+        child_run: to_agent.then(RunId::new),
+    }
+}
+
+/// The first messages of a workflow: its input as a TASK to the entry
+/// member (a fan-out: to every member in AGENTS order).
+pub(super) fn first(wf: &Workflow, parent: &Run) -> Vec<NewMessage> {
+    let to: Vec<&str> = match wf.coordinator {
+        workflow::Coordinator::FanOut => wf.sequence(),
+        _ => wf.entry().into_iter().collect(),
+    };
+    to.iter()
+        .map(|name| {
+            let id = format!("{}.start.{name}", parent.id);
+            message(id, START, None, name, "TASK", parent.payload.clone())
+        })
+        .collect()
+}
+
+/// The messages the ended run `child` of member `agent` sends: those its
+/// last attempt wrote (`message` events); or, with none, its output along
+/// the default routes as RESULT (or its failure as ERROR; with no route for
+/// it, to the coordinator). Ids are derived from the child's id, so
+/// recording them twice records them once.
+pub(super) async fn outgoing<S: Store + ?Sized>(
+    store: &S,
+    wf: &Workflow,
+    agent: &str,
+    child: &Run,
+) -> RuntimeResult<Vec<NewMessage>> {
+    let id = |n: String| format!("{}.{n}", child.id);
+    let mut out = Vec::new();
+    if child.status() == Status::Succeeded {
+        for (i, data) in sent(store, child).await?.into_iter().enumerate() {
+            let to = data["to"].as_str().unwrap_or_default();
+            let kind = data["kind"].as_str().map(str::to_ascii_uppercase);
+            let kind = kind.filter(|k| KINDS.contains(&k.as_str()));
+            let payload = data.get("payload").cloned().unwrap_or(Value::Null);
+            match wf.resolve(agent, to) {
+                Ok(rx) => out.push(message(
+                    id(i.to_string()),
+                    agent,
+                    Some(&child.id),
+                    &rx,
+                    kind.as_deref().unwrap_or("RESULT"),
+                    payload,
+                )),
+                Err(problem) => {
+                    let reason = format!(
+                        "agent `{agent}` (run {}) sent a message to {problem}",
+                        child.id
+                    );
+                    let p = json!({"agent": agent, "run": child.id, "reason": reason});
+                    out.push(message(
+                        id(format!("e{i}")),
+                        agent,
+                        Some(&child.id),
+                        COORDINATOR,
+                        "ERROR",
+                        p,
+                    ));
+                    return Ok(out);
+                }
+            }
+        }
+        if out.is_empty() {
+            let output = child.output.clone().unwrap_or(Value::Null);
+            for (i, rx) in wf.default_targets(agent, false).into_iter().enumerate() {
+                let m = message(
+                    id(format!("r{i}")),
+                    agent,
+                    Some(&child.id),
+                    &rx,
+                    "RESULT",
+                    output.clone(),
+                );
+                out.push(m);
+            }
+        }
+        return Ok(out);
+    }
+    let reason = child.state.reason().unwrap_or("it failed").to_string();
+    let payload =
+        json!({"agent": agent, "run": child.id, "status": child.status(), "reason": reason});
+    let targets = wf.default_targets(agent, true);
+    if targets.is_empty() && wf.coordinator != workflow::Coordinator::FanOut {
+        let m = message(
+            id("error".into()),
+            agent,
+            Some(&child.id),
+            COORDINATOR,
+            "ERROR",
+            payload,
+        );
+        return Ok(vec![m]);
+    }
+    for (i, rx) in targets.into_iter().enumerate() {
+        out.push(message(
+            id(format!("x{i}")),
+            agent,
+            Some(&child.id),
+            &rx,
+            "ERROR",
+            payload.clone(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The `message` events of the child's last attempt (what it sent).
+async fn sent<S: Store + ?Sized>(store: &S, child: &Run) -> RuntimeResult<Vec<Value>> {
+    let mut found = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(&child.id, after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        found.extend(
+            page.into_iter()
+                .filter(|e| e.event.kind == "message" && e.event.attempt == child.attempt)
+                .map(|e| e.event.data),
+        );
+    }
+    Ok(found)
+}
+
+/// Delivers `m` (to a member) by creating its child run; `Ok(false)` when
+/// the run exists already (delivered before).
+pub(super) async fn deliver<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    wf: &Workflow,
+    parent: &Run,
+    (m, hop): (&Message, u64),
+    thread: &[Message],
+    briefs: Option<&dyn super::BriefSink>,
+) -> RuntimeResult<bool> {
+    let Some(child_id) = m.message.child_run.clone() else {
+        return Ok(false);
+    };
+    if store.get_run(&child_id).await.is_ok() {
+        return Ok(false);
+    }
+    let member = wf
+        .member(&m.message.receiver)
+        .expect("a message to a member names one (resolved when recorded)");
+    let start = thread.len().saturating_sub(workflow::THREAD_LEN);
+    let thread: Vec<Value> = thread[start..]
+        .iter()
+        .map(|t| json!({"from": t.message.sender, "to": t.message.receiver, "kind": t.message.kind, "payload": t.message.payload}))
+        .collect();
+    let context = json!({"run": parent.id, "name": parent.parcel_name, "agent": member.name, "message": m.message.id, "hop": hop});
+    let payload = workflow::envelope(
+        &m.message.sender,
+        &m.message.kind,
+        &m.message.payload,
+        context,
+        thread,
+    );
+    let req = LaunchRequest {
+        source: member.parcel.clone(),
+        operation: Some(Operation::Job),
+        payload,
+        parent_id: Some(parent.id.clone()),
+        origin_id: None,
+    };
+    let mut opts = SubmitOptions::default();
+    opts.overrides.run_timeout_ms = wf.agent_timeout_ms;
+    let (mut new, extras, _) = prepare(layout, &req, &opts)?.into_parts();
+    new.id = child_id.clone();
+    if let Some(sink) = briefs {
+        // Workers on other machines fetch the brief from the store.
+        let path = layout.brief(&new.brief_sha256);
+        let bytes = std::fs::read(&path).map_err(crate::error::io("reading", &path))?;
+        sink.put(&new.brief_sha256, bytes)
+            .await
+            .map_err(|e| crate::RuntimeError::Io {
+                what: "storing the brief",
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+    }
+    match store.create_run_with(&new, &extras, false).await {
+        Ok(_) => Ok(true),
+        // Created meanwhile (the id is the message's): delivered once.
+        Err(_) if store.get_run(&child_id).await.is_ok() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
