@@ -48,8 +48,15 @@ pub(crate) async fn run(
             Ok(()) => {
                 let upstream =
                     crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone());
-                run_in_worker(&**store, layout, run, parcel, Arc::new(upstream), Some(briefs))
-                    .await
+                run_in_worker(
+                    &**store,
+                    layout,
+                    run,
+                    parcel,
+                    Arc::new(upstream),
+                    Some(briefs),
+                )
+                .await
             }
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
