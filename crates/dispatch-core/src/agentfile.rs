@@ -27,6 +27,7 @@ mod env_passthrough;
 mod eval;
 mod isolation;
 mod lex;
+mod limits;
 mod model;
 mod tool;
 
@@ -160,6 +161,10 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
     ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
     ("EVAL", "one or more case files for `dispatch eval`", "EVAL evals/smoke.toml"),
+    ("CONCURRENCY", "KEY <payload.path or label.NAME> MAX <n> and an optional STRATEGY queue|cancel-in-progress|drop",
+        "CONCURRENCY KEY payload.customer_id MAX 2"),
+    ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",
+        "RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min"),
 ];
 
 /// Directives that may appear only once.
@@ -167,7 +172,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
-    "NETWORK", "TOOL_SANDBOX",
+    "NETWORK", "TOOL_SANDBOX", "CONCURRENCY",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -268,6 +273,7 @@ impl Parser {
             network: None,
             tool_sandbox: None,
             evals: Vec::new(),
+            concurrency: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -531,6 +537,20 @@ impl Parser {
                     self.af.copies.push(copy);
                     self.af.manifest.evals.push(path);
                 }
+            }
+            "CONCURRENCY" => self.af.manifest.concurrency = Some(limits::parse_concurrency(&args)?),
+            "RATE_LIMIT" => {
+                self.agent_lines.push((line, "RATE_LIMIT"));
+                let limit = limits::parse_rate_limit(&args)?;
+                let limits = &mut self.agent().rate_limits;
+                if limits.iter().any(|l| l.bucket() == limit.bucket()) {
+                    return Err(format!(
+                        "a RATE_LIMIT for {} {} is already set (hint: keep one line per model or provider)",
+                        limit.scope.as_str(),
+                        limit.name
+                    ));
+                }
+                limits.push(limit);
             }
             _ => return Err(format!("{key} is not supported here")),
         }

@@ -172,6 +172,9 @@ pub struct Manifest {
     /// `EVAL`: case files for `dispatch eval`, as paths under `files/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evals: Vec<String>,
+    /// `CONCURRENCY`: at most MAX live runs per value of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 /// A parcel on disk.

@@ -10,6 +10,7 @@ mod callbacks;
 pub mod conformance;
 mod created_claimed;
 mod error;
+mod limits;
 mod model;
 mod parcels;
 pub mod postgres;
@@ -26,6 +27,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
+pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
@@ -117,10 +119,17 @@ pub trait AttemptStore: Send + Sync {
 
 /// Everything a backend provides.
 pub trait Store:
-    RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore
+    RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore + LimitStore
 {
 }
-impl<T: RunStore + EventStore + ArtifactStore + AttemptStore + ReliabilityStore + SessionStore>
-    Store for T
+impl<
+    T: RunStore
+        + EventStore
+        + ArtifactStore
+        + AttemptStore
+        + ReliabilityStore
+        + SessionStore
+        + LimitStore,
+> Store for T
 {
 }

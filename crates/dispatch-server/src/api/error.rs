@@ -142,7 +142,8 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Conflict { .. }
             | StoreError::Fenced { .. }
             | StoreError::LogMoved { .. }
-            | StoreError::SessionConflict { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
+            | StoreError::SessionConflict { .. }
+            | StoreError::ConcurrencyLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
