@@ -38,6 +38,8 @@ pub struct SubmitOptions {
     pub created: bool,
     /// Keep the run's workspace after it ends (`--keep-workspace`).
     pub keep_workspace: bool,
+    /// `--concurrency-key`, `--concurrency-max`, `--concurrency-strategy`.
+    pub concurrency: crate::concurrency::ConcurrencyOverrides,
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -108,6 +110,8 @@ pub fn prepare(
         opts.dedup
             .then(|| default_key(&parcel.digest, operation.as_str(), &req.payload))
     });
+    let concurrency =
+        crate::concurrency::resolve(&parcel.manifest, &req.payload, &[], &opts.concurrency)?;
     let extras = RunExtras {
         idempotency_key,
         session: opts
@@ -116,6 +120,7 @@ pub fn prepare(
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
         keep_workspace: opts.keep_workspace,
+        concurrency,
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -403,6 +403,15 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
     if args.keep_workspace {
         request["keep_workspace"] = json!(true);
     }
+    if let Some(key) = &args.concurrency_key {
+        request["concurrency_key"] = json!(key);
+    }
+    if let Some(max) = args.concurrency_max {
+        request["concurrency_max"] = json!(max);
+    }
+    if let Some(strategy) = &args.concurrency_strategy {
+        request["concurrency_strategy"] = json!(strategy);
+    }
     let policy = args.policy_input();
     if policy != PolicyInput::default() {
         request["policy"] = serde_json::to_value(&policy)

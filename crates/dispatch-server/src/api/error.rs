@@ -173,9 +173,10 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
             RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
-            RuntimeError::BadSession(_) | RuntimeError::Agent(_) | RuntimeError::Resources(_) => {
-                (StatusCode::BAD_REQUEST, codes::BAD_REQUEST)
-            }
+            RuntimeError::BadSession(_)
+            | RuntimeError::Agent(_)
+            | RuntimeError::Resources(_)
+            | RuntimeError::Concurrency(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Dependency(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             RuntimeError::Service(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Io { .. } | RuntimeError::Spawn(..) => {
