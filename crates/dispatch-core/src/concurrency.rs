@@ -233,13 +233,22 @@ mod tests {
         let labels = BTreeMap::from([("team".to_string(), "red".to_string())]);
         let p = json!({"customer": {"id": "acme"}, "n": 7, "list": [1, 2]});
         assert_eq!(
-            key_value("payload.customer.id", &p, &labels).unwrap(),
+            key_value("payload.customer.id", &p, &labels).expect("as the test says"),
             "acme"
         );
-        assert_eq!(key_value("payload.n", &p, &labels).unwrap(), "7");
-        assert_eq!(key_value("payload.list.1", &p, &labels).unwrap(), "2");
-        assert_eq!(key_value("label.team", &p, &labels).unwrap(), "red");
-        let err = key_value("payload.customer.name", &p, &labels).unwrap_err();
+        assert_eq!(
+            key_value("payload.n", &p, &labels).expect("as the test says"),
+            "7"
+        );
+        assert_eq!(
+            key_value("payload.list.1", &p, &labels).expect("as the test says"),
+            "2"
+        );
+        assert_eq!(
+            key_value("label.team", &p, &labels).expect("as the test says"),
+            "red"
+        );
+        let err = key_value("payload.customer.name", &p, &labels).expect_err("refused");
         assert!(err.contains("no `customer.name`"), "{err}");
         assert!(key_value("label.zone", &p, &labels).is_err());
         assert!(check_key_source("customer_id").is_err());
@@ -249,14 +258,20 @@ mod tests {
     #[test]
     fn rates_parse_with_their_window() {
         assert_eq!(
-            Rate::parse("500/min").unwrap(),
+            Rate::parse("500/min").expect("as the test says"),
             Rate {
                 limit: 500,
                 window_ms: 60_000
             }
         );
-        assert_eq!(Rate::parse("10/10s").unwrap().window_ms, 10_000);
-        assert_eq!(Rate::parse("2/s").unwrap().window_ms, 1_000);
+        assert_eq!(
+            Rate::parse("10/10s").expect("as the test says").window_ms,
+            10_000
+        );
+        assert_eq!(
+            Rate::parse("2/s").expect("as the test says").window_ms,
+            1_000
+        );
         assert!(Rate::parse("0/min").is_err());
         assert!(Rate::parse("ten/min").is_err());
         assert!(Rate::parse("10").is_err());

@@ -99,20 +99,24 @@ mod tests {
 
     #[test]
     fn concurrency_lines_parse_with_defaults() {
-        let af = parse("FROM noop\nNAME a\nCONCURRENCY KEY payload.customer_id MAX 2\n").unwrap();
-        let c = af.manifest.concurrency.unwrap();
+        let af = parse("FROM noop\nNAME a\nCONCURRENCY KEY payload.customer_id MAX 2\n")
+            .expect("as the test says");
+        let c = af.manifest.concurrency.expect("as the test says");
         assert_eq!(
             (c.key.as_str(), c.max, c.strategy),
             ("payload.customer_id", 2, Strategy::Queue)
         );
-        let af =
-            parse("FROM noop\nNAME a\nconcurrency key label.team max 1 strategy DROP\n").unwrap();
-        assert_eq!(af.manifest.concurrency.unwrap().strategy, Strategy::Drop);
+        let af = parse("FROM noop\nNAME a\nconcurrency key label.team max 1 strategy DROP\n")
+            .expect("as the test says");
+        assert_eq!(
+            af.manifest.concurrency.expect("as the test says").strategy,
+            Strategy::Drop
+        );
         let af =
             parse("FROM noop\nNAME a\nCONCURRENCY KEY payload MAX 1 STRATEGY cancel-in-progress\n")
-                .unwrap();
+                .expect("as the test says");
         assert_eq!(
-            af.manifest.concurrency.unwrap().strategy,
+            af.manifest.concurrency.expect("as the test says").strategy,
             Strategy::CancelInProgress
         );
     }
@@ -137,14 +141,14 @@ mod tests {
                 "unexpected `PLEASE`",
             ),
         ] {
-            let err = parse(&format!("FROM noop\nNAME a\n\n{line}\n")).unwrap_err();
+            let err = parse(&format!("FROM noop\nNAME a\n\n{line}\n")).expect_err("refused");
             assert_eq!(err.line, 4, "{line}: {err}");
             assert!(err.message.contains(want), "{line}: {err}");
         }
         let err = parse(
             "FROM noop\nNAME a\nCONCURRENCY KEY payload.x MAX 1\nCONCURRENCY KEY payload.y MAX 1\n",
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.message.contains("duplicate CONCURRENCY"), "{err}");
     }
 
@@ -153,8 +157,8 @@ mod tests {
         let af = parse(&format!(
             "{AGENT}RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min\nRATE_LIMIT PROVIDER openai REQUESTS 10/10s\n"
         ))
-        .unwrap();
-        let limits = af.manifest.agent.unwrap().rate_limits;
+        .expect("as the test says");
+        let limits = af.manifest.agent.expect("as the test says").rate_limits;
         assert_eq!(limits.len(), 2);
         assert_eq!(limits[0].scope, RateScope::Model);
         assert_eq!(
@@ -201,11 +205,12 @@ mod tests {
                 "twice",
             ),
         ] {
-            let err = parse(&format!("{AGENT}{line}\n")).unwrap_err();
+            let err = parse(&format!("{AGENT}{line}\n")).expect_err("refused");
             assert_eq!(err.line, 4, "{line}: {err}");
             assert!(err.message.contains(want), "{line}: {err}");
         }
-        let err = parse("FROM noop\nNAME a\nRATE_LIMIT MODEL m REQUESTS 1/s\n").unwrap_err();
+        let err =
+            parse("FROM noop\nNAME a\nRATE_LIMIT MODEL m REQUESTS 1/s\n").expect_err("refused");
         assert!(err.message.contains("native agents"), "{err}");
     }
 }
