@@ -457,6 +457,7 @@ pub(super) async fn succeed_at_once(
     tx.execute(&stmt, &[&attempt_ids, &numbers, &at]).await?;
     let finished: Vec<&str> = attempt_ids.iter().map(String::as_str).collect();
     notify_callbacks(tx, &finished).await?;
+    super::runs::notify_keyed(tx, &finished).await?;
     Ok(done)
 }
 
