@@ -14,6 +14,7 @@ mod collect;
 mod image;
 pub mod native;
 mod native_approval;
+mod native_rate;
 mod native_tools;
 mod resources;
 pub(crate) mod retry;
