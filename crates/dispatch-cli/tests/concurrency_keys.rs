@@ -130,7 +130,7 @@ fn a_payload_without_the_key_is_refused_and_a_key_can_be_given_per_run() {
     );
     let path = dir.to_str().expect("utf-8");
     let out = d.run(&["run", path, "--detach", "--job", r#"{"customer":{}}"#]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("the payload has no `customer.id`"),
