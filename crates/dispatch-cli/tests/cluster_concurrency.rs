@@ -50,6 +50,7 @@ fn two_workers_never_run_two_runs_of_a_key_at_once() {
     let mut workers = HashMap::new();
     for (key, id) in &ids {
         let doc = wait_done(&client, id);
+        assert_eq!(doc["concurrency"]["key"], format!("keyed/{key}"), "{doc:#}");
         let attempts = doc["attempts"].as_array().expect("attempts");
         assert_eq!(attempts.len(), 1, "{doc:#}");
         let a = &attempts[0];

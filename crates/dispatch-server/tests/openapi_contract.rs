@@ -439,6 +439,13 @@ fn every_operation_answers_as_documented() {
         (201, &json!("queued")),
         "{first}"
     );
+    let first_id = first["id"].as_str().expect("an id").to_string();
+    let (status, got) = c.get("/v1/runs/{id}", &format!("/v1/runs/{first_id}"));
+    assert_eq!(
+        (status, &got["concurrency"]["key"]),
+        (200, &json!("bench/acme")),
+        "{got}"
+    );
     let (status, dropped) = c.post(runs, runs, keyed_run);
     assert_eq!(
         (status, &dropped["status"]),

@@ -333,6 +333,8 @@ impl Remote {
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
             doc["run_dir"] = Value::Null;
             doc["status_text"] = json!(status_text(&run.state, now));
+            let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;
+            doc["concurrency"] = raw["concurrency"].clone();
             docs.push(doc);
         }
         if args.format == Format::Json {
