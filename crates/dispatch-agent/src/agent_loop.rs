@@ -42,7 +42,23 @@ pub trait Sink: Send {
     async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String>;
     /// Stores a request or response body content-addressed; its sha256.
     fn blob(&mut self, bytes: &[u8]) -> Option<String>;
+    /// Before a call of about `est_tokens` to `model` of `provider`: waits
+    /// until the rate limits that apply admit it (the runtime records the
+    /// wait). The answer is settled after the call ([`Sink::settle`]).
+    async fn admit(&mut self, _model: &str, _provider: &str, _est_tokens: u64) -> Admission {
+        Admission::default()
+    }
+    /// After the call `admission` admitted: the tokens it really used.
+    async fn settle(&mut self, _admission: Admission, _tokens: u64) {}
+    /// The provider answered 429: nothing more goes to `model` of `provider`
+    /// for `wait` (its `retry-after`, or the loop's backoff).
+    async fn rate_limited(&mut self, _model: &str, _provider: &str, _wait: Duration) {}
 }
+
+/// What a rate limiter admitted (opaque to the loop): handed back to
+/// [`Sink::settle`] after the call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admission(pub Vec<i64>);
 
 /// What one tool call gave.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -376,6 +392,9 @@ async fn call_chain(
         };
         let mut backoff = cfg.backoff;
         for retry in 0..=CALL_RETRIES {
+            let admission = sink
+                .admit(&m.model.name, m.model.provider.as_str(), est_in)
+                .await;
             let mut ex = Exchange::default();
             let started = Instant::now();
             let mut out_chars = 0usize;
@@ -421,6 +440,14 @@ async fn call_chain(
             if mi > 0 {
                 event["fallback_from"] = json!(cfg.models[0].model.name);
             }
+            let used_tokens = match &result {
+                Ok(r) => r.usage.map_or(est_in + estimate_tokens(out_chars), |u| {
+                    u.input_tokens + u.output_tokens
+                }),
+                Err(ProviderError::RateLimited { .. }) => 0,
+                Err(_) => est_in + estimate_tokens(out_chars),
+            };
+            sink.settle(admission, used_tokens).await;
             let error = match result {
                 Ok(response) => {
                     let (usage, estimated) = match response.usage {
@@ -495,6 +522,12 @@ async fn call_chain(
             }
             let _ = sink.record(vec![("model_call", event)]).await;
             last_error = format!("model {} ({}): {error}", m.model.name, m.model.provider);
+            if let ProviderError::RateLimited { retry_after, .. } = &error {
+                // Every run calling this model waits too, on every worker.
+                let wait = retry_after.unwrap_or(backoff).min(MAX_RETRY_AFTER);
+                sink.rate_limited(&m.model.name, m.model.provider.as_str(), wait)
+                    .await;
+            }
             match &error {
                 ProviderError::Refused { .. } => {
                     return Err(LoopEnd::Failed {

@@ -18,7 +18,7 @@ pub mod round;
 mod sse;
 pub mod tools;
 
-pub use agent_loop::{LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome, Tools, run_loop};
+pub use agent_loop::{Admission, LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome, Tools, run_loop};
 pub use conversation::{Conversation, SessionData};
 pub use provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,

@@ -44,6 +44,7 @@ use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod chaos;
 mod cluster;
+mod concurrency;
 mod container;
 mod cpu;
 mod eval;
@@ -139,6 +140,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         waits::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("concurrency") {
+        concurrency::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("cluster") {

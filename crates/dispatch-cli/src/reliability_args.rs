@@ -53,6 +53,15 @@ pub struct DispatchArgs {
     /// Higher is claimed first (default 0).
     #[arg(long, value_name = "N", help_heading = "Queue (with a server)")]
     pub priority: Option<i64>,
+    /// The run's concurrency key (instead of the Agentfile's CONCURRENCY KEY path): at most MAX live runs per key.
+    #[arg(long, value_name = "VALUE", help_heading = "Concurrency")]
+    pub concurrency_key: Option<String>,
+    /// At most N live runs of the key at once (default: the Agentfile's MAX, else 1).
+    #[arg(long, value_name = "N", help_heading = "Concurrency")]
+    pub concurrency_max: Option<u32>,
+    /// When the key is full: queue (wait in order), cancel-in-progress (cancel the oldest), drop (cancel this one).
+    #[arg(long, value_name = "STRATEGY", help_heading = "Concurrency")]
+    pub concurrency_strategy: Option<String>,
     /// Keep the run's workspace (runs/<id>/work/) after it ends, until `dispatch rm` or prune.
     #[arg(long, help_heading = "Isolation")]
     pub keep_workspace: bool,
@@ -111,6 +120,24 @@ impl DispatchArgs {
                 "--label `{label}` is empty (hint: --label gpu)"
             )));
         }
+        if self.concurrency_max == Some(0) {
+            return Err(CliError::input(
+                "--concurrency-max must be at least 1 (hint: --concurrency-max 2)",
+            ));
+        }
+        if self.concurrency_key.as_deref() == Some("") {
+            return Err(CliError::input(
+                "--concurrency-key must not be empty (hint: --concurrency-key customer-42)",
+            ));
+        }
+        let strategy = self
+            .concurrency_strategy
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| CliError::input(format!("--concurrency-strategy: {e}")))
+            })
+            .transpose()?;
         Ok(SubmitOptions {
             overrides,
             idempotency_key: self.idempotency_key.clone(),
@@ -123,6 +150,11 @@ impl DispatchArgs {
             helper: None,
             keep_workspace: self.keep_workspace,
             trigger: None,
+            concurrency: dispatch_runtime::concurrency::ConcurrencyOverrides {
+                key: self.concurrency_key.clone(),
+                max: self.concurrency_max,
+                strategy,
+            },
         })
     }
 }

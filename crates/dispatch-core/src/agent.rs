@@ -133,6 +133,9 @@ pub struct AgentConfig {
     /// `LIMIT TOOL_OUTPUT`: the most bytes of one tool's output the model sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tool_output_bytes: Option<u64>,
+    /// `RATE_LIMIT` lines: cluster-wide limits on model calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<crate::concurrency::RateLimit>,
 }
 
 /// Dollars per million tokens (input, output) of well-known models, as

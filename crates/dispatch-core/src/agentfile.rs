@@ -27,6 +27,7 @@ mod env_passthrough;
 mod eval;
 mod isolation;
 mod lex;
+mod limits;
 mod model;
 mod tool;
 mod workflow;
@@ -168,6 +169,10 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("ROUTE", "`from -> to, …` and an optional `ON ERROR`", "ROUTE researcher -> writer"),
     ("AGENTS", "member names in order", "AGENTS extractor transformer"),
     ("AGGREGATE", "`merge_all`, `first` or `vote`", "AGGREGATE merge_all"),
+    ("CONCURRENCY", "KEY <payload.path or label.NAME> MAX <n> and an optional STRATEGY queue|cancel-in-progress|drop",
+        "CONCURRENCY KEY payload.customer_id MAX 2"),
+    ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",
+        "RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min"),
 ];
 
 /// Directives that may appear only once.
@@ -175,7 +180,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
-    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE",
+    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY",
 ];
 
 /// Dockerfile words that mean something else here.
@@ -279,6 +284,7 @@ impl Parser {
             tool_sandbox: None,
             evals: Vec::new(),
             workflow: None,
+            concurrency: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -547,6 +553,20 @@ impl Parser {
                 }
             }
             k if workflow::NAMES.contains(&k) => self.workflow.directive(k, line, rest, &args)?,
+            "CONCURRENCY" => self.af.manifest.concurrency = Some(limits::parse_concurrency(&args)?),
+            "RATE_LIMIT" => {
+                self.agent_lines.push((line, "RATE_LIMIT"));
+                let limit = limits::parse_rate_limit(&args)?;
+                let limits = &mut self.agent().rate_limits;
+                if limits.iter().any(|l| l.bucket() == limit.bucket()) {
+                    return Err(format!(
+                        "a RATE_LIMIT for {} {} is already set (hint: keep one line per model or provider)",
+                        limit.scope.as_str(),
+                        limit.name
+                    ));
+                }
+                limits.push(limit);
+            }
             _ => return Err(format!("{key} is not supported here")),
         }
         Ok(())

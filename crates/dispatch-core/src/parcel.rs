@@ -179,6 +179,9 @@ pub struct Manifest {
     /// covers theirs) and how they are coordinated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<crate::workflow::Workflow>,
+    /// `CONCURRENCY`: at most MAX live runs per value of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 /// A parcel on disk.

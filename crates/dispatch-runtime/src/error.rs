@@ -41,6 +41,10 @@ pub enum RuntimeError {
         "invalid session name `{0}` (hint: use letters, digits, `.`, `_` or `-`, e.g. --session support-42)"
     )]
     BadSession(String),
+    /// A concurrency key that cannot be had (a payload without the
+    /// CONCURRENCY KEY path, a bad override).
+    #[error("{0}")]
+    Concurrency(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

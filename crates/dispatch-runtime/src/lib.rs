@@ -9,6 +9,7 @@
 //! whose helper died; [`stop`] signals process groups, never lone pids.
 
 pub mod approvals;
+pub mod concurrency;
 pub mod container;
 mod error;
 mod follow;

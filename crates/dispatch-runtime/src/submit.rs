@@ -41,6 +41,8 @@ pub struct SubmitOptions {
     /// What starts the run, when not what the request implies (`manual`,
     /// or `restart` for a request linked to an origin).
     pub trigger: Option<dispatch_core::Trigger>,
+    /// `--concurrency-key`, `--concurrency-max`, `--concurrency-strategy`.
+    pub concurrency: crate::concurrency::ConcurrencyOverrides,
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -111,6 +113,8 @@ pub fn prepare(
         opts.dedup
             .then(|| default_key(&parcel.digest, operation.as_str(), &req.payload))
     });
+    let concurrency =
+        crate::concurrency::resolve(&parcel.manifest, &req.payload, &[], &opts.concurrency)?;
     let extras = RunExtras {
         idempotency_key,
         session: opts
@@ -119,6 +123,7 @@ pub fn prepare(
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
         keep_workspace: opts.keep_workspace,
+        concurrency,
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

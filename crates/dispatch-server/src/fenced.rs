@@ -372,3 +372,31 @@ impl dispatch_store::MessageStore for FencedStore {
         self.inner.list_messages(workflow).await
     }
 }
+
+/// Concurrency keys and rate buckets are shared by every run: not fenced.
+#[async_trait::async_trait]
+impl dispatch_store::LimitStore for FencedStore {
+    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
+        self.inner.concurrency_stopping(key).await
+    }
+
+    async fn rate_acquire(
+        &self,
+        bucket: &str,
+        limits: &dispatch_store::BucketLimits,
+        est_tokens: u64,
+        now: Ts,
+    ) -> StoreResult<dispatch_store::RateGrant> {
+        self.inner
+            .rate_acquire(bucket, limits, est_tokens, now)
+            .await
+    }
+
+    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
+        self.inner.rate_settle(grant, tokens).await
+    }
+
+    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
+        self.inner.rate_block(bucket, until).await
+    }
+}

@@ -431,6 +431,39 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(status, 201);
     let queued = queued["id"].as_str().expect("an id").to_string();
+    // A concurrency key per run: the second of a full key is dropped at once.
+    let keyed_run = "{\"parcel\": \"bench\", \"labels\": [\"nowhere\"], \"concurrency_key\": \"acme\", \"concurrency_max\": 1, \"concurrency_strategy\": \"drop\"}";
+    let (status, first) = c.post(runs, runs, keyed_run);
+    assert_eq!(
+        (status, &first["status"]),
+        (201, &json!("queued")),
+        "{first}"
+    );
+    let first_id = first["id"].as_str().expect("an id").to_string();
+    let (status, got) = c.get("/v1/runs/{id}", &format!("/v1/runs/{first_id}"));
+    assert_eq!(
+        (status, &got["concurrency"]["key"]),
+        (200, &json!("bench/acme")),
+        "{got}"
+    );
+    let (status, dropped) = c.post(runs, runs, keyed_run);
+    assert_eq!(
+        (status, &dropped["status"]),
+        (201, &json!("cancelled")),
+        "{dropped}"
+    );
+    let bad = "{\"parcel\": \"bench\", \"concurrency_key\": \"acme\", \"concurrency_strategy\": \"newest\"}";
+    assert_eq!(c.post(runs, runs, bad).0, 400);
+    let unkeyed = "{\"parcel\": \"bench\", \"concurrency_max\": 2}";
+    let (status, err) = c.post(runs, runs, unkeyed);
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no CONCURRENCY KEY"),
+        "{err}"
+    );
     let streamed = c.call(
         "POST",
         runs,

@@ -26,6 +26,7 @@ mod enqueue;
 mod evals;
 mod events;
 mod handoff;
+mod limits;
 mod messages;
 mod parcels;
 mod queue;
@@ -47,6 +48,7 @@ pub use enqueue::*;
 pub use evals::*;
 pub use events::*;
 pub use handoff::*;
+pub use limits::*;
 pub use messages::*;
 pub use parcels::*;
 pub use queue::*;
@@ -147,6 +149,13 @@ macro_rules! __queue_conformance_names {
             enqueue_with_stores_the_extras_and_the_queue_options,
             enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing,
             enqueue_with_a_busy_session_is_refused_and_inserts_nothing,
+            // concurrency keys and rate limits
+            claims_never_exceed_a_keys_max_and_keep_its_order,
+            racing_claimers_never_exceed_a_keys_max,
+            a_local_claim_waits_for_a_slot_of_its_key,
+            drop_cancels_a_run_whose_key_is_full_at_once,
+            cancel_in_progress_makes_room_for_the_newest_run,
+            rate_limits_admit_no_more_than_their_window,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,

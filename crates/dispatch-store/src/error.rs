@@ -19,6 +19,12 @@ pub enum StoreError {
         "run {id} is no longer held by this worker (fencing token {fence} is stale); the write was refused"
     )]
     Fenced { id: RunId, fence: i64 },
+    /// A claim of a run whose concurrency key has no slot free (it stays
+    /// queued and waits its turn).
+    #[error(
+        "run {id} waits for a slot of concurrency key `{key}` (at most {max} live at once, oldest first)"
+    )]
+    ConcurrencyLimited { id: RunId, key: String, max: u32 },
     #[error("run {id} is {status}; {hint}")]
     InvalidState {
         id: RunId,

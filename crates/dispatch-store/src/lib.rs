@@ -11,6 +11,7 @@ pub mod conformance;
 mod created_claimed;
 mod error;
 mod evals;
+mod limits;
 mod messages;
 mod model;
 mod parcels;
@@ -29,6 +30,7 @@ use dispatch_core::{NewEvent, RunId};
 pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
 pub use evals::{EvalRecord, EvalStore};
+pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use messages::{Message, MessageStore, NewMessage};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
@@ -128,6 +130,7 @@ pub trait Store:
     + ReliabilityStore
     + SessionStore
     + MessageStore
+    + LimitStore
 {
 }
 impl<
@@ -137,7 +140,8 @@ impl<
         + AttemptStore
         + ReliabilityStore
         + SessionStore
-        + MessageStore,
+        + MessageStore
+        + LimitStore,
 > Store for T
 {
 }

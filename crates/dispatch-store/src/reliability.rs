@@ -27,6 +27,9 @@ pub struct RunExtras {
     /// the run is removed (`--keep-workspace`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_workspace: bool,
+    /// The run's concurrency key, its MAX and STRATEGY (see [`crate::LimitStore`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<dispatch_core::concurrency::RunConcurrency>,
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.

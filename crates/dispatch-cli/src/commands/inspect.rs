@@ -63,7 +63,9 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     doc["events"] = json!(events);
     doc["log_path"] = json!(ctx.layout.log(&run.id));
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
-    let keep = store.run_extras(&run.id).await?.keep_workspace;
+    let extras = store.run_extras(&run.id).await?;
+    doc["concurrency"] = json!(extras.concurrency);
+    let keep = extras.keep_workspace;
     let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
     doc["workspace"] = json!(ws);
     doc["status_text"] = json!(status_text(&run.state, now));
@@ -135,6 +137,14 @@ pub(crate) fn print_human(d: &Value) {
         line("Parent:", p.to_string());
     }
     line("Trigger:", s("trigger"));
+    if let Some(key) = d["concurrency"]["key"].as_str() {
+        let c = &d["concurrency"];
+        let strategy = c["strategy"].as_str().unwrap_or("queue");
+        line(
+            "Concurrency:",
+            format!(" {key} (max {}, {strategy})", c["max"]),
+        );
+    }
     if let Some(p) = d["origin_id"].as_str() {
         line("Origin:", p.to_string());
     }

@@ -40,7 +40,15 @@ pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known)
     if run.operation == Operation::Service {
         return serve(ctx, store, &run.id).await;
     }
-    Ok(run_claimed(store, &ctx.layout, run, true, known).await?)
+    match run.status() {
+        // Its concurrency key had no slot free: it waits queued for one.
+        dispatch_core::Status::Queued => {
+            Ok(dispatch_runtime::helper::claim_and_run(store, &ctx.layout, run).await?)
+        }
+        // Dropped at dispatch (`STRATEGY drop`).
+        status if status.is_terminal() => Ok(dispatch_runtime::run_exit_code(&run.state)),
+        _ => Ok(run_claimed(store, &ctx.layout, run, true, known).await?),
+    }
 }
 
 async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {

@@ -340,6 +340,8 @@ impl Remote {
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
             doc["run_dir"] = Value::Null;
             doc["status_text"] = json!(status_text(&run.state, now));
+            let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;
+            doc["concurrency"] = raw["concurrency"].clone();
             docs.push(doc);
         }
         if args.format == Format::Json {
@@ -409,6 +411,15 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
     }
     if args.keep_workspace {
         request["keep_workspace"] = json!(true);
+    }
+    if let Some(key) = &args.concurrency_key {
+        request["concurrency_key"] = json!(key);
+    }
+    if let Some(max) = args.concurrency_max {
+        request["concurrency_max"] = json!(max);
+    }
+    if let Some(strategy) = &args.concurrency_strategy {
+        request["concurrency_strategy"] = json!(strategy);
     }
     let policy = args.policy_input();
     if policy != PolicyInput::default() {

@@ -106,12 +106,14 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                     leave_workspace(layout, &run, host, keep_workspace);
                     return Ok(crate::run_exit_code(&run.state));
                 }
-                let claim = Transition::Claim {
-                    helper: os::this_process(),
-                    at: now_ms(),
-                };
-                match advance(store, &mut run, &claim, None).await {
-                    Ok(()) => continue,
+                match super::slot::claim(store, layout, run.clone()).await? {
+                    Ok(super::slot::Claim::Held(held)) => {
+                        run = held;
+                        continue;
+                    }
+                    Ok(super::slot::Claim::Ended(ended)) => {
+                        return Ok(crate::run_exit_code(&ended.state));
+                    }
                     Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
                     Err(AdvanceError::Store(e)) => return Err(e.into()),
                 }
@@ -163,12 +165,9 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         };
         run = due;
-        let claim = Transition::Claim {
-            helper: os::this_process(),
-            at: now_ms(),
-        };
-        match advance(store, &mut run, &claim, None).await {
-            Ok(()) => {}
+        match super::slot::claim(store, layout, run.clone()).await? {
+            Ok(super::slot::Claim::Held(held)) => run = held,
+            Ok(super::slot::Claim::Ended(ended)) => return Ok(crate::run_exit_code(&ended.state)),
             Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
             Err(AdvanceError::Store(e)) => return Err(e.into()),
         }

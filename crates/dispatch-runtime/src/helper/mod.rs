@@ -15,10 +15,12 @@ mod coordinator;
 mod image;
 pub mod native;
 mod native_approval;
+mod native_rate;
 mod native_tools;
 mod resources;
 pub(crate) mod retry;
 mod session_file;
+mod slot;
 mod watch;
 
 use std::io::Write;
@@ -32,9 +34,9 @@ use serde_json::Value;
 
 use crate::error::{RuntimeResult, io};
 use crate::layout::Layout;
-use crate::record::{AdvanceError, advance, advance_all};
+use crate::record::{AdvanceError, advance_all};
+use crate::run_exit_code;
 use crate::snapshot::{self, FinalSnapshot};
-use crate::{os, run_exit_code};
 
 use agent::AgentSpec;
 
@@ -60,19 +62,9 @@ pub async fn claim_and_run<S: Store + ?Sized>(
     layout: &Layout,
     mut run: Run,
 ) -> RuntimeResult<i32> {
-    let me = os::this_process();
-    match advance(
-        store,
-        &mut run,
-        &Transition::Claim {
-            helper: me,
-            at: now_ms(),
-        },
-        None,
-    )
-    .await
-    {
-        Ok(()) => {}
+    match slot::claim(store, layout, run.clone()).await? {
+        Ok(slot::Claim::Held(held)) => run = held,
+        Ok(slot::Claim::Ended(ended)) => return Ok(run_exit_code(&ended.state)),
         Err(AdvanceError::Illegal(_)) => {
             return Err(StoreError::InvalidState {
                 id: run.id.clone(),

@@ -6,6 +6,7 @@
 //! arrives; request and response bodies are kept content-addressed in
 //! `runs/<id>/calls/<sha256>.json` (secrets masked).
 
+use dispatch_agent::Admission;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -258,6 +259,9 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     );
     watch.set_group(0);
     let mut sink = RunSink::new(store, layout, run, secrets);
+    if let Some(agent) = &ctx.parcel.manifest.agent {
+        sink.rates = super::native_rate::Limits(agent.rate_limits.clone());
+    }
     let mut term = ctx
         .own_signals
         .then(|| signal(SignalKind::terminate()).ok())
@@ -490,6 +494,8 @@ struct RunSink<'a, S: ?Sized> {
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
     checkpoint: Option<Value>,
+    /// The parcel's `RATE_LIMIT`s.
+    rates: super::native_rate::Limits,
 }
 
 /// How many bytes at the end of `text` could begin a secret (held back).
@@ -526,6 +532,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             at_line_start: true,
             pending: String::new(),
             checkpoint: None,
+            rates: super::native_rate::Limits::default(),
         }
     }
 
@@ -602,6 +609,25 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
             }
         }
         Err(last)
+    }
+
+    async fn admit(&mut self, model: &str, provider: &str, est_tokens: u64) -> Admission {
+        let (admission, waited) = self
+            .rates
+            .admit(self.store, model, provider, est_tokens)
+            .await;
+        if let Some(event) = waited {
+            let _ = self.record(vec![("rate_limit_wait", event)]).await;
+        }
+        admission
+    }
+
+    async fn settle(&mut self, admission: Admission, tokens: u64) {
+        super::native_rate::Limits::settle(self.store, admission, tokens).await;
+    }
+
+    async fn rate_limited(&mut self, model: &str, provider: &str, wait: Duration) {
+        self.rates.block(self.store, model, provider, wait).await;
     }
 
     fn blob(&mut self, bytes: &[u8]) -> Option<String> {

@@ -81,6 +81,19 @@ pub struct CreateRun {
     /// (`--keep-workspace`).
     #[serde(default)]
     pub keep_workspace: bool,
+    /// The run's concurrency key value, instead of the one the parcel's
+    /// `CONCURRENCY KEY` path gives (`--concurrency-key`); keys are per parcel.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// At most this many live runs of the key (`--concurrency-max`; the
+    /// parcel's MAX, else 1).
+    #[serde(default)]
+    pub concurrency_max: Option<u32>,
+    /// `queue` (wait in order), `cancel-in-progress` (cancel the oldest of
+    /// the key), `drop` (cancel this run at once when the key is full).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub concurrency_strategy: Option<dispatch_core::concurrency::Strategy>,
 }
 
 /// The reliability options of a request, checked.
@@ -245,6 +258,16 @@ pub async fn create(
         parent_id,
         origin_id: None,
     };
+    let concurrency = dispatch_runtime::concurrency::resolve(
+        &parcel.manifest,
+        &request.payload,
+        &req.labels,
+        &dispatch_runtime::concurrency::ConcurrencyOverrides {
+            key: req.concurrency_key.clone(),
+            max: req.concurrency_max,
+            strategy: req.concurrency_strategy,
+        },
+    )?;
     let mut new = super::publish::new_run(&state, &parcel, &request, operation).await?;
     new.created = req.start == Some(false);
     let extras = RunExtras {
@@ -252,6 +275,7 @@ pub async fn create(
         session: reliability.session,
         policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
         keep_workspace: req.keep_workspace,
+        concurrency,
     };
     let options = QueueOptions {
         queue_timeout_ms,

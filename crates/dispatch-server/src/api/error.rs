@@ -145,7 +145,8 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Conflict { .. }
             | StoreError::Fenced { .. }
             | StoreError::LogMoved { .. }
-            | StoreError::SessionConflict { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
+            | StoreError::SessionConflict { .. }
+            | StoreError::ConcurrencyLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
@@ -175,9 +176,10 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
             RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
-            RuntimeError::BadSession(_) | RuntimeError::Agent(_) | RuntimeError::Resources(_) => {
-                (StatusCode::BAD_REQUEST, codes::BAD_REQUEST)
-            }
+            RuntimeError::BadSession(_)
+            | RuntimeError::Agent(_)
+            | RuntimeError::Resources(_)
+            | RuntimeError::Concurrency(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Dependency(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             RuntimeError::Service(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             RuntimeError::Io { .. } | RuntimeError::Spawn(..) => {

@@ -225,7 +225,11 @@ pub async fn get(
         Some(wait) => wait_for_end(&state, &id, wait).await?,
         None => state.store.get_run(&id).await?,
     };
-    Ok(Json(run_json(&run)))
+    let mut doc = run_json(&run);
+    if let Some(c) = state.store.run_extras(&id).await?.concurrency {
+        doc["concurrency"] = serde_json::json!(c);
+    }
+    Ok(Json(doc))
 }
 
 /// `GET /v1/runs?status=a,b&parcel=&operation=&parent=&label=a,b&created_after=&created_before=&limit=&cursor=`:

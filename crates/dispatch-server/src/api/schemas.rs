@@ -118,6 +118,19 @@ pub struct Run {
     /// matched an existing run, which is answered instead of a new one.
     #[schema(required = false)]
     pub deduplicated: bool,
+    /// Only in the answer of `GET /v1/runs/{id}`: the run's concurrency key
+    /// (`<parcel>/<value>`), MAX and strategy, when it has one.
+    #[schema(required = false)]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A run's concurrency key as dispatched.
+#[derive(Serialize, ToSchema)]
+pub struct Concurrency {
+    pub key: String,
+    pub max: u32,
+    #[schema(pattern = "^(queue|cancel-in-progress|drop)$")]
+    pub strategy: String,
 }
 
 /// What became of a signal.

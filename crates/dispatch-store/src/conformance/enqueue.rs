@@ -17,6 +17,7 @@ fn extras(key: Option<&str>, session: Option<&str>) -> RunExtras {
         session: session.map(str::to_string),
         policy: Some(json!({"retry": {"max_attempts": 3}, "timeouts": {"run_ms": 500}})),
         keep_workspace: session.is_some(),
+        concurrency: None,
     }
 }
 

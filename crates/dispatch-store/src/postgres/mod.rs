@@ -9,6 +9,7 @@
 mod evals;
 mod events;
 mod expire;
+mod limits;
 mod listen;
 mod messages;
 mod parcels;
@@ -127,6 +128,14 @@ impl PgStore {
         let result: Result<Run, Fail> = async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            if item.fence.is_none()
+                && item.writes.first().map(|w| w.state.status())
+                    == Some(dispatch_core::Status::Starting)
+                && runs::get(&tx, item.id).await?.status() == dispatch_core::Status::Queued
+            {
+                // A claim: only when the run's concurrency key has a slot for it.
+                limits::check_admitted(&tx, item.id).await?;
+            }
             let answer = transitions::save(&tx, std::slice::from_ref(&item))
                 .await?
                 .pop()
@@ -543,6 +552,33 @@ impl crate::CallbackStore for PgStore {
 
     async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
         in_tx!(self, |tx| queue::finish_callback(&tx, run, at))
+    }
+}
+
+#[async_trait]
+impl crate::LimitStore for PgStore {
+    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| limits::stopping(&tx, key))
+    }
+
+    async fn rate_acquire(
+        &self,
+        bucket: &str,
+        limits: &crate::BucketLimits,
+        est_tokens: u64,
+        now: Ts,
+    ) -> StoreResult<crate::RateGrant> {
+        in_tx!(self, |tx| limits::rate_acquire(
+            &tx, bucket, limits, est_tokens, now
+        ))
+    }
+
+    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
+        in_tx!(self, |tx| limits::rate_settle(&tx, grant, tokens))
+    }
+
+    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
+        in_tx!(self, |tx| limits::rate_block(&tx, bucket, until))
     }
 }
 

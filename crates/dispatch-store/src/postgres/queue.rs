@@ -27,14 +27,16 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     // the whole queue, and draining it costs its length squared.
     tx.batch_execute("SET LOCAL enable_sort = off").await?;
     let stmt = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT id, req_cpus_milli, req_memory_bytes FROM runs \
              WHERE status = 'queued' AND ready_at <= $1 \
              AND labels <@ $3::text[] \
              AND (queue_timeout_ms IS NULL OR ready_at + queue_timeout_ms >= $1) \
              AND ($4::bigint IS NULL OR (req_cpus_milli <= $4 AND req_memory_bytes <= $5::bigint)) \
+             AND {admits} \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
+            admits = crate::limits::admits("runs")
+        ))
         .await?;
     let free = req.free.map(|f| {
         (
@@ -60,9 +62,20 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
         .collect::<Result<_, tokio_postgres::Error>>()?;
     // Together, the runs claimed fit in the worker's free capacity (the
     // ones left out stay locked only until this transaction ends).
-    let ids: Vec<String> = Capacity::pick(req.free, candidates, req.limit);
+    let mut ids: Vec<String> = Capacity::pick(req.free, candidates, req.limit);
     if ids.is_empty() {
         return Ok(Vec::new());
+    }
+    // Runs with a concurrency key: counted again under the keys' locks (the
+    // first count's snapshot may miss a claim another worker committed).
+    let keys = super::limits::keys_of(tx, &ids).await?;
+    if !keys.is_empty() {
+        super::limits::lock_keys(tx, &keys).await?;
+        let admitted = super::limits::admitted(tx, &ids).await?;
+        ids.retain(|id| admitted.contains(id));
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
     }
     let state = RunState::Starting {
         helper: req.helper,
@@ -74,7 +87,8 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
              WHERE id = ANY($5::text[]) RETURNING ",
             run_columns!(),
-            ", fence, idempotency_key, session, policy, keep_workspace"
+            ", fence, idempotency_key, session, policy, keep_workspace, concurrency_key, \
+             concurrency_max, concurrency_strategy"
         ))
         .await?;
     let rows = tx
@@ -99,6 +113,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
                 session: row.try_get(22)?,
                 policy: json_col(row, 23, "policy")?,
                 keep_workspace: row.try_get(24)?,
+                concurrency: super::reliability::concurrency_of(row, 25)?,
             },
         });
     }
@@ -442,6 +457,7 @@ pub(super) async fn succeed_at_once(
     tx.execute(&stmt, &[&attempt_ids, &numbers, &at]).await?;
     let finished: Vec<&str> = attempt_ids.iter().map(String::as_str).collect();
     notify_callbacks(tx, &finished).await?;
+    super::runs::notify_keyed(tx, &finished).await?;
     Ok(done)
 }
 

@@ -83,7 +83,32 @@ pub(super) async fn create_with(
             }));
         }
     }
-    create(tx, new).await?;
+    // A run with a concurrency key is claimed only when the key has a
+    // slot for it (its helper waits otherwise); `drop` cancels it at once.
+    let keyed = extras.concurrency.as_ref();
+    let dropped = match keyed {
+        Some(c) => super::limits::make_room(tx, new, c).await?,
+        None => None,
+    };
+    let mut plain = new.clone();
+    if keyed.is_some() {
+        plain.claimed_by = None;
+    }
+    create(tx, &plain).await?;
+    if let Some(c) = keyed {
+        super::limits::set_key(tx, &new.id, c).await?;
+        let run = get(tx, &new.id).await?;
+        if let Some(reason) = dropped {
+            if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
+                super::limits::save(tx, &new.id, run.version, &write).await?;
+            }
+        } else if let Some(helper) = new.claimed_by
+            && super::limits::check_admitted(tx, &new.id).await.is_ok()
+        {
+            let claim = crate::created_claimed::claim_write(new, helper);
+            super::limits::save(tx, &new.id, run.version, &claim).await?;
+        }
+    }
     let policy = extras
         .policy
         .as_ref()
@@ -112,7 +137,8 @@ pub(super) async fn create_with(
 pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let stmt = tx
         .prepare_cached(
-            "SELECT idempotency_key, session, policy, keep_workspace FROM runs WHERE id = $1",
+            "SELECT idempotency_key, session, policy, keep_workspace, concurrency_key, \
+             concurrency_max, concurrency_strategy FROM runs WHERE id = $1",
         )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&id.as_str()]).await? else {
@@ -123,6 +149,26 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         session: row.try_get(1)?,
         policy: json_col(&row, 2, "policy")?,
         keep_workspace: row.try_get(3)?,
+        concurrency: concurrency_of(&row, 4)?,
+    })
+}
+
+/// The concurrency columns from `first` on (key, max, strategy) as
+/// [`RunExtras::concurrency`].
+pub(super) fn concurrency_of(
+    row: &Row,
+    first: usize,
+) -> Result<Option<dispatch_core::concurrency::RunConcurrency>, Fail> {
+    let key: Option<String> = row.try_get(first)?;
+    let max: Option<i64> = row.try_get(first + 1)?;
+    let strategy: Option<String> = row.try_get(first + 2)?;
+    Ok(match (key, max) {
+        (Some(key), Some(max)) => Some(dispatch_core::concurrency::RunConcurrency {
+            key,
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+            strategy: strategy.and_then(|s| s.parse().ok()).unwrap_or_default(),
+        }),
+        _ => None,
     })
 }
 

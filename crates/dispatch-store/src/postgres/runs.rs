@@ -104,6 +104,19 @@ pub(super) async fn notify_queue(tx: &Transaction<'_>) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Tells workers that a slot of a concurrency key freed when one of `ids`,
+/// just finished, had a key (sent on commit; nothing when none had).
+pub(super) async fn notify_keyed(tx: &Transaction<'_>, ids: &[&str]) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pg_notify($1, '') FROM runs \
+             WHERE id = ANY($2) AND concurrency_key IS NOT NULL LIMIT 1",
+        )
+        .await?;
+    tx.execute(&stmt, &[&QUEUE_CHANNEL, &ids]).await?;
+    Ok(())
+}
+
 /// Tells callback dispatchers that one of `ids`, just finished, has a
 /// callback to deliver (sent on commit; nothing when none has).
 pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Result<(), Fail> {

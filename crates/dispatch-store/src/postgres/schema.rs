@@ -219,6 +219,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX messages_by_workflow ON messages (workflow_id, seq);
     "#,
+    // 16 (as SQLite's migration 18): concurrency keys (see `crate::limits`).
+    "ALTER TABLE runs ADD COLUMN concurrency_key TEXT; \
+     ALTER TABLE runs ADD COLUMN concurrency_max BIGINT; \
+     ALTER TABLE runs ADD COLUMN concurrency_strategy TEXT; \
+     CREATE INDEX runs_by_concurrency_key ON runs (concurrency_key, status, created_at, id) \
+     WHERE concurrency_key IS NOT NULL;",
+    // 17 (as SQLite's migration 19): model rate limits, a sliding-window log per bucket.
+    "CREATE TABLE rate_buckets (bucket TEXT PRIMARY KEY, blocked_until BIGINT NOT NULL DEFAULT 0); \
+     CREATE TABLE rate_grants (id BIGSERIAL PRIMARY KEY, bucket TEXT NOT NULL, \
+     at BIGINT NOT NULL, tokens BIGINT NOT NULL); \
+     CREATE INDEX rate_grants_by_bucket ON rate_grants (bucket, at);",
 ];
 
 /// The schema version this binary writes.

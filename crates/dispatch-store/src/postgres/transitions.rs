@@ -84,6 +84,9 @@ pub(super) async fn save(
     }
     if !finished.is_empty() {
         notify_callbacks(tx, &finished).await?;
+        if !queued {
+            super::runs::notify_keyed(tx, &finished).await?;
+        }
     }
     Ok(answers)
 }

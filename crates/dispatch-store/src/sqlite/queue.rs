@@ -39,7 +39,9 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
              AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
                   WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
              AND (?4 IS NULL OR (req_cpus_milli <= ?4 AND req_memory_bytes <= ?5)) \
-             ORDER BY priority DESC, created_at, id LIMIT ?2"
+             AND {admits} \
+             ORDER BY priority DESC, created_at, id LIMIT ?2",
+            admits = crate::limits::admits("runs")
         ))?
         .query_map(
             params![

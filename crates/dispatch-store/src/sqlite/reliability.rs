@@ -69,7 +69,32 @@ pub(super) fn create_with(
             }));
         }
     }
-    create(tx, new)?;
+    // A run with a concurrency key is claimed only when the key has a
+    // slot for it (its helper waits otherwise); `drop` cancels it at once.
+    let keyed = extras.concurrency.as_ref();
+    let dropped = match keyed {
+        Some(c) => super::limits::make_room(tx, new, c)?,
+        None => None,
+    };
+    let mut plain = new.clone();
+    if keyed.is_some() {
+        plain.claimed_by = None;
+    }
+    create(tx, &plain)?;
+    if let Some(c) = keyed {
+        super::limits::set_key(tx, &new.id, c)?;
+        let run = get(tx, &new.id)?;
+        if let Some(reason) = dropped {
+            if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
+                super::runs::transition(tx, &new.id, run.version, std::slice::from_ref(&write))?;
+            }
+        } else if let Some(helper) = new.claimed_by
+            && super::limits::check_admitted(tx, &new.id).is_ok()
+        {
+            let claim = crate::created_claimed::claim_write(new, helper);
+            super::runs::transition(tx, &new.id, run.version, std::slice::from_ref(&claim))?;
+        }
+    }
     let policy = extras
         .policy
         .as_ref()
@@ -91,7 +116,8 @@ pub(super) fn create_with(
 
 pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let mut stmt = tx.prepare_cached(
-        "SELECT idempotency_key, session, policy, keep_workspace FROM runs WHERE id = ?1",
+        "SELECT idempotency_key, session, policy, keep_workspace, concurrency_key, \
+         concurrency_max, concurrency_strategy FROM runs WHERE id = ?1",
     )?;
     let mut rows = stmt.query([id.as_str()])?;
     let Some(row) = rows.next()? else {
@@ -102,6 +128,20 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
         session: row.get(1)?,
         policy: json_col(row, 2, "policy")?,
         keep_workspace: row.get(3)?,
+        concurrency: concurrency_of(row.get(4)?, row.get(5)?, row.get(6)?),
+    })
+}
+
+/// The concurrency columns as [`RunExtras::concurrency`].
+pub(super) fn concurrency_of(
+    key: Option<String>,
+    max: Option<u32>,
+    strategy: Option<String>,
+) -> Option<dispatch_core::concurrency::RunConcurrency> {
+    Some(dispatch_core::concurrency::RunConcurrency {
+        key: key?,
+        max: max?,
+        strategy: strategy.and_then(|s| s.parse().ok()).unwrap_or_default(),
     })
 }
 

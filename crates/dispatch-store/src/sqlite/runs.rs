@@ -373,6 +373,10 @@ fn transition_one(
         }));
     }
     let new_status = write.state.status();
+    if old_status == Status::Queued && new_status == Status::Starting {
+        // A claim: only when the run's concurrency key has a slot for it.
+        super::limits::check_admitted(tx, id)?;
+    }
     let at = write.event.at;
     // Back to the queue from anywhere else: a retry, so a new attempt.
     // (A created run's start is its first time in the queue.)

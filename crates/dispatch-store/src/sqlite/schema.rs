@@ -243,6 +243,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX messages_by_workflow ON messages (workflow_id, seq);
     ",
+    // 18: concurrency keys: the key's value, its MAX and STRATEGY (see `crate::limits`).
+    "
+    ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE runs ADD COLUMN concurrency_max INTEGER;
+    ALTER TABLE runs ADD COLUMN concurrency_strategy TEXT;
+    CREATE INDEX runs_by_concurrency_key ON runs (concurrency_key, status, created_at, id)
+        WHERE concurrency_key IS NOT NULL;
+    ",
+    // 19: model rate limits: a sliding-window log of admitted calls per bucket.
+    "
+    CREATE TABLE rate_buckets (bucket TEXT PRIMARY KEY, blocked_until INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE rate_grants (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        bucket TEXT NOT NULL,
+        at     INTEGER NOT NULL,
+        tokens INTEGER NOT NULL
+    );
+    CREATE INDEX rate_grants_by_bucket ON rate_grants (bucket, at);
+    ",
 ];
 
 /// The schema version this binary writes.
