@@ -182,6 +182,20 @@ const MIGRATIONS: &[&str] = &[
     // 12 (as SQLite's migration 14): what a run asks of the worker that claims it.
     "ALTER TABLE runs ADD COLUMN req_cpus_milli BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE runs ADD COLUMN req_memory_bytes BIGINT NOT NULL DEFAULT 0;",
+    // 13 (as SQLite's migrations 3 and 15): the state of service runs
+    // (schedules, listeners), one row per run; a cluster service's name is
+    // unique among named rows.
+    r#"
+    CREATE TABLE service_state (
+        run_id     TEXT COLLATE "C" PRIMARY KEY NOT NULL REFERENCES runs (id),
+        config     TEXT NOT NULL,
+        schedules  TEXT NOT NULL,
+        listeners  TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        name       TEXT COLLATE "C"
+    );
+    CREATE UNIQUE INDEX service_state_by_name ON service_state (name) WHERE name IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -202,6 +202,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN req_cpus_milli INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN req_memory_bytes INTEGER NOT NULL DEFAULT 0;
     ",
+    // 15: cluster services: the name a service is served under (`/hooks/<name>/…`),
+    // unique among named rows.
+    "
+    ALTER TABLE service_state ADD COLUMN name TEXT;
+    CREATE UNIQUE INDEX service_state_by_name ON service_state (name) WHERE name IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.
