@@ -60,6 +60,23 @@ pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
     Ok(())
 }
 
+/// The parcel `digest`, fetched from the store first when this machine
+/// does not have it (a server firing a service registered on another).
+pub(crate) async fn parcel<S: ParcelStore + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    digest: &str,
+) -> Result<parcel::Parcel, FetchError> {
+    let dir = layout.parcels().join(digest);
+    if !has_parcel(&dir) {
+        let _one_at_a_time = FETCHING.lock().await;
+        if !has_parcel(&dir) {
+            fetch_parcel(store, layout, digest).await?;
+        }
+    }
+    parcel::load(&dir).map_err(|e| FetchError::Refused(format!("cannot load parcel {digest}: {e}")))
+}
+
 fn has_parcel(dir: &Path) -> bool {
     dir.join("manifest.json").is_file()
 }

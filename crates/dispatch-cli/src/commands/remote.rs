@@ -1,4 +1,4 @@
-//! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
+//! `--host` / `DISPATCH_HOST`: run, serve, wake, ps, logs, wait, stop, inspect-run,
 //! signal, approve, deny, approvals ls, dlq ls, dlq replay and prune
 //! against a `dispatch server`, with the same output as locally.
 //!
@@ -64,9 +64,10 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => remote.restart(a),
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
         Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
+        Command::Serve(a) => remote.serve(a),
+        Command::Wake(a) => remote.wake(a),
         Command::Build(_)
         | Command::Images(_)
-        | Command::Serve(_)
         | Command::Server(_)
         | Command::Worker(_)
         | Command::Token(_)
@@ -83,6 +84,11 @@ pub(super) struct Remote {
 }
 
 impl Remote {
+    /// The server's base URL (`http://host:port`).
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
     pub(super) fn send(
         &self,
         method: &str,

@@ -19,11 +19,15 @@
 //! | `GET /v1/dead-letters` | dead-lettered runs |
 //! | `POST /v1/dead-letters/{id}/replay` | replay one as a new linked run |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
+//! | `POST /v1/services` | start a service owned by the cluster |
+//! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
+//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 mod bom;
 mod create;
 mod error;
+mod hooks;
 mod lifecycle;
 mod logs;
 pub mod openapi;
@@ -33,6 +37,7 @@ pub mod publish;
 mod reliability;
 mod runs;
 mod schemas;
+mod services;
 mod signal;
 mod stream;
 
@@ -73,6 +78,19 @@ pub struct AppState {
     pub bus: Option<Arc<crate::bus::Publisher>>,
     /// The parcels this process put into the store.
     pub published: Arc<publish::Published>,
+    /// Tells this server's service timers that a service was registered.
+    pub services_registered: Arc<Notify>,
+}
+
+impl AppState {
+    /// Cluster-service work on this server's store and directory.
+    pub fn services(&self) -> crate::services::Services {
+        crate::services::Services {
+            store: self.store.clone(),
+            layout: self.layout.clone(),
+            wake: self.wake.clone(),
+        }
+    }
 }
 
 /// The whole API.
@@ -90,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/signal", post(signal::signal))
+        .route("/v1/runs/{id}/wake", post(services::wake))
+        .route("/v1/services", post(services::create))
+        .route("/hooks/{name}", post(hooks::root))
+        .route("/hooks/{name}/{*path}", post(hooks::with_path))
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),

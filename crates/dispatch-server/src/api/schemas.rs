@@ -427,3 +427,35 @@ pub struct ApprovalsQuery {
     /// Only this run's (id or unique prefix).
     pub run: Option<String>,
 }
+
+/// What `POST /v1/services` started.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceCreated {
+    /// The service run (`running`, with no process).
+    pub run: Run,
+    /// The name it is served under.
+    pub name: String,
+    /// Its webhook on every server (`/hooks/<name>[/<path>]`), when it has one.
+    #[schema(required = true)]
+    pub hook: Option<String>,
+    /// Its timers: cron expressions, or `every <n>ms`.
+    pub schedules: Vec<String>,
+}
+
+/// A webhook request accepted.
+#[derive(Serialize, ToSchema)]
+pub struct HookAccepted {
+    /// The heartbeat run that executes the wake.
+    pub run_id: String,
+    #[schema(pattern = "^accepted$")]
+    pub status: String,
+}
+
+/// A webhook request refused, as a local service's listener answers it:
+/// `not_found`, `method_not_allowed`, `unauthorized`, `body_too_large`,
+/// `headers_too_large`, `bad_body`, `stopping`, `wake_failed`, `unavailable`.
+#[derive(Serialize, ToSchema)]
+pub struct HookError {
+    pub code: String,
+    pub message: String,
+}
