@@ -308,3 +308,47 @@ fn clashing_names_and_bad_options_are_refused_in_one_line() {
         .collect();
     assert_eq!(live.len(), 1, "{page}");
 }
+
+#[test]
+fn a_restarted_service_keeps_its_timers_and_wakes_once_for_the_fires_it_missed() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let client = Client::new(&c.a);
+    let dir = client.agent("sleepy", "echo hi\n");
+    let id = client.ok(&["serve", &dir, "--schedule", "* * * * * *"]);
+    wait_until("a first fire", Duration::from_secs(20), || {
+        !wakes(&c.a, &id).is_empty()
+    });
+    assert_eq!(client.ok(&["stop", &id]), id);
+    let stopped_at = now_ms();
+    // Down long enough to miss two due times.
+    wait_until("two missed seconds", Duration::from_secs(5), || {
+        now_ms() > stopped_at + 2_500
+    });
+    let again = client.ok(&["restart", &id]);
+    assert_ne!(again, id);
+    let (_, run) = c.b.call("GET", &format!("/v1/runs/{again}"), None);
+    assert_eq!(
+        (&run["status"], &run["origin_id"]),
+        (&json!("running"), &json!(id))
+    );
+    wait_until(
+        "a schedule fire after the restart",
+        Duration::from_secs(20),
+        || {
+            wakes(&c.b, &again)
+                .iter()
+                .any(|w| w["payload"]["wake"]["reason"] == "schedule")
+        },
+    );
+    let recoveries: Vec<Value> = wakes(&c.b, &again)
+        .into_iter()
+        .filter(|w| w["payload"]["wake"]["reason"] == "recovery")
+        .collect();
+    assert_eq!(recoveries.len(), 1, "one recovery wake: {recoveries:?}");
+    let wake = &recoveries[0]["payload"]["wake"];
+    assert_eq!(wake["previous_run_id"], json!(id));
+    assert_eq!(wake["previous_status"], "stopped");
+    assert_eq!(wake["missed"][0]["schedule"], "* * * * * *", "{wake}");
+}

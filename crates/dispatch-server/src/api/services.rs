@@ -7,12 +7,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dispatch_core::parcel::Parcel;
 use dispatch_core::{Operation, Transition, now_ms};
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_runtime::service::config::{hook_base, resolve_cluster};
 use dispatch_runtime::service::schedule::Timers;
-use dispatch_runtime::service::{ListenerState, ServeOptions, ServiceDoc};
-use dispatch_store::StoreError;
+use dispatch_runtime::service::{
+    ListenerState, ScheduleState, ServeOptions, ServiceConfig, ServiceDoc,
+};
+use dispatch_store::{Run, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -26,7 +29,14 @@ use crate::services::{NO_PROCESS, WakeError, WakeSpec, transition, transitions};
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
     /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
+    /// Not needed with `restart_of`.
+    #[serde(default)]
     pub parcel: String,
+    /// Restart this ended cluster service (`dispatch restart`): the same
+    /// parcel, name, payload, configuration and timers; a fire it missed
+    /// meanwhile becomes one `recovery` wake. The other fields are not used.
+    #[serde(default)]
+    pub restart_of: Option<String>,
     /// The name it is served under (`/hooks/<name>/…`), unique among running
     /// services; the parcel's name by default.
     #[serde(default)]
@@ -90,33 +100,18 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
     super::runs::reject_nul(&value, "")?;
     let req: CreateService = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad service request: {e}")))?;
-    let parcel = find_parcel(&state, &req.parcel)?;
-    launch::check_secrets(&parcel)?;
-    let name = req
-        .name
-        .clone()
-        .unwrap_or_else(|| parcel.manifest.name.clone());
-    let payload = req.payload.clone().unwrap_or_else(|| json!({}));
-    let opts = ServeOptions {
-        schedules: req.schedules.clone(),
-        interval_ms: req.interval_ms,
-        max_concurrent: 1,
-        max_pending: 1,
-        payload: payload.clone(),
-        listen: req.listen.clone(),
-        listen_path: req.listen_path.clone(),
-        listen_methods: req.listen_methods.clone(),
-        listen_max_body_bytes: req.listen_max_body_bytes,
-        listen_max_header_bytes: req.listen_max_header_bytes,
-        ..ServeOptions::default()
+    let plan = match &req.restart_of {
+        Some(old) => restart_plan(&state, old).await?,
+        None => new_plan(&state, &req)?,
     };
-    let (config, schedules) = resolve_cluster(
-        &parcel.manifest,
-        &opts,
-        &name,
-        req.listen_secret_sha256.clone(),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Plan {
+        parcel,
+        name,
+        payload,
+        config,
+        schedules,
+        origin,
+    } = plan;
     // Said before anything is created; the store decides races.
     if let Some(holder) = state.store.service_named(&name).await? {
         return Err(StoreError::ServiceNameTaken {
@@ -130,7 +125,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         operation: Some(Operation::Service),
         payload,
         parent_id: None,
-        origin_id: None,
+        origin_id: origin.as_ref().map(|o| o.id.clone()),
     };
     let mut new = super::publish::new_run(&state, &parcel, &request, Operation::Service).await?;
     // Out of the queue, then `running` with no process in one write: no
@@ -155,7 +150,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
     )
     .await?;
     let mut timers = Timers::new(schedules).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    timers.start(at);
+    let missed = timers.start(at);
     let hook = config.listen.as_ref().map(|p| {
         format!(
             "{}{}",
@@ -197,6 +192,27 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         return Err(e.into());
     }
     state.services_registered.notify_one();
+    if let Some(old) = origin.filter(|_| !missed.is_empty()) {
+        // As locally: the timers it missed while it was down wake it once.
+        let missed: Vec<Value> = missed
+            .iter()
+            .map(|(label, due)| json!({"schedule": label, "missed_since": due}))
+            .collect();
+        let spec = WakeSpec {
+            reason: "recovery",
+            detail: json!({
+                "previous_run_id": old.id,
+                "previous_status": old.status(),
+                "previous_reason": old.state.reason(),
+                "missed": missed,
+            }),
+            payload: run.payload.clone(),
+            request: None,
+        };
+        if let Err(e) = state.services().wake(&run.id, spec).await {
+            eprintln!("[dispatch] service {}: no recovery wake: {e}", run.id);
+        }
+    }
     let answer = json!({
         "run": run_json(&run),
         "name": name,
@@ -204,6 +220,98 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         "schedules": labels,
     });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// What a service is started with.
+struct Plan {
+    parcel: Parcel,
+    name: String,
+    payload: Value,
+    config: ServiceConfig,
+    schedules: Vec<ScheduleState>,
+    /// The ended service this one restarts.
+    origin: Option<Run>,
+}
+
+/// A new service from the request's options merged over the Agentfile.
+fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
+    let parcel = find_parcel(state, &req.parcel)?;
+    launch::check_secrets(&parcel)?;
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| parcel.manifest.name.clone());
+    let payload = req.payload.clone().unwrap_or_else(|| json!({}));
+    let opts = ServeOptions {
+        schedules: req.schedules.clone(),
+        interval_ms: req.interval_ms,
+        max_concurrent: 1,
+        max_pending: 1,
+        payload: payload.clone(),
+        listen: req.listen.clone(),
+        listen_path: req.listen_path.clone(),
+        listen_methods: req.listen_methods.clone(),
+        listen_max_body_bytes: req.listen_max_body_bytes,
+        listen_max_header_bytes: req.listen_max_header_bytes,
+        ..ServeOptions::default()
+    };
+    let (config, schedules) = resolve_cluster(
+        &parcel.manifest,
+        &opts,
+        &name,
+        req.listen_secret_sha256.clone(),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Plan {
+        parcel,
+        name,
+        payload,
+        config,
+        schedules,
+        origin: None,
+    })
+}
+
+/// The service that restarts the ended cluster service `old`.
+async fn restart_plan(state: &AppState, old: &str) -> ApiResult<Plan> {
+    let id = resolve(state, old).await?;
+    let old = state.store.get_run(&id).await?;
+    let saved = state
+        .store
+        .get_service_state(&id)
+        .await?
+        .filter(|s| s.name.is_some() && old.operation == Operation::Service)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "run {id} is not a cluster service (hint: `dispatch serve` starts one)"
+            ))
+        })?;
+    if !old.state.is_terminal() {
+        return Err(StoreError::InvalidState {
+            id,
+            status: old.status(),
+            hint: "stop it first (`dispatch restart` does)",
+        }
+        .into());
+    }
+    let doc = ServiceDoc::decode(&saved)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, e))?;
+    let parcel = match find_parcel(state, &old.parcel_digest) {
+        Ok(p) => p,
+        Err(_) => crate::fetch::parcel(&*state.store, &state.layout, &old.parcel_digest)
+            .await
+            .map_err(|_| {
+                dispatch_runtime::RuntimeError::UnknownParcel(old.parcel_digest.clone())
+            })?,
+    };
+    Ok(Plan {
+        parcel,
+        name: saved.name.clone().unwrap_or_default(),
+        payload: old.payload.clone(),
+        config: doc.config,
+        schedules: doc.schedules,
+        origin: Some(old),
+    })
 }
 
 #[utoipa::path(
