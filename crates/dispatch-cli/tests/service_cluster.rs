@@ -239,6 +239,14 @@ fn a_webhook_is_taken_by_either_server_as_a_heartbeat_run() {
     let stored = serde_json::to_string(&stored).expect("json");
     assert!(!stored.contains("s3cret"), "{stored}");
     assert!(stored.contains("\"requests_handled\":2"), "{stored}");
+    // `inspect-run` shows it as locally.
+    let doc = client.inspect(&id);
+    assert_eq!(doc["service"]["name"], "hooks-eu", "{doc}");
+    assert_eq!(doc["service"]["listeners"][0]["requests_handled"], 2);
+    assert_eq!(
+        doc["service"]["config"]["listen"]["addr"],
+        "/hooks/hooks-eu"
+    );
 }
 
 #[test]

@@ -747,6 +747,14 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.post(root, "/hooks/nobody", "{}").0, 404);
     assert_eq!(c.post(with_path, "/hooks/pathy/in", "{}").0, 202);
     assert_eq!(c.post(with_path, "/hooks/pathy/out", "{}").0, 404);
+    let state = "/v1/runs/{id}/service";
+    let (status, saved) = c.get(state, &format!("/v1/runs/{service}/service"));
+    assert_eq!((status, &saved["name"]), (200, &json!("bench")), "{saved}");
+    assert_eq!(
+        c.get(state, &format!("/v1/runs/{heartbeat}/service")).0,
+        409
+    );
+    assert_eq!(c.get(state, "/v1/runs/ffffffff/service").0, 404);
     let (status, stopped) = c.post(cancel, &format!("/v1/runs/{service}/cancel"), "");
     assert_eq!((status, &stopped["status"]), (200, &json!("stopped")));
 

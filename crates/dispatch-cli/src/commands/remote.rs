@@ -336,6 +336,10 @@ impl Remote {
                 doc["bom"] = super::inspect_agent::bom(&list);
             }
             doc["events"] = events["events"].clone();
+            if run.operation == dispatch_core::Operation::Service {
+                // Timers and listeners, as locally.
+                doc["service"] = self.json("GET", &format!("/v1/runs/{}/service", run.id), None)?;
+            }
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
             doc["run_dir"] = Value::Null;
             doc["status_text"] = json!(status_text(&run.state, now));

@@ -21,6 +21,7 @@
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
+//! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
 //! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/signal", post(signal::signal))
         .route("/v1/runs/{id}/wake", post(services::wake))
+        .route("/v1/runs/{id}/service", get(services::service_state))
         .route("/v1/services", post(services::create))
         .route("/hooks/{name}", post(hooks::root))
         .route("/hooks/{name}/{*path}", post(hooks::with_path))

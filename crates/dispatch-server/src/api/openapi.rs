@@ -40,6 +40,7 @@ use super::{codes, schemas};
         super::parcels::upload,
         super::services::create,
         super::services::wake,
+        super::services::service_state,
         super::hooks::root,
         super::hooks::with_path,
         document,

@@ -459,3 +459,22 @@ pub struct HookError {
     pub code: String,
     pub message: String,
 }
+
+/// A service's stored state (`GET /v1/runs/{id}/service`).
+#[derive(Serialize, ToSchema)]
+pub struct ServiceState {
+    /// The name a cluster service is served under; null for a local service.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// Wake sources, overlap and ingress policy (the shared secret's SHA-256 only).
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Each timer: its expression or interval, `next_fire_at`, `last_fired_at`, fires, skips.
+    #[schema(value_type = Vec<Object>)]
+    pub schedules: Value,
+    /// Each listener: address, requests handled and rejected, last request.
+    #[schema(value_type = Vec<Object>)]
+    pub listeners: Value,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
+}

@@ -367,3 +367,42 @@ pub async fn wake(
         )),
     }
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/service",
+    operation_id = "getServiceState",
+    tag = "services",
+    summary = "A service's stored state: its name, configuration, timers and listeners",
+    params(("id" = String, Path, description = "the service's run id or unique prefix")),
+    responses(
+        (status = 200, description = "the service state (`inspect-run`)", body = schemas::ServiceState),
+        (status = 400, description = "`ambiguous_id`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`run_not_found`", body = schemas::Error),
+        (status = 409, description = "`invalid_state`: the run is not a service", body = schemas::Error),
+    )
+)]
+pub async fn service_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = resolve(&state, &id).await?;
+    let run = state.store.get_run(&id).await?;
+    let Some(saved) = state.store.get_service_state(&id).await? else {
+        return Err(StoreError::InvalidState {
+            id,
+            status: run.status(),
+            hint: "only a service has a service state",
+        }
+        .into());
+    };
+    Ok(Json(json!({
+        "name": saved.name,
+        "config": saved.config,
+        "schedules": saved.schedules,
+        "listeners": saved.listeners,
+        "updated_at": saved.updated_at,
+    }))
+    .into_response())
+}
