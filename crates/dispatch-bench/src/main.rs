@@ -55,6 +55,7 @@ mod native;
 mod proxy;
 mod resources;
 mod service;
+mod service_cluster;
 mod tools;
 mod waits;
 mod workflow;
@@ -146,6 +147,11 @@ fn main() {
         concurrency::main(&args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("service-cluster") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        service_cluster::main(&dispatch, &args[2..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("cluster") {
         cluster::main(&args[2..]);
         return;
@@ -171,7 +177,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|idle|native|cluster|chaos|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

@@ -399,6 +399,9 @@ pub struct ServeArgs {
     /// Larger header sections get 431 (default 16384). Overrides LISTEN_MAX_HEADER_BYTES.
     #[arg(long, value_name = "BYTES")]
     pub listen_max_header_bytes: Option<u64>,
+    /// With --host / DISPATCH_HOST: the name the cluster serves it under (`/hooks/<name>/…`), unique among running services. Default: the parcel's NAME.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Print the service id once it is up (listeners bound) and return; otherwise follow its log until it stops (Ctrl-C stops it).
     #[arg(short, long)]
     pub detach: bool,

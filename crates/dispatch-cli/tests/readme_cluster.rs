@@ -158,9 +158,9 @@ fn using_it_on_a_cluster() {
     assert_eq!(client.ok(&["wait", &restarted]), "0");
     assert_eq!(client.ok(&["rm", &created]), created);
     client.fails(&["inspect-run", &created], 125);
-    // Commands that work only on the local state say so in one line (exit 125).
+    // Waking a job (only cluster services take wakes) is one line (exit 125).
     let err = client.fails(&["wake", &id], 125);
-    assert!(err.contains("local state"), "{err}");
+    assert!(err.contains("only a running service"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     // An unknown prefix is one line, exit 125.

@@ -72,7 +72,11 @@ fn run_ps_logs_wait_inspect_and_stop_work_against_a_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run matches"));
     assert_eq!(client.ok(&["rm", &id]), id, "rm works through the server");
     let out = client.run(&["wake", &id]);
-    assert_eq!(out.status.code(), Some(125), "local-only commands refuse");
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "only cluster services take wakes"
+    );
 }
 
 #[test]

@@ -101,25 +101,25 @@ impl dispatch_runtime::workflow::BriefSink for StoreBriefs {
     }
 }
 
-fn has_parcel(dir: &Path) -> bool {
-    dir.join("manifest.json").is_file()
-}
-
-/// Makes sure parcel `digest` is in `layout`, fetching it from `store`
-/// when it is not (a handoff's parcel, before its brief is written).
+/// The parcel `digest`, fetched from the store first when this machine
+/// does not have it (a server firing a service registered on another).
 pub(crate) async fn parcel<S: ParcelStore + ?Sized>(
     store: &S,
     layout: &Layout,
     digest: &str,
-) -> Result<(), FetchError> {
-    if has_parcel(&layout.parcels().join(digest)) {
-        return Ok(());
+) -> Result<parcel::Parcel, FetchError> {
+    let dir = layout.parcels().join(digest);
+    if !has_parcel(&dir) {
+        let _one_at_a_time = FETCHING.lock().await;
+        if !has_parcel(&dir) {
+            fetch_parcel(store, layout, digest).await?;
+        }
     }
-    let _one_at_a_time = FETCHING.lock().await;
-    if has_parcel(&layout.parcels().join(digest)) {
-        return Ok(());
-    }
-    fetch_parcel(store, layout, digest).await
+    parcel::load(&dir).map_err(|e| FetchError::Refused(format!("cannot load parcel {digest}: {e}")))
+}
+
+fn has_parcel(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
 }
 
 async fn fetch_parcel<S: ParcelStore + ?Sized>(

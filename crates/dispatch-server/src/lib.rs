@@ -25,6 +25,7 @@ mod noop;
 pub mod queue_timeout;
 pub mod self_fence;
 pub mod serve;
+pub mod services;
 pub mod ship;
 pub mod timers;
 mod upstream;
@@ -35,19 +36,34 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    CallbackStore, EvalStore, ParcelStore, QueueStore, RunLogStore, Store, TokenStore,
+    CallbackStore, EvalStore, ParcelStore, QueueStore, RunLogStore, ServiceStore, Store, TokenStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, token,
-/// callback, parcel and run-log capabilities.
+/// callback, parcel, run-log and service capabilities.
 pub trait ClusterStore:
-    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + EvalStore
+    Store
+    + QueueStore
+    + TokenStore
+    + CallbackStore
+    + ParcelStore
+    + RunLogStore
+    + EvalStore
+    + ServiceStore
 {
 }
-impl<T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + EvalStore>
-    ClusterStore for T
+impl<
+    T: Store
+        + QueueStore
+        + TokenStore
+        + CallbackStore
+        + ParcelStore
+        + RunLogStore
+        + EvalStore
+        + ServiceStore,
+> ClusterStore for T
 {
 }
 

@@ -162,6 +162,7 @@ impl Server {
             require_auth: self.require_auth,
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
             published: Arc::default(),
+            services_registered: Arc::new(Notify::new()),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
@@ -200,7 +201,14 @@ impl Server {
             self.backend.store.clone(),
             stopped(stop_rx.clone()),
         ));
-        let app = api::router(state);
+        let service_timers = {
+            let (services, registered) = (state.services(), state.services_registered.clone());
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(
+                async move { crate::services::timers::keep(services, &registered, stop).await },
+            )
+        };
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
             shutdown.await;
@@ -213,6 +221,7 @@ impl Server {
         }
         let _ = keeper.await;
         let _ = timers.await;
+        let _ = service_timers.await;
         if let Some(relay) = relay {
             relay.abort();
         }

@@ -54,7 +54,7 @@ impl Upstream for ClusterUpstream {
             }
         };
         match fetch::parcel(&*self.store, &self.layout, &digest).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(FetchError::Refused(why)) => {
                 return Err(HandoffError::Refused(format!("handoff to `{name}`: {why}")));
             }

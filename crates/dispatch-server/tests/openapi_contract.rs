@@ -51,7 +51,11 @@ fn served_routes() -> BTreeSet<(String, String)> {
         .expect("the router's route table");
     let mut routes = BTreeSet::new();
     for route in table.split(".route(").skip(1) {
-        let path = route.split('"').nth(1).expect("a route's path").to_string();
+        let path = route
+            .split('"')
+            .nth(1)
+            .expect("a route's path")
+            .replace("{*", "{");
         let handlers = route.split('"').nth(2).expect("a route's handlers");
         for method in ["get", "post", "put", "patch", "delete"] {
             let calls = handlers
@@ -139,14 +143,20 @@ fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
                 );
             }
             if !status.starts_with('2') {
+                // Webhooks answer as a local service's listener does.
+                let shape = if path.starts_with("/hooks/") {
+                    "#/components/schemas/HookError"
+                } else {
+                    "#/components/schemas/Error"
+                };
                 assert_eq!(
-                    content["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                    content["application/json"]["schema"]["$ref"], shape,
                     "{at} {status}: errors answer the error shape"
                 );
             }
         }
-        // Every route needs a token but /healthz, which says so.
-        if path == "/healthz" {
+        // Every route needs a token but /healthz and the webhooks, which say so.
+        if path == "/healthz" || path.starts_with("/hooks/") {
             assert_eq!(op["security"], json!([]), "{at}");
         } else {
             assert!(
@@ -157,7 +167,11 @@ fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
         }
         if method == "post" && !path.ends_with("/cancel") && !path.ends_with("/start") {
             let body = &op["requestBody"]["content"]["application/json"]["schema"];
-            assert!(body["$ref"].is_string(), "{at}: a request body schema");
+            let any = &op["requestBody"]["content"]["*/*"]["schema"];
+            assert!(
+                body["$ref"].is_string() || (path.starts_with("/hooks/") && any.is_object()),
+                "{at}: a request body schema"
+            );
             assert!(responses.contains_key("413"), "{at}: documents 413");
         }
         for param in op["parameters"].as_array().into_iter().flatten() {
@@ -759,6 +773,56 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.get(latest, "/v1/evals/latest").0, 400);
     assert_eq!(c.get(latest, "/v1/evals/latest?digest=abc").0, 400);
 
+    // Services owned by the cluster: webhooks and manual wakes.
+    let services = "/v1/services";
+    let (status, created) = c.post(
+        services,
+        services,
+        "{\"parcel\": \"bench\", \"listen\": \"127.0.0.1:0\", \"interval_ms\": 0}",
+    );
+    assert_eq!(
+        (status, &created["hook"]),
+        (201, &json!("/hooks/bench")),
+        "{created}"
+    );
+    let service = created["run"]["id"].as_str().expect("an id").to_string();
+    let pathy = "{\"parcel\": \"bench\", \"name\": \"pathy\", \"listen_path\": \"/in\", \"schedules\": [\"0 0 1 1 *\"]}";
+    assert_eq!(c.post(services, services, pathy).0, 201);
+    assert_eq!(
+        c.post(services, services, pathy).1["code"],
+        "service_exists"
+    );
+    let bad_cron = "{\"parcel\": \"bench\", \"name\": \"x\", \"schedules\": [\"* * 25 * * *\"]}";
+    assert_eq!(c.post(services, services, bad_cron).0, 400);
+    assert_eq!(c.post(services, services, "{\"parcel\": \"nope\"}").0, 404);
+    let wake = "/v1/runs/{id}/wake";
+    let (status, heartbeat) = c.post(wake, &format!("/v1/runs/{service}/wake"), "");
+    assert_eq!(
+        (status, &heartbeat["operation"]),
+        (202, &json!("heartbeat"))
+    );
+    let heartbeat = heartbeat["id"].as_str().expect("an id").to_string();
+    assert_eq!(
+        c.post(wake, &format!("/v1/runs/{heartbeat}/wake"), "{}").0,
+        409
+    );
+    assert_eq!(c.post(wake, "/v1/runs/ffffffff/wake", "{}").0, 404);
+    let (root, with_path) = ("/hooks/{name}", "/hooks/{name}/{path}");
+    assert_eq!(c.post(root, "/hooks/bench", "{}").0, 202);
+    assert_eq!(c.post(root, "/hooks/nobody", "{}").0, 404);
+    assert_eq!(c.post(with_path, "/hooks/pathy/in", "{}").0, 202);
+    assert_eq!(c.post(with_path, "/hooks/pathy/out", "{}").0, 404);
+    let state = "/v1/runs/{id}/service";
+    let (status, saved) = c.get(state, &format!("/v1/runs/{service}/service"));
+    assert_eq!((status, &saved["name"]), (200, &json!("bench")), "{saved}");
+    assert_eq!(
+        c.get(state, &format!("/v1/runs/{heartbeat}/service")).0,
+        409
+    );
+    assert_eq!(c.get(state, "/v1/runs/ffffffff/service").0, 404);
+    let (status, stopped) = c.post(cancel, &format!("/v1/runs/{service}/cancel"), "");
+    assert_eq!((status, &stopped["status"]), (200, &json!("stopped")));
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()
@@ -788,11 +852,16 @@ fn every_operation_but_health_needs_a_token() {
     for (method, template, op) in operations(&doc) {
         let path = template
             .replace("{id}", "0123abcd")
-            .replace("{approval_id}", "a");
+            .replace("{approval_id}", "a")
+            .replace("{name}", "nobody")
+            .replace("{path}", "in");
         let body = (method == "post").then_some(&b"{}"[..]);
         let (status, answer) = c.call(&method.to_uppercase(), &template, &path, &[], body);
         if op["operationId"] == "getHealth" {
             assert_eq!(status, 200);
+        } else if template.starts_with("/hooks/") {
+            // A webhook's caller has the service's secret, not a token.
+            assert_eq!((status, &answer["code"]), (404, &json!("not_found")));
         } else {
             assert_eq!((status, &answer["code"]), (401, &json!("unauthorized")));
         }

@@ -225,14 +225,28 @@ macro_rules! __conformance_names {
 
 /// Expands the service-state promises for a backend that implements
 /// [`ServiceStore`](crate::ServiceStore) (an opt-in capability), like
-/// [`conformance_suite!`](crate::conformance_suite).
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
 #[macro_export]
 macro_rules! service_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__service_conformance_names!(optional $factory);
+    };
     ($factory:expr) => {
-        $crate::__conformance_tests!(required $factory;
+        $crate::__service_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
             service_state_round_trips_and_a_put_replaces_it,
             service_state_of_an_unknown_run_is_not_found,
             deleting_a_service_run_removes_its_state,
+            a_service_name_is_held_by_one_running_service_at_a_time,
+            named_services_lists_running_named_services_only,
+            a_fire_is_taken_once_with_its_heartbeats,
         );
     };
 }

@@ -61,6 +61,11 @@ pub enum StoreError {
         "the stored log of run {id} is {length} bytes long, not {offset}; another worker appended to it"
     )]
     LogMoved { id: RunId, offset: u64, length: u64 },
+    /// A cluster service is already served under this name (`/hooks/<name>/…`).
+    #[error(
+        "service `{name}` is already running in the cluster as run {run} (hint: `dispatch stop {run}` first, or pick another name with --name)"
+    )]
+    ServiceNameTaken { name: String, run: RunId },
     #[error("the run database {path} is unavailable: {message}")]
     Unavailable { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]

@@ -39,7 +39,7 @@ pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
 };
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
-pub use service::{ServiceState, ServiceStore};
+pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};

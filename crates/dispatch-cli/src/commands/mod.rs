@@ -23,6 +23,7 @@ pub mod remote_lifecycle;
 pub mod remote_prune;
 pub mod remote_ps;
 pub mod remote_reliability;
+mod remote_serve;
 pub mod replay;
 pub mod replay_offline;
 pub mod restart;

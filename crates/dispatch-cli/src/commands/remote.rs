@@ -1,4 +1,4 @@
-//! `--host` / `DISPATCH_HOST`: run, ps, logs, wait, stop, inspect-run,
+//! `--host` / `DISPATCH_HOST`: run, serve, wake, ps, logs, wait, stop, inspect-run,
 //! signal, approve, deny, approvals ls, dlq ls, dlq replay, prune and eval
 //! against a `dispatch server`, with the same output as locally.
 //!
@@ -66,9 +66,10 @@ pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResu
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
         Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
         Command::Eval(a) => super::eval::remote::eval(ctx, &remote, a).await,
+        Command::Serve(a) => remote.serve(a),
+        Command::Wake(a) => remote.wake(a),
         Command::Build(_)
         | Command::Images(_)
-        | Command::Serve(_)
         | Command::Server(_)
         | Command::Worker(_)
         | Command::Token(_)
@@ -85,7 +86,7 @@ pub(super) struct Remote {
 }
 
 impl Remote {
-    /// The server's base URL.
+    /// The server's base URL (`http://host:port`).
     pub(super) fn base(&self) -> &str {
         &self.base
     }
@@ -337,6 +338,10 @@ impl Remote {
                 doc["bom"] = super::inspect_agent::bom(&list);
             }
             doc["events"] = events["events"].clone();
+            if run.operation == dispatch_core::Operation::Service {
+                // Timers and listeners, as locally.
+                doc["service"] = self.json("GET", &format!("/v1/runs/{}/service", run.id), None)?;
+            }
             doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
             doc["run_dir"] = Value::Null;
             doc["status_text"] = json!(status_text(&run.state, now));

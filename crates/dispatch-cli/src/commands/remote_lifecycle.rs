@@ -91,16 +91,17 @@ impl Remote {
     pub(super) fn restart(&self, args: &StopArgs) -> CliResult {
         for arg in &args.ids.ids {
             let old = self.get_run(arg)?;
-            if old.operation == Operation::Service {
-                return Err(CliError::input(format!(
-                    "run {} is a service, and services run only on the local state (hint: unset DISPATCH_HOST or drop --host)",
-                    old.id.short()
-                )));
-            }
             if !old.state.is_terminal() {
                 let path = format!("/v1/runs/{}/cancel", old.id);
                 self.json("POST", &path, Some(&json!({})))?;
                 self.wait_end(old.id.as_str(), None)?;
+            }
+            if old.operation == Operation::Service {
+                // A cluster service: the same name, configuration and timers.
+                let body = json!({"restart_of": old.id});
+                let answer = self.json("POST", "/v1/services", Some(&body))?;
+                println!("{}", answer["run"]["id"].as_str().unwrap_or_default());
+                continue;
             }
             println!("{}", self.replay_run(&old.id)?.id);
         }

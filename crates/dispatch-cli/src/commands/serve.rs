@@ -20,6 +20,11 @@ use crate::error::{CliError, CliResult};
 pub const UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(ctx: &Ctx, args: &ServeArgs) -> CliResult {
+    if args.name.is_some() {
+        return Err(CliError::input(
+            "--name names a service in the cluster (hint: set DISPATCH_HOST or --host; a local service is known by its run id)",
+        ));
+    }
     let opts = options(args)?;
     let store = ctx.store()?;
     let run = create_service(&store, &ctx.layout, &args.source, &opts).await?;

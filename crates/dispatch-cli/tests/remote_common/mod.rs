@@ -109,6 +109,15 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL: the server dies mid-whatever, leaving nothing behind but
+    /// what it committed.
+    pub fn kill(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);

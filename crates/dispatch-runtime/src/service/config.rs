@@ -98,6 +98,80 @@ pub fn resolve(
     Ok((config, timers))
 }
 
+/// The hex SHA-256 of a shared secret: all that is ever stored of it.
+pub fn secret_sha256(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Where a cluster service's webhook is served: `/hooks/<name>`, followed by
+/// the listen path (any path when it has none).
+pub fn hook_base(name: &str) -> String {
+    format!("/hooks/{name}")
+}
+
+/// Checks a cluster service's name: it is part of its webhook's URL.
+pub fn check_service_name(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        return Ok(());
+    }
+    Err(ServiceError::new(format!(
+        "service name `{name}` is not usable in a URL (hint: 1 to 64 letters, digits, `-`, `_` or `.`, e.g. --name monitor-eu)"
+    )))
+}
+
+/// As [`resolve`], for a service the cluster runs under `name`: its webhook
+/// (when the Agentfile has LISTEN, or `--listen` / `--listen-path` is given)
+/// is served by every server at [`hook_base`] (the listen address is not
+/// used), and its shared secret is the SHA-256 `secret_sha256` the client
+/// sent (the secret itself never leaves the client), else the one LISTEN_SECRET
+/// names in the server's environment.
+pub fn resolve_cluster(
+    manifest: &Manifest,
+    opts: &ServeOptions,
+    name: &str,
+    secret_sha256: Option<String>,
+) -> Result<(ServiceConfig, Vec<ScheduleState>), ServiceError> {
+    check_service_name(name)?;
+    if let Some(d) = secret_sha256
+        .as_deref()
+        .filter(|d| d.len() != 64 || hex::decode(d).is_err())
+    {
+        return Err(ServiceError::new(format!(
+            "listen_secret_sha256 `{d}` is not a hex SHA-256 (hint: 64 hex digits)"
+        )));
+    }
+    let mut opts = opts.clone();
+    let mut manifest = manifest.clone();
+    let listens = opts.listen.is_some()
+        || manifest.listen.is_some()
+        || opts.listen_path.is_some()
+        || secret_sha256.is_some();
+    if listens {
+        opts.listen = Some("127.0.0.1:0".into());
+    }
+    if secret_sha256.is_some() {
+        opts.listen_shared_secret = None;
+        if let Some(l) = manifest.listen.as_mut() {
+            l.secret = None;
+        }
+    }
+    let (mut config, timers) = resolve(&manifest, &opts)?;
+    if let Some(p) = config.listen.as_mut() {
+        p.addr = hook_base(name);
+        if let Some(d) = secret_sha256 {
+            p.secret_sha256 = Some(d.to_ascii_lowercase());
+            p.secret_source = Some("--listen-shared-secret".into());
+        }
+    }
+    Ok((config, timers))
+}
+
 fn ingress_policy(
     manifest: &Manifest,
     opts: &ServeOptions,

@@ -1,13 +1,10 @@
 //! HTTP ingress (hyper, HTTP/1.1): each accepted request becomes a wake.
 //!
-//! Checks, in order: header section larger than the limit → 431 (hyper itself
-//! answers 431 when the head outgrows its buffer, and 400 to malformed
-//! HTTP); wrong path → 404; method not allowed → 405 with `Allow`; missing or
-//! wrong shared secret (`x-dispatch-secret`, or `Authorization: Bearer`,
-//! compared as SHA-256 digests in constant time) → 401; body larger than the
-//! limit → 413. Then the wake is admitted: 202 with the heartbeat run id,
+//! The checks are `check`'s (shared with the cluster servers' hooks); hyper
+//! itself answers 431 when the head outgrows its buffer, and 400 to
+//! malformed HTTP. Then the wake is admitted: 202 with the heartbeat run id,
 //! 503 when the overlap policy drops it, 500 when the heartbeat could not be
-//! created. Auth-bearing headers are redacted before anything is stored.
+//! created.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,28 +14,18 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::check::{self, Rejection};
 use super::exec::{Reason, Reply, Wake};
 use super::model::IngressPolicy;
-
-/// Headers whose values never leave the listener.
-pub(super) const REDACTED: [&str; 5] = [
-    "authorization",
-    "x-dispatch-secret",
-    "cookie",
-    "proxy-authorization",
-    "set-cookie",
-];
 
 /// What every connection of one listener shares.
 pub(super) struct Ingress {
@@ -54,10 +41,7 @@ pub(super) struct Ingress {
 
 impl Ingress {
     pub fn new(policy: IngressPolicy, listener: String, wakes: mpsc::Sender<Wake>) -> Self {
-        let secret_digest = policy
-            .secret_sha256
-            .as_deref()
-            .and_then(|h| hex::decode(h).ok());
+        let secret_digest = check::secret_digest(&policy);
         Ingress {
             policy,
             secret_digest,
@@ -131,86 +115,50 @@ async fn handle(
     Ok(resp)
 }
 
+fn rejected(r: Rejection) -> Response<Full<Bytes>> {
+    let mut resp = respond(r.status, r.body());
+    for (name, value) in r.headers {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
+}
+
 async fn check_and_admit(
     req: Request<Incoming>,
     ing: &Ingress,
     remote: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let p = &ing.policy;
-    let header_bytes: u64 = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-        .sum();
-    if header_bytes > p.max_header_bytes {
-        return error(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            &format!("the headers exceed {} bytes", p.max_header_bytes),
-        );
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    if let Err(r) = check::check_head(
+        p,
+        ing.secret_digest.as_deref(),
+        &parts.method,
+        path,
+        &parts.headers,
+    ) {
+        return rejected(r);
     }
-    if p.path
-        .as_deref()
-        .is_some_and(|path| path != req.uri().path())
-    {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such path");
-    }
-    let method = req.method().as_str().to_string();
-    if !p.methods.is_empty() && !p.methods.contains(&method) {
-        let mut r = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("use {}", p.methods.join(", ")),
-        );
-        if let Ok(v) = HeaderValue::from_str(&p.methods.join(", ")) {
-            r.headers_mut().insert(ALLOW, v);
-        }
-        return r;
-    }
-    if let Some(expected) = &ing.secret_digest
-        && !authorized(&req, expected)
-    {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong shared secret (x-dispatch-secret or Authorization: Bearer)",
-        );
-        r.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the body exceeds {} bytes", p.max_body_bytes),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > p.max_body_bytes) {
-        return too_large();
-    }
-    let request = envelope(&req, &ing.listener, remote);
-    let body = match Limited::new(req.into_body(), p.max_body_bytes as usize)
+    let body = match Limited::new(body, p.max_body_bytes as usize)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the body could not be read",
-            );
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return rejected(check::body_too_large(p));
         }
+        Err(_) => return rejected(check::bad_body()),
     };
-    let mut request = request;
-    request["body"] = json!(String::from_utf8_lossy(&body));
+    let request = check::envelope(
+        &ing.listener,
+        &remote.to_string(),
+        &parts.method,
+        path,
+        parts.uri.query().unwrap_or(""),
+        &parts.headers,
+        &body,
+    );
     let (tx, rx) = oneshot::channel();
     let wake = Wake {
         reason: Reason::Http,
@@ -244,55 +192,4 @@ async fn check_and_admit(
         Ok(Reply::Failed(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, "wake_failed", &why),
         Err(_) => stopping(),
     }
-}
-
-/// Whether the request presents the shared secret whose SHA-256 is `expected`.
-fn authorized(req: &Request<Incoming>, expected: &[u8]) -> bool {
-    let h = req.headers();
-    let presented = h
-        .get("x-dispatch-secret")
-        .map(HeaderValue::as_bytes)
-        .or_else(|| {
-            h.get(hyper::header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes)
-                .and_then(|v| {
-                    let (scheme, rest) = v.split_at(v.len().min(7));
-                    scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
-                })
-        });
-    let Some(presented) = presented else {
-        return false;
-    };
-    let digest = Sha256::digest(presented);
-    digest.as_slice().ct_eq(expected).into()
-}
-
-/// The request as the agent sees it (the body is added once read).
-fn envelope(req: &Request<Incoming>, listener: &str, remote: SocketAddr) -> Value {
-    let mut headers = Map::new();
-    for (name, value) in req.headers() {
-        let name = name.as_str().to_ascii_lowercase();
-        let value = if REDACTED.contains(&name.as_str()) {
-            "[redacted]".to_string()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
-        };
-        match headers.get_mut(&name) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&value);
-            }
-            _ => {
-                headers.insert(name, Value::String(value));
-            }
-        }
-    }
-    json!({
-        "listener": listener,
-        "remote_addr": remote.to_string(),
-        "method": req.method().as_str(),
-        "path": req.uri().path(),
-        "query": req.uri().query().unwrap_or(""),
-        "headers": headers,
-    })
 }

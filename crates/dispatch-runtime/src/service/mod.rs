@@ -11,10 +11,12 @@
 //!   timer deadline, an HTTP request, a SIGUSR1 (manual wake) or SIGTERM
 //!   (graceful stop); nothing polls.
 //! - `exec`: admission (the overlap policy) and the heartbeat helpers.
-//! - `ingress`: the HTTP listener (hyper).
+//! - `ingress`: the HTTP listener (hyper); [`check`]: its request checks,
+//!   shared with the cluster servers' hooks.
 //! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
 //! - [`stop`]: graceful stop of a service.
 
+pub mod check;
 pub mod config;
 mod exec;
 pub mod helper;

@@ -143,6 +143,7 @@ impl ServiceDoc {
             schedules: json(serde_json::to_value(&self.schedules)),
             listeners: json(serde_json::to_value(&self.listeners)),
             updated_at: at,
+            name: None,
         }
     }
 

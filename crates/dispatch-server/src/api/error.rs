@@ -46,6 +46,8 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// 413: the request body is larger than the server takes.
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// 409: a running cluster service already has that name.
+    pub const SERVICE_EXISTS: &str = "service_exists";
 
     /// Every code with its status and meaning, for the docs.
     pub const ALL: &[(&str, u16, &str)] = &[
@@ -81,6 +83,11 @@ pub mod codes {
         ),
         (EVAL_NOT_FOUND, 404, "no eval matches the id or the parcel"),
         (NO_SUCH_ROUTE, 404, "no such route"),
+        (
+            SERVICE_EXISTS,
+            409,
+            "a running cluster service already has that name",
+        ),
         (INVALID_STATE, 409, "the run's state does not allow this"),
         (CONFLICT, 409, "the run changed concurrently; retry"),
         (
@@ -150,6 +157,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
+            StoreError::ServiceNameTaken { .. } => (StatusCode::CONFLICT, codes::SERVICE_EXISTS),
             StoreError::AlreadyDecided { .. } => (StatusCode::CONFLICT, codes::ALREADY_DECIDED),
             StoreError::ApprovalNotFound { .. } => {
                 (StatusCode::NOT_FOUND, codes::APPROVAL_NOT_FOUND)

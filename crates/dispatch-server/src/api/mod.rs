@@ -21,6 +21,10 @@
 //! | `POST /v1/dead-letters/{id}/replay` | replay one as a new linked run |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
+//! | `POST /v1/services` | start a service owned by the cluster |
+//! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
+//! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
+//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 mod bom;
@@ -28,6 +32,7 @@ mod create;
 mod error;
 mod evals;
 mod graph;
+mod hooks;
 mod lifecycle;
 mod logs;
 pub mod openapi;
@@ -37,6 +42,7 @@ pub mod publish;
 mod reliability;
 mod runs;
 mod schemas;
+mod services;
 mod signal;
 mod stream;
 
@@ -77,6 +83,19 @@ pub struct AppState {
     pub bus: Option<Arc<crate::bus::Publisher>>,
     /// The parcels this process put into the store.
     pub published: Arc<publish::Published>,
+    /// Tells this server's service timers that a service was registered.
+    pub services_registered: Arc<Notify>,
+}
+
+impl AppState {
+    /// Cluster-service work on this server's store and directory.
+    pub fn services(&self) -> crate::services::Services {
+        crate::services::Services {
+            store: self.store.clone(),
+            layout: self.layout.clone(),
+            wake: self.wake.clone(),
+        }
+    }
 }
 
 /// The whole API.
@@ -95,6 +114,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/graph", get(graph::graph))
         .route("/v1/runs/{id}/signal", post(signal::signal))
+        .route("/v1/runs/{id}/wake", post(services::wake))
+        .route("/v1/runs/{id}/service", get(services::service_state))
+        .route("/v1/services", post(services::create))
+        .route("/hooks/{name}", post(hooks::root))
+        .route("/hooks/{name}/{*path}", post(hooks::with_path))
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),

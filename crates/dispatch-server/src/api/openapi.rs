@@ -42,6 +42,11 @@ use super::{codes, schemas};
         super::evals::create,
         super::evals::get,
         super::evals::latest,
+        super::services::create,
+        super::services::wake,
+        super::services::service_state,
+        super::hooks::root,
+        super::hooks::with_path,
         document,
         super::healthz,
         super::metrics,
@@ -54,6 +59,7 @@ use super::{codes, schemas};
         (name = "reliability", description = "Approvals and dead letters"),
         (name = "parcels", description = "Built agents"),
         (name = "evals", description = "Eval reports (`dispatch eval --host`)"),
+        (name = "services", description = "Services owned by the cluster: timers and webhooks"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -100,6 +106,12 @@ impl Modify for Contract {
         {
             get.security = Some(Vec::new());
         }
+        // Webhooks: their callers prove themselves with the service's secret.
+        for path in ["/hooks/{name}", "/hooks/{name}/{path}"] {
+            if let Some(post) = doc.paths.paths.get_mut(path).and_then(|p| p.post.as_mut()) {
+                post.security = Some(Vec::new());
+            }
+        }
         // Every operation that reads the store may find it failing.
         let store_failures = [
             (
@@ -113,12 +125,17 @@ impl Modify for Contract {
         ];
         // The document, the metrics and the parcels on disk need no store.
         let storeless = ["/v1/openapi.json", "/metrics", "/v1/parcels"];
+        let own_errors = ["/hooks/{name}", "/hooks/{name}/{path}"];
         for (path, item) in doc.paths.paths.iter_mut() {
             let get = item
                 .get
                 .as_mut()
                 .filter(|_| !storeless.contains(&path.as_str()));
-            for op in [get, item.post.as_mut()].into_iter().flatten() {
+            let post = item
+                .post
+                .as_mut()
+                .filter(|_| !own_errors.contains(&path.as_str()));
+            for op in [get, post].into_iter().flatten() {
                 for (status, what) in store_failures {
                     if !op.responses.responses.contains_key(status) {
                         op.responses

@@ -391,6 +391,11 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         .into());
     }
     run = state.store.request_stop(&id, now_ms()).await?;
+    // A cluster service has no process to signal: it stops here.
+    if crate::services::is_cluster_service(&state.store, &run).await? {
+        let stopped = state.services().stop(run, "stopped by user").await?;
+        return Ok((StatusCode::OK, Json(run_json(&stopped))).into_response());
+    }
     loop {
         // A queued run, or a suspended one (no process holds it), ends here.
         let reason = match &run.state {

@@ -526,3 +526,54 @@ pub struct EvalReport {
 pub struct EvalKept {
     pub eval: String,
 }
+
+/// What `POST /v1/services` started.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceCreated {
+    /// The service run (`running`, with no process).
+    pub run: Run,
+    /// The name it is served under.
+    pub name: String,
+    /// Its webhook on every server (`/hooks/<name>[/<path>]`), when it has one.
+    #[schema(required = true)]
+    pub hook: Option<String>,
+    /// Its timers: cron expressions, or `every <n>ms`.
+    pub schedules: Vec<String>,
+}
+
+/// A webhook request accepted.
+#[derive(Serialize, ToSchema)]
+pub struct HookAccepted {
+    /// The heartbeat run that executes the wake.
+    pub run_id: String,
+    #[schema(pattern = "^accepted$")]
+    pub status: String,
+}
+
+/// A webhook request refused, as a local service's listener answers it:
+/// `not_found`, `method_not_allowed`, `unauthorized`, `body_too_large`,
+/// `headers_too_large`, `bad_body`, `stopping`, `wake_failed`, `unavailable`.
+#[derive(Serialize, ToSchema)]
+pub struct HookError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A service's stored state (`GET /v1/runs/{id}/service`).
+#[derive(Serialize, ToSchema)]
+pub struct ServiceState {
+    /// The name a cluster service is served under; null for a local service.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// Wake sources, overlap and ingress policy (the shared secret's SHA-256 only).
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Each timer: its expression or interval, `next_fire_at`, `last_fired_at`, fires, skips.
+    #[schema(value_type = Vec<Object>)]
+    pub schedules: Value,
+    /// Each listener: address, requests handled and rejected, last request.
+    #[schema(value_type = Vec<Object>)]
+    pub listeners: Value,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
+}

@@ -17,6 +17,7 @@ pub(crate) mod queue;
 mod reliability;
 mod runs;
 mod schema;
+mod service;
 mod sessions;
 pub mod testdb;
 mod tokens;
@@ -709,5 +710,45 @@ impl crate::EvalStore for PgStore {
 
     async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
         in_tx!(self, |tx| evals::latest_of(&tx, digest))
+    }
+}
+
+#[async_trait]
+impl crate::ServiceStore for PgStore {
+    async fn put_service_state(&self, state: &crate::ServiceState) -> StoreResult<()> {
+        let put = in_tx!(self, |tx| service::put(&tx, state));
+        match (put, &state.name) {
+            // Lost a race for the name: say who holds it.
+            (Err(StoreError::ServiceNameTaken { .. }), Some(name)) => {
+                let holder = self.service_named(name).await?;
+                Err(StoreError::ServiceNameTaken {
+                    name: name.clone(),
+                    run: holder.map_or_else(|| state.run_id.clone(), |h| h.run_id),
+                })
+            }
+            (other, _) => other,
+        }
+    }
+
+    async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<crate::ServiceState>> {
+        in_tx!(self, |tx| service::get(&tx, run))
+    }
+
+    async fn fire_service(
+        &self,
+        state: &crate::ServiceState,
+        expected: Ts,
+        wakes: &[crate::QueuedWake],
+    ) -> StoreResult<Option<Vec<Run>>> {
+        in_tx!(self, |tx| service::fire(&tx, state, expected, wakes))
+    }
+
+    async fn named_services(&self) -> StoreResult<Vec<crate::ServiceState>> {
+        in_tx!(self, |tx| service::named(&tx, None))
+    }
+
+    async fn service_named(&self, name: &str) -> StoreResult<Option<crate::ServiceState>> {
+        let found = in_tx!(self, |tx| service::named(&tx, Some(name)))?;
+        Ok(found.into_iter().next())
     }
 }

@@ -230,6 +230,20 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE rate_grants (id BIGSERIAL PRIMARY KEY, bucket TEXT NOT NULL, \
      at BIGINT NOT NULL, tokens BIGINT NOT NULL); \
      CREATE INDEX rate_grants_by_bucket ON rate_grants (bucket, at);",
+    // 18 (as SQLite's migrations 3 and 20): the state of service runs
+    // (schedules, listeners), one row per run; a cluster service's name is
+    // unique among named rows.
+    r#"
+    CREATE TABLE service_state (
+        run_id     TEXT COLLATE "C" PRIMARY KEY NOT NULL REFERENCES runs (id),
+        config     TEXT NOT NULL,
+        schedules  TEXT NOT NULL,
+        listeners  TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        name       TEXT COLLATE "C"
+    );
+    CREATE UNIQUE INDEX service_state_by_name ON service_state (name) WHERE name IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -616,6 +616,26 @@ impl ServiceStore for SqliteStore {
     async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<ServiceState>> {
         self.read(|tx| service::get(tx, run))
     }
+
+    async fn fire_service(
+        &self,
+        state: &ServiceState,
+        expected: Ts,
+        wakes: &[crate::QueuedWake],
+    ) -> StoreResult<Option<Vec<Run>>> {
+        self.write(|tx| service::fire(tx, state, expected, wakes))
+    }
+
+    async fn named_services(&self) -> StoreResult<Vec<ServiceState>> {
+        self.read(|tx| service::named(tx, None))
+    }
+
+    async fn service_named(&self, name: &str) -> StoreResult<Option<ServiceState>> {
+        Ok(self
+            .read(|tx| service::named(tx, Some(name)))?
+            .into_iter()
+            .next())
+    }
 }
 
 #[async_trait]

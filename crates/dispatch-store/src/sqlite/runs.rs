@@ -86,7 +86,7 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
     })
 }
 
-fn parse_id(text: &str) -> Result<RunId, Fail> {
+pub(super) fn parse_id(text: &str) -> Result<RunId, Fail> {
     text.parse()
         .map_err(|_| Fail::Corrupt(format!("`{text}` is not a run id")))
 }

@@ -262,6 +262,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rate_grants_by_bucket ON rate_grants (bucket, at);
     ",
+    // 20: cluster services: the name a service is served under (`/hooks/<name>/…`),
+    // unique among named rows.
+    "
+    ALTER TABLE service_state ADD COLUMN name TEXT;
+    CREATE UNIQUE INDEX service_state_by_name ON service_state (name) WHERE name IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.

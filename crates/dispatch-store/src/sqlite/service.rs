@@ -1,22 +1,25 @@
 //! The `service_state` table.
 
-use dispatch_core::RunId;
+use dispatch_core::{RunId, Ts};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::runs::exists;
 use super::{Fail, to_json};
-use crate::{ServiceState, StoreError};
+use crate::{QueuedWake, Run, ServiceState, StoreError};
 
 pub(super) fn put(tx: &Transaction<'_>, state: &ServiceState) -> Result<(), Fail> {
     if !exists(tx, &state.run_id)? {
         return Err(Fail::Store(StoreError::NotFound(state.run_id.to_string())));
     }
+    if let Some(name) = &state.name {
+        claim_name(tx, name, &state.run_id)?;
+    }
     tx.prepare_cached(
-        "INSERT INTO service_state (run_id, config, schedules, listeners, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO service_state (run_id, config, schedules, listeners, updated_at, name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (run_id) DO UPDATE SET config = excluded.config,
              schedules = excluded.schedules, listeners = excluded.listeners,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, name = excluded.name",
     )?
     .execute(params![
         state.run_id.as_str(),
@@ -24,36 +27,112 @@ pub(super) fn put(tx: &Transaction<'_>, state: &ServiceState) -> Result<(), Fail
         to_json("service schedules", &state.schedules)?,
         to_json("service listeners", &state.listeners)?,
         state.updated_at,
+        state.name,
     ])?;
     Ok(())
 }
 
-pub(super) fn get(tx: &Transaction<'_>, run: &RunId) -> Result<Option<ServiceState>, Fail> {
-    let row = tx
+/// Frees `name` for `run`: refused while another running service holds it;
+/// taken from a service that is no longer running.
+fn claim_name(tx: &Transaction<'_>, name: &str, run: &RunId) -> Result<(), Fail> {
+    let holder = tx
         .prepare_cached(
-            "SELECT config, schedules, listeners, updated_at FROM service_state WHERE run_id = ?1",
+            "SELECT s.run_id, r.status FROM service_state s JOIN runs r ON r.id = s.run_id
+             WHERE s.name = ?1 AND s.run_id <> ?2",
         )?
-        .query_row([run.as_str()], |row| {
+        .query_row(params![name, run.as_str()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    if let Some((holder, status)) = holder {
+        if status == "running" {
+            return Err(Fail::Store(StoreError::ServiceNameTaken {
+                name: name.to_string(),
+                run: super::runs::parse_id(&holder)?,
+            }));
+        }
+        tx.prepare_cached("UPDATE service_state SET name = NULL WHERE run_id = ?1")?
+            .execute([holder])?;
+    }
+    Ok(())
+}
+
+pub(super) fn get(tx: &Transaction<'_>, run: &RunId) -> Result<Option<ServiceState>, Fail> {
+    let rows = select(
+        tx,
+        "SELECT run_id, config, schedules, listeners, updated_at, name FROM service_state WHERE run_id = ?1",
+        run.as_str(),
+    )?;
+    Ok(rows.into_iter().next())
+}
+
+pub(super) fn fire(
+    tx: &Transaction<'_>,
+    state: &ServiceState,
+    expected: Ts,
+    wakes: &[QueuedWake],
+) -> Result<Option<Vec<Run>>, Fail> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE service_state SET config = ?2, schedules = ?3, listeners = ?4, updated_at = ?5
+             WHERE run_id = ?1 AND updated_at = ?6
+               AND EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND status = 'running')",
+        )?
+        .execute(params![
+            state.run_id.as_str(),
+            to_json("service config", &state.config)?,
+            to_json("service schedules", &state.schedules)?,
+            to_json("service listeners", &state.listeners)?,
+            state.updated_at,
+            expected,
+        ])?;
+    if changed != 1 {
+        return Ok(None);
+    }
+    let mut runs = Vec::with_capacity(wakes.len());
+    for wake in wakes {
+        runs.push(super::queue::enqueue(tx, &wake.run, &wake.options)?);
+    }
+    Ok(Some(runs))
+}
+
+pub(super) fn named(tx: &Transaction<'_>, name: Option<&str>) -> Result<Vec<ServiceState>, Fail> {
+    let sql = "SELECT s.run_id, s.config, s.schedules, s.listeners, s.updated_at, s.name
+         FROM service_state s JOIN runs r ON r.id = s.run_id
+         WHERE s.name IS NOT NULL AND r.status = 'running' AND (?1 = '' OR s.name = ?1)
+         ORDER BY s.name";
+    select(tx, sql, name.unwrap_or(""))
+}
+
+fn select(tx: &Transaction<'_>, sql: &str, arg: &str) -> Result<Vec<ServiceState>, Fail> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([arg], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, config, schedules, listeners, updated_at, name)| {
+            let run = super::runs::parse_id(&id)?;
+            let json = |what: &str, text: &str| {
+                serde_json::from_str(text)
+                    .map_err(|e| Fail::Corrupt(format!("service {what} of run {run}: {e}")))
+            };
+            Ok(ServiceState {
+                config: json("config", &config)?,
+                schedules: json("schedules", &schedules)?,
+                listeners: json("listeners", &listeners)?,
+                run_id: run.clone(),
+                updated_at,
+                name,
+            })
         })
-        .optional()?;
-    let Some((config, schedules, listeners, updated_at)) = row else {
-        return Ok(None);
-    };
-    let json = |what: &str, text: &str| {
-        serde_json::from_str(text)
-            .map_err(|e| Fail::Corrupt(format!("service {what} of run {run}: {e}")))
-    };
-    Ok(Some(ServiceState {
-        run_id: run.clone(),
-        config: json("config", &config)?,
-        schedules: json("schedules", &schedules)?,
-        listeners: json("listeners", &listeners)?,
-        updated_at,
-    }))
+        .collect()
 }

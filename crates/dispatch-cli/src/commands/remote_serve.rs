@@ -1,0 +1,112 @@
+//! `dispatch serve` and `dispatch wake` against a `dispatch server`: the
+//! service is owned by the cluster (no process of this machine keeps it):
+//! its timers fire on whichever server gets there first, its webhook is
+//! `POST /hooks/<name>[/<path>]` on every server, and each wake is a
+//! heartbeat run that the workers execute. `serve` prints the service's id
+//! and returns (`dispatch stop <id>` ends it); `wake` prints the heartbeat's.
+
+use dispatch_runtime::service::config::{SHARED_SECRET_ENV, secret_sha256};
+use serde_json::{Value, json};
+
+use super::remote::Remote;
+use crate::cli::{OverlapArg, ServeArgs, WakeArgs};
+use crate::error::{CliError, CliResult};
+
+impl Remote {
+    pub(super) fn serve(&self, args: &ServeArgs) -> CliResult {
+        if args.overlap != OverlapArg::Queue {
+            return Err(CliError::input(
+                "--overlap works only for local services: in the cluster every wake is a queued run and the workers' slots bound how many run at once (hint: drop --overlap)",
+            ));
+        }
+        let payload = parse_json(args.payload.as_deref(), "--payload")?;
+        let parcel = self.parcel_of(&args.source)?;
+        let secret = args
+            .listen_shared_secret
+            .clone()
+            .or_else(|| std::env::var(SHARED_SECRET_ENV).ok());
+        if secret.as_deref() == Some("") {
+            return Err(CliError::input(
+                "--listen-shared-secret is empty (hint: pass a long random value, e.g. from `openssl rand -hex 32`)",
+            ));
+        }
+        let mut request = json!({
+            "parcel": parcel,
+            "payload": payload,
+            "schedules": args.schedule,
+            "listen_methods": args.listen_method,
+        });
+        let optional = [
+            ("name", args.name.clone().map(Value::from)),
+            ("interval_ms", args.interval_ms.map(Value::from)),
+            ("listen", args.listen.clone().map(Value::from)),
+            ("listen_path", args.listen_path.clone().map(Value::from)),
+            (
+                "listen_secret_sha256",
+                secret.as_deref().map(|s| Value::from(secret_sha256(s))),
+            ),
+            (
+                "listen_max_body_bytes",
+                args.listen_max_body_bytes.map(Value::from),
+            ),
+            (
+                "listen_max_header_bytes",
+                args.listen_max_header_bytes.map(Value::from),
+            ),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                request[key] = v;
+            }
+        }
+        let answer = self.json("POST", "/v1/services", Some(&request))?;
+        let id = answer["run"]["id"].as_str().unwrap_or_default();
+        let mut parts: Vec<String> = answer["schedules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|t| format!("timer `{t}`"))
+            .collect();
+        if let Some(hook) = answer["hook"].as_str() {
+            parts.push(format!(
+                "webhook POST {}{hook} on every server",
+                self.base()
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("manual wakes only".into());
+        }
+        eprintln!(
+            "service {} ({}) up in the cluster: {}",
+            answer["name"].as_str().unwrap_or_default(),
+            id,
+            parts.join(", ")
+        );
+        println!("{id}");
+        Ok(0)
+    }
+
+    pub(super) fn wake(&self, args: &WakeArgs) -> CliResult {
+        let payload = parse_json(args.payload.as_deref(), "the payload")?;
+        let service = self.get_run(&args.id)?;
+        let heartbeat = self.json(
+            "POST",
+            &format!("/v1/runs/{}/wake", service.id),
+            Some(&json!({"payload": payload})),
+        )?;
+        println!("{}", heartbeat["id"].as_str().unwrap_or_default());
+        Ok(0)
+    }
+}
+
+fn parse_json(text: Option<&str>, what: &str) -> CliResult<Value> {
+    match text {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            CliError::input(format!(
+                "{what} is not valid JSON ({e}) (hint: '{{\"check\":\"disk\"}}')"
+            ))
+        }),
+        None => Ok(json!({})),
+    }
+}

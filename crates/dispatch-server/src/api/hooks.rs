@@ -1,0 +1,182 @@
+//! `POST /hooks/{name}[/{path}]`: the webhook of a cluster service, on any
+//! server. The same checks (`dispatch_runtime::service::check`), secrets
+//! (compared by SHA-256), limits and answers as a local service's listener:
+//! 202 with the wake's heartbeat run id, 400 / 401 / 404 / 405 / 413 / 431,
+//! 500 when the heartbeat could not be created, 503 when the service stopped
+//! meanwhile. Every answer is `{code, message}` JSON but the 202. No API token:
+//! a webhook's caller proves itself with the service's shared secret.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dispatch_runtime::service::ServiceDoc;
+use dispatch_runtime::service::check::{self, Rejection};
+use dispatch_runtime::service::config::hook_base;
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+
+use super::{AppState, schemas};
+use crate::services::{WakeError, WakeSpec};
+
+#[utoipa::path(
+    post,
+    path = "/hooks/{name}",
+    operation_id = "postHook",
+    tag = "services",
+    summary = "The webhook of the cluster service `name` (one with no listen path)",
+    description = "Needs no API token: when the service has a shared secret, send it as `x-dispatch-secret` or `Authorization: Bearer`. The body (any content) becomes the wake's `request` envelope.",
+    params(("name" = String, Path, description = "the service's name")),
+    request_body(content = String, description = "anything, up to the service's body limit", content_type = "*/*"),
+    responses(
+        (status = 202, description = "accepted: the wake's heartbeat run", body = schemas::HookAccepted),
+        (status = 400, description = "`bad_body`", body = schemas::HookError),
+        (status = 401, description = "`unauthorized`: missing or wrong shared secret", body = schemas::HookError),
+        (status = 404, description = "`not_found`: no running service of that name with a webhook at that path", body = schemas::HookError),
+        (status = 405, description = "`method_not_allowed`", body = schemas::HookError),
+        (status = 413, description = "`body_too_large`", body = schemas::HookError),
+        (status = 431, description = "`headers_too_large`", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`", body = schemas::HookError),
+        (status = 503, description = "`stopping`: the service stopped meanwhile", body = schemas::HookError),
+    ),
+    security(()),
+)]
+pub async fn root(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    hook(state, name, "/".to_string(), request).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/hooks/{name}/{path}",
+    operation_id = "postHookPath",
+    tag = "services",
+    summary = "The webhook of the cluster service `name` at its listen path",
+    description = "As `postHook`; `path` is the service's listen path (without its leading `/`, any number of segments).",
+    params(
+        ("name" = String, Path, description = "the service's name"),
+        ("path" = String, Path, description = "the listen path"),
+    ),
+    request_body(content = String, description = "anything, up to the service's body limit", content_type = "*/*"),
+    responses(
+        (status = 202, description = "accepted: the wake's heartbeat run", body = schemas::HookAccepted),
+        (status = 400, description = "`bad_body`", body = schemas::HookError),
+        (status = 401, description = "`unauthorized`: missing or wrong shared secret", body = schemas::HookError),
+        (status = 404, description = "`not_found`: no running service of that name with a webhook at that path", body = schemas::HookError),
+        (status = 405, description = "`method_not_allowed`", body = schemas::HookError),
+        (status = 413, description = "`body_too_large`", body = schemas::HookError),
+        (status = 431, description = "`headers_too_large`", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`", body = schemas::HookError),
+        (status = 503, description = "`stopping`: the service stopped meanwhile", body = schemas::HookError),
+    ),
+    security(()),
+)]
+pub async fn with_path(
+    State(state): State<AppState>,
+    Path((name, path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    hook(state, name, format!("/{path}"), request).await
+}
+
+fn answer(r: Rejection) -> Response {
+    let mut response = (r.status, Json(r.body())).into_response();
+    for (name, value) in r.headers {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    answer(Rejection::new(status, code, message))
+}
+
+async fn hook(state: AppState, name: String, path: String, request: Request) -> Response {
+    let not_found = || {
+        fail(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no running service `{name}` has a webhook here"),
+        )
+    };
+    let saved = match state.store.service_named(&name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    let Some(policy) = ServiceDoc::decode(&saved)
+        .ok()
+        .and_then(|doc| doc.config.listen)
+    else {
+        return not_found();
+    };
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let (parts, body) = request.into_parts();
+    let secret = check::secret_digest(&policy);
+    if let Err(r) = check::check_head(
+        &policy,
+        secret.as_deref(),
+        &parts.method,
+        &path,
+        &parts.headers,
+    ) {
+        return answer(r);
+    }
+    let body = match Limited::new(body, policy.max_body_bytes as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return answer(check::body_too_large(&policy));
+        }
+        Err(_) => return answer(check::bad_body()),
+    };
+    let request = check::envelope(
+        &hook_base(&name),
+        &remote,
+        &parts.method,
+        &path,
+        parts.uri.query().unwrap_or(""),
+        &parts.headers,
+        &body,
+    );
+    let spec = WakeSpec {
+        reason: "http",
+        detail: json!({}),
+        payload: serde_json::Value::Null,
+        request: Some(request),
+    };
+    match state.services().wake(&saved.run_id, spec).await {
+        Ok(run) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": run.id, "status": "accepted"})),
+        )
+            .into_response(),
+        Err(WakeError::NotRunning(_)) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the service is stopping",
+        ),
+        Err(e) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "wake_failed",
+            format!("could not create the heartbeat run: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,162 @@
+//! The `service_state` table (as SQLite's `sqlite/service.rs`).
+
+use deadpool_postgres::Transaction;
+use dispatch_core::{RunId, Ts};
+use tokio_postgres::error::SqlState;
+
+use super::runs::parse_id;
+use super::{Fail, to_json};
+use crate::{QueuedWake, Run, ServiceState, StoreError};
+
+const COLUMNS: &str = "s.run_id, s.config, s.schedules, s.listeners, s.updated_at, s.name";
+
+pub(super) async fn put(tx: &Transaction<'_>, state: &ServiceState) -> Result<(), Fail> {
+    let found = tx
+        .query_opt(
+            "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE",
+            &[&state.run_id.as_str()],
+        )
+        .await?;
+    if found.is_none() {
+        return Err(Fail::Store(StoreError::NotFound(state.run_id.to_string())));
+    }
+    if let Some(name) = &state.name {
+        claim_name(tx, name, &state.run_id).await?;
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO service_state (run_id, config, schedules, listeners, updated_at, name)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (run_id) DO UPDATE SET config = excluded.config,
+                 schedules = excluded.schedules, listeners = excluded.listeners,
+                 updated_at = excluded.updated_at, name = excluded.name",
+        )
+        .await?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[
+                &state.run_id.as_str(),
+                &to_json("service config", &state.config)?,
+                &to_json("service schedules", &state.schedules)?,
+                &to_json("service listeners", &state.listeners)?,
+                &state.updated_at,
+                &state.name,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        // Another server registered the name between our check and insert.
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(Fail::Store(StoreError::ServiceNameTaken {
+                name: state.name.clone().unwrap_or_default(),
+                run: state.run_id.clone(),
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Frees `name` for `run`: refused while another running service holds it;
+/// taken from a service that is no longer running.
+async fn claim_name(tx: &Transaction<'_>, name: &str, run: &RunId) -> Result<(), Fail> {
+    let holder = tx
+        .query_opt(
+            "SELECT s.run_id, r.status FROM service_state s JOIN runs r ON r.id = s.run_id
+             WHERE s.name = $1 AND s.run_id <> $2 FOR UPDATE OF s",
+            &[&name, &run.as_str()],
+        )
+        .await?;
+    if let Some(row) = holder {
+        let holder: String = row.get(0);
+        let status: String = row.get(1);
+        if status == "running" {
+            return Err(Fail::Store(StoreError::ServiceNameTaken {
+                name: name.to_string(),
+                run: parse_id(&holder)?,
+            }));
+        }
+        tx.execute(
+            "UPDATE service_state SET name = NULL WHERE run_id = $1",
+            &[&holder],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn get(tx: &Transaction<'_>, run: &RunId) -> Result<Option<ServiceState>, Fail> {
+    let sql = format!("SELECT {COLUMNS} FROM service_state s WHERE s.run_id = $1");
+    let rows = tx.query(&sql, &[&run.as_str()]).await?;
+    Ok(decode(rows)?.into_iter().next())
+}
+
+pub(super) async fn fire(
+    tx: &Transaction<'_>,
+    state: &ServiceState,
+    expected: Ts,
+    wakes: &[QueuedWake],
+) -> Result<Option<Vec<Run>>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE service_state SET config = $2, schedules = $3, listeners = $4, updated_at = $5
+             WHERE run_id = $1 AND updated_at = $6
+               AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND status = 'running')",
+        )
+        .await?;
+    let changed = tx
+        .execute(
+            &stmt,
+            &[
+                &state.run_id.as_str(),
+                &to_json("service config", &state.config)?,
+                &to_json("service schedules", &state.schedules)?,
+                &to_json("service listeners", &state.listeners)?,
+                &state.updated_at,
+                &expected,
+            ],
+        )
+        .await?;
+    if changed != 1 {
+        return Ok(None);
+    }
+    let mut runs = Vec::with_capacity(wakes.len());
+    for wake in wakes {
+        runs.push(super::queue::enqueue(tx, &wake.run, &wake.options).await?);
+    }
+    Ok(Some(runs))
+}
+
+pub(super) async fn named(
+    tx: &Transaction<'_>,
+    name: Option<&str>,
+) -> Result<Vec<ServiceState>, Fail> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM service_state s JOIN runs r ON r.id = s.run_id
+         WHERE s.name IS NOT NULL AND r.status = 'running' AND ($1 = '' OR s.name = $1)
+         ORDER BY s.name"
+    );
+    let rows = tx.query(&sql, &[&name.unwrap_or("")]).await?;
+    decode(rows)
+}
+
+fn decode(rows: Vec<tokio_postgres::Row>) -> Result<Vec<ServiceState>, Fail> {
+    rows.iter()
+        .map(|row| {
+            let run = parse_id(row.get::<_, &str>(0))?;
+            let json = |what: &str, i: usize| {
+                serde_json::from_str(row.get::<_, &str>(i))
+                    .map_err(|e| Fail::Corrupt(format!("service {what} of run {run}: {e}")))
+            };
+            Ok(ServiceState {
+                config: json("config", 1)?,
+                schedules: json("schedules", 2)?,
+                listeners: json("listeners", 3)?,
+                updated_at: row.get(4),
+                name: row.get(5),
+                run_id: run.clone(),
+            })
+        })
+        .collect()
+}
