@@ -23,6 +23,7 @@ mod fetch;
 pub mod metrics;
 mod noop;
 pub mod queue_timeout;
+pub mod retention;
 pub mod self_fence;
 pub mod serve;
 pub mod ship;
@@ -33,18 +34,21 @@ mod writer;
 
 use std::sync::Arc;
 
-use dispatch_store::{CallbackStore, ParcelStore, QueueStore, RunLogStore, Store, TokenStore};
+use dispatch_store::{
+    CallbackStore, ParcelStore, QueueStore, RetentionStore, RunLogStore, Store, TokenStore,
+};
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, token,
-/// callback, parcel and run-log capabilities.
+/// callback, parcel, run-log and retention capabilities.
 pub trait ClusterStore:
-    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore
+    Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore
 {
 }
-impl<T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore> ClusterStore
-    for T
+impl<
+    T: Store + QueueStore + TokenStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore,
+> ClusterStore for T
 {
 }
 

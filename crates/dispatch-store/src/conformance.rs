@@ -28,6 +28,7 @@ mod parcels;
 mod queue;
 mod queue_timeout;
 mod reliability;
+mod retention;
 mod runs;
 mod service;
 mod sessions;
@@ -46,6 +47,7 @@ pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
 pub use reliability::*;
+pub use retention::*;
 pub use runs::*;
 pub use service::*;
 pub use sessions::*;
@@ -197,6 +199,29 @@ macro_rules! __conformance_names {
             an_approval_is_requested_once_and_decided_once,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
+        );
+    };
+}
+
+/// Expands the [`RetentionStore`](crate::RetentionStore) promises, like
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
+#[macro_export]
+macro_rules! retention_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__retention_conformance_names!(optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::__retention_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __retention_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
+            retention_deletes_old_finished_runs_of_a_status_in_batches_and_keeps_the_rest,
+            retention_of_events_empties_old_finished_runs_logs_and_keeps_the_runs,
         );
     };
 }

@@ -15,6 +15,7 @@ async fn fresh_store() -> Option<(PgStore, TestDatabase)> {
 dispatch_store::conformance_suite!(optional: fresh_store);
 dispatch_store::queue_conformance_suite!(optional: fresh_store);
 dispatch_store::parcel_conformance_suite!(optional: fresh_store);
+dispatch_store::retention_conformance_suite!(optional: fresh_store);
 
 // What follows is PostgreSQL-specific: connection failures and schema versions.
 

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use dispatch_runtime::retention::RetentionSpec;
 use dispatch_server::bus::BusConfig;
+use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
 
@@ -40,6 +42,16 @@ pub struct ServerArgs {
     /// always required on other addresses.
     #[arg(long)]
     pub require_auth: bool,
+    /// Delete old finished runs: KEY=AGE, comma-separated, where KEY is a
+    /// finished status (succeeded, failed, timed_out, cancelled, stopped),
+    /// `finished` (every one not named) or `events` (only the events of runs
+    /// finished that long ago), e.g. succeeded=7d,failed=30d,events=90d.
+    /// Default: nothing is deleted.
+    #[arg(long, env = "DISPATCH_RETENTION", value_name = "SPEC")]
+    pub retention: Option<String>,
+    /// How often retention looks for what to delete, like 10m or 1h.
+    #[arg(long, value_name = "AGE", default_value = "10m")]
+    pub retention_interval: String,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -127,7 +139,31 @@ fn fail(e: impl std::error::Error) -> CliError {
     CliError::input(chain(&e))
 }
 
+/// `--retention` and `--retention-interval`, checked before anything starts.
+fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
+    let Some(text) = args.retention.as_deref() else {
+        return Ok(None);
+    };
+    let spec: RetentionSpec = text
+        .parse()
+        .map_err(|e| CliError::input(format!("--retention: {e}")))?;
+    let interval = dispatch_core::time::parse_age(&args.retention_interval)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            CliError::input(format!(
+                "--retention-interval `{}` is not a positive duration (hint: 30s, 10m or 1h)",
+                args.retention_interval
+            ))
+        })?;
+    Ok(Some(Retention {
+        spec,
+        interval: Duration::from_millis(interval as u64),
+    }))
+}
+
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
+    let retention = retention(args)?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
         .await
         .map_err(fail)?;
@@ -139,7 +175,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .map_err(fail)?
         .with_callback_secret(args.callback_secret.clone())
         .with_required_auth(args.require_auth)
-        .with_bus(bus_config(args.bus.as_deref())?);
+        .with_bus(bus_config(args.bus.as_deref())?)
+        .with_retention(retention.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
@@ -154,6 +191,13 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         server.addr(),
         args.workers
     );
+    if let Some(r) = &retention {
+        eprintln!(
+            "retention: deleting {} (every {})",
+            r.spec,
+            dispatch_core::time::human_duration(r.interval.as_millis() as i64)
+        );
+    }
     let summary = server.run(shutdown).await.map_err(fail)?;
     if let Some(s) = summary {
         eprintln!(

@@ -12,6 +12,7 @@ mod listen;
 mod parcels;
 pub(crate) mod queue;
 mod reliability;
+mod retention;
 mod runs;
 mod schema;
 mod sessions;
@@ -632,5 +633,31 @@ impl RunLogStore for PgStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         in_tx!(self, |tx| parcels::read_log(&tx, run, offset, max))
+    }
+}
+
+#[async_trait]
+impl crate::RetentionStore for PgStore {
+    async fn expire_runs(
+        &self,
+        status: dispatch_core::Status,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<crate::Expired> {
+        in_tx!(self, |tx| retention::expire_runs(
+            &tx, status, before, after, limit
+        ))
+    }
+
+    async fn expire_events(
+        &self,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<(usize, Option<crate::RetentionCursor>)> {
+        in_tx!(self, |tx| retention::expire_events(
+            &tx, before, after, limit
+        ))
     }
 }

@@ -13,6 +13,7 @@ mod expire;
 mod parcels;
 mod queue;
 mod reliability;
+mod retention;
 mod runs;
 mod schema;
 mod service;
@@ -655,5 +656,27 @@ impl RunLogStore for SqliteStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         self.read(|tx| parcels::read_log(tx, run, offset, max))
+    }
+}
+
+#[async_trait]
+impl crate::RetentionStore for SqliteStore {
+    async fn expire_runs(
+        &self,
+        status: dispatch_core::Status,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<crate::Expired> {
+        self.write(|tx| retention::expire_runs(tx, status, before, after, limit))
+    }
+
+    async fn expire_events(
+        &self,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<(usize, Option<crate::RetentionCursor>)> {
+        self.write(|tx| retention::expire_events(tx, before, after, limit))
     }
 }

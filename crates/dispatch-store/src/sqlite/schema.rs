@@ -202,6 +202,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN req_cpus_milli INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN req_memory_bytes INTEGER NOT NULL DEFAULT 0;
     ",
+    // retention: finished runs by end time, and what still references an
+    // artifact or a brief.
+    "
+    CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at, id);
+    CREATE INDEX IF NOT EXISTS runs_by_brief ON runs (brief_sha256);
+    CREATE INDEX IF NOT EXISTS artifacts_by_sha256 ON artifacts (sha256);
+    ",
 ];
 
 /// The schema version this binary writes.
