@@ -14,6 +14,7 @@ pub mod policy;
 pub mod state;
 pub mod time;
 pub mod tool;
+pub mod trace;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};

@@ -116,6 +116,7 @@ pub fn prepare(
             .map(|s| format!("{}/{s}", parcel.manifest.name)),
         policy: Some(policy),
         keep_workspace: opts.keep_workspace,
+        traceparent: None,
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -22,6 +22,7 @@ pub mod fenced;
 mod fetch;
 pub mod metrics;
 mod noop;
+pub mod otel;
 pub mod queue_timeout;
 pub mod retention;
 pub mod self_fence;

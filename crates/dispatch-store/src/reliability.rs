@@ -27,6 +27,10 @@ pub struct RunExtras {
     /// the run is removed (`--keep-workspace`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_workspace: bool,
+    /// The W3C `traceparent` the run was created under (its trace joins
+    /// the caller's), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.

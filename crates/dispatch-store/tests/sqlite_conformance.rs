@@ -185,7 +185,7 @@ fn fifty_connections_opening_a_new_database_at_once_all_succeed() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(
-        version, 15,
+        version, 16,
         "the schema was migrated exactly once, to the current version"
     );
 }
@@ -323,7 +323,7 @@ fn a_database_from_a_newer_dispatch_is_refused_untouched() {
             err,
             StoreError::TooNew {
                 found: 999,
-                supported: 15,
+                supported: 16,
                 ..
             }
         ),
@@ -585,7 +585,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 15);
+    assert_eq!(version, 16);
     block_on(store.create_run_with(&new_run(id(43), "new", 6), &RunExtras::default(), true))
         .expect("new runs go in next to old ones");
 }

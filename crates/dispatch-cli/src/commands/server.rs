@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use dispatch_runtime::retention::RetentionSpec;
 use dispatch_server::bus::BusConfig;
+use dispatch_server::otel::{Tracer, traces_url};
 use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
@@ -53,7 +54,38 @@ pub struct ServerArgs {
     #[arg(long, value_name = "AGE", default_value = "10m")]
     pub retention_interval: String,
     #[command(flatten)]
+    pub otel: OtelArgs,
+    #[command(flatten)]
     pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OtelArgs {
+    /// Export a trace of every finished run (run → attempts → steps, model
+    /// and tool calls) over OTLP HTTP/protobuf to this base URL
+    /// (`/v1/traces` is appended), e.g. http://127.0.0.1:4318. Default: off.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl OtelArgs {
+    /// The traces URL, checked before anything starts (one line on error).
+    fn url(&self) -> CliResult<Option<String>> {
+        self.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| traces_url(e).map_err(|e| CliError::input(format!("--otlp-endpoint: {e}"))))
+            .transpose()
+    }
+
+    fn tracer(
+        url: Option<&str>,
+        store: &dispatch_server::SharedStore,
+        service: &'static str,
+    ) -> CliResult<Option<Tracer>> {
+        url.map(|u| Tracer::start(store.clone(), u, service).map_err(CliError::input))
+            .transpose()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +112,8 @@ pub struct WorkerArgs {
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub otel: OtelArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -164,12 +198,14 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
 
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let retention = retention(args)?;
+    let traces = args.otel.url()?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
         .await
         .map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.workers, &args.lease);
     config.labels = args.labels.clone();
+    config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-server")?;
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
         .map_err(fail)?
@@ -191,6 +227,9 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         server.addr(),
         args.workers
     );
+    if let Some(url) = &traces {
+        eprintln!("traces: exporting finished runs to {url}");
+    }
     if let Some(r) = &retention {
         eprintln!(
             "retention: deleting {} (every {})",
@@ -212,6 +251,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
 const MAX_WORKER_CONNECTIONS: usize = 16;
 
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
+    let traces = args.otel.url()?;
     // Writes are short and batched: a few connections serve many slots, and
     // PostgreSQL's default max_connections (100) is shared by every worker.
     let connections = (args.slots + 2).min(MAX_WORKER_CONNECTIONS);
@@ -221,6 +261,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.slots, &args.lease);
     config.name = args.name.clone().unwrap_or_else(default_name);
+    config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-worker")?;
     config.labels = args.labels.clone();
     let capacity = capacity(args)?;
     config.capacity = Some(capacity);

@@ -60,6 +60,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     };
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
+    // The agent's TRACEPARENT: the run's span, in its caller's trace if any.
+    let traceparent = dispatch_core::trace::run_context(
+        &run.id,
+        extras.as_ref().and_then(|e| e.traceparent.as_deref()),
+    )
+    .to_string();
     let session = extras.and_then(|e| e.session);
     loop {
         let max = policy.max_attempts();
@@ -79,6 +85,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             session: session.as_deref(),
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
+            traceparent: &traceparent,
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -172,6 +179,7 @@ struct Context<'a> {
     session: Option<&'a str>,
     own_signals: bool,
     parcel: Result<&'a Parcel, &'a String>,
+    traceparent: &'a str,
 }
 
 /// An attempt that ends before its agent starts.
@@ -195,11 +203,12 @@ async fn one_attempt<S: Store + ?Sized>(
         session,
         own_signals,
         parcel,
+        traceparent,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
     }
-    let mut prepared = match prepare(layout, run, parcel) {
+    let mut prepared = match prepare(layout, run, parcel, traceparent) {
         Ok(p) => p,
         Err(reason) => {
             let t = Transition::Fail {

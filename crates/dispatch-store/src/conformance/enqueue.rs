@@ -17,6 +17,8 @@ fn extras(key: Option<&str>, session: Option<&str>) -> RunExtras {
         session: session.map(str::to_string),
         policy: Some(json!({"retry": {"max_attempts": 3}, "timeouts": {"run_ms": 500}})),
         keep_workspace: session.is_some(),
+        traceparent: key
+            .map(|_| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
     }
 }
 

@@ -74,7 +74,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
              WHERE id = ANY($5::text[]) RETURNING ",
             run_columns!(),
-            ", fence, idempotency_key, session, policy, keep_workspace"
+            ", fence, idempotency_key, session, policy, keep_workspace, traceparent"
         ))
         .await?;
     let rows = tx
@@ -99,6 +99,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
                 session: row.try_get(21)?,
                 policy: json_col(row, 22, "policy")?,
                 keep_workspace: row.try_get(23)?,
+                traceparent: row.try_get(24)?,
             },
         });
     }

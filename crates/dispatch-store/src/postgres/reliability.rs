@@ -80,8 +80,8 @@ pub(super) async fn create_with(
         .transpose()?;
     let stmt = tx
         .prepare_cached(
-            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5 \
-             WHERE id = $1",
+            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5, \
+             traceparent = $6 WHERE id = $1",
         )
         .await?;
     tx.execute(
@@ -92,6 +92,7 @@ pub(super) async fn create_with(
             &extras.session,
             &policy,
             &extras.keep_workspace,
+            &extras.traceparent,
         ],
     )
     .await?;
@@ -101,7 +102,8 @@ pub(super) async fn create_with(
 pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let stmt = tx
         .prepare_cached(
-            "SELECT idempotency_key, session, policy, keep_workspace FROM runs WHERE id = $1",
+            "SELECT idempotency_key, session, policy, keep_workspace, traceparent FROM runs \
+             WHERE id = $1",
         )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&id.as_str()]).await? else {
@@ -112,6 +114,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         session: row.try_get(1)?,
         policy: json_col(&row, 2, "policy")?,
         keep_workspace: row.try_get(3)?,
+        traceparent: row.try_get(4)?,
     })
 }
 

@@ -187,6 +187,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at, id); \
      CREATE INDEX IF NOT EXISTS runs_by_brief ON runs (brief_sha256); \
      CREATE INDEX IF NOT EXISTS artifacts_by_sha256 ON artifacts (sha256);",
+    // tracing (as SQLite's): the W3C traceparent a run was created under.
+    "ALTER TABLE runs ADD COLUMN traceparent TEXT;",
 ];
 
 /// The schema version this binary writes.

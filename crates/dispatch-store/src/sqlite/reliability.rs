@@ -66,22 +66,23 @@ pub(super) fn create_with(
         .map(|p| to_json("policy", p))
         .transpose()?;
     tx.prepare_cached(
-        "UPDATE runs SET idempotency_key = ?2, session = ?3, policy = ?4, keep_workspace = ?5 \
-         WHERE id = ?1",
+        "UPDATE runs SET idempotency_key = ?2, session = ?3, policy = ?4, keep_workspace = ?5, \
+         traceparent = ?6 WHERE id = ?1",
     )?
     .execute(params![
         new.id.as_str(),
         extras.idempotency_key,
         extras.session,
         policy,
-        extras.keep_workspace
+        extras.keep_workspace,
+        extras.traceparent
     ])?;
     Ok(Created::New(get(tx, &new.id)?))
 }
 
 pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let mut stmt = tx.prepare_cached(
-        "SELECT idempotency_key, session, policy, keep_workspace FROM runs WHERE id = ?1",
+        "SELECT idempotency_key, session, policy, keep_workspace, traceparent FROM runs WHERE id = ?1",
     )?;
     let mut rows = stmt.query([id.as_str()])?;
     let Some(row) = rows.next()? else {
@@ -92,6 +93,7 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
         session: row.get(1)?,
         policy: json_col(row, 2, "policy")?,
         keep_workspace: row.get(3)?,
+        traceparent: row.get(4)?,
     })
 }
 

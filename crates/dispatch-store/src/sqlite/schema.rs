@@ -209,6 +209,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS runs_by_brief ON runs (brief_sha256);
     CREATE INDEX IF NOT EXISTS artifacts_by_sha256 ON artifacts (sha256);
     ",
+    // tracing: the W3C traceparent a run was created under.
+    "
+    ALTER TABLE runs ADD COLUMN traceparent TEXT;
+    ",
 ];
 
 /// The schema version this binary writes.
