@@ -27,7 +27,7 @@ pub const BATCH: usize = 500;
 
 /// The pause between two batches, so that the queue's own writes get the
 /// database in between.
-pub const PAUSE: Duration = Duration::from_millis(20);
+pub const PAUSE: Duration = Duration::from_millis(100);
 
 /// How long finished runs and their events are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
