@@ -119,7 +119,7 @@ pub fn main(args: &[String]) {
 }
 
 /// What a throughput measurement queues and how the workers take it.
-struct Load {
+pub(crate) struct Load {
     agentfile: &'static str,
     slots: usize,
     batch: usize,
@@ -129,7 +129,7 @@ struct Load {
 
 impl Load {
     /// Noop runs: a claim of `batch` finishes in one transaction.
-    fn noop(batch: usize) -> Self {
+    pub(crate) fn noop(batch: usize) -> Self {
         Load {
             agentfile: "FROM noop\nNAME bench\n",
             slots: batch * 2,
@@ -166,11 +166,23 @@ fn bench_layout(dir: &tempfile::TempDir, agentfile: &str) -> Layout {
 /// thread of its own); the rate, and the temporary
 /// directory (kept until every measurement is done: deleting tens of
 /// thousands of files makes the next ones' file creation slower on ext4).
-async fn throughput(
+pub(crate) async fn throughput(
     url: Option<String>,
     n: usize,
     load: &Load,
     own_threads: bool,
+) -> (f64, tempfile::TempDir) {
+    traced_throughput(url, n, load, own_threads, None).await
+}
+
+/// As [`throughput`], with the workers exporting each finished run's trace
+/// to `traces` (an OTLP/HTTP traces URL) when given.
+pub(crate) async fn traced_throughput(
+    url: Option<String>,
+    n: usize,
+    load: &Load,
+    own_threads: bool,
+    traces: Option<String>,
 ) -> (f64, tempfile::TempDir) {
     let database = url
         .as_deref()
@@ -203,10 +215,15 @@ async fn throughput(
         config.slots = load.slots;
         config.batch = load.batch;
         let (layout, url, mut rx) = (layout.clone(), url.clone(), stop_rx.clone());
+        let traces = traces.clone();
         let work = async move {
             let backend = Backend::open(&layout, url.as_deref(), 32)
                 .await
                 .expect("store opens");
+            config.tracer = traces.map(|t| {
+                dispatch_server::otel::Tracer::start(backend.store.clone(), &t, "dispatch-bench")
+                    .expect("the exporter starts")
+            });
             let worker = Worker::new(
                 backend.store.clone(),
                 backend.wake(Arc::new(Notify::new())),

@@ -7,6 +7,10 @@
 //! and `true`-process throughput of workers on PostgreSQL and on SQLite, and
 //! the latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
 //!
+//! `dispatch-bench telemetry [--runs N] [--rounds R]` and `dispatch-bench
+//! retention [--seed N] [--rate R]`: OTLP export's cost and retention under
+//! load, on PostgreSQL (see `telemetry.rs`).
+//!
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
 //! database load (see `idle.rs`).
 //!
@@ -56,6 +60,7 @@ mod proxy;
 mod resources;
 mod service;
 mod service_cluster;
+mod telemetry;
 mod tools;
 mod waits;
 mod workflow;
@@ -150,6 +155,14 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("service-cluster") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         service_cluster::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("telemetry") {
+        telemetry::telemetry(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("retention") {
+        telemetry::retention(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("cluster") {

@@ -303,6 +303,12 @@ pub struct PruneArgs {
     /// like 24h>, parcel=<name>. Repeatable; the same key twice means either.
     #[arg(long, value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Only runs that ended at least this long ago, like 7d (as --filter until=7d).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Only runs that ended in one of these statuses, comma-separated (as --filter status=…).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub status: Vec<String>,
     /// Also remove runs with a dead letter or a pending approval (kept by default).
     #[arg(long)]
     pub dead_letters: bool,

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod state;
 pub mod time;
 pub mod tool;
+pub mod trace;
 pub mod trigger;
 pub mod workflow;
 pub use parcel_tools::check_schema;

@@ -76,6 +76,17 @@ pub fn parse_time(s: &str, now: Ts) -> Result<Ts, String> {
     Ok(at)
 }
 
+/// A length of time given by a user as an age (`30s`, `10m`, `2h`, `7d`), in
+/// milliseconds. The error is one line naming the input and the accepted form.
+pub fn parse_age(s: &str) -> Result<i64, String> {
+    match age_ms(s.trim()) {
+        Some(age) => age,
+        None => Err(format!(
+            "`{s}` is not a duration; expected a number and a unit, like 30s, 10m, 2h or 7d"
+        )),
+    }
+}
+
 /// Whether `text` is an RFC 3339 time but for its offset.
 fn missing_offset(text: &str) -> bool {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()

@@ -26,6 +26,7 @@ pub mod reconcile;
 mod record;
 mod recover;
 pub mod remove;
+pub mod retention;
 pub mod service;
 pub mod snapshot;
 pub mod stop;

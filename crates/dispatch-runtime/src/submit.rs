@@ -124,6 +124,7 @@ pub fn prepare(
         policy: Some(policy),
         keep_workspace: opts.keep_workspace,
         concurrency,
+        traceparent: None,
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -22,7 +22,9 @@ pub mod fenced;
 mod fetch;
 pub mod metrics;
 mod noop;
+pub mod otel;
 pub mod queue_timeout;
+pub mod retention;
 pub mod self_fence;
 pub mod serve;
 pub mod services;
@@ -36,13 +38,14 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    CallbackStore, EvalStore, ParcelStore, QueueStore, RunLogStore, ServiceStore, Store, TokenStore,
+    CallbackStore, EvalStore, ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore,
+    Store, TokenStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, token,
-/// callback, parcel, run-log and service capabilities.
+/// callback, parcel, run-log, service, eval and retention capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -52,6 +55,7 @@ pub trait ClusterStore:
     + RunLogStore
     + EvalStore
     + ServiceStore
+    + RetentionStore
 {
 }
 impl<
@@ -62,7 +66,8 @@ impl<
         + ParcelStore
         + RunLogStore
         + EvalStore
-        + ServiceStore,
+        + ServiceStore
+        + RetentionStore,
 > ClusterStore for T
 {
 }

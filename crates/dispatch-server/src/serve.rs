@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::bus::{BusConfig, Publisher};
 use crate::metrics::Metrics;
 use crate::queue_timeout::Keeper;
+use crate::retention::Retention;
 use crate::wake::Wake;
 use crate::worker::{Worker, WorkerConfig, WorkerSummary};
 use crate::{ServerError, ServerResult, SharedStore};
@@ -84,6 +85,7 @@ pub struct Server {
     callback_secret: Option<Arc<String>>,
     require_auth: bool,
     bus: Option<BusConfig>,
+    retention: Option<Retention>,
 }
 
 impl Server {
@@ -112,6 +114,7 @@ impl Server {
             // Tokens are required as soon as others can reach the server.
             require_auth: !addr.ip().is_loopback(),
             bus: None,
+            retention: None,
         })
     }
 
@@ -119,6 +122,12 @@ impl Server {
     /// in-process workers read it.
     pub fn with_bus(mut self, bus: Option<BusConfig>) -> Self {
         self.bus = bus;
+        self
+    }
+
+    /// Deletes old finished runs and events as `retention` says (none: nothing is deleted).
+    pub fn with_retention(mut self, retention: Option<Retention>) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -208,6 +217,14 @@ impl Server {
                 async move { crate::services::timers::keep(services, &registered, stop).await },
             )
         };
+        let retention = self.retention.clone().map(|retention| {
+            tokio::spawn(crate::retention::keep(
+                self.backend.store.clone(),
+                self.layout.clone(),
+                retention,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
@@ -222,6 +239,9 @@ impl Server {
         let _ = keeper.await;
         let _ = timers.await;
         let _ = service_timers.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         if let Some(relay) = relay {
             relay.abort();
         }

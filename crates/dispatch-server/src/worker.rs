@@ -65,6 +65,8 @@ pub struct WorkerConfig {
     pub layout: Layout,
     /// Ship run logs into the store, for an API on another machine.
     pub ship_logs: bool,
+    /// Where finished runs' traces go (`--otlp-endpoint`); `None`: off.
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl WorkerConfig {
@@ -80,6 +82,7 @@ impl WorkerConfig {
             capacity: None,
             layout,
             ship_logs: true,
+            tracer: None,
         }
     }
 }
@@ -334,6 +337,9 @@ impl Worker {
         };
         self.summary.finished += done.len() as u64;
         Metrics::add(&self.metrics.runs_finished, done.len() as u64);
+        if let Some(tracer) = &self.config.tracer {
+            done.iter().for_each(|id| tracer.finished(id));
+        }
         for c in noop
             .into_iter()
             .filter(|c| !done.contains(&c.run.id))
@@ -442,6 +448,9 @@ impl Worker {
                     Some(h) if h.store.lease().writable() => {
                         self.summary.finished += 1;
                         Metrics::add(&self.metrics.runs_finished, 1);
+                        if let Some(tracer) = &self.config.tracer {
+                            tracer.finished(&id);
+                        }
                     }
                     // Ended after this worker fenced itself off the run.
                     Some(_) => {

@@ -32,6 +32,7 @@ mod parcels;
 mod queue;
 mod queue_timeout;
 mod reliability;
+mod retention;
 mod runs;
 mod service;
 mod sessions;
@@ -54,6 +55,7 @@ pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
 pub use reliability::*;
+pub use retention::*;
 pub use runs::*;
 pub use service::*;
 pub use sessions::*;
@@ -219,6 +221,29 @@ macro_rules! __conformance_names {
             // handoffs: triggers and one run per handoff
             a_run_keeps_its_trigger_and_list_filters_by_it,
             a_handoff_key_starts_one_run_per_origin_whatever_became_of_it,
+        );
+    };
+}
+
+/// Expands the [`RetentionStore`](crate::RetentionStore) promises, like
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
+#[macro_export]
+macro_rules! retention_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__retention_conformance_names!(optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::__retention_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __retention_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
+            retention_deletes_old_finished_runs_of_a_status_in_batches_and_keeps_the_rest,
+            retention_of_events_empties_old_finished_runs_logs_and_keeps_the_runs,
         );
     };
 }

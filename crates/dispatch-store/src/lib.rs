@@ -19,6 +19,7 @@ pub mod postgres;
 mod queue;
 mod queue_timeout;
 mod reliability;
+mod retention;
 mod service;
 mod sessions;
 pub mod sqlite;
@@ -39,6 +40,7 @@ pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
 };
 pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
+pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;

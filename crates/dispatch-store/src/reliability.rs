@@ -30,6 +30,10 @@ pub struct RunExtras {
     /// The run's concurrency key, its MAX and STRATEGY (see [`crate::LimitStore`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<dispatch_core::concurrency::RunConcurrency>,
+    /// The W3C `traceparent` the run was created under (its trace joins
+    /// the caller's), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.

@@ -16,6 +16,7 @@ dispatch_store::conformance_suite!(optional: fresh_store);
 dispatch_store::queue_conformance_suite!(optional: fresh_store);
 dispatch_store::parcel_conformance_suite!(optional: fresh_store);
 dispatch_store::service_conformance_suite!(optional: fresh_store);
+dispatch_store::retention_conformance_suite!(optional: fresh_store);
 
 // What follows is PostgreSQL-specific: connection failures and schema versions.
 

@@ -17,6 +17,7 @@ dispatch_store::conformance_suite!(fresh_store);
 dispatch_store::queue_conformance_suite!(fresh_store);
 dispatch_store::parcel_conformance_suite!(fresh_store);
 dispatch_store::service_conformance_suite!(fresh_store);
+dispatch_store::retention_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 

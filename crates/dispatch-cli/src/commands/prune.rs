@@ -14,7 +14,7 @@ use crate::output::print_json;
 /// Removes the finished runs the filters select, after asking (unless
 /// `-f`); prints their ids on stdout, the count and space on stderr.
 pub async fn prune(ctx: &Ctx, args: &PruneArgs) -> CliResult {
-    let filter = parse_filters(&args.filter, args.dead_letters)?;
+    let filter = parse_filters(&all_filters(args)?, args.dead_letters)?;
     let Some(store) = ctx.existing_store()? else {
         return report(args.format, &PruneReport::default());
     };
@@ -27,6 +27,25 @@ pub async fn prune(ctx: &Ctx, args: &PruneArgs) -> CliResult {
     }
     let done = prune_runs(&store, &ctx.layout, &runs).await?;
     report(args.format, &done)
+}
+
+/// `--filter`s with `--older-than` and `--status` added as the filters they stand for.
+pub fn all_filters(args: &PruneArgs) -> CliResult<Vec<String>> {
+    let mut filters = args.filter.clone();
+    if let Some(age) = &args.older_than {
+        dispatch_core::time::parse_age(age)
+            .map_err(|e| CliError::input(format!("--older-than: {e}")))?;
+        filters.push(format!("until={}", age.trim()));
+    }
+    for status in &args.status {
+        if status.trim().is_empty() {
+            return Err(CliError::input(
+                "--status needs a finished status (hint: --status succeeded,failed)",
+            ));
+        }
+        filters.push(format!("status={}", status.trim()));
+    }
+    Ok(filters)
 }
 
 /// Says how many runs the filters selected were kept, if any.

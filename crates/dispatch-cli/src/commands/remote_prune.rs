@@ -8,15 +8,16 @@ use dispatch_runtime::prune::PruneReport;
 use serde_json::{Value, json};
 
 use crate::cli::PruneArgs;
-use crate::commands::prune::{confirm, parse_filters, report, say_kept};
+use crate::commands::prune::{all_filters, confirm, parse_filters, report, say_kept};
 use crate::commands::remote::Remote;
 use crate::error::{CliError, CliResult};
 
 impl Remote {
     pub(super) fn prune(&self, args: &PruneArgs) -> CliResult {
-        parse_filters(&args.filter, args.dead_letters)?;
+        let flags = all_filters(args)?;
+        parse_filters(&flags, args.dead_letters)?;
         let mut body = json!({
-            "filters": filters(&args.filter),
+            "filters": filters(&flags),
             "dead_letters": args.dead_letters,
             "dry_run": !args.force,
         });

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use dispatch_runtime::retention::RetentionSpec;
 use dispatch_server::bus::BusConfig;
+use dispatch_server::otel::{Tracer, traces_url};
+use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
 
@@ -40,8 +43,49 @@ pub struct ServerArgs {
     /// always required on other addresses.
     #[arg(long)]
     pub require_auth: bool,
+    /// Delete old finished runs: KEY=AGE, comma-separated, where KEY is a
+    /// finished status (succeeded, failed, timed_out, cancelled, stopped),
+    /// `finished` (every one not named) or `events` (only the events of runs
+    /// finished that long ago), e.g. succeeded=7d,failed=30d,events=90d.
+    /// Default: nothing is deleted.
+    #[arg(long, env = "DISPATCH_RETENTION", value_name = "SPEC")]
+    pub retention: Option<String>,
+    /// How often retention looks for what to delete, like 10m or 1h.
+    #[arg(long, value_name = "AGE", default_value = "10m")]
+    pub retention_interval: String,
+    #[command(flatten)]
+    pub otel: OtelArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OtelArgs {
+    /// Export a trace of every finished run (run → attempts → steps, model
+    /// and tool calls) over OTLP HTTP/protobuf to this base URL
+    /// (`/v1/traces` is appended), e.g. http://127.0.0.1:4318. Default: off.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl OtelArgs {
+    /// The traces URL, checked before anything starts (one line on error).
+    fn url(&self) -> CliResult<Option<String>> {
+        self.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| traces_url(e).map_err(|e| CliError::input(format!("--otlp-endpoint: {e}"))))
+            .transpose()
+    }
+
+    fn tracer(
+        url: Option<&str>,
+        store: &dispatch_server::SharedStore,
+        service: &'static str,
+    ) -> CliResult<Option<Tracer>> {
+        url.map(|u| Tracer::start(store.clone(), u, service).map_err(CliError::input))
+            .transpose()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +112,8 @@ pub struct WorkerArgs {
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub otel: OtelArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -127,19 +173,46 @@ fn fail(e: impl std::error::Error) -> CliError {
     CliError::input(chain(&e))
 }
 
+/// `--retention` and `--retention-interval`, checked before anything starts.
+fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
+    let Some(text) = args.retention.as_deref() else {
+        return Ok(None);
+    };
+    let spec: RetentionSpec = text
+        .parse()
+        .map_err(|e| CliError::input(format!("--retention: {e}")))?;
+    let interval = dispatch_core::time::parse_age(&args.retention_interval)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            CliError::input(format!(
+                "--retention-interval `{}` is not a positive duration (hint: 30s, 10m or 1h)",
+                args.retention_interval
+            ))
+        })?;
+    Ok(Some(Retention {
+        spec,
+        interval: Duration::from_millis(interval as u64),
+    }))
+}
+
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
+    let retention = retention(args)?;
+    let traces = args.otel.url()?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
         .await
         .map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.workers, &args.lease);
     config.labels = args.labels.clone();
+    config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-server")?;
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
         .map_err(fail)?
         .with_callback_secret(args.callback_secret.clone())
         .with_required_auth(args.require_auth)
-        .with_bus(bus_config(args.bus.as_deref())?);
+        .with_bus(bus_config(args.bus.as_deref())?)
+        .with_retention(retention.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
@@ -154,6 +227,16 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         server.addr(),
         args.workers
     );
+    if let Some(url) = &traces {
+        eprintln!("traces: exporting finished runs to {url}");
+    }
+    if let Some(r) = &retention {
+        eprintln!(
+            "retention: deleting {} (every {})",
+            r.spec,
+            dispatch_core::time::human_duration(r.interval.as_millis() as i64)
+        );
+    }
     let summary = server.run(shutdown).await.map_err(fail)?;
     if let Some(s) = summary {
         eprintln!(
@@ -168,6 +251,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
 const MAX_WORKER_CONNECTIONS: usize = 16;
 
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
+    let traces = args.otel.url()?;
     // Writes are short and batched: a few connections serve many slots, and
     // PostgreSQL's default max_connections (100) is shared by every worker.
     let connections = (args.slots + 2).min(MAX_WORKER_CONNECTIONS);
@@ -177,6 +261,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.slots, &args.lease);
     config.name = args.name.clone().unwrap_or_else(default_name);
+    config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-worker")?;
     config.labels = args.labels.clone();
     let capacity = capacity(args)?;
     config.capacity = Some(capacity);

@@ -66,6 +66,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         None => &local,
     };
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
+    // The agent's TRACEPARENT: the run's span, in its caller's trace if any.
+    let traceparent = dispatch_core::trace::run_context(
+        &run.id,
+        extras.as_ref().and_then(|e| e.traceparent.as_deref()),
+    )
+    .to_string();
     let session = extras.and_then(|e| e.session);
     let briefs = known.briefs.clone();
     loop {
@@ -89,6 +95,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             upstream,
             leased: host.leased,
             briefs: briefs.as_deref(),
+            traceparent: &traceparent,
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -185,6 +192,7 @@ struct Context<'a> {
     /// A worker holds the run (a workflow's members go to the queue).
     leased: bool,
     briefs: Option<&'a dyn crate::workflow::BriefSink>,
+    traceparent: &'a str,
 }
 
 /// An attempt that ends before its agent starts.
@@ -211,11 +219,12 @@ async fn one_attempt<S: Store + ?Sized>(
         upstream,
         leased,
         briefs,
+        traceparent,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
     }
-    let mut prepared = match prepare(layout, run, parcel) {
+    let mut prepared = match prepare(layout, run, parcel, traceparent) {
         Ok(p) => p,
         Err(reason) => {
             let t = Transition::Fail {

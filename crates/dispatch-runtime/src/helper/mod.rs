@@ -268,6 +268,7 @@ pub(super) fn prepare(
     layout: &Layout,
     run: &Run,
     parcel: Result<&Parcel, &String>,
+    traceparent: &str,
 ) -> Result<Prepared, String> {
     let parcel = parcel.map_err(String::clone)?;
     // Never run a parcel that changed on disk (cheap: sizes and mtimes).
@@ -302,6 +303,7 @@ pub(super) fn prepare(
     let protocol: Vec<(String, String)> = vec![
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
         ("DISPATCH_ATTEMPT".into(), run.attempt.to_string()),
+        ("TRACEPARENT".into(), traceparent.to_string()),
         ("DISPATCH_OPERATION".into(), run.operation.to_string()),
         ("DISPATCH_BRIEF".into(), path_str(&brief_path)),
         ("DISPATCH_BRIEF_SHA256".into(), run.brief_sha256.clone()),

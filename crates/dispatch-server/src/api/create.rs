@@ -176,7 +176,7 @@ impl CreateRun {
     tag = "runs",
     summary = "Create a run of a built parcel, queued for the workers",
     description = "With `Accept: text/event-stream`, the answer is the run's events as they happen (as `getRunEvents`).",
-    params(schemas::CreateRunQuery),
+    params(schemas::CreateRunQuery, schemas::CreateRunHeaders),
     request_body = CreateRun,
     responses(
         (status = 201, description = "created", body = schemas::Run),
@@ -185,7 +185,7 @@ impl CreateRun {
             (String = "text/event-stream"),
         )),
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
-        (status = 400, description = "`bad_request`: a bad body or parameter; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`; `run_not_found`: no run matches `parent_id`", body = schemas::Error),
         (status = 409, description = "`session_busy`: a live run holds the session", body = schemas::Error),
@@ -216,6 +216,7 @@ pub async fn create(
     }
     let req: CreateRun = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
+    let traceparent = traceparent_of(&headers)?;
     let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {
         (None, _) => None,
@@ -276,6 +277,7 @@ pub async fn create(
         policy: Some(serde_json::to_value(&reliability.policy).expect("a policy is plain data")),
         keep_workspace: req.keep_workspace,
         concurrency,
+        traceparent,
     };
     let options = QueueOptions {
         queue_timeout_ms,
@@ -377,4 +379,19 @@ fn depth(value: &Value) -> usize {
         Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// The `traceparent` header, checked (a 400 names what is wrong); stored as given.
+fn traceparent_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("traceparent") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "the traceparent header is not text (hint: 00-<trace id>-<parent id>-<flags>)",
+        )
+    })?;
+    text.parse::<dispatch_core::trace::TraceParent>()
+        .map_err(|e| ApiError::bad_request(format!("traceparent header: {e}")))?;
+    Ok(Some(text.trim().to_string()))
 }

@@ -426,6 +426,16 @@ pub struct CreateRunQuery {
     pub timeout: Option<f64>,
 }
 
+/// `POST /v1/runs` headers.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CreateRunHeaders {
+    /// W3C trace context (`00-<trace id>-<parent id>-<flags>`): the run's
+    /// trace joins it, and its agents get it as `TRACEPARENT`.
+    #[param(required = false, value_type = String)]
+    pub traceparent: Option<String>,
+}
+
 /// `GET /v1/runs` query string.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

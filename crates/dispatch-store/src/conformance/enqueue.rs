@@ -18,6 +18,8 @@ fn extras(key: Option<&str>, session: Option<&str>) -> RunExtras {
         policy: Some(json!({"retry": {"max_attempts": 3}, "timeouts": {"run_ms": 500}})),
         keep_workspace: session.is_some(),
         concurrency: None,
+        traceparent: key
+            .map(|_| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
     }
 }
 

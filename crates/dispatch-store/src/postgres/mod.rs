@@ -15,6 +15,7 @@ mod messages;
 mod parcels;
 pub(crate) mod queue;
 mod reliability;
+mod retention;
 mod runs;
 mod schema;
 mod service;
@@ -750,5 +751,31 @@ impl crate::ServiceStore for PgStore {
     async fn service_named(&self, name: &str) -> StoreResult<Option<crate::ServiceState>> {
         let found = in_tx!(self, |tx| service::named(&tx, Some(name)))?;
         Ok(found.into_iter().next())
+    }
+}
+
+#[async_trait]
+impl crate::RetentionStore for PgStore {
+    async fn expire_runs(
+        &self,
+        status: dispatch_core::Status,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<crate::Expired> {
+        in_tx!(self, |tx| retention::expire_runs(
+            &tx, status, before, after, limit
+        ))
+    }
+
+    async fn expire_events(
+        &self,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<(usize, Option<crate::RetentionCursor>)> {
+        in_tx!(self, |tx| retention::expire_events(
+            &tx, before, after, limit
+        ))
     }
 }

@@ -88,7 +88,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              WHERE id = ANY($5::text[]) RETURNING ",
             run_columns!(),
             ", fence, idempotency_key, session, policy, keep_workspace, concurrency_key, \
-             concurrency_max, concurrency_strategy"
+             concurrency_max, concurrency_strategy, traceparent"
         ))
         .await?;
     let rows = tx
@@ -114,6 +114,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
                 policy: json_col(row, 23, "policy")?,
                 keep_workspace: row.try_get(24)?,
                 concurrency: super::reliability::concurrency_of(row, 25)?,
+                traceparent: row.try_get(28)?,
             },
         });
     }

@@ -116,8 +116,8 @@ pub(super) async fn create_with(
         .transpose()?;
     let stmt = tx
         .prepare_cached(
-            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5 \
-             WHERE id = $1",
+            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5, \
+             traceparent = $6 WHERE id = $1",
         )
         .await?;
     tx.execute(
@@ -128,6 +128,7 @@ pub(super) async fn create_with(
             &extras.session,
             &policy,
             &extras.keep_workspace,
+            &extras.traceparent,
         ],
     )
     .await?;
@@ -138,7 +139,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
     let stmt = tx
         .prepare_cached(
             "SELECT idempotency_key, session, policy, keep_workspace, concurrency_key, \
-             concurrency_max, concurrency_strategy FROM runs WHERE id = $1",
+             concurrency_max, concurrency_strategy, traceparent FROM runs WHERE id = $1",
         )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&id.as_str()]).await? else {
@@ -150,6 +151,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         policy: json_col(&row, 2, "policy")?,
         keep_workspace: row.try_get(3)?,
         concurrency: concurrency_of(&row, 4)?,
+        traceparent: row.try_get(7)?,
     })
 }
 

@@ -16,6 +16,7 @@ mod messages;
 mod parcels;
 mod queue;
 mod reliability;
+mod retention;
 mod runs;
 mod schema;
 mod service;
@@ -745,5 +746,27 @@ impl crate::EvalStore for SqliteStore {
 
     async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
         self.read(|tx| evals::latest_of(tx, digest))
+    }
+}
+
+#[async_trait]
+impl crate::RetentionStore for SqliteStore {
+    async fn expire_runs(
+        &self,
+        status: dispatch_core::Status,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<crate::Expired> {
+        self.write(|tx| retention::expire_runs(tx, status, before, after, limit))
+    }
+
+    async fn expire_events(
+        &self,
+        before: Ts,
+        after: Option<&crate::RetentionCursor>,
+        limit: usize,
+    ) -> StoreResult<(usize, Option<crate::RetentionCursor>)> {
+        self.write(|tx| retention::expire_events(tx, before, after, limit))
     }
 }

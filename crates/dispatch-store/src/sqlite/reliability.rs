@@ -101,15 +101,16 @@ pub(super) fn create_with(
         .map(|p| to_json("policy", p))
         .transpose()?;
     tx.prepare_cached(
-        "UPDATE runs SET idempotency_key = ?2, session = ?3, policy = ?4, keep_workspace = ?5 \
-         WHERE id = ?1",
+        "UPDATE runs SET idempotency_key = ?2, session = ?3, policy = ?4, keep_workspace = ?5, \
+         traceparent = ?6 WHERE id = ?1",
     )?
     .execute(params![
         new.id.as_str(),
         extras.idempotency_key,
         extras.session,
         policy,
-        extras.keep_workspace
+        extras.keep_workspace,
+        extras.traceparent
     ])?;
     Ok(Created::New(get(tx, &new.id)?))
 }
@@ -117,7 +118,7 @@ pub(super) fn create_with(
 pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
     let mut stmt = tx.prepare_cached(
         "SELECT idempotency_key, session, policy, keep_workspace, concurrency_key, \
-         concurrency_max, concurrency_strategy FROM runs WHERE id = ?1",
+         concurrency_max, concurrency_strategy, traceparent FROM runs WHERE id = ?1",
     )?;
     let mut rows = stmt.query([id.as_str()])?;
     let Some(row) = rows.next()? else {
@@ -129,6 +130,7 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
         policy: json_col(row, 2, "policy")?,
         keep_workspace: row.get(3)?,
         concurrency: concurrency_of(row.get(4)?, row.get(5)?, row.get(6)?),
+        traceparent: row.get(7)?,
     })
 }
 

@@ -268,6 +268,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE service_state ADD COLUMN name TEXT;
     CREATE UNIQUE INDEX service_state_by_name ON service_state (name) WHERE name IS NOT NULL;
     ",
+    // 21: retention: finished runs by end time, and what still references an
+    // artifact or a brief.
+    "
+    CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at, id);
+    CREATE INDEX IF NOT EXISTS runs_by_brief ON runs (brief_sha256);
+    CREATE INDEX IF NOT EXISTS artifacts_by_sha256 ON artifacts (sha256);
+    ",
+    // 22: tracing: the W3C traceparent a run was created under.
+    "
+    ALTER TABLE runs ADD COLUMN traceparent TEXT;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,52 @@
+//! `dispatch server --retention`: every interval, a retention pass (see
+//! `dispatch_runtime::retention`) deletes the finished runs and events the
+//! spec says are old enough, a bounded batch per transaction. Several
+//! servers may run it at once: each batch locks its runs with `SKIP LOCKED`
+//! on PostgreSQL, so they share the work.
+
+use std::future::Future;
+use std::time::Duration;
+
+use dispatch_core::time::now_ms;
+use dispatch_runtime::Layout;
+use dispatch_runtime::retention::{RetentionSpec, retention_pass};
+
+use crate::SharedStore;
+
+/// How often a server runs a retention pass unless told otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What the server keeps and how often it looks.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub spec: RetentionSpec,
+    pub interval: Duration,
+}
+
+/// Runs a pass at once, then every `retention.interval`, until `shutdown`.
+pub async fn keep(
+    store: SharedStore,
+    layout: Layout,
+    retention: Retention,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let pass = retention_pass(&*store, &layout, &retention.spec, now_ms());
+        tokio::select! {
+            _ = &mut shutdown => return,
+            done = pass => match done {
+                Ok(r) if r.runs + r.events > 0 => eprintln!(
+                    "[server] retention: deleted {} finished run(s), the events of {} more",
+                    r.runs, r.events
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("[server] retention pass failed (next in {:?}): {e}", retention.interval),
+            },
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(retention.interval) => {}
+        }
+    }
+}
