@@ -65,6 +65,10 @@ pub struct WorkerConfig {
     pub layout: Layout,
     /// Ship run logs into the store, for an API on another machine.
     pub ship_logs: bool,
+    /// The cluster's shared artifact store (`--artifacts URL`): artifacts
+    /// go there and parcels' state is synchronized through it. `None`:
+    /// this worker's `.dispatch/` only.
+    pub shared: Option<Arc<dispatch_runtime::objects::Objects>>,
 }
 
 impl WorkerConfig {
@@ -80,6 +84,7 @@ impl WorkerConfig {
             capacity: None,
             layout,
             ship_logs: true,
+            shared: None,
         }
     }
 }
@@ -379,6 +384,7 @@ impl Worker {
             self.config.name.clone(),
         );
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
+        let objects = self.config.shared.clone();
         let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
         let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let requests = parcel
@@ -396,7 +402,7 @@ impl Worker {
                     &layout,
                     run,
                     parcel,
-                    ship_logs,
+                    crate::claimed::Sharing { ship_logs, objects },
                     &who,
                 );
                 match held.await {

@@ -108,6 +108,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
         let known = Known {
             parcel: Some(parcel.clone()),
             extras: Some(extras),
+            shared: None,
         };
         let result = run_claimed(&store, &ctx.layout, run.clone(), true, known).await;
         printer.abort();

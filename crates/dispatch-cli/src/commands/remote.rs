@@ -54,6 +54,7 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
             remote.inspect(a)
         }
         Command::Signal(a) => remote.signal(a),
+        Command::Artifacts(a) => super::artifacts::remote(&remote, a),
         Command::Approve(a) => remote.decide(a, "approve"),
         Command::Deny(a) => remote.decide(a, "deny"),
         Command::Approvals(c) => remote.approvals(c),

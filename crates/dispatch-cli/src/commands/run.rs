@@ -152,6 +152,7 @@ pub async fn create_checked(
     let known = Known {
         parcel: Some(Arc::new(parcel)),
         extras: Some(extras),
+        shared: None,
     };
     Ok((store, run, existing, known))
 }

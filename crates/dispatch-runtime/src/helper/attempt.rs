@@ -61,6 +61,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     let policy = retry::policy_of(extras.as_ref(), parcel.as_ref().ok().map(|p| &p.manifest));
     let keep_workspace = extras.as_ref().is_some_and(|e| e.keep_workspace);
     let session = extras.and_then(|e| e.session);
+    let shared = known.shared;
     loop {
         let max = policy.max_attempts();
         match run.attempt {
@@ -79,6 +80,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             session: session.as_deref(),
             own_signals: host.own_signals,
             parcel: parcel.as_deref(),
+            shared: shared.as_ref(),
         };
         let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
@@ -172,6 +174,8 @@ struct Context<'a> {
     session: Option<&'a str>,
     own_signals: bool,
     parcel: Result<&'a Parcel, &'a String>,
+    /// The cluster's shared artifact store (see [`super::shared`]).
+    shared: Option<&'a Arc<crate::objects::Objects>>,
 }
 
 /// An attempt that ends before its agent starts.
@@ -195,6 +199,7 @@ async fn one_attempt<S: Store + ?Sized>(
         session,
         own_signals,
         parcel,
+        shared,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -236,6 +241,28 @@ async fn one_attempt<S: Store + ?Sized>(
             start: Some(started),
         });
     }
+    prepared.shared = shared.cloned();
+    // The parcel's state as the cluster has it (see `super::shared`).
+    let state = match parcel {
+        Ok(p) => super::shared::pull_state(&prepared, layout, &p.manifest.name, log).await,
+        Err(_) => Ok(None),
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(reason) => {
+            let t = Transition::Fail {
+                reason: reason.clone(),
+                exit_code: None,
+                at: now_ms(),
+            };
+            let failure = AttemptFailure {
+                reason,
+                exit_code: None,
+                status: Status::Failed,
+            };
+            return Ok(ended(End::Retryable(t, failure, None)));
+        }
+    };
     if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
         let ctx = super::native::NativeCtx {
             policy,
@@ -244,7 +271,9 @@ async fn one_attempt<S: Store + ?Sized>(
             parcel,
             prepared: &prepared,
         };
-        return super::native::attempt(store, layout, run, log, &ctx).await;
+        let ended = super::native::attempt(store, layout, run, log, &ctx).await;
+        super::shared::push_state(&prepared, layout, state, log).await;
+        return ended;
     }
     let dir = layout.run_dir(&run.id);
     let spec = &mut prepared.spec;
@@ -401,6 +430,7 @@ async fn one_attempt<S: Store + ?Sized>(
     watch.expire_pending(store).await;
 
     collect::record_artifacts(store, layout, &run.id, &prepared, log).await;
+    super::shared::push_state(&prepared, layout, state, log).await;
     if let Some((name, file, pulled)) = session_state
         && let Err(e) = super::session_file::push(store, &file, name, pulled, &run.id).await
     {

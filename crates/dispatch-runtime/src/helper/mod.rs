@@ -18,6 +18,7 @@ mod native_tools;
 mod resources;
 pub(crate) mod retry;
 mod session_file;
+mod shared;
 mod watch;
 
 use std::io::Write;
@@ -116,6 +117,10 @@ pub struct Known {
     pub parcel: Option<Arc<Parcel>>,
     /// What the run was dispatched with beyond its record (never changes).
     pub extras: Option<dispatch_store::RunExtras>,
+    /// The cluster's shared artifact store (`--artifacts URL`): artifacts
+    /// are uploaded there and the parcel's state is synchronized through it
+    /// (see [`crate::objects::state`]). `None`: this machine's disk only.
+    pub shared: Option<Arc<crate::objects::Objects>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -130,6 +135,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     layout: &Layout,
     run: Run,
     parcel: Option<Arc<Parcel>>,
+    shared: Option<Arc<crate::objects::Objects>>,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
@@ -140,6 +146,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     let known = Known {
         parcel,
         extras: None,
+        shared,
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }
@@ -248,6 +255,8 @@ pub(super) struct Prepared {
     pub(super) output_path: std::path::PathBuf,
     /// The brief's bytes, verified (a native agent reads its context from them).
     pub(super) brief: Vec<u8>,
+    /// The cluster's shared artifact store, when the worker has one.
+    pub(super) shared: Option<Arc<crate::objects::Objects>>,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
@@ -355,6 +364,7 @@ pub(super) fn prepare(
         artifacts_dir,
         output_path,
         brief: bytes,
+        shared: None,
     })
 }
 

@@ -38,6 +38,8 @@ pub mod codes {
     pub const ALREADY_DECIDED: &str = "already_decided";
     /// 404: the run is not in the dead-letter queue.
     pub const DEAD_LETTER_NOT_FOUND: &str = "dead_letter_not_found";
+    /// 404: the run has no artifact of that digest, or the store lacks it.
+    pub const ARTIFACT_NOT_FOUND: &str = "artifact_not_found";
     /// 404: no such route.
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
@@ -76,6 +78,11 @@ pub mod codes {
             DEAD_LETTER_NOT_FOUND,
             404,
             "the run is not in the dead-letter queue",
+        ),
+        (
+            ARTIFACT_NOT_FOUND,
+            404,
+            "the run has no artifact of that digest, or the store lacks it",
         ),
         (NO_SUCH_ROUTE, 404, "no such route"),
         (INVALID_STATE, 409, "the run's state does not allow this"),

@@ -14,6 +14,7 @@
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
+//! | `GET /v1/runs/{id}/artifacts/{sha256}` | one artifact's bytes, checked against the digest |
 //! | `GET /v1/approvals` | approvals (`?pending=false` for decided ones too, `?run=`) |
 //! | `POST /v1/runs/{id}/approvals/{approval_id}` | approve or deny |
 //! | `GET /v1/dead-letters` | dead-lettered runs |
@@ -21,6 +22,7 @@
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
+mod artifact;
 mod bom;
 mod create;
 mod error;
@@ -73,6 +75,9 @@ pub struct AppState {
     pub bus: Option<Arc<crate::bus::Publisher>>,
     /// The parcels this process put into the store.
     pub published: Arc<publish::Published>,
+    /// Where artifacts are read from: the cluster's shared store
+    /// (`--artifacts URL`), else this server's `.dispatch/`.
+    pub artifacts: Arc<dispatch_runtime::objects::Objects>,
 }
 
 /// The whole API.
@@ -88,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
+        .route("/v1/runs/{id}/artifacts/{sha256}", get(artifact::download))
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/signal", post(signal::signal))
         .route(
