@@ -28,6 +28,10 @@
 //! `dispatch-bench resources [--n N]`: `run --detach` → agent executing with
 //! and without `RESOURCES` (see `resources.rs`).
 //!
+//! `dispatch-bench artifacts [--mb N] [--rounds N]`: an artifact uploaded to
+//! and downloaded from the artifact store, local and S3-compatible (see
+//! `artifacts.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -39,6 +43,7 @@ use dispatch_core::{NewEvent, Operation, RunId, RunState, Transition, now_ms};
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
+mod artifacts;
 mod chaos;
 mod cluster;
 mod container;
@@ -87,6 +92,10 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("artifacts") {
+        artifacts::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("mock-llm") {

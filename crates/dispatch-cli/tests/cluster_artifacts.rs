@@ -132,6 +132,29 @@ fn artifacts_and_state_cross_workers(db_url: &str, url: &str, vars: &[(&str, &st
         serde_json::json!({"seen": 2, "gone": "no"})
     );
 
+    // An output over 256 KiB goes to the store; the run keeps a reference.
+    let big = client.agent(
+        "big",
+        "printf '{\"text\":\"' > \"$DISPATCH_OUTPUT\"\n\
+         head -c 300000 /dev/zero | tr '\\0' a >> \"$DISPATCH_OUTPUT\"\n\
+         printf '\"}' >> \"$DISPATCH_OUTPUT\"\n",
+    );
+    let run = run_on(&client, &server_a, &big, "b");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let reference = &run["output"]["$artifact"];
+    assert_eq!(reference["name"], "run-output.json", "{}", run["output"]);
+    let big_id = run["id"].as_str().expect("an id");
+    let out = via_b.dir.path().join("output.json");
+    let out_arg = out.to_string_lossy().to_string();
+    via_b.ok(&["artifacts", big_id, "run-output.json", "-o", &out_arg]);
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("downloaded")).expect("JSON");
+    assert_eq!(doc["text"].as_str().map(str::len), Some(300_000));
+    assert_eq!(
+        reference["sha256"],
+        sha256(&std::fs::read(&out).expect("read")).as_str()
+    );
+
     // Bad requests for an artifact.
     let (status, body) = server_b.call(
         "GET",
@@ -313,4 +336,49 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Locally, `dispatch artifacts` lists and copies out of `.dispatch/artifacts/`,
+/// and never leaves a copy that does not match its digest.
+#[test]
+fn artifacts_locally_list_copy_out_and_refuse_a_damaged_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join(".dispatch");
+    let dispatch = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env("DISPATCH_ROOT", &root)
+            .env_remove("DISPATCH_HOST")
+            .env("NO_COLOR", "1")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("dispatch runs")
+    };
+    let agent = remote_common::checks::agent(
+        dir.path(),
+        "maker",
+        "",
+        "echo hello > \"$DISPATCH_ARTIFACTS/hello.txt\"\n",
+        "",
+    );
+    let agent = agent.to_string_lossy().to_string();
+    let id = remote_common::checks::ok(&["run"], &dispatch(&["run", &agent, "-d"]));
+    remote_common::checks::ok(&["wait"], &dispatch(&["wait", &id]));
+    let table = remote_common::checks::ok(&["artifacts"], &dispatch(&["artifacts", &id]));
+    let sha = sha256(b"hello\n");
+    assert!(
+        table.contains("hello.txt") && table.contains(&sha),
+        "{table}"
+    );
+    let copied =
+        remote_common::checks::ok(&["artifacts"], &dispatch(&["artifacts", &id, &sha[..8]]));
+    assert_eq!(copied, "hello");
+    std::fs::write(root.join("artifacts").join(&sha), b"tampered\n").expect("write");
+    let dest = dir.path().join("out.txt");
+    let dest_arg = dest.to_string_lossy().to_string();
+    let args = ["artifacts", &id, "hello.txt", "-o", &dest_arg];
+    let err = remote_common::checks::fails(&args, &dispatch(&args), 125);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(!dest.exists(), "a damaged copy never lands");
 }

@@ -82,7 +82,13 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             parcel: parcel.as_deref(),
             shared: shared.as_ref(),
         };
-        let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        let mut ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        if let Some(objects) = &shared {
+            // A large output goes to the artifact store; the run keeps a reference.
+            if let End::Final(_, output) | End::Retryable(_, _, output) = &mut ended.end {
+                super::shared::spill_output(store, objects, layout, &run.id, output, log).await;
+            }
+        }
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
         let (t, failure, output) = match ended.end {
             End::Final(t, output) => (t, None, output),

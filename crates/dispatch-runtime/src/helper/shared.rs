@@ -4,11 +4,20 @@
 //! on any worker, sees it); artifacts are uploaded there as they are
 //! collected. See [`crate::objects`] for the store and the semantics.
 
-use dispatch_store::Artifact;
+use dispatch_core::RunId;
+use dispatch_store::{Artifact, Store};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::{LifecycleLog, Prepared};
 use crate::layout::Layout;
+use crate::objects::Objects;
 use crate::objects::state::Synced;
+
+/// An output larger than this (as JSON) is stored as an artifact.
+pub const OUTPUT_LIMIT: usize = 256 * 1024;
+/// The name of that artifact.
+pub const OUTPUT_ARTIFACT: &str = "run-output.json";
 
 /// The parcel's state as pulled at the attempt's start.
 pub(super) struct Pulled {
@@ -104,5 +113,69 @@ pub(super) async fn upload_artifacts(
                 crate::objects::chain(&e)
             ));
         }
+    }
+}
+
+/// Moves an output over [`OUTPUT_LIMIT`] to the artifact store, as the
+/// artifact [`OUTPUT_ARTIFACT`]; the run's output becomes a reference
+/// `{"$artifact": {name, sha256, size}}`. When that fails, the output is
+/// kept as it is (and the log says why).
+pub(super) async fn spill_output<S: Store + ?Sized>(
+    store: &S,
+    objects: &Objects,
+    layout: &Layout,
+    run: &RunId,
+    output: &mut Option<Value>,
+    log: &mut LifecycleLog,
+) {
+    let Some(value) = output.as_ref() else { return };
+    let bytes = serde_json::to_vec(value).expect("an output is JSON data");
+    if bytes.len() <= OUTPUT_LIMIT {
+        return;
+    }
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let dir = layout.artifacts();
+    let path = dir.join(&sha256);
+    let stored = std::fs::create_dir_all(&dir)
+        .and_then(|()| match path.is_file() {
+            true => Ok(()),
+            false => {
+                let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+                std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path))
+            }
+        })
+        .map_err(|e| e.to_string());
+    let uploaded = match stored {
+        Ok(()) => objects
+            .put_artifact(&sha256, &path)
+            .await
+            .map(drop)
+            .map_err(|e| crate::objects::chain(&e)),
+        Err(e) => Err(e),
+    };
+    let artifact = Artifact {
+        name: OUTPUT_ARTIFACT.into(),
+        sha256,
+        size: bytes.len() as u64,
+    };
+    let recorded = match uploaded {
+        Ok(()) => store
+            .add_artifacts(run, std::slice::from_ref(&artifact))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(()) => {
+            log.line(&format!(
+                "output of {} bytes stored as artifact {} ({})",
+                artifact.size, artifact.name, artifact.sha256
+            ));
+            *output = Some(json!({ "$artifact": artifact }));
+        }
+        Err(e) => log.line(&format!(
+            "could not store the output of {} bytes as an artifact (kept in the run): {e}",
+            artifact.size
+        )),
     }
 }
