@@ -34,6 +34,9 @@
 //!
 //! `dispatch-bench workflow [--hops N] [--fanout N] [--rounds R]`: multi-agent
 //! runs — per-hop coordination overhead and a fan-out of noop members (see `workflow.rs`).
+//! `dispatch-bench artifacts [--mb N] [--rounds N]`: an artifact uploaded to
+//! and downloaded from the artifact store, local and S3-compatible (see
+//! `artifacts.rs`).
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
@@ -46,6 +49,7 @@ use dispatch_core::{NewEvent, Operation, RunId, RunState, Transition, now_ms};
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
+mod artifacts;
 mod chaos;
 mod cluster;
 mod concurrency;
@@ -98,6 +102,10 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("artifacts") {
+        artifacts::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("mock-llm") {

@@ -56,6 +56,8 @@ pub enum Command {
     /// Show everything about runs.
     #[command(name = "inspect-run")]
     InspectRun(InspectArgs),
+    /// List a run's artifacts, or copy one out (checked against its sha256).
+    Artifacts(crate::commands::artifacts::ArtifactsArgs),
     /// List built parcels (`--verify`: re-hash every file of each).
     Images(crate::commands::images::ImagesArgs),
     /// Send a signal to a run; a run suspended waiting for it resumes.

@@ -100,6 +100,7 @@ fn prints_a_listing(command: &Command) -> bool {
         Command::Ps(_)
             | Command::Images(_)
             | Command::InspectRun(_)
+            | Command::Artifacts(_)
             | Command::Logs(_)
             | Command::Container(
                 ContainerCommand::Ls(_)
@@ -138,6 +139,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Rm(a) => rm::rm(ctx, &a).await,
         Command::Prune(a) => prune::prune(ctx, &a).await,
         Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
+        Command::Artifacts(a) => artifacts::artifacts(ctx, &a).await,
         Command::Images(a) => images::images(ctx, &a),
         Command::Signal(a) => signal::signal(ctx, &a).await,
         Command::Approve(a) => approvals::decide(ctx, &a, "approve").await,

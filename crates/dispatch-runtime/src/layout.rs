@@ -81,4 +81,12 @@ impl Layout {
     pub fn state_dir(&self, parcel_name: &str) -> PathBuf {
         self.root.join("state").join(parcel_name)
     }
+
+    /// `state-sync/<parcel-name>.json`: what of the parcel's state this
+    /// machine synchronized with the shared artifact store.
+    pub fn state_record(&self, parcel_name: &str) -> PathBuf {
+        self.root
+            .join("state-sync")
+            .join(format!("{parcel_name}.json"))
+    }
 }

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod layout;
 pub mod limits;
 pub mod native;
+pub mod objects;
 pub mod os;
 pub mod probe;
 pub mod prune;

@@ -15,8 +15,17 @@ use crate::fenced::FencedStore;
 use crate::fetch::{self, FetchError};
 use crate::ship::LogShipper;
 
+/// Where a run's outputs go beyond this machine.
+pub(crate) struct Sharing {
+    /// Ship its log into the store.
+    pub ship_logs: bool,
+    /// The cluster's artifact store: artifacts and the parcel's state.
+    pub objects: Option<Arc<dispatch_runtime::objects::Objects>>,
+}
+
 /// Runs the claimed (`starting`) `run` to its end on this worker; `store`
-/// fences its writes; `parcel` is the worker's loaded copy, when it has one. With `ship_logs`, its log goes into `shared` too.
+/// fences its writes; `parcel` is the worker's loaded copy, when it has one. With `sharing.ship_logs`, its log goes into `shared` too;
+/// with `sharing.objects`, its artifacts and its parcel's state go to that artifact store.
 /// Returns the run's exit status.
 ///
 /// When the store cannot be reached for its inputs, the run is left as it
@@ -28,9 +37,10 @@ pub(crate) async fn run(
     layout: &Layout,
     run: Run,
     parcel: Option<Arc<Parcel>>,
-    ship_logs: bool,
+    sharing: Sharing,
     who: &str,
 ) -> RuntimeResult<i32> {
+    let Sharing { ship_logs, objects } = sharing;
     let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
     if let Some(shipper) = &shipper {
         store.ship_log_with(shipper.clone());
@@ -55,6 +65,7 @@ pub(crate) async fn run(
                     parcel,
                     Arc::new(upstream),
                     Some(briefs),
+                    objects,
                 )
                 .await
             }

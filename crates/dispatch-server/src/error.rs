@@ -15,6 +15,9 @@ pub enum ServerError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The artifact store cannot be used (the line says why).
+    #[error("{0}")]
+    Artifacts(String),
     #[error("cannot handle signals")]
     Signals(#[source] std::io::Error),
 }

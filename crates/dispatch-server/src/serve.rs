@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_runtime::Layout;
+use dispatch_runtime::objects::{self, Objects};
 use dispatch_store::{PgStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -137,6 +138,13 @@ impl Server {
         self
     }
 
+    /// The cluster's shared artifact store, for the API's downloads and
+    /// the in-process workers (`None`: this server's `.dispatch/`).
+    pub fn with_artifacts(mut self, shared: Option<Arc<Objects>>) -> Self {
+        self.worker.shared = shared;
+        self
+    }
+
     /// Whether requests need a bearer token.
     pub fn requires_auth(&self) -> bool {
         self.require_auth
@@ -172,6 +180,13 @@ impl Server {
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
             published: Arc::default(),
             services_registered: Arc::new(Notify::new()),
+            artifacts: match &self.worker.shared {
+                Some(shared) => shared.clone(),
+                None => Arc::new(
+                    Objects::local(self.layout.root())
+                        .map_err(|e| ServerError::Artifacts(objects::chain(&e)))?,
+                ),
+            },
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {

@@ -67,6 +67,10 @@ pub struct WorkerConfig {
     pub ship_logs: bool,
     /// Where finished runs' traces go (`--otlp-endpoint`); `None`: off.
     pub tracer: Option<crate::otel::Tracer>,
+    /// The cluster's shared artifact store (`--artifacts URL`): artifacts
+    /// go there and parcels' state is synchronized through it. `None`:
+    /// this worker's `.dispatch/` only.
+    pub shared: Option<Arc<dispatch_runtime::objects::Objects>>,
 }
 
 impl WorkerConfig {
@@ -83,6 +87,7 @@ impl WorkerConfig {
             layout,
             ship_logs: true,
             tracer: None,
+            shared: None,
         }
     }
 }
@@ -385,6 +390,7 @@ impl Worker {
             self.config.name.clone(),
         );
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
+        let objects = self.config.shared.clone();
         let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
         let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let requests = parcel
@@ -402,7 +408,7 @@ impl Worker {
                     &layout,
                     run,
                     parcel,
-                    ship_logs,
+                    crate::claimed::Sharing { ship_logs, objects },
                     &who,
                 );
                 match held.await {

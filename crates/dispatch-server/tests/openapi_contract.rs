@@ -546,6 +546,46 @@ fn every_operation_answers_as_documented() {
             400
         );
     }
+    // One artifact's bytes, by digest.
+    let maker = upload_body(&[
+        (
+            "Agentfile",
+            "NAME maker\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
+        ),
+        ("agent.sh", "echo made > \"$DISPATCH_ARTIFACTS/made.txt\"\n"),
+    ]);
+    assert_eq!(c.post(parcels, parcels, &maker).0, 201);
+    let (_, made) = c.post(runs, "/v1/runs?wait=true", "{\"parcel\": \"maker\"}");
+    let made = made["id"].as_str().expect("an id").to_string();
+    let (_, listed) = c.get(
+        "/v1/runs/{id}/artifacts",
+        &format!("/v1/runs/{made}/artifacts"),
+    );
+    let sha = listed["artifacts"][0]["sha256"]
+        .as_str()
+        .expect("an artifact")
+        .to_string();
+    let artifact = "/v1/runs/{id}/artifacts/{sha256}";
+    assert_eq!(
+        c.get(artifact, &format!("/v1/runs/{made}/artifacts/{sha}"))
+            .0,
+        200
+    );
+    let zeros = "0".repeat(64);
+    assert_eq!(
+        c.get(artifact, &format!("/v1/runs/{made}/artifacts/{zeros}"))
+            .1["code"],
+        "artifact_not_found"
+    );
+    assert_eq!(
+        c.get(artifact, &format!("/v1/runs/{made}/artifacts/xyz")).0,
+        400
+    );
+    assert_eq!(
+        c.get(artifact, &format!("/v1/runs/0123abcd/artifacts/{sha}"))
+            .0,
+        404
+    );
     let events = "/v1/runs/{id}/events";
     let (_, stored) = c.get(events, &format!("/v1/runs/{id}/events?format=json&after=1"));
     assert!(stored["events"].as_array().is_some_and(|e| !e.is_empty()));

@@ -110,6 +110,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
             extras: Some(extras),
             upstream: None,
             briefs: None,
+            shared: None,
         };
         let result = run_claimed(&store, &ctx.layout, run.clone(), true, known).await;
         printer.abort();

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod approvals;
+pub mod artifacts;
 pub mod ask_approval;
 pub mod build;
 pub mod chat;

@@ -55,6 +55,7 @@ pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResu
             remote.inspect(a)
         }
         Command::Signal(a) => remote.signal(a),
+        Command::Artifacts(a) => super::artifacts::remote(&remote, a),
         Command::Approve(a) => remote.decide(a, "approve"),
         Command::Deny(a) => remote.decide(a, "deny"),
         Command::Approvals(c) => remote.approvals(c),

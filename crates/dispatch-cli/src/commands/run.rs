@@ -154,6 +154,7 @@ pub async fn create_checked(
         extras: Some(extras),
         upstream: None,
         briefs: None,
+        shared: None,
     };
     Ok((store, run, existing, known))
 }

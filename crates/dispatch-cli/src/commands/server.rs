@@ -1,9 +1,11 @@
 //! `dispatch server` and `dispatch worker`: the cluster.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use dispatch_runtime::objects::{self, Objects};
 use dispatch_runtime::retention::RetentionSpec;
 use dispatch_server::bus::BusConfig;
 use dispatch_server::otel::{Tracer, traces_url};
@@ -56,6 +58,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub otel: OtelArgs,
     #[command(flatten)]
+    pub artifacts: ArtifactsArgs,
+    #[command(flatten)]
     pub lease: LeaseArgs,
 }
 
@@ -89,6 +93,35 @@ impl OtelArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    /// The cluster's shared artifact store: file:///shared/dir, s3://bucket/prefix
+    /// (credentials and endpoint from AWS_* variables), gs://bucket/prefix or
+    /// az://container/prefix. Artifacts and parcels' DISPATCH_STATE_DIR go
+    /// there; give every server and worker the same URL. Default: this
+    /// process's .dispatch/ (artifacts stay on the machine that ran the run).
+    #[arg(long = "artifacts", env = "DISPATCH_ARTIFACTS_URL", value_name = "URL")]
+    pub url: Option<String>,
+}
+
+impl ArtifactsArgs {
+    /// Opens the store and checks it can be written (an object put and
+    /// deleted): a store that cannot be used refuses the start.
+    async fn open(&self) -> CliResult<Option<Arc<Objects>>> {
+        let Some(url) = self.url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let objects = Objects::open(url).map_err(|e| CliError::input(chain(&e)))?;
+        objects.probe().await.map_err(|e| {
+            CliError::input(format!(
+                "cannot use the artifact store {url}: {} (hint: check the URL, the credentials in AWS_* variables, and that the bucket or directory exists and is writable)",
+                objects::chain(&e)
+            ))
+        })?;
+        Ok(Some(Arc::new(objects)))
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// A PostgreSQL URL (postgres://user@host:port/db); default: the local database.
     #[arg(long, env = "DISPATCH_DATABASE_URL", value_name = "URL")]
@@ -114,6 +147,8 @@ pub struct WorkerArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub otel: OtelArgs,
+    #[command(flatten)]
+    pub artifacts: ArtifactsArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -199,6 +234,7 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let retention = retention(args)?;
     let traces = args.otel.url()?;
+    let artifacts = args.artifacts.open().await?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
         .await
         .map_err(fail)?;
@@ -212,7 +248,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .with_callback_secret(args.callback_secret.clone())
         .with_required_auth(args.require_auth)
         .with_bus(bus_config(args.bus.as_deref())?)
-        .with_retention(retention.clone());
+        .with_retention(retention.clone())
+        .with_artifacts(artifacts.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
@@ -222,8 +259,9 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     } else {
         ""
     };
+    let store = artifacts.map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     eprintln!(
-        "dispatch server listening on http://{} ({database}, {} worker slot(s){auth})",
+        "dispatch server listening on http://{} ({database}, {} worker slot(s){auth}{store})",
         server.addr(),
         args.workers
     );
@@ -252,6 +290,7 @@ const MAX_WORKER_CONNECTIONS: usize = 16;
 
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     let traces = args.otel.url()?;
+    let artifacts = args.artifacts.open().await?;
     // Writes are short and batched: a few connections serve many slots, and
     // PostgreSQL's default max_connections (100) is shared by every worker.
     let connections = (args.slots + 2).min(MAX_WORKER_CONNECTIONS);
@@ -265,8 +304,12 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     config.labels = args.labels.clone();
     let capacity = capacity(args)?;
     config.capacity = Some(capacity);
+    let store = artifacts
+        .as_ref()
+        .map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
+    config.shared = artifacts;
     eprintln!(
-        "dispatch worker {} started ({} slot(s), capacity {} CPUs, {} memory)",
+        "dispatch worker {} started ({} slot(s), capacity {} CPUs, {} memory{store})",
         config.name,
         config.slots,
         capacity.cpus_milli as f64 / 1000.0,

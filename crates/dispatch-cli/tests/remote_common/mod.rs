@@ -207,8 +207,19 @@ pub struct Worker {
 impl Worker {
     /// `dispatch worker --database-url <db_url> --name <name> <args…>`.
     pub fn start(db_url: &str, name: &str, args: &[&str]) -> Worker {
+        Worker::start_with_env(db_url, name, args, &[])
+    }
+
+    /// As [`Worker::start`], with these variables in the worker's environment.
+    pub fn start_with_env(
+        db_url: &str,
+        name: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Worker {
         let state = tempfile::tempdir().expect("tempdir");
         let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .envs(vars.iter().copied())
             .args(["worker", "--database-url", db_url, "--name", name])
             .args(args)
             .env("DISPATCH_ROOT", state.path().join(".dispatch"))

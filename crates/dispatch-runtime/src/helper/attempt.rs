@@ -74,6 +74,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     .to_string();
     let session = extras.and_then(|e| e.session);
     let briefs = known.briefs.clone();
+    let shared = known.shared;
     loop {
         let max = policy.max_attempts();
         match run.attempt {
@@ -96,8 +97,15 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             leased: host.leased,
             briefs: briefs.as_deref(),
             traceparent: &traceparent,
+            shared: shared.as_ref(),
         };
-        let ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        let mut ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        if let Some(objects) = &shared {
+            // A large output goes to the artifact store; the run keeps a reference.
+            if let End::Final(_, output) | End::Retryable(_, _, output) = &mut ended.end {
+                super::shared::spill_output(store, objects, layout, &run.id, output, log).await;
+            }
+        }
         let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
         let (t, failure, output) = match ended.end {
             End::Final(t, output) => (t, None, output),
@@ -193,6 +201,8 @@ struct Context<'a> {
     leased: bool,
     briefs: Option<&'a dyn crate::workflow::BriefSink>,
     traceparent: &'a str,
+    /// The cluster's shared artifact store (see [`super::shared`]).
+    shared: Option<&'a Arc<crate::objects::Objects>>,
 }
 
 /// An attempt that ends before its agent starts.
@@ -220,6 +230,7 @@ async fn one_attempt<S: Store + ?Sized>(
         leased,
         briefs,
         traceparent,
+        shared,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -268,6 +279,28 @@ async fn one_attempt<S: Store + ?Sized>(
         };
         return super::coordinator::attempt(store, layout, run, log, policy, parcel, host).await;
     }
+    prepared.shared = shared.cloned();
+    // The parcel's state as the cluster has it (see `super::shared`).
+    let state = match parcel {
+        Ok(p) => super::shared::pull_state(&prepared, layout, &p.manifest.name, log).await,
+        Err(_) => Ok(None),
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(reason) => {
+            let t = Transition::Fail {
+                reason: reason.clone(),
+                exit_code: None,
+                at: now_ms(),
+            };
+            let failure = AttemptFailure {
+                reason,
+                exit_code: None,
+                status: Status::Failed,
+            };
+            return Ok(ended(End::Retryable(t, failure, None)));
+        }
+    };
     if let (Courier::Agent, Ok(parcel)) = (prepared.courier, parcel) {
         let ctx = super::native::NativeCtx {
             policy,
@@ -277,7 +310,9 @@ async fn one_attempt<S: Store + ?Sized>(
             prepared: &prepared,
             upstream,
         };
-        return super::native::attempt(store, layout, run, log, &ctx).await;
+        let ended = super::native::attempt(store, layout, run, log, &ctx).await;
+        super::shared::push_state(&prepared, layout, state, log).await;
+        return ended;
     }
     let dir = layout.run_dir(&run.id);
     let spec = &mut prepared.spec;
@@ -437,6 +472,7 @@ async fn one_attempt<S: Store + ?Sized>(
     watch.expire_pending(store).await;
 
     collect::record_artifacts(store, layout, &run.id, &prepared, log).await;
+    super::shared::push_state(&prepared, layout, state, log).await;
     if let Some((name, file, pulled)) = session_state
         && let Err(e) = super::session_file::push(store, &file, name, pulled, &run.id).await
     {

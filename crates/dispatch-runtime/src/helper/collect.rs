@@ -87,6 +87,9 @@ pub(super) async fn record_artifacts<S: dispatch_store::Store + ?Sized>(
             for a in &mut list {
                 a.name = super::agent::mask(&a.name, &prepared.spec.secrets);
             }
+            // Uploaded before they are recorded: a listed artifact can be
+            // downloaded from any server.
+            super::shared::upload_artifacts(prepared, layout, &list, log).await;
             if let Err(e) = store.add_artifacts(run, &list).await {
                 log.line(&format!("could not record artifacts: {e}"));
             }

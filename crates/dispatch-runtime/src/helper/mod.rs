@@ -20,6 +20,7 @@ mod native_tools;
 mod resources;
 pub(crate) mod retry;
 mod session_file;
+mod shared;
 mod slot;
 mod watch;
 
@@ -115,6 +116,10 @@ pub struct Known {
     /// Where a workflow's coordinator puts the briefs of the member runs it
     /// creates, for workers on other machines (a cluster worker's store).
     pub briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
+    /// The cluster's shared artifact store (`--artifacts URL`): artifacts
+    /// are uploaded there and the parcel's state is synchronized through it
+    /// (see [`crate::objects::state`]). `None`: this machine's disk only.
+    pub shared: Option<Arc<crate::objects::Objects>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -133,6 +138,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
     parcel: Option<Arc<Parcel>>,
     upstream: Arc<dyn crate::handoff::Upstream>,
     briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
+    shared: Option<Arc<crate::objects::Objects>>,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
@@ -145,6 +151,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         extras: None,
         upstream: Some(upstream),
         briefs,
+        shared,
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }
@@ -253,6 +260,8 @@ pub(super) struct Prepared {
     pub(super) output_path: std::path::PathBuf,
     /// The brief's bytes, verified (a native agent reads its context from them).
     pub(super) brief: Vec<u8>,
+    /// The cluster's shared artifact store, when the worker has one.
+    pub(super) shared: Option<Arc<crate::objects::Objects>>,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
@@ -362,6 +371,7 @@ pub(super) fn prepare(
         artifacts_dir,
         output_path,
         brief: bytes,
+        shared: None,
     })
 }
 

@@ -40,6 +40,8 @@ pub mod codes {
     pub const DEAD_LETTER_NOT_FOUND: &str = "dead_letter_not_found";
     /// 404: no eval matches the id (or none of the parcel).
     pub const EVAL_NOT_FOUND: &str = "eval_not_found";
+    /// 404: the run has no artifact of that digest, or the store lacks it.
+    pub const ARTIFACT_NOT_FOUND: &str = "artifact_not_found";
     /// 404: no such route.
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
@@ -82,6 +84,11 @@ pub mod codes {
             "the run is not in the dead-letter queue",
         ),
         (EVAL_NOT_FOUND, 404, "no eval matches the id or the parcel"),
+        (
+            ARTIFACT_NOT_FOUND,
+            404,
+            "the run has no artifact of that digest, or the store lacks it",
+        ),
         (NO_SUCH_ROUTE, 404, "no such route"),
         (
             SERVICE_EXISTS,

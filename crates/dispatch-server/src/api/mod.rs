@@ -15,6 +15,7 @@
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
 //! | `GET /v1/runs/{id}/graph` | a workflow run's communication graph (members, edges with counts, messages) |
+//! | `GET /v1/runs/{id}/artifacts/{sha256}` | one artifact's bytes, checked against the digest |
 //! | `GET /v1/approvals` | approvals (`?pending=false` for decided ones too, `?run=`) |
 //! | `POST /v1/runs/{id}/approvals/{approval_id}` | approve or deny |
 //! | `GET /v1/dead-letters` | dead-lettered runs |
@@ -27,6 +28,7 @@
 //! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
+mod artifact;
 mod bom;
 mod create;
 mod error;
@@ -85,6 +87,9 @@ pub struct AppState {
     pub published: Arc<publish::Published>,
     /// Tells this server's service timers that a service was registered.
     pub services_registered: Arc<Notify>,
+    /// Where artifacts are read from: the cluster's shared store
+    /// (`--artifacts URL`), else this server's `.dispatch/`.
+    pub artifacts: Arc<dispatch_runtime::objects::Objects>,
 }
 
 impl AppState {
@@ -111,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/attempts", get(runs::attempts))
         .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
+        .route("/v1/runs/{id}/artifacts/{sha256}", get(artifact::download))
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/graph", get(graph::graph))
         .route("/v1/runs/{id}/signal", post(signal::signal))

@@ -31,6 +31,7 @@ use super::{codes, schemas};
         super::logs::logs,
         super::runs::attempts,
         super::runs::artifacts,
+        super::artifact::download,
         super::bom::bom,
         super::graph::graph,
         super::reliability::decide,
