@@ -4,6 +4,8 @@
 //! - [`worker`]: the claim / run / renew / sweep loop, with graceful drain.
 //! - [`api`]: the JSON HTTP API under `/v1`, SSE events, logs, health,
 //!   Prometheus metrics, and its OpenAPI document.
+//! - [`ui`]: the web dashboard under `/ui`, server-rendered over the same
+//!   functions the API handlers use.
 //! - [`serve`]: `dispatch server` — the API plus in-process workers, on
 //!   PostgreSQL or on the embedded SQLite database.
 //!
@@ -27,6 +29,7 @@ pub mod self_fence;
 pub mod serve;
 pub mod ship;
 pub mod timers;
+pub mod ui;
 pub mod wake;
 pub mod worker;
 mod writer;

@@ -84,6 +84,7 @@ pub struct Server {
     callback_secret: Option<Arc<String>>,
     require_auth: bool,
     bus: Option<BusConfig>,
+    local_runs: bool,
 }
 
 impl Server {
@@ -112,6 +113,7 @@ impl Server {
             // Tokens are required as soon as others can reach the server.
             require_auth: !addr.ip().is_loopback(),
             bus: None,
+            local_runs: false,
         })
     }
 
@@ -119,6 +121,14 @@ impl Server {
     /// in-process workers read it.
     pub fn with_bus(mut self, bus: Option<BusConfig>) -> Self {
         self.bus = bus;
+        self
+    }
+
+    /// Runs on this store may be held by local helpers (`dispatch ui` on a
+    /// `.dispatch/`): the dashboard's stop button signals their process
+    /// group like `dispatch stop`, instead of asking a worker to.
+    pub fn with_local_runs(mut self, local: bool) -> Self {
+        self.local_runs = local;
         self
     }
 
@@ -162,6 +172,7 @@ impl Server {
             require_auth: self.require_auth,
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
             published: Arc::default(),
+            ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
@@ -200,7 +211,7 @@ impl Server {
             self.backend.store.clone(),
             stopped(stop_rx.clone()),
         ));
-        let app = api::router(state);
+        let app = api::router(state.clone()).merge(crate::ui::router(state));
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
             shutdown.await;

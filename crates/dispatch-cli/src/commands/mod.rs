@@ -34,5 +34,6 @@ pub mod start;
 pub mod stop;
 pub mod telemetry;
 pub mod token;
+pub mod ui;
 pub mod wait;
 pub mod wake;

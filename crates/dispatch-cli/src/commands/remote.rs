@@ -64,6 +64,10 @@ pub async fn execute(host: &str, command: &Command) -> Option<CliResult> {
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => remote.restart(a),
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => remote.rm(a),
         Command::Prune(a) | Command::Container(ContainerCommand::Prune(a)) => remote.prune(a),
+        Command::Ui(_) => Err(CliError::input(format!(
+            "the server at {} serves its own dashboard at {}/ui/ (hint: open that, or unset DISPATCH_HOST for the local one)",
+            remote.base, remote.base
+        ))),
         Command::Build(_)
         | Command::Images(_)
         | Command::Serve(_)

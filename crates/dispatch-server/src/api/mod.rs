@@ -24,14 +24,14 @@
 mod bom;
 mod create;
 mod error;
-mod lifecycle;
-mod logs;
+pub(crate) mod lifecycle;
+pub(crate) mod logs;
 pub mod openapi;
 mod parcels;
 mod prune;
 pub mod publish;
-mod reliability;
-mod runs;
+pub(crate) mod reliability;
+pub(crate) mod runs;
 mod schemas;
 mod signal;
 mod stream;
@@ -73,6 +73,8 @@ pub struct AppState {
     pub bus: Option<Arc<crate::bus::Publisher>>,
     /// The parcels this process put into the store.
     pub published: Arc<publish::Published>,
+    /// The dashboard's settings and keys.
+    pub ui: crate::ui::UiConfig,
 }
 
 /// The whole API.
