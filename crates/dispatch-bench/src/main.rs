@@ -28,6 +28,9 @@
 //! `dispatch-bench resources [--n N]`: `run --detach` → agent executing with
 //! and without `RESOURCES` (see `resources.rs`).
 //!
+//! `dispatch-bench ui [--runs N] [--events N] [--log-mb N]`: the dashboard's
+//! pages over a seeded store of 100,000 runs (see `ui.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -52,6 +55,7 @@ mod proxy;
 mod resources;
 mod service;
 mod tools;
+mod ui;
 mod waits;
 
 /// The value after `flag` on the command line, if any.
@@ -120,6 +124,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("isolation") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         isolation::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("ui") {
+        ui::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("resources") && dispatch.is_file() {

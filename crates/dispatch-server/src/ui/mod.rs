@@ -107,7 +107,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What every dashboard answer carries: no inline script may run, no
-/// framing, no sniffing, no referrer; pages are never cached.
+/// framing, no sniffing, no referrer to other sites (the same origin gets
+/// one, so forms carry a real `Origin`); pages are never cached.
 async fn headers(request: Request, next: Next) -> Response {
     let is_asset = request.uri().path().starts_with("/ui/assets/");
     let mut response = next.run(request).await;
@@ -126,7 +127,7 @@ async fn headers(request: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
