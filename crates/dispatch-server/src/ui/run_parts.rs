@@ -13,6 +13,8 @@ use super::session::{Session, csrf_field};
 
 /// Events the table shows at once.
 const EVENTS_PAGE: usize = 200;
+/// Tool calls shown in full (the newest).
+const TOOL_CALLS: usize = 200;
 /// Characters of a tool's input or output shown before "more".
 const CLIP: usize = 4000;
 
@@ -116,9 +118,14 @@ pub fn tool_calls(events: &[Event]) -> Markup {
     if calls.is_empty() {
         return html! {};
     }
+    let total = calls.len();
+    let calls = &calls[total.saturating_sub(TOOL_CALLS)..];
     html! {
-        h2 #tools-title { "Tool calls (" (calls.len()) ")" }
+        h2 #tools-title { "Tool calls (" (total) ")" }
         section #tool-calls aria-labelledby="tools-title" {
+            @if total > calls.len() {
+                p.muted { "The last " (calls.len()) " shown; the events table has the earlier ones." }
+            }
             @for e in calls {
                 @let d = &e.event.data;
                 details.tool-call {
