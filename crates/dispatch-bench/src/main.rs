@@ -37,6 +37,8 @@
 //! `dispatch-bench artifacts [--mb N] [--rounds N]`: an artifact uploaded to
 //! and downloaded from the artifact store, local and S3-compatible (see
 //! `artifacts.rs`).
+//! `dispatch-bench ui [--runs N] [--events N] [--log-mb N]`: the dashboard's
+//! pages over a seeded store of 100,000 runs (see `ui.rs`).
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
@@ -66,6 +68,7 @@ mod service;
 mod service_cluster;
 mod telemetry;
 mod tools;
+mod ui;
 mod waits;
 mod workflow;
 
@@ -139,6 +142,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("isolation") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         isolation::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("ui") {
+        ui::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("resources") && dispatch.is_file() {

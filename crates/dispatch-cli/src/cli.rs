@@ -81,6 +81,8 @@ pub enum Command {
     Container(ContainerCommand),
     /// Serve the HTTP API with in-process workers (PostgreSQL, or the local database).
     Server(crate::commands::server::ServerArgs),
+    /// Serve the web dashboard for the local .dispatch/ and print its URL.
+    Ui(crate::commands::ui::UiArgs),
     /// Claim and run queued runs from a shared database until SIGTERM, then drain.
     Worker(crate::commands::server::WorkerArgs),
     /// API tokens for `dispatch server`: create, ls, revoke.

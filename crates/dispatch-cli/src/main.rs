@@ -160,6 +160,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         },
         Command::Server(a) => server::server(ctx, &a).await,
         Command::Worker(a) => server::worker(ctx, &a).await,
+        Command::Ui(a) => ui::ui(ctx, &a).await,
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

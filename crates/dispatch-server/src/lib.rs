@@ -4,6 +4,8 @@
 //! - [`worker`]: the claim / run / renew / sweep loop, with graceful drain.
 //! - [`api`]: the JSON HTTP API under `/v1`, SSE events, logs, health,
 //!   Prometheus metrics, and its OpenAPI document.
+//! - [`ui`]: the web dashboard under `/ui`, server-rendered over the same
+//!   functions the API handlers use.
 //! - [`serve`]: `dispatch server` — the API plus in-process workers, on
 //!   PostgreSQL or on the embedded SQLite database.
 //!
@@ -30,6 +32,7 @@ pub mod serve;
 pub mod services;
 pub mod ship;
 pub mod timers;
+pub mod ui;
 mod upstream;
 pub mod wake;
 pub mod worker;

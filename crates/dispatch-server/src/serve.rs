@@ -87,6 +87,7 @@ pub struct Server {
     require_auth: bool,
     bus: Option<BusConfig>,
     retention: Option<Retention>,
+    local_runs: bool,
 }
 
 impl Server {
@@ -116,6 +117,7 @@ impl Server {
             require_auth: !addr.ip().is_loopback(),
             bus: None,
             retention: None,
+            local_runs: false,
         })
     }
 
@@ -129,6 +131,14 @@ impl Server {
     /// Deletes old finished runs and events as `retention` says (none: nothing is deleted).
     pub fn with_retention(mut self, retention: Option<Retention>) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Runs on this store may be held by local helpers (`dispatch ui` on a
+    /// `.dispatch/`): the dashboard's stop button signals their process
+    /// group like `dispatch stop`, instead of asking a worker to.
+    pub fn with_local_runs(mut self, local: bool) -> Self {
+        self.local_runs = local;
         self
     }
 
@@ -187,6 +197,7 @@ impl Server {
                         .map_err(|e| ServerError::Artifacts(objects::chain(&e)))?,
                 ),
             },
+            ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
@@ -240,7 +251,9 @@ impl Server {
                 stopped(stop_rx.clone()),
             ))
         });
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = api::router(state.clone())
+            .merge(crate::ui::router(state))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
         let trigger = async move {
             shutdown.await;

@@ -37,5 +37,6 @@ pub mod start;
 pub mod stop;
 pub mod telemetry;
 pub mod token;
+pub mod ui;
 pub mod wait;
 pub mod wake;

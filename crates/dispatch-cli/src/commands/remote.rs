@@ -69,6 +69,10 @@ pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResu
         Command::Eval(a) => super::eval::remote::eval(ctx, &remote, a).await,
         Command::Serve(a) => remote.serve(a),
         Command::Wake(a) => remote.wake(a),
+        Command::Ui(_) => Err(CliError::input(format!(
+            "the server at {} serves its own dashboard at {}/ui/ (hint: open that, or unset DISPATCH_HOST for the local one)",
+            remote.base, remote.base
+        ))),
         Command::Build(_)
         | Command::Images(_)
         | Command::Server(_)

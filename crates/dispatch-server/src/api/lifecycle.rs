@@ -117,7 +117,7 @@ pub async fn replay(
 /// under `old`'s stored policy (else the parcel's; never its key or
 /// session): with `old`'s exact brief and payload, or with `payload` in a
 /// new brief.
-pub(super) async fn run_again(
+pub(crate) async fn run_again(
     state: &AppState,
     old: &dispatch_store::Run,
     payload: Option<serde_json::Value>,

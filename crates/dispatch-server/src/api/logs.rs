@@ -66,7 +66,6 @@ pub async fn logs(
         Some("true" | "1" | "")
     );
     let id = resolve(&state, &id).await?;
-    let path = state.layout.log(&id);
     let text_plain = |mut r: Response| {
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -74,14 +73,7 @@ pub async fn logs(
         );
         r
     };
-    let mut tail = LogTail {
-        state,
-        id,
-        path,
-        source: Source::Unknown,
-        offset: 0,
-        done: false,
-    };
+    let mut tail = LogTail::new(state, id);
     if !follow {
         let mut all = Vec::new();
         loop {
@@ -116,7 +108,9 @@ pub async fn logs(
     Ok(text_plain(Body::from_stream(stream).into_response()))
 }
 
-struct LogTail {
+/// A reader of one run's log, from wherever it is: the API and the
+/// dashboard read logs through this.
+pub(crate) struct LogTail {
     state: AppState,
     id: RunId,
     path: PathBuf,
@@ -126,38 +120,77 @@ struct LogTail {
 }
 
 impl LogTail {
-    /// What the log holds past what was read (empty at its end for now).
-    async fn read(&mut self) -> ApiResult<Vec<u8>> {
+    /// A reader at the start of `id`'s log.
+    pub(crate) fn new(state: AppState, id: RunId) -> LogTail {
+        let path = state.layout.log(&id);
+        LogTail {
+            state,
+            id,
+            path,
+            source: Source::Unknown,
+            offset: 0,
+            done: false,
+        }
+    }
+
+    /// Moves to byte `offset`.
+    pub(crate) fn seek(&mut self, offset: u64) {
+        self.offset = offset;
+    }
+
+    /// How many bytes the log holds now.
+    pub(crate) async fn length(&mut self) -> ApiResult<u64> {
+        self.pick_source().await?;
+        Ok(match self.source {
+            Source::Unknown => 0,
+            Source::Local => std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            Source::Stored => self.state.store.log_length(&self.id).await?,
+        })
+    }
+
+    /// Settles where the log is read from, once either place has some.
+    async fn pick_source(&mut self) -> ApiResult<()> {
         if self.source == Source::Unknown {
             if self.state.store.log_length(&self.id).await? > 0 {
                 self.source = Source::Stored;
             } else if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0) {
                 self.source = Source::Local;
-            } else {
-                return Ok(Vec::new());
             }
         }
+        Ok(())
+    }
+
+    /// What the log holds past what was read (empty at its end for now),
+    /// at most `max` bytes.
+    pub(crate) async fn read_at_most(&mut self, max: usize) -> ApiResult<Vec<u8>> {
+        self.pick_source().await?;
         let chunk = match self.source {
-            Source::Local => read_from(&self.path, self.offset),
-            _ => {
+            Source::Unknown => return Ok(Vec::new()),
+            Source::Local => read_from(&self.path, self.offset, max),
+            Source::Stored => {
                 self.state
                     .store
-                    .read_log(&self.id, self.offset, READ)
+                    .read_log(&self.id, self.offset, max)
                     .await?
             }
         };
         self.offset += chunk.len() as u64;
         Ok(chunk)
     }
+
+    /// What the log holds past what was read (empty at its end for now).
+    pub(crate) async fn read(&mut self) -> ApiResult<Vec<u8>> {
+        self.read_at_most(READ).await
+    }
 }
 
 /// What the file holds past `offset` (nothing when it does not exist yet).
-fn read_from(path: &FsPath, offset: u64) -> Vec<u8> {
+fn read_from(path: &FsPath, offset: u64, max: usize) -> Vec<u8> {
     let mut out = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path)
         && f.seek(SeekFrom::Start(offset)).is_ok()
     {
-        let _ = f.by_ref().take(READ as u64).read_to_end(&mut out);
+        let _ = f.by_ref().take(max as u64).read_to_end(&mut out);
     }
     out
 }

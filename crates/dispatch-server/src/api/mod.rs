@@ -35,14 +35,14 @@ mod error;
 mod evals;
 mod graph;
 mod hooks;
-mod lifecycle;
-mod logs;
+pub(crate) mod lifecycle;
+pub(crate) mod logs;
 pub mod openapi;
 mod parcels;
 mod prune;
 pub mod publish;
-mod reliability;
-mod runs;
+pub(crate) mod reliability;
+pub(crate) mod runs;
 mod schemas;
 mod services;
 mod signal;
@@ -90,6 +90,8 @@ pub struct AppState {
     /// Where artifacts are read from: the cluster's shared store
     /// (`--artifacts URL`), else this server's `.dispatch/`.
     pub artifacts: Arc<dispatch_runtime::objects::Objects>,
+    /// The dashboard's settings and keys.
+    pub ui: crate::ui::UiConfig,
 }
 
 impl AppState {

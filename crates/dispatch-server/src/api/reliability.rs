@@ -181,6 +181,13 @@ pub async fn decide(
     )
 )]
 pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let docs = dead_letter_docs(&state).await?;
+    Ok(Json(json!({ "dead_letters": docs })))
+}
+
+/// The dead letters, newest first, each with its run's parcel, operation,
+/// input and status: the API and the dashboard list them through this.
+pub(crate) async fn dead_letter_docs(state: &AppState) -> ApiResult<Vec<Value>> {
     let mut docs = Vec::new();
     for letter in state.store.list_dead_letters().await? {
         let run = state.store.get_run(&letter.run_id).await?;
@@ -192,7 +199,7 @@ pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value
         doc["status"] = json!(run.status());
         docs.push(doc);
     }
-    Ok(Json(json!({ "dead_letters": docs })))
+    Ok(docs)
 }
 
 /// `POST /v1/dead-letters/{id}/replay`: a new run of the same parcel and
@@ -222,7 +229,19 @@ pub async fn replay(
 ) -> ApiResult<Response> {
     let req: ReplayBody = super::runs::optional_body(&body, "replay request")?;
     let id: RunId = resolve(&state, &id).await?;
-    if state.store.dead_letter(&id).await?.is_none() {
+    let run = replay_dead_letter(&state, &id, req.payload).await?;
+    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
+
+/// Replays the dead letter `id` as a new queued run (with `payload` in
+/// place of its input, if given) and notes it replayed it: the API and the
+/// dashboard replay through this.
+pub(crate) async fn replay_dead_letter(
+    state: &AppState,
+    id: &RunId,
+    payload: Option<Value>,
+) -> ApiResult<dispatch_store::Run> {
+    if state.store.dead_letter(id).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::DEAD_LETTER_NOT_FOUND,
@@ -231,11 +250,11 @@ pub async fn replay(
             ),
         ));
     }
-    let old = state.store.get_run(&id).await?;
+    let old = state.store.get_run(id).await?;
     // The same input in a new brief unless `payload` replaces it (like
     // `dispatch dlq replay`), under the original run's stored policy.
-    let payload = req.payload.unwrap_or_else(|| old.payload.clone());
-    let run = &super::lifecycle::run_again(&state, &old, Some(payload)).await?;
+    let payload = payload.unwrap_or_else(|| old.payload.clone());
+    let run = super::lifecycle::run_again(state, &old, Some(payload)).await?;
     state.store.mark_replayed(&old.id, &run.id).await?;
-    Ok((StatusCode::CREATED, Json(run_json(run))).into_response())
+    Ok(run)
 }

@@ -117,7 +117,7 @@ pub(super) fn number<T: std::str::FromStr>(
 }
 
 /// The full id of the one run whose id starts with `arg`.
-pub(super) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
+pub(crate) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
     let prefix = normalize_prefix(arg).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(state.store.resolve_prefix(&prefix).await?)
 }
@@ -159,7 +159,7 @@ pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// Polls the run until it is terminal or `timeout` passes.
-pub(super) async fn wait_for_end(
+pub(crate) async fn wait_for_end(
     state: &AppState,
     id: &RunId,
     timeout: Duration,
@@ -183,7 +183,7 @@ pub(super) async fn wait_for_end(
 }
 
 /// A run as the API shows it: the stored record plus its status.
-pub(super) fn run_json(run: &Run) -> Value {
+pub(crate) fn run_json(run: &Run) -> Value {
     let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
     if let Some(map) = v.as_object_mut() {
         map.insert("status".into(), json!(run.status()));
@@ -261,6 +261,35 @@ pub async fn list(
     let pairs = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    let (runs, next) = list_page(&state, pairs, false).await?;
+    Ok(Json(json!({
+        "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+/// The query parameters `GET /v1/runs` takes.
+pub(crate) const LIST_PARAMS: [&str; 10] = [
+    "status",
+    "parcel",
+    "operation",
+    "parent",
+    "label",
+    "trigger",
+    "created_after",
+    "created_before",
+    "limit",
+    "cursor",
+];
+
+/// One page of runs for the query `pairs` of `GET /v1/runs`, and the cursor
+/// of the next page: the API and the dashboard read runs through this one
+/// function. `summary` leaves out what a table does not show.
+pub(crate) async fn list_page(
+    state: &AppState,
+    pairs: Vec<(String, String)>,
+    summary: bool,
+) -> ApiResult<(Vec<Run>, Option<String>)> {
     if let Some((k, _)) = pairs
         .iter()
         .find(|(k, v)| k.contains('\0') || v.contains('\0'))
@@ -278,23 +307,10 @@ pub async fn list(
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect(),
+        summary,
         ..RunFilter::default()
     };
-    only_known(
-        pairs.iter().map(|(k, _)| k),
-        &[
-            "status",
-            "parcel",
-            "operation",
-            "parent",
-            "label",
-            "trigger",
-            "created_after",
-            "created_before",
-            "limit",
-            "cursor",
-        ],
-    )?;
+    only_known(pairs.iter().map(|(k, _)| k), &LIST_PARAMS)?;
     // Any other parameter given twice: the last one counts.
     let params: HashMap<String, String> = pairs.into_iter().collect();
     if let Some(statuses) = params.get("status").filter(|s| !s.is_empty()) {
@@ -323,7 +339,7 @@ pub async fn list(
     filter.created_after = time(&params, "created_after", now)?;
     filter.created_before = time(&params, "created_before", now)?;
     if let Some(parent) = params.get("parent") {
-        filter.parent_id = Some(resolve(&state, parent).await?);
+        filter.parent_id = Some(resolve(state, parent).await?);
     }
     if let Some(cursor) = params.get("cursor") {
         filter.before =
@@ -339,10 +355,7 @@ pub async fn list(
     let next = (runs.len() == limit)
         .then(|| runs.last().map(|r| r.id.to_string()))
         .flatten();
-    Ok(Json(json!({
-        "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok((runs, next))
 }
 
 /// The time parameter `name`, if given (see [`parse_time`]).

@@ -1,0 +1,47 @@
+//! Approvals waiting across all runs (`GET /v1/approvals`), each with
+//! approve / deny.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::Response;
+use maud::html;
+
+use super::fmt;
+use super::page::{self, Nav};
+use super::run_parts::decide_form;
+use super::session::Session;
+use crate::api::AppState;
+
+/// `GET /ui/approvals`.
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let pending = match state.store.list_approvals(None, true).await {
+        Ok(list) => list,
+        Err(e) => return page::error(axum::http::StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let body = html! {
+        h1 { "Approvals" }
+        @if pending.is_empty() {
+            p.muted { "Nothing is waiting for a decision." }
+        }
+        @for a in &pending {
+            article.approval data-approval=(a.id) aria-label={ "Approval " (a.id) } {
+                p {
+                    strong { (a.id) } " — " (a.summary)
+                }
+                p.muted {
+                    "Run " (fmt::run_link(&a.run_id)) " · attempt " (a.attempt)
+                    " · asked " (fmt::time(a.requested_at))
+                    @if let Some(d) = a.deadline { " · denied automatically " (fmt::time(d)) }
+                }
+                @if let Some(details) = &a.details {
+                    details { summary { "What is asked" } pre { (fmt::json(details)) } }
+                }
+                (decide_form(&a.run_id, a, &session, Some("/ui/approvals")))
+            }
+        }
+    };
+    page::page("Approvals", Nav::Approvals, &session, body)
+}

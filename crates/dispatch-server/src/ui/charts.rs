@@ -1,0 +1,99 @@
+//! Bar charts as server-side SVG, each with a table of its numbers for
+//! screen readers and for copying.
+
+use maud::{Markup, html};
+
+/// A vertical bar chart of `points` (label, value), labelled `title`.
+pub fn columns(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
+    let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
+    let n = points.len().max(1) as f64;
+    let (left, right, top, bottom) = (50.0, 890.0, 10.0, 200.0);
+    let slot = (right - left) / n;
+    let bar = (slot * 0.7).max(1.0);
+    let y = |v: f64| {
+        if max > 0.0 {
+            bottom - (bottom - top) * v / max
+        } else {
+            bottom
+        }
+    };
+    let every = (points.len() / 10).max(1);
+    html! {
+        figure.chart {
+            figcaption { strong { (title) } }
+            svg viewBox="0 0 900 230" role="img" aria-label={ (title) ", " (points.len()) " bars, the largest " (show(max)) } {
+                line x1=(left) x2=(right) y1=(bottom) y2=(bottom) {}
+                text.tick x=(left - 4.0) y=(top + 8.0) text-anchor="end" { (show(max)) }
+                text.tick x=(left - 4.0) y=(bottom) text-anchor="end" { "0" }
+                @for (i, (label, v)) in points.iter().enumerate() {
+                    @let x = left + slot * i as f64 + (slot - bar) / 2.0;
+                    rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", y(*v)))
+                        width=(format!("{bar:.1}")) height=(format!("{:.1}", bottom - y(*v))) {
+                        title { (label) ": " (show(*v)) }
+                    }
+                    @if i % every == 0 {
+                        text.tick x=(format!("{:.1}", x + bar / 2.0)) y=(bottom + 16.0) text-anchor="middle" { (label) }
+                    }
+                }
+            }
+            (numbers(title, points, show))
+        }
+    }
+}
+
+/// A horizontal bar chart of `points` (label, value).
+pub fn rows(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
+    let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
+    let (left, right, row) = (170.0, 800.0, 22.0);
+    let height = row * points.len().max(1) as f64 + 6.0;
+    let w = |v: f64| {
+        if max > 0.0 {
+            ((right - left) * v / max).max(1.0)
+        } else {
+            1.0
+        }
+    };
+    html! {
+        figure.chart {
+            figcaption { strong { (title) } }
+            svg viewBox={ "0 0 900 " (height) } role="img" aria-label={ (title) ", " (points.len()) " bars" } {
+                @for (i, (label, v)) in points.iter().enumerate() {
+                    @let y = row * i as f64 + 4.0;
+                    text x="4" y=(y + 13.0) { (super::fmt::clip(label, 24)) }
+                    rect.bar x=(left) y=(y) width=(format!("{:.1}", w(*v))) height="15" rx="2" {
+                        title { (label) ": " (show(*v)) }
+                    }
+                    text.tick x=(format!("{:.1}", left + w(*v) + 6.0)) y=(y + 12.0) { (show(*v)) }
+                }
+            }
+            (numbers(title, points, show))
+        }
+    }
+}
+
+fn numbers(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
+    html! {
+        details {
+            summary { "Numbers" }
+            table {
+                caption.skip { (title) }
+                tbody { @for (label, v) in points { tr { th scope="row" { (label) } td.num { (show(*v)) } } } }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_has_one_bar_per_point_and_escapes_labels() {
+        let points = vec![("<b>".to_string(), 2.0), ("b".to_string(), 0.0)];
+        let svg = columns("Tokens", &points, |v| v.to_string()).into_string();
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
+        let svg = rows("Runs", &points, |v| v.to_string()).into_string();
+        assert_eq!(svg.matches("<rect").count(), 2);
+    }
+}

@@ -1,0 +1,136 @@
+//! The web dashboard under `/ui`: pages rendered by the server (maud
+//! templates, checked at compile time), a little plain JavaScript for the
+//! live parts, and static assets embedded in the binary.
+//!
+//! It reads and acts only through the functions the `/v1` handlers use
+//! (`api::runs::list_page`, `api::logs::LogTail`, the cancel, replay and
+//! decide handlers themselves), so the two cannot drift apart.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /ui`, `/ui/runs` | runs, filtered, a page at a time, live |
+//! | `GET /ui/runs/{id}` | one run: header, timeline, log, events, tool calls, approvals, artifacts, output, children |
+//! | `GET /ui/approvals` | approvals waiting across runs |
+//! | `GET /ui/dead-letters` | dead letters, with replay |
+//! | `GET /ui/usage` | tokens and cost per parcel and per day, runs by state |
+//! | `GET /ui/live/runs`, `/ui/live/runs/{id}`, `/ui/live/runs/{id}/log` | SSE for the live parts |
+//! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay` | buttons (CSRF-checked) |
+//! | `GET/POST /ui/login`, `POST /ui/logout` | the token form (when the API needs tokens) |
+
+mod actions;
+mod approvals;
+mod assets;
+mod charts;
+mod dead_letters;
+mod fmt;
+mod live;
+mod log;
+mod page;
+mod run;
+mod run_parts;
+mod runs;
+mod session;
+mod timeline;
+mod usage;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::api::AppState;
+
+/// The dashboard's settings and the key its CSRF tokens are made with.
+#[derive(Clone)]
+pub struct UiConfig {
+    /// Runs may be held by local helpers: stop signals their process group.
+    pub local_runs: bool,
+    /// A random key of this process: a CSRF token is a MAC of the session under it.
+    key: Arc<Vec<u8>>,
+}
+
+impl UiConfig {
+    pub fn new(local_runs: bool) -> std::io::Result<UiConfig> {
+        let key = hex::decode(crate::auth::random_hex(32)?).map_err(std::io::Error::other)?;
+        Ok(UiConfig {
+            local_runs,
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl std::fmt::Debug for UiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiConfig")
+            .field("local_runs", &self.local_runs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The dashboard's routes.
+pub fn router(state: AppState) -> Router {
+    let pages = Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/runs") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/runs") }))
+        .route("/ui/runs", get(runs::page))
+        .route("/ui/runs/{id}", get(run::page))
+        .route("/ui/approvals", get(approvals::page))
+        .route("/ui/dead-letters", get(dead_letters::page))
+        .route("/ui/usage", get(usage::page))
+        .route("/ui/live/runs", get(live::runs))
+        .route("/ui/live/runs/{id}", get(live::run))
+        .route("/ui/live/runs/{id}/log", get(log::live))
+        .route("/ui/runs/{id}/stop", post(actions::stop))
+        .route("/ui/runs/{id}/restart", post(actions::restart))
+        .route("/ui/runs/{id}/replay", post(actions::replay))
+        .route(
+            "/ui/runs/{id}/approvals/{approval_id}",
+            post(actions::decide),
+        )
+        .route("/ui/dead-letters/{id}/replay", post(actions::replay_dead))
+        .route("/ui/logout", post(session::logout))
+        .route("/ui/{*rest}", get(page::not_found))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::require,
+        ));
+    Router::new()
+        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/assets/{name}", get(assets::serve))
+        .merge(pages)
+        .layer(middleware::from_fn(headers))
+        .with_state(state)
+}
+
+/// What every dashboard answer carries: no inline script may run, no
+/// framing, no sniffing, no referrer to other sites (the same origin gets
+/// one, so forms carry a real `Origin`); pages are never cached.
+async fn headers(request: Request, next: Next) -> Response {
+    let is_asset = request.uri().path().starts_with("/ui/assets/");
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !is_asset {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

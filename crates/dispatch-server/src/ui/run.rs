@@ -1,0 +1,174 @@
+//! The run page: its header (state and reason, parcel and digest, attempts,
+//! duration, tokens, cost), the timeline, approvals, the live log, tool and
+//! model calls, output, artifacts, child runs and events.
+
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dispatch_core::{Ts, now_ms};
+use dispatch_store::{Approval, Artifact, Attempt, Event, Run};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::page::{self, Nav};
+use super::session::{Session, csrf_field};
+use super::{fmt, log, run_parts, timeline};
+use crate::api::runs::{list_page, resolve};
+use crate::api::{ApiResult, AppState};
+
+/// The most events a page reads (the timeline and the events table).
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Everything the page shows of one run.
+pub struct RunView {
+    pub run: Run,
+    pub attempts: Vec<Attempt>,
+    pub events: Vec<Event>,
+    pub approvals: Vec<Approval>,
+    pub now: Ts,
+}
+
+impl RunView {
+    /// Reads the run `id` (a prefix is enough) through the store functions the API uses.
+    pub async fn load(state: &AppState, id: &str) -> ApiResult<RunView> {
+        let id = resolve(state, id).await?;
+        let run = state.store.get_run(&id).await?;
+        let attempts = state.store.list_attempts(&id).await?;
+        let events = state.store.list_events(&id, 0, MAX_EVENTS).await?;
+        let approvals = state.store.list_approvals(Some(&id), false).await?;
+        Ok(RunView {
+            run,
+            attempts,
+            events,
+            approvals,
+            now: now_ms(),
+        })
+    }
+
+    /// The newest event's seq (0 without events): the live page's cursor.
+    pub fn last_seq(&self) -> i64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RunQuery {
+    log_before: Option<u64>,
+    events_from: Option<usize>,
+}
+
+/// `GET /ui/runs/{id}`.
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    query: Result<Query<RunQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return page::error(StatusCode::BAD_REQUEST, &format!("bad query string: {e}")),
+    };
+    let view = match RunView::load(&state, &id).await {
+        Ok(v) => v,
+        Err(e) => return page::error(e.status, &e.message),
+    };
+    let run = &view.run;
+    let log = match log::window(&state, &run.id, query.log_before).await {
+        Ok(w) => w,
+        Err(e) => return page::error(e.status, &e.message),
+    };
+    let artifacts: Vec<Artifact> = state
+        .store
+        .list_artifacts(&run.id)
+        .await
+        .unwrap_or_default();
+    let children = list_page(
+        &state,
+        vec![
+            ("parent".into(), run.id.to_string()),
+            ("limit".into(), "50".into()),
+        ],
+        true,
+    )
+    .await
+    .map(|(runs, _)| runs)
+    .unwrap_or_default();
+    let live = !run.state.is_terminal();
+    let title = format!("Run {}", run.id.short());
+    let body = html! {
+        div data-live-run=[live.then(|| format!("/ui/live/runs/{}?seq={}&v={}", run.id, view.last_seq(), run.version))] {
+            h1 { span.live-dot title="not live" {} "Run " code { (run.id.short()) } (fmt::copy(run.id.as_str(), "Copy run id")) }
+            div #run-header { (header(&view, &session)) }
+            h2 #timeline-title { "Timeline" }
+            section.timeline #run-timeline aria-labelledby="timeline-title" { (timeline_part(&view)) }
+            div #run-approvals { (run_parts::approvals(&view, &session)) }
+        }
+        h2 #log-title { "Log" }
+        section aria-labelledby="log-title" { (log::section(&run.id, &log, live)) }
+        (run_parts::output(run))
+        (run_parts::tool_calls(&view.events))
+        (run_parts::model_calls(&view.events))
+        (run_parts::artifacts(&artifacts))
+        (run_parts::children(&children, &session, view.now))
+        (run_parts::events(&view.events, query.events_from, &run.id))
+    };
+    (
+        StatusCode::OK,
+        page::page(&title, Nav::Runs, &session, body),
+    )
+        .into_response()
+}
+
+/// The timeline of the view.
+pub fn timeline_part(view: &RunView) -> Markup {
+    let bars = timeline::build(&view.attempts, &view.events, &view.approvals, view.now);
+    timeline::render(&bars)
+}
+
+/// The header: state and reason, the facts, the buttons.
+pub fn header(view: &RunView, session: &Session) -> Markup {
+    let run = &view.run;
+    let digest = &run.parcel_digest;
+    html! {
+        p.reason {
+            (fmt::status(run.status()))
+            @if let Some(reason) = run.state.reason() { " " span { (reason) } }
+            @if run.stop_requested_at.is_some() && !run.state.is_terminal() { " " span.muted { "(stop requested)" } }
+        }
+        dl.facts {
+            div { dt { "Parcel" } dd { (run.parcel_name) " " span.muted { (run.operation.to_string()) } } }
+            div { dt { "Digest" } dd { code title=(digest) { (fmt::clip(digest, 12)) } (fmt::copy(digest, "Copy parcel digest")) } }
+            div { dt { "Attempts" } dd { (run.attempt) } }
+            div { dt { "Created" } dd { (fmt::time(run.created_at)) } }
+            div { dt { "Duration" } dd { (fmt::duration(fmt::run_duration(run, view.now))) } }
+            div { dt { "Tokens" } dd { (fmt::count(run.usage.total_tokens())) span.muted { " (" (fmt::count(run.usage.input_tokens)) " in, " (fmt::count(run.usage.output_tokens)) " out)" } } }
+            div { dt { "Cost" } dd { (fmt::cost(run.usage.cost_usd)) } }
+            @if let Some(code) = run.state.exit_code() { div { dt { "Exit code" } dd { (code) } } }
+            @if let Some(parent) = &run.parent_id { div { dt { "Parent" } dd { (fmt::run_link(parent)) } } }
+            @if let Some(origin) = &run.origin_id { div { dt { "Replay of" } dd { (fmt::run_link(origin)) } } }
+            @if !run.labels.is_empty() { div { dt { "Labels" } dd { (run.labels.join(", ")) } } }
+        }
+        div.actions.run-actions {
+            @if !run.state.is_terminal() {
+                form method="post" action={ "/ui/runs/" (run.id) "/stop" } data-confirm="Stop this run?" {
+                    (csrf_field(session))
+                    button.danger type="submit" #stop { "Stop" }
+                }
+            }
+            form method="post" action={ "/ui/runs/" (run.id) "/restart" }
+                data-confirm="Restart: stop this run if it is going, and run it again for real?" {
+                (csrf_field(session))
+                button type="submit" #restart { "Restart" }
+            }
+            @if run.state.is_terminal() {
+                form method="post" action={ "/ui/runs/" (run.id) "/replay" }
+                    data-confirm="Replay: run the exact parcel, brief and payload again, for real?" {
+                    (csrf_field(session))
+                    button type="submit" #replay { "Replay" }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Where a run's time went: its attempts, steps, model calls, tool calls,
+//! approvals and waits as bars on one time axis, derived from its event
+//! log (a pure function) and drawn as SVG by the server.
+
+use dispatch_core::Ts;
+use dispatch_core::time::human_duration;
+use dispatch_store::{Approval, Attempt, Event};
+use maud::{Markup, html};
+use serde_json::Value;
+
+/// The kinds of bar, each its own color (and named in the legend).
+pub const KINDS: [(&str, &str); 6] = [
+    ("attempt", "attempt"),
+    ("step", "step"),
+    ("model_call", "model call"),
+    ("tool_call", "tool call"),
+    ("approval", "approval"),
+    ("wait", "wait"),
+];
+
+/// One bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bar {
+    /// Which row it is drawn in.
+    pub lane: String,
+    pub kind: &'static str,
+    pub start: Ts,
+    pub end: Ts,
+    /// Still going (its end is "now").
+    pub open: bool,
+    pub label: String,
+}
+
+/// The most rows drawn; later ones are counted, not drawn.
+const MAX_LANES: usize = 40;
+
+/// The bars of a run, from its attempts, events and approvals; `now` ends
+/// whatever is still going.
+pub fn build(attempts: &[Attempt], events: &[Event], approvals: &[Approval], now: Ts) -> Vec<Bar> {
+    let mut bars = Vec::new();
+    for a in attempts {
+        bars.push(Bar {
+            lane: "attempts".into(),
+            kind: "attempt",
+            start: a.started_at,
+            end: a.ended_at.unwrap_or(now),
+            open: a.ended_at.is_none(),
+            label: format!(
+                "attempt {}{}",
+                a.number,
+                a.status.map(|s| format!(" ({s})")).unwrap_or_default()
+            ),
+        });
+    }
+    let attempt_end = |n: u32| {
+        attempts
+            .iter()
+            .find(|a| a.number == n)
+            .and_then(|a| a.ended_at)
+    };
+    let mut open_steps: Vec<(u32, String, Ts)> = Vec::new();
+    let mut wait_from: Option<(Ts, String)> = None;
+    for e in events {
+        let (d, at) = (&e.event.data, e.event.at);
+        let name = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let ms = |k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
+        match e.event.kind.as_str() {
+            "step" => {
+                let step = name("name");
+                let ending = matches!(
+                    d.get("phase").and_then(Value::as_str),
+                    Some("end" | "finish" | "done")
+                );
+                // A new step of the same attempt ends the one before it.
+                if let Some(i) = open_steps
+                    .iter()
+                    .rposition(|(n, s, _)| *n == e.event.attempt && (!ending || *s == step))
+                {
+                    let (n, s, start) = open_steps.remove(i);
+                    bars.push(step_bar(n, s, start, at, false));
+                }
+                if !ending {
+                    open_steps.push((e.event.attempt, step, at));
+                }
+            }
+            "model_call" => {
+                let took = ms("latency_ms");
+                bars.push(Bar {
+                    lane: "model calls".into(),
+                    kind: "model_call",
+                    start: at - took,
+                    end: at,
+                    open: false,
+                    label: format!("{} · {}", name("model"), human_duration(took)),
+                });
+            }
+            "tool_call" => {
+                let took = ms("duration_ms");
+                let ok = d.get("ok").and_then(Value::as_bool).unwrap_or(true);
+                bars.push(Bar {
+                    lane: format!("tool {}", name("name")),
+                    kind: "tool_call",
+                    start: at - took,
+                    end: at,
+                    open: false,
+                    label: format!(
+                        "{}{} · {}",
+                        name("name"),
+                        if ok { "" } else { " (failed)" },
+                        human_duration(took)
+                    ),
+                });
+            }
+            "state" => {
+                let to = d.get("to").and_then(Value::as_str).unwrap_or("");
+                if let Some((from, reason)) = wait_from.take() {
+                    bars.push(wait_bar(from, at, false, reason));
+                }
+                if to == "paused" {
+                    let reason = d.get("reason").and_then(Value::as_str).unwrap_or("paused");
+                    wait_from = Some((at, reason.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (n, s, start) in open_steps {
+        let (end, open) = attempt_end(n).map_or((now, true), |end| (end, false));
+        bars.push(step_bar(n, s, start, end, open));
+    }
+    if let Some((from, reason)) = wait_from {
+        bars.push(wait_bar(from, now, true, reason));
+    }
+    for a in approvals {
+        bars.push(Bar {
+            lane: format!("approval {}", a.id),
+            kind: "approval",
+            start: a.requested_at,
+            end: a.decided_at.unwrap_or(now),
+            open: a.decided_at.is_none(),
+            label: format!("{} · {}", a.id, a.decision.as_deref().unwrap_or("waiting")),
+        });
+    }
+    bars
+}
+
+fn step_bar(attempt: u32, name: String, start: Ts, end: Ts, open: bool) -> Bar {
+    Bar {
+        lane: format!("step {name}"),
+        kind: "step",
+        start,
+        end,
+        open,
+        label: format!("{name} (attempt {attempt})"),
+    }
+}
+
+fn wait_bar(start: Ts, end: Ts, open: bool, reason: String) -> Bar {
+    Bar {
+        lane: "waits".into(),
+        kind: "wait",
+        start,
+        end,
+        open,
+        label: reason,
+    }
+}
+
+/// The bars as an SVG chart with a time axis and a legend.
+pub fn render(bars: &[Bar]) -> Markup {
+    if bars.is_empty() {
+        return html! { p.muted { "Nothing to show yet: the run has not started." } };
+    }
+    let mut lanes: Vec<&str> = Vec::new();
+    for b in bars {
+        if !lanes.contains(&b.lane.as_str()) {
+            lanes.push(&b.lane);
+        }
+    }
+    let hidden = lanes.len().saturating_sub(MAX_LANES);
+    lanes.truncate(MAX_LANES);
+    let t0 = bars.iter().map(|b| b.start).min().unwrap_or(0);
+    let t1 = bars.iter().map(|b| b.end).max().unwrap_or(t0).max(t0 + 1);
+    let (left, right, row, top) = (170.0, 990.0, 22.0, 24.0);
+    let x = |t: Ts| left + (right - left) * ((t - t0) as f64 / (t1 - t0) as f64);
+    let height = top + row * lanes.len() as f64 + 6.0;
+    let ticks: Vec<(f64, String, &str)> = (0..=4)
+        .map(|i| {
+            let t = t0 + (t1 - t0) * i / 4;
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            (x(t), format!("+{}", human_duration(t - t0)), anchor)
+        })
+        .collect();
+    let desc = format!(
+        "{} bars over {} in {} rows",
+        bars.len(),
+        human_duration(t1 - t0),
+        lanes.len()
+    );
+    html! {
+        div.legend aria-hidden="true" {
+            @for (kind, name) in KINDS { span class={ "k-" (kind) } { (name) } }
+        }
+        svg viewBox={ "0 0 1000 " (height) } role="img" aria-label={ "Timeline: " (desc) }
+            data-bars=(bars.len()) {
+            @for (tx, label, anchor) in &ticks {
+                line.axis x1=(tx) x2=(tx) y1="16" y2=(height) {}
+                text.tick x=(tx) y="12" text-anchor=(anchor) { (label) }
+            }
+            @for (i, lane) in lanes.iter().enumerate() {
+                @let y = top + row * i as f64;
+                text x="4" y=(y + 14.0) { (super::fmt::clip(lane, 24)) }
+                @for b in bars.iter().filter(|b| b.lane == *lane) {
+                    @let (bx, bw) = (x(b.start), (x(b.end) - x(b.start)).max(2.0));
+                    rect class={ "bar-" (b.kind) } data-kind=(b.kind) x=(format!("{bx:.1}")) y=(y + 3.0)
+                        width=(format!("{bw:.1}")) height="15" rx="2" {
+                        title { (b.label) " · " (human_duration(b.end - b.start)) @if b.open { " (still going)" } }
+                    }
+                }
+            }
+        }
+        @if hidden > 0 { p.muted { (hidden) " more rows not drawn." } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dispatch_core::NewEvent;
+    use serde_json::json;
+
+    fn event(seq: i64, kind: &str, attempt: u32, at: Ts, data: Value) -> Event {
+        Event {
+            seq,
+            run_id: dispatch_core::RunId::new(),
+            event: NewEvent::new(kind, attempt, at, data),
+        }
+    }
+
+    fn attempt(number: u32, started_at: Ts, ended_at: Option<Ts>) -> Attempt {
+        Attempt {
+            number,
+            started_at,
+            ended_at,
+            status: None,
+            exit_code: None,
+            error: None,
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn attempts_steps_tools_and_waits_become_bars() {
+        let attempts = [attempt(1, 0, Some(100)), attempt(2, 200, None)];
+        let events = [
+            event(1, "step", 1, 10, json!({"name": "plan", "phase": "start"})),
+            event(
+                2,
+                "tool_call",
+                1,
+                60,
+                json!({"name": "search", "duration_ms": 20, "ok": true}),
+            ),
+            event(3, "step", 2, 210, json!({"name": "plan", "phase": "start"})),
+            event(4, "step", 2, 230, json!({"name": "plan", "phase": "end"})),
+            event(
+                5,
+                "state",
+                2,
+                240,
+                json!({"from": "running", "to": "paused", "reason": "approval"}),
+            ),
+            event(
+                6,
+                "state",
+                2,
+                260,
+                json!({"from": "paused", "to": "running"}),
+            ),
+        ];
+        let bars = build(&attempts, &events, &[], 300);
+        let of = |k: &str| bars.iter().filter(|b| b.kind == k).collect::<Vec<_>>();
+        assert_eq!(of("attempt").len(), 2);
+        assert!(of("attempt")[1].open);
+        let tool = of("tool_call")[0];
+        assert_eq!((tool.start, tool.end), (40, 60));
+        let steps = of("step");
+        assert_eq!(steps.len(), 2);
+        // The first attempt's step ends with its attempt.
+        assert!(steps.iter().any(|s| s.start == 10 && s.end == 100));
+        assert!(steps.iter().any(|s| s.start == 210 && s.end == 230));
+        let wait = of("wait")[0];
+        assert_eq!((wait.start, wait.end), (240, 260));
+    }
+
+    #[test]
+    fn labels_are_escaped_in_the_svg() {
+        let bars = [Bar {
+            lane: "tool <script>".into(),
+            kind: "tool_call",
+            start: 0,
+            end: 5,
+            open: false,
+            label: "<script>alert(1)</script>".into(),
+        }];
+        let svg = render(&bars).into_string();
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;"));
+    }
+}

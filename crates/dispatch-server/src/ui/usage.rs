@@ -1,0 +1,146 @@
+//! Usage: tokens and cost per parcel and per day, and runs by state, over
+//! the runs created in the last days (read a page at a time through
+//! `api::runs::list_page`, like `GET /v1/runs`).
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dispatch_core::now_ms;
+use dispatch_core::time::format_rfc3339;
+use dispatch_store::Run;
+use maud::html;
+use serde::Deserialize;
+
+use super::charts;
+use super::fmt;
+use super::page::{self, Nav};
+use super::session::Session;
+use crate::api::runs::list_page;
+use crate::api::{ApiResult, AppState};
+
+/// The most runs the page adds up (the newest).
+const MAX_RUNS: usize = 20_000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    days: Option<u32>,
+}
+
+/// The runs created since `since`, newest first, at most `MAX_RUNS`.
+async fn runs_since(state: &AppState, since: i64) -> ApiResult<(Vec<Run>, bool)> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut pairs = vec![
+            (
+                "created_after".to_string(),
+                format_rfc3339(since).unwrap_or_default(),
+            ),
+            ("limit".to_string(), "1000".to_string()),
+        ];
+        if let Some(c) = &cursor {
+            pairs.push(("cursor".to_string(), c.clone()));
+        }
+        let (runs, next) = list_page(state, pairs, true).await?;
+        all.extend(runs);
+        if all.len() >= MAX_RUNS {
+            all.truncate(MAX_RUNS);
+            return Ok((all, true));
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok((all, false)),
+        }
+    }
+}
+
+fn day_of(ts: i64) -> String {
+    format_rfc3339(ts).map_or_else(|| ts.to_string(), |s| s[..10].to_string())
+}
+
+/// `GET /ui/usage?days=N` (default 14, at most 90).
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Response {
+    let days = match query {
+        Ok(Query(q)) => q.days.unwrap_or(14).clamp(1, 90),
+        Err(e) => return page::error(StatusCode::BAD_REQUEST, &format!("bad query string: {e}")),
+    };
+    let now = now_ms();
+    let since = (now / DAY_MS - i64::from(days) + 1) * DAY_MS;
+    let (runs, capped) = match runs_since(&state, since).await {
+        Ok(r) => r,
+        Err(e) => return page::error(e.status, &e.message),
+    };
+    let mut per_day: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    for d in 0..i64::from(days) {
+        per_day.insert(day_of(since + d * DAY_MS), (0.0, 0.0, 0.0));
+    }
+    let mut per_parcel: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    let mut per_state: BTreeMap<String, f64> = BTreeMap::new();
+    for r in &runs {
+        let (tokens, cost) = (r.usage.total_tokens() as f64, r.usage.cost_usd);
+        for entry in [
+            per_day.entry(day_of(r.created_at)).or_default(),
+            per_parcel.entry(r.parcel_name.clone()).or_default(),
+        ] {
+            entry.0 += tokens;
+            entry.1 += cost;
+            entry.2 += 1.0;
+        }
+        *per_state.entry(r.status().to_string()).or_default() += 1.0;
+    }
+    let series = |m: &BTreeMap<String, (f64, f64, f64)>, pick: fn(&(f64, f64, f64)) -> f64| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), pick(v)))
+            .collect::<Vec<_>>()
+    };
+    let mut parcels: Vec<(String, (f64, f64, f64))> = per_parcel.into_iter().collect();
+    parcels.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(b.1.1.total_cmp(&a.1.1)));
+    let tokens = |v: f64| fmt::count(v as u64);
+    let cost = |v: f64| fmt::cost(v);
+    let body = html! {
+        h1 { "Usage" }
+        form.filters method="get" action="/ui/usage" {
+            div {
+                label for="days" { "Days" }
+                select #days name="days" {
+                    @for d in [1u32, 7, 14, 30, 90] { option value=(d) selected[d == days] { (d) } }
+                }
+            }
+            div.actions { button type="submit" { "Show" } }
+        }
+        p.muted {
+            (runs.len()) " runs created since " (fmt::time(since))
+            @if capped { " (the newest " (MAX_RUNS) " only)" }
+        }
+        div.grid2 {
+            (charts::columns("Tokens per day", &series(&per_day, |v| v.0), tokens))
+            (charts::columns("Cost per day (USD)", &series(&per_day, |v| v.1), cost))
+            (charts::columns("Runs per day", &series(&per_day, |v| v.2), tokens))
+            (charts::rows("Runs by state", &per_state.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), tokens))
+        }
+        h2 #parcels-title { "Per parcel" }
+        div.table-wrap { table #per-parcel aria-labelledby="parcels-title" {
+            thead { tr {
+                th scope="col" { "Parcel" } th scope="col" .num { "Runs" }
+                th scope="col" .num { "Tokens" } th scope="col" .num { "Cost" }
+            } }
+            tbody { @for (name, (t, c, n)) in &parcels { tr {
+                td { a href={ "/ui/runs?parcel=" (super::session::encode(name)) } { (name) } }
+                td.num { (fmt::count(*n as u64)) }
+                td.num { (fmt::count(*t as u64)) }
+                td.num { (fmt::cost(*c)) }
+            } } }
+        } }
+        (charts::rows("Tokens per parcel", &parcels.iter().take(20).map(|(k, v)| (k.clone(), v.0)).collect::<Vec<_>>(), tokens))
+    };
+    page::page("Usage", Nav::Usage, &session, body)
+}
