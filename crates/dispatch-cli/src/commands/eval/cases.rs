@@ -34,6 +34,79 @@ pub struct Expect {
     pub max_duration_ms: Option<u64>,
     /// A model-graded check (see `grade.rs`).
     pub judge: Option<super::grade::JudgeSpec>,
+    /// Checks of a workflow run's messages (sender → receiver, kind).
+    pub messages: Option<MessagesCheck>,
+}
+
+/// One edge of a workflow's messages: `"writer -> analyst"`, optionally
+/// with its kind, `"writer -> analyst VALIDATION"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub text: String,
+    pub from: String,
+    pub to: String,
+    pub kind: Option<String>,
+}
+
+impl Edge {
+    fn parse(text: &str) -> Result<Edge, String> {
+        let bad = || {
+            format!(
+                "expect.messages: `{text}` is not an edge (hint: \"researcher -> analyst\", or with a kind: \"writer -> analyst VALIDATION\")"
+            )
+        };
+        let (from, rest) = text.split_once("->").ok_or_else(bad)?;
+        let mut words = rest.split_whitespace();
+        let to = words.next().ok_or_else(bad)?;
+        let kind = words.next().map(str::to_ascii_uppercase);
+        let from = from.trim();
+        if from.is_empty() || from.contains(char::is_whitespace) || words.next().is_some() {
+            return Err(bad());
+        }
+        if let Some(k) = &kind
+            && !["TASK", "RESULT", "VALIDATION", "ERROR", "CONTROL"].contains(&k.as_str())
+        {
+            return Err(format!(
+                "expect.messages: `{text}`: `{k}` is not a message kind (hint: TASK, RESULT, VALIDATION, ERROR or CONTROL)"
+            ));
+        }
+        Ok(Edge {
+            text: text.trim().to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            kind,
+        })
+    }
+
+    /// Whether a message `(from, to, kind)` is this edge.
+    pub fn matches(&self, m: &(String, String, String)) -> bool {
+        self.from == m.0 && self.to == m.1 && self.kind.as_ref().is_none_or(|k| *k == m.2)
+    }
+}
+
+/// Checks of a workflow run's messages.
+#[derive(Debug, Default)]
+pub struct MessagesCheck {
+    /// Each edge carried at least one message.
+    pub sent: Vec<Edge>,
+    /// No edge of these carried one.
+    pub not_sent: Vec<Edge>,
+    /// Exactly this many messages on each edge.
+    pub count: Vec<(Edge, u64)>,
+    /// At most this many messages in all.
+    pub max: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessages {
+    #[serde(default)]
+    sent: Vec<String>,
+    #[serde(default)]
+    not_sent: Vec<String>,
+    #[serde(default)]
+    count: BTreeMap<String, u64>,
+    max: Option<u64>,
 }
 
 /// A check of the run's output at a JSON path.
@@ -99,6 +172,7 @@ struct RawExpect {
     max_cost_usd: Option<f64>,
     max_duration: Option<Spanned<String>>,
     judge: Option<Spanned<toml::Value>>,
+    messages: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -244,7 +318,38 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
             })
         }
     };
+    let messages = match raw.messages {
+        None => None,
+        Some(m) => {
+            let span = m.span();
+            let parsed: RawMessages = m.into_inner().try_into().map_err(|e: toml::de::Error| {
+                at(
+                    span.clone(),
+                    format!(
+                        "expect.messages: {} (hint: messages = {{ sent = [\"researcher -> analyst\"], not_sent = [\"writer -> __end__ ERROR\"], count = {{ \"writer -> analyst\" = 1 }}, max = 10 }})",
+                        e.message().trim()
+                    ),
+                )
+            })?;
+            let edges = |list: &[String]| -> CliResult<Vec<Edge>> {
+                list.iter()
+                    .map(|t| Edge::parse(t).map_err(|e| at(span.clone(), e)))
+                    .collect()
+            };
+            let mut count = Vec::new();
+            for (t, n) in &parsed.count {
+                count.push((Edge::parse(t).map_err(|e| at(span.clone(), e))?, *n));
+            }
+            Some(MessagesCheck {
+                sent: edges(&parsed.sent)?,
+                not_sent: edges(&parsed.not_sent)?,
+                count,
+                max: parsed.max,
+            })
+        }
+    };
     Ok(Expect {
+        messages,
         judge,
         status: raw.status.map(Spanned::into_inner),
         exit_code: raw.exit_code,
@@ -311,7 +416,7 @@ fn syntax_error(text: &str, shown: &str, e: &toml::de::Error) -> CliError {
         .map(|n| format!(" in case \"{n}\""))
         .unwrap_or_default();
     let hint = if message.starts_with("unknown field") {
-        " (hint: expectations are status, exit_code, output, tools, max_tokens, max_cost_usd, max_duration, judge; see docs/evals.md)"
+        " (hint: expectations are status, exit_code, output, tools, max_tokens, max_cost_usd, max_duration, judge, messages; see docs/evals.md)"
     } else {
         ""
     };

@@ -18,6 +18,8 @@ pub struct Observed<'a> {
     pub duration_ms: u64,
     /// Why it ended, when it did not succeed.
     pub reason: Option<String>,
+    /// A workflow run's messages, in order: sender, receiver, kind.
+    pub messages: Vec<(String, String, String)>,
 }
 
 /// Every expectation `observed` fails, in the order they are written in
@@ -55,6 +57,9 @@ pub fn failures(expect: &Expect, observed: &Observed<'_>) -> Vec<String> {
     }
     if let Some(tools) = &expect.tools {
         out.extend(tool_failures(tools, &observed.tool_calls));
+    }
+    if let Some(m) = &expect.messages {
+        out.extend(message_failures(m, &observed.messages));
     }
     if let Some(max) = expect.max_tokens
         && observed.tokens > max
@@ -227,4 +232,59 @@ pub fn short(s: &str) -> String {
     }
     let cut: String = one.chars().take(117).collect();
     format!("{cut}...")
+}
+
+/// What `expect.messages` finds wrong with a workflow's messages.
+fn message_failures(
+    check: &super::cases::MessagesCheck,
+    messages: &[(String, String, String)],
+) -> Vec<String> {
+    let on = |e: &super::cases::Edge| messages.iter().filter(|m| e.matches(m)).count() as u64;
+    let seen = || {
+        if messages.is_empty() {
+            return "no messages".to_string();
+        }
+        let all: Vec<String> = messages
+            .iter()
+            .map(|(f, t, k)| format!("{f} -> {t} {k}"))
+            .collect();
+        short(&all.join(", "))
+    };
+    let mut out = Vec::new();
+    for e in &check.sent {
+        if on(e) == 0 {
+            out.push(format!(
+                "expect.messages: no message `{}` (the run sent: {})",
+                e.text,
+                seen()
+            ));
+        }
+    }
+    for e in &check.not_sent {
+        let n = on(e);
+        if n > 0 {
+            out.push(format!(
+                "expect.messages: `{}` was sent {n} time(s), wanted never",
+                e.text
+            ));
+        }
+    }
+    for (e, want) in &check.count {
+        let n = on(e);
+        if n != *want {
+            out.push(format!(
+                "expect.messages: `{}` was sent {n} time(s), wanted {want}",
+                e.text
+            ));
+        }
+    }
+    if let Some(max) = check.max
+        && messages.len() as u64 > max
+    {
+        out.push(format!(
+            "expect.messages: {} messages, wanted at most {max}",
+            messages.len()
+        ));
+    }
+    out
 }

@@ -126,12 +126,40 @@ async fn judge(
     repeat: u32,
     run: &Run,
 ) -> CliResult<Outcome> {
-    let tool_calls = if case.expect.tools.is_some() {
-        tool_calls(store, run).await?
+    let trail = if case.expect.tools.is_some() || case.expect.messages.is_some() {
+        trail(store, run).await?
     } else {
-        Vec::new()
+        Trail::default()
     };
-    Ok(outcome(plan, case, repeat, run, tool_calls).await)
+    Ok(outcome(plan, case, repeat, run, trail).await)
+}
+
+/// What a run's events say it did, for the checks that read them.
+#[derive(Default)]
+pub(super) struct Trail {
+    /// Each `tool_call` event's tool name and arguments, in order.
+    pub tool_calls: Vec<(String, Value)>,
+    /// A workflow's messages (its `message` events): sender, receiver, kind.
+    pub messages: Vec<(String, String, String)>,
+}
+
+impl Trail {
+    /// Adds what one stored event (as JSON: `type`, `data`) says.
+    pub(super) fn add(&mut self, kind: &str, d: &Value) {
+        match kind {
+            "tool_call" => {
+                let name = d["name"].as_str().unwrap_or_default().to_string();
+                let input = d.get("input").cloned().unwrap_or(Value::Null);
+                self.tool_calls.push((name, input));
+            }
+            // The coordinator's record of a message names its sender.
+            "message" if d.get("from").is_some() => {
+                let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+                self.messages.push((s("from"), s("to"), s("kind")));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The outcome of a finished run of `case`, given its tool calls (each
@@ -141,7 +169,7 @@ pub(super) async fn outcome(
     case: &Case,
     repeat: u32,
     run: &Run,
-    tool_calls: Vec<(String, Value)>,
+    trail: Trail,
 ) -> Outcome {
     let st = &run.state;
     let end = st.ended_at().unwrap_or(run.updated_at);
@@ -151,7 +179,8 @@ pub(super) async fn outcome(
         status: run.status().to_string(),
         exit_code: st.exit_code(),
         output: run.output.as_ref(),
-        tool_calls,
+        tool_calls: trail.tool_calls,
+        messages: trail.messages,
         tokens: u.total_tokens(),
         cost_usd: u.cost_usd,
         duration_ms,
@@ -218,19 +247,16 @@ pub(super) async fn outcome(
     }
 }
 
-/// The run's `tool_call` events: each tool's name and arguments.
-async fn tool_calls(store: &SqliteStore, run: &Run) -> CliResult<Vec<(String, Value)>> {
-    let mut out = Vec::new();
+/// The run's `tool_call` and `message` events.
+async fn trail(store: &SqliteStore, run: &Run) -> CliResult<Trail> {
+    let mut out = Trail::default();
     let mut after = 0;
     loop {
         let page = store.list_events(&run.id, after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        for e in page.iter().filter(|e| e.event.kind == "tool_call") {
-            let d = &e.event.data;
-            let name = d["name"].as_str().unwrap_or_default().to_string();
-            let input = d.get("input").cloned().unwrap_or(Value::Null);
-            out.push((name, input));
+        for e in &page {
+            out.add(&e.event.kind, &e.event.data);
         }
     }
     Ok(out)

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use dispatch_store::Run;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::execute::{self, Outcome, Plan};
 use super::{EvalArgs, Prepared, announce, conclude, keep, prepare, print_report, report};
@@ -123,12 +123,13 @@ async fn run_all(
                 still.push((i, r, run));
                 continue;
             }
-            let calls = if cases[i].expect.tools.is_some() {
-                tool_calls(remote, &run)?
+            let expect = &cases[i].expect;
+            let trail = if expect.tools.is_some() || expect.messages.is_some() {
+                trail(remote, &run)?
             } else {
-                Vec::new()
+                execute::Trail::default()
             };
-            let outcome = execute::outcome(plan, &cases[i], r, &run, calls).await;
+            let outcome = execute::outcome(plan, &cases[i], r, &run, trail).await;
             execute::progress(done.len() + 1, total, &outcome);
             done.push((i, r, outcome));
         }
@@ -141,9 +142,9 @@ async fn run_all(
     Ok(done.into_iter().map(|(_, _, o)| o).collect())
 }
 
-/// The run's `tool_call` events, paged from the server.
-fn tool_calls(remote: &Remote, run: &Run) -> CliResult<Vec<(String, Value)>> {
-    let mut out = Vec::new();
+/// The run's `tool_call` and `message` events, paged from the server.
+fn trail(remote: &Remote, run: &Run) -> CliResult<execute::Trail> {
+    let mut out = execute::Trail::default();
     let mut after = 0;
     loop {
         let page = remote.json(
@@ -154,10 +155,8 @@ fn tool_calls(remote: &Remote, run: &Run) -> CliResult<Vec<(String, Value)>> {
         let events = page["events"].as_array().cloned().unwrap_or_default();
         let Some(last) = events.last() else { break };
         after = last["seq"].as_i64().unwrap_or(i64::MAX);
-        for e in events.iter().filter(|e| e["type"] == "tool_call") {
-            let d = &e["data"];
-            let name = d["name"].as_str().unwrap_or_default().to_string();
-            out.push((name, d.get("input").cloned().unwrap_or(Value::Null)));
+        for e in &events {
+            out.add(e["type"].as_str().unwrap_or_default(), &e["data"]);
         }
     }
     Ok(out)
