@@ -35,21 +35,12 @@ impl Mock {
         Mock { server, rt }
     }
 
-    /// Stops the server: nothing answers on its port any more.
+    /// Stops the server: its runtime is shut down, so nothing of the mock
+    /// answers any more. (Whether the port is free is not checked: under a
+    /// loaded test suite another test's listener may get the same port.)
     fn stop(self) {
-        let url = self.server.base_url();
         drop(self.server);
         self.rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        let addr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .expect("host:port")
-            .to_string();
-        assert!(
-            std::net::TcpStream::connect(&addr).is_err(),
-            "the mock still answers on {addr}"
-        );
     }
 }
 

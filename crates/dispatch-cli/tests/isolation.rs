@@ -207,7 +207,7 @@ fn an_agent_sees_only_declared_variables_and_secrets_are_masked() {
          echo \"declared=${DECLARED:-unset} passed=${PASSED_VAR:-unset}\"\n\
          echo \"secret-len=${#MY_TOKEN}\"\n\
          echo \"home=$HOME tmp=$TMPDIR\"\n\
-         echo \"{\\\"type\\\":\\\"message\\\",\\\"text\\\":\\\"token $MY_TOKEN\\\"}\" >> \"$DISPATCH_EVENTS\"\n\
+         echo \"{\\\"type\\\":\\\"message\\\",\\\"to\\\":\\\"auditor\\\",\\\"text\\\":\\\"token $MY_TOKEN\\\"}\" >> \"$DISPATCH_EVENTS\"\n\
          printf '{\"token\":\"%s\"}' \"$MY_TOKEN\" > \"$DISPATCH_OUTPUT\"\n\
          echo x > \"$DISPATCH_ARTIFACTS/report-$MY_TOKEN.txt\"\n",
         "ENV DECLARED=yes\nSECRET MY_TOKEN\nENV_PASSTHROUGH PASSED_VAR\n",
