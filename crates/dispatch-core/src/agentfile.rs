@@ -23,6 +23,7 @@ use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requi
 use crate::state::Operation;
 
 mod checks;
+mod directives;
 mod env_passthrough;
 mod eval;
 mod isolation;
@@ -31,6 +32,8 @@ mod limits;
 mod model;
 mod tool;
 mod workflow;
+
+pub use directives::DIRECTIVES;
 
 pub use eval::EVAL_DIR;
 pub use model::check_base_url;
@@ -119,61 +122,6 @@ pub struct Agentfile {
     /// The line of each workflow member's `AGENT` (`FROM workflow`).
     pub member_lines: BTreeMap<String, usize>,
 }
-
-/// Every directive: its name, what it expects, and an example line.
-#[rustfmt::skip]
-pub const DIRECTIVES: &[(&str, &str, &str)] = &[
-    ("FROM", "a courier (`process`, `agent`, `noop`, `image <ref>`)", "FROM process"),
-    ("NAME", "a name", "NAME my-agent"),
-    ("VERSION", "a version", "VERSION 1.0.0"),
-    ("LABEL", "key=value pairs", "LABEL team=research"),
-    ("ENTRYPOINT", "`job`, `heartbeat` or `chat`", "ENTRYPOINT job"),
-    ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
-    ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
-    ("SECRET", "secret names", "SECRET OPENAI_API_KEY"),
-    ("ENV_PASSTHROUGH", "names of variables to pass on from the environment",
-        "ENV_PASSTHROUGH HTTPS_PROXY NO_PROXY"),
-    ("COPY", "a source and an optional destination", "COPY agent.sh bin/"),
-    ("IDENTITY", "a file or text", "IDENTITY identity.md"),
-    ("SOUL", "a file or text", "SOUL soul.md"),
-    ("SKILL", "one or more files", "SKILL skills/review.md"),
-    ("PROMPT", "a file or text", "PROMPT prompts/task.md"),
-    ("TIMEOUT", "[RUN|STEP|LLM] and a duration", "TIMEOUT RUN 30m"),
-    ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
-        "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n>, or TOOL_OUTPUT <size>",
-        "LIMIT COST 2.50 SOFT"),
-    ("TOOL", "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
-        "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json"),
-    ("MODEL", "a model name and optional PROVIDER, BASE_URL, KEY",
-        "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY"),
-    ("FALLBACK", "a model name and optional PROVIDER, BASE_URL, KEY",
-        "FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY"),
-    ("PRICE", "a model and its INPUT and OUTPUT prices in USD per million tokens",
-        "PRICE llama3.2 INPUT 0.10 OUTPUT 0.20"),
-    ("REQUIRES", "a name and a URL", "REQUIRES REDIS_URL redis://localhost:6379"),
-    ("SCHEDULE", "a cron expression", "SCHEDULE \"0 */5 * * * *\""),
-    ("LISTEN", "an address with a port", "LISTEN 127.0.0.1:8080"),
-    ("LISTEN_PATH", "a path starting with `/`", "LISTEN_PATH /hook"),
-    ("LISTEN_METHOD", "HTTP methods", "LISTEN_METHOD POST"),
-    ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
-    ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
-    ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
-    ("RESOURCES", "CPUS <n>, MEMORY <size>, PIDS <n>, DISK <size> (any of them)",
-        "RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G"),
-    ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
-    ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
-    ("EVAL", "one or more case files for `dispatch eval`", "EVAL evals/smoke.toml"),
-    ("AGENT", "a member's name and a directory or built parcel", "AGENT writer ./writer"),
-    ("COORDINATOR", "`workflow`, `chain` or `fan_out`", "COORDINATOR workflow"),
-    ("ROUTE", "`from -> to, …` and an optional `ON ERROR`", "ROUTE researcher -> writer"),
-    ("AGENTS", "member names in order", "AGENTS extractor transformer"),
-    ("AGGREGATE", "`merge_all`, `first` or `vote`", "AGGREGATE merge_all"),
-    ("CONCURRENCY", "KEY <payload.path or label.NAME> MAX <n> and an optional STRATEGY queue|cancel-in-progress|drop",
-        "CONCURRENCY KEY payload.customer_id MAX 2"),
-    ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",
-        "RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min"),
-];
 
 /// Directives that may appear only once.
 #[rustfmt::skip]
