@@ -227,9 +227,26 @@ fn every_kind_of_expectation_passes_and_fails_on_real_runs() {
     assert!(msg("equals bad").contains(r#"wanted "refund", got "other""#));
     assert!(msg("args bad").contains(r#"{"order_id":"777"}"#));
     assert!(msg("status bad").contains("exited with code 3"));
-    // The eval's runs are listed by their label.
+    // The eval's runs are listed by their label: the 26 cases and the
+    // eval's own run, their parent.
     let listed = d.ok(&["ps", "-a", "-q", "--filter", "label=eval"]);
-    assert_eq!(listed.lines().count(), 26);
+    assert_eq!(listed.lines().count(), 27);
+    let eval_id = r["eval"].as_str().expect("eval id");
+    let children = d.ok(&["ps", "-a", "-q", "--no-trunc", "--parent", eval_id]);
+    assert_eq!(children.lines().count(), 26, "{children}");
+    for o in results {
+        assert!(children.contains(o["run_id"].as_str().expect("id")));
+    }
+    let group = d.inspect(eval_id);
+    assert_eq!(group["status"], "failed", "{group}");
+    assert_eq!(group["trigger"], "eval", "{group}");
+    let reason = group["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("13 of 26 case run(s) failed: "),
+        "{reason}"
+    );
+    assert_eq!(group["output"]["summary"]["passed"], 13, "{group}");
+    assert_eq!(group["usage"]["input_tokens"], 2600, "{group}");
 }
 
 #[test]

@@ -441,8 +441,10 @@ impl RunState {
             (RunState::Suspended { .. }, Transition::Wake { at }) => RunState::Queued {
                 not_before: Some(*at),
             },
+            // A created run never claimed ends with a verdict too: the run
+            // of an eval on a cluster, held by its client, not by a worker.
             (
-                RunState::Running { .. } | RunState::Paused { .. },
+                RunState::Created {} | RunState::Running { .. } | RunState::Paused { .. },
                 Transition::Exited { code, at },
             ) => {
                 if *code == 0 {

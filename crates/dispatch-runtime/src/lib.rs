@@ -13,6 +13,7 @@ pub mod concurrency;
 pub mod container;
 mod error;
 mod follow;
+pub mod group;
 pub mod handoff;
 pub mod helper;
 pub mod launch;

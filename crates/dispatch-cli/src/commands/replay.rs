@@ -70,6 +70,7 @@ async fn check_mcp_drift(
 pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
     let store = ctx.store()?;
     let old = find_run(&store, &ctx.layout, &args.run).await?;
+    crate::commands::eval::refuse_rerun(&old, "replay")?;
     if !args.allow_side_effects {
         return Err(CliError::input(format!(
             "refusing to replay run {}: the agent runs again for real and may repeat its side effects (hint: add --allow-side-effects)",

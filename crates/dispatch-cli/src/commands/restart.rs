@@ -18,6 +18,7 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
     let store = ctx.store()?;
     for arg in &args.ids.ids {
         let old = find_run(&store, &ctx.layout, arg).await?;
+        crate::commands::eval::refuse_rerun(&old, "restart")?;
         if !old.state.is_terminal() {
             let grace = args.grace();
             dispatch_runtime::stop::stop(&store, &ctx.layout, &old.id, grace, args.force).await?;

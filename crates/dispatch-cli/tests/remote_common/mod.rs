@@ -143,19 +143,23 @@ impl Client {
     }
 
     pub fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        let mut command = self.command();
         if let Some(token) = token {
             command.env("DISPATCH_TOKEN", token);
         }
+        command.args(args).output().expect("dispatch runs")
+    }
+
+    /// `dispatch` pointed at the server, with no arguments yet.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
         command
-            .args(args)
             .env("DISPATCH_HOST", &self.host)
             .env("DISPATCH_ROOT", self.dir.path().join(".dispatch"))
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("dispatch runs")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs `dispatch <args>`, asserts success, returns trimmed stdout.

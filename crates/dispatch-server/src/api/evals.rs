@@ -84,8 +84,34 @@ pub async fn create(
             format!("eval {} is kept already; the first report stays", record.id),
         ));
     }
+    end_eval_run(&state, &record).await?;
     Ok((StatusCode::CREATED, Json(json!({"eval": record.id}))))
 }
+
+/// The eval's run (`dispatch eval --host` creates it `created`, labeled
+/// `eval-run`, with the eval's id) ends with the report's verdict: its
+/// output the summary, its usage the cases' together. A report of an eval
+/// with no such run (an older client) is only kept.
+async fn end_eval_run(state: &AppState, record: &EvalRecord) -> ApiResult<()> {
+    let Ok(id) = record.id.parse::<dispatch_core::RunId>() else {
+        return Ok(());
+    };
+    let mut run = match state.store.get_run(&id).await {
+        Ok(run) => run,
+        Err(dispatch_store::StoreError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if run.state.is_terminal() || !run.labels.iter().any(|l| l == EVAL_RUN_LABEL) {
+        return Ok(());
+    }
+    let (end, output) = dispatch_runtime::group::eval_end(&record.report);
+    let used = dispatch_runtime::group::eval_usage(&record.report);
+    dispatch_runtime::group::close(&*state.store, &mut run, end, Some(output), used).await?;
+    Ok(())
+}
+
+/// The label of an eval's own run (see `dispatch eval`).
+const EVAL_RUN_LABEL: &str = "eval-run";
 
 /// One eval's report, by id or a unique prefix of it.
 #[utoipa::path(

@@ -1,9 +1,15 @@
 //! Runs the cases: each repeat of each case is a real run, created and
 //! started the way `dispatch run --detach` does it (the parcel's brief,
-//! policy and helper), labeled `eval` and `eval=<id>`, at most `jobs` at once.
+//! policy and helper), labeled `eval` and `eval=<id>`, a child of the eval's
+//! run (see [`dispatch_runtime::group`]), at most `jobs` at once.
+//!
+//! `dispatch stop <eval run>` or Ctrl-C stops the eval: its live cases are
+//! stopped, the ones not started are reported `not run`.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use dispatch_core::parcel::Parcel;
 use dispatch_runtime::launch::LaunchRequest;
@@ -20,6 +26,12 @@ use crate::ctx::Ctx;
 use crate::error::CliResult;
 
 const POLL: Duration = Duration::from_millis(10);
+/// How often the eval's run is read for a stop request.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+/// The grace period a stopped eval gives its live cases.
+const CASE_GRACE: Duration = Duration::from_secs(5);
+/// Status of a case the eval was stopped before it ran.
+pub const NOT_RUN: &str = "not_run";
 
 /// One finished run of one case.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -53,6 +65,45 @@ pub struct Plan<'a> {
     pub repeat: u32,
     /// The options every run is dispatched with (policy overrides).
     pub options: SubmitOptions,
+    /// The eval's run: the parent of every case's run.
+    pub group: Option<dispatch_core::RunId>,
+}
+
+/// Every outcome, in case order, and why the eval stopped early (if it did).
+pub struct Finished {
+    pub results: Vec<Outcome>,
+    pub stopped: Option<String>,
+}
+
+/// Set on Ctrl-C: the eval stops its cases instead of leaving them running.
+pub(super) fn watch_interrupt() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    flag
+}
+
+/// The outcome of a case the eval was stopped before it ran.
+pub(super) fn not_run(case: &Case, repeat: u32, why: &str) -> Outcome {
+    Outcome {
+        case: case.name.clone(),
+        repeat,
+        run_id: String::new(),
+        passed: false,
+        failures: vec![format!("not run: {why}")],
+        status: NOT_RUN.to_string(),
+        exit_code: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        tokens: 0,
+        cost_usd: 0.0,
+        duration_ms: 0,
+        judge: None,
+    }
 }
 
 /// Runs every repeat of every case; returns the outcomes in case order.
@@ -61,14 +112,31 @@ pub async fn run_all(
     store: &SqliteStore,
     plan: &Plan<'_>,
     cases: &[Case],
-) -> CliResult<Vec<Outcome>> {
+) -> CliResult<Finished> {
     let mut todo: VecDeque<(usize, u32)> = (1..=plan.repeat)
         .flat_map(|r| (0..cases.len()).map(move |i| (i, r)))
         .collect();
     let total = todo.len();
     let mut live: Vec<(usize, u32, Run)> = Vec::new();
     let mut done: Vec<(usize, u32, Outcome)> = Vec::new();
+    let interrupted = watch_interrupt();
+    let mut checked = Instant::now();
+    let mut stopped = None;
     while !todo.is_empty() || !live.is_empty() {
+        if stopped.is_none() && checked.elapsed() >= STOP_CHECK {
+            checked = Instant::now();
+            stopped = stop_reason(store, plan, &interrupted).await?;
+            if let Some(why) = &stopped {
+                eprintln!(
+                    "eval stopping: {why}; stopping {} live case run(s)",
+                    live.len()
+                );
+                for (i, r) in todo.drain(..) {
+                    done.push((i, r, not_run(&cases[i], r, why)));
+                }
+                stop_live(ctx, store, &live).await;
+            }
+        }
         while live.len() < plan.jobs.max(1) {
             let Some((i, r)) = todo.pop_front() else {
                 break;
@@ -93,7 +161,46 @@ pub async fn run_all(
         }
     }
     done.sort_by_key(|(i, r, _)| (*i, *r));
-    Ok(done.into_iter().map(|(_, _, o)| o).collect())
+    Ok(Finished {
+        results: done.into_iter().map(|(_, _, o)| o).collect(),
+        stopped,
+    })
+}
+
+/// Why the eval must stop now, if it must: a stop request on its run, or
+/// Ctrl-C.
+async fn stop_reason(
+    store: &SqliteStore,
+    plan: &Plan<'_>,
+    interrupted: &AtomicBool,
+) -> CliResult<Option<String>> {
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(Some("interrupted (Ctrl-C)".to_string()));
+    }
+    if let Some(group) = &plan.group
+        && store.get_run(group).await?.stop_requested_at.is_some()
+    {
+        return Ok(Some("the eval's run was stopped".to_string()));
+    }
+    Ok(None)
+}
+
+/// Stops every live case's run at once (each with [`CASE_GRACE`]).
+async fn stop_live(ctx: &Ctx, store: &SqliteStore, live: &[(usize, u32, Run)]) {
+    let stops = live.iter().map(|(_, _, run)| {
+        dispatch_runtime::stop::stop(store, &ctx.layout, &run.id, CASE_GRACE, false)
+    });
+    for (result, (_, _, run)) in futures_util::future::join_all(stops)
+        .await
+        .into_iter()
+        .zip(live)
+    {
+        if let Err(e) = result
+            && !matches!(e, dispatch_runtime::RuntimeError::AlreadyFinished { .. })
+        {
+            eprintln!("warning: could not stop case run {}: {e}", run.id);
+        }
+    }
 }
 
 /// Creates the case's run (labeled) and spawns its helper.
@@ -102,7 +209,7 @@ async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> 
         source: plan.parcel.digest.clone(),
         operation: None,
         payload: case.payload.clone(),
-        parent_id: None,
+        parent_id: plan.group.clone(),
         origin_id: None,
     };
     let (mut new, extras, _) = submit::prepare(&ctx.layout, &req, &plan.options)?.into_parts();

@@ -92,8 +92,10 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         &prep.parcel,
         judged,
     )?;
-    let eval_id = dispatch_core::RunId::new().to_string();
     let store = ctx.store()?;
+    let mut group =
+        dispatch_runtime::group::open(&store, &ctx.layout, group_opening(&prep, args)).await?;
+    let eval_id = group.id.to_string();
     announce(&eval_id, args, &prep, "");
     let plan = execute::Plan {
         eval_id: &eval_id,
@@ -101,11 +103,57 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         jobs: args.jobs,
         repeat: args.repeat,
         options: Default::default(),
+        group: Some(group.id.clone()),
     };
-    let results = execute::run_all(ctx, &store, &plan, &prep.cases).await?;
-    let report = conclude(eval_id, &prep, results, baseline);
+    let finished = match execute::run_all(ctx, &store, &plan, &prep.cases).await {
+        Ok(f) => f,
+        Err(e) => {
+            let end = dispatch_runtime::group::End::Failed(format!("the eval broke off: {e}"));
+            let _ =
+                dispatch_runtime::group::close(&store, &mut group, end, None, Default::default())
+                    .await;
+            return Err(e);
+        }
+    };
+    let mut report = conclude(eval_id, &prep, finished.results, baseline);
+    report.stopped = finished.stopped;
+    let json = serde_json::to_value(&report).expect("a report is plain data");
+    let (end, output) = dispatch_runtime::group::eval_end(&json);
+    let used = dispatch_runtime::group::eval_usage(&json);
+    dispatch_runtime::group::close(&store, &mut group, end, Some(output), used).await?;
     keep(ctx, &report);
     Ok(print_report(args, &report))
+}
+
+/// The eval's run: a group run of the agent's parcel whose children are
+/// the cases' runs; its payload says what the eval runs.
+pub(crate) fn group_opening<'a>(
+    prep: &'a Prepared,
+    args: &EvalArgs,
+) -> dispatch_runtime::group::Opening<'a> {
+    let names: Vec<&str> = prep.cases.iter().map(|c| c.name.as_str()).collect();
+    dispatch_runtime::group::Opening {
+        parcel: &prep.parcel,
+        payload: serde_json::json!({"eval": {"cases": names, "repeat": args.repeat, "jobs": args.jobs}}),
+        trigger: dispatch_core::Trigger::Eval,
+        labels: vec!["eval".to_string(), EVAL_RUN_LABEL.to_string()],
+    }
+}
+
+/// The label of an eval's own run (its cases carry `eval=<its id>`).
+pub const EVAL_RUN_LABEL: &str = "eval-run";
+
+/// `restart` and `replay` refuse an eval's run: it starts no program, so
+/// there is nothing to run again but the eval itself.
+pub(crate) fn refuse_rerun(run: &dispatch_store::Run, what: &str) -> CliResult<()> {
+    if run.labels.iter().any(|l| l == EVAL_RUN_LABEL) {
+        return Err(CliError::input(format!(
+            "cannot {what} run {}: it is an eval's run, which runs no program of its own (hint: run `dispatch eval {}` again)",
+            run.id.short(),
+            run.parcel_name
+        )));
+    }
+    Ok(())
 }
 
 /// What an eval checked before any run: its limits, parcel and cases.
@@ -189,6 +237,7 @@ fn conclude(
         created_at: now_ms(),
         results,
         summary,
+        stopped: None,
         baseline: comparison,
     }
 }

@@ -5,9 +5,17 @@
 //! the earlier eval from the server: an eval id, else the newest eval of a
 //! parcel digest. The runs carry no `eval` label there (a cluster's labels
 //! are what a worker must offer to claim a run); the report names each run.
+//!
+//! The eval's run groups the cases as their parent: on a cluster it is a
+//! `created` run (never queued, so no worker claims it), held by this
+//! client; the server ends it when the report arrives (`succeeded`, or
+//! `failed` with the failing cases), and `dispatch stop --host` of it
+//! cancels it, which stops the eval. A client that dies leaves it
+//! `created`; `dispatch rm` removes it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use dispatch_store::Run;
 use serde_json::json;
@@ -19,6 +27,8 @@ use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
 const POLL: Duration = Duration::from_millis(25);
+/// How often the eval's run is read for a stop.
+const STOP_CHECK: Duration = Duration::from_millis(250);
 
 pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArgs) -> CliResult {
     if args.record.is_some() || args.replay.is_some() {
@@ -43,7 +53,8 @@ pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArg
             prep.parcel.manifest.name, prep.parcel.digest
         );
     }
-    let eval_id = dispatch_core::RunId::new().to_string();
+    let group = open_group(remote, &prep, args, &digest)?;
+    let eval_id = group.id.to_string();
     announce(&eval_id, args, &prep, &format!(", on {}", remote.base()));
     let plan = Plan {
         eval_id: &eval_id,
@@ -51,9 +62,18 @@ pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArg
         jobs: args.jobs,
         repeat: args.repeat,
         options: Default::default(),
+        group: Some(group.id.clone()),
     };
-    let results = run_all(remote, &plan, &prep, &digest).await?;
-    let mut report = conclude(eval_id, &prep, results, baseline);
+    let finished = match run_all(remote, &plan, &prep, &digest).await {
+        Ok(f) => f,
+        Err(e) => {
+            // Nobody will end the eval's run now: cancel it, saying why.
+            let _ = remote.json("POST", &format!("/v1/runs/{eval_id}/cancel"), None);
+            return Err(e);
+        }
+    };
+    let mut report = conclude(eval_id, &prep, finished.results, baseline);
+    report.stopped = finished.stopped;
     report.parcel = digest;
     keep(ctx, &report);
     let body = serde_json::to_value(&report)
@@ -91,13 +111,47 @@ fn baseline_of(remote: &Remote, id: &str) -> CliResult<report::Report> {
     })
 }
 
+/// Creates the eval's run on the server: `created`, so never claimed.
+fn open_group(remote: &Remote, prep: &Prepared, args: &EvalArgs, digest: &str) -> CliResult<Run> {
+    let opening = super::group_opening(prep, args);
+    let mut request = json!({
+        "parcel": digest,
+        "payload": opening.payload,
+        "start": false,
+        "labels": opening.labels,
+    });
+    if prep.parcel.manifest.concurrency.is_some() {
+        // Its payload has no CONCURRENCY KEY path: a key of its own.
+        request["concurrency_key"] = json!(format!("eval-run-{}", dispatch_core::RunId::new()));
+    }
+    parse_run(remote.json("POST", "/v1/runs", Some(&request))?)
+}
+
+/// Why the eval must stop now, if it must: its run ended (cancelled by
+/// `dispatch stop --host`), or Ctrl-C.
+fn stop_reason(
+    remote: &Remote,
+    plan: &Plan<'_>,
+    interrupted: &AtomicBool,
+) -> CliResult<Option<String>> {
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(Some("interrupted (Ctrl-C)".to_string()));
+    }
+    if let Some(group) = &plan.group
+        && remote.get_run(group.as_str())?.state.is_terminal()
+    {
+        return Ok(Some("the eval's run was stopped".to_string()));
+    }
+    Ok(None)
+}
+
 /// Every repeat of every case as a run on the cluster, at most `jobs` at once.
 async fn run_all(
     remote: &Remote,
     plan: &Plan<'_>,
     prep: &Prepared,
     digest: &str,
-) -> CliResult<Vec<Outcome>> {
+) -> CliResult<execute::Finished> {
     let cases = &prep.cases;
     let mut todo: VecDeque<(usize, u32)> = (1..=plan.repeat)
         .flat_map(|r| (0..cases.len()).map(move |i| (i, r)))
@@ -105,14 +159,38 @@ async fn run_all(
     let total = todo.len();
     let mut live: Vec<(usize, u32, Run)> = Vec::new();
     let mut done: Vec<(usize, u32, Outcome)> = Vec::new();
+    let interrupted = execute::watch_interrupt();
+    let mut checked = Instant::now();
+    let mut stopped = None;
     while !todo.is_empty() || !live.is_empty() {
+        if stopped.is_none() && checked.elapsed() >= STOP_CHECK {
+            checked = Instant::now();
+            stopped = stop_reason(remote, plan, &interrupted)?;
+            if let Some(why) = &stopped {
+                eprintln!(
+                    "eval stopping: {why}; stopping {} live case run(s)",
+                    live.len()
+                );
+                for (i, r) in todo.drain(..) {
+                    done.push((i, r, execute::not_run(&cases[i], r, why)));
+                }
+                for (_, _, run) in &live {
+                    // A run that ended meanwhile answers 409: nothing to do.
+                    let _ = remote.json("POST", &format!("/v1/runs/{}/cancel", run.id), None);
+                }
+            }
+        }
         while live.len() < plan.jobs.max(1) {
             let Some((i, r)) = todo.pop_front() else {
                 break;
             };
             // No labels: on a cluster they are what a worker must offer to
             // claim the run; the report names every run instead.
-            let request = json!({"parcel": digest, "payload": cases[i].payload});
+            let request = json!({
+                "parcel": digest,
+                "payload": cases[i].payload,
+                "parent_id": plan.group.as_ref().map(|g| g.to_string()),
+            });
             let run = parse_run(remote.json("POST", "/v1/runs", Some(&request))?)?;
             live.push((i, r, run));
         }
@@ -139,7 +217,10 @@ async fn run_all(
         }
     }
     done.sort_by_key(|(i, r, _)| (*i, *r));
-    Ok(done.into_iter().map(|(_, _, o)| o).collect())
+    Ok(execute::Finished {
+        results: done.into_iter().map(|(_, _, o)| o).collect(),
+        stopped,
+    })
 }
 
 /// The run's `tool_call` and `message` events, paged from the server.

@@ -20,6 +20,10 @@ pub struct Report {
     pub created_at: i64,
     pub results: Vec<Outcome>,
     pub summary: Summary,
+    /// Why the eval stopped before every case ran (`dispatch stop` of its
+    /// run, Ctrl-C); its cases not run are `not_run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// `--baseline`: how this eval compares with an earlier one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::baseline::Comparison>,
