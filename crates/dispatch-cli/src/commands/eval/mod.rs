@@ -12,6 +12,7 @@ mod cassette;
 mod check;
 mod execute;
 mod grade;
+mod junit;
 pub(crate) mod remote;
 mod report;
 
