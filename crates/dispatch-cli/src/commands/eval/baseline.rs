@@ -43,9 +43,52 @@ pub struct Comparison {
 /// Loads the kept report `--baseline` names: an eval id (or a unique prefix
 /// of one), else a parcel digest (or a prefix of it, `sha256:` optional),
 /// whose newest kept eval is the baseline.
-pub fn load(ctx: &Ctx, id: &str) -> CliResult<Report> {
+pub async fn load(ctx: &Ctx, id: &str) -> CliResult<Report> {
+    if let Some(report) = from_store(ctx, id).await? {
+        return Ok(report);
+    }
+    from_files(ctx, id)
+}
+
+/// The eval from the run database: by id (or a unique prefix), else the
+/// newest eval of a parcel digest.
+async fn from_store(ctx: &Ctx, id: &str) -> CliResult<Option<Report>> {
+    use dispatch_store::EvalStore;
+    let store = ctx.store()?;
+    let found = store.evals_with_prefix(id, 2).await?;
+    let record = match found.as_slice() {
+        [one] => Some(one.clone()),
+        [first, ..] if first.id == id => Some(first.clone()),
+        [] => {
+            let digest = id.strip_prefix("sha256:").unwrap_or(id);
+            if digest.len() >= 4 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                store.latest_eval_of(digest).await?
+            } else {
+                None
+            }
+        }
+        _ => {
+            return Err(CliError::input(format!(
+                "--baseline {id}: several evals start with it (hint: give more of the id)"
+            )));
+        }
+    };
+    record
+        .map(|r| {
+            serde_json::from_value(r.report).map_err(|e| {
+                CliError::input(format!(
+                    "--baseline {id}: the kept report is not one this dispatch reads ({e})"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The eval from `.dispatch/evals/` (reports kept before the run database
+/// kept them).
+fn from_files(ctx: &Ctx, id: &str) -> CliResult<Report> {
     let dir = ctx.layout.root().join("evals");
-    let hint = "(hint: give the eval id `dispatch eval` prints first, or the digest of a parcel evaluated before; reports are kept in .dispatch/evals/)";
+    let hint = "(hint: give the eval id `dispatch eval` prints first, or the digest of a parcel evaluated before; evals are kept in the run database)";
     let names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()

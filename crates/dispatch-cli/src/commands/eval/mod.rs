@@ -82,7 +82,7 @@ pub enum EvalFormat {
 pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
     let prep = prepare(ctx, args)?;
     let baseline = match &args.baseline {
-        Some(id) => Some(baseline::load(ctx, id)?),
+        Some(id) => Some(baseline::load(ctx, id).await?),
         None => None,
     };
     let judged = prep.cases.iter().any(|c| c.expect.judge.is_some());
@@ -123,6 +123,7 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
     let used = dispatch_runtime::group::eval_usage(&json);
     dispatch_runtime::group::close(&store, &mut group, end, Some(output), used).await?;
     keep(ctx, &report);
+    keep_in_store(&store, &json).await;
     Ok(print_report(args, &report))
 }
 
@@ -318,6 +319,23 @@ fn load_cases(
         all.extend(cases::load(&path, &shown)?);
     }
     Ok(all)
+}
+
+/// Keeps the report in the run database (`--baseline` looks there first);
+/// a failure to keep it is said, not fatal.
+async fn keep_in_store(store: &dispatch_store::sqlite::SqliteStore, report: &serde_json::Value) {
+    use dispatch_store::EvalStore;
+    let text = |k: &str| report[k].as_str().unwrap_or_default().to_string();
+    let record = dispatch_store::EvalRecord {
+        id: text("eval"),
+        parcel_digest: text("parcel"),
+        parcel_name: text("parcel_name"),
+        created_at: report["created_at"].as_i64().unwrap_or_default(),
+        report: report.clone(),
+    };
+    if let Err(e) = store.put_eval(&record).await {
+        eprintln!("warning: cannot keep the eval report in the run database: {e}");
+    }
 }
 
 /// Keeps the report under `.dispatch/evals/<id>.json` (for `--baseline`);
