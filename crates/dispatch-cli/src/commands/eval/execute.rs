@@ -1,15 +1,10 @@
-//! Runs the cases: each repeat of each case is a real run, created and
-//! started the way `dispatch run --detach` does it (the parcel's brief,
-//! policy and helper), labeled `eval` and `eval=<id>`, a child of the eval's
-//! run (see [`dispatch_runtime::group`]), at most `jobs` at once.
-//!
-//! `dispatch stop <eval run>` or Ctrl-C stops the eval: its live cases are
-//! stopped, the ones not started are reported `not run`.
+//! The cases' runs on the local store: each repeat of each case is a real
+//! run, created and started the way `dispatch run --detach` does it (the
+//! parcel's brief, policy and helper), labeled `eval` and `eval=<id>`, a
+//! child of the eval's run (see [`dispatch_runtime::group`]); and how a
+//! finished run is checked against its case (for every backend).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dispatch_core::parcel::Parcel;
 use dispatch_runtime::launch::LaunchRequest;
@@ -22,16 +17,12 @@ use serde_json::Value;
 use super::cases::Case;
 use super::check::{Observed, failures};
 use super::grade::{self, Verdict};
+use super::pool::Backend;
 use crate::ctx::Ctx;
 use crate::error::CliResult;
 
-const POLL: Duration = Duration::from_millis(10);
-/// How often the eval's run is read for a stop request.
-const STOP_CHECK: Duration = Duration::from_millis(200);
 /// The grace period a stopped eval gives its live cases.
 const CASE_GRACE: Duration = Duration::from_secs(5);
-/// Status of a case the eval was stopped before it ran.
-pub const NOT_RUN: &str = "not_run";
 
 /// One finished run of one case.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -69,136 +60,51 @@ pub struct Plan<'a> {
     pub group: Option<dispatch_core::RunId>,
 }
 
-/// Every outcome, in case order, and why the eval stopped early (if it did).
-pub struct Finished {
-    pub results: Vec<Outcome>,
-    pub stopped: Option<String>,
+/// The local store: each case's run started the way `dispatch run
+/// --detach` starts one, read (and reconciled) from the store.
+pub struct Local<'a> {
+    pub ctx: &'a Ctx,
+    pub store: &'a SqliteStore,
 }
 
-/// Set on Ctrl-C: the eval stops its cases instead of leaving them running.
-pub(super) fn watch_interrupt() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = flag.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            set.store(true, Ordering::SeqCst);
-        }
-    });
-    flag
-}
+impl Backend for Local<'_> {
+    const POLL: Duration = Duration::from_millis(10);
 
-/// The outcome of a case the eval was stopped before it ran.
-pub(super) fn not_run(case: &Case, repeat: u32, why: &str) -> Outcome {
-    Outcome {
-        case: case.name.clone(),
-        repeat,
-        run_id: String::new(),
-        passed: false,
-        failures: vec![format!("not run: {why}")],
-        status: NOT_RUN.to_string(),
-        exit_code: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        tokens: 0,
-        cost_usd: 0.0,
-        duration_ms: 0,
-        judge: None,
+    async fn start(&self, plan: &Plan<'_>, case: &Case) -> CliResult<Run> {
+        start(self.ctx, self.store, plan, case).await
     }
-}
 
-/// Runs every repeat of every case; returns the outcomes in case order.
-pub async fn run_all(
-    ctx: &Ctx,
-    store: &SqliteStore,
-    plan: &Plan<'_>,
-    cases: &[Case],
-) -> CliResult<Finished> {
-    let mut todo: VecDeque<(usize, u32)> = (1..=plan.repeat)
-        .flat_map(|r| (0..cases.len()).map(move |i| (i, r)))
-        .collect();
-    let total = todo.len();
-    let mut live: Vec<(usize, u32, Run)> = Vec::new();
-    let mut done: Vec<(usize, u32, Outcome)> = Vec::new();
-    let interrupted = watch_interrupt();
-    let mut checked = Instant::now();
-    let mut stopped = None;
-    while !todo.is_empty() || !live.is_empty() {
-        if stopped.is_none() && checked.elapsed() >= STOP_CHECK {
-            checked = Instant::now();
-            stopped = stop_reason(store, plan, &interrupted).await?;
-            if let Some(why) = &stopped {
-                eprintln!(
-                    "eval stopping: {why}; stopping {} live case run(s)",
-                    live.len()
-                );
-                for (i, r) in todo.drain(..) {
-                    done.push((i, r, not_run(&cases[i], r, why)));
-                }
-                stop_live(ctx, store, &live).await;
-            }
-        }
-        while live.len() < plan.jobs.max(1) {
-            let Some((i, r)) = todo.pop_front() else {
-                break;
-            };
-            let run = start(ctx, store, plan, &cases[i]).await?;
-            live.push((i, r, run));
-        }
-        let mut still = Vec::with_capacity(live.len());
-        for (i, r, run) in live {
-            let run = reconcile(store, &ctx.layout, store.get_run(&run.id).await?).await?;
-            if !run.state.is_terminal() {
-                still.push((i, r, run));
-                continue;
-            }
-            let outcome = judge(store, plan, &cases[i], r, &run).await?;
-            progress(done.len() + 1, total, &outcome);
-            done.push((i, r, outcome));
-        }
-        live = still;
-        if !live.is_empty() {
-            tokio::time::sleep(POLL).await;
-        }
+    async fn refresh(&self, run: &Run) -> CliResult<Run> {
+        let now = self.store.get_run(&run.id).await?;
+        Ok(reconcile(self.store, &self.ctx.layout, now).await?)
     }
-    done.sort_by_key(|(i, r, _)| (*i, *r));
-    Ok(Finished {
-        results: done.into_iter().map(|(_, _, o)| o).collect(),
-        stopped,
-    })
-}
 
-/// Why the eval must stop now, if it must: a stop request on its run, or
-/// Ctrl-C.
-async fn stop_reason(
-    store: &SqliteStore,
-    plan: &Plan<'_>,
-    interrupted: &AtomicBool,
-) -> CliResult<Option<String>> {
-    if interrupted.load(Ordering::SeqCst) {
-        return Ok(Some("interrupted (Ctrl-C)".to_string()));
+    async fn trail(&self, run: &Run) -> CliResult<Trail> {
+        trail(self.store, run).await
     }
-    if let Some(group) = &plan.group
-        && store.get_run(group).await?.stop_requested_at.is_some()
-    {
-        return Ok(Some("the eval's run was stopped".to_string()));
-    }
-    Ok(None)
-}
 
-/// Stops every live case's run at once (each with [`CASE_GRACE`]).
-async fn stop_live(ctx: &Ctx, store: &SqliteStore, live: &[(usize, u32, Run)]) {
-    let stops = live.iter().map(|(_, _, run)| {
-        dispatch_runtime::stop::stop(store, &ctx.layout, &run.id, CASE_GRACE, false)
-    });
-    for (result, (_, _, run)) in futures_util::future::join_all(stops)
-        .await
-        .into_iter()
-        .zip(live)
-    {
-        if let Err(e) = result
-            && !matches!(e, dispatch_runtime::RuntimeError::AlreadyFinished { .. })
+    async fn group_stopped(&self, plan: &Plan<'_>) -> CliResult<bool> {
+        Ok(match &plan.group {
+            Some(group) => self.store.get_run(group).await?.stop_requested_at.is_some(),
+            None => false,
+        })
+    }
+
+    /// Every live case's run at once, each with [`CASE_GRACE`].
+    async fn stop_live(&self, live: &[&Run]) {
+        let stops = live.iter().map(|run| {
+            dispatch_runtime::stop::stop(self.store, &self.ctx.layout, &run.id, CASE_GRACE, false)
+        });
+        for (result, run) in futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .zip(live)
         {
-            eprintln!("warning: could not stop case run {}: {e}", run.id);
+            if let Err(e) = result
+                && !matches!(e, dispatch_runtime::RuntimeError::AlreadyFinished { .. })
+            {
+                eprintln!("warning: could not stop case run {}: {e}", run.id);
+            }
         }
     }
 }
@@ -223,22 +129,6 @@ async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> 
     };
     crate::commands::run::start_run(ctx, store, &run).await?;
     Ok(run)
-}
-
-/// Checks a finished run against its case.
-async fn judge(
-    store: &SqliteStore,
-    plan: &Plan<'_>,
-    case: &Case,
-    repeat: u32,
-    run: &Run,
-) -> CliResult<Outcome> {
-    let trail = if case.expect.tools.is_some() || case.expect.messages.is_some() {
-        trail(store, run).await?
-    } else {
-        Trail::default()
-    };
-    Ok(outcome(plan, case, repeat, run, trail).await)
 }
 
 /// What a run's events say it did, for the checks that read them.

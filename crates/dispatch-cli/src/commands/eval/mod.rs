@@ -13,6 +13,7 @@ mod check;
 mod execute;
 mod grade;
 mod junit;
+mod pool;
 pub(crate) mod remote;
 mod report;
 
@@ -106,7 +107,8 @@ pub async fn eval(ctx: &Ctx, args: &EvalArgs) -> CliResult {
         options: Default::default(),
         group: Some(group.id.clone()),
     };
-    let finished = match execute::run_all(ctx, &store, &plan, &prep.cases).await {
+    let local = execute::Local { ctx, store: &store };
+    let finished = match pool::run_all(&local, &plan, &prep.cases).await {
         Ok(f) => f,
         Err(e) => {
             let end = dispatch_runtime::group::End::Failed(format!("the eval broke off: {e}"));

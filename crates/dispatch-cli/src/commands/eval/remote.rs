@@ -13,22 +13,18 @@
 //! cancels it, which stops the eval. A client that dies leaves it
 //! `created`; `dispatch rm` removes it.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dispatch_store::Run;
 use serde_json::json;
 
-use super::execute::{self, Outcome, Plan};
+use super::cases::Case;
+use super::execute::{Plan, Trail};
+use super::pool::{self, Backend};
 use super::{EvalArgs, Prepared, announce, conclude, keep, prepare, print_report, report};
 use crate::commands::remote::{Remote, parse_run};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
-
-const POLL: Duration = Duration::from_millis(25);
-/// How often the eval's run is read for a stop.
-const STOP_CHECK: Duration = Duration::from_millis(250);
 
 pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArgs) -> CliResult {
     if args.record.is_some() || args.replay.is_some() {
@@ -64,7 +60,11 @@ pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArg
         options: Default::default(),
         group: Some(group.id.clone()),
     };
-    let finished = match run_all(remote, &plan, &prep, &digest).await {
+    let cluster = Cluster {
+        remote,
+        digest: &digest,
+    };
+    let finished = match pool::run_all(&cluster, &plan, &prep.cases).await {
         Ok(f) => f,
         Err(e) => {
             // Nobody will end the eval's run now: cancel it, saying why.
@@ -127,105 +127,55 @@ fn open_group(remote: &Remote, prep: &Prepared, args: &EvalArgs, digest: &str) -
     parse_run(remote.json("POST", "/v1/runs", Some(&request))?)
 }
 
-/// Why the eval must stop now, if it must: its run ended (cancelled by
-/// `dispatch stop --host`), or Ctrl-C.
-fn stop_reason(
-    remote: &Remote,
-    plan: &Plan<'_>,
-    interrupted: &AtomicBool,
-) -> CliResult<Option<String>> {
-    if interrupted.load(Ordering::SeqCst) {
-        return Ok(Some("interrupted (Ctrl-C)".to_string()));
-    }
-    if let Some(group) = &plan.group
-        && remote.get_run(group.as_str())?.state.is_terminal()
-    {
-        return Ok(Some("the eval's run was stopped".to_string()));
-    }
-    Ok(None)
+/// A cluster: each case's run created with `POST /v1/runs` (no labels: on
+/// a cluster they are what a worker must offer to claim a run; the report
+/// names every run instead), read and cancelled over HTTP.
+struct Cluster<'a> {
+    remote: &'a Remote,
+    digest: &'a str,
 }
 
-/// Every repeat of every case as a run on the cluster, at most `jobs` at once.
-async fn run_all(
-    remote: &Remote,
-    plan: &Plan<'_>,
-    prep: &Prepared,
-    digest: &str,
-) -> CliResult<execute::Finished> {
-    let cases = &prep.cases;
-    let mut todo: VecDeque<(usize, u32)> = (1..=plan.repeat)
-        .flat_map(|r| (0..cases.len()).map(move |i| (i, r)))
-        .collect();
-    let total = todo.len();
-    let mut live: Vec<(usize, u32, Run)> = Vec::new();
-    let mut done: Vec<(usize, u32, Outcome)> = Vec::new();
-    let interrupted = execute::watch_interrupt();
-    let mut checked = Instant::now();
-    let mut stopped = None;
-    while !todo.is_empty() || !live.is_empty() {
-        if stopped.is_none() && checked.elapsed() >= STOP_CHECK {
-            checked = Instant::now();
-            stopped = stop_reason(remote, plan, &interrupted)?;
-            if let Some(why) = &stopped {
-                eprintln!(
-                    "eval stopping: {why}; stopping {} live case run(s)",
-                    live.len()
-                );
-                for (i, r) in todo.drain(..) {
-                    done.push((i, r, execute::not_run(&cases[i], r, why)));
-                }
-                for (_, _, run) in &live {
-                    // A run that ended meanwhile answers 409: nothing to do.
-                    let _ = remote.json("POST", &format!("/v1/runs/{}/cancel", run.id), None);
-                }
-            }
-        }
-        while live.len() < plan.jobs.max(1) {
-            let Some((i, r)) = todo.pop_front() else {
-                break;
-            };
-            // No labels: on a cluster they are what a worker must offer to
-            // claim the run; the report names every run instead.
-            let request = json!({
-                "parcel": digest,
-                "payload": cases[i].payload,
-                "parent_id": plan.group.as_ref().map(|g| g.to_string()),
-            });
-            let run = parse_run(remote.json("POST", "/v1/runs", Some(&request))?)?;
-            live.push((i, r, run));
-        }
-        let mut still = Vec::with_capacity(live.len());
-        for (i, r, run) in live {
-            let run = remote.get_run(run.id.as_str())?;
-            if !run.state.is_terminal() {
-                still.push((i, r, run));
-                continue;
-            }
-            let expect = &cases[i].expect;
-            let trail = if expect.tools.is_some() || expect.messages.is_some() {
-                trail(remote, &run)?
-            } else {
-                execute::Trail::default()
-            };
-            let outcome = execute::outcome(plan, &cases[i], r, &run, trail).await;
-            execute::progress(done.len() + 1, total, &outcome);
-            done.push((i, r, outcome));
-        }
-        live = still;
-        if !live.is_empty() {
-            tokio::time::sleep(POLL).await;
+impl Backend for Cluster<'_> {
+    const POLL: Duration = Duration::from_millis(25);
+
+    async fn start(&self, plan: &Plan<'_>, case: &Case) -> CliResult<Run> {
+        let request = json!({
+            "parcel": self.digest,
+            "payload": case.payload,
+            "parent_id": plan.group.as_ref().map(|g| g.to_string()),
+        });
+        parse_run(self.remote.json("POST", "/v1/runs", Some(&request))?)
+    }
+
+    async fn refresh(&self, run: &Run) -> CliResult<Run> {
+        self.remote.get_run(run.id.as_str())
+    }
+
+    async fn trail(&self, run: &Run) -> CliResult<Trail> {
+        trail(self.remote, run)
+    }
+
+    /// The eval's run ended: `dispatch stop --host` cancelled it.
+    async fn group_stopped(&self, plan: &Plan<'_>) -> CliResult<bool> {
+        Ok(match &plan.group {
+            Some(group) => self.remote.get_run(group.as_str())?.state.is_terminal(),
+            None => false,
+        })
+    }
+
+    async fn stop_live(&self, live: &[&Run]) {
+        for run in live {
+            // A run that ended meanwhile answers 409: nothing to do.
+            let _ = self
+                .remote
+                .json("POST", &format!("/v1/runs/{}/cancel", run.id), None);
         }
     }
-    done.sort_by_key(|(i, r, _)| (*i, *r));
-    Ok(execute::Finished {
-        results: done.into_iter().map(|(_, _, o)| o).collect(),
-        stopped,
-    })
 }
 
 /// The run's `tool_call` and `message` events, paged from the server.
-fn trail(remote: &Remote, run: &Run) -> CliResult<execute::Trail> {
-    let mut out = execute::Trail::default();
+fn trail(remote: &Remote, run: &Run) -> CliResult<Trail> {
+    let mut out = Trail::default();
     let mut after = 0;
     loop {
         let page = remote.json(
