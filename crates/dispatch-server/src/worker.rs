@@ -329,9 +329,10 @@ impl Worker {
         // Noop runs finish in one statement per batch; any left over (a stop
         // request, a lost lease, an error) take the one-by-one path.
         let held: Vec<(RunId, i64)> = noop.iter().map(|c| (c.run.id.clone(), c.fence)).collect();
+        let at = now_ms();
         let finished = match held.is_empty() {
             true => Ok(Vec::new()),
-            false => self.store.succeed_at_once(&held, now_ms()).await,
+            false => self.store.succeed_at_once(&held, at).await,
         };
         let done: HashSet<RunId> = match finished {
             Ok(ids) => ids.into_iter().collect(),
@@ -342,14 +343,15 @@ impl Worker {
         };
         self.summary.finished += done.len() as u64;
         Metrics::add(&self.metrics.runs_finished, done.len() as u64);
+        let (succeeded, left): (Vec<Claimed>, Vec<Claimed>) =
+            noop.into_iter().partition(|c| done.contains(&c.run.id));
         if let Some(tracer) = &self.config.tracer {
-            done.iter().for_each(|id| tracer.finished(id));
+            // Their traces from what is in hand: no read per run.
+            for c in succeeded {
+                tracer.succeeded_at_once(c.run, c.extras.traceparent, at);
+            }
         }
-        for c in noop
-            .into_iter()
-            .filter(|c| !done.contains(&c.run.id))
-            .chain(others)
-        {
+        for c in left.into_iter().chain(others) {
             self.start(c, sent);
         }
         Ok(full)
