@@ -194,7 +194,7 @@ impl Worker {
         tokio::spawn(async {
             let n = dispatch_runtime::container::sweep_orphans().await;
             if n > 0 {
-                eprintln!("[worker] removed {n} container(s) whose owner was gone");
+                tracing::info!("[worker] removed {n} container(s) whose owner was gone");
             }
         });
         // Listen before the first claim: nothing enqueued after it is missed.
@@ -417,7 +417,7 @@ impl Worker {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {
-                        eprintln!("[worker {name}] run {id}: {e}");
+                        tracing::warn!("[worker {name}] run {id}: {e}");
                         Ok(())
                     }
                 }
@@ -427,7 +427,7 @@ impl Worker {
                 // Requeued for a retry (any worker takes it when it is due)
                 // or taken over after a lost lease: no longer ours to run.
                 Err(StoreError::Fenced { .. }) => {}
-                Err(e) => eprintln!("[worker {name}] run {id}: {e}"),
+                Err(e) => tracing::warn!("[worker {name}] run {id}: {e}"),
             }
             id
         });
@@ -656,7 +656,7 @@ impl Worker {
     }
 
     fn log(&self, message: &str) {
-        eprintln!("[worker {}] {message}", self.config.name);
+        tracing::warn!("[worker {}] {message}", self.config.name);
     }
 
     /// Runs in hand now.

@@ -360,7 +360,7 @@ pub(super) async fn enqueue(
         && let Err(e) = bus.announce(run.id.as_str()).await
     {
         // The queue has the run; workers find it at their next poll.
-        eprintln!(
+        tracing::warn!(
             "[server] run {}: cannot announce it on the bus: {e}",
             run.id
         );

@@ -145,7 +145,7 @@ async fn export(
             // when its last attempt does.
             match store.finished_traces(&ids).await {
                 Ok(read) => traces.extend(read),
-                Err(e) => eprintln!(
+                Err(e) => tracing::warn!(
                     "[dispatch] cannot read {} finished runs to trace them: {e}",
                     ids.len()
                 ),
@@ -170,13 +170,13 @@ async fn export(
         }
         match exporter.export(batch).await {
             Ok(()) if failing => {
-                eprintln!("[dispatch] exporting traces to {url} again");
+                tracing::info!("[dispatch] exporting traces to {url} again");
                 failing = false;
             }
             Ok(()) => {}
             Err(e) if !failing => {
-                eprintln!(
-                    "warning: cannot export traces to {url}: {e} (runs go on; their traces are dropped until it answers)"
+                tracing::warn!(
+                    "cannot export traces to {url}: {e} (runs go on; their traces are dropped until it answers)"
                 );
                 failing = true;
             }

@@ -114,7 +114,7 @@ impl Services {
                 })
                 .collect();
             if let Err(e) = self.store.append_events(id, &events).await {
-                eprintln!("[dispatch] service {id}: could not record its wakes: {e}");
+                tracing::warn!("[dispatch] service {id}: could not record its wakes: {e}");
             }
             return Ok(Some(runs));
         }
