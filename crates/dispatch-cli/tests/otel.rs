@@ -210,7 +210,16 @@ printf '{"traceparent":"%s"}' "$TRACEPARENT" > "$DISPATCH_OUTPUT"
 /// `POST /v1/runs` of parcel `parcel` with `payload`, under `traceparent`
 /// when given; the new run's id.
 fn post_run(server: &Server, parcel: &str, payload: Value, traceparent: Option<&str>) -> String {
-    let body = json!({"parcel": parcel, "payload": payload}).to_string();
+    post(
+        server,
+        json!({"parcel": parcel, "payload": payload}),
+        traceparent,
+    )
+}
+
+/// `POST /v1/runs` with `body`; the new run's id.
+fn post(server: &Server, body: Value, traceparent: Option<&str>) -> String {
+    let body = body.to_string();
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(traceparent.map(|t| ("traceparent", t)));
     let response = dispatch_server::client::request(
@@ -266,6 +275,43 @@ fn noop_runs_finished_in_a_batch_are_traced_from_what_the_worker_held() {
         assert_eq!(attempt.parent_span_id, root.span_id, "run {id}");
         assert_eq!(attr(attempt, "process.exit.code"), Some(Any::IntValue(0)));
         assert!(root.end_time_unix_nano >= attempt.end_time_unix_nano);
+    }
+}
+
+#[test]
+fn runs_that_end_without_a_worker_are_traced_with_their_end_status() {
+    let receiver = Receiver::start();
+    let server = Server::start(&["--otlp-endpoint", &receiver.url]);
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hello\n");
+    let first = client.ok(&["run", "-d", &hello]);
+    server.wait_for(&format!("/v1/runs/{first}"), |r| r["status"] == "succeeded");
+    // The server's workers have no labels: nobody may take these.
+    let cancelled = post(
+        &server,
+        json!({"parcel": "hello", "payload": {"n": 1}, "labels": ["gpu"]}),
+        None,
+    );
+    let timed_out = post(
+        &server,
+        json!({"parcel": "hello", "payload": {"n": 2}, "labels": ["gpu"], "queue_timeout": "200ms"}),
+        None,
+    );
+    let (status, run) = server.call("POST", &format!("/v1/runs/{cancelled}/cancel"), None);
+    assert_eq!(status, 200, "{run}");
+    server.wait_for(&format!("/v1/runs/{timed_out}"), |r| {
+        r["status"] == "timed_out"
+    });
+    for (id, status) in [(&cancelled, "cancelled"), (&timed_out, "timed_out")] {
+        let spans = receiver.trace(id, 1);
+        let root = named(&spans, "run hello");
+        assert_eq!(
+            attr(root, "dispatch.run.status"),
+            Some(Any::StringValue(status.into())),
+            "run {id}"
+        );
+        let code = root.status.as_ref().map(|s| s.code);
+        assert_eq!(code, Some(2), "run {id}: an error status (2), {root:?}");
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Keeper {
     pub wake: Wake,
     pub poll: Duration,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Where the traces of runs timed out in the queue go.
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl Keeper {
@@ -95,6 +97,9 @@ impl Keeper {
                         tracing::info!(
                             "[server] run {id}: queue timeout, nobody claimed it in time"
                         );
+                        if let Some(tracer) = &self.tracer {
+                            tracer.finished(id);
+                        }
                     }
                 }
                 Err(e) => {

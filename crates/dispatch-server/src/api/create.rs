@@ -342,6 +342,10 @@ pub(super) async fn enqueue(
     let Created::New(run) = &created else {
         return Ok(created);
     };
+    if run.state.is_terminal() {
+        // Dropped at once (its concurrency key was full).
+        state.traced(&run.id);
+    }
     if let Some(url) = &options.callback_url {
         let event = NewEvent::new(
             "callback_registered",
