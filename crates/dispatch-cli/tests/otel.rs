@@ -207,6 +207,114 @@ printf '{"traceparent":"%s"}' "$TRACEPARENT" > "$DISPATCH_OUTPUT"
     assert_eq!(named(&own, "run traced").parent_span_id, Vec::<u8>::new());
 }
 
+/// `POST /v1/runs` of parcel `parcel` with `payload`, under `traceparent`
+/// when given; the new run's id.
+fn post_run(server: &Server, parcel: &str, payload: Value, traceparent: Option<&str>) -> String {
+    post(
+        server,
+        json!({"parcel": parcel, "payload": payload}),
+        traceparent,
+    )
+}
+
+/// `POST /v1/runs` with `body`; the new run's id.
+fn post(server: &Server, body: Value, traceparent: Option<&str>) -> String {
+    let body = body.to_string();
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(traceparent.map(|t| ("traceparent", t)));
+    let response = dispatch_server::client::request(
+        &format!("http://{}", server.host),
+        "POST",
+        "/v1/runs",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .expect("the server answers");
+    let status = response.status;
+    let text = response.text().expect("text");
+    assert_eq!(status, 201, "{text}");
+    let run: Value = serde_json::from_str(&text).expect("JSON");
+    run["id"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn noop_runs_finished_in_a_batch_are_traced_from_what_the_worker_held() {
+    let receiver = Receiver::start();
+    let server = Server::start(&["--otlp-endpoint", &receiver.url]);
+    let client = Client::new(&server);
+    let dir = client.dir.path().join("quiet");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("Agentfile"), "FROM noop\nNAME quiet\n").expect("Agentfile");
+    let first = client.ok(&["run", "-d", dir.to_str().expect("utf-8")]);
+    let given = post_run(&server, "quiet", json!({"n": 1}), Some(GIVEN));
+    let plain = post_run(&server, "quiet", json!({"n": 2}), None);
+    for id in [&first, &given, &plain] {
+        server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "succeeded");
+    }
+    for (trace, id, parent) in [
+        (
+            "0af7651916cd43dd8448eb211c80319c",
+            &given,
+            "b7ad6b7169203331",
+        ),
+        (plain.as_str(), &plain, ""),
+        (first.as_str(), &first, ""),
+    ] {
+        let spans = receiver.trace(trace, 2);
+        let root = named(&spans, "run quiet");
+        assert_eq!(hex(&root.parent_span_id), parent, "run {id}");
+        assert_eq!(
+            attr(root, "dispatch.run.id"),
+            Some(Any::StringValue(id.clone()))
+        );
+        assert_eq!(
+            attr(root, "dispatch.run.status"),
+            Some(Any::StringValue("succeeded".into()))
+        );
+        let attempt = named(&spans, "attempt 1");
+        assert_eq!(attempt.parent_span_id, root.span_id, "run {id}");
+        assert_eq!(attr(attempt, "process.exit.code"), Some(Any::IntValue(0)));
+        assert!(root.end_time_unix_nano >= attempt.end_time_unix_nano);
+    }
+}
+
+#[test]
+fn runs_that_end_without_a_worker_are_traced_with_their_end_status() {
+    let receiver = Receiver::start();
+    let server = Server::start(&["--otlp-endpoint", &receiver.url]);
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hello\n");
+    let first = client.ok(&["run", "-d", &hello]);
+    server.wait_for(&format!("/v1/runs/{first}"), |r| r["status"] == "succeeded");
+    // The server's workers have no labels: nobody may take these.
+    let cancelled = post(
+        &server,
+        json!({"parcel": "hello", "payload": {"n": 1}, "labels": ["gpu"]}),
+        None,
+    );
+    let timed_out = post(
+        &server,
+        json!({"parcel": "hello", "payload": {"n": 2}, "labels": ["gpu"], "queue_timeout": "200ms"}),
+        None,
+    );
+    let (status, run) = server.call("POST", &format!("/v1/runs/{cancelled}/cancel"), None);
+    assert_eq!(status, 200, "{run}");
+    server.wait_for(&format!("/v1/runs/{timed_out}"), |r| {
+        r["status"] == "timed_out"
+    });
+    for (id, status) in [(&cancelled, "cancelled"), (&timed_out, "timed_out")] {
+        let spans = receiver.trace(id, 1);
+        let root = named(&spans, "run hello");
+        assert_eq!(
+            attr(root, "dispatch.run.status"),
+            Some(Any::StringValue(status.into())),
+            "run {id}"
+        );
+        let code = root.status.as_ref().map(|s| s.code);
+        assert_eq!(code, Some(2), "run {id}: an error status (2), {root:?}");
+    }
+}
+
 #[test]
 fn a_native_run_traces_its_model_and_tool_calls_with_genai_attributes() {
     let receiver = Receiver::start();

@@ -82,7 +82,7 @@ pub async fn dispatcher(
                     tokio::spawn(deliver(store.clone(), secret.clone(), d.run_id, d.url));
                 }
             }
-            Err(e) => eprintln!("[server] cannot read the callback outbox: {e}"),
+            Err(e) => tracing::warn!("[server] cannot read the callback outbox: {e}"),
         }
         let poll = if more {
             Duration::ZERO
@@ -160,9 +160,9 @@ async fn deliver(store: SharedStore, secret: String, id: RunId, url: String) {
     }
     let event = NewEvent::new("callback", run.attempt, now_ms(), outcome);
     if let Err(e) = store.append_events(&id, &[event]).await {
-        eprintln!("[server] run {id}: cannot record the callback outcome: {e}");
+        tracing::warn!("[server] run {id}: cannot record the callback outcome: {e}");
     }
     if let Err(e) = store.finish_callback(&id, now_ms()).await {
-        eprintln!("[server] run {id}: cannot mark the callback done: {e}");
+        tracing::warn!("[server] run {id}: cannot mark the callback done: {e}");
     }
 }

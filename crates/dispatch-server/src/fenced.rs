@@ -88,7 +88,7 @@ impl FencedStore {
             match write().await {
                 Err(e @ (StoreError::Unavailable { .. } | StoreError::Locked { .. })) => {
                     if !retried {
-                        eprintln!(
+                        tracing::warn!(
                             "run {id}: cannot save {what} ({e}); retrying until it is saved \
                              or the lease is gone"
                         );
@@ -99,7 +99,7 @@ impl FencedStore {
                 }
                 answer => {
                     if retried {
-                        eprintln!("run {id}: {what} saved after the database came back");
+                        tracing::info!("run {id}: {what} saved after the database came back");
                     }
                     return (answer, retried);
                 }
@@ -182,7 +182,7 @@ impl RunStore for FencedStore {
             && let Err(e) = log.flush().await
         {
             // The log ships later; the state write does not wait for it.
-            eprintln!("run {id}: cannot ship its log before a state write: {e}");
+            tracing::warn!("run {id}: cannot ship its log before a state write: {e}");
         }
         // The agent is known before its start is saved: if the save never
         // happens, fencing can still find and stop it.

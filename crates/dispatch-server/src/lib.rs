@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use dispatch_store::{
     CallbackStore, EvalStore, ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore,
-    Store, TokenStore,
+    Store, TokenStore, TraceStore,
 };
 
 pub use error::{ServerError, ServerResult};
@@ -59,6 +59,7 @@ pub trait ClusterStore:
     + EvalStore
     + ServiceStore
     + RetentionStore
+    + TraceStore
 {
 }
 impl<
@@ -70,7 +71,8 @@ impl<
         + RunLogStore
         + EvalStore
         + ServiceStore
-        + RetentionStore,
+        + RetentionStore
+        + TraceStore,
 > ClusterStore for T
 {
 }

@@ -34,6 +34,8 @@ pub struct Keeper {
     pub wake: Wake,
     pub poll: Duration,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Where the traces of runs timed out in the queue go.
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl Keeper {
@@ -76,7 +78,7 @@ impl Keeper {
             let times = match self.store.queue_times(now).await {
                 Ok(times) => times,
                 Err(e) => {
-                    eprintln!("[server] cannot read the queue's deadlines: {e}");
+                    tracing::warn!("[server] cannot read the queue's deadlines: {e}");
                     return Some(Instant::now() + self.poll);
                 }
             };
@@ -92,11 +94,16 @@ impl Keeper {
                 Ok(ended) => {
                     Metrics::add(&self.metrics.runs_queue_timed_out, ended.len() as u64);
                     for id in &ended {
-                        eprintln!("[server] run {id}: queue timeout, nobody claimed it in time");
+                        tracing::info!(
+                            "[server] run {id}: queue timeout, nobody claimed it in time"
+                        );
+                        if let Some(tracer) = &self.tracer {
+                            tracer.finished(id);
+                        }
                     }
                 }
                 Err(e) => {
-                    eprintln!("[server] cannot end runs past their queue timeout: {e}");
+                    tracing::warn!("[server] cannot end runs past their queue timeout: {e}");
                     return Some(Instant::now() + self.poll);
                 }
             }

@@ -36,12 +36,12 @@ pub async fn keep(
         tokio::select! {
             _ = &mut shutdown => return,
             done = pass => match done {
-                Ok(r) if r.runs + r.events > 0 => eprintln!(
+                Ok(r) if r.runs + r.events > 0 => tracing::info!(
                     "[server] retention: deleted {} finished run(s), the events of {} more",
                     r.runs, r.events
                 ),
                 Ok(_) => {}
-                Err(e) => eprintln!("[server] retention pass failed (next in {:?}): {e}", retention.interval),
+                Err(e) => tracing::warn!("[server] retention pass failed (next in {:?}): {e}", retention.interval),
             },
         }
         tokio::select! {

@@ -166,7 +166,7 @@ impl Watchdog {
                     runs.retain(|id, w| !check(&times, &worker, id, w));
                 }
             })
-            .map_err(|e| eprintln!("[worker] cannot start the lease watchdog: {e}"))
+            .map_err(|e| tracing::warn!("[worker] cannot start the lease watchdog: {e}"))
             .ok();
         Watchdog { runs, stop, thread }
     }
@@ -215,7 +215,7 @@ fn check(times: &LeaseTimes, worker: &str, id: &RunId, w: &mut Watched) -> bool 
                 Some(a) if a.pid > 1 && !os::group_has_live_members(a.pid) => {
                     if !w.noted {
                         w.noted = true;
-                        eprintln!(
+                        tracing::warn!(
                             "[worker {worker}] run {id}: lease not renewed for {secs:.1}s; its agent \
                              already exited, so its result is still being saved"
                         );
@@ -233,7 +233,7 @@ fn check(times: &LeaseTimes, worker: &str, id: &RunId, w: &mut Watched) -> bool 
                     w.task.abort();
                 }
             }
-            eprintln!(
+            tracing::warn!(
                 "[worker {worker}] run {id}: lease not renewed for {secs:.1}s (the database is out \
                  of reach); stopping its agent before the lease can expire for another worker"
             );
@@ -246,7 +246,7 @@ fn check(times: &LeaseTimes, worker: &str, id: &RunId, w: &mut Watched) -> bool 
             dispatch_runtime::native::cancel(id);
             w.task.abort();
             clock.set(Phase::Gone);
-            eprintln!(
+            tracing::warn!(
                 "[worker {worker}] run {id}: agent killed {secs:.1}s after the last lease renewal; \
                  the run is another worker's once its lease expires"
             );

@@ -198,6 +198,7 @@ impl Server {
                 ),
             },
             ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
+            tracer: self.worker.tracer.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
@@ -230,6 +231,7 @@ impl Server {
             wake: self.backend.wake(queue_timeouts),
             poll: self.worker.poll,
             metrics: self.metrics.clone(),
+            tracer: self.worker.tracer.clone(),
         };
         let keeper = tokio::spawn(keeper.run(stopped(stop_rx.clone())));
         let timers = tokio::spawn(crate::timers::keep(

@@ -145,7 +145,7 @@ impl LogShipper {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;
-                        eprintln!("{who}: cannot ship the log of run {}: {e}", self.run);
+                        tracing::warn!("{who}: cannot ship the log of run {}: {e}", self.run);
                     }
                     Err(_) => {}
                 }
@@ -157,7 +157,7 @@ impl LogShipper {
             match self.flush().await {
                 Ok(()) => break,
                 Err(e) if left == 0 => {
-                    eprintln!(
+                    tracing::warn!(
                         "{who}: the end of the log of run {} was not shipped: {e}",
                         self.run
                     );

@@ -16,7 +16,7 @@ pub async fn keep(store: SharedStore, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         if let Err(e) = dispatch_runtime::suspend::wake_due(&*store).await {
-            eprintln!("[dispatch] could not wake suspended runs that are due: {e}");
+            tracing::warn!("[dispatch] could not wake suspended runs that are due: {e}");
         }
         tokio::select! {
             _ = &mut shutdown => return,

@@ -194,7 +194,7 @@ impl Worker {
         tokio::spawn(async {
             let n = dispatch_runtime::container::sweep_orphans().await;
             if n > 0 {
-                eprintln!("[worker] removed {n} container(s) whose owner was gone");
+                tracing::info!("[worker] removed {n} container(s) whose owner was gone");
             }
         });
         // Listen before the first claim: nothing enqueued after it is missed.
@@ -329,9 +329,10 @@ impl Worker {
         // Noop runs finish in one statement per batch; any left over (a stop
         // request, a lost lease, an error) take the one-by-one path.
         let held: Vec<(RunId, i64)> = noop.iter().map(|c| (c.run.id.clone(), c.fence)).collect();
+        let at = now_ms();
         let finished = match held.is_empty() {
             true => Ok(Vec::new()),
-            false => self.store.succeed_at_once(&held, now_ms()).await,
+            false => self.store.succeed_at_once(&held, at).await,
         };
         let done: HashSet<RunId> = match finished {
             Ok(ids) => ids.into_iter().collect(),
@@ -342,14 +343,15 @@ impl Worker {
         };
         self.summary.finished += done.len() as u64;
         Metrics::add(&self.metrics.runs_finished, done.len() as u64);
+        let (succeeded, left): (Vec<Claimed>, Vec<Claimed>) =
+            noop.into_iter().partition(|c| done.contains(&c.run.id));
         if let Some(tracer) = &self.config.tracer {
-            done.iter().for_each(|id| tracer.finished(id));
+            // Their traces from what is in hand: no read per run.
+            for c in succeeded {
+                tracer.succeeded_at_once(c.run, c.extras.traceparent, at);
+            }
         }
-        for c in noop
-            .into_iter()
-            .filter(|c| !done.contains(&c.run.id))
-            .chain(others)
-        {
+        for c in left.into_iter().chain(others) {
             self.start(c, sent);
         }
         Ok(full)
@@ -415,7 +417,7 @@ impl Worker {
                     Ok(_) => Ok(()),
                     Err(RuntimeError::Store(e)) => Err(e),
                     Err(e) => {
-                        eprintln!("[worker {name}] run {id}: {e}");
+                        tracing::warn!("[worker {name}] run {id}: {e}");
                         Ok(())
                     }
                 }
@@ -425,7 +427,7 @@ impl Worker {
                 // Requeued for a retry (any worker takes it when it is due)
                 // or taken over after a lost lease: no longer ours to run.
                 Err(StoreError::Fenced { .. }) => {}
-                Err(e) => eprintln!("[worker {name}] run {id}: {e}"),
+                Err(e) => tracing::warn!("[worker {name}] run {id}: {e}"),
             }
             id
         });
@@ -654,7 +656,7 @@ impl Worker {
     }
 
     fn log(&self, message: &str) {
-        eprintln!("[worker {}] {message}", self.config.name);
+        tracing::warn!("[worker {}] {message}", self.config.name);
     }
 
     /// Runs in hand now.

@@ -37,6 +37,7 @@ mod runs;
 mod service;
 mod sessions;
 mod tokens;
+mod traces;
 mod transitions;
 
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
@@ -60,6 +61,7 @@ pub use runs::*;
 pub use service::*;
 pub use sessions::*;
 pub use tokens::*;
+pub use traces::*;
 pub use transitions::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
@@ -244,6 +246,8 @@ macro_rules! __retention_conformance_names {
         $crate::__conformance_tests!($mode $factory;
             retention_deletes_old_finished_runs_of_a_status_in_batches_and_keeps_the_rest,
             retention_of_events_empties_old_finished_runs_logs_and_keeps_the_runs,
+            // batch reads for tracing (the other capability a cluster adds)
+            finished_traces_read_a_batch_with_attempts_traced_events_and_traceparent,
         );
     };
 }

@@ -32,6 +32,7 @@ pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod server;
+pub mod server_log;
 pub mod signal;
 pub mod start;
 pub mod stop;

@@ -13,6 +13,7 @@ use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
 
+use super::server_log::LogArgs;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, chain};
 
@@ -61,6 +62,8 @@ pub struct ServerArgs {
     pub artifacts: ArtifactsArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +154,8 @@ pub struct WorkerArgs {
     pub artifacts: ArtifactsArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +237,7 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
 }
 
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
+    args.log.init()?;
     let retention = retention(args)?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
@@ -260,16 +266,17 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         ""
     };
     let store = artifacts.map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
-    eprintln!(
+    tracing::info!(
+        addr = %server.addr(),
         "dispatch server listening on http://{} ({database}, {} worker slot(s){auth}{store})",
         server.addr(),
         args.workers
     );
     if let Some(url) = &traces {
-        eprintln!("traces: exporting finished runs to {url}");
+        tracing::info!("traces: exporting finished runs to {url}");
     }
     if let Some(r) = &retention {
-        eprintln!(
+        tracing::info!(
             "retention: deleting {} (every {})",
             r.spec,
             dispatch_core::time::human_duration(r.interval.as_millis() as i64)
@@ -277,9 +284,10 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     }
     let summary = server.run(shutdown).await.map_err(fail)?;
     if let Some(s) = summary {
-        eprintln!(
+        tracing::info!(
             "dispatch server stopped: {} run(s) finished, {} released to the queue",
-            s.finished, s.released
+            s.finished,
+            s.released
         );
     }
     Ok(0)
@@ -289,6 +297,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
 const MAX_WORKER_CONNECTIONS: usize = 16;
 
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
+    args.log.init()?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
     // Writes are short and batched: a few connections serve many slots, and
@@ -308,7 +317,8 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         .as_ref()
         .map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     config.shared = artifacts;
-    eprintln!(
+    tracing::info!(
+        worker = %config.name,
         "dispatch worker {} started ({} slot(s), capacity {} CPUs, {} memory{store})",
         config.name,
         config.slots,
@@ -317,9 +327,12 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     );
     let bus = bus_config(args.bus.as_deref())?;
     let summary = work(backend, config, bus, shutdown).await.map_err(fail)?;
-    eprintln!(
+    tracing::info!(
         "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost",
-        summary.claimed, summary.finished, summary.released, summary.lost
+        summary.claimed,
+        summary.finished,
+        summary.released,
+        summary.lost
     );
     Ok(0)
 }

@@ -33,6 +33,11 @@ fn fail(e: impl std::error::Error) -> CliError {
 /// Serves the dashboard (and the `/v1` API it stands on) until SIGTERM or
 /// SIGINT; prints its URL on stdout.
 pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
+    // The in-process server's and workers' logs, as `dispatch server` writes them.
+    super::server_log::LogArgs {
+        log_format: super::server_log::LogFormat::Text,
+    }
+    .init()?;
     let backend = Backend::open(&ctx.layout, None, 4).await.map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = dispatch_server::worker::WorkerConfig::new(ctx.layout.clone());

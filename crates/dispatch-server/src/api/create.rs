@@ -342,6 +342,10 @@ pub(super) async fn enqueue(
     let Created::New(run) = &created else {
         return Ok(created);
     };
+    if run.state.is_terminal() {
+        // Dropped at once (its concurrency key was full).
+        state.traced(&run.id);
+    }
     if let Some(url) = &options.callback_url {
         let event = NewEvent::new(
             "callback_registered",
@@ -360,7 +364,7 @@ pub(super) async fn enqueue(
         && let Err(e) = bus.announce(run.id.as_str()).await
     {
         // The queue has the run; workers find it at their next poll.
-        eprintln!(
+        tracing::warn!(
             "[server] run {}: cannot announce it on the bus: {e}",
             run.id
         );

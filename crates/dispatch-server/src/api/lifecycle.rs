@@ -58,7 +58,7 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
     if let Some(bus) = &state.bus
         && let Err(e) = bus.announce(run.id.as_str()).await
     {
-        eprintln!(
+        tracing::warn!(
             "[server] run {}: cannot announce it on the bus: {e}",
             run.id
         );

@@ -92,6 +92,8 @@ pub struct AppState {
     pub artifacts: Arc<dispatch_runtime::objects::Objects>,
     /// The dashboard's settings and keys.
     pub ui: crate::ui::UiConfig,
+    /// Where the traces of runs this server ends go (`--otlp-endpoint`).
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl AppState {
@@ -101,6 +103,14 @@ impl AppState {
             store: self.store.clone(),
             layout: self.layout.clone(),
             wake: self.wake.clone(),
+            tracer: self.tracer.clone(),
+        }
+    }
+
+    /// Run `id` ended here, without a worker: its trace goes too.
+    pub fn traced(&self, id: &dispatch_core::RunId) {
+        if let Some(tracer) = &self.tracer {
+            tracer.finished(id);
         }
     }
 }

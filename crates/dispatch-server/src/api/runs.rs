@@ -440,7 +440,10 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             output: None,
         };
         match state.store.transition(&id, run.version, &write).await {
-            Ok(done) => return Ok((StatusCode::OK, Json(run_json(&done))).into_response()),
+            Ok(done) => {
+                state.traced(&id);
+                return Ok((StatusCode::OK, Json(run_json(&done))).into_response());
+            }
             // Claimed meanwhile: the worker sees the stop request.
             Err(StoreError::Conflict { .. }) => run = state.store.get_run(&id).await?,
             Err(e) => return Err(e.into()),

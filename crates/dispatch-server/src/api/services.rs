@@ -210,7 +210,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
             request: None,
         };
         if let Err(e) = state.services().wake(&run.id, spec).await {
-            eprintln!("[dispatch] service {}: no recovery wake: {e}", run.id);
+            tracing::warn!("[dispatch] service {}: no recovery wake: {e}", run.id);
         }
     }
     let answer = json!({

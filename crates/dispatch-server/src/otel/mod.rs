@@ -1,7 +1,10 @@
 //! OpenTelemetry traces over OTLP (HTTP/protobuf), built from the run's
 //! recorded events when it has finished (see [`spans`]): every courier is
-//! covered and nothing is added to a run's hot path but handing its id to a
-//! channel. Off (no task, no channel) unless an endpoint is given.
+//! covered and nothing is added to a run's hot path but handing its id (or,
+//! for a batch of noop runs, what the worker already holds) to a channel.
+//! The exporter reads a whole batch of runs with one statement per table
+//! ([`dispatch_store::TraceStore`]). Off (no task, no channel) unless an
+//! endpoint is given.
 //!
 //! The exporter is the `opentelemetry-otlp` crate's; it runs on its own
 //! task, a batch of finished runs at a time. An endpoint that does not
@@ -12,8 +15,8 @@ pub mod spans;
 
 use std::time::Duration;
 
-use dispatch_core::RunId;
-use dispatch_store::StoreResult;
+use dispatch_core::{RunId, Ts};
+use dispatch_store::{Run, RunTrace};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -54,10 +57,27 @@ pub fn traces_url(endpoint: &str) -> Result<String, String> {
     })
 }
 
+/// A finished run as handed to the exporter.
+enum Finished {
+    /// Read it (with the rest of its batch) from the store.
+    Id(RunId),
+    /// Already known: nothing to read.
+    Held(Box<RunTrace>),
+}
+
 /// Hands finished runs to the exporter task. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tracer {
-    tx: mpsc::Sender<RunId>,
+    tx: mpsc::Sender<Finished>,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finished::Id(id) => write!(f, "Id({id})"),
+            Finished::Held(t) => write!(f, "Held({})", t.run.id),
+        }
+    }
 }
 
 impl Tracer {
@@ -85,9 +105,19 @@ impl Tracer {
     }
 
     /// Run `id` has finished (or an attempt of it ended): its trace is
-    /// exported once the run is in a final state. Never waits.
+    /// exported once the run is in a final state, read from the store with
+    /// the rest of its batch. Never waits.
     pub fn finished(&self, id: &RunId) {
-        let _ = self.tx.try_send(id.clone());
+        let _ = self.tx.try_send(Finished::Id(id.clone()));
+    }
+
+    /// A run this process claimed (`run`, as claimed) and saved succeeded
+    /// at `at` with [`dispatch_store::QueueStore::succeed_at_once`]: its
+    /// trace is built from what the caller holds, without reading the
+    /// store. Never waits.
+    pub fn succeeded_at_once(&self, run: Run, traceparent: Option<String>, at: Ts) {
+        let trace = RunTrace::succeeded_at_once(run, traceparent, at);
+        let _ = self.tx.try_send(Finished::Held(Box::new(trace)));
     }
 }
 
@@ -96,73 +126,61 @@ async fn export(
     exporter: opentelemetry_otlp::SpanExporter,
     scope: InstrumentationScope,
     url: String,
-    mut rx: mpsc::Receiver<RunId>,
+    mut rx: mpsc::Receiver<Finished>,
 ) {
     let mut failing = false;
-    let mut ids = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut ids, BATCH).await > 0 {
-        let mut batch = Vec::new();
-        for id in ids.drain(..) {
-            match trace_of(&store, &id, &scope).await {
-                Ok(spans) => batch.extend(spans),
-                Err(e) => eprintln!("[dispatch] run {id}: cannot read it to trace it: {e}"),
+    let mut received = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut received, BATCH).await > 0 {
+        let mut traces = Vec::with_capacity(received.len());
+        let mut ids = Vec::new();
+        for finished in received.drain(..) {
+            match finished {
+                Finished::Id(id) => ids.push(id),
+                Finished::Held(trace) => traces.push(*trace),
             }
         }
+        if !ids.is_empty() {
+            // One read per table for the whole batch; a run not finished
+            // yet (a retry's attempt ended) is left out: its trace goes
+            // when its last attempt does.
+            match store.finished_traces(&ids).await {
+                Ok(read) => traces.extend(read),
+                Err(e) => tracing::warn!(
+                    "[dispatch] cannot read {} finished runs to trace them: {e}",
+                    ids.len()
+                ),
+            }
+        }
+        let batch: Vec<SpanData> = traces
+            .iter()
+            .flat_map(|t| {
+                spans::spans(
+                    &spans::Recorded {
+                        run: &t.run,
+                        attempts: &t.attempts,
+                        events: &t.events,
+                        traceparent: t.traceparent.as_deref(),
+                    },
+                    &scope,
+                )
+            })
+            .collect();
         if batch.is_empty() {
             continue;
         }
         match exporter.export(batch).await {
             Ok(()) if failing => {
-                eprintln!("[dispatch] exporting traces to {url} again");
+                tracing::info!("[dispatch] exporting traces to {url} again");
                 failing = false;
             }
             Ok(()) => {}
             Err(e) if !failing => {
-                eprintln!(
-                    "warning: cannot export traces to {url}: {e} (runs go on; their traces are dropped until it answers)"
+                tracing::warn!(
+                    "cannot export traces to {url}: {e} (runs go on; their traces are dropped until it answers)"
                 );
                 failing = true;
             }
             Err(_) => {}
         }
     }
-}
-
-/// The spans of run `id`; none while it has not finished (a retry's
-/// attempt ended: the run's trace goes when its last attempt does).
-async fn trace_of(
-    store: &SharedStore,
-    id: &RunId,
-    scope: &InstrumentationScope,
-) -> StoreResult<Vec<SpanData>> {
-    let run = store.get_run(id).await?;
-    if !run.status().is_terminal() {
-        return Ok(Vec::new());
-    }
-    let attempts = store.list_attempts(id).await?;
-    let extras = store.run_extras(id).await?;
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.list_events(id, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() == 1000;
-        events.extend(
-            page.into_iter()
-                .filter(|e| matches!(e.event.kind.as_str(), "step" | "model_call" | "tool_call")),
-        );
-        if !full {
-            break;
-        }
-    }
-    Ok(spans::spans(
-        &spans::Recorded {
-            run: &run,
-            attempts: &attempts,
-            events: &events,
-            traceparent: extras.traceparent.as_deref(),
-        },
-        scope,
-    ))
 }

@@ -69,6 +69,8 @@ pub struct Services {
     pub store: SharedStore,
     pub layout: Layout,
     pub wake: Arc<Notify>,
+    /// Where the traces of services stopped here go.
+    pub tracer: Option<crate::otel::Tracer>,
 }
 
 impl Services {
@@ -114,7 +116,7 @@ impl Services {
                 })
                 .collect();
             if let Err(e) = self.store.append_events(id, &events).await {
-                eprintln!("[dispatch] service {id}: could not record its wakes: {e}");
+                tracing::warn!("[dispatch] service {id}: could not record its wakes: {e}");
             }
             return Ok(Some(runs));
         }
@@ -215,7 +217,15 @@ impl Services {
                 at: now_ms(),
             };
             // Claimed meanwhile: it runs to its end.
-            let _ = transition(&*self.store, wake, t).await;
+            let id = wake.id.clone();
+            if transition(&*self.store, wake, t).await.is_ok()
+                && let Some(tracer) = &self.tracer
+            {
+                tracer.finished(&id);
+            }
+        }
+        if let Some(tracer) = &self.tracer {
+            tracer.finished(&stopped.id);
         }
         Ok(stopped)
     }

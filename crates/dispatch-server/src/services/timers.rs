@@ -36,7 +36,7 @@ pub async fn keep(services: Services, registered: &Notify, shutdown: impl Future
         let next = match services.store.named_services().await {
             Ok(list) => fire_due(&services, list).await,
             Err(e) => {
-                eprintln!("[dispatch] could not list the cluster's services: {e}");
+                tracing::warn!("[dispatch] could not list the cluster's services: {e}");
                 None
             }
         };
@@ -65,7 +65,7 @@ async fn fire_due(services: &Services, list: Vec<ServiceState>) -> Option<Ts> {
             continue;
         }
         if let Err(e) = services.change(&state.run_id, fire).await {
-            eprintln!("[dispatch] service {}: {e}", state.run_id);
+            tracing::warn!("[dispatch] service {}: {e}", state.run_id);
         }
         if let Ok(Some(again)) = services.store.get_service_state(&state.run_id).await
             && let Some(due) = next_due(&again)

@@ -171,7 +171,7 @@ pub(super) async fn list(
     empty_or_missing(tx, run, events).await
 }
 
-fn event_from_row(run: &RunId, row: &Row) -> Result<Event, Fail> {
+pub(super) fn event_from_row(run: &RunId, row: &Row) -> Result<Event, Fail> {
     let seq: i64 = row.try_get(0)?;
     let data = serde_json::from_str(row.try_get(4)?)
         .map_err(|e| Fail::Corrupt(format!("run {run}: event {seq} has unreadable data: {e}")))?;
@@ -198,26 +198,31 @@ pub(super) async fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<V
         .await?;
     let mut attempts = Vec::new();
     for row in tx.query(&stmt, &[&run.as_str()]).await? {
-        let status = match row.try_get::<_, Option<&str>>(3)? {
-            None => None,
-            Some(text) => Some(
-                text.parse::<Status>()
-                    .map_err(|e| Fail::Corrupt(format!("run {run}: attempt status: {e}")))?,
-            ),
-        };
-        let number: i64 = row.try_get(0)?;
-        attempts.push(Attempt {
-            number: u32::try_from(number)
-                .map_err(|_| Fail::Corrupt(format!("run {run}: attempt number {number}")))?,
-            started_at: row.try_get(1)?,
-            ended_at: row.try_get(2)?,
-            status,
-            exit_code: row.try_get(4)?,
-            error: row.try_get(5)?,
-            worker: row.try_get(6)?,
-        });
+        attempts.push(attempt_from_row(run, &row)?);
     }
     empty_or_missing(tx, run, attempts).await
+}
+
+/// Decodes `number, started_at, ended_at, status, exit_code, error, worker`.
+pub(super) fn attempt_from_row(run: &RunId, row: &Row) -> Result<Attempt, Fail> {
+    let status = match row.try_get::<_, Option<&str>>(3)? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<Status>()
+                .map_err(|e| Fail::Corrupt(format!("run {run}: attempt status: {e}")))?,
+        ),
+    };
+    let number: i64 = row.try_get(0)?;
+    Ok(Attempt {
+        number: u32::try_from(number)
+            .map_err(|_| Fail::Corrupt(format!("run {run}: attempt number {number}")))?,
+        started_at: row.try_get(1)?,
+        ended_at: row.try_get(2)?,
+        status,
+        exit_code: row.try_get(4)?,
+        error: row.try_get(5)?,
+        worker: row.try_get(6)?,
+    })
 }
 
 pub(super) async fn add_artifacts(

@@ -22,6 +22,7 @@ mod service;
 mod sessions;
 pub mod testdb;
 mod tokens;
+mod traces;
 mod transitions;
 
 use std::str::FromStr;
@@ -554,6 +555,13 @@ impl crate::CallbackStore for PgStore {
 
     async fn finish_callback(&self, run: &RunId, at: Ts) -> StoreResult<()> {
         in_tx!(self, |tx| queue::finish_callback(&tx, run, at))
+    }
+}
+
+#[async_trait]
+impl crate::TraceStore for PgStore {
+    async fn finished_traces(&self, ids: &[RunId]) -> StoreResult<Vec<crate::RunTrace>> {
+        in_tx!(self, |tx| traces::finished(&tx, ids))
     }
 }
 

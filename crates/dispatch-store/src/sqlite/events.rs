@@ -88,7 +88,7 @@ pub(super) fn list(
     empty_or_missing(tx, run, events)
 }
 
-fn event_from_row(run: &RunId, row: &Row<'_>) -> Result<Event, Fail> {
+pub(super) fn event_from_row(run: &RunId, row: &Row<'_>) -> Result<Event, Fail> {
     let seq: i64 = row.get(0)?;
     let data = row.get_ref(4)?.as_str()?;
     let data = serde_json::from_str(data)
@@ -113,24 +113,29 @@ pub(super) fn list_attempts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Att
     let mut rows = stmt.query([run.as_str()])?;
     let mut attempts = Vec::new();
     while let Some(row) = rows.next()? {
-        let status = match row.get_ref(3)?.as_str_or_null()? {
-            None => None,
-            Some(text) => Some(
-                text.parse::<Status>()
-                    .map_err(|e| Fail::Corrupt(format!("run {run}: attempt status: {e}")))?,
-            ),
-        };
-        attempts.push(Attempt {
-            number: row.get(0)?,
-            started_at: row.get(1)?,
-            ended_at: row.get(2)?,
-            status,
-            exit_code: row.get(4)?,
-            error: row.get(5)?,
-            worker: row.get(6)?,
-        });
+        attempts.push(attempt_from_row(run, row)?);
     }
     empty_or_missing(tx, run, attempts)
+}
+
+/// Decodes `number, started_at, ended_at, status, exit_code, error, worker`.
+pub(super) fn attempt_from_row(run: &RunId, row: &Row<'_>) -> Result<Attempt, Fail> {
+    let status = match row.get_ref(3)?.as_str_or_null()? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<Status>()
+                .map_err(|e| Fail::Corrupt(format!("run {run}: attempt status: {e}")))?,
+        ),
+    };
+    Ok(Attempt {
+        number: row.get(0)?,
+        started_at: row.get(1)?,
+        ended_at: row.get(2)?,
+        status,
+        exit_code: row.get(4)?,
+        error: row.get(5)?,
+        worker: row.get(6)?,
+    })
 }
 
 /// Records artifacts; a name recorded again takes the new digest and size.

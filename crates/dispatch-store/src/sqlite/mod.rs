@@ -22,6 +22,7 @@ mod schema;
 mod service;
 mod sessions;
 mod tokens;
+mod traces;
 
 use crate::{TokenRecord, TokenStore};
 
@@ -545,6 +546,13 @@ impl ReliabilityStore for SqliteStore {
 
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.write(|tx| reliability::mark_replayed(tx, run, by))
+    }
+}
+
+#[async_trait]
+impl crate::TraceStore for SqliteStore {
+    async fn finished_traces(&self, ids: &[RunId]) -> StoreResult<Vec<crate::RunTrace>> {
+        self.read(|tx| traces::finished(tx, ids))
     }
 }
 
