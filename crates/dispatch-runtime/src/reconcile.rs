@@ -46,6 +46,8 @@ pub async fn reconcile<S: Store + ?Sized>(
         // An overlay workspace outlives it too: unmounted (its files stay
         // for a recovered attempt, which mounts it again).
         crate::workspace::unmount(layout, &run.id);
+        // And its control groups (RESOURCES), with whatever is left in them.
+        crate::limits::remove_leftover_groups(&run.id);
         if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
         {
             return Ok(requeued);
