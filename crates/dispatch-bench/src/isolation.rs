@@ -2,8 +2,10 @@
 //! the private workspace's costs (see BENCHMARKS.md, "Isolation").
 //!
 //! 1. Workspace creation for a parcel of 1,000 files / 50 MB (and for a
-//!    small one): `dispatch_runtime::workspace::populate`, each time into a
-//!    new directory, on the filesystem of `TMPDIR` (reported).
+//!    small one): `dispatch_runtime::workspace::ensure` as a run gets it
+//!    (an overlayfs mount as root), and `workspace::populate`, the copy it
+//!    falls back to, each time into a new directory, on the filesystem of
+//!    `TMPDIR` (reported).
 //! 2. `run --detach` → agent executing (`date +%s%N`) for a small parcel
 //!    (two files), alternating run by run between `--baseline` (a binary
 //!    without the workspace and the scrubbed environment) and `--dispatch`,
@@ -80,7 +82,7 @@ fn workspace_creation(base: &Path, files: usize, size: usize, n: usize) {
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     if files >= 1000 {
-        overlay_mounts(base, &parcel.files_dir(), n);
+        overlay_workspaces(base, &ctx, n);
     }
     let way = match (how.cloned, how.copied) {
         (_, 0) => "reflinks",
@@ -88,7 +90,7 @@ fn workspace_creation(base: &Path, files: usize, size: usize, n: usize) {
         _ => "reflinks and copies",
     };
     println!(
-        "| workspace creation, {} files / {:.1} MB ({way}, n={n}) | median {:.2} ms, p90 {:.2} ms | ≤ 5 ms median |",
+        "| copied workspace (the fallback without overlayfs), {} files / {:.1} MB ({way}, n={n}) | median {:.2} ms, p90 {:.2} ms | ≤ 5 ms median |",
         parcel.manifest.files.len(),
         total as f64 / 1e6,
         median(times.clone()),
@@ -96,62 +98,46 @@ fn workspace_creation(base: &Path, files: usize, size: usize, n: usize) {
     );
 }
 
-/// The alternative not taken: an overlayfs mount of the parcel's files
-/// (root only), timed for the mount and for the unmount.
-fn overlay_mounts(base: &Path, lower: &Path, n: usize) {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: geteuid has no arguments and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("| overlayfs mount instead (root only) | skipped: not root | — |");
-        return;
+/// The workspace as a run gets it (`workspace::ensure`: an overlayfs
+/// mount as root), `n` times, after the one-time template of the parcel;
+/// and its removal when the run ends (`workspace::release`: unmount, then
+/// the upper layer removed).
+fn overlay_workspaces(base: &Path, ctx: &Path, n: usize) {
+    let layout = dispatch_runtime::layout::Layout::new(base.join("ovl-root"));
+    let parcel = dispatch_core::parcel::build(ctx, &layout.parcels()).expect("build");
+    let ids: Vec<dispatch_core::RunId> = (0..=n).map(|_| dispatch_core::RunId::new()).collect();
+    for id in &ids {
+        std::fs::create_dir_all(layout.run_dir(id)).expect("mkdir");
     }
-    let (mut mounts, mut unmounts) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in 0..n {
-        let d = base.join(format!("ovl-{i}"));
-        let (upper, work, merged) = (d.join("upper"), d.join("work"), d.join("merged"));
-        for p in [&upper, &work, &merged] {
-            std::fs::create_dir_all(p).expect("mkdir");
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let c = |s: &[u8]| CString::new(s).expect("no NUL");
-        let (src, target, fstype, data) = (
-            c(b"overlay"),
-            c(merged.as_os_str().as_bytes()),
-            c(b"overlay"),
-            c(opts.as_bytes()),
-        );
+    let (mut made, mut released) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let t = Instant::now();
+    dispatch_runtime::workspace::ensure(&layout, &ids[0], &parcel).expect("workspace");
+    let first = t.elapsed().as_secs_f64() * 1000.0;
+    let info = dispatch_runtime::workspace::info(&layout, &ids[0], false, false);
+    let kind = info.kind.unwrap_or_else(|| "unknown".into());
+    for id in &ids[1..] {
         let t = Instant::now();
-        // SAFETY: every pointer is a valid NUL-terminated string for the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            println!("| overlayfs mount instead | failed: {e} | — |");
-            return;
-        }
-        mounts.push(t.elapsed().as_secs_f64() * 1000.0);
+        dispatch_runtime::workspace::ensure(&layout, id, &parcel).expect("workspace");
+        made.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    for id in &ids {
         let t = Instant::now();
-        // SAFETY: target is a valid NUL-terminated path.
-        unsafe { libc::umount2(target.as_ptr(), 0) };
-        unmounts.push(t.elapsed().as_secs_f64() * 1000.0);
+        dispatch_runtime::workspace::release(&layout, id);
+        released.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!(
-        "| overlayfs mount of the same parcel instead, not used (n={n}) | mount median {:.2} ms, unmount median {:.2} ms | — |",
-        median(mounts),
-        median(unmounts)
+        "| run's workspace (`ensure`, {kind}), first run of the parcel: template + workspace | {first:.2} ms | — |"
+    );
+    println!(
+        "| run's workspace (`ensure`, {kind}), later runs (n={n}) | median {:.2} ms, p90 {:.2} ms | ≤ 5 ms median |",
+        median(made.clone()),
+        pct(made, 0.9)
+    );
+    println!(
+        "| its removal when the run ends (`release`, n={}) | median {:.2} ms, p90 {:.2} ms | — |",
+        released.len(),
+        median(released.clone()),
+        pct(released, 0.9)
     );
 }
 

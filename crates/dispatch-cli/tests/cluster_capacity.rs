@@ -99,3 +99,33 @@ fn workers_claim_only_runs_that_fit_their_capacity_and_never_oversubscribe_it() 
         "two 512M runs overlapped on a 600M worker: {a0}..{a1} and {c0}..{c1}"
     );
 }
+
+#[test]
+fn a_servers_in_process_workers_claim_only_runs_that_fit_their_capacity() {
+    // The embedded database: no PostgreSQL needed.
+    let server = Server::start(&["--workers", "2", "--memory", "256M", "--cpus", "1"]);
+    let client = Client::new(&server);
+    let big_run = client.agent_with("big", "true\n", "RESOURCES MEMORY 512M\n");
+    let many_cpus = client.agent_with("cores", "true\n", "RESOURCES CPUS 2\n");
+    let plain = client.agent("plain", "true\n");
+    let a = client.ok(&["run", &big_run, "--detach"]);
+    let c = client.ok(&["run", &many_cpus, "--detach"]);
+    let b = client.ok(&["run", &plain, "--detach"]);
+    // The workers took the run that fits, after the two that do not were queued.
+    wait_status(&client, &b, "succeeded");
+    assert_eq!(client.inspect(&a)["status"], "queued");
+    assert_eq!(client.inspect(&c)["status"], "queued");
+}
+
+#[test]
+fn a_server_refuses_a_capacity_that_is_not_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["server", "--listen", "127.0.0.1:0", "--memory", "lots"])
+        .env("DISPATCH_ROOT", tempfile::tempdir().expect("tmp").path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--memory `lots` is not a size"), "{err}");
+}

@@ -174,6 +174,61 @@ fn a_fork_bomb_under_pids_is_contained_and_the_run_fails() {
     assert!(left.is_empty(), "groups left behind: {left:?}");
 }
 
+/// The run's groups in the hierarchies of `controllers`.
+fn groups_of(id: &str, controllers: &[&str]) -> Vec<PathBuf> {
+    controllers
+        .iter()
+        .filter_map(|c| own_group(c))
+        .flat_map(|own| std::fs::read_dir(own).into_iter().flatten().flatten())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("dispatch-{id}-"))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn the_groups_of_a_sigkilled_helper_are_removed_by_the_next_reader() {
+    let d = Dispatch::new();
+    let agent = d.agent_with(
+        "orphan",
+        "sleep 300 &\nsleep 300\n",
+        "RESOURCES CPUS 1 MEMORY 64M PIDS 64\n",
+    );
+    let all = ["memory", "pids", "cpu", "cpuacct"];
+    if !cgroups(&all) {
+        return;
+    }
+    let id = d.detach(&agent, "{}");
+    let _guard = GroupGuard(id.clone());
+    common::eventually(10, "running", || d.status(&id) == "running");
+    let groups = groups_of(&id, &all);
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    let tasks = std::fs::read_to_string(groups[0].join("cgroup.procs")).expect("procs");
+    let pids: Vec<i32> = tasks
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "the agent is in its group");
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill helper");
+    common::eventually(5, "helper gone", || !common::alive(helper as u32));
+    assert_eq!(groups_of(&id, &all).len(), 4, "left behind by the helper");
+    assert_eq!(d.status(&id), "failed");
+    assert!(groups_of(&id, &all).is_empty(), "the reader removed them");
+    for pid in pids {
+        assert!(!common::alive(pid as u32), "task {pid} outlived its group");
+    }
+}
+
 #[test]
 fn a_disk_filler_is_stopped_at_its_disk_limit() {
     let d = Dispatch::new();

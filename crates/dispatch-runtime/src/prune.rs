@@ -148,6 +148,8 @@ pub fn remove_run_files(layout: &Layout, id: &RunId) -> u64 {
     for file in [layout.log(id), layout.final_snapshot(id)] {
         bytes += remove_file(&file);
     }
+    // An overlay workspace (a kept one) is unmounted, never walked into.
+    crate::workspace::unmount(layout, id);
     let dir = layout.run_dir(id);
     let size = tree_size(&dir);
     // The workspace may hold read-only directories the agent made.

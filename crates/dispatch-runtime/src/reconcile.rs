@@ -43,6 +43,11 @@ pub async fn reconcile<S: Store + ?Sized>(
         }
         // A container outlives its killed client: remove it.
         crate::container::remove_for_run(layout, &run.id).await;
+        // An overlay workspace outlives it too: unmounted (its files stay
+        // for a recovered attempt, which mounts it again).
+        crate::workspace::unmount(layout, &run.id);
+        // And its control groups (RESOURCES), with whatever is left in them.
+        crate::limits::remove_leftover_groups(&run.id);
         if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
         {
             return Ok(requeued);
@@ -50,6 +55,14 @@ pub async fn reconcile<S: Store + ?Sized>(
         let write = dead_helper_write(layout, &run, helper.pid);
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => {
+                let keep = store
+                    .run_extras(&updated.id)
+                    .await
+                    .is_ok_and(|e| e.keep_workspace);
+                if updated.state.is_terminal() && !keep {
+                    // Ended: the workspace goes (see `crate::workspace`).
+                    crate::workspace::release(layout, &updated.id);
+                }
                 crate::approvals::expire_pending(
                     store,
                     &updated.id,

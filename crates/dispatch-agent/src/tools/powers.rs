@@ -5,13 +5,15 @@
 //! user (`nobody`, 65534): the modes then bind a root agent too once it has
 //! lost the powers that override them. Dropped from the capability bounding
 //! set just before `exec` (so the new program never gets them):
-//! `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_FOWNER`, `CAP_SETGID`,
-//! `CAP_SETUID` (it could become the parcel's owner) and
-//! `CAP_LINUX_IMMUTABLE`. Reading stays allowed. For a process that is not
+//! `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH` (so the
+//! `nobody`-owned 0700 directory of workspace templates, `parcels/.lower`,
+//! cannot be entered), `CAP_FOWNER`, `CAP_SETGID`, `CAP_SETUID` (it could
+//! become the parcel's owner) and `CAP_LINUX_IMMUTABLE`. Reading what the
+//! modes let anyone read stays allowed. For a process that is not
 //! root there is nothing to drop.
 
 /// The capabilities dropped (see the module docs).
-const DROPPED: [libc::c_ulong; 6] = [0, 1, 3, 6, 7, 9];
+const DROPPED: [libc::c_ulong; 7] = [0, 1, 2, 3, 6, 7, 9];
 
 /// Drops the powers above for the program this process is about to `exec`.
 /// Best effort: a process that may not change its bounding set (no

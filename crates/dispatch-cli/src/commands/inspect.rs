@@ -172,7 +172,11 @@ pub(crate) fn print_human(d: &Value) {
             Some(true) => ", --keep-workspace",
             _ => "",
         };
-        line("Workspace:", format!("{path} ({state}{keep})"));
+        let kind = match d["workspace"]["kind"].as_str() {
+            Some(k) => format!(", {k}"),
+            None => String::new(),
+        };
+        line("Workspace:", format!("{path} ({state}{kind}{keep})"));
     }
     print!("{out}");
     if d["service"].is_object() {

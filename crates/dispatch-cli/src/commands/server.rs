@@ -31,6 +31,12 @@ pub struct ServerArgs {
     /// Labels of the in-process workers, comma-separated.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// CPU cores the in-process workers offer to runs' `RESOURCES CPUS` (default: the machine's).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Memory the in-process workers offer to runs' `RESOURCES MEMORY`, like 8G (default: the machine's).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
     /// Signs completion callbacks (HMAC-SHA256); runs may ask for a callback only when set.
     #[arg(
         long,
@@ -176,10 +182,11 @@ fn config(ctx: &Ctx, slots: usize, lease: &LeaseArgs) -> WorkerConfig {
     config
 }
 
-/// What `dispatch worker` offers: `--cpus` and `--memory`, else the machine's.
-fn capacity(args: &WorkerArgs) -> CliResult<dispatch_store::Capacity> {
+/// What a worker offers (`dispatch worker`, or a server's in-process
+/// workers): `--cpus` and `--memory`, else the machine's.
+fn capacity(cpus: Option<f64>, memory: Option<&str>) -> CliResult<dispatch_store::Capacity> {
     use dispatch_runtime::limits::machine;
-    let cpus = match args.cpus {
+    let cpus = match cpus {
         Some(c) if c.is_finite() && c > 0.0 => c,
         Some(c) => {
             return Err(CliError::input(format!(
@@ -188,7 +195,7 @@ fn capacity(args: &WorkerArgs) -> CliResult<dispatch_store::Capacity> {
         }
         None => machine::cores() as f64,
     };
-    let memory_bytes = match args.memory.as_deref() {
+    let memory_bytes = match memory {
         Some(m) => dispatch_core::isolation::parse_size(m).ok_or_else(|| {
             CliError::input(format!(
                 "--memory `{m}` is not a size (hint: --memory 512M or --memory 8G)"
@@ -239,6 +246,7 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     args.log.init()?;
     let retention = retention(args)?;
+    let capacity = capacity(args.cpus, args.memory.as_deref())?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
@@ -247,6 +255,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.workers, &args.lease);
     config.labels = args.labels.clone();
+    // In-process workers claim only runs that fit, like `dispatch worker`.
+    config.capacity = Some(capacity);
     config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-server")?;
     let server = Server::bind(args.listen, backend, ctx.layout.clone(), config)
         .await
@@ -268,9 +278,11 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let store = artifacts.map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     tracing::info!(
         addr = %server.addr(),
-        "dispatch server listening on http://{} ({database}, {} worker slot(s){auth}{store})",
+        "dispatch server listening on http://{} ({database}, {} worker slot(s), capacity {} CPUs, {} memory{auth}{store})",
         server.addr(),
-        args.workers
+        args.workers,
+        capacity.cpus_milli as f64 / 1000.0,
+        dispatch_core::isolation::format_size(capacity.memory_bytes)
     );
     if let Some(url) = &traces {
         tracing::info!("traces: exporting finished runs to {url}");
@@ -311,7 +323,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     config.name = args.name.clone().unwrap_or_else(default_name);
     config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-worker")?;
     config.labels = args.labels.clone();
-    let capacity = capacity(args)?;
+    let capacity = capacity(args.cpus, args.memory.as_deref())?;
     config.capacity = Some(capacity);
     let store = artifacts
         .as_ref()

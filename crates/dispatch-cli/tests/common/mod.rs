@@ -13,6 +13,36 @@ pub struct Dispatch {
     pub dir: tempfile::TempDir,
 }
 
+/// A kept overlay workspace stays mounted until `dispatch rm`: whatever a
+/// test left mounted under its directory goes with it (else the mount
+/// would outlive the removed directory).
+impl Drop for Dispatch {
+    fn drop(&mut self) {
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
+            // SAFETY: c is a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
 impl Dispatch {
     pub fn new() -> Self {
         Dispatch {

@@ -306,7 +306,7 @@ pub(super) fn prepare(
     let m = &parcel.manifest;
     let ws = match m.courier {
         Courier::Noop | Courier::Workflow => crate::workspace::paths(layout, &run.id),
-        _ => crate::workspace::ensure(layout, &run.id, &parcel.files_dir(), &m.files)
+        _ => crate::workspace::ensure(layout, &run.id, parcel)
             .map_err(|e| format!("cannot create the run's workspace: {e}"))?,
     };
     let protocol: Vec<(String, String)> = vec![

@@ -3,10 +3,14 @@
 //!
 //! Written by hand rather than with the `cgroups-rs` crate: the agent must be
 //! inside its group before it executes (a fork bomb or a memory hog must not
-//! get a head start), so the runtime opens each group's `cgroup.procs` before
+//! get a head start), so the runtime opens each group's `tasks` before
 //! spawning and the child writes `0` ("myself") into those descriptors from a
 //! `pre_exec` hook — a raw `write(2)`, the only thing allowed between fork and
-//! exec. `cgroups-rs` adds tasks by pid after the fact and allocates on every
+//! exec. `tasks`, not `cgroup.procs`: the child is one thread between fork
+//! and exec, so moving the thread moves the process, and the kernel moves
+//! the calling thread without the global threadgroup lock, whose first
+//! writer waits out an RCU grace period (10–15 ms measured here, on every
+//! attempt; see BENCHMARKS.md, "RESOURCES"). `cgroups-rs` adds tasks by pid after the fact and allocates on every
 //! call; what we need from cgroupfs is a dozen file writes.
 //!
 //! Each group is created under this process's own group in that hierarchy
@@ -33,7 +37,7 @@ pub(crate) struct Groups {
     pids: Option<PathBuf>,
     cpu: Option<PathBuf>,
     cpuacct: Option<PathBuf>,
-    /// `cgroup.procs` of every group, opened before the spawn.
+    /// `tasks` of every group, opened before the spawn.
     procs: Vec<File>,
 }
 
@@ -152,7 +156,7 @@ impl Groups {
         for dir in dirs {
             match std::fs::OpenOptions::new()
                 .write(true)
-                .open(dir.join("cgroup.procs"))
+                .open(dir.join("tasks"))
             {
                 Ok(f) => g.procs.push(f),
                 Err(_) => {
@@ -244,6 +248,43 @@ impl Groups {
         .flatten()
         {
             let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// The groups of run `run` (`dispatch-<run>-<attempt>`) left behind by a
+/// helper that was killed: their tasks are killed (waiting at most 2 s for
+/// them to go) and the groups removed. Looked for under this process's own
+/// group in each hierarchy, as a helper started from here makes them.
+pub(crate) fn remove_leftovers(run: &str) {
+    let prefix = format!("dispatch-{run}-");
+    for controller in ["memory", "pids", "cpu", "cpuacct"] {
+        let Some(own) = own_path(controller) else {
+            continue;
+        };
+        let parent = Path::new(ROOT)
+            .join(controller)
+            .join(own.trim_start_matches('/'));
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let dir = e.path();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
+                let tasks = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in tasks.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // Listed in the run's group: one of the run's processes.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
     }
 }

@@ -209,6 +209,12 @@ fn cpus_text(cpus: f64) -> String {
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
 
+/// Kills and removes the control groups a killed helper left for run `run`
+/// (called by the reader that reconciles it).
+pub fn remove_leftover_groups(run: &dispatch_core::RunId) {
+    cgroup_v1::remove_leftovers(&run.to_string());
+}
+
 impl Sandbox {
     /// Sets up the limits of `resources` for one attempt (`name` is unique
     /// per attempt). `None` when nothing is declared.

@@ -6,15 +6,20 @@
 //! - The copy is made once per run, before its first attempt: a retry or a
 //!   wake from a durable wait of the same run (on the same machine) finds
 //!   the workspace as the last attempt left it and never copies over it.
-//! - Each file is cloned (`FICLONE`, a reflink: instant and shares blocks
-//!   until written, on btrfs and xfs) or else copied (ext4 has no
+//! - As root, the workspace is an overlayfs mount of a read-only template
+//!   of the parcel's files: a `mount`, whatever the parcel's size (see
+//!   [`overlay`]). Otherwise, or when the mount fails, it is a copy (the
+//!   reason is recorded and `inspect-run` shows it).
+//! - A copy clones each file (`FICLONE`, a reflink: instant and shares blocks
+//!   until written, on btrfs and xfs) or else copies it (ext4 has no
 //!   reflinks). Hard links are never used: the parcel's read-only modes do
 //!   not stop a process running as root, which would write through a link
 //!   into the parcel. The copies are writable by the agent (0644, or 0755
 //!   when executable).
 //! - The copy is written under a temporary name and renamed into place, so
 //!   a helper killed halfway leaves no half workspace to be reused.
-//! - When the run ends the workspace is removed, unless the run was
+//! - When the run ends the workspace is removed (an overlay unmounted
+//!   first), unless the run was
 //!   dispatched with `--keep-workspace`: then it stays until `rm`, `prune`
 //!   or retention removes the run (with the rest of its directory).
 
@@ -25,10 +30,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use dispatch_core::RunId;
-use dispatch_core::parcel::FileEntry;
+use dispatch_core::parcel::{FileEntry, Parcel};
 use dispatch_core::parcel_seal::remove_tree;
 
 use crate::layout::Layout;
+
+pub(crate) mod overlay;
+
+/// `runs/<id>/workspace-kind`: how the workspace was made, for `inspect-run`.
+const KIND_FILE: &str = "workspace-kind";
 
 /// The directories a run's agent gets.
 #[derive(Clone, Debug)]
@@ -60,30 +70,63 @@ pub struct Populated {
     pub copied: usize,
 }
 
-/// Makes run `id`'s workspace from the parcel's `files_dir` and `files`,
-/// unless it exists already (an earlier attempt of the run made it).
-pub fn ensure(
-    layout: &Layout,
-    id: &RunId,
-    files_dir: &Path,
-    files: &[FileEntry],
-) -> io::Result<Workspace> {
+/// Makes run `id`'s workspace from `parcel`'s files, unless it exists
+/// already (an earlier attempt of the run made it; an overlay that is no
+/// longer mounted, after a helper was killed, is mounted again).
+pub fn ensure(layout: &Layout, id: &RunId, parcel: &Parcel) -> io::Result<Workspace> {
     let ws = paths(layout, id);
-    if !ws.work.is_dir() {
-        let parent = ws.work.parent().unwrap_or(Path::new("."));
-        let tmp = parent.join(format!(".work.tmp-{}", std::process::id()));
-        let _ = remove_tree(&tmp);
-        if let Err(e) = populate(files_dir, files, &tmp).and_then(|_| fs::rename(&tmp, &ws.work)) {
-            let _ = remove_tree(&tmp);
-            // Another process of the same run (a takeover) may have won.
-            if !ws.work.is_dir() {
-                return Err(e);
-            }
+    let dir = layout.run_dir(id);
+    let state = overlay::state_dir(&dir);
+    if state.is_dir() {
+        if !overlay::is_mounted(&ws.work) {
+            let lower = overlay::template(layout, parcel)?;
+            overlay::mount(&lower, &state, &ws.work)?;
         }
+    } else if !ws.work.is_dir() {
+        let kind = match make_overlay(layout, parcel, &state, &ws.work) {
+            Ok(()) => "overlayfs".to_string(),
+            Err(why) => {
+                let how = make_copy(&dir, parcel, &ws.work)?;
+                format!("{how} (no overlayfs: {why})")
+            }
+        };
+        let _ = fs::write(dir.join(KIND_FILE), kind);
     }
     fs::create_dir_all(&ws.home)?;
     fs::create_dir_all(&ws.tmp)?;
     Ok(ws)
+}
+
+/// The overlay workspace, or why there is none (nothing left behind then).
+fn make_overlay(layout: &Layout, parcel: &Parcel, state: &Path, work: &Path) -> Result<(), String> {
+    overlay::can_mount()?;
+    let lower = overlay::template(layout, parcel)
+        .map_err(|e| format!("cannot make the parcel's template: {e}"))?;
+    overlay::mount(&lower, state, work).map_err(|e| {
+        let _ = remove_tree(state);
+        let _ = fs::remove_dir(work);
+        format!("mount failed: {e}")
+    })
+}
+
+/// The copied workspace; says `reflinks` or `copies`.
+fn make_copy(dir: &Path, parcel: &Parcel, work: &Path) -> io::Result<&'static str> {
+    let tmp = dir.join(format!(".work.tmp-{}", std::process::id()));
+    let _ = remove_tree(&tmp);
+    match populate(&parcel.files_dir(), &parcel.manifest.files, &tmp)
+        .and_then(|p| fs::rename(&tmp, work).map(|_| p))
+    {
+        Ok(p) if p.copied == 0 && p.cloned > 0 => Ok("reflinks"),
+        Ok(_) => Ok("copies"),
+        Err(e) => {
+            let _ = remove_tree(&tmp);
+            // Another process of the same run (a takeover) may have won.
+            match work.is_dir() {
+                true => Ok("copies"),
+                false => Err(e),
+            }
+        }
+    }
 }
 
 /// Copies `files` (paths inside `from`) into the new directory `to`: each
@@ -143,12 +186,22 @@ fn clone_file(_src: &File, _dst: &File) -> io::Result<()> {
 }
 
 /// Removes run `id`'s workspace, home and temporary directory (the run
-/// ended and did not ask to keep them).
+/// ended and did not ask to keep them); an overlay is unmounted first.
 pub fn release(layout: &Layout, id: &RunId) {
     let ws = paths(layout, id);
-    for dir in [&ws.work, &ws.home, &ws.tmp] {
-        let _ = remove_tree(dir);
+    let dir = layout.run_dir(id);
+    let _ = overlay::unmount(&ws.work);
+    for d in [&ws.work, &overlay::state_dir(&dir), &ws.home, &ws.tmp] {
+        let _ = remove_tree(d);
     }
+    let _ = fs::remove_file(dir.join(KIND_FILE));
+}
+
+/// Unmounts run `id`'s overlay workspace, if one is mounted, and keeps its
+/// files (the upper layer): a later attempt mounts it again. For a helper
+/// that died, and before a run's directory is removed.
+pub fn unmount(layout: &Layout, id: &RunId) {
+    let _ = overlay::unmount(&paths(layout, id).work);
 }
 
 /// What `inspect-run` says of a run's workspace.
@@ -159,25 +212,34 @@ pub struct WorkspaceInfo {
     pub keep: bool,
     /// Whether it is there now (on this machine).
     pub exists: bool,
-    /// `in use`, `kept`, `removed`, or `not created`.
+    /// `in use`, `kept`, `removed`, `not created`, or `not mounted` (an
+    /// overlay whose helper died: its files are in `runs/<id>/overlay/upper`).
     pub state: &'static str,
+    /// How it was made: `overlayfs`, `reflinks` or `copies` (then with the
+    /// reason there is no overlay), when this machine made it.
+    pub kind: Option<String>,
 }
 
 /// Run `id`'s workspace as `inspect-run` shows it.
 pub fn info(layout: &Layout, id: &RunId, keep: bool, terminal: bool) -> WorkspaceInfo {
     let path = paths(layout, id).work;
-    let exists = path.is_dir();
+    let dir = layout.run_dir(id);
+    let overlaid = overlay::state_dir(&dir).is_dir();
+    let exists = path.is_dir() && (!overlaid || overlay::is_mounted(&path));
     let state = match (exists, terminal, keep) {
+        _ if overlaid && !exists => "not mounted",
         (true, false, _) => "in use",
         (true, true, _) => "kept",
         (false, true, false) => "removed",
         (false, _, _) => "not created",
     };
+    let kind = fs::read_to_string(dir.join(KIND_FILE)).ok();
     WorkspaceInfo {
         path,
         keep,
         exists,
         state,
+        kind,
     }
 }
 
@@ -186,31 +248,25 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn entry(path: &str, executable: bool) -> FileEntry {
-        FileEntry {
-            path: path.into(),
-            sha256: String::new(),
-            size: 0,
-            executable,
-        }
-    }
-
     #[test]
-    fn a_workspace_is_a_writable_copy_made_once() {
-        let parcel = tempfile::tempdir().expect("tempdir");
-        let p = parcel.path();
-        fs::create_dir_all(p.join("lib")).expect("mkdir");
-        fs::write(p.join("run.sh"), "echo hi\n").expect("write");
-        fs::write(p.join("lib/data"), "data\n").expect("write");
-        for (f, m) in [("run.sh", 0o555), ("lib/data", 0o444)] {
-            fs::set_permissions(p.join(f), fs::Permissions::from_mode(m)).expect("chmod");
-        }
-        let files = [entry("lib/data", false), entry("run.sh", true)];
+    fn a_workspace_is_a_writable_private_view_made_once() {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let c = ctx.path();
+        fs::create_dir_all(c.join("lib")).expect("mkdir");
+        fs::write(
+            c.join("Agentfile"),
+            "NAME ws\nCOMMAND ./run.sh\nCOPY run.sh\nCOPY lib\n",
+        )
+        .expect("write");
+        fs::write(c.join("run.sh"), "echo hi\n").expect("write");
+        fs::set_permissions(c.join("run.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(c.join("lib/data"), "data\n").expect("write");
         let root = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(root.path());
+        let parcel = dispatch_core::parcel::build(c, &layout.parcels()).expect("build");
         let id = RunId::new();
         fs::create_dir_all(layout.run_dir(&id)).expect("mkdir");
-        let ws = ensure(&layout, &id, p, &files).expect("workspace");
+        let ws = ensure(&layout, &id, &parcel).expect("workspace");
         let mode = |f: &str| {
             fs::metadata(ws.work.join(f))
                 .expect("meta")
@@ -219,23 +275,34 @@ mod tests {
         };
         assert_eq!(mode("run.sh") & 0o777, 0o755);
         assert_eq!(mode("lib/data") & 0o777, 0o644);
+        assert_eq!(mode("lib") & 0o777, 0o755);
         assert_eq!(
             fs::read_to_string(ws.work.join("lib/data")).expect("read"),
             "data\n"
         );
-        // Written by an attempt: a later attempt finds it as it was.
+        // Written by an attempt: a later attempt finds it as it was, also
+        // after an overlay was unmounted (its helper was killed).
         fs::write(ws.work.join("lib/data"), "changed\n").expect("write");
-        let again = ensure(&layout, &id, p, &files).expect("workspace");
+        fs::write(ws.work.join("lib/new"), "new\n").expect("write");
+        unmount(&layout, &id);
+        let again = ensure(&layout, &id, &parcel).expect("workspace");
         assert_eq!(
             fs::read_to_string(again.work.join("lib/data")).expect("read"),
             "changed\n"
         );
-        assert_eq!(
-            fs::read_to_string(p.join("lib/data")).expect("read"),
-            "data\n"
-        );
+        let data = parcel.files_dir().join("lib/data");
+        assert_eq!(fs::read_to_string(&data).expect("read"), "data\n");
+        assert!(!parcel.files_dir().join("lib/new").exists());
         assert!(ws.home.is_dir() && ws.tmp.is_dir());
+        let kind = info(&layout, &id, false, false).kind.expect("recorded");
+        // SAFETY: geteuid has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(kind, "overlayfs");
+        } else {
+            assert!(kind.contains("no overlayfs: not root"), "{kind}");
+        }
         release(&layout, &id);
+        assert!(!overlay::is_mounted(&ws.work));
         assert!(!ws.work.exists() && !ws.home.exists() && !ws.tmp.exists());
     }
 }
