@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `GET /ui`, `/ui/runs` | runs, filtered, a page at a time, live |
 //! | `GET /ui/runs/{id}` | one run: header, timeline, log, events, tool calls, approvals, artifacts, output, children |
+//! | `GET /ui/runs/{id}/workflow` | a workflow run: its communication graph, agents' usage and runs, messages |
 //! | `GET /ui/approvals` | approvals waiting across runs |
 //! | `GET /ui/dead-letters` | dead letters, with replay |
 //! | `GET /ui/usage` | tokens and cost per parcel and per day, runs by state |
@@ -23,6 +24,7 @@ mod assets;
 mod charts;
 mod dead_letters;
 mod fmt;
+mod graph;
 mod live;
 mod log;
 mod page;
@@ -32,6 +34,7 @@ mod runs;
 mod session;
 mod timeline;
 mod usage;
+mod workflow;
 
 use std::sync::Arc;
 
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/", get(|| async { Redirect::to("/ui/runs") }))
         .route("/ui/runs", get(runs::page))
         .route("/ui/runs/{id}", get(run::page))
+        .route("/ui/runs/{id}/workflow", get(workflow::page))
         .route("/ui/approvals", get(approvals::page))
         .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/usage", get(usage::page))

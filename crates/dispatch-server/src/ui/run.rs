@@ -95,12 +95,16 @@ pub async fn page(
     .await
     .map(|(runs, _)| runs)
     .unwrap_or_default();
+    let workflow = super::workflow::is_workflow(&state, &run.id).await;
     let live = !run.state.is_terminal();
     let title = format!("Run {}", run.id.short());
     let body = html! {
         div data-live-run=[live.then(|| format!("/ui/live/runs/{}?seq={}&v={}", run.id, view.last_seq(), run.version))] {
             h1 { span.live-dot title="not live" {} "Run " code { (run.id.short()) } (fmt::copy(run.id.as_str(), "Copy run id")) }
             div #run-header { (header(&view, &session)) }
+            @if workflow {
+                p.workflow-link { a #workflow-link href={ "/ui/runs/" (run.id) "/workflow" } { "Workflow: communication graph, agents and messages »" } }
+            }
             h2 #timeline-title { "Timeline" }
             section.timeline #run-timeline aria-labelledby="timeline-title" { (timeline_part(&view)) }
             div #run-approvals { (run_parts::approvals(&view, &session)) }

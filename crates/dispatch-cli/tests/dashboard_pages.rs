@@ -1,0 +1,116 @@
+//! The dashboard's workflow, services, workers and run-detail pages in a
+//! real browser: headless Chromium (over chromedriver) against a real
+//! `dispatch server` process with real runs. Screenshots go to
+//! `docs/screenshots/` (the README shows them).
+
+mod dashboard_common;
+mod remote_common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use dashboard_common::browser;
+use remote_common::{Client, Server};
+use serde_json::{Value, json};
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn the_workflow_page_draws_the_newsroom_graph_and_links_agents_and_edges() {
+    let Some(b) = browser() else { return };
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let ui = format!("http://{}/ui", server.host);
+    let newsroom = examples().join("newsroom");
+    let id = client.ok(&[
+        "run",
+        "-d",
+        newsroom.to_str().expect("utf-8"),
+        "--job",
+        r#"{"topic":"tides"}"#,
+    ]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+
+    // The run page links to its workflow page.
+    b.goto(&format!("{ui}/runs/{id}"));
+    b.click("#workflow-link");
+    b.wait_js(
+        "the workflow page",
+        "return location.pathname.endsWith('/workflow') && document.querySelector('#workflow-graph')",
+    );
+    let nodes: BTreeSet<String> = serde_json::from_value(b.js(
+        "return [...document.querySelectorAll('#workflow-graph a.node')].map(a => a.dataset.node)",
+        json!([]),
+    ))
+    .expect("names");
+    let want: BTreeSet<String> = ["__start__", "researcher", "analyst", "writer", "__end__"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(nodes, want);
+    let edges: BTreeSet<(String, String, u64)> = serde_json::from_value::<Vec<Value>>(b.js(
+        "return [...document.querySelectorAll('#workflow-graph a.edge')].map(a => [a.dataset.from, a.dataset.to, +a.dataset.count])",
+        json!([]),
+    ))
+    .expect("edges")
+    .into_iter()
+    .map(|e| {
+        (
+            e[0].as_str().unwrap_or("").to_string(),
+            e[1].as_str().unwrap_or("").to_string(),
+            e[2].as_u64().unwrap_or(0),
+        )
+    })
+    .collect();
+    let want: BTreeSet<(String, String, u64)> = [
+        ("__start__", "researcher", 1),
+        ("researcher", "analyst", 1),
+        ("analyst", "writer", 2),
+        ("writer", "analyst", 1),
+        ("writer", "__end__", 1),
+    ]
+    .iter()
+    .map(|(a, b, n)| (a.to_string(), b.to_string(), *n))
+    .collect();
+    assert_eq!(edges, want);
+    b.screenshot(&shots().join("workflow.png"));
+
+    // A node leads to that agent's child runs, an edge to its messages.
+    b.click("#workflow-graph a.node[data-node=analyst]");
+    b.wait_js(
+        "the agent's row",
+        "return location.hash === '#agent-analyst'",
+    );
+    let runs = b.js(
+        "return document.querySelectorAll('#agent-analyst .agent-run a').length",
+        json!([]),
+    );
+    assert_eq!(runs, json!(2), "the analyst took two turns");
+    let kids = client.ok(&["ps", "-a", "-q", "--filter", &format!("parent={id}")]);
+    let analyst_run = b.js(
+        "return document.querySelector('#agent-analyst .agent-run a').title",
+        json!([]),
+    );
+    assert!(
+        kids.lines().any(|k| Some(k) == analyst_run.as_str()),
+        "{analyst_run} among {kids}"
+    );
+    b.click("#workflow-graph a.edge[data-from=writer][data-to=analyst] text.edge-count");
+    let section = b.wait_js(
+        "the edge's messages",
+        "const s = document.querySelector(location.hash); return s && s.dataset.from === 'writer' && s.dataset.to === 'analyst' && s.querySelectorAll('details.message').length",
+    );
+    assert_eq!(section, json!(1));
+    let kind = b.js(
+        "return document.querySelector(location.hash + ' details.message').dataset.kind",
+        json!([]),
+    );
+    assert_eq!(kind, json!("VALIDATION"));
+    b.goto("about:blank");
+}
