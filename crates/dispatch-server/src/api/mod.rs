@@ -44,7 +44,7 @@ pub mod publish;
 pub(crate) mod reliability;
 pub(crate) mod runs;
 mod schemas;
-mod services;
+pub(crate) mod services;
 mod signal;
 mod stream;
 

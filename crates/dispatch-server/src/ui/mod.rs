@@ -13,9 +13,10 @@
 //! | `GET /ui/runs/{id}/workflow` | a workflow run: its communication graph, agents' usage and runs, messages |
 //! | `GET /ui/approvals` | approvals waiting across runs |
 //! | `GET /ui/dead-letters` | dead letters, with replay |
+//! | `GET /ui/services` | running services: schedules with next fire, listeners with counters, wake now |
 //! | `GET /ui/usage` | tokens and cost per parcel and per day, runs by state |
 //! | `GET /ui/live/runs`, `/ui/live/runs/{id}`, `/ui/live/runs/{id}/log` | SSE for the live parts |
-//! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay` | buttons (CSRF-checked) |
+//! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay`, `/ui/services/{id}/wake` | buttons (CSRF-checked) |
 //! | `GET/POST /ui/login`, `POST /ui/logout` | the token form (when the API needs tokens) |
 
 mod actions;
@@ -31,6 +32,7 @@ mod page;
 mod run;
 mod run_parts;
 mod runs;
+mod services;
 mod session;
 mod timeline;
 mod usage;
@@ -85,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/approvals", get(approvals::page))
         .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/usage", get(usage::page))
+        .route("/ui/services", get(services::page))
+        .route("/ui/services/{id}/wake", post(services::wake))
         .route("/ui/live/runs", get(live::runs))
         .route("/ui/live/runs/{id}", get(live::run))
         .route("/ui/live/runs/{id}/log", get(log::live))
