@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use dashboard_common::browser;
-use remote_common::{Client, Server};
+use remote_common::{Client, Server, Worker};
 use serde_json::{Value, json};
 
 fn shots() -> PathBuf {
@@ -112,5 +112,105 @@ fn the_workflow_page_draws_the_newsroom_graph_and_links_agents_and_edges() {
         json!([]),
     );
     assert_eq!(kind, json!("VALIDATION"));
+    b.goto("about:blank");
+}
+
+/// Logs a line every 50 ms until `gate` exists.
+fn gated(gate: &std::path::Path) -> String {
+    format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done\necho finished\n",
+        gate.display()
+    )
+}
+
+#[test]
+fn services_show_their_schedule_and_wake_and_workers_show_their_slots_on_postgres() {
+    let Some(db) = remote_common::postgres() else {
+        return;
+    };
+    let Some(b) = browser() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let _worker = Worker::start(
+        db.url(),
+        "ui-gpu-1",
+        &["--slots", "3", "--labels", "gpu,eu"],
+    );
+    let client = Client::new(&server);
+    let ui = format!("http://{}/ui", server.host);
+
+    // A worker holding one run: 1 of its 3 slots.
+    let gate = client.dir.path().join("gate");
+    let slow = client.agent("slow", &gated(&gate));
+    let held = client.ok(&["run", "-d", &slow]);
+    server.wait_for(&format!("/v1/runs/{held}"), |r| r["status"] == "running");
+    b.goto(&format!("{ui}/workers"));
+    b.wait_js(
+        "the worker holding the run",
+        "const r = document.querySelector('tr[data-worker=\"ui-gpu-1\"]'); if (!r || r.querySelector('[data-used]').dataset.used !== '1') { location.reload(); return false; } return true;",
+    );
+    let row = b.js(
+        "const r = document.querySelector('tr[data-worker=\"ui-gpu-1\"]'); return [r.dataset.state, r.querySelector('[data-slots]').dataset.slots, r.textContent]",
+        json!([]),
+    );
+    assert_eq!(row[0], "working", "{row}");
+    assert_eq!(row[1], "3", "{row}");
+    assert!(row[2].as_str().unwrap_or("").contains("gpu, eu"), "{row}");
+    b.screenshot(&shots().join("workers.png"));
+    std::fs::write(&gate, "").expect("open the gate");
+    assert_eq!(client.ok(&["wait", &held]), "0");
+
+    // A cluster service: its schedule with the next fire; wake it now.
+    let svc = client.agent("ticker", "cat > /dev/null\necho tick\n");
+    let id = client.ok(&[
+        "serve",
+        &svc,
+        "--schedule",
+        "0 0 0 1 1 *",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-path",
+        "/in",
+    ]);
+    b.goto(&format!("{ui}/services"));
+    let schedule = b.wait_js(
+        "the service's schedule",
+        &format!(
+            "const a = document.querySelector('article[data-service=\"{id}\"]'); return a && a.querySelector('table.schedules td code').textContent"
+        ),
+    );
+    assert_eq!(schedule, json!("0 0 0 1 1 *"));
+    let next = b.js(
+        &format!(
+            "return document.querySelector('article[data-service=\"{id}\"] table.schedules time').getAttribute('datetime')"
+        ),
+        json!([]),
+    );
+    assert!(
+        next.as_str().unwrap_or("").contains("-01-01T00:00:00"),
+        "next fire on 1 January: {next}"
+    );
+    let hook = b.js(
+        &format!(
+            "return document.querySelector('article[data-service=\"{id}\"] table.listeners').textContent"
+        ),
+        json!([]),
+    );
+    assert!(
+        hook.as_str().unwrap_or("").contains("/hooks/ticker"),
+        "{hook}"
+    );
+    b.screenshot(&shots().join("services.png"));
+    b.click(&format!("article[data-service=\"{id}\"] form button"));
+    b.wait_js(
+        "the wake's run page",
+        &format!("return location.pathname.startsWith('/ui/runs/') && !location.pathname.endsWith('{id}')"),
+    );
+    let wake = b.url().rsplit('/').next().unwrap_or("").to_string();
+    let woke = server.wait_for(&format!("/v1/runs/{wake}"), |r| {
+        r["status"] == "succeeded" || r["status"] == "failed"
+    });
+    assert_eq!(woke["status"], "succeeded", "{woke}");
+    assert_eq!(woke["operation"], "heartbeat", "{woke}");
+    client.ok(&["stop", &id]);
     b.goto("about:blank");
 }

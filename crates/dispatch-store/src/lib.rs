@@ -24,6 +24,7 @@ mod service;
 mod sessions;
 pub mod sqlite;
 mod tokens;
+mod workers;
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
@@ -45,6 +46,7 @@ pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};
+pub use workers::{WorkerBeat, WorkerInfo, WorkerStore};
 
 /// Runs: create, read, compare-and-set state changes, delete.
 #[async_trait]

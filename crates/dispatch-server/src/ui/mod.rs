@@ -14,6 +14,7 @@
 //! | `GET /ui/approvals` | approvals waiting across runs |
 //! | `GET /ui/dead-letters` | dead letters, with replay |
 //! | `GET /ui/services` | running services: schedules with next fire, listeners with counters, wake now |
+//! | `GET /ui/workers` | workers: labels, slots used of total, lease age, last seen |
 //! | `GET /ui/usage` | tokens and cost per parcel and per day, runs by state |
 //! | `GET /ui/live/runs`, `/ui/live/runs/{id}`, `/ui/live/runs/{id}/log` | SSE for the live parts |
 //! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay`, `/ui/services/{id}/wake` | buttons (CSRF-checked) |
@@ -36,6 +37,7 @@ mod services;
 mod session;
 mod timeline;
 mod usage;
+mod workers;
 mod workflow;
 
 use std::sync::Arc;
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/usage", get(usage::page))
         .route("/ui/services", get(services::page))
         .route("/ui/services/{id}/wake", post(services::wake))
+        .route("/ui/workers", get(workers::page))
         .route("/ui/live/runs", get(live::runs))
         .route("/ui/live/runs/{id}", get(live::run))
         .route("/ui/live/runs/{id}/log", get(log::live))

@@ -22,6 +22,7 @@ mod schema;
 mod service;
 mod sessions;
 mod tokens;
+mod workers;
 
 use crate::{TokenRecord, TokenStore};
 
