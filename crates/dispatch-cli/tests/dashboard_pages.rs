@@ -4,12 +4,14 @@
 //! `docs/screenshots/` (the README shows them).
 
 mod dashboard_common;
+mod native_common;
 mod remote_common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use dashboard_common::browser;
+use native_common::{Mock, text};
 use remote_common::{Client, Server, Worker};
 use serde_json::{Value, json};
 
@@ -212,5 +214,115 @@ fn services_show_their_schedule_and_wake_and_workers_show_their_slots_on_postgre
     assert_eq!(woke["status"], "succeeded", "{woke}");
     assert_eq!(woke["operation"], "heartbeat", "{woke}");
     client.ok(&["stop", &id]);
+    b.goto("about:blank");
+}
+
+#[test]
+fn the_run_page_shows_a_conversation_escaped_the_bom_and_artifact_links_and_runs_filter_by_trigger()
+{
+    let Some(b) = browser() else { return };
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let ui = format!("http://{}/ui", server.host);
+    let mock = Mock::start(json!([text(
+        "<img src=x onerror=\"window.pwnedAnswer=1\">all good",
+        11,
+        6
+    )]));
+    let dir = client.dir.path().join("native");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nPROMPT Answer the ticket.\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let id = client.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        r#"{"ticket":"<script>window.pwnedAsk=1</script>charged twice"}"#,
+    ]);
+    assert_eq!(client.ok(&["wait", &id]), "0");
+
+    b.goto(&format!("{ui}/runs/{id}"));
+    b.click("details.model-call summary");
+    let turns = b.wait_js(
+        "the conversation",
+        "const c = document.querySelector('details.model-call .conversation'); return c && [...c.querySelectorAll('[data-role]')].map(m => [m.dataset.role, m.textContent])",
+    );
+    let turns = turns.as_array().expect("turns").clone();
+    let said = |role: &str| {
+        turns
+            .iter()
+            .filter(|t| t[0] == role)
+            .map(|t| t[1].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        said("user").contains("<script>window.pwnedAsk=1</script>charged twice"),
+        "the payload went in as text: {turns:?}"
+    );
+    assert!(
+        said("answer").contains("<img src=x onerror=\"window.pwnedAnswer=1\">all good"),
+        "the answer came out as text: {turns:?}"
+    );
+    assert!(said("system").contains("Answer the ticket."), "{turns:?}");
+    let ran = b.js(
+        "return [window.pwnedAsk, window.pwnedAnswer].filter(x => x !== undefined).length + document.querySelectorAll('main img').length",
+        json!([]),
+    );
+    assert_eq!(ran, json!(0), "no markup from the model or the payload ran");
+    let bom = b.js(
+        "const s = document.querySelector('#bom'); return s && s.textContent",
+        json!([]),
+    );
+    assert!(bom.as_str().unwrap_or("").contains("gpt-4o-mini"), "{bom}");
+    b.js(
+        "document.querySelector('#models-title').scrollIntoView()",
+        json!([]),
+    );
+    b.screenshot(&shots().join("run-conversation.png"));
+
+    // Artifacts: a link that downloads the bytes.
+    let maker = client.agent(
+        "maker",
+        "printf 'hello artifact' > \"$DISPATCH_ARTIFACTS/report.txt\"\n",
+    );
+    let made = client.ok(&["run", "-d", &maker]);
+    assert_eq!(client.ok(&["wait", &made]), "0");
+    b.goto(&format!("{ui}/runs/{made}"));
+    let fetched = b.wait_js(
+        "the artifact's bytes",
+        "const a = document.querySelector('a.artifact'); if (!a) return false; if (!window.got) { window.got = 'pending'; fetch(a.href).then(r => r.text()).then(t => window.got = t); } return window.got !== 'pending' && [a.getAttribute('download'), window.got]",
+    );
+    assert_eq!(fetched, json!(["report.txt", "hello artifact"]));
+
+    // The trigger filter: a replay shows under `replay`, not under `manual`.
+    let again = client.ok(&["replay", &made, "--allow-side-effects"]);
+    let again = again.lines().last().unwrap_or("").trim().to_string();
+    b.goto(&format!("{ui}/runs"));
+    b.js(
+        "const s = document.querySelector('#f-trigger'); s.value = 'replay'; s.form.submit();",
+        json!([]),
+    );
+    b.wait_js(
+        "the filtered page",
+        "return location.search.includes('trigger=replay') && document.readyState === 'complete'",
+    );
+    let ids = b.js(
+        "return [...document.querySelectorAll('#runs tbody tr[data-id]')].map(r => r.dataset.id)",
+        json!([]),
+    );
+    let ids: Vec<String> = serde_json::from_value(ids).expect("ids");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(
+        ids[0].starts_with(&again) || again.starts_with(&ids[0][..12]),
+        "{ids:?} vs {again}"
+    );
     b.goto("about:blank");
 }

@@ -28,8 +28,8 @@
 //! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
-mod artifact;
-mod bom;
+pub(crate) mod artifact;
+pub(crate) mod bom;
 mod create;
 mod error;
 mod evals;

@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `GET /ui`, `/ui/runs` | runs, filtered, a page at a time, live |
 //! | `GET /ui/runs/{id}` | one run: header, timeline, log, events, tool calls, approvals, artifacts, output, children |
+//! | `GET /ui/runs/{id}/artifacts/{sha256}` | an artifact's bytes |
 //! | `GET /ui/runs/{id}/workflow` | a workflow run: its communication graph, agents' usage and runs, messages |
 //! | `GET /ui/approvals` | approvals waiting across runs |
 //! | `GET /ui/dead-letters` | dead letters, with replay |
@@ -24,6 +25,7 @@ mod actions;
 mod approvals;
 mod assets;
 mod charts;
+mod conversation;
 mod dead_letters;
 mod fmt;
 mod graph;
@@ -86,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/runs", get(runs::page))
         .route("/ui/runs/{id}", get(run::page))
         .route("/ui/runs/{id}/workflow", get(workflow::page))
+        .route("/ui/runs/{id}/artifacts/{sha256}", get(run::artifact))
         .route("/ui/approvals", get(approvals::page))
         .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/usage", get(usage::page))

@@ -96,6 +96,10 @@ pub async fn page(
     .map(|(runs, _)| runs)
     .unwrap_or_default();
     let workflow = super::workflow::is_workflow(&state, &run.id).await;
+    let bom = crate::api::bom::bom(State(state.clone()), Path(run.id.to_string()))
+        .await
+        .map(|j| j.0)
+        .unwrap_or_default();
     let live = !run.state.is_terminal();
     let title = format!("Run {}", run.id.short());
     let body = html! {
@@ -113,8 +117,9 @@ pub async fn page(
         section aria-labelledby="log-title" { (log::section(&run.id, &log, live)) }
         (run_parts::output(run))
         (run_parts::tool_calls(&view.events))
-        (run_parts::model_calls(&view.events))
-        (run_parts::artifacts(&artifacts))
+        (run_parts::model_calls(&view.events, &state.layout, &run.id))
+        (run_parts::bom(&bom))
+        (run_parts::artifacts(&artifacts, &run.id))
         (run_parts::children(&children, &session, view.now))
         (run_parts::events(&view.events, query.events_from, &run.id))
     };
@@ -174,5 +179,17 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// `GET /ui/runs/{id}/artifacts/{sha256}`: one artifact's bytes, through
+/// the handler of `GET /v1/runs/{id}/artifacts/{sha256}`.
+pub async fn artifact(
+    State(state): State<AppState>,
+    Path((id, sha256)): Path<(String, String)>,
+) -> Response {
+    match crate::api::artifact::download(State(state), Path((id, sha256))).await {
+        Ok(r) => r,
+        Err(e) => page::error(e.status, &e.message),
     }
 }
