@@ -25,6 +25,7 @@ mod fetch;
 pub mod metrics;
 mod noop;
 pub mod otel;
+pub mod presence;
 pub mod queue_timeout;
 pub mod retention;
 pub mod self_fence;
@@ -42,13 +43,13 @@ use std::sync::Arc;
 
 use dispatch_store::{
     CallbackStore, EvalStore, ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore,
-    Store, TokenStore, TraceStore,
+    Store, TokenStore, TraceStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, token,
-/// callback, parcel, run-log, service, eval and retention capabilities.
+/// callback, parcel, run-log, service, eval, retention and worker capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -60,6 +61,7 @@ pub trait ClusterStore:
     + ServiceStore
     + RetentionStore
     + TraceStore
+    + WorkerStore
 {
 }
 impl<
@@ -72,7 +74,8 @@ impl<
         + EvalStore
         + ServiceStore
         + RetentionStore
-        + TraceStore,
+        + TraceStore
+        + WorkerStore,
 > ClusterStore for T
 {
 }

@@ -208,13 +208,10 @@ impl Server {
                 .with_bus(self.bus.clone(), &self.worker.name);
             let mut config = self.worker.clone();
             config.ship_logs &= self.backend.shares_logs();
-            let worker = Worker::new(
-                self.backend.store.clone(),
-                wake,
-                config,
-                self.metrics.clone(),
-            );
-            tokio::spawn(worker.run(stopped(stop_rx.clone())))
+            let store = self.backend.store.clone();
+            let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
+            let work = worker.run(stopped(stop_rx.clone()));
+            tokio::spawn(async move { crate::presence::beating(store, &config, work).await })
         });
         let callbacks = self.callback_secret.clone().map(|secret| {
             tokio::spawn(crate::callback::dispatcher(
@@ -307,9 +304,13 @@ pub async fn work(
     let wake = backend
         .wake(Arc::new(Notify::new()))
         .with_bus(bus, &config.name);
-    let summary = Worker::new(backend.store, wake, config, Arc::new(Metrics::default()))
-        .run(shutdown)
-        .await;
+    let worker = Worker::new(
+        backend.store.clone(),
+        wake,
+        config.clone(),
+        Arc::new(Metrics::default()),
+    );
+    let summary = crate::presence::beating(backend.store, &config, worker.run(shutdown)).await;
     if let Some(relay) = relay {
         relay.abort();
     }

@@ -129,6 +129,7 @@ macro_rules! __queue_conformance_names {
     ($mode:ident $factory:expr) => {
         $crate::__conformance_tests!($mode $factory;
             claims_take_the_highest_priority_then_the_oldest,
+            workers_are_listed_with_the_live_runs_they_hold,
             three_claimers_racing_over_1000_runs_claim_each_exactly_once,
             a_stolen_lease_cannot_write,
             a_stolen_lease_cannot_write_several_transitions,

@@ -25,6 +25,7 @@ mod sessions;
 pub mod sqlite;
 mod tokens;
 mod traces;
+mod workers;
 
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
@@ -47,6 +48,7 @@ pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore};
 pub use traces::{RunTrace, TRACE_EVENT_KINDS, TraceStore};
+pub use workers::{WorkerBeat, WorkerInfo, WorkerStore};
 
 /// Runs: create, read, compare-and-set state changes, delete.
 #[async_trait]

@@ -28,8 +28,8 @@
 //! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
-mod artifact;
-mod bom;
+pub(crate) mod artifact;
+pub(crate) mod bom;
 mod create;
 mod error;
 mod evals;
@@ -44,7 +44,7 @@ pub mod publish;
 pub(crate) mod reliability;
 pub(crate) mod runs;
 mod schemas;
-mod services;
+pub(crate) mod services;
 mod signal;
 mod stream;
 

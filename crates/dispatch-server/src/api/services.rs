@@ -337,7 +337,14 @@ pub async fn wake(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: WakeRequest = super::runs::optional_body(&body, "wake request")?;
-    let id = resolve(&state, &id).await?;
+    let heartbeat = wake_cluster(&state, &id, req.payload.unwrap_or_else(|| json!({}))).await?;
+    Ok((StatusCode::ACCEPTED, Json(run_json(&heartbeat))).into_response())
+}
+
+/// A manual turn of the cluster service `id` (a prefix is enough): its
+/// heartbeat run, queued. The API's and the dashboard's wake.
+pub(crate) async fn wake_cluster(state: &AppState, id: &str, payload: Value) -> ApiResult<Run> {
+    let id = resolve(state, id).await?;
     let run = state.store.get_run(&id).await?;
     let not_a_service = |hint| StoreError::InvalidState {
         id: id.clone(),
@@ -353,11 +360,11 @@ pub async fn wake(
     let spec = WakeSpec {
         reason: "manual",
         detail: json!({}),
-        payload: req.payload.unwrap_or_else(|| json!({})),
+        payload,
         request: None,
     };
     match state.services().wake(&id, spec).await {
-        Ok(heartbeat) => Ok((StatusCode::ACCEPTED, Json(run_json(&heartbeat))).into_response()),
+        Ok(heartbeat) => Ok(heartbeat),
         Err(WakeError::NotRunning(_)) => Err(not_a_service("it stopped meanwhile").into()),
         Err(WakeError::Store(e)) => Err(e.into()),
         Err(WakeError::Parcel(why)) => Err(ApiError::new(

@@ -10,28 +10,37 @@
 //! | --- | --- |
 //! | `GET /ui`, `/ui/runs` | runs, filtered, a page at a time, live |
 //! | `GET /ui/runs/{id}` | one run: header, timeline, log, events, tool calls, approvals, artifacts, output, children |
+//! | `GET /ui/runs/{id}/artifacts/{sha256}` | an artifact's bytes |
+//! | `GET /ui/runs/{id}/workflow` | a workflow run: its communication graph, agents' usage and runs, messages |
 //! | `GET /ui/approvals` | approvals waiting across runs |
 //! | `GET /ui/dead-letters` | dead letters, with replay |
+//! | `GET /ui/services` | running services: schedules with next fire, listeners with counters, wake now |
+//! | `GET /ui/workers` | workers: labels, slots used of total, lease age, last seen |
 //! | `GET /ui/usage` | tokens and cost per parcel and per day, runs by state |
 //! | `GET /ui/live/runs`, `/ui/live/runs/{id}`, `/ui/live/runs/{id}/log` | SSE for the live parts |
-//! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay` | buttons (CSRF-checked) |
+//! | `POST /ui/runs/{id}/{stop,restart,replay}`, `/ui/runs/{id}/approvals/{aid}`, `/ui/dead-letters/{id}/replay`, `/ui/services/{id}/wake` | buttons (CSRF-checked) |
 //! | `GET/POST /ui/login`, `POST /ui/logout` | the token form (when the API needs tokens) |
 
 mod actions;
 mod approvals;
 mod assets;
 mod charts;
+mod conversation;
 mod dead_letters;
 mod fmt;
+mod graph;
 mod live;
 mod log;
 mod page;
 mod run;
 mod run_parts;
 mod runs;
+mod services;
 mod session;
 mod timeline;
 mod usage;
+mod workers;
+mod workflow;
 
 use std::sync::Arc;
 
@@ -78,9 +87,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/", get(|| async { Redirect::to("/ui/runs") }))
         .route("/ui/runs", get(runs::page))
         .route("/ui/runs/{id}", get(run::page))
+        .route("/ui/runs/{id}/workflow", get(workflow::page))
+        .route("/ui/runs/{id}/artifacts/{sha256}", get(run::artifact))
         .route("/ui/approvals", get(approvals::page))
         .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/usage", get(usage::page))
+        .route("/ui/services", get(services::page))
+        .route("/ui/services/{id}/wake", post(services::wake))
+        .route("/ui/workers", get(workers::page))
         .route("/ui/live/runs", get(live::runs))
         .route("/ui/live/runs/{id}", get(live::run))
         .route("/ui/live/runs/{id}/log", get(log::live))

@@ -13,6 +13,8 @@ pub enum Nav {
     Runs,
     Approvals,
     DeadLetters,
+    Services,
+    Workers,
     Usage,
 }
 
@@ -49,6 +51,8 @@ pub fn page(title: &str, current: Nav, session: &Session, body: Markup) -> Respo
                         (link(Nav::Runs, "/ui/runs", "Runs"))
                         (link(Nav::Approvals, "/ui/approvals", "Approvals"))
                         (link(Nav::DeadLetters, "/ui/dead-letters", "Dead letters"))
+                        (link(Nav::Services, "/ui/services", "Services"))
+                        (link(Nav::Workers, "/ui/workers", "Workers"))
                         (link(Nav::Usage, "/ui/usage", "Usage"))
                     }
                     @if session.logged_in {
@@ -94,6 +98,6 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such page (hint: the dashboard has Runs, Approvals, Dead letters and Usage)",
+        "no such page (hint: the dashboard has Runs, Approvals, Dead letters, Services, Workers and Usage)",
     )
 }

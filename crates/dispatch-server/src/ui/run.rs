@@ -95,12 +95,20 @@ pub async fn page(
     .await
     .map(|(runs, _)| runs)
     .unwrap_or_default();
+    let workflow = super::workflow::is_workflow(&state, &run.id).await;
+    let bom = crate::api::bom::bom(State(state.clone()), Path(run.id.to_string()))
+        .await
+        .map(|j| j.0)
+        .unwrap_or_default();
     let live = !run.state.is_terminal();
     let title = format!("Run {}", run.id.short());
     let body = html! {
         div data-live-run=[live.then(|| format!("/ui/live/runs/{}?seq={}&v={}", run.id, view.last_seq(), run.version))] {
             h1 { span.live-dot title="not live" {} "Run " code { (run.id.short()) } (fmt::copy(run.id.as_str(), "Copy run id")) }
             div #run-header { (header(&view, &session)) }
+            @if workflow {
+                p.workflow-link { a #workflow-link href={ "/ui/runs/" (run.id) "/workflow" } { "Workflow: communication graph, agents and messages »" } }
+            }
             h2 #timeline-title { "Timeline" }
             section.timeline #run-timeline aria-labelledby="timeline-title" { (timeline_part(&view)) }
             div #run-approvals { (run_parts::approvals(&view, &session)) }
@@ -109,8 +117,9 @@ pub async fn page(
         section aria-labelledby="log-title" { (log::section(&run.id, &log, live)) }
         (run_parts::output(run))
         (run_parts::tool_calls(&view.events))
-        (run_parts::model_calls(&view.events))
-        (run_parts::artifacts(&artifacts))
+        (run_parts::model_calls(&view.events, &state.layout, &run.id))
+        (run_parts::bom(&bom))
+        (run_parts::artifacts(&artifacts, &run.id))
         (run_parts::children(&children, &session, view.now))
         (run_parts::events(&view.events, query.events_from, &run.id))
     };
@@ -170,5 +179,17 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// `GET /ui/runs/{id}/artifacts/{sha256}`: one artifact's bytes, through
+/// the handler of `GET /v1/runs/{id}/artifacts/{sha256}`.
+pub async fn artifact(
+    State(state): State<AppState>,
+    Path((id, sha256)): Path<(String, String)>,
+) -> Response {
+    match crate::api::artifact::download(State(state), Path((id, sha256))).await {
+        Ok(r) => r,
+        Err(e) => page::error(e.status, &e.message),
     }
 }

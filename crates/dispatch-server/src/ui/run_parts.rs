@@ -146,8 +146,12 @@ pub fn tool_calls(events: &[Event]) -> Markup {
     }
 }
 
-/// Model calls: model, tokens, latency, finish reason.
-pub fn model_calls(events: &[Event]) -> Markup {
+/// Model calls shown with their conversation (the newest).
+const CONVERSATIONS: usize = 50;
+
+/// Model calls: model, tokens, latency, finish reason, and each one's
+/// conversation (messages in, the answer out).
+pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
     let calls: Vec<&Event> = events
         .iter()
         .filter(|e| e.event.kind == "model_call")
@@ -156,6 +160,7 @@ pub fn model_calls(events: &[Event]) -> Markup {
         return html! {};
     }
     let n = |d: &Value, k: &str| d[k].as_u64().map(fmt::count).unwrap_or_else(|| "-".into());
+    let shown = calls.len().saturating_sub(CONVERSATIONS);
     html! {
         h2 #models-title { "Model calls (" (calls.len()) ")" }
         div.table-wrap { table aria-labelledby="models-title" {
@@ -165,7 +170,7 @@ pub fn model_calls(events: &[Event]) -> Markup {
                 th scope="col" .num { "Latency" } th scope="col" .num.hide-narrow { "First token" }
                 th scope="col" { "Finish" } th scope="col" .hide-narrow { "At" }
             } }
-            tbody { @for e in calls {
+            tbody { @for e in &calls {
                 @let d = &e.event.data;
                 tr {
                     td { (d["model"].as_str().unwrap_or("?")) }
@@ -179,11 +184,24 @@ pub fn model_calls(events: &[Event]) -> Markup {
                 }
             } }
         } }
+        section #conversations aria-label="Conversations of the model calls" {
+            @if shown > 0 { p.muted { "The conversations of the last " (CONVERSATIONS) " calls." } }
+            @for (i, e) in calls.iter().enumerate().skip(shown) {
+                @let d = &e.event.data;
+                details.model-call data-seq=(e.seq) {
+                    summary {
+                        "Call " (i + 1) ": " strong { (d["model"].as_str().unwrap_or("?")) }
+                        " · attempt " (e.event.attempt) " · " (fmt::time(e.event.at))
+                    }
+                    (super::conversation::render(layout, id, d))
+                }
+            }
+        }
     }
 }
 
 /// The files the run produced.
-pub fn artifacts(artifacts: &[Artifact]) -> Markup {
+pub fn artifacts(artifacts: &[Artifact], id: &RunId) -> Markup {
     if artifacts.is_empty() {
         return html! {};
     }
@@ -192,7 +210,7 @@ pub fn artifacts(artifacts: &[Artifact]) -> Markup {
         div.table-wrap { table aria-labelledby="artifacts-title" {
             thead { tr { th scope="col" { "Name" } th scope="col" .num { "Size" } th scope="col" { "SHA-256" } } }
             tbody { @for a in artifacts { tr {
-                td { code { (a.name) } }
+                td { a.artifact href={ "/ui/runs/" (id) "/artifacts/" (a.sha256) } download=(a.name.rsplit('/').next().unwrap_or(&a.name)) { code { (a.name) } } }
                 td.num { (fmt::count(a.size)) " B" }
                 td { code title=(a.sha256) { (fmt::clip(&a.sha256, 16)) } (fmt::copy(&a.sha256, "Copy digest")) }
             } } }
@@ -250,5 +268,51 @@ pub fn events(events: &[Event], from: Option<usize>, id: &RunId) -> Markup {
                 td { code.mono { (fmt::clip(&e.event.data.to_string(), 300)) } }
             } } }
         } }
+    }
+}
+
+/// The bill of materials of each attempt (`GET /v1/runs/{id}/bom`): the
+/// latest in full, the earlier ones folded.
+pub fn bom(bom: &Value) -> Markup {
+    let attempts: Vec<&Value> = bom["attempts"].as_array().into_iter().flatten().collect();
+    if attempts.is_empty() {
+        return html! {};
+    }
+    let latest = &bom["bom"];
+    let models: Vec<&Value> = latest["models"].as_array().into_iter().flatten().collect();
+    let tools: Vec<&Value> = latest["tools"].as_array().into_iter().flatten().collect();
+    let word = |v: &Value, k: &str| {
+        v[k].as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v[k].to_string())
+    };
+    html! {
+        h2 #bom-title { "Bill of materials" }
+        section #bom aria-labelledby="bom-title" {
+            @if !models.is_empty() {
+                p { "Models: " @for (i, m) in models.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (word(m, "model")) }
+                    span.muted { " (" (m["provider"].as_str().unwrap_or("?")) @if let Some(h) = m["host"].as_str() { ", " (h) } ")" }
+                } }
+            }
+            @if !tools.is_empty() {
+                div.table-wrap { table aria-label="Tools" {
+                    thead { tr { th scope="col" { "Tool" } th scope="col" { "Kind" } th scope="col" { "Schema digest" } } }
+                    tbody { @for t in &tools { tr {
+                        td { code { (word(t, "name")) } }
+                        td { (t["kind"].as_str().unwrap_or("-")) }
+                        td { @if let Some(d) = t["schema_sha256"].as_str() { code title=(d) { (fmt::clip(d, 16)) } } @else { "-" } }
+                    } } }
+                } }
+            }
+            details {
+                summary { "Everything recorded (" (attempts.len()) " attempt" @if attempts.len() != 1 { "s" } ")" }
+                @for a in &attempts {
+                    h3.muted { "Attempt " (a["attempt"]) }
+                    pre { (fmt::json(&a["bom"])) }
+                }
+            }
+        }
     }
 }

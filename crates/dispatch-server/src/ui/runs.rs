@@ -17,6 +17,11 @@ use super::session::{Session, csrf_field, encode};
 use crate::api::runs::list_page;
 use crate::api::{ApiError, AppState};
 
+/// What can start a run (the `trigger` filter of `GET /v1/runs`).
+const TRIGGERS: &[&str] = &[
+    "manual", "restart", "replay", "upstream", "eval", "workflow",
+];
+
 /// The runs a page shows.
 pub const PAGE: usize = 50;
 
@@ -157,6 +162,15 @@ fn filters(query: &RunsQuery) -> Markup {
                     option value="failed,timed_out" selected[status == "failed,timed_out"] { "failed or timed out" }
                     @for s in Status::ALL {
                         option value=(s.to_string()) selected[status == s.to_string()] { (s.to_string()) }
+                    }
+                }
+            }
+            div {
+                label for="f-trigger" { "Trigger" }
+                select #f-trigger name="trigger" {
+                    option value="" { "any" }
+                    @for t in TRIGGERS {
+                        option value=(t) selected[query.get("trigger") == *t] { (t) }
                     }
                 }
             }

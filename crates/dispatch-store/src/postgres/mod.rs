@@ -24,6 +24,7 @@ pub mod testdb;
 mod tokens;
 mod traces;
 mod transitions;
+mod workers;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -719,6 +720,17 @@ impl crate::EvalStore for PgStore {
 
     async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
         in_tx!(self, |tx| evals::latest_of(&tx, digest))
+    }
+}
+
+#[async_trait]
+impl crate::WorkerStore for PgStore {
+    async fn worker_beat(&self, beat: &crate::WorkerBeat) -> StoreResult<()> {
+        in_tx!(self, |tx| workers::beat(&tx, beat))
+    }
+
+    async fn list_workers(&self, since: Ts) -> StoreResult<Vec<crate::WorkerInfo>> {
+        in_tx!(self, |tx| workers::list(&tx, since))
     }
 }
 

@@ -251,6 +251,19 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS artifacts_by_sha256 ON artifacts (sha256);",
     // 20 (as SQLite's 22): tracing: the W3C traceparent a run was created under.
     "ALTER TABLE runs ADD COLUMN traceparent TEXT;",
+    // 21 (as SQLite's 23): the cluster's workers, as each last said.
+    r#"
+    CREATE TABLE workers (
+        name       TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        labels     TEXT NOT NULL,
+        slots      BIGINT NOT NULL,
+        lease_ms   BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        seen_at    BIGINT NOT NULL,
+        stopped_at BIGINT
+    );
+    CREATE INDEX runs_by_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

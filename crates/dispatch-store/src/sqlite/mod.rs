@@ -23,6 +23,7 @@ mod service;
 mod sessions;
 mod tokens;
 mod traces;
+mod workers;
 
 use crate::{TokenRecord, TokenStore};
 

@@ -279,6 +279,19 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE runs ADD COLUMN traceparent TEXT;
     ",
+    // 23: the cluster's workers, as each last said (the dashboard's workers page).
+    "
+    CREATE TABLE workers (
+        name       TEXT PRIMARY KEY NOT NULL,
+        labels     TEXT NOT NULL,
+        slots      INTEGER NOT NULL,
+        lease_ms   INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        seen_at    INTEGER NOT NULL,
+        stopped_at INTEGER
+    );
+    CREATE INDEX runs_by_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,58 @@
+//! The `workers` table (as SQLite's `sqlite/workers.rs`).
+
+use deadpool_postgres::Transaction;
+use dispatch_core::Ts;
+
+use super::Fail;
+use crate::workers::{LIST, UPSERT, labels_json, labels_of, renewed};
+use crate::{WorkerBeat, WorkerInfo};
+
+fn placeholders(sql: &str) -> String {
+    let mut s = sql.replace("SINCE", "$1");
+    for i in 1..=7 {
+        s = s.replace(&format!("P{i}"), &format!("${i}"));
+    }
+    s
+}
+
+pub(super) async fn beat(tx: &Transaction<'_>, beat: &WorkerBeat) -> Result<(), Fail> {
+    let stmt = tx.prepare_cached(&placeholders(UPSERT)).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &beat.name,
+            &labels_json(&beat.labels),
+            &i64::from(beat.slots),
+            &beat.lease_ms,
+            &beat.started_at,
+            &beat.seen_at,
+            &beat.stopped_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list(tx: &Transaction<'_>, since: Ts) -> Result<Vec<WorkerInfo>, Fail> {
+    let stmt = tx.prepare_cached(&placeholders(LIST)).await?;
+    let rows = tx.query(&stmt, &[&since]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let lease_ms: i64 = row.get(3);
+            WorkerInfo {
+                beat: WorkerBeat {
+                    name: row.get(0),
+                    labels: labels_of(row.get::<_, &str>(1)),
+                    slots: u32::try_from(row.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                    lease_ms,
+                    started_at: row.get(4),
+                    seen_at: row.get(5),
+                    stopped_at: row.get(6),
+                },
+                held: u32::try_from(row.get::<_, i64>(7)).unwrap_or(u32::MAX),
+                renewed_at: renewed(row.get(8), lease_ms),
+            }
+        })
+        .collect())
+}
