@@ -92,6 +92,8 @@ pub struct AppState {
     pub artifacts: Arc<dispatch_runtime::objects::Objects>,
     /// The dashboard's settings and keys.
     pub ui: crate::ui::UiConfig,
+    /// Long streams end when the server stops.
+    pub stopping: crate::stopping::Stopping,
 }
 
 impl AppState {
