@@ -83,6 +83,13 @@ fn the_workflow_page_draws_the_newsroom_graph_and_links_agents_and_edges() {
     assert_eq!(edges, want);
     b.screenshot(&shots().join("workflow.png"));
 
+    // Every node and edge takes the keyboard focus (links in the SVG).
+    let focusable = b.js(
+        "return [...document.querySelectorAll('#workflow-graph a')].every(a => { a.focus(); return document.activeElement === a; })",
+        json!([]),
+    );
+    assert_eq!(focusable, json!(true));
+
     // A node leads to that agent's child runs, an edge to its messages.
     b.click("#workflow-graph a.node[data-node=analyst]");
     b.wait_js(

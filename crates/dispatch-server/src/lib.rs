@@ -32,6 +32,7 @@ pub mod self_fence;
 pub mod serve;
 pub mod services;
 pub mod ship;
+pub mod stopping;
 pub mod timers;
 pub mod ui;
 mod upstream;

@@ -179,6 +179,7 @@ impl Server {
     ) -> ServerResult<Option<WorkerSummary>> {
         let wake = Arc::new(Notify::new());
         let queue_timeouts = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState {
             store: self.backend.store.clone(),
             layout: self.layout.clone(),
@@ -199,8 +200,8 @@ impl Server {
             },
             ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
             tracer: self.worker.tracer.clone(),
+            stopping: crate::stopping::Stopping::new(stop_rx.clone()),
         };
-        let (stop_tx, stop_rx) = watch::channel(false);
         let worker = (self.worker.slots > 0).then(|| {
             let wake = self
                 .backend

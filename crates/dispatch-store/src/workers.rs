@@ -39,12 +39,19 @@ pub struct WorkerInfo {
 
 #[async_trait]
 pub trait WorkerStore: Send + Sync {
-    /// Inserts or replaces the row of `beat.name`.
+    /// Inserts or replaces the row of `beat.name`, and forgets workers not
+    /// seen for [`FORGET_AFTER_MS`] before `beat.seen_at`.
     async fn worker_beat(&self, beat: &WorkerBeat) -> StoreResult<()>;
 
     /// Every worker that said something since `since`, by name.
     async fn list_workers(&self, since: Ts) -> StoreResult<Vec<WorkerInfo>>;
 }
+
+/// How long a worker that said nothing more is remembered: a week.
+pub const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Forgets the workers not seen since the bind.
+pub(crate) const FORGET: &str = "DELETE FROM workers WHERE seen_at < SINCE";
 
 /// The labels column: a JSON array.
 pub(crate) fn labels_json(labels: &[String]) -> String {

@@ -118,6 +118,21 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM, then waits up to `limit` for the process to exit: whether it did.
+    pub fn terminate_within(&mut self, limit: Duration) -> bool {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);

@@ -73,6 +73,7 @@ pub async fn logs(
         );
         r
     };
+    let stopping = state.stopping.clone();
     let mut tail = LogTail::new(state, id);
     if !follow {
         let mut all = Vec::new();
@@ -105,7 +106,9 @@ pub async fn logs(
             }
         }
     });
-    Ok(text_plain(Body::from_stream(stream).into_response()))
+    Ok(text_plain(
+        Body::from_stream(stopping.bound(stream)).into_response(),
+    ))
 }
 
 /// A reader of one run's log, from wherever it is: the API and the

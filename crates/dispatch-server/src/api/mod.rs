@@ -94,6 +94,8 @@ pub struct AppState {
     pub ui: crate::ui::UiConfig,
     /// Where the traces of runs this server ends go (`--otlp-endpoint`).
     pub tracer: Option<crate::otel::Tracer>,
+    /// Long streams end when the server stops.
+    pub stopping: crate::stopping::Stopping,
 }
 
 impl AppState {

@@ -113,6 +113,7 @@ pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
         done: false,
         deltas: deltas().subscribe(),
     };
+    let stopping = cursor.state.stopping.clone();
     let stream = unfold(cursor, |mut c| async move {
         let next = next(&mut c).await?;
         let event = match next {
@@ -127,7 +128,7 @@ pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
         };
         Some((Ok::<_, Infallible>(event), c))
     });
-    Sse::new(stream)
+    Sse::new(stopping.bound(stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

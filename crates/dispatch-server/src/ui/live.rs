@@ -41,6 +41,7 @@ pub async fn runs(
         .await
         .ok()
         .map(|r| fingerprint(&r));
+    let stopping = state.stopping.clone();
     let stream = unfold(
         (state, session, query, first),
         |(state, session, query, mut sent)| async move {
@@ -60,7 +61,7 @@ pub async fn runs(
             }
         },
     );
-    Sse::new(stream)
+    Sse::new(stopping.bound(stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -91,6 +92,7 @@ pub async fn run(
     Query(q): Query<RunLive>,
 ) -> Response {
     let initial = Some((q.seq, q.v));
+    let stopping = state.stopping.clone();
     let stream = unfold(Some((state, session, id, initial)), |s| async move {
         let (state, session, id, mut seen) = s?;
         loop {
@@ -116,7 +118,7 @@ pub async fn run(
             tokio::time::sleep(POLL).await;
         }
     });
-    Sse::new(stream)
+    Sse::new(stopping.bound(stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -105,6 +105,7 @@ pub async fn live(
     };
     let mut tail = LogTail::new(state.clone(), id.clone());
     tail.seek(q.offset);
+    let stopping = state.stopping.clone();
     let stream = unfold(Some((tail, state, id)), |s| async move {
         let (mut tail, state, id) = s?;
         loop {
@@ -127,7 +128,7 @@ pub async fn live(
             }
         }
     });
-    Sse::new(stream)
+    Sse::new(stopping.bound(stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -837,4 +837,21 @@ pub async fn workers_are_listed_with_the_live_runs_they_hold<
             .stopped_at,
         Some(300)
     );
+    let week = crate::workers::FORGET_AFTER_MS;
+    store
+        .worker_beat(&beat("w2", 100 + week))
+        .await
+        .expect("a beat a week later");
+    let names: Vec<String> = store
+        .list_workers(0)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|w| w.beat.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["w1", "w2"],
+        "a worker silent for a week is forgotten"
+    );
 }

@@ -4,7 +4,7 @@ use deadpool_postgres::Transaction;
 use dispatch_core::Ts;
 
 use super::Fail;
-use crate::workers::{LIST, UPSERT, labels_json, labels_of, renewed};
+use crate::workers::{FORGET, FORGET_AFTER_MS, LIST, UPSERT, labels_json, labels_of, renewed};
 use crate::{WorkerBeat, WorkerInfo};
 
 fn placeholders(sql: &str) -> String {
@@ -30,6 +30,9 @@ pub(super) async fn beat(tx: &Transaction<'_>, beat: &WorkerBeat) -> Result<(), 
         ],
     )
     .await?;
+    let forget = tx.prepare_cached(&placeholders(FORGET)).await?;
+    tx.execute(&forget, &[&(beat.seen_at - FORGET_AFTER_MS)])
+        .await?;
     Ok(())
 }
 

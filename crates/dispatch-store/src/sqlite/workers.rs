@@ -5,7 +5,7 @@ use dispatch_core::Ts;
 use rusqlite::params;
 
 use super::SqliteStore;
-use crate::workers::{LIST, UPSERT, labels_json, labels_of, renewed};
+use crate::workers::{FORGET, FORGET_AFTER_MS, LIST, UPSERT, labels_json, labels_of, renewed};
 use crate::{StoreResult, WorkerBeat, WorkerInfo, WorkerStore};
 
 fn placeholders(sql: &str) -> String {
@@ -29,6 +29,8 @@ impl WorkerStore for SqliteStore {
                 beat.seen_at,
                 beat.stopped_at,
             ])?;
+            tx.prepare_cached(&placeholders(FORGET))?
+                .execute([beat.seen_at - FORGET_AFTER_MS])?;
             Ok(())
         })
     }
