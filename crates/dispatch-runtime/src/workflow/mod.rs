@@ -247,6 +247,14 @@ pub async fn coordinate<S: Store + ?Sized>(
         }
         if local {
             spawn_queued(store, layout, &children, &mut spawned, &noop, &mut helpers).await;
+            // The next turn's helper starts once no member is starting: its
+            // program start and database open would slow their claims.
+            let starting = children
+                .values()
+                .any(|c| matches!(c.status(), Status::Queued | Status::Starting));
+            if !starting && !all_noop {
+                helpers.refill();
+            }
         }
         let live = children.values().any(|c| !c.state.is_terminal());
         let undelivered = msgs.iter().any(|m| {
@@ -327,7 +335,7 @@ impl<'a> Helpers<'a> {
     }
 
     /// Starts the helper of member run `id`: the standby one, or (none, or
-    /// it is gone) a new one; then another standby for the next turn.
+    /// it is gone) a new one. The next standby is started by [`Self::refill`].
     async fn start(&mut self, id: &RunId) {
         let handed = match self.standby.take() {
             Some(s) => s.take(id, self.woken.clone()).await.is_ok(),
@@ -339,7 +347,6 @@ impl<'a> Helpers<'a> {
         {
             eprintln!("warning: no helper could start for member run {id}: {e}");
         }
-        self.refill();
     }
 }
 
