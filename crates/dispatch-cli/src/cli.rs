@@ -115,6 +115,8 @@ pub enum ContainerCommand {
 pub enum InternalCommand {
     /// Supervise one run to its end (the detached helper; for a service, until it is stopped).
     RunRecord { id: String },
+    /// A helper started ahead of its run: it reads the run's id from stdin.
+    RunStandby,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

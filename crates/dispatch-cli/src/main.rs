@@ -173,5 +173,6 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Internal(InternalCommand::RunRecord { id }) => {
             internal::run_record_cmd(ctx, &id).await
         }
+        Command::Internal(InternalCommand::RunStandby) => internal::run_standby_cmd(ctx).await,
     }
 }

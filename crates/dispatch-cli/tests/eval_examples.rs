@@ -112,7 +112,7 @@ expect.messages = { sent = ["writer -> researcher"] }
         .expect("a failure");
     assert!(
         failure.starts_with("expect.messages: no message `writer -> researcher`")
-            && failure.contains("writer -> analyst VALIDATION"),
+            && failure.contains("researcher -> writer RESULT"),
         "{failure}"
     );
     // A malformed edge is refused before anything runs.

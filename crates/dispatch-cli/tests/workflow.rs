@@ -148,17 +148,47 @@ fn the_newsroom_loops_back_to_the_analyst_once_and_ends_at_end() {
         .iter()
         .map(|m| m["to"].as_str().unwrap_or("?"))
         .collect();
+    // The writer is a JOIN: the researcher's and the analyst's messages are
+    // held, then delivered together as one (from __join__); after the loop
+    // back, the analyst's alone (the researcher is not running).
+    let msgs = doc["workflow"]["messages"].as_array().expect("messages");
+    let delivered: Vec<(&str, &str)> = msgs
+        .iter()
+        .filter(|m| !m["child_run"].is_null())
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap_or("?"),
+                m["to"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
     assert_eq!(
-        agents,
+        delivered,
         [
-            "researcher",
-            "analyst",
-            "writer",
-            "analyst",
-            "writer",
-            "__end__"
-        ]
+            ("__start__", "researcher"),
+            ("researcher", "analyst"),
+            ("__join__", "writer"),
+            ("writer", "analyst"),
+            ("__join__", "writer"),
+        ],
+        "{msgs:?}"
     );
+    assert_eq!(agents.last(), Some(&"__end__"));
+    assert_eq!(
+        agents.iter().filter(|a| **a == "writer").count(),
+        5,
+        "{agents:?}"
+    );
+    let writer_turns: Vec<Value> = children(&d, &id)
+        .into_iter()
+        .filter(|k| k["parcel_name"] == "newsroom-writer")
+        .collect();
+    assert_eq!(writer_turns.len(), 2);
+    let first = d.inspect(writer_turns[0]["id"].as_str().expect("id"));
+    let got = &first["payload"];
+    assert_eq!(got["from"], "__join__", "{got}");
+    assert_eq!(got["payload"]["researcher"]["topic"], "tides", "{got}");
+    assert_eq!(got["payload"]["analyst"]["revised"], false, "{got}");
     assert_eq!(children(&d, &id).len(), 5);
     // Usage rolled up on the parent: 60 + 2 × 90 + 2 × 130 tokens.
     assert_eq!(
@@ -181,6 +211,7 @@ fn the_newsroom_loops_back_to_the_analyst_once_and_ends_at_end() {
         "\"writer\" -> \"analyst\" [label=\"VALIDATION ×1\"];",
         "\"analyst\" -> \"writer\" [label=\"RESULT ×2\"];",
         "\"writer\" -> \"__end__\" [label=\"RESULT ×1\"];",
+        "\"researcher\" -> \"writer\" [label=\"RESULT ×1\"];",
         "\"analyst\" [shape=box, label=\"analyst\\n2 turns\"];",
     ] {
         assert!(dot.contains(want), "{want} in {dot}");
@@ -422,6 +453,14 @@ fn bad_workflows_fail_the_build_naming_the_line() {
             "AGENT a ./missing\nROUTE a -> __end__\n",
             "line 3: member `a` (./missing) is neither",
         ),
+        (
+            "AGENT a ./a\nAGENT b ./a\nROUTE a -> b\nROUTE b -> __end__\nJOIN b\n",
+            "line 7: JOIN `b` needs ROUTEs from two or more members to it",
+        ),
+        (
+            "AGENT a ./a\nAGENT b ./a\nCOORDINATOR chain\nJOIN b\n",
+            "line 6: JOIN is for `COORDINATOR workflow`",
+        ),
     ];
     for (body, want) in cases {
         workflow(&d, "bad", &format!("FROM workflow\nNAME bad\n{body}"));
@@ -507,4 +546,78 @@ fn a_member_that_cannot_start_fails_the_workflow_naming_it() {
         "{reason}"
     );
     assert_eq!(doc["attempt"], 1, "not retried as a lost coordinator");
+}
+
+#[test]
+fn a_message_to_an_unknown_agent_fails_only_the_senders_turn() {
+    let d = Dispatch::new();
+    let flow = d.dir.path().join("lost");
+    // `lost` writes to a member that does not exist; `slow` goes on meanwhile.
+    member(
+        &flow,
+        "lost",
+        "cat > /dev/null\necho '{\"type\":\"message\",\"to\":\"ghost\",\"payload\":{}}' >> \"$DISPATCH_EVENTS\"\n",
+        "",
+    );
+    member(
+        &flow,
+        "slow",
+        "cat > /dev/null\nsleep 0.3\necho '{\"type\":\"output\",\"value\":\"slow done\"}' >> \"$DISPATCH_EVENTS\"\n",
+        "",
+    );
+    member(
+        &flow,
+        "fixer",
+        "msg=$(cat)\ncase \"$msg\" in *'\"kind\":\"ERROR\"'*'unknown receiver'*) echo '{\"type\":\"output\",\"value\":\"fixed\"}' >> \"$DISPATCH_EVENTS\";; esac\n",
+        "",
+    );
+    member(&flow, "start", "cat > /dev/null\n", "");
+    // No ERROR route: the other branch still ends the workflow.
+    workflow(
+        &d,
+        "lost",
+        "FROM workflow\nNAME lost\nAGENT start ./start\nAGENT lost ./lost\nAGENT slow ./slow\nROUTE start -> lost, slow\nROUTE lost -> __end__\nROUTE slow -> __end__\n",
+    );
+    let id = d.detach(&flow, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], "slow done");
+    let msgs = doc["workflow"]["messages"].as_array().expect("messages");
+    let refused: Vec<&Value> = msgs.iter().filter(|m| m["to"] == "__refused__").collect();
+    assert_eq!(refused.len(), 1, "the refusal is recorded: {msgs:?}");
+    assert_eq!(refused[0]["from"], "lost");
+    assert!(refused[0]["child_run"].is_null(), "never delivered");
+    let events = doc["events"].to_string();
+    assert!(
+        events.contains("__refused__") && events.contains("unknown receiver `ghost`"),
+        "the refusal is an event of the workflow run: {events}"
+    );
+
+    // Nothing else pending: the workflow fails naming the sender and the receiver.
+    workflow(
+        &d,
+        "lost",
+        "FROM workflow\nNAME lost\nAGENT lost ./lost\nROUTE lost -> __end__\n",
+    );
+    let id = d.detach(&flow, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("agent `lost` (run ")
+            && reason.contains("unknown receiver `ghost`")
+            && reason.contains("the message was refused"),
+        "{reason}"
+    );
+
+    // An ERROR route takes the refused turn's failure.
+    workflow(
+        &d,
+        "lost",
+        "FROM workflow\nNAME lost\nAGENT lost ./lost\nAGENT fixer ./fixer\nROUTE lost -> __end__\nROUTE lost -> fixer ON ERROR\nROUTE fixer -> __end__\n",
+    );
+    let id = d.detach(&flow, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], "fixed");
 }

@@ -63,3 +63,126 @@ fn a_fan_out_of_twenty_spreads_across_two_workers_on_postgres() {
         done["output"]
     );
 }
+
+/// A member that appends its name to `$RAN` once it starts; `second` then
+/// waits for `$GATE`; `third` ends the workflow.
+fn gated_member(dir: &std::path::Path, name: &str, extra: &str) {
+    let wait = if name == "second" {
+        "while [ ! -e \"$GATE\" ]; do sleep 0.05; done\n"
+    } else {
+        ""
+    };
+    let out = if name == "third" {
+        "echo '{\"type\":\"output\",\"value\":\"done\"}' >> \"$DISPATCH_EVENTS\"\n"
+    } else {
+        ""
+    };
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    std::fs::write(
+        d.join("agent.sh"),
+        format!("cat > /dev/null\necho {name} >> \"$RAN\"\n{wait}{out}"),
+    )
+    .expect("write");
+    std::fs::write(
+        d.join("Agentfile"),
+        format!("FROM process\nNAME {name}\nCOPY agent.sh\nCOMMAND sh agent.sh\n{extra}"),
+    )
+    .expect("write");
+}
+
+#[test]
+fn a_killed_coordinating_worker_is_replaced_without_a_message_or_member_twice() {
+    let Some(db) = remote_common::postgres() else {
+        return;
+    };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    let flow = client.dir.path().join("chain");
+    let ran = client.dir.path().join("ran.txt");
+    let gate = client.dir.path().join("gate");
+    let extra = format!("ENV RAN={}\nENV GATE={}\n", ran.display(), gate.display());
+    for name in ["first", "second", "third"] {
+        gated_member(&flow, name, &extra);
+    }
+    std::fs::write(
+        flow.join("Agentfile"),
+        "FROM workflow\nNAME killchain\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n",
+    )
+    .expect("write");
+    // The coordinator's worker has one slot: the workflow run holds it, so
+    // every member goes to the other worker.
+    let mut coordinator = Worker::start(
+        db.url(),
+        "wf-coordinator",
+        &["--slots", "1", "--lease-ms", "1000"],
+    );
+    let id = client.ok(&["run", "-d", flow.to_str().expect("utf-8")]);
+    server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "running");
+    let _members = Worker::start(
+        db.url(),
+        "wf-members",
+        &["--slots", "4", "--lease-ms", "1000"],
+    );
+    let members = |server: &Server| -> Vec<Value> {
+        let (_, kids) = server.call("GET", &format!("/v1/runs?parent={id}&limit=100"), None);
+        kids["runs"].as_array().cloned().unwrap_or_default()
+    };
+    server.wait_for(&format!("/v1/runs?parent={id}&limit=100"), |kids| {
+        kids["runs"].as_array().is_some_and(|k| {
+            k.iter()
+                .any(|k| k["parcel_name"] == "second" && k["status"] == "running")
+        })
+    });
+    // kill -9 of the worker holding the workflow run, mid-flow.
+    coordinator.child.kill().expect("kill -9");
+    coordinator.child.wait().expect("reaped");
+    std::fs::write(&gate, "").expect("open the gate");
+    // Its lease runs out; the other worker claims the workflow run and
+    // resumes it from the store.
+    let done = server.wait_for(&format!("/v1/runs/{id}"), |r| {
+        matches!(
+            r["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], "done");
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("ran"),
+        "first\nsecond\nthird\n",
+        "each member ran once"
+    );
+    let kids = members(&server);
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    assert!(
+        kids.iter().all(|k| k["attempt"] == 1),
+        "no member ran twice: {kids:?}"
+    );
+    let (_, graph) = server.call("GET", &format!("/v1/runs/{id}/graph"), None);
+    let msgs = graph["messages"].as_array().expect("messages");
+    let ids: std::collections::HashSet<&str> =
+        msgs.iter().map(|m| m["id"].as_str().expect("id")).collect();
+    assert_eq!(
+        (msgs.len(), ids.len()),
+        (4, 4),
+        "each message once: {msgs:?}"
+    );
+    let delivered: std::collections::HashSet<&str> = msgs
+        .iter()
+        .filter_map(|m| m["child_run"].as_str())
+        .collect();
+    assert_eq!(delivered.len(), 3, "one member run per message: {msgs:?}");
+    let (_, attempts) = server.call("GET", &format!("/v1/runs/{id}/attempts"), None);
+    let holders: Vec<&str> = attempts["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|a| a["worker"].as_str())
+        .collect();
+    assert_eq!(
+        holders,
+        ["wf-coordinator", "wf-members"],
+        "the second worker resumed the coordinator: {attempts}"
+    );
+}

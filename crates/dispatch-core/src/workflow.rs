@@ -107,6 +107,10 @@ pub struct Workflow {
     /// `TIMEOUT AGENT`: the run timeout of every member's turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_timeout_ms: Option<u64>,
+    /// `JOIN`: members that run once per wave with every message sent to
+    /// them, not once per message (see [`Workflow::upstream_of`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<String>,
 }
 
 impl Workflow {
@@ -126,6 +130,53 @@ impl Workflow {
 
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)
+    }
+
+    /// Whether `name` is declared `JOIN`.
+    pub fn is_join(&self, name: &str) -> bool {
+        self.joins.iter().any(|j| j == name)
+    }
+
+    /// The members that can reach `name` along ROUTE edges (ON ERROR too),
+    /// `name` itself left out: while one of them runs or is about to, a
+    /// message to a JOIN member may still be on its way.
+    pub fn upstream_of(&self, name: &str) -> BTreeSet<String> {
+        let edges = self.edges();
+        let mut up: BTreeSet<String> = self
+            .members
+            .iter()
+            .filter(|m| m.name != name && reachable(&edges, &m.name).contains(name))
+            .map(|m| m.name.clone())
+            .collect();
+        up.remove(name);
+        up
+    }
+
+    /// The members with a ROUTE (not ON ERROR) straight to `name`.
+    pub fn senders_to(&self, name: &str) -> BTreeSet<String> {
+        self.routes
+            .iter()
+            .filter(|r| {
+                !r.on_error
+                    && r.to
+                        .iter()
+                        .any(|t| self.resolve(&r.from, t).is_ok_and(|t| t == name))
+            })
+            .map(|r| r.from.clone())
+            .collect()
+    }
+
+    /// Edges (ON ERROR too), with reserved receivers resolved; unresolvable ones left out.
+    fn edges(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in &self.routes {
+            for t in &r.to {
+                if let Ok(to) = self.resolve(&r.from, t) {
+                    edges.entry(r.from.clone()).or_default().insert(to);
+                }
+            }
+        }
+        edges
     }
 
     pub fn hop_limit(&self) -> u64 {
@@ -219,6 +270,31 @@ pub fn check(wf: &Workflow, lines: &Lines, last: usize) -> Result<(), (usize, St
             }
         }
     }
+    for j in &wf.joins {
+        if wf.coordinator != Coordinator::Workflow {
+            return Err((
+                lines.joins,
+                format!(
+                    "JOIN is for `COORDINATOR workflow`; a {} follows AGENTS order",
+                    wf.coordinator.as_str()
+                ),
+            ));
+        }
+        if !known(j) {
+            return Err((
+                lines.joins,
+                format!("JOIN names `{j}`, which is not an AGENT (hint: add `AGENT {j} ./{j}`)"),
+            ));
+        }
+        if wf.senders_to(j).len() < 2 {
+            return Err((
+                lines.joins,
+                format!(
+                    "JOIN `{j}` needs ROUTEs from two or more members to it (hint: `ROUTE analyst -> {j}` and `ROUTE writer -> {j}`)"
+                ),
+            ));
+        }
+    }
     if wf.coordinator != Coordinator::Workflow {
         if let Some(line) = lines.routes.first() {
             return Err((
@@ -287,6 +363,7 @@ pub struct Lines {
     pub members: BTreeMap<String, usize>,
     pub routes: Vec<usize>,
     pub order: usize,
+    pub joins: usize,
 }
 
 fn reachable(edges: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {

@@ -21,6 +21,8 @@ pub(crate) struct Sharing {
     pub ship_logs: bool,
     /// The cluster's artifact store: artifacts and the parcel's state.
     pub objects: Option<Arc<dispatch_runtime::objects::Objects>>,
+    /// Bus mode: where the runs it hands off to are announced.
+    pub announce: Option<Arc<crate::bus::Publisher>>,
 }
 
 /// Runs the claimed (`starting`) `run` to its end on this worker; `store`
@@ -40,7 +42,11 @@ pub(crate) async fn run(
     sharing: Sharing,
     who: &str,
 ) -> RuntimeResult<i32> {
-    let Sharing { ship_logs, objects } = sharing;
+    let Sharing {
+        ship_logs,
+        objects,
+        announce,
+    } = sharing;
     let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
     if let Some(shipper) = &shipper {
         store.ship_log_with(shipper.clone());
@@ -57,7 +63,8 @@ pub(crate) async fn run(
         match inputs {
             Ok(()) => {
                 let upstream =
-                    crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone());
+                    crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone())
+                        .announcing(announce);
                 run_in_worker(
                     &**store,
                     layout,

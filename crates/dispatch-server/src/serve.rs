@@ -209,6 +209,7 @@ impl Server {
                 .with_bus(self.bus.clone(), &self.worker.name);
             let mut config = self.worker.clone();
             config.ship_logs &= self.backend.shares_logs();
+            config.announce = self.bus.clone().map(|b| Arc::new(Publisher::new(b)));
             let store = self.backend.store.clone();
             let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
             let work = worker.run(stopped(stop_rx.clone()));
@@ -300,6 +301,7 @@ pub async fn work(
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
+    config.announce = bus.clone().map(|b| Arc::new(Publisher::new(b)));
     // Native agents' live text goes to the servers through the database.
     let relay = backend.pg.clone().map(crate::deltas::relay_out);
     let wake = backend

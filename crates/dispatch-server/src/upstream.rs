@@ -16,18 +16,33 @@ use dispatch_runtime::handoff::{
 use dispatch_runtime::launch::write_brief;
 use dispatch_store::{Capacity, Created, QueueOptions, RunExtras, StoreError};
 
+use std::sync::Arc;
+
 use crate::SharedStore;
+use crate::bus::Publisher;
 use crate::fetch::{self, FetchError};
 
 /// Starts handed-off runs in the cluster's queue.
 pub(crate) struct ClusterUpstream {
     store: SharedStore,
     layout: Layout,
+    announce: Option<Arc<Publisher>>,
 }
 
 impl ClusterUpstream {
     pub(crate) fn new(store: SharedStore, layout: Layout) -> Self {
-        ClusterUpstream { store, layout }
+        ClusterUpstream {
+            store,
+            layout,
+            announce: None,
+        }
+    }
+
+    /// Bus mode: each run it queues is announced on the Redis stream (the
+    /// workers waiting on the bus poll the database only now and then).
+    pub(crate) fn announcing(mut self, announce: Option<Arc<Publisher>>) -> Self {
+        self.announce = announce;
+        self
     }
 }
 
@@ -84,9 +99,20 @@ impl Upstream for ClusterUpstream {
             requests: Capacity::of(&parcel.manifest.resources),
             ..QueueOptions::default()
         };
-        self.store
+        let created = self
+            .store
             .enqueue_with(&new, &extras, &options, false)
             .await
-            .map_err(|e| failed(name, e))
+            .map_err(|e| failed(name, e))?;
+        if let (Some(bus), Created::New(run)) = (&self.announce, &created) {
+            // The run is queued: a worker's poll finds it if this is lost.
+            if let Err(e) = bus.announce(run.id.as_str()).await {
+                eprintln!(
+                    "[worker] run {}: cannot announce it on the bus: {e}",
+                    run.id
+                );
+            }
+        }
+        Ok(created)
     }
 }

@@ -71,6 +71,10 @@ pub struct WorkerConfig {
     /// go there and parcels' state is synchronized through it. `None`:
     /// this worker's `.dispatch/` only.
     pub shared: Option<Arc<dispatch_runtime::objects::Objects>>,
+    /// Bus mode: the runs this worker queues (handoffs) are announced on
+    /// the Redis stream, as the server announces the runs it creates, so
+    /// the workers that wait on the bus take them at once.
+    pub announce: Option<Arc<crate::bus::Publisher>>,
 }
 
 impl WorkerConfig {
@@ -88,6 +92,7 @@ impl WorkerConfig {
             ship_logs: true,
             tracer: None,
             shared: None,
+            announce: None,
         }
     }
 }
@@ -393,6 +398,7 @@ impl Worker {
         );
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
         let objects = self.config.shared.clone();
+        let announce = self.config.announce.clone();
         let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
         let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let requests = parcel
@@ -410,7 +416,11 @@ impl Worker {
                     &layout,
                     run,
                     parcel,
-                    crate::claimed::Sharing { ship_logs, objects },
+                    crate::claimed::Sharing {
+                        ship_logs,
+                        objects,
+                        announce,
+                    },
                     &who,
                 );
                 match held.await {

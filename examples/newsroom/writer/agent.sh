@@ -1,5 +1,7 @@
 #!/bin/sh
-# stdin: the analyst's RESULT, with the thread of earlier messages.
+# stdin: one message from __join__ whose payload holds the latest message of
+# each upstream member (the researcher's notes and the analyst's findings the
+# first time, the analyst's revision the second), with the thread.
 msg=$(cat)
 topic=$(printf '%s' "$msg" | sed -n 's/.*"topic":"\([^"]*\)".*/\1/p')
 printf '{"type":"usage","model":"sh","input_tokens":80,"output_tokens":50,"cost_usd":0.0}\n' >> "$DISPATCH_EVENTS"

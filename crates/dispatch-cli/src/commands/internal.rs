@@ -31,6 +31,41 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
     Ok(run_record(&store, &ctx.layout, &id).await?)
 }
 
+/// `dispatch internal run-standby`: a helper started ahead of its run (see
+/// `dispatch_runtime::workflow`): it opens the database, then reads the id
+/// of the run to take from its stdin and is that run's helper, exactly as
+/// `internal run-record <id>` would be. The end of its stdin before an id
+/// (its coordinator is gone or needs it no more) ends it quietly.
+pub async fn run_standby_cmd(ctx: &Ctx) -> CliResult {
+    dispatch_runtime::os::detach_session();
+    let store = ctx.store()?;
+    store.set_busy_timeout(HELPER_BUSY_TIMEOUT)?;
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => return Ok(0),
+        Ok(_) => {}
+    }
+    let id: RunId = line
+        .trim()
+        .parse()
+        .map_err(|e: dispatch_core::id::InvalidId| CliError::input(e.to_string()))?;
+    // The run's log is the helper's stdout and stderr, as when spawned.
+    let _ = std::fs::create_dir_all(ctx.layout.runs());
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.layout.log(&id))
+    {
+        let _ = nix::unistd::dup2_stdout(&log);
+        let _ = nix::unistd::dup2_stderr(&log);
+    }
+    store.defer_checkpoints(1);
+    if store.get_run(&id).await?.operation == Operation::Service {
+        return serve(ctx, &store, &id).await;
+    }
+    Ok(run_record(&store, &ctx.layout, &id).await?)
+}
+
 /// The helper's work on `run`, which it just created for `dispatch run`
 /// (see [`crate::prefork`]) claimed by itself, unless it is a service, with
 /// what it knows of it. Its checkpoint deferred by the create, the first

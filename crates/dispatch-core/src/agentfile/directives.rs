@@ -49,6 +49,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("ROUTE", "`from -> to, …` and an optional `ON ERROR`", "ROUTE researcher -> writer"),
     ("AGENTS", "member names in order", "AGENTS extractor transformer"),
     ("AGGREGATE", "`merge_all`, `first` or `vote`", "AGGREGATE merge_all"),
+    ("JOIN", "member names that wait for all their upstream messages", "JOIN editor"),
     ("CONCURRENCY", "KEY <payload.path or label.NAME> MAX <n> and an optional STRATEGY queue|cancel-in-progress|drop",
         "CONCURRENCY KEY payload.customer_id MAX 2"),
     ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",

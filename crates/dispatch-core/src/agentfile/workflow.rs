@@ -1,6 +1,9 @@
 //! The workflow directives: `AGENT name source`, `COORDINATOR`, `ROUTE`,
 //! `AGENTS`, `AGGREGATE`, and `LIMIT HOPS` / `TIMEOUT AGENT`.
 //!
+//! `JOIN c` makes c run once with the messages of every member upstream of
+//! it (see [`workflow::Workflow::upstream_of`]), not once per message.
+//!
 //! `ROUTE a -> b, c` sends a's output to b and c as RESULT when a ends
 //! without a message; `ROUTE a -> b ON ERROR` sends b an ERROR when a fails
 //! after its retries.
@@ -13,7 +16,14 @@ use crate::parcel::Manifest;
 use crate::workflow::{self, Aggregate, Coordinator, Lines, Member, Route, Workflow};
 
 /// The workflow directives (see [`super::DIRECTIVES`]).
-pub(super) const NAMES: [&str; 5] = ["AGENT", "COORDINATOR", "ROUTE", "AGENTS", "AGGREGATE"];
+pub(super) const NAMES: [&str; 6] = [
+    "AGENT",
+    "COORDINATOR",
+    "ROUTE",
+    "AGENTS",
+    "AGGREGATE",
+    "JOIN",
+];
 
 /// The workflow directives seen so far.
 #[derive(Default)]
@@ -22,6 +32,7 @@ pub(super) struct Decl {
     members: Vec<Member>,
     routes: Vec<Route>,
     order: Vec<String>,
+    joins: Vec<String>,
     aggregate: Option<Aggregate>,
     pub(super) max_hops: Option<u64>,
     pub(super) agent_timeout_ms: Option<u64>,
@@ -87,6 +98,18 @@ impl Decl {
                 }
                 self.lines.order = line;
             }
+            ("JOIN", _) if !args.is_empty() => {
+                for n in args
+                    .iter()
+                    .flat_map(|a| a.split(','))
+                    .filter(|n| !n.is_empty())
+                {
+                    if !self.joins.iter().any(|j| j == n) {
+                        self.joins.push(n.to_string());
+                    }
+                }
+                self.lines.joins = line;
+            }
             ("AGGREGATE", [a]) => {
                 self.aggregate_line = line;
                 self.aggregate = Some(match a.to_ascii_lowercase().as_str() {
@@ -150,6 +173,7 @@ impl Decl {
             aggregate: self.aggregate.unwrap_or_default(),
             max_hops: self.max_hops,
             agent_timeout_ms: self.agent_timeout_ms,
+            joins: self.joins,
         };
         workflow::check(&wf, &self.lines, last).map_err(|(l, e)| AgentfileError::new(l, e))?;
         Ok((wf, self.lines.members))

@@ -42,17 +42,22 @@ pub async fn graph<S: Store + ?Sized>(store: &S, run: &Run) -> RuntimeResult<Opt
     let mut messages = Vec::new();
     for m in &msgs {
         let n = &m.message;
+        // A JOIN member's combined message repeats edges already counted.
+        let joined = n.sender == super::JOIN;
         for name in [&n.sender, &n.receiver] {
-            if !nodes.contains_key(name.as_str()) {
+            let skip = joined && name == &n.sender;
+            if !skip && !nodes.contains_key(name.as_str()) {
                 nodes.insert(name.clone(), Node::default());
                 order.push(name.clone());
             }
         }
-        *edges
-            .entry((n.sender.clone(), n.receiver.clone()))
-            .or_default()
-            .entry(n.kind.clone())
-            .or_default() += 1;
+        if !joined {
+            *edges
+                .entry((n.sender.clone(), n.receiver.clone()))
+                .or_default()
+                .entry(n.kind.clone())
+                .or_default() += 1;
+        }
         let child = n.child_run.as_ref().and_then(|c| children.get(c));
         if let Some(c) = child {
             let node = nodes.get_mut(&n.receiver).expect("inserted above");

@@ -25,9 +25,12 @@
 //! process for each child it creates; in a cluster the workers claim them.
 
 pub mod graph;
+mod join;
+mod standby;
 mod turns;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dispatch_core::event::Usage;
@@ -40,7 +43,8 @@ use serde_json::Value;
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 
-pub use turns::COORDINATOR;
+pub use join::JOIN;
+pub use turns::{COORDINATOR, REFUSED};
 
 /// The shortest and longest pause between two passes.
 const MIN_TICK: Duration = Duration::from_millis(2);
@@ -99,6 +103,8 @@ pub async fn coordinate<S: Store + ?Sized>(
         .collect();
     let mut looked_at: HashSet<RunId> = HashSet::new();
     let mut spawned: HashSet<RunId> = HashSet::new();
+    let all_noop = wf.members.iter().all(|m| noop.contains(&m.parcel));
+    let mut helpers = Helpers::new(layout, local && !all_noop);
     let mut logged = 0usize;
     let mut tick = MIN_TICK;
     let mut reconciled = Instant::now();
@@ -137,6 +143,12 @@ pub async fn coordinate<S: Store + ?Sized>(
         if changed {
             store.put_messages(&id, parent.attempt, &sent).await?;
             msgs = store.list_messages(&id).await?;
+        }
+        let joined = join::ready(wf, &msgs, &children, &id);
+        if !joined.is_empty() {
+            store.put_messages(&id, parent.attempt, &joined).await?;
+            msgs = store.list_messages(&id).await?;
+            changed = true;
         }
         for m in msgs.iter().skip(logged) {
             log(&describe(m));
@@ -234,7 +246,15 @@ pub async fn coordinate<S: Store + ?Sized>(
             children = children_of(store, &id).await?;
         }
         if local {
-            spawn_queued(store, layout, &children, &mut spawned, &noop).await;
+            spawn_queued(store, layout, &children, &mut spawned, &noop, &mut helpers).await;
+            // The next turn's helper starts once no member is starting: its
+            // program start and database open would slow their claims.
+            let starting = children
+                .values()
+                .any(|c| matches!(c.status(), Status::Queued | Status::Starting));
+            if !starting && !all_noop {
+                helpers.refill();
+            }
         }
         let live = children.values().any(|c| !c.state.is_terminal());
         let undelivered = msgs.iter().any(|m| {
@@ -252,6 +272,16 @@ pub async fn coordinate<S: Store + ?Sized>(
                 }
                 return Ok((fail("every member of the fan-out failed".into()), None));
             }
+            if let Some(m) = msgs.iter().find(|m| m.message.receiver == REFUSED) {
+                let reason = m.message.payload["reason"]
+                    .as_str()
+                    .unwrap_or("a message was refused");
+                let reason = format!(
+                    "{reason}; the message was refused and no other member is running or pending (hint: send to a member named by AGENT, or add `ROUTE {} -> <agent> ON ERROR`)",
+                    m.message.sender
+                );
+                return Ok((fail(reason), None));
+            }
             return Ok((
                 fail(format!(
                     "the workflow stalled: no member is running and none sent a message to {END} (hint: have the last agent send `{{\"type\":\"message\",\"to\":\"{END}\",…}}`, or add `ROUTE <agent> -> {END}`)"
@@ -264,7 +294,59 @@ pub async fn coordinate<S: Store + ?Sized>(
         } else {
             (tick * 2).min(MAX_TICK)
         };
-        tokio::time::sleep(tick).await;
+        // A member's helper that exits (its run ended) wakes the next pass.
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = helpers.woken.notified() => {}
+        }
+    }
+}
+
+/// How a local coordinator starts its members' helpers: one is kept
+/// started ahead ([`standby`]) for the next turn.
+struct Helpers<'a> {
+    layout: &'a Layout,
+    exe: Option<std::path::PathBuf>,
+    standby: Option<standby::Standby>,
+    woken: Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Helpers<'a> {
+    /// With `ahead`, a helper is started at once for the first turn.
+    fn new(layout: &'a Layout, ahead: bool) -> Self {
+        let mut h = Helpers {
+            layout,
+            exe: std::env::current_exe().ok(),
+            standby: None,
+            woken: Arc::new(tokio::sync::Notify::new()),
+        };
+        if ahead {
+            h.refill();
+        }
+        h
+    }
+
+    fn refill(&mut self) {
+        if self.standby.is_none()
+            && let Some(exe) = &self.exe
+        {
+            self.standby = standby::Standby::spawn(self.layout, exe).ok();
+        }
+    }
+
+    /// Starts the helper of member run `id`: the standby one, or (none, or
+    /// it is gone) a new one. The next standby is started by [`Self::refill`].
+    async fn start(&mut self, id: &RunId) {
+        let handed = match self.standby.take() {
+            Some(s) => s.take(id, self.woken.clone()).await.is_ok(),
+            None => false,
+        };
+        if !handed
+            && let Some(exe) = &self.exe
+            && let Err(e) = crate::launch::spawn_helper(self.layout, exe, id)
+        {
+            eprintln!("warning: no helper could start for member run {id}: {e}");
+        }
     }
 }
 
@@ -360,7 +442,11 @@ fn fan_in(
         .iter()
         .filter_map(|m| {
             let c = children.get(m.message.child_run.as_ref()?)?;
-            let ok = c.status() == Status::Succeeded;
+            // A turn whose message was refused failed.
+            let refused = msgs.iter().any(|r| {
+                r.message.receiver == REFUSED && r.message.sender_run.as_ref() == Some(&c.id)
+            });
+            let ok = c.status() == Status::Succeeded && !refused;
             let end = c.state.ended_at().unwrap_or(i64::MAX);
             ok.then(|| {
                 (
@@ -400,21 +486,16 @@ async fn spawn_queued<S: Store + ?Sized>(
     children: &HashMap<RunId, Run>,
     spawned: &mut HashSet<RunId>,
     noop: &HashSet<String>,
+    helpers: &mut Helpers<'_>,
 ) {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
     for c in children.values() {
         if c.status() != Status::Queued || !spawned.insert(c.id.clone()) {
             continue;
         }
         if noop.contains(&c.parcel_digest) {
             let _ = Box::pin(crate::helper::claim_and_run(store, layout, c.clone())).await;
-        } else if let Err(e) = crate::launch::spawn_helper(layout, &exe, &c.id) {
-            eprintln!(
-                "warning: no helper could start for member run {}: {e}",
-                c.id
-            );
+        } else {
+            helpers.start(&c.id).await;
         }
     }
 }

@@ -17,6 +17,11 @@ use crate::submit::{SubmitOptions, prepare};
 /// the coordinator, which fails the workflow.
 pub const COORDINATOR: &str = "__coordinator__";
 
+/// The receiver recorded for a message that was refused (its `to` names no
+/// member): kept so the refusal is in the workflow's messages and events,
+/// never delivered. Its sender's turn counts as failed.
+pub const REFUSED: &str = "__refused__";
+
 /// A new message from `sender` (run `sender_run`) to `receiver` (resolved).
 pub(super) fn message(
     id: String,
@@ -26,7 +31,7 @@ pub(super) fn message(
     kind: &str,
     payload: Value,
 ) -> NewMessage {
-    let to_agent = receiver != END && receiver != COORDINATOR;
+    let to_agent = ![END, COORDINATOR, REFUSED].contains(&receiver);
     NewMessage {
         id,
         sender: sender.to_string(),
@@ -65,6 +70,20 @@ pub(super) async fn outgoing<S: Store + ?Sized>(
     agent: &str,
     child: &Run,
 ) -> RuntimeResult<Vec<NewMessage>> {
+    let mut out = sends(store, wf, agent, child).await?;
+    // A message to a JOIN member waits for its wave (see `super::join`).
+    for m in out.iter_mut().filter(|m| super::join::held(wf, m)) {
+        m.child_run = None;
+    }
+    Ok(out)
+}
+
+async fn sends<S: Store + ?Sized>(
+    store: &S,
+    wf: &Workflow,
+    agent: &str,
+    child: &Run,
+) -> RuntimeResult<Vec<NewMessage>> {
     let id = |n: String| format!("{}.{n}", child.id);
     let mut out = Vec::new();
     if child.status() == Status::Succeeded {
@@ -83,20 +102,9 @@ pub(super) async fn outgoing<S: Store + ?Sized>(
                     payload,
                 )),
                 Err(problem) => {
-                    let reason = format!(
-                        "agent `{agent}` (run {}) sent a message to {problem}",
-                        child.id
-                    );
-                    let p = json!({"agent": agent, "run": child.id, "reason": reason});
-                    out.push(message(
-                        id(format!("e{i}")),
-                        agent,
-                        Some(&child.id),
-                        COORDINATOR,
-                        "ERROR",
-                        p,
-                    ));
-                    return Ok(out);
+                    // The turn fails: nothing it sent goes out, its failure
+                    // goes along its ERROR routes (see [`refused`]).
+                    return Ok(refused(wf, agent, child, i, to, &problem));
                 }
             }
         }
@@ -142,6 +150,47 @@ pub(super) async fn outgoing<S: Store + ?Sized>(
         ));
     }
     Ok(out)
+}
+
+/// The messages of a turn that sent a message to `to`, which `problem`
+/// says is no receiver: the refusal (to [`REFUSED`], recorded, never
+/// delivered) and, as for a turn that failed, an ERROR along each of the
+/// sender's `ROUTE … ON ERROR` edges. With none, nothing goes on from this
+/// turn: the workflow goes on with what else is pending, and fails naming
+/// the refusal when nothing is.
+fn refused(
+    wf: &Workflow,
+    agent: &str,
+    child: &Run,
+    i: usize,
+    to: &str,
+    problem: &str,
+) -> Vec<NewMessage> {
+    let id = |n: String| format!("{}.{n}", child.id);
+    let reason = format!(
+        "agent `{agent}` (run {}) sent a message to {problem}",
+        child.id
+    );
+    let payload = json!({"agent": agent, "run": child.id, "to": to, "reason": reason});
+    let mut out = vec![message(
+        id(format!("e{i}")),
+        agent,
+        Some(&child.id),
+        REFUSED,
+        "ERROR",
+        payload.clone(),
+    )];
+    for (i, rx) in wf.default_targets(agent, true).into_iter().enumerate() {
+        out.push(message(
+            id(format!("x{i}")),
+            agent,
+            Some(&child.id),
+            &rx,
+            "ERROR",
+            payload.clone(),
+        ));
+    }
+    out
 }
 
 /// The `message` events of the child's last attempt (what it sent).
