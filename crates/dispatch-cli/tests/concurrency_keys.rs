@@ -185,3 +185,38 @@ fn a_payload_without_the_key_is_refused_and_a_key_can_be_given_per_run() {
         assert!(stderr.contains(want), "{all:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_run_waiting_for_a_slot_whose_helper_was_killed_starts_when_a_reader_looks() {
+    let d = Dispatch::new();
+    let gate = d.dir.path().join("gate");
+    let dir = d.agent_with(
+        "gated",
+        &format!("while [ ! -e '{}' ]; do sleep 0.02; done\n", gate.display()),
+        "CONCURRENCY KEY payload.k MAX 1\n",
+    );
+    let first = d.detach(&dir, r#"{"k":"a","n":1}"#);
+    let second = d.detach(&dir, r#"{"k":"a","n":2}"#);
+    // The second run's helper waits for the key's only slot; kill -9 it.
+    let waiter = d.root().join("runs").join(&second).join("slot-waiter.json");
+    eventually(20, "the second run's helper to wait for a slot", || {
+        waiter.exists()
+    });
+    let doc: Value = serde_json::from_slice(&std::fs::read(&waiter).expect("read")).expect("JSON");
+    let pid = doc["pid"].as_u64().expect("a pid") as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the waiting helper");
+    eventually(20, "the waiting helper to be gone", || !common::alive(pid));
+    assert_eq!(d.status(&second), "queued", "still waiting for the slot");
+    std::fs::write(&gate, "").expect("open the gate");
+    let done = d.wait_terminal(&first);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    // A reader (`wait`, `inspect-run`, `ps`) finds the dead waiter and
+    // starts a helper that takes the freed slot.
+    let doc = d.wait_terminal(&second);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_one_at_a_time(&[("a".into(), span(&done)), ("a".into(), span(&doc))]);
+}

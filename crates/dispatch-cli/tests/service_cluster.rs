@@ -81,7 +81,16 @@ fn a_per_second_schedule_fires_once_per_due_time_while_a_server_is_killed() {
     };
     let client = Client::new(&c.a);
     let dir = client.agent("ticker", "echo beat\n");
-    let id = client.ok(&["serve", &dir, "--schedule", "* * * * * *"]);
+    // Concurrent: a loaded worker still behind on one wake never makes the
+    // overlap policy drop the next fire (this test is about fires only).
+    let id = client.ok(&[
+        "serve",
+        &dir,
+        "--schedule",
+        "* * * * * *",
+        "--overlap",
+        "concurrent",
+    ]);
     // Shortened from the 20 s to about 10 s to keep CI fast: three
     // fires with both servers, then seven with server A killed.
     wait_until("three fires", Duration::from_secs(20), || {
@@ -301,11 +310,6 @@ fn clashing_names_and_bad_options_are_refused_in_one_line() {
         125,
     );
     assert!(err.contains("the hour field `25`"), "{err}");
-    let err = other.fails(&["serve", &dir, "--name", "m3", "--overlap", "skip"], 125);
-    assert!(
-        err.contains("--overlap works only for local services"),
-        "{err}"
-    );
     // Nothing of the refused ones was started.
     let (_, page) = c.b.call("GET", "/v1/runs?operation=service", None);
     let live: Vec<&Value> = page["runs"]

@@ -30,8 +30,10 @@ pub async fn reconcile<S: Store + ?Sized>(
         }
         let Some(helper) = run.state.helper() else {
             // Queued or terminal: nobody to have died, unless a helper
-            // waiting out a retry backoff did.
+            // waiting out a retry backoff, or for a slot of its
+            // concurrency key, did.
             crate::recover::revive_overdue(layout, &run);
+            crate::helper::slot::revive_dead_waiter(layout, &run);
             return Ok(run);
         };
         if os::is_alive(helper) {

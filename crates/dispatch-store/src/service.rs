@@ -42,6 +42,9 @@ pub struct ServiceState {
 pub struct QueuedWake {
     pub run: NewRun,
     pub options: QueueOptions,
+    /// What it is dispatched with beyond [`NewRun`] (a concurrency key
+    /// holding the service's wakes to its overlap policy).
+    pub extras: crate::RunExtras,
 }
 
 /// Service state rows (an opt-in capability, next to [`crate::Store`]).

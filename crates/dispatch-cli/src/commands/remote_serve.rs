@@ -14,11 +14,6 @@ use crate::error::{CliError, CliResult};
 
 impl Remote {
     pub(super) fn serve(&self, args: &ServeArgs) -> CliResult {
-        if args.overlap != OverlapArg::Queue {
-            return Err(CliError::input(
-                "--overlap works only for local services: in the cluster every wake is a queued run and the workers' slots bound how many run at once (hint: drop --overlap)",
-            ));
-        }
         let payload = parse_json(args.payload.as_deref(), "--payload")?;
         let parcel = self.parcel_of(&args.source)?;
         let secret = args
@@ -35,6 +30,13 @@ impl Remote {
             "payload": payload,
             "schedules": args.schedule,
             "listen_methods": args.listen_method,
+            "overlap": match args.overlap {
+                OverlapArg::Queue => "queue",
+                OverlapArg::Skip => "skip",
+                OverlapArg::Concurrent => "concurrent",
+            },
+            "max_concurrent": args.max_concurrent,
+            "max_pending": args.max_pending,
         });
         let optional = [
             ("name", args.name.clone().map(Value::from)),

@@ -21,7 +21,7 @@ mod resources;
 pub(crate) mod retry;
 mod session_file;
 mod shared;
-mod slot;
+pub(crate) mod slot;
 mod watch;
 
 use std::io::Write;

@@ -3,6 +3,11 @@
 //! the claim's own transaction, so two helpers never both take the last
 //! one). While it waits, it stops the runs its `cancel-in-progress` dispatch
 //! displaced (their helpers hold their processes).
+//!
+//! A waiting helper leaves `runs/<id>/slot-waiter.json` (its pid and start
+//! time) while it waits: a queued run has no helper in its state, so this is
+//! how a reader knows the waiter died ([`revive_dead_waiter`], called by
+//! reconcile) and starts a new helper for it, which waits in its place.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -28,8 +33,53 @@ pub(super) enum Claim {
     Ended(Run),
 }
 
+/// The file a helper waiting for a slot of `id`'s key leaves.
+fn waiter_file(layout: &Layout, id: &RunId) -> std::path::PathBuf {
+    layout.run_dir(id).join("slot-waiter.json")
+}
+
+/// Starts a new helper for queued `run` when the helper that waited for a
+/// slot of its key died (killed, or the machine restarted): once per dead
+/// helper, whoever looks first.
+pub(crate) fn revive_dead_waiter(layout: &Layout, run: &Run) {
+    if !matches!(
+        run.state,
+        dispatch_core::RunState::Queued { not_before: None }
+    ) || run.stop_requested_at.is_some()
+    {
+        return;
+    }
+    let Some(waiter) = std::fs::read(waiter_file(layout, &run.id))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<dispatch_core::ProcRef>(&b).ok())
+    else {
+        return;
+    };
+    if os::is_alive(waiter) {
+        return;
+    }
+    crate::recover::spawn_once(
+        layout,
+        run,
+        i64::from(waiter.pid),
+        "waited for a concurrency slot but its helper died",
+    );
+}
+
 /// Claims `run` for this process, waiting for a slot of its concurrency key.
 pub(super) async fn claim<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: Run,
+) -> RuntimeResult<Result<Claim, AdvanceError>> {
+    let id = run.id.clone();
+    let claimed = wait_and_claim(store, layout, run).await;
+    // Waiting or not, this helper no longer waits.
+    let _ = std::fs::remove_file(waiter_file(layout, &id));
+    claimed
+}
+
+async fn wait_and_claim<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     mut run: Run,
@@ -48,6 +98,11 @@ pub(super) async fn claim<S: Store + ?Sized>(
             Ok(()) => return Ok(Ok(Claim::Held(run))),
             Err(AdvanceError::Store(StoreError::ConcurrencyLimited { key, max, .. })) => {
                 if !said {
+                    let me = serde_json::to_vec(&os::this_process())
+                        .expect("a process reference is plain JSON");
+                    let file = waiter_file(layout, &run.id);
+                    let _ = std::fs::create_dir_all(layout.run_dir(&run.id));
+                    let _ = std::fs::write(&file, me);
                     println!(
                         "dispatch: waiting for a slot of concurrency key `{key}` (at most {max} live at once)"
                     );

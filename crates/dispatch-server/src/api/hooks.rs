@@ -135,6 +135,7 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
         &path,
         &parts.headers,
     ) {
+        state.services().count_rejected(&saved.run_id).await;
         return answer(r);
     }
     let body = match Limited::new(body, policy.max_body_bytes as usize)
@@ -142,10 +143,13 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return answer(check::body_too_large(&policy));
+        Err(e) => {
+            state.services().count_rejected(&saved.run_id).await;
+            return answer(match e.is::<http_body_util::LengthLimitError>() {
+                true => check::body_too_large(&policy),
+                false => check::bad_body(),
+            });
         }
-        Err(_) => return answer(check::bad_body()),
     };
     let request = check::envelope(
         &hook_base(&name),
@@ -173,6 +177,8 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
             "stopping",
             "the service is stopping",
         ),
+        // Counted with the decision.
+        Err(WakeError::Busy(why)) => fail(StatusCode::SERVICE_UNAVAILABLE, "busy", why),
         Err(e) => fail(
             StatusCode::INTERNAL_SERVER_ERROR,
             "wake_failed",

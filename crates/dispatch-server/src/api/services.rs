@@ -13,7 +13,7 @@ use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_runtime::service::config::{hook_base, resolve_cluster};
 use dispatch_runtime::service::schedule::Timers;
 use dispatch_runtime::service::{
-    ListenerState, ScheduleState, ServeOptions, ServiceConfig, ServiceDoc,
+    ListenerState, Overlap, ScheduleState, ServeOptions, ServiceConfig, ServiceDoc,
 };
 use dispatch_store::{Run, StoreError};
 use serde::Deserialize;
@@ -67,6 +67,17 @@ pub struct CreateService {
     pub listen_max_body_bytes: Option<u64>,
     #[serde(default)]
     pub listen_max_header_bytes: Option<u64>,
+    /// A wake arriving while earlier ones are queued or running: `queue`
+    /// (the default: one at a time, later ones wait), `skip` (dropped; a
+    /// webhook request gets 503) or `concurrent` (up to `max_concurrent`).
+    #[serde(default)]
+    pub overlap: Option<String>,
+    /// How many wakes run at once under `concurrent` (default 4).
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// How many wakes may wait for their turn (default 100); more are dropped.
+    #[serde(default)]
+    pub max_pending: Option<u32>,
 }
 
 /// The body of `POST /v1/runs/{id}/wake`.
@@ -242,11 +253,22 @@ fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
         .clone()
         .unwrap_or_else(|| parcel.manifest.name.clone());
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
+    let overlap = match req.overlap.as_deref() {
+        None | Some("queue") => Overlap::Queue,
+        Some("skip") => Overlap::Skip,
+        Some("concurrent") => Overlap::Concurrent,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "overlap `{other}` is not one of queue, skip, concurrent"
+            )));
+        }
+    };
     let opts = ServeOptions {
         schedules: req.schedules.clone(),
         interval_ms: req.interval_ms,
-        max_concurrent: 1,
-        max_pending: 1,
+        overlap,
+        max_concurrent: req.max_concurrent.unwrap_or(4),
+        max_pending: req.max_pending.unwrap_or(100),
         payload: payload.clone(),
         listen: req.listen.clone(),
         listen_path: req.listen_path.clone(),
@@ -327,7 +349,7 @@ async fn restart_plan(state: &AppState, old: &str) -> ApiResult<Plan> {
         (status = 400, description = "`bad_request`: a bad body; `ambiguous_id`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`run_not_found`", body = schemas::Error),
-        (status = 409, description = "`invalid_state`: not a running cluster service", body = schemas::Error),
+        (status = 409, description = "`invalid_state`: not a running cluster service; `conflict`: its overlap policy dropped the wake", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
 )]
@@ -366,6 +388,7 @@ pub(crate) async fn wake_cluster(state: &AppState, id: &str, payload: Value) -> 
     match state.services().wake(&id, spec).await {
         Ok(heartbeat) => Ok(heartbeat),
         Err(WakeError::NotRunning(_)) => Err(not_a_service("it stopped meanwhile").into()),
+        Err(WakeError::Busy(why)) => Err(ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, why)),
         Err(WakeError::Store(e)) => Err(e.into()),
         Err(WakeError::Parcel(why)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

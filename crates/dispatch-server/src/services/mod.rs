@@ -10,7 +10,9 @@
 //! nothing. The heartbeats go through the queue to the workers.
 //!
 //! - [`timers`]: each server's loop that fires due timers.
+//! - [`overlap`]: the overlap policy (skip, queue, concurrent) wakes obey.
 
+pub mod overlap;
 pub mod timers;
 
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub enum WakeError {
     NotRunning(RunId),
     #[error("{0}")]
     Parcel(String),
+    /// The overlap policy dropped it.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -95,7 +100,13 @@ impl Services {
             if specs.is_empty() {
                 return Ok(None);
             }
-            let wakes = self.heartbeats(&service, &specs, now).await?;
+            let (running, queued) = self.live_wakes(id).await?;
+            let admission = overlap::admit(&doc.config, running, &queued, specs);
+            overlap::count_handled(&mut doc, &admission.admitted, now);
+            overlap::count_refused(&mut doc, &admission.refused, now);
+            let specs = admission.admitted;
+            let key = overlap::key(&service, &doc.config);
+            let wakes = self.heartbeats(&service, &specs, key, now).await?;
             let mut next = doc.encode(id, now.max(saved.updated_at + 1));
             next.name = saved.name.clone();
             let Some(runs) = self
@@ -106,7 +117,7 @@ impl Services {
                 continue; // another server came first: look again
             };
             self.wake.notify_one();
-            let events: Vec<NewEvent> = specs
+            let mut events: Vec<NewEvent> = specs
                 .iter()
                 .zip(&runs)
                 .map(|(spec, run)| {
@@ -115,8 +126,17 @@ impl Services {
                     NewEvent::new("wake", service.attempt, now, data)
                 })
                 .collect();
+            events.extend(admission.refused.iter().map(|(spec, why)| {
+                let data = json!({"reason": spec.reason, "why": why});
+                NewEvent::new("wake_skipped", service.attempt, now, data)
+            }));
             if let Err(e) = self.store.append_events(id, &events).await {
                 tracing::warn!("[dispatch] service {id}: could not record its wakes: {e}");
+            }
+            if runs.is_empty()
+                && let Some((_, why)) = admission.refused.into_iter().next()
+            {
+                return Err(WakeError::Busy(why));
             }
             return Ok(Some(runs));
         }
@@ -129,26 +149,65 @@ impl Services {
     /// One wake of the service `id` (manual or HTTP): its heartbeat run.
     /// An HTTP wake counts as a request handled.
     pub async fn wake(&self, id: &RunId, spec: WakeSpec) -> Result<Run, WakeError> {
-        let runs = self
-            .change(id, |doc, now| {
-                if spec.reason == "http"
-                    && let Some(l) = doc.listeners.first_mut()
-                {
-                    l.requests_handled += 1;
-                    l.last_request_at = Some(now);
-                }
-                vec![spec.clone()]
-            })
-            .await?;
+        let runs = self.change(id, |_, _| vec![spec.clone()]).await?;
         runs.and_then(|mut r| r.pop())
             .ok_or_else(|| WakeError::NotRunning(id.clone()))
     }
 
-    /// The heartbeat runs of `specs`, with their briefs in the store.
+    /// The wakes of service `id` still live: how many started, and those
+    /// still queued.
+    async fn live_wakes(&self, id: &RunId) -> StoreResult<(usize, Vec<Run>)> {
+        let filter = RunFilter {
+            parent_id: Some(id.clone()),
+            statuses: vec![
+                Status::Queued,
+                Status::Created,
+                Status::Starting,
+                Status::Running,
+                Status::Paused,
+            ],
+            ..RunFilter::default()
+        };
+        let live = self.store.list_runs(&filter).await?;
+        let (queued, started): (Vec<Run>, Vec<Run>) = live
+            .into_iter()
+            .partition(|r| matches!(r.status(), Status::Queued | Status::Created));
+        Ok((started.len(), queued))
+    }
+
+    /// Counts a webhook request of service `id` answered with anything but
+    /// 202 (as local ingress counts it). Best effort: a lost race is
+    /// tried again, a store error only logged.
+    pub async fn count_rejected(&self, id: &RunId) {
+        for _ in 0..ATTEMPTS {
+            let Ok(Some(saved)) = self.store.get_service_state(id).await else {
+                return;
+            };
+            let Ok(mut doc) = ServiceDoc::decode(&saved) else {
+                return;
+            };
+            let now = now_ms();
+            overlap::reject_request(&mut doc, now);
+            let mut next = doc.encode(id, now.max(saved.updated_at + 1));
+            next.name = saved.name.clone();
+            match self.store.fire_service(&next, saved.updated_at, &[]).await {
+                Ok(Some(_)) => return,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("[dispatch] service {id}: cannot count a refused request: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The heartbeat runs of `specs`, with their briefs in the store, each
+    /// under the service's concurrency `key`.
     async fn heartbeats(
         &self,
         service: &Run,
         specs: &[WakeSpec],
+        key: dispatch_core::concurrency::RunConcurrency,
         at: Ts,
     ) -> Result<Vec<QueuedWake>, WakeError> {
         let parcel = self.parcel(&service.parcel_digest).await?;
@@ -177,6 +236,10 @@ impl Services {
                 options: QueueOptions {
                     requests: Capacity::of(&parcel.manifest.resources),
                     ..QueueOptions::default()
+                },
+                extras: dispatch_store::RunExtras {
+                    concurrency: Some(key.clone()),
+                    ..dispatch_store::RunExtras::default()
                 },
             });
         }

@@ -20,7 +20,7 @@ use dispatch_store::ServiceState;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Services, WakeSpec};
+use super::{Services, WakeError, WakeSpec};
 
 /// How often the list of services is read again (a service registered on
 /// another server is seen within this).
@@ -64,8 +64,10 @@ async fn fire_due(services: &Services, list: Vec<ServiceState>) -> Option<Ts> {
             earliest = Some(earliest.map_or(due, |e| e.min(due)));
             continue;
         }
-        if let Err(e) = services.change(&state.run_id, fire).await {
-            tracing::warn!("[dispatch] service {}: {e}", state.run_id);
+        match services.change(&state.run_id, fire).await {
+            // Dropped by the overlap policy: counted as skipped.
+            Ok(_) | Err(WakeError::Busy(_)) => {}
+            Err(e) => tracing::warn!("[dispatch] service {}: {e}", state.run_id),
         }
         if let Ok(Some(again)) = services.store.get_service_state(&state.run_id).await
             && let Some(due) = next_due(&again)

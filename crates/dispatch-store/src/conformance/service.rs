@@ -191,6 +191,7 @@ pub async fn a_fire_is_taken_once_with_its_heartbeats<S: Store + ServiceStore>(s
         QueuedWake {
             run: new,
             options: QueueOptions::default(),
+            extras: crate::RunExtras::default(),
         }
     };
     let mut next = state.clone();

@@ -123,7 +123,11 @@ pub(super) async fn fire(
     }
     let mut runs = Vec::with_capacity(wakes.len());
     for wake in wakes {
-        runs.push(super::queue::enqueue(tx, &wake.run, &wake.options).await?);
+        let created =
+            super::queue::enqueue_with(tx, &wake.run, &wake.extras, &wake.options, false).await?;
+        runs.push(match created {
+            crate::Created::New(run) | crate::Created::Existing(run) => run,
+        });
     }
     Ok(Some(runs))
 }

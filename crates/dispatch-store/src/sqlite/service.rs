@@ -91,7 +91,11 @@ pub(super) fn fire(
     }
     let mut runs = Vec::with_capacity(wakes.len());
     for wake in wakes {
-        runs.push(super::queue::enqueue(tx, &wake.run, &wake.options)?);
+        let created =
+            super::queue::enqueue_with(tx, &wake.run, &wake.extras, &wake.options, false)?;
+        runs.push(match created {
+            crate::Created::New(run) | crate::Created::Existing(run) => run,
+        });
     }
     Ok(Some(runs))
 }
