@@ -1,7 +1,8 @@
 //! `RESOURCES` enforced on an agent's process tree.
 //!
 //! For each attempt that declares limits the runtime creates control groups
-//! ([`cgroup_v1`]) and places the agent in them before it executes; a limit
+//! ([`cgroup_v1`] or [`cgroup_v2`], whichever this machine has: [`groups`])
+//! and places the agent in them before it executes; a limit
 //! whose group could not be created falls back to an rlimit where one
 //! expresses it (`RLIMIT_AS` for memory, `RLIMIT_NPROC` for processes), and
 //! is otherwise reported as not applied — in the run log, on the helper's
@@ -20,7 +21,9 @@
 //! people who want them.
 
 pub(crate) mod cgroup_v1;
+pub(crate) mod cgroup_v2;
 pub(crate) mod disk;
+pub mod groups;
 pub mod machine;
 mod usage;
 
@@ -99,7 +102,7 @@ impl Applied {
 
 /// An attempt's limits: its groups, its rlimits, and what was applied how.
 pub(crate) struct Sandbox {
-    groups: Option<cgroup_v1::Groups>,
+    groups: Option<groups::Groups>,
     rlimits: Vec<(Resource, u64)>,
     pub applied: Vec<Applied>,
     resources: Resources,
@@ -112,6 +115,8 @@ fn cgroups_off() -> bool {
 /// Which limits got a control group.
 #[derive(Clone, Copy)]
 struct Caps {
+    /// How a limit with a group holds (`cgroup v1` or `v2`).
+    how: How,
     cpu: bool,
     memory: bool,
     pids: bool,
@@ -123,8 +128,9 @@ pub fn preview(resources: &Resources) -> Vec<String> {
     if resources.is_empty() {
         return Vec::new();
     }
-    let can = |c| !cgroups_off() && cgroup_v1::can_create(c);
+    let can = |c| !cgroups_off() && groups::can_create(c);
     let caps = Caps {
+        how: groups::version().how(),
         cpu: can("cpu"),
         memory: can("memory"),
         pids: can("pids"),
@@ -146,7 +152,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     let mut applied = Vec::new();
     if let Some(cpus) = r.cpus {
         applied.push(match caps.cpu {
-            true => Applied::new("cpus", cpus_text(cpus), How::CgroupV1, None),
+            true => Applied::new("cpus", cpus_text(cpus), caps.how, None),
             false => Applied::new(
                 "cpus",
                 cpus_text(cpus),
@@ -158,7 +164,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     if let Some(bytes) = r.memory_bytes {
         let value = format_size(bytes);
         applied.push(match caps.memory {
-            true => Applied::new("memory", value, How::CgroupV1, None),
+            true => Applied::new("memory", value, caps.how, None),
             false => {
                 rlimits.push((Resource::RLIMIT_AS, bytes));
                 Applied::new(
@@ -174,7 +180,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     }
     if let Some(max) = r.pids {
         applied.push(match caps.pids {
-            true => Applied::new("pids", max.to_string(), How::CgroupV1, None),
+            true => Applied::new("pids", max.to_string(), caps.how, None),
             false if !root => {
                 rlimits.push((Resource::RLIMIT_NPROC, max));
                 Applied::new(
@@ -212,7 +218,7 @@ fn cpus_text(cpus: f64) -> String {
 /// Kills and removes the control groups a killed helper left for run `run`
 /// (called by the reader that reconciles it).
 pub fn remove_leftover_groups(run: &dispatch_core::RunId) {
-    cgroup_v1::remove_leftovers(&run.to_string());
+    groups::remove_leftovers(&run.to_string());
 }
 
 impl Sandbox {
@@ -224,9 +230,10 @@ impl Sandbox {
         }
         let groups = match cgroups_off() {
             true => None,
-            false => cgroup_v1::Groups::create(name, resources),
+            false => groups::Groups::create(name, resources),
         };
         let caps = Caps {
+            how: groups.as_ref().map_or(How::CgroupV1, |g| g.version().how()),
             cpu: groups.as_ref().is_some_and(|g| g.has_cpu()),
             memory: groups
                 .as_ref()
@@ -308,7 +315,7 @@ impl Sandbox {
         Some(AttemptUsage {
             peak_memory_bytes: g.peak_memory(),
             cpu_time_ms: g.cpu_ns().map(|ns| ns / 1_000_000),
-            measured_by: "cgroup v1".to_string(),
+            measured_by: g.version().how().as_str().to_string(),
         })
     }
 
