@@ -42,6 +42,8 @@ pub const NO_CGROUPS_ENV: &str = "DISPATCH_NO_CGROUPS";
 pub enum How {
     CgroupV1,
     CgroupV2,
+    /// The container runtime's limit (`--memory`, `--pids-limit`, `--cpus`).
+    Container,
     /// A per-process rlimit: an approximation of the limit (see the note).
     Rlimit,
     /// The helper measures and stops the run when it is crossed.
@@ -54,6 +56,7 @@ impl How {
         match self {
             How::CgroupV1 => "cgroup v1",
             How::CgroupV2 => "cgroup v2",
+            How::Container => "container",
             How::Rlimit => "rlimit",
             How::Watch => "watched",
             How::NotApplied => "NOT APPLIED",
@@ -215,10 +218,40 @@ fn cpus_text(cpus: f64) -> String {
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
 
+/// How a container's `RESOURCES` hold: the runtime's limits; `DISK` is not
+/// applied to containers.
+pub fn container_limits(r: &Resources) -> Vec<Applied> {
+    let mut out = Vec::new();
+    if let Some(cpus) = r.cpus {
+        out.push(Applied::new("cpus", cpus_text(cpus), How::Container, None));
+    }
+    if let Some(bytes) = r.memory_bytes {
+        out.push(Applied::new(
+            "memory",
+            format_size(bytes),
+            How::Container,
+            None,
+        ));
+    }
+    if let Some(max) = r.pids {
+        out.push(Applied::new("pids", max.to_string(), How::Container, None));
+    }
+    if let Some(bytes) = r.disk_bytes {
+        out.push(Applied::new(
+            "disk",
+            format_size(bytes),
+            How::NotApplied,
+            Some("no per-container disk quota on this machine"),
+        ));
+    }
+    out
+}
+
 /// Kills and removes the control groups a killed helper left for run `run`
 /// (called by the reader that reconciles it).
 pub fn remove_leftover_groups(run: &dispatch_core::RunId) {
     groups::remove_leftovers(&run.to_string());
+    crate::container::usage::remove_leftovers(&run.to_string());
 }
 
 impl Sandbox {
