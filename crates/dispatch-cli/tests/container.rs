@@ -227,4 +227,53 @@ fn a_killed_helper_leaves_no_container_behind() {
         containers_of(&id).is_empty(),
         "reconciliation removed the container"
     );
+    assert!(
+        parents_of(&id).is_empty(),
+        "and its accounting groups: {:?}",
+        parents_of(&id)
+    );
+}
+
+/// The container's accounting parents (`/sys/fs/cgroup/*/dispatch-<id>-*`).
+fn parents_of(id: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().flatten())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("dispatch-{id}-"))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn a_containers_peak_memory_and_cpu_time_are_recorded() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    // A 24 MB buffer (dd's block) and some CPU.
+    let dir = agent(
+        &d,
+        "user",
+        IMAGE,
+        "dd if=/dev/zero of=/dev/null bs=24M count=20 2>/dev/null\necho used\n",
+        "RESOURCES MEMORY 256M\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{}", log(&d, &id));
+    let r = &doc["attempts"][0]["resources"];
+    assert_eq!(r["measured_by"], "container cgroup v1", "{doc:#}");
+    let peak = r["peak_memory_bytes"].as_u64().expect("peak memory");
+    assert!((24 << 20..=256 << 20).contains(&peak), "peak {peak}");
+    assert!(r["cpu_time_ms"].is_u64(), "{r}");
+    assert_eq!(r["limits"][0]["how"], "container", "{r}");
+    let human = d.ok(&["inspect-run", &id]);
+    assert!(human.contains("used: peak memory"), "{human}");
+    assert!(parents_of(&id).is_empty(), "{:?}", parents_of(&id));
 }

@@ -115,6 +115,49 @@ fn how_of(doc: &Value, limit: &str) -> String {
 /// `tail` of an endless line buffers it all: memory grows without bound.
 const HOG: &str = "tail /dev/zero\n";
 
+/// The cgroup version the runtime must choose on this machine: v2 when
+/// `/sys/fs/cgroup` is a `cgroup2` mount, v1 when it holds v1 hierarchies.
+fn expected_version() -> Option<&'static str> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let fields: Vec<Vec<&str>> = mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .collect();
+    if fields
+        .iter()
+        .any(|f| f[1] == "/sys/fs/cgroup" && f[2] == "cgroup2")
+    {
+        return Some("cgroup_v2");
+    }
+    let v1_memory = fields
+        .iter()
+        .any(|f| f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"));
+    v1_memory.then_some("cgroup_v1")
+}
+
+#[test]
+fn the_cgroup_version_is_chosen_from_the_machine() {
+    let d = Dispatch::new();
+    let agent = d.agent_with("small", "true\n", "RESOURCES MEMORY 64M PIDS 64\n");
+    let id = d.detach(&agent, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    match expected_version() {
+        // This machine (cgroup v1: memory, pids, cpu bound to v1 hierarchies).
+        Some("cgroup_v1") if cgroups(&["memory", "pids"]) => {
+            assert_eq!(how_of(&doc, "memory"), "cgroup_v1");
+            assert_eq!(how_of(&doc, "pids"), "cgroup_v1");
+        }
+        Some("cgroup_v2") => {
+            let how = how_of(&doc, "memory");
+            // v2, or a plain fallback where the subtree is not delegated.
+            assert!(how == "cgroup_v2" || how == "rlimit", "{how}");
+            assert_ne!(how_of(&doc, "pids"), "cgroup_v1");
+        }
+        _ => assert_ne!(how_of(&doc, "memory"), "cgroup_v2"),
+    }
+}
+
 #[test]
 fn a_memory_hog_ends_failed_out_of_memory_and_inspect_shows_its_peak() {
     let d = Dispatch::new();

@@ -21,6 +21,7 @@
 pub mod plan;
 pub mod runtime;
 pub mod tool;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -154,7 +155,9 @@ pub async fn finish(plan: &Plan, status: Option<&ExitStatus>, stopped: bool) -> 
         .arg(&plan.name)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    match killed {
+    match killed || plan.accounting.is_some() {
+        // Waited for: a killed client's container may still run, and the
+        // groups under the accounting parent go only with the container.
         true => {
             let _ = tokio::time::timeout(Duration::from_secs(30), rm.status()).await;
         }

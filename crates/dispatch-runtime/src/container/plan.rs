@@ -32,6 +32,8 @@ pub struct Plan {
     /// Everything after the runtime binary.
     pub args: Vec<String>,
     pub memory_bytes: Option<u64>,
+    /// Where the container's usage is read from, when it can be.
+    pub accounting: Option<super::usage::Accounting>,
     /// What the log says about this container (limits, what is not applied).
     pub notes: Vec<String>,
 }
@@ -106,6 +108,10 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
             format_size(disk)
         ));
     }
+    let accounting = super::usage::Accounting::new(&name, runtime.kind == super::Kind::Podman);
+    if let Some(acc) = &accounting {
+        args.extend(acc.args());
+    }
     args.extend(labels(a));
     for (src, ro) in mounts(a)? {
         let src = src.to_string_lossy();
@@ -139,6 +145,7 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         image,
         args,
         memory_bytes: r.memory_bytes,
+        accounting,
         notes,
     })
 }

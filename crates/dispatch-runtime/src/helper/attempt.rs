@@ -479,7 +479,15 @@ async fn one_attempt<S: Store + ?Sized>(
         log.line(&format!("could not save session {name}'s file: {e}"));
     }
     let container_failure = match &container {
-        Some(plan) => crate::container::finish(plan, status.as_ref().ok(), agent.signalled).await,
+        Some(plan) => {
+            let reason =
+                crate::container::finish(plan, status.as_ref().ok(), agent.signalled).await;
+            if let Ok(p) = parcel {
+                let r = &p.manifest.resources;
+                super::resources::record_container(store, &run.id, run.attempt, plan, r).await;
+            }
+            reason
+        }
         None => None,
     };
     let code = status.map(os::exit_code_of).unwrap_or(1);

@@ -95,3 +95,38 @@ impl AttemptLimits {
         reason
     }
 }
+
+/// A container attempt's `resources` event: its limits (the runtime's) and
+/// what it used, read from its accounting parent (see
+/// [`crate::container::usage`]), which then goes. Recorded when the
+/// container was measured or declared limits.
+pub(super) async fn record_container<S: Store + ?Sized>(
+    store: &S,
+    run_id: &RunId,
+    attempt: u32,
+    plan: &crate::container::Plan,
+    resources: &dispatch_core::isolation::Resources,
+) {
+    let usage = plan.accounting.as_ref().map(|a| {
+        let u = a.usage();
+        a.remove();
+        u
+    });
+    if usage.is_none() && resources.is_empty() {
+        return;
+    }
+    let u = usage.unwrap_or_else(|| crate::limits::AttemptUsage {
+        measured_by: "not measured (needs podman with cgroup v1, as root)".to_string(),
+        ..Default::default()
+    });
+    let data = json!({
+        "limits": crate::limits::container_limits(resources),
+        "peak_memory_bytes": u.peak_memory_bytes,
+        "cpu_time_ms": u.cpu_time_ms,
+        "measured_by": u.measured_by,
+    });
+    let event = NewEvent::new("resources", attempt, now_ms(), data);
+    if let Err(e) = store.append_events(run_id, &[event]).await {
+        eprintln!("[dispatch] could not record the container's resources: {e}");
+    }
+}

@@ -1,7 +1,8 @@
 //! `RESOURCES` enforced on an agent's process tree.
 //!
 //! For each attempt that declares limits the runtime creates control groups
-//! ([`cgroup_v1`]) and places the agent in them before it executes; a limit
+//! ([`cgroup_v1`] or [`cgroup_v2`], whichever this machine has: [`groups`])
+//! and places the agent in them before it executes; a limit
 //! whose group could not be created falls back to an rlimit where one
 //! expresses it (`RLIMIT_AS` for memory, `RLIMIT_NPROC` for processes), and
 //! is otherwise reported as not applied — in the run log, on the helper's
@@ -20,7 +21,9 @@
 //! people who want them.
 
 pub(crate) mod cgroup_v1;
+pub(crate) mod cgroup_v2;
 pub(crate) mod disk;
+pub mod groups;
 pub mod machine;
 mod usage;
 
@@ -39,6 +42,8 @@ pub const NO_CGROUPS_ENV: &str = "DISPATCH_NO_CGROUPS";
 pub enum How {
     CgroupV1,
     CgroupV2,
+    /// The container runtime's limit (`--memory`, `--pids-limit`, `--cpus`).
+    Container,
     /// A per-process rlimit: an approximation of the limit (see the note).
     Rlimit,
     /// The helper measures and stops the run when it is crossed.
@@ -51,6 +56,7 @@ impl How {
         match self {
             How::CgroupV1 => "cgroup v1",
             How::CgroupV2 => "cgroup v2",
+            How::Container => "container",
             How::Rlimit => "rlimit",
             How::Watch => "watched",
             How::NotApplied => "NOT APPLIED",
@@ -99,7 +105,7 @@ impl Applied {
 
 /// An attempt's limits: its groups, its rlimits, and what was applied how.
 pub(crate) struct Sandbox {
-    groups: Option<cgroup_v1::Groups>,
+    groups: Option<groups::Groups>,
     rlimits: Vec<(Resource, u64)>,
     pub applied: Vec<Applied>,
     resources: Resources,
@@ -112,6 +118,8 @@ fn cgroups_off() -> bool {
 /// Which limits got a control group.
 #[derive(Clone, Copy)]
 struct Caps {
+    /// How a limit with a group holds (`cgroup v1` or `v2`).
+    how: How,
     cpu: bool,
     memory: bool,
     pids: bool,
@@ -123,8 +131,9 @@ pub fn preview(resources: &Resources) -> Vec<String> {
     if resources.is_empty() {
         return Vec::new();
     }
-    let can = |c| !cgroups_off() && cgroup_v1::can_create(c);
+    let can = |c| !cgroups_off() && groups::can_create(c);
     let caps = Caps {
+        how: groups::version().how(),
         cpu: can("cpu"),
         memory: can("memory"),
         pids: can("pids"),
@@ -146,7 +155,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     let mut applied = Vec::new();
     if let Some(cpus) = r.cpus {
         applied.push(match caps.cpu {
-            true => Applied::new("cpus", cpus_text(cpus), How::CgroupV1, None),
+            true => Applied::new("cpus", cpus_text(cpus), caps.how, None),
             false => Applied::new(
                 "cpus",
                 cpus_text(cpus),
@@ -158,7 +167,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     if let Some(bytes) = r.memory_bytes {
         let value = format_size(bytes);
         applied.push(match caps.memory {
-            true => Applied::new("memory", value, How::CgroupV1, None),
+            true => Applied::new("memory", value, caps.how, None),
             false => {
                 rlimits.push((Resource::RLIMIT_AS, bytes));
                 Applied::new(
@@ -174,7 +183,7 @@ fn plan(r: &Resources, caps: Caps) -> (Vec<Applied>, Vec<(Resource, u64)>) {
     }
     if let Some(max) = r.pids {
         applied.push(match caps.pids {
-            true => Applied::new("pids", max.to_string(), How::CgroupV1, None),
+            true => Applied::new("pids", max.to_string(), caps.how, None),
             false if !root => {
                 rlimits.push((Resource::RLIMIT_NPROC, max));
                 Applied::new(
@@ -209,10 +218,40 @@ fn cpus_text(cpus: f64) -> String {
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
 
+/// How a container's `RESOURCES` hold: the runtime's limits; `DISK` is not
+/// applied to containers.
+pub fn container_limits(r: &Resources) -> Vec<Applied> {
+    let mut out = Vec::new();
+    if let Some(cpus) = r.cpus {
+        out.push(Applied::new("cpus", cpus_text(cpus), How::Container, None));
+    }
+    if let Some(bytes) = r.memory_bytes {
+        out.push(Applied::new(
+            "memory",
+            format_size(bytes),
+            How::Container,
+            None,
+        ));
+    }
+    if let Some(max) = r.pids {
+        out.push(Applied::new("pids", max.to_string(), How::Container, None));
+    }
+    if let Some(bytes) = r.disk_bytes {
+        out.push(Applied::new(
+            "disk",
+            format_size(bytes),
+            How::NotApplied,
+            Some("no per-container disk quota on this machine"),
+        ));
+    }
+    out
+}
+
 /// Kills and removes the control groups a killed helper left for run `run`
 /// (called by the reader that reconciles it).
 pub fn remove_leftover_groups(run: &dispatch_core::RunId) {
-    cgroup_v1::remove_leftovers(&run.to_string());
+    groups::remove_leftovers(&run.to_string());
+    crate::container::usage::remove_leftovers(&run.to_string());
 }
 
 impl Sandbox {
@@ -224,9 +263,10 @@ impl Sandbox {
         }
         let groups = match cgroups_off() {
             true => None,
-            false => cgroup_v1::Groups::create(name, resources),
+            false => groups::Groups::create(name, resources),
         };
         let caps = Caps {
+            how: groups.as_ref().map_or(How::CgroupV1, |g| g.version().how()),
             cpu: groups.as_ref().is_some_and(|g| g.has_cpu()),
             memory: groups
                 .as_ref()
@@ -308,7 +348,7 @@ impl Sandbox {
         Some(AttemptUsage {
             peak_memory_bytes: g.peak_memory(),
             cpu_time_ms: g.cpu_ns().map(|ns| ns / 1_000_000),
-            measured_by: "cgroup v1".to_string(),
+            measured_by: g.version().how().as_str().to_string(),
         })
     }
 

@@ -1,0 +1,107 @@
+//! What a container used: peak memory and CPU time, as the native path
+//! records them in the attempt's `resources` event.
+//!
+//! The container is started with `--cgroup-parent /dispatch-<run>-<attempt>`
+//! (podman with cgroupfs on cgroup v1, as root): its group and its monitor's
+//! (`conmon`) are made under that parent in every hierarchy, and the
+//! parent's counters keep what they used after the container's own group
+//! is gone (v1 accounting is hierarchical): CPU time is the parent's
+//! `cpuacct.usage` less conmon's; peak memory the parent's
+//! `memory.max_usage_in_bytes`, which includes conmon's few megabytes. When
+//! the attempt ends (the container removed), the parent goes in every
+//! hierarchy; a killed helper's is removed by the reader that reconciles
+//! the run. Elsewhere (docker, cgroup v2, not root) nothing is measured
+//! and the event says so.
+
+use std::path::{Path, PathBuf};
+
+use crate::limits::AttemptUsage;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The parent group of one container.
+#[derive(Clone, Debug)]
+pub struct Accounting {
+    /// `dispatch-<run>-<attempt>`, at the top of each hierarchy.
+    name: String,
+}
+
+impl Accounting {
+    /// Accounting for the container `name`, when it can be measured here.
+    pub fn new(name: &str, podman: bool) -> Option<Accounting> {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let v1 = ["memory", "cpuacct"]
+            .iter()
+            .all(|c| Path::new(ROOT).join(c).join("cgroup.procs").is_file());
+        (podman && root && v1).then(|| Accounting {
+            name: name.to_string(),
+        })
+    }
+
+    /// `--cgroup-parent /<name>`.
+    pub fn args(&self) -> [String; 2] {
+        ["--cgroup-parent".into(), format!("/{}", self.name)]
+    }
+
+    fn dir(&self, controller: &str) -> PathBuf {
+        Path::new(ROOT).join(controller).join(&self.name)
+    }
+
+    /// What the container used (after it exited).
+    pub fn usage(&self) -> AttemptUsage {
+        let read =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let cpu = self.dir("cpuacct");
+        let cpu_ns = read(cpu.join("cpuacct.usage"))
+            .map(|all| all.saturating_sub(read(cpu.join("conmon/cpuacct.usage")).unwrap_or(0)));
+        let mem = self.dir("memory");
+        let peak = read(mem.join("memory.memsw.max_usage_in_bytes"))
+            .filter(|n| *n > 0)
+            .or_else(|| read(mem.join("memory.max_usage_in_bytes")));
+        AttemptUsage {
+            peak_memory_bytes: peak.filter(|n| *n > 0),
+            cpu_time_ms: cpu_ns.map(|ns| ns / 1_000_000),
+            measured_by: "container cgroup v1".to_string(),
+        }
+    }
+
+    /// Removes the parent (and the empty groups under it) in every hierarchy.
+    pub fn remove(&self) {
+        remove_named(&self.name);
+    }
+}
+
+/// Removes `/sys/fs/cgroup/*/<name>` and its (empty) children.
+fn remove_named(name: &str) {
+    let Ok(hierarchies) = std::fs::read_dir(ROOT) else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let dir = h.path().join(name);
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(c.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Removes the container parents of run `run` a killed helper left behind
+/// (their containers were removed first).
+pub fn remove_leftovers(run: &str) {
+    let prefix = format!("dispatch-{run}-");
+    let Ok(entries) = std::fs::read_dir(Path::new(ROOT).join("memory")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            remove_named(&name);
+        }
+    }
+}
