@@ -73,6 +73,7 @@ fn the_workflow_page_draws_the_newsroom_graph_and_links_agents_and_edges() {
     let want: BTreeSet<(String, String, u64)> = [
         ("__start__", "researcher", 1),
         ("researcher", "analyst", 1),
+        ("researcher", "writer", 1),
         ("analyst", "writer", 2),
         ("writer", "analyst", 1),
         ("writer", "__end__", 1),

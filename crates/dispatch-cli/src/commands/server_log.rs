@@ -35,6 +35,10 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// Dispatch's own lines at `info`; its libraries' only from `warn` (an
+/// object store's retries, say, are not the server's news).
+const DEFAULT_FILTER: &str = "warn,dispatch=info,dispatch_cli=info,dispatch_server=info,dispatch_runtime=info,dispatch_store=info,dispatch_agent=info,dispatch_core=info";
+
 impl LogArgs {
     /// Installs the process's log subscriber. A filter that does not parse
     /// is one line and a refusal to start.
@@ -45,7 +49,7 @@ impl LogArgs {
                 let value = std::env::var(var).ok()?;
                 (!value.trim().is_empty()).then_some((var, value))
             })
-            .unwrap_or(("DISPATCH_LOG", "info".to_string()));
+            .unwrap_or(("DISPATCH_LOG", DEFAULT_FILTER.to_string()));
         let filter = EnvFilter::builder().parse(spec.trim()).map_err(|e| {
             CliError::input(format!(
                 "{var}=`{spec}` is not a log filter: {e} (hint: info, warn, or info,dispatch_server=debug)"
