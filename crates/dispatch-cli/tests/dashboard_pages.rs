@@ -166,6 +166,23 @@ fn services_show_their_schedule_and_wake_and_workers_show_their_slots_on_postgre
     assert_eq!(row[1], "3", "{row}");
     assert!(row[2].as_str().unwrap_or("").contains("gpu, eu"), "{row}");
     b.screenshot(&shots().join("workers.png"));
+    // The API lists the same workers.
+    let (status, listed) = server.call("GET", "/v1/workers", None);
+    assert_eq!(status, 200, "{listed}");
+    let me = listed["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == "ui-gpu-1")
+        .cloned()
+        .unwrap_or_else(|| panic!("ui-gpu-1 is listed: {listed}"));
+    assert_eq!(me["state"], "working", "{me}");
+    assert_eq!(
+        (me["used"].as_u64(), me["slots"].as_u64()),
+        (Some(1), Some(3)),
+        "{me}"
+    );
+    assert_eq!(me["labels"], json!(["gpu", "eu"]), "{me}");
     std::fs::write(&gate, "").expect("open the gate");
     assert_eq!(client.ok(&["wait", &held]), "0");
 

@@ -708,6 +708,11 @@ fn every_operation_answers_as_documented() {
     let (status, stopped) = c.post(cancel, &format!("/v1/runs/{service}/cancel"), "");
     assert_eq!((status, &stopped["status"]), (200, &json!("stopped")));
 
+    // The workers (the server's own beats on start).
+    let (status, workers) = c.get("/v1/workers", "/v1/workers");
+    assert_eq!(status, 200, "{workers}");
+    assert!(workers["workers"].is_array(), "{workers}");
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()

@@ -22,6 +22,7 @@
 //! | `POST /v1/dead-letters/{id}/replay` | replay one as a new linked run |
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
+//! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
 //! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
@@ -47,6 +48,7 @@ mod schemas;
 pub(crate) mod services;
 mod signal;
 mod stream;
+pub(crate) mod workers;
 
 use std::sync::Arc;
 
@@ -150,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evals", post(evals::create))
         .route("/v1/evals/latest", get(evals::latest))
         .route("/v1/evals/{id}", get(evals::get))
+        .route("/v1/workers", get(workers::list))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -48,6 +48,7 @@ use super::{codes, schemas};
         super::services::service_state,
         super::hooks::root,
         super::hooks::with_path,
+        super::workers::list,
         document,
         super::healthz,
         super::metrics,

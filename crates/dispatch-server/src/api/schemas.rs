@@ -531,6 +531,34 @@ pub struct EvalReport {
     pub summary: serde_json::Value,
 }
 
+/// `GET /v1/workers`.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+/// A worker as it last said, and the runs it holds.
+#[derive(Serialize, ToSchema)]
+pub struct Worker {
+    /// Unique in the cluster: the lease owner.
+    pub name: String,
+    /// `working`, `stopped` (drained), or `silent` (not heard from for three beats).
+    pub state: String,
+    /// The labels it offers.
+    pub labels: Vec<String>,
+    pub slots: u32,
+    /// Live runs (starting, running, paused) leased to it.
+    pub used: u32,
+    /// How long its leases last.
+    pub lease_ms: i64,
+    /// When it last renewed a lease it holds (ms since the epoch); null without leases.
+    pub renewed_at: Option<i64>,
+    pub started_at: i64,
+    /// When it last said it was there (every 5 s).
+    pub seen_at: i64,
+    pub stopped_at: Option<i64>,
+}
+
 /// A kept eval.
 #[derive(Serialize, ToSchema)]
 pub struct EvalKept {

@@ -14,22 +14,18 @@ use maud::{Markup, html};
 use super::fmt;
 use super::page::{self, Nav};
 use super::session::Session;
-use crate::api::AppState;
+use crate::api::{AppState, workers};
 use crate::presence::EVERY;
 
-/// Workers not seen for this long are left out.
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// What a worker is doing, as far as the store knows.
+/// What a worker is doing, and its status color.
 fn condition(w: &WorkerInfo, now: i64) -> (&'static str, &'static str) {
-    let silent_after = i64::try_from(EVERY.as_millis()).unwrap_or(5000) * 3;
-    if w.beat.stopped_at.is_some() {
-        ("stopped", "s-stopped")
-    } else if now - w.beat.seen_at > silent_after {
-        ("silent", "s-failed")
-    } else {
-        ("working", "s-running")
-    }
+    let word = workers::state_of(w, now);
+    let class = match word {
+        "stopped" => "s-stopped",
+        "silent" => "s-failed",
+        _ => "s-running",
+    };
+    (word, class)
 }
 
 /// `GET /ui/workers`.
@@ -38,9 +34,9 @@ pub async fn page(
     Extension(session): Extension<Session>,
 ) -> Response {
     let now = now_ms();
-    let workers = match state.store.list_workers(now - DAY_MS).await {
+    let workers = match workers::listed(&state).await {
         Ok(w) => w,
-        Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.message),
     };
     let body = html! {
         h1 { "Workers" }
