@@ -39,6 +39,7 @@ mod sessions;
 mod tokens;
 mod traces;
 mod transitions;
+mod workers;
 
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
 use serde_json::json;
@@ -63,6 +64,7 @@ pub use sessions::*;
 pub use tokens::*;
 pub use traces::*;
 pub use transitions::*;
+pub use workers::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
 /// fresh store from `$factory` (an async fn or closure returning `(store, guard)`).

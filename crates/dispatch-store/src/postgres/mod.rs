@@ -6,6 +6,22 @@
 //! of a run are numbered in commit order: a reader paging by `seq` never skips
 //! one that commits later with a smaller number.
 
+/// Runs `$body` (an expression using the transaction `$tx`) in one
+/// transaction, committed when it succeeds and rolled back when it fails.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let result: Result<_, Fail> = async {
+            let mut client = $self.client().await?;
+            let $tx = client.transaction().await?;
+            let value = $body.await?;
+            $tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        $self.finish(result)
+    }};
+}
+
 mod evals;
 mod events;
 mod expire;
@@ -66,22 +82,6 @@ impl std::fmt::Debug for PgStore {
             .field("database", &self.shown)
             .finish_non_exhaustive()
     }
-}
-
-/// Runs `$body` (an expression using the transaction `$tx`) in one
-/// transaction, committed when it succeeds and rolled back when it fails.
-macro_rules! in_tx {
-    ($self:ident, |$tx:ident| $body:expr) => {{
-        let result: Result<_, Fail> = async {
-            let mut client = $self.client().await?;
-            let $tx = client.transaction().await?;
-            let value = $body.await?;
-            $tx.commit().await?;
-            Ok(value)
-        }
-        .await;
-        $self.finish(result)
-    }};
 }
 
 impl PgStore {
@@ -560,13 +560,6 @@ impl crate::CallbackStore for PgStore {
 }
 
 #[async_trait]
-impl crate::TraceStore for PgStore {
-    async fn finished_traces(&self, ids: &[RunId]) -> StoreResult<Vec<crate::RunTrace>> {
-        in_tx!(self, |tx| traces::finished(&tx, ids))
-    }
-}
-
-#[async_trait]
 impl crate::LimitStore for PgStore {
     async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| limits::stopping(&tx, key))
@@ -720,17 +713,6 @@ impl crate::EvalStore for PgStore {
 
     async fn latest_eval_of(&self, digest: &str) -> StoreResult<Option<crate::EvalRecord>> {
         in_tx!(self, |tx| evals::latest_of(&tx, digest))
-    }
-}
-
-#[async_trait]
-impl crate::WorkerStore for PgStore {
-    async fn worker_beat(&self, beat: &crate::WorkerBeat) -> StoreResult<()> {
-        in_tx!(self, |tx| workers::beat(&tx, beat))
-    }
-
-    async fn list_workers(&self, since: Ts) -> StoreResult<Vec<crate::WorkerInfo>> {
-        in_tx!(self, |tx| workers::list(&tx, since))
     }
 }
 

@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use deadpool_postgres::Transaction;
 use dispatch_core::RunId;
 
-use super::Fail;
+use async_trait::async_trait;
+
 use super::events::{attempt_from_row, event_from_row};
 use super::runs::{parse_id, run_columns, run_from_row};
+use super::{Fail, PgStore};
+use crate::StoreResult;
 use crate::{RunTrace, TRACE_EVENT_KINDS};
 
 pub(super) async fn finished(tx: &Transaction<'_>, ids: &[RunId]) -> Result<Vec<RunTrace>, Fail> {
@@ -72,4 +75,11 @@ pub(super) async fn finished(tx: &Transaction<'_>, ids: &[RunId]) -> Result<Vec<
         }
     }
     Ok(traces)
+}
+
+#[async_trait]
+impl crate::TraceStore for PgStore {
+    async fn finished_traces(&self, ids: &[RunId]) -> StoreResult<Vec<crate::RunTrace>> {
+        in_tx!(self, |tx| super::traces::finished(&tx, ids))
+    }
 }

@@ -3,7 +3,10 @@
 use deadpool_postgres::Transaction;
 use dispatch_core::Ts;
 
-use super::Fail;
+use async_trait::async_trait;
+
+use super::{Fail, PgStore};
+use crate::StoreResult;
 use crate::workers::{FORGET, FORGET_AFTER_MS, LIST, UPSERT, labels_json, labels_of, renewed};
 use crate::{WorkerBeat, WorkerInfo};
 
@@ -58,4 +61,15 @@ pub(super) async fn list(tx: &Transaction<'_>, since: Ts) -> Result<Vec<WorkerIn
             }
         })
         .collect())
+}
+
+#[async_trait]
+impl crate::WorkerStore for PgStore {
+    async fn worker_beat(&self, beat: &crate::WorkerBeat) -> StoreResult<()> {
+        in_tx!(self, |tx| super::workers::beat(&tx, beat))
+    }
+
+    async fn list_workers(&self, since: Ts) -> StoreResult<Vec<crate::WorkerInfo>> {
+        in_tx!(self, |tx| list(&tx, since))
+    }
 }
