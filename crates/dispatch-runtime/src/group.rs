@@ -22,6 +22,10 @@ use crate::launch::{LaunchRequest, write_brief};
 use crate::layout::Layout;
 use crate::record::{AdvanceError, advance};
 
+/// The label of an eval's own run (its cases carry `eval=<its id>`): how
+/// `restart`, `replay` and the server's `POST /v1/evals` know one.
+pub const EVAL_RUN_LABEL: &str = "eval-run";
+
 /// What a group run is opened with.
 pub struct Opening<'a> {
     /// The parcel the group is about (an eval: the agent under test).

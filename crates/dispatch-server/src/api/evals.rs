@@ -101,7 +101,12 @@ async fn end_eval_run(state: &AppState, record: &EvalRecord) -> ApiResult<()> {
         Err(dispatch_store::StoreError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if run.state.is_terminal() || !run.labels.iter().any(|l| l == EVAL_RUN_LABEL) {
+    if run.state.is_terminal()
+        || !run
+            .labels
+            .iter()
+            .any(|l| l == dispatch_runtime::group::EVAL_RUN_LABEL)
+    {
         return Ok(());
     }
     let (end, output) = dispatch_runtime::group::eval_end(&record.report);
@@ -109,9 +114,6 @@ async fn end_eval_run(state: &AppState, record: &EvalRecord) -> ApiResult<()> {
     dispatch_runtime::group::close(&*state.store, &mut run, end, Some(output), used).await?;
     Ok(())
 }
-
-/// The label of an eval's own run (see `dispatch eval`).
-const EVAL_RUN_LABEL: &str = "eval-run";
 
 /// One eval's report, by id or a unique prefix of it.
 #[utoipa::path(

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use dispatch_core::now_ms;
+use dispatch_runtime::group::EVAL_RUN_LABEL;
 use dispatch_runtime::launch::resolve_parcel;
 
 use crate::ctx::Ctx;
@@ -143,9 +144,6 @@ pub(crate) fn group_opening<'a>(
         labels: vec!["eval".to_string(), EVAL_RUN_LABEL.to_string()],
     }
 }
-
-/// The label of an eval's own run (its cases carry `eval=<its id>`).
-pub const EVAL_RUN_LABEL: &str = "eval-run";
 
 /// `restart` and `replay` refuse an eval's run: it starts no program, so
 /// there is nothing to run again but the eval itself.
