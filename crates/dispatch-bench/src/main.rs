@@ -34,6 +34,8 @@
 //!
 //! `dispatch-bench workflow [--hops N] [--fanout N] [--rounds R]`: multi-agent
 //! runs — per-hop coordination overhead and a fan-out of noop members (see `workflow.rs`).
+//! `dispatch-bench workflow-cluster [--hops N] [--rounds R]`: the per-hop overhead on
+//! PostgreSQL, a server and one worker (see `workflow_cluster.rs`).
 //! `dispatch-bench artifacts [--mb N] [--rounds N]`: an artifact uploaded to
 //! and downloaded from the artifact store, local and S3-compatible (see
 //! `artifacts.rs`).
@@ -71,6 +73,7 @@ mod tools;
 mod ui;
 mod waits;
 mod workflow;
+mod workflow_cluster;
 
 /// The value after `flag` on the command line, if any.
 pub(crate) fn flag_value(args: &[String], flag: &str) -> Option<String> {
@@ -156,6 +159,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("workflow") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         workflow::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("workflow-cluster") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        workflow_cluster::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{flag_value, median, pct};
 
-const HOP: &str = r#"now() { date +%s%N; }
+pub(crate) const HOP: &str = r#"now() { date +%s%N; }
 t=$(now)
 msg=$(cat)
 me=$(printf '%s' "$msg" | sed -n 's/.*"agent":"\([a-z0-9]*\)".*/\1/p')
@@ -26,7 +26,7 @@ now > "$MARKS/sent.$me"
 echo '{"type":"message","to":"__next__","kind":"RESULT","payload":{}}' >> "$DISPATCH_EVENTS"
 "#;
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
     std::fs::write(path, text).expect("write");
 }

@@ -87,7 +87,17 @@ pub fn prepare(
     req: &LaunchRequest,
     opts: &SubmitOptions,
 ) -> RuntimeResult<Submission> {
-    let parcel = resolve_parcel(layout, &req.source)?;
+    prepare_for(layout, resolve_parcel(layout, &req.source)?, req, opts)
+}
+
+/// [`prepare`] for a parcel the caller resolved already (a coordinator
+/// loads each member's parcel once; parcels are immutable).
+pub fn prepare_for(
+    layout: &Layout,
+    parcel: Parcel,
+    req: &LaunchRequest,
+    opts: &SubmitOptions,
+) -> RuntimeResult<Submission> {
     check_secrets(&parcel)?;
     crate::limits::machine::check_fits(&parcel.manifest.resources)
         .map_err(RuntimeError::Resources)?;

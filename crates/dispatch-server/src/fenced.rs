@@ -279,6 +279,10 @@ impl ReliabilityStore for FencedStore {
         self.inner.create_run_with(new, extras, dedupe).await
     }
 
+    async fn create_runs_with(&self, batch: &[(NewRun, RunExtras)]) -> StoreResult<Vec<Created>> {
+        self.inner.create_runs_with(batch).await
+    }
+
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
         match &self.extras {
             Some((run, extras)) if run == id => Ok(extras.clone()),

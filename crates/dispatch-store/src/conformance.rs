@@ -226,6 +226,7 @@ macro_rules! __conformance_names {
             // handoffs: triggers and one run per handoff
             a_run_keeps_its_trigger_and_list_filters_by_it,
             a_handoff_key_starts_one_run_per_origin_whatever_became_of_it,
+            a_batch_creates_every_run_or_none,
         );
     };
 }

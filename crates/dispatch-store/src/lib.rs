@@ -101,6 +101,12 @@ pub trait RunStore: Send + Sync {
     /// Deletes a terminal run with its events, attempts and artifact records.
     /// `InvalidState` when the run is not terminal.
     async fn delete_run(&self, id: &RunId) -> StoreResult<()>;
+
+    /// While `on`, this process writes on a latency path (a workflow's
+    /// coordinator between its members' turns): a store that checkpoints a
+    /// log on commit (SQLite's WAL) leaves that to the other writers. Off:
+    /// as before. Nothing for a store without such a log.
+    fn latency_path(&self, _on: bool) {}
 }
 
 /// The append-only event log, and the usage totals it feeds.

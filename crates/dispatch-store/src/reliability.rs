@@ -122,6 +122,11 @@ pub trait ReliabilityStore: Send + Sync {
         dedupe: bool,
     ) -> StoreResult<Created>;
 
+    /// Creates every run of `batch` as [`Self::create_run_with`] does
+    /// without `dedupe`, all in one transaction: all or none (a fan-out's
+    /// members, created at once).
+    async fn create_runs_with(&self, batch: &[(NewRun, RunExtras)]) -> StoreResult<Vec<Created>>;
+
     /// The extras stored with the run (all `None` for a run created plainly).
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras>;
 

@@ -111,6 +111,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
             upstream: None,
             briefs: None,
             shared: None,
+            turn: None,
         };
         let result = run_claimed(&store, &ctx.layout, run.clone(), true, known).await;
         printer.abort();

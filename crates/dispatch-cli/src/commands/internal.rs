@@ -1,10 +1,13 @@
 use std::time::Duration;
 
 use dispatch_core::{Operation, RunId};
-use dispatch_runtime::helper::{Known, run_claimed, run_record};
+use dispatch_runtime::helper::{Known, run_claimed, run_record, run_record_with};
 use dispatch_runtime::service::helper::run_service;
+use dispatch_runtime::workflow::TurnSignal;
 use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{Run, RunStore};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
@@ -14,6 +17,11 @@ use crate::error::{CliError, CliResult};
 /// them), so it waits them out rather than die and leave the run to be
 /// recovered, and executed again, by the next reader.
 const HELPER_BUSY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The writes of a workflow member's helper that checkpoint nothing (a
+/// process agent's turn makes a handful; a long native one checkpoints
+/// after these as usual).
+const MEMBER_DEFERRED_WRITES: u32 = 64;
 
 /// `dispatch internal run-record <id>`: the detached helper.
 pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
@@ -49,6 +57,12 @@ pub async fn run_standby_cmd(ctx: &Ctx) -> CliResult {
         .trim()
         .parse()
         .map_err(|e: dispatch_core::id::InvalidId| CliError::input(e.to_string()))?;
+    // Its stdout as its coordinator started it is how it signals it.
+    let turn = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(|fd| Arc::new(TurnSignal::new(std::fs::File::from(fd))));
     // The run's log is the helper's stdout and stderr, as when spawned.
     let _ = std::fs::create_dir_all(ctx.layout.runs());
     if let Ok(log) = std::fs::OpenOptions::new()
@@ -59,11 +73,26 @@ pub async fn run_standby_cmd(ctx: &Ctx) -> CliResult {
         let _ = nix::unistd::dup2_stdout(&log);
         let _ = nix::unistd::dup2_stderr(&log);
     }
-    store.defer_checkpoints(1);
-    if store.get_run(&id).await?.operation == Operation::Service {
+    // Its run's writes checkpoint nothing (a checkpoint's fsyncs would
+    // delay the hop); it checkpoints once its coordinator knows it ended.
+    store.defer_checkpoints(MEMBER_DEFERRED_WRITES);
+    let run = store.get_run(&id).await?;
+    if run.operation == Operation::Service {
         return serve(ctx, &store, &id).await;
     }
-    Ok(run_record(&store, &ctx.layout, &id).await?)
+    let known = Known {
+        turn,
+        ..Known::default()
+    };
+    // Its coordinator created the run claimed by this process.
+    let mine = run.state.status() == dispatch_core::Status::Starting
+        && run.state.helper() == Some(dispatch_runtime::os::this_process());
+    let r = match mine {
+        true => run_claimed(&store, &ctx.layout, run, true, known).await?,
+        false => run_record_with(&store, &ctx.layout, &id, known).await?,
+    };
+    store.checkpoint_now();
+    Ok(r)
 }
 
 /// The helper's work on `run`, which it just created for `dispatch run`

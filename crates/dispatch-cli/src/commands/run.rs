@@ -155,6 +155,7 @@ pub async fn create_checked(
         upstream: None,
         briefs: None,
         shared: None,
+        turn: None,
     };
     Ok((store, run, existing, known))
 }

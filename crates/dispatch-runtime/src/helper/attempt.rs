@@ -75,6 +75,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     let session = extras.and_then(|e| e.session);
     let briefs = known.briefs.clone();
     let shared = known.shared;
+    let turn = known.turn;
     loop {
         let max = policy.max_attempts();
         match run.attempt {
@@ -98,6 +99,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             briefs: briefs.as_deref(),
             traceparent: &traceparent,
             shared: shared.as_ref(),
+            turn: turn.as_deref(),
         };
         let mut ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
         if let Some(objects) = &shared {
@@ -151,6 +153,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             steps.push(t);
             let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
+            if let Some(turn) = &turn {
+                turn.ended();
+            }
+            if let Some(parent) = &run.parent_id {
+                crate::workflow::member_ended(parent);
+            }
             retry::dead_letter(store, &run, checkpoint).await;
             if !keep_workspace {
                 // Ended: the workspace goes (see `crate::workspace`).
@@ -203,6 +211,8 @@ struct Context<'a> {
     traceparent: &'a str,
     /// The cluster's shared artifact store (see [`super::shared`]).
     shared: Option<&'a Arc<crate::objects::Objects>>,
+    /// A workflow member's signal to its coordinator.
+    turn: Option<&'a crate::workflow::TurnSignal>,
 }
 
 /// An attempt that ends before its agent starts.
@@ -231,6 +241,7 @@ async fn one_attempt<S: Store + ?Sized>(
         briefs,
         traceparent,
         shared,
+        turn,
     } = *ctx;
     if run.stop_requested_at.is_some() {
         return Ok(ended(End::Final(cancelled(None), None)));
@@ -310,6 +321,9 @@ async fn one_attempt<S: Store + ?Sized>(
             prepared: &prepared,
             upstream,
         };
+        if let Some(turn) = turn {
+            turn.agent_started();
+        }
         let ended = super::native::attempt(store, layout, run, log, &ctx).await;
         super::shared::push_state(&prepared, layout, state, log).await;
         return ended;
@@ -423,6 +437,9 @@ async fn one_attempt<S: Store + ?Sized>(
         at: now_ms(),
     };
     let mut agent = Supervisor::start(&prepared.spec, child, own_signals);
+    if let Some(turn) = turn {
+        turn.agent_started();
+    }
     let mut watch = Watch::new(
         run.id.clone(),
         run.attempt,

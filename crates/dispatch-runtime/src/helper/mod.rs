@@ -47,12 +47,23 @@ pub async fn run_record<S: Store + ?Sized>(
     layout: &Layout,
     id: &RunId,
 ) -> RuntimeResult<i32> {
+    run_record_with(store, layout, id, Known::default()).await
+}
+
+/// [`run_record`] with what the caller knows (a workflow member's helper:
+/// how to signal its coordinator).
+pub async fn run_record_with<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    id: &RunId,
+    known: Known,
+) -> RuntimeResult<i32> {
     // A run requeued with a backoff (by a lost-helper recovery) waits it out.
     let run = match retry::wait_until_due(store, id).await? {
         Some(run) => run,
         None => store.get_run(id).await?,
     };
-    claim_and_run(store, layout, run).await
+    claim_and_run_with(store, layout, run, known).await
 }
 
 /// What [`run_record`] does once it has the run: claim it for this process
@@ -61,7 +72,16 @@ pub async fn run_record<S: Store + ?Sized>(
 pub async fn claim_and_run<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
+    run: Run,
+) -> RuntimeResult<i32> {
+    claim_and_run_with(store, layout, run, Known::default()).await
+}
+
+async fn claim_and_run_with<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
     mut run: Run,
+    known: Known,
 ) -> RuntimeResult<i32> {
     match slot::claim(store, layout, run.clone()).await? {
         Ok(slot::Claim::Held(held)) => run = held,
@@ -76,7 +96,7 @@ pub async fn claim_and_run<S: Store + ?Sized>(
         }
         Err(AdvanceError::Store(e)) => return Err(e.into()),
     }
-    run_claimed(store, layout, run, true, Known::default()).await
+    run_claimed(store, layout, run, true, known).await
 }
 
 /// Runs a run that is already claimed (`starting`, held by this process) to a
@@ -120,6 +140,9 @@ pub struct Known {
     /// are uploaded there and the parcel's state is synchronized through it
     /// (see [`crate::objects::state`]). `None`: this machine's disk only.
     pub shared: Option<Arc<crate::objects::Objects>>,
+    /// A workflow member's helper tells its coordinator when the agent
+    /// started and when the run ended (see [`crate::workflow::TurnSignal`]).
+    pub turn: Option<Arc<crate::workflow::TurnSignal>>,
 }
 
 /// Runs the current attempt of a run a cluster worker claimed, like
@@ -152,6 +175,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         upstream: Some(upstream),
         briefs,
         shared,
+        turn: None,
     };
     attempt::run_attempts(store, layout, run, &mut log, host, known).await
 }

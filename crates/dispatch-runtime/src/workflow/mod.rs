@@ -44,6 +44,7 @@ use crate::error::RuntimeResult;
 use crate::layout::Layout;
 
 pub use join::JOIN;
+pub use standby::TurnSignal;
 pub use turns::{COORDINATOR, REFUSED};
 
 /// The shortest and longest pause between two passes.
@@ -91,20 +92,30 @@ pub async fn coordinate<S: Store + ?Sized>(
     store
         .put_messages(&id, run.attempt, &turns::first(wf, run))
         .await?;
+    // Each member's parcel, loaded once (a missing one fails its delivery).
+    let mut parcels = turns::Parcels::new();
+    for m in &wf.members {
+        if !parcels.contains_key(&m.parcel)
+            && let Ok(p) = dispatch_core::parcel::load(&layout.parcels().join(&m.parcel))
+        {
+            parcels.insert(m.parcel.clone(), Arc::new(p));
+        }
+    }
     // Members that start nothing (`FROM noop`) run in this process.
-    let noop: HashSet<String> = wf
-        .members
+    let noop: HashSet<String> = parcels
         .iter()
-        .filter(|m| {
-            let p = dispatch_core::parcel::load(&layout.parcels().join(&m.parcel));
-            p.is_ok_and(|p| p.manifest.courier == dispatch_core::parcel::Courier::Noop)
-        })
-        .map(|m| m.parcel.clone())
+        .filter(|(_, p)| p.manifest.courier == dispatch_core::parcel::Courier::Noop)
+        .map(|(digest, _)| digest.clone())
         .collect();
     let mut looked_at: HashSet<RunId> = HashSet::new();
     let mut spawned: HashSet<RunId> = HashSet::new();
     let all_noop = wf.members.iter().all(|m| noop.contains(&m.parcel));
     let mut helpers = Helpers::new(layout, local && !all_noop);
+    let _here = Coordinating::register(&id, helpers.heard.clone());
+    // The members' helpers checkpoint the database's log when their runs
+    // end, off every hop's path; this process writes on it.
+    store.latency_path(true);
+    let _path = LatencyPath(store);
     let mut logged = 0usize;
     let mut tick = MIN_TICK;
     let mut reconciled = Instant::now();
@@ -185,6 +196,7 @@ pub async fn coordinate<S: Store + ?Sized>(
         }
         // Deliver what is not delivered yet.
         let mut hops = 0u64;
+        let mut planned: Vec<turns::Planned> = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             let Some(child) = &m.message.child_run else {
                 continue;
@@ -214,22 +226,24 @@ pub async fn coordinate<S: Store + ?Sized>(
                     None,
                 ));
             }
-            match turns::deliver(
-                store,
-                layout,
-                wf,
-                &parent,
-                (m, hops),
-                &msgs[..i],
-                host.briefs,
-            )
-            .await
-            {
-                Ok(true) => log(&format!(
-                    "{} starts as run {child} (hop {hops})",
-                    m.message.receiver
-                )),
-                Ok(false) => {}
+            // A member with a process is created claimed by the helper
+            // started ahead for it, which runs it as soon as it has its id.
+            // A member that starts nothing is created claimed by this process.
+            let member = wf.member(&m.message.receiver).filter(|_| local);
+            let ahead = match member {
+                Some(member) if noop.contains(&member.parcel) => Some(crate::os::this_process()),
+                Some(_) if planned.iter().all(|p| p.2.is_none()) => helpers.ready(),
+                _ => None,
+            };
+            let to = turns::To {
+                hop: hops,
+                thread: &msgs[..i],
+                briefs: host.briefs,
+                claimed_by: ahead,
+            };
+            match turns::plan(store, layout, (wf, &mut parcels), &parent, m, to).await {
+                Ok(Some(run)) => planned.push((run, (m, hops), ahead)),
+                Ok(None) => {}
                 // The store may answer later: the coordinator ends and a new one resumes.
                 Err(e @ crate::RuntimeError::Store(_)) => return Err(e),
                 // A member that cannot start (a missing secret, a dependency
@@ -240,19 +254,37 @@ pub async fn coordinate<S: Store + ?Sized>(
                     return Ok((fail(reason), None));
                 }
             }
+        }
+        // Delivered together: one transaction for a fan-out's members.
+        let runs: Vec<_> = planned.iter().map(|(run, _, _)| run.clone()).collect();
+        let created = turns::create(store, &runs).await?;
+        for ((run, (m, hop), ahead), created) in planned.iter().zip(created) {
+            let child = &run.0.id;
+            if created && ahead.is_some() && !noop.contains(&run.0.parcel_digest) {
+                spawned.insert(child.clone());
+                helpers.start(child).await;
+            }
+            if created {
+                log(&format!(
+                    "{} starts as run {child} (hop {hop})",
+                    m.message.receiver
+                ));
+            }
             changed = true;
         }
         if changed {
             children = children_of(store, &id).await?;
         }
         if local {
-            spawn_queued(store, layout, &children, &mut spawned, &noop, &mut helpers).await;
-            // The next turn's helper starts once no member is starting: its
-            // program start and database open would slow their claims.
+            let ours = (&noop, &parcels);
+            spawn_queued(store, layout, &children, &mut spawned, ours, &mut helpers).await;
+            // The next turn's helper starts once no member is starting (or
+            // the last one handed a run said its agent started): its program
+            // start and database open would slow their claims.
             let starting = children
                 .values()
                 .any(|c| matches!(c.status(), Status::Queued | Status::Starting));
-            if !starting && !all_noop {
+            if (!starting || helpers.heard.take_started()) && !all_noop {
                 helpers.refill();
             }
         }
@@ -294,11 +326,58 @@ pub async fn coordinate<S: Store + ?Sized>(
         } else {
             (tick * 2).min(MAX_TICK)
         };
-        // A member's helper that exits (its run ended) wakes the next pass.
+        // A member's run that ended (its helper says so, or exits) wakes the next pass.
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            _ = helpers.woken.notified() => {}
+            _ = helpers.heard.woken.notified() => {}
         }
+    }
+}
+
+/// The coordinators running in this process, by workflow run: a member run
+/// that ends in this process (a worker's) wakes its coordinator's next pass
+/// at once ([`member_ended`]) rather than at its next poll.
+static COORDINATING: std::sync::LazyLock<std::sync::Mutex<HashMap<RunId, Arc<standby::Heard>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Ends [`dispatch_store::RunStore::latency_path`] when dropped.
+struct LatencyPath<'s, S: Store + ?Sized>(&'s S);
+
+impl<S: Store + ?Sized> Drop for LatencyPath<'_, S> {
+    fn drop(&mut self) {
+        self.0.latency_path(false);
+    }
+}
+
+/// Registered in [`COORDINATING`] while it lives.
+struct Coordinating(RunId);
+
+impl Coordinating {
+    fn register(id: &RunId, heard: Arc<standby::Heard>) -> Coordinating {
+        if let Ok(mut all) = COORDINATING.lock() {
+            all.insert(id.clone(), heard);
+        }
+        Coordinating(id.clone())
+    }
+}
+
+impl Drop for Coordinating {
+    fn drop(&mut self) {
+        if let Ok(mut all) = COORDINATING.lock() {
+            all.remove(&self.0);
+        }
+    }
+}
+
+/// Member run of workflow run `parent` ended here: its coordinator, when it
+/// runs in this process, looks at once.
+pub(crate) fn member_ended(parent: &RunId) {
+    if let Some(heard) = COORDINATING
+        .lock()
+        .ok()
+        .and_then(|all| all.get(parent).cloned())
+    {
+        heard.woken.notify_one();
     }
 }
 
@@ -308,7 +387,7 @@ struct Helpers<'a> {
     layout: &'a Layout,
     exe: Option<std::path::PathBuf>,
     standby: Option<standby::Standby>,
-    woken: Arc<tokio::sync::Notify>,
+    heard: Arc<standby::Heard>,
 }
 
 impl<'a> Helpers<'a> {
@@ -318,12 +397,17 @@ impl<'a> Helpers<'a> {
             layout,
             exe: std::env::current_exe().ok(),
             standby: None,
-            woken: Arc::new(tokio::sync::Notify::new()),
+            heard: Arc::default(),
         };
         if ahead {
             h.refill();
         }
         h
+    }
+
+    /// The standby helper's process, when one is started.
+    fn ready(&self) -> Option<dispatch_core::ProcRef> {
+        self.standby.as_ref().and_then(standby::Standby::process)
     }
 
     fn refill(&mut self) {
@@ -338,7 +422,7 @@ impl<'a> Helpers<'a> {
     /// it is gone) a new one. The next standby is started by [`Self::refill`].
     async fn start(&mut self, id: &RunId) {
         let handed = match self.standby.take() {
-            Some(s) => s.take(id, self.woken.clone()).await.is_ok(),
+            Some(s) => s.take(id, self.heard.clone()).await.is_ok(),
             None => false,
         };
         if !handed
@@ -485,17 +569,28 @@ async fn spawn_queued<S: Store + ?Sized>(
     layout: &Layout,
     children: &HashMap<RunId, Run>,
     spawned: &mut HashSet<RunId>,
-    noop: &HashSet<String>,
+    (noop, parcels): (&HashSet<String>, &turns::Parcels),
     helpers: &mut Helpers<'_>,
 ) {
+    let me = crate::os::this_process();
     for c in children.values() {
-        if c.status() != Status::Queued || !spawned.insert(c.id.clone()) {
+        let queued = c.status() == Status::Queued;
+        let held = c.status() == Status::Starting && c.state.helper() == Some(me);
+        if !(queued || held) || !spawned.insert(c.id.clone()) {
             continue;
         }
-        if noop.contains(&c.parcel_digest) {
+        if !noop.contains(&c.parcel_digest) {
+            helpers.start(&c.id).await;
+        } else if queued {
             let _ = Box::pin(crate::helper::claim_and_run(store, layout, c.clone())).await;
         } else {
-            helpers.start(&c.id).await;
+            // Created claimed by this process (see `turns::plan`).
+            let known = crate::helper::Known {
+                parcel: parcels.get(&c.parcel_digest).cloned(),
+                ..Default::default()
+            };
+            let run = crate::helper::run_claimed(store, layout, c.clone(), true, known);
+            let _ = Box::pin(run).await;
         }
     }
 }

@@ -1,17 +1,19 @@
 //! The two things a coordinator does to the store: turn a member's ended
-//! run into the messages it sends, and deliver a message by creating its
-//! receiver's child run (under the id chosen when the message was
-//! recorded, so a second delivery finds the run there and creates nothing).
+//! run into the messages it sends, and deliver messages by creating their
+//! receivers' child runs (each under the id chosen when its message was
+//! recorded, so a second delivery finds the run there and creates nothing;
+//! those of one pass in one transaction).
 
+use dispatch_core::parcel::Parcel;
 use dispatch_core::workflow::{self, END, KINDS, START, Workflow};
 use dispatch_core::{Operation, RunId, Status};
-use dispatch_store::{Message, NewMessage, Run, Store};
+use dispatch_store::{Message, NewMessage, NewRun, Run, RunExtras, Store};
 use serde_json::{Value, json};
 
 use crate::error::RuntimeResult;
 use crate::launch::LaunchRequest;
 use crate::layout::Layout;
-use crate::submit::{SubmitOptions, prepare};
+use crate::submit::{SubmitOptions, prepare_for};
 
 /// The receiver of a member's failure when no `ROUTE … ON ERROR` takes it:
 /// the coordinator, which fails the workflow.
@@ -210,22 +212,51 @@ async fn sent<S: Store + ?Sized>(store: &S, child: &Run) -> RuntimeResult<Vec<Va
     Ok(found)
 }
 
-/// Delivers `m` (to a member) by creating its child run; `Ok(false)` when
-/// the run exists already (delivered before).
-pub(super) async fn deliver<S: Store + ?Sized>(
+/// How a message is delivered.
+pub(super) struct To<'a> {
+    /// The message's hop (its place among the workflow's deliveries).
+    pub(super) hop: u64,
+    /// The messages before it (the receiver's thread is their last few).
+    pub(super) thread: &'a [Message],
+    /// Where the member run's brief goes for other machines.
+    pub(super) briefs: Option<&'a dyn super::BriefSink>,
+    /// The helper the member run is created claimed by (one started ahead).
+    pub(super) claimed_by: Option<dispatch_core::ProcRef>,
+}
+
+/// A delivery planned in a pass: the run, its message and hop, and the
+/// helper started ahead it is created claimed by.
+pub(super) type Planned<'m> = (
+    (NewRun, RunExtras),
+    (&'m Message, u64),
+    Option<dispatch_core::ProcRef>,
+);
+
+/// The members' parcels, each loaded once (parcels are immutable).
+pub(super) type Parcels = std::collections::HashMap<String, std::sync::Arc<Parcel>>;
+
+/// The run that delivers `m` (to a member), ready to create: its brief
+/// written (and stored for other machines), its id the message's. `None`
+/// when the run exists already (delivered before).
+pub(super) async fn plan<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
-    wf: &Workflow,
+    (wf, parcels): (&Workflow, &mut Parcels),
     parent: &Run,
-    (m, hop): (&Message, u64),
-    thread: &[Message],
-    briefs: Option<&dyn super::BriefSink>,
-) -> RuntimeResult<bool> {
+    m: &Message,
+    to: To<'_>,
+) -> RuntimeResult<Option<(NewRun, RunExtras)>> {
+    let To {
+        hop,
+        thread,
+        briefs,
+        claimed_by,
+    } = to;
     let Some(child_id) = m.message.child_run.clone() else {
-        return Ok(false);
+        return Ok(None);
     };
     if store.get_run(&child_id).await.is_ok() {
-        return Ok(false);
+        return Ok(None);
     }
     let member = wf
         .member(&m.message.receiver)
@@ -252,8 +283,17 @@ pub(super) async fn deliver<S: Store + ?Sized>(
     };
     let mut opts = SubmitOptions::default();
     opts.overrides.run_timeout_ms = wf.agent_timeout_ms;
-    let (mut new, extras, _) = prepare(layout, &req, &opts)?.into_parts();
-    new.id = child_id.clone();
+    opts.helper = claimed_by;
+    let parcel = match parcels.get(&member.parcel) {
+        Some(p) => Parcel::clone(p),
+        None => {
+            let p = crate::launch::resolve_parcel(layout, &member.parcel)?;
+            parcels.insert(member.parcel.clone(), std::sync::Arc::new(p.clone()));
+            p
+        }
+    };
+    let (mut new, extras, _) = prepare_for(layout, parcel, &req, &opts)?.into_parts();
+    new.id = child_id;
     if let Some(sink) = briefs {
         // Workers on other machines fetch the brief from the store.
         let path = layout.brief(&new.brief_sha256);
@@ -266,10 +306,26 @@ pub(super) async fn deliver<S: Store + ?Sized>(
                 source: std::io::Error::other(e),
             })?;
     }
-    match store.create_run_with(&new, &extras, false).await {
-        Ok(_) => Ok(true),
-        // Created meanwhile (the id is the message's): delivered once.
-        Err(_) if store.get_run(&child_id).await.is_ok() => Ok(false),
-        Err(e) => Err(e.into()),
+    Ok(Some((new, extras)))
+}
+
+/// Creates the planned runs, all in one transaction; whether each was
+/// created here (`false`: it was created meanwhile, so delivered once).
+pub(super) async fn create<S: Store + ?Sized>(
+    store: &S,
+    planned: &[(NewRun, RunExtras)],
+) -> RuntimeResult<Vec<bool>> {
+    if planned.is_empty() || store.create_runs_with(planned).await.is_ok() {
+        return Ok(vec![true; planned.len()]);
     }
+    // One of them exists (the id is its message's): one at a time.
+    let mut created = Vec::with_capacity(planned.len());
+    for (new, extras) in planned {
+        created.push(match store.create_run_with(new, extras, false).await {
+            Ok(_) => true,
+            Err(_) if store.get_run(&new.id).await.is_ok() => false,
+            Err(e) => return Err(e.into()),
+        });
+    }
+    Ok(created)
 }

@@ -136,3 +136,48 @@ pub async fn parcels_are_found_by_newest_name_or_digest_prefix<S: ParcelStore>(s
     assert!(find("ccc").await.is_empty(), "too short a prefix");
     assert!(find("").await.is_empty());
 }
+
+/// A fan-out's members are created in one transaction: all of them (each
+/// as `create_run_with` would, a claimed one held by its helper), or, when
+/// one cannot be, none.
+pub async fn a_batch_creates_every_run_or_none<S: Store>(store: S) {
+    let parent = create(&store, new_run(id(0x30), "workflow", 1_000)).await;
+    let member = |n: u128| {
+        let mut new = new_run(id(n), "member", 1_000 + n as i64);
+        new.parent_id = Some(parent.id.clone());
+        (new, RunExtras::default())
+    };
+    let mut batch = vec![member(0x31), member(0x32), member(0x33)];
+    batch[1].0.claimed_by = Some(super::HELPER);
+    let created = store.create_runs_with(&batch).await.expect("a batch");
+    assert_eq!(created.len(), 3);
+    assert!(created.iter().all(|c| matches!(c, Created::New(_))));
+    let held = store.get_run(&id(0x32)).await.expect("get");
+    assert_eq!(held.state.status(), dispatch_core::Status::Starting);
+    assert_eq!(held.state.helper(), Some(super::HELPER));
+    let queued = store.get_run(&id(0x31)).await.expect("get");
+    assert_eq!(queued.state.status(), dispatch_core::Status::Queued);
+    let filter = RunFilter {
+        parent_id: Some(parent.id.clone()),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.list_runs(&filter).await.expect("list").len(), 3);
+
+    // 0x33 exists: the batch fails and 0x34, 0x35 are not created.
+    let clash = vec![member(0x34), member(0x33), member(0x35)];
+    assert!(store.create_runs_with(&clash).await.is_err());
+    for n in [0x34, 0x35] {
+        assert!(
+            store.get_run(&id(n)).await.is_err(),
+            "run {n:x} is not created"
+        );
+    }
+    assert_eq!(store.list_runs(&filter).await.expect("list").len(), 3);
+    assert!(
+        store
+            .create_runs_with(&[])
+            .await
+            .expect("nothing")
+            .is_empty()
+    );
+}

@@ -599,6 +599,16 @@ impl ReliabilityStore for PgStore {
         ))
     }
 
+    async fn create_runs_with(&self, batch: &[(NewRun, RunExtras)]) -> StoreResult<Vec<Created>> {
+        in_tx!(self, |tx| async {
+            let mut created = Vec::with_capacity(batch.len());
+            for (new, extras) in batch {
+                created.push(reliability::create_with(&tx, new, extras, false).await?);
+            }
+            Ok::<_, Fail>(created)
+        })
+    }
+
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
         in_tx!(self, |tx| reliability::extras(&tx, id))
     }

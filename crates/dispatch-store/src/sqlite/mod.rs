@@ -8,6 +8,7 @@
 //! busy timeout) instead of failing on a read-to-write upgrade; readers never
 //! wait, thanks to WAL.
 
+mod checkpoint;
 mod evals;
 mod events;
 mod expire;
@@ -28,7 +29,7 @@ mod workers;
 use crate::{TokenRecord, TokenStore};
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -109,43 +110,6 @@ impl SqliteStore {
                 path: self.shown.clone(),
                 message: e.to_string(),
             })
-    }
-
-    /// The next `writes` write transactions of this connection commit
-    /// without checkpointing the WAL: for the writes on the path from
-    /// `dispatch run` to its agent starting, which a checkpoint's fsyncs
-    /// (a millisecond or more) would delay. The first write after them
-    /// checkpoints the whole WAL *before* it begins, and so starts the WAL
-    /// over from its first frame (SQLite restarts a fully checkpointed WAL
-    /// at the next write): the WAL stays a few frames long, and a process
-    /// that opens the database alone reads only those.
-    ///
-    /// With `writes` 0, only that: the next write checkpoints first.
-    pub fn defer_checkpoints(&self, writes: u32) {
-        let conn = self.lock();
-        if conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok() {
-            self.deferred
-                .store(writes.saturating_add(1), Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a committed write against [`Self::defer_checkpoints`].
-    fn count_deferred(&self) {
-        let left = self.deferred.load(Ordering::Relaxed);
-        if left > 1 {
-            self.deferred.store(left - 1, Ordering::Relaxed);
-        }
-    }
-
-    /// The checkpoint [`Self::defer_checkpoints`] put off, before a write
-    /// once the deferred ones are done; automatic checkpoints resume. Best
-    /// effort: a busy WAL is left to them.
-    fn catch_up(&self, conn: &Connection) {
-        if self.deferred.load(Ordering::Relaxed) == 1 {
-            self.deferred.store(0, Ordering::Relaxed);
-            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            let _ = conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT);
-        }
     }
 
     /// The database file.
@@ -346,6 +310,10 @@ fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Fail> {
 
 #[async_trait]
 impl RunStore for SqliteStore {
+    fn latency_path(&self, on: bool) {
+        self.set_latency_path(on);
+    }
+
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
         self.write(|tx| runs::create(tx, new))
     }
@@ -506,6 +474,15 @@ impl ReliabilityStore for SqliteStore {
         dedupe: bool,
     ) -> StoreResult<Created> {
         self.write(|tx| reliability::create_with(tx, new, extras, dedupe))
+    }
+
+    async fn create_runs_with(&self, batch: &[(NewRun, RunExtras)]) -> StoreResult<Vec<Created>> {
+        self.write(|tx| {
+            batch
+                .iter()
+                .map(|(new, extras)| reliability::create_with(tx, new, extras, false))
+                .collect()
+        })
     }
 
     async fn run_extras(&self, id: &RunId) -> StoreResult<RunExtras> {
