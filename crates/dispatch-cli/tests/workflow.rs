@@ -621,3 +621,86 @@ fn a_message_to_an_unknown_agent_fails_only_the_senders_turn() {
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["output"], "fixed");
 }
+
+/// The `dispatch internal run-standby` processes started by `parent`.
+fn standbys_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent pid is the second field after the command's `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("run-standby") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_helper_started_ahead_that_dies_before_its_turn_fails_no_member() {
+    let d = Dispatch::new();
+    let flow = d.dir.path().join("ahead");
+    let gate = d.dir.path().join("gate");
+    let extra = format!("ENV GATE={}\n", gate.display());
+    member(
+        &flow,
+        "first",
+        "cat > /dev/null\nwhile [ ! -e \"$GATE\" ]; do sleep 0.05; done\n",
+        &extra,
+    );
+    member(
+        &flow,
+        "second",
+        "cat > /dev/null\necho '{\"type\":\"output\",\"value\":\"second ran\"}' >> \"$DISPATCH_EVENTS\"\n",
+        &extra,
+    );
+    workflow(
+        &d,
+        "ahead",
+        "FROM workflow\nNAME ahead\nAGENT first ./first\nAGENT second ./second\nCOORDINATOR chain\n",
+    );
+    let id = d.detach(&flow, "{}");
+    eventually(20, "the first member running", || {
+        children(&d, &id)
+            .iter()
+            .any(|k| k["parcel_name"] == "first" && k["status"] == "running")
+    });
+    let coordinator = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("helper pid") as u32;
+    let first = children(&d, &id)[0]["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("the first member's helper") as u32;
+    // The helper started ahead for the next turn (not the first member's).
+    let mut ahead = Vec::new();
+    eventually(20, "a helper started ahead for the next turn", || {
+        ahead = standbys_of(coordinator);
+        ahead.retain(|p| *p != first);
+        !ahead.is_empty()
+    });
+    for pid in &ahead {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for pid in &ahead {
+        eventually(10, "the helper started ahead gone", || {
+            !common::alive(*pid) || standbys_of(coordinator).iter().all(|p| p != pid)
+        });
+    }
+    std::fs::write(&gate, "").expect("open the gate");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], "second ran");
+    let kids = children(&d, &id);
+    assert_eq!(kids.len(), 2, "one run per turn: {kids:?}");
+    assert!(kids.iter().all(|k| k["status"] == "succeeded"), "{kids:?}");
+}

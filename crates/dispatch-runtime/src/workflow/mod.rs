@@ -262,7 +262,7 @@ pub async fn coordinate<S: Store + ?Sized>(
             let child = &run.0.id;
             if created && ahead.is_some() && !noop.contains(&run.0.parcel_digest) {
                 spawned.insert(child.clone());
-                helpers.start(child).await;
+                helpers.start_claimed(store, child).await;
             }
             if created {
                 log(&format!(
@@ -405,9 +405,13 @@ impl<'a> Helpers<'a> {
         h
     }
 
-    /// The standby helper's process, when one is started.
-    fn ready(&self) -> Option<dispatch_core::ProcRef> {
-        self.standby.as_ref().and_then(standby::Standby::process)
+    /// The standby helper's process, when one is started and alive.
+    fn ready(&mut self) -> Option<dispatch_core::ProcRef> {
+        let process = self.standby.as_mut().and_then(standby::Standby::process);
+        if process.is_none() {
+            self.standby = None;
+        }
+        process
     }
 
     fn refill(&mut self) {
@@ -421,12 +425,47 @@ impl<'a> Helpers<'a> {
     /// Starts the helper of member run `id`: the standby one, or (none, or
     /// it is gone) a new one. The next standby is started by [`Self::refill`].
     async fn start(&mut self, id: &RunId) {
-        let handed = match self.standby.take() {
+        if !self.hand(id).await {
+            self.spawn(id);
+        }
+    }
+
+    /// Hands run `id`, created claimed by the standby helper, to it. Should
+    /// the helper be gone (killed meanwhile), its claim is given back as a
+    /// lost helper's (no agent started: no attempt counts) and a new helper
+    /// takes the run.
+    async fn start_claimed<S: Store + ?Sized>(&mut self, store: &S, id: &RunId) {
+        if self.hand(id).await {
+            return;
+        }
+        let requeued = match store.get_run(id).await {
+            Ok(mut run) if run.status() == Status::Starting => {
+                let failure = crate::helper::retry::AttemptFailure {
+                    reason: "the helper started ahead for this member was gone before it took the run; another one takes it (this does not count as an attempt)".into(),
+                    exit_code: None,
+                    status: Status::Failed,
+                };
+                crate::helper::retry::requeue(store, &mut run, &failure, now_ms(), true).await
+            }
+            // Created queued (its concurrency key had no slot free).
+            Ok(run) => Ok(run.status() == Status::Queued),
+            Err(_) => Ok(false),
+        };
+        if requeued.unwrap_or(false) {
+            self.spawn(id);
+        }
+    }
+
+    /// Hands run `id` to the standby helper; `false` when there is none or it is gone.
+    async fn hand(&mut self, id: &RunId) -> bool {
+        match self.standby.take() {
             Some(s) => s.take(id, self.heard.clone()).await.is_ok(),
             None => false,
-        };
-        if !handed
-            && let Some(exe) = &self.exe
+        }
+    }
+
+    fn spawn(&self, id: &RunId) {
+        if let Some(exe) = &self.exe
             && let Err(e) = crate::launch::spawn_helper(self.layout, exe, id)
         {
             eprintln!("warning: no helper could start for member run {id}: {e}");

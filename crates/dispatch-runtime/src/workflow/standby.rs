@@ -113,9 +113,13 @@ impl Standby {
         })
     }
 
-    /// The helper's process, which a run can be created claimed by.
-    pub(super) fn process(&self) -> Option<dispatch_core::ProcRef> {
-        self.child.id().map(crate::os::proc_ref)
+    /// The helper's process, which a run can be created claimed by; `None`
+    /// when it exited.
+    pub(super) fn process(&mut self) -> Option<dispatch_core::ProcRef> {
+        match self.child.try_wait() {
+            Ok(None) => self.child.id().map(crate::os::proc_ref),
+            _ => None,
+        }
     }
 
     /// Hands the helper run `id`; `heard` learns what it signals.
