@@ -241,7 +241,7 @@ pub async fn coordinate<S: Store + ?Sized>(
                 briefs: host.briefs,
                 claimed_by: ahead,
             };
-            match turns::plan(store, layout, (wf, &mut parcels), &parent, m, to).await {
+            match turns::plan(layout, (wf, &mut parcels), &parent, m, to).await {
                 Ok(Some(run)) => planned.push((run, (m, hops), ahead)),
                 Ok(None) => {}
                 // The store may answer later: the coordinator ends and a new one resumes.

@@ -237,9 +237,8 @@ pub(super) type Parcels = std::collections::HashMap<String, std::sync::Arc<Parce
 
 /// The run that delivers `m` (to a member), ready to create: its brief
 /// written (and stored for other machines), its id the message's. `None`
-/// when the run exists already (delivered before).
-pub(super) async fn plan<S: Store + ?Sized>(
-    store: &S,
+/// for a message to no member.
+pub(super) async fn plan(
     layout: &Layout,
     (wf, parcels): (&Workflow, &mut Parcels),
     parent: &Run,
@@ -252,12 +251,11 @@ pub(super) async fn plan<S: Store + ?Sized>(
         briefs,
         claimed_by,
     } = to;
+    // The caller found no run of this id (one created meanwhile, by a
+    // coordinator this one replaced, makes [`create`] create nothing).
     let Some(child_id) = m.message.child_run.clone() else {
         return Ok(None);
     };
-    if store.get_run(&child_id).await.is_ok() {
-        return Ok(None);
-    }
     let member = wf
         .member(&m.message.receiver)
         .expect("a message to a member names one (resolved when recorded)");
