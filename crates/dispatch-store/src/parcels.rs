@@ -84,8 +84,29 @@ pub trait RunLogStore: Send + Sync {
     async fn log_length(&self, run: &RunId) -> StoreResult<u64>;
 
     /// At most `max` (at least 1) bytes of the run's stored log from
-    /// `offset` on; empty at the end of what is stored.
+    /// `offset` on; empty at the end of what is stored. The bytes before
+    /// the end of the run's archive ([`RunLogStore::log_archive`]) are not
+    /// in the database: read from an `offset` at or past it.
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+
+    /// Records that the first `archive.size` bytes of the run's log are in
+    /// the object store as `archive.sha256`, and drops those chunks from
+    /// the database, in one transaction. Only when the stored log is
+    /// exactly that long and the run has no archive yet (`false`, nothing
+    /// changed, otherwise: something appended meanwhile, or another worker
+    /// archived it). Later appends go on at `archive.size`.
+    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool>;
+
+    /// The run's log archive, if its log was moved to the object store.
+    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>>;
+}
+
+/// The first `size` bytes of a run's log, moved to the object store as
+/// `logs/<sha256>` when the run finished (see `dispatch_runtime::objects`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogArchive {
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The bytes from `offset` on, at most `max` (at least 1), out of chunks

@@ -43,7 +43,7 @@ use crate::{
     QueueTimes, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore,
     StateWrite, StoreError, StoreResult,
 };
-use crate::{ParcelStore, RunLogStore, StoredParcel};
+use crate::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 
 /// The schema version (`PRAGMA user_version`) this binary writes.
 pub const SCHEMA_VERSION: i64 = schema::CURRENT;
@@ -736,6 +736,14 @@ impl RunLogStore for SqliteStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         self.read(|tx| parcels::read_log(tx, run, offset, max))
+    }
+
+    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool> {
+        self.write(|tx| parcels::archive_log(tx, run, archive))
+    }
+
+    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
+        self.read(|tx| parcels::log_archive(tx, run))
     }
 }
 
