@@ -111,12 +111,17 @@ pub struct LogArchive {
 
 /// The bytes from `offset` on, at most `max` (at least 1), out of chunks
 /// `(position, data)` in position order, the first one starting at or
-/// before `offset`.
+/// before `offset` (nothing when it starts after: the bytes before it are
+/// archived).
 pub(crate) fn gather(chunks: Vec<(i64, Vec<u8>)>, offset: u64, max: usize) -> Vec<u8> {
     let max = max.max(1);
     let mut out = Vec::new();
     for (pos, data) in chunks {
         let pos = u64::try_from(pos).unwrap_or(0);
+        if out.is_empty() && pos > offset {
+            // `offset` is in the run's archive, not in these chunks.
+            break;
+        }
         let skip = usize::try_from(offset.saturating_sub(pos)).unwrap_or(usize::MAX);
         if let Some(rest) = data.get(skip..) {
             out.extend_from_slice(rest);
