@@ -188,12 +188,20 @@ pub async fn retention_pass<S: RetentionStore + ?Sized>(
 async fn delete_objects(objects: &Objects, expired: &dispatch_store::Expired) {
     for sha in &expired.artifacts {
         if let Err(e) = objects.delete_artifact(sha).await {
-            tracing::warn!("retention: artifact {sha} stays in {}: {}", objects.url(), chain(&e));
+            tracing::warn!(
+                "retention: artifact {sha} stays in {}: {}",
+                objects.url(),
+                chain(&e)
+            );
         }
     }
     for sha in &expired.logs {
         if let Err(e) = objects.delete_log(sha).await {
-            tracing::warn!("retention: log archive {sha} stays in {}: {}", objects.url(), chain(&e));
+            tracing::warn!(
+                "retention: log archive {sha} stays in {}: {}",
+                objects.url(),
+                chain(&e)
+            );
         }
     }
 }

@@ -99,6 +99,10 @@ pub trait RunLogStore: Send + Sync {
 
     /// The run's log archive, if its log was moved to the object store.
     async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>>;
+
+    /// Whether any run has log archive `sha256` (a prune deletes the
+    /// objects of those none has).
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool>;
 }
 
 /// The first `size` bytes of a run's log, moved to the object store as

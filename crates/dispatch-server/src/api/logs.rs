@@ -14,9 +14,9 @@ use std::path::{Path as FsPath, PathBuf};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::http::StatusCode;
 use dispatch_core::RunId;
 use dispatch_runtime::objects::chain;
 use dispatch_store::LogArchive;

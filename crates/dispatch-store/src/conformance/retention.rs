@@ -241,8 +241,16 @@ pub async fn retention_names_the_log_archives_no_remaining_run_has<S: RetentionT
     // 1 alone has archive `d…`; 2 and 3 share `e…` (same bytes); 3 is newer.
     for (n, end, c) in [(1, 30, 'd'), (2, 31, 'e'), (3, 500, 'e')] {
         let run = finished(&store, n, end, 0).await;
-        store.append_log(&run.id, 0, b"log\n").await.expect("append");
-        assert!(store.archive_log(&run.id, &archive(c)).await.expect("archive"));
+        store
+            .append_log(&run.id, 0, b"log\n")
+            .await
+            .expect("append");
+        assert!(
+            store
+                .archive_log(&run.id, &archive(c))
+                .await
+                .expect("archive")
+        );
     }
     let expired = store
         .expire_runs(Status::Succeeded, 100, None, 10)

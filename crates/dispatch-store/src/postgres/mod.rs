@@ -703,6 +703,10 @@ impl RunLogStore for PgStore {
     async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
         in_tx!(self, |tx| parcels::log_archive(&tx, run))
     }
+
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        in_tx!(self, |tx| parcels::log_archive_in_use(&tx, sha256))
+    }
 }
 
 #[async_trait]

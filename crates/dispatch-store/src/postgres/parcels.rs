@@ -267,3 +267,10 @@ pub(super) async fn log_archive(
         None => None,
     })
 }
+
+pub(super) async fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = $1 LIMIT 1")
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&sha256]).await?.is_some())
+}

@@ -745,6 +745,10 @@ impl RunLogStore for SqliteStore {
     async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
         self.read(|tx| parcels::log_archive(tx, run))
     }
+
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        self.read(|tx| parcels::log_archive_in_use(tx, sha256))
+    }
 }
 
 #[async_trait]

@@ -221,3 +221,11 @@ pub(super) fn log_archive(tx: &Transaction<'_>, run: &RunId) -> Result<Option<Lo
         })
         .optional()?)
 }
+
+pub(super) fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = ?1 LIMIT 1")?
+        .query_row([sha256], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
