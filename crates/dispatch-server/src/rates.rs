@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 
 /// Admits one call, or says until when to wait (see the module).
 /// KEYS: grants (zset), tokens (hash), blocked-until, grant sequence,
-/// grant → bucket (hash). ARGV: now, estimated tokens, request limit and
+/// grant → bucket (hash), the tokens of every grant kept (a counter). ARGV: now, estimated tokens, request limit and
 /// window, token limit and window (-1: none), horizon.
 const ACQUIRE: &str = r#"
 local now = tonumber(ARGV[1])
@@ -25,22 +25,27 @@ local blocked = tonumber(redis.call('GET', KEYS[3]) or '0')
 if blocked > now then return {0, blocked} end
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - horizon)
 for _, id in ipairs(old) do
+  local t = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('DECRBY', KEYS[6], t)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[5], id)
 end
 local wait = now
 if rl > 0 then
-  local inside = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - rw), '+inf', 'WITHSCORES')
-  local n = #inside / 2
+  local n = redis.call('ZCOUNT', KEYS[1], '(' .. (now - rw), '+inf')
   if n >= rl then
-    local at = tonumber(inside[2 * (n - rl) + 2])
+    local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - rw), '+inf', 'WITHSCORES', 'LIMIT', n - rl, 1)
+    local at = tonumber(found[2])
     if at + rw > wait then wait = at + rw end
   end
 end
-if tl > 0 then
+local want = math.min(est, tl)
+-- Every grant kept is inside a token window as long as the horizon: the
+-- running total answers without reading them.
+local fits = tl > 0 and tw >= horizon and tonumber(redis.call('GET', KEYS[6]) or '0') + want <= tl
+if tl > 0 and not fits then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tw), '+inf', 'WITHSCORES')
-  local want = math.min(est, tl)
   local used, list = 0, {}
   for i = 1, #inside, 2 do
     local t = tonumber(redis.call('HGET', KEYS[2], inside[i]) or '0')
@@ -57,17 +62,21 @@ if wait > now then return {0, wait} end
 local id = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('HSET', KEYS[2], id, est)
-redis.call('HSET', KEYS[5], id, KEYS[2])
-redis.call('PEXPIRE', KEYS[1], horizon + 60000)
-redis.call('PEXPIRE', KEYS[2], horizon + 60000)
+redis.call('INCRBY', KEYS[6], est)
+redis.call('HSET', KEYS[5], id, KEYS[1])
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], horizon + 60000) end
+redis.call('PEXPIRE', KEYS[6], horizon + 60000)
 return {1, id}
 "#;
 
 /// Settles grant ARGV[1] to ARGV[2] tokens. KEYS: grant → bucket (hash).
 const SETTLE: &str = r#"
-local tokens = redis.call('HGET', KEYS[1], ARGV[1])
-if tokens and redis.call('HEXISTS', tokens, ARGV[1]) == 1 then
-  redis.call('HSET', tokens, ARGV[1], ARGV[2])
+local bucket = redis.call('HGET', KEYS[1], ARGV[1])
+if not bucket then return 0 end
+local was = redis.call('HGET', bucket .. ':tokens', ARGV[1])
+if was then
+  redis.call('HSET', bucket .. ':tokens', ARGV[1], ARGV[2])
+  redis.call('INCRBY', bucket .. ':used', tonumber(ARGV[2]) - tonumber(was))
 end
 return 0
 "#;
@@ -76,18 +85,24 @@ return 0
 const BLOCK: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local untl = tonumber(ARGV[1])
-if untl > cur then redis.call('SET', KEYS[1], untl, 'PXAT', untl) end
+if untl > cur then
+  local t = redis.call('TIME')
+  local ttl = math.max(untl - (t[1] * 1000 + math.floor(t[2] / 1000)), 0) + 60000
+  redis.call('SET', KEYS[1], untl, 'PX', ttl)
+end
 return 0
 "#;
 
-const SEQUENCE: &str = "dispatch:rate:seq";
-const GRANTS: &str = "dispatch:rate:grants";
+/// Where the keys live unless told otherwise.
+const PREFIX: &str = "dispatch:rate:";
 
 /// Rate buckets in one Redis.
 #[derive(Clone)]
 pub struct RedisRates {
     conn: MultiplexedConnection,
     url: String,
+    /// Every key starts with this.
+    prefix: String,
 }
 
 impl std::fmt::Debug for RedisRates {
@@ -127,7 +142,14 @@ impl RedisRates {
         Ok(RedisRates {
             conn,
             url: url.to_string(),
+            prefix: PREFIX.to_string(),
         })
+    }
+
+    /// Keys under `prefix` instead of `dispatch:rate:` (tests keep apart).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
     }
 
     fn failed(&self, e: redis::RedisError) -> StoreError {
@@ -145,7 +167,7 @@ impl RedisRates {
         est_tokens: u64,
         now: Ts,
     ) -> StoreResult<RateGrant> {
-        let key = format!("dispatch:rate:{bucket}");
+        let key = format!("{}{bucket}", self.prefix);
         let rate = |r: Option<dispatch_core::concurrency::Rate>| {
             r.map_or((-1i64, 0i64), |r| {
                 (
@@ -158,12 +180,13 @@ impl RedisRates {
         let (tl, tw) = rate(limits.tokens);
         let (granted, value): (i64, i64) = redis::cmd("EVAL")
             .arg(ACQUIRE)
-            .arg(5)
+            .arg(6)
             .arg(&key)
             .arg(format!("{key}:tokens"))
             .arg(format!("{key}:blocked"))
-            .arg(SEQUENCE)
-            .arg(GRANTS)
+            .arg(format!("{}seq", self.prefix))
+            .arg(format!("{}grants", self.prefix))
+            .arg(format!("{key}:used"))
             .arg(now)
             .arg(i64::try_from(est_tokens).unwrap_or(i64::MAX))
             .arg(rl)
@@ -185,7 +208,7 @@ impl RedisRates {
         let _: i64 = redis::cmd("EVAL")
             .arg(SETTLE)
             .arg(1)
-            .arg(GRANTS)
+            .arg(format!("{}grants", self.prefix))
             .arg(grant)
             .arg(i64::try_from(tokens).unwrap_or(i64::MAX))
             .query_async(&mut self.conn.clone())
@@ -199,7 +222,7 @@ impl RedisRates {
         let _: i64 = redis::cmd("EVAL")
             .arg(BLOCK)
             .arg(1)
-            .arg(format!("dispatch:rate:{bucket}:blocked"))
+            .arg(format!("{}{bucket}:blocked", self.prefix))
             .arg(until)
             .query_async(&mut self.conn.clone())
             .await
