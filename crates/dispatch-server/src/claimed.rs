@@ -85,8 +85,16 @@ pub(crate) async fn run(
         Some(shipper) => shipper.ship_while(who, work).await,
         None => work.await,
     };
-    if let (Some(_), Some(objects)) = (&shipper, &objects_for_logs) {
-        archive_log(shared, objects, layout, &id, who).await;
+    if let (Some(shipper), Some(objects)) = (&shipper, &objects_for_logs) {
+        // What this worker shipped says whether the log can be long enough:
+        // short logs cost no query here.
+        let long = shipper
+            .stored_length()
+            .await
+            .is_some_and(|n| n > dispatch_runtime::objects::logs::ARCHIVE_OVER);
+        if long {
+            archive_log(shared, objects, layout, &id, who).await;
+        }
     }
     code
 }

@@ -6,7 +6,10 @@
 //! finished has its whole log stored). The store is read when it holds any
 //! of the run's log (it then holds every attempt's, wherever they ran);
 //! otherwise the local file. A follower that finds neither yet keeps looking
-//! at both, and stays with the first that has something.
+//! at both, and stays with the first that has something. A finished run's
+//! long log may have moved to the artifact store (see
+//! `dispatch_runtime::objects::logs`): its archived part is read from a
+//! checked copy on this server, the rest from the store.
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -56,6 +59,7 @@ enum Source {
         (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+        (status = 503, description = "`unavailable`: the log's archive cannot be read from the artifact store, or does not match its digest", body = schemas::Error),
     )
 )]
 pub async fn logs(
