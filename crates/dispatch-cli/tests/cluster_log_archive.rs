@@ -4,8 +4,8 @@
 //! run's log over 64 KiB moves from the database to `logs/<sha256>` in the
 //! store; both servers (and `dispatch logs --host`) serve it after the
 //! worker that ran it is gone; a small log stays in the database; a copy
-//! that does not match its digest is refused; retention deletes the
-//! archive with its run. Once with a shared directory (`file://`), once
+//! that does not match its digest is refused; a prune through a server
+//! and retention delete the archive with its run. Once with a shared directory (`file://`), once
 //! with a real S3-compatible server (`moto_server`) started by the test.
 //!
 //! PostgreSQL is 127.0.0.1:5432 (or `DISPATCH_TEST_PG`); `moto_server` is
@@ -169,6 +169,24 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         assert!(!message.contains('\n'), "one line: {message}");
         std::fs::write(&path, good).expect("write back");
     }
+
+    // A prune through a server deletes a pruned run's archive from the store.
+    let other = client.agent("other", BIG);
+    let other_id = client.ok(&["run", &other, "--label", "b", "-d"]);
+    assert_eq!(finished(&server_a, &other_id)["status"], "succeeded");
+    eventually("the second log is archived", || {
+        archive_of(db_url, &other_id).is_some()
+    });
+    assert_eq!(look.archives().len(), 2);
+    let body = serde_json::json!({"filters": {"parcel": ["other"]}});
+    let (status, pruned) = server_b.call("POST", "/v1/runs/prune", Some(&body));
+    assert_eq!(status, 200, "{pruned}");
+    assert_eq!(pruned["removed"], serde_json::json!([other_id]), "{pruned}");
+    assert_eq!(
+        look.archives(),
+        [sha.clone()],
+        "only the pruned run's archive went"
+    );
 
     // Retention deletes the run and its archive from the store.
     let _keeper = Server::start_with_env(
