@@ -124,7 +124,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     eventually("the log is archived", || archive_of(db_url, &id).is_some());
     drop(worker_a);
     let (sha, size) = archive_of(db_url, &id).expect("archived");
-    assert_eq!(look.archives(), [sha.clone()]);
+    assert_eq!(look.archives(), std::slice::from_ref(&sha));
 
     // Server B, which never saw the run, serves it whole from the archive.
     let (status, text) = log_via(&server_b, &id);
@@ -154,7 +154,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         small_text.contains(&format!("{small_id} small")),
         "{small_text}"
     );
-    assert_eq!(look.archives(), [sha.clone()]);
+    assert_eq!(look.archives(), std::slice::from_ref(&sha));
     assert_eq!(archive_of(db_url, &small_id), None);
 
     // A damaged archive is refused by a server without a checked copy.
@@ -184,7 +184,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     assert_eq!(pruned["removed"], serde_json::json!([other_id]), "{pruned}");
     assert_eq!(
         look.archives(),
-        [sha.clone()],
+        std::slice::from_ref(&sha),
         "only the pruned run's archive went"
     );
 
