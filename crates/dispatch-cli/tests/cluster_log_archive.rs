@@ -141,6 +141,14 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         "content-addressed"
     );
     assert_eq!(text.len() as u64, size);
+    // The dashboard's run page shows the log's tail, read from the archive.
+    let page = ureq::get(&format!("http://{}/ui/runs/{id}", server_b.host))
+        .call()
+        .expect("the run page")
+        .into_string()
+        .expect("HTML");
+    assert!(page.contains("\n19999\n20000\n"), "the tail on the page");
+    assert!(page.contains(&format!("{id} done")), "the tail on the page");
     // `dispatch logs --host` through server B too.
     let via_b = Client::new(&server_b);
     assert_eq!(via_b.ok(&["logs", &id]), text.trim());
@@ -165,7 +173,10 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         let (status, body) = server_a.call("GET", &format!("/v1/runs/{id}/logs"), None);
         assert_eq!(status, 503, "{body}");
         let message = body["message"].as_str().unwrap_or_default().to_string();
-        assert!(message.contains("does not match its digest"), "{body}");
+        assert!(
+            message.contains("log archive") && message.contains("does not match its digest"),
+            "{body}"
+        );
         assert!(!message.contains('\n'), "one line: {message}");
         std::fs::write(&path, good).expect("write back");
     }

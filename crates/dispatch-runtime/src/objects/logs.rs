@@ -33,7 +33,8 @@ impl Objects {
 
     /// Log archive `sha256`, checked as it streams (see [`Objects::get_artifact`]).
     pub async fn get_log(&self, sha256: &str) -> ObjectsResult<(u64, Verified)> {
-        self.get_verified(self.log_key(sha256), sha256).await
+        self.get_verified(self.log_key(sha256), sha256, "log archive")
+            .await
     }
 
     /// Removes log archive `sha256` (nothing when the store does not have it).

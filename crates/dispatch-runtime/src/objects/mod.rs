@@ -55,8 +55,10 @@ pub enum ObjectsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("artifact {expected} in {url} does not match its digest (its bytes hash to {got})")]
+    #[error("{what} {expected} in {url} does not match its digest (its bytes hash to {got})")]
     Corrupt {
+        /// `artifact` or `log archive`.
+        what: &'static str,
         expected: String,
         got: String,
         url: String,
@@ -283,7 +285,8 @@ impl Objects {
     /// digest as they stream (the stream ends in [`ObjectsError::Corrupt`]
     /// when they do not match). `NotFound` when the store does not have it.
     pub async fn get_artifact(&self, sha256: &str) -> ObjectsResult<(u64, Verified)> {
-        self.get_verified(self.artifact_key(sha256), sha256).await
+        self.get_verified(self.artifact_key(sha256), sha256, "artifact")
+            .await
     }
 
     /// Removes artifact `sha256` (nothing when the store does not have it).
@@ -303,6 +306,7 @@ impl Objects {
         &self,
         key: Path,
         sha256: &str,
+        what: &'static str,
     ) -> ObjectsResult<(u64, Verified)> {
         let got = self
             .store
@@ -311,7 +315,7 @@ impl Objects {
             .map_err(self.failed("cannot read", &key))?;
         let size = got.meta.size;
         let inner: BoxStream<'static, object_store::Result<Bytes>> = got.into_stream();
-        Ok((size, Verified::new(inner, sha256, &self.url)))
+        Ok((size, Verified::new(inner, what, sha256, &self.url)))
     }
 
     /// Artifact `sha256` into the file `dest` (written beside it, checked,
