@@ -42,6 +42,9 @@
 //! `dispatch-bench ui [--runs N] [--events N] [--log-mb N]`: the dashboard's
 //! pages over a seeded store of 100,000 runs (see `ui.rs`).
 //!
+//! `dispatch-bench rates [--calls N] [--tasks N]`: a model rate-bucket
+//! check in PostgreSQL against one in Redis (see `rates.rs`).
+//!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
@@ -65,6 +68,7 @@ mod isolation;
 mod mock_llm;
 mod native;
 mod proxy;
+mod rates;
 mod resources;
 mod service;
 mod service_cluster;
@@ -169,6 +173,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("waits") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         waits::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("rates") {
+        rates::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("concurrency") {

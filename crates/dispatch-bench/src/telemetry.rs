@@ -140,7 +140,7 @@ pub fn retention(args: &[String]) {
         let (pass_layout, pass_spec) = (layout.clone(), spec.clone());
         let pass = tokio::spawn(async move {
             let began = Instant::now();
-            let report = retention_pass(&*store, &pass_layout, &pass_spec, now_ms())
+            let report = retention_pass(&*store, &pass_layout, None, &pass_spec, now_ms())
                 .await
                 .expect("retention pass");
             (report, began.elapsed())

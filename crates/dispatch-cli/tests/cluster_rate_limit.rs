@@ -4,6 +4,9 @@
 //! lives in the database, so together they never send more than the limit
 //! in any window. Scaled down as `native_rate_limit.rs` is: `REQUESTS 5/5s`,
 //! windows checked 300 ms shorter than the limit's (delivery jitter).
+//! Once with the buckets in the database, once in Redis
+//! (`--rate-limit-store redis://127.0.0.1:6379`; skipped without Redis
+//! there, except under `CI=true`, where that fails).
 
 mod native_common;
 mod remote_common;
@@ -33,7 +36,75 @@ fn wait_done(client: &Client, id: &str) -> Value {
 #[test]
 fn two_workers_share_one_models_request_limit() {
     let Some(db) = postgres() else { return };
-    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    share_one_limit(db.url(), &[], "gpt-4o-mini");
+}
+
+#[test]
+fn two_workers_share_one_models_request_limit_in_redis() {
+    let Some(db) = postgres() else { return };
+    if !redis_is_up() {
+        return;
+    }
+    // A model of its own: the keys of other runs of this test stay apart.
+    let model = format!("mini-{}-{}", std::process::id(), dispatch_core::now_ms());
+    share_one_limit(
+        db.url(),
+        &["--rate-limit-store", "redis://127.0.0.1:6379"],
+        &model,
+    );
+}
+
+fn redis_is_up() -> bool {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_ok() {
+        return true;
+    }
+    let how = "start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''`";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "Redis is not running on 127.0.0.1:6379 ({how})"
+    );
+    eprintln!("skipping: Redis is not running on 127.0.0.1:6379 ({how})");
+    false
+}
+
+#[test]
+fn a_rate_limit_store_that_cannot_be_used_refuses_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("not a url", "is not a Redis URL"),
+        (
+            "redis://127.0.0.1:1",
+            "cannot reach Redis at redis://127.0.0.1:1",
+        ),
+    ];
+    for command in ["server", "worker"] {
+        for (url, expected) in cases {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+                .arg(command)
+                .args(if command == "server" {
+                    &["--listen", "127.0.0.1:0"][..]
+                } else {
+                    &[][..]
+                })
+                .args(["--rate-limit-store", url])
+                .env("DISPATCH_ROOT", dir.path().join(".dispatch"))
+                .env_remove("DISPATCH_DATABASE_URL")
+                .env_remove("DISPATCH_HOST")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("dispatch runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(125), "{command} {url}: {stderr}");
+            assert!(stderr.contains(expected), "{command} {url}: {stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        }
+    }
+}
+
+/// Ten runs on two five-slot workers (started with `worker_args`) under
+/// `RATE_LIMIT MODEL <model> REQUESTS 5/5s`.
+fn share_one_limit(db_url: &str, worker_args: &[&str], model: &str) {
+    let server = Server::start_on(Some(db_url), &["--workers", "0"]);
     let client = Client::new(&server);
     let mock = Mock::start(json!([]));
     let dir = client.dir.path().join("limited");
@@ -41,13 +112,18 @@ fn two_workers_share_one_models_request_limit() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME limited\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nRATE_LIMIT MODEL gpt-4o-mini REQUESTS 5/5s\n",
+            "FROM agent\nNAME limited\nMODEL {model} PROVIDER openai BASE_URL {}\nRATE_LIMIT MODEL {model} REQUESTS 5/5s\n",
             mock.url()
         ),
     )
     .expect("Agentfile");
-    let _a = Worker::start(db.url(), "wa", &["--slots", "5"]);
-    let _b = Worker::start(db.url(), "wb", &["--slots", "5"]);
+    let args: Vec<&str> = ["--slots", "5"]
+        .iter()
+        .chain(worker_args)
+        .copied()
+        .collect();
+    let _a = Worker::start(db_url, "wa", &args);
+    let _b = Worker::start(db_url, "wb", &args);
     let path = dir.to_str().expect("utf-8");
     let ids: Vec<String> = (0..10)
         .map(|i| client.ok(&["run", path, "--detach", "--job", &format!(r#"{{"n":{i}}}"#)]))

@@ -221,3 +221,61 @@ fn text_logs_are_plain_lines_and_a_bad_filter_or_format_is_one_line() {
     let e = d.fails(&["server", "--log-format", "yaml"], 2);
     assert!(e.contains("yaml") && e.contains("json"), "{e}");
 }
+
+/// A warning from inside a run a worker holds (a handoff it cannot announce
+/// on the bus: nothing listens on port 1) is a JSON line like the rest; so
+/// is every other line the server writes before and after.
+#[test]
+fn a_warning_from_a_run_in_a_worker_is_json_too() {
+    let d = Dispatch::new();
+    let billing = d.agent(
+        "billing",
+        "cat \"$DISPATCH_PAYLOAD\" > \"$DISPATCH_OUTPUT\"\n",
+    );
+    d.ok(&["build", billing.to_str().expect("utf-8")]);
+    let (child, mut lines) = spawn(
+        &d,
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+            "--bus",
+            "redis://127.0.0.1:1",
+        ],
+        &[],
+    );
+    let first = json(&lines.next().expect("a first line").expect("utf-8"));
+    let addr = first["addr"].as_str().expect("the address").to_string();
+    let client = Dispatch::new();
+    let sender = client.agent(
+        "sender",
+        "echo '{\"type\":\"handoff\",\"parcel\":\"billing\",\"payload\":{\"invoice\":42}}' >> \"$DISPATCH_EVENTS\"\n",
+    );
+    let out = client
+        .command()
+        .args(["run", sender.to_str().expect("utf-8")])
+        .env("DISPATCH_HOST", &addr)
+        .output()
+        .expect("dispatch run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut warned = false;
+    for line in lines.by_ref() {
+        let v = json(&line.expect("utf-8"));
+        if v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot announce it on the bus"))
+        {
+            warned = true;
+            break;
+        }
+    }
+    assert!(warned, "the handoff's warning");
+    for line in stop(child, lines) {
+        json(&line);
+    }
+}

@@ -58,6 +58,12 @@ impl Layout {
         self.root.join("artifacts")
     }
 
+    /// `log-archives/`: this machine's checked copies of log archives read
+    /// from the object store (`<sha256>`), and the files being archived.
+    pub fn log_archives(&self) -> PathBuf {
+        self.root.join("log-archives")
+    }
+
     pub fn runs(&self) -> PathBuf {
         self.root.join("runs")
     }

@@ -57,7 +57,7 @@ pub(crate) async fn try_recover<S: Store + ?Sized>(
     }
     crate::approvals::expire_pending(store, &run.id, "the helper was lost before a decision").await;
     if let Err(e) = spawn_helper(layout, &exe, &requeued.id) {
-        eprintln!(
+        crate::say_warn!(
             "warning: run {} was requeued but no helper could start: {e}",
             run.id
         );
@@ -102,7 +102,7 @@ pub(crate) fn spawn_once(layout: &Layout, run: &Run, due: i64, why: &str) {
     if let Ok(exe) = std::env::current_exe()
         && let Err(e) = spawn_helper(layout, &exe, &run.id)
     {
-        eprintln!(
+        crate::say_warn!(
             "warning: run {} {why} but no helper could start: {e}",
             run.id
         );

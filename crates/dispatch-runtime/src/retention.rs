@@ -20,6 +20,7 @@ use dispatch_store::{RetentionCursor, RetentionStore};
 
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
+use crate::objects::{Objects, chain};
 use crate::prune::remove_run_files;
 
 /// Runs deleted per transaction.
@@ -122,10 +123,16 @@ pub struct RetentionReport {
 /// One pass of `spec` at `now`: for each rule, batches of [`BATCH`] runs
 /// with a [`PAUSE`] between them, until a batch comes back short. Files of
 /// the deleted runs under `layout` go with them: their log, snapshot, run
-/// directory and workspace, and the artifacts and briefs no other run has.
+/// directory and workspace, and the artifacts, log archives and briefs no
+/// other run has.
+///
+/// With the cluster's artifact store (`shared`), the artifacts and log
+/// archives no remaining run has are deleted there too (a failure is a
+/// warning: an object left behind costs space, never a wrong answer).
 pub async fn retention_pass<S: RetentionStore + ?Sized>(
     store: &S,
     layout: &Layout,
+    shared: Option<&Objects>,
     spec: &RetentionSpec,
     now: Ts,
 ) -> RuntimeResult<RetentionReport> {
@@ -142,6 +149,12 @@ pub async fn retention_pass<S: RetentionStore + ?Sized>(
             }
             for sha in &expired.artifacts {
                 report.bytes += remove_file(&layout.artifacts().join(sha));
+            }
+            for sha in &expired.logs {
+                report.bytes += remove_file(&layout.log_archives().join(sha));
+            }
+            if let Some(objects) = shared {
+                delete_objects(objects, &expired).await;
             }
             for sha in &expired.briefs {
                 report.bytes += remove_file(&layout.briefs().join(format!("{sha}.json")));
@@ -168,6 +181,29 @@ pub async fn retention_pass<S: RetentionStore + ?Sized>(
         }
     }
     Ok(report)
+}
+
+/// Deletes the expired batch's artifacts and log archives from the
+/// cluster's artifact store.
+async fn delete_objects(objects: &Objects, expired: &dispatch_store::Expired) {
+    for sha in &expired.artifacts {
+        if let Err(e) = objects.delete_artifact(sha).await {
+            tracing::warn!(
+                "retention: artifact {sha} stays in {}: {}",
+                objects.url(),
+                chain(&e)
+            );
+        }
+    }
+    for sha in &expired.logs {
+        if let Err(e) = objects.delete_log(sha).await {
+            tracing::warn!(
+                "retention: log archive {sha} stays in {}: {}",
+                objects.url(),
+                chain(&e)
+            );
+        }
+    }
 }
 
 /// Removes `path`; returns its size, 0 when there was nothing to remove.

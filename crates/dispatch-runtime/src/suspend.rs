@@ -258,7 +258,7 @@ async fn ask<S: Store + ?Sized>(store: &S, run: &Run, wait: &Wait, data: &Value,
         input: None,
     };
     if let Err(e) = store.request_approval(&approval).await {
-        eprintln!("[dispatch] could not record approval `{}`: {e}", wait.name);
+        crate::say_warn!("[dispatch] could not record approval `{}`: {e}", wait.name);
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) async fn run(
         objects,
         announce,
     } = sharing;
+    let (id, objects_for_logs) = (run.id.clone(), objects.clone());
     let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
     if let Some(shipper) = &shipper {
         store.ship_log_with(shipper.clone());
@@ -80,8 +81,50 @@ pub(crate) async fn run(
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }
     };
-    match &shipper {
+    let code = match &shipper {
         Some(shipper) => shipper.ship_while(who, work).await,
         None => work.await,
+    };
+    if let (Some(shipper), Some(objects)) = (&shipper, &objects_for_logs) {
+        // What this worker shipped says whether the log can be long enough:
+        // short logs cost no query here.
+        let long = shipper
+            .stored_length()
+            .await
+            .is_some_and(|n| n > dispatch_runtime::objects::logs::ARCHIVE_OVER);
+        if long {
+            archive_log(shared, objects, layout, &id, who).await;
+        }
+    }
+    code
+}
+
+/// Moves the finished run's log from the database to the artifact store
+/// (see [`dispatch_runtime::objects::logs`]); a failure is a warning: the
+/// log stays in the database, whole.
+async fn archive_log(
+    shared: &SharedStore,
+    objects: &dispatch_runtime::objects::Objects,
+    layout: &Layout,
+    id: &dispatch_core::RunId,
+    who: &str,
+) {
+    match shared.get_run(id).await {
+        Ok(run) if run.state.is_terminal() => {}
+        _ => return,
+    }
+    let dir = layout.log_archives();
+    match dispatch_runtime::objects::logs::archive_run_log(&**shared, objects, id, &dir).await {
+        Ok(Some(a)) => tracing::debug!(
+            "{who}: the log of run {id} ({} bytes) is archived as logs/{} in {}",
+            a.size,
+            a.sha256,
+            objects.url()
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "{who}: the log of run {id} stays in the database (cannot archive it in {}): {e}",
+            objects.url()
+        ),
     }
 }

@@ -39,6 +39,8 @@ pub struct FencedStore {
     writer: Option<Writer>,
     /// The lease as this holder sees it: writes stop when it is given up.
     lease: LeaseClock,
+    /// Rate buckets in Redis (`--rate-limit-store`) instead of the database.
+    rates: Option<Arc<crate::rates::RedisRates>>,
 }
 
 impl FencedStore {
@@ -53,7 +55,14 @@ impl FencedStore {
             extras: None,
             writer: None,
             lease,
+            rates: None,
         }
+    }
+
+    /// Keeps the rate buckets in Redis.
+    pub fn with_rates(mut self, rates: Option<Arc<crate::rates::RedisRates>>) -> Self {
+        self.rates = rates;
+        self
     }
 
     /// The run's lease as this holder sees it.
@@ -377,7 +386,8 @@ impl dispatch_store::MessageStore for FencedStore {
     }
 }
 
-/// Concurrency keys and rate buckets are shared by every run: not fenced.
+/// Concurrency keys and rate buckets are shared by every run: not fenced
+/// (the buckets are in Redis with `--rate-limit-store`).
 #[async_trait::async_trait]
 impl dispatch_store::LimitStore for FencedStore {
     async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
@@ -391,16 +401,27 @@ impl dispatch_store::LimitStore for FencedStore {
         est_tokens: u64,
         now: Ts,
     ) -> StoreResult<dispatch_store::RateGrant> {
-        self.inner
-            .rate_acquire(bucket, limits, est_tokens, now)
-            .await
+        match &self.rates {
+            Some(redis) => redis.acquire(bucket, limits, est_tokens, now).await,
+            None => {
+                self.inner
+                    .rate_acquire(bucket, limits, est_tokens, now)
+                    .await
+            }
+        }
     }
 
     async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
-        self.inner.rate_settle(grant, tokens).await
+        match &self.rates {
+            Some(redis) => redis.settle(grant, tokens).await,
+            None => self.inner.rate_settle(grant, tokens).await,
+        }
     }
 
     async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
-        self.inner.rate_block(bucket, until).await
+        match &self.rates {
+            Some(redis) => redis.block(bucket, until).await,
+            None => self.inner.rate_block(bucket, until).await,
+        }
     }
 }

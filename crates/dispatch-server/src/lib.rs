@@ -27,6 +27,7 @@ mod noop;
 pub mod otel;
 pub mod presence;
 pub mod queue_timeout;
+pub mod rates;
 pub mod retention;
 pub mod self_fence;
 pub mod serve;

@@ -35,7 +35,7 @@ pub async fn beating<F: Future>(store: SharedStore, config: &WorkerConfig, work:
                 tick.tick().await;
                 beat.seen_at = now_ms();
                 if let Err(e) = store.worker_beat(&beat).await {
-                    eprintln!("[worker] {}: cannot record presence: {e}", beat.name);
+                    tracing::warn!("[worker] {}: cannot record presence: {e}", beat.name);
                 }
             }
         }
@@ -47,7 +47,7 @@ pub async fn beating<F: Future>(store: SharedStore, config: &WorkerConfig, work:
     beat.seen_at = now_ms();
     beat.stopped_at = Some(beat.seen_at);
     if let Err(e) = store.worker_beat(&beat).await {
-        eprintln!("[worker] {}: cannot record that it stopped: {e}", beat.name);
+        tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name);
     }
     out
 }

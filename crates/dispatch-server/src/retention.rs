@@ -1,14 +1,18 @@
 //! `dispatch server --retention`: every interval, a retention pass (see
 //! `dispatch_runtime::retention`) deletes the finished runs and events the
-//! spec says are old enough, a bounded batch per transaction. Several
+//! spec says are old enough, a bounded batch per transaction, with the
+//! artifacts and log archives no remaining run has (in the cluster's
+//! artifact store too, when there is one). Several
 //! servers may run it at once: each batch locks its runs with `SKIP LOCKED`
 //! on PostgreSQL, so they share the work.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_core::time::now_ms;
 use dispatch_runtime::Layout;
+use dispatch_runtime::objects::Objects;
 use dispatch_runtime::retention::{RetentionSpec, retention_pass};
 
 use crate::SharedStore;
@@ -27,12 +31,19 @@ pub struct Retention {
 pub async fn keep(
     store: SharedStore,
     layout: Layout,
+    shared: Option<Arc<Objects>>,
     retention: Retention,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
-        let pass = retention_pass(&*store, &layout, &retention.spec, now_ms());
+        let pass = retention_pass(
+            &*store,
+            &layout,
+            shared.as_deref(),
+            &retention.spec,
+            now_ms(),
+        );
         tokio::select! {
             _ = &mut shutdown => return,
             done = pass => match done {

@@ -248,6 +248,7 @@ impl Server {
             tokio::spawn(crate::retention::keep(
                 self.backend.store.clone(),
                 self.layout.clone(),
+                self.worker.shared.clone(),
                 retention,
                 stopped(stop_rx.clone()),
             ))

@@ -171,6 +171,12 @@ impl LogShipper {
         out
     }
 
+    /// The stored log's length as of this shipper's last append (`None`
+    /// when it appended nothing).
+    pub async fn stored_length(&self) -> Option<u64> {
+        self.cursor.lock().await.stored
+    }
+
     /// Whether a batch is due: a full one waits, or any bytes wait and the
     /// last batch is old enough.
     async fn due(&self) -> bool {

@@ -107,7 +107,7 @@ impl Upstream for ClusterUpstream {
         if let (Some(bus), Created::New(run)) = (&self.announce, &created) {
             // The run is queued: a worker's poll finds it if this is lost.
             if let Err(e) = bus.announce(run.id.as_str()).await {
-                eprintln!(
+                tracing::warn!(
                     "[worker] run {}: cannot announce it on the bus: {e}",
                     run.id
                 );

@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     /// go there and parcels' state is synchronized through it. `None`:
     /// this worker's `.dispatch/` only.
     pub shared: Option<Arc<dispatch_runtime::objects::Objects>>,
+    /// Model rate buckets in Redis (`--rate-limit-store`); `None`: the database.
+    pub rates: Option<Arc<crate::rates::RedisRates>>,
     /// Bus mode: the runs this worker queues (handoffs) are announced on
     /// the Redis stream, as the server announces the runs it creates, so
     /// the workers that wait on the bus take them at once.
@@ -92,6 +94,7 @@ impl WorkerConfig {
             ship_logs: true,
             tracer: None,
             shared: None,
+            rates: None,
             announce: None,
         }
     }
@@ -385,8 +388,9 @@ impl Worker {
         let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
         let lease = LeaseClock::new(sent);
-        let mut store =
-            FencedStore::new(self.store.clone(), fence, lease).with_extras(id.clone(), extras);
+        let mut store = FencedStore::new(self.store.clone(), fence, lease)
+            .with_extras(id.clone(), extras)
+            .with_rates(self.config.rates.clone());
         if let Some(writer) = &self.writer {
             store = store.with_writer(writer.clone());
         }

@@ -119,6 +119,7 @@ macro_rules! __parcel_conformance_names {
             a_log_is_appended_in_order_and_read_from_any_offset,
             an_append_not_at_the_end_is_refused_unless_it_is_a_retry,
             deleting_a_run_removes_its_log,
+            archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it,
             parcels_are_found_by_newest_name_or_digest_prefix,
             evals_are_kept_once_found_by_prefix_and_the_newest_of_a_parcel,
         );
@@ -250,6 +251,7 @@ macro_rules! __retention_conformance_names {
         $crate::__conformance_tests!($mode $factory;
             retention_deletes_old_finished_runs_of_a_status_in_batches_and_keeps_the_rest,
             retention_of_events_empties_old_finished_runs_logs_and_keeps_the_runs,
+            retention_names_the_log_archives_no_remaining_run_has,
             // batch reads for tracing (the other capability a cluster adds)
             finished_traces_read_a_batch_with_attempts_traced_events_and_traceparent,
         );

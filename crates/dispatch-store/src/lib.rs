@@ -36,7 +36,7 @@ pub use evals::{EvalRecord, EvalStore};
 pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use messages::{Message, MessageStore, NewMessage};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
-pub use parcels::{ParcelStore, RunLogStore, StoredParcel};
+pub use parcels::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
 pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,

@@ -84,18 +84,48 @@ pub trait RunLogStore: Send + Sync {
     async fn log_length(&self, run: &RunId) -> StoreResult<u64>;
 
     /// At most `max` (at least 1) bytes of the run's stored log from
-    /// `offset` on; empty at the end of what is stored.
+    /// `offset` on; empty at the end of what is stored. The bytes before
+    /// the end of the run's archive ([`RunLogStore::log_archive`]) are not
+    /// in the database: read from an `offset` at or past it.
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>>;
+
+    /// Records that the first `archive.size` bytes of the run's log are in
+    /// the object store as `archive.sha256`, and drops those chunks from
+    /// the database, in one transaction. Only when the stored log is
+    /// exactly that long and the run has no archive yet (`false`, nothing
+    /// changed, otherwise: something appended meanwhile, or another worker
+    /// archived it). Later appends go on at `archive.size`.
+    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool>;
+
+    /// The run's log archive, if its log was moved to the object store.
+    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>>;
+
+    /// Whether any run has log archive `sha256` (a prune deletes the
+    /// objects of those none has).
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool>;
+}
+
+/// The first `size` bytes of a run's log, moved to the object store as
+/// `logs/<sha256>` when the run finished (see `dispatch_runtime::objects`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogArchive {
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The bytes from `offset` on, at most `max` (at least 1), out of chunks
 /// `(position, data)` in position order, the first one starting at or
-/// before `offset`.
+/// before `offset` (nothing when it starts after: the bytes before it are
+/// archived).
 pub(crate) fn gather(chunks: Vec<(i64, Vec<u8>)>, offset: u64, max: usize) -> Vec<u8> {
     let max = max.max(1);
     let mut out = Vec::new();
     for (pos, data) in chunks {
         let pos = u64::try_from(pos).unwrap_or(0);
+        if out.is_empty() && pos > offset {
+            // `offset` is in the run's archive, not in these chunks.
+            break;
+        }
         let skip = usize::try_from(offset.saturating_sub(pos)).unwrap_or(usize::MAX);
         if let Some(rest) = data.get(skip..) {
             out.extend_from_slice(rest);

@@ -30,6 +30,9 @@ pub struct Expired {
     /// Artifact digests the deleted runs recorded that no remaining run
     /// records: their files may go.
     pub artifacts: Vec<String>,
+    /// Log archive digests the deleted runs had that no remaining run has:
+    /// their objects (`logs/<sha256>`) may go.
+    pub logs: Vec<String>,
     /// Brief digests only the deleted runs had: deleted from the store in
     /// the same transaction; their files (if any) may go.
     pub briefs: Vec<String>,

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Bus mode: announce new runs on this Redis (redis://host:port) stream.
     #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
     pub bus: Option<String>,
+    /// Keep model rate buckets (RATE_LIMIT) in this Redis (redis://host:port)
+    /// instead of the database; every worker of the cluster must use the same.
+    #[arg(long, env = "DISPATCH_RATE_LIMIT_STORE", value_name = "URL")]
+    pub rate_limit_store: Option<String>,
     /// Require a bearer token (`dispatch token create`) even on a loopback address;
     /// always required on other addresses.
     #[arg(long)]
@@ -145,6 +149,10 @@ pub struct WorkerArgs {
     /// Bus mode: wake on this Redis (redis://host:port) stream's consumer group.
     #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
     pub bus: Option<String>,
+    /// Keep model rate buckets (RATE_LIMIT) in this Redis (redis://host:port)
+    /// instead of the database; every worker of the cluster must use the same.
+    #[arg(long, env = "DISPATCH_RATE_LIMIT_STORE", value_name = "URL")]
+    pub rate_limit_store: Option<String>,
     /// CPU cores this worker offers to runs' `RESOURCES CPUS` (default: the machine's).
     #[arg(long, value_name = "N")]
     pub cpus: Option<f64>,
@@ -216,6 +224,19 @@ fn bus_config(url: Option<&str>) -> CliResult<Option<BusConfig>> {
         .map_err(fail)
 }
 
+/// `--rate-limit-store`: connected (and pinged) before anything starts.
+async fn rate_store(
+    url: Option<&str>,
+) -> CliResult<Option<std::sync::Arc<dispatch_server::rates::RedisRates>>> {
+    match url.filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(url) => dispatch_server::rates::RedisRates::connect(url)
+            .await
+            .map(|r| Some(std::sync::Arc::new(r)))
+            .map_err(CliError::input),
+    }
+}
+
 fn fail(e: impl std::error::Error) -> CliError {
     CliError::input(chain(&e))
 }
@@ -249,12 +270,14 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
+    let rates = rate_store(args.rate_limit_store.as_deref()).await?;
     let backend = Backend::open(&ctx.layout, args.database_url.as_deref(), 16)
         .await
         .map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = config(ctx, args.workers, &args.lease);
     config.labels = args.labels.clone();
+    config.rates = rates;
     // In-process workers claim only runs that fit, like `dispatch worker`.
     config.capacity = Some(capacity);
     config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-server")?;
@@ -312,6 +335,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     args.log.init()?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
+    let rates = rate_store(args.rate_limit_store.as_deref()).await?;
     // Writes are short and batched: a few connections serve many slots, and
     // PostgreSQL's default max_connections (100) is shared by every worker.
     let connections = (args.slots + 2).min(MAX_WORKER_CONNECTIONS);
@@ -323,6 +347,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     config.name = args.name.clone().unwrap_or_else(default_name);
     config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-worker")?;
     config.labels = args.labels.clone();
+    config.rates = rates;
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     config.capacity = Some(capacity);
     let store = artifacts

@@ -5,6 +5,7 @@
 
 #[path = "../common/checks.rs"]
 pub mod checks;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

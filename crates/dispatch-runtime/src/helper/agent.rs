@@ -346,7 +346,7 @@ impl EventPump {
             batch.push(self.event_of(parsed, at));
         }
         if let Err(e) = store.append_events(run_id, &batch).await {
-            eprintln!("[dispatch] could not record {} event(s): {e}", batch.len());
+            crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
         }
         batch
     }

@@ -89,7 +89,7 @@ impl AttemptLimits {
             });
             let event = NewEvent::new("resources", attempt, now_ms(), data);
             if let Err(e) = store.append_events(run_id, &[event]).await {
-                eprintln!("[dispatch] could not record the attempt's resources: {e}");
+                crate::say_warn!("[dispatch] could not record the attempt's resources: {e}");
             }
         }
         reason
@@ -127,6 +127,6 @@ pub(super) async fn record_container<S: Store + ?Sized>(
     });
     let event = NewEvent::new("resources", attempt, now_ms(), data);
     if let Err(e) = store.append_events(run_id, &[event]).await {
-        eprintln!("[dispatch] could not record the container's resources: {e}");
+        crate::say_warn!("[dispatch] could not record the container's resources: {e}");
     }
 }

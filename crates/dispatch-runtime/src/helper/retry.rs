@@ -194,6 +194,6 @@ pub(crate) async fn dead_letter<S: Store + ?Sized>(
         replayed_by: None,
     };
     if let Err(e) = store.add_dead_letter(&letter).await {
-        eprintln!("[dispatch] could not dead-letter run {}: {e}", run.id);
+        crate::say_warn!("[dispatch] could not dead-letter run {}: {e}", run.id);
     }
 }

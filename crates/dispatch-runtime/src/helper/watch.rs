@@ -250,7 +250,7 @@ impl Watch {
         {
             let t = Transition::Pause { reason, at };
             if let Err(AdvanceError::Store(e)) = advance(store, &mut run, &t, None).await {
-                eprintln!("[dispatch] could not pause for approval `{id}`: {e}");
+                crate::say_warn!("[dispatch] could not pause for approval `{id}`: {e}");
             }
         }
     }

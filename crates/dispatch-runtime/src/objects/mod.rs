@@ -10,11 +10,14 @@
 //! | `az://container/prefix` | Azure Blob Storage (`AZURE_*` variables) |
 //!
 //! Under the URL's prefix: `artifacts/<sha256>` (content-addressed; the
-//! bytes are checked against the digest on every download) and
-//! `state/<parcel>/<path>` (parcels' `DISPATCH_STATE_DIR`, see [`state`]).
+//! bytes are checked against the digest on every download), `logs/<sha256>`
+//! (finished runs' log archives, content-addressed and checked the same way,
+//! see [`logs`]) and `state/<parcel>/<path>` (parcels' `DISPATCH_STATE_DIR`,
+//! see [`state`]).
 //! Without a URL, a process uses its own state directory (`.dispatch/`):
 //! `artifacts/<sha256>` there is where the local runtime always kept them.
 
+pub mod logs;
 pub mod state;
 mod verify;
 
@@ -52,8 +55,10 @@ pub enum ObjectsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("artifact {expected} in {url} does not match its digest (its bytes hash to {got})")]
+    #[error("{what} {expected} in {url} does not match its digest (its bytes hash to {got})")]
     Corrupt {
+        /// `artifact` or `log archive`.
+        what: &'static str,
         expected: String,
         got: String,
         url: String,
@@ -280,7 +285,29 @@ impl Objects {
     /// digest as they stream (the stream ends in [`ObjectsError::Corrupt`]
     /// when they do not match). `NotFound` when the store does not have it.
     pub async fn get_artifact(&self, sha256: &str) -> ObjectsResult<(u64, Verified)> {
-        let key = self.artifact_key(sha256);
+        self.get_verified(self.artifact_key(sha256), sha256, "artifact")
+            .await
+    }
+
+    /// Removes artifact `sha256` (nothing when the store does not have it).
+    pub async fn delete_artifact(&self, sha256: &str) -> ObjectsResult<()> {
+        self.delete(&self.artifact_key(sha256)).await
+    }
+
+    pub(crate) async fn delete(&self, key: &Path) -> ObjectsResult<()> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("cannot delete", key)(e)),
+        }
+    }
+
+    /// The object at `key`, named by `sha256`, checked as it streams.
+    pub(crate) async fn get_verified(
+        &self,
+        key: Path,
+        sha256: &str,
+        what: &'static str,
+    ) -> ObjectsResult<(u64, Verified)> {
         let got = self
             .store
             .get(&key)
@@ -288,42 +315,48 @@ impl Objects {
             .map_err(self.failed("cannot read", &key))?;
         let size = got.meta.size;
         let inner: BoxStream<'static, object_store::Result<Bytes>> = got.into_stream();
-        Ok((size, Verified::new(inner, sha256, &self.url)))
+        Ok((size, Verified::new(inner, what, sha256, &self.url)))
     }
 
     /// Artifact `sha256` into the file `dest` (written beside it, checked,
     /// then renamed into place: a bad copy never lands).
     pub async fn download_artifact(&self, sha256: &str, dest: &FsPath) -> ObjectsResult<u64> {
-        use futures_util::StreamExt;
-        use tokio::io::AsyncWriteExt;
-        let (_, mut stream) = self.get_artifact(sha256).await?;
-        let io = |source| ObjectsError::Io {
-            path: dest.display().to_string(),
-            source,
-        };
-        let tmp = dest.with_file_name(format!(
-            ".{}.{}.part",
-            dest.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            std::process::id()
-        ));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        let mut size = 0u64;
-        let result = async {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                size += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-            file.flush().await.map_err(io)?;
-            tokio::fs::rename(&tmp, dest).await.map_err(io)
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result.map(|()| size)
+        let (_, stream) = self.get_artifact(sha256).await?;
+        download(stream, dest).await
     }
+}
+
+/// A verified stream into the file `dest` (written beside it, then renamed
+/// into place once the whole stream checked out).
+pub(crate) async fn download(mut stream: Verified, dest: &FsPath) -> ObjectsResult<u64> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |source| ObjectsError::Io {
+        path: dest.display().to_string(),
+        source,
+    };
+    let tmp = dest.with_file_name(format!(
+        ".{}.{}.part",
+        dest.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ));
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let mut size = 0u64;
+    let result = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        tokio::fs::rename(&tmp, dest).await.map_err(io)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map(|()| size)
 }
 
 /// The error and its causes on one line (`a: b: c`), for a log line or a

@@ -18,6 +18,8 @@ pub struct Verified {
     inner: BoxStream<'static, object_store::Result<Bytes>>,
     /// `None` once the stream has ended.
     hasher: Option<Sha256>,
+    /// What it is, for messages (`artifact`, `log archive`).
+    what: &'static str,
     expected: String,
     url: String,
 }
@@ -25,12 +27,14 @@ pub struct Verified {
 impl Verified {
     pub(super) fn new(
         inner: BoxStream<'static, object_store::Result<Bytes>>,
+        what: &'static str,
         expected: &str,
         url: &str,
     ) -> Self {
         Verified {
             inner,
             hasher: Some(Sha256::new()),
+            what,
             expected: expected.to_string(),
             url: url.to_string(),
         }
@@ -55,7 +59,7 @@ impl Stream for Verified {
                 this.hasher = None;
                 Poll::Ready(Some(Err(ObjectsError::Store {
                     what: "cannot read",
-                    key: format!("artifact {}", this.expected),
+                    key: format!("{} {}", this.what, this.expected),
                     url: this.url.clone(),
                     source: Box::new(source),
                 })))
@@ -66,6 +70,7 @@ impl Stream for Verified {
                     Poll::Ready(None)
                 } else {
                     Poll::Ready(Some(Err(ObjectsError::Corrupt {
+                        what: this.what,
                         expected: this.expected.clone(),
                         got,
                         url: this.url.clone(),

@@ -144,7 +144,7 @@ impl Core {
             Ok((run, _)) => run,
             Err(e) => {
                 let why = format!("could not create the heartbeat run: {e}");
-                eprintln!("[dispatch] wake {}: {why}", wake.reason.as_str());
+                crate::say_warn!("[dispatch] wake {}: {why}", wake.reason.as_str());
                 return Reply::Failed(why);
             }
         };
@@ -171,12 +171,12 @@ impl Core {
             match self.spawn(&next.run.id) {
                 Ok(mut child) => {
                     let id = next.run.id.clone();
-                    eprintln!("[dispatch] heartbeat {id} started");
+                    crate::say_info!("[dispatch] heartbeat {id} started");
                     self.running.spawn(async move { (id, child.wait().await) });
                 }
                 Err(e) => {
                     let reason = format!("could not start the heartbeat helper: {e}");
-                    eprintln!("[dispatch] heartbeat {}: {reason}", next.run.id);
+                    crate::say_warn!("[dispatch] heartbeat {}: {reason}", next.run.id);
                     let _ = fail_unstarted(store, &next.run, reason).await;
                 }
             }
@@ -218,9 +218,9 @@ impl Core {
                     (Some(code), None) => format!("{} (exit {code})", run.status()),
                     (None, None) => run.status().to_string(),
                 };
-                eprintln!("[dispatch] heartbeat {id} {how}");
+                crate::say_info!("[dispatch] heartbeat {id} {how}");
             }
-            Err(e) => eprintln!("[dispatch] heartbeat {id}: {e}"),
+            Err(e) => crate::say_warn!("[dispatch] heartbeat {id}: {e}"),
         }
         self.start_ready(store).await;
     }
@@ -235,7 +235,7 @@ impl Core {
                 at: now_ms(),
             };
             if let Err(e) = advance(store, &mut run, &t, None).await {
-                eprintln!("[dispatch] could not cancel heartbeat {}: {e}", run.id);
+                crate::say_warn!("[dispatch] could not cancel heartbeat {}: {e}", run.id);
             }
         }
     }
@@ -243,7 +243,7 @@ impl Core {
     pub async fn event<S: Store + ?Sized>(&self, store: &S, kind: &str, data: Value) {
         let e = NewEvent::new(kind, self.service.attempt, now_ms(), data);
         if let Err(e) = store.append_events(&self.service.id, &[e]).await {
-            eprintln!("[dispatch] could not record a {kind} event: {e}");
+            crate::say_warn!("[dispatch] could not record a {kind} event: {e}");
         }
     }
 }

@@ -237,7 +237,9 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
 
     // Graceful stop: no new wakes; the running ones finish (or are ended by
     // `dispatch stop` after its grace period).
-    eprintln!("[dispatch] service {id} stopping: closing listeners, waiting for running wakes");
+    crate::say_info!(
+        "[dispatch] service {id} stopping: closing listeners, waiting for running wakes"
+    );
     rx.close();
     if let Some((_, task)) = &ingress {
         task.abort();
@@ -321,7 +323,7 @@ impl Persisted {
             listeners,
         };
         if let Err(e) = store.put_service_state(&doc.encode(id, now_ms())).await {
-            eprintln!("[dispatch] could not save the service state: {e}");
+            crate::say_warn!("[dispatch] could not save the service state: {e}");
         }
     }
 }
@@ -347,7 +349,7 @@ fn describe(run: &Run, config: &ServiceConfig, timers: &Timers, listeners: &[Lis
     if parts.is_empty() {
         parts.push("manual wakes only".into());
     }
-    eprintln!(
+    crate::say_info!(
         "[dispatch] service {} up (overlap {}): {}",
         run.id,
         config.overlap.as_str(),
@@ -390,9 +392,9 @@ async fn finish<S: Store + ?Sized>(
         written_at: now_ms(),
     };
     if let Err(e) = snapshot::write(layout, &snap) {
-        eprintln!("[dispatch] could not write the terminal snapshot: {e}");
+        crate::say_warn!("[dispatch] could not write the terminal snapshot: {e}");
     }
-    eprintln!(
+    crate::say_info!(
         "[dispatch] service {} {}{}",
         run.id,
         state.status(),

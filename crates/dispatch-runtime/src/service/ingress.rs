@@ -66,7 +66,7 @@ pub(super) async fn serve(listener: TcpListener, ingress: Arc<Ingress>) {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off a little.
-                eprintln!("[dispatch] listener: cannot accept: {e}");
+                crate::say_warn!("[dispatch] listener: cannot accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

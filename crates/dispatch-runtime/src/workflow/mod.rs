@@ -468,7 +468,7 @@ impl<'a> Helpers<'a> {
         if let Some(exe) = &self.exe
             && let Err(e) = crate::launch::spawn_helper(self.layout, exe, id)
         {
-            eprintln!("warning: no helper could start for member run {id}: {e}");
+            crate::say_warn!("warning: no helper could start for member run {id}: {e}");
         }
     }
 }

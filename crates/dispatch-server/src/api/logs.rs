@@ -6,7 +6,10 @@
 //! finished has its whole log stored). The store is read when it holds any
 //! of the run's log (it then holds every attempt's, wherever they ran);
 //! otherwise the local file. A follower that finds neither yet keeps looking
-//! at both, and stays with the first that has something.
+//! at both, and stays with the first that has something. A finished run's
+//! long log may have moved to the artifact store (see
+//! `dispatch_runtime::objects::logs`): its archived part is read from a
+//! checked copy on this server, the rest from the store.
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,15 +17,18 @@ use std::path::{Path as FsPath, PathBuf};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::RunId;
+use dispatch_runtime::objects::chain;
+use dispatch_store::LogArchive;
 use futures_util::stream::unfold;
 
 use super::runs::{Params, params, resolve};
 use super::schemas;
 use super::stream::POLL;
-use super::{ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState, codes};
 
 /// The most bytes read at once.
 const READ: usize = 1 << 20;
@@ -34,7 +40,8 @@ enum Source {
     Unknown,
     /// This machine's log file.
     Local,
-    /// The store, as workers shipped it.
+    /// The store, as workers shipped it (its start maybe archived in the
+    /// object store, see `dispatch_runtime::objects::logs`).
     Stored,
 }
 
@@ -52,6 +59,7 @@ enum Source {
         (status = 400, description = "`bad_request`, `ambiguous_id`: a bad parameter or id prefix", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
+        (status = 503, description = "`unavailable`: the log's archive cannot be read from the artifact store, or does not match its digest", body = schemas::Error),
     )
 )]
 pub async fn logs(
@@ -118,6 +126,10 @@ pub(crate) struct LogTail {
     id: RunId,
     path: PathBuf,
     source: Source,
+    /// The stored log's archive, once seen, and this server's checked copy.
+    archive: Option<(LogArchive, PathBuf)>,
+    /// Whether the archive was looked up once.
+    looked: bool,
     offset: u64,
     done: bool,
 }
@@ -131,6 +143,8 @@ impl LogTail {
             id,
             path,
             source: Source::Unknown,
+            archive: None,
+            looked: false,
             offset: 0,
             done: false,
         }
@@ -171,14 +185,58 @@ impl LogTail {
             Source::Unknown => return Ok(Vec::new()),
             Source::Local => read_from(&self.path, self.offset, max),
             Source::Stored => {
-                self.state
-                    .store
-                    .read_log(&self.id, self.offset, max)
-                    .await?
+                let first = !std::mem::replace(&mut self.looked, true);
+                let mut chunk = self.read_archive(max, first).await?;
+                if chunk.is_empty() {
+                    chunk = self
+                        .state
+                        .store
+                        .read_log(&self.id, self.offset, max)
+                        .await?;
+                }
+                if chunk.is_empty() && self.archive.is_none() {
+                    // Archived since the last look?
+                    chunk = self.read_archive(max, true).await?;
+                }
+                chunk
             }
         };
         self.offset += chunk.len() as u64;
         Ok(chunk)
+    }
+
+    /// From the archive, when the stored log has one and the offset is in
+    /// it (looked up when `look` while none was seen; downloaded once, checked).
+    async fn read_archive(&mut self, max: usize, look: bool) -> ApiResult<Vec<u8>> {
+        if look
+            && self.archive.is_none()
+            && let Some(archive) = self.state.store.log_archive(&self.id).await?
+        {
+            let copy = self
+                .state
+                .artifacts
+                .cached_log(&archive.sha256, &self.state.layout.log_archives())
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        codes::UNAVAILABLE,
+                        format!(
+                            "the log of run {} is archived and cannot be read: {} (hint: give every server and worker of the cluster the same --artifacts URL)",
+                            self.id,
+                            chain(&e)
+                        ),
+                    )
+                })?;
+            self.archive = Some((archive, copy));
+        }
+        match &self.archive {
+            Some((archive, copy)) if self.offset < archive.size => {
+                let left = usize::try_from(archive.size - self.offset).unwrap_or(usize::MAX);
+                Ok(read_from(copy, self.offset, max.min(left)))
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// What the log holds past what was read (empty at its end for now).

@@ -135,7 +135,27 @@ pub async fn prune(
     let mut briefs: Vec<String> = found.runs.iter().map(|r| r.brief_sha256.clone()).collect();
     briefs.sort();
     briefs.dedup();
+    let mut archives = Vec::new();
+    for run in &found.runs {
+        archives.extend(state.store.log_archive(&run.id).await?);
+    }
     let mut report = prune_runs(&*state.store, &state.layout, &found.runs).await?;
+    // Log archives only the pruned runs had go from the artifact store.
+    for archive in archives {
+        if state.store.log_archive_in_use(&archive.sha256).await? {
+            continue;
+        }
+        let _ = std::fs::remove_file(state.layout.log_archives().join(&archive.sha256));
+        match state.artifacts.delete_log(&archive.sha256).await {
+            Ok(()) => report.reclaimed_bytes += archive.size,
+            Err(e) => tracing::warn!(
+                "[server] prune: log archive {} stays in {}: {}",
+                archive.sha256,
+                state.artifacts.url(),
+                dispatch_runtime::objects::chain(&e)
+            ),
+        }
+    }
     // Briefs travel through the store on a cluster: those only the pruned runs had go too.
     report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;
     Ok(Json(json!({

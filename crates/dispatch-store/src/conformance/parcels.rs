@@ -3,7 +3,7 @@
 use dispatch_core::Transition;
 
 use super::{create, id, new_run, start, step};
-use crate::{ParcelStore, RunLogStore, Store, StoreError, StoredParcel};
+use crate::{LogArchive, ParcelStore, RunLogStore, Store, StoreError, StoredParcel};
 
 fn parcel(digest: char, archive: &[u8]) -> StoredParcel {
     StoredParcel {
@@ -241,5 +241,100 @@ pub async fn deleting_a_run_removes_its_log<S: Store + RunLogStore>(store: S) {
     assert_eq!(
         store.read_log(&again.id, 0, 100).await.expect("read"),
         b"new\n"
+    );
+}
+
+pub async fn archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it<
+    S: Store + RunLogStore,
+>(
+    store: S,
+) {
+    let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
+    let run = step(&store, &run, Transition::Exited { code: 0, at: 30 }).await;
+    let archive = |size: u64| LogArchive {
+        sha256: "a".repeat(64),
+        size,
+    };
+    store
+        .append_log(&run.id, 0, b"hello ")
+        .await
+        .expect("append");
+    store
+        .append_log(&run.id, 6, b"world\n")
+        .await
+        .expect("append");
+    assert_eq!(store.log_archive(&run.id).await.expect("archive"), None);
+    // Not the stored length: something was appended since it was read.
+    assert!(
+        !store
+            .archive_log(&run.id, &archive(6))
+            .await
+            .expect("archive")
+    );
+    assert!(
+        store
+            .archive_log(&run.id, &archive(12))
+            .await
+            .expect("archive")
+    );
+    assert!(
+        !store
+            .archive_log(&run.id, &archive(12))
+            .await
+            .expect("archive"),
+        "archived once"
+    );
+    assert_eq!(
+        store.log_archive(&run.id).await.expect("archive"),
+        Some(archive(12))
+    );
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 12);
+    assert!(
+        store
+            .read_log(&run.id, 12, 100)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // An append at the archive's end goes on there; a stale one is refused.
+    let err = store
+        .append_log(&run.id, 0, b"again")
+        .await
+        .expect_err("stale offset");
+    assert!(
+        matches!(err, StoreError::LogMoved { length: 12, .. }),
+        "got {err:?}"
+    );
+    store
+        .append_log(&run.id, 12, b"more\n")
+        .await
+        .expect("append");
+    assert_eq!(store.log_length(&run.id).await.expect("length"), 17);
+    assert_eq!(
+        store.read_log(&run.id, 12, 100).await.expect("read"),
+        b"more\n"
+    );
+    assert_eq!(
+        store.read_log(&run.id, 14, 100).await.expect("read"),
+        b"re\n"
+    );
+    let err = store
+        .archive_log(&id(77), &archive(1))
+        .await
+        .expect_err("an unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+    assert!(
+        store
+            .log_archive_in_use(&"a".repeat(64))
+            .await
+            .expect("in use")
+    );
+    store.delete_run(&run.id).await.expect("delete");
+    assert_eq!(store.log_archive(&run.id).await.expect("archive"), None);
+    assert!(
+        !store
+            .log_archive_in_use(&"a".repeat(64))
+            .await
+            .expect("in use")
     );
 }

@@ -6,17 +6,17 @@ use serde_json::json;
 
 use super::{all_events, create, id, new_run, start, step};
 use crate::{
-    Approval, Artifact, CallbackStore, DeadLetter, ParcelStore, QueueOptions, QueueStore,
-    RetentionStore, Run, RunFilter, Store, StoreError,
+    Approval, Artifact, CallbackStore, DeadLetter, LogArchive, ParcelStore, QueueOptions,
+    QueueStore, RetentionStore, Run, RunFilter, RunLogStore, Store, StoreError,
 };
 
 /// A store retention can run on.
 pub trait RetentionTestStore:
-    Store + QueueStore + CallbackStore + ParcelStore + RetentionStore
+    Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore
 {
 }
-impl<T: Store + QueueStore + CallbackStore + ParcelStore + RetentionStore> RetentionTestStore
-    for T
+impl<T: Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore>
+    RetentionTestStore for T
 {
 }
 
@@ -229,4 +229,43 @@ pub async fn retention_of_events_empties_old_finished_runs_logs_and_keeps_the_ru
         .await
         .expect("from the start");
     assert_eq!(n, 0, "a run whose events are gone is not counted again");
+}
+
+pub async fn retention_names_the_log_archives_no_remaining_run_has<S: RetentionTestStore>(
+    store: S,
+) {
+    let archive = |c: char| LogArchive {
+        sha256: c.to_string().repeat(64),
+        size: 4,
+    };
+    // 1 alone has archive `d…`; 2 and 3 share `e…` (same bytes); 3 is newer.
+    for (n, end, c) in [(1, 30, 'd'), (2, 31, 'e'), (3, 500, 'e')] {
+        let run = finished(&store, n, end, 0).await;
+        store
+            .append_log(&run.id, 0, b"log\n")
+            .await
+            .expect("append");
+        assert!(
+            store
+                .archive_log(&run.id, &archive(c))
+                .await
+                .expect("archive")
+        );
+    }
+    let expired = store
+        .expire_runs(Status::Succeeded, 100, None, 10)
+        .await
+        .expect("expire");
+    assert_eq!(expired.runs, [id(1), id(2)]);
+    assert_eq!(expired.logs, ["d".repeat(64)], "run 3 still has `e…`");
+    assert_eq!(store.log_archive(&id(1)).await.expect("archive"), None);
+    assert_eq!(
+        store.log_archive(&id(3)).await.expect("archive"),
+        Some(archive('e'))
+    );
+    let expired = store
+        .expire_runs(Status::Succeeded, 1000, None, 10)
+        .await
+        .expect("expire");
+    assert_eq!(expired.logs, ["e".repeat(64)]);
 }

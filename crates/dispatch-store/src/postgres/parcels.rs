@@ -10,7 +10,7 @@ use dispatch_core::RunId;
 
 use super::Fail;
 use super::runs::not_found;
-use crate::{StoreError, StoredParcel};
+use crate::{LogArchive, StoreError, StoredParcel};
 
 /// Chunks read per query when reading a log.
 const CHUNKS_PER_READ: i64 = 64;
@@ -140,8 +140,10 @@ fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
 async fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
     let stmt = tx
         .prepare_cached(
-            "SELECT pos + octet_length(data)::bigint FROM run_logs WHERE run_id = $1 \
-             ORDER BY pos DESC LIMIT 1",
+            "SELECT COALESCE(
+                 (SELECT pos + octet_length(data)::bigint FROM run_logs WHERE run_id = $1
+                  ORDER BY pos DESC LIMIT 1),
+                 (SELECT size FROM run_log_archives WHERE run_id = $1), 0)",
         )
         .await?;
     let end: Option<i64> = match tx.query_opt(&stmt, &[&run.as_str()]).await? {
@@ -221,4 +223,54 @@ pub(super) async fn read_log(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<Vec<(i64, Vec<u8>)>, Fail>>()?;
     Ok(crate::parcels::gather(chunks, offset, max))
+}
+
+pub(super) async fn archive_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    archive: &LogArchive,
+) -> Result<bool, Fail> {
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    if tx.query_opt(&lock, &[&run.as_str()]).await?.is_none() {
+        return Err(not_found(run));
+    }
+    if log_archive(tx, run).await?.is_some() || stored_length(tx, run).await? != archive.size {
+        return Ok(false);
+    }
+    let size = position(run, archive.size)?;
+    let stmt = tx
+        .prepare_cached("INSERT INTO run_log_archives (run_id, sha256, size) VALUES ($1, $2, $3)")
+        .await?;
+    tx.execute(&stmt, &[&run.as_str(), &archive.sha256, &size])
+        .await?;
+    let stmt = tx
+        .prepare_cached("DELETE FROM run_logs WHERE run_id = $1 AND pos < $2")
+        .await?;
+    tx.execute(&stmt, &[&run.as_str(), &size]).await?;
+    Ok(true)
+}
+
+pub(super) async fn log_archive(
+    tx: &Transaction<'_>,
+    run: &RunId,
+) -> Result<Option<LogArchive>, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT sha256, size FROM run_log_archives WHERE run_id = $1")
+        .await?;
+    Ok(match tx.query_opt(&stmt, &[&run.as_str()]).await? {
+        Some(row) => Some(LogArchive {
+            sha256: row.try_get(0)?,
+            size: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+        }),
+        None => None,
+    })
+}
+
+pub(super) async fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = $1 LIMIT 1")
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&sha256]).await?.is_some())
 }

@@ -74,6 +74,15 @@ pub(super) async fn expire_runs(
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
     let stmt = tx
+        .prepare_cached("SELECT DISTINCT sha256 FROM run_log_archives WHERE run_id = ANY($1)")
+        .await?;
+    let logs: Vec<String> = tx
+        .query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let stmt = tx
         .prepare_cached("SELECT DISTINCT brief_sha256 FROM runs WHERE id = ANY($1)")
         .await?;
     let briefs: Vec<String> = tx
@@ -89,6 +98,7 @@ pub(super) async fn expire_runs(
         "DELETE FROM attempts WHERE run_id = ANY($1)",
         "DELETE FROM artifacts WHERE run_id = ANY($1)",
         "DELETE FROM run_logs WHERE run_id = ANY($1)",
+        "DELETE FROM run_log_archives WHERE run_id = ANY($1)",
         "DELETE FROM callbacks WHERE run_id = ANY($1)",
         "DELETE FROM runs WHERE id = ANY($1)",
     ] {
@@ -103,6 +113,15 @@ pub(super) async fn expire_runs(
         .await?;
     for row in tx.query(&stmt, &[&shas]).await? {
         expired.artifacts.push(row.try_get(0)?);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT s FROM unnest($1::text[]) AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM run_log_archives l WHERE l.sha256 = s) ORDER BY s",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[&logs]).await? {
+        expired.logs.push(row.try_get(0)?);
     }
     let stmt = tx
         .prepare_cached(

@@ -384,6 +384,7 @@ pub(super) async fn delete(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail>
         "DELETE FROM attempts WHERE run_id = $1",
         "DELETE FROM artifacts WHERE run_id = $1",
         "DELETE FROM run_logs WHERE run_id = $1",
+        "DELETE FROM run_log_archives WHERE run_id = $1",
         "DELETE FROM service_state WHERE run_id = $1",
         "DELETE FROM runs WHERE id = $1",
     ] {

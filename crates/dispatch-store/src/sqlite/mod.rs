@@ -44,7 +44,7 @@ use crate::{
     QueueTimes, ReliabilityStore, Run, RunExtras, RunFilter, RunStore, ServiceState, ServiceStore,
     StateWrite, StoreError, StoreResult,
 };
-use crate::{ParcelStore, RunLogStore, StoredParcel};
+use crate::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 
 /// The schema version (`PRAGMA user_version`) this binary writes.
 pub const SCHEMA_VERSION: i64 = schema::CURRENT;
@@ -713,6 +713,18 @@ impl RunLogStore for SqliteStore {
 
     async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
         self.read(|tx| parcels::read_log(tx, run, offset, max))
+    }
+
+    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool> {
+        self.write(|tx| parcels::archive_log(tx, run, archive))
+    }
+
+    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
+        self.read(|tx| parcels::log_archive(tx, run))
+    }
+
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        self.read(|tx| parcels::log_archive_in_use(tx, sha256))
     }
 }
 

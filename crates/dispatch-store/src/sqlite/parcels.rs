@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Fail;
 use super::runs::exists;
-use crate::{StoreError, StoredParcel};
+use crate::{LogArchive, StoreError, StoredParcel};
 
 /// Chunks read per query when reading a log.
 const CHUNKS_PER_READ: i64 = 64;
@@ -121,7 +121,10 @@ fn position(run: &RunId, offset: u64) -> Result<i64, Fail> {
 fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
     let end: Option<i64> = tx
         .prepare_cached(
-            "SELECT pos + length(data) FROM run_logs WHERE run_id = ?1 ORDER BY pos DESC LIMIT 1",
+            "SELECT COALESCE(
+                 (SELECT pos + length(data) FROM run_logs WHERE run_id = ?1
+                  ORDER BY pos DESC LIMIT 1),
+                 (SELECT size FROM run_log_archives WHERE run_id = ?1), 0)",
         )?
         .query_row([run.as_str()], |row| row.get(0))
         .optional()?;
@@ -186,4 +189,43 @@ pub(super) fn read_log(
         )?
         .collect::<Result<_, _>>()?;
     Ok(crate::parcels::gather(chunks, offset, max))
+}
+
+pub(super) fn archive_log(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    archive: &LogArchive,
+) -> Result<bool, Fail> {
+    if !exists(tx, run)? {
+        return Err(Fail::Store(StoreError::NotFound(run.to_string())));
+    }
+    if log_archive(tx, run)?.is_some() || stored_length(tx, run)? != archive.size {
+        return Ok(false);
+    }
+    let size = position(run, archive.size)?;
+    tx.prepare_cached("INSERT INTO run_log_archives (run_id, sha256, size) VALUES (?1, ?2, ?3)")?
+        .execute(params![run.as_str(), archive.sha256, size])?;
+    tx.prepare_cached("DELETE FROM run_logs WHERE run_id = ?1 AND pos < ?2")?
+        .execute(params![run.as_str(), size])?;
+    Ok(true)
+}
+
+pub(super) fn log_archive(tx: &Transaction<'_>, run: &RunId) -> Result<Option<LogArchive>, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT sha256, size FROM run_log_archives WHERE run_id = ?1")?
+        .query_row([run.as_str()], |row| {
+            Ok(LogArchive {
+                sha256: row.get(0)?,
+                size: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+            })
+        })
+        .optional()?)
+}
+
+pub(super) fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = ?1 LIMIT 1")?
+        .query_row([sha256], |_| Ok(()))
+        .optional()?
+        .is_some())
 }

@@ -52,7 +52,13 @@ pub(super) fn expire_runs(
     });
     let mut artifacts = BTreeSet::new();
     let mut briefs = BTreeSet::new();
+    let mut logs = BTreeSet::new();
     for (id, _, brief) in &found {
+        let mut archived =
+            tx.prepare_cached("SELECT sha256 FROM run_log_archives WHERE run_id = ?1")?;
+        for sha in archived.query_map([id], |row| row.get::<_, String>(0))? {
+            logs.insert(sha?);
+        }
         let mut shas = tx.prepare_cached("SELECT sha256 FROM artifacts WHERE run_id = ?1")?;
         for sha in shas.query_map([id], |row| row.get::<_, String>(0))? {
             artifacts.insert(sha?);
@@ -65,6 +71,7 @@ pub(super) fn expire_runs(
             "DELETE FROM attempts WHERE run_id = ?1",
             "DELETE FROM artifacts WHERE run_id = ?1",
             "DELETE FROM run_logs WHERE run_id = ?1",
+            "DELETE FROM run_log_archives WHERE run_id = ?1",
             "DELETE FROM service_state WHERE run_id = ?1",
             "DELETE FROM callbacks WHERE run_id = ?1",
             "DELETE FROM runs WHERE id = ?1",
@@ -80,6 +87,15 @@ pub(super) fn expire_runs(
             .optional()?;
         if used.is_none() {
             expired.artifacts.push(sha);
+        }
+    }
+    for sha in logs {
+        let used = tx
+            .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = ?1 LIMIT 1")?
+            .query_row([&sha], |_| Ok(()))
+            .optional()?;
+        if used.is_none() {
+            expired.logs.push(sha);
         }
     }
     for sha in briefs {

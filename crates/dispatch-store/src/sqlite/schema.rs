@@ -292,6 +292,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_by_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
     ",
+    // 24: finished runs' logs moved to the object store.
+    "
+    CREATE TABLE run_log_archives (
+        run_id TEXT PRIMARY KEY NOT NULL,
+        sha256 TEXT NOT NULL,
+        size   INTEGER NOT NULL
+    );
+    CREATE INDEX run_log_archives_by_sha256 ON run_log_archives (sha256);
+    ",
 ];
 
 /// The schema version this binary writes.
