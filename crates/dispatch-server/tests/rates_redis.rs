@@ -23,8 +23,11 @@ fn redis() -> Option<String> {
         eprintln!("skipping: Redis is not running on 127.0.0.1:6379 ({how})");
         return None;
     }
+    // Each test its own keys (two tests may start in the same millisecond).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Some(format!(
-        "dispatch-test:{}:{}:",
+        "dispatch-test:{}:{}:{n}:",
         std::process::id(),
         dispatch_core::now_ms()
     ))
@@ -90,10 +93,12 @@ fn redis_buckets_admit_no_more_than_their_window() {
         grant(acquire("model:other", 10, 200).await);
         // The first call really used 90 tokens: with 10 more, no room for 10.
         store.settle(g1, 90).await.expect("settle");
-        assert_eq!(
-            acquire("model:m", 10, 1050).await,
-            RateGrant::Granted { grant: g1 + 3 },
-            "the first request left the window"
+        // (Grant ids come from one counter that other tests running at the
+        // same time take from too: only that it is granted is checked.)
+        let later = acquire("model:m", 10, 1050).await;
+        assert!(
+            matches!(later, RateGrant::Granted { grant } if grant > g1),
+            "the first request left the window: {later:?}"
         );
         // Tokens: 10 + 10 in the window; 85 more do not fit until 1100.
         assert_eq!(
