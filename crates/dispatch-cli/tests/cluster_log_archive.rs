@@ -199,6 +199,21 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         "only the pruned run's archive went"
     );
 
+    // `dispatch rm` of one run deletes its archive from the store too.
+    let gone = client.agent("gone", BIG);
+    let gone_id = client.ok(&["run", &gone, "--label", "b", "-d"]);
+    assert_eq!(finished(&server_a, &gone_id)["status"], "succeeded");
+    eventually("the third log is archived", || {
+        archive_of(db_url, &gone_id).is_some()
+    });
+    assert_eq!(look.archives().len(), 2);
+    client.ok(&["rm", &gone_id]);
+    assert_eq!(
+        look.archives(),
+        std::slice::from_ref(&sha),
+        "the removed run's archive went"
+    );
+
     // Retention deletes the run and its archive from the store.
     let _keeper = Server::start_with_env(
         Some(db_url),

@@ -208,7 +208,10 @@ pub async fn delete(
             ));
         }
     }
+    let archive = state.store.log_archive(&id).await?;
     state.store.delete_run(&id).await?;
     dispatch_runtime::prune::remove_run_files(&state.layout, &id);
+    // Its log archive goes too, unless another run has the same one.
+    super::prune::drop_log_archives(&state, archive.into_iter().collect()).await?;
     Ok((StatusCode::OK, Json(json!({ "removed": id }))).into_response())
 }

@@ -140,26 +140,37 @@ pub async fn prune(
         archives.extend(state.store.log_archive(&run.id).await?);
     }
     let mut report = prune_runs(&*state.store, &state.layout, &found.runs).await?;
-    // Log archives only the pruned runs had go from the artifact store.
-    for archive in archives {
-        if state.store.log_archive_in_use(&archive.sha256).await? {
-            continue;
-        }
-        let _ = std::fs::remove_file(state.layout.log_archives().join(&archive.sha256));
-        match state.artifacts.delete_log(&archive.sha256).await {
-            Ok(()) => report.reclaimed_bytes += archive.size,
-            Err(e) => tracing::warn!(
-                "[server] prune: log archive {} stays in {}: {}",
-                archive.sha256,
-                state.artifacts.url(),
-                dispatch_runtime::objects::chain(&e)
-            ),
-        }
-    }
+    report.reclaimed_bytes += drop_log_archives(&state, archives).await?;
     // Briefs travel through the store on a cluster: those only the pruned runs had go too.
     report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;
     Ok(Json(json!({
         "removed": report.removed, "reclaimed_bytes": report.reclaimed_bytes,
         "kept": found.kept, "dry_run": false,
     })))
+}
+
+/// Deletes the log archives of `archives` (those of runs just removed) that
+/// no remaining run has, from the artifact store and this server's copies.
+/// The bytes reclaimed.
+pub(super) async fn drop_log_archives(
+    state: &AppState,
+    archives: Vec<dispatch_store::LogArchive>,
+) -> ApiResult<u64> {
+    let mut reclaimed = 0;
+    for archive in archives {
+        if state.store.log_archive_in_use(&archive.sha256).await? {
+            continue;
+        }
+        let _ = std::fs::remove_file(state.layout.log_archives().join(&archive.sha256));
+        match state.artifacts.delete_log(&archive.sha256).await {
+            Ok(()) => reclaimed += archive.size,
+            Err(e) => tracing::warn!(
+                "[server] log archive {} stays in {}: {}",
+                archive.sha256,
+                state.artifacts.url(),
+                dispatch_runtime::objects::chain(&e)
+            ),
+        }
+    }
+    Ok(reclaimed)
 }
