@@ -39,6 +39,7 @@ pub mod ui;
 mod upstream;
 pub mod wake;
 pub mod worker;
+mod worker_timers;
 mod writer;
 
 use std::sync::Arc;

@@ -23,7 +23,7 @@ use dispatch_core::parcel::Courier;
 use dispatch_core::{ProcRef, RunId, Ts, now_ms};
 use dispatch_runtime::os;
 use dispatch_runtime::{Layout, RuntimeError};
-use dispatch_store::{Capacity, ClaimRequest, Claimed, QueueTimes, StoreError};
+use dispatch_store::{Capacity, ClaimRequest, Claimed, StoreError};
 use nix::sys::signal::Signal;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
 use crate::self_fence::{LeaseClock, LeaseTimes, Phase, Watchdog};
 use crate::wake::Wake;
+pub(crate) use crate::worker_timers::CONNECTED_POLL;
+use crate::worker_timers::{MIN_SWEEP_WAIT, Timers};
 use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
 
@@ -198,6 +200,11 @@ impl Worker {
         if let Err(e) = std::fs::create_dir_all(&runs) {
             self.log(&format!("cannot create {}: {e}", runs.display()));
         }
+        // Workspaces its previous process left mounted (kill -9) are unmounted.
+        let unmounted = self.unmount_left_behind().await;
+        if unmounted > 0 {
+            tracing::info!("[worker] unmounted {unmounted} workspace(s) a previous process left");
+        }
         // Containers of helpers and workers that died (kill -9) go now.
         tokio::spawn(async {
             let n = dispatch_runtime::container::sweep_orphans().await;
@@ -288,6 +295,44 @@ impl Worker {
             }
         }
         Ok(self.summary)
+    }
+
+    /// Whether run `id` ended asking to keep its workspace.
+    async fn kept(&self, id: &RunId) -> bool {
+        let ended = self
+            .store
+            .get_run(id)
+            .await
+            .is_ok_and(|r| r.state.is_terminal());
+        ended
+            && self
+                .store
+                .run_extras(id)
+                .await
+                .is_ok_and(|e| e.keep_workspace)
+    }
+
+    /// Unmounts the workspaces under this worker's directory of runs no live
+    /// worker holds: ended (unless kept), back in the queue, or leased to
+    /// this worker's name (its previous process, killed before it unmounted
+    /// them) or to no one any more. Their files stay (the upper layer), as after a
+    /// helper's death. Returns how many.
+    async fn unmount_left_behind(&self) -> usize {
+        let mut unmounted = 0;
+        for id in dispatch_runtime::workspace::mounted(&self.config.layout) {
+            let nobodys = match self.store.lease(&id).await {
+                Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
+                // Ended, or queued; a run that ended asking to keep its
+                // workspace keeps it mounted (until `dispatch rm`).
+                Ok(None) => !self.kept(&id).await,
+                Err(_) => false,
+            };
+            if nobodys {
+                dispatch_runtime::workspace::unmount(&self.config.layout, &id);
+                unmounted += 1;
+            }
+        }
+        unmounted
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff
@@ -676,90 +721,6 @@ impl Worker {
     /// Runs in hand now.
     pub fn busy(&self) -> usize {
         self.held.len()
-    }
-}
-
-/// When an idle worker acts without being woken.
-struct Timers {
-    /// Claim at the next turn of the loop.
-    claim_due: bool,
-    /// The last claim filled every slot or its batch: there may be more.
-    saturated: bool,
-    /// A queued run's backoff ends then.
-    ready_at: Option<Instant>,
-    /// Sweep expired leases then (a lease expires).
-    sweep_at: Option<Instant>,
-    /// The safety-net claim.
-    poll_at: Instant,
-    /// The next try to connect notifications, when they are not.
-    reconnect_at: Instant,
-    /// The safety net's interval while notifications are not connected.
-    poll: Duration,
-    /// When the last claim looked at the queue: what was not ready then
-    /// is still to come, or due.
-    claimed_at: Ts,
-}
-
-/// The safety net's interval while notifications are connected: they are
-/// reliable, so this only bounds the damage of a silently dead connection.
-pub(crate) const CONNECTED_POLL: Duration = Duration::from_secs(300);
-/// The shortest wait before a sweep, so clock skew cannot make it spin.
-const MIN_SWEEP_WAIT: Duration = Duration::from_millis(250);
-
-impl Timers {
-    fn new(poll: Duration) -> Self {
-        let now = Instant::now();
-        Timers {
-            claim_due: true,
-            saturated: false,
-            ready_at: None,
-            // Runs orphaned while no worker was up are swept at once.
-            sweep_at: Some(now),
-            poll_at: now + poll,
-            reconnect_at: now + poll,
-            poll,
-            claimed_at: now_ms(),
-        }
-    }
-
-    fn reconnect_due(&mut self) -> bool {
-        let now = Instant::now();
-        if now < self.reconnect_at {
-            return false;
-        }
-        self.reconnect_at = now + self.poll;
-        true
-    }
-
-    fn claimed(&mut self, full: bool, connected: bool, at: Ts) {
-        self.claimed_at = at;
-        self.claim_due = full;
-        self.saturated = full;
-        let poll = if connected { CONNECTED_POLL } else { self.poll };
-        self.poll_at = Instant::now() + poll;
-    }
-
-    /// A run ended: if claims were left behind for want of a slot, claim.
-    fn slot_freed(&mut self) {
-        if self.saturated {
-            self.claim_due = true;
-        }
-    }
-
-    fn schedule(&mut self, times: QueueTimes) {
-        let now = now_ms();
-        let at =
-            |ts: i64| Instant::now() + Duration::from_millis(u64::try_from(ts - now).unwrap_or(0));
-        self.ready_at = times.next_ready_at.map(at);
-        if let Some(expiry) = times.next_lease_expiry {
-            let at = at(expiry).max(Instant::now() + MIN_SWEEP_WAIT);
-            self.sweep_at = Some(self.sweep_at.map_or(at, |s| s.min(at)));
-        }
-    }
-
-    /// Wait for a wake-up at most until a backoff ends or the safety net.
-    fn wake_deadline(&self) -> Instant {
-        self.ready_at.map_or(self.poll_at, |r| r.min(self.poll_at))
     }
 }
 

@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod mounts;
+
+pub use mounts::unmount_under;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,27 +22,6 @@ pub struct Dispatch {
 impl Drop for Dispatch {
     fn drop(&mut self) {
         unmount_under(self.dir.path());
-    }
-}
-
-/// Lazily unmounts every mount point under `dir`, deepest first.
-pub fn unmount_under(dir: &Path) {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        use std::os::unix::ffi::OsStrExt;
-        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
-            // SAFETY: c is a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
     }
 }
 

@@ -6,6 +6,8 @@
 #[path = "../common/checks.rs"]
 pub mod checks;
 pub mod moto;
+#[path = "../common/mounts.rs"]
+pub mod mounts;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -138,6 +140,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let _ = self.child.wait();
+        mounts::unmount_under(self.state.path());
     }
 }
 
@@ -260,9 +263,12 @@ impl Worker {
     }
 }
 
+/// Killed with SIGKILL: the overlay workspaces of the runs it held stay
+/// mounted (until a worker starts on its directory again), so they go here.
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        mounts::unmount_under(self._dir.path());
     }
 }

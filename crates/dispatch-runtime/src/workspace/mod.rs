@@ -204,6 +204,19 @@ pub fn unmount(layout: &Layout, id: &RunId) {
     let _ = overlay::unmount(&paths(layout, id).work);
 }
 
+/// The runs whose overlay workspace is mounted under `layout`'s runs now
+/// (a mount outlives a process killed with `kill -9`: a starting worker
+/// unmounts those of runs it no longer holds, see [`unmount`]).
+pub fn mounted(layout: &Layout) -> Vec<RunId> {
+    let runs = layout.runs();
+    let runs = runs.canonicalize().unwrap_or(runs);
+    overlay::mounted_under(&runs)
+        .into_iter()
+        .filter(|point| point.file_name().is_some_and(|n| n == "work"))
+        .filter_map(|point| point.parent()?.file_name()?.to_str()?.parse().ok())
+        .collect()
+}
+
 /// What `inspect-run` says of a run's workspace.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct WorkspaceInfo {

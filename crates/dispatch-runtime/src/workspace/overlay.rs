@@ -169,3 +169,53 @@ pub(crate) fn unmount(dir: &Path) -> io::Result<bool> {
     }
     Ok(true)
 }
+
+/// The mount points under `root` (this process's mount table, read from
+/// `/proc/self/mountinfo`; its fifth field is the mount point, with space,
+/// tab, newline and backslash written as octal escapes).
+pub(crate) fn mounted_under(root: &Path) -> Vec<PathBuf> {
+    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape(field)))
+        .filter(|point| point.starts_with(root) && point != root)
+        .collect()
+}
+
+/// `\ooo` octal escapes undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let n = d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+                out.push(n as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(super::unescape("/a\\040b/c"), "/a b/c");
+        assert_eq!(super::unescape("/plain"), "/plain");
+        assert_eq!(super::unescape("/x\\134y"), "/x\\y");
+        assert_eq!(super::unescape("/trailing\\"), "/trailing\\");
+    }
+}
