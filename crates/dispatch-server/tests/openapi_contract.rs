@@ -697,6 +697,15 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.post(root, "/hooks/nobody", "{}").0, 404);
     assert_eq!(c.post(with_path, "/hooks/pathy/in", "{}").0, 202);
     assert_eq!(c.post(with_path, "/hooks/pathy/out", "{}").0, 404);
+    // The running services, with the same state.
+    let (status, listed) = c.get(services, services);
+    assert_eq!(status, 200, "{listed}");
+    let mine = listed["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["id"] == json!(service)))
+        .unwrap_or_else(|| panic!("the service is listed: {listed}"));
+    assert_eq!(mine["state"]["name"], json!("bench"), "{listed}");
+    assert_eq!(mine["status"], json!("running"), "{listed}");
     let state = "/v1/runs/{id}/service";
     let (status, saved) = c.get(state, &format!("/v1/runs/{service}/service"));
     assert_eq!((status, &saved["name"]), (200, &json!("bench")), "{saved}");

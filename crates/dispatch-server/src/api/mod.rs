@@ -24,6 +24,7 @@
 //! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `POST /v1/services` | start a service owned by the cluster |
+//! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
 //! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
 //! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
@@ -46,6 +47,7 @@ pub(crate) mod reliability;
 pub(crate) mod runs;
 mod schemas;
 pub(crate) mod services;
+pub(crate) mod services_list;
 mod signal;
 mod stream;
 pub(crate) mod workers;
@@ -138,7 +140,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/signal", post(signal::signal))
         .route("/v1/runs/{id}/wake", post(services::wake))
         .route("/v1/runs/{id}/service", get(services::service_state))
-        .route("/v1/services", post(services::create))
+        .route(
+            "/v1/services",
+            post(services::create).get(services_list::list),
+        )
         .route("/hooks/{name}", post(hooks::root))
         .route("/hooks/{name}/{*path}", post(hooks::with_path))
         .route(

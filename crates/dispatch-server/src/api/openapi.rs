@@ -46,6 +46,7 @@ use super::{codes, schemas};
         super::services::create,
         super::services::wake,
         super::services::service_state,
+        super::services_list::list,
         super::hooks::root,
         super::hooks::with_path,
         super::workers::list,

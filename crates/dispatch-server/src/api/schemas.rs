@@ -597,6 +597,26 @@ pub struct HookError {
     pub message: String,
 }
 
+/// `GET /v1/services`.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceItem>,
+}
+
+/// A running service: its run and its stored state.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceItem {
+    /// The service's run id.
+    pub id: String,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    pub status: RunStatus,
+    pub created_at: i64,
+    /// Null until its helper saved it.
+    #[schema(required = true)]
+    pub state: Option<ServiceState>,
+}
+
 /// A service's stored state (`GET /v1/runs/{id}/service`).
 #[derive(Serialize, ToSchema)]
 pub struct ServiceState {

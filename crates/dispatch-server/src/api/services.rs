@@ -427,12 +427,5 @@ pub async fn service_state(
         }
         .into());
     };
-    Ok(Json(json!({
-        "name": saved.name,
-        "config": saved.config,
-        "schedules": saved.schedules,
-        "listeners": saved.listeners,
-        "updated_at": saved.updated_at,
-    }))
-    .into_response())
+    Ok(Json(super::services_list::state_json(&saved)).into_response())
 }

@@ -23,11 +23,9 @@ use serde_json::json;
 use super::fmt;
 use super::page::{self, Nav};
 use super::session::{Session, check_csrf, csrf_field};
-use crate::api::runs::{list_page, resolve};
+use crate::api::runs::resolve;
 use crate::api::{ApiError, ApiResult, AppState};
 
-/// The most services the page lists.
-const MAX: usize = 200;
 /// How long a local service may take to acknowledge a wake.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
@@ -36,20 +34,10 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let pairs = vec![
-        ("operation".to_string(), "service".to_string()),
-        ("status".to_string(), "running,starting,paused".to_string()),
-        ("limit".to_string(), MAX.to_string()),
-    ];
-    let runs = match list_page(&state, pairs, true).await {
-        Ok((runs, _)) => runs,
+    let services = match crate::api::services_list::running(&state).await {
+        Ok(services) => services,
         Err(e) => return page::error(e.status, &e.message),
     };
-    let mut services = Vec::with_capacity(runs.len());
-    for run in runs {
-        let saved = state.store.get_service_state(&run.id).await.ok().flatten();
-        services.push((run, saved));
-    }
     let body = html! {
         h1 { "Services" }
         @if services.is_empty() {
