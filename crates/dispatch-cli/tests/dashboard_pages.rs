@@ -351,3 +351,56 @@ fn the_run_page_shows_a_conversation_escaped_the_bom_and_artifact_links_and_runs
     );
     b.goto("about:blank");
 }
+
+#[test]
+fn the_workflow_page_follows_a_running_workflow_live() {
+    let Some(b) = browser() else { return };
+    let server = Server::start(&[]);
+    let client = Client::new(&server);
+    let ui = format!("http://{}/ui", server.host);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flow = dir.path().join("live");
+    let gate = dir.path().join("gate");
+    // The first member waits for the gate; the second ends the workflow.
+    remote_common::checks::agent(&flow, "first", "FROM process\n", &gated(&gate), "");
+    remote_common::checks::agent(&flow, "second", "FROM process\n", "cat > /dev/null\n", "");
+    std::fs::write(
+        flow.join("Agentfile"),
+        "FROM workflow\nNAME live\nCOORDINATOR chain\nAGENT first ./first\nAGENT second ./second\n",
+    )
+    .expect("write Agentfile");
+    let id = client.ok(&["run", "-d", flow.to_str().expect("utf-8")]);
+    server.wait_for(&format!("/v1/runs/{id}/graph"), |g| {
+        g["nodes"].as_array().is_some_and(|n| !n.is_empty())
+    });
+    b.goto(&format!("{ui}/runs/{id}/workflow"));
+    b.wait_js(
+        "the graph with the first member",
+        "return document.querySelector('#workflow-graph a.node[data-node=first]')",
+    );
+    let second =
+        "return document.querySelector('#workflow-graph a.node[data-node=second]') !== null";
+    assert_eq!(
+        b.js(second, json!([])),
+        json!(false),
+        "the second has no turn yet"
+    );
+    // A mark that a reload would lose.
+    b.js("window.notReloaded = true; return true", json!([]));
+    // The first member ends: the second's turn and the end appear without a reload.
+    std::fs::write(&gate, "").expect("open the gate");
+    b.wait_js(
+        "the second member's node, live",
+        "return document.querySelector('#workflow-graph a.node[data-node=second]') && document.querySelector('#workflow-graph a.node[data-node=__end__]')",
+    );
+    b.wait_js(
+        "the workflow's status, live",
+        "return document.querySelector('#workflow-live .status')?.textContent.includes('succeeded')",
+    );
+    assert_eq!(
+        b.js("return window.notReloaded === true", json!([])),
+        json!(true),
+        "no reload"
+    );
+    b.goto("about:blank");
+}

@@ -126,3 +126,43 @@ pub async fn run(
 fn end() -> SseEvent {
     SseEvent::default().event("end").data("{}")
 }
+
+#[derive(Debug, Deserialize)]
+pub struct WorkflowLive {
+    /// The digest of the part the page was rendered with.
+    #[serde(default)]
+    h: u64,
+}
+
+/// `GET /ui/live/workflow/{id}?h=`: `update` events with the workflow
+/// page's live part (graph, agents, messages) whenever it changed; `end`
+/// once the workflow has finished and that was sent.
+pub async fn workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<WorkflowLive>,
+) -> Response {
+    let stopping = state.stopping.clone();
+    let stream = unfold(Some((state, id, q.h)), |s| async move {
+        let (state, id, mut seen) = s?;
+        loop {
+            let Some((html, finished)) = super::workflow::live_now(&state, &id).await else {
+                return Some((Ok::<_, Infallible>(end()), None));
+            };
+            let now = super::workflow::digest(&html);
+            if now != seen {
+                seen = now;
+                let parts = json!({ "workflow-live": html });
+                let event = SseEvent::default().event("update").data(parts.to_string());
+                return Some((Ok(event), Some((state, id, seen))));
+            }
+            if finished {
+                return Some((Ok(end()), None));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    Sse::new(stopping.bound(stream))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/workers", get(workers::page))
         .route("/ui/live/runs", get(live::runs))
         .route("/ui/live/runs/{id}", get(live::run))
+        .route("/ui/live/workflow/{id}", get(live::workflow))
         .route("/ui/live/runs/{id}/log", get(log::live))
         .route("/ui/runs/{id}/stop", post(actions::stop))
         .route("/ui/runs/{id}/restart", post(actions::restart))

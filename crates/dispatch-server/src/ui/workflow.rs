@@ -55,16 +55,39 @@ pub async fn page(
         };
         return page::page(&title, Nav::Runs, &session, body);
     };
-    let edges = graph::edges(&g);
-    let placed = graph::layout(&g, &edges);
+    let part = live_part(&run, &g, &messages);
+    // Live while the workflow runs: the part is sent again when it changes.
+    let live = (!run.state.is_terminal())
+        .then(|| format!("/ui/live/workflow/{}?h={}", run.id, digest(&part.0)));
+    let body = html! {
+        h1 { "Workflow " code { (run.id.short()) } " " span.muted { (run.parcel_name) } }
+        div data-live-run=[live] {
+            div #workflow-live { (part) }
+        }
+    };
+    page::page(&title, Nav::Runs, &session, body)
+}
+
+/// What identifies a rendering of the live part (sent again when it differs).
+pub fn digest(html: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    html.hash(&mut h);
+    h.finish()
+}
+
+/// The live part of the page: the status line, the graph, the agents and
+/// the messages.
+fn live_part(run: &dispatch_store::Run, g: &Value, messages: &[Message]) -> Markup {
+    let edges = graph::edges(g);
+    let placed = graph::layout(g, &edges);
     let label = format!(
         "Communication graph of {}: {} agents, {} edges",
         run.parcel_name,
         placed.len(),
         edges.len()
     );
-    let body = html! {
-        h1 { "Workflow " code { (run.id.short()) } " " span.muted { (run.parcel_name) } }
+    html! {
         p {
             (fmt::status(run.status())) " · run " (fmt::run_link(&run.id))
             " · " (fmt::count(run.usage.total_tokens())) " tokens · " (fmt::cost(run.usage.cost_usd))
@@ -74,10 +97,20 @@ pub async fn page(
         figure.graph aria-labelledby="graph-title" {
             (graph::render(&placed, &edges, &label))
         }
-        (agents(&g))
-        (edge_messages(&edges, &messages))
-    };
-    page::page(&title, Nav::Runs, &session, body)
+        (agents(g))
+        (edge_messages(&edges, messages))
+    }
+}
+
+/// The live part of workflow run `id` now, and whether the run ended;
+/// `None` when it is gone or sent no messages.
+pub async fn live_now(state: &AppState, id: &str) -> Option<(String, bool)> {
+    let (run, found) = load(state, id).await.ok()?;
+    let (g, messages) = found?;
+    Some((
+        live_part(&run, &g, &messages).into_string(),
+        run.state.is_terminal(),
+    ))
 }
 
 fn run_list(runs: &[Value]) -> Markup {
