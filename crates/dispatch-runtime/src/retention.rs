@@ -183,8 +183,8 @@ pub async fn retention_pass<S: RetentionStore + ?Sized>(
     Ok(report)
 }
 
-/// Deletes the expired batch's artifacts and log archives from the
-/// cluster's artifact store.
+/// Deletes the expired batch's artifacts, log archives and model-call
+/// records from the cluster's artifact store.
 async fn delete_objects(objects: &Objects, expired: &dispatch_store::Expired) {
     for sha in &expired.artifacts {
         if let Err(e) = objects.delete_artifact(sha).await {
@@ -199,6 +199,15 @@ async fn delete_objects(objects: &Objects, expired: &dispatch_store::Expired) {
         if let Err(e) = objects.delete_log(sha).await {
             tracing::warn!(
                 "retention: log archive {sha} stays in {}: {}",
+                objects.url(),
+                chain(&e)
+            );
+        }
+    }
+    for run in &expired.runs {
+        if let Err(e) = objects.delete_calls(run).await {
+            tracing::warn!(
+                "retention: model-call records of run {run} stay in {}: {}",
                 objects.url(),
                 chain(&e)
             );

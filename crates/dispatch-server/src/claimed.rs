@@ -66,7 +66,9 @@ pub(crate) async fn run(
                 let upstream =
                     crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone())
                         .announcing(announce);
-                run_in_worker(
+                let id = run.id.clone();
+                let shared = objects.clone();
+                let ended = run_in_worker(
                     &**store,
                     layout,
                     run,
@@ -75,7 +77,18 @@ pub(crate) async fn run(
                     Some(briefs),
                     objects,
                 )
-                .await
+                .await;
+                // A native run's model-call records, for the dashboard of any server.
+                if let Some(objects) = shared {
+                    let calls = layout.run_dir(&id).join("calls");
+                    if let Err(e) = objects.put_calls(&id, &calls).await {
+                        tracing::warn!(
+                            "{who} run {id}: model-call records stay on this machine: {}",
+                            dispatch_runtime::objects::chain(&e)
+                        );
+                    }
+                }
+                ended
             }
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),

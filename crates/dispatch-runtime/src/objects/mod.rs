@@ -17,6 +17,7 @@
 //! Without a URL, a process uses its own state directory (`.dispatch/`):
 //! `artifacts/<sha256>` there is where the local runtime always kept them.
 
+pub mod calls;
 pub mod logs;
 pub mod state;
 mod verify;

@@ -213,5 +213,12 @@ pub async fn delete(
     dispatch_runtime::prune::remove_run_files(&state.layout, &id);
     // Its log archive goes too, unless another run has the same one.
     super::prune::drop_log_archives(&state, archive.into_iter().collect()).await?;
+    if let Err(e) = state.artifacts.delete_calls(&id).await {
+        tracing::warn!(
+            "[server] rm: model-call records of run {id} stay in {}: {}",
+            state.artifacts.url(),
+            dispatch_runtime::objects::chain(&e)
+        );
+    }
     Ok((StatusCode::OK, Json(json!({ "removed": id }))).into_response())
 }

@@ -140,6 +140,9 @@ pub async fn prune(
         archives.extend(state.store.log_archive(&run.id).await?);
     }
     let mut report = prune_runs(&*state.store, &state.layout, &found.runs).await?;
+    for run in &found.runs {
+        let _ = state.artifacts.delete_calls(&run.id).await;
+    }
     report.reclaimed_bytes += drop_log_archives(&state, archives).await?;
     // Briefs travel through the store on a cluster: those only the pruned runs had go too.
     report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;

@@ -59,6 +59,25 @@ pub struct RunQuery {
     events_from: Option<usize>,
 }
 
+/// The call records of the conversations the page shows that ran on
+/// another machine: from the cluster's artifact store into this server's
+/// `runs/<id>/calls/` (once; see `dispatch_runtime::objects::calls`).
+async fn fetch_calls(state: &AppState, view: &RunView) {
+    let dir = state.layout.run_dir(&view.run.id).join("calls");
+    let shas = run_parts::shown_calls(&view.events)
+        .filter_map(|e| e.event.data["cassette_sha256"].as_str().map(str::to_string));
+    for sha in shas {
+        if let Err(e) = state.artifacts.fetch_call(&view.run.id, &sha, &dir).await {
+            tracing::warn!(
+                "[server] run {}: model-call record {sha}: {}",
+                view.run.id,
+                dispatch_runtime::objects::chain(&e)
+            );
+            return;
+        }
+    }
+}
+
 /// `GET /ui/runs/{id}`.
 pub async fn page(
     State(state): State<AppState>,
@@ -74,6 +93,7 @@ pub async fn page(
         Ok(v) => v,
         Err(e) => return page::error(e.status, &e.message),
     };
+    fetch_calls(&state, &view).await;
     let run = &view.run;
     let log = match log::window(&state, &run.id, query.log_before).await {
         Ok(w) => w,

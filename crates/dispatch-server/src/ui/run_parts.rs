@@ -149,6 +149,13 @@ pub fn tool_calls(events: &[Event]) -> Markup {
 /// Model calls shown with their conversation (the newest).
 const CONVERSATIONS: usize = 50;
 
+/// The model calls whose conversations the page shows (the newest).
+pub fn shown_calls(events: &[Event]) -> impl Iterator<Item = &Event> {
+    let calls = events.iter().filter(|e| e.event.kind == "model_call");
+    let n = calls.clone().count();
+    calls.skip(n.saturating_sub(CONVERSATIONS))
+}
+
 /// Model calls: model, tokens, latency, finish reason, and each one's
 /// conversation (messages in, the answer out).
 pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
