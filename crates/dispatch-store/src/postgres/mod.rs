@@ -57,7 +57,7 @@ use crate::{
     HeldWrites, Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore,
     StateWrite, StoreError, StoreResult, TokenRecord, TokenStore,
 };
-use crate::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
+use crate::{ParcelStore, StoredParcel};
 
 pub use listen::{DELTA_CHANNEL, DeltaListener, MAX_NOTIFY_BYTES, QueueListener};
 
@@ -689,33 +689,6 @@ impl ParcelStore for PgStore {
 
     async fn delete_unreferenced_briefs(&self, sha256s: &[String]) -> StoreResult<u64> {
         in_tx!(self, |tx| parcels::delete_unreferenced_briefs(&tx, sha256s))
-    }
-}
-
-#[async_trait]
-impl RunLogStore for PgStore {
-    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
-        in_tx!(self, |tx| parcels::append_log(&tx, run, offset, bytes))
-    }
-
-    async fn log_length(&self, run: &RunId) -> StoreResult<u64> {
-        in_tx!(self, |tx| parcels::log_length(&tx, run))
-    }
-
-    async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
-        in_tx!(self, |tx| parcels::read_log(&tx, run, offset, max))
-    }
-
-    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool> {
-        in_tx!(self, |tx| parcels::archive_log(&tx, run, archive))
-    }
-
-    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
-        in_tx!(self, |tx| parcels::log_archive(&tx, run))
-    }
-
-    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool> {
-        in_tx!(self, |tx| parcels::log_archive_in_use(&tx, sha256))
     }
 }
 

@@ -8,9 +8,12 @@
 use deadpool_postgres::Transaction;
 use dispatch_core::RunId;
 
-use super::Fail;
+use async_trait::async_trait;
+
 use super::runs::not_found;
+use super::{Fail, PgStore};
 use crate::{LogArchive, StoreError, StoredParcel};
+use crate::{RunLogStore, StoreResult};
 
 /// Chunks read per query when reading a log.
 const CHUNKS_PER_READ: i64 = 64;
@@ -273,4 +276,32 @@ pub(super) async fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Re
         .prepare_cached("SELECT 1 FROM run_log_archives WHERE sha256 = $1 LIMIT 1")
         .await?;
     Ok(tx.query_opt(&stmt, &[&sha256]).await?.is_some())
+}
+
+/// The `RunLogStore` of PostgreSQL: the queries above, each in a transaction.
+#[async_trait]
+impl RunLogStore for PgStore {
+    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
+        in_tx!(self, |tx| append_log(&tx, run, offset, bytes))
+    }
+
+    async fn log_length(&self, run: &RunId) -> StoreResult<u64> {
+        in_tx!(self, |tx| log_length(&tx, run))
+    }
+
+    async fn read_log(&self, run: &RunId, offset: u64, max: usize) -> StoreResult<Vec<u8>> {
+        in_tx!(self, |tx| read_log(&tx, run, offset, max))
+    }
+
+    async fn archive_log(&self, run: &RunId, archive: &LogArchive) -> StoreResult<bool> {
+        in_tx!(self, |tx| archive_log(&tx, run, archive))
+    }
+
+    async fn log_archive(&self, run: &RunId) -> StoreResult<Option<LogArchive>> {
+        in_tx!(self, |tx| log_archive(&tx, run))
+    }
+
+    async fn log_archive_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        in_tx!(self, |tx| log_archive_in_use(&tx, sha256))
+    }
 }
