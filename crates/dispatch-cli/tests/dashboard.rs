@@ -239,6 +239,28 @@ fn the_dashboard_follows_runs_live_and_acts_on_them() {
     let _ = client.run(&["wait", &stopping]);
     assert_eq!(status_of(&client, &stopping), "cancelled");
 
+    // Restart from the runs list: the stopped run runs again, as a new run.
+    b.goto(&format!("{ui}/runs?parcel=forever"));
+    b.click(&format!(
+        "tr[data-id=\"{stopping}\"] button[aria-label^=Restart]"
+    ));
+    let page = b.wait_js(
+        "the restarted run's page",
+        &format!("return location.pathname.startsWith('/ui/runs/') && !location.pathname.includes('{stopping}') && location.pathname"),
+    );
+    let again = page
+        .as_str()
+        .and_then(|p| p.rsplit('/').next())
+        .expect("a run id")
+        .to_string();
+    assert_eq!(
+        client.inspect(&again)["origin_id"],
+        json!(stopping),
+        "run again from the stopped one"
+    );
+    std::fs::write(&never, "").expect("let it end");
+    assert_eq!(client.ok(&["wait", &again]), "0");
+
     // Agent-written markup stays text, in the log and in the output.
     let evil = client.agent("evil", EVIL);
     let bad = client.ok(&["run", "-d", &evil]);
@@ -275,7 +297,19 @@ fn the_dashboard_follows_runs_live_and_acts_on_them() {
     b.goto(&format!("{ui}/usage"));
     b.wait_js(
         "the charts",
-        "return document.querySelectorAll('.chart svg').length >= 4",
+        "return document.querySelectorAll('.chart svg').length >= 5",
+    );
+    // Runs per minute by state, and each parcel's duration percentiles.
+    let usage = b.js(
+        "const head = [...document.querySelectorAll('#per-parcel thead th')].map(t => t.textContent); const row = [...document.querySelectorAll('#per-parcel tbody tr')][0]; return [document.querySelectorAll('.chart rect.stack-succeeded').length > 0, head.includes('Duration p50'), row ? row.children[4].textContent : '']",
+        json!([]),
+    );
+    assert_eq!(usage[0], json!(true), "{usage}");
+    assert_eq!(usage[1], json!(true), "{usage}");
+    assert_ne!(
+        usage[2],
+        json!("-"),
+        "a p50 for the busiest parcel: {usage}"
     );
     b.screenshot(&shots().join("usage.png"));
     b.resize(390, 844);

@@ -71,6 +71,65 @@ pub fn rows(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> M
     }
 }
 
+/// A stacked column chart: for each label, one bar per series on top of
+/// each other (each series a class `stack-<name>` for its color), with a
+/// legend and the numbers.
+pub fn stacked(title: &str, labels: &[String], series: &[(&str, Vec<f64>)]) -> Markup {
+    let total = |i: usize| {
+        series
+            .iter()
+            .map(|(_, v)| v.get(i).copied().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let max = (0..labels.len()).map(total).fold(0.0_f64, f64::max);
+    let n = labels.len().max(1) as f64;
+    let (left, right, top, bottom) = (50.0, 890.0, 10.0, 200.0);
+    let slot = (right - left) / n;
+    let bar = (slot * 0.7).max(1.0);
+    let h = |v: f64| {
+        if max > 0.0 {
+            (bottom - top) * v / max
+        } else {
+            0.0
+        }
+    };
+    let every = (labels.len() / 10).max(1);
+    let rows: Vec<(String, f64)> = series
+        .iter()
+        .map(|(name, v)| (name.to_string(), v.iter().sum()))
+        .collect();
+    html! {
+        figure.chart {
+            figcaption { strong { (title) } " "
+                @for (name, _) in series { span class={ "legend stack-" (name) } { (name) } " " }
+            }
+            svg viewBox="0 0 900 230" role="img" aria-label={ (title) ", " (labels.len()) " stacked bars, the tallest " (max) } {
+                line x1=(left) x2=(right) y1=(bottom) y2=(bottom) {}
+                text.tick x=(left - 4.0) y=(top + 8.0) text-anchor="end" { (max) }
+                text.tick x=(left - 4.0) y=(bottom) text-anchor="end" { "0" }
+                @for (i, label) in labels.iter().enumerate() {
+                    @let x = left + slot * i as f64 + (slot - bar) / 2.0;
+                    @let mut base = bottom;
+                    @for (name, v) in series {
+                        @let v = v.get(i).copied().unwrap_or(0.0);
+                        @if v > 0.0 {
+                            @let y = { base -= h(v); base };
+                            rect class={ "stack-" (name) } x=(format!("{x:.1}")) y=(format!("{y:.1}"))
+                                width=(format!("{bar:.1}")) height=(format!("{:.1}", h(v))) {
+                                title { (label) " " (name) ": " (v) }
+                            }
+                        }
+                    }
+                    @if i % every == 0 {
+                        text.tick x=(format!("{:.1}", x + bar / 2.0)) y=(bottom + 16.0) text-anchor="middle" { (label) }
+                    }
+                }
+            }
+            (numbers(title, &rows, |v| v.to_string()))
+        }
+    }
+}
+
 fn numbers(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
     html! {
         details {
@@ -95,5 +154,11 @@ mod tests {
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
         let svg = rows("Runs", &points, |v| v.to_string()).into_string();
         assert_eq!(svg.matches("<rect").count(), 2);
+        let labels = vec!["10:00".to_string(), "10:01".to_string()];
+        let series = [("succeeded", vec![2.0, 0.0]), ("failed", vec![1.0, 3.0])];
+        let svg = stacked("Runs", &labels, &series).into_string();
+        // No bar for a zero.
+        assert_eq!(svg.matches("<rect").count(), 3);
+        assert!(svg.contains("stack-failed"));
     }
 }

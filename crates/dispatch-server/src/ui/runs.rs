@@ -256,6 +256,11 @@ fn row_action(run: &Run, session: &Session) -> Markup {
                 button.danger type="submit" aria-label={ "Stop run " (short) } { "Stop" }
             }
         }
+        form method="post" action={ "/ui/runs/" (run.id) "/restart" }
+            data-confirm={ "Restart run " (short) ": stop it if it is going, and run it again for real?" } {
+            (csrf_field(session))
+            button type="submit" aria-label={ "Restart run " (short) } { "Restart" }
+        }
     }
 }
 

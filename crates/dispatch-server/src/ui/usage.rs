@@ -127,20 +127,68 @@ pub async fn page(
             (charts::columns("Runs per day", &series(&per_day, |v| v.2), tokens))
             (charts::rows("Runs by state", &per_state.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), tokens))
         }
+        (per_minute(&runs, now))
         h2 #parcels-title { "Per parcel" }
         div.table-wrap { table #per-parcel aria-labelledby="parcels-title" {
             thead { tr {
                 th scope="col" { "Parcel" } th scope="col" .num { "Runs" }
                 th scope="col" .num { "Tokens" } th scope="col" .num { "Cost" }
+                th scope="col" .num { "Duration p50" } th scope="col" .num { "p95" } th scope="col" .num { "p99" }
             } }
             tbody { @for (name, (t, c, n)) in &parcels { tr {
                 td { a href={ "/ui/runs?parcel=" (super::session::encode(name)) } { (name) } }
                 td.num { (fmt::count(*n as u64)) }
                 td.num { (fmt::count(*t as u64)) }
                 td.num { (fmt::cost(*c)) }
+                @let p = percentiles(&runs, name);
+                td.num { (fmt::duration(p[0])) } td.num { (fmt::duration(p[1])) } td.num { (fmt::duration(p[2])) }
             } } }
         } }
         (charts::rows("Tokens per parcel", &parcels.iter().take(20).map(|(k, v)| (k.clone(), v.0)).collect::<Vec<_>>(), tokens))
     };
     page::page("Usage", Nav::Usage, &session, body)
+}
+
+/// The runs created in the last hour, per minute, by state.
+fn per_minute(runs: &[Run], now: i64) -> maud::Markup {
+    const MINUTE: i64 = 60_000;
+    let first = now / MINUTE - 59;
+    let labels: Vec<String> = (0..60)
+        .map(|m| {
+            let t = format_rfc3339((first + m) * MINUTE).unwrap_or_default();
+            t.get(11..16).unwrap_or("").to_string()
+        })
+        .collect();
+    let kinds = ["succeeded", "failed", "cancelled", "live"];
+    let mut series: Vec<(&str, Vec<f64>)> = kinds.iter().map(|k| (*k, vec![0.0; 60])).collect();
+    for r in runs {
+        let Ok(m) = usize::try_from(r.created_at / MINUTE - first) else {
+            continue;
+        };
+        let kind = match r.status() {
+            dispatch_core::Status::Succeeded => 0,
+            dispatch_core::Status::Failed | dispatch_core::Status::TimedOut => 1,
+            s if s.is_terminal() => 2,
+            _ => 3,
+        };
+        if let Some(n) = series[kind].1.get_mut(m) {
+            *n += 1.0;
+        }
+    }
+    charts::stacked("Runs per minute, the last hour, by state", &labels, &series)
+}
+
+/// The p50, p95 and p99 durations of parcel `name`'s finished runs.
+fn percentiles(runs: &[Run], name: &str) -> [Option<i64>; 3] {
+    let mut took: Vec<i64> = runs
+        .iter()
+        .filter(|r| r.parcel_name == name)
+        .filter_map(|r| Some(r.state.ended_at()? - r.state.started_at()?))
+        .collect();
+    took.sort_unstable();
+    let at = |q: f64| {
+        let i = ((took.len() as f64 - 1.0) * q).round() as usize;
+        took.get(i).copied()
+    };
+    [at(0.5), at(0.95), at(0.99)]
 }
