@@ -3,11 +3,33 @@
 
 use maud::{Markup, html};
 
+/// The widest a column chart's SVG is drawn (its viewBox units are CSS
+/// pixels at that width, so its text stays legible in a grid cell).
+const COLUMNS_W: f64 = 460.0;
+/// At most this many labels under the bars (the rest are in each bar's
+/// tooltip and in the table).
+const MAX_TICKS: usize = 6;
+
+/// Every how many bars a label is drawn under `n` bars.
+fn tick_every(n: usize) -> usize {
+    n.div_ceil(MAX_TICKS).max(1)
+}
+
+/// A bar's label under the axis: a day (`2026-11-24`) as `11-24`.
+fn short(label: &str) -> &str {
+    let b = label.as_bytes();
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        &label[5..]
+    } else {
+        label
+    }
+}
+
 /// A vertical bar chart of `points` (label, value), labelled `title`.
 pub fn columns(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
     let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
     let n = points.len().max(1) as f64;
-    let (left, right, top, bottom) = (50.0, 890.0, 10.0, 200.0);
+    let (left, right, top, bottom) = (64.0, COLUMNS_W - 8.0, 12.0, 170.0);
     let slot = (right - left) / n;
     let bar = (slot * 0.7).max(1.0);
     let y = |v: f64| {
@@ -17,11 +39,11 @@ pub fn columns(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -
             bottom
         }
     };
-    let every = (points.len() / 10).max(1);
+    let every = tick_every(points.len());
     html! {
-        figure.chart {
+        figure.chart.columns {
             figcaption { strong { (title) } }
-            svg viewBox="0 0 900 230" role="img" aria-label={ (title) ", " (points.len()) " bars, the largest " (show(max)) } {
+            svg viewBox={ "0 0 " (COLUMNS_W) " 196" } role="img" aria-label={ (title) ", " (points.len()) " bars, the largest " (show(max)) } {
                 line x1=(left) x2=(right) y1=(bottom) y2=(bottom) {}
                 text.tick x=(left - 4.0) y=(top + 8.0) text-anchor="end" { (show(max)) }
                 text.tick x=(left - 4.0) y=(bottom) text-anchor="end" { "0" }
@@ -32,7 +54,7 @@ pub fn columns(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -
                         title { (label) ": " (show(*v)) }
                     }
                     @if i % every == 0 {
-                        text.tick x=(format!("{:.1}", x + bar / 2.0)) y=(bottom + 16.0) text-anchor="middle" { (label) }
+                        text.tick x=(format!("{:.1}", x + bar / 2.0)) y=(bottom + 18.0) text-anchor="middle" { (short(label)) }
                     }
                 }
             }
@@ -44,7 +66,7 @@ pub fn columns(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -
 /// A horizontal bar chart of `points` (label, value).
 pub fn rows(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> Markup {
     let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
-    let (left, right, row) = (170.0, 800.0, 22.0);
+    let (left, right, row) = (130.0, COLUMNS_W - 70.0, 22.0);
     let height = row * points.len().max(1) as f64 + 6.0;
     let w = |v: f64| {
         if max > 0.0 {
@@ -54,12 +76,12 @@ pub fn rows(title: &str, points: &[(String, f64)], show: fn(f64) -> String) -> M
         }
     };
     html! {
-        figure.chart {
+        figure.chart.columns {
             figcaption { strong { (title) } }
-            svg viewBox={ "0 0 900 " (height) } role="img" aria-label={ (title) ", " (points.len()) " bars" } {
+            svg viewBox={ "0 0 " (COLUMNS_W) " " (height) } role="img" aria-label={ (title) ", " (points.len()) " bars" } {
                 @for (i, (label, v)) in points.iter().enumerate() {
                     @let y = row * i as f64 + 4.0;
-                    text x="4" y=(y + 13.0) { (super::fmt::clip(label, 24)) }
+                    text x="4" y=(y + 13.0) { (super::fmt::clip(label, 18)) }
                     rect.bar x=(left) y=(y) width=(format!("{:.1}", w(*v))) height="15" rx="2" {
                         title { (label) ": " (show(*v)) }
                     }
@@ -93,15 +115,16 @@ pub fn stacked(title: &str, labels: &[String], series: &[(&str, Vec<f64>)]) -> M
             0.0
         }
     };
-    let every = (labels.len() / 10).max(1);
+    let every = (labels.len() / 12).max(1);
     let rows: Vec<(String, f64)> = series
         .iter()
         .map(|(name, v)| (name.to_string(), v.iter().sum()))
         .collect();
     html! {
         figure.chart {
-            figcaption { strong { (title) } " "
-                @for (name, _) in series { span class={ "legend stack-" (name) } { (name) } " " }
+            figcaption { strong { (title) } }
+            div.legend aria-hidden="true" {
+                @for (name, _) in series { span class={ "k-stack-" (name) } { (name) } }
             }
             svg viewBox="0 0 900 230" role="img" aria-label={ (title) ", " (labels.len()) " stacked bars, the tallest " (max) } {
                 line x1=(left) x2=(right) y1=(bottom) y2=(bottom) {}
