@@ -28,7 +28,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dispatch_core::RunId;
-use dispatch_core::isolation::format_size;
+use dispatch_core::isolation::{configures_container_client, format_size};
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
@@ -118,7 +118,13 @@ pub fn spawn(
     let mut cmd = plan.runtime.command();
     cmd.args(&plan.args)
         .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        // The agent's variables for `-e NAME`; the client's own keep the
+        // helper's values (see `configures_container_client`).
+        .envs(
+            env.iter()
+                .filter(|(k, _)| !configures_container_client(k))
+                .map(|(k, v)| (k, v)),
+        )
         .stdin(Stdio::piped())
         .process_group(0);
     if piped {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use dispatch_agent::tools::Sandbox;
-use dispatch_core::isolation::Network;
+use dispatch_core::isolation::{Network, configures_container_client};
 use dispatch_core::parcel::Manifest;
 
 use super::{ContainerError, Runtime};
@@ -61,6 +61,10 @@ pub async fn sandbox(
             .map(String::from)
             .collect(),
         runtime: runtime.path,
+        client_env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| configures_container_client(k))
+            .collect(),
         args,
         image: image.to_string(),
     })
