@@ -7,6 +7,7 @@
 mod common;
 mod container_common;
 mod native_common;
+mod remote_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use common::{Dispatch, alive, checks, eventually};
 use container_common::{IMAGE, available, containers_of};
 use native_common::{Mock, events_of, native_agent, text};
+use remote_common::{Worker, postgres};
 use serde_json::json;
 
 /// The docker CLI, when containers can run here through it. Under
@@ -411,4 +413,59 @@ fn docker_runs_a_sandboxed_local_tool_through_the_same_endpoint() {
     assert!(output.contains(r#"input: {"q":"x"}"#), "ran: {output}");
     assert!(output.contains("nets: lo "), "no network: {output}");
     assert!(output.contains("read-only"), "{output}");
+}
+
+#[test]
+fn docker_a_starting_worker_removes_this_machines_orphans_and_no_other_machines_containers() {
+    let Some(docker) = docker_cli() else { return };
+    let Some(db) = postgres() else { return };
+    let api = DockerApi::start(&docker);
+    // Two containers whose owner (a pid no process has) is gone: one
+    // started on this machine in this boot, one on another machine sharing
+    // the engine, where that pid means nothing to us.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let tag = format!("{}-{}", std::process::id(), db.name());
+    let (mine, theirs) = (
+        format!("dispatch-orphan-{tag}"),
+        format!("dispatch-remote-{tag}"),
+    );
+    for (name, host) in [(&mine, boot.trim()), (&theirs, "another-machine")] {
+        let out = Command::new(&docker)
+            .env("DOCKER_HOST", &api.host)
+            .args([
+                "create",
+                "--name",
+                name,
+                "--label",
+                "dispatch.owner=4194303.1",
+            ])
+            .args(["--label", &format!("dispatch.host={host}"), IMAGE, "true"])
+            .output()
+            .expect("docker create");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let exists = |name: &str| {
+        Command::new("podman")
+            .args(["container", "exists", name])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _worker = Worker::start_with_env(
+        db.url(),
+        "sweeper",
+        &[],
+        &[
+            (
+                "DISPATCH_CONTAINER_RUNTIME",
+                docker.to_str().expect("utf-8"),
+            ),
+            ("DOCKER_HOST", &api.host),
+        ],
+    );
+    eventually(30, "the worker removed this machine's orphan", || {
+        !exists(&mine)
+    });
+    let kept = exists(&theirs);
+    let _ = Command::new("podman").args(["rm", "-f", &theirs]).output();
+    assert!(kept, "another machine's container is not ours to remove");
 }

@@ -262,8 +262,10 @@ pub async fn sweep_orphans() -> usize {
         return 0;
     };
     let format = match rt.kind {
-        Kind::Podman => "{{.Names}} {{index .Labels \"dispatch.owner\"}}",
-        Kind::Docker => "{{.Names}} {{.Label \"dispatch.owner\"}}",
+        Kind::Podman => {
+            "{{.Names}} {{index .Labels \"dispatch.owner\"}} {{index .Labels \"dispatch.host\"}}"
+        }
+        Kind::Docker => "{{.Names}} {{.Label \"dispatch.owner\"}} {{.Label \"dispatch.host\"}}",
     };
     let listed = rt
         .command()
@@ -281,12 +283,7 @@ pub async fn sweep_orphans() -> usize {
         return 0;
     };
     let text = String::from_utf8_lossy(&listed.stdout);
-    let orphans: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, owner)| !owner_alive(owner))
-        .map(|(name, _)| name)
-        .collect();
+    let orphans = orphans(&text, this_boot());
     if orphans.is_empty() {
         return 0;
     }
@@ -297,6 +294,49 @@ pub async fn sweep_orphans() -> usize {
         .stderr(Stdio::null());
     let _ = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
     orphans.len()
+}
+
+/// The containers of a `ps` listing (`name owner host` a line) whose
+/// owner is gone: only those started on this machine in this boot (or
+/// with no `dispatch.host` label), since a pid means nothing elsewhere — an
+/// engine may be shared by several machines (`DOCKER_HOST`, `CONTAINER_HOST`).
+fn orphans<'a>(listing: &'a str, boot: &str) -> Vec<&'a str> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?;
+            let owner = fields.next()?;
+            // podman prints a missing label as `<no value>`.
+            let host = fields.next().filter(|h| !h.starts_with('<'));
+            Some((name, owner, host))
+        })
+        .filter(|(_, owner, host)| host.is_none_or(|h| h == boot) && !owner_alive(owner))
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+/// This machine's current boot (`/proc/sys/kernel/random/boot_id`), or
+/// `unknown` where there is none.
+fn this_boot() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+}
+
+/// The labels that say who owns a container: `dispatch.owner=<pid>.<start
+/// ticks>` of this process and `dispatch.host=<boot id>` of this machine.
+pub fn owner_labels() -> [String; 2] {
+    let me = crate::os::this_process();
+    [
+        format!("dispatch.owner={}.{}", me.pid, me.start_ticks),
+        format!("dispatch.host={}", this_boot()),
+    ]
 }
 
 /// Whether the `<pid>.<start ticks>` owner label names a live process.
@@ -322,5 +362,22 @@ mod tests {
         assert!(owner_alive(&format!("{}.{}", me.pid, me.start_ticks)));
         assert!(!owner_alive(&format!("{}.{}", me.pid, me.start_ticks + 1)));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn only_this_machines_dead_owners_containers_are_orphans() {
+        let me = crate::os::this_process();
+        let live = format!("{}.{}", me.pid, me.start_ticks);
+        let listing = format!(
+            "mine-dead 4194303.1 boot-a\n\
+             mine-live {live} boot-a\n\
+             elsewhere 4194303.1 boot-b\n\
+             unlabelled 4194303.1 <no value>\n\
+             older 4194303.1\n"
+        );
+        assert_eq!(
+            orphans(&listing, "boot-a"),
+            vec!["mine-dead", "unlabelled", "older"]
+        );
     }
 }

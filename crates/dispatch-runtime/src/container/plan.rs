@@ -190,15 +190,16 @@ fn parse_ulimits(spec: &str) -> Result<Vec<String>, ContainerError> {
 }
 
 fn labels(a: &Attempt<'_>) -> Vec<String> {
-    let me = crate::os::this_process();
     let mut out = Vec::new();
     for l in a.run.labels.iter().filter(|l| !l.starts_with("dispatch.")) {
         out.extend(["--label".into(), l.clone()]);
     }
+    let [owner, host] = super::owner_labels();
     for l in [
         format!("dispatch.run={}", a.run.id),
         format!("dispatch.attempt={}", a.run.attempt),
-        format!("dispatch.owner={}.{}", me.pid, me.start_ticks),
+        owner,
+        host,
         format!("dispatch.root={}", a.root.display()),
     ] {
         out.extend(["--label".into(), l]);
