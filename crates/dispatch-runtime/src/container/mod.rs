@@ -71,7 +71,25 @@ pub enum ContainerError {
 pub struct Marker {
     pub runtime: PathBuf,
     pub name: String,
+    /// The variables that chose the engine the container runs on
+    /// (`DOCKER_HOST`, `DOCKER_CONTEXT`, `CONTAINER_HOST`, …) as the helper
+    /// had them: a `stop` or a reconciliation from a shell without them
+    /// still reaches that engine.
+    #[serde(default)]
+    pub engine: Vec<(String, String)>,
 }
+
+/// The variables that choose which engine a runtime CLI talks to.
+const ENGINE_VARS: [&str; 8] = [
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+];
 
 impl Marker {
     fn path(layout: &Layout, id: &RunId) -> PathBuf {
@@ -83,8 +101,15 @@ impl Marker {
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn runtime(&self) -> Runtime {
-        Runtime::at(self.runtime.clone())
+    /// A command running the marker's runtime against the marker's engine.
+    fn command(&self) -> (Runtime, tokio::process::Command) {
+        let rt = Runtime::at(self.runtime.clone());
+        let mut cmd = rt.command();
+        for k in ENGINE_VARS {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.engine.iter().map(|(k, v)| (k, v)));
+        (rt, cmd)
     }
 }
 
@@ -103,6 +128,10 @@ pub fn spawn(
     let marker = Marker {
         runtime: plan.runtime.path.clone(),
         name: plan.name.clone(),
+        engine: ENGINE_VARS
+            .iter()
+            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+            .collect(),
     };
     let spawn_err = |source| ContainerError::Spawn {
         path: plan.runtime.path.clone(),
@@ -231,7 +260,7 @@ pub fn stop(layout: &Layout, id: &RunId, grace: Duration, force: bool) -> bool {
         true => 0,
         false => grace.as_millis().div_ceil(1000),
     };
-    let mut cmd = marker.runtime().command();
+    let (_, mut cmd) = marker.command();
     cmd.args(["stop", "-t", &secs.to_string(), &marker.name])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -244,8 +273,7 @@ pub async fn remove_for_run(layout: &Layout, id: &RunId) -> bool {
     let Some(marker) = Marker::read(layout, id) else {
         return false;
     };
-    let rt = marker.runtime();
-    let mut cmd = rt.command();
+    let (rt, mut cmd) = marker.command();
     cmd.args(rt.force_remove_args())
         .arg(&marker.name)
         .stdout(Stdio::null())
