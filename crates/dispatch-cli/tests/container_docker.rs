@@ -7,7 +7,6 @@
 mod common;
 mod container_common;
 mod native_common;
-mod remote_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use common::{Dispatch, alive, checks, eventually};
 use container_common::{IMAGE, available, containers_of};
 use native_common::{Mock, events_of, native_agent, text};
-use remote_common::{Worker, postgres};
 use serde_json::json;
 
 /// The docker CLI, when containers can run here through it. Under
@@ -85,6 +83,26 @@ impl Drop for DockerApi {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh PostgreSQL database; `None` (the test is skipped) when
+/// PostgreSQL is unreachable outside CI; under `CI=true` it fails.
+fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
 }
 
 /// A state directory whose runs use the docker CLI against `api`.
@@ -466,18 +484,18 @@ fn docker_a_starting_worker_removes_this_machines_orphans_and_no_other_machines_
             .status()
             .is_ok_and(|s| s.success())
     };
-    let _worker = Worker::start_with_env(
-        db.url(),
-        "sweeper",
-        &[],
-        &[
-            (
-                "DISPATCH_CONTAINER_RUNTIME",
-                docker.to_str().expect("utf-8"),
-            ),
-            ("DOCKER_HOST", &api.host),
-        ],
-    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let worker = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["worker", "--database-url", db.url(), "--name", "sweeper"])
+        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+        .env("DISPATCH_CONTAINER_RUNTIME", &docker)
+        .env("DOCKER_HOST", &api.host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let _worker = Killed(worker);
     eventually(30, "the worker removed this machine's orphan", || {
         !exists(&mine)
     });
