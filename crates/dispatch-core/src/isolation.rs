@@ -109,9 +109,69 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// Variables a container runtime's CLI (podman or docker) reads itself:
+/// where it connects (`DOCKER_HOST`, `DOCKER_CONTEXT`, `CONTAINER_HOST`, …),
+/// its configuration and storage, its home, its proxies. Dispatch's client
+/// keeps the values of the process that runs it, so a run, its stop and its
+/// clean-up all reach the same runtime; an agent's own value of one of
+/// these goes into the container by value, never to the client.
+pub fn configures_container_client(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "HOME",
+        "PATH",
+        "TMPDIR",
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_CONFIG",
+        "DOCKER_API_VERSION",
+        "DOCKER_CERT_PATH",
+        "DOCKER_TLS",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_CUSTOM_HEADERS",
+        "DOCKER_DEFAULT_PLATFORM",
+        "DOCKER_CONTENT_TRUST",
+        "DOCKER_CONTENT_TRUST_SERVER",
+        "DOCKER_HIDE_LEGACY_COMMANDS",
+        "CONTAINER_HOST",
+        "CONTAINER_CONNECTION",
+        "CONTAINER_SSHKEY",
+        "CONTAINERS_CONF",
+        "CONTAINERS_CONF_OVERRIDE",
+        "CONTAINERS_REGISTRIES_CONF",
+        "CONTAINERS_STORAGE_CONF",
+        "REGISTRY_AUTH_FILE",
+        "STORAGE_DRIVER",
+        "STORAGE_OPTS",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_RUNTIME_DIR",
+    ];
+    NAMES.contains(&name)
+        || name.starts_with("DOCKER_CLI_")
+        || ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"]
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_clients_own_variables_are_known() {
+        for own in [
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            "CONTAINER_HOST",
+            "HOME",
+            "https_proxy",
+        ] {
+            assert!(configures_container_client(own), "{own}");
+        }
+        for agents in ["DOCKER_PASSWORD", "API_KEY", "DISPATCH_EVENTS", "LANG"] {
+            assert!(!configures_container_client(agents), "{agents}");
+        }
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

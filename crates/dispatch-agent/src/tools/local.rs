@@ -62,10 +62,16 @@ pub(super) async fn run(
             c
         }
     };
+    match &ctx.sandbox {
+        Some(s) => s.client_env(&mut command, &ctx.env),
+        None => {
+            command
+                .env_clear()
+                .envs(ctx.env.iter().map(|(k, v)| (k, v)));
+        }
+    }
     command
         .current_dir(&ctx.work_dir)
-        .env_clear()
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
         .env("TOOL_INPUT", &input)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -2,11 +2,13 @@
 //! image (`<runtime> run --rm -i …`), with its arguments on stdin and in
 //! `TOOL_INPUT` as outside one. The runtime prepares the flags (network,
 //! mounts, ulimits, labels); this only adds the call's name, its variables
-//! (by name: values stay off the command line) and the program.
+//! (by name: values stay off the command line; the few the client reads
+//! itself, like `DOCKER_HOST`, by value) and the program.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use dispatch_core::isolation::configures_container_client;
 use tokio::process::Command;
 
 /// How LOCAL tools run in a container.
@@ -20,6 +22,10 @@ pub struct Sandbox {
     pub image: String,
     /// The arguments that remove a container at once (`rm -f …`).
     pub remove: Vec<String>,
+    /// The client's own variables (`DOCKER_HOST`, `HOME`, …; see
+    /// [`configures_container_client`]) as the runtime has them: a tool's
+    /// client reaches the runtime the run's removals reach.
+    pub client_env: Vec<(String, String)>,
 }
 
 /// Variables a container takes from its image, not from the host.
@@ -37,11 +43,14 @@ impl Sandbox {
     ) -> Command {
         let mut c = Command::new(&self.runtime);
         c.arg("run").args(&self.args).args(["--name", name]);
-        for (k, _) in env
+        for (k, v) in env
             .iter()
             .filter(|(k, _)| !NOT_PASSED.contains(&k.as_str()))
         {
-            c.args(["-e", k]);
+            match configures_container_client(k) {
+                true => c.args(["-e", &format!("{k}={v}")]),
+                false => c.args(["-e", k]),
+            };
         }
         c.args(["-e", "TOOL_INPUT"]).arg(&self.image);
         if !executable {
@@ -49,6 +58,19 @@ impl Sandbox {
         }
         c.arg(program);
         c
+    }
+
+    /// Gives the client `env` (what `-e NAME` hands on), less the client's
+    /// own variables, which are [`Sandbox::client_env`]'s.
+    pub(super) fn client_env(&self, command: &mut Command, env: &[(String, String)]) {
+        command
+            .env_clear()
+            .envs(
+                env.iter()
+                    .filter(|(k, _)| !configures_container_client(k))
+                    .map(|(k, v)| (k, v)),
+            )
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)));
     }
 
     /// Removes container `name` in the background (a call abandoned or

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub struct Dispatch {
     pub dir: tempfile::TempDir,
+    /// Set for every `dispatch` this test runs (e.g. the container runtime).
+    pub env: Vec<(String, String)>,
 }
 
 /// A kept overlay workspace stays mounted until `dispatch rm`: whatever a
@@ -29,7 +31,18 @@ impl Dispatch {
     pub fn new() -> Self {
         Dispatch {
             dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
         }
+    }
+
+    /// A fresh state directory whose `dispatch` processes also get `env`.
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        let mut d = Dispatch::new();
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d
     }
 
     pub fn root(&self) -> PathBuf {
@@ -40,6 +53,7 @@ impl Dispatch {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dispatch"));
         c.env("DISPATCH_ROOT", self.root())
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         c

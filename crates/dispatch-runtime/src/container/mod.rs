@@ -28,7 +28,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dispatch_core::RunId;
-use dispatch_core::isolation::format_size;
+use dispatch_core::isolation::{configures_container_client, format_size};
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
@@ -71,7 +71,25 @@ pub enum ContainerError {
 pub struct Marker {
     pub runtime: PathBuf,
     pub name: String,
+    /// The variables that chose the engine the container runs on
+    /// (`DOCKER_HOST`, `DOCKER_CONTEXT`, `CONTAINER_HOST`, …) as the helper
+    /// had them: a `stop` or a reconciliation from a shell without them
+    /// still reaches that engine.
+    #[serde(default)]
+    pub engine: Vec<(String, String)>,
 }
+
+/// The variables that choose which engine a runtime CLI talks to.
+const ENGINE_VARS: [&str; 8] = [
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+];
 
 impl Marker {
     fn path(layout: &Layout, id: &RunId) -> PathBuf {
@@ -83,8 +101,15 @@ impl Marker {
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn runtime(&self) -> Runtime {
-        Runtime::at(self.runtime.clone())
+    /// A command running the marker's runtime against the marker's engine.
+    fn command(&self) -> (Runtime, tokio::process::Command) {
+        let rt = Runtime::at(self.runtime.clone());
+        let mut cmd = rt.command();
+        for k in ENGINE_VARS {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.engine.iter().map(|(k, v)| (k, v)));
+        (rt, cmd)
     }
 }
 
@@ -103,6 +128,10 @@ pub fn spawn(
     let marker = Marker {
         runtime: plan.runtime.path.clone(),
         name: plan.name.clone(),
+        engine: ENGINE_VARS
+            .iter()
+            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+            .collect(),
     };
     let spawn_err = |source| ContainerError::Spawn {
         path: plan.runtime.path.clone(),
@@ -118,7 +147,13 @@ pub fn spawn(
     let mut cmd = plan.runtime.command();
     cmd.args(&plan.args)
         .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        // The agent's variables for `-e NAME`; the client's own keep the
+        // helper's values (see `configures_container_client`).
+        .envs(
+            env.iter()
+                .filter(|(k, _)| !configures_container_client(k))
+                .map(|(k, v)| (k, v)),
+        )
         .stdin(Stdio::piped())
         .process_group(0);
     if piped {
@@ -225,7 +260,7 @@ pub fn stop(layout: &Layout, id: &RunId, grace: Duration, force: bool) -> bool {
         true => 0,
         false => grace.as_millis().div_ceil(1000),
     };
-    let mut cmd = marker.runtime().command();
+    let (_, mut cmd) = marker.command();
     cmd.args(["stop", "-t", &secs.to_string(), &marker.name])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -238,8 +273,7 @@ pub async fn remove_for_run(layout: &Layout, id: &RunId) -> bool {
     let Some(marker) = Marker::read(layout, id) else {
         return false;
     };
-    let rt = marker.runtime();
-    let mut cmd = rt.command();
+    let (rt, mut cmd) = marker.command();
     cmd.args(rt.force_remove_args())
         .arg(&marker.name)
         .stdout(Stdio::null())
@@ -256,8 +290,10 @@ pub async fn sweep_orphans() -> usize {
         return 0;
     };
     let format = match rt.kind {
-        Kind::Podman => "{{.Names}} {{index .Labels \"dispatch.owner\"}}",
-        Kind::Docker => "{{.Names}} {{.Label \"dispatch.owner\"}}",
+        Kind::Podman => {
+            "{{.Names}} {{index .Labels \"dispatch.owner\"}} {{index .Labels \"dispatch.host\"}}"
+        }
+        Kind::Docker => "{{.Names}} {{.Label \"dispatch.owner\"}} {{.Label \"dispatch.host\"}}",
     };
     let listed = rt
         .command()
@@ -275,12 +311,7 @@ pub async fn sweep_orphans() -> usize {
         return 0;
     };
     let text = String::from_utf8_lossy(&listed.stdout);
-    let orphans: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, owner)| !owner_alive(owner))
-        .map(|(name, _)| name)
-        .collect();
+    let orphans = orphans(&text, this_boot());
     if orphans.is_empty() {
         return 0;
     }
@@ -291,6 +322,49 @@ pub async fn sweep_orphans() -> usize {
         .stderr(Stdio::null());
     let _ = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
     orphans.len()
+}
+
+/// The containers of a `ps` listing (`name owner host` a line) whose
+/// owner is gone: only those started on this machine in this boot (or
+/// with no `dispatch.host` label), since a pid means nothing elsewhere — an
+/// engine may be shared by several machines (`DOCKER_HOST`, `CONTAINER_HOST`).
+fn orphans<'a>(listing: &'a str, boot: &str) -> Vec<&'a str> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?;
+            let owner = fields.next()?;
+            // podman prints a missing label as `<no value>`.
+            let host = fields.next().filter(|h| !h.starts_with('<'));
+            Some((name, owner, host))
+        })
+        .filter(|(_, owner, host)| host.is_none_or(|h| h == boot) && !owner_alive(owner))
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+/// This machine's current boot (`/proc/sys/kernel/random/boot_id`), or
+/// `unknown` where there is none.
+fn this_boot() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+}
+
+/// The labels that say who owns a container: `dispatch.owner=<pid>.<start
+/// ticks>` of this process and `dispatch.host=<boot id>` of this machine.
+pub fn owner_labels() -> [String; 2] {
+    let me = crate::os::this_process();
+    [
+        format!("dispatch.owner={}.{}", me.pid, me.start_ticks),
+        format!("dispatch.host={}", this_boot()),
+    ]
 }
 
 /// Whether the `<pid>.<start ticks>` owner label names a live process.
@@ -316,5 +390,22 @@ mod tests {
         assert!(owner_alive(&format!("{}.{}", me.pid, me.start_ticks)));
         assert!(!owner_alive(&format!("{}.{}", me.pid, me.start_ticks + 1)));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn only_this_machines_dead_owners_containers_are_orphans() {
+        let me = crate::os::this_process();
+        let live = format!("{}.{}", me.pid, me.start_ticks);
+        let listing = format!(
+            "mine-dead 4194303.1 boot-a\n\
+             mine-live {live} boot-a\n\
+             elsewhere 4194303.1 boot-b\n\
+             unlabelled 4194303.1 <no value>\n\
+             older 4194303.1\n"
+        );
+        assert_eq!(
+            orphans(&listing, "boot-a"),
+            vec!["mine-dead", "unlabelled", "older"]
+        );
     }
 }

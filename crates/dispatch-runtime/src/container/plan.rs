@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use dispatch_core::isolation::{Network, format_size};
+use dispatch_core::isolation::{Network, configures_container_client, format_size};
 use dispatch_core::parcel::Manifest;
 use dispatch_store::Run;
 
@@ -126,7 +126,9 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
     let cwd = a.cwd.to_string_lossy().into_owned();
     args.extend(["-w".into(), cwd.clone(), "-e".into(), format!("HOME={cwd}")]);
     // `-e NAME` takes the value from the client's environment: secrets never
-    // appear on a command line.
+    // appear on a command line. The client's own variables (where it
+    // connects, its home) keep the helper's values, so an agent's value of
+    // one of those goes by value.
     let names: BTreeSet<&str> = a
         .env
         .iter()
@@ -135,7 +137,12 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         .filter(|k| !NOT_PASSED.contains(k) && *k != crate::layout::ROOT_ENV)
         .collect();
     for k in names {
-        args.extend(["-e".into(), k.to_string()]);
+        let value = a.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+        match (configures_container_client(k), value) {
+            (true, Some(v)) => args.extend(["-e".into(), format!("{k}={v}")]),
+            (true, None) => {}
+            (false, _) => args.extend(["-e".into(), k.to_string()]),
+        }
     }
     args.push(image.clone());
     args.extend(a.command.iter().cloned());
@@ -183,15 +190,16 @@ fn parse_ulimits(spec: &str) -> Result<Vec<String>, ContainerError> {
 }
 
 fn labels(a: &Attempt<'_>) -> Vec<String> {
-    let me = crate::os::this_process();
     let mut out = Vec::new();
     for l in a.run.labels.iter().filter(|l| !l.starts_with("dispatch.")) {
         out.extend(["--label".into(), l.clone()]);
     }
+    let [owner, host] = super::owner_labels();
     for l in [
         format!("dispatch.run={}", a.run.id),
         format!("dispatch.attempt={}", a.run.attempt),
-        format!("dispatch.owner={}.{}", me.pid, me.start_ticks),
+        owner,
+        host,
         format!("dispatch.root={}", a.root.display()),
     ] {
         out.extend(["--label".into(), l]);

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use dispatch_agent::tools::Sandbox;
-use dispatch_core::isolation::Network;
+use dispatch_core::isolation::{Network, configures_container_client};
 use dispatch_core::parcel::Manifest;
 
 use super::{ContainerError, Runtime};
@@ -32,7 +32,6 @@ pub async fn sandbox(
             runtime.name()
         ));
     }
-    let me = crate::os::this_process();
     let network = manifest.network.unwrap_or(Network::None);
     let mut args: Vec<String> = ["--rm", "-i", "--init", "--pull=never", "--read-only"]
         .map(String::from)
@@ -42,10 +41,9 @@ pub async fn sandbox(
     for u in super::plan::ulimits().map_err(|e: ContainerError| e.to_string())? {
         args.extend(["--ulimit".into(), u]);
     }
-    args.extend([
-        "--label".into(),
-        format!("dispatch.owner={}.{}", me.pid, me.start_ticks),
-    ]);
+    for l in super::owner_labels() {
+        args.extend(["--label".into(), l]);
+    }
     for dir in [parcel_dir, work_dir] {
         let d = dir.to_string_lossy();
         if d.contains(':') {
@@ -61,6 +59,10 @@ pub async fn sandbox(
             .map(String::from)
             .collect(),
         runtime: runtime.path,
+        client_env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| configures_container_client(k))
+            .collect(),
         args,
         image: image.to_string(),
     })

@@ -1,0 +1,505 @@
+//! The container courier's docker dialect, end to end from the real
+//! binary: the real docker CLI drives real containers through podman's
+//! Docker-compatible API (`podman system service` on a socket of the
+//! test's own, handed to dispatch as `DOCKER_HOST`), with the locally
+//! imported busybox image — no Docker engine, no registry.
+
+mod common;
+mod container_common;
+mod native_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{Dispatch, alive, checks, eventually};
+use container_common::{IMAGE, available, containers_of};
+use native_common::{Mock, events_of, native_agent, text};
+use serde_json::json;
+
+/// The docker CLI, when containers can run here through it. Under
+/// `CI=true` a missing docker CLI (or podman) fails the test; otherwise the
+/// test says how to get it and skips.
+fn docker_cli() -> Option<PathBuf> {
+    if !available() {
+        return None;
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("docker"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => Some(p),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the docker tests need the docker CLI under CI (apt-get install docker.io)")
+        }
+        None => {
+            eprintln!(
+                "skipping: the docker CLI is not on PATH (hint: apt-get install docker.io; only its CLI is used, against podman's Docker API)"
+            );
+            None
+        }
+    }
+}
+
+/// `podman system service` on a socket in a directory of its own: the
+/// Docker-compatible API the docker CLI talks to. Killed on drop.
+struct DockerApi {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerApi {
+    fn start(docker: &Path) -> DockerApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = format!("unix://{}", dir.path().join("podman.sock").display());
+        let log = std::fs::File::create(dir.path().join("service.log")).expect("log");
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0", &host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("podman system service starts");
+        let api = DockerApi {
+            child,
+            host,
+            _dir: dir,
+        };
+        eventually(30, "podman's Docker API answers the docker CLI", || {
+            Command::new(docker)
+                .env("DOCKER_HOST", &api.host)
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        api
+    }
+}
+
+impl Drop for DockerApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh PostgreSQL database; `None` (the test is skipped) when
+/// PostgreSQL is unreachable outside CI; under `CI=true` it fails.
+fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
+}
+
+/// A state directory whose runs use the docker CLI against `api`.
+fn dispatch(docker: &Path, api: &DockerApi) -> Dispatch {
+    Dispatch::with_env(&[
+        (
+            "DISPATCH_CONTAINER_RUNTIME",
+            docker.to_str().expect("utf-8"),
+        ),
+        ("DOCKER_HOST", &api.host),
+    ])
+}
+
+fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -> PathBuf {
+    checks::agent(
+        d.dir.path(),
+        name,
+        &format!("FROM image {image}\n"),
+        script,
+        extra,
+    )
+}
+
+fn log(d: &Dispatch, id: &str) -> String {
+    d.ok(&["logs", id])
+}
+
+/// Waits until the agent wrote its `up` step from inside the container.
+fn wait_up(d: &Dispatch, id: &str) {
+    eventually(30, "the agent runs in its container", || {
+        let doc = d.inspect(id);
+        let ended = doc["status"] == "failed" || doc["status"] == "succeeded";
+        assert!(!ended, "the run ended early: {doc:#}\n{}", log(d, id));
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
+    });
+}
+
+const UP: &str =
+    "echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n";
+
+#[test]
+fn docker_runs_a_container_agent_and_collects_its_events_output_and_artifacts() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(
+        &d,
+        "boxed",
+        IMAGE,
+        r#"echo "payload: $(cat)"
+echo "declared: $DECLARED"
+echo '{"type":"step","name":"inside","phase":"start"}' >> "$DISPATCH_EVENTS"
+echo '{"type":"usage","model":"m","input_tokens":3,"output_tokens":4}' >> "$DISPATCH_EVENTS"
+echo made-inside > "$DISPATCH_ARTIFACTS/report.txt"
+echo '{"answer":42}' > "$DISPATCH_OUTPUT"
+echo "root is read-only: $(touch /rootfile 2>/dev/null && echo no || echo yes)"
+echo "tmp is writable: $(touch /tmp/x && echo yes)"
+echo "nofile: $(ulimit -n)"
+"#,
+        "ENV DECLARED=yes\n",
+    );
+    let id = d.detach(&dir, "{\"q\":1}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(
+        log.contains(&format!("docker {}", docker.display())),
+        "ran through the docker CLI: {log}"
+    );
+    assert!(log.contains(r#"payload: {"q":1}"#), "{log}");
+    assert!(log.contains("declared: yes"), "{log}");
+    assert!(log.contains("root is read-only: yes"), "{log}");
+    assert!(log.contains("tmp is writable: yes"), "{log}");
+    assert!(log.contains("nofile: 1024"), "the default ulimits: {log}");
+    assert_eq!(doc["output"]["answer"], 42);
+    assert_eq!(doc["artifacts"][0]["name"], "report.txt");
+    assert_eq!(doc["usage"]["input_tokens"], 3);
+    let events = doc["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["data"]["name"] == "inside"),
+        "the step event written inside the container is recorded: {events:?}"
+    );
+    eventually(10, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+}
+
+#[test]
+fn docker_a_failing_container_fails_the_run_with_its_exit_code() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(&d, "fails", IMAGE, "echo failing\nexit 7\n", "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["state"]["exit_code"], 7, "{doc}");
+    assert!(log(&d, &id).contains("failing"));
+    eventually(10, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+}
+
+#[test]
+fn docker_network_none_leaves_only_loopback() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    // Reachable from any process of the host, not from the container.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let d = dispatch(&docker, &api);
+    let script = format!(
+        "echo \"nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
+         if nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null; then echo reached; else echo unreachable; fi\n"
+    );
+    let dir = agent(&d, "offline", IMAGE, &script, "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(
+        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
+        "{log}"
+    );
+    assert!(log.contains("unreachable"), "{log}");
+    assert!(log.contains("network none"), "{log}");
+}
+
+#[test]
+fn docker_resources_become_container_limits() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(
+        &d,
+        "limited",
+        IMAGE,
+        "echo \"memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\"\n\
+         echo \"pids: $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)\"\n",
+        "RESOURCES MEMORY 64M PIDS 64\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(log.contains(&format!("memory: {}", 64 << 20)), "{log}");
+    assert!(log.contains("pids: 64"), "{log}");
+}
+
+#[test]
+fn docker_a_missing_image_fails_at_once_with_a_clear_error_and_no_retry() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(
+        &d,
+        "noimage",
+        "localhost/dispatch-test-missing:1",
+        "echo never\n",
+        "RETRY 3 BACKOFF 10ms..20ms\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("image localhost/dispatch-test-missing:1 is not present")
+            && reason.contains("docker build/pull/load it")
+            && reason.contains("Dispatch never pulls"),
+        "{reason}"
+    );
+    assert_eq!(
+        doc["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "not retried"
+    );
+}
+
+#[test]
+fn docker_stop_gives_a_container_agent_its_grace_then_removes_the_container() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(
+        &d,
+        "graceful",
+        IMAGE,
+        &format!(
+            "trap 'echo got-term; sleep 1; echo cleaned-up; exit 3' TERM\n{UP}\
+             while true; do sleep 0.1; done\n"
+        ),
+        "",
+    );
+    let id = d.detach(&dir, "{}");
+    wait_up(&d, &id);
+    // From a shell without DOCKER_HOST: the stop still reaches the engine
+    // the run's container is on.
+    let out = d
+        .command()
+        .env_remove("DOCKER_HOST")
+        .args(["stop", "--grace-period-ms", "10000", &id])
+        .output()
+        .expect("dispatch stop");
+    checks::ok(&["stop"], &out);
+    let doc = d.inspect(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "cancelled", "{log}");
+    assert!(
+        log.contains("got-term") && log.contains("cleaned-up"),
+        "{log}"
+    );
+    assert_eq!(doc["state"]["exit_code"], 3, "{doc}");
+    eventually(10, "no container is left", || containers_of(&id).is_empty());
+}
+
+#[test]
+fn docker_a_killed_helper_leaves_no_container_behind() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let dir = agent(
+        &d,
+        "orphan",
+        IMAGE,
+        &format!("{UP}while true; do sleep 0.1; done\n"),
+        "",
+    );
+    let id = d.detach(&dir, "{}");
+    wait_up(&d, &id);
+    let doc = d.inspect(&id);
+    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
+    assert_eq!(containers_of(&id).len(), 1, "the container runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill helper");
+    eventually(5, "helper gone", || !alive(helper));
+    // Reconciled from a shell without DOCKER_HOST: the container is removed
+    // from the engine it runs on.
+    let out = d
+        .command()
+        .env_remove("DOCKER_HOST")
+        .args(["ps", "-a"])
+        .output()
+        .expect("dispatch ps");
+    checks::ok(&["ps", "-a"], &out);
+    assert_eq!(d.status(&id), "failed");
+    assert!(
+        containers_of(&id).is_empty(),
+        "reconciliation removed the container: {:?}",
+        containers_of(&id)
+    );
+}
+
+#[test]
+fn docker_follows_the_users_docker_context_and_a_parcels_docker_host_stays_inside() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    // The user chose the endpoint with `docker context use`, not DOCKER_HOST:
+    // the run, its stop and its clean-up must all go there.
+    let home = tempfile::tempdir().expect("home");
+    for args in [
+        vec![
+            "context",
+            "create",
+            "viaapi",
+            "--docker",
+            &format!("host={}", api.host),
+        ],
+        vec!["context", "use", "viaapi"],
+    ] {
+        let out = Command::new(&docker)
+            .env("HOME", home.path())
+            .env_remove("DOCKER_HOST")
+            .args(&args)
+            .output()
+            .expect("docker context");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let d = Dispatch::with_env(&[
+        (
+            "DISPATCH_CONTAINER_RUNTIME",
+            docker.to_str().expect("utf-8"),
+        ),
+        ("HOME", home.path().to_str().expect("utf-8")),
+    ]);
+    // A parcel's own DOCKER_HOST is for the agent, not for Dispatch's client.
+    let dir = agent(
+        &d,
+        "context",
+        IMAGE,
+        &format!("echo \"agent sees: $DOCKER_HOST\"\n{UP}while true; do sleep 0.1; done\n"),
+        "ENV DOCKER_HOST=tcp://10.255.255.1:2375\n",
+    );
+    let id = d.detach(&dir, "{}");
+    wait_up(&d, &id);
+    assert_eq!(containers_of(&id).len(), 1, "the container runs");
+    d.ok(&["stop", "--grace-period-ms", "2000", &id]);
+    let log = log(&d, &id);
+    assert_eq!(d.status(&id), "cancelled", "{log}");
+    assert!(log.contains("agent sees: tcp://10.255.255.1:2375"), "{log}");
+    eventually(10, "no container is left", || containers_of(&id).is_empty());
+}
+
+#[test]
+fn docker_runs_a_sandboxed_local_tool_through_the_same_endpoint() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    let d = dispatch(&docker, &api);
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "probe", "arguments": {"q": "x"}, "id": "c0"}]},
+        text("done", 1, 1),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "sandboxed",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL_SANDBOX image {IMAGE}\nTOOL LOCAL tools/probe.sh AS probe DESCRIPTION \"Look around\"",
+            mock.url()
+        ),
+    );
+    std::fs::create_dir_all(dir.join("tools")).expect("tools dir");
+    std::fs::write(
+        dir.join("tools/probe.sh"),
+        "echo \"input: $(cat); nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
+         if touch written 2>/dev/null; then echo writable; else echo read-only; fi\n",
+    )
+    .expect("tool");
+    let out = d
+        .command()
+        .args(["run", dir.to_str().expect("utf-8"), "--job", "{}"])
+        .output()
+        .expect("dispatch run");
+    let id = d.ok(&["ps", "-a", "-q"]).lines().next().map(str::to_string);
+    let doc = d.inspect(&id.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr))));
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let calls = events_of(&doc, "tool_call");
+    let output = calls[0]["output"].as_str().unwrap_or_default();
+    assert!(output.contains(r#"input: {"q":"x"}"#), "ran: {output}");
+    assert!(output.contains("nets: lo "), "no network: {output}");
+    assert!(output.contains("read-only"), "{output}");
+}
+
+#[test]
+fn docker_a_starting_worker_removes_this_machines_orphans_and_no_other_machines_containers() {
+    let Some(docker) = docker_cli() else { return };
+    let Some(db) = postgres() else { return };
+    let api = DockerApi::start(&docker);
+    // Two containers whose owner (a pid no process has) is gone: one
+    // started on this machine in this boot, one on another machine sharing
+    // the engine, where that pid means nothing to us.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let tag = format!("{}-{}", std::process::id(), db.name());
+    let (mine, theirs) = (
+        format!("dispatch-orphan-{tag}"),
+        format!("dispatch-remote-{tag}"),
+    );
+    for (name, host) in [(&mine, boot.trim()), (&theirs, "another-machine")] {
+        let out = Command::new(&docker)
+            .env("DOCKER_HOST", &api.host)
+            .args([
+                "create",
+                "--name",
+                name,
+                "--label",
+                "dispatch.owner=4194303.1",
+            ])
+            .args(["--label", &format!("dispatch.host={host}"), IMAGE, "true"])
+            .output()
+            .expect("docker create");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let exists = |name: &str| {
+        Command::new("podman")
+            .args(["container", "exists", name])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let state = tempfile::tempdir().expect("tempdir");
+    let worker = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["worker", "--database-url", db.url(), "--name", "sweeper"])
+        .env("DISPATCH_ROOT", state.path().join(".dispatch"))
+        .env("DISPATCH_CONTAINER_RUNTIME", &docker)
+        .env("DOCKER_HOST", &api.host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let _worker = Killed(worker);
+    eventually(30, "the worker removed this machine's orphan", || {
+        !exists(&mine)
+    });
+    let kept = exists(&theirs);
+    let _ = Command::new("podman").args(["rm", "-f", &theirs]).output();
+    assert!(kept, "another machine's container is not ours to remove");
+}
