@@ -196,22 +196,28 @@ async fn flow(
         parent_id: None,
         origin_id: None,
     };
+    // The parcel is resolved and the brief written once (the first run);
+    // the enqueuers only insert, so what they measure is the queue's.
+    let (first, parcel) = launch::create(&*backend.store, layout, &request)
+        .await
+        .expect("create");
+    let parcel = Arc::new(parcel);
     let every = Duration::from_secs_f64(ENQUEUERS as f64 / rate as f64);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let start = tokio::time::Instant::now();
     let tasks: Vec<_> = (0..ENQUEUERS)
         .map(|k| {
-            let (store, layout, request) = (backend.store.clone(), layout.clone(), request.clone());
+            let (store, request, parcel) = (backend.store.clone(), request.clone(), parcel.clone());
+            let (operation, brief) = (first.operation, first.brief_sha256.clone());
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 let mut next = start + every.mul_f64(k as f64 / ENQUEUERS as f64);
                 tokio::time::sleep_until(next).await;
                 while !stop.load(Ordering::Relaxed) {
-                    let run = launch::create(&*store, &layout, &request)
-                        .await
-                        .expect("create");
-                    ids.push(run.0.id);
+                    let new = request.new_run(&parcel, operation, brief.clone());
+                    let run = store.create_run(&new).await.expect("create");
+                    ids.push(run.id);
                     next += every;
                     tokio::time::sleep_until(next).await;
                 }
@@ -223,7 +229,7 @@ async fn flow(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut ids = Vec::new();
+    let mut ids = vec![first.id];
     for t in tasks {
         ids.extend(t.await.expect("enqueuer"));
     }
