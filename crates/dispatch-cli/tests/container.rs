@@ -277,3 +277,53 @@ fn a_containers_peak_memory_and_cpu_time_are_recorded() {
     assert!(human.contains("used: peak memory"), "{human}");
     assert!(parents_of(&id).is_empty(), "{:?}", parents_of(&id));
 }
+
+#[test]
+fn a_container_over_its_memory_limit_ends_failed_out_of_memory() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    // dd (the agent itself) holds one block of 256 MB: four times the limit.
+    let dir = agent(
+        &d,
+        "hog",
+        IMAGE,
+        "echo start\nexec dd if=/dev/zero of=/dev/null bs=256M count=1\n",
+        "RESOURCES MEMORY 64M\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(&d, &id);
+    assert_eq!(doc["status"], "failed", "{log}");
+    assert_eq!(
+        doc["state"]["reason"], "out of memory (limit 64M)",
+        "{doc:#}\n{log}"
+    );
+    // Not retried: the same limit would kill it again.
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(1), "{doc:#}");
+    assert!(parents_of(&id).is_empty(), "{:?}", parents_of(&id));
+    eventually(30, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+}
+
+#[test]
+fn a_container_killed_below_its_memory_limit_is_not_called_out_of_memory() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let dir = agent(
+        &d,
+        "self-kill",
+        IMAGE,
+        "kill -9 $$\n",
+        "RESOURCES MEMORY 64M\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc:#}");
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(!reason.contains("out of memory"), "{reason}");
+}

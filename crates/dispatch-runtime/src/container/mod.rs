@@ -181,7 +181,7 @@ pub async fn finish(plan: &Plan, status: Option<&ExitStatus>, stopped: bool) -> 
     if code == Some(137)
         && !stopped
         && let Some(limit) = plan.memory_bytes
-        && oom_killed(plan).await
+        && (plan.accounting.as_ref().is_some_and(|a| a.reached(limit)) || oom_killed(plan).await)
     {
         reason = Some(format!("out of memory (limit {})", format_size(limit)));
     }

@@ -12,6 +12,11 @@
 //! hierarchy; a killed helper's is removed by the reader that reconciles
 //! the run. Elsewhere (docker, cgroup v2, not root) nothing is measured
 //! and the event says so.
+//!
+//! The parent's peak also tells a container the memory limit killed
+//! ([`Accounting::reached`]): on cgroup v1 the runtime's `State.OOMKilled`
+//! reads false (podman 4.3 with runc), and the container's own group,
+//! whose `memory.oom_control` counts the kill, is gone with it.
 
 use std::path::{Path, PathBuf};
 
@@ -48,19 +53,31 @@ impl Accounting {
         Path::new(ROOT).join(controller).join(&self.name)
     }
 
+    /// The most memory (with swap, where it is accounted) the container
+    /// and its monitor held at once.
+    fn peak_memory(&self) -> Option<u64> {
+        let mem = self.dir("memory");
+        read(mem.join("memory.memsw.max_usage_in_bytes"))
+            .filter(|n| *n > 0)
+            .or_else(|| read(mem.join("memory.max_usage_in_bytes")))
+            .filter(|n| *n > 0)
+    }
+
+    /// Whether the container's memory reached `limit` (less the kernel's
+    /// charge batch): read after it exited, a container killed by SIGKILL
+    /// at that peak was killed by the limit.
+    pub fn reached(&self, limit: u64) -> bool {
+        self.peak_memory()
+            .is_some_and(|peak| peak >= limit.saturating_sub(1 << 20))
+    }
+
     /// What the container used (after it exited).
     pub fn usage(&self) -> AttemptUsage {
-        let read =
-            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         let cpu = self.dir("cpuacct");
         let cpu_ns = read(cpu.join("cpuacct.usage"))
             .map(|all| all.saturating_sub(read(cpu.join("conmon/cpuacct.usage")).unwrap_or(0)));
-        let mem = self.dir("memory");
-        let peak = read(mem.join("memory.memsw.max_usage_in_bytes"))
-            .filter(|n| *n > 0)
-            .or_else(|| read(mem.join("memory.max_usage_in_bytes")));
         AttemptUsage {
-            peak_memory_bytes: peak.filter(|n| *n > 0),
+            peak_memory_bytes: self.peak_memory(),
             cpu_time_ms: cpu_ns.map(|ns| ns / 1_000_000),
             measured_by: "container cgroup v1".to_string(),
         }
@@ -70,6 +87,10 @@ impl Accounting {
     pub fn remove(&self) {
         remove_named(&self.name);
     }
+}
+
+fn read(p: PathBuf) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 /// Removes `/sys/fs/cgroup/*/<name>` and its (empty) children.
