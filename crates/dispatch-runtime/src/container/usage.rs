@@ -1,13 +1,15 @@
 //! What a container used: peak memory and CPU time, as the native path
 //! records them in the attempt's `resources` event.
 //!
-//! The container is started with `--cgroup-parent /dispatch-<run>-<attempt>`
-//! (podman with cgroupfs on cgroup v1, as root): its group and its monitor's
-//! (`conmon`) are made under that parent in every hierarchy, and the
-//! parent's counters keep what they used after the container's own group
-//! is gone (v1 accounting is hierarchical): CPU time is the parent's
-//! `cpuacct.usage` less conmon's; peak memory the parent's
-//! `memory.max_usage_in_bytes`, which includes conmon's few megabytes. When
+//! The container is started with `--cgroup-parent /dispatch-<run>-<attempt>
+//! --cgroups no-conmon` (podman with cgroupfs on cgroup v1, as root): its
+//! group is made under that parent in every hierarchy, and the parent's
+//! counters keep what it used after the container's own group is gone (v1
+//! accounting is hierarchical): CPU time is the parent's `cpuacct.usage`,
+//! peak memory its `memory.max_usage_in_bytes`. The monitor (`conmon`)
+//! stays in the helper's groups: a `conmon` group of its own under a new
+//! parent cost 8–10 ms of every start (podman makes it in every hierarchy
+//! and moves conmon in), and would count in the parent's usage. When
 //! the attempt ends (the container removed), the parent goes in every
 //! hierarchy; a killed helper's is removed by the reader that reconciles
 //! the run. Elsewhere (docker, cgroup v2, not root) nothing is measured
@@ -44,9 +46,14 @@ impl Accounting {
         })
     }
 
-    /// `--cgroup-parent /<name>`.
-    pub fn args(&self) -> [String; 2] {
-        ["--cgroup-parent".into(), format!("/{}", self.name)]
+    /// `--cgroup-parent /<name> --cgroups no-conmon`.
+    pub fn args(&self) -> [String; 4] {
+        [
+            "--cgroup-parent".into(),
+            format!("/{}", self.name),
+            "--cgroups".into(),
+            "no-conmon".into(),
+        ]
     }
 
     fn dir(&self, controller: &str) -> PathBuf {
@@ -54,7 +61,7 @@ impl Accounting {
     }
 
     /// The most memory (with swap, where it is accounted) the container
-    /// and its monitor held at once.
+    /// held at once.
     fn peak_memory(&self) -> Option<u64> {
         let mem = self.dir("memory");
         read(mem.join("memory.memsw.max_usage_in_bytes"))
@@ -74,8 +81,7 @@ impl Accounting {
     /// What the container used (after it exited).
     pub fn usage(&self) -> AttemptUsage {
         let cpu = self.dir("cpuacct");
-        let cpu_ns = read(cpu.join("cpuacct.usage"))
-            .map(|all| all.saturating_sub(read(cpu.join("conmon/cpuacct.usage")).unwrap_or(0)));
+        let cpu_ns = read(cpu.join("cpuacct.usage"));
         AttemptUsage {
             peak_memory_bytes: self.peak_memory(),
             cpu_time_ms: cpu_ns.map(|ns| ns / 1_000_000),
