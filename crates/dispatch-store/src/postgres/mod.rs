@@ -390,6 +390,14 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| queue::claim(&tx, request))
     }
 
+    async fn create_claimed(
+        &self,
+        batch: &[(NewRun, RunExtras)],
+        request: &ClaimRequest,
+    ) -> StoreResult<Vec<Claimed>> {
+        in_tx!(self, |tx| queue::create_claimed(&tx, batch, request))
+    }
+
     async fn renew_leases(
         &self,
         worker: &str,

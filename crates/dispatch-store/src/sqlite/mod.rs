@@ -397,6 +397,14 @@ impl QueueStore for SqliteStore {
         self.write(|tx| queue::claim(tx, request))
     }
 
+    async fn create_claimed(
+        &self,
+        batch: &[(NewRun, RunExtras)],
+        request: &ClaimRequest,
+    ) -> StoreResult<Vec<Claimed>> {
+        self.write(|tx| queue::create_claimed(tx, batch, request))
+    }
+
     async fn renew_leases(
         &self,
         worker: &str,
