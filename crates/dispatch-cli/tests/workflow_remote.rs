@@ -218,11 +218,8 @@ fn a_chains_members_run_on_the_coordinating_worker_and_outlive_its_kill() {
         "FROM workflow\nNAME herechain\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n",
     )
     .expect("write");
-    let mut coordinator = Worker::start(
-        db.url(),
-        "wf-here",
-        &["--slots", "4", "--lease-ms", "1000"],
-    );
+    let mut coordinator =
+        Worker::start(db.url(), "wf-here", &["--slots", "4", "--lease-ms", "1000"]);
     let id = client.ok(&["run", "-d", flow.to_str().expect("utf-8")]);
     server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "running");
     // Another worker waits on the queue: a member sent there could go to

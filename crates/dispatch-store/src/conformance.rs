@@ -22,12 +22,12 @@
 //! with each backend's tests.
 
 mod capacity;
+mod created_claimed;
 mod enqueue;
 mod evals;
 mod events;
 mod handoff;
 mod limits;
-mod created_claimed;
 mod messages;
 mod parcels;
 mod queue;

@@ -283,7 +283,12 @@ pub async fn coordinate<S: Store + ?Sized>(
             }
             changed = true;
         }
-        if changed {
+        // Locally, the runs just created get their helpers below. A worker
+        // needs no fresh read: a run it just created is live, and with the
+        // view from the start of the pass its message counts as not
+        // delivered yet, so the workflow cannot be taken for ended or
+        // stalled; the next pass reads them.
+        if changed && local {
             children = children_of(store, &id).await?;
         }
         if local {

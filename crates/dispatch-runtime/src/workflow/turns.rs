@@ -197,17 +197,23 @@ fn refused(
 
 /// The `message` events of the child's last attempt (what it sent).
 async fn sent<S: Store + ?Sized>(store: &S, child: &Run) -> RuntimeResult<Vec<Value>> {
+    const PAGE: usize = 500;
     let mut found = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.list_events(&child.id, after, 500).await?;
+        let page = store.list_events(&child.id, after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
+        // A short page is the last one: no read to learn that.
+        let more = page.len() >= PAGE;
         found.extend(
             page.into_iter()
                 .filter(|e| e.event.kind == "message" && e.event.attempt == child.attempt)
                 .map(|e| e.event.data),
         );
+        if !more {
+            break;
+        }
     }
     Ok(found)
 }

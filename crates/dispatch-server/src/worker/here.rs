@@ -64,9 +64,8 @@ impl Worker {
             .enumerate()
             .map(|(i, (new, _))| {
                 let parcel = self.couriers.parcel(&layout, &new.parcel_digest);
-                let want = parcel.map_or_else(Capacity::default, |p| {
-                    Capacity::of(&p.manifest.resources)
-                });
+                let want =
+                    parcel.map_or_else(Capacity::default, |p| Capacity::of(&p.manifest.resources));
                 (i, want)
             })
             .collect();
@@ -89,8 +88,7 @@ impl Worker {
             free: None,
         };
         let created = self.store.create_claimed(&take, &request);
-        let claimed = match bounded(created, self.config.lease / 2, "creating member runs").await
-        {
+        let claimed = match bounded(created, self.config.lease / 2, "creating member runs").await {
             Ok(claimed) => claimed,
             Err(e) => {
                 let _ = reply.send(Err(e));

@@ -71,7 +71,10 @@ pub(super) async fn create_claimed(
     let rows = tx
         .query(&stmt, &[&req.worker, &(req.now + req.lease_ms), &ids])
         .await?;
-    let mut claimed = rows.iter().map(claimed_from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut claimed = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     claimed.sort_by_key(|c| ids.iter().position(|id| id == c.run.id.as_str()));
     Ok(claimed)
 }
@@ -158,7 +161,10 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
             ],
         )
         .await?;
-    let mut claimed = rows.iter().map(claimed_from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut claimed = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     // In the order chosen: priority, then age.
     claimed.sort_by_key(|c| ids.iter().position(|id| id == c.run.id.as_str()));
     let events: Vec<(RunId, NewEvent)> = claimed
