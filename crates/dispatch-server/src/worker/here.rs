@@ -87,6 +87,9 @@ impl Worker {
             labels: self.config.labels.clone(),
             free: None,
         };
+        // A transaction that commits after the bound gave up leaves runs
+        // leased to this worker that it never started: their leases run
+        // out (never renewed) and another worker takes them.
         let created = self.store.create_claimed(&take, &request);
         let claimed = match bounded(created, self.config.lease / 2, "creating member runs").await {
             Ok(claimed) => claimed,
