@@ -192,6 +192,9 @@ pub trait QueueStore: Send + Sync {
     /// to `request.worker` until `request.now + request.lease_ms` under a
     /// new fencing token. No other worker ever sees them queued, and none is
     /// woken. How a worker coordinating a workflow runs a member itself.
+    /// `briefs` (SHA-256, bytes) are stored in the same transaction, as
+    /// [`ParcelStore::put_brief`](crate::ParcelStore::put_brief) stores
+    /// them: a worker that takes such a run over finds its brief.
     ///
     /// A run whose concurrency key has no slot for it is created queued, as
     /// any, and is not among those returned; labels and capacity are the
@@ -199,6 +202,7 @@ pub trait QueueStore: Send + Sync {
     async fn create_claimed(
         &self,
         batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
         request: &ClaimRequest,
     ) -> StoreResult<Vec<Claimed>>;
 

@@ -21,18 +21,27 @@ use std::pin::Pin;
 use dispatch_core::RunId;
 use dispatch_store::{NewRun, RunExtras, Store, StoreResult};
 
-use crate::error::RuntimeResult;
+use crate::layout::Layout;
 
 /// The worker a workflow's coordinator runs on, seen from the coordinator.
 pub trait RunHere: Send + Sync {
     /// Creates, of `batch`, the runs this worker has room for, claimed by
-    /// it (one transaction), and starts them; returns their ids. On an
-    /// error none of them was created (one existed already, or the store
-    /// failed): the caller creates them the usual way.
+    /// it, with their briefs stored for other machines (one transaction),
+    /// and starts them; returns their ids. On an error none of them was
+    /// created (one existed already, or the store failed): the caller
+    /// creates them the usual way.
     fn create_and_start<'a>(
         &'a self,
-        batch: &'a [(NewRun, RunExtras)],
+        batch: &'a [MemberRun],
     ) -> Pin<Box<dyn Future<Output = StoreResult<Vec<RunId>>> + Send + 'a>>;
+}
+
+/// A member run to create: the run, its extras and its brief's bytes.
+#[derive(Clone)]
+pub struct MemberRun {
+    pub new: NewRun,
+    pub extras: RunExtras,
+    pub brief: Vec<u8>,
 }
 
 /// What a cluster worker lends the coordinator of a workflow it holds.
@@ -44,27 +53,51 @@ pub struct Members {
     pub here: Option<std::sync::Arc<dyn RunHere>>,
 }
 
-/// Creates the planned runs: those `here` takes claimed by this worker,
-/// the others queued (see [`super::turns::create`]); whether each was
-/// created in this call (`false`: it existed, so its message was delivered).
-pub(super) async fn create<S: Store + ?Sized>(
+/// Creates the planned runs: on a worker, those it takes claimed by it
+/// (see [`RunHere`]); the others queued (see [`super::turns::create`]),
+/// their briefs stored first for the workers that claim them. Whether
+/// each was created in this call (`false`: it existed, so its message was
+/// delivered). On an error, the run it is about.
+pub(super) async fn deliver<S: Store + ?Sized>(
     store: &S,
-    here: &dyn RunHere,
+    layout: &Layout,
+    host: super::Where<'_>,
     planned: &[(NewRun, RunExtras)],
-) -> RuntimeResult<Vec<bool>> {
+) -> Result<Vec<bool>, (usize, crate::RuntimeError)> {
     if planned.is_empty() {
         return Ok(Vec::new());
     }
-    let taken: HashSet<RunId> = match here.create_and_start(planned).await {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(_) => HashSet::new(),
-    };
+    let mut taken: HashSet<RunId> = HashSet::new();
+    if let Some(here) = host.here.filter(|_| !host.local) {
+        let mut batch = Vec::with_capacity(planned.len());
+        for (i, (new, extras)) in planned.iter().enumerate() {
+            let brief = super::turns::brief_of(layout, new).map_err(|e| (i, e))?;
+            let (new, extras) = (new.clone(), extras.clone());
+            batch.push(MemberRun { new, extras, brief });
+        }
+        if let Ok(ids) = here.create_and_start(&batch).await {
+            taken = ids.into_iter().collect();
+        }
+    }
     let rest: Vec<(NewRun, RunExtras)> = planned
         .iter()
         .filter(|(new, _)| !taken.contains(&new.id))
         .cloned()
         .collect();
-    let mut queued = super::turns::create(store, &rest).await?.into_iter();
+    let index = |j: usize| {
+        let id = &rest[j].0.id;
+        planned
+            .iter()
+            .position(|(new, _)| &new.id == id)
+            .unwrap_or(0)
+    };
+    if let Some(sink) = host.briefs {
+        super::turns::put_briefs(layout, sink, &rest)
+            .await
+            .map_err(|(j, e)| (index(j), e))?;
+    }
+    let created = super::turns::create(store, &rest).await;
+    let mut queued = created.map_err(|e| (0, e))?.into_iter();
     Ok(planned
         .iter()
         .map(|(new, _)| taken.contains(&new.id) || queued.next().unwrap_or(false))

@@ -46,7 +46,7 @@ use serde_json::Value;
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 
-pub use here::{Members, RunHere};
+pub use here::{MemberRun, Members, RunHere};
 pub use join::JOIN;
 pub use standby::TurnSignal;
 pub use turns::{COORDINATOR, REFUSED};
@@ -246,7 +246,6 @@ pub async fn coordinate<S: Store + ?Sized>(
             let to = turns::To {
                 hop: hops,
                 thread: &msgs[..i],
-                briefs: host.briefs,
                 claimed_by: ahead,
             };
             match turns::plan(layout, (wf, &mut parcels), &parent, m, to).await {
@@ -265,9 +264,17 @@ pub async fn coordinate<S: Store + ?Sized>(
         }
         // Delivered together: one transaction for a fan-out's members.
         let runs: Vec<_> = planned.iter().map(|(run, _, _)| run.clone()).collect();
-        let created = match host.here {
-            Some(here) if !local => here::create(store, here, &runs).await?,
-            _ => turns::create(store, &runs).await?,
+        let created = match here::deliver(store, layout, host, &runs).await {
+            Ok(created) => created,
+            // The store may answer later: the coordinator ends and a new one resumes.
+            Err((_, e @ crate::RuntimeError::Store(_))) => return Err(e),
+            Err((i, e)) => {
+                stop_children(store, layout, &children, local).await;
+                let to = planned
+                    .get(i)
+                    .map_or("?", |p| p.1.0.message.receiver.as_str());
+                return Ok((fail(format!("member `{to}` could not start: {e}")), None));
+            }
         };
         for ((run, (m, hop), ahead), created) in planned.iter().zip(created) {
             let child = &run.0.id;

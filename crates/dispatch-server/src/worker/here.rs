@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use dispatch_core::{RunId, now_ms};
-use dispatch_runtime::workflow::RunHere;
+use dispatch_runtime::workflow::{MemberRun, RunHere};
 use dispatch_store::{Capacity, ClaimRequest, NewRun, RunExtras, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,7 +21,7 @@ use super::{Metrics, Worker, bounded};
 
 /// Runs a coordinator asks this worker to create claimed and start.
 pub(super) struct Request {
-    batch: Vec<(NewRun, RunExtras)>,
+    batch: Vec<MemberRun>,
     reply: oneshot::Sender<StoreResult<Vec<RunId>>>,
 }
 
@@ -31,7 +31,7 @@ pub(super) struct ToWorker(pub(super) mpsc::UnboundedSender<Request>);
 impl RunHere for ToWorker {
     fn create_and_start<'a>(
         &'a self,
-        batch: &'a [(NewRun, RunExtras)],
+        batch: &'a [MemberRun],
     ) -> Pin<Box<dyn Future<Output = StoreResult<Vec<RunId>>> + Send + 'a>> {
         Box::pin(async move {
             let gone = || StoreError::Unavailable {
@@ -62,8 +62,8 @@ impl Worker {
         let candidates: Vec<(usize, Capacity)> = batch
             .iter()
             .enumerate()
-            .map(|(i, (new, _))| {
-                let parcel = self.couriers.parcel(&layout, &new.parcel_digest);
+            .map(|(i, m)| {
+                let parcel = self.couriers.parcel(&layout, &m.new.parcel_digest);
                 let want =
                     parcel.map_or_else(Capacity::default, |p| Capacity::of(&p.manifest.resources));
                 (i, want)
@@ -74,7 +74,15 @@ impl Worker {
             let _ = reply.send(Ok(Vec::new()));
             return;
         }
-        let take: Vec<(NewRun, RunExtras)> = picked.iter().map(|&i| batch[i].clone()).collect();
+        let take: Vec<(NewRun, RunExtras)> = picked
+            .iter()
+            .map(|&i| (batch[i].new.clone(), batch[i].extras.clone()))
+            .collect();
+        // Stored with the runs: a worker that takes one over fetches it.
+        let briefs: Vec<(String, Vec<u8>)> = picked
+            .iter()
+            .map(|&i| (batch[i].new.brief_sha256.clone(), batch[i].brief.clone()))
+            .collect();
         let now = now_ms();
         // The leases run from before the request left, as a claim's.
         let sent = std::time::Instant::now();
@@ -90,7 +98,7 @@ impl Worker {
         // A transaction that commits after the bound gave up leaves runs
         // leased to this worker that it never started: their leases run
         // out (never renewed) and another worker takes them.
-        let created = self.store.create_claimed(&take, &request);
+        let created = self.store.create_claimed(&take, &briefs, &request);
         let claimed = match bounded(created, self.config.lease / 2, "creating member runs").await {
             Ok(claimed) => claimed,
             Err(e) => {

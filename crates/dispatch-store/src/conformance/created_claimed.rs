@@ -7,10 +7,10 @@ use dispatch_core::Status;
 
 use super::queue::{WORKER, agent_up, claim_all, request};
 use super::{id, new_run};
-use crate::{QueueStore, RunExtras, Store, StoreError};
+use crate::{ParcelStore, QueueStore, RunExtras, Store, StoreError};
 
 pub async fn runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed_ones<
-    S: Store + QueueStore,
+    S: Store + QueueStore + ParcelStore,
 >(
     store: S,
 ) {
@@ -18,8 +18,9 @@ pub async fn runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed
         (new_run(id(1), "p", 90), RunExtras::default()),
         (new_run(id(2), "p", 90), RunExtras::default()),
     ];
+    let brief = ("c".repeat(64), b"the brief".to_vec());
     let held = store
-        .create_claimed(&batch, &request("w1", 1, 100))
+        .create_claimed(&batch, std::slice::from_ref(&brief), &request("w1", 1, 100))
         .await
         .expect("creating claimed runs succeeds");
     let ids: Vec<_> = held.iter().map(|c| c.run.id.clone()).collect();
@@ -34,6 +35,11 @@ pub async fn runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed
         assert_eq!(lease.fence, c.fence);
         assert_eq!(store.get_run(&c.run.id).await.expect("get"), c.run);
     }
+    assert_eq!(
+        store.get_brief(&brief.0).await.expect("get brief"),
+        Some(brief.1.clone()),
+        "the brief is stored with them"
+    );
     assert!(
         claim_all(&store, "w2", 10, 200).await.is_empty(),
         "no other worker is offered them"
@@ -62,10 +68,10 @@ pub async fn runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed
     assert!(matches!(err, StoreError::Fenced { .. }), "got {err:?}");
 }
 
-pub async fn creating_claimed_runs_is_all_or_none<S: Store + QueueStore>(store: S) {
+pub async fn creating_claimed_runs_is_all_or_none<S: Store + QueueStore + ParcelStore>(store: S) {
     let first = vec![(new_run(id(1), "p", 90), RunExtras::default())];
     store
-        .create_claimed(&first, &request("w1", 1, 100))
+        .create_claimed(&first, &[], &request("w1", 1, 100))
         .await
         .expect("creating a claimed run succeeds");
     // A batch with a run that exists (a message delivered before) creates nothing.
@@ -73,10 +79,16 @@ pub async fn creating_claimed_runs_is_all_or_none<S: Store + QueueStore>(store: 
         (new_run(id(2), "p", 90), RunExtras::default()),
         (new_run(id(1), "p", 90), RunExtras::default()),
     ];
+    let brief = ("d".repeat(64), b"a brief".to_vec());
     store
-        .create_claimed(&again, &request("w1", 2, 100))
+        .create_claimed(&again, std::slice::from_ref(&brief), &request("w1", 2, 100))
         .await
         .expect_err("an id that exists fails the batch");
+    assert_eq!(
+        store.get_brief(&brief.0).await.expect("get brief"),
+        None,
+        "nor its brief"
+    );
     assert!(
         matches!(store.get_run(&id(2)).await, Err(StoreError::NotFound(_))),
         "nothing of the batch was created"

@@ -393,9 +393,12 @@ impl QueueStore for PgStore {
     async fn create_claimed(
         &self,
         batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
         request: &ClaimRequest,
     ) -> StoreResult<Vec<Claimed>> {
-        in_tx!(self, |tx| queue::create_claimed(&tx, batch, request))
+        in_tx!(self, |tx| queue::create_claimed(
+            &tx, batch, briefs, request
+        ))
     }
 
     async fn renew_leases(

@@ -52,8 +52,12 @@ fn claimed_from_row(row: &tokio_postgres::Row) -> Result<Claimed, Fail> {
 pub(super) async fn create_claimed(
     tx: &Transaction<'_>,
     batch: &[(crate::NewRun, crate::RunExtras)],
+    briefs: &[(String, Vec<u8>)],
     req: &ClaimRequest,
 ) -> Result<Vec<Claimed>, Fail> {
+    for (sha256, bytes) in briefs {
+        super::parcels::put_brief(tx, sha256, bytes).await?;
+    }
     let mut ids = Vec::with_capacity(batch.len());
     for (new, extras) in batch {
         let mut held = new.clone();

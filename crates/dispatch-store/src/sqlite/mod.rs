@@ -400,9 +400,10 @@ impl QueueStore for SqliteStore {
     async fn create_claimed(
         &self,
         batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
         request: &ClaimRequest,
     ) -> StoreResult<Vec<Claimed>> {
-        self.write(|tx| queue::create_claimed(tx, batch, request))
+        self.write(|tx| queue::create_claimed(tx, batch, briefs, request))
     }
 
     async fn renew_leases(

@@ -104,8 +104,12 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
 pub(super) fn create_claimed(
     tx: &Transaction<'_>,
     batch: &[(crate::NewRun, crate::RunExtras)],
+    briefs: &[(String, Vec<u8>)],
     req: &ClaimRequest,
 ) -> Result<Vec<Claimed>, Fail> {
+    for (sha256, bytes) in briefs {
+        super::parcels::put_brief(tx, sha256, bytes)?;
+    }
     let mut claimed = Vec::with_capacity(batch.len());
     for (new, extras) in batch {
         let mut held = new.clone();
