@@ -22,9 +22,8 @@ macro_rules! in_tx {
     }};
 }
 
-/// A read of one statement, outside a transaction: one round trip rather
-/// than three (`BEGIN`, the statement, `COMMIT`); a single statement sees
-/// one snapshot anyway.
+/// A one-statement read outside a transaction (one snapshot anyway): one
+/// round trip rather than three (`BEGIN`, the statement, `COMMIT`).
 macro_rules! read {
     ($self:ident, |$client:ident| $body:expr) => {{
         let result: Result<_, Fail> = async {
