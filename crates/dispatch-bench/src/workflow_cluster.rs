@@ -2,8 +2,9 @@
 //! the per-hop coordination overhead of `workflow` on PostgreSQL:
 //! `dispatch server --workers 0` and one `dispatch worker` (4 slots) on a
 //! fresh database (`DISPATCH_TEST_PG`, else 127.0.0.1:5432). The worker
-//! holding the chain's run coordinates it; every member's turn goes through
-//! the queue. Per hop = the receiver's first clock read − the sender's clock
+//! holding the chain's run coordinates it and, with a slot free, runs each
+//! member's turn itself (created claimed by it; before that change every
+//! turn went through the queue). Per hop = the receiver's first clock read − the sender's clock
 //! read just before it wrote its message (the agents are POSIX sh on this
 //! machine, so they share the marks directory). Baseline in the same run:
 //! `POST /v1/runs` of the member alone → its agent executing.

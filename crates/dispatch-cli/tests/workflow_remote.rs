@@ -1,6 +1,7 @@
 //! Workflow runs in a cluster: the worker that claims the workflow run
-//! coordinates it; its members' runs go through the queue, so any worker
-//! claims them.
+//! coordinates it; it runs the member runs it has a free slot for itself
+//! (created claimed by it) and the others go through the queue, so any
+//! worker claims them.
 
 mod remote_common;
 
@@ -184,5 +185,122 @@ fn a_killed_coordinating_worker_is_replaced_without_a_message_or_member_twice() 
         holders,
         ["wf-coordinator", "wf-members"],
         "the second worker resumed the coordinator: {attempts}"
+    );
+}
+
+/// The worker that held run `kid`'s attempts, in order.
+fn holders(server: &Server, kid: &str) -> Vec<String> {
+    let (_, attempts) = server.call("GET", &format!("/v1/runs/{kid}/attempts"), None);
+    attempts["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|a| a["worker"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_chains_members_run_on_the_coordinating_worker_and_outlive_its_kill() {
+    let Some(db) = remote_common::postgres() else {
+        return;
+    };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    let flow = client.dir.path().join("chain");
+    let ran = client.dir.path().join("ran.txt");
+    let gate = client.dir.path().join("gate");
+    let extra = format!("ENV RAN={}\nENV GATE={}\n", ran.display(), gate.display());
+    for name in ["first", "second", "third"] {
+        gated_member(&flow, name, &extra);
+    }
+    std::fs::write(
+        flow.join("Agentfile"),
+        "FROM workflow\nNAME herechain\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n",
+    )
+    .expect("write");
+    let mut coordinator =
+        Worker::start(db.url(), "wf-here", &["--slots", "4", "--lease-ms", "1000"]);
+    let id = client.ok(&["run", "-d", flow.to_str().expect("utf-8")]);
+    server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "running");
+    // Another worker waits on the queue: a member sent there could go to
+    // either; one created claimed by the coordinating worker cannot.
+    let _other = Worker::start(
+        db.url(),
+        "wf-other",
+        &["--slots", "4", "--lease-ms", "1000"],
+    );
+    let kids = server.wait_for(&format!("/v1/runs?parent={id}&limit=100"), |kids| {
+        kids["runs"].as_array().is_some_and(|k| {
+            k.iter()
+                .any(|k| k["parcel_name"] == "second" && k["status"] == "running")
+        })
+    });
+    let kid = |kids: &Value, name: &str| -> String {
+        kids["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .find(|k| k["parcel_name"] == name)
+            .and_then(|k| k["id"].as_str())
+            .unwrap_or_else(|| panic!("no run of `{name}`: {kids}"))
+            .to_string()
+    };
+    let (first, second) = (kid(&kids, "first"), kid(&kids, "second"));
+    assert_eq!(holders(&server, &first), ["wf-here"], "first ran here");
+    assert_eq!(holders(&server, &second), ["wf-here"], "second runs here");
+
+    // kill -9 of the coordinating worker while a member runs on it.
+    coordinator.child.kill().expect("kill -9");
+    coordinator.child.wait().expect("reaped");
+    std::fs::write(&gate, "").expect("open the gate");
+    // Both leases run out; the other worker takes the workflow run and the
+    // member, and the coordinator resumes from the store.
+    let done = server.wait_for(&format!("/v1/runs/{id}"), |r| {
+        matches!(
+            r["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], "done");
+    let (_, kids) = server.call("GET", &format!("/v1/runs?parent={id}&limit=100"), None);
+    let runs = kids["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 3, "one member run per message: {kids}");
+    let third = kid(&kids, "third");
+    assert_eq!(
+        holders(&server, &second),
+        ["wf-here", "wf-other"],
+        "the member's lease ran out and the other worker took it"
+    );
+    assert_eq!(holders(&server, &third), ["wf-other"]);
+    for k in [&first, &third] {
+        let run = runs.iter().find(|r| r["id"] == k.as_str()).expect("run");
+        assert_eq!(run["attempt"], 1, "ran once: {run}");
+    }
+    let lines = std::fs::read_to_string(&ran).expect("ran");
+    let count = |name: &str| lines.lines().filter(|l| *l == name).count();
+    assert_eq!(
+        (count("first"), count("third")),
+        (1, 1),
+        "the members not on the killed worker ran once: {lines}"
+    );
+    let (_, graph) = server.call("GET", &format!("/v1/runs/{id}/graph"), None);
+    let msgs = graph["messages"].as_array().expect("messages");
+    let ids: std::collections::HashSet<&str> =
+        msgs.iter().map(|m| m["id"].as_str().expect("id")).collect();
+    assert_eq!(
+        (msgs.len(), ids.len()),
+        (4, 4),
+        "each message once: {msgs:?}"
+    );
+    let delivered: std::collections::HashSet<&str> = msgs
+        .iter()
+        .filter_map(|m| m["child_run"].as_str())
+        .collect();
+    assert_eq!(delivered.len(), 3, "one member run per message: {msgs:?}");
+    assert_eq!(
+        holders(&server, &id),
+        ["wf-here", "wf-other"],
+        "the other worker resumed the coordinator"
     );
 }

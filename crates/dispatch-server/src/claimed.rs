@@ -23,6 +23,9 @@ pub(crate) struct Sharing {
     pub objects: Option<Arc<dispatch_runtime::objects::Objects>>,
     /// Bus mode: where the runs it hands off to are announced.
     pub announce: Option<Arc<crate::bus::Publisher>>,
+    /// This worker, for the workflows it coordinates: it runs the member
+    /// runs it has room for itself.
+    pub here: Option<Arc<dyn dispatch_runtime::workflow::RunHere>>,
 }
 
 /// Runs the claimed (`starting`) `run` to its end on this worker; `store`
@@ -46,6 +49,7 @@ pub(crate) async fn run(
         ship_logs,
         objects,
         announce,
+        here,
     } = sharing;
     let (id, objects_for_logs) = (run.id.clone(), objects.clone());
     let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
@@ -74,7 +78,10 @@ pub(crate) async fn run(
                     run,
                     parcel,
                     Arc::new(upstream),
-                    Some(briefs),
+                    dispatch_runtime::workflow::Members {
+                        briefs: Some(briefs),
+                        here,
+                    },
                     objects,
                 )
                 .await;

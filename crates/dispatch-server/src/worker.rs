@@ -14,6 +14,8 @@
 //! one stops that run's agent before the lease can expire for others
 //! ([`crate::self_fence`]).
 
+mod here;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -149,6 +151,9 @@ pub struct Worker {
     renewed_at: std::time::Instant,
     /// The last renewal failed: try again soon.
     renew_failing: bool,
+    /// How the workflows this worker coordinates hand it member runs
+    /// ([`here`]; set with the loop).
+    here: Option<Arc<here::ToWorker>>,
 }
 
 impl Worker {
@@ -171,6 +176,7 @@ impl Worker {
             watchdog: None,
             renewed_at: std::time::Instant::now(),
             renew_failing: false,
+            here: None,
         }
     }
 
@@ -195,6 +201,8 @@ impl Worker {
         let helper = os::this_process();
         self.writer = Some(Writer::start(self.store.clone()));
         self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
+        let (here, mut asked_here) = tokio::sync::mpsc::unbounded_channel();
+        self.here = Some(Arc::new(here::ToWorker(here)));
         // Run logs go here; the lifecycle lines need it before the agent starts.
         let runs = self.config.layout.runs();
         if let Err(e) = std::fs::create_dir_all(&runs) {
@@ -260,6 +268,9 @@ impl Worker {
                         self.finished(done);
                     }
                     timers.slot_freed();
+                }
+                Some(asked) = asked_here.recv() => {
+                    self.take_here(asked, drain_until.is_some()).await;
                 }
                 _ = renew.tick(), if busy => self.renew().await,
                 _ = stops.tick(), if busy => self.pass_on_stop_requests().await,
@@ -448,6 +459,10 @@ impl Worker {
         let (shared, ship_logs) = (self.store.clone(), self.config.ship_logs);
         let objects = self.config.shared.clone();
         let announce = self.config.announce.clone();
+        let here = self
+            .here
+            .clone()
+            .map(|h| h as Arc<dyn dispatch_runtime::workflow::RunHere>);
         let parcel = self.couriers.parcel(&layout, &run.parcel_digest);
         let noop = parcel.as_ref().map(|p| p.manifest.courier) == Some(Courier::Noop);
         let requests = parcel
@@ -469,6 +484,7 @@ impl Worker {
                         ship_logs,
                         objects,
                         announce,
+                        here,
                     },
                     &who,
                 );

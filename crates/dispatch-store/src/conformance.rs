@@ -22,6 +22,7 @@
 //! with each backend's tests.
 
 mod capacity;
+mod created_claimed;
 mod enqueue;
 mod evals;
 mod events;
@@ -47,6 +48,7 @@ use serde_json::json;
 use crate::{NewRun, Run, StateWrite, Store};
 
 pub use capacity::*;
+pub use created_claimed::*;
 pub use enqueue::*;
 pub use evals::*;
 pub use events::*;
@@ -134,6 +136,8 @@ macro_rules! __queue_conformance_names {
             claims_take_the_highest_priority_then_the_oldest,
             workers_are_listed_with_the_live_runs_they_hold,
             three_claimers_racing_over_1000_runs_claim_each_exactly_once,
+            runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed_ones,
+            creating_claimed_runs_is_all_or_none,
             a_stolen_lease_cannot_write,
             a_stolen_lease_cannot_write_several_transitions,
             stop_requests_are_found_among_the_runs_in_hand,

@@ -184,6 +184,28 @@ pub trait QueueStore: Send + Sync {
     /// get the same run. Each claim appends its `state` event.
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
 
+    /// Creates the runs of `batch` as
+    /// [`ReliabilityStore::create_runs_with`](crate::ReliabilityStore::create_runs_with)
+    /// does (one transaction: all or none), each already held by the worker
+    /// of `request` as if [`Self::claim`] had taken it the moment it was
+    /// queued: `starting` under `request.helper`, its `state` event, leased
+    /// to `request.worker` until `request.now + request.lease_ms` under a
+    /// new fencing token. No other worker ever sees them queued, and none is
+    /// woken. How a worker coordinating a workflow runs a member itself.
+    /// `briefs` (SHA-256, bytes) are stored in the same transaction, as
+    /// [`ParcelStore::put_brief`](crate::ParcelStore::put_brief) stores
+    /// them: a worker that takes such a run over finds its brief.
+    ///
+    /// A run whose concurrency key has no slot for it is created queued, as
+    /// any, and is not among those returned; labels and capacity are the
+    /// caller's to check. `request.limit`, `labels` and `free` are not used.
+    async fn create_claimed(
+        &self,
+        batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
+        request: &ClaimRequest,
+    ) -> StoreResult<Vec<Claimed>>;
+
     /// Extends the leases `worker` still holds among `held` (run, fencing
     /// token) to `expires_at`, in one statement. Returns the runs renewed; a
     /// run missing from the answer is no longer this worker's.

@@ -110,6 +110,7 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
             extras: Some(extras),
             upstream: None,
             briefs: None,
+            here: None,
             shared: None,
             turn: None,
         };

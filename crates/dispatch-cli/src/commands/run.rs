@@ -154,6 +154,7 @@ pub async fn create_checked(
         extras: Some(extras),
         upstream: None,
         briefs: None,
+        here: None,
         shared: None,
         turn: None,
     };

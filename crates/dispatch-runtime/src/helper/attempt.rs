@@ -74,6 +74,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     .to_string();
     let session = extras.and_then(|e| e.session);
     let briefs = known.briefs.clone();
+    let here = known.here.clone();
     let shared = known.shared;
     let turn = known.turn;
     loop {
@@ -97,6 +98,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             upstream,
             leased: host.leased,
             briefs: briefs.as_deref(),
+            here: here.as_deref(),
             traceparent: &traceparent,
             shared: shared.as_ref(),
             turn: turn.as_deref(),
@@ -208,6 +210,8 @@ struct Context<'a> {
     /// A worker holds the run (a workflow's members go to the queue).
     leased: bool,
     briefs: Option<&'a dyn crate::workflow::BriefSink>,
+    /// The worker that runs the member runs it has room for itself.
+    here: Option<&'a dyn crate::workflow::RunHere>,
     traceparent: &'a str,
     /// The cluster's shared artifact store (see [`super::shared`]).
     shared: Option<&'a Arc<crate::objects::Objects>>,
@@ -239,6 +243,7 @@ async fn one_attempt<S: Store + ?Sized>(
         upstream,
         leased,
         briefs,
+        here,
         traceparent,
         shared,
         turn,
@@ -287,6 +292,7 @@ async fn one_attempt<S: Store + ?Sized>(
         let host = crate::workflow::Where {
             local: !leased,
             briefs,
+            here,
         };
         return super::coordinator::attempt(store, layout, run, log, policy, parcel, host).await;
     }

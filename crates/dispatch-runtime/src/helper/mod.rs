@@ -136,6 +136,9 @@ pub struct Known {
     /// Where a workflow's coordinator puts the briefs of the member runs it
     /// creates, for workers on other machines (a cluster worker's store).
     pub briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
+    /// The worker coordinating a workflow, which runs the member runs it has
+    /// room for itself (see [`crate::workflow::RunHere`]).
+    pub here: Option<Arc<dyn crate::workflow::RunHere>>,
     /// The cluster's shared artifact store (`--artifacts URL`): artifacts
     /// are uploaded there and the parcel's state is synchronized through it
     /// (see [`crate::objects::state`]). `None`: this machine's disk only.
@@ -153,14 +156,15 @@ pub struct Known {
 /// back to the queue. A retry goes back to the queue too (the lease ends),
 /// for any worker to take when its backoff is over.
 ///
-/// `upstream` starts the runs the run hands off to (queued for any worker).
+/// `upstream` starts the runs the run hands off to (queued for any worker);
+/// `members` is what a workflow's coordinator needs of the worker.
 pub async fn run_in_worker<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: Run,
     parcel: Option<Arc<Parcel>>,
     upstream: Arc<dyn crate::handoff::Upstream>,
-    briefs: Option<Arc<dyn crate::workflow::BriefSink>>,
+    members: crate::workflow::Members,
     shared: Option<Arc<crate::objects::Objects>>,
 ) -> RuntimeResult<i32> {
     let host = Host {
@@ -173,7 +177,8 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         parcel,
         extras: None,
         upstream: Some(upstream),
-        briefs,
+        briefs: members.briefs,
+        here: members.here,
         shared,
         turn: None,
     };

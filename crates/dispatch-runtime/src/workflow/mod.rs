@@ -22,9 +22,12 @@
 //! replaced by one that picks up from the store (a local helper is revived
 //! by lost-helper recovery; in a cluster the parent's lease expires and
 //! another worker claims it). Locally the coordinator starts a helper
-//! process for each child it creates; in a cluster the workers claim them.
+//! process for each child it creates; in a cluster the coordinating worker
+//! runs those it has room for itself ([`here`]) and the workers claim the
+//! others from the queue.
 
 pub mod graph;
+mod here;
 mod join;
 mod standby;
 mod turns;
@@ -43,6 +46,7 @@ use serde_json::Value;
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 
+pub use here::{MemberRun, Members, RunHere};
 pub use join::JOIN;
 pub use standby::TurnSignal;
 pub use turns::{COORDINATOR, REFUSED};
@@ -59,10 +63,14 @@ const CHILD_GRACE: Duration = Duration::from_millis(2_000);
 #[derive(Clone, Copy)]
 pub struct Where<'a> {
     /// A helper process on this machine: it starts a helper for each
-    /// member run. A worker (`false`) leaves them to the queue.
+    /// member run. A worker (`false`) runs those it has room for itself
+    /// ([`Self::here`]) and leaves the others to the queue.
     pub local: bool,
     /// Where the member runs' briefs go for other machines (a worker's store).
     pub briefs: Option<&'a dyn BriefSink>,
+    /// A worker that runs, of the member runs, those it has room for
+    /// itself, created claimed by it (see [`here`]); the rest go to the queue.
+    pub here: Option<&'a dyn RunHere>,
 }
 
 /// Stores a brief (its SHA-256 and bytes) where workers on other machines
@@ -238,7 +246,6 @@ pub async fn coordinate<S: Store + ?Sized>(
             let to = turns::To {
                 hop: hops,
                 thread: &msgs[..i],
-                briefs: host.briefs,
                 claimed_by: ahead,
             };
             match turns::plan(layout, (wf, &mut parcels), &parent, m, to).await {
@@ -257,7 +264,18 @@ pub async fn coordinate<S: Store + ?Sized>(
         }
         // Delivered together: one transaction for a fan-out's members.
         let runs: Vec<_> = planned.iter().map(|(run, _, _)| run.clone()).collect();
-        let created = turns::create(store, &runs).await?;
+        let created = match here::deliver(store, layout, host, &runs).await {
+            Ok(created) => created,
+            // The store may answer later: the coordinator ends and a new one resumes.
+            Err((_, e @ crate::RuntimeError::Store(_))) => return Err(e),
+            Err((i, e)) => {
+                stop_children(store, layout, &children, local).await;
+                let to = planned
+                    .get(i)
+                    .map_or("?", |p| p.1.0.message.receiver.as_str());
+                return Ok((fail(format!("member `{to}` could not start: {e}")), None));
+            }
+        };
         for ((run, (m, hop), ahead), created) in planned.iter().zip(created) {
             let child = &run.0.id;
             if created && ahead.is_some() && !noop.contains(&run.0.parcel_digest) {
@@ -272,7 +290,12 @@ pub async fn coordinate<S: Store + ?Sized>(
             }
             changed = true;
         }
-        if changed {
+        // Locally, the runs just created get their helpers below. A worker
+        // needs no fresh read: a run it just created is live, and with the
+        // view from the start of the pass its message counts as not
+        // delivered yet, so the workflow cannot be taken for ended or
+        // stalled; the next pass reads them.
+        if changed && local {
             children = children_of(store, &id).await?;
         }
         if local {

@@ -197,17 +197,23 @@ fn refused(
 
 /// The `message` events of the child's last attempt (what it sent).
 async fn sent<S: Store + ?Sized>(store: &S, child: &Run) -> RuntimeResult<Vec<Value>> {
+    const PAGE: usize = 500;
     let mut found = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.list_events(&child.id, after, 500).await?;
+        let page = store.list_events(&child.id, after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
+        // A short page is the last one: no read to learn that.
+        let more = page.len() >= PAGE;
         found.extend(
             page.into_iter()
                 .filter(|e| e.event.kind == "message" && e.event.attempt == child.attempt)
                 .map(|e| e.event.data),
         );
+        if !more {
+            break;
+        }
     }
     Ok(found)
 }
@@ -218,8 +224,6 @@ pub(super) struct To<'a> {
     pub(super) hop: u64,
     /// The messages before it (the receiver's thread is their last few).
     pub(super) thread: &'a [Message],
-    /// Where the member run's brief goes for other machines.
-    pub(super) briefs: Option<&'a dyn super::BriefSink>,
     /// The helper the member run is created claimed by (one started ahead).
     pub(super) claimed_by: Option<dispatch_core::ProcRef>,
 }
@@ -236,8 +240,9 @@ pub(super) type Planned<'m> = (
 pub(super) type Parcels = std::collections::HashMap<String, std::sync::Arc<Parcel>>;
 
 /// The run that delivers `m` (to a member), ready to create: its brief
-/// written (and stored for other machines), its id the message's. `None`
-/// for a message to no member.
+/// written, its id the message's. `None` for a message to no member.
+/// (In a cluster the brief is stored for other machines when the run is
+/// created: [`put_briefs`], or with the run by [`super::here`].)
 pub(super) async fn plan(
     layout: &Layout,
     (wf, parcels): (&Workflow, &mut Parcels),
@@ -248,7 +253,6 @@ pub(super) async fn plan(
     let To {
         hop,
         thread,
-        briefs,
         claimed_by,
     } = to;
     // The caller found no run of this id (one created meanwhile, by a
@@ -292,19 +296,32 @@ pub(super) async fn plan(
     };
     let (mut new, extras, _) = prepare_for(layout, parcel, &req, &opts)?.into_parts();
     new.id = child_id;
-    if let Some(sink) = briefs {
-        // Workers on other machines fetch the brief from the store.
-        let path = layout.brief(&new.brief_sha256);
-        let bytes = std::fs::read(&path).map_err(crate::error::io("reading", &path))?;
-        sink.put(&new.brief_sha256, bytes)
-            .await
-            .map_err(|e| crate::RuntimeError::Io {
-                what: "storing the brief",
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-    }
     Ok(Some((new, extras)))
+}
+
+/// The brief of run `new`, as written to `layout`.
+pub(super) fn brief_of(layout: &Layout, new: &NewRun) -> RuntimeResult<Vec<u8>> {
+    let path = layout.brief(&new.brief_sha256);
+    std::fs::read(&path).map_err(crate::error::io("reading", &path))
+}
+
+/// Stores the briefs of `runs` through `sink`, where workers on other
+/// machines fetch them. On an error, the run whose brief it is.
+pub(super) async fn put_briefs(
+    layout: &Layout,
+    sink: &dyn super::BriefSink,
+    runs: &[(NewRun, RunExtras)],
+) -> Result<(), (usize, crate::RuntimeError)> {
+    for (i, (new, _)) in runs.iter().enumerate() {
+        let bytes = brief_of(layout, new).map_err(|e| (i, e))?;
+        sink.put(&new.brief_sha256, bytes).await.map_err(|e| {
+            let path = layout.brief(&new.brief_sha256);
+            let source = std::io::Error::other(e);
+            let what = "storing the brief";
+            (i, crate::RuntimeError::Io { what, path, source })
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates the planned runs, all in one transaction; whether each was

@@ -1,7 +1,7 @@
 //! The event log (and the usage totals it feeds), attempts and artifacts on
 //! PostgreSQL.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use dispatch_core::{NewEvent, RunId, Status};
 use tokio_postgres::Row;
 
@@ -74,7 +74,7 @@ pub(super) async fn lock_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fa
     }
 }
 
-async fn require_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
+async fn require_run<C: GenericClient>(tx: &C, run: &RunId) -> Result<(), Fail> {
     let stmt = tx
         .prepare_cached("SELECT 1 FROM runs WHERE id = $1")
         .await?;
@@ -85,8 +85,8 @@ async fn require_run(tx: &Transaction<'_>, run: &RunId) -> Result<(), Fail> {
 }
 
 /// An empty list for a run that exists; `NotFound` for one that does not.
-async fn empty_or_missing<T>(
-    tx: &Transaction<'_>,
+async fn empty_or_missing<T, C: GenericClient>(
+    tx: &C,
     run: &RunId,
     found: Vec<T>,
 ) -> Result<Vec<T>, Fail> {
@@ -149,8 +149,8 @@ pub(super) async fn append(
     Ok(())
 }
 
-pub(super) async fn list(
-    tx: &Transaction<'_>,
+pub(super) async fn list<C: GenericClient>(
+    tx: &C,
     run: &RunId,
     after: i64,
     limit: usize,

@@ -1,6 +1,6 @@
 //! Workflow messages on PostgreSQL (see [`crate::MessageStore`]).
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use dispatch_core::RunId;
 use tokio_postgres::Row;
 
@@ -77,7 +77,7 @@ fn to_message(row: &Row) -> Result<Message, Fail> {
     })
 }
 
-pub(super) async fn list(tx: &Transaction<'_>, workflow: &RunId) -> Result<Vec<Message>, Fail> {
+pub(super) async fn list<C: GenericClient>(tx: &C, workflow: &RunId) -> Result<Vec<Message>, Fail> {
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages WHERE workflow_id = $1 ORDER BY seq"

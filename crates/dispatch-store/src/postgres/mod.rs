@@ -22,6 +22,19 @@ macro_rules! in_tx {
     }};
 }
 
+/// A one-statement read outside a transaction (one snapshot anyway): one
+/// round trip rather than three (`BEGIN`, the statement, `COMMIT`).
+macro_rules! read {
+    ($self:ident, |$client:ident| $body:expr) => {{
+        let result: Result<_, Fail> = async {
+            let $client = $self.client().await?;
+            $body.await
+        }
+        .await;
+        $self.finish(result)
+    }};
+}
+
 mod evals;
 mod events;
 mod expire;
@@ -304,7 +317,7 @@ impl RunStore for PgStore {
     }
 
     async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::get(&tx, id))
+        read!(self, |client| runs::get(&client, id))
     }
 
     async fn resolve_prefix(&self, prefix: &str) -> StoreResult<RunId> {
@@ -312,7 +325,7 @@ impl RunStore for PgStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        in_tx!(self, |tx| runs::list(&tx, filter))
+        read!(self, |client| runs::list(&client, filter))
     }
 
     async fn transitions(
@@ -346,7 +359,7 @@ impl EventStore for PgStore {
     }
 
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
-        in_tx!(self, |tx| events::list(&tx, run, after, limit))
+        read!(self, |client| events::list(&client, run, after, limit))
     }
 }
 
@@ -388,6 +401,17 @@ impl QueueStore for PgStore {
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         in_tx!(self, |tx| queue::claim(&tx, request))
+    }
+
+    async fn create_claimed(
+        &self,
+        batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
+        request: &ClaimRequest,
+    ) -> StoreResult<Vec<Claimed>> {
+        in_tx!(self, |tx| queue::create_claimed(
+            &tx, batch, briefs, request
+        ))
     }
 
     async fn renew_leases(
@@ -520,7 +544,7 @@ impl crate::MessageStore for PgStore {
     }
 
     async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<crate::Message>> {
-        in_tx!(self, |tx| messages::list(&tx, workflow))
+        read!(self, |client| messages::list(&client, workflow))
     }
 }
 

@@ -19,6 +19,70 @@ use crate::{Capacity, ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
 
+/// What a claim returns of each run: its columns, then its fencing token
+/// and extras (see [`claimed_from_row`]).
+macro_rules! claimed_columns {
+    () => {
+        concat!(
+            run_columns!(),
+            ", fence, idempotency_key, session, policy, keep_workspace, concurrency_key, \
+             concurrency_max, concurrency_strategy, traceparent"
+        )
+    };
+}
+
+/// A run as [`claimed_columns`] returned it.
+fn claimed_from_row(row: &tokio_postgres::Row) -> Result<Claimed, Fail> {
+    Ok(Claimed {
+        run: run_from_row(row)?,
+        fence: row.try_get(20)?,
+        extras: crate::RunExtras {
+            idempotency_key: row.try_get(21)?,
+            session: row.try_get(22)?,
+            policy: json_col(row, 23, "policy")?,
+            keep_workspace: row.try_get(24)?,
+            concurrency: super::reliability::concurrency_of(row, 25)?,
+            traceparent: row.try_get(28)?,
+        },
+    })
+}
+
+/// See [`crate::QueueStore::create_claimed`]: each run created held by the
+/// worker's process (no notification: nobody else may take it), then leased.
+pub(super) async fn create_claimed(
+    tx: &Transaction<'_>,
+    batch: &[(crate::NewRun, crate::RunExtras)],
+    briefs: &[(String, Vec<u8>)],
+    req: &ClaimRequest,
+) -> Result<Vec<Claimed>, Fail> {
+    for (sha256, bytes) in briefs {
+        super::parcels::put_brief(tx, sha256, bytes).await?;
+    }
+    let mut ids = Vec::with_capacity(batch.len());
+    for (new, extras) in batch {
+        let mut held = new.clone();
+        held.claimed_by = Some(req.helper);
+        super::reliability::create_with(tx, &held, extras, false).await?;
+        ids.push(new.id.as_str().to_string());
+    }
+    let stmt = tx
+        .prepare_cached(concat!(
+            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, fence = fence + 1 \
+             WHERE id = ANY($3::text[]) AND status = 'starting' RETURNING ",
+            claimed_columns!()
+        ))
+        .await?;
+    let rows = tx
+        .query(&stmt, &[&req.worker, &(req.now + req.lease_ms), &ids])
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by_key(|c| ids.iter().position(|id| id == c.run.id.as_str()));
+    Ok(claimed)
+}
+
 pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Claimed>, Fail> {
     let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
     // Walk `runs_claimable` in its order and stop at the limit. The planner
@@ -86,9 +150,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
             "UPDATE runs SET state = $1, status = 'starting', version = version + 1, \
              updated_at = $2, lease_owner = $3, lease_expires_at = $4, fence = fence + 1 \
              WHERE id = ANY($5::text[]) RETURNING ",
-            run_columns!(),
-            ", fence, idempotency_key, session, policy, keep_workspace, concurrency_key, \
-             concurrency_max, concurrency_strategy, traceparent"
+            claimed_columns!()
         ))
         .await?;
     let rows = tx
@@ -103,21 +165,10 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
             ],
         )
         .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        claimed.push(Claimed {
-            run: run_from_row(row)?,
-            fence: row.try_get(20)?,
-            extras: crate::RunExtras {
-                idempotency_key: row.try_get(21)?,
-                session: row.try_get(22)?,
-                policy: json_col(row, 23, "policy")?,
-                keep_workspace: row.try_get(24)?,
-                concurrency: super::reliability::concurrency_of(row, 25)?,
-                traceparent: row.try_get(28)?,
-            },
-        });
-    }
+    let mut claimed = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     // In the order chosen: priority, then age.
     claimed.sort_by_key(|c| ids.iter().position(|id| id == c.run.id.as_str()));
     let events: Vec<(RunId, NewEvent)> = claimed

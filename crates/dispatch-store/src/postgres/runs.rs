@@ -1,7 +1,7 @@
 //! The `runs` table on PostgreSQL: the same statements as the SQLite backend,
 //! with row locks where SQLite relies on its single writer.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use dispatch_core::event::Usage;
 use dispatch_core::id::SHORT_LEN;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
@@ -202,7 +202,7 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
     get(tx, &new.id).await
 }
 
-pub(super) async fn get(tx: &Transaction<'_>, id: &RunId) -> Result<Run, Fail> {
+pub(super) async fn get<C: GenericClient>(tx: &C, id: &RunId) -> Result<Run, Fail> {
     let stmt = tx
         .prepare_cached(concat!(
             "SELECT ",
@@ -275,7 +275,7 @@ fn distinct_prefixes(ids: &[String]) -> Vec<&str> {
     ids.iter().map(|id| &id[..len.min(id.len())]).collect()
 }
 
-pub(super) async fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
+pub(super) async fn list<C: GenericClient>(tx: &C, filter: &RunFilter) -> Result<Vec<Run>, Fail> {
     let mut sql = String::from(concat!("SELECT ", run_columns!(), " FROM runs"));
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();

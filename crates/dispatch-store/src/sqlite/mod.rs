@@ -397,6 +397,15 @@ impl QueueStore for SqliteStore {
         self.write(|tx| queue::claim(tx, request))
     }
 
+    async fn create_claimed(
+        &self,
+        batch: &[(NewRun, RunExtras)],
+        briefs: &[(String, Vec<u8>)],
+        request: &ClaimRequest,
+    ) -> StoreResult<Vec<Claimed>> {
+        self.write(|tx| queue::create_claimed(tx, batch, briefs, request))
+    }
+
     async fn renew_leases(
         &self,
         worker: &str,

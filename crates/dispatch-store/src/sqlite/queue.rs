@@ -99,6 +99,43 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
     Ok(claimed)
 }
 
+/// See [`crate::QueueStore::create_claimed`]: each run created held by the
+/// worker's process, then leased.
+pub(super) fn create_claimed(
+    tx: &Transaction<'_>,
+    batch: &[(crate::NewRun, crate::RunExtras)],
+    briefs: &[(String, Vec<u8>)],
+    req: &ClaimRequest,
+) -> Result<Vec<Claimed>, Fail> {
+    for (sha256, bytes) in briefs {
+        super::parcels::put_brief(tx, sha256, bytes)?;
+    }
+    let mut claimed = Vec::with_capacity(batch.len());
+    for (new, extras) in batch {
+        let mut held = new.clone();
+        held.claimed_by = Some(req.helper);
+        super::reliability::create_with(tx, &held, extras, false)?;
+        let fence: Option<i64> = tx
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, fence = fence + 1 \
+                 WHERE id = ?3 AND status = 'starting' RETURNING fence",
+            )?
+            .query_row(
+                params![req.worker, req.now + req.lease_ms, new.id.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(fence) = fence {
+            claimed.push(Claimed {
+                extras: super::reliability::extras(tx, &new.id)?,
+                run: get(tx, &new.id)?,
+                fence,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
 pub(super) fn renew(
     tx: &Transaction<'_>,
     worker: &str,
