@@ -1,40 +1,14 @@
 //! The PostgreSQL backend: the same tables and promises as SQLite, for a
 //! cluster of servers and workers sharing one database.
 //!
-//! A pool of connections; every operation is one transaction. Writes to one run
+//! A pool of connections; every write is one transaction (reads of one
+//! statement run on their own, see `macros.rs`). Writes to one run
 //! take its row lock first (the `UPDATE`, or `SELECT … FOR UPDATE`), so events
 //! of a run are numbered in commit order: a reader paging by `seq` never skips
 //! one that commits later with a smaller number.
 
-/// Runs `$body` (an expression using the transaction `$tx`) in one
-/// transaction, committed when it succeeds and rolled back when it fails.
-macro_rules! in_tx {
-    ($self:ident, |$tx:ident| $body:expr) => {{
-        let result: Result<_, Fail> = async {
-            let mut client = $self.client().await?;
-            let $tx = client.transaction().await?;
-            let value = $body.await?;
-            $tx.commit().await?;
-            Ok(value)
-        }
-        .await;
-        $self.finish(result)
-    }};
-}
-
-/// A one-statement read outside a transaction (one snapshot anyway): one
-/// round trip rather than three (`BEGIN`, the statement, `COMMIT`).
-macro_rules! read {
-    ($self:ident, |$client:ident| $body:expr) => {{
-        let result: Result<_, Fail> = async {
-            let $client = $self.client().await?;
-            $body.await
-        }
-        .await;
-        $self.finish(result)
-    }};
-}
-
+#[macro_use]
+mod macros;
 mod evals;
 mod events;
 mod expire;
