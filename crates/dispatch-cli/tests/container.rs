@@ -4,25 +4,12 @@
 mod common;
 mod container_common;
 
-use common::{Dispatch, alive, checks, eventually};
+use common::{Dispatch, alive, eventually};
+use container_common::same::{self, agent, log};
 use container_common::{IMAGE, available, containers_of};
 use std::path::PathBuf;
 
 /// An agent directory running `script` in the test image.
-fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -> PathBuf {
-    checks::agent(
-        d.dir.path(),
-        name,
-        &format!("FROM image {image}\n"),
-        script,
-        extra,
-    )
-}
-
-fn log(d: &Dispatch, id: &str) -> String {
-    d.ok(&["logs", id])
-}
-
 #[test]
 fn a_container_agent_reads_its_payload_and_its_events_output_and_artifacts_are_collected() {
     if !available() {
@@ -69,13 +56,7 @@ fn a_failing_container_fails_the_run_with_its_exit_code() {
     if !available() {
         return;
     }
-    let d = Dispatch::new();
-    let dir = agent(&d, "fails", IMAGE, "echo failing\nexit 7\n", "");
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    assert_eq!(doc["status"], "failed");
-    assert_eq!(doc["state"]["exit_code"], 7, "{doc}");
-    assert!(log(&d, &id).contains("failing"));
+    same::a_failing_container_fails_the_run_with_its_exit_code(&Dispatch::new());
 }
 
 #[test]
@@ -83,25 +64,7 @@ fn network_none_leaves_only_loopback_and_is_the_default() {
     if !available() {
         return;
     }
-    // Reachable from any process of the host, not from the container.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port();
-    let d = Dispatch::new();
-    let script = format!(
-        "echo \"nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
-         if nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null; then echo reached; else echo unreachable; fi\n"
-    );
-    let dir = agent(&d, "offline", IMAGE, &script, "");
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(
-        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
-        "{log}"
-    );
-    assert!(log.contains("unreachable"), "{log}");
-    assert!(log.contains("network none"), "{log}");
+    same::network_none_leaves_only_loopback(&Dispatch::new());
 }
 
 #[test]
@@ -109,28 +72,7 @@ fn a_missing_image_fails_at_once_with_a_clear_error_and_no_retry() {
     if !available() {
         return;
     }
-    let d = Dispatch::new();
-    let dir = agent(
-        &d,
-        "noimage",
-        "localhost/dispatch-test-missing:1",
-        "echo never\n",
-        "RETRY 3 BACKOFF 10ms..20ms\n",
-    );
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    assert_eq!(doc["status"], "failed");
-    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("image localhost/dispatch-test-missing:1 is not present")
-            && reason.contains("Dispatch never pulls"),
-        "{reason}"
-    );
-    assert_eq!(
-        doc["attempts"].as_array().map(Vec::len),
-        Some(1),
-        "not retried"
-    );
+    same::a_missing_image_fails_at_once_with_a_clear_error_and_no_retry(&Dispatch::new(), "podman");
 }
 
 #[test]
@@ -138,25 +80,7 @@ fn resources_become_container_limits() {
     if !available() {
         return;
     }
-    let d = Dispatch::new();
-    let dir = agent(
-        &d,
-        "limited",
-        IMAGE,
-        "echo \"memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\"\n\
-         echo \"pids: $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)\"\n",
-        "RESOURCES MEMORY 64M PIDS 64 DISK 1G\n",
-    );
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(log.contains(&format!("memory: {}", 64 << 20)), "{log}");
-    assert!(log.contains("pids: 64"), "{log}");
-    assert!(
-        log.contains("DISK 1G is NOT applied to containers"),
-        "said plainly: {log}"
-    );
+    same::resources_become_container_limits(&Dispatch::new());
 }
 
 #[test]

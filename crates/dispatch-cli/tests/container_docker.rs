@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::{Dispatch, alive, checks, eventually};
+use container_common::same::{self, agent, log};
 use container_common::{IMAGE, available, containers_of};
 use native_common::{Mock, events_of, native_agent, text};
 use serde_json::json;
@@ -116,20 +117,6 @@ fn dispatch(docker: &Path, api: &DockerApi) -> Dispatch {
     ])
 }
 
-fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -> PathBuf {
-    checks::agent(
-        d.dir.path(),
-        name,
-        &format!("FROM image {image}\n"),
-        script,
-        extra,
-    )
-}
-
-fn log(d: &Dispatch, id: &str) -> String {
-    d.ok(&["logs", id])
-}
-
 /// Waits until the agent wrote its `up` step from inside the container.
 fn wait_up(d: &Dispatch, id: &str) {
     eventually(30, "the agent runs in its container", || {
@@ -196,90 +183,30 @@ echo "nofile: $(ulimit -n)"
 fn docker_a_failing_container_fails_the_run_with_its_exit_code() {
     let Some(docker) = docker_cli() else { return };
     let api = DockerApi::start(&docker);
-    let d = dispatch(&docker, &api);
-    let dir = agent(&d, "fails", IMAGE, "echo failing\nexit 7\n", "");
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    assert_eq!(doc["status"], "failed");
-    assert_eq!(doc["state"]["exit_code"], 7, "{doc}");
-    assert!(log(&d, &id).contains("failing"));
-    eventually(10, "the container is removed", || {
-        containers_of(&id).is_empty()
-    });
+    same::a_failing_container_fails_the_run_with_its_exit_code(&dispatch(&docker, &api));
 }
 
 #[test]
 fn docker_network_none_leaves_only_loopback() {
     let Some(docker) = docker_cli() else { return };
     let api = DockerApi::start(&docker);
-    // Reachable from any process of the host, not from the container.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port();
-    let d = dispatch(&docker, &api);
-    let script = format!(
-        "echo \"nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
-         if nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null; then echo reached; else echo unreachable; fi\n"
-    );
-    let dir = agent(&d, "offline", IMAGE, &script, "");
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(
-        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
-        "{log}"
-    );
-    assert!(log.contains("unreachable"), "{log}");
-    assert!(log.contains("network none"), "{log}");
+    same::network_none_leaves_only_loopback(&dispatch(&docker, &api));
 }
 
 #[test]
 fn docker_resources_become_container_limits() {
     let Some(docker) = docker_cli() else { return };
     let api = DockerApi::start(&docker);
-    let d = dispatch(&docker, &api);
-    let dir = agent(
-        &d,
-        "limited",
-        IMAGE,
-        "echo \"memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\"\n\
-         echo \"pids: $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)\"\n",
-        "RESOURCES MEMORY 64M PIDS 64\n",
-    );
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(log.contains(&format!("memory: {}", 64 << 20)), "{log}");
-    assert!(log.contains("pids: 64"), "{log}");
+    same::resources_become_container_limits(&dispatch(&docker, &api));
 }
 
 #[test]
 fn docker_a_missing_image_fails_at_once_with_a_clear_error_and_no_retry() {
     let Some(docker) = docker_cli() else { return };
     let api = DockerApi::start(&docker);
-    let d = dispatch(&docker, &api);
-    let dir = agent(
-        &d,
-        "noimage",
-        "localhost/dispatch-test-missing:1",
-        "echo never\n",
-        "RETRY 3 BACKOFF 10ms..20ms\n",
-    );
-    let id = d.detach(&dir, "{}");
-    let doc = d.wait_terminal(&id);
-    assert_eq!(doc["status"], "failed");
-    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("image localhost/dispatch-test-missing:1 is not present")
-            && reason.contains("docker build/pull/load it")
-            && reason.contains("Dispatch never pulls"),
-        "{reason}"
-    );
-    assert_eq!(
-        doc["attempts"].as_array().map(Vec::len),
-        Some(1),
-        "not retried"
+    same::a_missing_image_fails_at_once_with_a_clear_error_and_no_retry(
+        &dispatch(&docker, &api),
+        "docker",
     );
 }
 

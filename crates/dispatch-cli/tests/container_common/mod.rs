@@ -3,6 +3,8 @@
 //! static busybox (the distribution's `busybox-static`) — no registry.
 #![allow(dead_code)]
 
+pub mod same;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,0 +1,110 @@
+//! What the container courier promises whichever runtime CLI drives it:
+//! each check takes a state directory whose runs use podman
+//! (`tests/container.rs`) or docker (`tests/container_docker.rs`).
+
+use std::path::PathBuf;
+
+use super::{IMAGE, containers_of};
+use crate::common::{Dispatch, checks, eventually};
+
+/// A parcel `name` of `image` whose `agent.sh` runs `script`, with `extra`
+/// directives.
+pub fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -> PathBuf {
+    checks::agent(
+        d.dir.path(),
+        name,
+        &format!("FROM image {image}\n"),
+        script,
+        extra,
+    )
+}
+
+pub fn log(d: &Dispatch, id: &str) -> String {
+    d.ok(&["logs", id])
+}
+
+/// A failing container fails the run with its exit code, and goes.
+pub fn a_failing_container_fails_the_run_with_its_exit_code(d: &Dispatch) {
+    let dir = agent(d, "fails", IMAGE, "echo failing\nexit 7\n", "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["state"]["exit_code"], 7, "{doc}");
+    assert!(log(d, &id).contains("failing"));
+    eventually(10, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+}
+
+/// `NETWORK none` (the default): only loopback, and the host's loopback
+/// listener is out of reach.
+pub fn network_none_leaves_only_loopback(d: &Dispatch) {
+    // Reachable from any process of the host, not from the container.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let script = format!(
+        "echo \"nets: $(ls /sys/class/net | tr '\\n' ' ')\"\n\
+         if nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null; then echo reached; else echo unreachable; fi\n"
+    );
+    let dir = agent(d, "offline", IMAGE, &script, "");
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(
+        log.contains("nets: lo \n") || log.contains("nets: lo\n"),
+        "{log}"
+    );
+    assert!(log.contains("unreachable"), "{log}");
+    assert!(log.contains("network none"), "{log}");
+}
+
+/// `RESOURCES` are the container's limits, seen from inside; `DISK` is said
+/// plainly not to apply.
+pub fn resources_become_container_limits(d: &Dispatch) {
+    let dir = agent(
+        d,
+        "limited",
+        IMAGE,
+        "echo \"memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\"\n\
+         echo \"pids: $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)\"\n",
+        "RESOURCES MEMORY 64M PIDS 64 DISK 1G\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    let log = log(d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(log.contains(&format!("memory: {}", 64 << 20)), "{log}");
+    assert!(log.contains("pids: 64"), "{log}");
+    assert!(
+        log.contains("DISK 1G is NOT applied to containers"),
+        "said plainly: {log}"
+    );
+}
+
+/// An image that is not there fails the run at once, not retried, saying
+/// so with `runtime`'s own way to get it.
+pub fn a_missing_image_fails_at_once_with_a_clear_error_and_no_retry(d: &Dispatch, runtime: &str) {
+    let dir = agent(
+        d,
+        "noimage",
+        "localhost/dispatch-test-missing:1",
+        "echo never\n",
+        "RETRY 3 BACKOFF 10ms..20ms\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    let reason = doc["state"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("image localhost/dispatch-test-missing:1 is not present")
+            && reason.contains("Dispatch never pulls")
+            && reason.contains(&format!("{runtime} build/pull/load it")),
+        "{reason}"
+    );
+    assert_eq!(
+        doc["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "not retried"
+    );
+}
