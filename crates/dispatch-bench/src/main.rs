@@ -8,7 +8,8 @@
 //! the latency from `POST /v1/runs` to the agent's start (see `cluster.rs`).
 //!
 //! `dispatch-bench telemetry [--runs N] [--rounds R]` and `dispatch-bench
-//! retention [--seed N] [--rate R]`: OTLP export's cost and retention under
+//! retention [--seed N] [--rate R] [--alone-secs S] [--batch N] [--pause-ms M]
+//! [--yield F]`: OTLP export's cost and retention under
 //! load, on PostgreSQL (see `telemetry.rs`).
 //!
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's

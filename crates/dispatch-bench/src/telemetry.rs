@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dispatch_core::now_ms;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_runtime::retention::{RetentionSpec, retention_pass};
+use dispatch_runtime::retention::{Pace, RetentionSpec, retention_pass_at};
 use dispatch_server::metrics::Metrics;
 use dispatch_server::serve::Backend;
 use dispatch_server::worker::{Worker, WorkerConfig};
@@ -99,6 +99,17 @@ pub fn retention(args: &[String]) {
     crate::use_database_url(args);
     let seed = number(args, "--seed", 200_000);
     let rate = number(args, "--rate", 500).max(1);
+    let default = Pace::default();
+    let pace = Pace {
+        batch: number(args, "--batch", default.batch).max(1),
+        pause: std::time::Duration::from_millis(number(
+            args,
+            "--pause-ms",
+            default.pause.as_millis() as usize,
+        ) as u64),
+        yield_factor: number(args, "--yield", default.yield_factor as usize) as u32,
+    };
+    eprintln!("pace: {pace:?}");
     runtime().block_on(async {
         let Some(db) = TestDatabase::create().await else {
             println!("PostgreSQL unreachable");
@@ -134,22 +145,23 @@ pub fn retention(args: &[String]) {
                 let _ = worker.run(async move { let _ = rx.wait_for(|s| *s).await; }).await;
             });
         }
-        // Phase 1: runs flow alone, for as long as phase 2 will take (measured after).
+        // Phase 1: runs flow alone; phase 2: as they flow, the pass deletes
+        // the seeded runs (and autovacuum follows it: part of its cost).
+        let alone_for = std::time::Duration::from_secs(number(args, "--alone-secs", 60) as u64);
+        let started = Instant::now();
+        let (alone, _) = flow(&backend, &layout, rate, || started.elapsed() >= alone_for).await;
         let spec: RetentionSpec = "succeeded=1h".parse().expect("spec");
         let store = backend.store.clone();
         let (pass_layout, pass_spec) = (layout.clone(), spec.clone());
         let pass = tokio::spawn(async move {
             let began = Instant::now();
-            let report = retention_pass(&*store, &pass_layout, None, &pass_spec, now_ms())
+            let report = retention_pass_at(&*store, &pass_layout, None, &pass_spec, now_ms(), pace)
                 .await
                 .expect("retention pass");
             (report, began.elapsed())
         });
         let (during, _) = flow(&backend, &layout, rate, || pass.is_finished()).await;
         let (report, took) = pass.await.expect("pass");
-        let alone_for = took;
-        let started = Instant::now();
-        let (alone, _) = flow(&backend, &layout, rate, || started.elapsed() >= alone_for).await;
         let _ = stop_tx.send(true);
         let pct = |v: &[i64], p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
         println!("| measurement | result |\n|---|---|");
