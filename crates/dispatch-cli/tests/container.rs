@@ -3,6 +3,7 @@
 
 mod common;
 mod container_common;
+mod native_common;
 
 use common::{Dispatch, alive, eventually};
 use container_common::same::{self, agent, log};
@@ -15,40 +16,9 @@ fn a_container_agent_reads_its_payload_and_its_events_output_and_artifacts_are_c
     if !available() {
         return;
     }
-    let d = Dispatch::new();
-    let dir = agent(
-        &d,
-        "boxed",
-        IMAGE,
-        r#"echo "payload: $(cat)"
-echo '{"type":"step","name":"inside","phase":"start"}' >> "$DISPATCH_EVENTS"
-echo '{"type":"usage","model":"m","input_tokens":3,"output_tokens":4}' >> "$DISPATCH_EVENTS"
-echo made-inside > "$DISPATCH_ARTIFACTS/report.txt"
-echo '{"answer":42}' > "$DISPATCH_OUTPUT"
-echo "root is read-only: $(touch /rootfile 2>/dev/null && echo no || echo yes)"
-echo "tmp is writable: $(touch /tmp/x && echo yes)"
-"#,
-        "",
-    );
-    let id = d.detach(&dir, "{\"q\":1}");
-    let doc = d.wait_terminal(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "succeeded", "{log}");
-    assert!(log.contains(r#"payload: {"q":1}"#), "{log}");
-    assert!(log.contains("root is read-only: yes"), "{log}");
-    assert!(log.contains("tmp is writable: yes"), "{log}");
+    let (_, _, log) =
+        same::an_agent_reads_its_payload_and_its_results_are_collected(&Dispatch::new(), "", "");
     assert!(log.contains("container dispatch-"), "{log}");
-    assert_eq!(doc["output"]["answer"], 42);
-    assert_eq!(doc["artifacts"][0]["name"], "report.txt");
-    assert_eq!(doc["usage"]["input_tokens"], 3);
-    let events = doc["events"].as_array().expect("events");
-    assert!(
-        events.iter().any(|e| e["data"]["name"] == "inside"),
-        "the step event written inside the container is recorded: {events:?}"
-    );
-    eventually(10, "the container is removed", || {
-        containers_of(&id).is_empty()
-    });
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod same;
+pub mod sandbox;
 
 use std::path::Path;
 use std::process::Command;

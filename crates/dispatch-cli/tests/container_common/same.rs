@@ -23,6 +23,45 @@ pub fn log(d: &Dispatch, id: &str) -> String {
     d.ok(&["logs", id])
 }
 
+/// A container agent reads its payload; what it writes to the protocol
+/// files inside (events, usage, an artifact, its output) is collected; its
+/// root is read-only and `/tmp` writable; the container goes. `script` and
+/// `extra` add lines and directives; returns the run's id, document and log.
+pub fn an_agent_reads_its_payload_and_its_results_are_collected(
+    d: &Dispatch,
+    script: &str,
+    extra: &str,
+) -> (String, serde_json::Value, String) {
+    let common = r#"echo "payload: $(cat)"
+echo '{"type":"step","name":"inside","phase":"start"}' >> "$DISPATCH_EVENTS"
+echo '{"type":"usage","model":"m","input_tokens":3,"output_tokens":4}' >> "$DISPATCH_EVENTS"
+echo made-inside > "$DISPATCH_ARTIFACTS/report.txt"
+echo '{"answer":42}' > "$DISPATCH_OUTPUT"
+echo "root is read-only: $(touch /rootfile 2>/dev/null && echo no || echo yes)"
+echo "tmp is writable: $(touch /tmp/x && echo yes)"
+"#;
+    let dir = agent(d, "boxed", IMAGE, &format!("{common}{script}"), extra);
+    let id = d.detach(&dir, "{\"q\":1}");
+    let doc = d.wait_terminal(&id);
+    let log = log(d, &id);
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert!(log.contains(r#"payload: {"q":1}"#), "{log}");
+    assert!(log.contains("root is read-only: yes"), "{log}");
+    assert!(log.contains("tmp is writable: yes"), "{log}");
+    assert_eq!(doc["output"]["answer"], 42);
+    assert_eq!(doc["artifacts"][0]["name"], "report.txt");
+    assert_eq!(doc["usage"]["input_tokens"], 3);
+    let events = doc["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["data"]["name"] == "inside"),
+        "the step event written inside the container is recorded: {events:?}"
+    );
+    eventually(10, "the container is removed", || {
+        containers_of(&id).is_empty()
+    });
+    (id, doc, log)
+}
+
 /// A failing container fails the run with its exit code, and goes.
 pub fn a_failing_container_fails_the_run_with_its_exit_code(d: &Dispatch) {
     let dir = agent(d, "fails", IMAGE, "echo failing\nexit 7\n", "");
