@@ -75,15 +75,7 @@ fn stop_gives_a_container_agent_its_grace_then_removes_the_container() {
             .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
     });
     d.ok(&["stop", "--grace-period-ms", "10000", &id]);
-    let doc = d.inspect(&id);
-    let log = log(&d, &id);
-    assert_eq!(doc["status"], "cancelled", "{log}");
-    assert!(
-        log.contains("got-term") && log.contains("cleaned-up"),
-        "{log}"
-    );
-    assert_eq!(doc["state"]["exit_code"], 3, "{doc}");
-    eventually(10, "no container is left", || containers_of(&id).is_empty());
+    same::stopped_within_its_grace(&d, &id);
 }
 
 #[test]

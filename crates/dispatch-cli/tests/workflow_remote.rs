@@ -5,6 +5,8 @@
 
 mod remote_common;
 
+use std::path::PathBuf;
+
 use remote_common::{Client, Server, Worker};
 use serde_json::Value;
 
@@ -92,6 +94,25 @@ fn gated_member(dir: &std::path::Path, name: &str, extra: &str) {
     .expect("write");
 }
 
+/// A chain workflow `name` of three gated members (see [`gated_member`])
+/// in the client's directory: its directory, the file the members append
+/// to as they run, and the gate file.
+fn gated_chain(client: &Client, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let flow = client.dir.path().join("chain");
+    let ran = client.dir.path().join("ran.txt");
+    let gate = client.dir.path().join("gate");
+    let extra = format!("ENV RAN={}\nENV GATE={}\n", ran.display(), gate.display());
+    for member in ["first", "second", "third"] {
+        gated_member(&flow, member, &extra);
+    }
+    std::fs::write(
+        flow.join("Agentfile"),
+        format!("FROM workflow\nNAME {name}\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n"),
+    )
+    .expect("write");
+    (flow, ran, gate)
+}
+
 #[test]
 fn a_killed_coordinating_worker_is_replaced_without_a_message_or_member_twice() {
     let Some(db) = remote_common::postgres() else {
@@ -99,18 +120,7 @@ fn a_killed_coordinating_worker_is_replaced_without_a_message_or_member_twice() 
     };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
     let client = Client::new(&server);
-    let flow = client.dir.path().join("chain");
-    let ran = client.dir.path().join("ran.txt");
-    let gate = client.dir.path().join("gate");
-    let extra = format!("ENV RAN={}\nENV GATE={}\n", ran.display(), gate.display());
-    for name in ["first", "second", "third"] {
-        gated_member(&flow, name, &extra);
-    }
-    std::fs::write(
-        flow.join("Agentfile"),
-        "FROM workflow\nNAME killchain\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n",
-    )
-    .expect("write");
+    let (flow, ran, gate) = gated_chain(&client, "killchain");
     // The coordinator's worker has one slot: the workflow run holds it, so
     // every member goes to the other worker.
     let mut coordinator = Worker::start(
@@ -206,18 +216,7 @@ fn a_chains_members_run_on_the_coordinating_worker_and_outlive_its_kill() {
     };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
     let client = Client::new(&server);
-    let flow = client.dir.path().join("chain");
-    let ran = client.dir.path().join("ran.txt");
-    let gate = client.dir.path().join("gate");
-    let extra = format!("ENV RAN={}\nENV GATE={}\n", ran.display(), gate.display());
-    for name in ["first", "second", "third"] {
-        gated_member(&flow, name, &extra);
-    }
-    std::fs::write(
-        flow.join("Agentfile"),
-        "FROM workflow\nNAME herechain\nAGENT first ./first\nAGENT second ./second\nAGENT third ./third\nCOORDINATOR chain\n",
-    )
-    .expect("write");
+    let (flow, ran, gate) = gated_chain(&client, "herechain");
     let mut coordinator =
         Worker::start(db.url(), "wf-here", &["--slots", "4", "--lease-ms", "1000"]);
     let id = client.ok(&["run", "-d", flow.to_str().expect("utf-8")]);

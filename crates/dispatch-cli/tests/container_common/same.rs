@@ -62,6 +62,21 @@ echo "tmp is writable: $(touch /tmp/x && echo yes)"
     (id, doc, log)
 }
 
+/// After `stop` with a grace period, the agent (which traps TERM, cleans
+/// up and exits 3) ended `cancelled` with its exit code, and its container
+/// went.
+pub fn stopped_within_its_grace(d: &Dispatch, id: &str) {
+    let doc = d.inspect(id);
+    let log = log(d, id);
+    assert_eq!(doc["status"], "cancelled", "{log}");
+    assert!(
+        log.contains("got-term") && log.contains("cleaned-up"),
+        "{log}"
+    );
+    assert_eq!(doc["state"]["exit_code"], 3, "{doc}");
+    eventually(10, "no container is left", || containers_of(id).is_empty());
+}
+
 /// A failing container fails the run with its exit code, and goes.
 pub fn a_failing_container_fails_the_run_with_its_exit_code(d: &Dispatch) {
     let dir = agent(d, "fails", IMAGE, "echo failing\nexit 7\n", "");
