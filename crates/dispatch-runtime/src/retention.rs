@@ -152,10 +152,9 @@ pub struct RetentionReport {
 
 /// One pass of `spec` at `now` at the default [`Pace`]: for each rule,
 /// batches of runs with a pause between them, until a batch comes back
-/// short. Files of
-/// the deleted runs under `layout` go with them: their log, snapshot, run
-/// directory and workspace, and the artifacts, log archives and briefs no
-/// other run has.
+/// short. Files of the deleted runs under `layout` go with them: their log,
+/// snapshot, run directory and workspace, and the artifacts, log archives
+/// and briefs no other run has.
 ///
 /// With the cluster's artifact store (`shared`), the artifacts and log
 /// archives no remaining run has are deleted there too (a failure is a
