@@ -279,6 +279,18 @@ mod tests {
     const DAY: i64 = 86_400_000;
 
     #[test]
+    fn a_pass_pauses_at_least_its_floor_and_nine_times_what_a_batch_took() {
+        let pace = Pace::default();
+        let ms = Duration::from_millis;
+        assert_eq!(pace.after(ms(5)), ms(250), "a quick batch: the floor");
+        assert_eq!(
+            pace.after(ms(100)),
+            ms(900),
+            "a slow database: a tenth of its time"
+        );
+    }
+
+    #[test]
     fn a_spec_names_ages_per_status_and_for_events() {
         let spec: RetentionSpec = "succeeded=7d, failed=30d,events=90d".parse().expect("spec");
         assert_eq!(
