@@ -68,8 +68,10 @@ pub(super) async fn deliver<S: Store + ?Sized>(
         return Ok(Vec::new());
     }
     let mut taken: HashSet<RunId> = HashSet::new();
+    // Each brief read once: for the worker's batch, then for the store.
+    let mut batch = Vec::new();
     if let Some(here) = host.here.filter(|_| !host.local) {
-        let mut batch = Vec::with_capacity(planned.len());
+        batch.reserve(planned.len());
         for (i, (new, extras)) in planned.iter().enumerate() {
             let brief = super::turns::brief_of(layout, new).map_err(|e| (i, e))?;
             let (new, extras) = (new.clone(), extras.clone());
@@ -79,23 +81,24 @@ pub(super) async fn deliver<S: Store + ?Sized>(
             taken = ids.into_iter().collect();
         }
     }
+    let left = |(_, (new, _)): &(usize, &(NewRun, RunExtras))| !taken.contains(&new.id);
+    if let Some(sink) = host.briefs {
+        for (i, (new, _)) in planned.iter().enumerate().filter(left) {
+            let brief = match batch.get_mut(i) {
+                Some(m) => std::mem::take(&mut m.brief),
+                None => super::turns::brief_of(layout, new).map_err(|e| (i, e))?,
+            };
+            super::turns::put_brief(layout, sink, new, brief)
+                .await
+                .map_err(|e| (i, e))?;
+        }
+    }
     let rest: Vec<(NewRun, RunExtras)> = planned
         .iter()
-        .filter(|(new, _)| !taken.contains(&new.id))
-        .cloned()
+        .enumerate()
+        .filter(left)
+        .map(|(_, run)| run.clone())
         .collect();
-    let index = |j: usize| {
-        let id = &rest[j].0.id;
-        planned
-            .iter()
-            .position(|(new, _)| &new.id == id)
-            .unwrap_or(0)
-    };
-    if let Some(sink) = host.briefs {
-        super::turns::put_briefs(layout, sink, &rest)
-            .await
-            .map_err(|(j, e)| (index(j), e))?;
-    }
     let created = super::turns::create(store, &rest).await;
     let mut queued = created.map_err(|e| (0, e))?.into_iter();
     Ok(planned

@@ -242,7 +242,7 @@ pub(super) type Parcels = std::collections::HashMap<String, std::sync::Arc<Parce
 /// The run that delivers `m` (to a member), ready to create: its brief
 /// written, its id the message's. `None` for a message to no member.
 /// (In a cluster the brief is stored for other machines when the run is
-/// created: [`put_briefs`], or with the run by [`super::here`].)
+/// created: [`put_brief`], or with the run by [`super::here`].)
 pub(super) async fn plan(
     layout: &Layout,
     (wf, parcels): (&Workflow, &mut Parcels),
@@ -305,23 +305,21 @@ pub(super) fn brief_of(layout: &Layout, new: &NewRun) -> RuntimeResult<Vec<u8>> 
     std::fs::read(&path).map_err(crate::error::io("reading", &path))
 }
 
-/// Stores the briefs of `runs` through `sink`, where workers on other
-/// machines fetch them. On an error, the run whose brief it is.
-pub(super) async fn put_briefs(
+/// Stores the brief of run `new` (its bytes, `brief`) through `sink`,
+/// where workers on other machines fetch it.
+pub(super) async fn put_brief(
     layout: &Layout,
     sink: &dyn super::BriefSink,
-    runs: &[(NewRun, RunExtras)],
-) -> Result<(), (usize, crate::RuntimeError)> {
-    for (i, (new, _)) in runs.iter().enumerate() {
-        let bytes = brief_of(layout, new).map_err(|e| (i, e))?;
-        sink.put(&new.brief_sha256, bytes).await.map_err(|e| {
-            let path = layout.brief(&new.brief_sha256);
-            let source = std::io::Error::other(e);
-            let what = "storing the brief";
-            (i, crate::RuntimeError::Io { what, path, source })
-        })?;
-    }
-    Ok(())
+    new: &NewRun,
+    brief: Vec<u8>,
+) -> RuntimeResult<()> {
+    sink.put(&new.brief_sha256, brief)
+        .await
+        .map_err(|e| crate::RuntimeError::Io {
+            what: "storing the brief",
+            path: layout.brief(&new.brief_sha256),
+            source: std::io::Error::other(e),
+        })
 }
 
 /// Creates the planned runs, all in one transaction; whether each was
