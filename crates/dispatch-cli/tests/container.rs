@@ -5,8 +5,8 @@ mod common;
 mod container_common;
 mod native_common;
 
-use common::{Dispatch, alive, eventually};
-use container_common::same::{self, agent, log};
+use common::{Dispatch, eventually};
+use container_common::same::{self, UP, agent, log, wait_up};
 use container_common::{IMAGE, available, containers_of};
 use std::path::PathBuf;
 
@@ -63,17 +63,13 @@ fn stop_gives_a_container_agent_its_grace_then_removes_the_container() {
         &d,
         "graceful",
         IMAGE,
-        "trap 'echo got-term; sleep 1; echo cleaned-up; exit 3' TERM\n\
-         echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n\
-         while true; do sleep 0.1; done\n",
+        &format!(
+            "trap 'echo got-term; sleep 1; echo cleaned-up; exit 3' TERM\n{UP}while true; do sleep 0.1; done\n"
+        ),
         "",
     );
     let id = d.detach(&dir, "{}");
-    eventually(30, "the agent runs in its container", || {
-        d.inspect(&id)["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
-    });
+    wait_up(&d, &id);
     d.ok(&["stop", "--grace-period-ms", "10000", &id]);
     same::stopped_within_its_grace(&d, &id);
 }
@@ -88,25 +84,12 @@ fn a_killed_helper_leaves_no_container_behind() {
         &d,
         "orphan",
         IMAGE,
-        "echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n\
-         while true; do sleep 0.1; done\n",
+        &format!("{UP}while true; do sleep 0.1; done\n"),
         "",
     );
     let id = d.detach(&dir, "{}");
-    eventually(30, "the agent runs in its container", || {
-        d.inspect(&id)["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
-    });
-    let doc = d.inspect(&id);
-    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
-    assert_eq!(containers_of(&id).len(), 1, "the container runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill helper");
-    eventually(5, "helper gone", || !alive(helper));
+    wait_up(&d, &id);
+    same::kill_its_helper(&d, &id);
     d.ok(&["ps", "-a"]);
     assert_eq!(d.status(&id), "failed");
     assert!(

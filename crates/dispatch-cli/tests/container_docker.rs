@@ -11,8 +11,8 @@ mod native_common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Dispatch, alive, checks, eventually};
-use container_common::same::{self, agent, log};
+use common::{Dispatch, checks, eventually};
+use container_common::same::{self, UP, agent, log, wait_up};
 use container_common::{IMAGE, available, containers_of};
 
 /// The docker CLI, when containers can run here through it. Under
@@ -115,21 +115,6 @@ fn dispatch(docker: &Path, api: &DockerApi) -> Dispatch {
     ])
 }
 
-/// Waits until the agent wrote its `up` step from inside the container.
-fn wait_up(d: &Dispatch, id: &str) {
-    eventually(30, "the agent runs in its container", || {
-        let doc = d.inspect(id);
-        let ended = doc["status"] == "failed" || doc["status"] == "succeeded";
-        assert!(!ended, "the run ended early: {doc:#}\n{}", log(d, id));
-        doc["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
-    });
-}
-
-const UP: &str =
-    "echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n";
-
 #[test]
 fn docker_runs_a_container_agent_and_collects_its_events_output_and_artifacts() {
     let Some(docker) = docker_cli() else { return };
@@ -222,15 +207,7 @@ fn docker_a_killed_helper_leaves_no_container_behind() {
     );
     let id = d.detach(&dir, "{}");
     wait_up(&d, &id);
-    let doc = d.inspect(&id);
-    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
-    assert_eq!(containers_of(&id).len(), 1, "the container runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill helper");
-    eventually(5, "helper gone", || !alive(helper));
+    same::kill_its_helper(&d, &id);
     // Reconciled from a shell without DOCKER_HOST: the container is removed
     // from the engine it runs on.
     let out = d

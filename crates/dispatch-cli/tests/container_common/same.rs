@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{IMAGE, containers_of};
-use crate::common::{Dispatch, checks, eventually};
+use crate::common::{Dispatch, alive, checks, eventually};
 
 /// A parcel `name` of `image` whose `agent.sh` runs `script`, with `extra`
 /// directives.
@@ -21,6 +21,36 @@ pub fn agent(d: &Dispatch, name: &str, image: &str, script: &str, extra: &str) -
 
 pub fn log(d: &Dispatch, id: &str) -> String {
     d.ok(&["logs", id])
+}
+
+/// A line of an agent's script that writes its `up` step (see [`wait_up`]).
+pub const UP: &str =
+    "echo '{\"type\":\"step\",\"name\":\"up\",\"phase\":\"start\"}' >> \"$DISPATCH_EVENTS\"\n";
+
+/// Waits until the agent wrote its `up` step from inside the container.
+pub fn wait_up(d: &Dispatch, id: &str) {
+    eventually(30, "the agent runs in its container", || {
+        let doc = d.inspect(id);
+        let ended = doc["status"] == "failed" || doc["status"] == "succeeded";
+        assert!(!ended, "the run ended early: {doc:#}\n{}", log(d, id));
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["data"]["name"] == "up"))
+    });
+}
+
+/// SIGKILLs the helper of run `id`, whose one container runs, and waits
+/// until it is gone.
+pub fn kill_its_helper(d: &Dispatch, id: &str) {
+    let doc = d.inspect(id);
+    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
+    assert_eq!(containers_of(id).len(), 1, "the container runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill helper");
+    eventually(5, "helper gone", || !alive(helper));
 }
 
 /// A container agent reads its payload; what it writes to the protocol
