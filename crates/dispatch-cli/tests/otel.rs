@@ -141,7 +141,7 @@ fn a_run_with_steps_and_a_tool_call_is_a_span_tree_in_the_callers_trace() {
     let agent = client.agent(
         "traced",
         r#"echo '{"type":"step","name":"fetch"}' >> "$DISPATCH_EVENTS"
-echo '{"type":"tool_call","name":"grep","duration_ms":3,"ok":true}' >> "$DISPATCH_EVENTS"
+echo '{"type":"tool_call","name":"grep","duration_ms":60000,"ok":true}' >> "$DISPATCH_EVENTS"
 echo '{"type":"step","name":"fetch","phase":"end"}' >> "$DISPATCH_EVENTS"
 echo '{"type":"step","name":"answer"}' >> "$DISPATCH_EVENTS"
 printf '{"traceparent":"%s"}' "$TRACEPARENT" > "$DISPATCH_OUTPUT"
@@ -175,6 +175,8 @@ printf '{"traceparent":"%s"}' "$TRACEPARENT" > "$DISPATCH_OUTPUT"
         attr(root, "dispatch.run.id"),
         Some(Any::StringValue(id.clone()))
     );
+    // The tool call says it took a minute, longer than its attempt has
+    // lived: its span is still inside the attempt.
     let attempt = named(&spans, "attempt 1");
     assert_eq!(attempt.parent_span_id, root.span_id);
     for name in ["step fetch", "step answer", "execute_tool grep"] {
@@ -337,6 +339,8 @@ fn a_native_run_traces_its_model_and_tool_calls_with_genai_attributes() {
     server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "succeeded");
     let spans = receiver.trace(&id, 5);
     let root = named(&spans, "run native");
+    // The tool call says it took a minute, longer than its attempt has
+    // lived: its span is still inside the attempt.
     let attempt = named(&spans, "attempt 1");
     assert_eq!(attempt.parent_span_id, root.span_id);
     let chats: Vec<&Span> = spans

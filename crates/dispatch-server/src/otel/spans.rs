@@ -134,7 +134,11 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
         );
         attempt_ids.insert(
             a.number,
-            (span.span_context.span_id(), a.ended_at.unwrap_or(run_end)),
+            (
+                span.span_context.span_id(),
+                a.started_at,
+                a.ended_at.unwrap_or(run_end),
+            ),
         );
         out.push(span);
     }
@@ -144,9 +148,12 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
     let mut open: HashMap<(u32, String), (i64, Ts)> = HashMap::new();
     for e in rec.events {
         let ev = &e.event;
-        let Some(&(parent, _)) = attempt_ids.get(&ev.attempt) else {
+        let Some(&(parent, began, ended)) = attempt_ids.get(&ev.attempt) else {
             continue;
         };
+        // A child span stays inside its attempt, whatever the agent's own
+        // clock or reported durations say.
+        let at = ev.at.min(ended).max(began);
         let data = &ev.data;
         let text = |k: &str| data.get(k).and_then(Value::as_str);
         let num = |k: &str| data.get(k).and_then(Value::as_i64);
@@ -157,21 +164,14 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
                 let ends = matches!(text("phase"), Some("end" | "finish" | "done"));
                 if ends {
                     if let Some((seq, start)) = open.remove(&key) {
-                        out.push(step_span(
-                            &b,
-                            parent,
-                            seq,
-                            &name,
-                            (start, ev.at),
-                            ev.attempt,
-                        ));
+                        out.push(step_span(&b, parent, seq, &name, (start, at), ev.attempt));
                     }
                 } else {
-                    open.entry(key).or_insert((e.seq, ev.at));
+                    open.entry(key).or_insert((e.seq, at));
                 }
             }
             "model_call" => {
-                let start = ev.at - num("latency_ms").unwrap_or(0);
+                let start = (at - num("latency_ms").unwrap_or(0)).max(began);
                 let model = text("model").unwrap_or("?").to_string();
                 let mut attributes = vec![
                     KeyValue::new("gen_ai.operation.name", "chat"),
@@ -207,7 +207,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
                     &format!("event/{}", e.seq),
                     parent,
                     format!("chat {model}"),
-                    (start, ev.at),
+                    (start, at),
                     attributes,
                     status,
                 );
@@ -216,7 +216,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
             }
             "tool_call" => {
                 let name = text("name").unwrap_or("?").to_string();
-                let start = ev.at - num("duration_ms").unwrap_or(0);
+                let start = (at - num("duration_ms").unwrap_or(0)).max(began);
                 let mut attributes = vec![
                     KeyValue::new("gen_ai.operation.name", "execute_tool"),
                     KeyValue::new("gen_ai.tool.name", name.clone()),
@@ -232,7 +232,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
                     &format!("event/{}", e.seq),
                     parent,
                     format!("execute_tool {name}"),
-                    (start, ev.at),
+                    (start, at),
                     attributes,
                     status,
                 ));
@@ -243,7 +243,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
     let mut left: Vec<_> = open.into_iter().collect();
     left.sort_by_key(|(_, (seq, _))| *seq);
     for ((attempt, name), (seq, start)) in left {
-        if let Some(&(parent, end)) = attempt_ids.get(&attempt) {
+        if let Some(&(parent, _, end)) = attempt_ids.get(&attempt) {
             out.push(step_span(&b, parent, seq, &name, (start, end), attempt));
         }
     }
