@@ -377,7 +377,7 @@ impl dispatch_store::MessageStore for FencedStore {
         workflow: &RunId,
         attempt: u32,
         messages: &[dispatch_store::NewMessage],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<dispatch_store::Message>> {
         self.inner.put_messages(workflow, attempt, messages).await
     }
 

@@ -46,13 +46,21 @@ pub trait MessageStore: Send + Sync {
     /// Records `messages` of the workflow run `workflow` in order, in one
     /// transaction, each with a `message` event in the workflow's log
     /// (attempt `attempt`). A message whose id is stored already is skipped.
-    /// `NotFound` when the workflow run does not exist.
+    /// Returns the messages this call stored, in order (the skipped ones
+    /// are not in it). `NotFound` when the workflow run does not exist.
+    ///
+    /// Messages are derived from what is durable (the members' events and
+    /// ends) under ids that say where they came from, so a coordinator that
+    /// resumes puts the same ones again: a store may commit them without
+    /// waiting for its disk (PostgreSQL does, `synchronous_commit = off`),
+    /// since the next durable commit — the member run a message creates,
+    /// the workflow's end — makes them durable first.
     async fn put_messages(
         &self,
         workflow: &RunId,
         attempt: u32,
         messages: &[NewMessage],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<Message>>;
 
     /// The workflow's messages, in the order they were recorded.
     async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<Message>>;

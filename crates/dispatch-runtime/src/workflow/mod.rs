@@ -165,14 +165,15 @@ pub async fn coordinate<S: Store + ?Sized>(
             }
         }
         let mut changed = !sent.is_empty();
+        // What a put stores comes after what the pass read (the workflow's
+        // lock orders them); one stored meanwhile by a coordinator that lost
+        // its lease is read by the next pass.
         if changed {
-            store.put_messages(&id, parent.attempt, &sent).await?;
-            msgs = store.list_messages(&id).await?;
+            msgs.extend(store.put_messages(&id, parent.attempt, &sent).await?);
         }
         let joined = join::ready(wf, &msgs, &children, &id);
         if !joined.is_empty() {
-            store.put_messages(&id, parent.attempt, &joined).await?;
-            msgs = store.list_messages(&id).await?;
+            msgs.extend(store.put_messages(&id, parent.attempt, &joined).await?);
             changed = true;
         }
         for m in msgs.iter().skip(logged) {

@@ -27,16 +27,20 @@ pub async fn messages_are_stored_once_by_id_in_order_with_an_event<S: Store>(sto
         msg(1, "__start__", "a", Some(11)),
         msg(2, "a", "b", Some(12)),
     ];
-    store.put_messages(&wf.id, 1, &first).await.expect("put");
+    let stored = store.put_messages(&wf.id, 1, &first).await.expect("put");
+    assert_eq!(stored.len(), 2);
     // Again, with one more: the stored ones stay as they were.
     let mut again = msg(2, "a", "c", Some(99));
     again.payload = json!("changed");
     let more = [again, msg(3, "b", "__end__", None)];
-    store
+    let again = store
         .put_messages(&wf.id, 1, &more)
         .await
         .expect("put again");
     let got = store.list_messages(&wf.id).await.expect("list");
+    // Each call returns what it stored, as listed afterwards.
+    assert_eq!(stored, got[..2]);
+    assert_eq!(again, got[2..], "only the one not stored before");
     let ids: Vec<&str> = got.iter().map(|m| m.message.id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2", "m3"]);
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));

@@ -102,6 +102,15 @@ pub(super) async fn append(
     events: &[NewEvent],
 ) -> Result<(), Fail> {
     lock_run(tx, run).await?;
+    append_locked(tx, run, events).await
+}
+
+/// [`append`] for a caller that holds the run's lock ([`lock_run`]) already.
+pub(super) async fn append_locked(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    events: &[NewEvent],
+) -> Result<(), Fail> {
     let mut total = dispatch_core::event::Usage::default();
     let mut any_usage = false;
     let (mut attempts, mut ats, mut kinds, mut datas) = (vec![], vec![], vec![], vec![]);

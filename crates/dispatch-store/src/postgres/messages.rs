@@ -10,45 +10,72 @@ use crate::{Message, NewMessage};
 const COLUMNS: &str =
     "seq, workflow_id, id, sender, sender_run, receiver, kind, payload, created_at, child_run";
 
+/// Stores `messages` in one statement under the workflow run's lock and
+/// commits without waiting for the disk (see [`crate::MessageStore`]).
 pub(super) async fn put(
     tx: &Transaction<'_>,
     workflow: &RunId,
     attempt: u32,
     messages: &[NewMessage],
-) -> Result<(), Fail> {
-    super::events::lock_run(tx, workflow).await?;
+) -> Result<Vec<Message>, Fail> {
+    // The lock orders the workflow's events; `set_config` rides along.
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO messages (workflow_id, id, sender, sender_run, receiver, kind, payload, created_at, child_run)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            "SELECT set_config('synchronous_commit', 'off', true) FROM runs WHERE id = $1 FOR UPDATE",
         )
         .await?;
-    let mut events = Vec::new();
-    for m in messages {
-        let sender_run = m.sender_run.as_ref().map(|r| r.as_str().to_string());
-        let child_run = m.child_run.as_ref().map(|r| r.as_str().to_string());
-        let payload = to_json("message payload", &m.payload)?;
-        let added = tx
-            .execute(
-                &stmt,
-                &[
-                    &workflow.as_str(),
-                    &m.id,
-                    &m.sender,
-                    &sender_run,
-                    &m.receiver,
-                    &m.kind,
-                    &payload,
-                    &m.created_at,
-                    &child_run,
-                ],
-            )
-            .await?;
-        if added > 0 {
-            events.push(crate::messages::event(m, attempt));
-        }
+    if tx.query_opt(&stmt, &[&workflow.as_str()]).await?.is_none() {
+        return Err(super::runs::not_found(workflow));
     }
-    super::events::append(tx, workflow, &events).await
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let run = |r: &Option<RunId>| r.as_ref().map(|r| r.as_str().to_string());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for m in messages {
+        payloads.push(to_json("message payload", &m.payload)?);
+    }
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
+    let sender_runs: Vec<Option<String>> = messages.iter().map(|m| run(&m.sender_run)).collect();
+    let receivers: Vec<&str> = messages.iter().map(|m| m.receiver.as_str()).collect();
+    let kinds: Vec<&str> = messages.iter().map(|m| m.kind.as_str()).collect();
+    let created: Vec<i64> = messages.iter().map(|m| m.created_at).collect();
+    let child_runs: Vec<Option<String>> = messages.iter().map(|m| run(&m.child_run)).collect();
+    // Numbered in the order given; a message stored already is skipped.
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO messages (workflow_id, id, sender, sender_run, receiver, kind, payload, created_at, child_run) \
+             SELECT $1, i, s, sr, r, k, p, c, cr FROM unnest($2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[]) \
+             WITH ORDINALITY AS m(i, s, sr, r, k, p, c, cr, n) ORDER BY n \
+             ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &workflow.as_str(),
+                &ids,
+                &senders,
+                &sender_runs,
+                &receivers,
+                &kinds,
+                &payloads,
+                &created,
+                &child_runs,
+            ],
+        )
+        .await?;
+    let mut stored: Vec<Message> = rows.iter().map(to_message).collect::<Result<_, _>>()?;
+    stored.sort_by_key(|m| m.seq);
+    let events: Vec<_> = stored
+        .iter()
+        .map(|m| crate::messages::event(&m.message, attempt))
+        .collect();
+    super::events::append_locked(tx, workflow, &events).await?;
+    Ok(stored)
 }
 
 fn to_message(row: &Row) -> Result<Message, Fail> {

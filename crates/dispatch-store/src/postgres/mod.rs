@@ -513,7 +513,7 @@ impl crate::MessageStore for PgStore {
         workflow: &RunId,
         attempt: u32,
         msgs: &[crate::NewMessage],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<crate::Message>> {
         in_tx!(self, |tx| messages::put(&tx, workflow, attempt, msgs))
     }
 

@@ -14,13 +14,14 @@ pub(super) fn put(
     workflow: &RunId,
     attempt: u32,
     messages: &[NewMessage],
-) -> Result<(), Fail> {
+) -> Result<Vec<Message>, Fail> {
     if !super::runs::exists(tx, workflow)? {
         return Err(Fail::Store(crate::StoreError::NotFound(
             workflow.to_string(),
         )));
     }
     let mut events = Vec::new();
+    let mut stored = Vec::new();
     for m in messages {
         let added = tx
             .prepare_cached(
@@ -40,9 +41,15 @@ pub(super) fn put(
             ])?;
         if added > 0 {
             events.push(crate::messages::event(m, attempt));
+            stored.push(Message {
+                seq: tx.last_insert_rowid(),
+                workflow: workflow.clone(),
+                message: m.clone(),
+            });
         }
     }
-    super::events::append(tx, workflow, &events)
+    super::events::append(tx, workflow, &events)?;
+    Ok(stored)
 }
 
 type Raw = (

@@ -670,7 +670,7 @@ impl crate::MessageStore for SqliteStore {
         workflow: &RunId,
         attempt: u32,
         msgs: &[crate::NewMessage],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<crate::Message>> {
         self.write(|tx| messages::put(tx, workflow, attempt, msgs))
     }
 
