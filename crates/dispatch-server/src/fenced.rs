@@ -31,7 +31,7 @@ pub struct FencedStore {
     fence: i64,
     /// The agent process, once the run recorded one.
     agent: Mutex<Option<ProcRef>>,
-    /// Ships the run's log; flushed before every state write.
+    /// Ships the run's log; flushed before the run's result is written.
     log: OnceLock<Arc<LogShipper>>,
     /// The run's extras as the claim read them (they never change).
     extras: Option<(RunId, RunExtras)>,
@@ -187,11 +187,16 @@ impl RunStore for FencedStore {
         expected_version: i64,
         writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        if let Some(log) = self.log.get()
+        // A reader that sees the run ended finds its whole log; before any
+        // other state change the log ships at its own pace (and a start is
+        // not held up by a log write on a workflow's hop).
+        let ends = writes.last().is_some_and(|w| w.state.is_terminal());
+        if ends
+            && let Some(log) = self.log.get()
             && let Err(e) = log.flush().await
         {
             // The log ships later; the state write does not wait for it.
-            tracing::warn!("run {id}: cannot ship its log before a state write: {e}");
+            tracing::warn!("run {id}: cannot ship its log before its result: {e}");
         }
         // The agent is known before its start is saved: if the save never
         // happens, fencing can still find and stop it.

@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use serde_json::json;
 
-use super::events::{append, insert_events};
+use super::events::{append_locked, insert_events};
 use super::expire::{DEADLINE, TIMED};
 use super::reliability::json_col;
 use super::runs::{
@@ -248,8 +248,9 @@ pub(super) async fn fenced_append(
     fence: i64,
     events: &[NewEvent],
 ) -> Result<(), Fail> {
+    // The fence's check locks the run's row: its events commit in order.
     check_fence(tx, id, fence).await?;
-    append(tx, id, events).await
+    append_locked(tx, id, events).await
 }
 
 /// A held run as the requeue needs it.
