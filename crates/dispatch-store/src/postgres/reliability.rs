@@ -44,6 +44,20 @@ pub(super) async fn create_with(
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
+    match insert_with(tx, new, extras, dedupe).await? {
+        Some(existing) => Ok(existing),
+        None => Ok(Created::New(get(tx, &new.id).await?)),
+    }
+}
+
+/// [`create_with`] without reading the new run back: `None` when it was
+/// created, else what answered instead.
+pub(super) async fn insert_with(
+    tx: &Transaction<'_>,
+    new: &NewRun,
+    extras: &RunExtras,
+    dedupe: bool,
+) -> Result<Option<Created>, Fail> {
     // One run per handoff of its origin, whatever became of it.
     if let (Some(origin), Some(key)) = (&new.origin_id, &new.handoff_key) {
         lock(tx, "handoff", &format!("{origin}/{key}")).await?;
@@ -52,7 +66,7 @@ pub(super) async fn create_with(
             .await?;
         if let Some(row) = tx.query_opt(&stmt, &[&origin.as_str(), key]).await? {
             let existing = parse_id(row.try_get(0)?)?;
-            return Ok(Created::Existing(get(tx, &existing).await?));
+            return Ok(Some(Created::Existing(get(tx, &existing).await?)));
         }
     }
     // The same key answers the same run, even one holding the session.
@@ -66,7 +80,7 @@ pub(super) async fn create_with(
             .await?;
         if let Some(row) = tx.query_opt(&stmt, &[key]).await? {
             let existing = parse_id(row.try_get(0)?)?;
-            return Ok(Created::Existing(get(tx, &existing).await?));
+            return Ok(Some(Created::Existing(get(tx, &existing).await?)));
         }
     }
     if let Some(session) = &extras.session {
@@ -132,7 +146,7 @@ pub(super) async fn create_with(
         ],
     )
     .await?;
-    Ok(Created::New(get(tx, &new.id).await?))
+    Ok(None)
 }
 
 pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
