@@ -196,3 +196,48 @@ fn a_container_killed_below_its_memory_limit_is_not_called_out_of_memory() {
     let reason = doc["state"]["reason"].as_str().unwrap_or_default();
     assert!(!reason.contains("out of memory"), "{reason}");
 }
+
+/// A secret named like a variable the container client reads itself
+/// (`HTTPS_PROXY`) reaches the agent through a file only its owner reads,
+/// never a command line; the file goes with the container.
+#[test]
+fn a_secret_the_client_reads_too_never_goes_on_a_command_line() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::with_env(&[("HTTPS_PROXY", "http://u:pr0xy-s3cret@127.0.0.1:9")]);
+    let dir = agent(
+        &d,
+        "proxied",
+        IMAGE,
+        &format!("echo \"proxy-len=${{#HTTPS_PROXY}}\"\n{UP}sleep 1\n"),
+        "SECRET HTTPS_PROXY\n",
+    );
+    let id = d.detach(&dir, "{}");
+    wait_up(&d, &id);
+    let env_file = d.root().join("runs").join(&id);
+    let env_file = std::fs::read_dir(&env_file)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "env"))
+        .expect("the container's env file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&env_file)
+            .expect("env file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", env_file.display());
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("pr0xy-s3cret"),
+            "on a command line: {}",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        );
+    }
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}\n{}", log(&d, &id));
+    assert!(log(&d, &id).contains("proxy-len=33"), "{}", log(&d, &id));
+    assert!(!env_file.exists(), "removed with the container");
+}

@@ -53,8 +53,19 @@ pub(super) async fn run(
         sandbox: ctx.sandbox.as_ref(),
         name,
     };
+    // Kept until the call is done: the client reads it as it starts.
+    let mut _env_file = None;
     let mut command = match &ctx.sandbox {
-        Some(s) => s.command(&container.name, program, executable, &ctx.env),
+        Some(s) => match s.command(&container.name, program, executable, &ctx.env) {
+            Ok((command, file)) => {
+                _env_file = file;
+                command
+            }
+            Err(e) => {
+                container.disarm();
+                return ToolOutcome::error(format!("error: {e}"));
+            }
+        },
         None if executable => Command::new(program),
         None => {
             let mut c = Command::new("sh");

@@ -57,6 +57,10 @@ pub enum ContainerError {
         "cannot mount {0} into a container: its path contains `:` (hint: keep .dispatch and the workspace at paths without `:`)"
     )]
     UnmountablePath(PathBuf),
+    #[error(
+        "the value of {0} has a line break and cannot reach a container (its name configures the container client, so it goes through an env file; hint: give the variable another name)"
+    )]
+    MultilineValue(String),
     #[error("cannot start container runtime {path}: {source}")]
     Spawn {
         path: PathBuf,
@@ -139,6 +143,9 @@ pub fn spawn(
     };
     let bytes = serde_json::to_vec(&marker).expect("a marker is JSON data");
     std::fs::write(Marker::path(layout, id), bytes).map_err(spawn_err)?;
+    if let Some((path, lines)) = &plan.env_file {
+        write_private(path, lines).map_err(spawn_err)?;
+    }
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -174,6 +181,9 @@ pub async fn finish(plan: &Plan, status: Option<&ExitStatus>, stopped: bool) -> 
     use std::os::unix::process::ExitStatusExt;
     let code = status.and_then(ExitStatus::code);
     let killed = status.is_none_or(|s| s.signal().is_some());
+    if let Some((path, _)) = &plan.env_file {
+        let _ = std::fs::remove_file(path);
+    }
     let mut reason = None;
     if code == Some(125) {
         reason = diagnose(plan).await;
@@ -200,6 +210,20 @@ pub async fn finish(plan: &Plan, status: Option<&ExitStatus>, stopped: bool) -> 
         false => drop(rm.spawn()),
     }
     reason
+}
+
+/// Writes `lines` to `path`, readable by its owner only (a value may be a
+/// secret).
+fn write_private(path: &std::path::Path, lines: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(lines.as_bytes())
 }
 
 /// Why a `run` the runtime itself failed (exit 125) failed: the image is

@@ -36,6 +36,11 @@ pub struct Plan {
     pub accounting: Option<super::usage::Accounting>,
     /// What the log says about this container (limits, what is not applied).
     pub notes: Vec<String>,
+    /// `--env-file`'s path and lines: the agent's values of variables the
+    /// client reads itself (`HTTPS_PROXY`, `DOCKER_HOST`, …), which may be
+    /// secrets and so never go on a command line. Written (mode 0600) just
+    /// before the client starts, removed when the container is done.
+    pub env_file: Option<(PathBuf, String)>,
 }
 
 /// What [`plan`] needs of the attempt.
@@ -127,8 +132,8 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
     args.extend(["-w".into(), cwd.clone(), "-e".into(), format!("HOME={cwd}")]);
     // `-e NAME` takes the value from the client's environment: secrets never
     // appear on a command line. The client's own variables (where it
-    // connects, its home) keep the helper's values, so an agent's value of
-    // one of those goes by value.
+    // connects, its home, its proxy) keep the helper's values, so an
+    // agent's value of one of those goes in a file only the owner reads.
     let names: BTreeSet<&str> = a
         .env
         .iter()
@@ -136,13 +141,22 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         .chain(m.secrets.iter().map(String::as_str))
         .filter(|k| !NOT_PASSED.contains(k) && *k != crate::layout::ROOT_ENV)
         .collect();
+    let mut by_value = String::new();
     for k in names {
         let value = a.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
         match (configures_container_client(k), value) {
-            (true, Some(v)) => args.extend(["-e".into(), format!("{k}={v}")]),
+            (true, Some(v)) if v.contains(['\n', '\r']) => {
+                return Err(ContainerError::MultilineValue(k.to_string()));
+            }
+            (true, Some(v)) => by_value.push_str(&format!("{k}={v}\n")),
             (true, None) => {}
             (false, _) => args.extend(["-e".into(), k.to_string()]),
         }
+    }
+    let env_file =
+        (!by_value.is_empty()).then(|| (a.run_dir.join(format!("{name}.env")), by_value));
+    if let Some((path, _)) = &env_file {
+        args.extend(["--env-file".into(), path.to_string_lossy().into_owned()]);
     }
     args.push(image.clone());
     args.extend(a.command.iter().cloned());
@@ -154,6 +168,7 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         memory_bytes: r.memory_bytes,
         accounting,
         notes,
+        env_file,
     })
 }
 
