@@ -31,7 +31,7 @@ pub struct FencedStore {
     fence: i64,
     /// The agent process, once the run recorded one.
     agent: Mutex<Option<ProcRef>>,
-    /// Ships the run's log; flushed before the run's result is written.
+    /// Ships the run's log; flushed before every state write but a start.
     log: OnceLock<Arc<LogShipper>>,
     /// The run's extras as the claim read them (they never change).
     extras: Option<(RunId, RunExtras)>,
@@ -133,8 +133,9 @@ impl FencedStore {
         (run.version == expected_version + n && run.state == last.state).then_some(run)
     }
 
-    /// Ships the run's log before each state write from now on, so that
-    /// whoever sees the new state finds the log that led to it stored.
+    /// Ships the run's log before each state write but the agent's start
+    /// from now on, so that whoever sees the run end, wait or requeue finds
+    /// the log that led there stored.
     pub fn ship_log_with(&self, shipper: Arc<LogShipper>) {
         let _ = self.log.set(shipper);
     }
@@ -187,16 +188,19 @@ impl RunStore for FencedStore {
         expected_version: i64,
         writes: &[StateWrite],
     ) -> StoreResult<Run> {
-        // A reader that sees the run ended finds its whole log; before any
-        // other state change the log ships at its own pace (and a start is
-        // not held up by a log write on a workflow's hop).
-        let ends = writes.last().is_some_and(|w| w.state.is_terminal());
-        if ends
+        // Whoever sees the run end, wait or go back to the queue finds the
+        // log that led there; an agent's start is not held up by a log
+        // write (it ships at its own pace: the start of a workflow's
+        // member is on the hop).
+        let starts = writes
+            .last()
+            .is_some_and(|w| w.state.status() == dispatch_core::Status::Running);
+        if !starts
             && let Some(log) = self.log.get()
             && let Err(e) = log.flush().await
         {
             // The log ships later; the state write does not wait for it.
-            tracing::warn!("run {id}: cannot ship its log before its result: {e}");
+            tracing::warn!("run {id}: cannot ship its log before a state write: {e}");
         }
         // The agent is known before its start is saved: if the save never
         // happens, fencing can still find and stop it.
