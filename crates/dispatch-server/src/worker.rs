@@ -351,7 +351,23 @@ impl Worker {
     /// since the last claim counts (it is due at once): asking for those
     /// after now only would lose a run that became due in between.
     async fn look_ahead(&mut self, timers: &mut Timers) {
-        match self.store.queue_times(timers.claimed_at).await {
+        // Any queued run's earliest time first: one that was ready when this
+        // worker claimed and is still queued was not taken (its row locked
+        // for a moment by another transaction, or not this worker's: labels,
+        // capacity, a concurrency key), so it is looked at again soon,
+        // backing off, and not left to the safety net.
+        let times = match self.store.queue_times(i64::MIN).await {
+            Ok(all) if all.next_ready_at.is_some_and(|t| t <= timers.claimed_at) => {
+                timers.ready_left();
+                self.store.queue_times(timers.claimed_at).await
+            }
+            Ok(all) => {
+                timers.none_left();
+                Ok(all)
+            }
+            Err(e) => Err(e),
+        };
+        match times {
             Ok(times) => timers.schedule(times),
             Err(e) => {
                 self.log(&format!("cannot read the queue's timers: {e}"));

@@ -16,6 +16,10 @@ pub(crate) struct Timers {
     pub(crate) saturated: bool,
     /// A queued run's backoff ends then.
     pub(crate) ready_at: Option<Instant>,
+    /// Claim again then: a run was ready and not taken (see [`Timers::ready_left`]).
+    pub(crate) recheck_at: Option<Instant>,
+    /// The wait before the next such look, doubling while runs stay left.
+    recheck: Duration,
     /// Sweep expired leases then (a lease expires).
     pub(crate) sweep_at: Option<Instant>,
     /// The safety-net claim.
@@ -32,6 +36,10 @@ pub(crate) struct Timers {
 /// The safety net's interval while notifications are connected: they are
 /// reliable, so this only bounds the damage of a silently dead connection.
 pub(crate) const CONNECTED_POLL: Duration = Duration::from_secs(300);
+/// The first wait before claiming again for a ready run a claim left.
+pub(crate) const MIN_RECHECK: Duration = Duration::from_millis(50);
+/// The longest: a run no worker here can take costs a claim this often.
+pub(crate) const MAX_RECHECK: Duration = Duration::from_secs(5);
 /// The shortest wait before a sweep, so clock skew cannot make it spin.
 pub(crate) const MIN_SWEEP_WAIT: Duration = Duration::from_millis(250);
 
@@ -42,6 +50,8 @@ impl Timers {
             claim_due: true,
             saturated: false,
             ready_at: None,
+            recheck_at: None,
+            recheck: MIN_RECHECK,
             // Runs orphaned while no worker was up are swept at once.
             sweep_at: Some(now),
             poll_at: now + poll,
@@ -86,8 +96,58 @@ impl Timers {
         }
     }
 
-    /// Wait for a wake-up at most until a backoff ends or the safety net.
+    /// A run that was ready when this worker claimed is still queued: claim
+    /// again after a wait that doubles while that lasts.
+    pub(crate) fn ready_left(&mut self) {
+        self.recheck_at = Some(Instant::now() + self.recheck);
+        self.recheck = (self.recheck * 2).min(MAX_RECHECK);
+    }
+
+    /// No ready run is left behind.
+    pub(crate) fn none_left(&mut self) {
+        self.recheck_at = None;
+        self.recheck = MIN_RECHECK;
+    }
+
+    /// Wait for a wake-up at most until a backoff ends, a run left behind
+    /// is looked at again, or the safety net.
     pub(crate) fn wake_deadline(&self) -> Instant {
-        self.ready_at.map_or(self.poll_at, |r| r.min(self.poll_at))
+        [self.ready_at, self.recheck_at]
+            .into_iter()
+            .flatten()
+            .fold(self.poll_at, Instant::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_left_ready_is_looked_at_again_sooner_than_the_safety_net_backing_off() {
+        let mut t = Timers::new(Duration::from_secs(3600));
+        assert_eq!(t.wake_deadline(), t.poll_at, "nothing else to wait for");
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let before = Instant::now();
+            t.ready_left();
+            waits.push(t.wake_deadline() - before);
+        }
+        assert!(
+            waits[0] >= MIN_RECHECK && waits[0] < MIN_RECHECK * 2,
+            "{waits:?}"
+        );
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert!(
+            waits[8] >= MAX_RECHECK && waits[8] < MAX_RECHECK * 2,
+            "{waits:?}"
+        );
+        t.none_left();
+        assert_eq!(t.wake_deadline(), t.poll_at);
+        t.ready_left();
+        assert!(
+            t.wake_deadline() < Instant::now() + MIN_RECHECK * 2,
+            "back to the first wait"
+        );
     }
 }
