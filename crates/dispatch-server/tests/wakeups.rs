@@ -118,6 +118,21 @@ fn an_idle_worker_is_woken_by_the_enqueue_notification() {
 
 #[test]
 fn a_retry_is_claimed_when_its_backoff_ends_without_polling() {
+    a_retry_runs_after_its_backoff(false);
+}
+
+/// A claim skips a row another transaction holds locked for a moment (a
+/// log write, an event append). A run that was ready then is claimed on a
+/// later look, not left to the safety net's poll (an hour here).
+#[test]
+fn a_ready_run_a_claim_skipped_while_locked_is_claimed_soon_after() {
+    a_retry_runs_after_its_backoff(true);
+}
+
+/// A run whose first attempt fails retries after a 1 s backoff on a worker
+/// that never polls; with `locked`, the retry's row is held locked until
+/// half a second after the backoff ends.
+fn a_retry_runs_after_its_backoff(locked: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = Layout::new(dir.path().join(".dispatch"));
     parcel(
@@ -137,6 +152,9 @@ fn a_retry_is_claimed_when_its_backoff_ends_without_polling() {
         let (run, _) = launch::create(&*creator.store, &layout, &request("flaky"))
             .await
             .expect("a run is created");
+        if locked {
+            hold_locked_past_backoff(&*creator.store, &run, db.url()).await;
+        }
         let done = wait_terminal(&*creator.store, &run, Duration::from_secs(15)).await;
         assert_eq!(done.status(), Status::Failed);
         assert_eq!(done.attempt, 2, "the second attempt ran after its backoff");
@@ -145,68 +163,35 @@ fn a_retry_is_claimed_when_its_backoff_ends_without_polling() {
     });
 }
 
-/// A claim skips a row another transaction holds locked for a moment (a
-/// log write, an event append). A run that was ready then is claimed on a
-/// later look, not left to the safety net's poll (an hour here).
-#[test]
-fn a_ready_run_a_claim_skipped_while_locked_is_claimed_soon_after() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(dir.path().join(".dispatch"));
-    parcel(
-        &layout,
-        dir.path(),
-        "flaky",
-        "FROM process\nNAME flaky\nCOMMAND [\"sh\", \"-c\", \"exit 3\"]\nRETRY 2 BACKOFF 1s..1s\n",
-    );
-    block_on(async {
-        let Some(db) = TestDatabase::create().await else {
-            return;
-        };
-        let (stop, worker) = start_worker(&layout, db.url(), Duration::from_secs(30)).await;
-        let creator = Backend::open(&layout, Some(db.url()), 1)
-            .await
-            .expect("the store opens");
-        let (run, _) = launch::create(&*creator.store, &layout, &request("flaky"))
-            .await
-            .expect("a run is created");
-        // The first attempt fails: the run waits out its backoff, queued.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let ready_at = loop {
-            let now = creator.store.get_run(&run.id).await.expect("get");
-            if let dispatch_core::RunState::Queued {
-                not_before: Some(at),
-                ..
-            } = now.state
-            {
-                break at;
-            }
-            assert!(Instant::now() < deadline, "no retry queued: {now:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        // Its row is locked past the end of the backoff, then let go.
-        let (mut client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .expect("a connection");
-        tokio::spawn(conn);
-        let tx = client.transaction().await.expect("a transaction");
-        tx.query(
-            "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE",
-            &[&run.id.as_str()],
-        )
+/// Once `run` waits out a retry's backoff, holds its row locked until half
+/// a second after the backoff ends.
+async fn hold_locked_past_backoff<S: RunStore + ?Sized>(store: &S, run: &Run, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready_at = loop {
+        let now = store.get_run(&run.id).await.expect("get");
+        if let dispatch_core::RunState::Queued {
+            not_before: Some(at),
+        } = now.state
+        {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "no retry queued: {now:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .expect("the lock");
-        let held_until = ready_at + 500 - now_ms();
-        tokio::time::sleep(Duration::from_millis(
-            u64::try_from(held_until).unwrap_or(0),
-        ))
-        .await;
-        tx.commit().await.expect("the lock goes");
-        let done = wait_terminal(&*creator.store, &run, Duration::from_secs(10)).await;
-        assert_eq!(done.status(), Status::Failed);
-        assert_eq!(done.attempt, 2, "the second attempt ran");
-        stop.send(true).expect("the worker listens");
-        worker.await.expect("the worker task");
-    });
+        .expect("a connection");
+    tokio::spawn(conn);
+    let tx = client.transaction().await.expect("a transaction");
+    tx.query(
+        "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE",
+        &[&run.id.as_str()],
+    )
+    .await
+    .expect("the lock");
+    let held = u64::try_from(ready_at + 500 - now_ms()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(held)).await;
+    tx.commit().await.expect("the lock goes");
 }
 
 #[test]
