@@ -109,6 +109,27 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// How an agent's variables (name, value when known) reach a container:
+/// the names the client hands on from its own environment (`-e NAME`: no
+/// value on a command line), and the `--env-file` lines (`NAME=value`) of
+/// those the client reads itself ([`configures_container_client`]), whose
+/// values its environment cannot carry (one without a value is left out).
+/// `Err(name)`: that value has a line break, which an env file cannot hold.
+pub fn container_env<'a>(
+    vars: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(Vec<&'a str>, String), &'a str> {
+    let (mut by_name, mut lines) = (Vec::new(), String::new());
+    for (name, value) in vars {
+        match (configures_container_client(name), value) {
+            (true, Some(v)) if v.contains(['\n', '\r']) => return Err(name),
+            (true, Some(v)) => lines.push_str(&format!("{name}={v}\n")),
+            (true, None) => {}
+            (false, _) => by_name.push(name),
+        }
+    }
+    Ok((by_name, lines))
+}
+
 /// Variables a container runtime's CLI (podman or docker) reads itself:
 /// where it connects (`DOCKER_HOST`, `DOCKER_CONTEXT`, `CONTAINER_HOST`, …),
 /// its configuration and storage, its home, its proxies. Dispatch's client
@@ -156,6 +177,22 @@ pub fn configures_container_client(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_variables_go_to_the_env_file_and_the_rest_by_name() {
+        let vars = [
+            ("API_KEY", Some("k")),
+            ("HTTPS_PROXY", Some("http://u:p@h:1")),
+            ("DOCKER_HOST", None),
+        ];
+        let (by_name, lines) = container_env(vars).expect("no line break");
+        assert_eq!(by_name, ["API_KEY"]);
+        assert_eq!(lines, "HTTPS_PROXY=http://u:p@h:1\n");
+        assert_eq!(
+            container_env([("DOCKER_HOST", Some("a\rb"))]),
+            Err("DOCKER_HOST")
+        );
+    }
 
     #[test]
     fn the_container_clients_own_variables_are_known() {

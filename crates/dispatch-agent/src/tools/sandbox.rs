@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use dispatch_core::isolation::configures_container_client;
+use dispatch_core::isolation::{configures_container_client, container_env};
 use tokio::process::Command;
 
 /// How LOCAL tools run in a container.
@@ -46,22 +46,17 @@ impl Sandbox {
     ) -> Result<(Command, Option<tempfile::TempPath>), String> {
         let mut c = Command::new(&self.runtime);
         c.arg("run").args(&self.args).args(["--name", name]);
-        let mut by_value = String::new();
-        for (k, v) in env
+        let vars = env
             .iter()
             .filter(|(k, _)| !NOT_PASSED.contains(&k.as_str()))
-        {
-            match configures_container_client(k) {
-                true if v.contains(['\n', '\r']) => {
-                    return Err(format!(
-                        "the value of {k} has a line break and cannot reach a sandboxed tool (its name configures the container client; hint: give the variable another name)"
-                    ));
-                }
-                true => by_value.push_str(&format!("{k}={v}\n")),
-                false => {
-                    c.args(["-e", k]);
-                }
-            }
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())));
+        let (by_name, by_value) = container_env(vars).map_err(|k| {
+            format!(
+                "the value of {k} has a line break and cannot reach a sandboxed tool (its name configures the container client; hint: give the variable another name)"
+            )
+        })?;
+        for k in by_name {
+            c.args(["-e", k]);
         }
         let file = match by_value.is_empty() {
             true => None,

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use dispatch_core::isolation::{Network, configures_container_client, format_size};
+use dispatch_core::isolation::{Network, container_env, format_size};
 use dispatch_core::parcel::Manifest;
 use dispatch_store::Run;
 
@@ -141,17 +141,17 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         .chain(m.secrets.iter().map(String::as_str))
         .filter(|k| !NOT_PASSED.contains(k) && *k != crate::layout::ROOT_ENV)
         .collect();
-    let mut by_value = String::new();
-    for k in names {
-        let value = a.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
-        match (configures_container_client(k), value) {
-            (true, Some(v)) if v.contains(['\n', '\r']) => {
-                return Err(ContainerError::MultilineValue(k.to_string()));
-            }
-            (true, Some(v)) => by_value.push_str(&format!("{k}={v}\n")),
-            (true, None) => {}
-            (false, _) => args.extend(["-e".into(), k.to_string()]),
-        }
+    let value = |k: &str| {
+        a.env
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let (by_name, by_value) = container_env(names.into_iter().map(|k| (k, value(k))))
+        .map_err(|k| ContainerError::MultilineValue(k.to_string()))?;
+    for k in by_name {
+        args.extend(["-e".into(), k.to_string()]);
     }
     let env_file =
         (!by_value.is_empty()).then(|| (a.run_dir.join(format!("{name}.env")), by_value));
