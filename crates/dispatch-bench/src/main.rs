@@ -538,6 +538,7 @@ async fn seed(db: &Path, n: usize) {
                         state: state.clone(),
                         event: NewEvent::new("state", 1, now_ms(), serde_json::json!({})),
                         output: None,
+                        then: Vec::new(),
                     },
                 )
                 .await

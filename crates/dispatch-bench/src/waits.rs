@@ -184,6 +184,7 @@ async fn suspend_one(store: &PgStore, layout: &Layout) -> RunId {
             state: next.clone(),
             event,
             output: None,
+            then: Vec::new(),
         });
         state = next;
     }

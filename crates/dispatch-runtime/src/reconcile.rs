@@ -96,6 +96,7 @@ fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite 
             ),
             state: snap.state,
             output: snap.output,
+            then: Vec::new(),
         };
     }
     let transition = if run.stop_requested_at.is_some() {
@@ -120,6 +121,7 @@ fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite 
         event: state_event(run, &state, None),
         state,
         output: None,
+        then: Vec::new(),
     }
 }
 

@@ -42,16 +42,37 @@ pub(crate) async fn advance<S: Store + ?Sized>(
     t: &Transition,
     output: Option<Value>,
 ) -> Result<(), AdvanceError> {
-    advance_all(store, run, std::slice::from_ref(t), output).await
+    advance_all(store, run, std::slice::from_ref(t), &[], output).await
 }
 
 /// Applies `steps` to `run` one after the other and saves them at once (each
-/// with its `state` event; `output` with the last); on a compare-and-set
-/// conflict, reloads and decides again. Updates `run` in place.
+/// with its `state` event; `then` right after the first's, `output` with the
+/// last); on a compare-and-set conflict, reloads and decides again. Updates
+/// `run` in place. `then` is what a quick agent wrote before it exited,
+/// saved with its start: when the steps cannot apply (someone else ended the
+/// run), it is appended on its own all the same.
 pub(crate) async fn advance_all<S: Store + ?Sized>(
     store: &S,
     run: &mut Run,
     steps: &[Transition],
+    then: &[NewEvent],
+    output: Option<Value>,
+) -> Result<(), AdvanceError> {
+    let result = advance_steps(store, run, steps, then, output).await;
+    if let Err(AdvanceError::Illegal(_)) = &result
+        && !then.is_empty()
+        && let Err(e) = store.append_events(&run.id, then).await
+    {
+        crate::say_warn!("[dispatch] could not record {} event(s): {e}", then.len());
+    }
+    result
+}
+
+async fn advance_steps<S: Store + ?Sized>(
+    store: &S,
+    run: &mut Run,
+    steps: &[Transition],
+    then: &[NewEvent],
     output: Option<Value>,
 ) -> Result<(), AdvanceError> {
     loop {
@@ -65,10 +86,15 @@ pub(crate) async fn advance_all<S: Store + ?Sized>(
                 // dated when the agent started all the same.
                 event.at = *at;
             }
+            let then = match writes.is_empty() {
+                true => then.to_vec(),
+                false => Vec::new(),
+            };
             writes.push(StateWrite {
                 event,
                 state: next.clone(),
                 output: None,
+                then,
             });
             state = next;
         }

@@ -105,6 +105,7 @@ async fn cancel_unheld<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) ->
         event: state_event(run, &state, None),
         state,
         output: None,
+        then: Vec::new(),
     };
     match store.transition(&run.id, run.version, &write).await {
         Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),

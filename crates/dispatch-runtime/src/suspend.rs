@@ -139,6 +139,7 @@ async fn wake<S: Store + ?Sized>(
             state: next,
             event,
             output: None,
+            then: Vec::new(),
         };
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => return Ok(Some(updated)),
@@ -150,13 +151,15 @@ async fn wake<S: Store + ?Sized>(
 }
 
 /// Suspends `run` (its attempt ended with the `wait` event `data`), after
-/// saving `steps` (the agent's start, when not saved yet). Returns whether
-/// what it waits for had happened already and the run is queued again.
+/// saving `steps` (the agent's start, when not saved yet, and `then`, the
+/// events it wrote). Returns whether what it waits for had happened already
+/// and the run is queued again.
 pub(crate) async fn suspend<S: Store + ?Sized>(
     store: &S,
     run: &mut Run,
     data: &Value,
     steps: &[Transition],
+    then: &[dispatch_core::NewEvent],
 ) -> RuntimeResult<bool> {
     let at = now_ms();
     let Some(wait) = dispatch_core::event::wait_of(data, at) else {
@@ -170,7 +173,7 @@ pub(crate) async fn suspend<S: Store + ?Sized>(
         wait: wait.clone(),
         at,
     });
-    match advance_all(store, run, &all, None).await {
+    match advance_all(store, run, &all, then, None).await {
         Ok(()) => {}
         Err(AdvanceError::Illegal(_)) => return Ok(false), // stopped meanwhile
         Err(AdvanceError::Store(e)) => return Err(e.into()),

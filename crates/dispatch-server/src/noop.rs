@@ -90,6 +90,7 @@ async fn step(store: &FencedStore, run: &mut Run, t: &Transition) -> StoreResult
         event: NewEvent::new("state", run.attempt, now_ms(), data),
         state: next,
         output: None,
+        then: Vec::new(),
     };
     *run = store.transition(&run.id, run.version, &write).await?;
     Ok(())

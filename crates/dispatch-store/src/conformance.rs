@@ -402,6 +402,7 @@ pub fn write_for(run: &Run, t: &Transition) -> StateWrite {
         state,
         event,
         output: None,
+        then: Vec::new(),
     }
 }
 

@@ -18,5 +18,6 @@ pub(crate) fn claim_write(new: &NewRun, helper: ProcRef) -> StateWrite {
         state,
         event: NewEvent::new("state", 1, at, data),
         output: None,
+        then: Vec::new(),
     }
 }

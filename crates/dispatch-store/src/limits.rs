@@ -52,6 +52,7 @@ pub(crate) fn cancel_write(run: &Run, reason: &str, at: Ts) -> Option<StateWrite
         state,
         event: NewEvent::new("state", run.attempt, at, data),
         output: None,
+        then: Vec::new(),
     })
 }
 

@@ -80,6 +80,9 @@ pub struct StateWrite {
     pub event: NewEvent,
     /// The run's result, when it has one.
     pub output: Option<Value>,
+    /// Events appended right after `event`, in the same transaction: what
+    /// a quick agent wrote, saved with its start (and its end) at once.
+    pub then: Vec<NewEvent>,
 }
 
 /// Which runs to list.

@@ -47,5 +47,6 @@ pub(crate) fn expiry_write(
         state,
         event: NewEvent::new("state", attempt, now, data),
         output: None,
+        then: Vec::new(),
     }
 }

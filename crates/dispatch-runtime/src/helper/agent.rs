@@ -263,7 +263,6 @@ pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
 
 /// Moves lines from `$DISPATCH_EVENTS` into the store.
 pub(crate) struct EventPump {
-    path: PathBuf,
     follower: LineFollower,
     attempt: u32,
     /// The last `output` event's value.
@@ -294,8 +293,7 @@ impl EventPump {
     /// `secrets`: values masked in every event before it is stored.
     pub(crate) fn new(path: PathBuf, attempt: u32, secrets: Vec<String>) -> Self {
         EventPump {
-            follower: LineFollower::new(path.clone()),
-            path,
+            follower: LineFollower::new(path),
             attempt,
             secrets,
             last_output: None,
@@ -306,16 +304,28 @@ impl EventPump {
         }
     }
 
-    /// Whether the agent wrote nothing to its events file (it may not exist).
-    pub(crate) fn untouched(&self) -> bool {
-        std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
-    }
-
     /// Moves the lines the agent added into the store; a `handoff` starts
     /// its run first (through `upstream`), and is stored with its `run_id`.
     pub(crate) async fn pump<S: Store + ?Sized>(
         &mut self,
         store: &S,
+        run_id: &dispatch_core::RunId,
+        upstream: &dyn Upstream,
+        finish: bool,
+    ) -> Vec<NewEvent> {
+        let batch = self.collect(run_id, upstream, finish).await;
+        if !batch.is_empty()
+            && let Err(e) = store.append_events(run_id, &batch).await
+        {
+            crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
+        }
+        batch
+    }
+
+    /// The events of the lines the agent added, not stored yet (a
+    /// `handoff` has started its run all the same).
+    pub(crate) async fn collect(
+        &mut self,
         run_id: &dispatch_core::RunId,
         upstream: &dyn Upstream,
         finish: bool,
@@ -344,9 +354,6 @@ impl EventPump {
                 continue;
             }
             batch.push(self.event_of(parsed, at));
-        }
-        if let Err(e) = store.append_events(run_id, &batch).await {
-            crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
         }
         batch
     }

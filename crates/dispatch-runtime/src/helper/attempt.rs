@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use dispatch_core::parcel::{Courier, Parcel};
-use dispatch_core::{Operation, Status, Transition, now_ms};
+use dispatch_core::{NewEvent, Operation, Status, Transition, now_ms};
 use dispatch_store::{Run, Store};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -18,7 +18,7 @@ use super::{Host, Known, LifecycleLog, agent, cancelled, collect, finish, load_p
 use crate::error::{RuntimeError, RuntimeResult};
 use crate::layout::Layout;
 use crate::os;
-use crate::record::{AdvanceError, advance};
+use crate::record::{AdvanceError, advance, advance_all};
 use crate::submit::session_file;
 
 /// How one attempt ended.
@@ -37,7 +37,24 @@ pub(super) struct Ended {
     /// The last checkpoint the attempt wrote.
     pub(super) checkpoint: Option<Value>,
     /// The agent's start, when it is not saved yet (see [`agent::START_WINDOW`]).
-    pub(super) start: Option<Transition>,
+    pub(super) start: Option<Unsaved>,
+}
+
+/// A quick agent's start, saved with the attempt's end: the start and the
+/// events the agent wrote go in the same transaction as the end.
+pub(super) struct Unsaved {
+    pub(super) start: Transition,
+    /// Saved right after the start.
+    pub(super) events: Vec<NewEvent>,
+}
+
+impl Unsaved {
+    fn start(start: Transition) -> Self {
+        Unsaved {
+            start,
+            events: Vec::new(),
+        }
+    }
 }
 
 /// Runs attempts of the claimed run until one ends it. Returns its exit status.
@@ -110,12 +127,16 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 super::shared::spill_output(store, objects, layout, &run.id, output, log).await;
             }
         }
-        let (checkpoint, mut steps) = (ended.checkpoint, Vec::from_iter(ended.start));
+        let checkpoint = ended.checkpoint;
+        let (mut steps, then) = match ended.start {
+            Some(u) => (vec![u.start], u.events),
+            None => (Vec::new(), Vec::new()),
+        };
         let (t, failure, output) = match ended.end {
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
             End::Suspend(wait) => {
-                let woke = crate::suspend::suspend(store, &mut run, &wait, &steps).await?;
+                let woke = crate::suspend::suspend(store, &mut run, &wait, &steps, &then).await?;
                 log.line(&match (&run.state, woke) {
                     (_, true) => "what the run waits for is here already; next attempt".into(),
                     (state, false) => format!("suspended: {}", state.reason().unwrap_or("")),
@@ -154,7 +175,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 .unwrap_or(false);
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             steps.push(t);
-            let code = finish(store, layout, &mut run, log, host, &steps, output).await?;
+            let code = finish(store, layout, &mut run, log, host, &steps, &then, output).await?;
             if let Some(turn) = &turn {
                 turn.ended();
             }
@@ -169,8 +190,8 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             return Ok(code);
         };
         // Another attempt follows: the start of this one is saved first.
-        if let Some(start) = steps.pop() {
-            match advance(store, &mut run, &start, None).await {
+        if !steps.is_empty() {
+            match advance_all(store, &mut run, &steps, &then, None).await {
                 Ok(()) => {}
                 Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
                 Err(AdvanceError::Store(e)) => return Err(e.into()),
@@ -285,7 +306,7 @@ async fn one_attempt<S: Store + ?Sized>(
         return Ok(Ended {
             end: End::Final(done, None),
             checkpoint: None,
-            start: Some(started),
+            start: Some(Unsaved::start(started)),
         });
     }
     if let (Courier::Workflow, Ok(parcel)) = (prepared.courier, parcel) {
@@ -462,17 +483,30 @@ async fn one_attempt<S: Store + ?Sized>(
         prepared.spec.attempt,
         prepared.spec.secrets.clone(),
     );
-    // An agent that is done at once and wrote no events has its start saved
-    // with its end; any other has it saved now, and its events followed.
+    // An agent that is done at once has its start and its events saved with
+    // its end, in one transaction (unless it reported usage or asked for an
+    // approval: those are acted on as stored); any other has its start saved
+    // now, and its events followed.
     let mut start = None;
-    let status = match agent.exit_within(agent::START_WINDOW).await {
+    let (status, batch) = match agent.exit_within(agent::START_WINDOW).await {
         Some(status) => {
             agent.reap().await;
-            match events.untouched() {
-                true => start = Some(started),
-                false => save_start(store, layout, run, &started, false).await?,
+            let batch = events.collect(&run.id, upstream, true).await;
+            if batch
+                .iter()
+                .all(|e| !matches!(e.kind.as_str(), "usage" | "approval"))
+            {
+                start = Some(Unsaved {
+                    start: started,
+                    events: batch.clone(),
+                });
+            } else {
+                save_start(store, layout, run, &started, false).await?;
+                if let Err(e) = store.append_events(&run.id, &batch).await {
+                    crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
+                }
             }
-            status
+            (status, batch)
         }
         None => {
             save_start(store, layout, run, &started, true).await?;
@@ -480,12 +514,8 @@ async fn one_attempt<S: Store + ?Sized>(
                 .until_exit(store, &run.id, &mut events, &mut watch, upstream)
                 .await;
             agent.reap().await;
-            status
+            (status, events.pump(store, &run.id, upstream, true).await)
         }
-    };
-    let batch = match start {
-        Some(_) => Vec::new(),
-        None => events.pump(store, &run.id, upstream, true).await,
     };
     watch.agent_gone();
     if let Some((reason, retryable)) = events.refused.take() {

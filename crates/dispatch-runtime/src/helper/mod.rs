@@ -221,7 +221,7 @@ pub async fn fail_claimed<S: Store + ?Sized>(
         snapshot: false,
         leased: true,
     };
-    let code = finish(store, layout, &mut run, &mut log, host, &[t], None).await?;
+    let code = finish(store, layout, &mut run, &mut log, host, &[t], &[], None).await?;
     retry::dead_letter(store, &run, None).await;
     Ok(code)
 }
@@ -236,7 +236,9 @@ pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
 
 /// Writes the terminal snapshot (when the host keeps one), then the terminal
 /// state: the last of `steps`, each applied to the state the one before left
-/// (an agent start not saved yet comes first), all saved at once.
+/// (an agent start not saved yet comes first, `then` the events its agent
+/// wrote), all saved at once.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -244,6 +246,7 @@ pub(super) async fn finish<S: Store + ?Sized>(
     log: &mut LifecycleLog,
     host: Host,
     steps: &[Transition],
+    then: &[dispatch_core::NewEvent],
     output: Option<Value>,
 ) -> RuntimeResult<i32> {
     let state = steps
@@ -276,7 +279,7 @@ pub(super) async fn finish<S: Store + ?Sized>(
         (st, None, None) => st.to_string(),
     };
     log.line(&format!("run {} {how}{took}", run.id));
-    match advance_all(store, run, steps, output).await {
+    match advance_all(store, run, steps, then, output).await {
         Ok(()) | Err(AdvanceError::Illegal(_)) => Ok(run_exit_code(&run.state)),
         Err(AdvanceError::Store(e)) => Err(e.into()),
     }

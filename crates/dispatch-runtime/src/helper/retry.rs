@@ -115,6 +115,7 @@ pub(crate) async fn requeue<S: Store + ?Sized>(
             state: next,
             event,
             output: None,
+            then: Vec::new(),
         };
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => {

@@ -438,6 +438,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             state: next,
             event,
             output: None,
+            then: Vec::new(),
         };
         match state.store.transition(&id, run.version, &write).await {
             Ok(done) => {

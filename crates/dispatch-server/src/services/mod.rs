@@ -338,6 +338,7 @@ pub async fn transitions<S: dispatch_store::Store + ?Sized>(
             event: NewEvent::new("state", run.attempt, now_ms(), data),
             state: next.clone(),
             output: None,
+            then: Vec::new(),
         });
         state = next;
     }

@@ -280,6 +280,7 @@ pub async fn a_timed_out_attempt_requeued_keeps_its_status<S: Store>(store: S) {
                    "attempt_status": "timed_out"}),
         ),
         output: None,
+        then: Vec::new(),
     };
     let queued = store
         .transition(&running.id, running.version, &write)

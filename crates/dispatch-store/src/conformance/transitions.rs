@@ -189,6 +189,7 @@ pub async fn a_terminal_run_refuses_further_transitions<S: Store>(store: S) {
         state: RunState::queued(),
         event: NewEvent::new("state", 1, 30, json!({"to": "queued"})),
         output: None,
+        then: Vec::new(),
     };
     let err = store
         .transition(&run.id, done.version, &revive)
@@ -376,7 +377,12 @@ pub async fn several_transitions_save_at_once_with_every_event_and_the_attempt<S
     )
     .await;
     let before = all_events(&store, &run.id).await;
-    let writes = start_and_exit(&starting, 0);
+    let mut writes = start_and_exit(&starting, 0);
+    // What a quick agent wrote, saved with its start.
+    writes[0].then = vec![
+        NewEvent::new("message", 1, 30, json!({"to": "__next__"})),
+        NewEvent::new("step", 1, 31, json!({"name": "done"})),
+    ];
     let done = store
         .transitions(&run.id, starting.version, &writes)
         .await
@@ -392,8 +398,13 @@ pub async fn several_transitions_save_at_once_with_every_event_and_the_attempt<S
     let added: Vec<_> = after[before.len()..].iter().map(|e| &e.event).collect();
     assert_eq!(
         added,
-        vec![&writes[0].event, &writes[1].event],
-        "every write's event, in order"
+        vec![
+            &writes[0].event,
+            &writes[0].then[0],
+            &writes[0].then[1],
+            &writes[1].event
+        ],
+        "every write's event, each followed by its `then`, in order"
     );
     let attempts = store.list_attempts(&run.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1, "the attempt opened and closed");

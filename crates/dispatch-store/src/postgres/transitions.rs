@@ -65,11 +65,10 @@ pub(super) async fn save(
         let Some(run) = updated.get(item.id) else {
             continue; // moved on under us: unreachable under the row lock
         };
-        events.extend(
-            item.writes
-                .iter()
-                .map(|w| (item.id.clone(), w.event.clone())),
-        );
+        for w in item.writes {
+            events.push((item.id.clone(), w.event.clone()));
+            events.extend(w.then.iter().map(|e| (item.id.clone(), e.clone())));
+        }
         attempts.add(item.id, plan.attempts);
         queued |= plan.queued;
         if run.state.is_terminal() {

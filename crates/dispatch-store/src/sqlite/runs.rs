@@ -423,6 +423,9 @@ fn transition_one(
         }));
     }
     insert_event(tx, id, &write.event)?;
+    for event in &write.then {
+        insert_event(tx, id, event)?;
+    }
 
     if requeued {
         close_attempt(tx, id, old_attempt, &requeue_close(&write.event))?;
