@@ -99,6 +99,9 @@ pub fn main(dispatch: &Path, args: &[String]) {
         for w in names.windows(2) {
             let sent = read_ns(&marks.join(format!("sent.{}", w[0])));
             let start = read_ns(&marks.join(format!("start.{}", w[1])));
+            if std::env::var_os("HOPTRACE").is_some() {
+                eprintln!("HOP {} sent {} start {}", w[1], sent, start);
+            }
             overhead.push((start - sent) as f64 / 1e6);
         }
         // Baseline: the member alone through the queue, a few times a round.

@@ -43,12 +43,30 @@ pub(crate) struct AgentSpec {
 }
 
 /// `sandbox`: the attempt's `RESOURCES`, entered before the agent executes.
+/// A shell-form COMMAND the shell would only split into words runs without
+/// the shell (see [`super::shell`]); when that cannot start, the shell runs
+/// it as written, and says why in the log as it would have.
 pub(crate) fn spawn(
     spec: &AgentSpec,
     sandbox: Option<&crate::limits::Sandbox>,
 ) -> std::io::Result<Child> {
-    let (program, args) = spec
-        .command
+    let has_path = spec.env.iter().any(|(k, _)| k == "PATH");
+    if let Some(words) = super::shell::direct_words(&spec.command).filter(|_| has_path)
+        && let Ok(child) = spawn_argv(&words, spec, sandbox, true)
+    {
+        return Ok(child);
+    }
+    spawn_argv(&spec.command, spec, sandbox, false)
+}
+
+/// `pwd`: set `PWD` as the shell would (when the allowlist has none).
+fn spawn_argv(
+    argv: &[String],
+    spec: &AgentSpec,
+    sandbox: Option<&crate::limits::Sandbox>,
+    pwd: bool,
+) -> std::io::Result<Child> {
+    let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("the parcel has an empty COMMAND"))?;
     let log = std::fs::OpenOptions::new()
@@ -63,6 +81,9 @@ pub(crate) fn spawn(
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .process_group(0);
+    if pwd && !spec.env.iter().any(|(k, _)| k == "PWD") {
+        cmd.env("PWD", &spec.cwd);
+    }
     // SAFETY: only system calls between fork and exec (see `powers`).
     unsafe {
         cmd.pre_exec(|| {

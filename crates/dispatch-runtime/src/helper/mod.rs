@@ -21,6 +21,7 @@ mod resources;
 pub(crate) mod retry;
 mod session_file;
 mod shared;
+mod shell;
 pub(crate) mod slot;
 mod watch;
 
