@@ -144,33 +144,7 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
              ON CONFLICT (id) DO NOTHING",
         )
         .await?;
-    let inserted = tx
-        .execute(
-            &stmt,
-            &[
-                &new.id.as_str(),
-                &new.parcel_digest,
-                &new.parcel_name,
-                &new.operation.as_str(),
-                &state.status().as_str(),
-                &to_json("state", &state)?,
-                &new.parent_id.as_ref().map(RunId::as_str),
-                &new.origin_id.as_ref().map(RunId::as_str),
-                &to_json("payload", &new.payload)?,
-                &new.brief_sha256,
-                &new.created_at,
-                &new.trigger.as_str(),
-                &new.handoff_key,
-            ],
-        )
-        .await?;
-    if inserted != 1 {
-        // Version 0: we expected no run with this id.
-        return Err(Fail::Store(StoreError::Conflict {
-            id: new.id.clone(),
-            expected: 0,
-        }));
-    }
+    let (state_json, payload) = (to_json("state", &state)?, to_json("payload", &new.payload)?);
     let created = NewEvent::new(
         "created",
         1,
@@ -184,7 +158,41 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
             "trigger": new.trigger,
         }),
     );
-    insert_event(tx, &new.id, &created).await?;
+    // Sent together (pipelined): on a clash the event went to another
+    // run, and the error below rolls the transaction back.
+    let (inserted, ()) = tokio::try_join!(
+        async {
+            Ok::<u64, Fail>(
+                tx.execute(
+                    &stmt,
+                    &[
+                        &new.id.as_str(),
+                        &new.parcel_digest,
+                        &new.parcel_name,
+                        &new.operation.as_str(),
+                        &state.status().as_str(),
+                        &state_json,
+                        &new.parent_id.as_ref().map(RunId::as_str),
+                        &new.origin_id.as_ref().map(RunId::as_str),
+                        &payload,
+                        &new.brief_sha256,
+                        &new.created_at,
+                        &new.trigger.as_str(),
+                        &new.handoff_key,
+                    ],
+                )
+                .await?,
+            )
+        },
+        insert_event(tx, &new.id, &created)
+    )?;
+    if inserted != 1 {
+        // Version 0: we expected no run with this id.
+        return Err(Fail::Store(StoreError::Conflict {
+            id: new.id.clone(),
+            expected: 0,
+        }));
+    }
     if let Some(helper) = new.claimed_by {
         let claim = crate::created_claimed::claim_write(new, helper);
         let item = super::transitions::Item {

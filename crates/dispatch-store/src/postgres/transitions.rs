@@ -76,17 +76,31 @@ pub(super) async fn save(
         }
         answers[n] = Ok(run.clone());
     }
-    insert_events(tx, &events).await?;
-    attempts.save(tx).await?;
-    if queued {
-        notify_queue(tx).await?;
-    }
-    if !finished.is_empty() {
-        notify_callbacks(tx, &finished).await?;
-        if !queued {
-            super::runs::notify_keyed(tx, &finished).await?;
+    // Independent of each other's answers: sent at once (pipelined on the
+    // connection), one round trip instead of one each.
+    let notify = async {
+        if queued {
+            notify_queue(tx).await?;
         }
-    }
+        Ok(())
+    };
+    let finish = async {
+        if !finished.is_empty() {
+            tokio::try_join!(notify_callbacks(tx, &finished), async {
+                match queued {
+                    true => Ok(()),
+                    false => super::runs::notify_keyed(tx, &finished).await,
+                }
+            })?;
+        }
+        Ok::<(), Fail>(())
+    };
+    tokio::try_join!(
+        insert_events(tx, &events),
+        attempts.save(tx),
+        notify,
+        finish
+    )?;
     Ok(answers)
 }
 
