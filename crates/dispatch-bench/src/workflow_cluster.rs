@@ -94,23 +94,30 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let (mut overhead, mut baseline) = (Vec::new(), Vec::new());
     let mut hop_digest = None;
     for _ in 0..rounds {
+        // The marks of the round before go first; the last member's mark
+        // says the chain is through (looking at files, not asking the
+        // server, keeps the harness off the path it measures).
+        for n in &names {
+            let _ = std::fs::remove_file(marks.join(format!("sent.{n}")));
+        }
         let id = cli(&["run", "--detach", chain.to_str().expect("utf-8")]);
+        let last = names.last().expect("a member");
+        await_mark(&marks.join(format!("sent.{last}")));
         wait(&base, &id);
         for w in names.windows(2) {
             let sent = read_ns(&marks.join(format!("sent.{}", w[0])));
             let start = read_ns(&marks.join(format!("start.{}", w[1])));
-            if std::env::var_os("HOPTRACE").is_some() {
-                eprintln!("HOP {} sent {} start {}", w[1], sent, start);
-            }
             overhead.push((start - sent) as f64 / 1e6);
         }
         // Baseline: the member alone through the queue, a few times a round.
         let digest = hop_digest.get_or_insert_with(|| member_digest(&base, &id));
         for _ in 0..BASELINE_PER_ROUND {
+            let _ = std::fs::remove_file(marks.join("sent.alone"));
             let t0 = now_ns();
             let body = json!({"parcel": digest, "payload": {"workflow": {"agent": "alone"}}});
             let (status, run) = call(&base, "POST", "/v1/runs", Some(&body));
             assert_eq!(status, 201, "{run}");
+            await_mark(&marks.join("sent.alone"));
             wait(&base, run["id"].as_str().expect("id"));
             baseline.push((read_ns(&marks.join("start.alone")) - t0) as f64 / 1e6);
         }
@@ -205,6 +212,19 @@ fn wait(base: &str, id: &str) {
         }
         assert!(Instant::now() < deadline, "run {id} did not end");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for an agent to write the mark `path` (its last act).
+fn await_mark(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} was never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
