@@ -137,7 +137,10 @@ mod tests {
             waits[0] >= MIN_RECHECK && waits[0] < MIN_RECHECK * 2,
             "{waits:?}"
         );
-        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        // Never shorter than the wait before (give or take the moments
+        // between reading the clock here and in `ready_left`).
+        let slack = Duration::from_millis(5);
+        assert!(waits.windows(2).all(|w| w[1] + slack >= w[0]), "{waits:?}");
         assert!(
             waits[8] >= MAX_RECHECK && waits[8] < MAX_RECHECK * 2,
             "{waits:?}"
