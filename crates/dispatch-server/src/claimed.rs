@@ -52,7 +52,16 @@ pub(crate) async fn run(
         here,
     } = sharing;
     let (id, objects_for_logs) = (run.id.clone(), objects.clone());
-    let shipper = ship_logs.then(|| Arc::new(LogShipper::new(shared.clone(), layout, &run.id)));
+    // At version 2 the run was created, then claimed by us: nobody held it
+    // before, so nobody shipped any of its log.
+    let fresh = run.version == 2;
+    let shipper = ship_logs.then(|| {
+        let shipper = LogShipper::new(shared.clone(), layout, &run.id);
+        Arc::new(match fresh {
+            true => shipper.stored_from(0),
+            false => shipper,
+        })
+    });
     if let Some(shipper) = &shipper {
         store.ship_log_with(shipper.clone());
     }

@@ -129,3 +129,25 @@ async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
         "the rest shipped when the work ended"
     );
 }
+
+#[tokio::test]
+async fn a_wrong_guess_of_the_stored_length_costs_one_refusal_and_loses_nothing() {
+    let f = Fixture::new().await;
+    // Another holder shipped a part this shipper was told was not there.
+    f.store
+        .append_log(&f.run, 0, b"theirs\n")
+        .await
+        .expect("shipped by another holder");
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run).stored_from(0);
+    f.append(b"ours\n");
+    shipper.flush().await.expect("ship");
+    assert_eq!(f.stored().await, b"theirs\nours\n");
+    assert_eq!(shipper.stored_length().await, Some(12));
+
+    // Right guesses append at once.
+    let g = Fixture::new().await;
+    let shipper = LogShipper::new(g.store.clone(), &g.layout, &g.run).stored_from(0);
+    g.append(b"first\n");
+    shipper.flush().await.expect("ship");
+    assert_eq!(g.stored().await, b"first\n");
+}
