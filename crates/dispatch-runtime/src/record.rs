@@ -59,13 +59,24 @@ pub(crate) async fn advance_all<S: Store + ?Sized>(
     output: Option<Value>,
 ) -> Result<(), AdvanceError> {
     let result = advance_steps(store, run, steps, then, output).await;
-    if let Err(AdvanceError::Illegal(_)) = &result
-        && !then.is_empty()
-        && let Err(e) = store.append_events(&run.id, then).await
-    {
-        crate::say_warn!("[dispatch] could not record {} event(s): {e}", then.len());
+    if let Err(AdvanceError::Illegal(_)) = &result {
+        append_events(store, &run.id, then).await;
     }
     result
+}
+
+/// Appends what an agent wrote; a store that refuses is said on stderr (the
+/// run goes on).
+pub(crate) async fn append_events<S: Store + ?Sized>(
+    store: &S,
+    run: &dispatch_core::RunId,
+    events: &[NewEvent],
+) {
+    if !events.is_empty()
+        && let Err(e) = store.append_events(run, events).await
+    {
+        crate::say_warn!("[dispatch] could not record {} event(s): {e}", events.len());
+    }
 }
 
 async fn advance_steps<S: Store + ?Sized>(

@@ -335,11 +335,7 @@ impl EventPump {
         finish: bool,
     ) -> Vec<NewEvent> {
         let batch = self.collect(run_id, upstream, finish).await;
-        if !batch.is_empty()
-            && let Err(e) = store.append_events(run_id, &batch).await
-        {
-            crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
-        }
+        crate::record::append_events(store, run_id, &batch).await;
         batch
     }
 

@@ -502,9 +502,7 @@ async fn one_attempt<S: Store + ?Sized>(
                 });
             } else {
                 save_start(store, layout, run, &started, false).await?;
-                if let Err(e) = store.append_events(&run.id, &batch).await {
-                    crate::say_warn!("[dispatch] could not record {} event(s): {e}", batch.len());
-                }
+                crate::record::append_events(store, &run.id, &batch).await;
             }
             (status, batch)
         }

@@ -255,7 +255,11 @@ pub(super) async fn finish<S: Store + ?Sized>(
         .try_fold(run.state.clone(), |state, t| state.apply(run.operation, t));
     let state = match state {
         Ok(s) => s,
-        Err(_) => return Ok(run_exit_code(&run.state)), // someone else finished it
+        Err(_) => {
+            // Someone else finished it; what the agent wrote is kept all the same.
+            crate::record::append_events(store, &run.id, then).await;
+            return Ok(run_exit_code(&run.state));
+        }
     };
     if host.snapshot {
         let snap = FinalSnapshot {
