@@ -184,8 +184,12 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             }
             retry::dead_letter(store, &run, checkpoint).await;
             if !keep_workspace {
-                // Ended: the workspace goes (see `crate::workspace`).
-                crate::workspace::release(layout, &run.id);
+                // Ended: the workspace goes (see `crate::workspace`), off this
+                // thread: an unmount can take a while, and the coordinator
+                // just woken may be waiting for the thread.
+                let (layout, id) = (layout.clone(), run.id.clone());
+                let gone = move || crate::workspace::release(&layout, &id);
+                let _ = tokio::task::spawn_blocking(gone).await;
             }
             return Ok(code);
         };
