@@ -500,10 +500,7 @@ async fn one_attempt<S: Store + ?Sized>(
                 .iter()
                 .all(|e| !matches!(e.kind.as_str(), "usage" | "approval"))
             {
-                start = Some(Unsaved {
-                    start: started,
-                    events: batch.clone(),
-                });
+                start = Some(started); // its events go with it (below)
             } else {
                 save_start(store, layout, run, &started, false).await?;
                 crate::record::append_events(store, &run.id, &batch).await;
@@ -632,7 +629,10 @@ async fn one_attempt<S: Store + ?Sized>(
     Ok(Ended {
         end,
         checkpoint: watch.checkpoint,
-        start,
+        start: start.map(|start| Unsaved {
+            start,
+            events: batch,
+        }),
     })
 }
 

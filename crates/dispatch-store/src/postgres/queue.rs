@@ -62,7 +62,7 @@ pub(super) async fn create_claimed(
     for (new, extras) in batch {
         let mut held = new.clone();
         held.claimed_by = Some(req.helper);
-        super::reliability::insert_with(tx, &held, extras, false).await?;
+        super::reliability::create_with(tx, &held, extras, false).await?;
         ids.push(new.id.as_str().to_string());
     }
     let stmt = tx

@@ -38,26 +38,16 @@ async fn lock(tx: &Transaction<'_>, kind: &str, what: &str) -> Result<(), Fail> 
     Ok(())
 }
 
+/// Creates `new` with its extras, or answers the run a handoff key or an
+/// idempotency key already started. The new run as saved comes from its
+/// insert (and its claim or cancel): the extras are not among its columns,
+/// so it is not read back.
 pub(super) async fn create_with(
     tx: &Transaction<'_>,
     new: &NewRun,
     extras: &RunExtras,
     dedupe: bool,
 ) -> Result<Created, Fail> {
-    match insert_with(tx, new, extras, dedupe).await? {
-        Some(existing) => Ok(existing),
-        None => Ok(Created::New(get(tx, &new.id).await?)),
-    }
-}
-
-/// [`create_with`] without reading the new run back: `None` when it was
-/// created, else what answered instead.
-pub(super) async fn insert_with(
-    tx: &Transaction<'_>,
-    new: &NewRun,
-    extras: &RunExtras,
-    dedupe: bool,
-) -> Result<Option<Created>, Fail> {
     // One run per handoff of its origin, whatever became of it.
     if let (Some(origin), Some(key)) = (&new.origin_id, &new.handoff_key) {
         lock(tx, "handoff", &format!("{origin}/{key}")).await?;
@@ -66,7 +56,7 @@ pub(super) async fn insert_with(
             .await?;
         if let Some(row) = tx.query_opt(&stmt, &[&origin.as_str(), key]).await? {
             let existing = parse_id(row.try_get(0)?)?;
-            return Ok(Some(Created::Existing(get(tx, &existing).await?)));
+            return Ok(Created::Existing(get(tx, &existing).await?));
         }
     }
     // The same key answers the same run, even one holding the session.
@@ -80,7 +70,7 @@ pub(super) async fn insert_with(
             .await?;
         if let Some(row) = tx.query_opt(&stmt, &[key]).await? {
             let existing = parse_id(row.try_get(0)?)?;
-            return Ok(Some(Created::Existing(get(tx, &existing).await?)));
+            return Ok(Created::Existing(get(tx, &existing).await?));
         }
     }
     if let Some(session) = &extras.session {
@@ -108,19 +98,19 @@ pub(super) async fn insert_with(
     if keyed.is_some() {
         plain.claimed_by = None;
     }
-    create(tx, &plain).await?;
+    let mut run = create(tx, &plain).await?;
     if let Some(c) = keyed {
+        // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;
-        let run = get(tx, &new.id).await?;
         if let Some(reason) = dropped {
             if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
-                super::limits::save(tx, &new.id, run.version, &write).await?;
+                run = super::limits::save(tx, &new.id, run.version, &write).await?;
             }
         } else if let Some(helper) = new.claimed_by
             && super::limits::check_admitted(tx, &new.id).await.is_ok()
         {
             let claim = crate::created_claimed::claim_write(new, helper);
-            super::limits::save(tx, &new.id, run.version, &claim).await?;
+            run = super::limits::save(tx, &new.id, run.version, &claim).await?;
         }
     }
     let policy = extras
@@ -146,7 +136,7 @@ pub(super) async fn insert_with(
         ],
     )
     .await?;
-    Ok(None)
+    Ok(Created::New(run))
 }
 
 pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail> {
