@@ -65,6 +65,22 @@ fn a_fan_out_of_twenty_spreads_across_two_workers_on_postgres() {
         "{}",
         done["output"]
     );
+    // The CLI over the API shows what it shows locally: the graph, and
+    // usage by agent with the messages.
+    let mermaid = client.ok(&["inspect-run", &id, "--graph", "mermaid"]);
+    assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
+    assert!(mermaid.contains("m19"), "{mermaid}");
+    let human = client.ok(&["inspect-run", &id]);
+    assert!(human.contains("Workflow:\n  usage by agent:"), "{human}");
+    assert!(human.contains("__coordinator__ → __end__"), "{human}");
+    let doc = client.inspect(&id);
+    assert_eq!(
+        doc["workflow"]["messages"].as_array().map(Vec::len),
+        Some(21)
+    );
+    let kid = kids[0]["id"].as_str().expect("id");
+    let refused = client.fails(&["inspect-run", kid, "--graph", "dot"], 125);
+    assert!(refused.contains("is not a workflow run"), "{refused}");
 }
 
 /// A member that appends its name to `$RAN` once it starts; `second` then

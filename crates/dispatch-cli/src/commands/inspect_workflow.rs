@@ -2,10 +2,12 @@
 //! messages that passed (sender → receiver, kind, time, child runs), and
 //! `--graph dot|mermaid`.
 
+use dispatch_core::RunId;
 use dispatch_runtime::workflow::graph;
 use dispatch_store::sqlite::SqliteStore;
 use serde_json::Value;
 
+use super::remote::Remote;
 use crate::cli::{GraphFormat, InspectArgs};
 use crate::ctx::{Ctx, find_run};
 use crate::error::{CliError, CliResult};
@@ -21,17 +23,72 @@ pub async fn print_graph(
     for arg in &args.ids.ids {
         let run = find_run(store, &ctx.layout, arg).await?;
         let Some(g) = graph::graph(store, &run).await? else {
-            return Err(CliError::input(format!(
-                "run {} is not a workflow run: it sent no messages (hint: --graph draws the runs of `FROM workflow` parcels)",
-                run.id
-            )));
+            return Err(not_a_workflow(&run.id));
         };
-        match how {
-            GraphFormat::Dot => print!("{}", graph::dot(&g)),
-            GraphFormat::Mermaid => print!("{}", graph::mermaid(&g)),
-        }
+        draw(&g, how);
     }
     Ok(0)
+}
+
+/// `inspect-run <id>… --graph dot|mermaid` against a server
+/// (`GET /v1/runs/{id}/graph`).
+pub(super) fn print_remote_graph(
+    remote: &Remote,
+    args: &InspectArgs,
+    how: GraphFormat,
+) -> CliResult {
+    for arg in &args.ids.ids {
+        let run = remote.get_run(arg)?;
+        let Some(g) = remote_graph(remote, &run.id)? else {
+            return Err(not_a_workflow(&run.id));
+        };
+        draw(&g, how);
+    }
+    Ok(0)
+}
+
+/// The graph of run `id` from the server, or `None` when it is not a
+/// workflow run's (the server answers one with no nodes).
+pub(super) fn remote_graph(remote: &Remote, id: &RunId) -> CliResult<Option<Value>> {
+    let g = remote.json("GET", &format!("/v1/runs/{id}/graph"), None)?;
+    Ok(g["nodes"]
+        .as_array()
+        .is_some_and(|n| !n.is_empty())
+        .then_some(g))
+}
+
+/// A workflow's approvals are its members': the approvals of every member
+/// run in graph `g`, from the server, after `own` (the parent's).
+pub(super) fn remote_approvals(remote: &Remote, g: &Value, own: &Value) -> CliResult<Value> {
+    let mut all = own.as_array().cloned().unwrap_or_default();
+    let runs = g["nodes"].as_array().into_iter().flatten();
+    for child in runs.flat_map(|n| n["runs"].as_array().into_iter().flatten()) {
+        if let Some(id) = child["id"].as_str() {
+            let path = format!("/v1/approvals?pending=false&run={id}");
+            let answer = remote.json("GET", &path, None)?;
+            all.extend(
+                answer["approvals"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+    }
+    Ok(Value::Array(all))
+}
+
+fn draw(g: &Value, how: GraphFormat) {
+    match how {
+        GraphFormat::Dot => print!("{}", graph::dot(g)),
+        GraphFormat::Mermaid => print!("{}", graph::mermaid(g)),
+    }
+}
+
+fn not_a_workflow(id: &RunId) -> CliError {
+    CliError::input(format!(
+        "run {id} is not a workflow run: it sent no messages (hint: --graph draws the runs of `FROM workflow` parcels)"
+    ))
 }
 
 /// The human view: a `Workflow:` section.

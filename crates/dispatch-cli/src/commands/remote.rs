@@ -304,6 +304,9 @@ impl Remote {
     }
 
     fn inspect(&self, args: &InspectArgs) -> CliResult {
+        if let Some(how) = args.graph {
+            return super::inspect_workflow::print_remote_graph(self, args, how);
+        }
         let mut docs = Vec::new();
         for arg in &args.ids.ids {
             let run = self.get_run(arg)?;
@@ -352,6 +355,11 @@ impl Remote {
             doc["status_text"] = json!(status_text(&run.state, now));
             let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;
             doc["concurrency"] = raw["concurrency"].clone();
+            if let Some(g) = super::inspect_workflow::remote_graph(self, &run.id)? {
+                let own = &doc["approvals"];
+                doc["approvals"] = super::inspect_workflow::remote_approvals(self, &g, own)?;
+                doc["workflow"] = g;
+            }
             docs.push(doc);
         }
         if args.format == Format::Json {
