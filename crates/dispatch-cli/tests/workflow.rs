@@ -116,6 +116,22 @@ fn a_fan_out_aggregates_its_members_and_honors_the_agent_timeout() {
     let id = d.detach(&flow, "{}");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["output"], json!("no"), "{doc}");
+    // Members created in one millisecond share their first 12 digits: `ps`
+    // shows each id long enough to tell it apart, and each works as an id.
+    let table = d.ok(&["ps", "--parent", &id, "-a"]);
+    let shown: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(shown.len(), 3, "{table}");
+    let distinct: std::collections::HashSet<&&str> = shown.iter().collect();
+    assert_eq!(distinct.len(), 3, "{table}");
+    for short in shown {
+        let kid = d.inspect(short);
+        assert!(kid["id"].as_str().is_some_and(|k| k.starts_with(short)));
+        assert_eq!(kid["parent_id"].as_str(), Some(id.as_str()), "{kid}");
+    }
 }
 
 fn examples() -> PathBuf {

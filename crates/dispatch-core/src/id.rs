@@ -30,6 +30,39 @@ impl RunId {
     }
 }
 
+/// What a listing shows of each of `ids`: its first [`SHORT_LEN`] digits,
+/// or more where another id in the list starts the same way. The first 12
+/// digits of an id are its creation time, so runs created in the same
+/// millisecond (a fan-out's members) share them. Like git's abbreviated
+/// hashes, each id gets its shortest prefix of at least [`SHORT_LEN`]
+/// digits that no other id in the list starts with, so every id a table
+/// shows can be pasted back.
+pub fn abbreviate<'a>(ids: &[&'a RunId]) -> Vec<&'a str> {
+    let mut sorted: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut need: std::collections::HashMap<&str, usize> =
+        sorted.iter().map(|id| (*id, SHORT_LEN)).collect();
+    for pair in sorted.windows(2) {
+        let common = pair[0]
+            .bytes()
+            .zip(pair[1].bytes())
+            .take_while(|(x, y)| x == y)
+            .count();
+        for id in pair {
+            if let Some(n) = need.get_mut(id) {
+                *n = (*n).max(common + 1);
+            }
+        }
+    }
+    ids.iter()
+        .map(|id| {
+            let n = need.get(id.as_str()).copied().unwrap_or(SHORT_LEN);
+            &id.0[..n.min(id.0.len())]
+        })
+        .collect()
+}
+
 impl Default for RunId {
     fn default() -> Self {
         Self::new()
@@ -87,6 +120,39 @@ mod tests {
         assert!(a < b, "{a} should sort before {b}");
         assert_eq!(a.as_str().len(), 32);
         assert_eq!(a.short().len(), SHORT_LEN);
+    }
+
+    #[test]
+    fn listings_show_twelve_digits_or_as_many_as_tell_runs_of_one_millisecond_apart() {
+        let id = |s: &str| s.parse::<RunId>().expect("valid id");
+        let a = id("01a2115b4388715abc8a030a51aa4721");
+        let b = id("01a2115b4388716abc8a030a51aa4721");
+        let c = id("01a2115b43887170bc8a030a51aa4721");
+        let d = id("01a2115b4389715abc8a030a51aa4721");
+        let e = id("01a2115b4388717fbc8a030a51aa4721");
+        let shown = abbreviate(&[&d, &a, &c, &b, &a, &e]);
+        assert_eq!(
+            shown,
+            [
+                "01a2115b4389",
+                "01a2115b4388715",
+                "01a2115b43887170",
+                "01a2115b4388716",
+                "01a2115b4388715",
+                "01a2115b4388717f",
+            ]
+        );
+        assert_eq!(abbreviate(&[&a]), ["01a2115b4388"]);
+        assert!(abbreviate(&[]).is_empty());
+        // Whatever the ids, every one shown is unique and starts its id.
+        let many: Vec<RunId> = (0..500).map(|_| RunId::new()).collect();
+        let refs: Vec<&RunId> = many.iter().collect();
+        let shown = abbreviate(&refs);
+        let unique: std::collections::HashSet<&&str> = shown.iter().collect();
+        assert_eq!(unique.len(), many.len());
+        for (s, id) in shown.iter().zip(&many) {
+            assert!(id.as_str().starts_with(s) && s.len() >= SHORT_LEN);
+        }
     }
 
     #[test]

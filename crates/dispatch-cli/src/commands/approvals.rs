@@ -97,11 +97,14 @@ pub(crate) fn print_approvals(format: Format, list: &[Approval]) -> CliResult {
         return Ok(0);
     }
     let now = now_ms();
+    let ids: Vec<&dispatch_core::RunId> = list.iter().map(|a| &a.run_id).collect();
+    let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|a| {
+        .zip(shown)
+        .map(|(a, short)| {
             vec![
-                a.run_id.short().to_string(),
+                short.to_string(),
                 a.id.clone(),
                 a.summary.clone(),
                 human_ago(a.requested_at, now),

@@ -120,14 +120,18 @@ pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResu
         "TOKENS",
         "COST",
     ];
+    // Runs of one millisecond share their first 12 digits: theirs show more.
+    let ids: Vec<&dispatch_core::RunId> = runs.iter().map(|r| &r.id).collect();
+    let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|r| {
+        .zip(shown)
+        .map(|(r, short)| {
             vec![
                 if args.no_trunc {
                     r.id.to_string()
                 } else {
-                    r.id.short().to_string()
+                    short.to_string()
                 },
                 r.parcel_name.clone(),
                 r.operation.to_string(),
