@@ -3,7 +3,7 @@
 //! started by its own detached helper (`dispatch internal run-record`, in its
 //! own session) when the overlap policy gives it a slot.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
@@ -77,6 +77,8 @@ pub(super) struct Core {
     pub config: ServiceConfig,
     pending: VecDeque<Pending>,
     pub running: JoinSet<(RunId, std::io::Result<ExitStatus>)>,
+    /// The heartbeat runs of `running`'s helpers.
+    in_flight: HashSet<RunId>,
 }
 
 impl Core {
@@ -88,6 +90,7 @@ impl Core {
             config,
             pending: VecDeque::new(),
             running: JoinSet::new(),
+            in_flight: HashSet::new(),
         }
     }
 
@@ -95,10 +98,34 @@ impl Core {
         self.running.len() as u32 >= self.config.max_concurrent.max(1)
     }
 
+    /// Whether the wakes going now fill the policy's slots. A heartbeat
+    /// whose run has ended does not count while its helper tidies up: a
+    /// wake sent right after `dispatch wait` saw the last one end is taken
+    /// (it starts once that helper is gone).
+    async fn busy_now<S: Store + ?Sized>(&mut self, store: &S) -> bool {
+        while let Some(done) = self.running.try_join_next() {
+            if let Ok(done) = done {
+                self.finished(store, done).await;
+            }
+        }
+        if !self.busy() {
+            return false;
+        }
+        // The wakes taken but not started yet count as going.
+        let mut going = self.pending.len();
+        for id in &self.in_flight {
+            match store.get_run(id).await {
+                Ok(run) if run.state.is_terminal() => {}
+                _ => going += 1,
+            }
+        }
+        going as u64 >= u64::from(self.config.max_concurrent.max(1))
+    }
+
     /// Decides about `wake` under the overlap policy; an accepted wake
     /// becomes a heartbeat run, started now if a slot is free.
     pub async fn admit<S: Store + ?Sized>(&mut self, store: &S, wake: &Wake) -> Reply {
-        if self.busy() {
+        if self.busy_now(store).await {
             let refused = match self.config.overlap {
                 Overlap::Skip => Some("a wake is already running (overlap: skip)".to_string()),
                 _ if wake.timer.is_some() && self.pending.iter().any(|p| p.timer == wake.timer) => {
@@ -172,6 +199,7 @@ impl Core {
                 Ok(mut child) => {
                     let id = next.run.id.clone();
                     crate::say_info!("[dispatch] heartbeat {id} started");
+                    self.in_flight.insert(id.clone());
                     self.running.spawn(async move { (id, child.wait().await) });
                 }
                 Err(e) => {
@@ -211,6 +239,7 @@ impl Core {
         done: (RunId, std::io::Result<ExitStatus>),
     ) {
         let (id, _) = done;
+        self.in_flight.remove(&id);
         match store.get_run(&id).await {
             Ok(run) => {
                 let how = match (run.state.exit_code(), run.state.reason()) {
