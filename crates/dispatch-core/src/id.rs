@@ -37,8 +37,8 @@ impl RunId {
 /// hashes, each id gets its shortest prefix of at least [`SHORT_LEN`]
 /// digits that no other id in the list starts with, so every id a table
 /// shows can be pasted back.
-pub fn abbreviate<'a>(ids: &[&'a RunId]) -> Vec<&'a str> {
-    let mut sorted: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+pub fn abbreviate<'a>(ids: &[&'a str]) -> Vec<&'a str> {
+    let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     let mut need: std::collections::HashMap<&str, usize> =
@@ -56,9 +56,9 @@ pub fn abbreviate<'a>(ids: &[&'a RunId]) -> Vec<&'a str> {
         }
     }
     ids.iter()
-        .map(|id| {
-            let n = need.get(id.as_str()).copied().unwrap_or(SHORT_LEN);
-            &id.0[..n.min(id.0.len())]
+        .map(|&id| {
+            let n = need.get(id).copied().unwrap_or(SHORT_LEN);
+            id.get(..n).unwrap_or(id)
         })
         .collect()
 }
@@ -124,13 +124,12 @@ mod tests {
 
     #[test]
     fn listings_show_twelve_digits_or_as_many_as_tell_runs_of_one_millisecond_apart() {
-        let id = |s: &str| s.parse::<RunId>().expect("valid id");
-        let a = id("01a2115b4388715abc8a030a51aa4721");
-        let b = id("01a2115b4388716abc8a030a51aa4721");
-        let c = id("01a2115b43887170bc8a030a51aa4721");
-        let d = id("01a2115b4389715abc8a030a51aa4721");
-        let e = id("01a2115b4388717fbc8a030a51aa4721");
-        let shown = abbreviate(&[&d, &a, &c, &b, &a, &e]);
+        let a = "01a2115b4388715abc8a030a51aa4721";
+        let b = "01a2115b4388716abc8a030a51aa4721";
+        let c = "01a2115b43887170bc8a030a51aa4721";
+        let d = "01a2115b4389715abc8a030a51aa4721";
+        let e = "01a2115b4388717fbc8a030a51aa4721";
+        let shown = abbreviate(&[d, a, c, b, a, e]);
         assert_eq!(
             shown,
             [
@@ -142,11 +141,11 @@ mod tests {
                 "01a2115b4388717f",
             ]
         );
-        assert_eq!(abbreviate(&[&a]), ["01a2115b4388"]);
+        assert_eq!(abbreviate(&[a]), ["01a2115b4388"]);
         assert!(abbreviate(&[]).is_empty());
         // Whatever the ids, every one shown is unique and starts its id.
         let many: Vec<RunId> = (0..500).map(|_| RunId::new()).collect();
-        let refs: Vec<&RunId> = many.iter().collect();
+        let refs: Vec<&str> = many.iter().map(RunId::as_str).collect();
         let shown = abbreviate(&refs);
         let unique: std::collections::HashSet<&&str> = shown.iter().collect();
         assert_eq!(unique.len(), many.len());

@@ -97,7 +97,7 @@ pub(crate) fn print_approvals(format: Format, list: &[Approval]) -> CliResult {
         return Ok(0);
     }
     let now = now_ms();
-    let ids: Vec<&dispatch_core::RunId> = list.iter().map(|a| &a.run_id).collect();
+    let ids: Vec<&str> = list.iter().map(|a| a.run_id.as_str()).collect();
     let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = list
         .iter()

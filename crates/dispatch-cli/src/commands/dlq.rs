@@ -47,27 +47,19 @@ pub(crate) fn print_dead_letters(format: Format, docs: Vec<Value>) -> CliResult 
         return Ok(0);
     }
     let now = now_ms();
-    let ids: Vec<dispatch_core::RunId> = docs
-        .iter()
-        .filter_map(|d| d["run_id"].as_str()?.parse().ok())
-        .collect();
     // Runs dead-lettered together may share their first 12 digits.
-    let refs: Vec<&dispatch_core::RunId> = ids.iter().collect();
-    let shown: std::collections::HashMap<&str, &str> = ids
+    let ids: Vec<&str> = docs
         .iter()
-        .map(|id| id.as_str())
-        .zip(dispatch_core::id::abbreviate(&refs))
+        .map(|d| d["run_id"].as_str().unwrap_or("-"))
         .collect();
-    let short_of = |id: &str| match shown.get(id) {
-        Some(short) => short.to_string(),
-        None => id.chars().take(dispatch_core::id::SHORT_LEN).collect(),
-    };
+    let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = docs
         .iter()
-        .map(|d| {
+        .zip(shown)
+        .map(|(d, short)| {
             let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
             vec![
-                short_of(&s("run_id")),
+                short.to_string(),
                 s("parcel_name"),
                 s("status"),
                 d["attempts"].to_string(),

@@ -121,7 +121,7 @@ pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResu
         "COST",
     ];
     // Runs of one millisecond share their first 12 digits: theirs show more.
-    let ids: Vec<&dispatch_core::RunId> = runs.iter().map(|r| &r.id).collect();
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = runs
         .iter()
