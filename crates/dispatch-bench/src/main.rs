@@ -534,12 +534,10 @@ async fn seed(db: &Path, n: usize) {
                 .transition(
                     &run.id,
                     version,
-                    &StateWrite {
-                        state: state.clone(),
-                        event: NewEvent::new("state", 1, now_ms(), serde_json::json!({})),
-                        output: None,
-                        then: Vec::new(),
-                    },
+                    &StateWrite::new(
+                        state.clone(),
+                        NewEvent::new("state", 1, now_ms(), serde_json::json!({})),
+                    ),
                 )
                 .await
                 .expect("transition");

@@ -180,12 +180,7 @@ async fn suspend_one(store: &PgStore, layout: &Layout) -> RunId {
             at,
             json!({"from": state.status(), "to": next.status()}),
         );
-        writes.push(StateWrite {
-            state: next.clone(),
-            event,
-            output: None,
-            then: Vec::new(),
-        });
+        writes.push(StateWrite::new(next.clone(), event));
         state = next;
     }
     store

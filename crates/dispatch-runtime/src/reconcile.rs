@@ -88,15 +88,14 @@ pub async fn reconcile<S: Store + ?Sized>(
 fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite {
     let at = now_ms();
     if let Some(snap) = snapshot::read(layout, &run.id) {
+        let event = state_event(
+            run,
+            &snap.state,
+            Some("applied the terminal snapshot the helper wrote before it died"),
+        );
         return StateWrite {
-            event: state_event(
-                run,
-                &snap.state,
-                Some("applied the terminal snapshot the helper wrote before it died"),
-            ),
-            state: snap.state,
             output: snap.output,
-            then: Vec::new(),
+            ..StateWrite::new(snap.state, event)
         };
     }
     let transition = if run.stop_requested_at.is_some() {
@@ -117,12 +116,8 @@ fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite 
         .state
         .apply(run.operation, &transition)
         .unwrap_or_else(|_| run.state.clone());
-    StateWrite {
-        event: state_event(run, &state, None),
-        state,
-        output: None,
-        then: Vec::new(),
-    }
+    let event = state_event(run, &state, None);
+    StateWrite::new(state, event)
 }
 
 /// Reconciles every live run in `runs` in place.

@@ -101,12 +101,8 @@ async fn cancel_unheld<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) ->
     let Ok(state) = run.state.apply(run.operation, &t) else {
         return Ok(());
     };
-    let write = StateWrite {
-        event: state_event(run, &state, None),
-        state,
-        output: None,
-        then: Vec::new(),
-    };
+    let event = state_event(run, &state, None);
+    let write = StateWrite::new(state, event);
     match store.transition(&run.id, run.version, &write).await {
         Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e.into()),

@@ -135,12 +135,7 @@ async fn wake<S: Store + ?Sized>(
         let mut event = state_event(&run, &next, None);
         event.data["reason"] = json!(format!("woken: {why}"));
         event.data["resume"] = resume.clone();
-        let write = StateWrite {
-            state: next,
-            event,
-            output: None,
-            then: Vec::new(),
-        };
+        let write = StateWrite::new(next, event);
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => return Ok(Some(updated)),
             Err(StoreError::Conflict { .. }) => run = store.get_run(&run.id).await?,

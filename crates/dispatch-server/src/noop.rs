@@ -86,12 +86,7 @@ async fn step(store: &FencedStore, run: &mut Run, t: &Transition) -> StoreResult
     if let Some(reason) = next.reason() {
         data["reason"] = json!(reason);
     }
-    let write = StateWrite {
-        event: NewEvent::new("state", run.attempt, now_ms(), data),
-        state: next,
-        output: None,
-        then: Vec::new(),
-    };
+    let write = StateWrite::new(next, NewEvent::new("state", run.attempt, now_ms(), data));
     *run = store.transition(&run.id, run.version, &write).await?;
     Ok(())
 }

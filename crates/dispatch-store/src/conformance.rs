@@ -398,12 +398,7 @@ pub fn write_for(run: &Run, t: &Transition) -> StateWrite {
         at_of(t),
         json!({"from": run.status(), "to": state.status()}),
     );
-    StateWrite {
-        state,
-        event,
-        output: None,
-        then: Vec::new(),
-    }
+    StateWrite::new(state, event)
 }
 
 /// Applies `t` to `run` at its current version.

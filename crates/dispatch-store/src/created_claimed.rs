@@ -14,10 +14,5 @@ pub(crate) fn claim_write(new: &NewRun, helper: ProcRef) -> StateWrite {
         .apply(new.operation, &Transition::Claim { helper, at })
         .unwrap_or(RunState::Starting { helper, since: at });
     let data = json!({"from": Status::Queued, "to": state.status(), "helper": helper.pid});
-    StateWrite {
-        state,
-        event: NewEvent::new("state", 1, at, data),
-        output: None,
-        then: Vec::new(),
-    }
+    StateWrite::new(state, NewEvent::new("state", 1, at, data))
 }

@@ -48,12 +48,10 @@ pub(crate) fn cancel_write(run: &Run, reason: &str, at: Ts) -> Option<StateWrite
     };
     let state: RunState = run.state.apply(run.operation, &t).ok()?;
     let data = json!({"from": run.status(), "to": Status::Cancelled, "reason": reason});
-    Some(StateWrite {
+    Some(StateWrite::new(
         state,
-        event: NewEvent::new("state", run.attempt, at, data),
-        output: None,
-        then: Vec::new(),
-    })
+        NewEvent::new("state", run.attempt, at, data),
+    ))
 }
 
 /// The reason a run dropped by `STRATEGY drop` is cancelled with.

@@ -85,6 +85,19 @@ pub struct StateWrite {
     pub then: Vec<NewEvent>,
 }
 
+impl StateWrite {
+    /// A change to `state`, recorded by `event`, with no result and no
+    /// events after it.
+    pub fn new(state: RunState, event: NewEvent) -> Self {
+        StateWrite {
+            state,
+            event,
+            output: None,
+            then: Vec::new(),
+        }
+    }
+}
+
 /// Which runs to list.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunFilter {

@@ -43,10 +43,5 @@ pub(crate) fn expiry_write(
         "reason": reason,
         "queue_timeout_ms": timeout_ms,
     });
-    StateWrite {
-        state,
-        event: NewEvent::new("state", attempt, now, data),
-        output: None,
-        then: Vec::new(),
-    }
+    StateWrite::new(state, NewEvent::new("state", attempt, now, data))
 }

@@ -111,12 +111,7 @@ pub(crate) async fn requeue<S: Store + ?Sized>(
         if lost {
             event.data["lost"] = json!(true);
         }
-        let write = StateWrite {
-            state: next,
-            event,
-            output: None,
-            then: Vec::new(),
-        };
+        let write = StateWrite::new(next, event);
         match store.transition(&run.id, run.version, &write).await {
             Ok(updated) => {
                 *run = updated;

@@ -434,12 +434,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             now_ms(),
             json!({"from": run.status(), "to": next.status(), "reason": next.reason()}),
         );
-        let write = StateWrite {
-            state: next,
-            event,
-            output: None,
-            then: Vec::new(),
-        };
+        let write = StateWrite::new(next, event);
         match state.store.transition(&id, run.version, &write).await {
             Ok(done) => {
                 state.traced(&id);

@@ -334,12 +334,10 @@ pub async fn transitions<S: dispatch_store::Store + ?Sized>(
         if let Some(reason) = next.reason() {
             data["reason"] = json!(reason);
         }
-        writes.push(StateWrite {
-            event: NewEvent::new("state", run.attempt, now_ms(), data),
-            state: next.clone(),
-            output: None,
-            then: Vec::new(),
-        });
+        writes.push(StateWrite::new(
+            next.clone(),
+            NewEvent::new("state", run.attempt, now_ms(), data),
+        ));
         state = next;
     }
     store.transitions(&run.id, run.version, &writes).await

@@ -270,18 +270,16 @@ pub async fn a_timed_out_attempt_requeued_keeps_its_status<S: Store>(store: S) {
             },
         )
         .expect("requeue");
-    let write = crate::StateWrite {
+    let write = crate::StateWrite::new(
         state,
-        event: dispatch_core::NewEvent::new(
+        dispatch_core::NewEvent::new(
             "state",
             1,
             30,
             json!({"from": "running", "to": "queued", "reason": "run timed out after 1s",
                    "attempt_status": "timed_out"}),
         ),
-        output: None,
-        then: Vec::new(),
-    };
+    );
     let queued = store
         .transition(&running.id, running.version, &write)
         .await

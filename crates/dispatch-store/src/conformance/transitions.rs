@@ -185,12 +185,10 @@ pub async fn a_terminal_run_refuses_further_transitions<S: Store>(store: S) {
     let events_before = all_events(&store, &run.id).await;
     // Even a write at the current version (a caller bypassing the state
     // machine) cannot bring a finished run back.
-    let revive = StateWrite {
-        state: RunState::queued(),
-        event: NewEvent::new("state", 1, 30, json!({"to": "queued"})),
-        output: None,
-        then: Vec::new(),
-    };
+    let revive = StateWrite::new(
+        RunState::queued(),
+        NewEvent::new("state", 1, 30, json!({"to": "queued"})),
+    );
     let err = store
         .transition(&run.id, done.version, &revive)
         .await
