@@ -226,6 +226,7 @@ macro_rules! __conformance_names {
             a_failed_run_with_the_key_does_not_block_and_force_skips_the_check,
             a_session_held_by_a_live_run_is_refused_until_it_ends,
             an_approval_is_requested_once_and_decided_once,
+            a_pending_approval_ends_cancelled_with_its_run,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
             // handoffs: triggers and one run per handoff

@@ -41,7 +41,9 @@ pub use postgres::PgStore;
 pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
 };
-pub use reliability::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras};
+pub use reliability::{
+    Approval, Created, DeadLetter, Decision, ENDED_DECISION, ReliabilityStore, RunExtras,
+};
 pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};

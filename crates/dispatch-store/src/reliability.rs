@@ -64,7 +64,8 @@ pub struct Approval {
     pub requested_at: Ts,
     /// When it is denied automatically, if ever.
     pub deadline: Option<Ts>,
-    /// `approve` or `deny`, once decided.
+    /// `approve` or `deny`, once decided; [`ENDED_DECISION`] when the run
+    /// ended first.
     pub decision: Option<String>,
     pub decided_by: Option<String>,
     pub rationale: Option<String>,
@@ -77,6 +78,15 @@ pub struct Approval {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
 }
+
+/// The decision an approval still pending gets when its run ends (stopped,
+/// cancelled, failed, …): nobody can decide it any more. Written in the same
+/// transaction as the run's end, with an `approval_decided` event.
+pub const ENDED_DECISION: &str = "cancelled";
+/// Who decided an approval whose run ended first.
+pub const ENDED_BY: &str = "dispatch";
+/// Why.
+pub const ENDED_RATIONALE: &str = "the run ended before a decision";
 
 /// A decision on an approval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -209,6 +209,83 @@ pub async fn an_approval_is_requested_once_and_decided_once<S: Store>(store: S) 
     assert_eq!(kinds, ["created", "approval_requested", "approval_decided"]);
 }
 
+pub async fn a_pending_approval_ends_cancelled_with_its_run<S: Store>(store: S) {
+    let run = super::create(&store, new_run(id(1), "ask", 1)).await;
+    let running = start(&store, &run, 10).await;
+    for name in ["send", "pay"] {
+        store
+            .request_approval(&approval(1, name, 20))
+            .await
+            .expect("request");
+    }
+    let d = Decision {
+        decision: "approve".into(),
+        by: "ada".into(),
+        rationale: None,
+        at: 30,
+        input: None,
+    };
+    store
+        .decide_approval(&id(1), "pay", &d)
+        .await
+        .expect("decide");
+    let paused = step(
+        &store,
+        &running,
+        Transition::Pause {
+            reason: "approval".into(),
+            at: 35,
+        },
+    )
+    .await;
+    step(
+        &store,
+        &paused,
+        Transition::Cancel {
+            reason: "stopped by ada".into(),
+            exit_code: None,
+            at: 40,
+        },
+    )
+    .await;
+    assert!(
+        store
+            .list_approvals(None, true)
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing of an ended run is left pending"
+    );
+    let all = store
+        .list_approvals(Some(&id(1)), false)
+        .await
+        .expect("list");
+    let send = all.iter().find(|a| a.id == "send").expect("send");
+    assert_eq!(send.decision.as_deref(), Some(crate::ENDED_DECISION));
+    assert_eq!(send.decided_by.as_deref(), Some("dispatch"));
+    assert_eq!(send.decided_at, Some(40));
+    let pay = all.iter().find(|a| a.id == "pay").expect("pay");
+    assert_eq!(
+        pay.decision.as_deref(),
+        Some("approve"),
+        "a decision stands"
+    );
+    let err = store
+        .decide_approval(&id(1), "send", &d)
+        .await
+        .expect_err("decided by the run's end");
+    assert!(matches!(err, StoreError::AlreadyDecided { .. }), "{err:?}");
+    let decided: Vec<serde_json::Value> = all_events(&store, &id(1))
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind == "approval_decided")
+        .map(|e| e.event.data)
+        .collect();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert_eq!(decided[1]["id"], "send");
+    assert_eq!(decided[1]["decision"], crate::ENDED_DECISION);
+}
+
 pub async fn dead_letters_list_newest_first_and_record_their_replay<S: Store>(store: S) {
     for n in [1, 2] {
         let run = super::create(&store, new_run(id(n), "dlq", n as i64)).await;

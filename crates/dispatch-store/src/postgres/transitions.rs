@@ -59,7 +59,7 @@ pub(super) async fn save(
     let updated = update(tx, items, &planned).await?;
     let mut events: Vec<(RunId, NewEvent)> = Vec::new();
     let mut attempts = AttemptChanges::default();
-    let (mut queued, mut finished) = (false, Vec::new());
+    let (mut queued, mut finished, mut finished_at) = (false, Vec::new(), Vec::new());
     for (n, plan) in planned {
         let item = &items[n];
         let Some(run) = updated.get(item.id) else {
@@ -73,6 +73,7 @@ pub(super) async fn save(
         queued |= plan.queued;
         if run.state.is_terminal() {
             finished.push(item.id.as_str());
+            finished_at.push(item.writes.last().map_or(0, |w| w.event.at));
         }
         answers[n] = Ok(run.clone());
     }
@@ -86,12 +87,16 @@ pub(super) async fn save(
     };
     let finish = async {
         if !finished.is_empty() {
-            tokio::try_join!(notify_callbacks(tx, &finished), async {
-                match queued {
-                    true => Ok(()),
-                    false => super::runs::notify_keyed(tx, &finished).await,
-                }
-            })?;
+            tokio::try_join!(
+                notify_callbacks(tx, &finished),
+                async {
+                    match queued {
+                        true => Ok(()),
+                        false => super::runs::notify_keyed(tx, &finished).await,
+                    }
+                },
+                close_approvals(tx, &finished, &finished_at)
+            )?;
         }
         Ok::<(), Fail>(())
     };
@@ -102,6 +107,32 @@ pub(super) async fn save(
         finish
     )?;
     Ok(answers)
+}
+
+/// Decides every approval still pending of the runs that just ended as
+/// [`crate::reliability::ENDED_DECISION`] (nobody can decide them any more),
+/// with their `approval_decided` events: one statement, nothing returned.
+async fn close_approvals(tx: &Transaction<'_>, runs: &[&str], ats: &[Ts]) -> Result<(), Fail> {
+    use crate::reliability::{ENDED_BY, ENDED_DECISION, ENDED_RATIONALE};
+    let stmt = tx
+        .prepare_cached(
+            "WITH ended AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS e(run, at)), \
+             closed AS (UPDATE approvals a SET decision = $3, decided_by = $4, rationale = $5, \
+             decided_at = ended.at FROM ended \
+             WHERE a.run_id = ended.run COLLATE \"C\" AND a.decision IS NULL \
+             RETURNING a.run_id, a.id, a.attempt, ended.at) \
+             INSERT INTO events (run_id, attempt, at, type, data) \
+             SELECT run_id, attempt, at, 'approval_decided', \
+             json_build_object('id', id, 'decision', $3::text, 'by', $4::text, \
+             'rationale', $5::text)::text FROM closed ORDER BY run_id, id",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[&runs, &ats, &ENDED_DECISION, &ENDED_BY, &ENDED_RATIONALE],
+    )
+    .await?;
+    Ok(())
 }
 
 fn conflict(item: &Item<'_>) -> StoreError {

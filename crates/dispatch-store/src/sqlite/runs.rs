@@ -451,6 +451,33 @@ fn transition_one(
             error: write.state.reason().map(str::to_string),
         };
         close_attempt(tx, id, attempt, &close)?;
+        close_approvals(tx, id, at)?;
+    }
+    Ok(())
+}
+
+/// Decides every approval of run `id` still pending as
+/// [`crate::reliability::ENDED_DECISION`]: the run ended, so nobody can.
+fn close_approvals(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail> {
+    use crate::reliability::{ENDED_BY, ENDED_DECISION, ENDED_RATIONALE};
+    let mut stmt = tx.prepare_cached(
+        "UPDATE approvals SET decision = ?2, decided_by = ?3, rationale = ?4, decided_at = ?5 \
+         WHERE run_id = ?1 AND decision IS NULL RETURNING id, attempt",
+    )?;
+    let closed = stmt
+        .query_map(
+            params![id.as_str(), ENDED_DECISION, ENDED_BY, ENDED_RATIONALE, at],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?)),
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (approval, attempt) in closed {
+        let data = json!({"id": approval, "decision": ENDED_DECISION, "by": ENDED_BY,
+            "rationale": ENDED_RATIONALE});
+        insert_event(
+            tx,
+            id,
+            &NewEvent::new("approval_decided", attempt, at, data),
+        )?;
     }
     Ok(())
 }
