@@ -119,15 +119,15 @@ where
         Vec::new(),
     );
     // As in a run: a secret only for the tools it is scoped to.
-    let (env, scoped) =
+    let tool_env =
         dispatch_runtime::helper::agent_env::for_tools(&parcel.manifest, &env, &declared);
     let ctx = ToolContext {
         parcel_dir: parcel.dir.join("files"),
         work_dir: scratch.clone(),
         artifacts_dir: scratch.join("artifacts"),
-        env,
+        env: tool_env.base,
         secrets,
-        scoped,
+        scoped: tool_env.scoped,
         mask: Vec::new(),
         memory: None,
         approver: None,

@@ -71,6 +71,15 @@ pub fn build(
     dedupe(env)
 }
 
+/// What a native agent's tool processes get (see [`for_tools`]).
+#[derive(Debug, Default)]
+pub struct ToolEnv {
+    /// The agent's environment without any declared secret.
+    pub base: Vec<(String, String)>,
+    /// By TOOL name, the secrets scoped to it (`SECRET NAME TO tool`).
+    pub scoped: HashMap<String, Vec<(String, String)>>,
+}
+
 /// What a native agent's tool processes get: `env` (the agent's, from
 /// [`build`]) without any declared secret, and by TOOL name the secrets
 /// scoped to it (`SECRET NAME TO tool`) that have a value in `secrets`.
@@ -78,10 +87,7 @@ pub fn for_tools(
     manifest: &Manifest,
     env: &[(String, String)],
     secrets: &[(String, String)],
-) -> (
-    Vec<(String, String)>,
-    HashMap<String, Vec<(String, String)>>,
-) {
+) -> ToolEnv {
     let base = env
         .iter()
         .filter(|(k, _)| !manifest.secrets.contains(k))
@@ -99,7 +105,7 @@ pub fn for_tools(
                 .push((name.clone(), value.clone()));
         }
     }
-    (base, scoped)
+    ToolEnv { base, scoped }
 }
 
 /// Keeps the last value of each name, in the order names first appear.
@@ -185,7 +191,7 @@ mod tests {
         let secrets = pairs(&[("OPENAI_API_KEY", "sk-1"), ("GH", "gh-1"), ("ALL", "all-1")]);
         let mut env = pairs(&[("PATH", "/usr/bin")]);
         env.extend(secrets.iter().cloned());
-        let (base, scoped) = for_tools(&manifest, &env, &secrets);
+        let ToolEnv { base, scoped } = for_tools(&manifest, &env, &secrets);
         assert_eq!(base, pairs(&[("PATH", "/usr/bin")]));
         assert_eq!(scoped["github"], pairs(&[("ALL", "all-1"), ("GH", "gh-1")]));
         assert_eq!(scoped["probe"], pairs(&[("ALL", "all-1")]));

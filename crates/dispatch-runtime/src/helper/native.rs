@@ -187,8 +187,8 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         &memory,
         &approver,
         &messenger,
-        secrets.clone(),
     );
+    tool_ctx.mask = secrets.clone();
     // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
     let mut limits = super::resources::AttemptLimits::begin(
         &run.id,

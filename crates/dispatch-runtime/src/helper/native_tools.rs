@@ -172,7 +172,6 @@ pub(super) fn context<'a>(
     memory: &'a dyn Memory,
     approver: &'a dyn Approver,
     messenger: &'a dyn Messenger,
-    mask: Vec<String>,
 ) -> ToolContext<'a> {
     // The agent's environment: the allowlist, nothing else (see
     // `agent_env`); a secret only for the tools it is scoped to.
@@ -183,17 +182,16 @@ pub(super) fn context<'a>(
         .iter()
         .filter_map(|name| lookup.get(name).map(|v| (name.clone(), v.clone())))
         .collect();
-    let (env, scoped) =
-        super::agent_env::for_tools(&parcel.manifest, &prepared.spec.env, &declared);
+    let tool_env = super::agent_env::for_tools(&parcel.manifest, &prepared.spec.env, &declared);
     let agent = parcel.manifest.agent.as_ref();
     ToolContext {
         parcel_dir: layout.parcels().join(&run.parcel_digest).join("files"),
         work_dir: layout.run_dir(&run.id).join("work"),
         artifacts_dir: prepared.artifacts_dir.clone(),
-        env,
+        env: tool_env.base,
         secrets: declared.into_iter().collect(),
-        scoped,
-        mask,
+        scoped: tool_env.scoped,
+        mask: Vec::new(), // set by the attempt, which knows the model keys
         memory: Some(memory),
         approver: Some(approver),
         messenger: Some(messenger),
