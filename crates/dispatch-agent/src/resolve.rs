@@ -9,12 +9,16 @@
 //! 3. `LLM_API_KEY` (where the run executes): the primary model's key when
 //!    its KEY secret is not set.
 //! 4. The Agentfile: MODEL / FALLBACK with PROVIDER, BASE_URL, KEY.
-//! 5. The provider's default base URL.
+//! 5. A model with no KEY: its provider's conventional variable
+//!    ([`conventional_key`]: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`,
+//!    `GEMINI_API_KEY` for Google's OpenAI-compatible endpoint).
+//! 6. The provider's default base URL.
 //!
 //! The overrides are read by `dispatch run` (or `dispatch chat`) and written
 //! into the brief's `context.llm`, so the brief says what ran and a worker on
 //! another machine calls the same model. Keys are never in the brief: each
-//! is read from the environment of the process that calls the model.
+//! is read from the environment of the process that calls the model, and
+//! given to its model client only (never to a tool process).
 
 use dispatch_core::agent::{AgentConfig, ModelRef, Price, ProviderKind};
 use serde::{Deserialize, Serialize};
@@ -105,6 +109,9 @@ pub fn resolve(
         if i == 0 && (key.is_none() || redirected) {
             key = get("LLM_API_KEY").or(if redirected { None } else { key });
         }
+        if key.is_none() && !redirected && m.key.is_none() {
+            key = conventional_key(&m).and_then(&get);
+        }
         if key.is_none() && !redirected {
             if let Some(secret) = &m.key {
                 return Err(format!(
@@ -114,8 +121,11 @@ pub fn resolve(
             }
             if m.provider != ProviderKind::OpenaiCompatible && m.base_url.is_none() {
                 return Err(format!(
-                    "model {} has no KEY, and {} needs one (hint: `MODEL {} KEY OPENAI_API_KEY` with `SECRET OPENAI_API_KEY`, or set LLM_API_KEY)",
-                    m.name, m.provider, m.name
+                    "model {} has no KEY, and {} needs one (hint: export {}, or `MODEL {} KEY <NAME>` with `SECRET <NAME>`, or set LLM_API_KEY)",
+                    m.name,
+                    m.provider,
+                    conventional_key(&m).unwrap_or("OPENAI_API_KEY"),
+                    m.name
                 ));
             }
         }
@@ -127,6 +137,26 @@ pub fn resolve(
         });
     }
     Ok(out)
+}
+
+/// The variable a model with no KEY takes its key from, by convention:
+/// `OPENAI_API_KEY` (OpenAI), `ANTHROPIC_API_KEY` (Anthropic),
+/// `GEMINI_API_KEY` (an OpenAI-compatible BASE_URL on
+/// `generativelanguage.googleapis.com`); none for other servers.
+pub fn conventional_key(m: &ModelRef) -> Option<&'static str> {
+    match m.provider {
+        ProviderKind::Openai => Some("OPENAI_API_KEY"),
+        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+        ProviderKind::OpenaiCompatible => {
+            let host = m
+                .base_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_string));
+            (host.as_deref() == Some("generativelanguage.googleapis.com"))
+                .then_some("GEMINI_API_KEY")
+        }
+    }
 }
 
 /// Why a run may not set `LIMIT COST`: a model whose price is unknown.
@@ -198,6 +228,41 @@ mod tests {
         let r = resolve(&config(), None, env).expect("both keys");
         assert_eq!(r[1].key.as_deref(), Some("v-ANTHROPIC_API_KEY"));
         assert!(!format!("{r:?}").contains("v-OPENAI"), "keys never print");
+    }
+
+    #[test]
+    fn a_model_without_key_takes_its_providers_conventional_variable() {
+        let mut c = config();
+        for m in &mut c.models {
+            m.key = None;
+        }
+        c.models.push(ModelRef {
+            name: "gemini-2.5-flash".into(),
+            provider: ProviderKind::OpenaiCompatible,
+            base_url: Some("https://generativelanguage.googleapis.com/v1beta/openai".into()),
+            key: None,
+        });
+        let env = |k: &str| match k {
+            "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GEMINI_API_KEY" => Some(format!("v-{k}")),
+            _ => None,
+        };
+        let r = resolve(&c, None, env).expect("conventional keys");
+        let keys: Vec<_> = r.iter().map(|m| m.key.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [
+                Some("v-OPENAI_API_KEY"),
+                Some("v-ANTHROPIC_API_KEY"),
+                Some("v-GEMINI_API_KEY")
+            ]
+        );
+        let err = resolve(&c, None, |_| None).expect_err("no key anywhere");
+        assert!(err.contains("export OPENAI_API_KEY"), "{err}");
+        // A KEY that names an unset secret is not replaced by the convention.
+        let mut c = config();
+        c.models[1].key = Some("TEAM_ANTHROPIC_KEY".into());
+        let named = resolve(&c, None, env).expect_err("its KEY is unset");
+        assert!(named.contains("`TEAM_ANTHROPIC_KEY`"), "{named}");
     }
 
     #[test]

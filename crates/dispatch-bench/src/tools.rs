@@ -63,6 +63,8 @@ fn context(dir: &Path) -> ToolContext<'static> {
         artifacts_dir: dir.join("artifacts"),
         env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
         secrets: Default::default(),
+        scoped: Default::default(),
+        mask: Vec::new(),
         memory: None,
         approver: None,
         messenger: None,

@@ -22,7 +22,7 @@ fn a_local_tool_sees_only_declared_variables_and_works_in_the_workspace() {
         "probe",
         &format!(
             "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
-             ENV DECLARED=yes\nSECRET TOOL_TOKEN\nENV_PASSTHROUGH PASSED_VAR\n\
+             ENV DECLARED=yes\nSECRET TOOL_TOKEN TO probe\nENV_PASSTHROUGH PASSED_VAR\n\
              COPY data.txt\nTOOL LOCAL tools/probe.sh AS probe",
             mock.url()
         ),

@@ -30,6 +30,7 @@ mod isolation;
 mod lex;
 mod limits;
 mod model;
+mod secret;
 mod tool;
 mod workflow;
 
@@ -195,6 +196,8 @@ struct Parser {
     seen: HashMap<&'static str, usize>,
     env_lines: BTreeMap<String, usize>,
     secret_lines: BTreeMap<String, usize>,
+    /// The line of each `SECRET … TO tool` scoping, by tool name.
+    secret_to_lines: Vec<(String, usize)>,
     requires_lines: BTreeMap<String, usize>,
     listen_secret_line: usize,
     /// Lines of MODEL / FALLBACK / agent-only limits, for errors found at the end.
@@ -216,6 +219,7 @@ impl Parser {
             command: Vec::new(),
             env: BTreeMap::new(),
             secrets: Vec::new(),
+            secret_tools: BTreeMap::new(),
             env_passthrough: Vec::new(),
             instructions: Instructions::default(),
             timeouts: Timeouts::default(),
@@ -249,6 +253,7 @@ impl Parser {
             seen: HashMap::new(),
             env_lines: BTreeMap::new(),
             secret_lines: BTreeMap::new(),
+            secret_to_lines: Vec::new(),
             requires_lines: BTreeMap::new(),
             listen_secret_line: 0,
             agent_lines: Vec::new(),
@@ -303,6 +308,25 @@ impl Parser {
             self.apply(key, line, rest)
         };
         result.map_err(|m| AgentfileError::new(line, m))
+    }
+
+    /// `SECRET NAME…` and `SECRET NAME… TO tool1,tool2`.
+    fn secret(&mut self, line: usize, args: &[String]) -> Result<(), String> {
+        let (names, tools) = secret::parse(args)?;
+        for n in names {
+            if !self.secret_lines.contains_key(&n) {
+                self.secret_lines.insert(n.clone(), line);
+                self.af.manifest.secrets.push(n.clone());
+            }
+            for t in &tools {
+                let scoped = self.af.manifest.secret_tools.entry(n.clone()).or_default();
+                if !scoped.contains(t) {
+                    scoped.push(t.clone());
+                }
+                self.secret_to_lines.push((t.clone(), line));
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, key: &'static str, line: usize, rest: &str) -> Result<(), String> {
@@ -362,20 +386,7 @@ impl Parser {
                 }
             }
             "ENV" => self.env(line, rest, &args)?,
-            "SECRET" => {
-                for a in &args {
-                    if a.contains('=') {
-                        return Err(format!(
-                            "SECRET takes only a name, got `{a}` (hint: the value comes from the environment or the secret store when the agent runs)"
-                        ));
-                    }
-                    let n = env_name(a, "secret")?;
-                    if !self.secret_lines.contains_key(&n) {
-                        self.secret_lines.insert(n.clone(), line);
-                        self.af.manifest.secrets.push(n);
-                    }
-                }
-            }
+            "SECRET" => self.secret(line, &args)?,
             "ENV_PASSTHROUGH" => {
                 env_passthrough::parse(&args, &mut self.af.manifest.env_passthrough)?
             }
@@ -735,6 +746,7 @@ impl Parser {
                 ),
             ));
         }
+        secret::check_scopes(m, &self.secret_to_lines)?;
         for (secret, secret_line) in &self.secret_lines {
             if let Some(env_line) = self.env_lines.get(secret) {
                 return Err(AgentfileError::new(

@@ -605,3 +605,41 @@ fn resources_leave_old_digests_alone() {
         assert!(!json.contains(key), "{key} in {json}");
     }
 }
+
+/// A native agent with tools `probe` (LOCAL) and `github` (MCP), then `extra`.
+fn native_with(extra: &str) -> String {
+    format!(
+        "FROM agent\nNAME a\nMODEL gpt-4o-mini KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY\n\
+         TOOL LOCAL tools/probe.sh AS probe\nTOOL MCP github COMMAND \"npx gh\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn a_secret_is_scoped_to_the_tools_it_names() {
+    let af = ok(&native_with(
+        "SECRET GH_TOKEN TO github\nSECRET A B to probe, github\nSECRET GH_TOKEN TO probe",
+    ));
+    let m = &af.manifest;
+    assert_eq!(m.secrets, ["OPENAI_API_KEY", "GH_TOKEN", "A", "B"]);
+    assert_eq!(m.secret_tools["GH_TOKEN"], ["github", "probe"]);
+    assert_eq!(m.secret_tools["A"], ["probe", "github"]);
+    assert!(!m.secret_tools.contains_key("OPENAI_API_KEY"));
+    // Unscoped secrets leave the manifest (and so its digest) as it was.
+    let plain = ok(&with("SECRET TOKEN"));
+    let json = serde_json::to_string(&plain.manifest).expect("json");
+    assert!(!json.contains("secret_tools"), "{json}");
+}
+
+#[test]
+fn a_secret_scoped_to_an_unknown_tool_is_refused_with_its_line() {
+    let e = err(&native_with("ENV X=1\nSECRET T TO probe,gitlab"));
+    assert_eq!(e.line, 8, "{e}");
+    assert!(e.message.contains("`gitlab`, which is not a TOOL"), "{e}");
+    assert!(e.message.contains("the tools are: probe, github"), "{e}");
+    let e = err(&with("SECRET T TO anything"));
+    assert!(e.message.contains("declares no TOOL"), "{e}");
+    let e = err(&native_with("SECRET T TO"));
+    assert!(e.message.contains("expects tool names"), "{e}");
+    let e = err(&native_with("SECRET TO probe"));
+    assert!(e.message.contains("names before TO"), "{e}");
+}

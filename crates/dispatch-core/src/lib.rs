@@ -12,6 +12,7 @@ pub mod isolation;
 pub mod parcel;
 mod parcel_tools;
 pub mod policy;
+pub mod redact;
 pub mod state;
 pub mod time;
 pub mod tool;

@@ -137,6 +137,11 @@ pub struct Manifest {
     /// Names of secrets the agent needs; values are never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The tools (by TOOL name) whose processes get each secret in their
+    /// environment (`SECRET NAME TO tool1,tool2`). A native agent's LOCAL
+    /// tools and MCP servers get no other secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_tools: BTreeMap<String, Vec<String>>,
     /// Variables of the environment the run starts in that the agent gets
     /// by name (`ENV_PASSTHROUGH`); every other one it does not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

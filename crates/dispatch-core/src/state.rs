@@ -258,6 +258,18 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// The reason this transition carries, if any (to mask what must not be stored).
+    pub fn reason_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Transition::Pause { reason, .. }
+            | Transition::Fail { reason, .. }
+            | Transition::TimeOut { reason, .. }
+            | Transition::Cancel { reason, .. }
+            | Transition::Lost { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Transition::Start { .. } => "start",

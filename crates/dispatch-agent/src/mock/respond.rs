@@ -49,6 +49,16 @@ impl Format {
     }
 }
 
+/// The key a request carried (`Authorization: Bearer …` or `x-api-key`).
+fn api_key(headers: &HeaderMap) -> String {
+    let text = |v: &HeaderValue| v.to_str().ok().map(str::to_string);
+    let bearer = headers.get(header::AUTHORIZATION).and_then(text);
+    bearer
+        .map(|v| v.trim_start_matches("Bearer ").to_string())
+        .or_else(|| headers.get("x-api-key").and_then(text))
+        .unwrap_or_default()
+}
+
 /// Answers one request to `format`'s endpoint.
 pub(super) async fn answer(
     inner: Arc<Inner>,
@@ -94,7 +104,9 @@ pub(super) async fn answer(
             ..
         } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = format.error(status, message);
+            // As real providers do: a refused key is quoted back.
+            let message = message.replace("{api_key}", &api_key(&headers));
+            let mut r = format.error(status, &message);
             if let Some(secs) = retry_after {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*secs));

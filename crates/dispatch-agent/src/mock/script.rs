@@ -140,7 +140,8 @@ pub enum Step {
         delay_ms: u64,
     },
     /// An error status with the provider's JSON error body (and
-    /// `Retry-After: <retry_after>` when given).
+    /// `Retry-After: <retry_after>` when given); `{api_key}` in `message`
+    /// becomes the key the request carried, as a provider quotes a bad key.
     Error {
         status: u16,
         #[serde(default)]

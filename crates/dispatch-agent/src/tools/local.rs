@@ -37,6 +37,7 @@ impl Drop for Group {
 
 pub(super) async fn run(
     program: &Path,
+    env: &[(String, String)],
     args: &Value,
     ctx: &ToolContext<'_>,
     timeout: Duration,
@@ -56,7 +57,7 @@ pub(super) async fn run(
     // Kept until the call is done: the client reads it as it starts.
     let mut _env_file = None;
     let mut command = match &ctx.sandbox {
-        Some(s) => match s.command(&container.name, program, executable, &ctx.env) {
+        Some(s) => match s.command(&container.name, program, executable, env) {
             Ok((command, file)) => {
                 _env_file = file;
                 command
@@ -74,11 +75,9 @@ pub(super) async fn run(
         }
     };
     match &ctx.sandbox {
-        Some(s) => s.client_env(&mut command, &ctx.env),
+        Some(s) => s.client_env(&mut command, env),
         None => {
-            command
-                .env_clear()
-                .envs(ctx.env.iter().map(|(k, v)| (k, v)));
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         }
     }
     command

@@ -96,10 +96,19 @@ pub struct ToolContext<'a> {
     pub work_dir: PathBuf,
     /// Where a tool's whole output goes when the model saw only its start.
     pub artifacts_dir: PathBuf,
-    /// The environment of tool processes, exactly.
+    /// The environment every tool process starts with, exactly (no secret
+    /// is in it unless scoped to the tool: see `scoped`).
     pub env: Vec<(String, String)>,
-    /// Declared secrets' values (HEADER values come from here).
+    /// Declared secrets' values (HEADER values come from here; they are
+    /// never in a tool process's environment on their own).
     pub secrets: HashMap<String, String>,
+    /// The secrets scoped to a tool (`SECRET NAME TO tool`), by TOOL name:
+    /// added to `env` for that LOCAL tool's or MCP server's processes only.
+    pub scoped: HashMap<String, Vec<(String, String)>>,
+    /// Values masked (`****`) in every tool's output before the model, the
+    /// event log or an artifact sees it: every secret of the run, model keys
+    /// included.
+    pub mask: Vec<String>,
     /// The key/value memory of `memory_*` (shared by every worker).
     pub memory: Option<&'a dyn Memory>,
     /// Decides calls of tools with `APPROVAL always|confirm`.
@@ -117,12 +126,26 @@ pub struct ToolContext<'a> {
     pub spawn_hook: Option<SpawnHook>,
 }
 
+impl ToolContext<'_> {
+    /// The environment of the processes of the TOOL named `tool`: `env`
+    /// plus the secrets scoped to it.
+    pub fn env_for(&self, tool: &str) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        for (k, v) in self.scoped.get(tool).into_iter().flatten() {
+            env.retain(|(name, _)| name != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+}
+
 /// Prepares a tool process's command (see [`ToolContext::spawn_hook`]).
 pub type SpawnHook = Arc<dyn Fn(&mut tokio::process::Command) + Send + Sync>;
 
 /// How one tool runs.
 enum Runner {
-    Local(PathBuf),
+    /// The program and its environment.
+    Local(PathBuf, Vec<(String, String)>),
     Http {
         method: reqwest::Method,
         url: String,
@@ -179,7 +202,7 @@ impl<'a> ToolBox<'a> {
                         headers: resolve_headers(headers, &ctx.secrets, &decl.name)?,
                         allow: allow.clone(),
                         cwd: ctx.work_dir.clone(),
-                        env: ctx.env.clone(),
+                        env: ctx.env_for(&decl.name),
                     };
                     let server = Arc::new(McpServer::start(&config, MCP_START_TIMEOUT).await?);
                     for t in server.tools() {
@@ -329,7 +352,9 @@ impl<'a> ToolBox<'a> {
     async fn run(&self, e: &Entry, args: Value, call_id: &str) -> ToolOutcome {
         let timeout = Duration::from_millis(e.decl.timeout_ms());
         let mut outcome = match &e.runner {
-            Runner::Local(program) => local::run(program, &args, &self.ctx, timeout).await,
+            Runner::Local(program, env) => {
+                local::run(program, env, &args, &self.ctx, timeout).await
+            }
             Runner::Http {
                 method,
                 url,
@@ -345,6 +370,10 @@ impl<'a> ToolBox<'a> {
             },
             Runner::Builtin(name) => builtin::run(name, &args, &self.ctx).await,
         };
+        // A secret a tool prints never reaches the model, the log or an artifact.
+        if dispatch_core::redact::contains(&outcome.text, &self.ctx.mask) {
+            outcome.text = dispatch_core::redact::mask(&outcome.text, &self.ctx.mask);
+        }
         self.cut(&mut outcome, call_id);
         outcome
     }
@@ -524,7 +553,7 @@ fn prepare(
     Ok(match kind {
         ToolKind::Local { program } => (
             spec(format!("Runs {program}"), any_object()),
-            Runner::Local(ctx.parcel_dir.join(program)),
+            Runner::Local(ctx.parcel_dir.join(program), ctx.env_for(&decl.name)),
         ),
         ToolKind::Http {
             method,

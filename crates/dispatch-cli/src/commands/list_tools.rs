@@ -118,12 +118,17 @@ where
         &declared,
         Vec::new(),
     );
+    // As in a run: a secret only for the tools it is scoped to.
+    let tool_env =
+        dispatch_runtime::helper::agent_env::for_tools(&parcel.manifest, &env, &declared);
     let ctx = ToolContext {
         parcel_dir: parcel.dir.join("files"),
         work_dir: scratch.clone(),
         artifacts_dir: scratch.join("artifacts"),
-        env,
+        env: tool_env.base,
         secrets,
+        scoped: tool_env.scoped,
+        mask: Vec::new(),
         memory: None,
         approver: None,
         messenger: None,

@@ -1,6 +1,7 @@
 //! The process courier: start the parcel's COMMAND in its own process group
 //! with the agent protocol's environment, and supervise it.
 
+pub(crate) use dispatch_core::redact::{mask, mask_value};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -273,15 +274,6 @@ async fn copy_masked<R: AsyncRead + Unpin>(src: R, log: PathBuf, secrets: Vec<St
     }
 }
 
-/// Replaces every secret value in `text` with `****`.
-pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        out = out.replace(s.as_str(), "****");
-    }
-    out
-}
-
 /// Moves lines from `$DISPATCH_EVENTS` into the store.
 pub(crate) struct EventPump {
     follower: LineFollower,
@@ -298,16 +290,6 @@ pub(crate) struct EventPump {
     /// may do better. The attempt fails.
     pub refused: Option<(String, bool)>,
     secrets: Vec<String>,
-}
-
-/// `value` with every secret value masked (kept JSON: the masking happens
-/// inside its strings).
-pub(crate) fn mask_value(value: Value, secrets: &[String]) -> Value {
-    if secrets.iter().all(String::is_empty) {
-        return value;
-    }
-    let text = mask(&value.to_string(), secrets);
-    serde_json::from_str(&text).unwrap_or(value)
 }
 
 impl EventPump {

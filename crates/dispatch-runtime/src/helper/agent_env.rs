@@ -11,6 +11,13 @@
 //! 5. its `REQUIRES` URLs, by name;
 //! 6. its declared `SECRET`s that have a value;
 //! 7. the `DISPATCH_*` protocol variables.
+//!
+//! A native agent has no process of its own: its LOCAL tools and MCP
+//! servers start from this environment without any secret ([`for_tools`]),
+//! plus the secrets scoped to each (`SECRET NAME TO tool`). A model's KEY
+//! stays with the model client.
+
+use std::collections::HashMap;
 
 use dispatch_core::parcel::Manifest;
 
@@ -62,6 +69,43 @@ pub fn build(
     env.extend(secrets.iter().cloned());
     env.extend(protocol);
     dedupe(env)
+}
+
+/// What a native agent's tool processes get (see [`for_tools`]).
+#[derive(Debug, Default)]
+pub struct ToolEnv {
+    /// The agent's environment without any declared secret.
+    pub base: Vec<(String, String)>,
+    /// By TOOL name, the secrets scoped to it (`SECRET NAME TO tool`).
+    pub scoped: HashMap<String, Vec<(String, String)>>,
+}
+
+/// What a native agent's tool processes get: `env` (the agent's, from
+/// [`build`]) without any declared secret, and by TOOL name the secrets
+/// scoped to it (`SECRET NAME TO tool`) that have a value in `secrets`.
+pub fn for_tools(
+    manifest: &Manifest,
+    env: &[(String, String)],
+    secrets: &[(String, String)],
+) -> ToolEnv {
+    let base = env
+        .iter()
+        .filter(|(k, _)| !manifest.secrets.contains(k))
+        .cloned()
+        .collect();
+    let mut scoped: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for (name, tools) in &manifest.secret_tools {
+        let Some((_, value)) = secrets.iter().find(|(k, _)| k == name) else {
+            continue;
+        };
+        for tool in tools {
+            scoped
+                .entry(tool.clone())
+                .or_default()
+                .push((name.clone(), value.clone()));
+        }
+    }
+    ToolEnv { base, scoped }
 }
 
 /// Keeps the last value of each name, in the order names first appear.
@@ -134,5 +178,28 @@ mod tests {
         assert_eq!(get("DISPATCH_RUN_ID"), Some("r1"));
         assert_eq!(get("SECRET_OF_THE_PARENT"), None);
         assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+
+    #[test]
+    fn tools_get_only_the_secrets_scoped_to_them() {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schema": 1, "courier": "agent", "name": "a", "entrypoint": "job",
+            "command": [], "files": [], "secrets": ["OPENAI_API_KEY", "GH", "ALL"],
+            "secret_tools": {"GH": ["github"], "ALL": ["github", "probe"]}
+        }))
+        .expect("manifest");
+        let secrets = pairs(&[("OPENAI_API_KEY", "sk-1"), ("GH", "gh-1"), ("ALL", "all-1")]);
+        let mut env = pairs(&[("PATH", "/usr/bin")]);
+        env.extend(secrets.iter().cloned());
+        let ToolEnv { base, scoped } = for_tools(&manifest, &env, &secrets);
+        assert_eq!(base, pairs(&[("PATH", "/usr/bin")]));
+        assert_eq!(scoped["github"], pairs(&[("ALL", "all-1"), ("GH", "gh-1")]));
+        assert_eq!(scoped["probe"], pairs(&[("ALL", "all-1")]));
+        assert!(
+            !scoped
+                .values()
+                .flatten()
+                .any(|(k, _)| k == "OPENAI_API_KEY")
+        );
     }
 }

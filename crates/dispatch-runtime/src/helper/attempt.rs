@@ -31,6 +31,33 @@ pub(super) enum End {
     Suspend(Value),
 }
 
+impl End {
+    /// This end with every secret value masked in its reasons and output
+    /// (a provider's error body may echo a key; an agent may print one).
+    fn masked(self, secrets: &[String]) -> End {
+        if secrets.is_empty() {
+            return self;
+        }
+        let output = |o: Option<Value>| o.map(|v| agent::mask_value(v, secrets));
+        match self {
+            End::Final(t, o) => End::Final(mask_transition(t, secrets), output(o)),
+            End::Retryable(t, mut failure, o) => {
+                failure.reason = agent::mask(&failure.reason, secrets);
+                End::Retryable(mask_transition(t, secrets), failure, output(o))
+            }
+            End::Suspend(wait) => End::Suspend(agent::mask_value(wait, secrets)),
+        }
+    }
+}
+
+/// `t` with every secret value masked in its reason.
+fn mask_transition(mut t: Transition, secrets: &[String]) -> Transition {
+    if let Some(reason) = t.reason_mut() {
+        *reason = agent::mask(reason, secrets);
+    }
+    t
+}
+
 /// How one attempt went.
 pub(super) struct Ended {
     pub(super) end: End,
@@ -121,6 +148,8 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             turn: turn.as_deref(),
         };
         let mut ended = one_attempt(store, layout, &mut run, log, &ctx).await?;
+        // Whatever the attempt ends with is stored and printed: no secret in it.
+        ended.end = ended.end.masked(log.secrets());
         if let Some(objects) = &shared {
             // A large output goes to the artifact store; the run keeps a reference.
             if let End::Final(_, output) | End::Retryable(_, _, output) = &mut ended.end {
@@ -277,7 +306,10 @@ async fn one_attempt<S: Store + ?Sized>(
         return Ok(ended(End::Final(cancelled(None), None)));
     }
     let mut prepared = match prepare(layout, run, parcel, traceparent) {
-        Ok(p) => p,
+        Ok(p) => {
+            log.mask_also(&p.spec.secrets);
+            p
+        }
         Err(reason) => {
             let t = Transition::Fail {
                 reason,
@@ -552,6 +584,9 @@ async fn one_attempt<S: Store + ?Sized>(
         *run = store.get_run(&run.id).await?;
     }
     let stop_requested = agent.signalled || run.stop_requested_at.is_some();
+    // The agent's own files stay in the run's directory: masked there too.
+    collect::mask_file(&prepared.output_path, &prepared.spec.secrets);
+    collect::mask_file(&prepared.spec.events, &prepared.spec.secrets);
     let output = collect::read_output(&prepared.output_path, events.last_output.take())
         .map(|v| super::agent::mask_value(v, &prepared.spec.secrets));
     let at = now_ms();

@@ -73,6 +73,25 @@ pub(crate) fn read_output(path: &Path, last_output_event: Option<Value>) -> Opti
     }
 }
 
+/// Rewrites the agent's file `path` with every secret value masked, when it
+/// holds one: what the agent wrote into the run's directory (its output,
+/// its events) stays there, so it must keep no secret either. A file that
+/// is not UTF-8 is masked as text all the same (its other bytes lossily).
+pub(crate) fn mask_file(path: &Path, secrets: &[String]) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if !dispatch_core::redact::contains(&text, secrets) {
+        return;
+    }
+    let masked = dispatch_core::redact::mask(&text, secrets);
+    let tmp = path.with_extension("masking.tmp");
+    if std::fs::write(&tmp, masked.as_bytes()).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 /// Collects the files left in the attempt's artifacts directory into the
 /// content-addressed store and records them with the run (names masked).
 pub(super) async fn record_artifacts<S: dispatch_store::Store + ?Sized>(
@@ -116,6 +135,19 @@ mod tests {
         assert_eq!(got[0].sha256, got[1].sha256);
         assert_eq!(got[0].size, 5);
         assert!(store.path().join(&got[0].sha256).is_file());
+    }
+
+    #[test]
+    fn a_file_with_a_secret_is_rewritten_masked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("output.json");
+        std::fs::write(&p, br#"{"said":"key=sk-\"x"}"#).expect("write");
+        mask_file(&p, &["sk-\"x".to_string()]);
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            r#"{"said":"key=****"}"#
+        );
+        mask_file(&dir.path().join("absent"), &["x".to_string()]);
     }
 
     #[test]

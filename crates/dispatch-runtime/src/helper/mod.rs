@@ -412,9 +412,11 @@ pub(super) fn prepare(
     })
 }
 
-/// `[dispatch] …` lines in the run's log.
+/// `[dispatch] …` lines in the run's log, with every secret of the run the
+/// attempts have made known masked (see [`LifecycleLog::mask_also`]).
 pub(super) struct LifecycleLog {
     file: Option<std::fs::File>,
+    secrets: Vec<String>,
 }
 
 impl LifecycleLog {
@@ -426,12 +428,30 @@ impl LifecycleLog {
             .open(&path)
             .map_err(io("opening", &path))
             .ok();
-        LifecycleLog { file }
+        LifecycleLog {
+            file,
+            secrets: Vec::new(),
+        }
     }
 
     pub(super) fn line(&mut self, text: &str) {
         if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "[dispatch] {text}");
+            let _ = writeln!(f, "[dispatch] {}", agent::mask(text, &self.secrets));
         }
+    }
+
+    /// Masks `values` too, from now on: in these lines, and in what the
+    /// run's attempts end with ([`LifecycleLog::secrets`]).
+    pub(super) fn mask_also(&mut self, values: &[String]) {
+        for v in values.iter().filter(|v| !v.is_empty()) {
+            if !self.secrets.contains(v) {
+                self.secrets.push(v.clone());
+            }
+        }
+    }
+
+    /// The run's secret values known so far.
+    pub(super) fn secrets(&self) -> &[String] {
+        &self.secrets
     }
 }

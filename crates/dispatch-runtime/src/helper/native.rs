@@ -21,7 +21,7 @@ use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::agent::mask;
+use super::agent::{mask, mask_value};
 use super::attempt::{End, Ended};
 use super::retry::{self, AttemptFailure};
 use super::watch::{Verdict, Watch};
@@ -119,6 +119,9 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     cfg.used = run.usage;
     let mut secrets = ctx.prepared.spec.secrets.clone();
     secrets.extend(cfg.models.iter().filter_map(|m| m.key.clone()));
+    // Masked in the log's lines and in what the attempt ends with (a
+    // provider's error body may echo the key).
+    log.mask_also(&secrets);
 
     // The conversation: the last checkpoint, else the session's plus this
     // turn. A later attempt resumes from the checkpoint; so does a worker's
@@ -185,6 +188,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         &approver,
         &messenger,
     );
+    tool_ctx.mask = secrets.clone();
     // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
     let mut limits = super::resources::AttemptLimits::begin(
         &run.id,
@@ -405,9 +409,9 @@ fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
     if secrets.iter().all(String::is_empty) {
         return value.clone();
     }
-    serde_json::to_string(value)
+    serde_json::to_value(value)
         .ok()
-        .and_then(|text| serde_json::from_str(&mask(&text, secrets)).ok())
+        .and_then(|v| serde_json::from_value(mask_value(v, secrets)).ok())
         .unwrap_or_else(|| value.clone())
 }
 
@@ -564,14 +568,6 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             self.at_line_start = true;
         }
     }
-
-    fn masked_value(&self, v: Value) -> Value {
-        if self.secrets.is_empty() {
-            return v;
-        }
-        let text = mask(&v.to_string(), &self.secrets);
-        serde_json::from_str(&text).unwrap_or(v)
-    }
 }
 
 #[async_trait::async_trait]
@@ -591,7 +587,9 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         let at = now_ms();
         let batch: Vec<NewEvent> = events
             .into_iter()
-            .map(|(kind, data)| NewEvent::new(kind, self.attempt, at, self.masked_value(data)))
+            .map(|(kind, data)| {
+                NewEvent::new(kind, self.attempt, at, mask_value(data, &self.secrets))
+            })
             .collect();
         if let Some(c) = batch.iter().rev().find(|e| e.kind == "checkpoint") {
             self.checkpoint = Some(c.data.clone());

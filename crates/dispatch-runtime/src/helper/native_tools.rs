@@ -6,7 +6,9 @@
 //! output, when the model saw only its start, goes to the run's artifacts.
 //! Tool processes get the environment a process agent would: empty plus the
 //! allowlist (`PATH`, locale, the run's `HOME` and `TMPDIR`, the parcel's
-//! ENV, ENV_PASSTHROUGH, SECRET values, REQUIRES URLs, `DISPATCH_*`).
+//! ENV, ENV_PASSTHROUGH, REQUIRES URLs, `DISPATCH_*`), but of the SECRETs
+//! only those scoped to them (`SECRET NAME TO tool`); a model's KEY never.
+//! Every secret value is masked in their output before anyone sees it.
 
 use std::collections::HashMap;
 
@@ -171,22 +173,25 @@ pub(super) fn context<'a>(
     approver: &'a dyn Approver,
     messenger: &'a dyn Messenger,
 ) -> ToolContext<'a> {
-    // The agent's environment: the allowlist, nothing else (see `agent_env`).
-    let env: Vec<(String, String)> = prepared.spec.env.clone();
-    let lookup: HashMap<String, String> = env.iter().cloned().collect();
-    let secrets = parcel
+    // The agent's environment: the allowlist, nothing else (see
+    // `agent_env`); a secret only for the tools it is scoped to.
+    let lookup: HashMap<String, String> = prepared.spec.env.iter().cloned().collect();
+    let declared: Vec<(String, String)> = parcel
         .manifest
         .secrets
         .iter()
         .filter_map(|name| lookup.get(name).map(|v| (name.clone(), v.clone())))
         .collect();
+    let tool_env = super::agent_env::for_tools(&parcel.manifest, &prepared.spec.env, &declared);
     let agent = parcel.manifest.agent.as_ref();
     ToolContext {
         parcel_dir: layout.parcels().join(&run.parcel_digest).join("files"),
         work_dir: layout.run_dir(&run.id).join("work"),
         artifacts_dir: prepared.artifacts_dir.clone(),
-        env,
-        secrets,
+        env: tool_env.base,
+        secrets: declared.into_iter().collect(),
+        scoped: tool_env.scoped,
+        mask: Vec::new(), // set by the attempt, which knows the model keys
         memory: Some(memory),
         approver: Some(approver),
         messenger: Some(messenger),
