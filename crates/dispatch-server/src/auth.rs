@@ -42,6 +42,8 @@ pub async fn create(store: &SharedStore, name: &str) -> StoreResult<(TokenRecord
         name: name.to_string(),
         created_at: now_ms(),
         revoked_at: None,
+        scope: dispatch_store::TokenScope::Admin,
+        expires_at: None,
     };
     store.create_token(&record, &hash(&token)).await?;
     Ok((record, token))
