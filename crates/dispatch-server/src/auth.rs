@@ -88,7 +88,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     };
     let needed = needed_scope(request.method(), request.uri().path());
     if let Err(refused) = admit(&record, needed, request.method(), request.uri().path()) {
-        return refused;
+        return refused.into_response();
     }
     let mut request = request;
     request.extensions_mut().insert(record);
@@ -102,7 +102,7 @@ pub(crate) fn admit(
     needed: TokenScope,
     method: &Method,
     path: &str,
-) -> Result<(), Response> {
+) -> Result<(), ApiError> {
     let now = now_ms();
     if let Some(at) = record.expires_at.filter(|_| record.expired(now)) {
         return Err(ApiError::new(
@@ -114,8 +114,7 @@ pub(crate) fn admit(
                 dispatch_core::time::human_ago(at, now),
                 record.scope
             ),
-        )
-        .into_response());
+        ));
     }
     if !record.scope.allows(needed) {
         return Err(ApiError::new(
@@ -125,8 +124,7 @@ pub(crate) fn admit(
                 "the token `{}` has scope `{}`; {method} {path} needs scope `{needed}` (hint: `dispatch token create --scope {needed}`)",
                 record.name, record.scope
             ),
-        )
-        .into_response());
+        ));
     }
     Ok(())
 }

@@ -233,7 +233,7 @@ async fn wake(
         &hook_base(name),
         &remote,
         &parts.method,
-        &path,
+        path,
         parts.uri.query().unwrap_or(""),
         &parts.headers,
         body,
