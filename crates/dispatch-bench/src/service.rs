@@ -184,6 +184,7 @@ impl ServiceBench {
                 "4",
                 "--max-pending",
                 "100000",
+                "--public",
             ],
         );
         let req = format!(
@@ -228,7 +229,10 @@ impl ServiceBench {
 
     /// One request at a time: from sending it to the agent process executing.
     fn latency(&self, n: usize) {
-        let s = self.serve(r#"["date", "+%s%N"]"#, &["--listen", "127.0.0.1:0"]);
+        let s = self.serve(
+            r#"["date", "+%s%N"]"#,
+            &["--listen", "127.0.0.1:0", "--public"],
+        );
         let req = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: 2\r\n\r\n{{}}",
             s.addr

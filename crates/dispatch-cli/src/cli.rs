@@ -411,6 +411,9 @@ pub struct ServeArgs {
     /// Larger header sections get 431 (default 16384). Overrides LISTEN_MAX_HEADER_BYTES.
     #[arg(long, value_name = "BYTES")]
     pub listen_max_header_bytes: Option<u64>,
+    /// Serve a listener with no secret nor LISTEN_SIGNATURE: anyone who reaches it can wake the service (refused without this flag).
+    #[arg(long)]
+    pub public: bool,
     /// With --host / DISPATCH_HOST: the name the cluster serves it under (`/hooks/<name>/…`), unique among running services. Default: the parcel's NAME.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -366,9 +366,14 @@ fn without_a_token_the_dashboard_asks_for_one_and_the_api_answers_401() {
     let cookies = b.cookies();
     let cookie = cookies
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "dispatch_token"))
+        .and_then(|c| c.iter().find(|c| c["name"] == "dispatch_session"))
         .expect("the session cookie")
         .clone();
+    assert_ne!(
+        cookie["value"],
+        token.as_str(),
+        "a session id, not the token"
+    );
     assert_eq!(cookie["httpOnly"], true, "{cookie}");
     assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
     let text = b.js("return document.body.textContent", json!([]));
@@ -383,7 +388,13 @@ fn without_a_token_the_dashboard_asks_for_one_and_the_api_answers_401() {
     // A form without the session's CSRF token is refused.
     let refused = ureq::post(&format!("{ui}/runs/0123/stop"))
         .timeout(std::time::Duration::from_secs(10))
-        .set("cookie", &format!("dispatch_token={token}"))
+        .set(
+            "cookie",
+            &format!(
+                "dispatch_session={}",
+                cookie["value"].as_str().unwrap_or_default()
+            ),
+        )
         .set("content-type", "application/x-www-form-urlencoded")
         .send_string("csrf=nope");
     match refused {

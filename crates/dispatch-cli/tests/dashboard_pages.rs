@@ -197,6 +197,7 @@ fn services_show_their_schedule_and_wake_and_workers_show_their_slots_on_postgre
         "127.0.0.1:0",
         "--listen-path",
         "/in",
+        "--public",
     ]);
     b.goto(&format!("{ui}/services"));
     let schedule = b.wait_js(

@@ -278,6 +278,7 @@ fn two_hundred_concurrent_requests_are_all_answered() {
             "4",
             "--max-pending",
             "150",
+            "--public",
         ],
     );
     let url = svc.url("/");

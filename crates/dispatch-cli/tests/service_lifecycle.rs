@@ -62,7 +62,7 @@ fn stop_lets_the_wake_in_flight_finish_then_the_service_is_stopped() {
     let svc = Service::start(
         &d,
         &agent,
-        &["--interval-ms", "0", "--listen", "127.0.0.1:0"],
+        &["--interval-ms", "0", "--listen", "127.0.0.1:0", "--public"],
     );
     let addr = svc.bound_addr();
     let hb = d.ok(&["wake", &svc.id]);
@@ -114,6 +114,7 @@ fn a_dead_helper_is_reconciled_to_stopped_and_restart_brings_it_back() {
             "127.0.0.1:0",
             "--listen-path",
             "/in",
+            "--public",
         ],
     );
     let old_addr = svc.bound_addr();

@@ -29,6 +29,7 @@ mod eval;
 mod isolation;
 mod lex;
 mod limits;
+mod listen;
 mod model;
 mod secret;
 mod tool;
@@ -128,7 +129,7 @@ pub struct Agentfile {
 #[rustfmt::skip]
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
-    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
+    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_SIGNATURE", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
     "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY",
 ];
 
@@ -200,6 +201,7 @@ struct Parser {
     secret_to_lines: Vec<(String, usize)>,
     requires_lines: BTreeMap<String, usize>,
     listen_secret_line: usize,
+    listen_signature_line: usize,
     /// Lines of MODEL / FALLBACK / agent-only limits, for errors found at the end.
     agent_lines: Vec<(usize, &'static str)>,
     from_line: usize,
@@ -256,6 +258,7 @@ impl Parser {
             secret_to_lines: Vec::new(),
             requires_lines: BTreeMap::new(),
             listen_secret_line: 0,
+            listen_signature_line: 0,
             agent_lines: Vec::new(),
             from_line: 0,
             network_line: 0,
@@ -456,6 +459,10 @@ impl Parser {
                 let s = env_name(&one()?, "secret")?;
                 self.listen_secret_line = line;
                 self.listen().secret = Some(s);
+            }
+            "LISTEN_SIGNATURE" => {
+                self.listen_signature_line = line;
+                self.listen().signature = Some(listen::parse_signature(&args)?);
             }
             "LISTEN_MAX_BODY_BYTES" => self.listen().max_body_bytes = Some(positive(&one()?, key)?),
             "MODEL" | "FALLBACK" => {
@@ -737,15 +744,7 @@ impl Parser {
                 "NETWORK applies to containers (hint: use it with `FROM image <ref>`, or with `TOOL_SANDBOX image <ref>` for a native agent's tools)",
             ));
         }
-        let listen_secret = m.listen.as_ref().and_then(|l| l.secret.as_ref());
-        if let Some(secret) = listen_secret.filter(|s| !m.secrets.contains(s)) {
-            return Err(AgentfileError::new(
-                self.listen_secret_line,
-                format!(
-                    "LISTEN_SECRET names `{secret}`, which is not a declared SECRET (hint: add `SECRET {secret}`)"
-                ),
-            ));
-        }
+        listen::check_secrets(m, self.listen_secret_line, self.listen_signature_line)?;
         secret::check_scopes(m, &self.secret_to_lines)?;
         for (secret, secret_line) in &self.secret_lines {
             if let Some(env_line) = self.env_lines.get(secret) {

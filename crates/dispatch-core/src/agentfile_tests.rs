@@ -335,6 +335,17 @@ fn value_errors_have_line_numbers_and_hints() {
         ),
         ("LISTEN_METHOD P0ST", "HTTP methods"),
         ("LISTEN_MAX_BODY_BYTES 0", "greater than zero"),
+        ("LISTEN_SIGNATURE gitlab H", "unknown scheme `gitlab`"),
+        (
+            "LISTEN_SIGNATURE github",
+            "expects a scheme and a SECRET name",
+        ),
+        ("LISTEN_SIGNATURE github H 5m", "GitHub signs no timestamp"),
+        ("LISTEN_SIGNATURE stripe H 10ms", "under a second"),
+        (
+            "LISTEN_SIGNATURE stripe H",
+            "LISTEN_SIGNATURE names `H`, which is not a declared SECRET (hint: add `SECRET H`)",
+        ),
         (
             "SKILL a.md\nSKILL b/a.txt",
             "SKILL `a` is already defined on line 3",
@@ -642,4 +653,32 @@ fn a_secret_scoped_to_an_unknown_tool_is_refused_with_its_line() {
     assert!(e.message.contains("expects tool names"), "{e}");
     let e = err(&native_with("SECRET TO probe"));
     assert!(e.message.contains("names before TO"), "{e}");
+}
+
+#[test]
+fn listen_signature_names_a_scheme_a_declared_secret_and_a_tolerance() {
+    use crate::parcel::{ListenSignature, SignatureScheme};
+    let af = ok(&with("SECRET GH\nLISTEN :0\nLISTEN_SIGNATURE GitHub GH"));
+    let sig = af.manifest.listen.and_then(|l| l.signature);
+    assert_eq!(
+        sig,
+        Some(ListenSignature {
+            scheme: SignatureScheme::Github,
+            secret: "GH".into(),
+            tolerance_s: None,
+        })
+    );
+    let af = ok(&with("SECRET S\nLISTEN_SIGNATURE stripe S 10m"));
+    let sig = af.manifest.listen.and_then(|l| l.signature).expect("sig");
+    assert_eq!(
+        (sig.scheme, sig.tolerance_s),
+        (SignatureScheme::Stripe, Some(600))
+    );
+    let af = ok(&with("SECRET S\nLISTEN_SIGNATURE hmac-sha256 S"));
+    let sig = af.manifest.listen.and_then(|l| l.signature).expect("sig");
+    assert_eq!(sig.scheme, SignatureScheme::HmacSha256);
+    let e = err(&with(
+        "SECRET S\nLISTEN_SIGNATURE github S\nLISTEN_SIGNATURE stripe S",
+    ));
+    assert_eq!(e.line, 5, "{e}");
 }

@@ -100,10 +100,64 @@ pub struct ListenPolicy {
     /// The name of a declared SECRET holding the shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// `LISTEN_SIGNATURE`: how the sender signs each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ListenSignature>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u64>,
+}
+
+/// How a webhook's sender signs its requests (an HMAC-SHA256 of the body
+/// under a shared key), as the platform that sends them does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureScheme {
+    /// `X-Hub-Signature-256: sha256=<hex of hmac(body)>`, with the delivery
+    /// id in `X-GitHub-Delivery` (GitHub sends no timestamp).
+    #[serde(rename = "github")]
+    Github,
+    /// `Stripe-Signature: t=<unix>,v1=<hex of hmac("t.body")>[,v1=…]`.
+    #[serde(rename = "stripe")]
+    Stripe,
+    /// `X-Dispatch-Timestamp: <unix>` and
+    /// `X-Dispatch-Signature: sha256=<hex of hmac("ts.body")>`.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl SignatureScheme {
+    pub const ALL: [SignatureScheme; 3] = [
+        SignatureScheme::Github,
+        SignatureScheme::Stripe,
+        SignatureScheme::HmacSha256,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::Github => "github",
+            SignatureScheme::Stripe => "stripe",
+            SignatureScheme::HmacSha256 => "hmac-sha256",
+        }
+    }
+
+    /// The scheme named `s` (case-insensitive), if it is one.
+    pub fn parse(s: &str) -> Option<SignatureScheme> {
+        let s = s.to_ascii_lowercase();
+        SignatureScheme::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// `LISTEN_SIGNATURE <scheme> <SECRET> [<tolerance>]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenSignature {
+    pub scheme: SignatureScheme,
+    /// The name of a declared SECRET holding the signing key.
+    pub secret: String,
+    /// How far a signed timestamp may be from now, in seconds (schemes with
+    /// a timestamp; 300 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_s: Option<u64>,
 }
 
 /// A file copied into the parcel.

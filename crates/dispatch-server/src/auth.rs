@@ -1,15 +1,24 @@
 //! Bearer tokens: `dsp_<id>_<secret>`, stored as the SHA-256 of the whole
 //! token. Required on every route but `/healthz` when the server listens on a
 //! non-loopback address (or with `--require-auth`).
+//!
+//! Each token has a scope ([`TokenScope`]: `read` < `run` < `approve` <
+//! `admin`, each allowing what the ones before it do) and may expire. What a
+//! request needs is [`needed_scope`]: `read` for GET; `run` to create, start,
+//! stop, replay, signal and wake runs, serve services, upload parcels and
+//! evals; `approve` to decide approvals; `admin` for the rest (prune,
+//! deleting runs, and any route not named here). A token short of it gets
+//! 403 `forbidden` naming the scope needed; an expired one 401
+//! `token_expired`.
 
 use std::io::Read;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::now_ms;
-use dispatch_store::{StoreResult, TokenRecord};
+use dispatch_core::{Ts, now_ms};
+use dispatch_store::{StoreResult, TokenRecord, TokenScope};
 use sha2::{Digest, Sha256};
 
 use crate::SharedStore;
@@ -26,9 +35,15 @@ pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(hex::encode(buf))
 }
 
-/// Creates a token named `name`; returns the record and the token itself,
-/// which is shown once and never stored.
-pub async fn create(store: &SharedStore, name: &str) -> StoreResult<(TokenRecord, String)> {
+/// Creates a token named `name` with `scope`, expiring at `expires_at`
+/// (never when `None`); returns the record and the token itself, which is
+/// shown once and never stored.
+pub async fn create(
+    store: &SharedStore,
+    name: &str,
+    scope: TokenScope,
+    expires_at: Option<Ts>,
+) -> StoreResult<(TokenRecord, String)> {
     let random = |n| {
         random_hex(n).map_err(|e| dispatch_store::StoreError::Unavailable {
             path: "/dev/urandom".into(),
@@ -42,6 +57,8 @@ pub async fn create(store: &SharedStore, name: &str) -> StoreResult<(TokenRecord
         name: name.to_string(),
         created_at: now_ms(),
         revoked_at: None,
+        scope,
+        expires_at,
     };
     store.create_token(&record, &hash(&token)).await?;
     Ok((record, token))
@@ -64,10 +81,79 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
             "this server needs a token: `Authorization: Bearer <token>` (hint: `dispatch token create`, then DISPATCH_TOKEN)",
         );
     };
-    match state.store.find_token(&hash(token)).await {
-        Ok(Some(_)) => next.run(request).await,
-        Ok(None) => unauthorized("the token is unknown or revoked"),
-        Err(e) => ApiError::from(e).into_response(),
+    let record = match state.store.find_token(&hash(token)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return unauthorized("the token is unknown or revoked"),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let needed = needed_scope(request.method(), request.uri().path());
+    if let Err(refused) = admit(&record, needed, request.method(), request.uri().path()) {
+        return refused.into_response();
+    }
+    let mut request = request;
+    request.extensions_mut().insert(record);
+    next.run(request).await
+}
+
+/// Whether `record` may do what `needed` allows now: the 401 (expired) or
+/// 403 (scope) to answer otherwise.
+pub(crate) fn admit(
+    record: &TokenRecord,
+    needed: TokenScope,
+    method: &Method,
+    path: &str,
+) -> Result<(), ApiError> {
+    let now = now_ms();
+    if let Some(at) = record.expires_at.filter(|_| record.expired(now)) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::TOKEN_EXPIRED,
+            format!(
+                "the token `{}` expired {} (hint: `dispatch token create --scope {} --expires 30d`)",
+                record.name,
+                dispatch_core::time::human_ago(at, now),
+                record.scope
+            ),
+        ));
+    }
+    if !record.scope.allows(needed) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            format!(
+                "the token `{}` has scope `{}`; {method} {path} needs scope `{needed}` (hint: `dispatch token create --scope {needed}`)",
+                record.name, record.scope
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The scope a request needs (see the module's documentation). `path` is
+/// the API's (`/v1/…`) or the dashboard's (`/ui/…`).
+pub fn needed_scope(method: &Method, path: &str) -> TokenScope {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return TokenScope::Read;
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", ["v1" | "ui", "runs", _, "approvals", _]) => TokenScope::Approve,
+        ("POST", ["v1", "runs", "prune"]) => TokenScope::Admin,
+        ("POST", ["v1", "runs" | "services" | "parcels" | "evals"])
+        | (
+            "POST",
+            [
+                "v1" | "ui",
+                "runs",
+                _,
+                "start" | "replay" | "cancel" | "signal" | "wake",
+            ],
+        )
+        | ("POST", ["ui", "runs", _, "stop" | "restart"])
+        | ("POST", ["ui", "services", _, "wake"])
+        | ("POST", ["v1" | "ui", "dead-letters", _, "replay"]) => TokenScope::Run,
+        ("POST", ["ui", "logout"]) => TokenScope::Read,
+        _ => TokenScope::Admin,
     }
 }
 
@@ -87,7 +173,33 @@ fn unauthorized(message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{Method, TokenScope, bearer, needed_scope};
+
+    #[test]
+    fn each_route_needs_the_least_scope_that_does_it() {
+        let cases = [
+            ("GET", "/v1/runs", TokenScope::Read),
+            ("GET", "/ui/approvals", TokenScope::Read),
+            ("POST", "/v1/runs", TokenScope::Run),
+            ("POST", "/v1/runs/abc/cancel", TokenScope::Run),
+            ("POST", "/v1/runs/abc/signal", TokenScope::Run),
+            ("POST", "/v1/runs/abc/wake", TokenScope::Run),
+            ("POST", "/v1/services", TokenScope::Run),
+            ("POST", "/v1/parcels", TokenScope::Run),
+            ("POST", "/ui/runs/abc/stop", TokenScope::Run),
+            ("POST", "/ui/runs/abc/restart", TokenScope::Run),
+            ("POST", "/v1/runs/abc/approvals/ap1", TokenScope::Approve),
+            ("POST", "/ui/runs/abc/approvals/ap1", TokenScope::Approve),
+            ("POST", "/v1/runs/prune", TokenScope::Admin),
+            ("DELETE", "/v1/runs/abc", TokenScope::Admin),
+            ("POST", "/v1/something-new", TokenScope::Admin),
+            ("POST", "/ui/logout", TokenScope::Read),
+        ];
+        for (method, path, want) in cases {
+            let method = Method::from_bytes(method.as_bytes()).expect("a method");
+            assert_eq!(needed_scope(&method, path), want, "{method} {path}");
+        }
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

@@ -663,7 +663,7 @@ fn every_operation_answers_as_documented() {
     let (status, created) = c.post(
         services,
         services,
-        "{\"parcel\": \"bench\", \"listen\": \"127.0.0.1:0\", \"interval_ms\": 0}",
+        "{\"parcel\": \"bench\", \"listen\": \"127.0.0.1:0\", \"interval_ms\": 0, \"public\": true}",
     );
     assert_eq!(
         (status, &created["hook"]),
@@ -671,7 +671,7 @@ fn every_operation_answers_as_documented() {
         "{created}"
     );
     let service = created["run"]["id"].as_str().expect("an id").to_string();
-    let pathy = "{\"parcel\": \"bench\", \"name\": \"pathy\", \"listen_path\": \"/in\", \"schedules\": [\"0 0 1 1 *\"]}";
+    let pathy = "{\"parcel\": \"bench\", \"name\": \"pathy\", \"listen_path\": \"/in\", \"public\": true, \"schedules\": [\"0 0 1 1 *\"]}";
     assert_eq!(c.post(services, services, pathy).0, 201);
     assert_eq!(
         c.post(services, services, pathy).1["code"],

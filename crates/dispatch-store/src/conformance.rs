@@ -170,6 +170,7 @@ macro_rules! __queue_conformance_names {
             rate_limits_admit_no_more_than_their_window,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
+            a_token_keeps_its_scope_and_expiry,
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
             sessions_list_newest_first_by_prefix_and_delete,
             large_sessions_round_trip_and_bad_keys_are_refused_alike,
@@ -286,6 +287,7 @@ macro_rules! __service_conformance_names {
             deleting_a_service_run_removes_its_state,
             a_service_name_is_held_by_one_running_service_at_a_time,
             named_services_lists_running_named_services_only,
+            a_webhook_delivery_is_taken_once_until_it_expires,
             a_fire_is_taken_once_with_its_heartbeats,
         );
     };

@@ -48,7 +48,7 @@ pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
-pub use tokens::{TokenRecord, TokenStore};
+pub use tokens::{TokenRecord, TokenScope, TokenStore};
 pub use traces::{RunTrace, TRACE_EVENT_KINDS, TraceStore};
 pub use workers::{WorkerBeat, WorkerInfo, WorkerStore};
 

@@ -78,4 +78,21 @@ pub trait ServiceStore: Send + Sync {
 
     /// The state of the running service named `name`.
     async fn service_named(&self, name: &str) -> StoreResult<Option<ServiceState>>;
+
+    /// Records that the webhook of `service` took the delivery `key` (a
+    /// signature, a delivery id), remembered until `expires_at`. `false` when
+    /// it is already remembered (a replay): nothing is written then. Forgets
+    /// deliveries expired by `now` on the way, so the table stays small. Two
+    /// servers racing with the same delivery: one gets `true`.
+    async fn claim_delivery(
+        &self,
+        service: &str,
+        key: &str,
+        expires_at: Ts,
+        now: Ts,
+    ) -> StoreResult<bool>;
+
+    /// Forgets the delivery `key` of `service` (its wake was refused, so the
+    /// sender may retry it).
+    async fn release_delivery(&self, service: &str, key: &str) -> StoreResult<()>;
 }

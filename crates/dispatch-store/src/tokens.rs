@@ -1,11 +1,65 @@
 //! API tokens, stored hashed: the token itself is shown once at creation and
-//! never stored; a request's token is looked up by its hash.
+//! never stored; a request's token is looked up by its hash. Each token has a
+//! scope and may expire; tokens made before scopes existed are `admin` and
+//! never expire.
 
 use async_trait::async_trait;
 use dispatch_core::Ts;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreResult;
+
+/// What a token may do. Each scope includes the ones before it:
+/// `read` < `run` < `approve` < `admin`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Read anything (GET).
+    Read,
+    /// Also create, stop, restart, wake and signal runs.
+    Run,
+    /// Also decide approvals.
+    Approve,
+    /// Everything, tokens, prune and workers included.
+    #[default]
+    Admin,
+}
+
+impl TokenScope {
+    pub const ALL: [TokenScope; 4] = [
+        TokenScope::Read,
+        TokenScope::Run,
+        TokenScope::Approve,
+        TokenScope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Run => "run",
+            TokenScope::Approve => "approve",
+            TokenScope::Admin => "admin",
+        }
+    }
+
+    /// The scope named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<TokenScope> {
+        TokenScope::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether a token of this scope may do what `needed` allows.
+    pub fn allows(self, needed: TokenScope) -> bool {
+        self >= needed
+    }
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A token as stored (no secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +69,19 @@ pub struct TokenRecord {
     pub name: String,
     pub created_at: Ts,
     pub revoked_at: Option<Ts>,
+    /// What it may do (`admin` for tokens made before scopes).
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// When it stops working; never when `None`.
+    #[serde(default)]
+    pub expires_at: Option<Ts>,
+}
+
+impl TokenRecord {
+    /// Whether the token has expired at `now`.
+    pub fn expired(&self, now: Ts) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// Creating, listing, revoking and checking API tokens.
@@ -30,6 +97,7 @@ pub trait TokenStore: Send + Sync {
     /// `NotFound` for an unknown id.
     async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord>;
 
-    /// The live (not revoked) token with this hash, if any.
+    /// The live (not revoked) token with this hash, if any; an expired one
+    /// is returned too (the caller says it expired).
     async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
 }

@@ -107,3 +107,43 @@ async fn ten_processes_opening_an_empty_database_at_once_all_succeed() {
         }
     }
 }
+
+#[tokio::test]
+async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
+    use dispatch_store::{TokenScope, TokenStore};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    drop(
+        PgStore::connect(db.url(), 1)
+            .await
+            .expect("first open migrates"),
+    );
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("a raw connection");
+    let driver = tokio::spawn(connection);
+    // Back to version 22, as the binary before scopes left it, with a token.
+    client
+        .batch_execute(
+            "DROP TABLE webhook_deliveries; \
+             ALTER TABLE tokens DROP COLUMN scope, DROP COLUMN expires_at; \
+             INSERT INTO tokens (id, name, hash, created_at) VALUES ('old', 'ci', 'h', 5); \
+             UPDATE dispatch_schema SET version = 22;",
+        )
+        .await
+        .expect("a version 22 database");
+    let store = PgStore::connect(db.url(), 1).await.expect("migrates");
+    let old = store
+        .find_token("h")
+        .await
+        .expect("find")
+        .expect("the old token still works");
+    assert_eq!(
+        (old.scope, old.expires_at),
+        (TokenScope::Admin, None),
+        "an old token keeps all its powers"
+    );
+    drop(client);
+    let _ = driver.await;
+}

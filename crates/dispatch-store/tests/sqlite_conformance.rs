@@ -597,6 +597,33 @@ fn a_version_1_database_is_migrated_and_keeps_its_runs() {
 }
 
 #[test]
+fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
+    use dispatch_store::{TokenScope, TokenStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    drop(open(&path, Duration::from_secs(5)));
+    // Back to version 24, as the binary before scopes left it, with a token.
+    raw(&path)
+        .execute_batch(
+            "DROP TABLE webhook_deliveries; \
+             ALTER TABLE tokens DROP COLUMN scope; \
+             ALTER TABLE tokens DROP COLUMN expires_at; \
+             INSERT INTO tokens (id, name, hash, created_at) VALUES ('old', 'ci', 'h', 5); \
+             PRAGMA user_version = 24;",
+        )
+        .expect("a version 24 database");
+    let store = open(&path, Duration::from_secs(5));
+    let old = block_on(store.find_token("h"))
+        .expect("find")
+        .expect("the old token still works");
+    assert_eq!(
+        (old.scope, old.expires_at),
+        (TokenScope::Admin, None),
+        "an old token keeps all its powers"
+    );
+}
+
+#[test]
 fn deferred_checkpoints_are_caught_up_by_the_next_write_which_starts_the_wal_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);

@@ -37,6 +37,7 @@ impl Remote {
             },
             "max_concurrent": args.max_concurrent,
             "max_pending": args.max_pending,
+            "public": args.public,
         });
         let optional = [
             ("name", args.name.clone().map(Value::from)),

@@ -103,5 +103,6 @@ fn options(args: &ServeArgs) -> CliResult<ServeOptions> {
         listen_shared_secret: args.listen_shared_secret.clone(),
         listen_max_body_bytes: args.listen_max_body_bytes,
         listen_max_header_bytes: args.listen_max_header_bytes,
+        public: args.public,
     })
 }

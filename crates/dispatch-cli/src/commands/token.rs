@@ -7,9 +7,13 @@ use dispatch_core::time::human_ago;
 use dispatch_server::auth;
 use dispatch_server::serve::Backend;
 
+use dispatch_store::{TokenRecord, TokenScope};
+use serde_json::json;
+
+use crate::cli::Format;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, chain};
-use crate::output::print_columns;
+use crate::output::{print_columns, print_json, time_text};
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -27,9 +31,19 @@ pub enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "default")]
         name: String,
+        /// What it may do: read (GET), run (also create, stop, restart, wake and signal runs), approve (also decide approvals), admin (everything, prune included).
+        #[arg(long, default_value = "admin", value_name = "SCOPE")]
+        scope: String,
+        /// When it stops working, from now: 30d, 12h, 90m (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
     },
-    /// List tokens (never their secrets).
-    Ls,
+    /// List tokens with their scope and expiry (never their secrets).
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Revoke a token by its id.
     Revoke {
         #[arg(value_name = "ID")]
@@ -47,34 +61,53 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
         .map_err(fail)?;
     let store = backend.store;
     match &args.command {
-        TokenCommand::Create { name } => {
-            let (record, token) = auth::create(&store, name).await.map_err(fail)?;
+        TokenCommand::Create {
+            name,
+            scope,
+            expires,
+        } => {
+            let scope = parse_scope(scope)?;
+            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            let (record, token) = auth::create(&store, name, scope, expires_at)
+                .await
+                .map_err(fail)?;
+            let until = record.expires_at.map_or_else(
+                || "never expires".to_string(),
+                |at| format!("expires {}", time_text(at, now_ms())),
+            );
             eprintln!(
-                "token {} ({}) created; it is shown only now:",
-                record.id, record.name
+                "token {} ({}, scope {}, {until}) created; it is shown only now:",
+                record.id, record.name, record.scope
             );
             println!("{token}");
         }
-        TokenCommand::Ls => {
+        TokenCommand::Ls { format } => {
             let now = now_ms();
-            let rows: Vec<Vec<String>> = store
-                .list_tokens()
-                .await
-                .map_err(fail)?
+            let tokens = store.list_tokens().await.map_err(fail)?;
+            if *format == Format::Json {
+                let docs: Vec<_> = tokens.iter().map(|t| token_json(t, now)).collect();
+                print_json(&docs);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = tokens
                 .into_iter()
                 .map(|t| {
+                    let status = status(&t, now);
                     vec![
                         t.id,
                         t.name,
+                        t.scope.to_string(),
                         human_ago(t.created_at, now),
-                        t.revoked_at.map_or_else(
-                            || "active".to_string(),
-                            |at| format!("revoked {}", human_ago(at, now)),
-                        ),
+                        t.expires_at
+                            .map_or_else(|| "never".to_string(), |at| time_text(at, now)),
+                        status,
                     ]
                 })
                 .collect();
-            print_columns(&["ID", "NAME", "CREATED", "STATUS"], &rows);
+            print_columns(
+                &["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "STATUS"],
+                &rows,
+            );
         }
         TokenCommand::Revoke { id } => {
             let record = match store.revoke_token(id, now_ms()).await {
@@ -90,4 +123,45 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
         }
     }
     Ok(0)
+}
+
+fn parse_scope(s: &str) -> Result<TokenScope, CliError> {
+    TokenScope::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+        CliError::input(format!(
+            "unknown token scope `{s}` (hint: --scope read, run, approve or admin)"
+        ))
+    })
+}
+
+/// `30d` from now, as a time.
+fn parse_expiry(s: &str) -> Result<i64, CliError> {
+    let ms = dispatch_core::agentfile::parse_duration_ms(s)
+        .ok()
+        .filter(|ms| *ms > 0 && *ms < 100 * 365 * 86_400_000)
+        .ok_or_else(|| {
+            CliError::input(format!(
+                "--expires `{s}` is not a duration from now (hint: --expires 30d, 12h or 90m)"
+            ))
+        })?;
+    Ok(now_ms() + ms as i64)
+}
+
+fn status(t: &TokenRecord, now: i64) -> String {
+    match (t.revoked_at, t.expired(now)) {
+        (Some(at), _) => format!("revoked {}", human_ago(at, now)),
+        (None, true) => "expired".to_string(),
+        (None, false) => "active".to_string(),
+    }
+}
+
+fn token_json(t: &TokenRecord, now: i64) -> serde_json::Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "scope": t.scope,
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "revoked_at": t.revoked_at,
+        "status": status(t, now).split(' ').next(),
+    })
 }

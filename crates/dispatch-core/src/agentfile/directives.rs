@@ -38,6 +38,8 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("LISTEN_PATH", "a path starting with `/`", "LISTEN_PATH /hook"),
     ("LISTEN_METHOD", "HTTP methods", "LISTEN_METHOD POST"),
     ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
+    ("LISTEN_SIGNATURE", "`github`, `stripe` or `hmac-sha256`, the name of a SECRET, an optional tolerance",
+        "LISTEN_SIGNATURE github HOOK_SECRET"),
     ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
     ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
     ("RESOURCES", "CPUS <n>, MEMORY <size>, PIDS <n>, DISK <size> (any of them)",

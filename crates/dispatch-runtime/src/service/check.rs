@@ -7,6 +7,7 @@
 //! (`x-dispatch-secret`, or `Authorization: Bearer`, compared as SHA-256
 //! digests in constant time) → 401; a declared body larger than the limit →
 //! 413 (a body that turns out larger while read: [`body_too_large`]).
+//! Then, once the body is read, its signature (`super::signature`).
 //! Auth-bearing headers are redacted in the [`envelope`].
 
 use hyper::header::{ALLOW, CONTENT_LENGTH, HeaderName, HeaderValue, WWW_AUTHENTICATE};
@@ -18,12 +19,16 @@ use subtle::ConstantTimeEq;
 use super::model::IngressPolicy;
 
 /// Headers whose values never leave the listener.
-pub const REDACTED: [&str; 5] = [
+pub const REDACTED: [&str; 9] = [
     "authorization",
     "x-dispatch-secret",
     "cookie",
     "proxy-authorization",
     "set-cookie",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "stripe-signature",
+    "x-dispatch-signature",
 ];
 
 /// Why a request is refused: the answer's status, `{code, message}` and

@@ -44,11 +44,46 @@ pub struct ServeOptions {
     pub listen_shared_secret: Option<String>,
     pub listen_max_body_bytes: Option<u64>,
     pub listen_max_header_bytes: Option<u64>,
+    /// Serve a listener that has no secret nor signature (otherwise refused).
+    pub public: bool,
 }
 
 /// Merges `opts` over the Agentfile and checks everything. Returns the
 /// configuration and the timers to persist.
 pub fn resolve(
+    manifest: &Manifest,
+    opts: &ServeOptions,
+) -> Result<(ServiceConfig, Vec<ScheduleState>), ServiceError> {
+    let resolved = resolve_unchecked(manifest, opts)?;
+    if let Some(p) = &resolved.0.listen {
+        check_not_open(p, &format!("`LISTEN {}`", p.addr))?;
+    }
+    Ok(resolved)
+}
+
+/// Refuses a listener anyone who reaches it could wake, unless it was
+/// asked for (`--public`). `which` names the listener.
+pub fn check_not_open(policy: &IngressPolicy, which: &str) -> Result<(), ServiceError> {
+    if policy.public || policy.secret_sha256.is_some() || policy.signature.is_some() {
+        return Ok(());
+    }
+    Err(ServiceError::new(format!(
+        "the webhook of {which} has no secret: anyone who reaches it could wake this service (hint: add `LISTEN_SIGNATURE github|stripe|hmac-sha256 NAME` with `SECRET NAME` to the Agentfile, or `LISTEN_SECRET NAME`, or --listen-shared-secret; or pass --public to serve it open)"
+    )))
+}
+
+/// Checks that the signing key a restarted service needs is still in the
+/// environment (it is never stored).
+pub fn check_signature_key(policy: &IngressPolicy) -> Result<(), ServiceError> {
+    match &policy.signature {
+        Some(sig) => super::signature::Verifier::from_env(sig)
+            .map(drop)
+            .map_err(ServiceError::new),
+        None => Ok(()),
+    }
+}
+
+fn resolve_unchecked(
     manifest: &Manifest,
     opts: &ServeOptions,
 ) -> Result<(ServiceConfig, Vec<ScheduleState>), ServiceError> {
@@ -161,13 +196,14 @@ pub fn resolve_cluster(
             l.secret = None;
         }
     }
-    let (mut config, timers) = resolve(&manifest, &opts)?;
+    let (mut config, timers) = resolve_unchecked(&manifest, &opts)?;
     if let Some(p) = config.listen.as_mut() {
         p.addr = hook_base(name);
         if let Some(d) = secret_sha256 {
             p.secret_sha256 = Some(d.to_ascii_lowercase());
             p.secret_source = Some("--listen-shared-secret".into());
         }
+        check_not_open(p, &format!("`{}`", p.addr))?;
     }
     Ok((config, timers))
 }
@@ -183,7 +219,8 @@ fn ingress_policy(
             || !opts.listen_methods.is_empty()
             || opts.listen_shared_secret.is_some()
             || opts.listen_max_body_bytes.is_some()
-            || opts.listen_max_header_bytes.is_some();
+            || opts.listen_max_header_bytes.is_some()
+            || opts.public;
         if stray {
             return Err(ServiceError::new(
                 "--listen-* options need an address to listen on (hint: add --listen 127.0.0.1:8080, or LISTEN in the Agentfile)",
@@ -237,12 +274,23 @@ fn ingress_policy(
         }
         (None, None) => (None, None),
     };
+    if let Some(sig) = &file.signature {
+        if !manifest.secrets.contains(&sig.secret) {
+            return Err(ServiceError::new(format!(
+                "LISTEN_SIGNATURE names `{}`, which is not a declared SECRET (hint: add `SECRET {}` to the Agentfile)",
+                sig.secret, sig.secret
+            )));
+        }
+        super::signature::Verifier::from_env(sig).map_err(ServiceError::new)?;
+    }
     Ok(Some(IngressPolicy {
         addr,
         path,
         methods,
         secret_sha256: secret.map(|s| hex::encode(Sha256::digest(s.as_bytes()))),
         secret_source: source,
+        signature: file.signature.clone(),
+        public: opts.public,
         max_body_bytes: opts
             .listen_max_body_bytes
             .or(file.max_body_bytes)

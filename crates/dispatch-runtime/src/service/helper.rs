@@ -94,7 +94,10 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             bound_addr: Some(addr.clone()),
             ..ListenerState::default()
         });
-        let ing = Arc::new(Ingress::new(policy, addr, tx.clone()));
+        let ing = match Ingress::new(policy, addr, tx.clone()) {
+            Ok(i) => Arc::new(i),
+            Err(reason) => return finish(store, layout, &mut run, failed(reason)).await,
+        };
         let task = tokio::spawn(ingress::serve(bound, ing.clone()));
         ingress = Some((ing, task));
     }

@@ -26,11 +26,16 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::check::{self, Rejection};
 use super::exec::{Reason, Reply, Wake};
 use super::model::IngressPolicy;
+use super::signature::{self, SeenDeliveries, Verifier};
 
 /// What every connection of one listener shares.
 pub(super) struct Ingress {
     pub policy: IngressPolicy,
     pub secret_digest: Option<Vec<u8>>,
+    /// Checks each request's signature (`LISTEN_SIGNATURE`).
+    pub verifier: Option<Verifier>,
+    /// The signed deliveries taken, for replay refusal.
+    pub seen: SeenDeliveries,
     /// The bound address, as put in each envelope.
     pub listener: String,
     pub wakes: mpsc::Sender<Wake>,
@@ -40,16 +45,29 @@ pub(super) struct Ingress {
 }
 
 impl Ingress {
-    pub fn new(policy: IngressPolicy, listener: String, wakes: mpsc::Sender<Wake>) -> Self {
+    /// The ingress of `policy`; the one line to say when its signing key is
+    /// not in this process's environment.
+    pub fn new(
+        policy: IngressPolicy,
+        listener: String,
+        wakes: mpsc::Sender<Wake>,
+    ) -> Result<Self, String> {
         let secret_digest = check::secret_digest(&policy);
-        Ingress {
+        let verifier = policy
+            .signature
+            .as_ref()
+            .map(Verifier::from_env)
+            .transpose()?;
+        Ok(Ingress {
             policy,
             secret_digest,
+            verifier,
+            seen: SeenDeliveries::default(),
             listener,
             wakes,
             rejected: AtomicU64::new(0),
             rejections: Notify::new(),
-        }
+        })
     }
 
     fn reject(&self) {
@@ -150,6 +168,30 @@ async fn check_and_admit(
         }
         Err(_) => return rejected(check::bad_body()),
     };
+    let mut delivery = None;
+    if let Some(v) = &ing.verifier {
+        let now = dispatch_core::now_ms();
+        match v.verify(&parts.headers, &body, now) {
+            Ok(d) if ing.seen.claim(&d, now) => delivery = Some(d),
+            Ok(_) => return rejected(signature::replayed()),
+            Err(r) => return rejected(r),
+        }
+    }
+    let resp = admit(ing, remote, &parts, &body).await;
+    // A refused wake (busy, stopping) leaves the delivery for the sender's retry.
+    if let Some(d) = delivery.filter(|_| resp.status() != StatusCode::ACCEPTED) {
+        ing.seen.release(&d);
+    }
+    resp
+}
+
+async fn admit(
+    ing: &Ingress,
+    remote: SocketAddr,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let path = parts.uri.path();
     let request = check::envelope(
         &ing.listener,
         &remote.to_string(),
@@ -157,7 +199,7 @@ async fn check_and_admit(
         path,
         parts.uri.query().unwrap_or(""),
         &parts.headers,
-        &body,
+        body,
     );
     let (tx, rx) = oneshot::channel();
     let wake = Wake {

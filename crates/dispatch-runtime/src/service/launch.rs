@@ -7,7 +7,7 @@ use dispatch_core::{Operation, RunId, Status, now_ms};
 use dispatch_store::{Run, ServiceStore, Store};
 
 use super::ServiceError;
-use super::config::{ServeOptions, check_port_free, resolve};
+use super::config::{ServeOptions, check_not_open, check_port_free, check_signature_key, resolve};
 use super::model::ServiceDoc;
 use crate::error::RuntimeResult;
 use crate::launch::{LaunchRequest, check_secrets, create, resolve_parcel};
@@ -63,6 +63,8 @@ pub async fn recreate_service<S: Store + ServiceStore + ?Sized>(
     let doc = ServiceDoc::decode(&saved).map_err(ServiceError::new)?;
     if let Some(l) = &doc.config.listen {
         check_port_free(&l.addr)?;
+        check_not_open(l, &format!("`LISTEN {}`", l.addr))?;
+        check_signature_key(l)?;
     }
     let req = LaunchRequest {
         source: old.parcel_digest.clone(),

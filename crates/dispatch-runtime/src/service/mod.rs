@@ -12,7 +12,8 @@
 //!   (graceful stop); nothing polls.
 //! - `exec`: admission (the overlap policy) and the heartbeat helpers.
 //! - `ingress`: the HTTP listener (hyper); [`check`]: its request checks,
-//!   shared with the cluster servers' hooks.
+//!   and [`signature`]: webhook signatures and replay refusal, both shared
+//!   with the cluster servers' hooks.
 //! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
 //! - [`stop`]: graceful stop of a service.
 
@@ -24,6 +25,7 @@ mod ingress;
 pub mod launch;
 pub mod model;
 pub mod schedule;
+pub mod signature;
 pub mod stop;
 pub mod wake;
 

@@ -1,6 +1,7 @@
 //! What a service persists in its `service_state` row: its configuration
 //! (`config`), its timers (`schedules`) and its listeners (`listeners`).
 
+use dispatch_core::parcel::ListenSignature;
 use dispatch_core::{RunId, Ts};
 use dispatch_store::ServiceState;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,14 @@ pub struct IngressPolicy {
     pub secret_sha256: Option<String>,
     /// Where the secret came from: `--listen-shared-secret` or `SECRET <NAME>`.
     pub secret_source: Option<String>,
+    /// How each request must be signed (`LISTEN_SIGNATURE`); the key is the
+    /// value of the environment variable it names, read where the webhook
+    /// is served, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ListenSignature>,
+    /// Served without any secret nor signature (`--public`).
+    #[serde(default)]
+    pub public: bool,
     /// Larger bodies get 413.
     pub max_body_bytes: u64,
     /// Larger header sections get 431.

@@ -14,6 +14,10 @@ pub mod codes {
     pub const BAD_REQUEST: &str = "bad_request";
     /// 401: a token is required and was missing, unknown or revoked.
     pub const UNAUTHORIZED: &str = "unauthorized";
+    /// 401: the token has expired.
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// 403: the token's scope does not allow this.
+    pub const FORBIDDEN: &str = "forbidden";
     /// 404: no run matches the id (prefix).
     pub const RUN_NOT_FOUND: &str = "run_not_found";
     /// 400: the id prefix matches several runs.
@@ -70,6 +74,12 @@ pub mod codes {
             UNAUTHORIZED,
             401,
             "a token is required (Authorization: Bearer)",
+        ),
+        (TOKEN_EXPIRED, 401, "the token has expired"),
+        (
+            FORBIDDEN,
+            403,
+            "the token's scope does not allow this (the message names the scope needed)",
         ),
         (RUN_NOT_FOUND, 404, "no run matches the id"),
         (PARCEL_NOT_FOUND, 404, "no parcel of that name or digest"),

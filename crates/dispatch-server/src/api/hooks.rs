@@ -4,7 +4,10 @@
 //! 202 with the wake's heartbeat run id, 400 / 401 / 404 / 405 / 413 / 431,
 //! 500 when the heartbeat could not be created, 503 when the service stopped
 //! meanwhile. Every answer is `{code, message}` JSON but the 202. No API token:
-//! a webhook's caller proves itself with the service's shared secret.
+//! a webhook's caller proves itself with the service's shared secret, or its
+//! signature (`dispatch_runtime::service::signature`, the key read from this
+//! server's environment). The deliveries taken are remembered in the store,
+//! so a replay is refused whichever server it reaches.
 
 use std::net::SocketAddr;
 
@@ -16,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use dispatch_runtime::service::ServiceDoc;
 use dispatch_runtime::service::check::{self, Rejection};
 use dispatch_runtime::service::config::hook_base;
+use dispatch_runtime::service::signature::{self, Delivery, Verifier};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
@@ -28,18 +32,18 @@ use crate::services::{WakeError, WakeSpec};
     operation_id = "postHook",
     tag = "services",
     summary = "The webhook of the cluster service `name` (one with no listen path)",
-    description = "Needs no API token: when the service has a shared secret, send it as `x-dispatch-secret` or `Authorization: Bearer`. The body (any content) becomes the wake's `request` envelope.",
+    description = "Needs no API token: when the service has a shared secret, send it as `x-dispatch-secret` or `Authorization: Bearer`; when it has a LISTEN_SIGNATURE, sign the request as GitHub (`X-Hub-Signature-256`, `X-GitHub-Delivery`), Stripe (`Stripe-Signature`) or `hmac-sha256` (`X-Dispatch-Timestamp`, `X-Dispatch-Signature`) do. The body (any content) becomes the wake's `request` envelope.",
     params(("name" = String, Path, description = "the service's name")),
     request_body(content = String, description = "anything, up to the service's body limit", content_type = "*/*"),
     responses(
         (status = 202, description = "accepted: the wake's heartbeat run", body = schemas::HookAccepted),
         (status = 400, description = "`bad_body`", body = schemas::HookError),
-        (status = 401, description = "`unauthorized`: missing or wrong shared secret", body = schemas::HookError),
+        (status = 401, description = "`unauthorized`: missing or wrong shared secret; `signature_missing`, `bad_signature`, `stale_timestamp`, `replayed`: a signed webhook's request is unsigned, wrongly signed, too old or already taken", body = schemas::HookError),
         (status = 404, description = "`not_found`: no running service of that name with a webhook at that path", body = schemas::HookError),
         (status = 405, description = "`method_not_allowed`", body = schemas::HookError),
         (status = 413, description = "`body_too_large`", body = schemas::HookError),
         (status = 431, description = "`headers_too_large`", body = schemas::HookError),
-        (status = 500, description = "`wake_failed`", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`; `signature_unconfigured`: this server lacks the signing key in its environment", body = schemas::HookError),
         (status = 503, description = "`stopping`: the service stopped meanwhile", body = schemas::HookError),
     ),
     security(()),
@@ -67,12 +71,12 @@ pub async fn root(
     responses(
         (status = 202, description = "accepted: the wake's heartbeat run", body = schemas::HookAccepted),
         (status = 400, description = "`bad_body`", body = schemas::HookError),
-        (status = 401, description = "`unauthorized`: missing or wrong shared secret", body = schemas::HookError),
+        (status = 401, description = "`unauthorized`: missing or wrong shared secret; `signature_missing`, `bad_signature`, `stale_timestamp`, `replayed`: a signed webhook's request is unsigned, wrongly signed, too old or already taken", body = schemas::HookError),
         (status = 404, description = "`not_found`: no running service of that name with a webhook at that path", body = schemas::HookError),
         (status = 405, description = "`method_not_allowed`", body = schemas::HookError),
         (status = 413, description = "`body_too_large`", body = schemas::HookError),
         (status = 431, description = "`headers_too_large`", body = schemas::HookError),
-        (status = 500, description = "`wake_failed`", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`; `signature_unconfigured`: this server lacks the signing key in its environment", body = schemas::HookError),
         (status = 503, description = "`stopping`: the service stopped meanwhile", body = schemas::HookError),
     ),
     security(()),
@@ -151,14 +155,88 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
             });
         }
     };
+    let delivery = match &policy.signature {
+        None => None,
+        Some(sig) => match take_signed(&state, &name, sig, &parts.headers, &body).await {
+            Ok(d) => Some(d),
+            Err(r) => {
+                state.services().count_rejected(&saved.run_id).await;
+                return r;
+            }
+        },
+    };
+    let response = wake(&state, &name, &saved.run_id, remote, &path, &parts, &body).await;
+    if let Some(d) = delivery.filter(|_| response.status() != StatusCode::ACCEPTED) {
+        // The wake was refused: the sender may retry the same delivery.
+        for key in &d.keys {
+            let _ = state.store.release_delivery(&name, key).await;
+        }
+    }
+    response
+}
+
+/// Verifies a signed request and takes its delivery in the store: the
+/// answer to send instead when it is unsigned, wrongly signed, stale or a
+/// replay.
+async fn take_signed(
+    state: &AppState,
+    name: &str,
+    sig: &dispatch_core::parcel::ListenSignature,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Delivery, Response> {
+    let verifier = Verifier::from_env(sig).map_err(|why| {
+        fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "signature_unconfigured",
+            format!("this server cannot check the signature: {why}"),
+        )
+    })?;
+    let now = dispatch_core::now_ms();
+    let d = verifier.verify(headers, body, now).map_err(answer)?;
+    let mut taken: Vec<&String> = Vec::new();
+    for key in &d.keys {
+        match state
+            .store
+            .claim_delivery(name, key, d.remember_until_ms, now)
+            .await
+        {
+            Ok(true) => taken.push(key),
+            claimed => {
+                for k in taken {
+                    let _ = state.store.release_delivery(name, k).await;
+                }
+                return Err(match claimed {
+                    Err(e) => fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        e.to_string(),
+                    ),
+                    _ => answer(signature::replayed()),
+                });
+            }
+        }
+    }
+    Ok(d)
+}
+
+async fn wake(
+    state: &AppState,
+    name: &str,
+    run_id: &dispatch_core::RunId,
+    remote: String,
+    path: &str,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Response {
     let request = check::envelope(
-        &hook_base(&name),
+        &hook_base(name),
         &remote,
         &parts.method,
-        &path,
+        path,
         parts.uri.query().unwrap_or(""),
         &parts.headers,
-        &body,
+        body,
     );
     let spec = WakeSpec {
         reason: "http",
@@ -166,7 +244,7 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
         payload: serde_json::Value::Null,
         request: Some(request),
     };
-    match state.services().wake(&saved.run_id, spec).await {
+    match state.services().wake(run_id, spec).await {
         Ok(run) => (
             StatusCode::ACCEPTED,
             Json(json!({"run_id": run.id, "status": "accepted"})),

@@ -67,6 +67,10 @@ pub struct CreateService {
     pub listen_max_body_bytes: Option<u64>,
     #[serde(default)]
     pub listen_max_header_bytes: Option<u64>,
+    /// Serve a webhook that has no shared secret nor LISTEN_SIGNATURE
+    /// (refused otherwise, `bad_request`).
+    #[serde(default)]
+    pub public: bool,
     /// A wake arriving while earlier ones are queued or running: `queue`
     /// (the default: one at a time, later ones wait), `skip` (dropped; a
     /// webhook request gets 503) or `concurrent` (up to `max_concurrent`).
@@ -275,6 +279,7 @@ fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
         listen_methods: req.listen_methods.clone(),
         listen_max_body_bytes: req.listen_max_body_bytes,
         listen_max_header_bytes: req.listen_max_header_bytes,
+        public: req.public,
         ..ServeOptions::default()
     };
     let (config, schedules) = resolve_cluster(

@@ -31,6 +31,7 @@ mod fmt;
 mod graph;
 mod live;
 mod log;
+mod logins;
 mod page;
 mod run;
 mod run_parts;
@@ -60,6 +61,8 @@ pub struct UiConfig {
     pub local_runs: bool,
     /// A random key of this process: a CSRF token is a MAC of the session under it.
     key: Arc<Vec<u8>>,
+    /// The dashboard's login sessions (in memory).
+    pub logins: logins::Logins,
 }
 
 impl UiConfig {
@@ -68,6 +71,7 @@ impl UiConfig {
         Ok(UiConfig {
             local_runs,
             key: Arc::new(key),
+            logins: logins::Logins::default(),
         })
     }
 }

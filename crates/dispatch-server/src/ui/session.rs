@@ -1,8 +1,11 @@
 //! Who is looking: the dashboard takes the API's bearer tokens. When the API
 //! needs one (off loopback, or `--require-auth`), the login form checks it
-//! and keeps it in an HttpOnly, SameSite=Strict cookie (Secure behind
-//! https). Every form that changes something carries a CSRF token: a MAC of
-//! the session under a key of this process, checked on POST.
+//! and exchanges it for a random session id kept server-side
+//! ([`super::logins`]), which is all the HttpOnly, SameSite=Strict cookie
+//! holds (Secure behind https); the session has its token's scope and
+//! expiry, and each request is held to that scope as the API's are. Every
+//! form that changes something carries a CSRF token: a MAC of the session
+//! under a key of this process, checked on POST.
 
 use axum::Form;
 use axum::extract::{Query, Request, State};
@@ -14,11 +17,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::logins::{Login, MAX_SESSION_MS};
 use super::page;
 use crate::api::AppState;
 
-/// The cookie that holds the token.
-const COOKIE: &str = "dispatch_token";
+/// The cookie that holds the session id.
+const COOKIE: &str = "dispatch_session";
 
 /// The viewer of a page, set by [`require`] for every page handler.
 #[derive(Clone, Debug)]
@@ -41,7 +45,7 @@ impl Session {
     }
 }
 
-/// The CSRF token of `session` (the token, or "" without tokens).
+/// The CSRF token of `session` (the session id, or "" without tokens).
 fn csrf_of(state: &AppState, session: &str) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&state.ui.key).expect("HMAC takes a key of any length");
@@ -62,8 +66,8 @@ fn csrf_ok(state: &AppState, session: &str, presented: &str) -> bool {
     mac.verify_slice(&presented).is_ok()
 }
 
-/// The token in the request's cookie, if any.
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The session id in the request's cookie, if any.
+fn cookie_session(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -75,27 +79,43 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Lets a request through with a live token in the cookie (or when tokens
+/// Lets a request through with a live session in the cookie (or when tokens
 /// are not required), with its [`Session`]; a page request without one
-/// goes to the login form, anything else gets 401. A POST must carry the
+/// goes to the login form, anything else gets 401; a request beyond the
+/// session's scope gets 403. A POST must carry the
 /// session's CSRF token (checked by the action, which reads the form) and,
 /// when the browser says where it comes from, come from this origin.
 pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let token = cookie_token(request.headers());
+    let sid = cookie_session(request.headers());
     let session = if state.require_auth {
-        let Some(token) = token else {
+        let now = dispatch_core::now_ms();
+        let Some((sid, login)) =
+            sid.and_then(|sid| state.ui.logins.get(&sid, now).map(|l| (sid, l)))
+        else {
             return unauthenticated(&request, "Log in with a token to see this dashboard.");
         };
-        match state.store.find_token(&crate::auth::hash(&token)).await {
-            Ok(Some(record)) => Session {
-                who: Some(record.name),
-                csrf: csrf_of(&state, &token),
-                logged_in: true,
-            },
-            Ok(None) => {
-                return unauthenticated(&request, "That token is unknown or revoked.");
+        match state.store.find_token(&login.token_hash).await {
+            Ok(Some(record)) if !record.expired(now) => {}
+            Ok(_) => {
+                state.ui.logins.close(&sid);
+                return unauthenticated(&request, "The session's token expired or was revoked.");
             }
             Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+        let needed = crate::auth::needed_scope(request.method(), request.uri().path());
+        if !login.scope.allows(needed) {
+            return page::error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "this session's token `{}` has scope `{}`; this needs scope `{needed}` (hint: log in with a token made by `dispatch token create --scope {needed}`)",
+                    login.name, login.scope
+                ),
+            );
+        }
+        Session {
+            who: Some(login.name),
+            csrf: csrf_of(&state, &sid),
+            logged_in: true,
         }
     } else {
         Session {
@@ -157,7 +177,7 @@ pub fn encode(value: &str) -> String {
 /// Checks the form's CSRF token against the session's: the refusal, if any.
 pub fn check_csrf(state: &AppState, headers: &HeaderMap, presented: &str) -> Option<Response> {
     let session = if state.require_auth {
-        cookie_token(headers).unwrap_or_default()
+        cookie_session(headers).unwrap_or_default()
     } else {
         String::new()
     };
@@ -226,7 +246,8 @@ pub struct LoginForm {
     csrf: String,
 }
 
-/// `POST /ui/login`: checks the token and keeps it in the session cookie.
+/// `POST /ui/login`: checks the token and starts a session for it: the
+/// cookie holds the session's id, never the token.
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -240,22 +261,33 @@ pub async fn login(
         );
     }
     let token = form.token.trim();
-    let known = !token.is_empty()
-        && matches!(
-            state.store.find_token(&crate::auth::hash(token)).await,
-            Ok(Some(_))
-        );
-    if !known {
-        let target = format!(
-            "/ui/login?next={}&error={}",
-            encode(&next),
-            encode("That token is unknown or revoked.")
-        );
-        return Redirect::to(&target).into_response();
+    let now = dispatch_core::now_ms();
+    let hash = crate::auth::hash(token);
+    let record = match state.store.find_token(&hash).await {
+        Ok(Some(r)) if !token.is_empty() => r,
+        Ok(_) => return login_again(&next, "That token is unknown or revoked."),
+        Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    if record.expired(now) {
+        return login_again(&next, "That token has expired.");
     }
+    let login = Login {
+        token_hash: hash,
+        name: record.name,
+        scope: record.scope,
+        expires_at: record
+            .expires_at
+            .unwrap_or(i64::MAX)
+            .min(now + MAX_SESSION_MS),
+    };
+    let max_age = (login.expires_at - now) / 1000;
+    let sid = match state.ui.logins.open(login, now) {
+        Ok(sid) => sid,
+        Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
     let secure = is_https(&headers);
     let cookie = format!(
-        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict{}",
+        "{COOKIE}={sid}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
     );
     let mut response = Redirect::to(&next).into_response();
@@ -263,6 +295,12 @@ pub async fn login(
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+/// Back to the login form, saying why.
+fn login_again(next: &str, why: &str) -> Response {
+    let target = format!("/ui/login?next={}&error={}", encode(next), encode(why));
+    Redirect::to(&target).into_response()
 }
 
 /// Whether the browser reached us over https (through a proxy that says so).
@@ -279,7 +317,7 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-/// `POST /ui/logout`: forgets the cookie.
+/// `POST /ui/logout`: ends the session and forgets the cookie.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -288,10 +326,15 @@ pub async fn logout(
     if let Some(refused) = check_csrf(&state, &headers, &form.csrf) {
         return refused;
     }
+    if let Some(sid) = cookie_session(&headers) {
+        state.ui.logins.close(&sid);
+    }
     let mut response = Redirect::to("/ui/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("dispatch_token=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "dispatch_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     response
 }

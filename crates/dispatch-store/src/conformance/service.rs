@@ -233,3 +233,45 @@ pub async fn a_fire_is_taken_once_with_its_heartbeats<S: Store + ServiceStore>(s
         None
     );
 }
+
+pub async fn a_webhook_delivery_is_taken_once_until_it_expires<S: Store + ServiceStore>(store: S) {
+    assert!(
+        store
+            .claim_delivery("hooks", "sig:a", 1_000, 10)
+            .await
+            .expect("first claim"),
+        "a new delivery is taken"
+    );
+    assert!(
+        !store
+            .claim_delivery("hooks", "sig:a", 2_000, 20)
+            .await
+            .expect("replay"),
+        "the same delivery again is a replay"
+    );
+    assert!(
+        store
+            .claim_delivery("other", "sig:a", 1_000, 20)
+            .await
+            .expect("another service"),
+        "deliveries are per service"
+    );
+    store
+        .release_delivery("other", "sig:a")
+        .await
+        .expect("release");
+    assert!(
+        store
+            .claim_delivery("other", "sig:a", 1_000, 30)
+            .await
+            .expect("after release"),
+        "a released delivery may be taken again (its wake was refused)"
+    );
+    assert!(
+        store
+            .claim_delivery("hooks", "sig:a", 5_000, 1_000)
+            .await
+            .expect("after expiry"),
+        "an expired delivery is forgotten"
+    );
+}

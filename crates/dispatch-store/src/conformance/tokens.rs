@@ -1,6 +1,6 @@
 //! What a [`TokenStore`] promises.
 
-use crate::{StoreError, TokenRecord, TokenStore};
+use crate::{StoreError, TokenRecord, TokenScope, TokenStore};
 
 fn token(id: &str, at: i64) -> TokenRecord {
     TokenRecord {
@@ -8,6 +8,8 @@ fn token(id: &str, at: i64) -> TokenRecord {
         name: format!("name-{id}"),
         created_at: at,
         revoked_at: None,
+        scope: TokenScope::Admin,
+        expires_at: None,
     }
 }
 
@@ -38,4 +40,33 @@ pub async fn tokens_are_found_by_hash_until_revoked<S: TokenStore>(store: S) {
         .await
         .expect_err("an unknown token");
     assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}
+
+pub async fn a_token_keeps_its_scope_and_expiry<S: TokenStore>(store: S) {
+    for (i, scope) in TokenScope::ALL.into_iter().enumerate() {
+        let mut t = token(&format!("t{i}"), i as i64);
+        t.scope = scope;
+        t.expires_at = (scope != TokenScope::Admin).then_some(1_000 + i as i64);
+        store
+            .create_token(&t, &format!("hash-{i}"))
+            .await
+            .expect("create");
+        let found = store
+            .find_token(&format!("hash-{i}"))
+            .await
+            .expect("find")
+            .expect("a live token");
+        assert_eq!(found, t, "scope and expiry round-trip");
+    }
+    let expired = store
+        .find_token("hash-0")
+        .await
+        .expect("find")
+        .expect("an expired token is still found");
+    assert!(expired.expired(1_000), "expired at its expiry");
+    assert!(!expired.expired(999), "live before it");
+    let listed = store.list_tokens().await.expect("list");
+    let scopes: Vec<_> = listed.iter().map(|t| t.scope).collect();
+    assert_eq!(scopes, TokenScope::ALL.to_vec(), "listings carry the scope");
+    assert_eq!(listed[0].expires_at, Some(1_000), "and the expiry");
 }

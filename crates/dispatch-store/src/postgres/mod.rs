@@ -747,6 +747,13 @@ impl crate::ServiceStore for PgStore {
         let found = in_tx!(self, |tx| service::named(&tx, Some(name)))?;
         Ok(found.into_iter().next())
     }
+    async fn claim_delivery(&self, svc: &str, key: &str, exp: Ts, now: Ts) -> StoreResult<bool> {
+        in_tx!(self, |tx| service::claim_delivery(&tx, svc, key, exp, now))
+    }
+
+    async fn release_delivery(&self, svc: &str, key: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| service::release_delivery(&tx, svc, key))
+    }
 }
 
 #[async_trait]

@@ -164,3 +164,37 @@ fn decode(rows: Vec<tokio_postgres::Row>) -> Result<Vec<ServiceState>, Fail> {
         })
         .collect()
 }
+
+/// See [`crate::ServiceStore::claim_delivery`].
+pub(super) async fn claim_delivery(
+    tx: &Transaction<'_>,
+    service: &str,
+    key: &str,
+    expires_at: Ts,
+    now: Ts,
+) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached("DELETE FROM webhook_deliveries WHERE expires_at <= $1")
+        .await?;
+    tx.execute(&stmt, &[&now]).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (service, delivery, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (service, delivery) DO NOTHING",
+        )
+        .await?;
+    Ok(tx.execute(&stmt, &[&service, &key, &expires_at]).await? == 1)
+}
+
+/// See [`crate::ServiceStore::release_delivery`].
+pub(super) async fn release_delivery(
+    tx: &Transaction<'_>,
+    service: &str,
+    key: &str,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached("DELETE FROM webhook_deliveries WHERE service = $1 AND delivery = $2")
+        .await?;
+    tx.execute(&stmt, &[&service, &key]).await?;
+    Ok(())
+}

@@ -5,31 +5,44 @@ use dispatch_core::Ts;
 use tokio_postgres::Row;
 
 use super::Fail;
-use crate::{StoreError, TokenRecord};
+use crate::{StoreError, TokenRecord, TokenScope};
+
+const COLUMNS: &str = "id, name, created_at, revoked_at, scope, expires_at";
 
 fn record(row: &Row) -> Result<TokenRecord, Fail> {
+    let scope: String = row.try_get(4)?;
     Ok(TokenRecord {
         id: row.try_get(0)?,
         name: row.try_get(1)?,
         created_at: row.try_get(2)?,
         revoked_at: row.try_get(3)?,
+        // A scope this binary does not know grants the least.
+        scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
+        expires_at: row.try_get(5)?,
     })
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) -> Result<(), Fail> {
     let stmt = tx
-        .prepare_cached("INSERT INTO tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
+        .prepare_cached(
+            "INSERT INTO tokens (id, name, hash, created_at, scope, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
         .await?;
-    tx.execute(&stmt, &[&t.id, &t.name, &hash, &t.created_at])
-        .await?;
+    let scope = t.scope.as_str();
+    tx.execute(
+        &stmt,
+        &[&t.id, &t.name, &hash, &t.created_at, &scope, &t.expires_at],
+    )
+    .await?;
     Ok(())
 }
 
 pub(super) async fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail> {
     let stmt = tx
-        .prepare_cached(
-            "SELECT id, name, created_at, revoked_at FROM tokens ORDER BY created_at, id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))
         .await?;
     tx.query(&stmt, &[]).await?.iter().map(record).collect()
 }
@@ -40,7 +53,7 @@ pub(super) async fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<Tok
         .await?;
     tx.execute(&stmt, &[&id, &at]).await?;
     let stmt = tx
-        .prepare_cached("SELECT id, name, created_at, revoked_at FROM tokens WHERE id = $1")
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE id = $1"))
         .await?;
     match tx.query_opt(&stmt, &[&id]).await? {
         Some(row) => record(&row),
@@ -50,10 +63,9 @@ pub(super) async fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<Tok
 
 pub(super) async fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, Fail> {
     let stmt = tx
-        .prepare_cached(
-            "SELECT id, name, created_at, revoked_at FROM tokens \
-             WHERE hash = $1 AND revoked_at IS NULL",
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
+        ))
         .await?;
     tx.query_opt(&stmt, &[&hash])
         .await?

@@ -632,6 +632,13 @@ impl ServiceStore for SqliteStore {
             .into_iter()
             .next())
     }
+    async fn claim_delivery(&self, svc: &str, key: &str, exp: Ts, now: Ts) -> StoreResult<bool> {
+        self.write(|tx| service::claim_delivery(tx, svc, key, exp, now))
+    }
+
+    async fn release_delivery(&self, svc: &str, key: &str) -> StoreResult<()> {
+        self.write(|tx| service::release_delivery(tx, svc, key))
+    }
 }
 
 #[async_trait]

@@ -301,6 +301,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX run_log_archives_by_sha256 ON run_log_archives (sha256);
     ",
+    // 25: scoped, expiring API tokens (existing ones stay admin, never
+    // expiring), and the webhook deliveries a cluster service has taken
+    // (replay refusal, see `crate::ServiceStore::claim_delivery`).
+    "
+    ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    CREATE TABLE webhook_deliveries (
+        service    TEXT NOT NULL,
+        delivery   TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (service, delivery)
+    );
+    CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);
+    ",
 ];
 
 /// The schema version this binary writes.

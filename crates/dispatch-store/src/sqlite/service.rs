@@ -140,3 +140,29 @@ fn select(tx: &Transaction<'_>, sql: &str, arg: &str) -> Result<Vec<ServiceState
         })
         .collect()
 }
+
+/// See [`crate::ServiceStore::claim_delivery`].
+pub(super) fn claim_delivery(
+    tx: &Transaction<'_>,
+    service: &str,
+    key: &str,
+    expires_at: Ts,
+    now: Ts,
+) -> Result<bool, Fail> {
+    tx.prepare_cached("DELETE FROM webhook_deliveries WHERE expires_at <= ?1")?
+        .execute([now])?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (service, delivery, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (service, delivery) DO NOTHING",
+        )?
+        .execute(params![service, key, expires_at])?;
+    Ok(n == 1)
+}
+
+/// See [`crate::ServiceStore::release_delivery`].
+pub(super) fn release_delivery(tx: &Transaction<'_>, service: &str, key: &str) -> Result<(), Fail> {
+    tx.prepare_cached("DELETE FROM webhook_deliveries WHERE service = ?1 AND delivery = ?2")?
+        .execute(params![service, key])?;
+    Ok(())
+}

@@ -4,28 +4,44 @@ use dispatch_core::Ts;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::Fail;
-use crate::{StoreError, TokenRecord};
+use crate::{StoreError, TokenRecord, TokenScope};
+
+const COLUMNS: &str = "id, name, created_at, revoked_at, scope, expires_at";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = row.get(4)?;
     Ok(TokenRecord {
         id: row.get(0)?,
         name: row.get(1)?,
         created_at: row.get(2)?,
         revoked_at: row.get(3)?,
+        // A scope this binary does not know grants the least.
+        scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
+        expires_at: row.get(5)?,
     })
 }
 
 pub(super) fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) -> Result<(), Fail> {
-    tx.prepare_cached("INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![t.id, t.name, hash, t.created_at])?;
+    tx.prepare_cached(
+        "INSERT INTO tokens (id, name, hash, created_at, scope, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        t.id,
+        t.name,
+        hash,
+        t.created_at,
+        t.scope.as_str(),
+        t.expires_at
+    ])?;
     Ok(())
 }
 
 pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail> {
     Ok(tx
-        .prepare_cached(
-            "SELECT id, name, created_at, revoked_at FROM tokens ORDER BY created_at, id",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))?
         .query_map([], record)?
         .collect::<Result<_, _>>()?)
 }
@@ -33,7 +49,7 @@ pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail> {
 pub(super) fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<TokenRecord, Fail> {
     tx.prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
         .execute(params![id, at])?;
-    tx.prepare_cached("SELECT id, name, created_at, revoked_at FROM tokens WHERE id = ?1")?
+    tx.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1"))?
         .query_row([id], record)
         .optional()?
         .ok_or_else(|| Fail::Store(StoreError::NotFound(format!("token {id}"))))
@@ -41,10 +57,9 @@ pub(super) fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<TokenReco
 
 pub(super) fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, Fail> {
     Ok(tx
-        .prepare_cached(
-            "SELECT id, name, created_at, revoked_at FROM tokens \
-             WHERE hash = ?1 AND revoked_at IS NULL",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+        ))?
         .query_row([hash], record)
         .optional()?)
 }
