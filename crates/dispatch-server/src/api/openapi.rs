@@ -148,6 +148,7 @@ impl Modify for Contract {
                 }
             }
         }
+        guarded(doc);
         // An empty body replays the dead letter as it was.
         if let Some(body) = doc
             .paths
@@ -158,6 +159,51 @@ impl Modify for Contract {
         {
             body.required = Some(Required::False);
         }
+    }
+}
+
+/// What [`crate::guard`] and [`crate::limits`] answer before any handler:
+/// 421 on every route, 403 and 415 on those that change something, 429
+/// where a token is needed.
+fn guarded(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let webhook = path.starts_with("/hooks/");
+        let open = webhook || path == "/healthz";
+        let reads = [item.get.as_mut()];
+        let changes = [item.post.as_mut(), item.delete.as_mut()];
+        for op in reads.into_iter().flatten() {
+            add(op, "421", "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)");
+            if !open {
+                add(op, "429", "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds");
+            }
+        }
+        for op in changes.into_iter().flatten() {
+            add(op, "421", "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)");
+            if webhook {
+                continue;
+            }
+            add(op, "403", "`cross_origin`: sent by a page of another origin");
+            add(op, "415", "`unsupported_media_type`: a body that is not `Content-Type: application/json`");
+            add(op, "429", "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds");
+        }
+    }
+    if let Some(body) = doc
+        .paths
+        .paths
+        .get_mut("/v1/runs/prune")
+        .and_then(|p| p.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(Required::True);
+    }
+}
+
+/// Documents `status` on `op` unless it is already.
+fn add(op: &mut utoipa::openapi::path::Operation, status: &str, what: &str) {
+    if !op.responses.responses.contains_key(status) {
+        op.responses
+            .responses
+            .insert(status.to_string(), RefOr::T(error_response(what)));
     }
 }
 

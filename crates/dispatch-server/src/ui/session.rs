@@ -95,7 +95,12 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
             Ok(None) => {
                 return unauthenticated(&request, "That token is unknown or revoked.");
             }
-            Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => {
+                return page::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &crate::api::store_message(&e),
+                );
+            }
         }
     } else {
         Session {
