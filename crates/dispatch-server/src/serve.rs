@@ -217,7 +217,8 @@ impl Server {
                         .map_err(|e| ServerError::Artifacts(objects::chain(&e)))?,
                 ),
             },
-            ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
+            ui: crate::ui::UiConfig::new(self.local_runs, &self.layout.root().join("ui.key"))
+                .map_err(ServerError::Serve)?,
             tracer: self.worker.tracer.clone(),
             stopping: crate::stopping::Stopping::new(stop_rx.clone()),
             token_rates: Arc::new(TokenRates::new(self.http.token_rate)),

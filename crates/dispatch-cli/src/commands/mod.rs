@@ -31,6 +31,7 @@ pub mod restart;
 pub mod rm;
 pub mod run;
 pub mod serve;
+pub mod http_args;
 pub mod server;
 pub mod server_log;
 pub mod signal;

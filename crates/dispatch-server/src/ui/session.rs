@@ -1,10 +1,15 @@
 //! Who is looking: the dashboard takes the API's bearer tokens. When the API
 //! needs one (off loopback, or `--require-auth`), the login form checks it
 //! and keeps it in an HttpOnly, SameSite=Strict cookie (Secure behind
-//! https). Every form that changes something carries a CSRF token: a MAC of
-//! the session under a key of this process, checked on POST.
+//! https). Every browser gets a random session id in another such cookie
+//! (`dispatch_session`) on its first page, with or without tokens. Every
+//! form that changes something carries a CSRF token: a MAC of the session
+//! id and the token under a random key of this install
+//! (`.dispatch/ui.key`), checked on POST — so no two browsers share one,
+//! and a page that could not read the dashboard cannot guess it.
 
 use axum::Form;
+use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -19,6 +24,13 @@ use crate::api::AppState;
 
 /// The cookie that holds the token.
 const COOKIE: &str = "dispatch_token";
+
+/// The cookie that holds the browser's session id.
+const SESSION_COOKIE: &str = "dispatch_session";
+
+/// The browser's session id, set by [`ensure`] for every dashboard route.
+#[derive(Clone, Debug)]
+pub struct SessionId(String);
 
 /// The viewer of a page, set by [`require`] for every page handler.
 #[derive(Clone, Debug)]
@@ -41,38 +53,87 @@ impl Session {
     }
 }
 
-/// The CSRF token of `session` (the token, or "" without tokens).
-fn csrf_of(state: &AppState, session: &str) -> String {
+/// The MAC of a browser's session id and its token ("" without tokens).
+fn csrf_mac(state: &AppState, session: &str, token: &str) -> Hmac<Sha256> {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&state.ui.key).expect("HMAC takes a key of any length");
     mac.update(b"dispatch-ui-csrf\0");
     mac.update(session.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac.update(b"\0");
+    mac.update(token.as_bytes());
+    mac
 }
 
-/// Whether `presented` is the CSRF token of `session` (constant time).
-fn csrf_ok(state: &AppState, session: &str, presented: &str) -> bool {
+/// The CSRF token of browser session `session` holding `token`.
+fn csrf_of(state: &AppState, session: &str, token: &str) -> String {
+    hex::encode(csrf_mac(state, session, token).finalize().into_bytes())
+}
+
+/// Whether `presented` is the CSRF token of `session` and `token` (constant time).
+fn csrf_ok(state: &AppState, session: &str, token: &str, presented: &str) -> bool {
     let Ok(presented) = hex::decode(presented) else {
         return false;
     };
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&state.ui.key).expect("HMAC takes a key of any length");
-    mac.update(b"dispatch-ui-csrf\0");
-    mac.update(session.as_bytes());
-    mac.verify_slice(&presented).is_ok()
+    !session.is_empty() && csrf_mac(state, session, token).verify_slice(&presented).is_ok()
 }
 
-/// The token in the request's cookie, if any.
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name`, if any.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The token in the request's cookie, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// Gives a browser without a session id a new random one, in a cookie.
+pub async fn ensure(mut request: Request, next: Next) -> Response {
+    let known = cookie(request.headers(), SESSION_COOKIE)
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let (id, new) = match known {
+        Some(id) => (id, false),
+        None => match crate::auth::random_hex(16) {
+            Ok(id) => (id, true),
+            Err(e) => {
+                tracing::error!("[ui] no randomness for a session id: {e}");
+                return page::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the server could not start a session",
+                );
+            }
+        },
+    };
+    let secure = is_https(request.headers());
+    request.extensions_mut().insert(SessionId(id.clone()));
+    let mut response = next.run(request).await;
+    if new {
+        let cookie = format!(
+            "{SESSION_COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict{}",
+            if secure { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The session id [`ensure`] set (empty outside the dashboard's routes).
+fn session_id(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<SessionId>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default()
 }
 
 /// Lets a request through with a live token in the cookie (or when tokens
@@ -82,6 +143,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 /// when the browser says where it comes from, come from this origin.
 pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let token = cookie_token(request.headers());
+    let sid = session_id(&request);
     let session = if state.require_auth {
         let Some(token) = token else {
             return unauthenticated(&request, "Log in with a token to see this dashboard.");
@@ -89,7 +151,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         match state.store.find_token(&crate::auth::hash(&token)).await {
             Ok(Some(record)) => Session {
                 who: Some(record.name),
-                csrf: csrf_of(&state, &token),
+                csrf: csrf_of(&state, &sid, &token),
                 logged_in: true,
             },
             Ok(None) => {
@@ -105,7 +167,7 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
     } else {
         Session {
             who: None,
-            csrf: csrf_of(&state, ""),
+            csrf: csrf_of(&state, &sid, ""),
             logged_in: false,
         }
     };
@@ -161,12 +223,13 @@ pub fn encode(value: &str) -> String {
 
 /// Checks the form's CSRF token against the session's: the refusal, if any.
 pub fn check_csrf(state: &AppState, headers: &HeaderMap, presented: &str) -> Option<Response> {
-    let session = if state.require_auth {
+    let token = if state.require_auth {
         cookie_token(headers).unwrap_or_default()
     } else {
         String::new()
     };
-    (!csrf_ok(state, &session, presented)).then(|| {
+    let session = cookie(headers, SESSION_COOKIE).unwrap_or_default();
+    (!csrf_ok(state, &session, &token, presented)).then(|| {
         page::error(
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or stale (hint: reload the page and try again)",
@@ -196,7 +259,11 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// `GET /ui/login`: the token form.
-pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+pub async fn login_form(
+    State(state): State<AppState>,
+    Extension(session): Extension<SessionId>,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     if !state.require_auth {
         return Redirect::to(&next).into_response();
@@ -210,7 +277,7 @@ pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery
                 p.notice.error role="alert" { (e) }
             }
             form method="post" action="/ui/login" {
-                input type="hidden" name="csrf" value=(csrf_of(&state, ""));
+                input type="hidden" name="csrf" value=(csrf_of(&state, &session.0, ""));
                 input type="hidden" name="next" value=(next);
                 label for="token" { "Token" }
                 input #token type="password" name="token" autocomplete="current-password"
@@ -238,7 +305,8 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
-    if !csrf_ok(&state, "", &form.csrf) || !same_origin(&headers) {
+    let session = cookie(&headers, SESSION_COOKIE).unwrap_or_default();
+    if !csrf_ok(&state, &session, "", &form.csrf) || !same_origin(&headers) {
         return page::error(
             StatusCode::FORBIDDEN,
             "the login form's CSRF token is missing or stale (hint: reload the page)",
