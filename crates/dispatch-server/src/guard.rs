@@ -55,9 +55,9 @@ impl AllowedHosts {
             let name = value.trim_end_matches('.').to_ascii_lowercase();
             let bare = name.strip_prefix('.').unwrap_or(&name);
             let valid = !bare.is_empty()
-                && bare
-                    .split('.')
-                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+                && bare.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
             if !valid {
                 return Err(format!(
                     "--allowed-host `{value}` is not a host name (hint: dispatch.example.com, .example.com for its subdomains too, or * for any)"
@@ -167,15 +167,36 @@ pub async fn check(
                 .to_string(),
         );
     }
-    if changes && path.starts_with("/v1/") && !json_or_empty(request.headers()) {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            codes::UNSUPPORTED_MEDIA_TYPE,
-            "the API takes JSON bodies only (hint: send `Content-Type: application/json`)"
-                .to_string(),
-        );
+    if changes && path.starts_with("/v1/") {
+        let request = match body_type(request.headers()) {
+            BodyType::Json => request,
+            BodyType::Other => return not_json(),
+            // Some clients send an empty body chunked, without a type.
+            BodyType::Unsaid => {
+                let (parts, body) = request.into_parts();
+                let Ok(bytes) = axum::body::to_bytes(body, UNTYPED_MAX).await else {
+                    return not_json();
+                };
+                if !bytes.is_empty() {
+                    return not_json();
+                }
+                Request::from_parts(parts, axum::body::Body::empty())
+            }
+        };
+        return next.run(request).await;
     }
     next.run(request).await
+}
+
+/// The most an untyped body may hold to be read and found empty.
+const UNTYPED_MAX: usize = 64 * 1024;
+
+fn not_json() -> Response {
+    refuse(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        codes::UNSUPPORTED_MEDIA_TYPE,
+        "the API takes JSON bodies only (hint: send `Content-Type: application/json`)".to_string(),
+    )
 }
 
 /// Whether a browser says the request comes from this server's own pages
@@ -198,22 +219,39 @@ fn same_origin(headers: &HeaderMap, authority: &str, allowed: &AllowedHosts) -> 
     rest.eq_ignore_ascii_case(authority.trim()) || allowed.named(host_of(rest))
 }
 
-/// `application/json` (with parameters), or no body at all.
-fn json_or_empty(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_TYPE) {
-        Some(value) => value.to_str().is_ok_and(|v| {
+/// What a request says of its body's type.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyType {
+    /// `application/json` (with parameters), or no body at all.
+    Json,
+    /// Another type, or a body of a length but no type.
+    Other,
+    /// No type, and a body of no stated length: empty, or not JSON.
+    Unsaid,
+}
+
+fn body_type(headers: &HeaderMap) -> BodyType {
+    if let Some(value) = headers.get(header::CONTENT_TYPE) {
+        let json = value.to_str().is_ok_and(|v| {
             v.split(';')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        }),
-        None => {
-            let length = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-            !chunked && length.is_none_or(|n| n == 0)
-        }
+        });
+        return if json {
+            BodyType::Json
+        } else {
+            BodyType::Other
+        };
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(0) => BodyType::Json,
+        Some(_) => BodyType::Other,
+        None if headers.contains_key(header::TRANSFER_ENCODING) => BodyType::Unsaid,
+        None => BodyType::Json,
     }
 }
 
@@ -228,20 +266,42 @@ mod tests {
     #[test]
     fn loopback_names_and_addresses_pass_and_other_names_need_the_operator() {
         let none = AllowedHosts::new::<&str>(&[]).expect("empty");
-        for ok in ["127.0.0.1", "localhost", "LocalHost.", "ui.localhost", "::1", "[::1]", "10.0.0.5"] {
+        for ok in [
+            "127.0.0.1",
+            "localhost",
+            "LocalHost.",
+            "ui.localhost",
+            "::1",
+            "[::1]",
+            "10.0.0.5",
+        ] {
             assert!(none.allows(ok), "{ok}");
         }
-        for bad in ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io", ""] {
+        for bad in [
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
             assert!(!none.allows(bad), "{bad}");
         }
         let some = AllowedHosts::new(&["dispatch.internal", ".example.com"]).expect("names");
-        for ok in ["dispatch.internal", "DISPATCH.internal.", "example.com", "a.b.example.com"] {
+        for ok in [
+            "dispatch.internal",
+            "DISPATCH.internal.",
+            "example.com",
+            "a.b.example.com",
+        ] {
             assert!(some.allows(ok), "{ok}");
         }
         for bad in ["evil.internal", "notexample.com", "example.com.evil"] {
             assert!(!some.allows(bad), "{bad}");
         }
-        assert!(AllowedHosts::new(&["*"]).expect("any").allows("anything.at.all"));
+        assert!(
+            AllowedHosts::new(&["*"])
+                .expect("any")
+                .allows("anything.at.all")
+        );
         for bad in ["", "a b", "http://x", "x:80", "a..b"] {
             assert!(AllowedHosts::new(&[bad]).is_err(), "{bad}");
         }
@@ -269,40 +329,63 @@ mod tests {
         let none = AllowedHosts::default();
         let here = "127.0.0.1:8077";
         assert!(same_origin(&headers(&[]), here, &none));
-        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8077")]), here, &none));
-        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")]), here, &none));
+        assert!(same_origin(
+            &headers(&[("origin", "http://127.0.0.1:8077")]),
+            here,
+            &none
+        ));
+        assert!(same_origin(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            here,
+            &none
+        ));
         for bad in [
             &[("origin", "http://127.0.0.1:9999")][..],
             &[("origin", "null")],
             &[("origin", "http://evil.example")],
             &[("sec-fetch-site", "same-site")],
             &[("sec-fetch-site", "cross-site")],
-            &[("sec-fetch-site", "cross-site"), ("origin", "http://127.0.0.1:8077")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:8077"),
+            ],
         ] {
             assert!(!same_origin(&headers(bad), here, &none), "{bad:?}");
         }
         // Behind a proxy that rewrites Host, the operator's names are origins too.
         let named = AllowedHosts::new(&["dispatch.example.com"]).expect("a name");
-        assert!(same_origin(&headers(&[("origin", "https://dispatch.example.com")]), here, &named));
+        assert!(same_origin(
+            &headers(&[("origin", "https://dispatch.example.com")]),
+            here,
+            &named
+        ));
         let any = AllowedHosts::new(&["*"]).expect("any");
-        assert!(!same_origin(&headers(&[("origin", "https://evil.example")]), here, &any));
+        assert!(!same_origin(
+            &headers(&[("origin", "https://evil.example")]),
+            here,
+            &any
+        ));
     }
 
     #[test]
     fn bodies_must_say_json() {
-        assert!(json_or_empty(&headers(&[])));
-        assert!(json_or_empty(&headers(&[("content-length", "0")])));
-        assert!(json_or_empty(&headers(&[("content-type", "application/json")])));
-        assert!(json_or_empty(&headers(&[("content-type", "Application/JSON; charset=utf-8")])));
+        let of = |h: &[(&'static str, &str)]| body_type(&headers(h));
+        assert_eq!(of(&[]), BodyType::Json);
+        assert_eq!(of(&[("content-length", "0")]), BodyType::Json);
+        assert_eq!(of(&[("content-type", "application/json")]), BodyType::Json);
+        assert_eq!(
+            of(&[("content-type", "Application/JSON; charset=utf-8")]),
+            BodyType::Json
+        );
+        assert_eq!(of(&[("transfer-encoding", "chunked")]), BodyType::Unsaid);
         for bad in [
             &[("content-type", "text/plain")][..],
             &[("content-type", "application/x-www-form-urlencoded")],
             &[("content-type", "multipart/form-data; boundary=x")],
             &[("content-type", "application/jsonp")],
             &[("content-length", "12")],
-            &[("transfer-encoding", "chunked")],
         ] {
-            assert!(!json_or_empty(&headers(bad)), "{bad:?}");
+            assert_eq!(of(bad), BodyType::Other, "{bad:?}");
         }
     }
 }

@@ -276,7 +276,9 @@ pub async fn rate(State(state): State<AppState>, request: Request, next: Next) -
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::RATE_LIMITED,
-                format!("this token sent more requests than the server takes; retry in {seconds} s"),
+                format!(
+                    "this token sent more requests than the server takes; retry in {seconds} s"
+                ),
             )
             .into_response();
             response
@@ -300,7 +302,11 @@ mod tests {
         }
         let wait = rates.take("a", t0).expect_err("the burst is spent");
         assert_eq!(wait, Duration::from_millis(500));
-        assert_eq!(rates.take("b", t0), Ok(()), "another token has its own bucket");
+        assert_eq!(
+            rates.take("b", t0),
+            Ok(()),
+            "another token has its own bucket"
+        );
         assert_eq!(rates.take("a", t0 + Duration::from_millis(500)), Ok(()));
         assert!(rates.take("a", t0 + Duration::from_millis(500)).is_err());
         assert_eq!(TokenRates::new(0).take("a", t0), Ok(()), "0: no limit");

@@ -172,19 +172,43 @@ fn guarded(doc: &mut utoipa::openapi::OpenApi) {
         let reads = [item.get.as_mut()];
         let changes = [item.post.as_mut(), item.delete.as_mut()];
         for op in reads.into_iter().flatten() {
-            add(op, "421", "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)");
+            add(
+                op,
+                "421",
+                "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)",
+            );
             if !open {
-                add(op, "429", "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds");
+                add(
+                    op,
+                    "429",
+                    "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds",
+                );
             }
         }
         for op in changes.into_iter().flatten() {
-            add(op, "421", "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)");
+            add(
+                op,
+                "421",
+                "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)",
+            );
             if webhook {
                 continue;
             }
-            add(op, "403", "`cross_origin`: sent by a page of another origin");
-            add(op, "415", "`unsupported_media_type`: a body that is not `Content-Type: application/json`");
-            add(op, "429", "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds");
+            add(
+                op,
+                "403",
+                "`cross_origin`: sent by a page of another origin",
+            );
+            add(
+                op,
+                "415",
+                "`unsupported_media_type`: a body that is not `Content-Type: application/json`",
+            );
+            add(
+                op,
+                "429",
+                "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds",
+            );
         }
     }
     if let Some(body) = doc

@@ -8,8 +8,8 @@
 //! (`.dispatch/ui.key`), checked on POST — so no two browsers share one,
 //! and a page that could not read the dashboard cannot guess it.
 
-use axum::Form;
 use axum::Extension;
+use axum::Form;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -74,7 +74,10 @@ fn csrf_ok(state: &AppState, session: &str, token: &str, presented: &str) -> boo
     let Ok(presented) = hex::decode(presented) else {
         return false;
     };
-    !session.is_empty() && csrf_mac(state, session, token).verify_slice(&presented).is_ok()
+    !session.is_empty()
+        && csrf_mac(state, session, token)
+            .verify_slice(&presented)
+            .is_ok()
 }
 
 /// The value of cookie `name`, if any.
