@@ -166,49 +166,44 @@ impl Modify for Contract {
 /// 421 on every route, 403 and 415 on those that change something, 429
 /// where a token is needed.
 fn guarded(doc: &mut utoipa::openapi::OpenApi) {
+    const HOST: &str =
+        "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)";
+    const RATE: &str =
+        "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds";
     for (path, item) in doc.paths.paths.iter_mut() {
         let webhook = path.starts_with("/hooks/");
-        let open = webhook || path == "/healthz";
-        let reads = [item.get.as_mut()];
-        let changes = [item.post.as_mut(), item.delete.as_mut()];
-        for op in reads.into_iter().flatten() {
-            add(
-                op,
-                "421",
-                "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)",
-            );
+        if webhook {
+            // Webhooks answer in their listener's shape, and only the Host rule applies.
+            if let Some(op) = item.post.as_mut() {
+                add(op, "421", HOST, "HookError");
+            }
+            continue;
+        }
+        let open = path == "/healthz";
+        for op in [item.get.as_mut()].into_iter().flatten() {
+            add(op, "421", HOST, "Error");
             if !open {
-                add(
-                    op,
-                    "429",
-                    "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds",
-                );
+                add(op, "429", RATE, "Error");
             }
         }
-        for op in changes.into_iter().flatten() {
-            add(
-                op,
-                "421",
-                "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)",
-            );
-            if webhook {
-                continue;
-            }
+        for op in [item.post.as_mut(), item.delete.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            add(op, "421", HOST, "Error");
             add(
                 op,
                 "403",
                 "`cross_origin`: sent by a page of another origin",
+                "Error",
             );
             add(
                 op,
                 "415",
                 "`unsupported_media_type`: a body that is not `Content-Type: application/json`",
+                "Error",
             );
-            add(
-                op,
-                "429",
-                "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds",
-            );
+            add(op, "429", RATE, "Error");
         }
     }
     if let Some(body) = doc
@@ -222,12 +217,21 @@ fn guarded(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Documents `status` on `op` unless it is already.
-fn add(op: &mut utoipa::openapi::path::Operation, status: &str, what: &str) {
+/// Documents `status` on `op`, answering `schema`, unless it is already.
+fn add(op: &mut utoipa::openapi::path::Operation, status: &str, what: &str, schema: &str) {
     if !op.responses.responses.contains_key(status) {
+        let response = ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            )
+            .build();
         op.responses
             .responses
-            .insert(status.to_string(), RefOr::T(error_response(what)));
+            .insert(status.to_string(), RefOr::T(response));
     }
 }
 
