@@ -783,5 +783,8 @@ fn the_guard_answers_and_the_prune_body_are_documented() {
     assert!(paths["/healthz"]["get"]["responses"]["429"].is_null());
     let hook = &paths["/hooks/{name}"]["post"]["responses"];
     assert!(hook["421"].is_object() && hook["415"].is_null() && hook["403"].is_null());
-    assert_eq!(paths["/v1/runs/prune"]["post"]["requestBody"]["required"], true);
+    assert_eq!(
+        paths["/v1/runs/prune"]["post"]["requestBody"]["required"],
+        true
+    );
 }
