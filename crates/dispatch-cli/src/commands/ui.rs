@@ -41,6 +41,7 @@ pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
     }
     .init()?;
     let allowed_hosts = args.http.allowed_hosts()?;
+    let named = !allowed_hosts.is_empty();
     let limits = args.http.limits()?;
     let backend = Backend::open(&ctx.layout, None, 4).await.map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
@@ -70,6 +71,11 @@ pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
         "dispatch ui serving {} at {url}{auth} (Ctrl-C stops it)",
         ctx.layout.db().display()
     );
+    if !server.addr().ip().is_loopback() && !named {
+        eprintln!(
+            "open it by this machine's IP address; to use its name, pass --allowed-host NAME"
+        );
+    }
     println!("{url}");
     server.run(shutdown).await.map_err(fail)?;
     Ok(0)
