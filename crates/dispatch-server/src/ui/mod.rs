@@ -196,3 +196,32 @@ async fn headers(request: Request, next: Next) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::install_key;
+
+    #[test]
+    fn the_csrf_key_is_made_once_per_install_and_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".dispatch/ui.key");
+        let made = install_key(&path).expect("a key");
+        assert_eq!(made.len(), 32);
+        let mode = std::fs::metadata(&path)
+            .expect("the file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(install_key(&path).expect("the same key"), made);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(
+            install_key(&other.path().join("ui.key")).expect("a key"),
+            made,
+            "random per install"
+        );
+        std::fs::write(&path, b"short").expect("a broken key");
+        assert!(install_key(&path).is_err(), "a broken key is not used");
+    }
+}
