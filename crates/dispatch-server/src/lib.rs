@@ -8,6 +8,8 @@
 //!   functions the API handlers use.
 //! - [`serve`]: `dispatch server` — the API plus in-process workers, on
 //!   PostgreSQL or on the embedded SQLite database.
+//! - [`guard`] and [`limits`]: what no web page may do to the server, and
+//!   what it takes from its clients (timeouts, a connection cap, rates).
 //!
 //! The store is shared as a [`SharedStore`]: any backend with the
 //! [`QueueStore`] capability.
@@ -22,6 +24,8 @@ pub mod deltas;
 mod error;
 pub mod fenced;
 mod fetch;
+pub mod guard;
+pub mod limits;
 pub mod metrics;
 mod noop;
 pub mod otel;

@@ -14,6 +14,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
 use crate::bus::{BusConfig, Publisher};
+use crate::guard::AllowedHosts;
+use crate::limits::{HttpLimits, TokenRates};
 use crate::metrics::Metrics;
 use crate::queue_timeout::Keeper;
 use crate::retention::Retention;
@@ -88,6 +90,8 @@ pub struct Server {
     bus: Option<BusConfig>,
     retention: Option<Retention>,
     local_runs: bool,
+    allowed_hosts: AllowedHosts,
+    http: HttpLimits,
 }
 
 impl Server {
@@ -118,6 +122,8 @@ impl Server {
             bus: None,
             retention: None,
             local_runs: false,
+            allowed_hosts: AllowedHosts::default(),
+            http: HttpLimits::default(),
         })
     }
 
@@ -139,6 +145,19 @@ impl Server {
     /// group like `dispatch stop`, instead of asking a worker to.
     pub fn with_local_runs(mut self, local: bool) -> Self {
         self.local_runs = local;
+        self
+    }
+
+    /// The names besides IP addresses and `localhost` that requests may
+    /// be for (`--allowed-host`; see [`crate::guard`]).
+    pub fn with_allowed_hosts(mut self, hosts: AllowedHosts) -> Self {
+        self.allowed_hosts = hosts;
+        self
+    }
+
+    /// Timeouts, the connection cap and token rates (see [`crate::limits`]).
+    pub fn with_limits(mut self, http: HttpLimits) -> Self {
+        self.http = http;
         self
     }
 
@@ -198,9 +217,11 @@ impl Server {
                         .map_err(|e| ServerError::Artifacts(objects::chain(&e)))?,
                 ),
             },
-            ui: crate::ui::UiConfig::new(self.local_runs).map_err(ServerError::Serve)?,
+            ui: crate::ui::UiConfig::new(self.local_runs, &self.layout.root().join("ui.key"))
+                .map_err(ServerError::Serve)?,
             tracer: self.worker.tracer.clone(),
             stopping: crate::stopping::Stopping::new(stop_rx.clone()),
+            token_rates: Arc::new(TokenRates::new(self.http.token_rate)),
         };
         let worker = (self.worker.slots > 0).then(|| {
             let wake = self
@@ -255,13 +276,16 @@ impl Server {
         });
         let app = api::router(state.clone())
             .merge(crate::ui::router(state))
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(self.allowed_hosts.clone()),
+                crate::guard::check,
+            ));
+        let server = crate::limits::serve(self.listener, app, self.http.clone(), stopped(stop_rx));
         let trigger = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let (served, ()) = tokio::join!(async { server.await }, trigger);
+        let (served, ()) = tokio::join!(server, trigger);
         served.map_err(ServerError::Serve)?;
         if let Some(callbacks) = callbacks {
             let _ = callbacks.await;

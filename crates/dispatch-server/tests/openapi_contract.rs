@@ -768,3 +768,23 @@ fn every_operation_but_health_needs_a_token() {
     c.token = Some("not-a-token".into());
     assert_eq!(c.get("/v1/runs", "/v1/runs").0, 401);
 }
+
+/// The guard's answers are documented where they happen, and prune says
+/// its body is required.
+#[test]
+fn the_guard_answers_and_the_prune_body_are_documented() {
+    let doc = doc();
+    let paths = &doc["paths"];
+    assert!(paths["/v1/runs"]["post"]["responses"]["415"].is_object());
+    assert!(paths["/v1/runs"]["post"]["responses"]["403"].is_object());
+    assert!(paths["/v1/runs"]["get"]["responses"]["421"].is_object());
+    assert!(paths["/v1/runs"]["get"]["responses"]["429"].is_object());
+    assert!(paths["/healthz"]["get"]["responses"]["421"].is_object());
+    assert!(paths["/healthz"]["get"]["responses"]["429"].is_null());
+    let hook = &paths["/hooks/{name}"]["post"]["responses"];
+    assert!(hook["421"].is_object() && hook["415"].is_null() && hook["403"].is_null());
+    assert_eq!(
+        paths["/v1/runs/prune"]["post"]["requestBody"]["required"],
+        true
+    );
+}

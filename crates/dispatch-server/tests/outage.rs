@@ -1,4 +1,5 @@
-//! A database outage answers 503 `unavailable`, not a hang or a 500.
+//! A database outage answers 503 `unavailable`, not a hang or a 500, and
+//! says nothing about the database's address, user or name to the client.
 
 mod common;
 
@@ -40,4 +41,31 @@ fn a_lost_database_answers_503_unavailable() {
         (503, Some("unavailable")),
         "{body}"
     );
+    // The answers name nothing of the connection: not the database, its
+    // user, its host or port.
+    let url = server.db.as_ref().expect("a database").url().to_string();
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['@', ':']).next())
+        .unwrap_or("postgres")
+        .to_string();
+    for (path, text) in [
+        ("/healthz", server.text("/healthz", &[]).1),
+        ("/v1/runs", server.text("/v1/runs", &[]).1),
+        ("/ui/approvals", server.text("/ui/approvals", &[]).1),
+    ] {
+        for secret in [
+            name.as_str(),
+            user.as_str(),
+            "127.0.0.1",
+            "5432",
+            "postgres://",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{path} tells a client `{secret}`: {text}"
+            );
+        }
+    }
 }

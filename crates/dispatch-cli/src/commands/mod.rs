@@ -7,6 +7,7 @@ pub mod build;
 pub mod chat;
 pub mod dlq;
 pub mod eval;
+pub mod http_args;
 pub mod images;
 mod images_verify;
 pub mod inspect;

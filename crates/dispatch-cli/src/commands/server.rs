@@ -13,6 +13,7 @@ use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
 use dispatch_server::worker::{WorkerConfig, default_name};
 
+use super::http_args::HttpArgs;
 use super::server_log::LogArgs;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, chain};
@@ -66,6 +67,8 @@ pub struct ServerArgs {
     /// How often retention looks for what to delete, like 10m or 1h.
     #[arg(long, value_name = "AGE", default_value = "10m")]
     pub retention_interval: String,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub otel: OtelArgs,
     #[command(flatten)]
@@ -267,6 +270,8 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     args.log.init()?;
     let retention = retention(args)?;
+    let allowed_hosts = args.http.allowed_hosts()?;
+    let limits = args.http.limits()?;
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
@@ -286,6 +291,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .map_err(fail)?
         .with_callback_secret(args.callback_secret.clone())
         .with_required_auth(args.require_auth)
+        .with_allowed_hosts(allowed_hosts.clone())
+        .with_limits(limits)
         .with_bus(bus_config(args.bus.as_deref())?)
         .with_retention(retention.clone())
         .with_artifacts(artifacts.clone());
@@ -307,6 +314,11 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         capacity.cpus_milli as f64 / 1000.0,
         dispatch_core::isolation::format_size(capacity.memory_bytes)
     );
+    if !server.addr().ip().is_loopback() && allowed_hosts.is_empty() {
+        tracing::info!(
+            "clients reach this server by IP address or localhost; name others with --allowed-host (or --allowed-host '*')"
+        );
+    }
     if let Some(url) = &traces {
         tracing::info!("traces: exporting finished runs to {url}");
     }

@@ -24,6 +24,8 @@ pub struct UiArgs {
     /// Require a token even on a loopback address.
     #[arg(long)]
     pub require_auth: bool,
+    #[command(flatten)]
+    pub http: super::http_args::HttpArgs,
 }
 
 fn fail(e: impl std::error::Error) -> CliError {
@@ -38,6 +40,9 @@ pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
         log_format: super::server_log::LogFormat::Text,
     }
     .init()?;
+    let allowed_hosts = args.http.allowed_hosts()?;
+    let named = !allowed_hosts.is_empty();
+    let limits = args.http.limits()?;
     let backend = Backend::open(&ctx.layout, None, 4).await.map_err(fail)?;
     let shutdown = shutdown_signal().map_err(fail)?;
     let mut config = dispatch_server::worker::WorkerConfig::new(ctx.layout.clone());
@@ -53,6 +58,8 @@ pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
             ))
         })?
         .with_required_auth(args.require_auth)
+        .with_allowed_hosts(allowed_hosts)
+        .with_limits(limits)
         .with_local_runs(true);
     let url = format!("http://{}/ui/", server.addr());
     let auth = if server.requires_auth() {
@@ -64,6 +71,11 @@ pub async fn ui(ctx: &Ctx, args: &UiArgs) -> CliResult {
         "dispatch ui serving {} at {url}{auth} (Ctrl-C stops it)",
         ctx.layout.db().display()
     );
+    if !server.addr().ip().is_loopback() && !named {
+        eprintln!(
+            "open it by this machine's IP address; to use its name, pass --allowed-host NAME"
+        );
+    }
     println!("{url}");
     server.run(shutdown).await.map_err(fail)?;
     Ok(0)

@@ -29,6 +29,12 @@ fn found(program: &str) -> Option<String> {
 /// to install them) when chromium or chromedriver is missing outside CI;
 /// under `CI=true` a missing browser fails the test.
 pub fn browser() -> Option<Browser> {
+    browser_with(&[])
+}
+
+/// As [`browser`], with these extra Chromium arguments (e.g.
+/// `--host-resolver-rules=MAP name 127.0.0.1`, a DNS answer of our own).
+pub fn browser_with(args: &[&str]) -> Option<Browser> {
     let chromium = found("chromium").or_else(|| found("chromium-browser"));
     let driver = found("chromedriver");
     let (Some(chromium), Some(driver)) = (chromium, driver) else {
@@ -38,7 +44,7 @@ pub fn browser() -> Option<Browser> {
         eprintln!("skipped: chromium or chromedriver is missing; install them with `{INSTALL}`");
         return None;
     };
-    Some(Browser::start(&driver, &chromium))
+    Some(Browser::start(&driver, &chromium, args))
 }
 
 pub struct Browser {
@@ -48,7 +54,7 @@ pub struct Browser {
 }
 
 impl Browser {
-    fn start(driver: &str, chromium: &str) -> Browser {
+    fn start(driver: &str, chromium: &str, extra: &[&str]) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -78,13 +84,20 @@ impl Browser {
             base,
             session: String::new(),
         };
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--force-prefers-reduced-motion",
+        ];
+        args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
-                         "--force-prefers-reduced-motion"],
+                "args": args,
             },
         }}});
         let created = browser.send("POST", "/session", Some(caps));

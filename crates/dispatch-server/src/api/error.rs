@@ -54,6 +54,14 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     /// 409: a running cluster service already has that name.
     pub const SERVICE_EXISTS: &str = "service_exists";
+    /// 421: the `Host` is not a name this server answers to.
+    pub const HOST_NOT_ALLOWED: &str = "host_not_allowed";
+    /// 403: a page of another origin tried to change something.
+    pub const CROSS_ORIGIN: &str = "cross_origin";
+    /// 415: a request body that is not `application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// 429: the token sent more requests than the server takes; retry after `Retry-After`.
+    pub const RATE_LIMITED: &str = "rate_limited";
 
     /// Every code with its status and meaning, for the docs.
     pub const ALL: &[(&str, u16, &str)] = &[
@@ -71,6 +79,11 @@ pub mod codes {
             "the request body is larger than the server takes",
         ),
         (
+            UNSUPPORTED_MEDIA_TYPE,
+            415,
+            "a request body must be `Content-Type: application/json`",
+        ),
+        (
             UNAUTHORIZED,
             401,
             "a token is required (Authorization: Bearer)",
@@ -80,6 +93,11 @@ pub mod codes {
             FORBIDDEN,
             403,
             "the token's scope does not allow this (the message names the scope needed)",
+        ),
+        (
+            CROSS_ORIGIN,
+            403,
+            "a page of another origin may not change anything",
         ),
         (RUN_NOT_FOUND, 404, "no run matches the id"),
         (PARCEL_NOT_FOUND, 404, "no parcel of that name or digest"),
@@ -116,6 +134,16 @@ pub mod codes {
             ALREADY_DECIDED,
             409,
             "the approval was decided before; the first decision stands",
+        ),
+        (
+            HOST_NOT_ALLOWED,
+            421,
+            "the Host is not a name this server answers to (--allowed-host)",
+        ),
+        (
+            RATE_LIMITED,
+            429,
+            "too many requests with this token; retry after Retry-After seconds",
         ),
         (INTERNAL, 500, "the server failed"),
         (UNAVAILABLE, 503, "the database is unavailable; retry later"),
@@ -156,7 +184,23 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = store_status(&e);
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(status, code, store_message(&e))
+    }
+}
+
+/// Words for an API caller about a store error: the database's address,
+/// user and name, and the server's paths, stay in the server's log.
+pub(crate) fn store_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable { .. } | StoreError::Locked { .. } => {
+            tracing::warn!("[server] the database does not answer: {e}");
+            "the database is unavailable; retry later".to_string()
+        }
+        StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+            tracing::error!("[server] {e}");
+            "the server cannot read its stored data (hint: its log says why)".to_string()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -214,6 +258,7 @@ impl From<RuntimeError> for ApiError {
         // Words for an API caller: no instructions meant for the server's
         // shell, no paths of the server's disk.
         let message = match &e {
+            RuntimeError::Store(store) => store_message(store),
             RuntimeError::MissingSecret(name) => format!(
                 "secret {name} is declared by the Agentfile but not set on the server (hint: ask its operator to provide it)"
             ),

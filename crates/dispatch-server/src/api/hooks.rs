@@ -116,7 +116,7 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
             return fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                e.to_string(),
+                crate::api::store_message(&e),
             );
         }
     };

@@ -64,6 +64,7 @@ use dispatch_runtime::Layout;
 use dispatch_store::RunFilter;
 use tokio::sync::Notify;
 
+pub(crate) use error::store_message;
 pub use error::{ApiError, ApiResult, codes};
 
 use crate::SharedStore;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub tracer: Option<crate::otel::Tracer>,
     /// Long streams end when the server stops.
     pub stopping: crate::stopping::Stopping,
+    /// Each token's request rate.
+    pub token_rates: Arc<crate::limits::TokenRates>,
 }
 
 impl AppState {
@@ -162,6 +165,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::rate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require,

@@ -148,6 +148,7 @@ impl Modify for Contract {
                 }
             }
         }
+        guarded(doc);
         // An empty body replays the dead letter as it was.
         if let Some(body) = doc
             .paths
@@ -158,6 +159,79 @@ impl Modify for Contract {
         {
             body.required = Some(Required::False);
         }
+    }
+}
+
+/// What [`crate::guard`] and [`crate::limits`] answer before any handler:
+/// 421 on every route, 403 and 415 on those that change something, 429
+/// where a token is needed.
+fn guarded(doc: &mut utoipa::openapi::OpenApi) {
+    const HOST: &str =
+        "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)";
+    const RATE: &str =
+        "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds";
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let webhook = path.starts_with("/hooks/");
+        if webhook {
+            // Webhooks answer in their listener's shape, and only the Host rule applies.
+            if let Some(op) = item.post.as_mut() {
+                add(op, "421", HOST, "HookError");
+            }
+            continue;
+        }
+        let open = path == "/healthz";
+        for op in [item.get.as_mut()].into_iter().flatten() {
+            add(op, "421", HOST, "Error");
+            if !open {
+                add(op, "429", RATE, "Error");
+            }
+        }
+        for op in [item.post.as_mut(), item.delete.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            add(op, "421", HOST, "Error");
+            add(
+                op,
+                "403",
+                "`cross_origin`: sent by a page of another origin",
+                "Error",
+            );
+            add(
+                op,
+                "415",
+                "`unsupported_media_type`: a body that is not `Content-Type: application/json`",
+                "Error",
+            );
+            add(op, "429", RATE, "Error");
+        }
+    }
+    if let Some(body) = doc
+        .paths
+        .paths
+        .get_mut("/v1/runs/prune")
+        .and_then(|p| p.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(Required::True);
+    }
+}
+
+/// Documents `status` on `op`, answering `schema`, unless it is already.
+fn add(op: &mut utoipa::openapi::path::Operation, status: &str, what: &str, schema: &str) {
+    if !op.responses.responses.contains_key(status) {
+        let response = ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            )
+            .build();
+        op.responses
+            .responses
+            .insert(status.to_string(), RefOr::T(response));
     }
 }
 

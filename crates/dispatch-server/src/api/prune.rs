@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState, schemas};
 
-/// The request body (every field optional: `{}` prunes every finished run
-/// without a dead letter or pending approval).
+/// The request body, required: `{}` prunes every finished run without a
+/// dead letter or pending approval, so a request that says nothing (a
+/// stray or forged POST) removes nothing.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = PruneRequest)]
@@ -92,7 +93,7 @@ fn filter_of(body: &PruneBody) -> ApiResult<PruneFilter> {
     operation_id = "pruneRuns",
     tag = "runs",
     summary = "Remove finished runs (filtered by status, end time and parcel) with their events, logs, records and briefs; runs with a dead letter or a pending approval are kept unless dead_letters",
-    request_body(content = PruneBody, description = "optional: an empty body is `{}`"),
+    request_body(content = PruneBody, description = "required: `{}` removes every finished run without a dead letter or pending approval", content_type = "application/json"),
     responses(
         (status = 200, description = "what was removed (or, with dry_run, would be)", body = schemas::PruneAnswer),
         (status = 400, description = "`bad_request`: a bad body or filter, or a query parameter (the filters go in the body)", body = schemas::Error),
@@ -111,14 +112,16 @@ pub async fn prune(
     // must not prune everything.
     let params = super::runs::params(query)?;
     super::runs::only_known(params.keys(), &[])?;
-    let value: Value = match body.iter().all(u8::is_ascii_whitespace) {
-        true => json!({}),
-        false => serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "bad prune request: {e} (hint: {{\"filters\": {{\"status\": [\"succeeded\"], \"until\": [\"24h\"]}}}})"
-            ))
-        })?,
-    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "prune needs a body saying what to remove (hint: `{}` for every finished run, or {\"filters\": {\"status\": [\"succeeded\"], \"until\": [\"24h\"]}})",
+        ));
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad prune request: {e} (hint: {{\"filters\": {{\"status\": [\"succeeded\"], \"until\": [\"24h\"]}}}})"
+        ))
+    })?;
     let req: PruneBody = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad prune request: {e}")))?;
     let filter = filter_of(&req)?;

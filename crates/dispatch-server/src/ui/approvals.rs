@@ -19,7 +19,12 @@ pub async fn page(
 ) -> Response {
     let pending = match state.store.list_approvals(None, true).await {
         Ok(list) => list,
-        Err(e) => return page::error(axum::http::StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            return page::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                &crate::api::store_message(&e),
+            );
+        }
     };
     let body = html! {
         h1 { "Approvals" }

@@ -59,20 +59,66 @@ use crate::api::AppState;
 pub struct UiConfig {
     /// Runs may be held by local helpers: stop signals their process group.
     pub local_runs: bool,
-    /// A random key of this process: a CSRF token is a MAC of the session under it.
+    /// A random key of this install: a CSRF token is a MAC of the session under it.
     key: Arc<Vec<u8>>,
     /// The dashboard's login sessions (in memory).
     pub logins: logins::Logins,
 }
 
+/// The bytes of a CSRF key.
+const KEY_BYTES: usize = 32;
+
 impl UiConfig {
-    pub fn new(local_runs: bool) -> std::io::Result<UiConfig> {
-        let key = hex::decode(crate::auth::random_hex(32)?).map_err(std::io::Error::other)?;
+    /// The settings, with the key kept in `key_file` (made on first use,
+    /// readable by its owner only); a key of this process alone when the
+    /// file cannot be read or made.
+    pub fn new(local_runs: bool, key_file: &std::path::Path) -> std::io::Result<UiConfig> {
+        let key = match install_key(key_file) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(
+                    "[ui] no CSRF key in {} ({e}); this process makes its own, so forms open elsewhere go stale on restart",
+                    key_file.display()
+                );
+                hex::decode(crate::auth::random_hex(KEY_BYTES)?).map_err(std::io::Error::other)?
+            }
+        };
         Ok(UiConfig {
             local_runs,
             key: Arc::new(key),
             logins: logins::Logins::default(),
         })
+    }
+}
+
+/// Reads the install's key, or makes it (0600, never overwritten).
+fn install_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(key) if key.len() == KEY_BYTES => return Ok(key),
+        Ok(_) => return Err(std::io::Error::other("the key file is not 32 bytes")),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let key = hex::decode(crate::auth::random_hex(KEY_BYTES)?).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match made {
+        Ok(mut file) => {
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path),
+        Err(e) => Err(e),
     }
 }
 
@@ -121,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/assets/{name}", get(assets::serve))
         .merge(pages)
+        .layer(middleware::from_fn(session::ensure))
         .layer(middleware::from_fn(headers))
         .with_state(state)
 }
@@ -152,4 +199,33 @@ async fn headers(request: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::install_key;
+
+    #[test]
+    fn the_csrf_key_is_made_once_per_install_and_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".dispatch/ui.key");
+        let made = install_key(&path).expect("a key");
+        assert_eq!(made.len(), 32);
+        let mode = std::fs::metadata(&path)
+            .expect("the file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(install_key(&path).expect("the same key"), made);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(
+            install_key(&other.path().join("ui.key")).expect("a key"),
+            made,
+            "random per install"
+        );
+        std::fs::write(&path, b"short").expect("a broken key");
+        assert!(install_key(&path).is_err(), "a broken key is not used");
+    }
 }

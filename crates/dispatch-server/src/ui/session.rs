@@ -4,9 +4,14 @@
 //! ([`super::logins`]), which is all the HttpOnly, SameSite=Strict cookie
 //! holds (Secure behind https); the session has its token's scope and
 //! expiry, and each request is held to that scope as the API's are. Every
-//! form that changes something carries a CSRF token: a MAC of the session
-//! under a key of this process, checked on POST.
+//! browser also gets a random id in another such cookie (`dispatch_browser`)
+//! on its first page, with or without tokens. Every form that changes
+//! something carries a CSRF token: a MAC of the browser's id and its login
+//! session under a random key of this install (`.dispatch/ui.key`), checked
+//! on POST — so no two browsers share one, and a page that could not read
+//! the dashboard cannot guess it.
 
+use axum::Extension;
 use axum::Form;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -23,6 +28,13 @@ use crate::api::AppState;
 
 /// The cookie that holds the session id.
 const COOKIE: &str = "dispatch_session";
+
+/// The cookie that holds the browser's random id.
+const BROWSER_COOKIE: &str = "dispatch_browser";
+
+/// The browser's id, set by [`ensure`] for every dashboard route.
+#[derive(Clone, Debug)]
+pub struct BrowserId(String);
 
 /// The viewer of a page, set by [`require`] for every page handler.
 #[derive(Clone, Debug)]
@@ -45,36 +57,88 @@ impl Session {
     }
 }
 
-/// The CSRF token of `session` (the session id, or "" without tokens).
-fn csrf_of(state: &AppState, session: &str) -> String {
+/// The MAC of a browser's id and its login session ("" without tokens).
+fn csrf_mac(state: &AppState, browser: &str, session: &str) -> Hmac<Sha256> {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&state.ui.key).expect("HMAC takes a key of any length");
     mac.update(b"dispatch-ui-csrf\0");
+    mac.update(browser.as_bytes());
+    mac.update(b"\0");
     mac.update(session.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac
 }
 
-/// Whether `presented` is the CSRF token of `session` (constant time).
-fn csrf_ok(state: &AppState, session: &str, presented: &str) -> bool {
+/// The CSRF token of browser `browser` in login session `session`.
+fn csrf_of(state: &AppState, browser: &str, session: &str) -> String {
+    hex::encode(csrf_mac(state, browser, session).finalize().into_bytes())
+}
+
+/// Whether `presented` is the CSRF token of `browser` and `session` (constant time).
+fn csrf_ok(state: &AppState, browser: &str, session: &str, presented: &str) -> bool {
     let Ok(presented) = hex::decode(presented) else {
         return false;
     };
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&state.ui.key).expect("HMAC takes a key of any length");
-    mac.update(b"dispatch-ui-csrf\0");
-    mac.update(session.as_bytes());
-    mac.verify_slice(&presented).is_ok()
+    !browser.is_empty()
+        && csrf_mac(state, browser, session)
+            .verify_slice(&presented)
+            .is_ok()
 }
 
 /// The session id in the request's cookie, if any.
 fn cookie_session(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// Gives a browser without an id a new random one, in a cookie.
+pub async fn ensure(mut request: Request, next: Next) -> Response {
+    let known = cookie(request.headers(), BROWSER_COOKIE)
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let (id, new) = match known {
+        Some(id) => (id, false),
+        None => match crate::auth::random_hex(16) {
+            Ok(id) => (id, true),
+            Err(e) => {
+                tracing::error!("[ui] no randomness for a browser id: {e}");
+                return page::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the server could not start a session",
+                );
+            }
+        },
+    };
+    let secure = is_https(request.headers());
+    request.extensions_mut().insert(BrowserId(id.clone()));
+    let mut response = next.run(request).await;
+    if new {
+        let cookie = format!(
+            "{BROWSER_COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict{}",
+            if secure { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The browser id [`ensure`] set (empty outside the dashboard's routes).
+fn browser_id(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<BrowserId>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default()
+}
+
+/// The value of cookie `name`, if any.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| !v.is_empty())
 }
@@ -87,6 +151,7 @@ fn cookie_session(headers: &HeaderMap) -> Option<String> {
 /// when the browser says where it comes from, come from this origin.
 pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let sid = cookie_session(request.headers());
+    let bid = browser_id(&request);
     let session = if state.require_auth {
         let now = dispatch_core::now_ms();
         let Some((sid, login)) =
@@ -100,7 +165,12 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                 state.ui.logins.close(&sid);
                 return unauthenticated(&request, "The session's token expired or was revoked.");
             }
-            Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => {
+                return page::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &crate::api::store_message(&e),
+                );
+            }
         }
         let needed = crate::auth::needed_scope(request.method(), request.uri().path());
         if !login.scope.allows(needed) {
@@ -114,13 +184,13 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         }
         Session {
             who: Some(login.name),
-            csrf: csrf_of(&state, &sid),
+            csrf: csrf_of(&state, &bid, &sid),
             logged_in: true,
         }
     } else {
         Session {
             who: None,
-            csrf: csrf_of(&state, ""),
+            csrf: csrf_of(&state, &bid, ""),
             logged_in: false,
         }
     };
@@ -181,7 +251,8 @@ pub fn check_csrf(state: &AppState, headers: &HeaderMap, presented: &str) -> Opt
     } else {
         String::new()
     };
-    (!csrf_ok(state, &session, presented)).then(|| {
+    let browser = cookie(headers, BROWSER_COOKIE).unwrap_or_default();
+    (!csrf_ok(state, &browser, &session, presented)).then(|| {
         page::error(
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or stale (hint: reload the page and try again)",
@@ -211,7 +282,11 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// `GET /ui/login`: the token form.
-pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+pub async fn login_form(
+    State(state): State<AppState>,
+    Extension(browser): Extension<BrowserId>,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     if !state.require_auth {
         return Redirect::to(&next).into_response();
@@ -225,7 +300,7 @@ pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery
                 p.notice.error role="alert" { (e) }
             }
             form method="post" action="/ui/login" {
-                input type="hidden" name="csrf" value=(csrf_of(&state, ""));
+                input type="hidden" name="csrf" value=(csrf_of(&state, &browser.0, ""));
                 input type="hidden" name="next" value=(next);
                 label for="token" { "Token" }
                 input #token type="password" name="token" autocomplete="current-password"
@@ -254,7 +329,8 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
-    if !csrf_ok(&state, "", &form.csrf) || !same_origin(&headers) {
+    let browser = cookie(&headers, BROWSER_COOKIE).unwrap_or_default();
+    if !csrf_ok(&state, &browser, "", &form.csrf) || !same_origin(&headers) {
         return page::error(
             StatusCode::FORBIDDEN,
             "the login form's CSRF token is missing or stale (hint: reload the page)",
@@ -266,7 +342,12 @@ pub async fn login(
     let record = match state.store.find_token(&hash).await {
         Ok(Some(r)) if !token.is_empty() => r,
         Ok(_) => return login_again(&next, "That token is unknown or revoked."),
-        Err(e) => return page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            return page::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &crate::api::store_message(&e),
+            );
+        }
     };
     if record.expired(now) {
         return login_again(&next, "That token has expired.");

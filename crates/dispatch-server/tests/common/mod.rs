@@ -69,7 +69,32 @@ impl TestServer {
     /// `/healthz`.
     pub fn start_with_required_auth() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = TestServer::start_full(dir.path().to_path_buf(), None, 0, None, true);
+        let mut server = TestServer::start_full(
+            dir.path().to_path_buf(),
+            None,
+            0,
+            None,
+            true,
+            Box::new(|s| s),
+        );
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on SQLite without workers, as `configure` sets it up
+    /// (allowed hosts, limits, tokens).
+    pub fn start_configured(
+        configure: impl FnOnce(Server) -> Server + Send + 'static,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = TestServer::start_full(
+            dir.path().to_path_buf(),
+            None,
+            0,
+            None,
+            false,
+            Box::new(configure),
+        );
         server._dir = Some(dir);
         server
     }
@@ -81,7 +106,7 @@ impl TestServer {
         slots: usize,
         bus: Option<BusConfig>,
     ) -> TestServer {
-        TestServer::start_full(root, url, slots, bus, false)
+        TestServer::start_full(root, url, slots, bus, false, Box::new(|s| s))
     }
 
     fn start_full(
@@ -90,6 +115,7 @@ impl TestServer {
         slots: usize,
         bus: Option<BusConfig>,
         required_auth: bool,
+        configure: Box<dyn FnOnce(Server) -> Server + Send>,
     ) -> TestServer {
         let layout = Layout::new(root.join(".dispatch"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -111,6 +137,7 @@ impl TestServer {
                     .with_callback_secret(Some(CALLBACK_SECRET.into()))
                     .with_bus(bus)
                     .with_required_auth(required_auth);
+                let server = configure(server);
                 ready_tx.send(server.addr()).expect("the test waits");
                 server
                     .run(async {
@@ -168,7 +195,7 @@ impl TestServer {
         self.call("POST", path, &[], Some(body.as_bytes()))
     }
 
-    fn call(
+    pub fn call(
         &self,
         method: &str,
         path: &str,
@@ -179,7 +206,7 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    fn raw(
+    pub fn raw(
         &self,
         method: &str,
         path: &str,
