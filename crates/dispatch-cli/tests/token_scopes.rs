@@ -201,13 +201,20 @@ fn the_dashboard_cookie_is_a_session_id_with_its_tokens_scope() {
     let form = agent
         .get(&format!("{ui}/login"))
         .call()
-        .expect("the login form")
-        .into_string()
-        .expect("html");
-    let csrf = csrf_in(&form);
+        .expect("the login form");
+    // The browser's own id, which every CSRF token is bound to.
+    let browser = form
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("dispatch_browser="))
+        .and_then(|c| c.split(';').next())
+        .expect("a browser cookie")
+        .to_string();
+    let csrf = csrf_in(&form.into_string().expect("html"));
     let (status, answer) = status_of(
         agent
             .post(&format!("{ui}/login"))
+            .set("cookie", &browser)
             .set("content-type", "application/x-www-form-urlencoded")
             .send_string(&format!("token={read}&csrf={csrf}&next=/ui/runs")),
     );
@@ -228,7 +235,7 @@ fn the_dashboard_cookie_is_a_session_id_with_its_tokens_scope() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(sid.len(), 64, "a random session id: {cookie}");
-    let with = |c: &str| format!("dispatch_session={c}");
+    let with = |c: &str| format!("dispatch_session={c}; {browser}");
 
     let page = |c: &str| {
         status_of(
