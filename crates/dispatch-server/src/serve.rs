@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
 use crate::bus::{BusConfig, Publisher};
+use crate::callback_guard::CallbackPolicy;
 use crate::metrics::Metrics;
 use crate::queue_timeout::Keeper;
 use crate::retention::Retention;
@@ -88,6 +89,8 @@ pub struct Server {
     bus: Option<BusConfig>,
     retention: Option<Retention>,
     local_runs: bool,
+    callback_policy: CallbackPolicy,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -118,6 +121,8 @@ impl Server {
             bus: None,
             retention: None,
             local_runs: false,
+            callback_policy: CallbackPolicy::default(),
+            tls: None,
         })
     }
 
@@ -166,6 +171,24 @@ impl Server {
         self
     }
 
+    /// Lets callbacks go to loopback, link-local and metadata addresses
+    /// (see [`crate::callback_guard`]).
+    pub fn with_private_callbacks(mut self, allow: bool) -> Self {
+        self.callback_policy.allow_private = allow;
+        self
+    }
+
+    /// Serves HTTPS with this configuration (see [`crate::tls`]).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -187,6 +210,7 @@ impl Server {
             queue_timeouts: queue_timeouts.clone(),
             metrics: self.metrics.clone(),
             callback_secret: self.callback_secret.clone(),
+            callback_policy: self.callback_policy,
             require_auth: self.require_auth,
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
             published: Arc::default(),
@@ -220,6 +244,7 @@ impl Server {
                 self.backend.store.clone(),
                 self.backend.pg.clone(),
                 secret.to_string(),
+                self.callback_policy,
                 stopped(stop_rx.clone()),
             ))
         });
@@ -256,7 +281,8 @@ impl Server {
         let app = api::router(state.clone())
             .merge(crate::ui::router(state))
             .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(stopped(stop_rx));
+        let server = crate::tls::serve(self.listener, self.tls, app, stopped(stop_rx))
+            .map_err(ServerError::Serve)?;
         let trigger = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
