@@ -218,6 +218,25 @@ mod tests {
         check_url("http://127.0.0.1:9/cb", allow).expect("allowed");
     }
 
+    /// DNS rebinding: the name is checked where it resolves, when sent.
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_when_sent() {
+        let guarded = Guarded { policy: DENY };
+        let name: Name = "localhost".parse().expect("a name");
+        let refusal = match guarded.resolve(name).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e.to_string(),
+        };
+        assert!(refusal.contains("loopback"), "{refusal}");
+        let allowing = Guarded {
+            policy: CallbackPolicy {
+                allow_private: true,
+            },
+        };
+        let name: Name = "localhost".parse().expect("a name");
+        assert!(allowing.resolve(name).await.is_ok());
+    }
+
     #[test]
     fn only_http_and_https_urls_are_callbacks() {
         for url in [
