@@ -266,16 +266,22 @@ fn classify(addr: &str, e: reqwest::Error) -> ClientError {
     ClientError::Protocol { addr }
 }
 
-/// The rustls error somewhere in `e`'s sources (hyper wraps it in an I/O error).
+/// The rustls error somewhere in `e`'s sources. hyper wraps it in an I/O
+/// error inside an I/O error, and an I/O error's `source` skips the error
+/// it holds: those are looked into.
 fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(e);
     while let Some(e) = next {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
+        let inner: Option<&(dyn std::error::Error + 'static)> =
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                io.get_ref().map(|i| i as _)
+            } else {
+                None
+            };
+        if let Some(tls) = inner.and_then(rustls_error) {
             return Some(tls);
         }
         next = e.source();
