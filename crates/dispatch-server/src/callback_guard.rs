@@ -49,7 +49,7 @@ pub fn check_url(url: &str, policy: CallbackPolicy) -> Result<Url, String> {
         Some(Host::Ipv6(ip)) => refused(IpAddr::V6(ip)).map(|why| (ip.to_string(), why)),
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            (name == "localhost" || name.ends_with(".localhost")).then(|| (name, "loopback"))
+            (name == "localhost" || name.ends_with(".localhost")).then_some((name, "loopback"))
         }
         None => None,
     };

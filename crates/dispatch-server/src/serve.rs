@@ -287,7 +287,7 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let (served, ()) = tokio::join!(async { server.await }, trigger);
+        let (served, ()) = tokio::join!(server, trigger);
         served.map_err(ServerError::Serve)?;
         if let Some(callbacks) = callbacks {
             let _ = callbacks.await;
