@@ -49,7 +49,8 @@ pub struct CreateRun {
     /// Labels a worker needs to run it (`gpu`, `eu`).
     #[serde(default)]
     pub labels: Vec<String>,
-    /// `http://host:port/path` to POST the finished run to, signed.
+    /// `http(s)://host[:port]/path` to POST the finished run to, signed
+    /// (loopback, link-local and metadata addresses are refused by default).
     #[serde(default)]
     pub callback_url: Option<String>,
     /// How long the run may wait to be claimed (`30s`, `5m`) each time it
