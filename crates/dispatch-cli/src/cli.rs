@@ -14,9 +14,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "DISPATCH_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// A `dispatch server` to talk to (run, ps, logs, wait, stop, inspect-run, approve, deny, approvals, dlq), e.g. 127.0.0.1:8077.
+    /// A `dispatch server` to talk to (run, ps, logs, wait, stop, inspect-run, approve, deny, approvals, dlq), e.g. 127.0.0.1:8077 or https://dispatch.example.com:8077.
     #[arg(long, global = true, env = "DISPATCH_HOST", value_name = "URL")]
     pub host: Option<String>,
+
+    /// With an https:// --host: trust the CA certificates in this PEM file too (beside the built-in roots).
+    #[arg(long, global = true, env = "DISPATCH_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,

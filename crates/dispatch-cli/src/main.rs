@@ -38,7 +38,8 @@ fn main() {
     let host = cli.host.clone().filter(|h| !h.is_empty());
     let code = block_on_runtime(async {
         if let Some(host) = host
-            && let Some(result) = remote::execute(&ctx, &host, &cli.command).await
+            && let Some(result) =
+                remote::execute(&ctx, &host, cli.cacert.as_deref(), &cli.command).await
         {
             return result;
         }

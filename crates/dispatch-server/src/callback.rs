@@ -3,6 +3,10 @@
 //!
 //! `Dispatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
 //!
+//! `http://` or `https://` (rustls, the Mozilla roots); where a callback may
+//! go is [`crate::callback_guard`]'s to say, when the run is created and
+//! again when the callback is sent.
+//!
 //! Connection errors and 5xx answers are retried with backoff (0.5 s, doubling,
 //! 5 tries); a 4xx is final. The outcome is recorded as a `callback` event;
 //! the registration itself is a `callback_registered` event. Callbacks wait
@@ -20,7 +24,7 @@ use sha2::Sha256;
 use dispatch_store::PgStore;
 
 use crate::SharedStore;
-use crate::client;
+use crate::callback_guard::{self, CallbackPolicy};
 
 /// Tries per callback.
 const TRIES: u32 = 5;
@@ -33,16 +37,6 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// `(base, path)` of an `http://host:port/path` URL; `None` when it is not one.
-pub fn split_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    (!authority.is_empty()).then(|| (format!("http://{authority}"), path.to_string()))
 }
 
 /// How long a claimed callback is held by the server delivering it (longer
@@ -64,9 +58,11 @@ pub async fn dispatcher(
     store: SharedStore,
     pg: Option<PgStore>,
     secret: String,
+    policy: CallbackPolicy,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let http = callback_guard::client(policy);
     let mut listener = None;
     loop {
         if listener.is_none()
@@ -79,7 +75,12 @@ pub async fn dispatcher(
             Ok(due) => {
                 more = due.len() == BATCH;
                 for d in due {
-                    tokio::spawn(deliver(store.clone(), secret.clone(), d.run_id, d.url));
+                    let post = Post {
+                        http: http.clone(),
+                        policy,
+                        secret: secret.clone(),
+                    };
+                    tokio::spawn(deliver(store.clone(), post, d.run_id, d.url));
                 }
             }
             Err(e) => tracing::warn!("[server] cannot read the callback outbox: {e}"),
@@ -105,40 +106,52 @@ pub async fn dispatcher(
     }
 }
 
+/// How callbacks are sent.
+struct Post {
+    http: reqwest::Client,
+    policy: CallbackPolicy,
+    secret: String,
+}
+
 /// Posts the finished run to `url` (with retries), records the outcome as a
 /// `callback` event and marks the callback done.
-async fn deliver(store: SharedStore, secret: String, id: RunId, url: String) {
+async fn deliver(store: SharedStore, post: Post, id: RunId, url: String) {
     let Ok(run) = store.get_run(&id).await else {
         return; // deleted, or the store is down (due again after the hold)
-    };
-    let Some((base, path)) = split_url(&url) else {
-        return;
     };
     let mut body = serde_json::to_value(&run).unwrap_or_default();
     body["status"] = json!(run.status());
     let body = body.to_string().into_bytes();
     let mut backoff = FIRST_BACKOFF;
     let mut outcome = json!({"url": url, "ok": false});
+    // Checked again: the server's policy may have changed since the run
+    // was created (an address the URL names is not resolved, so not
+    // checked by the resolver).
+    let target = match callback_guard::check_url(&url, post.policy) {
+        Ok(target) => Some(target),
+        Err(refusal) => {
+            outcome["attempts"] = json!(0);
+            outcome["error"] = json!(refusal);
+            None
+        }
+    };
     for attempt in 1..=TRIES {
+        let Some(target) = &target else { break };
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let header = signature(secret.as_bytes(), t, &body);
-        let (base, path, sent) = (base.clone(), path.clone(), body.clone());
-        let answer = tokio::task::spawn_blocking(move || {
-            client::request(
-                &base,
-                "POST",
-                &path,
-                &[("Dispatch-Signature", &header)],
-                Some(&sent),
-            )
-            .map(|r| r.status)
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let header = signature(post.secret.as_bytes(), t, &body);
+        let answer = post
+            .http
+            .post(target.clone())
+            .header("content-type", "application/json")
+            .header("Dispatch-Signature", header)
+            .body(body.clone())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| chain(&e));
         outcome["attempts"] = json!(attempt);
         match answer {
             Ok(status) if status < 300 => {
@@ -165,4 +178,19 @@ async fn deliver(store: SharedStore, secret: String, id: RunId, url: String) {
     if let Err(e) = store.finish_callback(&id, now_ms()).await {
         tracing::warn!("[server] run {id}: cannot mark the callback done: {e}");
     }
+}
+
+/// An error and its causes on one line (the resolver's refusal is a cause).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !line.contains(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    line
 }

@@ -101,8 +101,10 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let nofile = raise_nofile();
     let cap = limits.connections(nofile);
     tracing::debug!(
@@ -142,10 +144,28 @@ pub async fn serve(
             let request = request.map(|body| timed(body, body_timeout));
             app.clone().oneshot(request)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let Some(acceptor) = tls.clone() else {
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                // A client that timed out or hung up: nothing to tell anyone.
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        // TLS: the handshake runs on the connection's own task, under the
+        // header timeout (a client that connects and says nothing holds a
+        // slot no longer than one that sends no request head).
+        let (watcher, http, handshake) = (graceful.watcher(), http.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            // A client that timed out or hung up: nothing to tell anyone.
-            let _ = conn.await;
+            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let _ = conn.await;
+                }
+                Ok(Err(e)) => tracing::debug!("[server] TLS handshake with {peer} failed: {e}"),
+                Err(_) => tracing::debug!("[server] TLS handshake with {peer} timed out"),
+            }
             drop(permit);
         });
     }

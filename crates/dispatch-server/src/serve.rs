@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
 use crate::bus::{BusConfig, Publisher};
+use crate::callback_guard::CallbackPolicy;
 use crate::guard::AllowedHosts;
 use crate::limits::{HttpLimits, TokenRates};
 use crate::metrics::Metrics;
@@ -92,6 +93,8 @@ pub struct Server {
     local_runs: bool,
     allowed_hosts: AllowedHosts,
     http: HttpLimits,
+    callback_policy: CallbackPolicy,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -124,6 +127,8 @@ impl Server {
             local_runs: false,
             allowed_hosts: AllowedHosts::default(),
             http: HttpLimits::default(),
+            callback_policy: CallbackPolicy::default(),
+            tls: None,
         })
     }
 
@@ -185,6 +190,24 @@ impl Server {
         self
     }
 
+    /// Lets callbacks go to loopback, link-local and metadata addresses
+    /// (see [`crate::callback_guard`]).
+    pub fn with_private_callbacks(mut self, allow: bool) -> Self {
+        self.callback_policy.allow_private = allow;
+        self
+    }
+
+    /// Serves HTTPS with this configuration (see [`crate::tls`]).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -206,6 +229,7 @@ impl Server {
             queue_timeouts: queue_timeouts.clone(),
             metrics: self.metrics.clone(),
             callback_secret: self.callback_secret.clone(),
+            callback_policy: self.callback_policy,
             require_auth: self.require_auth,
             bus: self.bus.clone().map(|b| Arc::new(Publisher::new(b))),
             published: Arc::default(),
@@ -241,6 +265,7 @@ impl Server {
                 self.backend.store.clone(),
                 self.backend.pg.clone(),
                 secret.to_string(),
+                self.callback_policy,
                 stopped(stop_rx.clone()),
             ))
         });
@@ -280,7 +305,13 @@ impl Server {
                 Arc::new(self.allowed_hosts.clone()),
                 crate::guard::check,
             ));
-        let server = crate::limits::serve(self.listener, app, self.http.clone(), stopped(stop_rx));
+        let server = crate::limits::serve(
+            self.listener,
+            app,
+            self.http.clone(),
+            self.tls,
+            stopped(stop_rx),
+        );
         let trigger = async move {
             shutdown.await;
             let _ = stop_tx.send(true);

@@ -71,7 +71,8 @@ fn on_postgres_a_finished_run_wakes_the_callback_dispatcher() {
 }
 
 fn posted_signed_and_retried(db: Db) {
-    let Some(server) = TestServer::start(db, 2) else {
+    // The receiver is on loopback: allowed only by the operator's flag.
+    let Some(server) = TestServer::start_with_callbacks(db, 2, true) else {
         return;
     };
     let parcel = server.noop_parcel();
@@ -114,7 +115,7 @@ fn posted_signed_and_retried(db: Db) {
 }
 
 #[test]
-fn a_callback_url_must_be_http() {
+fn a_callback_url_must_be_http_or_https() {
     let Some(server) = TestServer::start(Db::Sqlite, 0) else {
         return;
     };
@@ -137,13 +138,13 @@ fn a_callback_outlives_the_server_that_registered_it() {
     let (url, received) = receiver(vec![200]);
     let id = {
         // No workers here: the run is still queued when this server stops.
-        let first = TestServer::start_on(root.clone(), None, 0, None);
+        let first = TestServer::start_on_with_callbacks(root.clone(), 0, true);
         let parcel = first.noop_parcel();
         let (status, run) = first.post("/v1/runs", &json!({"parcel": parcel, "callback_url": url}));
         assert_eq!(status, 201, "{run}");
         run["id"].as_str().expect("id").to_string()
     };
-    let second = TestServer::start_on(root, None, 2, None);
+    let second = TestServer::start_on_with_callbacks(root, 2, true);
     let got = received
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("the second server delivers it");
@@ -167,4 +168,84 @@ fn a_callback_outlives_the_server_that_registered_it() {
         vec!["callback_registered", "callback"],
         "delivered once"
     );
+}
+
+/// SSRF: by default a token holder cannot make the server POST to the cloud
+/// metadata service, its own loopback services or link-local addresses.
+#[test]
+fn callbacks_to_metadata_loopback_and_link_local_addresses_are_refused() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        format!("http://{}/v1/runs", server.addr).as_str(),
+        "http://localhost:6379/",
+        "http://[fe80::1]:80/",
+        "http://0.0.0.0:8077/",
+    ] {
+        let (status, body) =
+            server.post("/v1/runs", &json!({"parcel": parcel, "callback_url": url}));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{url}: {body}"
+        );
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("--allow-private-callbacks"),
+            "{url}: {message}"
+        );
+    }
+    let (_, runs) = server.get("/v1/runs");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+}
+
+/// https receivers are accepted as callbacks.
+#[test]
+fn an_https_callback_url_is_accepted() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let (status, body) = server.post(
+        "/v1/runs",
+        &json!({"parcel": parcel, "callback_url": "https://hooks.example.com/done"}),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+/// A callback registered while loopback was allowed is checked again when
+/// it is sent: a server without the flag refuses it, records why, and the
+/// receiver hears nothing.
+#[test]
+fn a_callback_is_checked_again_when_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let (url, received) = receiver(vec![200]);
+    let id = {
+        let first = TestServer::start_on_with_callbacks(root.clone(), 0, true);
+        let parcel = first.noop_parcel();
+        let (status, run) = first.post("/v1/runs", &json!({"parcel": parcel, "callback_url": url}));
+        assert_eq!(status, 201, "{run}");
+        run["id"].as_str().expect("id").to_string()
+    };
+    let second = TestServer::start_on_with_callbacks(root, 2, false);
+    let events = second.wait_for(&format!("/v1/runs/{id}/events?format=json"), |doc| {
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "callback"))
+    });
+    let outcome = events["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["type"] == "callback"))
+        .expect("a callback event")["data"]
+        .clone();
+    assert_eq!(outcome["ok"], false, "{outcome}");
+    assert_eq!(outcome["attempts"], 0, "{outcome}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(error.contains("loopback"), "{error}");
+    assert!(received.try_recv().is_err(), "nothing was sent");
 }

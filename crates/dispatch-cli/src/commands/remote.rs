@@ -16,7 +16,7 @@ use dispatch_core::policy::PolicyInput;
 use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::check_session_name;
-use dispatch_server::client::{self, Response};
+use dispatch_server::client::{Client, Response};
 use dispatch_store::Run;
 use serde_json::{Value, json};
 
@@ -35,14 +35,18 @@ pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
 /// Runs `command` against the server at `host`; `None` for the commands that
 /// stay local (build, images, server, worker).
-pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResult> {
-    let remote = Remote {
-        base: if host.contains("://") {
-            host.to_string()
-        } else {
-            format!("http://{host}")
-        },
+pub async fn execute(
+    ctx: &Ctx,
+    host: &str,
+    cacert: Option<&Path>,
+    command: &Command,
+) -> Option<CliResult> {
+    let client = match Client::new(host, cacert) {
+        Ok(client) => client,
+        // Only the commands that go to the server need a good --host.
+        Err(e) => return remote_command(command).then(|| Err(CliError::input(chain(&e)))),
     };
+    let remote = Remote { client };
     Some(match command {
         Command::Run(a) => remote.run(a).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a) | ContainerCommand::Ps(a)) => {
@@ -71,7 +75,8 @@ pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResu
         Command::Wake(a) => remote.wake(a),
         Command::Ui(_) => Err(CliError::input(format!(
             "the server at {} serves its own dashboard at {}/ui/ (hint: open that, or unset DISPATCH_HOST for the local one)",
-            remote.base, remote.base
+            remote.base(),
+            remote.base()
         ))),
         Command::Build(_)
         | Command::Images(_)
@@ -85,15 +90,28 @@ pub async fn execute(ctx: &Ctx, host: &str, command: &Command) -> Option<CliResu
     })
 }
 
+/// Whether `command` goes to the server under --host (the others stay local).
+fn remote_command(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Build(_)
+            | Command::Images(_)
+            | Command::Server(_)
+            | Command::Worker(_)
+            | Command::Token(_)
+            | Command::Internal(_)
+    )
+}
+
 #[derive(Clone)]
 pub(super) struct Remote {
-    base: String,
+    client: Client,
 }
 
 impl Remote {
-    /// The server's base URL (`http://host:port`).
+    /// The server's base URL (`http(s)://host:port`).
     pub(super) fn base(&self) -> &str {
-        &self.base
+        self.client.base()
     }
 
     pub(super) fn send(
@@ -109,7 +127,9 @@ impl Remote {
             .as_deref()
             .map(|b| vec![("Authorization", b)])
             .unwrap_or_default();
-        let response = client::request(&self.base, method, path, &headers, body.as_deref())
+        let response = self
+            .client
+            .request(method, path, &headers, body.as_deref())
             .map_err(|e| CliError::input(chain(&e)))?;
         if response.status >= 400 {
             let status = response.status;
@@ -350,7 +370,7 @@ impl Remote {
                 // Timers and listeners, as locally.
                 doc["service"] = self.json("GET", &format!("/v1/runs/{}/service", run.id), None)?;
             }
-            doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base, run.id));
+            doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base(), run.id));
             doc["run_dir"] = Value::Null;
             doc["status_text"] = json!(status_text(&run.state, now));
             let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;

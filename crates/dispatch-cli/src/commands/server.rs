@@ -11,6 +11,7 @@ use dispatch_server::bus::BusConfig;
 use dispatch_server::otel::{Tracer, traces_url};
 use dispatch_server::retention::Retention;
 use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
+use dispatch_server::tls::TlsFiles;
 use dispatch_server::worker::{WorkerConfig, default_name};
 
 use super::http_args::HttpArgs;
@@ -46,6 +47,27 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub callback_secret: Option<String>,
+    /// Let runs' callback_url name loopback, link-local (169.254.0.0/16, fe80::/10),
+    /// unspecified and cloud metadata addresses; refused by default (SSRF).
+    #[arg(long, env = "DISPATCH_ALLOW_PRIVATE_CALLBACKS")]
+    pub allow_private_callbacks: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); default: plain
+    /// HTTP (put a TLS-terminating proxy in front, or use this).
+    #[arg(
+        long,
+        env = "DISPATCH_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "DISPATCH_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Bus mode: announce new runs on this Redis (redis://host:port) stream.
     #[arg(long, env = "DISPATCH_BUS_URL", value_name = "URL")]
     pub bus: Option<String>,
@@ -272,6 +294,17 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let retention = retention(args)?;
     let allowed_hosts = args.http.allowed_hosts()?;
     let limits = args.http.limits()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+            .config()
+            .map_err(|e| CliError::input(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     let traces = args.otel.url()?;
     let artifacts = args.artifacts.open().await?;
@@ -290,6 +323,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .await
         .map_err(fail)?
         .with_callback_secret(args.callback_secret.clone())
+        .with_private_callbacks(args.allow_private_callbacks)
+        .with_tls(tls)
         .with_required_auth(args.require_auth)
         .with_allowed_hosts(allowed_hosts.clone())
         .with_limits(limits)
@@ -308,7 +343,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     let store = artifacts.map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     tracing::info!(
         addr = %server.addr(),
-        "dispatch server listening on http://{} ({database}, {} worker slot(s), capacity {} CPUs, {} memory{auth}{store})",
+        "dispatch server listening on {}://{} ({database}, {} worker slot(s), capacity {} CPUs, {} memory{auth}{store})",
+        server.scheme(),
         server.addr(),
         args.workers,
         capacity.cpus_milli as f64 / 1000.0,

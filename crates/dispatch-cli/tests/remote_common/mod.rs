@@ -68,12 +68,15 @@ impl Server {
             .next()
             .expect("the server says where it listens")
             .expect("a line");
-        let host = first
-            .split("http://")
-            .nth(1)
+        // `https://host:port` when serving TLS, else `host:port`.
+        let (scheme, rest) = match first.split_once("https://") {
+            Some((_, rest)) => ("https://", Some(rest)),
+            None => ("", first.split_once("http://").map(|(_, rest)| rest)),
+        };
+        let host = rest
             .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in `{first}`"))
-            .to_string();
+            .map(|addr| format!("{scheme}{addr}"))
+            .unwrap_or_else(|| panic!("no address in `{first}`"));
         // Keep draining stderr so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
         Server { child, host, state }

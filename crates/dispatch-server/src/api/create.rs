@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use super::runs::{Params, find_parcel, flag, number, params, resolve, run_json, wait_for_end};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState};
-use crate::callback;
+use crate::callback_guard::check_url;
 use crate::metrics::Metrics;
 
 /// The longest `?wait=true` blocks, whatever `timeout` asks.
@@ -49,7 +49,8 @@ pub struct CreateRun {
     /// Labels a worker needs to run it (`gpu`, `eu`).
     #[serde(default)]
     pub labels: Vec<String>,
-    /// `http://host:port/path` to POST the finished run to, signed.
+    /// `http(s)://host[:port]/path` to POST the finished run to, signed
+    /// (loopback, link-local and metadata addresses are refused by default).
     #[serde(default)]
     pub callback_url: Option<String>,
     /// How long the run may wait to be claimed (`30s`, `5m`) each time it
@@ -220,10 +221,8 @@ pub async fn create(
     let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {
         (None, _) => None,
-        (Some(url), _) if callback::split_url(url).is_none() => {
-            return Err(ApiError::bad_request(format!(
-                "callback_url `{url}` is not an http://host:port/path URL"
-            )));
+        (Some(url), _) if let Err(refusal) = check_url(url, state.callback_policy) => {
+            return Err(ApiError::bad_request(refusal));
         }
         (Some(_), None) => {
             return Err(ApiError::bad_request(

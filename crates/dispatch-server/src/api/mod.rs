@@ -84,6 +84,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs completion callbacks; without it, `callback_url` is refused.
     pub callback_secret: Option<Arc<String>>,
+    /// Where callbacks may go (`--allow-private-callbacks`).
+    pub callback_policy: crate::callback_guard::CallbackPolicy,
     /// Every route but `/healthz` needs a bearer token.
     pub require_auth: bool,
     /// Bus mode: new runs are announced on the Redis stream.

@@ -109,6 +109,31 @@ impl TestServer {
         TestServer::start_full(root, url, slots, bus, false, Box::new(|s| s))
     }
 
+    /// As [`TestServer::start`], with callbacks allowed to go to loopback
+    /// receivers (`--allow-private-callbacks`) when `private` is set.
+    pub fn start_with_callbacks(db: Db, slots: usize, private: bool) -> Option<TestServer> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(block_on(TestDatabase::create())?),
+        };
+        let url = database.as_ref().map(|d| d.url().to_string());
+        let root = dir.path().to_path_buf();
+        let mut server = TestServer::start_opts(root, url, slots, None, false, private);
+        server._dir = Some(dir);
+        server.db = database;
+        Some(server)
+    }
+
+    /// A server on SQLite under `root`, as [`TestServer::start_with_callbacks`].
+    pub fn start_on_with_callbacks(
+        root: std::path::PathBuf,
+        slots: usize,
+        private: bool,
+    ) -> TestServer {
+        TestServer::start_opts(root, None, slots, None, false, private)
+    }
+
     fn start_full(
         root: std::path::PathBuf,
         url: Option<String>,
@@ -116,6 +141,17 @@ impl TestServer {
         bus: Option<BusConfig>,
         required_auth: bool,
         configure: Box<dyn FnOnce(Server) -> Server + Send>,
+    ) -> TestServer {
+        TestServer::start_opts(root, url, slots, bus, required_auth, false)
+    }
+
+    fn start_opts(
+        root: std::path::PathBuf,
+        url: Option<String>,
+        slots: usize,
+        bus: Option<BusConfig>,
+        required_auth: bool,
+        private_callbacks: bool,
     ) -> TestServer {
         let layout = Layout::new(root.join(".dispatch"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -135,6 +171,7 @@ impl TestServer {
                     .await
                     .expect("binds an ephemeral port")
                     .with_callback_secret(Some(CALLBACK_SECRET.into()))
+                    .with_private_callbacks(private_callbacks)
                     .with_bus(bus)
                     .with_required_auth(required_auth);
                 let server = configure(server);
