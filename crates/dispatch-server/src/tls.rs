@@ -63,4 +63,3 @@ impl TlsFiles {
         Ok(Arc::new(config))
     }
 }
-

@@ -119,7 +119,8 @@ impl TestServer {
         };
         let url = database.as_ref().map(|d| d.url().to_string());
         let root = dir.path().to_path_buf();
-        let mut server = TestServer::start_opts(root, url, slots, None, false, private);
+        let mut server =
+            TestServer::start_opts(root, url, slots, None, false, private, Box::new(|s| s));
         server._dir = Some(dir);
         server.db = database;
         Some(server)
@@ -131,7 +132,7 @@ impl TestServer {
         slots: usize,
         private: bool,
     ) -> TestServer {
-        TestServer::start_opts(root, None, slots, None, false, private)
+        TestServer::start_opts(root, None, slots, None, false, private, Box::new(|s| s))
     }
 
     fn start_full(
@@ -142,7 +143,7 @@ impl TestServer {
         required_auth: bool,
         configure: Box<dyn FnOnce(Server) -> Server + Send>,
     ) -> TestServer {
-        TestServer::start_opts(root, url, slots, bus, required_auth, false)
+        TestServer::start_opts(root, url, slots, bus, required_auth, false, configure)
     }
 
     fn start_opts(
@@ -152,6 +153,7 @@ impl TestServer {
         bus: Option<BusConfig>,
         required_auth: bool,
         private_callbacks: bool,
+        configure: Box<dyn FnOnce(Server) -> Server + Send>,
     ) -> TestServer {
         let layout = Layout::new(root.join(".dispatch"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
