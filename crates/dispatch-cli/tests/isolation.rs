@@ -134,8 +134,10 @@ fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
          if [ \"$(cat mark.txt)\" = \"$DISPATCH_RUN_ID\" ]; then echo OWN-MARK; fi\n\
          echo \"seen: $(cat listing.txt | tr '\\n' ' ')\"\n",
     );
-    // The go-file is named by a fixed ENV (undeclared variables do not reach agents).
-    let go = d.dir.path().join("go");
+    // The go-file is named by a fixed ENV (undeclared variables do not reach
+    // agents), in the parcel's state directory: the only place outside its
+    // run that a sandboxed agent sees and the test can write.
+    let go = d.root().join("state/pair/go");
     let af = dir.join("Agentfile");
     let mut text = std::fs::read_to_string(&af).expect("read");
     text.push_str(&format!("ENV GO={}\n", go.display()));
