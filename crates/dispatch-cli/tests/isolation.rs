@@ -42,7 +42,7 @@ fn log_of(d: &Dispatch, id: &str) -> String {
 
 #[test]
 fn an_agent_cannot_write_into_the_parcel_and_it_still_verifies_after_its_run() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent(
         "writer",
         "echo evil > \"$DISPATCH_PARCEL_DIR/evil\" && echo WROTE-NEW\n\
@@ -78,7 +78,7 @@ fn an_agent_cannot_write_into_the_parcel_and_it_still_verifies_after_its_run() {
 
 #[test]
 fn a_parcel_changed_on_disk_is_refused_and_images_verify_reports_it() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("tampered", "echo RAN\n");
     d.ok(&["build", dir.to_str().expect("utf-8")]);
     let parcel = parcel_dir(&d);
@@ -125,7 +125,7 @@ fn a_parcel_changed_on_disk_is_refused_and_images_verify_reports_it() {
 
 #[test]
 fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent(
         "pair",
         "echo \"$DISPATCH_RUN_ID\" > mark.txt\n\
@@ -162,7 +162,7 @@ fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
 
 #[test]
 fn the_workspace_is_removed_when_the_run_ends_unless_kept_until_rm() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("keeper", "echo kept > result.txt\n");
     let plain = d.detach(&dir, "{}");
     let doc = d.wait_terminal(&plain);
@@ -202,7 +202,7 @@ fn the_workspace_is_removed_when_the_run_ends_unless_kept_until_rm() {
 
 #[test]
 fn an_agent_sees_only_declared_variables_and_secrets_are_masked() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent_with(
         "envs",
         "echo \"undeclared=${UNDECLARED_VAR:-unset}\"\n\

@@ -47,7 +47,7 @@ fn an_agent_reads_neither_its_callers_nor_a_concurrent_runs_environment() {
     }
     let sentinel = format!("leak-{}", std::process::id());
     let secret = format!("s3cret-{}", std::process::id());
-    let d = Dispatch::with_env(&[("UNDECLARED_AWS", &sentinel), ("TOKEN", &secret)]);
+    let d = Dispatch::sandboxed_with(&[("UNDECLARED_AWS", &sentinel), ("TOKEN", &secret)]);
     let go = d.root().join("state/holder/go");
     let holder = d.agent_with(
         "holder",
@@ -97,7 +97,7 @@ fn a_root_agent_can_neither_rewrite_the_audit_nor_touch_other_runs_or_parcels() 
     if !is_root() {
         return;
     }
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let sibling = d.agent("sibling", "echo sibling-done\n");
     let s = d.ok(&[
         "run",
@@ -169,7 +169,7 @@ fn a_root_agent_can_neither_rewrite_the_audit_nor_touch_other_runs_or_parcels() 
 /// and payload.
 #[test]
 fn a_sandboxed_agent_keeps_every_path_of_the_protocol() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent_with(
         "worker",
         "echo more >> data.txt && echo WS-EDIT\n\
@@ -212,7 +212,7 @@ fn a_sandboxed_agent_keeps_every_path_of_the_protocol() {
 /// `DISPATCH_SANDBOX=off` runs the agent as the helper's user, and says so.
 #[test]
 fn the_sandbox_can_be_turned_off_and_the_run_says_so() {
-    let d = Dispatch::with_env(&[("DISPATCH_SANDBOX", "off")]);
+    let d = Dispatch::sandboxed_with(&[("DISPATCH_SANDBOX", "off")]);
     let dir = d.agent("plain", "id -u | sed 's/^/uid=/'\n");
     let id = d.detach(&dir, "{}");
     assert_eq!(d.wait_terminal(&id)["status"], "succeeded");
