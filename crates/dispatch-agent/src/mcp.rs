@@ -59,7 +59,33 @@ pub struct McpConfig {
     pub cwd: PathBuf,
     /// The environment a stdio server gets, exactly (nothing is inherited).
     pub env: Vec<(String, String)>,
+    /// Called on a stdio server's command before it is spawned (the run's
+    /// limits and sandbox).
+    pub spawn_hook: HookSlot,
 }
+
+/// An optional [`crate::tools::SpawnHook`] in a comparable config (hooks
+/// compare equal: they are not part of what a server is).
+#[derive(Clone, Default)]
+pub struct HookSlot(pub Option<crate::tools::SpawnHook>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HookSlot(set)"
+        } else {
+            "HookSlot(none)"
+        })
+    }
+}
+
+impl PartialEq for HookSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HookSlot {}
 
 /// One tool as the server describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -514,6 +540,9 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .process_group(0);
         crate::tools::die_with_parent(&mut spawn);
+        if let Some(hook) = &config.spawn_hook.0 {
+            hook(&mut spawn);
+        }
         let mut child = spawn.spawn().map_err(|e| {
             format!(
                 "MCP server `{name}` could not be started in {}: {e}",

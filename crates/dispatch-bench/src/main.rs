@@ -237,6 +237,7 @@ fn main() {
     bench.detach_latency(200);
     bench.time_to_agent(200, Probe::Date);
     bench.time_to_agent(200, Probe::DateC);
+    bench.sandbox_on_off(200);
     if only_latency {
         return;
     }
@@ -388,6 +389,55 @@ impl Bench {
             "| `run --detach` → agent process executing (n={n}, probe {shown}) | median {:.2} ms, p90 {:.2} ms | ≤ 5 ms median |",
             median(lat.clone()),
             pct(lat, 0.9)
+        );
+    }
+
+    /// `run --detach` → agent executing with the sandbox on and off
+    /// (`DISPATCH_SANDBOX=off`), interleaved run by run in the same minutes.
+    fn sandbox_on_off(&self, n: usize) {
+        let dir = self.workdir();
+        let root = dir.join(".dispatch");
+        let a = agent(&dir, "clock", r#"["date", "+%s%N"]"#);
+        let (mut on, mut off) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..2 * n {
+            let sandboxed = i % 2 == 0;
+            let t0 = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as i128;
+            let mut cmd = self.cmd(&root);
+            if !sandboxed {
+                cmd.env("DISPATCH_SANDBOX", "off");
+            }
+            let out = cmd
+                .args(["run", a.to_str().expect("utf-8"), "--detach"])
+                .output()
+                .expect("run dispatch");
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            self.cmd(&root).args(["wait", &id]).output().expect("wait");
+            let log =
+                std::fs::read_to_string(root.join("runs").join(format!("{id}.log"))).expect("log");
+            let ns: i128 = log
+                .lines()
+                .find(|l| !l.starts_with("[dispatch]"))
+                .and_then(|l| l.trim().parse().ok())
+                .expect("the agent printed its start time");
+            let said = log.lines().find(|l| l.starts_with("[dispatch] sandbox:"));
+            assert!(
+                said.is_some_and(|l| l.contains("off") != sandboxed),
+                "the run says which sandbox it got: {log}"
+            );
+            match sandboxed {
+                true => on.push((ns - t0) as f64 / 1e6),
+                false => off.push((ns - t0) as f64 / 1e6),
+            }
+        }
+        let (on50, off50) = (median(on.clone()), median(off.clone()));
+        println!(
+            "| `run --detach` → agent executing, sandbox on vs off (`DISPATCH_SANDBOX=off`), interleaved (n={n} each) | on: p50 {on50:.2} ms, p90 {:.2} ms · off: p50 {off50:.2} ms, p90 {:.2} ms · cost p50 {:.2} ms | ≤ 2 ms p50 |",
+            pct(on, 0.9),
+            pct(off, 0.9),
+            on50 - off50
         );
     }
 

@@ -19,6 +19,8 @@ use error::{CliResult, EXIT_DISPATCH, EXIT_USAGE};
 fn main() {
     // The helper starts on the hot path of every run: spare it clap.
     if let Some(id) = helper_run_id() {
+        // SAFETY: no thread has been started yet.
+        unsafe { dispatch_runtime::sandbox::harden_process() };
         let ctx = Ctx::new(std::env::var_os("DISPATCH_ROOT").map(std::path::PathBuf::from));
         let code = block_on_runtime(internal::run_record_cmd(&ctx, &id));
         std::process::exit(code);
@@ -26,6 +28,10 @@ fn main() {
     // `dispatch run` is done by the helper it forks first thing.
     if let Some(code) = prefork::run_forked() {
         std::process::exit(code);
+    }
+    if runs_agents() {
+        // SAFETY: no thread has been started yet.
+        unsafe { dispatch_runtime::sandbox::harden_process() };
     }
     let cli = match parse_cli() {
         Ok(cli) => cli,
@@ -58,6 +64,17 @@ fn helper_run_id() -> Option<String> {
     (a == "internal" && b == "run-record")
         .then(|| id.into_string().ok())
         .flatten()
+}
+
+/// Whether this process starts agents for runs it does not own the caller
+/// of: a worker, or a helper started ahead of its run.
+fn runs_agents() -> bool {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(2).collect();
+    match args.as_slice() {
+        [a, ..] if a == "worker" => true,
+        [a, b] => a == "internal" && b == "run-standby",
+        _ => false,
+    }
 }
 
 /// The command line, or the exit code after clap printed the help, the

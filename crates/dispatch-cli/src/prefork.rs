@@ -166,6 +166,8 @@ fn open_ahead() -> JoinHandle<Option<SqliteStore>> {
 
 /// The helper: parse, detach, create the run, report, run it.
 fn child(report: File) -> i32 {
+    // SAFETY: forked from a process with one thread; none started since.
+    unsafe { dispatch_runtime::sandbox::harden_process() };
     // On the path to the agent: it runs while clap parses.
     let ahead = open_ahead();
     let cli = match crate::parse_cli() {

@@ -42,7 +42,7 @@ fn log_of(d: &Dispatch, id: &str) -> String {
 
 #[test]
 fn an_agent_cannot_write_into_the_parcel_and_it_still_verifies_after_its_run() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent(
         "writer",
         "echo evil > \"$DISPATCH_PARCEL_DIR/evil\" && echo WROTE-NEW\n\
@@ -78,7 +78,7 @@ fn an_agent_cannot_write_into_the_parcel_and_it_still_verifies_after_its_run() {
 
 #[test]
 fn a_parcel_changed_on_disk_is_refused_and_images_verify_reports_it() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("tampered", "echo RAN\n");
     d.ok(&["build", dir.to_str().expect("utf-8")]);
     let parcel = parcel_dir(&d);
@@ -125,7 +125,7 @@ fn a_parcel_changed_on_disk_is_refused_and_images_verify_reports_it() {
 
 #[test]
 fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent(
         "pair",
         "echo \"$DISPATCH_RUN_ID\" > mark.txt\n\
@@ -134,8 +134,10 @@ fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
          if [ \"$(cat mark.txt)\" = \"$DISPATCH_RUN_ID\" ]; then echo OWN-MARK; fi\n\
          echo \"seen: $(cat listing.txt | tr '\\n' ' ')\"\n",
     );
-    // The go-file is named by a fixed ENV (undeclared variables do not reach agents).
-    let go = d.dir.path().join("go");
+    // The go-file is named by a fixed ENV (undeclared variables do not reach
+    // agents), in the parcel's state directory: the only place outside its
+    // run that a sandboxed agent sees and the test can write.
+    let go = d.root().join("state/pair/go");
     let af = dir.join("Agentfile");
     let mut text = std::fs::read_to_string(&af).expect("read");
     text.push_str(&format!("ENV GO={}\n", go.display()));
@@ -160,7 +162,7 @@ fn two_concurrent_runs_of_one_parcel_do_not_see_each_others_files() {
 
 #[test]
 fn the_workspace_is_removed_when_the_run_ends_unless_kept_until_rm() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("keeper", "echo kept > result.txt\n");
     let plain = d.detach(&dir, "{}");
     let doc = d.wait_terminal(&plain);
@@ -200,7 +202,7 @@ fn the_workspace_is_removed_when_the_run_ends_unless_kept_until_rm() {
 
 #[test]
 fn an_agent_sees_only_declared_variables_and_secrets_are_masked() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent_with(
         "envs",
         "echo \"undeclared=${UNDECLARED_VAR:-unset}\"\n\

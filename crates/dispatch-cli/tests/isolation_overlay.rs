@@ -35,7 +35,7 @@ fn work_of(d: &Dispatch, id: &str) -> PathBuf {
 
 #[test]
 fn an_overlay_workspace_takes_the_agents_writes_and_leaves_the_parcel_and_template_alone() {
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent_with(
         "overlay",
         "echo changed >> data.txt && echo CHANGED-DATA\n\
@@ -87,12 +87,13 @@ fn an_overlay_workspace_takes_the_agents_writes_and_leaves_the_parcel_and_templa
         human.contains("(kept, overlayfs, --keep-workspace)"),
         "{human}"
     );
-    // The parcel and its template are as built.
+    // The parcel and its template are as built (the template of sandboxed
+    // runs belongs to their user, `nobody`: `<digest>.65534`).
     let parcels = d.root().join("parcels");
     let digest = doc["parcel_digest"].as_str().expect("digest");
     for base in [
         parcels.join(digest).join("files"),
-        parcels.join(".lower").join(digest),
+        parcels.join(".lower").join(format!("{digest}.65534")),
     ] {
         assert_eq!(
             std::fs::read_to_string(base.join("data.txt")).expect("read"),
@@ -119,7 +120,7 @@ fn a_sigkilled_helpers_overlay_is_unmounted_by_the_next_reader() {
         eprintln!("skipped: overlay workspaces need root");
         return;
     }
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("orphan", "echo here > mine.txt\nsleep 300\n");
     let id = d.detach(&dir, "{}");
     let work = work_of(&d, &id);
@@ -150,7 +151,7 @@ fn a_sigkilled_helpers_kept_overlay_is_unmounted_and_rm_removes_it() {
         eprintln!("skipped: overlay workspaces need root");
         return;
     }
-    let d = Dispatch::new();
+    let d = Dispatch::sandboxed();
     let dir = d.agent("kept", "echo here > mine.txt\nsleep 300\n");
     let id = d.ok(&[
         "run",

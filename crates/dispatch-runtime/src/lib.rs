@@ -29,6 +29,7 @@ mod record;
 mod recover;
 pub mod remove;
 pub mod retention;
+pub mod sandbox;
 pub mod say;
 pub mod service;
 pub mod snapshot;

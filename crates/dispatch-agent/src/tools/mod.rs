@@ -203,6 +203,7 @@ impl<'a> ToolBox<'a> {
                         allow: allow.clone(),
                         cwd: ctx.work_dir.clone(),
                         env: ctx.env_for(&decl.name),
+                        spawn_hook: crate::mcp::HookSlot(ctx.spawn_hook.clone()),
                     };
                     let server = Arc::new(McpServer::start(&config, MCP_START_TIMEOUT).await?);
                     for t in server.tools() {

@@ -28,21 +28,37 @@ impl Drop for Dispatch {
 }
 
 impl Dispatch {
+    /// A fresh state directory. Its runs' agents are not sandboxed
+    /// (`DISPATCH_SANDBOX=off`): they signal the test through files in its
+    /// temporary directory, which a sandboxed agent does not see. The
+    /// sandbox's tests use [`Dispatch::sandboxed`].
     pub fn new() -> Self {
+        Dispatch::with_env(&[])
+    }
+
+    /// A fresh state directory whose `dispatch` processes also get `env`
+    /// (agents not sandboxed, as [`Dispatch::new`]).
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        let mut d = Dispatch::sandboxed_with(env);
+        d.env.insert(0, ("DISPATCH_SANDBOX".into(), "off".into()));
+        d
+    }
+
+    /// A fresh state directory whose runs' agents are sandboxed (as root:
+    /// see `dispatch_runtime::sandbox`), with `env`.
+    pub fn sandboxed_with(env: &[(&str, &str)]) -> Self {
         Dispatch {
             dir: tempfile::tempdir().expect("tempdir"),
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
-    /// A fresh state directory whose `dispatch` processes also get `env`.
-    pub fn with_env(env: &[(&str, &str)]) -> Self {
-        let mut d = Dispatch::new();
-        d.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        d
+    /// [`Dispatch::sandboxed_with`] no other variable.
+    pub fn sandboxed() -> Self {
+        Dispatch::sandboxed_with(&[])
     }
 
     pub fn root(&self) -> PathBuf {

@@ -47,17 +47,19 @@ pub(crate) struct AgentSpec {
 /// A shell-form COMMAND the shell would only split into words runs without
 /// the shell (see [`super::shell`]); when that cannot start, the shell runs
 /// it as written, and says why in the log as it would have.
+/// `jail`: the run's sandbox, entered last.
 pub(crate) fn spawn(
     spec: &AgentSpec,
     sandbox: Option<&crate::limits::Sandbox>,
+    jail: &crate::sandbox::Plan,
 ) -> std::io::Result<Child> {
     let has_path = spec.env.iter().any(|(k, _)| k == "PATH");
     if let Some(words) = super::shell::direct_words(&spec.command).filter(|_| has_path)
-        && let Ok(child) = spawn_argv(&words, spec, sandbox, true)
+        && let Ok(child) = spawn_argv(&words, spec, sandbox, jail, true)
     {
         return Ok(child);
     }
-    spawn_argv(&spec.command, spec, sandbox, false)
+    spawn_argv(&spec.command, spec, sandbox, jail, false)
 }
 
 /// `pwd`: set `PWD` as the shell would (when the allowlist has none).
@@ -65,6 +67,7 @@ fn spawn_argv(
     argv: &[String],
     spec: &AgentSpec,
     sandbox: Option<&crate::limits::Sandbox>,
+    jail: &crate::sandbox::Plan,
     pwd: bool,
 ) -> std::io::Result<Child> {
     let (program, args) = argv
@@ -95,6 +98,7 @@ fn spawn_argv(
     if let Some(sandbox) = sandbox {
         sandbox.apply(&mut cmd);
     }
+    jail.apply(&mut cmd);
     if spec.secrets.is_empty() {
         // Nothing to mask: the agent writes straight into the log.
         cmd.stdout(log.try_clone()?).stderr(log);

@@ -473,9 +473,12 @@ async fn one_attempt<S: Store + ?Sized>(
         log,
         own_signals,
     );
+    if container.is_none() {
+        log.line(&prepared.sandbox.applied.line());
+    }
     let spawned = match &container {
         Some(plan) => super::image::spawn(layout, run, plan, &prepared.spec, log),
-        None => agent::spawn(&prepared.spec, limits.sandbox.as_ref()),
+        None => agent::spawn(&prepared.spec, limits.sandbox.as_ref(), &prepared.sandbox),
     };
     let child = match spawned {
         Ok(child) => child,
@@ -485,7 +488,18 @@ async fn one_attempt<S: Store + ?Sized>(
             } else {
                 126
             };
-            let reason = format!("could not start `{}`: {e}", prepared.spec.command.join(" "));
+            let hint = match prepared.sandbox.applied.on && e.kind() != std::io::ErrorKind::NotFound
+            {
+                true => format!(
+                    " (hint: if the sandbox could not be set up on this machine, run with {}=off)",
+                    crate::sandbox::SANDBOX_ENV
+                ),
+                false => String::new(),
+            };
+            let reason = format!(
+                "could not start `{}`: {e}{hint}",
+                prepared.spec.command.join(" ")
+            );
             let t = Transition::Fail {
                 reason,
                 exit_code: Some(code),
@@ -524,6 +538,11 @@ async fn one_attempt<S: Store + ?Sized>(
     // approval: those are acted on as stored); any other has its start saved
     // now, and its events followed.
     let mut start = None;
+    // Which protections the agent got, saved with its start or its end.
+    let mut sandbox_event = super::sandbox_event(&prepared.sandbox, run.attempt)
+        .filter(|_| container.is_none())
+        .into_iter()
+        .collect::<Vec<_>>();
     let (status, batch) = match agent.exit_within(agent::START_WINDOW).await {
         Some(status) => {
             agent.reap().await;
@@ -533,14 +552,18 @@ async fn one_attempt<S: Store + ?Sized>(
                 .all(|e| !matches!(e.kind.as_str(), "usage" | "approval"))
             {
                 start = Some(started); // its events go with it (below)
+                sandbox_event.extend(batch);
+                (status, sandbox_event)
             } else {
                 save_start(store, layout, run, &started, false).await?;
+                crate::record::append_events(store, &run.id, &sandbox_event).await;
                 crate::record::append_events(store, &run.id, &batch).await;
+                (status, batch)
             }
-            (status, batch)
         }
         None => {
             save_start(store, layout, run, &started, true).await?;
+            crate::record::append_events(store, &run.id, &sandbox_event).await;
             let status = agent
                 .until_exit(store, &run.id, &mut events, &mut watch, upstream)
                 .await;

@@ -299,6 +299,8 @@ pub(super) struct Prepared {
     pub(super) brief: Vec<u8>,
     /// The cluster's shared artifact store, when the worker has one.
     pub(super) shared: Option<Arc<crate::objects::Objects>>,
+    /// The sandbox of the run's processes (see [`crate::sandbox`]).
+    pub(super) sandbox: crate::sandbox::Plan,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
@@ -341,10 +343,35 @@ pub(super) fn prepare(
     let path_str = |p: &std::path::Path| p.to_string_lossy().into_owned();
 
     let m = &parcel.manifest;
+    // The container courier is its own isolation; noop and workflow start
+    // no process.
+    let settings = crate::sandbox::Settings::from_env();
+    let owner = match m.courier {
+        Courier::Process | Courier::Agent => settings.owner(),
+        _ => None,
+    };
     let ws = match m.courier {
         Courier::Noop | Courier::Workflow => crate::workspace::paths(layout, &run.id),
-        _ => crate::workspace::ensure(layout, &run.id, parcel)
+        _ => crate::workspace::ensure_owned(layout, &run.id, parcel, owner)
             .map_err(|e| format!("cannot create the run's workspace: {e}"))?,
+    };
+    if let Some(owner) = owner {
+        crate::sandbox::owner::give(&artifacts_dir, owner)
+            .and_then(|_| crate::sandbox::owner::give_tree(&state_dir, owner))
+            .map_err(|e| format!("cannot give the run's files to the sandbox's user: {e}"))?;
+    }
+    let sandbox = match m.courier {
+        Courier::Process | Courier::Agent => crate::sandbox::Plan::prepare(
+            settings,
+            &crate::sandbox::RunPaths {
+                run_dir: &dir,
+                brief: &brief_path,
+                parcel: &parcel.files_dir(),
+                shared: vec![&state_dir],
+                cwd: &ws.work,
+            },
+        ),
+        _ => crate::sandbox::Plan::off(),
     };
     let protocol: Vec<(String, String)> = vec![
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
@@ -409,7 +436,24 @@ pub(super) fn prepare(
         output_path,
         brief: bytes,
         shared: None,
+        sandbox,
     })
+}
+
+/// The `sandbox` event of an attempt: which protections its processes got
+/// (`None` when the sandbox is off and nothing was asked).
+pub(super) fn sandbox_event(
+    plan: &crate::sandbox::Plan,
+    attempt: u32,
+) -> Option<dispatch_core::NewEvent> {
+    let mut data = serde_json::to_value(&plan.applied).ok()?;
+    data["line"] = Value::String(plan.applied.line());
+    Some(dispatch_core::NewEvent::new(
+        "sandbox",
+        attempt,
+        now_ms(),
+        data,
+    ))
 }
 
 /// `[dispatch] …` lines in the run's log, with every secret of the run the

@@ -197,7 +197,16 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         log,
         ctx.own_signals,
     );
-    tool_ctx.spawn_hook = limits.hook();
+    // The sandbox is entered last (see `sandbox::Plan::apply`).
+    tool_ctx.spawn_hook = match (limits.hook(), ctx.prepared.sandbox.hook()) {
+        (Some(limit), Some(jail)) => Some(std::sync::Arc::new(
+            move |cmd: &mut tokio::process::Command| {
+                limit(cmd);
+                jail(cmd);
+            },
+        )),
+        (limit, jail) => limit.or(jail),
+    };
     let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
         Ok(t) => t,
         Err(reason) => {
@@ -210,10 +219,13 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         }
     };
     let bom = super::native_tools::bom(ctx.parcel, &cfg.models, tool_box.as_ref(), ctx.policy);
-    if let Err(e) = store
-        .append_events(&run.id, &[NewEvent::new("bom", run.attempt, now_ms(), bom)])
-        .await
-    {
+    let mut started = vec![NewEvent::new("bom", run.attempt, now_ms(), bom)];
+    // Which protections the tools' processes get, when there are any.
+    if tool_box.is_some() {
+        log.line(&ctx.prepared.sandbox.applied.line());
+        started.extend(super::sandbox_event(&ctx.prepared.sandbox, run.attempt));
+    }
+    if let Err(e) = store.append_events(&run.id, &started).await {
         log.line(&format!("could not record the bill of materials: {e}"));
     }
     let no_tools = NoTools;

@@ -74,19 +74,36 @@ pub struct Populated {
 /// already (an earlier attempt of the run made it; an overlay that is no
 /// longer mounted, after a helper was killed, is mounted again).
 pub fn ensure(layout: &Layout, id: &RunId, parcel: &Parcel) -> io::Result<Workspace> {
+    ensure_owned(layout, id, parcel, None)
+}
+
+/// [`ensure`], with the workspace's files, `HOME`, `TMPDIR` and the run
+/// directory itself belonging to `owner` (uid, gid): the sandbox's user
+/// (see [`crate::sandbox`]). An overlay's template is then that user's
+/// (`parcels/.lower/<digest>.<uid>`), so the files the agent finds are its
+/// own to change.
+pub fn ensure_owned(
+    layout: &Layout,
+    id: &RunId,
+    parcel: &Parcel,
+    owner: Option<(u32, u32)>,
+) -> io::Result<Workspace> {
     let ws = paths(layout, id);
     let dir = layout.run_dir(id);
     let state = overlay::state_dir(&dir);
     if state.is_dir() {
         if !overlay::is_mounted(&ws.work) {
-            let lower = overlay::template(layout, parcel)?;
-            overlay::mount(&lower, &state, &ws.work)?;
+            let lower = overlay::template(layout, parcel, owner)?;
+            overlay::mount(&lower, &state, &ws.work, owner)?;
         }
     } else if !ws.work.is_dir() {
-        let kind = match make_overlay(layout, parcel, &state, &ws.work) {
+        let kind = match make_overlay(layout, parcel, &state, &ws.work, owner) {
             Ok(()) => "overlayfs".to_string(),
             Err(why) => {
                 let how = make_copy(&dir, parcel, &ws.work)?;
+                if let Some(owner) = owner {
+                    crate::sandbox::owner::give_tree(&ws.work, owner)?;
+                }
                 format!("{how} (no overlayfs: {why})")
             }
         };
@@ -94,15 +111,31 @@ pub fn ensure(layout: &Layout, id: &RunId, parcel: &Parcel) -> io::Result<Worksp
     }
     fs::create_dir_all(&ws.home)?;
     fs::create_dir_all(&ws.tmp)?;
+    if let Some(owner) = owner {
+        for d in [&dir, &ws.home, &ws.tmp] {
+            if d.exists() {
+                crate::sandbox::owner::give(d, owner)?;
+            }
+        }
+        if !state.is_dir() {
+            crate::sandbox::owner::give(&ws.work, owner)?;
+        }
+    }
     Ok(ws)
 }
 
 /// The overlay workspace, or why there is none (nothing left behind then).
-fn make_overlay(layout: &Layout, parcel: &Parcel, state: &Path, work: &Path) -> Result<(), String> {
+fn make_overlay(
+    layout: &Layout,
+    parcel: &Parcel,
+    state: &Path,
+    work: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
     overlay::can_mount()?;
-    let lower = overlay::template(layout, parcel)
+    let lower = overlay::template(layout, parcel, owner)
         .map_err(|e| format!("cannot make the parcel's template: {e}"))?;
-    overlay::mount(&lower, state, work).map_err(|e| {
+    overlay::mount(&lower, state, work, owner).map_err(|e| {
         let _ = remove_tree(state);
         let _ = fs::remove_dir(work);
         format!("mount failed: {e}")

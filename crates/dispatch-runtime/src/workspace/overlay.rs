@@ -54,10 +54,19 @@ pub(crate) fn can_mount() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The template of `parcel`'s files, made now unless it exists.
-pub(crate) fn template(layout: &Layout, parcel: &Parcel) -> io::Result<PathBuf> {
+/// The template of `parcel`'s files, made now unless it exists; with an
+/// `owner`, that user's copy (its files are theirs: a sandboxed agent may
+/// change its workspace's files).
+pub(crate) fn template(
+    layout: &Layout,
+    parcel: &Parcel,
+    owner: Option<(u32, u32)>,
+) -> io::Result<PathBuf> {
     let hidden = layout.parcels().join(".lower");
-    let dir = hidden.join(&parcel.digest);
+    let dir = match owner {
+        Some((uid, _)) => hidden.join(format!("{}.{uid}", parcel.digest)),
+        None => hidden.join(&parcel.digest),
+    };
     if dir.is_dir() {
         return Ok(dir);
     }
@@ -77,6 +86,10 @@ pub(crate) fn template(layout: &Layout, parcel: &Parcel) -> io::Result<PathBuf> 
     let tmp = hidden.join(format!(".tmp-{}-{}", std::process::id(), parcel.digest));
     let _ = remove_tree(&tmp);
     let made = super::populate(&parcel.files_dir(), &parcel.manifest.files, &tmp)
+        .and_then(|_| match owner {
+            Some(owner) => crate::sandbox::owner::give_tree(&tmp, owner),
+            None => Ok(()),
+        })
         .and_then(|_| fs::rename(&tmp, &dir));
     if let Err(e) = made {
         let _ = remove_tree(&tmp);
@@ -89,11 +102,21 @@ pub(crate) fn template(layout: &Layout, parcel: &Parcel) -> io::Result<PathBuf> 
 }
 
 /// Mounts the overlay of `lower` and the run's upper layer (under
-/// `state`, made if missing) at `merged`.
-pub(crate) fn mount(lower: &Path, state: &Path, merged: &Path) -> io::Result<()> {
+/// `state`, made if missing) at `merged`. With an `owner`, the upper
+/// layer's top (the workspace's top directory) is theirs, given before the
+/// mount: overlayfs takes a directory's owner when it first looks it up.
+pub(crate) fn mount(
+    lower: &Path,
+    state: &Path,
+    merged: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     let (upper, work) = (state.join("upper"), state.join("work"));
     for d in [&upper, &work, &merged.to_path_buf()] {
         fs::create_dir_all(d)?;
+    }
+    if let Some(owner) = owner {
+        crate::sandbox::owner::give(&upper, owner)?;
     }
     let mut opts = Vec::new();
     for (key, path) in [

@@ -1,0 +1,338 @@
+//! What runs between `fork` and `exec` to put a process in the sandbox.
+//!
+//! Everything here is called from a `pre_exec` hook, in a child forked
+//! from a multi-threaded process: only async-signal-safe system calls, no
+//! allocation (every path was made a `CString` before the fork, and nix is
+//! given `&CStr`s, which it passes through as they are).
+//!
+//! With the namespaces, three processes stand where the spawned one did:
+//!
+//! - the spawned process (`C0`, the pid and process group the helper knows)
+//!   enters a new mount and PID namespace (`unshare` moves its *children*
+//!   into the new PID namespace), forks `C1`, closes every descriptor,
+//!   ignores the termination signals a process group gets, and waits: it
+//!   exits as `C1` did. A `SIGTERM` to the group so reaches the agent, and
+//!   the helper's grace period means what it did;
+//! - `C1` is PID 1 of the new namespace: it builds the agent's filesystem
+//!   view and forks `C2`, then reaps until `C2` exits and exits with its
+//!   status — which ends everything left in the namespace;
+//! - `C2` (PID 2) drops to the sandbox's uid with no capabilities and
+//!   `no_new_privs`, and returns to `std`, which executes the program. An
+//!   error before that (a mount refused, an `exec` that fails) is reported
+//!   by `std` from whichever process hit it, through the pipe every one of
+//!   them inherited, so `spawn` fails as it would have.
+//!
+//! Without the namespaces (`Steps::view` is `None`) the spawned process just
+//! drops its privileges.
+
+use std::ffi::{CStr, CString};
+use std::io;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+/// One bind mount of the view.
+pub(super) struct Bind {
+    /// Where it is on the host, under `/oldroot` (canonical).
+    pub src: CString,
+    /// Where the agent sees it, under `/newroot` (the path it was given).
+    pub dst: CString,
+    pub readonly: bool,
+}
+
+/// A system directory of the host, or the symlink it is.
+pub(super) enum System {
+    /// `/oldroot/usr` onto `/newroot/usr`, read-only unless `writable`.
+    Dir {
+        src: CString,
+        dst: CString,
+        writable: bool,
+    },
+    /// `/newroot/bin` → `usr/bin`.
+    Link { target: CString, dst: CString },
+}
+
+/// The agent's filesystem view, as mounts to make under `/newroot`.
+pub(super) struct View {
+    pub system: Vec<System>,
+    /// A fresh `/proc` (the PID namespace's), else the host's bound.
+    pub pid_ns: bool,
+    /// Directories to create under `/newroot`, parents first.
+    pub dirs: Vec<CString>,
+    /// Empty files to create as mount points of file binds.
+    pub files: Vec<CString>,
+    pub binds: Vec<Bind>,
+    /// Mounted over with an empty, unreadable tmpfs.
+    pub hide: Vec<CString>,
+    /// The working directory, as the agent sees it.
+    pub cwd: CString,
+}
+
+/// Everything the child does, made before the fork.
+pub(super) struct Steps {
+    pub uid: u32,
+    pub gid: u32,
+    pub view: Option<View>,
+}
+
+fn err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Runs in the spawned child (`pre_exec`): returns in the process that is
+/// to execute the program.
+pub(super) fn enter(steps: &Steps) -> io::Result<()> {
+    let Some(view) = &steps.view else {
+        return drop_privileges(steps);
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC;
+    if view.pid_ns {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    unshare(flags).map_err(err)?;
+    // SAFETY: async-signal-safe from here on (see the module docs); the
+    // child only makes system calls until it executes or exits.
+    match unsafe { nix::unistd::fork() }.map_err(err)? {
+        ForkResult::Parent { child } => mirror(child, true),
+        ForkResult::Child => {
+            // The spawned process (C0) never outlives the helper, nor C1 it.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;
+            build_view(view)?;
+            // SAFETY: as above.
+            match unsafe { nix::unistd::fork() }.map_err(err)? {
+                ForkResult::Parent { child } => mirror(child, false),
+                ForkResult::Child => drop_privileges(steps),
+            }
+        }
+    }
+}
+
+/// Waits for `child` and exits as it did; never returns. `outer`: the
+/// process the helper spawned, which ignores a group's termination signals
+/// (the agent gets them and decides) and re-raises a signal `child` died of.
+fn mirror(child: Pid, outer: bool) -> io::Result<()> {
+    // SAFETY: close_range(2) takes no pointers; nothing of these processes
+    // needs a descriptor (not std's error pipe either: its last writer is
+    // the process that executes).
+    unsafe { libc::close_range(0, libc::c_uint::MAX, 0) };
+    if outer {
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGPIPE,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ] {
+            // SAFETY: SIG_IGN installs no handler code.
+            let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigIgn) };
+        }
+    }
+    // PID 1 reaps every orphan of its namespace; the outer one has one child.
+    let wait_for = if outer { Some(child) } else { None };
+    let code = loop {
+        match waitpid(wait_for, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => break code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                if outer {
+                    // SAFETY: restoring the default action installs no code.
+                    let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+                    let _ = nix::sys::signal::raise(sig);
+                }
+                break 128 + sig as i32;
+            }
+            Err(nix::Error::EINTR) | Ok(_) => continue,
+            Err(_) => break 1,
+        }
+    };
+    // SAFETY: _exit(2) ends the process without running any user code.
+    unsafe { libc::_exit(code) }
+}
+
+/// Builds the view under a fresh root and switches to it (in C1, PID 1 of
+/// the new namespace, as root).
+fn build_view(view: &View) -> io::Result<()> {
+    let none = None::<&CStr>;
+    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    // Nothing of this namespace's mounts reaches the host, and back.
+    mount(
+        none,
+        c"/",
+        none,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        none,
+    )
+    .map_err(err)?;
+    // A scratch root over /tmp, the host's root under it at /oldroot: the
+    // scratch mount moves to `/`, so `/oldroot/tmp` is the host's /tmp.
+    tmpfs(c"/tmp", safe, c"mode=0755")?;
+    mkdir(c"/tmp/oldroot")?;
+    mkdir(c"/tmp/newroot")?;
+    nix::unistd::pivot_root(c"/tmp", c"/tmp/oldroot").map_err(err)?;
+    nix::unistd::chdir(c"/").map_err(err)?;
+    tmpfs(c"/newroot", safe, c"mode=0755")?;
+    for s in &view.system {
+        match s {
+            System::Dir { src, dst, writable } => {
+                mkdir(dst)?;
+                mount(Some(src.as_c_str()), dst.as_c_str(), none, bind, none).map_err(err)?;
+                if !writable {
+                    readonly(dst)?;
+                }
+            }
+            System::Link { target, dst } => {
+                nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, dst.as_c_str())
+                    .map_err(err)?;
+            }
+        }
+    }
+    // The run's own shared memory, messages and temporary files.
+    let _ = tmpfs(c"/newroot/dev/shm", safe, c"mode=1777");
+    mkdir(c"/newroot/proc")?;
+    match view.pid_ns {
+        true => mount(
+            Some(c"proc"),
+            c"/newroot/proc",
+            Some(c"proc"),
+            safe | MsFlags::MS_NOEXEC,
+            none,
+        )
+        .map_err(err)?,
+        false => mount(Some(c"/oldroot/proc"), c"/newroot/proc", none, bind, none).map_err(err)?,
+    }
+    mkdir(c"/newroot/tmp")?;
+    tmpfs(c"/newroot/tmp", safe, c"mode=1777")?;
+    for d in &view.dirs {
+        mkdir(d)?;
+    }
+    for f in &view.files {
+        let fd = nix::fcntl::open(
+            f.as_c_str(),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(err)?;
+        drop(fd);
+    }
+    for b in &view.binds {
+        mount(Some(b.src.as_c_str()), b.dst.as_c_str(), none, bind, none).map_err(err)?;
+        if b.readonly {
+            readonly(&b.dst)?;
+        }
+    }
+    for h in &view.hide {
+        tmpfs(
+            h,
+            safe | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            c"mode=0,size=0",
+        )?;
+    }
+    // The root itself: nothing to write there.
+    mount(
+        none,
+        c"/newroot",
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | safe,
+        none,
+    )
+    .map_err(err)?;
+    // The new root replaces the scratch one, and the host's goes with it.
+    nix::unistd::chdir(c"/newroot").map_err(err)?;
+    nix::unistd::pivot_root(c".", c".").map_err(err)?;
+    umount2(c".", MntFlags::MNT_DETACH).map_err(err)?;
+    nix::unistd::chdir(view.cwd.as_c_str()).map_err(err)
+}
+
+fn tmpfs(at: &CStr, flags: MsFlags, data: &CStr) -> io::Result<()> {
+    mount(Some(c"tmpfs"), at, Some(c"tmpfs"), flags, Some(data)).map_err(err)
+}
+
+/// `mkdir`, an existing directory being fine.
+fn mkdir(path: &CStr) -> io::Result<()> {
+    match nix::unistd::mkdir(path, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Makes the bind mount at `at` read-only (and without set-uid programs or
+/// devices).
+fn readonly(at: &CStr) -> io::Result<()> {
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    mount(None::<&CStr>, at, None::<&CStr>, flags, None::<&CStr>).map_err(err)
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_V3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The sandbox's user, no capabilities in any set (bounding and ambient
+/// included), no new privileges from set-uid programs or file capabilities.
+/// A process that is not root changes no user and only sets
+/// `no_new_privs` (it has nothing else to give up).
+fn drop_privileges(steps: &Steps) -> io::Result<()> {
+    // SAFETY: geteuid(2) takes no arguments.
+    if unsafe { libc::geteuid() } == 0 {
+        for cap in 0..64 {
+            // SAFETY: prctl(2) with integer arguments; an unknown
+            // capability number is EINVAL, which ends the list.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+                break;
+            }
+        }
+        // SAFETY: prctl(2) with integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        };
+        nix::unistd::setgroups(&[]).map_err(err)?;
+        let (uid, gid) = (Uid::from_raw(steps.uid), Gid::from_raw(steps.gid));
+        nix::unistd::setresgid(gid, gid, gid).map_err(err)?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(err)?;
+        // Changing to a user other than root empties the permitted and
+        // effective sets; the inheritable one is emptied here.
+        let mut header = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: capset(2) reads the header and two data words, which
+        // live on this stack frame for the call.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(err)
+}

@@ -1,0 +1,401 @@
+//! The sandbox of a process agent, its LOCAL tools and MCP servers.
+//!
+//! An agent runs untrusted model output. As root (the default on the
+//! machines Dispatch runs on), every process started for a run:
+//!
+//! - runs as an unprivileged user (`DISPATCH_SANDBOX_UID`, default
+//!   `nobody`, 65534; group `DISPATCH_SANDBOX_GID`, default 65534), with no
+//!   capabilities in any set (bounding and ambient too) and `no_new_privs`
+//!   (no set-uid program or file capability gives any back);
+//! - sees its own filesystem view, built in its own mount namespace
+//!   ([`child`]): the host's system directories read-only (`/usr`, `/bin`,
+//!   `/lib*`, `/etc`, `/opt`, `/sys`), `/dev`, a private `/tmp` and
+//!   `/dev/shm`, its run directory (workspace, `HOME`, `TMPDIR`, events,
+//!   output, artifacts) and its parcel's state directory writable, and its
+//!   brief and parcel read-only — each at the path the agent protocol names.
+//!   Nothing else of `.dispatch/` (the database, the parcels store, other
+//!   runs) nor of the host's other directories is there; the overlay's upper
+//!   layer is hidden;
+//! - is in its own PID namespace (it sees only its own processes: no other
+//!   run's `/proc/<pid>/environ`) and IPC namespace. Mounts it could make
+//!   (it cannot: no `CAP_SYS_ADMIN`) would die with the namespace.
+//!
+//! The files the run owns (its run directory's top, workspace, `HOME`,
+//! `TMPDIR`, artifacts, the state directory) are given to the sandbox's
+//! user before the agent starts ([`owner`]). A process that is not root
+//! changes no user and has no namespaces here: it gets `no_new_privs`, and
+//! the run says so.
+//!
+//! Each attempt says in one line which protections applied (the run's log
+//! and a `sandbox` event, which `inspect-run` shows). `DISPATCH_SANDBOX=off`
+//! in the environment a run executes in turns the sandbox off (agents then
+//! run as the helper's user, having lost only the powers to write into
+//! parcels, see `dispatch_agent::tools::powers`). The container courier
+//! is its own isolation and is not sandboxed here.
+
+mod child;
+pub(crate) mod owner;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+/// `off` (or `0`, `false`, `no`) turns the sandbox off.
+pub const SANDBOX_ENV: &str = "DISPATCH_SANDBOX";
+/// The user agents run as (default 65534).
+pub const SANDBOX_UID_ENV: &str = "DISPATCH_SANDBOX_UID";
+/// Their group (default 65534).
+pub const SANDBOX_GID_ENV: &str = "DISPATCH_SANDBOX_GID";
+const NOBODY: u32 = 65534;
+
+/// The host's directories every agent sees read-only, when they exist (a
+/// symlink, such as `/bin` → `usr/bin`, is made as the same symlink).
+const SYSTEM_DIRS: [&str; 10] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/sys",
+];
+
+/// What this process would do for the runs it executes.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub on: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Settings {
+    /// From the environment the run executes in.
+    pub fn from_env() -> Settings {
+        let id = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|&id| id != 0)
+                .unwrap_or(NOBODY)
+        };
+        let on = !std::env::var(SANDBOX_ENV).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            )
+        });
+        Settings {
+            on,
+            uid: id(SANDBOX_UID_ENV),
+            gid: id(SANDBOX_GID_ENV),
+        }
+    }
+
+    /// Who should own the run's files: the sandbox's user, when agents
+    /// change to it (root, sandbox on).
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        (self.on && is_root()).then_some((self.uid, self.gid))
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The paths of one run an agent works with.
+pub struct RunPaths<'a> {
+    /// `runs/<id>/`: writable (workspace, home, tmp, events, output, …).
+    pub run_dir: &'a Path,
+    /// The brief's file: read-only.
+    pub brief: &'a Path,
+    /// The parcel's files: read-only.
+    pub parcel: &'a Path,
+    /// Writable directories besides the run's (the parcel's state, a
+    /// session's directory).
+    pub shared: Vec<&'a Path>,
+    /// The working directory.
+    pub cwd: &'a Path,
+}
+
+/// Which protections an attempt's processes got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub on: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// `no capabilities`, `no_new_privs`, `mount ns`, `pid ns`, …
+    pub protections: Vec<String>,
+    /// What did not apply, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+impl Applied {
+    /// `sandbox: uid 65534, no capabilities, no_new_privs, mount ns, pid ns`.
+    pub fn line(&self) -> String {
+        if !self.on {
+            return format!("sandbox: off ({SANDBOX_ENV}=off)");
+        }
+        let mut parts: Vec<String> = self.uid.map(|u| format!("uid {u}")).into_iter().collect();
+        parts.extend(self.protections.iter().cloned());
+        let mut line = format!("sandbox: {}", parts.join(", "));
+        if !self.missing.is_empty() {
+            line.push_str(&format!("; NOT APPLIED: {}", self.missing.join("; ")));
+        }
+        line
+    }
+}
+
+/// One attempt's sandbox: what its processes do before they execute.
+#[derive(Clone)]
+pub struct Plan {
+    steps: Option<Arc<child::Steps>>,
+    pub applied: Applied,
+}
+
+impl Plan {
+    /// The sandbox for a run's processes under `settings`.
+    pub fn prepare(settings: Settings, paths: &RunPaths<'_>) -> Plan {
+        if !settings.on {
+            return Plan {
+                steps: None,
+                applied: Applied::default(),
+            };
+        }
+        if !is_root() {
+            return Plan {
+                steps: Some(Arc::new(child::Steps {
+                    uid: settings.uid,
+                    gid: settings.gid,
+                    view: None,
+                })),
+                applied: Applied {
+                    on: true,
+                    uid: None,
+                    protections: vec!["no_new_privs".into()],
+                    missing: vec![
+                        "not root: agents run as this user, in the host's mount and PID namespaces"
+                            .into(),
+                    ],
+                },
+            };
+        }
+        let view = view(paths);
+        let mut protections: Vec<String> = ["no capabilities", "no_new_privs"]
+            .map(String::from)
+            .to_vec();
+        let mut missing = Vec::new();
+        match &view {
+            Ok(_) => protections.extend(["mount ns", "pid ns", "ipc ns"].map(String::from)),
+            Err(why) => missing.push(format!("mount and pid namespaces: {why}")),
+        }
+        Plan {
+            steps: Some(Arc::new(child::Steps {
+                uid: settings.uid,
+                gid: settings.gid,
+                view: view.ok(),
+            })),
+            applied: Applied {
+                on: true,
+                uid: Some(settings.uid),
+                protections,
+                missing,
+            },
+        }
+    }
+
+    /// The sandbox off.
+    pub fn off() -> Plan {
+        Plan {
+            steps: None,
+            applied: Applied::default(),
+        }
+    }
+
+    /// Makes `cmd`'s process enter the sandbox before it executes. Call it
+    /// after every other `pre_exec` hook (limits, a parent-death signal):
+    /// they act on the spawned process, which this one replaces.
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        let Some(steps) = self.steps.clone() else {
+            return;
+        };
+        // SAFETY: the hook runs between fork and exec in the child and
+        // does only what `child::enter` documents: async-signal-safe
+        // system calls on data made before the fork, no allocation.
+        unsafe {
+            cmd.pre_exec(move || child::enter(&steps));
+        }
+    }
+
+    /// [`Plan::apply`] as a hook for commands spawned later (a native
+    /// agent's LOCAL tools and MCP servers).
+    pub fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
+        self.steps.as_ref()?;
+        let plan = self.clone();
+        Some(Arc::new(move |cmd: &mut tokio::process::Command| {
+            plan.apply(cmd)
+        }))
+    }
+}
+
+/// The host's system directories as the view shows them (read once per
+/// process: they do not change under a running helper or worker).
+fn system_dirs() -> &'static [(PathBuf, Option<PathBuf>)] {
+    static SYSTEM: OnceLock<Vec<(PathBuf, Option<PathBuf>)>> = OnceLock::new();
+    SYSTEM.get_or_init(|| {
+        let mut out = Vec::new();
+        for dir in SYSTEM_DIRS.iter().chain(&["/dev"]) {
+            let path = PathBuf::from(dir);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(&path) {
+                        out.push((path, Some(target)));
+                    }
+                }
+                Ok(m) if m.is_dir() => out.push((path, None)),
+                _ => {}
+            }
+        }
+        out
+    })
+}
+
+fn cstring(prefix: &str, path: &Path) -> Result<CString, String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    bytes.extend_from_slice(path.as_os_str().as_bytes());
+    CString::new(bytes).map_err(|_| format!("{} has a NUL byte", path.display()))
+}
+
+/// The mounts of the view for `paths`, or why there can be none.
+fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
+    let mut system = Vec::new();
+    for (path, link) in system_dirs() {
+        system.push(match link {
+            Some(target) => child::System::Link {
+                target: cstring("", target)?,
+                dst: cstring("/newroot", path)?,
+            },
+            None => child::System::Dir {
+                src: cstring("/oldroot", path)?,
+                dst: cstring("/newroot", path)?,
+                writable: path == Path::new("/dev"),
+            },
+        });
+    }
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut files = Vec::new();
+    let mut binds = Vec::new();
+    let mut add = |path: &Path, readonly: bool, file: bool| -> Result<(), String> {
+        let dst = absolute(path)?;
+        let src = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let parents = dst.ancestors().skip(1).collect::<Vec<_>>();
+        for p in parents.into_iter().rev() {
+            if p != Path::new("/") && !dirs.iter().any(|d| d == p) {
+                dirs.push(p.to_path_buf());
+            }
+        }
+        match file {
+            true => files.push(cstring("/newroot", &dst)?),
+            false if !dirs.contains(&dst) => dirs.push(dst.clone()),
+            false => {}
+        }
+        binds.push(child::Bind {
+            src: cstring("/oldroot", &src)?,
+            dst: cstring("/newroot", &dst)?,
+            readonly,
+        });
+        Ok(())
+    };
+    add(paths.run_dir, false, false)?;
+    add(paths.parcel, true, false)?;
+    add(paths.brief, true, true)?;
+    for shared in &paths.shared {
+        if !shared.starts_with(paths.run_dir) {
+            add(shared, false, false)?;
+        }
+    }
+    let mut hide = Vec::new();
+    let overlay = crate::workspace::overlay::state_dir(paths.run_dir);
+    if overlay.is_dir() {
+        hide.push(cstring("/newroot", &absolute(&overlay)?)?);
+    }
+    // A directory nested in another bind (a state directory under the run
+    // directory) is made once the outer one is mounted: binds go in order.
+    let dirs = dirs
+        .iter()
+        .map(|d| cstring("/newroot", d))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(child::View {
+        system,
+        pid_ns: true,
+        dirs,
+        files,
+        binds,
+        hide,
+        cwd: cstring("", &absolute(paths.cwd)?)?,
+    })
+}
+
+/// Hardens the helper (or worker) that runs agents, first thing, while it
+/// has one thread: it becomes non-dumpable (no process of another user, nor
+/// an agent of the same user, may read its memory or `/proc/<pid>/environ`),
+/// and the environment it was started with is moved off the block the
+/// kernel shows as `/proc/<pid>/environ`, which is then wiped: the
+/// variables stay readable to this process only.
+///
+/// # Safety
+///
+/// Only while the process has a single thread (it changes the environment).
+pub unsafe fn harden_process() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let Some((start, end)) = env_block() else {
+        return;
+    };
+    let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    for (k, v) in &vars {
+        // SAFETY: the caller guarantees a single thread; set_var copies the
+        // pair to the heap, off the block wiped below.
+        unsafe { std::env::set_var(k, v) };
+    }
+    if end <= start {
+        return;
+    }
+    // SAFETY: [start, end) is this process's initial environment block on
+    // its stack (from /proc/self/stat), mapped writable; after the loop
+    // above no variable points into it any more.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+}
+
+/// `env_start` and `env_end` of this process (fields 50 and 51 of
+/// `/proc/self/stat`).
+fn env_block() -> Option<(usize, usize)> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields resume at the third (the state) after the name.
+    let start = fields.get(50 - 3)?.parse().ok()?;
+    let end = fields.get(51 - 3)?.parse().ok()?;
+    Some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_says_what_applied_and_what_did_not() {
+        let a = Applied {
+            on: true,
+            uid: Some(65534),
+            protections: vec!["no capabilities".into(), "mount ns".into()],
+            missing: vec!["x: y".into()],
+        };
+        assert_eq!(
+            a.line(),
+            "sandbox: uid 65534, no capabilities, mount ns; NOT APPLIED: x: y"
+        );
+        assert_eq!(
+            Applied::default().line(),
+            "sandbox: off (DISPATCH_SANDBOX=off)"
+        );
+    }
+}
