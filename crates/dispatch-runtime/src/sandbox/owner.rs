@@ -22,7 +22,10 @@ pub(crate) fn give_tree(dir: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     give_all(dir, owner)
 }
 
-fn give_all(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+/// Gives `path` and everything in it to `owner`, whoever has the top (files
+/// that came from elsewhere, such as a parcel's state pulled from the
+/// cluster's store into a directory the sandbox's user already had).
+pub(crate) fn give_all(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     let m = std::fs::symlink_metadata(path)?;
     if m.is_dir() {
         for entry in std::fs::read_dir(path)? {
