@@ -51,9 +51,14 @@ fn run_on(client: &Client, server: &Server, agent: &str, label: &str) -> Value {
     })
 }
 
-/// The whole scenario against `url`, with `vars` in every process's environment.
+/// The whole scenario against `url`, with `vars` in every process's
+/// environment. The agents are sandboxed: the state pulled onto worker B
+/// must be theirs to change and remove.
 fn artifacts_and_state_cross_workers(db_url: &str, url: &str, vars: &[(&str, &str)]) {
     let args = ["--workers", "0", "--artifacts", url];
+    let mut vars = vars.to_vec();
+    vars.push(("DISPATCH_SANDBOX", "on"));
+    let vars = vars.as_slice();
     let server_a = Server::start_with_env(Some(db_url), &args, vars);
     let server_b = Server::start_with_env(Some(db_url), &args, vars);
     let worker = |name: &str, label: &str| {

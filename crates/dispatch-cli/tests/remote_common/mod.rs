@@ -43,6 +43,10 @@ impl Server {
     ) -> Server {
         let state = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        // Agents signal the tests through files in their temporary
+        // directories, which a sandboxed agent does not see: the sandbox is
+        // off unless `vars` turn it on (as tests/common's `Dispatch::new`).
+        command.env("DISPATCH_SANDBOX", "off");
         command.envs(vars.iter().copied());
         command
             .args(["server", "--listen", "127.0.0.1:0"])
@@ -245,6 +249,8 @@ impl Worker {
     ) -> Worker {
         let state = tempfile::tempdir().expect("tempdir");
         let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            // Off unless `vars` turn it on, as for the server above.
+            .env("DISPATCH_SANDBOX", "off")
             .envs(vars.iter().copied())
             .args(["worker", "--database-url", db_url, "--name", name])
             .args(args)
