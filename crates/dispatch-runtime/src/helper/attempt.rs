@@ -436,6 +436,16 @@ async fn one_attempt<S: Store + ?Sized>(
             let _ = std::fs::create_dir_all(parent);
         }
         let pulled = super::session_file::pull(store, &file, name).await;
+        // Made by the helper: a sandboxed agent must be able to write them.
+        if let (Some(owner), Some(parent)) = (
+            crate::sandbox::owner::of_courier(prepared.courier),
+            file.parent(),
+        ) {
+            let _ = crate::sandbox::owner::give(parent, owner);
+            if file.exists() {
+                let _ = crate::sandbox::owner::give(&file, owner);
+            }
+        }
         session_state = Some((name, file.clone(), pulled));
         set_env(
             &mut spec.env,

@@ -50,12 +50,7 @@ pub(super) async fn pull_state(
                 ));
                 // The files pulled are the helper's: a sandboxed agent must
                 // be able to change and remove them, as it could its own.
-                let sandboxed = matches!(
-                    prepared.courier,
-                    dispatch_core::parcel::Courier::Process | dispatch_core::parcel::Courier::Agent
-                );
-                let owner = crate::sandbox::Settings::from_env().owner();
-                if let (true, Some(owner)) = (sandboxed, owner) {
+                if let Some(owner) = crate::sandbox::owner::of_courier(prepared.courier) {
                     crate::sandbox::owner::give_all(&dir, owner).map_err(|e| {
                         format!(
                             "cannot give the state of parcel {parcel} to the sandbox's user: {e}"

@@ -34,3 +34,13 @@ pub(crate) fn give_all(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     }
     std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
 }
+
+/// The sandbox's user, when a run of `courier` started in this environment
+/// is sandboxed (a process agent or a native agent's tools, as root).
+pub(crate) fn of_courier(courier: dispatch_core::parcel::Courier) -> Option<(u32, u32)> {
+    use dispatch_core::parcel::Courier;
+    match courier {
+        Courier::Process | Courier::Agent => super::Settings::from_env().owner(),
+        _ => None,
+    }
+}
