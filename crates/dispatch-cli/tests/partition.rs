@@ -125,6 +125,9 @@ impl Setup {
             .args(["--name", name, "--lease-ms", &LEASE_MS.to_string()])
             .args(["--grace-period-ms", "1000"])
             .env("DISPATCH_ROOT", self.layout().root())
+            // The agents mark what they did in the test's directory, which a
+            // sandboxed agent does not see.
+            .env("DISPATCH_SANDBOX", "off")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

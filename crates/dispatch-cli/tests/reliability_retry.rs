@@ -158,7 +158,7 @@ fn waiting_for_retry(d: &Dispatch, id: &str) -> bool {
 /// its command line; the one `run` forks is named `dispatch-helper` and
 /// carries this test's state directory in its environment (one run each).
 fn helper_of(d: &Dispatch, id: &str) -> Option<i32> {
-    let root = format!("DISPATCH_ROOT={}", d.root().display());
+    let root = d.root();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
@@ -171,10 +171,15 @@ fn helper_of(d: &Dispatch, id: &str) -> Option<i32> {
         if cmd.contains("internal run-record") && cmd.contains(id) {
             return Some(pid);
         }
+        // A forked helper wipes the environment /proc shows: it is known by
+        // the files of this state directory it holds open (the run's log).
         let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        let environ = std::fs::read(e.path().join("environ")).ok()?;
         let forked = comm.trim() == "dispatch-helper"
-            && environ.split(|b| *b == 0).any(|v| v == root.as_bytes());
+            && std::fs::read_dir(e.path().join("fd"))
+                .ok()?
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| target.starts_with(&root));
         forked.then_some(pid)
     })
 }

@@ -92,8 +92,8 @@ fn a_run_a_worker_queues_by_a_handoff_is_announced_on_the_bus() {
         return;
     };
     let target = server.noop_parcel();
-    let gate = tempfile::tempdir().expect("tempdir");
-    let gate = gate.path().join("open");
+    // In the parcel's state directory: the sandboxed agent sees it there.
+    let gate = server.layout().state_dir("hands-off").join("open");
     // Hands off to the noop parcel, then holds its slot until the gate opens.
     let script = format!(
         "printf '{{\"type\":\"handoff\",\"parcel\":\"{target}\",\"payload\":{{}}}}\\n' >> \"$DISPATCH_EVENTS\"\n\
