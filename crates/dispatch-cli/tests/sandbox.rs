@@ -222,3 +222,218 @@ fn the_sandbox_can_be_turned_off_and_the_run_says_so() {
     let me = unsafe { libc::geteuid() };
     assert!(log.contains(&format!("uid={me}")), "{log}");
 }
+
+/// A `dispatch` started by another user than root (here `nobody`, from a
+/// root test through `setpriv`), in a state directory that user owns.
+struct Unprivileged {
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Unprivileged {
+    fn new(env: &[(&'static str, &'static str)]) -> Unprivileged {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let u = Unprivileged {
+            dir,
+            env: env.to_vec(),
+        };
+        u.give_to_nobody();
+        u
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join(".dispatch")
+    }
+
+    fn give_to_nobody(&self) {
+        let out = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(self.dir.path())
+            .output()
+            .expect("chown");
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    fn agent(&self, name: &str, script: &str, extra: &str) -> std::path::PathBuf {
+        let dir = common::checks::agent(self.dir.path(), name, "FROM process\n", script, extra);
+        self.give_to_nobody();
+        dir
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                env!("CARGO_BIN_EXE_dispatch"),
+            ])
+            .args(args)
+            .env("DISPATCH_ROOT", self.root())
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().copied())
+            .envs(extra.iter().copied())
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("setpriv dispatch")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        common::checks::ok(args, &self.run(args))
+    }
+
+    fn detach(&self, dir: &Path, job: &str) -> String {
+        self.ok(&[
+            "run",
+            dir.to_str().expect("utf-8"),
+            "--detach",
+            "--job",
+            job,
+        ])
+    }
+
+    fn finish(&self, id: &str) -> serde_json::Value {
+        self.run(&["wait", id, "--timeout-ms", "30000"]);
+        let out = self.ok(&["inspect-run", id, "--format", "json"]);
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        doc[0].clone()
+    }
+
+    fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.root().join("runs").join(format!("{id}.log")))
+            .unwrap_or_default()
+    }
+}
+
+/// The attacks on the audit, on other runs and on the parcels, by an agent
+/// of a Dispatch that is not root; plus reading a concurrent run's secret
+/// and signalling the helper. Returns the attacker's log.
+fn attack_as_nobody(u: &Unprivileged) -> String {
+    let secret = format!("s3cret-{}", std::process::id());
+    let go = u.root().join("state/holder/go");
+    let holder = u.agent(
+        "holder",
+        "while [ ! -e \"$GO\" ]; do sleep 0.01; done\necho held\n",
+        &format!("SECRET TOKEN\nENV GO={}\n", go.display()),
+    );
+    let sibling = u.agent("sibling", "echo sibling-done\n", "");
+    let s = u.ok(&[
+        "run",
+        sibling.to_str().expect("utf-8"),
+        "--detach",
+        "--keep-workspace",
+    ]);
+    assert_eq!(u.finish(&s)["status"], "succeeded", "{}", u.log(&s));
+    let holder = holder.to_str().expect("utf-8");
+    let started = u.run_with(
+        &["run", holder, "--detach", "--job", "{}"],
+        &[("TOKEN", &secret)],
+    );
+    let a = common::checks::ok(&["run", holder], &started);
+    eventually(30, "the holder's agent runs", || {
+        let out = u.ok(&["inspect-run", &a, "--format", "json"]);
+        out.contains("\"status\": \"running\"") || out.contains("\"status\":\"running\"")
+    });
+    let script = format!(
+        "ROOT='{root}'\n\
+         SIB=$(sed 's/.*\"sibling\":\"\\([^\"]*\\)\".*/\\1/' \"$DISPATCH_PAYLOAD\")\n\
+         grep CapEff /proc/self/status\n\
+         for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null; done > seen.txt\n\
+         grep -q 's3cret' seen.txt && echo HARM-OTHER-RUN-SECRET\n\
+         head -c 16 \"$ROOT/dispatch.db\" 2>/dev/null | grep -q SQLite && echo HARM-DB-READ\n\
+         echo x >> \"$ROOT/dispatch.db\" 2>/dev/null && echo HARM-DB-WRITE\n\
+         echo evil > \"$ROOT/runs/$SIB/work/evil.txt\" 2>/dev/null && echo HARM-SIBLING\n\
+         echo evil >> \"$DISPATCH_PARCEL_DIR/agent.sh\" 2>/dev/null && echo HARM-PARCEL\n\
+         mv \"$ROOT/parcels\" \"$ROOT/parcels.old\" 2>/dev/null && echo HARM-SWAP\n\
+         if [ \"$PPID\" -gt 1 ] && kill -0 \"$PPID\" 2>/dev/null; then echo HARM-SIGNAL; fi\n\
+         echo > \"$HOME/../../evil-home\" 2>/dev/null && echo HARM-OUTSIDE\n\
+         echo more >> data.txt && echo WS-EDIT\n\
+         echo h > \"$HOME/h\" && echo HOME-OK\n\
+         echo t > \"$TMPDIR/t\" && echo TMPDIR-OK\n\
+         echo a > \"$DISPATCH_ARTIFACTS/a.txt\" && echo ART-OK\n\
+         echo s > \"$DISPATCH_STATE_DIR/s\" && echo STATE-OK\n\
+         test -r \"$DISPATCH_BRIEF\" && echo BRIEF-OK\n\
+         echo '{{\"fine\": true}}' > \"$DISPATCH_OUTPUT\"\n\
+         echo attacked\n",
+        root = u.root().display()
+    );
+    let attacker = u.agent("attacker", &script, "COPY data.txt\n");
+    std::fs::write(attacker.join("data.txt"), "data\n").expect("write");
+    u.give_to_nobody();
+    let b = u.detach(&attacker, &format!("{{\"sibling\":\"{s}\"}}"));
+    let doc = u.finish(&b);
+    let log = u.log(&b);
+    std::fs::write(&go, "").expect("go");
+    assert_eq!(u.finish(&a)["status"], "succeeded", "{}", u.log(&a));
+    assert_eq!(doc["status"], "succeeded", "{log}");
+    assert_eq!(doc["output"]["fine"], true, "{log}");
+    for mark in [
+        "attacked",
+        "WS-EDIT",
+        "HOME-OK",
+        "TMPDIR-OK",
+        "ART-OK",
+        "STATE-OK",
+        "BRIEF-OK",
+        "CapEff:\t0000000000000000",
+    ] {
+        assert!(log.contains(mark), "{mark} missing: {log}");
+    }
+    assert!(!log.contains("HARM"), "{log}");
+    assert!(
+        !u.root()
+            .join("runs")
+            .join(&s)
+            .join("work/evil.txt")
+            .exists()
+    );
+    assert!(!u.root().join("parcels.old").exists());
+    u.ok(&["images", "--verify"]);
+    log
+}
+
+/// Not root, with unprivileged user namespaces (the kernel's default
+/// here): the agent gets the same view as under root, in a user namespace
+/// of the caller's own uid, with no capabilities; every attack fails.
+#[test]
+fn as_another_user_an_agent_is_confined_in_a_user_namespace() {
+    if !is_root() {
+        return; // the test changes to `nobody` from root
+    }
+    let u = Unprivileged::new(&[]);
+    let log = attack_as_nobody(&u);
+    let userns = log.contains(
+        "sandbox: uid 65534, user ns, no capabilities, no_new_privs, mount ns, pid ns, ipc ns",
+    );
+    let landlock = log.contains("landlock files");
+    assert!(userns || landlock, "{log}");
+}
+
+/// Not root and no user namespace (turned off here, as
+/// `user.max_user_namespaces=0` or AppArmor would): Landlock confines the
+/// agent's files and signals; every attack fails.
+#[test]
+fn as_another_user_without_a_user_namespace_landlock_confines_an_agent() {
+    if !is_root() {
+        return;
+    }
+    let u = Unprivileged::new(&[("DISPATCH_SANDBOX_USERNS", "off")]);
+    let log = attack_as_nobody(&u);
+    assert!(
+        log.contains("sandbox: uid 65534, no_new_privs, landlock files"),
+        "{log}"
+    );
+    assert!(
+        log.contains("NOT APPLIED: user namespace: DISPATCH_SANDBOX_USERNS=off"),
+        "{log}"
+    );
+}

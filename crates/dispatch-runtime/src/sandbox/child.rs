@@ -22,11 +22,18 @@
 //!   by `std` from whichever process hit it, through the pipe every one of
 //!   them inherited, so `spawn` fails as it would have.
 //!
+//! Without root, `C0` first enters a new user namespace too
+//! (`Steps::userns`), mapping only its own uid and gid, which gives it the
+//! capabilities to build the same view inside; `C2` then drops every
+//! capability but keeps its uid (there is no other to change to).
+//!
 //! Without the namespaces (`Steps::view` is `None`) the spawned process just
-//! drops its privileges.
+//! drops its privileges, and restricts itself to a Landlock ruleset made
+//! before the fork when there is one (`Steps::landlock`).
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -68,8 +75,20 @@ pub(super) struct View {
     pub binds: Vec<Bind>,
     /// Mounted over with an empty, unreadable tmpfs.
     pub hide: Vec<CString>,
+    /// Directories made in the private `/tmp` to hold the binds' mount
+    /// points (a state directory under `/tmp` has its parents there): bound
+    /// onto themselves read-only, so the agent, who may own them in a user
+    /// namespace, cannot write beside its binds.
+    pub seal: Vec<CString>,
     /// The working directory, as the agent sees it.
     pub cwd: CString,
+}
+
+/// The maps of a user namespace made without root: this process's own
+/// uid and gid, mapped to themselves (`"1000 1000 1"`).
+pub(super) struct UserMaps {
+    pub uid_map: CString,
+    pub gid_map: CString,
 }
 
 /// Everything the child does, made before the fork.
@@ -77,6 +96,10 @@ pub(super) struct Steps {
     pub uid: u32,
     pub gid: u32,
     pub view: Option<View>,
+    /// Not root: the view is built in a user namespace of this user.
+    pub userns: Option<UserMaps>,
+    /// Not root and no user namespace: the Landlock ruleset to enforce.
+    pub landlock: Option<OwnedFd>,
 }
 
 fn err(e: nix::Error) -> io::Error {
@@ -87,13 +110,30 @@ fn err(e: nix::Error) -> io::Error {
 /// to execute the program.
 pub(super) fn enter(steps: &Steps) -> io::Result<()> {
     let Some(view) = &steps.view else {
-        return drop_privileges(steps);
+        drop_privileges(steps)?;
+        return match &steps.landlock {
+            Some(ruleset) => restrict_self(ruleset),
+            None => Ok(()),
+        };
     };
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC;
     if view.pid_ns {
         flags |= CloneFlags::CLONE_NEWPID;
     }
+    if steps.userns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     unshare(flags).map_err(err)?;
+    if let Some(maps) = &steps.userns {
+        // The helper is non-dumpable, so its children's /proc/self files
+        // belong to the host's root and this user cannot write its own
+        // maps: dumpable for those three writes only (no other process
+        // of this user sees this one but the user's own, unsandboxed).
+        nix::sys::prctl::set_dumpable(true).map_err(err)?;
+        let written = write_maps(maps);
+        nix::sys::prctl::set_dumpable(false).map_err(err)?;
+        written?;
+    }
     // SAFETY: async-signal-safe from here on (see the module docs); the
     // child only makes system calls until it executes or exits.
     match unsafe { nix::unistd::fork() }.map_err(err)? {
@@ -220,6 +260,10 @@ fn build_view(view: &View) -> io::Result<()> {
         .map_err(err)?;
         drop(fd);
     }
+    for d in &view.seal {
+        mount(Some(d.as_c_str()), d.as_c_str(), none, bind, none).map_err(err)?;
+        readonly(d)?;
+    }
     for b in &view.binds {
         mount(Some(b.src.as_c_str()), b.dst.as_c_str(), none, bind, none).map_err(err)?;
         if b.readonly {
@@ -262,14 +306,69 @@ fn mkdir(path: &CStr) -> io::Result<()> {
 }
 
 /// Makes the bind mount at `at` read-only (and without set-uid programs or
-/// devices).
+/// devices), keeping the flags it has: in a user namespace the ones the
+/// host's mount had are locked (`noexec`, the atime flags), and a remount
+/// that drops one is refused.
 fn readonly(at: &CStr) -> io::Result<()> {
-    let flags = MsFlags::MS_REMOUNT
+    // SAFETY: a plain C struct of integers, all-zero being valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `at` is a NUL-terminated path; `st` outlives the call. On
+    // Linux since 2.6.36 glibc answers from statfs(2)'s flags alone (no
+    // allocation, no /proc/mounts).
+    if unsafe { libc::statvfs(at.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let kept = [
+        (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (libc::ST_NOATIME, MsFlags::MS_NOATIME),
+        (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    let mut flags = MsFlags::MS_REMOUNT
         | MsFlags::MS_BIND
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV;
+    for (st_flag, ms_flag) in kept {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
     mount(None::<&CStr>, at, None::<&CStr>, flags, None::<&CStr>).map_err(err)
+}
+
+/// Maps this process's uid and gid in the user namespace it just made
+/// (`setgroups` denied first, as an unprivileged map requires).
+fn write_maps(maps: &UserMaps) -> io::Result<()> {
+    write_file(c"/proc/self/setgroups", c"deny")?;
+    write_file(c"/proc/self/uid_map", &maps.uid_map)?;
+    write_file(c"/proc/self/gid_map", &maps.gid_map)
+}
+
+fn write_file(path: &CStr, text: &CStr) -> io::Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let bytes = text.to_bytes();
+    match nix::unistd::write(&fd, bytes).map_err(err)? {
+        n if n == bytes.len() => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::EIO)),
+    }
+}
+
+/// Enforces the Landlock ruleset made before the fork on this process
+/// (`no_new_privs` is set already, as the kernel requires).
+fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
+    // SAFETY: landlock_restrict_self(2) takes a descriptor and flags; the
+    // ruleset's descriptor is open until the program executes.
+    let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -291,11 +390,13 @@ struct CapData {
 
 /// The sandbox's user, no capabilities in any set (bounding and ambient
 /// included), no new privileges from set-uid programs or file capabilities.
-/// A process that is not root changes no user and only sets
+/// A process that is not root changes no user: in its own user namespace
+/// it gives up the capabilities it has there; outside one it only sets
 /// `no_new_privs` (it has nothing else to give up).
 fn drop_privileges(steps: &Steps) -> io::Result<()> {
     // SAFETY: geteuid(2) takes no arguments.
-    if unsafe { libc::geteuid() } == 0 {
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || steps.userns.is_some() {
         for cap in 0..64 {
             // SAFETY: prctl(2) with integer arguments; an unknown
             // capability number is EINVAL, which ends the list.
@@ -313,12 +414,15 @@ fn drop_privileges(steps: &Steps) -> io::Result<()> {
                 0,
             )
         };
-        nix::unistd::setgroups(&[]).map_err(err)?;
-        let (uid, gid) = (Uid::from_raw(steps.uid), Gid::from_raw(steps.gid));
-        nix::unistd::setresgid(gid, gid, gid).map_err(err)?;
-        nix::unistd::setresuid(uid, uid, uid).map_err(err)?;
+        if root {
+            nix::unistd::setgroups(&[]).map_err(err)?;
+            let (uid, gid) = (Uid::from_raw(steps.uid), Gid::from_raw(steps.gid));
+            nix::unistd::setresgid(gid, gid, gid).map_err(err)?;
+            nix::unistd::setresuid(uid, uid, uid).map_err(err)?;
+        }
         // Changing to a user other than root empties the permitted and
-        // effective sets; the inheritable one is emptied here.
+        // effective sets (a user namespace's creator keeps them: emptied
+        // here, with the inheritable one).
         let mut header = CapHeader {
             version: CAP_V3,
             pid: 0,

@@ -23,8 +23,10 @@
 //! The files the run owns (its run directory's top, workspace, `HOME`,
 //! `TMPDIR`, artifacts, the state directory) are given to the sandbox's
 //! user before the agent starts ([`owner`]). A process that is not root
-//! changes no user and has no namespaces here: it gets `no_new_privs`, and
-//! the run says so.
+//! changes no user ([`unprivileged`]): it builds the same view in a user
+//! namespace of its own uid where the kernel lets it, else confines the
+//! agent's files with Landlock; either way with `no_new_privs`, and the run
+//! says which.
 //!
 //! Each attempt says in one line which protections applied (the run's log
 //! and a `sandbox` event, which `inspect-run` shows). `DISPATCH_SANDBOX=off`
@@ -35,6 +37,7 @@
 
 mod child;
 pub(crate) mod owner;
+mod unprivileged;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -49,6 +52,8 @@ pub const SANDBOX_ENV: &str = "DISPATCH_SANDBOX";
 pub const SANDBOX_UID_ENV: &str = "DISPATCH_SANDBOX_UID";
 /// Their group (default 65534).
 pub const SANDBOX_GID_ENV: &str = "DISPATCH_SANDBOX_GID";
+/// `off`: without root, use Landlock instead of a user namespace.
+pub const SANDBOX_USERNS_ENV: &str = "DISPATCH_SANDBOX_USERNS";
 const NOBODY: u32 = 65534;
 
 /// The host's directories every agent sees read-only, when they exist (a
@@ -63,6 +68,8 @@ pub struct Settings {
     pub on: bool,
     pub uid: u32,
     pub gid: u32,
+    /// Without root: try a user namespace before Landlock.
+    pub userns: bool,
 }
 
 impl Settings {
@@ -75,16 +82,19 @@ impl Settings {
                 .filter(|&id| id != 0)
                 .unwrap_or(NOBODY)
         };
-        let on = !std::env::var(SANDBOX_ENV).is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "0" | "false" | "no"
-            )
-        });
+        let off = |name: &str| {
+            std::env::var(name).is_ok_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "off" | "0" | "false" | "no"
+                )
+            })
+        };
         Settings {
-            on,
+            on: !off(SANDBOX_ENV),
             uid: id(SANDBOX_UID_ENV),
             gid: id(SANDBOX_GID_ENV),
+            userns: !off(SANDBOX_USERNS_ENV),
         }
     }
 
@@ -161,22 +171,7 @@ impl Plan {
             };
         }
         if !is_root() {
-            return Plan {
-                steps: Some(Arc::new(child::Steps {
-                    uid: settings.uid,
-                    gid: settings.gid,
-                    view: None,
-                })),
-                applied: Applied {
-                    on: true,
-                    uid: None,
-                    protections: vec!["no_new_privs".into()],
-                    missing: vec![
-                        "not root: agents run as this user, in the host's mount and PID namespaces"
-                            .into(),
-                    ],
-                },
-            };
+            return Plan::unprivileged(settings, paths);
         }
         let view = view(paths);
         let mut protections: Vec<String> = ["no capabilities", "no_new_privs"]
@@ -192,10 +187,75 @@ impl Plan {
                 uid: settings.uid,
                 gid: settings.gid,
                 view: view.ok(),
+                userns: None,
+                landlock: None,
             })),
             applied: Applied {
                 on: true,
                 uid: Some(settings.uid),
+                protections,
+                missing,
+            },
+        }
+    }
+
+    /// Not root: the view in a user namespace of this user, else Landlock,
+    /// else only `no_new_privs`.
+    fn unprivileged(settings: Settings, paths: &RunPaths<'_>) -> Plan {
+        // SAFETY: getuid(2)/getgid(2) take no arguments and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut missing = Vec::new();
+        let userns = match settings.userns {
+            true => unprivileged::userns_works(),
+            false => Err(format!("user namespace: {SANDBOX_USERNS_ENV}=off")),
+        };
+        let view = userns.and_then(|()| view(paths));
+        let (view, landlock, protections) = match view {
+            Ok(view) => {
+                let p = [
+                    "user ns",
+                    "no capabilities",
+                    "no_new_privs",
+                    "mount ns",
+                    "pid ns",
+                    "ipc ns",
+                ];
+                (Some(view), None, p.map(String::from).to_vec())
+            }
+            Err(why) => {
+                missing.push(why);
+                let mut p = vec!["no_new_privs".to_string()];
+                let ruleset = match unprivileged::landlock(paths) {
+                    Ok((fd, applied)) => {
+                        p.extend(applied);
+                        Some(fd)
+                    }
+                    Err(why) => {
+                        missing.push(format!(
+                            "{why}: agents can read and write whatever this user can"
+                        ));
+                        None
+                    }
+                };
+                missing.push("pid ns: agents see this user's processes".into());
+                (None, ruleset, p)
+            }
+        };
+        let userns = view.as_ref().map(|_| child::UserMaps {
+            uid_map: map_line(uid),
+            gid_map: map_line(gid),
+        });
+        Plan {
+            steps: Some(Arc::new(child::Steps {
+                uid,
+                gid,
+                view,
+                userns,
+                landlock,
+            })),
+            applied: Applied {
+                on: true,
+                uid: Some(uid),
                 protections,
                 missing,
             },
@@ -234,6 +294,11 @@ impl Plan {
             plan.apply(cmd)
         }))
     }
+}
+
+/// `"<id> <id> 1"`: an id mapped to itself, alone.
+fn map_line(id: u32) -> CString {
+    CString::new(format!("{id} {id} 1")).unwrap_or_default()
 }
 
 /// The host's system directories as the view shows them (read once per
@@ -318,6 +383,13 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
     if overlay.is_dir() {
         hide.push(cstring("/newroot", &absolute(&overlay)?)?);
     }
+    // The parents made in the private /tmp are sealed read-only.
+    let mut seal = Vec::new();
+    for d in &dirs {
+        if d.parent() == Some(Path::new("/tmp")) {
+            seal.push(cstring("/newroot", d)?);
+        }
+    }
     // A directory nested in another bind (a state directory under the run
     // directory) is made once the outer one is mounted: binds go in order.
     let dirs = dirs
@@ -331,6 +403,7 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
         files,
         binds,
         hide,
+        seal,
         cwd: cstring("", &absolute(paths.cwd)?)?,
     })
 }
