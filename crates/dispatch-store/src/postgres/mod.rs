@@ -71,16 +71,32 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// How long the database lets a connection sit idle inside a transaction
+/// before it ends it and frees its locks (see [`PgStore::connect`]).
+const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`)
     /// with at most `max_connections`, and brings its schema up to date.
     /// An unreachable server is [`StoreError::Unavailable`].
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<PgStore> {
-        let config =
+        let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable {
                 path: redact(url),
                 message: format!("not a PostgreSQL URL: {e}"),
             })?;
+        // A process cut off from the database (a partition, a frozen
+        // worker) in the middle of a transaction would hold its row locks
+        // until TCP noticed, which a proxy or a NAT that keeps the socket
+        // open never does: the run's takeover by another worker would wait
+        // on them. The server ends such a transaction after this long idle
+        // (ours last milliseconds), unless the URL's options set it.
+        let options = config.get_options().unwrap_or_default().to_string();
+        if !options.contains("idle_in_transaction_session_timeout") {
+            let timeout =
+                format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}");
+            config.options(format!("{options} {timeout}").trim());
+        }
         let shown = shown(&config);
         let manager = Manager::from_config(
             config.clone(),
