@@ -8,6 +8,11 @@
 //!   (a restart) does not make the run execute again: the result is saved
 //!   when it comes back.
 //!
+//! - a worker killed with SIGKILL takes its sandboxed agent with it (the
+//!   agent's tree is tethered to it), and one frozen with SIGSTOP longer than
+//!   the lease has its agent killed at the self-fencing deadline by the
+//!   tether, not by its own (frozen) watchdog: no overlap either way.
+//!
 //! Each execution of the agent writes its own file of heartbeats (one line
 //! every 20 ms, the time in ms), so overlaps are measured, not inferred.
 
@@ -45,6 +50,9 @@ struct Setup {
     store: PgStore,
     proxy: Proxy,
     workers: Vec<Child>,
+    /// Agents run in the sandbox and beat into their parcel's state
+    /// directory (which the test reads on the host).
+    sandboxed: bool,
 }
 
 impl Setup {
@@ -52,9 +60,22 @@ impl Setup {
     /// `beats` × 20 ms into `beats/exec-<attempt>-<pid>`, touches
     /// `beats/finished-<pid>`, then lingers `linger` seconds before it exits 0.
     fn new(beats: u32, linger: &str) -> Option<Setup> {
+        Setup::with(beats, linger, false)
+    }
+
+    /// As [`Setup::new`], the agents sandboxed: they beat into
+    /// `$DISPATCH_STATE_DIR`.
+    fn sandboxed(beats: u32, linger: &str) -> Option<Setup> {
+        Setup::with(beats, linger, true)
+    }
+
+    fn with(beats: u32, linger: &str, sandboxed: bool) -> Option<Setup> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let beats_dir = dir.path().join("beats");
-        std::fs::create_dir_all(&beats_dir).expect("beats dir");
+        let beats_dir = match sandboxed {
+            true => "$DISPATCH_STATE_DIR".to_string(),
+            false => dir.path().join("beats").display().to_string(),
+        };
+        std::fs::create_dir_all(dir.path().join("beats")).expect("beats dir");
         let src = dir.path().join("agent");
         std::fs::create_dir_all(&src).expect("agent dir");
         std::fs::write(
@@ -63,13 +84,13 @@ impl Setup {
         )
         .expect("Agentfile");
         let script = format!(
-            "f='{d}/exec-'\"$DISPATCH_ATTEMPT-$$\"\n\
+            "f=\"{d}/exec-$DISPATCH_ATTEMPT-$$\"\n\
              i=0\n\
              while [ $i -lt {beats} ]; do date +%s%3N >> \"$f\"; sleep 0.02; i=$((i+1)); done\n\
-             touch '{d}/finished-'\"$$\"\n\
+             touch \"{d}/finished-$$\"\n\
              sleep {linger}\n\
              echo done\n",
-            d = beats_dir.display()
+            d = beats_dir
         );
         std::fs::write(src.join("agent.sh"), script).expect("agent.sh");
         let layout = Layout::new(dir.path().join(".dispatch"));
@@ -87,6 +108,7 @@ impl Setup {
             store,
             proxy,
             workers: Vec::new(),
+            sandboxed,
         })
     }
 
@@ -95,7 +117,10 @@ impl Setup {
     }
 
     fn beats_dir(&self) -> PathBuf {
-        self.dir.path().join("beats")
+        match self.sandboxed {
+            true => self.layout().state_dir("beater"),
+            false => self.dir.path().join("beats"),
+        }
     }
 
     fn create_run(&self) -> RunId {
@@ -125,9 +150,12 @@ impl Setup {
             .args(["--name", name, "--lease-ms", &LEASE_MS.to_string()])
             .args(["--grace-period-ms", "1000"])
             .env("DISPATCH_ROOT", self.layout().root())
-            // The agents mark what they did in the test's directory, which a
-            // sandboxed agent does not see.
-            .env("DISPATCH_SANDBOX", "off")
+            // Unless sandboxed, the agents mark what they did in the test's
+            // directory, which a sandboxed agent does not see.
+            .env(
+                "DISPATCH_SANDBOX",
+                if self.sandboxed { "on" } else { "off" },
+            )
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -214,10 +242,12 @@ fn executions(dir: &Path) -> Vec<Execution> {
 fn wait_for_file(dir: &Path, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let found = std::fs::read_dir(dir)
-            .expect("dir")
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(prefix));
+        // The state directory is made when the first run starts.
+        let found = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        });
         if found {
             return;
         }
@@ -311,4 +341,75 @@ fn a_database_restart_while_a_result_is_saved_does_not_run_it_again() {
     assert_eq!(attempts[0].worker.as_deref(), Some("restarted"));
     let log = setup.stderr("restarted");
     assert!(log.contains("saved after the database came back"), "{log}");
+}
+
+/// The size of every `exec-*` file under `dir`, by name.
+fn beat_sizes(dir: &Path) -> Vec<(String, u64)> {
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .expect("beats dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+        .map(|e| {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().to_string(), len)
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// After `fault` is done to the worker holding the run, a healthy worker
+/// takes it over: the two executions must not overlap.
+fn no_overlap_after(setup: &mut Setup, id: &RunId, what: &str) {
+    setup.worker("healthy", false);
+    let done = setup.wait_for(id, "the run to end", |r| r.state.is_terminal());
+    assert_eq!(done.status(), Status::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 2, "{done:?}");
+    let execs = executions(&setup.beats_dir());
+    assert_eq!(execs.len(), 2, "{execs:?}");
+    let (first, second) = (&execs[0], &execs[1]);
+    assert!(first.beats < 300, "the first was stopped: {execs:?}");
+    assert!(
+        first.last < second.first,
+        "{what}: the executions overlapped by {} ms: {execs:?}",
+        first.last - second.first
+    );
+}
+
+#[test]
+fn a_killed_workers_sandboxed_agent_dies_with_it() {
+    let Some(mut setup) = Setup::sandboxed(300, "0") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("doomed", false);
+    wait_for_file(&setup.beats_dir(), "exec-1-");
+    let pid = setup.workers[0].id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill -9 the worker");
+    let _ = setup.workers[0].wait();
+    // Give the tree a moment to go, then it must beat no more.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = beat_sizes(&setup.beats_dir());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        before,
+        beat_sizes(&setup.beats_dir()),
+        "the agent of a killed worker still beats"
+    );
+    no_overlap_after(&mut setup, &id, "worker killed");
+}
+
+#[test]
+fn a_frozen_workers_sandboxed_agent_is_killed_before_its_lease_expires() {
+    let Some(mut setup) = Setup::sandboxed(300, "0") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("frozen", false);
+    wait_for_file(&setup.beats_dir(), "exec-1-");
+    let pid = setup.workers[0].id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("stop the worker");
+    no_overlap_after(&mut setup, &id, "worker frozen");
+    let log = setup.stderr("frozen");
+    assert!(!log.contains("stopping its agent"), "it was frozen: {log}");
 }

@@ -201,6 +201,9 @@ impl Worker {
         let helper = os::this_process();
         self.writer = Some(Writer::start(self.store.clone()));
         self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
+        // Agents' process trees die at the self-fencing deadline on their
+        // own, frozen worker or not (see dispatch_runtime::sandbox).
+        dispatch_runtime::sandbox::hold_leases(self.times().kill_after());
         let (here, mut asked_here) = tokio::sync::mpsc::unbounded_channel();
         self.here = Some(Arc::new(here::ToWorker(here)));
         // Run logs go here; the lifecycle lines need it before the agent starts.
@@ -610,6 +613,13 @@ impl Worker {
             if renewed.contains(&id) {
                 if let Some(h) = self.held.get(&id) {
                     h.store.lease().renewed(sent);
+                    if h.store.lease().writable() {
+                        // The run's processes may live until the moment
+                        // self-fencing would kill them, even if this
+                        // process is frozen by then.
+                        let kill_at = sent + times.kill_after();
+                        dispatch_runtime::sandbox::lease_renewed(&id.to_string(), kill_at);
+                    }
                 }
                 continue;
             }

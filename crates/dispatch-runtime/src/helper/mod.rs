@@ -364,6 +364,7 @@ pub(super) fn prepare(
         Courier::Process | Courier::Agent => crate::sandbox::Plan::prepare(
             settings,
             &crate::sandbox::RunPaths {
+                run: &run.id.to_string(),
                 run_dir: &dir,
                 brief: &brief_path,
                 parcel: &parcel.files_dir(),

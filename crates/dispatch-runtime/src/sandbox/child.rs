@@ -33,7 +33,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -100,6 +100,8 @@ pub(super) struct Steps {
     pub userns: Option<UserMaps>,
     /// Not root and no user namespace: the Landlock ruleset to enforce.
     pub landlock: Option<OwnedFd>,
+    /// What `C0` watches: its supervisor's life and the run's lease.
+    pub tether: Option<std::sync::Arc<super::tether::Tether>>,
 }
 
 fn err(e: nix::Error) -> io::Error {
@@ -137,14 +139,17 @@ pub(super) fn enter(steps: &Steps) -> io::Result<()> {
     // SAFETY: async-signal-safe from here on (see the module docs); the
     // child only makes system calls until it executes or exits.
     match unsafe { nix::unistd::fork() }.map_err(err)? {
-        ForkResult::Parent { child } => mirror(child, true),
+        ForkResult::Parent { child } => {
+            let fds = steps.tether.as_ref().map(|t| t.fds());
+            mirror(child, Some(fds))
+        }
         ForkResult::Child => {
             // The spawned process (C0) never outlives the helper, nor C1 it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;
             build_view(view)?;
             // SAFETY: as above.
             match unsafe { nix::unistd::fork() }.map_err(err)? {
-                ForkResult::Parent { child } => mirror(child, false),
+                ForkResult::Parent { child } => mirror(child, None),
                 ForkResult::Child => drop_privileges(steps),
             }
         }
@@ -152,14 +157,27 @@ pub(super) fn enter(steps: &Steps) -> io::Result<()> {
 }
 
 /// Waits for `child` and exits as it did; never returns. `outer`: the
-/// process the helper spawned, which ignores a group's termination signals
-/// (the agent gets them and decides) and re-raises a signal `child` died of.
-fn mirror(child: Pid, outer: bool) -> io::Result<()> {
-    // SAFETY: close_range(2) takes no pointers; nothing of these processes
-    // needs a descriptor (not std's error pipe either: its last writer is
-    // the process that executes).
-    unsafe { libc::close_range(0, libc::c_uint::MAX, 0) };
-    if outer {
+/// process the helper spawned (`C0`), with its tether's descriptors when it
+/// has one: it ignores a group's termination signals (the agent gets them
+/// and decides), re-raises a signal `child` died of, and kills `child` (the
+/// namespace's init, so every process of the run) when its supervisor is
+/// gone or the run's lease deadline passed (see [`super::tether`]).
+fn mirror(child: Pid, outer: Option<Option<(RawFd, RawFd)>>) -> io::Result<()> {
+    // Nothing of these processes needs a descriptor (not std's error pipe
+    // either: its last writer is the process that executes), but C0's
+    // tether, moved to 0 and 1 first.
+    let tether = outer.flatten().map(|(pipe, deadline)| {
+        // SAFETY: dup2(2) on descriptors this process holds.
+        unsafe {
+            libc::dup2(pipe, 0);
+            libc::dup2(deadline, 1);
+        }
+        (0, 1)
+    });
+    let first = if tether.is_some() { 2 } else { 0 };
+    // SAFETY: close_range(2) takes no pointers.
+    unsafe { libc::close_range(first, libc::c_uint::MAX, 0) };
+    if outer.is_some() {
         for s in [
             Signal::SIGTERM,
             Signal::SIGINT,
@@ -173,13 +191,16 @@ fn mirror(child: Pid, outer: bool) -> io::Result<()> {
             let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigIgn) };
         }
     }
+    if let Some((pipe, deadline)) = tether {
+        watch(child, pipe, deadline);
+    }
     // PID 1 reaps every orphan of its namespace; the outer one has one child.
-    let wait_for = if outer { Some(child) } else { None };
+    let wait_for = if outer.is_some() { Some(child) } else { None };
     let code = loop {
         match waitpid(wait_for, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => break code,
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                if outer {
+                if outer.is_some() {
                     // SAFETY: restoring the default action installs no code.
                     let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
                     let _ = nix::sys::signal::raise(sig);
@@ -192,6 +213,80 @@ fn mirror(child: Pid, outer: bool) -> io::Result<()> {
     };
     // SAFETY: _exit(2) ends the process without running any user code.
     unsafe { libc::_exit(code) }
+}
+
+/// Until `child` exits: kills it when the tether's pipe hangs up (the
+/// supervisor is gone) or its deadline passed. Returns once `child` has
+/// exited (not reaped) or was killed.
+fn watch(child: Pid, pipe: RawFd, deadline: RawFd) {
+    // SAFETY: pidfd_open(2) takes a pid and flags.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) } as RawFd;
+    if pidfd < 0 {
+        return; // before Linux 5.3: the process's group kill is all there is
+    }
+    let kill = || {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+    };
+    loop {
+        let due = read_deadline(deadline);
+        let now = super::tether::monotonic_now();
+        if due <= now {
+            kill();
+            return;
+        }
+        let timeout = match due {
+            super::tether::NEVER => -1,
+            due => ((due - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32,
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pipe,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll(2) reads and writes the two entries on this frame.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        if fds[0].revents != 0 {
+            return; // exited: the caller reaps it
+        }
+        if fds[1].revents != 0 {
+            // Nobody writes to the pipe: readable means hung up.
+            kill();
+            return;
+        }
+    }
+}
+
+/// The deadline in the memfd (read until two reads agree: a write is 8
+/// bytes that a reader could see half of).
+fn read_deadline(fd: RawFd) -> u64 {
+    let read = || {
+        let mut buf = [0u8; 8];
+        // SAFETY: pread(2) fills at most 8 bytes of the buffer on this frame.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 8, 0) };
+        (n == 8).then(|| u64::from_ne_bytes(buf))
+    };
+    let mut last = read();
+    for _ in 0..3 {
+        let again = read();
+        if again == last {
+            break;
+        }
+        last = again;
+    }
+    last.unwrap_or(super::tether::NEVER)
 }
 
 /// Builds the view under a fresh root and switches to it (in C1, PID 1 of

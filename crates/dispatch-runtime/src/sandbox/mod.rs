@@ -37,7 +37,10 @@
 
 mod child;
 pub(crate) mod owner;
+mod tether;
 mod unprivileged;
+
+pub use tether::{hold_leases, lease_renewed};
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -112,6 +115,8 @@ fn is_root() -> bool {
 
 /// The paths of one run an agent works with.
 pub struct RunPaths<'a> {
+    /// The run's id (its tether follows its lease by it).
+    pub run: &'a str,
     /// `runs/<id>/`: writable (workspace, home, tmp, events, output, …).
     pub run_dir: &'a Path,
     /// The brief's file: read-only.
@@ -182,6 +187,10 @@ impl Plan {
             Ok(_) => protections.extend(["mount ns", "pid ns", "ipc ns"].map(String::from)),
             Err(why) => missing.push(format!("mount and pid namespaces: {why}")),
         }
+        let tether = view
+            .as_ref()
+            .ok()
+            .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
             steps: Some(Arc::new(child::Steps {
                 uid: settings.uid,
@@ -189,6 +198,7 @@ impl Plan {
                 view: view.ok(),
                 userns: None,
                 landlock: None,
+                tether,
             })),
             applied: Applied {
                 on: true,
@@ -245,6 +255,10 @@ impl Plan {
             uid_map: map_line(uid),
             gid_map: map_line(gid),
         });
+        let mut protections = protections;
+        let tether = view
+            .as_ref()
+            .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
             steps: Some(Arc::new(child::Steps {
                 uid,
@@ -252,6 +266,7 @@ impl Plan {
                 view,
                 userns,
                 landlock,
+                tether,
             })),
             applied: Applied {
                 on: true,
@@ -293,6 +308,24 @@ impl Plan {
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
         }))
+    }
+}
+
+/// The tether of `run`'s processes (see [`tether`]), said as `tethered`.
+fn tie(
+    run: &str,
+    protections: &mut Vec<String>,
+    missing: &mut Vec<String>,
+) -> Option<Arc<tether::Tether>> {
+    match tether::Tether::new(run) {
+        Ok(t) => {
+            protections.push("tethered".into());
+            Some(t)
+        }
+        Err(e) => {
+            missing.push(format!("tether: {e}"));
+            None
+        }
     }
 }
 
