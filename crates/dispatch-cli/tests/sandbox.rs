@@ -437,3 +437,41 @@ fn as_another_user_without_a_user_namespace_landlock_confines_an_agent() {
         "{log}"
     );
 }
+
+/// A helper killed with SIGKILL (it cannot stop its agent itself) takes
+/// the agent's whole tree with it, a background child included: nothing of
+/// the run beats on beside its recovery.
+#[test]
+fn a_killed_helpers_agent_tree_dies_with_it() {
+    if !is_root() {
+        return;
+    }
+    let d = Dispatch::sandboxed();
+    let dir = d.agent(
+        "beater",
+        "(while :; do date +%s%N >> \"$DISPATCH_STATE_DIR/child\"; sleep 0.02; done) &\n\
+         while :; do date +%s%N >> \"$DISPATCH_STATE_DIR/beats\"; sleep 0.02; done\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let state = d.root().join("state/beater");
+    eventually(30, "the agent and its child beat", || {
+        state.join("beats").exists() && state.join("child").exists()
+    });
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_i64()
+        .expect("a helper") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the helper");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let size = |f: &str| std::fs::metadata(state.join(f)).map_or(0, |m| m.len());
+    let before = (size("beats"), size("child"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        before,
+        (size("beats"), size("child")),
+        "the tree still beats"
+    );
+}
