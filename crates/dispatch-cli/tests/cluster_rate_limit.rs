@@ -148,7 +148,9 @@ fn share_one_limit(db_url: &str, worker_args: &[&str], model: &str) {
     let mut at: Vec<u64> = mock.requests().iter().map(|r| r.received_at_us).collect();
     assert_eq!(at.len(), 10, "one call per run");
     at.sort();
-    const WINDOW_US: u64 = 5_000_000 - 300_000;
+    // A second of slack for a grant reaching the mock late on a loaded
+    // machine; without a shared limit all ten would come within a second.
+    const WINDOW_US: u64 = 5_000_000 - 1_000_000;
     for (i, t) in at.iter().enumerate() {
         let inside = at[..=i].iter().filter(|s| **s + WINDOW_US > *t).count();
         assert!(
