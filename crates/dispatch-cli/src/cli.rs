@@ -251,7 +251,9 @@ pub struct LogsArgs {
     /// Show only the last N lines.
     #[arg(short = 'n', long, value_name = "N")]
     pub tail: Option<usize>,
-    /// Show only the section of attempt N (from its `[dispatch] attempt N of M` line).
+    /// Show only the section of attempt N, numbered as `inspect-run` numbers
+    /// attempts (a woken or recovered attempt is one too): from its
+    /// `[dispatch] attempt N …` line to the next attempt's.
     #[arg(long, value_name = "N", conflicts_with = "follow")]
     pub attempt: Option<u32>,
 }

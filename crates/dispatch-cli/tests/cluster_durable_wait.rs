@@ -33,7 +33,8 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
     let client = Client::new(&server);
     let dir = client.agent(
         "waiter",
-        "if [ -z \"$DISPATCH_RESUME\" ]; then\n\
+        "echo \"output of attempt $DISPATCH_ATTEMPT\"\n\
+         if [ -z \"$DISPATCH_RESUME\" ]; then\n\
            echo '{\"type\":\"checkpoint\",\"step\":\"asked\",\"state\":{\"n\":1}}' >> \"$DISPATCH_EVENTS\"\n\
            echo '{\"type\":\"wait\",\"for\":\"signal\",\"name\":\"paid\"}' >> \"$DISPATCH_EVENTS\"\n\
            exit 0\n\
@@ -86,6 +87,20 @@ fn a_run_suspended_on_one_worker_resumes_on_another_with_the_signals_value() {
         log.contains(r#""step":"asked""#),
         "the checkpoint came along: {log}"
     );
+    // `logs --attempt N` through --host: the store's attempt numbers, though
+    // the woken attempt 2 counts as 1 against the retries.
+    for (n, other) in [(1, 2), (2, 1)] {
+        let section = client.ok(&["logs", &id, "--attempt", &n.to_string()]);
+        assert!(
+            section.starts_with(&format!("[dispatch] attempt {n} ")),
+            "attempt {n}'s section starts at its line: {section}"
+        );
+        assert!(
+            section.contains(&format!("output of attempt {n}"))
+                && !section.contains(&format!("output of attempt {other}")),
+            "attempt {n}'s section holds its output only: {section}"
+        );
+    }
 
     // A signal to a finished run is a 409 with the error shape.
     let (status, body) = server.call(

@@ -201,3 +201,48 @@ fn a_malformed_wait_event_is_a_warning_and_the_run_just_succeeds() {
     });
     assert!(warned, "{doc:#}");
 }
+
+#[test]
+fn logs_attempt_numbers_attempts_as_the_store_does_after_a_wake() {
+    let d = Dispatch::new();
+    // RETRY 2: the woken attempt 2 counts as 1 of 2, and fails into attempt 3.
+    let agent = d.agent_with(
+        "woken",
+        "echo \"output of attempt $DISPATCH_ATTEMPT\"\n\
+         if [ \"$DISPATCH_ATTEMPT\" = 1 ]; then\n\
+           echo '{\"type\":\"wait\",\"for\":\"signal\",\"name\":\"go\"}' >> \"$DISPATCH_EVENTS\"\n\
+           exit 0\n\
+         fi\n\
+         [ \"$DISPATCH_ATTEMPT\" -ge 3 ]\n",
+        "RETRY 2 BACKOFF 10ms..20ms\n",
+    );
+    let id = d.detach(&agent, "{}");
+    eventually(10, "the run is suspended", || suspended(&d, &id));
+    d.ok(&["signal", &id, "go"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(doc["attempt"], 3, "{doc:#}");
+    for n in 1..=3 {
+        let section = d.ok(&["logs", &id, "--attempt", &n.to_string()]);
+        assert!(
+            section.starts_with(&format!("[dispatch] attempt {n} ")),
+            "attempt {n}'s section starts at its line: {section}"
+        );
+        for m in 1..=3 {
+            assert_eq!(
+                section.contains(&format!("output of attempt {m}")),
+                m == n,
+                "attempt {n}'s section and attempt {m}'s output: {section}"
+            );
+        }
+    }
+    // The retry line agrees with the attempt's first line: attempt 2 did not
+    // use up the retries (`attempt 2 of 2 failed` would say it did).
+    let second = d.ok(&["logs", &id, "--attempt", "2"]);
+    assert!(
+        second.contains("[dispatch] attempt 2 (counts as 1 of 2) failed"),
+        "{second}"
+    );
+    let err = d.fails(&["logs", &id, "--attempt", "4"], 125);
+    assert!(err.contains("no attempt 4"), "{err}");
+}

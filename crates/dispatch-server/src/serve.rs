@@ -95,6 +95,7 @@ pub struct Server {
     http: HttpLimits,
     callback_policy: CallbackPolicy,
     tls: Option<Arc<rustls::ServerConfig>>,
+    enqueue_retry: Duration,
 }
 
 impl Server {
@@ -129,6 +130,7 @@ impl Server {
             http: HttpLimits::default(),
             callback_policy: CallbackPolicy::default(),
             tls: None,
+            enqueue_retry: crate::api::patience::DEFAULT_ENQUEUE_RETRY,
         })
     }
 
@@ -197,6 +199,13 @@ impl Server {
         self
     }
 
+    /// How long a request that creates a run waits out a lost database
+    /// before it answers 503 (see [`crate::api::patience`]; zero: at once).
+    pub fn with_enqueue_retry(mut self, budget: Duration) -> Self {
+        self.enqueue_retry = budget;
+        self
+    }
+
     /// Serves HTTPS with this configuration (see [`crate::tls`]).
     pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         self.tls = tls;
@@ -246,6 +255,7 @@ impl Server {
             tracer: self.worker.tracer.clone(),
             stopping: crate::stopping::Stopping::new(stop_rx.clone()),
             token_rates: Arc::new(TokenRates::new(self.http.token_rate)),
+            enqueue_retry: self.enqueue_retry,
         };
         let worker = (self.worker.slots > 0).then(|| {
             let wake = self

@@ -258,6 +258,7 @@ macro_rules! __retention_conformance_names {
             retention_deletes_old_finished_runs_of_a_status_in_batches_and_keeps_the_rest,
             retention_of_events_empties_old_finished_runs_logs_and_keeps_the_runs,
             retention_names_the_log_archives_no_remaining_run_has,
+            retention_deletes_a_stopped_services_state_with_the_service,
             // batch reads for tracing (the other capability a cluster adds)
             finished_traces_read_a_batch_with_attempts_traced_events_and_traceparent,
         );

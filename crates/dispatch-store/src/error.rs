@@ -66,8 +66,15 @@ pub enum StoreError {
         "service `{name}` is already running in the cluster as run {run} (hint: `dispatch stop {run}` first, or pick another name with --name)"
     )]
     ServiceNameTaken { name: String, run: RunId },
+    /// The database cannot be reached or lost the connection (a restart, a
+    /// network cut, no connection to be had): the same call may succeed later.
     #[error("the run database {path} is unavailable: {message}")]
     Unavailable { path: String, message: String },
+    /// The database answered and refused the statement (a constraint it
+    /// enforces): the same call fails the same way, so it is not retried and
+    /// does not mean the database is out of reach.
+    #[error("the run database {path} refused the change: {message}")]
+    Refused { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]
     Corrupt { path: String, message: String },
     #[error(

@@ -47,19 +47,16 @@ pub(crate) fn check_attempt(run: &dispatch_store::Run, n: u32) -> CliResult<()> 
     Ok(())
 }
 
-/// The lines of attempt `n`: from its `[dispatch] attempt n of …` line to the
-/// next attempt's (attempts of one run never overlap).
+/// The lines of attempt `n`: from its `[dispatch] attempt n …` line to the
+/// next attempt's (attempts of one run never overlap). `n` is the store's
+/// attempt number, which the helper writes first on the line whether the
+/// attempt counts against the retries (`attempt 2 of 3`) or not, after a
+/// durable wake or a lost helper or lease (`attempt 2 (counts as 1 of 3)`).
 pub(crate) fn attempt_section(log: &[u8], n: u32) -> &[u8] {
-    let marker = |line: &[u8]| -> Option<u32> {
-        let rest = line.strip_prefix(b"[dispatch] attempt ")?;
-        let text = std::str::from_utf8(rest).ok()?;
-        let (num, tail) = text.split_once(' ')?;
-        tail.starts_with("of ").then(|| num.parse().ok()).flatten()
-    };
     let (mut start, mut end) = (None, log.len());
     let mut pos = 0;
     for line in log.split_inclusive(|b| *b == b'\n') {
-        match (marker(line), start) {
+        match (attempt_of(line), start) {
             (Some(m), None) if m == n => start = Some(pos),
             (Some(m), Some(_)) if m != n => {
                 end = pos;
@@ -70,6 +67,17 @@ pub(crate) fn attempt_section(log: &[u8], n: u32) -> &[u8] {
         pos += line.len();
     }
     start.map_or(&[][..], |s| &log[s..end])
+}
+
+/// The attempt a `[dispatch] attempt N of M` or `[dispatch] attempt N
+/// (counts as K of M)` line starts; `None` for any other line.
+fn attempt_of(line: &[u8]) -> Option<u32> {
+    let rest = line.strip_prefix(b"[dispatch] attempt ")?;
+    let text = std::str::from_utf8(rest).ok()?;
+    let (num, tail) = text.split_once(' ')?;
+    (tail.starts_with("of ") || tail.starts_with("(counts as "))
+        .then(|| num.parse().ok())
+        .flatten()
 }
 
 /// Where the last `n` lines of the file start (0 for the whole file).
@@ -126,5 +134,30 @@ pub async fn follow_log(
             return Ok(run);
         }
         tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempt_section;
+
+    const LOG: &[u8] = b"[dispatch] attempt 1 of 3\n\
+        one\n\
+        [dispatch] suspended: waiting for signal `go`\n\
+        [dispatch] attempt 2 (counts as 1 of 3)\n\
+        two\n\
+        [dispatch] attempt 2 of 3 failed: exit 1; retrying in 1s\n\
+        [dispatch] attempt 3 of 3\n\
+        three\n";
+
+    #[test]
+    fn attempts_that_do_not_count_are_found_by_their_store_number() {
+        let text = |n| String::from_utf8_lossy(attempt_section(LOG, n)).into_owned();
+        assert!(text(1).starts_with("[dispatch] attempt 1 of 3\none\n"));
+        assert!(!text(1).contains("two"));
+        assert!(text(2).starts_with("[dispatch] attempt 2 (counts as 1 of 3)\ntwo\n"));
+        assert!(text(2).contains("retrying in 1s") && !text(2).contains("three"));
+        assert_eq!(text(3), "[dispatch] attempt 3 of 3\nthree\n");
+        assert_eq!(text(4), "");
     }
 }

@@ -89,6 +89,11 @@ pub struct ServerArgs {
     /// How often retention looks for what to delete, like 10m or 1h.
     #[arg(long, value_name = "AGE", default_value = "10m")]
     pub retention_interval: String,
+    /// How long a request that creates a run (POST /v1/runs, replays) waits
+    /// out a database it lost (a restart, a cut connection) before it
+    /// answers 503 with Retry-After, like 10s or 1m; 0s answers at once.
+    #[arg(long, value_name = "AGE", default_value = "10s")]
+    pub enqueue_retry: String,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -289,9 +294,24 @@ fn retention(args: &ServerArgs) -> CliResult<Option<Retention>> {
     }))
 }
 
+/// `--enqueue-retry`, checked before anything starts.
+fn enqueue_retry(args: &ServerArgs) -> CliResult<Duration> {
+    dispatch_core::time::parse_age(&args.enqueue_retry)
+        .ok()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            CliError::input(format!(
+                "--enqueue-retry `{}` is not a duration (hint: 10s, 1m, or 0s to answer 503 at once)",
+                args.enqueue_retry
+            ))
+        })
+}
+
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     args.log.init()?;
     let retention = retention(args)?;
+    let enqueue_retry = enqueue_retry(args)?;
     let allowed_hosts = args.http.allowed_hosts()?;
     let limits = args.http.limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -330,6 +350,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .with_limits(limits)
         .with_bus(bus_config(args.bus.as_deref())?)
         .with_retention(retention.clone())
+        .with_enqueue_retry(enqueue_retry)
         .with_artifacts(artifacts.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),

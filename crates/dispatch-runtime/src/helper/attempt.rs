@@ -231,7 +231,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             }
         }
         let wait = policy.backoff_ms(used, fastrand::f64());
-        log.line(&retry::retry_line(&failure, run.attempt, max, wait));
+        log.line(&retry::retry_line(&failure, run.attempt, used, max, wait));
         if !retry::requeue(store, &mut run, &failure, now_ms() + wait as i64, false).await? {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         }

@@ -146,10 +146,23 @@ pub(crate) async fn wait_until_due<S: Store + ?Sized>(
     }
 }
 
-/// What the backoff line in the log says.
-pub(crate) fn retry_line(failure: &AttemptFailure, attempt: u32, max: u32, wait_ms: u64) -> String {
+/// What the backoff line in the log says: the store's attempt number
+/// first (as `dispatch logs --attempt` finds it), and how many attempts
+/// counted against the retries when that differs (a wake or a lost helper
+/// cost none), as the attempt's first line says it.
+pub(crate) fn retry_line(
+    failure: &AttemptFailure,
+    attempt: u32,
+    used: u32,
+    max: u32,
+    wait_ms: u64,
+) -> String {
+    let which = match used == attempt {
+        true => format!("attempt {attempt} of {max}"),
+        false => format!("attempt {attempt} (counts as {used} of {max})"),
+    };
     format!(
-        "attempt {attempt} of {max} {}: {}; retrying in {}",
+        "{which} {}: {}; retrying in {}",
         failure.status,
         failure.reason,
         human_duration(wait_ms as i64)

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::patience::{Patience, enqueue_once};
 use super::runs::{Params, find_parcel, flag, number, params, resolve, run_json, wait_for_end};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState};
@@ -231,8 +232,10 @@ pub async fn create(
         }
         (Some(_), Some(secret)) => Some(secret.clone()),
     };
+    // From here on, a lost database is waited for (see `patience`).
+    let patience = state.patience();
     let parent_id = match &req.parent_id {
-        Some(p) => Some(resolve(&state, p).await?),
+        Some(p) => Some(patience.retry(|| resolve(&state, p)).await?),
         None => None,
     };
     let parcel = find_parcel(&state, &req.parcel)?;
@@ -268,7 +271,9 @@ pub async fn create(
             strategy: req.concurrency_strategy,
         },
     )?;
-    let mut new = super::publish::new_run(&state, &parcel, &request, operation).await?;
+    let mut new = patience
+        .retry(|| super::publish::new_run(&state, &parcel, &request, operation))
+        .await?;
     new.created = req.start == Some(false);
     let extras = RunExtras {
         idempotency_key: reliability.idempotency_key,
@@ -286,7 +291,7 @@ pub async fn create(
         callback_url: req.callback_url.filter(|_| secret.is_some()),
         requests: dispatch_store::Capacity::of(&parcel.manifest.resources),
     };
-    let created = enqueue(&state, &new, &extras, &options, !req.force).await?;
+    let created = enqueue(&state, &patience, &new, &extras, &options, !req.force).await?;
     let deduplicated = matches!(created, Created::Existing(_));
     let run = match created {
         Created::New(run) | Created::Existing(run) => run,
@@ -324,20 +329,19 @@ pub async fn create(
 }
 
 /// Queues a run for the workers: stores it with its extras and queue options
-/// in one transaction (or finds the run it duplicates, when `dedupe`). A new
-/// run gets its callback noted, is counted, wakes this process's workers and
-/// is announced on the bus (in bus mode).
+/// in one transaction (or finds the run it duplicates, when `dedupe`),
+/// waiting out a lost database as `patience` allows. A new run gets its
+/// callback noted, is counted, wakes this process's workers and is
+/// announced on the bus (in bus mode).
 pub(super) async fn enqueue(
     state: &AppState,
+    patience: &Patience,
     new: &NewRun,
     extras: &RunExtras,
     options: &QueueOptions,
     dedupe: bool,
 ) -> ApiResult<Created> {
-    let created = state
-        .store
-        .enqueue_with(new, extras, options, dedupe)
-        .await?;
+    let created = enqueue_once(state, patience, new, extras, options, dedupe).await?;
     let Created::New(run) = &created else {
         return Ok(created);
     };
@@ -352,7 +356,10 @@ pub(super) async fn enqueue(
             now_ms(),
             json!({"url": url}),
         );
-        state.store.append_events(&run.id, &[event]).await?;
+        let events = std::slice::from_ref(&event);
+        patience
+            .retry(|| async { Ok(state.store.append_events(&run.id, events).await?) })
+            .await?;
     }
     Metrics::add(&state.metrics.runs_created, 1);
     state.wake.notify_one();

@@ -2,7 +2,7 @@
 //! whose `code` is stable (see [`codes`]).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_runtime::RuntimeError;
 use dispatch_store::StoreError;
@@ -156,6 +156,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The store error behind a 503 `unavailable` (the database out of
+    /// reach), for the server's log: written when the answer is sent, so a
+    /// request that rides out an outage (see [`super::patience`]) logs once.
+    pub cause: Option<String>,
+    /// The database could not be reached: the same request may succeed
+    /// later (never set for a refusal, a conflict or bad input).
+    pub retry: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -166,6 +173,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            cause: None,
+            retry: false,
         }
     }
 
@@ -174,19 +183,47 @@ impl ApiError {
     }
 }
 
+/// How long a client is told to wait before it tries a 503 again.
+const RETRY_AFTER_SECS: u32 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            tracing::warn!("[server] the database does not answer: {cause}");
+        }
         let body = json!({"code": self.code, "message": self.message});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = store_status(&e);
-        ApiError::new(status, code, store_message(&e))
+        let out_of_reach = matches!(
+            e,
+            StoreError::Unavailable { .. } | StoreError::Locked { .. }
+        );
+        let message = if out_of_reach {
+            UNAVAILABLE_MESSAGE.to_string()
+        } else {
+            store_message(&e)
+        };
+        ApiError {
+            cause: out_of_reach.then(|| e.to_string()),
+            retry: matches!(e, StoreError::Unavailable { .. }),
+            ..ApiError::new(status, code, message)
+        }
     }
 }
+
+/// What a caller is told when the database is out of reach.
+const UNAVAILABLE_MESSAGE: &str = "the database is unavailable; retry later";
 
 /// Words for an API caller about a store error: the database's address,
 /// user and name, and the server's paths, stay in the server's log.
@@ -194,11 +231,15 @@ pub(crate) fn store_message(e: &StoreError) -> String {
     match e {
         StoreError::Unavailable { .. } | StoreError::Locked { .. } => {
             tracing::warn!("[server] the database does not answer: {e}");
-            "the database is unavailable; retry later".to_string()
+            UNAVAILABLE_MESSAGE.to_string()
         }
         StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
             tracing::error!("[server] {e}");
             "the server cannot read its stored data (hint: its log says why)".to_string()
+        }
+        StoreError::Refused { .. } => {
+            tracing::error!("[server] {e}");
+            "the database refused the change (hint: the server's log says why)".to_string()
         }
         _ => e.to_string(),
     }
@@ -226,7 +267,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Locked { .. } | StoreError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }
-            StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+            StoreError::Corrupt { .. } | StoreError::TooNew { .. } | StoreError::Refused { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
             }
         }
@@ -235,6 +276,11 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
+        // A store error keeps its cause and whether it may be retried.
+        let e = match e {
+            RuntimeError::Store(store) => return ApiError::from(store),
+            other => other,
+        };
         let (status, code) = match &e {
             RuntimeError::Store(store) => store_status(store),
             RuntimeError::UnknownParcel(_) => (StatusCode::NOT_FOUND, codes::PARCEL_NOT_FOUND),

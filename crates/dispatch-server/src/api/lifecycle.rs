@@ -122,6 +122,7 @@ pub(crate) async fn run_again(
     old: &dispatch_store::Run,
     payload: Option<serde_json::Value>,
 ) -> ApiResult<dispatch_store::Run> {
+    let patience = state.patience();
     let parcel = find_parcel(state, &old.parcel_digest)?;
     launch::check_secrets(&parcel)?;
     let request = LaunchRequest {
@@ -132,15 +133,24 @@ pub(crate) async fn run_again(
         origin_id: Some(old.id.clone()),
     };
     let mut new = match payload {
-        Some(_) => super::publish::new_run(state, &parcel, &request, old.operation).await?,
+        Some(_) => {
+            patience
+                .retry(|| super::publish::new_run(state, &parcel, &request, old.operation))
+                .await?
+        }
         None => {
             // The exact brief: it is in the store already (every run's is).
-            super::publish::ensure_parcel(state, &parcel).await?;
+            patience
+                .retry(|| super::publish::ensure_parcel(state, &parcel))
+                .await?;
             request.new_run(&parcel, old.operation, old.brief_sha256.clone())
         }
     };
     new.trigger = dispatch_core::Trigger::Replay;
-    let policy = match state.store.run_extras(&old.id).await?.policy {
+    let stored = patience
+        .retry(|| async { Ok(state.store.run_extras(&old.id).await?) })
+        .await?;
+    let policy = match stored.policy {
         Some(policy) => policy,
         None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
             .expect("a policy is plain data"),
@@ -149,8 +159,15 @@ pub(crate) async fn run_again(
         policy: Some(policy),
         ..RunExtras::default()
     };
-    let created =
-        super::create::enqueue(state, &new, &extras, &QueueOptions::default(), false).await?;
+    let created = super::create::enqueue(
+        state,
+        &patience,
+        &new,
+        &extras,
+        &QueueOptions::default(),
+        false,
+    )
+    .await?;
     Ok(created.run().clone())
 }
 

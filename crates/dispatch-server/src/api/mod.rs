@@ -41,6 +41,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod logs;
 pub mod openapi;
 mod parcels;
+pub mod patience;
 mod prune;
 pub mod publish;
 pub(crate) mod reliability;
@@ -105,9 +106,17 @@ pub struct AppState {
     pub stopping: crate::stopping::Stopping,
     /// Each token's request rate.
     pub token_rates: Arc<crate::limits::TokenRates>,
+    /// How long a request that creates a run waits out a lost database
+    /// (`--enqueue-retry`; see [`patience`]).
+    pub enqueue_retry: std::time::Duration,
 }
 
 impl AppState {
+    /// This request's budget for a lost database (see [`patience`]).
+    pub(crate) fn patience(&self) -> patience::Patience {
+        patience::Patience::new(self.enqueue_retry)
+    }
+
     /// Cluster-service work on this server's store and directory.
     pub fn services(&self) -> crate::services::Services {
         crate::services::Services {

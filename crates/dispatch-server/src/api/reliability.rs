@@ -255,6 +255,11 @@ pub(crate) async fn replay_dead_letter(
     // `dispatch dlq replay`), under the original run's stored policy.
     let payload = payload.unwrap_or_else(|| old.payload.clone());
     let run = super::lifecycle::run_again(state, &old, Some(payload)).await?;
-    state.store.mark_replayed(&old.id, &run.id).await?;
+    // The run exists: noting it waits out a lost database too (noting it
+    // twice is harmless), so the caller does not replay it again.
+    state
+        .patience()
+        .retry(|| async { Ok(state.store.mark_replayed(&old.id, &run.id).await?) })
+        .await?;
     Ok(run)
 }

@@ -109,6 +109,17 @@ impl TestServer {
         TestServer::start_full(root, url, slots, bus, false, Box::new(|s| s))
     }
 
+    /// A server on an existing state directory (under `root`) and database,
+    /// as `configure` sets it up.
+    pub fn start_on_configured(
+        root: std::path::PathBuf,
+        url: Option<String>,
+        slots: usize,
+        configure: impl FnOnce(Server) -> Server + Send + 'static,
+    ) -> TestServer {
+        TestServer::start_full(root, url, slots, None, false, Box::new(configure))
+    }
+
     /// As [`TestServer::start`], with callbacks allowed to go to loopback
     /// receivers (`--allow-private-callbacks`) when `private` is set.
     pub fn start_with_callbacks(db: Db, slots: usize, private: bool) -> Option<TestServer> {

@@ -1,22 +1,24 @@
 //! Retention: bounded batches of finished runs deleted with everything
 //! stored of them, keeping what someone still has to act on.
 
-use dispatch_core::{NewEvent, Status, Transition, Ts};
+use dispatch_core::{NewEvent, Operation, Status, Transition, Ts};
 use serde_json::json;
 
 use super::{all_events, create, id, new_run, start, step};
 use crate::{
     Approval, Artifact, CallbackStore, DeadLetter, LogArchive, ParcelStore, QueueOptions,
-    QueueStore, RetentionStore, Run, RunFilter, RunLogStore, Store, StoreError,
+    QueueStore, RetentionStore, Run, RunFilter, RunLogStore, ServiceState, ServiceStore, Store,
+    StoreError,
 };
 
 /// A store retention can run on.
 pub trait RetentionTestStore:
-    Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore
+    Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore + ServiceStore
 {
 }
-impl<T: Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore>
-    RetentionTestStore for T
+impl<
+    T: Store + QueueStore + CallbackStore + ParcelStore + RunLogStore + RetentionStore + ServiceStore,
+> RetentionTestStore for T
 {
 }
 
@@ -268,4 +270,68 @@ pub async fn retention_names_the_log_archives_no_remaining_run_has<S: RetentionT
         .await
         .expect("expire");
     assert_eq!(expired.logs, ["e".repeat(64)]);
+}
+
+pub async fn retention_deletes_a_stopped_services_state_with_the_service<S: RetentionTestStore>(
+    store: S,
+) {
+    // A cluster service (named, with schedules and listeners), stopped long ago.
+    let mut new = new_run(id(1), "monitor", 10);
+    new.operation = Operation::Service;
+    let service = start(&store, &create(&store, new).await, 20).await;
+    let state = ServiceState {
+        run_id: service.id.clone(),
+        config: json!({"overlap": "queue", "interval_ms": 60_000}),
+        schedules: json!([{"expr": "0 * * * * *", "next_fire_at": 60_000}]),
+        listeners: json!([{"addr": "127.0.0.1:0", "bound_addr": "127.0.0.1:4242"}]),
+        updated_at: 21,
+        name: Some("monitor".into()),
+    };
+    store
+        .put_service_state(&state)
+        .await
+        .expect("service state");
+    let stopped = step(
+        &store,
+        &service,
+        Transition::Cancel {
+            reason: "stopped by user".into(),
+            exit_code: None,
+            at: 30,
+        },
+    )
+    .await;
+    assert!(stopped.status().is_terminal());
+    // A local service's state (no name) goes the same way.
+    let mut local = new_run(id(2), "local", 11);
+    local.operation = Operation::Service;
+    let local = start(&store, &create(&store, local).await, 20).await;
+    let mut local_state = state.clone();
+    local_state.run_id = local.id.clone();
+    local_state.name = None;
+    store.put_service_state(&local_state).await.expect("state");
+    step(
+        &store,
+        &local,
+        Transition::Cancel {
+            reason: "stopped by user".into(),
+            exit_code: None,
+            at: 31,
+        },
+    )
+    .await;
+
+    let expired = store
+        .expire_runs(stopped.status(), 100, None, 10)
+        .await
+        .expect("retention deletes a stopped service and its state");
+    assert_eq!(expired.runs, [id(1), id(2)]);
+    for n in [1, 2] {
+        assert_eq!(store.get_service_state(&id(n)).await.expect("get"), None);
+    }
+    assert!(ids_left(&store).await.is_empty());
+    // The name is free, and a new run with the same id inherits nothing.
+    assert_eq!(store.service_named("monitor").await.expect("lookup"), None);
+    let again = create(&store, new_run(id(1), "monitor", 200)).await;
+    assert_eq!(store.get_service_state(&again.id).await.expect("get"), None);
 }

@@ -273,7 +273,8 @@ impl From<StoreError> for Fail {
 }
 
 /// Lock waits and serialization failures are `Locked` (retry); damaged data
-/// is `Corrupt`; a lost connection and everything else `Unavailable`.
+/// is `Corrupt`; a violated constraint (class 23) is `Refused`; a lost
+/// connection and everything else `Unavailable`.
 fn driver_error(path: String, e: tokio_postgres::Error) -> StoreError {
     let code = e.code();
     if code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
@@ -292,6 +293,9 @@ fn driver_error(path: String, e: tokio_postgres::Error) -> StoreError {
         Some(db) => db.message().to_string(),
         None => e.to_string(),
     };
+    if code.is_some_and(|c| c.code().starts_with("23")) {
+        return StoreError::Refused { path, message };
+    }
     StoreError::Unavailable { path, message }
 }
 

@@ -25,7 +25,7 @@ fn cursor_of(after: Option<&RetentionCursor>) -> (Ts, &str) {
 /// (`l`) and briefs (`b`) no remaining run has. Data-modifying CTEs all run
 /// to completion; the foreign keys (`NO ACTION`) are checked at the
 /// statement's end, when the children are gone too. One round trip instead
-/// of seventeen: a batch's cost to the database is its deletes alone.
+/// of eighteen: a batch's cost to the database is its deletes alone.
 const EXPIRE_RUNS: &str = "WITH doomed AS MATERIALIZED ( \
        SELECT id, updated_at, brief_sha256 FROM runs \
        WHERE status = $1 AND updated_at < $2 AND (updated_at, id) > ($3, $4) AND {KEPT} \
@@ -44,6 +44,7 @@ const EXPIRE_RUNS: &str = "WITH doomed AS MATERIALIZED ( \
      d6 AS (DELETE FROM run_logs WHERE run_id = ANY((SELECT a FROM ids)::text[])), \
      d7 AS (DELETE FROM run_log_archives WHERE run_id = ANY((SELECT a FROM ids)::text[])), \
      d8 AS (DELETE FROM callbacks WHERE run_id = ANY((SELECT a FROM ids)::text[])), \
+     d8s AS (DELETE FROM service_state WHERE run_id = ANY((SELECT a FROM ids)::text[])), \
      d9 AS (DELETE FROM runs WHERE id = ANY((SELECT a FROM ids)::text[])), \
      d10 AS (DELETE FROM briefs WHERE sha256 IN (SELECT s FROM gone_briefs)) \
      SELECT 'r' AS kind, id AS name, updated_at FROM doomed \

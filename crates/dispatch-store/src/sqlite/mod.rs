@@ -272,8 +272,8 @@ impl From<StoreError> for Fail {
 }
 
 /// Maps a driver error to the store's own: a lock held past the busy timeout
-/// is `Locked`, a value of the wrong type or a damaged file is `Corrupt`,
-/// anything else `Unavailable`.
+/// is `Locked`, a value of the wrong type or a damaged file is `Corrupt`, a
+/// violated constraint `Refused`, anything else `Unavailable`.
 fn driver_error(path: &str, e: rusqlite::Error) -> StoreError {
     let path = path.to_string();
     match &e {
@@ -285,6 +285,12 @@ fn driver_error(path: &str, e: rusqlite::Error) -> StoreError {
             ) =>
         {
             StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            }
+        }
+        rusqlite::Error::SqliteFailure(err, _) if err.code == ErrorCode::ConstraintViolation => {
+            StoreError::Refused {
                 path,
                 message: e.to_string(),
             }
