@@ -71,8 +71,7 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// How long the database lets a connection sit idle inside a transaction
-/// before it ends it and frees its locks (see [`PgStore::connect`]).
+/// How long a transaction may sit idle before the database ends it.
 const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
 
 impl PgStore {
@@ -85,12 +84,9 @@ impl PgStore {
                 path: redact(url),
                 message: format!("not a PostgreSQL URL: {e}"),
             })?;
-        // A process cut off from the database (a partition, a frozen
-        // worker) in the middle of a transaction would hold its row locks
-        // until TCP noticed, which a proxy or a NAT that keeps the socket
-        // open never does: the run's takeover by another worker would wait
-        // on them. The server ends such a transaction after this long idle
-        // (ours last milliseconds), unless the URL's options set it.
+        // A worker cut off mid-transaction would hold its row locks (and
+        // block the run's takeover) until TCP noticed, which a proxy keeping
+        // the socket open never does: unless the URL's options say otherwise.
         let options = config.get_options().unwrap_or_default().to_string();
         if !options.contains("idle_in_transaction_session_timeout") {
             let timeout =
