@@ -43,6 +43,20 @@ pub(super) struct Tether {
     deadline: File,
     /// The last deadline written (not to write the same one again).
     written: Mutex<u64>,
+    /// The run it is registered under (a worker's), to leave the registry.
+    run: Option<String>,
+}
+
+impl Drop for Tether {
+    fn drop(&mut self) {
+        if let Some(run) = &self.run {
+            let mut all = tethers();
+            // A later attempt of the run may have replaced this one's entry.
+            if all.get(run).is_some_and(|w| std::ptr::eq(w.as_ptr(), self)) {
+                all.remove(run);
+            }
+        }
+    }
 }
 
 /// The lease of the runs this process executes: set by a worker.
@@ -119,16 +133,16 @@ impl Tether {
             None => NEVER,
         };
         deadline.write_all_at(&first.to_ne_bytes(), 0)?;
+        let leased = KILL_AFTER.get().is_some();
         let tether = Arc::new(Tether {
             read,
             _write: write,
             deadline,
             written: Mutex::new(first),
+            run: leased.then(|| run.to_string()),
         });
-        if KILL_AFTER.get().is_some() {
-            let mut all = tethers();
-            all.retain(|_, t| t.strong_count() > 0);
-            all.insert(run.to_string(), Arc::downgrade(&tether));
+        if leased {
+            tethers().insert(run.to_string(), Arc::downgrade(&tether));
         }
         Ok(tether)
     }
