@@ -69,3 +69,56 @@ fn a_local_tool_sees_only_declared_variables_and_works_in_the_workspace() {
     // The tool wrote its copy; the parcel is as built.
     d.ok(&["images", "--verify"]);
 }
+
+/// A helper killed with SIGKILL in the middle of a LOCAL tool call takes
+/// the tool's whole tree with it (the tool is sandboxed and tethered to
+/// the helper), a background child included: nothing of the call runs on
+/// beside the run's recovery.
+#[test]
+fn a_helper_killed_during_a_tool_call_takes_the_tools_tree_with_it() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // the tether comes with the sandbox's PID namespace (root here)
+    }
+    let d = Dispatch::sandboxed();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "beat", "arguments": {}, "id": "c0"}]},
+        text("done", 5, 5),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "beater",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
+            mock.url()
+        ),
+    );
+    std::fs::write(
+        dir.join("beat.sh"),
+        "(while :; do date +%s%N >> child-beats; sleep 0.02; done) &\n\
+         while :; do date +%s%N >> tool-beats; sleep 0.02; done\n",
+    )
+    .expect("tool");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    common::eventually(30, "the tool and its child beat", || {
+        work.join("tool-beats").exists() && work.join("child-beats").exists()
+    });
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_i64()
+        .expect("a helper") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the helper");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let size = |f: &str| std::fs::metadata(work.join(f)).map_or(0, |m| m.len());
+    let before = (size("tool-beats"), size("child-beats"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        before,
+        (size("tool-beats"), size("child-beats")),
+        "the tool's tree still beats"
+    );
+}
