@@ -101,8 +101,9 @@ fn a_helper_killed_during_a_tool_call_takes_the_tools_tree_with_it() {
     .expect("tool");
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let work = d.root().join("runs").join(&id).join("work");
+    let beat = |f: &str| std::fs::metadata(work.join(f)).is_ok_and(|m| m.len() > 0);
     common::eventually(30, "the tool and its child beat", || {
-        work.join("tool-beats").exists() && work.join("child-beats").exists()
+        beat("tool-beats") && beat("child-beats")
     });
     let helper = d.inspect(&id)["state"]["helper"]["pid"]
         .as_i64()

@@ -239,6 +239,26 @@ fn executions(dir: &Path) -> Vec<Execution> {
     found
 }
 
+/// Waits until a `prefix*` file under `dir` holds `lines` whole lines (a
+/// file that was only just created may have no beat in it yet).
+fn wait_for_beats(dir: &Path, prefix: &str, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let beats = std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|text| text.matches('\n').count())
+        });
+        if beats.is_some_and(|n| n >= lines) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {lines} beats in {prefix}*");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn wait_for_file(dir: &Path, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -383,7 +403,7 @@ fn a_killed_workers_sandboxed_agent_dies_with_it() {
     };
     let id = setup.create_run();
     setup.worker("doomed", false);
-    wait_for_file(&setup.beats_dir(), "exec-1-");
+    wait_for_beats(&setup.beats_dir(), "exec-1-", 3);
     let pid = setup.workers[0].id();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill -9 the worker");
     let _ = setup.workers[0].wait();
@@ -406,7 +426,7 @@ fn a_frozen_workers_sandboxed_agent_is_killed_before_its_lease_expires() {
     };
     let id = setup.create_run();
     setup.worker("frozen", false);
-    wait_for_file(&setup.beats_dir(), "exec-1-");
+    wait_for_beats(&setup.beats_dir(), "exec-1-", 3);
     let pid = setup.workers[0].id();
     kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("stop the worker");
     no_overlap_after(&mut setup, &id, "worker frozen");

@@ -454,8 +454,9 @@ fn a_killed_helpers_agent_tree_dies_with_it() {
     );
     let id = d.detach(&dir, "{}");
     let state = d.root().join("state/beater");
+    let beat = |f: &str| std::fs::metadata(state.join(f)).is_ok_and(|m| m.len() > 0);
     eventually(30, "the agent and its child beat", || {
-        state.join("beats").exists() && state.join("child").exists()
+        beat("beats") && beat("child")
     });
     let helper = d.inspect(&id)["state"]["helper"]["pid"]
         .as_i64()
