@@ -101,25 +101,9 @@ fn a_helper_killed_during_a_tool_call_takes_the_tools_tree_with_it() {
     .expect("tool");
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let work = d.root().join("runs").join(&id).join("work");
-    let beat = |f: &str| std::fs::metadata(work.join(f)).is_ok_and(|m| m.len() > 0);
-    common::eventually(30, "the tool and its child beat", || {
-        beat("tool-beats") && beat("child-beats")
-    });
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_i64()
-        .expect("a helper") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 the helper");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let size = |f: &str| std::fs::metadata(work.join(f)).map_or(0, |m| m.len());
-    let before = (size("tool-beats"), size("child-beats"));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(
-        before,
-        (size("tool-beats"), size("child-beats")),
-        "the tool's tree still beats"
+    common::kill_helper_and_assert_beats_stop(
+        &d,
+        &id,
+        &[work.join("tool-beats"), work.join("child-beats")],
     );
 }

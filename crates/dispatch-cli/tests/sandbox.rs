@@ -454,25 +454,5 @@ fn a_killed_helpers_agent_tree_dies_with_it() {
     );
     let id = d.detach(&dir, "{}");
     let state = d.root().join("state/beater");
-    let beat = |f: &str| std::fs::metadata(state.join(f)).is_ok_and(|m| m.len() > 0);
-    eventually(30, "the agent and its child beat", || {
-        beat("beats") && beat("child")
-    });
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_i64()
-        .expect("a helper") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 the helper");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let size = |f: &str| std::fs::metadata(state.join(f)).map_or(0, |m| m.len());
-    let before = (size("beats"), size("child"));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(
-        before,
-        (size("beats"), size("child")),
-        "the tree still beats"
-    );
+    common::kill_helper_and_assert_beats_stop(&d, &id, &[state.join("beats"), state.join("child")]);
 }

@@ -178,3 +178,26 @@ pub fn processes_of(id: &str) -> Vec<String> {
     }
     found
 }
+
+/// Waits until every file in `beats` has a beat, kills run `id`'s helper
+/// with SIGKILL, and asserts that none of the files grows any more: the
+/// run's whole tree died with its helper.
+pub fn kill_helper_and_assert_beats_stop(d: &Dispatch, id: &str, beats: &[PathBuf]) {
+    let size = |f: &PathBuf| std::fs::metadata(f).map_or(0, |m| m.len());
+    eventually(30, "every beater beats", || {
+        beats.iter().all(|f| size(f) > 0)
+    });
+    let helper = d.inspect(id)["state"]["helper"]["pid"]
+        .as_i64()
+        .expect("a helper") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the helper");
+    std::thread::sleep(Duration::from_millis(300));
+    let before: Vec<u64> = beats.iter().map(size).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<u64> = beats.iter().map(size).collect();
+    assert_eq!(before, after, "the tree still beats: {beats:?}");
+}
