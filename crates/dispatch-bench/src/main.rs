@@ -15,8 +15,9 @@
 //! `dispatch-bench idle [--dispatch PATH] [--secs N]`: an idle cluster's
 //! database load (see `idle.rs`).
 //!
-//! `dispatch-bench chaos [--dispatch PATH] [--runs N] [--workers N]`: worker and
-//! agent kills, a partition and a database restart under load (see `chaos.rs`).
+//! `dispatch-bench chaos [--help] [--dispatch PATH] [--runs N] [--faults LIST] …`:
+//! workers killed alone and with their agents, frozen, partitioned, agents
+//! killed and the database restarted under load (see `chaos/`).
 //!
 //! `dispatch-bench tools`: the native agent's tools — LOCAL and MCP call
 //! overhead, approval latency (see `tools.rs`).
@@ -132,8 +133,8 @@ fn main() {
         eval::main(&dispatch, &args[2..]);
         return;
     }
-    if args.get(1).map(String::as_str) == Some("chaos") && dispatch.is_file() {
-        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+    if args.get(1).map(String::as_str) == Some("chaos") {
+        let dispatch = dispatch.canonicalize().unwrap_or(dispatch);
         chaos::main(&dispatch, &args[2..]);
         return;
     }

@@ -152,6 +152,7 @@ pub(super) async fn answer(
             if !answer.text.is_empty() || !answer.calls.is_empty() {
                 inner.first_token(seq);
             }
+            inner.finished(seq);
             axum::Json(whole).into_response()
         }
         // Headers, then nothing (a stall) or half the JSON (a cut).
@@ -199,8 +200,10 @@ impl Feed {
     fn into_body(self) -> Body {
         let stream = futures_util::stream::unfold(self, |mut feed| async move {
             let Some(frame) = feed.frames.pop_front() else {
-                if feed.end == End::Stall {
-                    feed.inner.stopping().await;
+                match feed.end {
+                    End::Stall => feed.inner.stopping().await,
+                    End::Finish(_) => feed.inner.finished(feed.seq),
+                    End::Cut => {}
                 }
                 return None;
             };

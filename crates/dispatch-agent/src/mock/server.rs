@@ -40,6 +40,12 @@ pub struct Received {
     /// Unix microseconds when its first text or tool-call fragment was
     /// handed to the connection (`None`: none was, e.g. an error answer).
     pub first_token_sent_at_us: Option<u64>,
+    /// Unix microseconds when the whole answer (its terminator included)
+    /// was handed to the connection: the call completed, as far as the
+    /// provider knows (`None`: an error, a cut, a stall, or a client that
+    /// went away first).
+    #[serde(default)]
+    pub finished_at_us: Option<u64>,
 }
 
 pub(super) fn now_us() -> u64 {
@@ -88,6 +94,7 @@ impl Inner {
             },
             received_at_us: now_us(),
             first_token_sent_at_us: None,
+            finished_at_us: None,
         };
         let mut received = lock(&self.received);
         received.push(r);
@@ -99,6 +106,14 @@ impl Inner {
         let at = now_us();
         if let Some(r) = lock(&self.received).get_mut(seq) {
             r.first_token_sent_at_us.get_or_insert(at);
+        }
+    }
+
+    /// Notes that request `seq`'s whole answer has left.
+    pub(super) fn finished(&self, seq: usize) {
+        let at = now_us();
+        if let Some(r) = lock(&self.received).get_mut(seq) {
+            r.finished_at_us.get_or_insert(at);
         }
     }
 
