@@ -63,6 +63,10 @@ fn a_chain_of_four_passes_each_output_to_the_next_in_order() {
         .map(|k| k["parcel_name"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(names, ["a", "c", "b", "d"]);
+    // Members are started by the workflow, and `ps` finds them so.
+    assert!(kids.iter().all(|k| k["trigger"] == "workflow"), "{kids:?}");
+    let by_trigger = d.ok(&["ps", "-a", "-q", "--filter", "trigger=workflow"]);
+    assert_eq!(by_trigger.lines().count(), 4, "{by_trigger}");
     let msgs = doc["workflow"]["messages"].as_array().expect("messages");
     let hops: Vec<(String, String)> = msgs
         .iter()

@@ -296,6 +296,7 @@ pub(super) async fn plan(
     };
     let (mut new, extras, _) = prepare_for(layout, parcel, &req, &opts)?.into_parts();
     new.id = child_id;
+    new.trigger = dispatch_core::Trigger::Workflow;
     Ok(Some((new, extras)))
 }
 
