@@ -18,6 +18,9 @@ pub enum ServerError {
     /// The artifact store cannot be used (the line says why).
     #[error("{0}")]
     Artifacts(String),
+    /// Another live worker holds the name (the line says which).
+    #[error("{0}")]
+    NameTaken(String),
     #[error("cannot handle signals")]
     Signals(#[source] std::io::Error),
 }

@@ -10,32 +10,117 @@ use dispatch_core::now_ms;
 use dispatch_store::WorkerBeat;
 
 use crate::SharedStore;
+use crate::error::{ServerError, ServerResult};
 use crate::worker::WorkerConfig;
 
 /// How often a working worker says it is there.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// Runs `work` (the worker's loop) while keeping its presence fresh.
-pub async fn beating<F: Future>(store: SharedStore, config: &WorkerConfig, work: F) -> F::Output {
-    let mut beat = WorkerBeat {
+/// A worker not heard from for this long is silent: its name is free.
+pub const SILENT_AFTER: Duration = Duration::from_secs(3 * EVERY.as_secs());
+
+fn silent_before(now: i64) -> i64 {
+    now - i64::try_from(SILENT_AFTER.as_millis()).unwrap_or(15_000)
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether `pid` runs on this machine.
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Takes the worker's name in the store before it claims anything: refused
+/// while another live worker holds it (on another machine, or a process of
+/// this one that still runs), which the error names.
+pub async fn claim(store: &SharedStore, config: &WorkerConfig) -> ServerResult<WorkerBeat> {
+    let now = now_ms();
+    let beat = WorkerBeat {
         name: config.name.clone(),
         labels: config.labels.clone(),
         slots: u32::try_from(config.slots).unwrap_or(u32::MAX),
         lease_ms: i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX),
-        started_at: now_ms(),
-        seen_at: now_ms(),
+        started_at: now,
+        seen_at: now,
         stopped_at: None,
+        host: hostname(),
+        pid: std::process::id(),
     };
+    if store.worker_beat(&beat, silent_before(now), None).await? {
+        return Ok(beat);
+    }
+    let holder = store
+        .list_workers(0)
+        .await?
+        .into_iter()
+        .find(|w| w.beat.name == beat.name)
+        .map(|w| w.beat);
+    if let Some(h) = &holder
+        && h.host == beat.host
+        && !alive(h.pid)
+        && store
+            .worker_beat(&beat, silent_before(now), Some(h.pid))
+            .await?
+    {
+        // A restart after a crash on this machine: its name is ours.
+        return Ok(beat);
+    }
+    let who = holder.map_or_else(
+        || "another worker".to_string(),
+        |h| {
+            format!(
+                "pid {} on {}, last heard {} s ago",
+                h.pid,
+                if h.host.is_empty() { "?" } else { &h.host },
+                (now - h.seen_at).max(0) / 1000
+            )
+        },
+    );
+    Err(ServerError::NameTaken(format!(
+        "worker name `{}` is held by a live worker ({who}): stop it first, or give this one another --name (a silent worker's name is free {} s after its last word)",
+        beat.name,
+        SILENT_AFTER.as_secs()
+    )))
+}
+
+/// Runs `work` (the worker's loop) while keeping its presence (`beat`, as
+/// [`claim`] took it) fresh.
+pub async fn beating<F: Future>(store: SharedStore, mut beat: WorkerBeat, work: F) -> F::Output {
     let keep = {
         let (store, mut beat) = (store.clone(), beat.clone());
         async move {
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut warned = false;
             loop {
                 tick.tick().await;
                 beat.seen_at = now_ms();
-                if let Err(e) = store.worker_beat(&beat).await {
-                    tracing::warn!("[worker] {}: cannot record presence: {e}", beat.name);
+                match store
+                    .worker_beat(&beat, silent_before(beat.seen_at), None)
+                    .await
+                {
+                    Ok(true) => warned = false,
+                    // Silent too long (frozen, cut off): another took the name.
+                    Ok(false) if !warned => {
+                        warned = true;
+                        tracing::warn!(
+                            "[worker] {}: another live worker now holds this name; this one's presence is not recorded",
+                            beat.name
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("[worker] {}: cannot record presence: {e}", beat.name),
                 }
             }
         }
@@ -46,7 +131,10 @@ pub async fn beating<F: Future>(store: SharedStore, config: &WorkerConfig, work:
     };
     beat.seen_at = now_ms();
     beat.stopped_at = Some(beat.seen_at);
-    if let Err(e) = store.worker_beat(&beat).await {
+    if let Err(e) = store
+        .worker_beat(&beat, silent_before(beat.seen_at), None)
+        .await
+    {
         tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name);
     }
     out

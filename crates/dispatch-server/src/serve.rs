@@ -257,7 +257,11 @@ impl Server {
             token_rates: Arc::new(TokenRates::new(self.http.token_rate)),
             enqueue_retry: self.enqueue_retry,
         };
-        let worker = (self.worker.slots > 0).then(|| {
+        let beat = match self.worker.slots > 0 {
+            true => Some(crate::presence::claim(&self.backend.store, &self.worker).await?),
+            false => None,
+        };
+        let worker = beat.map(|beat| {
             let wake = self
                 .backend
                 .wake(wake.clone())
@@ -268,7 +272,7 @@ impl Server {
             let store = self.backend.store.clone();
             let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
             let work = worker.run(stopped(stop_rx.clone()));
-            tokio::spawn(async move { crate::presence::beating(store, &config, work).await })
+            tokio::spawn(async move { crate::presence::beating(store, beat, work).await })
         });
         let callbacks = self.callback_secret.clone().map(|secret| {
             tokio::spawn(crate::callback::dispatcher(
@@ -359,11 +363,24 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// `dispatch worker`: work until `shutdown`, then drain.
+/// `dispatch worker`: take its name, work until `shutdown`, then drain.
 pub async fn work(
+    backend: Backend,
+    config: WorkerConfig,
+    bus: Option<BusConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> ServerResult<WorkerSummary> {
+    let beat = crate::presence::claim(&backend.store, &config).await?;
+    work_as(backend, config, bus, beat, shutdown).await
+}
+
+/// [`work`] with its name taken already ([`crate::presence::claim`]: a
+/// second live worker of a name is refused before it touches anything).
+pub async fn work_as(
     backend: Backend,
     mut config: WorkerConfig,
     bus: Option<BusConfig>,
+    beat: dispatch_store::WorkerBeat,
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
@@ -379,7 +396,7 @@ pub async fn work(
         config.clone(),
         Arc::new(Metrics::default()),
     );
-    let summary = crate::presence::beating(backend.store, &config, worker.run(shutdown)).await;
+    let summary = crate::presence::beating(backend.store, beat, worker.run(shutdown)).await;
     if let Some(relay) = relay {
         relay.abort();
     }

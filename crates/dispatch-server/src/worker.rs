@@ -106,9 +106,8 @@ impl WorkerConfig {
 
 /// `<hostname>-<pid>`.
 pub fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "worker".into());
+    let host = crate::presence::hostname();
+    let host = if host.is_empty() { "worker" } else { &host };
     format!("{host}-{}", std::process::id())
 }
 

@@ -135,6 +135,7 @@ macro_rules! __queue_conformance_names {
         $crate::__conformance_tests!($mode $factory;
             claims_take_the_highest_priority_then_the_oldest,
             workers_are_listed_with_the_live_runs_they_hold,
+            a_live_workers_name_is_refused_to_another_process,
             three_claimers_racing_over_1000_runs_claim_each_exactly_once,
             runs_created_claimed_by_a_worker_are_leased_and_fenced_like_claimed_ones,
             creating_claimed_runs_is_all_or_none,

@@ -10,7 +10,7 @@ use dispatch_runtime::retention::RetentionSpec;
 use dispatch_server::bus::BusConfig;
 use dispatch_server::otel::{Tracer, traces_url};
 use dispatch_server::retention::Retention;
-use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work};
+use dispatch_server::serve::{Backend, DEFAULT_LISTEN, Server, shutdown_signal, work_as};
 use dispatch_server::tls::TlsFiles;
 use dispatch_server::worker::{WorkerConfig, default_name};
 
@@ -423,6 +423,9 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         .as_ref()
         .map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     config.shared = artifacts;
+    let beat = dispatch_server::presence::claim(&backend.store, &config)
+        .await
+        .map_err(fail)?;
     tracing::info!(
         worker = %config.name,
         "dispatch worker {} started ({} slot(s), capacity {} CPUs, {} memory{store})",
@@ -432,7 +435,9 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         dispatch_core::isolation::format_size(capacity.memory_bytes)
     );
     let bus = bus_config(args.bus.as_deref())?;
-    let summary = work(backend, config, bus, shutdown).await.map_err(fail)?;
+    let summary = work_as(backend, config, bus, beat, shutdown)
+        .await
+        .map_err(fail)?;
     tracing::info!(
         "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost",
         summary.claimed,

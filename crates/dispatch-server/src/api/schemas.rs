@@ -557,6 +557,9 @@ pub struct Worker {
     /// When it last said it was there (every 5 s).
     pub seen_at: i64,
     pub stopped_at: Option<i64>,
+    /// The machine it runs on (its hostname): with `pid`, who holds the name.
+    pub host: String,
+    pub pid: u32,
 }
 
 /// A kept eval.

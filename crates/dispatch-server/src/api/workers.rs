@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::schemas;
 use super::{ApiResult, AppState};
-use crate::presence::EVERY;
+use crate::presence::SILENT_AFTER;
 
 /// Workers not seen for this long are left out.
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -20,7 +20,7 @@ pub const DAY_MS: i64 = 24 * 3600 * 1000;
 /// so), `silent` (not heard from for three beats: its leases expire and its
 /// runs go back to the queue), else `working`.
 pub fn state_of(w: &WorkerInfo, now: i64) -> &'static str {
-    let silent_after = i64::try_from(EVERY.as_millis()).unwrap_or(5000) * 3;
+    let silent_after = i64::try_from(SILENT_AFTER.as_millis()).unwrap_or(15_000);
     if w.beat.stopped_at.is_some() {
         "stopped"
     } else if now - w.beat.seen_at > silent_after {
@@ -47,6 +47,8 @@ fn worker_json(w: &WorkerInfo, now: i64) -> Value {
         "started_at": w.beat.started_at,
         "seen_at": w.beat.seen_at,
         "stopped_at": w.beat.stopped_at,
+        "host": w.beat.host,
+        "pid": w.beat.pid,
     })
 }
 

@@ -315,6 +315,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);
     ",
+    // 26: who holds a worker's name (its host and pid): a second live
+    // worker of the same name is refused (see `crate::WorkerStore::worker_beat`).
+    "
+    ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE workers ADD COLUMN pid BIGINT NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -10,7 +10,7 @@ use crate::{StoreResult, WorkerBeat, WorkerInfo, WorkerStore};
 
 fn placeholders(sql: &str) -> String {
     let mut s = sql.replace("SINCE", "?1");
-    for i in 1..=7 {
+    for i in (1..=11).rev() {
         s = s.replace(&format!("P{i}"), &format!("?{i}"));
     }
     s
@@ -18,9 +18,14 @@ fn placeholders(sql: &str) -> String {
 
 #[async_trait]
 impl WorkerStore for SqliteStore {
-    async fn worker_beat(&self, beat: &WorkerBeat) -> StoreResult<()> {
+    async fn worker_beat(
+        &self,
+        beat: &WorkerBeat,
+        stale_before: Ts,
+        dead: Option<u32>,
+    ) -> StoreResult<bool> {
         self.write(|tx| {
-            tx.prepare_cached(&placeholders(UPSERT))?.execute(params![
+            let changed = tx.prepare_cached(&placeholders(UPSERT))?.execute(params![
                 beat.name,
                 labels_json(&beat.labels),
                 beat.slots,
@@ -28,10 +33,14 @@ impl WorkerStore for SqliteStore {
                 beat.started_at,
                 beat.seen_at,
                 beat.stopped_at,
+                beat.host,
+                beat.pid,
+                stale_before,
+                dead.map_or(-1, i64::from),
             ])?;
             tx.prepare_cached(&placeholders(FORGET))?
                 .execute([beat.seen_at - FORGET_AFTER_MS])?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
@@ -49,9 +58,11 @@ impl WorkerStore for SqliteStore {
                         started_at: row.get(4)?,
                         seen_at: row.get(5)?,
                         stopped_at: row.get(6)?,
+                        host: row.get(7)?,
+                        pid: row.get(8)?,
                     },
-                    held: row.get(7)?,
-                    renewed_at: renewed(row.get(8)?, lease_ms),
+                    held: row.get(9)?,
+                    renewed_at: renewed(row.get(10)?, lease_ms),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
