@@ -12,6 +12,7 @@ mod macros;
 mod evals;
 mod events;
 mod expire;
+mod fenced;
 mod limits;
 mod listen;
 mod messages;
