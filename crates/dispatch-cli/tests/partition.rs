@@ -475,6 +475,19 @@ fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
     // A long drain: on SIGTERM it waits for the run's task to end.
     setup.worker_with_grace("cut-off", true, 60_000);
     wait_for_file(&setup.beats_dir(), "started");
+    // Attempt 1's first line is shipped before the cut.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(
+        &block_on(setup.store.read_log(&id, 0, 1 << 20)).expect("the stored log"),
+    )
+    .contains("attempt 1 fence")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "attempt 1's first line never shipped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     setup.proxy.partition();
     std::fs::write(setup.beats_dir().join("partitioned"), b"").expect("marker");
     setup.worker("healthy", false);
