@@ -71,7 +71,7 @@ impl Fixture {
 }
 
 #[tokio::test]
-async fn a_log_ships_in_batches_from_where_the_file_stood_and_after_other_writers() {
+async fn a_log_ships_in_batches_from_where_the_file_stood_exactly_once() {
     let f = Fixture::new().await;
     // An earlier hold of the run on this worker shipped its part already.
     f.append(b"earlier\n");
