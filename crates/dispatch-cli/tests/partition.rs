@@ -547,8 +547,9 @@ fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
     };
     assert!(fence(2) > fence(1), "{log}");
     let stderr = setup.stderr("cut-off");
-    assert!(
-        stderr.contains("refused this worker's log"),
-        "the refusal is said: {stderr}"
+    assert_eq!(
+        stderr.matches("refused this worker's log").count(),
+        1,
+        "the refusal is said once, and shipping stops: {stderr}"
     );
 }
