@@ -13,6 +13,10 @@
 //!   the lease has its agent killed at the self-fencing deadline by the
 //!   tether, not by its own (frozen) watchdog: no overlap either way.
 //!
+//! - a worker cut off while its agent still prints and then exits appends
+//!   nothing to the run's log once the partition heals: its log, like its
+//!   other writes, carries a fencing token the database no longer takes.
+//!
 //! Each execution of the agent writes its own file of heartbeats (one line
 //! every 20 ms, the time in ms), so overlaps are measured, not inferred.
 
@@ -27,7 +31,7 @@ use dispatch_core::{RunId, Status};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::postgres::testdb::TestDatabase;
-use dispatch_store::{AttemptStore, PgStore, Run, RunStore};
+use dispatch_store::{AttemptStore, PgStore, Run, RunLogStore, RunStore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proxy::Proxy;
@@ -75,14 +79,6 @@ impl Setup {
             true => "$DISPATCH_STATE_DIR".to_string(),
             false => dir.path().join("beats").display().to_string(),
         };
-        std::fs::create_dir_all(dir.path().join("beats")).expect("beats dir");
-        let src = dir.path().join("agent");
-        std::fs::create_dir_all(&src).expect("agent dir");
-        std::fs::write(
-            src.join("Agentfile"),
-            "FROM process\nNAME beater\nCOPY agent.sh\nCOMMAND sh agent.sh\nRETRY 1\n",
-        )
-        .expect("Agentfile");
         let script = format!(
             "f=\"{d}/exec-$DISPATCH_ATTEMPT-$$\"\n\
              i=0\n\
@@ -92,6 +88,26 @@ impl Setup {
              echo done\n",
             d = beats_dir
         );
+        Setup::with_script(dir, &script, sandboxed)
+    }
+
+    /// A database, a proxy to it, and a parcel (unsandboxed) whose agent is
+    /// `script` with `{d}` standing for the test's `beats` directory.
+    fn scripted(script: &str) -> Option<Setup> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = script.replace("{d}", &dir.path().join("beats").display().to_string());
+        Setup::with_script(dir, &script, false)
+    }
+
+    fn with_script(dir: tempfile::TempDir, script: &str, sandboxed: bool) -> Option<Setup> {
+        std::fs::create_dir_all(dir.path().join("beats")).expect("beats dir");
+        let src = dir.path().join("agent");
+        std::fs::create_dir_all(&src).expect("agent dir");
+        std::fs::write(
+            src.join("Agentfile"),
+            "FROM process\nNAME beater\nCOPY agent.sh\nCOMMAND sh agent.sh\nRETRY 1\n",
+        )
+        .expect("Agentfile");
         std::fs::write(src.join("agent.sh"), script).expect("agent.sh");
         let layout = Layout::new(dir.path().join(".dispatch"));
         dispatch_core::parcel::build(&src, &layout.parcels()).expect("the parcel builds");
@@ -140,6 +156,11 @@ impl Setup {
     /// A worker process named `name`, through the proxy or straight to the
     /// database; its stderr goes to `<name>.err`.
     fn worker(&mut self, name: &str, through_proxy: bool) {
+        self.worker_with_grace(name, through_proxy, 1000);
+    }
+
+    /// As [`Setup::worker`], draining for up to `grace_ms` on SIGTERM.
+    fn worker_with_grace(&mut self, name: &str, through_proxy: bool, grace_ms: u64) {
         let url = match through_proxy {
             true => self.proxy.url_for(self.db.url()),
             false => self.db.url().to_string(),
@@ -148,7 +169,7 @@ impl Setup {
         let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
             .args(["worker", "--database-url", &url, "--slots", "2"])
             .args(["--name", name, "--lease-ms", &LEASE_MS.to_string()])
-            .args(["--grace-period-ms", "1000"])
+            .args(["--grace-period-ms", &grace_ms.to_string()])
             .env("DISPATCH_ROOT", self.layout().root())
             // Unless sandboxed, the agents mark what they did in the test's
             // directory, which a sandboxed agent does not see.
@@ -432,4 +453,103 @@ fn a_frozen_workers_sandboxed_agent_is_killed_before_its_lease_expires() {
     no_overlap_after(&mut setup, &id, "worker frozen");
     let log = setup.stderr("frozen");
     assert!(!log.contains("stopping its agent"), "it was frozen: {log}");
+}
+
+#[test]
+fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
+    // Attempt 1 prints, waits for the partition, prints more and exits 0
+    // while cut off; attempt 2 prints and exits at once.
+    let Some(mut setup) = Setup::scripted(
+        "echo \"attempt $DISPATCH_ATTEMPT fence $DISPATCH_FENCE\"\n\
+         if [ \"$DISPATCH_ATTEMPT\" = 1 ]; then\n\
+           touch {d}/started\n\
+           while [ ! -e {d}/partitioned ]; do sleep 0.02; done\n\
+           i=0\n\
+           while [ $i -lt 5 ]; do echo \"attempt 1 cut off $i\"; sleep 0.02; i=$((i+1)); done\n\
+         fi\n\
+         echo \"attempt $DISPATCH_ATTEMPT done\"\n",
+    ) else {
+        return;
+    };
+    let id = setup.create_run();
+    // A long drain: on SIGTERM it waits for the run's task to end.
+    setup.worker_with_grace("cut-off", true, 60_000);
+    wait_for_file(&setup.beats_dir(), "started");
+    // Attempt 1's first line is shipped before the cut.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(
+        &block_on(setup.store.read_log(&id, 0, 1 << 20)).expect("the stored log"),
+    )
+    .contains("attempt 1 fence")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "attempt 1's first line never shipped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setup.proxy.partition();
+    std::fs::write(setup.beats_dir().join("partitioned"), b"").expect("marker");
+    setup.worker("healthy", false);
+    let done = setup.wait_for(&id, "the healthy worker to finish it", |r| {
+        r.state.is_terminal()
+    });
+    assert_eq!(
+        (done.status(), done.attempt),
+        (Status::Succeeded, 2),
+        "{done:?}"
+    );
+
+    // The cut-off worker comes back, its agent's last lines and its own
+    // `succeeded` line still unshipped; it is done with the run once it
+    // drained (its task ended).
+    setup.proxy.heal();
+    let pid = setup.workers[0].id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("drain the cut-off worker");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.workers[0].try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off worker never drained"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let log = block_on(setup.store.read_log(&id, 0, 1 << 20)).expect("the stored log");
+    let log = String::from_utf8_lossy(&log).to_string();
+    let lines: Vec<&str> = log.lines().collect();
+    let finals: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("succeeded (exit 0)"))
+        .collect();
+    assert_eq!(finals.len(), 1, "exactly one final line:\n{log}");
+    let attempt_2_done = lines
+        .iter()
+        .position(|l| l.contains("attempt 2 done"))
+        .unwrap_or_else(|| panic!("attempt 2's output is stored:\n{log}"));
+    assert!(finals[0] > attempt_2_done, "{log}");
+    assert!(
+        lines[attempt_2_done..]
+            .iter()
+            .all(|l| !l.contains("attempt 1")),
+        "no line of attempt 1 after attempt 2's:\n{log}"
+    );
+    assert!(
+        !log.contains("attempt 1 cut off"),
+        "what attempt 1 printed while cut off stays on its worker:\n{log}"
+    );
+    // Each attempt saw its own token, the later one higher.
+    let fence = |attempt: u32| -> i64 {
+        let prefix = format!("attempt {attempt} fence ");
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("attempt {attempt} printed its DISPATCH_FENCE:\n{log}"))
+    };
+    assert!(fence(2) > fence(1), "{log}");
+    let stderr = setup.stderr("cut-off");
+    assert_eq!(
+        stderr.matches("refused this worker's log").count(),
+        1,
+        "the refusal is said once, and shipping stops: {stderr}"
+    );
 }

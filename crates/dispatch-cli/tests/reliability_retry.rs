@@ -236,3 +236,37 @@ fn a_helper_lost_during_its_backoff_is_replaced_once_the_run_is_overdue() {
     });
     assert_eq!(d.inspect(&id)["attempt"], 2);
 }
+
+#[test]
+fn every_local_attempt_gets_a_higher_fencing_token() {
+    let d = Dispatch::new();
+    let agent = d.agent(
+        "fenced",
+        "echo \"try $DISPATCH_ATTEMPT fence $DISPATCH_FENCE\"\n\
+         [ \"$DISPATCH_ATTEMPT\" -ge 3 ] || exit 3\n",
+    );
+    let id = d.ok(&[
+        "run",
+        path(&agent),
+        "--detach",
+        "--retries",
+        "2",
+        "--backoff",
+        "50ms..100ms",
+    ]);
+    assert_eq!(d.wait_terminal(&id)["status"], "succeeded");
+    let log = d.ok(&["logs", &id]);
+    let fences: Vec<i64> = (1..=3)
+        .map(|n| {
+            let prefix = format!("try {n} fence ");
+            log.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("attempt {n} got DISPATCH_FENCE: {log}"))
+        })
+        .collect();
+    assert!(fences[0] >= 1, "{fences:?}");
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "each attempt's token is higher: {fences:?}"
+    );
+}

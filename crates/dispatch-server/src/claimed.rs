@@ -56,7 +56,7 @@ pub(crate) async fn run(
     // before, so nobody shipped any of its log.
     let fresh = run.version == 2;
     let shipper = ship_logs.then(|| {
-        let shipper = LogShipper::new(shared.clone(), layout, &run.id);
+        let shipper = LogShipper::new(shared.clone(), layout, &run.id, store.fence());
         Arc::new(match fresh {
             true => shipper.stored_from(0),
             false => shipper,

@@ -1,6 +1,8 @@
-//! A view of the store for one claimed run: its state writes and event
-//! appends carry the worker's fencing token, so a worker whose lease was taken
-//! over can no longer change the run. Everything else goes straight through.
+//! A view of the store for one claimed run: its state writes (and the
+//! output they carry), event appends and artifact records carry the
+//! worker's fencing token, as its log appends do (see [`crate::ship`]), so
+//! a worker whose lease was taken over can no longer change the run.
+//! Everything else goes straight through.
 //!
 //! Those writes are durable: one that fails because the database is out of
 //! reach (a restart, a partition) is retried, with its token, until it is
@@ -195,12 +197,14 @@ impl RunStore for FencedStore {
         let starts = writes
             .last()
             .is_some_and(|w| w.state.status() == dispatch_core::Status::Running);
-        if !starts
-            && let Some(log) = self.log.get()
-            && let Err(e) = log.flush().await
-        {
-            // The log ships later; the state write does not wait for it.
-            tracing::warn!("run {id}: cannot ship its log before a state write: {e}");
+        if !starts && let Some(log) = self.log.get() {
+            match log.flush().await {
+                // Refused as stale: said once by the shipper, and this
+                // write will be refused too.
+                Ok(()) | Err(StoreError::Fenced { .. }) => {}
+                // The log ships later; the state write does not wait for it.
+                Err(e) => tracing::warn!("run {id}: cannot ship its log before a state write: {e}"),
+            }
         }
         // The agent is known before its start is saved: if the save never
         // happens, fencing can still find and stop it.
@@ -271,7 +275,12 @@ impl EventStore for FencedStore {
 #[async_trait]
 impl ArtifactStore for FencedStore {
     async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()> {
-        self.inner.add_artifacts(run, artifacts).await
+        let (answer, _) = self
+            .durably(run, "artifacts", || {
+                self.inner.fenced_add_artifacts(run, self.fence, artifacts)
+            })
+            .await;
+        answer
     }
 
     async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {

@@ -51,17 +51,19 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    CallbackStore, EvalStore, ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore,
-    Store, TokenStore, TraceStore, WorkerStore,
+    CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore, RetentionStore,
+    RunLogStore, ServiceStore, Store, TokenStore, TraceStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
-/// A store a cluster can run on: the base traits plus the queue, token,
-/// callback, parcel, run-log, service, eval, retention and worker capabilities.
+/// A store a cluster can run on: the base traits plus the queue, fenced
+/// artifact, token, callback, parcel, run-log, service, eval, retention and
+/// worker capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
+    + FencedArtifactStore
     + TokenStore
     + CallbackStore
     + ParcelStore
@@ -76,6 +78,7 @@ pub trait ClusterStore:
 impl<
     T: Store
         + QueueStore
+        + FencedArtifactStore
         + TokenStore
         + CallbackStore
         + ParcelStore

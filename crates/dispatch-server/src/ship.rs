@@ -10,14 +10,20 @@
 //! whole log stored), and once more when the run leaves this worker.
 //!
 //! A batch not acknowledged is sent again as it was, at the same offset, so
-//! a retry of an append that did commit writes nothing twice. When another
-//! worker appended in between (it took the run over), shipping goes on at
-//! the new end.
+//! a retry of an append that did commit writes nothing twice. When the
+//! stored log is not where the shipper thought (a wrong guess of its
+//! length), shipping goes on at its real end.
+//!
+//! Every append carries the holder's fencing token. Once the store refuses
+//! one (the run was taken over: another worker claimed it, or it was swept
+//! back to the queue), the shipper says so once and ships nothing more: a
+//! worker cut off from the database while its agent printed never appends
+//! that output after what the next holder shipped.
 
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dispatch_core::RunId;
@@ -41,6 +47,10 @@ const LAST_TRIES: u32 = 5;
 pub struct LogShipper {
     store: SharedStore,
     run: RunId,
+    /// The holder's fencing token, carried by every append.
+    fence: i64,
+    /// The store refused an append for `fence`: nothing ships any more.
+    refused: AtomicBool,
     path: PathBuf,
     /// How far the file has shipped (a copy of `cursor.file`, read without the lock).
     shipped: AtomicU64,
@@ -58,13 +68,16 @@ struct Cursor {
 }
 
 impl LogShipper {
-    /// A shipper for `run`'s log in `layout`, starting at the file's current end.
-    pub fn new(store: SharedStore, layout: &Layout, run: &RunId) -> Self {
+    /// A shipper for `run`'s log in `layout`, for the holder of fencing
+    /// token `fence`, starting at the file's current end.
+    pub fn new(store: SharedStore, layout: &Layout, run: &RunId, fence: i64) -> Self {
         let path = layout.log(run);
         let start = std::fs::metadata(&path).map_or(0, |m| m.len());
         LogShipper {
             store,
             run: run.clone(),
+            fence,
+            refused: AtomicBool::new(false),
             path,
             shipped: AtomicU64::new(start),
             cursor: Mutex::new(Cursor {
@@ -85,9 +98,13 @@ impl LogShipper {
     }
 
     /// Ships everything the file holds now. On an error, what was not
-    /// acknowledged ships at the next call.
+    /// acknowledged ships at the next call; but once an append was refused
+    /// as stale (`Fenced`), every call answers that at once.
     pub async fn flush(&self) -> StoreResult<()> {
         let mut c = self.cursor.lock().await;
+        if self.refused.load(Ordering::Relaxed) {
+            return Err(self.fenced());
+        }
         c.last = Instant::now();
         // Each round ships one batch; another writer appending in between
         // costs a round, and cannot keep us here forever.
@@ -108,7 +125,11 @@ impl LogShipper {
                     continue;
                 }
             };
-            match self.store.append_log(&self.run, at, &batch).await {
+            let appended = self
+                .store
+                .append_log(&self.run, self.fence, at, &batch)
+                .await;
+            match appended {
                 Ok(()) => {
                     c.file += batch.len() as u64;
                     c.stored = Some(at + batch.len() as u64);
@@ -118,6 +139,22 @@ impl LogShipper {
                     c.stored = Some(length);
                     c.unacked = Some(batch);
                 }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    // Said once: every later call answers at once.
+                    self.refused.store(true, Ordering::Relaxed);
+                    let left = std::fs::metadata(&self.path)
+                        .map_or(0, |m| m.len())
+                        .saturating_sub(c.file);
+                    tracing::warn!(
+                        "run {}: the store refused this worker's log (fencing token {} is \
+                         stale: the run was taken over); its last {left} bytes stay in {} \
+                         and nothing more ships",
+                        self.run,
+                        self.fence,
+                        self.path.display()
+                    );
+                    return Err(e);
+                }
                 Err(e) => {
                     c.unacked = Some(batch);
                     return Err(e);
@@ -125,6 +162,18 @@ impl LogShipper {
             }
         }
         Ok(())
+    }
+
+    /// Whether the store refused this shipper's token (see [`Self::flush`]).
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn fenced(&self) -> StoreError {
+        StoreError::Fenced {
+            id: self.run.clone(),
+            fence: self.fence,
+        }
     }
 
     /// Runs `work` to its end while shipping in batches, then ships the
@@ -151,6 +200,11 @@ impl LogShipper {
                 }
                 match self.flush().await {
                     Ok(()) => failing = false,
+                    // Said once by `flush`; the work goes on without shipping.
+                    Err(StoreError::Fenced { .. }) => {
+                        done.notified().await;
+                        return;
+                    }
                     Err(e) if !failing => {
                         failing = true;
                         tracing::warn!("{who}: cannot ship the log of run {}: {e}", self.run);
@@ -163,7 +217,7 @@ impl LogShipper {
         let mut pause = Duration::from_millis(100);
         for left in (0..LAST_TRIES).rev() {
             match self.flush().await {
-                Ok(()) => break,
+                Ok(()) | Err(StoreError::Fenced { .. }) => break,
                 Err(e) if left == 0 => {
                     tracing::warn!(
                         "{who}: the end of the log of run {} was not shipped: {e}",

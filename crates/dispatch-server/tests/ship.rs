@@ -1,6 +1,7 @@
 //! Log shipping (`dispatch_server::ship`) against a real SQLite store: what a
 //! worker's log file gains reaches the store in batches, exactly once, after
-//! what earlier holders of the run shipped.
+//! what earlier holders of the run shipped; and nothing of it once the run
+//! was taken over.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use dispatch_core::RunId;
 use dispatch_runtime::Layout;
 use dispatch_server::SharedStore;
 use dispatch_server::ship::{BATCH_BYTES, LogShipper};
-use dispatch_store::conformance::{id, new_run};
-use dispatch_store::{RunStore, SqliteStore};
+use dispatch_store::conformance::{id, new_run, request};
+use dispatch_store::{RunStore, SqliteStore, StoreError};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -70,15 +71,15 @@ impl Fixture {
 }
 
 #[tokio::test]
-async fn a_log_ships_in_batches_from_where_the_file_stood_and_after_other_writers() {
+async fn a_log_ships_in_batches_from_where_the_file_stood_exactly_once() {
     let f = Fixture::new().await;
     // An earlier hold of the run on this worker shipped its part already.
     f.append(b"earlier\n");
     f.store
-        .append_log(&f.run, 0, b"earlier\n")
+        .append_log(&f.run, 0, 0, b"earlier\n")
         .await
         .expect("shipped before");
-    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run);
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0);
     shipper.flush().await.expect("nothing new to ship");
     assert_eq!(f.stored().await, b"earlier\n", "nothing shipped twice");
 
@@ -94,23 +95,51 @@ async fn a_log_ships_in_batches_from_where_the_file_stood_and_after_other_writer
         "batches of at most 64 KiB: {sizes:?}"
     );
 
-    // Another worker took the run over and appended; shipping goes on after it.
-    let length = f.store.log_length(&f.run).await.expect("length");
-    f.store
-        .append_log(&f.run, length, b"other worker\n")
-        .await
-        .expect("the other writer");
-    f.append(b"mine again\n");
-    shipper.flush().await.expect("flush");
-    want.extend(b"other worker\nmine again\n");
-    assert_eq!(f.stored().await, want, "nothing lost, nothing interleaved");
     drop(f.dir);
+}
+
+#[tokio::test]
+async fn a_shipper_whose_run_was_taken_over_ships_nothing_more() {
+    let f = Fixture::new().await;
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0);
+    f.append(b"attempt 1\n");
+    shipper.flush().await.expect("flush");
+    // Another worker claims the run (a new token) and appends.
+    let taken = f
+        .store
+        .claim(&request("other", 1, 100))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(taken.fence > 0);
+    f.store
+        .append_log(&f.run, taken.fence, 10, b"attempt 2\n")
+        .await
+        .expect("the new holder appends");
+    f.append(b"attempt 1, late\n");
+    for _ in 0..3 {
+        let err = shipper.flush().await.expect_err("refused");
+        assert!(
+            matches!(err, StoreError::Fenced { fence: 0, .. }),
+            "{err:?}"
+        );
+    }
+    assert!(shipper.refused());
+    assert_eq!(
+        f.stored().await,
+        b"attempt 1\nattempt 2\n",
+        "nothing after theirs"
+    );
+    // `ship_while` runs the work to its end all the same, shipping nothing.
+    f.append(b"attempt 1, later\n");
+    assert_eq!(shipper.ship_while("test", async { 7 }).await, 7);
+    assert_eq!(f.stored().await, b"attempt 1\nattempt 2\n");
 }
 
 #[tokio::test]
 async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
     let f = Fixture::new().await;
-    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run);
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0);
     let work = async {
         f.append(b"while running\n");
         // Shipped within a batch delay or so, while the work goes on.
@@ -135,10 +164,10 @@ async fn a_wrong_guess_of_the_stored_length_costs_one_refusal_and_loses_nothing(
     let f = Fixture::new().await;
     // Another holder shipped a part this shipper was told was not there.
     f.store
-        .append_log(&f.run, 0, b"theirs\n")
+        .append_log(&f.run, 0, 0, b"theirs\n")
         .await
         .expect("shipped by another holder");
-    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run).stored_from(0);
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0).stored_from(0);
     f.append(b"ours\n");
     shipper.flush().await.expect("ship");
     assert_eq!(f.stored().await, b"theirs\nours\n");
@@ -146,7 +175,7 @@ async fn a_wrong_guess_of_the_stored_length_costs_one_refusal_and_loses_nothing(
 
     // Right guesses append at once.
     let g = Fixture::new().await;
-    let shipper = LogShipper::new(g.store.clone(), &g.layout, &g.run).stored_from(0);
+    let shipper = LogShipper::new(g.store.clone(), &g.layout, &g.run, 0).stored_from(0);
     g.append(b"first\n");
     shipper.flush().await.expect("ship");
     assert_eq!(g.stored().await, b"first\n");

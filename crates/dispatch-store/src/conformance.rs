@@ -26,6 +26,7 @@ mod created_claimed;
 mod enqueue;
 mod evals;
 mod events;
+mod fenced;
 mod handoff;
 mod limits;
 mod messages;
@@ -52,6 +53,7 @@ pub use created_claimed::*;
 pub use enqueue::*;
 pub use evals::*;
 pub use events::*;
+pub use fenced::*;
 pub use handoff::*;
 pub use limits::*;
 pub use messages::*;
@@ -156,6 +158,10 @@ macro_rules! __queue_conformance_names {
             a_claim_without_capacity_takes_any_run,
             list_filters_by_labels_and_runs_carry_theirs,
             a_run_requeued_by_someone_else_fences_its_old_holder,
+            // a holder's log, artifacts and output are fenced too
+            a_stale_token_appends_nothing_to_the_log,
+            a_stale_token_records_no_artifact,
+            a_stale_token_stores_no_output,
             a_run_nobody_claimed_in_time_times_out_in_the_queue,
             a_queue_timeout_counts_each_wait_in_the_queue_anew,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
@@ -218,6 +224,7 @@ macro_rules! __conformance_names {
             output_is_stored_with_the_transition_and_kept_after,
             several_transitions_save_at_once_with_every_event_and_the_attempt,
             several_transitions_on_a_stale_version_save_nothing,
+            every_local_claim_moves_the_token_on,
             // events, usage, artifacts
             usage_events_sum_into_totals_without_bumping_the_version,
             events_page_by_after_and_limit,

@@ -33,6 +33,13 @@ pub struct Run {
     /// What started it (`manual` in databases from before it was recorded).
     #[serde(default)]
     pub trigger: Trigger,
+    /// The fencing token of the run's current holder: it moves on with every
+    /// claim (a worker's, or a local helper's) and every sweep or release, and
+    /// never goes back. The holder's writes carry it and a stale one is
+    /// refused ([`crate::StoreError::Fenced`]); the agent gets it as
+    /// `DISPATCH_FENCE`. Not shown by the API.
+    #[serde(default, skip_serializing)]
+    pub fence: i64,
 }
 
 impl Run {

@@ -70,14 +70,28 @@ pub trait ParcelStore: Send + Sync {
 /// offset where it starts. Appends are a compare-and-set on the stream's
 /// length, so two writers never interleave inside a chunk and a reader
 /// paging by offset never misses a chunk that commits later.
+///
+/// Appends are fenced: each carries its writer's fencing token
+/// ([`crate::Run::fence`]), and only the run's current token may append. A
+/// worker cut off from the database while its agent printed, whose run was
+/// taken over meanwhile, appends nothing when it comes back.
 #[async_trait]
 pub trait RunLogStore: Send + Sync {
     /// Appends `bytes` to the run's stored log at `offset`, which must be its
-    /// current length. A retry of an append that already committed (the
-    /// same bytes at the same offset) succeeds without writing again.
-    /// `LogMoved` (with the actual length) when the log is longer or shorter;
-    /// `NotFound` for an unknown run.
-    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()>;
+    /// current length, for the holder of fencing token `fence`. A retry of
+    /// an append that already committed (the same bytes at the same offset)
+    /// succeeds without writing again. `Fenced` when `fence` is not the
+    /// run's current token (checked first, in the same transaction; the
+    /// holder's last bytes may still ship after its run ended, as long as
+    /// nobody claimed the run since); `LogMoved` (with the actual length)
+    /// when the log is longer or shorter; `NotFound` for an unknown run.
+    async fn append_log(
+        &self,
+        run: &RunId,
+        fence: i64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> StoreResult<()>;
 
     /// The length in bytes of the run's stored log (0 when nothing was
     /// shipped, or for an unknown run).

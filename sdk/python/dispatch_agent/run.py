@@ -60,6 +60,20 @@ def attempt() -> int:
         return 1
 
 
+def fence() -> Optional[int]:
+    """The attempt's fencing token (``$DISPATCH_FENCE``); None outside Dispatch.
+
+    Every later attempt of the run has a higher one. Send it with a side
+    effect to a system that keeps the highest token it has seen and refuses
+    a lower one: a write from an attempt that was overtaken (its worker cut
+    off while another took the run over) is then refused.
+    """
+    try:
+        return int(os.environ["DISPATCH_FENCE"])
+    except (KeyError, ValueError):
+        return None
+
+
 def operation() -> Optional[str]:
     """``job``, ``heartbeat`` or ``service``; None outside Dispatch."""
     return os.environ.get("DISPATCH_OPERATION") or None

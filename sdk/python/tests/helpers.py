@@ -35,6 +35,7 @@ class DispatchCase(unittest.TestCase):
             {
                 "DISPATCH_RUN_ID": "0" * 32,
                 "DISPATCH_ATTEMPT": str(attempt),
+                "DISPATCH_FENCE": str(attempt + 4),
                 "DISPATCH_OPERATION": "job",
                 "DISPATCH_PAYLOAD": str(self.tmp / "payload.json"),
                 "DISPATCH_EVENTS": str(self.tmp / "events.jsonl"),

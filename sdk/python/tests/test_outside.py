@@ -14,6 +14,7 @@ class OutsideDispatch(DispatchCase):
         self.assertFalse(da.in_dispatch())
         self.assertIsNone(da.run_id())
         self.assertEqual(da.attempt(), 1)
+        self.assertIsNone(da.fence())
         self.assertIsNone(da.load_checkpoint())
         self.assertIsNone(da.resume_info())
         self.assertIsNone(da.state_dir())

@@ -11,6 +11,7 @@ class RunFacts(DispatchCase):
         self.assertEqual(da.payload(), {"name": "ada"})
         self.assertEqual(da.run_id(), "0" * 32)
         self.assertEqual(da.attempt(), 3)
+        self.assertEqual(da.fence(), 7)
         self.assertEqual(da.operation(), "job")
         self.assertTrue(da.in_dispatch())
         self.assertEqual(str(da.state_dir()), str(self.tmp / "state"))

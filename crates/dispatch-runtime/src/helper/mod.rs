@@ -377,6 +377,9 @@ pub(super) fn prepare(
     let protocol: Vec<(String, String)> = vec![
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
         ("DISPATCH_ATTEMPT".into(), run.attempt.to_string()),
+        // The holder's fencing token: grows with every claim of the run, so
+        // a system that keeps the highest it saw refuses a stale attempt.
+        ("DISPATCH_FENCE".into(), run.fence.to_string()),
         ("TRACEPARENT".into(), traceparent.to_string()),
         ("DISPATCH_OPERATION".into(), run.operation.to_string()),
         ("DISPATCH_BRIEF".into(), path_str(&brief_path)),

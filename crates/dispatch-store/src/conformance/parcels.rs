@@ -133,23 +133,23 @@ pub async fn a_log_is_appended_in_order_and_read_from_any_offset<S: Store + RunL
             .is_empty()
     );
     store
-        .append_log(&run.id, 0, b"hello ")
+        .append_log(&run.id, run.fence, 0, b"hello ")
         .await
         .expect("append");
     store
-        .append_log(&run.id, 6, b"")
+        .append_log(&run.id, run.fence, 6, b"")
         .await
         .expect("nothing to append");
     store
-        .append_log(&run.id, 6, b"world\n")
+        .append_log(&run.id, run.fence, 6, b"world\n")
         .await
         .expect("append");
     store
-        .append_log(&run.id, 12, b"bye\n")
+        .append_log(&run.id, run.fence, 12, b"bye\n")
         .await
         .expect("append");
     store
-        .append_log(&neighbour.id, 0, b"other")
+        .append_log(&neighbour.id, neighbour.fence, 0, b"other")
         .await
         .expect("append");
     assert_eq!(store.log_length(&run.id).await.expect("length"), 16);
@@ -192,17 +192,17 @@ pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store +
 ) {
     let run = create(&store, new_run(id(1), "p", 10)).await;
     store
-        .append_log(&run.id, 0, b"first\n")
+        .append_log(&run.id, run.fence, 0, b"first\n")
         .await
         .expect("append");
     store
-        .append_log(&run.id, 0, b"first\n")
+        .append_log(&run.id, run.fence, 0, b"first\n")
         .await
         .expect("a retry of a committed append succeeds");
     assert_eq!(store.log_length(&run.id).await.expect("length"), 6, "once");
     for (offset, bytes) in [(0, &b"other\n"[..]), (3, b"st\n"), (9, b"gap"), (2, b"")] {
         let err = store
-            .append_log(&run.id, offset, bytes)
+            .append_log(&run.id, run.fence, offset, bytes)
             .await
             .expect_err("not at the end");
         assert!(
@@ -216,7 +216,7 @@ pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store +
         "refused appends wrote nothing"
     );
     let err = store
-        .append_log(&id(77), 0, b"x")
+        .append_log(&id(77), 0, 0, b"x")
         .await
         .expect_err("an unknown run");
     assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
@@ -226,7 +226,7 @@ pub async fn an_append_not_at_the_end_is_refused_unless_it_is_a_retry<S: Store +
 pub async fn deleting_a_run_removes_its_log<S: Store + RunLogStore>(store: S) {
     let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
     store
-        .append_log(&run.id, 0, b"bye\n")
+        .append_log(&run.id, run.fence, 0, b"bye\n")
         .await
         .expect("append");
     step(&store, &run, Transition::Exited { code: 0, at: 30 }).await;
@@ -235,7 +235,7 @@ pub async fn deleting_a_run_removes_its_log<S: Store + RunLogStore>(store: S) {
     // A new run with the same id starts with an empty log.
     let again = create(&store, new_run(id(1), "p", 40)).await;
     store
-        .append_log(&again.id, 0, b"new\n")
+        .append_log(&again.id, again.fence, 0, b"new\n")
         .await
         .expect("append");
     assert_eq!(
@@ -256,11 +256,11 @@ pub async fn archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it<
         size,
     };
     store
-        .append_log(&run.id, 0, b"hello ")
+        .append_log(&run.id, run.fence, 0, b"hello ")
         .await
         .expect("append");
     store
-        .append_log(&run.id, 6, b"world\n")
+        .append_log(&run.id, run.fence, 6, b"world\n")
         .await
         .expect("append");
     assert_eq!(store.log_archive(&run.id).await.expect("archive"), None);
@@ -298,7 +298,7 @@ pub async fn archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it<
     );
     // An append at the archive's end goes on there; a stale one is refused.
     let err = store
-        .append_log(&run.id, 0, b"again")
+        .append_log(&run.id, run.fence, 0, b"again")
         .await
         .expect_err("stale offset");
     assert!(
@@ -306,7 +306,7 @@ pub async fn archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it<
         "got {err:?}"
     );
     store
-        .append_log(&run.id, 12, b"more\n")
+        .append_log(&run.id, run.fence, 12, b"more\n")
         .await
         .expect("append");
     assert_eq!(store.log_length(&run.id).await.expect("length"), 17);

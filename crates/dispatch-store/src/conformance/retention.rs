@@ -244,7 +244,7 @@ pub async fn retention_names_the_log_archives_no_remaining_run_has<S: RetentionT
     for (n, end, c) in [(1, 30, 'd'), (2, 31, 'e'), (3, 500, 'e')] {
         let run = finished(&store, n, end, 0).await;
         store
-            .append_log(&run.id, 0, b"log\n")
+            .append_log(&run.id, run.fence, 0, b"log\n")
             .await
             .expect("append");
         assert!(

@@ -1,17 +1,17 @@
 //! The PostgreSQL backend: the same tables and promises as SQLite, for a
 //! cluster of servers and workers sharing one database.
 //!
-//! A pool of connections; every write is one transaction (reads of one
-//! statement run on their own, see `macros.rs`). Writes to one run
-//! take its row lock first (the `UPDATE`, or `SELECT … FOR UPDATE`), so events
-//! of a run are numbered in commit order: a reader paging by `seq` never skips
-//! one that commits later with a smaller number.
+//! A pool of connections; every write is one transaction (a one-statement
+//! read runs on its own, see `macros.rs`). A write to a run takes its row
+//! lock first (`UPDATE`, or `SELECT … FOR UPDATE`), so a run's events are
+//! numbered in commit order: paging by `seq` never skips a later commit.
 
 #[macro_use]
 mod macros;
 mod evals;
 mod events;
 mod expire;
+mod fenced;
 mod limits;
 mod listen;
 mod messages;

@@ -159,15 +159,12 @@ async fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
 pub(super) async fn append_log(
     tx: &Transaction<'_>,
     run: &RunId,
+    fence: i64,
     offset: u64,
     bytes: &[u8],
 ) -> Result<(), Fail> {
-    let lock = tx
-        .prepare_cached("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
-        .await?;
-    if tx.query_opt(&lock, &[&run.as_str()]).await?.is_none() {
-        return Err(not_found(run));
-    }
+    // The row lock orders the appends; the token is read under it.
+    super::fenced::check_token(tx, run, fence).await?;
     let length = stored_length(tx, run).await?;
     let pos = position(run, offset)?;
     if offset == length {
@@ -281,8 +278,14 @@ pub(super) async fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Re
 /// The `RunLogStore` of PostgreSQL: the queries above, each in a transaction.
 #[async_trait]
 impl RunLogStore for PgStore {
-    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
-        in_tx!(self, |tx| append_log(&tx, run, offset, bytes))
+    async fn append_log(
+        &self,
+        run: &RunId,
+        fence: i64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> StoreResult<()> {
+        in_tx!(self, |tx| append_log(&tx, run, fence, offset, bytes))
     }
 
     async fn log_length(&self, run: &RunId) -> StoreResult<u64> {

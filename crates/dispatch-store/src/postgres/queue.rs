@@ -19,13 +19,13 @@ use crate::{Capacity, ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
 /// The statuses in which a worker holds a run.
 const HELD: &str = "('starting', 'running', 'paused')";
 
-/// What a claim returns of each run: its columns, then its fencing token
-/// and extras (see [`claimed_from_row`]).
+/// What a claim returns of each run: its columns (the last one its fencing
+/// token), then its extras (see [`claimed_from_row`]).
 macro_rules! claimed_columns {
     () => {
         concat!(
             run_columns!(),
-            ", fence, idempotency_key, session, policy, keep_workspace, concurrency_key, \
+            ", idempotency_key, session, policy, keep_workspace, concurrency_key, \
              concurrency_max, concurrency_strategy, traceparent"
         )
     };
@@ -33,9 +33,10 @@ macro_rules! claimed_columns {
 
 /// A run as [`claimed_columns`] returned it.
 fn claimed_from_row(row: &tokio_postgres::Row) -> Result<Claimed, Fail> {
+    let run = run_from_row(row)?;
     Ok(Claimed {
-        run: run_from_row(row)?,
-        fence: row.try_get(20)?,
+        fence: run.fence,
+        run,
         extras: crate::RunExtras {
             idempotency_key: row.try_get(21)?,
             session: row.try_get(22)?,

@@ -18,7 +18,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence"
     };
 }
 pub(super) use run_columns;
@@ -79,6 +79,7 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, Fail> {
             .try_get::<_, &str>(19)?
             .parse()
             .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
+        fence: row.try_get(20)?,
         id,
     })
 }

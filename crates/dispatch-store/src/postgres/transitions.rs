@@ -224,6 +224,7 @@ async fn update(
             .push(output.map(|o| to_json("output", o)).transpose()?);
         cols.ready_ats.push(plan.ready_at);
         cols.releases.push(plan.release);
+        cols.claims.push(i64::from(plan.claim));
     }
     let mut updated = HashMap::new();
     if cols.ids.is_empty() {
@@ -241,11 +242,12 @@ async fn update(
              output = COALESCE(u.new_output, runs.output), \
              ready_at = COALESCE(u.new_ready_at, runs.ready_at), \
              lease_owner = CASE WHEN u.release THEN NULL ELSE runs.lease_owner END, \
-             lease_expires_at = CASE WHEN u.release THEN NULL ELSE runs.lease_expires_at END \
+             lease_expires_at = CASE WHEN u.release THEN NULL ELSE runs.lease_expires_at END, \
+             fence = runs.fence + u.claims \
              FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
-             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bool[]) \
+             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bool[], $11::bigint[]) \
              AS u(uid, expected, new_state, new_status, n, new_attempt, at, new_output, \
-             new_ready_at, release) \
+             new_ready_at, release, claims) \
              WHERE runs.id = u.uid COLLATE \"C\" AND runs.version = u.expected RETURNING ",
             run_columns!()
         ))
@@ -264,6 +266,7 @@ async fn update(
                 &cols.outputs,
                 &cols.ready_ats,
                 &cols.releases,
+                &cols.claims,
             ],
         )
         .await?;
@@ -294,6 +297,7 @@ struct UpdateColumns<'a> {
     outputs: Vec<Option<String>>,
     ready_ats: Vec<Option<Ts>>,
     releases: Vec<bool>,
+    claims: Vec<i64>,
 }
 
 /// What a row of writes does besides the run's own row.
@@ -306,6 +310,8 @@ struct Plan {
     queued: bool,
     /// Queued or finished, the run is nobody's: a worker's lease ends.
     release: bool,
+    /// Some write claimed it (a local helper's claim): a new fencing token.
+    claim: bool,
     attempts: Vec<AttemptOp>,
 }
 
@@ -324,6 +330,7 @@ fn plan(
         ready_at: None,
         queued: false,
         release: false,
+        claim: false,
         attempts: Vec::new(),
     };
     for write in writes {
@@ -336,6 +343,7 @@ fn plan(
         }
         let next = write.state.status();
         let at = write.event.at;
+        plan.claim |= status == Status::Queued && next == Status::Starting;
         if let RunState::Queued { not_before } = &write.state {
             plan.queued = true;
             plan.ready_at = Some(not_before.unwrap_or(at));

@@ -12,6 +12,7 @@ mod checkpoint;
 mod evals;
 mod events;
 mod expire;
+mod fenced;
 mod limits;
 mod messages;
 mod parcels;
@@ -725,8 +726,8 @@ impl ParcelStore for SqliteStore {
 
 #[async_trait]
 impl RunLogStore for SqliteStore {
-    async fn append_log(&self, run: &RunId, offset: u64, bytes: &[u8]) -> StoreResult<()> {
-        self.write(|tx| parcels::append_log(tx, run, offset, bytes))
+    async fn append_log(&self, run: &RunId, fence: i64, at: u64, bytes: &[u8]) -> StoreResult<()> {
+        self.write(|tx| parcels::append_log(tx, run, fence, at, bytes))
     }
 
     async fn log_length(&self, run: &RunId) -> StoreResult<u64> {

@@ -134,12 +134,12 @@ fn stored_length(tx: &Transaction<'_>, run: &RunId) -> Result<u64, Fail> {
 pub(super) fn append_log(
     tx: &Transaction<'_>,
     run: &RunId,
+    fence: i64,
     offset: u64,
     bytes: &[u8],
 ) -> Result<(), Fail> {
-    if !exists(tx, run)? {
-        return Err(Fail::Store(StoreError::NotFound(run.to_string())));
-    }
+    // Under the write lock: no claim moves the token on until this commits.
+    super::fenced::check_token(tx, run, fence)?;
     let length = stored_length(tx, run)?;
     if offset == length {
         if !bytes.is_empty() {

@@ -18,7 +18,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence"
     };
 }
 
@@ -26,7 +26,7 @@ macro_rules! run_columns {
 /// [`RunFilter::summary`]).
 const SUMMARY_COLUMNS: &str = "id, version, parcel_digest, parcel_name, operation, state, attempt, \
      parent_id, origin_id, NULL, brief_sha256, created_at, updated_at, stop_requested_at, \
-     input_tokens, output_tokens, cost_usd, NULL, NULL, trigger_kind";
+     input_tokens, output_tokens, cost_usd, NULL, NULL, trigger_kind, fence";
 
 /// Decodes a row selected with [`run_columns`] (or [`SUMMARY_COLUMNS`]).
 fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
@@ -82,6 +82,7 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
             .as_str()?
             .parse()
             .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
+        fence: row.get(20)?,
         id,
     })
 }
@@ -373,7 +374,8 @@ fn transition_one(
         }));
     }
     let new_status = write.state.status();
-    if old_status == Status::Queued && new_status == Status::Starting {
+    let claim = old_status == Status::Queued && new_status == Status::Starting;
+    if claim {
         // A claim: only when the run's concurrency key has a slot for it.
         super::limits::check_admitted(tx, id)?;
     }
@@ -399,7 +401,8 @@ fn transition_one(
             "UPDATE runs SET state = ?1, status = ?2, version = version + 1, attempt = ?3, \
              updated_at = ?4, output = COALESCE(?5, output), \
              lease_owner = CASE WHEN ?8 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN ?8 THEN NULL ELSE lease_expires_at END \
+             lease_expires_at = CASE WHEN ?8 THEN NULL ELSE lease_expires_at END, \
+             fence = fence + ?9 \
              WHERE id = ?6 AND version = ?7",
         )?
         .execute(params![
@@ -414,6 +417,8 @@ fn transition_one(
             new_status == Status::Queued
                 || new_status.is_terminal()
                 || matches!(write.state, RunState::Suspended { .. }),
+            // A local helper's claim is a new holder: a new fencing token.
+            i64::from(claim),
         ])?;
     if changed != 1 {
         // Unreachable under the write lock we hold, but never write past a lost CAS.

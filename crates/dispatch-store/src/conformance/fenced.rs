@@ -1,0 +1,209 @@
+//! What fencing promises beyond state writes and events: a run's log, its
+//! artifacts and its output take only its current holder's token, and the
+//! token moves on with every claim, local or not (it is the agent's
+//! `DISPATCH_FENCE`).
+
+use dispatch_core::{Status, Transition};
+use serde_json::json;
+
+use super::queue::{agent_up, claim_all};
+use super::{HELPER, create, id, new_run, step, write_for};
+use crate::{
+    Artifact, Claimed, FencedArtifactStore, NewRun, QueueStore, RunLogStore, Store, StoreError,
+};
+
+/// Run 1, claimed by `slow` at 100, swept at 1101 (its lease ran out) and
+/// claimed again by `fast` at 1200: the old holder and the new one.
+async fn taken_over<S: Store + QueueStore>(store: &S) -> (Claimed, Claimed) {
+    create(store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(store, "slow", 1, 100).await.remove(0);
+    assert_eq!(store.sweep_expired(1101).await.expect("sweep"), vec![id(1)]);
+    let new = claim_all(store, "fast", 1, 1200).await.remove(0);
+    assert!(new.fence > old.fence, "every claim moves the token on");
+    (old, new)
+}
+
+fn is_fenced(err: &StoreError, fence: i64) -> bool {
+    matches!(err, StoreError::Fenced { id: got, fence: f } if *got == id(1) && *f == fence)
+}
+
+pub async fn a_stale_token_appends_nothing_to_the_log<S: Store + QueueStore + RunLogStore>(
+    store: S,
+) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(&store, "slow", 1, 100).await.remove(0);
+    assert_eq!(
+        old.run.fence, old.fence,
+        "the claimed run carries its token"
+    );
+    store
+        .append_log(&id(1), old.fence, 0, b"attempt 1: hello\n")
+        .await
+        .expect("the holder appends");
+    // Its lease runs out: the run goes back to the queue under a new token.
+    assert_eq!(store.sweep_expired(1101).await.expect("sweep"), vec![id(1)]);
+    let err = store
+        .append_log(&id(1), old.fence, 17, b"attempt 1: late\n")
+        .await
+        .expect_err("a swept holder appends nothing");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    let new = claim_all(&store, "fast", 1, 1200).await.remove(0);
+    store
+        .append_log(&id(1), new.fence, 17, b"attempt 2: done\n")
+        .await
+        .expect("the new holder appends");
+    // The old holder comes back, even knowing where the log ends now: the
+    // token stops it (the measured bug: its output after attempt 2's end).
+    for offset in [17, 33] {
+        let err = store
+            .append_log(&id(1), old.fence, offset, b"attempt 1: succeeded\n")
+            .await
+            .expect_err("a stale token appends nothing");
+        assert!(is_fenced(&err, old.fence), "got {err:?}");
+    }
+    assert_eq!(
+        store.read_log(&id(1), 0, 1000).await.expect("read"),
+        b"attempt 1: hello\nattempt 2: done\n",
+        "refused appends wrote nothing"
+    );
+    // The holder's last bytes ship after its run ended, as long as nobody
+    // claimed it since.
+    let running = agent_up(&store, &new, 1300).await;
+    let end = write_for(&running, &Transition::Exited { code: 0, at: 1400 });
+    store
+        .fenced_transition(&id(1), new.fence, running.version, &end)
+        .await
+        .expect("the holder ends the run");
+    store
+        .append_log(&id(1), new.fence, 33, b"run succeeded\n")
+        .await
+        .expect("the last holder's last line");
+    let err = store
+        .append_log(&id(1), old.fence, 47, b"run succeeded\n")
+        .await
+        .expect_err("still refused after the end");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert_eq!(
+        store.read_log(&id(1), 0, 1000).await.expect("read"),
+        b"attempt 1: hello\nattempt 2: done\nrun succeeded\n",
+        "one final line, the last holder's"
+    );
+}
+
+pub async fn a_stale_token_records_no_artifact<S: Store + QueueStore + FencedArtifactStore>(
+    store: S,
+) {
+    let (old, new) = taken_over(&store).await;
+    let artifact = |name: &str, c: char| Artifact {
+        name: name.into(),
+        sha256: c.to_string().repeat(64),
+        size: 3,
+    };
+    let err = store
+        .fenced_add_artifacts(&id(1), old.fence, &[artifact("report.md", 'a')])
+        .await
+        .expect_err("a stale token records nothing");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert!(
+        store.list_artifacts(&id(1)).await.expect("list").is_empty(),
+        "nothing recorded"
+    );
+    store
+        .fenced_add_artifacts(&id(1), new.fence, &[artifact("report.md", 'b')])
+        .await
+        .expect("the holder records its artifacts");
+    // The old holder's version of the same name does not replace it.
+    let err = store
+        .fenced_add_artifacts(&id(1), old.fence, &[artifact("report.md", 'a')])
+        .await
+        .expect_err("a stale token records nothing");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert_eq!(
+        store.list_artifacts(&id(1)).await.expect("list"),
+        vec![artifact("report.md", 'b')]
+    );
+    let err = store
+        .fenced_add_artifacts(&id(77), new.fence, &[artifact("x", 'c')])
+        .await
+        .expect_err("an unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}
+
+pub async fn a_stale_token_stores_no_output<S: Store + QueueStore>(store: S) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let old = claim_all(&store, "slow", 1, 100).await.remove(0);
+    let running = agent_up(&store, &old, 200).await;
+    assert_eq!(store.sweep_expired(1201).await.expect("sweep"), vec![id(1)]);
+    let new = claim_all(&store, "fast", 1, 1300).await.remove(0);
+    // The old holder's agent finished during the partition: its result,
+    // output and all, arrives after the takeover.
+    let mut stale = write_for(&running, &Transition::Exited { code: 0, at: 1400 });
+    stale.output = Some(json!({"from": "attempt 1"}));
+    let err = store
+        .fenced_transition(&id(1), old.fence, new.run.version, &stale)
+        .await
+        .expect_err("a stale token stores no output");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert_eq!(store.get_run(&id(1)).await.expect("get").output, None);
+    let up = agent_up(&store, &new, 1500).await;
+    let mut end = write_for(&up, &Transition::Exited { code: 0, at: 1600 });
+    end.output = Some(json!({"from": "attempt 2"}));
+    let done = store
+        .fenced_transition(&id(1), new.fence, up.version, &end)
+        .await
+        .expect("the holder stores its output");
+    assert_eq!(done.output, Some(json!({"from": "attempt 2"})));
+    let err = store
+        .fenced_transition(&id(1), old.fence, done.version, &stale)
+        .await
+        .expect_err("still refused after the end");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert_eq!(
+        store.get_run(&id(1)).await.expect("get").output,
+        Some(json!({"from": "attempt 2"})),
+        "the last holder's output stays"
+    );
+}
+
+pub async fn every_local_claim_moves_the_token_on<S: Store>(store: S) {
+    let queued = create(&store, new_run(id(1), "p", 10)).await;
+    assert_eq!(queued.fence, 0, "nobody held it yet");
+    let claim = |at| Transition::Claim { helper: HELPER, at };
+    let first = step(&store, &queued, claim(20)).await;
+    assert!(first.fence > queued.fence, "a helper's claim: {first:?}");
+    assert_eq!(store.get_run(&id(1)).await.expect("get").fence, first.fence);
+    let up = step(
+        &store,
+        &first,
+        Transition::AgentStarted {
+            agent: super::AGENT,
+            at: 21,
+        },
+    )
+    .await;
+    assert_eq!(up.fence, first.fence, "the holder's own writes keep it");
+    let retry = step(
+        &store,
+        &up,
+        Transition::Requeue {
+            not_before: None,
+            at: 30,
+        },
+    )
+    .await;
+    assert_eq!(retry.status(), Status::Queued);
+    let second = step(&store, &retry, claim(40)).await;
+    assert_eq!(second.attempt, 2);
+    assert!(second.fence > first.fence, "attempt 2 has a higher token");
+
+    // `dispatch run`'s run, created held by its helper, has one already.
+    let held = store
+        .create_run(&NewRun {
+            claimed_by: Some(HELPER),
+            ..new_run(id(2), "p", 50)
+        })
+        .await
+        .expect("create claimed");
+    assert_eq!(held.status(), Status::Starting);
+    assert!(held.fence > 0, "{held:?}");
+}
