@@ -35,6 +35,10 @@ pub struct Override {
     pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The primary model's wire format (`--provider`): with a base URL,
+    /// instead of `openai_compatible`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
 }
 
 impl Override {
@@ -50,7 +54,45 @@ impl Override {
             None => None,
         };
         let model = get("LLM_MODEL").map(|m| m.trim().to_string());
-        Ok((base_url.is_some() || model.is_some()).then_some(Override { base_url, model }))
+        Ok((base_url.is_some() || model.is_some()).then_some(Override {
+            base_url,
+            model,
+            provider: None,
+        }))
+    }
+
+    /// `--model`, `--base-url` and `--provider` (each given wins) over the
+    /// environment's `LLM_MODEL` and `LLM_BASE_URL` (read through `env`);
+    /// `None` when nothing is set. A bad URL or provider is an error naming
+    /// the flag.
+    pub fn layered(
+        env: impl Fn(&str) -> Option<String>,
+        model: Option<&str>,
+        base_url: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<Option<Override>, String> {
+        let mut over = Override::from_env(env)?.unwrap_or_default();
+        if let Some(m) = model.map(str::trim) {
+            if m.is_empty() {
+                return Err("--model: a model name is needed (e.g. gpt-4o-mini)".into());
+            }
+            over.model = Some(m.to_string());
+        }
+        if let Some(u) = base_url {
+            over.base_url = Some(
+                dispatch_core::agentfile::check_base_url(u.trim())
+                    .map_err(|e| format!("--base-url: {e}"))?,
+            );
+        }
+        if let Some(p) = provider {
+            over.provider = Some(ProviderKind::parse(p.trim()).ok_or_else(|| {
+                format!(
+                    "--provider: `{p}` is not a provider ({})",
+                    ProviderKind::NAMES
+                )
+            })?);
+        }
+        Ok((over != Override::default()).then_some(over))
     }
 
     /// The override a brief's `context` records.
@@ -100,6 +142,9 @@ pub fn resolve(
             models.truncate(1);
             models[0].provider = ProviderKind::OpenaiCompatible;
             models[0].base_url = Some(url.clone());
+        }
+        if let Some(kind) = o.provider {
+            models[0].provider = kind;
         }
     }
     let redirected = over.is_some_and(|o| o.base_url.is_some());

@@ -7,6 +7,7 @@ use dispatch_core::brief::Brief;
 use dispatch_core::parcel::{Courier, Parcel};
 use dispatch_core::policy::{PolicyOverrides, RunPolicy};
 use dispatch_store::{Created, NewRun, RunExtras, Store, StoreError};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{RuntimeError, RuntimeResult};
@@ -43,6 +44,37 @@ pub struct SubmitOptions {
     pub trigger: Option<dispatch_core::Trigger>,
     /// `--concurrency-key`, `--concurrency-max`, `--concurrency-strategy`.
     pub concurrency: crate::concurrency::ConcurrencyOverrides,
+    /// `--model`, `--base-url`, `--provider` (a native agent's).
+    pub model: ModelChoice,
+}
+
+/// The model a native run calls, chosen at dispatch (`dispatch run --model
+/// --base-url --provider`; the same fields of `POST /v1/runs`): each given
+/// wins over the dispatching process's `LLM_MODEL` / `LLM_BASE_URL`, and
+/// the result is written into the brief (`context.llm`; never a key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+impl ModelChoice {
+    /// What goes into a brief's `context.llm`: this choice over `env`'s
+    /// `LLM_*`; `None` when nothing is chosen. An error names the bad value.
+    pub fn context(&self, env: impl Fn(&str) -> Option<String>) -> RuntimeResult<Option<Value>> {
+        let over = dispatch_agent::Override::layered(
+            env,
+            self.model.as_deref(),
+            self.base_url.as_deref(),
+            self.provider.as_deref(),
+        )
+        .map_err(RuntimeError::Agent)?;
+        Ok(over.map(|o| serde_json::to_value(o).expect("plain data")))
+    }
 }
 
 /// Resolves the parcel, probes its dependencies and creates the run (or finds
@@ -188,9 +220,8 @@ pub async fn create<S: Store + ?Sized>(
 /// `LIMIT COST`, before anything runs.
 fn native_checks(parcel: &Parcel, brief: &mut Brief, opts: &SubmitOptions) -> RuntimeResult<()> {
     let env = |k: &str| std::env::var(k).ok();
-    let over = dispatch_agent::Override::from_env(env).map_err(RuntimeError::Agent)?;
-    if let Some(over) = over {
-        brief.context["llm"] = serde_json::to_value(over).expect("plain data");
+    if let Some(llm) = opts.model.context(env)? {
+        brief.context["llm"] = llm;
     }
     let policy = match &opts.policy {
         Some(p) => serde_json::from_value(p.clone()).unwrap_or_default(),
@@ -208,7 +239,9 @@ pub fn check_native_without_keys(parcel: &Parcel, policy: &RunPolicy) -> Runtime
     if parcel.manifest.courier != Courier::Agent {
         return Ok(());
     }
-    let any_key = |_: &str| Some(String::from("unused"));
+    // Any key is there; no `LLM_*` redirection is (that is the workers').
+    let any_key =
+        |k: &str| (!matches!(k, "LLM_BASE_URL" | "LLM_MODEL")).then(|| String::from("unused"));
     crate::helper::native::loop_config(parcel, &serde_json::Value::Null, policy, any_key)
         .map(drop)
         .map_err(RuntimeError::Agent)

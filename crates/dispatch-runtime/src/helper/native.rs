@@ -57,7 +57,12 @@ pub fn loop_config(
     let Some(agent) = parcel.manifest.agent.as_ref() else {
         return Err("the parcel is FROM agent but has no MODEL (build it again)".into());
     };
-    let over = Override::from_context(brief_context);
+    // The brief's choice, else this process's `LLM_*` (a worker's
+    // cluster-wide default; locally the same as the brief's).
+    let over = match Override::from_context(brief_context) {
+        Some(o) => Some(o),
+        None => Override::from_env(&env)?,
+    };
     let models = dispatch_agent::resolve(agent, over.as_ref(), env)?;
     if policy.limits.max_cost_usd.is_some()
         && let Some(why) = dispatch_agent::resolve::unpriced_for_cost_limit(&models)

@@ -96,6 +96,18 @@ pub struct CreateRun {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub concurrency_strategy: Option<dispatch_core::concurrency::Strategy>,
+    /// A native agent's primary model name, instead of its MODEL's
+    /// (`--model`; `LLM_MODEL` of the client).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Call the primary model at this OpenAI-compatible base URL, alone
+    /// (`--base-url`; `LLM_BASE_URL` of the client).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The primary model's provider: `openai`, `anthropic` or
+    /// `openai_compatible` (`--provider`).
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 /// The reliability options of a request, checked.
@@ -254,6 +266,18 @@ pub async fn create(
     // A native agent's keys are the workers' (read where the model is called);
     // what needs no key is checked now: a cost limit needs known prices.
     dispatch_runtime::submit::check_native_without_keys(&parcel, &reliability.policy)?;
+    // The model it calls: the request's choice over this server's `LLM_*`
+    // (a native agent's only; a process agent reads its own environment).
+    let llm = match parcel.manifest.courier {
+        dispatch_core::parcel::Courier::Agent => dispatch_runtime::submit::ModelChoice {
+            model: req.model.clone(),
+            base_url: req.base_url.clone(),
+            provider: req.provider.clone(),
+        }
+        .context(|k| std::env::var(k).ok())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        _ => None,
+    };
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(operation),
@@ -272,7 +296,9 @@ pub async fn create(
         },
     )?;
     let mut new = patience
-        .retry(|| super::publish::new_run(&state, &parcel, &request, operation))
+        .retry(|| {
+            super::publish::new_run_calling(&state, &parcel, &request, operation, llm.as_ref())
+        })
         .await?;
     new.created = req.start == Some(false);
     let extras = RunExtras {

@@ -84,8 +84,22 @@ pub(super) async fn new_run(
     req: &launch::LaunchRequest,
     operation: Operation,
 ) -> ApiResult<NewRun> {
+    new_run_calling(state, parcel, req, operation, None).await
+}
+
+/// [`new_run`], with the model a native agent calls (`context.llm`).
+pub(super) async fn new_run_calling(
+    state: &AppState,
+    parcel: &Parcel,
+    req: &launch::LaunchRequest,
+    operation: Operation,
+    llm: Option<&serde_json::Value>,
+) -> ApiResult<NewRun> {
     ensure_parcel(state, parcel).await?;
-    let brief = Brief::assemble(parcel, operation, req.payload.clone());
+    let mut brief = Brief::assemble(parcel, operation, req.payload.clone());
+    if let Some(llm) = llm {
+        brief.context["llm"] = llm.clone();
+    }
     let sha256 = launch::write_brief(&state.layout, &brief)?;
     let (bytes, encoded) = brief.encode();
     debug_assert_eq!(encoded, sha256, "a brief encodes the same every time");
