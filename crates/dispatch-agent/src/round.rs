@@ -9,12 +9,14 @@
 //! resumes from that checkpoint runs only the calls not done yet: a call
 //! that completed is never run twice, and the model is not called again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::agent_loop::{ToolOutcome, Tools};
+use crate::agent_loop::{Sink, ToolOutcome, Tools};
 use crate::conversation::Conversation;
 use crate::provider::ToolCall;
 
@@ -62,28 +64,55 @@ pub(crate) enum RoundEnd {
 }
 
 /// Runs the calls of round `round` not done yet (reusing the results of
-/// those a suspended attempt completed).
+/// those a suspended or killed attempt completed). When several run at
+/// once, each one that completes while others still run is checkpointed
+/// at once (its `tool_call` event and the conversation with it in
+/// [`Conversation::done`]): an attempt that dies mid-round re-runs only
+/// the calls whose results were not saved.
 pub(crate) async fn run_round(
     conv: &Conversation,
     round: u64,
     calls: &[ToolCall],
     tools: &dyn Tools,
+    sink: &mut dyn Sink,
 ) -> RoundEnd {
     tools.begin_round(round);
     let done = |id: &str| conv.done.iter().find(|d| d.id == id);
-    let outcomes = futures_util::future::join_all(calls.iter().map(|tc| async move {
-        if done(&tc.id).is_some() {
-            return None;
+    let mut running: FuturesUnordered<_> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, tc)| done(&tc.id).is_none())
+        .map(|(i, tc)| async move {
+            let started = Instant::now();
+            let outcome = tools.call(tc).await;
+            (i, outcome, started.elapsed())
+        })
+        .collect();
+    let mut outcomes: Vec<Option<(ToolOutcome, Duration)>> = vec![None; calls.len()];
+    // What is saved of the round so far, and which calls' events are stored.
+    let mut saved = conv.done.clone();
+    let mut stored = vec![false; calls.len()];
+    while let Some((i, outcome, took)) = running.next().await {
+        if !running.is_empty() && outcome.suspend.is_none() {
+            let tc = &calls[i];
+            saved.push(done_call(tc, &outcome));
+            let mut state = conv.clone();
+            state.done = saved.clone();
+            let state = serde_json::to_value(&state).unwrap_or(Value::Null);
+            let step = format!("round-{round}-call-{}", tc.id);
+            let events = vec![
+                ("tool_call", tool_event(tc, &outcome, took, round)),
+                ("checkpoint", json!({"step": step, "state": state})),
+            ];
+            // Not saved: it is in the round's record at the end.
+            stored[i] = sink.record(events).await.is_ok();
         }
-        let started = Instant::now();
-        let outcome = tools.call(tc).await;
-        Some((outcome, started.elapsed()))
-    }))
-    .await;
+        outcomes[i] = Some((outcome, took));
+    }
     let mut events = Vec::new();
     let mut results = Vec::new();
     let mut pending = None;
-    for (tc, ran) in calls.iter().zip(outcomes) {
+    for (i, (tc, ran)) in calls.iter().zip(outcomes).enumerate() {
         let Some((outcome, took)) = ran else {
             if let Some(d) = done(&tc.id) {
                 results.push(d.clone());
@@ -94,21 +123,10 @@ pub(crate) async fn run_round(
             pending = pending.or(Some(p));
             continue;
         }
-        let input: Value =
-            serde_json::from_str(&tc.arguments).unwrap_or(Value::String(tc.arguments.clone()));
-        let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
-            "output": outcome.text, "ok": !outcome.is_error,
-            "duration_ms": took.as_millis() as u64, "round": round});
-        if let Some(fields) = event.as_object_mut() {
-            fields.extend(outcome.meta);
+        if !stored[i] {
+            events.push(("tool_call", tool_event(tc, &outcome, took, round)));
         }
-        events.push(("tool_call", event));
-        results.push(DoneCall {
-            id: tc.id.clone(),
-            text: outcome.text,
-            is_error: outcome.is_error,
-            stop: outcome.stop,
-        });
+        results.push(done_call(tc, &outcome));
     }
     match pending {
         None => RoundEnd::Done { results, events },
@@ -122,6 +140,28 @@ pub(crate) async fn run_round(
             }
         }
     }
+}
+
+fn done_call(tc: &ToolCall, outcome: &ToolOutcome) -> DoneCall {
+    DoneCall {
+        id: tc.id.clone(),
+        text: outcome.text.clone(),
+        is_error: outcome.is_error,
+        stop: outcome.stop.clone(),
+    }
+}
+
+/// The `tool_call` event of a call that gave `outcome` after `took`.
+fn tool_event(tc: &ToolCall, outcome: &ToolOutcome, took: Duration, round: u64) -> Value {
+    let input: Value =
+        serde_json::from_str(&tc.arguments).unwrap_or(Value::String(tc.arguments.clone()));
+    let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
+        "output": outcome.text, "ok": !outcome.is_error,
+        "duration_ms": took.as_millis() as u64, "round": round});
+    if let Some(fields) = event.as_object_mut() {
+        fields.extend(outcome.meta.clone());
+    }
+    event
 }
 
 impl ToolOutcome {

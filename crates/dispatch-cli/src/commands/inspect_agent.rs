@@ -52,7 +52,7 @@ pub fn cost_unknown(d: &Value) -> bool {
     d["model_calls"].as_array().is_some_and(|calls| {
         calls
             .iter()
-            .any(|c| c["error"].is_null() && c["cost_usd"].is_null())
+            .any(|c| (c["error"].is_null() || c["estimated"] == true) && c["cost_usd"].is_null())
     })
 }
 
@@ -107,6 +107,9 @@ pub fn print_human(d: &Value) {
                 None => "unknown".into(),
             };
             let mut extra = Vec::new();
+            if c["estimated"].as_bool() == Some(true) {
+                extra.push("estimated".to_string());
+            }
             if c["fallback"].as_bool() == Some(true) {
                 extra.push(format!(
                     "fallback from {}",

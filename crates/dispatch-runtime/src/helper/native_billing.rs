@@ -1,0 +1,60 @@
+//! Model calls that were sent and never recorded are billed (see
+//! `dispatch_agent::billing`): the one in flight when the run is stopped
+//! or times out, by the attempt that stopped it; those of an attempt that
+//! died (its helper killed, its worker lost), by the next attempt before it
+//! sends anything. Each is a `model_call` with estimated tokens, marked
+//! `estimated`, and its `usage`, so budgets count it.
+
+use dispatch_agent::ResolvedModel;
+use dispatch_core::event::Usage;
+use dispatch_core::{NewEvent, RunId, now_ms};
+use dispatch_store::Store;
+
+use super::LifecycleLog;
+use super::agent::mask_value;
+
+/// Bills the calls earlier attempts of run `id` sent and never recorded,
+/// each under the attempt that sent it. Returns what they add to the run's usage.
+pub(super) async fn bill_lost_calls<S: Store + ?Sized>(
+    store: &S,
+    id: &RunId,
+    models: &[ResolvedModel],
+    secrets: &[String],
+    log: &mut LifecycleLog,
+) -> Usage {
+    let events = super::retry::all_events(store, id).await;
+    let lost = dispatch_agent::billing::unbilled(
+        events
+            .iter()
+            .map(|e| (e.event.kind.as_str(), e.event.attempt, &e.event.data)),
+    );
+    let mut added = Usage::default();
+    for (attempt, sent) in lost {
+        let bill = dispatch_agent::billing::unfinished(
+            &sent,
+            0,
+            "lost",
+            "the attempt ended before the answer was recorded; billed its estimated prompt",
+            models,
+        );
+        let at = now_ms();
+        let batch: Vec<NewEvent> = bill
+            .into_iter()
+            .map(|(kind, data)| NewEvent::new(kind, attempt, at, mask_value(data, secrets)))
+            .collect();
+        if let Some(u) = batch.iter().find_map(NewEvent::usage) {
+            match store.append_events(id, &batch).await {
+                Ok(()) => {
+                    log.line(&format!(
+                        "model call {} of attempt {attempt} was sent and never recorded: billed {} estimated tokens",
+                        sent["call"],
+                        u.total_tokens()
+                    ));
+                    added.add(u);
+                }
+                Err(e) => log.line(&format!("could not bill a lost model call: {e}")),
+            }
+        }
+    }
+    added
+}
