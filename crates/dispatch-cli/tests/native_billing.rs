@@ -32,9 +32,73 @@ fn model(mock: &Mock) -> String {
     )
 }
 
+/// The issue's measurement: the mock saw 4 requests and the run listed 3.
+/// Now each request sent is one record, and none is sent twice.
 #[test]
-fn a_helper_killed_during_a_tool_call_resumes_from_the_saved_answer_without_asking_the_model_again()
-{
+fn a_helper_killed_during_a_tool_call_sends_no_call_twice_and_records_every_call_sent() {
+    let d = Dispatch::new();
+    let state = d.dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "slow", "arguments": {}, "id": "c1"}]},
+        {"kind": "tool_calls", "calls": [{"name": "slow", "arguments": {}, "id": "c2"}]},
+        text("all done", 9, 2),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "crashy",
+        &format!(
+            "{}\nRETRY 3 BACKOFF 100ms..1s\nENV STATE={}\nTOOL LOCAL slow.sh AS slow",
+            model(&mock),
+            state.display()
+        ),
+    );
+    // The second call's first run beats until the helper dies.
+    std::fs::write(dir.join("slow.sh"), SLOW_SECOND).expect("slow");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let beats = state.join("beats");
+    eventually(30, "the second round's tool runs", || {
+        std::fs::metadata(&beats).is_ok_and(|m| m.len() > 0)
+    });
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("helper pid") as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    eventually(10, "the helper is gone", || !alive(helper));
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    let reqs = mock.requests();
+    let calls = model_calls(&doc);
+    assert_eq!(reqs.len(), 3, "no answer was asked for twice");
+    assert_eq!(
+        calls.len(),
+        reqs.len(),
+        "one record per request: {calls:#?}"
+    );
+    assert_billed(&calls);
+    assert!(
+        calls.iter().all(|c| c["estimated"].is_null()),
+        "the provider's own usage: {calls:#?}"
+    );
+    let spent: f64 = calls.iter().filter_map(|c| c["cost_usd"].as_f64()).sum();
+    let total = doc["usage"]["cost_usd"].as_f64().expect("run cost");
+    assert!((spent - total).abs() < 1e-9, "{spent} vs {total}");
+}
+
+/// A tool that counts its runs in `$STATE/runs`; its second run beats in
+/// `$STATE/beats` until it is killed (or gives up after half a minute).
+const SLOW_SECOND: &str = "echo x >> \"$STATE/runs\"\n\
+    if [ \"$(wc -l < \"$STATE/runs\")\" -eq 2 ]; then\n\
+      for i in $(seq 1 600); do date +%s%N >> \"$STATE/beats\"; sleep 0.05; done\n\
+    fi\n\
+    echo ok\n";
+
+#[test]
+fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_saved() {
     let d = Dispatch::new();
     let state = d.dir.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
