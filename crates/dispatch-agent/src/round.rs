@@ -43,6 +43,10 @@ pub struct DoneCall {
     /// A limit the call reached (the run ends after the round).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<String>,
+    /// Its `tool_call` event, not recorded yet (a call saved while others
+    /// of its round ran): recorded with the round, in the model's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Value>,
 }
 
 /// How a round's calls went.
@@ -67,8 +71,9 @@ pub(crate) enum RoundEnd {
 /// those a suspended or killed attempt completed). When several run at
 /// once, each one that completes while others still run is checkpointed
 /// at once (its `tool_call` event and the conversation with it in
-/// [`Conversation::done`]): an attempt that dies mid-round re-runs only
-/// the calls whose results were not saved.
+/// [`Conversation::done`], its `tool_call` event with it, recorded with
+/// the round in the model's order): an attempt that dies mid-round re-runs
+/// only the calls whose results were not saved.
 pub(crate) async fn run_round(
     conv: &Conversation,
     round: u64,
@@ -89,33 +94,35 @@ pub(crate) async fn run_round(
         })
         .collect();
     let mut outcomes: Vec<Option<(ToolOutcome, Duration)>> = vec![None; calls.len()];
-    // What is saved of the round so far, and which calls' events are stored.
-    let mut saved = conv.done.clone();
-    let mut stored = vec![false; calls.len()];
+    // What is saved of the round so far.
+    let mut state = conv.clone();
     while let Some((i, outcome, took)) = running.next().await {
         if !running.is_empty() && outcome.suspend.is_none() {
             let tc = &calls[i];
-            saved.push(done_call(tc, &outcome));
-            let mut state = conv.clone();
-            state.done = saved.clone();
-            let state = serde_json::to_value(&state).unwrap_or(Value::Null);
+            let mut saved = done_call(tc, &outcome);
+            saved.event = Some(tool_event(tc, &outcome, took, round));
+            state.done.push(saved);
+            let data = serde_json::to_value(&state).unwrap_or(Value::Null);
             let step = format!("round-{round}-call-{}", tc.id);
-            let events = vec![
-                ("tool_call", tool_event(tc, &outcome, took, round)),
-                ("checkpoint", json!({"step": step, "state": state})),
-            ];
-            // Not saved: it is in the round's record at the end.
-            stored[i] = sink.record(events).await.is_ok();
+            // Not saved (the store is out): the round's record saves it.
+            let _ = sink
+                .record(vec![("checkpoint", json!({"step": step, "state": data}))])
+                .await;
         }
         outcomes[i] = Some((outcome, took));
     }
     let mut events = Vec::new();
     let mut results = Vec::new();
     let mut pending = None;
-    for (i, (tc, ran)) in calls.iter().zip(outcomes).enumerate() {
+    for (tc, ran) in calls.iter().zip(outcomes) {
         let Some((outcome, took)) = ran else {
             if let Some(d) = done(&tc.id) {
-                results.push(d.clone());
+                let mut d = d.clone();
+                // Saved by an attempt that died before the round's record.
+                if let Some(event) = d.event.take() {
+                    events.push(("tool_call", event));
+                }
+                results.push(d);
             }
             continue;
         };
@@ -123,9 +130,7 @@ pub(crate) async fn run_round(
             pending = pending.or(Some(p));
             continue;
         }
-        if !stored[i] {
-            events.push(("tool_call", tool_event(tc, &outcome, took, round)));
-        }
+        events.push(("tool_call", tool_event(tc, &outcome, took, round)));
         results.push(done_call(tc, &outcome));
     }
     match pending {
@@ -148,6 +153,7 @@ fn done_call(tc: &ToolCall, outcome: &ToolOutcome) -> DoneCall {
         text: outcome.text.clone(),
         is_error: outcome.is_error,
         stop: outcome.stop.clone(),
+        event: None,
     }
 }
 

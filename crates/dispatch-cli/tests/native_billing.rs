@@ -141,7 +141,9 @@ fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_s
         std::fs::metadata(&beats).is_ok_and(|m| m.len() > 0)
     });
     eventually(30, "the fast tool's result is saved", || {
-        events_of(&d.inspect(&id), "tool_call").len() == 1
+        events_of(&d.inspect(&id), "checkpoint")
+            .iter()
+            .any(|c| c["step"] == "round-1-call-c1")
     });
     let doc = d.inspect(&id);
     assert_eq!(mock.requests().len(), 1);
@@ -183,6 +185,12 @@ fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_s
     };
     assert_eq!(runs("fast-runs"), 1, "a saved tool result is not run again");
     assert_eq!(runs("slow-runs"), 2, "the unfinished call runs again");
+    // Each call recorded once, in the model's order.
+    let ids: Vec<Value> = events_of(&doc, "tool_call")
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("c1"), json!("c2")]);
 }
 
 #[test]
