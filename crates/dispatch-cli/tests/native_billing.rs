@@ -248,6 +248,29 @@ fn a_run_stopped_mid_stream_bills_the_call_in_flight() {
 }
 
 #[test]
+fn a_run_timed_out_mid_stream_bills_the_call_in_flight() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([{"kind": "stall", "text_before": "abcdefgh"}]));
+    let dir = native_agent(d.dir.path(), "slowpoke", &model(&mock));
+    let id = d.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--timeout",
+        "1s",
+    ]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "timed_out", "{doc}");
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), mock.requests().len(), "{calls:#?}");
+    let c = &calls[0];
+    assert_eq!(c["finish_reason"], "timed_out", "{c}");
+    assert_eq!(c["estimated"], true, "{c}");
+    assert_eq!(c["output_tokens"], 2, "8 characters received: 2 tokens");
+    assert_billed(&calls);
+}
+
+#[test]
 fn limit_cost_counts_an_estimated_call_and_stops_before_the_next() {
     let d = Dispatch::new();
     // About 1000 prompt tokens at $1000 a million: $1 a call's prompt.
