@@ -359,7 +359,15 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         Outcome::TimedOut(_) => Some("timed_out"),
         Outcome::Loop(_) => None,
     };
-    if let (Some(finish), Some((sent, bytes))) = (finish, sink.in_flight.take()) {
+    let in_flight = match (finish, sink.in_flight.take()) {
+        (Some(finish), Some((sent, bytes))) => {
+            let id = sent["id"].as_str().unwrap_or_default();
+            let done = super::native_billing::recorded(store, &run.id, id).await;
+            (!done).then_some((finish, sent, bytes))
+        }
+        _ => None,
+    };
+    if let Some((finish, sent, bytes)) = in_flight {
         let bill = dispatch_agent::billing::unfinished(
             &sent,
             bytes,

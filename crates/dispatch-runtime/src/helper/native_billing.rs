@@ -58,3 +58,12 @@ pub(super) async fn bill_lost_calls<S: Store + ?Sized>(
     }
     added
 }
+
+/// Whether run `id` has the `model_call` of the call sent as `sent_id`
+/// (a stop may land while that record is being written).
+pub(super) async fn recorded<S: Store + ?Sized>(store: &S, id: &RunId, sent_id: &str) -> bool {
+    super::retry::all_events(store, id)
+        .await
+        .iter()
+        .any(|e| e.event.kind == "model_call" && e.event.data["id"] == sent_id)
+}
