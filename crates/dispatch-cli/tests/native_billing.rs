@@ -73,6 +73,13 @@ fn a_helper_killed_during_a_tool_call_sends_no_call_twice_and_records_every_call
     assert_eq!(doc["status"], "succeeded", "{doc}");
     let reqs = mock.requests();
     let calls = model_calls(&doc);
+    for (i, r) in reqs.iter().enumerate() {
+        assert!(
+            reqs[..i].iter().all(|earlier| earlier.body != r.body),
+            "request {} was sent before",
+            i + 1
+        );
+    }
     assert_eq!(reqs.len(), 3, "no answer was asked for twice");
     assert_eq!(
         calls.len(),
