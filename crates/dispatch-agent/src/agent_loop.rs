@@ -408,7 +408,7 @@ async fn call_chain(
             let sent = json!({
                 "id": id, "model": m.model.name, "provider": m.model.provider.as_str(),
                 "base_url": m.model.endpoint(), "call": conv.calls + 1, "round": conv.rounds + 1,
-                "retry": retry, "fallback": mi > 0, "input_tokens": est_in,
+                "retry": retry, "fallback": mi > 0, "input_tokens": est_in, "price": m.price,
             });
             if let Err(e) = sink.record(vec![("model_call_sent", sent)]).await {
                 sink.settle(admission, 0).await;

@@ -22,6 +22,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dispatch_core::agent::Price;
 use dispatch_core::event::Usage;
 use serde_json::{Value, json};
 
@@ -77,8 +78,9 @@ pub fn mark_estimated(event: &mut Value, u: Usage, cost: Option<f64>) {
 /// The `model_call` and `usage` events that bill a call sent as `sent` (a
 /// `model_call_sent` event's data) that never ended on its own: it was
 /// stopped (`finish` "stopped"), timed out, or lost with its attempt
-/// ("lost"), after `out_chars` characters of answer. `models` give the
-/// price (none known: the cost is unknown, as for any unpriced model).
+/// ("lost"), after `out_chars` characters of answer. The price is the one
+/// `sent` carries, else that of its model among `models` (none known: the
+/// cost is unknown, as for any unpriced model).
 pub fn unfinished(
     sent: &Value,
     out_chars: usize,
@@ -93,11 +95,15 @@ pub fn unfinished(
         output_tokens: estimate_tokens(out_chars),
         cost_usd: 0.0,
     };
-    let cost = models
-        .iter()
-        .find(|m| m.model.name == name)
-        .and_then(|m| m.price.as_ref())
-        .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+    let price = serde_json::from_value::<Price>(sent["price"].clone())
+        .ok()
+        .or_else(|| {
+            models
+                .iter()
+                .find(|m| m.model.name == name)
+                .and_then(|m| m.price.clone())
+        });
+    let cost = price.map(|p| p.cost(usage.input_tokens, usage.output_tokens));
     let mut event = json!({
         "id": sent["id"], "model": name, "provider": sent["provider"],
         "base_url": sent["base_url"], "call": sent["call"], "round": sent["round"],
@@ -156,6 +162,14 @@ mod tests {
         assert_eq!(bill[0].1["estimated"], true);
         assert!(bill[0].1["cost_usd"].is_null(), "no price: unknown cost");
         assert_eq!(bill[1].0, "usage");
+        let mut priced = b.clone();
+        priced["price"] =
+            json!({"model": "m", "input_per_mtok": 1_000_000.0, "output_per_mtok": 0.0});
+        let bill = unfinished(&priced, 0, "lost", "gone", &[]);
+        assert_eq!(
+            bill[0].1["cost_usd"], 20.0,
+            "the price the sent call carried"
+        );
         let billed = [("model_call_sent", 1, &b), ("model_call", 2, &bill[0].1)];
         assert!(unbilled(billed).is_empty());
     }

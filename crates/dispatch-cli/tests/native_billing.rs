@@ -277,6 +277,39 @@ fn a_run_timed_out_mid_stream_bills_the_call_in_flight() {
     assert_billed(&calls);
 }
 
+/// No retry: the run ends with its helper, and the call that died with it
+/// is billed by the reconciliation that ends the run.
+#[test]
+fn a_call_lost_with_a_helper_that_is_not_recovered_is_still_billed() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([{"kind": "stall", "text_before": "thinking"}]));
+    let dir = native_agent(d.dir.path(), "fragile", &model(&mock));
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    eventually(20, "the call is in flight", || mock.requests().len() == 1);
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("helper pid") as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    eventually(10, "the helper is gone", || !alive(helper));
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let c = &calls[0];
+    assert_eq!(c["finish_reason"], "lost", "{c}");
+    assert_eq!(c["estimated"], true, "{c}");
+    assert_billed(&calls);
+    assert!(
+        c["cost_usd"].as_f64().is_some_and(|v| v > 0.0),
+        "priced from the sent call: {c}"
+    );
+    assert_eq!(doc["usage"]["cost_usd"], c["cost_usd"]);
+}
+
 #[test]
 fn limit_cost_counts_an_estimated_call_and_stops_before_the_next() {
     let d = Dispatch::new();

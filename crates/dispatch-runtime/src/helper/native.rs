@@ -125,8 +125,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
 
     // Calls an earlier attempt sent and never recorded are billed first
     // (budgets count them).
-    let lost =
-        super::native_billing::bill_lost_calls(store, &run.id, &cfg.models, &secrets, log).await;
+    let (lost, lines) =
+        super::native_billing::bill_lost_calls(store, &run.id, &cfg.models, &secrets).await;
+    for line in lines {
+        log.line(&line);
+    }
     cfg.used.add(lost);
     // The conversation: the last checkpoint, else the session's plus this
     // turn. A later attempt resumes from the checkpoint; so does a worker's
