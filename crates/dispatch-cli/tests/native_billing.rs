@@ -97,10 +97,11 @@ fn a_helper_killed_during_a_tool_call_sends_no_call_twice_and_records_every_call
 }
 
 /// A tool that counts its runs in `$STATE/runs`; its second run beats in
-/// `$STATE/beats` until it is killed (or gives up after half a minute).
+/// `$STATE/beats` until it is killed (or gives up after half a minute, or
+/// once `$STATE` is gone).
 const SLOW_SECOND: &str = "echo x >> \"$STATE/runs\"\n\
     if [ \"$(wc -l < \"$STATE/runs\")\" -eq 2 ]; then\n\
-      for i in $(seq 1 600); do date +%s%N >> \"$STATE/beats\"; sleep 0.05; done\n\
+      for i in $(seq 1 600); do date +%s%N >> \"$STATE/beats\" 2>/dev/null || exit 0; sleep 0.05; done\n\
     fi\n\
     echo ok\n";
 
@@ -127,7 +128,8 @@ fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_s
         ),
     );
     // Each tool counts its runs; the slow one's first run beats until the
-    // helper dies (and gives up on its own after a while, should it outlive it).
+    // helper dies (and gives up on its own, should it outlive it: after half
+    // a minute, or once the test's directory is gone).
     std::fs::write(
         dir.join("fast.sh"),
         "echo x >> \"$STATE/fast-runs\"\necho fast\n",
@@ -137,7 +139,7 @@ fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_s
         dir.join("slow.sh"),
         "echo x >> \"$STATE/slow-runs\"\n\
          if [ \"$(wc -l < \"$STATE/slow-runs\")\" -eq 1 ]; then\n\
-           for i in $(seq 1 600); do date +%s%N >> \"$STATE/beats\"; sleep 0.05; done\n\
+           for i in $(seq 1 600); do date +%s%N >> \"$STATE/beats\" 2>/dev/null || exit 0; sleep 0.05; done\n\
          fi\n\
          echo slow\n",
     )
