@@ -225,7 +225,8 @@ fn a_stream_cut_mid_answer_is_billed_with_estimated_tokens_and_marked_so() {
     assert_eq!(usage["estimated"], true, "{usage}");
     assert_eq!(usage["output_tokens"], 100);
     let text = d.ok(&["inspect-run", &id]);
-    assert!(text.contains("estimated"), "{text}");
+    assert!(text.contains("(of which 1 call(s) estimated)"), "{text}");
+    assert!(text.contains("[estimated; error:"), "{text}");
 }
 
 #[test]

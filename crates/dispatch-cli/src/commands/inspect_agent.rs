@@ -47,6 +47,13 @@ pub fn bom(events: &[Event]) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// How many model calls were billed an estimate (cut, stopped or lost).
+pub fn estimated_calls(d: &Value) -> usize {
+    d["model_calls"].as_array().map_or(0, |calls| {
+        calls.iter().filter(|c| c["estimated"] == true).count()
+    })
+}
+
 /// Whether some call had no known price (the run's cost is then unknown in part).
 pub fn cost_unknown(d: &Value) -> bool {
     d["model_calls"].as_array().is_some_and(|calls| {
