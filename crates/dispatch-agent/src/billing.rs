@@ -6,17 +6,21 @@
 //! event (same `id`) and its `usage` are recorded. A call that never got
 //! its `model_call` (the run was stopped or timed out mid-stream, or its
 //! helper died) is billed afterwards from its `model_call_sent`: by the
-//! attempt that stopped it, or by the next attempt before it sends
-//! anything ([`unbilled`]).
+//! attempt that stopped it, by the next attempt before it sends anything
+//! ([`unbilled`]), or by whoever ends a run whose helper died. A call lost
+//! between its `model_call_sent` and its sending is billed too: a lost
+//! call may be over-reported, never left out.
 //!
 //! The estimate (the call is marked `"estimated": true`), used when the
-//! provider reported no usage for a call it began to answer: the prompt's
-//! tokens are the request's characters (system prompt, messages, tool
-//! calls) over 4, the completion's the characters received over 4, both
+//! provider reported no usage for a call it began to answer (a 2xx
+//! status), or one we stopped waiting for (`TIMEOUT LLM`): the prompt's
+//! tokens are the bytes of the request's text (system prompt, messages,
+//! tool calls) over 4, the completion's the bytes received over 4, both
 //! rounded up ([`estimate_tokens`]). A call whose helper died mid-stream
 //! is billed its prompt only: what it had received died with the helper.
-//! A call the provider refused with an error status (429, 4xx, 5xx) is
-//! recorded with no tokens: providers do not bill those.
+//! A call the provider refused with an error status (429, 4xx, 5xx), or
+//! that reached no provider (a connection refused), is recorded with no
+//! tokens: providers do not bill those.
 //!
 //! `LIMIT TOKENS` and `LIMIT COST` count estimated calls like the others.
 
