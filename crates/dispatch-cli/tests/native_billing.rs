@@ -313,17 +313,18 @@ fn a_call_lost_with_a_helper_that_is_not_recovered_is_still_billed() {
     assert_eq!(doc["usage"]["cost_usd"], c["cost_usd"]);
 }
 
-#[test]
-fn limit_cost_counts_an_estimated_call_and_stops_before_the_next() {
+/// A cut call's estimate (about 1000 prompt tokens) counts: the retry's
+/// prompt would cross the limit, so it is not sent.
+fn a_limit_counts_an_estimated_call(limit: &str, name: &str) {
     let d = Dispatch::new();
     // About 1000 prompt tokens at $1000 a million: $1 a call's prompt.
     let prompt = "word ".repeat(800);
     let mock = Mock::start(json!([{"kind": "cut", "text_before": "half"}]));
     let dir = native_agent(
         d.dir.path(),
-        "thrifty",
+        name,
         &format!(
-            "{}\nPROMPT {prompt}\nLIMIT COST 1.5\nRETRY 3 BACKOFF 100ms..1s",
+            "{}\nPROMPT {prompt}\n{limit}\nRETRY 3 BACKOFF 100ms..1s",
             model(&mock)
         ),
     );
@@ -335,9 +336,19 @@ fn limit_cost_counts_an_estimated_call_and_stops_before_the_next() {
     assert_eq!(
         mock.requests().len(),
         1,
-        "the cut call's estimated cost counts: no second call"
+        "{limit}: the cut call's estimate counts: no second call"
     );
     let calls = model_calls(&doc);
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0]["estimated"], true);
+}
+
+#[test]
+fn limit_cost_counts_an_estimated_call_and_stops_before_the_next() {
+    a_limit_counts_an_estimated_call("LIMIT COST 1.5", "thrifty");
+}
+
+#[test]
+fn limit_tokens_counts_an_estimated_call_and_stops_before_the_next() {
+    a_limit_counts_an_estimated_call("LIMIT TOKENS 1500", "frugal");
 }
