@@ -1,8 +1,10 @@
 //! The model loop: call the model, run the tools it asks for, repeat, until
-//! it answers. Durable step by step: every round's model call, usage, tool
-//! calls and the conversation checkpoint are recorded together through the
-//! [`Sink`] (awaited, so they are stored before the next call), and a loop
-//! started from a checkpoint never repeats a completed call.
+//! it answers. Durable step by step, through the [`Sink`] (every record
+//! awaited): each request is recorded before it is sent and billed when it
+//! ends ([`crate::billing`]); an answer with tool calls is checkpointed
+//! before its tools run, and each round's tool calls and conversation after
+//! them. A loop started from a checkpoint never repeats a completed call,
+//! model or tool.
 //!
 //! Per call: budgets are checked before it (estimated input) and while it
 //! streams (estimated output); retryable errors (429 honouring
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use dispatch_core::event::Usage;
 use serde_json::{Value, json};
 
+use crate::billing;
 use crate::conversation::{Conversation, estimate_tokens};
 use crate::prompt::output_of;
 use crate::provider::{
@@ -38,6 +41,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub trait Sink: Send {
     /// Generated text as it arrives (the log, live streams); not stored per token.
     fn delta(&mut self, text: &str);
+    /// `bytes` more of the answer in flight arrived (text or tool
+    /// arguments): what bills a call stopped mid-stream.
+    fn streamed(&mut self, _bytes: usize) {}
     /// Appends events (type, data) to the run, all at once; awaited.
     async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String>;
     /// Stores a request or response body content-addressed; its sha256.
@@ -99,11 +105,6 @@ pub trait Tools: Send + Sync {
     fn specs(&self) -> Vec<ToolSpec>;
     /// Runs one call (calls of one response may run at once).
     async fn call(&self, call: &ToolCall) -> ToolOutcome;
-    /// Whether one of `calls` may wait for a decision (an approval): the
-    /// loop then saves the model's answer before running them.
-    fn may_pause(&self, _calls: &[ToolCall]) -> bool {
-        false
-    }
     /// Says which round the next calls belong to (approvals are keyed by
     /// the round and the call's id, so a resumed round finds its own).
     fn begin_round(&self, _round: u64) {}
@@ -200,7 +201,8 @@ pub async fn run_loop(
                         "budget_exceeded: {reason} (stopped before the next model call)"
                     ));
                 }
-                let call = match call_chain(cfg, conv, tools, sink, client, &used, est_in).await {
+                let call = match call_chain(cfg, conv, tools, sink, client, &mut used, est_in).await
+                {
                     Ok(call) => call,
                     Err(end) => return end,
                 };
@@ -210,10 +212,8 @@ pub async fn run_loop(
                     mut event,
                     usage,
                     cost,
+                    estimated,
                 } = call;
-                used.input_tokens += usage.input_tokens;
-                used.output_tokens += usage.output_tokens;
-                used.cost_usd += cost.unwrap_or(0.0);
                 conv.calls += 1;
                 conv.messages.push(Message::assistant(
                     response.text.clone(),
@@ -222,7 +222,10 @@ pub async fn run_loop(
                 event["call"] = json!(conv.calls);
                 let mut events = vec![
                     ("model_call", event),
-                    ("usage", usage_event(&model, usage, cost)),
+                    (
+                        "usage",
+                        billing::usage_event(&model.model.name, usage, cost, estimated),
+                    ),
                 ];
                 let calls = response.tool_calls;
                 if !calls.is_empty() && conv.rounds >= cfg.max_tool_rounds {
@@ -232,9 +235,10 @@ pub async fn run_loop(
                         conv.rounds, cfg.max_tool_rounds
                     ));
                 }
-                if !calls.is_empty() && tools.may_pause(&calls) {
-                    // A call may wait long for a decision: the model's answer
-                    // is saved first, so a new attempt does not ask again.
+                if !calls.is_empty() {
+                    // The model's answer is saved before its tools run: a new
+                    // attempt (after a crash, or a wait for a decision) runs
+                    // the calls not done and never asks the model again.
                     let state = serde_json::to_value(&*conv).unwrap_or(Value::Null);
                     let step = format!("round-{}-tools", conv.rounds + 1);
                     events.push(("checkpoint", json!({"step": step, "state": state})));
@@ -252,7 +256,7 @@ pub async fn run_loop(
         let mut stop = None;
         if wants_tools {
             let round = conv.rounds + 1;
-            match run_round(conv, round, &tool_calls, tools).await {
+            match run_round(conv, round, &tool_calls, tools, sink).await {
                 RoundEnd::Suspended {
                     pending,
                     events: done,
@@ -329,16 +333,10 @@ struct Call {
     model: ResolvedModel,
     response: ModelResponse,
     event: Value,
-    usage: dispatch_core::event::Usage,
+    usage: Usage,
     cost: Option<f64>,
-}
-
-fn usage_event(m: &ResolvedModel, u: Usage, cost: Option<f64>) -> Value {
-    let mut e = json!({"model": m.model.name, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens});
-    if let Some(c) = cost {
-        e["cost_usd"] = json!(c);
-    }
-    e
+    /// The provider reported no usage: `usage` is estimated.
+    estimated: bool,
 }
 
 /// Why spending `extra_in` more input and `extra_out` more output tokens would
@@ -370,14 +368,16 @@ fn over_budget(
     None
 }
 
-/// Calls the models in order until one answers.
+/// Calls the models in order until one answers. Every request sent is
+/// recorded first (`model_call_sent`), then billed once it ends, into
+/// `used` too (see [`crate::billing`]).
 async fn call_chain(
     cfg: &LoopConfig,
     conv: &Conversation,
     tools: &dyn Tools,
     sink: &mut dyn Sink,
     client: &reqwest::Client,
-    used: &Usage,
+    used: &mut Usage,
     est_in: u64,
 ) -> Result<Call, LoopEnd> {
     let mut last_error = String::from("no model was called");
@@ -392,9 +392,34 @@ async fn call_chain(
         };
         let mut backoff = cfg.backoff;
         for retry in 0..=CALL_RETRIES {
+            if (mi > 0 || retry > 0)
+                && let Some(reason) = over_budget(cfg, used, est_in, 0, Some(m))
+            {
+                return Err(LoopEnd::Budget(format!(
+                    "budget_exceeded: {reason} (stopped before the next model call)"
+                )));
+            }
             let admission = sink
                 .admit(&m.model.name, m.model.provider.as_str(), est_in)
                 .await;
+            // Recorded before it goes out: a call cut short by a stop or a
+            // crash is still billed (see `crate::billing`).
+            let id = billing::new_sent_id();
+            let sent = json!({
+                "id": id, "model": m.model.name, "provider": m.model.provider.as_str(),
+                "base_url": m.model.endpoint(), "call": conv.calls + 1, "round": conv.rounds + 1,
+                "retry": retry, "fallback": mi > 0, "input_tokens": est_in, "price": m.price,
+            });
+            if let Err(e) = sink.record(vec![("model_call_sent", sent)]).await {
+                sink.settle(admission, 0).await;
+                return Err(LoopEnd::Failed {
+                    reason: format!(
+                        "could not record model call {} before sending it: {e}",
+                        conv.calls + 1
+                    ),
+                    retryable: true,
+                });
+            }
             let mut ex = Exchange::default();
             let started = Instant::now();
             let mut out_chars = 0usize;
@@ -408,6 +433,7 @@ async fn call_chain(
                     Delta::ToolArguments(a) => a,
                 };
                 out_chars += piece.len();
+                sink.streamed(piece.len());
                 match over_budget(cfg, used, est_in, estimate_tokens(out_chars), Some(m)) {
                     Some(reason) => {
                         budget_hit = Some(reason);
@@ -416,6 +442,7 @@ async fn call_chain(
                     None => Flow::Continue,
                 }
             };
+            let mut timed_out = false;
             let result = match tokio::time::timeout(
                 cfg.llm_timeout,
                 provider.stream(&req, &mut on_delta, &mut ex),
@@ -423,13 +450,17 @@ async fn call_chain(
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(ProviderError::Connect(format!(
-                    "no complete answer within {} (TIMEOUT LLM)",
-                    dispatch_core::time::human_duration(cfg.llm_timeout.as_millis() as i64)
-                ))),
+                Err(_) => {
+                    timed_out = true;
+                    Err(ProviderError::Connect(format!(
+                        "no complete answer within {} (TIMEOUT LLM)",
+                        dispatch_core::time::human_duration(cfg.llm_timeout.as_millis() as i64)
+                    )))
+                }
             };
             let latency = started.elapsed().as_millis() as u64;
             let mut event = json!({
+                "id": id,
                 "model": m.model.name, "provider": m.model.provider.as_str(), "base_url": m.model.endpoint(),
                 "latency_ms": latency, "first_token_ms": ex.first_token_ms, "retry": retry,
                 "fallback": mi > 0, "status": ex.status,
@@ -440,38 +471,28 @@ async fn call_chain(
             if mi > 0 {
                 event["fallback_from"] = json!(cfg.models[0].model.name);
             }
-            let used_tokens = match &result {
-                Ok(r) => r.usage.map_or(est_in + estimate_tokens(out_chars), |u| {
-                    u.input_tokens + u.output_tokens
-                }),
-                Err(ProviderError::RateLimited { .. }) => 0,
-                Err(_) => est_in + estimate_tokens(out_chars),
-            };
-            sink.settle(admission, used_tokens).await;
             let error = match result {
                 Ok(response) => {
-                    let (usage, estimated) = match response.usage {
-                        Some(u) => (
-                            Usage {
+                    let (usage, cost, estimated) = match response.usage {
+                        Some(u) => {
+                            let usage = Usage {
                                 input_tokens: u.input_tokens,
                                 output_tokens: u.output_tokens,
                                 cost_usd: 0.0,
-                            },
-                            false,
-                        ),
-                        None => (
-                            Usage {
-                                input_tokens: est_in,
-                                output_tokens: estimate_tokens(out_chars),
-                                cost_usd: 0.0,
-                            },
-                            true,
-                        ),
+                            };
+                            let cost = m
+                                .price
+                                .as_ref()
+                                .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+                            (usage, cost, false)
+                        }
+                        None => {
+                            let (usage, cost) = billing::estimate(m, est_in, out_chars);
+                            (usage, cost, true)
+                        }
                     };
-                    let cost = m
-                        .price
-                        .as_ref()
-                        .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+                    sink.settle(admission, usage.total_tokens()).await;
+                    add(used, usage, cost);
                     event["input_tokens"] = json!(usage.input_tokens);
                     event["output_tokens"] = json!(usage.output_tokens);
                     event["cost_usd"] = json!(cost);
@@ -481,7 +502,7 @@ async fn call_chain(
                     let entry = crate::cassette::entry(&req, &response).to_string();
                     event["cassette_sha256"] = json!(sink.blob(entry.as_bytes()));
                     if estimated {
-                        event["usage_estimated"] = json!(true);
+                        event["estimated"] = json!(true);
                     }
                     return Ok(Call {
                         model: m.clone(),
@@ -489,38 +510,50 @@ async fn call_chain(
                         event,
                         usage,
                         cost,
+                        estimated,
                     });
                 }
                 Err(e) => e,
             };
             event["error"] = json!(error.to_string());
+            // Billed when the provider began to answer (2xx), or when we
+            // stopped waiting: it may have spent the tokens. An error status
+            // is not billed by providers.
+            let billed = timed_out
+                || matches!(error, ProviderError::Aborted)
+                || (200..300).contains(&ex.status);
+            let mut events = Vec::new();
+            if billed {
+                let (usage, cost) = billing::estimate(m, est_in, out_chars);
+                sink.settle(admission, usage.total_tokens()).await;
+                add(used, usage, cost);
+                billing::mark_estimated(&mut event, usage, cost);
+                events.push((
+                    "usage",
+                    billing::usage_event(&m.model.name, usage, cost, true),
+                ));
+            } else {
+                // The rate limiters count what an error answer may have used.
+                let tokens = match error {
+                    ProviderError::RateLimited { .. } => 0,
+                    _ => est_in + estimate_tokens(out_chars),
+                };
+                sink.settle(admission, tokens).await;
+            }
             if let ProviderError::Aborted = error {
                 let reason = budget_hit.unwrap_or_else(|| "stream aborted".into());
-                let usage = Usage {
-                    input_tokens: est_in,
-                    output_tokens: estimate_tokens(out_chars),
-                    cost_usd: 0.0,
-                };
-                let cost = m
-                    .price
-                    .as_ref()
-                    .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
                 event["finish_reason"] = json!("budget_exceeded");
-                event["input_tokens"] = json!(usage.input_tokens);
-                event["output_tokens"] = json!(usage.output_tokens);
-                event["cost_usd"] = json!(cost);
-                event["usage_estimated"] = json!(true);
-                let _ = sink
-                    .record(vec![
-                        ("model_call", event),
-                        ("usage", usage_event(m, usage, cost)),
-                    ])
-                    .await;
+                events.insert(0, ("model_call", event));
+                let _ = sink.record(events).await;
                 return Err(LoopEnd::Budget(format!(
                     "budget_exceeded: {reason} (stream aborted)"
                 )));
             }
-            let _ = sink.record(vec![("model_call", event)]).await;
+            if billed {
+                event["finish_reason"] = json!(if timed_out { "timed_out" } else { "cut" });
+            }
+            events.insert(0, ("model_call", event));
+            let _ = sink.record(events).await;
             last_error = format!("model {} ({}): {error}", m.model.name, m.model.provider);
             if let ProviderError::RateLimited { retry_after, .. } = &error {
                 // Every run calling this model waits too, on every worker.
@@ -560,4 +593,11 @@ async fn call_chain(
         reason,
         retryable: true,
     })
+}
+
+/// Adds a call's bill to what the run used.
+fn add(used: &mut Usage, usage: Usage, cost: Option<f64>) {
+    used.input_tokens += usage.input_tokens;
+    used.output_tokens += usage.output_tokens;
+    used.cost_usd += cost.unwrap_or(0.0);
 }

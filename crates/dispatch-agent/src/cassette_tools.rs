@@ -66,10 +66,6 @@ impl Tools for CassetteTools<'_> {
         self.inner.specs()
     }
 
-    fn may_pause(&self, calls: &[ToolCall]) -> bool {
-        !self.replay && self.inner.may_pause(calls)
-    }
-
     fn begin_round(&self, round: u64) {
         self.inner.begin_round(round);
     }

@@ -5,6 +5,7 @@
 
 pub mod agent_loop;
 pub mod anthropic;
+pub mod billing;
 pub mod cassette;
 pub mod cassette_tools;
 pub mod conversation;

@@ -9,12 +9,14 @@
 //! resumes from that checkpoint runs only the calls not done yet: a call
 //! that completed is never run twice, and the model is not called again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::agent_loop::{ToolOutcome, Tools};
+use crate::agent_loop::{Sink, ToolOutcome, Tools};
 use crate::conversation::Conversation;
 use crate::provider::ToolCall;
 
@@ -41,6 +43,10 @@ pub struct DoneCall {
     /// A limit the call reached (the run ends after the round).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<String>,
+    /// Its `tool_call` event, not recorded yet (a call saved while others
+    /// of its round ran): recorded with the round, in the model's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Value>,
 }
 
 /// How a round's calls went.
@@ -62,31 +68,61 @@ pub(crate) enum RoundEnd {
 }
 
 /// Runs the calls of round `round` not done yet (reusing the results of
-/// those a suspended attempt completed).
+/// those a suspended or killed attempt completed). When several run at
+/// once, each one that completes while others still run is checkpointed
+/// at once (its `tool_call` event and the conversation with it in
+/// [`Conversation::done`], its `tool_call` event with it, recorded with
+/// the round in the model's order): an attempt that dies mid-round re-runs
+/// only the calls whose results were not saved.
 pub(crate) async fn run_round(
     conv: &Conversation,
     round: u64,
     calls: &[ToolCall],
     tools: &dyn Tools,
+    sink: &mut dyn Sink,
 ) -> RoundEnd {
     tools.begin_round(round);
     let done = |id: &str| conv.done.iter().find(|d| d.id == id);
-    let outcomes = futures_util::future::join_all(calls.iter().map(|tc| async move {
-        if done(&tc.id).is_some() {
-            return None;
+    let mut running: FuturesUnordered<_> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, tc)| done(&tc.id).is_none())
+        .map(|(i, tc)| async move {
+            let started = Instant::now();
+            let outcome = tools.call(tc).await;
+            (i, outcome, started.elapsed())
+        })
+        .collect();
+    let mut outcomes: Vec<Option<(ToolOutcome, Duration)>> = vec![None; calls.len()];
+    // What is saved of the round so far.
+    let mut state = conv.clone();
+    while let Some((i, outcome, took)) = running.next().await {
+        if !running.is_empty() && outcome.suspend.is_none() {
+            let tc = &calls[i];
+            let mut saved = done_call(tc, &outcome);
+            saved.event = Some(tool_event(tc, &outcome, took, round));
+            state.done.push(saved);
+            let data = serde_json::to_value(&state).unwrap_or(Value::Null);
+            let step = format!("round-{round}-call-{}", tc.id);
+            // Not saved (the store is out): the round's record saves it.
+            let _ = sink
+                .record(vec![("checkpoint", json!({"step": step, "state": data}))])
+                .await;
         }
-        let started = Instant::now();
-        let outcome = tools.call(tc).await;
-        Some((outcome, started.elapsed()))
-    }))
-    .await;
+        outcomes[i] = Some((outcome, took));
+    }
     let mut events = Vec::new();
     let mut results = Vec::new();
     let mut pending = None;
     for (tc, ran) in calls.iter().zip(outcomes) {
         let Some((outcome, took)) = ran else {
             if let Some(d) = done(&tc.id) {
-                results.push(d.clone());
+                let mut d = d.clone();
+                // Saved by an attempt that died before the round's record.
+                if let Some(event) = d.event.take() {
+                    events.push(("tool_call", event));
+                }
+                results.push(d);
             }
             continue;
         };
@@ -94,21 +130,8 @@ pub(crate) async fn run_round(
             pending = pending.or(Some(p));
             continue;
         }
-        let input: Value =
-            serde_json::from_str(&tc.arguments).unwrap_or(Value::String(tc.arguments.clone()));
-        let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
-            "output": outcome.text, "ok": !outcome.is_error,
-            "duration_ms": took.as_millis() as u64, "round": round});
-        if let Some(fields) = event.as_object_mut() {
-            fields.extend(outcome.meta);
-        }
-        events.push(("tool_call", event));
-        results.push(DoneCall {
-            id: tc.id.clone(),
-            text: outcome.text,
-            is_error: outcome.is_error,
-            stop: outcome.stop,
-        });
+        events.push(("tool_call", tool_event(tc, &outcome, took, round)));
+        results.push(done_call(tc, &outcome));
     }
     match pending {
         None => RoundEnd::Done { results, events },
@@ -122,6 +145,29 @@ pub(crate) async fn run_round(
             }
         }
     }
+}
+
+fn done_call(tc: &ToolCall, outcome: &ToolOutcome) -> DoneCall {
+    DoneCall {
+        id: tc.id.clone(),
+        text: outcome.text.clone(),
+        is_error: outcome.is_error,
+        stop: outcome.stop.clone(),
+        event: None,
+    }
+}
+
+/// The `tool_call` event of a call that gave `outcome` after `took`.
+fn tool_event(tc: &ToolCall, outcome: &ToolOutcome, took: Duration, round: u64) -> Value {
+    let input: Value =
+        serde_json::from_str(&tc.arguments).unwrap_or(Value::String(tc.arguments.clone()));
+    let mut event = json!({"name": tc.name, "id": tc.id, "input": input,
+        "output": outcome.text, "ok": !outcome.is_error,
+        "duration_ms": took.as_millis() as u64, "round": round});
+    if let Some(fields) = event.as_object_mut() {
+        fields.extend(outcome.meta.clone());
+    }
+    event
 }
 
 impl ToolOutcome {

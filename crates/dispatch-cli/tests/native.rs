@@ -269,6 +269,10 @@ fn timeout_llm_ends_a_stalled_stream_and_the_fallback_answers() {
         "{}",
         calls[0]
     );
+    // The provider had begun to answer: billed, estimated.
+    assert_eq!(calls[0]["finish_reason"], "timed_out");
+    assert_eq!(calls[0]["estimated"], true);
+    assert_eq!(calls[0]["output_tokens"], 2, "\"thinking\": 2 tokens");
     assert_eq!(calls[3]["model"], "gpt-4o-mini");
 }
 

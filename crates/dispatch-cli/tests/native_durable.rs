@@ -62,10 +62,17 @@ fn kill_9_of_the_helper_in_round_3_of_4_resumes_at_round_3_without_repeating_a_c
             i + 1
         );
     }
+    // Every request sent has its record: the lost one is billed, estimated,
+    // under the attempt that sent it.
     let calls = model_calls(&doc);
+    assert_eq!(calls.len(), reqs.len(), "{calls:#?}");
     let numbers: Vec<u64> = calls.iter().filter_map(|c| c["call"].as_u64()).collect();
-    assert_eq!(numbers, [1, 2, 3, 4]);
-    assert_eq!(calls[2]["attempt"], 2);
+    assert_eq!(numbers, [1, 2, 3, 3, 4]);
+    assert_eq!(calls[2]["attempt"], 1);
+    assert_eq!(calls[2]["finish_reason"], "lost");
+    assert_eq!(calls[2]["estimated"], true);
+    assert!(calls[2]["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(calls[3]["attempt"], 2);
     let attempts = doc["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2, "{attempts:?}");
 }

@@ -65,6 +65,12 @@ pub async fn reconcile<S: Store + ?Sized>(
                     // Ended: the workspace goes (see `crate::workspace`).
                     crate::workspace::release(layout, &updated.id);
                 }
+                if updated.state.is_terminal() {
+                    // A native agent's model call that died with the helper
+                    // is billed (its events say so).
+                    crate::helper::native_billing::bill_lost_calls(store, &updated.id, &[], &[])
+                        .await;
+                }
                 crate::approvals::expire_pending(
                     store,
                     &updated.id,

@@ -431,14 +431,6 @@ impl Tools for ToolBox<'_> {
         self.round.store(round, Ordering::SeqCst);
     }
 
-    fn may_pause(&self, calls: &[ToolCall]) -> bool {
-        calls.iter().any(|c| {
-            self.entries
-                .iter()
-                .any(|e| e.spec.name == c.name && e.decl.approval() != ApprovalPolicy::Never)
-        })
-    }
-
     async fn call(&self, call: &ToolCall) -> ToolOutcome {
         let Some(e) = self.entries.iter().find(|e| e.spec.name == call.name) else {
             let names: Vec<&str> = self.entries.iter().map(|e| e.spec.name.as_str()).collect();

@@ -121,9 +121,16 @@ pub(crate) fn print_human(d: &Value) {
         line("Duration:", human_duration(ms));
     }
     let u = &d["usage"];
+    let estimated = super::inspect_agent::estimated_calls(d);
     line(
         "Tokens:",
-        format!("{} in / {} out", u["input_tokens"], u["output_tokens"]),
+        match estimated {
+            0 => format!("{} in / {} out", u["input_tokens"], u["output_tokens"]),
+            n => format!(
+                "{} in / {} out (of which {n} call(s) estimated)",
+                u["input_tokens"], u["output_tokens"]
+            ),
+        },
     );
     let cost = cost_text(u["cost_usd"].as_f64().unwrap_or(0.0));
     match super::inspect_agent::cost_unknown(d) {

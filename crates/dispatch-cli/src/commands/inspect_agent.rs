@@ -47,12 +47,19 @@ pub fn bom(events: &[Event]) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// How many model calls were billed an estimate (cut, stopped or lost).
+pub fn estimated_calls(d: &Value) -> usize {
+    d["model_calls"].as_array().map_or(0, |calls| {
+        calls.iter().filter(|c| c["estimated"] == true).count()
+    })
+}
+
 /// Whether some call had no known price (the run's cost is then unknown in part).
 pub fn cost_unknown(d: &Value) -> bool {
     d["model_calls"].as_array().is_some_and(|calls| {
         calls
             .iter()
-            .any(|c| c["error"].is_null() && c["cost_usd"].is_null())
+            .any(|c| (c["error"].is_null() || c["estimated"] == true) && c["cost_usd"].is_null())
     })
 }
 
@@ -107,6 +114,9 @@ pub fn print_human(d: &Value) {
                 None => "unknown".into(),
             };
             let mut extra = Vec::new();
+            if c["estimated"].as_bool() == Some(true) {
+                extra.push("estimated".to_string());
+            }
             if c["fallback"].as_bool() == Some(true) {
                 extra.push(format!(
                     "fallback from {}",

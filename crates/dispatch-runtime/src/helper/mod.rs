@@ -15,6 +15,7 @@ mod coordinator;
 mod image;
 pub mod native;
 mod native_approval;
+pub(crate) mod native_billing;
 mod native_rate;
 mod native_tools;
 mod resources;

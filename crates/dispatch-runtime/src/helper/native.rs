@@ -128,6 +128,14 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     // provider's error body may echo the key).
     log.mask_also(&secrets);
 
+    // Calls an earlier attempt sent and never recorded are billed first
+    // (budgets count them).
+    let (lost, lines) =
+        super::native_billing::bill_lost_calls(store, &run.id, &cfg.models, &secrets).await;
+    for line in lines {
+        log.line(&line);
+    }
+    cfg.used.add(lost);
     // The conversation: the last checkpoint, else the session's plus this
     // turn. A later attempt resumes from the checkpoint; so does a worker's
     // first attempt, which may be a re-execution after a lost lease.
@@ -353,6 +361,35 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         // Whole outputs of tools the model saw cut.
         super::collect::record_artifacts(store, layout, &run.id, ctx.prepared, log).await;
     }
+    // A call cut short by the stop or the timeout is billed as far as it got.
+    let finish = match &outcome {
+        Outcome::Stopped => Some("stopped"),
+        Outcome::TimedOut(_) => Some("timed_out"),
+        Outcome::Loop(_) => None,
+    };
+    let in_flight = match (finish, sink.in_flight.take()) {
+        (Some(finish), Some((sent, bytes))) => {
+            let id = sent["id"].as_str().unwrap_or_default();
+            let done = super::native_billing::recorded(store, &run.id, id).await;
+            (!done).then_some((finish, sent, bytes))
+        }
+        _ => None,
+    };
+    if let Some((finish, sent, bytes)) = in_flight {
+        let bill = dispatch_agent::billing::unfinished(
+            &sent,
+            bytes,
+            finish,
+            &format!(
+                "the run was {} mid-call; billed an estimate",
+                finish.replace('_', " ")
+            ),
+            &cfg.models,
+        );
+        if let Err(e) = dispatch_agent::Sink::record(&mut sink, bill).await {
+            log.line(&format!("could not bill the call in flight: {e}"));
+        }
+    }
     sink.end_text();
     let checkpoint = sink.checkpoint.take();
     let sink_secrets = std::mem::take(&mut sink.secrets);
@@ -515,6 +552,9 @@ struct RunSink<'a, S: ?Sized> {
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
     checkpoint: Option<Value>,
+    /// The call sent and not recorded yet (its `model_call_sent`), and the
+    /// bytes of answer it got so far.
+    in_flight: Option<(Value, usize)>,
     /// The parcel's `RATE_LIMIT`s.
     rates: super::native_rate::Limits,
 }
@@ -553,6 +593,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             at_line_start: true,
             pending: String::new(),
             checkpoint: None,
+            in_flight: None,
             rates: super::native_rate::Limits::default(),
         }
     }
@@ -613,17 +654,32 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         }
         if batch.iter().any(|e| e.kind == "model_call") {
             self.end_text();
+            self.in_flight = None;
         }
+        let sent = batch
+            .iter()
+            .find(|e| e.kind == "model_call_sent")
+            .map(|e| (e.data.clone(), 0));
         // A short outage should not lose a round: try a few times.
         let mut last = String::new();
         for wait in [0u64, 100, 400, 1_000, 2_000] {
             tokio::time::sleep(Duration::from_millis(wait)).await;
             match self.store.append_events(&self.run_id, &batch).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Only a call whose sending is on record goes out.
+                    self.in_flight = sent.or(self.in_flight.take());
+                    return Ok(());
+                }
                 Err(e) => last = e.to_string(),
             }
         }
         Err(last)
+    }
+
+    fn streamed(&mut self, bytes: usize) {
+        if let Some((_, got)) = self.in_flight.as_mut() {
+            *got += bytes;
+        }
     }
 
     async fn admit(&mut self, model: &str, provider: &str, est_tokens: u64) -> Admission {

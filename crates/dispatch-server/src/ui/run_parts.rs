@@ -186,7 +186,10 @@ pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &Run
                     td.num { (n(d, "output_tokens")) }
                     td.num { (fmt::duration(d["latency_ms"].as_i64())) }
                     td.num.hide-narrow { (fmt::duration(d["first_token_ms"].as_i64())) }
-                    td { (d["finish_reason"].as_str().unwrap_or("-")) }
+                    td {
+                        (d["finish_reason"].as_str().unwrap_or("-"))
+                        @if d["estimated"] == true { " (estimated)" }
+                    }
                     td.hide-narrow { (fmt::time(e.event.at)) }
                 }
             } }
