@@ -65,9 +65,27 @@ pub struct DispatchArgs {
     /// Keep the run's workspace (runs/<id>/work/) after it ends, until `dispatch rm` or prune.
     #[arg(long, help_heading = "Isolation")]
     pub keep_workspace: bool,
+    /// A native agent's primary model, instead of its MODEL's (over LLM_MODEL).
+    #[arg(long, value_name = "NAME", help_heading = "Model (native agents)")]
+    pub model: Option<String>,
+    /// Call the primary model, alone, at this OpenAI-compatible base URL (over LLM_BASE_URL).
+    #[arg(long, value_name = "URL", help_heading = "Model (native agents)")]
+    pub base_url: Option<String>,
+    /// The primary model's provider: openai, anthropic, openai_compatible.
+    #[arg(long, value_name = "NAME", help_heading = "Model (native agents)")]
+    pub provider: Option<String>,
 }
 
 impl DispatchArgs {
+    /// `--model`, `--base-url`, `--provider` as given.
+    pub fn model_choice(&self) -> dispatch_runtime::submit::ModelChoice {
+        dispatch_runtime::submit::ModelChoice {
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+            provider: self.provider.clone(),
+        }
+    }
+
     /// The policy flags as given, before any check.
     pub fn policy_input(&self) -> PolicyInput {
         PolicyInput {
@@ -155,6 +173,7 @@ impl DispatchArgs {
                 max: self.concurrency_max,
                 strategy,
             },
+            model: self.model_choice(),
         })
     }
 }

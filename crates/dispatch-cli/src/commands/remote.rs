@@ -459,6 +459,20 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
     if let Some(strategy) = &args.concurrency_strategy {
         request["concurrency_strategy"] = json!(strategy);
     }
+    // The model, as a local run takes it: the flags over this shell's
+    // LLM_MODEL / LLM_BASE_URL (checked here, written into the brief there).
+    let choice = args.model_choice();
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some(llm) = choice
+        .context(env)
+        .map_err(|e| CliError::input(e.to_string()))?
+    {
+        for field in ["model", "base_url", "provider"] {
+            if !llm[field].is_null() {
+                request[field] = llm[field].clone();
+            }
+        }
+    }
     let policy = args.policy_input();
     if policy != PolicyInput::default() {
         request["policy"] = serde_json::to_value(&policy)
