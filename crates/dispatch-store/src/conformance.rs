@@ -166,6 +166,7 @@ macro_rules! __queue_conformance_names {
             a_queue_timeout_counts_each_wait_in_the_queue_anew,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
             enqueue_with_stores_the_extras_and_the_queue_options,
+            a_batch_is_enqueued_in_one_transaction_all_or_none,
             enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing,
             enqueue_with_a_busy_session_is_refused_and_inserts_nothing,
             // concurrency keys and rate limits

@@ -6,6 +6,7 @@
 //! its event in the same transaction.
 
 mod attempt_end;
+mod batch;
 mod callbacks;
 pub mod conformance;
 mod created_claimed;
@@ -31,6 +32,7 @@ mod workers;
 use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
 
+pub use batch::{BatchItem, BatchStore};
 pub use callbacks::{CallbackStore, DueCallback};
 pub use error::{StoreError, StoreResult};
 pub use evals::{EvalRecord, EvalStore};

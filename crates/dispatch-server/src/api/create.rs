@@ -231,6 +231,66 @@ pub async fn create(
     let req: CreateRun = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let traceparent = traceparent_of(&headers)?;
+    let patience = state.patience();
+    let ready = prepare(&state, &patience, req, traceparent).await?;
+    super::publish::put_brief(&state, &patience, &ready.brief).await?;
+    let (new, extras, options) = (ready.new, ready.extras, ready.options);
+    let created = enqueue(&state, &patience, &new, &extras, &options, ready.dedupe).await?;
+    let deduplicated = matches!(created, Created::Existing(_));
+    let run = match created {
+        Created::New(run) | Created::Existing(run) => run,
+    };
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if streaming {
+        // The run's events as they happen, from its `created` event on.
+        return Ok(super::stream::event_stream(state, run.id, 0));
+    }
+    let answer = |status: StatusCode, run: &dispatch_store::Run| {
+        let mut doc = run_json(run);
+        doc["deduplicated"] = json!(deduplicated);
+        (status, Json(doc)).into_response()
+    };
+    if !wait {
+        // Like Stripe: the same key answers the same run, 200 rather than 201.
+        let status = if deduplicated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        return Ok(answer(status, &run));
+    }
+    let run = wait_for_end(&state, &run.id, timeout).await?;
+    // 200 with the finished run; 202 when the wait timed out first.
+    let status = if run.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(answer(status, &run))
+}
+
+/// A checked request, ready to be stored: the run, its extras and queue
+/// options, and its brief (SHA-256, bytes; stored with it).
+pub(super) struct Prepared {
+    pub new: NewRun,
+    pub extras: RunExtras,
+    pub options: QueueOptions,
+    pub dedupe: bool,
+    pub brief: (String, Vec<u8>),
+}
+
+/// Checks `req` (one 400 line per mistake) and makes its run: parcel found
+/// and put into the store, brief written here, policy, concurrency and
+/// model resolved. Nothing of the run is stored yet.
+pub(super) async fn prepare(
+    state: &AppState,
+    patience: &Patience,
+    req: CreateRun,
+    traceparent: Option<String>,
+) -> ApiResult<Prepared> {
     let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {
         (None, _) => None,
@@ -244,13 +304,11 @@ pub async fn create(
         }
         (Some(_), Some(secret)) => Some(secret.clone()),
     };
-    // From here on, a lost database is waited for (see `patience`).
-    let patience = state.patience();
     let parent_id = match &req.parent_id {
-        Some(p) => Some(patience.retry(|| resolve(&state, p)).await?),
+        Some(p) => Some(patience.retry(|| resolve(state, p)).await?),
         None => None,
     };
-    let parcel = find_parcel(&state, &req.parcel)?;
+    let parcel = find_parcel(state, &req.parcel)?;
     launch::check_secrets(&parcel)?;
     dispatch_runtime::limits::machine::check_fits(&parcel.manifest.resources)
         .map_err(dispatch_runtime::RuntimeError::Resources)?;
@@ -295,9 +353,9 @@ pub async fn create(
             strategy: req.concurrency_strategy,
         },
     )?;
-    let mut new = patience
+    let (mut new, brief) = patience
         .retry(|| {
-            super::publish::new_run_calling(&state, &parcel, &request, operation, llm.as_ref())
+            super::publish::new_run_calling(state, &parcel, &request, operation, llm.as_ref())
         })
         .await?;
     new.created = req.start == Some(false);
@@ -317,41 +375,13 @@ pub async fn create(
         callback_url: req.callback_url.filter(|_| secret.is_some()),
         requests: dispatch_store::Capacity::of(&parcel.manifest.resources),
     };
-    let created = enqueue(&state, &patience, &new, &extras, &options, !req.force).await?;
-    let deduplicated = matches!(created, Created::Existing(_));
-    let run = match created {
-        Created::New(run) | Created::Existing(run) => run,
-    };
-    let streaming = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if streaming {
-        // The run's events as they happen, from its `created` event on.
-        return Ok(super::stream::event_stream(state, run.id, 0));
-    }
-    let answer = |status: StatusCode, run: &dispatch_store::Run| {
-        let mut doc = run_json(run);
-        doc["deduplicated"] = json!(deduplicated);
-        (status, Json(doc)).into_response()
-    };
-    if !wait {
-        // Like Stripe: the same key answers the same run, 200 rather than 201.
-        let status = if deduplicated {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        return Ok(answer(status, &run));
-    }
-    let run = wait_for_end(&state, &run.id, timeout).await?;
-    // 200 with the finished run; 202 when the wait timed out first.
-    let status = if run.state.is_terminal() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok(answer(status, &run))
+    Ok(Prepared {
+        new,
+        extras,
+        options,
+        dedupe: !req.force,
+        brief,
+    })
 }
 
 /// Queues a run for the workers: stores it with its extras and queue options

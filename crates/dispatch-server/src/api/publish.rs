@@ -84,17 +84,22 @@ pub(super) async fn new_run(
     req: &launch::LaunchRequest,
     operation: Operation,
 ) -> ApiResult<NewRun> {
-    new_run_calling(state, parcel, req, operation, None).await
+    let (new, (sha256, bytes)) = new_run_calling(state, parcel, req, operation, None).await?;
+    state.store.put_brief(&sha256, &bytes).await?;
+    Ok(new)
 }
 
-/// [`new_run`], with the model a native agent calls (`context.llm`).
+/// The record of a new run as [`new_run`] makes it, with the model a
+/// native agent calls (`context.llm`), and its brief (SHA-256, bytes) to
+/// store with it: the parcel is in the store, the brief only on this
+/// machine yet.
 pub(super) async fn new_run_calling(
     state: &AppState,
     parcel: &Parcel,
     req: &launch::LaunchRequest,
     operation: Operation,
     llm: Option<&serde_json::Value>,
-) -> ApiResult<NewRun> {
+) -> ApiResult<(NewRun, (String, Vec<u8>))> {
     ensure_parcel(state, parcel).await?;
     let mut brief = Brief::assemble(parcel, operation, req.payload.clone());
     if let Some(llm) = llm {
@@ -103,8 +108,24 @@ pub(super) async fn new_run_calling(
     let sha256 = launch::write_brief(&state.layout, &brief)?;
     let (bytes, encoded) = brief.encode();
     debug_assert_eq!(encoded, sha256, "a brief encodes the same every time");
-    state.store.put_brief(&sha256, &bytes).await?;
-    Ok(req.new_run(parcel, operation, sha256))
+    Ok((
+        req.new_run(parcel, operation, sha256.clone()),
+        (sha256, bytes),
+    ))
+}
+
+/// Stores a brief [`new_run_calling`] made, waiting out a lost database.
+pub(super) async fn put_brief(
+    state: &AppState,
+    patience: &super::patience::Patience,
+    brief: &(String, Vec<u8>),
+) -> ApiResult<()> {
+    patience
+        .retry(|| async {
+            state.store.put_brief(&brief.0, &brief.1).await?;
+            Ok(())
+        })
+        .await
 }
 
 fn internal(message: String) -> ApiError {

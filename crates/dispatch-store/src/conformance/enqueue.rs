@@ -215,3 +215,51 @@ pub async fn enqueue_with_a_busy_session_is_refused_and_inserts_nothing<
         Created::New(_)
     ));
 }
+
+/// [`crate::BatchStore::enqueue_batch`]: every item as `enqueue_with`, in
+/// one transaction; a failure leaves nothing of the batch.
+pub async fn a_batch_is_enqueued_in_one_transaction_all_or_none<
+    S: QueueStore + Store + crate::BatchStore + crate::ParcelStore,
+>(
+    store: S,
+) {
+    use crate::BatchItem;
+    let item = |n: u128, key: Option<&str>| BatchItem {
+        new: new_run(id(n), "p", 100 + n as i64),
+        extras: extras(key, None),
+        options: options(n as i64, &["gpu"], false),
+        dedupe: true,
+    };
+    let brief = ("c".repeat(64), b"{\"brief\":1}".to_vec());
+    let created = store
+        .enqueue_batch(
+            &[item(1, Some("k1")), item(2, None), item(3, Some("k1"))],
+            std::slice::from_ref(&brief),
+        )
+        .await
+        .expect("the batch");
+    assert!(matches!(&created[0], Created::New(r) if r.id == id(1) && r.labels == ["gpu"]));
+    assert!(matches!(&created[1], Created::New(r) if r.id == id(2)));
+    assert!(
+        matches!(&created[2], Created::Existing(r) if r.id == id(1)),
+        "a key seen earlier in the batch answers that run: {created:?}"
+    );
+    assert_eq!(
+        store.get_brief(&brief.0).await.expect("brief"),
+        Some(brief.1.clone()),
+        "the briefs go with the runs"
+    );
+    // A batch whose third run cannot be created (its id exists) leaves nothing.
+    let failed = store
+        .enqueue_batch(&[item(4, None), item(5, None), item(2, None)], &[])
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    for n in [4, 5] {
+        assert!(
+            matches!(store.get_run(&id(n)).await, Err(StoreError::NotFound(_))),
+            "run {n} of a failed batch was kept"
+        );
+    }
+    let all = store.list_runs(&RunFilter::default()).await.expect("list");
+    assert_eq!(all.len(), 2);
+}

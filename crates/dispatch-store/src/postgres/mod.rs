@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod macros;
+mod batch;
 mod evals;
 mod events;
 mod expire;

@@ -8,6 +8,7 @@
 //! busy timeout) instead of failing on a read-to-write upgrade; readers never
 //! wait, thanks to WAL.
 
+mod batch;
 mod checkpoint;
 mod evals;
 mod events;
