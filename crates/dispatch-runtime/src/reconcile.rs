@@ -39,17 +39,27 @@ pub async fn reconcile<S: Store + ?Sized>(
         if os::is_alive(helper) {
             return Ok(run);
         }
-        // The helper is gone; nobody else will clean up its agent's group.
+        // Killing is for the run as stored now: another reader may have
+        // recovered it already (a new helper, whose tree must live).
+        let stored = store.get_run(&run.id).await?;
+        if stored.version != run.version {
+            run = stored;
+            continue;
+        }
+        // The helper is gone; nobody else will kill its agent's tree, and
+        // it dies before anything of the run is reclaimed: the agent's
+        // group, the run's containment group (what left the agent's group),
+        // its RESOURCES groups.
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
+        crate::contain::kill_leftovers(layout, &run.id);
+        crate::limits::remove_leftover_groups(&run.id);
         // A container outlives its killed client: remove it.
         crate::container::remove_for_run(layout, &run.id).await;
         // An overlay workspace outlives it too: unmounted (its files stay
         // for a recovered attempt, which mounts it again).
         crate::workspace::unmount(layout, &run.id);
-        // And its control groups (RESOURCES), with whatever is left in them.
-        crate::limits::remove_leftover_groups(&run.id);
         if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
         {
             return Ok(requeued);

@@ -371,7 +371,8 @@ pub(super) fn prepare(
                 shared: vec![&state_dir],
                 cwd: &ws.work,
             },
-        ),
+        )
+        .contained(crate::contain::Tree::create(layout, &run.id)),
         _ => crate::sandbox::Plan::off(),
     };
     let protocol: Vec<(String, String)> = vec![

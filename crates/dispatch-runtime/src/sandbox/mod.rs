@@ -145,13 +145,16 @@ pub struct Applied {
 
 impl Applied {
     /// `sandbox: uid 65534, no capabilities, no_new_privs, mount ns, pid ns`.
+    /// Off: `sandbox: off (DISPATCH_SANDBOX=off); contained (cgroup v1
+    /// freezer)`.
     pub fn line(&self) -> String {
-        if !self.on {
-            return format!("sandbox: off ({SANDBOX_ENV}=off)");
-        }
         let mut parts: Vec<String> = self.uid.map(|u| format!("uid {u}")).into_iter().collect();
         parts.extend(self.protections.iter().cloned());
-        let mut line = format!("sandbox: {}", parts.join(", "));
+        let mut line = match self.on {
+            true => format!("sandbox: {}", parts.join(", ")),
+            false if parts.is_empty() => format!("sandbox: off ({SANDBOX_ENV}=off)"),
+            false => format!("sandbox: off ({SANDBOX_ENV}=off); {}", parts.join(", ")),
+        };
         if !self.missing.is_empty() {
             line.push_str(&format!("; NOT APPLIED: {}", self.missing.join("; ")));
         }
@@ -163,6 +166,9 @@ impl Applied {
 #[derive(Clone)]
 pub struct Plan {
     steps: Option<Arc<child::Steps>>,
+    /// The group the attempt's processes live and die in (see
+    /// [`crate::contain`]).
+    tree: Option<Arc<crate::contain::Tree>>,
     pub applied: Applied,
 }
 
@@ -170,10 +176,7 @@ impl Plan {
     /// The sandbox for a run's processes under `settings`.
     pub fn prepare(settings: Settings, paths: &RunPaths<'_>) -> Plan {
         if !settings.on {
-            return Plan {
-                steps: None,
-                applied: Applied::default(),
-            };
+            return Plan::off();
         }
         if !is_root() {
             return Plan::unprivileged(settings, paths);
@@ -192,6 +195,7 @@ impl Plan {
             .ok()
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
+            tree: None,
             steps: Some(Arc::new(child::Steps {
                 uid: settings.uid,
                 gid: settings.gid,
@@ -260,6 +264,7 @@ impl Plan {
             .as_ref()
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
+            tree: None,
             steps: Some(Arc::new(child::Steps {
                 uid,
                 gid,
@@ -281,7 +286,34 @@ impl Plan {
     pub fn off() -> Plan {
         Plan {
             steps: None,
+            tree: None,
             applied: Applied::default(),
+        }
+    }
+
+    /// The plan with its processes contained in `tree`, which its line
+    /// then states (or why they are not).
+    pub fn contained(mut self, tree: Arc<crate::contain::Tree>) -> Plan {
+        match tree.statement() {
+            Ok(said) => self.applied.protections.push(said),
+            Err(why) => self.applied.missing.push(why),
+        }
+        self.tree = Some(tree);
+        self
+    }
+
+    /// The attempt's containment, when it has one.
+    pub fn tree(&self) -> Option<&Arc<crate::contain::Tree>> {
+        self.tree.as_ref()
+    }
+
+    /// Makes `cmd`'s process enter the attempt's group (and die with its
+    /// supervisor). Call it before every other `pre_exec` hook: a
+    /// `RESOURCES` group on cgroup v2 is entered after it, and the
+    /// sandbox's namespaces are made inside it.
+    pub fn contain(&self, cmd: &mut tokio::process::Command) {
+        if let Some(tree) = &self.tree {
+            tree.apply(cmd);
         }
     }
 
@@ -304,10 +336,21 @@ impl Plan {
     /// agent's LOCAL tools and MCP servers).
     pub fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
         self.steps.as_ref()?;
-        let plan = self.clone();
+        let mut plan = self.clone();
+        // The hook only enters the sandbox; the tree is entered first,
+        // through its own hook ([`Plan::contain_hook`]).
+        plan.tree = None;
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
         }))
+    }
+}
+
+impl Plan {
+    /// [`Plan::contain`] for commands spawned later (LOCAL tools, MCP
+    /// servers).
+    pub fn contain_hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
+        self.tree.as_ref().map(crate::contain::Tree::hook)
     }
 }
 
@@ -502,6 +545,22 @@ mod tests {
         assert_eq!(
             Applied::default().line(),
             "sandbox: off (DISPATCH_SANDBOX=off)"
+        );
+        let off = Applied {
+            protections: vec!["contained (cgroup v1 freezer)".into()],
+            ..Applied::default()
+        };
+        assert_eq!(
+            off.line(),
+            "sandbox: off (DISPATCH_SANDBOX=off); contained (cgroup v1 freezer)"
+        );
+        let degraded = Applied {
+            missing: vec!["containment: no cgroup (x)".into()],
+            ..Applied::default()
+        };
+        assert_eq!(
+            degraded.line(),
+            "sandbox: off (DISPATCH_SANDBOX=off); NOT APPLIED: containment: no cgroup (x)"
         );
     }
 }
