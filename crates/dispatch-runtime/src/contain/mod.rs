@@ -177,6 +177,23 @@ impl Drop for Tree {
 /// the processes [`scan`] finds when there is no group. Returns how many processes were signalled.
 /// Call it only once the run's supervisor is known to be gone.
 pub fn kill_leftovers(layout: &Layout, id: &RunId) -> usize {
+    match kill_groups(layout, id) {
+        Some(killed) => killed,
+        None => scan::kill_found(&id.to_string(), &layout.run_dir(id)),
+    }
+}
+
+/// [`kill_leftovers`] for a run that ended, whose files are being removed
+/// (`rm`, `prune`, retention): its group only, if one was left (no scan of
+/// `/proc` for each removed run).
+pub fn remove_recorded(layout: &Layout, id: &RunId) {
+    kill_groups(layout, id);
+}
+
+/// Kills and removes run `id`'s groups (the recorded one and the one this
+/// process would make), and forgets the record; `None` when there was no
+/// group.
+fn kill_groups(layout: &Layout, id: &RunId) -> Option<usize> {
     let run = id.to_string();
     let record = record_of(layout, id);
     let mut dirs = Vec::new();
@@ -189,15 +206,10 @@ pub fn kill_leftovers(layout: &Layout, id: &RunId) -> usize {
     if let Some(dir) = cgroup::dir_for(&run).filter(|d| !dirs.contains(d)) {
         dirs.push(dir);
     }
-    let mut killed = 0;
-    let mut grouped = false;
+    let mut killed = None;
     for dir in dirs.iter().filter(|d| d.is_dir()) {
-        killed += cgroup::kill_all(dir);
+        *killed.get_or_insert(0) += cgroup::kill_all(dir);
         cgroup::remove(dir);
-        grouped = true;
-    }
-    if !grouped {
-        killed += scan::kill_found(&run, &layout.run_dir(id));
     }
     let _ = std::fs::remove_file(&record);
     killed
