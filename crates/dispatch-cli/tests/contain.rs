@@ -4,15 +4,18 @@
 //! with SIGKILL (the agent at once, by its parent-death signal; the rest at
 //! recovery, before the run's workspace is unmounted). Without a writable
 //! cgroup the run says so, and recovery still finds the escaped process.
+//! A native agent's LOCAL tool's escaped child dies with the run.
 //! A run cancelled while suspended on an approval ends the approval
 //! `cancelled` and its workspace goes.
 
 mod common;
+mod native_common;
 
 use std::path::{Path, PathBuf};
 
 use common::{Dispatch, alive, eventually};
-use serde_json::Value;
+use native_common::{Mock, native_agent, text};
+use serde_json::{Value, json};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
@@ -186,4 +189,46 @@ fn a_run_cancelled_while_suspended_on_an_approval_cancels_it_and_drops_its_works
         assert!(!mounted(&work), "the overlay is unmounted at cancel");
     }
     assert!(!work.exists(), "the workspace went with the run");
+}
+
+#[test]
+fn a_local_tools_escaped_child_dies_when_the_run_ends() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "spawn", "arguments": {}, "id": "c0"}]},
+        text("done", 5, 5),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "spawner",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL spawn.sh AS spawn",
+            mock.url()
+        ),
+    );
+    let pid_file = d.dir.path().join("tool-escaped.pid");
+    std::fs::write(
+        dir.join("spawn.sh"),
+        format!(
+            "setsid sh -c 'echo $$ > \"$0\"; exec sleep 300' \"{}\" </dev/null >/dev/null 2>&1 &\n\
+             while [ ! -s \"{}\" ]; do sleep 0.01; done\n\
+             echo started\n",
+            pid_file.display(),
+            pid_file.display()
+        ),
+    )
+    .expect("tool");
+    d.ok(&["run", dir.to_str().expect("utf-8"), "--job", "{}"]);
+    let escaped: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the tool's child wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _reaper = Reaper(vec![escaped]);
+    let id = d.ok(&["ps", "-a", "-q"]);
+    let id = id.lines().next().expect("a run");
+    assert_eq!(d.status(id), "succeeded");
+    eventually(10, "the tool's escaped child dies with the run", || {
+        !alive(escaped)
+    });
 }
