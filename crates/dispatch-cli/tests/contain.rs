@@ -232,3 +232,29 @@ fn a_local_tools_escaped_child_dies_when_the_run_ends() {
         !alive(escaped)
     });
 }
+
+#[test]
+fn a_stale_mount_of_an_ended_run_is_removed_by_the_next_ps() {
+    if !is_root() {
+        return; // mounting needs root
+    }
+    let d = Dispatch::new();
+    let dir = d.agent("quick", "echo hi\n");
+    let id = d.detach(&dir, "{}");
+    assert_eq!(d.wait_terminal(&id)["status"], "succeeded");
+    // As a helper killed between its last write and its cleanup leaves it.
+    let work = d.root().join("runs").join(&id).join("work");
+    std::fs::create_dir_all(&work).expect("work");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &work,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a stand-in workspace");
+    assert!(mounted(&work));
+    d.ok(&["ps", "-a"]);
+    assert!(!mounted(&work), "the stale mount is gone");
+    assert!(!work.exists(), "and the ended run's workspace with it");
+}

@@ -130,7 +130,8 @@ fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite 
     StateWrite::new(state, event)
 }
 
-/// Reconciles every live run in `runs` in place.
+/// Reconciles every live run in `runs` in place, then removes stale
+/// overlay workspaces (see [`sweep_stale_mounts`]).
 pub async fn reconcile_all<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -144,5 +145,29 @@ pub async fn reconcile_all<S: Store + ?Sized>(
             *run = reconcile(store, layout, run.clone()).await?;
         }
     }
+    sweep_stale_mounts(store, layout).await;
     Ok(())
+}
+
+/// Overlay workspaces still mounted for runs that ended (a helper killed
+/// between its last write and its cleanup): whatever their processes left
+/// is killed, then the workspace is released (unmounted and removed),
+/// unless the run asked to keep it. A run this store does not know is left
+/// alone (a worker may share the root). Returns how many were released.
+pub async fn sweep_stale_mounts<S: Store + ?Sized>(store: &S, layout: &Layout) -> usize {
+    let mut released = 0;
+    for id in crate::workspace::mounted(layout) {
+        let stale = match store.get_run(&id).await {
+            Ok(run) if run.state.is_terminal() => {
+                !store.run_extras(&id).await.is_ok_and(|e| e.keep_workspace)
+            }
+            _ => false,
+        };
+        if stale {
+            crate::contain::remove_recorded(layout, &id);
+            crate::workspace::release(layout, &id);
+            released += 1;
+        }
+    }
+    released
 }
