@@ -1,7 +1,8 @@
-//! A `dispatch worker` killed with SIGKILL leaves its unsandboxed run's
-//! escaped child (`setsid`, out of the agent's process group) running in
-//! the run's overlay workspace; started again on the same root under the
-//! same name, it kills that tree first, then unmounts the workspace (#33:
+//! A `dispatch worker` killed with SIGKILL together with its unsandboxed
+//! run's keeper (as the OOM killer may) leaves the run's escaped child
+//! (`setsid`, out of the agent's process group) running in the run's
+//! overlay workspace; started again on the same root under the same name,
+//! it kills that tree first, then unmounts the workspace (#33:
 //! it used to log `unmounted N workspace(s) a previous process left` while
 //! the orphans still ran in them). On PostgreSQL; skipped without one.
 
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::PgStore;
 use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_store::{PgStore, RunStore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -189,12 +190,24 @@ fn a_worker_restarted_on_its_root_kills_the_left_tree_before_it_unmounts() {
     setup.reap.push(escaped);
     let work = setup.layout().run_dir(&id).join("work");
     let overlay = mounted(&work);
-    kill(Pid::from_raw(setup.workers[0].id() as i32), Signal::SIGKILL).expect("kill -9");
+    // The worker and the run's keeper both die (the keeper first, while
+    // the worker is stopped and cannot kill the tree at the attempt's
+    // end): as when the OOM killer takes both. The escaped child is left.
+    let mut keeper = 0;
+    eventually(30, "the agent's start is recorded", || {
+        let run = block_on(setup.store.get_run(&id)).expect("the run reads");
+        run.state.agent().is_some_and(|a| {
+            keeper = a.pid;
+            true
+        })
+    });
+    let worker = Pid::from_raw(setup.workers[0].id() as i32);
+    kill(worker, Signal::SIGSTOP).expect("stop the worker");
+    kill(Pid::from_raw(keeper as i32), Signal::SIGKILL).expect("kill -9 the keeper");
+    kill(worker, Signal::SIGKILL).expect("kill -9 the worker");
     let _ = setup.workers[0].wait();
-    assert!(
-        alive(escaped),
-        "nothing but recovery kills what left the group"
-    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(escaped), "nothing but recovery kills what is left");
 
     setup.worker();
     eventually(30, "the restarted worker kills the left tree", || {
@@ -221,4 +234,28 @@ fn a_worker_restarted_on_its_root_kills_the_left_tree_before_it_unmounts() {
             "killed before unmounting: {err}"
         );
     }
+}
+
+/// The keeper kills the tree of a worker killed with SIGKILL, escaped
+/// child included, with no restart needed.
+#[test]
+fn a_killed_workers_unsandboxed_tree_dies_with_it() {
+    let Some(mut setup) = Setup::new() else {
+        return;
+    };
+    setup.create_run();
+    setup.worker();
+    let mut escaped = 0;
+    eventually(30, "the agent's escaped child starts", || {
+        setup.escaped(1).is_some_and(|p| {
+            escaped = p;
+            true
+        })
+    });
+    setup.reap.push(escaped);
+    kill(Pid::from_raw(setup.workers[0].id() as i32), Signal::SIGKILL).expect("kill -9");
+    let _ = setup.workers[0].wait();
+    eventually(10, "the escaped child dies with the worker", || {
+        !alive(escaped)
+    });
 }

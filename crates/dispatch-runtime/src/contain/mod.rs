@@ -126,6 +126,11 @@ impl Tree {
         }
     }
 
+    /// The group's directory, when there is one.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.group.as_ref().ok().map(|g| g.dir.as_path())
+    }
+
     /// The processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
         match &self.group {

@@ -372,7 +372,10 @@ pub(super) fn prepare(
                 cwd: &ws.work,
             },
         )
-        .contained(crate::contain::Tree::create(layout, &run.id)),
+        .contained(
+            crate::contain::Tree::create(layout, &run.id),
+            &run.id.to_string(),
+        ),
         _ => crate::sandbox::Plan::off(),
     };
     let protocol: Vec<(String, String)> = vec![

@@ -36,6 +36,7 @@
 //! is its own isolation and is not sandboxed here.
 
 mod child;
+mod keeper;
 pub(crate) mod owner;
 mod tether;
 mod unprivileged;
@@ -169,6 +170,9 @@ pub struct Plan {
     /// The group the attempt's processes live and die in (see
     /// [`crate::contain`]).
     tree: Option<Arc<crate::contain::Tree>>,
+    /// Without a PID namespace: what kills the tree when its supervisor
+    /// dies (see [`keeper`]).
+    keeper: Option<Arc<keeper::Keeper>>,
     pub applied: Applied,
 }
 
@@ -196,6 +200,7 @@ impl Plan {
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
             tree: None,
+            keeper: None,
             steps: Some(Arc::new(child::Steps {
                 uid: settings.uid,
                 gid: settings.gid,
@@ -265,6 +270,7 @@ impl Plan {
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
             tree: None,
+            keeper: None,
             steps: Some(Arc::new(child::Steps {
                 uid,
                 gid,
@@ -287,16 +293,32 @@ impl Plan {
         Plan {
             steps: None,
             tree: None,
+            keeper: None,
             applied: Applied::default(),
         }
     }
 
     /// The plan with its processes contained in `tree`, which its line
     /// then states (or why they are not).
-    pub fn contained(mut self, tree: Arc<crate::contain::Tree>) -> Plan {
+    /// Without a PID namespace, a keeper tethered to this process kills
+    /// the group when this process dies (`tethered`, as a sandboxed run).
+    pub fn contained(mut self, tree: Arc<crate::contain::Tree>, run: &str) -> Plan {
         match tree.statement() {
             Ok(said) => self.applied.protections.push(said),
             Err(why) => self.applied.missing.push(why),
+        }
+        let pid_ns = self
+            .steps
+            .as_ref()
+            .is_some_and(|s| s.view.as_ref().is_some_and(|v| v.pid_ns));
+        if let (Some(dir), false) = (tree.dir(), pid_ns) {
+            match tether::Tether::new(run).and_then(|t| keeper::Keeper::new(t, dir)) {
+                Ok(k) => {
+                    self.keeper = Some(Arc::new(k));
+                    self.applied.protections.push("tethered".into());
+                }
+                Err(e) => self.applied.missing.push(format!("tether: {e}")),
+            }
         }
         self.tree = Some(tree);
         self
@@ -312,9 +334,7 @@ impl Plan {
     /// `RESOURCES` group on cgroup v2 is entered after it, and the
     /// sandbox's namespaces are made inside it.
     pub fn contain(&self, cmd: &mut tokio::process::Command) {
-        if let Some(tree) = &self.tree {
-            tree.apply(cmd);
-        }
+        contain(self.tree.as_ref(), self.keeper.as_ref(), cmd);
     }
 
     /// Makes `cmd`'s process enter the sandbox before it executes. Call it
@@ -340,6 +360,7 @@ impl Plan {
         // The hook only enters the sandbox; the tree is entered first,
         // through its own hook ([`Plan::contain_hook`]).
         plan.tree = None;
+        plan.keeper = None;
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
         }))
@@ -350,7 +371,31 @@ impl Plan {
     /// [`Plan::contain`] for commands spawned later (LOCAL tools, MCP
     /// servers).
     pub fn contain_hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
-        self.tree.as_ref().map(crate::contain::Tree::hook)
+        let tree = self.tree.clone()?;
+        let keeper = self.keeper.clone();
+        Some(Arc::new(move |cmd: &mut tokio::process::Command| {
+            contain(Some(&tree), keeper.as_ref(), cmd)
+        }))
+    }
+}
+
+/// Enters `tree`'s group, then its keeper's fork (see [`Plan::contain`]).
+fn contain(
+    tree: Option<&Arc<crate::contain::Tree>>,
+    keeper: Option<&Arc<keeper::Keeper>>,
+    cmd: &mut tokio::process::Command,
+) {
+    let Some(tree) = tree else {
+        return;
+    };
+    tree.apply(cmd);
+    if let Some(keeper) = keeper.cloned() {
+        // SAFETY: the hook runs between fork and exec in the child and
+        // does only what `keeper` documents: async-signal-safe system
+        // calls on descriptors and paths made before the fork.
+        unsafe {
+            cmd.pre_exec(move || keeper.enter());
+        }
     }
 }
 
