@@ -11,7 +11,8 @@
 //! - a worker killed with SIGKILL takes its sandboxed agent with it (the
 //!   agent's tree is tethered to it), and one frozen with SIGSTOP longer than
 //!   the lease has its agent killed at the self-fencing deadline by the
-//!   tether, not by its own (frozen) watchdog: no overlap either way.
+//!   tether, not by its own (frozen) watchdog: no overlap either way; an
+//!   unsandboxed agent the same, by its keeper (see `sandbox::keeper`).
 //!
 //! Each execution of the agent writes its own file of heartbeats (one line
 //! every 20 ms, the time in ms), so overlaps are measured, not inferred.
@@ -422,6 +423,23 @@ fn a_killed_workers_sandboxed_agent_dies_with_it() {
 #[test]
 fn a_frozen_workers_sandboxed_agent_is_killed_before_its_lease_expires() {
     let Some(mut setup) = Setup::sandboxed(300, "0") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("frozen", false);
+    wait_for_beats(&setup.beats_dir(), "exec-1-", 3);
+    let pid = setup.workers[0].id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("stop the worker");
+    no_overlap_after(&mut setup, &id, "worker frozen");
+    let log = setup.stderr("frozen");
+    assert!(!log.contains("stopping its agent"), "it was frozen: {log}");
+}
+
+/// Without the sandbox (no PID namespace), the run's keeper enforces the
+/// same deadline on its containment group.
+#[test]
+fn a_frozen_workers_unsandboxed_agent_is_killed_before_its_lease_expires() {
+    let Some(mut setup) = Setup::new(300, "0") else {
         return;
     };
     let id = setup.create_run();

@@ -49,8 +49,8 @@ const STOP: RawFd = 2;
 const OUT: RawFd = 3;
 
 impl Keeper {
-    /// A keeper for the processes of group `dir` (entered through
-    /// `entry`, a file of that group), tethered to this process by `tether`.
+    /// A keeper for the processes of group `dir`, tethered to this process
+    /// by `tether`.
     pub(crate) fn new(tether: Arc<Tether>, dir: &Path) -> io::Result<Keeper> {
         let v1 = dir.join("freezer.state").exists();
         let open = |p: &Path| std::fs::OpenOptions::new().write(true).open(p);
@@ -89,6 +89,10 @@ impl Keeper {
                 super::child::ignore_group_signals();
                 if super::child::watch_until_exit(child, PIPE, DEADLINE) {
                     self.kill_group();
+                    // On v2 a RESOURCES group took the program out of the
+                    // run's: it dies anyway (its own group is removed,
+                    // with what is left in it, at recovery).
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 }
                 super::child::exit_as(child)
             }
