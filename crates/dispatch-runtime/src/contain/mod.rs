@@ -11,6 +11,12 @@
 //!   entered after it takes over, see [`cgroup`]). It also gets a
 //!   parent-death signal: SIGKILL when the thread of its supervisor that
 //!   started it ends.
+//! - Without a PID namespace, the spawned process is a keeper tethered to
+//!   the supervisor, which forks the program and kills the whole group when
+//!   the supervisor dies or a frozen worker's lease deadline passes (see
+//!   `crate::sandbox`'s `keeper`); the program's parent-death signal is
+//!   then tied to the keeper. A sandboxed run's PID namespace has its own
+//!   tether.
 //! - At the end of each attempt, and when the attempt is dropped in any
 //!   other way, whatever is left in the group is killed and the group
 //!   removed ([`Tree`]).
@@ -24,8 +30,8 @@
 //! Without a writable cgroup (not root, no delegated subtree, or
 //! `DISPATCH_NO_CGROUPS=1`) there is no group: the run's sandbox line says
 //! so, the agent's process group and parent-death signal are what holds,
-//! and recovery finds leftover processes by their environment and working
-//! root instead ([`scan`]). A sandboxed run with a PID namespace is
+//! and recovery finds leftover processes by their environment or root
+//! directory instead ([`scan`]). A sandboxed run with a PID namespace is
 //! contained by it either way (its init dies, every process of it dies: see
 //! `crate::sandbox`'s tether).
 

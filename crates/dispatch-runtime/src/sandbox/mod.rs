@@ -32,7 +32,9 @@
 //! and a `sandbox` event, which `inspect-run` shows). `DISPATCH_SANDBOX=off`
 //! in the environment a run executes in turns the sandbox off (agents then
 //! run as the helper's user, having lost only the powers to write into
-//! parcels, see `dispatch_agent::tools::powers`). The container courier
+//! parcels, see `dispatch_agent::tools::powers`); their processes are still
+//! contained, in the run's group and by a [`keeper`] (see
+//! [`crate::contain`]), which the line says too. The container courier
 //! is its own isolation and is not sandboxed here.
 
 mod child;
