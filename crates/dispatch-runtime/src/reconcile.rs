@@ -48,15 +48,15 @@ pub async fn reconcile<S: Store + ?Sized>(
         }
         // The helper is gone; nobody else will kill its agent's tree, and
         // it dies before anything of the run is reclaimed: the agent's
-        // group, the run's containment group (what left the agent's group),
-        // its RESOURCES groups.
+        // group, a container (which outlives its killed client: removed by
+        // its runtime), the run's containment group (what left the agent's
+        // group), its RESOURCES groups.
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
+        crate::container::remove_for_run(layout, &run.id).await;
         crate::contain::kill_leftovers(layout, &run.id);
         crate::limits::remove_leftover_groups(&run.id);
-        // A container outlives its killed client: remove it.
-        crate::container::remove_for_run(layout, &run.id).await;
         // An overlay workspace outlives it too: unmounted (its files stay
         // for a recovered attempt, which mounts it again).
         crate::workspace::unmount(layout, &run.id);
