@@ -205,6 +205,61 @@ pub(super) fn remove(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// As root: a group at `dir` holding a `sleep` and a `setsid` one
+    /// (out of the first's session and process group) is emptied by
+    /// [`kill_all`], then removed.
+    fn kills_everything_in(dir: &Path) {
+        std::fs::create_dir_all(dir).expect("the group");
+        let mut pids = Vec::new();
+        for argv in [&["sleep", "300"][..], &["setsid", "sleep", "300"][..]] {
+            let child = std::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .spawn()
+                .expect("spawn");
+            let pid = child.id();
+            assert!(write(dir, "cgroup.procs", &pid.to_string()), "enter");
+            pids.push((pid, child));
+        }
+        assert_eq!(procs(dir).len(), 2, "{:?}", procs(dir));
+        let killed = kill_all(dir);
+        assert!(killed >= 2, "{killed}");
+        assert!(procs(dir).is_empty());
+        for (_, mut child) in pids {
+            let status = child.wait().expect("reaped");
+            assert!(!status.success(), "killed: {status:?}");
+        }
+        remove(dir);
+        assert!(!dir.exists());
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn a_v1_freezer_group_is_killed_as_a_unit() {
+        let freezer = Path::new(ROOT).join("freezer");
+        if !is_root() || !freezer.join("cgroup.procs").exists() {
+            return;
+        }
+        kills_everything_in(&freezer.join(format!("dispatch-test-{}", std::process::id())));
+    }
+
+    /// On the unified hierarchy (`/sys/fs/cgroup`, or the one a hybrid
+    /// machine mounts at `unified`): `cgroup.kill`.
+    #[test]
+    fn a_v2_group_is_killed_as_a_unit() {
+        let unified = [PathBuf::from(ROOT), Path::new(ROOT).join("unified")]
+            .into_iter()
+            .find(|p| p.join("cgroup.controllers").exists());
+        let Some(unified) = unified.filter(|_| is_root()) else {
+            return;
+        };
+        let dir = unified.join(format!("dispatch-test-{}", std::process::id()));
+        kills_everything_in(&dir);
+    }
+
     #[test]
     fn only_a_runs_own_group_is_taken_from_a_record() {
         let run = "0001";
