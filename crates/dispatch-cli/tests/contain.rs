@@ -115,9 +115,14 @@ fn a_killed_helpers_unsandboxed_tree_dies_with_it_escaped_child_included() {
     let _reaper = Reaper(pids.clone());
     kill9(helper_of(&d, &id));
     if is_root() {
-        // The keeper kills the group, with no reader involved.
+        // The keeper kills the group, with no reader involved, and removes it.
         eventually(10, "the whole tree dies with its helper", || {
             pids.iter().all(|p| !alive(*p))
+        });
+        let record = d.root().join(format!("runs/{id}.cgroup"));
+        let group = std::fs::read_to_string(&record).expect("the group is recorded");
+        eventually(10, "the emptied group is removed", || {
+            !Path::new(group.trim()).exists()
         });
     }
     // The first reader recovers the run (and kills what is left).

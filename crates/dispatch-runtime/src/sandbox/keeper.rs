@@ -13,7 +13,8 @@
 //! kills everything in it: on cgroup v1 it freezes the group, sends SIGKILL
 //! to every pid of `cgroup.procs` (opened afresh for each pass: v1 may hand
 //! an open descriptor a list up to a second old) and thaws it, until the
-//! group is empty; on v2 it writes `cgroup.kill`.
+//! group is empty; on v2 it writes `cgroup.kill`. The emptied group is
+//! removed (its record stays for recovery, which then finds nothing).
 //!
 //! The program gets a parent-death signal (the keeper's death kills it);
 //! the keeper has none: it must outlive its supervisor to do its work.
@@ -38,6 +39,8 @@ pub(crate) struct Keeper {
     v1: bool,
     /// The group's `cgroup.procs`, to open for each pass.
     procs: CString,
+    /// The group, removed once emptied.
+    dir: CString,
     /// The entry file of the group above (`dispatch/`), to leave the run's.
     out: File,
 }
@@ -57,17 +60,16 @@ impl Keeper {
         let stop = open(&dir.join(if v1 { "freezer.state" } else { "cgroup.kill" }))?;
         let parent = dir.parent().ok_or(io::ErrorKind::NotFound)?;
         let out = open(&parent.join(if v1 { "tasks" } else { "cgroup.procs" }))?;
-        let procs = CString::new(
-            dir.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
         Ok(Keeper {
             tether,
             stop,
             v1,
-            procs,
+            procs: c(&dir.join("cgroup.procs"))?,
+            dir: c(dir)?,
             out,
         })
     }
@@ -119,6 +121,9 @@ impl Keeper {
                 unsafe { libc::pwrite(STOP, b"THAWED".as_ptr().cast(), 6, 0) };
             }
             if killed == 0 {
+                // SAFETY: rmdir(2) of a path made before the fork; the
+                // group is empty (this process left it).
+                unsafe { libc::rmdir(self.dir.as_ptr()) };
                 return;
             }
             nap(2);
