@@ -11,7 +11,8 @@
 //! - a worker killed with SIGKILL takes its sandboxed agent with it (the
 //!   agent's tree is tethered to it), and one frozen with SIGSTOP longer than
 //!   the lease has its agent killed at the self-fencing deadline by the
-//!   tether, not by its own (frozen) watchdog: no overlap either way.
+//!   tether, not by its own (frozen) watchdog: no overlap either way; an
+//!   unsandboxed agent the same, by its keeper (see `sandbox::keeper`).
 //!
 //! - a worker cut off while its agent still prints and then exits appends
 //!   nothing to the run's log once the partition heals: its log, like its
@@ -552,4 +553,38 @@ fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
         1,
         "the refusal is said once, and shipping stops: {stderr}"
     );
+}
+
+/// Without the sandbox (no PID namespace), the run's keeper enforces the
+/// same deadline on its containment group: the agent of a worker that stays
+/// frozen is killed before it finishes its beats. (No takeover here: on one
+/// machine the next attempt would empty the run's group before it starts.)
+#[test]
+fn a_frozen_workers_unsandboxed_agent_is_killed_at_the_deadline() {
+    let Some(mut setup) = Setup::new(300, "0") else {
+        return;
+    };
+    setup.create_run();
+    setup.worker("frozen", false);
+    wait_for_beats(&setup.beats_dir(), "exec-1-", 3);
+    let pid = setup.workers[0].id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("stop the worker");
+    // The beats stop: at the deadline, or after all 300 (~6 s) if nothing
+    // kills the agent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = beat_sizes(&setup.beats_dir());
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = beat_sizes(&setup.beats_dir());
+        if now == last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the beats never stopped");
+        last = now;
+    }
+    let finished = std::fs::read_dir(setup.beats_dir())
+        .expect("beats dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("finished-"));
+    assert!(!finished, "the frozen worker's agent ran to its end");
 }

@@ -10,6 +10,7 @@
 
 pub mod approvals;
 pub mod concurrency;
+pub mod contain;
 pub mod container;
 mod error;
 mod follow;

@@ -148,7 +148,9 @@ pub fn remove_run_files(layout: &Layout, id: &RunId) -> u64 {
     for file in [layout.log(id), layout.final_snapshot(id)] {
         bytes += remove_file(&file);
     }
-    // An overlay workspace (a kept one) is unmounted, never walked into.
+    // A group a killed helper left (and what is still in it) goes first;
+    // an overlay workspace (a kept one) is unmounted, never walked into.
+    crate::contain::remove_recorded(layout, id);
     crate::workspace::unmount(layout, id);
     let dir = layout.run_dir(id);
     let size = tree_size(&dir);

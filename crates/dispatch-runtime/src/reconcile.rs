@@ -39,17 +39,27 @@ pub async fn reconcile<S: Store + ?Sized>(
         if os::is_alive(helper) {
             return Ok(run);
         }
-        // The helper is gone; nobody else will clean up its agent's group.
+        // Killing is for the run as stored now: another reader may have
+        // recovered it already (a new helper, whose tree must live).
+        let stored = store.get_run(&run.id).await?;
+        if stored.version != run.version {
+            run = stored;
+            continue;
+        }
+        // The helper is gone; nobody else will kill its agent's tree, and
+        // it dies before anything of the run is reclaimed: the agent's
+        // group, a container (which outlives its killed client: removed by
+        // its runtime), the run's containment group (what left the agent's
+        // group), its RESOURCES groups.
         if let Some(agent) = run.state.agent() {
             os::signal_group(agent.pid, Signal::SIGKILL);
         }
-        // A container outlives its killed client: remove it.
         crate::container::remove_for_run(layout, &run.id).await;
+        crate::contain::kill_leftovers(layout, &run.id);
+        crate::limits::remove_leftover_groups(&run.id);
         // An overlay workspace outlives it too: unmounted (its files stay
         // for a recovered attempt, which mounts it again).
         crate::workspace::unmount(layout, &run.id);
-        // And its control groups (RESOURCES), with whatever is left in them.
-        crate::limits::remove_leftover_groups(&run.id);
         if let Some(requeued) = crate::recover::try_recover(store, layout, &run, helper.pid).await?
         {
             return Ok(requeued);
@@ -126,7 +136,8 @@ fn dead_helper_write(layout: &Layout, run: &Run, helper_pid: u32) -> StateWrite 
     StateWrite::new(state, event)
 }
 
-/// Reconciles every live run in `runs` in place.
+/// Reconciles every live run in `runs` in place, then removes stale
+/// overlay workspaces (see [`sweep_stale_mounts`]).
 pub async fn reconcile_all<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -140,5 +151,29 @@ pub async fn reconcile_all<S: Store + ?Sized>(
             *run = reconcile(store, layout, run.clone()).await?;
         }
     }
+    sweep_stale_mounts(store, layout).await;
     Ok(())
+}
+
+/// Overlay workspaces still mounted for runs that ended (a helper killed
+/// between its last write and its cleanup): whatever their processes left
+/// is killed, then the workspace is released (unmounted and removed),
+/// unless the run asked to keep it. A run this store does not know is left
+/// alone (a worker may share the root). Returns how many were released.
+pub async fn sweep_stale_mounts<S: Store + ?Sized>(store: &S, layout: &Layout) -> usize {
+    let mut released = 0;
+    for id in crate::workspace::mounted(layout) {
+        let stale = match store.get_run(&id).await {
+            Ok(run) if run.state.is_terminal() => {
+                !store.run_extras(&id).await.is_ok_and(|e| e.keep_workspace)
+            }
+            _ => false,
+        };
+        if stale {
+            crate::contain::remove_recorded(layout, &id);
+            crate::workspace::release(layout, &id);
+            released += 1;
+        }
+    }
+    released
 }

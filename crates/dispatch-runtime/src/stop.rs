@@ -54,12 +54,12 @@ pub async fn stop<S: Store + ?Sized>(
         }
         let elapsed = started.elapsed();
         if matches!(run.status(), Status::Queued | Status::Created) {
-            cancel_unheld(store, &run, "cancelled before it started").await?;
+            cancel_unheld(store, layout, &run, "cancelled before it started").await?;
             continue;
         }
         if let dispatch_core::RunState::Suspended { reason, .. } = &run.state {
             // No process to signal: suspended runs hold none.
-            cancel_unheld(store, &run, &format!("cancelled while {reason}")).await?;
+            cancel_unheld(store, layout, &run, &format!("cancelled while {reason}")).await?;
             continue;
         }
         if let Some(agent) = run.state.agent() {
@@ -91,8 +91,16 @@ pub async fn stop<S: Store + ?Sized>(
     }
 }
 
-/// Cancels a run no process holds (created, queued or suspended).
-async fn cancel_unheld<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) -> RuntimeResult<()> {
+/// Cancels a run no process holds (created, queued or suspended). Its
+/// pending approvals end `cancelled` with it (the store does that in the
+/// same transaction), and its workspace goes, as at any end (an overlay is
+/// unmounted), unless it asked to keep it.
+async fn cancel_unheld<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    run: &Run,
+    reason: &str,
+) -> RuntimeResult<()> {
     let t = Transition::Cancel {
         reason: reason.to_string(),
         exit_code: None,
@@ -104,7 +112,17 @@ async fn cancel_unheld<S: Store + ?Sized>(store: &S, run: &Run, reason: &str) ->
     let event = state_event(run, &state, None);
     let write = StateWrite::new(state, event);
     match store.transition(&run.id, run.version, &write).await {
-        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Ok(_) => {
+            let keep = store
+                .run_extras(&run.id)
+                .await
+                .is_ok_and(|e| e.keep_workspace);
+            if !keep {
+                crate::workspace::release(layout, &run.id);
+            }
+            Ok(())
+        }
+        Err(StoreError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -15,6 +15,7 @@
 //! ([`crate::self_fence`]).
 
 mod here;
+mod reclaim;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -210,8 +211,12 @@ impl Worker {
         if let Err(e) = std::fs::create_dir_all(&runs) {
             self.log(&format!("cannot create {}: {e}", runs.display()));
         }
-        // Workspaces its previous process left mounted (kill -9) are unmounted.
-        let unmounted = self.unmount_left_behind().await;
+        // What its previous process left (kill -9): the runs' process
+        // trees are killed, then their workspaces unmounted.
+        let (killed, unmounted) = self.reclaim_left_behind().await;
+        if killed > 0 {
+            tracing::info!("[worker] killed {killed} process(es) a previous process's runs left");
+        }
         if unmounted > 0 {
             tracing::info!("[worker] unmounted {unmounted} workspace(s) a previous process left");
         }
@@ -308,44 +313,6 @@ impl Worker {
             }
         }
         Ok(self.summary)
-    }
-
-    /// Whether run `id` ended asking to keep its workspace.
-    async fn kept(&self, id: &RunId) -> bool {
-        let ended = self
-            .store
-            .get_run(id)
-            .await
-            .is_ok_and(|r| r.state.is_terminal());
-        ended
-            && self
-                .store
-                .run_extras(id)
-                .await
-                .is_ok_and(|e| e.keep_workspace)
-    }
-
-    /// Unmounts the workspaces under this worker's directory of runs no live
-    /// worker holds: ended (unless kept), back in the queue, or leased to
-    /// this worker's name (its previous process, killed before it unmounted
-    /// them) or to no one any more. Their files stay (the upper layer), as after a
-    /// helper's death. Returns how many.
-    async fn unmount_left_behind(&self) -> usize {
-        let mut unmounted = 0;
-        for id in dispatch_runtime::workspace::mounted(&self.config.layout) {
-            let nobodys = match self.store.lease(&id).await {
-                Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
-                // Ended, or queued; a run that ended asking to keep its
-                // workspace keeps it mounted (until `dispatch rm`).
-                Ok(None) => !self.kept(&id).await,
-                Err(_) => false,
-            };
-            if nobodys {
-                dispatch_runtime::workspace::unmount(&self.config.layout, &id);
-                unmounted += 1;
-            }
-        }
-        unmounted
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff

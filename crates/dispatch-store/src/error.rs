@@ -49,7 +49,7 @@ pub enum StoreError {
         "run {run} has no approval `{id}` (hint: `dispatch approvals ls` lists pending approvals)"
     )]
     ApprovalNotFound { run: RunId, id: String },
-    #[error("approval `{id}` of run {run} was already decided: {decision}")]
+    #[error("{}", already_decided(run, id, decision))]
     AlreadyDecided {
         run: RunId,
         id: String,
@@ -88,3 +88,14 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `approval … was already decided: approve`; one that ended with its run
+/// says it was cancelled, and why nothing can decide it.
+fn already_decided(run: &RunId, id: &str, decision: &str) -> String {
+    match decision {
+        crate::reliability::ENDED_DECISION => format!(
+            "approval `{id}` of run {run} was cancelled: the run ended before a decision, so there is nothing left to approve or deny"
+        ),
+        _ => format!("approval `{id}` of run {run} was already decided: {decision}"),
+    }
+}

@@ -47,7 +47,7 @@ pub(crate) struct AgentSpec {
 /// A shell-form COMMAND the shell would only split into words runs without
 /// the shell (see [`super::shell`]); when that cannot start, the shell runs
 /// it as written, and says why in the log as it would have.
-/// `jail`: the run's sandbox, entered last.
+/// `jail`: the run's group, entered first, and its sandbox, entered last.
 pub(crate) fn spawn(
     spec: &AgentSpec,
     sandbox: Option<&crate::limits::Sandbox>,
@@ -88,6 +88,8 @@ fn spawn_argv(
     if pwd && !spec.env.iter().any(|(k, _)| k == "PWD") {
         cmd.env("PWD", &spec.cwd);
     }
+    // The run's group first (see `sandbox::Plan::contain`).
+    jail.contain(&mut cmd);
     // SAFETY: only system calls between fork and exec (see `powers`).
     unsafe {
         cmd.pre_exec(|| {

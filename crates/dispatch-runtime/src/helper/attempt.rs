@@ -582,6 +582,11 @@ async fn one_attempt<S: Store + ?Sized>(
         }
     };
     watch.agent_gone();
+    // Nothing of the attempt outlives its agent: what left its process
+    // group (a `setsid`, a daemon) dies with the run's group.
+    if let Some(tree) = prepared.sandbox.tree() {
+        tree.kill();
+    }
     if let Some((reason, retryable)) = events.refused.take() {
         watch.refuse(reason, retryable);
     }

@@ -372,6 +372,10 @@ pub(super) fn prepare(
                 shared: vec![&state_dir],
                 cwd: &ws.work,
             },
+        )
+        .contained(
+            crate::contain::Tree::create(layout, &run.id),
+            &run.id.to_string(),
         ),
         _ => crate::sandbox::Plan::off(),
     };

@@ -210,15 +210,25 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         log,
         ctx.own_signals,
     );
-    // The sandbox is entered last (see `sandbox::Plan::apply`).
-    tool_ctx.spawn_hook = match (limits.hook(), ctx.prepared.sandbox.hook()) {
-        (Some(limit), Some(jail)) => Some(std::sync::Arc::new(
+    // The run's group is entered first, the sandbox last (see
+    // `sandbox::Plan::contain` and `apply`).
+    let hooks: Vec<dispatch_agent::tools::SpawnHook> = [
+        ctx.prepared.sandbox.contain_hook(),
+        limits.hook(),
+        ctx.prepared.sandbox.hook(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    tool_ctx.spawn_hook = match hooks.len() {
+        0 => None,
+        _ => Some(std::sync::Arc::new(
             move |cmd: &mut tokio::process::Command| {
-                limit(cmd);
-                jail(cmd);
+                for hook in &hooks {
+                    hook(cmd);
+                }
             },
         )),
-        (limit, jail) => limit.or(jail),
     };
     let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
         Ok(t) => t,
@@ -358,6 +368,10 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     }
     if let Some(t) = tool_box {
         t.shutdown().await;
+        // Whatever a tool or MCP server left behind (a daemon, a `setsid`).
+        if let Some(tree) = ctx.prepared.sandbox.tree() {
+            tree.kill();
+        }
         // Whole outputs of tools the model saw cut.
         super::collect::record_artifacts(store, layout, &run.id, ctx.prepared, log).await;
     }

@@ -111,7 +111,7 @@ pub(crate) struct Sandbox {
     resources: Resources,
 }
 
-fn cgroups_off() -> bool {
+pub(crate) fn cgroups_off() -> bool {
     std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0")
 }
 

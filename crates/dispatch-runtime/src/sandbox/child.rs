@@ -178,29 +178,52 @@ fn mirror(child: Pid, outer: Option<Option<(RawFd, RawFd)>>) -> io::Result<()> {
     // SAFETY: close_range(2) takes no pointers.
     unsafe { libc::close_range(first, libc::c_uint::MAX, 0) };
     if outer.is_some() {
-        for s in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-            Signal::SIGPIPE,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-        ] {
-            // SAFETY: SIG_IGN installs no handler code.
-            let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigIgn) };
-        }
+        ignore_group_signals();
     }
-    if let Some((pipe, deadline)) = tether {
-        watch(child, pipe, deadline);
+    if let Some((pipe, deadline)) = tether
+        && watch_until_exit(child, pipe, deadline)
+    {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
     }
-    // PID 1 reaps every orphan of its namespace; the outer one has one child.
-    let wait_for = if outer.is_some() { Some(child) } else { None };
+    match outer {
+        Some(_) => exit_as(child),
+        None => reap_until(child, false),
+    }
+}
+
+/// Ignores the termination signals a process group gets (the outer
+/// process of a run: the program gets them and decides).
+pub(super) fn ignore_group_signals() {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigIgn) };
+    }
+}
+
+/// Waits for `child` (this process's only one) and exits as it did: its
+/// code, or the signal it died of, raised again.
+pub(super) fn exit_as(child: Pid) -> ! {
+    reap_until(child, true)
+}
+
+/// Reaps until `child` exits, then exits with its status. `only`: wait for
+/// `child` alone and raise the signal it died of; else reap every orphan
+/// (PID 1 of a namespace).
+fn reap_until(child: Pid, only: bool) -> ! {
+    let wait_for = if only { Some(child) } else { None };
     let code = loop {
         match waitpid(wait_for, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => break code,
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                if outer.is_some() {
+                if only {
                     // SAFETY: restoring the default action installs no code.
                     let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
                     let _ = nix::sys::signal::raise(sig);
@@ -215,24 +238,20 @@ fn mirror(child: Pid, outer: Option<Option<(RawFd, RawFd)>>) -> io::Result<()> {
     unsafe { libc::_exit(code) }
 }
 
-/// Until `child` exits: kills it when the tether's pipe hangs up (the
-/// supervisor is gone) or its deadline passed. Returns once `child` has
-/// exited (not reaped) or was killed.
-fn watch(child: Pid, pipe: RawFd, deadline: RawFd) {
+/// Until `child` exits, or the tether's pipe hangs up (the supervisor is
+/// gone) or its deadline passed: then returns `true` (the caller kills).
+/// `false` once `child` has exited (not reaped).
+pub(super) fn watch_until_exit(child: Pid, pipe: RawFd, deadline: RawFd) -> bool {
     // SAFETY: pidfd_open(2) takes a pid and flags.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) } as RawFd;
     if pidfd < 0 {
-        return; // before Linux 5.3: the process's group kill is all there is
+        return false; // before Linux 5.3: the process's group kill is all there is
     }
-    let kill = || {
-        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-    };
     loop {
         let due = read_deadline(deadline);
         let now = super::tether::monotonic_now();
         if due <= now {
-            kill();
-            return;
+            return true;
         }
         let timeout = match due {
             super::tether::NEVER => -1,
@@ -256,15 +275,14 @@ fn watch(child: Pid, pipe: RawFd, deadline: RawFd) {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return;
+            return false;
         }
         if fds[0].revents != 0 {
-            return; // exited: the caller reaps it
+            return false; // exited: the caller reaps it
         }
         if fds[1].revents != 0 {
             // Nobody writes to the pipe: readable means hung up.
-            kill();
-            return;
+            return true;
         }
     }
 }

@@ -32,10 +32,13 @@
 //! and a `sandbox` event, which `inspect-run` shows). `DISPATCH_SANDBOX=off`
 //! in the environment a run executes in turns the sandbox off (agents then
 //! run as the helper's user, having lost only the powers to write into
-//! parcels, see `dispatch_agent::tools::powers`). The container courier
+//! parcels, see `dispatch_agent::tools::powers`); their processes are still
+//! contained, in the run's group and by a [`keeper`] (see
+//! [`crate::contain`]), which the line says too. The container courier
 //! is its own isolation and is not sandboxed here.
 
 mod child;
+mod keeper;
 pub(crate) mod owner;
 mod tether;
 mod unprivileged;
@@ -145,13 +148,16 @@ pub struct Applied {
 
 impl Applied {
     /// `sandbox: uid 65534, no capabilities, no_new_privs, mount ns, pid ns`.
+    /// Off: `sandbox: off (DISPATCH_SANDBOX=off); contained (cgroup v1
+    /// freezer)`.
     pub fn line(&self) -> String {
-        if !self.on {
-            return format!("sandbox: off ({SANDBOX_ENV}=off)");
-        }
         let mut parts: Vec<String> = self.uid.map(|u| format!("uid {u}")).into_iter().collect();
         parts.extend(self.protections.iter().cloned());
-        let mut line = format!("sandbox: {}", parts.join(", "));
+        let mut line = match self.on {
+            true => format!("sandbox: {}", parts.join(", ")),
+            false if parts.is_empty() => format!("sandbox: off ({SANDBOX_ENV}=off)"),
+            false => format!("sandbox: off ({SANDBOX_ENV}=off); {}", parts.join(", ")),
+        };
         if !self.missing.is_empty() {
             line.push_str(&format!("; NOT APPLIED: {}", self.missing.join("; ")));
         }
@@ -163,6 +169,12 @@ impl Applied {
 #[derive(Clone)]
 pub struct Plan {
     steps: Option<Arc<child::Steps>>,
+    /// The group the attempt's processes live and die in (see
+    /// [`crate::contain`]).
+    tree: Option<Arc<crate::contain::Tree>>,
+    /// Without a PID namespace: what kills the tree when its supervisor
+    /// dies (see [`keeper`]).
+    keeper: Option<Arc<keeper::Keeper>>,
     pub applied: Applied,
 }
 
@@ -170,10 +182,7 @@ impl Plan {
     /// The sandbox for a run's processes under `settings`.
     pub fn prepare(settings: Settings, paths: &RunPaths<'_>) -> Plan {
         if !settings.on {
-            return Plan {
-                steps: None,
-                applied: Applied::default(),
-            };
+            return Plan::off();
         }
         if !is_root() {
             return Plan::unprivileged(settings, paths);
@@ -192,6 +201,8 @@ impl Plan {
             .ok()
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
+            tree: None,
+            keeper: None,
             steps: Some(Arc::new(child::Steps {
                 uid: settings.uid,
                 gid: settings.gid,
@@ -260,6 +271,8 @@ impl Plan {
             .as_ref()
             .and_then(|_| tie(paths.run, &mut protections, &mut missing));
         Plan {
+            tree: None,
+            keeper: None,
             steps: Some(Arc::new(child::Steps {
                 uid,
                 gid,
@@ -281,8 +294,49 @@ impl Plan {
     pub fn off() -> Plan {
         Plan {
             steps: None,
+            tree: None,
+            keeper: None,
             applied: Applied::default(),
         }
+    }
+
+    /// The plan with its processes contained in `tree`, which its line
+    /// then states (or why they are not).
+    /// Without a PID namespace, a keeper tethered to this process kills
+    /// the group when this process dies (`tethered`, as a sandboxed run).
+    pub fn contained(mut self, tree: Arc<crate::contain::Tree>, run: &str) -> Plan {
+        match tree.statement() {
+            Ok(said) => self.applied.protections.push(said),
+            Err(why) => self.applied.missing.push(why),
+        }
+        let pid_ns = self
+            .steps
+            .as_ref()
+            .is_some_and(|s| s.view.as_ref().is_some_and(|v| v.pid_ns));
+        if let (Some(dir), false) = (tree.dir(), pid_ns) {
+            match tether::Tether::new(run).and_then(|t| keeper::Keeper::new(t, dir)) {
+                Ok(k) => {
+                    self.keeper = Some(Arc::new(k));
+                    self.applied.protections.push("tethered".into());
+                }
+                Err(e) => self.applied.missing.push(format!("tether: {e}")),
+            }
+        }
+        self.tree = Some(tree);
+        self
+    }
+
+    /// The attempt's containment, when it has one.
+    pub fn tree(&self) -> Option<&Arc<crate::contain::Tree>> {
+        self.tree.as_ref()
+    }
+
+    /// Makes `cmd`'s process enter the attempt's group (and die with its
+    /// supervisor). Call it before every other `pre_exec` hook: a
+    /// `RESOURCES` group on cgroup v2 is entered after it, and the
+    /// sandbox's namespaces are made inside it.
+    pub fn contain(&self, cmd: &mut tokio::process::Command) {
+        contain(self.tree.as_ref(), self.keeper.as_ref(), cmd);
     }
 
     /// Makes `cmd`'s process enter the sandbox before it executes. Call it
@@ -304,10 +358,46 @@ impl Plan {
     /// agent's LOCAL tools and MCP servers).
     pub fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
         self.steps.as_ref()?;
-        let plan = self.clone();
+        let mut plan = self.clone();
+        // The hook only enters the sandbox; the tree is entered first,
+        // through its own hook ([`Plan::contain_hook`]).
+        plan.tree = None;
+        plan.keeper = None;
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
         }))
+    }
+}
+
+impl Plan {
+    /// [`Plan::contain`] for commands spawned later (LOCAL tools, MCP
+    /// servers).
+    pub fn contain_hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
+        let tree = self.tree.clone()?;
+        let keeper = self.keeper.clone();
+        Some(Arc::new(move |cmd: &mut tokio::process::Command| {
+            contain(Some(&tree), keeper.as_ref(), cmd)
+        }))
+    }
+}
+
+/// Enters `tree`'s group, then its keeper's fork (see [`Plan::contain`]).
+fn contain(
+    tree: Option<&Arc<crate::contain::Tree>>,
+    keeper: Option<&Arc<keeper::Keeper>>,
+    cmd: &mut tokio::process::Command,
+) {
+    let Some(tree) = tree else {
+        return;
+    };
+    tree.apply(cmd);
+    if let Some(keeper) = keeper.cloned() {
+        // SAFETY: the hook runs between fork and exec in the child and
+        // does only what `keeper` documents: async-signal-safe system
+        // calls on descriptors and paths made before the fork.
+        unsafe {
+            cmd.pre_exec(move || keeper.enter());
+        }
     }
 }
 
@@ -502,6 +592,22 @@ mod tests {
         assert_eq!(
             Applied::default().line(),
             "sandbox: off (DISPATCH_SANDBOX=off)"
+        );
+        let off = Applied {
+            protections: vec!["contained (cgroup v1 freezer)".into()],
+            ..Applied::default()
+        };
+        assert_eq!(
+            off.line(),
+            "sandbox: off (DISPATCH_SANDBOX=off); contained (cgroup v1 freezer)"
+        );
+        let degraded = Applied {
+            missing: vec!["containment: no cgroup (x)".into()],
+            ..Applied::default()
+        };
+        assert_eq!(
+            degraded.line(),
+            "sandbox: off (DISPATCH_SANDBOX=off); NOT APPLIED: containment: no cgroup (x)"
         );
     }
 }

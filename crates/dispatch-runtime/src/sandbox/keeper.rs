@@ -1,0 +1,195 @@
+//! The keeper of a run without a PID namespace whose processes are in a
+//! containment group (see `crate::contain`): nothing of the run survives
+//! its supervisor, even what left the agent's process group.
+//!
+//! The spawned process (the keeper, the pid and process group the helper
+//! knows) forks the real one, which goes on to execute the program, and
+//! then does what a sandboxed run's outer process does (see
+//! [`super::child`]): it closes every descriptor but its tether's and its
+//! group's, ignores the termination signals a process group gets (the
+//! program gets them and decides), waits, and exits as the program did.
+//! When the tether's pipe hangs up (its supervisor is gone, however it
+//! died) or the run's lease deadline passes, it leaves the run's group and
+//! kills everything in it: on cgroup v1 it freezes the group, sends SIGKILL
+//! to every pid of `cgroup.procs` (opened afresh for each pass: v1 may hand
+//! an open descriptor a list up to a second old) and thaws it, until the
+//! group is empty; on v2 it writes `cgroup.kill`. The emptied group is
+//! removed (its record stays for recovery, which then finds nothing).
+//!
+//! The program gets a parent-death signal (the keeper's death kills it);
+//! the keeper has none: it must outlive its supervisor to do its work.
+//!
+//! Everything after the fork is async-signal-safe: raw system calls on
+//! descriptors opened and paths made before it, no allocation.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::tether::Tether;
+
+/// What the keeper holds, made before the fork.
+pub(crate) struct Keeper {
+    tether: Arc<Tether>,
+    /// `freezer.state` (v1) or `cgroup.kill` (v2), opened for writing.
+    stop: File,
+    v1: bool,
+    /// The group's `cgroup.procs`, to open for each pass.
+    procs: CString,
+    /// The group, removed once emptied.
+    dir: CString,
+    /// The entry file of the group above (`dispatch/`), to leave the run's.
+    out: File,
+}
+
+/// The keeper's descriptors once moved (see [`settle`]).
+const PIPE: RawFd = 0;
+const DEADLINE: RawFd = 1;
+const STOP: RawFd = 2;
+const OUT: RawFd = 3;
+
+impl Keeper {
+    /// A keeper for the processes of group `dir`, tethered to this process
+    /// by `tether`.
+    pub(crate) fn new(tether: Arc<Tether>, dir: &Path) -> io::Result<Keeper> {
+        let v1 = dir.join("freezer.state").exists();
+        let open = |p: &Path| std::fs::OpenOptions::new().write(true).open(p);
+        let stop = open(&dir.join(if v1 { "freezer.state" } else { "cgroup.kill" }))?;
+        let parent = dir.parent().ok_or(io::ErrorKind::NotFound)?;
+        let out = open(&parent.join(if v1 { "tasks" } else { "cgroup.procs" }))?;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        Ok(Keeper {
+            tether,
+            stop,
+            v1,
+            procs: c(&dir.join("cgroup.procs"))?,
+            dir: c(dir)?,
+            out,
+        })
+    }
+
+    /// Runs in the spawned child (`pre_exec`), after it entered the group:
+    /// returns in the process that is to execute the program; the keeper
+    /// never returns.
+    pub(crate) fn enter(&self) -> io::Result<()> {
+        // SAFETY: async-signal-safe from here on (see the module docs).
+        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+            nix::unistd::ForkResult::Child => {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(io::Error::from)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::sys::prctl::set_pdeathsig(None);
+                let (pipe, deadline) = self.tether.fds();
+                settle(&[pipe, deadline, self.stop.as_raw_fd(), self.out.as_raw_fd()]);
+                super::child::ignore_group_signals();
+                if super::child::watch_until_exit(child, PIPE, DEADLINE) {
+                    self.kill_group();
+                    // On v2 a RESOURCES group took the program out of the
+                    // run's: it dies anyway (its own group is removed,
+                    // with what is left in it, at recovery).
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                }
+                super::child::exit_as(child)
+            }
+        }
+    }
+
+    /// Leaves the run's group and kills everything in it.
+    fn kill_group(&self) {
+        // SAFETY: write(2) of a static buffer on a descriptor this process holds.
+        unsafe { libc::write(OUT, b"0".as_ptr().cast(), 1) };
+        if !self.v1 {
+            // SAFETY: as above.
+            unsafe { libc::write(STOP, b"1".as_ptr().cast(), 1) };
+        }
+        for _ in 0..2000 {
+            if self.v1 {
+                // SAFETY: as above.
+                unsafe { libc::pwrite(STOP, b"FROZEN".as_ptr().cast(), 6, 0) };
+                nap(1);
+            }
+            let killed = self.kill_listed();
+            if self.v1 {
+                // SAFETY: as above. A frozen process dies only once thawed.
+                unsafe { libc::pwrite(STOP, b"THAWED".as_ptr().cast(), 6, 0) };
+            }
+            if killed == 0 {
+                // SAFETY: rmdir(2) of a path made before the fork; the
+                // group is empty (this process left it).
+                unsafe { libc::rmdir(self.dir.as_ptr()) };
+                return;
+            }
+            nap(2);
+        }
+    }
+
+    /// SIGKILL to every pid `cgroup.procs` lists now; how many there were.
+    fn kill_listed(&self) -> usize {
+        // SAFETY: open(2) of a path made before the fork.
+        let fd = unsafe { libc::open(self.procs.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return 0;
+        }
+        let mut buf = [0u8; 4096];
+        let mut killed = 0;
+        let mut pid: i32 = 0;
+        let mut digits = false;
+        loop {
+            // SAFETY: read(2) into the buffer on this frame.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            for &b in &buf[..n as usize] {
+                if b.is_ascii_digit() {
+                    pid = pid.saturating_mul(10).saturating_add(i32::from(b - b'0'));
+                    digits = true;
+                } else {
+                    if digits && pid > 1 {
+                        // SAFETY: kill(2) of a pid the run's group lists.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        killed += 1;
+                    }
+                    pid = 0;
+                    digits = false;
+                }
+            }
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+        killed
+    }
+}
+
+/// Moves `fds` to 0, 1, 2, … (through copies above them, so no move
+/// overwrites one still to be made) and closes every other descriptor.
+fn settle(fds: &[RawFd]) {
+    let mut high = [0; 4];
+    for (i, fd) in fds.iter().enumerate().take(high.len()) {
+        // SAFETY: fcntl(2) F_DUPFD on a descriptor this process holds.
+        high[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD, 16) };
+    }
+    for (i, fd) in high.iter().enumerate().take(fds.len()) {
+        // SAFETY: dup2(2) on descriptors this process holds.
+        unsafe { libc::dup2(*fd, i as RawFd) };
+    }
+    // SAFETY: close_range(2) takes no pointers.
+    unsafe { libc::close_range(fds.len() as libc::c_uint, libc::c_uint::MAX, 0) };
+}
+
+/// Sleeps `ms` milliseconds (nanosleep(2) is async-signal-safe).
+fn nap(ms: i64) {
+    let t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ms * 1_000_000,
+    };
+    // SAFETY: nanosleep(2) reads the timespec on this frame.
+    unsafe { libc::nanosleep(&t, std::ptr::null_mut()) };
+}
