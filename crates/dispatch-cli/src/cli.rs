@@ -168,6 +168,10 @@ pub struct RunArgs {
     /// Print the run id and return at once; the run goes on in the background.
     #[arg(short, long)]
     pub detach: bool,
+    /// With a server (--host): one run per line of FILE (JSON Lines, each
+    /// line a job payload; `-`: stdin), sent 1,000 per request; prints each id.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["job", "heartbeat", "payload", "print_prompt", "list_tools"])]
+    pub batch: Option<String>,
     /// A native agent: print the request its first model call would send, and call nothing.
     #[arg(long)]
     pub print_prompt: bool,

@@ -51,8 +51,8 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore, RetentionStore,
-    RunLogStore, ServiceStore, Store, TokenStore, TraceStore, WorkerStore,
+    BatchStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore,
+    RetentionStore, RunLogStore, ServiceStore, Store, TokenStore, TraceStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
@@ -63,6 +63,7 @@ pub use error::{ServerError, ServerResult};
 pub trait ClusterStore:
     Store
     + QueueStore
+    + BatchStore
     + FencedArtifactStore
     + TokenStore
     + CallbackStore
@@ -78,6 +79,7 @@ pub trait ClusterStore:
 impl<
     T: Store
         + QueueStore
+        + BatchStore
         + FencedArtifactStore
         + TokenStore
         + CallbackStore

@@ -65,7 +65,10 @@ pub(super) struct Tally {
     /// Requests the mock received from the runs.
     pub requests: usize,
     /// Requests sent again after an identical one of the same run had been
-    /// answered completely: a completed call repeated.
+    /// answered completely, beyond the calls the store billed as lost (a
+    /// worker that got an answer it could not save — cut off, frozen,
+    /// killed — leaves it to be asked again; that one is billed): a
+    /// completed, recorded call repeated.
     pub repeated: usize,
     /// Requests no `model_call` event accounts for (per run: received −
     /// recorded, when positive).
@@ -81,10 +84,12 @@ fn marker_of(body: &Value) -> Option<&str> {
         .and_then(|m| m["content"].as_str())
 }
 
-/// `recorded`: `model_call` events per marker.
-pub(super) fn tally(received: &[Received], recorded: &HashMap<String, usize>) -> Tally {
+/// `recorded`: `model_call` events per marker, and how many of them are
+/// estimated (cut, stopped, lost).
+pub(super) fn tally(received: &[Received], recorded: &HashMap<String, (usize, usize)>) -> Tally {
     let mut t = Tally::default();
     let mut per_run: HashMap<&str, usize> = HashMap::new();
+    let mut resent: HashMap<&str, usize> = HashMap::new();
     // (marker, conversation) → when its earliest complete answer finished.
     let mut answered: HashMap<(&str, String), u64> = HashMap::new();
     let mut sorted: Vec<&Received> = received.iter().collect();
@@ -97,7 +102,7 @@ pub(super) fn tally(received: &[Received], recorded: &HashMap<String, usize>) ->
         *per_run.entry(marker).or_default() += 1;
         let key = (marker, r.body["messages"].to_string());
         if answered.get(&key).is_some_and(|at| *at <= r.received_at_us) {
-            t.repeated += 1;
+            *resent.entry(marker).or_default() += 1;
         }
         if let Some(done) = r.finished_at_us {
             let e = answered.entry(key).or_insert(done);
@@ -105,8 +110,13 @@ pub(super) fn tally(received: &[Received], recorded: &HashMap<String, usize>) ->
         }
     }
     for (marker, n) in per_run {
-        let got = recorded.get(marker).copied().unwrap_or(0);
+        let (got, estimated) = recorded.get(marker).copied().unwrap_or((0, 0));
         t.unbilled += n.saturating_sub(got);
+        t.repeated += resent
+            .get(marker)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(estimated);
     }
     t
 }
@@ -139,7 +149,10 @@ mod tests {
             req("chaos-1", 0, 60, Some(70)), // completed at 20: repeated
             req("chaos-2", 0, 10, Some(20)),
         ];
-        let recorded = HashMap::from([("chaos-1".to_string(), 3), ("chaos-2".to_string(), 1)]);
+        let recorded = HashMap::from([
+            ("chaos-1".to_string(), (3, 0)),
+            ("chaos-2".to_string(), (1, 0)),
+        ]);
         let t = tally(&got, &recorded);
         assert_eq!(
             t,
@@ -149,5 +162,12 @@ mod tests {
                 unbilled: 1
             }
         );
+        // A completed answer its worker could not save was billed as lost:
+        // asking again is how the run goes on.
+        let recorded = HashMap::from([
+            ("chaos-1".to_string(), (4, 1)),
+            ("chaos-2".to_string(), (1, 0)),
+        ]);
+        assert_eq!(tally(&got, &recorded).repeated, 0);
     }
 }

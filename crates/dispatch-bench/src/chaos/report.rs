@@ -90,7 +90,7 @@ impl Chaos<'_> {
         let (mut succeeded, mut failed, mut stuck, mut lost) = (0, 0, 0, 0);
         let mut lost_attempts = 0;
         let mut requeued_at: HashMap<(String, u32), i64> = HashMap::new();
-        let mut recorded: HashMap<String, usize> = HashMap::new();
+        let mut recorded: HashMap<String, (usize, usize)> = HashMap::new();
         for (n, id) in self.ids.iter().enumerate() {
             let Ok(run) = self.rt.block_on(self.store.get_run(id)) else {
                 lost += 1;
@@ -117,11 +117,15 @@ impl Chaos<'_> {
                 .rt
                 .block_on(self.store.list_events(id, 0, 100_000))
                 .unwrap_or_default();
-            let calls = events
+            let calls: Vec<_> = events
                 .iter()
                 .filter(|e| e.event.kind == "model_call")
+                .collect();
+            let estimated = calls
+                .iter()
+                .filter(|e| e.event.data["estimated"] == true)
                 .count();
-            recorded.insert(super::model::marker(n), calls);
+            recorded.insert(super::model::marker(n), (calls.len(), estimated));
             let rows = self
                 .rt
                 .block_on(AttemptStore::list_attempts(&self.store, id))
@@ -221,7 +225,9 @@ impl Chaos<'_> {
     /// Why completed work ran again: what had happened to its worker.
     fn cause(&self, worker: &str, done: i64, row: Option<&Attempt>) -> &'static str {
         let hit = self.hits.iter().find(|h| {
-            h.worker == worker && (h.fault != Fault::Freeze || (done >= h.at && done <= h.until))
+            // Work done just before the fault (its result not saved yet) counts.
+            h.worker == worker
+                && (h.fault != Fault::Freeze || (done >= h.at - 1000 && done <= h.until))
         });
         let partitioned = self
             .partition
@@ -229,7 +235,9 @@ impl Chaos<'_> {
             // Work done while cut off, or before the worker, back, could
             // save it: its lease was lost meanwhile.
             .is_some_and(|(name, from, to)| {
-                name == worker && done >= *from && done <= to.saturating_add(self.o.lease_ms as i64)
+                name == worker
+                    && done >= from - 1000
+                    && done <= to.saturating_add(self.o.lease_ms as i64)
             });
         match hit.map(|h| h.fault) {
             Some(Fault::WorkerKill) => "its worker was killed",

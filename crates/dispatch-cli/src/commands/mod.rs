@@ -21,6 +21,7 @@ pub mod print_prompt;
 pub mod prune;
 pub mod ps;
 pub mod remote;
+mod remote_batch;
 pub mod remote_lifecycle;
 pub mod remote_prune;
 pub mod remote_ps;

@@ -158,6 +158,9 @@ impl Remote {
     }
 
     async fn run(&self, args: &RunArgs) -> CliResult {
+        if let Some(file) = &args.batch {
+            return self.run_batch(args, file);
+        }
         let (operation, payload) = run::parse_payload(&args.payload)?;
         // Checked here first, for the same one-line errors as locally.
         args.reliability.options()?;

@@ -87,6 +87,11 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
 }
 
 pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
+    if args.batch.is_some() {
+        return Err(CliError::input(
+            "--batch sends runs to a server: pass --host URL (or set DISPATCH_HOST); locally, run each payload with `dispatch run SOURCE --detach --job JSON`",
+        ));
+    }
     if args.print_prompt {
         return crate::commands::print_prompt::print_prompt(ctx, args).await;
     }

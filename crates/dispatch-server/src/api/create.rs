@@ -220,14 +220,7 @@ pub async fn create(
         .unwrap_or(Duration::from_secs(30));
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
-    super::runs::reject_nul(&value, "")?;
-    if let Some(payload) = value.get("payload")
-        && depth(payload) > MAX_PAYLOAD_DEPTH
-    {
-        return Err(ApiError::bad_request(format!(
-            "`payload` is nested more than {MAX_PAYLOAD_DEPTH} levels deep (hint: flatten it, or send the deep part as a JSON string)"
-        )));
-    }
+    check_payload(&value)?;
     let req: CreateRun = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let traceparent = traceparent_of(&headers)?;
@@ -398,9 +391,20 @@ pub(super) async fn enqueue(
     dedupe: bool,
 ) -> ApiResult<Created> {
     let created = enqueue_once(state, patience, new, extras, options, dedupe).await?;
-    let Created::New(run) = &created else {
-        return Ok(created);
-    };
+    if let Created::New(run) = &created {
+        after_enqueue(state, patience, run, options).await?;
+    }
+    Ok(created)
+}
+
+/// What follows a new run into the queue: its callback noted, counted,
+/// this process's workers woken, announced on the bus (in bus mode).
+pub(super) async fn after_enqueue(
+    state: &AppState,
+    patience: &Patience,
+    run: &dispatch_store::Run,
+    options: &QueueOptions,
+) -> ApiResult<()> {
     if run.state.is_terminal() {
         // Dropped at once (its concurrency key was full).
         state.traced(&run.id);
@@ -431,12 +435,26 @@ pub(super) async fn enqueue(
             run.id
         );
     }
-    Ok(created)
+    Ok(())
 }
 
 /// The deepest payload a run takes: a run is answered nested in lists and
 /// events, and JSON parsers (serde_json's included) stop at 128 levels.
 const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// What a run request's JSON may not hold: NUL characters, a payload
+/// nested deeper than [`MAX_PAYLOAD_DEPTH`].
+pub(super) fn check_payload(value: &Value) -> ApiResult<()> {
+    super::runs::reject_nul(value, "")?;
+    if let Some(payload) = value.get("payload")
+        && depth(payload) > MAX_PAYLOAD_DEPTH
+    {
+        return Err(ApiError::bad_request(format!(
+            "`payload` is nested more than {MAX_PAYLOAD_DEPTH} levels deep (hint: flatten it, or send the deep part as a JSON string)"
+        )));
+    }
+    Ok(())
+}
 
 /// How deeply `value` nests arrays and objects (a scalar is 0).
 fn depth(value: &Value) -> usize {
@@ -448,7 +466,7 @@ fn depth(value: &Value) -> usize {
 }
 
 /// The `traceparent` header, checked (a 400 names what is wrong); stored as given.
-fn traceparent_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(super) fn traceparent_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("traceparent") else {
         return Ok(None);
     };

@@ -31,6 +31,7 @@
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 pub(crate) mod artifact;
+mod batch;
 pub(crate) mod bom;
 mod create;
 mod error;
@@ -139,6 +140,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/runs", post(create::create).get(runs::list))
+        .route(
+            "/v1/runs/batch",
+            post(batch::create_batch)
+                .layer(axum::extract::DefaultBodyLimit::max(batch::MAX_BATCH_BODY)),
+        )
         .route("/v1/runs/prune", post(prune::prune))
         .route("/v1/runs/{id}", get(runs::get).delete(lifecycle::delete))
         .route("/v1/runs/{id}/start", post(lifecycle::start))

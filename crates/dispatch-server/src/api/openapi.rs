@@ -19,6 +19,7 @@ use super::{codes, schemas};
     info(title = "Dispatch", description = "Durable runs of AI agents over HTTP. Every route but `/healthz` needs `Authorization: Bearer <token>` when the server requires tokens (it listens beyond loopback, or was told to)."),
     paths(
         super::create::create,
+        super::batch::create_batch,
         super::runs::list,
         super::runs::get,
         super::runs::cancel,

@@ -426,6 +426,22 @@ pub struct CreateRunQuery {
     pub timeout: Option<f64>,
 }
 
+/// The body of `POST /v1/runs/batch`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateRuns {
+    /// 1 to 1,000 runs, each a `createRun` body (`start: false` is refused).
+    pub runs: Vec<super::create::CreateRun>,
+}
+
+/// The answer of `POST /v1/runs/batch`.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedRuns {
+    /// Every run, in the order asked; `deduplicated` says which an
+    /// idempotency key matched.
+    pub runs: Vec<Run>,
+}
+
 /// `POST /v1/runs` headers.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]

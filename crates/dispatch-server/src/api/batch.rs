@@ -1,0 +1,127 @@
+//! `POST /v1/runs/batch`: up to [`MAX_BATCH`] runs in one request, each as
+//! `POST /v1/runs` takes it, checked one by one (a 400 names the index) and
+//! stored in one transaction: all or none. Idempotency keys are honoured,
+//! across the batch too (a key seen earlier in it answers that run).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dispatch_store::{BatchItem, Created};
+use serde_json::{Value, json};
+
+use super::create::{CreateRun, after_enqueue, check_payload, prepare, traceparent_of};
+use super::runs::run_json;
+use super::{ApiError, ApiResult, AppState};
+
+/// The most runs one batch takes.
+pub const MAX_BATCH: usize = 1000;
+
+/// The largest batch body: 1,000 runs of up to 32 KiB each.
+pub const MAX_BATCH_BODY: usize = 32 << 20;
+
+fn at(i: usize, mut e: ApiError) -> ApiError {
+    e.message = format!("runs[{i}]: {}", e.message);
+    e
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/runs/batch",
+    operation_id = "createRuns",
+    tag = "runs",
+    summary = "Create up to 1,000 runs in one request, all or none",
+    description = "The body is `{\"runs\": [...]}`, each item a `createRun` body. Every item is checked first (a 400 names its index); then all are stored in one transaction. An item whose idempotency key matches a run (or an earlier item) answers that run, with `deduplicated: true`.",
+    params(super::schemas::CreateRunHeaders),
+    request_body = super::schemas::CreateRuns,
+    responses(
+        (status = 201, description = "every run, in the order asked", body = super::schemas::CreatedRuns),
+        (status = 400, description = "`bad_request`: a bad body or item (its index named), more than 1,000 runs, or none; `missing_secret`, `ambiguous_id` as for createRun", body = super::schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = super::schemas::Error),
+        (status = 404, description = "`parcel_not_found` or `run_not_found` for an item (its index named)", body = super::schemas::Error),
+        (status = 409, description = "`session_busy`: a live run holds an item's session", body = super::schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 32 MiB", body = super::schemas::Error),
+        (status = 503, description = "`unavailable`: the database stayed out of reach; nothing was created (retry after `Retry-After`)", body = super::schemas::Error),
+    )
+)]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad batch: {e}")))?;
+    let Some(items) = value.get("runs").and_then(Value::as_array) else {
+        return Err(ApiError::bad_request(
+            "bad batch: the body is {\"runs\": [...]}, each item a POST /v1/runs body",
+        ));
+    };
+    if let Some(extra) = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "runs"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "bad batch: unknown field `{extra}` (the body is {{\"runs\": [...]}})"
+        )));
+    }
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "a batch takes 1 to {MAX_BATCH} runs, not {} (hint: split it)",
+            items.len()
+        )));
+    }
+    let traceparent = traceparent_of(&headers)?;
+    let patience = state.patience();
+    let mut ready = Vec::with_capacity(items.len());
+    let mut briefs: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        check_payload(item).map_err(|e| at(i, e))?;
+        let req: CreateRun = serde_json::from_value(item.clone())
+            .map_err(|e| at(i, ApiError::bad_request(format!("bad run request: {e}"))))?;
+        if req.start == Some(false) {
+            return Err(at(
+                i,
+                ApiError::bad_request("a batch starts its runs (hint: leave `start` out)"),
+            ));
+        }
+        let p = prepare(&state, &patience, req, traceparent.clone())
+            .await
+            .map_err(|e| at(i, e))?;
+        if !briefs.iter().any(|(sha, _)| *sha == p.brief.0) {
+            briefs.push(p.brief.clone());
+        }
+        ready.push(p);
+    }
+    let batch: Vec<BatchItem> = ready
+        .iter()
+        .map(|p| BatchItem {
+            new: p.new.clone(),
+            extras: p.extras.clone(),
+            options: p.options.clone(),
+            dedupe: p.dedupe,
+        })
+        .collect();
+    let created = patience
+        .retry(|| async { Ok(state.store.enqueue_batch(&batch, &briefs).await?) })
+        .await?;
+    let mut runs = Vec::with_capacity(created.len());
+    for (c, p) in created.iter().zip(&ready) {
+        let (run, deduplicated) = match c {
+            Created::New(run) => (run, false),
+            Created::Existing(run) => (run, true),
+        };
+        // An item that matched an earlier one of the batch is that run.
+        let first = !deduplicated
+            || !runs
+                .iter()
+                .any(|r: &Value| r["id"] == json!(run.id.to_string()));
+        if !deduplicated && first {
+            after_enqueue(&state, &patience, run, &p.options).await?;
+        }
+        let mut doc = run_json(run);
+        doc["deduplicated"] = json!(deduplicated);
+        runs.push(doc);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "runs": runs }))).into_response())
+}
