@@ -59,6 +59,7 @@ use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod artifacts;
+mod batch;
 mod chaos;
 mod cluster;
 mod concurrency;
@@ -131,6 +132,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         eval::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("batch") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        batch::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("chaos") {
@@ -223,7 +229,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

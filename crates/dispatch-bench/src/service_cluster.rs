@@ -169,7 +169,7 @@ fn worker(dispatch: &Path, url: &str, root: &Path) -> Child {
 }
 
 /// Reads the server's address from its first line; keeps draining stderr.
-fn host_of(child: &mut Child) -> String {
+pub(crate) fn host_of(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let first = lines.next().expect("a line").expect("utf-8");
     std::thread::spawn(move || for _ in lines {});
@@ -181,7 +181,7 @@ fn host_of(child: &mut Child) -> String {
         .to_string()
 }
 
-fn call(base: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn call(base: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
     let r = client::request(base, method, path, &[], body.as_deref().map(str::as_bytes))
         .expect("the server answers");
