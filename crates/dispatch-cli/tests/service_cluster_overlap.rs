@@ -13,6 +13,16 @@ use remote_common::{Client, Server};
 use serde_json::{Value, json};
 
 fn post(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let (status, body, _) = post_with_headers(server, path, headers);
+    (status, body)
+}
+
+/// As [`post`], with the answer's `Retry-After`.
+fn post_with_headers(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, Option<String>) {
     let response = dispatch_server::client::request(
         &format!("http://{}", server.host),
         "POST",
@@ -22,8 +32,13 @@ fn post(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     )
     .expect("the server answers");
     let status = response.status;
+    let retry_after = response.header("retry-after").map(str::to_string);
     let text = response.text().expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        retry_after,
+    )
 }
 
 /// A webhook service `name` whose heartbeats wait until `gate` exists.
@@ -52,12 +67,13 @@ fn skip_answers_503_while_a_wake_runs_and_refusals_are_counted() {
     let (status, first) = post(&server, "/hooks/skippy", &SECRET);
     assert_eq!(status, 202, "{first}");
     let first = first["run_id"].as_str().expect("a run id").to_string();
-    let (status, busy) = post(&server, "/hooks/skippy", &SECRET);
+    let (status, busy, retry_after) = post_with_headers(&server, "/hooks/skippy", &SECRET);
     assert_eq!(
         (status, busy["code"].as_str()),
         (503, Some("busy")),
         "{busy}"
     );
+    assert_eq!(retry_after.as_deref(), Some("1"), "as a local service says");
     assert!(
         busy["message"]
             .as_str()

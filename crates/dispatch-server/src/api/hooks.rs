@@ -94,6 +94,13 @@ fn answer(r: Rejection) -> Response {
     for (name, value) in r.headers {
         response.headers_mut().insert(name, value);
     }
+    // As a local service answers: a sender may try again in a second.
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
     response
 }
 
