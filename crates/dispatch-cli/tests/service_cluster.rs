@@ -274,7 +274,12 @@ fn wake_and_stop_work_remotely_and_a_stopped_service_takes_no_wakes() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["payload"]["wake"]["reason"], "manual");
     assert_eq!(done["payload"]["payload"]["n"], 7);
-    assert_eq!(other.ok(&["stop", &id]), id);
+    // A running service answers to its name too.
+    let by_name = other.ok(&["wake", "manual"]);
+    c.a.wait_for(&format!("/v1/runs/{by_name}"), |r| {
+        r["status"] == "succeeded"
+    });
+    other.ok(&["stop", "manual"]);
     let doc = client.inspect(&id);
     assert_eq!(doc["status"], "stopped", "{doc}");
     let err = other.fails(&["wake", &id], 125);

@@ -117,9 +117,23 @@ pub(super) fn number<T: std::str::FromStr>(
 }
 
 /// The full id of the one run whose id starts with `arg`.
+/// A running cluster service's name stands for its run (`dispatch stop
+/// hooks-eu`), when no run id starts with it.
 pub(crate) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
-    let prefix = normalize_prefix(arg).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(state.store.resolve_prefix(&prefix).await?)
+    let by_id = match normalize_prefix(arg) {
+        Ok(prefix) => match state.store.resolve_prefix(&prefix).await {
+            Err(dispatch_store::StoreError::NotFound(_)) => None,
+            found => return Ok(found?),
+        },
+        Err(e) => Some(ApiError::bad_request(e.to_string())),
+    };
+    if let Some(service) = state.store.service_named(arg).await? {
+        return Ok(service.run_id);
+    }
+    match by_id {
+        Some(bad) => Err(bad),
+        None => Err(dispatch_store::StoreError::NotFound(arg.to_string()).into()),
+    }
 }
 
 /// A built parcel by exact name (the newest of that name) or digest prefix;
