@@ -75,6 +75,8 @@ pub async fn create_batch(
     let patience = state.patience();
     let mut ready = Vec::with_capacity(items.len());
     let mut briefs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut parcels = super::create::Parcels::new();
     for (i, item) in items.iter().enumerate() {
         check_payload(item).map_err(|e| at(i, e))?;
         let req: CreateRun = serde_json::from_value(item.clone())
@@ -85,10 +87,10 @@ pub async fn create_batch(
                 ApiError::bad_request("a batch starts its runs (hint: leave `start` out)"),
             ));
         }
-        let p = prepare(&state, &patience, req, traceparent.clone())
+        let p = prepare(&state, &patience, req, traceparent.clone(), &mut parcels)
             .await
             .map_err(|e| at(i, e))?;
-        if !briefs.iter().any(|(sha, _)| *sha == p.brief.0) {
+        if seen.insert(p.brief.0.clone()) {
             briefs.push(p.brief.clone());
         }
         ready.push(p);

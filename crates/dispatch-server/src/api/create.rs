@@ -225,7 +225,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let traceparent = traceparent_of(&headers)?;
     let patience = state.patience();
-    let ready = prepare(&state, &patience, req, traceparent).await?;
+    let ready = prepare(&state, &patience, req, traceparent, &mut Parcels::new()).await?;
     super::publish::put_brief(&state, &patience, &ready.brief).await?;
     let (new, extras, options) = (ready.new, ready.extras, ready.options);
     let created = enqueue(&state, &patience, &new, &extras, &options, ready.dedupe).await?;
@@ -265,6 +265,9 @@ pub async fn create(
     Ok(answer(status, &run))
 }
 
+/// The parcels a batch's items named, found once each.
+pub(super) type Parcels = std::collections::HashMap<String, Parcel>;
+
 /// A checked request, ready to be stored: the run, its extras and queue
 /// options, and its brief (SHA-256, bytes; stored with it).
 pub(super) struct Prepared {
@@ -283,6 +286,7 @@ pub(super) async fn prepare(
     patience: &Patience,
     req: CreateRun,
     traceparent: Option<String>,
+    parcels: &mut Parcels,
 ) -> ApiResult<Prepared> {
     let queue_timeout_ms = req.check()?;
     let secret = match (&req.callback_url, &state.callback_secret) {
@@ -301,7 +305,14 @@ pub(super) async fn prepare(
         Some(p) => Some(patience.retry(|| resolve(state, p)).await?),
         None => None,
     };
-    let parcel = find_parcel(state, &req.parcel)?;
+    let parcel = match parcels.get(&req.parcel) {
+        Some(p) => p.clone(),
+        None => {
+            let p = find_parcel(state, &req.parcel)?;
+            parcels.insert(req.parcel.clone(), p.clone());
+            p
+        }
+    };
     launch::check_secrets(&parcel)?;
     dispatch_runtime::limits::machine::check_fits(&parcel.manifest.resources)
         .map_err(dispatch_runtime::RuntimeError::Resources)?;
