@@ -283,6 +283,13 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.post(runs, runs, keyed).0, 201);
     let (status, again) = c.post(runs, runs, keyed);
     assert_eq!((status, &again["deduplicated"]), (200, &json!(true)));
+    // Many at once: all or none, keys honoured.
+    let batch = "/v1/runs/batch";
+    let two = "{\"runs\": [{\"parcel\": \"bench\", \"labels\": [\"nowhere\"]}, {\"parcel\": \"bench\", \"idempotency_key\": \"k1\"}]}";
+    let (status, made) = c.post(batch, batch, two);
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["runs"][1]["deduplicated"], json!(true), "{made}");
+    assert_eq!(c.post(batch, batch, "{\"runs\": []}").0, 400);
     let (status, queued) = c.post(
         runs,
         runs,

@@ -602,12 +602,15 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);
     drop(open(&path, Duration::from_secs(5)));
-    // Back to version 24, as the binary before scopes left it, with a token.
+    // Back to version 24, as the binary before scopes (and worker hosts)
+    // left it, with a token.
     raw(&path)
         .execute_batch(
             "DROP TABLE webhook_deliveries; \
              ALTER TABLE tokens DROP COLUMN scope; \
              ALTER TABLE tokens DROP COLUMN expires_at; \
+             ALTER TABLE workers DROP COLUMN host; \
+             ALTER TABLE workers DROP COLUMN pid; \
              INSERT INTO tokens (id, name, hash, created_at) VALUES ('old', 'ci', 'h', 5); \
              PRAGMA user_version = 24;",
         )

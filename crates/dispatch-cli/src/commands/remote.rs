@@ -30,6 +30,9 @@ use crate::reliability_args::DispatchArgs;
 
 /// How long one long-polling request of `wait` lasts.
 const WAIT_PERIOD: Duration = Duration::from_secs(30);
+
+/// How long a request answered 503 with `Retry-After` is tried again.
+const RETRY_503_FOR: Duration = Duration::from_secs(30);
 /// The API token sent to the server, when set.
 pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
@@ -127,10 +130,32 @@ impl Remote {
             .as_deref()
             .map(|b| vec![("Authorization", b)])
             .unwrap_or_default();
-        let response = self
-            .client
-            .request(method, path, &headers, body.as_deref())
-            .map_err(|e| CliError::input(chain(&e)))?;
+        // A 503 with `Retry-After` (the server's database is out of reach;
+        // nothing was done) is tried again for up to RETRY_503_FOR.
+        let started = Instant::now();
+        let mut said = false;
+        let response = loop {
+            let response = self
+                .client
+                .request(method, path, &headers, body.as_deref())
+                .map_err(|e| CliError::input(chain(&e)))?;
+            let after = (response.status == 503)
+                .then(|| response.header("retry-after")?.trim().parse::<u64>().ok())
+                .flatten();
+            match after {
+                Some(secs) if started.elapsed() < RETRY_503_FOR => {
+                    if !said {
+                        eprintln!(
+                            "the server is unavailable (its database is out of reach); trying again for up to {} s",
+                            RETRY_503_FOR.as_secs()
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(secs.clamp(1, 5)));
+                }
+                _ => break response,
+            }
+        };
         if response.status >= 400 {
             let status = response.status;
             let text = response.text().unwrap_or_default();

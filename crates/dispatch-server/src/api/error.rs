@@ -193,7 +193,11 @@ impl IntoResponse for ApiError {
         }
         let body = json!({"code": self.code, "message": self.message});
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // Only when the same request may succeed later (the database out
+        // of reach), not for a dependency or store that is down for good:
+        // clients (the CLI among them) try again after it.
+        let passing = self.retry || self.cause.is_some();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && passing {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
