@@ -104,8 +104,32 @@ pub async fn create_batch(
             dedupe: p.dedupe,
         })
         .collect();
+    // A try whose answer was lost with the connection may have committed:
+    // the next finds the batch's first run (ids are chosen before the first
+    // try) and answers what that try stored.
+    let tried = std::sync::atomic::AtomicBool::new(false);
     let created = patience
-        .retry(|| async { Ok(state.store.enqueue_batch(&batch, &briefs).await?) })
+        .retry(|| async {
+            if tried.swap(true, std::sync::atomic::Ordering::Relaxed)
+                && let Ok(_) = state.store.get_run(&batch[0].new.id).await
+            {
+                let mut stored = Vec::with_capacity(batch.len());
+                for i in &batch {
+                    stored.push(match state.store.get_run(&i.new.id).await {
+                        Ok(run) => Created::New(run),
+                        // Not inserted: that try found its key's run.
+                        Err(dispatch_store::StoreError::NotFound(_)) => {
+                            let s = &state.store;
+                            s.enqueue_with(&i.new, &i.extras, &i.options, i.dedupe)
+                                .await?
+                        }
+                        Err(e) => return Err(e.into()),
+                    });
+                }
+                return Ok(stored);
+            }
+            Ok(state.store.enqueue_batch(&batch, &briefs).await?)
+        })
         .await?;
     let mut runs = Vec::with_capacity(created.len());
     for (c, p) in created.iter().zip(&ready) {
