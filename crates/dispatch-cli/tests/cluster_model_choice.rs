@@ -2,8 +2,9 @@
 //! `LLM_BASE_URL` / `LLM_MODEL` of the shell that runs `dispatch run
 //! --host`, the `--model` / `--base-url` / `--provider` flags over them, and
 //! a worker's own `LLM_*` as the cluster-wide default when the run chose
-//! nothing. The Agentfile names api.openai.com with no key: a run that
-//! called it would fail, so every success below went to a mock.
+//! nothing. The Agentfile's own BASE_URL is a closed loopback port: a run
+//! that called it would fail, so every success below went to a mock (and
+//! nothing ever leaves loopback).
 
 mod native_common;
 mod remote_common;
@@ -37,7 +38,7 @@ fn a_native_runs_model_follows_the_client_then_the_flags_then_the_worker() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("Agentfile"),
-        "FROM agent\nNAME picky\nMODEL gpt-4o-mini PROVIDER openai\n",
+        "FROM agent\nNAME picky\nMODEL gpt-4o-mini PROVIDER openai BASE_URL http://127.0.0.1:9/v1\n",
     )
     .expect("Agentfile");
     let agent = dir.to_str().expect("utf-8");

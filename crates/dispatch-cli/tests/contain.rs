@@ -10,9 +10,10 @@
 mod common;
 mod native_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Dispatch, alive, eventually};
+use common::mounts::mounted;
+use common::{Dispatch, alive, eventually, kill9};
 use native_common::{Mock, native_agent, text};
 use serde_json::{Value, json};
 
@@ -61,14 +62,6 @@ fn helper_of(d: &Dispatch, id: &str) -> i32 {
     d.inspect(id)["state"]["helper"]["pid"]
         .as_i64()
         .expect("a helper") as i32
-}
-
-fn kill9(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
 }
 
 /// Kills what a failed test left running.
@@ -154,20 +147,6 @@ fn without_a_cgroup_the_run_says_so_and_recovery_still_finds_the_escaped_child()
     eventually(10, "the escaped child is found by its environment", || {
         pids.iter().all(|p| !alive(*p))
     });
-}
-
-/// The mount points in `/proc/self/mountinfo`.
-fn mount_points() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .collect()
-}
-
-fn mounted(path: &Path) -> bool {
-    mount_points().iter().any(|p| p == path)
 }
 
 #[test]

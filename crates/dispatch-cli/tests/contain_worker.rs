@@ -6,9 +6,11 @@
 //! it used to log `unmounted N workspace(s) a previous process left` while
 //! the orphans still ran in them). On PostgreSQL; skipped without one.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
@@ -19,44 +21,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 
+use common::mounts::mounted;
+use common::{alive, eventually};
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime")
         .block_on(f)
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s
-                .rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next())
-                .unwrap_or("X");
-            !matches!(state, "Z" | "X")
-        }
-        Err(_) => false,
-    }
-}
-
-fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
-
-fn mounted(path: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| Path::new(&p.replace("\\040", " ")) == path)
 }
 
 struct Setup {

@@ -7,7 +7,7 @@
 mod common;
 mod native_common;
 
-use common::{Dispatch, alive, eventually};
+use common::{Dispatch, eventually, kill_helper};
 use native_common::{Mock, events_of, model_calls, native_agent, text};
 use serde_json::{Value, json};
 
@@ -60,15 +60,7 @@ fn a_helper_killed_during_a_tool_call_sends_no_call_twice_and_records_every_call
     eventually(30, "the second round's tool runs", || {
         std::fs::metadata(&beats).is_ok_and(|m| m.len() > 0)
     });
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("helper pid") as u32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    eventually(10, "the helper is gone", || !alive(helper));
+    kill_helper(&d, &id);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc}");
     let reqs = mock.requests();
@@ -161,13 +153,7 @@ fn a_helper_killed_mid_round_reruns_only_the_tool_calls_whose_results_were_not_s
         1,
         "the answer is recorded before its tools run"
     );
-    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    eventually(10, "the helper is gone", || !alive(helper));
+    kill_helper(&d, &id);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["output"], "all done");
@@ -289,15 +275,7 @@ fn a_call_lost_with_a_helper_that_is_not_recovered_is_still_billed() {
     let dir = native_agent(d.dir.path(), "fragile", &model(&mock));
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     eventually(20, "the call is in flight", || mock.requests().len() == 1);
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("helper pid") as u32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    eventually(10, "the helper is gone", || !alive(helper));
+    kill_helper(&d, &id);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "failed", "{doc}");
     let calls = model_calls(&doc);

@@ -179,6 +179,26 @@ pub fn processes_of(id: &str) -> Vec<String> {
     found
 }
 
+/// SIGKILL to `pid`.
+pub fn kill9(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+}
+
+/// Kills run `id`'s helper with SIGKILL and waits until it is gone;
+/// returns its pid.
+pub fn kill_helper(d: &Dispatch, id: &str) -> u32 {
+    let helper = d.inspect(id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    kill9(helper as i32);
+    eventually(10, "the helper is gone", || !alive(helper));
+    helper
+}
+
 /// Waits until every file in `beats` has a beat, kills run `id`'s helper
 /// with SIGKILL, and asserts that none of the files grows any more: the
 /// run's whole tree died with its helper.
@@ -187,14 +207,7 @@ pub fn kill_helper_and_assert_beats_stop(d: &Dispatch, id: &str, beats: &[PathBu
     eventually(30, "every beater beats", || {
         beats.iter().all(|f| size(f) > 0)
     });
-    let helper = d.inspect(id)["state"]["helper"]["pid"]
-        .as_i64()
-        .expect("a helper") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(helper),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 the helper");
+    kill_helper(d, id);
     std::thread::sleep(Duration::from_millis(300));
     let before: Vec<u64> = beats.iter().map(size).collect();
     std::thread::sleep(Duration::from_millis(500));

@@ -73,7 +73,7 @@ pub async fn create_batch(
     }
     let traceparent = traceparent_of(&headers)?;
     let patience = state.patience();
-    let mut ready = Vec::with_capacity(items.len());
+    let mut batch = Vec::with_capacity(items.len());
     let mut briefs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut parcels = super::create::Parcels::new();
@@ -91,19 +91,15 @@ pub async fn create_batch(
             .await
             .map_err(|e| at(i, e))?;
         if seen.insert(p.brief.0.clone()) {
-            briefs.push(p.brief.clone());
+            briefs.push(p.brief);
         }
-        ready.push(p);
-    }
-    let batch: Vec<BatchItem> = ready
-        .iter()
-        .map(|p| BatchItem {
-            new: p.new.clone(),
-            extras: p.extras.clone(),
-            options: p.options.clone(),
+        batch.push(BatchItem {
+            new: p.new,
+            extras: p.extras,
+            options: p.options,
             dedupe: p.dedupe,
-        })
-        .collect();
+        });
+    }
     // A try whose answer was lost with the connection may have committed:
     // the next finds the batch's first run (ids are chosen before the first
     // try) and answers what that try stored.
@@ -132,18 +128,13 @@ pub async fn create_batch(
         })
         .await?;
     let mut runs = Vec::with_capacity(created.len());
-    for (c, p) in created.iter().zip(&ready) {
+    for (c, item) in created.iter().zip(&batch) {
         let (run, deduplicated) = match c {
             Created::New(run) => (run, false),
             Created::Existing(run) => (run, true),
         };
-        // An item that matched an earlier one of the batch is that run.
-        let first = !deduplicated
-            || !runs
-                .iter()
-                .any(|r: &Value| r["id"] == json!(run.id.to_string()));
-        if !deduplicated && first {
-            after_enqueue(&state, &patience, run, &p.options).await?;
+        if !deduplicated {
+            after_enqueue(&state, &patience, run, &item.options).await?;
         }
         let mut doc = run_json(run);
         doc["deduplicated"] = json!(deduplicated);
