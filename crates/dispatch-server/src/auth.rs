@@ -140,6 +140,7 @@ pub fn needed_scope(method: &Method, path: &str) -> TokenScope {
         ("POST", ["v1" | "ui", "runs", _, "approvals", _]) => TokenScope::Approve,
         ("POST", ["v1", "runs", "prune"]) => TokenScope::Admin,
         ("POST", ["v1", "runs" | "services" | "parcels" | "evals"])
+        | ("POST", ["v1", "runs", "batch"])
         | (
             "POST",
             [
@@ -181,6 +182,7 @@ mod tests {
             ("GET", "/v1/runs", TokenScope::Read),
             ("GET", "/ui/approvals", TokenScope::Read),
             ("POST", "/v1/runs", TokenScope::Run),
+            ("POST", "/v1/runs/batch", TokenScope::Run),
             ("POST", "/v1/runs/abc/cancel", TokenScope::Run),
             ("POST", "/v1/runs/abc/signal", TokenScope::Run),
             ("POST", "/v1/runs/abc/wake", TokenScope::Run),
