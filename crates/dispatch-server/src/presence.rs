@@ -95,14 +95,29 @@ pub async fn claim(store: &SharedStore, config: &WorkerConfig) -> ServerResult<W
 }
 
 /// Runs `work` (the worker's loop) while keeping its presence (`beat`, as
-/// [`claim`] took it) fresh.
-pub async fn beating<F: Future>(store: SharedStore, mut beat: WorkerBeat, work: F) -> F::Output {
+/// [`claim`] took it) fresh. `work` is given a future that completes when
+/// the name is lost: this worker was silent longer than [`SILENT_AFTER`]
+/// (frozen, cut off) and another live worker took its name meanwhile. A
+/// worker that lost its name must drain and stop (its runs' leases have
+/// lapsed or will; two live workers of one name are never in a cluster),
+/// so it passes that on as its shutdown; `Err(NameTaken)` then says why.
+pub async fn beating<F, W>(
+    store: SharedStore,
+    mut beat: WorkerBeat,
+    work: W,
+) -> ServerResult<F::Output>
+where
+    F: Future,
+    W: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+{
+    let lost = std::sync::Arc::new(tokio::sync::Notify::new());
+    let is_lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let keep = {
         let (store, mut beat) = (store.clone(), beat.clone());
+        let (lost, is_lost) = (lost.clone(), is_lost.clone());
         async move {
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut warned = false;
             loop {
                 tick.tick().await;
                 beat.seen_at = now_ms();
@@ -110,25 +125,39 @@ pub async fn beating<F: Future>(store: SharedStore, mut beat: WorkerBeat, work: 
                     .worker_beat(&beat, silent_before(beat.seen_at), None)
                     .await
                 {
-                    Ok(true) => warned = false,
+                    Ok(true) => {}
                     // Silent too long (frozen, cut off): another took the name.
-                    Ok(false) if !warned => {
-                        warned = true;
-                        tracing::warn!(
-                            "[worker] {}: another live worker now holds this name; this one's presence is not recorded",
-                            beat.name
+                    Ok(false) => {
+                        tracing::error!(
+                            "[worker] {}: another live worker now holds this name (this one was not heard from for over {} s): this one claims nothing more, drains and stops",
+                            beat.name,
+                            SILENT_AFTER.as_secs()
                         );
+                        is_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                        lost.notify_one();
+                        std::future::pending::<()>().await;
                     }
-                    Ok(false) => {}
                     Err(e) => tracing::warn!("[worker] {}: cannot record presence: {e}", beat.name),
                 }
             }
         }
     };
-    let out = tokio::select! {
-        out = work => out,
-        never = keep => never,
+    let out = {
+        let lost = lost.clone();
+        let work = work(Box::pin(async move { lost.notified().await }));
+        tokio::select! {
+            out = work => out,
+            never = keep => never,
+        }
     };
+    if is_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        // The name is another's: its presence is not this one's to end.
+        return Err(ServerError::NameTaken(format!(
+            "worker name `{}` was taken by another live worker while this one was not heard from for over {} s (frozen or cut off): it drained and stopped (hint: give each worker its own --name; restart this one when the other is gone)",
+            beat.name,
+            SILENT_AFTER.as_secs()
+        )));
+    }
     beat.seen_at = now_ms();
     beat.stopped_at = Some(beat.seen_at);
     if let Err(e) = store
@@ -137,5 +166,5 @@ pub async fn beating<F: Future>(store: SharedStore, mut beat: WorkerBeat, work: 
     {
         tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name);
     }
-    out
+    Ok(out)
 }

@@ -271,7 +271,8 @@ impl Server {
             config.announce = self.bus.clone().map(|b| Arc::new(Publisher::new(b)));
             let store = self.backend.store.clone();
             let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
-            let work = worker.run(stopped(stop_rx.clone()));
+            let stop = stopped(stop_rx.clone());
+            let work = move |lost| worker.run(either(stop, lost));
             tokio::spawn(async move { crate::presence::beating(store, beat, work).await })
         });
         let callbacks = self.callback_secret.clone().map(|secret| {
@@ -346,11 +347,19 @@ impl Server {
         }
         match worker {
             Some(handle) => match handle.await {
-                Ok(summary) => summary.map(Some),
+                Ok(summary) => summary.and_then(|s| s).map(Some),
                 Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
             },
             None => Ok(None),
         }
+    }
+}
+
+/// Completes when `a` or `b` does.
+async fn either(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    tokio::select! {
+        () = a => {}
+        () = b => {}
     }
 }
 
@@ -396,7 +405,10 @@ pub async fn work_as(
         config.clone(),
         Arc::new(Metrics::default()),
     );
-    let summary = crate::presence::beating(backend.store, beat, worker.run(shutdown)).await;
+    let work = move |lost| worker.run(either(shutdown, lost));
+    let summary = crate::presence::beating(backend.store, beat, work)
+        .await
+        .and_then(|s| s);
     if let Some(relay) = relay {
         relay.abort();
     }
