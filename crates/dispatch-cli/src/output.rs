@@ -25,6 +25,9 @@ pub struct RunView<'a> {
     pub exit_code: Option<i32>,
     pub duration_ms: Option<i64>,
     pub total_tokens: u64,
+    /// Why a queued run waits, as a server says (see `GET /v1/runs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<&'a str>,
 }
 
 impl<'a> RunView<'a> {
@@ -35,6 +38,7 @@ impl<'a> RunView<'a> {
             exit_code: run.state.exit_code(),
             duration_ms: duration_ms(&run.state, now),
             total_tokens: run.usage.total_tokens(),
+            waiting: None,
         }
     }
 }

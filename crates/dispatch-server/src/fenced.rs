@@ -412,6 +412,10 @@ impl dispatch_store::LimitStore for FencedStore {
         self.inner.concurrency_stopping(key).await
     }
 
+    async fn concurrency_holding(&self, key: &str) -> StoreResult<u32> {
+        self.inner.concurrency_holding(key).await
+    }
+
     async fn rate_acquire(
         &self,
         bucket: &str,

@@ -136,6 +136,10 @@ pub trait LimitStore: Send + Sync {
     /// runtime signals their helpers.
     async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>>;
 
+    /// How many runs of concurrency key `key` hold a slot now (starting,
+    /// running or paused): what a queued run of the key waits behind.
+    async fn concurrency_holding(&self, key: &str) -> StoreResult<u32>;
+
     /// Admits one call of about `est_tokens` to `bucket` at `now` when its
     /// limits allow (recording the grant), or says until when to wait.
     /// Atomic across every process sharing the store.

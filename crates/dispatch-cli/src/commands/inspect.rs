@@ -111,6 +111,9 @@ pub(crate) fn print_human(d: &Value) {
     if let Some(reason) = d["state"]["reason"].as_str() {
         line("Reason:", reason.to_string());
     }
+    if let Some(why) = d["waiting"].as_str() {
+        line("Waiting:", why.to_string());
+    }
     line("Exit code:", s("exit_code"));
     line("Attempt:", s("attempt"));
     let created = d["created_at"]

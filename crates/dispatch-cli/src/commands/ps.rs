@@ -80,7 +80,7 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     // A table (or the ids) shows no payload, output or labels.
     filter.summary = args.quiet || args.format == Format::Table;
     let Some(store) = ctx.existing_store()? else {
-        return print_runs(args, &[]);
+        return print_runs(args, &[], &Waiting::new());
     };
     if let Some(p) = parent {
         filter.parent_id = Some(resolve_id(&store, p).await?);
@@ -95,10 +95,17 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     if !args.all && !chosen_statuses {
         runs.retain(|r| !r.state.is_terminal());
     }
-    print_runs(args, &runs)
+    print_runs(args, &runs, &Waiting::new())
 }
 
-pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResult {
+/// Why queued runs wait, by run id, as a server says.
+pub(crate) type Waiting = std::collections::HashMap<dispatch_core::RunId, String>;
+
+pub(crate) fn print_runs(
+    args: &PsArgs,
+    runs: &[dispatch_store::Run],
+    waiting: &Waiting,
+) -> CliResult {
     let now = now_ms();
     if args.quiet {
         let ids: String = runs.iter().map(|r| format!("{}\n", r.id)).collect();
@@ -106,7 +113,13 @@ pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResu
         return Ok(0);
     }
     if args.format == Format::Json {
-        let views: Vec<RunView> = runs.iter().map(|r| RunView::new(r, now)).collect();
+        let views: Vec<RunView> = runs
+            .iter()
+            .map(|r| RunView {
+                waiting: waiting.get(&r.id).map(String::as_str),
+                ..RunView::new(r, now)
+            })
+            .collect();
         print_json(&views);
         return Ok(0);
     }
@@ -135,7 +148,13 @@ pub(crate) fn print_runs(args: &PsArgs, runs: &[dispatch_store::Run]) -> CliResu
                 },
                 r.parcel_name.clone(),
                 r.operation.to_string(),
-                status_text(&r.state, now),
+                match waiting.get(&r.id) {
+                    // A backoff's end is in the status already.
+                    Some(why) if !why.starts_with("retry backoff") => {
+                        format!("{}: {why}", status_text(&r.state, now))
+                    }
+                    _ => status_text(&r.state, now),
+                },
                 created_text(r, now),
                 duration_text(&r.state, now),
                 r.usage.total_tokens().to_string(),

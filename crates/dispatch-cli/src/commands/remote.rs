@@ -403,6 +403,9 @@ impl Remote {
             doc["status_text"] = json!(status_text(&run.state, now));
             let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;
             doc["concurrency"] = raw["concurrency"].clone();
+            if let Some(why) = raw["waiting"].as_str() {
+                doc["waiting"] = json!(why);
+            }
             if let Some(g) = super::inspect_workflow::remote_graph(self, &run.id)? {
                 let own = &doc["approvals"];
                 doc["approvals"] = super::inspect_workflow::remote_approvals(self, &g, own)?;

@@ -13,6 +13,7 @@ impl Remote {
     pub(super) fn ps(&self, args: &PsArgs) -> CliResult {
         let query = query(args)?;
         let mut runs = Vec::new();
+        let mut waiting = ps::Waiting::new();
         let mut cursor: Option<String> = None;
         loop {
             let want = args
@@ -28,14 +29,19 @@ impl Remote {
             }
             let page = self.json("GET", &format!("/v1/runs?{}", q.join("&")), None)?;
             for r in page["runs"].as_array().cloned().unwrap_or_default() {
-                runs.push(parse_run(r)?);
+                let why = r["waiting"].as_str().map(str::to_string);
+                let run = parse_run(r)?;
+                if let Some(why) = why {
+                    waiting.insert(run.id.clone(), why);
+                }
+                runs.push(run);
             }
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
                 None => break,
             }
         }
-        ps::print_runs(args, &runs)
+        ps::print_runs(args, &runs, &waiting)
     }
 }
 

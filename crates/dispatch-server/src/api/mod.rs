@@ -52,6 +52,7 @@ pub(crate) mod services;
 pub(crate) mod services_list;
 mod signal;
 mod stream;
+pub(crate) mod waiting;
 pub(crate) mod workers;
 
 use std::sync::Arc;

@@ -243,6 +243,12 @@ pub async fn get(
     if let Some(c) = state.store.run_extras(&id).await?.concurrency {
         doc["concurrency"] = serde_json::json!(c);
     }
+    super::waiting::annotate(
+        &state,
+        std::slice::from_ref(&run),
+        std::slice::from_mut(&mut doc),
+    )
+    .await;
     Ok(Json(doc))
 }
 
@@ -276,8 +282,10 @@ pub async fn list(
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     let (runs, next) = list_page(&state, pairs, false).await?;
+    let mut docs: Vec<Value> = runs.iter().map(run_json).collect();
+    super::waiting::annotate(&state, &runs, &mut docs).await;
     Ok(Json(json!({
-        "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+        "runs": docs,
         "next_cursor": next,
     })))
 }

@@ -122,6 +122,12 @@ pub struct Run {
     /// (`<parcel>/<value>`), MAX and strategy, when it has one.
     #[schema(required = false)]
     pub concurrency: Option<Concurrency>,
+    /// Only while the run is queued and something holds it back: why, in
+    /// words (`no live worker has label gpu`, `concurrency key
+    /// parcel/customer-42: 2 of 2 running`, `retry backoff: attempt 3 starts
+    /// in 12 s`, `every live worker that can take it is busy (4 of 4 slots)`).
+    #[schema(required = false)]
+    pub waiting: Option<String>,
 }
 
 /// A run's concurrency key as dispatched.

@@ -28,6 +28,8 @@ pub struct RunView {
     pub events: Vec<Event>,
     pub approvals: Vec<Approval>,
     pub now: Ts,
+    /// Why it waits, while queued (see [`crate::api::waiting`]).
+    pub waiting: Option<String>,
 }
 
 impl RunView {
@@ -38,12 +40,20 @@ impl RunView {
         let attempts = state.store.list_attempts(&id).await?;
         let events = state.store.list_events(&id, 0, MAX_EVENTS).await?;
         let approvals = state.store.list_approvals(Some(&id), false).await?;
+        let waiting = match run.state {
+            dispatch_core::RunState::Queued { .. } => {
+                let mut w = crate::api::waiting::Waiting::read(state).await;
+                w.reason(state, &run).await
+            }
+            _ => None,
+        };
         Ok(RunView {
             run,
             attempts,
             events,
             approvals,
             now: now_ms(),
+            waiting,
         })
     }
 
@@ -164,6 +174,7 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
         p.reason {
             (fmt::status(run.status()))
             @if let Some(reason) = run.state.reason() { " " span { (reason) } }
+            @if let Some(why) = &view.waiting { " " span #waiting { (why) } }
             @if run.stop_requested_at.is_some() && !run.state.is_terminal() { " " span.muted { "(stop requested)" } }
         }
         dl.facts {

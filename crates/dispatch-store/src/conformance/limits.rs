@@ -264,7 +264,14 @@ pub async fn cancel_in_progress_makes_room_for_the_newest_run<S: Store + QueueSt
     enqueue_keyed(&store, 1, "c", 1, Strategy::CancelInProgress).await;
     let held = store.claim(&request("w", 1, 100)).await.expect("claim");
     assert_eq!(ids(&held), vec![id(1)]);
+    assert_eq!(store.concurrency_holding("c").await.expect("holding"), 1);
+    assert_eq!(store.concurrency_holding("none").await.expect("holding"), 0);
     enqueue_keyed(&store, 2, "c", 1, Strategy::CancelInProgress).await;
+    assert_eq!(
+        store.concurrency_holding("c").await.expect("holding"),
+        1,
+        "a queued run holds no slot"
+    );
     let live = store.get_run(&id(1)).await.expect("get");
     assert!(
         live.stop_requested_at.is_some(),

@@ -10,8 +10,11 @@ use deadpool_postgres::Transaction;
 use dispatch_core::concurrency::{RunConcurrency, Strategy};
 use dispatch_core::{RunId, Ts};
 
-use super::Fail;
+use async_trait::async_trait;
+
 use super::runs::{get, parse_id, request_stop};
+use super::{Fail, PgStore};
+use crate::StoreResult;
 use crate::limits::{
     BucketLimits, RateGrant, SLOT_HOLDING, admits, cancel_write, displaced_reason, dropped_reason,
 };
@@ -255,4 +258,45 @@ pub(super) async fn rate_block(tx: &Transaction<'_>, bucket: &str, until: Ts) ->
         .await?;
     tx.execute(&stmt, &[&bucket, &until]).await?;
     Ok(())
+}
+
+pub(super) async fn holding(tx: &Transaction<'_>, key: &str) -> Result<u32, Fail> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM runs WHERE concurrency_key = $1 AND status IN {SLOT_HOLDING}"
+        ))
+        .await?;
+    let n: i64 = tx.query_one(&stmt, &[&key]).await?.try_get(0)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+#[async_trait]
+impl crate::LimitStore for PgStore {
+    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| stopping(&tx, key))
+    }
+
+    async fn concurrency_holding(&self, key: &str) -> StoreResult<u32> {
+        in_tx!(self, |tx| holding(&tx, key))
+    }
+
+    async fn rate_acquire(
+        &self,
+        bucket: &str,
+        limits: &crate::BucketLimits,
+        est_tokens: u64,
+        now: Ts,
+    ) -> StoreResult<crate::RateGrant> {
+        in_tx!(self, |tx| rate_acquire(
+            &tx, bucket, limits, est_tokens, now
+        ))
+    }
+
+    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
+        in_tx!(self, |tx| rate_settle(&tx, grant, tokens))
+    }
+
+    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
+        in_tx!(self, |tx| rate_block(&tx, bucket, until))
+    }
 }

@@ -575,33 +575,6 @@ impl crate::CallbackStore for PgStore {
 }
 
 #[async_trait]
-impl crate::LimitStore for PgStore {
-    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
-        in_tx!(self, |tx| limits::stopping(&tx, key))
-    }
-
-    async fn rate_acquire(
-        &self,
-        bucket: &str,
-        limits: &crate::BucketLimits,
-        est_tokens: u64,
-        now: Ts,
-    ) -> StoreResult<crate::RateGrant> {
-        in_tx!(self, |tx| limits::rate_acquire(
-            &tx, bucket, limits, est_tokens, now
-        ))
-    }
-
-    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
-        in_tx!(self, |tx| limits::rate_settle(&tx, grant, tokens))
-    }
-
-    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
-        in_tx!(self, |tx| limits::rate_block(&tx, bucket, until))
-    }
-}
-
-#[async_trait]
 impl ReliabilityStore for PgStore {
     async fn create_run_with(
         &self,

@@ -6,8 +6,11 @@ use dispatch_core::concurrency::{RunConcurrency, Strategy};
 use dispatch_core::{RunId, Ts};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::Fail;
+use async_trait::async_trait;
+
 use super::runs::{get, request_stop, transition};
+use super::{Fail, SqliteStore};
+use crate::StoreResult;
 use crate::limits::{
     BucketLimits, RateGrant, SLOT_HOLDING, admits, cancel_write, displaced_reason, dropped_reason,
 };
@@ -151,4 +154,42 @@ pub(super) fn rate_block(tx: &Transaction<'_>, bucket: &str, until: Ts) -> Resul
     )?
     .execute(params![bucket, until])?;
     Ok(())
+}
+
+pub(super) fn holding(tx: &Transaction<'_>, key: &str) -> Result<u32, Fail> {
+    let n: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM runs WHERE concurrency_key = ?1 AND status IN {SLOT_HOLDING}"
+        ))?
+        .query_row([key], |row| row.get(0))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+#[async_trait]
+impl crate::LimitStore for SqliteStore {
+    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
+        self.read(|tx| stopping(tx, key))
+    }
+
+    async fn concurrency_holding(&self, key: &str) -> StoreResult<u32> {
+        self.read(|tx| holding(tx, key))
+    }
+
+    async fn rate_acquire(
+        &self,
+        bucket: &str,
+        limits: &crate::BucketLimits,
+        est_tokens: u64,
+        now: Ts,
+    ) -> StoreResult<crate::RateGrant> {
+        self.write(|tx| rate_acquire(tx, bucket, limits, est_tokens, now))
+    }
+
+    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
+        self.write(|tx| rate_settle(tx, grant, tokens))
+    }
+
+    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
+        self.write(|tx| rate_block(tx, bucket, until))
+    }
 }

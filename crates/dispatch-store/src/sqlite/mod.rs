@@ -552,31 +552,6 @@ impl crate::TraceStore for SqliteStore {
 }
 
 #[async_trait]
-impl crate::LimitStore for SqliteStore {
-    async fn concurrency_stopping(&self, key: &str) -> StoreResult<Vec<RunId>> {
-        self.read(|tx| limits::stopping(tx, key))
-    }
-
-    async fn rate_acquire(
-        &self,
-        bucket: &str,
-        limits: &crate::BucketLimits,
-        est_tokens: u64,
-        now: Ts,
-    ) -> StoreResult<crate::RateGrant> {
-        self.write(|tx| limits::rate_acquire(tx, bucket, limits, est_tokens, now))
-    }
-
-    async fn rate_settle(&self, grant: i64, tokens: u64) -> StoreResult<()> {
-        self.write(|tx| limits::rate_settle(tx, grant, tokens))
-    }
-
-    async fn rate_block(&self, bucket: &str, until: Ts) -> StoreResult<()> {
-        self.write(|tx| limits::rate_block(tx, bucket, until))
-    }
-}
-
-#[async_trait]
 impl TokenStore for SqliteStore {
     async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
         self.write(|tx| tokens::create(tx, token, hash))
