@@ -128,6 +128,25 @@ fn share_one_limit(db_url: &str, worker_args: &[&str], model: &str) {
     let ids: Vec<String> = (0..10)
         .map(|i| client.ok(&["run", path, "--detach", "--job", &format!(r#"{{"n":{i}}}"#)]))
         .collect();
+    // While some wait, `ps` says for what.
+    let said = format!("rate limit {model}: next call in ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed: Value =
+            serde_json::from_str(&client.ok(&["ps", "--format", "json"])).expect("ps json");
+        let waiting = listed.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|r| r["waiting"].as_str().is_some_and(|w| w.starts_with(&said)))
+        });
+        if waiting {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run said it waits for the limit: {listed:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut waited = 0;
     let mut workers = std::collections::HashSet::new();
     for id in &ids {

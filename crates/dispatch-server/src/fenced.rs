@@ -270,6 +270,10 @@ impl EventStore for FencedStore {
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
         self.inner.list_events(run, after, limit).await
     }
+
+    async fn latest_event(&self, run: &RunId, kinds: &[&str]) -> StoreResult<Option<Event>> {
+        self.inner.latest_event(run, kinds).await
+    }
 }
 
 #[async_trait]

@@ -124,6 +124,10 @@ pub trait EventStore: Send + Sync {
 
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>>;
+
+    /// The run's newest event of one of `kinds`, if any (what a run waits
+    /// for now, say, without reading its whole log).
+    async fn latest_event(&self, run: &RunId, kinds: &[&str]) -> StoreResult<Option<Event>>;
 }
 
 /// Artifacts collected from runs.

@@ -699,7 +699,13 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
     async fn admit(&mut self, model: &str, provider: &str, est_tokens: u64) -> Admission {
         let (admission, waited) = self
             .rates
-            .admit(self.store, model, provider, est_tokens)
+            .admit(
+                self.store,
+                model,
+                provider,
+                est_tokens,
+                (&self.run_id, self.attempt),
+            )
             .await;
         if let Some(event) = waited {
             let _ = self.record(vec![("rate_limit_wait", event)]).await;

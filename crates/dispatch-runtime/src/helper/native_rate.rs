@@ -1,7 +1,9 @@
 //! A native agent's `RATE_LIMIT`s: before each model call the runtime asks
 //! the store (shared by every worker) for a grant in each bucket that
 //! applies, waiting while the buckets are full; a call that waited records
-//! a `rate_limit_wait` event; after the call the grant is settled to the
+//! a `rate_limit_wait` event (and one that will wait a second or more says
+//! so as it starts, `rate_limit_waiting` with the time it expects to go, so
+//! `ps` and the dashboard can say why the run waits); after the call the grant is settled to the
 //! tokens really used; a provider's 429 blocks the buckets for its
 //! `retry-after` (see [`dispatch_store::LimitStore`]).
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use dispatch_agent::Admission;
 use dispatch_core::concurrency::RateLimit;
-use dispatch_core::now_ms;
+use dispatch_core::{NewEvent, RunId, now_ms};
 use dispatch_store::{BucketLimits, RateGrant, Store};
 use serde_json::{Value, json};
 
@@ -31,14 +33,18 @@ impl Limits {
     }
 
     /// Waits for a grant in every bucket that applies. Returns the grants
-    /// and, when the call had to wait, its `rate_limit_wait` event.
+    /// and, when the call had to wait, its `rate_limit_wait` event; a wait
+    /// of a second or more is announced first, once per call, as a
+    /// `rate_limit_waiting` event of `run`'s attempt `attempt`.
     pub(super) async fn admit<S: Store + ?Sized>(
         &self,
         store: &S,
         model: &str,
         provider: &str,
         est_tokens: u64,
+        (run, attempt): (&RunId, u32),
     ) -> (Admission, Option<Value>) {
+        let mut announced = false;
         let started = now_ms();
         let mut grants = Vec::new();
         let mut buckets = Vec::new();
@@ -58,6 +64,15 @@ impl Limits {
                         break;
                     }
                     Ok(RateGrant::WaitUntil(at)) => {
+                        if !announced && at - now_ms() >= 1000 {
+                            announced = true;
+                            let data = json!({"model": model, "provider": provider,
+                                              "bucket": bucket, "until": at});
+                            let event =
+                                NewEvent::new("rate_limit_waiting", attempt, now_ms(), data);
+                            // Said at once, not with the round's events.
+                            let _ = store.append_events(run, &[event]).await;
+                        }
                         let ms = u64::try_from(at - now_ms()).unwrap_or(0).max(1);
                         tokio::time::sleep(Duration::from_millis(ms).min(MAX_NAP)).await;
                     }

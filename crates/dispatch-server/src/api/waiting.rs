@@ -1,6 +1,8 @@
 //! Why a queued run is still waiting, in words a user acts on: a backoff
 //! before its next attempt, no live worker (or none with its labels), its
-//! concurrency key full, or every worker that could take it busy. Shown as
+//! concurrency key full, or every worker that could take it busy; and why a
+//! running agent is not calling its model: a shared rate limit (its newest
+//! `rate_limit_waiting` event, while the time it names is ahead). Shown as
 //! `waiting` by `GET /v1/runs/{id}` and `GET /v1/runs`, and so by `ps`,
 //! `inspect-run` and the dashboard.
 //!
@@ -48,10 +50,12 @@ impl Waiting {
         }
     }
 
-    /// Why `run` waits, if it is queued and something holds it back.
+    /// Why `run` waits, if something holds it back.
     pub(crate) async fn reason(&mut self, state: &AppState, run: &Run) -> Option<String> {
-        let RunState::Queued { not_before } = &run.state else {
-            return None;
+        let not_before = match &run.state {
+            RunState::Queued { not_before } => not_before,
+            RunState::Running { .. } => return self.rate_limited(state, run).await,
+            _ => return None,
         };
         if let Some(at) = not_before.filter(|at| *at > self.now) {
             return Some(format!(
@@ -97,6 +101,22 @@ impl Waiting {
         None
     }
 
+    /// `rate limit <model>: next call in N s`, while the run's newest word
+    /// on its model calls is that it waits for a shared rate limit.
+    async fn rate_limited(&self, state: &AppState, run: &Run) -> Option<String> {
+        let kinds = ["rate_limit_waiting", "rate_limit_wait", "model_call_sent"];
+        let latest = state.store.latest_event(&run.id, &kinds).await.ok()??;
+        let data = &latest.event.data;
+        let until = data["until"].as_i64()?;
+        (latest.event.kind == "rate_limit_waiting" && until > self.now).then(|| {
+            format!(
+                "rate limit {}: next call in {}",
+                data["model"].as_str().unwrap_or("?"),
+                secs(until - self.now)
+            )
+        })
+    }
+
     /// Live workers with every one of `labels`.
     fn able<'a>(&'a self, labels: &'a [String]) -> impl Iterator<Item = &'a WorkerInfo> {
         self.live
@@ -131,7 +151,7 @@ impl Waiting {
 pub(crate) async fn annotate(state: &AppState, runs: &[Run], docs: &mut [serde_json::Value]) {
     if !runs
         .iter()
-        .any(|r| matches!(r.state, RunState::Queued { .. }))
+        .any(|r| matches!(r.state, RunState::Queued { .. } | RunState::Running { .. }))
     {
         return;
     }

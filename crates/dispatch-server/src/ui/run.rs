@@ -41,7 +41,7 @@ impl RunView {
         let events = state.store.list_events(&id, 0, MAX_EVENTS).await?;
         let approvals = state.store.list_approvals(Some(&id), false).await?;
         let waiting = match run.state {
-            dispatch_core::RunState::Queued { .. } => {
+            dispatch_core::RunState::Queued { .. } | dispatch_core::RunState::Running { .. } => {
                 let mut w = crate::api::waiting::Waiting::read(state).await;
                 w.reason(state, &run).await
             }

@@ -100,6 +100,38 @@ pub async fn events_page_by_after_and_limit<S: Store>(store: S) {
         .map(|e| e.event.data["n"].as_i64().expect("n is stored"))
         .collect();
     assert_eq!(data, (0..10).collect::<Vec<_>>());
+
+    // The newest event of some kinds, of this run only.
+    let marks = [
+        NewEvent::new("mark", 1, 200, json!({"n": 1})),
+        NewEvent::new("log", 1, 201, json!({"n": 2})),
+        NewEvent::new("mark", 1, 202, json!({"n": 3})),
+        NewEvent::new("other", 1, 203, json!({"n": 4})),
+    ];
+    store.append_events(&run.id, &marks).await.expect("append");
+    let latest = store
+        .latest_event(&run.id, &["mark", "nothing"])
+        .await
+        .expect("latest")
+        .expect("a mark");
+    assert_eq!(
+        (latest.event.kind.as_str(), &latest.event.data),
+        ("mark", &json!({"n": 3}))
+    );
+    let either = store
+        .latest_event(&run.id, &["mark", "other"])
+        .await
+        .expect("latest")
+        .expect("one of them");
+    assert_eq!(either.event.kind, "other");
+    assert!(
+        store
+            .latest_event(&other.id, &["mark"])
+            .await
+            .expect("latest")
+            .is_none(),
+        "another run's events are not this one's"
+    );
 }
 
 pub async fn artifacts_round_trip_and_a_name_recorded_again_is_replaced<S: Store>(store: S) {

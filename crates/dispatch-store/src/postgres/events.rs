@@ -180,6 +180,23 @@ pub(super) async fn list<C: GenericClient>(
     empty_or_missing(tx, run, events).await
 }
 
+pub(super) async fn latest<C: GenericClient>(
+    tx: &C,
+    run: &RunId,
+    kinds: &[&str],
+) -> Result<Option<Event>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT seq, attempt, at, type, data FROM events \
+             WHERE run_id = $1 AND type = ANY($2) ORDER BY seq DESC LIMIT 1",
+        )
+        .await?;
+    tx.query_opt(&stmt, &[&run.as_str(), &kinds])
+        .await?
+        .map(|row| event_from_row(run, &row))
+        .transpose()
+}
+
 pub(super) fn event_from_row(run: &RunId, row: &Row) -> Result<Event, Fail> {
     let seq: i64 = row.try_get(0)?;
     let data = serde_json::from_str(row.try_get(4)?)

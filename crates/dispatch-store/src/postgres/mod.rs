@@ -352,6 +352,10 @@ impl EventStore for PgStore {
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
         read!(self, |client| events::list(&client, run, after, limit))
     }
+
+    async fn latest_event(&self, run: &RunId, kinds: &[&str]) -> StoreResult<Option<Event>> {
+        read!(self, |client| events::latest(&client, run, kinds))
+    }
 }
 
 #[async_trait]

@@ -88,6 +88,24 @@ pub(super) fn list(
     empty_or_missing(tx, run, events)
 }
 
+pub(super) fn latest(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    kinds: &[&str],
+) -> Result<Option<Event>, Fail> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, attempt, at, type, data FROM events \
+         WHERE run_id = ?1 AND type IN (SELECT value FROM json_each(?2)) \
+         ORDER BY seq DESC LIMIT 1",
+    )?;
+    let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
+    let mut rows = stmt.query(params![run.as_str(), kinds])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(event_from_row(run, row)?)),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn event_from_row(run: &RunId, row: &Row<'_>) -> Result<Event, Fail> {
     let seq: i64 = row.get(0)?;
     let data = row.get_ref(4)?.as_str()?;

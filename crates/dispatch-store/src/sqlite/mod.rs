@@ -365,6 +365,10 @@ impl EventStore for SqliteStore {
     async fn list_events(&self, run: &RunId, after: i64, limit: usize) -> StoreResult<Vec<Event>> {
         self.read(|tx| events::list(tx, run, after, limit))
     }
+
+    async fn latest_event(&self, run: &RunId, kinds: &[&str]) -> StoreResult<Option<Event>> {
+        self.read(|tx| events::latest(tx, run, kinds))
+    }
 }
 
 #[async_trait]
