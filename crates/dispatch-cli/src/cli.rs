@@ -64,6 +64,8 @@ pub enum Command {
     Artifacts(crate::commands::artifacts::ArtifactsArgs),
     /// List built parcels (`--verify`: re-hash every file of each).
     Images(crate::commands::images::ImagesArgs),
+    /// Remove parcels (kept while a run that has not ended uses one).
+    Rmi(crate::commands::rmi::RmiArgs),
     /// Send a signal to a run; a run suspended waiting for it resumes.
     Signal(SignalArgs),
     /// Approve what a paused run asks for; the run resumes.

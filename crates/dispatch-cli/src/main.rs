@@ -159,6 +159,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::InspectRun(a) => inspect::inspect(ctx, &a).await,
         Command::Artifacts(a) => artifacts::artifacts(ctx, &a).await,
         Command::Images(a) => images::images(ctx, &a),
+        Command::Rmi(a) => rmi::rmi(ctx, &a).await,
         Command::Signal(a) => signal::signal(ctx, &a).await,
         Command::Approve(a) => approvals::decide(ctx, &a, "approve").await,
         Command::Deny(a) => approvals::decide(ctx, &a, "deny").await,

@@ -1,7 +1,9 @@
 //! The README, on a cluster: the commands of "Using it", "Reliability" and
-//! "Durable waits", typed through the remote CLI (`DISPATCH_HOST`) against a
-//! `dispatch server --workers 0` and two `dispatch worker`s, each with its own
-//! state directory (no shared disk), on one fresh PostgreSQL database. Every
+//! "Durable waits", typed through the remote CLI (`DISPATCH_HOST`) against
+//! two `dispatch server --workers 0` behind a round-robin TCP load balancer
+//! (each command's connections alternate between them) and two `dispatch
+//! worker`s, each process with its own state directory (no shared disk, no
+//! `--artifacts`), on one fresh PostgreSQL database. Every
 //! promise the README makes for those commands is checked here as a user
 //! would see it: outputs, exit codes, and what travels through the store
 //! (approval decisions, sessions, checkpoints, usage counted once, file modes).
@@ -18,6 +20,7 @@ mod remote_common;
 use std::path::Path;
 
 use common::eventually;
+use remote_common::balancer::Balancer;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
 
@@ -34,23 +37,41 @@ fn example(name: &str) -> String {
         .into_owned()
 }
 
-/// A server and two workers on a fresh database, and a client directory.
+/// Two servers behind a balancer and two workers on a fresh database, and
+/// a client directory whose commands go through the balancer.
 struct Cluster {
     client: Client,
     _workers: [Worker; 2],
+    balancer: Balancer,
     server: Server,
+    _other: Server,
     _db: dispatch_store::postgres::testdb::TestDatabase,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(
+                self.balancer.sent_to(0) > 0 && self.balancer.sent_to(1) > 0,
+                "both servers answered commands"
+            );
+        }
+    }
 }
 
 fn cluster() -> Option<Cluster> {
     let db = postgres()?;
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let other = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let balancer = Balancer::start(&[server.host.clone(), other.host.clone()]);
     let workers = [worker(db.url(), "w1"), worker(db.url(), "w2")];
-    let client = Client::new(&server);
+    let client = Client::to(&balancer.host);
     Some(Cluster {
         client,
         _workers: workers,
+        balancer,
         server,
+        _other: other,
         _db: db,
     })
 }
@@ -331,4 +352,87 @@ fn durable_waits_on_a_cluster() {
     // A signal to a finished run: exit 125, one line.
     let err = client.fails(&["signal", &id, "paid"], 125);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn parcels_on_a_cluster() {
+    let Some(c) = cluster() else { return };
+    let client = &c.client;
+    // A binary file of every byte value, bigger than what a parcel's
+    // database row keeps (8 MiB), and an executable agent.
+    let dir = client.dir.path().join("blobby-src");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(10 * 1024 * 1024 + 7).collect();
+    std::fs::write(dir.join("data.bin"), &bytes).expect("write");
+    let script = dir.join("agent.sh");
+    std::fs::write(&script, "#!/bin/sh\nsha256sum data.bin | cut -c1-64\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::write(
+        dir.join("Agentfile"),
+        "FROM process\nNAME blobby\nCOPY agent.sh\nCOPY data.bin\nCOMMAND [\"./agent.sh\"]\n",
+    )
+    .expect("write");
+    let path = dir.to_string_lossy().into_owned();
+
+    // dispatch build --host: the digest of a local build of the same directory.
+    let local = tempfile::tempdir().expect("tempdir");
+    let expected = dispatch_core::parcel::build(&dir, local.path()).expect("local build");
+    let out = client.run(&["build", &path]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), expected.digest);
+    assert!(stderr(&out).contains("built parcel blobby"), "{out:?}");
+
+    // images --host: the cluster's parcels, whichever server answers.
+    for _ in 0..2 {
+        let listed: Value =
+            serde_json::from_str(&client.ok(&["images", "--format", "json"])).expect("JSON");
+        let found = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["digest"] == expected.digest.as_str());
+        let found = found.unwrap_or_else(|| panic!("blobby listed: {listed:#}"));
+        assert_eq!(found["name"], "blobby");
+        assert_eq!(found["files"], 2, "agent.sh and data.bin: {found:#}");
+        let table = client.ok(&["images"]);
+        assert!(
+            table.contains("blobby") && table.contains(&expected.digest[..12]),
+            "{table}"
+        );
+    }
+    let err = client.fails(&["images", "--verify"], 125);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Run by name through either server: a worker with its own disk
+    // fetches it, binary bytes and mode intact.
+    let sum = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    for _ in 0..2 {
+        let out = client.run(&["run", "blobby"]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains(&sum), "{out:?}");
+    }
+
+    // rmi --host: refused while a run that has not ended uses the parcel.
+    let sleeper = client.agent("sleepy", "echo started; sleep 30");
+    let id = client.ok(&["run", &sleeper, "--detach"]);
+    eventually(20, "the sleeper runs", || status(client, &id) == "running");
+    let err = client.fails(&["rmi", "sleepy"], 125);
+    assert!(err.contains("have not ended") && err.contains(&id), "{err}");
+    client.ok(&["stop", &id, "-t", "1"]);
+    assert_eq!(client.ok(&["rmi", "sleepy"]).len(), 64);
+    assert_eq!(client.ok(&["rmi", &expected.digest[..12]]), expected.digest);
+    for _ in 0..2 {
+        let table = client.ok(&["images"]);
+        assert!(!table.contains("blobby"), "{table}");
+        let err = client.fails(&["run", "blobby"], 125);
+        assert!(err.contains("blobby"), "{err}");
+    }
+    let err = client.fails(&["rmi", "blobby"], 125);
+    assert!(err.contains("blobby"), "{err}");
 }

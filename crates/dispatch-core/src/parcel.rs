@@ -332,6 +332,12 @@ pub fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
     crate::parcel_archive::pack(parcel)
 }
 
+/// As [`pack`], the archive written to `out` as it is made (constant
+/// memory, for parcels of any size); returns the manifest text.
+pub fn pack_to(parcel: &Parcel, out: impl std::io::Write) -> Result<String, ParcelError> {
+    crate::parcel_archive::pack_to(parcel, out)
+}
+
 /// Writes the parcel given as `manifest` bytes and `archive` (as [`pack`]
 /// made them) to `<parcels_root>/<digest>`, after verifying that the
 /// manifest hashes to `digest` and the archive holds exactly its files
@@ -341,7 +347,7 @@ pub fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
 pub fn unpack(
     digest: &str,
     manifest: &[u8],
-    archive: &[u8],
+    archive: impl std::io::Read,
     parcels_root: &Path,
 ) -> Result<Parcel, ParcelError> {
     crate::parcel_archive::unpack(digest, manifest, archive, parcels_root)

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +30,16 @@ use crate::parcel_build::{
 /// Each file is checked against the manifest as it is read, so a damaged
 /// parcel is never packed.
 pub(crate) fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
+    let mut archive = Vec::new();
+    let manifest = pack_to(parcel, &mut archive)?;
+    Ok((manifest, archive))
+}
+
+/// As [`pack`], with the archive written to `out` as it is made: a parcel
+/// of any size packs in constant memory. A file that does not match its
+/// SHA-256 in the manifest fails the pack (what was written is then not
+/// an archive of the parcel: the caller throws it away).
+pub(crate) fn pack_to(parcel: &Parcel, out: impl Write) -> Result<String, ParcelError> {
     let path = parcel.dir.join(MANIFEST);
     let manifest = fs::read(&path).map_err(io_err("cannot read", &path))?;
     let corrupt = |problem: String| ParcelError::Corrupt {
@@ -41,32 +51,53 @@ pub(crate) fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
     }
     let manifest = String::from_utf8(manifest)
         .map_err(|_| corrupt(format!("{MANIFEST} is not UTF-8 text")))?;
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = tar::Builder::new(out);
     let files = parcel.files_dir();
     for entry in &parcel.manifest.files {
         let src = files.join(&entry.path);
-        let data = fs::read(&src).map_err(io_err("cannot read", &src))?;
-        if hex::encode(Sha256::digest(&data)) != entry.sha256 {
+        let file = fs::File::open(&src).map_err(io_err("cannot read", &src))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(entry.size);
+        header.set_mode(if entry.executable { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        let mut hashing = Hashing {
+            inner: file.take(entry.size),
+            hasher: Sha256::new(),
+            read: 0,
+        };
+        builder
+            .append_data(&mut header, &entry.path, &mut hashing)
+            .map_err(io_err("cannot archive", &src))?;
+        let (sha, read) = (hex::encode(hashing.hasher.finalize()), hashing.read);
+        if read != entry.size || sha != entry.sha256 {
             return Err(corrupt(format!(
                 "files/{} does not match its SHA-256 in the manifest",
                 entry.path
             )));
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(data.len() as u64);
-        header.set_mode(if entry.executable { 0o755 } else { 0o644 });
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        builder
-            .append_data(&mut header, &entry.path, data.as_slice())
-            .map_err(io_err("cannot archive", &src))?;
     }
-    let archive = builder
-        .into_inner()
-        .map_err(io_err("cannot archive", &files))?;
-    Ok((manifest, archive))
+    builder.finish().map_err(io_err("cannot archive", &files))?;
+    Ok(manifest)
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = buf.get(..n).unwrap_or_default();
+        self.hasher.update(got);
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Verifies a parcel given as manifest and archive, and writes it to
@@ -74,7 +105,7 @@ pub(crate) fn pack(parcel: &Parcel) -> Result<(String, Vec<u8>), ParcelError> {
 pub(crate) fn unpack(
     digest: &str,
     manifest: &[u8],
-    archive: &[u8],
+    archive: impl Read,
     parcels_root: &Path,
 ) -> Result<Parcel, ParcelError> {
     let refuse = |problem: String| ParcelError::Unverified {
@@ -142,7 +173,7 @@ fn write_verified(
     tmp: &Path,
     manifest: &Manifest,
     manifest_bytes: &[u8],
-    archive: &[u8],
+    archive: impl Read,
 ) -> Result<(), Unpack> {
     let mut expected: BTreeMap<&str, &FileEntry> = BTreeMap::new();
     for entry in &manifest.files {

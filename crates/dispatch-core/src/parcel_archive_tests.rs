@@ -82,7 +82,8 @@ fn an_unpacked_parcel_is_the_same_parcel() {
     let (manifest, archive) = parcel::pack(&p).expect("pack");
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let root = elsewhere.path().join("parcels");
-    let q = parcel::unpack(&p.digest, manifest.as_bytes(), &archive, &root).expect("unpack");
+    let q =
+        parcel::unpack(&p.digest, manifest.as_bytes(), archive.as_slice(), &root).expect("unpack");
     assert_eq!(q.digest, p.digest);
     assert_eq!(q.manifest, p.manifest);
     assert_eq!(q.dir, root.join(&p.digest));
@@ -99,7 +100,7 @@ fn an_unpacked_parcel_is_the_same_parcel() {
     }
     assert_eq!(entries(&root), vec![p.digest.clone()], "no temporary left");
     // Unpacking again keeps what is there.
-    parcel::unpack(&p.digest, manifest.as_bytes(), &archive, &root).expect("again");
+    parcel::unpack(&p.digest, manifest.as_bytes(), archive.as_slice(), &root).expect("again");
 }
 
 #[test]
@@ -115,8 +116,13 @@ fn a_tampered_file_is_refused_and_nothing_is_left_behind() {
         .expect("the file's bytes are in the archive");
     tampered[at + original.len() - 3] = b'X';
     let root = tempfile::tempdir().expect("tempdir");
-    let err = parcel::unpack(&p.digest, manifest.as_bytes(), &tampered, root.path())
-        .expect_err("refused");
+    let err = parcel::unpack(
+        &p.digest,
+        manifest.as_bytes(),
+        tampered.as_slice(),
+        root.path(),
+    )
+    .expect_err("refused");
     let msg = err.to_string();
     assert!(matches!(err, ParcelError::Unverified { .. }), "got {err:?}");
     assert!(msg.contains("failed verification"), "{msg}");
@@ -134,11 +140,16 @@ fn a_manifest_that_does_not_match_the_digest_is_refused() {
     let (manifest, archive) = parcel::pack(&p).expect("pack");
     let root = tempfile::tempdir().expect("tempdir");
     let edited = manifest.replace("demo", "evil");
-    let err =
-        parcel::unpack(&p.digest, edited.as_bytes(), &archive, root.path()).expect_err("refused");
+    let err = parcel::unpack(
+        &p.digest,
+        edited.as_bytes(),
+        archive.as_slice(),
+        root.path(),
+    )
+    .expect_err("refused");
     assert!(err.to_string().contains("manifest hashes to"), "{err}");
     for bad in ["../../etc", "ABC", ""] {
-        let err = parcel::unpack(bad, manifest.as_bytes(), &archive, root.path())
+        let err = parcel::unpack(bad, manifest.as_bytes(), archive.as_slice(), root.path())
             .expect_err("not a digest");
         assert!(err.to_string().contains("64 lowercase hex"), "{err}");
     }
@@ -179,14 +190,19 @@ fn an_archive_with_more_or_fewer_files_than_the_manifest_is_refused() {
         let err = parcel::unpack(
             &p.digest,
             manifest.as_bytes(),
-            &archive_of(files),
+            archive_of(files).as_slice(),
             root.path(),
         )
         .expect_err("refused");
         assert!(err.to_string().contains(says), "{says}: {err}");
     }
-    let err = parcel::unpack(&p.digest, manifest.as_bytes(), b"not a tar", root.path())
-        .expect_err("garbage");
+    let err = parcel::unpack(
+        &p.digest,
+        manifest.as_bytes(),
+        &b"not a tar"[..],
+        root.path(),
+    )
+    .expect_err("garbage");
     assert!(matches!(err, ParcelError::Unverified { .. }), "{err:?}");
     assert!(entries(root.path()).is_empty());
 }
@@ -201,8 +217,13 @@ fn a_manifest_naming_a_path_outside_the_parcel_is_refused() {
     // (The tar crate will not even write such a path; the manifest is checked first.)
     let archive = archive_of(&[]);
     let root = tempfile::tempdir().expect("tempdir");
-    let err = parcel::unpack(&digest, &bytes, &archive, &root.path().join("parcels"))
-        .expect_err("refused");
+    let err = parcel::unpack(
+        &digest,
+        &bytes,
+        archive.as_slice(),
+        &root.path().join("parcels"),
+    )
+    .expect_err("refused");
     assert!(
         err.to_string().contains("not a plain relative path"),
         "{err}"

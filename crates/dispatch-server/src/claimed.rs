@@ -68,8 +68,11 @@ pub(crate) async fn run(
     let work = async {
         let courier = parcel.as_ref().map(|p| p.manifest.courier);
         let workflow = courier.is_none_or(|c| c == dispatch_core::parcel::Courier::Workflow);
-        let inputs = match fetch::inputs(&**shared, layout, &run).await {
-            Ok(()) if workflow => fetch::members(&**shared, layout, &run.parcel_digest).await,
+        let archives = objects.as_deref();
+        let inputs = match fetch::inputs(&**shared, archives, layout, &run).await {
+            Ok(()) if workflow => {
+                fetch::members(&**shared, archives, layout, &run.parcel_digest).await
+            }
             other => other,
         };
         let briefs: Arc<dyn dispatch_runtime::workflow::BriefSink> =
@@ -78,7 +81,8 @@ pub(crate) async fn run(
             Ok(()) => {
                 let upstream =
                     crate::upstream::ClusterUpstream::new(shared.clone(), layout.clone())
-                        .announcing(announce);
+                        .announcing(announce)
+                        .with_archives(objects.clone());
                 let id = run.id.clone();
                 let shared = objects.clone();
                 let ended = run_in_worker(

@@ -164,6 +164,31 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
+        let body = body.map(|b| Upload::Json(b.to_vec()));
+        self.send(method, path, headers, body)
+    }
+
+    /// Sends the file at `file` as the body, streamed from disk (any size),
+    /// as `content_type`.
+    pub fn request_file(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &'static str,
+        file: &Path,
+    ) -> Result<Response, ClientError> {
+        let body = Upload::File(content_type, file.to_path_buf());
+        self.send(method, path, headers, Some(body))
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Upload>,
+    ) -> Result<Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ClientError::BadUrl(url.clone()))?;
@@ -171,13 +196,30 @@ impl Client {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_vec());
-        }
         let addr = self.addr.clone();
         let sent = runtime().spawn(async move {
+            request = match body {
+                None => request,
+                Some(Upload::Json(bytes)) => request
+                    .header("content-type", "application/json")
+                    .body(bytes),
+                Some(Upload::File(content_type, path)) => {
+                    // A file that cannot be opened is refused by the server
+                    // as an empty body: say so here instead.
+                    let file = tokio::fs::File::open(&path).await;
+                    let length = file
+                        .as_ref()
+                        .ok()
+                        .map(|_| std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
+                    match (file, length) {
+                        (Ok(file), Some(length)) => request
+                            .header("content-type", content_type)
+                            .header("content-length", length)
+                            .body(reqwest::Body::from(file)),
+                        _ => request.header("content-type", content_type),
+                    }
+                }
+            };
             let response = request.send().await?;
             let status = response.status().as_u16();
             let headers = response
@@ -204,6 +246,13 @@ impl Client {
             }),
         })
     }
+}
+
+/// A request's body.
+enum Upload {
+    Json(Vec<u8>),
+    /// Its content type and where it is.
+    File(&'static str, std::path::PathBuf),
 }
 
 /// Sends one request to the server at `base` (no extra CA) and reads the

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use dispatch_core::{brief, parcel};
 use dispatch_runtime::Layout;
+use dispatch_runtime::objects::{Objects, ObjectsError, chain};
 use dispatch_store::{ParcelStore, Run, StoreError};
 use tokio::sync::Mutex;
 
@@ -39,9 +40,11 @@ impl From<StoreError> for FetchError {
 static FETCHING: Mutex<()> = Mutex::const_new(());
 
 /// Makes sure the parcel and the brief of `run` are in `layout`, fetching
-/// what is missing from `store`.
+/// what is missing from `store` (a big parcel's archive from `archives`,
+/// the cluster's object store).
 pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
     store: &S,
+    archives: Option<&Objects>,
     layout: &Layout,
     run: &Run,
 ) -> Result<(), FetchError> {
@@ -52,7 +55,7 @@ pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
     }
     let _one_at_a_time = FETCHING.lock().await;
     if !has_parcel(&parcel_dir) {
-        fetch_parcel(store, layout, &run.parcel_digest).await?;
+        fetch_parcel(store, archives, layout, &run.parcel_digest).await?;
     }
     if !brief_path.is_file() {
         fetch_brief(store, layout, &run.brief_sha256).await?;
@@ -64,6 +67,7 @@ pub(crate) async fn inputs<S: ParcelStore + ?Sized>(
 /// `layout` (its coordinator creates their runs here).
 pub(crate) async fn members<S: ParcelStore + ?Sized>(
     store: &S,
+    archives: Option<&Objects>,
     layout: &Layout,
     digest: &str,
 ) -> Result<(), FetchError> {
@@ -74,7 +78,7 @@ pub(crate) async fn members<S: ParcelStore + ?Sized>(
         if !has_parcel(&layout.parcels().join(&m.parcel)) {
             let _one_at_a_time = FETCHING.lock().await;
             if !has_parcel(&layout.parcels().join(&m.parcel)) {
-                fetch_parcel(store, layout, &m.parcel).await?;
+                fetch_parcel(store, archives, layout, &m.parcel).await?;
             }
         }
     }
@@ -105,6 +109,7 @@ impl dispatch_runtime::workflow::BriefSink for StoreBriefs {
 /// does not have it (a server firing a service registered on another).
 pub(crate) async fn parcel<S: ParcelStore + ?Sized>(
     store: &S,
+    archives: Option<&Objects>,
     layout: &Layout,
     digest: &str,
 ) -> Result<parcel::Parcel, FetchError> {
@@ -112,7 +117,7 @@ pub(crate) async fn parcel<S: ParcelStore + ?Sized>(
     if !has_parcel(&dir) {
         let _one_at_a_time = FETCHING.lock().await;
         if !has_parcel(&dir) {
-            fetch_parcel(store, layout, digest).await?;
+            fetch_parcel(store, archives, layout, digest).await?;
         }
     }
     parcel::load(&dir).map_err(|e| FetchError::Refused(format!("cannot load parcel {digest}: {e}")))
@@ -124,22 +129,81 @@ fn has_parcel(dir: &Path) -> bool {
 
 async fn fetch_parcel<S: ParcelStore + ?Sized>(
     store: &S,
+    archives: Option<&Objects>,
     layout: &Layout,
     digest: &str,
 ) -> Result<(), FetchError> {
     let Some(stored) = store.get_parcel(digest).await? else {
         return Err(FetchError::Refused(format!(
-            "parcel {digest} is neither on this worker nor in the cluster's database \
-             (hint: upload it through the server: `DISPATCH_HOST=… dispatch run <dir>`)"
+            "parcel {digest} is neither on this machine nor in the cluster's database \
+             (hint: upload it through a server: `dispatch build <dir> --host …`)"
         )));
     };
-    let (digest, root) = (digest.to_string(), layout.parcels());
-    let unpacked = tokio::task::spawn_blocking(move || {
-        parcel::unpack(&digest, stored.manifest.as_bytes(), &stored.archive, &root)
-    })
-    .await
-    .map_err(|e| FetchError::Refused(format!("unpacking the parcel failed: {e}")))?;
-    unpacked
+    let root = layout.parcels();
+    if !stored.archive.is_empty() {
+        let digest = digest.to_string();
+        return unpacked(
+            tokio::task::spawn_blocking(move || {
+                parcel::unpack(
+                    &digest,
+                    stored.manifest.as_bytes(),
+                    stored.archive.as_slice(),
+                    &root,
+                )
+            })
+            .await,
+        );
+    }
+    // A big parcel: its archive is in the cluster's object store.
+    let Some(objects) = archives else {
+        return Err(FetchError::Refused(format!(
+            "parcel {digest}'s archive is in the cluster's object store, which this process was not given \
+             (hint: give every server and worker of the cluster the same --artifacts URL, or none on PostgreSQL)"
+        )));
+    };
+    std::fs::create_dir_all(&root)
+        .map_err(|e| FetchError::Refused(format!("cannot create {}: {e}", root.display())))?;
+    let tmp = root.join(format!(".{digest}.{}.fetch.tar", std::process::id()));
+    let result = async {
+        match objects.download_parcel_archive(digest, &tmp).await {
+            Ok(_) => {}
+            Err(e @ ObjectsError::NotFound { .. }) => {
+                return Err(FetchError::Refused(format!(
+                    "parcel {digest}'s archive is missing: {} (hint: upload the parcel again)",
+                    chain(&e)
+                )));
+            }
+            Err(e) => {
+                return Err(FetchError::Refused(format!(
+                    "cannot fetch parcel {digest}'s archive: {}",
+                    chain(&e)
+                )));
+            }
+        }
+        let (digest, file) = (digest.to_string(), tmp.clone());
+        unpacked(
+            tokio::task::spawn_blocking(move || {
+                let reader = std::fs::File::open(&file).map(std::io::BufReader::new);
+                let reader = reader.map_err(|source| parcel::ParcelError::Io {
+                    what: "cannot read",
+                    path: file.clone(),
+                    source,
+                })?;
+                parcel::unpack(&digest, stored.manifest.as_bytes(), reader, &root)
+            })
+            .await,
+        )
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// The outcome of an unpack on a blocking thread.
+fn unpacked(
+    done: Result<Result<parcel::Parcel, parcel::ParcelError>, tokio::task::JoinError>,
+) -> Result<(), FetchError> {
+    done.map_err(|e| FetchError::Refused(format!("unpacking the parcel failed: {e}")))?
         .map(drop)
         .map_err(|e| FetchError::Refused(format!("cannot use the stored parcel: {e}")))
 }

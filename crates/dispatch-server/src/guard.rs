@@ -170,7 +170,10 @@ pub async fn check(
     if changes && path.starts_with("/v1/") {
         let request = match body_type(request.headers()) {
             BodyType::Json => request,
-            BodyType::Other => return not_json(),
+            // A parcel's files, streamed. Not a type a page of another site
+            // can send without a preflight (which this server never grants).
+            BodyType::Tar if path == "/v1/parcels" => request,
+            BodyType::Tar | BodyType::Other => return not_json(),
             // Some clients send an empty body chunked, without a type.
             BodyType::Unsaid => {
                 let (parts, body) = request.into_parts();
@@ -224,6 +227,8 @@ fn same_origin(headers: &HeaderMap, authority: &str, allowed: &AllowedHosts) -> 
 enum BodyType {
     /// `application/json` (with parameters), or no body at all.
     Json,
+    /// `application/x-tar`: taken by `POST /v1/parcels` only.
+    Tar,
     /// Another type, or a body of a length but no type.
     Other,
     /// No type, and a body of no stated length: empty, or not JSON.
@@ -232,13 +237,17 @@ enum BodyType {
 
 fn body_type(headers: &HeaderMap) -> BodyType {
     if let Some(value) = headers.get(header::CONTENT_TYPE) {
-        let json = value.to_str().is_ok_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-        return if json {
+        let is = |name: &str| {
+            value.to_str().is_ok_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case(name))
+            })
+        };
+        return if is("application/json") {
             BodyType::Json
+        } else if is("application/x-tar") {
+            BodyType::Tar
         } else {
             BodyType::Other
         };

@@ -51,8 +51,9 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    BatchStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore,
-    RetentionStore, RunLogStore, ServiceStore, Store, TokenStore, TraceStore, WorkerStore,
+    BatchStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelCatalog, ParcelStore,
+    QueueStore, RetentionStore, RunLogStore, ServiceStore, Store, TokenStore, TraceStore,
+    WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
@@ -68,6 +69,7 @@ pub trait ClusterStore:
     + TokenStore
     + CallbackStore
     + ParcelStore
+    + ParcelCatalog
     + RunLogStore
     + EvalStore
     + ServiceStore
@@ -84,6 +86,7 @@ impl<
         + TokenStore
         + CallbackStore
         + ParcelStore
+        + ParcelCatalog
         + RunLogStore
         + EvalStore
         + ServiceStore

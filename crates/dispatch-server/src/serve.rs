@@ -250,6 +250,7 @@ impl Server {
                         .map_err(|e| ServerError::Artifacts(objects::chain(&e)))?,
                 ),
             },
+            archives: self.worker.shared.clone(),
             ui: crate::ui::UiConfig::new(self.local_runs, &self.layout.root().join("ui.key"))
                 .map_err(ServerError::Serve)?,
             tracer: self.worker.tracer.clone(),

@@ -27,6 +27,8 @@ pub(crate) struct ClusterUpstream {
     store: SharedStore,
     layout: Layout,
     announce: Option<Arc<Publisher>>,
+    /// The cluster's object store, where big parcels' archives are.
+    archives: Option<Arc<dispatch_runtime::objects::Objects>>,
 }
 
 impl ClusterUpstream {
@@ -35,6 +37,7 @@ impl ClusterUpstream {
             store,
             layout,
             announce: None,
+            archives: None,
         }
     }
 
@@ -42,6 +45,15 @@ impl ClusterUpstream {
     /// workers waiting on the bus poll the database only now and then).
     pub(crate) fn announcing(mut self, announce: Option<Arc<Publisher>>) -> Self {
         self.announce = announce;
+        self
+    }
+
+    /// Big parcels' archives are fetched from `archives`.
+    pub(crate) fn with_archives(
+        mut self,
+        archives: Option<Arc<dispatch_runtime::objects::Objects>>,
+    ) -> Self {
+        self.archives = archives;
         self
     }
 }
@@ -68,7 +80,14 @@ impl Upstream for ClusterUpstream {
                 )));
             }
         };
-        match fetch::parcel(&*self.store, &self.layout, &digest).await {
+        match fetch::parcel(
+            &*self.store,
+            self.archives.as_deref(),
+            &self.layout,
+            &digest,
+        )
+        .await
+        {
             Ok(_) => {}
             Err(FetchError::Refused(why)) => {
                 return Err(HandoffError::Refused(format!("handoff to `{name}`: {why}")));

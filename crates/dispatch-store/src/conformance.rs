@@ -125,6 +125,7 @@ macro_rules! __parcel_conformance_names {
             deleting_a_run_removes_its_log,
             archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it,
             parcels_are_found_by_newest_name_or_digest_prefix,
+            the_catalog_lists_parcels_newest_first_and_keeps_what_live_runs_use,
             evals_are_kept_once_found_by_prefix_and_the_newest_of_a_parcel,
         );
     };

@@ -8,6 +8,7 @@
 mod attempt_end;
 mod batch;
 mod callbacks;
+mod catalog;
 pub mod conformance;
 mod created_claimed;
 mod error;
@@ -34,6 +35,7 @@ use dispatch_core::{NewEvent, RunId};
 
 pub use batch::{BatchItem, BatchStore};
 pub use callbacks::{CallbackStore, DueCallback};
+pub use catalog::{ParcelCatalog, ParcelEntry, ParcelRemoval};
 pub use error::{StoreError, StoreResult};
 pub use evals::{EvalRecord, EvalStore};
 pub use fenced::FencedArtifactStore;

@@ -1,9 +1,10 @@
 //! `--host` / `DISPATCH_HOST`: run, serve, wake, ps, logs, wait, stop, inspect-run,
-//! signal, approve, deny, approvals ls, dlq ls, dlq replay, prune and eval
-//! against a `dispatch server`, with the same output as locally.
+//! signal, approve, deny, approvals ls, dlq ls, dlq replay, prune, eval,
+//! build, images and rmi against a `dispatch server`, with the same output
+//! as locally.
 //!
-//! `dispatch run <dir>` uploads the Agentfile directory (text files) to be
-//! built on the server; `dispatch run <name|digest>` names a parcel the server
+//! `dispatch run <dir>` uploads the Agentfile directory (a tar stream, see
+//! `remote_parcels`) to be built on the server; `dispatch run <name|digest>` names a parcel the server
 //! already has. Its reliability flags (`--retries`, `--timeout`,
 //! `--idempotency-key`, `--session`, …) are checked as locally and sent with
 //! the run. Stopping goes through the run's worker (SIGTERM to the agent).
@@ -37,7 +38,7 @@ const RETRY_503_FOR: Duration = Duration::from_secs(30);
 pub const TOKEN_ENV: &str = "DISPATCH_TOKEN";
 
 /// Runs `command` against the server at `host`; `None` for the commands that
-/// stay local (build, images, server, worker).
+/// stay local (server, worker, token).
 pub async fn execute(
     ctx: &Ctx,
     host: &str,
@@ -81,12 +82,12 @@ pub async fn execute(
             remote.base(),
             remote.base()
         ))),
-        Command::Build(_)
-        | Command::Images(_)
-        | Command::Server(_)
-        | Command::Worker(_)
-        | Command::Token(_)
-        | Command::Internal(_) => return None,
+        Command::Build(a) => remote.build(a),
+        Command::Images(a) => remote.images(a),
+        Command::Rmi(a) => remote.rmi(a),
+        Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_) => {
+            return None;
+        }
         _ => Err(CliError::input(
             "this command works only on the local state (hint: unset DISPATCH_HOST or drop --host)",
         )),
@@ -97,12 +98,7 @@ pub async fn execute(
 fn remote_command(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Build(_)
-            | Command::Images(_)
-            | Command::Server(_)
-            | Command::Worker(_)
-            | Command::Token(_)
-            | Command::Internal(_)
+        Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_)
     )
 }
 
@@ -124,6 +120,21 @@ impl Remote {
         body: Option<&Value>,
     ) -> CliResult<Response> {
         let body = body.map(|b| b.to_string().into_bytes());
+        self.send_body(method, path, body.as_deref(), None)
+    }
+
+    /// Sends the file `tar` (an archive) as the body, streamed.
+    pub(super) fn send_tar(&self, method: &str, path: &str, tar: &Path) -> CliResult<Response> {
+        self.send_body(method, path, None, Some(tar))
+    }
+
+    fn send_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        tar: Option<&Path>,
+    ) -> CliResult<Response> {
         let bearer = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
         let bearer = bearer.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = bearer
@@ -135,10 +146,14 @@ impl Remote {
         let started = Instant::now();
         let mut said = false;
         let response = loop {
-            let response = self
-                .client
-                .request(method, path, &headers, body.as_deref())
-                .map_err(|e| CliError::input(chain(&e)))?;
+            let response = match tar {
+                Some(file) => {
+                    self.client
+                        .request_file(method, path, &headers, "application/x-tar", file)
+                }
+                None => self.client.request(method, path, &headers, body),
+            }
+            .map_err(|e| CliError::input(chain(&e)))?;
             let after = (response.status == 503)
                 .then(|| response.header("retry-after")?.trim().parse::<u64>().ok())
                 .flatten();
@@ -232,9 +247,7 @@ impl Remote {
         if !Path::new(source).join("Agentfile").is_file() {
             return Ok(source.to_string());
         }
-        let (files, executable) = read_files(Path::new(source))?;
-        let upload = json!({ "files": files, "executable": executable });
-        let built = self.json("POST", "/v1/parcels", Some(&upload))?;
+        let built = self.upload(Path::new(source))?;
         Ok(built["digest"].as_str().unwrap_or_default().to_string())
     }
 
@@ -532,50 +545,4 @@ pub(super) fn parse_run(value: Value) -> CliResult<Run> {
             "the server sent a run this dispatch cannot read: {e}"
         ))
     })
-}
-
-/// Every file under `dir` (skipping `.git` and `.dispatch`), as text.
-/// The build context's files (path → text) and which of them are executable.
-fn read_files(dir: &Path) -> CliResult<(serde_json::Map<String, Value>, Vec<String>)> {
-    let mut files = serde_json::Map::new();
-    let mut executable = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d)
-            .map_err(|e| CliError::input(format!("cannot read {}: {e}", d.display())))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name == ".git" || name == ".dispatch" {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    CliError::input(format!(
-                        "cannot upload {}: {e} (hint: remote runs take text files only)",
-                        path.display()
-                    ))
-                })?;
-                let rel = path
-                    .strip_prefix(dir)
-                    .map(|p| p.to_string_lossy().to_string())
-                    .unwrap_or(name);
-                let mode = std::os::unix::fs::PermissionsExt::mode(
-                    &std::fs::metadata(&path)
-                        .map_err(|e| {
-                            CliError::input(format!("cannot read {}: {e}", path.display()))
-                        })?
-                        .permissions(),
-                );
-                if mode & 0o111 != 0 {
-                    executable.push(rel.clone());
-                }
-                files.insert(rel, json!(text));
-            }
-        }
-    }
-    executable.sort();
-    Ok((files, executable))
 }

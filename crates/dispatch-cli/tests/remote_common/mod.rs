@@ -3,6 +3,7 @@
 //! directory with no local state that talks to it through `DISPATCH_HOST`.
 #![allow(dead_code)]
 
+pub mod balancer;
 #[path = "../common/checks.rs"]
 pub mod checks;
 pub mod moto;
@@ -158,8 +159,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &Server) -> Client {
+        Client::to(&server.host)
+    }
+
+    /// A client of `host:port` (a server, or a balancer in front of several).
+    pub fn to(host: &str) -> Client {
         Client {
-            host: server.host.clone(),
+            host: host.to_string(),
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }

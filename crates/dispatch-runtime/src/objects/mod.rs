@@ -19,6 +19,7 @@
 
 pub mod calls;
 pub mod logs;
+mod parcels;
 pub mod state;
 mod verify;
 

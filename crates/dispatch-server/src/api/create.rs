@@ -21,8 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::parcels::find_parcel;
 use super::patience::{Patience, enqueue_once};
-use super::runs::{Params, find_parcel, flag, number, params, resolve, run_json, wait_for_end};
+use super::runs::{Params, flag, number, params, resolve, run_json, wait_for_end};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 use crate::callback_guard::check_url;
@@ -308,7 +309,7 @@ pub(super) async fn prepare(
     let parcel = match parcels.get(&req.parcel) {
         Some(p) => p.clone(),
         None => {
-            let p = find_parcel(state, &req.parcel)?;
+            let p = find_parcel(state, &req.parcel).await?;
             parcels.insert(req.parcel.clone(), p.clone());
             p
         }

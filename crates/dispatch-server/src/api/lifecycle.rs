@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::runs::{Params, find_parcel, flag, params, resolve, run_json, wait_for_end};
+use super::parcels::find_parcel;
+use super::runs::{Params, flag, params, resolve, run_json, wait_for_end};
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 
 /// How long `DELETE …?force=true` waits for a live run's worker to stop it.
@@ -123,7 +124,7 @@ pub(crate) async fn run_again(
     payload: Option<serde_json::Value>,
 ) -> ApiResult<dispatch_store::Run> {
     let patience = state.patience();
-    let parcel = find_parcel(state, &old.parcel_digest)?;
+    let parcel = find_parcel(state, &old.parcel_digest).await?;
     launch::check_secrets(&parcel)?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),

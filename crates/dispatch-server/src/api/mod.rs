@@ -41,6 +41,7 @@ mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod logs;
 pub mod openapi;
+mod parcel_tar;
 mod parcels;
 pub mod patience;
 mod prune;
@@ -62,7 +63,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use dispatch_runtime::Layout;
 use dispatch_store::RunFilter;
 use tokio::sync::Notify;
@@ -100,6 +101,9 @@ pub struct AppState {
     /// Where artifacts are read from: the cluster's shared store
     /// (`--artifacts URL`), else this server's `.dispatch/`.
     pub artifacts: Arc<dispatch_runtime::objects::Objects>,
+    /// The cluster's shared object store, when it has one: big parcels'
+    /// archives go there (smaller ones in the database row).
+    pub archives: Option<Arc<dispatch_runtime::objects::Objects>>,
     /// The dashboard's settings and keys.
     pub ui: crate::ui::UiConfig,
     /// Where the traces of runs this server ends go (`--otlp-endpoint`).
@@ -126,6 +130,7 @@ impl AppState {
             layout: self.layout.clone(),
             wake: self.wake.clone(),
             tracer: self.tracer.clone(),
+            archives: self.archives.clone(),
         }
     }
 
@@ -175,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(reliability::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(reliability::replay))
         .route("/v1/parcels", get(parcels::list).post(parcels::upload))
+        .route("/v1/parcels/{reference}", delete(parcels::remove))
         .route("/v1/evals", post(evals::create))
         .route("/v1/evals/latest", get(evals::latest))
         .route("/v1/evals/{id}", get(evals::get))

@@ -41,6 +41,7 @@ use super::{codes, schemas};
         super::reliability::replay,
         super::parcels::list,
         super::parcels::upload,
+        super::parcels::remove,
         super::evals::create,
         super::evals::get,
         super::evals::latest,

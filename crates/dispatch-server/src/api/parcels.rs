@@ -1,23 +1,28 @@
-//! Parcels: list the built ones; upload an Agentfile directory to build
-//! (and to store, for workers on other machines).
+//! Parcels: the cluster's catalog (every parcel any server put into the
+//! store), uploads of an Agentfile directory to build, and removal. Any
+//! server answers for all of them: a parcel uploaded through one is listed,
+//! run and removed through another.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use dispatch_core::parcel;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use dispatch_core::parcel::{self, Manifest, Parcel};
+use dispatch_store::ParcelRemoval;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
+use crate::fetch::{self, FetchError};
 
-/// `POST /v1/parcels`: the files of an Agentfile directory, as text.
+/// `POST /v1/parcels` as JSON: the files of an Agentfile directory, as text
+/// (small parcels; `application/x-tar` takes any files, up to 2 GiB).
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ParcelUpload)]
 #[serde(deny_unknown_fields)]
@@ -30,31 +35,40 @@ pub struct Upload {
     pub executable: Vec<String>,
 }
 
+/// The most a JSON upload may hold.
+const JSON_MAX: usize = 2 * 1024 * 1024;
+
 #[utoipa::path(
     get,
     path = "/v1/parcels",
     operation_id = "listParcels",
     tag = "parcels",
-    summary = "List built parcels",
+    summary = "List the cluster's parcels (every one uploaded through any server), newest first",
     responses(
         (status = 200, description = "the parcels", body = schemas::ParcelList),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let parcels: Vec<Value> = parcel::list(&state.layout.parcels())
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let stored = state.store.list_parcels().await?;
+    let parcels: Vec<Value> = stored
         .iter()
-        .map(|p| {
-            json!({
+        .filter_map(|p| {
+            let m: Manifest = serde_json::from_str(&p.manifest).ok()?;
+            Some(json!({
                 "digest": p.digest,
-                "name": p.manifest.name,
-                "version": p.manifest.version,
-                "courier": p.manifest.courier,
-                "entrypoint": p.manifest.entrypoint,
-            })
+                "name": m.name,
+                "version": m.version,
+                "courier": m.courier,
+                "entrypoint": m.entrypoint,
+                "created_at": p.created_at,
+                "files": m.files.len(),
+                "size": m.files.iter().map(|f| f.size).sum::<u64>(),
+                "labels": m.labels,
+            }))
         })
         .collect();
-    Json(json!({ "parcels": parcels }))
+    Ok(Json(json!({ "parcels": parcels })))
 }
 
 /// Builds the uploaded files into a parcel; answers its digest and name.
@@ -63,19 +77,99 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     path = "/v1/parcels",
     operation_id = "uploadParcel",
     tag = "parcels",
-    summary = "Upload an Agentfile directory and build it",
-    request_body = Upload,
+    summary = "Upload an Agentfile directory (a tar stream, or text files as JSON) and build it",
+    request_body(
+        content(
+            (Upload = "application/json"),
+            (Vec<u8> = "application/x-tar"),
+        ),
+        description = "`application/x-tar`: the directory's regular files and directories (modes kept), up to 2 GiB, streamed; `application/json`: text files, up to 2 MiB",
+    ),
     responses(
         (status = 201, description = "built", body = schemas::ParcelBuilt),
-        (status = 400, description = "`bad_request`: a bad body (no Agentfile, a path that is not plain); `invalid_parcel`: it does not build", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad body (no Agentfile, a path that is not plain, a link); `invalid_parcel`: it does not build", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
-        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: over 2 GiB (tar) or 2 MiB (JSON)", body = schemas::Error),
     )
 )]
 pub async fn upload(
     State(state): State<AppState>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
+    let dir = state
+        .layout
+        .root()
+        .join(format!("upload-{}-{n}", std::process::id()));
+    let tar = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/x-tar"));
+    let received = match tar {
+        true => receive_tar(&state, body, &dir, n).await,
+        false => receive_json(body, &dir).await,
+    };
+    let built = match received {
+        Ok(()) => {
+            let (dir, parcels) = (dir.clone(), state.layout.parcels());
+            tokio::task::spawn_blocking(move || {
+                parcel::build(&dir, &parcels).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| internal(format!("building the parcel: {e}")))?
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    // The upload's own names, not where the server put them.
+    let built = built.map_err(|e| {
+        let e = e.replace(&format!("{}/", dir.display()), "");
+        let e = e.replace(&dir.display().to_string(), "the upload");
+        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e)
+    })?;
+    // Every server and worker finds it in the store.
+    super::publish::put_parcel(&state, &built).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "digest": built.digest,
+            "name": built.manifest.name,
+            "version": built.manifest.version,
+            "files": built.manifest.files.len(),
+        })),
+    ))
+}
+
+async fn receive_tar(state: &AppState, body: Body, dir: &Path, n: u64) -> ApiResult<()> {
+    let file = state
+        .layout
+        .root()
+        .join(format!("upload-{}-{n}.tar", std::process::id()));
+    let result = async {
+        super::parcel_tar::receive(body, &file).await?;
+        let (file, dir) = (file.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || super::parcel_tar::unpack(&file, &dir))
+            .await
+            .map_err(|e| internal(format!("unpacking the upload: {e}")))?
+    }
+    .await;
+    let _ = std::fs::remove_file(&file);
+    result
+}
+
+async fn receive_json(body: Body, dir: &Path) -> ApiResult<()> {
+    let body = axum::body::to_bytes(body, JSON_MAX).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            "a JSON parcel upload takes at most 2 MiB (hint: send the directory as `Content-Type: application/x-tar`, as `dispatch build --host` does)",
+        )
+    })?;
     let upload: Upload = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad parcel upload: {e}")))?;
     if !upload.files.contains_key("Agentfile") {
@@ -99,38 +193,116 @@ pub async fn upload(
             )));
         }
     }
-    static UPLOADS: AtomicU64 = AtomicU64::new(0);
-    let dir = state.layout.root().join(format!(
-        "upload-{}-{}",
-        std::process::id(),
-        UPLOADS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let built = (|| {
+    let write = || -> std::io::Result<()> {
         for (name, content) in &upload.files {
             let path = dir.join(name);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&path, content).map_err(|e| e.to_string())?;
+            std::fs::write(&path, content)?;
             if upload.executable.contains(name) {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::Permissions::from_mode(0o755);
-                std::fs::set_permissions(&path, mode).map_err(|e| e.to_string())?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
             }
         }
-        parcel::build(&dir, &state.layout.parcels()).map_err(|e| e.to_string())
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    // The upload's own names, not where the server put them.
-    let built = built.map_err(|e| {
-        let e = e.replace(&format!("{}/", dir.display()), "");
-        let e = e.replace(&dir.display().to_string(), "the upload");
-        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PARCEL, e)
-    })?;
-    // Workers on other machines fetch it from the store.
-    super::publish::put_parcel(&state, &built).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"digest": built.digest, "name": built.manifest.name})),
-    ))
+        Ok(())
+    };
+    write().map_err(|e| internal(format!("cannot store the upload: {e}")))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/parcels/{reference}",
+    operation_id = "removeParcel",
+    tag = "parcels",
+    summary = "Remove a parcel from the cluster (refused while a run that has not ended uses it)",
+    params(("reference" = String, Path, description = "a parcel name (its newest) or a digest prefix of 4 or more hex digits")),
+    responses(
+        (status = 200, description = "removed", body = schemas::ParcelBuilt),
+        (status = 400, description = "`bad_request`: the prefix matches several parcels", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 404, description = "`parcel_not_found`", body = schemas::Error),
+        (status = 409, description = "`conflict`: runs that have not ended use it (the message names them)", body = schemas::Error),
+    )
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    UrlPath(reference): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let digest = find_digest(&state, &reference).await?;
+    let name = state
+        .store
+        .get_parcel(&digest)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
+    match state.store.remove_parcel(&digest).await? {
+        ParcelRemoval::Removed => {}
+        ParcelRemoval::NotFound => {
+            return Err(dispatch_runtime::RuntimeError::UnknownParcel(reference).into());
+        }
+        ParcelRemoval::InUse(runs) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                codes::CONFLICT,
+                format!(
+                    "parcel {name} ({}) is used by runs that have not ended: {} (hint: stop them first)",
+                    &digest[..12.min(digest.len())],
+                    runs.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(objects) = &state.archives
+        && let Err(e) = objects.delete_parcel_archive(&digest).await
+    {
+        tracing::warn!(
+            "parcel {digest}: its archive stays in the object store: {}",
+            dispatch_runtime::objects::chain(&e)
+        );
+    }
+    let _ = dispatch_core::parcel_seal::remove_tree(&state.layout.parcels().join(&digest));
+    state.published.forget(&digest);
+    Ok(Json(json!({"digest": digest, "name": name})))
+}
+
+/// The digest a parcel reference names in the cluster's store: the newest
+/// parcel of that name, else a unique digest prefix.
+async fn find_digest(state: &AppState, reference: &str) -> ApiResult<String> {
+    let digests = state.store.find_parcels(reference).await?;
+    match digests.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(dispatch_runtime::RuntimeError::UnknownParcel(reference.to_string()).into()),
+        _ => Err(ApiError::bad_request(format!(
+            "`{reference}` matches several parcels; give more characters of the digest"
+        ))),
+    }
+}
+
+/// A parcel by exact name (the newest of that name) or digest prefix, as
+/// the cluster's store knows it (fetched to this server when it lacks it).
+/// Never a path, and never a copy only this server's disk has: a parcel
+/// removed from the cluster stays removed.
+pub(super) async fn find_parcel(state: &AppState, reference: &str) -> ApiResult<Parcel> {
+    let digest = find_digest(state, reference).await?;
+    load(state, &digest).await
+}
+
+/// Parcel `digest` on this server, fetched from the store when missing.
+pub(super) async fn load(state: &AppState, digest: &str) -> ApiResult<Parcel> {
+    fetch::parcel(
+        &*state.store,
+        state.archives.as_deref(),
+        &state.layout,
+        digest,
+    )
+    .await
+    .map_err(|e| match e {
+        FetchError::Refused(why) => internal(why),
+        FetchError::Store(e) => e.into(),
+    })
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
 }

@@ -3,6 +3,8 @@
 //! machine (with no shared filesystem) can fetch and verify them.
 
 use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use axum::http::StatusCode;
@@ -30,27 +32,33 @@ impl Published {
         self.lock().insert(digest.to_string());
     }
 
+    /// The parcel was removed from the store: a run of it puts it back.
+    pub(super) fn forget(&self, digest: &str) {
+        self.lock().remove(digest);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.parcels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// Archives up to this size are kept in the parcel's database row; bigger
+/// ones in the cluster's object store (when it has one).
+pub const INLINE_ARCHIVE_MAX: u64 = 8 * 1024 * 1024;
+
 /// Puts the parcel into the store. A stored copy that differs (damaged) is
-/// replaced, so uploading a parcel again repairs it.
+/// replaced, so uploading a parcel again repairs it. The archive is packed
+/// into a file first (constant memory, whatever the parcel's size).
 pub(super) async fn put_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<()> {
-    let local = parcel.clone();
-    let packed = tokio::task::spawn_blocking(move || parcel::pack(&local))
-        .await
-        .map_err(|e| internal(format!("packing parcel {}: {e}", parcel.digest)))?;
-    let (manifest, archive) = packed.map_err(|e| internal(e.to_string()))?;
-    let stored = StoredParcel {
-        digest: parcel.digest.clone(),
-        name: parcel.manifest.name.clone(),
-        manifest,
-        archive,
-        created_at: now_ms(),
-    };
-    state.store.put_parcel(&stored).await?;
+    static PACKS: AtomicU64 = AtomicU64::new(0);
+    let tmp = state.layout.root().join(format!(
+        "pack-{}-{}.tar",
+        std::process::id(),
+        PACKS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = put_packed(state, parcel, &tmp).await;
+    let _ = std::fs::remove_file(&tmp);
+    result?;
     state.published.note(&parcel.digest);
     // A workflow's members go with it: the worker that coordinates it
     // fetches them to create their runs.
@@ -59,6 +67,51 @@ pub(super) async fn put_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<(
         let member = parcel::load(&dir).map_err(|e| internal(e.to_string()))?;
         Box::pin(ensure_parcel(state, &member)).await?;
     }
+    Ok(())
+}
+
+async fn put_packed(state: &AppState, parcel: &Parcel, tmp: &Path) -> ApiResult<()> {
+    let (local, file) = (parcel.clone(), tmp.to_path_buf());
+    let packed = tokio::task::spawn_blocking(move || {
+        let out = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+        let mut out = std::io::BufWriter::new(out);
+        let manifest = parcel::pack_to(&local, &mut out).map_err(|e| e.to_string())?;
+        std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+        let size = std::fs::metadata(&file).map_err(|e| e.to_string())?.len();
+        Ok::<_, String>((manifest, size))
+    })
+    .await
+    .map_err(|e| internal(format!("packing parcel {}: {e}", parcel.digest)))?;
+    let (manifest, size) = packed.map_err(internal)?;
+    let archive = match &state.archives {
+        Some(objects) if size > INLINE_ARCHIVE_MAX => {
+            // The archive first: a row never names an archive that is not there.
+            objects
+                .put_parcel_archive(&parcel.digest, tmp)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        codes::UNAVAILABLE,
+                        format!(
+                            "cannot store parcel {}'s archive: {}",
+                            parcel.digest,
+                            dispatch_runtime::objects::chain(&e)
+                        ),
+                    )
+                })?;
+            Vec::new()
+        }
+        _ => std::fs::read(tmp).map_err(|e| internal(format!("reading the packed parcel: {e}")))?,
+    };
+    let stored = StoredParcel {
+        digest: parcel.digest.clone(),
+        name: parcel.manifest.name.clone(),
+        manifest,
+        archive,
+        created_at: now_ms(),
+    };
+    state.store.put_parcel(&stored).await?;
     Ok(())
 }
 

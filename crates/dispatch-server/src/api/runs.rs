@@ -136,30 +136,6 @@ pub(crate) async fn resolve(state: &AppState, arg: &str) -> ApiResult<RunId> {
     }
 }
 
-/// A built parcel by exact name (the newest of that name) or digest prefix;
-/// never a path on the server.
-pub(super) fn find_parcel(
-    state: &AppState,
-    reference: &str,
-) -> ApiResult<dispatch_core::parcel::Parcel> {
-    let all = dispatch_core::parcel::list(&state.layout.parcels());
-    if let Some(p) = all.iter().find(|p| p.manifest.name == reference) {
-        return Ok(p.clone());
-    }
-    let by_digest: Vec<_> = all
-        .iter()
-        .filter(|p| reference.len() >= 4 && p.digest.starts_with(reference))
-        .collect();
-    match by_digest.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(dispatch_runtime::RuntimeError::UnknownParcel(reference.to_string()).into()),
-        many => Err(ApiError::bad_request(format!(
-            "`{reference}` matches {} parcels; give more characters of the digest",
-            many.len()
-        ))),
-    }
-}
-
 /// An optional JSON body: empty (or only whitespace) is `T::default()`,
 /// anything else must parse; `what` names the request in the error.
 pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::runs::{find_parcel, resolve, run_json};
+use super::parcels::find_parcel;
+use super::runs::{resolve, run_json};
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 use crate::services::{NO_PROCESS, WakeError, WakeSpec, transition, transitions};
 
@@ -117,7 +118,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         .map_err(|e| ApiError::bad_request(format!("bad service request: {e}")))?;
     let plan = match &req.restart_of {
         Some(old) => restart_plan(&state, old).await?,
-        None => new_plan(&state, &req)?,
+        None => new_plan(&state, &req).await?,
     };
     let Plan {
         parcel,
@@ -249,8 +250,8 @@ struct Plan {
 }
 
 /// A new service from the request's options merged over the Agentfile.
-fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
-    let parcel = find_parcel(state, &req.parcel)?;
+async fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
+    let parcel = find_parcel(state, &req.parcel).await?;
     launch::check_secrets(&parcel)?;
     let name = req
         .name
@@ -323,14 +324,7 @@ async fn restart_plan(state: &AppState, old: &str) -> ApiResult<Plan> {
     }
     let doc = ServiceDoc::decode(&saved)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, e))?;
-    let parcel = match find_parcel(state, &old.parcel_digest) {
-        Ok(p) => p,
-        Err(_) => crate::fetch::parcel(&*state.store, &state.layout, &old.parcel_digest)
-            .await
-            .map_err(|_| {
-                dispatch_runtime::RuntimeError::UnknownParcel(old.parcel_digest.clone())
-            })?,
-    };
+    let parcel = find_parcel(state, &old.parcel_digest).await?;
     Ok(Plan {
         parcel,
         name: saved.name.clone().unwrap_or_default(),

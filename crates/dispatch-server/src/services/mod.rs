@@ -76,6 +76,8 @@ pub struct Services {
     pub wake: Arc<Notify>,
     /// Where the traces of services stopped here go.
     pub tracer: Option<crate::otel::Tracer>,
+    /// The cluster's object store, where big parcels' archives are.
+    pub archives: Option<Arc<dispatch_runtime::objects::Objects>>,
 }
 
 impl Services {
@@ -247,7 +249,7 @@ impl Services {
     }
 
     async fn parcel(&self, digest: &str) -> Result<Parcel, WakeError> {
-        crate::fetch::parcel(&*self.store, &self.layout, digest)
+        crate::fetch::parcel(&*self.store, self.archives.as_deref(), &self.layout, digest)
             .await
             .map_err(|e| match e {
                 FetchError::Refused(why) => WakeError::Parcel(why),

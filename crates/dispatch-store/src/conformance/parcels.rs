@@ -338,3 +338,44 @@ pub async fn archiving_a_log_moves_its_bytes_out_and_appends_go_on_after_it<
             .expect("in use")
     );
 }
+
+pub async fn the_catalog_lists_parcels_newest_first_and_keeps_what_live_runs_use<
+    S: ParcelStore + crate::ParcelCatalog + Store,
+>(
+    store: S,
+) {
+    use crate::ParcelRemoval;
+    let mut older = parcel('a', b"old");
+    older.digest = super::digest_of("busy");
+    older.name = "busy".into();
+    let mut newer = parcel('b', b"new");
+    newer.created_at = 5_000;
+    store.put_parcel(&older).await.expect("put");
+    store.put_parcel(&newer).await.expect("put");
+    let listed = store.list_parcels().await.expect("list");
+    let digests: Vec<&str> = listed.iter().map(|p| p.digest.as_str()).collect();
+    assert_eq!(digests, [newer.digest.as_str(), older.digest.as_str()]);
+    assert_eq!(listed[1].name, "busy");
+    assert_eq!(listed[1].manifest, older.manifest);
+
+    // A run of `busy` that has not ended keeps it; once it ends, it goes.
+    let run = create(&store, new_run(id(1), "busy", 1_000)).await;
+    let run = start(&store, &run, 1_100).await;
+    assert_eq!(
+        store.remove_parcel(&older.digest).await.expect("remove"),
+        ParcelRemoval::InUse(vec![run.id.to_string()])
+    );
+    assert!(store.has_parcel(&older.digest).await.expect("has"));
+    step(&store, &run, Transition::Exited { code: 0, at: 1_200 }).await;
+    assert_eq!(
+        store.remove_parcel(&older.digest).await.expect("remove"),
+        ParcelRemoval::Removed
+    );
+    assert!(!store.has_parcel(&older.digest).await.expect("has"));
+    assert_eq!(
+        store.remove_parcel(&older.digest).await.expect("again"),
+        ParcelRemoval::NotFound
+    );
+    let listed = store.list_parcels().await.expect("list");
+    assert_eq!(listed.len(), 1);
+}

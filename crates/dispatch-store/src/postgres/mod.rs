@@ -9,6 +9,7 @@
 #[macro_use]
 mod macros;
 mod batch;
+mod catalog;
 mod evals;
 mod events;
 mod expire;

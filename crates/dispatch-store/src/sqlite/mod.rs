@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod batch;
+mod catalog;
 mod checkpoint;
 mod evals;
 mod events;

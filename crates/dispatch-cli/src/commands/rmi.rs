@@ -1,0 +1,75 @@
+//! `dispatch rmi REF...`: remove parcels (by name, the newest of it, or a
+//! digest prefix), as `podman rmi` removes images. A parcel that a run
+//! which has not ended uses is kept (the error names the runs); finished
+//! runs keep their records. Through `--host`, from the cluster's store.
+
+use dispatch_core::Status;
+use dispatch_runtime::launch::resolve_built;
+use dispatch_store::{RunFilter, RunStore};
+
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult, EXIT_DISPATCH};
+
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Parcel names (the newest of each) or digest prefixes (4+ hex digits).
+    #[arg(required = true, value_name = "PARCEL")]
+    pub parcels: Vec<String>,
+}
+
+pub async fn rmi(ctx: &Ctx, args: &RmiArgs) -> CliResult {
+    let mut failed = false;
+    for reference in &args.parcels {
+        match remove(ctx, reference).await {
+            Ok(digest) => println!("{digest}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { EXIT_DISPATCH } else { 0 })
+}
+
+async fn remove(ctx: &Ctx, reference: &str) -> CliResult<String> {
+    let parcel = resolve_built(&ctx.layout, reference)?;
+    if let Some(store) = ctx.existing_store()? {
+        let filter = RunFilter {
+            statuses: Status::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .collect(),
+            parcel: Some(parcel.digest.clone()),
+            limit: Some(5),
+            summary: true,
+            ..RunFilter::default()
+        };
+        let users = store.list_runs(&filter).await?;
+        if !users.is_empty() {
+            let ids: Vec<String> = users.iter().map(|r| r.id.to_string()).collect();
+            return Err(CliError::input(format!(
+                "parcel {} ({}) is used by runs that have not ended: {} (hint: stop them first)",
+                parcel.manifest.name,
+                parcel.short_digest(),
+                ids.join(", ")
+            )));
+        }
+    }
+    dispatch_core::parcel_seal::remove_tree(&parcel.dir)
+        .map_err(|e| CliError::input(format!("cannot remove {}: {e}", parcel.dir.display())))?;
+    Ok(parcel.digest)
+}
+
+/// `reference` as one URL path segment: names and digests are plain.
+pub(super) fn url_safe(reference: &str) -> CliResult<&str> {
+    let plain = !reference.is_empty()
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match plain {
+        true => Ok(reference),
+        false => Err(CliError::input(format!(
+            "`{reference}` is not a parcel name or digest (hint: `dispatch images --host` lists them)"
+        ))),
+    }
+}
