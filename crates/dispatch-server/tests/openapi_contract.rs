@@ -269,6 +269,17 @@ fn every_operation_answers_as_documented() {
     assert_eq!(c.too_big(parcels, parcels), 413);
     let (_, list) = c.get(parcels, parcels);
     assert_eq!(list["parcels"].as_array().map(Vec::len), Some(3), "{list}");
+    // Removed from the cluster: an upload of its own, then gone.
+    let spare = upload_body(&[("Agentfile", "FROM noop\nNAME spare\n")]);
+    assert_eq!(c.post(parcels, parcels, &spare).0, 201);
+    let one = "/v1/parcels/{reference}";
+    let (status, removed) = c.call("DELETE", one, "/v1/parcels/spare", &[], None);
+    assert_eq!(
+        (status, &removed["name"]),
+        (200, &json!("spare")),
+        "{removed}"
+    );
+    assert_eq!(c.call("DELETE", one, "/v1/parcels/spare", &[], None).0, 404);
 
     // Runs.
     let runs = "/v1/runs";

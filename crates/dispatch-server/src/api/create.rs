@@ -309,7 +309,7 @@ pub(super) async fn prepare(
     let parcel = match parcels.get(&req.parcel) {
         Some(p) => p.clone(),
         None => {
-            let p = find_parcel(state, &req.parcel).await?;
+            let p = patience.retry(|| find_parcel(state, &req.parcel)).await?;
             parcels.insert(req.parcel.clone(), p.clone());
             p
         }

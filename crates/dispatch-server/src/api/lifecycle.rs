@@ -124,7 +124,9 @@ pub(crate) async fn run_again(
     payload: Option<serde_json::Value>,
 ) -> ApiResult<dispatch_store::Run> {
     let patience = state.patience();
-    let parcel = find_parcel(state, &old.parcel_digest).await?;
+    let parcel = patience
+        .retry(|| find_parcel(state, &old.parcel_digest))
+        .await?;
     launch::check_secrets(&parcel)?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),

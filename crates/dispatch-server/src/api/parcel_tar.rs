@@ -45,7 +45,8 @@ pub(super) async fn receive(body: Body, dest: &Path) -> ApiResult<u64> {
 
 /// Unpacks the tar file `archive` into the directory `dir`.
 pub(super) fn unpack(archive: &Path, dir: &Path) -> ApiResult<()> {
-    let io = |e: std::io::Error| internal(format!("cannot unpack the upload: {e}"));
+    // Entries that collide (`a` and `a/b`) are the upload's own fault.
+    let io = |e: std::io::Error| ApiError::bad_request(format!("cannot unpack the upload: {e}"));
     let bad =
         |e: std::io::Error| ApiError::bad_request(format!("the upload is not a tar archive: {e}"));
     let file = std::fs::File::open(archive).map_err(io)?;

@@ -207,7 +207,8 @@ async fn receive_json(body: Body, dir: &Path) -> ApiResult<()> {
         }
         Ok(())
     };
-    write().map_err(|e| internal(format!("cannot store the upload: {e}")))
+    // Paths that collide (`a` and `a/b`) are the upload's own fault.
+    write().map_err(|e| ApiError::bad_request(format!("cannot store the upload's files: {e}")))
 }
 
 #[utoipa::path(
@@ -218,7 +219,7 @@ async fn receive_json(body: Body, dir: &Path) -> ApiResult<()> {
     summary = "Remove a parcel from the cluster (refused while a run that has not ended uses it)",
     params(("reference" = String, Path, description = "a parcel name (its newest) or a digest prefix of 4 or more hex digits")),
     responses(
-        (status = 200, description = "removed", body = schemas::ParcelBuilt),
+        (status = 200, description = "removed", body = schemas::ParcelRemoved),
         (status = 400, description = "`bad_request`: the prefix matches several parcels", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`", body = schemas::Error),

@@ -377,6 +377,12 @@ pub struct Parcel {
     pub version: Option<String>,
     pub courier: Courier,
     pub entrypoint: Operation,
+    /// When it was first stored (ms since the epoch).
+    pub created_at: i64,
+    /// How many files it holds, and their bytes.
+    pub files: u64,
+    pub size: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -387,6 +393,17 @@ pub struct ParcelList {
 /// The parcel an upload built.
 #[derive(Serialize, ToSchema)]
 pub struct ParcelBuilt {
+    pub digest: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub version: Option<String>,
+    /// How many files it holds.
+    pub files: u64,
+}
+
+/// The parcel a removal removed.
+#[derive(Serialize, ToSchema)]
+pub struct ParcelRemoved {
     pub digest: String,
     pub name: String,
 }
