@@ -70,6 +70,7 @@ mod idle;
 mod isolation;
 mod mock_llm;
 mod native;
+mod parcel;
 mod proxy;
 mod rates;
 mod resources;
@@ -132,6 +133,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {
         let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
         eval::main(&dispatch, &args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("parcel") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        parcel::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("batch") && dispatch.is_file() {
@@ -229,7 +235,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|parcel|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

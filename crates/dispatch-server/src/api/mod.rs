@@ -218,7 +218,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let (code, message) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => (
             codes::PAYLOAD_TOO_LARGE,
-            "the request body is larger than the server takes (limit 2 MiB; hint: upload big inputs as a parcel's files)".to_string(),
+            "the request body is larger than the server takes (limit 2 MiB; hint: put big inputs among a parcel's files: `dispatch build DIR --host` uploads up to 2 GiB)".to_string(),
         ),
         StatusCode::METHOD_NOT_ALLOWED => (codes::NO_SUCH_ROUTE, "this route does not take that method".to_string()),
         s if s.is_client_error() => (codes::BAD_REQUEST, s.canonical_reason().unwrap_or("bad request").to_lowercase()),
