@@ -51,15 +51,15 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    BatchStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore,
+    BatchStore, BlobStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelStore, QueueStore,
     RetentionStore, RunLogStore, ServiceStore, Store, TokenStore, TraceStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, fenced
-/// artifact, token, callback, parcel, run-log, service, eval, retention and
-/// worker capabilities.
+/// artifact, token, callback, parcel, run-log, service, eval, retention,
+/// worker and object (blob) capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -74,6 +74,7 @@ pub trait ClusterStore:
     + RetentionStore
     + TraceStore
     + WorkerStore
+    + BlobStore
 {
 }
 impl<
@@ -89,7 +90,8 @@ impl<
         + ServiceStore
         + RetentionStore
         + TraceStore
-        + WorkerStore,
+        + WorkerStore
+        + BlobStore,
 > ClusterStore for T
 {
 }

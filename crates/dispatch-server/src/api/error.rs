@@ -261,6 +261,10 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             | StoreError::SessionConflict { .. }
             | StoreError::ConcurrencyLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            StoreError::BlobTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE)
+            }
+            StoreError::UploadGone { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
             StoreError::ServiceNameTaken { .. } => (StatusCode::CONFLICT, codes::SERVICE_EXISTS),
