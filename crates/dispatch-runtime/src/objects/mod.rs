@@ -305,6 +305,16 @@ impl Objects {
             .await
     }
 
+    /// The size of artifact `sha256` in the store; `None` when it is not there.
+    pub async fn artifact_size(&self, sha256: &str) -> ObjectsResult<Option<u64>> {
+        let key = self.artifact_key(sha256);
+        match self.store.head(&key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed("cannot read", &key)(e)),
+        }
+    }
+
     /// Reads artifact `sha256` whole, checking it against its digest;
     /// returns its size (`Corrupt` when it does not match). What a `HEAD`
     /// of a download answers on, so that it never says 200 of a bad copy.
