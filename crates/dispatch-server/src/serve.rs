@@ -74,12 +74,9 @@ impl Backend {
     /// what any worker wrote. `None` on SQLite: each process's `.dispatch/`.
     pub fn objects(&self, given: Option<Arc<Objects>>) -> Option<Arc<Objects>> {
         given.or_else(|| {
-            self.pg.as_ref().map(|pg| {
-                Arc::new(Objects::database(
-                    Arc::new(pg.clone()),
-                    DATABASE_OBJECTS,
-                ))
-            })
+            self.pg
+                .as_ref()
+                .map(|pg| Arc::new(Objects::database(Arc::new(pg.clone()), DATABASE_OBJECTS)))
         })
     }
 

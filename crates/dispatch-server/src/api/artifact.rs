@@ -150,6 +150,10 @@ fn failed(id: &RunId, sha256: &str, e: ObjectsError) -> ApiError {
             sha256,
             format!("hashes to {got} in {url}, not to its digest"),
         ),
-        e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, chain(&e)),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            chain(&e),
+        ),
     }
 }
