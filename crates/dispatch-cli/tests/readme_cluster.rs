@@ -403,6 +403,26 @@ fn parcels_on_a_cluster() {
             "{table}"
         );
     }
+    // Its archive (over the 8 MiB a row keeps) is in the database's object
+    // store, not in the row.
+    let sql = |q: &str| {
+        let out = std::process::Command::new("psql")
+            .args([c._db.url(), "-tAc", q])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{q}: {out:?}");
+        stdout(&out).trim().to_string()
+    };
+    let row = format!(
+        "SELECT octet_length(archive) FROM parcels WHERE digest = '{}'",
+        expected.digest
+    );
+    assert_eq!(sql(&row), "0");
+    let object = format!(
+        "SELECT size > 10485760 FROM blobs WHERE key = 'parcels/{}.tar'",
+        expected.digest
+    );
+    assert_eq!(sql(&object), "t");
     let err = client.fails(&["images", "--verify"], 125);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
@@ -427,6 +447,11 @@ fn parcels_on_a_cluster() {
     client.ok(&["stop", &id, "-t", "1"]);
     assert_eq!(client.ok(&["rmi", "sleepy"]).len(), 64);
     assert_eq!(client.ok(&["rmi", &expected.digest[..12]]), expected.digest);
+    let left = format!(
+        "SELECT count(*) FROM blobs WHERE key = 'parcels/{}.tar'",
+        expected.digest
+    );
+    assert_eq!(sql(&left), "0", "its archive went with it");
     for _ in 0..2 {
         let table = client.ok(&["images"]);
         assert!(!table.contains("blobby"), "{table}");

@@ -290,6 +290,10 @@ impl ArtifactStore for FencedStore {
     async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
         self.inner.list_artifacts(run).await
     }
+
+    async fn artifact_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        self.inner.artifact_in_use(sha256).await
+    }
 }
 
 #[async_trait]

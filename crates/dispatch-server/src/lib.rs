@@ -51,16 +51,16 @@ mod writer;
 use std::sync::Arc;
 
 use dispatch_store::{
-    BatchStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelCatalog, ParcelStore,
-    QueueStore, RetentionStore, RunLogStore, ServiceStore, Store, TokenStore, TraceStore,
-    WorkerStore,
+    BatchStore, BlobStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelCatalog,
+    ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore, Store, TokenStore,
+    TraceStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, fenced
-/// artifact, token, callback, parcel, run-log, service, eval, retention and
-/// worker capabilities.
+/// artifact, token, callback, parcel, run-log, service, eval, retention,
+/// worker and object (blob) capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -76,6 +76,7 @@ pub trait ClusterStore:
     + RetentionStore
     + TraceStore
     + WorkerStore
+    + BlobStore
 {
 }
 impl<
@@ -92,7 +93,8 @@ impl<
         + ServiceStore
         + RetentionStore
         + TraceStore
-        + WorkerStore,
+        + WorkerStore
+        + BlobStore,
 > ClusterStore for T
 {
 }

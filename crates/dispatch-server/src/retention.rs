@@ -2,7 +2,8 @@
 //! `dispatch_runtime::retention`) deletes the finished runs and events the
 //! spec says are old enough, a bounded batch per transaction, with the
 //! artifacts and log archives no remaining run has (in the cluster's
-//! artifact store too, when there is one). Several
+//! artifact store too, when there is one), and the uploads into the
+//! database's object store that a writer abandoned a day ago. Several
 //! servers may run it at once: each batch locks its runs with `SKIP LOCKED`
 //! on PostgreSQL, so they share the work.
 
@@ -55,9 +56,25 @@ pub async fn keep(
                 Err(e) => tracing::warn!("[server] retention pass failed (next in {:?}): {e}", retention.interval),
             },
         }
+        expire_uploads(&*store).await;
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(retention.interval) => {}
         }
+    }
+}
+
+/// Uploads into the database's object store that were begun this long ago
+/// and never committed (a writer that died) are deleted by a retention pass.
+pub const ABANDONED_UPLOAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Deletes the abandoned uploads (see [`ABANDONED_UPLOAD`]); a failure is a
+/// warning: the parts cost space until the next pass.
+async fn expire_uploads(store: &dyn crate::ClusterStore) {
+    let before = now_ms().saturating_sub(ABANDONED_UPLOAD.as_millis() as i64);
+    match store.expire_blob_uploads(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("[server] retention: deleted {n} abandoned object upload(s)"),
+        Err(e) => tracing::warn!("[server] retention: abandoned object uploads stay: {e}"),
     }
 }

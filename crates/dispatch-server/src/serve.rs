@@ -68,6 +68,18 @@ impl Backend {
         self.pg.is_some()
     }
 
+    /// The cluster's object store: `given` (`--artifacts URL`) when there
+    /// is one, else on PostgreSQL the database itself (see
+    /// [`dispatch_runtime::objects::db`]), so that every server hands back
+    /// what any worker wrote. `None` on SQLite: each process's `.dispatch/`.
+    pub fn objects(&self, given: Option<Arc<Objects>>) -> Option<Arc<Objects>> {
+        given.or_else(|| {
+            self.pg
+                .as_ref()
+                .map(|pg| Arc::new(Objects::database(Arc::new(pg.clone()), DATABASE_OBJECTS)))
+        })
+    }
+
     /// Wake-ups for a worker of this process.
     pub fn wake(&self, local: Arc<Notify>) -> Wake {
         match &self.pg {
@@ -76,6 +88,9 @@ impl Backend {
         }
     }
 }
+
+/// How messages name the objects kept in the cluster's database.
+pub const DATABASE_OBJECTS: &str = "postgresql (the cluster's database)";
 
 /// `dispatch server`: the API on `listen`, and `worker.slots` in-process
 /// worker slots (none when 0).
@@ -113,6 +128,8 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let mut worker = worker;
+        worker.shared = backend.objects(worker.shared.take());
         Ok(Server {
             listener,
             addr,
@@ -175,10 +192,16 @@ impl Server {
     }
 
     /// The cluster's shared artifact store, for the API's downloads and
-    /// the in-process workers (`None`: this server's `.dispatch/`).
+    /// the in-process workers (`None`: on PostgreSQL the database, see
+    /// [`Backend::objects`]; on SQLite this server's `.dispatch/`).
     pub fn with_artifacts(mut self, shared: Option<Arc<Objects>>) -> Self {
-        self.worker.shared = shared;
+        self.worker.shared = self.backend.objects(shared);
         self
+    }
+
+    /// The object store in use, when it is not this server's `.dispatch/`.
+    pub fn artifacts(&self) -> Option<&Arc<Objects>> {
+        self.worker.shared.as_ref()
     }
 
     /// Whether requests need a bearer token.
@@ -394,6 +417,7 @@ pub async fn work_as(
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
+    config.shared = backend.objects(config.shared.take());
     config.announce = bus.clone().map(|b| Arc::new(Publisher::new(b)));
     // Native agents' live text goes to the servers through the database.
     let relay = backend.pg.clone().map(crate::deltas::relay_out);

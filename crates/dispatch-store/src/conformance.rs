@@ -21,6 +21,7 @@
 //! processes, locks held by another process) are backend-specific and live
 //! with each backend's tests.
 
+mod blobs;
 mod capacity;
 mod created_claimed;
 mod enqueue;
@@ -48,6 +49,7 @@ use serde_json::json;
 
 use crate::{NewRun, Run, StateWrite, Store};
 
+pub use blobs::*;
 pub use capacity::*;
 pub use created_claimed::*;
 pub use enqueue::*;
@@ -271,6 +273,34 @@ macro_rules! __retention_conformance_names {
             retention_deletes_a_stopped_services_state_with_the_service,
             // batch reads for tracing (the other capability a cluster adds)
             finished_traces_read_a_batch_with_attempts_traced_events_and_traceparent,
+        );
+    };
+}
+
+/// Expands the [`BlobStore`](crate::BlobStore) promises (objects kept in
+/// the database) and the artifact references a prune reads, like
+/// [`conformance_suite!`](crate::conformance_suite) (also with `optional:`).
+#[macro_export]
+macro_rules! blob_conformance_suite {
+    (optional: $factory:expr) => {
+        $crate::__blob_conformance_names!(optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::__blob_conformance_names!(required $factory);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __blob_conformance_names {
+    ($mode:ident $factory:expr) => {
+        $crate::__conformance_tests!($mode $factory;
+            an_object_is_its_parts_in_order_and_nothing_shows_before_its_commit,
+            a_commit_replaces_the_object_whole_and_drops_the_old_parts,
+            commits_keep_their_conditions_and_a_refused_one_changes_nothing,
+            objects_list_by_prefix_in_key_order_a_page_at_a_time,
+            abandoned_uploads_expire_and_committed_objects_stay,
+            an_artifact_is_in_use_while_some_run_records_it,
         );
     };
 }

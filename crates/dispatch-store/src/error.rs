@@ -66,6 +66,22 @@ pub enum StoreError {
         "service `{name}` is already running in the cluster as run {run} (hint: `dispatch stop {run}` first, or pick another name with --name)"
     )]
     ServiceNameTaken { name: String, run: RunId },
+    /// An object kept in the database would be larger than it takes
+    /// ([`crate::MAX_BLOB`]).
+    #[error(
+        "an object of {size} bytes or more is over the {limit}-byte limit of objects kept in the run database (upload {upload}) (hint: give every server and worker an object store of its own with --artifacts URL for large volumes)"
+    )]
+    BlobTooLarge {
+        upload: String,
+        size: u64,
+        limit: u64,
+    },
+    /// A part or a commit of an upload that is not (or no longer) there:
+    /// never begun, committed already, aborted, or expired as abandoned.
+    #[error(
+        "upload {upload} of an object is not in the run database (it was committed, aborted or expired as abandoned); start the upload again"
+    )]
+    UploadGone { upload: String },
     /// The database cannot be reached or lost the connection (a restart, a
     /// network cut, no connection to be had): the same call may succeed later.
     #[error("the run database {path} is unavailable: {message}")]

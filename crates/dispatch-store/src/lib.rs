@@ -7,6 +7,7 @@
 
 mod attempt_end;
 mod batch;
+mod blobs;
 mod callbacks;
 mod catalog;
 pub mod conformance;
@@ -34,6 +35,7 @@ use async_trait::async_trait;
 use dispatch_core::{NewEvent, RunId};
 
 pub use batch::{BatchItem, BatchStore};
+pub use blobs::{BlobExpect, BlobMeta, BlobPart, BlobStore, MAX_BLOB, MAX_PART, prefix_end};
 pub use callbacks::{CallbackStore, DueCallback};
 pub use catalog::{ParcelCatalog, ParcelEntry, ParcelRemoval};
 pub use error::{StoreError, StoreResult};
@@ -137,6 +139,9 @@ pub trait EventStore: Send + Sync {
 pub trait ArtifactStore: Send + Sync {
     async fn add_artifacts(&self, run: &RunId, artifacts: &[Artifact]) -> StoreResult<()>;
     async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>>;
+    /// Whether any run records an artifact of digest `sha256` (a prune
+    /// deletes the stored objects of those none does).
+    async fn artifact_in_use(&self, sha256: &str) -> StoreResult<bool>;
 }
 
 /// Attempts of a run (read side; written by [`RunStore::transition`]).

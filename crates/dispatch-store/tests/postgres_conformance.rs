@@ -17,6 +17,7 @@ dispatch_store::queue_conformance_suite!(optional: fresh_store);
 dispatch_store::parcel_conformance_suite!(optional: fresh_store);
 dispatch_store::service_conformance_suite!(optional: fresh_store);
 dispatch_store::retention_conformance_suite!(optional: fresh_store);
+dispatch_store::blob_conformance_suite!(optional: fresh_store);
 
 // What follows is PostgreSQL-specific: connection failures and schema versions.
 
@@ -148,4 +149,53 @@ async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migratio
     );
     drop(client);
     let _ = driver.await;
+}
+
+/// An object may not grow past `MAX_BLOB`: the part that would take it
+/// over is refused and the upload stays as it was. (The upload's size is
+/// set near the limit by hand: 2 GiB of parts is no test.)
+#[tokio::test]
+async fn a_part_that_takes_an_object_over_the_limit_is_refused() {
+    use dispatch_store::{BlobExpect, BlobStore, MAX_BLOB};
+    let Some((store, db)) = fresh_store().await else {
+        return;
+    };
+    store.begin_blob_upload("big", 1).await.expect("begin");
+    store.put_blob_part("big", 0, b"abc").await.expect("part");
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("a raw connection");
+    let driver = tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE blob_uploads SET size = $1 WHERE upload = 'big'",
+            &[&(MAX_BLOB as i64 - 10)],
+        )
+        .await
+        .expect("near the limit");
+    drop(client);
+    let _ = driver.await;
+    let err = store
+        .put_blob_part("big", 1, &[0u8; 11])
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, StoreError::BlobTooLarge { limit, .. } if limit == MAX_BLOB),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--artifacts"), "{err}");
+    store
+        .put_blob_part("big", 1, &[0u8; 10])
+        .await
+        .expect("at the limit");
+    store
+        .put_blob_part("big", 1, &[1u8; 10])
+        .await
+        .expect("rewritten");
+    let meta = store
+        .commit_blob("k", "big", &BlobExpect::Any, 2)
+        .await
+        .expect("commit")
+        .expect("committed");
+    assert_eq!(meta.size, MAX_BLOB);
 }

@@ -18,6 +18,7 @@ dispatch_store::queue_conformance_suite!(fresh_store);
 dispatch_store::parcel_conformance_suite!(fresh_store);
 dispatch_store::service_conformance_suite!(fresh_store);
 dispatch_store::retention_conformance_suite!(fresh_store);
+dispatch_store::blob_conformance_suite!(fresh_store);
 
 // What follows needs several connections to one file, or raw access to it.
 
@@ -655,4 +656,45 @@ fn deferred_checkpoints_are_caught_up_by_the_next_write_which_starts_the_wal_ove
     assert!(after <= 12, "the WAL started over: {after} frames");
     let runs = block_on(store.list_runs(&RunFilter::default())).expect("list");
     assert_eq!(runs.len(), 41, "every run is stored");
+}
+
+/// An object may not grow past `MAX_BLOB`: the part that would take it
+/// over is refused and the upload stays as it was. (The upload's size is
+/// set near the limit by hand: 2 GiB of parts is no test.)
+#[tokio::test]
+async fn a_part_that_takes_an_object_over_the_limit_is_refused() {
+    use dispatch_store::{BlobExpect, BlobStore, MAX_BLOB};
+    let (store, dir) = fresh_store().await;
+    store.begin_blob_upload("big", 1).await.expect("begin");
+    store.put_blob_part("big", 0, b"abc").await.expect("part");
+    let raw = rusqlite::Connection::open(db_path(&dir)).expect("a raw connection");
+    raw.execute(
+        "UPDATE blob_uploads SET size = ?1 WHERE upload = 'big'",
+        [MAX_BLOB as i64 - 10],
+    )
+    .expect("near the limit");
+    let err = store
+        .put_blob_part("big", 1, &[0u8; 11])
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, StoreError::BlobTooLarge { limit, .. } if limit == MAX_BLOB),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--artifacts"), "{err}");
+    // Exactly at the limit is fine; rewriting a part counts it once.
+    store
+        .put_blob_part("big", 1, &[0u8; 10])
+        .await
+        .expect("at the limit");
+    store
+        .put_blob_part("big", 1, &[1u8; 10])
+        .await
+        .expect("rewritten");
+    let meta = store
+        .commit_blob("k", "big", &BlobExpect::Any, 2)
+        .await
+        .expect("commit")
+        .expect("committed");
+    assert_eq!(meta.size, MAX_BLOB);
 }

@@ -137,11 +137,13 @@ impl OtelArgs {
 
 #[derive(Debug, Args)]
 pub struct ArtifactsArgs {
-    /// The cluster's shared artifact store: file:///shared/dir, s3://bucket/prefix
+    /// The cluster's object store: file:///shared/dir, s3://bucket/prefix
     /// (credentials and endpoint from AWS_* variables), gs://bucket/prefix or
-    /// az://container/prefix. Artifacts and parcels' DISPATCH_STATE_DIR go
-    /// there; give every server and worker the same URL. Default: this
-    /// process's .dispatch/ (artifacts stay on the machine that ran the run).
+    /// az://container/prefix. Artifacts, finished runs' log archives, model-call
+    /// records and parcels' DISPATCH_STATE_DIR go there; give every server and
+    /// worker the same URL. Default on PostgreSQL: the database itself (every
+    /// server serves what any worker wrote; at most 2 GiB an object: use a URL
+    /// for big volumes). On SQLite: this process's .dispatch/.
     #[arg(long = "artifacts", env = "DISPATCH_ARTIFACTS_URL", value_name = "URL")]
     pub url: Option<String>,
 }
@@ -361,7 +363,9 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     } else {
         ""
     };
-    let store = artifacts.map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
+    let store = server
+        .artifacts()
+        .map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
     tracing::info!(
         addr = %server.addr(),
         "dispatch server listening on {}://{} ({database}, {} worker slot(s), capacity {} CPUs, {} memory{auth}{store})",
@@ -419,10 +423,11 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     config.rates = rates;
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     config.capacity = Some(capacity);
-    let store = artifacts
+    config.shared = backend.objects(artifacts);
+    let store = config
+        .shared
         .as_ref()
         .map_or_else(String::new, |o| format!(", artifacts in {}", o.url()));
-    config.shared = artifacts;
     let beat = dispatch_server::presence::claim(&backend.store, &config)
         .await
         .map_err(fail)?;

@@ -14,10 +14,15 @@
 //! (finished runs' log archives, content-addressed and checked the same way,
 //! see [`logs`]) and `state/<parcel>/<path>` (parcels' `DISPATCH_STATE_DIR`,
 //! see [`state`]).
-//! Without a URL, a process uses its own state directory (`.dispatch/`):
-//! `artifacts/<sha256>` there is where the local runtime always kept them.
+//! Without a URL, a server or worker on PostgreSQL keeps them in the
+//! cluster's database ([`Objects::database`], see [`db`]): every server
+//! reads what any worker wrote, with nothing else to set up, up to 2 GiB an
+//! object. On SQLite (one machine) a process uses its own state directory
+//! (`.dispatch/`): `artifacts/<sha256>` there is where the local runtime
+//! always kept them.
 
 pub mod calls;
+pub mod db;
 pub mod logs;
 mod parcels;
 pub mod state;
@@ -174,6 +179,16 @@ impl Objects {
         })
     }
 
+    /// The objects kept in the cluster's database (see [`db`]); `name` is
+    /// how messages call it (`postgresql (the cluster's database)`).
+    pub fn database(store: Arc<dyn dispatch_store::BlobStore>, name: &str) -> Objects {
+        Objects {
+            store: Arc::new(db::DbObjects::new(store)),
+            prefix: Path::default(),
+            url: name.to_string(),
+        }
+    }
+
     /// The URL, as given.
     pub fn url(&self) -> &str {
         &self.url
@@ -289,6 +304,29 @@ impl Objects {
     pub async fn get_artifact(&self, sha256: &str) -> ObjectsResult<(u64, Verified)> {
         self.get_verified(self.artifact_key(sha256), sha256, "artifact")
             .await
+    }
+
+    /// The size of artifact `sha256` in the store; `None` when it is not there.
+    pub async fn artifact_size(&self, sha256: &str) -> ObjectsResult<Option<u64>> {
+        let key = self.artifact_key(sha256);
+        match self.store.head(&key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed("cannot read", &key)(e)),
+        }
+    }
+
+    /// Reads artifact `sha256` whole, checking it against its digest;
+    /// returns its size (`Corrupt` when it does not match). What a `HEAD`
+    /// of a download answers on, so that it never says 200 of a bad copy.
+    pub async fn verify_artifact(&self, sha256: &str) -> ObjectsResult<u64> {
+        use futures_util::StreamExt;
+        let (_, mut stream) = self.get_artifact(sha256).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            size += chunk?.len() as u64;
+        }
+        Ok(size)
     }
 
     /// Removes artifact `sha256` (nothing when the store does not have it).
@@ -407,5 +445,7 @@ fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+#[cfg(test)]
+mod db_tests;
 #[cfg(test)]
 mod tests;

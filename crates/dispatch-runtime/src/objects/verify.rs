@@ -1,8 +1,10 @@
-//! An artifact's bytes as they stream from the store, hashed on the way:
-//! when the last chunk has passed and the digest is not the artifact's
-//! name, the stream ends in an error instead of ending cleanly, so a reader
-//! (an HTTP response, a download into a file) never takes a bad copy for a
-//! good one.
+//! An artifact's bytes as they stream from the store, hashed on the way.
+//! Each chunk is held back until the next one has arrived, and the last
+//! one until the digest is checked: when the digest is not the artifact's
+//! name, the stream ends in an error *instead of* its last chunk. A reader
+//! that knows the length (an HTTP response with `Content-Length`, a
+//! download into a file) therefore never receives the whole length of a
+//! bad copy, and never takes it for a good one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,6 +20,8 @@ pub struct Verified {
     inner: BoxStream<'static, object_store::Result<Bytes>>,
     /// `None` once the stream has ended.
     hasher: Option<Sha256>,
+    /// The newest chunk, hashed, not passed on yet.
+    held: Option<Bytes>,
     /// What it is, for messages (`artifact`, `log archive`).
     what: &'static str,
     expected: String,
@@ -34,6 +38,7 @@ impl Verified {
         Verified {
             inner,
             hasher: Some(Sha256::new()),
+            held: None,
             what,
             expected: expected.to_string(),
             url: url.to_string(),
@@ -46,35 +51,45 @@ impl Stream for Verified {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let Some(hasher) = this.hasher.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match this.inner.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                hasher.update(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(source))) => {
-                this.hasher = None;
-                Poll::Ready(Some(Err(ObjectsError::Store {
-                    what: "cannot read",
-                    key: format!("{} {}", this.what, this.expected),
-                    url: this.url.clone(),
-                    source: Box::new(source),
-                })))
-            }
-            Poll::Ready(None) => {
-                let got = hex::encode(this.hasher.take().map(Sha256::finalize).unwrap_or_default());
-                if got == this.expected {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Err(ObjectsError::Corrupt {
-                        what: this.what,
-                        expected: this.expected.clone(),
-                        got,
+        loop {
+            let Some(hasher) = this.hasher.as_mut() else {
+                // Ended: the last chunk, once the digest held.
+                return Poll::Ready(this.held.take().map(Ok));
+            };
+            match this.inner.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    hasher.update(&chunk);
+                    if let Some(previous) = this.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                Poll::Ready(Some(Err(source))) => {
+                    this.hasher = None;
+                    this.held = None;
+                    return Poll::Ready(Some(Err(ObjectsError::Store {
+                        what: "cannot read",
+                        key: format!("{} {}", this.what, this.expected),
                         url: this.url.clone(),
-                    })))
+                        source: Box::new(source),
+                    })));
+                }
+                Poll::Ready(None) => {
+                    let got =
+                        hex::encode(this.hasher.take().map(Sha256::finalize).unwrap_or_default());
+                    if got != this.expected {
+                        // The last chunk is never passed on.
+                        this.held = None;
+                        return Poll::Ready(Some(Err(ObjectsError::Corrupt {
+                            what: this.what,
+                            expected: this.expected.clone(),
+                            got,
+                            url: this.url.clone(),
+                        })));
+                    }
                 }
             }
         }

@@ -1,15 +1,23 @@
 //! `GET /v1/runs/{id}/artifacts/{sha256}`: one artifact's bytes, streamed
-//! from the artifact store (the cluster's shared one, `--artifacts URL`,
-//! else this server's `.dispatch/`), whichever worker ran the run.
+//! from the cluster's object store (`--artifacts URL`; on PostgreSQL
+//! without one, the database; on SQLite this server's `.dispatch/`),
+//! whichever worker ran the run.
 //!
-//! The bytes are hashed as they stream: when they do not hash to the
-//! digest, the response is cut off before its end (its `Content-Length` is
-//! never reached), so no client takes a bad copy for a good one.
+//! An answer cannot lie about the bytes:
+//! - `Content-Length` is the size the run recorded for the artifact; a
+//!   stored copy of another size is refused before any byte, with 502
+//!   `artifact_corrupt`;
+//! - the bytes are hashed as they stream and the last chunk is held back
+//!   until the digest is checked (see `dispatch_runtime::objects::Verified`):
+//!   a copy of the right size with other bytes is cut off before its
+//!   `Content-Length` is reached, so no client takes it for a whole one;
+//! - `HEAD` reads and checks the whole copy before it answers 200.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dispatch_core::RunId;
 use dispatch_runtime::objects::{ObjectsError, chain};
 
 use super::runs::resolve;
@@ -21,7 +29,8 @@ use super::{ApiError, ApiResult, AppState, codes};
     path = "/v1/runs/{id}/artifacts/{sha256}",
     operation_id = "getArtifact",
     tag = "runs",
-    summary = "One artifact's bytes, from any server (checked against the digest as they stream)",
+    summary = "One artifact's bytes, from any server (checked against the digest as they stream; HEAD checks the whole copy first)",
+    description = "`Content-Length` is the size the run recorded. The bytes are checked against the digest as they stream, the last chunk held back until it is checked: a damaged copy is cut off before `Content-Length` is reached, never delivered whole. `HEAD` reads and checks the whole stored copy before it answers (200, or the error a `GET` would end in).",
     params(
         ("id" = String, Path, description = "run id or unique prefix"),
         ("sha256" = String, Path, description = "the artifact's digest, as the run's artifact list gives it"),
@@ -31,11 +40,13 @@ use super::{ApiError, ApiResult, AppState, codes};
         (status = 400, description = "`bad_request`, `ambiguous_id`: not a digest, or a bad id prefix", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 404, description = "`run_not_found`; `artifact_not_found`: the run has no artifact of that digest, or the artifact store lacks it", body = schemas::Error),
+        (status = 502, description = "`artifact_corrupt`: the stored copy's size (or, for HEAD, its digest) is not what the run recorded; nothing of it is served", body = schemas::Error),
         (status = 503, description = "`unavailable`: the artifact store cannot be read; retry later", body = schemas::Error),
     )
 )]
 pub async fn download(
     State(state): State<AppState>,
+    method: Method,
     Path((id, sha256)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let sha256 = sha256.to_ascii_lowercase();
@@ -56,24 +67,40 @@ pub async fn download(
             ),
         ));
     };
-    let (size, bytes) = match state.artifacts.get_artifact(&sha256).await {
-        Ok(found) => found,
-        Err(ObjectsError::NotFound { url, .. }) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                codes::ARTIFACT_NOT_FOUND,
-                format!(
-                    "artifact {sha256} of run {id} is not in {url} (hint: give every server and worker of the cluster the same --artifacts URL)"
-                ),
+    let (stored, bytes) = state
+        .artifacts
+        .get_artifact(&sha256)
+        .await
+        .map_err(|e| failed(&id, &sha256, e))?;
+    if stored != artifact.size {
+        return Err(corrupt(
+            &id,
+            &sha256,
+            format!(
+                "is {stored} bytes in {}, not the {} bytes the run recorded",
+                state.artifacts.url(),
+                artifact.size
+            ),
+        ));
+    }
+    let body = if method == Method::HEAD {
+        drop(bytes);
+        // The whole copy, checked, before the answer says it is good.
+        let read = state
+            .artifacts
+            .verify_artifact(&sha256)
+            .await
+            .map_err(|e| failed(&id, &sha256, e))?;
+        if read != artifact.size {
+            return Err(corrupt(
+                &id,
+                &sha256,
+                format!("read {read} bytes, not the {} recorded", artifact.size),
             ));
         }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::UNAVAILABLE,
-                chain(&e),
-            ));
-        }
+        Body::empty()
+    } else {
+        Body::from_stream(bytes)
     };
     let file_name = artifact
         .name
@@ -81,13 +108,13 @@ pub async fn download(
         .next()
         .unwrap_or("artifact")
         .replace(|c: char| c == '"' || c == '\\' || c.is_control(), "_");
-    let mut response = Body::from_stream(bytes).into_response();
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.size));
     if let Ok(v) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
         headers.insert(header::ETAG, v);
     }
@@ -95,4 +122,38 @@ pub async fn download(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+/// 502 `artifact_corrupt`: the stored copy is not the artifact.
+fn corrupt(id: &RunId, sha256: &str, what: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        codes::ARTIFACT_CORRUPT,
+        format!(
+            "the stored copy of artifact {sha256} of run {id} is damaged: it {what} (hint: nothing of it was served; run the run again, or restore the object from a backup)"
+        ),
+    )
+}
+
+/// The answer to a store that cannot hand the artifact over.
+fn failed(id: &RunId, sha256: &str, e: ObjectsError) -> ApiError {
+    match e {
+        ObjectsError::NotFound { url, .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::ARTIFACT_NOT_FOUND,
+            format!(
+                "artifact {sha256} of run {id} is not in {url} (hint: give every server and worker of the cluster the same --artifacts URL, or none on PostgreSQL)"
+            ),
+        ),
+        ObjectsError::Corrupt { got, url, .. } => corrupt(
+            id,
+            sha256,
+            format!("hashes to {got} in {url}, not to its digest"),
+        ),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            chain(&e),
+        ),
+    }
 }

@@ -46,6 +46,9 @@ pub mod codes {
     pub const EVAL_NOT_FOUND: &str = "eval_not_found";
     /// 404: the run has no artifact of that digest, or the store lacks it.
     pub const ARTIFACT_NOT_FOUND: &str = "artifact_not_found";
+    /// 502: the stored copy of an artifact does not match what its run
+    /// recorded (its size or its digest): nothing of it is served.
+    pub const ARTIFACT_CORRUPT: &str = "artifact_corrupt";
     /// 404: no such route.
     pub const NO_SUCH_ROUTE: &str = "no_such_route";
     /// 500: something the server cannot explain (stored data it cannot read).
@@ -146,6 +149,11 @@ pub mod codes {
             "too many requests with this token; retry after Retry-After seconds",
         ),
         (INTERNAL, 500, "the server failed"),
+        (
+            ARTIFACT_CORRUPT,
+            502,
+            "the stored copy of the artifact does not match its size or digest; nothing of it is served",
+        ),
         (UNAVAILABLE, 503, "the database is unavailable; retry later"),
     ];
 }
@@ -261,6 +269,10 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             | StoreError::SessionConflict { .. }
             | StoreError::ConcurrencyLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            StoreError::BlobTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE)
+            }
+            StoreError::UploadGone { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidState { .. } => (StatusCode::CONFLICT, codes::INVALID_STATE),
             StoreError::SessionBusy { .. } => (StatusCode::CONFLICT, codes::SESSION_BUSY),
             StoreError::ServiceNameTaken { .. } => (StatusCode::CONFLICT, codes::SERVICE_EXISTS),

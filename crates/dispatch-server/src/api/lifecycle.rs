@@ -229,10 +229,12 @@ pub async fn delete(
         }
     }
     let archive = state.store.log_archive(&id).await?;
+    let artifacts = state.store.list_artifacts(&id).await?;
     state.store.delete_run(&id).await?;
     dispatch_runtime::prune::remove_run_files(&state.layout, &id);
-    // Its log archive goes too, unless another run has the same one.
+    // Its log archive and artifacts go too, unless another run has the same.
     super::prune::drop_log_archives(&state, archive.into_iter().collect()).await?;
+    super::prune::drop_artifacts(&state, artifacts).await?;
     if let Err(e) = state.artifacts.delete_calls(&id).await {
         tracing::warn!(
             "[server] rm: model-call records of run {id} stay in {}: {}",

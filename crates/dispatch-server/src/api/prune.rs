@@ -4,7 +4,9 @@
 //! letter not replayed yet or a pending approval are kept unless
 //! `dead_letters`), their rows in the store (events, attempts, artifacts'
 //! records, approvals, dead letters, shipped logs), their files on the
-//! server and the briefs no remaining run references. `dry_run` says what
+//! server, the briefs no remaining run references, and the artifacts and
+//! log archives no remaining run records from the cluster's object store
+//! (the database, or `--artifacts URL`). `dry_run` says what
 //! would go without removing anything (the CLI asks for confirmation with it).
 
 use axum::Json;
@@ -139,20 +141,58 @@ pub async fn prune(
     briefs.sort();
     briefs.dedup();
     let mut archives = Vec::new();
+    let mut artifacts = Vec::new();
     for run in &found.runs {
         archives.extend(state.store.log_archive(&run.id).await?);
+        artifacts.extend(state.store.list_artifacts(&run.id).await?);
     }
     let mut report = prune_runs(&*state.store, &state.layout, &found.runs).await?;
     for run in &found.runs {
         let _ = state.artifacts.delete_calls(&run.id).await;
     }
     report.reclaimed_bytes += drop_log_archives(&state, archives).await?;
+    report.reclaimed_bytes += drop_artifacts(&state, artifacts).await?;
     // Briefs travel through the store on a cluster: those only the pruned runs had go too.
     report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;
     Ok(Json(json!({
         "removed": report.removed, "reclaimed_bytes": report.reclaimed_bytes,
         "kept": found.kept, "dry_run": false,
     })))
+}
+
+/// Deletes the artifacts of `artifacts` (those of runs just removed) that
+/// no remaining run records from the object store (content-addressed: one
+/// object may be the artifact of many runs). The bytes reclaimed (of the
+/// objects that were there: on SQLite the store is this server's
+/// `.dispatch/`, whose files the prune removed already).
+pub(super) async fn drop_artifacts(
+    state: &AppState,
+    artifacts: Vec<dispatch_store::Artifact>,
+) -> ApiResult<u64> {
+    let mut shas: Vec<String> = artifacts.into_iter().map(|a| a.sha256).collect();
+    shas.sort();
+    shas.dedup();
+    let mut reclaimed = 0;
+    for sha in shas {
+        if state.store.artifact_in_use(&sha).await? {
+            continue;
+        }
+        let result = async {
+            let size = state.artifacts.artifact_size(&sha).await?;
+            state.artifacts.delete_artifact(&sha).await?;
+            Ok::<_, dispatch_runtime::objects::ObjectsError>(size)
+        }
+        .await;
+        match result {
+            Ok(size) => reclaimed += size.unwrap_or(0),
+            Err(e) => tracing::warn!(
+                "[server] artifact {sha} stays in {}: {}",
+                state.artifacts.url(),
+                dispatch_runtime::objects::chain(&e)
+            ),
+        }
+    }
+    Ok(reclaimed)
 }
 
 /// Deletes the log archives of `archives` (those of runs just removed) that

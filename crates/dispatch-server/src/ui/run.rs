@@ -217,9 +217,10 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
 /// the handler of `GET /v1/runs/{id}/artifacts/{sha256}`.
 pub async fn artifact(
     State(state): State<AppState>,
+    method: axum::http::Method,
     Path((id, sha256)): Path<(String, String)>,
 ) -> Response {
-    match crate::api::artifact::download(State(state), Path((id, sha256))).await {
+    match crate::api::artifact::download(State(state), method, Path((id, sha256))).await {
         Ok(r) => r,
         Err(e) => page::error(e.status, &e.message),
     }

@@ -293,3 +293,13 @@ pub(super) async fn list_artifacts(
     }
     empty_or_missing(tx, run, artifacts).await
 }
+
+pub(super) async fn artifact_in_use<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    sha256: &str,
+) -> Result<bool, Fail> {
+    let stmt = client
+        .prepare_cached("SELECT 1 FROM artifacts WHERE sha256 = $1 LIMIT 1")
+        .await?;
+    Ok(client.query_opt(&stmt, &[&sha256]).await?.is_some())
+}

@@ -9,6 +9,7 @@
 #[macro_use]
 mod macros;
 mod batch;
+mod blobs;
 mod catalog;
 mod evals;
 mod events;
@@ -367,6 +368,10 @@ impl ArtifactStore for PgStore {
 
     async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
         in_tx!(self, |tx| events::list_artifacts(&tx, run))
+    }
+
+    async fn artifact_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        read!(self, |client| events::artifact_in_use(&client, sha256))
     }
 }
 

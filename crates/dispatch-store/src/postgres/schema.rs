@@ -293,6 +293,33 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE workers ADD COLUMN pid BIGINT NOT NULL DEFAULT 0;
     "#,
+    // (as SQLite's 27): objects kept in the database, the cluster's object
+    // store without `--artifacts` (see `crate::BlobStore`): uploads not
+    // committed yet, their parts (at most 4 MiB a row; stored out of line
+    // uncompressed: artifacts are mostly compressed already, and a part is
+    // read whole), and the committed objects by key.
+    r#"
+    CREATE TABLE blob_uploads (
+        upload     TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        started_at BIGINT NOT NULL,
+        size       BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX blob_uploads_by_start ON blob_uploads (started_at);
+    CREATE TABLE blob_parts (
+        upload TEXT COLLATE "C" NOT NULL,
+        seq    BIGINT NOT NULL,
+        len    BIGINT NOT NULL,
+        data   BYTEA NOT NULL,
+        PRIMARY KEY (upload, seq)
+    );
+    ALTER TABLE blob_parts ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE blobs (
+        key         TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        upload      TEXT COLLATE "C" NOT NULL,
+        size        BIGINT NOT NULL,
+        modified_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

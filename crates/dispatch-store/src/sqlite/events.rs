@@ -1,7 +1,7 @@
 //! The event log (and the usage totals it feeds), attempts and artifacts.
 
 use dispatch_core::{NewEvent, RunId, Status};
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::runs::exists;
 use super::{Fail, to_json};
@@ -192,4 +192,12 @@ pub(super) fn list_artifacts(tx: &Transaction<'_>, run: &RunId) -> Result<Vec<Ar
         })?
         .collect::<Result<Vec<_>, _>>()?;
     empty_or_missing(tx, run, artifacts)
+}
+
+pub(super) fn artifact_in_use(tx: &Transaction<'_>, sha256: &str) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM artifacts WHERE sha256 = ?1 LIMIT 1")?
+        .query_row([sha256], |_| Ok(()))
+        .optional()?
+        .is_some())
 }

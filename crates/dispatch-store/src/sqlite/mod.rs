@@ -9,6 +9,7 @@
 //! wait, thanks to WAL.
 
 mod batch;
+mod blobs;
 mod catalog;
 mod checkpoint;
 mod evals;
@@ -380,6 +381,10 @@ impl ArtifactStore for SqliteStore {
 
     async fn list_artifacts(&self, run: &RunId) -> StoreResult<Vec<Artifact>> {
         self.read(|tx| events::list_artifacts(tx, run))
+    }
+
+    async fn artifact_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        self.read(|tx| events::artifact_in_use(tx, sha256))
     }
 }
 

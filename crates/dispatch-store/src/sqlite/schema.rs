@@ -321,6 +321,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE workers ADD COLUMN pid BIGINT NOT NULL DEFAULT 0;
     ",
+    // 27: objects kept in the database (see `crate::BlobStore`): uploads
+    // not committed yet, their parts (at most 4 MiB a row), and the
+    // committed objects by key.
+    "
+    CREATE TABLE blob_uploads (
+        upload     TEXT PRIMARY KEY NOT NULL,
+        started_at INTEGER NOT NULL,
+        size       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX blob_uploads_by_start ON blob_uploads (started_at);
+    CREATE TABLE blob_parts (
+        upload TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        len    INTEGER NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (upload, seq)
+    );
+    CREATE TABLE blobs (
+        key         TEXT PRIMARY KEY NOT NULL,
+        upload      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        modified_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.
