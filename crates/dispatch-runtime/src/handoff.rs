@@ -188,7 +188,7 @@ pub async fn check_depth<S: dispatch_store::RunStore + ?Sized>(
 pub fn unknown_parcel(reference: &str, where_: &str) -> HandoffError {
     HandoffError::Refused(format!(
         "handoff to unknown parcel `{reference}`: no parcel of that name or digest {where_} \
-         (hint: `dispatch build` it first; `dispatch images` lists parcels)"
+         (hint: `dispatch build` it first, with `--host` for a cluster; `dispatch images` lists parcels)"
     ))
 }
 

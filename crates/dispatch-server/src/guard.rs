@@ -387,6 +387,8 @@ mod tests {
             BodyType::Json
         );
         assert_eq!(of(&[("transfer-encoding", "chunked")]), BodyType::Unsaid);
+        // A parcel's files (not a type a page can send cross-site unasked).
+        assert_eq!(of(&[("content-type", "application/x-tar")]), BodyType::Tar);
         for bad in [
             &[("content-type", "text/plain")][..],
             &[("content-type", "application/x-www-form-urlencoded")],
