@@ -40,12 +40,14 @@ expect.status = "succeeded"
 [[case]]
 name = "exit_code ok"
 payload = { t = "boom" }
+expect.status = "failed"
 expect.exit_code = 3
 
 [[case]]
 name = "exit_code bad"
-payload = { t = "x" }
-expect.exit_code = 3
+payload = { t = "boom" }
+expect.status = "failed"
+expect.exit_code = 0
 
 [[case]]
 name = "equals ok"
