@@ -115,6 +115,27 @@ fn a_baseline_regression_is_a_junit_failure_and_the_verdict_says_why() {
         .find(|n| n.has_tag_name("failure"))
         .expect("the regressed case fails");
     assert_eq!(failure.attribute("type"), Some("regression"), "{xml}");
+    // The eval's run says why it failed too.
+    let suite_props = |name: &str| {
+        suite
+            .children()
+            .find(|n| n.has_tag_name("properties"))
+            .and_then(|p| {
+                p.children()
+                    .find(|n| n.attribute("name") == Some(name))
+                    .and_then(|n| n.attribute("value"))
+            })
+            .map(str::to_string)
+    };
+    assert_eq!(suite_props("baseline").as_deref(), Some(id.as_str()));
+    let eval_id = suite_props("eval").expect("the eval's id");
+    let group = d.inspect(&eval_id);
+    assert_eq!(group["status"], "failed", "{group}");
+    assert_eq!(
+        group["state"]["reason"],
+        format!("1 case(s) regressed against the baseline {id}: dear"),
+        "{group}"
+    );
     let message = failure.attribute("message").expect("a message");
     assert!(message.contains("cost +100%"), "{message}");
     assert!(message.contains(&id), "names the baseline: {message}");
