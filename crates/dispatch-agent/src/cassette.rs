@@ -329,7 +329,7 @@ fn differences(then: &[(String, Value)], now: &[(String, Value)]) -> Vec<String>
     for (p, v) in now {
         match then_map.get(p) {
             Some(t) if t == v => {}
-            Some(t) => out.push(format!("{p}: recorded {}, now {}", short(t), short(v))),
+            Some(t) => out.push(format!("{p}: {}", changed(t, v))),
             None => out.push(format!("{p}: not recorded, now {}", short(v))),
         }
     }
@@ -341,9 +341,49 @@ fn differences(then: &[(String, Value)], now: &[(String, Value)]) -> Vec<String>
     out
 }
 
+/// How a recorded leaf differs from the new one: both whole when short;
+/// two long texts as where they first differ, with both around that place
+/// (their common start would hide the difference).
+fn changed(then: &Value, now: &Value) -> String {
+    match (then, now) {
+        (Value::String(t), Value::String(n))
+            if t.chars().count() > SHORT || n.chars().count() > SHORT =>
+        {
+            let at = t.chars().zip(n.chars()).take_while(|(a, b)| a == b).count();
+            format!(
+                "the texts first differ at character {}: recorded {}, now {}",
+                at + 1,
+                around(t, at),
+                around(n, at)
+            )
+        }
+        _ => format!("recorded {}, now {}", short(then), short(now)),
+    }
+}
+
+/// The longest leaf shown whole.
+const SHORT: usize = 80;
+/// Characters shown either side of the first difference.
+const AROUND: usize = 40;
+
+/// `text` from [`AROUND`] characters before character `at` to as many
+/// after, JSON-quoted (one line), `…` where it is cut.
+fn around(text: &str, at: usize) -> String {
+    let len = text.chars().count();
+    let start = at.saturating_sub(AROUND);
+    let end = (at + AROUND).min(len);
+    let window: String = text.chars().skip(start).take(end - start).collect();
+    format!(
+        "{}{}{}",
+        if start > 0 { "…" } else { "" },
+        Value::String(window),
+        if end < len { "…" } else { "" }
+    )
+}
+
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() <= 80 {
+    if s.chars().count() <= SHORT {
         return s;
     }
     let cut: String = s.chars().take(77).collect();
@@ -381,6 +421,26 @@ mod tests {
         assert_eq!(a, request_key(&req("hi", r#"{"a":2,"b":1}"#)));
         assert_ne!(a, request_key(&req("hi", r#"{"a":3,"b":1}"#)));
         assert_ne!(a, request_key(&req("hello", r#"{"a":2,"b":1}"#)));
+    }
+
+    #[test]
+    fn two_long_texts_show_where_they_first_differ() {
+        let then = format!("{}Answer briefly.", "x".repeat(200));
+        let now = format!("{}Answer politely.", "x".repeat(200));
+        let said = changed(&json!(then), &json!(now));
+        assert!(
+            said.starts_with("the texts first differ at character 208: recorded …"),
+            "{said}"
+        );
+        assert!(said.contains(r#"xxxAnswer briefly.", now …"#), "{said}");
+        assert!(said.ends_with(r#"xxxAnswer politely.""#), "{said}");
+        // A text that only grew differs where the shorter one ends.
+        let said = changed(
+            &json!("y".repeat(100)),
+            &json!(format!("{}z", "y".repeat(100))),
+        );
+        assert!(said.contains("at character 101"), "{said}");
+        assert!(said.ends_with(r#"yyyz""#), "{said}");
     }
 
     #[test]

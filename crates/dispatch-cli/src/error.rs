@@ -85,7 +85,9 @@ pub fn exit_code(result: CliResult) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // A closed stderr must not turn the error into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "error: {e}");
             e.code
         }
     }

@@ -112,6 +112,8 @@ pub(crate) fn block_on_runtime(command: impl std::future::Future<Output = CliRes
 /// quietly as Unix tools do. Never the long-lived ones (server, worker,
 /// serve, the helper): they write to sockets and to agents' stdin, where a
 /// closed peer must be an error to handle, not a signal that kills them.
+/// Nor `eval`: `dispatch eval | head -1` must still finish its runs, record
+/// them and end the eval's run; it ignores a closed stdout instead.
 fn prints_a_listing(command: &Command) -> bool {
     matches!(
         command,

@@ -315,3 +315,48 @@ fn replay_tools_answers_tool_calls_from_the_cassette_without_running_them() {
     let err = d.fails(&["eval", &dir, "--replay-tools"], 2);
     assert!(err.contains("--replay"), "{err}");
 }
+
+/// A long prompt changed near its end: the miss names where the recorded
+/// and the new text first differ, with both around that place.
+#[test]
+fn a_cassette_miss_shows_where_a_long_text_first_differs() {
+    let d = Dispatch::new();
+    let mock = Mock::start();
+    let preamble = "You are the triage agent of a small shop that sells tea. ".repeat(6);
+    let dir = agent(
+        &d,
+        &mock.server.base_url(),
+        &format!("{preamble}Answer briefly and name the order."),
+    );
+    let cassette = d.dir.path().join("cassettes");
+    let cassette_arg = cassette.to_str().expect("utf-8");
+    eval(
+        &d,
+        &["eval", &dir, "--record", cassette_arg, "--format", "json"],
+        0,
+    );
+    mock.stop();
+    let agentfile = Path::new(&dir).join("Agentfile");
+    let text = std::fs::read_to_string(&agentfile).expect("Agentfile");
+    std::fs::write(
+        &agentfile,
+        text.replace("Answer briefly", "Answer politely"),
+    )
+    .expect("Agentfile");
+    let failed = eval(
+        &d,
+        &["eval", &dir, "--replay", cassette_arg, "--format", "json"],
+        1,
+    );
+    let first = failed["results"][0]["failures"][0]
+        .as_str()
+        .expect("a failure");
+    assert_eq!(first.lines().count(), 1, "{first}");
+    let at = first.find("$.system:").expect("the system prompt differs");
+    let diff = &first[at..];
+    assert!(diff.contains("first differ at character"), "{diff}");
+    let recorded = diff.find("recorded").expect("recorded");
+    let now = diff.find("now").expect("now");
+    assert!(diff[recorded..now].contains("Answer briefly"), "{diff}");
+    assert!(diff[now..].contains("Answer politely"), "{diff}");
+}

@@ -167,7 +167,18 @@ pub fn eval_end(report: &Value) -> (End, Value) {
             n("runs"),
             failing.join(", ")
         )),
-        None => End::Failed("a case regressed against the baseline".to_string()),
+        None => {
+            let regressed: Vec<&str> = report["baseline"]["regressed"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            End::Failed(format!(
+                "{} case(s) regressed against the baseline {}: {}",
+                regressed.len(),
+                report["baseline"]["baseline"].as_str().unwrap_or_default(),
+                regressed.join(", ")
+            ))
+        }
     };
     (end, output)
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod junit;
 pub mod mounts;
 
 pub use mounts::unmount_under;

@@ -258,9 +258,8 @@ fn change(then: f64, now: f64) -> String {
 
 /// The comparison for people, after the table.
 pub fn print(c: &Comparison) {
-    println!();
-    println!(
-        "compared with eval {} (worse by more than {:.0}% is a regression):",
+    let mut text = format!(
+        "\ncompared with eval {} (worse by more than {:.0}% is a regression):\n",
         c.baseline,
         c.threshold * 100.0
     );
@@ -276,9 +275,10 @@ pub fn print(c: &Comparison) {
         } else {
             notes.join(" · ")
         };
-        println!("  {}: {verdict}", d.case);
+        text.push_str(&format!("  {}: {verdict}\n", d.case));
     }
     for n in &c.new_cases {
-        println!("  {n}: new (not in the baseline)");
+        text.push_str(&format!("  {n}: new (not in the baseline)\n"));
     }
+    super::say::out(&text);
 }

@@ -23,9 +23,10 @@ pub struct Case {
 }
 
 /// What a case expects of its run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Expect {
-    pub status: Option<String>,
+    /// The run's end status; [`DEFAULT_STATUS`] unless the case says.
+    pub status: String,
     pub exit_code: Option<i32>,
     pub output: Vec<OutputCheck>,
     pub tools: Option<ToolsCheck>,
@@ -194,6 +195,10 @@ struct RawOutput {
     schema: Option<Value>,
 }
 
+/// The status a case expects when it names none: a case without
+/// expectations passes only when its run succeeded.
+pub const DEFAULT_STATUS: &str = "succeeded";
+
 /// The statuses a run ends in.
 const STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "stopped"];
 
@@ -259,6 +264,19 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
                 STATUSES.join(", ")
             ),
         ));
+    }
+    if let Some(code) = raw.exit_code.filter(|c| *c != 0) {
+        let status = raw.status.as_ref().map_or(DEFAULT_STATUS, |s| s.get_ref());
+        if status == DEFAULT_STATUS {
+            let said = if raw.status.is_some() {
+                "expect.status \"succeeded\""
+            } else {
+                "the default expect.status \"succeeded\""
+            };
+            return Err(CliError::input(format!(
+                "{shown}: case \"{case}\": expect.exit_code {code} cannot pass with {said}: a run that exits {code} has failed (hint: add expect.status = \"failed\")"
+            )));
+        }
     }
     let max_duration_ms = match &raw.max_duration {
         None => None,
@@ -351,7 +369,9 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
     Ok(Expect {
         messages,
         judge,
-        status: raw.status.map(Spanned::into_inner),
+        status: raw
+            .status
+            .map_or_else(|| DEFAULT_STATUS.to_string(), Spanned::into_inner),
         exit_code: raw.exit_code,
         output,
         tools: raw.tools,
@@ -402,6 +422,65 @@ fn check_output(raw: RawOutput) -> Result<OutputCheck, String> {
         path,
         test,
     })
+}
+
+/// Refuses a case whose `expect.tools` names a tool the agent does not
+/// declare: a misspelt name would pass `not_called` (and `count = 0`)
+/// forever. Only a native agent's tools are known before it runs (see
+/// [`declared_tools`]); other agents' cases are not checked.
+pub fn check_declared_tools(
+    cases: &[Case],
+    shown: &str,
+    manifest: &dispatch_core::parcel::Manifest,
+) -> CliResult<()> {
+    let Some(declared) = declared_tools(manifest) else {
+        return Ok(());
+    };
+    for c in cases {
+        let Some(t) = &c.expect.tools else { continue };
+        let named = t
+            .called
+            .iter()
+            .map(|n| ("called", n))
+            .chain(t.not_called.iter().map(|n| ("not_called", n)))
+            .chain(t.count.keys().map(|n| ("count", n)))
+            .chain(t.args.keys().map(|n| ("args", n)));
+        for (key, name) in named {
+            if declared.iter().any(|d| d == name) {
+                continue;
+            }
+            let tools = if declared.is_empty() {
+                "it declares no tools".to_string()
+            } else {
+                format!("its tools: {}", declared.join(", "))
+            };
+            return Err(CliError::input(format!(
+                "{shown}: case \"{}\": expect.tools.{key} names `{name}`, which {} does not declare ({tools}) (hint: name a tool of its TOOL lines)",
+                c.name, manifest.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The tools a native agent's model can call, in the Agentfile's order:
+/// each TOOL's name, an MCP server's ALLOW list. `None` when they are not
+/// known before a run: not a native agent (a process agent reports its own
+/// tool calls), or an MCP server without ALLOW (its tools are its own).
+fn declared_tools(manifest: &dispatch_core::parcel::Manifest) -> Option<Vec<String>> {
+    use dispatch_core::tool::ToolKind;
+    if manifest.courier != dispatch_core::parcel::Courier::Agent {
+        return None;
+    }
+    let mut names = Vec::new();
+    for t in manifest.agent.iter().flat_map(|a| &a.tools) {
+        match &t.kind {
+            ToolKind::Mcp { allow, .. } if allow.is_empty() => return None,
+            ToolKind::Mcp { allow, .. } => names.extend(allow.iter().cloned()),
+            _ => names.push(t.name.clone()),
+        }
+    }
+    Some(names)
 }
 
 /// One line for a TOML error: file, line and column, the message, and the

@@ -44,10 +44,10 @@ pub fn setup(
         (None, None) => return Ok(()),
     };
     if parcel.manifest.courier != dispatch_core::parcel::Courier::Agent && !judged {
-        eprintln!(
+        super::say::err(&format!(
             "warning: {} is not a native agent (FROM agent) and no case has a judge: it makes no model calls through Dispatch, so there is nothing to record or replay",
             parcel.manifest.name
-        );
+        ));
     }
     let keys: Vec<&String> = parcel
         .manifest

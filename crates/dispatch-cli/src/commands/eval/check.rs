@@ -26,9 +26,8 @@ pub struct Observed<'a> {
 /// docs/evals.md (status first).
 pub fn failures(expect: &Expect, observed: &Observed<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(want) = &expect.status
-        && *want != observed.status
-    {
+    let want = &expect.status;
+    if *want != observed.status {
         let why = observed
             .reason
             .as_deref()

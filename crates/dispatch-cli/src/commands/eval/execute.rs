@@ -103,7 +103,7 @@ impl Backend for Local<'_> {
             if let Err(e) = result
                 && !matches!(e, dispatch_runtime::RuntimeError::AlreadyFinished { .. })
             {
-                eprintln!("warning: could not stop case run {}: {e}", run.id);
+                super::say::err(&format!("warning: could not stop case run {}: {e}", run.id));
             }
         }
     }
@@ -275,8 +275,8 @@ pub(super) fn progress(n: usize, total: usize, o: &Outcome) {
         Some(v) if v.passed.is_none() => format!(" ({})", v.reason),
         _ => String::new(),
     };
-    eprintln!(
+    super::say::err(&format!(
         "[{n}/{total}] {}{rep}: {verdict}{unjudged} (run {})",
         o.case, o.run_id
-    );
+    ));
 }

@@ -16,6 +16,7 @@ mod junit;
 mod pool;
 pub(crate) mod remote;
 mod report;
+mod say;
 
 use std::path::PathBuf;
 
@@ -208,14 +209,14 @@ fn prepare(ctx: &Ctx, args: &EvalArgs) -> CliResult<Prepared> {
 
 /// The eval's first line on stderr (its id: what `--baseline` takes).
 fn announce(eval_id: &str, args: &EvalArgs, prep: &Prepared, where_: &str) {
-    eprintln!(
+    say::err(&format!(
         "eval {eval_id}: {} case(s) × {} of {} ({}), {} at a time{where_}",
         prep.cases.len(),
         args.repeat,
         prep.parcel.manifest.name,
         prep.parcel.short_digest(),
         args.jobs
-    );
+    ));
 }
 
 /// The report of finished runs, compared with the baseline when there is one.
@@ -254,7 +255,7 @@ fn print_report(args: &EvalArgs, report: &report::Report) -> i32 {
             }
         }
         EvalFormat::Json => crate::output::print_json(report),
-        EvalFormat::Junit => print!("{}", report::junit(report)),
+        EvalFormat::Junit => say::out(&report::junit(report)),
     }
     if report.summary.ok {
         0
@@ -316,7 +317,9 @@ fn load_cases(
     }
     let mut all = Vec::new();
     for (path, shown) in files {
-        all.extend(cases::load(&path, &shown)?);
+        let loaded = cases::load(&path, &shown)?;
+        cases::check_declared_tools(&loaded, &shown, &parcel.manifest)?;
+        all.extend(loaded);
     }
     Ok(all)
 }
@@ -334,7 +337,9 @@ async fn keep_in_store(store: &dispatch_store::sqlite::SqliteStore, report: &ser
         report: report.clone(),
     };
     if let Err(e) = store.put_eval(&record).await {
-        eprintln!("warning: cannot keep the eval report in the run database: {e}");
+        say::err(&format!(
+            "warning: cannot keep the eval report in the run database: {e}"
+        ));
     }
 }
 
@@ -348,9 +353,9 @@ fn keep(ctx: &Ctx, report: &report::Report) {
         std::fs::write(&path, bytes)
     });
     if let Err(e) = result {
-        eprintln!(
+        say::err(&format!(
             "warning: cannot keep the eval report at {}: {e}",
             path.display()
-        );
+        ));
     }
 }

@@ -69,10 +69,10 @@ pub(super) async fn run_all<B: Backend>(
                 None
             };
             if let Some(why) = &stopped {
-                eprintln!(
+                super::say::err(&format!(
                     "eval stopping: {why}; stopping {} live case run(s)",
                     live.len()
-                );
+                ));
                 for (i, r) in todo.drain(..) {
                     done.push((i, r, not_run(&cases[i], r, why)));
                 }

@@ -44,10 +44,10 @@ pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArg
         digest
     };
     if digest != prep.parcel.digest {
-        eprintln!(
+        super::say::err(&format!(
             "warning: the server built {} as {digest}, not {} as here; the cases run on the server's build",
             prep.parcel.manifest.name, prep.parcel.digest
-        );
+        ));
     }
     let group = open_group(remote, &prep, args, &digest)?;
     let eval_id = group.id.to_string();
@@ -79,7 +79,9 @@ pub(in crate::commands) async fn eval(ctx: &Ctx, remote: &Remote, args: &EvalArg
     let body = serde_json::to_value(&report)
         .map_err(|e| CliError::input(format!("cannot write the eval report: {e}")))?;
     if let Err(e) = remote.json("POST", "/v1/evals", Some(&body)) {
-        eprintln!("warning: the server did not keep the eval report: {e}");
+        super::say::err(&format!(
+            "warning: the server did not keep the eval report: {e}"
+        ));
     }
     Ok(print_report(args, &report))
 }

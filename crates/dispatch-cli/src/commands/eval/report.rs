@@ -108,32 +108,124 @@ pub fn print_table(r: &Report) {
         .collect();
     print_columns(&["CASE", "RESULT", "TOKENS", "COST", "TIME", "RUN"], &rows);
     let s = &r.summary;
-    let verdict = if s.ok { "ok" } else { "FAILED" };
-    let under = if s.failing_cases.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " · under the pass rate {}: {}",
-            s.min_pass_rate,
-            s.failing_cases.join(", ")
-        )
-    };
-    println!(
-        "eval {} {verdict}: {}/{} passed ({:.0}%) · tokens {} · cost {} · time {}{under}",
+    super::say::out(&format!(
+        "eval {} {} · tokens {} · cost {} · time {}\n",
         r.eval,
-        s.passed,
-        s.runs,
-        s.pass_rate * 100.0,
+        verdict(r),
         s.tokens,
         cost_text(s.cost_usd),
         human_duration(s.duration_ms as i64)
-    );
+    ));
 }
 
-/// JUnit XML: one testsuite for the eval, one testcase per run. It follows
-/// the JUnit schema CI servers read (Jenkins' `junit-10.xsd`; the tests
-/// validate it): each case's run id, tokens and cost are in its
-/// `system-out`, the eval's id and parcel in the suite's properties.
+/// `ok: 3/3 passed (100%)`, or `FAILED: …` with every reason it failed:
+/// `FAILED: 2/2 passed (100%), 1 regression against the baseline (refund)`.
+pub fn verdict(r: &Report) -> String {
+    let s = &r.summary;
+    let counts = format!(
+        "{}/{} passed ({:.0}%)",
+        s.passed,
+        s.runs,
+        s.pass_rate * 100.0
+    );
+    if s.ok {
+        return format!("ok: {counts}");
+    }
+    let mut why = Vec::new();
+    if let Some(stopped) = &r.stopped {
+        why.push(format!("stopped: {stopped}"));
+    }
+    if !s.failing_cases.is_empty() {
+        let n = s.failing_cases.len();
+        let what = if s.min_pass_rate >= 1.0 {
+            format!("{} failed", cases(n))
+        } else {
+            format!("{} under the pass rate {}", cases(n), s.min_pass_rate)
+        };
+        why.push(format!("{what} ({})", s.failing_cases.join(", ")));
+    }
+    if let Some(c) = &r.baseline
+        && !c.regressed.is_empty()
+    {
+        let n = c.regressed.len();
+        let plural = if n == 1 { "" } else { "s" };
+        why.push(format!(
+            "{n} regression{plural} against the baseline ({})",
+            c.regressed.join(", ")
+        ));
+    }
+    format!("FAILED: {counts}, {}", why.join(", "))
+}
+
+fn cases(n: usize) -> String {
+    if n == 1 {
+        "1 case".to_string()
+    } else {
+        format!("{n} cases")
+    }
+}
+
+/// JUnit XML (see [`super::junit`]): a testcase per run, failed by its
+/// expectations or by its case's regression against the baseline.
 pub fn junit(r: &Report) -> String {
     super::junit::write(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Report, Summary, verdict};
+    use crate::commands::eval::baseline::Comparison;
+
+    fn report(passed: usize, runs: usize, failing: &[&str]) -> Report {
+        Report {
+            eval: "e".into(),
+            parcel: "p".into(),
+            parcel_name: "n".into(),
+            created_at: 0,
+            results: Vec::new(),
+            summary: Summary {
+                runs,
+                passed,
+                failed: runs - passed,
+                pass_rate: passed as f64 / runs as f64,
+                min_pass_rate: 1.0,
+                failing_cases: failing.iter().map(|c| c.to_string()).collect(),
+                tokens: 0,
+                cost_usd: 0.0,
+                duration_ms: 0,
+                ok: failing.is_empty(),
+            },
+            stopped: None,
+            baseline: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_verdict_says_every_reason() {
+        assert_eq!(verdict(&report(2, 2, &[])), "ok: 2/2 passed (100%)");
+        assert_eq!(
+            verdict(&report(1, 3, &["a", "b"])),
+            "FAILED: 1/3 passed (33%), 2 cases failed (a, b)"
+        );
+        let mut r = report(2, 2, &[]);
+        r.summary.ok = false;
+        r.baseline = Some(Comparison {
+            baseline: "old".into(),
+            threshold: 0.1,
+            cases: Vec::new(),
+            new_cases: Vec::new(),
+            regressed: vec!["dear".into()],
+        });
+        assert_eq!(
+            verdict(&r),
+            "FAILED: 2/2 passed (100%), 1 regression against the baseline (dear)"
+        );
+        let mut r = report(3, 5, &["flaky"]);
+        r.summary.min_pass_rate = 0.8;
+        r.stopped = Some("interrupted (Ctrl-C)".into());
+        assert_eq!(
+            verdict(&r),
+            "FAILED: 3/5 passed (60%), stopped: interrupted (Ctrl-C), 1 case under the pass rate 0.8 (flaky)"
+        );
+    }
 }
