@@ -460,4 +460,30 @@ fn parcels_on_a_cluster() {
     }
     let err = client.fails(&["rmi", "blobby"], 125);
     assert!(err.contains("blobby"), "{err}");
+
+    // rmi --prune --host: of three builds of `twice`, the newest and the
+    // one a run used stay.
+    let twice = client.dir.path().join("twice-src");
+    std::fs::create_dir_all(&twice).expect("mkdir");
+    let twice_path = twice.to_string_lossy().into_owned();
+    let mut digests = Vec::new();
+    for n in 1..=3 {
+        std::fs::write(
+            twice.join("Agentfile"),
+            format!("FROM process\nNAME twice\nCOMMAND [\"echo\", \"version {n}\"]\n"),
+        )
+        .expect("write");
+        digests.push(client.ok(&["build", &twice_path, "-q"]));
+    }
+    let out = client.run(&["run", &digests[0]]);
+    assert!(stdout(&out).contains("version 1"), "{out:?}");
+    assert_eq!(client.ok(&["rmi", "--prune"]), digests[1]);
+    let table = client.ok(&["images"]);
+    assert!(
+        table.contains(&digests[0][..12])
+            && table.contains(&digests[2][..12])
+            && !table.contains(&digests[1][..12]),
+        "{table}"
+    );
+    assert_eq!(client.ok(&["rmi", "--prune"]), "");
 }

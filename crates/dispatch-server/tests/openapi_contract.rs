@@ -280,6 +280,8 @@ fn every_operation_answers_as_documented() {
         "{removed}"
     );
     assert_eq!(c.call("DELETE", one, "/v1/parcels/spare", &[], None).0, 404);
+    let (status, pruned) = c.post("/v1/parcels/prune", "/v1/parcels/prune", "{}");
+    assert_eq!((status, &pruned["removed"]), (200, &json!([])), "{pruned}");
 
     // Runs.
     let runs = "/v1/runs";

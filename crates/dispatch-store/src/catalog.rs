@@ -37,4 +37,9 @@ pub trait ParcelCatalog: Send + Sync {
     /// (checked in the same transaction). Finished runs keep their record;
     /// replaying one needs the parcel uploaded again.
     async fn remove_parcel(&self, digest: &str) -> StoreResult<ParcelRemoval>;
+
+    /// Removes every parcel that is superseded (a newer parcel has its
+    /// name) and that no run references, whatever its state; returns their
+    /// digests. The newest parcel of each name always stays.
+    async fn prune_parcels(&self) -> StoreResult<Vec<String>>;
 }

@@ -87,6 +87,13 @@ impl Remote {
     }
 
     pub(super) fn rmi(&self, args: &RmiArgs) -> CliResult {
+        if args.prune {
+            let answer = self.json("POST", "/v1/parcels/prune", Some(&json!({})))?;
+            for digest in answer["removed"].as_array().into_iter().flatten() {
+                println!("{}", digest.as_str().unwrap_or_default());
+            }
+            return Ok(0);
+        }
         let mut failed = false;
         for reference in &args.parcels {
             let path = format!("/v1/parcels/{}", super::rmi::url_safe(reference)?);

@@ -1,7 +1,9 @@
 //! `dispatch rmi REF...`: remove parcels (by name, the newest of it, or a
 //! digest prefix), as `podman rmi` removes images. A parcel that a run
 //! which has not ended uses is kept (the error names the runs); finished
-//! runs keep their records. Through `--host`, from the cluster's store.
+//! runs keep their records. `dispatch rmi --prune` removes every parcel a
+//! newer one of its name superseded and no run uses (as `podman image
+//! prune` removes dangling images). Through `--host`, from the cluster.
 
 use dispatch_core::Status;
 use dispatch_runtime::launch::resolve_built;
@@ -13,11 +15,21 @@ use crate::error::{CliError, CliResult, EXIT_DISPATCH};
 #[derive(Debug, clap::Args)]
 pub struct RmiArgs {
     /// Parcel names (the newest of each) or digest prefixes (4+ hex digits).
-    #[arg(required = true, value_name = "PARCEL")]
+    #[arg(required_unless_present = "prune", value_name = "PARCEL")]
     pub parcels: Vec<String>,
+    /// Remove every parcel that a newer parcel of the same name superseded
+    /// and that no run uses (the newest of each name always stays).
+    #[arg(long, conflicts_with = "parcels")]
+    pub prune: bool,
 }
 
 pub async fn rmi(ctx: &Ctx, args: &RmiArgs) -> CliResult {
+    if args.prune {
+        for digest in prune(ctx).await? {
+            println!("{digest}");
+        }
+        return Ok(0);
+    }
     let mut failed = false;
     for reference in &args.parcels {
         match remove(ctx, reference).await {
@@ -58,6 +70,34 @@ async fn remove(ctx: &Ctx, reference: &str) -> CliResult<String> {
     dispatch_core::parcel_seal::remove_tree(&parcel.dir)
         .map_err(|e| CliError::input(format!("cannot remove {}: {e}", parcel.dir.display())))?;
     Ok(parcel.digest)
+}
+
+/// Removes the superseded parcels no run uses; their digests.
+async fn prune(ctx: &Ctx) -> CliResult<Vec<String>> {
+    let store = ctx.existing_store()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut removed = Vec::new();
+    // Newest first: the first of each name is the one that stays.
+    for parcel in dispatch_core::parcel::list(&ctx.layout.parcels()) {
+        if seen.insert(parcel.manifest.name.clone()) {
+            continue;
+        }
+        if let Some(store) = &store {
+            let filter = RunFilter {
+                parcel: Some(parcel.digest.clone()),
+                limit: Some(1),
+                summary: true,
+                ..RunFilter::default()
+            };
+            if !store.list_runs(&filter).await?.is_empty() {
+                continue;
+            }
+        }
+        if dispatch_core::parcel_seal::remove_tree(&parcel.dir).is_ok() {
+            removed.push(parcel.digest);
+        }
+    }
+    Ok(removed)
 }
 
 /// `reference` as one URL path segment: names and digests are plain.

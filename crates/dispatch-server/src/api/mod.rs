@@ -180,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(reliability::dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(reliability::replay))
         .route("/v1/parcels", get(parcels::list).post(parcels::upload))
+        .route("/v1/parcels/prune", post(parcels::prune))
         .route("/v1/parcels/{reference}", delete(parcels::remove))
         .route("/v1/evals", post(evals::create))
         .route("/v1/evals/latest", get(evals::latest))

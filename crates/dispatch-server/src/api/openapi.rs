@@ -42,6 +42,7 @@ use super::{codes, schemas};
         super::parcels::list,
         super::parcels::upload,
         super::parcels::remove,
+        super::parcels::prune,
         super::evals::create,
         super::evals::get,
         super::evals::latest,

@@ -35,6 +35,11 @@ pub struct Upload {
     pub executable: Vec<String>,
 }
 
+/// `POST /v1/parcels/prune`: no options yet.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParcels {}
+
 /// The most a JSON upload may hold.
 const JSON_MAX: usize = 2 * 1024 * 1024;
 
@@ -254,17 +259,49 @@ pub async fn remove(
             ));
         }
     }
+    forget(&state, &digest).await;
+    Ok(Json(json!({"digest": digest, "name": name})))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/parcels/prune",
+    operation_id = "pruneParcels",
+    tag = "parcels",
+    summary = "Remove every parcel a newer one of the same name superseded and no run uses",
+    request_body(content = PruneParcels, description = "optional: `{}` or nothing", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the digests removed", body = schemas::ParcelsPruned),
+        (status = 400, description = "`bad_request`: a body that is not `{}`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`", body = schemas::Error),
+    )
+)]
+pub async fn prune(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let PruneParcels {} = super::runs::optional_body(&body, "parcel prune request")?;
+    let removed = state.store.prune_parcels().await?;
+    for digest in &removed {
+        forget(&state, digest).await;
+    }
+    Ok(Json(json!({ "removed": removed })))
+}
+
+/// What stays of a parcel removed from the store: its archive in the
+/// object store and this server's copy go too.
+async fn forget(state: &AppState, digest: &str) {
     if let Some(objects) = &state.archives
-        && let Err(e) = objects.delete_parcel_archive(&digest).await
+        && let Err(e) = objects.delete_parcel_archive(digest).await
     {
         tracing::warn!(
             "parcel {digest}: its archive stays in the object store: {}",
             dispatch_runtime::objects::chain(&e)
         );
     }
-    let _ = dispatch_core::parcel_seal::remove_tree(&state.layout.parcels().join(&digest));
-    state.published.forget(&digest);
-    Ok(Json(json!({"digest": digest, "name": name})))
+    let _ = dispatch_core::parcel_seal::remove_tree(&state.layout.parcels().join(digest));
+    state.published.forget(digest);
 }
 
 /// The digest a parcel reference names in the cluster's store: the newest

@@ -401,6 +401,12 @@ pub struct ParcelBuilt {
     pub files: u64,
 }
 
+/// The parcels a prune removed.
+#[derive(Serialize, ToSchema)]
+pub struct ParcelsPruned {
+    pub removed: Vec<String>,
+}
+
 /// The parcel a removal removed.
 #[derive(Serialize, ToSchema)]
 pub struct ParcelRemoved {

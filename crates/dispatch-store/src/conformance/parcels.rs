@@ -378,4 +378,31 @@ pub async fn the_catalog_lists_parcels_newest_first_and_keeps_what_live_runs_use
     );
     let listed = store.list_parcels().await.expect("list");
     assert_eq!(listed.len(), 1);
+
+    // Pruning: of three `hello`s, the newest stays, the one a finished run
+    // used stays, the other goes.
+    let mut used = parcel('c', b"used");
+    used.created_at = 3_000;
+    let mut unused = parcel('d', b"unused");
+    unused.created_at = 4_000;
+    store.put_parcel(&used).await.expect("put");
+    store.put_parcel(&unused).await.expect("put");
+    let mut run = new_run(id(2), "hello", 3_100);
+    run.parcel_digest = used.digest.clone();
+    let run = create(&store, run).await;
+    let run = start(&store, &run, 3_200).await;
+    step(&store, &run, Transition::Exited { code: 0, at: 3_300 }).await;
+    assert_eq!(
+        store.prune_parcels().await.expect("prune"),
+        vec![unused.digest.clone()]
+    );
+    let left: Vec<String> = store
+        .list_parcels()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.digest)
+        .collect();
+    assert_eq!(left, [newer.digest.clone(), used.digest.clone()]);
+    assert!(store.prune_parcels().await.expect("again").is_empty());
 }

@@ -58,6 +58,24 @@ async fn remove(tx: &Transaction<'_>, digest: &str) -> Result<ParcelRemoval, Fai
     Ok(ParcelRemoval::Removed)
 }
 
+async fn prune(tx: &Transaction<'_>) -> Result<Vec<String>, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "DELETE FROM parcels p
+             WHERE EXISTS (SELECT 1 FROM parcels n WHERE n.name = p.name
+                           AND (n.created_at, n.digest) > (p.created_at, p.digest))
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.parcel_digest = p.digest)
+             RETURNING digest",
+        )
+        .await?;
+    Ok(tx
+        .query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
 #[async_trait]
 impl ParcelCatalog for PgStore {
     async fn list_parcels(&self) -> StoreResult<Vec<ParcelEntry>> {
@@ -66,5 +84,9 @@ impl ParcelCatalog for PgStore {
 
     async fn remove_parcel(&self, digest: &str) -> StoreResult<ParcelRemoval> {
         in_tx!(self, |tx| remove(&tx, digest))
+    }
+
+    async fn prune_parcels(&self) -> StoreResult<Vec<String>> {
+        in_tx!(self, |tx| prune(&tx))
     }
 }

@@ -47,6 +47,20 @@ fn remove(tx: &Transaction<'_>, digest: &str) -> Result<ParcelRemoval, Fail> {
     Ok(ParcelRemoval::Removed)
 }
 
+fn prune(tx: &Transaction<'_>) -> Result<Vec<String>, Fail> {
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM parcels AS p
+             WHERE EXISTS (SELECT 1 FROM parcels n WHERE n.name = p.name
+                           AND (n.created_at > p.created_at
+                                OR (n.created_at = p.created_at AND n.digest > p.digest)))
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.parcel_digest = p.digest)
+             RETURNING digest",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 #[async_trait]
 impl ParcelCatalog for SqliteStore {
     async fn list_parcels(&self) -> StoreResult<Vec<ParcelEntry>> {
@@ -55,5 +69,9 @@ impl ParcelCatalog for SqliteStore {
 
     async fn remove_parcel(&self, digest: &str) -> StoreResult<ParcelRemoval> {
         self.write(|tx| remove(tx, digest))
+    }
+
+    async fn prune_parcels(&self) -> StoreResult<Vec<String>> {
+        self.write(prune)
     }
 }
