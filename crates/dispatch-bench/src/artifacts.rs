@@ -140,13 +140,13 @@ async fn through(objects: &Objects, src: &Path, sha: &str, dest: &Path) -> (Dura
 }
 
 /// `moto_server` on a free loopback port, killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -41,6 +41,9 @@
 //! `dispatch-bench artifacts [--mb N] [--rounds N]`: an artifact uploaded to
 //! and downloaded from the artifact store, local and S3-compatible (see
 //! `artifacts.rs`).
+//! `dispatch-bench artifacts-server [--mb N] [--rounds N]`: an artifact
+//! downloaded through a real server's endpoint from PostgreSQL, S3-compatible
+//! and local stores (see `artifacts_server.rs`).
 //! `dispatch-bench ui [--runs N] [--events N] [--log-mb N]`: the dashboard's
 //! pages over a seeded store of 100,000 runs (see `ui.rs`).
 //!
@@ -59,6 +62,7 @@ use dispatch_store::sqlite::SqliteStore;
 use dispatch_store::{NewRun, RunStore, StateWrite};
 
 mod artifacts;
+mod artifacts_server;
 mod batch;
 mod chaos;
 mod cluster;
@@ -116,6 +120,10 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(seed(Path::new(db), n));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("artifacts-server") {
+        artifacts_server::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("artifacts") {

@@ -68,6 +68,22 @@ pub async fn keep(
 /// and never committed (a writer that died) are deleted by a retention pass.
 pub const ABANDONED_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 
+/// A server without `--retention` still deletes abandoned uploads: once at
+/// start, then every hour, until `shutdown`.
+pub async fn sweep_uploads(store: SharedStore, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            () = expire_uploads(&*store) => {}
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Deletes the abandoned uploads (see [`ABANDONED_UPLOAD`]); a failure is a
 /// warning: the parts cost space until the next pass.
 async fn expire_uploads(store: &dyn crate::ClusterStore) {

@@ -329,6 +329,13 @@ impl Server {
                 async move { crate::services::timers::keep(services, &registered, stop).await },
             )
         };
+        // Uploads into the database's object store a dead writer left.
+        let uploads = self.retention.is_none().then(|| {
+            tokio::spawn(crate::retention::sweep_uploads(
+                self.backend.store.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
         let retention = self.retention.clone().map(|retention| {
             tokio::spawn(crate::retention::keep(
                 self.backend.store.clone(),
@@ -365,6 +372,9 @@ impl Server {
         let _ = service_timers.await;
         if let Some(retention) = retention {
             let _ = retention.await;
+        }
+        if let Some(uploads) = uploads {
+            let _ = uploads.await;
         }
         if let Some(relay) = relay {
             relay.abort();

@@ -124,11 +124,12 @@ async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migratio
         .await
         .expect("a raw connection");
     let driver = tokio::spawn(connection);
-    // Back to version 22, as the binary before scopes (and worker hosts)
-    // left it, with a token.
+    // Back to version 22, as the binary before scopes (and worker hosts,
+    // and objects in the database) left it, with a token.
     client
         .batch_execute(
             "DROP TABLE webhook_deliveries; \
+             DROP TABLE blob_uploads, blob_parts, blobs; \
              ALTER TABLE tokens DROP COLUMN scope, DROP COLUMN expires_at; \
              ALTER TABLE workers DROP COLUMN host, DROP COLUMN pid; \
              INSERT INTO tokens (id, name, hash, created_at) VALUES ('old', 'ci', 'h', 5); \

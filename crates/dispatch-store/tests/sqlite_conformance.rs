@@ -603,11 +603,12 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);
     drop(open(&path, Duration::from_secs(5)));
-    // Back to version 24, as the binary before scopes (and worker hosts)
-    // left it, with a token.
+    // Back to version 24, as the binary before scopes (and worker hosts,
+    // and objects in the database) left it, with a token.
     raw(&path)
         .execute_batch(
             "DROP TABLE webhook_deliveries; \
+             DROP TABLE blob_uploads; DROP TABLE blob_parts; DROP TABLE blobs; \
              ALTER TABLE tokens DROP COLUMN scope; \
              ALTER TABLE tokens DROP COLUMN expires_at; \
              ALTER TABLE workers DROP COLUMN host; \

@@ -256,6 +256,7 @@ impl ObjectStore for DbObjects {
             location: location.clone(),
             upload,
             next: 0,
+            done: false,
         }))
     }
 
@@ -436,7 +437,9 @@ impl ObjectStore for DbObjects {
 }
 
 /// A multipart upload into the database: each part's pieces are written
-/// as it is given; the commit makes them the object.
+/// as it is given; the commit makes them the object. Dropped before it
+/// completed or aborted (a writer that failed half-way), it aborts itself
+/// in the background, so no parts are left for the expiry to find.
 #[derive(Debug)]
 struct DbUpload {
     objects: DbObjects,
@@ -444,6 +447,22 @@ struct DbUpload {
     upload: String,
     /// The next part's index.
     next: i64,
+    /// Completed or aborted.
+    done: bool,
+}
+
+impl Drop for DbUpload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, upload) = (self.objects.store.clone(), self.upload.clone());
+            runtime.spawn(async move {
+                let _ = store.abort_blob_upload(&upload).await;
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -461,12 +480,17 @@ impl MultipartUpload for DbUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        self.objects
+        let result = self
+            .objects
             .commit(&self.location, &self.upload, PutMode::Overwrite)
-            .await
+            .await;
+        // Committed, or gone with a refused commit; else aborted on drop.
+        self.done = result.is_ok();
+        result
     }
 
     async fn abort(&mut self) -> Result<()> {
+        self.done = true;
         self.objects
             .store
             .abort_blob_upload(&self.upload)
