@@ -62,8 +62,8 @@ fn an_edited_approval_records_what_ran_and_tells_the_model() {
     d.ok(&["approve", &id, "refund-1", "--by", "ada", "--input", EDITED]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
-    let ran: Value =
-        serde_json::from_str(&std::fs::read_to_string(&marks).expect("the tool ran")).expect("json");
+    let ran: Value = serde_json::from_str(&std::fs::read_to_string(&marks).expect("the tool ran"))
+        .expect("json");
     assert_eq!(ran, json!({"order": "12345", "amount": 20}));
 
     // The model is told, before the tool's output, what ran instead.
@@ -79,24 +79,45 @@ fn an_edited_approval_records_what_ran_and_tells_the_model() {
         .iter()
         .find(|t| t.contains("refunded"))
         .unwrap_or_else(|| panic!("the tool's result is sent: {told:?}"));
-    assert!(result.starts_with(&note), "{result:?} should start with {note:?}");
+    assert!(
+        result.starts_with(&note),
+        "{result:?} should start with {note:?}"
+    );
 
     // The event records what ran, what was asked, and who changed it.
     let call = events_of(&doc, "tool_call")
         .into_iter()
         .next()
         .expect("a tool_call event");
-    assert_eq!(call["input"], json!({"order": "12345", "amount": 20}), "{call:#}");
-    assert_eq!(call["requested_input"], json!({"order": "12345", "amount": 40}), "{call:#}");
+    assert_eq!(
+        call["input"],
+        json!({"order": "12345", "amount": 20}),
+        "{call:#}"
+    );
+    assert_eq!(
+        call["requested_input"],
+        json!({"order": "12345", "amount": 40}),
+        "{call:#}"
+    );
     assert_eq!(call["edited_by"]["by"], "ada", "{call:#}");
     assert_eq!(call["edited_by"]["approval"], "refund-1", "{call:#}");
     assert!(call["edited_by"]["at"].as_i64().is_some(), "{call:#}");
-    assert_eq!(call["output"], "refunded\n", "the tool's own output: {call:#}");
+    assert_eq!(
+        call["output"], "refunded\n",
+        "the tool's own output: {call:#}"
+    );
 
     // inspect-run's tool calls, as JSON and for a person.
     let listed = &doc["tool_calls"][0];
-    assert_eq!(listed["input"], json!({"order": "12345", "amount": 20}), "{listed:#}");
-    assert_eq!(listed["requested_input"], json!({"order": "12345", "amount": 40}));
+    assert_eq!(
+        listed["input"],
+        json!({"order": "12345", "amount": 20}),
+        "{listed:#}"
+    );
+    assert_eq!(
+        listed["requested_input"],
+        json!({"order": "12345", "amount": 40})
+    );
     assert_eq!(listed["edited_by"]["by"], "ada");
     let human = d.ok(&["inspect-run", &id]);
     assert!(
@@ -123,7 +144,13 @@ fn an_approval_without_an_edit_records_no_edit() {
         ),
     );
     std::fs::write(dir.join("refund.sh"), "echo refunded\n").expect("tool");
-    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach", "--job", "{}"]);
+    let id = d.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        "{}",
+    ]);
     eventually(20, "the run pauses for the approval", || {
         d.status(&id) == "paused"
     });
@@ -140,4 +167,59 @@ fn an_approval_without_an_edit_records_no_edit() {
         .collect::<Vec<_>>();
     assert!(told.iter().any(|t| t == "refunded\n"), "{told:?}");
     assert!(!told.iter().any(|t| t.contains("Note:")), "{told:?}");
+}
+
+#[test]
+fn an_anthropic_model_reads_the_note_in_its_tool_result() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"amount": 40}, "id": "toolu_1"}]},
+        text("done", 1, 1),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "claude",
+        &format!(
+            "MODEL claude-haiku-4-5 PROVIDER anthropic BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm",
+            mock.url()
+        ),
+    );
+    std::fs::write(dir.join("refund.sh"), "echo refunded\n").expect("tool");
+    let id = d.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        "{}",
+    ]);
+    eventually(20, "the run pauses for the approval", || {
+        d.status(&id) == "paused"
+    });
+    d.ok(&[
+        "approve",
+        &id,
+        "refund-1",
+        "--by",
+        "ada",
+        "--input",
+        r#"{"amount":20}"#,
+    ]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2);
+    let results: Vec<&Value> = reqs[1].body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 1, "{:#}", reqs[1].body);
+    assert_eq!(results[0]["tool_use_id"], "toolu_1");
+    assert_eq!(
+        results[0]["content"],
+        "Note: an approver (ada) changed this call's input before it ran: {\"amount\":20} (you asked for {\"amount\":40}).\n\nrefunded\n"
+    );
 }

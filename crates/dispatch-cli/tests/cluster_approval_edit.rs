@@ -51,7 +51,13 @@ fn an_edit_decided_through_the_server_is_what_ran_and_the_page_says_so() {
         format!("cat >> '{}'\necho refund-done\n", file.display()),
     )
     .expect("tool");
-    let id = client.ok(&["run", dir.to_str().expect("utf-8"), "--detach", "--job", "{}"]);
+    let id = client.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        "{}",
+    ]);
     server.wait_for(&format!("/v1/runs/{id}"), |r| {
         r["state"]["status"] == "suspended"
     });
@@ -65,8 +71,8 @@ fn an_edit_decided_through_the_server_is_what_ran_and_the_page_says_so() {
         r#"{"amount":20}"#,
     ]);
     assert_eq!(client.ok(&["wait", &id]), "0");
-    let ran: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("ran"))
-        .expect("json");
+    let ran: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("ran")).expect("json");
     assert_eq!(ran, json!({"amount": 20}));
 
     let reqs = mock.requests();

@@ -513,9 +513,8 @@ impl Tools for ToolBox<'_> {
                     let mut outcome = self.run(e, args, &call.id).await;
                     outcome.meta.extend(fields);
                     // The model learns its input was changed, and to what.
-                    outcome.note = edit.map(|edit| {
-                        dispatch_core::redact::mask(&edit.note(), &self.ctx.mask)
-                    });
+                    outcome.note =
+                        edit.map(|edit| dispatch_core::redact::mask(&edit.note(), &self.ctx.mask));
                     return with_meta(outcome);
                 }
                 Err(outcome) => return with_meta(outcome),
