@@ -80,6 +80,9 @@ pub struct ToolOutcome {
     /// The call waits for a decision not taken yet: the round suspends
     /// (see [`crate::round`]).
     pub suspend: Option<PendingApproval>,
+    /// Told to the model before `text` (not part of the tool's output): an
+    /// approver changed the call's input, and to what.
+    pub note: Option<String>,
 }
 
 impl ToolOutcome {

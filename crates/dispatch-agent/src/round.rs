@@ -147,17 +147,26 @@ pub(crate) async fn run_round(
     }
 }
 
+/// What the model is told of a call: the outcome's note (an approver's
+/// edit), then the tool's output.
 fn done_call(tc: &ToolCall, outcome: &ToolOutcome) -> DoneCall {
+    let text = match &outcome.note {
+        Some(note) => format!("{note}\n\n{}", outcome.text),
+        None => outcome.text.clone(),
+    };
     DoneCall {
         id: tc.id.clone(),
-        text: outcome.text.clone(),
+        text,
         is_error: outcome.is_error,
         stop: outcome.stop.clone(),
         event: None,
     }
 }
 
-/// The `tool_call` event of a call that gave `outcome` after `took`.
+/// The `tool_call` event of a call that gave `outcome` after `took`: its
+/// `input` is the model's arguments unless the outcome's fields say
+/// otherwise (an approver's edit: `input` is then what ran, beside
+/// `requested_input` and `edited_by`); its `output` is the tool's own.
 fn tool_event(tc: &ToolCall, outcome: &ToolOutcome, took: Duration, round: u64) -> Value {
     let input: Value =
         serde_json::from_str(&tc.arguments).unwrap_or(Value::String(tc.arguments.clone()));

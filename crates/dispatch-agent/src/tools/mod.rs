@@ -10,6 +10,7 @@
 //! with the fields [`ToolOutcome::meta`] adds (kind, bytes, truncated, …).
 
 mod builtin;
+mod edit;
 mod http;
 mod local;
 pub mod powers;
@@ -61,6 +62,8 @@ pub struct ApprovalAnswer {
     pub rationale: Option<String>,
     /// Arguments to run the tool with instead of the model's.
     pub input: Option<Value>,
+    /// When it was decided (milliseconds since the epoch).
+    pub at: Option<i64>,
 }
 
 /// What an approver says about a call.
@@ -296,14 +299,15 @@ impl<'a> ToolBox<'a> {
         }
     }
 
-    /// Waits for the call's approval: the arguments to run with and the
-    /// approval's fields for the event, or what the model is told instead.
+    /// Waits for the call's approval: the arguments to run with, the
+    /// approval's fields for the event and the approver's edit if any, or
+    /// what the model is told instead.
     async fn approve(
         &self,
         e: &Entry,
         args: Value,
         call_id: &str,
-    ) -> Result<(Value, serde_json::Map<String, Value>), ToolOutcome> {
+    ) -> Result<(Value, serde_json::Map<String, Value>, Option<edit::Edit>), ToolOutcome> {
         let Some(approver) = self.ctx.approver else {
             return Err(ToolOutcome::error(format!(
                 "error: `{}` needs an approval and nobody can give one here",
@@ -329,11 +333,12 @@ impl<'a> ToolBox<'a> {
                 )));
             }
         };
+        let edit = edit::Edit::of(&answer, &args).filter(|_| answer.approved);
         let mut fields = serde_json::Map::new();
         fields.insert(
             "approval".into(),
             json!({"id": answer.id, "decision": if answer.approved { "approve" } else { "deny" },
-                   "by": answer.by, "rationale": answer.rationale, "edited": answer.input.is_some()}),
+                   "by": answer.by, "rationale": answer.rationale, "edited": edit.is_some()}),
         );
         if !answer.approved {
             let why = answer
@@ -347,7 +352,13 @@ impl<'a> ToolBox<'a> {
             o.meta = fields;
             return Err(o);
         }
-        Ok((answer.input.unwrap_or(args), fields))
+        match edit {
+            Some(edit) => {
+                fields.extend(edit.fields());
+                Ok((edit.input.clone(), fields, Some(edit)))
+            }
+            None => Ok((args, fields, None)),
+        }
     }
 
     async fn run(&self, e: &Entry, args: Value, call_id: &str) -> ToolOutcome {
@@ -498,9 +509,12 @@ impl Tools for ToolBox<'_> {
         let args = match e.decl.approval() {
             ApprovalPolicy::Never => args,
             _ => match self.approve(e, args, &call.id).await {
-                Ok((args, fields)) => {
+                Ok((args, fields, edit)) => {
                     let mut outcome = self.run(e, args, &call.id).await;
                     outcome.meta.extend(fields);
+                    // The model learns its input was changed, and to what.
+                    outcome.note =
+                        edit.map(|edit| dispatch_core::redact::mask(&edit.note(), &self.ctx.mask));
                     return with_meta(outcome);
                 }
                 Err(outcome) => return with_meta(outcome),

@@ -12,15 +12,22 @@ use crate::reliability_args::{ApprovalsCommand, DecideArgs, DlqCommand};
 impl Remote {
     /// `POST /v1/runs/{id}/approvals/{approval_id}`.
     pub(super) fn decide(&self, args: &DecideArgs, decision: &str) -> CliResult {
+        // A bad `--input` is refused before anything is asked of the server.
+        let input = approvals::input_of(args)?;
         let run = self.get_run(&args.run)?;
         if run.state.is_terminal() {
             return Err(approvals::finished(&run, decision));
         }
-        let body = json!({
+        let mut body = json!({
             "decision": decision,
             "by": approvals::decider(args),
             "rationale": args.rationale,
         });
+        // The approver's edit of a tool call's arguments (checked by the
+        // server against the tool's schema).
+        if let Some(input) = input {
+            body["input"] = input;
+        }
         let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&args.approval));
         let decided: Approval = parse(self.json("POST", &path, Some(&body))?, "an approval")?;
         approvals::say_decided(&decided);

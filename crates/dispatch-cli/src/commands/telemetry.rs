@@ -44,12 +44,21 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Value {
                     }
                 }
             }
-            "tool_call" => tools.push(json!({
-                "attempt": attempt, "at": at, "name": d["name"], "ok": d["ok"],
-                "duration_ms": d["duration_ms"], "kind": d["kind"], "input": d["input"],
-                "output": d["output"], "bytes": d["bytes"], "truncated": d["truncated"],
-                "approval": d["approval"],
-            })),
+            "tool_call" => {
+                let mut call = json!({
+                    "attempt": attempt, "at": at, "name": d["name"], "ok": d["ok"],
+                    "duration_ms": d["duration_ms"], "kind": d["kind"], "input": d["input"],
+                    "output": d["output"], "bytes": d["bytes"], "truncated": d["truncated"],
+                    "approval": d["approval"],
+                });
+                // An approver's edit: `input` ran; the model asked for this.
+                for k in ["requested_input", "edited_by"] {
+                    if let Some(v) = d.get(k) {
+                        call[k] = v.clone();
+                    }
+                }
+                tools.push(call);
+            }
             "usage" => {
                 let model = d["model"].as_str().unwrap_or("unknown").to_string();
                 let n = |k: &str| d[k].as_u64().unwrap_or(0);
@@ -142,6 +151,23 @@ pub fn print_human(d: &Value) {
                 println!(
                     "      input:  {}",
                     dispatch_core::event::shorten(&t["input"].to_string(), 160)
+                );
+            }
+            if let Some(by) = t["edited_by"].as_object() {
+                println!(
+                    "      asked:  {}",
+                    dispatch_core::event::shorten(&t["requested_input"].to_string(), 160)
+                );
+                let when = by
+                    .get("at")
+                    .and_then(Value::as_i64)
+                    .and_then(dispatch_core::time::format_rfc3339)
+                    .map(|at| format!(", {at}"))
+                    .unwrap_or_default();
+                println!(
+                    "      edited by {} (approval {}{when}): the input above is what ran",
+                    by.get("by").and_then(Value::as_str).unwrap_or("?"),
+                    by.get("approval").and_then(Value::as_str).unwrap_or("?"),
                 );
             }
             if let Some(out) = t["output"].as_str() {

@@ -76,6 +76,7 @@ fn answer_of(a: Approval) -> ApprovalAnswer {
         by: a.decided_by.unwrap_or_default(),
         rationale: a.rationale,
         input: a.input,
+        at: a.decided_at,
     }
 }
 

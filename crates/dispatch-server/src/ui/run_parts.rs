@@ -134,16 +134,31 @@ pub fn tool_calls(events: &[Event]) -> Markup {
                         " · attempt " (e.event.attempt)
                         " · " (fmt::duration(d["duration_ms"].as_i64()))
                         @if d["ok"] == Value::Bool(false) { " · " span.status.s-failed { "failed" } }
+                        @if let Some(by) = edited_by(d) { " · edited by " (by) }
                         " · " (fmt::time(e.event.at))
                     }
                     h3.muted { "Input" }
                     (clipped(&fmt::json(&d["input"])))
+                    @if let Some(by) = edited_by(d) {
+                        p.muted {
+                            "What ran: edited by " (by) " (approval "
+                            (d["edited_by"]["approval"].as_str().unwrap_or("?")) ", "
+                            (fmt::time(d["edited_by"]["at"].as_i64().unwrap_or(e.event.at))) ")."
+                        }
+                        h3.muted { "Requested by the model" }
+                        (clipped(&fmt::json(&d["requested_input"])))
+                    }
                     h3.muted { "Output" }
                     (clipped(&match &d["output"] { Value::String(s) => s.clone(), v => fmt::json(v) }))
                 }
             }
         }
     }
+}
+
+/// Who edited a tool call's input at its approval, if anyone did.
+fn edited_by(d: &Value) -> Option<&str> {
+    d["edited_by"]["by"].as_str()
 }
 
 /// Model calls shown with their conversation (the newest).

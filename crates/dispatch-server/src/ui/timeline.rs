@@ -104,9 +104,13 @@ pub fn build(attempts: &[Attempt], events: &[Event], approvals: &[Approval], now
                     end: at,
                     open: false,
                     label: format!(
-                        "{}{} · {}",
+                        "{}{}{} · {}",
                         name("name"),
                         if ok { "" } else { " (failed)" },
+                        match d.pointer("/edited_by/by").and_then(Value::as_str) {
+                            Some(by) => format!(" (input edited by {by})"),
+                            None => String::new(),
+                        },
                         human_duration(took)
                     ),
                 });
