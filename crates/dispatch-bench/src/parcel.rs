@@ -77,7 +77,10 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let t = Instant::now();
     let out = client(&["run", "big"]);
     let run = t.elapsed().as_secs_f64();
-    assert!(out.contains("intact"), "the worker's copy checks out: {out}");
+    assert!(
+        out.contains("intact"),
+        "the worker's copy checks out: {out}"
+    );
     let (server_rss, worker_rss) = (peak_rss(&server), peak_rss(&worker));
     for child in [&mut server, &mut worker] {
         let _ = child.kill();
@@ -115,7 +118,8 @@ fn write_file(path: &Path, mb: u64) -> String {
 
 /// The process's peak resident set (VmHWM), in MB.
 fn peak_rss(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
