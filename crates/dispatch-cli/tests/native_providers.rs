@@ -59,9 +59,10 @@ fn a_model_without_key_sends_its_providers_conventional_variable() {
         ),
     ] {
         let dir = native_agent(d.dir.path(), name, &line);
+        // Detached: the key is read by the helper that calls the model.
         let out = clean(&d)
             .env(var, value)
-            .args(["run", dir.to_str().expect("utf-8")])
+            .args(["run", dir.to_str().expect("utf-8"), "--detach"])
             .output()
             .expect("run");
         assert_eq!(
@@ -70,6 +71,8 @@ fn a_model_without_key_sends_its_providers_conventional_variable() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(d.wait_terminal(&id)["status"], "succeeded", "{name}");
     }
     assert_eq!(
         header(&mock, 0, "authorization").as_deref(),
