@@ -22,7 +22,8 @@ use crate::billing;
 use crate::conversation::{Conversation, estimate_tokens};
 use crate::prompt::output_of;
 use crate::provider::{
-    Delta, Exchange, Flow, Message, ModelRequest, ModelResponse, ProviderError, ToolCall, ToolSpec,
+    Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, ProviderError,
+    ToolCall, ToolSpec,
 };
 use crate::resolve::{ResolvedModel, provider_for};
 use crate::round::{PendingApproval, RoundEnd, run_round};
@@ -139,6 +140,9 @@ pub struct LoopConfig {
     pub llm_timeout: Duration,
     pub max_tool_rounds: u64,
     pub max_output_tokens: Option<u64>,
+    /// An answer cut at the output limit is accepted (with a warning)
+    /// instead of failing the run (see [`crate::truncation`]).
+    pub allow_truncation: bool,
     pub max_context_tokens: Option<u64>,
     /// The run's hard budgets (`LIMIT TOKENS`, `LIMIT COST`).
     pub max_tokens: Option<u64>,
@@ -230,6 +234,21 @@ pub async fn run_loop(
                         billing::usage_event(&model.model.name, usage, cost, estimated),
                     ),
                 ];
+                if response.finish_reason == FinishReason::Length {
+                    let (warning, fail) = crate::truncation::truncated(
+                        &model.model.name,
+                        cfg.max_output_tokens,
+                        cfg.allow_truncation,
+                    );
+                    events.push(("warning", warning));
+                    if let Some(reason) = fail {
+                        let _ = sink.record(events).await;
+                        return LoopEnd::Failed {
+                            reason,
+                            retryable: false,
+                        };
+                    }
+                }
                 let calls = response.tool_calls;
                 if !calls.is_empty() && conv.rounds >= cfg.max_tool_rounds {
                     let _ = sink.record(events).await;
@@ -500,6 +519,9 @@ async fn call_chain(
                     event["output_tokens"] = json!(usage.output_tokens);
                     event["cost_usd"] = json!(cost);
                     event["finish_reason"] = json!(response.finish_reason.as_str());
+                    if response.finish_reason == FinishReason::Length {
+                        event["truncated"] = json!(true);
+                    }
                     event["response_model"] = json!(response.model);
                     // The call as a cassette entry: `dispatch replay --offline`.
                     let entry = crate::cassette::entry(&req, &response).to_string();

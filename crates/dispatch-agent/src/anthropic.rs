@@ -55,7 +55,7 @@ impl Anthropic {
             base_url.unwrap_or_else(|| ProviderKind::Anthropic.default_base_url().to_string());
         Anthropic {
             client,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url: crate::wire::normalize_base_url(&base_url, "/messages"),
             api_key,
         }
     }

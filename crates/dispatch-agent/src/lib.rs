@@ -18,6 +18,8 @@ pub mod resolve;
 pub mod round;
 mod sse;
 pub mod tools;
+pub mod truncation;
+pub mod wire;
 
 pub use agent_loop::{Admission, LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome, Tools, run_loop};
 pub use conversation::{Conversation, SessionData};

@@ -38,7 +38,7 @@ impl OpenAi {
         OpenAi {
             kind,
             client,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url: crate::wire::normalize_base_url(&base_url, "/chat/completions"),
             api_key,
         }
     }
@@ -79,7 +79,7 @@ impl OpenAi {
             }).collect();
         }
         if let Some(max) = req.max_output_tokens {
-            body["max_tokens"] = json!(max);
+            body[crate::wire::openai_token_field(&req.model)] = json!(max);
         }
         body
     }

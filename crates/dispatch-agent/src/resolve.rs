@@ -155,7 +155,7 @@ pub fn resolve(
             key = get("LLM_API_KEY").or(if redirected { None } else { key });
         }
         if key.is_none() && !redirected && m.key.is_none() {
-            key = conventional_key(&m).and_then(&get);
+            key = conventional_keys(&m).iter().find_map(|k| get(k));
         }
         if key.is_none() && !redirected {
             if let Some(secret) = &m.key {
@@ -164,12 +164,12 @@ pub fn resolve(
                     m.name
                 ));
             }
-            if m.provider != ProviderKind::OpenaiCompatible && m.base_url.is_none() {
+            if let Some(var) = conventional_key(&m).filter(|_| needs_key(&m)) {
                 return Err(format!(
-                    "model {} has no KEY, and {} needs one (hint: export {}, or `MODEL {} KEY <NAME>` with `SECRET <NAME>`, or set LLM_API_KEY)",
+                    "model {} has no KEY, and {} at {} needs one: {var} is not set (hint: export {var}, or `MODEL {} KEY <NAME>` with `SECRET <NAME>`, or set LLM_API_KEY)",
                     m.name,
                     m.provider,
-                    conventional_key(&m).unwrap_or("OPENAI_API_KEY"),
+                    m.endpoint(),
                     m.name
                 ));
             }
@@ -189,19 +189,45 @@ pub fn resolve(
 /// `GEMINI_API_KEY` (an OpenAI-compatible BASE_URL on
 /// `generativelanguage.googleapis.com`); none for other servers.
 pub fn conventional_key(m: &ModelRef) -> Option<&'static str> {
+    conventional_keys(m).first().copied()
+}
+
+/// Every variable a model with no KEY may take its key from, in order:
+/// Google's endpoint takes `GEMINI_API_KEY`, else `GOOGLE_API_KEY` (as
+/// Google's SDK does).
+pub fn conventional_keys(m: &ModelRef) -> &'static [&'static str] {
     match m.provider {
-        ProviderKind::Openai => Some("OPENAI_API_KEY"),
-        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+        ProviderKind::Openai => &["OPENAI_API_KEY"],
+        ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
         ProviderKind::OpenaiCompatible => {
             let host = m
                 .base_url
                 .as_deref()
                 .and_then(|u| url::Url::parse(u).ok())
                 .and_then(|u| u.host_str().map(str::to_string));
-            (host.as_deref() == Some("generativelanguage.googleapis.com"))
-                .then_some("GEMINI_API_KEY")
+            if host.as_deref() == Some("generativelanguage.googleapis.com") {
+                &["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+            } else {
+                &[]
+            }
         }
     }
+}
+
+/// Whether `m` is served by a provider's own API, which refuses a call
+/// without a key (a BASE_URL elsewhere, a local server or a test's mock,
+/// may need none).
+fn needs_key(m: &ModelRef) -> bool {
+    let Some(base) = &m.base_url else {
+        return m.provider != ProviderKind::OpenaiCompatible;
+    };
+    let host = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    matches!(
+        host.as_deref(),
+        Some("api.openai.com" | "api.anthropic.com" | "generativelanguage.googleapis.com")
+    )
 }
 
 /// Why a run may not set `LIMIT COST`: a model whose price is unknown.
@@ -301,6 +327,12 @@ mod tests {
                 Some("v-GEMINI_API_KEY")
             ]
         );
+        let google = |k: &str| match k {
+            "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GOOGLE_API_KEY" => Some(format!("v-{k}")),
+            _ => None,
+        };
+        let r = resolve(&c, None, google).expect("GOOGLE_API_KEY for Gemini");
+        assert_eq!(r[2].key.as_deref(), Some("v-GOOGLE_API_KEY"));
         let err = resolve(&c, None, |_| None).expect_err("no key anywhere");
         assert!(err.contains("export OPENAI_API_KEY"), "{err}");
         // A KEY that names an unset secret is not replaced by the convention.

@@ -82,9 +82,25 @@ pub(crate) async fn post_stream(
         let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         exchange.response_body = text.clone();
-        return Err(classify(status.as_u16(), retry_after, &text));
+        return Err(naming_url(
+            classify(status.as_u16(), retry_after, &text),
+            url,
+        ));
     }
-    let mut events = response.bytes_stream().eventsource();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let mut bytes = response.bytes_stream();
+    if let Some(ct) = content_type.filter(|ct| !is_event_stream(ct)) {
+        let head = first_bytes(&mut bytes).await;
+        exchange.response_body = head.clone();
+        return Err(ProviderError::Protocol(format!(
+            "POST {url} answered {status} with content type `{ct}`, not a text/event-stream (hint: is BASE_URL right? a proxy or captive portal may be in the way); it begins: {}",
+            quote(&head)
+        )));
+    }
+    let mut events = bytes.eventsource();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -113,6 +129,60 @@ pub(crate) async fn post_stream(
         }
     }
     Ok(())
+}
+
+/// Whether a `Content-Type` is the server-sent events every streamed call needs.
+fn is_event_stream(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// The first bytes of a body (about [`QUOTE`]), as text, for an error.
+async fn first_bytes<S, B>(body: &mut S) -> String
+where
+    S: futures_util::Stream<Item = Result<B, reqwest::Error>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut head = Vec::new();
+    while head.len() < QUOTE {
+        match body.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(chunk.as_ref()),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An error status's error, saying which URL answered it (a 404 is most
+/// often a BASE_URL that is wrong).
+fn naming_url(e: ProviderError, url: &str) -> ProviderError {
+    let hint = |status: u16| {
+        if status == 404 {
+            " (hint: is BASE_URL right?)"
+        } else {
+            ""
+        }
+    };
+    match e {
+        ProviderError::RateLimited {
+            retry_after,
+            message,
+        } => ProviderError::RateLimited {
+            retry_after,
+            message: format!("{message} (POST {url})"),
+        },
+        ProviderError::Server { status, message } => ProviderError::Server {
+            status,
+            message: format!("{message} (POST {url})"),
+        },
+        ProviderError::Refused { status, message } => ProviderError::Refused {
+            status,
+            message: format!("{message} (POST {url}){}", hint(status)),
+        },
+        other => other,
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {

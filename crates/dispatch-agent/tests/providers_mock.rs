@@ -128,7 +128,7 @@ async fn errors_are_classified_from_the_wire() {
         Err(ProviderError::Server { status: 500, .. })
     ));
     assert!(
-        matches!(call(&p).await.0, Err(ProviderError::Refused { status: 401, ref message }) if message == "bad key")
+        matches!(call(&p).await.0, Err(ProviderError::Refused { status: 401, ref message }) if message.starts_with("bad key (POST http://127.0.0.1:"))
     );
     assert!(matches!(call(&p).await.0, Err(ProviderError::Protocol(_))));
     assert!(matches!(call(&p).await.0, Err(ProviderError::Protocol(ref m)) if m.contains("cut")));

@@ -19,6 +19,9 @@ pub enum ProviderKind {
     OpenaiCompatible,
 }
 
+/// Google's OpenAI-compatible endpoint for Gemini models.
+pub const GEMINI_OPENAI_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
+
 impl ProviderKind {
     pub const NAMES: &'static str = "openai, anthropic, openai_compatible";
 
@@ -39,17 +42,35 @@ impl ProviderKind {
         }
     }
 
-    /// The provider a model name implies when PROVIDER is not given:
-    /// `claude…` is Anthropic, anything else OpenAI (OpenAI-compatible when a
-    /// BASE_URL is given).
-    pub fn infer(model: &str, has_base_url: bool) -> ProviderKind {
-        if model.to_ascii_lowercase().starts_with("claude") {
-            ProviderKind::Anthropic
-        } else if has_base_url {
-            ProviderKind::OpenaiCompatible
-        } else {
-            ProviderKind::Openai
+    /// The provider a model name implies when PROVIDER is not given, by
+    /// family: `claude…` is Anthropic; with a BASE_URL anything else is an
+    /// OpenAI-compatible server; without one, `gpt…`, `chatgpt…` and the
+    /// o-series (`o1`, `o3`, `o4-mini`, …) are OpenAI. Any other name is an
+    /// error saying what to write (Gemini has no native provider yet: it is
+    /// reached through Google's OpenAI-compatible endpoint).
+    pub fn infer(model: &str, has_base_url: bool) -> Result<ProviderKind, String> {
+        let name = model.to_ascii_lowercase();
+        if name.starts_with("claude") {
+            return Ok(ProviderKind::Anthropic);
         }
+        if has_base_url {
+            return Ok(ProviderKind::OpenaiCompatible);
+        }
+        let o_series = name
+            .strip_prefix('o')
+            .and_then(|r| r.chars().next())
+            .is_some_and(|c| c.is_ascii_digit());
+        if o_series || name.starts_with("gpt") || name.starts_with("chatgpt") {
+            return Ok(ProviderKind::Openai);
+        }
+        if name.starts_with("gemini") {
+            return Err(format!(
+                "model `{model}`: Gemini is not supported yet as a provider of its own (hint: use Google's OpenAI-compatible endpoint: `MODEL {model} BASE_URL {GEMINI_OPENAI_URL} KEY GEMINI_API_KEY` with `SECRET GEMINI_API_KEY`, or leave KEY out to read GEMINI_API_KEY)"
+            ));
+        }
+        Err(format!(
+            "model `{model}`: which provider serves it is unknown (hint: add `PROVIDER openai|anthropic`, or `BASE_URL <url>` for an OpenAI-compatible server such as Ollama or vLLM)"
+        ))
     }
 
     /// The base URL used when none is given (no trailing `/`).
@@ -118,6 +139,11 @@ pub struct AgentConfig {
     /// `LIMIT OUTPUT_TOKENS`: the most output tokens per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// `LIMIT OUTPUT_TOKENS <n> ALLOW_TRUNCATION`: an answer cut at the
+    /// output limit (`finish_reason: length`) is accepted, with a warning,
+    /// instead of failing the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_truncation: bool,
     /// `LIMIT CONTEXT_TOKENS`: a conversation larger than this is compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_context_tokens: Option<u64>,
@@ -229,15 +255,31 @@ mod tests {
     }
 
     #[test]
-    fn providers_are_inferred_from_names() {
-        assert_eq!(
-            ProviderKind::infer("claude-haiku-4-5", false),
-            ProviderKind::Anthropic
-        );
-        assert_eq!(ProviderKind::infer("gpt-4o", false), ProviderKind::Openai);
-        assert_eq!(
-            ProviderKind::infer("llama3", true),
-            ProviderKind::OpenaiCompatible
-        );
+    fn providers_are_inferred_from_the_model_family() {
+        let infer = |m: &str, url: bool| ProviderKind::infer(m, url);
+        for m in ["claude-haiku-4-5", "Claude-3-5-sonnet"] {
+            assert_eq!(infer(m, false), Ok(ProviderKind::Anthropic), "{m}");
+            assert_eq!(infer(m, true), Ok(ProviderKind::Anthropic), "{m}");
+        }
+        for m in [
+            "gpt-4o",
+            "gpt-5-mini",
+            "chatgpt-4o-latest",
+            "o1",
+            "o3",
+            "o4-mini",
+        ] {
+            assert_eq!(infer(m, false), Ok(ProviderKind::Openai), "{m}");
+        }
+        for m in ["llama3", "gemini-2.5-flash", "o3", "olmo2"] {
+            assert_eq!(infer(m, true), Ok(ProviderKind::OpenaiCompatible), "{m}");
+        }
+        let gemini = infer("gemini-2.5-flash", false).expect_err("no native Gemini");
+        assert!(gemini.contains("Gemini is not supported yet"), "{gemini}");
+        assert!(gemini.contains(GEMINI_OPENAI_URL), "{gemini}");
+        for m in ["llama3.2", "mistral-large", "olmo2", "m"] {
+            let err = infer(m, false).expect_err("unknown family");
+            assert!(err.contains("add `PROVIDER"), "{err}");
+        }
     }
 }

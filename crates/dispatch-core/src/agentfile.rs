@@ -659,6 +659,13 @@ impl Parser {
             }
             return Ok(());
         }
+        if let [k, _, flag] = args
+            && k.eq_ignore_ascii_case("OUTPUT_TOKENS")
+        {
+            model::allow_truncation(flag)?;
+            self.agent().allow_truncation = true;
+            return self.limit(line, rest, &args[..2]);
+        }
         if let [k, v] = args
             && let Some(parsed) = model::agent_limit(&k.to_ascii_uppercase(), v)
         {

@@ -130,7 +130,7 @@ fn soup() -> impl Strategy<Value = Vec<u8>> {
         "",
         "NAME a\nCOMMAND sh agent.sh\n",
         "FROM noop\nNAME a\n",
-        "FROM agent\nNAME a\nMODEL m KEY K\nSECRET K\n",
+        "FROM agent\nNAME a\nMODEL gpt-m KEY K\nSECRET K\n",
     ]);
     (
         select(vec!["", "\u{feff}"]),

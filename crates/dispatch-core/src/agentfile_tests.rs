@@ -493,6 +493,25 @@ fn a_native_agent_parses_models_fallbacks_prices_and_limits() {
     assert_eq!(a.max_context_tokens, Some(9000));
     assert_eq!(m.limits.max_tokens, Some(20000));
     assert_eq!(a.price_of("llama3.2").map(|p| p.output_per_mtok), Some(0.2));
+    assert!(!a.allow_truncation, "a cut answer fails the run by default");
+}
+
+#[test]
+fn limit_output_tokens_may_allow_truncation_and_a_model_needs_a_known_family() {
+    let base = "FROM agent\nNAME a\nMODEL gpt-4o-mini\n";
+    let af = parse(&format!("{base}LIMIT OUTPUT_TOKENS 64 allow_truncation\n")).expect("valid");
+    let a = af.manifest.agent.expect("agent");
+    assert_eq!(a.max_output_tokens, Some(64));
+    assert!(a.allow_truncation);
+    let e = err(&format!("{base}LIMIT OUTPUT_TOKENS 64 PLEASE\n"));
+    assert!(e.message.contains("ALLOW_TRUNCATION"), "{e}");
+    let e = err("FROM agent\nNAME a\nMODEL gemini-2.5-flash\n");
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("Gemini is not supported yet"), "{e}");
+    let e = err("FROM agent\nNAME a\nMODEL gpt-4o-mini\nFALLBACK llama3.2\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("FALLBACK model `llama3.2`"), "{e}");
+    assert!(e.message.contains("PROVIDER"), "{e}");
 }
 
 #[test]
@@ -523,16 +542,16 @@ fn native_agent_mistakes_are_refused_with_their_line() {
         ("MODEL gpt-4o KEY OPENAI_API_KEY", "not a declared SECRET"),
         ("MODEL gpt-4o PROVIDER", "needs a value"),
         ("MODEL gpt-4o COLOR red", "unknown option `COLOR`"),
-        ("MODEL a\nMODEL b", "duplicate MODEL"),
-        ("FALLBACK b", "FALLBACK without MODEL"),
-        ("MODEL a\nCOMMAND sh x.sh", "takes no COMMAND"),
-        ("MODEL a\nLIMIT TOOL_ROUNDS 0", "greater than zero"),
+        ("MODEL gpt-a\nMODEL gpt-b", "duplicate MODEL"),
+        ("FALLBACK gpt-b", "FALLBACK without MODEL"),
+        ("MODEL gpt-a\nCOMMAND sh x.sh", "takes no COMMAND"),
+        ("MODEL gpt-a\nLIMIT TOOL_ROUNDS 0", "greater than zero"),
         (
-            "MODEL a\nPRICE a INPUT x OUTPUT 1",
+            "MODEL gpt-a\nPRICE gpt-a INPUT x OUTPUT 1",
             "US dollars per million",
         ),
-        ("MODEL a\nPRICE a 1 2", "PRICE expects"),
-        ("MODEL a\nTIMEOUT LLM never", "invalid duration"),
+        ("MODEL gpt-a\nPRICE gpt-a 1 2", "PRICE expects"),
+        ("MODEL gpt-a\nTIMEOUT LLM never", "invalid duration"),
     ];
     for (extra, want) in cases {
         let e = err(&format!("{AGENT}{extra}\n"));

@@ -159,7 +159,7 @@ impl Answer {
             }
             Step::Stall { text_before, .. } => partial(text_before, End::Stall),
             Step::Cut { text_before, .. } => partial(text_before, End::Cut),
-            Step::Error { .. } | Step::Garbage { .. } | Step::Rounds { .. } => {
+            Step::Error { .. } | Step::Garbage { .. } | Step::Page { .. } | Step::Rounds { .. } => {
                 partial("", End::Finish(Finish::Stop))
             }
         }

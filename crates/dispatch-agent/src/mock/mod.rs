@@ -4,7 +4,8 @@
 //! streamed (SSE) or whole — on a loopback port, answering each request with
 //! the next [`Step`] of its [`Script`]: text, tool calls split across chunks,
 //! an error status (429 with `Retry-After`, 500, 401, …), a stalled stream, a
-//! cut stream, non-JSON data, or stateless tool rounds for concurrent load.
+//! cut stream, non-JSON data, a 200 that is an HTML page (a captive portal), or
+//! stateless tool rounds for concurrent load.
 //! Requests a real server would refuse (no model, no messages; no
 //! `max_tokens` for Anthropic) get a 400 in the provider's error shape.
 //!

@@ -113,6 +113,13 @@ pub(super) async fn answer(
             }
             return r;
         }
+        Step::Page {
+            content_type, body, ..
+        } => {
+            let ct = HeaderValue::from_str(content_type)
+                .unwrap_or(HeaderValue::from_static("text/html"));
+            return ([(header::CONTENT_TYPE, ct)], body.clone()).into_response();
+        }
         Step::Garbage { body, .. } => {
             let data: String = body.lines().map(|l| format!("data: {l}\n\n")).collect();
             return event_stream(Body::from(data));

@@ -74,6 +74,14 @@ fn default_garbage() -> String {
     "<html><body><h1>502 Bad Gateway</h1></body></html>".into()
 }
 
+fn default_page_type() -> String {
+    "text/html; charset=utf-8".into()
+}
+
+fn default_page() -> String {
+    "<!DOCTYPE html><html><head><title>Sign in to Guest Wi-Fi</title></head><body>Accept the terms to continue.</body></html>".into()
+}
+
 fn default_tool() -> String {
     "lookup".into()
 }
@@ -174,6 +182,17 @@ pub enum Step {
         #[serde(default)]
         delay_ms: u64,
     },
+    /// A 200 that is not a stream at all: `body` with `content_type`
+    /// (default: a captive portal's login page as `text/html`), as a wrong
+    /// BASE_URL or a proxy answers.
+    Page {
+        #[serde(default = "default_page_type")]
+        content_type: String,
+        #[serde(default = "default_page")]
+        body: String,
+        #[serde(default)]
+        delay_ms: u64,
+    },
     /// Stateless, for many concurrent runs on one step: one call of
     /// `tool_name` while the request's conversation holds fewer than
     /// `tool_rounds` assistant messages, else `text`.
@@ -214,6 +233,7 @@ impl Step {
             | Step::Stall { delay_ms, .. }
             | Step::Cut { delay_ms, .. }
             | Step::Garbage { delay_ms, .. }
+            | Step::Page { delay_ms, .. }
             | Step::Rounds { delay_ms, .. } => *delay_ms,
         }
     }

@@ -126,6 +126,9 @@ pub fn print_human(d: &Value) {
             if let Some(n) = c["retry"].as_u64().filter(|n| *n > 0) {
                 extra.push(format!("retry {n}"));
             }
+            if c["truncated"].as_bool() == Some(true) {
+                extra.push("truncated: cut at its output limit".to_string());
+            }
             if let Some(e) = c["error"].as_str() {
                 extra.push(format!("error: {}", shorten(e, 200)));
             }

@@ -41,7 +41,10 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
             "{key}: `{dangling}` needs a value (hint: `{key} {name} PROVIDER openai KEY OPENAI_API_KEY`)"
         ));
     }
-    let provider = provider.unwrap_or_else(|| ProviderKind::infer(name, base_url.is_some()));
+    let provider = match provider {
+        Some(p) => p,
+        None => ProviderKind::infer(name, base_url.is_some()).map_err(|e| format!("{key} {e}"))?,
+    };
     Ok(ModelRef {
         name: name.clone(),
         provider,
@@ -97,4 +100,15 @@ pub(super) fn agent_limit(kind: &str, value: &str) -> Option<Result<(&'static st
         _ => return None,
     };
     Some(positive(value, key).map(|n| (key, n)))
+}
+
+/// The word after `LIMIT OUTPUT_TOKENS <n>` that accepts answers cut at the limit.
+pub(super) fn allow_truncation(flag: &str) -> Result<(), String> {
+    if flag.eq_ignore_ascii_case("ALLOW_TRUNCATION") {
+        Ok(())
+    } else {
+        Err(format!(
+            "LIMIT OUTPUT_TOKENS: unexpected `{flag}` (hint: `LIMIT OUTPUT_TOKENS 512`, or `LIMIT OUTPUT_TOKENS 512 ALLOW_TRUNCATION` to accept answers cut at the limit)"
+        ))
+    }
 }

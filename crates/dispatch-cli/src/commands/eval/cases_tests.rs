@@ -66,14 +66,14 @@ fn tools_are_checked_only_when_the_agent_declares_all_it_can_call() {
         "f.toml",
     )
     .expect("parses");
-    let native = "FROM agent\nNAME n\nMODEL m\nTOOL MCP files COMMAND \"srv\" ALLOW read_file,list_directory\n";
+    let native = "FROM agent\nNAME n\nMODEL gpt-m\nTOOL MCP files COMMAND \"srv\" ALLOW read_file,list_directory\n";
     super::check_declared_tools(&cases, "f.toml", &manifest(native)).expect("an allowed MCP tool");
-    let other = "FROM agent\nNAME n\nMODEL m\nTOOL BUILTIN memory_get\n";
+    let other = "FROM agent\nNAME n\nMODEL gpt-m\nTOOL BUILTIN memory_get\n";
     let e = super::check_declared_tools(&cases, "f.toml", &manifest(other)).expect_err("refused");
     assert!(e.message.contains("its tools: memory_get"), "{}", e.message);
     // An MCP server without ALLOW offers tools of its own naming; a
     // process agent reports its own calls: neither is checked.
-    let open = "FROM agent\nNAME n\nMODEL m\nTOOL MCP files COMMAND \"srv\"\n";
+    let open = "FROM agent\nNAME n\nMODEL gpt-m\nTOOL MCP files COMMAND \"srv\"\n";
     super::check_declared_tools(&cases, "f.toml", &manifest(open)).expect("not known");
     let process = "FROM process\nNAME p\nCOMMAND true\n";
     super::check_declared_tools(&cases, "f.toml", &manifest(process)).expect("not known");
