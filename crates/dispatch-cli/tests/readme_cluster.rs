@@ -375,6 +375,8 @@ fn parcels_on_a_cluster() {
         "FROM process\nNAME blobby\nCOPY agent.sh\nCOPY data.bin\nCOMMAND [\"./agent.sh\"]\n",
     )
     .expect("write");
+    // A link back to the directory is not followed round and round.
+    std::os::unix::fs::symlink(".", dir.join("loop")).expect("symlink");
     let path = dir.to_string_lossy().into_owned();
 
     // dispatch build --host: the digest of a local build of the same directory.

@@ -178,7 +178,10 @@ fn write_tar(dir: &Path, agentfile: &Path, out: &Path) -> CliResult<()> {
             if rel == Path::new("Agentfile") {
                 continue;
             }
-            if path.is_dir() {
+            // A link to a directory is not walked into (it may loop back);
+            // a link to a file is sent as the file it points to.
+            let linked = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if path.is_dir() && !linked {
                 tar.append_dir(rel, &path).map_err(|e| fail(&path, e))?;
                 stack.push(path);
             } else if path.is_file() {
