@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use dispatch_store::postgres::testdb::TestDatabase;
 use serde_json::{Value, json};
 
 use crate::service_cluster::{call, host_of};
@@ -17,15 +16,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let runs: usize = crate::flag_value(args, "--runs")
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    crate::use_database_url(args);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let Some(db) = rt.block_on(TestDatabase::create()) else {
-        eprintln!("batch needs PostgreSQL (127.0.0.1:5432, or --database-url)");
-        std::process::exit(1);
-    };
+    let db = crate::fresh_database(args, "batch");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Command::new(dispatch)
         .args(["server", "--listen", "127.0.0.1:0", "--workers", "0"])

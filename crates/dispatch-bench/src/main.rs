@@ -87,6 +87,28 @@ mod waits;
 mod workflow;
 mod workflow_cluster;
 
+/// A throwaway PostgreSQL database (`--database-url`, else 127.0.0.1:5432)
+/// for `dispatch-bench what`; without one, says how to start one and exits 1.
+pub(crate) fn fresh_database(
+    args: &[String],
+    what: &str,
+) -> dispatch_store::postgres::testdb::TestDatabase {
+    use_database_url(args);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(dispatch_store::postgres::testdb::TestDatabase::create()) {
+        Some(db) => db,
+        None => {
+            eprintln!(
+                "dispatch-bench {what}: no PostgreSQL (start one on 127.0.0.1:5432, or pass --database-url)"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
 /// The value after `flag` on the command line, if any.
 pub(crate) fn flag_value(args: &[String], flag: &str) -> Option<String> {
     args.iter()

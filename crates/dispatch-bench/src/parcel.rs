@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use dispatch_store::postgres::testdb::TestDatabase;
 use sha2::{Digest, Sha256};
 
 use crate::service_cluster::host_of;
@@ -21,15 +20,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let mb: u64 = crate::flag_value(args, "--mb")
         .and_then(|n| n.parse().ok())
         .unwrap_or(1024);
-    crate::use_database_url(args);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let Some(db) = rt.block_on(TestDatabase::create()) else {
-        eprintln!("parcel needs PostgreSQL (127.0.0.1:5432, or --database-url)");
-        std::process::exit(1);
-    };
+    let db = crate::fresh_database(args, "parcel");
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("big");
     std::fs::create_dir_all(&src).expect("mkdir");

@@ -26,7 +26,10 @@ fn lines(path: &std::path::Path) -> usize {
 fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
     let Some(db) = postgres() else { return };
     let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
-    let mut first = Worker::one_slot(db.url(), "first");
+    // A lease long enough that a loaded CI host never lets it lapse while
+    // the round runs: this test is about the approval, and a lapsed lease
+    // re-runs the round's tools (tool calls are at least once).
+    let mut first = Worker::start(db.url(), "first", &["--slots", "1", "--lease-ms", "10000"]);
     let client = Client::new(&server);
     let mock = Mock::start(json!([
         {"kind": "tool_calls", "calls": [
@@ -84,7 +87,7 @@ fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
     // The first worker goes away; a second one resumes the run on approval.
     first.child.kill().expect("kill the first worker");
     first.child.wait().expect("reap it");
-    let _second = Worker::one_slot(db.url(), "second");
+    let _second = Worker::start(db.url(), "second", &["--slots", "1", "--lease-ms", "10000"]);
     client.ok(&["approve", &id, "refund-1", "--by", "ana"]);
     assert_eq!(client.ok(&["wait", &id]), "0");
     let doc = client.inspect(&id);
