@@ -168,7 +168,11 @@ async fn receive_tar(state: &AppState, body: Body, dir: &Path, n: u64) -> ApiRes
 }
 
 async fn receive_json(body: Body, dir: &Path) -> ApiResult<()> {
-    let body = axum::body::to_bytes(body, JSON_MAX).await.map_err(|_| {
+    let body = axum::body::to_bytes(body, JSON_MAX).await.map_err(|e| {
+        if !over_the_limit(&e) {
+            // Cut off (too slow, or the client went away): not its size.
+            return ApiError::bad_request(format!("reading the upload: {e}"));
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::PAYLOAD_TOO_LARGE,
@@ -214,6 +218,18 @@ async fn receive_json(body: Body, dir: &Path) -> ApiResult<()> {
     };
     // Paths that collide (`a` and `a/b`) are the upload's own fault.
     write().map_err(|e| ApiError::bad_request(format!("cannot store the upload's files: {e}")))
+}
+
+/// Whether reading a body failed because it was longer than the limit.
+fn over_the_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[utoipa::path(
