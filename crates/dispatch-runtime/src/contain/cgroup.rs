@@ -148,11 +148,21 @@ pub(super) fn kill_all(dir: &Path) -> usize {
         let _ = std::fs::remove_dir(&sub);
     }
     let freezer = dir.join("freezer.state").exists();
-    if !freezer {
-        // v2: the kernel kills the whole subtree (SIGKILL, no race with forks).
-        let _ = write(dir, "cgroup.kill", "1");
-    }
     let deadline = Instant::now() + PATIENCE;
+    if !freezer {
+        // v2: the kernel kills the whole subtree (SIGKILL, no race with
+        // forks). What was listed before is what it killed: the group may be
+        // empty by the time it is read again.
+        let listed = procs(dir).len();
+        if write(dir, "cgroup.kill", "1") {
+            while !procs(dir).is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if procs(dir).is_empty() {
+                return killed + listed;
+            }
+        }
+    }
     loop {
         let mut pids = procs(dir);
         if pids.is_empty() {
