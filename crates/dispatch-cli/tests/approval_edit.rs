@@ -9,7 +9,7 @@ mod common;
 mod native_common;
 
 use common::{Dispatch, eventually};
-use native_common::{Mock, events_of, message_texts, native_agent, text};
+use native_common::{Mock, events_of, message_texts, native_agent, refund_agent, text};
 use serde_json::{Value, json};
 
 const ASKED: &str = r#"{"order":"12345","amount":40}"#;
@@ -29,25 +29,7 @@ fn an_edited_approval_records_what_ran_and_tells_the_model() {
         {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"order": "12345", "amount": 40}, "id": "c0"}]},
         text("done", 1, 1),
     ]));
-    let dir = native_agent(
-        d.dir.path(),
-        "support",
-        &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL refund.sh SCHEMA refund.json APPROVAL confirm RISK high",
-            mock.url()
-        ),
-    );
-    let marks = d.dir.path().join("refunds");
-    std::fs::write(
-        dir.join("refund.sh"),
-        format!("cat >> '{}'\necho refunded\n", marks.display()),
-    )
-    .expect("tool");
-    std::fs::write(
-        dir.join("refund.json"),
-        r#"{"type":"object","properties":{"order":{"type":"string"},"amount":{"type":"number","maximum":100}},"required":["order","amount"]}"#,
-    )
-    .expect("schema");
+    let (dir, marks) = refund_agent(d.dir.path(), &mock.url(), "");
     let args = ["run", dir.to_str().expect("utf-8"), "--detach", "--job"];
     let out = d
         .command()
@@ -131,29 +113,7 @@ fn an_edited_approval_records_what_ran_and_tells_the_model() {
 #[test]
 fn an_approval_without_an_edit_records_no_edit() {
     let d = Dispatch::new();
-    let mock = Mock::start(json!([
-        {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"amount": 40}, "id": "c0"}]},
-        text("done", 1, 1),
-    ]));
-    let dir = native_agent(
-        d.dir.path(),
-        "plain",
-        &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm",
-            mock.url()
-        ),
-    );
-    std::fs::write(dir.join("refund.sh"), "echo refunded\n").expect("tool");
-    let id = d.ok(&[
-        "run",
-        dir.to_str().expect("utf-8"),
-        "--detach",
-        "--job",
-        "{}",
-    ]);
-    eventually(20, "the run pauses for the approval", || {
-        d.status(&id) == "paused"
-    });
+    let (mock, id) = paused_plain(&d, "plain", "MODEL gpt-4o-mini PROVIDER openai", "c0");
     d.ok(&["approve", &id, "refund-1", "--by", "ada"]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
@@ -172,29 +132,12 @@ fn an_approval_without_an_edit_records_no_edit() {
 #[test]
 fn an_anthropic_model_reads_the_note_in_its_tool_result() {
     let d = Dispatch::new();
-    let mock = Mock::start(json!([
-        {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"amount": 40}, "id": "toolu_1"}]},
-        text("done", 1, 1),
-    ]));
-    let dir = native_agent(
-        d.dir.path(),
+    let (mock, id) = paused_plain(
+        &d,
         "claude",
-        &format!(
-            "MODEL claude-haiku-4-5 PROVIDER anthropic BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm",
-            mock.url()
-        ),
+        "MODEL claude-haiku-4-5 PROVIDER anthropic",
+        "toolu_1",
     );
-    std::fs::write(dir.join("refund.sh"), "echo refunded\n").expect("tool");
-    let id = d.ok(&[
-        "run",
-        dir.to_str().expect("utf-8"),
-        "--detach",
-        "--job",
-        "{}",
-    ]);
-    eventually(20, "the run pauses for the approval", || {
-        d.status(&id) == "paused"
-    });
     d.ok(&[
         "approve",
         &id,
@@ -222,4 +165,33 @@ fn an_anthropic_model_reads_the_note_in_its_tool_result() {
         results[0]["content"],
         "Note: an approver (ada) changed this call's input before it ran: {\"amount\":20} (you asked for {\"amount\":40}).\n\nrefunded\n"
     );
+}
+
+/// A run of agent `name` (`model` line, a mock model asking for one
+/// `refund` call with id `call`) paused for the call's approval.
+fn paused_plain(d: &Dispatch, name: &str, model: &str, call: &str) -> (Mock, String) {
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"amount": 40}, "id": call}]},
+        text("done", 1, 1),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        name,
+        &format!(
+            "{model} BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm",
+            mock.url()
+        ),
+    );
+    std::fs::write(dir.join("refund.sh"), "echo refunded\n").expect("tool");
+    let id = d.ok(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--detach",
+        "--job",
+        "{}",
+    ]);
+    eventually(20, "the run pauses for the approval", || {
+        d.status(&id) == "paused"
+    });
+    (mock, id)
 }

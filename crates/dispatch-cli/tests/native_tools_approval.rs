@@ -10,7 +10,7 @@ mod native_common;
 use std::path::Path;
 
 use common::{Dispatch, eventually};
-use native_common::{Mock, events_of, message_texts, native_agent, text};
+use native_common::{Mock, events_of, message_texts, native_agent, refund_agent, text};
 use serde_json::{Value, json};
 
 /// A detached run of an agent whose `refund` tool needs confirming; the
@@ -29,25 +29,7 @@ fn paused_run_waiting(
         {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"order": "12345", "amount": 40}, "id": "c0"}]},
         text("done", 1, 1),
     ]));
-    let dir = native_agent(
-        d.dir.path(),
-        "support",
-        &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL refund.sh SCHEMA refund.json APPROVAL confirm RISK high {extra}",
-            mock.url()
-        ),
-    );
-    let marks = d.dir.path().join("refunds");
-    std::fs::write(
-        dir.join("refund.sh"),
-        format!("cat >> '{}'\necho refunded\n", marks.display()),
-    )
-    .expect("tool");
-    std::fs::write(
-        dir.join("refund.json"),
-        r#"{"type":"object","properties":{"order":{"type":"string"},"amount":{"type":"number","maximum":100}},"required":["order","amount"]}"#,
-    )
-    .expect("schema");
+    let (dir, marks) = refund_agent(d.dir.path(), &mock.url(), extra);
     let mut cmd = d.command();
     if let Some(wait) = wait {
         cmd.env("DISPATCH_APPROVAL_WAIT", wait);

@@ -50,6 +50,32 @@ pub fn native_agent(root: &Path, name: &str, lines: &str) -> PathBuf {
     dir
 }
 
+/// The `support` agent of the approval tests under `root`: a model at
+/// `model_url`, and a LOCAL `refund` tool (schema: order, amount ≤ 100)
+/// that needs confirmation (`extra` is added to its TOOL line) and appends
+/// each input it runs with to the returned marks file.
+pub fn refund_agent(root: &Path, model_url: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let dir = native_agent(
+        root,
+        "support",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {model_url}\nTOOL LOCAL refund.sh SCHEMA refund.json APPROVAL confirm RISK high {extra}"
+        ),
+    );
+    let marks = root.join("refunds");
+    std::fs::write(
+        dir.join("refund.sh"),
+        format!("cat >> '{}'\necho refunded\n", marks.display()),
+    )
+    .expect("tool");
+    std::fs::write(
+        dir.join("refund.json"),
+        r#"{"type":"object","properties":{"order":{"type":"string"},"amount":{"type":"number","maximum":100}},"required":["order","amount"]}"#,
+    )
+    .expect("schema");
+    (dir, marks)
+}
+
 /// The `model_call` events of a run's inspect document.
 pub fn model_calls(doc: &Value) -> Vec<Value> {
     doc["model_calls"].as_array().cloned().unwrap_or_default()
