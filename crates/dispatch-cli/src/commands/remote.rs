@@ -185,12 +185,7 @@ impl Remote {
     }
 
     pub(super) fn json(&self, method: &str, path: &str, body: Option<&Value>) -> CliResult<Value> {
-        let text = self
-            .send(method, path, body)?
-            .text()
-            .map_err(|e| CliError::input(format!("reading the server's answer: {e}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::input(format!("the server's answer is not JSON: {e}")))
+        answer_json(self.send(method, path, body)?)
     }
 
     pub(super) fn get_run(&self, id: &str) -> CliResult<Run> {
@@ -545,4 +540,13 @@ pub(super) fn parse_run(value: Value) -> CliResult<Run> {
             "the server sent a run this dispatch cannot read: {e}"
         ))
     })
+}
+
+/// A successful answer's JSON body.
+pub(super) fn answer_json(response: Response) -> CliResult<Value> {
+    let text = response
+        .text()
+        .map_err(|e| CliError::input(format!("reading the server's answer: {e}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::input(format!("the server's answer is not JSON: {e}")))
 }

@@ -26,11 +26,7 @@ impl Remote {
         let tar = pack_context(source)?;
         let sent = self.send_tar("POST", "/v1/parcels", &tar);
         let _ = std::fs::remove_file(&tar);
-        let text = sent?
-            .text()
-            .map_err(|e| CliError::input(format!("reading the server's answer: {e}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::input(format!("the server's answer is not JSON: {e}")))
+        super::remote::answer_json(sent?)
     }
 
     pub(super) fn build(&self, args: &BuildArgs) -> CliResult {
