@@ -164,3 +164,91 @@ fn a_bad_upload_names_the_file_and_line_and_no_server_path() {
         "{answer}"
     );
 }
+
+/// A hostile or broken tar upload (`POST /v1/parcels`, `application/x-tar`)
+/// is a 400 naming what is wrong; nothing is written outside the upload
+/// and nothing is stored.
+#[test]
+fn a_bad_parcel_tar_is_a_400_naming_the_entry() {
+    let Some(server) = TestServer::start(Db::Sqlite, 0) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = dispatch_server::client::Client::new(&format!("http://{}", server.addr), None)
+        .expect("client");
+    let send = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let response = client
+            .request_file("POST", "/v1/parcels", &[], "application/x-tar", &path)
+            .expect("an answer");
+        let status = response.status;
+        let answer: serde_json::Value =
+            serde_json::from_str(&response.text().expect("text")).expect("JSON");
+        (status, answer)
+    };
+    let escape = tar_of(|b| {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..10].copy_from_slice(b"../escaped");
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"hi"[..]).expect("append");
+    });
+    let link = tar_of(|b| {
+        agentfile(b);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "passwd", "/etc/passwd")
+            .expect("link");
+    });
+    let no_agentfile = tar_of(|b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "agent.sh", &b"hi"[..])
+            .expect("append");
+    });
+    for (name, bytes, says) in [
+        ("escape.tar", escape, "not a plain relative path"),
+        ("link.tar", link, "not a regular file"),
+        ("none.tar", no_agentfile, "no `Agentfile`"),
+        ("garbage.tar", vec![7u8; 700], "not a tar archive"),
+    ] {
+        let (status, answer) = send(name, &bytes);
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert_eq!(answer["code"], "bad_request", "{name}: {answer}");
+        let message = answer["message"].as_str().expect("a message");
+        assert!(message.contains(says), "{name}: {message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
+    assert!(!server.layout().root().join("escaped").exists());
+    assert!(
+        !server
+            .layout()
+            .root()
+            .parent()
+            .expect("parent")
+            .join("escaped")
+            .exists()
+    );
+    let (_, listed) = server.get("/v1/parcels");
+    assert_eq!(listed["parcels"], json!([]), "{listed}");
+}
+
+/// A tar archive made by `fill`.
+fn tar_of(fill: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    fill(&mut b);
+    b.into_inner().expect("a tar")
+}
+
+fn agentfile(b: &mut tar::Builder<Vec<u8>>) {
+    let text = b"FROM noop\nNAME bad\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "Agentfile", &text[..])
+        .expect("append");
+}
