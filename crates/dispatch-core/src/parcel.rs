@@ -359,6 +359,14 @@ pub fn quick_check(parcel: &Parcel) -> Result<(), ParcelError> {
     crate::parcel_seal::quick_check(parcel)
 }
 
+/// A fresh path for scratch work beside the parcels under `parcels_root`
+/// (an upload being unpacked, an archive being packed or fetched): named
+/// as the build's own temporaries, so one a crash left behind is swept
+/// away an hour later, when a parcel is next built or unpacked there.
+pub fn scratch_path(parcels_root: &Path) -> std::path::PathBuf {
+    parcels_root.join(crate::parcel_build::temp_name())
+}
+
 /// Every parcel under `parcels_root`, newest first. Unreadable entries are skipped.
 pub fn list(parcels_root: &Path) -> Vec<Parcel> {
     crate::parcel_build::list(parcels_root)

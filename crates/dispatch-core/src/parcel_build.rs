@@ -149,7 +149,10 @@ pub(crate) fn remove_stale_temps(parcels_root: &Path) {
             .and_then(|m| m.modified())
             .map(|t| t.elapsed());
         if is_temp && matches!(age, Ok(Ok(age)) if age > hour) {
-            let _ = remove_tree(&entry.path());
+            match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => drop(remove_tree(&entry.path())),
+                false => drop(fs::remove_file(entry.path())),
+            }
         }
     }
 }

@@ -432,6 +432,27 @@ fn stale_temp_dirs_are_removed_by_the_next_build() {
 }
 
 #[test]
+fn stale_scratch_files_are_removed_by_the_next_build() {
+    let ctx = context();
+    let root = tempfile::tempdir().expect("tempdir");
+    // An upload or archive a killed server or worker left (see scratch_path).
+    let stale = crate::parcel::scratch_path(root.path());
+    let fresh = crate::parcel::scratch_path(root.path());
+    fs::write(&stale, b"half a tar").expect("write");
+    fs::write(&fresh, b"a tar in progress").expect("write");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .expect("open")
+        .set_modified(old)
+        .expect("set mtime");
+    build_ok(ctx.path(), root.path());
+    assert!(!stale.exists());
+    assert!(fresh.exists(), "work in progress is left alone");
+}
+
+#[test]
 fn instruction_files_must_be_text() {
     let ctx = tempfile::tempdir().expect("tempdir");
     write(ctx.path(), "Agentfile", "NAME a\nCOMMAND x\nSKILL s.md\n");

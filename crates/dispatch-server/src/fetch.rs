@@ -163,7 +163,7 @@ async fn fetch_parcel<S: ParcelStore + ?Sized>(
     };
     std::fs::create_dir_all(&root)
         .map_err(|e| FetchError::Refused(format!("cannot create {}: {e}", root.display())))?;
-    let tmp = root.join(format!(".{digest}.{}.fetch.tar", std::process::id()));
+    let tmp = parcel::scratch_path(&root);
     let result = async {
         match objects.download_parcel_archive(digest, &tmp).await {
             Ok(_) => {}

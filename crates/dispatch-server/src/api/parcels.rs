@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -102,18 +101,17 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    static UPLOADS: AtomicU64 = AtomicU64::new(0);
-    let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
-    let dir = state
-        .layout
-        .root()
-        .join(format!("upload-{}-{n}", std::process::id()));
+    // Scratch beside the parcels: what a crash leaves is swept later.
+    let parcels = state.layout.parcels();
+    std::fs::create_dir_all(&parcels)
+        .map_err(|e| internal(format!("cannot create {}: {e}", parcels.display())))?;
+    let dir = parcel::scratch_path(&parcels);
     let tar = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/x-tar"));
     let received = match tar {
-        true => receive_tar(&state, body, &dir, n).await,
+        true => receive_tar(body, &dir, &parcel::scratch_path(&parcels)).await,
         false => receive_json(body, &dir).await,
     };
     let built = match received {
@@ -150,20 +148,16 @@ pub async fn upload(
     ))
 }
 
-async fn receive_tar(state: &AppState, body: Body, dir: &Path, n: u64) -> ApiResult<()> {
-    let file = state
-        .layout
-        .root()
-        .join(format!("upload-{}-{n}.tar", std::process::id()));
+async fn receive_tar(body: Body, dir: &Path, file: &Path) -> ApiResult<()> {
     let result = async {
-        super::parcel_tar::receive(body, &file).await?;
-        let (file, dir) = (file.clone(), dir.to_path_buf());
+        super::parcel_tar::receive(body, file).await?;
+        let (file, dir) = (file.to_path_buf(), dir.to_path_buf());
         tokio::task::spawn_blocking(move || super::parcel_tar::unpack(&file, &dir))
             .await
             .map_err(|e| internal(format!("unpacking the upload: {e}")))?
     }
     .await;
-    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(file);
     result
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use axum::http::StatusCode;
@@ -50,12 +49,10 @@ pub const INLINE_ARCHIVE_MAX: u64 = 8 * 1024 * 1024;
 /// replaced, so uploading a parcel again repairs it. The archive is packed
 /// into a file first (constant memory, whatever the parcel's size).
 pub(super) async fn put_parcel(state: &AppState, parcel: &Parcel) -> ApiResult<()> {
-    static PACKS: AtomicU64 = AtomicU64::new(0);
-    let tmp = state.layout.root().join(format!(
-        "pack-{}-{}.tar",
-        std::process::id(),
-        PACKS.fetch_add(1, Ordering::Relaxed)
-    ));
+    let parcels = state.layout.parcels();
+    std::fs::create_dir_all(&parcels)
+        .map_err(|e| internal(format!("cannot create {}: {e}", parcels.display())))?;
+    let tmp = parcel::scratch_path(&parcels);
     let result = put_packed(state, parcel, &tmp).await;
     let _ = std::fs::remove_file(&tmp);
     result?;
