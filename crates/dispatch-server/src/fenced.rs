@@ -325,8 +325,14 @@ impl ReliabilityStore for FencedStore {
         }
     }
 
+    /// Fenced: a holder cut off from its run asks for nothing.
     async fn request_approval(&self, approval: &Approval) -> StoreResult<Approval> {
-        self.inner.request_approval(approval).await
+        let (answer, _) = self
+            .durably(&approval.run_id, "an approval request", || {
+                self.inner.fenced_request_approval(self.fence, approval)
+            })
+            .await;
+        answer
     }
 
     async fn decide_approval(

@@ -164,6 +164,7 @@ macro_rules! __queue_conformance_names {
             // a holder's log, artifacts and output are fenced too
             a_stale_token_appends_nothing_to_the_log,
             a_stale_token_records_no_artifact,
+            a_stale_token_asks_for_no_approval,
             a_stale_token_stores_no_output,
             a_run_nobody_claimed_in_time_times_out_in_the_queue,
             a_queue_timeout_counts_each_wait_in_the_queue_anew,

@@ -1,7 +1,9 @@
 //! What a run's holder records besides its state and events, fenced like
 //! them: the artifacts its agent left (a large output among them, see
-//! `OUTPUT_ARTIFACT` in the runtime). An opt-in capability next to
-//! [`crate::ArtifactStore`], which a local helper uses unfenced.
+//! `OUTPUT_ARTIFACT` in the runtime) and the approvals its agent asks for.
+//! An opt-in capability next to [`crate::ArtifactStore`] and
+//! [`crate::ReliabilityStore::request_approval`], which a local helper uses
+//! unfenced.
 //!
 //! The rule is the run log's ([`crate::RunLogStore::append_log`]): the
 //! writer's token must be the run's current one ([`crate::Run::fence`]),
@@ -13,7 +15,7 @@
 use async_trait::async_trait;
 use dispatch_core::RunId;
 
-use crate::{Artifact, StoreResult};
+use crate::{Approval, Artifact, StoreResult};
 
 /// Artifacts recorded by the holder of a fencing token.
 #[async_trait]
@@ -27,4 +29,15 @@ pub trait FencedArtifactStore: Send + Sync {
         fence: i64,
         artifacts: &[Artifact],
     ) -> StoreResult<()>;
+
+    /// Asks for `approval` as [`crate::ReliabilityStore::request_approval`]
+    /// does, for the holder of token `fence`: `Fenced`, with nothing asked
+    /// (no pending approval, no event), unless it is the run's current
+    /// token. A holder cut off from its run while its agent waited for a
+    /// tool's approval must not leave a request nobody will act on.
+    async fn fenced_request_approval(
+        &self,
+        fence: i64,
+        approval: &Approval,
+    ) -> StoreResult<Approval>;
 }

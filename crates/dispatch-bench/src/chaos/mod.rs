@@ -14,7 +14,10 @@
 //!   supervisor restarts a crashed worker), SIGKILL with its agents (its
 //!   machine died), SIGSTOP for twice the lease then SIGCONT (a VM stall);
 //! - every 0.7 s a random running process agent is killed with SIGKILL (a
-//!   retryable failure: the parcels allow 10 attempts);
+//!   retryable failure: the parcels allow 10 attempts; a run whose agent
+//!   was killed [`AGENT_KILLS_PER_RUN`] times is spared from then on, so
+//!   that a long run is not failed by exhausting its retries, which would
+//!   be the parcel's policy at work, not a harm);
 //! - once, one worker is cut off from the database for twice the lease;
 //! - once, every worker's connections are cut and refused for 1.5 s.
 //!
@@ -112,6 +115,11 @@ struct WorkerProc {
     child: Child,
 }
 
+/// How many times one run's agent may be killed: the parcels allow 10
+/// attempts, and a worker's death or stall can cost one more each (a lost
+/// lease does not count, but a kill just before one may).
+const AGENT_KILLS_PER_RUN: u32 = 5;
+
 /// The faults done to a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -145,7 +153,10 @@ struct Chaos<'a> {
     /// The slot frozen now, and when to thaw it.
     frozen: Option<(usize, Instant)>,
     agent_kills: usize,
-    restarted: bool,
+    /// How many times each run's agent was killed.
+    killed: std::collections::HashMap<RunId, u32>,
+    /// The database restart's start and end (ms), once it happened.
+    restarted: Option<(i64, i64)>,
     started: Instant,
     /// The partitioned worker's name, and the partition's start and end (ms).
     partition: Option<(String, i64, i64)>,
@@ -178,7 +189,8 @@ impl<'a> Chaos<'a> {
             hits: Vec::new(),
             frozen: None,
             agent_kills: 0,
-            restarted: false,
+            killed: Default::default(),
+            restarted: None,
             started: Instant::now(),
             partition: None,
         }
@@ -346,12 +358,14 @@ impl<'a> Chaos<'a> {
             .into_iter()
             .filter(|r| r.parcel_name == parcels::PROCESS)
             .filter(|r| r.state.agent().is_some_and(|a| a.pid > 1))
+            .filter(|r| self.killed.get(&r.id).copied().unwrap_or(0) < AGENT_KILLS_PER_RUN)
             .collect();
         if let Some(run) = live.get(pick % live.len().max(1))
             && let Some(agent) = run.state.agent()
             && dispatch_runtime::os::signal_group(agent.pid, Signal::SIGKILL)
         {
             self.agent_kills += 1;
+            *self.killed.entry(run.id.clone()).or_default() += 1;
         }
     }
 
@@ -415,13 +429,16 @@ impl<'a> Chaos<'a> {
                     p.down();
                 }
                 restarting = Some(Instant::now());
-                self.restarted = true;
+                self.restarted = Some((now_ms(), i64::MAX));
             }
             if let Some(at) = restarting
                 && at.elapsed() >= Duration::from_millis(1500)
             {
                 for p in &self.proxies {
                     p.heal();
+                }
+                if let Some(r) = &mut self.restarted {
+                    r.1 = now_ms();
                 }
                 restarting = Some(Instant::now() + Duration::from_secs(86_400 * 365));
             }

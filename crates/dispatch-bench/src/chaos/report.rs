@@ -109,6 +109,7 @@ impl Chaos<'_> {
                             "chaos: run {id} finished its work but ended {:?}",
                             run.state
                         );
+                        self.explain(id);
                     }
                 }
                 _ => stuck += 1,
@@ -199,7 +200,7 @@ impl Chaos<'_> {
             "freezes": count(Fault::Freeze),
             "agent_kills": self.agent_kills,
             "partitions": usize::from(self.partition.is_some()),
-            "database_restarts": usize::from(self.restarted),
+            "database_restarts": usize::from(self.restarted.is_some()),
             "lost_worker_attempts": lost_attempts,
             "overlaps": overlaps,
             "reexecutions": reexecuted,
@@ -222,6 +223,39 @@ impl Chaos<'_> {
         self.print_table(&summary, elapsed, &mut requeues, &mut takeovers);
     }
 
+    /// Prints what the store says of a run that did not end as its work
+    /// did: each attempt, the state changes and the faults that hit it.
+    fn explain(&self, id: &dispatch_core::RunId) {
+        let rows = self
+            .rt
+            .block_on(AttemptStore::list_attempts(&self.store, id))
+            .unwrap_or_default();
+        for a in rows {
+            eprintln!(
+                "chaos:   attempt {} on {:?}: {:?} exit {:?} {:?} ({}..{:?})",
+                a.number, a.worker, a.status, a.exit_code, a.error, a.started_at, a.ended_at
+            );
+        }
+        let events = self
+            .rt
+            .block_on(self.store.list_events(id, 0, 100_000))
+            .unwrap_or_default();
+        for e in events.iter().filter(|e| e.event.kind == "state") {
+            eprintln!(
+                "chaos:   event {} attempt {} at {}: {}",
+                e.seq, e.event.attempt, e.event.at, e.event.data
+            );
+        }
+        for hit in &self.hits {
+            if hit.runs.iter().any(|(r, _)| r == id) {
+                eprintln!(
+                    "chaos:   fault {:?} on {} at {} (until {})",
+                    hit.fault, hit.worker, hit.at, hit.until
+                );
+            }
+        }
+    }
+
     /// Why completed work ran again: what had happened to its worker.
     fn cause(&self, worker: &str, done: i64, row: Option<&Attempt>) -> &'static str {
         let hit = self.hits.iter().find(|h| {
@@ -239,11 +273,17 @@ impl Chaos<'_> {
                     && done >= from - 1000
                     && done <= to.saturating_add(self.o.lease_ms as i64)
             });
+        // Work done while every connection was cut: its end could not be
+        // saved before the lease ran out.
+        let db_down = self.restarted.is_some_and(|(from, to)| {
+            done >= from - 1000 && done <= to.saturating_add(self.o.lease_ms as i64)
+        });
         match hit.map(|h| h.fault) {
             Some(Fault::WorkerKill) => "its worker was killed",
             Some(Fault::MachineKill) => "its worker and agents were killed",
             Some(Fault::Freeze) => "its worker was frozen",
             None if partitioned => "its worker was partitioned off",
+            None if db_down => "the database was down",
             None if row.is_some_and(|r| {
                 r.exit_code.is_some_and(|c| c != 0)
                     || r.error.as_deref().is_some_and(|e| e.contains("signal"))

@@ -388,7 +388,7 @@ async fn one_attempt<S: Store + ?Sized>(
             turn.agent_started();
         }
         let ended = super::native::attempt(store, layout, run, log, &ctx).await;
-        super::shared::push_state(&prepared, layout, state, log).await;
+        super::shared::push_state(store, run, &prepared, layout, state, log).await;
         return ended;
     }
     let dir = layout.run_dir(&run.id);
@@ -594,7 +594,7 @@ async fn one_attempt<S: Store + ?Sized>(
     watch.expire_pending(store).await;
 
     collect::record_artifacts(store, layout, &run.id, &prepared, log).await;
-    super::shared::push_state(&prepared, layout, state, log).await;
+    super::shared::push_state(store, run, &prepared, layout, state, log).await;
     if let Some((name, file, pulled)) = session_state
         && let Err(e) = super::session_file::push(store, &file, name, pulled, &run.id).await
     {

@@ -5,7 +5,7 @@
 //! collected. See [`crate::objects`] for the store and the semantics.
 
 use dispatch_core::RunId;
-use dispatch_store::{Artifact, Store};
+use dispatch_store::{Artifact, Run, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -72,7 +72,16 @@ pub(super) async fn pull_state(
 
 /// Pushes what the attempt changed in the state directory. A failure is a
 /// line in the run's log: the run's own result stands.
-pub(super) async fn push_state(
+///
+/// Fenced: the run's token is read just before the push, and a holder
+/// whose run was taken over meanwhile (its lease ran out while it was
+/// frozen or cut off) pushes nothing, so its older files never replace
+/// what the attempt that took over saves. The object store has no
+/// transaction with the database: a holder stalled between that read and
+/// the push's end can still write (see docs/security.md, "Fencing").
+pub(super) async fn push_state<S: Store + ?Sized>(
+    store: &S,
+    run: &Run,
     prepared: &Prepared,
     layout: &Layout,
     pulled: Option<Pulled>,
@@ -81,6 +90,21 @@ pub(super) async fn push_state(
     let (Some(objects), Some(Pulled { parcel, synced })) = (&prepared.shared, pulled) else {
         return;
     };
+    match store.get_run(&run.id).await {
+        Ok(current) if current.fence == run.fence => {}
+        Ok(_) => {
+            log.line(&format!(
+                "state of {parcel} not saved: another attempt holds the run now"
+            ));
+            return;
+        }
+        Err(e) => {
+            log.line(&format!(
+                "state of {parcel} not saved: cannot check that this attempt still holds the run: {e}"
+            ));
+            return;
+        }
+    }
     let dir = layout.state_dir(&parcel);
     match objects
         .push_state(&parcel, &dir, &layout.state_record(&parcel), &synced)

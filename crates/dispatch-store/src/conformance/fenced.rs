@@ -207,3 +207,46 @@ pub async fn every_local_claim_moves_the_token_on<S: Store>(store: S) {
     assert_eq!(held.status(), Status::Starting);
     assert!(held.fence > 0, "{held:?}");
 }
+
+pub async fn a_stale_token_asks_for_no_approval<S: Store + QueueStore + FencedArtifactStore>(
+    store: S,
+) {
+    let (old, new) = taken_over(&store).await;
+    let ask = super::reliability::approval(1, "refund", 1300);
+    let err = store
+        .fenced_request_approval(old.fence, &ask)
+        .await
+        .expect_err("a stale token asks for nothing");
+    assert!(is_fenced(&err, old.fence), "got {err:?}");
+    assert!(
+        store
+            .list_approvals(Some(&id(1)), true)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no pending approval left behind"
+    );
+    let events = store.list_events(&id(1), 0, 100).await.expect("events");
+    assert!(
+        !events.iter().any(|e| e.event.kind == "approval_requested"),
+        "no approval_requested event: {events:?}"
+    );
+    let asked = store
+        .fenced_request_approval(new.fence, &ask)
+        .await
+        .expect("the holder asks");
+    assert_eq!(asked.id, "refund");
+    assert_eq!(
+        store
+            .list_approvals(Some(&id(1)), true)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let err = store
+        .fenced_request_approval(new.fence, &super::reliability::approval(77, "x", 1400))
+        .await
+        .expect_err("an unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}

@@ -124,7 +124,7 @@ pub async fn a_session_held_by_a_live_run_is_refused_until_it_ends<S: Store>(sto
     ));
 }
 
-fn approval(run: u128, name: &str, at: i64) -> Approval {
+pub(super) fn approval(run: u128, name: &str, at: i64) -> Approval {
     Approval {
         run_id: id(run),
         id: name.into(),

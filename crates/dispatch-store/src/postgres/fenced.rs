@@ -8,7 +8,7 @@ use dispatch_core::RunId;
 
 use super::runs::not_found;
 use super::{Fail, PgStore};
-use crate::{Artifact, FencedArtifactStore, StoreError, StoreResult};
+use crate::{Approval, Artifact, FencedArtifactStore, StoreError, StoreResult};
 
 /// Locks the run's row and checks that `fence` is its current token.
 pub(super) async fn check_token(tx: &Transaction<'_>, run: &RunId, fence: i64) -> Result<(), Fail> {
@@ -47,4 +47,21 @@ impl FencedArtifactStore for PgStore {
     ) -> StoreResult<()> {
         in_tx!(self, |tx| add_artifacts(&tx, run, fence, artifacts))
     }
+
+    async fn fenced_request_approval(
+        &self,
+        fence: i64,
+        approval: &Approval,
+    ) -> StoreResult<Approval> {
+        in_tx!(self, |tx| request_approval(&tx, fence, approval))
+    }
+}
+
+async fn request_approval(
+    tx: &Transaction<'_>,
+    fence: i64,
+    a: &Approval,
+) -> Result<Approval, Fail> {
+    check_token(tx, &a.run_id, fence).await?;
+    super::reliability::request_approval(tx, a).await
 }

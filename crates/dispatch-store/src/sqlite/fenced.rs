@@ -7,7 +7,7 @@ use dispatch_core::RunId;
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::{Fail, SqliteStore};
-use crate::{Artifact, FencedArtifactStore, StoreError, StoreResult};
+use crate::{Approval, Artifact, FencedArtifactStore, StoreError, StoreResult};
 
 /// Checks that `fence` is the run's current token.
 pub(super) fn check_token(tx: &Transaction<'_>, run: &RunId, fence: i64) -> Result<(), Fail> {
@@ -36,6 +36,17 @@ impl FencedArtifactStore for SqliteStore {
         self.write(|tx| {
             check_token(tx, run, fence)?;
             super::events::add_artifacts(tx, run, artifacts)
+        })
+    }
+
+    async fn fenced_request_approval(
+        &self,
+        fence: i64,
+        approval: &Approval,
+    ) -> StoreResult<Approval> {
+        self.write(|tx| {
+            check_token(tx, &approval.run_id, fence)?;
+            super::reliability::request_approval(tx, approval)
         })
     }
 }
