@@ -261,15 +261,15 @@ pub async fn run_loop(
                     // The model's answer is saved before its tools run: a new
                     // attempt (after a crash, or a wait for a decision) runs
                     // the calls not done and never asks the model again.
-                    let state = serde_json::to_value(&*conv).unwrap_or(Value::Null);
                     let step = format!("round-{}-tools", conv.rounds + 1);
-                    events.push(("checkpoint", json!({"step": step, "state": state})));
+                    events.push(("checkpoint", conv.checkpoint(&step)));
                     if let Err(e) = sink.record(std::mem::take(&mut events)).await {
                         return LoopEnd::Failed {
                             reason: format!("could not record round {}: {e}", conv.calls),
                             retryable: true,
                         };
                     }
+                    conv.mark_saved();
                 }
                 (calls, response.text, Some(model), events)
             }
@@ -287,9 +287,8 @@ pub async fn run_loop(
                     // The round is saved as not started, with the calls
                     // that completed; the next attempt runs the rest.
                     events.extend(done);
-                    let state = serde_json::to_value(&*state).unwrap_or(Value::Null);
                     let step = format!("round-{round}-wait");
-                    events.push(("checkpoint", json!({"step": step, "state": state})));
+                    events.push(("checkpoint", state.checkpoint(&step)));
                     if let Err(e) = sink.record(events).await {
                         return LoopEnd::Failed {
                             reason: format!("could not record round {round}: {e}"),
@@ -319,14 +318,14 @@ pub async fn run_loop(
         } else {
             "answer".to_string()
         };
-        let state = serde_json::to_value(&*conv).unwrap_or(Value::Null);
-        events.push(("checkpoint", json!({"step": step, "state": state})));
+        events.push(("checkpoint", conv.checkpoint(&step)));
         if let Err(e) = sink.record(events).await {
             return LoopEnd::Failed {
                 reason: format!("could not record round {}: {e}", conv.calls),
                 retryable: true,
             };
         }
+        conv.mark_saved();
         if let Some(reason) = over_budget(cfg, &used, 0, 0, model.as_ref()) {
             return LoopEnd::Budget(format!("budget_exceeded: {reason}"));
         }

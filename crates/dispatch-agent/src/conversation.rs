@@ -29,6 +29,11 @@ pub struct Conversation {
     /// The calls of a suspended round that completed (see [`crate::round`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<crate::round::DoneCall>,
+    /// How many of `messages` the run's checkpoints hold already (`None`:
+    /// none yet, or compaction dropped some since): the next checkpoint is
+    /// whole, or only what followed them (see [`dispatch_core::checkpoint`]).
+    #[serde(skip)]
+    pub saved: Option<usize>,
 }
 
 /// What a session keeps between runs.
@@ -68,6 +73,21 @@ impl Conversation {
             .filter(|m| m.role == Role::Assistant && m.tool_calls.is_empty())
     }
 
+    /// This conversation as a `checkpoint` event's data: whole the first
+    /// time, else what changed since the last checkpoint saved.
+    pub fn checkpoint(&self, step: &str) -> serde_json::Value {
+        let state = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        match self.saved.filter(|n| *n <= self.messages.len()) {
+            Some(saved) => dispatch_core::checkpoint::delta(step, state, saved),
+            None => serde_json::json!({"step": step, "state": state}),
+        }
+    }
+
+    /// The last checkpoint was saved: it holds every message up to now.
+    pub fn mark_saved(&mut self) {
+        self.saved = Some(self.messages.len());
+    }
+
     /// Compacts to fit `limit` tokens. Returns how many messages were dropped.
     pub fn compact(&mut self, limit: u64) -> usize {
         if estimate_tokens(self.chars()) <= limit {
@@ -105,6 +125,8 @@ impl Conversation {
         }
         self.messages.drain(..cut);
         self.compacted += cut as u64;
+        // What the checkpoints hold starts with the dropped messages.
+        self.saved = None;
         if let Some(first) = self.messages.first_mut() {
             first.content = format!(
                 "[{} earlier messages of this conversation were dropped to fit LIMIT CONTEXT_TOKENS]\n\n{}",

@@ -102,11 +102,10 @@ pub(crate) async fn run_round(
             let mut saved = done_call(tc, &outcome);
             saved.event = Some(tool_event(tc, &outcome, took, round));
             state.done.push(saved);
-            let data = serde_json::to_value(&state).unwrap_or(Value::Null);
             let step = format!("round-{round}-call-{}", tc.id);
             // Not saved (the store is out): the round's record saves it.
             let _ = sink
-                .record(vec![("checkpoint", json!({"step": step, "state": data}))])
+                .record(vec![("checkpoint", state.checkpoint(&step))])
                 .await;
         }
         outcomes[i] = Some((outcome, took));

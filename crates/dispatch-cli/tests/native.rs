@@ -277,6 +277,46 @@ fn timeout_llm_ends_a_stalled_stream_and_the_fallback_answers() {
 }
 
 #[test]
+fn checkpoints_after_the_first_hold_only_what_changed_and_fold_back_whole() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        tool("search"),
+        tool("search"),
+        tool("search"),
+        tool("search"),
+        text("done", 10, 2)
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "rounds",
+        &model_line(&mock, "gpt-4o-mini", "openai"),
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    let checkpoints = native_common::events_of(&doc, "checkpoint");
+    // Before and after each of 4 rounds' tools, and the answer.
+    assert_eq!(checkpoints.len(), 9, "{checkpoints:?}");
+    assert!(
+        checkpoints[0]["state"]["messages"].is_array(),
+        "whole first"
+    );
+    for c in &checkpoints[1..] {
+        let added = c["conversation_delta"]["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a delta: {c}"));
+        // One assistant message or one tool result: not the conversation.
+        assert!(added.len() <= 1, "{c}");
+        assert!(c.get("state").is_none(), "{c}");
+    }
+    // inspect-run folds them back: the question, 4 × (call, result), the answer.
+    let conv = doc["conversation"]["messages"].as_array().expect("folded");
+    assert_eq!(conv.len(), 10, "{conv:?}");
+    assert_eq!(conv[9]["content"], "done");
+    assert_eq!(doc["conversation"]["rounds"], 4);
+}
+
+#[test]
 fn a_model_that_keeps_calling_tools_stops_at_limit_tool_rounds() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([tool("search"), tool("search"), tool("search")]));

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod agentfile;
 pub mod brief;
+pub mod checkpoint;
 pub mod concurrency;
 pub mod cron;
 pub mod event;

@@ -21,15 +21,19 @@ pub fn fields(events: &[Event]) -> (Value, Value) {
             c
         })
         .collect();
-    let conversation = events
-        .iter()
-        .rev()
-        .find(|e| e.event.kind == "checkpoint" && e.event.data["state"]["messages"].is_array())
-        .map(|e| {
-            let s = &e.event.data["state"];
-            json!({"system": s["system"], "messages": s["messages"], "rounds": s["rounds"], "calls": s["calls"]})
-        })
-        .unwrap_or(Value::Null);
+    // A native agent's checkpoints are deltas after the first: folded.
+    let conversation = dispatch_core::checkpoint::fold(
+        events
+            .iter()
+            .filter(|e| e.event.kind == "checkpoint")
+            .map(|e| &e.event.data),
+    )
+    .filter(|c| c["state"]["messages"].is_array())
+    .map(|c| {
+        let s = &c["state"];
+        json!({"system": s["system"], "messages": s["messages"], "rounds": s["rounds"], "calls": s["calls"]})
+    })
+    .unwrap_or(Value::Null);
     (Value::Array(calls), conversation)
 }
 

@@ -162,7 +162,9 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     };
     let session_version = session.as_ref().map_or(0, |s| s.version);
     let mut conv = match resumed {
-        Some(conv) => {
+        Some(mut conv) => {
+            // The run's checkpoints hold all of it: the next is a delta.
+            conv.mark_saved();
             log.line(&format!(
                 "resuming after model call {} (round {})",
                 conv.calls, conv.rounds
@@ -185,6 +187,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                 calls: 0,
                 compacted: history.compacted,
                 done: Vec::new(),
+                saved: None,
             }
         }
     };
@@ -299,6 +302,9 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     );
     watch.set_group(0);
     let mut sink = RunSink::new(store, layout, run, secrets);
+    // This attempt's checkpoints are folded onto the run's (a dead letter
+    // keeps the whole conversation).
+    sink.checkpoint = checkpoint;
     if let Some(agent) = &ctx.parcel.manifest.agent {
         sink.rates = super::native_rate::Limits(agent.rate_limits.clone());
     }
@@ -664,8 +670,8 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
                 NewEvent::new(kind, self.attempt, at, mask_value(data, &self.secrets))
             })
             .collect();
-        if let Some(c) = batch.iter().rev().find(|e| e.kind == "checkpoint") {
-            self.checkpoint = Some(c.data.clone());
+        for c in batch.iter().filter(|e| e.kind == "checkpoint") {
+            self.checkpoint = dispatch_core::checkpoint::fold_onto(self.checkpoint.take(), &c.data);
         }
         if batch.iter().any(|e| e.kind == "model_call") {
             self.end_text();

@@ -70,13 +70,15 @@ pub(crate) async fn last_checkpoint<S: Store + ?Sized>(store: &S, id: &RunId) ->
     checkpoint_in(&all_events(store, id).await)
 }
 
-/// The last `checkpoint` event among `events`.
+/// The checkpoint `events` leave: the last `checkpoint` event, whole (a
+/// native agent's deltas folded, see [`dispatch_core::checkpoint`]).
 pub(crate) fn checkpoint_in(events: &[dispatch_store::Event]) -> Option<Value> {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.event.kind == "checkpoint")
-        .map(|e| e.event.data.clone())
+    dispatch_core::checkpoint::fold(
+        events
+            .iter()
+            .filter(|e| e.event.kind == "checkpoint")
+            .map(|e| &e.event.data),
+    )
 }
 
 /// How a failed attempt ended, for its requeue record.
