@@ -28,9 +28,7 @@ pub const DELTA: &str = "conversation_delta";
 /// Folds checkpoint event data, oldest first, into the whole checkpoint
 /// (`{"step", "state"}`) the last of them stands for.
 pub fn fold<'a>(checkpoints: impl IntoIterator<Item = &'a Value>) -> Option<Value> {
-    checkpoints
-        .into_iter()
-        .fold(None, |so_far, data| fold_onto(so_far, data))
+    checkpoints.into_iter().fold(None, fold_onto)
 }
 
 /// `data` applied to the whole checkpoint folded so far.
