@@ -149,6 +149,22 @@ fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
 }
 
 #[test]
+fn the_readme_lists_every_error_code_with_its_status() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    for (code, status, _) in codes::ALL {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{code}` |")))
+            .unwrap_or_else(|| panic!("README's error-code table lacks `{code}`"));
+        assert!(
+            row.contains(&format!("| {status}")),
+            "README says {row:?} for `{code}`, the server answers {status}"
+        );
+    }
+}
+
+#[test]
 fn the_schemas_refuse_what_they_do_not_describe() {
     let doc = doc();
     let error = json!({"$ref": "#/components/schemas/Error"});

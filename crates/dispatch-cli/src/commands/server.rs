@@ -206,7 +206,7 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct LeaseArgs {
-    /// How long a claim lasts without renewal (renewed every third of it).
+    /// How long a claim lasts without renewal (renewed every sixth of it).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub lease_ms: u64,
     /// On SIGTERM, how long runs in hand may take to finish before they go back to the queue.
