@@ -190,7 +190,9 @@ fn a_worker_stopped_with_sigterm_leaves_no_workspace_mounted() {
         &[],
     );
     let sleeper = client.agent("sleeper", "sleep 120");
-    let ids: Vec<String> = (0..2).map(|_| client.ok(&["run", &sleeper, "-d"])).collect();
+    let ids: Vec<String> = (0..2)
+        .map(|_| client.ok(&["run", &sleeper, "-d"]))
+        .collect();
     for id in &ids {
         wait_status(&client, id, "running");
     }

@@ -297,7 +297,9 @@ impl Server {
                 .with_bus(self.bus.clone(), &self.worker.name);
             let mut config = self.worker.clone();
             config.ship_logs &= self.backend.shares_logs();
-            config.lease_db.get_or_insert_with(|| self.backend.lease_db.clone());
+            config
+                .lease_db
+                .get_or_insert_with(|| self.backend.lease_db.clone());
             config.announce = self.bus.clone().map(|b| Arc::new(Publisher::new(b)));
             let store = self.backend.store.clone();
             let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
@@ -433,7 +435,9 @@ pub async fn work_as(
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
-    config.lease_db.get_or_insert_with(|| backend.lease_db.clone());
+    config
+        .lease_db
+        .get_or_insert_with(|| backend.lease_db.clone());
     config.shared = backend.objects(config.shared.take());
     config.announce = bus.clone().map(|b| Arc::new(Publisher::new(b)));
     // Native agents' live text goes to the servers through the database.

@@ -48,14 +48,14 @@ use crate::fenced::FencedStore;
 use crate::metrics::Metrics;
 use crate::noop::{self, Couriers};
 use crate::self_fence::{LeaseClock, LeaseTimes, Phase, Watchdog};
-use admission::{Admission, Change, Verdict};
-use renewer::{LeaseDb, RenewConfig, Renewer};
-use stall::Stall;
 use crate::wake::Wake;
 pub(crate) use crate::worker_timers::CONNECTED_POLL;
 use crate::worker_timers::{MIN_SWEEP_WAIT, Timers};
 use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
+use admission::{Admission, Change, Verdict};
+use renewer::{LeaseDb, RenewConfig, Renewer};
+use stall::Stall;
 
 /// How often stop requests of runs in hand are looked for (runs whose agent
 /// is up only).

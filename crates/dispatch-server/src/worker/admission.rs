@@ -289,7 +289,10 @@ mod tests {
         // window, it claims again.
         let (v, changes) = settle(&mut a, 1).await;
         assert_eq!(v, Verdict::Open);
-        assert!(matches!(changes[..], [Change::Resumed { .. }]), "{changes:?}");
+        assert!(
+            matches!(changes[..], [Change::Resumed { .. }]),
+            "{changes:?}"
+        );
         // With nothing in hand it always claims.
         a.claimed();
         assert_eq!(a.verdict(0, |_| panic!("no change")), Verdict::Open);

@@ -173,7 +173,8 @@ async fn renew_loop(config: RenewConfig, runs: Runs, stop: Arc<AtomicBool>, wake
             _ = tick.tick() => {}
             () = wake.notified() => continue,
         }
-        if lock(&runs).is_empty() || (!state.failing && state.renewed_at.elapsed() < times.renew_every())
+        if lock(&runs).is_empty()
+            || (!state.failing && state.renewed_at.elapsed() < times.renew_every())
         {
             continue;
         }
@@ -306,7 +307,10 @@ mod tests {
         let db = LeaseDb::Sqlite(dir.path().join("dispatch.db"));
         assert!(rt.block_on(db.open()).is_ok());
         let bad = LeaseDb::Postgres("not a url".into());
-        assert!(rt.block_on(db_open_err(&bad)).contains("not a PostgreSQL URL"));
+        assert!(
+            rt.block_on(db_open_err(&bad))
+                .contains("not a PostgreSQL URL")
+        );
     }
 
     async fn db_open_err(db: &LeaseDb) -> String {
