@@ -18,6 +18,12 @@
 //! ([`Phase::Gone`]). The watchdog thread that stops agents whose lease was
 //! not renewed in time is separate again: a renewal that hangs in a
 //! partition blocks this thread, never the fencing.
+//!
+//! What this does not decouple: a renewal's `UPDATE` waits for any write of
+//! the same run in flight (every fenced write locks the run's row), so a
+//! work runtime that stalls in the middle of a run's transaction delays
+//! that row's renewal until it commits. A lease table of its own, which the
+//! runs' writes do not lock, would remove that.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
