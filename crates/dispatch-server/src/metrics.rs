@@ -15,6 +15,10 @@ pub struct Metrics {
     pub leases_lost: AtomicU64,
     pub runs_swept: AtomicU64,
     pub runs_queue_timed_out: AtomicU64,
+    /// Times a worker held its claims back: its runtime was behind.
+    pub claims_held_back: AtomicU64,
+    /// How far behind the workers' runtime was at the last look, in ms.
+    pub runtime_lag_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -29,7 +33,7 @@ impl Metrics {
             load(&self.runs_finished) + load(&self.runs_released) + load(&self.leases_lost),
         );
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "dispatch_http_requests_total",
                 "HTTP requests served",
@@ -75,6 +79,11 @@ impl Metrics {
                 "queued runs this process ended because nobody claimed them in time",
                 &self.runs_queue_timed_out,
             ),
+            (
+                "dispatch_worker_claims_held_back_total",
+                "times a worker stopped claiming because its runtime was behind",
+                &self.claims_held_back,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
@@ -84,6 +93,12 @@ impl Metrics {
             out,
             "# HELP dispatch_worker_slots_busy Runs this process's workers hold now.\n\
              # TYPE dispatch_worker_slots_busy gauge\ndispatch_worker_slots_busy {slots_busy}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dispatch_worker_runtime_lag_ms How far behind the workers' runtime was at the last look.\n\
+             # TYPE dispatch_worker_runtime_lag_ms gauge\ndispatch_worker_runtime_lag_ms {}",
+            load(&self.runtime_lag_ms)
         );
         out
     }

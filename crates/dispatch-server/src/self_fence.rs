@@ -25,7 +25,10 @@
 //! run (see [`crate::fenced`]).
 //!
 //! The watchdog is an OS thread of its own: a store call that hangs in a
-//! partition blocks the worker's async loop, never the fencing.
+//! partition blocks the worker's async loop, never the fencing. The
+//! renewals come from another thread with its own runtime and database
+//! connection ([`crate::worker::renewer`]): runs that saturate the worker's
+//! runtime delay neither the renewals nor the fencing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::queue_timeout::Keeper;
 use crate::retention::Retention;
 use crate::wake::Wake;
+use crate::worker::renewer::LeaseDb;
 use crate::worker::{Worker, WorkerConfig, WorkerSummary};
 use crate::{ServerError, ServerResult, SharedStore};
 
@@ -33,6 +34,8 @@ pub struct Backend {
     pub store: SharedStore,
     /// Set on PostgreSQL: workers listen for queue notifications.
     pub pg: Option<PgStore>,
+    /// Where a worker's lease renewal thread opens its own connection.
+    pub lease_db: LeaseDb,
 }
 
 impl Backend {
@@ -48,6 +51,7 @@ impl Backend {
                 Ok(Backend {
                     store: Arc::new(pg.clone()),
                     pg: Some(pg),
+                    lease_db: LeaseDb::Postgres(url.to_string()),
                 })
             }
             None => {
@@ -55,6 +59,7 @@ impl Backend {
                 Ok(Backend {
                     store: Arc::new(sqlite),
                     pg: None,
+                    lease_db: LeaseDb::Sqlite(layout.db()),
                 })
             }
         }
@@ -292,6 +297,9 @@ impl Server {
                 .with_bus(self.bus.clone(), &self.worker.name);
             let mut config = self.worker.clone();
             config.ship_logs &= self.backend.shares_logs();
+            config
+                .lease_db
+                .get_or_insert_with(|| self.backend.lease_db.clone());
             config.announce = self.bus.clone().map(|b| Arc::new(Publisher::new(b)));
             let store = self.backend.store.clone();
             let worker = Worker::new(store.clone(), wake, config.clone(), self.metrics.clone());
@@ -427,6 +435,9 @@ pub async fn work_as(
     shutdown: impl Future<Output = ()>,
 ) -> ServerResult<WorkerSummary> {
     config.ship_logs &= backend.shares_logs();
+    config
+        .lease_db
+        .get_or_insert_with(|| backend.lease_db.clone());
     config.shared = backend.objects(config.shared.take());
     config.announce = bus.clone().map(|b| Arc::new(Publisher::new(b)));
     // Native agents' live text goes to the servers through the database.

@@ -10,12 +10,25 @@
 //! then give the rest back to the queue (without consuming an attempt) and
 //! kill their agents.
 //!
-//! Leases are renewed every sixth of the lease; a worker that cannot renew
-//! one stops that run's agent before the lease can expire for others
-//! ([`crate::self_fence`]).
+//! Leases are renewed every sixth of the lease, on a thread of their own
+//! ([`renewer`]): a runtime saturated by the runs cannot delay them. A
+//! worker that cannot renew one stops that run's agent before the lease can
+//! expire for others ([`crate::self_fence`]).
+//!
+//! Claims are paced by how far behind the runtime is ([`admission`]): a
+//! worker with more slots than it can serve leaves the rest queued for
+//! other workers.
+//!
+//! A run let go before it ended (drained back to the queue, or its lease
+//! lost) leaves no workspace mounted: it is unmounted when the run is let
+//! go, and a stopping worker reclaims whatever is still mounted for runs no
+//! live worker holds ([`reclaim`]).
 
+pub mod admission;
 mod here;
 mod reclaim;
+pub mod renewer;
+pub mod stall;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -40,6 +53,9 @@ pub(crate) use crate::worker_timers::CONNECTED_POLL;
 use crate::worker_timers::{MIN_SWEEP_WAIT, Timers};
 use crate::writer::Writer;
 use crate::{ServerResult, SharedStore};
+use admission::{Admission, Change, Verdict};
+use renewer::{LeaseDb, RenewConfig, Renewer};
+use stall::Stall;
 
 /// How often stop requests of runs in hand are looked for (runs whose agent
 /// is up only).
@@ -82,6 +98,14 @@ pub struct WorkerConfig {
     /// the Redis stream, as the server announces the runs it creates, so
     /// the workers that wait on the bus take them at once.
     pub announce: Option<Arc<crate::bus::Publisher>>,
+    /// Admission control: no more claims while the runtime is this far
+    /// behind (see [`admission`]); zero: off.
+    pub max_lag: Duration,
+    /// Where the lease renewal thread opens its own database connection;
+    /// `None`: it renews through the worker's store.
+    pub lease_db: Option<LeaseDb>,
+    /// The test knob [`stall::VAR`]: each run blocks the runtime first.
+    pub stall: Option<Stall>,
 }
 
 impl WorkerConfig {
@@ -101,6 +125,9 @@ impl WorkerConfig {
             shared: None,
             rates: None,
             announce: None,
+            max_lag: admission::DEFAULT_MAX_LAG,
+            lease_db: None,
+            stall: None,
         }
     }
 }
@@ -119,6 +146,8 @@ pub struct WorkerSummary {
     pub finished: u64,
     pub released: u64,
     pub lost: u64,
+    /// Times claims were held back because the runtime was behind.
+    pub held_back: u64,
 }
 
 /// A run in hand.
@@ -147,10 +176,10 @@ pub struct Worker {
     /// Stops the agents of runs whose lease this worker could not renew
     /// (started with the loop).
     watchdog: Option<Watchdog>,
-    /// When the last renewal that succeeded was sent.
-    renewed_at: std::time::Instant,
-    /// The last renewal failed: try again soon.
-    renew_failing: bool,
+    /// Renews the leases in hand, on its own thread (started with the loop).
+    renewer: Option<Renewer>,
+    /// Paces claims by the runtime's lag.
+    admission: Admission,
     /// How the workflows this worker coordinates hand it member runs
     /// ([`here`]; set with the loop).
     here: Option<Arc<here::ToWorker>>,
@@ -163,6 +192,7 @@ impl Worker {
         config: WorkerConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let admission = Admission::new(config.max_lag, metrics.clone());
         Worker {
             store,
             wake,
@@ -174,8 +204,8 @@ impl Worker {
             couriers: Couriers::default(),
             writer: None,
             watchdog: None,
-            renewed_at: std::time::Instant::now(),
-            renew_failing: false,
+            renewer: None,
+            admission,
             here: None,
         }
     }
@@ -192,8 +222,7 @@ impl Worker {
     /// its notifications are not connected, at every `poll`; it sweeps
     /// expired leases only when one is due to expire.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ServerResult<WorkerSummary> {
-        // Ticks at the retry interval; renews every `renew_every`, or at
-        // once while renewals fail.
+        // Ticks at the retry interval: frees the slots of runs let go.
         let mut renew = tokio::time::interval(self.times().retry_every());
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stops = tokio::time::interval(STOP_POLL);
@@ -201,6 +230,12 @@ impl Worker {
         let helper = os::this_process();
         self.writer = Some(Writer::start(self.store.clone()));
         self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
+        self.renewer = Some(Renewer::start(RenewConfig {
+            name: self.config.name.clone(),
+            lease: self.config.lease,
+            db: self.config.lease_db.clone(),
+            shared: self.store.clone(),
+        }));
         // Agents' process trees die at the self-fencing deadline on their
         // own, frozen worker or not (see dispatch_runtime::sandbox).
         dispatch_runtime::sandbox::hold_leases(self.times().kill_after());
@@ -234,15 +269,24 @@ impl Worker {
         let mut backoff = Duration::from_millis(50);
         tokio::pin!(shutdown);
         loop {
+            // Whether the runtime keeps up with the runs in hand.
+            let mut admitted = true;
             if drain_until.is_none() {
                 if timers.reconnect_due() && self.wake.connect().await {
                     // Notifications sent while disconnected were missed.
                     timers.claim_due = true;
                 }
                 if timers.claim_due && self.held.len() < self.config.slots {
+                    admitted = self.admit();
+                }
+                if admitted && timers.claim_due && self.held.len() < self.config.slots {
                     let at = now_ms();
+                    let before = self.summary.claimed;
                     match self.claim_more(helper, at).await {
                         Ok(full) => {
+                            if self.summary.claimed > before {
+                                self.admission.claimed();
+                            }
                             backoff = Duration::from_millis(50);
                             timers.claimed(full, self.wake.complete(), at);
                             // Runs left for want of capacity are claimed
@@ -262,7 +306,9 @@ impl Worker {
             } else if self.held.is_empty() {
                 break;
             }
-            let idle = drain_until.is_none() && self.held.len() < self.config.slots;
+            self.admission.holding(self.held.len());
+            let free = drain_until.is_none() && self.held.len() < self.config.slots;
+            let idle = free && admitted;
             let busy = !self.held.is_empty();
             let deadline =
                 drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -279,7 +325,7 @@ impl Worker {
                 Some(asked) = asked_here.recv() => {
                     self.take_here(asked, drain_until.is_some()).await;
                 }
-                _ = renew.tick(), if busy => self.renew().await,
+                _ = renew.tick(), if busy => self.let_go_of_fenced_runs().await,
                 _ = stops.tick(), if busy => self.pass_on_stop_requests().await,
                 _ = sleep_until_some(sweep_at) => {
                     timers.sweep_at = None;
@@ -307,12 +353,49 @@ impl Worker {
                 // Yield first: a store that works inline (SQLite) never
                 // yields, and the rest of the process (the API) must run.
                 () = tokio::task::yield_now(), if idle && timers.claim_due => {}
-                _ = self.wake.wait(timers.wake_deadline()), if idle && !timers.claim_due => {
+                // Held back: look again when the next probe reports.
+                () = self.admission.changed(), if free && !admitted && timers.claim_due => {}
+                _ = self.wake.wait(timers.wake_deadline()), if free && !timers.claim_due => {
                     timers.claim_due = true;
                 }
             }
         }
+        // Renewals stop: nothing is held any more.
+        self.renewer = None;
+        // What is still mounted for runs no live worker holds (a run let go
+        // while its workspace was being made) goes too.
+        let (killed, unmounted) = self.reclaim_left_behind().await;
+        if killed + unmounted > 0 {
+            self.log(&format!(
+                "on stopping: killed {killed} process(es) and unmounted {unmounted} workspace(s) of runs it let go"
+            ));
+        }
         Ok(self.summary)
+    }
+
+    /// Whether to claim now (see [`admission`]); logs and counts a change.
+    fn admit(&mut self) -> bool {
+        let held = self.held.len();
+        let (name, max) = (&self.config.name, self.config.max_lag);
+        let (metrics, summary) = (&self.metrics, &mut self.summary);
+        let verdict = self.admission.verdict(held, |change| match change {
+            Change::HeldBack { lag } => {
+                summary.held_back += 1;
+                Metrics::add(&metrics.claims_held_back, 1);
+                tracing::warn!(
+                    "[worker {name}] runtime {} ms behind with {held} run(s) in hand: claiming no \
+                     more until it is under {} ms (--max-lag-ms {})",
+                    lag.as_millis(),
+                    (max / 2).as_millis(),
+                    max.as_millis()
+                );
+            }
+            Change::Resumed { lag } => tracing::warn!(
+                "[worker {name}] runtime caught up ({} ms behind, {held} run(s) in hand): claiming again",
+                lag.as_millis()
+            ),
+        });
+        verdict == Verdict::Open
     }
 
     /// Asks the queue when it next needs this worker unprompted (a backoff
@@ -453,7 +536,11 @@ impl Worker {
         let requests = parcel
             .as_ref()
             .map_or_else(Capacity::default, |p| Capacity::of(&p.manifest.resources));
+        let stall = self.config.stall;
         let task = self.tasks.spawn(async move {
+            if let Some(stall) = stall {
+                stall.run().await;
+            }
             let id = run.id.clone();
             let result = if noop {
                 noop::run(&task_store, run).await
@@ -494,6 +581,9 @@ impl Worker {
         if let Some(watchdog) = &self.watchdog {
             watchdog.watch(id.clone(), store.clone(), task.clone());
         }
+        if let Some(renewer) = &self.renewer {
+            renewer.hold(id.clone(), store.clone(), task.clone());
+        }
         self.held.insert(
             id,
             Held {
@@ -510,6 +600,9 @@ impl Worker {
             Ok(id) => {
                 if let Some(watchdog) = &self.watchdog {
                     watchdog.forget(&id);
+                }
+                if let Some(renewer) = &self.renewer {
+                    renewer.forget(&id);
                 }
                 match self.held.remove(&id) {
                     // Ended while it held the lease: saved, or refused for good.
@@ -534,99 +627,37 @@ impl Worker {
         }
     }
 
-    /// Renews every lease in hand in one statement, every `renew_every`
-    /// (at every tick while renewals fail); a run not renewed was taken
-    /// over, so its agent is killed and its task dropped. Runs this worker
-    /// fenced itself off are let go.
-    async fn renew(&mut self) {
-        self.let_go_of_fenced_runs();
-        let times = self.times();
-        if self.held.is_empty()
-            || (!self.renew_failing && self.renewed_at.elapsed() < times.renew_every())
-        {
-            return;
-        }
-        let held: Vec<(RunId, i64)> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.store.lease().writable())
-            .map(|(id, h)| (id.clone(), h.store.fence()))
-            .collect();
-        let lease = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-        let sent = std::time::Instant::now();
-        let renewal = self
-            .store
-            .renew_leases(&self.config.name, &held, now_ms() + lease);
-        let renewed: HashSet<RunId> =
-            match bounded(renewal, times.renew_every(), "a lease renewal").await {
-                Ok(ids) => {
-                    if self.renew_failing {
-                        self.log("leases renewed again");
-                    }
-                    self.renew_failing = false;
-                    self.renewed_at = sent;
-                    ids.into_iter().collect()
-                }
-                Err(e) => {
-                    if !self.renew_failing {
-                        self.log(&format!("cannot renew leases: {e}; retrying"));
-                    }
-                    self.renew_failing = true;
-                    return;
-                }
-            };
-        for (id, _) in held {
-            if renewed.contains(&id) {
-                if let Some(h) = self.held.get(&id) {
-                    h.store.lease().renewed(sent);
-                    if h.store.lease().writable() {
-                        // The run's processes may live until the moment
-                        // self-fencing would kill them, even if this
-                        // process is frozen by then.
-                        let kill_at = sent + times.kill_after();
-                        dispatch_runtime::sandbox::lease_renewed(&id.to_string(), kill_at);
-                    }
-                }
-                continue;
-            }
-            // Finished between the snapshot and the renewal, or taken over.
-            if let Some(h) = self.held.remove(&id) {
-                let ended = match self.store.get_run(&id).await {
-                    Ok(run) => run.state.is_terminal(),
-                    Err(_) => false,
-                };
-                if ended {
-                    // Its task is about to report; nothing was lost.
-                    self.held.insert(id, h);
-                    continue;
-                }
-                self.log(&format!("run {id}: lease lost; stopping its agent"));
-                h.store.lease().lose();
-                kill(&h, Signal::SIGKILL);
-                h.task.abort();
-                if let Some(watchdog) = &self.watchdog {
-                    watchdog.forget(&id);
-                }
-                self.summary.lost += 1;
-                Metrics::add(&self.metrics.leases_lost, 1);
-            }
-        }
-    }
-
-    /// Frees the slots of runs whose agent the watchdog killed.
-    fn let_go_of_fenced_runs(&mut self) {
+    /// Frees the slots of runs whose lease is lost: the watchdog killed
+    /// their agent, or the renewal thread found them taken over. Their
+    /// workspaces are unmounted unless another worker holds them now.
+    async fn let_go_of_fenced_runs(&mut self) {
         let gone: Vec<RunId> = self
             .held
             .iter()
             .filter(|(_, h)| h.store.lease().phase() == Phase::Gone)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in gone {
-            if let Some(h) = self.held.remove(&id) {
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            if let Some(h) = self.held.remove(id) {
                 h.task.abort();
+                self.forget(id);
                 self.summary.lost += 1;
                 Metrics::add(&self.metrics.leases_lost, 1);
             }
+        }
+        self.leave_workspaces(gone).await;
+    }
+
+    /// `id` is neither watched nor renewed any more.
+    fn forget(&self, id: &RunId) {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.forget(id);
+        }
+        if let Some(renewer) = &self.renewer {
+            renewer.forget(id);
         }
     }
 
@@ -692,6 +723,7 @@ impl Worker {
     /// queue, then its agent is killed.
     async fn release_all(&mut self) {
         let held: Vec<(RunId, Held)> = self.held.drain().collect();
+        let ids: Vec<RunId> = held.iter().map(|(id, _)| id.clone()).collect();
         for (id, h) in held {
             match self
                 .store
@@ -712,14 +744,13 @@ impl Worker {
             h.store.lease().lose();
             kill(&h, Signal::SIGKILL);
             h.task.abort();
-            if let Some(watchdog) = &self.watchdog {
-                watchdog.forget(&id);
-            }
+            self.forget(&id);
         }
         self.log(&format!(
             "released {} run(s) back to the queue",
             self.summary.released
         ));
+        self.leave_workspaces(ids).await;
     }
 
     fn log(&self, message: &str) {

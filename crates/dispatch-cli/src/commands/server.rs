@@ -194,6 +194,10 @@ pub struct WorkerArgs {
     /// The worker's name, unique in the cluster (default: <host>-<pid>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Admission control: claim no more runs while the worker's runtime is
+    /// this far behind (0: off); the rest stay queued for other workers.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub max_lag_ms: u64,
     #[command(flatten)]
     pub otel: OtelArgs,
     #[command(flatten)]
@@ -421,6 +425,8 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     config.tracer = OtelArgs::tracer(traces.as_deref(), &backend.store, "dispatch-worker")?;
     config.labels = args.labels.clone();
     config.rates = rates;
+    config.max_lag = Duration::from_millis(args.max_lag_ms);
+    config.stall = dispatch_server::worker::stall::Stall::from_env().map_err(CliError::input)?;
     let capacity = capacity(args.cpus, args.memory.as_deref())?;
     config.capacity = Some(capacity);
     config.shared = backend.objects(artifacts);
@@ -444,11 +450,12 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         .await
         .map_err(fail)?;
     tracing::info!(
-        "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost",
+        "dispatch worker stopped: {} claimed, {} finished, {} released to the queue, {} lost, claims held back {} time(s)",
         summary.claimed,
         summary.finished,
         summary.released,
-        summary.lost
+        summary.lost,
+        summary.held_back
     );
     Ok(0)
 }

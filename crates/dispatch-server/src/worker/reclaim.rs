@@ -1,12 +1,59 @@
 //! What a worker's previous process left on its root when it was killed
 //! (`kill -9`, the OOM killer) before it could clean up: the process trees
-//! of its runs, then their overlay workspaces.
+//! of its runs, then their overlay workspaces. And what a run this worker
+//! lets go of before it ended (drained back to the queue, its lease lost)
+//! would leave: its workspace, which its aborted task no longer removes.
 
 use dispatch_core::{RunId, now_ms};
 
 use super::Worker;
 
 impl Worker {
+    /// Whether no live worker but this one holds run `id`: it ended, is
+    /// queued, or its lease is this worker's name's or expired.
+    async fn nobody_elses(&self, id: &RunId) -> bool {
+        match self.store.lease(id).await {
+            Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
+            // Ended, or queued.
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// The runs `ids` were let go of before they ended (their agents were
+    /// sent SIGKILL): each one's recorded process group is killed and
+    /// removed, and its workspace removed (only unmounted when
+    /// the run asked to keep it), as a run that leaves a worker for a retry
+    /// does, unless another worker holds the run by now. Off the runtime's
+    /// thread: an unmount walks the whole mount table.
+    pub(super) async fn leave_workspaces(&self, ids: Vec<RunId>) {
+        let mut go = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !self.nobody_elses(&id).await {
+                continue;
+            }
+            let keep = self
+                .store
+                .run_extras(&id)
+                .await
+                .is_ok_and(|e| e.keep_workspace);
+            go.push((id, keep));
+        }
+        let layout = self.config.layout.clone();
+        let gone = tokio::task::spawn_blocking(move || {
+            for (id, keep) in &go {
+                dispatch_runtime::contain::remove_recorded(&layout, id);
+                match keep {
+                    true => dispatch_runtime::workspace::unmount(&layout, id),
+                    false => dispatch_runtime::workspace::release(&layout, id),
+                }
+            }
+        });
+        if let Err(e) = gone.await {
+            self.log(&format!("cannot remove the workspaces of runs let go: {e}"));
+        }
+    }
+
     /// Whether run `id` ended asking to keep its workspace.
     async fn kept(&self, id: &RunId) -> bool {
         let ended = self
@@ -40,13 +87,7 @@ impl Worker {
         runs.dedup();
         let (mut killed, mut unmounted) = (0, 0);
         for id in runs {
-            let nobodys = match self.store.lease(&id).await {
-                Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
-                // Ended, or queued.
-                Ok(None) => true,
-                Err(_) => false,
-            };
-            if !nobodys {
+            if !self.nobody_elses(&id).await {
                 continue;
             }
             killed += dispatch_runtime::contain::kill_leftovers(layout, &id);
