@@ -167,6 +167,10 @@ pub struct Worker {
     config: WorkerConfig,
     metrics: Arc<Metrics>,
     held: HashMap<RunId, Held>,
+    /// Runs whose lease this worker lost before they ended: their
+    /// workspaces go once the runs have ended (see
+    /// [`Worker::leave_ended_workspaces`]).
+    lost_workspaces: Vec<RunId>,
     tasks: JoinSet<RunId>,
     summary: WorkerSummary,
     couriers: Couriers,
@@ -199,6 +203,7 @@ impl Worker {
             config,
             metrics,
             held: HashMap::new(),
+            lost_workspaces: Vec::new(),
             tasks: JoinSet::new(),
             summary: WorkerSummary::default(),
             couriers: Couriers::default(),
@@ -309,7 +314,7 @@ impl Worker {
             self.admission.holding(self.held.len());
             let free = drain_until.is_none() && self.held.len() < self.config.slots;
             let idle = free && admitted;
-            let busy = !self.held.is_empty();
+            let busy = !self.held.is_empty() || !self.lost_workspaces.is_empty();
             let deadline =
                 drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let sweep_at = timers.sweep_at;
@@ -325,7 +330,10 @@ impl Worker {
                 Some(asked) = asked_here.recv() => {
                     self.take_here(asked, drain_until.is_some()).await;
                 }
-                _ = renew.tick(), if busy => self.let_go_of_fenced_runs().await,
+                _ = renew.tick(), if busy => {
+                    self.let_go_of_fenced_runs().await;
+                    self.leave_ended_workspaces().await;
+                }
                 _ = stops.tick(), if busy => self.pass_on_stop_requests().await,
                 _ = sleep_until_some(sweep_at) => {
                     timers.sweep_at = None;
@@ -648,7 +656,9 @@ impl Worker {
                 Metrics::add(&self.metrics.leases_lost, 1);
             }
         }
-        self.leave_workspaces(gone).await;
+        // Not now: the run is back in the queue or held by another worker,
+        // which may share this root and be making the same workspace.
+        self.lost_workspaces.extend(gone);
     }
 
     /// `id` is neither watched nor renewed any more.
@@ -724,6 +734,16 @@ impl Worker {
     async fn release_all(&mut self) {
         let held: Vec<(RunId, Held)> = self.held.drain().collect();
         let ids: Vec<RunId> = held.iter().map(|(id, _)| id.clone()).collect();
+        // Each run's agent is stopped and its workspace removed while this
+        // worker still holds the lease: no worker sharing this root can
+        // claim the run and make its workspace meanwhile.
+        for (id, h) in &held {
+            h.store.lease().lose();
+            kill(h, Signal::SIGKILL);
+            h.task.abort();
+            self.forget(id);
+        }
+        self.leave_workspaces(ids).await;
         for (id, h) in held {
             match self
                 .store
@@ -741,16 +761,11 @@ impl Worker {
                 }
                 Err(e) => self.log(&format!("run {id}: cannot release: {e}")),
             }
-            h.store.lease().lose();
-            kill(&h, Signal::SIGKILL);
-            h.task.abort();
-            self.forget(&id);
         }
         self.log(&format!(
             "released {} run(s) back to the queue",
             self.summary.released
         ));
-        self.leave_workspaces(ids).await;
     }
 
     fn log(&self, message: &str) {

@@ -54,6 +54,29 @@ impl Worker {
         }
     }
 
+    /// The workspaces of runs whose lease this worker lost, once those runs
+    /// ended: before that, the run may be back in the queue or held by
+    /// another worker sharing this root, which a removal would break.
+    pub(super) async fn leave_ended_workspaces(&mut self) {
+        if self.lost_workspaces.is_empty() {
+            return;
+        }
+        let mut ended = Vec::new();
+        let mut waiting = Vec::new();
+        for id in std::mem::take(&mut self.lost_workspaces) {
+            match self.store.get_run(&id).await {
+                Ok(run) if run.state.is_terminal() => ended.push(id),
+                // Removed meanwhile (`rm`): so is its directory.
+                Err(dispatch_store::StoreError::NotFound(_)) => {}
+                _ => waiting.push(id),
+            }
+        }
+        self.lost_workspaces = waiting;
+        if !ended.is_empty() {
+            self.leave_workspaces(ended).await;
+        }
+    }
+
     /// Whether run `id` ended asking to keep its workspace.
     async fn kept(&self, id: &RunId) -> bool {
         let ended = self
