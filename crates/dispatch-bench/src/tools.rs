@@ -102,6 +102,7 @@ async fn local(n: usize) {
         "lookup",
         ToolKind::Local {
             program: "tool.sh".into(),
+            using: Vec::new(),
         },
         Some(schema),
     );
