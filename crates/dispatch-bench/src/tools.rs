@@ -66,6 +66,8 @@ fn context(dir: &Path) -> ToolContext<'static> {
         scoped: Default::default(),
         mask: Vec::new(),
         memory: None,
+        checkpoints: None,
+        default_timeout_ms: None,
         approver: None,
         messenger: None,
         max_calls: Some(u64::MAX),

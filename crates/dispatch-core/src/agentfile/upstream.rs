@@ -194,6 +194,17 @@ pub(super) fn check(af: &Agentfile, memory_tool_line: Option<usize>) -> Result<(
             "HEARTBEAT needs `ENTRYPOINT heartbeat` (hint: add `ENTRYPOINT heartbeat`; `dispatch serve` then wakes the agent on its SCHEDULE or --interval)",
         ));
     }
+    let tools = m.agent.as_ref().map(|a| a.tools.as_slice()).unwrap_or(&[]);
+    if m.tool_sandbox.is_some()
+        && let Some(t) = tools.iter().find(
+            |t| matches!(&t.kind, crate::tool::ToolKind::Local { using, .. } if !using.is_empty()),
+        )
+    {
+        return Err(AgentfileError::new(
+            t.line,
+            format!("TOOL LOCAL {}: USING is not supported with TOOL_SANDBOX (hint: make the program executable with a `#!` line instead)", t.name),
+        ));
+    }
     if let Some(line) = memory_tool_line
         && !m.mounts.has_memory()
     {
