@@ -777,7 +777,9 @@ impl Parser {
                 // Upstream Dispatch's meaning: a file of operating procedures.
                 let (text, quoted) = unquote(&rest);
                 let kind = crate::parcel::DocumentKind::Agents;
-                self.af.documents.push((kind, TextSource { text, quoted, line }));
+                self.af
+                    .documents
+                    .push((kind, TextSource { text, quoted, line }));
             }
         }
         self.af.documents.sort_by_key(|(_, src)| src.line);

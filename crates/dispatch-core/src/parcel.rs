@@ -306,7 +306,10 @@ pub struct Manifest {
     pub mounts: crate::parcel_meta::Mounts,
     /// Advisory metadata (`VISIBILITY`, `ROUTING`, `FRAMEWORK`, `COMPACTION`):
     /// recorded and shown, changing nothing about how the parcel runs.
-    #[serde(default, skip_serializing_if = "crate::parcel_meta::Advisory::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::parcel_meta::Advisory::is_empty"
+    )]
     pub advisory: crate::parcel_meta::Advisory,
 }
 

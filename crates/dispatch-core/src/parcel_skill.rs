@@ -89,11 +89,14 @@ pub fn split_skill_md(text: &str) -> Result<(Frontmatter, String), String> {
         }
         None => return Err("has no `---` line closing its frontmatter".into()),
     };
-    let fm: Frontmatter = serde_norway::from_str(yaml)
-        .map_err(|e| format!("has frontmatter that is not valid: {e} (hint: it needs `name` and `description`)"))?;
+    let fm: Frontmatter = serde_norway::from_str(yaml).map_err(|e| {
+        format!("has frontmatter that is not valid: {e} (hint: it needs `name` and `description`)")
+    })?;
     check_skill_name(&fm.name)?;
     if fm.description.trim().is_empty() {
-        return Err("has an empty `description` (hint: say what the skill does and when to use it)".into());
+        return Err(
+            "has an empty `description` (hint: say what the skill does and when to use it)".into(),
+        );
     }
     Ok((fm, body.trim_start_matches(['\n', '\r']).to_string()))
 }
@@ -136,7 +139,8 @@ pub(crate) fn resolve(af: &mut Agentfile, ctx: &Path) -> Result<Vec<Skill>, Agen
         let skill = if path.is_dir() {
             bundle(af, spec, &path, &mut synthesized).map_err(err)?
         } else {
-            let content = read(&path).map_err(|e| err(format!("SKILL file `{}` {e}", spec.path)))?;
+            let content =
+                read(&path).map_err(|e| err(format!("SKILL file `{}` {e}", spec.path)))?;
             Skill {
                 name: spec.name.clone(),
                 content,
@@ -158,7 +162,9 @@ pub(crate) fn resolve(af: &mut Agentfile, ctx: &Path) -> Result<Vec<Skill>, Agen
         && !agent.tools.iter().any(|t| t.name == READ_SKILL_FILE)
     {
         let line = specs.first().map_or(0, |s| s.line);
-        agent.tools.push(tool_decl(READ_SKILL_FILE.into(), ToolKind::Builtin, line));
+        agent
+            .tools
+            .push(tool_decl(READ_SKILL_FILE.into(), ToolKind::Builtin, line));
     }
     Ok(skills)
 }
@@ -232,7 +238,11 @@ fn sidecar(
             "job" => Operation::Job,
             "heartbeat" => Operation::Heartbeat,
             "chat" => Operation::Chat,
-            _ => return Err(format!("{what}: entrypoint `{e}` (hint: job, heartbeat or chat)")),
+            _ => {
+                return Err(format!(
+                    "{what}: entrypoint `{e}` (hint: job, heartbeat or chat)"
+                ));
+            }
         };
     }
     if car.tools.is_empty() {
@@ -246,7 +256,11 @@ fn sidecar(
     let agent = af.manifest.agent.get_or_insert_with(Default::default);
     for t in car.tools {
         let bad = |m: String| format!("{what}: tool `{}`: {m}", t.name);
-        if agent.tools.iter().any(|d| d.name == t.name && !synthesized.contains_key(&d.name)) {
+        if agent
+            .tools
+            .iter()
+            .any(|d| d.name == t.name && !synthesized.contains_key(&d.name))
+        {
             continue; // the Agentfile's own TOOL line wins
         }
         if let Some((other, _)) = synthesized.get(&t.name) {
@@ -256,9 +270,19 @@ fn sidecar(
         }
         let program = format!("{}/{}", spec.path, t.script.trim_start_matches("./"));
         if inside(dir, &t.script).is_none_or(|p| !p.is_file()) {
-            return Err(bad(format!("script `{}` not found in the skill's directory", t.script)));
+            return Err(bad(format!(
+                "script `{}` not found in the skill's directory",
+                t.script
+            )));
         }
-        let mut d = tool_decl(t.name.clone(), ToolKind::Local { program, using: Vec::new() }, spec.line);
+        let mut d = tool_decl(
+            t.name.clone(),
+            ToolKind::Local {
+                program,
+                using: Vec::new(),
+            },
+            spec.line,
+        );
         d.description = t.description.clone();
         d.schema_file = t
             .schema
@@ -267,14 +291,19 @@ fn sidecar(
         d.risk = t
             .risk
             .as_deref()
-            .map(|r| Risk::parse(r).ok_or_else(|| bad(format!("risk `{r}` (hint: low, medium or high)"))))
+            .map(|r| {
+                Risk::parse(r).ok_or_else(|| bad(format!("risk `{r}` (hint: low, medium or high)")))
+            })
             .transpose()?;
         d.approval = t
             .approval
             .as_deref()
             .map(|a| {
-                ApprovalPolicy::parse(a)
-                    .ok_or_else(|| bad(format!("approval `{a}` (hint: never, always, confirm or audit)")))
+                ApprovalPolicy::parse(a).ok_or_else(|| {
+                    bad(format!(
+                        "approval `{a}` (hint: never, always, confirm or audit)"
+                    ))
+                })
             })
             .transpose()?;
         d.timeout_ms = t
@@ -341,7 +370,10 @@ mod tests {
             ("---\nname: a\n", "no `---` line"),
             ("---\nname: a\n---\n", "description"),
             ("---\nname: Bad_Name\ndescription: d\n---\n", "lowercase"),
-            ("---\nname: a\ndescription: \"\"\n---\n", "empty `description`"),
+            (
+                "---\nname: a\ndescription: \"\"\n---\n",
+                "empty `description`",
+            ),
             ("---\n: : :\n---\n", "not valid"),
         ] {
             let e = split_skill_md(text).expect_err(text);

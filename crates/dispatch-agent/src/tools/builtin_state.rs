@@ -137,10 +137,19 @@ async fn memory_more(memory: &dyn Memory, name: &str, args: &Value) -> Result<St
             }
         }
         "memory_put_many" => {
-            let entries = args.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+            let entries = args
+                .get("entries")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for e in &entries {
-                let key = memory_key(args, e.get("key").and_then(Value::as_str).unwrap_or_default());
-                memory.put(&key, e.get("value").unwrap_or(&Value::Null)).await?;
+                let key = memory_key(
+                    args,
+                    e.get("key").and_then(Value::as_str).unwrap_or_default(),
+                );
+                memory
+                    .put(&key, e.get("value").unwrap_or(&Value::Null))
+                    .await?;
             }
             Ok(format!("stored {} values", entries.len()))
         }
@@ -194,7 +203,10 @@ async fn checkpoint(store: &dyn Memory, name: &str, args: &Value) -> Result<Stri
             false => format!("(no checkpoint named `{id}`)"),
         }),
         _ => {
-            let prefix = args.get("prefix").and_then(Value::as_str).unwrap_or_default();
+            let prefix = args
+                .get("prefix")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             Ok(serde_json::to_string(&store.list(prefix).await?).unwrap_or_default())
         }
     }
@@ -209,7 +221,9 @@ fn read_parcel_file(ctx: &ToolContext<'_>, rel: &str) -> Result<String, String> 
         .map_err(|e| format!("cannot resolve the parcel's files: {e}"))?;
     let rel = rel.trim_start_matches("./");
     if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
-        return Err(format!("`{rel}` is not a path inside the parcel (hint: e.g. `skills/<name>/references/guide.md`)"));
+        return Err(format!(
+            "`{rel}` is not a path inside the parcel (hint: e.g. `skills/<name>/references/guide.md`)"
+        ));
     }
     let path = root
         .join(rel)
@@ -225,7 +239,10 @@ fn read_parcel_file(ctx: &ToolContext<'_>, rel: &str) -> Result<String, String> 
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        return Ok(format!("`{rel}` is a directory holding: {}", names.join(", ")));
+        return Ok(format!(
+            "`{rel}` is a directory holding: {}",
+            names.join(", ")
+        ));
     }
     let file = std::fs::File::open(&path).map_err(|e| format!("cannot read `{rel}`: {e}"))?;
     let mut buf = Vec::new();

@@ -516,9 +516,10 @@ impl Tools for ToolBox<'_> {
             ApprovalPolicy::Audit => {
                 // Let through at once; the call's event records the policy that did.
                 let mut outcome = self.run(e, args, &call.id).await;
-                outcome
-                    .meta
-                    .insert("approval".into(), json!({"policy": "audit", "decision": "approve", "by": "audit policy"}));
+                outcome.meta.insert(
+                    "approval".into(),
+                    json!({"policy": "audit", "decision": "approve", "by": "audit policy"}),
+                );
                 return with_meta(outcome);
             }
             _ => match self.approve(e, args, &call.id).await {

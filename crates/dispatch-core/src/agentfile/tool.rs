@@ -164,7 +164,7 @@ fn builtins(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, String> {
         let upper = word.to_ascii_uppercase();
         if matches!(
             upper.as_str(),
-            "APPROVAL" | "RISK" | "TIMEOUT" | "APPROVAL_TIMEOUT"
+            "APPROVAL" | "RISK" | "TIMEOUT" | "APPROVAL_TIMEOUT" | "DESCRIPTION"
         ) {
             // Options after the names apply to every one of them.
             let mut shared = decl(line, String::new(), ToolKind::Builtin);
@@ -174,6 +174,7 @@ fn builtins(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, String> {
                 d.risk = shared.risk.or(d.risk);
                 d.timeout_ms = shared.timeout_ms.or(d.timeout_ms);
                 d.approval_timeout_ms = shared.approval_timeout_ms.or(d.approval_timeout_ms);
+                d.description = shared.description.clone().or(d.description.take());
             }
             break;
         }

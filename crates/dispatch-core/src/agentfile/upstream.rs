@@ -13,8 +13,8 @@
 use super::lex::{expected, positive, unquote};
 use super::{Agentfile, AgentfileError, TextSource, usage};
 use crate::parcel::DocumentKind;
-use crate::state::Operation;
 use crate::parcel_meta::{Advisory, Compaction, Framework, MOUNT_DRIVERS, Mounts};
+use crate::state::Operation;
 
 /// Upstream directives Dispatch cannot honour, and why (each refused at
 /// build, naming its line).
@@ -67,7 +67,11 @@ pub(super) fn document(
 
 /// `MOUNT SESSION|MEMORY|ARTIFACTS <driver>` into `mounts`; the mount's key
 /// for the once-only check.
-pub(super) fn mount(mounts: &mut Mounts, rest: &str, args: &[String]) -> Result<&'static str, String> {
+pub(super) fn mount(
+    mounts: &mut Mounts,
+    rest: &str,
+    args: &[String],
+) -> Result<&'static str, String> {
     let [kind, driver] = args else {
         return Err(expected("MOUNT", rest));
     };
@@ -202,7 +206,10 @@ pub(super) fn check(af: &Agentfile, memory_tool_line: Option<usize>) -> Result<(
     {
         return Err(AgentfileError::new(
             t.line,
-            format!("TOOL LOCAL {}: USING is not supported with TOOL_SANDBOX (hint: make the program executable with a `#!` line instead)", t.name),
+            format!(
+                "TOOL LOCAL {}: USING is not supported with TOOL_SANDBOX (hint: make the program executable with a `#!` line instead)",
+                t.name
+            ),
         ));
     }
     if let Some(line) = memory_tool_line
