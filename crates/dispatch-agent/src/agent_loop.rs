@@ -139,6 +139,9 @@ pub struct LoopConfig {
     pub models: Vec<ResolvedModel>,
     pub llm_timeout: Duration,
     pub max_tool_rounds: u64,
+    /// `LIMIT ITERATIONS`: the most model calls in one run; a model that
+    /// asks for tools on the last one ends the run.
+    pub max_iterations: Option<u64>,
     pub max_output_tokens: Option<u64>,
     /// An answer cut at the output limit is accepted (with a warning)
     /// instead of failing the run (see [`crate::truncation`]).
@@ -250,6 +253,16 @@ pub async fn run_loop(
                     }
                 }
                 let calls = response.tool_calls;
+                if let Some(max) = cfg.max_iterations
+                    && !calls.is_empty()
+                    && conv.rounds + 1 >= max
+                {
+                    let _ = sink.record(events).await;
+                    return LoopEnd::ToolRounds(format!(
+                        "iterations_exceeded: the model asked for tools again on model call {} of {max} (LIMIT ITERATIONS {max})",
+                        conv.rounds + 1
+                    ));
+                }
                 if !calls.is_empty() && conv.rounds >= cfg.max_tool_rounds {
                     let _ = sink.record(events).await;
                     return LoopEnd::ToolRounds(format!(

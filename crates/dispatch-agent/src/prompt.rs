@@ -5,8 +5,12 @@
 //! # Identity          IDENTITY
 //! # Soul              SOUL
 //! # Skill: <name>     each SKILL, in the order the Agentfile declares them
+//! # <document>        each AGENTS, USER, TOOLS, MEMORY POLICY, HEARTBEAT FILE, in order
 //! # Task              every PROMPT, in order, separated by blank lines
 //! ```
+//!
+//! An Agent Skills bundle's section starts with its description and ends
+//! saying where its files are and how to read them (`read_skill_file`).
 //!
 //! A section with nothing in it is left out. The run's payload is the first
 //! user message: a JSON string as its text, anything else as pretty-printed
@@ -32,7 +36,20 @@ pub fn system_prompt(instructions: &Instructions) -> String {
         add("Soul".into(), soul);
     }
     for skill in &instructions.skills {
-        add(format!("Skill: {}", skill.name), &skill.content);
+        let mut body = String::new();
+        if let Some(d) = &skill.description {
+            body.push_str(&format!("{}\n\n", d.trim()));
+        }
+        body.push_str(skill.content.trim());
+        if let Some(dir) = &skill.dir {
+            body.push_str(&format!(
+                "\n\nThis skill's files (scripts, references, assets) are under `{dir}/`; read one with the `read_skill_file` tool, e.g. {{\"path\": \"{dir}/SKILL.md\"}}."
+            ));
+        }
+        add(format!("Skill: {}", skill.name), &body);
+    }
+    for doc in &instructions.documents {
+        add(doc.kind.title().to_string(), &doc.content);
     }
     let task: Vec<&str> = instructions
         .prompts
@@ -85,13 +102,18 @@ mod tests {
                 Skill {
                     name: "tone".into(),
                     content: "Be kind.".into(),
+                    description: None,
+                    dir: None,
                 },
                 Skill {
                     name: "empty".into(),
                     content: "  ".into(),
+                    description: None,
+                    dir: None,
                 },
             ],
             prompts: vec!["Classify.".into(), "Answer as JSON.".into()],
+            documents: Vec::new(),
         };
         assert_eq!(
             system_prompt(&ins),

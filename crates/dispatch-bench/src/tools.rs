@@ -66,6 +66,8 @@ fn context(dir: &Path) -> ToolContext<'static> {
         scoped: Default::default(),
         mask: Vec::new(),
         memory: None,
+        checkpoints: None,
+        default_timeout_ms: None,
         approver: None,
         messenger: None,
         max_calls: Some(u64::MAX),
@@ -102,6 +104,7 @@ async fn local(n: usize) {
         "lookup",
         ToolKind::Local {
             program: "tool.sh".into(),
+            using: Vec::new(),
         },
         Some(schema),
     );

@@ -136,6 +136,13 @@ pub struct AgentConfig {
     /// `LIMIT TOOL_ROUNDS`: the most rounds of tool calls in one run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tool_rounds: Option<u64>,
+    /// `LIMIT ITERATIONS`: the most model calls in one run (upstream
+    /// Dispatch's name; a model that asks for tools at the limit ends the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iterations: Option<u64>,
+    /// `TIMEOUT TOOL`: the timeout of every tool whose TOOL line sets none (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_timeout_ms: Option<u64>,
     /// `LIMIT OUTPUT_TOKENS`: the most output tokens per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,

@@ -32,10 +32,13 @@ mod limits;
 mod listen;
 mod model;
 mod secret;
+mod timeouts;
 mod tool;
+mod upstream;
 mod workflow;
 
 pub use directives::DIRECTIVES;
+pub use upstream::REFUSED;
 
 pub use eval::EVAL_DIR;
 pub use model::check_base_url;
@@ -123,6 +126,10 @@ pub struct Agentfile {
     pub prompts: Vec<TextSource>,
     /// The line of each workflow member's `AGENT` (`FROM workflow`).
     pub member_lines: BTreeMap<String, usize>,
+    /// `AGENTS`, `USER`, `TOOLS`, `MEMORY POLICY`, `HEARTBEAT FILE` files, in order.
+    pub documents: Vec<(crate::parcel::DocumentKind, TextSource)>,
+    /// The line of `ENTRYPOINT`, when there is one.
+    pub entrypoint_line: Option<usize>,
 }
 
 /// Directives that may appear only once.
@@ -131,13 +138,13 @@ const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_SIGNATURE", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
     "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY",
+    "USER", "TOOLS", "MEMORY", "HEARTBEAT", "VISIBILITY", "ROUTING", "FRAMEWORK", "COMPACTION",
 ];
 
 /// Dockerfile words that mean something else here.
 const ALIASES: &[(&str, &str)] = &[
     ("CMD", "COMMAND"),
     ("RUN", "COMMAND"),
-    ("ADD", "COPY"),
     ("ARG", "ENV"),
     ("EXPOSE", "LISTEN"),
 ];
@@ -207,6 +214,11 @@ struct Parser {
     from_line: usize,
     network_line: usize,
     workflow: workflow::Decl,
+    /// `AGENTS` (a workflow's member order, or else an instruction file):
+    /// its line and arguments, read once the courier is known.
+    agents: Option<(usize, String)>,
+    /// Lines of `TOOL BUILTIN memory_*` (refused with `MOUNT MEMORY none`).
+    memory_tool_line: Option<usize>,
 }
 
 impl Parser {
@@ -239,6 +251,8 @@ impl Parser {
             evals: Vec::new(),
             workflow: None,
             concurrency: None,
+            mounts: Default::default(),
+            advisory: Default::default(),
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -251,6 +265,8 @@ impl Parser {
                 skills,
                 prompts,
                 member_lines: BTreeMap::new(),
+                documents: Vec::new(),
+                entrypoint_line: None,
             },
             seen: HashMap::new(),
             env_lines: BTreeMap::new(),
@@ -263,6 +279,8 @@ impl Parser {
             from_line: 0,
             network_line: 0,
             workflow: workflow::Decl::default(),
+            agents: None,
+            memory_tool_line: None,
         }
     }
 
@@ -294,6 +312,9 @@ impl Parser {
         let (word, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
         let rest = rest.trim();
         let upper = word.to_ascii_uppercase();
+        if let Some((_, why)) = REFUSED.iter().find(|(d, _)| *d == upper) {
+            return Err(AgentfileError::new(line, *why));
+        }
         let Some(&(key, what, example)) = DIRECTIVES.iter().find(|(d, _, _)| *d == upper) else {
             let message = match nearest_directive(word) {
                 Some(d) => format!("unknown directive `{word}` (did you mean `{d}`?)"),
@@ -341,7 +362,15 @@ impl Parser {
             "VERSION" | "IDENTITY" | "SOUL" | "PROMPT" | "SCHEDULE" => {
                 return self.free_text(key, line, rest);
             }
+            "AGENTS" => {
+                self.agents = Some((line, rest.to_string()));
+                return Ok(());
+            }
             _ => {}
+        }
+        if let Some(doc) = upstream::document(key, line, rest) {
+            self.af.documents.push(doc?);
+            return Ok(());
         }
         let args = split_args(rest)?;
         let one = || match args.as_slice() {
@@ -370,6 +399,7 @@ impl Parser {
             },
             "NAME" => self.af.manifest.name = check_name(one()?)?,
             "ENTRYPOINT" => {
+                self.af.entrypoint_line = Some(line);
                 self.af.manifest.entrypoint = match rest.to_ascii_lowercase().as_str() {
                     "job" => Operation::Job,
                     "heartbeat" => Operation::Heartbeat,
@@ -394,6 +424,21 @@ impl Parser {
                 env_passthrough::parse(&args, &mut self.af.manifest.env_passthrough)?
             }
             "COPY" => self.af.copies.push(parse_copy(&args, line, rest)?),
+            "ADD" => {
+                if let Some(src) = args.iter().find(|a| a.contains("://")) {
+                    return Err(format!(
+                        "ADD `{src}`: fetching remote sources at build is not supported (hint: download it into the build context and `COPY` it, so the parcel's digest covers it)"
+                    ));
+                }
+                self.af.copies.push(parse_copy(&args, line, rest)?);
+            }
+            "MOUNT" => {
+                let key = upstream::mount(&mut self.af.manifest.mounts, rest, &args)?;
+                self.once(key, line)?;
+            }
+            "VISIBILITY" | "ROUTING" | "FRAMEWORK" | "COMPACTION" => {
+                upstream::advisory(&mut self.af.manifest.advisory, key, rest, &args)?;
+            }
             "SKILL" => {
                 for a in &args {
                     self.skill(a, line)?;
@@ -477,9 +522,14 @@ impl Parser {
             "TOOL" => {
                 let decls = tool::parse_tool(line, &args)?;
                 self.agent_lines.push((line, "TOOL"));
+                if decls.iter().any(|d| {
+                    d.kind == crate::tool::ToolKind::Builtin && d.name.starts_with("memory_")
+                }) {
+                    self.memory_tool_line.get_or_insert(line);
+                }
                 for d in &decls {
                     // A LOCAL tool's program goes into the parcel with it.
-                    if let crate::tool::ToolKind::Local { program } = &d.kind
+                    if let crate::tool::ToolKind::Local { program, .. } = &d.kind
                         && !self.af.copies.iter().any(|c| c.src == *program)
                     {
                         self.af.copies.push(CopySpec {
@@ -505,6 +555,7 @@ impl Parser {
                 isolation::parse_resources(&mut self.af.manifest.resources, rest, &args)?;
             }
             "NETWORK" => {
+                upstream::refuse_network(&args)?;
                 self.network_line = line;
                 self.af.manifest.network = Some(isolation::parse_network(rest, &args)?);
             }
@@ -607,109 +658,23 @@ impl Parser {
         Ok(())
     }
 
-    fn timeout(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
-        let (key, d) = match args {
-            [d] => ("TIMEOUT RUN", d),
-            [w, d] if w.eq_ignore_ascii_case("run") => ("TIMEOUT RUN", d),
-            [w, d] if w.eq_ignore_ascii_case("step") => ("TIMEOUT STEP", d),
-            [w, d] if w.eq_ignore_ascii_case("llm") => ("TIMEOUT LLM", d),
-            [w, d] if w.eq_ignore_ascii_case("agent") => ("TIMEOUT AGENT", d),
-            _ => return Err(expected("TIMEOUT", rest)),
-        };
-        self.once(key, line)?;
-        if key == "TIMEOUT AGENT" {
-            return self.workflow.timeout(line, d);
-        }
-        let ms = parse_duration_ms(d)?;
-        if ms == 0 {
-            return Err(format!("{key} must be greater than zero"));
-        }
-        if key == "TIMEOUT LLM" {
-            self.agent_lines.push((line, "TIMEOUT LLM"));
-            self.agent().llm_timeout_ms = Some(ms);
-            return Ok(());
-        }
-        let t = &mut self.af.manifest.timeouts;
-        let slot = if key == "TIMEOUT RUN" {
-            &mut t.run_ms
-        } else {
-            &mut t.step_ms
-        };
-        *slot = Some(ms);
-        Ok(())
-    }
-
-    fn limit(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
-        if let [k, v] = args
-            && k.eq_ignore_ascii_case("hops")
-        {
-            self.once("LIMIT HOPS", line)?;
-            return self.workflow.hops(line, v);
-        }
-        if let [k, v] = args
-            && let Some(parsed) = tool::tool_limit(&k.to_ascii_uppercase(), v)
-        {
-            let (key, n) = parsed?;
-            self.once(key, line)?;
-            self.agent_lines.push((line, key));
-            let a = self.agent();
-            match key {
-                "LIMIT TOOL_CALLS" => a.max_tool_calls = Some(n),
-                _ => a.max_tool_output_bytes = Some(n),
+    fn finish(mut self, last_line: usize) -> Result<Agentfile, AgentfileError> {
+        if let Some((line, rest)) = self.agents.take() {
+            if self.af.manifest.courier == Courier::Workflow {
+                let args = split_args(&rest).map_err(|m| AgentfileError::new(line, m))?;
+                self.workflow
+                    .directive("AGENTS", line, &rest, &args)
+                    .map_err(|m| AgentfileError::new(line, m))?;
+            } else {
+                // Upstream Dispatch's meaning: a file of operating procedures.
+                let (text, quoted) = unquote(&rest);
+                let kind = crate::parcel::DocumentKind::Agents;
+                self.af
+                    .documents
+                    .push((kind, TextSource { text, quoted, line }));
             }
-            return Ok(());
         }
-        if let [k, _, flag] = args
-            && k.eq_ignore_ascii_case("OUTPUT_TOKENS")
-        {
-            model::allow_truncation(flag)?;
-            self.agent().allow_truncation = true;
-            return self.limit(line, rest, &args[..2]);
-        }
-        if let [k, v] = args
-            && let Some(parsed) = model::agent_limit(&k.to_ascii_uppercase(), v)
-        {
-            let (key, n) = parsed?;
-            self.once(key, line)?;
-            self.agent_lines.push((line, key));
-            let a = self.agent();
-            match key {
-                "LIMIT TOOL_ROUNDS" => a.max_tool_rounds = Some(n),
-                "LIMIT OUTPUT_TOKENS" => a.max_output_tokens = Some(n),
-                _ => a.max_context_tokens = Some(n),
-            }
-            return Ok(());
-        }
-        let (kind, value, soft) = match args {
-            [k, v] => (k.to_ascii_uppercase(), v, false),
-            [k, v, s] if s.eq_ignore_ascii_case("soft") => (k.to_ascii_uppercase(), v, true),
-            _ => return Err(expected("LIMIT", rest)),
-        };
-        let usd = || {
-            let v = value.strip_prefix('$').unwrap_or(value).parse::<f64>().ok();
-            v.filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
-                format!("LIMIT COST must be an amount of US dollars greater than zero, got `{value}` (hint: `LIMIT COST 2.50`)")
-            })
-        };
-        let key = match (kind.as_str(), soft) {
-            ("TOKENS", false) => "LIMIT TOKENS",
-            ("TOKENS", true) => "LIMIT TOKENS SOFT",
-            ("COST", false) => "LIMIT COST",
-            ("COST", true) => "LIMIT COST SOFT",
-            _ => return Err(expected("LIMIT", rest)),
-        };
-        self.once(key, line)?;
-        let l = &mut self.af.manifest.limits;
-        match key {
-            "LIMIT TOKENS" => l.max_tokens = Some(positive(value, "LIMIT TOKENS")?),
-            "LIMIT TOKENS SOFT" => l.soft_max_tokens = Some(positive(value, "LIMIT TOKENS")?),
-            "LIMIT COST" => l.max_cost_usd = Some(usd()?),
-            _ => l.soft_max_cost_usd = Some(usd()?),
-        }
-        Ok(())
-    }
-
-    fn finish(self, last_line: usize) -> Result<Agentfile, AgentfileError> {
+        self.af.documents.sort_by_key(|(_, src)| src.line);
         let mut af = self.af;
         if af.manifest.courier == Courier::Workflow {
             let (wf, lines) = self.workflow.finish(&af.manifest, last_line)?;
@@ -751,6 +716,8 @@ impl Parser {
                 "NETWORK applies to containers (hint: use it with `FROM image <ref>`, or with `TOOL_SANDBOX image <ref>` for a native agent's tools)",
             ));
         }
+        upstream::check(&af, self.memory_tool_line)?;
+        let m = &af.manifest;
         listen::check_secrets(m, self.listen_secret_line, self.listen_signature_line)?;
         secret::check_scopes(m, &self.secret_to_lines)?;
         for (secret, secret_line) in &self.secret_lines {

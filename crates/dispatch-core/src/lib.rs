@@ -11,6 +11,8 @@ pub mod event;
 pub mod id;
 pub mod isolation;
 pub mod parcel;
+pub mod parcel_meta;
+pub mod parcel_skill;
 mod parcel_tools;
 pub mod policy;
 pub mod redact;

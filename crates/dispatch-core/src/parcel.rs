@@ -48,12 +48,72 @@ pub struct Instructions {
     pub skills: Vec<Skill>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
+    /// The other instruction files upstream Dispatch's Agentfiles name
+    /// (`AGENTS`, `USER`, `TOOLS`, `MEMORY POLICY`, `HEARTBEAT FILE`), in
+    /// the order the Agentfile declares them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<Document>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skill {
     pub name: String,
+    /// The instructions (for a bundle: `SKILL.md` without its frontmatter).
     pub content: String,
+    /// An Agent Skills bundle's `description` (from its frontmatter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// An Agent Skills bundle: where its directory is under `files/`; its
+    /// other files are read on demand with the `read_skill_file` built-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+/// One instruction file of a kind upstream Dispatch names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    pub kind: DocumentKind,
+    pub content: String,
+}
+
+/// Which directive an instruction file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// `AGENTS AGENTS.md` (outside workflows): operating procedures.
+    Agents,
+    /// `USER USER.md`: the operator's context and preferences.
+    User,
+    /// `TOOLS TOOLS.md`: guidance on using the tools.
+    Tools,
+    /// `MEMORY POLICY MEMORY.md`: what to remember and how.
+    Memory,
+    /// `HEARTBEAT FILE HEARTBEAT.md`: what to do on each heartbeat.
+    Heartbeat,
+}
+
+impl DocumentKind {
+    /// The directive that names it.
+    pub fn directive(self) -> &'static str {
+        match self {
+            DocumentKind::Agents => "AGENTS",
+            DocumentKind::User => "USER",
+            DocumentKind::Tools => "TOOLS",
+            DocumentKind::Memory => "MEMORY POLICY",
+            DocumentKind::Heartbeat => "HEARTBEAT FILE",
+        }
+    }
+
+    /// Its section's header in the system prompt.
+    pub fn title(self) -> &'static str {
+        match self {
+            DocumentKind::Agents => "Operating procedures",
+            DocumentKind::User => "User",
+            DocumentKind::Tools => "Tools",
+            DocumentKind::Memory => "Memory policy",
+            DocumentKind::Heartbeat => "Heartbeat",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +301,16 @@ pub struct Manifest {
     /// `CONCURRENCY`: at most MAX live runs per value of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
+    /// `MOUNT SESSION|MEMORY|ARTIFACTS <driver>` (upstream Dispatch's mounts).
+    #[serde(default, skip_serializing_if = "crate::parcel_meta::Mounts::is_empty")]
+    pub mounts: crate::parcel_meta::Mounts,
+    /// Advisory metadata (`VISIBILITY`, `ROUTING`, `FRAMEWORK`, `COMPACTION`):
+    /// recorded and shown, changing nothing about how the parcel runs.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::parcel_meta::Advisory::is_empty"
+    )]
+    pub advisory: crate::parcel_meta::Advisory,
 }
 
 /// A parcel on disk.

@@ -38,7 +38,7 @@ use std::time::UNIX_EPOCH;
 use sha2::{Digest, Sha256};
 
 use crate::agentfile::{self, Agentfile, AgentfileError, TextSource};
-use crate::parcel::{FileEntry, Instructions, Manifest, Parcel, ParcelError, Skill};
+use crate::parcel::{Document, FileEntry, Instructions, Manifest, Parcel, ParcelError, Skill};
 use crate::parcel_seal::remove_tree;
 
 /// The manifest format this code writes and reads.
@@ -81,13 +81,14 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
     })?;
     let mut af = agentfile::parse(&text).map_err(af_err)?;
     let ctx = fs::canonicalize(&dir).map_err(io_err("cannot resolve build context", &dir))?;
+    let skills = crate::parcel_skill::resolve(&mut af, &ctx).map_err(af_err)?;
     crate::parcel_tools::load_schemas(&mut af, &ctx).map_err(af_err)?;
     fs::create_dir_all(parcels_root)
         .map_err(io_err("cannot create parcels directory", parcels_root))?;
     let root = fs::canonicalize(parcels_root).map_err(io_err("cannot resolve", parcels_root))?;
     crate::parcel_members::resolve(&mut af, &ctx, parcels_root).map_err(af_err)?;
 
-    let instructions = resolve_instructions(&af, &ctx).map_err(af_err)?;
+    let instructions = resolve_instructions(&af, skills, &ctx).map_err(af_err)?;
     let plan = plan_files(&af, &ctx, &root)?;
     let manifest = Manifest {
         schema: SCHEMA,
@@ -321,7 +322,11 @@ fn resolve_text(src: &TextSource, directive: &str, ctx: &Path) -> Result<String,
     Ok(src.text.clone())
 }
 
-fn resolve_instructions(af: &Agentfile, ctx: &Path) -> Result<Instructions, AgentfileError> {
+fn resolve_instructions(
+    af: &Agentfile,
+    skills: Vec<Skill>,
+    ctx: &Path,
+) -> Result<Instructions, AgentfileError> {
     let identity = af
         .identity
         .as_ref()
@@ -337,21 +342,15 @@ fn resolve_instructions(af: &Agentfile, ctx: &Path) -> Result<Instructions, Agen
         .iter()
         .map(|s| resolve_text(s, "PROMPT", ctx))
         .collect::<Result<_, _>>()?;
-    let skills = af
-        .skills
+    let documents = af
+        .documents
         .iter()
-        .map(|s| {
-            let path = context_file(ctx, &s.path).ok_or_else(|| {
-                AgentfileError::new(
-                    s.line,
-                    format!(
-                        "SKILL file `{}` not found in the build context (hint: paths are relative to the directory that holds the Agentfile)",
-                        s.path
-                    ),
-                )
-            })?;
-            let content = read_text(&path, "SKILL", &s.path, s.line)?;
-            Ok(Skill { name: s.name.clone(), content })
+        .map(|(kind, src)| {
+            let content = resolve_text(src, kind.directive(), ctx)?;
+            Ok(Document {
+                kind: *kind,
+                content,
+            })
         })
         .collect::<Result<_, AgentfileError>>()?;
     Ok(Instructions {
@@ -359,6 +358,7 @@ fn resolve_instructions(af: &Agentfile, ctx: &Path) -> Result<Instructions, Agen
         soul,
         skills,
         prompts,
+        documents,
     })
 }
 

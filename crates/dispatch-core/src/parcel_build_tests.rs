@@ -74,7 +74,9 @@ fn builds_the_full_manifest_and_files() {
         m.instructions.skills,
         vec![Skill {
             name: "review".into(),
-            content: "Review carefully.\n".into()
+            content: "Review carefully.\n".into(),
+            description: None,
+            dir: None,
         }]
     );
     assert_eq!(m.instructions.prompts, vec!["Do it.\n", "do the thing.md"]);

@@ -116,7 +116,9 @@ mod tests {
             tool.schema.as_ref().expect("schema")["required"],
             json!(["order"])
         );
-        assert!(matches!(&tool.kind, ToolKind::Local { program } if program == "tools/lookup.sh"));
+        assert!(
+            matches!(&tool.kind, ToolKind::Local { program, .. } if program == "tools/lookup.sh")
+        );
         assert!(p.manifest.files.iter().any(|f| f.path == "tools/lookup.sh"));
         assert_eq!(
             (agent.max_tool_calls, agent.max_tool_output_bytes),

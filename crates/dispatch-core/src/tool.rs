@@ -24,6 +24,9 @@ pub enum ApprovalPolicy {
     Always,
     /// Every call waits for a decision; a terminal may ask inline.
     Confirm,
+    /// Runs at once, and the call's event says it was let through by the
+    /// audit policy (upstream Dispatch's `APPROVAL audit`).
+    Audit,
 }
 
 impl ApprovalPolicy {
@@ -32,6 +35,7 @@ impl ApprovalPolicy {
             "never" => Some(ApprovalPolicy::Never),
             "always" => Some(ApprovalPolicy::Always),
             "confirm" => Some(ApprovalPolicy::Confirm),
+            "audit" => Some(ApprovalPolicy::Audit),
             _ => None,
         }
     }
@@ -41,6 +45,7 @@ impl ApprovalPolicy {
             ApprovalPolicy::Never => "never",
             ApprovalPolicy::Always => "always",
             ApprovalPolicy::Confirm => "confirm",
+            ApprovalPolicy::Audit => "audit",
         }
     }
 }
@@ -82,16 +87,33 @@ pub struct SecretHeader {
 }
 
 /// The built-in tools.
-pub const BUILTINS: [&str; 8] = [
+pub const BUILTINS: [&str; 19] = [
     "read_file",
     "write_file",
     "list_files",
     "memory_get",
     "memory_put",
     "memory_list",
+    "memory_delete",
+    "memory_list_range",
+    "memory_delete_range",
+    "memory_put_many",
+    "checkpoint_put",
+    "checkpoint_get",
+    "checkpoint_list",
+    "checkpoint_delete",
+    "system_time",
+    "human_approval",
+    "read_skill_file",
     "send_message",
     "handoff",
 ];
+
+/// Built-ins upstream Dispatch names that Dispatch cannot provide, and why.
+pub const REFUSED_BUILTINS: &[(&str, &str)] = &[(
+    "web_search",
+    "web_search needs a search service Dispatch does not have (hint: declare your search API as `TOOL HTTP search GET <url>` or an MCP server with `TOOL MCP search COMMAND \"…\"`)",
+)];
 
 /// What kind of tool, with what it needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +122,13 @@ pub enum ToolKind {
     /// A program in the parcel: the arguments as JSON on stdin and in
     /// `TOOL_INPUT`; stdout is the result; a non-zero exit is an error the
     /// model sees.
-    Local { program: String },
+    Local {
+        program: String,
+        /// `USING <command> [args…]`: the interpreter the program is run
+        /// with (`USING python3 -u` runs `python3 -u <program>`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        using: Vec<String>,
+    },
     /// An HTTP request: the arguments as its JSON body.
     Http {
         method: String,
@@ -182,7 +210,15 @@ impl ToolDecl {
     /// The approval a call needs: the TOOL line's, else `never` for the
     /// read-only built-ins and for every other tool (documented default).
     pub fn approval(&self) -> ApprovalPolicy {
-        self.approval.unwrap_or_default()
+        let policy = self.approval.unwrap_or_default();
+        // `human_approval` is itself a request for a decision: it always waits for one.
+        if self.kind == ToolKind::Builtin
+            && self.name == "human_approval"
+            && matches!(policy, ApprovalPolicy::Never | ApprovalPolicy::Audit)
+        {
+            return ApprovalPolicy::Always;
+        }
+        policy
     }
 
     pub fn risk(&self) -> Risk {
@@ -191,6 +227,14 @@ impl ToolDecl {
 
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_ms.unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
+    }
+
+    /// The timeout of one call: the TOOL line's, else the agent's `TIMEOUT
+    /// TOOL` (`default_ms`), else [`DEFAULT_TOOL_TIMEOUT_MS`].
+    pub fn timeout_ms_or(&self, default_ms: Option<u64>) -> u64 {
+        self.timeout_ms
+            .or(default_ms)
+            .unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
     }
 
     pub fn approval_timeout_ms(&self) -> u64 {

@@ -20,6 +20,8 @@ pub trait Memory: Send + Sync {
     async fn put(&self, key: &str, value: &Value) -> Result<(), String>;
     /// Keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+    /// Removes `key`; whether it was there.
+    async fn delete(&self, key: &str) -> Result<bool, String>;
 }
 
 /// Where `send_message` and `handoff` go: the run's event log. Each gets
@@ -42,6 +44,7 @@ const MAX_ENTRIES: usize = 1000;
 /// A built-in's description and arguments schema.
 pub(super) fn spec(name: &str) -> Option<(&'static str, Value)> {
     let path = json!({"type": "string", "description": "a path relative to the working directory"});
+    let ns = json!({"type": "string", "description": "optional namespace; keys are kept as namespace/key"});
     Some(match name {
         "read_file" => (
             "Reads a text file in the working directory.",
@@ -58,17 +61,17 @@ pub(super) fn spec(name: &str) -> Option<(&'static str, Value)> {
         ),
         "memory_get" => (
             "Reads a value from the agent's memory, which lasts across runs.",
-            json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 1, "maxLength": 256}},
+            json!({"type": "object", "properties": {"namespace": ns, "key": {"type": "string", "minLength": 1, "maxLength": 256}},
                    "required": ["key"], "additionalProperties": false}),
         ),
         "memory_put" => (
             "Stores a value (any JSON) under a key in the agent's memory, which lasts across runs.",
-            json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 1, "maxLength": 256}, "value": {}},
+            json!({"type": "object", "properties": {"namespace": ns, "key": {"type": "string", "minLength": 1, "maxLength": 256}, "value": {}},
                    "required": ["key", "value"], "additionalProperties": false}),
         ),
         "memory_list" => (
             "Lists the keys in the agent's memory (those starting with `prefix`, if given).",
-            json!({"type": "object", "properties": {"prefix": {"type": "string"}}, "additionalProperties": false}),
+            json!({"type": "object", "properties": {"namespace": ns, "prefix": {"type": "string"}}, "additionalProperties": false}),
         ),
         "send_message" => (
             "Sends a typed message to another agent of the workflow (by name, or __end__, __self__, __prev__, __next__).",
@@ -85,7 +88,7 @@ pub(super) fn spec(name: &str) -> Option<(&'static str, Value)> {
                     "payload": {"description": "the new run's input (any JSON; default {})"}},
                    "required": ["parcel"], "additionalProperties": false}),
         ),
-        _ => return None,
+        other => return super::builtin_state::spec(other),
     })
 }
 
@@ -99,22 +102,26 @@ pub(super) async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Tool
             let Some(memory) = &ctx.memory else {
                 return ToolOutcome::error("error: this run has no memory store");
             };
+            let key = super::builtin_state::memory_key(args, text("key"));
             match name {
-                "memory_get" => memory.get(text("key")).await.map(|v| match v {
+                "memory_get" => memory.get(&key).await.map(|v| match v {
                     Some(v) => v.to_string(),
-                    None => format!("(no value under `{}`)", text("key")),
+                    None => format!("(no value under `{key}`)"),
                 }),
                 "memory_put" => {
                     let value = args.get("value").cloned().unwrap_or(Value::Null);
                     memory
-                        .put(text("key"), &value)
+                        .put(&key, &value)
                         .await
-                        .map(|()| format!("stored `{}`", text("key")))
+                        .map(|()| format!("stored `{key}`"))
                 }
-                _ => memory
-                    .list(text("prefix"))
-                    .await
-                    .map(|keys| serde_json::to_string(&keys).unwrap_or_default()),
+                _ => {
+                    let prefix = super::builtin_state::memory_key(args, text("prefix"));
+                    memory
+                        .list(&prefix)
+                        .await
+                        .map(|keys| serde_json::to_string(&keys).unwrap_or_default())
+                }
             }
         }
         "send_message" | "handoff" => {
@@ -136,7 +143,10 @@ pub(super) async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Tool
                 dispatch_core::AgentEvent::Malformed { warning } => Err(warning),
             }
         }
-        other => Err(format!("there is no built-in tool `{other}`")),
+        other => match super::builtin_state::run(other, args, ctx).await {
+            Some(result) => result,
+            None => Err(format!("there is no built-in tool `{other}`")),
+        },
     };
     match result {
         Ok(text) => ToolOutcome::ok(text),

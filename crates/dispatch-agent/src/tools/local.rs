@@ -37,6 +37,7 @@ impl Drop for Group {
 
 pub(super) async fn run(
     program: &Path,
+    using: &[String],
     env: &[(String, String)],
     args: &Value,
     ctx: &ToolContext<'_>,
@@ -67,6 +68,12 @@ pub(super) async fn run(
                 return ToolOutcome::error(format!("error: {e}"));
             }
         },
+        // `USING python3 -u`: the interpreter, its arguments, then the program.
+        None if !using.is_empty() => {
+            let mut c = Command::new(&using[0]);
+            c.args(&using[1..]).arg(program);
+            c
+        }
         None if executable => Command::new(program),
         None => {
             let mut c = Command::new("sh");

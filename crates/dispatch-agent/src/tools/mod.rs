@@ -10,6 +10,7 @@
 //! with the fields [`ToolOutcome::meta`] adds (kind, bytes, truncated, …).
 
 mod builtin;
+mod builtin_state;
 mod edit;
 mod http;
 mod local;
@@ -114,6 +115,10 @@ pub struct ToolContext<'a> {
     pub mask: Vec<String>,
     /// The key/value memory of `memory_*` (shared by every worker).
     pub memory: Option<&'a dyn Memory>,
+    /// The named checkpoints of `checkpoint_*` (shared by every worker).
+    pub checkpoints: Option<&'a dyn Memory>,
+    /// `TIMEOUT TOOL`: the timeout of a tool whose TOOL line sets none (ms).
+    pub default_timeout_ms: Option<u64>,
     /// Decides calls of tools with `APPROVAL always|confirm`.
     pub approver: Option<&'a dyn Approver>,
     /// Where `send_message` and `handoff` go (the run's event log).
@@ -147,8 +152,8 @@ pub type SpawnHook = Arc<dyn Fn(&mut tokio::process::Command) + Send + Sync>;
 
 /// How one tool runs.
 enum Runner {
-    /// The program and its environment.
-    Local(PathBuf, Vec<(String, String)>),
+    /// The program, the `USING` command that runs it, and its environment.
+    Local(PathBuf, Vec<String>, Vec<(String, String)>),
     Http {
         method: reqwest::Method,
         url: String,
@@ -262,7 +267,7 @@ impl<'a> ToolBox<'a> {
                     "schema_sha256": hex::encode(Sha256::digest(&schema)),
                     "approval": e.decl.approval().as_str(),
                     "risk": e.decl.risk().as_str(),
-                    "timeout_ms": e.decl.timeout_ms(),
+                    "timeout_ms": e.decl.timeout_ms_or(self.ctx.default_timeout_ms),
                 })
             })
             .collect();
@@ -362,10 +367,10 @@ impl<'a> ToolBox<'a> {
     }
 
     async fn run(&self, e: &Entry, args: Value, call_id: &str) -> ToolOutcome {
-        let timeout = Duration::from_millis(e.decl.timeout_ms());
+        let timeout = Duration::from_millis(e.decl.timeout_ms_or(self.ctx.default_timeout_ms));
         let mut outcome = match &e.runner {
-            Runner::Local(program, env) => {
-                local::run(program, env, &args, &self.ctx, timeout).await
+            Runner::Local(program, using, env) => {
+                local::run(program, using, env, &args, &self.ctx, timeout).await
             }
             Runner::Http {
                 method,
@@ -508,6 +513,15 @@ impl Tools for ToolBox<'_> {
         }
         let args = match e.decl.approval() {
             ApprovalPolicy::Never => args,
+            ApprovalPolicy::Audit => {
+                // Let through at once; the call's event records the policy that did.
+                let mut outcome = self.run(e, args, &call.id).await;
+                outcome.meta.insert(
+                    "approval".into(),
+                    json!({"policy": "audit", "decision": "approve", "by": "audit policy"}),
+                );
+                return with_meta(outcome);
+            }
             _ => match self.approve(e, args, &call.id).await {
                 Ok((args, fields, edit)) => {
                     let mut outcome = self.run(e, args, &call.id).await;
@@ -558,9 +572,13 @@ fn prepare(
         parameters: decl.schema.clone().unwrap_or(parameters),
     };
     Ok(match kind {
-        ToolKind::Local { program } => (
+        ToolKind::Local { program, using } => (
             spec(format!("Runs {program}"), any_object()),
-            Runner::Local(ctx.parcel_dir.join(program), ctx.env_for(&decl.name)),
+            Runner::Local(
+                ctx.parcel_dir.join(program),
+                using.clone(),
+                ctx.env_for(&decl.name),
+            ),
         ),
         ToolKind::Http {
             method,

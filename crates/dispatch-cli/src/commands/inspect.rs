@@ -65,6 +65,12 @@ async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value>
     doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
     let extras = store.run_extras(&run.id).await?;
     doc["concurrency"] = json!(extras.concurrency);
+    // What the parcel declares without it changing how it runs (upstream
+    // Dispatch's VISIBILITY, ROUTING, FRAMEWORK, COMPACTION) and its mounts.
+    if let Ok(p) = dispatch_core::parcel::load(&ctx.layout.parcels().join(&run.parcel_digest)) {
+        doc["advisory"] = json!(p.manifest.advisory);
+        doc["mounts"] = json!(p.manifest.mounts);
+    }
     let keep = extras.keep_workspace;
     let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
     doc["workspace"] = json!(ws);
@@ -157,6 +163,12 @@ pub(crate) fn print_human(d: &Value) {
     }
     if let Some(p) = d["origin_id"].as_str() {
         line("Origin:", p.to_string());
+    }
+    for (key, label) in [("advisory", "Metadata:"), ("mounts", "Mounts:")] {
+        let text = super::inspect_agent::pairs(&d[key]);
+        if !text.is_empty() {
+            line(label, text);
+        }
     }
     // The runs this one handed off to (each once, however often it said so).
     let mut handed: Vec<String> = Vec::new();

@@ -177,3 +177,18 @@ pub fn print_human(d: &Value) {
         }
     }
 }
+
+/// `key=value` pairs of a flat-ish object (nested objects as compact JSON),
+/// for one line of `dispatch inspect`; "" when there are none.
+pub(crate) fn pairs(v: &Value) -> String {
+    let Some(map) = v.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

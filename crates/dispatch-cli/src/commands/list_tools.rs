@@ -130,6 +130,12 @@ where
         scoped: tool_env.scoped,
         mask: Vec::new(),
         memory: None,
+        checkpoints: None,
+        default_timeout_ms: parcel
+            .manifest
+            .agent
+            .as_ref()
+            .and_then(|a| a.tool_timeout_ms),
         approver: None,
         messenger: None,
         max_calls: None,

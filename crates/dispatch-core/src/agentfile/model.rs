@@ -95,6 +95,7 @@ pub(super) fn parse_price(rest: &str, args: &[String]) -> Result<Price, String> 
 pub(super) fn agent_limit(kind: &str, value: &str) -> Option<Result<(&'static str, u64), String>> {
     let key = match kind {
         "TOOL_ROUNDS" => "LIMIT TOOL_ROUNDS",
+        "ITERATIONS" => "LIMIT ITERATIONS",
         "OUTPUT_TOKENS" => "LIMIT OUTPUT_TOKENS",
         "CONTEXT_TOKENS" => "LIMIT CONTEXT_TOKENS",
         _ => return None,

@@ -3,9 +3,11 @@
 
 use super::lex::{env_name, parse_u64};
 use super::model::check_base_url;
-use crate::tool::{ApprovalPolicy, BUILTINS, Risk, SecretHeader, ToolDecl, ToolKind};
+use crate::tool::{
+    ApprovalPolicy, BUILTINS, REFUSED_BUILTINS, Risk, SecretHeader, ToolDecl, ToolKind,
+};
 
-const USAGE: &str = "TOOL LOCAL <program> [AS name] | TOOL HTTP <name> <METHOD> <url> | TOOL MCP <name> COMMAND \"…\" | URL <url> | TOOL BUILTIN <name>…, each optionally with SCHEMA <file> DESCRIPTION \"…\" TIMEOUT <duration> APPROVAL never|always|confirm APPROVAL_TIMEOUT <duration> RISK low|medium|high";
+const USAGE: &str = "TOOL LOCAL <program> [AS name] [USING <command> [args…]] | TOOL HTTP <name> <METHOD> <url> | TOOL MCP <name> COMMAND \"…\" | URL <url> | TOOL BUILTIN <name>…, each optionally with SCHEMA <file> DESCRIPTION \"…\" TIMEOUT <duration> APPROVAL never|always|confirm|audit APPROVAL_TIMEOUT <duration> RISK low|medium|high";
 
 /// The methods an HTTP tool may use.
 const TOOL_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -34,8 +36,9 @@ pub(super) fn parse_tool(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, 
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            let mut decl = decl(line, stem, ToolKind::Local { program });
-            options_into(&mut decl, options, &["AS"])?;
+            let (using, options) = split_using(options)?;
+            let mut decl = decl(line, stem, ToolKind::Local { program, using });
+            options_into(&mut decl, &options, &["AS"])?;
             check_name(&decl.name)?;
             Ok(vec![decl])
         }
@@ -105,6 +108,39 @@ pub(super) fn parse_tool(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, 
     }
 }
 
+/// The words that start a TOOL option (they end a `USING` command).
+const OPTION_WORDS: [&str; 7] = [
+    "AS",
+    "SCHEMA",
+    "DESCRIPTION",
+    "TIMEOUT",
+    "APPROVAL",
+    "APPROVAL_TIMEOUT",
+    "RISK",
+];
+
+/// Takes `USING <command> [args…]` out of a LOCAL tool's options: the
+/// command runs the program (`USING python3 -u`), up to the next option word.
+fn split_using(options: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
+    let Some(at) = options.iter().position(|o| o.eq_ignore_ascii_case("USING")) else {
+        return Ok((Vec::new(), options.to_vec()));
+    };
+    let end = options[at + 1..]
+        .iter()
+        .position(|o| OPTION_WORDS.contains(&o.to_ascii_uppercase().as_str()))
+        .map_or(options.len(), |i| at + 1 + i);
+    let using = options[at + 1..end].to_vec();
+    if using.is_empty() {
+        return Err(
+            "TOOL LOCAL: USING needs the command that runs the program (hint: `TOOL LOCAL tools/report.py AS report USING python3 -u`)"
+                .into(),
+        );
+    }
+    let mut rest = options[..at].to_vec();
+    rest.extend_from_slice(&options[end..]);
+    Ok((using, rest))
+}
+
 fn decl(line: usize, name: String, kind: ToolKind) -> ToolDecl {
     ToolDecl {
         name,
@@ -128,7 +164,7 @@ fn builtins(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, String> {
         let upper = word.to_ascii_uppercase();
         if matches!(
             upper.as_str(),
-            "APPROVAL" | "RISK" | "TIMEOUT" | "APPROVAL_TIMEOUT"
+            "APPROVAL" | "RISK" | "TIMEOUT" | "APPROVAL_TIMEOUT" | "DESCRIPTION"
         ) {
             // Options after the names apply to every one of them.
             let mut shared = decl(line, String::new(), ToolKind::Builtin);
@@ -138,10 +174,14 @@ fn builtins(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, String> {
                 d.risk = shared.risk.or(d.risk);
                 d.timeout_ms = shared.timeout_ms.or(d.timeout_ms);
                 d.approval_timeout_ms = shared.approval_timeout_ms.or(d.approval_timeout_ms);
+                d.description = shared.description.clone().or(d.description.take());
             }
             break;
         }
         let name = word.to_ascii_lowercase();
+        if let Some((_, why)) = REFUSED_BUILTINS.iter().find(|(n, _)| *n == name) {
+            return Err(format!("TOOL BUILTIN {why}"));
+        }
         if !BUILTINS.contains(&name.as_str()) {
             return Err(format!(
                 "TOOL BUILTIN: unknown built-in `{word}` (hint: {})",
@@ -208,7 +248,7 @@ fn options_into(decl: &mut ToolDecl, options: &[String], extra: &[&str]) -> Resu
             }
             "APPROVAL" => {
                 decl.approval = Some(ApprovalPolicy::parse(value).ok_or_else(|| {
-                    format!("{what}: APPROVAL `{value}` (hint: never, always or confirm)")
+                    format!("{what}: APPROVAL `{value}` (hint: never, always, confirm or audit)")
                 })?);
             }
             "RISK" => {
@@ -352,7 +392,8 @@ mod tests {
         assert_eq!(
             d[0].kind,
             ToolKind::Local {
-                program: "tools/lookup_order.sh".into()
+                program: "tools/lookup_order.sh".into(),
+                using: Vec::new(),
             }
         );
         let d = parse_tool(3, &args("LOCAL tools/x.py AS find TIMEOUT 10s")).expect("ok");

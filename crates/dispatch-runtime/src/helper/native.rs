@@ -75,6 +75,7 @@ pub fn loop_config(
             .llm_timeout_ms
             .map_or(DEFAULT_LLM_TIMEOUT, Duration::from_millis),
         max_tool_rounds: agent.max_tool_rounds.unwrap_or(DEFAULT_TOOL_ROUNDS),
+        max_iterations: agent.max_iterations,
         max_output_tokens: agent.max_output_tokens,
         allow_truncation: agent.allow_truncation,
         max_context_tokens: agent.max_context_tokens,
@@ -194,6 +195,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     // The tools (MCP servers start here, once for the attempt) and the
     // attempt's bill of materials.
     let memory = super::native_tools::StoreMemory::new(store, run, ctx.session);
+    let checkpoints = super::native_tools::StoreMemory::checkpoints(store, run, ctx.session);
     let approver = super::native_tools::StoreApprover::new(store, layout, run);
     let messenger = super::native_tools::StoreMessenger::new(store, run, ctx.upstream);
     let mut tool_ctx = super::native_tools::context(
@@ -206,6 +208,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         &messenger,
     );
     tool_ctx.mask = secrets.clone();
+    tool_ctx.checkpoints = Some(&checkpoints);
     // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
     let mut limits = super::resources::AttemptLimits::begin(
         &run.id,

@@ -27,12 +27,15 @@ use crate::layout::Layout;
 /// Where the memory of `memory_*` lives in the sessions table: a prefix no
 /// session key (`<parcel>/<name>`) can have.
 const MEMORY_PREFIX: &str = "@memory/";
+/// Where the named checkpoints of `checkpoint_*` live, likewise.
+const CHECKPOINT_PREFIX: &str = "@checkpoint/";
 
 /// The memory of `memory_*`: key/value records in the store (so every
 /// worker sees the same), scoped to the run's session when it has one,
 /// else to its parcel.
 pub(super) struct StoreMemory<'a, S: ?Sized> {
     store: &'a S,
+    prefix: &'static str,
     scope: String,
     run: RunId,
 }
@@ -41,13 +44,22 @@ impl<'a, S: Store + ?Sized> StoreMemory<'a, S> {
     pub(super) fn new(store: &'a S, run: &Run, session: Option<&str>) -> Self {
         StoreMemory {
             store,
+            prefix: MEMORY_PREFIX,
             scope: session.unwrap_or(&run.parcel_name).to_string(),
             run: run.id.clone(),
         }
     }
 
+    /// The store of `checkpoint_*`: the same records under another prefix.
+    pub(super) fn checkpoints(store: &'a S, run: &Run, session: Option<&str>) -> Self {
+        StoreMemory {
+            prefix: CHECKPOINT_PREFIX,
+            ..StoreMemory::new(store, run, session)
+        }
+    }
+
     fn key(&self, key: &str) -> String {
-        format!("{MEMORY_PREFIX}{}/{key}", self.scope)
+        format!("{}{}/{key}", self.prefix, self.scope)
     }
 }
 
@@ -97,6 +109,13 @@ impl<S: Store + ?Sized> Memory for StoreMemory<'_, S> {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, String> {
+        self.store
+            .delete_session(&self.key(key))
+            .await
+            .map_err(|e| format!("cannot delete `{key}`: {e}"))
     }
 }
 
@@ -193,6 +212,8 @@ pub(super) fn context<'a>(
         scoped: tool_env.scoped,
         mask: Vec::new(), // set by the attempt, which knows the model keys
         memory: Some(memory),
+        checkpoints: None, // set by the attempt
+        default_timeout_ms: agent.and_then(|a| a.tool_timeout_ms),
         approver: Some(approver),
         messenger: Some(messenger),
         max_calls: agent.and_then(|a| a.max_tool_calls),
@@ -250,6 +271,7 @@ pub(super) fn bom(
         "models": models,
         "limits": {
             "tool_rounds": agent.and_then(|a| a.max_tool_rounds),
+            "iterations": agent.and_then(|a| a.max_iterations),
             "max_tokens": policy.limits.max_tokens,
             "max_cost_usd": policy.limits.max_cost_usd,
         },
