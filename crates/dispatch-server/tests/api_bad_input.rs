@@ -129,6 +129,26 @@ fn unknown_query_parameters_and_a_service_operation_are_400s() {
         Some(0),
         "nothing was created"
     );
+    // Values outside what the OpenAPI document allows are refused, not
+    // quietly bent (a contract fuzzer's finds).
+    let (status, run) = server.post("/v1/runs", &json!({"parcel": parcel}));
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().expect("id");
+    for bad in ["wait=-1", "wait=61", "wait=soon"] {
+        let (status, answer) = server.get(&format!("/v1/runs/{id}?{bad}"));
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("wait=")),
+            "{answer}"
+        );
+    }
+    let (status, _) = server.get(&format!("/v1/runs/{id}?wait=0.5"));
+    assert_eq!(status, 200);
+    let (status, answer) = server.get(&format!("/v1/runs/{id}/logs?follow=-634365"));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "bad_request");
 }
 
 #[test]

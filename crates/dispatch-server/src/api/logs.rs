@@ -69,10 +69,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["follow"])?;
-    let follow = matches!(
-        params.get("follow").map(String::as_str),
-        Some("true" | "1" | "")
-    );
+    let follow = super::runs::flag(&params, "follow")?;
     let id = resolve(&state, &id).await?;
     let text_plain = |mut r: Response| {
         r.headers_mut().insert(

@@ -208,8 +208,16 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let params = params(query)?;
     only_known(params.keys(), &["wait"])?;
-    let wait = number::<f64>(&params, "wait")?
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_GET_WAIT.as_secs_f64())));
+    let max = MAX_GET_WAIT.as_secs_f64();
+    let wait = match number::<f64>(&params, "wait")? {
+        Some(s) if (0.0..=max).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "wait={s}: expected seconds from 0 to {max}"
+            )));
+        }
+        None => None,
+    };
     let id = resolve(&state, &id).await?;
     let run = match wait {
         Some(wait) => wait_for_end(&state, &id, wait).await?,
