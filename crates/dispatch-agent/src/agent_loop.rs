@@ -140,6 +140,8 @@ pub struct LoopConfig {
     pub llm_timeout: Duration,
     pub max_tool_rounds: u64,
     pub max_output_tokens: Option<u64>,
+    /// `REASONING` (or the run's `--reasoning-effort`), sent with every call.
+    pub reasoning: Option<crate::provider::Reasoning>,
     /// An answer cut at the output limit is accepted (with a warning)
     /// instead of failing the run (see [`crate::truncation`]).
     pub allow_truncation: bool,
@@ -222,10 +224,10 @@ pub async fn run_loop(
                     estimated,
                 } = call;
                 conv.calls += 1;
-                conv.messages.push(Message::assistant(
-                    response.text.clone(),
-                    response.tool_calls.clone(),
-                ));
+                let mut said =
+                    Message::assistant(response.text.clone(), response.tool_calls.clone());
+                said.thinking = response.thinking.clone();
+                conv.messages.push(said);
                 event["call"] = json!(conv.calls);
                 let mut events = vec![
                     ("model_call", event),
@@ -411,6 +413,7 @@ async fn call_chain(
             messages: conv.messages.clone(),
             tools: tools.specs(),
             max_output_tokens: cfg.max_output_tokens,
+            reasoning: cfg.reasoning,
         };
         let mut backoff = cfg.backoff;
         for retry in 0..=CALL_RETRIES {

@@ -101,11 +101,13 @@ fn tool_results_become_user_messages_and_roles_merge() {
                         id: "t1".into(),
                         name: "w".into(),
                         arguments: "{\"a\":1}".into(),
+                        signature: None,
                     },
                     ToolCall {
                         id: "t2".into(),
                         name: "t".into(),
                         arguments: "not json".into(),
+                        signature: None,
                     },
                 ],
             ),
@@ -118,6 +120,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
             parameters: json!({"type": "object"}),
         }],
         max_output_tokens: None,
+        reasoning: None,
     };
     let b = p.body(&req);
     assert_eq!(b["system"], "Be brief.");

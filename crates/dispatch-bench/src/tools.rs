@@ -112,6 +112,7 @@ async fn local(n: usize) {
         id: "c".into(),
         name: "lookup".into(),
         arguments: r#"{"order":"12345"}"#.into(),
+        signature: None,
     };
     let (mut boxed, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..n {
@@ -240,6 +241,7 @@ async fn mcp(n: usize) {
         id: "c".into(),
         name: "echo".into(),
         arguments: r#"{"text":"hi"}"#.into(),
+        signature: None,
     };
     let mut boxed = Vec::new();
     for _ in 0..n {
