@@ -294,7 +294,7 @@ fn approval_latency(dispatch: &Path, n: usize) {
     std::fs::write(
         agent.join("Agentfile"),
         format!(
-            "FROM agent\nNAME stamper\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL stamp.sh APPROVAL confirm\n",
+            "FROM agent\nNAME stamper\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL stamp.sh APPROVAL confirm\n",
             mock.base_url()
         ),
     )
