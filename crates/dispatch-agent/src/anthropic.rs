@@ -124,7 +124,11 @@ impl Anthropic {
 /// budget plus the answer's own limit, so that it stays above the budget.
 fn thinking_budget(req: &ModelRequest) -> Option<u64> {
     let budget = req.reasoning?.budget()?;
-    let last = req.messages.iter().rev().find(|m| m.role == Role::Assistant);
+    let last = req
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant);
     let unsigned_round = last.is_some_and(|m| !m.tool_calls.is_empty() && m.thinking.is_empty());
     (!unsigned_round).then_some(budget)
 }

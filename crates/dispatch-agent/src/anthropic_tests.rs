@@ -203,7 +203,14 @@ async fn thinking_blocks_are_kept_with_their_signatures_and_are_not_the_answer()
     said.thinking = r.thinking;
     let blocks = content_blocks(&said, true);
     assert_eq!(blocks[0]["type"], "thinking");
-    assert_eq!(blocks[1], json!({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}));
+    assert_eq!(
+        blocks[1],
+        json!({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"})
+    );
     assert_eq!(blocks[2]["type"], "tool_use");
-    assert_eq!(content_blocks(&said, false).len(), 1, "no thinking when it is off");
+    assert_eq!(
+        content_blocks(&said, false).len(),
+        1,
+        "no thinking when it is off"
+    );
 }

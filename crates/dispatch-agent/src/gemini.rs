@@ -34,7 +34,11 @@ fn model_id(model: &str) -> &str {
 }
 
 impl Gemini {
-    pub fn new(client: reqwest::Client, base_url: Option<String>, api_key: Option<String>) -> Gemini {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: Option<String>,
+        api_key: Option<String>,
+    ) -> Gemini {
         let base_url =
             base_url.unwrap_or_else(|| ProviderKind::Gemini.default_base_url().to_string());
         // A pasted endpoint (`…/v1beta/models/gemini-2.5-flash:generateContent`) is cut back to its base.
@@ -240,7 +244,11 @@ impl StreamParser for Chunks {
             return Ok(Flow::Continue);
         };
         let mut flow = Flow::Continue;
-        for part in candidate["content"]["parts"].as_array().into_iter().flatten() {
+        for part in candidate["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let step = if let Some(call) = part.get("functionCall") {
                 let args = match &call["args"] {
                     Value::Null => "{}".to_string(),
@@ -280,7 +288,9 @@ impl StreamParser for Chunks {
             ));
         };
         let mut tool_calls = self.calls;
-        let prefix = self.response_id.map_or("call".to_string(), |r| format!("call_{r}"));
+        let prefix = self
+            .response_id
+            .map_or("call".to_string(), |r| format!("call_{r}"));
         for (i, c) in tool_calls.iter_mut().enumerate() {
             if c.id.is_empty() {
                 c.id = format!("{prefix}_{i}");

@@ -82,7 +82,10 @@ async fn max_tokens_is_length_a_cut_stream_and_an_error_chunk_are_errors() {
 
 "#;
     let r = assemble(blocked).await.0.expect("a blocked prompt ends");
-    assert_eq!(r.finish_reason, FinishReason::Other("blocked: safety".into()));
+    assert_eq!(
+        r.finish_reason,
+        FinishReason::Other("blocked: safety".into())
+    );
 }
 
 #[test]

@@ -125,10 +125,16 @@ data: {"type":"response.incomplete","response":{"status":"incomplete","incomplet
 "#;
     let (r, _) = assemble(incomplete).await;
     assert_eq!(r.expect("ends").finish_reason, FinishReason::Length);
-    let cut = TEXT.split("event: response.completed").next().expect("head");
+    let cut = TEXT
+        .split("event: response.completed")
+        .next()
+        .expect("head");
     let (r, _) = assemble(cut).await;
     let err = r.expect_err("cut");
-    assert!(err.to_string().contains("without response.completed"), "{err}");
+    assert!(
+        err.to_string().contains("without response.completed"),
+        "{err}"
+    );
     let failed = r#"data: {"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"The model had an error"}}}
 
 "#;

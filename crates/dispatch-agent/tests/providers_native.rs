@@ -151,7 +151,10 @@ async fn gemini_errors_come_in_googles_shape_and_are_classified() {
             message,
         }) => {
             assert_eq!(retry_after.map(|d| d.as_secs()), Some(3));
-            assert!(message.starts_with("Resource has been exhausted"), "{message}");
+            assert!(
+                message.starts_with("Resource has been exhausted"),
+                "{message}"
+            );
             assert!(message.contains(":streamGenerateContent"), "{message}");
         }
         other => panic!("rate limited, not {other:?}"),
@@ -254,14 +257,20 @@ async fn reasoning_goes_into_each_providers_own_fields() {
         bodies[2]["thinking"],
         json!({"type": "enabled", "budget_tokens": 8192})
     );
-    assert_eq!(bodies[2]["max_tokens"], 9192, "max_tokens stays above the budget");
+    assert_eq!(
+        bodies[2]["max_tokens"], 9192,
+        "max_tokens stays above the budget"
+    );
     assert_eq!(
         bodies[3]["generationConfig"],
         json!({"maxOutputTokens": 1000, "thinkingConfig": {"thinkingBudget": 8192}})
     );
     // Without REASONING, none of those fields is sent.
     for (model, p) in &providers {
-        call(p.as_ref(), &request(model)).await.0.expect("an answer");
+        call(p.as_ref(), &request(model))
+            .await
+            .0
+            .expect("an answer");
     }
     for body in m.requests().into_iter().skip(4).map(|r| r.body) {
         for field in ["reasoning_effort", "reasoning", "thinking"] {
@@ -272,8 +281,7 @@ async fn reasoning_goes_into_each_providers_own_fields() {
 }
 
 #[tokio::test]
-async fn anthropic_gets_its_signed_thinking_back_and_no_thinking_after_another_models_tool_round()
-{
+async fn anthropic_gets_its_signed_thinking_back_and_no_thinking_after_another_models_tool_round() {
     let m = mock(json!([])).await;
     let a = Anthropic::new(reqwest::Client::new(), Some(m.base_url()), None);
     let mut call_msg = Message::assistant(

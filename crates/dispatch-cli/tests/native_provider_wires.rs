@@ -147,11 +147,15 @@ fn provider_openai_speaks_the_responses_api_and_openai_chat_chat_completions() {
         input.iter().any(|i| i["type"] == "function_call_output"),
         "{input:?}"
     );
-    mock.server.push(serde_json::from_value(text("hi", 1, 1)).expect("step"));
+    mock.server
+        .push(serde_json::from_value(text("hi", 1, 1)).expect("step"));
     let chat = native_agent(
         d.dir.path(),
         "chat",
-        &format!("MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let doc = run(&d, &chat, &[("OPENAI_API_KEY", "sk-chat")], &[]);
     assert_eq!(doc["status"], "succeeded", "{doc}");
@@ -163,12 +167,24 @@ fn reasoning_reaches_each_wire_and_the_run_flag_overrides_it() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([]));
     let agents = [
-        ("chat", format!("MODEL o4-mini PROVIDER openai_chat BASE_URL {}", mock.url())),
-        ("resp", format!("MODEL o4-mini PROVIDER openai BASE_URL {}", mock.url())),
-        ("claude", format!("MODEL claude-sonnet-4-5 BASE_URL {}", mock.url())),
+        (
+            "chat",
+            format!("MODEL o4-mini PROVIDER openai_chat BASE_URL {}", mock.url()),
+        ),
+        (
+            "resp",
+            format!("MODEL o4-mini PROVIDER openai BASE_URL {}", mock.url()),
+        ),
+        (
+            "claude",
+            format!("MODEL claude-sonnet-4-5 BASE_URL {}", mock.url()),
+        ),
         (
             "gem",
-            format!("MODEL gemini-2.5-pro BASE_URL {}", mock.server.gemini_base_url()),
+            format!(
+                "MODEL gemini-2.5-pro BASE_URL {}",
+                mock.server.gemini_base_url()
+            ),
         ),
     ];
     let keys = [
@@ -177,7 +193,11 @@ fn reasoning_reaches_each_wire_and_the_run_flag_overrides_it() {
         ("GEMINI_API_KEY", "k"),
     ];
     for (name, line) in &agents {
-        let dir = native_agent(d.dir.path(), name, &format!("{line}\nREASONING effort high"));
+        let dir = native_agent(
+            d.dir.path(),
+            name,
+            &format!("{line}\nREASONING effort high"),
+        );
         run(&d, &dir, &keys, &[]);
         run(&d, &dir, &keys, &["--reasoning-effort", "low"]);
     }
@@ -203,7 +223,12 @@ fn reasoning_reaches_each_wire_and_the_run_flag_overrides_it() {
     );
     let dir = d.dir.path().join("chat");
     let err = d.fails(
-        &["run", dir.to_str().expect("utf-8"), "--reasoning-effort", "extreme"],
+        &[
+            "run",
+            dir.to_str().expect("utf-8"),
+            "--reasoning-effort",
+            "extreme",
+        ],
         125,
     );
     assert!(err.contains("--reasoning-effort: `extreme`"), "{err}");

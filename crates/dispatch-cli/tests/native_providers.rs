@@ -43,7 +43,10 @@ fn a_model_without_key_sends_its_providers_conventional_variable() {
     for (name, line, var, value) in [
         (
             "oai",
-            format!("MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}", mock.url()),
+            format!(
+                "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+                mock.url()
+            ),
             "OPENAI_API_KEY",
             "sk-conventional-1",
         ),
@@ -157,7 +160,10 @@ fn an_html_page_answered_with_200_fails_the_run_naming_url_and_content_type() {
     let dir = native_agent(
         d.dir.path(),
         "portal",
-        &format!("MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let doc = d.wait_terminal(&id);

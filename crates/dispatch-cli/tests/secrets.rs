@@ -257,7 +257,10 @@ fn a_model_without_key_takes_the_conventional_variable_and_never_stores_it() {
     let dir = native_agent(
         d.dir.path(),
         "conventional",
-        &format!("MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let out = d
         .command()

@@ -394,7 +394,11 @@ mod tests {
         for m in ["llama3", "o3", "olmo2"] {
             assert_eq!(infer(m, mock), Ok(ProviderKind::OpenaiCompatible), "{m}");
         }
-        for url in [None, mock, Some("https://generativelanguage.googleapis.com/v1beta")] {
+        for url in [
+            None,
+            mock,
+            Some("https://generativelanguage.googleapis.com/v1beta"),
+        ] {
             assert_eq!(
                 infer("gemini-2.5-flash", url),
                 Ok(ProviderKind::Gemini),

@@ -519,8 +519,7 @@ fn reasoning_takes_an_effort_and_a_budget_and_refuses_anything_else() {
     use crate::agent::{Effort, Reasoning};
     let base = "FROM agent\nNAME a\nMODEL claude-haiku-4-5\n";
     let reasoning = |line: &str| {
-        parse(&format!("{base}{line}\n"))
-            .map(|af| af.manifest.agent.expect("agent").reasoning)
+        parse(&format!("{base}{line}\n")).map(|af| af.manifest.agent.expect("agent").reasoning)
     };
     assert_eq!(
         reasoning("REASONING effort HIGH"),
@@ -541,7 +540,10 @@ fn reasoning_takes_an_effort_and_a_budget_and_refuses_anything_else() {
         ("REASONING budget 100", "at least 1024"),
         ("REASONING budget", "`effort <level>`"),
         ("REASONING depth 3", "unknown option `depth`"),
-        ("REASONING effort low\nREASONING effort high", "duplicate REASONING"),
+        (
+            "REASONING effort low\nREASONING effort high",
+            "duplicate REASONING",
+        ),
     ] {
         let e = err(&format!("{base}{line}\n"));
         assert!(e.message.contains(want), "{line}: {e}");

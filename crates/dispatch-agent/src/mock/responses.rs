@@ -114,23 +114,43 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
     let mut index = 0;
     if !a.text.is_empty() {
         let item_id = format!("msg_mock{}", m.seq);
-        out.push(frame(json!({"type": "response.output_item.added", "output_index": index,
-            "item": message_item(&m, "", "in_progress")}), false, 0));
-        out.push(frame(json!({"type": "response.content_part.added", "item_id": item_id,
+        out.push(frame(
+            json!({"type": "response.output_item.added", "output_index": index,
+            "item": message_item(&m, "", "in_progress")}),
+            false,
+            0,
+        ));
+        out.push(frame(
+            json!({"type": "response.content_part.added", "item_id": item_id,
             "output_index": index, "content_index": 0,
-            "part": {"type": "output_text", "annotations": [], "text": ""}}), false, 0));
+            "part": {"type": "output_text", "annotations": [], "text": ""}}),
+            false,
+            0,
+        ));
         for (i, t) in a.text.iter().enumerate() {
-            out.push(frame(json!({"type": "response.output_text.delta", "item_id": item_id,
-                "output_index": index, "content_index": 0, "delta": t}), true, a.text_delay(i)));
+            out.push(frame(
+                json!({"type": "response.output_text.delta", "item_id": item_id,
+                "output_index": index, "content_index": 0, "delta": t}),
+                true,
+                a.text_delay(i),
+            ));
         }
         if !matches!(a.end, End::Finish(_)) {
             return out;
         }
         let text = a.full_text();
-        out.push(frame(json!({"type": "response.output_text.done", "item_id": item_id,
-            "output_index": index, "content_index": 0, "text": text}), false, 0));
-        out.push(frame(json!({"type": "response.output_item.done", "output_index": index,
-            "item": message_item(&m, &text, "completed")}), false, 0));
+        out.push(frame(
+            json!({"type": "response.output_text.done", "item_id": item_id,
+            "output_index": index, "content_index": 0, "text": text}),
+            false,
+            0,
+        ));
+        out.push(frame(
+            json!({"type": "response.output_item.done", "output_index": index,
+            "item": message_item(&m, &text, "completed")}),
+            false,
+            0,
+        ));
         index += 1;
     }
     if !matches!(a.end, End::Finish(_)) {
@@ -138,16 +158,32 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
     }
     for (i, call) in a.calls.iter().enumerate() {
         let item_id = format!("fc_mock{}_{i}", m.seq);
-        out.push(frame(json!({"type": "response.output_item.added", "output_index": index,
-            "item": call_item(a, &m, i, false)}), true, 0));
+        out.push(frame(
+            json!({"type": "response.output_item.added", "output_index": index,
+            "item": call_item(a, &m, i, false)}),
+            true,
+            0,
+        ));
         for piece in &call.arguments {
-            out.push(frame(json!({"type": "response.function_call_arguments.delta",
-                "item_id": item_id, "output_index": index, "delta": piece}), true, a.chunk_delay_ms));
+            out.push(frame(
+                json!({"type": "response.function_call_arguments.delta",
+                "item_id": item_id, "output_index": index, "delta": piece}),
+                true,
+                a.chunk_delay_ms,
+            ));
         }
-        out.push(frame(json!({"type": "response.function_call_arguments.done",
-            "item_id": item_id, "output_index": index, "arguments": call.arguments.concat()}), false, 0));
-        out.push(frame(json!({"type": "response.output_item.done", "output_index": index,
-            "item": call_item(a, &m, i, true)}), false, 0));
+        out.push(frame(
+            json!({"type": "response.function_call_arguments.done",
+            "item_id": item_id, "output_index": index, "arguments": call.arguments.concat()}),
+            false,
+            0,
+        ));
+        out.push(frame(
+            json!({"type": "response.output_item.done", "output_index": index,
+            "item": call_item(a, &m, i, true)}),
+            false,
+            0,
+        ));
         index += 1;
     }
     let status = status(a.end);

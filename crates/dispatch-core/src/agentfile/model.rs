@@ -58,8 +58,10 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
 /// both on one line (`REASONING effort high budget 16000`).
 pub(super) fn parse_reasoning(rest: &str, args: &[String]) -> Result<Reasoning, String> {
     const HINT: &str = "(hint: `REASONING effort medium`, or `REASONING budget 8000` for a thinking budget in tokens)";
-    if args.is_empty() || args.len() % 2 != 0 {
-        return Err(format!("REASONING expects `effort <level>` and/or `budget <tokens>`, got `{rest}` {HINT}"));
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        return Err(format!(
+            "REASONING expects `effort <level>` and/or `budget <tokens>`, got `{rest}` {HINT}"
+        ));
     }
     let mut r = Reasoning::default();
     for pair in args.chunks_exact(2) {
@@ -67,7 +69,10 @@ pub(super) fn parse_reasoning(rest: &str, args: &[String]) -> Result<Reasoning, 
         match word.to_ascii_lowercase().as_str() {
             "effort" => {
                 r.effort = Some(Effort::parse(value).ok_or_else(|| {
-                    format!("REASONING effort must be one of {}, got `{value}` {HINT}", Effort::NAMES)
+                    format!(
+                        "REASONING effort must be one of {}, got `{value}` {HINT}",
+                        Effort::NAMES
+                    )
                 })?);
             }
             "budget" => {
