@@ -143,6 +143,8 @@ pub struct LoopConfig {
     /// asks for tools on the last one ends the run.
     pub max_iterations: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// `REASONING` (or the run's `--reasoning-effort`), sent with every call.
+    pub reasoning: Option<crate::provider::Reasoning>,
     /// An answer cut at the output limit is accepted (with a warning)
     /// instead of failing the run (see [`crate::truncation`]).
     pub allow_truncation: bool,
@@ -225,10 +227,10 @@ pub async fn run_loop(
                     estimated,
                 } = call;
                 conv.calls += 1;
-                conv.messages.push(Message::assistant(
-                    response.text.clone(),
-                    response.tool_calls.clone(),
-                ));
+                let mut said =
+                    Message::assistant(response.text.clone(), response.tool_calls.clone());
+                said.thinking = response.thinking.clone();
+                conv.messages.push(said);
                 event["call"] = json!(conv.calls);
                 let mut events = vec![
                     ("model_call", event),
@@ -423,6 +425,7 @@ async fn call_chain(
             messages: conv.messages.clone(),
             tools: tools.specs(),
             max_output_tokens: cfg.max_output_tokens,
+            reasoning: cfg.reasoning,
         };
         let mut backoff = cfg.backoff;
         for retry in 0..=CALL_RETRIES {

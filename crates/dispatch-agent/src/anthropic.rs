@@ -1,12 +1,14 @@
 //! Anthropic Messages (`POST {base}/messages`), streamed: `tool_use` blocks
 //! with their input in `input_json_delta` pieces, usage from `message_start`
-//! and `message_delta`.
+//! and `message_delta`. With `REASONING`, extended thinking
+//! (`thinking: {type: enabled, budget_tokens}`); its signed `thinking`
+//! blocks come back with the assistant's message on the next call.
 
 use serde_json::{Value, json};
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
-    ProviderError, ProviderKind, Role, TokenUsage, ToolCall,
+    ProviderError, ProviderKind, Role, Thinking, TokenUsage, ToolCall,
 };
 use crate::sse::{StreamParser, call, json};
 
@@ -28,11 +30,18 @@ impl std::fmt::Debug for Anthropic {
     }
 }
 
-fn content_blocks(m: &Message) -> Vec<Value> {
+fn content_blocks(m: &Message, thinking: bool) -> Vec<Value> {
     let mut blocks = Vec::new();
     match m.role {
         Role::Tool => blocks.push(json!({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content, "is_error": m.is_error})),
         _ => {
+            for t in m.thinking.iter().filter(|_| thinking) {
+                blocks.push(if t.redacted {
+                    json!({"type": "redacted_thinking", "data": t.text})
+                } else {
+                    json!({"type": "thinking", "thinking": t.text, "signature": t.signature.as_deref().unwrap_or_default()})
+                });
+            }
             if !m.content.is_empty() {
                 blocks.push(json!({"type": "text", "text": m.content}));
             }
@@ -67,6 +76,7 @@ impl Anthropic {
     /// The exact JSON body a call sends (the key travels in a header only).
     /// Tool results are user messages; consecutive messages of one role merge.
     pub fn body(&self, req: &ModelRequest) -> Value {
+        let budget = thinking_budget(req);
         let mut messages: Vec<Value> = Vec::new();
         for m in &req.messages {
             let role = if m.role == Role::Assistant {
@@ -74,7 +84,7 @@ impl Anthropic {
             } else {
                 "user"
             };
-            let blocks = content_blocks(m);
+            let blocks = content_blocks(m, budget.is_some());
             if blocks.is_empty() {
                 continue;
             }
@@ -87,12 +97,16 @@ impl Anthropic {
                 _ => messages.push(json!({"role": role, "content": blocks})),
             }
         }
+        let answer = req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let mut body = json!({
             "model": req.model,
-            "max_tokens": req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            "max_tokens": answer + budget.unwrap_or(0),
             "messages": messages,
             "stream": true,
         });
+        if let Some(budget) = budget {
+            body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+        }
         if !req.system.is_empty() {
             body["system"] = json!(req.system);
         }
@@ -101,6 +115,22 @@ impl Anthropic {
         }
         body
     }
+}
+
+/// The thinking budget to ask for: REASONING's (an effort stands for a
+/// budget), unless the conversation's last tool round was answered by a
+/// model that left no signed thinking (a fallback from another provider),
+/// which Anthropic refuses with thinking on. `max_tokens` is then the
+/// budget plus the answer's own limit, so that it stays above the budget.
+fn thinking_budget(req: &ModelRequest) -> Option<u64> {
+    let budget = req.reasoning?.budget()?;
+    let last = req
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant);
+    let unsigned_round = last.is_some_and(|m| !m.tool_calls.is_empty() && m.thinking.is_empty());
+    (!unsigned_round).then_some(budget)
 }
 
 #[async_trait::async_trait]
@@ -137,6 +167,7 @@ impl Provider for Anthropic {
 enum Block {
     Text,
     Tool(ToolCall),
+    Thinking(Thinking),
     Other,
 }
 
@@ -193,10 +224,20 @@ impl StreamParser for Events {
                 let b = &v["content_block"];
                 let block = match b["type"].as_str() {
                     Some("text") => Block::Text,
-                    Some("tool_use") => Block::Tool(ToolCall {
-                        id: b["id"].as_str().unwrap_or_default().to_string(),
-                        name: b["name"].as_str().unwrap_or_default().to_string(),
-                        arguments: String::new(),
+                    Some("tool_use") => Block::Tool(ToolCall::new(
+                        b["id"].as_str().unwrap_or_default(),
+                        b["name"].as_str().unwrap_or_default(),
+                        "",
+                    )),
+                    Some("thinking") => Block::Thinking(Thinking {
+                        text: b["thinking"].as_str().unwrap_or_default().to_string(),
+                        signature: b["signature"].as_str().map(str::to_string),
+                        redacted: false,
+                    }),
+                    Some("redacted_thinking") => Block::Thinking(Thinking {
+                        text: b["data"].as_str().unwrap_or_default().to_string(),
+                        signature: None,
+                        redacted: true,
                     }),
                     _ => Block::Other,
                 };
@@ -222,6 +263,16 @@ impl StreamParser for Events {
                         call.arguments.push_str(piece);
                         if !piece.is_empty() {
                             return Ok(on_delta(Delta::ToolArguments(piece)));
+                        }
+                    }
+                    Some(kind @ ("thinking_delta" | "signature_delta")) => {
+                        if let Some(Block::Thinking(t)) = self.block(index) {
+                            if kind == "thinking_delta" {
+                                t.text.push_str(d["thinking"].as_str().unwrap_or_default());
+                            } else {
+                                let piece = d["signature"].as_str().unwrap_or_default();
+                                t.signature.get_or_insert_with(String::new).push_str(piece);
+                            }
                         }
                     }
                     _ => {}
@@ -276,20 +327,21 @@ impl StreamParser for Events {
                 output_tokens: o.unwrap_or(0),
             }),
         };
-        let tool_calls = self
-            .blocks
-            .into_iter()
-            .filter_map(|(_, b)| match b {
-                Block::Tool(c) => Some(c),
-                _ => None,
-            })
-            .collect();
+        let (mut tool_calls, mut thinking) = (Vec::new(), Vec::new());
+        for (_, b) in self.blocks {
+            match b {
+                Block::Tool(c) => tool_calls.push(c),
+                Block::Thinking(t) => thinking.push(t),
+                Block::Text | Block::Other => {}
+            }
+        }
         Ok(ModelResponse {
             model: self.model,
             text: self.text,
             tool_calls,
             usage,
             finish_reason,
+            thinking,
         })
     }
 }

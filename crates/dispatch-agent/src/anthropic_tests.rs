@@ -101,11 +101,13 @@ fn tool_results_become_user_messages_and_roles_merge() {
                         id: "t1".into(),
                         name: "w".into(),
                         arguments: "{\"a\":1}".into(),
+                        signature: None,
                     },
                     ToolCall {
                         id: "t2".into(),
                         name: "t".into(),
                         arguments: "not json".into(),
+                        signature: None,
                     },
                 ],
             ),
@@ -118,6 +120,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
             parameters: json!({"type": "object"}),
         }],
         max_output_tokens: None,
+        reasoning: None,
     };
     let b = p.body(&req);
     assert_eq!(b["system"], "Be brief.");
@@ -131,4 +134,83 @@ fn tool_results_become_user_messages_and_roles_merge() {
     assert_eq!(m[2]["content"][1]["is_error"], true);
     assert_eq!(b["tools"][0]["input_schema"], json!({"type": "object"}));
     assert!(!b.to_string().contains("sk-ant"));
+}
+
+/// Extended thinking as Anthropic streams it: a signed thinking block, then
+/// a tool call.
+const THINKING: &str = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":90,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"The user wants the weather; "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"call get_weather."}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_02","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":2}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":120}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#;
+
+#[tokio::test]
+async fn thinking_blocks_are_kept_with_their_signatures_and_are_not_the_answer() {
+    let r = assemble(THINKING).await.expect("complete");
+    assert_eq!(r.text, "");
+    assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(
+        r.thinking,
+        [
+            Thinking {
+                text: "The user wants the weather; call get_weather.".into(),
+                signature: Some("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds".into()),
+                redacted: false,
+            },
+            Thinking {
+                text: "EmwKAhgBEgy3va3pzix".into(),
+                signature: None,
+                redacted: true,
+            },
+        ]
+    );
+    let mut said = Message::assistant("", r.tool_calls);
+    said.thinking = r.thinking;
+    let blocks = content_blocks(&said, true);
+    assert_eq!(blocks[0]["type"], "thinking");
+    assert_eq!(
+        blocks[1],
+        json!({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"})
+    );
+    assert_eq!(blocks[2]["type"], "tool_use");
+    assert_eq!(
+        content_blocks(&said, false).len(),
+        1,
+        "no thinking when it is off"
+    );
 }

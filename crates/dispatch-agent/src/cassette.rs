@@ -407,11 +407,13 @@ mod tests {
                         id: "c1".into(),
                         name: "t".into(),
                         arguments: args.into(),
+                        signature: None,
                     }],
                 ),
             ],
             tools: Vec::new(),
             max_output_tokens: None,
+            reasoning: None,
         }
     }
 

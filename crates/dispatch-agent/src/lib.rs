@@ -9,9 +9,11 @@ pub mod billing;
 pub mod cassette;
 pub mod cassette_tools;
 pub mod conversation;
+pub mod gemini;
 pub mod mcp;
 pub mod mock;
 pub mod openai;
+pub mod openai_responses;
 pub mod prompt;
 pub mod provider;
 pub mod resolve;
@@ -24,8 +26,8 @@ pub mod wire;
 pub use agent_loop::{Admission, LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome, Tools, run_loop};
 pub use conversation::{Conversation, SessionData};
 pub use provider::{
-    Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
-    ProviderError, ProviderKind, Role, TokenUsage, ToolCall, ToolSpec,
+    Delta, Effort, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
+    ProviderError, ProviderKind, Reasoning, Role, Thinking, TokenUsage, ToolCall, ToolSpec,
 };
 pub use resolve::{Override, ResolvedModel, resolve};
 pub use round::{DoneCall, PendingApproval};

@@ -81,6 +81,9 @@ impl OpenAi {
         if let Some(max) = req.max_output_tokens {
             body[crate::wire::openai_token_field(&req.model)] = json!(max);
         }
+        if let Some(effort) = req.reasoning.and_then(|r| r.effort_level()) {
+            body["reasoning_effort"] = json!(effort.as_str());
+        }
         body
     }
 }
@@ -181,11 +184,10 @@ impl StreamParser for Chunks {
         }
         for tc in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = tc["index"].as_u64().unwrap_or(self.calls.len() as u64);
-            let call = self.calls.entry(index).or_insert_with(|| ToolCall {
-                id: String::new(),
-                name: String::new(),
-                arguments: String::new(),
-            });
+            let call = self
+                .calls
+                .entry(index)
+                .or_insert_with(|| ToolCall::new("", "", ""));
             if let Some(id) = tc["id"].as_str() {
                 call.id = id.to_string();
             }
@@ -237,6 +239,7 @@ impl StreamParser for Chunks {
             tool_calls,
             usage: self.usage,
             finish_reason,
+            thinking: Vec::new(),
         })
     }
 }

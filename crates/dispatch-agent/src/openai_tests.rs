@@ -134,6 +134,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
                     id: "c1".into(),
                     name: "w".into(),
                     arguments: "{\"a\":1}".into(),
+                    signature: None,
                 }],
             ),
             Message::tool_result("c1", "sunny", false),
@@ -144,6 +145,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
             parameters: json!({"type": "object"}),
         }],
         max_output_tokens: Some(100),
+        reasoning: None,
     };
     let b = p.body(&req);
     assert_eq!(

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Which wire format a model speaks (defined with the Agentfile's MODEL directive).
 pub use dispatch_core::agent::ProviderKind;
+/// What a model is asked to spend on thinking (the Agentfile's REASONING).
+pub use dispatch_core::agent::{Effort, Reasoning};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +38,25 @@ pub struct Message {
     /// For `Role::Tool`: whether the tool failed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_error: bool,
+    /// For `Role::Assistant`: the thinking the model did before answering,
+    /// sent back with the message (Anthropic refuses a tool round with
+    /// thinking on unless its signed thinking comes back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking: Vec<Thinking>,
+}
+
+/// One block of a model's thinking, as the provider returned it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thinking {
+    /// The thinking text (for a redacted block: its opaque data).
+    #[serde(default)]
+    pub text: String,
+    /// The provider's signature over it (opaque; sent back as it came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The block was redacted: `text` is encrypted data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl Message {
@@ -46,6 +67,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             is_error: false,
+            thinking: Vec::new(),
         }
     }
 
@@ -56,6 +78,7 @@ impl Message {
             tool_calls,
             tool_call_id: None,
             is_error: false,
+            thinking: Vec::new(),
         }
     }
 
@@ -70,6 +93,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: Some(call_id.into()),
             is_error,
+            thinking: Vec::new(),
         }
     }
 }
@@ -81,6 +105,25 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments as the JSON text the model produced (may be invalid JSON).
     pub arguments: String,
+    /// An opaque signature the provider attached to the call, sent back
+    /// with it (Gemini's `thoughtSignature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl ToolCall {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+            signature: None,
+        }
+    }
 }
 
 /// A tool the model may call.
@@ -105,6 +148,10 @@ pub struct ModelRequest {
     /// requires one: its provider uses 4096 when this is `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// `REASONING` (or `--reasoning-effort`): each provider sends it in its
+    /// own fields, or not at all when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +194,9 @@ pub struct ModelResponse {
     /// From the provider's usage fields; `None` when it sent none.
     pub usage: Option<TokenUsage>,
     pub finish_reason: FinishReason,
+    /// The model's thinking blocks, to send back with its message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking: Vec<Thinking>,
 }
 
 /// What the caller's delta callback says: go on, or abort the stream now

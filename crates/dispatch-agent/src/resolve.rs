@@ -11,7 +11,8 @@
 //! 4. The Agentfile: MODEL / FALLBACK with PROVIDER, BASE_URL, KEY.
 //! 5. A model with no KEY: its provider's conventional variable
 //!    ([`conventional_key`]: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`,
-//!    `GEMINI_API_KEY` for Google's OpenAI-compatible endpoint).
+//!    `GEMINI_API_KEY` then `GOOGLE_API_KEY` for Gemini, native or through
+//!    Google's OpenAI-compatible endpoint).
 //! 6. The provider's default base URL.
 //!
 //! The overrides are read by `dispatch run` (or `dispatch chat`) and written
@@ -20,12 +21,14 @@
 //! is read from the environment of the process that calls the model, and
 //! given to its model client only (never to a tool process).
 
-use dispatch_core::agent::{AgentConfig, ModelRef, Price, ProviderKind};
+use dispatch_core::agent::{AgentConfig, Effort, ModelRef, Price, ProviderKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::anthropic::Anthropic;
+use crate::gemini::Gemini;
 use crate::openai::OpenAi;
+use crate::openai_responses::OpenAiResponses;
 use crate::provider::Provider;
 
 /// The environment's overrides, as recorded in the brief (`context.llm`).
@@ -39,6 +42,10 @@ pub struct Override {
     /// instead of `openai_compatible`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
+    /// `--reasoning-effort`: over the Agentfile's `REASONING effort`, for
+    /// every model of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<Effort>,
 }
 
 impl Override {
@@ -57,19 +64,20 @@ impl Override {
         Ok((base_url.is_some() || model.is_some()).then_some(Override {
             base_url,
             model,
-            provider: None,
+            ..Override::default()
         }))
     }
 
-    /// `--model`, `--base-url` and `--provider` (each given wins) over the
-    /// environment's `LLM_MODEL` and `LLM_BASE_URL` (read through `env`);
-    /// `None` when nothing is set. A bad URL or provider is an error naming
-    /// the flag.
+    /// `--model`, `--base-url`, `--provider` and `--reasoning-effort` (each
+    /// given wins) over the environment's `LLM_MODEL` and `LLM_BASE_URL`
+    /// (read through `env`); `None` when nothing is set. A bad URL, provider
+    /// or effort is an error naming the flag.
     pub fn layered(
         env: impl Fn(&str) -> Option<String>,
         model: Option<&str>,
         base_url: Option<&str>,
         provider: Option<&str>,
+        reasoning_effort: Option<&str>,
     ) -> Result<Option<Override>, String> {
         let mut over = Override::from_env(env)?.unwrap_or_default();
         if let Some(m) = model.map(str::trim) {
@@ -92,7 +100,30 @@ impl Override {
                 )
             })?);
         }
+        if let Some(e) = reasoning_effort {
+            over.reasoning_effort = Some(Effort::parse(e.trim()).ok_or_else(|| {
+                format!(
+                    "--reasoning-effort: `{e}` is not an effort (hint: one of {})",
+                    Effort::NAMES
+                )
+            })?);
+        }
         Ok((over != Override::default()).then_some(over))
+    }
+
+    /// The run's reasoning: `--reasoning-effort` replaces the Agentfile's
+    /// REASONING (its effort and its budget); else the Agentfile's.
+    pub fn reasoning(
+        over: Option<&Override>,
+        config: &AgentConfig,
+    ) -> Option<dispatch_core::agent::Reasoning> {
+        let mut r = config.reasoning;
+        if let Some(effort) = over.and_then(|o| o.reasoning_effort) {
+            let r = r.get_or_insert_with(Default::default);
+            r.effort = Some(effort);
+            r.budget_tokens = None;
+        }
+        r
     }
 
     /// The override a brief's `context` records.
@@ -186,7 +217,7 @@ pub fn resolve(
 
 /// The variable a model with no KEY takes its key from, by convention:
 /// `OPENAI_API_KEY` (OpenAI), `ANTHROPIC_API_KEY` (Anthropic),
-/// `GEMINI_API_KEY` (an OpenAI-compatible BASE_URL on
+/// `GEMINI_API_KEY` (Gemini, or an OpenAI-compatible BASE_URL on
 /// `generativelanguage.googleapis.com`); none for other servers.
 pub fn conventional_key(m: &ModelRef) -> Option<&'static str> {
     conventional_keys(m).first().copied()
@@ -197,8 +228,9 @@ pub fn conventional_key(m: &ModelRef) -> Option<&'static str> {
 /// Google's SDK does).
 pub fn conventional_keys(m: &ModelRef) -> &'static [&'static str] {
     match m.provider {
-        ProviderKind::Openai => &["OPENAI_API_KEY"],
+        ProviderKind::Openai | ProviderKind::OpenaiChat => &["OPENAI_API_KEY"],
         ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
+        ProviderKind::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         ProviderKind::OpenaiCompatible => {
             let host = m
                 .base_url
@@ -243,9 +275,14 @@ pub fn unpriced_for_cost_limit(models: &[ResolvedModel]) -> Option<String> {
 /// by, a cassette when this process's [`crate::cassette::CASSETTE_ENV`] says so).
 pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Provider> {
     let base = m.model.base_url.clone();
+    let (client, key) = (client.clone(), m.key.clone());
     let live: Box<dyn Provider> = match m.model.provider {
-        ProviderKind::Anthropic => Box::new(Anthropic::new(client.clone(), base, m.key.clone())),
-        kind => Box::new(OpenAi::new(kind, client.clone(), base, m.key.clone())),
+        ProviderKind::Anthropic => Box::new(Anthropic::new(client, base, key)),
+        ProviderKind::Gemini => Box::new(Gemini::new(client, base, key)),
+        ProviderKind::Openai => Box::new(OpenAiResponses::new(client, base, key)),
+        kind @ (ProviderKind::OpenaiChat | ProviderKind::OpenaiCompatible) => {
+            Box::new(OpenAi::new(kind, client, base, key))
+        }
     };
     crate::cassette::wrap(live, crate::cassette::Mode::from_env())
 }
@@ -259,7 +296,15 @@ pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (
             let p = Anthropic::new(client, base, None);
             (p.url(), p.body(req))
         }
-        kind => {
+        ProviderKind::Gemini => {
+            let p = Gemini::new(client, base, None);
+            (p.url(&req.model), p.body(req))
+        }
+        ProviderKind::Openai => {
+            let p = OpenAiResponses::new(client, base, None);
+            (p.url(), p.body(req))
+        }
+        kind @ (ProviderKind::OpenaiChat | ProviderKind::OpenaiCompatible) => {
             let p = OpenAi::new(kind, client, base, None);
             (p.url(), p.body(req))
         }

@@ -36,6 +36,12 @@ fn is_openai_reasoning(model: &str) -> bool {
 /// SDKs' convention (`https://api.anthropic.com`, `http://localhost:11434`).
 /// A URL with a path (`/v1`, `/v1beta/openai`, `/openai/v1`) is kept as given.
 pub fn normalize_base_url(base: &str, endpoint: &str) -> String {
+    normalize_base_url_with(base, endpoint, "v1")
+}
+
+/// [`normalize_base_url`] with the version segment a path-less URL takes
+/// (`v1beta` for Gemini's API).
+pub fn normalize_base_url_with(base: &str, endpoint: &str, version: &str) -> String {
     let mut base = base.trim().trim_end_matches('/');
     if let Some(cut) = base.strip_suffix(endpoint) {
         base = cut.trim_end_matches('/');
@@ -46,7 +52,7 @@ pub fn normalize_base_url(base: &str, endpoint: &str) -> String {
     if has_path {
         base.to_string()
     } else {
-        format!("{base}/v1")
+        format!("{base}/{version}")
     }
 }
 

@@ -22,6 +22,7 @@ fn request() -> ModelRequest {
         messages: vec![Message::user("hi")],
         tools: vec![],
         max_output_tokens: None,
+        reasoning: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn request(model: &str, max: Option<u64>) -> ModelRequest {
         messages: vec![Message::user("hi")],
         tools: vec![],
         max_output_tokens: max,
+        reasoning: None,
     }
 }
 

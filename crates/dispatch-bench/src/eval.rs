@@ -40,7 +40,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
     std::fs::write(
         agent.join("Agentfile"),
         format!(
-            "FROM agent\nNAME bench-eval\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {url}\nTOOL LOCAL lookup.sh AS lookup DESCRIPTION \"Find an order\"\nPROMPT Classify the ticket.\nEVAL evals/cases.toml\n"
+            "FROM agent\nNAME bench-eval\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {url}\nTOOL LOCAL lookup.sh AS lookup DESCRIPTION \"Find an order\"\nPROMPT Classify the ticket.\nEVAL evals/cases.toml\n"
         ),
     )
     .expect("Agentfile");

@@ -100,7 +100,7 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
         root,
         "native-start",
         &format!(
-            "FROM agent\nNAME native-start\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME native-start\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.base_url()
         ),
     );
@@ -232,7 +232,7 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         root,
         "native-conc",
         &format!(
-            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.base_url()
         ),
     );
@@ -344,7 +344,7 @@ fn sse_latency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: us
         root,
         "native-sse",
         &format!(
-            "FROM agent\nNAME native-sse\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME native-sse\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.base_url()
         ),
     );
@@ -449,7 +449,7 @@ fn python_side_by_side(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Pat
         root,
         "native-py",
         &format!(
-            "FROM agent\nNAME native-py\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME native-py\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.base_url()
         ),
     );

@@ -115,6 +115,7 @@ async fn local(n: usize) {
         id: "c".into(),
         name: "lookup".into(),
         arguments: r#"{"order":"12345"}"#.into(),
+        signature: None,
     };
     let (mut boxed, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..n {
@@ -243,6 +244,7 @@ async fn mcp(n: usize) {
         id: "c".into(),
         name: "echo".into(),
         arguments: r#"{"text":"hi"}"#.into(),
+        signature: None,
     };
     let mut boxed = Vec::new();
     for _ in 0..n {
@@ -295,7 +297,7 @@ fn approval_latency(dispatch: &Path, n: usize) {
     std::fs::write(
         agent.join("Agentfile"),
         format!(
-            "FROM agent\nNAME stamper\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL stamp.sh APPROVAL confirm\n",
+            "FROM agent\nNAME stamper\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL stamp.sh APPROVAL confirm\n",
             mock.base_url()
         ),
     )

@@ -71,18 +71,22 @@ pub struct DispatchArgs {
     /// Call the primary model, alone, at this OpenAI-compatible base URL (over LLM_BASE_URL).
     #[arg(long, value_name = "URL", help_heading = "Model (native agents)")]
     pub base_url: Option<String>,
-    /// The primary model's provider: openai, anthropic, openai_compatible.
+    /// The primary model's provider: openai (Responses API), openai_chat, anthropic, gemini, openai_compatible.
     #[arg(long, value_name = "NAME", help_heading = "Model (native agents)")]
     pub provider: Option<String>,
+    /// How hard reasoning models think: low, medium, high (over the Agentfile's REASONING).
+    #[arg(long, value_name = "LEVEL", help_heading = "Model (native agents)")]
+    pub reasoning_effort: Option<String>,
 }
 
 impl DispatchArgs {
-    /// `--model`, `--base-url`, `--provider` as given.
+    /// `--model`, `--base-url`, `--provider`, `--reasoning-effort` as given.
     pub fn model_choice(&self) -> dispatch_runtime::submit::ModelChoice {
         dispatch_runtime::submit::ModelChoice {
             model: self.model.clone(),
             base_url: self.base_url.clone(),
             provider: self.provider.clone(),
+            reasoning_effort: self.reasoning_effort.clone(),
         }
     }
 

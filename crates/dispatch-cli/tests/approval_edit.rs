@@ -113,7 +113,7 @@ fn an_edited_approval_records_what_ran_and_tells_the_model() {
 #[test]
 fn an_approval_without_an_edit_records_no_edit() {
     let d = Dispatch::new();
-    let (mock, id) = paused_plain(&d, "plain", "MODEL gpt-4o-mini PROVIDER openai", "c0");
+    let (mock, id) = paused_plain(&d, "plain", "MODEL gpt-4o-mini PROVIDER openai_chat", "c0");
     d.ok(&["approve", &id, "refund-1", "--by", "ada"]);
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");

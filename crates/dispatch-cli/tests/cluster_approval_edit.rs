@@ -38,7 +38,7 @@ fn an_edit_decided_through_the_server_is_what_ran_and_the_page_says_so() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME support\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
+            "FROM agent\nNAME support\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
              TOOL LOCAL refund.sh APPROVAL confirm RISK high\n",
             mock.url()
         ),

@@ -31,7 +31,7 @@ fn the_run_page_of_a_server_shows_a_conversation_held_on_a_worker() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nPROMPT Answer the ticket.\n",
+            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nPROMPT Answer the ticket.\n",
             mock.url()
         ),
     )

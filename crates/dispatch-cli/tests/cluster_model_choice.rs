@@ -38,7 +38,7 @@ fn a_native_runs_model_follows_the_client_then_the_flags_then_the_worker() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("Agentfile"),
-        "FROM agent\nNAME picky\nMODEL gpt-4o-mini PROVIDER openai BASE_URL http://127.0.0.1:9/v1\n",
+        "FROM agent\nNAME picky\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL http://127.0.0.1:9/v1\n",
     )
     .expect("Agentfile");
     let agent = dir.to_str().expect("utf-8");

@@ -43,7 +43,7 @@ fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME support\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
+            "FROM agent\nNAME support\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
              TOOL LOCAL lookup.sh\nTOOL LOCAL refund.sh APPROVAL confirm RISK high\n",
             mock.url()
         ),

@@ -28,7 +28,7 @@ fn a_call_lost_with_its_worker_is_billed_by_the_next_one() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME lossy\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
+            "FROM agent\nNAME lossy\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
              PRICE gpt-4o-mini INPUT 1000 OUTPUT 1000\n",
             mock.url()
         ),

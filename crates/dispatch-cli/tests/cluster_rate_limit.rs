@@ -112,7 +112,7 @@ fn share_one_limit(db_url: &str, worker_args: &[&str], model: &str) {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME limited\nMODEL {model} PROVIDER openai BASE_URL {}\nRATE_LIMIT MODEL {model} REQUESTS 5/5s\n",
+            "FROM agent\nNAME limited\nMODEL {model} PROVIDER openai_chat BASE_URL {}\nRATE_LIMIT MODEL {model} REQUESTS 5/5s\n",
             mock.url()
         ),
     )

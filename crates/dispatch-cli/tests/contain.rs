@@ -190,7 +190,7 @@ fn a_local_tools_escaped_child_dies_when_the_run_ends() {
         d.dir.path(),
         "spawner",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL spawn.sh AS spawn",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL spawn.sh AS spawn",
             mock.url()
         ),
     );

@@ -260,7 +260,7 @@ fn the_run_page_shows_a_conversation_escaped_the_bom_and_artifact_links_and_runs
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nPROMPT Answer the ticket.\n",
+            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nPROMPT Answer the ticket.\n",
             mock.url()
         ),
     )

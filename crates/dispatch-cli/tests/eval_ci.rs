@@ -268,7 +268,7 @@ fn tools_a_case_names_must_be_tools_the_native_agent_declares() {
     let dir = native_common::native_agent(
         d.dir.path(),
         "support",
-        "MODEL gpt-4o-mini PROVIDER openai BASE_URL http://127.0.0.1:9\nTOOL LOCAL tools/lookup.sh AS lookup_order DESCRIPTION \"Find an order\"\nTOOL BUILTIN memory_get",
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL http://127.0.0.1:9\nTOOL LOCAL tools/lookup.sh AS lookup_order DESCRIPTION \"Find an order\"\nTOOL BUILTIN memory_get",
     );
     std::fs::create_dir_all(dir.join("tools")).expect("mkdir");
     std::fs::write(dir.join("tools/lookup.sh"), "echo ok\n").expect("tool");

@@ -64,7 +64,7 @@ fn agent(d: &Dispatch, url: &str, prompt: &str) -> String {
         d.dir.path(),
         "triage",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {url}\nPRICE gpt-4o-mini INPUT 0.15 OUTPUT 0.60\nTOOL LOCAL tools/lookup.sh AS lookup DESCRIPTION \"Find an order\"\nPROMPT {prompt}\nEVAL evals/smoke.toml"
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {url}\nPRICE gpt-4o-mini INPUT 0.15 OUTPUT 0.60\nTOOL LOCAL tools/lookup.sh AS lookup DESCRIPTION \"Find an order\"\nPROMPT {prompt}\nEVAL evals/smoke.toml"
         ),
     );
     std::fs::create_dir_all(dir.join("tools")).expect("mkdir");

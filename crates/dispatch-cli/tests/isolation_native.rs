@@ -21,7 +21,7 @@ fn a_local_tool_sees_only_declared_variables_and_works_in_the_workspace() {
         d.dir.path(),
         "probe",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n\
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
              ENV DECLARED=yes\nSECRET TOOL_TOKEN TO probe\nENV_PASSTHROUGH PASSED_VAR\n\
              COPY data.txt\nTOOL LOCAL tools/probe.sh AS probe",
             mock.url()
@@ -89,7 +89,7 @@ fn a_helper_killed_during_a_tool_call_takes_the_tools_tree_with_it() {
         d.dir.path(),
         "beater",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
             mock.url()
         ),
     );

@@ -26,7 +26,7 @@ fn streamed_text_becomes_the_output_with_usage_and_cost_per_call_and_run() {
         "triage",
         &format!(
             "{}\nPROMPT Classify the ticket.\nIDENTITY You are Triage.",
-            model_line(&mock, "gpt-4o-mini", "openai")
+            model_line(&mock, "gpt-4o-mini", "openai_chat")
         ),
     );
     let out = d.run(&[
@@ -57,7 +57,7 @@ fn streamed_text_becomes_the_output_with_usage_and_cost_per_call_and_run() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     let c = &calls[0];
     assert_eq!(c["model"], "gpt-4o-mini");
-    assert_eq!(c["provider"], "openai");
+    assert_eq!(c["provider"], "openai_chat");
     assert_eq!(c["input_tokens"], 120);
     assert_eq!(c["output_tokens"], 30);
     assert_eq!(c["finish_reason"], "stop");
@@ -142,7 +142,7 @@ fn a_500_then_a_200_is_one_recorded_retry() {
     let dir = native_agent(
         d.dir.path(),
         "retry",
-        &model_line(&mock, "gpt-4o-mini", "openai"),
+        &model_line(&mock, "gpt-4o-mini", "openai_chat"),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let doc = d.wait_terminal(&id);
@@ -192,7 +192,7 @@ fn when_the_primary_is_down_the_fallback_answers_and_is_recorded() {
         d.dir.path(),
         "fallback",
         &format!(
-            "MODEL gpt-4o BASE_URL {dead} PROVIDER openai\nFALLBACK claude-haiku-4-5 PROVIDER anthropic BASE_URL {}",
+            "MODEL gpt-4o BASE_URL {dead} PROVIDER openai_chat\nFALLBACK claude-haiku-4-5 PROVIDER anthropic BASE_URL {}",
             mock.url()
         ),
     );
@@ -227,7 +227,7 @@ fn a_stream_that_crosses_the_token_budget_is_aborted() {
         "budget",
         &format!(
             "{}\nLIMIT TOKENS 300",
-            model_line(&mock, "gpt-4o-mini", "openai")
+            model_line(&mock, "gpt-4o-mini", "openai_chat")
         ),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
@@ -251,8 +251,8 @@ fn timeout_llm_ends_a_stalled_stream_and_the_fallback_answers() {
         d.dir.path(),
         "stalled",
         &format!(
-            "{}\nFALLBACK gpt-4o-mini PROVIDER openai BASE_URL {}\nTIMEOUT LLM 1s",
-            model_line(&mock, "gpt-4o", "openai"),
+            "{}\nFALLBACK gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTIMEOUT LLM 1s",
+            model_line(&mock, "gpt-4o", "openai_chat"),
             mock.url()
         ),
     );
@@ -325,7 +325,7 @@ fn a_model_that_keeps_calling_tools_stops_at_limit_tool_rounds() {
         "loopy",
         &format!(
             "{}\nLIMIT TOOL_ROUNDS 2",
-            model_line(&mock, "gpt-4o-mini", "openai")
+            model_line(&mock, "gpt-4o-mini", "openai_chat")
         ),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
@@ -373,7 +373,7 @@ fn a_provider_that_answers_garbage_or_cuts_its_stream_fails_the_attempt_with_the
         let dir = native_agent(
             d.dir.path(),
             name,
-            &model_line(&mock, "gpt-4o-mini", "openai"),
+            &model_line(&mock, "gpt-4o-mini", "openai_chat"),
         );
         let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
         let doc = d.wait_terminal(&id);
@@ -398,7 +398,7 @@ fn a_session_continues_across_runs_and_processes() {
     let dir = native_agent(
         d.dir.path(),
         "chatty",
-        &model_line(&mock, "gpt-4o-mini", "openai"),
+        &model_line(&mock, "gpt-4o-mini", "openai_chat"),
     );
     let a = dir.to_str().expect("utf-8");
     let first = d.ok(&[
@@ -439,7 +439,7 @@ fn no_stored_request_event_or_log_contains_the_api_key() {
         "secretive",
         &format!(
             "{} KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY",
-            model_line(&mock, "gpt-4o-mini", "openai")
+            model_line(&mock, "gpt-4o-mini", "openai_chat")
         ),
     );
     let out = d
@@ -494,7 +494,7 @@ fn print_prompt_shows_the_request_and_calls_nothing() {
         "shown",
         &format!(
             "{}\nPROMPT Be brief.\nLIMIT OUTPUT_TOKENS 64",
-            model_line(&mock, "gpt-4o-mini", "openai")
+            model_line(&mock, "gpt-4o-mini", "openai_chat")
         ),
     );
     let out = d.ok(&[

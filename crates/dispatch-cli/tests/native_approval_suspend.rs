@@ -21,7 +21,7 @@ fn agent(d: &Dispatch, mock: &Mock) -> PathBuf {
         d.dir.path(),
         "support",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL lookup.sh\nTOOL LOCAL refund.sh APPROVAL confirm RISK high",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL lookup.sh\nTOOL LOCAL refund.sh APPROVAL confirm RISK high",
             mock.url()
         ),
     );

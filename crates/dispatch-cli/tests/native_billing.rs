@@ -27,7 +27,7 @@ const PRICED: &str = "PRICE gpt-4o-mini INPUT 1000 OUTPUT 1000";
 
 fn model(mock: &Mock) -> String {
     format!(
-        "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n{PRICED}",
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n{PRICED}",
         mock.url()
     )
 }

@@ -32,7 +32,7 @@ fn a_chat_streams_turns_ctrl_c_stops_one_ctrl_d_leaves_and_history_survives() {
         d.dir.path(),
         "buddy",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nENTRYPOINT chat",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nENTRYPOINT chat",
             mock.url()
         ),
     );

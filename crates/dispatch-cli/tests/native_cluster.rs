@@ -36,7 +36,7 @@ fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME native\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.url()
         ),
     )
@@ -97,7 +97,7 @@ fn stop_cancels_a_native_run_held_by_a_worker_at_once() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME slow\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\n",
+            "FROM agent\nNAME slow\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
             mock.url()
         ),
     )
@@ -207,7 +207,7 @@ fn memory_tools_are_shared_by_two_workers_and_the_api_serves_the_bill_of_materia
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME memo\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL BUILTIN memory_get memory_put\n",
+            "FROM agent\nNAME memo\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL BUILTIN memory_get memory_put\n",
             mock.url()
         ),
     )
@@ -247,7 +247,7 @@ fn memory_tools_are_shared_by_two_workers_and_the_api_serves_the_bill_of_materia
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert_eq!(names, vec!["memory_get", "memory_put"]);
-    assert_eq!(bom["bom"]["models"][0]["provider"], "openai");
+    assert_eq!(bom["bom"]["models"][0]["provider"], "openai_chat");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(second.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -270,7 +270,7 @@ fn a_paused_tool_call_on_a_worker_is_approved_through_the_api() {
     std::fs::write(
         dir.join("Agentfile"),
         format!(
-            "FROM agent\nNAME refunder\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm RISK high\n",
+            "FROM agent\nNAME refunder\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm RISK high\n",
             mock.url()
         ),
     )

@@ -25,7 +25,7 @@ fn kill_9_of_the_helper_in_round_3_of_4_resumes_at_round_3_without_repeating_a_c
         d.dir.path(),
         "durable",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nRETRY 3 BACKOFF 100ms..1s",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nRETRY 3 BACKOFF 100ms..1s",
             mock.url()
         ),
     );
@@ -86,7 +86,10 @@ fn stop_cancels_a_native_run_mid_call() {
     let dir = native_agent(
         d.dir.path(),
         "stoppable",
-        &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     eventually(20, "the call is in flight", || mock.requests().len() == 1);
@@ -102,7 +105,10 @@ fn a_native_service_answers_each_wake_as_a_turn_whose_message_is_the_envelope() 
     let dir = native_agent(
         d.dir.path(),
         "watcher",
-        &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let svc = d.ok(&["serve", dir.to_str().expect("utf-8"), "--detach"]);
     let hb = d.ok(&["wake", &svc, r#"{"check":"disk"}"#]);

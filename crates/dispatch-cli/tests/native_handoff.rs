@@ -40,7 +40,7 @@ fn send_message_and_handoff_record_the_process_agents_events_and_start_the_run()
         d.dir.path(),
         "router",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL BUILTIN send_message handoff",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL BUILTIN send_message handoff",
             mock.url()
         ),
     );

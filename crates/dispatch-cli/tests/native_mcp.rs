@@ -57,7 +57,7 @@ fn a_stdio_mcp_server_s_tools_are_called_and_in_the_bill_of_materials() {
         d.dir.path(),
         "mcp-user",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP demo COMMAND \"{}\" ALLOW echo,add",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL MCP demo COMMAND \"{}\" ALLOW echo,add",
             mock.url(),
             fixture().display()
         ),
@@ -114,7 +114,7 @@ fn a_streamable_http_mcp_server_is_reached_at_its_url() {
         d.dir.path(),
         "mcp-http",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP web URL {}",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL MCP web URL {}",
             mock.url(),
             url.trim()
         ),
@@ -135,7 +135,7 @@ fn an_mcp_server_that_fails_to_start_fails_the_attempt_naming_it_and_its_stderr(
         "mcp-bad",
         &format!(
             // The server reads the variable: the parcel passes it on by name.
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP broken COMMAND \"{}\"\n\
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL MCP broken COMMAND \"{}\"\n\
              ENV_PASSTHROUGH MCP_FIXTURE_FAIL_START",
             mock.url(),
             fixture().display()
@@ -160,7 +160,7 @@ fn replay_warns_or_refuses_when_a_server_s_tools_changed() {
         d.dir.path(),
         "mcp-drift",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL MCP demo COMMAND \"{}\"\nENV_PASSTHROUGH MCP_FIXTURE_EXTRA_TOOL",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL MCP demo COMMAND \"{}\"\nENV_PASSTHROUGH MCP_FIXTURE_EXTRA_TOOL",
             mock.url(),
             fixture().display()
         ),

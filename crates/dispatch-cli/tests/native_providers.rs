@@ -43,7 +43,10 @@ fn a_model_without_key_sends_its_providers_conventional_variable() {
     for (name, line, var, value) in [
         (
             "oai",
-            format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+            format!(
+                "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+                mock.url()
+            ),
             "OPENAI_API_KEY",
             "sk-conventional-1",
         ),
@@ -120,7 +123,6 @@ fn a_missing_key_is_one_line_naming_the_variable_but_a_local_server_needs_none()
 fn a_model_of_no_known_family_is_refused_at_build_naming_its_line() {
     let d = Dispatch::new();
     for (lines, want) in [
-        ("MODEL gemini-2.5-flash", "Gemini is not supported yet"),
         ("MODEL llama3.2", "add `PROVIDER"),
         ("MODEL gpt-4o-mini\nFALLBACK mistral-large", "add `PROVIDER"),
     ] {
@@ -141,7 +143,7 @@ fn a_reasoning_model_is_sent_max_completion_tokens() {
         d.dir.path(),
         "thinker",
         &format!(
-            "MODEL o4-mini PROVIDER openai BASE_URL {}\nLIMIT OUTPUT_TOKENS 64",
+            "MODEL o4-mini PROVIDER openai_chat BASE_URL {}\nLIMIT OUTPUT_TOKENS 64",
             mock.url()
         ),
     );
@@ -158,7 +160,10 @@ fn an_html_page_answered_with_200_fails_the_run_naming_url_and_content_type() {
     let dir = native_agent(
         d.dir.path(),
         "portal",
-        &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let doc = d.wait_terminal(&id);

@@ -17,7 +17,10 @@ use native_common::{Mock, events_of, native_agent};
 use serde_json::json;
 
 fn model_line(mock: &Mock) -> String {
-    format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url())
+    format!(
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+        mock.url()
+    )
 }
 
 #[test]

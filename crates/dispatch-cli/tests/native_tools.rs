@@ -16,7 +16,10 @@ use native_common::{Mock, events_of, message_texts, native_agent, text};
 use serde_json::{Value, json};
 
 fn model_line(mock: &Mock) -> String {
-    format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url())
+    format!(
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+        mock.url()
+    )
 }
 
 /// A step calling tools: `(name, arguments)` each, with ids `c0`, `c1`, ….

@@ -242,7 +242,7 @@ fn a_foreground_run_on_a_terminal_asks_inline() {
         d.dir.path(),
         "asker",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm RISK medium",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL refund.sh APPROVAL confirm RISK medium",
             mock.url()
         ),
     );

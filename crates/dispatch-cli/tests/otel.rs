@@ -331,7 +331,7 @@ fn a_native_run_traces_its_model_and_tool_calls_with_genai_attributes() {
         client.dir.path(),
         "native",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL BUILTIN list_files",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL BUILTIN list_files",
             mock.url()
         ),
     );

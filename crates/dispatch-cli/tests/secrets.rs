@@ -90,7 +90,7 @@ fn a_provider_error_that_quotes_the_key_is_stored_and_printed_masked() {
         d.dir.path(),
         "keyed",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {} KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {} KEY OPENAI_API_KEY\nSECRET OPENAI_API_KEY",
             mock.url()
         ),
     );
@@ -196,7 +196,7 @@ fn a_models_key_reaches_no_tool_and_a_scoped_secret_only_its_own() {
         d.dir.path(),
         "scoped",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {} KEY OPENAI_API_KEY\n\
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {} KEY OPENAI_API_KEY\n\
              SECRET OPENAI_API_KEY\nSECRET PROBE_TOKEN TO probe\nSECRET MCP_TOKEN TO demo\n\
              TOOL LOCAL tools/probe.sh AS probe\n\
              TOOL MCP demo COMMAND \"env > '{}'; exec '{}'\" ALLOW echo",
@@ -257,7 +257,10 @@ fn a_model_without_key_takes_the_conventional_variable_and_never_stores_it() {
     let dir = native_agent(
         d.dir.path(),
         "conventional",
-        &format!("MODEL gpt-4o-mini PROVIDER openai BASE_URL {}", mock.url()),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
     );
     let out = d
         .command()
@@ -282,7 +285,7 @@ fn a_secret_scoped_to_a_tool_that_does_not_exist_fails_the_build_naming_its_line
     let dir = native_agent(
         d.dir.path(),
         "typo",
-        "MODEL gpt-4o-mini PROVIDER openai BASE_URL http://127.0.0.1:9/v1\n\
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL http://127.0.0.1:9/v1\n\
          SECRET GH_TOKEN TO githb\nTOOL BUILTIN read_file",
     );
     let out = d.run(&["build", dir.to_str().expect("utf-8")]);

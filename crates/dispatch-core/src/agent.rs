@@ -10,10 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
-    /// OpenAI Chat Completions at `https://api.openai.com/v1` (or BASE_URL).
+    /// OpenAI's Responses API (`POST /responses`) at
+    /// `https://api.openai.com/v1` (or BASE_URL), as upstream Dispatch means
+    /// by `PROVIDER openai`.
     Openai,
+    /// OpenAI Chat Completions (`POST /chat/completions`) at
+    /// `https://api.openai.com/v1` (or BASE_URL).
+    OpenaiChat,
     /// Anthropic Messages at `https://api.anthropic.com/v1` (or BASE_URL).
     Anthropic,
+    /// Google Gemini's own API (`models/<model>:streamGenerateContent`) at
+    /// `https://generativelanguage.googleapis.com/v1beta` (or BASE_URL).
+    Gemini,
     /// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio): the
     /// Chat Completions format at BASE_URL; the key is optional.
     OpenaiCompatible,
@@ -23,37 +31,65 @@ pub enum ProviderKind {
 pub const GEMINI_OPENAI_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
 
 impl ProviderKind {
-    pub const NAMES: &'static str = "openai, anthropic, openai_compatible";
+    pub const NAMES: &'static str = "openai, openai_chat, anthropic, gemini, openai_compatible";
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiChat => "openai_chat",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::OpenaiCompatible => "openai_compatible",
         }
     }
 
     pub fn parse(s: &str) -> Option<ProviderKind> {
         match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "openai" => Some(ProviderKind::Openai),
+            "openai" | "openai_responses" => Some(ProviderKind::Openai),
+            "openai_chat" => Some(ProviderKind::OpenaiChat),
             "anthropic" => Some(ProviderKind::Anthropic),
+            "gemini" | "google" => Some(ProviderKind::Gemini),
             "openai_compatible" | "compatible" => Some(ProviderKind::OpenaiCompatible),
             _ => None,
         }
     }
 
+    /// The company whose API this is, as `RATE_LIMIT PROVIDER` names it:
+    /// both OpenAI wire formats are `openai`.
+    pub fn vendor(self) -> &'static str {
+        match self {
+            ProviderKind::Openai | ProviderKind::OpenaiChat => "openai",
+            other => other.as_str(),
+        }
+    }
+
     /// The provider a model name implies when PROVIDER is not given, by
-    /// family: `claude…` is Anthropic; with a BASE_URL anything else is an
-    /// OpenAI-compatible server; without one, `gpt…`, `chatgpt…` and the
-    /// o-series (`o1`, `o3`, `o4-mini`, …) are OpenAI. Any other name is an
-    /// error saying what to write (Gemini has no native provider yet: it is
-    /// reached through Google's OpenAI-compatible endpoint).
-    pub fn infer(model: &str, has_base_url: bool) -> Result<ProviderKind, String> {
+    /// family: `claude…` is Anthropic; `gemini…` is Gemini (but Chat
+    /// Completions when its BASE_URL is an OpenAI-compatible endpoint, a
+    /// path ending in `/openai`, such as [`GEMINI_OPENAI_URL`]); with a
+    /// BASE_URL anything else is an OpenAI-compatible server; without one,
+    /// `gpt…`, `chatgpt…` and the o-series (`o1`, `o3`, `o4-mini`, …) are
+    /// OpenAI (the Responses API). Any other name is an error saying what to
+    /// write.
+    pub fn infer(model: &str, base_url: Option<&str>) -> Result<ProviderKind, String> {
         let name = model.to_ascii_lowercase();
         if name.starts_with("claude") {
             return Ok(ProviderKind::Anthropic);
         }
-        if has_base_url {
+        if name.starts_with("gemini") {
+            let compatible = base_url.is_some_and(|u| {
+                u.trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.eq_ignore_ascii_case("openai"))
+            });
+            return Ok(if compatible {
+                ProviderKind::OpenaiCompatible
+            } else {
+                ProviderKind::Gemini
+            });
+        }
+        if base_url.is_some() {
             return Ok(ProviderKind::OpenaiCompatible);
         }
         let o_series = name
@@ -63,22 +99,99 @@ impl ProviderKind {
         if o_series || name.starts_with("gpt") || name.starts_with("chatgpt") {
             return Ok(ProviderKind::Openai);
         }
-        if name.starts_with("gemini") {
-            return Err(format!(
-                "model `{model}`: Gemini is not supported yet as a provider of its own (hint: use Google's OpenAI-compatible endpoint: `MODEL {model} BASE_URL {GEMINI_OPENAI_URL} KEY GEMINI_API_KEY` with `SECRET GEMINI_API_KEY`, or leave KEY out to read GEMINI_API_KEY)"
-            ));
-        }
         Err(format!(
-            "model `{model}`: which provider serves it is unknown (hint: add `PROVIDER openai|anthropic`, or `BASE_URL <url>` for an OpenAI-compatible server such as Ollama or vLLM)"
+            "model `{model}`: which provider serves it is unknown (hint: add `PROVIDER openai|openai_chat|anthropic|gemini`, or `BASE_URL <url>` for an OpenAI-compatible server such as Ollama or vLLM)"
         ))
     }
 
     /// The base URL used when none is given (no trailing `/`).
     pub fn default_base_url(self) -> &'static str {
         match self {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => "https://api.openai.com/v1",
+            ProviderKind::Openai | ProviderKind::OpenaiChat | ProviderKind::OpenaiCompatible => {
+                "https://api.openai.com/v1"
+            }
             ProviderKind::Anthropic => "https://api.anthropic.com/v1",
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
         }
+    }
+}
+
+/// How hard a reasoning model thinks (`REASONING effort low|medium|high`,
+/// `dispatch run --reasoning-effort`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effort {
+    Low,
+    Medium,
+    High,
+}
+
+impl Effort {
+    pub const NAMES: &'static str = "low, medium, high";
+
+    pub fn parse(s: &str) -> Option<Effort> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Some(Effort::Low),
+            "medium" => Some(Effort::Medium),
+            "high" => Some(Effort::High),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// The thinking budget in tokens this effort stands for on providers
+    /// that take a budget (Anthropic, Gemini): the table Google's
+    /// OpenAI-compatible endpoint uses for `reasoning_effort`.
+    pub fn budget_tokens(self) -> u64 {
+        match self {
+            Effort::Low => 1024,
+            Effort::Medium => 8192,
+            Effort::High => 24576,
+        }
+    }
+}
+
+/// `REASONING effort <level>` and/or `REASONING budget <tokens>`: what a
+/// model is asked to spend on thinking. Each provider takes what its wire
+/// format has (see docs/providers.md); the other is derived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reasoning {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    /// Thinking tokens (Anthropic's `budget_tokens`, Gemini's `thinkingBudget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+}
+
+impl Reasoning {
+    /// The effort to send where only a level is taken (OpenAI): the one
+    /// given, else the level whose budget is nearest at or above the budget.
+    pub fn effort_level(&self) -> Option<Effort> {
+        if let Some(e) = self.effort {
+            return Some(e);
+        }
+        let b = self.budget_tokens?;
+        Some(if b <= Effort::Low.budget_tokens() {
+            Effort::Low
+        } else if b <= Effort::Medium.budget_tokens() {
+            Effort::Medium
+        } else {
+            Effort::High
+        })
+    }
+
+    /// The budget to send where a number of tokens is taken (Anthropic,
+    /// Gemini): the one given, else the effort's.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget_tokens
+            .or_else(|| self.effort.map(Effort::budget_tokens))
     }
 }
 
@@ -169,6 +282,9 @@ pub struct AgentConfig {
     /// `RATE_LIMIT` lines: cluster-wide limits on model calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<crate::concurrency::RateLimit>,
+    /// `REASONING effort <level>` / `REASONING budget <tokens>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
 }
 
 /// Dollars per million tokens (input, output) of well-known models, as
@@ -193,6 +309,9 @@ const BUILTIN_PRICES: &[(&str, f64, f64)] = &[
     ("claude-sonnet-4", 3.00, 15.00),
     ("claude-haiku-4-5", 1.00, 5.00),
     ("claude-3-5-haiku", 0.80, 4.00),
+    ("gemini-2.5-pro", 1.25, 10.00),
+    ("gemini-2.5-flash", 0.30, 2.50),
+    ("gemini-2.5-flash-lite", 0.10, 0.40),
 ];
 
 impl AgentConfig {
@@ -263,10 +382,11 @@ mod tests {
 
     #[test]
     fn providers_are_inferred_from_the_model_family() {
-        let infer = |m: &str, url: bool| ProviderKind::infer(m, url);
+        let infer = |m: &str, url: Option<&str>| ProviderKind::infer(m, url);
+        let mock = Some("http://127.0.0.1:9/v1");
         for m in ["claude-haiku-4-5", "Claude-3-5-sonnet"] {
-            assert_eq!(infer(m, false), Ok(ProviderKind::Anthropic), "{m}");
-            assert_eq!(infer(m, true), Ok(ProviderKind::Anthropic), "{m}");
+            assert_eq!(infer(m, None), Ok(ProviderKind::Anthropic), "{m}");
+            assert_eq!(infer(m, mock), Ok(ProviderKind::Anthropic), "{m}");
         }
         for m in [
             "gpt-4o",
@@ -276,17 +396,63 @@ mod tests {
             "o3",
             "o4-mini",
         ] {
-            assert_eq!(infer(m, false), Ok(ProviderKind::Openai), "{m}");
+            assert_eq!(infer(m, None), Ok(ProviderKind::Openai), "{m}");
         }
-        for m in ["llama3", "gemini-2.5-flash", "o3", "olmo2"] {
-            assert_eq!(infer(m, true), Ok(ProviderKind::OpenaiCompatible), "{m}");
+        for m in ["llama3", "o3", "olmo2"] {
+            assert_eq!(infer(m, mock), Ok(ProviderKind::OpenaiCompatible), "{m}");
         }
-        let gemini = infer("gemini-2.5-flash", false).expect_err("no native Gemini");
-        assert!(gemini.contains("Gemini is not supported yet"), "{gemini}");
-        assert!(gemini.contains(GEMINI_OPENAI_URL), "{gemini}");
+        for url in [
+            None,
+            mock,
+            Some("https://generativelanguage.googleapis.com/v1beta"),
+        ] {
+            assert_eq!(
+                infer("gemini-2.5-flash", url),
+                Ok(ProviderKind::Gemini),
+                "{url:?}"
+            );
+        }
+        assert_eq!(
+            infer("gemini-2.5-flash", Some(GEMINI_OPENAI_URL)),
+            Ok(ProviderKind::OpenaiCompatible)
+        );
         for m in ["llama3.2", "mistral-large", "olmo2", "m"] {
-            let err = infer(m, false).expect_err("unknown family");
+            let err = infer(m, None).expect_err("unknown family");
             assert!(err.contains("add `PROVIDER"), "{err}");
         }
+    }
+
+    #[test]
+    fn every_provider_name_parses_back_to_itself() {
+        for k in [
+            ProviderKind::Openai,
+            ProviderKind::OpenaiChat,
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::OpenaiCompatible,
+        ] {
+            assert_eq!(ProviderKind::parse(k.as_str()), Some(k));
+            assert!(ProviderKind::NAMES.contains(k.as_str()));
+        }
+        assert_eq!(ProviderKind::OpenaiChat.vendor(), "openai");
+    }
+
+    #[test]
+    fn a_reasoning_effort_and_a_budget_each_stand_for_the_other() {
+        let effort = |e| Reasoning {
+            effort: Some(e),
+            budget_tokens: None,
+        };
+        assert_eq!(effort(Effort::Low).budget(), Some(1024));
+        assert_eq!(effort(Effort::High).budget(), Some(24576));
+        let budget = |b| Reasoning {
+            effort: None,
+            budget_tokens: Some(b),
+        };
+        assert_eq!(budget(1024).effort_level(), Some(Effort::Low));
+        assert_eq!(budget(4000).effort_level(), Some(Effort::Medium));
+        assert_eq!(budget(32000).effort_level(), Some(Effort::High));
+        assert_eq!(budget(4000).budget(), Some(4000));
+        assert_eq!(Reasoning::default().budget(), None);
     }
 }

@@ -137,7 +137,7 @@ pub struct Agentfile {
 const SINGLE: &[&str] = &[
     "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
     "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_SIGNATURE", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
-    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY",
+    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY", "REASONING",
     "USER", "TOOLS", "MEMORY", "HEARTBEAT", "VISIBILITY", "ROUTING", "FRAMEWORK", "COMPACTION",
 ];
 
@@ -541,6 +541,10 @@ impl Parser {
                     }
                 }
                 self.agent().tools.extend(decls);
+            }
+            "REASONING" => {
+                self.agent_lines.push((line, "REASONING"));
+                self.agent().reasoning = Some(model::parse_reasoning(rest, &args)?);
             }
             "PRICE" => {
                 let p = model::parse_price(rest, &args)?;

@@ -505,13 +505,52 @@ fn limit_output_tokens_may_allow_truncation_and_a_model_needs_a_known_family() {
     assert!(a.allow_truncation);
     let e = err(&format!("{base}LIMIT OUTPUT_TOKENS 64 PLEASE\n"));
     assert!(e.message.contains("ALLOW_TRUNCATION"), "{e}");
-    let e = err("FROM agent\nNAME a\nMODEL gemini-2.5-flash\n");
-    assert_eq!(e.line, 3, "{e}");
-    assert!(e.message.contains("Gemini is not supported yet"), "{e}");
+    let g = parse("FROM agent\nNAME a\nMODEL gemini-2.5-flash\n").expect("gemini is native");
+    let provider = g.manifest.agent.expect("agent").models[0].provider;
+    assert_eq!(provider, crate::agent::ProviderKind::Gemini);
     let e = err("FROM agent\nNAME a\nMODEL gpt-4o-mini\nFALLBACK llama3.2\n");
     assert_eq!(e.line, 4, "{e}");
     assert!(e.message.contains("FALLBACK model `llama3.2`"), "{e}");
     assert!(e.message.contains("PROVIDER"), "{e}");
+}
+
+#[test]
+fn reasoning_takes_an_effort_and_a_budget_and_refuses_anything_else() {
+    use crate::agent::{Effort, Reasoning};
+    let base = "FROM agent\nNAME a\nMODEL claude-haiku-4-5\n";
+    let reasoning = |line: &str| {
+        parse(&format!("{base}{line}\n")).map(|af| af.manifest.agent.expect("agent").reasoning)
+    };
+    assert_eq!(
+        reasoning("REASONING effort HIGH"),
+        Ok(Some(Reasoning {
+            effort: Some(Effort::High),
+            budget_tokens: None
+        }))
+    );
+    assert_eq!(
+        reasoning("REASONING budget 4096 effort low"),
+        Ok(Some(Reasoning {
+            effort: Some(Effort::Low),
+            budget_tokens: Some(4096)
+        }))
+    );
+    for (line, want) in [
+        ("REASONING effort extreme", "one of low, medium, high"),
+        ("REASONING budget 100", "at least 1024"),
+        ("REASONING budget", "`effort <level>`"),
+        ("REASONING depth 3", "unknown option `depth`"),
+        (
+            "REASONING effort low\nREASONING effort high",
+            "duplicate REASONING",
+        ),
+    ] {
+        let e = err(&format!("{base}{line}\n"));
+        assert!(e.message.contains(want), "{line}: {e}");
+        assert!(e.message.contains("hint"), "{line}: {e}");
+    }
+    let e = err("FROM process\nNAME a\nCOMMAND true\nREASONING effort low\n");
+    assert!(e.message.contains("for native agents"), "{e}");
 }
 
 #[test]

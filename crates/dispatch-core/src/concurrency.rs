@@ -215,10 +215,16 @@ impl RateLimit {
     }
 
     /// Whether a call to `model` of `provider` counts against this limit.
+    /// `PROVIDER openai` covers both OpenAI wire formats (`openai`, the
+    /// Responses API, and `openai_chat`): one company, one quota.
     pub fn applies(&self, model: &str, provider: &str) -> bool {
         match self.scope {
             RateScope::Model => self.name == model,
-            RateScope::Provider => self.name.eq_ignore_ascii_case(provider),
+            RateScope::Provider => {
+                self.name.eq_ignore_ascii_case(provider)
+                    || crate::agent::ProviderKind::parse(provider)
+                        .is_some_and(|k| self.name.eq_ignore_ascii_case(k.vendor()))
+            }
         }
     }
 }
@@ -253,6 +259,20 @@ mod tests {
         assert!(key_value("label.zone", &p, &labels).is_err());
         assert!(check_key_source("customer_id").is_err());
         assert!(check_key_source("payload..x").is_err());
+    }
+
+    #[test]
+    fn a_provider_limit_on_openai_covers_both_openai_wire_formats() {
+        let limit = RateLimit {
+            scope: RateScope::Provider,
+            name: "openai".into(),
+            requests: None,
+            tokens: None,
+        };
+        assert!(limit.applies("gpt-4o", "openai"));
+        assert!(limit.applies("gpt-4o", "openai_chat"));
+        assert!(!limit.applies("claude-haiku-4-5", "anthropic"));
+        assert!(!limit.applies("llama3.2", "openai_compatible"));
     }
 
     #[test]

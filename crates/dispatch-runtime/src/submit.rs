@@ -44,12 +44,12 @@ pub struct SubmitOptions {
     pub trigger: Option<dispatch_core::Trigger>,
     /// `--concurrency-key`, `--concurrency-max`, `--concurrency-strategy`.
     pub concurrency: crate::concurrency::ConcurrencyOverrides,
-    /// `--model`, `--base-url`, `--provider` (a native agent's).
+    /// `--model`, `--base-url`, `--provider`, `--reasoning-effort` (a native agent's).
     pub model: ModelChoice,
 }
 
 /// The model a native run calls, chosen at dispatch (`dispatch run --model
-/// --base-url --provider`; the same fields of `POST /v1/runs`): each given
+/// --base-url --provider --reasoning-effort`; the same fields of `POST /v1/runs`): each given
 /// wins over the dispatching process's `LLM_MODEL` / `LLM_BASE_URL`, and
 /// the result is written into the brief (`context.llm`; never a key).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +60,9 @@ pub struct ModelChoice {
     pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// `low`, `medium` or `high`: over the Agentfile's REASONING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
 }
 
 impl ModelChoice {
@@ -71,6 +74,7 @@ impl ModelChoice {
             self.model.as_deref(),
             self.base_url.as_deref(),
             self.provider.as_deref(),
+            self.reasoning_effort.as_deref(),
         )
         .map_err(RuntimeError::Agent)?;
         Ok(over.map(|o| serde_json::to_value(o).expect("plain data")))

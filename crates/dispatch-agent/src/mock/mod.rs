@@ -1,7 +1,9 @@
 //! A scripted mock model server for tests, benchmarks and newcomers without
 //! a key. It speaks the real wire formats — OpenAI Chat Completions at
-//! `POST /v1/chat/completions` and Anthropic Messages at `POST /v1/messages`,
-//! streamed (SSE) or whole — on a loopback port, answering each request with
+//! `POST /v1/chat/completions`, the OpenAI Responses API at
+//! `POST /v1/responses`, Anthropic Messages at `POST /v1/messages` and
+//! Gemini at `POST /v1beta/models/{model}:streamGenerateContent` (or
+//! `:generateContent`), streamed (SSE) or whole — on a loopback port, answering each request with
 //! the next [`Step`] of its [`Script`]: text, tool calls split across chunks,
 //! an error status (429 with `Retry-After`, 500, 401, …), a stalled stream, a
 //! cut stream, non-JSON data, a 200 that is an HTML page (a captive portal), or
@@ -15,9 +17,11 @@
 
 mod answer;
 mod anthropic;
+mod gemini;
 pub mod mcp;
 mod openai;
 mod respond;
+mod responses;
 mod script;
 mod server;
 

@@ -16,27 +16,46 @@ use serde_json::Value;
 use super::answer::{Answer, End, Frame, Meta, estimate_tokens};
 use super::script::Step;
 use super::server::{Inner, now_us};
-use super::{anthropic, openai};
+use super::{anthropic, gemini, openai, responses};
 
 /// Which wire format a request came in (and is answered in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Format {
     OpenAi,
+    Responses,
     Anthropic,
+    Gemini,
+}
+
+/// Where a request came: its format, its path, and what Gemini says in
+/// the path rather than the body (the model, and streaming or not).
+#[derive(Clone, Debug)]
+pub(super) struct Route {
+    pub format: Format,
+    pub path: String,
+    /// Gemini's `models/{model}:…`.
+    pub model: Option<String>,
+    /// Gemini's `:streamGenerateContent` (`None`: the body's `stream` says).
+    pub stream: Option<bool>,
+}
+
+impl Route {
+    pub(super) fn of(format: Format, path: &str) -> Route {
+        Route {
+            format,
+            path: path.to_string(),
+            model: None,
+            stream: None,
+        }
+    }
 }
 
 impl Format {
-    fn path(self) -> &'static str {
-        match self {
-            Format::OpenAi => "/v1/chat/completions",
-            Format::Anthropic => "/v1/messages",
-        }
-    }
-
     fn error(self, status: StatusCode, message: &str) -> Response {
         let body = match self {
-            Format::OpenAi => openai::error(status.as_u16(), message),
+            Format::OpenAi | Format::Responses => openai::error(status.as_u16(), message),
             Format::Anthropic => anthropic::error(status.as_u16(), message),
+            Format::Gemini => gemini::error(status.as_u16(), message),
         };
         (status, axum::Json(body)).into_response()
     }
@@ -44,35 +63,50 @@ impl Format {
     fn invalid(self, body: &Value) -> Option<String> {
         match self {
             Format::OpenAi => openai::invalid(body),
+            Format::Responses => responses::invalid(body),
             Format::Anthropic => anthropic::invalid(body),
+            Format::Gemini => gemini::invalid(body),
+        }
+    }
+
+    /// How many turns the model already took in the request's conversation.
+    fn assistant_turns(self, body: &Value) -> usize {
+        match self {
+            Format::OpenAi | Format::Anthropic => body["messages"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count()),
+            Format::Responses => responses::assistant_turns(body),
+            Format::Gemini => gemini::assistant_turns(body),
         }
     }
 }
 
-/// The key a request carried (`Authorization: Bearer …` or `x-api-key`).
+/// The key a request carried (`Authorization: Bearer …`, `x-api-key` or `x-goog-api-key`).
 fn api_key(headers: &HeaderMap) -> String {
     let text = |v: &HeaderValue| v.to_str().ok().map(str::to_string);
     let bearer = headers.get(header::AUTHORIZATION).and_then(text);
     bearer
         .map(|v| v.trim_start_matches("Bearer ").to_string())
         .or_else(|| headers.get("x-api-key").and_then(text))
+        .or_else(|| headers.get("x-goog-api-key").and_then(text))
         .unwrap_or_default()
 }
 
-/// Answers one request to `format`'s endpoint.
+/// Answers one request to `route`'s endpoint.
 pub(super) async fn answer(
     inner: Arc<Inner>,
-    format: Format,
+    route: Route,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let format = route.format;
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => return format.error(e.status(), &e.body_text()),
     };
     let parsed = serde_json::from_slice::<Value>(&raw);
     let body = parsed.as_ref().unwrap_or(&Value::Null);
-    let seq = inner.record(format.path(), &headers, body);
+    let seq = inner.record(&route.path, &headers, body);
     let body = match parsed {
         Ok(body) => body,
         Err(e) => {
@@ -83,10 +117,7 @@ pub(super) async fn answer(
     if let Some(message) = format.invalid(&body) {
         return format.error(StatusCode::BAD_REQUEST, &message);
     }
-    let assistant_messages = body["messages"]
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count());
-    let step = inner.next_step().resolve(assistant_messages);
+    let step = inner.next_step().resolve(format.assistant_turns(&body));
     let delay = Duration::from_millis(step.delay_ms());
     if !delay.is_zero() {
         tokio::select! {
@@ -126,7 +157,11 @@ pub(super) async fn answer(
         }
         _ => {}
     }
-    let model = body["model"].as_str().unwrap_or("mock");
+    let model = route
+        .model
+        .as_deref()
+        .or(body["model"].as_str())
+        .unwrap_or("mock");
     let meta = Meta {
         model,
         seq,
@@ -140,19 +175,23 @@ pub(super) async fn answer(
         seq,
         first_sent: false,
     };
-    if body["stream"] == true {
+    if route.stream.unwrap_or(body["stream"] == true) {
         let frames = match format {
             Format::OpenAi => {
                 let usage = body["stream_options"]["include_usage"] == true;
                 openai::stream(&answer, meta, usage)
             }
+            Format::Responses => responses::stream(&answer, meta),
             Format::Anthropic => anthropic::stream(&answer, meta),
+            Format::Gemini => gemini::stream(&answer, meta),
         };
         return event_stream(feed(frames).into_body());
     }
     let whole = match format {
         Format::OpenAi => openai::whole(&answer, meta),
+        Format::Responses => responses::whole(&answer, meta),
         Format::Anthropic => anthropic::whole(&answer, meta),
+        Format::Gemini => gemini::whole(&answer, meta),
     };
     match answer.end {
         End::Finish(_) => {

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::respond::{self, Format};
+use super::respond::{self, Format, Route};
 use super::script::{Script, Step};
 
 /// Requests bigger than this are refused (413), as a real server would.
@@ -28,7 +28,8 @@ const MAX_BODY_BYTES: usize = 32 << 20;
 /// One request the mock received.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Received {
-    /// `/v1/chat/completions` or `/v1/messages`.
+    /// `/v1/chat/completions`, `/v1/responses`, `/v1/messages`, or
+    /// `/v1beta/models/{model}:streamGenerateContent` (Gemini).
     pub path: String,
     /// Lowercased names, in arrival order.
     pub headers: Vec<(String, String)>,
@@ -164,7 +165,9 @@ impl MockServer {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
+            .route("/v1/responses", post(responses))
             .route("/v1/messages", post(anthropic))
+            .route("/v1beta/models/{*action}", post(gemini))
             .route("/_mock/requests", get(requests))
             .route("/_mock/steps", post(push_steps))
             .fallback(not_found)
@@ -196,6 +199,11 @@ impl MockServer {
         format!("http://{}/v1", self.addr)
     }
 
+    /// `http://127.0.0.1:PORT/v1beta`: what a Gemini MODEL's BASE_URL takes.
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
+    }
+
     /// Every model request received, in order.
     pub fn requests(&self) -> Vec<Received> {
         lock(&self.inner.received).clone()
@@ -216,11 +224,47 @@ impl MockServer {
 type RawBody = Result<Bytes, BytesRejection>;
 
 async fn openai(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: RawBody) -> Response {
-    respond::answer(inner, Format::OpenAi, headers, body).await
+    let route = Route::of(Format::OpenAi, "/v1/chat/completions");
+    respond::answer(inner, route, headers, body).await
+}
+
+async fn responses(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: RawBody) -> Response {
+    let route = Route::of(Format::Responses, "/v1/responses");
+    respond::answer(inner, route, headers, body).await
 }
 
 async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: RawBody) -> Response {
-    respond::answer(inner, Format::Anthropic, headers, body).await
+    let route = Route::of(Format::Anthropic, "/v1/messages");
+    respond::answer(inner, route, headers, body).await
+}
+
+/// `models/{model}:generateContent` or `:streamGenerateContent` (streamed as
+/// SSE, as with `?alt=sse`); any other method is a 404 in Google's shape.
+async fn gemini(
+    State(inner): State<Arc<Inner>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let path = format!("/v1beta/models/{action}");
+    let (model, stream) = match action.rsplit_once(':') {
+        Some((model, "streamGenerateContent")) => (model, true),
+        Some((model, "generateContent")) => (model, false),
+        _ => {
+            let message = format!(
+                "the mock model server has no POST {path}; Gemini's are models/<model>:generateContent and :streamGenerateContent"
+            );
+            let body = super::gemini::error(404, &message);
+            return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        }
+    };
+    let route = Route {
+        format: Format::Gemini,
+        path: path.clone(),
+        model: Some(model.to_string()),
+        stream: Some(stream),
+    };
+    respond::answer(inner, route, headers, body).await
 }
 
 /// `GET /_mock/requests`: the [`Received`] list as a JSON array.
@@ -265,7 +309,9 @@ async fn push_steps(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
 async fn not_found(method: Method, uri: Uri) -> Response {
     let message = format!(
         "the mock model server has no {method} {}; it serves POST /v1/chat/completions \
-         (OpenAI) and POST /v1/messages (Anthropic): does the base URL end in /v1?",
+         (OpenAI Chat Completions), POST /v1/responses (OpenAI Responses), POST /v1/messages \
+         (Anthropic) and POST /v1beta/models/<model>:streamGenerateContent (Gemini): does \
+         the base URL end in /v1 (or /v1beta for Gemini)?",
         uri.path()
     );
     let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "unknown_url"}});

@@ -59,7 +59,7 @@ pub(super) fn build(
     write(
         &native.join("Agentfile"),
         &format!(
-            "FROM agent\nNAME {NATIVE}\nMODEL gpt-4o-mini PROVIDER openai BASE_URL {model_url}\n\
+            "FROM agent\nNAME {NATIVE}\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {model_url}\n\
              TOOL LOCAL beat.sh AS beat TIMEOUT 60s\nRETRY 10 BACKOFF 100ms..1s\n"
         ),
     )?;

@@ -42,6 +42,7 @@ pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
         messages: vec![Message::user(dispatch_agent::prompt::user_text(&payload))],
         tools: crate::commands::list_tools::specs(&parcel).await?,
         max_output_tokens: agent.max_output_tokens,
+        reasoning: Override::reasoning(over.as_ref(), agent),
     };
     let (url, body) = dispatch_agent::resolve::wire_request(primary, &req);
     let fallbacks: Vec<_> = models[1..]

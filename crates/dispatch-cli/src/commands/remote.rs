@@ -506,7 +506,7 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
         .context(env)
         .map_err(|e| CliError::input(e.to_string()))?
     {
-        for field in ["model", "base_url", "provider"] {
+        for field in ["model", "base_url", "provider", "reasoning_effort"] {
             if !llm[field].is_null() {
                 request[field] = llm[field].clone();
             }

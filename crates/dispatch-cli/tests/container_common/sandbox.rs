@@ -17,7 +17,7 @@ pub fn a_sandboxed_tool_runs_without_network_or_write_access(d: &Dispatch, image
         d.dir.path(),
         "sandboxed",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {}\nTOOL_SANDBOX image {image}\nTOOL LOCAL tools/probe.sh AS probe DESCRIPTION \"Look around\"",
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL_SANDBOX image {image}\nTOOL LOCAL tools/probe.sh AS probe DESCRIPTION \"Look around\"",
             mock.url()
         ),
     );

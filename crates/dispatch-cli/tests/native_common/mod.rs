@@ -59,7 +59,7 @@ pub fn refund_agent(root: &Path, model_url: &str, extra: &str) -> (PathBuf, Path
         root,
         "support",
         &format!(
-            "MODEL gpt-4o-mini PROVIDER openai BASE_URL {model_url}\nTOOL LOCAL refund.sh SCHEMA refund.json APPROVAL confirm RISK high {extra}"
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {model_url}\nTOOL LOCAL refund.sh SCHEMA refund.json APPROVAL confirm RISK high {extra}"
         ),
     );
     let marks = root.join("refunds");

@@ -1,10 +1,10 @@
 //! The native agent's directives: `MODEL` / `FALLBACK` (`<name> [PROVIDER p]
 //! [BASE_URL url] [KEY SECRET_NAME]`), `PRICE <model> INPUT <usd> OUTPUT
 //! <usd>` (per million tokens), and the agent-only `LIMIT` and `TIMEOUT`
-//! forms.
+//! forms, and `REASONING effort <low|medium|high> [budget <tokens>]`.
 
 use super::lex::{env_name, expected, positive};
-use crate::agent::{ModelRef, Price, ProviderKind};
+use crate::agent::{Effort, ModelRef, Price, ProviderKind, Reasoning};
 
 /// Parses the arguments of `MODEL` or `FALLBACK` (`key` names which).
 pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<ModelRef, String> {
@@ -30,7 +30,8 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
             "KEY" => secret = Some(env_name(value, "KEY secret")?),
             _ => {
                 return Err(format!(
-                    "{key}: unknown option `{word}` (hint: `{key} <model> [PROVIDER openai|anthropic|openai_compatible] [BASE_URL <url>] [KEY <SECRET name>]`)"
+                    "{key}: unknown option `{word}` (hint: `{key} <model> [PROVIDER {}] [BASE_URL <url>] [KEY <SECRET name>]`)",
+                    ProviderKind::NAMES.replace(", ", "|")
                 ));
             }
         }
@@ -43,7 +44,7 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
     }
     let provider = match provider {
         Some(p) => p,
-        None => ProviderKind::infer(name, base_url.is_some()).map_err(|e| format!("{key} {e}"))?,
+        None => ProviderKind::infer(name, base_url.as_deref()).map_err(|e| format!("{key} {e}"))?,
     };
     Ok(ModelRef {
         name: name.clone(),
@@ -51,6 +52,42 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
         base_url,
         key: secret,
     })
+}
+
+/// `REASONING effort <low|medium|high>`, `REASONING budget <tokens>`, or
+/// both on one line (`REASONING effort high budget 16000`).
+pub(super) fn parse_reasoning(rest: &str, args: &[String]) -> Result<Reasoning, String> {
+    const HINT: &str = "(hint: `REASONING effort medium`, or `REASONING budget 8000` for a thinking budget in tokens)";
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        return Err(format!(
+            "REASONING expects `effort <level>` and/or `budget <tokens>`, got `{rest}` {HINT}"
+        ));
+    }
+    let mut r = Reasoning::default();
+    for pair in args.chunks_exact(2) {
+        let (word, value) = (&pair[0], &pair[1]);
+        match word.to_ascii_lowercase().as_str() {
+            "effort" => {
+                r.effort = Some(Effort::parse(value).ok_or_else(|| {
+                    format!(
+                        "REASONING effort must be one of {}, got `{value}` {HINT}",
+                        Effort::NAMES
+                    )
+                })?);
+            }
+            "budget" => {
+                let n = positive(value, "REASONING budget")?;
+                if n < 1024 {
+                    return Err(format!(
+                        "REASONING budget must be at least 1024 tokens (Anthropic's minimum), got {n} {HINT}"
+                    ));
+                }
+                r.budget_tokens = Some(n);
+            }
+            _ => return Err(format!("REASONING: unknown option `{word}` {HINT}")),
+        }
+    }
+    Ok(r)
 }
 
 /// A BASE_URL must be an absolute http(s) URL; it is kept without a trailing `/`.

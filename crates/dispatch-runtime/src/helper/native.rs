@@ -77,6 +77,7 @@ pub fn loop_config(
         max_tool_rounds: agent.max_tool_rounds.unwrap_or(DEFAULT_TOOL_ROUNDS),
         max_iterations: agent.max_iterations,
         max_output_tokens: agent.max_output_tokens,
+        reasoning: dispatch_agent::Override::reasoning(over.as_ref(), agent),
         allow_truncation: agent.allow_truncation,
         max_context_tokens: agent.max_context_tokens,
         max_tokens: policy.limits.max_tokens,

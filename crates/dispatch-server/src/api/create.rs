@@ -105,10 +105,13 @@ pub struct CreateRun {
     /// (`--base-url`; `LLM_BASE_URL` of the client).
     #[serde(default)]
     pub base_url: Option<String>,
-    /// The primary model's provider: `openai`, `anthropic` or
-    /// `openai_compatible` (`--provider`).
+    /// The primary model's provider: `openai` (Responses API),
+    /// `openai_chat`, `anthropic`, `gemini` or `openai_compatible` (`--provider`).
     #[serde(default)]
     pub provider: Option<String>,
+    /// `low`, `medium` or `high` (`--reasoning-effort`).
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
 }
 
 /// The reliability options of a request, checked.
@@ -336,6 +339,7 @@ pub(super) async fn prepare(
             model: req.model.clone(),
             base_url: req.base_url.clone(),
             provider: req.provider.clone(),
+            reasoning_effort: req.reasoning_effort.clone(),
         }
         .context(|k| std::env::var(k).ok())
         .map_err(|e| ApiError::bad_request(e.to_string()))?,

@@ -121,6 +121,7 @@ pub async fn grade(
         ))],
         tools: Vec::new(),
         max_output_tokens: Some(512),
+        reasoning: None,
     };
     if let Some(Mode::Replay(dir)) = Mode::from_env() {
         let key = cassette::request_key(&req);
