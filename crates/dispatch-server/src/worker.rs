@@ -729,45 +729,6 @@ impl Worker {
         }
     }
 
-    /// The grace period is over: every run still in hand goes back to the
-    /// queue, then its agent is killed.
-    async fn release_all(&mut self) {
-        let held: Vec<(RunId, Held)> = self.held.drain().collect();
-        let ids: Vec<RunId> = held.iter().map(|(id, _)| id.clone()).collect();
-        // Each run's agent is stopped and its workspace removed while this
-        // worker still holds the lease: no worker sharing this root can
-        // claim the run and make its workspace meanwhile.
-        for (id, h) in &held {
-            h.store.lease().lose();
-            kill(h, Signal::SIGKILL);
-            h.task.abort();
-            self.forget(id);
-        }
-        self.leave_workspaces(ids).await;
-        for (id, h) in held {
-            match self
-                .store
-                .release(
-                    &id,
-                    h.store.fence(),
-                    now_ms(),
-                    "worker drained before the run finished",
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.summary.released += 1;
-                    Metrics::add(&self.metrics.runs_released, 1);
-                }
-                Err(e) => self.log(&format!("run {id}: cannot release: {e}")),
-            }
-        }
-        self.log(&format!(
-            "released {} run(s) back to the queue",
-            self.summary.released
-        ));
-    }
-
     fn log(&self, message: &str) {
         tracing::warn!("[worker {}] {message}", self.config.name);
     }
