@@ -1,0 +1,126 @@
+//! A native agent is durable step by step: a helper killed mid-run is
+//! recovered, and the next attempt resumes after the last completed round
+//! without repeating a model call.
+
+use crate::common;
+use crate::native_common;
+
+use common::{Dispatch, alive, eventually};
+use native_common::{Mock, model_calls, native_agent, text, tool};
+use serde_json::json;
+
+#[test]
+fn kill_9_of_the_helper_in_round_3_of_4_resumes_at_round_3_without_repeating_a_call() {
+    let d = Dispatch::new();
+    let mut slow = tool("lookup");
+    slow["delay_ms"] = json!(60_000);
+    let mock = Mock::start(json!([
+        tool("lookup"),
+        tool("lookup"),
+        slow,
+        tool("lookup"),
+        text("all done", 9, 2)
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "durable",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nRETRY 3 BACKOFF 100ms..1s",
+            mock.url()
+        ),
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    eventually(20, "the third model call is in flight", || {
+        mock.requests().len() == 3
+    });
+    let doc = d.inspect(&id);
+    let helper = doc["state"]["helper"]["pid"].as_u64().expect("helper pid") as u32;
+    assert_eq!(
+        model_calls(&doc).len(),
+        2,
+        "two rounds completed and recorded"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    eventually(10, "the helper is gone", || !alive(helper));
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], "all done");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 5, "r1, r2, r3 (lost), r3 again, r4");
+    // The resumed attempt's first request carries rounds 1 and 2: it is the lost one's twin.
+    assert_eq!(reqs[3].body, reqs[2].body, "resumed at round 3");
+    let bodies: Vec<&serde_json::Value> = reqs.iter().map(|r| &r.body).collect();
+    for (i, b) in bodies.iter().enumerate().take(2) {
+        assert_eq!(
+            bodies.iter().filter(|x| **x == *b).count(),
+            1,
+            "completed call {} never repeated",
+            i + 1
+        );
+    }
+    // Every request sent has its record: the lost one is billed, estimated,
+    // under the attempt that sent it.
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), reqs.len(), "{calls:#?}");
+    let numbers: Vec<u64> = calls.iter().filter_map(|c| c["call"].as_u64()).collect();
+    assert_eq!(numbers, [1, 2, 3, 3, 4]);
+    assert_eq!(calls[2]["attempt"], 1);
+    assert_eq!(calls[2]["finish_reason"], "lost");
+    assert_eq!(calls[2]["estimated"], true);
+    assert!(calls[2]["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(calls[3]["attempt"], 2);
+    let attempts = doc["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+}
+
+#[test]
+fn stop_cancels_a_native_run_mid_call() {
+    let d = Dispatch::new();
+    let mut slow = text("never", 1, 1);
+    slow["delay_ms"] = json!(60_000);
+    let mock = Mock::start(json!([slow]));
+    let dir = native_agent(
+        d.dir.path(),
+        "stoppable",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    eventually(20, "the call is in flight", || mock.requests().len() == 1);
+    d.ok(&["stop", &id, "--grace-period-ms", "5000"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "cancelled", "{doc}");
+}
+
+#[test]
+fn a_native_service_answers_each_wake_as_a_turn_whose_message_is_the_envelope() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([text("woke and checked", 8, 3)]));
+    let dir = native_agent(
+        d.dir.path(),
+        "watcher",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
+    );
+    let svc = d.ok(&["serve", dir.to_str().expect("utf-8"), "--detach"]);
+    let hb = d.ok(&["wake", &svc, r#"{"check":"disk"}"#]);
+    let doc = d.wait_terminal(&hb);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["operation"], "heartbeat");
+    assert_eq!(doc["output"], "woke and checked");
+    let body = &mock.requests()[0].body;
+    let user = body["messages"][0]["content"].as_str().expect("user text");
+    let envelope: serde_json::Value = serde_json::from_str(user).expect("the envelope, as JSON");
+    assert_eq!(envelope["wake"]["reason"], "manual", "{user}");
+    assert_eq!(envelope["payload"]["check"], "disk", "{user}");
+    d.ok(&["stop", &svc]);
+    assert_eq!(d.wait_terminal(&svc)["status"], "stopped");
+}

@@ -1,0 +1,226 @@
+//! A worker under load, with real `dispatch server` and `dispatch worker`
+//! processes on PostgreSQL:
+//!
+//! - its leases are renewed on a thread of their own, so a runtime its runs
+//!   starve (`DISPATCH_TEST_STALL`: each run blocks it for longer than the
+//!   self-fencing deadline) loses none of them;
+//! - admission control: a worker whose runtime is behind claims nothing
+//!   more, and the runs queued meanwhile go to another worker;
+//! - a worker stopped with SIGTERM leaves no workspace mounted.
+
+use crate::remote_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use remote_common::{Client, Server, mounts, postgres};
+use serde_json::Value;
+
+/// A `dispatch worker` process with its own directory, its stderr in a
+/// file; killed (and its mounts undone) when dropped.
+struct WorkerProc {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl WorkerProc {
+    fn start(db_url: &str, name: &str, args: &[&str], vars: &[(&str, &str)]) -> WorkerProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .env("DISPATCH_SANDBOX", "off")
+            .envs(vars.iter().copied())
+            .args(["worker", "--database-url", db_url, "--name", name])
+            .args(args)
+            .env("DISPATCH_ROOT", dir.path().join(".dispatch"))
+            .env_remove("DISPATCH_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the worker starts");
+        WorkerProc { child, dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join(".dispatch")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    fn terminate(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        eventually(120, "the worker to exit", || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        mounts::unmount_under(self.dir.path());
+    }
+}
+
+fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_status(client: &Client, id: &str, want: &str) -> Value {
+    let mut doc = Value::Null;
+    eventually(180, &format!("run {id} to be {want}"), || {
+        doc = client.inspect(id);
+        doc["status"] == want
+    });
+    doc
+}
+
+fn attempts(doc: &Value) -> Vec<Value> {
+    doc["attempts"].as_array().cloned().unwrap_or_default()
+}
+
+/// The mount points under `dir` (this process's mount table).
+fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+#[test]
+fn a_worker_whose_runtime_is_starved_keeps_its_leases() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    // The run blocks the worker's only runtime thread 5 s as it starts:
+    // far past the self-fencing deadline of a 3 s lease (SIGTERM at 2 s
+    // without a renewal), had renewals waited for that thread. (One run:
+    // a second one's block could fall while the first one's write holds
+    // its row locked, which a renewal of that row must wait for.)
+    let mut worker = WorkerProc::start(
+        db.url(),
+        "starved",
+        &["--slots", "4", "--lease-ms", "3000"],
+        &[("DISPATCH_TEST_STALL", "5000")],
+    );
+    let agent = client.agent("quick", "echo done");
+    let ids = [client.ok(&["run", &agent, "-d"])];
+    for id in &ids {
+        let doc = wait_status(&client, id, "succeeded");
+        let tries = attempts(&doc);
+        assert_eq!(
+            tries.len(),
+            1,
+            "one attempt, never lost: {doc:#}\n{}",
+            worker.log()
+        );
+        assert_eq!(tries[0]["worker"], "starved", "{doc:#}");
+        assert_eq!(doc["attempt"], 1, "{doc:#}");
+    }
+    worker.terminate();
+    let log = worker.log();
+    assert!(
+        log.contains("1 claimed, 1 finished, 0 released to the queue, 0 lost"),
+        "{log}"
+    );
+    assert!(!log.contains("lease not renewed"), "{log}");
+    assert!(!log.contains("lease lost"), "{log}");
+}
+
+#[test]
+fn a_worker_whose_runtime_is_behind_leaves_queued_runs_to_other_workers() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    // Its run keeps the runtime busy in 300 ms blocks, yielding in between:
+    // the worker's loop still turns, but its runtime is always ~300 ms
+    // behind, over its --max-lag-ms.
+    let busy = WorkerProc::start(
+        db.url(),
+        "busy",
+        &["--slots", "8", "--max-lag-ms", "100"],
+        &[("DISPATCH_TEST_STALL", "300x100000")],
+    );
+    let sleeper = client.agent("sleeper", "sleep 120");
+    let first = client.ok(&["run", &sleeper, "-d"]);
+    eventually(60, "the busy worker to claim the first run", || {
+        client.inspect(&first)["status"] != "queued"
+    });
+    let quick = client.agent("quick", "echo done");
+    let ids: Vec<String> = (0..3).map(|_| client.ok(&["run", &quick, "-d"])).collect();
+    eventually(60, "the busy worker to hold its claims back", || {
+        busy.log().contains("claiming no more")
+    });
+    let _other = WorkerProc::start(db.url(), "other", &["--slots", "8"], &[]);
+    for id in &ids {
+        let doc = wait_status(&client, id, "succeeded");
+        let tries = attempts(&doc);
+        assert_eq!(tries.len(), 1, "{doc:#}");
+        assert_eq!(tries[0]["worker"], "other", "{doc:#}");
+    }
+    let log = busy.log();
+    assert!(log.contains("with 1 run(s) in hand"), "{log}");
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_leaves_no_workspace_mounted() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    let mut worker = WorkerProc::start(
+        db.url(),
+        "draining",
+        &["--slots", "2", "--grace-period-ms", "200"],
+        &[],
+    );
+    let sleeper = client.agent("sleeper", "sleep 120");
+    let ids: Vec<String> = (0..2)
+        .map(|_| client.ok(&["run", &sleeper, "-d"]))
+        .collect();
+    for id in &ids {
+        wait_status(&client, id, "running");
+    }
+    let root = worker.root();
+    let works: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| root.join("runs").join(id).join("work"))
+        .collect();
+    eventually(30, "the workspaces in place", || {
+        works.iter().all(|w| w.is_dir())
+    });
+    if mounted_under(&root).is_empty() {
+        eprintln!("note: no overlay workspace here (not root): nothing is left mounted to check");
+        return;
+    }
+    assert_eq!(mounted_under(&root).len(), 2, "one overlay per run");
+    worker.terminate();
+    assert_eq!(
+        mounted_under(&root),
+        Vec::<PathBuf>::new(),
+        "the stopped worker left mounts: {}",
+        worker.log()
+    );
+    for (id, work) in ids.iter().zip(&works) {
+        let doc = client.inspect(id);
+        assert_eq!(doc["status"], "queued", "released to the queue: {doc:#}");
+        assert!(!work.exists(), "its workspace is gone: {}", work.display());
+    }
+    let log = worker.log();
+    assert!(log.contains("2 released to the queue"), "{log}");
+}

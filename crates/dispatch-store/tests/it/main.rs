@@ -1,0 +1,5 @@
+//! The crate's integration tests, one binary (each module was a test
+//! binary of its own): one link instead of one per file.
+
+mod postgres_conformance;
+mod sqlite_conformance;
