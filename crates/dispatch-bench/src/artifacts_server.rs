@@ -18,7 +18,7 @@ use dispatch_runtime::objects::Objects;
 use dispatch_server::serve::{Backend, Server};
 use dispatch_server::worker::WorkerConfig;
 use dispatch_store::Artifact;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 use sha2::{Digest, Sha256};
 
 use crate::artifacts::Moto;

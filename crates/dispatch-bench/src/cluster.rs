@@ -32,7 +32,7 @@ use dispatch_server::metrics::Metrics;
 use dispatch_server::serve::{Backend, Server};
 use dispatch_server::worker::{Worker, WorkerConfig};
 use dispatch_store::RunFilter;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 

@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use dispatch_core::concurrency::{RunConcurrency, Strategy};
 use dispatch_core::{Operation, ProcRef, RunId, now_ms};
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{
     ClaimRequest, NewRun, PgStore, QueueOptions, QueueStore, RunExtras, SqliteStore,
 };
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 const BATCH: usize = 512;

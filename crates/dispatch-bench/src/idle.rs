@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 
 pub fn run(dispatch: &Path, secs: u64) {
     let rt = tokio::runtime::Builder::new_current_thread()

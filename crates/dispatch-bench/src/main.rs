@@ -75,7 +75,6 @@ mod isolation;
 mod mock_llm;
 mod native;
 mod parcel;
-mod proxy;
 mod rates;
 mod resources;
 mod service;
@@ -92,13 +91,13 @@ mod workflow_cluster;
 pub(crate) fn fresh_database(
     args: &[String],
     what: &str,
-) -> dispatch_store::postgres::testdb::TestDatabase {
+) -> dispatch_test_support::testdb::TestDatabase {
     use_database_url(args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    match rt.block_on(dispatch_store::postgres::testdb::TestDatabase::create()) {
+    match rt.block_on(dispatch_test_support::testdb::TestDatabase::create()) {
         Some(db) => db,
         None => {
             eprintln!(

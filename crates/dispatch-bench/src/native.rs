@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dispatch_agent::mock::{MockServer, Script};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{PgStore, RunFilter, RunStore};
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 fn now_us() -> u64 {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use dispatch_core::concurrency::Rate;
 use dispatch_core::now_ms;
 use dispatch_server::rates::RedisRates;
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{BucketLimits, LimitStore, PgStore, RateGrant, StoreResult};
+use dispatch_test_support::testdb::TestDatabase;
 
 use crate::flag_value;
 

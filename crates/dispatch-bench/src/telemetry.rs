@@ -21,7 +21,7 @@ use dispatch_runtime::retention::{Pace, RetentionSpec, retention_pass_at};
 use dispatch_server::metrics::Metrics;
 use dispatch_server::serve::Backend;
 use dispatch_server::worker::{Worker, WorkerConfig};
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 

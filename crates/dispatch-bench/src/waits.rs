@@ -21,8 +21,8 @@ use dispatch_core::{NewEvent, ProcRef, RunId, Transition, Wait, WaitFor, now_ms}
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_server::client;
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{PgStore, RunStore, StateWrite};
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 use crate::flag_value;

@@ -27,7 +27,7 @@ fn chaos_at_ci_size_finds_no_overlap_orphan_repeat_unbilled_loss_or_stuck_run() 
         .expect("runtime");
     // Outside CI, no PostgreSQL skips (TestDatabase says how to start it).
     if rt
-        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
+        .block_on(dispatch_test_support::testdb::TestDatabase::create())
         .is_none()
     {
         return;

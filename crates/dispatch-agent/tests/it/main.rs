@@ -1,9 +1,9 @@
 //! The crate's integration tests, one binary (each module was a test
 //! binary of its own): one link instead of one per file.
 
-mod mock_common;
 mod mcp;
 mod mock_anthropic;
+mod mock_common;
 mod mock_faults;
 mod mock_openai;
 mod mock_script;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dispatch_agent::mcp::{McpConfig, McpServer};
 use dispatch_agent::mock::mcp::{FAIL_TEXT, serve_http};
+use dispatch_test_support::eventually_async;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 use serde_json::json;
@@ -65,15 +66,6 @@ fn group_exists(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
-/// Polls `done` until it holds, failing after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The fixture serving HTTP in this process; its `/mcp` URL.
 async fn http_fixture() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -122,7 +114,7 @@ async fn a_stdio_server_lists_its_tools_and_answers_calls() {
 
     let bad = server.call("echo", json!(["hello"]), CALL).await;
     assert!(bad.is_err_and(|e| e.contains("JSON object")));
-    wait_until("stderr is captured", START, || {
+    eventually_async(10, "stderr is captured", || {
         server.stderr_tail().contains("mcp fixture: ready")
     })
     .await;
@@ -199,7 +191,7 @@ async fn shutdown_leaves_no_process_of_the_group_behind() {
     assert!(group_exists(pgid));
     server.shutdown().await;
     // Orphans are reaped by init, which may take a moment.
-    wait_until("the process group is gone", START, || !group_exists(pgid)).await;
+    eventually_async(10, "the process group is gone", || !group_exists(pgid)).await;
 }
 
 #[tokio::test]
@@ -208,7 +200,7 @@ async fn dropping_a_server_kills_its_process_group() {
     let server = start(&stdio("files", &command, &[])).await;
     let pgid = server.process_group().expect("a stdio server has a group");
     drop(server);
-    wait_until("the process group is gone", START, || !group_exists(pgid)).await;
+    eventually_async(10, "the process group is gone", || !group_exists(pgid)).await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use crate::mock_common;
 
 use std::time::Duration;
 
-use mock_common::{anthropic_request, events, mock, names, openai_request, post, wait_until};
+use mock_common::{anthropic_request, events, mock, names, openai_request, post};
 use serde_json::{Value, json};
 
 /// Reads the body until it ends or `limit` passes; `true` when it ended.
@@ -184,7 +184,7 @@ async fn dropping_the_mock_ends_a_stalled_stream_and_stops_listening() {
         "the stalled stream ends once the mock is dropped"
     );
     // A blocking connect to loopback answers at once.
-    wait_until("the port to close", || {
+    dispatch_test_support::eventually_async(10, "the port to close", || {
         std::net::TcpStream::connect(addr).is_err()
     })
     .await;

@@ -40,12 +40,12 @@ use dispatch_agent::mock::MockServer;
 use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{PgStore, QueueStore, Run, RunFilter, RunStore};
+use dispatch_test_support::testdb::TestDatabase;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::proxy::Proxy;
+use dispatch_test_support::proxy::Proxy;
 use options::Options;
 
 pub fn main(dispatch: &Path, args: &[String]) {

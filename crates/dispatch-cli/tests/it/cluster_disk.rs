@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dispatch_core::{RunId, Status};
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{ParcelStore, PgStore, Run, RunLogStore, RunStore, SqliteStore};
+use dispatch_test_support::testdb::TestDatabase;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -15,8 +15,8 @@
 use crate::remote_common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
+use dispatch_test_support::eventually;
 use remote_common::moto::Moto;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
@@ -93,14 +93,6 @@ fn archive_of(db_url: &str, id: &str) -> Option<(String, u64)> {
         })
 }
 
-fn eventually(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "not within 60 s: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], look: &Look<'_>) {
     let args = ["--workers", "0", "--artifacts", url];
     let server_a = Server::start_with_env(Some(db_url), &args, vars);
@@ -121,7 +113,9 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     // A long log on worker A, which then goes away.
     let id = client.ok(&["run", &big, "--label", "a", "-d"]);
     assert_eq!(finished(&server_a, &id)["status"], "succeeded");
-    eventually("the log is archived", || archive_of(db_url, &id).is_some());
+    eventually(60, "the log is archived", || {
+        archive_of(db_url, &id).is_some()
+    });
     drop(worker_a);
     let (sha, size) = archive_of(db_url, &id).expect("archived");
     assert_eq!(look.archives(), std::slice::from_ref(&sha));
@@ -185,7 +179,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     let other = client.agent("other", BIG);
     let other_id = client.ok(&["run", &other, "--label", "b", "-d"]);
     assert_eq!(finished(&server_a, &other_id)["status"], "succeeded");
-    eventually("the second log is archived", || {
+    eventually(60, "the second log is archived", || {
         archive_of(db_url, &other_id).is_some()
     });
     assert_eq!(look.archives().len(), 2);
@@ -203,7 +197,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     let gone = client.agent("gone", BIG);
     let gone_id = client.ok(&["run", &gone, "--label", "b", "-d"]);
     assert_eq!(finished(&server_a, &gone_id)["status"], "succeeded");
-    eventually("the third log is archived", || {
+    eventually(60, "the third log is archived", || {
         archive_of(db_url, &gone_id).is_some()
     });
     assert_eq!(look.archives().len(), 2);
@@ -229,10 +223,10 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
         ],
         vars,
     );
-    eventually("the run is deleted", || {
+    eventually(60, "the run is deleted", || {
         server_b.call("GET", &format!("/v1/runs/{id}"), None).0 == 404
     });
-    eventually("the archive is deleted", || look.archives().is_empty());
+    eventually(60, "the archive is deleted", || look.archives().is_empty());
 }
 
 #[test]

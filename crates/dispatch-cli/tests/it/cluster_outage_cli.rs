@@ -4,8 +4,8 @@
 //! and the run is created exactly once when the database is back. A real
 //! server reaching PostgreSQL through a fault-injecting TCP proxy.
 
-use crate::proxy;
 use crate::remote_common;
+use dispatch_test_support::proxy;
 
 use std::time::Duration;
 

@@ -6,8 +6,8 @@ use crate::remote_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use dispatch_test_support::eventually;
 use remote_common::{Client, Server, mounts, postgres};
 
 fn worker(db_url: &str, name: &str, root: &Path) -> Child {
@@ -32,17 +32,6 @@ fn mounted_under(dir: &Path) -> Vec<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.starts_with(dir))
         .collect()
-}
-
-fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -93,16 +93,6 @@ impl Drop for Killed {
     }
 }
 
-/// A fresh PostgreSQL database; `None` (the test is skipped) when
-/// PostgreSQL is unreachable outside CI; under `CI=true` it fails.
-fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
-}
-
 /// A state directory whose runs use the docker CLI against `api`.
 fn dispatch(docker: &Path, api: &DockerApi) -> Dispatch {
     Dispatch::with_env(&[
@@ -285,7 +275,9 @@ fn docker_runs_a_sandboxed_local_tool_through_the_same_endpoint() {
 #[test]
 fn docker_a_starting_worker_removes_this_machines_orphans_and_no_other_machines_containers() {
     let Some(docker) = docker_cli() else { return };
-    let Some(db) = postgres() else { return };
+    let Some(db) = crate::remote_common::postgres() else {
+        return;
+    };
     let api = DockerApi::start(&docker);
     // Two containers whose owner (a pid no process has) is gone: one
     // started on this machine in this boot, one on another machine sharing

@@ -1,14 +1,6 @@
 //! The crate's integration tests, one binary (each module was a test
 //! binary of its own): one link instead of one per file.
 
-#[path = "../../../dispatch-bench/src/proxy.rs"]
-mod proxy;
-mod common;
-mod container_common;
-mod dashboard_common;
-mod native_common;
-mod remote_common;
-mod service_common;
 mod approval_edit;
 mod bad_input;
 mod cluster;
@@ -30,15 +22,18 @@ mod cluster_rate_limit;
 mod cluster_waiting;
 mod cluster_worker_names;
 mod cluster_workspace;
+mod common;
 mod compat;
 mod concurrency_keys;
 mod contain;
 mod contain_worker;
 mod container;
+mod container_common;
 mod container_docker;
 mod container_tools;
 mod dashboard;
 mod dashboard_attack;
+mod dashboard_common;
 mod dashboard_pages;
 mod durable_wait;
 mod eval;
@@ -59,6 +54,7 @@ mod native_approval_suspend;
 mod native_billing;
 mod native_chat;
 mod native_cluster;
+mod native_common;
 mod native_durable;
 mod native_handoff;
 mod native_mcp;
@@ -87,6 +83,7 @@ mod reliability_session;
 mod reliability_telemetry;
 mod reliability_timeout;
 mod remote;
+mod remote_common;
 mod remote_reliability;
 mod resources;
 mod resources_remote;
@@ -100,6 +97,7 @@ mod server_shutdown;
 mod service_cluster;
 mod service_cluster_overlap;
 mod service_cluster_signatures;
+mod service_common;
 mod service_ingress;
 mod service_lifecycle;
 mod service_schedule;

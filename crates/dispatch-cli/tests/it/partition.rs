@@ -21,7 +21,7 @@
 //! Each execution of the agent writes its own file of heartbeats (one line
 //! every 20 ms, the time in ms), so overlaps are measured, not inferred.
 
-use crate::proxy;
+use dispatch_test_support::proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use dispatch_core::{RunId, Status};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{AttemptStore, PgStore, Run, RunLogStore, RunStore};
+use dispatch_test_support::testdb::TestDatabase;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proxy::Proxy;

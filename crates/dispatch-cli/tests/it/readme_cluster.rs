@@ -42,7 +42,7 @@ struct Cluster {
     balancer: Balancer,
     server: Server,
     _other: Server,
-    _db: dispatch_store::postgres::testdb::TestDatabase,
+    _db: dispatch_test_support::testdb::TestDatabase,
 }
 
 impl Drop for Cluster {

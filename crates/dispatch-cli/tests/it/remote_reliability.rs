@@ -5,8 +5,7 @@
 
 use crate::remote_common;
 
-use std::time::{Duration, Instant};
-
+use dispatch_test_support::eventually;
 use remote_common::checks::BAD_RELIABILITY_FLAGS;
 use remote_common::{Client, Server, postgres};
 use serde_json::{Value, json};
@@ -29,15 +28,6 @@ fn terminal(run: &Value) -> bool {
         run["status"].as_str(),
         Some("succeeded" | "failed" | "timed_out" | "cancelled" | "stopped")
     )
-}
-
-/// Polls `cond` until it holds (deadline 30 s).
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn same_key_answers_the_same_run(server: &Server) {
@@ -312,7 +302,7 @@ fn approvals_and_dead_letters_work_from_the_remote_cli() {
     // Approve: listed while pending, decided with the local command's line.
     let careful = client.agent("careful", ASKING);
     let id = client.ok(&["run", "-d", &careful]);
-    eventually("the approval to be asked for", || {
+    eventually(30, "the approval to be asked for", || {
         client
             .ok(&["approvals", "ls", "--format", "json"])
             .contains("send-email")
@@ -354,7 +344,7 @@ fn approvals_and_dead_letters_work_from_the_remote_cli() {
     let letters = || -> Value {
         serde_json::from_str(&client.ok(&["dlq", "ls", "--format", "json"])).expect("JSON")
     };
-    eventually("the dead letter", || {
+    eventually(30, "the dead letter", || {
         letters()[0]["run_id"] == dead.as_str()
     });
     let letter = letters()[0].clone();
@@ -382,7 +372,7 @@ fn approvals_and_dead_letters_work_from_the_remote_cli() {
         Some(2),
         "the replay kept --retries 1: {doc:#}"
     );
-    eventually("the replay to be noted", || {
+    eventually(30, "the replay to be noted", || {
         letters().as_array().is_some_and(|all| {
             all.iter()
                 .any(|l| l["run_id"] == dead.as_str() && l["replayed_by"] == replayed.as_str())

@@ -7,10 +7,10 @@
 use crate::remote_common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use dispatch_core::now_ms;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::eventually;
+use dispatch_test_support::testdb::TestDatabase;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::{Value, json};
 
@@ -51,14 +51,6 @@ fn wakes(server: &Server, service: &str) -> Vec<Value> {
     page["runs"].as_array().cloned().unwrap_or_default()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One raw HTTP request to `host`: status and JSON answer.
 fn post(host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let response = dispatch_server::client::request(
@@ -93,20 +85,14 @@ fn a_per_second_schedule_fires_once_per_due_time_while_a_server_is_killed() {
     ]);
     // Shortened from the 20 s to about 10 s to keep CI fast: three
     // fires with both servers, then seven with server A killed.
-    wait_until("three fires", Duration::from_secs(20), || {
-        wakes(&c.b, &id).len() >= 3
-    });
+    eventually(20, "three fires", || wakes(&c.b, &id).len() >= 3);
     c.a.kill();
     let killed_at = now_ms();
-    wait_until(
-        "seven more seconds of fires",
-        Duration::from_secs(30),
-        || {
-            wakes(&c.b, &id).iter().any(|w| {
-                w["payload"]["wake"]["scheduled_for"].as_i64().unwrap_or(0) >= killed_at + 7_000
-            })
-        },
-    );
+    eventually(30, "seven more seconds of fires", || {
+        wakes(&c.b, &id).iter().any(|w| {
+            w["payload"]["wake"]["scheduled_for"].as_i64().unwrap_or(0) >= killed_at + 7_000
+        })
+    });
     let all = wakes(&c.b, &id);
     let due: Vec<i64> = all
         .iter()
@@ -130,7 +116,7 @@ fn a_per_second_schedule_fires_once_per_due_time_while_a_server_is_killed() {
         .collect();
     assert!(missing.is_empty(), "due times never fired: {missing:?}");
     // Each wake went through the queue to a worker.
-    wait_until("the wakes to run", Duration::from_secs(30), || {
+    eventually(30, "the wakes to run", || {
         wakes(&c.b, &id)
             .iter()
             .filter(|w| w["status"] == "succeeded")
@@ -334,15 +320,11 @@ fn a_restarted_service_keeps_its_timers_and_wakes_once_for_the_fires_it_missed()
     let client = Client::new(&c.a);
     let dir = client.agent("sleepy", "echo hi\n");
     let id = client.ok(&["serve", &dir, "--schedule", "* * * * * *"]);
-    wait_until("a first fire", Duration::from_secs(20), || {
-        !wakes(&c.a, &id).is_empty()
-    });
+    eventually(20, "a first fire", || !wakes(&c.a, &id).is_empty());
     assert_eq!(client.ok(&["stop", &id]), id);
     let stopped_at = now_ms();
     // Down long enough to miss two due times.
-    wait_until("two missed seconds", Duration::from_secs(5), || {
-        now_ms() > stopped_at + 2_500
-    });
+    eventually(5, "two missed seconds", || now_ms() > stopped_at + 2_500);
     let again = client.ok(&["restart", &id]);
     assert_ne!(again, id);
     let (_, run) = c.b.call("GET", &format!("/v1/runs/{again}"), None);
@@ -350,15 +332,11 @@ fn a_restarted_service_keeps_its_timers_and_wakes_once_for_the_fires_it_missed()
         (&run["status"], &run["origin_id"]),
         (&json!("running"), &json!(id))
     );
-    wait_until(
-        "a schedule fire after the restart",
-        Duration::from_secs(20),
-        || {
-            wakes(&c.b, &again)
-                .iter()
-                .any(|w| w["payload"]["wake"]["reason"] == "schedule")
-        },
-    );
+    eventually(20, "a schedule fire after the restart", || {
+        wakes(&c.b, &again)
+            .iter()
+            .any(|w| w["payload"]["wake"]["reason"] == "schedule")
+    });
     let recoveries: Vec<Value> = wakes(&c.b, &again)
         .into_iter()
         .filter(|w| w["payload"]["wake"]["reason"] == "recovery")

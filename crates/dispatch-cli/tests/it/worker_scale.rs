@@ -12,8 +12,8 @@ use crate::remote_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use dispatch_test_support::eventually;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remote_common::{Client, Server, mounts, postgres};
@@ -67,14 +67,6 @@ impl Drop for WorkerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         mounts::unmount_under(self.dir.path());
-    }
-}
-
-fn eventually(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

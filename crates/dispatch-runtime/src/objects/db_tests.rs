@@ -28,9 +28,9 @@ fn sqlite() -> (Arc<dyn BlobStore>, tempfile::TempDir) {
 
 async fn postgres() -> Option<(
     Arc<dyn BlobStore>,
-    dispatch_store::postgres::testdb::TestDatabase,
+    dispatch_test_support::testdb::TestDatabase,
 )> {
-    let db = dispatch_store::postgres::testdb::TestDatabase::create().await?;
+    let db = dispatch_test_support::testdb::TestDatabase::create().await?;
     let store = dispatch_store::PgStore::connect(db.url(), 4)
         .await
         .expect("a fresh database migrates");

@@ -6,7 +6,7 @@
 //! answered 503 `unavailable` with `Retry-After`, naming nothing of the
 //! database, and creates nothing.
 
-use crate::proxy;
+use dispatch_test_support::proxy;
 
 use crate::common;
 
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, block_on};
 use dispatch_server::client;
-use dispatch_store::postgres::testdb::TestDatabase;
 use dispatch_store::{PgStore, RunFilter, RunStore};
+use dispatch_test_support::testdb::TestDatabase;
 use proxy::Proxy;
 use serde_json::json;
 

@@ -1,14 +1,12 @@
 //! The crate's integration tests, one binary (each module was a test
 //! binary of its own): one link instead of one per file.
 
-#[path = "../../../dispatch-bench/src/proxy.rs"]
-mod proxy;
-mod common;
 mod api;
 mod api_bad_input;
 mod api_fuzz;
 mod bus;
 mod callbacks;
+mod common;
 mod enqueue_outage;
 mod fenced;
 mod openapi_contract;

@@ -17,7 +17,7 @@ fn a_lost_database_answers_503_unavailable() {
     let name = server.db.as_ref().expect("a database").name().to_string();
     block_on(async {
         let admin = std::env::var("DISPATCH_TEST_PG")
-            .unwrap_or_else(|_| dispatch_store::postgres::testdb::DEFAULT_ADMIN_URL.to_string());
+            .unwrap_or_else(|_| dispatch_test_support::testdb::DEFAULT_ADMIN_URL.to_string());
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .expect("an admin connection");

@@ -13,7 +13,7 @@ use dispatch_server::metrics::Metrics;
 use dispatch_server::serve::Backend;
 use dispatch_server::worker::{Worker, WorkerConfig, WorkerSummary};
 use dispatch_store::RunFilter;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;

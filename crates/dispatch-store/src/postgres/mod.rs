@@ -26,7 +26,6 @@ mod runs;
 mod schema;
 mod service;
 mod sessions;
-pub mod testdb;
 mod tokens;
 mod traces;
 mod transitions;

@@ -2,7 +2,7 @@
 //! each test in a fresh database dropped afterwards.
 
 use dispatch_store::PgStore;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 
 async fn fresh_store() -> Option<(PgStore, TestDatabase)> {
     let db = TestDatabase::create().await?;

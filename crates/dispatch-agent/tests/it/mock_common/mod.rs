@@ -3,8 +3,6 @@
 //! its events (so a stray byte in the wire format fails the test).
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
-
 use dispatch_agent::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
@@ -112,13 +110,4 @@ pub fn chunks(body: &str) -> Vec<Value> {
         "OpenAI names no events"
     );
     rest.iter().map(Event::json).collect()
-}
-
-/// Waits until `cond` holds, failing after a generous deadline.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -5,11 +5,12 @@ pub mod checks;
 pub mod junit;
 pub mod mounts;
 
+pub use dispatch_test_support::eventually;
 pub use mounts::unmount_under;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -134,18 +135,6 @@ impl Dispatch {
         );
         self.inspect(id)
     }
-}
-
-/// Polls `cond` until it holds, or panics after `secs` seconds.
-pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
 }
 
 /// Whether a process is alive (exists and is not a zombie).

@@ -221,12 +221,8 @@ impl Client {
 
 /// A fresh PostgreSQL database for a server; `None` (the test is skipped)
 /// when PostgreSQL is unreachable outside CI; under `CI=true` it fails.
-pub fn postgres() -> Option<dispatch_store::postgres::testdb::TestDatabase> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(dispatch_store::postgres::testdb::TestDatabase::create())
+pub fn postgres() -> Option<dispatch_test_support::testdb::TestDatabase> {
+    dispatch_test_support::testdb::TestDatabase::create_blocking()
 }
 
 /// A `dispatch worker` process on `db_url` with a state directory of its

@@ -11,7 +11,7 @@ use dispatch_server::bus::BusConfig;
 use dispatch_server::client;
 use dispatch_server::serve::{Backend, Server};
 use dispatch_server::worker::WorkerConfig;
-use dispatch_store::postgres::testdb::TestDatabase;
+use dispatch_test_support::testdb::TestDatabase;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 

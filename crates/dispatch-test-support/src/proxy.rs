@@ -1,5 +1,5 @@
 //! A fault-injecting TCP proxy on loopback, between a worker and its
-//! database, for the chaos benchmark and the partition tests.
+//! database, for the chaos benchmark and the partition and outage tests.
 //!
 //! - [`Proxy::partition`]: bytes stop flowing both ways and new connections
 //!   hang, as when a network drops every packet; [`Proxy::heal`] lets the
@@ -8,8 +8,6 @@
 //!   once, as when the database restarts; [`Proxy::heal`] accepts again.
 //!
 //! Plain threads, so it keeps working while the code under test blocks.
-
-#![allow(dead_code)] // shared by the bench and, by path, by tests
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

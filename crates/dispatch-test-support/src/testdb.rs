@@ -72,6 +72,15 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// [`TestDatabase::create`] from synchronous code, on a runtime of its own.
+    pub fn create_blocking() -> Option<TestDatabase> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for creating the test database")
+            .block_on(TestDatabase::create())
+    }
 }
 
 impl Drop for TestDatabase {
