@@ -37,7 +37,11 @@ fn can_create(controller: &str) -> bool {
     let Some(own) = own_group(controller) else {
         return false;
     };
-    let probe = own.join(format!("dispatch-test-probe-{}", std::process::id()));
+    // One name per probe: tests probing at once (in one process) must not
+    // see each other's group as "cannot create".
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = own.join(format!("dispatch-test-probe-{}-{n}", std::process::id()));
     let ok = std::fs::create_dir(&probe).is_ok();
     let _ = std::fs::remove_dir(&probe);
     ok

@@ -7,7 +7,7 @@
 //! than teach those crates about OpenAPI, the answers are described here,
 //! field for field; free-form JSON (a run's payload, output and state data,
 //! an event's data, a bill of materials) is any JSON. The contract test
-//! (`tests/openapi_contract.rs`) validates real answers against these
+//! (`tests/it/openapi_contract.rs`) validates real answers against these
 //! schemas, so a field added to a record without its line here fails it.
 //! Every field of an answer is present (`null` when it has no value) unless
 //! marked `required = false`.

@@ -3,7 +3,7 @@
 //! for a foreign `Host` (DNS rebinding) is refused on every route, a
 //! write from another origin or with a body that is not JSON changes
 //! nothing, prune needs a body, and webhooks still take any content type.
-//! The browser itself is in `dispatch-cli/tests/dashboard_attack.rs`.
+//! The browser itself is in `dispatch-cli/tests/it/dashboard_attack.rs`.
 
 use crate::common;
 

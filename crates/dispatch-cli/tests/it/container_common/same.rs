@@ -1,6 +1,6 @@
 //! What the container courier promises whichever runtime CLI drives it:
 //! each check takes a state directory whose runs use podman
-//! (`tests/container.rs`) or docker (`tests/container_docker.rs`).
+//! (`tests/it/container.rs`) or docker (`tests/it/container_docker.rs`).
 
 use std::path::PathBuf;
 
