@@ -15,6 +15,8 @@ fn worker(db_url: &str, name: &str, root: &Path) -> Child {
         .args(["worker", "--database-url", db_url, "--name", name])
         .args(["--slots", "2", "--lease-ms", "1000"])
         .env("DISPATCH_ROOT", root)
+        // Small parcels get copies by default: this test is about mounts.
+        .env("DISPATCH_WORKSPACE", "overlay")
         .env_remove("DISPATCH_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

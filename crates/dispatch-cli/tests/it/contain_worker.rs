@@ -127,6 +127,8 @@ impl Setup {
             .args(["--name", "same", "--lease-ms", "3000"])
             .env("DISPATCH_ROOT", self.layout().root())
             .env("DISPATCH_SANDBOX", "off")
+            // Small parcels get copies by default: this test is about mounts.
+            .env("DISPATCH_WORKSPACE", "overlay")
             .env("RUST_LOG", "info")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use common::{Dispatch, alive, eventually};
 
+/// Small parcels get a copy by default (`DISPATCH_WORKSPACE=auto`): these
+/// tests are about the overlay.
+const OVERLAY: &[(&str, &str)] = &[("DISPATCH_WORKSPACE", "overlay")];
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -35,7 +39,7 @@ fn work_of(d: &Dispatch, id: &str) -> PathBuf {
 
 #[test]
 fn an_overlay_workspace_takes_the_agents_writes_and_leaves_the_parcel_and_template_alone() {
-    let d = Dispatch::sandboxed();
+    let d = Dispatch::sandboxed_with(OVERLAY);
     let dir = d.agent_with(
         "overlay",
         "echo changed >> data.txt && echo CHANGED-DATA\n\
@@ -120,7 +124,7 @@ fn a_sigkilled_helpers_overlay_is_unmounted_by_the_next_reader() {
         eprintln!("skipped: overlay workspaces need root");
         return;
     }
-    let d = Dispatch::sandboxed();
+    let d = Dispatch::sandboxed_with(OVERLAY);
     let dir = d.agent("orphan", "echo here > mine.txt\nsleep 300\n");
     let id = d.detach(&dir, "{}");
     let work = work_of(&d, &id);
@@ -151,7 +155,7 @@ fn a_sigkilled_helpers_kept_overlay_is_unmounted_and_rm_removes_it() {
         eprintln!("skipped: overlay workspaces need root");
         return;
     }
-    let d = Dispatch::sandboxed();
+    let d = Dispatch::sandboxed_with(OVERLAY);
     let dir = d.agent("kept", "echo here > mine.txt\nsleep 300\n");
     let id = d.ok(&[
         "run",
@@ -181,4 +185,53 @@ fn a_sigkilled_helpers_kept_overlay_is_unmounted_and_rm_removes_it() {
     assert!(upper.join("mine.txt").is_file());
     d.ok(&["rm", &id]);
     assert!(!mounted(&work) && !upper.exists());
+}
+
+#[test]
+fn a_small_parcels_workspace_is_a_copy_and_a_large_ones_an_overlay_by_default() {
+    let d = Dispatch::sandboxed();
+    let small = d.agent_with(
+        "small",
+        "echo changed >> data.txt && echo CHANGED\n",
+        "COPY data.txt\n",
+    );
+    std::fs::write(small.join("data.txt"), "data\n").expect("write");
+    let id = d.ok(&[
+        "run",
+        small.to_str().expect("utf-8"),
+        "--detach",
+        "--keep-workspace",
+    ]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let kind = doc["workspace"]["kind"].as_str().expect("kind");
+    let work = work_of(&d, &id);
+    assert!(!mounted(&work), "no mount for a small parcel");
+    assert_eq!(
+        std::fs::read_to_string(work.join("data.txt")).expect("read"),
+        "data\nchanged\n"
+    );
+    if !is_root() {
+        assert!(kind.contains("no overlayfs: not root"), "{kind}");
+        return;
+    }
+    assert!(
+        kind.starts_with("copies (a small parcel: 2 file(s)")
+            || kind.starts_with("reflinks (a small parcel: 2 file(s)"),
+        "{kind}"
+    );
+    // Over 1 MiB: an overlay, as before.
+    let large = d.agent_with("large", "echo ok\n", "COPY big.bin\n");
+    std::fs::write(large.join("big.bin"), vec![7u8; (1 << 20) + 1]).expect("write");
+    let id = d.ok(&[
+        "run",
+        large.to_str().expect("utf-8"),
+        "--detach",
+        "--keep-workspace",
+    ]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert_eq!(doc["workspace"]["kind"], "overlayfs", "{doc:#}");
+    assert!(mounted(&work_of(&d, &id)));
+    d.ok(&["rm", &id]);
 }

@@ -32,6 +32,8 @@ impl WorkerProc {
         let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
             .env("DISPATCH_SANDBOX", "off")
+            // Small parcels get copies by default: this test is about mounts.
+            .env("DISPATCH_WORKSPACE", "overlay")
             .envs(vars.iter().copied())
             .args(["worker", "--database-url", db_url, "--name", name])
             .args(args)

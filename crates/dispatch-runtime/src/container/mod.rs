@@ -117,17 +117,27 @@ impl Marker {
     }
 }
 
-/// Starts the planned container's client in its own process group, with
-/// the agent's environment (whose values `-e NAME` hands to the container),
-/// its output into `log` (or piped, for masking, when `piped`).
+/// What the container's client runs with, beside its plan.
+pub struct Job<'a> {
+    pub cwd: &'a std::path::Path,
+    /// The agent's environment, whose values `-e NAME` hands to the container.
+    pub env: &'a [(String, String)],
+    /// The run's log, where the client's output goes (unless `piped`).
+    pub log: &'a std::path::Path,
+    /// Output piped (for masking) instead of into `log`.
+    pub piped: bool,
+    /// The attempt's containment: the client enters the run's group, and
+    /// when its keeper kills the group it removes the container too.
+    pub jail: Option<&'a crate::sandbox::Plan>,
+}
+
+/// Starts the planned container's client in its own process group (and
+/// the run's containment group, see [`Job::jail`]).
 pub fn spawn(
     layout: &Layout,
     id: &RunId,
     plan: &Plan,
-    cwd: &std::path::Path,
-    env: &[(String, String)],
-    log: &std::path::Path,
-    piped: bool,
+    job: &Job<'_>,
 ) -> Result<Child, ContainerError> {
     let marker = Marker {
         runtime: plan.runtime.path.clone(),
@@ -149,21 +159,42 @@ pub fn spawn(
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(log)
+        .open(job.log)
         .map_err(spawn_err)?;
     let mut cmd = plan.runtime.command();
     cmd.args(&plan.args)
-        .current_dir(cwd)
+        .current_dir(job.cwd)
         // The agent's variables for `-e NAME`; the client's own keep the
         // helper's values (see `configures_container_client`).
         .envs(
-            env.iter()
+            job.env
+                .iter()
                 .filter(|(k, _)| !configures_container_client(k))
                 .map(|(k, v)| (k, v)),
         )
         .stdin(Stdio::piped())
         .process_group(0);
-    if piped {
+    if let Some(jail) = job.jail {
+        // The run's group first (see `sandbox::Plan::contain`); a killed
+        // group takes the container with it through the keeper.
+        jail.contain(&mut cmd);
+        // execve(2) does not search PATH, nor resolve from the helper's cwd.
+        let program =
+            std::fs::canonicalize(&plan.runtime.path).unwrap_or_else(|_| plan.runtime.path.clone());
+        let mut argv = vec![program.to_string_lossy().into_owned()];
+        argv.extend(
+            plan.runtime
+                .force_remove_args()
+                .iter()
+                .map(|a| a.to_string()),
+        );
+        argv.push(plan.name.clone());
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k != crate::layout::ROOT_ENV)
+            .collect();
+        jail.after_kill(&argv, &env).map_err(spawn_err)?;
+    }
+    if job.piped {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
         let err = log.try_clone().map_err(spawn_err)?;

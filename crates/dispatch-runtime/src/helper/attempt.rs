@@ -487,7 +487,9 @@ async fn one_attempt<S: Store + ?Sized>(
         log.line(&prepared.sandbox.applied.line());
     }
     let spawned = match &container {
-        Some(plan) => super::image::spawn(layout, run, plan, &prepared.spec, log),
+        Some(plan) => {
+            super::image::spawn(layout, run, plan, &prepared.spec, &prepared.sandbox, log)
+        }
         None => agent::spawn(&prepared.spec, limits.sandbox.as_ref(), &prepared.sandbox),
     };
     let child = match spawned {

@@ -39,6 +39,7 @@ pub(super) fn spawn(
     run: &Run,
     plan: &Plan,
     spec: &AgentSpec,
+    jail: &crate::sandbox::Plan,
     log: &mut LifecycleLog,
 ) -> std::io::Result<Child> {
     log.line(&format!(
@@ -50,8 +51,12 @@ pub(super) fn spawn(
         plan.notes.join(", ")
     ));
     let piped = !spec.secrets.is_empty();
-    container::spawn(
-        layout, &run.id, plan, &spec.cwd, &spec.env, &spec.log, piped,
-    )
-    .map_err(std::io::Error::other)
+    let job = container::Job {
+        cwd: &spec.cwd,
+        env: &spec.env,
+        log: &spec.log,
+        piped,
+        jail: Some(jail),
+    };
+    container::spawn(layout, &run.id, plan, &job).map_err(std::io::Error::other)
 }

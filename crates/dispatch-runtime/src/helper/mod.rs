@@ -377,6 +377,13 @@ pub(super) fn prepare(
             crate::contain::Tree::create(layout, &run.id),
             &run.id.to_string(),
         ),
+        // The container's client lives and dies in the run's group too;
+        // the container itself is the runtime's (removed by the keeper's
+        // epilogue, see `container::spawn`).
+        Courier::Image => crate::sandbox::Plan::off().contained(
+            crate::contain::Tree::create(layout, &run.id),
+            &run.id.to_string(),
+        ),
         _ => crate::sandbox::Plan::off(),
     };
     let protocol: Vec<(String, String)> = vec![

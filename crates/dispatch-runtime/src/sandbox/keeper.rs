@@ -19,6 +19,12 @@
 //! The program gets a parent-death signal (the keeper's death kills it);
 //! the keeper has none: it must outlive its supervisor to do its work.
 //!
+//! What lives outside the group — a container the container courier's
+//! client asked its runtime for, which the runtime's monitor keeps — is
+//! removed by an *epilogue*: a command set before the spawn
+//! ([`Keeper::after_kill`], `podman rm -f -t 0 <name>`) that the keeper
+//! starts once the group is dead, with its output on `/dev/null`.
+//!
 //! Everything after the fork is async-signal-safe: raw system calls on
 //! descriptors opened and paths made before it, no allocation.
 
@@ -27,9 +33,24 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::tether::Tether;
+
+/// A command the keeper starts after it killed the group: its program,
+/// arguments and environment, made before the fork.
+struct Epilogue {
+    _strings: Vec<CString>,
+    /// Null-terminated `argv` and `envp` pointing into `_strings`.
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and
+// never changed after it is made; they are only read.
+unsafe impl Send for Epilogue {}
+// SAFETY: as above.
+unsafe impl Sync for Epilogue {}
 
 /// What the keeper holds, made before the fork.
 pub(crate) struct Keeper {
@@ -43,6 +64,9 @@ pub(crate) struct Keeper {
     dir: CString,
     /// The entry file of the group above (`dispatch/`), to leave the run's.
     out: File,
+    /// What to start once the group is dead, when something of the run
+    /// lives outside it.
+    after: OnceLock<Epilogue>,
 }
 
 /// The keeper's descriptors once moved (see [`settle`]).
@@ -71,7 +95,34 @@ impl Keeper {
             procs: c(&dir.join("cgroup.procs"))?,
             dir: c(dir)?,
             out,
+            after: OnceLock::new(),
         })
+    }
+
+    /// Makes the keeper start `argv` with `env` once it killed the group
+    /// (the first call wins). Call it before the spawn.
+    pub(crate) fn after_kill(&self, argv: &[String], env: &[(String, String)]) -> io::Result<()> {
+        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+        if argv.is_empty() {
+            return Err(invalid());
+        }
+        let mut strings = Vec::with_capacity(argv.len() + env.len());
+        for a in argv {
+            strings.push(CString::new(a.as_bytes()).map_err(|_| invalid())?);
+        }
+        for (k, v) in env {
+            strings.push(CString::new(format!("{k}={v}")).map_err(|_| invalid())?);
+        }
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+        let mut envp = ptrs.split_off(argv.len());
+        ptrs.push(std::ptr::null());
+        envp.push(std::ptr::null());
+        let _ = self.after.set(Epilogue {
+            _strings: strings,
+            argv: ptrs,
+            envp,
+        });
+        Ok(())
     }
 
     /// Runs in the spawned child (`pre_exec`), after it entered the group:
@@ -95,6 +146,7 @@ impl Keeper {
                     // run's: it dies anyway (its own group is removed,
                     // with what is left in it, at recovery).
                     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    self.epilogue();
                 }
                 super::child::exit_as(child)
             }
@@ -127,6 +179,48 @@ impl Keeper {
                 return;
             }
             nap(2);
+        }
+    }
+
+    /// Starts the epilogue, if any, in a child with its output on
+    /// `/dev/null` and no other descriptor (the keeper's are the tether's
+    /// and the group's, which it must not touch).
+    fn epilogue(&self) {
+        let Some(e) = self.after.get() else {
+            return;
+        };
+        // SAFETY: fork(2) in a one-thread process; the child makes only
+        // async-signal-safe system calls on data made before the fork.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: open(2), dup2(2), close_range(2), execve(2) and
+                // _exit(2) on a static path and pointers into `e`.
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                    libc::close_range(3, libc::c_uint::MAX, 0);
+                    for sig in [
+                        libc::SIGTERM,
+                        libc::SIGINT,
+                        libc::SIGHUP,
+                        libc::SIGQUIT,
+                        libc::SIGPIPE,
+                    ] {
+                        libc::signal(sig, libc::SIG_DFL);
+                    }
+                    libc::setsid();
+                    libc::execve(e.argv[0], e.argv.as_ptr(), e.envp.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: waitpid(2) of the child just forked, into a local.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            }
+            _ => {}
         }
     }
 

@@ -326,6 +326,19 @@ impl Plan {
         self
     }
 
+    /// When the tree is killed by its keeper (its supervisor died, or a
+    /// frozen worker's lease deadline passed), the keeper then starts
+    /// `argv` with `env`: what removes the part of the run that lives
+    /// outside the tree (a container). Call it before the spawn; nothing
+    /// happens without a keeper (a sandboxed run has none; the container
+    /// courier is not sandboxed).
+    pub fn after_kill(&self, argv: &[String], env: &[(String, String)]) -> std::io::Result<()> {
+        match &self.keeper {
+            Some(k) => k.after_kill(argv, env),
+            None => Ok(()),
+        }
+    }
+
     /// The attempt's containment, when it has one.
     pub fn tree(&self) -> Option<&Arc<crate::contain::Tree>> {
         self.tree.as_ref()

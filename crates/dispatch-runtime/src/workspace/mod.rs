@@ -6,9 +6,16 @@
 //! - The copy is made once per run, before its first attempt: a retry or a
 //!   wake from a durable wait of the same run (on the same machine) finds
 //!   the workspace as the last attempt left it and never copies over it.
-//! - As root, the workspace is an overlayfs mount of a read-only template
-//!   of the parcel's files: a `mount`, whatever the parcel's size (see
-//!   [`overlay`]). Otherwise, or when the mount fails, it is a copy (the
+//! - As root, the workspace of a parcel with more than [`SMALL_FILES`]
+//!   files or [`SMALL_BYTES`] bytes is an overlayfs mount of a read-only
+//!   template of the parcel's files: a `mount`, whatever the parcel's size
+//!   (see [`overlay`]). A smaller parcel's is a copy: copying a few small
+//!   files costs less than a mount and its unmount, and a copy costs the
+//!   kernel the same at any number of live runs, where every mount and
+//!   unmount walks the whole mount table (thousands of live runs on one
+//!   worker made each mount slower and the machine's system time
+//!   dominant). `DISPATCH_WORKSPACE=overlay` or `copy` chooses for every
+//!   parcel. Without root, or when the mount fails, it is a copy (the
 //!   reason is recorded and `inspect-run` shows it).
 //! - A copy clones each file (`FICLONE`, a reflink: instant and shares blocks
 //!   until written, on btrfs and xfs) or else copies it (ext4 has no
@@ -39,6 +46,33 @@ pub(crate) mod overlay;
 
 /// `runs/<id>/workspace-kind`: how the workspace was made, for `inspect-run`.
 const KIND_FILE: &str = "workspace-kind";
+
+/// Chooses how workspaces are made: `auto` (the default), `overlay`, `copy`.
+pub const WORKSPACE_ENV: &str = "DISPATCH_WORKSPACE";
+/// A parcel with at most this many files (and [`SMALL_BYTES`]) is copied.
+pub const SMALL_FILES: usize = 64;
+/// A parcel with at most this many bytes (and [`SMALL_FILES`]) is copied.
+pub const SMALL_BYTES: u64 = 1 << 20;
+
+/// Why a workspace is a copy even where an overlay could be mounted, or
+/// `None` when an overlay is to be tried.
+fn copy_instead(parcel: &Parcel) -> Option<String> {
+    let choice = std::env::var(WORKSPACE_ENV).unwrap_or_default();
+    match choice.trim() {
+        "overlay" => None,
+        "copy" => Some(format!("{WORKSPACE_ENV}=copy")),
+        _ => {
+            let files = &parcel.manifest.files;
+            let bytes: u64 = files.iter().map(|f| f.size).sum();
+            (files.len() <= SMALL_FILES && bytes <= SMALL_BYTES).then(|| {
+                format!(
+                    "a small parcel: {} file(s), {bytes} bytes; {WORKSPACE_ENV}=overlay mounts one",
+                    files.len()
+                )
+            })
+        }
+    }
+}
 
 /// The directories a run's agent gets.
 #[derive(Clone, Debug)]
@@ -97,14 +131,19 @@ pub fn ensure_owned(
             overlay::mount(&lower, &state, &ws.work, owner)?;
         }
     } else if !ws.work.is_dir() {
-        let kind = match make_overlay(layout, parcel, &state, &ws.work, owner) {
+        let made = match copy_instead(parcel) {
+            Some(why) => Err(why),
+            None => make_overlay(layout, parcel, &state, &ws.work, owner)
+                .map_err(|why| format!("no overlayfs: {why}")),
+        };
+        let kind = match made {
             Ok(()) => "overlayfs".to_string(),
             Err(why) => {
                 let how = make_copy(&dir, parcel, &ws.work)?;
                 if let Some(owner) = owner {
                     crate::sandbox::owner::give_tree(&ws.work, owner)?;
                 }
-                format!("{how} (no overlayfs: {why})")
+                format!("{how} ({why})")
             }
         };
         let _ = fs::write(dir.join(KIND_FILE), kind);
