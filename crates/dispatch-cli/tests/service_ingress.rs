@@ -531,6 +531,15 @@ fn a_native_agent_calls_a_served_parcel_over_a2a_through_the_real_binary() {
     assert_eq!(call["output"], "Take the 9:40 train.");
     assert_eq!(call["streamed"], true, "the card says it streams");
     assert_eq!(call["agent"], "planner");
+    let bom = &events_of(&doc, "bom")[0]["tools"][0];
+    assert_eq!(bom["kind"], "a2a");
+    assert_eq!(bom["a2a"]["url"], base.as_str());
+    assert_eq!(bom["a2a"]["discovery"], "card");
+    assert_eq!(
+        bom["a2a"]["auth"],
+        serde_json::json!({"scheme": "bearer", "secret": "A2A_TOKEN"}),
+        "the secret by name, never its value"
+    );
     // The remote side: one durable run of the planner, the task's id.
     let task = call["task_id"].as_str().expect("the task id").to_string();
     let remote = d.inspect(&task);
@@ -593,6 +602,7 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         ("gone", format!("URL http://127.0.0.1:{closed}/"), "cannot reach the A2A agent"),
         ("web", format!("URL {web}"), "is not an A2A agent"),
         ("cardless", format!("URL {web} DISCOVERY card"), "is not an A2A agent card"),
+        ("slow", format!("URL {base} TIMEOUT 1s"), "did not finish within 1000 ms"),
     ];
     let lines: Vec<String> = tools
         .iter()
@@ -601,7 +611,10 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let calls: Vec<Value> = tools
         .iter()
         .enumerate()
-        .map(|(i, (name, _, _))| serde_json::json!({"name": name, "id": format!("c{i}"), "arguments": {"message": "hi"}}))
+        .map(|(i, (name, _, _))| {
+            let message = if *name == "slow" { "slow please" } else { "hi" };
+            serde_json::json!({"name": name, "id": format!("c{i}"), "arguments": {"message": message}})
+        })
         .collect();
     let model = Mock::start(serde_json::json!([
         {"kind": "tool_calls", "calls": calls},
@@ -645,10 +658,15 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         assert_eq!(text.lines().count(), 1, "{name}: {text}");
         assert!(!text.contains(A2A_TOKEN), "{name}: {text}");
     }
-    assert!(
-        svc.heartbeats().is_empty(),
-        "no call that failed the policy reached the agent"
-    );
+    // Only the slow call reached the agent; its task was cancelled when
+    // the call ran out of time.
+    let slow = events.iter().find(|e| e["name"] == "slow").expect("slow");
+    assert_eq!(slow["canceled"], true, "{slow}");
+    let task = slow["task_id"].as_str().expect("a task id").to_string();
+    let beats = svc.heartbeats();
+    assert_eq!(beats.len(), 1, "{beats:#?}");
+    assert_eq!(beats[0]["id"], task.as_str());
+    eventually(10, "the remote run is cancelled", || d.status(&task) == "cancelled");
 
     // A URL the policy could never allow is refused at build, by line.
     let bad = native_agent(

@@ -369,55 +369,102 @@ async fn stream(
         let text = read(resp).await.map_err(|e| format!("POST {url}: {e}"))?;
         return answer_of(url, status.as_u16(), &text, "message/stream");
     }
-    let mut task: Option<Task> = None;
+    let mut fold = Fold::default();
     let mut events = resp.bytes_stream().eventsource();
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| format!("POST {url}: the event stream broke: {e}"))?;
         let reply = answer_of(url, 200, event.data.as_bytes(), "message/stream")?;
+        let over = fold.take(reply);
+        if let (Some(id), Ok(mut g)) = (fold.task_id(), task_id.lock()) {
+            *g = Some(id);
+        }
+        if over {
+            break;
+        }
+    }
+    fold.end().map_err(|e| format!("POST {url}: {e}"))
+}
+
+/// Appends streamed chunks: a text chunk continues the text before it.
+fn append(parts: &mut Vec<Part>, more: Vec<Part>) {
+    for p in more {
+        match (parts.last_mut(), p) {
+            (Some(Part::Text { text }), Part::Text { text: next }) => text.push_str(&next),
+            (_, p) => parts.push(p),
+        }
+    }
+}
+
+/// The events of a `message/stream`, folded into the task they tell of
+/// (artifact chunks appended, the last status kept), or the message that
+/// answered instead.
+#[derive(Default)]
+struct Fold {
+    task: Option<Task>,
+    message: Option<wire::Message>,
+}
+
+impl Fold {
+    /// Takes one event; true when the exchange is over.
+    fn take(&mut self, reply: Reply) -> bool {
         match reply {
-            Reply::Message(m) => return Ok(Reply::Message(m)),
+            Reply::Message(m) => {
+                self.message = Some(m);
+                true
+            }
             Reply::Task(t) => {
-                if let Ok(mut g) = task_id.lock() {
-                    *g = Some(t.id.clone());
-                }
                 let done = t.status.state.is_final();
-                task = Some(t);
-                if done {
-                    break;
-                }
+                self.task = Some(t);
+                done
             }
             Reply::Artifact(a) => {
-                let Some(t) = task.as_mut() else {
-                    return Err(format!("POST {url}: an artifact came before its task"));
-                };
-                match t.artifacts.iter_mut().find(|x| x.artifact_id == a.artifact.artifact_id) {
-                    Some(x) if a.append => x.parts.extend(a.artifact.parts),
+                let t = self.task.get_or_insert_with(|| {
+                    let status = wire::TaskStatus {
+                        state: TaskState::Working,
+                        message: None,
+                        timestamp: None,
+                    };
+                    Task::new(a.task_id.clone(), a.context_id.clone(), status)
+                });
+                match t
+                    .artifacts
+                    .iter_mut()
+                    .find(|x| x.artifact_id == a.artifact.artifact_id)
+                {
+                    Some(x) if a.append => append(&mut x.parts, a.artifact.parts),
                     Some(x) => *x = a.artifact,
                     None => t.artifacts.push(a.artifact),
                 }
+                false
             }
             Reply::Status(s) => {
-                let t = task.get_or_insert_with(|| {
+                let t = self.task.get_or_insert_with(|| {
                     Task::new(s.task_id.clone(), s.context_id.clone(), s.status.clone())
                 });
-                if let Ok(mut g) = task_id.lock() {
-                    *g = Some(t.id.clone());
-                }
                 t.status = s.status;
-                if s.is_final || t.status.state.is_final() {
-                    break;
-                }
+                s.is_final || t.status.state.is_final()
             }
         }
     }
-    match task {
-        Some(t) if t.status.state.is_final() => Ok(Reply::Task(t)),
-        Some(t) => Err(format!(
-            "POST {url}: the event stream ended with task {} still {}",
-            t.id,
-            t.status.state.as_str()
-        )),
-        None => Err(format!("POST {url}: the event stream ended without a task")),
+
+    fn task_id(&self) -> Option<String> {
+        self.task.as_ref().map(|t| t.id.clone())
+    }
+
+    /// The answer, once the stream is over.
+    fn end(self) -> Result<Reply, String> {
+        if let Some(m) = self.message {
+            return Ok(Reply::Message(m));
+        }
+        match self.task {
+            Some(t) if t.status.state.is_final() => Ok(Reply::Task(t)),
+            Some(t) => Err(format!(
+                "the event stream ended with task {} still {}",
+                t.id,
+                t.status.state.as_str()
+            )),
+            None => Err("the event stream ended without a task".into()),
+        }
     }
 }
 
@@ -531,6 +578,53 @@ mod tests {
         let urls = card_urls("http://127.0.0.1:9/agents/x/").expect("ok");
         assert_eq!(urls[0], "http://127.0.0.1:9/agents/x/.well-known/agent-card.json");
         assert_eq!(urls[3], "http://127.0.0.1:9/.well-known/agent.json");
+    }
+
+    /// A `message/stream` answer as a2a-python's server writes it: the
+    /// task, a working status, the output in two appended chunks, the end.
+    const RECORDED_STREAM: &str = r#"data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","history":[{"contextId":"c9","kind":"message","messageId":"m1","parts":[{"kind":"text","text":"plan"}],"role":"user","taskId":"t9"}],"id":"t9","kind":"task","status":{"state":"submitted"}}}
+
+data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","final":false,"kind":"status-update","status":{"state":"working","timestamp":"2025-08-01T10:00:00.000000+00:00"},"taskId":"t9"}}
+
+data: {"id":"r1","jsonrpc":"2.0","result":{"append":false,"artifact":{"artifactId":"a1","name":"answer","parts":[{"kind":"text","text":"Take the "}]},"contextId":"c9","kind":"artifact-update","lastChunk":false,"taskId":"t9"}}
+
+data: {"id":"r1","jsonrpc":"2.0","result":{"append":true,"artifact":{"artifactId":"a1","parts":[{"kind":"text","text":"9:40."}]},"contextId":"c9","kind":"artifact-update","lastChunk":true,"taskId":"t9"}}
+
+data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","final":true,"kind":"status-update","status":{"state":"completed","timestamp":"2025-08-01T10:00:01.000000+00:00"},"taskId":"t9"}}
+"#;
+
+    fn fold(stream: &str) -> Result<Reply, String> {
+        let mut f = Fold::default();
+        for data in stream.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let reply = answer_of("http://x/", 200, data.as_bytes(), "message/stream")?;
+            if f.take(reply) {
+                break;
+            }
+        }
+        f.end()
+    }
+
+    #[test]
+    fn a_recorded_stream_folds_into_the_finished_task() {
+        let Ok(Reply::Task(t)) = fold(RECORDED_STREAM) else {
+            panic!("a task")
+        };
+        assert_eq!((t.id.as_str(), t.status.state), ("t9", TaskState::Completed));
+        let remote = Remote {
+            tool: "planner".into(),
+            url: "http://x/".into(),
+            discovery: A2aDiscovery::Auto,
+            headers: Vec::new(),
+            expect_agent_name: None,
+            expect_card_sha256: None,
+            policy: Arc::default(),
+        };
+        let answer = finish(&remote, Reply::Task(t), Map::new());
+        assert_eq!((answer.text.as_str(), answer.is_error), ("Take the 9:40.", false));
+        // Cut before its end, it says where the task was left.
+        let cut: String = RECORDED_STREAM.split("\n\n").take(3).collect::<Vec<_>>().join("\n\n");
+        let e = fold(&cut).expect_err("unfinished");
+        assert_eq!(e, "the event stream ended with task t9 still working");
     }
 
     #[test]

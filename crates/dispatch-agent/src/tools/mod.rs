@@ -279,7 +279,7 @@ impl<'a> ToolBox<'a> {
             .iter()
             .map(|e| {
                 let schema = serde_json::to_vec(&e.spec.parameters).unwrap_or_default();
-                json!({
+                let mut row = json!({
                     "name": e.spec.name,
                     "kind": e.decl.kind.as_str(),
                     "source": e.decl.name,
@@ -287,7 +287,25 @@ impl<'a> ToolBox<'a> {
                     "approval": e.decl.approval().as_str(),
                     "risk": e.decl.risk().as_str(),
                     "timeout_ms": e.decl.timeout_ms_or(self.ctx.default_timeout_ms),
-                })
+                });
+                if let ToolKind::A2a {
+                    url,
+                    discovery,
+                    auth,
+                    expect_agent_name,
+                    expect_card_sha256,
+                } = &e.decl.kind
+                {
+                    // Where it goes and how it is trusted; the secrets by name only.
+                    row["a2a"] = json!({
+                        "url": url,
+                        "discovery": discovery.as_str(),
+                        "auth": auth,
+                        "expect_agent_name": expect_agent_name,
+                        "expect_card_sha256": expect_card_sha256,
+                    });
+                }
+                row
             })
             .collect();
         let servers: Vec<Value> = self
