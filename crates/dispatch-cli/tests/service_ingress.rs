@@ -668,6 +668,52 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     assert_eq!(beats[0]["id"], task.as_str());
     eventually(10, "the remote run is cancelled", || d.status(&task) == "cancelled");
 
+    // The operator's trust policy file: a rule for this host requires
+    // another agent's identity, so the call is refused before any message.
+    let policy = d.dir.path().join("a2a-policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rules]]\nhostname = \"127.0.0.1\"\nexpected_agent_name = \"planner\"\n",
+    )
+    .expect("policy");
+    let strict_model = Mock::start(serde_json::json!([
+        {"kind": "tool_calls", "calls": [{"name": "trusted", "id": "c0", "arguments": {"message": "hi"}}]},
+        text("refused", 5, 5),
+    ]));
+    let strict = native_agent(
+        d.dir.path(),
+        "strict",
+        &format!(
+            "{}\nSECRET A2A_TOKEN\nTOOL A2A trusted URL {base} AUTH bearer A2A_TOKEN",
+            a2a_model_line(&strict_model)
+        ),
+    );
+    let out = d
+        .command()
+        .args(["run", strict.to_str().expect("utf-8"), "--job", "\"go\""])
+        .env("DISPATCH_A2A_TRUST_POLICY", &policy)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: Value =
+        serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).expect("ps JSON");
+    let strict_id = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["parcel_name"] == "strict")
+        .expect("the strict run")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let refused = &events_of(&d.inspect(&strict_id), "tool_call")[0];
+    let text = refused["output"].as_str().expect("output");
+    assert!(
+        text.starts_with("error: A2A trusted: ") && text.contains("not the expected `planner`"),
+        "{text}"
+    );
+    assert_eq!(svc.heartbeats().len(), 1, "no new task reached the agent");
+
     // A URL the policy could never allow is refused at build, by line.
     let bad = native_agent(
         d.dir.path(),
