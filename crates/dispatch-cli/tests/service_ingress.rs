@@ -397,6 +397,10 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
     let (_, got) = a2a_rpc(&url, "tasks/get", serde_json::json!({"id": run_id}));
     assert_eq!(got["result"]["status"]["state"], "completed", "{got}");
     assert_eq!(got["result"]["id"], run_id.as_str());
+    // Where upstream Dispatch's client calls an agent it found no card for,
+    // with its spelling of the task id.
+    let (_, got) = a2a_rpc(&svc.url("/a2a"), "tasks/get", serde_json::json!({"taskId": run_id}));
+    assert_eq!(got["result"]["id"], run_id.as_str(), "{got}");
 
     // message/stream: the task, then its output and the final status.
     let events = a2a_stream(&url, "message/stream", a2a_message("streamed"));
@@ -603,6 +607,8 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         ("web", format!("URL {web}"), "is not an A2A agent"),
         ("cardless", format!("URL {web} DISCOVERY card"), "is not an A2A agent card"),
         ("slow", format!("URL {base} TIMEOUT 1s"), "did not finish within 1000 ms"),
+        // Not a failure: no card read, `message/send` to `<url>/a2a`.
+        ("direct", format!("URL {base} DISCOVERY direct"), ""),
     ];
     let lines: Vec<String> = tools
         .iter()
@@ -652,20 +658,26 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
             .find(|e| e["name"] == name)
             .unwrap_or_else(|| panic!("{name}: {events:#?}"));
         let text = e["output"].as_str().expect("output");
+        if needle.is_empty() {
+            assert_eq!((e["ok"].as_bool(), text), (Some(true), "hi"), "{name}: {e}");
+            assert_eq!(e["streamed"], false, "{e}");
+            assert_eq!(e["endpoint"], format!("{base}a2a"), "{e}");
+            continue;
+        }
         assert_eq!(e["ok"], false, "{name}: {e}");
         assert!(text.starts_with(&format!("error: A2A {name}: ")), "{name}: {text}");
         assert!(text.contains(needle), "{name}: {text}");
         assert_eq!(text.lines().count(), 1, "{name}: {text}");
         assert!(!text.contains(A2A_TOKEN), "{name}: {text}");
     }
-    // Only the slow call reached the agent; its task was cancelled when
+    // Only the slow and direct calls reached the agent; the slow one's task was cancelled when
     // the call ran out of time.
     let slow = events.iter().find(|e| e["name"] == "slow").expect("slow");
     assert_eq!(slow["canceled"], true, "{slow}");
     let task = slow["task_id"].as_str().expect("a task id").to_string();
     let beats = svc.heartbeats();
-    assert_eq!(beats.len(), 1, "{beats:#?}");
-    assert_eq!(beats[0]["id"], task.as_str());
+    assert_eq!(beats.len(), 2, "the slow and the direct calls: {beats:#?}");
+    assert!(beats.iter().any(|b| b["id"] == task.as_str()), "{beats:#?}");
     eventually(10, "the remote run is cancelled", || d.status(&task) == "cancelled");
 
     // The operator's trust policy file: a rule for this host requires
@@ -712,7 +724,7 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         text.starts_with("error: A2A trusted: ") && text.contains("not the expected `planner`"),
         "{text}"
     );
-    assert_eq!(svc.heartbeats().len(), 1, "no new task reached the agent");
+    assert_eq!(svc.heartbeats().len(), 2, "no new task reached the agent");
 
     // A URL the policy could never allow is refused at build, by line.
     let bad = native_agent(

@@ -177,7 +177,7 @@ fn finish(remote: &Remote, reply: Reply, mut meta: Map<String, Value>) -> Answer
 async fn discover(http: &reqwest::Client, remote: &Remote) -> Result<Endpoint, String> {
     let required = remote.policy.check(&remote.url)?;
     let direct = Endpoint {
-        url: remote.url.clone(),
+        url: rpc_fallback(&remote.url),
         ..Endpoint::default()
     };
     if remote.discovery == A2aDiscovery::Direct {
@@ -214,11 +214,23 @@ async fn discover(http: &reqwest::Client, remote: &Remote) -> Result<Endpoint, S
     Ok(direct)
 }
 
-/// Where the card may be: under the URL's path, then at its origin.
+/// The JSON-RPC endpoint when no card names one, as upstream Dispatch has
+/// it: `<url>/a2a` for a URL without a path, else the URL.
+fn rpc_fallback(declared: &str) -> String {
+    let trimmed = declared.trim_end_matches('/');
+    match Url::parse(declared) {
+        Ok(u) if u.path().trim_end_matches('/').is_empty() => format!("{trimmed}/a2a"),
+        _ => trimmed.to_string(),
+    }
+}
+
+/// Where the card may be: under the URL's path (less a final `/a2a`), then
+/// at its origin.
 fn card_urls(declared: &str) -> Result<Vec<String>, String> {
     let url = Url::parse(declared).map_err(|e| format!("`{declared}` is not a URL ({e})"))?;
     let origin = url.origin().ascii_serialization();
     let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/a2a").unwrap_or(path);
     let mut bases = vec![format!("{origin}{path}")];
     if !path.is_empty() {
         bases.push(origin);
@@ -292,7 +304,7 @@ fn checked(
             ));
         }
     }
-    let endpoint = card.url.clone().unwrap_or_else(|| remote.url.clone());
+    let endpoint = card.url.clone().unwrap_or_else(|| rpc_fallback(&remote.url));
     let (declared, found) = (Url::parse(&remote.url), Url::parse(&endpoint));
     let same_origin = match (&declared, &found) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
@@ -578,6 +590,15 @@ mod tests {
         let urls = card_urls("http://127.0.0.1:9/agents/x/").expect("ok");
         assert_eq!(urls[0], "http://127.0.0.1:9/agents/x/.well-known/agent-card.json");
         assert_eq!(urls[3], "http://127.0.0.1:9/.well-known/agent.json");
+        let urls = card_urls("https://a.example.com/a2a").expect("ok");
+        assert_eq!(urls[0], "https://a.example.com/.well-known/agent-card.json");
+    }
+
+    #[test]
+    fn without_a_card_a_bare_origin_is_called_at_a2a_as_upstream_does() {
+        assert_eq!(rpc_fallback("https://a.example.com"), "https://a.example.com/a2a");
+        assert_eq!(rpc_fallback("https://a.example.com/"), "https://a.example.com/a2a");
+        assert_eq!(rpc_fallback("https://a.example.com/rpc/"), "https://a.example.com/rpc");
     }
 
     /// A `message/stream` answer as a2a-python's server writes it: the

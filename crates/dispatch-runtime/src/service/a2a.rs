@@ -54,8 +54,9 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct A2aAgent {
     /// The card, serialized once.
     pub card: Bytes,
-    /// Where JSON-RPC requests go.
-    pub rpc_path: String,
+    /// Where JSON-RPC requests go: the listen path, or `/` and `/a2a` (where
+    /// upstream Dispatch's client calls an agent that has no card).
+    pub rpc_paths: Vec<String>,
     pub store: Arc<dyn Store>,
     pub layout: Layout,
     pub service: RunId,
@@ -84,10 +85,10 @@ pub(super) async fn handle(
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return r;
     }
-    if path != agent.rpc_path {
+    if !agent.rpc_paths.contains(&path) {
         return whole(
             StatusCode::NOT_FOUND,
-            &json!({"code": "not_found", "message": format!("no such path (hint: the agent card is at {}, JSON-RPC at {})", wire::CARD_PATHS[0], agent.rpc_path)}),
+            &json!({"code": "not_found", "message": format!("no such path (hint: the agent card is at {}, JSON-RPC at {})", wire::CARD_PATHS[0], agent.rpc_paths.join(" and "))}),
         );
     }
     if parts.method != Method::POST {
@@ -99,11 +100,12 @@ pub(super) async fn handle(
         return r;
     }
     let p = &ing.policy;
+    // The path is checked above (`/a2a` is not the policy's).
     if let Err(r) = check::check_head(
         p,
         ing.secret_digest.as_deref(),
         &parts.method,
-        &path,
+        p.path.as_deref().unwrap_or(&path),
         &parts.headers,
     ) {
         let mut resp = whole(r.status, &r.body());

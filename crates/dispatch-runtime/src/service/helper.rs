@@ -356,16 +356,19 @@ fn a2a_agent(
     let store = shared.ok_or("--a2a needs a shared handle on the store (an internal error)")?;
     let parcel = crate::launch::resolve_parcel(layout, &run.parcel_digest)
         .map_err(|e| format!("cannot read the parcel for the agent card: {e}"))?;
-    let rpc_path = policy.path.clone().unwrap_or_else(|| "/".into());
+    let rpc_paths = match &policy.path {
+        Some(p) => vec![p.clone()],
+        None => vec!["/".to_string(), "/a2a".to_string()],
+    };
     let endpoint = serve
         .url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}{rpc_path}"));
+        .unwrap_or_else(|| format!("http://{addr}{}", rpc_paths[0]));
     let card = super::a2a_task::card(&parcel.manifest, &endpoint, policy.secret_sha256.is_some());
     let card = serde_json::to_vec(&card).map_err(|e| e.to_string())?;
     Ok(super::a2a::A2aAgent {
         card: card.into(),
-        rpc_path,
+        rpc_paths,
         store,
         layout: layout.clone(),
         service: run.id.clone(),
