@@ -399,7 +399,11 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
     assert_eq!(got["result"]["id"], run_id.as_str());
     // Where upstream Dispatch's client calls an agent it found no card for,
     // with its spelling of the task id.
-    let (_, got) = a2a_rpc(&svc.url("/a2a"), "tasks/get", serde_json::json!({"taskId": run_id}));
+    let (_, got) = a2a_rpc(
+        &svc.url("/a2a"),
+        "tasks/get",
+        serde_json::json!({"taskId": run_id}),
+    );
     assert_eq!(got["result"]["id"], run_id.as_str(), "{got}");
 
     // message/stream: the task, then its output and the final status.
@@ -409,21 +413,38 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
         .map(|e| e["result"]["kind"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(kinds.first(), Some(&"task"), "{events:#?}");
-    assert_eq!(&kinds[kinds.len() - 2..], ["artifact-update", "status-update"]);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["artifact-update", "status-update"]
+    );
     let last = &events[events.len() - 1]["result"];
-    assert_eq!((last["final"].as_bool(), last["status"]["state"].as_str()), (Some(true), Some("completed")));
-    assert_eq!(events[kinds.len() - 2]["result"]["artifact"]["parts"][0]["text"], "streamed");
+    assert_eq!(
+        (last["final"].as_bool(), last["status"]["state"].as_str()),
+        (Some(true), Some("completed"))
+    );
+    assert_eq!(
+        events[kinds.len() - 2]["result"]["artifact"]["parts"][0]["text"],
+        "streamed"
+    );
 
     // tasks/cancel stops a run that is still going.
     let mut slow = a2a_message("slow please");
     slow["configuration"] = serde_json::json!({"blocking": false});
     let (_, body) = a2a_rpc(&url, "message/send", slow);
-    let slow_id = body["result"]["id"].as_str().expect("a task id").to_string();
+    let slow_id = body["result"]["id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
     assert!(
-        matches!(body["result"]["status"]["state"].as_str(), Some("submitted" | "working")),
+        matches!(
+            body["result"]["status"]["state"].as_str(),
+            Some("submitted" | "working")
+        ),
         "{body}"
     );
-    eventually(10, "the slow run is running", || d.status(&slow_id) == "running");
+    eventually(10, "the slow run is running", || {
+        d.status(&slow_id) == "running"
+    });
     let (_, body) = a2a_rpc(&url, "tasks/cancel", serde_json::json!({"id": slow_id}));
     assert_eq!(body["result"]["status"]["state"], "canceled", "{body}");
     assert_eq!(d.status(&slow_id), "cancelled");
@@ -454,7 +475,10 @@ fn serve_a2a_refuses_what_cannot_work_in_one_line() {
     let agent = d.agent("plain", ECHO_AGENT);
     let dir = agent.to_str().expect("utf-8");
     for (args, needle) in [
-        (vec!["serve", dir, "--a2a"], "--a2a needs an address to listen on"),
+        (
+            vec!["serve", dir, "--a2a"],
+            "--a2a needs an address to listen on",
+        ),
         (
             vec!["serve", dir, "--a2a-url", "http://x/"],
             "--a2a-url needs --a2a",
@@ -464,11 +488,29 @@ fn serve_a2a_refuses_what_cannot_work_in_one_line() {
             "has no secret",
         ),
         (
-            vec!["serve", dir, "--a2a", "--listen", "127.0.0.1:0", "--public", "--listen-method", "post"],
+            vec![
+                "serve",
+                dir,
+                "--a2a",
+                "--listen",
+                "127.0.0.1:0",
+                "--public",
+                "--listen-method",
+                "post",
+            ],
             "drop LISTEN_METHOD",
         ),
         (
-            vec!["serve", dir, "--a2a", "--listen", "127.0.0.1:0", "--public", "--a2a-url", "ftp://x"],
+            vec![
+                "serve",
+                dir,
+                "--a2a",
+                "--listen",
+                "127.0.0.1:0",
+                "--public",
+                "--a2a-url",
+                "ftp://x",
+            ],
             "not an http(s) URL",
         ),
     ] {
@@ -479,7 +521,10 @@ fn serve_a2a_refuses_what_cannot_work_in_one_line() {
 }
 
 fn a2a_model_line(mock: &native_common::Mock) -> String {
-    format!("MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}", mock.url())
+    format!(
+        "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+        mock.url()
+    )
 }
 
 #[test]
@@ -513,7 +558,11 @@ fn a_native_agent_calls_a_served_parcel_over_a2a_through_the_real_binary() {
         ),
     );
     let out = d.run(&["run", caller.to_str().expect("utf-8"), "--job", "\"trip\""]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: Value =
         serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).expect("ps JSON");
     let triage = runs
@@ -593,20 +642,49 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let d = Dispatch::with_env(&[("A2A_TOKEN", A2A_TOKEN)]);
     let svc = a2a_echo_service(&d);
     let base = svc.url("/");
-    let port = svc.bound_addr().rsplit(':').next().expect("port").to_string();
+    let port = svc
+        .bound_addr()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
     let web = not_an_agent();
     let tools = [
-        ("impostor", format!("URL {base} EXPECT_AGENT_NAME planner"), "names `echo`, not the expected `planner`"),
-        ("pinned", format!("URL {base} EXPECT_CARD_SHA256 {}", "0".repeat(64)), "not the expected 0000"),
-        ("offlist", format!("URL http://localhost:{port}/"), "not in DISPATCH_A2A_ALLOWED_ORIGINS"),
-        ("gone", format!("URL http://127.0.0.1:{closed}/"), "cannot reach the A2A agent"),
+        (
+            "impostor",
+            format!("URL {base} EXPECT_AGENT_NAME planner"),
+            "names `echo`, not the expected `planner`",
+        ),
+        (
+            "pinned",
+            format!("URL {base} EXPECT_CARD_SHA256 {}", "0".repeat(64)),
+            "not the expected 0000",
+        ),
+        (
+            "offlist",
+            format!("URL http://localhost:{port}/"),
+            "not in DISPATCH_A2A_ALLOWED_ORIGINS",
+        ),
+        (
+            "gone",
+            format!("URL http://127.0.0.1:{closed}/"),
+            "cannot reach the A2A agent",
+        ),
         ("web", format!("URL {web}"), "is not an A2A agent"),
-        ("cardless", format!("URL {web} DISCOVERY card"), "is not an A2A agent card"),
-        ("slow", format!("URL {base} TIMEOUT 1s"), "did not finish within 1000 ms"),
+        (
+            "cardless",
+            format!("URL {web} DISCOVERY card"),
+            "is not an A2A agent card",
+        ),
+        (
+            "slow",
+            format!("URL {base} TIMEOUT 1s"),
+            "did not finish within 1000 ms",
+        ),
         // Not a failure: no card read, `message/send` to `<url>/a2a`.
         ("direct", format!("URL {base} DISCOVERY direct"), ""),
     ];
@@ -629,15 +707,26 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let caller = native_agent(
         d.dir.path(),
         "caller",
-        &format!("{}\nSECRET A2A_TOKEN\n{}", a2a_model_line(&model), lines.join("\n")),
+        &format!(
+            "{}\nSECRET A2A_TOKEN\n{}",
+            a2a_model_line(&model),
+            lines.join("\n")
+        ),
     );
     let out = d
         .command()
         .args(["run", caller.to_str().expect("utf-8"), "--job", "\"go\""])
-        .env("DISPATCH_A2A_ALLOWED_ORIGINS", format!("127.0.0.1, {}", web.trim_end_matches('/')))
+        .env(
+            "DISPATCH_A2A_ALLOWED_ORIGINS",
+            format!("127.0.0.1, {}", web.trim_end_matches('/')),
+        )
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: Value =
         serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).expect("ps JSON");
     let id = runs
@@ -665,7 +754,10 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
             continue;
         }
         assert_eq!(e["ok"], false, "{name}: {e}");
-        assert!(text.starts_with(&format!("error: A2A {name}: ")), "{name}: {text}");
+        assert!(
+            text.starts_with(&format!("error: A2A {name}: ")),
+            "{name}: {text}"
+        );
         assert!(text.contains(needle), "{name}: {text}");
         assert_eq!(text.lines().count(), 1, "{name}: {text}");
         assert!(!text.contains(A2A_TOKEN), "{name}: {text}");
@@ -678,7 +770,9 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let beats = svc.heartbeats();
     assert_eq!(beats.len(), 2, "the slow and the direct calls: {beats:#?}");
     assert!(beats.iter().any(|b| b["id"] == task.as_str()), "{beats:#?}");
-    eventually(10, "the remote run is cancelled", || d.status(&task) == "cancelled");
+    eventually(10, "the remote run is cancelled", || {
+        d.status(&task) == "cancelled"
+    });
 
     // The operator's trust policy file: a rule for this host requires
     // another agent's identity, so the call is refused before any message.
@@ -706,7 +800,11 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         .env("DISPATCH_A2A_TRUST_POLICY", &policy)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: Value =
         serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).expect("ps JSON");
     let strict_id = runs
@@ -730,9 +828,15 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let bad = native_agent(
         d.dir.path(),
         "bad",
-        &format!("{}\nTOOL A2A far URL http://planner.example.com/", a2a_model_line(&model)),
+        &format!(
+            "{}\nTOOL A2A far URL http://planner.example.com/",
+            a2a_model_line(&model)
+        ),
     );
     let err = d.fails(&["build", bad.to_str().expect("utf-8")], 125);
-    assert!(err.contains("not loopback") && err.contains("line"), "{err}");
+    assert!(
+        err.contains("not loopback") && err.contains("line"),
+        "{err}"
+    );
     svc.stop(5_000);
 }

@@ -128,7 +128,13 @@ fn timed_out(remote: &Remote, timeout: Duration, mut meta: Map<String, Value>) -
 /// The final reply as the model's text.
 fn finish(remote: &Remote, reply: Reply, mut meta: Map<String, Value>) -> Answer {
     let task = match reply {
-        Reply::Message(m) => return Answer { text: m.text(), is_error: false, meta },
+        Reply::Message(m) => {
+            return Answer {
+                text: m.text(),
+                is_error: false,
+                meta,
+            };
+        }
         Reply::Task(t) => t,
         Reply::Status(_) | Reply::Artifact(_) => {
             return Answer::error(
@@ -258,7 +264,11 @@ async fn fetch_card(
     }
     let body = read(resp).await.map_err(|e| format!("GET {url}: {e}"))?;
     if !status.is_success() {
-        return Err(format!("GET {url} answered HTTP {}: {}", status.as_u16(), quote(&body)));
+        return Err(format!(
+            "GET {url} answered HTTP {}: {}",
+            status.as_u16(),
+            quote(&body)
+        ));
     }
     let card: AgentCard = serde_json::from_slice(&body).map_err(|e| {
         format!(
@@ -304,7 +314,10 @@ fn checked(
             ));
         }
     }
-    let endpoint = card.url.clone().unwrap_or_else(|| rpc_fallback(&remote.url));
+    let endpoint = card
+        .url
+        .clone()
+        .unwrap_or_else(|| rpc_fallback(&remote.url));
     let (declared, found) = (Url::parse(&remote.url), Url::parse(&endpoint));
     let same_origin = match (&declared, &found) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
@@ -348,7 +361,14 @@ async fn send(
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(POLL_MAX);
-        reply = rpc(http, remote, &endpoint.url, "tasks/get", json!({"id": task.id})).await?;
+        reply = rpc(
+            http,
+            remote,
+            &endpoint.url,
+            "tasks/get",
+            json!({"id": task.id}),
+        )
+        .await?;
     }
 }
 
@@ -361,7 +381,11 @@ async fn stream(
     task_id: &std::sync::Mutex<Option<String>>,
 ) -> Result<Reply, String> {
     let url = &endpoint.url;
-    let body = wire::request(&new_id("req"), "message/stream", json!({"message": message}));
+    let body = wire::request(
+        &new_id("req"),
+        "message/stream",
+        json!({"message": message}),
+    );
     let mut req = http
         .post(url)
         .json(&body)
@@ -521,8 +545,9 @@ fn answer_of(url: &str, status: u16, body: &[u8], method: &str) -> Result<Reply,
         return Err(format!("{method} failed: JSON-RPC error {code}: {message}"));
     }
     match v.get("result") {
-        Some(r) if v.get("jsonrpc").is_some() => Reply::from_value(r.clone())
-            .map_err(|e| format!("{method} answered {e}")),
+        Some(r) if v.get("jsonrpc").is_some() => {
+            Reply::from_value(r.clone()).map_err(|e| format!("{method} answered {e}"))
+        }
         _ => Err(format!(
             "{url} is not an A2A agent: {method} answered HTTP {status} without a JSON-RPC result; it begins: {}",
             quote(body)
@@ -532,7 +557,13 @@ fn answer_of(url: &str, status: u16, body: &[u8], method: &str) -> Result<Reply,
 
 /// Best effort: the task is no longer wanted.
 async fn cancel(http: &reqwest::Client, remote: &Remote, endpoint: &Endpoint, id: &str) {
-    let call = rpc(http, remote, &endpoint.url, "tasks/cancel", json!({"id": id}));
+    let call = rpc(
+        http,
+        remote,
+        &endpoint.url,
+        "tasks/cancel",
+        json!({"id": id}),
+    );
     let _ = tokio::time::timeout(Duration::from_secs(2), call).await;
 }
 
@@ -588,7 +619,10 @@ mod tests {
             ]
         );
         let urls = card_urls("http://127.0.0.1:9/agents/x/").expect("ok");
-        assert_eq!(urls[0], "http://127.0.0.1:9/agents/x/.well-known/agent-card.json");
+        assert_eq!(
+            urls[0],
+            "http://127.0.0.1:9/agents/x/.well-known/agent-card.json"
+        );
         assert_eq!(urls[3], "http://127.0.0.1:9/.well-known/agent.json");
         let urls = card_urls("https://a.example.com/a2a").expect("ok");
         assert_eq!(urls[0], "https://a.example.com/.well-known/agent-card.json");
@@ -596,9 +630,18 @@ mod tests {
 
     #[test]
     fn without_a_card_a_bare_origin_is_called_at_a2a_as_upstream_does() {
-        assert_eq!(rpc_fallback("https://a.example.com"), "https://a.example.com/a2a");
-        assert_eq!(rpc_fallback("https://a.example.com/"), "https://a.example.com/a2a");
-        assert_eq!(rpc_fallback("https://a.example.com/rpc/"), "https://a.example.com/rpc");
+        assert_eq!(
+            rpc_fallback("https://a.example.com"),
+            "https://a.example.com/a2a"
+        );
+        assert_eq!(
+            rpc_fallback("https://a.example.com/"),
+            "https://a.example.com/a2a"
+        );
+        assert_eq!(
+            rpc_fallback("https://a.example.com/rpc/"),
+            "https://a.example.com/rpc"
+        );
     }
 
     /// A `message/stream` answer as a2a-python's server writes it: the
@@ -630,7 +673,10 @@ data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","final":true,"kind":
         let Ok(Reply::Task(t)) = fold(RECORDED_STREAM) else {
             panic!("a task")
         };
-        assert_eq!((t.id.as_str(), t.status.state), ("t9", TaskState::Completed));
+        assert_eq!(
+            (t.id.as_str(), t.status.state),
+            ("t9", TaskState::Completed)
+        );
         let remote = Remote {
             tool: "planner".into(),
             url: "http://x/".into(),
@@ -641,9 +687,16 @@ data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","final":true,"kind":
             policy: Arc::default(),
         };
         let answer = finish(&remote, Reply::Task(t), Map::new());
-        assert_eq!((answer.text.as_str(), answer.is_error), ("Take the 9:40.", false));
+        assert_eq!(
+            (answer.text.as_str(), answer.is_error),
+            ("Take the 9:40.", false)
+        );
         // Cut before its end, it says where the task was left.
-        let cut: String = RECORDED_STREAM.split("\n\n").take(3).collect::<Vec<_>>().join("\n\n");
+        let cut: String = RECORDED_STREAM
+            .split("\n\n")
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n\n");
         let e = fold(&cut).expect_err("unfinished");
         assert_eq!(e, "the event stream ended with task t9 still working");
     }
@@ -651,7 +704,10 @@ data: {"id":"r1","jsonrpc":"2.0","result":{"contextId":"c9","final":true,"kind":
     #[test]
     fn an_answer_that_is_not_json_rpc_says_so_in_one_line() {
         let e = answer_of("http://x/", 200, b"<html>hi</html>", "message/send").expect_err("html");
-        assert!(e.contains("is not an A2A agent") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("is not an A2A agent") && !e.contains('\n'),
+            "{e}"
+        );
         let e = answer_of("http://x/", 200, br#"{"ok":1}"#, "message/send").expect_err("json");
         assert!(e.contains("without a JSON-RPC result"), "{e}");
         let e = answer_of(

@@ -102,10 +102,13 @@ impl Policy {
         let origin = parsed.origin().ascii_serialization().to_ascii_lowercase();
         let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
         if !self.allowed.is_empty()
-            && !self
-                .allowed
-                .iter()
-                .any(|a| if a.contains("://") { *a == origin } else { *a == host })
+            && !self.allowed.iter().any(|a| {
+                if a.contains("://") {
+                    *a == origin
+                } else {
+                    *a == host
+                }
+            })
         {
             return Err(format!(
                 "{origin} is not in {ALLOWED_ORIGINS_ENV} (hint: add it there, as an origin or a hostname)"
@@ -117,12 +120,13 @@ impl Policy {
         let matched: Vec<&Rule> = rules
             .iter()
             .filter(|r| {
-                r.origin_prefix
+                r.origin_prefix.as_ref().is_none_or(|p| {
+                    url.to_ascii_lowercase()
+                        .starts_with(&p.to_ascii_lowercase())
+                }) && r
+                    .hostname
                     .as_ref()
-                    .is_none_or(|p| url.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
-                    && r.hostname
-                        .as_ref()
-                        .is_none_or(|h| h.eq_ignore_ascii_case(&host))
+                    .is_none_or(|h| h.eq_ignore_ascii_case(&host))
             })
             .collect();
         if matched.is_empty() {
@@ -133,7 +137,10 @@ impl Policy {
         let mut req = Required::default();
         for r in matched {
             merge(&mut req.agent_name, &r.expected_agent_name, "agent name")?;
-            let digest = r.expected_card_sha256.as_ref().map(|d| d.to_ascii_lowercase());
+            let digest = r
+                .expected_card_sha256
+                .as_ref()
+                .map(|d| d.to_ascii_lowercase());
             merge(&mut req.card_sha256, &digest, "card digest")?;
         }
         Ok(req)
@@ -176,7 +183,9 @@ mod tests {
         let p = policy("https://planner.example.com, search.internal", None).expect("ok");
         assert!(p.check("https://planner.example.com/a2a").is_ok());
         assert!(p.check("https://search.internal:8443/").is_ok());
-        let e = p.check("http://planner.example.com/").expect_err("other origin");
+        let e = p
+            .check("http://planner.example.com/")
+            .expect_err("other origin");
         assert!(e.contains("DISPATCH_A2A_ALLOWED_ORIGINS"), "{e}");
         assert!(policy("", None).expect("ok").check("https://any").is_ok());
     }
@@ -209,7 +218,11 @@ expected_card_sha256 = "AB"
             Some("[[rules]]\nhostname = \"a\"\nexpected_agent_name = \"x\"\n[[rules]]\nhostname = \"a\"\nexpected_agent_name = \"y\"\n"),
         )
         .expect("ok");
-        assert!(p.check("https://a/").expect_err("conflict").contains("different"));
+        assert!(
+            p.check("https://a/")
+                .expect_err("conflict")
+                .contains("different")
+        );
         let e = policy("", Some("[[rules]]\nexpected_agent_name = \"x\"\n")).expect_err("bad rule");
         assert!(e.contains("neither"), "{e}");
         let e = policy("", Some("rules = 3")).expect_err("not a policy");

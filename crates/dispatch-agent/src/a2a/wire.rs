@@ -83,15 +83,9 @@ pub struct Skill {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Part {
-    Text {
-        text: String,
-    },
-    Data {
-        data: Value,
-    },
-    File {
-        file: Value,
-    },
+    Text { text: String },
+    Data { data: Value },
+    File { file: Value },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,7 +411,9 @@ mod tests {
         assert_eq!(parts_text(&t.artifacts[0].parts), "42");
         let s = json!({"kind": "status-update", "taskId": "t", "contextId": "c",
                        "status": {"state": "input-required"}, "final": true});
-        assert!(matches!(Reply::from_value(s), Ok(Reply::Status(u)) if u.is_final && u.status.state.is_final()));
+        assert!(
+            matches!(Reply::from_value(s), Ok(Reply::Status(u)) if u.is_final && u.status.state.is_final())
+        );
         assert!(Reply::from_value(json!({"kind": "nope"})).is_err());
     }
 

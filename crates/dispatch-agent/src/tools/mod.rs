@@ -9,6 +9,7 @@
 //! as an artifact. The runtime records every call as a `tool_call` event
 //! with the fields [`ToolOutcome::meta`] adds (kind, bytes, truncated, …).
 
+mod a2a;
 mod builtin;
 mod builtin_state;
 mod edit;
@@ -244,7 +245,7 @@ impl<'a> ToolBox<'a> {
                 }
                 ToolKind::A2a { .. } => {
                     let policy = a2a_policy.clone().unwrap_or_default();
-                    let (spec, runner) = a2a_tool(decl, &ctx, policy)?;
+                    let (spec, runner) = a2a::prepare(decl, &ctx, policy)?;
                     entries.push(entry(decl, spec, runner)?);
                 }
                 kind => {
@@ -423,7 +424,9 @@ impl<'a> ToolBox<'a> {
                 Err(e) => ToolOutcome::error(e),
             },
             Runner::Builtin(name) => builtin::run(name, &args, &self.ctx).await,
-            Runner::A2a { remote, data } => a2a_call(&self.ctx.http, remote, *data, args, timeout).await,
+            Runner::A2a { remote, data } => {
+                a2a::run(&self.ctx.http, remote, *data, args, timeout).await
+            }
         };
         // A secret a tool prints never reaches the model, the log or an artifact.
         if dispatch_core::redact::contains(&outcome.text, &self.ctx.mask) {
@@ -643,103 +646,8 @@ fn prepare(
             )
         }
         ToolKind::Mcp { .. } => unreachable!("MCP servers are started by ToolBox::start"),
-        ToolKind::A2a { .. } => unreachable!("A2A tools are prepared by a2a_tool"),
+        ToolKind::A2a { .. } => unreachable!("A2A tools are prepared by a2a::prepare"),
     })
-}
-
-/// The spec and runner of a `TOOL A2A`: without a SCHEMA the model sends
-/// one `message` string (a text part), with one its arguments (a data part).
-fn a2a_tool(
-    decl: &ToolDecl,
-    ctx: &ToolContext<'_>,
-    policy: Arc<crate::a2a::trust::Policy>,
-) -> Result<(ToolSpec, Runner), String> {
-    let ToolKind::A2a {
-        url,
-        discovery,
-        auth,
-        expect_agent_name,
-        expect_card_sha256,
-    } = &decl.kind
-    else {
-        unreachable!("called for A2A tools only")
-    };
-    let secret = |name: &str| {
-        ctx.secrets.get(name).cloned().ok_or_else(|| {
-            format!(
-                "tool `{}`: AUTH needs secret {name}, which is not set where the run executes (hint: export it, or store it with the secret store)",
-                decl.name
-            )
-        })
-    };
-    let headers = match auth {
-        None => Vec::new(),
-        Some(dispatch_core::tool::A2aAuth::Bearer { secret: s }) => {
-            vec![("authorization".to_string(), format!("Bearer {}", secret(s)?))]
-        }
-        Some(dispatch_core::tool::A2aAuth::Header { header, secret: s }) => {
-            vec![(header.clone(), secret(s)?)]
-        }
-        Some(dispatch_core::tool::A2aAuth::Basic { user, password }) => {
-            use base64::Engine as _;
-            let pair = format!("{}:{}", secret(user)?, secret(password)?);
-            let token = base64::engine::general_purpose::STANDARD.encode(pair);
-            vec![("authorization".to_string(), format!("Basic {token}"))]
-        }
-    };
-    let data = decl.schema.is_some();
-    let spec = ToolSpec {
-        name: decl.name.clone(),
-        description: decl.description.clone().unwrap_or_else(|| {
-            format!("Asks the remote agent at {url} (A2A) and returns its answer")
-        }),
-        parameters: decl.schema.clone().unwrap_or_else(|| {
-            json!({
-                "type": "object",
-                "properties": {"message": {"type": "string", "description": "What to ask the remote agent"}},
-                "required": ["message"],
-            })
-        }),
-    };
-    let remote = crate::a2a::client::Remote {
-        tool: decl.name.clone(),
-        url: url.clone(),
-        discovery: *discovery,
-        headers,
-        expect_agent_name: expect_agent_name.clone(),
-        expect_card_sha256: expect_card_sha256.clone(),
-        policy,
-    };
-    Ok((
-        spec,
-        Runner::A2a {
-            remote: Box::new(remote),
-            data,
-        },
-    ))
-}
-
-async fn a2a_call(
-    http: &reqwest::Client,
-    remote: &crate::a2a::client::Remote,
-    data: bool,
-    args: Value,
-    timeout: Duration,
-) -> ToolOutcome {
-    use crate::a2a::wire::Part;
-    let part = match (data, args.get("message").and_then(Value::as_str)) {
-        (false, Some(text)) => Part::Text {
-            text: text.to_string(),
-        },
-        _ => Part::Data { data: args },
-    };
-    let answer = crate::a2a::client::call(http, remote, vec![part], timeout).await;
-    ToolOutcome {
-        text: answer.text,
-        is_error: answer.is_error,
-        meta: answer.meta,
-        ..ToolOutcome::default()
-    }
 }
 
 /// HEADER values from the declared secrets; a missing one is an error.

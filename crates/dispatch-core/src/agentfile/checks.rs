@@ -67,7 +67,10 @@ fn check_tools(m: &Manifest) -> Result<(), AgentfileError> {
         if let crate::tool::ToolKind::A2a {
             auth: Some(auth), ..
         } = &t.kind
-            && let Some(s) = auth.secrets().into_iter().find(|s| !m.secrets.iter().any(|d| d == s))
+            && let Some(s) = auth
+                .secrets()
+                .into_iter()
+                .find(|s| !m.secrets.iter().any(|d| d == s))
         {
             return Err(AgentfileError::new(
                 t.line,

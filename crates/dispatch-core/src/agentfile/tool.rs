@@ -138,10 +138,7 @@ fn a2a(line: usize, rest: &[String]) -> Result<Vec<ToolDecl>, String> {
             "EXPECT_CARD_SHA256",
         ],
     )?;
-    if let ToolKind::A2a {
-        url, discovery, ..
-    } = &decl.kind
-    {
+    if let ToolKind::A2a { url, discovery, .. } = &decl.kind {
         if url.is_empty() {
             return Err(format!(
                 "TOOL A2A {name} needs URL <endpoint> (hint: `TOOL A2A {name} URL https://agent.example.com`)"
@@ -150,11 +147,14 @@ fn a2a(line: usize, rest: &[String]) -> Result<Vec<ToolDecl>, String> {
         if let Some(why) = crate::tool::a2a_url_problem(url) {
             return Err(format!("TOOL A2A {name}: URL {why}"));
         }
-        if let (A2aDiscovery::Direct, ToolKind::A2a {
-            expect_agent_name,
-            expect_card_sha256,
-            ..
-        }) = (discovery, &decl.kind)
+        if let (
+            A2aDiscovery::Direct,
+            ToolKind::A2a {
+                expect_agent_name,
+                expect_card_sha256,
+                ..
+            },
+        ) = (discovery, &decl.kind)
             && (expect_agent_name.is_some() || expect_card_sha256.is_some())
         {
             return Err(format!(
@@ -195,7 +195,11 @@ fn split_auth(name: &str, options: &[String]) -> Result<(Option<A2aAuth>, Vec<St
             },
             4,
         ),
-        _ => return Err(format!("TOOL A2A {name}: AUTH {scheme} is incomplete or unknown {hint}")),
+        _ => {
+            return Err(format!(
+                "TOOL A2A {name}: AUTH {scheme} is incomplete or unknown {hint}"
+            ));
+        }
     };
     let mut rest = options[..at].to_vec();
     rest.extend_from_slice(&options[(at + used).min(options.len())..]);
@@ -591,7 +595,11 @@ mod tests {
             .expect("loopback http is fine");
         assert!(matches!(
             &d[0].kind,
-            ToolKind::A2a { auth: Some(A2aAuth::Basic { .. }), discovery: A2aDiscovery::Auto, .. }
+            ToolKind::A2a {
+                auth: Some(A2aAuth::Basic { .. }),
+                discovery: A2aDiscovery::Auto,
+                ..
+            }
         ));
     }
 

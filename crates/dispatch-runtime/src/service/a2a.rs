@@ -96,7 +96,8 @@ pub(super) async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"code": "method_not_allowed", "message": "A2A JSON-RPC takes POST"}),
         );
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
     let p = &ing.policy;
@@ -135,9 +136,10 @@ fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> 
     whole(StatusCode::OK, &wire::failure(id, code, message.as_ref()))
 }
 
-fn params<T: serde::de::DeserializeOwned>(id: &Value, v: &Value) -> Result<T, Response<Body>> {
+/// The request's params as `T`, or what is wrong with them.
+fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
     serde_json::from_value(v.get("params").cloned().unwrap_or(Value::Null))
-        .map_err(|e| rpc_error(id, code::INVALID_PARAMS, format!("invalid params: {e}")))
+        .map_err(|e| format!("invalid params: {e}"))
 }
 
 async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
@@ -158,15 +160,17 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
     };
     match method.as_str() {
         "message/send" | "message/stream" => {
-            let p: SendParams = match params(&id, &v) {
+            let p: SendParams = match params(&v) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(e) => return rpc_error(&id, code::INVALID_PARAMS, e),
             };
             if let Some(task) = &p.message.task_id {
                 return rpc_error(
                     &id,
                     code::UNSUPPORTED_OPERATION,
-                    format!("each message starts a new task here; continuing task {task} is not supported"),
+                    format!(
+                        "each message starts a new task here; continuing task {task} is not supported"
+                    ),
                 );
             }
             let run = match admit(ing, agent, &p).await {
@@ -195,9 +199,9 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
             }
         }
         "tasks/get" | "tasks/resubscribe" | "tasks/cancel" => {
-            let p: TaskIdParams = match params(&id, &v) {
+            let p: TaskIdParams = match params(&v) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(e) => return rpc_error(&id, code::INVALID_PARAMS, e),
             };
             let run = match task_run(agent, &p.id).await {
                 Ok(run) => run,

@@ -52,8 +52,7 @@ pub(super) fn card(manifest: &Manifest, endpoint: &str, bearer: bool) -> AgentCa
         default_input_modes: modes.clone(),
         default_output_modes: modes,
         skills,
-        security_schemes: bearer
-            .then(|| json!({"bearer": {"type": "http", "scheme": "bearer"}})),
+        security_schemes: bearer.then(|| json!({"bearer": {"type": "http", "scheme": "bearer"}})),
         security: bearer.then(|| json!([{"bearer": []}])),
     }
 }
@@ -158,7 +157,10 @@ mod tests {
         }))
         .expect("a manifest");
         let c = card(&m, "http://127.0.0.1:9/", true);
-        assert_eq!((c.name.as_str(), c.description.as_str()), ("planner", "Plans trips."));
+        assert_eq!(
+            (c.name.as_str(), c.description.as_str()),
+            ("planner", "Plans trips.")
+        );
         assert_eq!(c.version, "1.2.0");
         assert_eq!(c.skills[0].id, "routes");
         assert_eq!(c.url.as_deref(), Some("http://127.0.0.1:9/"));

@@ -36,7 +36,8 @@ pub mod wake;
 
 pub use config::ServeOptions;
 pub use model::{
-    A2aServe, IngressPolicy, ListenerState, Overlap, ScheduleState, ServiceConfig, ServiceDoc, Trigger,
+    A2aServe, IngressPolicy, ListenerState, Overlap, ScheduleState, ServiceConfig, ServiceDoc,
+    Trigger,
 };
 
 /// A service option that cannot work, said in one line.
