@@ -44,8 +44,11 @@ use crate::layout::Layout;
 /// A response body: whole, or a stream of server-sent events.
 pub(super) type Body = BoxBody<Bytes, Infallible>;
 
-/// How often a followed run is read, at first and at most.
+/// How often a followed run is read: every `FOLLOW_FIRST` for its first
+/// `FOLLOW_BRISK` (most runs an A2A client waits on are short), then less
+/// often, up to every `FOLLOW_MAX`.
 const FOLLOW_FIRST: Duration = Duration::from_millis(20);
+const FOLLOW_BRISK: Duration = Duration::from_secs(2);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 /// How long `tasks/cancel` waits for the run to end before answering.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -291,16 +294,18 @@ async fn follow(
     run: &Run,
     mut seen: impl FnMut(&Run) -> bool,
 ) -> Result<Run, String> {
+    let started = std::time::Instant::now();
     let mut wait = FOLLOW_FIRST;
     let mut last = run.status();
     let mut now = run.clone();
     while !now.state.is_terminal() {
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(FOLLOW_MAX);
+        if started.elapsed() >= FOLLOW_BRISK {
+            wait = (wait * 2).min(FOLLOW_MAX);
+        }
         now = store.get_run(&run.id).await.map_err(|e| e.to_string())?;
         if now.status() != last {
             last = now.status();
-            wait = FOLLOW_FIRST;
             if !now.state.is_terminal() && !seen(&now) {
                 break;
             }
