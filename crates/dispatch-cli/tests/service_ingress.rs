@@ -685,12 +685,24 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
             format!("URL {base} TIMEOUT 1s"),
             "did not finish within 1000 ms",
         ),
+        (
+            "badauth",
+            format!("URL {base} AUTH bearer WRONG_TOKEN"),
+            "refused the credentials",
+        ),
         // Not a failure: no card read, `message/send` to `<url>/a2a`.
         ("direct", format!("URL {base} DISCOVERY direct"), ""),
     ];
     let lines: Vec<String> = tools
         .iter()
-        .map(|(name, rest, _)| format!("TOOL A2A {name} {rest} AUTH bearer A2A_TOKEN"))
+        .map(|(name, rest, _)| {
+            let auth = if rest.contains("AUTH") {
+                ""
+            } else {
+                " AUTH bearer A2A_TOKEN"
+            };
+            format!("TOOL A2A {name} {rest}{auth}")
+        })
         .collect();
     let calls: Vec<Value> = tools
         .iter()
@@ -708,7 +720,7 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
         d.dir.path(),
         "caller",
         &format!(
-            "{}\nSECRET A2A_TOKEN\n{}",
+            "{}\nSECRET A2A_TOKEN\nSECRET WRONG_TOKEN\n{}",
             a2a_model_line(&model),
             lines.join("\n")
         ),
@@ -716,6 +728,7 @@ fn a2a_calls_that_fail_the_trust_policy_or_reach_no_agent_say_why_in_one_line() 
     let out = d
         .command()
         .args(["run", caller.to_str().expect("utf-8"), "--job", "\"go\""])
+        .env("WRONG_TOKEN", "not-the-token")
         .env(
             "DISPATCH_A2A_ALLOWED_ORIGINS",
             format!("127.0.0.1, {}", web.trim_end_matches('/')),

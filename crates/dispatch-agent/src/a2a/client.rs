@@ -527,6 +527,11 @@ async fn rpc(
 
 /// A JSON-RPC answer's result, or its error, as one line.
 fn answer_of(url: &str, status: u16, body: &[u8], method: &str) -> Result<Reply, String> {
+    if matches!(status, 401 | 403) {
+        return Err(format!(
+            "{url} refused the credentials ({method} answered HTTP {status}) (hint: check the TOOL line's AUTH and the value of its SECRET)"
+        ));
+    }
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => {
