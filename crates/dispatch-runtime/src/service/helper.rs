@@ -388,10 +388,13 @@ fn describe(run: &Run, config: &ServiceConfig, timers: &Timers, listeners: &[Lis
         parts.push(format!("timer `{}`", t.label()));
     }
     for l in listeners {
-        parts.push(format!(
-            "listening on {}",
-            l.bound_addr.as_deref().unwrap_or(&l.addr)
-        ));
+        let addr = l.bound_addr.as_deref().unwrap_or(&l.addr);
+        parts.push(match &config.a2a {
+            Some(_) => format!(
+                "listening on {addr} as an A2A agent (card at http://{addr}/.well-known/agent-card.json)"
+            ),
+            None => format!("listening on {addr}"),
+        });
     }
     if parts.is_empty() {
         parts.push("manual wakes only".into());
