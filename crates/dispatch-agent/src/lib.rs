@@ -3,6 +3,7 @@
 //! [`provider::Provider`] trait), prompt assembly, model resolution, the
 //! loop itself, and a scripted mock model server for tests and benchmarks.
 
+pub mod a2a;
 pub mod agent_loop;
 pub mod anthropic;
 pub mod billing;

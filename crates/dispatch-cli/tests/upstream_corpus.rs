@@ -14,7 +14,8 @@ use common::Dispatch;
 use native_common::{Mock, events_of, text};
 use serde_json::{Value, json};
 
-const CORPUS: [&str; 5] = [
+const CORPUS: [&str; 6] = [
+    "a2a-delegate",
     "basic",
     "file-analyst",
     "heartbeat-monitor",

@@ -64,6 +64,22 @@ fn check_tools(m: &Manifest) -> Result<(), AgentfileError> {
                 ),
             ));
         }
+        if let crate::tool::ToolKind::A2a {
+            auth: Some(auth), ..
+        } = &t.kind
+            && let Some(s) = auth
+                .secrets()
+                .into_iter()
+                .find(|s| !m.secrets.iter().any(|d| d == s))
+        {
+            return Err(AgentfileError::new(
+                t.line,
+                format!(
+                    "TOOL {}: AUTH names `{s}`, which is not a declared SECRET (hint: add `SECRET {s}`)",
+                    t.name
+                ),
+            ));
+        }
         let headers = match &t.kind {
             crate::tool::ToolKind::Http { headers, .. }
             | crate::tool::ToolKind::Mcp { headers, .. } => headers.as_slice(),
