@@ -14,8 +14,9 @@ use common::Dispatch;
 use native_common::{Mock, events_of, text};
 use serde_json::{Value, json};
 
-const CORPUS: [&str; 5] = [
+const CORPUS: [&str; 6] = [
     "basic",
+    "codex",
     "file-analyst",
     "heartbeat-monitor",
     "release-notes",
@@ -82,6 +83,49 @@ fn every_corpus_agentfile_builds_with_dispatch_build() {
         let digest = d.ok(&["build", corpus(name).to_str().expect("utf-8"), "-q"]);
         assert_eq!(digest.len(), 64, "{name}: {digest}");
     }
+}
+
+#[test]
+fn the_codex_parcel_runs_unchanged_on_the_codex_cli_with_its_options() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("codex.log");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli/codex");
+    let out = d
+        .command()
+        .args([
+            "run",
+            corpus("codex").to_str().expect("utf-8"),
+            "--job",
+            "\"go\"",
+        ])
+        .env("DISPATCH_CODEX_BIN", &fake)
+        .env("FAKE_CLI_LOG", &log)
+        .env_remove("LLM_BASE_URL")
+        .output()
+        .expect("dispatch run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = d
+        .ok(&["ps", "-a", "-q"])
+        .lines()
+        .next()
+        .expect("a run")
+        .to_string();
+    let doc = d.inspect(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], json!({"files": ["codex-was-here.txt"]}));
+    let logged = std::fs::read_to_string(&log).expect("the fake ran");
+    // `--reasoning-effort=medium` reaches Codex; the instruction files are its prompt.
+    assert!(
+        logged.contains("arg:model_reasoning_effort=\"medium\""),
+        "{logged}"
+    );
+    assert!(logged.contains("arg:gpt-5.4"), "{logged}");
+    assert!(logged.contains("Small, reviewable changes."), "{logged}");
 }
 
 #[test]

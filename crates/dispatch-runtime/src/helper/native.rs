@@ -238,7 +238,37 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             },
         )),
     };
-    let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
+    // `PROVIDER claude|codex`: the CLI is the loop, with its own tools.
+    let sandboxed = ctx.prepared.sandbox.hook().is_some();
+    let cli = cfg.models[0].model.provider.is_local_cli().then(|| {
+        dispatch_agent::cli::CliRun {
+            work_dir: tool_ctx.work_dir.clone(),
+            // Unsandboxed, the CLI finds its login under the real HOME;
+            // sandboxed, only the run's HOME is there (keys come from the
+            // environment: ANTHROPIC_API_KEY, OPENAI_API_KEY, …).
+            env: tool_ctx
+                .env
+                .iter()
+                .filter(|(k, _)| sandboxed || k != "HOME")
+                .cloned()
+                .collect(),
+            sandboxed,
+            spawn_hook: tool_ctx.spawn_hook.clone(),
+            max_tool_calls: tool_ctx.max_calls,
+            timeout: ctx
+                .parcel
+                .manifest
+                .agent
+                .as_ref()
+                .and_then(|a| a.llm_timeout_ms)
+                .map(Duration::from_millis),
+        }
+    });
+    let started_tools = match cli {
+        Some(_) => Ok(None),
+        None => super::native_tools::start(ctx.parcel, tool_ctx).await,
+    };
+    let tool_box = match started_tools {
         Ok(t) => t,
         Err(reason) => {
             let reason = format!("cannot start the tools: {reason}");
@@ -331,8 +361,19 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         };
         tokio::pin!(save_start);
         let mut saved = false;
-        let looping = dispatch_agent::run_loop(&cfg, &mut conv, tools, &mut sink, client());
-        tokio::pin!(looping);
+        let mut looping: std::pin::Pin<Box<dyn std::future::Future<Output = LoopEnd> + Send + '_>> =
+            match &cli {
+                Some(run) => Box::pin(dispatch_agent::cli::run_cli(
+                    &cfg, &mut conv, run, &mut sink,
+                )),
+                None => Box::pin(dispatch_agent::run_loop(
+                    &cfg,
+                    &mut conv,
+                    tools,
+                    &mut sink,
+                    client(),
+                )),
+            };
         let mut tick = tokio::time::interval(TICK);
         let outcome = loop {
             tokio::select! {
