@@ -236,6 +236,66 @@ fn a_skill_bundle_is_packaged_prompted_and_its_files_and_sidecar_tools_work() {
 }
 
 #[test]
+fn dispatch_skill_lists_and_inspects_the_bundles_a_parcel_carries() {
+    let d = Dispatch::new();
+    let dir = corpus("file-analyst");
+    let dir = dir.to_str().expect("utf-8");
+    let table = d.ok(&["skill", "ls", dir]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    for want in [
+        "file-analyst",
+        "6",
+        "list_dir,find_files",
+        "Analyze files and directories.",
+    ] {
+        assert!(row.contains(want), "{want}: {table}");
+    }
+    let doc: Value =
+        serde_json::from_str(&d.ok(&["skill", "ls", dir, "--format", "json"])).expect("json");
+    let skill = &doc["skills"][0];
+    assert_eq!(skill["name"], "file-analyst");
+    assert_eq!(skill["kind"], "bundle");
+    let files: Vec<&str> = skill["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(
+        files.contains(&"SKILL.md") && files.contains(&"scripts/find_files.sh"),
+        "{files:?}"
+    );
+    let find = &skill["tools"][1];
+    assert_eq!(find["name"], "find_files");
+    assert_eq!(find["script"], "scripts/find_files.sh");
+    assert_eq!(find["approval"], "audit");
+    // A built parcel, by name: one skill inspected, its instructions without frontmatter.
+    d.ok(&["build", dir, "-q"]);
+    let one: Value = serde_json::from_str(&d.ok(&[
+        "skill",
+        "inspect",
+        "file-analyst",
+        "file-analyst",
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    let text = one["instructions"].as_str().expect("instructions");
+    assert!(!text.starts_with("---") && !text.is_empty(), "{text}");
+    let human = d.ok(&["skill", "inspect", dir, "file-analyst"]);
+    assert!(
+        human.contains("Tools:       2") && human.contains("Instructions:"),
+        "{human}"
+    );
+    let err = d.fails(&["skill", "inspect", dir, "nope"], 125);
+    assert!(
+        err.contains("no skill named `nope`") && err.contains("file-analyst"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn limit_iterations_ends_a_run_whose_model_keeps_asking_for_tools() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([
