@@ -295,6 +295,88 @@ fn dispatch_skill_lists_and_inspects_the_bundles_a_parcel_carries() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// `dispatch eval <corpus agent> [extra]` against `mock`: exit code and JSON report.
+fn eval(d: &Dispatch, name: &str, mock: &Mock, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = d
+        .command()
+        .args([
+            "eval",
+            corpus(name).to_str().expect("utf-8"),
+            "-j",
+            "1",
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .env("LLM_BASE_URL", mock.url())
+        .output()
+        .expect("dispatch eval");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("a report: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn upstream_eval_files_run_with_dispatch_eval() {
+    let d = Dispatch::new();
+    // basic's evals/smoke.eval: `expects_tool = "system_time"`.
+    let mock = Mock::start(json!([
+        calls(&[("system_time", json!({}))]),
+        text("It is noon.", 10, 3),
+    ]));
+    let (code, report) = eval(&d, "basic", &mock, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["summary"]["passed"], 1, "{report:#}");
+    // An upstream file given with --cases: its text and tool expectations checked.
+    let cases = d.dir.path().join("more.eval");
+    std::fs::write(
+        &cases,
+        "[[cases]]\nname = \"quiet\"\ninput = \"What time is it?\"\nexpects_no_tool = true\nexpects_text_contains = \"midnight\"\nexpects_text_not_contains = \"noon\"\n",
+    )
+    .expect("cases");
+    let mock = Mock::start(json!([text("It is noon.", 10, 3)]));
+    let (code, report) = eval(
+        &d,
+        "basic",
+        &mock,
+        &["--cases", cases.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    let failures: Vec<&str> = report["results"][0]["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        failures[0].starts_with("expects_text_contains: \"It is noon.\""),
+        "{failures:?}"
+    );
+    assert!(
+        failures[1].starts_with("expects_text_not_contains"),
+        "{failures:?}"
+    );
+    // A key with no counterpart is refused before anything runs, naming it.
+    std::fs::write(
+        &cases,
+        "name = \"x\"\ninput = \"y\"\nexpects_a2a_endpoint = \"z\"\n",
+    )
+    .expect("cases");
+    let err = d.fails(
+        &[
+            "eval",
+            corpus("basic").to_str().expect("utf-8"),
+            "--cases",
+            cases.to_str().expect("utf-8"),
+        ],
+        125,
+    );
+    assert!(
+        err.contains("upstream's `expects_a2a_endpoint` is not supported"),
+        "{err}"
+    );
+}
+
 #[test]
 fn limit_iterations_ends_a_run_whose_model_keeps_asking_for_tools() {
     let d = Dispatch::new();
