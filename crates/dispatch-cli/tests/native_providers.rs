@@ -437,17 +437,11 @@ fn a_missing_cli_is_one_line_at_run_naming_what_to_install() {
     assert!(!reason.contains('\n'), "{reason}");
 }
 
-/// Waits for the fake CLI of run `id` to have started its grandchild; its
-/// pid and the CLI's working directory.
+/// Waits for the fake CLI logging to `log` to have started its grandchild; its pid.
 fn grandchild(log: &Path) -> u32 {
     let mut pid = None;
     eventually(30, "the fake CLI started its grandchild", || {
-        let Some(cwd) = logged(log, "cwd").pop() else {
-            return false;
-        };
-        pid = std::fs::read_to_string(Path::new(&cwd).join("grandchild.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        pid = logged(log, "grandchild").pop().and_then(|p| p.trim().parse().ok());
         pid.is_some()
     });
     pid.expect("pid")

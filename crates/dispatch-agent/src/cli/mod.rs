@@ -294,8 +294,8 @@ pub async fn run_cli(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        // Its own group, ended by `Group` (TERM, grace, KILL), never a lone kill.
+        .process_group(0);
     crate::tools::die_with_parent(&mut command);
     if let Some(hook) = &run.spawn_hook {
         hook(&mut command);
