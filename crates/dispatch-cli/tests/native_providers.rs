@@ -441,7 +441,9 @@ fn a_missing_cli_is_one_line_at_run_naming_what_to_install() {
 fn grandchild(log: &Path) -> u32 {
     let mut pid = None;
     eventually(30, "the fake CLI started its grandchild", || {
-        pid = logged(log, "grandchild").pop().and_then(|p| p.trim().parse().ok());
+        pid = logged(log, "grandchild")
+            .pop()
+            .and_then(|p| p.trim().parse().ok());
         pid.is_some()
     });
     pid.expect("pid")
