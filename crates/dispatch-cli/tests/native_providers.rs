@@ -435,6 +435,59 @@ fn a_missing_cli_is_one_line_at_run_naming_what_to_install() {
         "{reason}"
     );
     assert!(!reason.contains('\n'), "{reason}");
+    // `dispatch build` says so too, and builds (runs may execute elsewhere).
+    let mut c = clean(&d);
+    c.env("PATH", "/usr/bin:/bin")
+        .env_remove("DISPATCH_CLAUDE_BIN")
+        .env_remove("CLAUDE_BINARY");
+    let out = c
+        .args(["build", dir.to_str().expect("utf-8")])
+        .output()
+        .expect("build");
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: PROVIDER claude runs the `claude` CLI, which is not on PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_session_gives_the_cli_its_earlier_turns() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("session.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "chatty",
+        "MODEL claude-sonnet-4-5 PROVIDER claude",
+    );
+    for turn in ["\"first question\"", "\"second question\""] {
+        let mut c = with_fakes(&d, &log);
+        c.args([
+            "run",
+            dir.to_str().expect("utf-8"),
+            "--session",
+            "s1",
+            "--job",
+            turn,
+        ]);
+        let out = c.output().expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let whole = std::fs::read_to_string(&log).expect("log");
+    let second = &whole[whole.rfind("arg:-p").expect("two runs")..];
+    let history = second.find("<conversation_so_far>").expect("the history");
+    assert!(second[history..].contains("first question"), "{second}");
+    assert!(
+        second[history..].contains("The workspace holds claude-was-here.txt."),
+        "{second}"
+    );
+    assert!(second.contains("second question"), "{second}");
 }
 
 /// Waits for the fake CLI logging to `log` to have started its grandchild; its pid.

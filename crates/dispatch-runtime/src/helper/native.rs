@@ -239,31 +239,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         )),
     };
     // `PROVIDER claude|codex`: the CLI is the loop, with its own tools.
-    let sandboxed = ctx.prepared.sandbox.hook().is_some();
-    let cli = cfg.models[0].model.provider.is_local_cli().then(|| {
-        dispatch_agent::cli::CliRun {
-            work_dir: tool_ctx.work_dir.clone(),
-            // Unsandboxed, the CLI finds its login under the real HOME;
-            // sandboxed, only the run's HOME is there (keys come from the
-            // environment: ANTHROPIC_API_KEY, OPENAI_API_KEY, …).
-            env: tool_ctx
-                .env
-                .iter()
-                .filter(|(k, _)| sandboxed || k != "HOME")
-                .cloned()
-                .collect(),
-            sandboxed,
-            spawn_hook: tool_ctx.spawn_hook.clone(),
-            max_tool_calls: tool_ctx.max_calls,
-            timeout: ctx
-                .parcel
-                .manifest
-                .agent
-                .as_ref()
-                .and_then(|a| a.llm_timeout_ms)
-                .map(Duration::from_millis),
-        }
-    });
+    let cli = cfg.models[0]
+        .model
+        .provider
+        .is_local_cli()
+        .then(|| super::native_tools::cli_run(&tool_ctx, ctx.parcel, ctx.prepared));
     let started_tools = match cli {
         Some(_) => Ok(None),
         None => super::native_tools::start(ctx.parcel, tool_ctx).await,
