@@ -147,6 +147,19 @@ impl Parse for Parser {
                 }
             }
             Some("result") => {
+                let denied: Vec<&str> = v["permission_denials"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["tool_name"].as_str())
+                    .collect();
+                if !denied.is_empty() {
+                    out.push(Ev::Warning(format!(
+                        "Claude Code's permission mode refused {} call(s): {} (hint: `--permission-mode=…` on the MODEL line, inside the run's sandbox)",
+                        denied.len(),
+                        denied.join(", ")
+                    )));
+                }
                 let text = v["result"].as_str().map(str::to_string);
                 let failed = v["is_error"].as_bool() == Some(true)
                     || v["subtype"].as_str().is_some_and(|s| s != "success");
@@ -236,6 +249,17 @@ mod tests {
             }
             other => panic!("last: {other:?}"),
         }
+    }
+
+    #[test]
+    fn refused_permissions_are_a_warning() {
+        let mut p = Parser::default();
+        let evs = p.line(&json!({"type": "result", "subtype": "success", "is_error": false,
+            "result": "ok", "permission_denials": [{"tool_name": "Bash", "tool_use_id": "t1", "tool_input": {}}]}));
+        assert!(
+            matches!(&evs[0], Ev::Warning(w) if w.contains("refused 1 call(s): Bash")),
+            "{evs:?}"
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(crate) enum Ev {
         ok: bool,
         meta: serde_json::Map<String, Value>,
     },
+    /// Something the run's reader should know (a tool the CLI's
+    /// permission mode refused).
+    Warning(String),
     /// The CLI's last word: its answer or error, and its own totals.
     Done {
         text: Option<String>,
@@ -474,6 +477,11 @@ pub async fn run_cli(
                             "tool_calls_exceeded: {by} called tools more than {max} times (LIMIT TOOL_CALLS {max}; it was stopped after `{name}`)"
                         ));
                     }
+                }
+                Ev::Warning(message) => {
+                    let _ = sink
+                        .record(vec![("warning", json!({"message": message, "by": by}))])
+                        .await;
                 }
                 Ev::Done { .. } => done = Some(ev),
             }
