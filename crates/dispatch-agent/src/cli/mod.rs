@@ -59,6 +59,8 @@ pub(crate) enum Ev {
         id: String,
         model: Option<String>,
         usage: TokenUsage,
+        /// Why the call ended, as the CLI said (Claude Code's `stop_reason`,
+        /// often null in its stream); recorded as it is.
         finish: Option<String>,
     },
     /// A tool call began.
@@ -417,7 +419,7 @@ pub async fn run_cli(
                         "base_url": model.model.endpoint(), "call": conv.calls + calls,
                         "round": conv.rounds + 1, "retry": 0, "fallback": false,
                         "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                        "cost_usd": cost, "finish_reason": finish.unwrap_or_else(|| "tool_calls".into()),
+                        "cost_usd": cost, "finish_reason": finish,
                         "response_model": answered_by, "latency_ms": started.elapsed().as_millis() as u64,
                     });
                     let usage_event = billing::usage_event(&model.model.name, u, cost, false);
