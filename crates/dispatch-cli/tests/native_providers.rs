@@ -580,3 +580,24 @@ fn cli_models_refuse_at_build_what_cannot_reach_them() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
+
+#[test]
+fn timeout_llm_bounds_the_whole_cli_run() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("slow.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "slowpoke",
+        "MODEL gpt-5 PROVIDER codex\nTIMEOUT LLM 1s",
+    );
+    let id = detach_with(with_fakes(&d, &log), &dir, "\"sleep on it\"");
+    let pid = grandchild(&log);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("`codex` did not finish within 1s (TIMEOUT LLM)"),
+        "{reason}"
+    );
+    eventually(10, "the CLI's grandchild is gone", || !alive(pid));
+}
