@@ -596,7 +596,7 @@ fn timeout_llm_bounds_the_whole_cli_run() {
     assert_eq!(doc["status"], "failed", "{doc}");
     let reason = doc["state"]["reason"].as_str().expect("reason");
     assert!(
-        reason.contains("`codex` did not finish within 1s (TIMEOUT LLM)"),
+        reason.contains("`codex` did not finish within 1.0s (TIMEOUT LLM)"),
         "{reason}"
     );
     eventually(10, "the CLI's grandchild is gone", || !alive(pid));
