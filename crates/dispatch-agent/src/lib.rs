@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod billing;
 pub mod cassette;
 pub mod cassette_tools;
+pub mod cli;
 pub mod conversation;
 pub mod gemini;
 pub mod mcp;

@@ -93,6 +93,8 @@ pub enum Command {
     Worker(crate::commands::server::WorkerArgs),
     /// API tokens for `dispatch server`: create, ls, revoke.
     Token(crate::commands::token::TokenArgs),
+    /// The skills a parcel bundles: ls, inspect.
+    Skill(crate::commands::skill::SkillArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
