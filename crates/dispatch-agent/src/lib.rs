@@ -3,11 +3,13 @@
 //! [`provider::Provider`] trait), prompt assembly, model resolution, the
 //! loop itself, and a scripted mock model server for tests and benchmarks.
 
+pub mod a2a;
 pub mod agent_loop;
 pub mod anthropic;
 pub mod billing;
 pub mod cassette;
 pub mod cassette_tools;
+pub mod cli;
 pub mod conversation;
 pub mod gemini;
 pub mod mcp;

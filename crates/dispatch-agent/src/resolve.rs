@@ -231,6 +231,8 @@ pub fn conventional_keys(m: &ModelRef) -> &'static [&'static str] {
         ProviderKind::Openai | ProviderKind::OpenaiChat => &["OPENAI_API_KEY"],
         ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
         ProviderKind::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+        // The CLI authenticates itself (its login, or its own variables).
+        ProviderKind::Claude | ProviderKind::Codex => &[],
         ProviderKind::OpenaiCompatible => {
             let host = m
                 .base_url
@@ -251,7 +253,10 @@ pub fn conventional_keys(m: &ModelRef) -> &'static [&'static str] {
 /// may need none).
 fn needs_key(m: &ModelRef) -> bool {
     let Some(base) = &m.base_url else {
-        return m.provider != ProviderKind::OpenaiCompatible;
+        return !matches!(
+            m.provider,
+            ProviderKind::OpenaiCompatible | ProviderKind::Claude | ProviderKind::Codex
+        );
     };
     let host = url::Url::parse(base)
         .ok()
@@ -264,7 +269,10 @@ fn needs_key(m: &ModelRef) -> bool {
 
 /// Why a run may not set `LIMIT COST`: a model whose price is unknown.
 pub fn unpriced_for_cost_limit(models: &[ResolvedModel]) -> Option<String> {
-    let m = models.iter().find(|m| m.price.is_none())?;
+    // Claude Code reports what it cost (`total_cost_usd`).
+    let m = models
+        .iter()
+        .find(|m| m.price.is_none() && m.model.provider != ProviderKind::Claude)?;
     Some(format!(
         "LIMIT COST cannot be enforced: model {} has no known price (hint: add `PRICE {} INPUT <usd per 1M tokens> OUTPUT <usd per 1M tokens>` to the Agentfile)",
         m.model.name, m.model.name
@@ -282,6 +290,9 @@ pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Prov
         ProviderKind::Openai => Box::new(OpenAiResponses::new(client, base, key)),
         kind @ (ProviderKind::OpenaiChat | ProviderKind::OpenaiCompatible) => {
             Box::new(OpenAi::new(kind, client, base, key))
+        }
+        kind @ (ProviderKind::Claude | ProviderKind::Codex) => {
+            return Box::new(crate::cli::NotPerCall(kind));
         }
     };
     crate::cassette::wrap(live, crate::cassette::Mode::from_env())
@@ -308,6 +319,10 @@ pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (
             let p = OpenAi::new(kind, client, base, None);
             (p.url(), p.body(req))
         }
+        kind @ (ProviderKind::Claude | ProviderKind::Codex) => (
+            kind.default_base_url().to_string(),
+            serde_json::json!({"model": req.model, "system": req.system, "messages": req.messages}),
+        ),
     }
 }
 
@@ -321,6 +336,7 @@ mod tests {
             provider,
             base_url: None,
             key: Some(key.into()),
+            options: Default::default(),
         };
         AgentConfig {
             models: vec![
@@ -357,6 +373,7 @@ mod tests {
             provider: ProviderKind::OpenaiCompatible,
             base_url: Some("https://generativelanguage.googleapis.com/v1beta/openai".into()),
             key: None,
+            options: Default::default(),
         });
         let env = |k: &str| match k {
             "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GEMINI_API_KEY" => Some(format!("v-{k}")),

@@ -93,6 +93,8 @@ pub enum Command {
     Worker(crate::commands::server::WorkerArgs),
     /// API tokens for `dispatch server`: create, ls, revoke.
     Token(crate::commands::token::TokenArgs),
+    /// The skills a parcel bundles: ls, inspect.
+    Skill(crate::commands::skill::SkillArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -426,6 +428,12 @@ pub struct ServeArgs {
     /// Serve a listener with no secret nor LISTEN_SIGNATURE: anyone who reaches it can wake the service (refused without this flag).
     #[arg(long)]
     pub public: bool,
+    /// Serve the parcel as an A2A agent on the listener: its agent card at /.well-known/agent-card.json, JSON-RPC (message/send, message/stream, tasks/get, tasks/cancel) at the listen path; each message is a run, its id the task id.
+    #[arg(long)]
+    pub a2a: bool,
+    /// With --a2a: the endpoint URL the agent card announces (default: http://<bound address><listen path>).
+    #[arg(long, value_name = "URL")]
+    pub a2a_url: Option<String>,
     /// With --host / DISPATCH_HOST: the name the cluster serves it under (`/hooks/<name>/…`), unique among running services. Default: the parcel's NAME.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -119,6 +119,7 @@ fn prints_a_listing(command: &Command) -> bool {
         command,
         Command::Ps(_)
             | Command::Images(_)
+            | Command::Skill(_)
             | Command::InspectRun(_)
             | Command::Artifacts(_)
             | Command::Logs(_)
@@ -183,6 +184,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Worker(a) => server::worker(ctx, &a).await,
         Command::Ui(a) => ui::ui(ctx, &a).await,
         Command::Token(a) => token::token(ctx, &a).await,
+        Command::Skill(a) => skill::skill(ctx, &a),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -71,7 +71,7 @@ pub struct DispatchArgs {
     /// Call the primary model, alone, at this OpenAI-compatible base URL (over LLM_BASE_URL).
     #[arg(long, value_name = "URL", help_heading = "Model (native agents)")]
     pub base_url: Option<String>,
-    /// The primary model's provider: openai (Responses API), openai_chat, anthropic, gemini, openai_compatible.
+    /// The primary model's provider: openai (Responses API), openai_chat, anthropic, gemini, openai_compatible, claude, codex (the local CLIs).
     #[arg(long, value_name = "NAME", help_heading = "Model (native agents)")]
     pub provider: Option<String>,
     /// How hard reasoning models think: low, medium, high (over the Agentfile's REASONING).

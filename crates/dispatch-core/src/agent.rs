@@ -25,13 +25,20 @@ pub enum ProviderKind {
     /// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio): the
     /// Chat Completions format at BASE_URL; the key is optional.
     OpenaiCompatible,
+    /// Claude Code run headless (`claude -p --output-format stream-json`)
+    /// as the whole model loop, with its own tools, in the run's workspace.
+    Claude,
+    /// OpenAI's Codex CLI run headless (`codex exec --json`) as the whole
+    /// model loop, with its own tools, in the run's workspace.
+    Codex,
 }
 
 /// Google's OpenAI-compatible endpoint for Gemini models.
 pub const GEMINI_OPENAI_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
 
 impl ProviderKind {
-    pub const NAMES: &'static str = "openai, openai_chat, anthropic, gemini, openai_compatible";
+    pub const NAMES: &'static str =
+        "openai, openai_chat, anthropic, gemini, openai_compatible, claude, codex";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,7 +47,15 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::OpenaiCompatible => "openai_compatible",
+            ProviderKind::Claude => "claude",
+            ProviderKind::Codex => "codex",
         }
+    }
+
+    /// A local coding-agent CLI that runs the whole loop itself (`claude`,
+    /// `codex`), rather than a model API called once per step.
+    pub fn is_local_cli(self) -> bool {
+        matches!(self, ProviderKind::Claude | ProviderKind::Codex)
     }
 
     pub fn parse(s: &str) -> Option<ProviderKind> {
@@ -50,6 +65,8 @@ impl ProviderKind {
             "anthropic" => Some(ProviderKind::Anthropic),
             "gemini" | "google" => Some(ProviderKind::Gemini),
             "openai_compatible" | "compatible" => Some(ProviderKind::OpenaiCompatible),
+            "claude" | "claude_code" => Some(ProviderKind::Claude),
+            "codex" => Some(ProviderKind::Codex),
             _ => None,
         }
     }
@@ -112,6 +129,9 @@ impl ProviderKind {
             }
             ProviderKind::Anthropic => "https://api.anthropic.com/v1",
             ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
+            // No URL: the CLI is a local program (recorded as the endpoint).
+            ProviderKind::Claude => "local:claude",
+            ProviderKind::Codex => "local:codex",
         }
     }
 }
@@ -211,6 +231,36 @@ pub struct ModelRef {
     /// The name of a declared SECRET holding the API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `--flag=value` options of a local CLI model (`PROVIDER claude|codex`).
+    #[serde(default, skip_serializing_if = "CliOptions::is_empty")]
+    pub options: CliOptions,
+}
+
+/// The `--flag=value` options upstream Dispatch gives `PROVIDER
+/// claude|codex` models (see docs/providers.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliOptions {
+    /// `--reasoning-effort=<level>`: Claude Code's `--effort` (low, medium,
+    /// high, max), Codex's `model_reasoning_effort` (minimal, low, medium,
+    /// high, xhigh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    /// `--persist-thread=<true|false>`: accepted; the CLI is given the
+    /// session's history each turn either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_thread: Option<bool>,
+    /// `--permission-mode=<mode>` (Claude Code; default `acceptEdits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// `--sandbox=<mode>` (Codex; default `workspace-write`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl CliOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == CliOptions::default()
+    }
 }
 
 impl ModelRef {

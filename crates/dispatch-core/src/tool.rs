@@ -149,8 +149,106 @@ pub enum ToolKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         allow: Vec<String>,
     },
+    /// A remote agent over the A2A protocol (`TOOL A2A <name> URL <url>`):
+    /// each call is one `message/send` (or `message/stream`) to it.
+    A2a {
+        url: String,
+        #[serde(default)]
+        discovery: A2aDiscovery,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<A2aAuth>,
+        /// `EXPECT_AGENT_NAME`: the discovered card's `name` must be this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_agent_name: Option<String>,
+        /// `EXPECT_CARD_SHA256`: the discovered card's raw body must hash to this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_card_sha256: Option<String>,
+    },
     /// One of [`BUILTINS`].
     Builtin,
+}
+
+/// How an A2A tool finds the remote agent's JSON-RPC endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum A2aDiscovery {
+    /// The agent card if there is one, else the URL itself.
+    #[default]
+    Auto,
+    /// The agent card must be found.
+    Card,
+    /// No discovery: the URL is the JSON-RPC endpoint.
+    Direct,
+}
+
+impl A2aDiscovery {
+    pub fn parse(s: &str) -> Option<A2aDiscovery> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(A2aDiscovery::Auto),
+            "card" => Some(A2aDiscovery::Card),
+            "direct" => Some(A2aDiscovery::Direct),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            A2aDiscovery::Auto => "auto",
+            A2aDiscovery::Card => "card",
+            A2aDiscovery::Direct => "direct",
+        }
+    }
+}
+
+/// How an A2A tool authenticates; every value is a declared SECRET's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum A2aAuth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer { secret: String },
+    /// `<header>: <secret>`.
+    Header { header: String, secret: String },
+    /// `Authorization: Basic base64(<user>:<password>)`.
+    Basic { user: String, password: String },
+}
+
+impl A2aAuth {
+    /// The SECRET names it reads.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            A2aAuth::Bearer { secret } | A2aAuth::Header { secret, .. } => vec![secret],
+            A2aAuth::Basic { user, password } => vec![user, password],
+        }
+    }
+}
+
+/// Why `url` may not be an A2A endpoint, if it may not: it must be
+/// `https://`, or `http://` to a loopback host (development), and carry no
+/// credentials (they come from `AUTH` and declared secrets).
+pub fn a2a_url_problem(url: &str) -> Option<String> {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("`{url}` is not a URL ({e})")),
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some(format!(
+            "`{url}` carries credentials (hint: use AUTH bearer|header|basic with a declared SECRET)"
+        ));
+    }
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some(format!(
+            "`{url}` is plain http to a host that is not loopback (hint: use https://; http:// is only for localhost or 127.0.0.1)"
+        )),
+        other => Some(format!("`{url}` has scheme `{other}` (hint: https://)")),
+    }
 }
 
 impl ToolKind {
@@ -159,6 +257,7 @@ impl ToolKind {
             ToolKind::Local { .. } => "local",
             ToolKind::Http { .. } => "http",
             ToolKind::Mcp { .. } => "mcp",
+            ToolKind::A2a { .. } => "a2a",
             ToolKind::Builtin => "builtin",
         }
     }

@@ -9,6 +9,7 @@
 //! as an artifact. The runtime records every call as a `tool_call` event
 //! with the fields [`ToolOutcome::meta`] adds (kind, bytes, truncated, …).
 
+mod a2a;
 mod builtin;
 mod builtin_state;
 mod edit;
@@ -164,6 +165,12 @@ enum Runner {
         tool: String,
     },
     Builtin(String),
+    /// A remote agent; `data` sends the arguments as a data part (the TOOL
+    /// line has a SCHEMA), else the `message` argument as text.
+    A2a {
+        remote: Box<crate::a2a::client::Remote>,
+        data: bool,
+    },
 }
 
 struct Entry {
@@ -195,6 +202,14 @@ impl<'a> ToolBox<'a> {
                 ctx.work_dir.display()
             )
         })?;
+        // The operator's A2A policy, read once where the run executes.
+        let a2a_policy = if decls.iter().any(|d| matches!(d.kind, ToolKind::A2a { .. })) {
+            Some(Arc::new(crate::a2a::trust::Policy::from_env(|k| {
+                std::env::var(k).ok()
+            })?))
+        } else {
+            None
+        };
         for decl in decls {
             match &decl.kind {
                 ToolKind::Mcp {
@@ -228,6 +243,11 @@ impl<'a> ToolBox<'a> {
                     }
                     servers.push(server);
                 }
+                ToolKind::A2a { .. } => {
+                    let policy = a2a_policy.clone().unwrap_or_default();
+                    let (spec, runner) = a2a::prepare(decl, &ctx, policy)?;
+                    entries.push(entry(decl, spec, runner)?);
+                }
                 kind => {
                     let (spec, runner) = prepare(decl, kind, &ctx)?;
                     entries.push(entry(decl, spec, runner)?);
@@ -260,7 +280,7 @@ impl<'a> ToolBox<'a> {
             .iter()
             .map(|e| {
                 let schema = serde_json::to_vec(&e.spec.parameters).unwrap_or_default();
-                json!({
+                let mut row = json!({
                     "name": e.spec.name,
                     "kind": e.decl.kind.as_str(),
                     "source": e.decl.name,
@@ -268,7 +288,25 @@ impl<'a> ToolBox<'a> {
                     "approval": e.decl.approval().as_str(),
                     "risk": e.decl.risk().as_str(),
                     "timeout_ms": e.decl.timeout_ms_or(self.ctx.default_timeout_ms),
-                })
+                });
+                if let ToolKind::A2a {
+                    url,
+                    discovery,
+                    auth,
+                    expect_agent_name,
+                    expect_card_sha256,
+                } = &e.decl.kind
+                {
+                    // Where it goes and how it is trusted; the secrets by name only.
+                    row["a2a"] = json!({
+                        "url": url,
+                        "discovery": discovery.as_str(),
+                        "auth": auth,
+                        "expect_agent_name": expect_agent_name,
+                        "expect_card_sha256": expect_card_sha256,
+                    });
+                }
+                row
             })
             .collect();
         let servers: Vec<Value> = self
@@ -386,6 +424,9 @@ impl<'a> ToolBox<'a> {
                 Err(e) => ToolOutcome::error(e),
             },
             Runner::Builtin(name) => builtin::run(name, &args, &self.ctx).await,
+            Runner::A2a { remote, data } => {
+                a2a::run(&self.ctx.http, remote, *data, args, timeout).await
+            }
         };
         // A secret a tool prints never reaches the model, the log or an artifact.
         if dispatch_core::redact::contains(&outcome.text, &self.ctx.mask) {
@@ -605,6 +646,7 @@ fn prepare(
             )
         }
         ToolKind::Mcp { .. } => unreachable!("MCP servers are started by ToolBox::start"),
+        ToolKind::A2a { .. } => unreachable!("A2A tools are prepared by a2a::prepare"),
     })
 }
 

@@ -118,5 +118,7 @@ pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known)
 async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::input(format!("cannot find the dispatch binary: {e}")))?;
-    Ok(run_service(store, &ctx.layout, id, exe).await?)
+    // A second handle on the database, for the listener's tasks (`--a2a`).
+    let shared: std::sync::Arc<dyn dispatch_store::Store> = std::sync::Arc::new(ctx.store()?);
+    Ok(run_service(store, &ctx.layout, id, exe, Some(shared)).await?)
 }

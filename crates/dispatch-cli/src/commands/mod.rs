@@ -38,6 +38,7 @@ pub mod serve;
 pub mod server;
 pub mod server_log;
 pub mod signal;
+pub mod skill;
 pub mod start;
 pub mod stop;
 pub mod telemetry;

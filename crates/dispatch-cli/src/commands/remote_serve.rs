@@ -14,6 +14,11 @@ use crate::error::{CliError, CliResult};
 
 impl Remote {
     pub(super) fn serve(&self, args: &ServeArgs) -> CliResult {
+        if args.a2a {
+            return Err(CliError::input(
+                "--a2a serves a local service only, for now (hint: drop --host / DISPATCH_HOST and run `dispatch serve --a2a` where the agent should listen)",
+            ));
+        }
         let payload = parse_json(args.payload.as_deref(), "--payload")?;
         let parcel = self.parcel_of(&args.source)?;
         let secret = args

@@ -104,5 +104,7 @@ fn options(args: &ServeArgs) -> CliResult<ServeOptions> {
         listen_max_body_bytes: args.listen_max_body_bytes,
         listen_max_header_bytes: args.listen_max_header_bytes,
         public: args.public,
+        a2a: args.a2a,
+        a2a_url: args.a2a_url.clone(),
     })
 }

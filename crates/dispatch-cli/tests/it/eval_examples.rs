@@ -2,11 +2,13 @@
 //! the cassettes committed next to them (recorded from the mock model server).
 
 use crate::common;
+use crate::native_common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::Dispatch;
-use serde_json::Value;
+use native_common::Mock;
+use serde_json::{Value, json};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -131,4 +133,77 @@ expect.messages = { sent = ["writer -> researcher"] }
         125,
     );
     assert!(err.contains("`writer analyst` is not an edge"), "{err}");
+}
+
+/// A copy of `examples/<name>` under `root` whose MODEL line also names
+/// `base_url`, its PROVIDER left as written.
+fn pointed_at(root: &Path, name: &str, base_url: &str) -> PathBuf {
+    let copy = root.join(name);
+    let status = std::process::Command::new("cp")
+        .args(["-r"])
+        .arg(example(name))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let agentfile = copy.join("Agentfile");
+    let text = std::fs::read_to_string(&agentfile).expect("Agentfile");
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| match l.starts_with("MODEL ") {
+            true => format!("{l} BASE_URL {base_url}"),
+            false => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&agentfile, text.join("\n")).expect("Agentfile");
+    copy
+}
+
+#[test]
+fn the_examples_model_lines_speak_the_responses_api_their_provider_names() {
+    // `PROVIDER openai` is OpenAI's Responses API: each example's own
+    // MODEL line, pointed at the mock, passes its eval over `/responses`.
+    let script: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("support").join("evals/record-script.json"))
+            .expect("record script"),
+    )
+    .expect("json");
+    let triage = json!([
+        {"kind": "text", "text": "{\"category\": \"shipping\", \"reply\": \"Sorry: order 12345 is on its way.\"}"},
+        {"kind": "text", "text": "{\"category\": \"shipping\", \"reply\": \"We will replace it.\"}"},
+    ]);
+    for (name, steps) in [("triage", triage), ("support", script["steps"].clone())] {
+        let d = Dispatch::new();
+        let mock = Mock::start(steps);
+        let dir = pointed_at(d.dir.path(), name, &mock.url());
+        let out = d
+            .command()
+            .args([
+                "eval",
+                dir.to_str().expect("utf-8"),
+                "-j",
+                "1",
+                "--format",
+                "json",
+            ])
+            .env_remove("LLM_BASE_URL")
+            .env_remove("LLM_MODEL")
+            .env("OPENAI_API_KEY", "sk-unused")
+            .env("ANTHROPIC_API_KEY", "unused")
+            .output()
+            .expect("dispatch eval");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {report:#}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let paths: Vec<String> = mock.requests().iter().map(|r| r.path.clone()).collect();
+        assert!(!paths.is_empty(), "{name}");
+        assert!(
+            paths.iter().all(|p| p == "/v1/responses"),
+            "{name}: {paths:?}"
+        );
+    }
 }

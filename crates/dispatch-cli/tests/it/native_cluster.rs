@@ -8,7 +8,7 @@ use crate::remote_common;
 use std::io::{BufRead, BufReader};
 
 use native_common::{Mock, text};
-use remote_common::{Client, Server, postgres};
+use remote_common::{Client, Server, Worker, postgres};
 use serde_json::json;
 
 #[test]
@@ -404,4 +404,79 @@ fn a_process_agent_s_session_file_follows_the_session_to_another_worker() {
         json!(4),
         "the first worker's stale copy is replaced"
     );
+}
+
+#[test]
+fn a_worker_runs_a_codex_agent_and_a_stop_ends_the_clis_process_group() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("codex.log");
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli/codex");
+    let (fake, log_text) = (fake.to_str().expect("utf-8"), log.to_str().expect("utf-8"));
+    // Killed when dropped, should an assertion fail.
+    let _worker = Worker::start_with_env(
+        db.url(),
+        "cli-worker",
+        &["--slots", "2"],
+        &[("DISPATCH_CODEX_BIN", fake), ("FAKE_CLI_LOG", log_text)],
+    );
+    let client = Client::new(&server);
+    let dir = client.dir.path().join("coder");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        "FROM agent\nNAME coder\nMODEL gpt-5 PROVIDER codex\n",
+    )
+    .expect("Agentfile");
+    let dir = dir.to_str().expect("utf-8");
+    // One turn to its answer, billed and its tool calls recorded by the worker.
+    let id = client.ok(&["run", dir, "--detach", "--job", "\"list it\""]);
+    let run = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "succeeded");
+    assert_eq!(run["output"], json!({"files": ["codex-was-here.txt"]}));
+    let (_, events) = server.call("GET", &format!("/v1/runs/{id}/events?format=json"), None);
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|k| ["model_call", "tool_call"].contains(k))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["tool_call", "tool_call", "model_call"],
+        "{events}"
+    );
+    // A stop reaches the CLI's whole group on the worker.
+    let id = client.ok(&["run", dir, "--detach", "--job", "\"sleep now\""]);
+    let mut pid = None;
+    common_eventually(30, || {
+        pid = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("grandchild:"))
+            .filter_map(|p| p.trim().parse::<i32>().ok())
+            .next_back();
+        pid.is_some()
+    });
+    let pid = pid.expect("a grandchild");
+    client.ok(&["stop", &id]);
+    server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "cancelled");
+    common_eventually(10, || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+}
+
+/// Polls `cond` until it holds, or panics after `secs` seconds.
+fn common_eventually(secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s");
 }

@@ -3,13 +3,18 @@
 //! conventional variable, the provider inferred from the model family (and
 //! refused at build when it cannot be), the output-token field of reasoning
 //! models, a 200 that is an HTML page, and an answer cut at its output limit.
+//! And the local coding-agent CLIs as providers (`PROVIDER claude|codex`),
+//! run for real against the fake `claude` and `codex` programs of
+//! `tests/fixtures/cli/`, which print those CLIs' headless JSON formats.
 
 use crate::common;
 use crate::native_common;
 
-use common::Dispatch;
+use std::path::{Path, PathBuf};
+
+use common::{Dispatch, alive, eventually};
 use native_common::{Mock, events_of, model_calls, native_agent, text};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A `dispatch` command without any model key or `LLM_*` override of the test's environment.
 fn clean(d: &Dispatch) -> std::process::Command {
@@ -218,4 +223,381 @@ fn an_answer_cut_at_limit_output_tokens_fails_the_run_unless_allowed() {
         }
     }
     assert_eq!(mock.requests().len(), 2, "a cut answer is not retried");
+}
+
+/// The directory of the fake `claude` and `codex` programs.
+fn fake_clis() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli")
+}
+
+/// `dispatch` with the fake CLIs first on PATH, logging to `log`.
+fn with_fakes(d: &Dispatch, log: &Path) -> std::process::Command {
+    let mut c = clean(d);
+    let path = std::env::var("PATH").unwrap_or_default();
+    c.env("PATH", format!("{}:{path}", fake_clis().display()))
+        .env("FAKE_CLI_LOG", log)
+        .env_remove("DISPATCH_CLAUDE_BIN")
+        .env_remove("DISPATCH_CODEX_BIN")
+        .env_remove("CLAUDE_BINARY");
+    c
+}
+
+fn detach_with(mut c: std::process::Command, dir: &Path, job: &str) -> String {
+    let out = c
+        .args([
+            "run",
+            dir.to_str().expect("utf-8"),
+            "--detach",
+            "--job",
+            job,
+        ])
+        .output()
+        .expect("dispatch run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The value of each `key:` line the fake CLI logged.
+fn logged(log: &Path, key: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}:")).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn claude_code_runs_headless_as_the_loop_with_its_calls_tools_and_cost_recorded() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("claude.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "coder",
+        "MODEL claude-sonnet-4-5 PROVIDER claude --reasoning-effort=high\nPROMPT You fix bugs.\nLIMIT TOOL_CALLS 5",
+    );
+    let id = detach_with(with_fakes(&d, &log), &dir, "\"list the workspace\"");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], "The workspace holds claude-was-here.txt.");
+    // Two assistant messages, msg_1 billed once though it came on two lines.
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["provider"], "claude");
+    assert_eq!(calls[0]["input_tokens"], 1000, "cache reads count as input");
+    assert_eq!(calls[1]["output_tokens"], 30);
+    let tools = events_of(&doc, "tool_call");
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!(tools[0]["name"], "Bash");
+    assert_eq!(tools[0]["input"], json!({"command": "ls"}));
+    assert_eq!(tools[0]["output"], "claude-was-here.txt");
+    assert_eq!(tools[0]["by"], "claude");
+    // The CLI's totals (1200+900 in, 50 out, $0.05) are what the run is billed.
+    assert_eq!(doc["usage"]["input_tokens"], 2100, "{}", doc["usage"]);
+    assert_eq!(doc["usage"]["output_tokens"], 50);
+    let cost = doc["usage"]["cost_usd"].as_f64().expect("cost");
+    assert!((cost - 0.05).abs() < 1e-9, "{cost}");
+    // Headless, stream-json, the model, the effort, the prompt; in the run's workspace.
+    let args = logged(&log, "arg");
+    for want in [
+        "-p",
+        "stream-json",
+        "--verbose",
+        "claude-sonnet-4-5",
+        "--effort",
+        "high",
+        "acceptEdits",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want}: {args:?}");
+    }
+    let whole = std::fs::read_to_string(&log).expect("log");
+    let sys = whole
+        .find("arg:--append-system-prompt\narg:# Task")
+        .expect("system prompt");
+    assert!(whole[sys..].contains("You fix bugs."), "{whole}");
+    assert_eq!(
+        logged(&log, "stdin"),
+        vec!["list the workspace".to_string()]
+    );
+    let cwd = logged(&log, "cwd");
+    assert!(
+        cwd[0].contains(&id) && !cwd[0].starts_with(dir.to_str().expect("utf-8")),
+        "{cwd:?}"
+    );
+}
+
+#[test]
+fn codex_runs_headless_with_its_turn_billed_at_the_model_price_and_commands_recorded() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("codex.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "codexer",
+        "MODEL gpt-5 PROVIDER codex\nPROMPT Be brief.\nREASONING effort low\nTIMEOUT LLM 120s",
+    );
+    // Through DISPATCH_CODEX_BIN, with nothing named codex on PATH.
+    let mut c = clean(&d);
+    c.env("DISPATCH_CODEX_BIN", fake_clis().join("codex"))
+        .env("FAKE_CLI_LOG", &log);
+    let id = detach_with(c, &dir, "\"what is here?\"");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], json!({"files": ["codex-was-here.txt"]}));
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["provider"], "codex");
+    assert_eq!(doc["usage"]["input_tokens"], 12000);
+    assert_eq!(doc["usage"]["output_tokens"], 400);
+    let want = (12000.0 * 1.25 + 400.0 * 10.0) / 1e6;
+    let cost = doc["usage"]["cost_usd"].as_f64().expect("gpt-5 is priced");
+    assert!((cost - want).abs() < 1e-9, "{cost} != {want}");
+    let tools: Vec<(Value, Value)> = events_of(&doc, "tool_call")
+        .iter()
+        .map(|t| (t["name"].clone(), t["ok"].clone()))
+        .collect();
+    assert_eq!(
+        tools,
+        vec![
+            (json!("command"), json!(true)),
+            (json!("file_change"), json!(true))
+        ]
+    );
+    let args = logged(&log, "arg");
+    for want in [
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "workspace-write",
+        "gpt-5",
+        "model_reasoning_effort=\"low\"",
+        "-",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want}: {args:?}");
+    }
+    // The instructions inline (codex exec takes no system prompt), then the task.
+    let whole = std::fs::read_to_string(&log).expect("log");
+    let task = whole.find("what is here?").expect("the task");
+    assert!(whole.find("Be brief.").is_some_and(|i| i < task), "{whole}");
+    assert!(whole.contains("stdin:<instructions>"), "{whole}");
+}
+
+#[test]
+fn a_cli_that_reports_an_error_fails_the_run_quoting_it() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("fail.log");
+    for (name, line, want) in [
+        (
+            "c1",
+            "MODEL claude-sonnet-4-5 PROVIDER claude",
+            "error_during_execution: API Error: 401",
+        ),
+        (
+            "c2",
+            "MODEL gpt-5 PROVIDER codex",
+            "codex: usage limit reached",
+        ),
+    ] {
+        let dir = native_agent(d.dir.path(), name, line);
+        let id = detach_with(with_fakes(&d, &log), &dir, "\"fail please\"");
+        let doc = d.wait_terminal(&id);
+        assert_eq!(doc["status"], "failed", "{doc}");
+        let reason = doc["state"]["reason"].as_str().expect("reason");
+        assert!(reason.contains(want), "{name}: {reason}");
+    }
+}
+
+#[test]
+fn a_missing_cli_is_one_line_at_run_naming_what_to_install() {
+    let d = Dispatch::new();
+    let dir = native_agent(
+        d.dir.path(),
+        "nocli",
+        "MODEL claude-sonnet-4-5 PROVIDER claude",
+    );
+    let mut c = clean(&d);
+    c.env("PATH", "/usr/bin:/bin")
+        .env_remove("DISPATCH_CLAUDE_BIN")
+        .env_remove("CLAUDE_BINARY");
+    let id = detach_with(c, &dir, "\"hi\"");
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("`claude` CLI, which is not on PATH"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("npm install -g @anthropic-ai/claude-code"),
+        "{reason}"
+    );
+    assert!(!reason.contains('\n'), "{reason}");
+    // `dispatch build` says so too, and builds (runs may execute elsewhere).
+    let mut c = clean(&d);
+    c.env("PATH", "/usr/bin:/bin")
+        .env_remove("DISPATCH_CLAUDE_BIN")
+        .env_remove("CLAUDE_BINARY");
+    let out = c
+        .args(["build", dir.to_str().expect("utf-8")])
+        .output()
+        .expect("build");
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: PROVIDER claude runs the `claude` CLI, which is not on PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_session_gives_the_cli_its_earlier_turns() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("session.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "chatty",
+        "MODEL claude-sonnet-4-5 PROVIDER claude",
+    );
+    for turn in ["\"first question\"", "\"second question\""] {
+        let mut c = with_fakes(&d, &log);
+        c.args([
+            "run",
+            dir.to_str().expect("utf-8"),
+            "--session",
+            "s1",
+            "--job",
+            turn,
+        ]);
+        let out = c.output().expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let whole = std::fs::read_to_string(&log).expect("log");
+    let second = &whole[whole.rfind("arg:-p").expect("two runs")..];
+    let history = second.find("<conversation_so_far>").expect("the history");
+    assert!(second[history..].contains("first question"), "{second}");
+    assert!(
+        second[history..].contains("The workspace holds claude-was-here.txt."),
+        "{second}"
+    );
+    assert!(second.contains("second question"), "{second}");
+}
+
+/// Waits for the fake CLI logging to `log` to have started its grandchild; its pid.
+fn grandchild(log: &Path) -> u32 {
+    let mut pid = None;
+    eventually(30, "the fake CLI started its grandchild", || {
+        pid = logged(log, "grandchild")
+            .pop()
+            .and_then(|p| p.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.expect("pid")
+}
+
+#[test]
+fn stopping_a_cli_run_ends_its_whole_process_group() {
+    let d = Dispatch::new();
+    for (name, line) in [
+        ("s1", "MODEL claude-sonnet-4-5 PROVIDER claude"),
+        ("s2", "MODEL gpt-5 PROVIDER codex"),
+    ] {
+        let log = d.dir.path().join(format!("{name}.log"));
+        let dir = native_agent(d.dir.path(), name, line);
+        let id = detach_with(with_fakes(&d, &log), &dir, "\"sleep for a while\"");
+        let pid = grandchild(&log);
+        assert!(alive(pid));
+        d.ok(&["stop", &id]);
+        let doc = d.wait_terminal(&id);
+        assert_eq!(doc["status"], "cancelled", "{doc}");
+        eventually(10, "the CLI's grandchild is gone", || !alive(pid));
+    }
+}
+
+#[test]
+fn a_token_budget_crossed_by_reported_usage_stops_the_cli() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("budget.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "spender",
+        "MODEL claude-sonnet-4-5 PROVIDER claude\nLIMIT TOKENS 1000",
+    );
+    let id = detach_with(with_fakes(&d, &log), &dir, "\"expensive work\"");
+    let pid = grandchild(&log);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("budget_exceeded: 5000 tokens, limit 1000"),
+        "{reason}"
+    );
+    assert_eq!(doc["usage"]["input_tokens"], 4000);
+    eventually(10, "the CLI's grandchild is gone", || !alive(pid));
+}
+
+#[test]
+fn cli_models_refuse_at_build_what_cannot_reach_them() {
+    let d = Dispatch::new();
+    for (lines, want) in [
+        (
+            "MODEL claude-sonnet-4-5 PROVIDER claude\nFALLBACK gpt-4o-mini",
+            "cannot be combined with FALLBACK",
+        ),
+        (
+            "MODEL gpt-5 PROVIDER codex\nTOOL BUILTIN system_time",
+            "uses its own tools",
+        ),
+        (
+            "MODEL gpt-5 PROVIDER codex\nLIMIT ITERATIONS 3",
+            "LIMIT ITERATIONS cannot be applied",
+        ),
+        (
+            "MODEL gpt-5 PROVIDER codex --permission-mode=plan",
+            "unknown model option `--permission-mode`",
+        ),
+        (
+            "MODEL gpt-4o PROVIDER openai --reasoning-effort=high",
+            "applies to PROVIDER claude|codex only",
+        ),
+        (
+            "MODEL claude-sonnet-4-5 PROVIDER claude --reasoning-effort=extreme",
+            "must be one of low, medium, high, max",
+        ),
+    ] {
+        let dir = native_agent(d.dir.path(), "refused", lines);
+        let err = d.fails(&["build", dir.to_str().expect("utf-8")], 125);
+        assert!(err.contains(want), "{lines}: {err}");
+        let line = 2 + lines.lines().count();
+        assert!(err.contains(&format!("line {line}")), "{lines}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn timeout_llm_bounds_the_whole_cli_run() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("slow.log");
+    let dir = native_agent(
+        d.dir.path(),
+        "slowpoke",
+        "MODEL gpt-5 PROVIDER codex\nTIMEOUT LLM 1s",
+    );
+    let id = detach_with(with_fakes(&d, &log), &dir, "\"sleep on it\"");
+    let pid = grandchild(&log);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("`codex` did not finish within 1.0s (TIMEOUT LLM)"),
+        "{reason}"
+    );
+    eventually(10, "the CLI's grandchild is gone", || !alive(pid));
 }

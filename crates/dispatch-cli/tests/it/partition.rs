@@ -510,7 +510,8 @@ fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
     while setup.workers[0].try_wait().expect("wait").is_none() {
         assert!(
             Instant::now() < deadline,
-            "the cut-off worker never drained"
+            "the cut-off worker never drained; its log:\n{}",
+            setup.stderr("cut-off")
         );
         std::thread::sleep(Duration::from_millis(20));
     }

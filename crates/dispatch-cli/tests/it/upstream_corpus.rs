@@ -14,8 +14,10 @@ use common::Dispatch;
 use native_common::{Mock, events_of, text};
 use serde_json::{Value, json};
 
-const CORPUS: [&str; 5] = [
+const CORPUS: [&str; 7] = [
+    "a2a-delegate",
     "basic",
+    "codex",
     "file-analyst",
     "heartbeat-monitor",
     "release-notes",
@@ -82,6 +84,49 @@ fn every_corpus_agentfile_builds_with_dispatch_build() {
         let digest = d.ok(&["build", corpus(name).to_str().expect("utf-8"), "-q"]);
         assert_eq!(digest.len(), 64, "{name}: {digest}");
     }
+}
+
+#[test]
+fn the_codex_parcel_runs_unchanged_on_the_codex_cli_with_its_options() {
+    let d = Dispatch::new();
+    let log = d.dir.path().join("codex.log");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli/codex");
+    let out = d
+        .command()
+        .args([
+            "run",
+            corpus("codex").to_str().expect("utf-8"),
+            "--job",
+            "\"go\"",
+        ])
+        .env("DISPATCH_CODEX_BIN", &fake)
+        .env("FAKE_CLI_LOG", &log)
+        .env_remove("LLM_BASE_URL")
+        .output()
+        .expect("dispatch run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = d
+        .ok(&["ps", "-a", "-q"])
+        .lines()
+        .next()
+        .expect("a run")
+        .to_string();
+    let doc = d.inspect(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["output"], json!({"files": ["codex-was-here.txt"]}));
+    let logged = std::fs::read_to_string(&log).expect("the fake ran");
+    // `--reasoning-effort=medium` reaches Codex; the instruction files are its prompt.
+    assert!(
+        logged.contains("arg:model_reasoning_effort=\"medium\""),
+        "{logged}"
+    );
+    assert!(logged.contains("arg:gpt-5.4"), "{logged}");
+    assert!(logged.contains("Small, reviewable changes."), "{logged}");
 }
 
 #[test]
@@ -189,6 +234,148 @@ fn a_skill_bundle_is_packaged_prompted_and_its_files_and_sidecar_tools_work() {
         .find(|t| t["name"] == "list_dir")
         .expect("list_dir in the bom");
     assert_eq!(list_dir["timeout_ms"], 30_000, "{list_dir}");
+}
+
+#[test]
+fn dispatch_skill_lists_and_inspects_the_bundles_a_parcel_carries() {
+    let d = Dispatch::new();
+    let dir = corpus("file-analyst");
+    let dir = dir.to_str().expect("utf-8");
+    let table = d.ok(&["skill", "ls", dir]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    for want in [
+        "file-analyst",
+        "6",
+        "list_dir,find_files",
+        "Analyze files and directories.",
+    ] {
+        assert!(row.contains(want), "{want}: {table}");
+    }
+    let doc: Value =
+        serde_json::from_str(&d.ok(&["skill", "ls", dir, "--format", "json"])).expect("json");
+    let skill = &doc["skills"][0];
+    assert_eq!(skill["name"], "file-analyst");
+    assert_eq!(skill["kind"], "bundle");
+    let files: Vec<&str> = skill["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(
+        files.contains(&"SKILL.md") && files.contains(&"scripts/find_files.sh"),
+        "{files:?}"
+    );
+    let find = &skill["tools"][1];
+    assert_eq!(find["name"], "find_files");
+    assert_eq!(find["script"], "scripts/find_files.sh");
+    assert_eq!(find["approval"], "audit");
+    // A built parcel, by name: one skill inspected, its instructions without frontmatter.
+    d.ok(&["build", dir, "-q"]);
+    let one: Value = serde_json::from_str(&d.ok(&[
+        "skill",
+        "inspect",
+        "file-analyst",
+        "file-analyst",
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    let text = one["instructions"].as_str().expect("instructions");
+    assert!(!text.starts_with("---") && !text.is_empty(), "{text}");
+    let human = d.ok(&["skill", "inspect", dir, "file-analyst"]);
+    assert!(
+        human.contains("Tools:       2") && human.contains("Instructions:"),
+        "{human}"
+    );
+    let err = d.fails(&["skill", "inspect", dir, "nope"], 125);
+    assert!(
+        err.contains("no skill named `nope`") && err.contains("file-analyst"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `dispatch eval <corpus agent> [extra]` against `mock`: exit code and JSON report.
+fn eval(d: &Dispatch, name: &str, mock: &Mock, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = d
+        .command()
+        .args([
+            "eval",
+            corpus(name).to_str().expect("utf-8"),
+            "-j",
+            "1",
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .env("LLM_BASE_URL", mock.url())
+        .output()
+        .expect("dispatch eval");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("a report: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn upstream_eval_files_run_with_dispatch_eval() {
+    let d = Dispatch::new();
+    // basic's evals/smoke.eval: `expects_tool = "system_time"`.
+    let mock = Mock::start(json!([
+        calls(&[("system_time", json!({}))]),
+        text("It is noon.", 10, 3),
+    ]));
+    let (code, report) = eval(&d, "basic", &mock, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["summary"]["passed"], 1, "{report:#}");
+    // An upstream file given with --cases: its text and tool expectations checked.
+    let cases = d.dir.path().join("more.eval");
+    std::fs::write(
+        &cases,
+        "[[cases]]\nname = \"quiet\"\ninput = \"What time is it?\"\nexpects_no_tool = true\nexpects_text_contains = \"midnight\"\nexpects_text_not_contains = \"noon\"\n",
+    )
+    .expect("cases");
+    let mock = Mock::start(json!([text("It is noon.", 10, 3)]));
+    let (code, report) = eval(
+        &d,
+        "basic",
+        &mock,
+        &["--cases", cases.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    let failures: Vec<&str> = report["results"][0]["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        failures[0].starts_with("expects_text_contains: \"It is noon.\""),
+        "{failures:?}"
+    );
+    assert!(
+        failures[1].starts_with("expects_text_not_contains"),
+        "{failures:?}"
+    );
+    // A key with no counterpart is refused before anything runs, naming it.
+    std::fs::write(
+        &cases,
+        "name = \"x\"\ninput = \"y\"\nexpects_a2a_endpoint = \"z\"\n",
+    )
+    .expect("cases");
+    let err = d.fails(
+        &[
+            "eval",
+            corpus("basic").to_str().expect("utf-8"),
+            "--cases",
+            cases.to_str().expect("utf-8"),
+        ],
+        125,
+    );
+    assert!(
+        err.contains("upstream's `expects_a2a_endpoint` is not supported"),
+        "{err}"
+    );
 }
 
 #[test]

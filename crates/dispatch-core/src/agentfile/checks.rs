@@ -36,6 +36,7 @@ pub(super) fn check_agent(
         ));
     }
     check_tools(m)?;
+    check_local_cli(m, agent_lines)?;
     for (i, model) in models.iter().enumerate() {
         if let Some(key) = model.key.as_ref().filter(|k| !m.secrets.contains(k)) {
             let what = if i == 0 { "MODEL" } else { "FALLBACK" };
@@ -64,6 +65,22 @@ fn check_tools(m: &Manifest) -> Result<(), AgentfileError> {
                 ),
             ));
         }
+        if let crate::tool::ToolKind::A2a {
+            auth: Some(auth), ..
+        } = &t.kind
+            && let Some(s) = auth
+                .secrets()
+                .into_iter()
+                .find(|s| !m.secrets.iter().any(|d| d == s))
+        {
+            return Err(AgentfileError::new(
+                t.line,
+                format!(
+                    "TOOL {}: AUTH names `{s}`, which is not a declared SECRET (hint: add `SECRET {s}`)",
+                    t.name
+                ),
+            ));
+        }
         let headers = match &t.kind {
             crate::tool::ToolKind::Http { headers, .. }
             | crate::tool::ToolKind::Mcp { headers, .. } => headers.as_slice(),
@@ -77,6 +94,89 @@ fn check_tools(m: &Manifest) -> Result<(), AgentfileError> {
                     t.name, h.name, h.secret, h.secret
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `PROVIDER claude|codex` runs a coding-agent CLI as the whole loop: it is
+/// the only model, and the directives that shape Dispatch's own loop
+/// (tools, fallbacks, per-call limits) cannot reach it.
+fn check_local_cli(
+    m: &Manifest,
+    agent_lines: &[(usize, &'static str)],
+) -> Result<(), AgentfileError> {
+    let Some(agent) = m.agent.as_ref() else {
+        return Ok(());
+    };
+    let Some(cli) = agent.models.iter().find(|m| m.provider.is_local_cli()) else {
+        return Ok(());
+    };
+    let kind = cli.provider;
+    let line_of = |what: &str| {
+        agent_lines
+            .iter()
+            .find(|(_, w)| *w == what)
+            .map(|(l, _)| *l)
+    };
+    if agent.models.len() > 1 {
+        let line = line_of("FALLBACK").unwrap_or(0);
+        return Err(AgentfileError::new(
+            line,
+            format!(
+                "PROVIDER {kind} runs the `{kind}` CLI as the whole agent loop and cannot be combined with FALLBACK models (hint: keep one MODEL line; use hosted providers for fallbacks)"
+            ),
+        ));
+    }
+    let mut refused: Vec<(&str, String)> = vec![
+        (
+            "TOOL",
+            format!(
+                "Dispatch's TOOL lines cannot be handed to the `{kind}` CLI, which uses its own tools in the run's workspace (hint: remove the TOOL lines, or use a hosted provider such as `PROVIDER anthropic`)"
+            ),
+        ),
+        (
+            "LIMIT OUTPUT_TOKENS",
+            format!(
+                "LIMIT OUTPUT_TOKENS cannot be applied to the `{kind}` CLI's calls (hint: use LIMIT TOKENS or LIMIT COST for the run)"
+            ),
+        ),
+        (
+            "LIMIT CONTEXT_TOKENS",
+            format!(
+                "LIMIT CONTEXT_TOKENS cannot be applied: the `{kind}` CLI compacts its own context (hint: remove it)"
+            ),
+        ),
+        (
+            "LIMIT TOOL_ROUNDS",
+            format!(
+                "LIMIT TOOL_ROUNDS cannot be applied to the `{kind}` CLI, which does not report its rounds (hint: use LIMIT TOOL_CALLS{})",
+                if kind == crate::agent::ProviderKind::Claude {
+                    " or LIMIT ITERATIONS"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        (
+            "LIMIT TOOL_OUTPUT",
+            format!(
+                "LIMIT TOOL_OUTPUT cannot be applied: the `{kind}` CLI gives its tools' output to its model itself (hint: remove it)"
+            ),
+        ),
+        (
+            "TOOL_SANDBOX",
+            format!(
+                "TOOL_SANDBOX runs Dispatch's LOCAL tools in a container; the `{kind}` CLI has its own tools (hint: remove it)"
+            ),
+        ),
+    ];
+    if kind == crate::agent::ProviderKind::Codex {
+        refused.push(("LIMIT ITERATIONS", "LIMIT ITERATIONS cannot be applied to the `codex` CLI, which reports one turn, not its model calls (hint: use LIMIT TOOL_CALLS or LIMIT TOKENS)".into()));
+    }
+    for (what, why) in refused {
+        if let Some(line) = line_of(what) {
+            return Err(AgentfileError::new(line, why));
         }
     }
     Ok(())

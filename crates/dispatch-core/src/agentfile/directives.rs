@@ -36,7 +36,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
         "LIMIT COST 2.50 SOFT"),
     ("TOOL", "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
         "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json"),
-    ("MODEL", "a model name and optional PROVIDER (openai, openai_chat, anthropic, gemini, openai_compatible), BASE_URL, KEY",
+    ("MODEL", "a model name and optional PROVIDER (openai, openai_chat, anthropic, gemini, openai_compatible, claude, codex), BASE_URL, KEY",
         "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY"),
     ("FALLBACK", "a model name and optional PROVIDER, BASE_URL, KEY",
         "FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY"),

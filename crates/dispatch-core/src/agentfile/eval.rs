@@ -1,6 +1,8 @@
 //! `EVAL <file>…`: test cases for `dispatch eval`. Each file is copied into
 //! the parcel under [`EVAL_DIR`] (so the digest covers the cases) and its
-//! parcel path recorded in [`crate::parcel::Manifest::evals`].
+//! parcel path recorded in [`crate::parcel::Manifest::evals`]. Upstream
+//! Dispatch's `EVAL <file> REQUIRED` is accepted: every EVAL file is
+//! required here (`dispatch eval` fails when any case fails).
 
 use super::CopySpec;
 use super::lex::norm_rel;
@@ -11,7 +13,12 @@ pub const EVAL_DIR: &str = ".eval";
 
 /// Parses the files of one `EVAL` line into copies and their parcel paths.
 pub(super) fn parse_eval(args: &[String], line: usize) -> Result<Vec<(CopySpec, String)>, String> {
-    args.iter()
+    let files = match args {
+        [files @ .., last] if last == "REQUIRED" && !files.is_empty() => files,
+        _ => args,
+    };
+    files
+        .iter()
         .map(|raw| {
             let src = norm_rel(raw).map_err(|p| {
                 format!("EVAL file `{raw}` {p} (hint: name a case file inside the directory that holds the Agentfile, e.g. `EVAL evals/smoke.toml`)")
@@ -47,6 +54,13 @@ mod tests {
         );
         assert_eq!(af.copies.len(), 2);
         assert_eq!(af.copies[0].src, "evals/smoke.toml");
+    }
+
+    #[test]
+    fn upstream_required_marks_nothing_more_than_an_eval() {
+        let af = parse("FROM process\nNAME a\nCOMMAND true\nEVAL evals/safety.eval REQUIRED\n")
+            .expect("parses");
+        assert_eq!(af.manifest.evals, vec![".eval/evals/safety.eval"]);
     }
 
     #[test]

@@ -4,17 +4,23 @@
 //! forms, and `REASONING effort <low|medium|high> [budget <tokens>]`.
 
 use super::lex::{env_name, expected, positive};
-use crate::agent::{Effort, ModelRef, Price, ProviderKind, Reasoning};
+use crate::agent::{CliOptions, Effort, ModelRef, Price, ProviderKind, Reasoning};
 
 /// Parses the arguments of `MODEL` or `FALLBACK` (`key` names which).
 pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<ModelRef, String> {
-    let Some((name, mut opts)) = args.split_first() else {
+    let Some((name, all_opts)) = args.split_first() else {
         return Err(expected(key, rest));
     };
     if name.chars().any(|c| c.is_whitespace() || c.is_control()) || name.is_empty() {
         return Err(format!("{key} expects a model name, got `{name}`"));
     }
     let (mut provider, mut base_url, mut secret) = (None, None, None);
+    // `--flag=value` model options (upstream's, for `PROVIDER claude|codex`),
+    // anywhere after the name.
+    let (flags, words): (Vec<&String>, Vec<&String>) =
+        all_opts.iter().partition(|w| w.starts_with("--"));
+    let words: Vec<String> = words.into_iter().cloned().collect();
+    let mut opts: &[String] = &words;
     while let [word, value, more @ ..] = opts {
         match word.to_ascii_uppercase().as_str() {
             "PROVIDER" => {
@@ -46,12 +52,90 @@ pub(super) fn parse_model(key: &str, rest: &str, args: &[String]) -> Result<Mode
         Some(p) => p,
         None => ProviderKind::infer(name, base_url.as_deref()).map_err(|e| format!("{key} {e}"))?,
     };
+    let options = cli_options(key, name, provider, &flags)?;
+    if provider.is_local_cli() && (base_url.is_some() || secret.is_some()) {
+        return Err(format!(
+            "{key} {name}: PROVIDER {provider} runs the local `{provider}` CLI, which takes no BASE_URL or KEY (hint: the CLI uses its own login; remove BASE_URL and KEY)"
+        ));
+    }
     Ok(ModelRef {
         name: name.clone(),
         provider,
         base_url,
         key: secret,
+        options,
     })
+}
+
+/// The `--flag=value` options of a model line: only the local CLIs take any.
+fn cli_options(
+    key: &str,
+    name: &str,
+    provider: ProviderKind,
+    flags: &[&String],
+) -> Result<CliOptions, String> {
+    let mut o = CliOptions::default();
+    for flag in flags {
+        let Some((flag_name, value)) = flag.split_once('=') else {
+            return Err(format!(
+                "{key} {name}: model option `{flag}` needs a value (hint: `--reasoning-effort=high`, `--persist-thread=false`)"
+            ));
+        };
+        if !provider.is_local_cli() {
+            return Err(format!(
+                "{key} {name}: model option `{flag_name}` applies to PROVIDER claude|codex only (hint: for {provider}, write `REASONING effort high` on its own line)"
+            ));
+        }
+        let one_of = |allowed: &[&str]| {
+            let v = value.to_ascii_lowercase();
+            match allowed.contains(&v.as_str()) {
+                true => Ok(v),
+                false => Err(format!(
+                    "{key} {name}: {flag_name} must be one of {} for PROVIDER {provider}, got `{value}`",
+                    allowed.join(", ")
+                )),
+            }
+        };
+        match (flag_name, provider) {
+            ("--reasoning-effort", ProviderKind::Claude) => {
+                o.reasoning_effort = Some(one_of(&["low", "medium", "high", "max"])?);
+            }
+            ("--reasoning-effort", _) => {
+                let levels = ["minimal", "low", "medium", "high", "xhigh"];
+                o.reasoning_effort = Some(one_of(&levels)?);
+            }
+            ("--persist-thread", _) => {
+                o.persist_thread = Some(one_of(&["true", "false"])? == "true");
+            }
+            ("--permission-mode", ProviderKind::Claude) => {
+                let modes = [
+                    "default",
+                    "acceptedits",
+                    "plan",
+                    "bypasspermissions",
+                    "dontask",
+                ];
+                one_of(&modes)?;
+                o.permission_mode = Some(value.to_string());
+            }
+            ("--sandbox", ProviderKind::Codex) => {
+                let modes = ["read-only", "workspace-write", "danger-full-access"];
+                o.sandbox = Some(one_of(&modes)?);
+            }
+            _ => {
+                let known = match provider {
+                    ProviderKind::Claude => {
+                        "--reasoning-effort, --persist-thread, --permission-mode"
+                    }
+                    _ => "--reasoning-effort, --persist-thread, --sandbox",
+                };
+                return Err(format!(
+                    "{key} {name}: unknown model option `{flag_name}` for PROVIDER {provider} (hint: known options are {known})"
+                ));
+            }
+        }
+    }
+    Ok(o)
 }
 
 /// `REASONING effort <low|medium|high>`, `REASONING budget <tokens>`, or

@@ -4,10 +4,11 @@
 use super::lex::{env_name, parse_u64};
 use super::model::check_base_url;
 use crate::tool::{
-    ApprovalPolicy, BUILTINS, REFUSED_BUILTINS, Risk, SecretHeader, ToolDecl, ToolKind,
+    A2aAuth, A2aDiscovery, ApprovalPolicy, BUILTINS, REFUSED_BUILTINS, Risk, SecretHeader,
+    ToolDecl, ToolKind,
 };
 
-const USAGE: &str = "TOOL LOCAL <program> [AS name] [USING <command> [args…]] | TOOL HTTP <name> <METHOD> <url> | TOOL MCP <name> COMMAND \"…\" | URL <url> | TOOL BUILTIN <name>…, each optionally with SCHEMA <file> DESCRIPTION \"…\" TIMEOUT <duration> APPROVAL never|always|confirm|audit APPROVAL_TIMEOUT <duration> RISK low|medium|high";
+const USAGE: &str = "TOOL LOCAL <program> [AS name] [USING <command> [args…]] | TOOL HTTP <name> <METHOD> <url> | TOOL MCP <name> COMMAND \"…\" | URL <url> | TOOL A2A <name> URL <url> [DISCOVERY auto|card|direct] [AUTH bearer|header|basic …] [EXPECT_AGENT_NAME n] [EXPECT_CARD_SHA256 d] | TOOL BUILTIN <name>…, each optionally with SCHEMA <file> DESCRIPTION \"…\" TIMEOUT <duration> APPROVAL never|always|confirm|audit APPROVAL_TIMEOUT <duration> RISK low|medium|high";
 
 /// The methods an HTTP tool may use.
 const TOOL_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -102,10 +103,110 @@ pub(super) fn parse_tool(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, 
             }
             Ok(vec![decl])
         }
+        "A2A" => a2a(line, rest),
         other => Err(format!(
-            "TOOL: unknown kind `{other}` (hint: LOCAL, HTTP, MCP or BUILTIN)"
+            "TOOL: unknown kind `{other}` (hint: LOCAL, HTTP, MCP, A2A or BUILTIN)"
         )),
     }
+}
+
+/// `TOOL A2A <name> URL <url> …` (upstream Dispatch's clauses).
+fn a2a(line: usize, rest: &[String]) -> Result<Vec<ToolDecl>, String> {
+    let [name, options @ ..] = rest else {
+        return Err(
+            "TOOL A2A needs a name and URL <endpoint> (hint: `TOOL A2A planner URL https://planner.example.com`)"
+                .into(),
+        );
+    };
+    check_name(name)?;
+    let (auth, options) = split_auth(name, options)?;
+    let kind = ToolKind::A2a {
+        url: String::new(),
+        discovery: A2aDiscovery::Auto,
+        auth,
+        expect_agent_name: None,
+        expect_card_sha256: None,
+    };
+    let mut decl = decl(line, name.clone(), kind);
+    options_into(
+        &mut decl,
+        &options,
+        &[
+            "URL",
+            "DISCOVERY",
+            "EXPECT_AGENT_NAME",
+            "EXPECT_CARD_SHA256",
+        ],
+    )?;
+    if let ToolKind::A2a { url, discovery, .. } = &decl.kind {
+        if url.is_empty() {
+            return Err(format!(
+                "TOOL A2A {name} needs URL <endpoint> (hint: `TOOL A2A {name} URL https://agent.example.com`)"
+            ));
+        }
+        if let Some(why) = crate::tool::a2a_url_problem(url) {
+            return Err(format!("TOOL A2A {name}: URL {why}"));
+        }
+        if let (
+            A2aDiscovery::Direct,
+            ToolKind::A2a {
+                expect_agent_name,
+                expect_card_sha256,
+                ..
+            },
+        ) = (discovery, &decl.kind)
+            && (expect_agent_name.is_some() || expect_card_sha256.is_some())
+        {
+            return Err(format!(
+                "TOOL A2A {name}: DISCOVERY direct reads no agent card, so EXPECT_AGENT_NAME / EXPECT_CARD_SHA256 cannot be checked (hint: DISCOVERY card)"
+            ));
+        }
+    }
+    Ok(vec![decl])
+}
+
+/// Takes `AUTH bearer <SECRET>`, `AUTH header <Header> <SECRET>` or `AUTH
+/// basic <USER_SECRET> <PASSWORD_SECRET>` out of an A2A tool's options.
+fn split_auth(name: &str, options: &[String]) -> Result<(Option<A2aAuth>, Vec<String>), String> {
+    let Some(at) = options.iter().position(|o| o.eq_ignore_ascii_case("AUTH")) else {
+        return Ok((None, options.to_vec()));
+    };
+    let hint = "(hint: AUTH bearer <SECRET> | AUTH header <Header-Name> <SECRET> | AUTH basic <USER_SECRET> <PASSWORD_SECRET>)";
+    let word = |i: usize| options.get(at + i).cloned();
+    let scheme = word(1).unwrap_or_default().to_ascii_lowercase();
+    let (auth, used) = match (scheme.as_str(), word(2), word(3)) {
+        ("bearer", Some(secret), _) => (
+            A2aAuth::Bearer {
+                secret: env_name(&secret, "secret")?,
+            },
+            3,
+        ),
+        ("header", Some(header), Some(secret)) => (
+            A2aAuth::Header {
+                header,
+                secret: env_name(&secret, "secret")?,
+            },
+            4,
+        ),
+        ("basic", Some(user), Some(password)) => (
+            A2aAuth::Basic {
+                user: env_name(&user, "secret")?,
+                password: env_name(&password, "secret")?,
+            },
+            4,
+        ),
+        _ => {
+            return Err(format!(
+                "TOOL A2A {name}: AUTH {scheme} is incomplete or unknown {hint}"
+            ));
+        }
+    };
+    let mut rest = options[..at].to_vec();
+    rest.extend_from_slice(&options[(at + used).min(options.len())..]);
+    if rest.iter().any(|o| o.eq_ignore_ascii_case("AUTH")) {
+        return Err(format!("TOOL A2A {name}: AUTH is given twice"));
+    }
+    Ok((Some(auth), rest))
 }
 
 /// The words that start a TOOL option (they end a `USING` command).
@@ -273,6 +374,38 @@ fn options_into(decl: &mut ToolDecl, options: &[String], extra: &[&str]) -> Resu
                     _ => return Err(format!("{what}: HEADER is for HTTP and MCP tools")),
                 }
             }
+            "URL" | "DISCOVERY" | "EXPECT_AGENT_NAME" | "EXPECT_CARD_SHA256"
+                if matches!(decl.kind, ToolKind::A2a { .. }) =>
+            {
+                let ToolKind::A2a {
+                    url,
+                    discovery,
+                    expect_agent_name,
+                    expect_card_sha256,
+                    ..
+                } = &mut decl.kind
+                else {
+                    unreachable!("matched above")
+                };
+                match key.as_str() {
+                    "URL" => *url = value.clone(),
+                    "DISCOVERY" => {
+                        *discovery = A2aDiscovery::parse(value).ok_or_else(|| {
+                            format!("{what}: DISCOVERY `{value}` (hint: auto, card or direct)")
+                        })?;
+                    }
+                    "EXPECT_AGENT_NAME" => *expect_agent_name = Some(value.clone()),
+                    _ => {
+                        let d = value.to_ascii_lowercase();
+                        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return Err(format!(
+                                "{what}: EXPECT_CARD_SHA256 `{value}` is not a SHA-256 (hint: 64 hex digits, e.g. from `curl -s <url>/.well-known/agent-card.json | sha256sum`)"
+                            ));
+                        }
+                        *expect_card_sha256 = Some(d);
+                    }
+                }
+            }
             "COMMAND" | "URL" | "ALLOW" => {
                 let ToolKind::Mcp {
                     command,
@@ -417,10 +550,57 @@ mod tests {
             ("LOCAL a.sh RISK extreme", "RISK"),
             ("LOCAL a.sh AS bad/name", "not a valid tool name"),
             ("LOCAL a.sh COLOR red", "unknown option"),
+            ("A2A p", "needs URL"),
+            ("A2A p URL http://planner.example.com", "not loopback"),
+            ("A2A p URL https://u:p@planner.example.com", "credentials"),
+            ("A2A p URL https://x DISCOVERY maybe", "DISCOVERY"),
+            ("A2A p URL https://x AUTH bearer", "AUTH"),
+            ("A2A p URL https://x AUTH oauth T", "AUTH"),
+            ("A2A p URL https://x EXPECT_CARD_SHA256 abc", "SHA-256"),
+            (
+                "A2A p URL https://x DISCOVERY direct EXPECT_AGENT_NAME p",
+                "DISCOVERY direct",
+            ),
         ] {
             let e = parse_tool(1, &args(line)).expect_err(line);
             assert!(e.contains(needle), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn an_a2a_line_takes_upstreams_clauses() {
+        let d = parse_tool(
+            4,
+            &args(
+                "A2A planner URL https://planner.example.com DISCOVERY card AUTH header X-Api-Key PLANNER_KEY EXPECT_AGENT_NAME planner-agent APPROVAL confirm",
+            ),
+        )
+        .expect("ok");
+        assert_eq!(d[0].name, "planner");
+        assert_eq!(d[0].approval, Some(ApprovalPolicy::Confirm));
+        assert_eq!(
+            d[0].kind,
+            ToolKind::A2a {
+                url: "https://planner.example.com".into(),
+                discovery: A2aDiscovery::Card,
+                auth: Some(A2aAuth::Header {
+                    header: "X-Api-Key".into(),
+                    secret: "PLANNER_KEY".into(),
+                }),
+                expect_agent_name: Some("planner-agent".into()),
+                expect_card_sha256: None,
+            }
+        );
+        let d = parse_tool(1, &args("A2A dev URL http://127.0.0.1:9000 AUTH basic U P"))
+            .expect("loopback http is fine");
+        assert!(matches!(
+            &d[0].kind,
+            ToolKind::A2a {
+                auth: Some(A2aAuth::Basic { .. }),
+                discovery: A2aDiscovery::Auto,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -238,7 +238,17 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             },
         )),
     };
-    let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
+    // `PROVIDER claude|codex`: the CLI is the loop, with its own tools.
+    let cli = cfg.models[0]
+        .model
+        .provider
+        .is_local_cli()
+        .then(|| super::native_tools::cli_run(&tool_ctx, ctx.parcel, ctx.prepared));
+    let started_tools = match cli {
+        Some(_) => Ok(None),
+        None => super::native_tools::start(ctx.parcel, tool_ctx).await,
+    };
+    let tool_box = match started_tools {
         Ok(t) => t,
         Err(reason) => {
             let reason = format!("cannot start the tools: {reason}");
@@ -331,8 +341,19 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         };
         tokio::pin!(save_start);
         let mut saved = false;
-        let looping = dispatch_agent::run_loop(&cfg, &mut conv, tools, &mut sink, client());
-        tokio::pin!(looping);
+        let mut looping: std::pin::Pin<Box<dyn std::future::Future<Output = LoopEnd> + Send + '_>> =
+            match &cli {
+                Some(run) => Box::pin(dispatch_agent::cli::run_cli(
+                    &cfg, &mut conv, run, &mut sink,
+                )),
+                None => Box::pin(dispatch_agent::run_loop(
+                    &cfg,
+                    &mut conv,
+                    tools,
+                    &mut sink,
+                    client(),
+                )),
+            };
         let mut tick = tokio::time::interval(TICK);
         let outcome = loop {
             tokio::select! {

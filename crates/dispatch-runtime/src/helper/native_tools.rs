@@ -287,3 +287,34 @@ pub(super) fn bom(
     }
     bom
 }
+
+/// How a `PROVIDER claude|codex` CLI runs: where the LOCAL tools would (the
+/// workspace, their environment, protections and limits). Unsandboxed, the
+/// CLI finds its login under the real `HOME`; sandboxed, only the run's
+/// `HOME` is there (keys come from the environment: `ANTHROPIC_API_KEY`,
+/// `OPENAI_API_KEY`, …).
+pub(super) fn cli_run(
+    tool_ctx: &ToolContext<'_>,
+    parcel: &Parcel,
+    prepared: &Prepared,
+) -> dispatch_agent::cli::CliRun {
+    let sandboxed = prepared.sandbox.hook().is_some();
+    dispatch_agent::cli::CliRun {
+        work_dir: tool_ctx.work_dir.clone(),
+        env: tool_ctx
+            .env
+            .iter()
+            .filter(|(k, _)| sandboxed || k != "HOME")
+            .cloned()
+            .collect(),
+        sandboxed,
+        spawn_hook: tool_ctx.spawn_hook.clone(),
+        max_tool_calls: tool_ctx.max_calls,
+        timeout: parcel
+            .manifest
+            .agent
+            .as_ref()
+            .and_then(|a| a.llm_timeout_ms)
+            .map(std::time::Duration::from_millis),
+    }
+}

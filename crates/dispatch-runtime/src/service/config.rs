@@ -46,6 +46,10 @@ pub struct ServeOptions {
     pub listen_max_header_bytes: Option<u64>,
     /// Serve a listener that has no secret nor signature (otherwise refused).
     pub public: bool,
+    /// `--a2a`: the listener is an A2A agent.
+    pub a2a: bool,
+    /// `--a2a-url`: the endpoint URL its card announces.
+    pub a2a_url: Option<String>,
 }
 
 /// Merges `opts` over the Agentfile and checks everything. Returns the
@@ -99,6 +103,7 @@ fn resolve_unchecked(
     if let Some(policy) = &listen {
         check_port_free(&policy.addr)?;
     }
+    let a2a = a2a_serve(opts, listen.as_ref())?;
     let interval_ms = match opts.interval_ms {
         Some(0) => None,
         Some(ms) => Some(ms),
@@ -129,8 +134,50 @@ fn resolve_unchecked(
         },
         max_pending: opts.max_pending,
         listen,
+        a2a,
     };
     Ok((config, timers))
+}
+
+/// `--a2a` checked against the listener it needs.
+fn a2a_serve(
+    opts: &ServeOptions,
+    listen: Option<&IngressPolicy>,
+) -> Result<Option<super::model::A2aServe>, ServiceError> {
+    if !opts.a2a {
+        if opts.a2a_url.is_some() {
+            return Err(ServiceError::new("--a2a-url needs --a2a"));
+        }
+        return Ok(None);
+    }
+    let Some(policy) = listen else {
+        return Err(ServiceError::new(
+            "--a2a needs an address to listen on (hint: add --listen 127.0.0.1:8080, or LISTEN in the Agentfile)",
+        ));
+    };
+    if policy.signature.is_some() {
+        return Err(ServiceError::new(
+            "--a2a cannot take LISTEN_SIGNATURE: A2A clients do not sign their requests (hint: use LISTEN_SECRET or --listen-shared-secret, which A2A clients send as `Authorization: Bearer`)",
+        ));
+    }
+    if !policy.methods.is_empty() {
+        return Err(ServiceError::new(
+            "--a2a serves GET (the agent card) and POST (JSON-RPC) itself (hint: drop LISTEN_METHOD / --listen-method)",
+        ));
+    }
+    if let Some(url) = &opts.a2a_url {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(ServiceError::new(format!(
+                    "--a2a-url `{url}` is not an http(s) URL (hint: --a2a-url https://agents.example.com/planner)"
+                )));
+            }
+        }
+    }
+    Ok(Some(super::model::A2aServe {
+        url: opts.a2a_url.clone(),
+    }))
 }
 
 /// The hex SHA-256 of a shared secret: all that is ever stored of it.

@@ -26,6 +26,8 @@ pub(super) enum Reason {
     Manual,
     Http,
     Recovery,
+    /// An A2A message (`serve --a2a`): its input is the run's payload as it is.
+    A2a,
 }
 
 impl Reason {
@@ -36,6 +38,7 @@ impl Reason {
             Reason::Manual => "manual",
             Reason::Http => "http",
             Reason::Recovery => "recovery",
+            Reason::A2a => "a2a",
         }
     }
 }
@@ -159,6 +162,12 @@ impl Core {
         let mut envelope = json!({"wake": info, "payload": wake.payload});
         if let Some(request) = &wake.request {
             envelope["request"] = request.clone();
+        }
+        if wake.reason == Reason::A2a {
+            // The message is the task: the agent gets it as its input, as
+            // `dispatch run` would give it (the wake's details are in the
+            // service's `wake` event).
+            envelope = wake.payload.clone();
         }
         let req = LaunchRequest {
             source: self.service.parcel_digest.clone(),

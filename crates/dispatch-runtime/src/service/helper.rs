@@ -36,12 +36,15 @@ const REJECTION_SAVE_DELAY: Duration = Duration::from_millis(500);
 /// How many wakes may wait in the channel from the listener.
 const WAKE_CHANNEL: usize = 1024;
 
-/// Runs the service `id` until it is stopped. Returns the helper's exit status.
+/// Runs the service `id` until it is stopped. Returns the helper's exit
+/// status. `shared` is a handle on the same store that the listener's
+/// tasks may keep (`serve --a2a` reads and stops its runs with it).
 pub async fn run_service<S: Store + ServiceStore + ?Sized>(
     store: &S,
     layout: &Layout,
     id: &RunId,
     exe: PathBuf,
+    shared: Option<Arc<dyn Store>>,
 ) -> RuntimeResult<i32> {
     let mut run = store.get_run(id).await?;
     let me = os::this_process();
@@ -94,8 +97,18 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             bound_addr: Some(addr.clone()),
             ..ListenerState::default()
         });
+        let a2a = match &doc.config.a2a {
+            Some(serve) => match a2a_agent(layout, &run, serve, &policy, &addr, shared) {
+                Ok(a) => Some(Arc::new(a)),
+                Err(reason) => return finish(store, layout, &mut run, failed(reason)).await,
+            },
+            None => None,
+        };
         let ing = match Ingress::new(policy, addr, tx.clone()) {
-            Ok(i) => Arc::new(i),
+            Ok(mut i) => {
+                i.a2a = a2a;
+                Arc::new(i)
+            }
             Err(reason) => return finish(store, layout, &mut run, failed(reason)).await,
         };
         let task = tokio::spawn(ingress::serve(bound, ing.clone()));
@@ -276,7 +289,7 @@ async fn http_wake<S: Store + ?Sized>(
     mut wake: Wake,
 ) {
     let reply = core.admit(store, &wake).await;
-    if wake.reason == Reason::Http
+    if matches!(wake.reason, Reason::Http | Reason::A2a)
         && let (Reply::Accepted(_), Some(l)) = (&reply, state.listeners.first_mut())
     {
         l.requests_handled += 1;
@@ -331,6 +344,37 @@ impl Persisted {
     }
 }
 
+/// The A2A side of the listener bound at `addr`: its card from the parcel.
+fn a2a_agent(
+    layout: &Layout,
+    run: &Run,
+    serve: &super::model::A2aServe,
+    policy: &super::model::IngressPolicy,
+    addr: &str,
+    shared: Option<Arc<dyn Store>>,
+) -> Result<super::a2a::A2aAgent, String> {
+    let store = shared.ok_or("--a2a needs a shared handle on the store (an internal error)")?;
+    let parcel = crate::launch::resolve_parcel(layout, &run.parcel_digest)
+        .map_err(|e| format!("cannot read the parcel for the agent card: {e}"))?;
+    let rpc_paths = match &policy.path {
+        Some(p) => vec![p.clone()],
+        None => vec!["/".to_string(), "/a2a".to_string()],
+    };
+    let endpoint = serve
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}{}", rpc_paths[0]));
+    let card = super::a2a_task::card(&parcel.manifest, &endpoint, policy.secret_sha256.is_some());
+    let card = serde_json::to_vec(&card).map_err(|e| e.to_string())?;
+    Ok(super::a2a::A2aAgent {
+        card: card.into(),
+        rpc_paths,
+        store,
+        layout: layout.clone(),
+        service: run.id.clone(),
+    })
+}
+
 async fn bind(addr: &str) -> Result<TcpListener, String> {
     let sock = parse_listen_addr(addr).map_err(|e| e.to_string())?;
     TcpListener::bind(sock)
@@ -344,10 +388,13 @@ fn describe(run: &Run, config: &ServiceConfig, timers: &Timers, listeners: &[Lis
         parts.push(format!("timer `{}`", t.label()));
     }
     for l in listeners {
-        parts.push(format!(
-            "listening on {}",
-            l.bound_addr.as_deref().unwrap_or(&l.addr)
-        ));
+        let addr = l.bound_addr.as_deref().unwrap_or(&l.addr);
+        parts.push(match &config.a2a {
+            Some(_) => format!(
+                "listening on {addr} as an A2A agent (card at http://{addr}/.well-known/agent-card.json)"
+            ),
+            None => format!("listening on {addr}"),
+        });
     }
     if parts.is_empty() {
         parts.push("manual wakes only".into());

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::a2a::{A2aAgent, Body};
 use super::check::{self, Rejection};
 use super::exec::{Reason, Reply, Wake};
 use super::model::IngressPolicy;
@@ -42,6 +43,8 @@ pub(super) struct Ingress {
     pub rejected: AtomicU64,
     /// Told about each rejection, so the helper saves the count (debounced).
     pub rejections: Notify,
+    /// `serve --a2a`: the listener is an A2A agent.
+    pub a2a: Option<Arc<A2aAgent>>,
 }
 
 impl Ingress {
@@ -67,6 +70,7 @@ impl Ingress {
             wakes,
             rejected: AtomicU64::new(0),
             rejections: Notify::new(),
+            a2a: None,
         })
     }
 
@@ -125,12 +129,19 @@ async fn handle(
     req: Request<Incoming>,
     ing: Arc<Ingress>,
     remote: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
+    if let Some(agent) = &ing.a2a {
+        let resp = super::a2a::handle(req, &ing, agent, remote).await;
+        if resp.status().is_client_error() {
+            ing.reject();
+        }
+        return Ok(resp);
+    }
     let resp = check_and_admit(req, &ing, remote).await;
     if resp.status() != StatusCode::ACCEPTED {
         ing.reject();
     }
-    Ok(resp)
+    Ok(resp.map(BodyExt::boxed))
 }
 
 fn rejected(r: Rejection) -> Response<Full<Bytes>> {

@@ -14,9 +14,14 @@
 //! - `ingress`: the HTTP listener (hyper); [`check`]: its request checks,
 //!   and [`signature`]: webhook signatures and replay refusal, both shared
 //!   with the cluster servers' hooks.
+//! - `a2a` / `a2a_task`: `serve --a2a`, the listener as an A2A agent (its
+//!   card, JSON-RPC `message/send|stream`, `tasks/get|cancel`), each message
+//!   a heartbeat run whose id is the task's.
 //! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
 //! - [`stop`]: graceful stop of a service.
 
+mod a2a;
+mod a2a_task;
 pub mod check;
 pub mod config;
 mod exec;
@@ -31,7 +36,8 @@ pub mod wake;
 
 pub use config::ServeOptions;
 pub use model::{
-    IngressPolicy, ListenerState, Overlap, ScheduleState, ServiceConfig, ServiceDoc, Trigger,
+    A2aServe, IngressPolicy, ListenerState, Overlap, ScheduleState, ServiceConfig, ServiceDoc,
+    Trigger,
 };
 
 /// A service option that cannot work, said in one line.

@@ -72,6 +72,19 @@ pub struct ServiceConfig {
     /// How many wakes may wait for their turn.
     pub max_pending: u32,
     pub listen: Option<IngressPolicy>,
+    /// `--a2a`: the listener speaks the A2A protocol (agent card and
+    /// JSON-RPC) instead of taking plain webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aServe>,
+}
+
+/// How a service is exposed as an A2A agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A2aServe {
+    /// The endpoint URL its card announces (`--a2a-url`); else
+    /// `http://<bound address><path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// What fires a timer.

@@ -37,6 +37,19 @@ pub struct Expect {
     pub judge: Option<super::grade::JudgeSpec>,
     /// Checks of a workflow run's messages (sender → receiver, kind).
     pub messages: Option<MessagesCheck>,
+    /// Checks of the answer as text (upstream eval files' `expects_text_*`).
+    pub text: Vec<TextCheck>,
+    /// The run's end reason holds this (upstream's `expects_error_contains`).
+    pub reason_contains: Option<String>,
+}
+
+/// A check of the run's output read as text (a string as it is, anything
+/// else as its JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextCheck {
+    Contains(String),
+    Exact(String),
+    NotContains(String),
 }
 
 /// One edge of a workflow's messages: `"writer -> analyst"`, optionally
@@ -143,6 +156,10 @@ pub struct ToolsCheck {
     /// Some call of each tool had arguments holding these (a subset match).
     #[serde(default)]
     pub args: BTreeMap<String, Value>,
+    /// Exactly this many tool calls in all (upstream's `expects_no_tool`,
+    /// `expects_tool_count`; not a key of our case files).
+    #[serde(skip)]
+    pub total: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +231,12 @@ pub fn load(path: &Path, shown: &str) -> CliResult<Vec<Case>> {
 
 /// Parses and checks the text of a case file.
 pub fn parse(text: &str, shown: &str) -> CliResult<Vec<Case>> {
+    // Upstream Dispatch's eval files (`name`, `input`, `expects_*`).
+    if let Ok(table) = toml::from_str::<toml::Table>(text)
+        && super::upstream::is_upstream(&table)
+    {
+        return super::upstream::parse(table, shown);
+    }
     let raw: RawFile = toml::from_str(text).map_err(|e| syntax_error(text, shown, &e))?;
     if raw.case.is_empty() {
         return Err(CliError::input(format!(
@@ -378,6 +401,8 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
         max_tokens: raw.max_tokens,
         max_cost_usd: raw.max_cost_usd,
         max_duration_ms,
+        text: Vec::new(),
+        reason_contains: None,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::cases::{Expect, OutputCheck, OutputTest, ToolsCheck};
+use super::cases::{Expect, OutputCheck, OutputTest, TextCheck, ToolsCheck};
 
 /// What a run did, as the checks see it.
 pub struct Observed<'a> {
@@ -54,8 +54,38 @@ pub fn failures(expect: &Expect, observed: &Observed<'_>) -> Vec<String> {
             }
         }
     }
+    if !expect.text.is_empty() {
+        out.extend(text_failures(&expect.text, observed.output));
+    }
+    if let Some(want) = &expect.reason_contains {
+        let reason = observed.reason.as_deref().unwrap_or_default();
+        if !reason.contains(want.as_str()) {
+            out.push(format!(
+                "expects_error_contains: the run's reason {} does not contain {want:?}",
+                short(&format!("{reason:?}"))
+            ));
+        }
+    }
     if let Some(tools) = &expect.tools {
         out.extend(tool_failures(tools, &observed.tool_calls));
+        if let Some(want) = tools.total
+            && observed.tool_calls.len() as u64 != want
+        {
+            let names: Vec<&str> = observed
+                .tool_calls
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            out.push(format!(
+                "expects_tool_count: {} tool call(s) ({}), wanted {want}",
+                names.len(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
     }
     if let Some(m) = &expect.messages {
         out.extend(message_failures(m, &observed.messages));
@@ -85,6 +115,31 @@ pub fn failures(expect: &Expect, observed: &Observed<'_>) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Upstream's `expects_text_*`: the output as text.
+fn text_failures(checks: &[TextCheck], output: Option<&Value>) -> Vec<String> {
+    let text = match output {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let got = short(&format!("{text:?}"));
+    checks
+        .iter()
+        .filter_map(|c| match c {
+            TextCheck::Contains(w) if !text.contains(w.as_str()) => Some(format!(
+                "expects_text_contains: {got} does not contain {w:?}"
+            )),
+            TextCheck::Exact(w) if text.trim() != w.trim() => {
+                Some(format!("expects_text_exact: wanted {w:?}, got {got}"))
+            }
+            TextCheck::NotContains(w) if text.contains(w.as_str()) => {
+                Some(format!("expects_text_not_contains: {got} contains {w:?}"))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A string output holding JSON is that JSON (a native agent answers in text).

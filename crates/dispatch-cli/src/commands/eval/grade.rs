@@ -76,6 +76,7 @@ pub fn model_for(spec: &JudgeSpec, agent: Option<&AgentConfig>) -> Result<ModelR
             provider: ProviderKind::OpenaiCompatible,
             base_url: None,
             key: None,
+            options: Default::default(),
         }))
 }
 
@@ -256,6 +257,7 @@ mod tests {
                 provider: ProviderKind::Anthropic,
                 base_url: None,
                 key: Some("ANTHROPIC_API_KEY".into()),
+                options: Default::default(),
             }],
             ..AgentConfig::default()
         };

@@ -17,6 +17,7 @@ mod pool;
 pub(crate) mod remote;
 mod report;
 mod say;
+mod upstream;
 
 use std::path::PathBuf;
 
