@@ -66,12 +66,14 @@ pub fn main(args: &[String]) {
         let mut keep = Vec::new();
         if wanted("noop") {
             let noop = Load::noop(batch);
-            let (sqlite, dir) = throughput(None, runs, &noop, false).await;
-            keep.push(dir);
-            println!(
-                "| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |"
-            );
-            match TestDatabase::create().await {
+            if sqlite_too {
+                let (sqlite, dir) = throughput(None, runs, &noop, false).await;
+                keep.push(dir);
+                println!(
+                    "| noop throughput, SQLite, {runs} runs | {sqlite:.0} runs/s | ≥ 20000 runs/s |"
+                );
+            }
+            match TestDatabase::create().await.filter(|_| pg_too) {
                 Some(db) => {
                     let (pg, dir) =
                         throughput(Some(db.url().to_string()), runs, &noop, false).await;

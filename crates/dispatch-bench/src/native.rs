@@ -232,10 +232,15 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         root,
         "native-conc",
         &format!(
-            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
+            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
+             TOOL LOCAL lookup.sh AS lookup DESCRIPTION \"Find an order\"\n",
             mock.base_url()
         ),
     );
+    // The mock's two tool rounds call `lookup`: each runs this process
+    // (before, the agent had no tool and each call was answered "there is
+    // no tool named lookup").
+    std::fs::write(agent.join("lookup.sh"), "echo 'order: shipped'\n").expect("tool");
     dispatch_core::parcel::build(&agent, &layout.parcels()).expect("parcel");
     let store = rt
         .block_on(PgStore::connect(db.url(), 4))
@@ -243,6 +248,7 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
     let mut w = worker(dispatch, db.url(), &state, runs);
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kb(w.id(), "VmRSS:");
+    let idle_cpu = own_cpu_ms(w.id());
     let request = LaunchRequest {
         source: "native-conc".into(),
         operation: None,
@@ -289,6 +295,9 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         .filter(|r| r.status() == dispatch_core::Status::Succeeded)
         .count();
     let hwm = rss_kb(w.id(), "VmHWM:").max(peak);
+    // The worker's own CPU (its tools' processes are not in it), before
+    // it is killed; per model round: 3 calls a run.
+    let cpu_ms = own_cpu_ms(w.id()).saturating_sub(idle_cpu);
     let _ = w.kill();
     let _ = w.wait();
     println!(
@@ -301,6 +310,24 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         idle as f64 / 1024.0,
         hwm.saturating_sub(idle) as f64 / runs as f64
     );
+    println!(
+        "| worker CPU during those runs (its own, not its tools') | {:.1} s; {:.2} ms per model round ({} rounds) | ≤ 1.5 ms per round |",
+        cpu_ms as f64 / 1e3,
+        cpu_ms as f64 / (runs * 3) as f64,
+        runs * 3
+    );
+}
+
+/// User and system CPU time of process `pid` so far, in milliseconds.
+fn own_cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10
 }
 
 /// First token at the mock → the SSE client's `delta`.

@@ -130,6 +130,24 @@ impl SqliteStore {
             enable_wal(&conn, busy_timeout)?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", true)?;
+            // Statement journals (and sorts) in memory. An `UPDATE …
+            // RETURNING` inside a write transaction keeps a statement
+            // journal of every page it changes that the transaction had
+            // already changed; past 64 KiB SQLite spills it to a temporary
+            // file (`etilqs_*`) and then writes every later statement's
+            // journal there, page by page, for the life of the connection.
+            // A claim or a batch finish of 512 runs did that: 330,000
+            // writes of 4 KiB for 20,000 noop runs, against 29,000 to the
+            // WAL (see BENCHMARKS.md, "SQLite noop throughput"). They are
+            // transient and never durable, so memory loses nothing.
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
+            // A page cache of up to 16 MiB (SQLite's default is 2 MiB,
+            // filled only as pages are read: a short CLI command never
+            // grows it). With the indexes the runs table has gained, a
+            // worker draining the queue touched more pages than 2 MiB hold
+            // and read them again from the OS: 8.7 reads a noop run
+            // against 1.7 before (see BENCHMARKS.md).
+            conn.pragma_update(None, "cache_size", -16_384)?;
             // Every CLI command and helper is a short-lived process; without
             // this, each one closing the last connection would checkpoint and
             // delete the WAL (two fsyncs), and the next would recreate it.

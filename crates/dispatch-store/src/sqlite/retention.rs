@@ -13,7 +13,8 @@ const KEPT: &str = "NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.run_id = ru
      AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NULL) \
      AND NOT EXISTS (SELECT 1 FROM callbacks c WHERE c.run_id = runs.id AND c.done_at IS NULL)";
 
-/// The terminal statuses, in SQL.
+/// The terminal statuses, in SQL: the condition of the partial index
+/// `runs_by_end`, which a query uses only when it says the same.
 const TERMINAL: &str = "('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped')";
 
 fn cursor_of(after: Option<&RetentionCursor>) -> (Ts, &str) {
@@ -34,7 +35,7 @@ pub(super) fn expire_runs(
     let found: Vec<(String, Ts, String)> = tx
         .prepare_cached(&format!(
             "SELECT id, updated_at, brief_sha256 FROM runs \
-             WHERE status = ?1 AND updated_at < ?2 AND (updated_at, id) > (?3, ?4) AND {KEPT} \
+             WHERE status = ?1 AND status IN {TERMINAL} AND updated_at < ?2 AND (updated_at, id) > (?3, ?4) AND {KEPT} \
              ORDER BY updated_at, id LIMIT ?5"
         ))?
         .query_map(

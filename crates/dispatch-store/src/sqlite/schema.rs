@@ -345,6 +345,14 @@ const MIGRATIONS: &[&str] = &[
         modified_at INTEGER NOT NULL
     );
     ",
+    // 28: finished runs by end time only (retention asks for nothing
+    // else): a claim, a start or a renewal of a live run no longer moves
+    // an entry of it (`updated_at` changes with every write of a run).
+    "
+    DROP INDEX IF EXISTS runs_by_end;
+    CREATE INDEX runs_by_end ON runs (status, updated_at, id)
+        WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped');
+    ",
 ];
 
 /// The schema version this binary writes.
