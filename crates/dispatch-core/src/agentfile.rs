@@ -749,5 +749,9 @@ fn is_native_courier(c: &str) -> bool {
 mod tests;
 
 #[cfg(test)]
+#[path = "agentfile_upstream_tests.rs"]
+mod upstream_tests;
+
+#[cfg(test)]
 #[path = "agentfile_fuzz_tests.rs"]
 mod fuzz_tests;

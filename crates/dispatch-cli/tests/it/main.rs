@@ -94,6 +94,7 @@ mod sandbox;
 mod secrets;
 mod server_logs;
 mod server_shutdown;
+mod service_a2a;
 mod service_cluster;
 mod service_cluster_overlap;
 mod service_cluster_signatures;
