@@ -125,6 +125,11 @@ pub enum InternalCommand {
     RunRecord { id: String },
     /// A helper started ahead of its run: it reads the run's id from stdin.
     RunStandby,
+    /// Print a reference page of the book, generated from the code.
+    Reference {
+        #[arg(value_enum)]
+        page: crate::commands::reference::Page,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

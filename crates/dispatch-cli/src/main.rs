@@ -197,5 +197,6 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
             internal::run_record_cmd(ctx, &id).await
         }
         Command::Internal(InternalCommand::RunStandby) => internal::run_standby_cmd(ctx).await,
+        Command::Internal(InternalCommand::Reference { page }) => reference::reference(page),
     }
 }

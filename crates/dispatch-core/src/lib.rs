@@ -7,6 +7,7 @@ pub mod brief;
 pub mod checkpoint;
 pub mod concurrency;
 pub mod cron;
+pub mod environment;
 pub mod event;
 pub mod id;
 pub mod isolation;

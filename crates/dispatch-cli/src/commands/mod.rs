@@ -20,6 +20,7 @@ pub mod logs;
 pub mod print_prompt;
 pub mod prune;
 pub mod ps;
+pub mod reference;
 pub mod remote;
 mod remote_batch;
 pub mod remote_lifecycle;

@@ -35,6 +35,7 @@ mod dashboard;
 mod dashboard_attack;
 mod dashboard_common;
 mod dashboard_pages;
+mod docs_book;
 mod durable_wait;
 mod eval;
 mod eval_ci;
