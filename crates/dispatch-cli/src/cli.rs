@@ -95,6 +95,8 @@ pub enum Command {
     Token(crate::commands::token::TokenArgs),
     /// The skills a parcel bundles: ls, inspect.
     Skill(crate::commands::skill::SkillArgs),
+    /// Policies on runs and tool calls: test one against an input.
+    Policy(crate::commands::policy::PolicyArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.

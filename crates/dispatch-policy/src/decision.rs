@@ -46,10 +46,16 @@ pub enum RunDecision {
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum ToolDecision {
     Allow,
-    Deny { reasons: Vec<String> },
-    RequireApproval { reasons: Vec<String> },
+    Deny {
+        reasons: Vec<String>,
+    },
+    RequireApproval {
+        reasons: Vec<String>,
+    },
     /// Allowed; a call that would wait for a person is approved by these rules.
-    AutoApprove { rules: Vec<String> },
+    AutoApprove {
+        rules: Vec<String>,
+    },
 }
 
 /// Either.

@@ -139,7 +139,10 @@ mod tests {
         assert!(e.starts_with("line 3: `input.parcle`"), "{e}");
         let field = "package dispatch\ndeny contains \"x\" if input.parcel.nmae == \"x\"\n";
         let e = check_inputs(field).unwrap_err();
-        assert!(e.contains("`input.parcel.nmae`") && e.contains("name, digest"), "{e}");
+        assert!(
+            e.contains("`input.parcel.nmae`") && e.contains("name, digest"),
+            "{e}"
+        );
         // Deeper paths of free-form inputs are the policy's business.
         assert_eq!(check_inputs("x if input.payload.a.b.c\n"), Ok(()));
         assert_eq!(check_inputs("myinput.zzz\nx.input.zzz\n"), Ok(()));

@@ -115,16 +115,28 @@ fn tool_calls_are_allowed_denied_held_and_approved_by_rule() {
 
 #[test]
 fn a_broken_policy_is_refused_at_load_with_what_is_wrong() {
-    let load = |text: &str| Policy::from_text(Path::new("p.rego"), text).unwrap_err().to_string();
+    let load = |text: &str| {
+        Policy::from_text(Path::new("p.rego"), text)
+            .unwrap_err()
+            .to_string()
+    };
     let e = load("package dispatch\ndeny contains \"x\" if {\n");
     assert!(e.starts_with("policy p.rego:"), "{e}");
     let e = load("package other\ndeny contains \"x\" if input.tool == \"a\"\n");
-    assert!(e.contains("`package other`") && e.contains("package dispatch"), "{e}");
+    assert!(
+        e.contains("`package other`") && e.contains("package dispatch"),
+        "{e}"
+    );
     let e = load("package dispatch\ndeny contains \"x\" if input.toool == \"a\"\n");
     assert!(e.contains("line 2: `input.toool`"), "{e}");
     let e = load("package dispatch\nmodify := {\"colour\": \"red\"}\n");
-    assert!(e.contains("trial create_run") && e.contains("colour"), "{e}");
-    let e = Policy::load(Path::new("/nonexistent/p.rego")).unwrap_err().to_string();
+    assert!(
+        e.contains("trial create_run") && e.contains("colour"),
+        "{e}"
+    );
+    let e = Policy::load(Path::new("/nonexistent/p.rego"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot read it"), "{e}");
 }
 
@@ -135,6 +147,9 @@ fn a_policy_without_rules_allows_and_a_bad_action_is_an_error() {
         p.decide(&input::sample_run()).unwrap(),
         Decision::Run(RunDecision::Allow { modify: None })
     );
-    let e = p.decide(&json!({"action": "launch"})).unwrap_err().to_string();
+    let e = p
+        .decide(&json!({"action": "launch"}))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`launch`") && e.contains("denied"), "{e}");
 }

@@ -307,6 +307,7 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
             RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            RuntimeError::Policy(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
             RuntimeError::BadSession(_)
             | RuntimeError::Agent(_)
             | RuntimeError::Resources(_)
