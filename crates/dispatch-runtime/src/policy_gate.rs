@@ -52,6 +52,49 @@ pub fn load(path: &Path) -> RuntimeResult<LoadedPolicy> {
     })
 }
 
+/// The policy at `path` as this process last loaded it, loaded again when
+/// the file changed (its modification time or length). A long-lived
+/// process (a server, a worker) keeps the last good policy when a changed
+/// file does not load, and says so; with no good one, it is an error.
+pub fn cached(path: &Path) -> RuntimeResult<std::sync::Arc<LoadedPolicy>> {
+    type Cache = std::collections::HashMap<PathBuf, (Stamp, std::sync::Arc<LoadedPolicy>)>;
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let stamp = stamp(path);
+    let last = cache.lock().ok().and_then(|c| c.get(path).cloned());
+    if let (Some((was, policy)), Some(now)) = (&last, &stamp)
+        && was == now
+    {
+        return Ok(policy.clone());
+    }
+    match load(path) {
+        Ok(loaded) => {
+            let loaded = std::sync::Arc::new(loaded);
+            if let (Ok(mut c), Some(now)) = (cache.lock(), stamp) {
+                c.insert(path.to_path_buf(), (now, loaded.clone()));
+            }
+            Ok(loaded)
+        }
+        Err(e) => match last {
+            Some((_, good)) => {
+                crate::say_warn!(
+                    "[dispatch] {e}; keeping the last good policy (sha256 {})",
+                    &good.sha256[..12]
+                );
+                Ok(good)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+type Stamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 /// What a run about to be created is, for the policy.
 pub struct RunAsk<'a> {
     pub who: Who,
@@ -136,7 +179,7 @@ pub fn gate_local(
     let Some(path) = policy_file(layout) else {
         return Ok(None);
     };
-    let loaded = load(&path)?;
+    let loaded = cached(&path)?;
     let ask = RunAsk {
         who: dispatch_policy::input::local_user(),
         parcel,
@@ -191,7 +234,7 @@ pub fn tool_gate(
             labels: manifest.labels.clone(),
         },
     };
-    let loaded = load(&path).map_err(|e| e.to_string());
+    let loaded = cached(&path).map_err(|e| e.to_string());
     Some(std::sync::Arc::new(PolicyToolGate { loaded, base }))
 }
 
@@ -202,7 +245,7 @@ struct ToolBase {
 }
 
 struct PolicyToolGate {
-    loaded: Result<LoadedPolicy, String>,
+    loaded: Result<std::sync::Arc<LoadedPolicy>, String>,
     base: ToolBase,
 }
 

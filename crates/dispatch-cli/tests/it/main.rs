@@ -67,6 +67,7 @@ mod native_tools_approval;
 mod otel;
 mod parity;
 mod partition;
+mod policy;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;
