@@ -23,6 +23,8 @@ pub enum Page {
     Environment,
     /// Every exit code (`docs/reference/exit-codes.md`).
     ExitCodes,
+    /// What a policy is given (`docs/reference/policy-inputs.md`).
+    PolicyInputs,
 }
 
 impl Page {
@@ -34,6 +36,7 @@ impl Page {
             Page::HttpApi => http_api_page(&dispatch_server::api::openapi::spec()),
             Page::Environment => dispatch_core::environment::reference_markdown(),
             Page::ExitCodes => exit_codes_page(),
+            Page::PolicyInputs => policy_inputs_page(),
         }
     }
 }
@@ -108,6 +111,20 @@ fn walk(cmd: &mut clap::Command, path: &str, depth: usize, index: &mut String, p
         let sub_path = format!("{path} {}", sub.get_name());
         walk(sub, &sub_path, depth + 1, index, pages);
     }
+}
+
+fn policy_inputs_page() -> String {
+    let mut out = String::from("# Policy inputs\n\n");
+    out.push_str(&generated(
+        "crates/dispatch-policy/src/input.rs",
+        "policy-inputs",
+    ));
+    out.push_str(
+        "\nWhat a policy's `input` holds for each decision (see [policies](../policy.md)). \
+         A policy that names any other input is refused when it is loaded.\n",
+    );
+    out.push_str(&dispatch_policy::input::reference_markdown());
+    out
 }
 
 fn exit_codes_page() -> String {

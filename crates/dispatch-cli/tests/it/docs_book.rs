@@ -13,7 +13,14 @@ use std::process::Command;
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
-const PAGES: [&str; 5] = ["cli", "agentfile", "http-api", "environment", "exit-codes"];
+const PAGES: [&str; 6] = [
+    "cli",
+    "agentfile",
+    "http-api",
+    "environment",
+    "exit-codes",
+    "policy-inputs",
+];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
