@@ -28,7 +28,7 @@ deny contains "prod-deploy runs only from the release pipeline" if {
 
 modify := {"labels": {"pool": "batch"}, "limit_cost_usd": 0.50} if {
     input.action == "create_run"
-    input.trigger == "schedule"
+    input.operation == "heartbeat"
 }
 
 deny contains sprintf("%s may not run shell", [input.who.name]) if {

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 #[rustfmt::skip]
 pub const RUN_INPUTS: &[(&str, &str)] = &[
     ("action", "`\"create_run\"`"),
-    ("who", "who asks: `{name, kind}`; `kind` is `token` (a server's API token, `name` its name), `local` (the local CLI, `name` the OS user) or `service` (a service's wake, `name` the service)"),
+    ("who", "who asks: `{name, kind}`; `kind` is `local` (the local CLI; `name` is the OS user) or `token` (a request to a server; `name` is `api` until tokens carry identities)"),
     ("project", "the project the run belongs to (`\"default\"` until projects exist)"),
     ("parcel", "`{name, digest, version, labels}` of the parcel to run"),
     ("operation", "`job`, `heartbeat`, `service` or `workflow`"),
-    ("trigger", "why the run is created: `manual`, `restart`, `replay`, `upstream`, `eval`, `workflow`, `schedule`, `http`, …"),
+    ("trigger", "why the run is created: `manual`, `restart`, `replay`, `upstream`, `eval` or `workflow`"),
     ("labels", "the labels asked for the run (an object)"),
     ("payload", "the run's payload (any JSON)"),
     ("budget", "`{tokens, cost_usd}`: the Agentfile's hard limits, `null` when unset"),
@@ -26,7 +26,7 @@ pub const RUN_INPUTS: &[(&str, &str)] = &[
 #[rustfmt::skip]
 pub const TOOL_INPUTS: &[(&str, &str)] = &[
     ("action", "`\"tool_call\"`"),
-    ("who", "who started the run, as for `create_run`"),
+    ("who", "`{name, kind}` of where the call runs: the OS user of the local helper or the worker (`kind` `local`)"),
     ("project", "the run's project"),
     ("run_id", "the run's id"),
     ("parcel", "`{name, digest, version, labels}` of the run's parcel"),
