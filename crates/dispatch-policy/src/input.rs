@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 #[rustfmt::skip]
 pub const RUN_INPUTS: &[(&str, &str)] = &[
     ("action", "`\"create_run\"`"),
-    ("who", "who asks: `{name, kind}`; `kind` is `local` (the local CLI; `name` is the OS user) or `token` (a request to a server; `name` is `api` until tokens carry identities)"),
+    ("who", "who asks: `{name, kind}`; `kind` is `local` (the local CLI; `name` is the OS user), `token` (a request to a server; `name` is the token's name) or `anonymous` (a server that requires no token)"),
     ("project", "the project the run belongs to (`\"default\"` until projects exist)"),
     ("parcel", "`{name, digest, version, labels}` of the parcel to run"),
     ("operation", "`job`, `heartbeat`, `service` or `workflow`"),

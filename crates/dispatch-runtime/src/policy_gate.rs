@@ -159,6 +159,7 @@ pub fn check_run(loaded: &LoadedPolicy, ask: &RunAsk<'_>) -> RuntimeResult<Passe
             let event = json!({
                 "decision": "allow",
                 "action": "create_run",
+                "who": ask.who,
                 "policy": path,
                 "policy_sha256": loaded.sha256,
                 "modify": modify,

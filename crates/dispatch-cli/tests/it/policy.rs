@@ -118,6 +118,7 @@ fn a_policy_denies_and_modifies_runs_and_a_broken_one_refuses_them_all() {
     assert_eq!(decision["action"], "create_run");
     assert_eq!(decision["modify"]["limit_tokens"], 5000);
     assert_eq!(decision["policy_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(decision["who"]["kind"], "local");
 
     // A policy that no longer loads opens nothing.
     std::fs::write(

@@ -49,8 +49,10 @@ fn at(i: usize, mut e: ApiError) -> ApiError {
 pub async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let who = super::policy::who(token.as_deref());
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad batch: {e}")))?;
     let Some(items) = value.get("runs").and_then(Value::as_array) else {
@@ -89,9 +91,16 @@ pub async fn create_batch(
                 ApiError::bad_request("a batch starts its runs (hint: leave `start` out)"),
             ));
         }
-        let p = prepare(&state, &patience, req, traceparent.clone(), &mut parcels)
-            .await
-            .map_err(|e| at(i, e))?;
+        let p = prepare(
+            &state,
+            &patience,
+            req,
+            traceparent.clone(),
+            &who,
+            &mut parcels,
+        )
+        .await
+        .map_err(|e| at(i, e))?;
         if seen.insert(p.brief.0.clone()) {
             briefs.push(p.brief);
         }

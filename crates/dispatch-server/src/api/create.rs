@@ -215,6 +215,7 @@ pub async fn create(
     State(state): State<AppState>,
     query: Params,
     headers: HeaderMap,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let params = params(query)?;
@@ -230,7 +231,16 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     let traceparent = traceparent_of(&headers)?;
     let patience = state.patience();
-    let ready = prepare(&state, &patience, req, traceparent, &mut Parcels::new()).await?;
+    let who = super::policy::who(token.as_deref());
+    let ready = prepare(
+        &state,
+        &patience,
+        req,
+        traceparent,
+        &who,
+        &mut Parcels::new(),
+    )
+    .await?;
     super::publish::put_brief(&state, &patience, &ready.brief).await?;
     let (new, extras, options) = (ready.new, ready.extras, ready.options);
     let created = enqueue(&state, &patience, &new, &extras, &options, ready.dedupe).await?;
@@ -296,6 +306,7 @@ pub(super) async fn prepare(
     patience: &Patience,
     mut req: CreateRun,
     traceparent: Option<String>,
+    who: &dispatch_policy::input::Who,
     parcels: &mut Parcels,
 ) -> ApiResult<Prepared> {
     let queue_timeout_ms = req.check()?;
@@ -334,7 +345,7 @@ pub(super) async fn prepare(
         )));
     }
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
-    let passed = super::policy::gate(state, &parcel, operation, &mut req, &payload)?;
+    let passed = super::policy::gate(state, who, &parcel, operation, &mut req, &payload)?;
     let mut reliability = req.reliability(&parcel, operation, &payload)?;
     if let Some(m) = passed.as_ref().and_then(|p| p.modify.as_ref()) {
         super::policy::lower_limits(&mut reliability.policy, m);

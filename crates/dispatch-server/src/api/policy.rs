@@ -21,9 +21,25 @@ use super::AppState;
 use super::create::CreateRun;
 use super::error::{ApiError, ApiResult};
 
+/// Who asks, for the policy: the request's token by name, else (a server
+/// that requires no token) `anonymous`.
+pub(super) fn who(token: Option<&dispatch_store::TokenRecord>) -> Who {
+    match token {
+        Some(t) => Who {
+            name: t.name.clone(),
+            kind: "token",
+        },
+        None => Who {
+            name: "anonymous".into(),
+            kind: "anonymous",
+        },
+    }
+}
+
 /// Asks the policy about `req`; applies its labels and model to `req`.
 pub(super) fn gate(
     state: &AppState,
+    who: &Who,
     parcel: &Parcel,
     operation: Operation,
     req: &mut CreateRun,
@@ -42,10 +58,7 @@ pub(super) fn gate(
         })
         .collect();
     let ask = RunAsk {
-        who: Who {
-            name: "api".into(),
-            kind: "token",
-        },
+        who: who.clone(),
         parcel,
         operation,
         trigger: "manual",
