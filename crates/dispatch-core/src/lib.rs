@@ -16,6 +16,7 @@ pub mod parcel_skill;
 mod parcel_tools;
 pub mod policy;
 pub mod redact;
+pub mod run_event;
 pub mod state;
 pub mod time;
 pub mod tool;
@@ -25,6 +26,7 @@ pub mod workflow;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
+pub use run_event::{EventKind, RunEvent};
 pub use id::RunId;
 pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor};
 pub use time::{Ts, now_ms};
