@@ -26,8 +26,8 @@ pub mod workflow;
 pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
-pub use run_event::{EventKind, RunEvent};
 pub use id::RunId;
+pub use run_event::{EventKind, RunEvent};
 pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor};
 pub use time::{Ts, now_ms};
 pub use trigger::Trigger;

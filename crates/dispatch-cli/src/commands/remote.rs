@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dispatch_core::policy::PolicyInput;
 use dispatch_core::RunId;
+use dispatch_core::policy::PolicyInput;
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::check_session_name;
 use dispatch_server::client::{Client, Response};

@@ -112,12 +112,8 @@ pub async fn build<S: Store + ServiceStore + ?Sized>(
     let t = telemetry::build(&events, &attempts);
     let extras = store.run_extras(&id).await?;
     let parcel = dispatch_core::parcel::load(&layout.parcels().join(&run.parcel_digest)).ok();
-    let workspace = crate::workspace::info(
-        layout,
-        &id,
-        extras.keep_workspace,
-        run.state.is_terminal(),
-    );
+    let workspace =
+        crate::workspace::info(layout, &id, extras.keep_workspace, run.state.is_terminal());
     let workflow = crate::workflow::graph::graph(store, &run).await?;
     let approvals = approvals(store, &run, workflow.as_ref()).await?;
     let service = store.get_service_state(&id).await?.map(|s| {
