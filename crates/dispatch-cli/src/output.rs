@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use dispatch_core::time::{human_ago, human_duration};
 use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::Run;
-use serde_json::Value;
 
 /// Prints `v` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {

@@ -146,6 +146,10 @@ run_events! {
     StopRequested = "stop_requested",
     /// The run waits for a provider's rate limit.
     RateLimitWaiting = "rate_limit_waiting",
+    /// A native agent waits for its model's rate limit.
+    RateLimitWait = "rate_limit_wait",
+    /// A CLI agent (claude, codex, …) was started.
+    CliStarted = "cli_started",
     /// A service was woken.
     Wake = "wake",
     /// A service's wake was skipped.
@@ -190,6 +194,12 @@ impl RunEvent {
             RunEvent::Other { kind, .. } => kind,
             known => known.kind().map_or("", EventKind::as_str),
         }
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(k: EventKind) -> String {
+        k.as_str().to_string()
     }
 }
 

@@ -108,6 +108,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let id = id_of(side.out(&["run", &ok, "--detach"]));
     t.push(seen(side, &["wait", &id]));
     t.push(seen(side, &["inspect-run", &id]));
+    t.push(seen(side, &["inspect-run", &id, "--format", "json"]));
     t.push(seen(side, &["logs", &id]));
     t.push(seen(side, &["logs", &id, "--attempt", "1"]));
     // A failing one: its exit code, reason and dead letter.
@@ -115,6 +116,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let failed = id_of(side.out(&["run", &bad, "--detach"]));
     t.push(seen(side, &["wait", &failed]));
     t.push(seen(side, &["inspect-run", &failed]));
+    t.push(seen(side, &["inspect-run", &failed, "--format", "json"]));
     t.push(seen(side, &["dlq", "ls"]));
     t.push(seen(side, &["ps", "-a"]));
     t.push(seen(side, &["ps", "-a", "--format", "json"]));
@@ -127,6 +129,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     t.push(seen(side, &["approvals", "ls"]));
     t.push(seen(side, &["approve", &asked, "ship", "--by", "ada"]));
     t.push(seen(side, &["wait", &asked]));
+    t.push(seen(side, &["inspect-run", &asked, "--format", "json"]));
     t.push(seen(side, &["approvals", "ls", "-a"]));
     // A durable wait and its signal.
     let waiting = agent("waiting", WAITING);
@@ -147,6 +150,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let replayed = id_of(side.out(&["replay", &created, "--allow-side-effects"]));
     t.push(seen(side, &["wait", &replayed]));
     t.push(seen(side, &["inspect-run", &replayed]));
+    t.push(seen(side, &["inspect-run", &replayed, "--format", "json"]));
     let restarted = id_of(side.out(&["restart", &replayed]));
     t.push(seen(side, &["wait", &restarted]));
     t.push(seen(side, &["rm", &created]));
