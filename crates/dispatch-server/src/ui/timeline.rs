@@ -79,6 +79,9 @@ pub fn build(report: Parts<'_>, now: Ts) -> Vec<Bar> {
             ),
         });
     }
+    // What the event log says, in the order its bars ended (still open
+    // ones last), as the event log is read: rows appear in that order.
+    let attempts_end = bars.len();
     for s in report.steps {
         let (end, open) = s.ended_at.map_or((now, true), |end| (end, false));
         bars.push(step_bar(s.attempt, s.name.clone(), s.started_at, end, open));
@@ -136,6 +139,7 @@ pub fn build(report: Parts<'_>, now: Ts) -> Vec<Bar> {
     if let Some((from, reason)) = wait_from {
         bars.push(wait_bar(from, now, true, reason));
     }
+    bars[attempts_end..].sort_by_key(|b| (b.open, b.end));
     for a in report.approvals {
         bars.push(Bar {
             lane: format!("approval {}", a.id),
@@ -310,6 +314,42 @@ mod tests {
         assert!(steps.iter().any(|s| s.start == 210 && s.end == 230));
         let wait = of("wait")[0];
         assert_eq!((wait.start, wait.end), (240, 260));
+    }
+
+    #[test]
+    fn rows_come_in_the_order_things_ended_open_ones_last() {
+        let attempts = [attempt(1, 0, None)];
+        let events = [
+            event(1, "step", 1, 10, json!({"name": "a"})),
+            event(2, "step", 1, 20, json!({"name": "b"})),
+            event(
+                3,
+                "tool_call",
+                1,
+                25,
+                json!({"name": "search", "duration_ms": 2}),
+            ),
+            event(4, "step", 1, 30, json!({"name": "c"})),
+        ];
+        let t = dispatch_runtime::report::telemetry::build(&events, &attempts);
+        let parts = Parts {
+            attempts: &t.attempts,
+            steps: &t.timeline,
+            model_calls: &[],
+            tool_calls: &t.tool_calls,
+            events: &events,
+            approvals: &[],
+        };
+        let mut lanes: Vec<String> = Vec::new();
+        for b in build(parts, 40) {
+            if !lanes.contains(&b.lane) {
+                lanes.push(b.lane);
+            }
+        }
+        assert_eq!(
+            lanes,
+            ["attempts", "step a", "tool search", "step b", "step c"]
+        );
     }
 
     #[test]
