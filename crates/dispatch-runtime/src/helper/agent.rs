@@ -345,7 +345,7 @@ impl EventPump {
         for line in &lines {
             let parsed = AgentEvent::parse(line);
             if let AgentEvent::Known {
-                kind: "handoff",
+                kind: EventKind::Handoff,
                 data,
             } = parsed
             {
@@ -369,9 +369,9 @@ impl EventPump {
             AgentEvent::Known { kind, data } => {
                 let data = mask_value(data, &self.secrets);
                 match kind {
-                    "output" => self.last_output = data.get("value").cloned(),
-                    "wait" => self.wait = Some(data.clone()),
-                    "error" => {
+                    EventKind::Output => self.last_output = data.get("value").cloned(),
+                    EventKind::Wait => self.wait = Some(data.clone()),
+                    EventKind::Error => {
                         self.error = data
                             .get("message")
                             .and_then(Value::as_str)
