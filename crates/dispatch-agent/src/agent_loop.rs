@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use dispatch_core::RunEvent;
 use dispatch_core::event::Usage;
 use serde_json::{Value, json};
 
@@ -46,7 +47,7 @@ pub trait Sink: Send {
     /// arguments): what bills a call stopped mid-stream.
     fn streamed(&mut self, _bytes: usize) {}
     /// Appends events (type, data) to the run, all at once; awaited.
-    async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String>;
+    async fn record(&mut self, events: Vec<RunEvent>) -> Result<(), String>;
     /// Stores a request or response body content-addressed; its sha256.
     fn blob(&mut self, bytes: &[u8]) -> Option<String>;
     /// Before a call of about `est_tokens` to `model` of `provider`: waits
@@ -197,7 +198,7 @@ pub async fn run_loop(
             let dropped = conv.compact(limit);
             if dropped > 0 {
                 let data = json!({"message": format!("conversation compacted: {dropped} oldest messages dropped to fit LIMIT CONTEXT_TOKENS {limit}"), "dropped": dropped});
-                let _ = sink.record(vec![("warning", data)]).await;
+                let _ = sink.record(vec![RunEvent::Warning(data)]).await;
             }
         }
         // A round whose model call was saved but whose tools had not run
@@ -233,11 +234,13 @@ pub async fn run_loop(
                 conv.messages.push(said);
                 event["call"] = json!(conv.calls);
                 let mut events = vec![
-                    ("model_call", event),
-                    (
-                        "usage",
-                        billing::usage_event(&model.model.name, usage, cost, estimated),
-                    ),
+                    RunEvent::ModelCall(event),
+                    RunEvent::Usage(billing::usage_event(
+                        &model.model.name,
+                        usage,
+                        cost,
+                        estimated,
+                    )),
                 ];
                 if response.finish_reason == FinishReason::Length {
                     let (warning, fail) = crate::truncation::truncated(
@@ -245,7 +248,7 @@ pub async fn run_loop(
                         cfg.max_output_tokens,
                         cfg.allow_truncation,
                     );
-                    events.push(("warning", warning));
+                    events.push(RunEvent::Warning(warning));
                     if let Some(reason) = fail {
                         let _ = sink.record(events).await;
                         return LoopEnd::Failed {
@@ -277,7 +280,7 @@ pub async fn run_loop(
                     // attempt (after a crash, or a wait for a decision) runs
                     // the calls not done and never asks the model again.
                     let step = format!("round-{}-tools", conv.rounds + 1);
-                    events.push(("checkpoint", conv.checkpoint(&step)));
+                    events.push(RunEvent::Checkpoint(conv.checkpoint(&step)));
                     if let Err(e) = sink.record(std::mem::take(&mut events)).await {
                         return LoopEnd::Failed {
                             reason: format!("could not record round {}: {e}", conv.calls),
@@ -303,7 +306,7 @@ pub async fn run_loop(
                     // that completed; the next attempt runs the rest.
                     events.extend(done);
                     let step = format!("round-{round}-wait");
-                    events.push(("checkpoint", state.checkpoint(&step)));
+                    events.push(RunEvent::Checkpoint(state.checkpoint(&step)));
                     if let Err(e) = sink.record(events).await {
                         return LoopEnd::Failed {
                             reason: format!("could not record round {round}: {e}"),
@@ -333,7 +336,7 @@ pub async fn run_loop(
         } else {
             "answer".to_string()
         };
-        events.push(("checkpoint", conv.checkpoint(&step)));
+        events.push(RunEvent::Checkpoint(conv.checkpoint(&step)));
         if let Err(e) = sink.record(events).await {
             return LoopEnd::Failed {
                 reason: format!("could not record round {}: {e}", conv.calls),
@@ -447,7 +450,7 @@ async fn call_chain(
                 "base_url": m.model.endpoint(), "call": conv.calls + 1, "round": conv.rounds + 1,
                 "retry": retry, "fallback": mi > 0, "input_tokens": est_in, "price": m.price,
             });
-            if let Err(e) = sink.record(vec![("model_call_sent", sent)]).await {
+            if let Err(e) = sink.record(vec![RunEvent::ModelCallSent(sent)]).await {
                 sink.settle(admission, 0).await;
                 return Err(LoopEnd::Failed {
                     reason: format!(
@@ -568,10 +571,12 @@ async fn call_chain(
                 sink.settle(admission, usage.total_tokens()).await;
                 add(used, usage, cost);
                 billing::mark_estimated(&mut event, usage, cost);
-                events.push((
-                    "usage",
-                    billing::usage_event(&m.model.name, usage, cost, true),
-                ));
+                events.push(RunEvent::Usage(billing::usage_event(
+                    &m.model.name,
+                    usage,
+                    cost,
+                    true,
+                )));
             } else {
                 // The rate limiters count what an error answer may have used.
                 let tokens = match error {
@@ -583,7 +588,7 @@ async fn call_chain(
             if let ProviderError::Aborted = error {
                 let reason = budget_hit.unwrap_or_else(|| "stream aborted".into());
                 event["finish_reason"] = json!("budget_exceeded");
-                events.insert(0, ("model_call", event));
+                events.insert(0, RunEvent::ModelCall(event));
                 let _ = sink.record(events).await;
                 return Err(LoopEnd::Budget(format!(
                     "budget_exceeded: {reason} (stream aborted)"
@@ -592,7 +597,7 @@ async fn call_chain(
             if billed {
                 event["finish_reason"] = json!(if timed_out { "timed_out" } else { "cut" });
             }
-            events.insert(0, ("model_call", event));
+            events.insert(0, RunEvent::ModelCall(event));
             let _ = sink.record(events).await;
             last_error = format!("model {} ({}): {error}", m.model.name, m.model.provider);
             if let ProviderError::RateLimited { retry_after, .. } = &error {

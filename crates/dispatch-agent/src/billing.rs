@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dispatch_core::agent::Price;
 use dispatch_core::event::Usage;
+use dispatch_core::{EventKind, RunEvent};
 use serde_json::{Value, json};
 
 pub use crate::conversation::estimate_tokens;
@@ -91,7 +92,7 @@ pub fn unfinished(
     finish: &str,
     error: &str,
     models: &[ResolvedModel],
-) -> Vec<(&'static str, Value)> {
+) -> Vec<RunEvent> {
     let name = sent["model"].as_str().unwrap_or("?");
     let est_in = sent["input_tokens"].as_u64().unwrap_or(0);
     let usage = Usage {
@@ -116,8 +117,8 @@ pub fn unfinished(
     });
     mark_estimated(&mut event, usage, cost);
     vec![
-        ("model_call", event),
-        ("usage", usage_event(name, usage, cost, true)),
+        RunEvent::ModelCall(event),
+        RunEvent::Usage(usage_event(name, usage, cost, true)),
     ]
 }
 
@@ -130,9 +131,9 @@ pub fn unbilled<'a>(
     let mut sent = Vec::new();
     let mut recorded = std::collections::HashSet::new();
     for (kind, attempt, data) in events {
-        match (kind, data["id"].as_str()) {
-            ("model_call_sent", Some(_)) => sent.push((attempt, data.clone())),
-            ("model_call", Some(id)) => {
+        match (EventKind::parse(kind), data["id"].as_str()) {
+            (Some(EventKind::ModelCallSent), Some(_)) => sent.push((attempt, data.clone())),
+            (Some(EventKind::ModelCall), Some(id)) => {
                 recorded.insert(id.to_string());
             }
             _ => {}
@@ -159,22 +160,29 @@ mod tests {
         let left = unbilled(events);
         assert_eq!(left, vec![(1, b.clone())]);
         let bill = unfinished(&b, 9, "lost", "gone", &[]);
-        assert_eq!(bill[0].0, "model_call");
-        assert_eq!(bill[0].1["id"], "b");
-        assert_eq!(bill[0].1["input_tokens"], 20);
-        assert_eq!(bill[0].1["output_tokens"], 3, "9 characters: 3 tokens");
-        assert_eq!(bill[0].1["estimated"], true);
-        assert!(bill[0].1["cost_usd"].is_null(), "no price: unknown cost");
-        assert_eq!(bill[1].0, "usage");
+        assert_eq!(bill[0].kind(), Some(EventKind::ModelCall));
+        assert_eq!(bill[0].data()["id"], "b");
+        assert_eq!(bill[0].data()["input_tokens"], 20);
+        assert_eq!(bill[0].data()["output_tokens"], 3, "9 characters: 3 tokens");
+        assert_eq!(bill[0].data()["estimated"], true);
+        assert!(
+            bill[0].data()["cost_usd"].is_null(),
+            "no price: unknown cost"
+        );
+        assert_eq!(bill[1].kind(), Some(EventKind::Usage));
         let mut priced = b.clone();
         priced["price"] =
             json!({"model": "m", "input_per_mtok": 1_000_000.0, "output_per_mtok": 0.0});
         let bill = unfinished(&priced, 0, "lost", "gone", &[]);
         assert_eq!(
-            bill[0].1["cost_usd"], 20.0,
+            bill[0].data()["cost_usd"],
+            20.0,
             "the price the sent call carried"
         );
-        let billed = [("model_call_sent", 1, &b), ("model_call", 2, &bill[0].1)];
+        let billed = [
+            ("model_call_sent", 1, &b),
+            ("model_call", 2, bill[0].data()),
+        ];
         assert!(unbilled(billed).is_empty());
     }
 

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use dispatch_core::RunEvent;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
@@ -55,14 +56,14 @@ pub(crate) enum RoundEnd {
     /// of the calls that ran in this attempt.
     Done {
         results: Vec<DoneCall>,
-        events: Vec<(&'static str, Value)>,
+        events: Vec<RunEvent>,
     },
     /// A call waits for `pending`: the completed calls' events, and the
     /// conversation to checkpoint (the round not started, its completed
     /// calls kept).
     Suspended {
         pending: PendingApproval,
-        events: Vec<(&'static str, Value)>,
+        events: Vec<RunEvent>,
         state: Box<Conversation>,
     },
 }
@@ -105,7 +106,7 @@ pub(crate) async fn run_round(
             let step = format!("round-{round}-call-{}", tc.id);
             // Not saved (the store is out): the round's record saves it.
             let _ = sink
-                .record(vec![("checkpoint", state.checkpoint(&step))])
+                .record(vec![RunEvent::Checkpoint(state.checkpoint(&step))])
                 .await;
         }
         outcomes[i] = Some((outcome, took));
@@ -119,7 +120,7 @@ pub(crate) async fn run_round(
                 let mut d = d.clone();
                 // Saved by an attempt that died before the round's record.
                 if let Some(event) = d.event.take() {
-                    events.push(("tool_call", event));
+                    events.push(RunEvent::ToolCall(event));
                 }
                 results.push(d);
             }
@@ -129,7 +130,7 @@ pub(crate) async fn run_round(
             pending = pending.or(Some(p));
             continue;
         }
-        events.push(("tool_call", tool_event(tc, &outcome, took, round)));
+        events.push(RunEvent::ToolCall(tool_event(tc, &outcome, took, round)));
         results.push(done_call(tc, &outcome));
     }
     match pending {

@@ -53,6 +53,7 @@
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
 
+use dispatch_core::EventKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -634,7 +635,7 @@ async fn seed(db: &Path, n: usize) {
                     version,
                     &StateWrite::new(
                         state.clone(),
-                        NewEvent::new("state", 1, now_ms(), serde_json::json!({})),
+                        NewEvent::new(EventKind::State, 1, now_ms(), serde_json::json!({})),
                     ),
                 )
                 .await

@@ -10,6 +10,7 @@
 //!   both pages' navigation timing — response end, DOMContentLoaded, first
 //!   contentful paint — from `performance.getEntriesByType`.
 
+use dispatch_core::EventKind;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -128,7 +129,7 @@ async fn seed(layout: &Layout, runs: usize, events: usize) -> RunId {
     // Usage on a tenth of them (the rest stay queued: a table shows them the same way).
     for id in ids.iter().step_by(10) {
         let event = NewEvent::new(
-            "usage",
+            EventKind::Usage,
             1,
             now_ms(),
             json!({"model": "m", "input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.0123}),

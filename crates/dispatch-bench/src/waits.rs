@@ -13,6 +13,7 @@
 //!   for 20 s once they have looked their runs up; requests per second the
 //!   server answered meanwhile (its `/metrics`).
 
+use dispatch_core::EventKind;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -175,7 +176,7 @@ async fn suspend_one(store: &PgStore, layout: &Layout) -> RunId {
     for t in &steps {
         let next = state.apply(run.operation, t).expect("a legal step");
         let event = NewEvent::new(
-            "state",
+            EventKind::State,
             run.attempt,
             at,
             json!({"from": state.status(), "to": next.status()}),

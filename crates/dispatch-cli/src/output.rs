@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use dispatch_core::time::{human_ago, human_duration};
 use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::Run;
-use serde_json::Value;
 
 /// Prints `v` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
@@ -48,37 +47,7 @@ pub fn color_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
-/// `running 3.2s`, `succeeded (exit 0)`, `failed (exit 3)`, `queued`.
-pub fn status_text(state: &RunState, now: Ts) -> String {
-    match state {
-        RunState::Running { started_at, .. } => {
-            format!("running {}", human_duration(now - started_at))
-        }
-        RunState::Paused { reason, .. } => format!("paused: {reason}"),
-        RunState::Suspended { reason, .. } => format!("paused: {reason} (suspended)"),
-        RunState::Queued {
-            not_before: Some(t),
-        } if *t > now => format!("queued (retry in {})", human_duration(t - now)),
-        s if s.is_terminal() => {
-            let base = match s.exit_code() {
-                Some(code) => format!("{} (exit {code})", s.status()),
-                None => s.status().to_string(),
-            };
-            // A budget stop says so where runs are listed.
-            match s.reason().filter(|r| r.starts_with("budget_exceeded")) {
-                Some(_) => format!("{base} budget_exceeded"),
-                None => base,
-            }
-        }
-        s => s.status().to_string(),
-    }
-}
-
-/// How long the run ran (or has been running).
-pub fn duration_ms(state: &RunState, now: Ts) -> Option<i64> {
-    let start = state.started_at()?;
-    Some(state.ended_at().unwrap_or(now) - start)
-}
+pub use dispatch_runtime::report::{duration_ms, status_text};
 
 pub fn duration_text(state: &RunState, now: Ts) -> String {
     duration_ms(state, now).map_or_else(|| "-".into(), human_duration)
@@ -109,11 +78,6 @@ pub fn cost_text(cost: f64) -> String {
     } else {
         format!("${cost:.4}")
     }
-}
-
-/// A run as JSON: the stored record plus derived fields.
-pub fn run_json(run: &Run, now: Ts) -> Value {
-    serde_json::to_value(RunView::new(run, now)).expect("a run is plain data")
 }
 
 /// Colors a status word for a terminal.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::run_event::EventKind;
 use crate::time::Ts;
 
 /// An event to append to a run's log.
@@ -29,7 +30,7 @@ impl NewEvent {
 
     /// The usage this event adds to the run's totals, if it is a usage event.
     pub fn usage(&self) -> Option<Usage> {
-        if self.kind != "usage" {
+        if !self.is(EventKind::Usage) {
             return None;
         }
         let n = |k: &str| self.data.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -66,26 +67,26 @@ impl Usage {
 }
 
 /// The event types an agent may write. Anything else is recorded as a warning.
-pub const AGENT_EVENT_TYPES: [&str; 12] = [
-    "usage",
-    "step",
-    "tool_call",
-    "checkpoint",
-    "artifact",
-    "approval",
-    "message",
-    "handoff",
-    "error",
-    "output",
-    "log",
-    "wait",
+pub const AGENT_EVENT_TYPES: [EventKind; 12] = [
+    EventKind::Usage,
+    EventKind::Step,
+    EventKind::ToolCall,
+    EventKind::Checkpoint,
+    EventKind::Artifact,
+    EventKind::Approval,
+    EventKind::Message,
+    EventKind::Handoff,
+    EventKind::Error,
+    EventKind::Output,
+    EventKind::Log,
+    EventKind::Wait,
 ];
 
 /// One line the agent wrote to `$DISPATCH_EVENTS`, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentEvent {
     /// A well-formed event of a known type; `data` is the whole object.
-    Known { kind: &'static str, data: Value },
+    Known { kind: EventKind, data: Value },
     /// A line that is not a JSON object with a known `type`; recorded as a warning.
     Malformed { warning: String },
 }
@@ -113,20 +114,21 @@ impl AgentEvent {
                 warning: format!("events line has no string `type`: {shown}"),
             };
         };
-        let Some(kind) = AGENT_EVENT_TYPES.iter().find(|k| **k == ty) else {
+        let Some(kind) = AGENT_EVENT_TYPES.into_iter().find(|k| k.as_str() == ty) else {
+            let known: Vec<&str> = AGENT_EVENT_TYPES.iter().map(|k| k.as_str()).collect();
             return AgentEvent::Malformed {
                 warning: format!(
                     "unknown event type `{ty}` (expected one of: {})",
-                    AGENT_EVENT_TYPES.join(", ")
+                    known.join(", ")
                 ),
             };
         };
-        if let Some(problem) = check_fields(kind, obj) {
+        if let Some(problem) = check_fields(kind.as_str(), obj) {
             return AgentEvent::Malformed {
                 warning: format!("`{kind}` event {problem}: {shown}"),
             };
         }
-        normalize(kind, obj);
+        normalize(kind.as_str(), obj);
         AgentEvent::Known { kind, data: value }
     }
 }

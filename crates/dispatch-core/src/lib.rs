@@ -17,6 +17,7 @@ pub mod parcel_skill;
 mod parcel_tools;
 pub mod policy;
 pub mod redact;
+pub mod run_event;
 pub mod state;
 pub mod time;
 pub mod tool;
@@ -27,6 +28,7 @@ pub use parcel_tools::check_schema;
 
 pub use event::{AgentEvent, NewEvent};
 pub use id::RunId;
+pub use run_event::{EventKind, RunEvent};
 pub use state::{Operation, ProcRef, RunState, Status, Transition, TransitionError, Wait, WaitFor};
 pub use time::{Ts, now_ms};
 pub use trigger::Trigger;

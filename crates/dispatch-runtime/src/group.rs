@@ -9,6 +9,7 @@
 //! `cancelled`); a holder that dies is found by the next reader, which ends
 //! the run `failed` (a group run never retries: it has nothing to re-run).
 
+use dispatch_core::EventKind;
 use dispatch_core::brief::Brief;
 use dispatch_core::event::Usage;
 use dispatch_core::parcel::Parcel;
@@ -109,7 +110,7 @@ pub async fn close<S: Store + ?Sized>(
             "cost_usd": used.cost_usd,
             "rollup": true,
         });
-        let event = NewEvent::new("usage", run.attempt, now_ms(), data);
+        let event = NewEvent::new(EventKind::Usage, run.attempt, now_ms(), data);
         store.append_events(&run.id, &[event]).await?;
         *run = store.get_run(&run.id).await?;
     }

@@ -30,6 +30,7 @@ pub mod reconcile;
 mod record;
 mod recover;
 pub mod remove;
+pub mod report;
 pub mod retention;
 pub mod sandbox;
 pub mod say;

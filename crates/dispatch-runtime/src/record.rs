@@ -1,6 +1,7 @@
 //! Applying a transition to a stored run: the pure state machine decides,
 //! the store saves with a compare-and-set and the `state` event in one transaction.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunState, Transition, TransitionError, now_ms};
 use dispatch_store::{Run, StateWrite, Store, StoreError};
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ fn event_between(from: &RunState, attempt: u32, next: &RunState, note: Option<&s
     if let Some(note) = note {
         data["note"] = json!(note);
     }
-    NewEvent::new("state", attempt, now_ms(), data)
+    NewEvent::new(EventKind::State, attempt, now_ms(), data)
 }
 
 /// Why [`advance`] did not move the run.

@@ -253,7 +253,11 @@ async fn record_policy<S: Store + ?Sized>(
 ) -> RuntimeResult<()> {
     if let Some(data) = event {
         let at = dispatch_core::time::now_ms();
-        let e = dispatch_core::event::NewEvent::new("policy", 0, at, data.clone());
+        let e = dispatch_core::event::NewEvent::of(
+            dispatch_core::RunEvent::Policy(data.clone()),
+            0,
+            at,
+        );
         store.append_events(run, &[e]).await?;
     }
     Ok(())

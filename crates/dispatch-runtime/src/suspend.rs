@@ -11,6 +11,7 @@
 //! by the first wait for its name after it: both sides write first and look
 //! second, so neither misses the other.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Transition, Wait, WaitFor, now_ms};
 use dispatch_store::{Approval, Decision, Event, Run, StateWrite, Store, StoreError};
 use serde_json::{Value, json};
@@ -58,7 +59,7 @@ pub async fn signal<S: Store + ?Sized>(
     // Not waiting for it (yet): kept, then looked at again, in case the run
     // suspended on it meanwhile (its own look may have come before ours).
     let event = NewEvent::new(
-        "signal",
+        EventKind::Signal,
         run.attempt,
         now_ms(),
         json!({"name": name, "value": value}),
@@ -265,7 +266,7 @@ async fn ask<S: Store + ?Sized>(store: &S, run: &Run, wait: &Wait, data: &Value,
 async fn kept_signal<S: Store + ?Sized>(store: &S, id: &RunId, name: &str) -> Option<Value> {
     let events = crate::helper::retry::all_events(store, id).await;
     let taken = |e: &&Event| {
-        e.event.kind == "state"
+        e.event.is(EventKind::State)
             && e.event.data["resume"]["for"] == "signal"
             && e.event.data["resume"]["name"] == name
     };
@@ -274,7 +275,7 @@ async fn kept_signal<S: Store + ?Sized>(store: &S, id: &RunId, name: &str) -> Op
         .iter()
         .rev()
         .take_while(|e| e.seq > since)
-        .find(|e| e.event.kind == "signal" && e.event.data["name"] == name)
+        .find(|e| e.event.is(EventKind::Signal) && e.event.data["name"] == name)
         .map(|e| e.event.data["value"].clone())
 }
 
@@ -347,7 +348,7 @@ pub(crate) fn resume_in(events: &[Event], attempt: u32) -> Option<Value> {
     let last_requeue = events
         .iter()
         .rev()
-        .find(|e| e.event.kind == "state" && e.event.data["to"] == "queued")?;
+        .find(|e| e.event.is(EventKind::State) && e.event.data["to"] == "queued")?;
     let resume = last_requeue.event.data.get("resume")?;
     (last_requeue.event.attempt + 1 == attempt).then(|| resume.clone())
 }

@@ -14,6 +14,7 @@
 //! the secret delivers them, and one that dies mid-delivery leaves them to be
 //! taken over after a minute (delivery is at least once).
 
+use dispatch_core::EventKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dispatch_core::{NewEvent, RunId, now_ms};
@@ -171,7 +172,7 @@ async fn deliver(store: SharedStore, post: Post, id: RunId, url: String) {
             backoff *= 2;
         }
     }
-    let event = NewEvent::new("callback", run.attempt, now_ms(), outcome);
+    let event = NewEvent::new(EventKind::Callback, run.attempt, now_ms(), outcome);
     if let Err(e) = store.append_events(&id, &[event]).await {
         tracing::warn!("[server] run {id}: cannot record the callback outcome: {e}");
     }

@@ -3,6 +3,7 @@
 //! but no run directory, log or snapshot: there is nothing to supervise, and
 //! the lease covers a worker that dies in between. Used by benchmarks.
 
+use dispatch_core::EventKind;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -86,7 +87,10 @@ async fn step(store: &FencedStore, run: &mut Run, t: &Transition) -> StoreResult
     if let Some(reason) = next.reason() {
         data["reason"] = json!(reason);
     }
-    let write = StateWrite::new(next, NewEvent::new("state", run.attempt, now_ms(), data));
+    let write = StateWrite::new(
+        next,
+        NewEvent::new(EventKind::State, run.attempt, now_ms(), data),
+    );
     *run = store.transition(&run.id, run.version, &write).await?;
     Ok(())
 }

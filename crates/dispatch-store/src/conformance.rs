@@ -44,6 +44,7 @@ mod traces;
 mod transitions;
 mod workers;
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, Operation, ProcRef, RunId, Transition, Ts};
 use serde_json::json;
 
@@ -438,7 +439,7 @@ pub fn write_for(run: &Run, t: &Transition) -> StateWrite {
         .apply(run.operation, t)
         .expect("the test only asks for legal transitions");
     let event = NewEvent::new(
-        "state",
+        EventKind::State,
         run.attempt,
         at_of(t),
         json!({"from": run.status(), "to": state.status()}),

@@ -2,6 +2,7 @@
 //! the claim both backends save right after the `created` event, in the
 //! same transaction.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, ProcRef, RunState, Status, Transition};
 use serde_json::json;
 
@@ -14,5 +15,5 @@ pub(crate) fn claim_write(new: &NewRun, helper: ProcRef) -> StateWrite {
         .apply(new.operation, &Transition::Claim { helper, at })
         .unwrap_or(RunState::Starting { helper, since: at });
     let data = json!({"from": Status::Queued, "to": state.status(), "helper": helper.pid});
-    StateWrite::new(state, NewEvent::new("state", 1, at, data))
+    StateWrite::new(state, NewEvent::new(EventKind::State, 1, at, data))
 }

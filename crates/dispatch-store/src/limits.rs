@@ -19,6 +19,7 @@
 //! provider's 429 blocks the bucket until its `retry-after`.
 
 use async_trait::async_trait;
+use dispatch_core::EventKind;
 use dispatch_core::concurrency::Rate;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Transition, Ts};
 use serde_json::json;
@@ -50,7 +51,7 @@ pub(crate) fn cancel_write(run: &Run, reason: &str, at: Ts) -> Option<StateWrite
     let data = json!({"from": run.status(), "to": Status::Cancelled, "reason": reason});
     Some(StateWrite::new(
         state,
-        NewEvent::new("state", run.attempt, at, data),
+        NewEvent::new(EventKind::State, run.attempt, at, data),
     ))
 }
 

@@ -6,6 +6,7 @@
 //! the delivery happen once.
 
 use async_trait::async_trait;
+use dispatch_core::EventKind;
 use dispatch_core::{RunId, Ts};
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +70,7 @@ pub trait MessageStore: Send + Sync {
 /// The `message` event recorded with a message in its workflow's log.
 pub(crate) fn event(m: &NewMessage, attempt: u32) -> dispatch_core::NewEvent {
     dispatch_core::NewEvent::new(
-        "message",
+        EventKind::Message,
         attempt,
         m.created_at,
         serde_json::json!({

@@ -1,6 +1,7 @@
 //! The end of a queued run nobody claimed before its queue timeout, as both
 //! backends write it (see [`crate::QueueStore::expire_queued`]).
 
+use dispatch_core::EventKind;
 use dispatch_core::time::human_duration;
 use dispatch_core::{NewEvent, Operation, RunState, Status, Transition, Ts};
 use serde_json::json;
@@ -43,5 +44,5 @@ pub(crate) fn expiry_write(
         "reason": reason,
         "queue_timeout_ms": timeout_ms,
     });
-    StateWrite::new(state, NewEvent::new("state", attempt, now, data))
+    StateWrite::new(state, NewEvent::new(EventKind::State, attempt, now, data))
 }

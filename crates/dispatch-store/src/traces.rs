@@ -3,12 +3,16 @@
 //! with thousands of runs a second.
 
 use async_trait::async_trait;
-use dispatch_core::{RunId, RunState, Status, Ts};
+use dispatch_core::{EventKind, RunId, RunState, Status, Ts};
 
 use crate::{Attempt, Event, Run, StoreResult};
 
 /// The event types a trace has spans for; the others are left unread.
-pub const TRACE_EVENT_KINDS: [&str; 3] = ["step", "model_call", "tool_call"];
+pub const TRACE_EVENT_KINDS: [&str; 3] = [
+    EventKind::Step.as_str(),
+    EventKind::ModelCall.as_str(),
+    EventKind::ToolCall.as_str(),
+];
 
 /// One finished run with its attempts, its [`TRACE_EVENT_KINDS`] events
 /// (oldest first) and the `traceparent` it was created under.

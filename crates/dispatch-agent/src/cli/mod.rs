@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dispatch_core::RunEvent;
 use dispatch_core::agent::ProviderKind;
 use dispatch_core::event::Usage;
 use nix::sys::signal::{Signal, killpg};
@@ -324,8 +325,7 @@ pub async fn run_cli(
     let _group = Group(child.id());
     let by = kind.as_str();
     let _ = sink
-        .record(vec![(
-            "cli_started",
+        .record(vec![RunEvent::CliStarted(
             json!({"provider": by, "program": program.display().to_string(), "args": redact_args(&args), "pid": child.id()}),
         )])
         .await;
@@ -424,7 +424,10 @@ pub async fn run_cli(
                     });
                     let usage_event = billing::usage_event(&model.model.name, u, cost, false);
                     let _ = sink
-                        .record(vec![("model_call", event), ("usage", usage_event)])
+                        .record(vec![
+                            RunEvent::ModelCall(event),
+                            RunEvent::Usage(usage_event),
+                        ])
                         .await;
                     if let Some(reason) = over(cfg, &used, 0) {
                         return LoopEnd::Budget(format!(
@@ -473,7 +476,7 @@ pub async fn run_cli(
                     if let Some(fields) = event.as_object_mut() {
                         fields.extend(meta);
                     }
-                    let _ = sink.record(vec![("tool_call", event)]).await;
+                    let _ = sink.record(vec![RunEvent::ToolCall(event)]).await;
                     if let Some(max) = over_calls {
                         return LoopEnd::ToolRounds(format!(
                             "tool_calls_exceeded: {by} called tools more than {max} times (LIMIT TOOL_CALLS {max}; it was stopped after `{name}`)"
@@ -482,7 +485,9 @@ pub async fn run_cli(
                 }
                 Ev::Warning(message) => {
                     let _ = sink
-                        .record(vec![("warning", json!({"message": message, "by": by}))])
+                        .record(vec![RunEvent::Warning(
+                            json!({"message": message, "by": by}),
+                        )])
                         .await;
                 }
                 Ev::Done { .. } => done = Some(ev),
@@ -542,7 +547,7 @@ pub async fn run_cli(
         used.cost_usd += extra_cost.unwrap_or(0.0);
         let mut e = billing::usage_event(&model.model.name, extra, extra_cost, false);
         e["reconciled"] = json!(by);
-        let _ = sink.record(vec![("usage", e)]).await;
+        let _ = sink.record(vec![RunEvent::Usage(e)]).await;
     }
     if let Some(reason) = over(cfg, &used, 0) {
         return LoopEnd::Budget(format!("budget_exceeded: {reason}"));
@@ -555,7 +560,7 @@ pub async fn run_cli(
     conv.messages
         .push(Message::assistant(text.clone(), Vec::new()));
     let _ = sink
-        .record(vec![("checkpoint", conv.checkpoint("answer"))])
+        .record(vec![RunEvent::Checkpoint(conv.checkpoint("answer"))])
         .await;
     conv.mark_saved();
     LoopEnd::Answered {

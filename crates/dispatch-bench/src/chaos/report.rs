@@ -1,6 +1,7 @@
 //! What `chaos` counts once the runs are over: from the execution files,
 //! the store, the mock model's record and `/proc`.
 
+use dispatch_core::EventKind;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -120,7 +121,7 @@ impl Chaos<'_> {
                 .unwrap_or_default();
             let calls: Vec<_> = events
                 .iter()
-                .filter(|e| e.event.kind == "model_call")
+                .filter(|e| e.event.is(EventKind::ModelCall))
                 .collect();
             let estimated = calls
                 .iter()
@@ -240,7 +241,7 @@ impl Chaos<'_> {
             .rt
             .block_on(self.store.list_events(id, 0, 100_000))
             .unwrap_or_default();
-        for e in events.iter().filter(|e| e.event.kind == "state") {
+        for e in events.iter().filter(|e| e.event.is(EventKind::State)) {
             eprintln!(
                 "chaos:   event {} attempt {} at {}: {}",
                 e.seq, e.event.attempt, e.event.at, e.event.data

@@ -2,19 +2,15 @@
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
+use dispatch_runtime::report::{self, Place};
+use dispatch_store::Run;
 use dispatch_store::sqlite::SqliteStore;
-use dispatch_store::{
-    ArtifactStore, AttemptStore, EventStore, ReliabilityStore, Run, ServiceStore,
-};
 use serde_json::{Value, json};
 
 use crate::cli::{Format, InspectArgs};
 use crate::ctx::{Ctx, find_run};
 use crate::error::{CliError, CliResult};
-use crate::output::{cost_text, print_json, run_json, status_text, time_text};
-
-/// At most this many events are shown per run.
-const MAX_EVENTS: usize = 10_000;
+use crate::output::{cost_text, print_json, time_text};
 
 pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
     let store = ctx.existing_store()?.ok_or_else(|| {
@@ -44,59 +40,18 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
     Ok(0)
 }
 
+/// The run's [`RunReport`](dispatch_runtime::report::RunReport), as JSON.
 async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
-    let now = now_ms();
-    let mut doc = run_json(run, now);
-    let attempts = store.list_attempts(&run.id).await?;
-    let events = store.list_events(&run.id, 0, MAX_EVENTS).await?;
-    let telemetry = super::telemetry::build(&events, &attempts);
-    for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
-        doc[key] = telemetry[key].clone();
-    }
-    doc["approvals"] = json!(store.list_approvals(Some(&run.id), false).await?);
-    doc["dead_letter"] = json!(store.dead_letter(&run.id).await?);
-    doc["artifacts"] = json!(store.list_artifacts(&run.id).await?);
-    let (model_calls, conversation) = super::inspect_agent::fields(&events);
-    doc["model_calls"] = model_calls;
-    doc["conversation"] = conversation;
-    doc["bom"] = super::inspect_agent::bom(&events);
-    doc["events"] = json!(events);
-    doc["log_path"] = json!(ctx.layout.log(&run.id));
-    doc["run_dir"] = json!(ctx.layout.run_dir(&run.id));
-    let extras = store.run_extras(&run.id).await?;
-    doc["concurrency"] = json!(extras.concurrency);
-    // What the parcel declares without it changing how it runs (upstream
-    // Dispatch's VISIBILITY, ROUTING, FRAMEWORK, COMPACTION) and its mounts.
-    if let Ok(p) = dispatch_core::parcel::load(&ctx.layout.parcels().join(&run.parcel_digest)) {
-        doc["advisory"] = json!(p.manifest.advisory);
-        doc["mounts"] = json!(p.manifest.mounts);
-    }
-    let keep = extras.keep_workspace;
-    let ws = dispatch_runtime::workspace::info(&ctx.layout, &run.id, keep, run.state.is_terminal());
-    doc["workspace"] = json!(ws);
-    doc["status_text"] = json!(status_text(&run.state, now));
-    if let Some(graph) = dispatch_runtime::workflow::graph::graph(store, run).await? {
-        // A workflow's approvals are its members': listed with the parent.
-        let mut approvals = store.list_approvals(Some(&run.id), false).await?;
-        for node in graph["nodes"].as_array().into_iter().flatten() {
-            for r in node["runs"].as_array().into_iter().flatten() {
-                if let Some(child) = r["id"].as_str().and_then(|c| c.parse().ok()) {
-                    approvals.extend(store.list_approvals(Some(&child), false).await?);
-                }
-            }
-        }
-        doc["approvals"] = json!(approvals);
-        doc["workflow"] = graph;
-    }
-    if let Some(state) = store.get_service_state(&run.id).await? {
-        doc["service"] = json!({
-            "config": state.config,
-            "schedules": state.schedules,
-            "listeners": state.listeners,
-            "updated_at": state.updated_at,
-        });
-    }
-    Ok(doc)
+    let report = report::build(
+        store,
+        &ctx.layout,
+        Place::Local,
+        run.clone(),
+        None,
+        now_ms(),
+    )
+    .await?;
+    Ok(json!(report))
 }
 
 pub(crate) fn print_human(d: &Value) {

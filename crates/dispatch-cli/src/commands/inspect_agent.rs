@@ -3,53 +3,9 @@
 //! reason, fallback and retry) and the conversation as last checkpointed.
 
 use dispatch_core::event::shorten;
-use dispatch_store::Event;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::output::cost_text;
-
-/// `model_calls` and `conversation` for the run's document.
-pub fn fields(events: &[Event]) -> (Value, Value) {
-    let calls: Vec<Value> = events
-        .iter()
-        .filter(|e| e.event.kind == "model_call")
-        .map(|e| {
-            let mut c = e.event.data.clone();
-            c["seq"] = json!(e.seq);
-            c["attempt"] = json!(e.event.attempt);
-            c["at"] = json!(e.event.at);
-            c
-        })
-        .collect();
-    // A native agent's checkpoints are deltas after the first: folded.
-    let conversation = dispatch_core::checkpoint::fold(
-        events
-            .iter()
-            .filter(|e| e.event.kind == "checkpoint")
-            .map(|e| &e.event.data),
-    )
-    .filter(|c| c["state"]["messages"].is_array())
-    .map(|c| {
-        let s = &c["state"];
-        json!({"system": s["system"], "messages": s["messages"], "rounds": s["rounds"], "calls": s["calls"]})
-    })
-    .unwrap_or(Value::Null);
-    (Value::Array(calls), conversation)
-}
-
-/// The bill of materials of the run's latest attempt (its `bom` event).
-pub fn bom(events: &[Event]) -> Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.event.kind == "bom")
-        .map(|e| {
-            let mut b = e.event.data.clone();
-            b["attempt"] = json!(e.event.attempt);
-            b
-        })
-        .unwrap_or(Value::Null)
-}
 
 /// How many model calls were billed an estimate (cut, stopped or lost).
 pub fn estimated_calls(d: &Value) -> usize {

@@ -3,26 +3,7 @@
 //! from the `resources` event the runtime writes when an attempt ends, the
 //! same locally and through `--host`.
 
-use dispatch_store::Event;
-use serde_json::{Value, json};
-
-/// `{"limits": [...], "peak_memory_bytes", "cpu_time_ms", "measured_by"}` of
-/// attempt `n`, or null when the runtime recorded none.
-pub fn of_attempt(events: &[Event], n: u32) -> Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.event.kind == "resources" && e.event.attempt == n)
-        .map(|e| {
-            json!({
-                "limits": e.event.data.get("limits").cloned().unwrap_or_else(|| json!([])),
-                "peak_memory_bytes": e.event.data.get("peak_memory_bytes").cloned().unwrap_or(Value::Null),
-                "cpu_time_ms": e.event.data.get("cpu_time_ms").cloned().unwrap_or(Value::Null),
-                "measured_by": e.event.data.get("measured_by").cloned().unwrap_or(Value::Null),
-            })
-        })
-        .unwrap_or(Value::Null)
-}
+use serde_json::Value;
 
 /// A size in bytes for people: `63.9M`, `512K`.
 fn bytes_text(n: u64) -> String {

@@ -57,27 +57,6 @@ pub(super) fn remote_graph(remote: &Remote, id: &RunId) -> CliResult<Option<Valu
         .then_some(g))
 }
 
-/// A workflow's approvals are its members': the approvals of every member
-/// run in graph `g`, from the server, after `own` (the parent's).
-pub(super) fn remote_approvals(remote: &Remote, g: &Value, own: &Value) -> CliResult<Value> {
-    let mut all = own.as_array().cloned().unwrap_or_default();
-    let runs = g["nodes"].as_array().into_iter().flatten();
-    for child in runs.flat_map(|n| n["runs"].as_array().into_iter().flatten()) {
-        if let Some(id) = child["id"].as_str() {
-            let path = format!("/v1/approvals?pending=false&run={id}");
-            let answer = remote.json("GET", &path, None)?;
-            all.extend(
-                answer["approvals"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            );
-        }
-    }
-    Ok(Value::Array(all))
-}
-
 fn draw(g: &Value, how: GraphFormat) {
     match how {
         GraphFormat::Dot => print!("{}", graph::dot(g)),

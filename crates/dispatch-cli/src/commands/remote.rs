@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dispatch_core::RunId;
 use dispatch_core::policy::PolicyInput;
-use dispatch_core::{RunId, now_ms};
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::check_session_name;
 use dispatch_server::client::{Client, Response};
@@ -26,7 +26,7 @@ use crate::cli::{StopArgs, WaitArgs};
 use crate::commands::{inspect, run};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
-use crate::output::{print_json, run_json, status_text};
+use crate::output::print_json;
 use crate::reliability_args::DispatchArgs;
 
 /// How long one long-polling request of `wait` lasts.
@@ -365,61 +365,7 @@ impl Remote {
         }
         let mut docs = Vec::new();
         for arg in &args.ids.ids {
-            let run = self.get_run(arg)?;
-            let now = now_ms();
-            let mut doc = run_json(&run, now);
-            let attempts = self.json("GET", &format!("/v1/runs/{}/attempts", run.id), None)?;
-            let artifacts = self.json("GET", &format!("/v1/runs/{}/artifacts", run.id), None)?;
-            let events = self.json(
-                "GET",
-                &format!("/v1/runs/{}/events?format=json", run.id),
-                None,
-            )?;
-            doc["attempts"] = attempts["attempts"].clone();
-            doc["artifacts"] = artifacts["artifacts"].clone();
-            let approvals = self.json(
-                "GET",
-                &format!("/v1/approvals?pending=false&run={}", run.id),
-                None,
-            )?;
-            doc["approvals"] = approvals["approvals"].clone();
-            doc["dead_letter"] = self.dead_letter_of(&run.id)?;
-            if let (Ok(list), Ok(tries)) = (
-                serde_json::from_value::<Vec<dispatch_store::Event>>(events["events"].clone()),
-                serde_json::from_value::<Vec<dispatch_store::Attempt>>(
-                    attempts["attempts"].clone(),
-                ),
-            ) {
-                // The same document as locally: timeline, tool calls, usage
-                // by model and by attempt, from the same events.
-                let telemetry = super::telemetry::build(&list, &tries);
-                for key in ["attempts", "timeline", "tool_calls", "usage_by_model"] {
-                    doc[key] = telemetry[key].clone();
-                }
-                let (model_calls, conversation) = super::inspect_agent::fields(&list);
-                doc["model_calls"] = model_calls;
-                doc["conversation"] = conversation;
-                doc["bom"] = super::inspect_agent::bom(&list);
-            }
-            doc["events"] = events["events"].clone();
-            if run.operation == dispatch_core::Operation::Service {
-                // Timers and listeners, as locally.
-                doc["service"] = self.json("GET", &format!("/v1/runs/{}/service", run.id), None)?;
-            }
-            doc["log_path"] = json!(format!("{}/v1/runs/{}/logs", self.base(), run.id));
-            doc["run_dir"] = Value::Null;
-            doc["status_text"] = json!(status_text(&run.state, now));
-            let raw = self.json("GET", &format!("/v1/runs/{}", run.id), None)?;
-            doc["concurrency"] = raw["concurrency"].clone();
-            if let Some(why) = raw["waiting"].as_str() {
-                doc["waiting"] = json!(why);
-            }
-            if let Some(g) = super::inspect_workflow::remote_graph(self, &run.id)? {
-                let own = &doc["approvals"];
-                doc["approvals"] = super::inspect_workflow::remote_approvals(self, &g, own)?;
-                doc["workflow"] = g;
-            }
-            docs.push(doc);
+            docs.push(self.report(arg)?);
         }
         if args.format == Format::Json {
             print_json(&Value::Array(docs));
@@ -436,30 +382,14 @@ impl Remote {
 }
 
 impl Remote {
-    /// The run's dead letter, if it has one (`null` otherwise).
-    fn dead_letter_of(&self, id: &dispatch_core::RunId) -> CliResult<Value> {
-        let all = self.json("GET", "/v1/dead-letters", None)?;
-        let found = all["dead_letters"]
-            .as_array()
-            .and_then(|list| list.iter().find(|d| d["run_id"] == id.as_str()))
-            .cloned();
-        Ok(found
-            .map(|mut d| {
-                // The local document holds the dead letter alone.
-                if let Some(obj) = d.as_object_mut() {
-                    for key in [
-                        "parcel_name",
-                        "parcel_digest",
-                        "operation",
-                        "input",
-                        "status",
-                    ] {
-                        obj.remove(key);
-                    }
-                }
-                d
-            })
-            .unwrap_or(Value::Null))
+    /// The run's report (`GET /v1/runs/{id}/report`), as `inspect-run`
+    /// prints it: the log is the server's URL of it.
+    fn report(&self, id: &str) -> CliResult<Value> {
+        let mut doc = self.json("GET", &format!("/v1/runs/{}/report", encode(id)), None)?;
+        if let Some(path) = doc["log_path"].as_str() {
+            doc["log_path"] = json!(format!("{}{path}", self.base()));
+        }
+        Ok(doc)
     }
 }
 

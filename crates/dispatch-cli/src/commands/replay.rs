@@ -1,6 +1,7 @@
 //! `dispatch replay`: run again with the exact parcel digest, brief and
 //! payload of an earlier run, as a new run linked to it (`origin_id`).
 
+use dispatch_core::EventKind;
 use dispatch_runtime::launch::LaunchRequest;
 use dispatch_runtime::submit::SubmitOptions;
 use dispatch_store::ReliabilityStore;
@@ -20,7 +21,7 @@ async fn check_mcp_drift(
 ) -> CliResult<()> {
     use dispatch_store::EventStore;
     let events = store.list_events(&old.id, 0, 100_000).await?;
-    let Some(recorded) = events.iter().rev().find(|e| e.event.kind == "bom") else {
+    let Some(recorded) = events.iter().rev().find(|e| e.event.is(EventKind::Bom)) else {
         return Ok(());
     };
     let servers = recorded.event.data["mcp_servers"]

@@ -7,6 +7,7 @@
 //! the nearest one it made.
 
 use dispatch_agent::cassette::{CASSETTE_ENV, Mode, write_entry};
+use dispatch_core::EventKind;
 use dispatch_core::parcel::Courier;
 use dispatch_runtime::launch::resolve_parcel;
 use dispatch_store::sqlite::SqliteStore;
@@ -30,7 +31,7 @@ pub async fn prepare(ctx: &Ctx, store: &SqliteStore, old: &Run) -> CliResult<()>
     let dir = ctx.layout.run_dir(&old.id).join("cassette");
     let mut n = 0;
     for e in store.list_events(&old.id, 0, 1_000_000).await? {
-        if e.event.kind != "model_call" {
+        if !e.event.is(EventKind::ModelCall) {
             continue;
         }
         let Some(sha) = e.event.data["cassette_sha256"].as_str() else {

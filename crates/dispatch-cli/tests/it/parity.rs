@@ -1,8 +1,9 @@
 //! One product, local or remote: the same CLI scenarios run against the local
 //! state and against a `dispatch server` (`--host`), and their outputs and
 //! exit codes are diffed. Only what cannot be the same is normalised away:
-//! run ids, times and durations, and where an attempt ran (a local helper's
-//! pid or a worker's name) — each replaced by a placeholder.
+//! run ids, times and durations, where an attempt ran (a local helper's
+//! pid or a worker's name) and the paths of the machine that ran it — each
+//! replaced by a placeholder. `inspect-run --format json` is compared whole.
 
 use crate::common;
 use crate::remote_common;
@@ -48,8 +49,9 @@ fn normalise(text: &str) -> String {
         (r#","worker":"[^"]*""#, ""),
         (r"(?m)^Log: .*$", "Log: <LOG>"),
         (r"(?m)^Brief: .*$", "Brief: <BRIEF>"),
-        // A run's workspace is on the machine that ran it (a worker's).
-        (r"(?m)^Workspace: .*\n", ""),
+        // A run's workspace is on the machine that ran it: its state is
+        // compared, not its path.
+        (r"(?m)^Workspace:\s+\S+ ", "Workspace:  <PATH> "),
         // Table columns are as wide as what was replaced above.
         (r" {2,}", "  "),
     ];
@@ -63,14 +65,61 @@ fn normalise(text: &str) -> String {
     text
 }
 
+/// `inspect-run --format json`: the whole report, with only what cannot be
+/// the same made so — where it ran (a local helper's pid and claim, or a
+/// worker's name and fencing token), when, and the paths of this machine
+/// (the log is a file locally and the server's URL remotely; the run's
+/// directory and workspace are on the machine that ran it).
+fn normalise_reports(text: &str) -> String {
+    let Ok(mut docs) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.to_string();
+    };
+    fn times(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if (k == "at" || k.ends_with("_at")) && v.is_number() {
+                        *v = serde_json::json!("<N>");
+                    } else {
+                        times(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(list) => list.iter_mut().for_each(times),
+            _ => {}
+        }
+    }
+    for doc in docs.as_array_mut().into_iter().flatten() {
+        times(doc);
+        doc["log_path"] = serde_json::json!("<LOG>");
+        doc["run_dir"] = serde_json::json!("<RUN_DIR>");
+        doc["workspace"]["path"] = serde_json::json!("<WORKSPACE>");
+        for a in doc["attempts"].as_array_mut().into_iter().flatten() {
+            a["worker"] = serde_json::json!("<WHERE>");
+        }
+        for e in doc["events"].as_array_mut().into_iter().flatten() {
+            if let Some(data) = e["data"].as_object_mut() {
+                for k in ["helper", "fence", "worker"] {
+                    data.remove(k);
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&docs).expect("JSON") + "\n"
+}
+
 /// What one command printed and how it exited, normalised.
 fn seen(side: &dyn Side, args: &[&str]) -> String {
     let out = side.out(args);
+    let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if args[0] == "inspect-run" && args.contains(&"json") {
+        stdout = normalise_reports(&stdout);
+    }
     format!(
         "$ dispatch {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
         normalise(&args.join(" ")),
         out.status.code(),
-        normalise(&String::from_utf8_lossy(&out.stdout)),
+        normalise(&stdout),
         normalise(&String::from_utf8_lossy(&out.stderr))
     )
 }
@@ -108,6 +157,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let id = id_of(side.out(&["run", &ok, "--detach"]));
     t.push(seen(side, &["wait", &id]));
     t.push(seen(side, &["inspect-run", &id]));
+    t.push(seen(side, &["inspect-run", &id, "--format", "json"]));
     t.push(seen(side, &["logs", &id]));
     t.push(seen(side, &["logs", &id, "--attempt", "1"]));
     // A failing one: its exit code, reason and dead letter.
@@ -115,6 +165,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let failed = id_of(side.out(&["run", &bad, "--detach"]));
     t.push(seen(side, &["wait", &failed]));
     t.push(seen(side, &["inspect-run", &failed]));
+    t.push(seen(side, &["inspect-run", &failed, "--format", "json"]));
     t.push(seen(side, &["dlq", "ls"]));
     t.push(seen(side, &["ps", "-a"]));
     t.push(seen(side, &["ps", "-a", "--format", "json"]));
@@ -127,6 +178,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     t.push(seen(side, &["approvals", "ls"]));
     t.push(seen(side, &["approve", &asked, "ship", "--by", "ada"]));
     t.push(seen(side, &["wait", &asked]));
+    t.push(seen(side, &["inspect-run", &asked, "--format", "json"]));
     t.push(seen(side, &["approvals", "ls", "-a"]));
     // A durable wait and its signal.
     let waiting = agent("waiting", WAITING);
@@ -147,6 +199,7 @@ fn scenario(side: &dyn Side, agent: &dyn Fn(&str, &str) -> String) -> String {
     let replayed = id_of(side.out(&["replay", &created, "--allow-side-effects"]));
     t.push(seen(side, &["wait", &replayed]));
     t.push(seen(side, &["inspect-run", &replayed]));
+    t.push(seen(side, &["inspect-run", &replayed, "--format", "json"]));
     let restarted = id_of(side.out(&["restart", &replayed]));
     t.push(seen(side, &["wait", &restarted]));
     t.push(seen(side, &["rm", &created]));

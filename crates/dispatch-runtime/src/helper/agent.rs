@@ -1,6 +1,7 @@
 //! The process courier: start the parcel's COMMAND in its own process group
 //! with the agent protocol's environment, and supervise it.
 
+use dispatch_core::EventKind;
 pub(crate) use dispatch_core::redact::{mask, mask_value};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -344,7 +345,7 @@ impl EventPump {
         for line in &lines {
             let parsed = AgentEvent::parse(line);
             if let AgentEvent::Known {
-                kind: "handoff",
+                kind: EventKind::Handoff,
                 data,
             } = parsed
             {
@@ -368,9 +369,9 @@ impl EventPump {
             AgentEvent::Known { kind, data } => {
                 let data = mask_value(data, &self.secrets);
                 match kind {
-                    "output" => self.last_output = data.get("value").cloned(),
-                    "wait" => self.wait = Some(data.clone()),
-                    "error" => {
+                    EventKind::Output => self.last_output = data.get("value").cloned(),
+                    EventKind::Wait => self.wait = Some(data.clone()),
+                    EventKind::Error => {
                         self.error = data
                             .get("message")
                             .and_then(Value::as_str)
@@ -384,7 +385,12 @@ impl EventPump {
             }
             AgentEvent::Malformed { warning } => {
                 let message = mask(&warning, &self.secrets);
-                NewEvent::new("warning", self.attempt, at, json!({ "message": message }))
+                NewEvent::new(
+                    EventKind::Warning,
+                    self.attempt,
+                    at,
+                    json!({ "message": message }),
+                )
             }
         }
     }
@@ -406,20 +412,20 @@ pub(crate) async fn hand_off(
             data["run_id"] = json!(created.run().id);
             data["key"] = json!(handoff.key);
             data["deduplicated"] = json!(matches!(created, dispatch_store::Created::Existing(_)));
-            Ok(vec![NewEvent::new("handoff", attempt, at, data)])
+            Ok(vec![NewEvent::new(EventKind::Handoff, attempt, at, data)])
         }
         Err(e) => {
             let retryable = matches!(e, HandoffError::Failed(_));
             let reason = e.message().to_string();
             let events = vec![
                 NewEvent::new(
-                    "warning",
+                    EventKind::Warning,
                     attempt,
                     at,
                     json!({"message": format!("`handoff` event started nothing: {reason}"), "event": data}),
                 ),
                 NewEvent::new(
-                    "error",
+                    EventKind::Error,
                     attempt,
                     at,
                     json!({"message": reason, "retryable": retryable, "source": "handoff"}),

@@ -26,6 +26,7 @@ mod shell;
 pub(crate) mod slot;
 mod watch;
 
+use dispatch_core::EventKind;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -465,7 +466,7 @@ pub(super) fn sandbox_event(
     let mut data = serde_json::to_value(&plan.applied).ok()?;
     data["line"] = Value::String(plan.applied.line());
     Some(dispatch_core::NewEvent::new(
-        "sandbox",
+        EventKind::Sandbox,
         attempt,
         now_ms(),
         data,

@@ -16,7 +16,9 @@ use dispatch_agent::{
     Conversation, LoopConfig, LoopEnd, Message, NoTools, Override, SessionData, Tools,
 };
 use dispatch_core::parcel::Parcel;
-use dispatch_core::{NewEvent, ProcRef, RunId, Status, Transition, brief, now_ms};
+use dispatch_core::{
+    EventKind, NewEvent, ProcRef, RunEvent, RunId, Status, Transition, brief, now_ms,
+};
 use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
@@ -260,7 +262,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         }
     };
     let bom = super::native_tools::bom(ctx.parcel, &cfg.models, tool_box.as_ref(), ctx.policy);
-    let mut started = vec![NewEvent::new("bom", run.attempt, now_ms(), bom)];
+    let mut started = vec![NewEvent::new(EventKind::Bom, run.attempt, now_ms(), bom)];
     // Which protections the tools' processes get, when there are any.
     if tool_box.is_some() {
         log.line(&ctx.prepared.sandbox.applied.line());
@@ -687,24 +689,25 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         self.emit(ready);
     }
 
-    async fn record(&mut self, events: Vec<(&'static str, Value)>) -> Result<(), String> {
+    async fn record(&mut self, events: Vec<RunEvent>) -> Result<(), String> {
         let at = now_ms();
         let batch: Vec<NewEvent> = events
             .into_iter()
-            .map(|(kind, data)| {
+            .map(|e| {
+                let (kind, data) = e.into_parts();
                 NewEvent::new(kind, self.attempt, at, mask_value(data, &self.secrets))
             })
             .collect();
-        for c in batch.iter().filter(|e| e.kind == "checkpoint") {
+        for c in batch.iter().filter(|e| e.is(EventKind::Checkpoint)) {
             self.checkpoint = dispatch_core::checkpoint::fold_onto(self.checkpoint.take(), &c.data);
         }
-        if batch.iter().any(|e| e.kind == "model_call") {
+        if batch.iter().any(|e| e.is(EventKind::ModelCall)) {
             self.end_text();
             self.in_flight = None;
         }
         let sent = batch
             .iter()
-            .find(|e| e.kind == "model_call_sent")
+            .find(|e| e.is(EventKind::ModelCallSent))
             .map(|e| (e.data.clone(), 0));
         // A short outage should not lose a round: try a few times.
         let mut last = String::new();
@@ -740,7 +743,7 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
             )
             .await;
         if let Some(event) = waited {
-            let _ = self.record(vec![("rate_limit_wait", event)]).await;
+            let _ = self.record(vec![RunEvent::RateLimitWait(event)]).await;
         }
         admission
     }

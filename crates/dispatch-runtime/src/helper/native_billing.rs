@@ -7,6 +7,7 @@
 //! `estimated`, and its `usage`, so budgets count it.
 
 use dispatch_agent::ResolvedModel;
+use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::{NewEvent, RunId, now_ms};
 use dispatch_store::Store;
@@ -42,7 +43,10 @@ pub(crate) async fn bill_lost_calls<S: Store + ?Sized>(
         let at = now_ms();
         let batch: Vec<NewEvent> = bill
             .into_iter()
-            .map(|(kind, data)| NewEvent::new(kind, attempt, at, mask_value(data, secrets)))
+            .map(|e| {
+                let (kind, data) = e.into_parts();
+                NewEvent::new(kind, attempt, at, mask_value(data, secrets))
+            })
             .collect();
         let Some(u) = batch.iter().find_map(NewEvent::usage) else {
             continue;
@@ -68,5 +72,5 @@ pub(super) async fn recorded<S: Store + ?Sized>(store: &S, id: &RunId, sent_id: 
     super::retry::all_events(store, id)
         .await
         .iter()
-        .any(|e| e.event.kind == "model_call" && e.event.data["id"] == sent_id)
+        .any(|e| e.event.is(EventKind::ModelCall) && e.event.data["id"] == sent_id)
 }

@@ -7,6 +7,7 @@
 //! tokens really used; a provider's 429 blocks the buckets for its
 //! `retry-after` (see [`dispatch_store::LimitStore`]).
 
+use dispatch_core::EventKind;
 use std::time::Duration;
 
 use dispatch_agent::Admission;
@@ -69,7 +70,7 @@ impl Limits {
                             let data = json!({"model": model, "provider": provider,
                                               "bucket": bucket, "until": at});
                             let event =
-                                NewEvent::new("rate_limit_waiting", attempt, now_ms(), data);
+                                NewEvent::new(EventKind::RateLimitWaiting, attempt, now_ms(), data);
                             // Said at once, not with the round's events.
                             let _ = store.append_events(run, &[event]).await;
                         }

@@ -10,6 +10,7 @@
 //! only those scoped to them (`SECRET NAME TO tool`); a model's KEY never.
 //! Every secret value is masked in their output before anyone sees it.
 
+use dispatch_core::EventKind;
 use std::collections::HashMap;
 
 use dispatch_agent::ResolvedModel;
@@ -157,7 +158,7 @@ impl<S: Store + ?Sized> Messenger for StoreMessenger<'_, S> {
             event["kind"].as_str().unwrap_or("RESULT"),
             event["to"].as_str().unwrap_or_default()
         );
-        let e = dispatch_core::NewEvent::new("message", self.attempt, now_ms(), event);
+        let e = dispatch_core::NewEvent::new(EventKind::Message, self.attempt, now_ms(), event);
         self.record(&[e]).await.map(|()| said)
     }
 

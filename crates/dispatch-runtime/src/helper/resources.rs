@@ -4,6 +4,7 @@
 //! explains, the groups killed and removed, and what the attempt used
 //! recorded as the runtime's `resources` event.
 
+use dispatch_core::EventKind;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::{NewEvent, RunId, now_ms};
 use dispatch_store::Store;
@@ -87,7 +88,7 @@ impl AttemptLimits {
                 "cpu_time_ms": u.cpu_time_ms,
                 "measured_by": u.measured_by,
             });
-            let event = NewEvent::new("resources", attempt, now_ms(), data);
+            let event = NewEvent::new(EventKind::Resources, attempt, now_ms(), data);
             if let Err(e) = store.append_events(run_id, &[event]).await {
                 crate::say_warn!("[dispatch] could not record the attempt's resources: {e}");
             }
@@ -125,7 +126,7 @@ pub(super) async fn record_container<S: Store + ?Sized>(
         "cpu_time_ms": u.cpu_time_ms,
         "measured_by": u.measured_by,
     });
-    let event = NewEvent::new("resources", attempt, now_ms(), data);
+    let event = NewEvent::new(EventKind::Resources, attempt, now_ms(), data);
     if let Err(e) = store.append_events(run_id, &[event]).await {
         crate::say_warn!("[dispatch] could not record the container's resources: {e}");
     }

@@ -1,6 +1,7 @@
 //! Between attempts: deciding whether to try again, requeueing with a
 //! backoff, waiting it out, and dead-lettering a run that is out of attempts.
 
+use dispatch_core::EventKind;
 use std::time::Duration;
 
 use dispatch_core::policy::RunPolicy;
@@ -59,7 +60,7 @@ pub(crate) async fn lost_recoveries<S: Store + ?Sized>(store: &S, id: &RunId) ->
         .iter()
         // A lost helper's attempt, or one that ended in a durable wait (woken).
         .filter(|e| {
-            e.event.kind == "state"
+            e.event.is(EventKind::State)
                 && (e.event.data["lost"] == json!(true) || e.event.data.get("resume").is_some())
         })
         .count() as u32
@@ -76,7 +77,7 @@ pub(crate) fn checkpoint_in(events: &[dispatch_store::Event]) -> Option<Value> {
     dispatch_core::checkpoint::fold(
         events
             .iter()
-            .filter(|e| e.event.kind == "checkpoint")
+            .filter(|e| e.event.is(EventKind::Checkpoint))
             .map(|e| &e.event.data),
     )
 }

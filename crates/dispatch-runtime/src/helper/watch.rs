@@ -4,6 +4,7 @@
 //! hard limit is crossed it stops the agent's process group (SIGTERM, a grace
 //! period, SIGKILL) and keeps the verdict for the attempt's end.
 
+use dispatch_core::EventKind;
 use std::time::{Duration, Instant};
 
 use dispatch_core::event::Usage;
@@ -186,7 +187,7 @@ impl Watch {
             }
             self.warned.push(which);
             let event = NewEvent::new(
-                "warning",
+                EventKind::Warning,
                 self.attempt,
                 now_ms(),
                 json!({"message": message, "limit": which, "soft": true}),
@@ -199,7 +200,7 @@ impl Watch {
         let id = data["id"].as_str().unwrap_or_default().to_string();
         if !valid_approval_id(&id) {
             let event = NewEvent::new(
-                "warning",
+                EventKind::Warning,
                 self.attempt,
                 now_ms(),
                 json!({ "message": format!(

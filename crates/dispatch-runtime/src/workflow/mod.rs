@@ -32,6 +32,7 @@ mod join;
 mod standby;
 mod turns;
 
+use dispatch_core::EventKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -562,7 +563,7 @@ async fn roll_up<S: Store + ?Sized>(store: &S, parent: &Run, used: &Usage) -> Ru
         "cost_usd": cost,
         "rollup": true,
     });
-    let event = dispatch_core::NewEvent::new("usage", parent.attempt, now_ms(), data);
+    let event = dispatch_core::NewEvent::new(EventKind::Usage, parent.attempt, now_ms(), data);
     store.append_events(&parent.id, &[event]).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! recorded, so a second delivery finds the run there and creates nothing;
 //! those of one pass in one transaction).
 
+use dispatch_core::EventKind;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::workflow::{self, END, KINDS, START, Workflow};
 use dispatch_core::{Operation, RunId, Status};
@@ -208,7 +209,7 @@ async fn sent<S: Store + ?Sized>(store: &S, child: &Run) -> RuntimeResult<Vec<Va
         let more = page.len() >= PAGE;
         found.extend(
             page.into_iter()
-                .filter(|e| e.event.kind == "message" && e.event.attempt == child.attempt)
+                .filter(|e| e.event.is(EventKind::Message) && e.event.attempt == child.attempt)
                 .map(|e| e.event.data),
         );
         if !more {

@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use dispatch_core::EventKind;
 use serde_json::{Value, json};
 
 use super::runs::resolve;
@@ -39,9 +40,12 @@ pub async fn bom(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
         after = last.seq;
         let full = events.len() == PAGE;
         attempts.extend(
-            events.into_iter().filter(|e| e.event.kind == "bom").map(
-                |e| json!({"attempt": e.event.attempt, "at": e.event.at, "bom": e.event.data}),
-            ),
+            events
+                .into_iter()
+                .filter(|e| e.event.is(EventKind::Bom))
+                .map(
+                    |e| json!({"attempt": e.event.attempt, "at": e.event.at, "bom": e.event.data}),
+                ),
         );
         if !full {
             break;

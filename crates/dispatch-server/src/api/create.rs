@@ -3,6 +3,7 @@
 //! or `dedup`, `force`, session) and the queue options (priority, labels,
 //! callback), all stored in one transaction.
 
+use dispatch_core::EventKind;
 use std::time::Duration;
 
 use axum::Json;
@@ -449,7 +450,7 @@ pub(super) async fn after_enqueue(
     }
     if let Some(url) = &options.callback_url {
         let event = NewEvent::new(
-            "callback_registered",
+            EventKind::CallbackRegistered,
             run.attempt,
             now_ms(),
             json!({"url": url}),

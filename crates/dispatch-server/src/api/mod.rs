@@ -14,6 +14,7 @@
 //! | `GET /v1/runs/{id}/events` | events as SSE, resumable with `Last-Event-ID` |
 //! | `GET /v1/runs/{id}/logs` | the log as text (`?follow=true` streams) |
 //! | `GET /v1/runs/{id}/attempts`, `.../artifacts` | attempts, artifacts |
+//! | `GET /v1/runs/{id}/report` | everything about a run in one answer (what `dispatch inspect-run` prints) |
 //! | `GET /v1/runs/{id}/graph` | a workflow run's communication graph (members, edges with counts, messages) |
 //! | `GET /v1/runs/{id}/artifacts/{sha256}` | one artifact's bytes, checked against the digest |
 //! | `GET /v1/approvals` | approvals (`?pending=false` for decided ones too, `?run=`) |
@@ -48,6 +49,7 @@ mod policy;
 mod prune;
 pub mod publish;
 pub(crate) mod reliability;
+pub(crate) mod report;
 pub(crate) mod runs;
 mod schemas;
 pub(crate) mod services;
@@ -164,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/artifacts/{sha256}", get(artifact::download))
         .route("/v1/runs/{id}/bom", get(bom::bom))
         .route("/v1/runs/{id}/graph", get(graph::graph))
+        .route("/v1/runs/{id}/report", get(report::report))
         .route("/v1/runs/{id}/signal", post(signal::signal))
         .route("/v1/runs/{id}/wake", post(services::wake))
         .route("/v1/runs/{id}/service", get(services::service_state))

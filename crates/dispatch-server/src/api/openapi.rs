@@ -35,6 +35,7 @@ use super::{codes, schemas};
         super::artifact::download,
         super::bom::bom,
         super::graph::graph,
+        super::report::report,
         super::reliability::decide,
         super::reliability::list,
         super::reliability::dead_letters,

@@ -97,7 +97,7 @@ pub(super) async fn record(state: &AppState, run: &RunId, event: Option<Value>) 
         return Ok(());
     };
     let at = dispatch_core::time::now_ms();
-    let e = dispatch_core::event::NewEvent::new("policy", 0, at, data);
+    let e = dispatch_core::event::NewEvent::of(dispatch_core::RunEvent::Policy(data), 0, at);
     state
         .store
         .append_events(run, &[e])

@@ -1,5 +1,6 @@
 //! Runs: get, list, cancel, attempts, artifacts (`create.rs` creates them).
 
+use dispatch_core::EventKind;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -435,7 +436,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response());
         };
         let event = NewEvent::new(
-            "state",
+            EventKind::State,
             run.attempt,
             now_ms(),
             json!({"from": run.status(), "to": next.status(), "reason": next.reason()}),

@@ -10,6 +10,7 @@
 //! words, the key's slots): nothing is recorded for it, so it is never
 //! stale, and a run that is about to be claimed has no reason.
 
+use dispatch_core::EventKind;
 use std::collections::HashMap;
 
 use dispatch_core::{RunState, Ts, now_ms};
@@ -108,7 +109,7 @@ impl Waiting {
         let latest = state.store.latest_event(&run.id, &kinds).await.ok()??;
         let data = &latest.event.data;
         let until = data["until"].as_i64()?;
-        (latest.event.kind == "rate_limit_waiting" && until > self.now).then(|| {
+        (latest.event.is(EventKind::RateLimitWaiting) && until > self.now).then(|| {
             format!(
                 "rate limit {}: next call in {}",
                 data["model"].as_str().unwrap_or("?"),

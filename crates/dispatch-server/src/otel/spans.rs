@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dispatch_core::trace::{TraceParent, span_id, trace_id};
-use dispatch_core::{Status as RunStatus, Ts};
+use dispatch_core::{EventKind, Status as RunStatus, Ts};
 use dispatch_store::{Attempt, Event, Run};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -157,8 +157,8 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
         let data = &ev.data;
         let text = |k: &str| data.get(k).and_then(Value::as_str);
         let num = |k: &str| data.get(k).and_then(Value::as_i64);
-        match ev.kind.as_str() {
-            "step" => {
+        match ev.event_kind() {
+            Some(EventKind::Step) => {
                 let name = text("name").unwrap_or("?").to_string();
                 let key = (ev.attempt, name.clone());
                 let ends = matches!(text("phase"), Some("end" | "finish" | "done"));
@@ -170,7 +170,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
                     open.entry(key).or_insert((e.seq, at));
                 }
             }
-            "model_call" => {
+            Some(EventKind::ModelCall) => {
                 let start = (at - num("latency_ms").unwrap_or(0)).max(began);
                 let model = text("model").unwrap_or("?").to_string();
                 let mut attributes = vec![
@@ -214,7 +214,7 @@ pub fn spans(rec: &Recorded<'_>, scope: &InstrumentationScope) -> Vec<SpanData> 
                 span.span_kind = SpanKind::Client;
                 out.push(span);
             }
-            "tool_call" => {
+            Some(EventKind::ToolCall) => {
                 let name = text("name").unwrap_or("?").to_string();
                 let start = (at - num("duration_ms").unwrap_or(0)).max(began);
                 let mut attributes = vec![

@@ -15,6 +15,7 @@
 pub mod overlap;
 pub mod timers;
 
+use dispatch_core::EventKind;
 use std::sync::Arc;
 
 use dispatch_core::brief::Brief;
@@ -125,12 +126,12 @@ impl Services {
                 .map(|(spec, run)| {
                     let mut data = json!({"reason": spec.reason, "heartbeat_run_id": run.id});
                     extend(&mut data, &spec.detail);
-                    NewEvent::new("wake", service.attempt, now, data)
+                    NewEvent::new(EventKind::Wake, service.attempt, now, data)
                 })
                 .collect();
             events.extend(admission.refused.iter().map(|(spec, why)| {
                 let data = json!({"reason": spec.reason, "why": why});
-                NewEvent::new("wake_skipped", service.attempt, now, data)
+                NewEvent::new(EventKind::WakeSkipped, service.attempt, now, data)
             }));
             if let Err(e) = self.store.append_events(id, &events).await {
                 tracing::warn!("[dispatch] service {id}: could not record its wakes: {e}");
@@ -338,7 +339,7 @@ pub async fn transitions<S: dispatch_store::Store + ?Sized>(
         }
         writes.push(StateWrite::new(
             next.clone(),
-            NewEvent::new("state", run.attempt, now_ms(), data),
+            NewEvent::new(EventKind::State, run.attempt, now_ms(), data),
         ));
         state = next;
     }

@@ -100,8 +100,8 @@ pub async fn run(
                 Ok(v) => v,
                 Err(_) => return Some((Ok::<_, Infallible>(end()), None)),
             };
-            let now = (view.last_seq(), view.run.version);
-            let finished = view.run.state.is_terminal();
+            let now = (view.last_seq(), view.run().version);
+            let finished = view.run().state.is_terminal();
             if seen != Some(now) {
                 seen = Some(now);
                 let parts = json!({

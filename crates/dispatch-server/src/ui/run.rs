@@ -8,7 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dispatch_core::{Ts, now_ms};
-use dispatch_store::{Approval, Artifact, Attempt, Event, Run};
+use dispatch_runtime::report::RunReport;
+use dispatch_store::Run;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -19,47 +20,33 @@ use crate::api::runs::{list_page, resolve};
 use crate::api::{ApiResult, AppState};
 
 /// The most events a page reads (the timeline and the events table).
-pub const MAX_EVENTS: usize = 10_000;
+pub const MAX_EVENTS: usize = dispatch_runtime::report::MAX_EVENTS;
 
-/// Everything the page shows of one run.
+/// Everything the page shows of one run: its report (the one
+/// `GET /v1/runs/{id}/report` answers and `inspect-run` prints).
 pub struct RunView {
-    pub run: Run,
-    pub attempts: Vec<Attempt>,
-    pub events: Vec<Event>,
-    pub approvals: Vec<Approval>,
+    pub report: RunReport,
     pub now: Ts,
-    /// Why it waits, while queued (see [`crate::api::waiting`]).
-    pub waiting: Option<String>,
 }
 
 impl RunView {
-    /// Reads the run `id` (a prefix is enough) through the store functions the API uses.
+    /// Reads the run `id` (a prefix is enough) through the report the API serves.
     pub async fn load(state: &AppState, id: &str) -> ApiResult<RunView> {
         let id = resolve(state, id).await?;
-        let run = state.store.get_run(&id).await?;
-        let attempts = state.store.list_attempts(&id).await?;
-        let events = state.store.list_events(&id, 0, MAX_EVENTS).await?;
-        let approvals = state.store.list_approvals(Some(&id), false).await?;
-        let waiting = match run.state {
-            dispatch_core::RunState::Queued { .. } | dispatch_core::RunState::Running { .. } => {
-                let mut w = crate::api::waiting::Waiting::read(state).await;
-                w.reason(state, &run).await
-            }
-            _ => None,
-        };
+        let report = crate::api::report::of(state, &id).await?;
         Ok(RunView {
-            run,
-            attempts,
-            events,
-            approvals,
+            report,
             now: now_ms(),
-            waiting,
         })
+    }
+
+    pub fn run(&self) -> &Run {
+        &self.report.run
     }
 
     /// The newest event's seq (0 without events): the live page's cursor.
     pub fn last_seq(&self) -> i64 {
-        self.events.last().map_or(0, |e| e.seq)
+        self.report.events.last().map_or(0, |e| e.seq)
     }
 }
 
@@ -73,14 +60,14 @@ pub struct RunQuery {
 /// another machine: from the cluster's artifact store into this server's
 /// `runs/<id>/calls/` (once; see `dispatch_runtime::objects::calls`).
 async fn fetch_calls(state: &AppState, view: &RunView) {
-    let dir = state.layout.run_dir(&view.run.id).join("calls");
-    let shas = run_parts::shown_calls(&view.events)
-        .filter_map(|e| e.event.data["cassette_sha256"].as_str().map(str::to_string));
+    let dir = state.layout.run_dir(&view.run().id).join("calls");
+    let shas = run_parts::shown_calls(&view.report.model_calls)
+        .filter_map(|c| c["cassette_sha256"].as_str().map(str::to_string));
     for sha in shas {
-        if let Err(e) = state.artifacts.fetch_call(&view.run.id, &sha, &dir).await {
+        if let Err(e) = state.artifacts.fetch_call(&view.run().id, &sha, &dir).await {
             tracing::warn!(
                 "[server] run {}: model-call record {sha}: {}",
-                view.run.id,
+                view.run().id,
                 dispatch_runtime::objects::chain(&e)
             );
             return;
@@ -104,16 +91,11 @@ pub async fn page(
         Err(e) => return page::error(e.status, &e.message),
     };
     fetch_calls(&state, &view).await;
-    let run = &view.run;
+    let run = view.run();
     let log = match log::window(&state, &run.id, query.log_before).await {
         Ok(w) => w,
         Err(e) => return page::error(e.status, &e.message),
     };
-    let artifacts: Vec<Artifact> = state
-        .store
-        .list_artifacts(&run.id)
-        .await
-        .unwrap_or_default();
     let children = list_page(
         &state,
         vec![
@@ -146,12 +128,12 @@ pub async fn page(
         h2 #log-title { "Log" }
         section aria-labelledby="log-title" { (log::section(&run.id, &log, live)) }
         (run_parts::output(run))
-        (run_parts::tool_calls(&view.events))
-        (run_parts::model_calls(&view.events, &state.layout, &run.id))
+        (run_parts::tool_calls(&view.report.tool_calls))
+        (run_parts::model_calls(&view.report.model_calls, &state.layout, &run.id))
         (run_parts::bom(&bom))
-        (run_parts::artifacts(&artifacts, &run.id))
+        (run_parts::artifacts(&view.report.artifacts, &run.id))
         (run_parts::children(&children, &session, view.now))
-        (run_parts::events(&view.events, query.events_from, &run.id))
+        (run_parts::events(&view.report.events, query.events_from, &run.id))
     };
     (
         StatusCode::OK,
@@ -162,19 +144,19 @@ pub async fn page(
 
 /// The timeline of the view.
 pub fn timeline_part(view: &RunView) -> Markup {
-    let bars = timeline::build(&view.attempts, &view.events, &view.approvals, view.now);
+    let bars = timeline::build((&view.report).into(), view.now);
     timeline::render(&bars)
 }
 
 /// The header: state and reason, the facts, the buttons.
 pub fn header(view: &RunView, session: &Session) -> Markup {
-    let run = &view.run;
+    let run = view.run();
     let digest = &run.parcel_digest;
     html! {
         p.reason {
             (fmt::status(run.status()))
             @if let Some(reason) = run.state.reason() { " " span { (reason) } }
-            @if let Some(why) = &view.waiting { " " span #waiting { (why) } }
+            @if let Some(why) = &view.report.waiting { " " span #waiting { (why) } }
             @if run.stop_requested_at.is_some() && !run.state.is_terminal() { " " span.muted { "(stop requested)" } }
         }
         dl.facts {

@@ -20,14 +20,14 @@ const CLIP: usize = 4000;
 
 /// Approvals: pending ones with approve / deny, decided ones listed.
 pub fn approvals(view: &RunView, session: &Session) -> Markup {
-    if view.approvals.is_empty() {
+    if view.report.approvals.is_empty() {
         return html! {};
     }
-    let live = !view.run.state.is_terminal();
+    let live = !view.run().state.is_terminal();
     html! {
         h2 #approvals-title { "Approvals" }
         section aria-labelledby="approvals-title" {
-            @for a in &view.approvals {
+            @for a in &view.report.approvals {
                 div.approval data-approval=(a.id) {
                     p {
                         strong { (a.id) } " — " (a.summary) " "
@@ -42,7 +42,7 @@ pub fn approvals(view: &RunView, session: &Session) -> Markup {
                         details { summary { "What is asked" } pre { (fmt::json(details)) } }
                     }
                     @if a.decision.is_none() && live {
-                        (decide_form(&view.run.id, a, session, None))
+                        (decide_form(&view.run().id, a, session, None))
                     }
                 }
             }
@@ -109,12 +109,8 @@ fn clipped(text: &str) -> Markup {
     }
 }
 
-/// Tool calls with their input and output.
-pub fn tool_calls(events: &[Event]) -> Markup {
-    let calls: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.event.kind == "tool_call")
-        .collect();
+/// Tool calls with their input and output (as the run's report has them).
+pub fn tool_calls(calls: &[Value]) -> Markup {
     if calls.is_empty() {
         return html! {};
     }
@@ -126,16 +122,16 @@ pub fn tool_calls(events: &[Event]) -> Markup {
             @if total > calls.len() {
                 p.muted { "The last " (calls.len()) " shown; the events table has the earlier ones." }
             }
-            @for e in calls {
-                @let d = &e.event.data;
+            @for d in calls {
+                @let at = d["at"].as_i64().unwrap_or(0);
                 details.tool-call {
                     summary {
                         strong { (d["name"].as_str().unwrap_or("?")) }
-                        " · attempt " (e.event.attempt)
+                        " · attempt " (d["attempt"])
                         " · " (fmt::duration(d["duration_ms"].as_i64()))
                         @if d["ok"] == Value::Bool(false) { " · " span.status.s-failed { "failed" } }
                         @if let Some(by) = edited_by(d) { " · edited by " (by) }
-                        " · " (fmt::time(e.event.at))
+                        " · " (fmt::time(at))
                     }
                     h3.muted { "Input" }
                     (clipped(&fmt::json(&d["input"])))
@@ -143,7 +139,7 @@ pub fn tool_calls(events: &[Event]) -> Markup {
                         p.muted {
                             "What ran: edited by " (by) " (approval "
                             (d["edited_by"]["approval"].as_str().unwrap_or("?")) ", "
-                            (fmt::time(d["edited_by"]["at"].as_i64().unwrap_or(e.event.at))) ")."
+                            (fmt::time(d["edited_by"]["at"].as_i64().unwrap_or(at))) ")."
                         }
                         h3.muted { "Requested by the model" }
                         (clipped(&fmt::json(&d["requested_input"])))
@@ -165,19 +161,13 @@ fn edited_by(d: &Value) -> Option<&str> {
 const CONVERSATIONS: usize = 50;
 
 /// The model calls whose conversations the page shows (the newest).
-pub fn shown_calls(events: &[Event]) -> impl Iterator<Item = &Event> {
-    let calls = events.iter().filter(|e| e.event.kind == "model_call");
-    let n = calls.clone().count();
-    calls.skip(n.saturating_sub(CONVERSATIONS))
+pub fn shown_calls(calls: &[Value]) -> impl Iterator<Item = &Value> {
+    calls.iter().skip(calls.len().saturating_sub(CONVERSATIONS))
 }
 
 /// Model calls: model, tokens, latency, finish reason, and each one's
 /// conversation (messages in, the answer out).
-pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
-    let calls: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.event.kind == "model_call")
-        .collect();
+pub fn model_calls(calls: &[Value], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
     if calls.is_empty() {
         return html! {};
     }
@@ -192,11 +182,10 @@ pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &Run
                 th scope="col" .num { "Latency" } th scope="col" .num.hide-narrow { "First token" }
                 th scope="col" { "Finish" } th scope="col" .hide-narrow { "At" }
             } }
-            tbody { @for e in &calls {
-                @let d = &e.event.data;
+            tbody { @for d in calls {
                 tr {
                     td { (d["model"].as_str().unwrap_or("?")) }
-                    td.num { (e.event.attempt) }
+                    td.num { (d["attempt"]) }
                     td.num { (n(d, "input_tokens")) }
                     td.num { (n(d, "output_tokens")) }
                     td.num { (fmt::duration(d["latency_ms"].as_i64())) }
@@ -205,18 +194,17 @@ pub fn model_calls(events: &[Event], layout: &dispatch_runtime::Layout, id: &Run
                         (d["finish_reason"].as_str().unwrap_or("-"))
                         @if d["estimated"] == true { " (estimated)" }
                     }
-                    td.hide-narrow { (fmt::time(e.event.at)) }
+                    td.hide-narrow { (fmt::time(d["at"].as_i64().unwrap_or(0))) }
                 }
             } }
         } }
         section #conversations aria-label="Conversations of the model calls" {
             @if shown > 0 { p.muted { "The conversations of the last " (CONVERSATIONS) " calls." } }
-            @for (i, e) in calls.iter().enumerate().skip(shown) {
-                @let d = &e.event.data;
-                details.model-call data-seq=(e.seq) {
+            @for (i, d) in calls.iter().enumerate().skip(shown) {
+                details.model-call data-seq=(d["seq"]) {
                     summary {
                         "Call " (i + 1) ": " strong { (d["model"].as_str().unwrap_or("?")) }
-                        " · attempt " (e.event.attempt) " · " (fmt::time(e.event.at))
+                        " · attempt " (d["attempt"]) " · " (fmt::time(d["at"].as_i64().unwrap_or(0)))
                     }
                     (super::conversation::render(layout, id, d))
                 }

@@ -1,10 +1,11 @@
 //! Where a run's time went: its attempts, steps, model calls, tool calls,
-//! approvals and waits as bars on one time axis, derived from its event
-//! log (a pure function) and drawn as SVG by the server.
+//! approvals and waits as bars on one time axis, drawn from its
+//! [`RunReport`] (a pure function) as SVG by the server.
 
-use dispatch_core::Ts;
 use dispatch_core::time::human_duration;
-use dispatch_store::{Approval, Attempt, Event};
+use dispatch_core::{EventKind, Ts};
+use dispatch_runtime::report::{ReportAttempt, RunReport, Step};
+use dispatch_store::{Approval, Event};
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -34,11 +35,37 @@ pub struct Bar {
 /// The most rows drawn; later ones are counted, not drawn.
 const MAX_LANES: usize = 40;
 
-/// The bars of a run, from its attempts, events and approvals; `now` ends
-/// whatever is still going.
-pub fn build(attempts: &[Attempt], events: &[Event], approvals: &[Approval], now: Ts) -> Vec<Bar> {
+/// What the timeline is drawn from: parts of the run's report.
+pub struct Parts<'a> {
+    pub attempts: &'a [ReportAttempt],
+    pub steps: &'a [Step],
+    pub model_calls: &'a [Value],
+    pub tool_calls: &'a [Value],
+    /// Its waits are its `state` events to and from `paused`.
+    pub events: &'a [Event],
+    pub approvals: &'a [Approval],
+}
+
+impl<'a> From<&'a RunReport> for Parts<'a> {
+    fn from(r: &'a RunReport) -> Self {
+        Parts {
+            attempts: &r.attempts,
+            steps: &r.timeline,
+            model_calls: &r.model_calls,
+            tool_calls: &r.tool_calls,
+            events: &r.events,
+            approvals: &r.approvals,
+        }
+    }
+}
+
+/// The bars of a run, from its report (attempts, steps, model and tool
+/// calls, approvals; waits from its state events); `now` ends whatever is
+/// still going.
+pub fn build(report: Parts<'_>, now: Ts) -> Vec<Bar> {
     let mut bars = Vec::new();
-    for a in attempts {
+    for a in report.attempts {
+        let a = &a.attempt;
         bars.push(Bar {
             lane: "attempts".into(),
             kind: "attempt",
@@ -52,90 +79,68 @@ pub fn build(attempts: &[Attempt], events: &[Event], approvals: &[Approval], now
             ),
         });
     }
-    let attempt_end = |n: u32| {
-        attempts
-            .iter()
-            .find(|a| a.number == n)
-            .and_then(|a| a.ended_at)
-    };
-    let mut open_steps: Vec<(u32, String, Ts)> = Vec::new();
-    let mut wait_from: Option<(Ts, String)> = None;
-    for e in events {
-        let (d, at) = (&e.event.data, e.event.at);
-        let name = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-        let ms = |k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
-        match e.event.kind.as_str() {
-            "step" => {
-                let step = name("name");
-                let ending = matches!(
-                    d.get("phase").and_then(Value::as_str),
-                    Some("end" | "finish" | "done")
-                );
-                // A new step of the same attempt ends the one before it.
-                if let Some(i) = open_steps
-                    .iter()
-                    .rposition(|(n, s, _)| *n == e.event.attempt && (!ending || *s == step))
-                {
-                    let (n, s, start) = open_steps.remove(i);
-                    bars.push(step_bar(n, s, start, at, false));
-                }
-                if !ending {
-                    open_steps.push((e.event.attempt, step, at));
-                }
-            }
-            "model_call" => {
-                let took = ms("latency_ms");
-                bars.push(Bar {
-                    lane: "model calls".into(),
-                    kind: "model_call",
-                    start: at - took,
-                    end: at,
-                    open: false,
-                    label: format!("{} · {}", name("model"), human_duration(took)),
-                });
-            }
-            "tool_call" => {
-                let took = ms("duration_ms");
-                let ok = d.get("ok").and_then(Value::as_bool).unwrap_or(true);
-                bars.push(Bar {
-                    lane: format!("tool {}", name("name")),
-                    kind: "tool_call",
-                    start: at - took,
-                    end: at,
-                    open: false,
-                    label: format!(
-                        "{}{}{} · {}",
-                        name("name"),
-                        if ok { "" } else { " (failed)" },
-                        match d.pointer("/edited_by/by").and_then(Value::as_str) {
-                            Some(by) => format!(" (input edited by {by})"),
-                            None => String::new(),
-                        },
-                        human_duration(took)
-                    ),
-                });
-            }
-            "state" => {
-                let to = d.get("to").and_then(Value::as_str).unwrap_or("");
-                if let Some((from, reason)) = wait_from.take() {
-                    bars.push(wait_bar(from, at, false, reason));
-                }
-                if to == "paused" {
-                    let reason = d.get("reason").and_then(Value::as_str).unwrap_or("paused");
-                    wait_from = Some((at, reason.to_string()));
-                }
-            }
-            _ => {}
-        }
+    // What the event log says, in the order its bars ended (still open
+    // ones last), as the event log is read: rows appear in that order.
+    let attempts_end = bars.len();
+    for s in report.steps {
+        let (end, open) = s.ended_at.map_or((now, true), |end| (end, false));
+        bars.push(step_bar(s.attempt, s.name.clone(), s.started_at, end, open));
     }
-    for (n, s, start) in open_steps {
-        let (end, open) = attempt_end(n).map_or((now, true), |end| (end, false));
-        bars.push(step_bar(n, s, start, end, open));
+    let name = |d: &Value, k: &str| d.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    let ms = |d: &Value, k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
+    let at = |d: &Value| d.get("at").and_then(Value::as_i64).unwrap_or(0);
+    for d in report.model_calls {
+        let took = ms(d, "latency_ms");
+        bars.push(Bar {
+            lane: "model calls".into(),
+            kind: "model_call",
+            start: at(d) - took,
+            end: at(d),
+            open: false,
+            label: format!("{} · {}", name(d, "model"), human_duration(took)),
+        });
+    }
+    for d in report.tool_calls {
+        let took = ms(d, "duration_ms");
+        let ok = d.get("ok").and_then(Value::as_bool).unwrap_or(true);
+        bars.push(Bar {
+            lane: format!("tool {}", name(d, "name")),
+            kind: "tool_call",
+            start: at(d) - took,
+            end: at(d),
+            open: false,
+            label: format!(
+                "{}{}{} · {}",
+                name(d, "name"),
+                if ok { "" } else { " (failed)" },
+                match d.pointer("/edited_by/by").and_then(Value::as_str) {
+                    Some(by) => format!(" (input edited by {by})"),
+                    None => String::new(),
+                },
+                human_duration(took)
+            ),
+        });
+    }
+    let mut wait_from: Option<(Ts, String)> = None;
+    for e in report
+        .events
+        .iter()
+        .filter(|e| e.event.is(EventKind::State))
+    {
+        let (d, at) = (&e.event.data, e.event.at);
+        if let Some((from, reason)) = wait_from.take() {
+            bars.push(wait_bar(from, at, false, reason));
+        }
+        if d.get("to").and_then(Value::as_str) == Some("paused") {
+            let reason = d.get("reason").and_then(Value::as_str).unwrap_or("paused");
+            wait_from = Some((at, reason.to_string()));
+        }
     }
     if let Some((from, reason)) = wait_from {
         bars.push(wait_bar(from, now, true, reason));
     }
-    for a in approvals {
+    bars[attempts_end..].sort_by_key(|b| (b.open, b.end));
+    for a in report.approvals {
         bars.push(Bar {
             lane: format!("approval {}", a.id),
             kind: "approval",
@@ -235,6 +240,7 @@ pub fn render(bars: &[Bar]) -> Markup {
 mod tests {
     use super::*;
     use dispatch_core::NewEvent;
+    use dispatch_store::Attempt;
     use serde_json::json;
 
     fn event(seq: i64, kind: &str, attempt: u32, at: Ts, data: Value) -> Event {
@@ -286,7 +292,16 @@ mod tests {
                 json!({"from": "paused", "to": "running"}),
             ),
         ];
-        let bars = build(&attempts, &events, &[], 300);
+        let t = dispatch_runtime::report::telemetry::build(&events, &attempts);
+        let parts = Parts {
+            attempts: &t.attempts,
+            steps: &t.timeline,
+            model_calls: &[],
+            tool_calls: &t.tool_calls,
+            events: &events,
+            approvals: &[],
+        };
+        let bars = build(parts, 300);
         let of = |k: &str| bars.iter().filter(|b| b.kind == k).collect::<Vec<_>>();
         assert_eq!(of("attempt").len(), 2);
         assert!(of("attempt")[1].open);
@@ -299,6 +314,42 @@ mod tests {
         assert!(steps.iter().any(|s| s.start == 210 && s.end == 230));
         let wait = of("wait")[0];
         assert_eq!((wait.start, wait.end), (240, 260));
+    }
+
+    #[test]
+    fn rows_come_in_the_order_things_ended_open_ones_last() {
+        let attempts = [attempt(1, 0, None)];
+        let events = [
+            event(1, "step", 1, 10, json!({"name": "a"})),
+            event(2, "step", 1, 20, json!({"name": "b"})),
+            event(
+                3,
+                "tool_call",
+                1,
+                25,
+                json!({"name": "search", "duration_ms": 2}),
+            ),
+            event(4, "step", 1, 30, json!({"name": "c"})),
+        ];
+        let t = dispatch_runtime::report::telemetry::build(&events, &attempts);
+        let parts = Parts {
+            attempts: &t.attempts,
+            steps: &t.timeline,
+            model_calls: &[],
+            tool_calls: &t.tool_calls,
+            events: &events,
+            approvals: &[],
+        };
+        let mut lanes: Vec<String> = Vec::new();
+        for b in build(parts, 40) {
+            if !lanes.contains(&b.lane) {
+                lanes.push(b.lane);
+            }
+        }
+        assert_eq!(
+            lanes,
+            ["attempts", "step a", "tool search", "step b", "step c"]
+        );
     }
 
     #[test]

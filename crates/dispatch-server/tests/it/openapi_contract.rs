@@ -354,6 +354,7 @@ fn every_operation_answers_as_documented() {
         ("/v1/runs/{id}/artifacts", "artifacts"),
         ("/v1/runs/{id}/bom", "bom"),
         ("/v1/runs/{id}/graph", "graph"),
+        ("/v1/runs/{id}/report", "report"),
         ("/v1/runs/{id}/logs", "logs"),
         ("/v1/runs/{id}/events", "events"),
     ] {

@@ -1,5 +1,6 @@
 //! The event log, usage totals and artifacts.
 
+use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::{NewEvent, Transition};
 use serde_json::json;
@@ -11,7 +12,7 @@ pub async fn usage_events_sum_into_totals_without_bumping_the_version<S: Store>(
     let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
     let usage = |input: u64, output: u64, cost: f64| {
         NewEvent::new(
-            "usage",
+            EventKind::Usage,
             1,
             30,
             json!({"model": "m", "input_tokens": input, "output_tokens": output, "cost_usd": cost}),
@@ -22,7 +23,12 @@ pub async fn usage_events_sum_into_totals_without_bumping_the_version<S: Store>(
             &run.id,
             &[
                 usage(1200, 300, 0.5),
-                NewEvent::new("step", 1, 31, json!({"name": "plan", "input_tokens": 999})),
+                NewEvent::new(
+                    EventKind::Step,
+                    1,
+                    31,
+                    json!({"name": "plan", "input_tokens": 999}),
+                ),
                 usage(800, 200, 0.25),
             ],
         )
@@ -53,7 +59,7 @@ pub async fn events_page_by_after_and_limit<S: Store>(store: S) {
     let run = create(&store, new_run(id(1), "p", 10)).await;
     let other = create(&store, new_run(id(2), "p", 10)).await;
     for n in 0..10 {
-        let event = NewEvent::new("log", 1, 100 + n, json!({"n": n}));
+        let event = NewEvent::new(EventKind::Log, 1, 100 + n, json!({"n": n}));
         store
             .append_events(&run.id, std::slice::from_ref(&event))
             .await
@@ -104,7 +110,7 @@ pub async fn events_page_by_after_and_limit<S: Store>(store: S) {
     // The newest event of some kinds, of this run only.
     let marks = [
         NewEvent::new("mark", 1, 200, json!({"n": 1})),
-        NewEvent::new("log", 1, 201, json!({"n": 2})),
+        NewEvent::new(EventKind::Log, 1, 201, json!({"n": 2})),
         NewEvent::new("mark", 1, 202, json!({"n": 3})),
         NewEvent::new("other", 1, 203, json!({"n": 4})),
     ];

@@ -3,6 +3,7 @@
 //! token moves on with every claim, local or not (it is the agent's
 //! `DISPATCH_FENCE`).
 
+use dispatch_core::EventKind;
 use dispatch_core::{Status, Transition};
 use serde_json::json;
 
@@ -228,7 +229,9 @@ pub async fn a_stale_token_asks_for_no_approval<S: Store + QueueStore + FencedAr
     );
     let events = store.list_events(&id(1), 0, 100).await.expect("events");
     assert!(
-        !events.iter().any(|e| e.event.kind == "approval_requested"),
+        !events
+            .iter()
+            .any(|e| e.event.is(EventKind::ApprovalRequested)),
         "no approval_requested event: {events:?}"
     );
     let asked = store

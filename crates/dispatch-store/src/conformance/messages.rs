@@ -1,5 +1,6 @@
 //! What a [`MessageStore`] promises.
 
+use dispatch_core::EventKind;
 use serde_json::json;
 
 use super::{id, new_run};
@@ -55,7 +56,7 @@ pub async fn messages_are_stored_once_by_id_in_order_with_an_event<S: Store>(sto
     let events = store.list_events(&wf.id, 0, 100).await.expect("events");
     let sent: Vec<&serde_json::Value> = events
         .iter()
-        .filter(|e| e.event.kind == "message")
+        .filter(|e| e.event.is(EventKind::Message))
         .map(|e| &e.event.data["id"])
         .collect();
     assert_eq!(sent, [&json!("m1"), &json!("m2"), &json!("m3")]);

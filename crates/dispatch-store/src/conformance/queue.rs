@@ -1,6 +1,7 @@
 //! What a [`QueueStore`] promises: claims ordered and exclusive, leases that
 //! expire back to the queue without consuming an attempt, fenced writes.
 
+use dispatch_core::EventKind;
 use std::collections::HashSet;
 
 use dispatch_core::{NewEvent, ProcRef, Status, Transition};
@@ -183,7 +184,7 @@ pub async fn a_stolen_lease_cannot_write<S: Store + QueueStore>(store: S) {
         matches!(&err, StoreError::Fenced { id: got, fence } if *got == id(1) && *fence == old.fence),
         "Fenced naming the run and token, got {err:?}"
     );
-    let note = NewEvent::new("step", 1, 1300, json!({"from": "the old holder"}));
+    let note = NewEvent::new(EventKind::Step, 1, 1300, json!({"from": "the old holder"}));
     let err = store
         .fenced_append_events(&id(1), old.fence, &[note])
         .await

@@ -1,5 +1,6 @@
 //! Deduplicated creation, sessions, run policy, approvals and dead letters.
 
+use dispatch_core::EventKind;
 use dispatch_core::{Status, Transition};
 use serde_json::json;
 
@@ -278,7 +279,7 @@ pub async fn a_pending_approval_ends_cancelled_with_its_run<S: Store>(store: S) 
     let decided: Vec<serde_json::Value> = all_events(&store, &id(1))
         .await
         .into_iter()
-        .filter(|e| e.event.kind == "approval_decided")
+        .filter(|e| e.event.is(EventKind::ApprovalDecided))
         .map(|e| e.event.data)
         .collect();
     assert_eq!(decided.len(), 2, "{decided:?}");
@@ -350,7 +351,7 @@ pub async fn a_timed_out_attempt_requeued_keeps_its_status<S: Store>(store: S) {
     let write = crate::StateWrite::new(
         state,
         dispatch_core::NewEvent::new(
-            "state",
+            EventKind::State,
             1,
             30,
             json!({"from": "running", "to": "queued", "reason": "run timed out after 1s",

@@ -1,6 +1,7 @@
 //! Retention: bounded batches of finished runs deleted with everything
 //! stored of them, keeping what someone still has to act on.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, Operation, Status, Transition, Ts};
 use serde_json::json;
 
@@ -82,7 +83,7 @@ pub async fn retention_deletes_old_finished_runs_of_a_status_in_batches_and_keep
     store
         .append_events(
             &one.id,
-            &[NewEvent::new("log", 1, 27, json!({"line": "hi"}))],
+            &[NewEvent::new(EventKind::Log, 1, 27, json!({"line": "hi"}))],
         )
         .await
         .expect("event");

@@ -1,5 +1,6 @@
 //! Creating, reading, resolving, listing, stopping and deleting runs.
 
+use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Transition};
 use serde_json::json;
@@ -96,7 +97,7 @@ pub async fn an_unknown_run_is_not_found_everywhere<S: Store>(store: S) {
         store.request_stop(&ghost, 5).await.map(drop),
     );
     is_not_found("delete", store.delete_run(&ghost).await);
-    let usage = NewEvent::new("usage", 1, 5, json!({"input_tokens": 1}));
+    let usage = NewEvent::new(EventKind::Usage, 1, 5, json!({"input_tokens": 1}));
     is_not_found("append_events", store.append_events(&ghost, &[usage]).await);
     is_not_found(
         "list_events",
@@ -505,7 +506,7 @@ pub async fn request_stop_is_idempotent_and_keeps_the_first_time<S: Store>(store
     let stops: Vec<_> = all_events(&store, &run.id)
         .await
         .into_iter()
-        .filter(|e| e.event.kind == "stop_requested")
+        .filter(|e| e.event.is(EventKind::StopRequested))
         .collect();
     assert_eq!(stops.len(), 1, "only the first request is logged");
     assert_eq!(stops[0].event.at, 100);
@@ -548,7 +549,7 @@ pub async fn delete_refuses_a_live_run<S: Store>(store: S) {
 pub async fn delete_removes_a_terminal_run_and_everything_it_owns<S: Store>(store: S) {
     let neighbour = create(&store, new_run(id(9), "p", 5)).await;
     let run = start(&store, &create(&store, new_run(id(1), "p", 10)).await, 20).await;
-    let usage = NewEvent::new("usage", 1, 25, json!({"input_tokens": 3}));
+    let usage = NewEvent::new(EventKind::Usage, 1, 25, json!({"input_tokens": 3}));
     store
         .append_events(&run.id, std::slice::from_ref(&usage))
         .await

@@ -1,5 +1,6 @@
 //! Batch reads for tracing: a whole batch of finished runs at once.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, Status, Transition};
 use serde_json::json;
 
@@ -24,10 +25,25 @@ pub async fn finished_traces_read_a_batch_with_attempts_traced_events_and_tracep
     let one = store.get_run(&id(1)).await.expect("get");
     let one = start(&store, &one, 10).await;
     let events = [
-        NewEvent::new("step", 1, 11, json!({"name": "plan", "phase": "start"})),
-        NewEvent::new("log", 1, 12, json!({"line": "not traced"})),
-        NewEvent::new("model_call", 1, 13, json!({"model": "m", "latency_ms": 1})),
-        NewEvent::new("tool_call", 1, 14, json!({"name": "search", "ok": true})),
+        NewEvent::new(
+            EventKind::Step,
+            1,
+            11,
+            json!({"name": "plan", "phase": "start"}),
+        ),
+        NewEvent::new(EventKind::Log, 1, 12, json!({"line": "not traced"})),
+        NewEvent::new(
+            EventKind::ModelCall,
+            1,
+            13,
+            json!({"model": "m", "latency_ms": 1}),
+        ),
+        NewEvent::new(
+            EventKind::ToolCall,
+            1,
+            14,
+            json!({"name": "search", "ok": true}),
+        ),
     ];
     store.append_events(&one.id, &events).await.expect("events");
     step(&store, &one, Transition::Exited { code: 0, at: 20 }).await;

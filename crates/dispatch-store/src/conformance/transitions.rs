@@ -1,5 +1,6 @@
 //! Compare-and-set state changes, their events, and the attempts they keep.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunState, Status, Transition};
 use serde_json::json;
 
@@ -187,7 +188,7 @@ pub async fn a_terminal_run_refuses_further_transitions<S: Store>(store: S) {
     // machine) cannot bring a finished run back.
     let revive = StateWrite::new(
         RunState::queued(),
-        NewEvent::new("state", 1, 30, json!({"to": "queued"})),
+        NewEvent::new(EventKind::State, 1, 30, json!({"to": "queued"})),
     );
     let err = store
         .transition(&run.id, done.version, &revive)
@@ -378,8 +379,8 @@ pub async fn several_transitions_save_at_once_with_every_event_and_the_attempt<S
     let mut writes = start_and_exit(&starting, 0);
     // What a quick agent wrote, saved with its start.
     writes[0].then = vec![
-        NewEvent::new("message", 1, 30, json!({"to": "__next__"})),
-        NewEvent::new("step", 1, 31, json!({"name": "done"})),
+        NewEvent::new(EventKind::Message, 1, 30, json!({"to": "__next__"})),
+        NewEvent::new(EventKind::Step, 1, 31, json!({"name": "done"})),
     ];
     let done = store
         .transitions(&run.id, starting.version, &writes)

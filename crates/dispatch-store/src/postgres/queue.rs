@@ -3,6 +3,7 @@
 //! rows instead of waiting on them.
 
 use deadpool_postgres::Transaction;
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use serde_json::json;
 
@@ -183,7 +184,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
             });
             (
                 c.run.id.clone(),
-                NewEvent::new("state", c.run.attempt, req.now, data),
+                NewEvent::new(EventKind::State, c.run.attempt, req.now, data),
             )
         })
         .collect();
@@ -357,7 +358,10 @@ async fn requeue(tx: &Transaction<'_>, held: &[Held], at: Ts, reason: &str) -> R
                 "lost": true,
                 "next_attempt": h.attempt + 1,
             });
-            (h.id.clone(), NewEvent::new("state", h.attempt, at, data))
+            (
+                h.id.clone(),
+                NewEvent::new(EventKind::State, h.attempt, at, data),
+            )
         })
         .collect();
     insert_events(tx, &events).await?;
@@ -493,8 +497,8 @@ pub(super) async fn succeed_at_once(
             .map_err(|_| Fail::Corrupt(format!("run {id}: attempt {attempt}")))?;
         let up = json!({"from": Status::Starting, "to": Status::Running});
         let end = json!({"from": Status::Running, "to": Status::Succeeded, "exit_code": 0});
-        events.push((id.clone(), NewEvent::new("state", number, at, up)));
-        events.push((id.clone(), NewEvent::new("state", number, at, end)));
+        events.push((id.clone(), NewEvent::new(EventKind::State, number, at, up)));
+        events.push((id.clone(), NewEvent::new(EventKind::State, number, at, end)));
         attempt_ids.push(id.as_str().to_string());
         numbers.push(attempt);
         done.push(id);

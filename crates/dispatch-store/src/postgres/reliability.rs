@@ -4,6 +4,7 @@
 //! serialize on what they share.
 
 use deadpool_postgres::Transaction;
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunId};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
@@ -245,7 +246,7 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
     )
     .await?;
     let event = NewEvent::new(
-        "approval_requested",
+        EventKind::ApprovalRequested,
         a.attempt,
         a.requested_at,
         json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
@@ -304,7 +305,7 @@ pub(super) async fn decide(
     )
     .await?;
     let event = NewEvent::new(
-        "approval_decided",
+        EventKind::ApprovalDecided,
         found.attempt,
         d.at,
         json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale, "input": d.input}),
@@ -362,7 +363,7 @@ pub(super) async fn add_dead_letter(tx: &Transaction<'_>, d: &DeadLetter) -> Res
         .await?;
     if inserted == 1 {
         let event = NewEvent::new(
-            "dead_lettered",
+            EventKind::DeadLettered,
             run.attempt,
             d.at,
             json!({"reason": d.reason, "attempts": d.attempts}),

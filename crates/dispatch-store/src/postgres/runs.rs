@@ -2,6 +2,7 @@
 //! with row locks where SQLite relies on its single writer.
 
 use deadpool_postgres::{GenericClient, Transaction};
+use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::id::SHORT_LEN;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
@@ -147,7 +148,7 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fa
         .await?;
     let (state_json, payload) = (to_json("state", &state)?, to_json("payload", &new.payload)?);
     let created = NewEvent::new(
-        "created",
+        EventKind::Created,
         1,
         new.created_at,
         json!({
@@ -364,7 +365,7 @@ pub(super) async fn request_stop(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Re
         .await?;
     if let Some(row) = tx.query_opt(&stmt, &[&id.as_str(), &at]).await? {
         let attempt = u32_of(id, "attempt", row.try_get(0)?)?;
-        let event = NewEvent::new("stop_requested", attempt, at, json!({}));
+        let event = NewEvent::new(EventKind::StopRequested, attempt, at, json!({}));
         insert_event(tx, id, &event).await?;
     }
     get(tx, id).await

@@ -2,6 +2,7 @@
 //! one `BEGIN IMMEDIATE` transaction: the database's single writer lock makes a
 //! claim atomic, so no two claimers can take the same run.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunId, RunState, Status, Ts};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
@@ -89,7 +90,11 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
             "worker": req.worker,
             "fence": fence,
         });
-        insert_event(tx, &run_id, &NewEvent::new("state", attempt, req.now, data))?;
+        insert_event(
+            tx,
+            &run_id,
+            &NewEvent::new(EventKind::State, attempt, req.now, data),
+        )?;
         claimed.push(Claimed {
             extras: super::reliability::extras(tx, &run_id)?,
             run: get(tx, &run_id)?,
@@ -335,7 +340,7 @@ fn requeue(tx: &Transaction<'_>, id: &RunId, at: Ts, reason: &str) -> Result<(),
         "lost": true,
         "next_attempt": attempt + 1,
     });
-    insert_event(tx, id, &NewEvent::new("state", attempt, at, data))
+    insert_event(tx, id, &NewEvent::new(EventKind::State, attempt, at, data))
 }
 
 pub(super) fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, Fail> {
@@ -463,8 +468,8 @@ pub(super) fn succeed_at_once(
         };
         let up = json!({"from": Status::Starting, "to": Status::Running});
         let end = json!({"from": Status::Running, "to": Status::Succeeded, "exit_code": 0});
-        insert_event(tx, id, &NewEvent::new("state", attempt, at, up))?;
-        insert_event(tx, id, &NewEvent::new("state", attempt, at, end))?;
+        insert_event(tx, id, &NewEvent::new(EventKind::State, attempt, at, up))?;
+        insert_event(tx, id, &NewEvent::new(EventKind::State, attempt, at, end))?;
         attempt_row.execute(params![id.as_str(), attempt, at])?;
         done.push(id.clone());
     }

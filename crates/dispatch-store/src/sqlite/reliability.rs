@@ -1,5 +1,6 @@
 //! Deduplicated creation, sessions, run policy, approvals and dead letters.
 
+use dispatch_core::EventKind;
 use dispatch_core::{NewEvent, RunId};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::{Value, json};
@@ -194,7 +195,7 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
         a.details.as_ref().map(|d| d.to_string()),
     ])?;
     let event = NewEvent::new(
-        "approval_requested",
+        EventKind::ApprovalRequested,
         a.attempt,
         a.requested_at,
         json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
@@ -241,7 +242,7 @@ pub(super) fn decide(
         d.input.as_ref().map(|i| i.to_string()),
     ])?;
     let event = NewEvent::new(
-        "approval_decided",
+        EventKind::ApprovalDecided,
         found.attempt,
         d.at,
         json!({"id": id, "decision": d.decision, "by": d.by, "rationale": d.rationale, "input": d.input}),
@@ -288,7 +289,7 @@ pub(super) fn add_dead_letter(tx: &Transaction<'_>, d: &DeadLetter) -> Result<()
         ])?;
     if inserted == 1 {
         let event = NewEvent::new(
-            "dead_lettered",
+            EventKind::DeadLettered,
             run.attempt,
             d.at,
             json!({"reason": d.reason, "attempts": d.attempts}),

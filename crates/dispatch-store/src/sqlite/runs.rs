@@ -1,6 +1,7 @@
 //! The `runs` table: create, read, list, compare-and-set transitions, stop
 //! requests and deletion.
 
+use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::id::SHORT_LEN;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
@@ -149,7 +150,7 @@ pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
         other => other?,
     };
     let created = NewEvent::new(
-        "created",
+        EventKind::Created,
         1,
         new.created_at,
         json!({
@@ -481,7 +482,7 @@ fn close_approvals(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail>
         insert_event(
             tx,
             id,
-            &NewEvent::new("approval_decided", attempt, at, data),
+            &NewEvent::new(EventKind::ApprovalDecided, attempt, at, data),
         )?;
     }
     Ok(())
@@ -519,7 +520,7 @@ pub(super) fn request_stop(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<R
         .query_row(params![id.as_str(), at], |row| row.get(0))
         .optional()?;
     if let Some(attempt) = first {
-        let event = NewEvent::new("stop_requested", attempt, at, json!({}));
+        let event = NewEvent::new(EventKind::StopRequested, attempt, at, json!({}));
         insert_event(tx, id, &event)?;
     }
     // Not the first request, or no such run: `get` tells which.

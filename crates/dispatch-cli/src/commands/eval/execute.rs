@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use dispatch_core::EventKind;
 use dispatch_core::parcel::Parcel;
 use dispatch_runtime::launch::LaunchRequest;
 use dispatch_runtime::reconcile::reconcile;
@@ -143,14 +144,14 @@ pub(super) struct Trail {
 impl Trail {
     /// Adds what one stored event (as JSON: `type`, `data`) says.
     pub(super) fn add(&mut self, kind: &str, d: &Value) {
-        match kind {
-            "tool_call" => {
+        match EventKind::parse(kind) {
+            Some(EventKind::ToolCall) => {
                 let name = d["name"].as_str().unwrap_or_default().to_string();
                 let input = d.get("input").cloned().unwrap_or(Value::Null);
                 self.tool_calls.push((name, input));
             }
             // The coordinator's record of a message names its sender.
-            "message" if d.get("from").is_some() => {
+            Some(EventKind::Message) if d.get("from").is_some() => {
                 let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
                 self.messages.push((s("from"), s("to"), s("kind")));
             }
