@@ -14,6 +14,7 @@ mod builtin;
 mod builtin_state;
 mod edit;
 mod http;
+pub mod launch;
 mod local;
 pub mod powers;
 mod sandbox;
@@ -133,6 +134,9 @@ pub struct ToolContext<'a> {
     /// Called on every LOCAL tool's command before it is spawned (the run's
     /// `RESOURCES`: its control groups and rlimits).
     pub spawn_hook: Option<SpawnHook>,
+    /// Starts LOCAL tools' processes instead of `Command::spawn` when set
+    /// (and no `TOOL_SANDBOX` applies); `spawn_hook` is then not called.
+    pub launcher: Option<launch::Launcher>,
 }
 
 impl ToolContext<'_> {
