@@ -342,7 +342,7 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
         std::thread::sleep(Duration::from_millis(500));
     }
     let idle = rss_kb(w.id(), "VmRSS:");
-    let idle_cpu = if a.queued { 0 } else { own_cpu_ms(w.id()) };
+    let idle_cpu = if a.queued { (0, 0) } else { cpu_ms(w.id()) };
     let t = if a.queued { t0 } else { Instant::now() };
     let submitted = queued_before.unwrap_or_else(submit);
     let mut peak = 0;
@@ -378,7 +378,9 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
     let hwm = rss_kb(w.id(), "VmHWM:").max(peak);
     // The worker's own CPU (its tools' processes are not in it), before
     // it is killed; per model round: 3 calls a run.
-    let cpu_ms = own_cpu_ms(w.id()).saturating_sub(idle_cpu);
+    let (own, children) = cpu_ms(w.id());
+    let cpu_ms = own.saturating_sub(idle_cpu.0);
+    let children_ms = children.saturating_sub(idle_cpu.1);
     let _ = w.kill();
     let _ = w.wait();
     let first_start = done.iter().filter_map(|r| r.state.started_at()).min();
@@ -416,18 +418,26 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
         cpu_ms as f64 / (runs * 3) as f64,
         runs * 3
     );
+    println!(
+        "| CPU of the worker's reaped children (tool processes and what starts them: forks or stages, the tools' `sh`) | {:.1} s; {:.2} ms per model round | |",
+        children_ms as f64 / 1e3,
+        children_ms as f64 / (runs * 3) as f64,
+    );
 }
 
-/// User and system CPU time of process `pid` so far, in milliseconds.
-fn own_cpu_ms(pid: u32) -> u64 {
+/// User and system CPU time of process `pid` so far, and of its reaped
+/// children (its tools' processes, all the way down), in milliseconds.
+fn cpu_ms(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10
+    // utime, stime, cutime, cstime are fields 14 to 17; `rest` starts at
+    // field 3.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0) * 10;
+    (at(11) + at(12), at(13) + at(14))
 }
 
 /// First token at the mock → the SSE client's `delta`.

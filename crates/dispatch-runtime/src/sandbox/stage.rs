@@ -366,21 +366,19 @@ impl Drop for Proc {
             return;
         }
         // Dead soon: reaped by a task (or a thread, outside a runtime).
-        let mut later = Proc {
-            pidfd: Some(fd),
-            reaped: false,
-        };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    let _ = later.wait().await;
+                    while let Ok(mut ready) = fd.readable().await {
+                        match reap(fd.get_ref(), WaitPidFlag::WNOHANG) {
+                            Ok(None) => ready.clear_ready(),
+                            _ => break,
+                        }
+                    }
                 });
             }
             Err(_) => {
-                if let Some(fd) = later.pidfd.take() {
-                    later.reaped = true;
-                    std::thread::spawn(move || reap(fd.get_ref(), WaitPidFlag::empty()));
-                }
+                std::thread::spawn(move || reap(fd.get_ref(), WaitPidFlag::empty()));
             }
         }
     }
