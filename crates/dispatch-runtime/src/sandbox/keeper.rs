@@ -43,7 +43,7 @@ use super::tether::{Tether, Tie};
 /// arguments and environment, made before the fork.
 struct Epilogue {
     /// What it was made from (for a stage process, see [`Keeper::spec`]).
-    source: (Vec<String>, Vec<(String, String)>),
+    source: Command,
     _strings: Vec<CString>,
     /// Null-terminated `argv` and `envp` pointing into `_strings`.
     argv: Vec<*const libc::c_char>,
@@ -73,6 +73,9 @@ pub(crate) struct Keeper {
     after: OnceLock<Epilogue>,
 }
 
+/// An epilogue's command: its arguments and environment.
+type Command = (Vec<String>, Vec<(String, String)>);
+
 /// A keeper as a stage process receives it (see [`Keeper::spec`]).
 #[derive(Serialize, Deserialize)]
 pub(super) struct KeeperSpec {
@@ -83,7 +86,7 @@ pub(super) struct KeeperSpec {
     v1: bool,
     procs: CString,
     dir: CString,
-    after: Option<(Vec<String>, Vec<(String, String)>)>,
+    after: Option<Command>,
 }
 
 /// The keeper's descriptors once moved (see [`settle`]).

@@ -403,9 +403,7 @@ fn reap(pidfd: &OwnedFd, flags: WaitPidFlag) -> io::Result<Option<ExitStatus>> {
 /// `dispatch __stage`: takes the steps of its spec and executes the tool;
 /// never returns.
 pub fn main() -> ! {
-    let e = match stage() {
-        Err(e) => e,
-    };
+    let Err(e) = stage();
     let mut said = e.raw_os_error().unwrap_or(0).to_ne_bytes().to_vec();
     said.extend_from_slice(e.to_string().as_bytes());
     // SAFETY: write(2) of a buffer on this frame, then _exit(2).
