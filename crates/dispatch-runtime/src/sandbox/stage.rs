@@ -415,6 +415,9 @@ pub fn main() -> ! {
 
 fn stage() -> io::Result<std::convert::Infallible> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    // Executed as `/proc/self/exe`, it would show as `exe` (the keeper and
+    // the sandbox's outer processes keep this name).
+    let _ = nix::sys::prctl::set_name(c"dispatch-stage");
     let mut json = Vec::new();
     {
         // SAFETY: the descriptor the worker put at SPEC_FD, owned here.
