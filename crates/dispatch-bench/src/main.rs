@@ -156,9 +156,8 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("mock-llm") {
         std::process::exit(mock_llm::main(&args[2..]));
     }
-    if args.get(1).map(String::as_str) == Some("native") && dispatch.is_file() {
-        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
-        native::main(&dispatch, &args[2..]);
+    if args.get(1).map(String::as_str) == Some("native") {
+        native::main(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {

@@ -1,5 +1,5 @@
-//! `dispatch-bench native [--dispatch PATH] [--database-url URL] [--runs N]
-//! [--latency N] [--sse N] [--python]`: the native agent courier's targets,
+//! `dispatch-bench native [OPTIONS]` (`--help` lists them): the native
+//! agent courier's targets,
 //! against the release binary and the scripted mock model server
 //! (`dispatch_agent::mock`) on loopback.
 //!
@@ -54,19 +54,84 @@ fn agent_dir(root: &Path, name: &str, body: &str) -> PathBuf {
     dir
 }
 
-pub fn main(dispatch: &Path, args: &[String]) {
-    let value = |flag: &str| crate::flag_value(args, flag);
-    crate::use_database_url(args);
-    let runs: usize = value("--runs")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    let latency: usize = value("--latency")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let sse: usize = value("--sse").and_then(|v| v.parse().ok()).unwrap_or(50);
-    let python = args.iter().any(|a| a == "--python");
-    let only = value("--only");
-    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+/// `dispatch-bench native`: the native agent courier's targets.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "dispatch-bench native",
+    about = "The native agent courier's targets: start, concurrency with a LOCAL tool (CPU per model round), SSE latency",
+    after_help = "Examples:\n  dispatch-bench native --dispatch target/release/dispatch --only concurrency --runs 300\n  dispatch-bench native --only start --latency 100 --mock-port 18080"
+)]
+struct Args {
+    /// The `dispatch` binary to measure.
+    #[arg(long, default_value = "target/release/dispatch")]
+    dispatch: PathBuf,
+    /// PostgreSQL server for the throwaway databases (one per measurement).
+    #[arg(long, env = "DISPATCH_TEST_PG")]
+    database_url: Option<String>,
+    /// Native runs in the concurrency measurement (one worker, as many slots).
+    #[arg(long, default_value_t = 1_000)]
+    runs: usize,
+    /// Samples of the start measurement.
+    #[arg(long, default_value_t = 200)]
+    latency: usize,
+    /// Samples of the SSE measurement.
+    #[arg(long, default_value_t = 50)]
+    sse: usize,
+    /// Only one measurement.
+    #[arg(long, value_parser = ["start", "concurrency", "sse"])]
+    only: Option<String>,
+    /// Port of the scripted mock model on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    mock_port: u16,
+    /// Port of the `dispatch server` of the SSE measurement (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    server_port: u16,
+    /// Seconds the concurrency measurement waits for its runs to end.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Submit every run of the concurrency measurement before the worker
+    /// starts (else while it runs).
+    #[arg(long)]
+    queued: bool,
+    /// Also the same loop as a Python `openai` process agent.
+    #[arg(long)]
+    python: bool,
+}
+
+/// Where the mock model listens.
+fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match rt.block_on(MockServer::start_on(addr, s)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "dispatch-bench native: cannot listen on {addr}: {e} (choose another --mock-port, or 0)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+pub fn main(args: &[String]) {
+    use clap::Parser;
+    let argv = std::iter::once("dispatch-bench native".to_string()).chain(args.iter().cloned());
+    let a = Args::parse_from(argv);
+    if let Some(url) = &a.database_url {
+        // SAFETY: single-threaded at this point; read by TestDatabase::create.
+        unsafe { std::env::set_var("DISPATCH_TEST_PG", url) };
+    }
+    let dispatch = match a.dispatch.canonicalize() {
+        Ok(d) if d.is_file() => d,
+        _ => {
+            eprintln!(
+                "dispatch-bench native: no binary at {} (build it: cargo build --release -p dispatch-cli, or pass --dispatch PATH)",
+                a.dispatch.display()
+            );
+            std::process::exit(2);
+        }
+    };
+    let dispatch = dispatch.as_path();
+    let wanted = |what: &str| a.only.as_deref().is_none_or(|o| o == what);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,26 +140,26 @@ pub fn main(dispatch: &Path, args: &[String]) {
     let dir = tempfile::tempdir().expect("tempdir");
     println!("| measurement | result | target |\n|---|---|---|");
     if wanted("start") {
-        start(&rt, dispatch, dir.path(), latency);
+        start(&rt, dispatch, dir.path(), a.latency, a.mock_port);
     }
     if wanted("concurrency") {
-        concurrency(&rt, dispatch, dir.path(), runs);
+        concurrency(&rt, dispatch, dir.path(), &a);
     }
     if wanted("sse") {
-        sse_latency(&rt, dispatch, dir.path(), sse);
+        sse_latency(&rt, dispatch, dir.path(), a.sse, a.mock_port, a.server_port);
     }
-    if python {
+    if a.python {
         python_side_by_side(&rt, dispatch, dir.path());
     }
 }
 
 /// `run --detach` → the mock's first request.
-fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
-    let mock = rt
-        .block_on(MockServer::start(script(
-            json!({"steps": [], "record_bodies": false}),
-        )))
-        .expect("mock");
+fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize, port: u16) {
+    let mock = mock_on(
+        rt,
+        port,
+        script(json!({"steps": [], "record_bodies": false})),
+    );
     let state = root.join("start");
     let agent = agent_dir(
         root,
@@ -215,17 +280,20 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 }
 
 /// `runs` native runs of 3 rounds × 2 s on one worker.
-fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs: usize) {
+fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &Args) {
+    let runs = a.runs;
     let Some(db) = rt.block_on(TestDatabase::create()) else {
         println!("| {runs} concurrent native runs | skipped (PostgreSQL unreachable) | |");
         return;
     };
-    let mock = rt
-        .block_on(MockServer::start(script(json!({
+    let mock = mock_on(
+        rt,
+        a.mock_port,
+        script(json!({
             "steps": [], "record_bodies": false,
             "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 2000, "text": "done"}
-        }))))
-        .expect("mock");
+        })),
+    );
     let state = root.join("concurrency");
     let layout = Layout::new(&state);
     let agent = agent_dir(
@@ -245,10 +313,6 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
     let store = rt
         .block_on(PgStore::connect(db.url(), 4))
         .expect("connects");
-    let mut w = worker(dispatch, db.url(), &state, runs);
-    std::thread::sleep(Duration::from_millis(500));
-    let idle = rss_kb(w.id(), "VmRSS:");
-    let idle_cpu = own_cpu_ms(w.id());
     let request = LaunchRequest {
         source: "native-conc".into(),
         operation: None,
@@ -256,21 +320,38 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         parent_id: None,
         origin_id: None,
     };
-    let t = Instant::now();
-    rt.block_on(async {
-        for _ in 0..runs {
-            launch::create(&store, &layout, &request)
-                .await
-                .expect("created");
-        }
-    });
+    // `--queued`: every run is submitted before the worker starts, so the
+    // execution is measured alone; else they are submitted while it runs.
+    let submit = || {
+        let t = Instant::now();
+        rt.block_on(async {
+            for _ in 0..runs {
+                launch::create(&store, &layout, &request)
+                    .await
+                    .expect("created");
+            }
+        });
+        t.elapsed().as_secs_f64()
+    };
+    let queued_before = a.queued.then(submit);
+    let t0 = Instant::now();
+    let mut w = worker(dispatch, db.url(), &state, runs);
+    // Queued first, the worker's CPU counts from its start (its own start
+    // included); else from when it is idle, before the first submission.
+    if !a.queued {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let idle = rss_kb(w.id(), "VmRSS:");
+    let idle_cpu = if a.queued { (0, 0) } else { cpu_ms(w.id()) };
+    let t = if a.queued { t0 } else { Instant::now() };
+    let submitted = queued_before.unwrap_or_else(submit);
     let mut peak = 0;
     let done = loop {
         peak = peak.max(rss_kb(w.id(), "VmRSS:"));
         let filter = RunFilter::default();
         let all = rt.block_on(store.list_runs(&filter)).unwrap_or_default();
         let finished = all.iter().filter(|r| r.state.is_terminal()).count();
-        if finished >= runs || t.elapsed() > Duration::from_secs(120) {
+        if finished >= runs || t.elapsed() > Duration::from_secs(a.timeout) {
             break all;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -297,11 +378,32 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
     let hwm = rss_kb(w.id(), "VmHWM:").max(peak);
     // The worker's own CPU (its tools' processes are not in it), before
     // it is killed; per model round: 3 calls a run.
-    let cpu_ms = own_cpu_ms(w.id()).saturating_sub(idle_cpu);
+    let (own, children) = cpu_ms(w.id());
+    let cpu_ms = own.saturating_sub(idle_cpu.0);
+    let children_ms = children.saturating_sub(idle_cpu.1);
     let _ = w.kill();
     let _ = w.wait();
+    let first_start = done.iter().filter_map(|r| r.state.started_at()).min();
+    let last_end = done.iter().filter_map(|r| r.state.ended_at()).max();
+    let exec = match (first_start, last_end) {
+        (Some(s), Some(e)) => (e - s) as f64 / 1e3,
+        _ => f64::NAN,
+    };
+    let how = if a.queued {
+        "before the worker started"
+    } else {
+        "while the worker ran"
+    };
     println!(
-        "| {runs} concurrent native runs, 3 calls × 2 s each, one worker | {ok}/{runs} succeeded in {wall:.2} s ({:.2}× the ideal 6 s) | all succeed, ≤ 1.5× |",
+        "| submission: {runs} runs created one by one through the store, {how} | {submitted:.2} s ({:.0} runs/s) | |",
+        runs as f64 / submitted
+    );
+    println!(
+        "| execution: first run started → last run ended | {exec:.2} s ({:.2}× the ideal 6 s) | ≤ 1.5× |",
+        exec / 6.0
+    );
+    println!(
+        "| {runs} concurrent native runs, 3 calls × 2 s each, one worker: end to end | {ok}/{runs} succeeded in {wall:.2} s ({:.2}× the ideal 6 s) | all succeed |",
         wall / 6.0
     );
     println!(
@@ -316,38 +418,55 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, runs:
         cpu_ms as f64 / (runs * 3) as f64,
         runs * 3
     );
+    println!(
+        "| CPU of the worker's reaped children (tool processes and what starts them: forks or stages, the tools' `sh`) | {:.1} s; {:.2} ms per model round | |",
+        children_ms as f64 / 1e3,
+        children_ms as f64 / (runs * 3) as f64,
+    );
 }
 
-/// User and system CPU time of process `pid` so far, in milliseconds.
-fn own_cpu_ms(pid: u32) -> u64 {
+/// User and system CPU time of process `pid` so far, and of its reaped
+/// children (its tools' processes, all the way down), in milliseconds.
+fn cpu_ms(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10
+    // utime, stime, cutime, cstime are fields 14 to 17; `rest` starts at
+    // field 3.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0) * 10;
+    (at(11) + at(12), at(13) + at(14))
 }
 
 /// First token at the mock → the SSE client's `delta`.
-fn sse_latency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize) {
+fn sse_latency(
+    rt: &tokio::runtime::Runtime,
+    dispatch: &Path,
+    root: &Path,
+    n: usize,
+    mock_port: u16,
+    server_port: u16,
+) {
     let Some(db) = rt.block_on(TestDatabase::create()) else {
         println!("| first token → SSE client | skipped (PostgreSQL unreachable) | |");
         return;
     };
-    let mock = rt
-        .block_on(MockServer::start(script(json!({
+    let mock = mock_on(
+        rt,
+        mock_port,
+        script(json!({
             "steps": [],
             "fallback": {"kind": "text", "text": "hello there, this is the answer", "chunks": 4, "first_token_delay_ms": 300}
-        }))))
-        .expect("mock");
+        })),
+    );
     let state = root.join("sse");
     let mut server = Command::new(dispatch)
         .args([
             "server",
             "--listen",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{server_port}"),
             "--workers",
             "8",
             "--database-url",

@@ -76,6 +76,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         sandbox: None,
         spawn_hook: None,
         gate: None,
+        launcher: None,
     }
 }
 

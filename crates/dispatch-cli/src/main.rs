@@ -17,6 +17,14 @@ use ctx::Ctx;
 use error::{CliResult, EXIT_DISPATCH, EXIT_USAGE};
 
 fn main() {
+    // A stage of a tool's start (see `dispatch_runtime::sandbox::stage`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dispatch_runtime::sandbox::stage::STAGE_ARG)
+    {
+        dispatch_runtime::sandbox::stage::main();
+    }
+    dispatch_runtime::sandbox::stage::enable();
     // The helper starts on the hot path of every run: spare it clap.
     if let Some(id) = helper_run_id() {
         // SAFETY: no thread has been started yet.

@@ -135,10 +135,10 @@ mod tests {
         let ok = "package dispatch\ndeny contains \"input.nope is fine in a string\" if {\n  input.parcel.name == \"x\" # input.nope in a comment\n  input.arguments.amount > 20\n  some k in object.keys(input.labels)\n}\n";
         assert_eq!(check_inputs(ok), Ok(()));
         let typo = "package dispatch\n\ndeny contains \"x\" if input.parcle.name == \"x\"\n";
-        let e = check_inputs(typo).unwrap_err();
+        let e = check_inputs(typo).expect_err("an error");
         assert!(e.starts_with("line 3: `input.parcle`"), "{e}");
         let field = "package dispatch\ndeny contains \"x\" if input.parcel.nmae == \"x\"\n";
-        let e = check_inputs(field).unwrap_err();
+        let e = check_inputs(field).expect_err("an error");
         assert!(
             e.contains("`input.parcel.nmae`") && e.contains("name, digest"),
             "{e}"

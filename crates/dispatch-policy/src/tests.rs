@@ -60,20 +60,21 @@ fn tool(name: &str, args: serde_json::Value, risk: Option<&str>) -> serde_json::
 fn runs_are_allowed_denied_reviewed_and_modified() {
     let p = policy();
     assert_eq!(
-        p.decide_run(&run("hello", "manual")).unwrap(),
+        p.decide_run(&run("hello", "manual")).expect("decides"),
         RunDecision::Allow { modify: None }
     );
     assert_eq!(
-        p.decide_run(&run("forbidden", "manual")).unwrap(),
+        p.decide_run(&run("forbidden", "manual")).expect("decides"),
         RunDecision::Deny {
             reasons: vec!["forbidden is retired".into()]
         }
     );
     assert!(matches!(
-        p.decide_run(&run("deploy", "manual")).unwrap(),
+        p.decide_run(&run("deploy", "manual")).expect("decides"),
         RunDecision::Review { .. }
     ));
-    let RunDecision::Allow { modify: Some(m) } = p.decide_run(&run("hello", "schedule")).unwrap()
+    let RunDecision::Allow { modify: Some(m) } =
+        p.decide_run(&run("hello", "schedule")).expect("decides")
     else {
         panic!("a scheduled run is modified")
     };
@@ -85,30 +86,32 @@ fn runs_are_allowed_denied_reviewed_and_modified() {
 fn tool_calls_are_allowed_denied_held_and_approved_by_rule() {
     let p = policy();
     assert_eq!(
-        p.decide_tool(&tool("lookup", json!({}), None)).unwrap(),
+        p.decide_tool(&tool("lookup", json!({}), None))
+            .expect("decides"),
         ToolDecision::Allow
     );
     assert_eq!(
-        p.decide_tool(&tool("shell", json!({}), None)).unwrap(),
+        p.decide_tool(&tool("shell", json!({}), None))
+            .expect("decides"),
         ToolDecision::Deny {
             reasons: vec!["ada may not run shell".into()]
         }
     );
     assert!(matches!(
         p.decide_tool(&tool("refund", json!({"amount": 500}), Some("high")))
-            .unwrap(),
+            .expect("decides"),
         ToolDecision::RequireApproval { .. }
     ));
     assert_eq!(
         p.decide_tool(&tool("refund", json!({"amount": 20}), None))
-            .unwrap(),
+            .expect("decides"),
         ToolDecision::AutoApprove {
             rules: vec!["refunds up to 20 are approved by rule".into()]
         }
     );
     assert_eq!(
         p.decide_tool(&tool("refund", json!({"amount": 21}), None))
-            .unwrap(),
+            .expect("decides"),
         ToolDecision::Allow
     );
 }
@@ -117,7 +120,7 @@ fn tool_calls_are_allowed_denied_held_and_approved_by_rule() {
 fn a_broken_policy_is_refused_at_load_with_what_is_wrong() {
     let load = |text: &str| {
         Policy::from_text(Path::new("p.rego"), text)
-            .unwrap_err()
+            .expect_err("an error")
             .to_string()
     };
     let e = load("package dispatch\ndeny contains \"x\" if {\n");
@@ -135,21 +138,21 @@ fn a_broken_policy_is_refused_at_load_with_what_is_wrong() {
         "{e}"
     );
     let e = Policy::load(Path::new("/nonexistent/p.rego"))
-        .unwrap_err()
+        .expect_err("an error")
         .to_string();
     assert!(e.contains("cannot read it"), "{e}");
 }
 
 #[test]
 fn a_policy_without_rules_allows_and_a_bad_action_is_an_error() {
-    let p = Policy::from_text(Path::new("p.rego"), "package dispatch\n").unwrap();
+    let p = Policy::from_text(Path::new("p.rego"), "package dispatch\n").expect("decides");
     assert_eq!(
-        p.decide(&input::sample_run()).unwrap(),
+        p.decide(&input::sample_run()).expect("decides"),
         Decision::Run(RunDecision::Allow { modify: None })
     );
     let e = p
         .decide(&json!({"action": "launch"}))
-        .unwrap_err()
+        .expect_err("an error")
         .to_string();
     assert!(e.contains("`launch`") && e.contains("denied"), "{e}");
 }

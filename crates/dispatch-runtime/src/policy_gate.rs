@@ -302,7 +302,9 @@ mod tests {
         let loaded = load(&dir.path().join(POLICY_FILE)).expect("loads");
         assert_eq!(loaded.sha256.len(), 64);
         std::fs::write(dir.path().join("bad.rego"), "package dispatch\nx if {\n").expect("write");
-        let e = load(&dir.path().join("bad.rego")).unwrap_err().to_string();
+        let e = load(&dir.path().join("bad.rego"))
+            .expect_err("an error")
+            .to_string();
         assert!(
             e.contains("bad.rego") && e.contains("dispatch policy test"),
             "{e}"

@@ -4,6 +4,7 @@
 //! its stderr). Each call runs in a process group of its own, killed whole
 //! at its timeout, or when the call is abandoned (the run stopped).
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,10 +12,11 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::ToolContext;
+use super::launch::{ExitFuture, LaunchRequest};
 use crate::agent_loop::ToolOutcome;
 
 /// The most output read from one call (the model sees at most LIMIT
@@ -57,70 +59,103 @@ pub(super) async fn run(
     };
     // Kept until the call is done: the client reads it as it starts.
     let mut _env_file = None;
-    let mut command = match &ctx.sandbox {
-        Some(s) => match s.command(&container.name, program, executable, env) {
-            Ok((command, file)) => {
-                _env_file = file;
-                command
-            }
-            Err(e) => {
-                container.disarm();
-                return ToolOutcome::error(format!("error: {e}"));
-            }
-        },
-        // `USING python3 -u`: the interpreter, its arguments, then the program.
-        None if !using.is_empty() => {
-            let mut c = Command::new(&using[0]);
-            c.args(&using[1..]).arg(program);
-            c
+    let started = match (&ctx.sandbox, &ctx.launcher) {
+        // The runtime starts it from a small process (no fork of this one).
+        (None, Some(launcher)) => {
+            let (prog, args) = program_and_args(program, using, executable);
+            let mut env: Vec<(OsString, OsString)> = env
+                .iter()
+                .filter(|(k, _)| k != "TOOL_INPUT")
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            env.push(("TOOL_INPUT".into(), input.clone().into()));
+            let request = LaunchRequest {
+                program: prog,
+                args,
+                env,
+                cwd: ctx.work_dir.clone(),
+            };
+            launcher(request).await.map(|l| Started {
+                pid: Some(l.pid),
+                stdin: Some(Box::new(l.stdin)),
+                stdout: Some(Box::new(l.stdout)),
+                stderr: Some(Box::new(l.stderr)),
+                exit: l.exit,
+            })
         }
-        None if executable => Command::new(program),
-        None => {
-            let mut c = Command::new("sh");
-            c.arg(program);
-            c
+        _ => {
+            let mut command = match &ctx.sandbox {
+                Some(s) => match s.command(&container.name, program, executable, env) {
+                    Ok((command, file)) => {
+                        _env_file = file;
+                        command
+                    }
+                    Err(e) => {
+                        container.disarm();
+                        return ToolOutcome::error(format!("error: {e}"));
+                    }
+                },
+                None => {
+                    let (prog, args) = program_and_args(program, using, executable);
+                    let mut c = Command::new(prog);
+                    c.args(args);
+                    c
+                }
+            };
+            match &ctx.sandbox {
+                Some(s) => s.client_env(&mut command, env),
+                None => {
+                    command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+                }
+            }
+            command
+                .current_dir(&ctx.work_dir)
+                .env("TOOL_INPUT", &input)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            // The container runtime's client needs root's powers to set the
+            // container up; the tool inside runs with the container's own (and the
+            // parcel and workspace mounted read-only), under the container's limits.
+            match ctx.sandbox {
+                Some(_) => keep_powers_die_with_parent(&mut command),
+                None => die_with_parent(&mut command),
+            }
+            if let (None, Some(hook)) = (&ctx.sandbox, &ctx.spawn_hook) {
+                hook(&mut command);
+            }
+            command.spawn().map(|mut child| Started {
+                pid: child.id(),
+                stdin: child.stdin.take().map(|s| Box::new(s) as _),
+                stdout: child.stdout.take().map(|s| Box::new(s) as _),
+                stderr: child.stderr.take().map(|s| Box::new(s) as _),
+                exit: Box::pin(async move { child.wait().await }),
+            })
         }
     };
-    match &ctx.sandbox {
-        Some(s) => s.client_env(&mut command, env),
-        None => {
-            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-        }
-    }
-    command
-        .current_dir(&ctx.work_dir)
-        .env("TOOL_INPUT", &input)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // The container runtime's client needs root's powers to set the
-    // container up; the tool inside runs with the container's own (and the
-    // parcel and workspace mounted read-only), under the container's limits.
-    match ctx.sandbox {
-        Some(_) => keep_powers_die_with_parent(&mut command),
-        None => die_with_parent(&mut command),
-    }
-    if let (None, Some(hook)) = (&ctx.sandbox, &ctx.spawn_hook) {
-        hook(&mut command);
-    }
-    let mut child = match command.spawn() {
+    let started = match started {
         Ok(c) => c,
         Err(e) => {
             return ToolOutcome::error(format!("error: cannot start {}: {e}", program.display()));
         }
     };
-    let group = Group(child.id());
-    let mut stdin = child.stdin.take();
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let group = Group(started.pid);
+    let Started {
+        mut stdin,
+        stdout,
+        stderr,
+        exit,
+        ..
+    } = started;
     let work = async {
         if let Some(mut w) = stdin.take() {
             // A program that does not read its input is fine.
             let _ = w.write_all(input.as_bytes()).await;
             drop(w);
         }
-        let (out, err, status) = tokio::join!(read_up_to(stdout), read_up_to(stderr), child.wait());
+        let (out, err, status) = tokio::join!(read_up_to(stdout), read_up_to(stderr), exit);
         (out, err, status)
     };
     let (out, err, status) = match tokio::time::timeout(timeout, work).await {
@@ -160,6 +195,34 @@ pub(super) async fn run(
     };
     outcome.meta.insert("exit_code".into(), json!(code));
     outcome
+}
+
+/// A started tool process, however it was started.
+struct Started {
+    pid: Option<u32>,
+    stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    exit: ExitFuture,
+}
+
+/// What to execute for `program`: itself, its `USING` command with it
+/// (`USING python3 -u`: the interpreter, its arguments, then the program),
+/// or `sh` with it when it is not executable.
+fn program_and_args(
+    program: &Path,
+    using: &[String],
+    executable: bool,
+) -> (OsString, Vec<OsString>) {
+    match using.split_first() {
+        Some((first, rest)) => {
+            let mut args: Vec<OsString> = rest.iter().map(OsString::from).collect();
+            args.push(program.into());
+            (first.into(), args)
+        }
+        None if executable => (program.into(), Vec::new()),
+        None => ("sh".into(), vec![program.into()]),
+    }
 }
 
 /// The child is killed when the process that started it dies (a helper or

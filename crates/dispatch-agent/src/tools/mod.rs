@@ -15,6 +15,7 @@ mod builtin_state;
 mod edit;
 mod gate;
 mod http;
+pub mod launch;
 mod local;
 pub mod powers;
 mod sandbox;
@@ -137,6 +138,9 @@ pub struct ToolContext<'a> {
     pub spawn_hook: Option<SpawnHook>,
     /// The policy asked before every call (none: every call is allowed).
     pub gate: Option<Arc<dyn ToolGate>>,
+    /// Starts LOCAL tools' processes instead of `Command::spawn` when set
+    /// (and no `TOOL_SANDBOX` applies); `spawn_hook` is then not called.
+    pub launcher: Option<launch::Launcher>,
 }
 
 impl ToolContext<'_> {

@@ -144,6 +144,7 @@ where
         sandbox: None,
         spawn_hook: None,
         gate: None,
+        launcher: None,
     };
     let started = ToolBox::start(&decls, ctx).await;
     let result = match started {

@@ -26,6 +26,7 @@ mod common;
 mod compat;
 mod concurrency_keys;
 mod contain;
+mod contain_stage;
 mod contain_worker;
 mod container;
 mod container_common;

@@ -132,6 +132,12 @@ impl Tree {
         }
     }
 
+    /// The descriptor [`Tree::apply`] writes into, when there is a group
+    /// (a stage process receives it, see `crate::sandbox`'s `stage`).
+    pub(crate) fn entry_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.group.as_ref().ok().map(|g| g.entry.as_raw_fd())
+    }
+
     /// The group's directory, when there is one.
     pub fn dir(&self) -> Option<&std::path::Path> {
         self.group.as_ref().ok().map(|g| g.dir.as_path())

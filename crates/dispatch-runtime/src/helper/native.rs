@@ -230,6 +230,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     .into_iter()
     .flatten()
     .collect();
+    // Without RESOURCES (whose groups and rlimits are set by hooks), the
+    // tools start from a small process (see `sandbox::stage`).
+    if limits.hook().is_none() {
+        tool_ctx.launcher = ctx.prepared.sandbox.launcher();
+    }
     tool_ctx.spawn_hook = match hooks.len() {
         0 => None,
         _ => Some(std::sync::Arc::new(

@@ -223,6 +223,7 @@ pub(super) fn context<'a>(
         sandbox: None, // set by `start` (TOOL_SANDBOX)
         spawn_hook: None,
         gate: crate::policy_gate::tool_gate(layout, run, parcel),
+        launcher: None,
     }
 }
 

@@ -41,8 +41,10 @@ use nix::sys::signal::{SigHandler, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
 
 /// One bind mount of the view.
+#[derive(Serialize, Deserialize)]
 pub(super) struct Bind {
     /// Where it is on the host, under `/oldroot` (canonical).
     pub src: CString,
@@ -52,6 +54,7 @@ pub(super) struct Bind {
 }
 
 /// A system directory of the host, or the symlink it is.
+#[derive(Serialize, Deserialize)]
 pub(super) enum System {
     /// `/oldroot/usr` onto `/newroot/usr`, read-only unless `writable`.
     Dir {
@@ -64,6 +67,7 @@ pub(super) enum System {
 }
 
 /// The agent's filesystem view, as mounts to make under `/newroot`.
+#[derive(Serialize, Deserialize)]
 pub(super) struct View {
     pub system: Vec<System>,
     /// A fresh `/proc` (the PID namespace's), else the host's bound.
@@ -86,6 +90,7 @@ pub(super) struct View {
 
 /// The maps of a user namespace made without root: this process's own
 /// uid and gid, mapped to themselves (`"1000 1000 1"`).
+#[derive(Serialize, Deserialize)]
 pub(super) struct UserMaps {
     pub uid_map: CString,
     pub gid_map: CString,
@@ -101,7 +106,7 @@ pub(super) struct Steps {
     /// Not root and no user namespace: the Landlock ruleset to enforce.
     pub landlock: Option<OwnedFd>,
     /// What `C0` watches: its supervisor's life and the run's lease.
-    pub tether: Option<std::sync::Arc<super::tether::Tether>>,
+    pub tether: Option<super::tether::Tie>,
 }
 
 fn err(e: nix::Error) -> io::Error {

@@ -35,11 +35,15 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use super::tether::Tether;
+use serde::{Deserialize, Serialize};
+
+use super::tether::{Tether, Tie};
 
 /// A command the keeper starts after it killed the group: its program,
 /// arguments and environment, made before the fork.
 struct Epilogue {
+    /// What it was made from (for a stage process, see [`Keeper::spec`]).
+    source: Command,
     _strings: Vec<CString>,
     /// Null-terminated `argv` and `envp` pointing into `_strings`.
     argv: Vec<*const libc::c_char>,
@@ -54,7 +58,7 @@ unsafe impl Sync for Epilogue {}
 
 /// What the keeper holds, made before the fork.
 pub(crate) struct Keeper {
-    tether: Arc<Tether>,
+    tether: Tie,
     /// `freezer.state` (v1) or `cgroup.kill` (v2), opened for writing.
     stop: File,
     v1: bool,
@@ -67,6 +71,22 @@ pub(crate) struct Keeper {
     /// What to start once the group is dead, when something of the run
     /// lives outside it.
     after: OnceLock<Epilogue>,
+}
+
+/// An epilogue's command: its arguments and environment.
+type Command = (Vec<String>, Vec<(String, String)>);
+
+/// A keeper as a stage process receives it (see [`Keeper::spec`]).
+#[derive(Serialize, Deserialize)]
+pub(super) struct KeeperSpec {
+    pipe: usize,
+    deadline: usize,
+    stop: usize,
+    out: usize,
+    v1: bool,
+    procs: CString,
+    dir: CString,
+    after: Option<Command>,
 }
 
 /// The keeper's descriptors once moved (see [`settle`]).
@@ -89,7 +109,7 @@ impl Keeper {
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
         };
         Ok(Keeper {
-            tether,
+            tether: Tie::Here(tether),
             stop,
             v1,
             procs: c(&dir.join("cgroup.procs"))?,
@@ -118,11 +138,59 @@ impl Keeper {
         ptrs.push(std::ptr::null());
         envp.push(std::ptr::null());
         let _ = self.after.set(Epilogue {
+            source: (argv.to_vec(), env.to_vec()),
             _strings: strings,
             argv: ptrs,
             envp,
         });
         Ok(())
+    }
+
+    /// What a stage process needs to be this keeper (see [`super::stage`]):
+    /// its descriptors are added to `pass`, and named by their index there.
+    pub(super) fn spec(&self, pass: &mut Vec<RawFd>) -> KeeperSpec {
+        let mut add = |fd: RawFd| {
+            pass.push(fd);
+            pass.len() - 1
+        };
+        let (pipe, deadline) = self.tether.fds();
+        KeeperSpec {
+            pipe: add(pipe),
+            deadline: add(deadline),
+            stop: add(self.stop.as_raw_fd()),
+            out: add(self.out.as_raw_fd()),
+            v1: self.v1,
+            procs: self.procs.clone(),
+            dir: self.dir.clone(),
+            after: self.after.get().map(|e| e.source.clone()),
+        }
+    }
+
+    /// The keeper a stage process received: `fd` gives the descriptor it
+    /// holds for each index of the spec (which it owns from now on).
+    pub(super) fn from_spec(spec: KeeperSpec, fd: impl Fn(usize) -> RawFd) -> io::Result<Keeper> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the stage received these descriptors for this keeper
+        // alone and hands each to one owner.
+        let (stop, out) = unsafe {
+            (
+                File::from_raw_fd(fd(spec.stop)),
+                File::from_raw_fd(fd(spec.out)),
+            )
+        };
+        let keeper = Keeper {
+            tether: Tie::Fds(fd(spec.pipe), fd(spec.deadline)),
+            stop,
+            v1: spec.v1,
+            procs: spec.procs,
+            dir: spec.dir,
+            out,
+            after: OnceLock::new(),
+        };
+        if let Some((argv, env)) = &spec.after {
+            keeper.after_kill(argv, env)?;
+        }
+        Ok(keeper)
     }
 
     /// Runs in the spawned child (`pre_exec`), after it entered the group:

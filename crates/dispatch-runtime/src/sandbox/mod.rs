@@ -40,6 +40,7 @@
 mod child;
 mod keeper;
 pub(crate) mod owner;
+pub mod stage;
 mod tether;
 mod unprivileged;
 
@@ -383,6 +384,18 @@ impl Plan {
 }
 
 impl Plan {
+    /// Starts a native agent's LOCAL tools through a stage (see
+    /// [`stage`]): the same steps as [`Plan::contain_hook`] then
+    /// [`Plan::hook`], from a small process. `None` where this binary has
+    /// no stage or it is turned off.
+    pub fn launcher(&self) -> Option<dispatch_agent::tools::launch::Launcher> {
+        if !stage::enabled() {
+            return None;
+        }
+        let plan = self.clone();
+        Some(Arc::new(move |req| stage::launch(&plan, req)))
+    }
+
     /// [`Plan::contain`] for commands spawned later (LOCAL tools, MCP
     /// servers).
     pub fn contain_hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
@@ -415,15 +428,11 @@ fn contain(
 }
 
 /// The tether of `run`'s processes (see [`tether`]), said as `tethered`.
-fn tie(
-    run: &str,
-    protections: &mut Vec<String>,
-    missing: &mut Vec<String>,
-) -> Option<Arc<tether::Tether>> {
+fn tie(run: &str, protections: &mut Vec<String>, missing: &mut Vec<String>) -> Option<tether::Tie> {
     match tether::Tether::new(run) {
         Ok(t) => {
             protections.push("tethered".into());
-            Some(t)
+            Some(tether::Tie::Here(t))
         }
         Err(e) => {
             missing.push(format!("tether: {e}"));

@@ -35,6 +35,23 @@ use std::time::{Duration, Instant};
 /// A deadline that never comes.
 pub(super) const NEVER: u64 = u64::MAX;
 
+/// The tether's two descriptors as a process holds them: the attempt's
+/// own (made here), or received by a stage process (see [`super::stage`]).
+pub(super) enum Tie {
+    Here(Arc<Tether>),
+    Fds(RawFd, RawFd),
+}
+
+impl Tie {
+    /// The pipe's read end and the deadline's memfd.
+    pub(super) fn fds(&self) -> (RawFd, RawFd) {
+        match self {
+            Tie::Here(t) => t.fds(),
+            Tie::Fds(pipe, deadline) => (*pipe, *deadline),
+        }
+    }
+}
+
 /// One attempt's tether (every process it starts shares it).
 pub(super) struct Tether {
     read: OwnedFd,

@@ -1,0 +1,200 @@
+//! A native agent's LOCAL tools start from a small process, the stage
+//! (`dispatch __stage`, see `dispatch_runtime::sandbox::stage`), which is
+//! the tool's keeper (sandbox off) or the sandbox's outer process: the
+//! failures it adds keep the run's guarantees. Its helper killed, the
+//! tool's tree dies; the stage itself killed with SIGKILL during a call,
+//! the tool's tree dies too, the call fails once and is never run again.
+//! `DISPATCH_SPAWN=fork` forks tools as before.
+
+use crate::common;
+use crate::native_common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Dispatch, alive, eventually, kill9};
+use native_common::{Mock, native_agent, text};
+use serde_json::json;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A tool that counts its starts, beats, and has a background child that
+/// beats (in the workspace; its output not on the call's pipes, so the
+/// call can end without it).
+const BEATER: &str = "echo start >> starts\n\
+     (while :; do date +%s%N >> child-beats; sleep 0.02; done) </dev/null >/dev/null 2>&1 &\n\
+     while :; do date +%s%N >> tool-beats; sleep 0.02; done\n";
+
+fn beater(d: &Dispatch, name: &str) -> (Mock, PathBuf) {
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "beat", "arguments": {}, "id": "c0"}]},
+        text("done", 5, 5),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        name,
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
+            mock.url()
+        ),
+    );
+    std::fs::write(dir.join("beat.sh"), BEATER).expect("tool");
+    (mock, dir)
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// The process run `id`'s helper spawned for its tool call: the first of
+/// the run's group whose parent is the helper.
+fn tool_process(d: &Dispatch, id: &str) -> u32 {
+    let helper = d.inspect(id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    let group = std::fs::read_to_string(d.root().join("runs").join(format!("{id}.cgroup")))
+        .expect("the run's group is recorded");
+    let mut found = None;
+    eventually(10, "the tool's process is in the run's group", || {
+        let procs = std::fs::read_to_string(Path::new(group.trim()).join("cgroup.procs"))
+            .unwrap_or_default();
+        found = procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .find(|p| ppid(*p) == Some(helper));
+        found.is_some()
+    });
+    found.expect("found")
+}
+
+fn size(f: &Path) -> u64 {
+    std::fs::metadata(f).map_or(0, |m| m.len())
+}
+
+/// Kills the tool's spawned process (the stage) during the call: the
+/// beats stop, the run ends, the tool started once.
+fn kill_the_stage(d: Dispatch) {
+    let (mock, dir) = beater(&d, "stage-kill");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    let beats = [work.join("tool-beats"), work.join("child-beats")];
+    eventually(30, "the tool and its child beat", || {
+        beats.iter().all(|f| size(f) > 0)
+    });
+    let starts = std::fs::read_to_string(work.join("starts")).expect("starts");
+    assert_eq!(starts.lines().count(), 1, "the tool started once");
+    let stage = tool_process(&d, &id);
+    assert!(
+        cmdline(stage).contains("__stage"),
+        "the tool started from a stage: {}",
+        cmdline(stage)
+    );
+    kill9(stage as i32);
+    eventually(10, "the stage is gone", || !alive(stage));
+    eventually(10, "nothing of the tool's tree beats any more", || {
+        let before: Vec<u64> = beats.iter().map(|f| size(f)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        before == beats.iter().map(|f| size(f)).collect::<Vec<_>>()
+    });
+    d.ok(&["wait", &id]);
+    assert_eq!(
+        d.status(&id),
+        "succeeded",
+        "the model answered after the failed call"
+    );
+    // The call failed (killed); the model answered; nothing ran again.
+    assert_eq!(mock.requests().len(), 2, "one call with tools, one answer");
+    assert_eq!(d.inspect(&id)["attempt"], json!(1), "one attempt");
+}
+
+#[test]
+fn a_sandboxed_tools_stage_killed_takes_the_tools_tree_with_it_and_the_call_is_not_repeated() {
+    if !is_root() {
+        return; // the sandbox's PID namespace and the run's group need root
+    }
+    kill_the_stage(Dispatch::sandboxed());
+}
+
+#[test]
+fn an_unsandboxed_tools_keeper_stage_killed_ends_the_tools_tree_and_the_call_is_not_repeated() {
+    if !is_root() {
+        return; // the run's group needs root here
+    }
+    kill_the_stage(Dispatch::new());
+}
+
+/// Sandbox off, the tool's keeper is the stage; its helper killed, the
+/// keeper kills the tool's whole group. With `DISPATCH_SPAWN=fork` the
+/// tool's parent is a fork of the helper.
+fn helper_killed(d: Dispatch, stage: bool) {
+    let (_mock, dir) = beater(&d, "stage-helper");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    let beats = [work.join("tool-beats"), work.join("child-beats")];
+    eventually(30, "the tool and its child beat", || {
+        beats.iter().all(|f| size(f) > 0)
+    });
+    let spawned = tool_process(&d, &id);
+    assert_eq!(
+        cmdline(spawned).contains("__stage"),
+        stage,
+        "started from a stage: {stage}: {}",
+        cmdline(spawned)
+    );
+    common::kill_helper_and_assert_beats_stop(&d, &id, &beats);
+}
+
+#[test]
+fn a_helper_killed_during_an_unsandboxed_tool_call_from_a_stage_takes_the_tree_with_it() {
+    if !is_root() {
+        return;
+    }
+    helper_killed(Dispatch::new(), true);
+}
+
+#[test]
+fn with_dispatch_spawn_fork_tools_are_forked_and_still_die_with_their_helper() {
+    if !is_root() {
+        return;
+    }
+    helper_killed(Dispatch::with_env(&[("DISPATCH_SPAWN", "fork")]), false);
+}
+
+#[test]
+fn a_tool_whose_interpreter_is_missing_fails_to_start_as_before() {
+    for env in [vec![], vec![("DISPATCH_SPAWN", "fork")]] {
+        let d = Dispatch::with_env(&env);
+        let mock = Mock::start(json!([
+            {"kind": "tool_calls", "calls": [{"name": "nope", "arguments": {}, "id": "c0"}]},
+            text("done", 5, 5),
+        ]));
+        let dir = native_agent(
+            d.dir.path(),
+            "nope",
+            &format!(
+                "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL nope.py AS nope USING no-such-interpreter-here",
+                mock.url()
+            ),
+        );
+        std::fs::write(dir.join("nope.py"), "print('x')\n").expect("tool");
+        d.ok(&["run", dir.to_str().expect("utf-8"), "--job", "{}"]);
+        let second = &mock.requests()[1];
+        let body = second.body.to_string();
+        assert!(
+            body.contains("cannot start") && body.contains("No such file or directory"),
+            "{env:?}: the model is told the tool cannot start: {body}"
+        );
+    }
+}
