@@ -37,6 +37,7 @@ pub mod snapshot;
 pub mod stop;
 pub mod submit;
 pub mod suspend;
+pub(crate) mod wasm;
 pub mod workflow;
 pub mod workspace;
 

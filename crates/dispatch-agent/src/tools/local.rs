@@ -90,6 +90,8 @@ pub(super) async fn run(
     command
         .current_dir(&ctx.work_dir)
         .env("TOOL_INPUT", &input)
+        // Upstream Dispatch's name for it.
+        .env("DISPATCH_TOOL_INPUT", &input)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
