@@ -83,7 +83,7 @@ fn a_wasm_agent_calls_the_model_and_a_tool_and_its_answer_is_the_output() {
     let d = Dispatch::new();
     let mock = Mock::start(echo_then_answer());
     let dir = wasm_agent(d.dir.path(), "wasm-agent", "answer", &model_line(&mock));
-    let doc = run(&d, &dir, "say hi", &[]);
+    let doc = run(&d, &dir, "\"say hi\"", &[]);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     assert_eq!(doc["output"], json!("The echo said hi."), "{doc:#}");
     // The model calls and the tool call, as a native agent's.
@@ -132,7 +132,7 @@ fn a_wasm_agent_past_its_token_budget_is_stopped() {
     ]));
     let lines = format!("{}\nLIMIT TOKENS 30", model_line(&mock));
     let dir = wasm_agent(d.dir.path(), "budget", "answer", &lines);
-    let doc = run(&d, &dir, "go", &[]);
+    let doc = run(&d, &dir, "\"go\"", &[]);
     assert_eq!(doc["status"], "failed", "{doc:#}");
     let reason = doc["reason"].as_str().expect("reason");
     assert!(reason.contains("budget_exceeded"), "{reason}");
@@ -147,7 +147,7 @@ fn a_guest_in_an_endless_loop_is_ended_by_its_timeout() {
     let lines = format!("{}\nTIMEOUT RUN 1s", model_line(&mock));
     let dir = wasm_agent(d.dir.path(), "spin", "spin", &lines);
     let started = std::time::Instant::now();
-    let doc = run(&d, &dir, "go", &[]);
+    let doc = run(&d, &dir, "\"go\"", &[]);
     assert_eq!(doc["status"], "timed_out", "{doc:#}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
@@ -157,7 +157,7 @@ fn dispatch_stop_ends_a_guest_in_an_endless_loop() {
     let d = Dispatch::new();
     let mock = Mock::start(json!([]));
     let dir = wasm_agent(d.dir.path(), "spin", "spin", &model_line(&mock));
-    let id = d.detach(&dir, "go");
+    let id = d.detach(&dir, "\"go\"");
     eventually(30, "the guest runs", || {
         !events_of(&d.inspect(&id), "guest_started").is_empty()
     });
@@ -173,7 +173,7 @@ fn a_guest_that_grows_past_its_memory_cap_fails_saying_so() {
     let mock = Mock::start(json!([]));
     let lines = format!("{}\nRESOURCES MEMORY 8M", model_line(&mock));
     let dir = wasm_agent(d.dir.path(), "hog", "hog", &lines);
-    let doc = run(&d, &dir, "go", &[]);
+    let doc = run(&d, &dir, "\"go\"", &[]);
     assert_eq!(doc["status"], "failed", "{doc:#}");
     let reason = doc["reason"].as_str().expect("reason");
     assert!(reason.contains("memory cap exceeded"), "{reason}");
@@ -193,7 +193,7 @@ fn a_guest_gets_only_what_the_agentfile_grants() {
         ("WASM_TEST_SECRET", "s3cr3t-value"),
         ("WASM_TEST_AMBIENT", "ambient"),
     ];
-    let doc = run(&d, &dir, "go", &env);
+    let doc = run(&d, &dir, "\"go\"", &env);
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     let out = doc["output"].as_str().expect("text output");
     // Its environment is the Agentfile's ENV: no secret, nothing ambient.

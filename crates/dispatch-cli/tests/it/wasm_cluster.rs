@@ -37,7 +37,7 @@ fn a_worker_on_postgres_runs_a_wasm_agent() {
         dir.to_str().expect("utf-8"),
         "--detach",
         "--job",
-        "say hi",
+        "\"say hi\"",
     ]);
     let run = server.wait_for(&format!("/v1/runs/{id}"), |r| {
         r["status"] == "succeeded" || r["status"] == "failed"

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::abi::{MemoryEntry, ModelRequest, ModelResponse, ToolInvocation, ToolResult};
 use super::guest_abi::{GuestSession, Operation, ParcelContext, TurnResult};
@@ -296,7 +296,7 @@ fn wasi(grant: &Grant) -> Result<WasiCtx, String> {
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    b.preopened_dir(&grant.workspace, ".", DirPerms::all(), FilePerms::all())
+    b.preopened_dir(&grant.workspace, ".", FsPerms::ReadWrite)
         .map_err(|e| {
             format!(
                 "cannot open the workspace {} for the guest: {e}",
