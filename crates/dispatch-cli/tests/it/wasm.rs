@@ -134,7 +134,7 @@ fn a_wasm_agent_past_its_token_budget_is_stopped() {
     let dir = wasm_agent(d.dir.path(), "budget", "answer", &lines);
     let doc = run(&d, &dir, "\"go\"", &[]);
     assert_eq!(doc["status"], "failed", "{doc:#}");
-    let reason = doc["reason"].as_str().expect("reason");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
     assert!(reason.contains("budget_exceeded"), "{reason}");
     assert_eq!(mock.requests().len(), 1, "no call past the budget");
     assert!(events_of(&doc, "tool_call").is_empty());
@@ -175,7 +175,7 @@ fn a_guest_that_grows_past_its_memory_cap_fails_saying_so() {
     let dir = wasm_agent(d.dir.path(), "hog", "hog", &lines);
     let doc = run(&d, &dir, "\"go\"", &[]);
     assert_eq!(doc["status"], "failed", "{doc:#}");
-    let reason = doc["reason"].as_str().expect("reason");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
     assert!(reason.contains("memory cap exceeded"), "{reason}");
     assert!(reason.contains("the cap is 8 MiB"), "{reason}");
 }
