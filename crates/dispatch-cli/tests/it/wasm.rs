@@ -257,3 +257,25 @@ fn a_bad_component_is_refused_at_build_in_one_line() {
     .expect("Agentfile");
     assert!(build(&d).contains("FROM dispatch/wasm needs a COMPONENT"));
 }
+
+#[test]
+fn a_component_that_is_not_a_dispatch_guest_fails_its_run_in_one_line() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([]));
+    let dir = wasm_agent(d.dir.path(), "empty", "spin", &model_line(&mock));
+    // A valid component that exports nothing.
+    std::fs::write(
+        dir.join("components/guest.wasm"),
+        wat::parse_str("(component)").expect("component"),
+    )
+    .expect("component");
+    let doc = run(&d, &dir, "\"go\"", &[]);
+    assert_eq!(doc["status"], "failed", "{doc:#}");
+    let reason = doc["state"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("cannot instantiate the component components/guest.wasm")
+            && reason.contains("dispatch:courier/guest@0.0.1"),
+        "{reason}"
+    );
+    assert!(!reason.contains('\n'), "{reason}");
+}

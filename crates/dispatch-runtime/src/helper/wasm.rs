@@ -90,7 +90,8 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         .find(|f| f.path == component.path);
     let sha = entry.map(|f| f.sha256.clone()).unwrap_or_default();
     let path = ctx.parcel.files_dir().join(&component.path);
-    let cache = layout.parcels().join(".wasm-cache");
+    // Compiled components, by SHA-256 and engine (reused by later runs).
+    let cache = layout.root().join("cache").join("wasm");
     let compiled = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || crate::wasm::load(&path, &sha, &cache)).await

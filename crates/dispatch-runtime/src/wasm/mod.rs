@@ -12,8 +12,8 @@
 //!   events, billing and budgets.
 //!
 //! One engine per process; compiled components are kept by SHA-256 in
-//! memory (a worker compiles each once) and on disk next to the parcels
-//! (a helper process reuses the compilation of an earlier run).
+//! memory (a worker compiles each once) and on disk under the runtime's
+//! `cache/wasm/` (a helper process reuses the compilation of an earlier run).
 
 pub(crate) mod guest;
 
