@@ -122,11 +122,11 @@ mod tests {
     #[test]
     fn headers_tell_components_from_modules_and_other_files() {
         assert!(check_header(b"\0asm\x0d\0\x01\0rest").is_ok());
-        let module = check_header(b"\0asm\x01\0\0\0").unwrap_err();
+        let module = check_header(b"\0asm\x01\0\0\0").expect_err("a module");
         assert!(module.contains("core WebAssembly module"), "{module}");
-        let text = check_header(b"(component)").unwrap_err();
+        let text = check_header(b"(component)").expect_err("text");
         assert!(text.contains("is text"), "{text}");
-        let junk = check_header(&[0xff, 0xfe, 0, 1, 2, 3, 4, 5, 6]).unwrap_err();
+        let junk = check_header(&[0xff, 0xfe, 0, 1, 2, 3, 4, 5, 6]).expect_err("junk");
         assert!(junk.contains("not a WebAssembly binary"), "{junk}");
         assert!(check_header(b"").is_err());
     }
