@@ -6,8 +6,9 @@
 //! first line (`date +%s%N`, the baseline); `run --detach` of a native
 //! agent → its first request at the mock; `run --detach` of a WASM agent
 //! (the test guest `answer.wat`, whose first act is a model call) → its
-//! first request at the mock, and its `guest_started` event (the store made,
-//! the component instantiated, the export entered). The first WASM run
+//! first request at the mock, and its first instruction: the `guest_started`
+//! event's `at_us` (the store made, the component instantiated, its export
+//! about to be entered). The first WASM run
 //! compiles the component (Cranelift) and keeps the compilation next to
 //! the parcels; it is reported alone.
 
@@ -102,8 +103,8 @@ pub fn main(dispatch: &Path, args: &[String]) {
         let _ = cmd(&["wait", &id]).status();
         (got.map(|at| at.saturating_sub(t0) as f64 / 1e3), id)
     };
-    // The guest's `guest_started` event, ms after `t0_ms`.
-    let entered = |id: &str, t0_ms: i64| -> Option<f64> {
+    // The guest's `guest_started` event, ms after `t0_us`.
+    let entered = |id: &str, t0_us: u64| -> Option<f64> {
         let out = cmd(&["inspect-run", id, "--format", "json"])
             .output()
             .ok()?;
@@ -112,13 +113,13 @@ pub fn main(dispatch: &Path, args: &[String]) {
             .as_array()?
             .iter()
             .find(|e| e["type"] == "guest_started")
-            .and_then(|e| e["at"].as_i64())
-            .map(|at| (at - t0_ms) as f64)
+            .and_then(|e| e["data"]["at_us"].as_u64())
+            .map(|at| at.saturating_sub(t0_us) as f64 / 1e3)
     };
     // The first WASM run compiles the component.
-    let t0_ms = dispatch_core::now_ms();
+    let t0 = now_us();
     let (cold, cold_id) = to_mock(&wasm);
-    let cold_entered = entered(&cold_id, t0_ms);
+    let cold_entered = entered(&cold_id, t0);
     let (mut proc_start, mut native_start, mut wasm_start, mut wasm_entered) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..n + 3 {
@@ -132,7 +133,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
             .unwrap_or_default();
         let ran = log.lines().find_map(|l| l.trim().parse::<u64>().ok());
         let (n_at, _) = to_mock(&native);
-        let t0_ms = dispatch_core::now_ms();
+        let t0 = now_us();
         let (w_at, w_id) = to_mock(&wasm);
         if i < 3 {
             continue;
@@ -142,7 +143,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
         }
         native_start.extend(n_at);
         wasm_start.extend(w_at);
-        wasm_entered.extend(entered(&w_id, t0_ms));
+        wasm_entered.extend(entered(&w_id, t0));
     }
     let base = pct(proc_start.clone(), 0.5);
     println!("| measurement | p50 | p99 | × process |\n|---|---|---|---|");
@@ -168,7 +169,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
         wasm_start,
     );
     row(
-        "`run --detach` → WASM guest entered (`guest_started`, ms resolution)",
+        "`run --detach` → WASM guest's first instruction (its export entered: `guest_started`)",
         wasm_entered,
     );
     println!(

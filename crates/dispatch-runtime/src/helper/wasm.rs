@@ -348,11 +348,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         let mut saved = false;
         let mut tick = tokio::time::interval(TICK);
         let entered = async {
-            if entered_rx.await.is_ok() {
-                // The guest's first instruction: `--detach` → here is what
-                // the bench measures against a process agent's start.
-                let at = now_ms();
-                let event = NewEvent::new("guest_started", attempt, at, json!({}));
+            if let Ok(us) = entered_rx.await {
+                // The guest's first export entered (µs since the epoch): what
+                // `dispatch-bench wasm` measures against a process agent's start.
+                let at = i64::try_from(us / 1_000).unwrap_or(i64::MAX);
+                let event = NewEvent::new("guest_started", attempt, at, json!({"at_us": us}));
                 let _ = store.append_events(&run_id, &[event]).await;
             }
             std::future::pending::<()>().await
@@ -376,6 +376,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                 _ = guard.notify.notified() => break Outcome::Stopped,
                 Some(()) = recv(&mut term) => break Outcome::Stopped,
                 Some(()) = recv(&mut int) => break Outcome::Stopped,
+                _ = &mut entered => {}
                 Some(ask) = ask_rx.recv() => {
                     // Answered while the run is watched: a stop or a
                     // timeout drops the call in flight.
@@ -407,7 +408,6 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                         Err(outcome) => break outcome,
                     }
                 }
-                _ = &mut entered => {}
                 _ = tick.tick() => {
                     watch.tick(store).await;
                     if let Some(Verdict::TimedOut(reason)) = watch.verdict.clone() {

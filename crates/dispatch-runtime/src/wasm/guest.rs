@@ -260,13 +260,14 @@ fn done(answer: Result<MemoryAnswer, String>) -> Result<bool, String> {
 }
 
 /// Starts the guest's turn on a thread of its own; its end arrives on the
-/// receiver. `started` is told when the guest's first export is entered.
+/// receiver. `started` is told when the guest's first export is entered
+/// (microseconds since the epoch).
 pub(crate) fn spawn(
     component: Component,
     grant: Grant,
     call: Call,
     asks: mpsc::Sender<Ask>,
-    started: oneshot::Sender<()>,
+    started: oneshot::Sender<u64>,
 ) -> Result<oneshot::Receiver<GuestEnd>, String> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
@@ -311,7 +312,7 @@ fn run(
     grant: Grant,
     call: Call,
     asks: mpsc::Sender<Ask>,
-    started: oneshot::Sender<()>,
+    started: oneshot::Sender<u64>,
 ) -> GuestEnd {
     let engine = component.engine().clone();
     let wasi = match wasi(&grant) {
@@ -345,7 +346,8 @@ fn run(
         Ok(g) => g,
         Err(e) => return classify(&store, e, true),
     };
-    let _ = started.send(());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let _ = started.send(now.map_or(0, |d| d.as_micros() as u64));
     let exports = guest.dispatch_courier_guest();
     let mut session = call.session;
     if call.open {
