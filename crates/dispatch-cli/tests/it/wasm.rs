@@ -279,3 +279,52 @@ fn a_component_that_is_not_a_dispatch_guest_fails_its_run_in_one_line() {
     );
     assert!(!reason.contains('\n'), "{reason}");
 }
+
+#[test]
+fn a_wasm_agents_turns_are_kept_in_its_session() {
+    let d = Dispatch::new();
+    let mut script = echo_then_answer().as_array().expect("steps").clone();
+    script.extend(echo_then_answer().as_array().expect("steps").clone());
+    let mock = Mock::start(Value::Array(script));
+    let dir = wasm_agent(d.dir.path(), "wasm-agent", "answer", &model_line(&mock));
+    let a = dir.to_str().expect("utf-8");
+    for turn in ["\"first\"", "\"second\""] {
+        let out = d.run(&["run", a, "--session", "alice", "--job", turn]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let db = rusqlite::Connection::open(d.root().join("dispatch.db")).expect("open db");
+    let (data, version): (String, i64) = db
+        .query_row(
+            "SELECT data, version FROM sessions WHERE key LIKE '%alice'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the session's record");
+    assert_eq!(version, 2, "{data}");
+    let data: Value = serde_json::from_str(&data).expect("JSON");
+    let said: Vec<(&str, &str)> = data["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or(""),
+                m["content"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("user", "first"),
+            ("assistant", "The echo said hi."),
+            ("user", "second"),
+            ("assistant", "The echo said hi.")
+        ],
+        "{data}"
+    );
+}
