@@ -8,7 +8,7 @@
 //! start. `-z pack-relative-relocs` stores them as `DT_RELR` (glibc ≥ 2.36,
 //! binutils ≥ 2.38): a few kilobytes instead of ~1.4 MB of `Elf64_Rela`
 //! entries for the loader to read. The pages the relocations write stay
-//! the cost of ASLR; BENCHMARKS.md ("PIE again") measures it side by side
+//! the cost of ASLR; docs/benchmarks-history.md ("PIE again") measures it side by side
 //! with the position-dependent build of the fifteenth session.
 //!
 //! The packed form is used only when the linker accepts it (probed once at

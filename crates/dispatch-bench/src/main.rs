@@ -77,6 +77,7 @@ mod isolation;
 mod mock_llm;
 mod native;
 mod parcel;
+mod policy;
 mod rates;
 mod resources;
 mod service;
@@ -226,6 +227,11 @@ fn main() {
         waits::main(&dispatch, &args[2..]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("policy") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        policy::main(&dispatch, &args[2..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("rates") {
         rates::main(&args[2..]);
         return;
@@ -272,7 +278,7 @@ fn main() {
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
         eprintln!(
-            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|parcel|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
+            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|parcel|policy|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
         );
         std::process::exit(2);
     }

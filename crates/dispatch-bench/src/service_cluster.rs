@@ -27,7 +27,9 @@ pub fn main(dispatch: &Path, args: &[String]) {
         .build()
         .expect("runtime");
     let Some(db) = rt.block_on(TestDatabase::create()) else {
-        eprintln!("PostgreSQL is not reachable (see README: PostgreSQL for development and tests)");
+        eprintln!(
+            "PostgreSQL is not reachable (see docs/guide/contributing.md: PostgreSQL for development and tests)"
+        );
         std::process::exit(2);
     };
     let dir = tempfile::tempdir().expect("tempdir");

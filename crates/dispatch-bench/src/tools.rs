@@ -75,6 +75,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         http: reqwest_client(),
         sandbox: None,
         spawn_hook: None,
+        gate: None,
     }
 }
 

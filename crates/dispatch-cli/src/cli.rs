@@ -95,6 +95,8 @@ pub enum Command {
     Token(crate::commands::token::TokenArgs),
     /// The skills a parcel bundles: ls, inspect.
     Skill(crate::commands::skill::SkillArgs),
+    /// Policies on runs and tool calls: test one against an input.
+    Policy(crate::commands::policy::PolicyArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -125,6 +127,11 @@ pub enum InternalCommand {
     RunRecord { id: String },
     /// A helper started ahead of its run: it reads the run's id from stdin.
     RunStandby,
+    /// Print a reference page of the book, generated from the code.
+    Reference {
+        #[arg(value_enum)]
+        page: crate::commands::reference::Page,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

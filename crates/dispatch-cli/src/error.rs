@@ -1,13 +1,5 @@
-//! The binary's errors and exit codes.
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | success (for `run` and `wait`: the run succeeded) |
-//! | 1–255 | for `run` (foreground) and `wait`: the run's exit code; 1 when it ended without one |
-//! | 1 | for `eval`: a case failed, passed less than `--min-pass-rate` of its repeats, or regressed against `--baseline` |
-//! | 2 | usage error: unknown flag, missing argument |
-//! | 124 | `wait --timeout-ms` expired before the run ended |
-//! | 125 | dispatch could not do what was asked: bad input, unknown or ambiguous id, finished run, locked or unreadable database |
+//! The binary's errors and exit codes ([`EXIT_CODES`]; the book's exit-code
+//! reference page is generated from it).
 
 use std::fmt;
 
@@ -17,6 +9,17 @@ use dispatch_store::StoreError;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_WAIT_TIMEOUT: i32 = 124;
 pub const EXIT_DISPATCH: i32 = 125;
+
+/// Every exit code of the binary and what it means.
+#[rustfmt::skip]
+pub const EXIT_CODES: &[(&str, &str)] = &[
+    ("0", "success; for `run` (foreground) and `wait`, the run succeeded"),
+    ("1–255", "`run` (foreground) and `wait`: the run's own exit code (128+N when it was killed by signal N; 1 when it ended without one)"),
+    ("1", "`eval`: a case failed, passed less often than `--min-pass-rate`, or regressed against `--baseline`; `images --verify`: a parcel was modified"),
+    ("2", "usage error: an unknown flag, a missing argument"),
+    ("124", "`wait --timeout-ms` expired before the run ended"),
+    ("125", "Dispatch could not do what was asked: bad input (a missing path, a malformed Agentfile, a non-JSON payload), an unknown or ambiguous run id, stopping a finished run, a locked or unreadable database, a missing or unhealthy `REQUIRES` dependency, a session in use, a replay without `--allow-side-effects`, a server that refused the request"),
+];
 
 /// One line for the user and the exit code that goes with it.
 #[derive(Debug)]

@@ -185,6 +185,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Ui(a) => ui::ui(ctx, &a).await,
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Skill(a) => skill::skill(ctx, &a),
+        Command::Policy(a) => policy::policy(&a),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -197,5 +198,6 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
             internal::run_record_cmd(ctx, &id).await
         }
         Command::Internal(InternalCommand::RunStandby) => internal::run_standby_cmd(ctx).await,
+        Command::Internal(InternalCommand::Reference { page }) => reference::reference(page),
     }
 }

@@ -37,7 +37,7 @@ mod tool;
 mod upstream;
 mod workflow;
 
-pub use directives::DIRECTIVES;
+pub use directives::{DIRECTIVES, reference_markdown};
 pub use upstream::REFUSED;
 
 pub use eval::EVAL_DIR;

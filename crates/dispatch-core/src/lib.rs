@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod component;
 pub mod concurrency;
 pub mod cron;
+pub mod environment;
 pub mod event;
 pub mod id;
 pub mod isolation;

@@ -60,6 +60,9 @@ pub enum RuntimeError {
     /// tool's schema, or given with a denial); nothing was recorded.
     #[error("{0}")]
     BadDecision(String),
+    /// The policy refused the run, or could not be loaded (fail closed).
+    #[error("{0}")]
+    Policy(String),
 }
 
 pub type RuntimeResult<T> = Result<T, RuntimeError>;

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod native;
 pub mod objects;
 pub mod os;
+pub mod policy_gate;
 pub mod probe;
 pub mod prune;
 pub mod reconcile;

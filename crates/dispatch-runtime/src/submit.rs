@@ -101,6 +101,8 @@ pub struct Submission {
     extras: RunExtras,
     parcel: Parcel,
     force: bool,
+    /// The policy's decision, recorded on the run once it exists.
+    policy_event: Option<Value>,
 }
 
 impl Submission {
@@ -142,6 +144,21 @@ pub fn prepare_for(
     }
     probe::probe_all(&parcel.manifest.requires)?;
     let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    // The policy decides before anything is written; what it changes of
+    // the run applies as if the caller had asked for it.
+    let trigger = opts.trigger.unwrap_or(match req.origin_id {
+        Some(_) => dispatch_core::Trigger::Restart,
+        None => dispatch_core::Trigger::Manual,
+    });
+    let passed = crate::policy_gate::gate_local(layout, &parcel, operation, trigger, &req.payload)?;
+    let modified;
+    let opts = match passed.as_ref().and_then(|p| p.modify.as_ref()) {
+        Some(m) => {
+            modified = crate::policy_gate::apply(opts, &parcel.manifest, m);
+            &modified
+        }
+        None => opts,
+    };
     let mut brief = Brief::assemble(&parcel, operation, req.payload.clone());
     if parcel.manifest.courier == Courier::Agent {
         native_checks(&parcel, &mut brief, opts)?;
@@ -184,6 +201,7 @@ pub fn prepare_for(
         extras,
         parcel,
         force: opts.force,
+        policy_event: passed.map(|p| p.event),
     })
 }
 
@@ -199,13 +217,18 @@ pub async fn create<S: Store + ?Sized>(
         extras,
         parcel,
         force,
+        policy_event,
     } = sub;
+
     // A run holding the session or key may have lost its helper: reconcile
     // it, and try once more if that ended it.
     for _ in 0..2 {
         let holder = match store.create_run_with(&new, &extras, !force).await {
             Ok(Created::Existing(run)) => run,
-            Ok(created) => return Ok((created, parcel, extras)),
+            Ok(created) => {
+                record_policy(store, &new.id, &policy_event).await?;
+                return Ok((created, parcel, extras));
+            }
             Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
             Err(e) => return Err(e.into()),
         };
@@ -216,7 +239,24 @@ pub async fn create<S: Store + ?Sized>(
         }
     }
     let created = store.create_run_with(&new, &extras, !force).await?;
+    if !matches!(created, Created::Existing(_)) {
+        record_policy(store, &new.id, &policy_event).await?;
+    }
     Ok((created, parcel, extras))
+}
+
+/// The policy's decision, as the run's `policy` event.
+async fn record_policy<S: Store + ?Sized>(
+    store: &S,
+    run: &dispatch_core::RunId,
+    event: &Option<Value>,
+) -> RuntimeResult<()> {
+    if let Some(data) = event {
+        let at = dispatch_core::time::now_ms();
+        let e = dispatch_core::event::NewEvent::new("policy", 0, at, data.clone());
+        store.append_events(run, &[e]).await?;
+    }
+    Ok(())
 }
 
 /// A native agent: the environment's model overrides go into the brief, and

@@ -13,6 +13,7 @@ mod a2a;
 mod builtin;
 mod builtin_state;
 mod edit;
+mod gate;
 mod http;
 mod local;
 pub mod powers;
@@ -35,6 +36,7 @@ use crate::mcp::{McpConfig, McpServer};
 use crate::provider::{ToolCall, ToolSpec};
 
 pub use builtin::{Memory, Messenger};
+pub use gate::{GateAsk, GateDecision, ToolGate};
 pub(crate) use local::die_with_parent;
 pub use sandbox::Sandbox;
 
@@ -133,6 +135,8 @@ pub struct ToolContext<'a> {
     /// Called on every LOCAL tool's command before it is spawned (the run's
     /// `RESOURCES`: its control groups and rlimits).
     pub spawn_hook: Option<SpawnHook>,
+    /// The policy asked before every call (none: every call is allowed).
+    pub gate: Option<Arc<dyn ToolGate>>,
 }
 
 impl ToolContext<'_> {
@@ -551,6 +555,61 @@ impl Tools for ToolBox<'_> {
             let mut o = ToolOutcome::error(format!("error: {reason}; not run"));
             o.stop = Some(reason);
             return with_meta(o);
+        }
+        let decision = self.ctx.gate.as_ref().map(|g| {
+            g.decide(&GateAsk {
+                tool: &e.spec.name,
+                kind: e.decl.kind.as_str(),
+                arguments: &args,
+                risk: Some(e.decl.risk().as_str()),
+                approval: e.decl.approval().as_str(),
+            })
+        });
+        let needs_person = matches!(
+            e.decl.approval(),
+            ApprovalPolicy::Always | ApprovalPolicy::Confirm
+        );
+        match decision {
+            Some(GateDecision::Deny(reasons)) => {
+                let mut o = ToolOutcome::error(format!(
+                    "error: the policy denies this call: {reasons}; not run"
+                ));
+                o.meta.insert(
+                    "policy".into(),
+                    json!({"decision": "deny", "reasons": reasons}),
+                );
+                return with_meta(o);
+            }
+            Some(GateDecision::RequireApproval(reasons)) => {
+                return with_meta(match self.approve(e, args, &call.id).await {
+                    Ok((args, fields, edit)) => {
+                        let mut outcome = self.run(e, args, &call.id).await;
+                        outcome.meta.extend(fields);
+                        outcome.note = edit
+                            .map(|edit| dispatch_core::redact::mask(&edit.note(), &self.ctx.mask));
+                        outcome.meta.insert(
+                            "policy".into(),
+                            json!({"decision": "require_approval", "reasons": reasons}),
+                        );
+                        outcome
+                    }
+                    Err(outcome) => outcome,
+                });
+            }
+            Some(GateDecision::AutoApprove(rules)) if needs_person => {
+                // Approved by the rule: recorded as its decision, nobody asked.
+                let mut outcome = self.run(e, args, &call.id).await;
+                outcome.meta.insert(
+                    "approval".into(),
+                    json!({"policy": e.decl.approval().as_str(), "decision": "approve", "by": format!("policy rule: {rules}")}),
+                );
+                outcome.meta.insert(
+                    "policy".into(),
+                    json!({"decision": "auto_approve", "rules": rules}),
+                );
+                return with_meta(outcome);
+            }
+            _ => {}
         }
         let args = match e.decl.approval() {
             ApprovalPolicy::Never => args,

@@ -143,6 +143,7 @@ where
         http: reqwest_client(),
         sandbox: None,
         spawn_hook: None,
+        gate: None,
     };
     let started = ToolBox::start(&decls, ctx).await;
     let result = match started {

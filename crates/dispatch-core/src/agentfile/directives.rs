@@ -71,3 +71,57 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",
         "RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min"),
 ];
+
+/// The book's Agentfile reference page (`docs/reference/agentfile.md`), as
+/// Markdown: every directive of [`DIRECTIVES`], the Dockerfile words that
+/// mean another directive here, and the directives refused with their reason.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Agentfile directives\n\n<!-- Generated from crates/dispatch-core/src/agentfile/directives.rs by `dispatch internal reference agentfile`; do not edit. -->\n\n\
+         One directive per line; a line starting with `#` is a comment; a line ending in `\\` continues on the next. \
+         Directive names are case-insensitive. The [Agentfile guide](../guide/agentfile.md) shows them together, \
+         and [upstream compatibility](../agentfile-compat.md) maps upstream Dispatch's meaning onto ours.\n\n\
+         | directive | expects | at most once | example |\n|---|---|---|---|\n",
+    );
+    for (name, what, example) in DIRECTIVES {
+        let once = if super::SINGLE.contains(name) {
+            "yes"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{name}` | {} | {once} | `{}` |\n",
+            cell(what),
+            cell(example)
+        ));
+    }
+    out.push_str("\n## Dockerfile words\n\nUnknown here; the error names the directive that means it:\n\n| word | use |\n|---|---|\n");
+    for (from, to) in super::ALIASES {
+        out.push_str(&format!("| `{from}` | `{to}` |\n"));
+    }
+    out.push_str("\n## Refused\n\nUpstream directives Dispatch cannot honour are refused at build, naming the line:\n\n| directive | why |\n|---|---|\n");
+    for (name, why) in super::REFUSED {
+        out.push_str(&format!("| `{name}` | {} |\n", cell(why)));
+    }
+    out
+}
+
+/// A table cell: pipes escaped, and `<`/`>` outside code spans written as
+/// entities (Markdown would take `<n>` for an HTML tag).
+fn cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut code = false;
+    for c in text.chars() {
+        match c {
+            '`' => {
+                code = !code;
+                out.push(c);
+            }
+            '|' => out.push_str("\\|"),
+            '<' if !code => out.push_str("&lt;"),
+            '>' if !code => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -472,7 +472,7 @@ pub(super) fn tool_limit(kind: &str, value: &str) -> Option<Result<(&'static str
                     format!("LIMIT TOOL_CALLS must be a whole number above zero, got `{value}`")
                 }),
         ),
-        "TOOL_OUTPUT" => Some(parse_size(value).map(|n| ("LIMIT TOOL_OUTPUT", n)).ok_or_else(
+        "TOOL_OUTPUT" => Some(crate::isolation::parse_size(value).map(|n| ("LIMIT TOOL_OUTPUT", n)).ok_or_else(
             || {
                 format!(
                     "LIMIT TOOL_OUTPUT must be a size above zero like `64KB` or `1MB`, got `{value}`"
@@ -481,23 +481,6 @@ pub(super) fn tool_limit(kind: &str, value: &str) -> Option<Result<(&'static str
         )),
         _ => None,
     }
-}
-
-/// `4096`, `64KB`, `64KiB`, `1MB` (1024-based, as sizes of text are).
-fn parse_size(value: &str) -> Option<u64> {
-    let upper = value.trim().to_ascii_uppercase();
-    let (digits, unit) = match upper.find(|c: char| !c.is_ascii_digit() && c != '_') {
-        Some(i) => upper.split_at(i),
-        None => (upper.as_str(), ""),
-    };
-    let n = parse_u64(digits)?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "KIB" | "K" => 1024,
-        "MB" | "MIB" | "M" => 1024 * 1024,
-        _ => return None,
-    };
-    n.checked_mul(factor).filter(|n| *n > 0)
 }
 
 #[cfg(test)]
@@ -509,12 +492,15 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(parse_size("64KB"), Some(65_536));
-        assert_eq!(parse_size("1mb"), Some(1_048_576));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("0"), None);
-        assert_eq!(parse_size("lots"), None);
+    fn tool_output_sizes_read_as_every_other_size() {
+        // One size parser: `1G` means the same here as in RESOURCES.
+        let parse = crate::isolation::parse_size;
+        assert_eq!(parse("64KB"), Some(65_536));
+        assert_eq!(parse("1mb"), Some(1_048_576));
+        assert_eq!(parse("1G"), Some(1 << 30));
+        assert_eq!(parse("4096"), Some(4096));
+        assert_eq!(parse("0"), None);
+        assert_eq!(parse("lots"), None);
     }
 
     #[test]

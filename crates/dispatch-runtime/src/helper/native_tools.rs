@@ -221,6 +221,7 @@ pub(super) fn context<'a>(
         http: crate::native::client().clone(),
         sandbox: None, // set by `start` (TOOL_SANDBOX)
         spawn_hook: None,
+        gate: crate::policy_gate::tool_gate(layout, run, parcel),
     }
 }
 

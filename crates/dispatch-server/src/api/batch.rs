@@ -39,6 +39,7 @@ fn at(i: usize, mut e: ApiError) -> ApiError {
         (status = 201, description = "every run, in the order asked", body = super::schemas::CreatedRuns),
         (status = 400, description = "`bad_request`: a bad body or item (its index named), more than 1,000 runs, or none; `missing_secret`, `ambiguous_id` as for createRun", body = super::schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = super::schemas::Error),
+        (status = 403, description = "`forbidden`: the server's policy denies an item (its index named); `cross_origin`: sent by a page of another origin", body = super::schemas::Error),
         (status = 404, description = "`parcel_not_found` or `run_not_found` for an item (its index named)", body = super::schemas::Error),
         (status = 409, description = "`session_busy`: a live run holds an item's session", body = super::schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 32 MiB", body = super::schemas::Error),
@@ -75,6 +76,7 @@ pub async fn create_batch(
     let patience = state.patience();
     let mut batch = Vec::with_capacity(items.len());
     let mut briefs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut decisions: Vec<Option<serde_json::Value>> = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::new();
     let mut parcels = super::create::Parcels::new();
     for (i, item) in items.iter().enumerate() {
@@ -93,6 +95,7 @@ pub async fn create_batch(
         if seen.insert(p.brief.0.clone()) {
             briefs.push(p.brief);
         }
+        decisions.push(p.policy_event);
         batch.push(BatchItem {
             new: p.new,
             extras: p.extras,
@@ -128,12 +131,13 @@ pub async fn create_batch(
         })
         .await?;
     let mut runs = Vec::with_capacity(created.len());
-    for (c, item) in created.iter().zip(&batch) {
+    for ((c, item), decision) in created.iter().zip(&batch).zip(decisions) {
         let (run, deduplicated) = match c {
             Created::New(run) => (run, false),
             Created::Existing(run) => (run, true),
         };
         if !deduplicated {
+            super::policy::record(&state, &run.id, decision).await?;
             after_enqueue(&state, &patience, run, &item.options).await?;
         }
         let mut doc = run_json(run);

@@ -205,6 +205,7 @@ impl CreateRun {
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the server's policy denies the run (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`; `run_not_found`: no run matches `parent_id`", body = schemas::Error),
         (status = 409, description = "`session_busy`: a live run holds the session", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
@@ -234,6 +235,9 @@ pub async fn create(
     let (new, extras, options) = (ready.new, ready.extras, ready.options);
     let created = enqueue(&state, &patience, &new, &extras, &options, ready.dedupe).await?;
     let deduplicated = matches!(created, Created::Existing(_));
+    if !deduplicated {
+        super::policy::record(&state, &new.id, ready.policy_event).await?;
+    }
     let run = match created {
         Created::New(run) | Created::Existing(run) => run,
     };
@@ -280,6 +284,8 @@ pub(super) struct Prepared {
     pub options: QueueOptions,
     pub dedupe: bool,
     pub brief: (String, Vec<u8>),
+    /// The policy's decision, recorded on the run once it is stored.
+    pub policy_event: Option<serde_json::Value>,
 }
 
 /// Checks `req` (one 400 line per mistake) and makes its run: parcel found
@@ -288,7 +294,7 @@ pub(super) struct Prepared {
 pub(super) async fn prepare(
     state: &AppState,
     patience: &Patience,
-    req: CreateRun,
+    mut req: CreateRun,
     traceparent: Option<String>,
     parcels: &mut Parcels,
 ) -> ApiResult<Prepared> {
@@ -328,7 +334,11 @@ pub(super) async fn prepare(
         )));
     }
     let payload = req.payload.clone().unwrap_or_else(|| json!({}));
-    let reliability = req.reliability(&parcel, operation, &payload)?;
+    let passed = super::policy::gate(state, &parcel, operation, &mut req, &payload)?;
+    let mut reliability = req.reliability(&parcel, operation, &payload)?;
+    if let Some(m) = passed.as_ref().and_then(|p| p.modify.as_ref()) {
+        super::policy::lower_limits(&mut reliability.policy, m);
+    }
     // A native agent's keys are the workers' (read where the model is called);
     // what needs no key is checked now: a cost limit needs known prices.
     dispatch_runtime::submit::check_native_without_keys(&parcel, &reliability.policy)?;
@@ -390,6 +400,7 @@ pub(super) async fn prepare(
         options,
         dedupe: !req.force,
         brief,
+        policy_event: passed.map(|p| p.event),
     })
 }
 

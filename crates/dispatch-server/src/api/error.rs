@@ -8,7 +8,7 @@ use dispatch_runtime::RuntimeError;
 use dispatch_store::StoreError;
 use serde_json::json;
 
-/// The stable error codes, as documented in the README and the OpenAPI document.
+/// The stable error codes, as documented in docs/guide/http-api.md and the OpenAPI document.
 pub mod codes {
     /// 400: the request is malformed (bad JSON, a bad parameter).
     pub const BAD_REQUEST: &str = "bad_request";
@@ -307,6 +307,7 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Parcel(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PARCEL),
             RuntimeError::BadDecision(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            RuntimeError::Policy(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
             RuntimeError::BadSession(_)
             | RuntimeError::Agent(_)
             | RuntimeError::Resources(_)

@@ -149,17 +149,20 @@ fn every_operation_has_an_id_parameters_and_answers_with_schemas() {
 }
 
 #[test]
-fn the_readme_lists_every_error_code_with_its_status() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
+fn the_http_api_guide_lists_every_error_code_with_its_status() {
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/guide/http-api.md"
+    ))
+    .expect("docs/guide/http-api.md");
     for (code, status, _) in codes::ALL {
         let row = readme
             .lines()
             .find(|l| l.starts_with(&format!("| `{code}` |")))
-            .unwrap_or_else(|| panic!("README's error-code table lacks `{code}`"));
+            .unwrap_or_else(|| panic!("docs/guide/http-api.md's error-code table lacks `{code}`"));
         assert!(
             row.contains(&format!("| {status}")),
-            "README says {row:?} for `{code}`, the server answers {status}"
+            "docs/guide/http-api.md says {row:?} for `{code}`, the server answers {status}"
         );
     }
 }

@@ -1,0 +1,93 @@
+//! The policy gate in front of `POST /v1/runs` and its batch (see
+//! `dispatch_runtime::policy_gate`): the server's policy file
+//! (`DISPATCH_POLICY`, else `policy.rego` in its state directory) decides
+//! before anything is stored; a denial is `403 forbidden` naming the
+//! reason. The policy is read again when the file changes; a change that
+//! does not load leaves the last good policy in force, and the server's
+//! log says so.
+
+use std::collections::BTreeMap;
+
+use dispatch_core::Operation;
+use dispatch_core::RunId;
+use dispatch_core::parcel::Parcel;
+use dispatch_core::policy::RunPolicy;
+use dispatch_policy::Modify;
+use dispatch_policy::input::Who;
+use dispatch_runtime::policy_gate::{self, Passed, RunAsk};
+use serde_json::Value;
+
+use super::AppState;
+use super::create::CreateRun;
+use super::error::{ApiError, ApiResult};
+
+/// Asks the policy about `req`; applies its labels and model to `req`.
+pub(super) fn gate(
+    state: &AppState,
+    parcel: &Parcel,
+    operation: Operation,
+    req: &mut CreateRun,
+    payload: &Value,
+) -> ApiResult<Option<Passed>> {
+    let Some(path) = policy_gate::policy_file(&state.layout) else {
+        return Ok(None);
+    };
+    let loaded = policy_gate::cached(&path)?;
+    let labels: BTreeMap<String, String> = req
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect();
+    let ask = RunAsk {
+        who: Who {
+            name: "api".into(),
+            kind: "token",
+        },
+        parcel,
+        operation,
+        trigger: "manual",
+        labels,
+        payload,
+    };
+    let passed = policy_gate::check_run(&loaded, &ask)?;
+    if let Some(m) = &passed.modify {
+        for (k, v) in &m.labels {
+            req.labels
+                .retain(|l| l != k && !l.starts_with(&format!("{k}=")));
+            req.labels.push(format!("{k}={v}"));
+        }
+        if let Some(model) = &m.model {
+            req.model = Some(model.clone());
+        }
+    }
+    Ok(Some(passed))
+}
+
+/// The policy's budgets, where lower than the run's.
+pub(super) fn lower_limits(policy: &mut RunPolicy, m: &Modify) {
+    if let Some(cap) = m.limit_tokens {
+        let now = policy.limits.max_tokens;
+        policy.limits.max_tokens = Some(now.map_or(cap, |n| n.min(cap)));
+    }
+    if let Some(cap) = m.limit_cost_usd {
+        let now = policy.limits.max_cost_usd;
+        policy.limits.max_cost_usd = Some(now.map_or(cap, |n| n.min(cap)));
+    }
+}
+
+/// Records the decision on the run it let through.
+pub(super) async fn record(state: &AppState, run: &RunId, event: Option<Value>) -> ApiResult<()> {
+    let Some(data) = event else {
+        return Ok(());
+    };
+    let at = dispatch_core::time::now_ms();
+    let e = dispatch_core::event::NewEvent::new("policy", 0, at, data);
+    state
+        .store
+        .append_events(run, &[e])
+        .await
+        .map_err(ApiError::from)
+}
