@@ -368,19 +368,19 @@ fn pending_tool_calls(conv: &Conversation) -> Option<Vec<ToolCall>> {
 }
 
 /// One completed call.
-struct Call {
-    model: ResolvedModel,
-    response: ModelResponse,
-    event: Value,
-    usage: Usage,
-    cost: Option<f64>,
+pub(crate) struct Call {
+    pub(crate) model: ResolvedModel,
+    pub(crate) response: ModelResponse,
+    pub(crate) event: Value,
+    pub(crate) usage: Usage,
+    pub(crate) cost: Option<f64>,
     /// The provider reported no usage: `usage` is estimated.
-    estimated: bool,
+    pub(crate) estimated: bool,
 }
 
 /// Why spending `extra_in` more input and `extra_out` more output tokens would
 /// cross a hard budget (`model`'s price for cost).
-fn over_budget(
+pub(crate) fn over_budget(
     cfg: &LoopConfig,
     used: &Usage,
     extra_in: u64,
@@ -410,7 +410,7 @@ fn over_budget(
 /// Calls the models in order until one answers. Every request sent is
 /// recorded first (`model_call_sent`), then billed once it ends, into
 /// `used` too (see [`crate::billing`]).
-async fn call_chain(
+pub(crate) async fn call_chain(
     cfg: &LoopConfig,
     conv: &Conversation,
     tools: &dyn Tools,

@@ -12,6 +12,7 @@ pub mod cassette_tools;
 pub mod cli;
 pub mod conversation;
 pub mod gemini;
+pub mod guest_step;
 pub mod mcp;
 pub mod mock;
 pub mod openai;

@@ -52,6 +52,8 @@
 //!
 //! `dispatch-bench mock-llm`: the scripted mock model server (see `mock_llm.rs`);
 //! `dispatch-bench native`: the native agent courier's targets (see `native.rs`).
+//! `dispatch-bench wasm [--n N]`: a WASM agent's start beside a process
+//! agent's and a native agent's (see `wasm.rs`).
 
 use dispatch_core::EventKind;
 use std::path::{Path, PathBuf};
@@ -85,6 +87,7 @@ mod telemetry;
 mod tools;
 mod ui;
 mod waits;
+mod wasm;
 mod workflow;
 mod workflow_cluster;
 
@@ -158,6 +161,11 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("native") {
         native::main(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("wasm") && dispatch.is_file() {
+        let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
+        wasm::main(&dispatch, &args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some("eval") && dispatch.is_file() {

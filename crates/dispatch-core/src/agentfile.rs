@@ -149,8 +149,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("EXPOSE", "LISTEN"),
 ];
 
-const COURIERS: &str =
-    "process, agent (alias native, dispatch/native[:tag]), noop, image <ref>, workflow";
+const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), dispatch/wasm[:tag], noop, image <ref>, workflow";
 const MAX_NAME_LEN: usize = 128;
 
 /// Parses an Agentfile. Never panics; the first problem is returned with its line.
@@ -253,6 +252,7 @@ impl Parser {
             concurrency: None,
             mounts: Default::default(),
             advisory: Default::default(),
+            component: None,
         };
         let (copies, skills, prompts) = (Vec::new(), Vec::new(), Vec::new());
         let (identity, soul) = (None, None);
@@ -391,6 +391,12 @@ impl Parser {
                     self.from_line = line;
                     self.af.manifest.courier = Courier::Agent;
                 }
+                // A native agent whose loop is a WebAssembly component.
+                c if crate::component::is_wasm_courier(c) => {
+                    self.from_line = line;
+                    self.af.manifest.courier = Courier::Agent;
+                    self.af.manifest.component = Some(Default::default());
+                }
                 c => {
                     return Err(format!(
                         "unknown courier `{c}` (hint: known couriers: {COURIERS})"
@@ -431,6 +437,16 @@ impl Parser {
                     ));
                 }
                 self.af.copies.push(parse_copy(&args, line, rest)?);
+            }
+            "COMPONENT" => {
+                let [file] = args.as_slice() else {
+                    return Err(expected(key, rest));
+                };
+                let src = lex::norm_rel(file).map_err(|p| {
+                    format!("COMPONENT `{file}` {p} (hint: the component must be inside the directory that holds the Agentfile)")
+                })?;
+                let copy = crate::component::parse(self.af.manifest.component.as_mut(), src, line)?;
+                self.af.copies.push(copy);
             }
             "MOUNT" => {
                 let key = upstream::mount(&mut self.af.manifest.mounts, rest, &args)?;
@@ -721,6 +737,17 @@ impl Parser {
             ));
         }
         upstream::check(&af, self.memory_tool_line)?;
+        if af
+            .manifest
+            .component
+            .as_ref()
+            .is_some_and(|c| c.path.is_empty())
+        {
+            return Err(AgentfileError::new(
+                self.from_line,
+                "FROM dispatch/wasm needs a COMPONENT (hint: `COMPONENT components/agent.wasm`, a WebAssembly component built against dispatch:courier@0.0.1)",
+            ));
+        }
         let m = &af.manifest;
         listen::check_secrets(m, self.listen_secret_line, self.listen_signature_line)?;
         secret::check_scopes(m, &self.secret_to_lines)?;

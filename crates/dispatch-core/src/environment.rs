@@ -109,6 +109,7 @@ pub const ENVIRONMENT: &[Var] = &[
     agent("DISPATCH_RUN_ID", "the run's id"),
     agent("DISPATCH_SESSION_FILE", "the bound session's file, kept across the session's runs"),
     agent("DISPATCH_STATE_DIR", "persistent data of the parcel, kept across runs"),
+    agent("DISPATCH_TOOL_INPUT", "a LOCAL tool's arguments as text, as in `TOOL_INPUT` (upstream Dispatch's name for it)"),
     test("DISPATCH_TEST_PG", "the PostgreSQL admin URL the tests create their databases with (default `postgres://postgres@127.0.0.1:5432/test`)"),
     test("DISPATCH_TEST_STALL", "fault injection: stalls a worker's runtime (`N` or `NxK`), to test lease renewal"),
 ];

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod agentfile;
 pub mod brief;
 pub mod checkpoint;
+pub mod component;
 pub mod concurrency;
 pub mod cron;
 pub mod environment;

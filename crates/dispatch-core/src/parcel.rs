@@ -311,6 +311,9 @@ pub struct Manifest {
         skip_serializing_if = "crate::parcel_meta::Advisory::is_empty"
     )]
     pub advisory: crate::parcel_meta::Advisory,
+    /// `FROM dispatch/wasm`: the agent's loop is this WebAssembly component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<crate::component::Component>,
 }
 
 /// A parcel on disk.

@@ -83,6 +83,7 @@ pub(crate) fn build(context: &Path, parcels_root: &Path) -> Result<Parcel, Parce
     let ctx = fs::canonicalize(&dir).map_err(io_err("cannot resolve build context", &dir))?;
     let skills = crate::parcel_skill::resolve(&mut af, &ctx).map_err(af_err)?;
     crate::parcel_tools::load_schemas(&mut af, &ctx).map_err(af_err)?;
+    crate::component::check(&af, &ctx).map_err(af_err)?;
     fs::create_dir_all(parcels_root)
         .map_err(io_err("cannot create parcels directory", parcels_root))?;
     let root = fs::canonicalize(parcels_root).map_err(io_err("cannot resolve", parcels_root))?;

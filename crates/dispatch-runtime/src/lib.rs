@@ -39,6 +39,7 @@ pub mod snapshot;
 pub mod stop;
 pub mod submit;
 pub mod suspend;
+pub(crate) mod wasm;
 pub mod workflow;
 pub mod workspace;
 

@@ -65,10 +65,12 @@ pub(super) async fn run(
             let (prog, args) = program_and_args(program, using, executable);
             let mut env: Vec<(OsString, OsString)> = env
                 .iter()
-                .filter(|(k, _)| k != "TOOL_INPUT")
+                .filter(|(k, _)| k != "TOOL_INPUT" && k != "DISPATCH_TOOL_INPUT")
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect();
             env.push(("TOOL_INPUT".into(), input.clone().into()));
+            // Upstream Dispatch's name for it.
+            env.push(("DISPATCH_TOOL_INPUT".into(), input.clone().into()));
             let request = LaunchRequest {
                 program: prog,
                 args,
@@ -111,6 +113,8 @@ pub(super) async fn run(
             command
                 .current_dir(&ctx.work_dir)
                 .env("TOOL_INPUT", &input)
+                // Upstream Dispatch's name for it.
+                .env("DISPATCH_TOOL_INPUT", &input)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

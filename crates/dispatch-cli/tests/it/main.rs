@@ -111,6 +111,8 @@ mod suggestions;
 mod tls;
 mod token_scopes;
 mod upstream_corpus;
+mod wasm;
+mod wasm_cluster;
 mod worker_scale;
 mod workflow;
 mod workflow_remote;

@@ -481,7 +481,7 @@ const REFUSALS: &[(&str, usize, &str)] = &[
     (
         "COMPONENT components/a.wasm",
         4,
-        "COMPONENT packages a WebAssembly component",
+        "COMPONENT is for WASM agents",
     ),
     (
         "TEST tool:report",

@@ -24,9 +24,15 @@ pub(super) fn check_agent(
         ));
     }
     if models.is_empty() {
+        let from = match m.component {
+            Some(_) => "FROM dispatch/wasm",
+            None => "FROM agent",
+        };
         return Err(AgentfileError::new(
             from_line,
-            "FROM agent needs a MODEL (hint: `MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY`)",
+            format!(
+                "{from} needs a MODEL (hint: `MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY`)"
+            ),
         ));
     }
     if !m.command.is_empty() {

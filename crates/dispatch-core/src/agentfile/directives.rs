@@ -3,7 +3,7 @@
 /// Every directive: its name, what it expects, and an example line.
 #[rustfmt::skip]
 pub const DIRECTIVES: &[(&str, &str, &str)] = &[
-    ("FROM", "a courier (`process`, `agent`, `noop`, `image <ref>`)", "FROM process"),
+    ("FROM", "a courier (`process`, `agent`, `dispatch/wasm`, `noop`, `image <ref>`)", "FROM process"),
     ("NAME", "a name", "NAME my-agent"),
     ("VERSION", "a version", "VERSION 1.0.0"),
     ("LABEL", "key=value pairs", "LABEL team=research"),
@@ -28,6 +28,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("VISIBILITY", "`open` or `opaque` (advisory)", "VISIBILITY open"),
     ("ROUTING", "`balanced`, `deep` or `fast` (advisory)", "ROUTING balanced"),
     ("FRAMEWORK", "a name and optional VERSION, TARGET (advisory)", "FRAMEWORK adk-rust VERSION 0.5.0"),
+    ("COMPONENT", "a WebAssembly component file (with `FROM dispatch/wasm`)", "COMPONENT components/agent.wasm"),
     ("COMPACTION", "a number of events and an optional OVERLAP (advisory)", "COMPACTION 200 OVERLAP 32"),
     ("TIMEOUT", "[RUN|STEP|LLM|TOOL] and a duration", "TIMEOUT RUN 30m"),
     ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",

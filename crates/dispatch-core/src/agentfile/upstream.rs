@@ -18,16 +18,10 @@ use crate::state::Operation;
 
 /// Upstream directives Dispatch cannot honour, and why (each refused at
 /// build, naming its line).
-pub const REFUSED: &[(&str, &str)] = &[
-    (
-        "COMPONENT",
-        "COMPONENT packages a WebAssembly component for `FROM dispatch/wasm`, which Dispatch does not run (hint: build the agent as `FROM agent`, or run your program with `FROM process` and COMMAND)",
-    ),
-    (
-        "TEST",
-        "TEST tool:<alias> smoke tests are not supported (hint: write an EVAL case file whose case calls the tool, and run it with `dispatch eval`)",
-    ),
-];
+pub const REFUSED: &[(&str, &str)] = &[(
+    "TEST",
+    "TEST tool:<alias> smoke tests are not supported (hint: write an EVAL case file whose case calls the tool, and run it with `dispatch eval`)",
+)];
 
 /// The instruction-file directive `key` names (with its arguments), if any.
 pub(super) fn document(

@@ -387,7 +387,10 @@ async fn one_attempt<S: Store + ?Sized>(
         if let Some(turn) = turn {
             turn.agent_started();
         }
-        let ended = super::native::attempt(store, layout, run, log, &ctx).await;
+        let ended = match parcel.manifest.component {
+            Some(_) => super::wasm::attempt(store, layout, run, log, &ctx).await,
+            None => super::native::attempt(store, layout, run, log, &ctx).await,
+        };
         super::shared::push_state(store, run, &prepared, layout, state, log).await;
         return ended;
     }

@@ -24,6 +24,9 @@ mod session_file;
 mod shared;
 mod shell;
 pub(crate) mod slot;
+mod wasm;
+mod wasm_serve;
+mod wasm_session;
 mod watch;
 
 use dispatch_core::EventKind;

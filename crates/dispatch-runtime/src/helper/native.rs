@@ -89,7 +89,7 @@ pub fn loop_config(
     })
 }
 
-fn ended(end: End) -> Ended {
+pub(super) fn ended(end: End) -> Ended {
     Ended {
         end,
         checkpoint: None,
@@ -97,7 +97,7 @@ fn ended(end: End) -> Ended {
     }
 }
 
-fn fail(reason: String) -> Transition {
+pub(super) fn fail(reason: String) -> Transition {
     Transition::Fail {
         reason,
         exit_code: None,
@@ -509,7 +509,7 @@ fn wait_event(pending: &dispatch_agent::PendingApproval, now: i64) -> Value {
 }
 
 /// `value` with every secret masked (what the store keeps of a model's words).
-fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+pub(super) fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
     value: &T,
     secrets: &[String],
 ) -> T {
@@ -522,7 +522,7 @@ fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
         .unwrap_or_else(|| value.clone())
 }
 
-fn failure(reason: String) -> AttemptFailure {
+pub(super) fn failure(reason: String) -> AttemptFailure {
     AttemptFailure {
         reason,
         exit_code: None,
@@ -536,7 +536,7 @@ enum Outcome {
     TimedOut(String),
 }
 
-async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+pub(super) async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -545,7 +545,7 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 
 /// Saves the conversation as the session's next version. Another run that
 /// saved in between wins the race for its turn; this turn is appended after it.
-async fn save_session<S: Store + ?Sized>(
+pub(super) async fn save_session<S: Store + ?Sized>(
     store: &S,
     key: &str,
     conv: &Conversation,
@@ -593,23 +593,23 @@ async fn save_session<S: Store + ?Sized>(
 }
 
 /// Where the loop's results go: the run's events, log and calls directory.
-struct RunSink<'a, S: ?Sized> {
+pub(super) struct RunSink<'a, S: ?Sized> {
     store: &'a S,
     run_id: RunId,
     attempt: u32,
     log: Option<std::fs::File>,
     calls: PathBuf,
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
-    checkpoint: Option<Value>,
+    pub(super) checkpoint: Option<Value>,
     /// The call sent and not recorded yet (its `model_call_sent`), and the
     /// bytes of answer it got so far.
-    in_flight: Option<(Value, usize)>,
+    pub(super) in_flight: Option<(Value, usize)>,
     /// The parcel's `RATE_LIMIT`s.
-    rates: super::native_rate::Limits,
+    pub(super) rates: super::native_rate::Limits,
 }
 
 /// How many bytes at the end of `text` could begin a secret (held back).
@@ -630,7 +630,7 @@ fn held_back(text: &str, secrets: &[String]) -> usize {
 }
 
 impl<'a, S: Store + ?Sized> RunSink<'a, S> {
-    fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
+    pub(super) fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -669,7 +669,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
     }
 
     /// Ends the streamed text's line in the log.
-    fn end_text(&mut self) {
+    pub(super) fn end_text(&mut self) {
         let rest = std::mem::take(&mut self.pending);
         self.emit(mask(&rest, &self.secrets));
         if !self.at_line_start
