@@ -17,6 +17,7 @@
 //!   `openai` package (installed into a venv under the bench directory),
 //!   pointed at the same mock: start cost and memory per run, as ratios.
 
+use dispatch_test_support::http;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -389,11 +390,11 @@ fn sse_latency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: us
         let out = client(&["run", agent.to_str().expect("utf-8"), "--detach"]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let before = mock.requests().len();
-        let Ok(resp) = ureq::get(&format!("http://{host}/v1/runs/{id}/events")).call() else {
+        let Ok(resp) = http::get(&format!("http://{host}/v1/runs/{id}/events")).call() else {
             continue;
         };
         let mut seen = None;
-        for line in BufReader::new(resp.into_body().into_reader())
+        for line in BufReader::new(resp.into_reader())
             .lines()
             .map_while(Result::ok)
         {

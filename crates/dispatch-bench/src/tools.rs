@@ -19,6 +19,7 @@
 //! Needs the release build of the workspace (`dispatch-mcp-fixture` beside
 //! this program).
 
+use dispatch_test_support::http;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -332,10 +333,10 @@ fn approval_latency(dispatch: &Path, n: usize) {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let get = |path: &str| -> Value {
-        ureq::get(&format!("http://{host}{path}"))
+        http::get(&format!("http://{host}{path}"))
             .call()
             .ok()
-            .and_then(|r| r.into_body().read_to_string().ok())
+            .and_then(|r| r.into_string().ok())
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null)
     };
@@ -352,9 +353,9 @@ fn approval_latency(dispatch: &Path, n: usize) {
             .flatten()
             .collect();
         let body = json!({"decision": "approve", "by": "bench"});
-        let answered = ureq::post(&format!("http://{host}/v1/runs/{id}/approvals/stamp-1"))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
+        let answered = http::post(&format!("http://{host}/v1/runs/{id}/approvals/stamp-1"))
+            .set("content-type", "application/json")
+            .send_string(&body.to_string())
             .map(|_| now_ns())
             .expect("decided");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -5,6 +5,7 @@
 //!   deadline, never a fixed sleep.
 //! - [`testdb`]: a fresh PostgreSQL database per test, dropped after it.
 //! - [`proxy`]: a fault-injecting TCP proxy (partition, outage, heal).
+//! - [`http`]: plain blocking HTTP requests, on the workspace's client.
 //!
 //! A dev-dependency of the production crates (they ship none of this); a
 //! normal dependency of `dispatch-bench` only, whose benchmarks create
@@ -14,6 +15,7 @@
 //! documented `dispatch-bench mock-llm` command and the
 //! `dispatch-mcp-fixture` binary serve them to users.
 
+pub mod http;
 pub mod proxy;
 pub mod testdb;
 mod wait;

@@ -19,7 +19,7 @@ pub async fn script(script: Value) -> MockServer {
 
 /// POSTs `body` to `{base_url}{path}` (`path`: `/chat/completions` or `/messages`).
 pub async fn post(m: &MockServer, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+    dispatch_http::fallback()
         .post(format!("{}{path}", m.base_url()))
         .json(body)
         .send()
