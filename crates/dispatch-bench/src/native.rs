@@ -1,7 +1,7 @@
 //! `dispatch-bench native [--dispatch PATH] [--database-url URL] [--runs N]
 //! [--latency N] [--sse N] [--python]`: the native agent courier's targets,
 //! against the release binary and the scripted mock model server
-//! (`dispatch_agent::mock`) on loopback.
+//! (`dispatch_test_support::mock`) on loopback.
 //!
 //! - Start: `dispatch run --detach` of a native agent → the mock receives its
 //!   first request (p50, p99), beside the cost of spawning `true` and of a
@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{PgStore, RunFilter, RunStore};
+use dispatch_test_support::mock::{MockServer, Script};
 use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 

@@ -150,14 +150,7 @@ async fn local(n: usize) {
 }
 
 fn fixture() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("this program");
-    let path = exe.with_file_name("dispatch-mcp-fixture");
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build --release --workspace",
-        path.display()
-    );
-    path
+    dispatch_test_support::mock::mcp::fixture_program()
 }
 
 async fn mcp(n: usize) {
@@ -278,13 +271,13 @@ fn approval_latency(dispatch: &Path, n: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    let script: dispatch_agent::mock::Script = serde_json::from_value(json!({
+    let script: dispatch_test_support::mock::Script = serde_json::from_value(json!({
         "fallback": {"kind": "rounds", "tool_rounds": 1, "tool_name": "stamp", "text": "done"},
         "record_bodies": false,
     }))
     .expect("script");
     let mock = rt
-        .block_on(dispatch_agent::mock::MockServer::start(script))
+        .block_on(dispatch_test_support::mock::MockServer::start(script))
         .expect("mock");
     let stamps = dir.path().join("stamps");
     std::fs::create_dir_all(&stamps).expect("stamps");

@@ -6,11 +6,11 @@
 
 use crate::mock_common;
 
-use dispatch_agent::mock::{DEFAULT_REPLY, Step};
+use dispatch_test_support::mock::{DEFAULT_REPLY, Step};
 use mock_common::{anthropic_request, mock, openai_request, post, script};
 use serde_json::{Value, json};
 
-async fn openai_text(m: &dispatch_agent::mock::MockServer, req: &Value) -> Value {
+async fn openai_text(m: &dispatch_test_support::mock::MockServer, req: &Value) -> Value {
     let v: Value = post(m, "/chat/completions", req)
         .await
         .json()

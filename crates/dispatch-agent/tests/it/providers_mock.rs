@@ -2,12 +2,12 @@
 //! mock model server on loopback (which speaks the providers' wire formats).
 
 use dispatch_agent::anthropic::Anthropic;
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, Provider, ProviderError,
     ProviderKind,
 };
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::json;
 
 async fn mock(steps: serde_json::Value) -> MockServer {

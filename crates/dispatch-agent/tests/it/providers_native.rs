@@ -6,13 +6,13 @@
 
 use dispatch_agent::anthropic::Anthropic;
 use dispatch_agent::gemini::Gemini;
-use dispatch_agent::mock::{MockServer, Received, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::openai_responses::OpenAiResponses;
 use dispatch_agent::{
     Delta, Effort, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
     ProviderError, ProviderKind, Reasoning, Thinking, TokenUsage, ToolSpec,
 };
+use dispatch_test_support::mock::{MockServer, Received, Script};
 use serde_json::{Value, json};
 
 async fn mock(steps: Value) -> MockServer {

@@ -5,12 +5,12 @@
 //! that is not a stream (a captive portal's page).
 
 use dispatch_agent::anthropic::Anthropic;
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::{
     Delta, Exchange, Flow, Message, ModelRequest, ModelResponse, Provider, ProviderError,
     ProviderKind,
 };
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 async fn mock(steps: Value) -> MockServer {

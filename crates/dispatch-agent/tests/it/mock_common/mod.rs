@@ -3,7 +3,7 @@
 //! its events (so a stray byte in the wire format fails the test).
 #![allow(dead_code)]
 
-use dispatch_agent::mock::{MockServer, Script};
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 /// A mock serving `steps` (as JSON), then the default fallback.
