@@ -18,6 +18,12 @@
 //! The caller adds what is its own (redirect policy, read timeouts, a DNS
 //! resolver) on the returned builder. [`blocking`] runs requests for callers
 //! that are plain functions, whatever runtime they are in.
+//!
+//! A crate of its own rather than a module of the lowest crate every user
+//! depends on (that would be `dispatch-agent`, which the API client and the
+//! CLI's remote mode have no use for; `dispatch-core` stays free of I/O):
+//! a leaf that depends on no dispatch crate, so `dispatch-test-support` —
+//! which may depend on no production crate — builds its requests here too.
 
 pub mod blocking;
 
