@@ -84,7 +84,7 @@ async fn a_stream_without_message_stop_or_with_an_error_event_fails() {
 #[test]
 fn tool_results_become_user_messages_and_roles_merge() {
     let p = Anthropic::new(
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some("http://127.0.0.1:9/v1/".into()),
         Some("sk-ant".into()),
     );

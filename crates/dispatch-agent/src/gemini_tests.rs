@@ -91,7 +91,7 @@ async fn max_tokens_is_length_a_cut_stream_and_an_error_chunk_are_errors() {
 #[test]
 fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
     let p = Gemini::new(
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some("https://generativelanguage.googleapis.com".into()),
         None,
     );
@@ -100,7 +100,7 @@ fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
     let pasted = Gemini::new(
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some("http://127.0.0.1:9/v1beta/models/gemini-2.5-pro:generateContent".into()),
         None,
     );

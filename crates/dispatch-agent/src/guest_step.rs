@@ -6,6 +6,7 @@
 //! the run (a budget, a refused request) says why as the [`LoopEnd`] the
 //! loop would have ended with.
 
+use dispatch_core::RunEvent;
 use dispatch_core::event::Usage;
 use serde_json::json;
 
@@ -48,17 +49,19 @@ pub async fn complete(
     event["call"] = json!(conv.calls);
     let name = &call.model.model.name;
     let mut events = vec![
-        ("model_call", event),
-        (
-            "usage",
-            billing::usage_event(name, call.usage, call.cost, call.estimated),
-        ),
+        RunEvent::ModelCall(event),
+        RunEvent::Usage(billing::usage_event(
+            name,
+            call.usage,
+            call.cost,
+            call.estimated,
+        )),
     ];
     let mut failed = None;
     if call.response.finish_reason == FinishReason::Length {
         let (warning, fail) =
             crate::truncation::truncated(name, cfg.max_output_tokens, cfg.allow_truncation);
-        events.push(("warning", warning));
+        events.push(RunEvent::Warning(warning));
         failed = fail;
     }
     if let Err(e) = sink.record(events).await {

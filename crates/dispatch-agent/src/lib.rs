@@ -1,7 +1,8 @@
 //! The native agent courier (`FROM agent`): the model loop runs inside
 //! Dispatch. This crate holds the providers (one file each, behind the narrow
 //! [`provider::Provider`] trait), prompt assembly, model resolution, the
-//! loop itself, and a scripted mock model server for tests and benchmarks.
+//! loop itself. (The scripted mock model server the tests and benchmarks
+//! talk to is `dispatch_test_support::mock`: this crate ships no mocks.)
 
 pub mod a2a;
 pub mod agent_loop;
@@ -14,7 +15,6 @@ pub mod conversation;
 pub mod gemini;
 pub mod guest_step;
 pub mod mcp;
-pub mod mock;
 pub mod openai;
 pub mod openai_responses;
 pub mod prompt;

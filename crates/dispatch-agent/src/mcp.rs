@@ -340,7 +340,7 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     use rmcp::transport::streamable_http_client::StreamableHttpError;
     // The HTTP client's own error is not linked as a source; it says more.
     if let Some(StreamableHttpError::Client(client)) =
-        e.downcast_ref::<StreamableHttpError<reqwest_mcp::Error>>()
+        e.downcast_ref::<StreamableHttpError<reqwest::Error>>()
     {
         return causes(client);
     }
@@ -357,12 +357,12 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A streamable-HTTP transport sending `config.headers` with every request.
-/// Its client speaks TLS through rustls with ring and the webpki roots, and
-/// follows no redirects (so the headers never travel to another origin).
+/// Its client is the workspace's (`dispatch_http`: rustls with ring, the
+/// webpki roots and `DISPATCH_CACERT`), and follows no redirects (so the headers never travel to another origin).
 fn http_transport(
     config: &McpConfig,
     url: &str,
-) -> Result<StreamableHttpClientTransport<reqwest_mcp::Client>, String> {
+) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
     let name = &config.name;
     let mut headers = HashMap::new();
     for (header, value) in &config.headers {
@@ -376,17 +376,9 @@ fn http_transport(
         header_value.set_sensitive(true);
         headers.insert(header_name, header_value);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("MCP server `{name}`: TLS setup failed: {e}"))?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
-    let client = reqwest_mcp::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest_mcp::redirect::Policy::none())
+    let client = dispatch_http::builder("mcp")
+        .map_err(|e| format!("MCP server `{name}`: {e}"))?
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("MCP server `{name}`: HTTP client setup failed: {e}"))?;

@@ -147,7 +147,7 @@ data: {"type":"response.incomplete","response":{"status":"incomplete","incomplet
 
 #[test]
 fn the_body_carries_instructions_input_items_tools_and_reasoning() {
-    let p = OpenAiResponses::new(reqwest::Client::new(), None, Some("sk-x".into()));
+    let p = OpenAiResponses::new(dispatch_http::fallback(), None, Some("sk-x".into()));
     assert_eq!(p.url(), "https://api.openai.com/v1/responses");
     let req = ModelRequest {
         model: "o4-mini".into(),

@@ -118,7 +118,7 @@ async fn a_cut_stream_and_non_json_data_are_protocol_errors() {
 fn the_request_body_carries_system_tools_calls_and_results() {
     let p = OpenAi::new(
         ProviderKind::Openai,
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         None,
         Some("sk-x".into()),
     );

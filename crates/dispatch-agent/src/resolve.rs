@@ -300,7 +300,7 @@ pub fn provider_for(m: &ResolvedModel, client: &reqwest::Client) -> Box<dyn Prov
 
 /// The URL and exact JSON body `m`'s provider would send for `req` (no key: keys travel in headers).
 pub fn wire_request(m: &ResolvedModel, req: &crate::provider::ModelRequest) -> (String, Value) {
-    let client = reqwest::Client::new();
+    let client = dispatch_http::fallback();
     let base = m.model.base_url.clone();
     match m.model.provider {
         ProviderKind::Anthropic => {

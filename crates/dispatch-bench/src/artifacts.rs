@@ -8,6 +8,7 @@
 //! so nothing is skipped as already stored. Prints a Markdown table of
 //! medians.
 
+use dispatch_test_support::http;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,8 +35,8 @@ pub fn main(args: &[String]) {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
         std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
     }
-    ureq::put(&format!("{}/bench", moto.endpoint))
-        .send_empty()
+    http::put(&format!("{}/bench", moto.endpoint))
+        .call()
         .expect("the bucket is created");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +164,7 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/moto-api/", moto.endpoint))
+        while http::get(&format!("{}/moto-api/", moto.endpoint))
             .call()
             .is_err()
         {

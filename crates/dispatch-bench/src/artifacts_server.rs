@@ -8,6 +8,7 @@
 //! servers on one throwaway database, in process; rounds interleaved.
 //! Prints a Markdown table of medians (MB/s = MiB/s).
 
+use dispatch_test_support::http;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,8 +41,8 @@ pub fn main(args: &[String]) {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
         std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
     }
-    ureq::put(&format!("{}/bench", moto.endpoint))
-        .send_empty()
+    http::put(&format!("{}/bench", moto.endpoint))
+        .call()
         .expect("the bucket is created");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -169,10 +170,10 @@ async fn serve(
 /// One whole download, read and hashed by the client.
 fn download(base: &str, path: &str, size: usize, sha: &str) -> Duration {
     let t = Instant::now();
-    let response = ureq::get(&format!("{base}{path}"))
+    let response = http::get(&format!("{base}{path}"))
         .call()
         .expect("the artifact downloads");
-    let mut reader = response.into_body().into_reader();
+    let mut reader = response.into_reader();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0usize;

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use dispatch_agent::cassette;
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_agent::{Flow, ModelRequest, Provider, ProviderKind};
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 pub fn main(dispatch: &Path, args: &[String]) {

@@ -1,6 +1,6 @@
 //! `dispatch-bench mock-llm [--port N] [--script FILE] [--reply TEXT]
 //! [--delay-ms N] [--tool-rounds N]`: the scripted mock model server
-//! (`dispatch_agent::mock`) as a process, for newcomers without a key and for
+//! (`dispatch_test_support::mock`) as a process, for newcomers without a key and for
 //! benchmarks. Prints its base URL (`http://127.0.0.1:PORT/v1`) as the one
 //! line on stdout and serves until SIGTERM or Ctrl-C; everything else goes
 //! to stderr. Exit codes: 0 stopped by a signal, 1 could not serve, 2 bad
@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use dispatch_agent::mock::{MockServer, Script, Step};
+use dispatch_test_support::mock::{MockServer, Script, Step};
 
 const USAGE: &str = "usage: dispatch-bench mock-llm [--port N] [--script FILE] [--reply TEXT] [--delay-ms N] [--tool-rounds N]";
 

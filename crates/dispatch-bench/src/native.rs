@@ -1,7 +1,7 @@
 //! `dispatch-bench native [OPTIONS]` (`--help` lists them): the native
 //! agent courier's targets,
 //! against the release binary and the scripted mock model server
-//! (`dispatch_agent::mock`) on loopback.
+//! (`dispatch_test_support::mock`) on loopback.
 //!
 //! - Start: `dispatch run --detach` of a native agent → the mock receives its
 //!   first request (p50, p99), beside the cost of spawning `true` and of a
@@ -17,15 +17,16 @@
 //!   `openai` package (installed into a venv under the bench directory),
 //!   pointed at the same mock: start cost and memory per run, as ratios.
 
+use dispatch_test_support::http;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{PgStore, RunFilter, RunStore};
+use dispatch_test_support::mock::{MockServer, Script};
 use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
@@ -508,11 +509,11 @@ fn sse_latency(
         let out = client(&["run", agent.to_str().expect("utf-8"), "--detach"]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let before = mock.requests().len();
-        let Ok(resp) = ureq::get(&format!("http://{host}/v1/runs/{id}/events")).call() else {
+        let Ok(resp) = http::get(&format!("http://{host}/v1/runs/{id}/events")).call() else {
             continue;
         };
         let mut seen = None;
-        for line in BufReader::new(resp.into_body().into_reader())
+        for line in BufReader::new(resp.into_reader())
             .lines()
             .map_while(Result::ok)
         {

@@ -19,6 +19,7 @@
 //! Needs the release build of the workspace (`dispatch-mcp-fixture` beside
 //! this program).
 
+use dispatch_test_support::http;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -151,14 +152,7 @@ async fn local(n: usize) {
 }
 
 fn fixture() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("this program");
-    let path = exe.with_file_name("dispatch-mcp-fixture");
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build --release --workspace",
-        path.display()
-    );
-    path
+    dispatch_test_support::mock::mcp::fixture_program()
 }
 
 async fn mcp(n: usize) {
@@ -279,13 +273,13 @@ fn approval_latency(dispatch: &Path, n: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    let script: dispatch_agent::mock::Script = serde_json::from_value(json!({
+    let script: dispatch_test_support::mock::Script = serde_json::from_value(json!({
         "fallback": {"kind": "rounds", "tool_rounds": 1, "tool_name": "stamp", "text": "done"},
         "record_bodies": false,
     }))
     .expect("script");
     let mock = rt
-        .block_on(dispatch_agent::mock::MockServer::start(script))
+        .block_on(dispatch_test_support::mock::MockServer::start(script))
         .expect("mock");
     let stamps = dir.path().join("stamps");
     std::fs::create_dir_all(&stamps).expect("stamps");
@@ -334,10 +328,10 @@ fn approval_latency(dispatch: &Path, n: usize) {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let get = |path: &str| -> Value {
-        ureq::get(&format!("http://{host}{path}"))
+        http::get(&format!("http://{host}{path}"))
             .call()
             .ok()
-            .and_then(|r| r.into_body().read_to_string().ok())
+            .and_then(|r| r.into_string().ok())
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null)
     };
@@ -354,9 +348,9 @@ fn approval_latency(dispatch: &Path, n: usize) {
             .flatten()
             .collect();
         let body = json!({"decision": "approve", "by": "bench"});
-        let answered = ureq::post(&format!("http://{host}/v1/runs/{id}/approvals/stamp-1"))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
+        let answered = http::post(&format!("http://{host}/v1/runs/{id}/approvals/stamp-1"))
+            .set("content-type", "application/json")
+            .send_string(&body.to_string())
             .map(|_| now_ns())
             .expect("decided");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dispatch_agent::mock::{MockServer, Script};
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::json;
 
 const GUEST: &str = include_str!("../../dispatch-cli/tests/it/wasm_guests/answer.wat");

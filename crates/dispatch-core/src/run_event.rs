@@ -154,6 +154,8 @@ run_events! {
     Wake = "wake",
     /// A service's wake was skipped.
     WakeSkipped = "wake_skipped",
+    /// A WASM agent's guest was entered (`at_us`, on the guest's thread).
+    GuestStarted = "guest_started",
     /// The policy's decision on creating the run (`decision`, `who`, `modify`, `policy_sha256`).
     Policy = "policy",
 }

@@ -1,7 +1,7 @@
 //! Dependency probes: each `REQUIRES NAME URL` is checked before a run is
-//! created. `http://` URLs get a GET that must answer 2xx; anything else
-//! (including `https://`, as no TLS client is built in) a TCP connect to the
-//! URL's host and port (or the scheme's well-known port).
+//! created. `http://` and `https://` URLs get a GET that must answer 2xx
+//! (through the workspace's HTTP client, `dispatch_http`); anything else a
+//! TCP connect to the URL's host and port (or the scheme's well-known port).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -36,8 +36,7 @@ pub fn probe(req: &Requirement) -> Result<(), ProbeError> {
     };
     let url = url::Url::parse(&req.url).map_err(|e| fail(format!("not a valid URL ({e})")))?;
     match url.scheme() {
-        "http" => probe_http(&url).map_err(fail),
-        // No TLS client is built in: an https dependency gets the TCP check.
+        "http" | "https" => probe_http(&url).map_err(fail),
         _ => probe_tcp(&url).map_err(fail),
     }
 }
@@ -81,16 +80,34 @@ fn probe_tcp(url: &url::Url) -> Result<(), String> {
 }
 
 fn probe_http(url: &url::Url) -> Result<(), String> {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(PROBE_TIMEOUT))
-        .http_status_as_error(false)
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    match agent.get(url.as_str()).call() {
-        Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(format!("unhealthy (HTTP {})", resp.status())),
-        Err(e) => Err(format!("unreachable ({e})")),
+    let client = dispatch_http::builder("probe")
+        .and_then(|b| {
+            b.timeout(PROBE_TIMEOUT)
+                .build()
+                .map_err(dispatch_http::HttpError::Build)
+        })
+        .map_err(|e| format!("not checkable: {e}"))?;
+    match dispatch_http::blocking::send(client.get(url.as_str())) {
+        Ok(resp) if (200..300).contains(&resp.status) => Ok(()),
+        Ok(resp) => Err(format!("unhealthy (HTTP {})", resp.status)),
+        Err(Some(e)) => Err(format!("unreachable ({})", causes(&e))),
+        Err(None) => Err("unreachable (the request failed)".into()),
     }
+}
+
+/// `e` and its causes on one line (reqwest's own message names no cause).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

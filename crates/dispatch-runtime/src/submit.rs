@@ -267,6 +267,9 @@ async fn record_policy<S: Store + ?Sized>(
 /// the models it will call must have their keys here, and prices under
 /// `LIMIT COST`, before anything runs.
 fn native_checks(parcel: &Parcel, brief: &mut Brief, opts: &SubmitOptions) -> RuntimeResult<()> {
+    if let Some(problem) = crate::native::client_problem() {
+        return Err(RuntimeError::Agent(problem.to_string()));
+    }
     let env = |k: &str| std::env::var(k).ok();
     if let Some(llm) = opts.model.context(env)? {
         brief.context["llm"] = llm;

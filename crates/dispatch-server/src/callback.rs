@@ -54,16 +54,17 @@ const BATCH: usize = 16;
 
 /// Delivers due callbacks until `stop` completes: any server with the secret
 /// takes its share of the outbox. On PostgreSQL (`pg`), a finished run's
-/// notification wakes it; otherwise it polls.
+/// notification wakes it; otherwise it polls. `http` is
+/// [`callback_guard::client`]'s, for `policy`.
 pub async fn dispatcher(
     store: SharedStore,
     pg: Option<PgStore>,
     secret: String,
+    http: reqwest::Client,
     policy: CallbackPolicy,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let http = callback_guard::client(policy);
     let mut listener = None;
     loop {
         if listener.is_none()

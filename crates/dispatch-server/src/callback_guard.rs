@@ -150,18 +150,18 @@ impl Resolve for Guarded {
     }
 }
 
-/// The client callbacks are sent with: rustls, the [`Guarded`] resolver, no
-/// redirects, no proxy.
-pub fn client(policy: CallbackPolicy) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+/// The client callbacks are sent with: the workspace's (`dispatch_http`:
+/// rustls, the built-in roots and `DISPATCH_CACERT`), the [`Guarded`]
+/// resolver, no redirects, no proxy. When `DISPATCH_CACERT` cannot be used
+/// the error says why (the server refuses to start).
+pub fn client(policy: CallbackPolicy) -> Result<reqwest::Client, dispatch_http::HttpError> {
+    dispatch_http::builder("callback")?
         .timeout(Duration::from_secs(30))
-        .user_agent("dispatch-callback")
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .dns_resolver(Arc::new(Guarded { policy }))
         .build()
-        .expect("a client with the built-in TLS roots always builds")
+        .map_err(dispatch_http::HttpError::Build)
 }
 
 #[cfg(test)]

@@ -1,28 +1,21 @@
-//! A small blocking client for the API (`http://` and `https://`), on
-//! `reqwest` with rustls: the CLI's remote mode and the tests use it. A body
-//! may be read incrementally (logs follow, events).
+//! A small blocking client for the API (`http://` and `https://`), on the
+//! workspace's one HTTP client (`dispatch-http`: reqwest with rustls): the
+//! CLI's remote mode and the tests use it. A body may be read incrementally
+//! (logs follow, events).
 //!
 //! Blocking, because its callers are: the CLI's remote commands are plain
 //! functions reading `std::io::Read` bodies, called from inside the CLI's
-//! current-thread runtime. `reqwest::blocking` refuses to run there, so the
-//! requests run on one small runtime thread of this module's own
-//! ([`runtime`]) and the caller waits for them by parking its thread.
+//! current-thread runtime ([`dispatch_http::blocking`] runs the requests).
 //!
-//! TLS: the roots are the Mozilla set compiled in (webpki-roots, as the
-//! model providers' client), plus the PEM certificates of `--cacert` /
-//! `DISPATCH_CACERT`. An `http://` base loads no roots at all.
+//! TLS: the roots are the Mozilla set compiled in (webpki-roots, as every
+//! client of the workspace), plus the PEM certificates of `--cacert` /
+//! `DISPATCH_CACERT`.
 
-use std::future::Future;
-use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
-use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use dispatch_http::{ExtraCa, HttpError, reqwest};
+
+pub use dispatch_http::blocking::Response;
 
 /// Why a request failed before an HTTP answer came.
 #[derive(Debug, thiserror::Error)]
@@ -58,42 +51,6 @@ pub enum ClientError {
     },
 }
 
-/// An answer: status, headers, and the body still to read.
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    body: Box<dyn Read + Send>,
-}
-
-impl std::fmt::Debug for Response {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Response")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Response {
-    /// The body, read to the end.
-    pub fn text(mut self) -> std::io::Result<String> {
-        let mut out = String::new();
-        self.body.read_to_string(&mut out)?;
-        Ok(out)
-    }
-
-    /// The body as a reader (for streams).
-    pub fn into_reader(self) -> Box<dyn Read + Send> {
-        self.body
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// `(https, host:port)` of `http://host:port[/]`, `https://host:port[/]` or
 /// a bare `host:port` (http).
 pub fn authority(base: &str) -> Result<(bool, String), ClientError> {
@@ -125,24 +82,13 @@ impl Client {
     pub fn new(base: &str, ca: Option<&Path>) -> Result<Client, ClientError> {
         let (https, addr) = authority(base)?;
         let scheme = if https { "https" } else { "http" };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .user_agent("dispatch")
+        let http = dispatch_http::builder_with("", ExtraCa::File(ca.filter(|_| https)))
+            .map_err(ca_error)?
             // The API never redirects; following one would carry the token.
             .redirect(reqwest::redirect::Policy::none())
             .https_only(https)
-            // Roots cost a little to load: only for https.
-            .tls_built_in_root_certs(https);
-        if https && let Some(path) = ca {
-            for cert in read_ca(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| ClientError::CaFile {
-            path: ca.map(|p| p.display().to_string()).unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
+            .build()
+            .map_err(|e| ca_error(HttpError::Build(e)))?;
         Ok(Client {
             base: format!("{scheme}://{addr}"),
             addr,
@@ -197,7 +143,7 @@ impl Client {
             request = request.header(*k, *v);
         }
         let addr = self.addr.clone();
-        let sent = runtime().spawn(async move {
+        let sent = dispatch_http::blocking::send_with(async move {
             request = match body {
                 None => request,
                 Some(Upload::Json(bytes)) => request
@@ -220,31 +166,13 @@ impl Client {
                     }
                 }
             };
-            let response = request.send().await?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                    (k.as_str().to_string(), v)
-                })
-                .collect();
-            Ok::<_, reqwest::Error>((status, headers, pump(response)))
+            request.send().await
         });
-        let (status, headers, body) = match wait(sent) {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(classify(&addr, e)),
-            Err(_) => return Err(ClientError::Protocol { addr }),
-        };
-        Ok(Response {
-            status,
-            headers,
-            body: Box::new(Body {
-                rx: body,
-                chunk: Bytes::new(),
-            }),
-        })
+        match sent {
+            Ok(response) => Ok(response),
+            Err(Some(e)) => Err(classify(&addr, e)),
+            Err(None) => Err(ClientError::Protocol { addr }),
+        }
     }
 }
 
@@ -267,25 +195,25 @@ pub fn request(
     Client::new(base, None)?.request(method, path, headers, body)
 }
 
-/// The certificates of a PEM file.
-fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
-    let bad = |reason: String| ClientError::CaFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("it holds no CERTIFICATE block".into()));
+/// A CA file that cannot be used, in this client's words.
+fn ca_error(e: HttpError) -> ClientError {
+    match e {
+        HttpError::CaFile { path, reason } => ClientError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        },
+        other => ClientError::CaFile {
+            path: String::new(),
+            reason: other.to_string(),
+        },
     }
-    Ok(certs)
 }
 
 /// The client's error, by what went wrong: an untrusted certificate and a
 /// failed handshake get their own lines (rustls says why).
 fn classify(addr: &str, e: reqwest::Error) -> ClientError {
     let addr = addr.to_string();
-    if let Some(tls) = rustls_error(&e) {
+    if let Some(tls) = dispatch_http::rustls_error(&e) {
         return match tls {
             rustls::Error::InvalidCertificate(reason) => ClientError::Certificate {
                 addr,
@@ -315,29 +243,6 @@ fn classify(addr: &str, e: reqwest::Error) -> ClientError {
     ClientError::Protocol { addr }
 }
 
-/// The rustls error somewhere in `e`'s sources. hyper wraps it in an I/O
-/// error inside an I/O error, and an I/O error's `source` skips the error
-/// it holds: those are looked into.
-fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let inner: Option<&(dyn std::error::Error + 'static)> =
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                io.get_ref().map(|i| i as _)
-            } else {
-                None
-            };
-        if let Some(tls) = inner.and_then(rustls_error) {
-            return Some(tls);
-        }
-        next = e.source();
-    }
-    None
-}
-
 fn describe_certificate(e: &rustls::CertificateError) -> String {
     use rustls::CertificateError as C;
     match e {
@@ -349,91 +254,6 @@ fn describe_certificate(e: &rustls::CertificateError) -> String {
             "it is not valid for this host name".into()
         }
         other => format!("{other:?}"),
-    }
-}
-
-/// Streams `response`'s body into a channel the blocking reader drains;
-/// stops when the reader is dropped.
-fn pump(mut response: reqwest::Response) -> mpsc::Receiver<std::io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(8);
-    runtime().spawn(async move {
-        loop {
-            let next = match response.chunk().await {
-                Ok(Some(chunk)) => Ok(chunk),
-                Ok(None) => return,
-                Err(e) => Err(std::io::Error::other(e)),
-            };
-            let failed = next.is_err();
-            if tx.send(next).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// A body being read: chunks from [`pump`].
-struct Body {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    chunk: Bytes,
-}
-
-impl Read for Body {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match wait(self.rx.recv()) {
-                Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
-}
-
-/// The runtime requests run on: a current-thread runtime driven by one
-/// thread of its own, started on the first request.
-fn runtime() -> &'static Handle {
-    static RUNTIME: OnceLock<Handle> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime starts (the process is out of threads or files otherwise)");
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("dispatch-http".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .expect("a thread starts (the process is out of threads otherwise)");
-        handle
-    })
-}
-
-/// Waits for `fut` by parking this thread, whatever runtime it is in: the
-/// work itself runs on [`runtime`]. `unconstrained`: inside a caller's
-/// runtime, tokio's cooperative budget would otherwise turn a long body
-/// into a busy loop (the budget is only refilled when a task yields).
-fn wait<F: Future>(fut: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let fut = std::pin::pin!(tokio::task::unconstrained(fut));
-    let mut fut = fut;
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 

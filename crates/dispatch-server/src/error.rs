@@ -21,6 +21,9 @@ pub enum ServerError {
     /// Another live worker holds the name (the line says which).
     #[error("{0}")]
     NameTaken(String),
+    /// An HTTP client cannot be built (`DISPATCH_CACERT`; the line says why).
+    #[error(transparent)]
+    Http(#[from] dispatch_http::HttpError),
     #[error("cannot handle signals")]
     Signals(#[source] std::io::Error),
 }

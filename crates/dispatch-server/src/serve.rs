@@ -307,15 +307,20 @@ impl Server {
             let work = move |lost| worker.run(either(stop, lost));
             tokio::spawn(async move { crate::presence::beating(store, beat, work).await })
         });
-        let callbacks = self.callback_secret.clone().map(|secret| {
-            tokio::spawn(crate::callback::dispatcher(
-                self.backend.store.clone(),
-                self.backend.pg.clone(),
-                secret.to_string(),
-                self.callback_policy,
-                stopped(stop_rx.clone()),
-            ))
-        });
+        let callbacks = match self.callback_secret.clone() {
+            Some(secret) => {
+                let http = crate::callback_guard::client(self.callback_policy)?;
+                Some(tokio::spawn(crate::callback::dispatcher(
+                    self.backend.store.clone(),
+                    self.backend.pg.clone(),
+                    secret.to_string(),
+                    http,
+                    self.callback_policy,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
         // Native agents held by worker processes: their live text, for SSE.
         let relay = self.backend.pg.clone().map(crate::deltas::relay_in);
         let keeper = Keeper {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use dispatch_agent::mcp::{McpConfig, McpServer};
-use dispatch_agent::mock::mcp::{FAIL_TEXT, serve_http};
 use dispatch_test_support::eventually_async;
+use dispatch_test_support::mock::mcp::{FAIL_TEXT, serve_http};
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 use serde_json::json;
@@ -15,7 +15,12 @@ use tokio::time::Instant;
 
 const START: Duration = Duration::from_secs(10);
 const CALL: Duration = Duration::from_secs(10);
-const FIXTURE: &str = env!("CARGO_BIN_EXE_dispatch-mcp-fixture");
+/// The fixture program (`dispatch-mcp-fixture`, of dispatch-test-support).
+fn fixture_exe() -> String {
+    dispatch_test_support::mock::mcp::fixture_program()
+        .display()
+        .to_string()
+}
 
 /// A stdio server running `command` with PATH plus `env`.
 fn stdio(name: &str, command: &str, env: &[(&str, &str)]) -> McpConfig {
@@ -35,7 +40,7 @@ fn stdio(name: &str, command: &str, env: &[(&str, &str)]) -> McpConfig {
 
 /// The fixture over stdio.
 fn fixture(name: &str, env: &[(&str, &str)]) -> McpConfig {
-    stdio(name, &format!("exec '{FIXTURE}'"), env)
+    stdio(name, &format!("exec '{}'", fixture_exe()), env)
 }
 
 async fn start(config: &McpConfig) -> McpServer {
@@ -185,7 +190,10 @@ async fn a_call_past_its_timeout_is_an_error_naming_the_timeout() {
 #[tokio::test]
 async fn shutdown_leaves_no_process_of_the_group_behind() {
     // A grandchild in the server's group that would outlive the server.
-    let command = format!("sleep 300 </dev/null >/dev/null 2>&1 & exec '{FIXTURE}'");
+    let command = format!(
+        "sleep 300 </dev/null >/dev/null 2>&1 & exec '{}'",
+        fixture_exe()
+    );
     let server = start(&stdio("files", &command, &[])).await;
     let pgid = server.process_group().expect("a stdio server has a group");
     assert!(group_exists(pgid));
@@ -196,7 +204,10 @@ async fn shutdown_leaves_no_process_of_the_group_behind() {
 
 #[tokio::test]
 async fn dropping_a_server_kills_its_process_group() {
-    let command = format!("sleep 300 </dev/null >/dev/null 2>&1 & exec '{FIXTURE}'");
+    let command = format!(
+        "sleep 300 </dev/null >/dev/null 2>&1 & exec '{}'",
+        fixture_exe()
+    );
     let server = start(&stdio("files", &command, &[])).await;
     let pgid = server.process_group().expect("a stdio server has a group");
     drop(server);
@@ -353,7 +364,7 @@ async fn an_invalid_header_fails_start() {
 
 #[tokio::test]
 async fn the_fixture_program_serves_http_at_the_url_it_prints() {
-    let mut child = tokio::process::Command::new(FIXTURE)
+    let mut child = tokio::process::Command::new(fixture_exe())
         .args(["--http", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -8,7 +8,7 @@ use crate::mock_common;
 use mock_common::{Event, anthropic_request, events, mock, names, post};
 use serde_json::{Value, json};
 
-async fn stream(m: &dispatch_agent::mock::MockServer) -> Vec<Event> {
+async fn stream(m: &dispatch_test_support::mock::MockServer) -> Vec<Event> {
     let r = post(m, "/messages", &anthropic_request(true)).await;
     assert_eq!(r.status(), 200);
     assert!(

@@ -28,7 +28,8 @@ async fn a_stall_sends_its_text_then_nothing_while_others_are_answered() {
         {"kind": "text", "text": "meanwhile"},
     ]))
     .await;
-    let client = reqwest::Client::builder()
+    let client = dispatch_http::builder("test")
+        .expect("a builder")
         .timeout(Duration::from_millis(400))
         .build()
         .expect("client");

@@ -256,7 +256,7 @@ async fn a_request_the_real_api_would_refuse_is_a_400_and_uses_no_step() {
             .as_str()
             .is_some_and(|m| m.contains("messages"))
     );
-    let r = reqwest::Client::new()
+    let r = dispatch_http::fallback()
         .post(format!("{}/chat/completions", m.base_url()))
         .body("{not json")
         .send()
@@ -277,7 +277,7 @@ async fn an_unknown_path_is_a_json_404_that_names_the_served_paths() {
     let m = mock(json!([])).await;
     let base = m.base_url();
     let root = base.trim_end_matches("/v1");
-    let r = reqwest::Client::new()
+    let r = dispatch_http::fallback()
         .post(format!("{root}/chat/completions"))
         .json(&openai_request(false))
         .send()

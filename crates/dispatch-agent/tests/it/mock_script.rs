@@ -6,11 +6,11 @@
 
 use crate::mock_common;
 
-use dispatch_agent::mock::{DEFAULT_REPLY, Step};
+use dispatch_test_support::mock::{DEFAULT_REPLY, Step};
 use mock_common::{anthropic_request, mock, openai_request, post, script};
 use serde_json::{Value, json};
 
-async fn openai_text(m: &dispatch_agent::mock::MockServer, req: &Value) -> Value {
+async fn openai_text(m: &dispatch_test_support::mock::MockServer, req: &Value) -> Value {
     let v: Value = post(m, "/chat/completions", req)
         .await
         .json()
@@ -81,7 +81,7 @@ async fn requests_are_recorded_with_lowercased_headers_body_and_first_token_time
     ]))
     .await;
     let req = openai_request(true);
-    let r = reqwest::Client::new()
+    let r = dispatch_http::fallback()
         .post(format!("{}/chat/completions", m.base_url()))
         .header("Authorization", "Bearer sk-test")
         .header("X-Trace-Id", "abc")
@@ -90,7 +90,7 @@ async fn requests_are_recorded_with_lowercased_headers_body_and_first_token_time
         .await
         .expect("answered");
     r.text().await.expect("body");
-    let r = reqwest::Client::new()
+    let r = dispatch_http::fallback()
         .post(format!("{}/messages", m.base_url()))
         .header("x-api-key", "ak-test")
         .json(&anthropic_request(true))
@@ -150,7 +150,7 @@ async fn steps_pushed_while_running_are_served_next() {
 #[tokio::test]
 async fn the_control_endpoints_append_steps_and_list_requests_over_http() {
     let m = mock(json!([])).await;
-    let client = reqwest::Client::new();
+    let client = dispatch_http::fallback();
     let root = m.base_url().trim_end_matches("/v1").to_string();
     let r = client
         .post(format!("{root}/_mock/steps"))
@@ -231,7 +231,7 @@ async fn many_concurrent_delayed_requests_are_all_answered() {
         "record_bodies": false,
     }))
     .await;
-    let client = reqwest::Client::new();
+    let client = dispatch_http::fallback();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
         let client = client.clone();

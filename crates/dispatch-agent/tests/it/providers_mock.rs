@@ -2,12 +2,12 @@
 //! mock model server on loopback (which speaks the providers' wire formats).
 
 use dispatch_agent::anthropic::Anthropic;
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, Provider, ProviderError,
     ProviderKind,
 };
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::json;
 
 async fn mock(steps: serde_json::Value) -> MockServer {
@@ -53,7 +53,7 @@ async fn both_providers_stream_text_tool_calls_and_usage_from_the_mock() {
     ]);
     for anthropic in [false, true] {
         let m = mock(steps.clone()).await;
-        let client = reqwest::Client::new();
+        let client = dispatch_http::fallback();
         let p: Box<dyn Provider> = if anthropic {
             Box::new(Anthropic::new(
                 client,
@@ -115,7 +115,7 @@ async fn errors_are_classified_from_the_wire() {
     .await;
     let p = OpenAi::new(
         ProviderKind::OpenaiCompatible,
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some(m.base_url()),
         None,
     );
@@ -138,7 +138,7 @@ async fn errors_are_classified_from_the_wire() {
     drop(closed);
     let p = OpenAi::new(
         ProviderKind::OpenaiCompatible,
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some(url),
         None,
     );
@@ -157,7 +157,7 @@ async fn aborting_a_stream_stops_reading_at_once() {
     .await;
     let p = OpenAi::new(
         ProviderKind::Openai,
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some(m.base_url()),
         None,
     );

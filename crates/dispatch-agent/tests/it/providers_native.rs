@@ -6,13 +6,13 @@
 
 use dispatch_agent::anthropic::Anthropic;
 use dispatch_agent::gemini::Gemini;
-use dispatch_agent::mock::{MockServer, Received, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::openai_responses::OpenAiResponses;
 use dispatch_agent::{
     Delta, Effort, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
     ProviderError, ProviderKind, Reasoning, Thinking, TokenUsage, ToolSpec,
 };
+use dispatch_test_support::mock::{MockServer, Received, Script};
 use serde_json::{Value, json};
 
 async fn mock(steps: Value) -> MockServer {
@@ -96,7 +96,7 @@ async fn round_trip(p: &dyn Provider, model: &str) -> (ModelResponse, ModelRespo
 async fn gemini_calls_a_tool_and_answers_over_stream_generate_content() {
     let m = mock(tool_round()).await;
     let g = Gemini::new(
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some(format!("http://{}", m.addr())),
         Some("g-key".into()),
     );
@@ -143,7 +143,7 @@ async fn gemini_errors_come_in_googles_shape_and_are_classified() {
         {"kind": "cut", "text_before": "half an ans"},
     ]))
     .await;
-    let g = Gemini::new(reqwest::Client::new(), Some(m.gemini_base_url()), None);
+    let g = Gemini::new(dispatch_http::fallback(), Some(m.gemini_base_url()), None);
     let (r, _) = call(&g, &request("gemini-2.5-pro")).await;
     match r {
         Err(ProviderError::RateLimited {
@@ -173,7 +173,7 @@ async fn gemini_errors_come_in_googles_shape_and_are_classified() {
 async fn the_responses_api_calls_a_tool_and_answers_with_function_call_output() {
     let m = mock(tool_round()).await;
     let p = OpenAiResponses::new(
-        reqwest::Client::new(),
+        dispatch_http::fallback(),
         Some(m.base_url()),
         Some("sk-r".into()),
     );
@@ -204,7 +204,7 @@ async fn the_responses_api_calls_a_tool_and_answers_with_function_call_output() 
 #[tokio::test]
 async fn a_responses_answer_cut_at_max_output_tokens_finishes_for_length() {
     let m = mock(json!([{"kind": "text", "text": "On its w", "truncated": true}])).await;
-    let p = OpenAiResponses::new(reqwest::Client::new(), Some(m.base_url()), None);
+    let p = OpenAiResponses::new(dispatch_http::fallback(), Some(m.base_url()), None);
     let mut req = request("gpt-4.1");
     req.max_output_tokens = Some(8);
     let (r, _) = call(&p, &req).await;
@@ -283,7 +283,7 @@ async fn reasoning_goes_into_each_providers_own_fields() {
 #[tokio::test]
 async fn anthropic_gets_its_signed_thinking_back_and_no_thinking_after_another_models_tool_round() {
     let m = mock(json!([])).await;
-    let a = Anthropic::new(reqwest::Client::new(), Some(m.base_url()), None);
+    let a = Anthropic::new(dispatch_http::fallback(), Some(m.base_url()), None);
     let mut call_msg = Message::assistant(
         "",
         vec![dispatch_agent::ToolCall::new("t1", "lookup", "{}")],

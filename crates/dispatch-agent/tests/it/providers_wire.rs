@@ -5,12 +5,12 @@
 //! that is not a stream (a captive portal's page).
 
 use dispatch_agent::anthropic::Anthropic;
-use dispatch_agent::mock::{MockServer, Script};
 use dispatch_agent::openai::OpenAi;
 use dispatch_agent::{
     Delta, Exchange, Flow, Message, ModelRequest, ModelResponse, Provider, ProviderError,
     ProviderKind,
 };
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 async fn mock(steps: Value) -> MockServer {
@@ -36,7 +36,12 @@ async fn call(p: &dyn Provider, req: &ModelRequest) -> Result<ModelResponse, Pro
 }
 
 fn openai(kind: ProviderKind, base: String) -> OpenAi {
-    OpenAi::new(kind, reqwest::Client::new(), Some(base), Some("k".into()))
+    OpenAi::new(
+        kind,
+        dispatch_http::fallback(),
+        Some(base),
+        Some("k".into()),
+    )
 }
 
 #[tokio::test]
@@ -71,7 +76,11 @@ async fn reasoning_models_are_sent_max_completion_tokens_and_others_max_tokens()
 async fn a_base_url_without_its_version_segment_reaches_the_endpoint() {
     let m = mock(json!([])).await;
     let bare = format!("http://{}", m.addr());
-    let a = Anthropic::new(reqwest::Client::new(), Some(bare.clone()), Some("k".into()));
+    let a = Anthropic::new(
+        dispatch_http::fallback(),
+        Some(bare.clone()),
+        Some("k".into()),
+    );
     call(&a, &request("claude-haiku-4-5", None))
         .await
         .expect("anthropic without /v1");
@@ -101,7 +110,7 @@ async fn a_base_url_without_its_version_segment_reaches_the_endpoint() {
 async fn an_error_status_names_the_url_that_answered_it() {
     let m = mock(json!([])).await;
     let wrong = format!("http://{}/v2", m.addr());
-    let a = Anthropic::new(reqwest::Client::new(), Some(wrong.clone()), None);
+    let a = Anthropic::new(dispatch_http::fallback(), Some(wrong.clone()), None);
     let err = call(&a, &request("claude-haiku-4-5", None))
         .await
         .expect_err("no /v2 on the mock");
@@ -120,7 +129,7 @@ async fn a_200_that_is_not_a_stream_names_the_url_content_type_and_body() {
         let m = mock(json!([{"kind": "page"}])).await;
         let p: Box<dyn Provider> = if anthropic {
             Box::new(Anthropic::new(
-                reqwest::Client::new(),
+                dispatch_http::fallback(),
                 Some(m.base_url()),
                 None,
             ))

@@ -36,11 +36,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dispatch_agent::mock::MockServer;
 use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{PgStore, QueueStore, Run, RunFilter, RunStore};
+use dispatch_test_support::mock::MockServer;
 use dispatch_test_support::testdb::TestDatabase;
 use nix::sys::signal::Signal;
 use serde_json::Value;

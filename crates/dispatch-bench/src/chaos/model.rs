@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use dispatch_agent::mock::{MockServer, Received, Script};
+use dispatch_test_support::mock::{MockServer, Received, Script};
 use serde_json::{Value, json};
 
 /// The mock, serving on its own thread until the process ends.

@@ -16,6 +16,7 @@ use crate::remote_common;
 
 use std::process::{Command, Stdio};
 
+use dispatch_test_support::http;
 use remote_common::moto::Moto;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
@@ -88,7 +89,7 @@ fn artifacts_and_state_cross_workers(db_url: &str, url: &str, vars: &[(&str, &st
     let artifact = listed["artifacts"][0].clone();
     assert_eq!(artifact["name"], "out/report.txt", "{listed}");
     let sha = artifact["sha256"].as_str().expect("a digest").to_string();
-    let response = ureq::get(&format!(
+    let response = http::get(&format!(
         "http://{}/v1/runs/{id}/artifacts/{sha}",
         server_b.host
     ))
@@ -201,7 +202,7 @@ fn an_s3_compatible_server_carries_artifacts_and_state_across_workers() {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     artifacts_and_state_cross_workers(db.url(), &format!("s3://{bucket}/prefix"), &vars);
     // It all went through the S3 API: the bucket holds the artifacts and the state.
-    let listing = ureq::get(&format!(
+    let listing = http::get(&format!(
         "{}/{bucket}?list-type=2&prefix=prefix/",
         s3.endpoint
     ))

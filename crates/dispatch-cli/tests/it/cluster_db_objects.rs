@@ -21,6 +21,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use dispatch_store::{BlobExpect, BlobStore, MAX_PART, PgStore};
+use dispatch_test_support::http;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -112,9 +113,9 @@ fn run_on(client: &Client, server: &Server, agent: &str, extra: &[&str]) -> Valu
 /// `GET` with a real HTTP client: the status, `Content-Length`, and the
 /// body as far as it came (`Err` when the transfer broke).
 fn get(host: &str, path: &str) -> (u16, Option<u64>, Result<Vec<u8>, String>) {
-    let response = match ureq::get(&format!("http://{host}{path}")).call() {
+    let response = match http::get(&format!("http://{host}{path}")).call() {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
+        Err(http::Error::Status(_, r)) => r,
         Err(e) => return (0, None, Err(e.to_string())),
     };
     let status = response.status();
@@ -131,9 +132,9 @@ fn get(host: &str, path: &str) -> (u16, Option<u64>, Result<Vec<u8>, String>) {
 }
 
 fn head(host: &str, path: &str) -> (u16, Option<u64>) {
-    let response = match ureq::head(&format!("http://{host}{path}")).call() {
+    let response = match http::head(&format!("http://{host}{path}")).call() {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
+        Err(http::Error::Status(_, r)) => r,
         Err(e) => panic!("HEAD {path}: {e}"),
     };
     let length = response

@@ -17,6 +17,7 @@ use crate::remote_common;
 use std::path::Path;
 
 use dispatch_test_support::eventually;
+use dispatch_test_support::http;
 use remote_common::moto::Moto;
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::Value;
@@ -44,7 +45,7 @@ impl Look<'_> {
                 })
                 .unwrap_or_default(),
             Look::S3 { endpoint, bucket } => {
-                let listing = ureq::get(&format!(
+                let listing = http::get(&format!(
                     "{endpoint}/{bucket}?list-type=2&prefix=prefix/logs/"
                 ))
                 .call()
@@ -71,9 +72,9 @@ fn finished(server: &Server, id: &str) -> Value {
 }
 
 fn log_via(server: &Server, id: &str) -> (u16, String) {
-    match ureq::get(&format!("http://{}/v1/runs/{id}/logs", server.host)).call() {
+    match http::get(&format!("http://{}/v1/runs/{id}/logs", server.host)).call() {
         Ok(r) => (r.status(), r.into_string().expect("text")),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(http::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("GET logs: {e}"),
     }
 }
@@ -136,7 +137,7 @@ fn archives_move_to_the_store(db_url: &str, url: &str, vars: &[(&str, &str)], lo
     );
     assert_eq!(text.len() as u64, size);
     // The dashboard's run page shows the log's tail, read from the archive.
-    let page = ureq::get(&format!("http://{}/ui/runs/{id}", server_b.host))
+    let page = http::get(&format!("http://{}/ui/runs/{id}", server_b.host))
         .call()
         .expect("the run page")
         .into_string()

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use dashboard_common::{Browser, browser};
+use dispatch_test_support::http;
 use remote_common::{Client, Server};
 use serde_json::{Value, json};
 
@@ -386,7 +387,7 @@ fn without_a_token_the_dashboard_asks_for_one_and_the_api_answers_401() {
     drop(b);
 
     // A form without the session's CSRF token is refused.
-    let refused = ureq::post(&format!("{ui}/runs/0123/stop"))
+    let refused = http::post(&format!("{ui}/runs/0123/stop"))
         .timeout(std::time::Duration::from_secs(10))
         .set(
             "cookie",
@@ -398,7 +399,7 @@ fn without_a_token_the_dashboard_asks_for_one_and_the_api_answers_401() {
         .set("content-type", "application/x-www-form-urlencoded")
         .send_string("csrf=nope");
     match refused {
-        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 403),
+        Err(http::Error::Status(code, _)) => assert_eq!(code, 403),
         other => panic!("expected 403, got {other:?}"),
     }
 }

@@ -12,6 +12,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use dashboard_common::browser_with;
+use dispatch_test_support::http;
 use remote_common::{Client, Server};
 use serde_json::json;
 
@@ -187,7 +188,7 @@ fn pages_of_other_origins_and_rebound_names_change_nothing_and_read_nothing() {
 /// The CSRF token of the first form on `/ui/runs` and the session cookie
 /// the server set, for a browser that had none.
 fn fresh_session(ui: &str) -> (String, String) {
-    let page = ureq::get(&format!("{ui}/runs"))
+    let page = http::get(&format!("{ui}/runs"))
         .timeout(std::time::Duration::from_secs(10))
         .call()
         .expect("the runs page");
@@ -221,7 +222,7 @@ fn every_browser_gets_its_own_csrf_token() {
     assert_ne!(cookie_a, cookie_b);
     assert_ne!(csrf_a, csrf_b, "two browsers, two tokens");
     // A's token under B's session is refused; under A's it is taken.
-    let replay = |cookie: &str, csrf: &str| match ureq::post(&format!("{ui}/runs/{id}/replay"))
+    let replay = |cookie: &str, csrf: &str| match http::post(&format!("{ui}/runs/{id}/replay"))
         .timeout(std::time::Duration::from_secs(10))
         .set("cookie", cookie)
         .set("origin", &format!("http://{}", server.host))
@@ -229,7 +230,7 @@ fn every_browser_gets_its_own_csrf_token() {
         .send_string(&format!("csrf={csrf}"))
     {
         Ok(r) => r.status(),
-        Err(ureq::Error::Status(code, _)) => code,
+        Err(http::Error::Status(code, _)) => code,
         Err(e) => panic!("{e}"),
     };
     assert_eq!(replay(&cookie_b, &csrf_a), 403);

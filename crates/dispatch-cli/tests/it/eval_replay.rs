@@ -8,7 +8,7 @@ use crate::native_common;
 use std::path::Path;
 
 use common::Dispatch;
-use dispatch_agent::mock::{MockServer, Script};
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 /// The mock with a `rounds` fallback: two rounds of `lookup` calls, then the answer.

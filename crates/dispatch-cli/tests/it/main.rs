@@ -3,6 +3,7 @@
 
 mod approval_edit;
 mod bad_input;
+mod cli_snapshots;
 mod cluster;
 mod cluster_approval_edit;
 mod cluster_artifacts;
@@ -46,6 +47,7 @@ mod eval_group;
 mod eval_judge;
 mod eval_replay;
 mod handoff;
+mod https_clients;
 mod human_times;
 mod isolation;
 mod isolation_native;

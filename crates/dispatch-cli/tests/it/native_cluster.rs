@@ -7,6 +7,7 @@ use crate::remote_common;
 
 use std::io::{BufRead, BufReader};
 
+use dispatch_test_support::http;
 use native_common::{Mock, text};
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::json;
@@ -50,7 +51,7 @@ fn a_worker_on_postgres_runs_a_native_agent_and_streams_its_text_over_sse() {
     ]);
     // Follow the events as they happen: the delta arrives before the run ends.
     let url = format!("http://{}/v1/runs/{id}/events", server.host);
-    let response = ureq::get(&url).call().expect("the stream opens");
+    let response = http::get(&url).call().expect("the stream opens");
     let mut saw_delta = false;
     for line in BufReader::new(response.into_reader()).lines() {
         let line = line.expect("a line");

@@ -1,10 +1,10 @@
 //! MCP tools of a native agent from the binary: a server over stdio and one
-//! over streamable HTTP (the fixture server of `dispatch_agent::mock::mcp`,
+//! over streamable HTTP (the fixture server of `dispatch_test_support::mock::mcp`,
 //! built on the official SDK, as a real process), a server that fails to
 //! start, and `replay` noticing that a server's tools changed.
 //!
 //! The fixture program is `dispatch-mcp-fixture`, a binary of the
-//! `dispatch-agent` package, built by `cargo test --workspace`.
+//! `dispatch-test-support` package, built by `cargo test --workspace`.
 
 use crate::common;
 use crate::native_common;
@@ -18,14 +18,7 @@ use native_common::{Mock, events_of, native_agent, text};
 use serde_json::{Value, json};
 
 fn fixture() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_dispatch"));
-    let path = dir.with_file_name("dispatch-mcp-fixture");
-    assert!(
-        path.is_file(),
-        "{} is missing (hint: `cargo build -p dispatch-agent --bins`, or run the tests with --workspace)",
-        path.display()
-    );
-    path
+    dispatch_test_support::mock::mcp::fixture_program()
 }
 
 fn run(d: &Dispatch, dir: &std::path::Path, env: &[(&str, &str)]) -> Value {

@@ -49,7 +49,7 @@ fn run(d: &Dispatch, dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Value 
     d.wait_terminal(&id)
 }
 
-fn header(r: &dispatch_agent::mock::Received, name: &str) -> Option<String> {
+fn header(r: &dispatch_test_support::mock::Received, name: &str) -> Option<String> {
     r.headers
         .iter()
         .find(|(k, _)| k == name)

@@ -7,6 +7,7 @@ use crate::remote_common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
+use dispatch_test_support::http;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remote_common::{Client, Server};
@@ -339,7 +340,7 @@ fn logs_attempt_shows_one_attempt_s_section_against_a_server() {
 
 /// `dispatch_http_requests_total` of the server.
 fn requests(server: &Server) -> u64 {
-    let text = ureq::get(&format!("http://{}/metrics", server.host))
+    let text = http::get(&format!("http://{}/metrics", server.host))
         .call()
         .expect("metrics")
         .into_string()

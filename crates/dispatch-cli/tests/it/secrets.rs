@@ -70,13 +70,7 @@ fn only_run(d: &Dispatch, out: &Output) -> String {
 }
 
 fn mcp_fixture() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_dispatch")).with_file_name("dispatch-mcp-fixture");
-    assert!(
-        path.is_file(),
-        "{} is missing (hint: `cargo build -p dispatch-agent --bins`)",
-        path.display()
-    );
-    path
+    dispatch_test_support::mock::mcp::fixture_program()
 }
 
 #[test]

@@ -8,11 +8,12 @@ use crate::remote_common;
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
+use dispatch_test_support::http;
 use remote_common::{Client, Server};
 
 /// Opens `path` on the server and reads its first bytes: the stream is live.
 fn open(server: &Server, path: &str) -> Box<dyn Read + Send> {
-    let response = ureq::get(&format!("http://{}{path}", server.host))
+    let response = http::get(&format!("http://{}{path}", server.host))
         .timeout(Duration::from_secs(120))
         .call()
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));

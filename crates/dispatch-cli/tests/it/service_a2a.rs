@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{Dispatch, eventually};
+use dispatch_test_support::http;
 use serde_json::Value;
 use service_common::{ECHO_AGENT, Service};
 
@@ -20,7 +21,7 @@ const A2A_TOKEN: &str = "a2a-tok-51c9e07d";
 fn a2a_rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
     send(
-        ureq::post(url).set("authorization", &format!("Bearer {A2A_TOKEN}")),
+        http::post(url).set("authorization", &format!("Bearer {A2A_TOKEN}")),
         Some(&body.to_string()),
     )
 }
@@ -33,7 +34,7 @@ fn a2a_message(text: &str) -> Value {
 /// The `data:` payloads of a `message/stream` answer, read to its end.
 fn a2a_stream(url: &str, method: &str, params: Value) -> Vec<Value> {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": "s", "method": method, "params": params});
-    let resp = ureq::post(url)
+    let resp = http::post(url)
         .set("authorization", &format!("Bearer {A2A_TOKEN}"))
         .set("accept", "text/event-stream")
         .timeout(Duration::from_secs(30))
@@ -65,7 +66,7 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
     let url = svc.url("/");
 
     // The card needs no token; it says where to call and how to authenticate.
-    let (code, card) = send(ureq::get(&svc.url("/.well-known/agent-card.json")), None);
+    let (code, card) = send(http::get(&svc.url("/.well-known/agent-card.json")), None);
     assert_eq!(code, 200, "{card}");
     assert_eq!(card["name"], "echo");
     assert_eq!(card["description"], "Echoes what it is told.");
@@ -73,7 +74,7 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
     assert_eq!(card["capabilities"]["streaming"], true);
     assert_eq!(card["skills"][0]["id"], "echo");
     assert_eq!(card["securitySchemes"]["bearer"]["scheme"], "bearer");
-    let (_, old) = send(ureq::get(&svc.url("/.well-known/agent.json")), None);
+    let (_, old) = send(http::get(&svc.url("/.well-known/agent.json")), None);
     assert_eq!(old, card, "the older card path serves the same card");
 
     // message/send: a run of the parcel, its id the task's.
@@ -154,13 +155,13 @@ fn serve_a2a_answers_json_rpc_from_the_runs_it_makes() {
     let (_, e) = a2a_rpc(&url, "message/send", serde_json::json!({"message": 3}));
     assert_eq!(e["error"]["code"], -32602, "{e}");
     let (code, e) = send(
-        ureq::post(&url).set("authorization", &format!("Bearer {A2A_TOKEN}")),
+        http::post(&url).set("authorization", &format!("Bearer {A2A_TOKEN}")),
         Some("{not json"),
     );
     assert_eq!((code, e["error"]["code"].as_i64()), (200, Some(-32700)));
-    let (code, _) = send(ureq::post(&url), Some("{}"));
+    let (code, _) = send(http::post(&url), Some("{}"));
     assert_eq!(code, 401, "JSON-RPC needs the token");
-    assert_eq!(send(ureq::get(&svc.url("/elsewhere")), None).0, 404);
+    assert_eq!(send(http::get(&svc.url("/elsewhere")), None).0, 404);
     svc.stop(5_000);
 }
 

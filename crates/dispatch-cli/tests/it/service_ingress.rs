@@ -10,20 +10,21 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Dispatch, eventually};
+use dispatch_test_support::http;
 use serde_json::Value;
 use service_common::{ECHO_AGENT, Service, wait_heartbeats_done};
 
 const TOKEN: &str = "tok-7f3a9c1e5b2d4f60a8";
 
 /// Sends a request; returns the status and the JSON body.
-pub(crate) fn send(req: ureq::Request, body: Option<&str>) -> (u16, Value) {
+pub(crate) fn send(req: http::Request, body: Option<&str>) -> (u16, Value) {
     let result = match body {
         Some(b) => req.send_string(b),
         None => req.call(),
     };
     let resp = match result {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
+        Err(http::Error::Status(_, r)) => r,
         Err(e) => panic!("transport error: {e}"),
     };
     let status = resp.status();
@@ -92,7 +93,7 @@ fn every_ingress_status_code_from_a_real_client() {
     );
 
     let (code, body) = send(
-        ureq::post(&url).set("x-dispatch-secret", TOKEN),
+        http::post(&url).set("x-dispatch-secret", TOKEN),
         Some(r#"{"ticket":42}"#),
     );
     assert_eq!(code, 202, "{body}");
@@ -101,20 +102,20 @@ fn every_ingress_status_code_from_a_real_client() {
         .expect("the heartbeat id")
         .to_string();
     let (code, _) = send(
-        ureq::put(&(url.clone() + "?source=ci")).set("authorization", &format!("Bearer {TOKEN}")),
+        http::put(&(url.clone() + "?source=ci")).set("authorization", &format!("Bearer {TOKEN}")),
         Some("x"),
     );
     assert_eq!(code, 202, "bearer works too");
-    assert_eq!(send(ureq::post(&svc.url("/other")), Some("")).0, 404);
-    let (code, body) = send(ureq::get(&url).set("x-dispatch-secret", TOKEN), None);
+    assert_eq!(send(http::post(&svc.url("/other")), Some("")).0, 404);
+    let (code, body) = send(http::get(&url).set("x-dispatch-secret", TOKEN), None);
     assert_eq!(code, 405, "{body}");
-    assert_eq!(send(ureq::post(&url), Some("{}")).0, 401);
+    assert_eq!(send(http::post(&url), Some("{}")).0, 401);
     eventually(5, "the rejection count is saved without any wake", || {
         svc.service_state()["listeners"][0]["requests_rejected"] == 3
     });
     assert_eq!(
         send(
-            ureq::post(&url).set("x-dispatch-secret", "wrong"),
+            http::post(&url).set("x-dispatch-secret", "wrong"),
             Some("{}")
         )
         .0,
@@ -122,7 +123,7 @@ fn every_ingress_status_code_from_a_real_client() {
     );
     assert_eq!(
         send(
-            ureq::post(&url).set("authorization", "Basic abc"),
+            http::post(&url).set("authorization", "Basic abc"),
             Some("{}")
         )
         .0,
@@ -130,13 +131,13 @@ fn every_ingress_status_code_from_a_real_client() {
     );
     let big = "x".repeat(2048);
     assert_eq!(
-        send(ureq::post(&url).set("x-dispatch-secret", TOKEN), Some(&big)).0,
+        send(http::post(&url).set("x-dispatch-secret", TOKEN), Some(&big)).0,
         413
     );
     let fat = "y".repeat(4096);
     assert_eq!(
         send(
-            ureq::post(&url)
+            http::post(&url)
                 .set("x-dispatch-secret", TOKEN)
                 .set("x-fat", &fat),
             Some("{}")
@@ -184,7 +185,7 @@ fn every_ingress_status_code_from_a_real_client() {
         d.root().join("parcels").join("moved-away"),
     )
     .expect("move the parcel away");
-    let (code, body) = send(ureq::post(&url).set("x-dispatch-secret", TOKEN), Some("{}"));
+    let (code, body) = send(http::post(&url).set("x-dispatch-secret", TOKEN), Some("{}"));
     assert_eq!(code, 500, "{body}");
     std::fs::rename(
         d.root().join("parcels").join("moved-away"),
@@ -209,12 +210,12 @@ fn secrets_never_reach_the_store_the_logs_or_the_agent() {
     let svc = hook_service(&d, &["--listen-shared-secret", cli_secret]);
     let url = svc.url("/hook");
     assert_eq!(
-        send(ureq::post(&url).set("x-dispatch-secret", TOKEN), Some("{}")).0,
+        send(http::post(&url).set("x-dispatch-secret", TOKEN), Some("{}")).0,
         401,
         "the flag overrides LISTEN_SECRET"
     );
     let (code, body) = send(
-        ureq::post(&url)
+        http::post(&url)
             .set("authorization", &format!("Bearer {cli_secret}"))
             .set("cookie", "session=c00kie-value")
             .set("proxy-authorization", "Basic cHJveHk=")
@@ -289,7 +290,7 @@ fn two_hundred_concurrent_requests_are_all_answered() {
             let (url, gate) = (url.clone(), gate.clone());
             std::thread::spawn(move || {
                 gate.wait();
-                send(ureq::post(&url), Some(&format!("{{\"n\":{i}}}"))).0
+                send(http::post(&url), Some(&format!("{{\"n\":{i}}}"))).0
             })
         })
         .collect();

@@ -7,6 +7,7 @@ use crate::common;
 use crate::service_common;
 
 use common::{Dispatch, eventually};
+use dispatch_test_support::http;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use service_common::{ECHO_AGENT, Service, wait_heartbeats_done};
@@ -36,13 +37,13 @@ fn now_s() -> i64 {
 
 /// POSTs `body` with `headers`; the status and the JSON answer.
 fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut req = ureq::post(url);
+    let mut req = http::post(url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
     let resp = match req.send_string(body) {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
+        Err(http::Error::Status(_, r)) => r,
         Err(e) => panic!("transport error: {e}"),
     };
     let status = resp.status();

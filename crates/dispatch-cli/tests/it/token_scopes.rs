@@ -9,6 +9,7 @@ use crate::remote_common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dispatch_test_support::http;
 use remote_common::{Client, Server};
 use serde_json::Value;
 
@@ -172,17 +173,17 @@ fn an_expired_token_is_refused_saying_it_expired_and_bad_options_are_one_line() 
 }
 
 /// The dashboard, by plain HTTP: a form login, its cookie, a form post.
-fn ui_agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn ui_agent() -> http::Agent {
+    http::AgentBuilder::new()
         .redirects(0)
         .timeout(Duration::from_secs(10))
         .build()
 }
 
-fn status_of(r: Result<ureq::Response, ureq::Error>) -> (u16, Option<ureq::Response>) {
+fn status_of(r: Result<http::Response, http::Error>) -> (u16, Option<http::Response>) {
     match r {
         Ok(r) => (r.status(), Some(r)),
-        Err(ureq::Error::Status(code, r)) => (code, Some(r)),
+        Err(http::Error::Status(code, r)) => (code, Some(r)),
         Err(e) => panic!("transport error: {e}"),
     }
 }

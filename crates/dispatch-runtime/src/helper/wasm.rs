@@ -182,7 +182,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         "path": component.path, "abi": component.abi,
         "sha256": entry.map(|f| f.sha256.clone()), "memory_bytes": memory_bytes,
     });
-    let mut started_events = vec![NewEvent::new("bom", run.attempt, now_ms(), bom)];
+    let mut started_events = vec![NewEvent::of(
+        dispatch_core::RunEvent::Bom(bom),
+        run.attempt,
+        now_ms(),
+    )];
     if tool_box.is_some() {
         log.line(&ctx.prepared.sandbox.applied.line());
         started_events.extend(super::sandbox_event(&ctx.prepared.sandbox, run.attempt));
@@ -352,7 +356,11 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                 // The guest's first export entered (µs since the epoch): what
                 // `dispatch-bench wasm` measures against a process agent's start.
                 let at = i64::try_from(us / 1_000).unwrap_or(i64::MAX);
-                let event = NewEvent::new("guest_started", attempt, at, json!({"at_us": us}));
+                let event = NewEvent::of(
+                    dispatch_core::RunEvent::GuestStarted(json!({"at_us": us})),
+                    attempt,
+                    at,
+                );
                 let _ = store.append_events(&run_id, &[event]).await;
             }
             std::future::pending::<()>().await
@@ -474,8 +482,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
                     }
                     GuestEvent::Message(_) => {}
                     GuestEvent::TextDelta(t) => dispatch_agent::Sink::delta(&mut sink, t),
-                    GuestEvent::BackendFallback(f) => warnings.push((
-                        "warning",
+                    GuestEvent::BackendFallback(f) => warnings.push(dispatch_core::RunEvent::Warning(
                         json!({"message": format!("the guest fell back from {}: {}", f.backend, f.error)}),
                     )),
                 }

@@ -54,15 +54,24 @@ pub fn cancel(id: &RunId) -> bool {
     }
 }
 
-/// The HTTP client every model call of this process uses (connections to a
-/// provider are reused across runs).
+/// The HTTP client every model call (and HTTP tool) of this process uses
+/// (connections to a provider are reused across runs): the workspace's
+/// (`dispatch_http`). When `DISPATCH_CACERT` cannot be used it is built
+/// without it, and [`client_problem`] says why (a run is refused with it).
 pub fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default()
+    &built().0
+}
+
+/// Why [`client`] was built without `DISPATCH_CACERT`, if it was.
+pub fn client_problem() -> Option<&'static str> {
+    built().1.as_deref()
+}
+
+fn built() -> &'static (reqwest::Client, Option<String>) {
+    static CLIENT: OnceLock<(reqwest::Client, Option<String>)> = OnceLock::new();
+    CLIENT.get_or_init(|| match dispatch_http::client("agent") {
+        Ok(client) => (client, None),
+        Err(e) => (dispatch_http::fallback(), Some(e.to_string())),
     })
 }
 

@@ -440,9 +440,11 @@ fn retry() -> object_store::RetryConfig {
 }
 
 /// HTTPS to cloud stores goes through rustls with ring, as the rest of
-/// the workspace: installed once as the process's provider.
+/// the workspace: installed once as the process's provider. object_store
+/// builds its `reqwest` client (the workspace's one `reqwest`) from its own
+/// options, with reqwest's platform verifier (the system's roots).
 fn install_tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    dispatch_http::install_ring();
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use dispatch_core::{RunId, Ts};
 use dispatch_store::{Run, RunTrace};
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::mpsc;
@@ -84,8 +84,18 @@ impl Tracer {
     /// Starts the exporter task for `url` (from [`traces_url`]) as
     /// `service` (`dispatch-server`, `dispatch-worker`). Needs a Tokio runtime.
     pub fn start(store: SharedStore, url: &str, service: &'static str) -> Result<Tracer, String> {
+        // The workspace's client (`dispatch_http`), the timeout the
+        // exporter would have set on its own.
+        let http = dispatch_http::builder("otlp")
+            .and_then(|b| {
+                b.timeout(TIMEOUT)
+                    .build()
+                    .map_err(dispatch_http::HttpError::Build)
+            })
+            .map_err(|e| format!("OTLP endpoint `{url}`: {e}"))?;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(http)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(url)
             .with_timeout(TIMEOUT)

@@ -3,7 +3,7 @@
 //! its events (so a stray byte in the wire format fails the test).
 #![allow(dead_code)]
 
-use dispatch_agent::mock::{MockServer, Script};
+use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::{Value, json};
 
 /// A mock serving `steps` (as JSON), then the default fallback.
@@ -19,7 +19,7 @@ pub async fn script(script: Value) -> MockServer {
 
 /// POSTs `body` to `{base_url}{path}` (`path`: `/chat/completions` or `/messages`).
 pub async fn post(m: &MockServer, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+    dispatch_http::fallback()
         .post(format!("{}{path}", m.base_url()))
         .json(body)
         .send()

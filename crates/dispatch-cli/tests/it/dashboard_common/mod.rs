@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use dispatch_test_support::http;
 use serde_json::{Value, json};
 
 /// The key W3C WebDriver names an element reference with.
@@ -68,7 +69,7 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = ureq::get(&format!("{base}/status")).call()
+            if let Ok(r) = http::get(&format!("{base}/status")).call()
                 && r.into_string().is_ok_and(|s| s.contains("\"ready\":true"))
             {
                 break;
@@ -110,7 +111,7 @@ impl Browser {
 
     fn send(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}{path}", self.base);
-        let request = ureq::request(method, &url).timeout(Duration::from_secs(60));
+        let request = http::request(method, &url).timeout(Duration::from_secs(60));
         let answer = match body {
             Some(b) => request
                 .set("content-type", "application/json")
@@ -119,7 +120,7 @@ impl Browser {
         };
         let text = match answer {
             Ok(r) => r.into_string().expect("a body"),
-            Err(ureq::Error::Status(code, r)) => {
+            Err(http::Error::Status(code, r)) => {
                 panic!(
                     "webdriver {method} {path}: {code} {}",
                     r.into_string().unwrap_or_default()
@@ -233,7 +234,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+            let _ = http::delete(&format!("{}/session/{}", self.base, self.session)).call();
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();

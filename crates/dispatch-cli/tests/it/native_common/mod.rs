@@ -1,12 +1,12 @@
 //! Native agent tests: the real `dispatch` binary against the scripted mock
-//! model server (`dispatch_agent::mock`) on a loopback port.
+//! model server (`dispatch_test_support::mock`) on a loopback port.
 #![allow(dead_code)]
 
 pub mod terminal;
 
 use std::path::{Path, PathBuf};
 
-use dispatch_agent::mock::{MockServer, Received, Script};
+use dispatch_test_support::mock::{MockServer, Received, Script};
 use serde_json::{Value, json};
 
 /// A mock model server running on its own runtime for the test's life.

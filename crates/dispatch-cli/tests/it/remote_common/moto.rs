@@ -1,6 +1,7 @@
 //! `moto_server` (PyPI's `moto[server]`): a real S3-compatible server for
 //! the artifact store's tests.
 
+use dispatch_test_support::http;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/moto-api/", moto.endpoint))
+        while http::get(&format!("{}/moto-api/", moto.endpoint))
             .call()
             .is_err()
         {
@@ -56,7 +57,7 @@ impl Moto {
 
     /// Creates a bucket (moto takes unsigned requests).
     pub fn bucket(&self, name: &str) -> String {
-        ureq::put(&format!("{}/{name}", self.endpoint))
+        http::put(&format!("{}/{name}", self.endpoint))
             .call()
             .expect("the bucket is created");
         name.to_string()

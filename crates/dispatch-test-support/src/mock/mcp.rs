@@ -1,5 +1,5 @@
 //! A fixture MCP server for tests, written with the official SDK's server
-//! side (`rmcp`), so the client in [`crate::mcp`] is tested against the real
+//! side (`rmcp`), so the client in `dispatch_agent::mcp` is tested against the real
 //! wire format over real stdio pipes and real loopback HTTP.
 //!
 //! Its tools: `echo` ({"text"} → the text), `add` ({"a", "b"} → the sum),
@@ -16,6 +16,7 @@
 //!
 //! It prints `mcp fixture: ready` to stderr once it is serving.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,4 +210,24 @@ pub async fn serve_http(listener: tokio::net::TcpListener) -> Result<(), String>
     axum::serve(listener, app)
         .await
         .map_err(|e| format!("mcp fixture: http server failed: {e}"))
+}
+
+/// The `dispatch-mcp-fixture` program of this crate, found in the target
+/// directory of the running test or benchmark (beside it, or above its
+/// `deps/`). Cargo builds it with the workspace (`cargo test --workspace`,
+/// `cargo build --workspace`); a package's own tests do not, so its absence
+/// fails with the command that builds it.
+pub fn fixture_program() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("dispatch-mcp-fixture");
+    assert!(
+        path.is_file(),
+        "{} is missing (hint: `cargo build -p dispatch-test-support --bins`, or run the tests with --workspace)",
+        path.display()
+    );
+    path
 }

@@ -1,4 +1,4 @@
-//! The fixture MCP server of `dispatch_agent::mock::mcp` as a program, for
+//! The fixture MCP server of `dispatch_test_support::mock::mcp` as a program, for
 //! tests that start MCP servers as real processes.
 //!
 //! `dispatch-mcp-fixture` serves over stdin/stdout until stdin ends;
@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use dispatch_agent::mock::mcp::{serve_http, serve_stdio};
+use dispatch_test_support::mock::mcp::{serve_http, serve_stdio};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
