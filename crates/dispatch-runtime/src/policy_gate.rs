@@ -113,6 +113,12 @@ pub struct Passed {
     pub event: Value,
 }
 
+/// The `policy` event of a decision, to store with the run it let through.
+pub fn decision_event(data: &Value) -> dispatch_core::event::NewEvent {
+    let at = dispatch_core::time::now_ms();
+    dispatch_core::event::NewEvent::of(dispatch_core::RunEvent::Policy(data.clone()), 0, at)
+}
+
 /// Asks `policy` about the run: `Ok` with what to change when it may be
 /// created, an error saying why when not.
 pub fn check_run(loaded: &LoadedPolicy, ask: &RunAsk<'_>) -> RuntimeResult<Passed> {

@@ -101,8 +101,6 @@ pub struct Submission {
     extras: RunExtras,
     parcel: Parcel,
     force: bool,
-    /// The policy's decision, recorded on the run once it exists.
-    policy_event: Option<Value>,
 }
 
 impl Submission {
@@ -188,6 +186,12 @@ pub fn prepare_for(
         keep_workspace: opts.keep_workspace,
         concurrency,
         traceparent: None,
+        // The policy's decision is written with the run, in its transaction.
+        events: passed
+            .as_ref()
+            .map(|p| crate::policy_gate::decision_event(&p.event))
+            .into_iter()
+            .collect(),
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.
@@ -201,7 +205,6 @@ pub fn prepare_for(
         extras,
         parcel,
         force: opts.force,
-        policy_event: passed.map(|p| p.event),
     })
 }
 
@@ -217,7 +220,6 @@ pub async fn create<S: Store + ?Sized>(
         extras,
         parcel,
         force,
-        policy_event,
     } = sub;
 
     // A run holding the session or key may have lost its helper: reconcile
@@ -225,10 +227,7 @@ pub async fn create<S: Store + ?Sized>(
     for _ in 0..2 {
         let holder = match store.create_run_with(&new, &extras, !force).await {
             Ok(Created::Existing(run)) => run,
-            Ok(created) => {
-                record_policy(store, &new.id, &policy_event).await?;
-                return Ok((created, parcel, extras));
-            }
+            Ok(created) => return Ok((created, parcel, extras)),
             Err(StoreError::SessionBusy { run, .. }) => store.get_run(&run).await?,
             Err(e) => return Err(e.into()),
         };
@@ -239,28 +238,7 @@ pub async fn create<S: Store + ?Sized>(
         }
     }
     let created = store.create_run_with(&new, &extras, !force).await?;
-    if !matches!(created, Created::Existing(_)) {
-        record_policy(store, &new.id, &policy_event).await?;
-    }
     Ok((created, parcel, extras))
-}
-
-/// The policy's decision, as the run's `policy` event.
-async fn record_policy<S: Store + ?Sized>(
-    store: &S,
-    run: &dispatch_core::RunId,
-    event: &Option<Value>,
-) -> RuntimeResult<()> {
-    if let Some(data) = event {
-        let at = dispatch_core::time::now_ms();
-        let e = dispatch_core::event::NewEvent::of(
-            dispatch_core::RunEvent::Policy(data.clone()),
-            0,
-            at,
-        );
-        store.append_events(run, &[e]).await?;
-    }
-    Ok(())
 }
 
 /// A native agent: the environment's model overrides go into the brief, and

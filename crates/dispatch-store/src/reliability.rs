@@ -34,6 +34,10 @@ pub struct RunExtras {
     /// the caller's), as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Events appended with the run's creation, in the same transaction
+    /// (a policy's decision): none when the run already existed.
+    #[serde(skip)]
+    pub events: Vec<dispatch_core::event::NewEvent>,
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.

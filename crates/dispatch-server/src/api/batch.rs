@@ -78,7 +78,6 @@ pub async fn create_batch(
     let patience = state.patience();
     let mut batch = Vec::with_capacity(items.len());
     let mut briefs: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut decisions: Vec<Option<serde_json::Value>> = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::new();
     let mut parcels = super::create::Parcels::new();
     for (i, item) in items.iter().enumerate() {
@@ -104,7 +103,6 @@ pub async fn create_batch(
         if seen.insert(p.brief.0.clone()) {
             briefs.push(p.brief);
         }
-        decisions.push(p.policy_event);
         batch.push(BatchItem {
             new: p.new,
             extras: p.extras,
@@ -140,13 +138,12 @@ pub async fn create_batch(
         })
         .await?;
     let mut runs = Vec::with_capacity(created.len());
-    for ((c, item), decision) in created.iter().zip(&batch).zip(decisions) {
+    for (c, item) in created.iter().zip(&batch) {
         let (run, deduplicated) = match c {
             Created::New(run) => (run, false),
             Created::Existing(run) => (run, true),
         };
         if !deduplicated {
-            super::policy::record(&state, &run.id, decision).await?;
             after_enqueue(&state, &patience, run, &item.options).await?;
         }
         let mut doc = run_json(run);

@@ -246,9 +246,6 @@ pub async fn create(
     let (new, extras, options) = (ready.new, ready.extras, ready.options);
     let created = enqueue(&state, &patience, &new, &extras, &options, ready.dedupe).await?;
     let deduplicated = matches!(created, Created::Existing(_));
-    if !deduplicated {
-        super::policy::record(&state, &new.id, ready.policy_event).await?;
-    }
     let run = match created {
         Created::New(run) | Created::Existing(run) => run,
     };
@@ -295,8 +292,6 @@ pub(super) struct Prepared {
     pub options: QueueOptions,
     pub dedupe: bool,
     pub brief: (String, Vec<u8>),
-    /// The policy's decision, recorded on the run once it is stored.
-    pub policy_event: Option<serde_json::Value>,
 }
 
 /// Checks `req` (one 400 line per mistake) and makes its run: parcel found
@@ -397,6 +392,12 @@ pub(super) async fn prepare(
         keep_workspace: req.keep_workspace,
         concurrency,
         traceparent,
+        // The policy's decision is written with the run, in its transaction.
+        events: passed
+            .as_ref()
+            .map(|p| dispatch_runtime::policy_gate::decision_event(&p.event))
+            .into_iter()
+            .collect(),
     };
     let options = QueueOptions {
         queue_timeout_ms,
@@ -412,7 +413,6 @@ pub(super) async fn prepare(
         options,
         dedupe: !req.force,
         brief,
-        policy_event: passed.map(|p| p.event),
     })
 }
 

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use dispatch_core::Operation;
-use dispatch_core::RunId;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::RunPolicy;
 use dispatch_policy::Modify;
@@ -19,7 +18,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::create::CreateRun;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 
 /// Who asks, for the policy: the request's token by name, else (a server
 /// that requires no token) `anonymous`.
@@ -89,18 +88,4 @@ pub(super) fn lower_limits(policy: &mut RunPolicy, m: &Modify) {
         let now = policy.limits.max_cost_usd;
         policy.limits.max_cost_usd = Some(now.map_or(cap, |n| n.min(cap)));
     }
-}
-
-/// Records the decision on the run it let through.
-pub(super) async fn record(state: &AppState, run: &RunId, event: Option<Value>) -> ApiResult<()> {
-    let Some(data) = event else {
-        return Ok(());
-    };
-    let at = dispatch_core::time::now_ms();
-    let e = dispatch_core::event::NewEvent::of(dispatch_core::RunEvent::Policy(data), 0, at);
-    state
-        .store
-        .append_events(run, &[e])
-        .await
-        .map_err(ApiError::from)
 }

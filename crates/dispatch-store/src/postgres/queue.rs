@@ -45,6 +45,7 @@ fn claimed_from_row(row: &tokio_postgres::Row) -> Result<Claimed, Fail> {
             keep_workspace: row.try_get(24)?,
             concurrency: super::reliability::concurrency_of(row, 25)?,
             traceparent: row.try_get(28)?,
+            events: Vec::new(),
         },
     })
 }

@@ -137,6 +137,9 @@ pub(super) async fn create_with(
         ],
     )
     .await?;
+    if !extras.events.is_empty() {
+        super::events::append(tx, &new.id, &extras.events).await?;
+    }
     Ok(Created::New(run))
 }
 
@@ -157,6 +160,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         keep_workspace: row.try_get(3)?,
         concurrency: concurrency_of(&row, 4)?,
         traceparent: row.try_get(7)?,
+        events: Vec::new(),
     })
 }
 

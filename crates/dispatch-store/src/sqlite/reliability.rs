@@ -113,6 +113,9 @@ pub(super) fn create_with(
         extras.keep_workspace,
         extras.traceparent
     ])?;
+    if !extras.events.is_empty() {
+        super::events::append(tx, &new.id, &extras.events)?;
+    }
     Ok(Created::New(get(tx, &new.id)?))
 }
 
@@ -132,6 +135,7 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
         keep_workspace: row.get(3)?,
         concurrency: concurrency_of(row.get(4)?, row.get(5)?, row.get(6)?),
         traceparent: row.get(7)?,
+        events: Vec::new(),
     })
 }
 
