@@ -138,7 +138,9 @@ pub(super) async fn create_with(
     )
     .await?;
     if !extras.events.is_empty() {
-        super::events::append(tx, &new.id, &extras.events).await?;
+        // The run was inserted by this transaction: no one else sees it yet,
+        // so its lock need not be taken again.
+        super::events::append_locked(tx, &new.id, &extras.events).await?;
     }
     Ok(Created::New(run))
 }
