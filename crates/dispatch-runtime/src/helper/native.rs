@@ -212,39 +212,19 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     );
     tool_ctx.mask = secrets.clone();
     tool_ctx.checkpoints = Some(&checkpoints);
-    // RESOURCES hold for the LOCAL tool processes (the loop itself is ours).
-    let mut limits = super::resources::AttemptLimits::begin(
-        &run.id,
-        run.attempt,
-        Some(ctx.parcel),
+    let mut limits = super::native_tools::limit_tools(
+        run,
+        ctx.parcel,
+        ctx.prepared,
         log,
         ctx.own_signals,
+        &mut tool_ctx,
     );
-    // The run's group is entered first, the sandbox last (see
-    // `sandbox::Plan::contain` and `apply`).
-    let hooks: Vec<dispatch_agent::tools::SpawnHook> = [
-        ctx.prepared.sandbox.contain_hook(),
-        limits.hook(),
-        ctx.prepared.sandbox.hook(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     // Without RESOURCES (whose groups and rlimits are set by hooks), the
     // tools start from a small process (see `sandbox::stage`).
     if limits.hook().is_none() {
         tool_ctx.launcher = ctx.prepared.sandbox.launcher();
     }
-    tool_ctx.spawn_hook = match hooks.len() {
-        0 => None,
-        _ => Some(std::sync::Arc::new(
-            move |cmd: &mut tokio::process::Command| {
-                for hook in &hooks {
-                    hook(cmd);
-                }
-            },
-        )),
-    };
     // `PROVIDER claude|codex`: the CLI is the loop, with its own tools.
     let cli = cfg.models[0]
         .model

@@ -227,6 +227,45 @@ pub(super) fn context<'a>(
     }
 }
 
+/// RESOURCES for the attempt's LOCAL tool processes (the loop itself is
+/// ours), and the hooks each of them is spawned with: the run's group
+/// entered first, the sandbox last (see `sandbox::Plan::contain` and
+/// `apply`).
+pub(super) fn limit_tools(
+    run: &Run,
+    parcel: &Parcel,
+    prepared: &Prepared,
+    log: &mut super::LifecycleLog,
+    own_signals: bool,
+    tool_ctx: &mut ToolContext<'_>,
+) -> super::resources::AttemptLimits {
+    let limits = super::resources::AttemptLimits::begin(
+        &run.id,
+        run.attempt,
+        Some(parcel),
+        log,
+        own_signals,
+    );
+    let hooks: Vec<dispatch_agent::tools::SpawnHook> = [
+        prepared.sandbox.contain_hook(),
+        limits.hook(),
+        prepared.sandbox.hook(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !hooks.is_empty() {
+        tool_ctx.spawn_hook = Some(std::sync::Arc::new(
+            move |cmd: &mut tokio::process::Command| {
+                for hook in &hooks {
+                    hook(cmd);
+                }
+            },
+        ));
+    }
+    limits
+}
+
 /// Starts the parcel's tools (`None` when it declares none).
 pub(super) async fn start<'a>(
     parcel: &Parcel,

@@ -138,28 +138,14 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     );
     tool_ctx.mask = secrets.clone();
     tool_ctx.checkpoints = Some(&checkpoints);
-    let mut limits = super::resources::AttemptLimits::begin(
-        &run.id,
-        run.attempt,
-        Some(ctx.parcel),
+    let mut limits = super::native_tools::limit_tools(
+        run,
+        ctx.parcel,
+        ctx.prepared,
         log,
         ctx.own_signals,
+        &mut tool_ctx,
     );
-    let hooks: Vec<dispatch_agent::tools::SpawnHook> = [
-        ctx.prepared.sandbox.contain_hook(),
-        limits.hook(),
-        ctx.prepared.sandbox.hook(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !hooks.is_empty() {
-        tool_ctx.spawn_hook = Some(Arc::new(move |cmd: &mut tokio::process::Command| {
-            for hook in &hooks {
-                hook(cmd);
-            }
-        }));
-    }
     let tool_box = match super::native_tools::start(ctx.parcel, tool_ctx).await {
         Ok(t) => t,
         Err(reason) => {
