@@ -214,9 +214,10 @@ pub async fn serve_http(listener: tokio::net::TcpListener) -> Result<(), String>
 
 /// The `dispatch-mcp-fixture` program of this crate, found in the target
 /// directory of the running test or benchmark (beside it, or above its
-/// `deps/`). Cargo builds it with the workspace (`cargo test --workspace`,
-/// `cargo build --workspace`); a package's own tests do not, so its absence
-/// fails with the command that builds it.
+/// `deps/`). Cargo puts it there for this crate's own integration test
+/// (`tests/fixture_program.rs`), so `cargo test --workspace` and
+/// `cargo build --workspace` build it; another package's tests alone do not,
+/// so its absence fails with the command that builds it.
 pub fn fixture_program() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
