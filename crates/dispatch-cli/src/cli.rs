@@ -97,6 +97,8 @@ pub enum Command {
     Skill(crate::commands::skill::SkillArgs),
     /// Policies on runs and tool calls: test one against an input.
     Policy(crate::commands::policy::PolicyArgs),
+    /// What runs spent (calls, tokens, USD) by parcel, model, label or day: the cost report.
+    Usage(crate::commands::usage::UsageArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.

@@ -131,6 +131,7 @@ fn prints_a_listing(command: &Command) -> bool {
             | Command::InspectRun(_)
             | Command::Artifacts(_)
             | Command::Logs(_)
+            | Command::Usage(_)
             | Command::Container(
                 ContainerCommand::Ls(_)
                     | ContainerCommand::Ps(_)
@@ -194,6 +195,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Skill(a) => skill::skill(ctx, &a),
         Command::Policy(a) => policy::policy(&a),
+        Command::Usage(a) => usage::usage(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use dispatch_store::{
     BatchStore, BlobStore, CallbackStore, EvalStore, FencedArtifactStore, ParcelCatalog,
     ParcelStore, QueueStore, RetentionStore, RunLogStore, ServiceStore, Store, TokenStore,
-    TraceStore, WorkerStore,
+    TraceStore, UsageStore, WorkerStore,
 };
 
 pub use error::{ServerError, ServerResult};
@@ -77,6 +77,7 @@ pub trait ClusterStore:
     + TraceStore
     + WorkerStore
     + BlobStore
+    + UsageStore
 {
 }
 impl<
@@ -94,7 +95,8 @@ impl<
         + RetentionStore
         + TraceStore
         + WorkerStore
-        + BlobStore,
+        + BlobStore
+        + UsageStore,
 > ClusterStore for T
 {
 }

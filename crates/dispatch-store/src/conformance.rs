@@ -42,6 +42,7 @@ mod sessions;
 mod tokens;
 mod traces;
 mod transitions;
+mod usage;
 mod workers;
 
 use dispatch_core::EventKind;
@@ -71,6 +72,7 @@ pub use sessions::*;
 pub use tokens::*;
 pub use traces::*;
 pub use transitions::*;
+pub use usage::*;
 pub use workers::*;
 
 /// Expands the conformance suite: one `#[tokio::test]` per promise, each with a
@@ -183,6 +185,8 @@ macro_rules! __queue_conformance_names {
             rate_limits_admit_no_more_than_their_window,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
+            // the cost report
+            usage_sums_billed_calls_by_parcel_model_label_and_day,
             a_token_keeps_its_scope_and_expiry,
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
             sessions_list_newest_first_by_prefix_and_delete,

@@ -29,6 +29,7 @@ mod sessions;
 pub mod sqlite;
 mod tokens;
 mod traces;
+mod usage;
 mod workers;
 
 use async_trait::async_trait;
@@ -58,6 +59,10 @@ pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenScope, TokenStore};
 pub use traces::{RunTrace, TRACE_EVENT_KINDS, TraceStore};
+pub use usage::{
+    NO_LABEL, UNKNOWN_MODEL, UsageBy, UsageQuery, UsageReport, UsageRow, UsageStore,
+    report as usage_report,
+};
 pub use workers::{WorkerBeat, WorkerInfo, WorkerStore};
 
 /// Runs: create, read, compare-and-set state changes, delete.

@@ -46,5 +46,6 @@ pub mod stop;
 pub mod telemetry;
 pub mod token;
 pub mod ui;
+pub mod usage;
 pub mod wait;
 pub mod wake;

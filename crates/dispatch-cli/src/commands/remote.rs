@@ -85,6 +85,7 @@ pub async fn execute(
         Command::Build(a) => remote.build(a),
         Command::Images(a) => remote.images(a),
         Command::Rmi(a) => remote.rmi(a),
+        Command::Usage(a) => remote.usage(a),
         Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_) => {
             return None;
         }

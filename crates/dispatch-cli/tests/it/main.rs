@@ -113,6 +113,7 @@ mod suggestions;
 mod tls;
 mod token_scopes;
 mod upstream_corpus;
+mod usage;
 mod wasm;
 mod wasm_cluster;
 mod worker_scale;

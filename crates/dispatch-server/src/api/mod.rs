@@ -24,6 +24,7 @@
 //! | `GET/POST /v1/parcels` | list / upload parcels |
 //! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
+//! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
@@ -56,6 +57,7 @@ pub(crate) mod services;
 pub(crate) mod services_list;
 mod signal;
 mod stream;
+mod usage;
 pub(crate) mod waiting;
 pub(crate) mod workers;
 
@@ -190,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evals/latest", get(evals::latest))
         .route("/v1/evals/{id}", get(evals::get))
         .route("/v1/workers", get(workers::list))
+        .route("/v1/usage", get(usage::usage))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

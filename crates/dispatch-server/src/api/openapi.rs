@@ -54,6 +54,7 @@ use super::{codes, schemas};
         super::hooks::root,
         super::hooks::with_path,
         super::workers::list,
+        super::usage::usage,
         document,
         super::healthz,
         super::metrics,

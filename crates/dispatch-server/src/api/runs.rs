@@ -366,7 +366,7 @@ pub(crate) async fn list_page(
 }
 
 /// The time parameter `name`, if given (see [`parse_time`]).
-fn time(params: &HashMap<String, String>, name: &str, now: Ts) -> ApiResult<Option<Ts>> {
+pub(super) fn time(params: &HashMap<String, String>, name: &str, now: Ts) -> ApiResult<Option<Ts>> {
     let Some(value) = params.get(name) else {
         return Ok(None);
     };

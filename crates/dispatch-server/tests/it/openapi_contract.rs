@@ -699,6 +699,14 @@ fn every_operation_answers_as_documented() {
     assert_eq!(status, 200, "{workers}");
     assert!(workers["workers"].is_array(), "{workers}");
 
+    // The cost report, by each grouping, and a bad one.
+    for by in ["parcel", "model", "label", "day"] {
+        let (status, usage) = c.get("/v1/usage", &format!("/v1/usage?by={by}&since=1d"));
+        assert_eq!(status, 200, "{usage}");
+        assert_eq!(usage["by"], by, "{usage}");
+    }
+    assert_eq!(c.get("/v1/usage", "/v1/usage?by=team").0, 400);
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()

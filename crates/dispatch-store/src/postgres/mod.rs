@@ -29,6 +29,7 @@ mod sessions;
 mod tokens;
 mod traces;
 mod transitions;
+mod usage;
 mod workers;
 
 use std::str::FromStr;

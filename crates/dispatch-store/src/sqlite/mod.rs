@@ -28,6 +28,7 @@ mod service;
 mod sessions;
 mod tokens;
 mod traces;
+mod usage;
 mod workers;
 
 use crate::{TokenRecord, TokenStore};

@@ -1,0 +1,121 @@
+//! `GET /v1/usage?by=&since=&until=`: the cost report (`dispatch usage
+//! --host`): calls, tokens and USD billed in a period, summed by parcel,
+//! model, label or UTC day, with the period's total. Read from the runs'
+//! `usage` events through [`dispatch_store::UsageStore`].
+
+use axum::Json;
+use axum::extract::State;
+use dispatch_core::now_ms;
+use dispatch_core::time::format_rfc3339;
+use dispatch_store::{UsageBy, UsageQuery};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::runs::{Params, only_known, params, time};
+use super::schemas;
+use super::{ApiError, ApiResult, AppState};
+
+/// The period when `since` is not given: the last 30 days.
+const DEFAULT_DAYS: i64 = 30;
+
+/// `GET /v1/usage` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct UsageParams {
+    /// What the rows are: `parcel` (default), `model`, `label` (a run counts
+    /// under each of its labels; one without any under `(none)`) or `day`
+    /// (UTC, `YYYY-MM-DD`).
+    pub by: Option<String>,
+    /// The period's start: RFC 3339 or an age before now (`30d`, `12h`);
+    /// default 30 days ago.
+    pub since: Option<String>,
+    /// The period's end (exclusive), in the same forms; default now.
+    pub until: Option<String>,
+}
+
+/// What one key spent in the period.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UsageRow {
+    /// The parcel, model, label or day (`total` in the total).
+    pub key: String,
+    /// Runs with at least one call billed in the period.
+    pub runs: u64,
+    /// Calls billed (`usage` events).
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Priced calls only (see `unpriced_calls`).
+    pub cost_usd: f64,
+    /// Calls billed on an estimate (a stream cut or stopped, a call lost
+    /// with its attempt).
+    pub estimated_calls: u64,
+    /// Calls of a model without a price: not in `cost_usd`.
+    pub unpriced_calls: u64,
+}
+
+/// The cost report.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UsageReport {
+    /// `parcel`, `model`, `label` or `day`.
+    pub by: String,
+    /// The period, RFC 3339; `until` is not included.
+    pub since: String,
+    pub until: String,
+    /// The most costly first, then the most tokens, then by key.
+    pub rows: Vec<UsageRow>,
+    /// The period's sums, each run counted once.
+    pub total: UsageRow,
+}
+
+/// Spend in a period, by parcel, model, label or day.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    operation_id = "getUsage",
+    tag = "operations",
+    summary = "The cost report: calls, tokens and USD billed in a period, by parcel, model, label or day",
+    params(UsageParams),
+    responses(
+        (status = 200, description = "the report", body = UsageReport),
+        (status = 400, description = "`bad_request`: an unknown `by`, a bad time, or an empty period", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+    )
+)]
+pub async fn usage(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    only_known(params.keys(), &["by", "since", "until"])?;
+    let by = match params.get("by").map(String::as_str) {
+        None | Some("") => UsageBy::Parcel,
+        Some(b) => UsageBy::parse(b).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "by: `{}` is not a grouping (expected parcel, model, label or day)",
+                dispatch_core::event::shorten(b, 40)
+            ))
+        })?,
+    };
+    let now = now_ms();
+    let since = time(&params, "since", now)?.unwrap_or(now - DEFAULT_DAYS * 24 * 3600 * 1000);
+    let until = time(&params, "until", now)?.unwrap_or(now);
+    if until <= since {
+        return Err(ApiError::bad_request(
+            "since is not before until: the period is empty",
+        ));
+    }
+    let q = UsageQuery {
+        by,
+        since: Some(since),
+        until: Some(until),
+    };
+    let report = dispatch_store::usage_report(&*state.store, &q).await?;
+    Ok(Json(json!({
+        "by": by.as_str(),
+        "since": format_rfc3339(since).unwrap_or_default(),
+        "until": format_rfc3339(until).unwrap_or_default(),
+        "rows": report.rows,
+        "total": report.total,
+    })))
+}
