@@ -113,6 +113,11 @@ pub trait Tools: Send + Sync {
     /// Says which round the next calls belong to (approvals are keyed by
     /// the round and the call's id, so a resumed round finds its own).
     fn begin_round(&self, _round: u64) {}
+    /// Whether calls offer the provider's own web search (`TOOL BUILTIN
+    /// web_search`, a hosted tool: see [`crate::hosted`]).
+    fn web_search(&self) -> bool {
+        false
+    }
 }
 
 /// An agent with no tools: every call is answered with an error the model can read.
@@ -233,6 +238,12 @@ pub async fn run_loop(
                 said.thinking = response.thinking.clone();
                 conv.messages.push(said);
                 event["call"] = json!(conv.calls);
+                let searched = crate::hosted::search_events(
+                    &response,
+                    model.model.provider,
+                    event["id"].as_str().unwrap_or_default(),
+                    conv.rounds + 1,
+                );
                 let mut events = vec![
                     RunEvent::ModelCall(event),
                     RunEvent::Usage(billing::usage_event(
@@ -242,6 +253,7 @@ pub async fn run_loop(
                         estimated,
                     )),
                 ];
+                events.extend(searched);
                 if response.finish_reason == FinishReason::Length {
                     let (warning, fail) = crate::truncation::truncated(
                         &model.model.name,
@@ -429,6 +441,7 @@ pub(crate) async fn call_chain(
             tools: tools.specs(),
             max_output_tokens: cfg.max_output_tokens,
             reasoning: cfg.reasoning,
+            web_search: tools.web_search(),
         };
         let mut backoff = cfg.backoff;
         for retry in 0..=CALL_RETRIES {
@@ -520,10 +533,11 @@ pub(crate) async fn call_chain(
                                 output_tokens: u.output_tokens,
                                 cost_usd: 0.0,
                             };
-                            let cost = m
-                                .price
-                                .as_ref()
-                                .map(|p| p.cost(usage.input_tokens, usage.output_tokens));
+                            let searches = response.searches.len();
+                            let cost = m.price.as_ref().map(|p| {
+                                p.cost(usage.input_tokens, usage.output_tokens)
+                                    + crate::hosted::search_fee(m.model.provider, searches)
+                            });
                             (usage, cost, false)
                         }
                         None => {
@@ -539,6 +553,9 @@ pub(crate) async fn call_chain(
                     event["finish_reason"] = json!(response.finish_reason.as_str());
                     if response.finish_reason == FinishReason::Length {
                         event["truncated"] = json!(true);
+                    }
+                    if !response.searches.is_empty() {
+                        event["web_searches"] = json!(response.searches.len());
                     }
                     event["response_model"] = json!(response.model);
                     // The call as a cassette entry: `dispatch replay --offline`.

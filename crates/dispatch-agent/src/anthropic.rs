@@ -2,19 +2,24 @@
 //! with their input in `input_json_delta` pieces, usage from `message_start`
 //! and `message_delta`. With `REASONING`, extended thinking
 //! (`thinking: {type: enabled, budget_tokens}`); its signed `thinking`
-//! blocks come back with the assistant's message on the next call.
+//! blocks come back with the assistant's message on the next call. With
+//! `TOOL BUILTIN web_search`, the hosted `web_search_20250305` tool: each
+//! `server_tool_use` block and its `web_search_tool_result` is a
+//! [`WebSearch`].
 
 use serde_json::{Value, json};
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
-    ProviderError, ProviderKind, Role, Thinking, TokenUsage, ToolCall,
+    ProviderError, ProviderKind, Role, Source, Thinking, TokenUsage, ToolCall, WebSearch,
 };
 use crate::sse::{StreamParser, call, json};
 
 /// Output tokens asked for when the Agentfile sets no LIMIT OUTPUT_TOKENS (the API requires a number).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 const VERSION: &str = "2023-06-01";
+/// Anthropic's hosted web search tool, as its API names the version.
+pub const WEB_SEARCH_TOOL: &str = "web_search_20250305";
 
 pub struct Anthropic {
     client: reqwest::Client,
@@ -110,8 +115,12 @@ impl Anthropic {
         if !req.system.is_empty() {
             body["system"] = json!(req.system);
         }
-        if !req.tools.is_empty() {
-            body["tools"] = req.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters})).collect();
+        let mut tools: Vec<Value> = req.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters})).collect();
+        if req.web_search {
+            tools.push(json!({"type": WEB_SEARCH_TOOL, "name": "web_search"}));
+        }
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
         }
         body
     }
@@ -168,6 +177,10 @@ enum Block {
     Text,
     Tool(ToolCall),
     Thinking(Thinking),
+    /// A hosted web search (`server_tool_use`): its id and input JSON.
+    Search(String, String),
+    /// What a search found (`web_search_tool_result`): the search's id and pages.
+    Found(String, Vec<Source>),
     Other,
 }
 
@@ -239,6 +252,20 @@ impl StreamParser for Events {
                         signature: None,
                         redacted: true,
                     }),
+                    Some("server_tool_use") => {
+                        // The input comes whole here, or in pieces after.
+                        let whole = b["input"].as_object().filter(|o| !o.is_empty());
+                        Block::Search(
+                            b["id"].as_str().unwrap_or_default().to_string(),
+                            whole
+                                .map(|o| Value::Object(o.clone()).to_string())
+                                .unwrap_or_default(),
+                        )
+                    }
+                    Some("web_search_tool_result") => Block::Found(
+                        b["tool_use_id"].as_str().unwrap_or_default().to_string(),
+                        found(&b["content"]),
+                    ),
                     _ => Block::Other,
                 };
                 self.blocks.push((index, block));
@@ -255,6 +282,10 @@ impl StreamParser for Events {
                     }
                     Some("input_json_delta") => {
                         let piece = d["partial_json"].as_str().unwrap_or_default();
+                        if let Some(Block::Search(_, input)) = self.block(index) {
+                            input.push_str(piece);
+                            return Ok(Flow::Continue);
+                        }
                         let Some(Block::Tool(call)) = self.block(index) else {
                             return Err(ProviderError::Protocol(format!(
                                 "input_json_delta for block {index}, which is not a tool_use"
@@ -328,10 +359,27 @@ impl StreamParser for Events {
             }),
         };
         let (mut tool_calls, mut thinking) = (Vec::new(), Vec::new());
+        let mut searches: Vec<(String, WebSearch)> = Vec::new();
         for (_, b) in self.blocks {
             match b {
                 Block::Tool(c) => tool_calls.push(c),
                 Block::Thinking(t) => thinking.push(t),
+                Block::Search(id, input) => {
+                    let input: Value = serde_json::from_str(&input).unwrap_or_default();
+                    let query = input["query"].as_str().unwrap_or_default().to_string();
+                    searches.push((
+                        id,
+                        WebSearch {
+                            query,
+                            sources: Vec::new(),
+                        },
+                    ));
+                }
+                Block::Found(id, pages) => {
+                    if let Some((_, s)) = searches.iter_mut().find(|(i, _)| *i == id) {
+                        s.sources = pages;
+                    }
+                }
                 Block::Text | Block::Other => {}
             }
         }
@@ -342,8 +390,26 @@ impl StreamParser for Events {
             usage,
             finish_reason,
             thinking,
+            searches: searches.into_iter().map(|(_, s)| s).collect(),
         })
     }
+}
+
+/// The pages of a `web_search_tool_result`'s content (none when it is an
+/// error: `web_search_tool_result_error`).
+fn found(content: &Value) -> Vec<Source> {
+    content
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"] == "web_search_result")
+        .filter_map(|r| {
+            Some(Source {
+                url: r["url"].as_str()?.to_string(),
+                title: r["title"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
         }],
         max_output_tokens: None,
         reasoning: None,
+        web_search: false,
     };
     let b = p.body(&req);
     assert_eq!(b["system"], "Be brief.");

@@ -414,6 +414,7 @@ mod tests {
             tools: Vec::new(),
             max_output_tokens: None,
             reasoning: None,
+            web_search: false,
         }
     }
 

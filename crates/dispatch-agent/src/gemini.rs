@@ -5,12 +5,15 @@
 //! `functionDeclarations`, the key in the `x-goog-api-key` header, and a
 //! stream of whole `GenerateContentResponse` objects whose last carries the
 //! `finishReason`; usage from `usageMetadata` (thinking tokens are output).
+//! With `TOOL BUILTIN web_search`, the `google_search` tool (grounding):
+//! each of `groundingMetadata.webSearchQueries` is a [`WebSearch`], with the
+//! pages of its `groundingChunks`.
 
 use serde_json::{Value, json};
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
-    ProviderError, ProviderKind, Role, TokenUsage, ToolCall,
+    ProviderError, ProviderKind, Role, Source, TokenUsage, ToolCall, WebSearch,
 };
 use crate::sse::{StreamParser, call, json};
 
@@ -89,13 +92,20 @@ impl Gemini {
         if !req.system.is_empty() {
             body["systemInstruction"] = json!({"parts": [{"text": req.system}]});
         }
+        let mut tools = Vec::new();
         if !req.tools.is_empty() {
             let declarations: Vec<Value> = req
                 .tools
                 .iter()
                 .map(|t| json!({"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}))
                 .collect();
-            body["tools"] = json!([{"functionDeclarations": declarations}]);
+            tools.push(json!({"functionDeclarations": declarations}));
+        }
+        if req.web_search {
+            tools.push(json!({"google_search": {}}));
+        }
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
         }
         let mut config = serde_json::Map::new();
         if let Some(max) = req.max_output_tokens {
@@ -188,6 +198,9 @@ pub(crate) struct Chunks {
     /// `responseId`: makes the ids given to calls that came without one
     /// unique in the run.
     response_id: Option<String>,
+    /// `groundingMetadata`'s queries and pages, as the last chunk says.
+    queries: Vec<String>,
+    pages: Vec<Source>,
 }
 
 impl Chunks {
@@ -199,6 +212,8 @@ impl Chunks {
             usage: None,
             finish: None,
             response_id: None,
+            queries: Vec::new(),
+            pages: Vec::new(),
         }
     }
 }
@@ -278,6 +293,24 @@ impl StreamParser for Chunks {
         if let Some(f) = candidate["finishReason"].as_str() {
             self.finish = Some(f.to_string());
         }
+        let grounding = &candidate["groundingMetadata"];
+        if let Some(q) = grounding["webSearchQueries"].as_array() {
+            self.queries = q
+                .iter()
+                .filter_map(|q| q.as_str().map(str::to_string))
+                .collect();
+        }
+        if let Some(chunks) = grounding["groundingChunks"].as_array() {
+            self.pages = chunks
+                .iter()
+                .filter_map(|c| {
+                    Some(Source {
+                        url: c["web"]["uri"].as_str()?.to_string(),
+                        title: c["web"]["title"].as_str().unwrap_or_default().to_string(),
+                    })
+                })
+                .collect();
+        }
         Ok(flow)
     }
 
@@ -309,8 +342,31 @@ impl StreamParser for Chunks {
             usage: self.usage,
             finish_reason,
             thinking: Vec::new(),
+            searches: searches(self.queries, self.pages),
         })
     }
+}
+
+/// The searches of a grounded answer: one per query; the pages the answer
+/// was grounded on go with the last (Gemini does not say which query found
+/// which page).
+fn searches(queries: Vec<String>, pages: Vec<Source>) -> Vec<WebSearch> {
+    let mut out: Vec<WebSearch> = queries
+        .into_iter()
+        .map(|query| WebSearch {
+            query,
+            sources: Vec::new(),
+        })
+        .collect();
+    match out.last_mut() {
+        Some(last) => last.sources = pages,
+        None if !pages.is_empty() => out.push(WebSearch {
+            query: String::new(),
+            sources: pages,
+        }),
+        None => {}
+    }
+    out
 }
 
 #[cfg(test)]

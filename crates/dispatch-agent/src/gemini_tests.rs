@@ -129,6 +129,7 @@ fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
             effort: Some(Effort::Low),
             budget_tokens: None,
         }),
+        web_search: false,
     };
     assert_eq!(
         p.body(&req),

@@ -48,6 +48,12 @@ pub async fn complete(
     let mut event = call.event;
     event["call"] = json!(conv.calls);
     let name = &call.model.model.name;
+    let searched = crate::hosted::search_events(
+        &call.response,
+        call.model.model.provider,
+        event["id"].as_str().unwrap_or_default(),
+        conv.rounds + 1,
+    );
     let mut events = vec![
         RunEvent::ModelCall(event),
         RunEvent::Usage(billing::usage_event(
@@ -57,6 +63,7 @@ pub async fn complete(
             call.estimated,
         )),
     ];
+    events.extend(searched);
     let mut failed = None;
     if call.response.finish_reason == FinishReason::Length {
         let (warning, fail) =

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod conversation;
 pub mod gemini;
 pub mod guest_step;
+pub mod hosted;
 pub mod mcp;
 pub mod openai;
 pub mod openai_responses;

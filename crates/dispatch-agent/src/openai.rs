@@ -240,6 +240,7 @@ impl StreamParser for Chunks {
             usage: self.usage,
             finish_reason,
             thinking: Vec::new(),
+            searches: Vec::new(),
         })
     }
 }

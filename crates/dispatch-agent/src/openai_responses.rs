@@ -4,13 +4,15 @@
 //! as `{type: function, name, parameters}`, and a stream of typed events —
 //! `response.output_text.delta`, `response.function_call_arguments.delta`,
 //! `response.output_item.done`, then `response.completed` (or
-//! `response.incomplete`, `response.failed`) carrying `usage`.
+//! `response.incomplete`, `response.failed`) carrying `usage`. With `TOOL
+//! BUILTIN web_search` the hosted `{type: web_search}` tool is offered and
+//! each `web_search_call` item the answer holds is a [`WebSearch`].
 
 use serde_json::{Value, json};
 
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, ModelRequest, ModelResponse, Provider, ProviderError,
-    ProviderKind, Role, TokenUsage, ToolCall,
+    ProviderKind, Role, Source, TokenUsage, ToolCall, WebSearch,
 };
 use crate::sse::{StreamParser, call, json};
 
@@ -77,12 +79,18 @@ impl OpenAiResponses {
         if !req.system.is_empty() {
             body["instructions"] = json!(req.system);
         }
-        if !req.tools.is_empty() {
-            body["tools"] = req
-                .tools
-                .iter()
-                .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
-                .collect();
+        let mut tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
+            .collect();
+        if req.web_search {
+            tools.push(json!({"type": "web_search"}));
+            // The pages each search found, not only the ones the text cites.
+            body["include"] = json!(["web_search_call.action.sources"]);
+        }
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
         }
         if let Some(max) = req.max_output_tokens {
             body["max_output_tokens"] = json!(max);
@@ -141,6 +149,9 @@ pub(crate) struct Events {
     calls: Vec<(u64, ToolCall)>,
     usage: Option<TokenUsage>,
     end: Option<End>,
+    searches: Vec<WebSearch>,
+    /// Pages the text cites (`url_citation` annotations).
+    cited: Vec<Source>,
 }
 
 impl Events {
@@ -151,6 +162,39 @@ impl Events {
             calls: Vec::new(),
             usage: None,
             end: None,
+            searches: Vec::new(),
+            cited: Vec::new(),
+        }
+    }
+
+    /// A finished `web_search_call` item, or the citations of a message.
+    fn hosted(&mut self, item: &Value) {
+        match item["type"].as_str() {
+            Some("web_search_call") => {
+                let action = &item["action"];
+                let sources = action["sources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(source)
+                    .collect();
+                self.searches.push(WebSearch {
+                    query: action["query"].as_str().unwrap_or_default().to_string(),
+                    sources,
+                });
+            }
+            Some("message") => {
+                let parts = item["content"].as_array().into_iter().flatten();
+                let notes = parts.flat_map(|p| p["annotations"].as_array().into_iter().flatten());
+                for n in notes.filter(|n| n["type"] == "url_citation") {
+                    if let Some(s) = source(n)
+                        && !self.cited.contains(&s)
+                    {
+                        self.cited.push(s);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -236,6 +280,7 @@ impl StreamParser for Events {
             "response.output_item.done" => {
                 // The whole item: it wins over what the deltas built.
                 let item = &v["item"];
+                self.hosted(item);
                 if item["type"] == "function_call" {
                     let whole = ToolCall::new(
                         item["call_id"].as_str().unwrap_or_default(),
@@ -283,6 +328,11 @@ impl StreamParser for Events {
             End::Incomplete(r) if r == "max_output_tokens" => FinishReason::Length,
             End::Incomplete(r) => FinishReason::Other(r),
         };
+        let mut searches = self.searches;
+        // Searches that listed no pages: the pages the text cites are theirs.
+        if let Some(last) = searches.iter_mut().rev().find(|s| s.sources.is_empty()) {
+            last.sources = self.cited;
+        }
         Ok(ModelResponse {
             model: self.model,
             text: self.text,
@@ -290,8 +340,17 @@ impl StreamParser for Events {
             usage: self.usage,
             finish_reason,
             thinking: Vec::new(),
+            searches,
         })
     }
+}
+
+/// A page named by a search's `sources` or a `url_citation`.
+fn source(v: &Value) -> Option<Source> {
+    Some(Source {
+        url: v["url"].as_str()?.to_string(),
+        title: v["title"].as_str().unwrap_or_default().to_string(),
+    })
 }
 
 #[cfg(test)]

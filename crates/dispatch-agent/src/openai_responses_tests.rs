@@ -167,6 +167,7 @@ fn the_body_carries_instructions_input_items_tools_and_reasoning() {
             effort: Some(Effort::High),
             budget_tokens: None,
         }),
+        web_search: false,
     };
     assert_eq!(
         p.body(&req),

@@ -146,6 +146,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
         }],
         max_output_tokens: Some(100),
         reasoning: None,
+        web_search: false,
     };
     let b = p.body(&req);
     assert_eq!(

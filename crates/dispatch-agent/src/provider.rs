@@ -152,6 +152,28 @@ pub struct ModelRequest {
     /// own fields, or not at all when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<Reasoning>,
+    /// `TOOL BUILTIN web_search`: offer the provider's own web search (a
+    /// hosted tool it runs inside the call; see [`WebSearch`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub web_search: bool,
+}
+
+/// One web search the provider ran inside a call (`TOOL BUILTIN
+/// web_search`): what it searched for and the pages it found or cited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebSearch {
+    /// The query, when the provider says it ("" when it does not).
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+}
+
+/// A page a web search found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +219,10 @@ pub struct ModelResponse {
     /// The model's thinking blocks, to send back with its message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thinking: Vec<Thinking>,
+    /// The web searches the provider ran for this answer (hosted; nothing
+    /// of them goes back in the conversation but the answer's text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<WebSearch>,
 }
 
 /// What the caller's delta callback says: go on, or abort the stream now

@@ -58,6 +58,15 @@ impl ProviderKind {
         matches!(self, ProviderKind::Claude | ProviderKind::Codex)
     }
 
+    /// Whether its API runs a web search inside a model call (`TOOL
+    /// BUILTIN web_search`): OpenAI's Responses, Anthropic and Gemini.
+    pub fn hosts_web_search(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Gemini
+        )
+    }
+
     pub fn parse(s: &str) -> Option<ProviderKind> {
         match s.to_ascii_lowercase().replace('-', "_").as_str() {
             "openai" | "openai_responses" => Some(ProviderKind::Openai),

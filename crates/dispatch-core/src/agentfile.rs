@@ -26,6 +26,7 @@ mod checks;
 mod directives;
 mod env_passthrough;
 mod eval;
+mod hosted;
 mod isolation;
 mod lex;
 mod limits;
@@ -737,6 +738,9 @@ impl Parser {
             ));
         }
         upstream::check(&af, self.memory_tool_line)?;
+        if let Some(agent) = &af.manifest.agent {
+            hosted::check(agent)?;
+        }
         if af
             .manifest
             .component

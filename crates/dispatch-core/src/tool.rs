@@ -109,11 +109,12 @@ pub const BUILTINS: [&str; 19] = [
     "handoff",
 ];
 
-/// Built-ins upstream Dispatch names that Dispatch cannot provide, and why.
-pub const REFUSED_BUILTINS: &[(&str, &str)] = &[(
-    "web_search",
-    "web_search needs a search service Dispatch does not have (hint: declare your search API as `TOOL HTTP search GET <url>` or an MCP server with `TOOL MCP search COMMAND \"…\"`)",
-)];
+/// Built-ins the model's provider runs inside its calls (hosted tools):
+/// `web_search` is OpenAI's `web_search`, Anthropic's `web_search_20250305`
+/// and Gemini's `google_search`. Nothing runs in Dispatch; each search is
+/// recorded from the answer. Only models whose provider hosts them may
+/// declare them (checked at build).
+pub const HOSTED_BUILTINS: [&str; 1] = ["web_search"];
 
 /// What kind of tool, with what it needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

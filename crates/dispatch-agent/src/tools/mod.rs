@@ -196,6 +196,8 @@ pub struct ToolBox<'a> {
     calls: AtomicU64,
     /// The round the calls belong to (see [`Tools::begin_round`]).
     round: AtomicU64,
+    /// `TOOL BUILTIN web_search`: the provider searches (see [`Tools::web_search`]).
+    web_search: bool,
 }
 
 impl<'a> ToolBox<'a> {
@@ -218,8 +220,15 @@ impl<'a> ToolBox<'a> {
         } else {
             None
         };
+        let mut web_search = false;
         for decl in decls {
             match &decl.kind {
+                // Run by the model's provider inside its calls: no entry here.
+                ToolKind::Builtin
+                    if dispatch_core::tool::HOSTED_BUILTINS.contains(&decl.name.as_str()) =>
+                {
+                    web_search = true;
+                }
                 ToolKind::Mcp {
                     command,
                     url,
@@ -276,6 +285,7 @@ impl<'a> ToolBox<'a> {
             ctx,
             calls: AtomicU64::new(0),
             round: AtomicU64::new(0),
+            web_search,
         })
     }
 
@@ -494,6 +504,10 @@ impl Tools for ToolBox<'_> {
 
     fn begin_round(&self, round: u64) {
         self.round.store(round, Ordering::SeqCst);
+    }
+
+    fn web_search(&self) -> bool {
+        self.web_search
     }
 
     async fn call(&self, call: &ToolCall) -> ToolOutcome {

@@ -9,4 +9,5 @@ mod mock_openai;
 mod mock_script;
 mod providers_mock;
 mod providers_native;
+mod providers_search;
 mod providers_wire;

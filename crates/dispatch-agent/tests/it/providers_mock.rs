@@ -23,6 +23,7 @@ fn request() -> ModelRequest {
         tools: vec![],
         max_output_tokens: None,
         reasoning: None,
+        web_search: false,
     }
 }
 

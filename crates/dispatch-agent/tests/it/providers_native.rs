@@ -32,6 +32,7 @@ fn request(model: &str) -> ModelRequest {
         }],
         max_output_tokens: None,
         reasoning: None,
+        web_search: false,
     }
 }
 

@@ -26,6 +26,7 @@ fn request(model: &str, max: Option<u64>) -> ModelRequest {
         tools: vec![],
         max_output_tokens: max,
         reasoning: None,
+        web_search: false,
     }
 }
 

@@ -67,6 +67,7 @@ mod native_providers;
 mod native_rate_limit;
 mod native_tools;
 mod native_tools_approval;
+mod native_web_search;
 mod otel;
 mod parity;
 mod partition;

@@ -459,9 +459,9 @@ fn memory_checkpoint_and_using_tools_run_and_advisory_metadata_is_recorded() {
 /// the refused line's number, a piece of its one-line error)`.
 const REFUSALS: &[(&str, usize, &str)] = &[
     (
-        "TOOL BUILTIN web_search",
+        "TOOL BUILTIN web_search APPROVAL confirm",
         4,
-        "web_search needs a search service",
+        "no one can approve a search before it runs",
     ),
     (
         "TOOL BUILTIN topic_lookup",

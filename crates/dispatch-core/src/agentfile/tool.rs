@@ -4,8 +4,8 @@
 use super::lex::{env_name, parse_u64};
 use super::model::check_base_url;
 use crate::tool::{
-    A2aAuth, A2aDiscovery, ApprovalPolicy, BUILTINS, REFUSED_BUILTINS, Risk, SecretHeader,
-    ToolDecl, ToolKind,
+    A2aAuth, A2aDiscovery, ApprovalPolicy, BUILTINS, HOSTED_BUILTINS, Risk, SecretHeader, ToolDecl,
+    ToolKind,
 };
 
 const USAGE: &str = "TOOL LOCAL <program> [AS name] [USING <command> [args…]] | TOOL HTTP <name> <METHOD> <url> | TOOL MCP <name> COMMAND \"…\" | URL <url> | TOOL A2A <name> URL <url> [DISCOVERY auto|card|direct] [AUTH bearer|header|basic …] [EXPECT_AGENT_NAME n] [EXPECT_CARD_SHA256 d] | TOOL BUILTIN <name>…, each optionally with SCHEMA <file> DESCRIPTION \"…\" TIMEOUT <duration> APPROVAL never|always|confirm|audit APPROVAL_TIMEOUT <duration> RISK low|medium|high";
@@ -280,13 +280,11 @@ fn builtins(line: usize, args: &[String]) -> Result<Vec<ToolDecl>, String> {
             break;
         }
         let name = word.to_ascii_lowercase();
-        if let Some((_, why)) = REFUSED_BUILTINS.iter().find(|(n, _)| *n == name) {
-            return Err(format!("TOOL BUILTIN {why}"));
-        }
-        if !BUILTINS.contains(&name.as_str()) {
+        if !BUILTINS.contains(&name.as_str()) && !HOSTED_BUILTINS.contains(&name.as_str()) {
             return Err(format!(
-                "TOOL BUILTIN: unknown built-in `{word}` (hint: {})",
-                BUILTINS.join(", ")
+                "TOOL BUILTIN: unknown built-in `{word}` (hint: {}, {})",
+                BUILTINS.join(", "),
+                HOSTED_BUILTINS.join(", ")
             ));
         }
         decls.push(decl(line, name, ToolKind::Builtin));

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::script::{Call, Step, Usage, pieces};
+use super::script::{Call, Search, Step, Usage, pieces};
 
 /// What every chunk of one answer repeats.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +29,8 @@ pub(super) struct Answer {
     /// Wait before each later text piece and each argument piece.
     pub chunk_delay_ms: u64,
     pub end: End,
+    /// Hosted web searches run before the text.
+    pub searches: Vec<Search>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +116,7 @@ impl Answer {
             first_delay_ms: 0,
             chunk_delay_ms: 0,
             end,
+            searches: Vec::new(),
         };
         match step {
             Step::Text {
@@ -123,6 +126,7 @@ impl Answer {
                 chunk_delay_ms,
                 usage: u,
                 truncated,
+                searches,
                 ..
             } => Answer {
                 text: pieces(text, *chunks),
@@ -135,6 +139,7 @@ impl Answer {
                 } else {
                     Finish::Stop
                 }),
+                searches: searches.clone(),
             },
             Step::ToolCalls {
                 calls,
@@ -155,6 +160,7 @@ impl Answer {
                     first_delay_ms: 0,
                     chunk_delay_ms: 0,
                     end: End::Finish(Finish::ToolCalls),
+                    searches: Vec::new(),
                 }
             }
             Step::Stall { text_before, .. } => partial(text_before, End::Stall),

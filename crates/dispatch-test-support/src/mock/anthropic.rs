@@ -32,6 +32,56 @@ pub(super) fn invalid(body: &Value) -> Option<String> {
     None
 }
 
+/// Whether the request offers the hosted web search tool
+/// (`{type: web_search_20250305, name: web_search}`).
+pub(super) fn offers_web_search(body: &Value) -> bool {
+    let tools = body["tools"].as_array().into_iter().flatten();
+    tools.into_iter().any(|t| {
+        t["name"] == "web_search"
+            && t["type"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("web_search_"))
+    })
+}
+
+/// A search's `server_tool_use` block, then its `web_search_tool_result`.
+fn search_blocks(a: &Answer, m: &Meta<'_>, i: usize, index: usize) -> Vec<Frame> {
+    let s = &a.searches[i];
+    let id = format!("srvtoolu_mock{}_{i}", m.seq);
+    let start = |index: usize, block: Value| {
+        let s = json!({"type": "content_block_start", "index": index, "content_block": block});
+        Frame::new(event("content_block_start", s), false, 0)
+    };
+    let stop = |index: usize| {
+        let stop = json!({"type": "content_block_stop", "index": index});
+        Frame::new(event("content_block_stop", stop), false, 0)
+    };
+    let query = json!({"query": s.query}).to_string();
+    let delta = json!({"type": "content_block_delta", "index": index,
+        "delta": {"type": "input_json_delta", "partial_json": query}});
+    let results: Vec<Value> = s
+        .results
+        .iter()
+        .map(|p| {
+            json!({"type": "web_search_result", "url": p.url, "title": p.title,
+            "encrypted_content": "mock", "page_age": null})
+        })
+        .collect();
+    vec![
+        start(
+            index,
+            json!({"type": "server_tool_use", "id": id, "name": "web_search", "input": {}}),
+        ),
+        Frame::new(event("content_block_delta", delta), false, 0),
+        stop(index),
+        start(
+            index + 1,
+            json!({"type": "web_search_tool_result", "tool_use_id": id, "content": results}),
+        ),
+        stop(index + 1),
+    ]
+}
+
 /// The streamed body: `event:` and `data:` lines per event, with a `ping`
 /// after `message_start` as the real API sends.
 pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
@@ -49,6 +99,10 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
         Frame::new(event("content_block_stop", stop), false, 0)
     };
     let mut index = 0;
+    for i in 0..a.searches.len() {
+        out.extend(search_blocks(a, &m, i, index));
+        index += 2;
+    }
     if !a.text.is_empty() {
         let s = json!({"type": "content_block_start", "index": index,
             "content_block": {"type": "text", "text": ""}});
@@ -87,9 +141,12 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
         out.push(block_stop(index));
         index += 1;
     }
-    let delta = json!({"type": "message_delta",
+    let mut delta = json!({"type": "message_delta",
         "delta": {"stop_reason": stop_reason(a.end), "stop_sequence": null},
         "usage": {"output_tokens": a.usage.output_tokens}});
+    if !a.searches.is_empty() {
+        delta["usage"]["server_tool_use"] = json!({"web_search_requests": a.searches.len()});
+    }
     out.push(Frame::new(event("message_delta", delta), false, 0));
     out.push(Frame::new(
         event("message_stop", json!({"type": "message_stop"})),

@@ -32,6 +32,25 @@ pub(super) fn invalid(body: &Value) -> Option<String> {
     }
 }
 
+/// Whether the request offers Google Search grounding (`{google_search: {}}`).
+pub(super) fn offers_web_search(body: &Value) -> bool {
+    let tools = body["tools"].as_array().into_iter().flatten();
+    tools.into_iter().any(|t| t.get("google_search").is_some())
+}
+
+/// The answer's `groundingMetadata`: its queries and the pages found.
+fn grounding(a: &Answer) -> Value {
+    let queries: Vec<&str> = a.searches.iter().map(|s| s.query.as_str()).collect();
+    let chunks: Vec<Value> = a
+        .searches
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|p| json!({"web": {"uri": p.url, "title": p.title}}))
+        .collect();
+    json!({"webSearchQueries": queries, "groundingChunks": chunks,
+        "searchEntryPoint": {"renderedContent": "<div>mock search</div>"}})
+}
+
 /// How many turns the model already took in the request's `contents`.
 pub(super) fn assistant_turns(body: &Value) -> usize {
     body["contents"]
@@ -84,7 +103,10 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
     }
     let calls = call_parts(a);
     let content = !calls.is_empty();
-    let last = chunk(&m, calls, Some(finish_reason(a.end)), Some(usage(a)));
+    let mut last = chunk(&m, calls, Some(finish_reason(a.end)), Some(usage(a)));
+    if !a.searches.is_empty() {
+        last["candidates"][0]["groundingMetadata"] = grounding(a);
+    }
     out.push(Frame::new(data(last), content, a.chunk_delay_ms));
     out
 }

@@ -69,6 +69,17 @@ impl Format {
         }
     }
 
+    /// Whether the request offers the format's hosted web search tool
+    /// (Chat Completions has none).
+    fn offers_web_search(self, body: &Value) -> bool {
+        match self {
+            Format::OpenAi => false,
+            Format::Responses => responses::offers_web_search(body),
+            Format::Anthropic => anthropic::offers_web_search(body),
+            Format::Gemini => gemini::offers_web_search(body),
+        }
+    }
+
     /// How many turns the model already took in the request's conversation.
     fn assistant_turns(self, body: &Value) -> usize {
         match self {
@@ -118,6 +129,14 @@ pub(super) async fn answer(
         return format.error(StatusCode::BAD_REQUEST, &message);
     }
     let step = inner.next_step().resolve(format.assistant_turns(&body));
+    if let Step::Text { searches, .. } = &step
+        && !searches.is_empty()
+        && !format.offers_web_search(&body)
+    {
+        // The real API cannot search when the request offers no search tool.
+        let message = "the script searches the web, but the request offers no web search tool";
+        return format.error(StatusCode::BAD_REQUEST, message);
+    }
     let delay = Duration::from_millis(step.delay_ms());
     if !delay.is_zero() {
         tokio::select! {

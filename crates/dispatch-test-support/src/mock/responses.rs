@@ -34,6 +34,12 @@ pub(super) fn invalid(body: &Value) -> Option<String> {
     None
 }
 
+/// Whether the request offers the hosted web search tool.
+pub(super) fn offers_web_search(body: &Value) -> bool {
+    let tools = body["tools"].as_array().into_iter().flatten();
+    tools.into_iter().any(|t| t["type"] == "web_search")
+}
+
 /// How many turns the model already took in the request's `input`.
 pub(super) fn assistant_turns(body: &Value) -> usize {
     body["input"].as_array().map_or(0, |items| {
@@ -44,9 +50,20 @@ pub(super) fn assistant_turns(body: &Value) -> usize {
     })
 }
 
-fn message_item(m: &Meta<'_>, text: &str, status: &str) -> Value {
+/// The text's `url_citation` annotations: every page the searches found.
+fn citations(a: &Answer, text: &str) -> Value {
+    let pages = a.searches.iter().flat_map(|s| &s.results);
+    pages
+        .map(|p| {
+            json!({"type": "url_citation", "start_index": 0, "end_index": text.len(),
+            "url": p.url, "title": p.title})
+        })
+        .collect()
+}
+
+fn message_item(a: &Answer, m: &Meta<'_>, text: &str, status: &str) -> Value {
     let content = if status == "completed" {
-        json!([{"type": "output_text", "annotations": [], "text": text}])
+        json!([{"type": "output_text", "annotations": citations(a, text), "text": text}])
     } else {
         json!([])
     };
@@ -81,10 +98,29 @@ fn response(a: &Answer, m: &Meta<'_>, status: &str, output: Vec<Value>) -> Value
     r
 }
 
+/// A hosted search's `web_search_call` item; done, with its query and the
+/// pages found (`include: web_search_call.action.sources`).
+fn search_item(a: &Answer, m: &Meta<'_>, i: usize, done: bool) -> Value {
+    let id = format!("ws_mock{}_{i}", m.seq);
+    if !done {
+        return json!({"id": id, "type": "web_search_call", "status": "in_progress"});
+    }
+    let s = &a.searches[i];
+    let sources: Vec<Value> = s
+        .results
+        .iter()
+        .map(|p| json!({"type": "url", "url": p.url}))
+        .collect();
+    json!({"id": id, "type": "web_search_call", "status": "completed",
+        "action": {"type": "search", "query": s.query, "sources": sources}})
+}
+
 fn output(a: &Answer, m: &Meta<'_>) -> Vec<Value> {
-    let mut out = Vec::new();
+    let mut out: Vec<Value> = (0..a.searches.len())
+        .map(|i| search_item(a, m, i, true))
+        .collect();
     if !a.text.is_empty() {
-        out.push(message_item(m, &a.full_text(), "completed"));
+        out.push(message_item(a, m, &a.full_text(), "completed"));
     }
     out.extend((0..a.calls.len()).map(|i| call_item(a, m, i, true)));
     out
@@ -112,11 +148,35 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
         0,
     )];
     let mut index = 0;
+    for i in 0..a.searches.len() {
+        let item_id = format!("ws_mock{}_{i}", m.seq);
+        out.push(frame(
+            json!({"type": "response.output_item.added", "output_index": index,
+            "item": search_item(a, &m, i, false)}),
+            false,
+            0,
+        ));
+        for phase in ["in_progress", "searching", "completed"] {
+            out.push(frame(
+                json!({"type": format!("response.web_search_call.{phase}"),
+                "item_id": item_id, "output_index": index}),
+                false,
+                0,
+            ));
+        }
+        out.push(frame(
+            json!({"type": "response.output_item.done", "output_index": index,
+            "item": search_item(a, &m, i, true)}),
+            false,
+            0,
+        ));
+        index += 1;
+    }
     if !a.text.is_empty() {
         let item_id = format!("msg_mock{}", m.seq);
         out.push(frame(
             json!({"type": "response.output_item.added", "output_index": index,
-            "item": message_item(&m, "", "in_progress")}),
+            "item": message_item(a, &m, "", "in_progress")}),
             false,
             0,
         ));
@@ -147,7 +207,7 @@ pub(super) fn stream(a: &Answer, m: Meta<'_>) -> Vec<Frame> {
         ));
         out.push(frame(
             json!({"type": "response.output_item.done", "output_index": index,
-            "item": message_item(&m, &text, "completed")}),
+            "item": message_item(a, &m, &text, "completed")}),
             false,
             0,
         ));

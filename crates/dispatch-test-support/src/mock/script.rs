@@ -113,6 +113,25 @@ pub struct Call {
     pub id: Option<String>,
 }
 
+/// A web search the provider runs before its text (`TOOL BUILTIN
+/// web_search`): each wire format reports it as that API does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    pub query: String,
+    /// The pages found: `{"url": …, "title": …}`.
+    #[serde(default)]
+    pub results: Vec<Page>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    pub url: String,
+    #[serde(default)]
+    pub title: String,
+}
+
 /// One answer. Every kind may wait `delay_ms` before answering (a slow model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -134,6 +153,11 @@ pub enum Step {
         /// of `stop` / `end_turn`.
         #[serde(default)]
         truncated: bool,
+        /// Hosted web searches run before the text; the request must offer
+        /// the provider's web search tool (else a 400, as without the tool
+        /// the real API could not have searched).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        searches: Vec<Search>,
         #[serde(default)]
         delay_ms: u64,
     },
@@ -220,6 +244,7 @@ impl Step {
             chunk_delay_ms: 0,
             usage: None,
             truncated: false,
+            searches: Vec::new(),
             delay_ms: 0,
         }
     }
@@ -270,6 +295,7 @@ impl Step {
                 chunk_delay_ms: 0,
                 usage: *usage,
                 truncated: false,
+                searches: Vec::new(),
                 delay_ms: *delay_ms,
             }
         }

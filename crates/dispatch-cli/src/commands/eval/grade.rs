@@ -123,6 +123,7 @@ pub async fn grade(
         tools: Vec::new(),
         max_output_tokens: Some(512),
         reasoning: None,
+        web_search: false,
     };
     if let Some(Mode::Replay(dir)) = Mode::from_env() {
         let key = cassette::request_key(&req);
