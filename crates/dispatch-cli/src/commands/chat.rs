@@ -7,6 +7,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dispatch_core::Operation;
 use dispatch_core::parcel::Courier;
@@ -96,10 +97,13 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
         };
         let mut stream = deltas().subscribe();
         let id = run.id.clone();
+        let streamed = Arc::new(AtomicBool::new(false));
+        let said = streamed.clone();
         let printer = tokio::spawn(async move {
             let mut out = std::io::stdout();
             while let Ok(d) = stream.recv().await {
                 if d.run_id == id {
+                    said.store(true, Ordering::Relaxed);
                     let _ = out.write_all(d.text.as_bytes());
                     let _ = out.flush();
                 }
@@ -116,8 +120,17 @@ pub async fn chat(ctx: &Ctx, args: &ChatArgs) -> CliResult {
         };
         let result = run_claimed(&store, &ctx.layout, run.clone(), true, known).await;
         printer.abort();
-        println!();
         let finished = store.get_run(&run.id).await?;
+        // A courier that streams no text (a WASM guest answers in events):
+        // its answer is the run's output.
+        if !streamed.load(Ordering::Relaxed) {
+            match &finished.output {
+                Some(Value::String(text)) => print!("{text}"),
+                Some(Value::Null) | None => {}
+                Some(other) => print!("{other}"),
+            }
+        }
+        println!();
         print_summary(&finished);
         // A turn that failed or was stopped is reported above; the chat goes on.
         result?;

@@ -328,3 +328,37 @@ fn a_wasm_agents_turns_are_kept_in_its_session() {
         "{data}"
     );
 }
+
+#[test]
+fn dispatch_chat_with_a_wasm_agent_prints_each_answer_once() {
+    let d = Dispatch::new();
+    let mut script = echo_then_answer().as_array().expect("steps").clone();
+    script.extend(echo_then_answer().as_array().expect("steps").clone());
+    let mock = Mock::start(Value::Array(script));
+    let dir = wasm_agent(d.dir.path(), "wasm-chat", "answer", &model_line(&mock));
+    let mut child = d
+        .command()
+        .args(["chat", dir.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dispatch chat");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"say hi\nagain\n").expect("two turns");
+    }
+    let out = child.wait_with_output().expect("chat ends at EOF");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("The echo said hi.").count(),
+        2,
+        "each turn's answer once: {stdout:?}"
+    );
+}
