@@ -40,6 +40,8 @@ pub mod stop;
 pub mod submit;
 pub mod suspend;
 pub(crate) mod wasm;
+/// Pruning the compiled WASM components no parcel needs (`dispatch rmi`).
+pub use wasm::prune::{Pruned, prune_cache as prune_wasm_cache};
 pub mod workflow;
 pub mod workspace;
 

@@ -3,7 +3,9 @@
 //! which has not ended uses is kept (the error names the runs); finished
 //! runs keep their records. `dispatch rmi --prune` removes every parcel a
 //! newer one of its name superseded and no run uses (as `podman image
-//! prune` removes dangling images). Through `--host`, from the cluster.
+//! prune` removes dangling images). The compiled WASM components (under
+//! `cache/wasm/`) no remaining parcel uses go too. Through `--host`, from
+//! the cluster.
 
 use dispatch_core::Status;
 use dispatch_runtime::launch::resolve_built;
@@ -28,6 +30,7 @@ pub async fn rmi(ctx: &Ctx, args: &RmiArgs) -> CliResult {
         for digest in prune(ctx).await? {
             println!("{digest}");
         }
+        prune_compiled(ctx);
         return Ok(0);
     }
     let mut failed = false;
@@ -40,7 +43,19 @@ pub async fn rmi(ctx: &Ctx, args: &RmiArgs) -> CliResult {
             }
         }
     }
+    prune_compiled(ctx);
     Ok(if failed { EXIT_DISPATCH } else { 0 })
+}
+
+/// The compiled WASM components no remaining parcel needs go with them.
+fn prune_compiled(ctx: &Ctx) {
+    let pruned = dispatch_runtime::prune_wasm_cache(&ctx.layout);
+    if pruned.files > 0 {
+        eprintln!(
+            "removed {} compiled WASM component(s), {} bytes, that no remaining parcel uses",
+            pruned.files, pruned.bytes
+        );
+    }
 }
 
 async fn remove(ctx: &Ctx, reference: &str) -> CliResult<String> {

@@ -362,3 +362,50 @@ fn dispatch_chat_with_a_wasm_agent_prints_each_answer_once() {
         "each turn's answer once: {stdout:?}"
     );
 }
+
+#[test]
+fn rmi_removes_the_compilations_no_remaining_parcel_uses() {
+    let d = Dispatch::new();
+    let mock = Mock::start(echo_then_answer());
+    let dir = wasm_agent(d.dir.path(), "cached", "answer", &model_line(&mock));
+    let doc = run(&d, &dir, "\"say hi\"", &[]);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    let cache = d.root().join("cache/wasm");
+    let listed = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let ours = listed();
+    assert_eq!(ours.len(), 1, "the run's compilation is kept: {ours:?}");
+    // A compilation of a component no parcel has, one of an older engine,
+    // and a temporary file whose writer is gone.
+    let (sha, _) = ours[0].split_once('-').expect("sha-fingerprint.cwasm");
+    let stale = [
+        format!("{}-{:016x}.cwasm", "cd".repeat(32), 7_u64),
+        format!("{sha}-{:016x}.cwasm", 7_u64),
+        format!("{}.tmp{}", ours[0], i32::MAX),
+    ];
+    for name in &stale {
+        std::fs::write(cache.join(name), b"old").expect("a stale file");
+    }
+    let out = d.run(&["rmi", "--prune"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("removed 3 compiled WASM component(s)"),
+        "{said}"
+    );
+    assert_eq!(listed(), ours, "the parcel's own compilation stays");
+    // Removing the parcel removes its compilation.
+    d.ok(&["rm", "-f", doc["id"].as_str().expect("id")]);
+    let out = d.run(&["rmi", "cached"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(listed().is_empty(), "{:?}", listed());
+}

@@ -16,6 +16,7 @@
 //! `cache/wasm/` (a helper process reuses the compilation of an earlier run).
 
 pub(crate) mod guest;
+pub(crate) mod prune;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -111,7 +112,7 @@ pub(crate) fn load(path: &Path, sha256: &str, cache_dir: &Path) -> Result<Compon
 }
 
 /// What the compiled code depends on: the engine's settings and version.
-fn engine_fingerprint(engine: &Engine) -> u64 {
+pub(crate) fn engine_fingerprint(engine: &Engine) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
