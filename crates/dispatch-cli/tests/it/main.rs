@@ -71,6 +71,7 @@ mod otel;
 mod parity;
 mod partition;
 mod policy;
+mod policy_review;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;

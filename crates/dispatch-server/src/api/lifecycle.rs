@@ -55,6 +55,13 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
         .into());
     }
     let run = launch::start_created(&*state.store, &run).await?;
+    joined_queue(&state, &run).await;
+    Ok((StatusCode::OK, Json(run_json(&run))).into_response())
+}
+
+/// Tells the workers that `run` joined the queue (started, or approved in
+/// review): this process's are woken, the others hear it on the bus.
+pub(super) async fn joined_queue(state: &AppState, run: &dispatch_store::Run) {
     state.wake.notify_one();
     if let Some(bus) = &state.bus
         && let Err(e) = bus.announce(run.id.as_str()).await
@@ -64,7 +71,6 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
             run.id
         );
     }
-    Ok((StatusCode::OK, Json(run_json(&run))).into_response())
 }
 
 /// The body of `POST /v1/runs/{id}/replay`.

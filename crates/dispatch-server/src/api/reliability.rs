@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::{RunId, now_ms};
+use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
 use serde::Deserialize;
@@ -80,12 +80,15 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the
 /// first one stands), writes the agent's decision file and resumes the run.
+/// The approval of a run in review (`policy-review`) queues the run, or
+/// cancels it. With a token, the decision names it beside `by` when they
+/// differ: `ada (token ops-bot)`.
 #[utoipa::path(
     post,
     path = "/v1/runs/{id}/approvals/{approval_id}",
     operation_id = "decideApproval",
     tag = "reliability",
-    summary = "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes",
+    summary = "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes (a run in review is queued, or cancelled when denied)",
     params(
         ("id" = String, Path, description = "run id or unique prefix"),
         ("approval_id" = String, Path, description = "the approval's id, as the agent named it"),
@@ -103,6 +106,7 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
 pub async fn decide(
     State(state): State<AppState>,
     Path((id, approval_id)): Path<(String, String)>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let value: Value = serde_json::from_slice(&body)
@@ -157,14 +161,29 @@ pub async fn decide(
     }
     let decision = Decision {
         decision: req.decision,
-        by: req.by,
+        by: decider(req.by.trim(), token.as_deref()),
         rationale: req.rationale,
         at: now_ms(),
         input: req.input,
     };
     let decided =
         approvals::decide(&*state.store, &state.layout, &id, &approval_id, &decision).await?;
+    if run.status() == Status::Review {
+        // Approved in review: the workers have a run to claim.
+        let now = state.store.get_run(&id).await?;
+        if now.status() == Status::Queued {
+            super::lifecycle::joined_queue(&state, &now).await;
+        }
+    }
     Ok(Json(json!(decided)))
+}
+
+/// Who decided: `by`, and the token that said so when it has another name.
+fn decider(by: &str, token: Option<&dispatch_store::TokenRecord>) -> String {
+    match token {
+        Some(t) if t.name != by => format!("{by} (token {})", t.name),
+        _ => by.to_string(),
+    }
 }
 
 /// `GET /v1/dead-letters`: newest first, each with its run's parcel,

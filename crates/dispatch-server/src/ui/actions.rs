@@ -183,9 +183,11 @@ pub async fn decide(
         }
     }
     let target = back_or(form.back.as_deref(), format!("/ui/runs/{id}"));
+    // The session's `by` names its token already.
     let decided = reliability::decide(
         State(state),
         Path((id, approval_id)),
+        None,
         Bytes::from(body.to_string()),
     )
     .await;

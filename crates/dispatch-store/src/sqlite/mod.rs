@@ -570,6 +570,21 @@ impl ReliabilityStore for SqliteStore {
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.write(|tx| reliability::mark_replayed(tx, run, by))
     }
+
+    async fn decide_approval_moving(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<(Approval, Run)> {
+        self.write(|tx| {
+            let decided = reliability::decide(tx, run, approval_id, decision)?;
+            let moved = runs::transition(tx, run, expected_version, std::slice::from_ref(write))?;
+            Ok((decided, moved))
+        })
+    }
 }
 
 #[async_trait]
