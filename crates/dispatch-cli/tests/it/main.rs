@@ -72,6 +72,7 @@ mod parity;
 mod partition;
 mod policy;
 mod policy_review;
+mod policy_review_dashboard;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;

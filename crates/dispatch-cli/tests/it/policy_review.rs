@@ -299,7 +299,11 @@ fn on_a_cluster_a_run_in_review_is_decided_through_the_api_by_a_named_token() {
         &format!("/v1/runs/{id}/report"),
         None,
     );
-    assert_eq!(report["run"]["status"], "review", "{report:#}");
+    assert_eq!(
+        report["status_text"], "review: deploys need a person",
+        "{report:#}"
+    );
+    assert_eq!(report["approvals"][0]["id"], "policy-review", "{report:#}");
     let out = client.run_with(&["ps"], Some(&runner));
     let ps = String::from_utf8_lossy(&out.stdout);
     assert!(ps.contains("review: deploys need a person"), "{ps}");
