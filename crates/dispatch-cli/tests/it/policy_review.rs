@@ -369,6 +369,20 @@ fn on_a_cluster_a_run_in_review_is_decided_through_the_api_by_a_named_token() {
         "{doc:#}"
     );
     assert_eq!(doc["attempt"], 1, "{doc:#}");
+    // A replay of it is asked of the policy again: in review, not run.
+    let (status, replayed) = call(
+        &server,
+        &runner,
+        "POST",
+        &format!("/v1/runs/{other}/replay"),
+        Some(&json!({"allow_side_effects": true})),
+    );
+    assert_eq!(status, 201, "{replayed}");
+    assert_eq!(
+        (&replayed["status"], &replayed["trigger"]),
+        (&json!("review"), &json!("replay")),
+        "{replayed:#}"
+    );
     // Approving what is not in review any more, or a run with no such approval.
     let (status, again) = call(
         &server,

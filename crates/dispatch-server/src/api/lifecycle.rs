@@ -105,6 +105,7 @@ pub struct ReplayRunBody {
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ReplayRunBody = super::runs::optional_body(&body, "replay request")?;
@@ -116,7 +117,8 @@ pub async fn replay(
         )));
     }
     let old = state.store.get_run(&id).await?;
-    let run = run_again(&state, &old, None).await?;
+    let who = super::policy::who(token.as_deref());
+    let run = run_again(&state, &old, None, &who).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
 }
 
@@ -128,12 +130,23 @@ pub(crate) async fn run_again(
     state: &AppState,
     old: &dispatch_store::Run,
     payload: Option<serde_json::Value>,
+    who: &dispatch_policy::input::Who,
 ) -> ApiResult<dispatch_store::Run> {
     let patience = state.patience();
     let parcel = patience
         .retry(|| find_parcel(state, &old.parcel_digest))
         .await?;
     launch::check_secrets(&parcel)?;
+    let mut stored = patience
+        .retry(|| async { Ok(state.store.run_extras(&old.id).await?) })
+        .await?
+        .policy
+        .unwrap_or_else(|| {
+            serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
+                .expect("a policy is plain data")
+        });
+    let asked = payload.as_ref().unwrap_or(&old.payload);
+    let passed = super::policy::gate_again(state, who, &parcel, old, asked, &mut stored)?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(old.operation),
@@ -156,16 +169,15 @@ pub(crate) async fn run_again(
         }
     };
     new.trigger = dispatch_core::Trigger::Replay;
-    let stored = patience
-        .retry(|| async { Ok(state.store.run_extras(&old.id).await?) })
-        .await?;
-    let policy = match stored.policy {
-        Some(policy) => policy,
-        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
-            .expect("a policy is plain data"),
-    };
     let extras = RunExtras {
-        policy: Some(policy),
+        policy: Some(stored),
+        // The policy's decision, with the run; a review sends it there.
+        events: passed
+            .as_ref()
+            .map(|p| dispatch_runtime::policy_gate::decision_event(&p.event))
+            .into_iter()
+            .collect(),
+        review: passed.and_then(|p| p.review),
         ..RunExtras::default()
     };
     let created = super::create::enqueue(

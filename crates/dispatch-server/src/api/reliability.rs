@@ -244,11 +244,13 @@ pub(crate) async fn dead_letter_docs(state: &AppState) -> ApiResult<Vec<Value>> 
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ReplayBody = super::runs::optional_body(&body, "replay request")?;
     let id: RunId = resolve(&state, &id).await?;
-    let run = replay_dead_letter(&state, &id, req.payload).await?;
+    let who = super::policy::who(token.as_deref());
+    let run = replay_dead_letter(&state, &id, req.payload, &who).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
 }
 
@@ -259,6 +261,7 @@ pub(crate) async fn replay_dead_letter(
     state: &AppState,
     id: &RunId,
     payload: Option<Value>,
+    who: &dispatch_policy::input::Who,
 ) -> ApiResult<dispatch_store::Run> {
     if state.store.dead_letter(id).await?.is_none() {
         return Err(ApiError::new(
@@ -273,7 +276,7 @@ pub(crate) async fn replay_dead_letter(
     // The same input in a new brief unless `payload` replaces it (like
     // `dispatch dlq replay`), under the original run's stored policy.
     let payload = payload.unwrap_or_else(|| old.payload.clone());
-    let run = super::lifecycle::run_again(state, &old, Some(payload)).await?;
+    let run = super::lifecycle::run_again(state, &old, Some(payload), who).await?;
     // The run exists: noting it waits out a lost database too (noting it
     // twice is harmless), so the caller does not replay it again.
     state
