@@ -98,6 +98,7 @@ pub struct ReplayRunBody {
         (status = 201, description = "the new run", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body, or `allow_side_effects` is not true; `ambiguous_id`; `missing_secret`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the server's policy denies running it again (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`run_not_found`; `parcel_not_found`: its parcel is gone", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
