@@ -579,11 +579,8 @@ impl ReliabilityStore for SqliteStore {
         expected_version: i64,
         write: &StateWrite,
     ) -> StoreResult<(Approval, Run)> {
-        self.write(|tx| {
-            let decided = reliability::decide(tx, run, approval_id, decision)?;
-            let moved = runs::transition(tx, run, expected_version, std::slice::from_ref(write))?;
-            Ok((decided, moved))
-        })
+        let moving = (expected_version, write);
+        self.write(|tx| reliability::decide_moving(tx, run, approval_id, decision, moving))
     }
 }
 

@@ -218,6 +218,20 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
         .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
 }
 
+/// [`decide`], and the run moved on with `write` from the state saved at
+/// `expected`, in the caller's transaction.
+pub(super) fn decide_moving(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+    d: &Decision,
+    (expected, write): (i64, &crate::StateWrite),
+) -> Result<(Approval, crate::Run), Fail> {
+    let decided = decide(tx, run, id, d)?;
+    let moved = super::runs::transition(tx, run, expected, std::slice::from_ref(write))?;
+    Ok((decided, moved))
+}
+
 pub(super) fn decide(
     tx: &Transaction<'_>,
     run: &RunId,
