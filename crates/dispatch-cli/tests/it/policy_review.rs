@@ -282,6 +282,11 @@ fn on_a_cluster_a_run_in_review_is_decided_through_the_api_by_a_named_token() {
     let out = client.run_with(&["run", &deploy, "--detach"], Some(&runner));
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("run {id} waits in review: deploys need a person")),
+        "{out:?}"
+    );
     let (status, run) = call(&server, &runner, "GET", &format!("/v1/runs/{id}"), None);
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "review", "{run:#}");

@@ -169,10 +169,13 @@ pub async fn decide(
     let decided =
         approvals::decide(&*state.store, &state.layout, &id, &approval_id, &decision).await?;
     if run.status() == Status::Review {
-        // Approved in review: the workers have a run to claim.
+        // Approved in review, the workers have a run to claim; denied, it
+        // ended here, without a worker.
         let now = state.store.get_run(&id).await?;
         if now.status() == Status::Queued {
             super::lifecycle::joined_queue(&state, &now).await;
+        } else if now.state.is_terminal() {
+            state.traced(&id);
         }
     }
     Ok(Json(json!(decided)))
