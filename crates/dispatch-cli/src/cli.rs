@@ -68,9 +68,9 @@ pub enum Command {
     Rmi(crate::commands::rmi::RmiArgs),
     /// Send a signal to a run; a run suspended waiting for it resumes.
     Signal(SignalArgs),
-    /// Approve what a paused run asks for; the run resumes.
+    /// Approve what a paused run asks for (the run resumes), or a run in review (it starts).
     Approve(DecideArgs),
-    /// Deny what a paused run asks for; the run resumes and the agent sees the denial.
+    /// Deny what a paused run asks for (the run resumes and the agent sees the denial), or a run in review (it is cancelled).
     Deny(DecideArgs),
     /// Approvals runs asked for.
     #[command(subcommand)]

@@ -88,6 +88,8 @@ pub fn run_forked() -> Option<i32> {
             }
             if existing {
                 run::say_deduplicated(&run);
+            } else {
+                run::say_in_review(&run);
             }
             if detach {
                 println!("{}", run.id);
@@ -239,7 +241,9 @@ fn child(report: File) -> i32 {
                 root: ctx.layout.root().to_path_buf(),
                 warnings,
             };
-            (message, (!existing).then_some((store, run, known)))
+            // A run in review is nobody's until it is approved.
+            let mine = !existing && run.status() != dispatch_core::Status::Review;
+            (message, mine.then_some((store, run, known)))
         }
         Err(e) => (
             Report::Failed {

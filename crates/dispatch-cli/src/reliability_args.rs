@@ -187,9 +187,10 @@ pub struct DecideArgs {
     /// Run id or unique prefix.
     #[arg(value_name = "RUN")]
     pub run: String,
-    /// The approval's id, as the agent asked for it.
+    /// The approval's id, as the agent asked for it (`policy-review` for a
+    /// run in review). Optional when the run waits for one approval only.
     #[arg(value_name = "APPROVAL")]
-    pub approval: String,
+    pub approval: Option<String>,
     /// Who decides (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,

@@ -72,6 +72,9 @@ pub struct ProcRef {
 pub enum Status {
     /// Made by `dispatch create`; waits for `dispatch start`, never claimed.
     Created,
+    /// The policy sent it to a person: waits for `dispatch approve` (then
+    /// queued) or `dispatch deny` (then cancelled), never claimed.
+    Review,
     Queued,
     Starting,
     Running,
@@ -84,8 +87,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Created,
+        Status::Review,
         Status::Queued,
         Status::Starting,
         Status::Running,
@@ -100,6 +104,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Created => "created",
+            Status::Review => "review",
             Status::Queued => "queued",
             Status::Starting => "starting",
             Status::Running => "running",
@@ -153,6 +158,10 @@ impl FromStr for Status {
 pub enum RunState {
     /// Created (`dispatch create`), not in the queue until it is started.
     Created {},
+    /// Created waiting for a person (the policy's `review` rule said why):
+    /// no process, no worker and no queue slot until it is approved
+    /// (queued for its first attempt) or denied (cancelled).
+    Review { reason: String, since: Ts },
     /// Waiting to be claimed; not before `not_before` when waiting out a backoff.
     Queued {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +227,9 @@ pub enum RunState {
 pub enum Transition {
     /// A created run goes into the queue (`dispatch start`).
     Start { at: Ts },
+    /// A person approved a run in review: it goes into the queue. (A
+    /// denial is a [`Transition::Cancel`].)
+    Approve { at: Ts },
     /// A helper takes a queued run.
     Claim { helper: ProcRef, at: Ts },
     /// The agent process is running.
@@ -273,6 +285,7 @@ impl Transition {
     fn name(&self) -> &'static str {
         match self {
             Transition::Start { .. } => "start",
+            Transition::Approve { .. } => "approve",
             Transition::Claim { .. } => "claim",
             Transition::AgentStarted { .. } => "agent_started",
             Transition::Pause { .. } => "pause",
@@ -305,6 +318,7 @@ impl RunState {
     pub fn status(&self) -> Status {
         match self {
             RunState::Created {} => Status::Created,
+            RunState::Review { .. } => Status::Review,
             RunState::Queued { .. } => Status::Queued,
             RunState::Starting { .. } => Status::Starting,
             RunState::Running { .. } => Status::Running,
@@ -341,7 +355,10 @@ impl RunState {
 
     pub fn started_at(&self) -> Option<Ts> {
         match self {
-            RunState::Created {} | RunState::Queued { .. } | RunState::Starting { .. } => None,
+            RunState::Created {}
+            | RunState::Review { .. }
+            | RunState::Queued { .. }
+            | RunState::Starting { .. } => None,
             RunState::Running { started_at, .. } | RunState::Paused { started_at, .. } => {
                 Some(*started_at)
             }
@@ -376,10 +393,11 @@ impl RunState {
         }
     }
 
-    /// Why the run ended (or paused), when it says.
+    /// Why the run ended (or paused, or waits in review), when it says.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            RunState::Paused { reason, .. }
+            RunState::Review { reason, .. }
+            | RunState::Paused { reason, .. }
             | RunState::Suspended { reason, .. }
             | RunState::Failed { reason, .. }
             | RunState::TimedOut { reason, .. }
@@ -403,6 +421,11 @@ impl RunState {
             (RunState::Created {}, Transition::Start { .. }) => {
                 RunState::Queued { not_before: None }
             }
+            // Dated like a wake, so that a reader finds an approved local
+            // run whose helper never came (see `revive_overdue`).
+            (RunState::Review { .. }, Transition::Approve { at }) => RunState::Queued {
+                not_before: Some(*at),
+            },
             (RunState::Queued { .. }, Transition::Claim { helper, at }) => RunState::Starting {
                 helper: *helper,
                 since: *at,

@@ -127,8 +127,68 @@ fn state_round_trips_through_json() {
     assert_eq!(back, s);
 }
 
+#[test]
+fn a_run_in_review_is_approved_into_the_queue_or_denied_cancelled() {
+    let review = RunState::Review {
+        reason: "deploys need a person".into(),
+        since: 1,
+    };
+    assert_eq!(review.status(), Status::Review);
+    assert_eq!(review.reason(), Some("deploys need a person"));
+    assert_eq!(
+        (review.helper(), review.agent(), review.started_at()),
+        (None, None, None)
+    );
+    let approved = review
+        .apply(Operation::Job, &Transition::Approve { at: 2 })
+        .expect("review -> queued");
+    assert_eq!(
+        approved,
+        RunState::Queued {
+            not_before: Some(2)
+        }
+    );
+    let deny = Transition::Cancel {
+        reason: "denied in review by ada".into(),
+        exit_code: None,
+        at: 3,
+    };
+    let denied = review
+        .apply(Operation::Job, &deny)
+        .expect("review -> cancelled");
+    assert_eq!(
+        denied,
+        RunState::Cancelled {
+            started_at: None,
+            ended_at: 3,
+            exit_code: None,
+            reason: "denied in review by ada".into(),
+        }
+    );
+    let service = review.apply(Operation::Service, &deny).expect("legal");
+    assert_eq!(service.status(), Status::Stopped);
+    // Nothing else moves it: no claim, no process, no approval twice.
+    for t in [
+        Transition::Claim { helper: H, at: 4 },
+        Transition::Start { at: 4 },
+        Transition::Exited { code: 0, at: 4 },
+        Transition::Lost {
+            reason: "x".into(),
+            at: 4,
+        },
+    ] {
+        let e = review.apply(Operation::Job, &t).expect_err("refused");
+        assert_eq!(e.from, Status::Review);
+    }
+    let e = approved
+        .apply(Operation::Job, &Transition::Approve { at: 5 })
+        .expect_err("a queued run is not in review");
+    assert_eq!(e.to_string(), "a queued run cannot approve");
+}
+
 fn any_transition() -> impl Strategy<Value = Transition> {
     prop_oneof![
+        Just(Transition::Approve { at: 0 }),
         Just(Transition::Claim { helper: H, at: 1 }),
         Just(Transition::AgentStarted { agent: A, at: 2 }),
         Just(Transition::Pause {
@@ -194,6 +254,35 @@ proptest! {
         }
         if let Some(t) = terminal {
             prop_assert_eq!(t, state);
+        }
+    }
+
+    /// Only a run in review is approved, and nothing brings a run back
+    /// into review: whatever happens after it, it is never there again.
+    #[test]
+    fn review_is_left_once_and_only_by_approval_or_cancel(
+        op in any_operation(),
+        steps in proptest::collection::vec(any_transition(), 0..30),
+    ) {
+        let mut state = RunState::Review { reason: "x".into(), since: 0 };
+        let mut left = false;
+        for t in &steps {
+            let approvable = state.status() == Status::Review;
+            match state.apply(op, t) {
+                Ok(next) => {
+                    if matches!(t, Transition::Approve { .. }) {
+                        prop_assert!(approvable);
+                        prop_assert_eq!(&next, &RunState::Queued { not_before: Some(0) });
+                    }
+                    if approvable {
+                        prop_assert!(matches!(t, Transition::Approve { .. } | Transition::Cancel { .. }), "{:?}", t);
+                    }
+                    state = next;
+                }
+                Err(e) => prop_assert_eq!(e.from, state.status()),
+            }
+            left |= state.status() != Status::Review;
+            prop_assert!(!(left && state.status() == Status::Review));
         }
     }
 

@@ -1,7 +1,8 @@
 //! Approval decisions: recorded in the store (who, when, why; the first
 //! decision stands), written for the agent to `$DISPATCH_APPROVALS/<id>.json`
 //! (temporary file + rename, so the agent never reads half a file), and the
-//! paused run resumed once nothing else is pending.
+//! paused run resumed once nothing else is pending. The approval of a run
+//! in review decides the run itself (see [`crate::review`]).
 
 use dispatch_core::{RunId, Status, Transition, now_ms};
 use dispatch_store::{Approval, Decision, Store};
@@ -27,6 +28,11 @@ pub async fn decide<S: Store + ?Sized>(
 ) -> RuntimeResult<Approval> {
     if let Some(input) = &decision.input {
         check_input(store, run, approval_id, decision, input).await?;
+    }
+    // A run in review: the decision queues or cancels it, at once.
+    let stored = store.get_run(run).await?;
+    if crate::review::decides_review(&stored, approval_id) {
+        return Ok(crate::review::decide(store, &stored, decision).await?.0);
     }
     let decided = store.decide_approval(run, approval_id, decision).await?;
     write_decision_file(layout, run, approval_id, decision)?;

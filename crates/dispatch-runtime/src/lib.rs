@@ -32,6 +32,7 @@ mod recover;
 pub mod remove;
 pub mod report;
 pub mod retention;
+pub mod review;
 pub mod sandbox;
 pub mod say;
 pub mod service;

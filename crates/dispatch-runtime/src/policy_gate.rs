@@ -105,11 +105,15 @@ pub struct RunAsk<'a> {
     pub payload: &'a Value,
 }
 
-/// The decision on a run that may be created: what to change of it, and
-/// the `policy` event that records the decision on the run.
+/// The decision on a run that may be created: what to change of it, why
+/// it waits in review for a person (if it does), and the `policy` event
+/// that records the decision on the run.
 #[derive(Clone, Debug)]
 pub struct Passed {
     pub modify: Option<Modify>,
+    /// The `review` rule's reasons, joined: the run is created in
+    /// `review` and waits for `dispatch approve` (see [`crate::review`]).
+    pub review: Option<String>,
     pub event: Value,
 }
 
@@ -120,7 +124,8 @@ pub fn decision_event(data: &Value) -> dispatch_core::event::NewEvent {
 }
 
 /// Asks `policy` about the run: `Ok` with what to change when it may be
-/// created, an error saying why when not.
+/// created (and why it waits in review, when it must), an error saying why
+/// when not.
 pub fn check_run(loaded: &LoadedPolicy, ask: &RunAsk<'_>) -> RuntimeResult<Passed> {
     let manifest = &ask.parcel.manifest;
     let input = RunInput {
@@ -157,22 +162,41 @@ pub fn check_run(loaded: &LoadedPolicy, ask: &RunAsk<'_>) -> RuntimeResult<Passe
             "policy {path} denies this run: {} (hint: `dispatch policy test {path} --input JSON` shows why)",
             reasons.join("; ")
         ))),
-        RunDecision::Review { reasons, .. } => Err(RuntimeError::Policy(format!(
-            "policy {path} sends this run to review: {}; runs waiting in review are not built yet, so it is refused",
-            reasons.join("; ")
-        ))),
+        RunDecision::Review { reasons, modify } => {
+            let mut event = event(loaded, ask, "review", &modify);
+            event["reasons"] = json!(reasons);
+            Ok(Passed {
+                modify,
+                review: Some(reasons.join("; ")),
+                event,
+            })
+        }
         RunDecision::Allow { modify } => {
-            let event = json!({
-                "decision": "allow",
-                "action": "create_run",
-                "who": ask.who,
-                "policy": path,
-                "policy_sha256": loaded.sha256,
-                "modify": modify,
-            });
-            Ok(Passed { modify, event })
+            let event = event(loaded, ask, "allow", &modify);
+            Ok(Passed {
+                modify,
+                review: None,
+                event,
+            })
         }
     }
+}
+
+/// The `policy` event's data for a run the policy lets through.
+fn event(
+    loaded: &LoadedPolicy,
+    ask: &RunAsk<'_>,
+    decision: &str,
+    modify: &Option<Modify>,
+) -> Value {
+    json!({
+        "decision": decision,
+        "action": "create_run",
+        "who": ask.who,
+        "policy": loaded.policy.path().display().to_string(),
+        "policy_sha256": loaded.sha256,
+        "modify": modify,
+    })
 }
 
 /// The gate of a local dispatch: `None` when no policy is in force.

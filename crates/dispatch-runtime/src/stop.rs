@@ -57,6 +57,10 @@ pub async fn stop<S: Store + ?Sized>(
             cancel_unheld(store, layout, &run, "cancelled before it started").await?;
             continue;
         }
+        if run.status() == Status::Review {
+            cancel_unheld(store, layout, &run, "cancelled in review").await?;
+            continue;
+        }
         if let dispatch_core::RunState::Suspended { reason, .. } = &run.state {
             // No process to signal: suspended runs hold none.
             cancel_unheld(store, layout, &run, &format!("cancelled while {reason}")).await?;
@@ -91,7 +95,7 @@ pub async fn stop<S: Store + ?Sized>(
     }
 }
 
-/// Cancels a run no process holds (created, queued or suspended). Its
+/// Cancels a run no process holds (created, in review, queued or suspended). Its
 /// pending approvals end `cancelled` with it (the store does that in the
 /// same transaction), and its workspace goes, as at any end (an overlay is
 /// unmounted), unless it asked to keep it.

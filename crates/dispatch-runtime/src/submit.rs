@@ -192,6 +192,8 @@ pub fn prepare_for(
             .map(|p| crate::policy_gate::decision_event(&p.event))
             .into_iter()
             .collect(),
+        // Sent to a person by the policy: created in review, never claimed.
+        review: passed.as_ref().and_then(|p| p.review.clone()),
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -361,7 +361,8 @@ pub(crate) fn write_resume(layout: &Layout, id: &RunId, resume: &Value) -> Optio
     Some(path.to_string_lossy().into_owned())
 }
 
-/// Starts a helper for a local run a wake queued (daemonless: nobody else will).
+/// Starts a helper for a local run a wake (or an approval in review) queued
+/// (daemonless: nobody else will).
 pub fn start_woken(layout: &Layout, run: &Run) {
     if let RunState::Queued { not_before } = run.state {
         crate::recover::spawn_once(layout, run, not_before.unwrap_or(0), "was woken");

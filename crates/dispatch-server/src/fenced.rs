@@ -367,6 +367,20 @@ impl ReliabilityStore for FencedStore {
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.inner.mark_replayed(run, by).await
     }
+
+    /// A person's decision, not the holder's: not fenced.
+    async fn decide_approval_moving(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<(Approval, Run)> {
+        self.inner
+            .decide_approval_moving(run, approval_id, decision, expected_version, write)
+            .await
+    }
 }
 
 /// Sessions are not the run's: their writes are compare-and-set by version,

@@ -36,6 +36,7 @@ mod queue;
 mod queue_timeout;
 mod reliability;
 mod retention;
+mod review;
 mod runs;
 mod service;
 mod sessions;
@@ -66,6 +67,7 @@ pub use queue::*;
 pub use queue_timeout::*;
 pub use reliability::*;
 pub use retention::*;
+pub use review::*;
 pub use runs::*;
 pub use service::*;
 pub use sessions::*;
@@ -246,6 +248,8 @@ macro_rules! __conformance_names {
             a_session_held_by_a_live_run_is_refused_until_it_ends,
             an_approval_is_requested_once_and_decided_once,
             a_pending_approval_ends_cancelled_with_its_run,
+            a_run_created_in_review_waits_unclaimed_with_its_approval_pending,
+            deciding_a_review_queues_or_cancels_the_run_with_the_decision_at_once,
             dead_letters_list_newest_first_and_record_their_replay,
             a_timed_out_attempt_requeued_keeps_its_status,
             // handoffs: triggers and one run per handoff
@@ -425,6 +429,7 @@ pub fn at_of(t: &Transition) -> Ts {
         | Transition::Resume { at }
         | Transition::Wake { at }
         | Transition::Start { at }
+        | Transition::Approve { at }
         | Transition::Suspend { at, .. }
         | Transition::Exited { at, .. }
         | Transition::Fail { at, .. }

@@ -51,7 +51,8 @@ pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
 };
 pub use reliability::{
-    Approval, Created, DeadLetter, Decision, ENDED_DECISION, ReliabilityStore, RunExtras,
+    Approval, Created, DeadLetter, Decision, ENDED_DECISION, REVIEW_APPROVAL, ReliabilityStore,
+    RunExtras,
 };
 pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};

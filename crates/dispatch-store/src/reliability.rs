@@ -38,6 +38,39 @@ pub struct RunExtras {
     /// (a policy's decision): none when the run already existed.
     #[serde(skip)]
     pub events: Vec<dispatch_core::event::NewEvent>,
+    /// Why a person must look at the run before it starts (a policy's
+    /// `review` rule): the run is created in `review`, never claimed, with
+    /// its [`REVIEW_APPROVAL`] pending, in the same transaction. It takes
+    /// no slot of its concurrency key and is not claimed at creation.
+    #[serde(skip)]
+    pub review: Option<String>,
+}
+
+/// The approval a run in review waits for: deciding it approves the run
+/// into the queue or denies it (see [`ReliabilityStore::decide_approval_moving`]).
+pub const REVIEW_APPROVAL: &str = "policy-review";
+
+/// The state and the pending approval of `new` created in review for `reason`.
+pub(crate) fn review_of(new: &NewRun, reason: &str) -> (dispatch_core::RunState, Approval) {
+    let state = dispatch_core::RunState::Review {
+        reason: reason.to_string(),
+        since: new.created_at,
+    };
+    let approval = Approval {
+        run_id: new.id.clone(),
+        id: REVIEW_APPROVAL.to_string(),
+        attempt: 1,
+        summary: format!("start this run? {reason}"),
+        requested_at: new.created_at,
+        deadline: None,
+        decision: None,
+        decided_by: None,
+        rationale: None,
+        decided_at: None,
+        details: Some(serde_json::json!({"kind": "review", "reason": reason})),
+        input: None,
+    };
+    (state, approval)
 }
 
 /// What [`ReliabilityStore::create_run_with`] did.
@@ -178,4 +211,19 @@ pub trait ReliabilityStore: Send + Sync {
 
     /// Notes that `by` replays the dead-lettered `run`.
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()>;
+
+    /// Decides approval `approval_id` of `run` as [`Self::decide_approval`]
+    /// does and moves the run from the state saved at `expected_version`
+    /// on with `write`, in one transaction: both are saved or neither (a
+    /// person's decision on a run in review queues or cancels it with the
+    /// decision). `Conflict` when the version moved on, and nothing is
+    /// decided; `ApprovalNotFound`, `AlreadyDecided` as `decide_approval`.
+    async fn decide_approval_moving(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+        expected_version: i64,
+        write: &crate::StateWrite,
+    ) -> StoreResult<(Approval, Run)>;
 }

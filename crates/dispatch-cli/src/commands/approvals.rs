@@ -24,15 +24,55 @@ pub async fn decide(ctx: &Ctx, args: &DecideArgs, decision: &str) -> CliResult {
         at: now_ms(),
         input: input_of(args)?,
     };
-    let a = dispatch_runtime::approvals::decide(&store, &ctx.layout, &run.id, &args.approval, &d)
-        .await?;
+    let approval = match &args.approval {
+        Some(a) => a.clone(),
+        None => only_pending(
+            &run,
+            &store.list_approvals(Some(&run.id), true).await?,
+            decision,
+        )?,
+    };
+    let a =
+        dispatch_runtime::approvals::decide(&store, &ctx.layout, &run.id, &approval, &d).await?;
     say_decided(&a);
-    // Daemonless: a run the decision woke from a durable wait needs a helper.
-    let suspended = matches!(run.state, dispatch_core::RunState::Suspended { .. });
-    if suspended && let Ok(run) = dispatch_store::RunStore::get_run(&store, &run.id).await {
+    // Daemonless: a run the decision woke from a durable wait, or approved
+    // in review, needs a helper.
+    let waiting = matches!(
+        run.state,
+        dispatch_core::RunState::Suspended { .. } | dispatch_core::RunState::Review { .. }
+    );
+    if waiting && let Ok(run) = dispatch_store::RunStore::get_run(&store, &run.id).await {
         dispatch_runtime::suspend::start_woken(&ctx.layout, &run);
     }
     Ok(0)
+}
+
+/// The approval to decide when none is named: the run's one pending
+/// approval; more than one, or none, is one line saying so.
+pub(crate) fn only_pending(
+    run: &dispatch_store::Run,
+    pending: &[Approval],
+    decision: &str,
+) -> CliResult<String> {
+    match pending {
+        [one] => Ok(one.id.clone()),
+        [] => Err(CliError::input(format!(
+            "run {} is {} and waits for no approval; there is nothing to {decision} (hint: `dispatch approvals ls` lists pending approvals)",
+            run.id,
+            run.status()
+        ))),
+        several => Err(CliError::input(format!(
+            "run {} waits for {} approvals ({}); name the one to {decision}: `dispatch {decision} {} APPROVAL`",
+            run.id,
+            several.len(),
+            several
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            run.id.short()
+        ))),
+    }
 }
 
 /// `--input` as JSON.

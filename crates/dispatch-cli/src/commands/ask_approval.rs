@@ -69,7 +69,9 @@ pub async fn announce_pauses(store: &SqliteStore, run: &RunId, asking: bool) {
             .unwrap_or_default();
         for a in pending {
             let tool = a.details.as_ref().is_some_and(|d| d["tool"].is_string());
-            if (tool && asking) || !said.insert(a.id.clone()) {
+            // A run in review said so when it was created.
+            let review = a.id == dispatch_store::REVIEW_APPROVAL;
+            if (tool && asking) || review || !said.insert(a.id.clone()) {
                 continue;
             }
             let what = if a.summary.is_empty() {

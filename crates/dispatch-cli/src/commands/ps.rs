@@ -12,8 +12,9 @@ use crate::output::{
     RunView, cost_text, created_text, duration_text, print_columns, print_json, status_text,
 };
 
-pub(crate) const LIVE: [Status; 5] = [
+pub(crate) const LIVE: [Status; 6] = [
     Status::Created,
+    Status::Review,
     Status::Queued,
     Status::Starting,
     Status::Running,

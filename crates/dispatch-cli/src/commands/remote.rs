@@ -211,6 +211,8 @@ impl Remote {
         let run = parse_run(answer)?;
         if deduplicated {
             run::say_deduplicated(&run);
+        } else {
+            run::say_in_review(&run);
         }
         if args.detach {
             println!("{}", run.id);

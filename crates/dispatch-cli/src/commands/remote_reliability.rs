@@ -28,7 +28,16 @@ impl Remote {
         if let Some(input) = input {
             body["input"] = input;
         }
-        let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&args.approval));
+        let approval = match &args.approval {
+            Some(a) => a.clone(),
+            None => {
+                let path = format!("/v1/approvals?run={}", run.id);
+                let answer = self.json("GET", &path, None)?;
+                let pending: Vec<Approval> = parse(answer["approvals"].clone(), "approvals")?;
+                approvals::only_pending(&run, &pending, decision)?
+            }
+        };
+        let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&approval));
         let decided: Approval = parse(self.json("POST", &path, Some(&body))?, "an approval")?;
         approvals::say_decided(&decided);
         Ok(0)

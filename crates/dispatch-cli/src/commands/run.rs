@@ -45,6 +45,7 @@ pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let store = ctx.store()?;
     let req = request(&args.source, operation, payload);
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
+    say_in_review(&run);
     println!("{}", run.id);
     Ok(0)
 }
@@ -65,6 +66,21 @@ pub async fn submit_run(
             Ok((run, true))
         }
     }
+}
+
+/// Says on stderr that the policy sent `run` to review, if it did: it does
+/// not start until someone approves it.
+pub(crate) fn say_in_review(run: &Run) -> bool {
+    let dispatch_core::RunState::Review { reason, .. } = &run.state else {
+        return false;
+    };
+    eprintln!(
+        "run {} waits in review: {reason} (hint: `dispatch approve {}` starts it, `dispatch deny {}` cancels it)",
+        run.id,
+        run.id.short(),
+        run.id.short()
+    );
+    true
 }
 
 /// Says on stderr that `run` answers a dispatch with its idempotency key.
@@ -103,7 +119,7 @@ pub async fn run_cmd(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let (store, run, existing) = create_for_run(ctx, args).await?;
     if existing {
         say_deduplicated(&run);
-    } else {
+    } else if !say_in_review(&run) {
         start_run(ctx, &store, &run).await?;
     }
     if args.detach {

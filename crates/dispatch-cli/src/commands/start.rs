@@ -10,6 +10,13 @@ pub async fn start(ctx: &Ctx, args: &IdsArgs) -> CliResult {
     let store = ctx.store()?;
     for arg in &args.ids {
         let run = find_run(&store, &ctx.layout, arg).await?;
+        if let dispatch_core::RunState::Review { reason, .. } = &run.state {
+            return Err(CliError::input(format!(
+                "run {} waits in review ({reason}); a person starts it with `dispatch approve {}`",
+                run.id,
+                run.id.short()
+            )));
+        }
         let startable = matches!(run.status(), Status::Created | Status::Queued);
         if !startable || run.stop_requested_at.is_some() {
             return Err(CliError::input(format!(

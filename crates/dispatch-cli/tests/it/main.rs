@@ -72,6 +72,8 @@ mod otel;
 mod parity;
 mod partition;
 mod policy;
+mod policy_review;
+mod policy_review_dashboard;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;

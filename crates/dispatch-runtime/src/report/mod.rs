@@ -187,6 +187,7 @@ pub fn status_text(state: &RunState, now: Ts) -> String {
             format!("running {}", human_duration(now - started_at))
         }
         RunState::Paused { reason, .. } => format!("paused: {reason}"),
+        RunState::Review { reason, .. } => format!("review: {reason}"),
         RunState::Suspended { reason, .. } => format!("paused: {reason} (suspended)"),
         RunState::Queued {
             not_before: Some(t),

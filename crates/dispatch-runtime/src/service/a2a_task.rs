@@ -77,7 +77,10 @@ fn description(manifest: &Manifest) -> String {
 /// Where a run stands, as a task state.
 pub(super) fn state_of(status: Status) -> TaskState {
     match status {
-        Status::Created | Status::Queued | Status::Starting => TaskState::Submitted,
+        // In review: a person decides, not the caller; the task waits.
+        Status::Created | Status::Review | Status::Queued | Status::Starting => {
+            TaskState::Submitted
+        }
         Status::Running | Status::Paused => TaskState::Working,
         Status::Succeeded => TaskState::Completed,
         Status::Failed | Status::TimedOut => TaskState::Failed,

@@ -44,7 +44,10 @@ pub async fn stop<S: Store + ?Sized>(
         if run.state.is_terminal() {
             return Ok(run);
         }
-        if matches!(run.status(), Status::Queued | Status::Created) {
+        if matches!(
+            run.status(),
+            Status::Queued | Status::Created | Status::Review
+        ) {
             let t = Transition::Cancel {
                 reason: "cancelled before it started".into(),
                 exit_code: None,

@@ -681,7 +681,12 @@ async fn stop_children<S: Store + ?Sized>(
         let _ = store.request_stop(&c.id, now_ms()).await;
     }
     for c in live {
-        if local || matches!(c.status(), Status::Queued | Status::Created) {
+        if local
+            || matches!(
+                c.status(),
+                Status::Queued | Status::Created | Status::Review
+            )
+        {
             let _ = crate::stop::stop(store, layout, &c.id, CHILD_GRACE, false).await;
         }
     }

@@ -398,6 +398,8 @@ pub(super) async fn prepare(
             .map(|p| dispatch_runtime::policy_gate::decision_event(&p.event))
             .into_iter()
             .collect(),
+        // Sent to a person by the policy: created in review, never claimed.
+        review: passed.as_ref().and_then(|p| p.review.clone()),
     };
     let options = QueueOptions {
         queue_timeout_ms,

@@ -55,6 +55,13 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
         .into());
     }
     let run = launch::start_created(&*state.store, &run).await?;
+    joined_queue(&state, &run).await;
+    Ok((StatusCode::OK, Json(run_json(&run))).into_response())
+}
+
+/// Tells the workers that `run` joined the queue (started, or approved in
+/// review): this process's are woken, the others hear it on the bus.
+pub(super) async fn joined_queue(state: &AppState, run: &dispatch_store::Run) {
     state.wake.notify_one();
     if let Some(bus) = &state.bus
         && let Err(e) = bus.announce(run.id.as_str()).await
@@ -64,7 +71,6 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
             run.id
         );
     }
-    Ok((StatusCode::OK, Json(run_json(&run))).into_response())
 }
 
 /// The body of `POST /v1/runs/{id}/replay`.
@@ -92,6 +98,7 @@ pub struct ReplayRunBody {
         (status = 201, description = "the new run", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body, or `allow_side_effects` is not true; `ambiguous_id`; `missing_secret`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the server's policy denies running it again (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`run_not_found`; `parcel_not_found`: its parcel is gone", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
@@ -99,6 +106,7 @@ pub struct ReplayRunBody {
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ReplayRunBody = super::runs::optional_body(&body, "replay request")?;
@@ -110,7 +118,8 @@ pub async fn replay(
         )));
     }
     let old = state.store.get_run(&id).await?;
-    let run = run_again(&state, &old, None).await?;
+    let who = super::policy::who(token.as_deref());
+    let run = run_again(&state, &old, None, &who).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
 }
 
@@ -122,12 +131,23 @@ pub(crate) async fn run_again(
     state: &AppState,
     old: &dispatch_store::Run,
     payload: Option<serde_json::Value>,
+    who: &dispatch_policy::input::Who,
 ) -> ApiResult<dispatch_store::Run> {
     let patience = state.patience();
     let parcel = patience
         .retry(|| find_parcel(state, &old.parcel_digest))
         .await?;
     launch::check_secrets(&parcel)?;
+    let mut stored = patience
+        .retry(|| async { Ok(state.store.run_extras(&old.id).await?) })
+        .await?
+        .policy
+        .unwrap_or_else(|| {
+            serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
+                .expect("a policy is plain data")
+        });
+    let asked = payload.as_ref().unwrap_or(&old.payload);
+    let passed = super::policy::gate_again(state, who, &parcel, old, asked, &mut stored)?;
     let request = LaunchRequest {
         source: parcel.digest.clone(),
         operation: Some(old.operation),
@@ -150,16 +170,15 @@ pub(crate) async fn run_again(
         }
     };
     new.trigger = dispatch_core::Trigger::Replay;
-    let stored = patience
-        .retry(|| async { Ok(state.store.run_extras(&old.id).await?) })
-        .await?;
-    let policy = match stored.policy {
-        Some(policy) => policy,
-        None => serde_json::to_value(RunPolicy::resolve(&parcel.manifest, &Default::default()))
-            .expect("a policy is plain data"),
-    };
     let extras = RunExtras {
-        policy: Some(policy),
+        policy: Some(stored),
+        // The policy's decision, with the run; a review sends it there.
+        events: passed
+            .as_ref()
+            .map(|p| dispatch_runtime::policy_gate::decision_event(&p.event))
+            .into_iter()
+            .collect(),
+        review: passed.and_then(|p| p.review),
         ..RunExtras::default()
     };
     let created = super::create::enqueue(

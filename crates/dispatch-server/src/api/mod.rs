@@ -46,7 +46,7 @@ pub mod openapi;
 mod parcel_tar;
 mod parcels;
 pub mod patience;
-mod policy;
+pub(crate) mod policy;
 mod prune;
 pub mod publish;
 pub(crate) mod reliability;

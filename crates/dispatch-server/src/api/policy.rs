@@ -48,20 +48,12 @@ pub(super) fn gate(
         return Ok(None);
     };
     let loaded = policy_gate::cached(&path)?;
-    let labels: BTreeMap<String, String> = req
-        .labels
-        .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (l.clone(), String::new()),
-        })
-        .collect();
     let ask = RunAsk {
         who: who.clone(),
         parcel,
         operation,
         trigger: "manual",
-        labels,
+        labels: labels_of(&req.labels),
         payload,
     };
     let passed = policy_gate::check_run(&loaded, &ask)?;
@@ -76,6 +68,63 @@ pub(super) fn gate(
         }
     }
     Ok(Some(passed))
+}
+
+/// Who decides from the dashboard: its session's token by name, else
+/// (a server that requires no token) `anonymous`.
+pub(crate) fn who_of_session(name: Option<&str>) -> Who {
+    match name {
+        Some(name) => Who {
+            name: name.to_string(),
+            kind: "token",
+        },
+        None => who(None),
+    }
+}
+
+/// Asks the policy about running `old` again (a replay or a restart,
+/// trigger `replay`): a denial is `403 forbidden`, a review sends the new
+/// run to review (a run denied in review is not run again by a replay);
+/// budgets it lowers are lowered in `policy`, the run's stored one.
+pub(super) fn gate_again(
+    state: &AppState,
+    who: &Who,
+    parcel: &Parcel,
+    old: &dispatch_store::Run,
+    payload: &Value,
+    policy: &mut Value,
+) -> ApiResult<Option<Passed>> {
+    let Some(path) = policy_gate::policy_file(&state.layout) else {
+        return Ok(None);
+    };
+    let loaded = policy_gate::cached(&path)?;
+    let ask = RunAsk {
+        who: who.clone(),
+        parcel,
+        operation: old.operation,
+        trigger: dispatch_core::Trigger::Replay.as_str(),
+        labels: labels_of(&old.labels),
+        payload,
+    };
+    let passed = policy_gate::check_run(&loaded, &ask)?;
+    if let Some(m) = &passed.modify
+        && let Ok(mut p) = serde_json::from_value::<RunPolicy>(policy.clone())
+    {
+        lower_limits(&mut p, m);
+        *policy = serde_json::to_value(&p).expect("a policy is plain data");
+    }
+    Ok(Some(passed))
+}
+
+/// `key=value` labels as the policy's map (a bare `key` has an empty value).
+fn labels_of(labels: &[String]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
 }
 
 /// The policy's budgets, where lower than the run's.

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dispatch_core::{RunId, now_ms};
+use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
 use serde::Deserialize;
@@ -80,12 +80,15 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the
 /// first one stands), writes the agent's decision file and resumes the run.
+/// The approval of a run in review (`policy-review`) queues the run, or
+/// cancels it. With a token, the decision names it beside `by` when they
+/// differ: `ada (token ops-bot)`.
 #[utoipa::path(
     post,
     path = "/v1/runs/{id}/approvals/{approval_id}",
     operation_id = "decideApproval",
     tag = "reliability",
-    summary = "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes",
+    summary = "Decide an approval like dispatch approve/deny: the first decision stands, the agent reads it and the run resumes (a run in review is queued, or cancelled when denied)",
     params(
         ("id" = String, Path, description = "run id or unique prefix"),
         ("approval_id" = String, Path, description = "the approval's id, as the agent named it"),
@@ -103,6 +106,7 @@ pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Jso
 pub async fn decide(
     State(state): State<AppState>,
     Path((id, approval_id)): Path<(String, String)>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let value: Value = serde_json::from_slice(&body)
@@ -157,14 +161,32 @@ pub async fn decide(
     }
     let decision = Decision {
         decision: req.decision,
-        by: req.by,
+        by: decider(req.by.trim(), token.as_deref()),
         rationale: req.rationale,
         at: now_ms(),
         input: req.input,
     };
     let decided =
         approvals::decide(&*state.store, &state.layout, &id, &approval_id, &decision).await?;
+    if run.status() == Status::Review {
+        // Approved in review, the workers have a run to claim; denied, it
+        // ended here, without a worker.
+        let now = state.store.get_run(&id).await?;
+        if now.status() == Status::Queued {
+            super::lifecycle::joined_queue(&state, &now).await;
+        } else if now.state.is_terminal() {
+            state.traced(&id);
+        }
+    }
     Ok(Json(json!(decided)))
+}
+
+/// Who decided: `by`, and the token that said so when it has another name.
+fn decider(by: &str, token: Option<&dispatch_store::TokenRecord>) -> String {
+    match token {
+        Some(t) if t.name != by => format!("{by} (token {})", t.name),
+        _ => by.to_string(),
+    }
 }
 
 /// `GET /v1/dead-letters`: newest first, each with its run's parcel,
@@ -218,6 +240,7 @@ pub(crate) async fn dead_letter_docs(state: &AppState) -> ApiResult<Vec<Value>> 
         (status = 201, description = "the new run", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body; `ambiguous_id`; `missing_secret`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the server's policy denies running it again (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`run_not_found`; `dead_letter_not_found`: the run is not a dead letter; `parcel_not_found`: its parcel is gone", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
@@ -225,11 +248,13 @@ pub(crate) async fn dead_letter_docs(state: &AppState) -> ApiResult<Vec<Value>> 
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: ReplayBody = super::runs::optional_body(&body, "replay request")?;
     let id: RunId = resolve(&state, &id).await?;
-    let run = replay_dead_letter(&state, &id, req.payload).await?;
+    let who = super::policy::who(token.as_deref());
+    let run = replay_dead_letter(&state, &id, req.payload, &who).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
 }
 
@@ -240,6 +265,7 @@ pub(crate) async fn replay_dead_letter(
     state: &AppState,
     id: &RunId,
     payload: Option<Value>,
+    who: &dispatch_policy::input::Who,
 ) -> ApiResult<dispatch_store::Run> {
     if state.store.dead_letter(id).await?.is_none() {
         return Err(ApiError::new(
@@ -254,7 +280,7 @@ pub(crate) async fn replay_dead_letter(
     // The same input in a new brief unless `payload` replaces it (like
     // `dispatch dlq replay`), under the original run's stored policy.
     let payload = payload.unwrap_or_else(|| old.payload.clone());
-    let run = super::lifecycle::run_again(state, &old, Some(payload)).await?;
+    let run = super::lifecycle::run_again(state, &old, Some(payload), who).await?;
     // The run exists: noting it waits out a lost database too (noting it
     // twice is harmless), so the caller does not replay it again.
     state

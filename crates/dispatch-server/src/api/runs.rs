@@ -422,6 +422,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             dispatch_core::RunState::Suspended { reason, .. } => {
                 format!("cancelled while {reason}")
             }
+            dispatch_core::RunState::Review { .. } => "cancelled in review".into(),
             _ if matches!(run.status(), Status::Queued | Status::Created) => {
                 "cancelled before it started".into()
             }

@@ -30,6 +30,9 @@ pub struct Error {
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Created,
+    /// Waits for a person (the policy's `review` rule; the reason is in
+    /// `state.reason`): approve or deny its `policy-review` approval.
+    Review,
     Queued,
     Starting,
     Running,

@@ -97,6 +97,7 @@ pub async fn stop(
 /// exact parcel, brief and payload again (`POST /v1/runs/{id}/replay`).
 pub async fn restart(
     State(state): State<AppState>,
+    Extension(session): Extension<Session>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
@@ -104,6 +105,7 @@ pub async fn restart(
     if let Some(refused) = check_csrf(&state, &headers, &form.csrf) {
         return refused;
     }
+    let who = crate::api::policy::who_of_session(session.who.as_deref());
     done(
         async {
             let id = resolve(&state, &id).await?;
@@ -123,7 +125,7 @@ pub async fn restart(
                     ));
                 }
             }
-            let new = lifecycle::run_again(&state, &old, None).await?;
+            let new = lifecycle::run_again(&state, &old, None, &who).await?;
             Ok(format!("/ui/runs/{}", new.id))
         }
         .await,
@@ -134,6 +136,7 @@ pub async fn restart(
 /// payload again as a new linked run (`POST /v1/runs/{id}/replay`).
 pub async fn replay(
     State(state): State<AppState>,
+    Extension(session): Extension<Session>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
@@ -141,11 +144,12 @@ pub async fn replay(
     if let Some(refused) = check_csrf(&state, &headers, &form.csrf) {
         return refused;
     }
+    let who = crate::api::policy::who_of_session(session.who.as_deref());
     done(
         async {
             let id = resolve(&state, &id).await?;
             let old = state.store.get_run(&id).await?;
-            let new = lifecycle::run_again(&state, &old, None).await?;
+            let new = lifecycle::run_again(&state, &old, None, &who).await?;
             Ok(format!("/ui/runs/{}", new.id))
         }
         .await,
@@ -183,9 +187,11 @@ pub async fn decide(
         }
     }
     let target = back_or(form.back.as_deref(), format!("/ui/runs/{id}"));
+    // The session's `by` names its token already.
     let decided = reliability::decide(
         State(state),
         Path((id, approval_id)),
+        None,
         Bytes::from(body.to_string()),
     )
     .await;
@@ -195,6 +201,7 @@ pub async fn decide(
 /// `POST /ui/dead-letters/{id}/replay` (`POST /v1/dead-letters/{id}/replay`).
 pub async fn replay_dead(
     State(state): State<AppState>,
+    Extension(session): Extension<Session>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
@@ -202,10 +209,11 @@ pub async fn replay_dead(
     if let Some(refused) = check_csrf(&state, &headers, &form.csrf) {
         return refused;
     }
+    let who = crate::api::policy::who_of_session(session.who.as_deref());
     done(
         async {
             let id = resolve(&state, &id).await?;
-            let new = reliability::replay_dead_letter(&state, &id, None).await?;
+            let new = reliability::replay_dead_letter(&state, &id, None, &who).await?;
             Ok(format!("/ui/runs/{}", new.id))
         }
         .await,

@@ -21,6 +21,7 @@ fn extras(key: Option<&str>, session: Option<&str>) -> RunExtras {
         traceparent: key
             .map(|_| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
         events: Vec::new(),
+        review: None,
     }
 }
 

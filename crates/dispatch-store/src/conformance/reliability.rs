@@ -30,6 +30,7 @@ pub async fn extras_round_trip_with_the_run<S: Store>(store: S) {
         concurrency: None,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         events: Vec::new(),
+        review: None,
     };
     let created = create_with(&store, 1, &extras, true).await;
     let Created::New(run) = created else {

@@ -657,6 +657,23 @@ impl ReliabilityStore for PgStore {
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         in_tx!(self, |tx| reliability::mark_replayed(&tx, run, by))
     }
+
+    async fn decide_approval_moving(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<(Approval, Run)> {
+        in_tx!(self, |tx| reliability::decide_moving(
+            &tx,
+            run,
+            approval_id,
+            decision,
+            (expected_version, write)
+        ))
+    }
 }
 
 #[async_trait]

@@ -46,6 +46,7 @@ fn claimed_from_row(row: &tokio_postgres::Row) -> Result<Claimed, Fail> {
             concurrency: super::reliability::concurrency_of(row, 25)?,
             traceparent: row.try_get(28)?,
             events: Vec::new(),
+            review: None,
         },
     })
 }

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 
 use super::events::insert_event;
-use super::runs::{create, get, parse_id};
+use super::runs::{create_as, get, parse_id};
 use super::{Fail, to_json};
 use crate::{Approval, Created, DeadLetter, Decision, NewRun, RunExtras, StoreError};
 
 /// Statuses of a run that still holds its session or dedup key.
-const LIVE: &str = "('queued', 'starting', 'running', 'paused')";
+const LIVE: &str = "('review', 'queued', 'starting', 'running', 'paused')";
 
 pub(super) fn json_col(row: &Row, i: usize, what: &str) -> Result<Option<Value>, Fail> {
     match row.try_get::<_, Option<&str>>(i)? {
@@ -90,16 +90,21 @@ pub(super) async fn create_with(
     }
     // A run with a concurrency key is claimed only when the key has a
     // slot for it (its helper waits otherwise); `drop` cancels it at once.
+    // A run in review is neither: it waits for a person first.
+    let review = extras
+        .review
+        .as_deref()
+        .map(|r| crate::reliability::review_of(new, r));
     let keyed = extras.concurrency.as_ref();
     let dropped = match keyed {
-        Some(c) => super::limits::make_room(tx, new, c).await?,
-        None => None,
+        Some(c) if review.is_none() => super::limits::make_room(tx, new, c).await?,
+        _ => None,
     };
     let mut plain = new.clone();
-    if keyed.is_some() {
+    if keyed.is_some() || review.is_some() {
         plain.claimed_by = None;
     }
-    let mut run = create(tx, &plain).await?;
+    let mut run = create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone())).await?;
     if let Some(c) = keyed {
         // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;
@@ -107,7 +112,7 @@ pub(super) async fn create_with(
             if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
                 run = super::limits::save(tx, &new.id, run.version, &write).await?;
             }
-        } else if let Some(helper) = new.claimed_by
+        } else if let Some(helper) = new.claimed_by.filter(|_| review.is_none())
             && super::limits::check_admitted(tx, &new.id).await.is_ok()
         {
             let claim = crate::created_claimed::claim_write(new, helper);
@@ -142,6 +147,9 @@ pub(super) async fn create_with(
         // so its lock need not be taken again.
         super::events::append_locked(tx, &new.id, &extras.events).await?;
     }
+    if let Some((_, approval)) = &review {
+        request_approval(tx, approval).await?;
+    }
     Ok(Created::New(run))
 }
 
@@ -163,6 +171,7 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         concurrency: concurrency_of(&row, 4)?,
         traceparent: row.try_get(7)?,
         events: Vec::new(),
+        review: None,
     })
 }
 
@@ -261,6 +270,30 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
     get_approval(tx, &a.run_id, &a.id)
         .await?
         .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
+}
+
+/// [`decide`], and the run moved on with `write` from the state saved at
+/// `expected`, in the caller's transaction.
+pub(super) async fn decide_moving(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+    d: &Decision,
+    (expected, write): (i64, &crate::StateWrite),
+) -> Result<(Approval, crate::Run), Fail> {
+    let decided = decide(tx, run, id, d).await?;
+    let item = super::transitions::Item {
+        id: run,
+        fence: None,
+        expected,
+        writes: std::slice::from_ref(write),
+    };
+    let moved = super::transitions::save(tx, &[item])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::NotFound(run.to_string())))
+        .map_err(Fail::Store)?;
+    Ok((decided, moved))
 }
 
 pub(super) async fn decide(

@@ -133,9 +133,20 @@ pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Resu
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    let state = match new.created {
-        true => RunState::Created {},
-        false => RunState::queued(),
+    create_as(tx, new, None).await
+}
+
+/// [`create`], in `state` when given (a run created in review) rather than
+/// `created` or `queued`.
+pub(super) async fn create_as(
+    tx: &Transaction<'_>,
+    new: &NewRun,
+    state: Option<RunState>,
+) -> Result<Run, Fail> {
+    let state = match (state, new.created) {
+        (Some(state), _) => state,
+        (None, true) => RunState::Created {},
+        (None, false) => RunState::queued(),
     };
     let stmt = tx
         .prepare_cached(

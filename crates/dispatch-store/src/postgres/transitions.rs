@@ -347,8 +347,9 @@ fn plan(
         if let RunState::Queued { not_before } = &write.state {
             plan.queued = true;
             plan.ready_at = Some(not_before.unwrap_or(at));
-            // (A created run's start is its first time in the queue.)
-            if status != Status::Queued && status != Status::Created {
+            // (A created run's start, a reviewed run's approval, is its
+            // first time in the queue.)
+            if !matches!(status, Status::Queued | Status::Created | Status::Review) {
                 // Back to the queue from anywhere else: a retry, so a new attempt.
                 plan.attempts.push(AttemptOp::Close {
                     number: attempt,

@@ -571,6 +571,18 @@ impl ReliabilityStore for SqliteStore {
     async fn mark_replayed(&self, run: &RunId, by: &RunId) -> StoreResult<()> {
         self.write(|tx| reliability::mark_replayed(tx, run, by))
     }
+
+    async fn decide_approval_moving(
+        &self,
+        run: &RunId,
+        approval_id: &str,
+        decision: &Decision,
+        expected_version: i64,
+        write: &StateWrite,
+    ) -> StoreResult<(Approval, Run)> {
+        let moving = (expected_version, write);
+        self.write(|tx| reliability::decide_moving(tx, run, approval_id, decision, moving))
+    }
 }
 
 #[async_trait]

@@ -6,12 +6,12 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::{Value, json};
 
 use super::events::insert_event;
-use super::runs::{create, get};
+use super::runs::{create_as, get};
 use super::{Fail, to_json};
 use crate::{Approval, Created, DeadLetter, Decision, NewRun, RunExtras, StoreError};
 
 /// Statuses of a run that still holds its session or dedup key.
-const LIVE: &str = "('queued', 'starting', 'running', 'paused')";
+const LIVE: &str = "('review', 'queued', 'starting', 'running', 'paused')";
 
 fn parse_id(text: &str) -> Result<RunId, Fail> {
     text.parse()
@@ -72,16 +72,21 @@ pub(super) fn create_with(
     }
     // A run with a concurrency key is claimed only when the key has a
     // slot for it (its helper waits otherwise); `drop` cancels it at once.
+    // A run in review is neither: it waits for a person first.
+    let review = extras
+        .review
+        .as_deref()
+        .map(|r| crate::reliability::review_of(new, r));
     let keyed = extras.concurrency.as_ref();
     let dropped = match keyed {
-        Some(c) => super::limits::make_room(tx, new, c)?,
-        None => None,
+        Some(c) if review.is_none() => super::limits::make_room(tx, new, c)?,
+        _ => None,
     };
     let mut plain = new.clone();
-    if keyed.is_some() {
+    if keyed.is_some() || review.is_some() {
         plain.claimed_by = None;
     }
-    create(tx, &plain)?;
+    create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone()))?;
     if let Some(c) = keyed {
         super::limits::set_key(tx, &new.id, c)?;
         let run = get(tx, &new.id)?;
@@ -89,7 +94,7 @@ pub(super) fn create_with(
             if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
                 super::runs::transition(tx, &new.id, run.version, std::slice::from_ref(&write))?;
             }
-        } else if let Some(helper) = new.claimed_by
+        } else if let Some(helper) = new.claimed_by.filter(|_| review.is_none())
             && super::limits::check_admitted(tx, &new.id).is_ok()
         {
             let claim = crate::created_claimed::claim_write(new, helper);
@@ -116,6 +121,9 @@ pub(super) fn create_with(
     if !extras.events.is_empty() {
         super::events::append(tx, &new.id, &extras.events)?;
     }
+    if let Some((_, approval)) = &review {
+        request_approval(tx, approval)?;
+    }
     Ok(Created::New(get(tx, &new.id)?))
 }
 
@@ -136,6 +144,7 @@ pub(super) fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras, Fail
         concurrency: concurrency_of(row.get(4)?, row.get(5)?, row.get(6)?),
         traceparent: row.get(7)?,
         events: Vec::new(),
+        review: None,
     })
 }
 
@@ -207,6 +216,20 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
     insert_event(tx, &a.run_id, &event)?;
     get_approval(tx, &a.run_id, &a.id)?
         .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
+}
+
+/// [`decide`], and the run moved on with `write` from the state saved at
+/// `expected`, in the caller's transaction.
+pub(super) fn decide_moving(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    id: &str,
+    d: &Decision,
+    (expected, write): (i64, &crate::StateWrite),
+) -> Result<(Approval, crate::Run), Fail> {
+    let decided = decide(tx, run, id, d)?;
+    let moved = super::runs::transition(tx, run, expected, std::slice::from_ref(write))?;
+    Ok((decided, moved))
 }
 
 pub(super) fn decide(

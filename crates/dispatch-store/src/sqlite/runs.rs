@@ -111,9 +111,20 @@ pub(super) fn exists(tx: &Transaction<'_>, id: &RunId) -> Result<bool, Fail> {
 }
 
 pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    let state = match new.created {
-        true => RunState::Created {},
-        false => RunState::queued(),
+    create_as(tx, new, None)
+}
+
+/// [`create`], in `state` when given (a run created in review) rather than
+/// `created` or `queued`.
+pub(super) fn create_as(
+    tx: &Transaction<'_>,
+    new: &NewRun,
+    state: Option<RunState>,
+) -> Result<Run, Fail> {
+    let state = match (state, new.created) {
+        (Some(state), _) => state,
+        (None, true) => RunState::Created {},
+        (None, false) => RunState::queued(),
     };
     let inserted = tx
         .prepare_cached(
@@ -382,10 +393,13 @@ fn transition_one(
     }
     let at = write.event.at;
     // Back to the queue from anywhere else: a retry, so a new attempt.
-    // (A created run's start is its first time in the queue.)
+    // (A created run's start, a reviewed run's approval, is its first
+    // time in the queue.)
     let requeued = new_status == Status::Queued
-        && old_status != Status::Queued
-        && old_status != Status::Created;
+        && !matches!(
+            old_status,
+            Status::Queued | Status::Created | Status::Review
+        );
     let attempt = if requeued {
         old_attempt + 1
     } else {
