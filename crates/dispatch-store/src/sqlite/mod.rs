@@ -31,7 +31,6 @@ mod traces;
 mod usage;
 mod workers;
 
-use crate::{TokenRecord, TokenStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
@@ -589,25 +588,6 @@ impl ReliabilityStore for SqliteStore {
 impl crate::TraceStore for SqliteStore {
     async fn finished_traces(&self, ids: &[RunId]) -> StoreResult<Vec<crate::RunTrace>> {
         self.read(|tx| traces::finished(tx, ids))
-    }
-}
-
-#[async_trait]
-impl TokenStore for SqliteStore {
-    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
-        self.write(|tx| tokens::create(tx, token, hash))
-    }
-
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        self.read(tokens::list)
-    }
-
-    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
-        self.write(|tx| tokens::revoke(tx, id, at))
-    }
-
-    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        self.read(|tx| tokens::find(tx, hash))
     }
 }
 

@@ -4,7 +4,7 @@ use dispatch_core::Ts;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::Fail;
-use crate::{StoreError, TokenRecord, TokenScope};
+use crate::{StoreError, StoreResult, TokenRecord, TokenScope};
 
 const COLUMNS: &str = "id, name, created_at, revoked_at, scope, expires_at";
 
@@ -62,4 +62,23 @@ pub(super) fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecor
         ))?
         .query_row([hash], record)
         .optional()?)
+}
+
+#[async_trait::async_trait]
+impl crate::TokenStore for super::SqliteStore {
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        self.write(|tx| create(tx, token, hash))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.read(list)
+    }
+
+    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
+        self.write(|tx| revoke(tx, id, at))
+    }
+
+    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        self.read(|tx| find(tx, hash))
+    }
 }
