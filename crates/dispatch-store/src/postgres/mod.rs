@@ -18,6 +18,7 @@ mod fenced;
 mod limits;
 mod listen;
 mod messages;
+mod notifications;
 mod parcels;
 pub(crate) mod queue;
 mod reliability;

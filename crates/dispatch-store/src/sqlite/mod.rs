@@ -18,6 +18,7 @@ mod expire;
 mod fenced;
 mod limits;
 mod messages;
+mod notifications;
 mod parcels;
 mod queue;
 mod reliability;
