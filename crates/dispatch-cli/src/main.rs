@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod ctx;
 mod error;
+mod notify_local;
 mod output;
 mod prefork;
 mod reliability_args;
@@ -194,6 +195,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Skill(a) => skill::skill(ctx, &a),
         Command::Policy(a) => policy::policy(&a),
+        Command::Notifications(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

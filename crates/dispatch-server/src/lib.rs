@@ -60,7 +60,7 @@ pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, fenced
 /// artifact, token, callback, parcel, run-log, service, eval, retention,
-/// worker and object (blob) capabilities.
+/// worker, object (blob) and notification outbox capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -77,6 +77,7 @@ pub trait ClusterStore:
     + TraceStore
     + WorkerStore
     + BlobStore
+    + dispatch_store::NotificationStore
 {
 }
 impl<
@@ -94,7 +95,8 @@ impl<
         + RetentionStore
         + TraceStore
         + WorkerStore
-        + BlobStore,
+        + BlobStore
+        + dispatch_store::NotificationStore,
 > ClusterStore for T
 {
 }

@@ -66,6 +66,7 @@ mod native_provider_wires;
 mod native_providers;
 mod native_rate_limit;
 mod native_tools;
+mod notifications;
 mod native_tools_approval;
 mod otel;
 mod parity;
