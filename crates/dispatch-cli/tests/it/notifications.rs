@@ -336,8 +336,54 @@ fn a_cluster_server_delivers_the_approval_a_worker_run_asked_for() {
         metrics.contains("dispatch_notification_sends_total{channel=\"webhook\",result=\"ok\"} 1"),
         "{metrics}"
     );
+    // The dashboard's approvals page shows the outbox too.
+    let base = format!("http://{}", server.host);
+    let page = dispatch_server::client::request(&base, "GET", "/ui/approvals", &[], None)
+        .expect("the server answers");
+    assert_eq!(page.status, 200);
+    let html = page.text().expect("a page");
+    assert!(html.contains("Notifications") && html.contains("1 delivered"), "{html}");
     client.ok(&["approve", &id, "ship-it"]);
     server.wait_for(&format!("/v1/runs/{id}"), |r| {
         r["state"]["status"] == "succeeded"
     });
+}
+
+#[test]
+fn a_call_an_auto_approve_rule_decides_is_the_rules_and_notifies_nobody() {
+    use crate::native_common::{Mock, events_of, refund_agent, text};
+    let (hooks, smtp) = (
+        HttpReceiver::start().expect("http"),
+        SmtpReceiver::start().expect("smtp"),
+    );
+    let d = with_config(&format!(
+        "{}[approvals]\nnotify = [\"ops\", \"team\", \"leads\"]\nescalate = [{{ after = \"1ms\", notify = [\"ops\"] }}]\n\n{FAST}",
+        channels(&hooks, &smtp)
+    ));
+    std::fs::write(
+        d.root().join("policy.rego"),
+        "package dispatch\n\nauto_approve contains \"refunds up to 30 are approved by rule\" if {\n    \
+         input.action == \"tool_call\"\n    input.tool == \"refund\"\n    input.arguments.amount <= 30\n}\n",
+    )
+    .expect("policy");
+    let mock = Mock::start(serde_json::json!([
+        {"kind": "tool_calls", "calls": [{"name": "refund", "arguments": {"order": "12345", "amount": 20}, "id": "c0"}]},
+        text("done", 1, 1),
+    ]));
+    let (dir, marks) = refund_agent(d.dir.path(), &mock.url(), "");
+    let id = d.detach(&dir, r#"{"ticket":"refund please"}"#);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+    assert!(marks.exists(), "the tool ran");
+    let call = events_of(&doc, "tool_call").remove(0);
+    assert_eq!(
+        call["approval"]["by"],
+        "policy rule: refunds up to 30 are approved by rule",
+        "recorded as decided by the rule"
+    );
+    // The outbox is written with the approval it tells of: none was asked,
+    // so nothing was ever due, and nobody heard anything.
+    assert_eq!(outbox(&d), Vec::<Value>::new());
+    assert!(hooks.posted().is_empty());
+    assert!(smtp.mails().is_empty());
 }
