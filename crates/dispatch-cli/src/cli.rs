@@ -97,8 +97,8 @@ pub enum Command {
     Skill(crate::commands::skill::SkillArgs),
     /// Policies on runs and tool calls: test one against an input.
     Policy(crate::commands::policy::PolicyArgs),
-    /// Notifications (webhooks, Slack, e-mail): the local outbox, and the configuration checked or tried.
-    Notifications(crate::commands::notifications::NotificationsArgs),
+    /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
+    Notify(crate::commands::notifications::NotificationsArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.

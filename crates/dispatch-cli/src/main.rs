@@ -195,7 +195,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Skill(a) => skill::skill(ctx, &a),
         Command::Policy(a) => policy::policy(&a),
-        Command::Notifications(a) => notifications::notifications(ctx, &a).await,
+        Command::Notify(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

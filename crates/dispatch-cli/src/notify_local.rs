@@ -3,7 +3,7 @@
 //! beside its run (approvals asked, their escalation steps, the run's end)
 //! and, after the run ended, keeps delivering for `delivery.linger` at most.
 //! What a helper leaves undelivered (an endpoint still failing) the next
-//! run's helper takes up; `dispatch notifications ls` shows the outbox.
+//! run's helper takes up; `dispatch notify ls` shows the outbox.
 
 use std::future::Future;
 

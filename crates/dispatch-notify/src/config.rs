@@ -238,8 +238,8 @@ impl Config {
         let raw: RawFile = toml::from_str(text).map_err(|e| fail(one_line(text, &e)))?;
         let mut channels = BTreeMap::new();
         for (name, raw) in raw.channels {
-            let channel = channel(&name, raw, env)
-                .map_err(|m| fail(format!("channel `{name}`: {m}")))?;
+            let channel =
+                channel(&name, raw, env).map_err(|m| fail(format!("channel `{name}`: {m}")))?;
             channels.insert(name, channel);
         }
         let known = |section: &str, names: &[String]| -> Result<Vec<String>, ConfigError> {
@@ -248,7 +248,11 @@ impl Config {
                     let have: Vec<&str> = channels.keys().map(String::as_str).collect();
                     return Err(fail(format!(
                         "{section}.notify names channel `{n}`, which is not defined (defined: {}; add a [channels.{n}] table)",
-                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
                     )));
                 }
             }
@@ -259,10 +263,12 @@ impl Config {
         };
         let mut escalate = Vec::new();
         for (n, step) in raw.approvals.escalate.iter().enumerate() {
-            let after = duration(&step.after).map_err(|m| {
-                fail(format!("approvals.escalate[{n}].after: {m}"))
-            })?;
-            if escalate.last().is_some_and(|e: &Escalation| e.after >= after) {
+            let after = duration(&step.after)
+                .map_err(|m| fail(format!("approvals.escalate[{n}].after: {m}")))?;
+            if escalate
+                .last()
+                .is_some_and(|e: &Escalation| e.after >= after)
+            {
                 return Err(fail(format!(
                     "approvals.escalate[{n}].after ({}) must be later than the step before it",
                     step.after
@@ -343,7 +349,11 @@ fn channel(
     raw: RawChannel,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Channel, String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
         return Err("a channel's name is letters, digits, `-` and `_`".into());
     }
     let from_env = |var: &str| {
@@ -355,7 +365,9 @@ fn channel(
         (Some(v), None) => Ok(v),
         (None, Some(var)) => from_env(&var),
         (Some(_), Some(_)) => Err(format!("give `{what}` or `{what}_env`, not both")),
-        (None, None) => Err(format!("`{what}` (or `{what}_env`, a variable holding it) is required")),
+        (None, None) => Err(format!(
+            "`{what}` (or `{what}_env`, a variable holding it) is required"
+        )),
     };
     let http_url = |text: String| -> Result<reqwest::Url, String> {
         let url = reqwest::Url::parse(&text).map_err(|e| format!("url: {e}"))?;
@@ -389,7 +401,9 @@ fn channel(
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
                 .filter(|(h, _)| !h.is_empty())
-                .ok_or_else(|| format!("smtp: `{smtp}` is not HOST:PORT (e.g. mail.example.com:587)"))?;
+                .ok_or_else(|| {
+                    format!("smtp: `{smtp}` is not HOST:PORT (e.g. mail.example.com:587)")
+                })?;
             let mailbox = |field: &str, text: &str| {
                 text.parse::<lettre::message::Mailbox>()
                     .map_err(|e| format!("{field}: `{text}` is not an address ({e})"))
@@ -496,7 +510,9 @@ backoff = "100ms"
     fn a_good_file_loads_with_its_routes_and_secrets() {
         let c = parse(GOOD).expect("loads");
         assert_eq!(c.channels.len(), 3);
-        assert!(matches!(&c.channels["ops"], Channel::Webhook { secret, .. } if secret == "s3cret"));
+        assert!(
+            matches!(&c.channels["ops"], Channel::Webhook { secret, .. } if secret == "s3cret")
+        );
         assert_eq!(c.escalate[0].after, Duration::from_secs(1800));
         assert_eq!(c.delivery.tries, 3);
         assert_eq!(c.delivery.backoff, Duration::from_millis(100));
@@ -507,11 +523,26 @@ backoff = "100ms"
     fn a_bad_file_is_refused_with_one_line_naming_the_problem() {
         let cases = [
             ("[channels.x]\ntype = \"pager\"\n", "pager"),
-            ("[approvals]\nnotify = [\"nobody\"]\n", "approvals.notify names channel `nobody`"),
-            ("[channels.x]\ntype = \"webhook\"\nurl = \"http://h/\"\nsecret_env = \"NOT_SET\"\n", "`NOT_SET` is not set"),
-            ("[channels.x]\ntype = \"slack\"\nurl = \"ftp://h/\"\n", "not http or https"),
-            ("[channels.x]\ntype = \"email\"\nsmtp = \"mail\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n", "is not HOST:PORT"),
-            ("[approvals]\nescalate = [{ after = \"soon\", notify = [] }]\n", "approvals.escalate[0].after"),
+            (
+                "[approvals]\nnotify = [\"nobody\"]\n",
+                "approvals.notify names channel `nobody`",
+            ),
+            (
+                "[channels.x]\ntype = \"webhook\"\nurl = \"http://h/\"\nsecret_env = \"NOT_SET\"\n",
+                "`NOT_SET` is not set",
+            ),
+            (
+                "[channels.x]\ntype = \"slack\"\nurl = \"ftp://h/\"\n",
+                "not http or https",
+            ),
+            (
+                "[channels.x]\ntype = \"email\"\nsmtp = \"mail\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n",
+                "is not HOST:PORT",
+            ),
+            (
+                "[approvals]\nescalate = [{ after = \"soon\", notify = [] }]\n",
+                "approvals.escalate[0].after",
+            ),
             ("[budget]\npercent = [75]\n", "75 is not a mark"),
             ("[delivery]\nretries = 3\n", "unknown field `retries`"),
             ("[approvals\n", "line 1, column"),

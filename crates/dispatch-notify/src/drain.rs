@@ -106,7 +106,9 @@ impl Notifier {
         for a in pending {
             for (n, step) in self.config.escalate.iter().enumerate() {
                 let after = u64::try_from(step.after.as_millis()).unwrap_or(u64::MAX);
-                let due_at = a.requested_at.saturating_add(i64::try_from(after).unwrap_or(i64::MAX));
+                let due_at = a
+                    .requested_at
+                    .saturating_add(i64::try_from(after).unwrap_or(i64::MAX));
                 if due_at > now {
                     break;
                 }
@@ -229,7 +231,13 @@ impl Notifier {
             if !open {
                 return;
             }
-            tokio::time::sleep(self.config.delivery.poll.min(deadline - tokio::time::Instant::now())).await;
+            tokio::time::sleep(
+                self.config
+                    .delivery
+                    .poll
+                    .min(deadline - tokio::time::Instant::now()),
+            )
+            .await;
         }
     }
 }

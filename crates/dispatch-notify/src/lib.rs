@@ -7,7 +7,7 @@
 //! a [`Notifier`] drains it: `dispatch server` all the time, a local run's
 //! helper while it lives (and for a while after its run ended). Sending
 //! never blocks a run: a channel that fails is retried with backoff, and the
-//! outcome is kept with the notification (`dispatch notifications`, `/metrics`).
+//! outcome is kept with the notification (`dispatch notify`, `/metrics`).
 //!
 //! The configuration is `notifications.toml` in the state directory, or the
 //! file `$DISPATCH_NOTIFICATIONS` names ([`config`]).

@@ -34,12 +34,11 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
             let aid = a["id"].as_str().unwrap_or("?");
             let summary = a["summary"].as_str().unwrap_or("");
             let tool = a["details"]["tool"].as_str();
-            let mut lines = vec![format!("Run {id} (parcel {parcel}) waits for a decision on `{aid}`.")];
+            let mut lines = vec![format!(
+                "Run {id} (parcel {parcel}) waits for a decision on `{aid}`."
+            )];
             if let Some(tool) = tool {
-                lines.push(format!(
-                    "Tool call: {tool} {}",
-                    a["details"]["arguments"]
-                ));
+                lines.push(format!("Tool call: {tool} {}", a["details"]["arguments"]));
             }
             lines.push(format!(
                 "Decide with: dispatch approve {id} {aid}   or   dispatch deny {id} {aid}"
@@ -59,11 +58,15 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
         kind::RUN_FAILED => {
             let status = d["status"].as_str().unwrap_or("failed");
             let reason = d["reason"].as_str().unwrap_or("no reason given");
-            let mut lines = vec![format!("Run {id} (parcel {parcel}) ended {status}: {reason}")];
+            let mut lines = vec![format!(
+                "Run {id} (parcel {parcel}) ended {status}: {reason}"
+            )];
             if let Some(code) = d["exit_code"].as_i64() {
                 lines.push(format!("Exit code {code}, attempt {}.", d["attempt"]));
             }
-            lines.push(format!("See: dispatch inspect-run {id}   and   dispatch logs {id}"));
+            lines.push(format!(
+                "See: dispatch inspect-run {id}   and   dispatch logs {id}"
+            ));
             (format!("Run {status}: {parcel} ({reason})"), lines)
         }
         kind::BUDGET_THRESHOLD => {
@@ -79,7 +82,9 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
             (
                 format!("Budget {pct}% used: {parcel} ({limit} {used} of {max})"),
                 vec![
-                    format!("Run {id} (parcel {parcel}) used {used} of its {limit} limit {max} ({pct}%)."),
+                    format!(
+                        "Run {id} (parcel {parcel}) used {used} of its {limit} limit {max} ({pct}%)."
+                    ),
                     format!("Stop it with: dispatch stop {id}"),
                 ],
             )
@@ -192,7 +197,10 @@ mod tests {
         let a = json!({"approval": {"id": "pay", "summary": "Pay <50> & go", "details": null}});
         let m = render(&n(kind::APPROVAL_REQUESTED, a.clone()), &run);
         assert_eq!(m.title, "Approval needed: Pay <50> & go");
-        assert!(m.lines.iter().any(|l| l.contains("dispatch approve")), "{m:?}");
+        assert!(
+            m.lines.iter().any(|l| l.contains("dispatch approve")),
+            "{m:?}"
+        );
         assert_eq!(m.document["approval"]["id"], "pay");
         assert_eq!(m.document["run"]["parcel"], "refunds");
         let s = slack(&m, kind::APPROVAL_REQUESTED);
@@ -201,18 +209,31 @@ mod tests {
         let mut esc = a;
         esc["escalation"] = json!({"step": 1, "after_ms": 5_400_000});
         let m = render(&n(kind::APPROVAL_ESCALATED, esc), &run);
-        assert!(m.title.starts_with("Approval still waiting after 1h30m"), "{}", m.title);
+        assert!(
+            m.title.starts_with("Approval still waiting after 1h30m"),
+            "{}",
+            m.title
+        );
         let m = render(
-            &n(kind::RUN_FAILED, json!({"status": "timed_out", "reason": "deadline", "exit_code": null, "attempt": 2})),
+            &n(
+                kind::RUN_FAILED,
+                json!({"status": "timed_out", "reason": "deadline", "exit_code": null, "attempt": 2}),
+            ),
             &run,
         );
         assert_eq!(m.title, "Run timed_out: refunds (deadline)");
         assert_eq!(m.document["failure"]["attempt"], 2);
         let m = render(
-            &n(kind::BUDGET_THRESHOLD, json!({"limit": "cost", "percent": 80, "used": 0.85, "max": 1.0})),
+            &n(
+                kind::BUDGET_THRESHOLD,
+                json!({"limit": "cost", "percent": 80, "used": 0.85, "max": 1.0}),
+            ),
             &run,
         );
-        assert_eq!(m.title, "Budget 80% used: refunds (cost $0.8500 of $1.0000)");
+        assert_eq!(
+            m.title,
+            "Budget 80% used: refunds (cost $0.8500 of $1.0000)"
+        );
         let (subject, body) = email(&m, kind::BUDGET_THRESHOLD, "k");
         assert!(subject.starts_with("[dispatch] Budget 80%"));
         assert!(body.contains("dispatch stop"));

@@ -72,7 +72,13 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
     Err(format!("answered {status}: {}", body.trim()))
 }
 
-async fn mail(smtp: &Smtp, m: &Message, event: &str, key: &str, timeout: Duration) -> Result<(), String> {
+async fn mail(
+    smtp: &Smtp,
+    m: &Message,
+    event: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, Message as Mail, Tokio1Executor};
     let (subject, body) = message::email(m, event, key);
@@ -83,7 +89,9 @@ async fn mail(smtp: &Smtp, m: &Message, event: &str, key: &str, timeout: Duratio
     for to in &smtp.to {
         builder = builder.to(to.clone());
     }
-    let mail = builder.body(body).map_err(|e| format!("cannot build the message: {e}"))?;
+    let mail = builder
+        .body(body)
+        .map_err(|e| format!("cannot build the message: {e}"))?;
     let tls = || -> Result<TlsParameters, String> {
         let mut b = TlsParameters::builder(smtp.host.clone());
         if let Some(path) = std::env::var_os(dispatch_http::CA_ENV).filter(|p| !p.is_empty()) {
@@ -104,10 +112,11 @@ async fn mail(smtp: &Smtp, m: &Message, event: &str, key: &str, timeout: Duratio
         .tls(tls)
         .timeout(Some(timeout));
     if let Some((user, password)) = &smtp.credentials {
-        transport = transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            user.clone(),
-            password.clone(),
-        ));
+        transport =
+            transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                user.clone(),
+                password.clone(),
+            ));
     }
     transport
         .build()

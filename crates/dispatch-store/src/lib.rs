@@ -44,10 +44,10 @@ pub use evals::{EvalRecord, EvalStore};
 pub use fenced::FencedArtifactStore;
 pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use messages::{Message, MessageStore, NewMessage};
+pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use notifications::{
     NewNotification, Notification, NotificationCounts, NotificationStore, Settle,
 };
-pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
 pub use parcels::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
 pub use queue::{

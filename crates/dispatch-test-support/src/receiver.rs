@@ -67,9 +67,7 @@ impl HttpReceiver {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(shared.clone());
+        let app = Router::new().fallback(receive).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -111,7 +109,10 @@ impl HttpReceiver {
 
     /// The requests to `path` so far.
     pub fn posted_to(&self, path: &str) -> Vec<Posted> {
-        self.posted().into_iter().filter(|p| p.path == path).collect()
+        self.posted()
+            .into_iter()
+            .filter(|p| p.path == path)
+            .collect()
     }
 }
 
@@ -264,7 +265,9 @@ impl SmtpReceiver {
 /// answer back, until it closes the session.
 fn session(stream: TcpStream, recorder: Recorder) {
     let Ok(peer) = stream.peer_addr() else { return };
-    let Ok(mut out) = stream.try_clone() else { return };
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
     let mut session = mailin::SessionBuilder::new("receiver.test").build(peer.ip(), recorder);
     if session.greeting().write_to(&mut out).is_err() {
         return;
@@ -286,7 +289,11 @@ fn session(stream: TcpStream, recorder: Recorder) {
                 return;
             }
             _ => {
-                if answer.write_to(&mut out).and_then(|()| out.flush()).is_err() {
+                if answer
+                    .write_to(&mut out)
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -1,4 +1,4 @@
-//! `dispatch notifications ls|check|test`: the local notification outbox,
+//! `dispatch notify ls|check|test`: the local notification outbox,
 //! and the configuration (`notifications.toml`) checked, or tried on every
 //! channel with a test message.
 
@@ -74,7 +74,14 @@ async fn ls(ctx: &Ctx, limit: usize, format: Format) -> CliResult {
         })
         .collect();
     print_columns(
-        &["RUN ID", "EVENT", "CREATED", "STATE", "SENT TO", "LAST ERROR"],
+        &[
+            "RUN ID",
+            "EVENT",
+            "CREATED",
+            "STATE",
+            "SENT TO",
+            "LAST ERROR",
+        ],
         &rows,
     );
     Ok(0)
@@ -99,7 +106,10 @@ fn check(ctx: &Ctx) -> CliResult {
             eprintln!(
                 "no notifications are configured (set {} or write {})",
                 dispatch_notify::config::ENV,
-                ctx.layout.root().join(dispatch_notify::config::FILE).display()
+                ctx.layout
+                    .root()
+                    .join(dispatch_notify::config::FILE)
+                    .display()
             );
             Ok(0)
         }
@@ -125,12 +135,15 @@ fn check(ctx: &Ctx) -> CliResult {
 }
 
 async fn test(ctx: &Ctx, wanted: &[String]) -> CliResult {
-    let Some(config) =
-        dispatch_notify::config::load_in(ctx.layout.root()).map_err(|e| CliError::input(e.to_string()))?
+    let Some(config) = dispatch_notify::config::load_in(ctx.layout.root())
+        .map_err(|e| CliError::input(e.to_string()))?
     else {
         return Err(CliError::input(format!(
             "no notifications are configured (hint: write {})",
-            ctx.layout.root().join(dispatch_notify::config::FILE).display()
+            ctx.layout
+                .root()
+                .join(dispatch_notify::config::FILE)
+                .display()
         )));
     };
     if let Some(unknown) = wanted.iter().find(|w| !config.channels.contains_key(*w)) {

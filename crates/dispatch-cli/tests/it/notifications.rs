@@ -81,7 +81,7 @@ fn asking(id: &str) -> String {
 }
 
 fn outbox(d: &Dispatch) -> Vec<Value> {
-    let out = d.ok(&["notifications", "ls", "--format", "json"]);
+    let out = d.ok(&["notify", "ls", "--format", "json"]);
     serde_json::from_str::<Vec<Value>>(&out).expect("JSON")
 }
 
@@ -136,7 +136,8 @@ fn a_new_approval_reaches_the_webhook_slack_and_email_each_verified() {
     eventually(20, "the outbox says delivered", || {
         outbox(&d)[0]["outcome"] == "delivered"
     });
-    let mut sent: Vec<String> = serde_json::from_value(outbox(&d)[0]["sent"].clone()).expect("sent");
+    let mut sent: Vec<String> =
+        serde_json::from_value(outbox(&d)[0]["sent"].clone()).expect("sent");
     sent.sort();
     assert_eq!(sent, ["leads", "ops", "team"]);
     assert_eq!(hooks.posted().len(), 2, "each channel once");
@@ -166,9 +167,14 @@ fn a_failing_endpoint_is_retried_with_backoff_until_it_takes_the_failure() {
     for p in &posts {
         verify(p);
     }
-    let delivery: Vec<_> = posts.iter().map(|p| p.header("dispatch-delivery")).collect();
+    let delivery: Vec<_> = posts
+        .iter()
+        .map(|p| p.header("dispatch-delivery"))
+        .collect();
     assert!(
-        delivery.iter().all(|d| *d == Some(&format!("failed:{id}")[..])),
+        delivery
+            .iter()
+            .all(|d| *d == Some(&format!("failed:{id}")[..])),
         "one delivery id across the tries: {delivery:?}"
     );
     let doc = posts[2].json();
@@ -232,7 +238,11 @@ fn a_budget_mark_notifies_and_only_the_configured_marks_do() {
         channels(&hooks, &smtp)
     ));
     let usage = r#"echo '{"type":"usage","model":"m","input_tokens":850,"output_tokens":0}' >> "$DISPATCH_EVENTS""#;
-    let agent = d.agent_with("spender", &format!("{usage}\nsleep 0.2\n"), "LIMIT TOKENS 1000\n");
+    let agent = d.agent_with(
+        "spender",
+        &format!("{usage}\nsleep 0.2\n"),
+        "LIMIT TOKENS 1000\n",
+    );
     let id = d.detach(&agent, "{}");
     assert_eq!(d.wait_terminal(&id)["status"], "succeeded");
     eventually(20, "the 80 % mark arrives", || {
@@ -262,11 +272,13 @@ fn a_configuration_that_does_not_load_is_refused_in_one_line() {
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("notifications.toml: approvals.notify names channel `pager`, which is not defined"),
+        err.contains(
+            "notifications.toml: approvals.notify names channel `pager`, which is not defined"
+        ),
         "{err}"
     );
     assert!(d.ok(&["ps", "-a", "-q"]).is_empty(), "no run was created");
-    let check = d.run(&["notifications", "check"]);
+    let check = d.run(&["notify", "check"]);
     assert_ne!(check.status.code(), Some(0));
 
     // A variable the file names that is not set: refused too.
@@ -275,7 +287,7 @@ fn a_configuration_that_does_not_load_is_refused_in_one_line() {
         "[channels.ops]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n",
     )
     .expect("config");
-    let err = d.fails(&["notifications", "check"], 125);
+    let err = d.fails(&["notify", "check"], 125);
     assert!(err.contains("`NOT_SET_ANYWHERE` is not set"), "{err}");
 }
 
@@ -342,7 +354,10 @@ fn a_cluster_server_delivers_the_approval_a_worker_run_asked_for() {
         .expect("the server answers");
     assert_eq!(page.status, 200);
     let html = page.text().expect("a page");
-    assert!(html.contains("Notifications") && html.contains("1 delivered"), "{html}");
+    assert!(
+        html.contains("Notifications") && html.contains("1 delivered"),
+        "{html}"
+    );
     client.ok(&["approve", &id, "ship-it"]);
     server.wait_for(&format!("/v1/runs/{id}"), |r| {
         r["state"]["status"] == "succeeded"
@@ -377,8 +392,7 @@ fn a_call_an_auto_approve_rule_decides_is_the_rules_and_notifies_nobody() {
     assert!(marks.exists(), "the tool ran");
     let call = events_of(&doc, "tool_call").remove(0);
     assert_eq!(
-        call["approval"]["by"],
-        "policy rule: refunds up to 30 are approved by rule",
+        call["approval"]["by"], "policy rule: refunds up to 30 are approved by rule",
         "recorded as decided by the rule"
     );
     // The outbox is written with the approval it tells of: none was asked,

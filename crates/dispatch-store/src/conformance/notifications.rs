@@ -48,7 +48,10 @@ pub async fn approvals_failures_and_budget_marks_enqueue_notifications_once<
         input: None,
     };
     store.request_approval(&approval).await.expect("asked");
-    store.request_approval(&approval).await.expect("asked again");
+    store
+        .request_approval(&approval)
+        .await
+        .expect("asked again");
     let usage = |tokens: u64, at| {
         NewEvent::new(
             EventKind::Usage,
@@ -89,7 +92,10 @@ pub async fn approvals_failures_and_budget_marks_enqueue_notifications_once<
         ],
         "{listed:#?}"
     );
-    assert!(listed.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert!(
+        listed.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first"
+    );
     let failed = listed
         .iter()
         .find(|n| n.kind == "run.failed")
@@ -116,12 +122,25 @@ pub async fn notifications_are_claimed_held_retried_and_settled<S: Store + Notif
         data: json!({"step": 1}),
         at,
     };
-    assert!(store.enqueue_notification(&n("a", 100)).await.expect("enqueue"));
     assert!(
-        !store.enqueue_notification(&n("a", 100)).await.expect("again"),
+        store
+            .enqueue_notification(&n("a", 100))
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !store
+            .enqueue_notification(&n("a", 100))
+            .await
+            .expect("again"),
         "a key is enqueued once"
     );
-    assert!(store.enqueue_notification(&n("b", 200)).await.expect("enqueue"));
+    assert!(
+        store
+            .enqueue_notification(&n("b", 200))
+            .await
+            .expect("enqueue")
+    );
     let err = store
         .enqueue_notification(&NewNotification {
             run_id: id(99),
@@ -131,8 +150,14 @@ pub async fn notifications_are_claimed_held_retried_and_settled<S: Store + Notif
         .expect_err("an unknown run");
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 
-    let due = store.claim_notifications(150, 1000, 10).await.expect("claim");
-    assert_eq!(due.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["a"]);
+    let due = store
+        .claim_notifications(150, 1000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        due.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
     assert!(
         store
             .claim_notifications(300, 1000, 10)
@@ -159,7 +184,10 @@ pub async fn notifications_are_claimed_held_retried_and_settled<S: Store + Notif
         .expect("settle");
     let counts = store.notification_counts().await.expect("counts");
     assert_eq!((counts.pending, counts.retrying), (2, 1), "{counts:?}");
-    let again = store.claim_notifications(400, 1000, 10).await.expect("claim");
+    let again = store
+        .claim_notifications(400, 1000, 10)
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].sent, vec!["hook".to_string()]);
     assert_eq!(again[0].tries, 1);

@@ -145,16 +145,17 @@ pub(super) async fn append_locked(
                  RETURNING input_tokens + output_tokens, cost_usd, policy",
             )
             .await?;
-        let row = tx.query_one(
-            &stmt,
-            &[
-                &run.as_str(),
-                &tokens(total.input_tokens),
-                &tokens(total.output_tokens),
-                &total.cost_usd,
-            ],
-        )
-        .await?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[
+                    &run.as_str(),
+                    &tokens(total.input_tokens),
+                    &tokens(total.output_tokens),
+                    &total.cost_usd,
+                ],
+            )
+            .await?;
         // A mark of the run's budget crossed: a notification, with the usage.
         let (tokens, cost): (i64, f64) = (row.try_get(0)?, row.try_get(1)?);
         let tokens = u64::try_from(tokens).unwrap_or(0);

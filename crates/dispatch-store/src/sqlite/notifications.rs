@@ -70,7 +70,11 @@ fn from_row(row: &Row<'_>) -> Result<Notification, Fail> {
     })
 }
 
-fn collect(tx: &Transaction<'_>, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Notification>, Fail> {
+fn collect(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<Notification>, Fail> {
     let mut stmt = tx.prepare_cached(sql)?;
     let mut rows = stmt.query(p)?;
     let mut out = Vec::new();
