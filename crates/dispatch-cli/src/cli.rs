@@ -129,6 +129,8 @@ pub enum InternalCommand {
     RunRecord { id: String },
     /// A helper started ahead of its run: it reads the run's id from stdin.
     RunStandby,
+    /// Deliver the local notification outbox until nothing is left (one at a time).
+    NotifyDrain,
     /// Print a reference page of the book, generated from the code.
     Reference {
         #[arg(value_enum)]

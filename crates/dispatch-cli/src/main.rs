@@ -208,6 +208,9 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
             internal::run_record_cmd(ctx, &id).await
         }
         Command::Internal(InternalCommand::RunStandby) => internal::run_standby_cmd(ctx).await,
+        Command::Internal(InternalCommand::NotifyDrain) => {
+            crate::notify_local::drain_cmd(ctx).await
+        }
         Command::Internal(InternalCommand::Reference { page }) => reference::reference(page),
     }
 }

@@ -83,7 +83,7 @@ impl Default for Delivery {
             backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(600),
             timeout: Duration::from_secs(10),
-            linger: Duration::from_secs(30),
+            linger: Duration::from_secs(5),
             poll: Duration::from_secs(1),
         }
     }

@@ -215,6 +215,29 @@ impl Notifier {
         }
     }
 
+    /// Whether anything is left to deliver at `now`: a notification not
+    /// settled, or a pending approval with an escalation step still ahead.
+    pub async fn has_work<S>(&self, store: &S, now: Ts) -> bool
+    where
+        S: Store + NotificationStore + ?Sized,
+    {
+        if let Ok(counts) = store.notification_counts().await
+            && counts.pending > 0
+        {
+            return true;
+        }
+        let Some(last) = self.config.escalate.last() else {
+            return false;
+        };
+        let last_ms = i64::try_from(last.after.as_millis()).unwrap_or(i64::MAX);
+        match store.list_approvals(None, true).await {
+            Ok(pending) => pending
+                .iter()
+                .any(|a| a.requested_at.saturating_add(last_ms) >= now),
+            Err(_) => false,
+        }
+    }
+
     /// Rounds until nothing is due for `linger`, or `linger` has passed
     /// since this began: what a local run's helper does after its run ended.
     pub async fn linger<S>(&self, store: &S)
