@@ -188,6 +188,35 @@ fn a_failing_endpoint_is_retried_with_backoff_until_it_takes_the_failure() {
         n["outcome"] == "delivered" && n["tries"] == 3
     });
     assert!(smtp.mails().is_empty(), "mail was not asked for failures");
+    assert!(
+        d.root().join("notify.lock").exists(),
+        "the helper handed the retries to the drainer"
+    );
+}
+
+#[test]
+fn an_endpoint_that_never_answers_well_is_given_up_on_and_says_why() {
+    let (hooks, smtp) = (
+        HttpReceiver::start().expect("http"),
+        SmtpReceiver::start().expect("smtp"),
+    );
+    hooks.fail_next("/ops", 1000);
+    let d = with_config(&format!(
+        "{}[failures]\nnotify = [\"ops\"]\n\n{FAST}tries = 2\n",
+        channels(&hooks, &smtp)
+    ));
+    let id = d.detach(&d.agent("doomed", "exit 1\n"), "{}");
+    assert_eq!(d.wait_terminal(&id)["status"], "failed");
+    eventually(20, "the outbox gives up after two tries", || {
+        outbox(&d)[0]["outcome"] == "failed"
+    });
+    let n = &outbox(&d)[0];
+    assert_eq!(n["tries"], 2);
+    let error = n["last_error"].as_str().expect("the last error");
+    assert!(error.starts_with("ops: answered 503"), "{error}");
+    assert_eq!(hooks.posted_to("/ops").len(), 2, "no try after the last");
+    let table = d.ok(&["notify", "ls"]);
+    assert!(table.contains("run.failed") && table.contains("failed"), "{table}");
 }
 
 #[test]
