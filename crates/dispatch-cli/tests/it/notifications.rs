@@ -216,7 +216,10 @@ fn an_endpoint_that_never_answers_well_is_given_up_on_and_says_why() {
     assert!(error.starts_with("ops: answered 503"), "{error}");
     assert_eq!(hooks.posted_to("/ops").len(), 2, "no try after the last");
     let table = d.ok(&["notify", "ls"]);
-    assert!(table.contains("run.failed") && table.contains("failed"), "{table}");
+    assert!(
+        table.contains("run.failed") && table.contains("failed"),
+        "{table}"
+    );
 }
 
 #[test]
