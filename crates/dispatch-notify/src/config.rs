@@ -74,6 +74,10 @@ pub struct Delivery {
     pub linger: Duration,
     /// How often the outbox is looked at.
     pub poll: Duration,
+    /// A notification older than this when first tried is not sent (a
+    /// backlog from before notifications were configured, or from a long
+    /// outage of every deliverer): settled `skipped`.
+    pub max_age: Duration,
 }
 
 impl Default for Delivery {
@@ -85,6 +89,7 @@ impl Default for Delivery {
             timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             poll: Duration::from_secs(1),
+            max_age: Duration::from_secs(86_400),
         }
     }
 }
@@ -213,6 +218,7 @@ struct RawDelivery {
     timeout: Option<String>,
     linger: Option<String>,
     poll: Option<String>,
+    max_age: Option<String>,
 }
 
 impl Config {
@@ -305,6 +311,7 @@ impl Config {
             timeout: dur("timeout", &d.timeout, def.timeout)?,
             linger: dur("linger", &d.linger, def.linger)?,
             poll: dur("poll", &d.poll, def.poll)?,
+            max_age: dur("max_age", &d.max_age, def.max_age)?,
         };
         Ok(Config {
             path: path.to_path_buf(),
@@ -504,6 +511,7 @@ percent = [80, 100]
 [delivery]
 tries = 3
 backoff = "100ms"
+max_age = "2h"
 "#;
 
     #[test]
@@ -516,6 +524,7 @@ backoff = "100ms"
         assert_eq!(c.escalate[0].after, Duration::from_secs(1800));
         assert_eq!(c.delivery.tries, 3);
         assert_eq!(c.delivery.backoff, Duration::from_millis(100));
+        assert_eq!(c.delivery.max_age, Duration::from_secs(7200));
         assert_eq!(c.budget_percent, vec![80, 100]);
     }
 

@@ -126,7 +126,9 @@ impl Notifier {
     where
         S: Store + NotificationStore + ?Sized,
     {
-        let route = self.config.route(n);
+        let max_age = i64::try_from(self.config.delivery.max_age.as_millis()).unwrap_or(i64::MAX);
+        let stale = n.tries == 0 && now_ms().saturating_sub(n.created_at) > max_age;
+        let route: &[String] = if stale { &[] } else { self.config.route(n) };
         let todo: Vec<&String> = route.iter().filter(|c| !n.sent.contains(c)).collect();
         let mut sent = n.sent.clone();
         let mut errors = Vec::new();
@@ -173,6 +175,9 @@ impl Notifier {
             }
             (false, false) => None,
         };
+        if stale {
+            errors.push("older than delivery.max_age when first tried: not sent".into());
+        }
         let settle = Settle {
             sent,
             tries,
