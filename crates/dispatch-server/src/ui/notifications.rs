@@ -1,6 +1,7 @@
 //! The notification outbox on the approvals page: how many messages are in
 //! each state, and the ones a channel has not taken yet (retrying, or given
-//! up on) with their last error.
+//! up on) with their last error. Nothing until a deliverer has tried a
+//! message (without a notifications file, nothing is ever tried).
 
 use maud::{Markup, html};
 
@@ -18,8 +19,10 @@ pub async fn panel(store: &SharedStore) -> Markup {
     ) else {
         return html! {};
     };
-    let total = counts.pending + counts.delivered + counts.failed + counts.skipped;
-    if total == 0 {
+    // Shown once a deliverer has tried anything: a server without a
+    // notifications file leaves its outbox untried, and says nothing.
+    let tried = counts.retrying + counts.delivered + counts.failed + counts.skipped;
+    if tried == 0 {
         return html! {};
     }
     let troubled: Vec<_> = newest
