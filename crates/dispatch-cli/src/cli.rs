@@ -99,6 +99,8 @@ pub enum Command {
     Policy(crate::commands::policy::PolicyArgs),
     /// What runs spent (calls, tokens, USD) by parcel, model, label or day: the cost report.
     Usage(crate::commands::usage::UsageArgs),
+    /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
+    Notify(crate::commands::notifications::NotificationsArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -129,6 +131,8 @@ pub enum InternalCommand {
     RunRecord { id: String },
     /// A helper started ahead of its run: it reads the run's id from stdin.
     RunStandby,
+    /// Deliver the local notification outbox until nothing is left (one at a time).
+    NotifyDrain,
     /// Print a reference page of the book, generated from the code.
     Reference {
         #[arg(value_enum)]

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod ctx;
 mod error;
+mod notify_local;
 mod output;
 mod prefork;
 mod reliability_args;
@@ -196,6 +197,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Skill(a) => skill::skill(ctx, &a),
         Command::Policy(a) => policy::policy(&a),
         Command::Usage(a) => usage::usage(ctx, &a).await,
+        Command::Notify(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -208,6 +210,9 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
             internal::run_record_cmd(ctx, &id).await
         }
         Command::Internal(InternalCommand::RunStandby) => internal::run_standby_cmd(ctx).await,
+        Command::Internal(InternalCommand::NotifyDrain) => {
+            crate::notify_local::drain_cmd(ctx).await
+        }
         Command::Internal(InternalCommand::Reference { page }) => reference::reference(page),
     }
 }

@@ -81,6 +81,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_LOG", "the log filter of `server` and `worker` (as `RUST_LOG`, which is read when this is unset)"),
     setting("DISPATCH_LOG_FORMAT", "`--log-format` of `server` and `worker`: `text` or `json`"),
     setting("DISPATCH_NO_CGROUPS", "`1`: use no cgroups (rlimits only; no containment group)"),
+    setting("DISPATCH_NOTIFICATIONS", "the notifications file (webhooks, Slack, e-mail; see the notifications guide), read by local runs' helpers and `dispatch server` (default: `notifications.toml` in the state directory, when it exists)"),
     setting("DISPATCH_POLICY", "a Rego policy file deciding run creation and tool calls (default: `policy.rego` in the state directory, when it exists)"),
     setting("DISPATCH_RATE_LIMIT_STORE", "`--rate-limit-store`: Redis for `RATE_LIMIT` buckets shared across workers"),
     setting("DISPATCH_RETENTION", "`server --retention`: delete old finished runs in the background"),

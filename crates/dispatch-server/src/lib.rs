@@ -60,7 +60,7 @@ pub use error::{ServerError, ServerResult};
 
 /// A store a cluster can run on: the base traits plus the queue, fenced
 /// artifact, token, callback, parcel, run-log, service, eval, retention,
-/// worker and object (blob) capabilities.
+/// worker, object (blob) and notification outbox capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
@@ -78,6 +78,7 @@ pub trait ClusterStore:
     + WorkerStore
     + BlobStore
     + UsageStore
+    + dispatch_store::NotificationStore
 {
 }
 impl<
@@ -96,7 +97,8 @@ impl<
         + TraceStore
         + WorkerStore
         + BlobStore
-        + UsageStore,
+        + UsageStore
+        + dispatch_store::NotificationStore,
 > ClusterStore for T
 {
 }

@@ -116,6 +116,7 @@ pub struct Server {
     callback_policy: CallbackPolicy,
     tls: Option<Arc<rustls::ServerConfig>>,
     enqueue_retry: Duration,
+    notifier: Option<dispatch_notify::Notifier>,
 }
 
 impl Server {
@@ -153,7 +154,15 @@ impl Server {
             callback_policy: CallbackPolicy::default(),
             tls: None,
             enqueue_retry: crate::api::patience::DEFAULT_ENQUEUE_RETRY,
+            notifier: None,
         })
+    }
+
+    /// Notifications (`notifications.toml`): this server drains the
+    /// store's outbox, as every server of the cluster configured so does.
+    pub fn with_notifier(mut self, notifier: Option<dispatch_notify::Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Bus mode: announce new runs on this Redis stream, and let the
@@ -321,6 +330,11 @@ impl Server {
             }
             None => None,
         };
+        let notifications = self.notifier.clone().map(|notifier| {
+            let store = self.backend.store.clone();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move { notifier.run_until(&*store, stop).await })
+        });
         // Native agents held by worker processes: their live text, for SSE.
         let relay = self.backend.pg.clone().map(crate::deltas::relay_in);
         let keeper = Keeper {
@@ -379,6 +393,9 @@ impl Server {
         served.map_err(ServerError::Serve)?;
         if let Some(callbacks) = callbacks {
             let _ = callbacks.await;
+        }
+        if let Some(notifications) = notifications {
+            let _ = notifications.await;
         }
         let _ = keeper.await;
         let _ = timers.await;

@@ -31,6 +31,7 @@ mod fenced;
 mod handoff;
 mod limits;
 mod messages;
+mod notifications;
 mod parcels;
 mod queue;
 mod queue_timeout;
@@ -62,6 +63,7 @@ pub use fenced::*;
 pub use handoff::*;
 pub use limits::*;
 pub use messages::*;
+pub use notifications::*;
 pub use parcels::*;
 pub use queue::*;
 pub use queue_timeout::*;
@@ -174,6 +176,8 @@ macro_rules! __queue_conformance_names {
             a_run_nobody_claimed_in_time_times_out_in_the_queue,
             a_queue_timeout_counts_each_wait_in_the_queue_anew,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
+            approvals_failures_and_budget_marks_enqueue_notifications_once,
+            notifications_are_claimed_held_retried_and_settled,
             enqueue_with_stores_the_extras_and_the_queue_options,
             a_batch_is_enqueued_in_one_transaction_all_or_none,
             enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing,

@@ -18,6 +18,7 @@ mod fenced;
 mod limits;
 mod messages;
 mod model;
+pub mod notifications;
 mod parcels;
 pub mod postgres;
 mod queue;
@@ -45,6 +46,9 @@ pub use fenced::FencedArtifactStore;
 pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use messages::{Message, MessageStore, NewMessage};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+pub use notifications::{
+    NewNotification, Notification, NotificationCounts, NotificationStore, Settle,
+};
 pub use parcels::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
 pub use queue::{

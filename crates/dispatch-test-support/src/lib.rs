@@ -6,6 +6,8 @@
 //! - [`testdb`]: a fresh PostgreSQL database per test, dropped after it.
 //! - [`proxy`]: a fault-injecting TCP proxy (partition, outage, heal).
 //! - [`http`]: plain blocking HTTP requests, on the workspace's client.
+//! - [`receiver`]: notification receivers (HTTP and SMTP) that record
+//!   every message.
 //! - [`tls_proxy`]: `https://` on loopback in front of a plain server, with
 //!   a CA made for the test.
 //! - [`mock`]: the scripted mock model server (every provider's wire
@@ -20,6 +22,7 @@
 pub mod http;
 pub mod mock;
 pub mod proxy;
+pub mod receiver;
 pub mod testdb;
 pub mod tls_proxy;
 mod wait;

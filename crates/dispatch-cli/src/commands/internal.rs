@@ -36,7 +36,8 @@ pub async fn run_record_cmd(ctx: &Ctx, id: &str) -> CliResult {
     if store.get_run(&id).await?.operation == Operation::Service {
         return serve(ctx, &store, &id).await;
     }
-    Ok(run_record(&store, &ctx.layout, &id).await?)
+    let work = run_record(&store, &ctx.layout, &id);
+    Ok(crate::notify_local::beside(&ctx.layout, &store, work).await?)
 }
 
 /// `dispatch internal run-standby`: a helper started ahead of its run (see
@@ -87,10 +88,13 @@ pub async fn run_standby_cmd(ctx: &Ctx) -> CliResult {
     // Its coordinator created the run claimed by this process.
     let mine = run.state.status() == dispatch_core::Status::Starting
         && run.state.helper() == Some(dispatch_runtime::os::this_process());
-    let r = match mine {
-        true => run_claimed(&store, &ctx.layout, run, true, known).await?,
-        false => run_record_with(&store, &ctx.layout, &id, known).await?,
+    let work = async {
+        match mine {
+            true => run_claimed(&store, &ctx.layout, run, true, known).await,
+            false => run_record_with(&store, &ctx.layout, &id, known).await,
+        }
     };
+    let r = crate::notify_local::beside(&ctx.layout, &store, work).await?;
     store.checkpoint_now();
     Ok(r)
 }
@@ -104,15 +108,18 @@ pub async fn run_created(ctx: &Ctx, store: &SqliteStore, run: Run, known: Known)
     if run.operation == Operation::Service {
         return serve(ctx, store, &run.id).await;
     }
-    match run.status() {
-        // Its concurrency key had no slot free: it waits queued for one.
-        dispatch_core::Status::Queued => {
-            Ok(dispatch_runtime::helper::claim_and_run(store, &ctx.layout, run).await?)
+    let work = async {
+        match run.status() {
+            // Its concurrency key had no slot free: it waits queued for one.
+            dispatch_core::Status::Queued => {
+                dispatch_runtime::helper::claim_and_run(store, &ctx.layout, run).await
+            }
+            // Dropped at dispatch (`STRATEGY drop`).
+            status if status.is_terminal() => Ok(dispatch_runtime::run_exit_code(&run.state)),
+            _ => run_claimed(store, &ctx.layout, run, true, known).await,
         }
-        // Dropped at dispatch (`STRATEGY drop`).
-        status if status.is_terminal() => Ok(dispatch_runtime::run_exit_code(&run.state)),
-        _ => Ok(run_claimed(store, &ctx.layout, run, true, known).await?),
-    }
+    };
+    Ok(crate::notify_local::beside(&ctx.layout, store, work).await?)
 }
 
 async fn serve(ctx: &Ctx, store: &SqliteStore, id: &RunId) -> CliResult {

@@ -17,6 +17,7 @@ pub mod inspect_workflow;
 pub mod internal;
 pub mod list_tools;
 pub mod logs;
+pub mod notifications;
 pub mod policy;
 pub mod print_prompt;
 pub mod prune;

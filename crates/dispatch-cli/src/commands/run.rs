@@ -40,6 +40,7 @@ pub fn parse_payload(args: &PayloadArgs) -> CliResult<(Option<Operation>, Value)
 
 pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let (operation, payload) = parse_payload(&args.payload)?;
+    crate::notify_local::check(&ctx.layout)?;
     let mut opts = args.reliability.local_options()?;
     opts.created = true; // `created` until `dispatch start`
     let store = ctx.store()?;
@@ -148,6 +149,7 @@ async fn create_for_run(ctx: &Ctx, args: &RunArgs) -> CliResult<(SqliteStore, Ru
 /// checked, the parcel resolved (built from a path) and the brief written.
 pub fn check_run(ctx: &Ctx, args: &RunArgs, helper: Option<ProcRef>) -> CliResult<Submission> {
     let (operation, payload) = parse_payload(&args.payload)?;
+    crate::notify_local::check(&ctx.layout)?;
     let mut opts = args.reliability.local_options()?;
     opts.helper = helper;
     let req = request(&args.source, operation, payload);

@@ -318,6 +318,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     args.log.init()?;
     let retention = retention(args)?;
     let enqueue_retry = enqueue_retry(args)?;
+    // A notification file that does not load keeps the server from starting.
+    let notifier = dispatch_notify::configured(ctx.layout.root()).map_err(CliError::input)?;
     let allowed_hosts = args.http.allowed_hosts()?;
     let limits = args.http.limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -357,7 +359,8 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .with_bus(bus_config(args.bus.as_deref())?)
         .with_retention(retention.clone())
         .with_enqueue_retry(enqueue_retry)
-        .with_artifacts(artifacts.clone());
+        .with_artifacts(artifacts.clone())
+        .with_notifier(notifier.clone());
     let database = args.database_url.as_deref().map_or_else(
         || ctx.layout.db().display().to_string(),
         |_| "PostgreSQL".to_string(),
@@ -379,6 +382,9 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         capacity.cpus_milli as f64 / 1000.0,
         dispatch_core::isolation::format_size(capacity.memory_bytes)
     );
+    if let Some(n) = &notifier {
+        tracing::info!("notifications from {}", n.config().path.display());
+    }
     if !server.addr().ip().is_loopback() && allowed_hosts.is_empty() {
         tracing::info!(
             "clients reach this server by IP address or localhost; name others with --allowed-host (or --allowed-host '*')"

@@ -68,6 +68,7 @@ mod native_rate_limit;
 mod native_tools;
 mod native_tools_approval;
 mod native_web_search;
+mod notifications;
 mod otel;
 mod parity;
 mod partition;

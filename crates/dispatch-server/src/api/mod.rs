@@ -286,7 +286,10 @@ async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     )
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    let outbox = state.store.notification_counts().await.ok();
+    text.push_str(&dispatch_notify::metrics::METRICS.render(outbox));
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -26,6 +26,7 @@ pub async fn page(
             );
         }
     };
+    let outbox = super::notifications::panel(&state.store).await;
     let body = html! {
         h1 { "Approvals" }
         @if pending.is_empty() {
@@ -47,6 +48,7 @@ pub async fn page(
                 (decide_form(&a.run_id, a, &session, Some("/ui/approvals")))
             }
         }
+        (outbox)
     };
     page::page("Approvals", Nav::Approvals, &session, body)
 }

@@ -32,6 +32,7 @@ mod graph;
 mod live;
 mod log;
 mod logins;
+mod notifications;
 mod page;
 mod run;
 mod run_parts;

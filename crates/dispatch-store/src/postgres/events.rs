@@ -141,17 +141,37 @@ pub(super) async fn append_locked(
         let stmt = tx
             .prepare_cached(
                 "UPDATE runs SET input_tokens = input_tokens + $2, \
-                 output_tokens = output_tokens + $3, cost_usd = cost_usd + $4 WHERE id = $1",
+                 output_tokens = output_tokens + $3, cost_usd = cost_usd + $4 WHERE id = $1 \
+                 RETURNING input_tokens + output_tokens, cost_usd, policy",
             )
             .await?;
-        tx.execute(
-            &stmt,
-            &[
-                &run.as_str(),
-                &tokens(total.input_tokens),
-                &tokens(total.output_tokens),
-                &total.cost_usd,
-            ],
+        let row = tx
+            .query_one(
+                &stmt,
+                &[
+                    &run.as_str(),
+                    &tokens(total.input_tokens),
+                    &tokens(total.output_tokens),
+                    &total.cost_usd,
+                ],
+            )
+            .await?;
+        // A mark of the run's budget crossed: a notification, with the usage.
+        let (tokens, cost): (i64, f64) = (row.try_get(0)?, row.try_get(1)?);
+        let tokens = u64::try_from(tokens).unwrap_or(0);
+        let policy: Option<String> = row.try_get(2)?;
+        let before = (
+            tokens.saturating_sub(total.total_tokens()),
+            cost - total.cost_usd,
+        );
+        let at = events.last().map_or(0, |e| e.at);
+        super::notifications::enqueue_budget(
+            tx,
+            run,
+            before,
+            (tokens, cost),
+            policy.as_deref(),
+            at,
         )
         .await?;
     }

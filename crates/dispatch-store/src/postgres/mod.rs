@@ -18,6 +18,7 @@ mod fenced;
 mod limits;
 mod listen;
 mod messages;
+mod notifications;
 mod parcels;
 pub(crate) mod queue;
 mod reliability;
@@ -45,7 +46,7 @@ use crate::{Approval, Created, DeadLetter, Decision, ReliabilityStore, RunExtras
 use crate::{
     Artifact, ArtifactStore, Attempt, AttemptStore, ClaimRequest, Claimed, Event, EventStore,
     HeldWrites, Lease, NewRun, QueueOptions, QueueStore, QueueTimes, Run, RunFilter, RunStore,
-    StateWrite, StoreError, StoreResult, TokenRecord, TokenStore,
+    StateWrite, StoreError, StoreResult,
 };
 use crate::{ParcelStore, StoredParcel};
 
@@ -546,25 +547,6 @@ impl crate::MessageStore for PgStore {
 
     async fn list_messages(&self, workflow: &RunId) -> StoreResult<Vec<crate::Message>> {
         read!(self, |client| messages::list(&client, workflow))
-    }
-}
-
-#[async_trait]
-impl TokenStore for PgStore {
-    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
-        in_tx!(self, |tx| tokens::create(&tx, token, hash))
-    }
-
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        in_tx!(self, |tx| tokens::list(&tx))
-    }
-
-    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
-        in_tx!(self, |tx| tokens::revoke(&tx, id, at))
-    }
-
-    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        in_tx!(self, |tx| tokens::find(&tx, hash))
     }
 }
 

@@ -267,6 +267,8 @@ pub(super) async fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Resu
         json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
     );
     insert_event(tx, &a.run_id, &event).await?;
+    let asked = crate::notifications::approval_requested(a);
+    super::notifications::enqueue(tx, std::slice::from_ref(&asked)).await?;
     get_approval(tx, &a.run_id, &a.id)
         .await?
         .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))

@@ -320,6 +320,25 @@ const MIGRATIONS: &[&str] = &[
         modified_at BIGINT NOT NULL
     );
     "#,
+    // (as SQLite's 29): the notification outbox (see `crate::NotificationStore`).
+    r#"
+    CREATE TABLE notifications (
+        seq        BIGSERIAL PRIMARY KEY,
+        key        TEXT COLLATE "C" NOT NULL UNIQUE,
+        run_id     TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        due_at     BIGINT NOT NULL,
+        tries      BIGINT NOT NULL DEFAULT 0,
+        sent       TEXT NOT NULL DEFAULT '[]',
+        last_error TEXT,
+        outcome    TEXT,
+        done_at    BIGINT
+    );
+    CREATE INDEX notifications_due ON notifications (due_at, seq) WHERE done_at IS NULL;
+    CREATE INDEX notifications_by_run ON notifications (run_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

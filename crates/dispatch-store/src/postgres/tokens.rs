@@ -5,7 +5,7 @@ use dispatch_core::Ts;
 use tokio_postgres::Row;
 
 use super::Fail;
-use crate::{StoreError, TokenRecord, TokenScope};
+use crate::{StoreError, StoreResult, TokenRecord, TokenScope};
 
 const COLUMNS: &str = "id, name, created_at, revoked_at, scope, expires_at";
 
@@ -71,4 +71,23 @@ pub(super) async fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<Toke
         .await?
         .map(|row| record(&row))
         .transpose()
+}
+
+#[async_trait::async_trait]
+impl crate::TokenStore for super::PgStore {
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        in_tx!(self, |tx| create(&tx, token, hash))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        in_tx!(self, |tx| list(&tx))
+    }
+
+    async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord> {
+        in_tx!(self, |tx| revoke(&tx, id, at))
+    }
+
+    async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        in_tx!(self, |tx| find(&tx, hash))
+    }
 }

@@ -60,6 +60,7 @@ pub(super) async fn save(
     let mut events: Vec<(RunId, NewEvent)> = Vec::new();
     let mut attempts = AttemptChanges::default();
     let (mut queued, mut finished, mut finished_at) = (false, Vec::new(), Vec::new());
+    let mut failed = Vec::new();
     for (n, plan) in planned {
         let item = &items[n];
         let Some(run) = updated.get(item.id) else {
@@ -73,7 +74,14 @@ pub(super) async fn save(
         queued |= plan.queued;
         if run.state.is_terminal() {
             finished.push(item.id.as_str());
-            finished_at.push(item.writes.last().map_or(0, |w| w.event.at));
+            let at = item.writes.last().map_or(0, |w| w.event.at);
+            finished_at.push(at);
+            failed.extend(crate::notifications::run_failed(
+                item.id,
+                run.attempt,
+                &run.state,
+                at,
+            ));
         }
         answers[n] = Ok(run.clone());
     }
@@ -95,7 +103,8 @@ pub(super) async fn save(
                         false => super::runs::notify_keyed(tx, &finished).await,
                     }
                 },
-                close_approvals(tx, &finished, &finished_at)
+                close_approvals(tx, &finished, &finished_at),
+                super::notifications::enqueue(tx, &failed)
             )?;
         }
         Ok::<(), Fail>(())

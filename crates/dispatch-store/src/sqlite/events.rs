@@ -55,16 +55,35 @@ pub(super) fn append(tx: &Transaction<'_>, run: &RunId, events: &[NewEvent]) -> 
     }
     if any_usage {
         // Not a state change: the version stays, so usage never breaks a CAS.
-        tx.prepare_cached(
-            "UPDATE runs SET input_tokens = input_tokens + ?2, \
-             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
-        )?
-        .execute(params![
-            run.as_str(),
-            total.input_tokens,
-            total.output_tokens,
-            total.cost_usd,
-        ])?;
+        let (tokens, cost, policy): (u64, f64, Option<String>) = tx
+            .prepare_cached(
+                "UPDATE runs SET input_tokens = input_tokens + ?2, \
+                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1 \
+                 RETURNING input_tokens + output_tokens, cost_usd, policy",
+            )?
+            .query_row(
+                params![
+                    run.as_str(),
+                    total.input_tokens,
+                    total.output_tokens,
+                    total.cost_usd,
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+        // A mark of the run's budget crossed: a notification, with the usage.
+        let before = (
+            tokens.saturating_sub(total.total_tokens()),
+            cost - total.cost_usd,
+        );
+        let at = events.last().map_or(0, |e| e.at);
+        super::notifications::enqueue_budget(
+            tx,
+            run,
+            before,
+            (tokens, cost),
+            policy.as_deref(),
+            at,
+        )?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod expire;
 mod fenced;
 mod limits;
 mod messages;
+mod notifications;
 mod parcels;
 mod queue;
 mod reliability;
@@ -30,7 +31,6 @@ mod tokens;
 mod traces;
 mod usage;
 mod workers;
-
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;

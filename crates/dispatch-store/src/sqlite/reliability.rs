@@ -214,6 +214,7 @@ pub(super) fn request_approval(tx: &Transaction<'_>, a: &Approval) -> Result<App
         json!({"id": a.id, "summary": a.summary, "deadline": a.deadline, "details": a.details}),
     );
     insert_event(tx, &a.run_id, &event)?;
+    super::notifications::enqueue(tx, &crate::notifications::approval_requested(a))?;
     get_approval(tx, &a.run_id, &a.id)?
         .ok_or_else(|| Fail::Corrupt("an inserted approval is missing".into()))
 }

@@ -472,6 +472,9 @@ fn transition_one(
         };
         close_attempt(tx, id, attempt, &close)?;
         close_approvals(tx, id, at)?;
+        if let Some(n) = crate::notifications::run_failed(id, attempt, &write.state, at) {
+            super::notifications::enqueue(tx, &n)?;
+        }
     }
     Ok(())
 }

@@ -353,6 +353,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_end ON runs (status, updated_at, id)
         WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped');
     ",
+    // 29: the notification outbox (see `crate::NotificationStore`): one row
+    // per thing to tell, keyed, settled once every channel has it.
+    "
+    CREATE TABLE notifications (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        key        TEXT NOT NULL UNIQUE,
+        run_id     TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        due_at     INTEGER NOT NULL,
+        tries      INTEGER NOT NULL DEFAULT 0,
+        sent       TEXT NOT NULL DEFAULT '[]',
+        last_error TEXT,
+        outcome    TEXT,
+        done_at    INTEGER
+    );
+    CREATE INDEX notifications_due ON notifications (due_at, seq) WHERE done_at IS NULL;
+    CREATE INDEX notifications_by_run ON notifications (run_id);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -130,6 +130,7 @@ async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migratio
         .batch_execute(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads, blob_parts, blobs; \
+             DROP TABLE notifications; \
              ALTER TABLE tokens DROP COLUMN scope, DROP COLUMN expires_at; \
              ALTER TABLE workers DROP COLUMN host, DROP COLUMN pid; \
              INSERT INTO tokens (id, name, hash, created_at) VALUES ('old', 'ci', 'h', 5); \

@@ -609,6 +609,7 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
         .execute_batch(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads; DROP TABLE blob_parts; DROP TABLE blobs; \
+             DROP TABLE notifications; \
              ALTER TABLE tokens DROP COLUMN scope; \
              ALTER TABLE tokens DROP COLUMN expires_at; \
              ALTER TABLE workers DROP COLUMN host; \
