@@ -82,6 +82,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_LOG_FORMAT", "`--log-format` of `server` and `worker`: `text` or `json`"),
     setting("DISPATCH_NO_CGROUPS", "`1`: use no cgroups (rlimits only; no containment group)"),
     setting("DISPATCH_POLICY", "a Rego policy file deciding run creation and tool calls (default: `policy.rego` in the state directory, when it exists)"),
+    setting("DISPATCH_PROJECT", "`--project`: the project runs are created in and `ps`, `approvals` and `dlq` list (default: `default` to create; every project the caller may see to list)"),
     setting("DISPATCH_RATE_LIMIT_STORE", "`--rate-limit-store`: Redis for `RATE_LIMIT` buckets shared across workers"),
     setting("DISPATCH_RETENTION", "`server --retention`: delete old finished runs in the background"),
     setting("DISPATCH_ROOT", "`--root`: the state directory (default: the nearest `.dispatch/` upwards, else `./.dispatch`)"),

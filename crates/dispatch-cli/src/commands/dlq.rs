@@ -105,6 +105,7 @@ async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
         payload,
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
+        project: old.project.clone(),
     };
     let opts = SubmitOptions {
         policy: store.run_extras(&old.id).await?.policy,

@@ -50,6 +50,7 @@ pub(super) fn gate(
     let loaded = policy_gate::cached(&path)?;
     let ask = RunAsk {
         who: who.clone(),
+        project: req.project(),
         parcel,
         operation,
         trigger: "manual",

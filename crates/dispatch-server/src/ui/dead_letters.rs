@@ -18,7 +18,7 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let letters = match dead_letter_docs(&state).await {
+    let letters = match dead_letter_docs(&state, &[]).await {
         Ok(l) => l,
         Err(e) => return page::error(e.status, &e.message),
     };

@@ -103,6 +103,7 @@ pub async fn page(
             ("limit".into(), "50".into()),
         ],
         true,
+        None,
     )
     .await
     .map(|(runs, _)| runs)

@@ -108,7 +108,7 @@ pub async fn page(
             Err(e) => notice = Some(e.message),
         }
     }
-    let (status, listed) = match list_page(&state, query.filters(false), true).await {
+    let (status, listed) = match list_page(&state, query.filters(false), true, None).await {
         Ok(page) => (StatusCode::OK, Ok(page)),
         Err(e) => (e.status, Err(e.message)),
     };
@@ -266,7 +266,7 @@ fn row_action(run: &Run, session: &Session) -> Markup {
 
 /// The first page's runs for `query` (the live rows).
 pub async fn first_page(state: &AppState, query: &RunsQuery) -> Result<Vec<Run>, ApiError> {
-    Ok(list_page(state, query.filters(true), true).await?.0)
+    Ok(list_page(state, query.filters(true), true, None).await?.0)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let services = match crate::api::services_list::running(&state).await {
+    let services = match crate::api::services_list::running(&state, None, None).await {
         Ok(services) => services,
         Err(e) => return page::error(e.status, &e.message),
     };

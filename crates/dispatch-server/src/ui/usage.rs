@@ -46,7 +46,7 @@ async fn runs_since(state: &AppState, since: i64) -> ApiResult<(Vec<Run>, bool)>
         if let Some(c) = &cursor {
             pairs.push(("cursor".to_string(), c.clone()));
         }
-        let (runs, next) = list_page(state, pairs, true).await?;
+        let (runs, next) = list_page(state, pairs, true, None).await?;
         all.extend(runs);
         if all.len() >= MAX_RUNS {
             all.truncate(MAX_RUNS);

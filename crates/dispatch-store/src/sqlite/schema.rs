@@ -353,6 +353,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_end ON runs (status, updated_at, id)
         WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped');
     ",
+    // 29: projects: the one each run belongs to (`default` for the runs
+    // made before), and the projects a token is bound to, with its role in
+    // each (a token bound to none keeps its scope in every project).
+    "
+    ALTER TABLE runs ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX runs_by_project ON runs (project, id);
+    CREATE TABLE token_projects (
+        token_id TEXT NOT NULL,
+        project  TEXT NOT NULL,
+        role     TEXT NOT NULL,
+        PRIMARY KEY (token_id, project)
+    );
+    ",
 ];
 
 /// The schema version this binary writes.
