@@ -35,10 +35,26 @@ mod tests {
 
     #[test]
     fn project_names_are_short_lowercase_words() {
-        for good in ["default", "payments", "team-a", "a_b", "0x", &"a".repeat(63)] {
+        for good in [
+            "default",
+            "payments",
+            "team-a",
+            "a_b",
+            "0x",
+            &"a".repeat(63),
+        ] {
             assert_eq!(check_project(good), Ok(()), "{good}");
         }
-        for bad in ["", "Payments", "-a", "_a", "a b", "a/b", "é", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Payments",
+            "-a",
+            "_a",
+            "a b",
+            "a/b",
+            "é",
+            &"a".repeat(64),
+        ] {
             let err = check_project(bad).expect_err(bad);
             assert!(err.contains("is not a project name"), "{err}");
         }

@@ -104,7 +104,15 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if let Err(refused) = admit(&record, needed, request.method(), request.uri().path()) {
         return refused.into_response();
     }
-    if let Err(refused) = project_check(&state.store, &record, needed, request.method(), request.uri().path()).await {
+    if let Err(refused) = project_check(
+        &state.store,
+        &record,
+        needed,
+        request.method(),
+        request.uri().path(),
+    )
+    .await
+    {
         return refused.into_response();
     }
     let mut request = request;
@@ -133,7 +141,10 @@ pub(crate) fn admit(
             ),
         ));
     }
-    if !record.scope.allows(needed) {
+    // A token bound to projects: its role in the project the request is
+    // about decides ([`project_check`], [`may`]), not its scope.
+    let by_role = !record.projects.is_empty() && project_route(path);
+    if !by_role && !record.scope.allows(needed) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             codes::FORBIDDEN,
@@ -189,6 +200,18 @@ pub(crate) async fn project_check(
         Ok(run) => may(Some(record), &run.project, needed),
         // The handler answers a missing or ambiguous run.
         Err(_) => Ok(()),
+    }
+}
+
+/// Whether a request on `path` is about one project: a run's (or a dead
+/// letter's), or one that creates runs in the project its body names.
+fn project_route(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1" | "ui", "runs", "prune"] => false,
+        ["v1", "runs" | "services"] | ["v1", "runs", "batch"] => true,
+        ["v1" | "ui", "runs" | "dead-letters", _, ..] => true,
+        _ => false,
     }
 }
 

@@ -133,7 +133,8 @@ impl TokenRecord {
 
     /// The projects it may see: `None` for all (bound to none).
     pub fn visible_projects(&self) -> Option<Vec<String>> {
-        (!self.projects.is_empty()).then(|| self.projects.iter().map(|p| p.project.clone()).collect())
+        (!self.projects.is_empty())
+            .then(|| self.projects.iter().map(|p| p.project.clone()).collect())
     }
 }
 

@@ -132,7 +132,9 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
                 })
                 .collect();
             print_columns(
-                &["ID", "NAME", "SCOPE", "PROJECTS", "CREATED", "EXPIRES", "STATUS"],
+                &[
+                    "ID", "NAME", "SCOPE", "PROJECTS", "CREATED", "EXPIRES", "STATUS",
+                ],
                 &rows,
             );
         }

@@ -74,6 +74,7 @@ mod partition;
 mod policy;
 mod policy_review;
 mod policy_review_dashboard;
+mod projects;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;

@@ -352,6 +352,14 @@ pub async fn login(
     if record.expired(now) {
         return login_again(&next, "That token has expired.");
     }
+    if !record.projects.is_empty() {
+        // The dashboard shows every project: it does not filter by a
+        // token's projects yet, so it takes no token bound to some.
+        return login_again(
+            &next,
+            "That token is bound to projects; the dashboard takes only a token bound to none (hint: use this one with the CLI or the API).",
+        );
+    }
     let login = Login {
         token_hash: hash,
         name: record.name,

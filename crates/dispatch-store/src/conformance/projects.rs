@@ -97,7 +97,10 @@ pub async fn a_token_keeps_its_role_in_each_project<S: TokenStore>(store: S) {
     );
     store.create_token(&bound, "hash-ci").await.expect("create");
     let free = token("root", TokenScope::Admin, &[]);
-    store.create_token(&free, "hash-root").await.expect("create");
+    store
+        .create_token(&free, "hash-root")
+        .await
+        .expect("create");
 
     let found = store
         .find_token("hash-ci")

@@ -25,7 +25,9 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 /// The token's project bindings, by project name.
 fn projects(tx: &Transaction<'_>, id: &str) -> Result<Vec<ProjectRole>, Fail> {
     Ok(tx
-        .prepare_cached("SELECT project, role FROM token_projects WHERE token_id = ?1 ORDER BY project")?
+        .prepare_cached(
+            "SELECT project, role FROM token_projects WHERE token_id = ?1 ORDER BY project",
+        )?
         .query_map([id], |row| {
             let role: String = row.get(1)?;
             Ok(ProjectRole {
