@@ -412,3 +412,38 @@ fn local_runs_belong_to_their_project_and_bad_names_are_one_line() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+const FROZEN: &str = r#"package dispatch
+
+deny contains sprintf("project %s is frozen", [input.project]) if {
+    input.action == "create_run"
+    input.project == "frozen"
+}
+"#;
+
+#[test]
+fn a_policy_decides_on_the_project_a_run_is_created_in() {
+    let d = crate::common::Dispatch::new();
+    std::fs::create_dir_all(d.root()).expect("root");
+    std::fs::write(d.root().join("policy.rego"), FROZEN).expect("policy");
+    let agent = d.agent("hello", "echo hi\n").to_string_lossy().to_string();
+    let err = d.fails(&["run", &agent, "--detach", "--project", "frozen"], 125);
+    assert!(err.contains("project frozen is frozen"), "{err}");
+    d.ok(&["run", &agent, "--detach", "--project", "payments"]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("policy.rego");
+    std::fs::write(&file, FROZEN).expect("policy");
+    let server = Server::start_with_env(
+        None,
+        &[],
+        &[("DISPATCH_POLICY", file.to_str().expect("utf-8"))],
+    );
+    let client = Client::new(&server);
+    let hello = client.agent("hello", "echo hi\n");
+    let err = client.fails(&["run", &hello, "--detach", "--project", "frozen"], 125);
+    assert!(err.contains("project frozen is frozen"), "{err}");
+    let id = client.ok(&["run", &hello, "--detach", "--project", "payments"]);
+    let doc = server.wait_for(&format!("/v1/runs/{id}"), |r| r["status"] == "succeeded");
+    assert_eq!(doc["project"], "payments", "{doc:#}");
+}
