@@ -254,8 +254,9 @@ pub async fn get(
     params(schemas::ListRunsQuery),
     responses(
         (status = 200, description = "a page of runs", body = schemas::RunPage),
-        (status = 400, description = "`bad_request`: a bad filter, time, cursor or limit; `ambiguous_id`: `parent` matches several runs", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad filter, project name, time, cursor or limit; `ambiguous_id`: `parent` matches several runs", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
         (status = 404, description = "`run_not_found`: no run matches `parent`", body = schemas::Error),
     )
 )]
