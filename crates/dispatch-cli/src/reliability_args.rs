@@ -233,6 +233,9 @@ pub struct ApprovalsLsArgs {
     pub all: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Only this project's (default: every project; with a server, every one the token may see).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +251,18 @@ pub enum DlqCommand {
 pub struct ApprovalsFormat {
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Only this project's (default: every project; with a server, every one the token may see).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
+}
+
+/// `--project` of a listing, checked.
+pub fn listed_project(project: &Option<String>) -> CliResult<Option<&str>> {
+    if let Some(p) = project {
+        dispatch_core::project::check_project(p)
+            .map_err(|e| CliError::input(format!("--project: {e}")))?;
+    }
+    Ok(project.as_deref())
 }
 
 #[derive(Debug, Args)]

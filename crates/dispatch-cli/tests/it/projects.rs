@@ -309,6 +309,17 @@ fn two_projects_and_four_roles(server: &Server, db: Option<&str>) {
     assert_eq!(doc["approvals"][0]["project"], "search", "{doc}");
     let (_, doc) = call(server, &approver, "GET", "/v1/approvals", None);
     assert_eq!(doc["approvals"], json!([]), "not its project's: {doc}");
+    let listed = |project: &str| {
+        let out = cli(
+            &client,
+            &root,
+            &[],
+            &["approvals", "ls", "--format", "json", "--project", project],
+        );
+        let doc: Value = serde_json::from_str(&ok(&out)).expect("approvals JSON");
+        doc.as_array().map_or(0, Vec::len)
+    };
+    assert_eq!((listed("search"), listed("payments")), (1, 0));
     let decide = format!("/v1/runs/{searched}/approvals/send");
     let body = Some(json!({"decision": "approve", "by": "ada"}));
     refused(
