@@ -175,7 +175,9 @@ pub(crate) async fn project_check(
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let run = match parts.as_slice() {
         ["v1" | "ui", "runs", "prune" | "batch"] => None,
-        ["v1" | "ui", "runs" | "dead-letters", id, ..] => Some(*id),
+        ["v1" | "ui", "runs" | "dead-letters", id, ..]
+        | ["ui", "services", id, ..]
+        | ["ui", "live", "runs" | "workflow", id, ..] => Some(*id),
         _ => None,
     };
     let Some(prefix) = run else {
@@ -205,12 +207,14 @@ pub(crate) async fn project_check(
 
 /// Whether a request on `path` is about one project: a run's (or a dead
 /// letter's), or one that creates runs in the project its body names.
-fn project_route(path: &str) -> bool {
+pub(crate) fn project_route(path: &str) -> bool {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["v1" | "ui", "runs", "prune"] => false,
         ["v1", "runs" | "services"] | ["v1", "runs", "batch"] => true,
-        ["v1" | "ui", "runs" | "dead-letters", _, ..] => true,
+        ["v1" | "ui", "runs" | "dead-letters", _, ..]
+        | ["ui", "services", _, ..]
+        | ["ui", "live", "runs" | "workflow", _, ..] => true,
         _ => false,
     }
 }

@@ -84,9 +84,27 @@ pub async fn list(
         None => None,
     };
     let list = state.store.list_approvals(run.as_ref(), pending).await?;
-    // An approval belongs to its run's project.
+    let docs: Vec<Value> = in_projects(&state, list, &projects)
+        .await?
+        .into_iter()
+        .map(|(approval, project)| {
+            let mut doc = json!(approval);
+            doc["project"] = json!(project);
+            doc
+        })
+        .collect();
+    Ok(Json(json!({ "approvals": docs })))
+}
+
+/// The approvals of `list` whose run is in `projects` (empty: all), each
+/// with its run's project: an approval belongs to its run's project.
+pub(crate) async fn in_projects(
+    state: &AppState,
+    list: Vec<dispatch_store::Approval>,
+    projects: &[String],
+) -> ApiResult<Vec<(dispatch_store::Approval, String)>> {
     let mut project_of: HashMap<RunId, String> = HashMap::new();
-    let mut docs = Vec::with_capacity(list.len());
+    let mut kept = Vec::with_capacity(list.len());
     for approval in list {
         let project = match project_of.get(&approval.run_id) {
             Some(p) => p.clone(),
@@ -97,12 +115,10 @@ pub async fn list(
             }
         };
         if projects.is_empty() || projects.contains(&project) {
-            let mut doc = json!(approval);
-            doc["project"] = json!(project);
-            docs.push(doc);
+            kept.push((approval, project));
         }
     }
-    Ok(Json(json!({ "approvals": docs })))
+    Ok(kept)
 }
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the

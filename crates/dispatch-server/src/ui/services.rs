@@ -34,7 +34,7 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let services = match crate::api::services_list::running(&state, None, None).await {
+    let services = match crate::api::services_list::running(&state, session.token.as_ref(), None).await {
         Ok(services) => services,
         Err(e) => return page::error(e.status, &e.message),
     };
@@ -75,10 +75,12 @@ fn service(run: &Run, saved: Option<&ServiceState>, session: &Session) -> Markup
                     (listeners(doc, cluster.then(|| hook_base(&name))))
                 }
             }
-            form method="post" action={ "/ui/services/" (run.id) "/wake" }
-                data-confirm={ "Wake " (name) " now? Its agent runs a turn for real." } {
-                (csrf_field(session))
-                button.primary type="submit" aria-label={ "Wake " (name) " now" } { "Wake now" }
+            @if session.can(&run.project, dispatch_store::TokenScope::Run) {
+                form method="post" action={ "/ui/services/" (run.id) "/wake" }
+                    data-confirm={ "Wake " (name) " now? Its agent runs a turn for real." } {
+                    (csrf_field(session))
+                    button.primary type="submit" aria-label={ "Wake " (name) " now" } { "Wake now" }
+                }
             }
         }
     }

@@ -45,9 +45,21 @@ pub struct Session {
     pub csrf: String,
     /// Whether there is a session to log out of.
     pub logged_in: bool,
+    /// The session's token, when tokens are required: the projects it may
+    /// see and its role in each.
+    pub token: Option<dispatch_store::TokenRecord>,
 }
 
 impl Session {
+    /// Whether this session may do what `needed` allows in `project` (a
+    /// page hides what it may not).
+    pub fn can(&self, project: &str, needed: dispatch_store::TokenScope) -> bool {
+        match &self.token {
+            None => true,
+            Some(t) => t.role_in(project).is_some_and(|role| role.allows(needed)),
+        }
+    }
+
     /// Who decides an approval from this session.
     pub fn by(&self) -> String {
         match &self.who {
@@ -159,8 +171,8 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         else {
             return unauthenticated(&request, "Log in with a token to see this dashboard.");
         };
-        match state.store.find_token(&login.token_hash).await {
-            Ok(Some(record)) if !record.expired(now) => {}
+        let record = match state.store.find_token(&login.token_hash).await {
+            Ok(Some(record)) if !record.expired(now) => record,
             Ok(_) => {
                 state.ui.logins.close(&sid);
                 return unauthenticated(&request, "The session's token expired or was revoked.");
@@ -171,9 +183,12 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                     &crate::api::store_message(&e),
                 );
             }
-        }
+        };
         let needed = crate::auth::needed_scope(request.method(), request.uri().path());
-        if !login.scope.allows(needed) {
+        // A token bound to projects: its role in the run's project decides.
+        let by_role =
+            !record.projects.is_empty() && crate::auth::project_route(request.uri().path());
+        if !by_role && !login.scope.allows(needed) {
             return page::error(
                 StatusCode::FORBIDDEN,
                 &format!(
@@ -182,16 +197,29 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                 ),
             );
         }
+        if let Err(refused) = crate::auth::project_check(
+            &state.store,
+            &record,
+            needed,
+            request.method(),
+            request.uri().path(),
+        )
+        .await
+        {
+            return page::error(refused.status, &refused.message);
+        }
         Session {
             who: Some(login.name),
             csrf: csrf_of(&state, &bid, &sid),
             logged_in: true,
+            token: Some(record),
         }
     } else {
         Session {
             who: None,
             csrf: csrf_of(&state, &bid, ""),
             logged_in: false,
+            token: None,
         }
     };
     if request.method() == Method::POST && !same_origin(request.headers()) {
@@ -351,14 +379,6 @@ pub async fn login(
     };
     if record.expired(now) {
         return login_again(&next, "That token has expired.");
-    }
-    if !record.projects.is_empty() {
-        // The dashboard shows every project: it does not filter by a
-        // token's projects yet, so it takes no token bound to some.
-        return login_again(
-            &next,
-            "That token is bound to projects; the dashboard takes only a token bound to none (hint: use this one with the CLI or the API).",
-        );
     }
     let login = Login {
         token_hash: hash,
