@@ -10,8 +10,8 @@ use super::fmt;
 use super::page::{self, Nav};
 use super::run_parts::decide_form;
 use super::session::Session;
-use dispatch_store::TokenScope;
 use crate::api::AppState;
+use dispatch_store::TokenScope;
 
 /// `GET /ui/approvals`.
 pub async fn page(

@@ -284,9 +284,11 @@ pub async fn first_page(
     query: &RunsQuery,
     session: &Session,
 ) -> Result<Vec<Run>, ApiError> {
-    Ok(list_page(state, query.filters(true), true, session.token.as_ref())
-        .await?
-        .0)
+    Ok(
+        list_page(state, query.filters(true), true, session.token.as_ref())
+            .await?
+            .0,
+    )
 }
 
 #[cfg(test)]

@@ -34,10 +34,11 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let services = match crate::api::services_list::running(&state, session.token.as_ref(), None).await {
-        Ok(services) => services,
-        Err(e) => return page::error(e.status, &e.message),
-    };
+    let services =
+        match crate::api::services_list::running(&state, session.token.as_ref(), None).await {
+            Ok(services) => services,
+            Err(e) => return page::error(e.status, &e.message),
+        };
     let body = html! {
         h1 { "Services" }
         @if services.is_empty() {

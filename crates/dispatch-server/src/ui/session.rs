@@ -2,8 +2,9 @@
 //! needs one (off loopback, or `--require-auth`), the login form checks it
 //! and exchanges it for a random session id kept server-side
 //! ([`super::logins`]), which is all the HttpOnly, SameSite=Strict cookie
-//! holds (Secure behind https); the session has its token's scope and
-//! expiry, and each request is held to that scope as the API's are. Every
+//! holds (Secure behind https); the session has its token's scope,
+//! projects and expiry, and each request is held to them as the API's are
+//! (a page hides the buttons the token's role in a run's project lacks). Every
 //! browser also gets a random id in another such cookie (`dispatch_browser`)
 //! on its first page, with or without tokens. Every form that changes
 //! something carries a CSRF token: a MAC of the browser's id and its login
