@@ -324,7 +324,87 @@ fn unauthorized(message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{Method, TokenScope, bearer, needed_scope};
+    use super::{Method, TokenScope, bearer, may, needed_scope, project_route, visible};
+    use dispatch_store::{ProjectRole, TokenRecord};
+
+    fn bound(projects: &[(&str, TokenScope)]) -> TokenRecord {
+        TokenRecord {
+            id: "t".into(),
+            name: "ci".into(),
+            created_at: 0,
+            revoked_at: None,
+            scope: TokenScope::Admin,
+            expires_at: None,
+            projects: projects
+                .iter()
+                .map(|(p, r)| ProjectRole {
+                    project: p.to_string(),
+                    role: *r,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_token_the_project_and_what_is_missing() {
+        let ci = bound(&[("payments", TokenScope::Run), ("search", TokenScope::Read)]);
+        assert!(may(Some(&ci), "payments", TokenScope::Run).is_ok());
+        assert!(may(None, "anything", TokenScope::Admin).is_ok(), "auth off");
+        let e = may(Some(&ci), "search", TokenScope::Run).expect_err("a viewer there");
+        assert_eq!(e.status, 403);
+        assert!(
+            e.message
+                .starts_with("token ci may not run in project search: it is a viewer there"),
+            "{}",
+            e.message
+        );
+        let e = may(Some(&ci), "payments", TokenScope::Admin).expect_err("a runner there");
+        assert!(
+            e.message
+                .contains("may not administer in project payments: it is a runner there"),
+            "{}",
+            e.message
+        );
+        let e = may(Some(&ci), "hr", TokenScope::Read).expect_err("not bound");
+        assert!(
+            e.message
+                .contains("may not read in project hr: it is bound to payments, search only"),
+            "{}",
+            e.message
+        );
+        let free = bound(&[]);
+        assert!(may(Some(&free), "hr", TokenScope::Admin).is_ok(), "bound to none");
+    }
+
+    #[test]
+    fn listings_show_a_bound_tokens_projects_or_the_one_asked_for() {
+        let ci = bound(&[("payments", TokenScope::Run), ("search", TokenScope::Read)]);
+        let all = visible(Some(&ci), None).expect("its projects");
+        assert_eq!(all, vec!["payments".to_string(), "search".to_string()]);
+        assert_eq!(visible(Some(&ci), Some("search")).expect("one"), vec!["search"]);
+        assert_eq!(visible(Some(&ci), Some("hr")).expect_err("not bound").status, 403);
+        assert_eq!(visible(None, Some("Bad Name")).expect_err("bad").status, 400);
+        assert!(visible(Some(&bound(&[])), None).expect("all").is_empty());
+    }
+
+    #[test]
+    fn project_routes_are_those_about_a_run_or_creating_runs() {
+        for path in [
+            "/v1/runs",
+            "/v1/runs/batch",
+            "/v1/services",
+            "/v1/runs/abc/cancel",
+            "/v1/dead-letters/abc/replay",
+            "/ui/runs/abc/stop",
+            "/ui/services/abc/wake",
+            "/ui/live/runs/abc/log",
+        ] {
+            assert!(project_route(path), "{path}");
+        }
+        for path in ["/v1/runs/prune", "/v1/parcels/x", "/v1/workers", "/ui/runs"] {
+            assert!(!project_route(path), "{path}");
+        }
+    }
 
     #[test]
     fn each_route_needs_the_least_scope_that_does_it() {
