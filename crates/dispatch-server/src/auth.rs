@@ -373,7 +373,10 @@ mod tests {
             e.message
         );
         let free = bound(&[]);
-        assert!(may(Some(&free), "hr", TokenScope::Admin).is_ok(), "bound to none");
+        assert!(
+            may(Some(&free), "hr", TokenScope::Admin).is_ok(),
+            "bound to none"
+        );
     }
 
     #[test]
@@ -381,9 +384,20 @@ mod tests {
         let ci = bound(&[("payments", TokenScope::Run), ("search", TokenScope::Read)]);
         let all = visible(Some(&ci), None).expect("its projects");
         assert_eq!(all, vec!["payments".to_string(), "search".to_string()]);
-        assert_eq!(visible(Some(&ci), Some("search")).expect("one"), vec!["search"]);
-        assert_eq!(visible(Some(&ci), Some("hr")).expect_err("not bound").status, 403);
-        assert_eq!(visible(None, Some("Bad Name")).expect_err("bad").status, 400);
+        assert_eq!(
+            visible(Some(&ci), Some("search")).expect("one"),
+            vec!["search"]
+        );
+        assert_eq!(
+            visible(Some(&ci), Some("hr"))
+                .expect_err("not bound")
+                .status,
+            403
+        );
+        assert_eq!(
+            visible(None, Some("Bad Name")).expect_err("bad").status,
+            400
+        );
         assert!(visible(Some(&bound(&[])), None).expect("all").is_empty());
     }
 
