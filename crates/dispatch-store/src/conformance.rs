@@ -191,6 +191,7 @@ macro_rules! __queue_conformance_names {
             tokens_are_found_by_hash_until_revoked,
             // the cost report
             usage_sums_billed_calls_by_parcel_model_label_and_day,
+            the_cost_report_counts_only_the_projects_asked_for,
             a_token_keeps_its_scope_and_expiry,
             a_token_keeps_its_role_in_each_project,
             a_run_keeps_its_project_and_listings_filter_by_it,

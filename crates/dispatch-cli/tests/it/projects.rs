@@ -284,6 +284,11 @@ fn two_projects_and_four_roles(server: &Server, db: Option<&str>) {
     assert_eq!(ids(&page, "runs"), vec![searched.clone()]);
     let (status, page) = call(server, &root, "GET", "/v1/runs?project=Not%20One", None);
     assert_eq!(status, 400, "{page}");
+    refused(
+        call(server, &viewer, "GET", "/v1/usage?project=search", None),
+        "may not read in project search",
+    );
+    assert_eq!(call(server, &viewer, "GET", "/v1/usage", None).0, 200);
     let ps = ok(&cli(&client, &runner, &[], &["ps", "-a"]));
     assert!(
         ps.contains("PROJECT") && ps.contains("payments") && ps.contains("search"),

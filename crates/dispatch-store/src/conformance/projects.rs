@@ -140,3 +140,31 @@ pub async fn a_token_keeps_its_role_in_each_project<S: TokenStore>(store: S) {
     let revoked = store.revoke_token("ci", 20).await.expect("revoke");
     assert_eq!(revoked.projects.len(), 2, "and a revocation's answer");
 }
+
+pub async fn the_cost_report_counts_only_the_projects_asked_for<
+    S: Store + QueueStore + crate::UsageStore,
+>(
+    store: S,
+) {
+    for (n, project, cost) in [(1, "payments", 0.5), (2, "search", 0.25)] {
+        create(&store, in_project(n, project)).await;
+        let data = serde_json::json!({"model": "m", "input_tokens": 10, "output_tokens": 1, "cost_usd": cost});
+        let event = dispatch_core::NewEvent::of(dispatch_core::RunEvent::Usage(data), 1, 100);
+        store.append_events(&id(n), &[event]).await.expect("usage");
+    }
+    let cost = |projects: &[&str]| {
+        let q = crate::UsageQuery {
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+            ..crate::UsageQuery::default()
+        };
+        let store = &store;
+        async move {
+            let rows = store.usage(&q).await.expect("usage");
+            rows.iter().map(|r| r.cost_usd).sum::<f64>()
+        }
+    };
+    assert_eq!(cost(&["payments"]).await, 0.5);
+    assert_eq!(cost(&["search", "payments"]).await, 0.75);
+    assert_eq!(cost(&["nobody"]).await, 0.0);
+    assert_eq!(cost(&[]).await, 0.75, "no project: all of them");
+}
