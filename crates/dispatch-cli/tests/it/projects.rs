@@ -420,6 +420,13 @@ fn local_runs_belong_to_their_project_and_bad_names_are_one_line() {
         table.contains("PROJECT") && table.contains("payments"),
         "{table}"
     );
+    let inspect = d.ok(&["inspect-run", &paid]);
+    assert!(inspect.contains("Project:    payments"), "{inspect}");
+    assert_eq!(
+        d.inspect(&paid)["project"],
+        "payments",
+        "inspect-run --format json carries it"
+    );
 
     let err = d.fails(&["run", &agent, "--detach", "--project", "Pay Ments"], 125);
     assert!(
