@@ -31,7 +31,6 @@ mod traces;
 mod usage;
 mod workers;
 
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, MutexGuard, PoisonError};
