@@ -147,6 +147,7 @@ async fn serve(
         created: false,
         trigger: dispatch_core::Trigger::Manual,
         handoff_key: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     store.create_run(&new).await.expect("a run");
     let size = std::fs::metadata(src).expect("the artifact").len();

@@ -201,6 +201,7 @@ pub(crate) async fn traced_throughput(
         payload: json!({}),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     for _ in 0..n {
         launch::create(&*creator.store, &layout, &request)

@@ -86,6 +86,7 @@ async fn drain<S: QueueStore>(a: &S, b: &S, runs: usize, keys: Option<usize>) ->
             created: false,
             trigger: dispatch_core::Trigger::Manual,
             handoff_key: None,
+            project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
         };
         let extras = RunExtras {
             concurrency: keys.map(|k| RunConcurrency {

@@ -616,6 +616,7 @@ async fn seed(db: &Path, n: usize) {
                 created: false,
                 trigger: dispatch_core::Trigger::Manual,
                 handoff_key: None,
+                project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
             })
             .await
             .expect("create");

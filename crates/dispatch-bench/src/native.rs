@@ -320,6 +320,7 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
         payload: json!("go"),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     // `--queued`: every run is submitted before the worker starts, so the
     // execution is measured alone; else they are submitted while it runs.

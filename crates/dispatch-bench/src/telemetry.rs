@@ -207,6 +207,7 @@ async fn flow(
         payload: json!({}),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     // The parcel is resolved and the brief written once (the first run);
     // the enqueuers only insert, so what they measure is the queue's.

@@ -177,6 +177,7 @@ fn new_run(parcel: &str, created_at: i64) -> NewRun {
         created: false,
         trigger: dispatch_core::Trigger::Manual,
         handoff_key: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }
 

@@ -145,6 +145,7 @@ fn request() -> LaunchRequest {
         payload: json!({}),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }
 

@@ -257,6 +257,9 @@ pub struct PsArgs {
     /// Show at most this many runs (newest first).
     #[arg(short = 'n', long, value_name = "N")]
     pub last: Option<usize>,
+    /// Only this project's runs (default: every project; with a server, every one the token may see).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -453,6 +456,9 @@ pub struct ServeArgs {
     /// Print the service id once it is up (listeners bound) and return; otherwise follow its log until it stops (Ctrl-C stops it).
     #[arg(short, long)]
     pub detach: bool,
+    /// The project the service and its turns belong to (default: `default`).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,9 @@ use crate::error::{CliError, CliResult};
 
 #[derive(Debug, Args, Default)]
 pub struct DispatchArgs {
+    /// The project the run belongs to (default: `default`); with a server, the token needs role runner there.
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
     /// Retry a failed attempt up to N more times (overrides the Agentfile's RETRY).
     #[arg(long, value_name = "N", help_heading = "Reliability")]
     pub retries: Option<u32>,
@@ -80,6 +83,18 @@ pub struct DispatchArgs {
 }
 
 impl DispatchArgs {
+    /// `--project`, checked; `default` when not given.
+    pub fn project(&self) -> CliResult<String> {
+        match &self.project {
+            Some(p) => {
+                dispatch_core::project::check_project(p)
+                    .map_err(|e| CliError::input(format!("--project: {e}")))?;
+                Ok(p.clone())
+            }
+            None => Ok(dispatch_core::project::DEFAULT_PROJECT.to_string()),
+        }
+    }
+
     /// `--model`, `--base-url`, `--provider`, `--reasoning-effort` as given.
     pub fn model_choice(&self) -> dispatch_runtime::submit::ModelChoice {
         dispatch_runtime::submit::ModelChoice {
@@ -120,6 +135,7 @@ impl DispatchArgs {
 
     /// Checks every flag (one line naming the flag when one is wrong).
     pub fn options(&self) -> CliResult<SubmitOptions> {
+        self.project()?;
         let overrides = self
             .policy_input()
             .overrides(Spelling::Flag)
@@ -217,6 +233,9 @@ pub struct ApprovalsLsArgs {
     pub all: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Only this project's (default: every project; with a server, every one the token may see).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +251,18 @@ pub enum DlqCommand {
 pub struct ApprovalsFormat {
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Only this project's (default: every project; with a server, every one the token may see).
+    #[arg(long, env = "DISPATCH_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
+}
+
+/// `--project` of a listing, checked.
+pub fn listed_project(project: &Option<String>) -> CliResult<Option<&str>> {
+    if let Some(p) = project {
+        dispatch_core::project::check_project(p)
+            .map_err(|e| CliError::input(format!("--project: {e}")))?;
+    }
+    Ok(project.as_deref())
 }
 
 #[derive(Debug, Args)]

@@ -83,6 +83,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_NO_CGROUPS", "`1`: use no cgroups (rlimits only; no containment group)"),
     setting("DISPATCH_NOTIFICATIONS", "the notifications file (webhooks, Slack, e-mail; see the notifications guide), read by local runs' helpers and `dispatch server` (default: `notifications.toml` in the state directory, when it exists)"),
     setting("DISPATCH_POLICY", "a Rego policy file deciding run creation and tool calls (default: `policy.rego` in the state directory, when it exists)"),
+    setting("DISPATCH_PROJECT", "`--project`: the project runs are created in and `ps`, `approvals` and `dlq` list (default: `default` to create; every project the caller may see to list)"),
     setting("DISPATCH_RATE_LIMIT_STORE", "`--rate-limit-store`: Redis for `RATE_LIMIT` buckets shared across workers"),
     setting("DISPATCH_RETENTION", "`server --retention`: delete old finished runs in the background"),
     setting("DISPATCH_ROOT", "`--root`: the state directory (default: the nearest `.dispatch/` upwards, else `./.dispatch`)"),

@@ -17,6 +17,7 @@ pub mod parcel_meta;
 pub mod parcel_skill;
 mod parcel_tools;
 pub mod policy;
+pub mod project;
 pub mod redact;
 pub mod run_event;
 pub mod state;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 pub const RUN_INPUTS: &[(&str, &str)] = &[
     ("action", "`\"create_run\"`"),
     ("who", "who asks: `{name, kind}`; `kind` is `local` (the local CLI; `name` is the OS user), `token` (a request to a server; `name` is the token's name) or `anonymous` (a server that requires no token)"),
-    ("project", "the project the run belongs to (`\"default\"` until projects exist)"),
+    ("project", "the project the run is created in (`--project`, `\"project\"` of the request; `\"default\"` when none is named)"),
     ("parcel", "`{name, digest, version, labels}` of the parcel to run"),
     ("operation", "`job`, `heartbeat`, `service` or `workflow`"),
     ("trigger", "why the run is created: `manual`, `restart`, `replay`, `upstream`, `eval` or `workflow`"),

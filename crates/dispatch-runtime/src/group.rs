@@ -52,6 +52,7 @@ pub async fn open<S: Store + QueueStore + ?Sized>(
         payload: opening.payload,
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     let mut new = req.new_run(parcel, Operation::Job, sha);
     new.trigger = opening.trigger;

@@ -125,9 +125,11 @@ pub trait Upstream: Send + Sync {
 }
 
 /// The checks every host makes of the parcel a handoff resolved to, and
-/// the new run's record: an upstream run of `parcel`'s entry point.
+/// the new run's record: an upstream run of `parcel`'s entry point, in the
+/// sender's `project`.
 pub fn upstream_run(
     from: &RunId,
+    project: &str,
     handoff: &Handoff,
     parcel: &Parcel,
     brief_sha256: String,
@@ -139,20 +141,21 @@ pub fn upstream_run(
             handoff.parcel
         )));
     }
-    let req = request(from, handoff, parcel);
+    let req = request(from, project, handoff, parcel);
     let mut new = req.new_run(parcel, operation, brief_sha256);
     new.trigger = Trigger::Upstream;
     new.handoff_key = Some(handoff.key.clone());
     Ok(new)
 }
 
-fn request(from: &RunId, handoff: &Handoff, parcel: &Parcel) -> LaunchRequest {
+fn request(from: &RunId, project: &str, handoff: &Handoff, parcel: &Parcel) -> LaunchRequest {
     LaunchRequest {
         source: parcel.digest.clone(),
         operation: None,
         payload: handoff.payload.clone(),
         parent_id: None,
         origin_id: Some(from.clone()),
+        project: project.to_string(),
     }
 }
 
@@ -162,20 +165,23 @@ fn request(from: &RunId, handoff: &Handoff, parcel: &Parcel) -> LaunchRequest {
 pub const MAX_HANDOFF_DEPTH: usize = 32;
 
 /// Refuses a handoff from `from` when `from` is the end of a chain of
-/// [`MAX_HANDOFF_DEPTH`] upstream runs.
+/// [`MAX_HANDOFF_DEPTH`] upstream runs; else answers `from`'s project (the
+/// run it hands off to is in it too).
 pub async fn check_depth<S: dispatch_store::RunStore + ?Sized>(
     store: &S,
     from: &RunId,
-) -> Result<(), HandoffError> {
+) -> Result<String, HandoffError> {
     let mut id = from.clone();
+    let mut project = None;
     for _ in 0..MAX_HANDOFF_DEPTH {
         let run = store
             .get_run(&id)
             .await
             .map_err(|e| HandoffError::Failed(format!("handoff from run {from}: {e}")))?;
+        let project = project.get_or_insert_with(|| run.project.clone());
         match (run.trigger, run.origin_id) {
             (Trigger::Upstream, Some(origin)) => id = origin,
-            _ => return Ok(()),
+            _ => return Ok(project.clone()),
         }
     }
     Err(HandoffError::Refused(format!(
@@ -214,16 +220,16 @@ impl<S: Store + ?Sized> Upstream for LocalUpstream<'_, S> {
             }
             other => HandoffError::Refused(format!("handoff to `{}`: {other}", handoff.parcel)),
         })?;
-        upstream_run(from, handoff, &parcel, String::new())?;
-        check_depth(self.store, from).await?;
+        let project = check_depth(self.store, from).await?;
+        upstream_run(from, &project, handoff, &parcel, String::new())?;
         let sub = submit::prepare(
             self.layout,
-            &request(from, handoff, &parcel),
+            &request(from, &project, handoff, &parcel),
             &SubmitOptions::default(),
         )
         .map_err(|e| HandoffError::Refused(format!("handoff to `{}`: {e}", handoff.parcel)))?;
         let (new, extras, parcel) = sub.into_parts();
-        let new = upstream_run(from, handoff, &parcel, new.brief_sha256)?;
+        let new = upstream_run(from, &project, handoff, &parcel, new.brief_sha256)?;
         let created = self
             .store
             .create_run_with(&new, &extras, false)

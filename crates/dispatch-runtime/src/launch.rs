@@ -25,6 +25,8 @@ pub struct LaunchRequest {
     pub parent_id: Option<RunId>,
     /// The run this one restarts or replays.
     pub origin_id: Option<RunId>,
+    /// The project the run belongs to (checked by the caller).
+    pub project: String,
 }
 
 impl LaunchRequest {
@@ -49,6 +51,7 @@ impl LaunchRequest {
                 None => dispatch_core::Trigger::Manual,
             },
             handoff_key: None,
+            project: self.project.clone(),
         }
     }
 }

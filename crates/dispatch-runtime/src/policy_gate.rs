@@ -98,6 +98,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// What a run about to be created is, for the policy.
 pub struct RunAsk<'a> {
     pub who: Who,
+    /// The project the run is created in.
+    pub project: &'a str,
     pub parcel: &'a Parcel,
     pub operation: Operation,
     pub trigger: &'a str,
@@ -130,7 +132,7 @@ pub fn check_run(loaded: &LoadedPolicy, ask: &RunAsk<'_>) -> RuntimeResult<Passe
     let manifest = &ask.parcel.manifest;
     let input = RunInput {
         who: ask.who.clone(),
-        project: "default".into(),
+        project: ask.project.to_string(),
         parcel: PolicyParcel {
             name: manifest.name.clone(),
             digest: ask.parcel.digest.clone(),
@@ -202,6 +204,7 @@ fn event(
 /// The gate of a local dispatch: `None` when no policy is in force.
 pub fn gate_local(
     layout: &Layout,
+    project: &str,
     parcel: &Parcel,
     operation: Operation,
     trigger: dispatch_core::Trigger,
@@ -213,6 +216,7 @@ pub fn gate_local(
     let loaded = cached(&path)?;
     let ask = RunAsk {
         who: dispatch_policy::input::local_user(),
+        project,
         parcel,
         operation,
         trigger: trigger.as_str(),
@@ -257,6 +261,7 @@ pub fn tool_gate(
     let manifest = &parcel.manifest;
     let base = ToolBase {
         who: dispatch_policy::input::local_user(),
+        project: run.project.clone(),
         run_id: run.id.to_string(),
         parcel: PolicyParcel {
             name: manifest.name.clone(),
@@ -271,6 +276,7 @@ pub fn tool_gate(
 
 struct ToolBase {
     who: Who,
+    project: String,
     run_id: String,
     parcel: PolicyParcel,
 }
@@ -292,7 +298,7 @@ impl dispatch_agent::tools::ToolGate for PolicyToolGate {
         };
         let input = dispatch_policy::input::ToolInput {
             who: self.base.who.clone(),
-            project: "default".into(),
+            project: self.base.project.clone(),
             run_id: self.base.run_id.clone(),
             parcel: self.base.parcel.clone(),
             tool: ask.tool.to_string(),

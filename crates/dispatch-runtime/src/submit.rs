@@ -148,7 +148,14 @@ pub fn prepare_for(
         Some(_) => dispatch_core::Trigger::Restart,
         None => dispatch_core::Trigger::Manual,
     });
-    let passed = crate::policy_gate::gate_local(layout, &parcel, operation, trigger, &req.payload)?;
+    let passed = crate::policy_gate::gate_local(
+        layout,
+        &req.project,
+        &parcel,
+        operation,
+        trigger,
+        &req.payload,
+    )?;
     let modified;
     let opts = match passed.as_ref().and_then(|p| p.modify.as_ref()) {
         Some(m) => {

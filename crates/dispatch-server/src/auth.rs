@@ -10,6 +10,17 @@
 //! deleting runs, and any route not named here). A token short of it gets
 //! 403 `forbidden` naming the scope needed; an expired one 401
 //! `token_expired`.
+//!
+//! A token may be bound to projects with a role in each (`viewer`,
+//! `runner`, `approver`, `admin`: the scopes by other names). Bound to
+//! none, its scope holds in every project (every token made before
+//! projects). Bound to some, it may do in a project what its role there
+//! allows, and nothing in the others: a request on a run (`/v1/runs/{id}/…`,
+//! `/v1/dead-letters/{id}/…`) is checked here against the run's project
+//! ([`project_check`]), a request that creates runs by its handler against
+//! the project it names ([`may`]), and listings show only its projects
+//! ([`visible`]). What belongs to no project and needs `admin` (pruning
+//! runs or parcels, removing a parcel) needs a token bound to none.
 
 use std::io::Read;
 
@@ -18,7 +29,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dispatch_core::{Ts, now_ms};
-use dispatch_store::{StoreResult, TokenRecord, TokenScope};
+use dispatch_store::{ProjectRole, StoreResult, TokenRecord, TokenScope};
 use sha2::{Digest, Sha256};
 
 use crate::SharedStore;
@@ -36,13 +47,15 @@ pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
 }
 
 /// Creates a token named `name` with `scope`, expiring at `expires_at`
-/// (never when `None`); returns the record and the token itself, which is
-/// shown once and never stored.
+/// (never when `None`), bound to `projects` (every project when empty);
+/// returns the record and the token itself, which is shown once and never
+/// stored.
 pub async fn create(
     store: &SharedStore,
     name: &str,
     scope: TokenScope,
     expires_at: Option<Ts>,
+    projects: Vec<ProjectRole>,
 ) -> StoreResult<(TokenRecord, String)> {
     let random = |n| {
         random_hex(n).map_err(|e| dispatch_store::StoreError::Unavailable {
@@ -59,6 +72,7 @@ pub async fn create(
         revoked_at: None,
         scope,
         expires_at,
+        projects,
     };
     store.create_token(&record, &hash(&token)).await?;
     Ok((record, token))
@@ -90,6 +104,17 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     if let Err(refused) = admit(&record, needed, request.method(), request.uri().path()) {
         return refused.into_response();
     }
+    if let Err(refused) = project_check(
+        &state.store,
+        &record,
+        needed,
+        request.method(),
+        request.uri().path(),
+    )
+    .await
+    {
+        return refused.into_response();
+    }
     let mut request = request;
     request.extensions_mut().insert(record);
     next.run(request).await
@@ -116,7 +141,10 @@ pub(crate) fn admit(
             ),
         ));
     }
-    if !record.scope.allows(needed) {
+    // A token bound to projects: its role in the project the request is
+    // about decides ([`project_check`], [`may`]), not its scope.
+    let by_role = !record.projects.is_empty() && project_route(path);
+    if !by_role && !record.scope.allows(needed) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             codes::FORBIDDEN,
@@ -127,6 +155,128 @@ pub(crate) fn admit(
         ));
     }
     Ok(())
+}
+
+/// A token bound to projects: the request on a run (or a dead letter) is
+/// refused unless its role in the run's project allows `needed`; a request
+/// that needs `admin` and names no run (a prune, a parcel's removal)
+/// touches every project and is refused. A token bound to none, and a run
+/// that is not found (the handler says so), pass.
+pub(crate) async fn project_check(
+    store: &SharedStore,
+    record: &TokenRecord,
+    needed: TokenScope,
+    method: &Method,
+    path: &str,
+) -> Result<(), ApiError> {
+    if record.projects.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let run = match parts.as_slice() {
+        ["v1" | "ui", "runs", "prune" | "batch"] => None,
+        ["v1" | "ui", "runs" | "dead-letters", id, ..]
+        | ["ui", "services", id, ..]
+        | ["ui", "live", "runs" | "workflow", id, ..] => Some(*id),
+        _ => None,
+    };
+    let Some(prefix) = run else {
+        if needed == TokenScope::Admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::FORBIDDEN,
+                format!(
+                    "token {} may not {method} {path}: it is bound to projects ({}) and this touches every project (hint: a token bound to no project: `dispatch token create --scope admin`)",
+                    record.name,
+                    bound_names(record)
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let found = match store.resolve_prefix(&prefix.to_ascii_lowercase()).await {
+        Ok(id) => store.get_run(&id).await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(run) => may(Some(record), &run.project, needed),
+        // The handler answers a missing or ambiguous run.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Whether a request on `path` is about one project: a run's (or a dead
+/// letter's), or one that creates runs in the project its body names.
+pub(crate) fn project_route(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1" | "ui", "runs", "prune"] => false,
+        ["v1", "runs" | "services"] | ["v1", "runs", "batch"] => true,
+        ["v1" | "ui", "runs" | "dead-letters", _, ..]
+        | ["ui", "services", _, ..]
+        | ["ui", "live", "runs" | "workflow", _, ..] => true,
+        _ => false,
+    }
+}
+
+/// The projects a token is bound to, for a message.
+fn bound_names(record: &TokenRecord) -> String {
+    let names: Vec<&str> = record.projects.iter().map(|p| p.project.as_str()).collect();
+    names.join(", ")
+}
+
+/// Whether `token` (none: auth is off) may do what `needed` allows in
+/// `project`: the 403 naming the project and what is missing otherwise.
+pub(crate) fn may(
+    token: Option<&TokenRecord>,
+    project: &str,
+    needed: TokenScope,
+) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let why = match token.role_in(project) {
+        Some(role) if role.allows(needed) => return Ok(()),
+        Some(role) => format!("it is {} {} there", article(role.role()), role.role()),
+        None => format!("it is bound to {} only", bound_names(token)),
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        codes::FORBIDDEN,
+        format!(
+            "token {} may not {} in project {project}: {why} (hint: a token with role {} there: `dispatch token create --project {project} --role {}`)",
+            token.name,
+            needed.verb(),
+            needed.role(),
+            needed.role()
+        ),
+    ))
+}
+
+fn article(word: &str) -> &'static str {
+    match word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => "an",
+        false => "a",
+    }
+}
+
+/// The projects a listing shows: `asked` (`?project=`), which `token` must
+/// be bound to (403 otherwise), else every project the token may see
+/// (empty: all).
+pub(crate) fn visible(
+    token: Option<&TokenRecord>,
+    asked: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    match asked {
+        Some(project) => {
+            dispatch_core::project::check_project(project).map_err(ApiError::bad_request)?;
+            may(token, project, TokenScope::Read)?;
+            Ok(vec![project.to_string()])
+        }
+        None => Ok(token
+            .and_then(TokenRecord::visible_projects)
+            .unwrap_or_default()),
+    }
 }
 
 /// The scope a request needs (see the module's documentation). `path` is
@@ -174,7 +324,101 @@ fn unauthorized(message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{Method, TokenScope, bearer, needed_scope};
+    use super::{Method, TokenScope, bearer, may, needed_scope, project_route, visible};
+    use dispatch_store::{ProjectRole, TokenRecord};
+
+    fn bound(projects: &[(&str, TokenScope)]) -> TokenRecord {
+        TokenRecord {
+            id: "t".into(),
+            name: "ci".into(),
+            created_at: 0,
+            revoked_at: None,
+            scope: TokenScope::Admin,
+            expires_at: None,
+            projects: projects
+                .iter()
+                .map(|(p, r)| ProjectRole {
+                    project: p.to_string(),
+                    role: *r,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_token_the_project_and_what_is_missing() {
+        let ci = bound(&[("payments", TokenScope::Run), ("search", TokenScope::Read)]);
+        assert!(may(Some(&ci), "payments", TokenScope::Run).is_ok());
+        assert!(may(None, "anything", TokenScope::Admin).is_ok(), "auth off");
+        let e = may(Some(&ci), "search", TokenScope::Run).expect_err("a viewer there");
+        assert_eq!(e.status, 403);
+        assert!(
+            e.message
+                .starts_with("token ci may not run in project search: it is a viewer there"),
+            "{}",
+            e.message
+        );
+        let e = may(Some(&ci), "payments", TokenScope::Admin).expect_err("a runner there");
+        assert!(
+            e.message
+                .contains("may not administer in project payments: it is a runner there"),
+            "{}",
+            e.message
+        );
+        let e = may(Some(&ci), "hr", TokenScope::Read).expect_err("not bound");
+        assert!(
+            e.message
+                .contains("may not read in project hr: it is bound to payments, search only"),
+            "{}",
+            e.message
+        );
+        let free = bound(&[]);
+        assert!(
+            may(Some(&free), "hr", TokenScope::Admin).is_ok(),
+            "bound to none"
+        );
+    }
+
+    #[test]
+    fn listings_show_a_bound_tokens_projects_or_the_one_asked_for() {
+        let ci = bound(&[("payments", TokenScope::Run), ("search", TokenScope::Read)]);
+        let all = visible(Some(&ci), None).expect("its projects");
+        assert_eq!(all, vec!["payments".to_string(), "search".to_string()]);
+        assert_eq!(
+            visible(Some(&ci), Some("search")).expect("one"),
+            vec!["search"]
+        );
+        assert_eq!(
+            visible(Some(&ci), Some("hr"))
+                .expect_err("not bound")
+                .status,
+            403
+        );
+        assert_eq!(
+            visible(None, Some("Bad Name")).expect_err("bad").status,
+            400
+        );
+        assert!(visible(Some(&bound(&[])), None).expect("all").is_empty());
+    }
+
+    #[test]
+    fn project_routes_are_those_about_a_run_or_creating_runs() {
+        for path in [
+            "/v1/runs",
+            "/v1/runs/batch",
+            "/v1/services",
+            "/v1/runs/abc/cancel",
+            "/v1/dead-letters/abc/replay",
+            "/ui/runs/abc/stop",
+            "/ui/services/abc/wake",
+            "/ui/live/runs/abc/log",
+        ] {
+            assert!(project_route(path), "{path}");
+        }
+        for path in ["/v1/runs/prune", "/v1/parcels/x", "/v1/workers", "/ui/runs"] {
+            assert!(!project_route(path), "{path}");
+        }
+    }
 
     #[test]
     fn each_route_needs_the_least_scope_that_does_it() {

@@ -100,8 +100,8 @@ impl Upstream for ClusterUpstream {
         let brief = Brief::assemble(&parcel, operation, handoff.payload.clone());
         let sha256 = write_brief(&self.layout, &brief)
             .map_err(|e| HandoffError::Failed(format!("handoff to `{name}`: {e}")))?;
-        let new = upstream_run(from, handoff, &parcel, sha256.clone())?;
-        check_depth(&*self.store, from).await?;
+        let project = check_depth(&*self.store, from).await?;
+        let new = upstream_run(from, &project, handoff, &parcel, sha256.clone())?;
         let (bytes, _) = brief.encode();
         self.store
             .put_brief(&sha256, &bytes)

@@ -33,6 +33,7 @@ mod limits;
 mod messages;
 mod notifications;
 mod parcels;
+mod projects;
 mod queue;
 mod queue_timeout;
 mod reliability;
@@ -65,6 +66,7 @@ pub use limits::*;
 pub use messages::*;
 pub use notifications::*;
 pub use parcels::*;
+pub use projects::*;
 pub use queue::*;
 pub use queue_timeout::*;
 pub use reliability::*;
@@ -193,7 +195,10 @@ macro_rules! __queue_conformance_names {
             tokens_are_found_by_hash_until_revoked,
             // the cost report
             usage_sums_billed_calls_by_parcel_model_label_and_day,
+            the_cost_report_counts_only_the_projects_asked_for,
             a_token_keeps_its_scope_and_expiry,
+            a_token_keeps_its_role_in_each_project,
+            a_run_keeps_its_project_and_listings_filter_by_it,
             a_session_saves_by_compare_and_set_and_never_overwrites_a_newer_turn,
             sessions_list_newest_first_by_prefix_and_delete,
             large_sessions_round_trip_and_bad_keys_are_refused_alike,
@@ -421,6 +426,7 @@ pub fn new_run(id: RunId, parcel: &str, created_at: Ts) -> NewRun {
         created: false,
         trigger: dispatch_core::Trigger::Manual,
         handoff_key: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }
 

@@ -62,7 +62,7 @@ pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
-pub use tokens::{TokenRecord, TokenScope, TokenStore};
+pub use tokens::{ProjectRole, TokenRecord, TokenScope, TokenStore};
 pub use traces::{RunTrace, TRACE_EVENT_KINDS, TraceStore};
 pub use usage::{
     NO_LABEL, UNKNOWN_MODEL, UsageBy, UsageQuery, UsageReport, UsageRow, UsageStore,

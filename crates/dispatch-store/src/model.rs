@@ -40,6 +40,13 @@ pub struct Run {
     /// `DISPATCH_FENCE`. Not shown by the API.
     #[serde(default, skip_serializing)]
     pub fence: i64,
+    /// The project it belongs to (`default` for runs from before projects).
+    #[serde(default = "default_project")]
+    pub project: String,
+}
+
+fn default_project() -> String {
+    dispatch_core::project::DEFAULT_PROJECT.to_string()
 }
 
 impl Run {
@@ -77,6 +84,9 @@ pub struct NewRun {
     /// that run's state: each handoff starts one run, however often the
     /// sender says it.
     pub handoff_key: Option<String>,
+    /// The project it belongs to (checked by the caller:
+    /// [`dispatch_core::project::check_project`]).
+    pub project: String,
 }
 
 /// One compare-and-set state change.
@@ -119,6 +129,8 @@ pub struct RunFilter {
     pub labels: Vec<String>,
     /// Only runs started this way.
     pub trigger: Option<Trigger>,
+    /// Runs of any of these projects; empty means all.
+    pub projects: Vec<String>,
     /// Runs created at or after this time.
     pub created_after: Option<Ts>,
     /// Runs created before this time.

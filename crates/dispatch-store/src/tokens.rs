@@ -1,7 +1,9 @@
 //! API tokens, stored hashed: the token itself is shown once at creation and
 //! never stored; a request's token is looked up by its hash. Each token has a
 //! scope and may expire; tokens made before scopes existed are `admin` and
-//! never expire.
+//! never expire. A token may be bound to projects with a role in each
+//! (the role is a scope by another name); bound to none, its scope holds in
+//! every project.
 
 use async_trait::async_trait;
 use dispatch_core::Ts;
@@ -44,9 +46,30 @@ impl TokenScope {
         }
     }
 
-    /// The scope named `s`, if it is one.
+    /// The same, as a role in a project: `viewer`, `runner`, `approver`, `admin`.
+    pub fn role(self) -> &'static str {
+        match self {
+            TokenScope::Read => "viewer",
+            TokenScope::Run => "runner",
+            TokenScope::Approve => "approver",
+            TokenScope::Admin => "admin",
+        }
+    }
+
+    /// What it allows, as a verb: "read", "run", "approve", "administer".
+    pub fn verb(self) -> &'static str {
+        match self {
+            TokenScope::Admin => "administer",
+            other => other.as_str(),
+        }
+    }
+
+    /// The scope named `s`, if it is one: by scope (`read`) or by role
+    /// (`viewer`).
     pub fn parse(s: &str) -> Option<TokenScope> {
-        TokenScope::ALL.into_iter().find(|t| t.as_str() == s)
+        TokenScope::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s || t.role() == s)
     }
 
     /// Whether a token of this scope may do what `needed` allows.
@@ -75,6 +98,19 @@ pub struct TokenRecord {
     /// When it stops working; never when `None`.
     #[serde(default)]
     pub expires_at: Option<Ts>,
+    /// The projects it is bound to, with its role in each, by project
+    /// name. None: its scope holds in every project (every token made
+    /// before projects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<ProjectRole>,
+}
+
+/// A token's role in one project.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProjectRole {
+    pub project: String,
+    /// What it may do there (shown as a role: `viewer`, `runner`, …).
+    pub role: TokenScope,
 }
 
 impl TokenRecord {
@@ -82,15 +118,35 @@ impl TokenRecord {
     pub fn expired(&self, now: Ts) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// What the token may do in `project`: its scope when it is bound to
+    /// no project, else its role there (`None`: not bound to it).
+    pub fn role_in(&self, project: &str) -> Option<TokenScope> {
+        if self.projects.is_empty() {
+            return Some(self.scope);
+        }
+        self.projects
+            .iter()
+            .find(|p| p.project == project)
+            .map(|p| p.role)
+    }
+
+    /// The projects it may see: `None` for all (bound to none).
+    pub fn visible_projects(&self) -> Option<Vec<String>> {
+        (!self.projects.is_empty())
+            .then(|| self.projects.iter().map(|p| p.project.clone()).collect())
+    }
 }
 
 /// Creating, listing, revoking and checking API tokens.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Stores a new token by the hash of its secret.
+    /// Stores a new token by the hash of its secret, with its project
+    /// bindings ([`TokenRecord::projects`]), in one transaction.
     async fn create_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()>;
 
-    /// Every token, oldest first.
+    /// Every token, oldest first, with its project bindings (by project
+    /// name).
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
 
     /// Revokes the token with this id (idempotent: the first time is kept).
@@ -98,6 +154,7 @@ pub trait TokenStore: Send + Sync {
     async fn revoke_token(&self, id: &str, at: Ts) -> StoreResult<TokenRecord>;
 
     /// The live (not revoked) token with this hash, if any; an expired one
-    /// is returned too (the caller says it expired).
+    /// is returned too (the caller says it expired). With its project
+    /// bindings, by project name.
     async fn find_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
 }

@@ -65,6 +65,8 @@ pub struct UsageQuery {
     pub by: UsageBy,
     pub since: Option<Ts>,
     pub until: Option<Ts>,
+    /// Only runs of these projects; empty means all.
+    pub projects: Vec<String>,
 }
 
 /// One key's spend over the period.

@@ -220,6 +220,7 @@ impl<'a> Chaos<'a> {
                 payload: Value::String(model::marker(n)),
                 parent_id: None,
                 origin_id: None,
+                project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
             };
             match self
                 .rt

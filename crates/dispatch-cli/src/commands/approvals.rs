@@ -123,10 +123,25 @@ pub(crate) fn say_decided(a: &Approval) {
 
 pub async fn approvals(ctx: &Ctx, cmd: &ApprovalsCommand) -> CliResult {
     let ApprovalsCommand::Ls(args) = cmd;
-    let list = match ctx.existing_store()? {
-        Some(store) => store.list_approvals(None, !args.all).await?,
-        None => Vec::new(),
+    let project = crate::reliability_args::listed_project(&args.project)?;
+    let Some(store) = ctx.existing_store()? else {
+        return print_approvals(args.format, &[]);
     };
+    let mut list = store.list_approvals(None, !args.all).await?;
+    if let Some(project) = project {
+        // An approval belongs to its run's project.
+        let mut keep = Vec::with_capacity(list.len());
+        for a in list {
+            if dispatch_store::RunStore::get_run(&store, &a.run_id)
+                .await?
+                .project
+                == project
+            {
+                keep.push(a);
+            }
+        }
+        list = keep;
+    }
     print_approvals(args.format, &list)
 }
 

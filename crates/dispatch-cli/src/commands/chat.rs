@@ -144,5 +144,6 @@ fn request(source: &str, payload: Value) -> LaunchRequest {
         payload,
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }

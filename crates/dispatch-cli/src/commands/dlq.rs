@@ -16,19 +16,26 @@ use crate::reliability_args::DlqCommand;
 
 pub async fn dlq(ctx: &Ctx, cmd: &DlqCommand) -> CliResult {
     match cmd {
-        DlqCommand::Ls(args) => ls(ctx, args.format).await,
+        DlqCommand::Ls(args) => {
+            let project = crate::reliability_args::listed_project(&args.project)?;
+            ls(ctx, args.format, project).await
+        }
         DlqCommand::Replay(args) => replay(ctx, &args.run, args.payload.as_deref()).await,
     }
 }
 
-async fn ls(ctx: &Ctx, format: Format) -> CliResult {
+async fn ls(ctx: &Ctx, format: Format, project: Option<&str>) -> CliResult {
     let Some(store) = ctx.existing_store()? else {
         return print_dead_letters(format, Vec::new());
     };
     let mut docs = Vec::new();
     for letter in store.list_dead_letters().await? {
         let run = store.get_run(&letter.run_id).await?;
+        if project.is_some_and(|p| p != run.project) {
+            continue;
+        }
         let mut doc = json!(letter);
+        doc["project"] = json!(run.project);
         doc["parcel_name"] = json!(run.parcel_name);
         doc["parcel_digest"] = json!(run.parcel_digest);
         doc["operation"] = json!(run.operation);
@@ -105,6 +112,7 @@ async fn replay(ctx: &Ctx, arg: &str, payload: Option<&str>) -> CliResult {
         payload,
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
+        project: old.project.clone(),
     };
     let opts = SubmitOptions {
         policy: store.run_extras(&old.id).await?.policy,

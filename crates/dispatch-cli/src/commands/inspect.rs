@@ -63,6 +63,13 @@ pub(crate) fn print_human(d: &Value) {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
     line("Run:", s("id"));
+    // Shown once there is more than the default project.
+    if let Some(project) = d["project"]
+        .as_str()
+        .filter(|p| *p != dispatch_core::project::DEFAULT_PROJECT)
+    {
+        line("Project:", project.to_string());
+    }
     line(
         "Parcel:",
         format!("{} ({})", s("parcel_name"), s("parcel_digest")),

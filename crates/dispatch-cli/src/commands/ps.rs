@@ -72,6 +72,11 @@ pub(crate) fn filters(args: &PsArgs, now: Ts) -> CliResult<Filters<'_>> {
     if let Some(p) = &args.parent {
         parent = Some(p.as_str());
     }
+    if let Some(p) = &args.project {
+        dispatch_core::project::check_project(p)
+            .map_err(|e| CliError::input(format!("--project: {e}")))?;
+        filter.projects = vec![p.clone()];
+    }
     Ok(Filters { filter, parent })
 }
 
@@ -124,7 +129,7 @@ pub(crate) fn print_runs(
         print_json(&views);
         return Ok(0);
     }
-    let header = [
+    let mut header = vec![
         "RUN ID",
         "PARCEL",
         "OPERATION",
@@ -134,6 +139,13 @@ pub(crate) fn print_runs(
         "TOKENS",
         "COST",
     ];
+    // Projects are shown once there is more than the default one.
+    let projects = runs
+        .iter()
+        .any(|r| r.project != dispatch_core::project::DEFAULT_PROJECT);
+    if projects {
+        header.insert(1, "PROJECT");
+    }
     // Runs of one millisecond share their first 12 digits: theirs show more.
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let shown = dispatch_core::id::abbreviate(&ids);
@@ -141,7 +153,7 @@ pub(crate) fn print_runs(
         .iter()
         .zip(shown)
         .map(|(r, short)| {
-            vec![
+            let mut row = vec![
                 if args.no_trunc {
                     r.id.to_string()
                 } else {
@@ -160,7 +172,11 @@ pub(crate) fn print_runs(
                 duration_text(&r.state, now),
                 r.usage.total_tokens().to_string(),
                 cost_text(r.usage.cost_usd),
-            ]
+            ];
+            if projects {
+                row.insert(1, r.project.clone());
+            }
+            row
         })
         .collect();
     print_columns(&header, &rows);

@@ -398,6 +398,9 @@ impl Remote {
 
 /// Adds the reliability flags to a `POST /v1/runs` body (only those given).
 pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
+    if let Some(project) = &args.project {
+        request["project"] = json!(project);
+    }
     if let Some(key) = &args.idempotency_key {
         request["idempotency_key"] = json!(key);
     }

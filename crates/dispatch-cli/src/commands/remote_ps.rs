@@ -59,6 +59,9 @@ fn query(args: &PsArgs) -> CliResult<Vec<String>> {
         let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         query.push(format!("status={}", names.join(",")));
     }
+    for project in &filter.projects {
+        query.push(format!("project={}", encode(project)));
+    }
     if let Some(parcel) = &filter.parcel {
         query.push(format!("parcel={}", encode(parcel)));
     }

@@ -57,7 +57,11 @@ impl Remote {
     /// `GET /v1/approvals`.
     pub(super) fn approvals(&self, cmd: &ApprovalsCommand) -> CliResult {
         let ApprovalsCommand::Ls(args) = cmd;
-        let answer = self.json("GET", &format!("/v1/approvals?pending={}", !args.all), None)?;
+        let mut path = format!("/v1/approvals?pending={}", !args.all);
+        if let Some(p) = crate::reliability_args::listed_project(&args.project)? {
+            path.push_str(&format!("&project={}", super::remote::encode(p)));
+        }
+        let answer = self.json("GET", &path, None)?;
         let list: Vec<Approval> = parse(answer["approvals"].clone(), "approvals")?;
         approvals::print_approvals(args.format, &list)
     }
@@ -66,7 +70,11 @@ impl Remote {
     pub(super) fn dlq(&self, cmd: &DlqCommand) -> CliResult {
         match cmd {
             DlqCommand::Ls(args) => {
-                let answer = self.json("GET", "/v1/dead-letters", None)?;
+                let path = match crate::reliability_args::listed_project(&args.project)? {
+                    Some(p) => format!("/v1/dead-letters?project={}", super::remote::encode(p)),
+                    None => "/v1/dead-letters".to_string(),
+                };
+                let answer = self.json("GET", &path, None)?;
                 let docs: Vec<Value> = parse(answer["dead_letters"].clone(), "dead letters")?;
                 dlq::print_dead_letters(args.format, docs)
             }

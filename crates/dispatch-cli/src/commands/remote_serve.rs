@@ -46,6 +46,7 @@ impl Remote {
         });
         let optional = [
             ("name", args.name.clone().map(Value::from)),
+            ("project", args.project.clone().map(Value::from)),
             ("interval_ms", args.interval_ms.map(Value::from)),
             ("listen", args.listen.clone().map(Value::from)),
             ("listen_path", args.listen_path.clone().map(Value::from)),

@@ -95,6 +95,7 @@ pub async fn replay(ctx: &Ctx, args: &ReplayArgs) -> CliResult {
         payload: old.payload.clone(),
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
+        project: old.project.clone(),
     };
     let opts = SubmitOptions {
         brief_sha256: Some(old.brief_sha256.clone()),

@@ -37,6 +37,7 @@ pub async fn restart(ctx: &Ctx, args: &StopArgs) -> CliResult {
             payload: old.payload.clone(),
             parent_id: old.parent_id.clone(),
             origin_id: Some(old.id.clone()),
+            project: old.project.clone(),
         };
         // The same reliability policy (retries, timeouts, budgets) as the original.
         let opts = SubmitOptions {

@@ -44,7 +44,8 @@ pub async fn create_cmd(ctx: &Ctx, args: &CreateArgs) -> CliResult {
     let mut opts = args.reliability.local_options()?;
     opts.created = true; // `created` until `dispatch start`
     let store = ctx.store()?;
-    let req = request(&args.source, operation, payload);
+    let mut req = request(&args.source, operation, payload);
+    req.project = args.reliability.project()?;
     let (run, _) = submit_run(ctx, &store, &req, &opts).await?;
     say_in_review(&run);
     println!("{}", run.id);
@@ -100,6 +101,7 @@ fn request(source: &str, operation: Option<Operation>, payload: Value) -> Launch
         payload,
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }
 
@@ -152,7 +154,8 @@ pub fn check_run(ctx: &Ctx, args: &RunArgs, helper: Option<ProcRef>) -> CliResul
     crate::notify_local::check(&ctx.layout)?;
     let mut opts = args.reliability.local_options()?;
     opts.helper = helper;
-    let req = request(&args.source, operation, payload);
+    let mut req = request(&args.source, operation, payload);
+    req.project = args.reliability.project()?;
     Ok(submit::prepare(&ctx.layout, &req, &opts)?)
 }
 

@@ -78,6 +78,10 @@ pub fn check_up(run: &Run) -> CliResult<()> {
 }
 
 fn options(args: &ServeArgs) -> CliResult<ServeOptions> {
+    if let Some(p) = &args.project {
+        dispatch_core::project::check_project(p)
+            .map_err(|e| CliError::input(format!("--project: {e}")))?;
+    }
     let payload = match &args.payload {
         Some(text) => serde_json::from_str(text).map_err(|e| {
             CliError::input(format!(
@@ -106,5 +110,6 @@ fn options(args: &ServeArgs) -> CliResult<ServeOptions> {
         public: args.public,
         a2a: args.a2a,
         a2a_url: args.a2a_url.clone(),
+        project: args.project.clone(),
     })
 }

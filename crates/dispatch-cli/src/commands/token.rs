@@ -7,7 +7,7 @@ use dispatch_core::time::human_ago;
 use dispatch_server::auth;
 use dispatch_server::serve::Backend;
 
-use dispatch_store::{TokenRecord, TokenScope};
+use dispatch_store::{ProjectRole, TokenRecord, TokenScope};
 use serde_json::json;
 
 use crate::cli::Format;
@@ -31,9 +31,15 @@ pub enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "default")]
         name: String,
-        /// What it may do: read (GET), run (also create, stop, restart, wake and signal runs), approve (also decide approvals), admin (everything, prune included).
-        #[arg(long, default_value = "admin", value_name = "SCOPE")]
-        scope: String,
+        /// What it may do in every project: read (GET), run (also create, stop, restart, wake and signal runs), approve (also decide approvals), admin (everything, prune included); or the same as roles: viewer, runner, approver, admin. Default: admin. Not with --project.
+        #[arg(long, value_name = "SCOPE", conflicts_with = "project")]
+        scope: Option<String>,
+        /// Bind the token to this project (repeatable): it may do there what its --role allows, and nothing in other projects.
+        #[arg(long, value_name = "PROJECT", requires = "role")]
+        project: Vec<String>,
+        /// Its role in each --project, in the same order (or one role for all): viewer, runner, approver or admin.
+        #[arg(long, value_name = "ROLE", requires = "project")]
+        role: Vec<String>,
         /// When it stops working, from now: 30d, 12h, 90m (default: never).
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
@@ -65,19 +71,35 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
             name,
             scope,
             expires,
+            project,
+            role,
         } => {
-            let scope = parse_scope(scope)?;
+            let projects = bindings(project, role)?;
+            // A bound token's scope is its highest role: what it may do
+            // beyond any one project (GET /v1/workers, uploading a parcel).
+            let scope = match scope {
+                Some(s) => parse_scope(s)?,
+                None => projects
+                    .iter()
+                    .map(|p| p.role)
+                    .max()
+                    .unwrap_or(TokenScope::Admin),
+            };
             let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
-            let (record, token) = auth::create(&store, name, scope, expires_at)
+            let (record, token) = auth::create(&store, name, scope, expires_at, projects)
                 .await
                 .map_err(fail)?;
             let until = record.expires_at.map_or_else(
                 || "never expires".to_string(),
                 |at| format!("expires {}", time_text(at, now_ms())),
             );
+            let may = match record.projects.is_empty() {
+                true => format!("scope {}", record.scope),
+                false => projects_text(&record),
+            };
             eprintln!(
-                "token {} ({}, scope {}, {until}) created; it is shown only now:",
-                record.id, record.name, record.scope
+                "token {} ({}, {may}, {until}) created; it is shown only now:",
+                record.id, record.name
             );
             println!("{token}");
         }
@@ -93,10 +115,15 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
                 .into_iter()
                 .map(|t| {
                     let status = status(&t, now);
+                    let projects = match t.projects.is_empty() {
+                        true => "*".to_string(),
+                        false => projects_text(&t),
+                    };
                     vec![
                         t.id,
                         t.name,
                         t.scope.to_string(),
+                        projects,
                         human_ago(t.created_at, now),
                         t.expires_at
                             .map_or_else(|| "never".to_string(), |at| time_text(at, now)),
@@ -105,7 +132,9 @@ pub async fn token(ctx: &Ctx, args: &TokenArgs) -> CliResult {
                 })
                 .collect();
             print_columns(
-                &["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "STATUS"],
+                &[
+                    "ID", "NAME", "SCOPE", "PROJECTS", "CREATED", "EXPIRES", "STATUS",
+                ],
                 &rows,
             );
         }
@@ -131,6 +160,47 @@ fn parse_scope(s: &str) -> Result<TokenScope, CliError> {
             "unknown token scope `{s}` (hint: --scope read, run, approve or admin)"
         ))
     })
+}
+
+/// `--project` and `--role`, paired in order (one role: for every project).
+fn bindings(projects: &[String], roles: &[String]) -> Result<Vec<ProjectRole>, CliError> {
+    if roles.len() != 1 && roles.len() != projects.len() {
+        return Err(CliError::input(format!(
+            "{} --project and {} --role: give one --role per --project, in the same order, or one --role for all (hint: --project payments --role runner --project search --role viewer)",
+            projects.len(),
+            roles.len()
+        )));
+    }
+    let mut out: Vec<ProjectRole> = Vec::with_capacity(projects.len());
+    for (i, project) in projects.iter().enumerate() {
+        dispatch_core::project::check_project(project).map_err(CliError::input)?;
+        let role = &roles[if roles.len() == 1 { 0 } else { i }];
+        let role = TokenScope::parse(&role.to_ascii_lowercase()).ok_or_else(|| {
+            CliError::input(format!(
+                "unknown role `{role}` (hint: --role viewer, runner, approver or admin)"
+            ))
+        })?;
+        if out.iter().any(|p| &p.project == project) {
+            return Err(CliError::input(format!(
+                "--project {project} is given twice (hint: one role per project)"
+            )));
+        }
+        out.push(ProjectRole {
+            project: project.clone(),
+            role,
+        });
+    }
+    Ok(out)
+}
+
+/// `payments:runner,search:viewer`.
+fn projects_text(t: &TokenRecord) -> String {
+    let parts: Vec<String> = t
+        .projects
+        .iter()
+        .map(|p| format!("{}:{}", p.project, p.role.role()))
+        .collect();
+    parts.join(",")
 }
 
 /// `30d` from now, as a time.
@@ -159,6 +229,7 @@ fn token_json(t: &TokenRecord, now: i64) -> serde_json::Value {
         "id": t.id,
         "name": t.name,
         "scope": t.scope,
+        "projects": t.projects.iter().map(|p| json!({"project": p.project, "role": p.role.role()})).collect::<Vec<_>>(),
         "created_at": t.created_at,
         "expires_at": t.expires_at,
         "revoked_at": t.revoked_at,

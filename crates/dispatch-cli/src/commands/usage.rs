@@ -83,6 +83,7 @@ pub fn query(args: &UsageArgs) -> CliResult<UsageQuery> {
         by: args.by.into(),
         since: Some(since),
         until: Some(until),
+        projects: Vec::new(),
     })
 }
 

@@ -62,6 +62,7 @@ impl Cluster {
             payload: json!({}),
             parent_id: None,
             origin_id: None,
+            project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
         };
         block_on(launch::create(&self.store, &self.layout(), &request))
             .expect("a run is created")
@@ -274,6 +275,7 @@ fn ten_workers_starting_at_once_on_an_empty_database_all_come_up_and_work() {
                 payload: json!({}),
                 parent_id: None,
                 origin_id: None,
+                project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
             };
             block_on(launch::create(&store, &layout, &request))
                 .expect("a run")

@@ -107,6 +107,7 @@ impl Setup {
             payload: json!({}),
             parent_id: None,
             origin_id: None,
+            project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
         };
         block_on(launch::create(&self.store, &self.layout(), &request))
             .expect("a run is created")

@@ -75,6 +75,8 @@ mod partition;
 mod policy;
 mod policy_review;
 mod policy_review_dashboard;
+mod projects;
+mod projects_dashboard;
 mod prune_filter;
 mod py_sdk;
 mod readme_cluster;

@@ -256,6 +256,6 @@ fn a_server_on_postgres_answers_the_same_report_over_http_and_the_cli() {
     );
     let (status, err) = server.call("GET", "/v1/usage?since=1h&until=2h", None);
     assert_eq!(status, 400, "{err}");
-    let (status, err) = server.call("GET", "/v1/usage?project=x", None);
+    let (status, err) = server.call("GET", "/v1/usage?team=x", None);
     assert_eq!(status, 400, "an unknown parameter is refused: {err}");
 }

@@ -50,6 +50,9 @@ pub struct ServeOptions {
     pub a2a: bool,
     /// `--a2a-url`: the endpoint URL its card announces.
     pub a2a_url: Option<String>,
+    /// The project the service (and so each of its turns) belongs to;
+    /// `default` when `None`.
+    pub project: Option<String>,
 }
 
 /// Merges `opts` over the Agentfile and checks everything. Returns the

@@ -175,6 +175,7 @@ impl Core {
             payload: envelope,
             parent_id: Some(self.service.id.clone()),
             origin_id: None,
+            project: self.service.project.clone(),
         };
         let run = match create(store, &self.layout, &req).await {
             Ok((run, _)) => run,

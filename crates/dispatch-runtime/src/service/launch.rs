@@ -33,6 +33,10 @@ pub async fn create_service<S: Store + ServiceStore + ?Sized>(
         payload: opts.payload.clone(),
         parent_id: None,
         origin_id: None,
+        project: opts
+            .project
+            .clone()
+            .unwrap_or_else(|| dispatch_core::project::DEFAULT_PROJECT.to_string()),
     };
     let (run, _) = create(store, layout, &req).await?;
     let doc = ServiceDoc {
@@ -72,6 +76,7 @@ pub async fn recreate_service<S: Store + ServiceStore + ?Sized>(
         payload: old.payload.clone(),
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
+        project: old.project.clone(),
     };
     let (run, _) = create(store, layout, &req).await?;
     let doc = ServiceDoc {

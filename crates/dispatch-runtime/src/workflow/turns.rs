@@ -283,6 +283,7 @@ pub(super) async fn plan(
         payload,
         parent_id: Some(parent.id.clone()),
         origin_id: None,
+        project: parent.project.clone(),
     };
     let mut opts = SubmitOptions::default();
     opts.overrides.run_timeout_ms = wf.agent_timeout_ms;

@@ -95,7 +95,7 @@ pub async fn create_batch(
             &patience,
             req,
             traceparent.clone(),
-            &who,
+            (&who, token.as_deref()),
             &mut parcels,
         )
         .await

@@ -113,6 +113,10 @@ pub struct CreateRun {
     /// `low`, `medium` or `high` (`--reasoning-effort`).
     #[serde(default)]
     pub reasoning_effort: Option<String>,
+    /// The project the run belongs to (`--project`); default `default`.
+    /// The token needs role `runner` (or more) there.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// The reliability options of a request, checked.
@@ -141,7 +145,17 @@ impl CreateRun {
         if let Some(name) = &self.session {
             check_session_name(name)?;
         }
+        if let Some(project) = &self.project {
+            dispatch_core::project::check_project(project).map_err(ApiError::bad_request)?;
+        }
         self.queue_timeout_ms()
+    }
+
+    /// The project the run belongs to.
+    pub(super) fn project(&self) -> &str {
+        self.project
+            .as_deref()
+            .unwrap_or(dispatch_core::project::DEFAULT_PROJECT)
     }
 
     /// `queue_timeout` in milliseconds, checked.
@@ -238,7 +252,7 @@ pub async fn create(
         &patience,
         req,
         traceparent,
-        &who,
+        (&who, token.as_deref()),
         &mut Parcels::new(),
     )
     .await?;
@@ -294,18 +308,23 @@ pub(super) struct Prepared {
     pub brief: (String, Vec<u8>),
 }
 
-/// Checks `req` (one 400 line per mistake) and makes its run: parcel found
-/// and put into the store, brief written here, policy, concurrency and
-/// model resolved. Nothing of the run is stored yet.
+/// Checks `req` (one 400 line per mistake; a 403 when the token may not
+/// run in its project) and makes its run: parcel found and put into the
+/// store, brief written here, policy, concurrency and model resolved.
+/// Nothing of the run is stored yet.
 pub(super) async fn prepare(
     state: &AppState,
     patience: &Patience,
     mut req: CreateRun,
     traceparent: Option<String>,
-    who: &dispatch_policy::input::Who,
+    (who, token): (
+        &dispatch_policy::input::Who,
+        Option<&dispatch_store::TokenRecord>,
+    ),
     parcels: &mut Parcels,
 ) -> ApiResult<Prepared> {
     let queue_timeout_ms = req.check()?;
+    crate::auth::may(token, req.project(), dispatch_store::TokenScope::Run)?;
     let secret = match (&req.callback_url, &state.callback_secret) {
         (None, _) => None,
         (Some(url), _) if let Err(refusal) = check_url(url, state.callback_policy) => {
@@ -368,6 +387,7 @@ pub(super) async fn prepare(
         payload,
         parent_id,
         origin_id: None,
+        project: req.project().to_string(),
     };
     let concurrency = dispatch_runtime::concurrency::resolve(
         &parcel.manifest,

@@ -16,7 +16,7 @@ pub mod codes {
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// 401: the token has expired.
     pub const TOKEN_EXPIRED: &str = "token_expired";
-    /// 403: the token's scope does not allow this.
+    /// 403: the token's scope (or its role in the run's project) does not allow this.
     pub const FORBIDDEN: &str = "forbidden";
     /// 404: no run matches the id (prefix).
     pub const RUN_NOT_FOUND: &str = "run_not_found";
@@ -95,7 +95,7 @@ pub mod codes {
         (
             FORBIDDEN,
             403,
-            "the token's scope does not allow this (the message names the scope needed)",
+            "the token's scope, or its role in the project, does not allow this (the message names the scope or role needed, and the project)",
         ),
         (
             CROSS_ORIGIN,

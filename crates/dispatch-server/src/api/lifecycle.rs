@@ -154,6 +154,7 @@ pub(crate) async fn run_again(
         payload: payload.clone().unwrap_or_else(|| old.payload.clone()),
         parent_id: old.parent_id.clone(),
         origin_id: Some(old.id.clone()),
+        project: old.project.clone(),
     };
     let mut new = match payload {
         Some(_) => {

@@ -1,9 +1,11 @@
 //! The HTTP API: JSON under `/v1`, one error shape `{code, message}`.
+//! Every run belongs to a project; a token bound to projects sees and does
+//! only what its role in each allows (see [`crate::auth`]).
 //!
 //! | route | what |
 //! | --- | --- |
 //! | `POST /v1/runs` | create a run with its reliability and queue options (`?wait=true` blocks until it ends) |
-//! | `GET /v1/runs` | list, filtered (status, parcel, operation, parent, label, creation time), newest first, with a cursor |
+//! | `GET /v1/runs` | list, filtered (project, status, parcel, operation, parent, label, creation time), newest first, with a cursor |
 //! | `GET /v1/runs/{id}` | one run (an id prefix is enough) |
 //! | `DELETE /v1/runs/{id}` | remove a finished run (`?force=true` cancels a live one first) |
 //! | `POST /v1/runs/{id}/cancel` | cancel |

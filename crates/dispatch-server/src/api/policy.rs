@@ -50,6 +50,7 @@ pub(super) fn gate(
     let loaded = policy_gate::cached(&path)?;
     let ask = RunAsk {
         who: who.clone(),
+        project: req.project(),
         parcel,
         operation,
         trigger: "manual",
@@ -100,6 +101,7 @@ pub(super) fn gate_again(
     let loaded = policy_gate::cached(&path)?;
     let ask = RunAsk {
         who: who.clone(),
+        project: &old.project,
         parcel,
         operation: old.operation,
         trigger: dispatch_core::Trigger::Replay.as_str(),

@@ -3,6 +3,8 @@
 //! into a new linked run (like `dispatch dlq replay`, queued for the workers
 //! like `POST /v1/runs`).
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -60,22 +62,63 @@ pub struct ReplayBody {
         (status = 200, description = "the approvals", body = schemas::ApprovalList),
         (status = 400, description = "`bad_request`: a bad `pending`; `ambiguous_id`: `run` matches several runs", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
         (status = 404, description = "`run_not_found`: no run matches `run`", body = schemas::Error),
     )
 )]
-pub async fn list(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
     let params = params(query)?;
-    super::runs::only_known(params.keys(), &["pending", "run"])?;
+    super::runs::only_known(params.keys(), &["pending", "run", "project"])?;
     let pending = match params.get("pending") {
         None => true,
         Some(_) => flag(&params, "pending")?,
     };
+    let projects =
+        crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
     let run = match params.get("run") {
         Some(prefix) => Some(resolve(&state, prefix).await?),
         None => None,
     };
     let list = state.store.list_approvals(run.as_ref(), pending).await?;
-    Ok(Json(json!({ "approvals": list })))
+    let docs: Vec<Value> = in_projects(&state, list, &projects)
+        .await?
+        .into_iter()
+        .map(|(approval, project)| {
+            let mut doc = json!(approval);
+            doc["project"] = json!(project);
+            doc
+        })
+        .collect();
+    Ok(Json(json!({ "approvals": docs })))
+}
+
+/// The approvals of `list` whose run is in `projects` (empty: all), each
+/// with its run's project: an approval belongs to its run's project.
+pub(crate) async fn in_projects(
+    state: &AppState,
+    list: Vec<dispatch_store::Approval>,
+    projects: &[String],
+) -> ApiResult<Vec<(dispatch_store::Approval, String)>> {
+    let mut project_of: HashMap<RunId, String> = HashMap::new();
+    let mut kept = Vec::with_capacity(list.len());
+    for approval in list {
+        let project = match project_of.get(&approval.run_id) {
+            Some(p) => p.clone(),
+            None => {
+                let p = state.store.get_run(&approval.run_id).await?.project;
+                project_of.insert(approval.run_id.clone(), p.clone());
+                p
+            }
+        };
+        if projects.is_empty() || projects.contains(&project) {
+            kept.push((approval, project));
+        }
+    }
+    Ok(kept)
 }
 
 /// `POST /v1/runs/{id}/approvals/{approval_id}`: records the decision (the
@@ -197,23 +240,42 @@ fn decider(by: &str, token: Option<&dispatch_store::TokenRecord>) -> String {
     operation_id = "listDeadLetters",
     tag = "reliability",
     summary = "Dead-lettered runs, newest first",
+    params(("project" = Option<String>, Query, description = "only this project's (the token must be bound to it); default: every project the token may see")),
     responses(
         (status = 200, description = "the dead letters", body = schemas::DeadLetterList),
+        (status = 400, description = "`bad_request`: a bad parameter or project name", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
     )
 )]
-pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let docs = dead_letter_docs(&state).await?;
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    super::runs::only_known(params.keys(), &["project"])?;
+    let projects =
+        crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
+    let docs = dead_letter_docs(&state, &projects).await?;
     Ok(Json(json!({ "dead_letters": docs })))
 }
 
-/// The dead letters, newest first, each with its run's parcel, operation,
-/// input and status: the API and the dashboard list them through this.
-pub(crate) async fn dead_letter_docs(state: &AppState) -> ApiResult<Vec<Value>> {
+/// The dead letters of runs in `projects` (empty: all), newest first, each
+/// with its run's project, parcel, operation, input and status: the API and
+/// the dashboard list them through this.
+pub(crate) async fn dead_letter_docs(
+    state: &AppState,
+    projects: &[String],
+) -> ApiResult<Vec<Value>> {
     let mut docs = Vec::new();
     for letter in state.store.list_dead_letters().await? {
         let run = state.store.get_run(&letter.run_id).await?;
+        if !projects.is_empty() && !projects.contains(&run.project) {
+            continue;
+        }
         let mut doc = json!(letter);
+        doc["project"] = json!(run.project);
         doc["parcel_name"] = json!(run.parcel_name);
         doc["parcel_digest"] = json!(run.parcel_digest);
         doc["operation"] = json!(run.operation);

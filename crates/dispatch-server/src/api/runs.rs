@@ -254,19 +254,21 @@ pub async fn get(
     params(schemas::ListRunsQuery),
     responses(
         (status = 200, description = "a page of runs", body = schemas::RunPage),
-        (status = 400, description = "`bad_request`: a bad filter, time, cursor or limit; `ambiguous_id`: `parent` matches several runs", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad filter, project name, time, cursor or limit; `ambiguous_id`: `parent` matches several runs", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
         (status = 404, description = "`run_not_found`: no run matches `parent`", body = schemas::Error),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let pairs = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    let (runs, next) = list_page(&state, pairs, false).await?;
+    let (runs, next) = list_page(&state, pairs, false, token.as_deref()).await?;
     let mut docs: Vec<Value> = runs.iter().map(run_json).collect();
     super::waiting::annotate(&state, &runs, &mut docs).await;
     Ok(Json(json!({
@@ -276,7 +278,8 @@ pub async fn list(
 }
 
 /// The query parameters `GET /v1/runs` takes.
-pub(crate) const LIST_PARAMS: [&str; 10] = [
+pub(crate) const LIST_PARAMS: [&str; 11] = [
+    "project",
     "status",
     "parcel",
     "operation",
@@ -291,11 +294,14 @@ pub(crate) const LIST_PARAMS: [&str; 10] = [
 
 /// One page of runs for the query `pairs` of `GET /v1/runs`, and the cursor
 /// of the next page: the API and the dashboard read runs through this one
-/// function. `summary` leaves out what a table does not show.
+/// function. `summary` leaves out what a table does not show. Only runs of
+/// the projects `token` may see are listed (of `project`, when given,
+/// which it must be bound to).
 pub(crate) async fn list_page(
     state: &AppState,
     pairs: Vec<(String, String)>,
     summary: bool,
+    token: Option<&dispatch_store::TokenRecord>,
 ) -> ApiResult<(Vec<Run>, Option<String>)> {
     if let Some((k, _)) = pairs
         .iter()
@@ -328,6 +334,7 @@ pub(crate) async fn list_page(
             );
         }
     }
+    filter.projects = crate::auth::visible(token, params.get("project").map(String::as_str))?;
     filter.parcel = params.get("parcel").cloned();
     if let Some(op) = params.get("operation") {
         filter.operation = Some(

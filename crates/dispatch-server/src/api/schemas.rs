@@ -101,6 +101,8 @@ pub struct Run {
     /// handoff of `origin_id`), `eval` or `workflow`.
     #[schema(pattern = "^(manual|restart|replay|upstream|eval|workflow)$")]
     pub trigger: String,
+    /// The project it belongs to (`default` unless created in another).
+    pub project: String,
     /// The run's input (null in a list when the store leaves it out).
     pub payload: Value,
     pub brief_sha256: String,
@@ -314,6 +316,9 @@ pub struct Graph {
 #[derive(Serialize, ToSchema)]
 pub struct Approval {
     pub run_id: String,
+    /// Its run's project (in listings).
+    #[schema(required = false)]
+    pub project: Option<String>,
     /// The agent's id for it (unique within the run).
     pub id: String,
     pub attempt: u32,
@@ -359,6 +364,8 @@ pub struct DeadLetter {
     /// The run that replayed it, once replayed.
     #[schema(required = true)]
     pub replayed_by: Option<String>,
+    /// Its run's project.
+    pub project: String,
     pub parcel_name: String,
     pub parcel_digest: String,
     pub operation: Operation,
@@ -488,6 +495,9 @@ pub struct CreateRunHeaders {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
+    /// Only this project's runs; the token must be bound to it (default:
+    /// every project the token may see).
+    pub project: Option<String>,
     /// Comma-separated statuses, any of them.
     pub status: Option<String>,
     /// A parcel's name or digest prefix.
@@ -559,6 +569,9 @@ pub struct ApprovalsQuery {
     pub pending: Option<bool>,
     /// Only this run's (id or unique prefix).
     pub run: Option<String>,
+    /// Only this project's; the token must be bound to it (default: every
+    /// project the token may see).
+    pub project: Option<String>,
 }
 
 /// An eval's report, as `dispatch eval --format json` prints it (the fields
@@ -661,6 +674,8 @@ pub struct ServiceItem {
     pub id: String,
     pub parcel_name: String,
     pub parcel_digest: String,
+    /// The project it belongs to.
+    pub project: String,
     pub status: RunStatus,
     pub created_at: i64,
     /// Null until its helper saved it.

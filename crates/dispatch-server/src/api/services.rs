@@ -38,6 +38,11 @@ pub struct CreateService {
     /// meanwhile becomes one `recovery` wake. The other fields are not used.
     #[serde(default)]
     pub restart_of: Option<String>,
+    /// The project the service (and each of its turns) belongs to; default
+    /// `default` (a restart keeps the old one's). The token needs role
+    /// `runner` (or more) there.
+    #[serde(default)]
+    pub project: Option<String>,
     /// The name it is served under (`/hooks/<name>/…`), unique among running
     /// services; the parcel's name by default.
     #[serde(default)]
@@ -105,21 +110,37 @@ pub struct WakeRequest {
         (status = 201, description = "the service is running", body = schemas::ServiceCreated),
         (status = 400, description = "`bad_request`: a bad body, schedule, name or listen option; `missing_secret`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token may not run in the project", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`", body = schemas::Error),
         (status = 409, description = "`service_exists`: a running service has that name", body = schemas::Error),
         (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
 )]
-pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad service request: {e}")))?;
     super::runs::reject_nul(&value, "")?;
     let req: CreateService = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("bad service request: {e}")))?;
+    if let Some(project) = &req.project {
+        dispatch_core::project::check_project(project).map_err(ApiError::bad_request)?;
+    }
     let plan = match &req.restart_of {
         Some(old) => restart_plan(&state, old).await?,
         None => new_plan(&state, &req).await?,
     };
+    let project = match &plan.origin {
+        Some(old) => old.project.clone(),
+        None => req
+            .project
+            .clone()
+            .unwrap_or_else(|| dispatch_core::project::DEFAULT_PROJECT.to_string()),
+    };
+    crate::auth::may(token.as_deref(), &project, dispatch_store::TokenScope::Run)?;
     let Plan {
         parcel,
         name,
@@ -142,6 +163,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<Res
         payload,
         parent_id: None,
         origin_id: origin.as_ref().map(|o| o.id.clone()),
+        project,
     };
     let mut new = super::publish::new_run(&state, &parcel, &request, Operation::Service).await?;
     // Out of the queue, then `running` with no process in one write: no

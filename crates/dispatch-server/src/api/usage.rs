@@ -33,6 +33,9 @@ pub struct UsageParams {
     pub since: Option<String>,
     /// The period's end (exclusive), in the same forms; default now.
     pub until: Option<String>,
+    /// Only this project's runs; the token must be bound to it (default:
+    /// every project the token may see).
+    pub project: Option<String>,
 }
 
 /// What one key spent in the period.
@@ -83,11 +86,18 @@ pub struct UsageReport {
         (status = 200, description = "the report", body = UsageReport),
         (status = 400, description = "`bad_request`: an unknown `by`, a bad time, or an empty period", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
     )
 )]
-pub async fn usage(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
+pub async fn usage(
+    State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
     let params = params(query)?;
-    only_known(params.keys(), &["by", "since", "until"])?;
+    only_known(params.keys(), &["by", "since", "until", "project"])?;
+    let projects =
+        crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
     let by = match params.get("by").map(String::as_str) {
         None | Some("") => UsageBy::Parcel,
         Some(b) => UsageBy::parse(b).ok_or_else(|| {
@@ -109,6 +119,7 @@ pub async fn usage(State(state): State<AppState>, query: Params) -> ApiResult<Js
         by,
         since: Some(since),
         until: Some(until),
+        projects,
     };
     let report = dispatch_store::usage_report(&*state.store, &q).await?;
     Ok(Json(json!({

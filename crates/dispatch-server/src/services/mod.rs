@@ -228,6 +228,7 @@ impl Services {
                 payload: envelope,
                 parent_id: Some(service.id.clone()),
                 origin_id: None,
+                project: service.project.clone(),
             };
             let brief = Brief::assemble(&parcel, Operation::Heartbeat, req.payload.clone());
             let sha256 = launch::write_brief(&self.layout, &brief)

@@ -11,6 +11,7 @@ use super::page::{self, Nav};
 use super::run_parts::decide_form;
 use super::session::Session;
 use crate::api::AppState;
+use dispatch_store::TokenScope;
 
 /// `GET /ui/approvals`.
 pub async fn page(
@@ -26,13 +27,18 @@ pub async fn page(
             );
         }
     };
+    let visible = crate::auth::visible(session.token.as_ref(), None).unwrap_or_default();
+    let pending = match crate::api::reliability::in_projects(&state, pending, &visible).await {
+        Ok(list) => list,
+        Err(e) => return page::error(e.status, &e.message),
+    };
     let outbox = super::notifications::panel(&state.store).await;
     let body = html! {
         h1 { "Approvals" }
         @if pending.is_empty() {
             p.muted { "Nothing is waiting for a decision." }
         }
-        @for a in &pending {
+        @for (a, project) in &pending {
             article.approval data-approval=(a.id) aria-label={ "Approval " (a.id) } {
                 p {
                     strong { (a.id) } " — " (a.summary)
@@ -45,7 +51,9 @@ pub async fn page(
                 @if let Some(details) = &a.details {
                     details { summary { "What is asked" } pre { (fmt::json(details)) } }
                 }
-                (decide_form(&a.run_id, a, &session, Some("/ui/approvals")))
+                @if session.can(project, TokenScope::Approve) {
+                    (decide_form(&a.run_id, a, &session, Some("/ui/approvals")))
+                }
             }
         }
         (outbox)

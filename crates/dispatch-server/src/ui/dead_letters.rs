@@ -18,7 +18,8 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let letters = match dead_letter_docs(&state).await {
+    let visible = crate::auth::visible(session.token.as_ref(), None).unwrap_or_default();
+    let letters = match dead_letter_docs(&state, &visible).await {
         Ok(l) => l,
         Err(e) => return page::error(e.status, &e.message),
     };
@@ -36,7 +37,7 @@ pub async fn page(
                 tbody { @for l in &letters {
                     @let id = id_of(&l["run_id"]);
                     tr {
-                        td { @if let Some(id) = &id { (fmt::run_link(id)) } }
+                        td { @if let Some(id) = id.as_ref().filter(|_| session.can(l["project"].as_str().unwrap_or_default(), dispatch_store::TokenScope::Run)) { (fmt::run_link(id)) } }
                         td { (l["parcel_name"].as_str().unwrap_or("?")) }
                         td { (fmt::clip(l["reason"].as_str().unwrap_or(""), 200)) }
                         td.num { (l["attempts"]) }

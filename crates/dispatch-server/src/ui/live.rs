@@ -37,7 +37,7 @@ pub async fn runs(
         Err(e) => return page::error(StatusCode::BAD_REQUEST, &e),
     };
     // What the page was rendered with counts as sent.
-    let first = first_page(&state, &query)
+    let first = first_page(&state, &query, &session)
         .await
         .ok()
         .map(|r| fingerprint(&r));
@@ -46,7 +46,7 @@ pub async fn runs(
         (state, session, query, first),
         |(state, session, query, mut sent)| async move {
             loop {
-                if let Ok(runs) = first_page(&state, &query).await {
+                if let Ok(runs) = first_page(&state, &query, &session).await {
                     let print = fingerprint(&runs);
                     if sent.as_ref() != Some(&print) {
                         sent = Some(print);

@@ -103,6 +103,7 @@ pub async fn page(
             ("limit".into(), "50".into()),
         ],
         true,
+        session.token.as_ref(),
     )
     .await
     .map(|(runs, _)| runs)
@@ -160,6 +161,7 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
             @if run.stop_requested_at.is_some() && !run.state.is_terminal() { " " span.muted { "(stop requested)" } }
         }
         dl.facts {
+            div { dt { "Project" } dd { (run.project) } }
             div { dt { "Parcel" } dd { (run.parcel_name) " " span.muted { (run.operation.to_string()) } } }
             div { dt { "Digest" } dd { code title=(digest) { (fmt::clip(digest, 12)) } (fmt::copy(digest, "Copy parcel digest")) } }
             div { dt { "Attempts" } dd { (run.attempt) } }
@@ -172,7 +174,7 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
             @if let Some(origin) = &run.origin_id { div { dt { "Replay of" } dd { (fmt::run_link(origin)) } } }
             @if !run.labels.is_empty() { div { dt { "Labels" } dd { (run.labels.join(", ")) } } }
         }
-        div.actions.run-actions {
+        @if session.can(&run.project, dispatch_store::TokenScope::Run) { div.actions.run-actions {
             @if !run.state.is_terminal() {
                 form method="post" action={ "/ui/runs/" (run.id) "/stop" } data-confirm="Stop this run?" {
                     (csrf_field(session))
@@ -191,7 +193,7 @@ pub fn header(view: &RunView, session: &Session) -> Markup {
                     button type="submit" #replay { "Replay" }
                 }
             }
-        }
+        } }
     }
 }
 

@@ -41,7 +41,7 @@ pub fn approvals(view: &RunView, session: &Session) -> Markup {
                     @if let Some(details) = &a.details {
                         details { summary { "What is asked" } pre { (fmt::json(details)) } }
                     }
-                    @if a.decision.is_none() && live {
+                    @if a.decision.is_none() && live && session.can(&view.run().project, dispatch_store::TokenScope::Approve) {
                         (decide_form(&view.run().id, a, session, None))
                     }
                 }

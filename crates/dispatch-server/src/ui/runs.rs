@@ -108,7 +108,8 @@ pub async fn page(
             Err(e) => notice = Some(e.message),
         }
     }
-    let (status, listed) = match list_page(&state, query.filters(false), true).await {
+    let token = session.token.as_ref();
+    let (status, listed) = match list_page(&state, query.filters(false), true, token).await {
         Ok(page) => (StatusCode::OK, Ok(page)),
         Err(e) => (e.status, Err(e.message)),
     };
@@ -175,6 +176,10 @@ fn filters(query: &RunsQuery) -> Markup {
                 }
             }
             div {
+                label for="f-project" { "Project" }
+                input #f-project name="project" value=(query.get("project")) size="10" spellcheck="false";
+            }
+            div {
                 label for="f-parcel" { "Parcel" }
                 input #f-parcel name="parcel" value=(query.get("parcel")) size="12";
             }
@@ -227,7 +232,12 @@ pub fn rows(runs: &[Run], session: &Session, now: Ts) -> Markup {
         @for run in runs {
             tr data-id=(run.id) data-v=(run.version) data-status=(run.status().to_string()) {
                 td { (fmt::run_link(&run.id)) }
-                td { (run.parcel_name) " " span.muted.hide-narrow { (run.operation.to_string()) } }
+                td {
+                    (run.parcel_name) " " span.muted.hide-narrow { (run.operation.to_string()) }
+                    @if run.project != dispatch_core::project::DEFAULT_PROJECT {
+                        " " span.muted.project { "· " (run.project) }
+                    }
+                }
                 td title=[run.state.reason()] { (fmt::status(run.status())) }
                 td.hide-narrow { (fmt::time(run.created_at)) }
                 td.num { (fmt::duration(fmt::run_duration(run, now))) }
@@ -242,6 +252,9 @@ pub fn rows(runs: &[Run], session: &Session, now: Ts) -> Markup {
 
 fn row_action(run: &Run, session: &Session) -> Markup {
     let short = run.id.short();
+    if !session.can(&run.project, dispatch_store::TokenScope::Run) {
+        return html! {};
+    }
     html! {
         @if run.state.is_terminal() {
             form method="post" action={ "/ui/runs/" (run.id) "/replay" }
@@ -264,9 +277,18 @@ fn row_action(run: &Run, session: &Session) -> Markup {
     }
 }
 
-/// The first page's runs for `query` (the live rows).
-pub async fn first_page(state: &AppState, query: &RunsQuery) -> Result<Vec<Run>, ApiError> {
-    Ok(list_page(state, query.filters(true), true).await?.0)
+/// The first page's runs for `query` (the live rows), of the projects
+/// `session` may see.
+pub async fn first_page(
+    state: &AppState,
+    query: &RunsQuery,
+    session: &Session,
+) -> Result<Vec<Run>, ApiError> {
+    Ok(
+        list_page(state, query.filters(true), true, session.token.as_ref())
+            .await?
+            .0,
+    )
 }
 
 #[cfg(test)]

@@ -34,10 +34,11 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let services = match crate::api::services_list::running(&state).await {
-        Ok(services) => services,
-        Err(e) => return page::error(e.status, &e.message),
-    };
+    let services =
+        match crate::api::services_list::running(&state, session.token.as_ref(), None).await {
+            Ok(services) => services,
+            Err(e) => return page::error(e.status, &e.message),
+        };
     let body = html! {
         h1 { "Services" }
         @if services.is_empty() {
@@ -75,10 +76,12 @@ fn service(run: &Run, saved: Option<&ServiceState>, session: &Session) -> Markup
                     (listeners(doc, cluster.then(|| hook_base(&name))))
                 }
             }
-            form method="post" action={ "/ui/services/" (run.id) "/wake" }
-                data-confirm={ "Wake " (name) " now? Its agent runs a turn for real." } {
-                (csrf_field(session))
-                button.primary type="submit" aria-label={ "Wake " (name) " now" } { "Wake now" }
+            @if session.can(&run.project, dispatch_store::TokenScope::Run) {
+                form method="post" action={ "/ui/services/" (run.id) "/wake" }
+                    data-confirm={ "Wake " (name) " now? Its agent runs a turn for real." } {
+                    (csrf_field(session))
+                    button.primary type="submit" aria-label={ "Wake " (name) " now" } { "Wake now" }
+                }
             }
         }
     }

@@ -2,8 +2,9 @@
 //! needs one (off loopback, or `--require-auth`), the login form checks it
 //! and exchanges it for a random session id kept server-side
 //! ([`super::logins`]), which is all the HttpOnly, SameSite=Strict cookie
-//! holds (Secure behind https); the session has its token's scope and
-//! expiry, and each request is held to that scope as the API's are. Every
+//! holds (Secure behind https); the session has its token's scope,
+//! projects and expiry, and each request is held to them as the API's are
+//! (a page hides the buttons the token's role in a run's project lacks). Every
 //! browser also gets a random id in another such cookie (`dispatch_browser`)
 //! on its first page, with or without tokens. Every form that changes
 //! something carries a CSRF token: a MAC of the browser's id and its login
@@ -45,9 +46,21 @@ pub struct Session {
     pub csrf: String,
     /// Whether there is a session to log out of.
     pub logged_in: bool,
+    /// The session's token, when tokens are required: the projects it may
+    /// see and its role in each.
+    pub token: Option<dispatch_store::TokenRecord>,
 }
 
 impl Session {
+    /// Whether this session may do what `needed` allows in `project` (a
+    /// page hides what it may not).
+    pub fn can(&self, project: &str, needed: dispatch_store::TokenScope) -> bool {
+        match &self.token {
+            None => true,
+            Some(t) => t.role_in(project).is_some_and(|role| role.allows(needed)),
+        }
+    }
+
     /// Who decides an approval from this session.
     pub fn by(&self) -> String {
         match &self.who {
@@ -159,8 +172,8 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
         else {
             return unauthenticated(&request, "Log in with a token to see this dashboard.");
         };
-        match state.store.find_token(&login.token_hash).await {
-            Ok(Some(record)) if !record.expired(now) => {}
+        let record = match state.store.find_token(&login.token_hash).await {
+            Ok(Some(record)) if !record.expired(now) => record,
             Ok(_) => {
                 state.ui.logins.close(&sid);
                 return unauthenticated(&request, "The session's token expired or was revoked.");
@@ -171,9 +184,12 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                     &crate::api::store_message(&e),
                 );
             }
-        }
+        };
         let needed = crate::auth::needed_scope(request.method(), request.uri().path());
-        if !login.scope.allows(needed) {
+        // A token bound to projects: its role in the run's project decides.
+        let by_role =
+            !record.projects.is_empty() && crate::auth::project_route(request.uri().path());
+        if !by_role && !login.scope.allows(needed) {
             return page::error(
                 StatusCode::FORBIDDEN,
                 &format!(
@@ -182,16 +198,29 @@ pub async fn require(State(state): State<AppState>, mut request: Request, next: 
                 ),
             );
         }
+        if let Err(refused) = crate::auth::project_check(
+            &state.store,
+            &record,
+            needed,
+            request.method(),
+            request.uri().path(),
+        )
+        .await
+        {
+            return page::error(refused.status, &refused.message);
+        }
         Session {
             who: Some(login.name),
             csrf: csrf_of(&state, &bid, &sid),
             logged_in: true,
+            token: Some(record),
         }
     } else {
         Session {
             who: None,
             csrf: csrf_of(&state, &bid, ""),
             logged_in: false,
+            token: None,
         }
     };
     if request.method() == Method::POST && !same_origin(request.headers()) {

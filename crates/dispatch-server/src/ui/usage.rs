@@ -31,8 +31,13 @@ pub struct UsageQuery {
     days: Option<u32>,
 }
 
-/// The runs created since `since`, newest first, at most `MAX_RUNS`.
-async fn runs_since(state: &AppState, since: i64) -> ApiResult<(Vec<Run>, bool)> {
+/// The runs created since `since` in the projects `token` may see, newest
+/// first, at most `MAX_RUNS`.
+async fn runs_since(
+    state: &AppState,
+    since: i64,
+    token: Option<&dispatch_store::TokenRecord>,
+) -> ApiResult<(Vec<Run>, bool)> {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -46,7 +51,7 @@ async fn runs_since(state: &AppState, since: i64) -> ApiResult<(Vec<Run>, bool)>
         if let Some(c) = &cursor {
             pairs.push(("cursor".to_string(), c.clone()));
         }
-        let (runs, next) = list_page(state, pairs, true).await?;
+        let (runs, next) = list_page(state, pairs, true, token).await?;
         all.extend(runs);
         if all.len() >= MAX_RUNS {
             all.truncate(MAX_RUNS);
@@ -75,7 +80,7 @@ pub async fn page(
     };
     let now = now_ms();
     let since = (now / DAY_MS - i64::from(days) + 1) * DAY_MS;
-    let (runs, capped) = match runs_since(&state, since).await {
+    let (runs, capped) = match runs_since(&state, since, session.token.as_ref()).await {
         Ok(r) => r,
         Err(e) => return page::error(e.status, &e.message),
     };

@@ -36,6 +36,7 @@ fn request(parcel: &str) -> LaunchRequest {
         payload: json!({}),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     }
 }
 

@@ -292,10 +292,16 @@ fn token(server: &TestServer, name: &str) -> String {
     block_on(async {
         let store: SharedStore =
             Arc::new(SqliteStore::open(&layout.db(), Duration::from_secs(5)).expect("the store"));
-        dispatch_server::auth::create(&store, name, dispatch_store::TokenScope::Admin, None)
-            .await
-            .expect("a token")
-            .1
+        dispatch_server::auth::create(
+            &store,
+            name,
+            dispatch_store::TokenScope::Admin,
+            None,
+            Vec::new(),
+        )
+        .await
+        .expect("a token")
+        .1
     })
 }
 

@@ -41,6 +41,7 @@ async fn three_workers_race(layout: Layout, url: Option<String>) {
         payload: json!({}),
         parent_id: None,
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     for _ in 0..RUNS {
         launch::create(&*creator.store, &layout, &request)
@@ -157,6 +158,7 @@ fn a_busy_worker_stops_claiming_on_shutdown_even_with_a_full_queue() {
             payload: json!({}),
             parent_id: None,
             origin_id: None,
+            project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
         };
         for _ in 0..2000 {
             launch::create(&*backend.store, &layout, &request)

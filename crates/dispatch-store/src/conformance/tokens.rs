@@ -10,6 +10,7 @@ fn token(id: &str, at: i64) -> TokenRecord {
         revoked_at: None,
         scope: TokenScope::Admin,
         expires_at: None,
+        projects: Vec::new(),
     }
 }
 

@@ -112,7 +112,12 @@ pub async fn usage_sums_billed_calls_by_parcel_model_label_and_day<
         let store = &store;
         async move {
             store
-                .usage(&UsageQuery { by, since, until })
+                .usage(&UsageQuery {
+                    by,
+                    since,
+                    until,
+                    projects: Vec::new(),
+                })
                 .await
                 .expect("usage")
         }

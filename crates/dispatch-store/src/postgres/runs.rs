@@ -19,7 +19,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence, project"
     };
 }
 pub(super) use run_columns;
@@ -81,6 +81,7 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, Fail> {
             .parse()
             .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
         fence: row.try_get(20)?,
+        project: row.try_get(21)?,
         id,
     })
 }
@@ -152,8 +153,8 @@ pub(super) async fn create_as(
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
              attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, ready_at, \
-             trigger_kind, handoff_key) \
-             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11, $12, $13) \
+             trigger_kind, handoff_key, project) \
+             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11, $12, $13, $14) \
              ON CONFLICT (id) DO NOTHING",
         )
         .await?;
@@ -192,6 +193,7 @@ pub(super) async fn create_as(
                         &new.created_at,
                         &new.trigger.as_str(),
                         &new.handoff_key,
+                        &new.project,
                     ],
                 )
                 .await?,
@@ -334,6 +336,10 @@ pub(super) async fn list<C: GenericClient>(tx: &C, filter: &RunFilter) -> Result
     if let Some(trigger) = filter.trigger {
         let p = next(&mut args, Box::new(trigger.as_str().to_string()));
         clauses.push(format!("trigger_kind = {p}"));
+    }
+    if !filter.projects.is_empty() {
+        let p = next(&mut args, Box::new(filter.projects.clone()));
+        clauses.push(format!("project = ANY({p})"));
     }
     if let Some(after) = filter.created_after {
         let p = next(&mut args, Box::new(after));

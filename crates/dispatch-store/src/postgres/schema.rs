@@ -339,6 +339,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX notifications_due ON notifications (due_at, seq) WHERE done_at IS NULL;
     CREATE INDEX notifications_by_run ON notifications (run_id);
     "#,
+    // (as SQLite's 30): projects: the one each run belongs to (`default`
+    // for the runs made before; a constant default adds the column without
+    // rewriting the table), and the projects a token is bound to, with its
+    // role in each (a token bound to none keeps its scope in every project).
+    r#"
+    ALTER TABLE runs ADD COLUMN project TEXT COLLATE "C" NOT NULL DEFAULT 'default';
+    CREATE INDEX runs_by_project ON runs (project, id);
+    CREATE TABLE token_projects (
+        token_id TEXT COLLATE "C" NOT NULL,
+        project  TEXT COLLATE "C" NOT NULL,
+        role     TEXT NOT NULL,
+        PRIMARY KEY (token_id, project)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

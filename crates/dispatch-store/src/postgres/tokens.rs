@@ -5,7 +5,7 @@ use dispatch_core::Ts;
 use tokio_postgres::Row;
 
 use super::Fail;
-use crate::{StoreError, StoreResult, TokenRecord, TokenScope};
+use crate::{ProjectRole, StoreError, StoreResult, TokenRecord, TokenScope};
 
 const COLUMNS: &str = "id, name, created_at, revoked_at, scope, expires_at";
 
@@ -19,7 +19,26 @@ fn record(row: &Row) -> Result<TokenRecord, Fail> {
         // A scope this binary does not know grants the least.
         scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
         expires_at: row.try_get(5)?,
+        projects: Vec::new(),
     })
+}
+
+/// `record` with its project bindings, by project name.
+async fn with_projects(tx: &Transaction<'_>, mut record: TokenRecord) -> Result<TokenRecord, Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT project, role FROM token_projects WHERE token_id = $1 ORDER BY project",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[&record.id]).await? {
+        let role: String = row.try_get(1)?;
+        record.projects.push(ProjectRole {
+            project: row.try_get(0)?,
+            // A role this binary does not know grants the least.
+            role: TokenScope::parse(&role).unwrap_or(TokenScope::Read),
+        });
+    }
+    Ok(record)
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) -> Result<(), Fail> {
@@ -35,6 +54,13 @@ pub(super) async fn create(tx: &Transaction<'_>, t: &TokenRecord, hash: &str) ->
         &[&t.id, &t.name, &hash, &t.created_at, &scope, &t.expires_at],
     )
     .await?;
+    let bind = tx
+        .prepare_cached("INSERT INTO token_projects (token_id, project, role) VALUES ($1, $2, $3)")
+        .await?;
+    for p in &t.projects {
+        tx.execute(&bind, &[&t.id, &p.project, &p.role.as_str()])
+            .await?;
+    }
     Ok(())
 }
 
@@ -44,7 +70,11 @@ pub(super) async fn list(tx: &Transaction<'_>) -> Result<Vec<TokenRecord>, Fail>
             "SELECT {COLUMNS} FROM tokens ORDER BY created_at, id"
         ))
         .await?;
-    tx.query(&stmt, &[]).await?.iter().map(record).collect()
+    let mut tokens = Vec::new();
+    for row in tx.query(&stmt, &[]).await? {
+        tokens.push(with_projects(tx, record(&row)?).await?);
+    }
+    Ok(tokens)
 }
 
 pub(super) async fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<TokenRecord, Fail> {
@@ -56,7 +86,7 @@ pub(super) async fn revoke(tx: &Transaction<'_>, id: &str, at: Ts) -> Result<Tok
         .prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE id = $1"))
         .await?;
     match tx.query_opt(&stmt, &[&id]).await? {
-        Some(row) => record(&row),
+        Some(row) => with_projects(tx, record(&row)?).await,
         None => Err(Fail::Store(StoreError::NotFound(format!("token {id}")))),
     }
 }
@@ -67,10 +97,10 @@ pub(super) async fn find(tx: &Transaction<'_>, hash: &str) -> Result<Option<Toke
             "SELECT {COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
         ))
         .await?;
-    tx.query_opt(&stmt, &[&hash])
-        .await?
-        .map(|row| record(&row))
-        .transpose()
+    match tx.query_opt(&stmt, &[&hash]).await? {
+        Some(row) => Ok(Some(with_projects(tx, record(&row)?).await?)),
+        None => Ok(None),
+    }
 }
 
 #[async_trait::async_trait]

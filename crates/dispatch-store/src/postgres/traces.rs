@@ -40,7 +40,7 @@ pub(super) async fn finished(tx: &Transaction<'_>, ids: &[RunId]) -> Result<Vec<
             run,
             attempts: Vec::new(),
             events: Vec::new(),
-            traceparent: row.try_get(21)?,
+            traceparent: row.try_get(22)?,
         });
     }
     if traces.is_empty() {

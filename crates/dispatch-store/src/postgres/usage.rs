@@ -55,12 +55,13 @@ async fn rows<C: GenericClient>(client: &C, q: &UsageQuery) -> Result<Vec<UsageR
          FROM events e CROSS JOIN LATERAL (SELECT e.data::jsonb AS d) AS j \
          JOIN runs r ON r.id = e.run_id {join} \
          WHERE e.type = 'usage' AND e.at >= $1 AND e.at < $2 \
+         AND (cardinality($3::text[]) = 0 OR r.project = ANY($3::text[])) \
          GROUP BY k"
     );
     let since = q.since.unwrap_or(i64::MIN);
     let until = q.until.unwrap_or(i64::MAX);
     let mut found = client
-        .query(&sql, &[&since, &until])
+        .query(&sql, &[&since, &until, &q.projects])
         .await?
         .iter()
         .map(row)

@@ -19,7 +19,7 @@ macro_rules! run_columns {
     () => {
         "id, version, parcel_digest, parcel_name, operation, state, attempt, parent_id, \
          origin_id, payload, brief_sha256, created_at, updated_at, stop_requested_at, \
-         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence"
+         input_tokens, output_tokens, cost_usd, output, labels, trigger_kind, fence, project"
     };
 }
 
@@ -27,7 +27,7 @@ macro_rules! run_columns {
 /// [`RunFilter::summary`]).
 const SUMMARY_COLUMNS: &str = "id, version, parcel_digest, parcel_name, operation, state, attempt, \
      parent_id, origin_id, NULL, brief_sha256, created_at, updated_at, stop_requested_at, \
-     input_tokens, output_tokens, cost_usd, NULL, NULL, trigger_kind, fence";
+     input_tokens, output_tokens, cost_usd, NULL, NULL, trigger_kind, fence, project";
 
 /// Decodes a row selected with [`run_columns`] (or [`SUMMARY_COLUMNS`]).
 fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
@@ -84,6 +84,7 @@ fn run_from_row(row: &Row<'_>) -> Result<Run, Fail> {
             .parse()
             .map_err(|e| Fail::Corrupt(format!("run {id}: {e}")))?,
         fence: row.get(20)?,
+        project: row.get(21)?,
         id,
     })
 }
@@ -130,8 +131,8 @@ pub(super) fn create_as(
         .prepare_cached(
             "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
              attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, \
-             trigger_kind, handoff_key) \
-             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+             trigger_kind, handoff_key, project) \
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             new.id.as_str(),
@@ -147,6 +148,7 @@ pub(super) fn create_as(
             new.created_at,
             new.trigger.as_str(),
             new.handoff_key,
+            new.project,
         ]);
     match inserted {
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -299,6 +301,11 @@ pub(super) fn list(tx: &Transaction<'_>, filter: &RunFilter) -> Result<Vec<Run>,
     if let Some(trigger) = filter.trigger {
         clauses.push("trigger_kind = ?".into());
         args.push(SqlValue::Text(trigger.as_str().to_string()));
+    }
+    if !filter.projects.is_empty() {
+        let marks = vec!["?"; filter.projects.len()].join(", ");
+        clauses.push(format!("project IN ({marks})"));
+        args.extend(filter.projects.iter().cloned().map(SqlValue::Text));
     }
     if let Some(after) = filter.created_after {
         clauses.push("created_at >= ?".into());

@@ -373,6 +373,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX notifications_due ON notifications (due_at, seq) WHERE done_at IS NULL;
     CREATE INDEX notifications_by_run ON notifications (run_id);
     ",
+    // 30: projects: the one each run belongs to (`default` for the runs
+    // made before), and the projects a token is bound to, with its role in
+    // each (a token bound to none keeps its scope in every project).
+    "
+    ALTER TABLE runs ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX runs_by_project ON runs (project, id);
+    CREATE TABLE token_projects (
+        token_id TEXT NOT NULL,
+        project  TEXT NOT NULL,
+        role     TEXT NOT NULL,
+        PRIMARY KEY (token_id, project)
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

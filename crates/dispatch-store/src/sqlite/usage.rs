@@ -42,12 +42,17 @@ fn rows(tx: &Transaction<'_>, q: &UsageQuery) -> Result<Vec<UsageRow>, Fail> {
          SUM(CASE WHEN json_extract(e.data, '$.cost_usd') IS NULL THEN 1 ELSE 0 END) \
          FROM events e JOIN runs r ON r.id = e.run_id {join} \
          WHERE e.type = 'usage' AND e.at >= ?1 AND e.at < ?2 \
+         AND (?3 = '[]' OR r.project IN (SELECT value FROM json_each(?3))) \
          GROUP BY k"
     );
     let mut found = tx
         .prepare(&sql)?
         .query_map(
-            params![q.since.unwrap_or(i64::MIN), q.until.unwrap_or(i64::MAX)],
+            params![
+                q.since.unwrap_or(i64::MIN),
+                q.until.unwrap_or(i64::MAX),
+                super::to_json("projects", &q.projects)?
+            ],
             |row| {
                 Ok(UsageRow {
                     key: row.get::<_, Option<String>>(0)?.unwrap_or_default(),

@@ -110,6 +110,61 @@ async fn ten_processes_opening_an_empty_database_at_once_all_succeed() {
 }
 
 #[tokio::test]
+async fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
+    use dispatch_store::conformance::{id, new_run};
+    use dispatch_store::{RunStore, TokenRecord, TokenScope, TokenStore};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(db.url(), 1)
+        .await
+        .expect("first open migrates");
+    store
+        .create_run(&new_run(id(1), "p", 1))
+        .await
+        .expect("create");
+    let old = TokenRecord {
+        id: "old".into(),
+        name: "ci".into(),
+        created_at: 5,
+        revoked_at: None,
+        scope: TokenScope::Run,
+        expires_at: None,
+        projects: Vec::new(),
+    };
+    store.create_token(&old, "h").await.expect("token");
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("a raw connection");
+    let driver = tokio::spawn(connection);
+    // Back to the version before projects (the last migration).
+    client
+        .batch_execute(
+            "DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
+             UPDATE dispatch_schema SET version = version - 1;",
+        )
+        .await
+        .expect("a database from before projects");
+    let store = PgStore::connect(db.url(), 1).await.expect("migrates");
+    let run = store.get_run(&id(1)).await.expect("the old run");
+    assert_eq!(run.project, "default");
+    let token = store
+        .find_token("h")
+        .await
+        .expect("find")
+        .expect("the old token still works");
+    assert!(token.projects.is_empty(), "bound to no project");
+    assert_eq!(
+        token.role_in("payments"),
+        Some(TokenScope::Run),
+        "its scope everywhere"
+    );
+    drop(client);
+    let _ = driver.await;
+}
+
+#[tokio::test]
 async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
     use dispatch_store::{TokenScope, TokenStore};
     let Some(db) = TestDatabase::create().await else {
@@ -130,6 +185,7 @@ async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migratio
         .batch_execute(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads, blob_parts, blobs; \
+             DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
              DROP TABLE notifications; \
              ALTER TABLE tokens DROP COLUMN scope, DROP COLUMN expires_at; \
              ALTER TABLE workers DROP COLUMN host, DROP COLUMN pid; \

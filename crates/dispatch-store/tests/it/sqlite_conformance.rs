@@ -609,6 +609,8 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
         .execute_batch(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads; DROP TABLE blob_parts; DROP TABLE blobs; \
+             DROP TABLE token_projects; DROP INDEX runs_by_project; \
+             ALTER TABLE runs DROP COLUMN project; \
              DROP TABLE notifications; \
              ALTER TABLE tokens DROP COLUMN scope; \
              ALTER TABLE tokens DROP COLUMN expires_at; \
@@ -626,6 +628,50 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
         (old.scope, old.expires_at),
         (TokenScope::Admin, None),
         "an old token keeps all its powers"
+    );
+}
+
+#[test]
+fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
+    use dispatch_store::{RunStore, TokenRecord, TokenScope, TokenStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(5));
+    block_on(store.create_run(&new_run(id(1), "p", 1))).expect("create");
+    let old = TokenRecord {
+        id: "old".into(),
+        name: "ci".into(),
+        created_at: 5,
+        revoked_at: None,
+        scope: TokenScope::Run,
+        expires_at: None,
+        projects: Vec::new(),
+    };
+    block_on(store.create_token(&old, "h")).expect("token");
+    drop(store);
+    // Back to the version before projects (the last migration).
+    let conn = raw(&path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    conn.execute_batch(&format!(
+        "DROP TABLE token_projects; DROP INDEX runs_by_project; \
+         ALTER TABLE runs DROP COLUMN project; PRAGMA user_version = {};",
+        version - 1
+    ))
+    .expect("a database from before projects");
+    drop(conn);
+    let store = open(&path, Duration::from_secs(5));
+    let run = block_on(store.get_run(&id(1))).expect("the old run");
+    assert_eq!(run.project, "default");
+    let token = block_on(store.find_token("h"))
+        .expect("find")
+        .expect("the old token still works");
+    assert!(token.projects.is_empty(), "bound to no project");
+    assert_eq!(
+        token.role_in("payments"),
+        Some(TokenScope::Run),
+        "its scope everywhere"
     );
 }
 

@@ -118,6 +118,7 @@ async fn start(ctx: &Ctx, store: &SqliteStore, plan: &Plan<'_>, case: &Case) -> 
         payload: case.payload.clone(),
         parent_id: plan.group.clone(),
         origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
     };
     let (mut new, extras, _) = submit::prepare(&ctx.layout, &req, &plan.options)?.into_parts();
     new.trigger = dispatch_core::Trigger::Eval;
