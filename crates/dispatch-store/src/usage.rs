@@ -23,14 +23,17 @@ pub enum UsageBy {
     Label,
     /// The UTC day the call was billed on (`YYYY-MM-DD`).
     Day,
+    /// The run's project.
+    Project,
 }
 
 impl UsageBy {
-    pub const ALL: [UsageBy; 4] = [
+    pub const ALL: [UsageBy; 5] = [
         UsageBy::Parcel,
         UsageBy::Model,
         UsageBy::Label,
         UsageBy::Day,
+        UsageBy::Project,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl UsageBy {
             UsageBy::Model => "model",
             UsageBy::Label => "label",
             UsageBy::Day => "day",
+            UsageBy::Project => "project",
         }
     }
 

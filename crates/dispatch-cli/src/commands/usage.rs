@@ -1,5 +1,5 @@
 //! `dispatch usage`: what runs spent — calls, tokens and USD — by parcel,
-//! model, label or day over a period, as a table, JSON or CSV: the cost
+//! model, label, day or project over a period, as a table, JSON or CSV: the cost
 //! report a team lead asks for. Read from the local state, or from the
 //! server's `GET /v1/usage` under `--host`.
 
@@ -15,7 +15,7 @@ use crate::output::{print_columns, print_json};
 
 #[derive(Debug, Args)]
 pub struct UsageArgs {
-    /// What the rows are: one per parcel, model, label (a run counts under each of its labels) or UTC day.
+    /// What the rows are: one per parcel, model, label (a run counts under each of its labels), UTC day or project.
     #[arg(long, value_enum, default_value_t)]
     pub by: By,
     /// The period's start: an age (`30d`, `12h`), a date (`2026-11-01`, midnight UTC) or an RFC 3339 time.
@@ -24,6 +24,9 @@ pub struct UsageArgs {
     /// The period's end (not included), in the same forms; default: now.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Only the runs of this project (repeatable); default: every project (a server: every one the token may see).
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: UsageFormat,
@@ -36,6 +39,7 @@ pub enum By {
     Model,
     Label,
     Day,
+    Project,
 }
 
 impl From<By> for UsageBy {
@@ -45,6 +49,7 @@ impl From<By> for UsageBy {
             By::Model => UsageBy::Model,
             By::Label => UsageBy::Label,
             By::Day => UsageBy::Day,
+            By::Project => UsageBy::Project,
         }
     }
 }
@@ -79,11 +84,15 @@ pub fn query(args: &UsageArgs) -> CliResult<UsageQuery> {
             args.until.as_deref().unwrap_or("now")
         )));
     }
+    for p in &args.project {
+        dispatch_core::project::check_project(p)
+            .map_err(|e| CliError::input(format!("--project {p}: {e}")))?;
+    }
     Ok(UsageQuery {
         by: args.by.into(),
         since: Some(since),
         until: Some(until),
-        projects: Vec::new(),
+        projects: args.project.clone(),
     })
 }
 
@@ -203,12 +212,21 @@ impl super::remote::Remote {
     /// locally).
     pub(super) fn usage(&self, args: &UsageArgs) -> CliResult {
         let q = query(args)?;
+        let project = match q.projects.as_slice() {
+            [] => String::new(),
+            [one] => format!("&project={}", super::remote::encode(one)),
+            _ => {
+                return Err(CliError::input(
+                    "a server's cost report takes one --project at a time (hint: run it once per project, or leave --project out for every project your token may see)",
+                ));
+            }
+        };
         let at =
             |t: Option<i64>| super::remote::encode(&t.and_then(format_rfc3339).unwrap_or_default());
         let answer = self.json(
             "GET",
             &format!(
-                "/v1/usage?by={}&since={}&until={}",
+                "/v1/usage?by={}&since={}&until={}{project}",
                 q.by.as_str(),
                 at(q.since),
                 at(q.until)

@@ -76,7 +76,7 @@ fn usage_sums_what_runs_spent_by_parcel_model_label_and_day_as_a_table_json_and_
     let alpha = alpha.to_str().expect("utf-8");
     let beta = beta.to_str().expect("utf-8");
     d.ok(&["run", alpha]);
-    d.ok(&["run", alpha]);
+    d.ok(&["run", alpha, "--project", "search"]);
     d.ok(&["run", beta]);
 
     let report = json_of(&d.ok(&["usage", "--format", "json"]));
@@ -110,6 +110,22 @@ fn usage_sums_what_runs_spent_by_parcel_model_label_and_day_as_a_table_json_and_
         rows(&by_label),
         vec![row("(none)", 3, 3, 600, 60, 330_000)],
         "{by_label}"
+    );
+
+    let by_project = json_of(&d.ok(&["usage", "--by", "project", "--format", "json"]));
+    assert_eq!(
+        rows(&by_project),
+        vec![
+            row("search", 1, 1, 200, 20, 220_000),
+            row("default", 2, 2, 400, 40, 110_000),
+        ],
+        "{by_project}"
+    );
+    let search = json_of(&d.ok(&["usage", "--project", "search", "--format", "json"]));
+    assert_eq!(
+        rows(&search),
+        vec![row("alpha", 1, 1, 200, 20, 220_000)],
+        "{search}"
     );
 
     let by_day = json_of(&d.ok(&["usage", "--by", "day", "--format", "json"]));
@@ -185,8 +201,10 @@ fn bad_periods_and_groupings_are_refused_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let err = d.fails(&["usage", "--since", "1d", "--until", "2d"], 125);
     assert!(err.contains("the period is empty"), "{err}");
+    let err = d.fails(&["usage", "--project", "No Spaces"], 125);
+    assert!(err.contains("--project No Spaces"), "{err}");
     let err = d.fails(&["usage", "--by", "team"], 2);
-    assert!(err.contains("parcel, model, label, day"), "{err}");
+    assert!(err.contains("parcel, model, label, day, project"), "{err}");
 }
 
 #[test]
@@ -251,7 +269,7 @@ fn a_server_on_postgres_answers_the_same_report_over_http_and_the_cli() {
     assert!(
         err["message"]
             .as_str()
-            .is_some_and(|m| m.contains("expected parcel, model, label or day")),
+            .is_some_and(|m| m.contains("expected parcel, model, label, day or project")),
         "{err}"
     );
     let (status, err) = server.call("GET", "/v1/usage?since=1h&until=2h", None);

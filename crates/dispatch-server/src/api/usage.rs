@@ -26,7 +26,7 @@ const DEFAULT_DAYS: i64 = 30;
 pub struct UsageParams {
     /// What the rows are: `parcel` (default), `model`, `label` (a run counts
     /// under each of its labels; one without any under `(none)`) or `day`
-    /// (UTC, `YYYY-MM-DD`).
+    /// (UTC, `YYYY-MM-DD`) or `project`.
     pub by: Option<String>,
     /// The period's start: RFC 3339 or an age before now (`30d`, `12h`);
     /// default 30 days ago.
@@ -102,7 +102,7 @@ pub async fn usage(
         None | Some("") => UsageBy::Parcel,
         Some(b) => UsageBy::parse(b).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "by: `{}` is not a grouping (expected parcel, model, label or day)",
+                "by: `{}` is not a grouping (expected parcel, model, label, day or project)",
                 dispatch_core::event::shorten(b, 40)
             ))
         })?,

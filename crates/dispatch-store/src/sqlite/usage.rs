@@ -12,6 +12,7 @@ use crate::{StoreResult, UsageBy, UsageQuery, UsageRow, UsageStore};
 fn key_of(by: UsageBy) -> (String, &'static str) {
     match by {
         UsageBy::Parcel => ("r.parcel_name".to_string(), ""),
+        UsageBy::Project => ("r.project".to_string(), ""),
         UsageBy::Model => (
             format!("COALESCE(CAST(json_extract(e.data, '$.model') AS TEXT), '{UNKNOWN_MODEL}')"),
             "",
