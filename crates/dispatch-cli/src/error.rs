@@ -49,19 +49,7 @@ impl fmt::Display for CliError {
 }
 
 /// The error and each of its causes, joined: `what: why: root cause`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
-}
+pub use dispatch_core::error_chain as chain;
 
 impl From<RuntimeError> for CliError {
     fn from(e: RuntimeError) -> Self {

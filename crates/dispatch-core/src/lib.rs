@@ -38,3 +38,20 @@ pub(crate) mod parcel_archive;
 pub(crate) mod parcel_build;
 pub(crate) mod parcel_members;
 pub mod parcel_seal;
+
+/// An error and each of its causes on one line, `what: why: root cause`
+/// (a cause whose text the line already holds is not repeated): for a
+/// refusal, a log line or an outbox's last error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

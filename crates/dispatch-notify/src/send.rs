@@ -9,6 +9,7 @@ use sha2::Sha256;
 
 use crate::config::{Channel, Smtp, SmtpTls};
 use crate::message::{self, Message};
+use dispatch_core::error_chain as chain;
 
 /// The header carrying a webhook's signature.
 pub const SIGNATURE_HEADER: &str = "Dispatch-Signature";
@@ -124,19 +125,4 @@ async fn mail(
         .await
         .map(|_| ())
         .map_err(|e| format!("smtp {}:{}: {}", smtp.host, smtp.port, chain(&e)))
-}
-
-/// An error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        next = cause.source();
-    }
-    line
 }

@@ -26,6 +26,7 @@ use dispatch_store::PgStore;
 
 use crate::SharedStore;
 use crate::callback_guard::{self, CallbackPolicy};
+use dispatch_core::error_chain as chain;
 
 /// Tries per callback.
 const TRIES: u32 = 5;
@@ -180,19 +181,4 @@ async fn deliver(store: SharedStore, post: Post, id: RunId, url: String) {
     if let Err(e) = store.finish_callback(&id, now_ms()).await {
         tracing::warn!("[server] run {id}: cannot mark the callback done: {e}");
     }
-}
-
-/// An error and its causes on one line (the resolver's refusal is a cause).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let cause_text = cause.to_string();
-        if !line.contains(&cause_text) {
-            line.push_str(": ");
-            line.push_str(&cause_text);
-        }
-        next = cause.source();
-    }
-    line
 }

@@ -399,21 +399,8 @@ pub(crate) async fn download(mut stream: Verified, dest: &FsPath) -> ObjectsResu
     result.map(|()| size)
 }
 
-/// The error and its causes on one line (`a: b: c`), for a log line or a
-/// refusal at startup.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+/// The error and its causes on one line (`a: b: c`).
+pub use dispatch_core::error_chain as chain;
 
 async fn read_chunk(file: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(CHUNK);
