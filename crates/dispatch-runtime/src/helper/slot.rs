@@ -102,7 +102,11 @@ async fn wait_and_claim<S: Store + ?Sized>(
                         .expect("a process reference is plain JSON");
                     let file = waiter_file(layout, &run.id);
                     let _ = std::fs::create_dir_all(layout.run_dir(&run.id));
-                    let _ = std::fs::write(&file, me);
+                    // Whole or not at all: a reader never sees it half written.
+                    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                    if std::fs::write(&tmp, me).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                     println!(
                         "dispatch: waiting for a slot of concurrency key `{key}` (at most {max} live at once)"
                     );
