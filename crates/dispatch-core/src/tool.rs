@@ -307,6 +307,12 @@ pub const DEFAULT_TOOL_CALLS: u64 = 200;
 pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 3_600_000;
 
 impl ToolDecl {
+    /// A built-in the model's provider runs inside its calls
+    /// ([`HOSTED_BUILTINS`]): offered with each request, never run here.
+    pub fn is_hosted(&self) -> bool {
+        self.kind == ToolKind::Builtin && HOSTED_BUILTINS.contains(&self.name.as_str())
+    }
+
     /// The approval a call needs: the TOOL line's, else `never` for the
     /// read-only built-ins and for every other tool (documented default).
     pub fn approval(&self) -> ApprovalPolicy {

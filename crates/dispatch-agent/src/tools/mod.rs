@@ -224,9 +224,7 @@ impl<'a> ToolBox<'a> {
         for decl in decls {
             match &decl.kind {
                 // Run by the model's provider inside its calls: no entry here.
-                ToolKind::Builtin
-                    if dispatch_core::tool::HOSTED_BUILTINS.contains(&decl.name.as_str()) =>
-                {
+                ToolKind::Builtin if decl.is_hosted() => {
                     web_search = true;
                 }
                 ToolKind::Mcp {

@@ -43,10 +43,7 @@ pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
         tools: crate::commands::list_tools::specs(&parcel).await?,
         max_output_tokens: agent.max_output_tokens,
         reasoning: Override::reasoning(over.as_ref(), agent),
-        web_search: agent.tools.iter().any(|t| {
-            t.kind == dispatch_core::tool::ToolKind::Builtin
-                && dispatch_core::tool::HOSTED_BUILTINS.contains(&t.name.as_str())
-        }),
+        web_search: agent.tools.iter().any(|t| t.is_hosted()),
     };
     let (url, body) = dispatch_agent::resolve::wire_request(primary, &req);
     let fallbacks: Vec<_> = models[1..]

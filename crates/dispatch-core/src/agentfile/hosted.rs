@@ -6,13 +6,10 @@
 
 use super::AgentfileError;
 use crate::agent::AgentConfig;
-use crate::tool::{ApprovalPolicy, HOSTED_BUILTINS, ToolKind};
+use crate::tool::ApprovalPolicy;
 
 pub(super) fn check(agent: &AgentConfig) -> Result<(), AgentfileError> {
-    let hosted = agent
-        .tools
-        .iter()
-        .filter(|t| t.kind == ToolKind::Builtin && HOSTED_BUILTINS.contains(&t.name.as_str()));
+    let hosted = agent.tools.iter().filter(|t| t.is_hosted());
     for t in hosted {
         let fail = |why: String| {
             Err(AgentfileError::new(
