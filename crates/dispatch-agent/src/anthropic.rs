@@ -13,13 +13,19 @@ use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
     ProviderError, ProviderKind, Role, Source, Thinking, TokenUsage, ToolCall, WebSearch,
 };
-use crate::sse::{StreamParser, call, json};
+use crate::sse::{StreamParser, json, post_stream};
 
 /// Output tokens asked for when the Agentfile sets no LIMIT OUTPUT_TOKENS (the API requires a number).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 const VERSION: &str = "2023-06-01";
 /// Anthropic's hosted web search tool, as its API names the version.
 pub const WEB_SEARCH_TOOL: &str = "web_search_20250305";
+/// The stop reason of a turn the API paused (hosted tools ran long): the
+/// turn is continued by sending its content back.
+const PAUSE_TURN: &str = "pause_turn";
+/// How many times one call continues a paused turn before it gives the
+/// answer as it stands (finish reason `pause_turn`).
+const MAX_CONTINUATIONS: usize = 8;
 
 pub struct Anthropic {
     client: reqwest::Client,
@@ -158,29 +164,61 @@ impl Provider for Anthropic {
         if let Some(k) = &self.api_key {
             headers.push(("x-api-key", k.as_str()));
         }
-        let body = self.body(req);
-        let parser = Events::new(&req.model);
-        call(
-            &self.client,
-            &self.url(),
-            &headers,
-            &body,
-            exchange,
-            on_delta,
-            parser,
-        )
-        .await
+        let (url, mut body) = (self.url(), self.body(req));
+        let first_body = body.clone();
+        let mut so_far: Option<ModelResponse> = None;
+        let mut continued = 0;
+        loop {
+            let mut parser = Events::new(&req.model);
+            let before = std::mem::take(&mut exchange.response_body);
+            let (result, first_token) = {
+                let started = std::time::Instant::now();
+                let mut first = None;
+                let r = post_stream(&self.client, &url, &headers, &body, exchange, |_, data| {
+                    parser.feed(data, &mut |d: Delta<'_>| {
+                        first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                        on_delta(d)
+                    })
+                })
+                .await;
+                (r, first)
+            };
+            // What went over the wire: the first request, every answer.
+            exchange.response_body.insert_str(0, &before);
+            exchange.request_body.clone_from(&first_body);
+            if continued == 0 || exchange.first_token_ms.is_none() {
+                exchange.first_token_ms = first_token;
+            }
+            result?;
+            let paused = parser.paused();
+            let part = parser.finish()?;
+            let answer = match so_far.take() {
+                Some(before) => join(before, part),
+                None => part,
+            };
+            match paused {
+                Some(blocks) if continued < MAX_CONTINUATIONS => {
+                    continue_turn(&mut body, blocks);
+                    so_far = Some(answer);
+                    continued += 1;
+                }
+                _ => return Ok(answer),
+            }
+        }
     }
 }
 
 enum Block {
-    Text,
+    /// A text block and its text.
+    Text(String),
     Tool(ToolCall),
     Thinking(Thinking),
     /// A hosted web search (`server_tool_use`): its id and input JSON.
     Search(String, String),
-    /// What a search found (`web_search_tool_result`): the search's id and pages.
-    Found(String, Vec<Source>),
+    /// What a search found (`web_search_tool_result`): the search's id and
+    /// the block's `content` as it came (sent back as it is when a paused
+    /// turn is continued).
+    Found(String, Value),
     Other,
 }
 
@@ -214,6 +252,80 @@ impl Events {
             .find(|(i, _)| *i == index)
             .map(|(_, b)| b)
     }
+
+    /// The message's content blocks, as the API wants them back, when the
+    /// API paused the turn (`stop_reason: pause_turn`: a long turn of
+    /// hosted tools, to be continued by sending them back as they are).
+    fn paused(&self) -> Option<Vec<Value>> {
+        if self.stop.as_deref() != Some(PAUSE_TURN) {
+            return None;
+        }
+        let blocks = self.blocks.iter().filter_map(|(_, b)| match b {
+            Block::Text(t) => Some(json!({"type": "text", "text": t})),
+            Block::Tool(c) => {
+                let input: Value = serde_json::from_str(&c.arguments).unwrap_or(json!({}));
+                Some(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}))
+            }
+            Block::Thinking(t) if t.redacted => {
+                Some(json!({"type": "redacted_thinking", "data": t.text}))
+            }
+            Block::Thinking(t) => Some(
+                json!({"type": "thinking", "thinking": t.text, "signature": t.signature.as_deref().unwrap_or_default()}),
+            ),
+            Block::Search(id, input) => {
+                let input: Value = serde_json::from_str(input).unwrap_or(json!({}));
+                Some(json!({"type": "server_tool_use", "id": id, "name": "web_search", "input": input}))
+            }
+            Block::Found(id, content) => Some(
+                json!({"type": "web_search_tool_result", "tool_use_id": id, "content": content}),
+            ),
+            Block::Other => None,
+        });
+        Some(blocks.collect())
+    }
+}
+
+fn cat<T>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    a.extend(b);
+    a
+}
+
+/// Sends `blocks` (a paused turn's content) back as the conversation's last
+/// assistant message, so that the API continues the turn.
+fn continue_turn(body: &mut Value, blocks: Vec<Value>) {
+    let Some(messages) = body["messages"].as_array_mut() else {
+        return;
+    };
+    match messages.last_mut() {
+        Some(last) if last["role"] == "assistant" => {
+            if let Some(content) = last["content"].as_array_mut() {
+                content.extend(blocks);
+            }
+        }
+        _ => messages.push(json!({"role": "assistant", "content": blocks})),
+    }
+}
+
+/// One answer made of the parts of a turn the API paused and continued:
+/// its text, calls, thinking and searches in order, the tokens of every
+/// call, and the last part's model and finish.
+fn join(first: ModelResponse, next: ModelResponse) -> ModelResponse {
+    let usage = match (first.usage, next.usage) {
+        (Some(a), Some(b)) => Some(TokenUsage {
+            input_tokens: a.input_tokens + b.input_tokens,
+            output_tokens: a.output_tokens + b.output_tokens,
+        }),
+        (a, b) => a.or(b),
+    };
+    ModelResponse {
+        model: next.model,
+        text: first.text + &next.text,
+        tool_calls: cat(first.tool_calls, next.tool_calls),
+        usage,
+        finish_reason: next.finish_reason,
+        thinking: cat(first.thinking, next.thinking),
+        searches: cat(first.searches, next.searches),
+    }
 }
 
 impl StreamParser for Events {
@@ -236,7 +348,7 @@ impl StreamParser for Events {
             "content_block_start" => {
                 let b = &v["content_block"];
                 let block = match b["type"].as_str() {
-                    Some("text") => Block::Text,
+                    Some("text") => Block::Text(String::new()),
                     Some("tool_use") => Block::Tool(ToolCall::new(
                         b["id"].as_str().unwrap_or_default(),
                         b["name"].as_str().unwrap_or_default(),
@@ -264,7 +376,7 @@ impl StreamParser for Events {
                     }
                     Some("web_search_tool_result") => Block::Found(
                         b["tool_use_id"].as_str().unwrap_or_default().to_string(),
-                        found(&b["content"]),
+                        b["content"].clone(),
                     ),
                     _ => Block::Other,
                 };
@@ -276,6 +388,9 @@ impl StreamParser for Events {
                     Some("text_delta") => {
                         let t = d["text"].as_str().unwrap_or_default();
                         self.text.push_str(t);
+                        if let Some(Block::Text(block)) = self.block(index) {
+                            block.push_str(t);
+                        }
                         if !t.is_empty() {
                             return Ok(on_delta(Delta::Text(t)));
                         }
@@ -375,12 +490,12 @@ impl StreamParser for Events {
                         },
                     ));
                 }
-                Block::Found(id, pages) => {
+                Block::Found(id, content) => {
                     if let Some((_, s)) = searches.iter_mut().find(|(i, _)| *i == id) {
-                        s.sources = pages;
+                        s.sources = found(&content);
                     }
                 }
-                Block::Text | Block::Other => {}
+                Block::Text(_) | Block::Other => {}
             }
         }
         Ok(ModelResponse {

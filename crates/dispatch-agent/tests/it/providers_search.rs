@@ -178,3 +178,105 @@ async fn gemini_grounds_on_google_search_and_reports_its_queries_and_pages() {
     let body = &m.requests()[0].body;
     assert_eq!(body["tools"], json!([{"google_search": {}}]));
 }
+
+/// A long turn of hosted searches that Anthropic paused (`stop_reason:
+/// pause_turn`) is continued by sending its content back: one call of ours,
+/// one answer with the text and searches of both parts and the tokens of
+/// both requests.
+#[tokio::test]
+async fn anthropic_continues_a_paused_turn_by_sending_its_content_back() {
+    let paused = json!({"kind": "text", "text": "Looking it up. ", "paused": true,
+        "usage": {"input_tokens": 100, "output_tokens": 10},
+        "searches": [{"query": "rust 1.95 release date", "results": [
+            {"url": "https://blog.rust-lang.org/2026/04/16/Rust-1.95.0/", "title": "Announcing Rust 1.95.0"}]}]});
+    let rest = json!({"kind": "text", "text": "Rust 1.95 shipped in April.",
+        "usage": {"input_tokens": 300, "output_tokens": 20},
+        "searches": [{"query": "rust release schedule", "results": [
+            {"url": "https://releases.rs/", "title": "Rust Release Schedule"}]}]});
+    let m = mock(json!([paused, rest])).await;
+    let p = Anthropic::new(
+        dispatch_http::fallback(),
+        Some(m.base_url()),
+        Some("k".into()),
+    );
+    let mut ex = Exchange::default();
+    let mut streamed = String::new();
+    let mut on = |d: Delta<'_>| {
+        if let Delta::Text(t) = d {
+            streamed.push_str(t);
+        }
+        Flow::Continue
+    };
+    let r = p
+        .stream(&request("claude-sonnet-4-5", true), &mut on, &mut ex)
+        .await
+        .expect("an answer");
+    assert_eq!(r.text, "Looking it up. Rust 1.95 shipped in April.");
+    assert_eq!(streamed, r.text, "both parts stream to the caller");
+    assert_eq!(r.finish_reason, FinishReason::Stop);
+    assert_eq!(r.searches, expected(false));
+    let usage = r.usage.expect("usage");
+    assert_eq!((usage.input_tokens, usage.output_tokens), (400, 30));
+
+    let seen = m.requests();
+    assert_eq!(seen.len(), 2, "one continuation");
+    let first = seen[0].body["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    let second = seen[1].body["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(second[..1], first[..], "the conversation is kept");
+    let sent_back = &second[1];
+    assert_eq!(sent_back["role"], "assistant");
+    let kinds: Vec<&str> = sent_back["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .filter_map(|b| b["type"].as_str())
+        .collect();
+    assert_eq!(kinds, ["server_tool_use", "web_search_tool_result", "text"]);
+    let blocks = &sent_back["content"];
+    assert_eq!(
+        blocks[0]["input"],
+        json!({"query": "rust 1.95 release date"})
+    );
+    assert_eq!(blocks[1]["tool_use_id"], blocks[0]["id"]);
+    assert_eq!(
+        blocks[1]["content"][0]["encrypted_content"], "mock",
+        "the results go back as they came"
+    );
+    assert_eq!(blocks[2]["text"], "Looking it up. ");
+    assert_eq!(seen[1].body["tools"], seen[0].body["tools"]);
+    // The exchange keeps the first request and every answer.
+    assert_eq!(ex.request_body, seen[0].body);
+    assert_eq!(ex.response_body.matches("event: message_stop").count(), 2);
+}
+
+/// A turn that is still paused after the most continuations one call makes
+/// is the answer as it stands, its finish reason `pause_turn`.
+#[tokio::test]
+async fn anthropic_gives_up_continuing_after_eight_pauses() {
+    let paused = json!({"kind": "text", "text": "more ", "paused": true});
+    let m = mock(json!(vec![paused; 10])).await;
+    let p = Anthropic::new(
+        dispatch_http::fallback(),
+        Some(m.base_url()),
+        Some("k".into()),
+    );
+    let r = call(&p, &request("claude-sonnet-4-5", true))
+        .await
+        .expect("an answer");
+    assert_eq!(m.requests().len(), 9, "the call and eight continuations");
+    assert_eq!(r.text, "more ".repeat(9));
+    assert_eq!(r.finish_reason, FinishReason::Other("pause_turn".into()));
+    let last = m.requests()[8].body["messages"].clone();
+    assert_eq!(
+        last.as_array().map(Vec::len),
+        Some(2),
+        "every part goes back in one assistant message"
+    );
+}

@@ -66,6 +66,49 @@ fn a_native_agent_searches_the_web_through_its_provider_and_each_search_is_recor
     assert!((cost - 0.13).abs() < 1e-9, "cost {cost}");
 }
 
+/// Anthropic pauses a long turn of hosted searches (`pause_turn`); the run
+/// continues it within the same model call: one answer, one `model_call`
+/// billed for both requests, every search recorded.
+#[test]
+fn a_turn_anthropic_paused_is_continued_and_billed_as_one_call() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        {"kind": "text", "text": "Checking. ", "paused": true,
+         "usage": {"input_tokens": 100, "output_tokens": 10},
+         "searches": [{"query": "rust 1.95 release date", "results": [
+            {"url": "https://blog.rust-lang.org/2026/04/16/Rust-1.95.0/", "title": "Announcing Rust 1.95.0"}]}]},
+        {"kind": "text", "text": "Rust 1.95 shipped in April.",
+         "usage": {"input_tokens": 200, "output_tokens": 10},
+         "searches": [{"query": "rust release schedule", "results": [
+            {"url": "https://releases.rs/", "title": "Rust Release Schedule"}]}]},
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "paused-searcher",
+        &format!(
+            "MODEL claude-sonnet-4-5 PROVIDER anthropic BASE_URL {}\nPRICE claude-sonnet-4-5 INPUT 1000 OUTPUT 1000\nTOOL BUILTIN web_search",
+            mock.url()
+        ),
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(
+        doc["output"], "Checking. Rust 1.95 shipped in April.",
+        "{doc}"
+    );
+    assert_eq!(mock.requests().len(), 2, "the call and its continuation");
+    let searches = events_of(&doc, "tool_call");
+    assert_eq!(searches.len(), 2, "{doc}");
+    assert_eq!(searches[0]["by"], "anthropic");
+    let calls = model_calls(&doc);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["web_searches"], 2, "{calls:?}");
+    // 300 in and 20 out at $1000/M is $0.32; two searches at $0.01 each.
+    let cost = calls[0]["cost_usd"].as_f64().expect("a cost");
+    assert!((cost - 0.34).abs() < 1e-9, "cost {cost}");
+}
+
 #[test]
 fn web_search_is_refused_at_build_where_it_cannot_be_honoured() {
     let d = Dispatch::new();

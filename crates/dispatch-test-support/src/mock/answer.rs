@@ -70,6 +70,8 @@ pub(super) enum Finish {
     ToolCalls,
     /// `length` / `max_tokens`.
     Length,
+    /// Anthropic's `pause_turn` (`stop` / `STOP` / `completed` elsewhere).
+    Paused,
 }
 
 /// One piece of a streamed body.
@@ -127,6 +129,7 @@ impl Answer {
                 usage: u,
                 truncated,
                 searches,
+                paused,
                 ..
             } => Answer {
                 text: pieces(text, *chunks),
@@ -134,10 +137,10 @@ impl Answer {
                 usage: usage(u, text.len()),
                 first_delay_ms: *first_token_delay_ms,
                 chunk_delay_ms: *chunk_delay_ms,
-                end: End::Finish(if *truncated {
-                    Finish::Length
-                } else {
-                    Finish::Stop
+                end: End::Finish(match (*truncated, *paused) {
+                    (true, _) => Finish::Length,
+                    (false, true) => Finish::Paused,
+                    (false, false) => Finish::Stop,
                 }),
                 searches: searches.clone(),
             },

@@ -10,6 +10,7 @@ fn stop_reason(end: End) -> &'static str {
     match end {
         End::Finish(Finish::ToolCalls) => "tool_use",
         End::Finish(Finish::Length) => "max_tokens",
+        End::Finish(Finish::Paused) => "pause_turn",
         End::Finish(Finish::Stop) | End::Stall | End::Cut => "end_turn",
     }
 }
@@ -29,7 +30,29 @@ pub(super) fn invalid(body: &Value) -> Option<String> {
     if !body["max_tokens"].is_u64() {
         return Some("max_tokens: Field required".into());
     }
-    None
+    unanswered_search(body)
+}
+
+/// A `server_tool_use` block of the last assistant message (a paused turn
+/// sent back) without its `web_search_tool_result`, as the real API refuses.
+fn unanswered_search(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    if last["role"] != "assistant" {
+        return None;
+    }
+    let blocks = last["content"].as_array()?;
+    let answered = |id: &Value| {
+        blocks
+            .iter()
+            .any(|b| b["type"] == "web_search_tool_result" && &b["tool_use_id"] == id)
+    };
+    let open = blocks
+        .iter()
+        .find(|b| b["type"] == "server_tool_use" && !answered(&b["id"]))?;
+    Some(format!(
+        "messages: `server_tool_use` block {} has no `web_search_tool_result` after it",
+        open["id"]
+    ))
 }
 
 /// Whether the request offers the hosted web search tool

@@ -10,7 +10,7 @@ fn finish_reason(end: End) -> &'static str {
     match end {
         End::Finish(Finish::ToolCalls) => "tool_calls",
         End::Finish(Finish::Length) => "length",
-        End::Finish(Finish::Stop) | End::Stall | End::Cut => "stop",
+        End::Finish(Finish::Stop | Finish::Paused) | End::Stall | End::Cut => "stop",
     }
 }
 

@@ -158,6 +158,12 @@ pub enum Step {
         /// the real API could not have searched).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         searches: Vec<Search>,
+        /// Anthropic only: the API paused the turn (`stop_reason:
+        /// pause_turn`, as it does when hosted tools run long); the next
+        /// request must send the turn's content back to continue it. The
+        /// other formats end such an answer as they end any text.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        paused: bool,
         #[serde(default)]
         delay_ms: u64,
     },
@@ -245,6 +251,7 @@ impl Step {
             usage: None,
             truncated: false,
             searches: Vec::new(),
+            paused: false,
             delay_ms: 0,
         }
     }
@@ -296,6 +303,7 @@ impl Step {
                 usage: *usage,
                 truncated: false,
                 searches: Vec::new(),
+                paused: false,
                 delay_ms: *delay_ms,
             }
         }
