@@ -323,6 +323,12 @@ pub struct AgentConfig {
     /// instead of failing the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_truncation: bool,
+    /// `LIMIT FUEL` (`FROM dispatch/wasm` only): the most fuel — wasmtime's
+    /// count of the WebAssembly instructions the guest executes — one
+    /// attempt's guest may burn; out of fuel, the run fails
+    /// `budget_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fuel: Option<u64>,
     /// `LIMIT CONTEXT_TOKENS`: a conversation larger than this is compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_context_tokens: Option<u64>,

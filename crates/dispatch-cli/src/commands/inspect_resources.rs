@@ -57,8 +57,12 @@ pub fn print_attempt(a: &Value) {
     let cpu = r["cpu_time_ms"]
         .as_u64()
         .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"));
+    let fuel = r["fuel_used"]
+        .as_u64()
+        .map(|n| format!(", fuel {n}"))
+        .unwrap_or_default();
     println!(
-        "     used: peak memory {peak}, CPU time {cpu} (measured by {})",
+        "     used: peak memory {peak}, CPU time {cpu}{fuel} (measured by {})",
         r["measured_by"].as_str().unwrap_or("-")
     );
 }

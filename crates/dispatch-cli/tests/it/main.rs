@@ -122,6 +122,7 @@ mod upstream_corpus;
 mod usage;
 mod wasm;
 mod wasm_cluster;
+mod wasm_fuel;
 mod worker_scale;
 mod workflow;
 mod workflow_remote;

@@ -41,6 +41,14 @@ pub(super) fn check_agent(
             "FROM agent runs the model loop inside Dispatch and takes no COMMAND (hint: remove the COMMAND line, or use `FROM process` to run your own program)",
         ));
     }
+    if m.component.is_none()
+        && let Some((line, _)) = agent_lines.iter().find(|(_, w)| *w == "LIMIT FUEL")
+    {
+        return Err(AgentfileError::new(
+            *line,
+            "LIMIT FUEL meters a WebAssembly guest's instructions and applies to `FROM dispatch/wasm` only (hint: bound a native agent with LIMIT TOKENS, LIMIT COST or TIMEOUT RUN)",
+        ));
+    }
     check_tools(m)?;
     check_local_cli(m, agent_lines)?;
     for (i, model) in models.iter().enumerate() {

@@ -33,7 +33,7 @@ pub const DIRECTIVES: &[(&str, &str, &str)] = &[
     ("TIMEOUT", "[RUN|STEP|LLM|TOOL] and a duration", "TIMEOUT RUN 30m"),
     ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
         "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or ITERATIONS, TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n> (OUTPUT_TOKENS optionally followed by ALLOW_TRUNCATION), or TOOL_OUTPUT <size>",
+    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or ITERATIONS, TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n> (OUTPUT_TOKENS optionally followed by ALLOW_TRUNCATION), or TOOL_OUTPUT <size>, or FUEL <n> (FROM dispatch/wasm)",
         "LIMIT COST 2.50 SOFT"),
     ("TOOL", "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
         "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json"),

@@ -219,6 +219,7 @@ pub(super) fn agent_limit(kind: &str, value: &str) -> Option<Result<(&'static st
         "ITERATIONS" => "LIMIT ITERATIONS",
         "OUTPUT_TOKENS" => "LIMIT OUTPUT_TOKENS",
         "CONTEXT_TOKENS" => "LIMIT CONTEXT_TOKENS",
+        "FUEL" => "LIMIT FUEL",
         _ => return None,
     };
     Some(positive(value, key).map(|n| (key, n)))

@@ -86,6 +86,7 @@ impl Parser {
                 "LIMIT TOOL_ROUNDS" => a.max_tool_rounds = Some(n),
                 "LIMIT ITERATIONS" => a.max_iterations = Some(n),
                 "LIMIT OUTPUT_TOKENS" => a.max_output_tokens = Some(n),
+                "LIMIT FUEL" => a.max_fuel = Some(n),
                 _ => a.max_context_tokens = Some(n),
             }
             return Ok(());

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dispatch_agent::{LoopEnd, Message, NoTools, SessionData, Tools};
@@ -92,9 +92,12 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     let path = ctx.parcel.files_dir().join(&component.path);
     // Compiled components, by SHA-256 and engine (reused by later runs).
     let cache = layout.root().join("cache").join("wasm");
+    let fuel = ctx.parcel.manifest.agent.as_ref().and_then(|a| a.max_fuel);
+    let fuel_used = Arc::new(AtomicU64::new(0));
     let compiled = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || crate::wasm::load(&path, &sha, &cache)).await
+        tokio::task::spawn_blocking(move || crate::wasm::load(&path, &sha, &cache, fuel.is_some()))
+            .await
     };
     let compiled = match compiled {
         Ok(Ok(c)) => c,
@@ -167,6 +170,7 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     bom["component"] = json!({
         "path": component.path, "abi": component.abi,
         "sha256": entry.map(|f| f.sha256.clone()), "memory_bytes": memory_bytes,
+        "fuel": fuel,
     });
     let mut started_events = vec![NewEvent::of(
         dispatch_core::RunEvent::Bom(bom),
@@ -264,6 +268,8 @@ pub(super) async fn attempt<S: Store + ?Sized>(
         workspace: ctx.prepared.spec.cwd.clone(),
         log: layout.log(&run.id),
         memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+        fuel,
+        fuel_used: fuel_used.clone(),
         stop: stop.clone(),
     };
 
@@ -504,6 +510,12 @@ pub(super) async fn attempt<S: Store + ?Sized>(
             End::Final(fail(format!("the guest failed its turn: {e}")), None)
         }
         Outcome::Guest(GuestEnd::Memory(why)) => End::Final(fail(why), None),
+        Outcome::Guest(GuestEnd::Fuel(limit)) => End::Final(
+            fail(format!(
+                "budget_exceeded: fuel: the guest burned its LIMIT FUEL of {limit} (hint: raise LIMIT FUEL, or look for a loop in the guest)"
+            )),
+            None,
+        ),
         Outcome::Guest(GuestEnd::Instantiate(e)) => End::Final(
             fail(format!(
                 "cannot instantiate the component {}: {e}",
@@ -548,6 +560,24 @@ pub(super) async fn attempt<S: Store + ?Sized>(
     sink.end_text();
     drop(guard);
     limits.end(store, &run.id, run.attempt, 0).await;
+    if let Some(limit) = fuel {
+        // What the guest burned: the attempt's `resources`, as RESOURCES'
+        // usage is for a process (`inspect-run` shows it).
+        let data = json!({
+            "limits": [{"limit": "fuel", "value": limit.to_string(), "how": "wasmtime"}],
+            "fuel_used": fuel_used.load(Ordering::SeqCst),
+            "measured_by": "wasmtime fuel",
+        });
+        let event = NewEvent::new(
+            dispatch_core::EventKind::Resources,
+            run.attempt,
+            now_ms(),
+            data,
+        );
+        if let Err(e) = store.append_events(&run.id, &[event]).await {
+            log.line(&format!("could not record the guest's fuel: {e}"));
+        }
+    }
     Ok(Ended {
         end,
         checkpoint: None,

@@ -165,23 +165,38 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Telemetry {
 }
 
 /// `{"limits": [...], "peak_memory_bytes", "cpu_time_ms", "measured_by"}` of
-/// attempt `n`, or null when the runtime recorded none.
+/// attempt `n` (with `fuel_used` when a WASM guest's fuel was metered), or
+/// null when the runtime recorded none.
 pub fn resources_of(events: &[Event], n: u32) -> Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.event.is(EventKind::Resources) && e.event.attempt == n)
-        .map(|e| {
-            let d = &e.event.data;
-            let field = |k: &str| d.get(k).cloned().unwrap_or(Value::Null);
-            json!({
-                "limits": d.get("limits").cloned().unwrap_or_else(|| json!([])),
-                "peak_memory_bytes": field("peak_memory_bytes"),
-                "cpu_time_ms": field("cpu_time_ms"),
-                "measured_by": field("measured_by"),
-            })
-        })
-        .unwrap_or(Value::Null)
+    let of_attempt = || {
+        events
+            .iter()
+            .rev()
+            .filter(|e| e.event.is(EventKind::Resources) && e.event.attempt == n)
+            .map(|e| &e.event.data)
+    };
+    let fuel = of_attempt().find(|d| d.get("fuel_used").is_some());
+    let last = of_attempt().find(|d| d.get("fuel_used").is_none()).or(fuel);
+    last.map(|d| {
+        let field = |k: &str| d.get(k).cloned().unwrap_or(Value::Null);
+        let mut limits = d.get("limits").cloned().unwrap_or_else(|| json!([]));
+        let mut out = json!({
+            "peak_memory_bytes": field("peak_memory_bytes"),
+            "cpu_time_ms": field("cpu_time_ms"),
+            "measured_by": field("measured_by"),
+        });
+        if let Some(f) = fuel {
+            if !std::ptr::eq(f, d)
+                && let (Some(all), Some(more)) = (limits.as_array_mut(), f["limits"].as_array())
+            {
+                all.extend(more.iter().cloned());
+            }
+            out["fuel_used"] = f["fuel_used"].clone();
+        }
+        out["limits"] = limits;
+        out
+    })
+    .unwrap_or(Value::Null)
 }
 
 /// Every model call (its event's fields with `seq`, `attempt` and `at`).

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -66,6 +66,11 @@ pub(crate) struct Grant {
     pub log: PathBuf,
     /// The most linear memory the guest may have, in bytes.
     pub memory_bytes: usize,
+    /// `LIMIT FUEL`: the fuel the guest may burn (the component must be
+    /// compiled for the engine that counts it).
+    pub fuel: Option<u64>,
+    /// The fuel the guest burned, set when it ends (with `fuel` only).
+    pub fuel_used: Arc<AtomicU64>,
     /// Set to end the guest (checked every epoch tick).
     pub stop: Arc<AtomicBool>,
 }
@@ -88,6 +93,8 @@ pub(crate) enum GuestEnd {
     Refused(String),
     /// The store's memory cap refused a growth.
     Memory(String),
+    /// It burned all its fuel (`LIMIT FUEL`, the limit).
+    Fuel(u64),
     /// The attempt stopped it (stop, timeout, budget) or stopped answering.
     Stopped,
     /// It could not be instantiated (an import this host does not give…).
@@ -117,6 +124,8 @@ impl WasiView for State {
 struct Limits {
     memory_bytes: usize,
     denied: Option<String>,
+    /// `LIMIT FUEL`, when set.
+    fuel: Option<u64>,
 }
 
 impl ResourceLimiter for Limits {
@@ -325,42 +334,67 @@ fn run(
         limits: Limits {
             memory_bytes: grant.memory_bytes,
             denied: None,
+            fuel: grant.fuel,
         },
         asks,
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.limits);
+    if let Some(fuel) = grant.fuel
+        && let Err(e) = store.set_fuel(fuel)
+    {
+        return GuestEnd::Instantiate(one_line(&e));
+    }
+    let end = enter(&mut store, &engine, &component, &grant, call, started);
+    if let (Some(limit), Ok(left)) = (grant.fuel, store.get_fuel()) {
+        grant
+            .fuel_used
+            .store(limit.saturating_sub(left), Ordering::SeqCst);
+    }
+    end
+}
+
+/// The guest's turn in `store`: instantiated, `open-session` when asked,
+/// then `handle-operation`.
+fn enter(
+    store: &mut Store<State>,
+    engine: &wasmtime::Engine,
+    component: &Component,
+    grant: &Grant,
+    call: Call,
+    started: oneshot::Sender<u64>,
+) -> GuestEnd {
     let stop = grant.stop.clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| match stop.load(Ordering::SeqCst) {
         true => Err(wasmtime::Error::new(Interrupted)),
         false => Ok(UpdateDeadline::Continue(1)),
     });
-    let mut linker: Linker<State> = Linker::new(&engine);
+    let mut linker: Linker<State> = Linker::new(engine);
     let linked = bindings::CourierGuest::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
         .and_then(|()| wasmtime_wasi::p2::add_to_linker_sync(&mut linker));
     if let Err(e) = linked {
         return GuestEnd::Instantiate(one_line(&e));
     }
-    let guest = match bindings::CourierGuest::instantiate(&mut store, &component, &linker) {
+    let guest = match bindings::CourierGuest::instantiate(&mut *store, component, &linker) {
         Ok(g) => g,
-        Err(e) => return classify(&store, e, true),
+        Err(e) => return classify(store, e, true),
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let _ = started.send(now.map_or(0, |d| d.as_micros() as u64));
     let exports = guest.dispatch_courier_guest();
     let mut session = call.session;
     if call.open {
-        match exports.call_open_session(&mut store, &call.parcel) {
+        match exports.call_open_session(&mut *store, &call.parcel) {
             Ok(Ok(state)) => session.backend_state = state.or(session.backend_state),
             Ok(Err(e)) => return GuestEnd::Refused(format!("open-session: {e}")),
-            Err(e) => return classify(&store, e, false),
+            Err(e) => return classify(store, e, false),
         }
     }
-    match exports.call_handle_operation(&mut store, &call.parcel, &session, &call.operation) {
+    match exports.call_handle_operation(&mut *store, &call.parcel, &session, &call.operation) {
         Ok(Ok(turn)) => GuestEnd::Turn(turn),
         Ok(Err(e)) => GuestEnd::Refused(e),
-        Err(e) => classify(&store, e, false),
+        Err(e) => classify(store, e, false),
     }
 }
 
@@ -371,6 +405,9 @@ fn classify(store: &Store<State>, e: wasmtime::Error, instantiating: bool) -> Gu
     }
     if e.downcast_ref::<Interrupted>().is_some() {
         return GuestEnd::Stopped;
+    }
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+        return GuestEnd::Fuel(store.data().limits.fuel.unwrap_or_default());
     }
     match instantiating {
         true => GuestEnd::Instantiate(one_line(&e)),

@@ -3,7 +3,7 @@
 //! `dispatch:courier@0.0.1`), runs in this process under wasmtime.
 //!
 //! - [`guest`]: the guest's own thread: its store (memory cap, epoch
-//!   interruption), its WASI capabilities (the Agentfile's ENV, the run's
+//!   interruption, fuel under `LIMIT FUEL`), its WASI capabilities (the Agentfile's ENV, the run's
 //!   workspace as the only preopened directory, no sockets), and the host
 //!   functions it imports, each of which asks the attempt ([`Ask`]).
 //! - The attempt (`helper/wasm.rs`) answers the asks with the native
@@ -46,42 +46,52 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 const CACHE_SIZE: usize = 16;
 
 /// The process's engine (Cranelift, epoch interruption on), and the thread
-/// that ticks its epoch.
-pub(crate) fn engine() -> Result<&'static Engine, String> {
+/// that ticks its epoch. `fuel`: the engine whose code counts fuel (`LIMIT
+/// FUEL`); counting slows every guest down, so guests without the limit
+/// run on the other one. Each engine has its own compilations.
+pub(crate) fn engine(fuel: bool) -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let mut config = Config::new();
-            config.epoch_interruption(true);
-            config.wasm_component_model(true);
-            let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
-            let ticking = engine.weak();
-            std::thread::Builder::new()
-                .name("wasm-epoch".into())
-                .spawn(move || {
-                    while let Some(engine) = ticking.upgrade() {
-                        engine.increment_epoch();
-                        drop(engine);
-                        std::thread::sleep(EPOCH_TICK);
-                    }
-                })
-                .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
-            Ok(engine)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    static FUELED: OnceLock<Result<Engine, String>> = OnceLock::new();
+    let cell = if fuel { &FUELED } else { &ENGINE };
+    cell.get_or_init(|| {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
+        let ticking = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticking.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+        Ok(engine)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
-/// The component at `path` (whose SHA-256 is `sha256`), compiled: from
-/// memory, else from `cache_dir`'s compilation, else compiled now (and
-/// kept in both).
-pub(crate) fn load(path: &Path, sha256: &str, cache_dir: &Path) -> Result<Component, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+/// The component at `path` (whose SHA-256 is `sha256`), compiled for the
+/// engine that counts fuel or the other ([`engine`]): from memory, else
+/// from `cache_dir`'s compilation, else compiled now (and kept in both).
+pub(crate) fn load(
+    path: &Path,
+    sha256: &str,
+    cache_dir: &Path,
+    fuel: bool,
+) -> Result<Component, String> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, bool), Component>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(c) = cache.lock().ok().and_then(|m| m.get(sha256).cloned()) {
+    let key = (sha256.to_string(), fuel);
+    if let Some(c) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(c);
     }
-    let engine = engine()?;
+    let engine = engine(fuel)?;
     let compiled = cache_dir.join(format!(
         "{sha256}-{:016x}.cwasm",
         engine_fingerprint(engine)
@@ -106,7 +116,7 @@ pub(crate) fn load(path: &Path, sha256: &str, cache_dir: &Path) -> Result<Compon
         if m.len() >= CACHE_SIZE {
             m.clear();
         }
-        m.insert(sha256.to_string(), component.clone());
+        m.insert(key, component.clone());
     }
     Ok(component)
 }

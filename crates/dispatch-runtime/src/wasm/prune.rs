@@ -24,13 +24,19 @@ pub fn prune_cache(layout: &Layout) -> Pruned {
         return Pruned::default();
     };
     let keep = components_in_use(&layout.parcels());
-    // Only when there is a cache: making the engine takes milliseconds.
-    let current = super::engine().ok().map(super::engine_fingerprint);
+    // Only when there is a cache: making the engines takes milliseconds.
+    // Either engine's compilations are current (with and without fuel).
+    let current: Vec<u64> = [false, true]
+        .into_iter()
+        .filter_map(|fuel| super::engine(fuel).ok().map(super::engine_fingerprint))
+        .collect();
     let mut pruned = Pruned::default();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let stale = match parse(&name) {
-            Some((sha, fp)) => !keep.contains(sha) || current.is_some_and(|c| c != fp),
+            Some((sha, fp)) => {
+                !keep.contains(sha) || (!current.is_empty() && !current.contains(&fp))
+            }
             // A writer's temporary (`…cwasm` renamed to `….tmpPID`): only
             // when that writer is gone.
             None => temporary_of_a_dead_writer(&name),
