@@ -151,6 +151,35 @@ pub async fn create<S: Store + ?Sized>(
     Ok((run, parcel))
 }
 
+/// [`create`], the run bound to session `name` of its parcel
+/// (`<parcel>/<name>`, as `--session` binds it): its conversation goes on
+/// from the session's last turn. `SessionBusy` when a live run holds it.
+pub async fn create_in_session<S: Store + ?Sized>(
+    store: &S,
+    layout: &Layout,
+    req: &LaunchRequest,
+    name: &str,
+) -> RuntimeResult<(Run, Parcel)> {
+    crate::submit::check_session_name(name)?;
+    let parcel = resolve_parcel(layout, &req.source)?;
+    check_secrets(&parcel)?;
+    let operation = req.operation.unwrap_or(parcel.manifest.entrypoint);
+    let brief = Brief::assemble(&parcel, operation, req.payload.clone());
+    let brief_sha256 = write_brief(layout, &brief)?;
+    let extras = dispatch_store::RunExtras {
+        session: Some(format!("{}/{name}", parcel.manifest.name)),
+        ..Default::default()
+    };
+    let created = store
+        .create_run_with(
+            &req.new_run(&parcel, operation, brief_sha256),
+            &extras,
+            false,
+        )
+        .await?;
+    Ok((created.run().clone(), parcel))
+}
+
 /// Spawns `exe internal run-record <id>` detached, with its own output going
 /// to the run's log (the helper moves itself into a new session at once, see
 /// [`crate::os::detach_session`]). Returns at once.

@@ -106,6 +106,7 @@ mod secrets;
 mod server_logs;
 mod server_shutdown;
 mod service_a2a;
+mod service_a2a_context;
 mod service_cluster;
 mod service_cluster_overlap;
 mod service_cluster_signatures;

@@ -15,10 +15,10 @@ use dispatch_test_support::http;
 use serde_json::Value;
 use service_common::{ECHO_AGENT, Service};
 
-const A2A_TOKEN: &str = "a2a-tok-51c9e07d";
+pub const A2A_TOKEN: &str = "a2a-tok-51c9e07d";
 
 /// A JSON-RPC call to `url` with the bearer token; the status and the answer.
-fn a2a_rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
+pub fn a2a_rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
     send(
         http::post(url).set("authorization", &format!("Bearer {A2A_TOKEN}")),
@@ -26,7 +26,7 @@ fn a2a_rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
     )
 }
 
-fn a2a_message(text: &str) -> Value {
+pub fn a2a_message(text: &str) -> Value {
     serde_json::json!({"message": {"kind": "message", "role": "user", "messageId": "m-1",
         "parts": [{"kind": "text", "text": text}]}})
 }
@@ -216,7 +216,7 @@ fn serve_a2a_refuses_what_cannot_work_in_one_line() {
     }
 }
 
-fn a2a_model_line(mock: &native_common::Mock) -> String {
+pub fn a2a_model_line(mock: &native_common::Mock) -> String {
     format!(
         "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
         mock.url()

@@ -168,15 +168,18 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 Err(e) => return rpc_error(&id, code::INVALID_PARAMS, e),
             };
             if let Some(task) = &p.message.task_id {
-                return rpc_error(
-                    &id,
-                    code::UNSUPPORTED_OPERATION,
-                    format!(
-                        "each message starts a new task here; continuing task {task} is not supported"
-                    ),
-                );
+                return continuing(agent, &id, task).await;
             }
-            let run = match admit(ing, agent, &p).await {
+            // The conversation: the client's context, else a new one. Its
+            // tasks run one after another in one session.
+            let context = match &p.message.context_id {
+                Some(c) => match check_context(c) {
+                    Ok(()) => c.clone(),
+                    Err(e) => return rpc_error(&id, code::INVALID_PARAMS, e),
+                },
+                None => RunId::new().to_string(),
+            };
+            let run = match admit(ing, agent, &p, &context).await {
                 Ok(run) => run,
                 Err((status, message)) => {
                     let mut r = whole(status, &wire::failure(&id, code::INTERNAL_ERROR, &message));
@@ -188,7 +191,7 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 }
             };
             if method == "message/stream" {
-                return stream(agent.clone(), id, run);
+                return stream(agent.clone(), id, run, context);
             }
             let blocking = p.configuration.and_then(|c| c.blocking).unwrap_or(true);
             let run = if blocking {
@@ -197,7 +200,7 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 Ok(run)
             };
             match run {
-                Ok(run) => ok(&id, Reply::Task(task_of(&run))),
+                Ok(run) => ok(&id, Reply::Task(task_of(&run, &context))),
                 Err(e) => rpc_error(&id, code::INTERNAL_ERROR, e),
             }
         }
@@ -210,10 +213,11 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 Ok(run) => run,
                 Err(r) => return rpc_error(&id, code::TASK_NOT_FOUND, r),
             };
+            let context = context_of(agent, &run).await;
             match method.as_str() {
-                "tasks/get" => ok(&id, Reply::Task(task_of(&run))),
-                "tasks/resubscribe" => stream(agent.clone(), id, run),
-                _ => cancel(agent, &id, run).await,
+                "tasks/get" => ok(&id, Reply::Task(task_of(&run, &context))),
+                "tasks/resubscribe" => stream(agent.clone(), id, run, context),
+                _ => cancel(agent, &id, run, &context).await,
             }
         }
         m if m.starts_with("tasks/pushNotificationConfig/") => rpc_error(
@@ -235,22 +239,83 @@ fn ok(id: &Value, reply: Reply) -> Response<Body> {
     whole(StatusCode::OK, &wire::success(id, reply.to_value()))
 }
 
-/// Admits the message as a wake; its heartbeat run, just created.
+/// The session of context `c`: a name under the service's parcel.
+fn session_of(context: &str) -> String {
+    format!("{SESSION_PREFIX}{context}")
+}
+
+/// What names a context's session.
+const SESSION_PREFIX: &str = "a2a-";
+
+/// Refuses a `contextId` that cannot name a session.
+fn check_context(c: &str) -> Result<(), String> {
+    match crate::submit::check_session_name(&session_of(c)) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(format!(
+            "contextId must be 1 to 120 letters, digits, `.`, `_` or `-` (it names the conversation's session here), got `{}`",
+            dispatch_core::event::shorten(c, 60)
+        )),
+    }
+}
+
+/// The context of task `run`: that of the session it ran in (runs created
+/// before contexts were kept had none: their own id).
+async fn context_of(agent: &A2aAgent, run: &Run) -> String {
+    let session = agent
+        .store
+        .run_extras(&run.id)
+        .await
+        .ok()
+        .and_then(|e| e.session);
+    session
+        .as_deref()
+        .and_then(|s| s.split_once('/'))
+        .and_then(|(_, name)| name.strip_prefix(SESSION_PREFIX))
+        .map_or_else(|| run.id.to_string(), str::to_string)
+}
+
+/// A message naming a task: a task here never waits for input (it ends
+/// completed, failed or canceled), so a conversation goes on with a new
+/// task in the same context; the error says which.
+async fn continuing(agent: &A2aAgent, id: &Value, task: &str) -> Response<Body> {
+    let run = match task_run(agent, task).await {
+        Ok(run) => run,
+        Err(r) => return rpc_error(id, code::TASK_NOT_FOUND, r),
+    };
+    let context = context_of(agent, &run).await;
+    let now = match run.state.is_terminal() {
+        true => "has ended",
+        false => "is still working and will not ask for input",
+    };
+    rpc_error(
+        id,
+        code::UNSUPPORTED_OPERATION,
+        format!(
+            "task {task} {now} ({}); continue its conversation with a new message without taskId and with contextId {context}",
+            run.status()
+        ),
+    )
+}
+
+/// Admits the message as a wake in `context`'s session; its heartbeat run,
+/// just created.
 async fn admit(
     ing: &Ingress,
     agent: &A2aAgent,
     p: &SendParams,
+    context: &str,
 ) -> Result<Run, (StatusCode, String)> {
     let (tx, rx) = oneshot::channel();
     let wake = Wake {
         reason: Reason::A2a,
         detail: json!({"a2a": {
             "message_id": p.message.message_id,
-            "context_id": p.message.context_id,
+            "context_id": context,
         }}),
         payload: input_of(&p.message),
         request: None,
         timer: None,
+        session: Some(session_of(context)),
         reply: Some(tx),
     };
     let stopping = || {
@@ -315,7 +380,7 @@ async fn follow(
 }
 
 /// `tasks/cancel`: stops the run (TERM, grace, KILL) and answers its task.
-async fn cancel(agent: &A2aAgent, id: &Value, run: Run) -> Response<Body> {
+async fn cancel(agent: &A2aAgent, id: &Value, run: Run, context: &str) -> Response<Body> {
     if run.state.is_terminal() {
         return rpc_error(
             id,
@@ -326,14 +391,14 @@ async fn cancel(agent: &A2aAgent, id: &Value, run: Run) -> Response<Body> {
     let stop = crate::stop::stop(&*agent.store, &agent.layout, &run.id, CANCEL_GRACE, false);
     let _ = tokio::time::timeout(CANCEL_GRACE * 2, stop).await;
     match agent.store.get_run(&run.id).await {
-        Ok(run) => ok(id, Reply::Task(task_of(&run))),
+        Ok(run) => ok(id, Reply::Task(task_of(&run, context))),
         Err(e) => rpc_error(id, code::INTERNAL_ERROR, e.to_string()),
     }
 }
 
 /// The task of `run` as server-sent events: the task, each change of its
 /// status, its output as an artifact, and the final status.
-fn stream(agent: Arc<A2aAgent>, id: Value, run: Run) -> Response<Body> {
+fn stream(agent: Arc<A2aAgent>, id: Value, run: Run, context: String) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let event = move |reply: Reply| {
         Bytes::from(format!(
@@ -342,14 +407,15 @@ fn stream(agent: Arc<A2aAgent>, id: Value, run: Run) -> Response<Body> {
         ))
     };
     tokio::spawn(async move {
-        let first = task_of(&run);
+        let first = task_of(&run, &context);
         if tx.send(event(Reply::Task(first))).await.is_err() {
             return;
         }
         let tx2 = tx.clone();
         let event2 = event.clone();
+        let context2 = context.clone();
         let end = follow(&*agent.store, &run, move |now| {
-            let update = StatusUpdate::new(&task_of(now), false);
+            let update = StatusUpdate::new(&task_of(now, &context2), false);
             tx2.try_send(event2(Reply::Status(update))).is_ok() || !tx2.is_closed()
         })
         .await;
@@ -357,7 +423,7 @@ fn stream(agent: Arc<A2aAgent>, id: Value, run: Run) -> Response<Body> {
         if !end.state.is_terminal() {
             return;
         }
-        let task = task_of(&end);
+        let task = task_of(&end, &context);
         for a in &task.artifacts {
             let update = ArtifactUpdate::new(&task, a.clone());
             if tx.send(event(Reply::Artifact(update))).await.is_err() {

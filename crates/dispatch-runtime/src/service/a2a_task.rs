@@ -99,7 +99,7 @@ pub(super) fn input_of(message: &Message) -> Value {
 }
 
 /// The task of heartbeat run `run`.
-pub(super) fn task_of(run: &Run) -> Task {
+pub(super) fn task_of(run: &Run, context: &str) -> Task {
     let state = state_of(run.status());
     let message = run.state.reason().map(|r| {
         Message::new(
@@ -116,7 +116,7 @@ pub(super) fn task_of(run: &Run) -> Task {
         timestamp: chrono::DateTime::from_timestamp_millis(run.updated_at)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     };
-    let mut task = Task::new(run.id.to_string(), run.id.to_string(), status);
+    let mut task = Task::new(run.id.to_string(), context.to_string(), status);
     if let Some(output) = run.output.as_ref().filter(|_| state.is_final()) {
         let part = match output {
             Value::String(s) => Part::Text { text: s.clone() },

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
 use dispatch_core::{NewEvent, Operation, RunId, Transition, now_ms};
-use dispatch_store::{Run, Store};
+use dispatch_store::{Run, Store, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::model::{Overlap, ServiceConfig};
-use crate::launch::{LaunchRequest, create, fail_unstarted};
+use crate::error::RuntimeError;
+use crate::launch::{LaunchRequest, create, create_in_session, fail_unstarted};
 use crate::layout::{Layout, ROOT_ENV};
 use crate::record::advance;
 
@@ -64,6 +65,9 @@ pub(super) struct Wake {
     pub request: Option<Value>,
     /// The timer that fired, so that a timer is never queued twice.
     pub timer: Option<usize>,
+    /// The session the heartbeat run binds (a name under the service's
+    /// parcel): an A2A context's conversation, carried from task to task.
+    pub session: Option<String>,
     pub reply: Option<oneshot::Sender<Reply>>,
 }
 
@@ -177,8 +181,18 @@ impl Core {
             origin_id: None,
             project: self.service.project.clone(),
         };
-        let run = match create(store, &self.layout, &req).await {
+        let created = match &wake.session {
+            Some(name) => create_in_session(store, &self.layout, &req, name).await,
+            None => create(store, &self.layout, &req).await,
+        };
+        let run = match created {
             Ok((run, _)) => run,
+            Err(RuntimeError::Store(StoreError::SessionBusy { run, .. })) => {
+                // One task at a time per conversation: the next waits for
+                // the caller to send it again.
+                let why = format!("its conversation is in use by task {run} until that ends");
+                return Reply::Busy(why);
+            }
             Err(e) => {
                 let why = format!("could not create the heartbeat run: {e}");
                 crate::say_warn!("[dispatch] wake {}: {why}", wake.reason.as_str());

@@ -177,6 +177,7 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             payload: run.payload.clone(),
             request: None,
             timer: None,
+            session: None,
             reply: None,
         };
         core.admit(store, &wake).await;
@@ -215,6 +216,7 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
                         payload: fire.payload.clone(),
                         request: None,
                         timer: Some(fire.index),
+                        session: None,
                         reply: None,
                     };
                     if let Reply::Busy(_) = core.admit(store, &wake).await {
@@ -308,6 +310,7 @@ async fn manual_wakes<S: Store + ?Sized>(store: &S, layout: &Layout, core: &mut 
             payload,
             request: None,
             timer: None,
+            session: None,
             reply: None,
         };
         let reply = core.admit(store, &wake).await;

@@ -219,6 +219,7 @@ async fn admit(
         payload: Value::Null,
         request: Some(request),
         timer: None,
+        session: None,
         reply: Some(tx),
     };
     let stopping = || {
