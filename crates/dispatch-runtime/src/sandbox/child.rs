@@ -252,6 +252,12 @@ pub(super) fn watch_until_exit(child: Pid, pipe: RawFd, deadline: RawFd) -> bool
     if pidfd < 0 {
         return false; // before Linux 5.3: the process's group kill is all there is
     }
+    watch_pidfd(pidfd, pipe, deadline)
+}
+
+/// [`watch_until_exit`] of the process `pidfd` refers to (any process,
+/// not only a child of this one).
+pub(super) fn watch_pidfd(pidfd: RawFd, pipe: RawFd, deadline: RawFd) -> bool {
     loop {
         let due = read_deadline(deadline);
         let now = super::tether::monotonic_now();

@@ -2,22 +2,37 @@
 //! containment group (see `crate::contain`): nothing of the run survives
 //! its supervisor, even what left the agent's process group.
 //!
-//! The spawned process (the keeper, the pid and process group the helper
-//! knows) forks the real one, which goes on to execute the program, and
-//! then does what a sandboxed run's outer process does (see
-//! [`super::child`]): it closes every descriptor but its tether's and its
-//! group's, ignores the termination signals a process group gets (the
-//! program gets them and decides), waits, and exits as the program did.
-//! When the tether's pipe hangs up (its supervisor is gone, however it
-//! died) or the run's lease deadline passes, it leaves the run's group and
-//! kills everything in it: on cgroup v1 it freezes the group, sends SIGKILL
+//! The spawned process (the pid and process group the helper knows) goes
+//! on to execute the program. Before it does, it makes the keeper *beside*
+//! it without copying anything: a process sharing its memory (`CLONE_VM`)
+//! makes the keeper the same way and exits, so the keeper is nobody's
+//! child here (init reaps it) and the program has no child it did not
+//! make; once the program executes, the spawned process's old memory is
+//! the keeper's alone. Forking the keeper instead copied the supervisor's
+//! page tables once more for every run and every unsandboxed tool call
+//! (about 1 ms of a start, issue #33). Where that cannot be — before
+//! Linux 5.3 (no pidfd), or under a supervisor that is PID 1 (a worker as
+//! a container's init, which reaps only its own children) — the spawned
+//! process forks the program and stays as its keeper, as a stage does
+//! ([`Keeper::enter_forked`]).
+//!
+//! The keeper does what a sandboxed run's outer process does (see
+//! [`super::child`]): it closes every descriptor but its tether's, its
+//! group's and the program's pidfd, ignores the termination signals a
+//! process group gets (the program gets them and decides), and waits for
+//! the program. When the tether's pipe hangs up (its supervisor is gone,
+//! however it died) or the run's lease deadline passes, it leaves the run's
+//! group and kills everything in it: on cgroup v1 it freezes the group, sends SIGKILL
 //! to every pid of `cgroup.procs` (opened afresh for each pass: v1 may hand
 //! an open descriptor a list up to a second old) and thaws it, until the
 //! group is empty; on v2 it writes `cgroup.kill`. The emptied group is
 //! removed (its record stays for recovery, which then finds nothing).
 //!
-//! The program gets a parent-death signal (the keeper's death kills it);
-//! the keeper has none: it must outlive its supervisor to do its work.
+//! A forked keeper's program gets a parent-death signal (the keeper's
+//! death kills it); the keeper has none: it must outlive its supervisor to
+//! do its work. A program beside its keeper has none either (its parent is
+//! a thread of the supervisor, whose exit would fire it): the keeper kills
+//! it when the supervisor dies, and a `stop` kills both, in one group.
 //!
 //! What lives outside the group — a container the container courier's
 //! client asked its runtime for, which the runtime's monitor keeps — is
@@ -33,6 +48,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +111,58 @@ const PIPE: RawFd = 0;
 const DEADLINE: RawFd = 1;
 const STOP: RawFd = 2;
 const OUT: RawFd = 3;
+/// The program's pidfd, for a keeper beside it.
+const PIDFD: RawFd = 4;
+
+/// What the short-lived process and the keeper beside the program run on:
+/// their stacks, and the keeper and pidfd they are for. Only processes a
+/// spawned child makes use them, each in that child's own copy of this
+/// memory (the supervisor never does), so they never share it.
+const FIRST_STACK: usize = 16 << 10;
+const KEEPER_STACK: usize = 112 << 10;
+
+#[repr(C, align(16))]
+struct Stacks(UnsafeCell<[u8; FIRST_STACK + KEEPER_STACK]>);
+
+// SAFETY: see above: in any one memory, one process at a time runs on
+// each stack, and the supervisor's copy is never touched.
+unsafe impl Sync for Stacks {}
+
+static STACKS: Stacks = Stacks(UnsafeCell::new([0; FIRST_STACK + KEEPER_STACK]));
+static BESIDE_KEEPER: AtomicPtr<Keeper> = AtomicPtr::new(std::ptr::null_mut());
+static BESIDE_PIDFD: AtomicI32 = AtomicI32::new(-1);
+
+/// The top of the stack `[from, from + len)` of [`STACKS`] (stacks grow down).
+fn stack_top(from: usize, len: usize) -> *mut libc::c_void {
+    // SAFETY: `from + len` is within the array, a multiple of 16 from its
+    // 16-aligned start.
+    unsafe { STACKS.0.get().cast::<u8>().add(from + len).cast() }
+}
+
+/// The short-lived process: makes the keeper beside the program (sharing
+/// the memory again) and exits 0, or 1 when it could not.
+extern "C" fn first(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: as `enter_beside`'s clone: the keeper runs on its own stack.
+    let keeper = unsafe {
+        libc::clone(
+            keeper_main,
+            stack_top(FIRST_STACK, KEEPER_STACK),
+            libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        )
+    };
+    libc::c_int::from(keeper < 0)
+}
+
+/// The keeper beside the program.
+extern "C" fn keeper_main(_: *mut libc::c_void) -> libc::c_int {
+    let this = BESIDE_KEEPER.load(Ordering::SeqCst);
+    // SAFETY: the spawned child set it to its keeper before it made this
+    // process; the memory it points into is this process's own once the
+    // child executes the program, and nothing frees it.
+    let keeper = unsafe { &*this };
+    keeper.keep_beside(BESIDE_PIDFD.load(Ordering::SeqCst))
+}
 
 impl Keeper {
     /// A keeper for the processes of group `dir`, tethered to this process
@@ -195,8 +264,24 @@ impl Keeper {
 
     /// Runs in the spawned child (`pre_exec`), after it entered the group:
     /// returns in the process that is to execute the program; the keeper
-    /// never returns.
+    /// never returns. The keeper is made beside the program where it can
+    /// be ([`Keeper::enter_beside`]: no copy of this process's memory),
+    /// else it is this process, which forks the program.
     pub(crate) fn enter(&self) -> io::Result<()> {
+        // A keeper beside the program is an orphan once made: where this
+        // process's parent is PID 1 (a worker as a container's init), it
+        // would be the supervisor's to reap, which reaps only its own.
+        // SAFETY: getppid(2) takes nothing.
+        if unsafe { libc::getppid() } != 1 && self.enter_beside()? {
+            return Ok(());
+        }
+        self.enter_forked()
+    }
+
+    /// The keeper as the program's parent: this process forks the program
+    /// and stays (one copy of its memory more: what a stage does, whose
+    /// memory is small and whose pid the worker knows as the keeper's).
+    pub(super) fn enter_forked(&self) -> io::Result<()> {
         // SAFETY: async-signal-safe from here on (see the module docs).
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             nix::unistd::ForkResult::Child => {
@@ -219,6 +304,81 @@ impl Keeper {
                 super::child::exit_as(child)
             }
         }
+    }
+
+    /// The keeper beside the program: this process (which goes on to
+    /// execute the program) makes a short-lived process sharing its memory
+    /// (`CLONE_VM`, so nothing is copied), which makes the keeper the same
+    /// way and exits; this process reaps it. The keeper is then nobody's
+    /// child here (init reaps it), the program has no child it did not
+    /// make, and once the program executes, the memory of this process is
+    /// the keeper's alone. The keeper watches the program through a pidfd.
+    /// `false` where pidfds are missing (before Linux 5.3).
+    fn enter_beside(&self) -> io::Result<bool> {
+        // SAFETY: getpid(2) and pidfd_open(2) take plain integers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as RawFd;
+        if pidfd < 0 {
+            return Ok(false);
+        }
+        BESIDE_KEEPER.store(std::ptr::from_ref(self).cast_mut(), Ordering::SeqCst);
+        BESIDE_PIDFD.store(pidfd, Ordering::SeqCst);
+        // SAFETY: the new process runs `first` on its own stack (see
+        // `Stacks`) in this process's memory, and only makes the keeper
+        // (below) and exits; this process waits for it.
+        let first = unsafe {
+            libc::clone(
+                first,
+                stack_top(0, FIRST_STACK),
+                libc::CLONE_VM | libc::SIGCHLD,
+                std::ptr::null_mut(),
+            )
+        };
+        let made = first > 0 && {
+            let mut status = -1;
+            // SAFETY: waitpid(2) of the process just made, into a local.
+            while unsafe { libc::waitpid(first, &mut status, 0) } < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        };
+        // SAFETY: close(2) of the pidfd opened above (the keeper has its own).
+        unsafe { libc::close(pidfd) };
+        match made {
+            true => Ok(true),
+            false => Err(io::Error::other("cannot start the run's keeper")),
+        }
+    }
+
+    /// The keeper beside the program (`pidfd`): until the program exits,
+    /// or the tether hangs up or its deadline passes, which kill the group.
+    fn keep_beside(&self, pidfd: RawFd) -> ! {
+        let (pipe, deadline) = self.tether.fds();
+        settle(&[
+            pipe,
+            deadline,
+            self.stop.as_raw_fd(),
+            self.out.as_raw_fd(),
+            pidfd,
+        ]);
+        super::child::ignore_group_signals();
+        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) {
+            self.kill_group();
+            // On v2 a RESOURCES group took the program out of the run's:
+            // it dies anyway.
+            // SAFETY: pidfd_send_signal(2) on the pidfd this process holds.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    PIDFD,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            self.epilogue();
+        }
+        // SAFETY: _exit(2) ends the process without running any user code.
+        unsafe { libc::_exit(0) }
     }
 
     /// Leaves the run's group and kills everything in it.
@@ -333,7 +493,7 @@ impl Keeper {
 /// Moves `fds` to 0, 1, 2, … (through copies above them, so no move
 /// overwrites one still to be made) and closes every other descriptor.
 fn settle(fds: &[RawFd]) {
-    let mut high = [0; 4];
+    let mut high = [0; 5];
     for (i, fd) in fds.iter().enumerate().take(high.len()) {
         // SAFETY: fcntl(2) F_DUPFD on a descriptor this process holds.
         high[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD, 16) };

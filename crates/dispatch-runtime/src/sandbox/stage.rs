@@ -479,7 +479,7 @@ fn stage() -> io::Result<std::convert::Infallible> {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(io::Error::from)?;
             if let Some(k) = &keeper {
-                k.enter()?;
+                k.enter_forked()?;
             }
             if let Some(s) = &steps {
                 super::child::enter(s)?;
