@@ -76,6 +76,7 @@ mod policy;
 mod policy_review;
 mod policy_review_dashboard;
 mod projects;
+mod projects_browser;
 mod projects_dashboard;
 mod prune_filter;
 mod py_sdk;

@@ -43,12 +43,12 @@
 //! Everything after the fork is async-signal-safe: raw system calls on
 //! descriptors opened and paths made before it, no allocation.
 
+use std::cell::UnsafeCell;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::sync::{Arc, OnceLock};
 

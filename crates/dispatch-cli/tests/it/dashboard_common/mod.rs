@@ -210,6 +210,12 @@ impl Browser {
         self.cmd("GET", "/cookie", None)
     }
 
+    /// Forgets every cookie of the current page's site (a logout without
+    /// the server's help: the next page asks for a token again).
+    pub fn clear_cookies(&self) {
+        self.cmd("DELETE", "/cookie", None);
+    }
+
     pub fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
