@@ -46,7 +46,7 @@ pub use model::check_base_url;
 
 use lex::{
     check_name, check_url, env_name, expected, logical_lines, nearest_directive, norm_rel,
-    parse_command, parse_copy, parse_retry, parse_u64, positive, split_args, unquote, usage,
+    parse_command, parse_copy, parse_retry, positive, split_args, unquote, usage,
 };
 
 /// An Agentfile that could not be parsed (or built: a SKILL file that is missing, …).
@@ -175,28 +175,10 @@ pub fn parse(text: &str) -> Result<Agentfile, AgentfileError> {
     p.finish(text.lines().count().max(last_line).max(1))
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or plain seconds. Returns ms.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "invalid duration `{text}` (hint: use a number with a unit, e.g. `500ms`, `30s`, `5m`, `2h`)"
-        )
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n = parse_u64(digits).ok_or_else(bad)?;
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
+/// An Agentfile duration, in ms: [`crate::units`]' grammar, a bare number
+/// being seconds as it always was here.
+pub(crate) fn duration_ms(text: &str) -> Result<u64, String> {
+    crate::units::parse_duration_ms_or_seconds(text).map_err(|e| e.to_string())
 }
 
 struct Parser {

@@ -175,13 +175,13 @@ fn retry_defaults_and_single_backoff() {
 
 #[test]
 fn durations() {
-    assert_eq!(parse_duration_ms("500ms"), Ok(500));
-    assert_eq!(parse_duration_ms("30s"), Ok(30_000));
-    assert_eq!(parse_duration_ms("5m"), Ok(300_000));
-    assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-    assert_eq!(parse_duration_ms("90"), Ok(90_000));
+    assert_eq!(duration_ms("500ms"), Ok(500));
+    assert_eq!(duration_ms("30s"), Ok(30_000));
+    assert_eq!(duration_ms("5m"), Ok(300_000));
+    assert_eq!(duration_ms("2h"), Ok(7_200_000));
+    assert_eq!(duration_ms("90"), Ok(90_000));
     for bad in ["", "s", "5x", "1.5s", "-1s", "99999999999999999999h"] {
-        assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        assert!(duration_ms(bad).is_err(), "{bad}");
     }
 }
 

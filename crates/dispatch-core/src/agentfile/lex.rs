@@ -2,7 +2,7 @@
 //! quoting, names, numbers, paths, and the argument forms of COMMAND, COPY,
 //! RETRY and REQUIRES.
 
-use super::{ALIASES, CopySpec, DIRECTIVES, MAX_NAME_LEN, parse_duration_ms};
+use super::{ALIASES, CopySpec, DIRECTIVES, MAX_NAME_LEN, duration_ms};
 use crate::parcel::RetryPolicy;
 
 /// Joins continued lines and drops blanks and comments: `(first line number, text)`.
@@ -241,8 +241,8 @@ pub(super) fn parse_retry(args: &[String], rest: &str) -> Result<RetryPolicy, St
     match backoff.map(|b| (b, b.split_once(".."))) {
         None => {}
         Some((_, Some((i, m)))) => {
-            initial = parse_duration_ms(i)?;
-            max = parse_duration_ms(m)?;
+            initial = duration_ms(i)?;
+            max = duration_ms(m)?;
             if initial > max {
                 return Err(format!(
                     "RETRY BACKOFF initial `{i}` is longer than max `{m}` (hint: `RETRY 3 BACKOFF 1s..30s`)"
@@ -250,7 +250,7 @@ pub(super) fn parse_retry(args: &[String], rest: &str) -> Result<RetryPolicy, St
             }
         }
         Some((b, None)) => {
-            initial = parse_duration_ms(b)?;
+            initial = duration_ms(b)?;
             max = max.max(initial);
         }
     }

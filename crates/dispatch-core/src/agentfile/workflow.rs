@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::lex::{check_name, expected};
-use super::{AgentfileError, parse_duration_ms};
+use super::{AgentfileError, duration_ms};
 use crate::parcel::Manifest;
 use crate::workflow::{self, Aggregate, Coordinator, Lines, Member, Route, Workflow};
 
@@ -131,7 +131,7 @@ impl Decl {
     /// `TIMEOUT AGENT <duration>`.
     pub(super) fn timeout(&mut self, line: usize, d: &str) -> Result<(), String> {
         self.note(line, "TIMEOUT AGENT");
-        let ms = parse_duration_ms(d)?;
+        let ms = duration_ms(d)?;
         if ms == 0 {
             return Err("TIMEOUT AGENT must be greater than zero".into());
         }
