@@ -1,5 +1,5 @@
 use super::*;
-use crate::parcel::RetryPolicy;
+use crate::parcel::{Requirement, RetryPolicy};
 use proptest::prelude::*;
 
 pub(super) fn ok(text: &str) -> Agentfile {
@@ -436,7 +436,7 @@ proptest! {
     #[test]
     fn parse_never_panics_on_directive_soup(
         lines in proptest::collection::vec(
-            (proptest::sample::select(DIRECTIVES.iter().map(|d| d.0).collect::<Vec<_>>()),
+            (proptest::sample::select(DIRECTIVES.iter().map(|d| d.name).collect::<Vec<_>>()),
              "[ a-zA-Z0-9_=\"'\\\\\\[\\]/.:,$*-]{0,24}"),
             0..12,
         )
