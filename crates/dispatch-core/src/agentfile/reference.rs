@@ -49,7 +49,9 @@ pub fn reference_markdown() -> String {
          variables, notification and retention settings:\n\n\
          - **size**: {}. `K`, `M`, `G`, `T` are binary (`1G` = 1024M = 2^30 bytes), \
          and `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`, `TB`/`TiB` mean the same; case does not matter; above zero.\n\
-         - **duration**: {}; case does not matter. In an Agentfile a bare number is seconds.\n",
+         - **duration**: {}; case does not matter. A bare number is seconds where an older Dispatch read it so \
+         (Agentfile durations, run policies such as `--step-timeout` and `--backoff`, `--queue-timeout`, `--expires`, \
+         eval and skill timeouts); elsewhere (`--since`, `--older-than`, `--retention`, notification settings) a unit is required.\n",
         cell(SIZE_FORMS),
         cell(DURATION_FORMS)
     ));
