@@ -43,6 +43,7 @@ mod secret;
 mod timeouts;
 mod tool;
 mod upstream;
+mod upstream_forms;
 mod workflow;
 
 pub use directives::DIRECTIVES;

@@ -1,13 +1,15 @@
 //! The Agentfile directive registry's data: one entry per directive (see
 //! [`super::directives`] for what each field means and who reads it).
 //!
-//! Adding a directive is adding an entry here (and its parser function in
-//! `handlers.rs`); the parser, the build errors, `docs/reference/agentfile.md`,
-//! the table of `docs/agentfile-compat.md` and the shell completions of
-//! `dispatch reference agentfile` follow.
+//! Adding a directive is adding an entry here (with its parser function in
+//! `handlers.rs` and, for an upstream directive, its rows in
+//! `upstream_forms.rs`); the parser, the build errors,
+//! `docs/reference/agentfile.md`, the table of `docs/agentfile-compat.md` and
+//! the shell completions of `dispatch reference agentfile` follow.
 
-use super::directives::{Args, Directive, Form, Parse, Upstream};
+use super::directives::{Args, Directive, Parse, Upstream};
 use super::handlers as h;
+use super::upstream_forms as f;
 
 /// Every directive, in the order the reference page lists them.
 pub const DIRECTIVES: &[Directive] = &[
@@ -21,18 +23,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a courier (`process`, `agent`, `dispatch/wasm`, `noop`, `image <ref>`)",
         example: "FROM process",
         parse: Parse::With(h::from),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`FROM dispatch/native[:tag]`",
-                upstream: "the native courier",
-                here: "supported (= `FROM agent`)",
-            },
-            Form {
-                form: "`FROM dispatch/wasm`",
-                upstream: "a WebAssembly guest component against the `dispatch:courier@0.0.1` WIT ABI, run by the WASM courier",
-                here: "supported: the component runs under wasmtime with upstream's host functions (`model-complete`, `invoke-tool`, `memory-*`) and exports (`open-session`, `handle-operation`); the MODEL, TOOL, LIMIT and TIMEOUT lines mean what they mean for `FROM agent`; WASI grants only the ENV lines and the run's workspace. A core module or a missing file is refused at build. See [wasm.md](wasm.md)",
-            },
-        ]),
+        upstream: Upstream::Forms(f::FROM_FORMS),
     },
     Directive {
         name: "NAME",
@@ -71,11 +62,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "`job`, `heartbeat` or `chat`",
         example: "ENTRYPOINT job",
         parse: Parse::With(h::entrypoint),
-        upstream: Upstream::Forms(&[Form {
-            form: "`ENTRYPOINT chat|job|heartbeat`",
-            upstream: "as ours",
-            here: "supported",
-        }]),
+        upstream: Upstream::Forms(f::ENTRYPOINT_FORMS),
     },
     Directive {
         name: "COMMAND",
@@ -123,11 +110,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a source and an optional destination",
         example: "COPY agent.sh bin/",
         parse: Parse::With(h::copy),
-        upstream: Upstream::Forms(&[Form {
-            form: "`COPY`",
-            upstream: "files into the parcel",
-            here: "supported",
-        }]),
+        upstream: Upstream::Forms(f::COPY_FORMS),
     },
     Directive {
         name: "ADD",
@@ -139,11 +122,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a source and an optional destination (as COPY; no URLs)",
         example: "ADD refs/ refs/",
         parse: Parse::With(h::add),
-        upstream: Upstream::Forms(&[Form {
-            form: "`ADD <src> [dest]`",
-            upstream: "reserved for remote/archive expansion; behaves as COPY",
-            here: "supported as COPY for local paths; a URL is refused (download it and COPY it, so the digest covers it)",
-        }]),
+        upstream: Upstream::Forms(f::ADD_FORMS),
     },
     Directive {
         name: "IDENTITY",
@@ -152,11 +131,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a file or text",
         example: "IDENTITY identity.md",
         parse: Parse::With(h::identity),
-        upstream: Upstream::Forms(&[Form {
-            form: "`IDENTITY <file or text>`",
-            upstream: "instruction files / inline text",
-            here: "supported",
-        }]),
+        upstream: Upstream::Forms(f::IDENTITY_FORMS),
     },
     Directive {
         name: "SOUL",
@@ -165,11 +140,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a file or text",
         example: "SOUL soul.md",
         parse: Parse::With(h::soul),
-        upstream: Upstream::Forms(&[Form {
-            form: "`SOUL <file or text>`",
-            upstream: "instruction files / inline text",
-            here: "supported",
-        }]),
+        upstream: Upstream::Forms(f::SOUL_FORMS),
     },
     Directive {
         name: "SKILL",
@@ -178,28 +149,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "one or more files",
         example: "SKILL skills/review.md",
         parse: Parse::With(h::skill),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`SKILL <file>`",
-                upstream: "a skill's instructions",
-                here: "supported",
-            },
-            Form {
-                form: "`SKILL <dir>`",
-                upstream: "an [Agent Skills](https://agentskills.io/specification) bundle: `SKILL.md` with YAML frontmatter (`name`, `description`), the rest packaged",
-                here: "supported: the directory is copied into the parcel at the same path, the frontmatter is stripped, the body (after the description) goes into the prompt with the bundle's path; the agent reads the bundle's other files with the `read_skill_file` built-in, added to a native agent's tools with the first bundle. A bundle without `SKILL.md`, or whose frontmatter lacks `name`/`description`, is refused naming the SKILL line",
-            },
-            Form {
-                form: "`dispatch skill ls|inspect <parcel> [name]`",
-                upstream: "— (upstream has `skill validate|run`)",
-                here: "lists a parcel's skills (name, files, sidecar tools, description) or shows one with its instructions; `--format json`. The parcel is an Agentfile directory (built first) or a built parcel's name or digest",
-            },
-            Form {
-                form: "`skill.toml` sidecar (or `metadata.dispatch-manifest`)",
-                upstream: "`[[tools]]` become local tools; `entrypoint` is the default",
-                here: "supported: `name`, `script`, `schema`, `description`, `risk`, `approval`, `timeout`; a TOOL line of the same name wins; two skills declaring one name are refused. `entrypoint` applies when the Agentfile has no ENTRYPOINT",
-            },
-        ]),
+        upstream: Upstream::Forms(f::SKILL_FORMS),
     },
     Directive {
         name: "PROMPT",
@@ -208,11 +158,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a file or text",
         example: "PROMPT prompts/task.md",
         parse: Parse::With(h::prompt),
-        upstream: Upstream::Forms(&[Form {
-            form: "`PROMPT <file or text>`",
-            upstream: "instruction files / inline text",
-            here: "supported",
-        }]),
+        upstream: Upstream::Forms(f::PROMPT_FORMS),
     },
     Directive {
         name: "USER",
@@ -221,11 +167,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a file or text: the operator's context",
         example: "USER USER.md",
         parse: Parse::With(h::user),
-        upstream: Upstream::Forms(&[Form {
-            form: "`USER <file>`",
-            upstream: "operator context (instruction file)",
-            here: "supported: prompt section `# User`",
-        }]),
+        upstream: Upstream::Forms(f::USER_FORMS),
     },
     Directive {
         name: "TOOLS",
@@ -234,11 +176,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a file or text: guidance on using the tools",
         example: "TOOLS TOOLS.md",
         parse: Parse::With(h::tools),
-        upstream: Upstream::Forms(&[Form {
-            form: "`TOOLS <file>`",
-            upstream: "tool guidance (instruction file)",
-            here: "supported: prompt section `# Tools`",
-        }]),
+        upstream: Upstream::Forms(f::TOOLS_FORMS),
     },
     Directive {
         name: "MEMORY",
@@ -247,11 +185,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "POLICY and a file or text",
         example: "MEMORY POLICY MEMORY.md",
         parse: Parse::With(h::memory),
-        upstream: Upstream::Forms(&[Form {
-            form: "`MEMORY POLICY <file>`",
-            upstream: "memory policy (instruction file)",
-            here: "supported: `# Memory policy`. Any other `MEMORY` form is refused",
-        }]),
+        upstream: Upstream::Forms(f::MEMORY_FORMS),
     },
     Directive {
         name: "HEARTBEAT",
@@ -260,11 +194,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "FILE and a file or text (with ENTRYPOINT heartbeat)",
         example: "HEARTBEAT FILE HEARTBEAT.md",
         parse: Parse::With(h::heartbeat),
-        upstream: Upstream::Forms(&[Form {
-            form: "`HEARTBEAT FILE <file>`",
-            upstream: "heartbeat instructions; needs `ENTRYPOINT heartbeat`",
-            here: "supported; refused without `ENTRYPOINT heartbeat`",
-        }]),
+        upstream: Upstream::Forms(f::HEARTBEAT_FORMS),
     },
     Directive {
         name: "MOUNT",
@@ -276,43 +206,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "SESSION sqlite, MEMORY sqlite|none or ARTIFACTS local",
         example: "MOUNT MEMORY sqlite",
         parse: Parse::With(h::mount),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`MOUNT SESSION sqlite`",
-                upstream: "a durable session",
-                here: "supported: sessions and checkpoints are in the run database (SQLite locally, PostgreSQL in a cluster)",
-            },
-            Form {
-                form: "`MOUNT SESSION memory|postgres`, other drivers",
-                upstream: "non-durable / remote session stores",
-                here: "refused",
-            },
-            Form {
-                form: "`MOUNT MEMORY sqlite`",
-                upstream: "durable memory for the memory built-ins",
-                here: "supported",
-            },
-            Form {
-                form: "`MOUNT MEMORY none`",
-                upstream: "no memory",
-                here: "supported: a `memory_*` built-in is then refused at build",
-            },
-            Form {
-                form: "`MOUNT MEMORY pgvector`",
-                upstream: "vector memory",
-                here: "refused",
-            },
-            Form {
-                form: "`MOUNT ARTIFACTS local`",
-                upstream: "a local artifacts directory",
-                here: "supported: `DISPATCH_ARTIFACTS`, collected with their sha256",
-            },
-            Form {
-                form: "`MOUNT ARTIFACTS s3`",
-                upstream: "remote artifacts",
-                here: "refused",
-            },
-        ]),
+        upstream: Upstream::Forms(f::MOUNT_FORMS),
     },
     Directive {
         name: "VISIBILITY",
@@ -321,11 +215,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "`open` or `opaque` (advisory)",
         example: "VISIBILITY open",
         parse: Parse::With(h::visibility),
-        upstream: Upstream::Forms(&[Form {
-            form: "`VISIBILITY open|opaque`",
-            upstream: "stored in the manifest; no behaviour in upstream's reference courier",
-            here: "supported as advisory metadata",
-        }]),
+        upstream: Upstream::Forms(f::VISIBILITY_FORMS),
     },
     Directive {
         name: "ROUTING",
@@ -334,11 +224,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "`balanced`, `deep` or `fast` (advisory)",
         example: "ROUTING balanced",
         parse: Parse::With(h::routing),
-        upstream: Upstream::Forms(&[Form {
-            form: "`ROUTING balanced|deep|fast`",
-            upstream: "stored metadata, not enforced upstream",
-            here: "supported as advisory metadata",
-        }]),
+        upstream: Upstream::Forms(f::ROUTING_FORMS),
     },
     Directive {
         name: "FRAMEWORK",
@@ -347,11 +233,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a name and optional VERSION, TARGET (advisory)",
         example: "FRAMEWORK adk-rust VERSION 0.5.0",
         parse: Parse::With(h::framework),
-        upstream: Upstream::Forms(&[Form {
-            form: "`FRAMEWORK <name> [VERSION v] [TARGET t]`",
-            upstream: "authoring provenance, informational",
-            here: "supported as advisory metadata",
-        }]),
+        upstream: Upstream::Forms(f::FRAMEWORK_FORMS),
     },
     Directive {
         name: "COMPONENT",
@@ -363,11 +245,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a WebAssembly component file (with `FROM dispatch/wasm`)",
         example: "COMPONENT components/agent.wasm",
         parse: Parse::With(h::component),
-        upstream: Upstream::Forms(&[Form {
-            form: "`COMPONENT <file>`",
-            upstream: "the WebAssembly guest component of `FROM dispatch/wasm`",
-            here: "supported (see `FROM dispatch/wasm`); a core module or a missing file is refused at build",
-        }]),
+        upstream: Upstream::Forms(f::COMPONENT_FORMS),
     },
     Directive {
         name: "COMPACTION",
@@ -376,11 +254,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a number of events and an optional OVERLAP (advisory)",
         example: "COMPACTION 200 OVERLAP 32",
         parse: Parse::With(h::compaction),
-        upstream: Upstream::Forms(&[Form {
-            form: "`COMPACTION <n> [OVERLAP m]`",
-            upstream: "framework-neutral compaction hint, not imposed upstream",
-            here: "supported as advisory metadata (our own compaction is `LIMIT CONTEXT_TOKENS`)",
-        }]),
+        upstream: Upstream::Forms(f::COMPACTION_FORMS),
     },
     Directive {
         name: "TIMEOUT",
@@ -392,18 +266,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "[RUN|STEP|LLM|TOOL] and a duration",
         example: "TIMEOUT RUN 30m",
         parse: Parse::With(h::timeout),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`TIMEOUT RUN`, `TIMEOUT LLM`",
-                upstream: "as ours",
-                here: "supported (RUN ends a running attempt here, which upstream does not)",
-            },
-            Form {
-                form: "`TIMEOUT TOOL <d>`",
-                upstream: "the timeout of host-executed tools",
-                here: "supported: every tool whose TOOL line sets no TIMEOUT",
-            },
-        ]),
+        upstream: Upstream::Forms(f::TIMEOUT_FORMS),
     },
     Directive {
         name: "RETRY",
@@ -424,18 +287,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "TOKENS <n> or COST <usd> (optionally followed by SOFT), or ITERATIONS, TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n> (OUTPUT_TOKENS optionally followed by ALLOW_TRUNCATION), or TOOL_OUTPUT <size>",
         example: "LIMIT COST 2.50 SOFT",
         parse: Parse::With(h::limit),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`LIMIT ITERATIONS <n>`",
-                upstream: "parsed, not enforced upstream",
-                here: "supported: at most n model calls per run; a model that asks for tools on the n-th call fails the run (`iterations_exceeded … (LIMIT ITERATIONS n)`)",
-            },
-            Form {
-                form: "`LIMIT TOOL_CALLS`, `TOOL_ROUNDS`, `TOOL_OUTPUT`, `CONTEXT_TOKENS`",
-                upstream: "as ours",
-                here: "supported",
-            },
-        ]),
+        upstream: Upstream::Forms(f::LIMIT_FORMS),
     },
     Directive {
         name: "TOOL",
@@ -444,73 +296,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
         example: "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json",
         parse: Parse::With(h::tool),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`TOOL LOCAL … AS, DESCRIPTION, SCHEMA, RISK`",
-                upstream: "a local program",
-                here: "supported",
-            },
-            Form {
-                form: "`TOOL LOCAL … USING <cmd> [args]`",
-                upstream: "the interpreter that runs the program",
-                here: "supported (`USING python3 -u` runs `python3 -u <program>`); refused with `TOOL_SANDBOX`",
-            },
-            Form {
-                form: "`APPROVAL never|confirm`",
-                upstream: "as ours",
-                here: "supported",
-            },
-            Form {
-                form: "`APPROVAL always`",
-                upstream: "upstream's reference courier runs it without asking",
-                here: "**supported differently**: here every call waits for a decision",
-            },
-            Form {
-                form: "`APPROVAL audit`",
-                upstream: "runs without asking, for the audit trail",
-                here: "supported: runs at once; its `tool_call` event carries `approval: {policy: \"audit\", decision: \"approve\", by: \"audit policy\"}`",
-            },
-            Form {
-                form: "`TOOL BUILTIN system_time`",
-                upstream: "the current time",
-                here: "supported: `{\"utc\": RFC 3339, \"unix_ms\": …}`",
-            },
-            Form {
-                form: "`TOOL BUILTIN memory_get/put/list/delete`, `memory_list_range`, `memory_delete_range`, `memory_put_many`",
-                upstream: "key/value memory with an optional `namespace`",
-                here: "supported; the memory is in the run database, scoped to the session (else the parcel); `namespace` keys are `namespace/key`",
-            },
-            Form {
-                form: "`TOOL BUILTIN checkpoint_put/get/list/delete`",
-                upstream: "named session checkpoints",
-                here: "supported: durable, in the run database, scoped to the session (else the parcel)",
-            },
-            Form {
-                form: "`TOOL BUILTIN human_approval`",
-                upstream: "a request for a human decision",
-                here: "supported: every call waits for a decision through the run's approvals (`dispatch approve|deny`), whatever its APPROVAL says; a denial is what the model is told",
-            },
-            Form {
-                form: "`TOOL BUILTIN web_search`",
-                upstream: "live web search (declarative upstream: no courier implements it)",
-                here: "supported through the provider's hosted search (OpenAI Responses `web_search`, Anthropic `web_search_20250305`, Gemini `google_search`), each search recorded as a `tool_call` by the provider; refused at build when a MODEL or FALLBACK's provider has none, or with `APPROVAL always|confirm` or `TIMEOUT` ([tools guide](guide/tools.md))",
-            },
-            Form {
-                form: "any other unknown built-in (`topic_lookup`, …)",
-                upstream: "—",
-                here: "refused, listing the built-ins",
-            },
-            Form {
-                form: "`TOOL MCP <name>` without `COMMAND`/`URL`",
-                upstream: "a named server",
-                here: "refused: say how to reach it (`COMMAND \"…\"` or `URL …`)",
-            },
-            Form {
-                form: "`TOOL A2A <name> URL <url>` with `DISCOVERY auto|card|direct`, `AUTH bearer|header|basic`, `EXPECT_AGENT_NAME`, `EXPECT_CARD_SHA256`, `SCHEMA`, `APPROVAL`, `RISK`, `DESCRIPTION`, `TIMEOUT`",
-                upstream: "a remote agent over A2A, with its trust policy",
-                here: "supported, with upstream's trust rules; streams when the card says so, and cancels a task that outlives `TIMEOUT` ([below](#tool-a2a))",
-            },
-        ]),
+        upstream: Upstream::Forms(f::TOOL_FORMS),
     },
     Directive {
         name: "MODEL",
@@ -519,23 +305,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a model name and optional PROVIDER (openai, openai_chat, anthropic, gemini, openai_compatible, claude, codex), BASE_URL, KEY",
         example: "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY",
         parse: Parse::With(h::model),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`MODEL`, `FALLBACK` with `PROVIDER openai|anthropic|gemini|openai_compatible`",
-                upstream: "hosted models",
-                here: "supported ([providers.md](providers.md)); `openai` is the Responses API, as upstream",
-            },
-            Form {
-                form: "`PROVIDER claude` / `PROVIDER codex`",
-                upstream: "the local `claude` CLI / `codex app-server` as the model backend, ambient tools denied",
-                here: "**supported differently**: the CLI runs headless (`claude -p --output-format stream-json`, `codex exec --json`) as the whole loop with its own tools in the run's workspace and sandbox; its calls, tool calls and usage are the run's events ([providers.md](providers.md#local-coding-agent-clis-provider-claude-and-provider-codex)). FALLBACK, TOOL lines and per-call limits with them are refused by line",
-            },
-            Form {
-                form: "`--reasoning-effort=`, `--persist-thread=` model options",
-                upstream: "effort forwarded to the CLI; thread persistence",
-                here: "supported for `claude`/`codex` (plus `--permission-mode=`, `--sandbox=`); the session's history is given to the CLI each turn, whichever `--persist-thread`. On other providers refused (write `REASONING effort …`)",
-            },
-        ]),
+        upstream: Upstream::Forms(f::MODEL_FORMS),
     },
     Directive {
         name: "FALLBACK",
@@ -544,11 +314,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "a model name and optional PROVIDER, BASE_URL, KEY",
         example: "FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY",
         parse: Parse::With(h::fallback),
-        upstream: Upstream::Forms(&[Form {
-            form: "`FALLBACK <model> [PROVIDER p]`",
-            upstream: "fallback models, tried in declaration order when the primary hosted-model request fails before producing a reply",
-            here: "supported, with the providers of MODEL",
-        }]),
+        upstream: Upstream::Forms(f::FALLBACK_FORMS),
     },
     Directive {
         name: "REASONING",
@@ -683,18 +449,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "`none`, `bridge` or `host` (containers)",
         example: "NETWORK none",
         parse: Parse::With(h::network),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`NETWORK none`",
-                upstream: "no network",
-                here: "supported for containers (`FROM image`, `TOOL_SANDBOX`), as before",
-            },
-            Form {
-                form: "`NETWORK allow <host>`, `NETWORK publishers-only`",
-                upstream: "per-host egress policy",
-                here: "refused: Dispatch has no per-host egress filter",
-            },
-        ]),
+        upstream: Upstream::Forms(f::NETWORK_FORMS),
     },
     Directive {
         name: "TOOL_SANDBOX",
@@ -712,18 +467,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "one or more case files for `dispatch eval`",
         example: "EVAL evals/smoke.toml",
         parse: Parse::With(h::eval),
-        upstream: Upstream::Forms(&[
-            Form {
-                form: "`EVAL <file>`",
-                upstream: "packaged eval cases (`name`, `input`, `expects_*`; one case or `[[cases]]`)",
-                here: "supported: `dispatch eval` reads upstream's files as well as ours ([evals.md](evals.md#upstream-dispatchs-eval-files)): `input` is the payload; `expects_tool(s)` → tools called; `expects_no_tool`, `expects_tool_count` → the number of tool calls; `expects_text_contains|exact|not_contains` → the answer's text; `expects_error_contains` → the run failed, its reason holding the text. `expects_tool_stdout_*`, `expects_tool_stderr_contains`, `expects_tool_exit_code`, `expects_a2a_endpoint` and `entrypoint` are refused naming the key: a tool call's record here is what the model was told, not its process's streams, and each case runs the parcel's ENTRYPOINT",
-            },
-            Form {
-                form: "`EVAL <file> REQUIRED`",
-                upstream: "a required eval",
-                here: "supported: every EVAL file is required here (`dispatch eval` exits 1 when any case fails)",
-            },
-        ]),
+        upstream: Upstream::Forms(f::EVAL_FORMS),
     },
     Directive {
         name: "AGENT",
@@ -765,11 +509,7 @@ pub const DIRECTIVES: &[Directive] = &[
         expects: "member names in order (workflows), or a file of operating procedures",
         example: "AGENTS extractor transformer",
         parse: Parse::With(h::agents),
-        upstream: Upstream::Forms(&[Form {
-            form: "`AGENTS <file>`",
-            upstream: "operating procedures (instruction file)",
-            here: "supported outside `FROM workflow` (in a workflow, `AGENTS` still lists the members)",
-        }]),
+        upstream: Upstream::Forms(f::AGENTS_FORMS),
     },
     Directive {
         name: "AGGREGATE",
@@ -819,10 +559,6 @@ pub const DIRECTIVES: &[Directive] = &[
         parse: Parse::Refused(
             "TEST tool:<alias> smoke tests are not supported (hint: write an EVAL case file whose case calls the tool, and run it with `dispatch eval`)",
         ),
-        upstream: Upstream::Forms(&[Form {
-            form: "`TEST tool:<alias>`",
-            upstream: "a tool smoke test: the tool invoked directly with no input, expected to exit 0",
-            here: "refused: `dispatch eval` runs each case as a run of the agent, where only the model calls tools (through their schema, approvals and budgets); invoking one with no input and no model has no run to be, and would bypass the schema most tools require. Write an EVAL case whose run calls the tool (`expects_tool = \"…\"`, or `expect.tools.called` with `expect.tools.args`)",
-        }]),
+        upstream: Upstream::Forms(f::TEST_FORMS),
     },
 ];

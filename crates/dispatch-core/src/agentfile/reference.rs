@@ -6,7 +6,7 @@ use super::directives::{ALIASES, DIRECTIVES, Upstream};
 use crate::units::{DURATION_FORMS, SIZE_FORMS};
 
 /// The markers around the generated table of `docs/agentfile-compat.md`.
-pub const COMPAT_BEGIN: &str = "<!-- BEGIN generated from crates/dispatch-core/src/agentfile/directive_table.rs by `dispatch internal reference agentfile-compat`; do not edit. -->";
+pub const COMPAT_BEGIN: &str = "<!-- BEGIN generated from the directive registry (crates/dispatch-core/src/agentfile/upstream_forms.rs) by `dispatch internal reference agentfile-compat`; do not edit. -->";
 pub const COMPAT_END: &str = "<!-- END generated -->";
 
 /// The book's Agentfile reference page (`docs/reference/agentfile.md`), as
