@@ -101,6 +101,8 @@ pub enum Command {
     Usage(crate::commands::usage::UsageArgs),
     /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
     Notify(crate::commands::notifications::NotificationsArgs),
+    /// Reference: the Agentfile directives (`dispatch reference agentfile TIMEOUT`).
+    Reference(crate::commands::reference_agentfile::ReferenceArgs),
     /// Print a shell completion script: `source <(dispatch completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.

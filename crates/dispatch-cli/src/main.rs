@@ -129,6 +129,7 @@ fn prints_a_listing(command: &Command) -> bool {
         Command::Ps(_)
             | Command::Images(_)
             | Command::Skill(_)
+            | Command::Reference(_)
             | Command::InspectRun(_)
             | Command::Artifacts(_)
             | Command::Logs(_)
@@ -196,12 +197,16 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Token(a) => token::token(ctx, &a).await,
         Command::Skill(a) => skill::skill(ctx, &a),
         Command::Policy(a) => policy::policy(&a),
+        Command::Reference(a) => commands::reference_agentfile::reference(&a),
         Command::Usage(a) => usage::usage(ctx, &a).await,
         Command::Notify(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "dispatch", &mut script);
+            if shell == clap_complete::Shell::Fish {
+                script.extend(commands::reference_agentfile::fish_completions().into_bytes());
+            }
             // A closed pipe (`| head`) ends it quietly.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             Ok(0)

@@ -144,7 +144,7 @@ impl DispatchArgs {
             return Err(CliError::input("--idempotency-key must not be empty"));
         }
         if let Some(text) = &self.queue_timeout {
-            match dispatch_core::agentfile::parse_duration_ms(text) {
+            match dispatch_core::units::parse_duration_ms_or_seconds(text) {
                 Ok(ms) if ms > 0 => {}
                 _ => {
                     return Err(CliError::input(format!(

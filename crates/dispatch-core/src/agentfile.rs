@@ -12,6 +12,10 @@
 //!   SCHEDULE, the value of `ENV KEY value`) take the rest of the line, with
 //!   one pair of surrounding quotes removed.
 //!
+//! Every directive is an entry of the registry ([`directives`]): its shape,
+//! help, example, parser function (in `handlers`) and upstream meaning. The
+//! parser looks each line's directive up there and calls its function.
+//!
 //! This module is pure: reading files named by COPY, SKILL, IDENTITY, SOUL and
 //! PROMPT happens when the parcel is built (see `parcel::build`).
 
@@ -19,35 +23,37 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::agent::AgentConfig;
-use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Requirement, Timeouts};
+use crate::parcel::{Courier, Instructions, Limits, ListenPolicy, Manifest, Timeouts};
 use crate::state::Operation;
 
 mod checks;
-mod directives;
+mod directive_table;
+pub mod directives;
 mod env_passthrough;
 mod eval;
+mod handlers;
 mod hosted;
 mod isolation;
 mod lex;
 mod limits;
 mod listen;
 mod model;
+mod reference;
 mod secret;
 mod timeouts;
 mod tool;
 mod upstream;
+mod upstream_forms;
 mod workflow;
 
-pub use directives::{DIRECTIVES, reference_markdown};
-pub use upstream::REFUSED;
+pub use directives::DIRECTIVES;
+pub use reference::{compat_markdown, reference_markdown, splice_compat};
 
 pub use eval::EVAL_DIR;
 pub use model::check_base_url;
 
-use lex::{
-    check_name, check_url, env_name, expected, logical_lines, nearest_directive, norm_rel,
-    parse_command, parse_copy, parse_retry, parse_u64, positive, split_args, unquote, usage,
-};
+use directives::{Args, Parse};
+use lex::{env_name, expected, logical_lines, nearest_directive, norm_rel, split_args, unquote};
 
 /// An Agentfile that could not be parsed (or built: a SKILL file that is missing, …).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -133,23 +139,6 @@ pub struct Agentfile {
     pub entrypoint_line: Option<usize>,
 }
 
-/// Directives that may appear only once.
-#[rustfmt::skip]
-const SINGLE: &[&str] = &[
-    "FROM", "NAME", "VERSION", "ENTRYPOINT", "COMMAND", "IDENTITY", "SOUL", "RETRY", "LISTEN",
-    "LISTEN_PATH", "LISTEN_SECRET", "LISTEN_SIGNATURE", "LISTEN_MAX_BODY_BYTES", "LISTEN_MAX_HEADER_BYTES", "MODEL",
-    "NETWORK", "TOOL_SANDBOX", "COORDINATOR", "AGENTS", "AGGREGATE", "CONCURRENCY", "REASONING",
-    "USER", "TOOLS", "MEMORY", "HEARTBEAT", "VISIBILITY", "ROUTING", "FRAMEWORK", "COMPACTION",
-];
-
-/// Dockerfile words that mean something else here.
-const ALIASES: &[(&str, &str)] = &[
-    ("CMD", "COMMAND"),
-    ("RUN", "COMMAND"),
-    ("ARG", "ENV"),
-    ("EXPOSE", "LISTEN"),
-];
-
 const COURIERS: &str = "process, agent (alias native, dispatch/native[:tag]), dispatch/wasm[:tag], noop, image <ref>, workflow";
 const MAX_NAME_LEN: usize = 128;
 
@@ -175,28 +164,10 @@ pub fn parse(text: &str) -> Result<Agentfile, AgentfileError> {
     p.finish(text.lines().count().max(last_line).max(1))
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or plain seconds. Returns ms.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "invalid duration `{text}` (hint: use a number with a unit, e.g. `500ms`, `30s`, `5m`, `2h`)"
-        )
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n = parse_u64(digits).ok_or_else(bad)?;
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
+/// An Agentfile duration, in ms: [`crate::units`]' grammar, a bare number
+/// being seconds as it always was here.
+pub(crate) fn duration_ms(text: &str) -> Result<u64, String> {
+    crate::units::parse_duration_ms_or_seconds(text).map_err(|e| e.to_string())
 }
 
 struct Parser {
@@ -309,30 +280,50 @@ impl Parser {
             .get_or_insert_with(ListenPolicy::default)
     }
 
+    /// One directive line: looked up in the registry, checked against its
+    /// shape, and given to its parser function.
     fn directive(&mut self, line: usize, body: &str) -> Result<(), AgentfileError> {
         let (word, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
         let rest = rest.trim();
-        let upper = word.to_ascii_uppercase();
-        if let Some((_, why)) = REFUSED.iter().find(|(d, _)| *d == upper) {
-            return Err(AgentfileError::new(line, *why));
-        }
-        let Some(&(key, what, example)) = DIRECTIVES.iter().find(|(d, _, _)| *d == upper) else {
+        let Some(d) = directives::find(word) else {
             let message = match nearest_directive(word) {
                 Some(d) => format!("unknown directive `{word}` (did you mean `{d}`?)"),
                 None => {
-                    let all: Vec<&str> = DIRECTIVES.iter().map(|(d, _, _)| *d).collect();
+                    let known = DIRECTIVES.iter().filter(|d| d.refused().is_none());
+                    let all: Vec<&str> = known.map(|d| d.name).collect();
                     let all = all.join(", ");
                     format!("unknown directive `{word}` (hint: known directives are {all})")
                 }
             };
             return Err(AgentfileError::new(line, message));
         };
-        let result = if rest.is_empty() {
-            Err(format!("{key} expects {what} (hint: `{example}`)"))
-        } else {
-            self.apply(key, line, rest)
+        let handler = match d.parse {
+            Parse::Refused(why) => return Err(AgentfileError::new(line, why)),
+            Parse::With(_) if rest.is_empty() => {
+                return Err(AgentfileError::new(line, d.usage()));
+            }
+            Parse::With(handler) => handler,
         };
-        result.map_err(|m| AgentfileError::new(line, m))
+        let apply = |p: &mut Self| {
+            if d.once {
+                p.once(d.name, line)?;
+            }
+            let args = match d.args {
+                Args::Text => Vec::new(),
+                Args::Words { .. } => split_args(rest)?,
+            };
+            if !d.args.fits(args.len()) {
+                return Err(expected(d.name, rest));
+            }
+            let call = handlers::Call {
+                key: d.name,
+                line,
+                rest,
+                args: &args,
+            };
+            handler(p, &call)
+        };
+        apply(self).map_err(|m| AgentfileError::new(line, m))
     }
 
     /// `SECRET NAME…` and `SECRET NAME… TO tool1,tool2`.
@@ -354,280 +345,14 @@ impl Parser {
         Ok(())
     }
 
-    fn apply(&mut self, key: &'static str, line: usize, rest: &str) -> Result<(), String> {
-        if SINGLE.contains(&key) {
-            self.once(key, line)?;
-        }
-        match key {
-            "COMMAND" => return parse_command(rest).map(|c| self.af.manifest.command = c),
-            "VERSION" | "IDENTITY" | "SOUL" | "PROMPT" | "SCHEDULE" => {
-                return self.free_text(key, line, rest);
-            }
-            "AGENTS" => {
-                self.agents = Some((line, rest.to_string()));
-                return Ok(());
-            }
-            _ => {}
-        }
-        if let Some(doc) = upstream::document(key, line, rest) {
-            self.af.documents.push(doc?);
-            return Ok(());
-        }
-        let args = split_args(rest)?;
-        let one = || match args.as_slice() {
-            [a] => Ok(a.clone()),
-            _ => Err(expected(key, rest)),
-        };
-        match key {
-            "FROM" if args.len() == 2 && args[0].eq_ignore_ascii_case("image") => {
-                let image = isolation::parse_image_ref(key, rest, &args)?;
-                self.af.manifest.courier = Courier::Image;
-                self.af.manifest.image = Some(image);
-            }
-            "FROM" => match one()?.to_ascii_lowercase().as_str() {
-                "process" => self.af.manifest.courier = Courier::Process,
-                "noop" => self.af.manifest.courier = Courier::Noop,
-                "workflow" => self.af.manifest.courier = Courier::Workflow,
-                c if is_native_courier(c) => {
-                    self.from_line = line;
-                    self.af.manifest.courier = Courier::Agent;
-                }
-                // A native agent whose loop is a WebAssembly component.
-                c if crate::component::is_wasm_courier(c) => {
-                    self.from_line = line;
-                    self.af.manifest.courier = Courier::Agent;
-                    self.af.manifest.component = Some(Default::default());
-                }
-                c => {
-                    return Err(format!(
-                        "unknown courier `{c}` (hint: known couriers: {COURIERS})"
-                    ));
-                }
-            },
-            "NAME" => self.af.manifest.name = check_name(one()?)?,
-            "ENTRYPOINT" => {
-                self.af.entrypoint_line = Some(line);
-                self.af.manifest.entrypoint = match rest.to_ascii_lowercase().as_str() {
-                    "job" => Operation::Job,
-                    "heartbeat" => Operation::Heartbeat,
-                    "chat" => Operation::Chat,
-                    _ => {
-                        return Err(format!(
-                            "ENTRYPOINT expects `job`, `heartbeat` or `chat`, got `{rest}` (hint: the program to run goes in COMMAND)"
-                        ));
-                    }
-                }
-            }
-            "LABEL" => {
-                for a in &args {
-                    let kv = a.split_once('=').filter(|(k, _)| !k.is_empty());
-                    let (k, v) = kv.ok_or_else(|| expected(key, a))?;
-                    self.af.manifest.labels.insert(k.to_string(), v.to_string());
-                }
-            }
-            "ENV" => self.env(line, rest, &args)?,
-            "SECRET" => self.secret(line, &args)?,
-            "ENV_PASSTHROUGH" => {
-                env_passthrough::parse(&args, &mut self.af.manifest.env_passthrough)?
-            }
-            "COPY" => self.af.copies.push(parse_copy(&args, line, rest)?),
-            "ADD" => {
-                if let Some(src) = args.iter().find(|a| a.contains("://")) {
-                    return Err(format!(
-                        "ADD `{src}`: fetching remote sources at build is not supported (hint: download it into the build context and `COPY` it, so the parcel's digest covers it)"
-                    ));
-                }
-                self.af.copies.push(parse_copy(&args, line, rest)?);
-            }
-            "COMPONENT" => {
-                let [file] = args.as_slice() else {
-                    return Err(expected(key, rest));
-                };
-                let src = lex::norm_rel(file).map_err(|p| {
-                    format!("COMPONENT `{file}` {p} (hint: the component must be inside the directory that holds the Agentfile)")
-                })?;
-                let copy = crate::component::parse(self.af.manifest.component.as_mut(), src, line)?;
-                self.af.copies.push(copy);
-            }
-            "MOUNT" => {
-                let key = upstream::mount(&mut self.af.manifest.mounts, rest, &args)?;
-                self.once(key, line)?;
-            }
-            "VISIBILITY" | "ROUTING" | "FRAMEWORK" | "COMPACTION" => {
-                upstream::advisory(&mut self.af.manifest.advisory, key, rest, &args)?;
-            }
-            "SKILL" => {
-                for a in &args {
-                    self.skill(a, line)?;
-                }
-            }
-            "TIMEOUT" => self.timeout(line, rest, &args)?,
-            "RETRY" => self.af.manifest.retry = Some(parse_retry(&args, rest)?),
-            "LIMIT" => self.limit(line, rest, &args)?,
-            "REQUIRES" => {
-                let [name, url] = args.as_slice() else {
-                    return Err(expected(key, rest));
-                };
-                let name = env_name(name, "REQUIRES")?;
-                if let Some(prev) = self.requires_lines.insert(name.clone(), line) {
-                    return Err(format!(
-                        "REQUIRES {name} is already declared on line {prev} (hint: keep only one)"
-                    ));
-                }
-                check_url(url)?;
-                let url = url.clone();
-                self.af.manifest.requires.push(Requirement { name, url });
-            }
-            "LISTEN" => {
-                let addr = one()?;
-                let port = addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
-                if !matches!(port, Some(Ok(_))) {
-                    return Err(expected(key, &addr));
-                }
-                self.listen().addr = Some(addr);
-            }
-            "LISTEN_PATH" => {
-                let path = one()?;
-                if !path.starts_with('/') {
-                    return Err(format!(
-                        "LISTEN_PATH must start with `/`, got `{path}` (hint: `LISTEN_PATH /{path}`)"
-                    ));
-                }
-                self.listen().path = Some(path);
-            }
-            "LISTEN_METHOD" => {
-                for m in args
-                    .iter()
-                    .flat_map(|a| a.split(','))
-                    .filter(|m| !m.is_empty())
-                {
-                    if !m.chars().all(|c| c.is_ascii_alphabetic()) {
-                        return Err(expected(key, m));
-                    }
-                    let m = m.to_ascii_uppercase();
-                    if !HTTP_METHODS.contains(&m.as_str()) {
-                        return Err(format!(
-                            "LISTEN_METHOD: unknown HTTP method `{m}` (hint: one of {})",
-                            HTTP_METHODS.join(", ")
-                        ));
-                    }
-                    let l = self.listen();
-                    if !l.methods.contains(&m) {
-                        l.methods.push(m);
-                    }
-                }
-            }
-            "LISTEN_SECRET" => {
-                let s = env_name(&one()?, "secret")?;
-                self.listen_secret_line = line;
-                self.listen().secret = Some(s);
-            }
-            "LISTEN_SIGNATURE" => {
-                self.listen_signature_line = line;
-                self.listen().signature = Some(listen::parse_signature(&args)?);
-            }
-            "LISTEN_MAX_BODY_BYTES" => self.listen().max_body_bytes = Some(positive(&one()?, key)?),
-            "MODEL" | "FALLBACK" => {
-                let m = model::parse_model(key, rest, &args)?;
-                self.agent_lines.push((line, key));
-                let agent = self.agent();
-                match key {
-                    "MODEL" => agent.models.insert(0, m),
-                    _ => agent.models.push(m),
-                }
-            }
-            "TOOL" => {
-                let decls = tool::parse_tool(line, &args)?;
-                self.agent_lines.push((line, "TOOL"));
-                if decls.iter().any(|d| {
-                    d.kind == crate::tool::ToolKind::Builtin && d.name.starts_with("memory_")
-                }) {
-                    self.memory_tool_line.get_or_insert(line);
-                }
-                for d in &decls {
-                    // A LOCAL tool's program goes into the parcel with it.
-                    if let crate::tool::ToolKind::Local { program, .. } = &d.kind
-                        && !self.af.copies.iter().any(|c| c.src == *program)
-                    {
-                        self.af.copies.push(CopySpec {
-                            src: program.clone(),
-                            dest: program.clone(),
-                            dest_is_dir: false,
-                            line,
-                        });
-                    }
-                }
-                self.agent().tools.extend(decls);
-            }
-            "REASONING" => {
-                self.agent_lines.push((line, "REASONING"));
-                self.agent().reasoning = Some(model::parse_reasoning(rest, &args)?);
-            }
-            "PRICE" => {
-                let p = model::parse_price(rest, &args)?;
-                let prices = &mut self.agent().prices;
-                prices.retain(|q| q.model != p.model);
-                prices.push(p);
-            }
-            "LISTEN_MAX_HEADER_BYTES" => {
-                self.listen().max_header_bytes = Some(positive(&one()?, key)?);
-            }
-            "RESOURCES" => {
-                isolation::parse_resources(&mut self.af.manifest.resources, rest, &args)?;
-            }
-            "NETWORK" => {
-                upstream::refuse_network(&args)?;
-                self.network_line = line;
-                self.af.manifest.network = Some(isolation::parse_network(rest, &args)?);
-            }
-            "TOOL_SANDBOX" => {
-                self.agent_lines.push((line, "TOOL_SANDBOX"));
-                self.af.manifest.tool_sandbox = Some(isolation::parse_image_ref(key, rest, &args)?);
-            }
-            "EVAL" => {
-                for (copy, path) in eval::parse_eval(&args, line)? {
-                    self.af.copies.push(copy);
-                    self.af.manifest.evals.push(path);
-                }
-            }
-            k if workflow::NAMES.contains(&k) => self.workflow.directive(k, line, rest, &args)?,
-            "CONCURRENCY" => self.af.manifest.concurrency = Some(limits::parse_concurrency(&args)?),
-            "RATE_LIMIT" => {
-                self.agent_lines.push((line, "RATE_LIMIT"));
-                let limit = limits::parse_rate_limit(&args)?;
-                let limits = &mut self.agent().rate_limits;
-                if limits.iter().any(|l| l.bucket() == limit.bucket()) {
-                    return Err(format!(
-                        "a RATE_LIMIT for {} {} is already set (hint: keep one line per model or provider)",
-                        limit.scope.as_str(),
-                        limit.name
-                    ));
-                }
-                limits.push(limit);
-            }
-            _ => return Err(format!("{key} is not supported here")),
-        }
-        Ok(())
-    }
-
-    fn free_text(&mut self, key: &'static str, line: usize, rest: &str) -> Result<(), String> {
+    /// The text of a free-text directive (`VERSION`, `IDENTITY`, …): the rest
+    /// of the line, one pair of surrounding quotes removed.
+    fn free_text(key: &'static str, line: usize, rest: &str) -> Result<TextSource, String> {
         let (text, quoted) = unquote(rest);
         if text.trim().is_empty() {
-            let (what, example) = usage(key);
-            return Err(format!("{key} expects {what} (hint: `{example}`)"));
+            return Err(lex::usage(key));
         }
-        let src = TextSource { text, quoted, line };
-        match key {
-            "VERSION" => self.af.manifest.version = Some(src.text),
-            "IDENTITY" => self.af.identity = Some(src),
-            "SOUL" => self.af.soul = Some(src),
-            "PROMPT" => self.af.prompts.push(src),
-            _ => {
-                crate::cron::parse_cron(&src.text)?;
-                self.af.manifest.schedules.push(src.text)
-            }
-        }
-        Ok(())
+        Ok(TextSource { text, quoted, line })
     }
 
     fn env(&mut self, line: usize, rest: &str, args: &[String]) -> Result<(), String> {
@@ -684,7 +409,7 @@ impl Parser {
             if self.af.manifest.courier == Courier::Workflow {
                 let args = split_args(&rest).map_err(|m| AgentfileError::new(line, m))?;
                 self.workflow
-                    .directive("AGENTS", line, &rest, &args)
+                    .agents("AGENTS", line, &args)
                     .map_err(|m| AgentfileError::new(line, m))?;
             } else {
                 // Upstream Dispatch's meaning: a file of operating procedures.

@@ -61,7 +61,7 @@ const WORDS: &[&str] = &[
 /// Names the directive slot may hold: every directive, Dockerfile aliases,
 /// near misses and nonsense.
 fn directive() -> impl Strategy<Value = String> {
-    let mut names: Vec<&'static str> = DIRECTIVES.iter().map(|d| d.0).collect();
+    let mut names: Vec<&'static str> = DIRECTIVES.iter().map(|d| d.name).collect();
     names.extend([
         "CMD", "RUN", "ADD", "EXPOSE", "COMAND", "LISTEN_", "X", "#", "",
     ]);
@@ -282,7 +282,7 @@ proptest! {
 #[test]
 fn a_100_kb_argument_to_any_directive_gets_a_bounded_error() {
     let arg = "x".repeat(LONG);
-    for (d, _, _) in DIRECTIVES {
+    for d in DIRECTIVES.iter().map(|d| d.name) {
         for text in [
             format!("{d} {arg}\n"),
             format!("NAME a\nCOMMAND sh a.sh\n{d} {arg}\n"),

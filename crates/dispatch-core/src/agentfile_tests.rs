@@ -1,5 +1,5 @@
 use super::*;
-use crate::parcel::RetryPolicy;
+use crate::parcel::{Requirement, RetryPolicy};
 use proptest::prelude::*;
 
 pub(super) fn ok(text: &str) -> Agentfile {
@@ -175,13 +175,13 @@ fn retry_defaults_and_single_backoff() {
 
 #[test]
 fn durations() {
-    assert_eq!(parse_duration_ms("500ms"), Ok(500));
-    assert_eq!(parse_duration_ms("30s"), Ok(30_000));
-    assert_eq!(parse_duration_ms("5m"), Ok(300_000));
-    assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-    assert_eq!(parse_duration_ms("90"), Ok(90_000));
+    assert_eq!(duration_ms("500ms"), Ok(500));
+    assert_eq!(duration_ms("30s"), Ok(30_000));
+    assert_eq!(duration_ms("5m"), Ok(300_000));
+    assert_eq!(duration_ms("2h"), Ok(7_200_000));
+    assert_eq!(duration_ms("90"), Ok(90_000));
     for bad in ["", "s", "5x", "1.5s", "-1s", "99999999999999999999h"] {
-        assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        assert!(duration_ms(bad).is_err(), "{bad}");
     }
 }
 
@@ -436,7 +436,7 @@ proptest! {
     #[test]
     fn parse_never_panics_on_directive_soup(
         lines in proptest::collection::vec(
-            (proptest::sample::select(DIRECTIVES.iter().map(|d| d.0).collect::<Vec<_>>()),
+            (proptest::sample::select(DIRECTIVES.iter().map(|d| d.name).collect::<Vec<_>>()),
              "[ a-zA-Z0-9_=\"'\\\\\\[\\]/.:,$*-]{0,24}"),
             0..12,
         )

@@ -154,7 +154,7 @@ impl Rate {
             "s" | "sec" | "second" => 1_000,
             "m" | "min" | "minute" => 60_000,
             "h" | "hour" => 3_600_000,
-            w => crate::agentfile::parse_duration_ms(w).map_err(|_| bad())?,
+            w => crate::units::parse_duration_ms_or_seconds(w).map_err(|_| bad())?,
         };
         if limit == 0 || window_ms == 0 {
             return Err(format!(

@@ -70,45 +70,6 @@ impl std::fmt::Display for Network {
     }
 }
 
-/// Parses a size as people write it: `512M`, `1G`, `64KiB`, `4096` (bytes).
-/// Units are binary (`K` = 1024). Zero, overflow and unknown units are `None`.
-pub fn parse_size(value: &str) -> Option<u64> {
-    let upper = value.trim().to_ascii_uppercase();
-    let (digits, unit) = match upper.find(|c: char| !c.is_ascii_digit() && c != '_') {
-        Some(i) => upper.split_at(i),
-        None => (upper.as_str(), ""),
-    };
-    let digits: String = digits.chars().filter(|c| *c != '_').collect();
-    if digits.is_empty() {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(factor).filter(|n| *n > 0)
-}
-
-/// A size for people: `512M`, `1G`, `1536K`, `100B` (the largest exact unit).
-pub fn format_size(bytes: u64) -> String {
-    for (unit, factor) in [
-        ("T", 1u64 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ] {
-        if bytes >= factor && bytes.is_multiple_of(factor) {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
-}
-
 /// How an agent's variables (name, value when known) reach a container:
 /// the names the client hands on from its own environment (`-e NAME`: no
 /// value on a command line), and the `--env-file` lines (`NAME=value`) of
@@ -208,26 +169,6 @@ mod tests {
         for agents in ["DOCKER_PASSWORD", "API_KEY", "DISPATCH_EVENTS", "LANG"] {
             assert!(!configures_container_client(agents), "{agents}");
         }
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(parse_size("512M"), Some(512 << 20));
-        assert_eq!(parse_size("1g"), Some(1 << 30));
-        assert_eq!(parse_size("64KiB"), Some(64 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("1_000"), Some(1000));
-        for bad in ["0", "", "M", "lots", "1.5G", "-1M", "99999999999999999999T"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn sizes_print_in_their_largest_exact_unit() {
-        assert_eq!(format_size(512 << 20), "512M");
-        assert_eq!(format_size(1 << 30), "1G");
-        assert_eq!(format_size(1536 << 10), "1536K");
-        assert_eq!(format_size(100), "100B");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod time;
 pub mod tool;
 pub mod trace;
 pub mod trigger;
+pub mod units;
 pub mod workflow;
 pub use parcel_tools::check_schema;
 

@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::agentfile::{Agentfile, AgentfileError, CopySpec, SkillSpec, parse_duration_ms};
+use crate::agentfile::{Agentfile, AgentfileError, CopySpec, SkillSpec};
 use crate::parcel::{Courier, Skill};
 use crate::state::Operation;
 use crate::tool::{ApprovalPolicy, Risk, ToolDecl, ToolKind};
+use crate::units::parse_duration_ms_or_seconds;
 
 /// The file of a bundle that holds its instructions.
 pub const SKILL_FILE: &str = "SKILL.md";
@@ -309,7 +310,7 @@ fn sidecar(
         d.timeout_ms = t
             .timeout
             .as_deref()
-            .map(|v| parse_duration_ms(v).map_err(&bad))
+            .map(|v| parse_duration_ms_or_seconds(v).map_err(|e| bad(e.to_string())))
             .transpose()?;
         synthesized.insert(t.name.clone(), (skill.to_string(), spec.line));
         agent.tools.push(d);

@@ -100,8 +100,9 @@ pub fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 
 fn backoff(text: &str, sp: Spelling) -> Result<(u64, u64), String> {
     let name = sp.name("backoff");
-    let parse =
-        |t: &str| crate::agentfile::parse_duration_ms(t).map_err(|e| format!("{name} {text}: {e}"));
+    let parse = |t: &str| {
+        crate::units::parse_duration_ms_or_seconds(t).map_err(|e| format!("{name} {text}: {e}"))
+    };
     match text.split_once("..") {
         Some((i, m)) => {
             let (i, m) = (parse(i)?, parse(m)?);
@@ -184,8 +185,8 @@ impl PolicyInput {
                 return Ok(None);
             };
             let name = sp.name(field);
-            let ms =
-                crate::agentfile::parse_duration_ms(text).map_err(|e| format!("{name}: {e}"))?;
+            let ms = crate::units::parse_duration_ms_or_seconds(text)
+                .map_err(|e| format!("{name}: {e}"))?;
             if ms == 0 {
                 return Err(format!(
                     "{name} must be longer than zero (hint: {})",

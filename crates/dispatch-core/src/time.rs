@@ -92,27 +92,16 @@ fn missing_offset(text: &str) -> bool {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
 }
 
-/// `Some` when `text` is an age (digits and one unit: s, m, h, d), in
-/// milliseconds; `None` when it is not shaped like one.
+/// `Some` when `text` is an age ([`crate::units`]' duration grammar, a unit
+/// required), in milliseconds; `None` when it is not shaped like one.
 fn age_ms(text: &str) -> Option<Result<i64, String>> {
-    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(unit_at);
-    let per: i64 = match unit {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    if n.is_empty() {
-        return None;
+    use crate::units::{UnitError, parse_duration_ms};
+    let too_long = || format!("`{text}` is too long ago");
+    match parse_duration_ms(text) {
+        Ok(ms) => Some(i64::try_from(ms).map_err(|_| too_long())),
+        Err(UnitError::DurationTooLarge(_)) => Some(Err(too_long())),
+        Err(_) => None,
     }
-    Some(
-        n.parse::<i64>()
-            .ok()
-            .and_then(|n| n.checked_mul(per))
-            .ok_or_else(|| format!("`{text}` is too long ago")),
-    )
 }
 
 /// `ts` as RFC 3339 in UTC with milliseconds (`2026-11-21T10:00:00.000Z`);

@@ -438,23 +438,10 @@ fn channel(
     })
 }
 
-/// `500ms`, `10s`, `30m`, `2h` or `1d`.
+/// `500ms`, `10s`, `30m`, `2h` or `1d` ([`dispatch_core::units`]' grammar;
+/// a bare number is refused).
 pub fn duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 15m, 2h)"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("`{text}` is not a duration (e.g. 30s, 15m, 2h)")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
+    dispatch_core::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// A TOML error on one line: `line L, column C: message`.

@@ -104,7 +104,7 @@ fn print_list(list: &[Artifact], format: Format) -> CliResult {
         println!(
             "{:<width$}  {:>10}  {}",
             a.name,
-            dispatch_core::isolation::format_size(a.size),
+            dispatch_core::units::format_size(a.size),
             a.sha256
         );
     }

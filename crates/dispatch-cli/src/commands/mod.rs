@@ -23,6 +23,7 @@ pub mod print_prompt;
 pub mod prune;
 pub mod ps;
 pub mod reference;
+pub mod reference_agentfile;
 pub mod remote;
 mod remote_batch;
 pub mod remote_lifecycle;

@@ -17,6 +17,8 @@ pub enum Page {
     Cli,
     /// Every Agentfile directive (`docs/reference/agentfile.md`).
     Agentfile,
+    /// The table of `docs/agentfile-compat.md`: upstream Dispatch's directives here.
+    AgentfileCompat,
     /// Every HTTP operation of `dispatch server` (`docs/reference/http-api.md`).
     HttpApi,
     /// Every environment variable (`docs/reference/environment.md`).
@@ -33,6 +35,7 @@ impl Page {
         match self {
             Page::Cli => cli_page(),
             Page::Agentfile => dispatch_core::agentfile::reference_markdown(),
+            Page::AgentfileCompat => dispatch_core::agentfile::compat_markdown(),
             Page::HttpApi => http_api_page(&dispatch_server::api::openapi::spec()),
             Page::Environment => dispatch_core::environment::reference_markdown(),
             Page::ExitCodes => exit_codes_page(),

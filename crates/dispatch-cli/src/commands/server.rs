@@ -240,7 +240,7 @@ fn capacity(cpus: Option<f64>, memory: Option<&str>) -> CliResult<dispatch_store
         None => machine::cores() as f64,
     };
     let memory_bytes = match memory {
-        Some(m) => dispatch_core::isolation::parse_size(m).ok_or_else(|| {
+        Some(m) => dispatch_core::units::parse_size(m).map_err(|_| {
             CliError::input(format!(
                 "--memory `{m}` is not a size (hint: --memory 512M or --memory 8G)"
             ))
@@ -380,7 +380,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         server.addr(),
         args.workers,
         capacity.cpus_milli as f64 / 1000.0,
-        dispatch_core::isolation::format_size(capacity.memory_bytes)
+        dispatch_core::units::format_size(capacity.memory_bytes)
     );
     if let Some(n) = &notifier {
         tracing::info!("notifications from {}", n.config().path.display());
@@ -449,7 +449,7 @@ pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
         config.name,
         config.slots,
         capacity.cpus_milli as f64 / 1000.0,
-        dispatch_core::isolation::format_size(capacity.memory_bytes)
+        dispatch_core::units::format_size(capacity.memory_bytes)
     );
     let bus = bus_config(args.bus.as_deref())?;
     let summary = work_as(backend, config, bus, beat, shutdown)

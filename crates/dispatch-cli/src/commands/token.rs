@@ -205,7 +205,7 @@ fn projects_text(t: &TokenRecord) -> String {
 
 /// `30d` from now, as a time.
 fn parse_expiry(s: &str) -> Result<i64, CliError> {
-    let ms = dispatch_core::agentfile::parse_duration_ms(s)
+    let ms = dispatch_core::units::parse_duration_ms_or_seconds(s)
         .ok()
         .filter(|ms| *ms > 0 && *ms < 100 * 365 * 86_400_000)
         .ok_or_else(|| {

@@ -66,6 +66,27 @@ fn reference_pages_are_what_the_code_generates() {
     );
 }
 
+/// The table of `docs/agentfile-compat.md` is what the directive registry
+/// generates (the prose around it is written by hand).
+#[test]
+fn the_upstream_compatibility_table_is_what_the_registry_generates() {
+    let file = repo().join("docs/agentfile-compat.md");
+    let have = std::fs::read_to_string(&file).expect("docs/agentfile-compat.md");
+    let table = generate("agentfile-compat");
+    let want = dispatch_core::agentfile::splice_compat(&have, &table)
+        .expect("docs/agentfile-compat.md keeps the BEGIN/END generated markers");
+    if have == want {
+        return;
+    }
+    if std::env::var_os("DISPATCH_BLESS_DOCS").is_some() {
+        std::fs::write(&file, &want).expect("write the page");
+        return;
+    }
+    panic!(
+        "out of date: docs/agentfile-compat.md (hint: `DISPATCH_BLESS_DOCS=1 cargo test -p dispatch-cli --test it -- docs_book::` rewrites its table from the registry)"
+    );
+}
+
 /// Every `"DISPATCH_…"` string in the sources, by file.
 fn names_in_sources() -> HashMap<String, PathBuf> {
     let mut names = HashMap::new();

@@ -82,6 +82,7 @@ mod prune_filter;
 mod py_sdk;
 mod readme_cluster;
 mod reconcile;
+mod reference_agentfile;
 mod reliability_approval;
 mod reliability_bad_input;
 mod reliability_budget;

@@ -1,127 +1,237 @@
-//! The table of every Agentfile directive (for help and error hints).
+//! The Agentfile directive registry: for every directive, its name, the
+//! shape of its arguments, whether it may appear once, a one-line help and an
+//! example, the function that parses it, and what upstream Dispatch means by
+//! it. The entries are in [`super::directive_table`].
+//!
+//! Everything about directives is read from here: the parser looks the
+//! directive up and calls its function (there is no other `match` on
+//! directive names), the build errors quote its help and example, and the
+//! reference page, the upstream-compatibility table and the shell
+//! completions of `dispatch reference agentfile` are generated from it.
 
-/// Every directive: its name, what it expects, and an example line.
-#[rustfmt::skip]
-pub const DIRECTIVES: &[(&str, &str, &str)] = &[
-    ("FROM", "a courier (`process`, `agent`, `dispatch/wasm`, `noop`, `image <ref>`)", "FROM process"),
-    ("NAME", "a name", "NAME my-agent"),
-    ("VERSION", "a version", "VERSION 1.0.0"),
-    ("LABEL", "key=value pairs", "LABEL team=research"),
-    ("ENTRYPOINT", "`job`, `heartbeat` or `chat`", "ENTRYPOINT job"),
-    ("COMMAND", "the program to run", "COMMAND sh agent.sh"),
-    ("ENV", "KEY=value pairs or `KEY value`", "ENV LOG_LEVEL=info"),
-    ("SECRET", "secret names, optionally TO the tools whose processes get them",
-        "SECRET GITHUB_TOKEN TO github"),
-    ("ENV_PASSTHROUGH", "names of variables to pass on from the environment",
-        "ENV_PASSTHROUGH HTTPS_PROXY NO_PROXY"),
-    ("COPY", "a source and an optional destination", "COPY agent.sh bin/"),
-    ("ADD", "a source and an optional destination (as COPY; no URLs)", "ADD refs/ refs/"),
-    ("IDENTITY", "a file or text", "IDENTITY identity.md"),
-    ("SOUL", "a file or text", "SOUL soul.md"),
-    ("SKILL", "one or more files", "SKILL skills/review.md"),
-    ("PROMPT", "a file or text", "PROMPT prompts/task.md"),
-    ("USER", "a file or text: the operator's context", "USER USER.md"),
-    ("TOOLS", "a file or text: guidance on using the tools", "TOOLS TOOLS.md"),
-    ("MEMORY", "POLICY and a file or text", "MEMORY POLICY MEMORY.md"),
-    ("HEARTBEAT", "FILE and a file or text (with ENTRYPOINT heartbeat)", "HEARTBEAT FILE HEARTBEAT.md"),
-    ("MOUNT", "SESSION sqlite, MEMORY sqlite|none or ARTIFACTS local", "MOUNT MEMORY sqlite"),
-    ("VISIBILITY", "`open` or `opaque` (advisory)", "VISIBILITY open"),
-    ("ROUTING", "`balanced`, `deep` or `fast` (advisory)", "ROUTING balanced"),
-    ("FRAMEWORK", "a name and optional VERSION, TARGET (advisory)", "FRAMEWORK adk-rust VERSION 0.5.0"),
-    ("COMPONENT", "a WebAssembly component file (with `FROM dispatch/wasm`)", "COMPONENT components/agent.wasm"),
-    ("COMPACTION", "a number of events and an optional OVERLAP (advisory)", "COMPACTION 200 OVERLAP 32"),
-    ("TIMEOUT", "[RUN|STEP|LLM|TOOL] and a duration", "TIMEOUT RUN 30m"),
-    ("RETRY", "a number of attempts (at least 1) and an optional BACKOFF <initial>..<max>",
-        "RETRY 3 BACKOFF 1s..30s"),
-    ("LIMIT", "TOKENS <n> or COST <usd> (optionally followed by SOFT), or ITERATIONS, TOOL_ROUNDS, TOOL_CALLS, OUTPUT_TOKENS, CONTEXT_TOKENS <n> (OUTPUT_TOKENS optionally followed by ALLOW_TRUNCATION), or TOOL_OUTPUT <size>, or FUEL <n> (FROM dispatch/wasm)",
-        "LIMIT COST 2.50 SOFT"),
-    ("TOOL", "a kind (LOCAL, HTTP, MCP, BUILTIN) and what it needs",
-        "TOOL LOCAL tools/lookup.sh AS lookup SCHEMA schemas/lookup.json"),
-    ("MODEL", "a model name and optional PROVIDER (openai, openai_chat, anthropic, gemini, openai_compatible, claude, codex), BASE_URL, KEY",
-        "MODEL gpt-4o-mini PROVIDER openai KEY OPENAI_API_KEY"),
-    ("FALLBACK", "a model name and optional PROVIDER, BASE_URL, KEY",
-        "FALLBACK claude-haiku-4-5 PROVIDER anthropic KEY ANTHROPIC_API_KEY"),
-    ("REASONING", "`effort low|medium|high` and/or `budget <thinking tokens>`",
-        "REASONING effort medium"),
-    ("PRICE", "a model and its INPUT and OUTPUT prices in USD per million tokens",
-        "PRICE llama3.2 INPUT 0.10 OUTPUT 0.20"),
-    ("REQUIRES", "a name and a URL", "REQUIRES REDIS_URL redis://localhost:6379"),
-    ("SCHEDULE", "a cron expression", "SCHEDULE \"0 */5 * * * *\""),
-    ("LISTEN", "an address with a port", "LISTEN 127.0.0.1:8080"),
-    ("LISTEN_PATH", "a path starting with `/`", "LISTEN_PATH /hook"),
-    ("LISTEN_METHOD", "HTTP methods", "LISTEN_METHOD POST"),
-    ("LISTEN_SECRET", "the name of a SECRET", "LISTEN_SECRET HOOK_SECRET"),
-    ("LISTEN_SIGNATURE", "`github`, `stripe` or `hmac-sha256`, the name of a SECRET, an optional tolerance",
-        "LISTEN_SIGNATURE github HOOK_SECRET"),
-    ("LISTEN_MAX_BODY_BYTES", "a number of bytes", "LISTEN_MAX_BODY_BYTES 1048576"),
-    ("LISTEN_MAX_HEADER_BYTES", "a number of bytes", "LISTEN_MAX_HEADER_BYTES 16384"),
-    ("RESOURCES", "CPUS <n>, MEMORY <size>, PIDS <n>, DISK <size> (any of them)",
-        "RESOURCES CPUS 1 MEMORY 512M PIDS 256 DISK 1G"),
-    ("NETWORK", "`none`, `bridge` or `host` (containers)", "NETWORK none"),
-    ("TOOL_SANDBOX", "`image` and an image reference", "TOOL_SANDBOX image localhost/tools:1"),
-    ("EVAL", "one or more case files for `dispatch eval`", "EVAL evals/smoke.toml"),
-    ("AGENT", "a member's name and a directory or built parcel", "AGENT writer ./writer"),
-    ("COORDINATOR", "`workflow`, `chain` or `fan_out`", "COORDINATOR workflow"),
-    ("ROUTE", "`from -> to, …` and an optional `ON ERROR`", "ROUTE researcher -> writer"),
-    ("AGENTS", "member names in order (workflows), or a file of operating procedures", "AGENTS extractor transformer"),
-    ("AGGREGATE", "`merge_all`, `first` or `vote`", "AGGREGATE merge_all"),
-    ("JOIN", "member names that wait for all their upstream messages", "JOIN editor"),
-    ("CONCURRENCY", "KEY <payload.path or label.NAME> MAX <n> and an optional STRATEGY queue|cancel-in-progress|drop",
-        "CONCURRENCY KEY payload.customer_id MAX 2"),
-    ("RATE_LIMIT", "MODEL or PROVIDER <name> with REQUESTS <n/window> and/or TOKENS <n/window>",
-        "RATE_LIMIT MODEL gpt-4o-mini REQUESTS 500/min TOKENS 200000/min"),
-];
+pub use super::directive_table::DIRECTIVES;
+use super::handlers::Handler;
 
-/// The book's Agentfile reference page (`docs/reference/agentfile.md`), as
-/// Markdown: every directive of [`DIRECTIVES`], the Dockerfile words that
-/// mean another directive here, and the directives refused with their reason.
-pub fn reference_markdown() -> String {
-    let mut out = String::from(
-        "# Agentfile directives\n\n<!-- Generated from crates/dispatch-core/src/agentfile/directives.rs by `dispatch internal reference agentfile`; do not edit. -->\n\n\
-         One directive per line; a line starting with `#` is a comment; a line ending in `\\` continues on the next. \
-         Directive names are case-insensitive. The [Agentfile guide](../guide/agentfile.md) shows them together, \
-         and [upstream compatibility](../agentfile-compat.md) maps upstream Dispatch's meaning onto ours.\n\n\
-         | directive | expects | at most once | example |\n|---|---|---|---|\n",
-    );
-    for (name, what, example) in DIRECTIVES {
-        let once = if super::SINGLE.contains(name) {
-            "yes"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "| `{name}` | {} | {once} | `{}` |\n",
-            cell(what),
-            cell(example)
-        ));
-    }
-    out.push_str("\n## Dockerfile words\n\nUnknown here; the error names the directive that means it:\n\n| word | use |\n|---|---|\n");
-    for (from, to) in super::ALIASES {
-        out.push_str(&format!("| `{from}` | `{to}` |\n"));
-    }
-    out.push_str("\n## Refused\n\nUpstream directives Dispatch cannot honour are refused at build, naming the line:\n\n| directive | why |\n|---|---|\n");
-    for (name, why) in super::REFUSED {
-        out.push_str(&format!("| `{name}` | {} |\n", cell(why)));
-    }
-    out
+/// One Agentfile directive.
+pub struct Directive {
+    /// The name, upper case (names are case-insensitive in an Agentfile).
+    pub name: &'static str,
+    /// The shape of its arguments.
+    pub args: Args,
+    /// It may appear at most once.
+    pub once: bool,
+    /// What it expects, for help and errors ("KEY expects …").
+    pub expects: &'static str,
+    /// An example line.
+    pub example: &'static str,
+    /// How its line is read.
+    pub(super) parse: Parse,
+    /// What upstream Dispatch's Agentfile means by it.
+    pub upstream: Upstream,
 }
 
-/// A table cell: pipes escaped, and `<`/`>` outside code spans written as
-/// entities (Markdown would take `<n>` for an HTML tag).
-fn cell(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut code = false;
-    for c in text.chars() {
-        match c {
-            '`' => {
-                code = !code;
-                out.push(c);
+/// The shape of a directive's arguments, checked before its function runs
+/// (a line of another shape gets "KEY expects …, got `…` (hint: `example`)").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Args {
+    /// The rest of the line as text, with one pair of surrounding quotes
+    /// removed; never split (`PROMPT`, `COMMAND`, `SCHEDULE`, …).
+    Text,
+    /// Arguments split on whitespace, `"…"` and `'…'` grouping words; at
+    /// least `min`, at most `max` (`None`: no limit).
+    Words { min: usize, max: Option<usize> },
+}
+
+impl Args {
+    /// The shape as a grammar: `text`, `1 argument`, `1-2 arguments`, `2+ arguments`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Args::Text => "text".into(),
+            Args::Words {
+                min,
+                max: Some(max),
+            } if min == max => {
+                format!("{min} argument{}", if min == 1 { "" } else { "s" })
             }
-            '|' => out.push_str("\\|"),
-            '<' if !code => out.push_str("&lt;"),
-            '>' if !code => out.push_str("&gt;"),
-            _ => out.push(c),
+            Args::Words {
+                min,
+                max: Some(max),
+            } => format!("{min}-{max} arguments"),
+            Args::Words { min, max: None } => format!("{min}+ arguments"),
         }
     }
-    out
+
+    /// Whether `n` arguments fit.
+    pub fn fits(&self, n: usize) -> bool {
+        match *self {
+            Args::Text => true,
+            Args::Words { min, max } => n >= min && max.is_none_or(|max| n <= max),
+        }
+    }
+}
+
+/// How a directive's line is read.
+pub(super) enum Parse {
+    /// By this function.
+    With(Handler),
+    /// Never: an upstream directive Dispatch cannot honour, refused at build
+    /// with this reason.
+    Refused(&'static str),
+}
+
+/// What upstream Dispatch means by a directive (`docs/agentfile-compat.md`).
+pub enum Upstream {
+    /// Not an upstream directive: ours only.
+    Ours,
+    /// Upstream's directive, meaning what it means here.
+    AsOurs,
+    /// Upstream's directive: its forms, what each means upstream, and how
+    /// Dispatch honours it.
+    Forms(&'static [Form]),
+}
+
+/// One row of the upstream-compatibility table.
+pub struct Form {
+    /// The form, as Markdown (`` `MOUNT MEMORY none` ``).
+    pub form: &'static str,
+    /// What upstream means by it.
+    pub upstream: &'static str,
+    /// What Dispatch does with it.
+    pub here: &'static str,
+}
+
+impl Directive {
+    /// The reason it is refused, for a directive Dispatch cannot honour.
+    pub fn refused(&self) -> Option<&'static str> {
+        match self.parse {
+            Parse::Refused(why) => Some(why),
+            Parse::With(_) => None,
+        }
+    }
+
+    /// "KEY expects WHAT (hint: `EXAMPLE`)".
+    pub fn usage(&self) -> String {
+        format!(
+            "{} expects {} (hint: `{}`)",
+            self.name, self.expects, self.example
+        )
+    }
+
+    /// The help `dispatch reference agentfile NAME` prints.
+    pub fn help(&self) -> String {
+        let mut out = format!(
+            "{}: {}\n  arguments: {}{}\n  example:   {}\n",
+            self.name,
+            self.expects,
+            self.args.describe(),
+            if self.once { ", at most once" } else { "" },
+            self.example
+        );
+        if let Some(why) = self.refused() {
+            out.push_str(&format!("  refused:   {why}\n"));
+        }
+        match &self.upstream {
+            Upstream::Ours => out.push_str("  upstream:  not an upstream Dispatch directive\n"),
+            Upstream::AsOurs => out.push_str("  upstream:  the same\n"),
+            Upstream::Forms(forms) => {
+                for f in *forms {
+                    out.push_str(&format!(
+                        "  upstream:  {}: {}\n             here: {}\n",
+                        f.form.replace('`', ""),
+                        f.upstream,
+                        f.here
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The directive named `word` (any case).
+pub fn find(word: &str) -> Option<&'static Directive> {
+    DIRECTIVES
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(word))
+}
+
+/// Dockerfile words that mean another directive here (the error names it).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("CMD", "COMMAND"),
+    ("RUN", "COMMAND"),
+    ("ARG", "ENV"),
+    ("EXPOSE", "LISTEN"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::super::{lex::split_args, parse};
+    use super::*;
+
+    #[test]
+    fn names_are_upper_case_and_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in DIRECTIVES {
+            assert_eq!(d.name, d.name.to_ascii_uppercase());
+            assert!(seen.insert(d.name), "{} twice", d.name);
+            assert!(find(&d.name.to_ascii_lowercase()).is_some_and(|f| f.name == d.name));
+        }
+        for (word, to) in ALIASES {
+            assert!(find(word).is_none(), "{word} is an alias, not a directive");
+            assert!(find(to).is_some(), "{word} points to {to}");
+        }
+    }
+
+    /// Each entry's example is a line of its directive, of its shape.
+    #[test]
+    fn every_example_has_its_directive_and_its_shape() {
+        for d in DIRECTIVES {
+            let (word, rest) = d.example.split_once(' ').expect("an argument");
+            assert_eq!(word, d.name, "{}", d.example);
+            let args = split_args(rest).expect("splits");
+            assert!(d.args.fits(args.len()), "{}: {:?}", d.example, d.args);
+        }
+    }
+
+    /// A line of the wrong shape is refused with the entry's help, before its
+    /// parser function runs; an empty one with its usage.
+    #[test]
+    fn the_shape_and_the_help_come_from_the_entry() {
+        let e = parse("NAME a b\n").expect_err("two names");
+        assert_eq!(
+            e.message,
+            "NAME expects a name, got `a b` (hint: `NAME my-agent`)"
+        );
+        let e = parse("REQUIRES DB\n").expect_err("no URL");
+        let d = find("REQUIRES").expect("REQUIRES");
+        assert!(e.message.contains(d.expects) && e.message.contains(d.example));
+        for d in DIRECTIVES.iter().filter(|d| d.refused().is_none()) {
+            let e = parse(&format!("NAME a\n{}\n", d.name)).expect_err(d.name);
+            assert_eq!((e.line, e.message), (2, d.usage()));
+        }
+    }
+
+    #[test]
+    fn a_refused_directive_says_why_whatever_follows() {
+        let test = find("TEST").expect("TEST");
+        let why = test.refused().expect("refused");
+        for line in ["TEST", "TEST tool:lookup", "test tool:a tool:b"] {
+            let e = parse(&format!("NAME a\n{line}\n")).expect_err(line);
+            assert_eq!(e.message, why);
+        }
+    }
+
+    #[test]
+    fn the_help_names_shape_upstream_and_example() {
+        let help = find("mount").expect("MOUNT").help();
+        assert!(help.starts_with("MOUNT: "), "{help}");
+        assert!(help.contains("arguments: 2 arguments"), "{help}");
+        assert!(help.contains("MOUNT MEMORY pgvector"), "{help}");
+        let help = find("RETRY").expect("RETRY").help();
+        assert!(help.contains("1-3 arguments, at most once"), "{help}");
+        assert!(
+            help.contains("not an upstream Dispatch directive"),
+            "{help}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! `TOOL_SANDBOX image <ref>`.
 
 use super::lex::expected;
-use crate::isolation::{Network, Resources, parse_size};
+use crate::isolation::{Network, Resources};
+use crate::units::parse_size;
 
 /// The most cores a `CPUS` value may ask for (a typo guard, not the machine's
 /// size: that is checked where the run executes).
@@ -41,7 +42,7 @@ pub(super) fn parse_resources(
                 }
             }
             "MEMORY" | "DISK" => {
-                let n = parse_size(value).ok_or_else(|| {
+                let n = parse_size(value).map_err(|_| {
                     format!(
                         "RESOURCES {key} expects a size such as 512M or 1G, got `{value}` (hint: units are K, M, G, T)"
                     )

@@ -2,7 +2,8 @@
 //! quoting, names, numbers, paths, and the argument forms of COMMAND, COPY,
 //! RETRY and REQUIRES.
 
-use super::{ALIASES, CopySpec, DIRECTIVES, MAX_NAME_LEN, parse_duration_ms};
+use super::directives::{ALIASES, DIRECTIVES};
+use super::{CopySpec, MAX_NAME_LEN, duration_ms};
 use crate::parcel::RetryPolicy;
 
 /// Joins continued lines and drops blanks and comments: `(first line number, text)`.
@@ -162,24 +163,30 @@ pub(super) fn nearest_directive(word: &str) -> Option<&'static str> {
     }
     DIRECTIVES
         .iter()
-        .map(|(d, _, _)| (*d, strsim::jaro_winkler(&up, d)))
+        .filter(|d| d.refused().is_none())
+        .map(|d| (d.name, strsim::jaro_winkler(&up, d.name)))
         .filter(|(_, score)| *score >= 0.8)
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(d, _)| d)
 }
 
-pub(super) fn usage(directive: &str) -> (&'static str, &'static str) {
-    DIRECTIVES
-        .iter()
-        .find(|(d, _, _)| *d == directive)
-        .map(|(_, what, example)| (*what, *example))
-        .unwrap_or(("an argument", ""))
+/// `KEY expects WHAT (hint: `EXAMPLE`)`, from the registry.
+pub(super) fn usage(key: &str) -> String {
+    match super::directives::find(key) {
+        Some(d) => d.usage(),
+        None => format!("{key} expects an argument"),
+    }
 }
 
-/// `KEY expects WHAT, got `GOT` (hint: `EXAMPLE`)`, from [`DIRECTIVES`].
+/// `KEY expects WHAT, got `GOT` (hint: `EXAMPLE`)`, from the registry.
 pub(super) fn expected(key: &str, got: &str) -> String {
-    let (what, example) = usage(key);
-    format!("{key} expects {what}, got `{got}` (hint: `{example}`)")
+    match super::directives::find(key) {
+        Some(d) => format!(
+            "{key} expects {}, got `{got}` (hint: `{}`)",
+            d.expects, d.example
+        ),
+        None => format!("{key} expects an argument, got `{got}`"),
+    }
 }
 
 pub(super) fn parse_command(rest: &str) -> Result<Vec<String>, String> {
@@ -241,8 +248,8 @@ pub(super) fn parse_retry(args: &[String], rest: &str) -> Result<RetryPolicy, St
     match backoff.map(|b| (b, b.split_once(".."))) {
         None => {}
         Some((_, Some((i, m)))) => {
-            initial = parse_duration_ms(i)?;
-            max = parse_duration_ms(m)?;
+            initial = duration_ms(i)?;
+            max = duration_ms(m)?;
             if initial > max {
                 return Err(format!(
                     "RETRY BACKOFF initial `{i}` is longer than max `{m}` (hint: `RETRY 3 BACKOFF 1s..30s`)"
@@ -250,7 +257,7 @@ pub(super) fn parse_retry(args: &[String], rest: &str) -> Result<RetryPolicy, St
             }
         }
         Some((b, None)) => {
-            initial = parse_duration_ms(b)?;
+            initial = duration_ms(b)?;
             max = max.max(initial);
         }
     }

@@ -1,7 +1,7 @@
 //! `LISTEN_SIGNATURE` and the check that a webhook's secrets are declared.
 
 use super::AgentfileError;
-use super::parse_duration_ms;
+use super::duration_ms;
 use crate::parcel::{ListenSignature, Manifest, SignatureScheme};
 
 const HINT: &str = "(hint: `LISTEN_SIGNATURE github HOOK_SECRET`, or `stripe` / `hmac-sha256`, optionally followed by a timestamp tolerance such as `5m`)";
@@ -28,7 +28,7 @@ pub(super) fn parse_signature(args: &[String]) -> Result<ListenSignature, String
             ));
         }
         Some(t) => {
-            let ms = parse_duration_ms(t)?;
+            let ms = duration_ms(t)?;
             if ms < 1_000 {
                 return Err(format!(
                     "LISTEN_SIGNATURE tolerance `{t}` is under a second {HINT}"

@@ -2,7 +2,7 @@
 //! timeouts; token and cost budgets; the native agent's and the tools' limits.
 
 use super::lex::{expected, positive};
-use super::{Parser, model, parse_duration_ms, tool};
+use super::{Parser, duration_ms, model, tool};
 
 impl Parser {
     pub(super) fn timeout(
@@ -24,7 +24,7 @@ impl Parser {
         if key == "TIMEOUT AGENT" {
             return self.workflow.timeout(line, d);
         }
-        let ms = parse_duration_ms(d)?;
+        let ms = duration_ms(d)?;
         if ms == 0 {
             return Err(format!("{key} must be greater than zero"));
         }

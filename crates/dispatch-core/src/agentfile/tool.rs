@@ -336,12 +336,11 @@ fn options_into(decl: &mut ToolDecl, options: &[String], extra: &[&str]) -> Resu
             "SCHEMA" => decl.schema_file = Some(value.trim_start_matches("./").to_string()),
             "DESCRIPTION" => decl.description = Some(value.clone()),
             "TIMEOUT" => {
-                let ms =
-                    super::parse_duration_ms(value).map_err(|e| format!("{what}: TIMEOUT {e}"))?;
+                let ms = super::duration_ms(value).map_err(|e| format!("{what}: TIMEOUT {e}"))?;
                 decl.timeout_ms = Some(ms);
             }
             "APPROVAL_TIMEOUT" => {
-                let ms = super::parse_duration_ms(value)
+                let ms = super::duration_ms(value)
                     .map_err(|e| format!("{what}: APPROVAL_TIMEOUT {e}"))?;
                 decl.approval_timeout_ms = Some(ms);
             }
@@ -470,8 +469,8 @@ pub(super) fn tool_limit(kind: &str, value: &str) -> Option<Result<(&'static str
                     format!("LIMIT TOOL_CALLS must be a whole number above zero, got `{value}`")
                 }),
         ),
-        "TOOL_OUTPUT" => Some(crate::isolation::parse_size(value).map(|n| ("LIMIT TOOL_OUTPUT", n)).ok_or_else(
-            || {
+        "TOOL_OUTPUT" => Some(crate::units::parse_size(value).map(|n| ("LIMIT TOOL_OUTPUT", n)).map_err(
+            |_| {
                 format!(
                     "LIMIT TOOL_OUTPUT must be a size above zero like `64KB` or `1MB`, got `{value}`"
                 )
@@ -492,7 +491,7 @@ mod tests {
     #[test]
     fn tool_output_sizes_read_as_every_other_size() {
         // One size parser: `1G` means the same here as in RESOURCES.
-        let parse = crate::isolation::parse_size;
+        let parse = |v| crate::units::parse_size(v).ok();
         assert_eq!(parse("64KB"), Some(65_536));
         assert_eq!(parse("1mb"), Some(1_048_576));
         assert_eq!(parse("1G"), Some(1 << 30));

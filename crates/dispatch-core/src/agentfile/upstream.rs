@@ -8,55 +8,58 @@
 //! - advisory metadata: `VISIBILITY open|opaque`, `ROUTING
 //!   balanced|deep|fast`, `FRAMEWORK <name> [VERSION v] [TARGET t]`,
 //!   `COMPACTION <n> [OVERLAP m]`;
-//! - directives refused with their reason ([`REFUSED`]).
+//! - directives refused with their reason (`Parse::Refused` in the registry).
 
-use super::lex::{expected, positive, unquote};
-use super::{Agentfile, AgentfileError, TextSource, usage};
+use super::lex::{expected, positive, unquote, usage};
+use super::{Agentfile, AgentfileError, TextSource};
 use crate::parcel::DocumentKind;
 use crate::parcel_meta::{Advisory, Compaction, Framework, MOUNT_DRIVERS, Mounts};
 use crate::state::Operation;
 
-/// Upstream directives Dispatch cannot honour, and why (each refused at
-/// build, naming its line).
-pub const REFUSED: &[(&str, &str)] = &[(
-    "TEST",
-    "TEST tool:<alias> smoke tests are not supported (hint: write an EVAL case file whose case calls the tool, and run it with `dispatch eval`)",
-)];
-
-/// The instruction-file directive `key` names (with its arguments), if any.
-pub(super) fn document(
+/// An instruction file of `kind` named by `arg` (the line of `key`).
+fn document(
+    kind: DocumentKind,
     key: &str,
     line: usize,
-    rest: &str,
-) -> Option<Result<(DocumentKind, TextSource), String>> {
-    let (kind, arg) = match key {
-        "USER" => (DocumentKind::User, rest),
-        "TOOLS" => (DocumentKind::Tools, rest),
-        "AGENTS" => (DocumentKind::Agents, rest),
-        "MEMORY" => {
-            let (word, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-            if !word.eq_ignore_ascii_case("POLICY") {
-                return Some(Err(format!(
-                    "MEMORY expects `POLICY <file>`, got `{rest}` (hint: `MEMORY POLICY MEMORY.md`; the memory itself is `MOUNT MEMORY sqlite` with the memory_* built-ins)"
-                )));
-            }
-            (DocumentKind::Memory, arg.trim())
-        }
-        "HEARTBEAT" => {
-            let (word, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-            match word.eq_ignore_ascii_case("FILE") {
-                true => (DocumentKind::Heartbeat, arg.trim()),
-                false => (DocumentKind::Heartbeat, rest),
-            }
-        }
-        _ => return None,
-    };
+    arg: &str,
+) -> Result<(DocumentKind, TextSource), String> {
     let (text, quoted) = unquote(arg);
     if text.trim().is_empty() {
-        let (what, example) = usage(key);
-        return Some(Err(format!("{key} expects {what} (hint: `{example}`)")));
+        return Err(usage(key));
     }
-    Some(Ok((kind, TextSource { text, quoted, line })))
+    Ok((kind, TextSource { text, quoted, line }))
+}
+
+/// `USER <file>`.
+pub(super) fn user(line: usize, rest: &str) -> Result<(DocumentKind, TextSource), String> {
+    document(DocumentKind::User, "USER", line, rest)
+}
+
+/// `TOOLS <file>`.
+pub(super) fn tools(line: usize, rest: &str) -> Result<(DocumentKind, TextSource), String> {
+    document(DocumentKind::Tools, "TOOLS", line, rest)
+}
+
+/// `MEMORY POLICY <file>`.
+pub(super) fn memory(line: usize, rest: &str) -> Result<(DocumentKind, TextSource), String> {
+    let (word, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    if !word.eq_ignore_ascii_case("POLICY") {
+        return Err(format!(
+            "MEMORY expects `POLICY <file>`, got `{rest}` (hint: `MEMORY POLICY MEMORY.md`; the memory itself is `MOUNT MEMORY sqlite` with the memory_* built-ins)"
+        ));
+    }
+    document(DocumentKind::Memory, "MEMORY", line, arg.trim())
+}
+
+/// `HEARTBEAT [FILE] <file>`.
+pub(super) fn heartbeat(line: usize, rest: &str) -> Result<(DocumentKind, TextSource), String> {
+    let (word, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let arg = if word.eq_ignore_ascii_case("FILE") {
+        arg.trim()
+    } else {
+        rest
+    };
+    document(DocumentKind::Heartbeat, "HEARTBEAT", line, arg)
 }
 
 /// `MOUNT SESSION|MEMORY|ARTIFACTS <driver>` into `mounts`; the mount's key
@@ -91,14 +94,9 @@ pub(super) fn mount(
     Ok(key)
 }
 
-/// `VISIBILITY`, `ROUTING`, `FRAMEWORK` and `COMPACTION` into `advisory`.
-pub(super) fn advisory(
-    advisory: &mut Advisory,
-    key: &str,
-    rest: &str,
-    args: &[String],
-) -> Result<(), String> {
-    let choice = |allowed: &[&str]| match args {
+/// `key`'s one argument, one of `allowed` (lower case).
+fn choice(key: &str, rest: &str, args: &[String], allowed: &[&str]) -> Result<String, String> {
+    match args {
         [one] if allowed.contains(&one.to_ascii_lowercase().as_str()) => {
             Ok(one.to_ascii_lowercase())
         }
@@ -107,57 +105,77 @@ pub(super) fn advisory(
             allowed.join(", "),
             allowed[0]
         )),
-    };
-    match key {
-        "VISIBILITY" => advisory.visibility = Some(choice(&["open", "opaque"])?),
-        "ROUTING" => advisory.routing = Some(choice(&["balanced", "deep", "fast"])?),
-        "FRAMEWORK" => {
-            let hint = "(hint: `FRAMEWORK adk-rust VERSION 0.5.0 TARGET wasm`)";
-            let Some((name, mut opts)) = args.split_first() else {
-                return Err(expected(key, rest));
-            };
-            let mut f = Framework {
-                name: name.clone(),
-                version: None,
-                target: None,
-            };
-            while let [word, value, more @ ..] = opts {
-                let slot = match word.to_ascii_uppercase().as_str() {
-                    "VERSION" => &mut f.version,
-                    "TARGET" => &mut f.target,
-                    _ => return Err(format!("FRAMEWORK: unexpected `{word}` {hint}")),
-                };
-                if slot.replace(value.clone()).is_some() {
-                    return Err(format!("FRAMEWORK sets {word} twice {hint}"));
-                }
-                opts = more;
-            }
-            if let [dangling] = opts {
-                return Err(format!("FRAMEWORK: `{dangling}` needs a value {hint}"));
-            }
-            advisory.framework = Some(f);
-        }
-        _ => {
-            let hint = "(hint: `COMPACTION 200` or `COMPACTION 200 OVERLAP 32`)";
-            let (events, overlap) = match args {
-                [n] => (n, None),
-                [n, w, m] if w.eq_ignore_ascii_case("OVERLAP") => (n, Some(m)),
-                _ => return Err(format!("COMPACTION expects a number of events {hint}")),
-            };
-            let events = positive(events, "COMPACTION")?;
-            let overlap = overlap
-                .map(|m| {
-                    m.parse::<u64>()
-                        .ok()
-                        .filter(|m| *m < events)
-                        .ok_or_else(|| {
-                            format!("COMPACTION OVERLAP must be a whole number below {events}, got `{m}` {hint}")
-                        })
-                })
-                .transpose()?;
-            advisory.compaction = Some(Compaction { events, overlap });
-        }
     }
+}
+
+/// `VISIBILITY open|opaque` (advisory).
+pub(super) fn visibility(a: &mut Advisory, rest: &str, args: &[String]) -> Result<(), String> {
+    a.visibility = Some(choice("VISIBILITY", rest, args, &["open", "opaque"])?);
+    Ok(())
+}
+
+/// `ROUTING balanced|deep|fast` (advisory).
+pub(super) fn routing(a: &mut Advisory, rest: &str, args: &[String]) -> Result<(), String> {
+    a.routing = Some(choice(
+        "ROUTING",
+        rest,
+        args,
+        &["balanced", "deep", "fast"],
+    )?);
+    Ok(())
+}
+
+/// `FRAMEWORK <name> [VERSION v] [TARGET t]` (advisory).
+pub(super) fn framework(a: &mut Advisory, rest: &str, args: &[String]) -> Result<(), String> {
+    let hint = "(hint: `FRAMEWORK adk-rust VERSION 0.5.0 TARGET wasm`)";
+    let Some((name, mut opts)) = args.split_first() else {
+        return Err(expected("FRAMEWORK", rest));
+    };
+    let mut f = Framework {
+        name: name.clone(),
+        version: None,
+        target: None,
+    };
+    while let [word, value, more @ ..] = opts {
+        let slot = match word.to_ascii_uppercase().as_str() {
+            "VERSION" => &mut f.version,
+            "TARGET" => &mut f.target,
+            _ => return Err(format!("FRAMEWORK: unexpected `{word}` {hint}")),
+        };
+        if slot.replace(value.clone()).is_some() {
+            return Err(format!("FRAMEWORK sets {word} twice {hint}"));
+        }
+        opts = more;
+    }
+    if let [dangling] = opts {
+        return Err(format!("FRAMEWORK: `{dangling}` needs a value {hint}"));
+    }
+    a.framework = Some(f);
+    Ok(())
+}
+
+/// `COMPACTION <n> [OVERLAP m]` (advisory).
+pub(super) fn compaction(a: &mut Advisory, args: &[String]) -> Result<(), String> {
+    let hint = "(hint: `COMPACTION 200` or `COMPACTION 200 OVERLAP 32`)";
+    let (events, overlap) = match args {
+        [n] => (n, None),
+        [n, w, m] if w.eq_ignore_ascii_case("OVERLAP") => (n, Some(m)),
+        _ => return Err(format!("COMPACTION expects a number of events {hint}")),
+    };
+    let events = positive(events, "COMPACTION")?;
+    let overlap = overlap
+        .map(|m| {
+            m.parse::<u64>()
+                .ok()
+                .filter(|m| *m < events)
+                .ok_or_else(|| {
+                    format!(
+                        "COMPACTION OVERLAP must be a whole number below {events}, got `{m}` {hint}"
+                    )
+                })
+        })
+        .transpose()?;
+    a.compaction = Some(Compaction { events, overlap });
     Ok(())
 }
 

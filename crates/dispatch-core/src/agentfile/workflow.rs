@@ -11,19 +11,9 @@
 use std::collections::BTreeMap;
 
 use super::lex::{check_name, expected};
-use super::{AgentfileError, parse_duration_ms};
+use super::{AgentfileError, duration_ms};
 use crate::parcel::Manifest;
 use crate::workflow::{self, Aggregate, Coordinator, Lines, Member, Route, Workflow};
-
-/// The workflow directives (see [`super::DIRECTIVES`]).
-pub(super) const NAMES: [&str; 6] = [
-    "AGENT",
-    "COORDINATOR",
-    "ROUTE",
-    "AGENTS",
-    "AGGREGATE",
-    "JOIN",
-];
 
 /// The workflow directives seen so far.
 #[derive(Default)]
@@ -47,91 +37,128 @@ impl Decl {
         self.first_line.get_or_insert((line, key));
     }
 
-    pub(super) fn directive(
+    /// `AGENT <name> <source>`.
+    pub(super) fn agent(
+        &mut self,
+        key: &'static str,
+        line: usize,
+        args: &[String],
+    ) -> Result<(), String> {
+        self.note(line, key);
+        let [name, source] = args else {
+            return Err(expected(key, &args.join(" ")));
+        };
+        let name = check_member(name)?;
+        if let Some(prev) = self.lines.members.get(&name) {
+            return Err(format!(
+                "AGENT `{name}` is already declared on line {prev} (hint: give each member its own name)"
+            ));
+        }
+        self.lines.members.insert(name.clone(), line);
+        self.members.push(Member {
+            name,
+            parcel: source.clone(),
+        });
+        Ok(())
+    }
+
+    /// `COORDINATOR workflow|chain|fan_out`.
+    pub(super) fn coordinator(
+        &mut self,
+        key: &'static str,
+        line: usize,
+        c: &str,
+    ) -> Result<(), String> {
+        self.note(line, key);
+        self.coordinator = Some(match c.to_ascii_lowercase().as_str() {
+            "workflow" => Coordinator::Workflow,
+            "chain" => Coordinator::Chain,
+            "fan_out" | "fan-out" | "fanout" => Coordinator::FanOut,
+            _ => {
+                return Err(format!(
+                    "unknown coordinator `{c}` (hint: one of workflow, chain, fan_out)"
+                ));
+            }
+        });
+        Ok(())
+    }
+
+    /// `ROUTE a -> b, c [ON ERROR]`.
+    pub(super) fn route(
         &mut self,
         key: &'static str,
         line: usize,
         rest: &str,
+    ) -> Result<(), String> {
+        self.note(line, key);
+        self.routes.push(parse_route(rest)?);
+        self.lines.routes.push(line);
+        Ok(())
+    }
+
+    /// `AGENTS a b c` (or `a,b,c`): the members' order.
+    pub(super) fn agents(
+        &mut self,
+        key: &'static str,
+        line: usize,
         args: &[String],
     ) -> Result<(), String> {
         self.note(line, key);
-        match (key, args) {
-            ("AGENT", [name, source]) => {
-                let name = check_member(name)?;
-                if let Some(prev) = self.lines.members.get(&name) {
-                    return Err(format!(
-                        "AGENT `{name}` is already declared on line {prev} (hint: give each member its own name)"
-                    ));
-                }
-                self.lines.members.insert(name.clone(), line);
-                self.members.push(Member {
-                    name,
-                    parcel: source.clone(),
-                });
+        for n in args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .filter(|n| !n.is_empty())
+        {
+            if self.order.iter().any(|o| o == n) {
+                return Err(format!("AGENTS names `{n}` twice"));
             }
-            ("COORDINATOR", [c]) => {
-                self.coordinator = Some(match c.to_ascii_lowercase().as_str() {
-                    "workflow" => Coordinator::Workflow,
-                    "chain" => Coordinator::Chain,
-                    "fan_out" | "fan-out" | "fanout" => Coordinator::FanOut,
-                    _ => {
-                        return Err(format!(
-                            "unknown coordinator `{c}` (hint: one of workflow, chain, fan_out)"
-                        ));
-                    }
-                })
-            }
-            ("ROUTE", _) => {
-                self.routes.push(parse_route(rest)?);
-                self.lines.routes.push(line);
-            }
-            ("AGENTS", _) => {
-                for n in args
-                    .iter()
-                    .flat_map(|a| a.split(','))
-                    .filter(|n| !n.is_empty())
-                {
-                    if self.order.iter().any(|o| o == n) {
-                        return Err(format!("AGENTS names `{n}` twice"));
-                    }
-                    self.order.push(n.to_string());
-                }
-                self.lines.order = line;
-            }
-            ("JOIN", _) if !args.is_empty() => {
-                for n in args
-                    .iter()
-                    .flat_map(|a| a.split(','))
-                    .filter(|n| !n.is_empty())
-                {
-                    if !self.joins.iter().any(|j| j == n) {
-                        self.joins.push(n.to_string());
-                    }
-                }
-                self.lines.joins = line;
-            }
-            ("AGGREGATE", [a]) => {
-                self.aggregate_line = line;
-                self.aggregate = Some(match a.to_ascii_lowercase().as_str() {
-                    "merge_all" => Aggregate::MergeAll,
-                    "first" => Aggregate::First,
-                    "vote" => Aggregate::Vote,
-                    _ => {
-                        return Err(format!(
-                            "unknown aggregate `{a}` (hint: one of merge_all, first, vote)"
-                        ));
-                    }
-                })
-            }
-            _ => return Err(expected(key, rest)),
+            self.order.push(n.to_string());
         }
+        self.lines.order = line;
+        Ok(())
+    }
+
+    /// `JOIN a b` (or `a,b`).
+    pub(super) fn join(&mut self, key: &'static str, line: usize, args: &[String]) {
+        self.note(line, key);
+        for n in args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .filter(|n| !n.is_empty())
+        {
+            if !self.joins.iter().any(|j| j == n) {
+                self.joins.push(n.to_string());
+            }
+        }
+        self.lines.joins = line;
+    }
+
+    /// `AGGREGATE merge_all|first|vote`.
+    pub(super) fn aggregate(
+        &mut self,
+        key: &'static str,
+        line: usize,
+        a: &str,
+    ) -> Result<(), String> {
+        self.note(line, key);
+        self.aggregate_line = line;
+        self.aggregate = Some(match a.to_ascii_lowercase().as_str() {
+            "merge_all" => Aggregate::MergeAll,
+            "first" => Aggregate::First,
+            "vote" => Aggregate::Vote,
+            _ => {
+                return Err(format!(
+                    "unknown aggregate `{a}` (hint: one of merge_all, first, vote)"
+                ));
+            }
+        });
         Ok(())
     }
 
     /// `TIMEOUT AGENT <duration>`.
     pub(super) fn timeout(&mut self, line: usize, d: &str) -> Result<(), String> {
         self.note(line, "TIMEOUT AGENT");
-        let ms = parse_duration_ms(d)?;
+        let ms = duration_ms(d)?;
         if ms == 0 {
             return Err("TIMEOUT AGENT must be greater than zero".into());
         }

@@ -28,7 +28,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dispatch_core::RunId;
-use dispatch_core::isolation::{configures_container_client, format_size};
+use dispatch_core::isolation::configures_container_client;
+use dispatch_core::units::format_size;
 use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 

@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use dispatch_core::isolation::{Network, container_env, format_size};
+use dispatch_core::isolation::{Network, container_env};
 use dispatch_core::parcel::Manifest;
+use dispatch_core::units::format_size;
 use dispatch_store::Run;
 
 use super::{ContainerError, Runtime};

@@ -1,7 +1,8 @@
 //! What this machine has: its cores and memory. A run asking for more than
 //! the machine has could never run as declared, and is refused at once.
 
-use dispatch_core::isolation::{Resources, format_size};
+use dispatch_core::isolation::Resources;
+use dispatch_core::units::format_size;
 
 /// The cores this process may use.
 pub fn cores() -> usize {

@@ -27,7 +27,8 @@ pub mod groups;
 pub mod machine;
 mod usage;
 
-use dispatch_core::isolation::{Resources, format_size};
+use dispatch_core::isolation::Resources;
+use dispatch_core::units::format_size;
 use nix::sys::resource::Resource;
 use serde::{Deserialize, Serialize};
 

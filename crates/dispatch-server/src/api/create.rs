@@ -11,9 +11,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dispatch_core::agentfile::parse_duration_ms;
 use dispatch_core::parcel::Parcel;
 use dispatch_core::policy::{PolicyInput, RunPolicy, Spelling};
+use dispatch_core::units::parse_duration_ms_or_seconds;
 use dispatch_core::{NewEvent, Operation, now_ms};
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_runtime::submit::{check_session_name, default_key};
@@ -163,7 +163,7 @@ impl CreateRun {
         let Some(text) = self.queue_timeout.as_deref() else {
             return Ok(None);
         };
-        let ms = parse_duration_ms(text)
+        let ms = parse_duration_ms_or_seconds(text)
             .ok()
             .and_then(|ms| i64::try_from(ms).ok())
             .filter(|ms| *ms > 0)

@@ -304,7 +304,7 @@ fn check_expect(text: &str, shown: &str, case: &str, raw: RawExpect) -> CliResul
     let max_duration_ms = match &raw.max_duration {
         None => None,
         Some(d) => Some(
-            dispatch_core::agentfile::parse_duration_ms(d.get_ref())
+            dispatch_core::units::parse_duration_ms_or_seconds(d.get_ref())
                 .map_err(|e| at(d.span(), format!("expect.max_duration: {e}")))?,
         ),
     };
