@@ -1,6 +1,7 @@
 //! Why a queued run is still waiting, in words a user acts on: a backoff
 //! before its next attempt, no live worker (or none with its labels), its
-//! concurrency key full, or every worker that could take it busy; and why a
+//! concurrency key full, its project at its live-run cap (`project quota,
+//! 10/10 live runs`), or every worker that could take it busy; and why a
 //! running agent is not calling its model: a shared rate limit (its newest
 //! `rate_limit_waiting` event, while the time it names is ahead). Shown as
 //! `waiting` by `GET /v1/runs/{id}` and `GET /v1/runs`, and so by `ps`,
@@ -29,6 +30,8 @@ pub(crate) struct Waiting {
     now: Ts,
     /// Slots held per concurrency key, read once per key.
     holding: HashMap<String, u32>,
+    /// Live runs and live-run cap per project, read once per project.
+    caps: HashMap<String, (u32, Option<u32>)>,
 }
 
 impl Waiting {
@@ -48,6 +51,7 @@ impl Waiting {
             live,
             now,
             holding: HashMap::new(),
+            caps: HashMap::new(),
         }
     }
 
@@ -90,6 +94,9 @@ impl Waiting {
                 ));
             }
         }
+        if let Some(why) = self.project_capped(state, &run.project).await {
+            return Some(why);
+        }
         let able: Vec<&WorkerInfo> = self.able(&run.labels).collect();
         if able.iter().all(|w| w.held >= w.beat.slots) {
             let (held, slots) = able
@@ -100,6 +107,28 @@ impl Waiting {
             ));
         }
         None
+    }
+
+    /// `project quota, 10/10 live runs` while the project is at its cap.
+    async fn project_capped(&mut self, state: &AppState, project: &str) -> Option<String> {
+        let (live, cap) = match self.caps.get(project) {
+            Some(known) => *known,
+            None => {
+                let quotas = state.store.list_quotas(&[project.to_string()]).await.ok()?;
+                let cap = quotas
+                    .iter()
+                    .find(|q| q.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns)
+                    .map(|q| q.value as u32);
+                let live = match cap {
+                    Some(_) => state.store.live_runs(project).await.ok()?,
+                    None => 0,
+                };
+                self.caps.insert(project.to_string(), (live, cap));
+                (live, cap)
+            }
+        };
+        let cap = cap?;
+        (live >= cap).then(|| format!("project quota, {live}/{cap} live runs"))
     }
 
     /// `rate limit <model>: next call in N s`, while the run's newest word
