@@ -201,6 +201,41 @@ pub fn parse_tokens(s: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0 && v < 1e18 && v.fract() == 0.0).then_some(v as u64)
 }
 
+/// The limits `dispatch quota set` (or `PUT /v1/quotas/{project}`) gives:
+/// each `(limit, value as written)` parsed, with the soft mark (default
+/// 80 %) and the hard action (default `wait`) applied to each. The error is
+/// one line with a hint.
+pub fn parse_quotas(
+    project: &str,
+    values: &[(QuotaLimit, String)],
+    soft: Option<&str>,
+    on_hard: Option<&str>,
+    now: Ts,
+) -> Result<Vec<Quota>, String> {
+    crate::project::check_project(project)?;
+    if values.is_empty() {
+        return Err(
+            "no limit given (hint: one or more of --max-live-runs 10, --tokens-per-day 2M, --tokens-per-month 50M, --usd-per-day 20, --usd-per-month 500)"
+                .to_string(),
+        );
+    }
+    let soft_pct = soft.map(parse_pct).transpose()?.unwrap_or(DEFAULT_SOFT_PCT);
+    let on_hard = on_hard.map(OnHard::parse).transpose()?.unwrap_or_default();
+    values
+        .iter()
+        .map(|(limit, text)| {
+            Ok(Quota {
+                project: project.to_string(),
+                limit: *limit,
+                value: limit.parse_value(text)?,
+                soft_pct,
+                on_hard,
+                updated_at: now,
+            })
+        })
+        .collect()
+}
+
 /// One limit of one project's quota, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quota {

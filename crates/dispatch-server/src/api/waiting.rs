@@ -30,8 +30,9 @@ pub(crate) struct Waiting {
     now: Ts,
     /// Slots held per concurrency key, read once per key.
     holding: HashMap<String, u32>,
-    /// Live runs and live-run cap per project, read once per project.
-    caps: HashMap<String, (u32, Option<u32>)>,
+    /// Why a project's runs wait (a limit of its quota reached), read once
+    /// per project.
+    caps: HashMap<String, Option<String>>,
 }
 
 impl Waiting {
@@ -109,26 +110,25 @@ impl Waiting {
         None
     }
 
-    /// `project quota, 10/10 live runs` while the project is at its cap.
+    /// `project quota, 10/10 live runs` while the project is at its
+    /// live-run cap; `project quota, tokens_per_day 2000000/2000000 tokens
+    /// today (UTC)` while a budget of it is at its hard limit.
     async fn project_capped(&mut self, state: &AppState, project: &str) -> Option<String> {
-        let (live, cap) = match self.caps.get(project) {
-            Some(known) => *known,
-            None => {
-                let quotas = state.store.list_quotas(&[project.to_string()]).await.ok()?;
-                let cap = quotas
-                    .iter()
-                    .find(|q| q.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns)
-                    .map(|q| q.value as u32);
-                let live = match cap {
-                    Some(_) => state.store.live_runs(project).await.ok()?,
-                    None => 0,
-                };
-                self.caps.insert(project.to_string(), (live, cap));
-                (live, cap)
-            }
-        };
-        let cap = cap?;
-        (live >= cap).then(|| format!("project quota, {live}/{cap} live runs"))
+        if !self.caps.contains_key(project) {
+            let used = state
+                .store
+                .quota_use(&[project.to_string()], self.now)
+                .await
+                .ok()?;
+            let why = used.iter().find(|u| u.hard_reached()).map(|u| {
+                match u.quota.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns {
+                    true => format!("project quota, {}", u.text()),
+                    false => format!("project quota, {} {}", u.quota.limit, u.text()),
+                }
+            });
+            self.caps.insert(project.to_string(), why);
+        }
+        self.caps.get(project).cloned().flatten()
     }
 
     /// `rate limit <model>: next call in N s`, while the run's newest word
