@@ -72,7 +72,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use dispatch_runtime::Layout;
 use dispatch_store::RunFilter;
 use tokio::sync::Notify;
@@ -200,7 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/quotas", get(quotas::list))
         .route(
             "/v1/quotas/{project}",
-            axum::routing::put(quotas::set).delete(quotas::remove),
+            put(quotas::set).delete(quotas::remove),
         )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
