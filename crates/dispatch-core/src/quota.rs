@@ -198,7 +198,7 @@ pub fn parse_tokens(s: &str) -> Option<u64> {
         return num.parse::<u64>().ok();
     }
     let v = num.parse::<f64>().ok()? * mul;
-    (v.is_finite() && v >= 0.0 && v < 1e18 && v.fract() == 0.0).then_some(v as u64)
+    ((0.0..1e18).contains(&v) && v.fract() == 0.0).then_some(v as u64)
 }
 
 /// The limits `dispatch quota set` (or `PUT /v1/quotas/{project}`) gives:

@@ -119,7 +119,9 @@ pub async fn quota(ctx: &Ctx, args: &QuotaArgs) -> CliResult {
         QuotaCommand::Set(a) => {
             let quotas = a.quotas()?;
             store.set_quotas(&quotas).await?;
-            let now = store.quota_use(&[a.project.clone()], now_ms()).await?;
+            let now = store
+                .quota_use(std::slice::from_ref(&a.project), now_ms())
+                .await?;
             said_set(&a.project, &now);
             Ok(0)
         }

@@ -82,7 +82,10 @@ pub async fn quotas_are_kept_per_project_and_limit_replaced_and_removed<S: Store
         updated_at: 9,
         ..refuse.clone()
     };
-    store.set_quotas(&[raised.clone()]).await.expect("raise");
+    store
+        .set_quotas(std::slice::from_ref(&raised))
+        .await
+        .expect("raise");
     let b = store.list_quotas(&["b".to_string()]).await.expect("list b");
     assert_eq!(
         b,
