@@ -172,6 +172,7 @@ pub trait Store:
     + SessionStore
     + MessageStore
     + LimitStore
+    + QuotaStore
 {
 }
 impl<
@@ -182,7 +183,8 @@ impl<
         + ReliabilityStore
         + SessionStore
         + MessageStore
-        + LimitStore,
+        + LimitStore
+        + QuotaStore,
 > Store for T
 {
 }

@@ -118,3 +118,46 @@ fn a_refusing_budget_refuses_new_runs_with_the_reason_until_raised() {
     d.ok(&["quota", "set", "search", "--tokens-per-day", "1M"]);
     d.ok(&["run", agent, "--project", "search"]);
 }
+
+#[test]
+fn a_running_native_agent_over_its_projects_budget_ends_before_its_next_call() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "search", "arguments": {"q": "x"}}],
+         "usage": {"input_tokens": 500, "output_tokens": 0}},
+        text("never", 10, 2),
+    ]));
+    let agent = native_agent(
+        d.dir.path(),
+        "spender",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
+            mock.url()
+        ),
+    );
+    d.ok(&["quota", "set", "default", "--tokens-per-day", "300"]);
+    let id = d.ok(&["run", agent.to_str().expect("utf-8"), "--detach"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let reason = doc["state"]["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with(
+            "budget_exceeded: project `default` is over its quota tokens_per_day: 500/300 tokens today (UTC)"
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "no call after the budget was reached"
+    );
+    let marks: Vec<String> = native_common::events_of(&doc, "quota")
+        .iter()
+        .map(|e| e["mark"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        marks,
+        vec!["soft", "hard"],
+        "both marks crossed by the one call"
+    );
+}
