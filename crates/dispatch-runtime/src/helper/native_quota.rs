@@ -11,7 +11,10 @@ use dispatch_store::Store;
 /// budget now. The store out of reach: the call goes (as rate limits do).
 pub(super) async fn over_quota<S: Store + ?Sized>(store: &S, run: &RunId) -> Option<String> {
     let project = store.get_run(run).await.ok()?.project;
-    let used = store.quota_use(&[project.clone()], now_ms()).await.ok()?;
+    let used = store
+        .quota_use(std::slice::from_ref(&project), now_ms())
+        .await
+        .ok()?;
     let over = used
         .into_iter()
         .find(|u| u.quota.limit.period().is_some() && u.hard_reached())?;
