@@ -56,6 +56,12 @@ pub trait Sink: Send {
     async fn admit(&mut self, _model: &str, _provider: &str, _est_tokens: u64) -> Admission {
         Admission::default()
     }
+    /// Before each call: why the run may not call its model any more (its
+    /// project is over a budget of its quota), if so; the run then ends
+    /// `budget_exceeded`, as at its own `LIMIT COST`.
+    async fn over_quota(&mut self) -> Option<String> {
+        None
+    }
     /// After the call `admission` admitted: the tokens it really used.
     async fn settle(&mut self, _admission: Admission, _tokens: u64) {}
     /// The provider answered 429: nothing more goes to `model` of `provider`
@@ -448,6 +454,11 @@ pub(crate) async fn call_chain(
             if (mi > 0 || retry > 0)
                 && let Some(reason) = over_budget(cfg, used, est_in, 0, Some(m))
             {
+                return Err(LoopEnd::Budget(format!(
+                    "budget_exceeded: {reason} (stopped before the next model call)"
+                )));
+            }
+            if let Some(reason) = sink.over_quota().await {
                 return Err(LoopEnd::Budget(format!(
                     "budget_exceeded: {reason} (stopped before the next model call)"
                 )));

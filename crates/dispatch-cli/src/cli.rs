@@ -99,6 +99,8 @@ pub enum Command {
     Policy(crate::commands::policy::PolicyArgs),
     /// What runs spent (calls, tokens, USD) by parcel, model, label or day: the cost report.
     Usage(crate::commands::usage::UsageArgs),
+    /// Quotas per project: max live runs, tokens and USD per day and month, soft and hard.
+    Quota(crate::commands::quota::QuotaArgs),
     /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
     Notify(crate::commands::notifications::NotificationsArgs),
     /// Reference: the Agentfile directives (`dispatch reference agentfile TIMEOUT`).

@@ -134,6 +134,7 @@ fn prints_a_listing(command: &Command) -> bool {
             | Command::Artifacts(_)
             | Command::Logs(_)
             | Command::Usage(_)
+            | Command::Quota(_)
             | Command::Container(
                 ContainerCommand::Ls(_)
                     | ContainerCommand::Ps(_)
@@ -199,6 +200,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Policy(a) => policy::policy(&a),
         Command::Reference(a) => commands::reference_agentfile::reference(&a),
         Command::Usage(a) => usage::usage(ctx, &a).await,
+        Command::Quota(a) => quota::quota(ctx, &a).await,
         Command::Notify(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -18,6 +18,7 @@ pub mod parcel_skill;
 mod parcel_tools;
 pub mod policy;
 pub mod project;
+pub mod quota;
 pub mod redact;
 pub mod run_event;
 pub mod state;

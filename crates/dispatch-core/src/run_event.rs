@@ -156,6 +156,9 @@ run_events! {
     WakeSkipped = "wake_skipped",
     /// A WASM agent's guest was entered (`at_us`, on the guest's thread).
     GuestStarted = "guest_started",
+    /// The run's usage took its project past a quota's soft mark or hard
+    /// limit (`project`, `limit`, `mark`, `used`, `value`, `period`).
+    Quota = "quota",
     /// The policy's decision on creating the run (`decision`, `who`, `modify`, `policy_sha256`).
     Policy = "policy",
 }

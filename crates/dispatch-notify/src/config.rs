@@ -339,6 +339,9 @@ impl Config {
                     .map_or(&[], |e| e.notify.as_slice())
             }
             k::RUN_FAILED => &self.failures.notify,
+            // A project's quota: its soft mark and its hard limit, each
+            // once per period, to whoever hears of budgets.
+            k::QUOTA_SOFT | k::QUOTA_HARD => &self.budget.notify,
             k::BUDGET_THRESHOLD => {
                 let pct = n.data["percent"].as_u64().unwrap_or(0);
                 match self.budget_percent.iter().any(|p| u64::from(*p) == pct) {

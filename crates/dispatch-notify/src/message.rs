@@ -89,6 +89,50 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
                 ],
             )
         }
+        kind::QUOTA_SOFT | kind::QUOTA_HARD => {
+            let project = d["project"].as_str().unwrap_or("?");
+            let limit = d["limit"].as_str().unwrap_or("?");
+            let usd = limit.starts_with("usd");
+            let show = |v: &Value| match usd {
+                true => format!("${:.2}", v.as_f64().unwrap_or(0.0)),
+                false => format!("{}", v.as_f64().unwrap_or(0.0).round() as u64),
+            };
+            let (used, max) = (show(&d["used"]), show(&d["value"]));
+            let period = d["period"].as_str().unwrap_or("?");
+            let (title, then) = match n.kind.as_str() {
+                kind::QUOTA_HARD => (
+                    format!("Quota reached: project {project} ({limit} {used} of {max}, {period})"),
+                    match d["on_hard"].as_str() {
+                        Some("refuse") => {
+                            "New runs of the project are refused until the period ends or the quota is raised."
+                        }
+                        _ => {
+                            "New runs of the project wait in the queue until the period ends or the quota is raised."
+                        }
+                    },
+                ),
+                _ => (
+                    format!(
+                        "Quota {}% used: project {project} ({limit} {used} of {max}, {period})",
+                        d["percent"]
+                    ),
+                    "Nothing is held back yet.",
+                ),
+            };
+            (
+                title,
+                vec![
+                    format!(
+                        "Run {id} (parcel {parcel}) took project {project} to {used} of its {limit} quota {max} for {period}."
+                    ),
+                    then.to_string(),
+                    format!(
+                        "Raise it with: dispatch quota set {project} --{} N",
+                        limit.replace('_', "-")
+                    ),
+                ],
+            )
+        }
         other => (format!("{other} on run {id}"), Vec::new()),
     };
     let mut document = json!({
@@ -103,6 +147,7 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
         let section = match n.kind.as_str() {
             kind::RUN_FAILED => Some("failure"),
             kind::BUDGET_THRESHOLD => Some("budget"),
+            kind::QUOTA_SOFT | kind::QUOTA_HARD => Some("quota"),
             _ => None,
         };
         match section {

@@ -475,3 +475,38 @@ impl dispatch_store::LimitStore for FencedStore {
         }
     }
 }
+
+/// Quotas are the project's, shared by every run: not fenced.
+#[async_trait::async_trait]
+impl dispatch_store::QuotaStore for FencedStore {
+    async fn set_quotas(&self, quotas: &[dispatch_core::quota::Quota]) -> StoreResult<()> {
+        self.inner.set_quotas(quotas).await
+    }
+
+    async fn remove_quotas(
+        &self,
+        project: &str,
+        limit: Option<dispatch_core::quota::QuotaLimit>,
+    ) -> StoreResult<u64> {
+        self.inner.remove_quotas(project, limit).await
+    }
+
+    async fn list_quotas(
+        &self,
+        projects: &[String],
+    ) -> StoreResult<Vec<dispatch_core::quota::Quota>> {
+        self.inner.list_quotas(projects).await
+    }
+
+    async fn live_runs(&self, project: &str) -> StoreResult<u32> {
+        self.inner.live_runs(project).await
+    }
+
+    async fn quota_use(
+        &self,
+        projects: &[String],
+        now: Ts,
+    ) -> StoreResult<Vec<dispatch_store::QuotaUse>> {
+        self.inner.quota_use(projects, now).await
+    }
+}

@@ -79,6 +79,7 @@ pub trait ClusterStore:
     + BlobStore
     + UsageStore
     + dispatch_store::NotificationStore
+    + dispatch_store::QuotaStore
 {
 }
 impl<
@@ -98,7 +99,8 @@ impl<
         + WorkerStore
         + BlobStore
         + UsageStore
-        + dispatch_store::NotificationStore,
+        + dispatch_store::NotificationStore
+        + dispatch_store::QuotaStore,
 > ClusterStore for T
 {
 }

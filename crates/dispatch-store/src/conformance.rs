@@ -36,6 +36,7 @@ mod parcels;
 mod projects;
 mod queue;
 mod queue_timeout;
+mod quotas;
 mod reliability;
 mod retention;
 mod review;
@@ -69,6 +70,7 @@ pub use parcels::*;
 pub use projects::*;
 pub use queue::*;
 pub use queue_timeout::*;
+pub use quotas::*;
 pub use reliability::*;
 pub use retention::*;
 pub use review::*;
@@ -191,6 +193,12 @@ macro_rules! __queue_conformance_names {
             drop_cancels_a_run_whose_key_is_full_at_once,
             cancel_in_progress_makes_room_for_the_newest_run,
             rate_limits_admit_no_more_than_their_window,
+            // quotas per project
+            quotas_are_kept_per_project_and_limit_replaced_and_removed,
+            claims_never_take_a_project_over_its_live_run_cap,
+            racing_claimers_never_exceed_a_projects_live_run_cap,
+            budgets_count_the_periods_usage_notify_once_and_hold_claims,
+            a_project_over_a_refusing_budget_takes_no_new_run_until_raised,
             // tokens (the cluster's other capability)
             tokens_are_found_by_hash_until_revoked,
             // the cost report

@@ -25,6 +25,27 @@ pub enum StoreError {
         "run {id} waits for a slot of concurrency key `{key}` (at most {max} live at once, oldest first)"
     )]
     ConcurrencyLimited { id: RunId, key: String, max: u32 },
+    /// A claim of a run whose project is at its live-run cap (it stays
+    /// queued until a live run of the project ends or the cap is raised).
+    #[error("run {id} waits: project quota, {why} in project `{project}` (hint: {hint})")]
+    QuotaLimited {
+        id: RunId,
+        project: String,
+        /// `10/10 live runs`, `tokens_per_day 2000000/2000000 …`.
+        why: String,
+        hint: String,
+    },
+    /// A new run refused: its project is over a hard limit whose action
+    /// is `refuse`.
+    #[error("project `{project}` is over its quota {limit}: {used} used of {value} (hint: {hint})")]
+    QuotaExceeded {
+        project: String,
+        limit: dispatch_core::quota::QuotaLimit,
+        /// With its unit: `2100000 tokens today (UTC)`.
+        used: String,
+        value: String,
+        hint: String,
+    },
     #[error("run {id} is {status}; {hint}")]
     InvalidState {
         id: RunId,

@@ -23,6 +23,7 @@ mod parcels;
 pub mod postgres;
 mod queue;
 mod queue_timeout;
+mod quotas;
 mod reliability;
 mod retention;
 mod service;
@@ -54,6 +55,7 @@ pub use postgres::PgStore;
 pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
 };
+pub use quotas::{QuotaStore, QuotaUse};
 pub use reliability::{
     Approval, Created, DeadLetter, Decision, ENDED_DECISION, REVIEW_APPROVAL, ReliabilityStore,
     RunExtras,
@@ -170,6 +172,7 @@ pub trait Store:
     + SessionStore
     + MessageStore
     + LimitStore
+    + QuotaStore
 {
 }
 impl<
@@ -180,7 +183,8 @@ impl<
         + ReliabilityStore
         + SessionStore
         + MessageStore
-        + LimitStore,
+        + LimitStore
+        + QuotaStore,
 > Store for T
 {
 }

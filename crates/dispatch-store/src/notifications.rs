@@ -26,12 +26,20 @@ pub const APPROVAL_ESCALATED: &str = "approval.escalated";
 pub const RUN_FAILED: &str = "run.failed";
 /// A run's usage crossed a mark of its `LIMIT TOKENS` or `LIMIT COST`.
 pub const BUDGET_THRESHOLD: &str = "budget.threshold";
+/// A project's usage crossed the soft mark of a quota (once per quota
+/// and period).
+pub const QUOTA_SOFT: &str = "quota.soft";
+/// A project's usage reached the hard limit of a quota (once per quota
+/// and period).
+pub const QUOTA_HARD: &str = "quota.hard";
 /// Every kind, in the order the docs list them.
-pub const KINDS: [&str; 4] = [
+pub const KINDS: [&str; 6] = [
     APPROVAL_REQUESTED,
     APPROVAL_ESCALATED,
     RUN_FAILED,
     BUDGET_THRESHOLD,
+    QUOTA_SOFT,
+    QUOTA_HARD,
 ];
 
 /// The marks of a run's budget (percent of its hard limit) recorded as

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod print_prompt;
 pub mod prune;
 pub mod ps;
+pub mod quota;
 pub mod reference;
 pub mod reference_agentfile;
 pub mod remote;

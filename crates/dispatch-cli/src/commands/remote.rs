@@ -86,6 +86,7 @@ pub async fn execute(
         Command::Images(a) => remote.images(a),
         Command::Rmi(a) => remote.rmi(a),
         Command::Usage(a) => remote.usage(a),
+        Command::Quota(a) => remote.quota(a),
         Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_) => {
             return None;
         }

@@ -16,6 +16,7 @@ mod image;
 pub mod native;
 mod native_approval;
 pub(crate) mod native_billing;
+mod native_quota;
 mod native_rate;
 mod native_tools;
 mod resources;

@@ -733,6 +733,10 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         admission
     }
 
+    async fn over_quota(&mut self) -> Option<String> {
+        super::native_quota::over_quota(self.store, &self.run_id).await
+    }
+
     async fn settle(&mut self, admission: Admission, tokens: u64) {
         super::native_rate::Limits::settle(self.store, admission, tokens).await;
     }

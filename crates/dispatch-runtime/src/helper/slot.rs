@@ -1,7 +1,7 @@
-//! A local run whose concurrency key has no slot free waits queued, in
-//! order, until its claim is accepted (the store counts the key's slots in
-//! the claim's own transaction, so two helpers never both take the last
-//! one). While it waits, it stops the runs its `cancel-in-progress` dispatch
+//! A local run whose concurrency key has no slot free, or whose project is
+//! at its live-run cap, waits queued until its claim is accepted (the store
+//! counts the key's slots, and the project's live runs, in the claim's own
+//! transaction, so two helpers never both take the last one). While it waits, it stops the runs its `cancel-in-progress` dispatch
 //! displaced (their helpers hold their processes).
 //!
 //! A waiting helper leaves `runs/<id>/slot-waiter.json` (its pid and start
@@ -98,15 +98,7 @@ async fn wait_and_claim<S: Store + ?Sized>(
             Ok(()) => return Ok(Ok(Claim::Held(run))),
             Err(AdvanceError::Store(StoreError::ConcurrencyLimited { key, max, .. })) => {
                 if !said {
-                    let me = serde_json::to_vec(&os::this_process())
-                        .expect("a process reference is plain JSON");
-                    let file = waiter_file(layout, &run.id);
-                    let _ = std::fs::create_dir_all(layout.run_dir(&run.id));
-                    // Whole or not at all: a reader never sees it half written.
-                    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-                    if std::fs::write(&tmp, me).is_ok() && std::fs::rename(&tmp, &file).is_err() {
-                        let _ = std::fs::remove_file(&tmp);
-                    }
+                    leave_waiter_file(layout, &run.id);
                     println!(
                         "dispatch: waiting for a slot of concurrency key `{key}` (at most {max} live at once)"
                     );
@@ -116,8 +108,29 @@ async fn wait_and_claim<S: Store + ?Sized>(
                 tokio::time::sleep(SLOT_POLL).await;
                 run = store.get_run(&run.id).await?;
             }
+            Err(AdvanceError::Store(StoreError::QuotaLimited { project, why, .. })) => {
+                if !said {
+                    leave_waiter_file(layout, &run.id);
+                    println!("dispatch: waiting: project quota, {why} in project `{project}`");
+                    said = true;
+                }
+                tokio::time::sleep(SLOT_POLL).await;
+                run = store.get_run(&run.id).await?;
+            }
             Err(e) => return Ok(Err(e)),
         }
+    }
+}
+
+/// Leaves the file that says this helper waits for `id`'s slot.
+fn leave_waiter_file(layout: &Layout, id: &RunId) {
+    let me = serde_json::to_vec(&os::this_process()).expect("a process reference is plain JSON");
+    let file = waiter_file(layout, id);
+    let _ = std::fs::create_dir_all(layout.run_dir(id));
+    // Whole or not at all: a reader never sees it half written.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, me).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 

@@ -65,6 +65,8 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// 429: the token sent more requests than the server takes; retry after `Retry-After`.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// 429: the run's project is over a quota whose hard action is `refuse`.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
 
     /// Every code with its status and meaning, for the docs.
     pub const ALL: &[(&str, u16, &str)] = &[
@@ -147,6 +149,11 @@ pub mod codes {
             RATE_LIMITED,
             429,
             "too many requests with this token; retry after Retry-After seconds",
+        ),
+        (
+            QUOTA_EXCEEDED,
+            429,
+            "the project is over a quota that refuses new runs (the message names the quota, its use and its limit)",
         ),
         (INTERNAL, 500, "the server failed"),
         (
@@ -267,8 +274,12 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             | StoreError::Fenced { .. }
             | StoreError::LogMoved { .. }
             | StoreError::SessionConflict { .. }
-            | StoreError::ConcurrencyLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
+            | StoreError::ConcurrencyLimited { .. }
+            | StoreError::QuotaLimited { .. } => (StatusCode::CONFLICT, codes::CONFLICT),
             StoreError::InvalidSession { .. } => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            StoreError::QuotaExceeded { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, codes::QUOTA_EXCEEDED)
+            }
             StoreError::BlobTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE)
             }

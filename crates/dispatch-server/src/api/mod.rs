@@ -27,6 +27,7 @@
 //! | `POST /v1/evals`, `GET /v1/evals/{id}`, `GET /v1/evals/latest?parcel=` | keep and read eval reports |
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
+//! | `GET /v1/quotas`, `PUT/DELETE /v1/quotas/{project}` | quotas per project, with what is used of each |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
@@ -51,6 +52,7 @@ pub mod patience;
 pub(crate) mod policy;
 mod prune;
 pub mod publish;
+mod quotas;
 pub(crate) mod reliability;
 pub(crate) mod report;
 pub(crate) mod runs;
@@ -70,7 +72,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use dispatch_runtime::Layout;
 use dispatch_store::RunFilter;
 use tokio::sync::Notify;
@@ -195,6 +197,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evals/{id}", get(evals::get))
         .route("/v1/workers", get(workers::list))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/quotas", get(quotas::list))
+        .route(
+            "/v1/quotas/{project}",
+            put(quotas::set).delete(quotas::remove),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -1,6 +1,7 @@
 //! Why a queued run is still waiting, in words a user acts on: a backoff
 //! before its next attempt, no live worker (or none with its labels), its
-//! concurrency key full, or every worker that could take it busy; and why a
+//! concurrency key full, its project at its live-run cap (`project quota,
+//! 10/10 live runs`), or every worker that could take it busy; and why a
 //! running agent is not calling its model: a shared rate limit (its newest
 //! `rate_limit_waiting` event, while the time it names is ahead). Shown as
 //! `waiting` by `GET /v1/runs/{id}` and `GET /v1/runs`, and so by `ps`,
@@ -29,6 +30,9 @@ pub(crate) struct Waiting {
     now: Ts,
     /// Slots held per concurrency key, read once per key.
     holding: HashMap<String, u32>,
+    /// Why a project's runs wait (a limit of its quota reached), read once
+    /// per project.
+    caps: HashMap<String, Option<String>>,
 }
 
 impl Waiting {
@@ -48,6 +52,7 @@ impl Waiting {
             live,
             now,
             holding: HashMap::new(),
+            caps: HashMap::new(),
         }
     }
 
@@ -90,6 +95,9 @@ impl Waiting {
                 ));
             }
         }
+        if let Some(why) = self.project_capped(state, &run.project).await {
+            return Some(why);
+        }
         let able: Vec<&WorkerInfo> = self.able(&run.labels).collect();
         if able.iter().all(|w| w.held >= w.beat.slots) {
             let (held, slots) = able
@@ -100,6 +108,27 @@ impl Waiting {
             ));
         }
         None
+    }
+
+    /// `project quota, 10/10 live runs` while the project is at its
+    /// live-run cap; `project quota, tokens_per_day 2000000/2000000 tokens
+    /// today (UTC)` while a budget of it is at its hard limit.
+    async fn project_capped(&mut self, state: &AppState, project: &str) -> Option<String> {
+        if !self.caps.contains_key(project) {
+            let used = state
+                .store
+                .quota_use(&[project.to_string()], self.now)
+                .await
+                .ok()?;
+            let why = used.iter().find(|u| u.hard_reached()).map(|u| {
+                match u.quota.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns {
+                    true => format!("project quota, {}", u.text()),
+                    false => format!("project quota, {} {}", u.quota.limit, u.text()),
+                }
+            });
+            self.caps.insert(project.to_string(), why);
+        }
+        self.caps.get(project).cloned().flatten()
     }
 
     /// `rate limit <model>: next call in N s`, while the run's newest word

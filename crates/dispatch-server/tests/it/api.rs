@@ -464,6 +464,12 @@ fn every_route_in_the_openapi_document_is_served(server: TestServer) {
                 }
                 "post" => server.post(&concrete, &json!({})),
                 "delete" => server.delete(&concrete),
+                "put" => server.call(
+                    "PUT",
+                    &concrete,
+                    &[("content-type", "application/json")],
+                    Some(b"{}"),
+                ),
                 other => panic!("unexpected method {other}"),
             };
             assert_ne!(

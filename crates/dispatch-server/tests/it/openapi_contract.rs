@@ -707,6 +707,32 @@ fn every_operation_answers_as_documented() {
     }
     assert_eq!(c.get("/v1/usage", "/v1/usage?by=team").0, 400);
 
+    // Quotas: set (a bad value is a 400), listed, one limit removed.
+    let quota = "/v1/quotas/{project}";
+    let json_body = [("content-type", "application/json")];
+    let body = br#"{"max_live_runs": 10, "tokens_per_day": "2M", "soft": "90%"}"#;
+    let (status, set) = c.call("PUT", quota, "/v1/quotas/team", &json_body, Some(body));
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["quotas"].as_array().map(Vec::len), Some(2), "{set}");
+    let bad = br#"{"max_live_runs": 0}"#;
+    assert_eq!(
+        c.call("PUT", quota, "/v1/quotas/team", &json_body, Some(bad))
+            .0,
+        400
+    );
+    let (status, listed) = c.get("/v1/quotas", "/v1/quotas?project=team");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["quotas"][0]["limit"], "max_live_runs", "{listed}");
+    assert_eq!(listed["quotas"][1]["soft_pct"], 90, "{listed}");
+    let (status, removed) = c.call(
+        "DELETE",
+        quota,
+        "/v1/quotas/team?limit=max_live_runs",
+        &[],
+        None,
+    );
+    assert_eq!((status, &removed["removed"]), (200, &json!(1)), "{removed}");
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()

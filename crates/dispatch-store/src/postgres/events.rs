@@ -165,6 +165,9 @@ pub(super) async fn append_locked(
             cost - total.cost_usd,
         );
         let at = events.last().map_or(0, |e| e.at);
+        let attempt = events.last().map_or(0, |e| e.attempt);
+        super::quotas::account(tx, run, (total.total_tokens(), total.cost_usd), attempt, at)
+            .await?;
         super::notifications::enqueue_budget(
             tx,
             run,

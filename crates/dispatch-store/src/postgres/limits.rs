@@ -70,8 +70,15 @@ pub(super) async fn keys_of(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<
         .collect()
 }
 
+/// `Ok` when queued run `id` may take a slot of its key now (or has no
+/// key) and its project's quota lets it start at `at`.
+pub(super) async fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail> {
+    check_key(tx, id).await?;
+    super::quotas::check_admitted(tx, id, at).await
+}
+
 /// `Ok` when queued run `id` may take a slot of its key now (or has no key).
-pub(super) async fn check_admitted(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
+async fn check_key(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
     let ids = vec![id.as_str().to_string()];
     let keys = keys_of(tx, &ids).await?;
     let Some(key) = keys.first() else {

@@ -21,6 +21,7 @@ mod messages;
 mod notifications;
 mod parcels;
 pub(crate) mod queue;
+mod quotas;
 mod reliability;
 mod retention;
 mod runs;
@@ -141,7 +142,8 @@ impl PgStore {
                 && runs::get(&tx, item.id).await?.status() == dispatch_core::Status::Queued
             {
                 // A claim: only when the run's concurrency key has a slot for it.
-                limits::check_admitted(&tx, item.id).await?;
+                let at = item.writes.first().map_or(0, |w| w.event.at);
+                limits::check_admitted(&tx, item.id, at).await?;
             }
             let answer = transitions::save(&tx, std::slice::from_ref(&item))
                 .await?
@@ -307,7 +309,7 @@ fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Fail> {
 #[async_trait]
 impl RunStore for PgStore {
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::create(&tx, new))
+        in_tx!(self, |tx| quotas::create(&tx, new))
     }
 
     async fn get_run(&self, id: &RunId) -> StoreResult<Run> {

@@ -101,9 +101,11 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              AND labels <@ $3::text[] \
              AND (queue_timeout_ms IS NULL OR ready_at + queue_timeout_ms >= $1) \
              AND ($4::bigint IS NULL OR (req_cpus_milli <= $4 AND req_memory_bytes <= $5::bigint)) \
-             AND {admits} \
+             AND {admits} AND {under_cap} AND {under_budget} \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-            admits = crate::limits::admits("runs")
+            admits = crate::limits::admits("runs"),
+            under_cap = crate::quotas::under_cap("runs"),
+            under_budget = crate::quotas::under_budget("runs", "$6::text", "$7::text")
         ))
         .await?;
     let free = req.free.map(|f| {
@@ -113,10 +115,19 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
         )
     });
     let (free_cpus, free_memory) = (free.map(|f| f.0), free.map(|f| f.1));
+    let (day, month) = crate::quotas::periods_at(req.now);
     let candidates: Vec<(String, Capacity)> = tx
         .query(
             &stmt,
-            &[&req.now, &limit, &req.labels, &free_cpus, &free_memory],
+            &[
+                &req.now,
+                &limit,
+                &req.labels,
+                &free_cpus,
+                &free_memory,
+                &day,
+                &month,
+            ],
         )
         .await?
         .iter()
@@ -144,6 +155,12 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+    }
+    // Runs of a project with a live-run cap: as many as it has free slots,
+    // counted under the caps' locks (after the keys': one order for all).
+    let ids = super::quotas::admitted(tx, &ids).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
     let state = RunState::Starting {
         helper: req.helper,
@@ -526,7 +543,7 @@ pub(super) async fn enqueue(
     new: &crate::NewRun,
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
-    let mut run = super::runs::create(tx, new).await?;
+    let mut run = super::quotas::create(tx, new).await?;
     set_options(tx, &new.id, options).await?;
     run.labels.clone_from(&options.labels);
     Ok(run)

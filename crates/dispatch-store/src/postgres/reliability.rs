@@ -88,6 +88,8 @@ pub(super) async fn create_with(
             }));
         }
     }
+    // A project over a hard limit whose action is `refuse` takes no new run.
+    super::quotas::refuse_new(tx, &new.project, new.created_at).await?;
     // A run with a concurrency key is claimed only when the key has a
     // slot for it (its helper waits otherwise); `drop` cancels it at once.
     // A run in review is neither: it waits for a person first.
@@ -100,20 +102,24 @@ pub(super) async fn create_with(
         Some(c) if review.is_none() => super::limits::make_room(tx, new, c).await?,
         _ => None,
     };
+    // So is a run made held whose project has a quota.
+    let capped = new.claimed_by.is_some() && super::quotas::has_quota(tx, &new.project).await?;
     let mut plain = new.clone();
-    if keyed.is_some() || review.is_some() {
+    if keyed.is_some() || review.is_some() || capped {
         plain.claimed_by = None;
     }
     let mut run = create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone())).await?;
     if let Some(c) = keyed {
         // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;
+    }
+    if keyed.is_some() || capped {
         if let Some(reason) = dropped {
             if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
                 run = super::limits::save(tx, &new.id, run.version, &write).await?;
             }
         } else if let Some(helper) = new.claimed_by.filter(|_| review.is_none())
-            && super::limits::check_admitted(tx, &new.id).await.is_ok()
+            && admitted_now(tx, &new.id, new.created_at).await?
         {
             let claim = crate::created_claimed::claim_write(new, helper);
             run = super::limits::save(tx, &new.id, run.version, &claim).await?;
@@ -173,6 +179,22 @@ pub(super) async fn extras(tx: &Transaction<'_>, id: &RunId) -> Result<RunExtras
         events: Vec::new(),
         review: None,
     })
+}
+
+/// Whether queued run `id` (created by this transaction) may be claimed
+/// now: a refusal by its key or its project's cap is a `false`.
+async fn admitted_now(
+    tx: &Transaction<'_>,
+    id: &dispatch_core::RunId,
+    at: dispatch_core::Ts,
+) -> Result<bool, Fail> {
+    match super::limits::check_admitted(tx, id, at).await {
+        Ok(()) => Ok(true),
+        Err(Fail::Store(
+            StoreError::ConcurrencyLimited { .. } | StoreError::QuotaLimited { .. },
+        )) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The concurrency columns from `first` on (key, max, strategy) as

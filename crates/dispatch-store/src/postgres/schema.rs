@@ -353,6 +353,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (token_id, project)
     );
     "#,
+    // (as SQLite's 31): quotas per project (see `crate::QuotaStore`): one
+    // row per project and limit (a claimer locks the `max_live_runs` row);
+    // live runs by project, for the live-run cap; the tokens and USD of a
+    // project with budgets per UTC day and month.
+    r#"
+    CREATE TABLE project_quotas (
+        project    TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        value      DOUBLE PRECISION NOT NULL,
+        soft_pct   BIGINT NOT NULL,
+        on_hard    TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    CREATE INDEX runs_live_by_project ON runs (project)
+        WHERE status IN ('starting', 'running', 'paused');
+    CREATE TABLE quota_usage (
+        project TEXT COLLATE "C" NOT NULL,
+        period  TEXT COLLATE "C" NOT NULL,
+        tokens  BIGINT NOT NULL,
+        usd     DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (project, period)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -76,6 +76,8 @@ pub(super) fn append(tx: &Transaction<'_>, run: &RunId, events: &[NewEvent]) -> 
             cost - total.cost_usd,
         );
         let at = events.last().map_or(0, |e| e.at);
+        let attempt = events.last().map_or(0, |e| e.attempt);
+        super::quotas::account(tx, run, (total.total_tokens(), total.cost_usd), attempt, at)?;
         super::notifications::enqueue_budget(
             tx,
             run,

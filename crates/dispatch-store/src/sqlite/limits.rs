@@ -68,8 +68,15 @@ pub(super) fn set_key(tx: &Transaction<'_>, id: &RunId, c: &RunConcurrency) -> R
     Ok(())
 }
 
+/// `Ok` when run `id` may take a slot of its key now (or has no key) and
+/// its project's quota lets it start at `at`.
+pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail> {
+    check_key(tx, id)?;
+    super::quotas::check_admitted(tx, id, at)
+}
+
 /// `Ok` when run `id` may take a slot of its key now (or has no key).
-pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
+fn check_key(tx: &Transaction<'_>, id: &RunId) -> Result<(), Fail> {
     let (ok, key, max): (bool, Option<String>, Option<u32>) = tx
         .prepare_cached(&format!(
             "SELECT {}, r.concurrency_key, r.concurrency_max FROM runs r WHERE r.id = ?1",

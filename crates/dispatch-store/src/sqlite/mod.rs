@@ -21,6 +21,7 @@ mod messages;
 mod notifications;
 mod parcels;
 mod queue;
+mod quotas;
 mod reliability;
 mod retention;
 mod runs;
@@ -343,7 +344,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
-        self.write(|tx| runs::create(tx, new))
+        self.write(|tx| quotas::create(tx, new))
     }
 
     async fn get_run(&self, id: &RunId) -> StoreResult<Run> {

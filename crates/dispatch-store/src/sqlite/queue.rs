@@ -32,6 +32,7 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
             i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
         )
     });
+    let (day, month) = crate::quotas::periods_at(req.now);
     let candidates: Vec<(String, Capacity)> = tx
         .prepare_cached(&format!(
             "SELECT id, req_cpus_milli, req_memory_bytes FROM runs WHERE status = 'queued' \
@@ -40,9 +41,11 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
              AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
                   WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
              AND (?4 IS NULL OR (req_cpus_milli <= ?4 AND req_memory_bytes <= ?5)) \
-             AND {admits} \
+             AND {admits} AND {under_cap} AND {under_budget} \
              ORDER BY priority DESC, created_at, id LIMIT ?2",
-            admits = crate::limits::admits("runs")
+            admits = crate::limits::admits("runs"),
+            under_cap = crate::quotas::under_cap("runs"),
+            under_budget = crate::quotas::under_budget("runs", "?6", "?7")
         ))?
         .query_map(
             params![
@@ -50,7 +53,9 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
                 limit,
                 to_json("labels", &req.labels)?,
                 free.map(|f| f.0),
-                free.map(|f| f.1)
+                free.map(|f| f.1),
+                day,
+                month
             ],
             |row| {
                 let want = Capacity {
@@ -63,6 +68,8 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
         .collect::<Result<_, _>>()?;
     // Together, the runs claimed fit in the worker's free capacity.
     let ids = Capacity::pick(req.free, candidates, req.limit);
+    // No more runs of a project than its live-run cap has free slots.
+    let ids = super::quotas::admitted(tx, &ids)?;
     let state = to_json(
         "state",
         &RunState::Starting {
@@ -481,7 +488,7 @@ pub(super) fn enqueue(
     new: &crate::NewRun,
     options: &crate::QueueOptions,
 ) -> Result<crate::Run, Fail> {
-    let mut run = super::runs::create(tx, new)?;
+    let mut run = super::quotas::create(tx, new)?;
     set_options(tx, &new.id, options)?;
     run.labels.clone_from(&options.labels);
     Ok(run)

@@ -70,6 +70,8 @@ pub(super) fn create_with(
             }));
         }
     }
+    // A project over a hard limit whose action is `refuse` takes no new run.
+    super::quotas::refuse_new(tx, &new.project, new.created_at)?;
     // A run with a concurrency key is claimed only when the key has a
     // slot for it (its helper waits otherwise); `drop` cancels it at once.
     // A run in review is neither: it waits for a person first.
@@ -82,20 +84,24 @@ pub(super) fn create_with(
         Some(c) if review.is_none() => super::limits::make_room(tx, new, c)?,
         _ => None,
     };
+    // So is a run made held whose project has a quota.
+    let capped = new.claimed_by.is_some() && super::quotas::has_quota(tx, &new.project)?;
     let mut plain = new.clone();
-    if keyed.is_some() || review.is_some() {
+    if keyed.is_some() || review.is_some() || capped {
         plain.claimed_by = None;
     }
     create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone()))?;
     if let Some(c) = keyed {
         super::limits::set_key(tx, &new.id, c)?;
+    }
+    if keyed.is_some() || capped {
         let run = get(tx, &new.id)?;
         if let Some(reason) = dropped {
             if let Some(write) = crate::limits::cancel_write(&run, &reason, new.created_at) {
                 super::runs::transition(tx, &new.id, run.version, std::slice::from_ref(&write))?;
             }
         } else if let Some(helper) = new.claimed_by.filter(|_| review.is_none())
-            && super::limits::check_admitted(tx, &new.id).is_ok()
+            && super::limits::check_admitted(tx, &new.id, new.created_at).is_ok()
         {
             let claim = crate::created_claimed::claim_write(new, helper);
             super::runs::transition(tx, &new.id, run.version, std::slice::from_ref(&claim))?;

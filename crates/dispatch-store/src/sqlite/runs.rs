@@ -396,7 +396,7 @@ fn transition_one(
     let claim = old_status == Status::Queued && new_status == Status::Starting;
     if claim {
         // A claim: only when the run's concurrency key has a slot for it.
-        super::limits::check_admitted(tx, id)?;
+        super::limits::check_admitted(tx, id, write.event.at)?;
     }
     let at = write.event.at;
     // Back to the queue from anywhere else: a retry, so a new attempt.

@@ -386,6 +386,29 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (token_id, project)
     );
     ",
+    // 31: quotas per project (see `crate::QuotaStore`): one row per
+    // project and limit; live runs by project, for the live-run cap; the
+    // tokens and USD of a project with budgets per UTC day and month.
+    "
+    CREATE TABLE project_quotas (
+        project    TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        value      REAL NOT NULL,
+        soft_pct   INTEGER NOT NULL,
+        on_hard    TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    CREATE INDEX runs_live_by_project ON runs (project)
+        WHERE status IN ('starting', 'running', 'paused');
+    CREATE TABLE quota_usage (
+        project TEXT NOT NULL,
+        period  TEXT NOT NULL,
+        tokens  INTEGER NOT NULL,
+        usd     REAL NOT NULL,
+        PRIMARY KEY (project, period)
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -138,11 +138,12 @@ async fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
         .await
         .expect("a raw connection");
     let driver = tokio::spawn(connection);
-    // Back to the version before projects (the last migration).
+    // Back to the version before projects (quotas came after them).
     client
         .batch_execute(
-            "DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
-             UPDATE dispatch_schema SET version = version - 1;",
+            "DROP TABLE project_quotas, quota_usage; \
+             DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
+             UPDATE dispatch_schema SET version = version - 2;",
         )
         .await
         .expect("a database from before projects");
@@ -185,6 +186,7 @@ async fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migratio
         .batch_execute(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads, blob_parts, blobs; \
+             DROP TABLE project_quotas, quota_usage; \
              DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
              DROP TABLE notifications; \
              ALTER TABLE tokens DROP COLUMN scope, DROP COLUMN expires_at; \

@@ -609,6 +609,8 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
         .execute_batch(
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads; DROP TABLE blob_parts; DROP TABLE blobs; \
+             DROP TABLE project_quotas; DROP TABLE quota_usage; \
+             DROP INDEX runs_live_by_project; \
              DROP TABLE token_projects; DROP INDEX runs_by_project; \
              ALTER TABLE runs DROP COLUMN project; \
              DROP TABLE notifications; \
@@ -649,15 +651,16 @@ fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
     };
     block_on(store.create_token(&old, "h")).expect("token");
     drop(store);
-    // Back to the version before projects (the last migration).
+    // Back to the version before projects (quotas came after them).
     let conn = raw(&path);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     conn.execute_batch(&format!(
-        "DROP TABLE token_projects; DROP INDEX runs_by_project; \
+        "DROP TABLE project_quotas; DROP TABLE quota_usage; DROP INDEX runs_live_by_project; \
+         DROP TABLE token_projects; DROP INDEX runs_by_project; \
          ALTER TABLE runs DROP COLUMN project; PRAGMA user_version = {};",
-        version - 1
+        version - 2
     ))
     .expect("a database from before projects");
     drop(conn);

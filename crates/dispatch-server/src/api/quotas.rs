@@ -1,0 +1,214 @@
+//! `GET /v1/quotas`, `PUT /v1/quotas/{project}`, `DELETE
+//! /v1/quotas/{project}`: quotas per project (`dispatch quota --host`),
+//! each limit with what is used of it now. Reading needs `read` (a token
+//! bound to projects sees its projects' quotas); setting and removing need
+//! `admin` on a token bound to no project: a project's own admin does not
+//! raise its own budget.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use dispatch_core::now_ms;
+use dispatch_core::quota::{QuotaLimit, parse_quotas};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::runs::{Params, only_known, params};
+use super::{ApiError, ApiResult, AppState, schemas};
+
+/// `GET /v1/quotas` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct QuotaParams {
+    /// Only this project's quota; the token must be bound to it (default:
+    /// every project the token may see).
+    pub project: Option<String>,
+}
+
+/// `DELETE /v1/quotas/{project}` query string.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RemoveParams {
+    /// Only this limit (`max_live_runs`, `tokens_per_day`, …); default: all.
+    pub limit: Option<String>,
+}
+
+/// One limit of a project's quota with what is used of it now.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct QuotaRow {
+    pub project: String,
+    /// `max_live_runs`, `tokens_per_day`, `tokens_per_month`, `usd_per_day` or `usd_per_month`.
+    pub limit: String,
+    /// Runs, tokens or USD.
+    pub value: f64,
+    /// The soft mark, percent of `value`: crossing it notifies (`quota.soft`).
+    pub soft_pct: u32,
+    /// `wait` (new runs stay queued) or `refuse` (new runs are refused) at the hard limit.
+    pub on_hard: String,
+    /// Live runs now, or tokens or USD billed in the current period.
+    pub used: f64,
+    /// The current period (`2026-11-26`, `2026-11`); absent for live runs.
+    pub period: Option<String>,
+    pub updated_at: i64,
+}
+
+/// The limits of one or more projects.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct QuotaList {
+    /// By project, then limit.
+    pub quotas: Vec<QuotaRow>,
+}
+
+/// The body of `PUT /v1/quotas/{project}`: the limits to set (each given
+/// replaces that limit; the others stay), as numbers or as `dispatch quota
+/// set` writes them (`"2M"`, `"$500"`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct QuotaBody {
+    #[schema(value_type = Option<String>)]
+    pub max_live_runs: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub tokens_per_day: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub tokens_per_month: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub usd_per_day: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub usd_per_month: Option<Value>,
+    /// The soft mark for these limits: `80%` or 80 (default 80).
+    #[schema(value_type = Option<String>)]
+    pub soft: Option<Value>,
+    /// `wait` (default) or `refuse`.
+    pub on_hard: Option<String>,
+}
+
+/// Quotas with what is used of each now.
+#[utoipa::path(
+    get,
+    path = "/v1/quotas",
+    operation_id = "listQuotas",
+    tag = "operations",
+    summary = "Quotas per project: max live runs, tokens and USD per day and month, with what is used of each now",
+    params(QuotaParams),
+    responses(
+        (status = 200, description = "the quotas", body = QuotaList),
+        (status = 400, description = "`bad_request`: a bad project name", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    token: Option<axum::Extension<dispatch_store::TokenRecord>>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    only_known(params.keys(), &["project"])?;
+    let projects =
+        crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
+    let quotas = state.store.quota_use(&projects, now_ms()).await?;
+    Ok(Json(json!({ "quotas": quotas })))
+}
+
+/// Sets limits of a project's quota; a raise lets waiting runs go at once.
+#[utoipa::path(
+    put,
+    path = "/v1/quotas/{project}",
+    operation_id = "setQuota",
+    tag = "operations",
+    summary = "Set limits of a project's quota (each given replaces that limit; the others stay)",
+    params(("project" = String, Path, description = "the project")),
+    request_body = QuotaBody,
+    responses(
+        (status = 200, description = "the project's quota as it is now", body = QuotaList),
+        (status = 400, description = "`bad_request`: a bad project, limit, value, soft mark or action", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
+    )
+)]
+pub async fn set(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad quota: {e} (hint: {{\"max_live_runs\": 10, \"tokens_per_day\": \"2M\", \"soft\": \"80%\", \"on_hard\": \"wait\"}})"
+        ))
+    })?;
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "bad quota: the body is a JSON object (hint: {\"usd_per_month\": 500})",
+        ));
+    };
+    let text = |key: &str, v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        _ => Err(ApiError::bad_request(format!(
+            "{key}: a number or a string such as \"2M\""
+        ))),
+    };
+    let mut values = Vec::new();
+    let (mut soft, mut on_hard) = (None, None);
+    for (key, v) in fields {
+        match key.as_str() {
+            "soft" => soft = Some(text(key, v)?),
+            "on_hard" => on_hard = Some(text(key, v)?),
+            _ => {
+                let limit = QuotaLimit::parse(key).map_err(ApiError::bad_request)?;
+                values.push((limit, text(key, v)?));
+            }
+        }
+    }
+    let quotas = parse_quotas(
+        &project,
+        &values,
+        soft.as_deref(),
+        on_hard.as_deref(),
+        now_ms(),
+    )
+    .map_err(ApiError::bad_request)?;
+    state.store.set_quotas(&quotas).await?;
+    let now = state.store.quota_use(&[project], now_ms()).await?;
+    Ok(Json(json!({ "quotas": now })))
+}
+
+/// Removes a project's quota, or one of its limits.
+#[utoipa::path(
+    delete,
+    path = "/v1/quotas/{project}",
+    operation_id = "removeQuota",
+    tag = "operations",
+    summary = "Remove a project's quota, or one of its limits (`?limit=`)",
+    params(("project" = String, Path, description = "the project"), RemoveParams),
+    responses(
+        (status = 200, description = "`{\"removed\": n}`: how many limits were removed", body = Object),
+        (status = 400, description = "`bad_request`: a bad project or limit name", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
+        (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
+    )
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    query: Params,
+) -> ApiResult<Json<Value>> {
+    let params = params(query)?;
+    only_known(params.keys(), &["limit"])?;
+    dispatch_core::project::check_project(&project).map_err(ApiError::bad_request)?;
+    let limit = params
+        .get("limit")
+        .map(|l| QuotaLimit::parse(l))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let removed = state.store.remove_quotas(&project, limit).await?;
+    Ok(Json(json!({ "removed": removed })))
+}
