@@ -2,17 +2,17 @@
 //!
 //! | Courier (`FROM`) | Module | What an attempt is |
 //! |---|---|---|
-//! | `process` | [`process`] | the parcel's COMMAND as a child process group, supervised until it exits |
-//! | `image <ref>` | [`image`] | the COMMAND in a container, through podman (or docker); the rest is the process courier's |
-//! | `agent` | [`agent`] | the native model loop inside this helper or worker ([`crate::helper::native`]) |
-//! | `agent` with a COMPONENT | [`wasm`] | the agent's WASM guest in a sandboxed engine ([`crate::wasm`]) |
-//! | `workflow` | [`workflow`] | the coordinator of the parcel's members ([`crate::workflow`]), each member's turn a child run |
-//! | `noop` | [`noop`] | nothing: the run starts and succeeds at once (benchmarks, wiring tests) |
+//! | `process` | `process` | the parcel's COMMAND as a child process group, supervised until it exits |
+//! | `image <ref>` | `image` | the COMMAND in a container, through podman (or docker); the rest is the process courier's |
+//! | `agent` | `agent` | the native model loop inside this helper or worker ([`crate::helper::native`]) |
+//! | `agent` with a COMPONENT | `wasm` | the agent's WASM guest in a sandboxed engine (`crate::wasm`) |
+//! | `workflow` | `workflow` | the coordinator of the parcel's members (`crate::workflow`), each member's turn a child run |
+//! | `noop` | `noop` | nothing: the run starts and succeeds at once (benchmarks, wiring tests) |
 //!
-//! [`one_attempt`] prepares the run (verifies the brief, lays out its
+//! `one_attempt` prepares the run (verifies the brief, lays out its
 //! directory and environment), picks the courier from the parcel and drives
-//! it. A courier returns how the attempt ended as a value ([`Ended`]); the
-//! caller ([`crate::helper`]'s attempt loop) saves it, requeues the run for
+//! it. A courier returns how the attempt ended as a value (`Ended`); the
+//! caller (`crate::helper`'s attempt loop) saves it, requeues the run for
 //! another try, or suspends it.
 
 mod agent;

@@ -83,7 +83,7 @@ impl Courier for Process {
         }
         let child = match start(&mut a, container.as_ref(), &limits) {
             Ok(child) => child,
-            Err(ended) => return Ok(ended),
+            Err(t) => return Ok(ended(End::Final(t, None))),
         };
         let ran = supervise(store, &mut a, child, &limits, container.is_some()).await?;
         let Ran {
@@ -215,13 +215,13 @@ async fn set_up<'a, S: Store + ?Sized>(store: &S, a: &mut Attempt<'a>) -> Option
     Some(Session { name, file, pulled })
 }
 
-/// Starts the agent (or its container's client); an error ends the attempt
-/// as the shell would (127: not found, 126: cannot run).
+/// Starts the agent (or its container's client); an error is how the run
+/// ends, as the shell would say it (127: not found, 126: cannot run).
 fn start(
     a: &mut Attempt<'_>,
     container: Option<&Plan>,
     limits: &AttemptLimits,
-) -> Result<Child, Ended> {
+) -> Result<Child, Transition> {
     let prepared = &a.prepared;
     let spawned = match container {
         Some(plan) => super::image::spawn(
@@ -250,12 +250,11 @@ fn start(
             "could not start `{}`: {e}{hint}",
             prepared.spec.command.join(" ")
         );
-        let t = Transition::Fail {
+        Transition::Fail {
             reason,
             exit_code: Some(code),
             at: now_ms(),
-        };
-        ended(End::Final(t, None))
+        }
     })
 }
 
