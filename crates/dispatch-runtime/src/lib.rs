@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod concurrency;
 pub mod contain;
 pub mod container;
+pub mod courier;
 mod error;
 mod follow;
 pub mod group;

@@ -80,6 +80,43 @@ pub(crate) async fn append_events<S: Store + ?Sized>(
     }
 }
 
+/// The writes that save `steps` applied to `run` one after the other (the
+/// pure part of [`advance_all`]): each with its `state` event, `then` right
+/// after the first's, `output` with the last.
+pub(crate) fn writes_for(
+    run: &Run,
+    steps: &[Transition],
+    then: &[NewEvent],
+    output: Option<Value>,
+) -> Result<Vec<StateWrite>, TransitionError> {
+    let mut state = run.state.clone();
+    let mut writes = Vec::with_capacity(steps.len());
+    for t in steps {
+        let next = state.apply(run.operation, t)?;
+        let mut event = event_between(&state, run.attempt, &next, None);
+        if let Transition::AgentStarted { at, .. } = t {
+            // Saved late when the agent was quick (saved with its end):
+            // dated when the agent started all the same.
+            event.at = *at;
+        }
+        let then = match writes.is_empty() {
+            true => then.to_vec(),
+            false => Vec::new(),
+        };
+        writes.push(StateWrite {
+            event,
+            state: next.clone(),
+            output: None,
+            then,
+        });
+        state = next;
+    }
+    if let Some(last) = writes.last_mut() {
+        last.output = output;
+    }
+    Ok(writes)
+}
+
 async fn advance_steps<S: Store + ?Sized>(
     store: &S,
     run: &mut Run,
@@ -88,31 +125,7 @@ async fn advance_steps<S: Store + ?Sized>(
     output: Option<Value>,
 ) -> Result<(), AdvanceError> {
     loop {
-        let mut state = run.state.clone();
-        let mut writes = Vec::with_capacity(steps.len());
-        for t in steps {
-            let next = state.apply(run.operation, t)?;
-            let mut event = event_between(&state, run.attempt, &next, None);
-            if let Transition::AgentStarted { at, .. } = t {
-                // Saved late when the agent was quick (saved with its end):
-                // dated when the agent started all the same.
-                event.at = *at;
-            }
-            let then = match writes.is_empty() {
-                true => then.to_vec(),
-                false => Vec::new(),
-            };
-            writes.push(StateWrite {
-                event,
-                state: next.clone(),
-                output: None,
-                then,
-            });
-            state = next;
-        }
-        if let Some(last) = writes.last_mut() {
-            last.output = output.clone();
-        }
+        let writes = writes_for(run, steps, then, output.clone())?;
         match store.transitions(&run.id, run.version, &writes).await {
             Ok(updated) => {
                 *run = updated;

@@ -94,7 +94,7 @@ pub(crate) fn mask_file(path: &Path, secrets: &[String]) {
 
 /// Collects the files left in the attempt's artifacts directory into the
 /// content-addressed store and records them with the run (names masked).
-pub(super) async fn record_artifacts<S: dispatch_store::Store + ?Sized>(
+pub(crate) async fn record_artifacts<S: dispatch_store::Store + ?Sized>(
     store: &S,
     layout: &crate::layout::Layout,
     run: &dispatch_core::RunId,

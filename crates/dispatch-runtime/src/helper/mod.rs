@@ -2,33 +2,32 @@
 //! claim to terminal state: prepare the workspace, verify the brief, start the
 //! courier, stream output and events, collect artifacts and output, write the
 //! terminal snapshot, then the terminal state. The same helper runs every
-//! attempt of the run (`attempt.rs`), waiting out the backoff in between
+//! attempt of the run (`attempt.rs`), each carried by the parcel's courier
+//! ([`crate::courier`]), waiting out the backoff in between
 //! (`retry.rs`), and enforces timeouts, budgets and approvals while the agent
 //! runs (`watch.rs`). A cluster worker runs the runs it claims through the
 //! same code ([`run_in_worker`]).
 
-mod agent;
+pub(crate) mod agent;
 pub mod agent_env;
 mod attempt;
-mod collect;
-mod coordinator;
-mod image;
+pub(crate) mod collect;
 pub mod native;
 mod native_approval;
 pub(crate) mod native_billing;
 mod native_quota;
 mod native_rate;
 mod native_tools;
-mod resources;
+pub(crate) mod resources;
 pub(crate) mod retry;
-mod session_file;
-mod shared;
+pub(crate) mod session_file;
+pub(crate) mod shared;
 mod shell;
 pub(crate) mod slot;
-mod wasm;
+pub(crate) mod wasm;
 mod wasm_serve;
 mod wasm_session;
-mod watch;
+pub(crate) mod watch;
 
 use dispatch_core::EventKind;
 use std::io::Write;
@@ -194,7 +193,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
 
 /// What differs between a helper process and a worker holding a run.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Host {
+pub(crate) struct Host {
     /// A SIGTERM or SIGINT to this process stops the agent.
     own_signals: bool,
     /// Write `runs/<id>.final.json` before the terminal state, for readers
@@ -233,7 +232,7 @@ pub async fn fail_claimed<S: Store + ?Sized>(
     Ok(code)
 }
 
-pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
+pub(crate) fn cancelled(exit_code: Option<i32>) -> Transition {
     Transition::Cancel {
         reason: "stopped by user".into(),
         exit_code,
@@ -246,7 +245,7 @@ pub(super) fn cancelled(exit_code: Option<i32>) -> Transition {
 /// (an agent start not saved yet comes first, `then` the events its agent
 /// wrote), all saved at once.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn finish<S: Store + ?Sized>(
+pub(crate) async fn finish<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
@@ -296,21 +295,21 @@ pub(super) async fn finish<S: Store + ?Sized>(
     }
 }
 
-pub(super) struct Prepared {
-    pub(super) courier: Courier,
-    pub(super) spec: AgentSpec,
-    pub(super) artifacts_dir: std::path::PathBuf,
-    pub(super) output_path: std::path::PathBuf,
+pub(crate) struct Prepared {
+    pub(crate) courier: Courier,
+    pub(crate) spec: AgentSpec,
+    pub(crate) artifacts_dir: std::path::PathBuf,
+    pub(crate) output_path: std::path::PathBuf,
     /// The brief's bytes, verified (a native agent reads its context from them).
-    pub(super) brief: Vec<u8>,
+    pub(crate) brief: Vec<u8>,
     /// The cluster's shared artifact store, when the worker has one.
-    pub(super) shared: Option<Arc<crate::objects::Objects>>,
+    pub(crate) shared: Option<Arc<crate::objects::Objects>>,
     /// The sandbox of the run's processes (see [`crate::sandbox`]).
-    pub(super) sandbox: crate::sandbox::Plan,
+    pub(crate) sandbox: crate::sandbox::Plan,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
-pub(super) fn load_parcel(layout: &Layout, run: &Run) -> Result<Parcel, String> {
+pub(crate) fn load_parcel(layout: &Layout, run: &Run) -> Result<Parcel, String> {
     parcel::load(&layout.parcels().join(&run.parcel_digest))
         .map_err(|e| format!("cannot load parcel {}: {e}", run.parcel_digest))
 }
@@ -318,13 +317,12 @@ pub(super) fn load_parcel(layout: &Layout, run: &Run) -> Result<Parcel, String> 
 /// Verifies the brief and lays out the run directory for `parcel` (as
 /// [`load_parcel`] returned it, once per run). An error is the reason the
 /// run fails (not retryable).
-pub(super) fn prepare(
+pub(crate) fn prepare(
     layout: &Layout,
     run: &Run,
-    parcel: Result<&Parcel, &String>,
+    parcel: &Parcel,
     traceparent: &str,
 ) -> Result<Prepared, String> {
-    let parcel = parcel.map_err(String::clone)?;
     // Never run a parcel that changed on disk (cheap: sizes and mtimes).
     parcel::quick_check(parcel).map_err(|e| e.to_string())?;
     let brief_path = layout.brief(&run.brief_sha256);
@@ -463,7 +461,7 @@ pub(super) fn prepare(
 
 /// The `sandbox` event of an attempt: which protections its processes got
 /// (`None` when the sandbox is off and nothing was asked).
-pub(super) fn sandbox_event(
+pub(crate) fn sandbox_event(
     plan: &crate::sandbox::Plan,
     attempt: u32,
 ) -> Option<dispatch_core::NewEvent> {
@@ -479,7 +477,7 @@ pub(super) fn sandbox_event(
 
 /// `[dispatch] …` lines in the run's log, with every secret of the run the
 /// attempts have made known masked (see [`LifecycleLog::mask_also`]).
-pub(super) struct LifecycleLog {
+pub(crate) struct LifecycleLog {
     file: Option<std::fs::File>,
     secrets: Vec<String>,
 }
@@ -499,7 +497,7 @@ impl LifecycleLog {
         }
     }
 
-    pub(super) fn line(&mut self, text: &str) {
+    pub(crate) fn line(&mut self, text: &str) {
         if let Some(f) = self.file.as_mut() {
             let _ = writeln!(f, "[dispatch] {}", agent::mask(text, &self.secrets));
         }
@@ -507,7 +505,7 @@ impl LifecycleLog {
 
     /// Masks `values` too, from now on: in these lines, and in what the
     /// run's attempts end with ([`LifecycleLog::secrets`]).
-    pub(super) fn mask_also(&mut self, values: &[String]) {
+    pub(crate) fn mask_also(&mut self, values: &[String]) {
         for v in values.iter().filter(|v| !v.is_empty()) {
             if !self.secrets.contains(v) {
                 self.secrets.push(v.clone());
@@ -516,7 +514,7 @@ impl LifecycleLog {
     }
 
     /// The run's secret values known so far.
-    pub(super) fn secrets(&self) -> &[String] {
+    pub(crate) fn secrets(&self) -> &[String] {
         &self.secrets
     }
 }

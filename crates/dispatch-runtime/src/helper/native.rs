@@ -24,10 +24,10 @@ use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::agent::{mask, mask_value};
-use super::attempt::{End, Ended};
 use super::retry::{self, AttemptFailure};
 use super::watch::{Verdict, Watch};
 use super::{LifecycleLog, Prepared, cancelled};
+use crate::courier::{End, Ended, ended, fail};
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 use crate::native::{CancelGuard, TextDelta, client, deltas};
@@ -38,7 +38,7 @@ use crate::record::advance;
 const TICK: Duration = Duration::from_millis(100);
 
 /// What the attempt needs beyond the run.
-pub(super) struct NativeCtx<'a> {
+pub(crate) struct NativeCtx<'a> {
     pub policy: &'a dispatch_core::policy::RunPolicy,
     pub session: Option<&'a str>,
     pub own_signals: bool,
@@ -89,24 +89,8 @@ pub fn loop_config(
     })
 }
 
-pub(super) fn ended(end: End) -> Ended {
-    Ended {
-        end,
-        checkpoint: None,
-        start: None,
-    }
-}
-
-pub(super) fn fail(reason: String) -> Transition {
-    Transition::Fail {
-        reason,
-        exit_code: None,
-        at: now_ms(),
-    }
-}
-
 /// Runs the current attempt of a claimed native run to its end.
-pub(super) async fn attempt<S: Store + ?Sized>(
+pub(crate) async fn attempt<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,
@@ -489,7 +473,7 @@ fn wait_event(pending: &dispatch_agent::PendingApproval, now: i64) -> Value {
 }
 
 /// `value` with every secret masked (what the store keeps of a model's words).
-pub(super) fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+pub(crate) fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
     value: &T,
     secrets: &[String],
 ) -> T {
@@ -502,7 +486,7 @@ pub(super) fn masked<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
         .unwrap_or_else(|| value.clone())
 }
 
-pub(super) fn failure(reason: String) -> AttemptFailure {
+pub(crate) fn failure(reason: String) -> AttemptFailure {
     AttemptFailure {
         reason,
         exit_code: None,
@@ -516,7 +500,7 @@ enum Outcome {
     TimedOut(String),
 }
 
-pub(super) async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+pub(crate) async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -525,7 +509,7 @@ pub(super) async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<
 
 /// Saves the conversation as the session's next version. Another run that
 /// saved in between wins the race for its turn; this turn is appended after it.
-pub(super) async fn save_session<S: Store + ?Sized>(
+pub(crate) async fn save_session<S: Store + ?Sized>(
     store: &S,
     key: &str,
     conv: &Conversation,
@@ -573,21 +557,21 @@ pub(super) async fn save_session<S: Store + ?Sized>(
 }
 
 /// Where the loop's results go: the run's events, log and calls directory.
-pub(super) struct RunSink<'a, S: ?Sized> {
+pub(crate) struct RunSink<'a, S: ?Sized> {
     store: &'a S,
     run_id: RunId,
     attempt: u32,
     log: Option<std::fs::File>,
     calls: PathBuf,
-    pub(super) secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
-    pub(super) checkpoint: Option<Value>,
+    pub(crate) checkpoint: Option<Value>,
     /// The call sent and not recorded yet (its `model_call_sent`), and the
     /// bytes of answer it got so far.
-    pub(super) in_flight: Option<(Value, usize)>,
+    pub(crate) in_flight: Option<(Value, usize)>,
     /// The parcel's `RATE_LIMIT`s.
     pub(super) rates: super::native_rate::Limits,
 }
@@ -610,7 +594,7 @@ fn held_back(text: &str, secrets: &[String]) -> usize {
 }
 
 impl<'a, S: Store + ?Sized> RunSink<'a, S> {
-    pub(super) fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
+    pub(crate) fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -649,7 +633,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
     }
 
     /// Ends the streamed text's line in the log.
-    pub(super) fn end_text(&mut self) {
+    pub(crate) fn end_text(&mut self) {
         let rest = std::mem::take(&mut self.pending);
         self.emit(mask(&rest, &self.secrets));
         if !self.at_line_start

@@ -14,15 +14,15 @@ use super::LifecycleLog;
 use crate::limits::{RusageMark, Sandbox};
 
 /// The limits and the usage measure of one attempt.
-pub(super) struct AttemptLimits {
-    pub(super) sandbox: Option<Sandbox>,
+pub(crate) struct AttemptLimits {
+    pub(crate) sandbox: Option<Sandbox>,
     mark: Option<RusageMark>,
 }
 
 impl AttemptLimits {
     /// `own_process`: this process runs this agent alone (a run's helper),
     /// so its children's rusage is the attempt's.
-    pub(super) fn begin(
+    pub(crate) fn begin(
         run_id: &RunId,
         attempt: u32,
         parcel: Option<&Parcel>,
@@ -50,14 +50,14 @@ impl AttemptLimits {
     }
 
     /// What puts a native agent's tool processes under the limits.
-    pub(super) fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
+    pub(crate) fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
         self.sandbox.as_ref().map(Sandbox::hook)
     }
 
     /// The attempt's agent exited with `code` and its process group is
     /// gone: kills what is left in its groups, records what it used, and
     /// returns the reason a limit gives for its failure.
-    pub(super) async fn end<S: Store + ?Sized>(
+    pub(crate) async fn end<S: Store + ?Sized>(
         &mut self,
         store: &S,
         run_id: &RunId,
@@ -101,7 +101,7 @@ impl AttemptLimits {
 /// what it used, read from its accounting parent (see
 /// [`crate::container::usage`]), which then goes. Recorded when the
 /// container was measured or declared limits.
-pub(super) async fn record_container<S: Store + ?Sized>(
+pub(crate) async fn record_container<S: Store + ?Sized>(
     store: &S,
     run_id: &RunId,
     attempt: u32,

@@ -18,7 +18,7 @@ fn key(session: &str) -> String {
 
 /// Writes the stored copy to `file` (when there is one); returns the stored
 /// version (0: none yet) and the text as written.
-pub(super) async fn pull<S: Store + ?Sized>(
+pub(crate) async fn pull<S: Store + ?Sized>(
     store: &S,
     file: &Path,
     session: &str,
@@ -34,7 +34,7 @@ pub(super) async fn pull<S: Store + ?Sized>(
 }
 
 /// Saves `file` back when the attempt changed it.
-pub(super) async fn push<S: Store + ?Sized>(
+pub(crate) async fn push<S: Store + ?Sized>(
     store: &S,
     file: &Path,
     session: &str,

@@ -20,14 +20,14 @@ pub const OUTPUT_LIMIT: usize = 256 * 1024;
 pub const OUTPUT_ARTIFACT: &str = "run-output.json";
 
 /// The parcel's state as pulled at the attempt's start.
-pub(super) struct Pulled {
+pub(crate) struct Pulled {
     parcel: String,
     synced: Synced,
 }
 
 /// Pulls the parcel's state into this machine's state directory. `Err`
 /// is why the attempt cannot start (it is retried: the store may answer later).
-pub(super) async fn pull_state(
+pub(crate) async fn pull_state(
     prepared: &Prepared,
     layout: &Layout,
     parcel: &str,
@@ -79,7 +79,7 @@ pub(super) async fn pull_state(
 /// what the attempt that took over saves. The object store has no
 /// transaction with the database: a holder stalled between that read and
 /// the push's end can still write (see docs/security.md, "Fencing").
-pub(super) async fn push_state<S: Store + ?Sized>(
+pub(crate) async fn push_state<S: Store + ?Sized>(
     store: &S,
     run: &Run,
     prepared: &Prepared,
@@ -127,7 +127,7 @@ pub(super) async fn push_state<S: Store + ?Sized>(
 /// Uploads collected artifacts (stored on this machine under
 /// `.dispatch/artifacts/<sha256>`) to the shared store. An artifact that
 /// cannot be uploaded is named in the run's log.
-pub(super) async fn upload_artifacts(
+pub(crate) async fn upload_artifacts(
     prepared: &Prepared,
     layout: &Layout,
     list: &[Artifact],
@@ -153,7 +153,7 @@ pub(super) async fn upload_artifacts(
 /// artifact [`OUTPUT_ARTIFACT`]; the run's output becomes a reference
 /// `{"$artifact": {name, sha256, size}}`. When that fails, the output is
 /// kept as it is (and the log says why).
-pub(super) async fn spill_output<S: Store + ?Sized>(
+pub(crate) async fn spill_output<S: Store + ?Sized>(
     store: &S,
     objects: &Objects,
     layout: &Layout,

@@ -22,11 +22,11 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use super::attempt::{End, Ended};
-use super::native::{NativeCtx, RunSink, ended, fail, failure, loop_config, masked, recv};
+use super::native::{NativeCtx, RunSink, failure, loop_config, masked, recv};
 use super::retry::AttemptFailure;
 use super::watch::{Verdict, Watch};
 use super::{LifecycleLog, cancelled};
+use crate::courier::{End, Ended, ended, fail};
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 use crate::native::CancelGuard;
@@ -51,7 +51,7 @@ enum Outcome {
 }
 
 /// Runs the current attempt of a claimed WASM agent's run to its end.
-pub(super) async fn attempt<S: Store + ?Sized>(
+pub(crate) async fn attempt<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: &mut Run,

@@ -1,25 +1,41 @@
-//! The helper's side of the container courier: plan the attempt's
-//! container from the prepared agent and start its client (see
-//! [`crate::container`]). The rest of the attempt is the process courier's.
+//! The image courier (`FROM image <ref>`): the parcel's COMMAND in a
+//! container, through the podman (or docker) CLI. Here the attempt's
+//! container is planned from the prepared agent and its client started (see
+//! [`crate::container`]); the rest of the attempt is the process courier's
+//! ([`super::process`]).
 
 use dispatch_core::parcel::Parcel;
-use dispatch_store::Run;
+use dispatch_store::{Run, Store};
 use tokio::process::Child;
 
-use super::LifecycleLog;
-use super::agent::AgentSpec;
+use super::process::Process;
+use super::{Courier, Ended};
 use crate::container::{self, Attempt, Plan, Runtime};
+use crate::error::RuntimeResult;
+use crate::helper::LifecycleLog;
+use crate::helper::agent::AgentSpec;
 use crate::layout::Layout;
+
+pub(crate) struct Image;
+
+impl Courier for Image {
+    async fn carry<S: Store + ?Sized>(
+        self,
+        store: &S,
+        attempt: super::Attempt<'_>,
+    ) -> RuntimeResult<Ended> {
+        Process::in_container().carry(store, attempt).await
+    }
+}
 
 /// The container of this attempt; an error is the reason the run fails
 /// (not retryable: no runtime, no image named, bad ulimits).
-pub(super) fn plan(
+pub(crate) fn plan(
     layout: &Layout,
     run: &Run,
-    parcel: Result<&Parcel, &String>,
+    parcel: &Parcel,
     spec: &AgentSpec,
 ) -> Result<Plan, String> {
-    let parcel = parcel.map_err(String::clone)?;
     let runtime = Runtime::detect().map_err(|e| e.to_string())?;
     let attempt = Attempt {
         run,
@@ -34,7 +50,7 @@ pub(super) fn plan(
 }
 
 /// Starts the planned container's client, and says in the log what runs where.
-pub(super) fn spawn(
+pub(crate) fn spawn(
     layout: &Layout,
     run: &Run,
     plan: &Plan,
