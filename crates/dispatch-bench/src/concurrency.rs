@@ -4,18 +4,16 @@
 //! `--runs` (default 20,000) runs are enqueued, either without a key or
 //! spread over `--keys` keys (default 1,000) with `MAX 4`; then two claimers
 //! (each its own connection pool on PostgreSQL) claim batches of 512 and
-//! finish each batch in one transaction (the noop courier's writes, saved
-//! with `fenced_transitions_many` as a worker's writer saves them) until the
-//! queue is empty. The rate is runs / time to drain; the ratio
+//! finish each batch at once (`succeed_at_once`, as the noop courier does)
+//! until the queue is empty. The rate is runs / time to drain; the ratio
 //! keyed / plain is the cost of counting each key's slots in the claim.
 
 use std::time::Instant;
 
 use dispatch_core::concurrency::{RunConcurrency, Strategy};
 use dispatch_core::{Operation, ProcRef, RunId, now_ms};
-use dispatch_runtime::courier::noop;
 use dispatch_store::{
-    ClaimRequest, HeldWrites, NewRun, PgStore, QueueOptions, QueueStore, RunExtras, SqliteStore,
+    ClaimRequest, NewRun, PgStore, QueueOptions, QueueStore, RunExtras, SqliteStore,
 };
 use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
@@ -131,18 +129,15 @@ async fn claimer<S: QueueStore>(store: &S, name: &str) -> usize {
             continue;
         }
         empty = 0;
-        let at = now_ms();
-        let held: Vec<HeldWrites> = claimed
+        let held: Vec<(RunId, i64)> = claimed
             .iter()
-            .map(|c| HeldWrites {
-                id: c.run.id.clone(),
-                fence: c.fence,
-                expected_version: c.run.version,
-                writes: noop::writes(&c.run, at),
-            })
+            .map(|c| (c.run.id.clone(), c.fence))
             .collect();
-        let saved = store.fenced_transitions_many(&held).await.expect("finish");
-        done += saved.iter().filter(|r| r.is_ok()).count();
+        done += store
+            .succeed_at_once(&held, now_ms())
+            .await
+            .expect("finish")
+            .len();
     }
     done
 }

@@ -166,6 +166,7 @@ macro_rules! __queue_conformance_names {
             a_suspended_run_ends_its_lease_and_is_never_swept,
             a_run_waiting_out_a_backoff_is_not_claimed_early,
             queue_times_name_the_next_backoff_end_and_lease_expiry,
+            succeeding_at_once_finishes_only_runs_still_held_and_not_stopped,
             labelled_runs_go_only_to_workers_with_those_labels,
             workers_claim_only_runs_that_fit_their_free_capacity,
             a_claim_without_capacity_takes_any_run,

@@ -15,8 +15,8 @@ pub mod spans;
 
 use std::time::Duration;
 
-use dispatch_core::RunId;
-use dispatch_store::RunTrace;
+use dispatch_core::{RunId, Ts};
+use dispatch_store::{Run, RunTrace};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
@@ -57,11 +57,27 @@ pub fn traces_url(endpoint: &str) -> Result<String, String> {
     })
 }
 
+/// A finished run as handed to the exporter.
+enum Finished {
+    /// Read it (with the rest of its batch) from the store.
+    Id(RunId),
+    /// Already known: nothing to read.
+    Held(Box<RunTrace>),
+}
+
 /// Hands finished runs to the exporter task. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tracer {
-    /// Finished runs, read (a batch at a time) from the store.
-    tx: mpsc::Sender<RunId>,
+    tx: mpsc::Sender<Finished>,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finished::Id(id) => write!(f, "Id({id})"),
+            Finished::Held(t) => write!(f, "Held({})", t.run.id),
+        }
+    }
 }
 
 impl Tracer {
@@ -102,7 +118,16 @@ impl Tracer {
     /// exported once the run is in a final state, read from the store with
     /// the rest of its batch. Never waits.
     pub fn finished(&self, id: &RunId) {
-        let _ = self.tx.try_send(id.clone());
+        let _ = self.tx.try_send(Finished::Id(id.clone()));
+    }
+
+    /// A run this process claimed (`run`, as claimed) and saved succeeded
+    /// at `at` with [`dispatch_store::QueueStore::succeed_at_once`]: its
+    /// trace is built from what the caller holds, without reading the
+    /// store. Never waits.
+    pub fn succeeded_at_once(&self, run: Run, traceparent: Option<String>, at: Ts) {
+        let trace = RunTrace::succeeded_at_once(run, traceparent, at);
+        let _ = self.tx.try_send(Finished::Held(Box::new(trace)));
     }
 }
 
@@ -111,25 +136,31 @@ async fn export(
     exporter: opentelemetry_otlp::SpanExporter,
     scope: InstrumentationScope,
     url: String,
-    mut rx: mpsc::Receiver<RunId>,
+    mut rx: mpsc::Receiver<Finished>,
 ) {
     let mut failing = false;
     let mut received = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut received, BATCH).await > 0 {
-        // One read per table for the whole batch; a run not finished yet
-        // (a retry's attempt ended) is left out: its trace goes when its
-        // last attempt does.
-        let traces: Vec<RunTrace> = match store.finished_traces(&received).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::warn!(
-                    "[dispatch] cannot read {} finished runs to trace them: {e}",
-                    received.len()
-                );
-                Vec::new()
+        let mut traces = Vec::with_capacity(received.len());
+        let mut ids = Vec::new();
+        for finished in received.drain(..) {
+            match finished {
+                Finished::Id(id) => ids.push(id),
+                Finished::Held(trace) => traces.push(*trace),
             }
-        };
-        received.clear();
+        }
+        if !ids.is_empty() {
+            // One read per table for the whole batch; a run not finished
+            // yet (a retry's attempt ended) is left out: its trace goes
+            // when its last attempt does.
+            match store.finished_traces(&ids).await {
+                Ok(read) => traces.extend(read),
+                Err(e) => tracing::warn!(
+                    "[dispatch] cannot read {} finished runs to trace them: {e}",
+                    ids.len()
+                ),
+            }
+        }
         let batch: Vec<SpanData> = traces
             .iter()
             .flat_map(|t| {

@@ -440,6 +440,58 @@ pub async fn queue_times_name_the_next_backoff_end_and_lease_expiry<S: Store + Q
     assert_eq!(times.next_ready_at, None, "due now is not in the future");
 }
 
+pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<
+    S: Store + QueueStore,
+>(
+    store: S,
+) {
+    for n in 1..=4 {
+        create(&store, new_run(id(n), "p", n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w1", 4, 100).await;
+    let held: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.run.id.clone(), c.fence))
+        .collect();
+    store.request_stop(&id(2), 150).await.expect("stop");
+    let mut stale = held.clone();
+    stale[2].1 += 1; // run 3 with a wrong token
+    let mut done = store.succeed_at_once(&stale, 200).await.expect("succeed");
+    done.sort();
+    assert_eq!(
+        done,
+        vec![id(1), id(4)],
+        "held, current token, no stop request"
+    );
+    let run = store.get_run(&id(1)).await.expect("get");
+    assert_eq!(run.status(), Status::Succeeded);
+    assert_eq!(run.state.exit_code(), Some(0));
+    assert_eq!(run.version, claimed[0].run.version + 2, "two state changes");
+    assert_eq!(store.lease(&id(1)).await.expect("lease"), None);
+    let attempts = store.list_attempts(&id(1)).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(Status::Succeeded));
+    assert_eq!(attempts[0].exit_code, Some(0));
+    let tos: Vec<_> = all_events(&store, &id(1))
+        .await
+        .iter()
+        .map(|e| e.event.data["to"].clone())
+        .collect();
+    assert_eq!(
+        tos,
+        vec![
+            json!(null),
+            json!("starting"),
+            json!("running"),
+            json!("succeeded")
+        ]
+    );
+    for n in [2, 3] {
+        let run = store.get_run(&id(n)).await.expect("get");
+        assert_eq!(run.status(), Status::Starting, "run {n} left as it was");
+    }
+}
+
 pub async fn labelled_runs_go_only_to_workers_with_those_labels<S: Store + QueueStore>(store: S) {
     let options = |labels: &[&str]| crate::QueueOptions {
         labels: labels.iter().map(|l| l.to_string()).collect(),
@@ -558,11 +610,10 @@ pub async fn callbacks_are_due_once_the_run_finished_and_held_while_delivered<
     );
     for n in [1, 2] {
         let claimed = claim_all(&store, "w", 1, 100).await.remove(0);
-        let saved = store
-            .fenced_transitions_many(&[started_and_exited(&claimed, 150)])
+        store
+            .succeed_at_once(&[(claimed.run.id.clone(), claimed.fence)], 150)
             .await
             .expect("finish");
-        assert!(saved[0].is_ok(), "{saved:?}");
         assert_eq!(claimed.run.id, id(n));
     }
     let due = store.claim_callbacks(200, 1000, 10).await.expect("claim");
@@ -620,9 +671,8 @@ pub async fn stop_requests_are_found_among_the_runs_in_hand<S: Store + QueueStor
     assert!(store.stops_requested(&[]).await.expect("look").is_empty());
 }
 
-/// The writes of a held run whose agent started and exited 0 (the noop
-/// courier's attempt).
-pub(super) fn started_and_exited(claimed: &Claimed, at: i64) -> HeldWrites {
+/// The writes of a held run whose agent started and exited 0.
+fn started_and_exited(claimed: &Claimed, at: i64) -> HeldWrites {
     let up = write_for(&claimed.run, &Transition::AgentStarted { agent: AGENT, at });
     let mut running = claimed.run.clone();
     running.state = up.state.clone();

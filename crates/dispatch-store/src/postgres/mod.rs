@@ -483,6 +483,10 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| expire::expire(&tx, now))
     }
 
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
+    }
+
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| queue::stops_requested(&tx, ids))
     }

@@ -10,7 +10,9 @@ use serde_json::json;
 use super::events::{append_locked, insert_events};
 use super::expire::{DEADLINE, TIMED};
 use super::reliability::json_col;
-use super::runs::{not_found, notify_queue, parse_id, parse_status, run_columns, run_from_row};
+use super::runs::{
+    not_found, notify_callbacks, notify_queue, parse_id, parse_status, run_columns, run_from_row,
+};
 use super::{Fail, to_json};
 use crate::attempt_end::lost_close;
 use crate::{Capacity, ClaimRequest, Claimed, Lease, QueueTimes, StoreError};
@@ -474,6 +476,66 @@ pub(super) async fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lea
         }),
         _ => None,
     })
+}
+
+pub(super) async fn succeed_at_once(
+    tx: &Transaction<'_>,
+    held: &[(RunId, i64)],
+    at: Ts,
+) -> Result<Vec<RunId>, Fail> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+    let fences: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+    let state = RunState::Succeeded {
+        started_at: Some(at),
+        ended_at: at,
+        exit_code: 0,
+    };
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE runs SET state = $1, status = 'succeeded', version = version + 2, \
+             updated_at = $2, lease_owner = NULL, lease_expires_at = NULL \
+             FROM unnest($3::text[], $4::bigint[]) AS h(id, fence) \
+             WHERE runs.id = h.id COLLATE \"C\" AND runs.fence = h.fence \
+             AND runs.lease_owner IS NOT NULL AND runs.status = 'starting' \
+             AND runs.stop_requested_at IS NULL RETURNING runs.id, runs.attempt",
+        )
+        .await?;
+    let rows = tx
+        .query(&stmt, &[&to_json("state", &state)?, &at, &ids, &fences])
+        .await?;
+    let mut done = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len() * 2);
+    let (mut attempt_ids, mut numbers) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let id = parse_id(row.try_get(0)?)?;
+        let attempt: i64 = row.try_get(1)?;
+        let number = u32::try_from(attempt)
+            .map_err(|_| Fail::Corrupt(format!("run {id}: attempt {attempt}")))?;
+        let up = json!({"from": Status::Starting, "to": Status::Running});
+        let end = json!({"from": Status::Running, "to": Status::Succeeded, "exit_code": 0});
+        events.push((id.clone(), NewEvent::new(EventKind::State, number, at, up)));
+        events.push((id.clone(), NewEvent::new(EventKind::State, number, at, end)));
+        attempt_ids.push(id.as_str().to_string());
+        numbers.push(attempt);
+        done.push(id);
+    }
+    insert_events(tx, &events).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO attempts (run_id, number, started_at, ended_at, status, exit_code) \
+             SELECT r, n, $3, $3, 'succeeded', 0 FROM unnest($1::text[], $2::bigint[]) AS a(r, n) \
+             ON CONFLICT (run_id, number) DO UPDATE SET ended_at = excluded.ended_at, \
+             status = excluded.status, exit_code = excluded.exit_code",
+        )
+        .await?;
+    tx.execute(&stmt, &[&attempt_ids, &numbers, &at]).await?;
+    let finished: Vec<&str> = attempt_ids.iter().map(String::as_str).collect();
+    notify_callbacks(tx, &finished).await?;
+    super::runs::notify_keyed(tx, &finished).await?;
+    Ok(done)
 }
 
 pub(super) async fn enqueue(

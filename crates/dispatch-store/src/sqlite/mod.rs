@@ -490,6 +490,10 @@ impl QueueStore for SqliteStore {
         self.write(|tx| expire::expire(tx, now))
     }
 
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| queue::succeed_at_once(tx, held, at))
+    }
+
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
         self.read(|tx| queue::stops_requested(tx, ids))
     }

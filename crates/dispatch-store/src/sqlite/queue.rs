@@ -439,6 +439,50 @@ pub(super) fn lease(tx: &Transaction<'_>, id: &RunId) -> Result<Option<Lease>, F
     })
 }
 
+pub(super) fn succeed_at_once(
+    tx: &Transaction<'_>,
+    held: &[(RunId, i64)],
+    at: Ts,
+) -> Result<Vec<RunId>, Fail> {
+    let state = to_json(
+        "state",
+        &RunState::Succeeded {
+            started_at: Some(at),
+            ended_at: at,
+            exit_code: 0,
+        },
+    )?;
+    let mut finish = tx.prepare_cached(
+        "UPDATE runs SET state = ?1, status = 'succeeded', version = version + 2, \
+         updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = ?3 AND fence = ?4 AND lease_owner IS NOT NULL \
+         AND status = 'starting' AND stop_requested_at IS NULL RETURNING attempt",
+    )?;
+    let mut attempt_row = tx.prepare_cached(
+        "INSERT INTO attempts (run_id, number, started_at, ended_at, status, exit_code) \
+         VALUES (?1, ?2, ?3, ?3, 'succeeded', 0) ON CONFLICT (run_id, number) DO UPDATE SET \
+         ended_at = excluded.ended_at, status = excluded.status, exit_code = excluded.exit_code",
+    )?;
+    let mut done = Vec::new();
+    for (id, fence) in held {
+        let Some(attempt) = finish
+            .query_row(params![state, at, id.as_str(), fence], |row| {
+                row.get::<_, u32>(0)
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        let up = json!({"from": Status::Starting, "to": Status::Running});
+        let end = json!({"from": Status::Running, "to": Status::Succeeded, "exit_code": 0});
+        insert_event(tx, id, &NewEvent::new(EventKind::State, attempt, at, up))?;
+        insert_event(tx, id, &NewEvent::new(EventKind::State, attempt, at, end))?;
+        attempt_row.execute(params![id.as_str(), attempt, at])?;
+        done.push(id.clone());
+    }
+    Ok(done)
+}
+
 pub(super) fn enqueue(
     tx: &Transaction<'_>,
     new: &crate::NewRun,
