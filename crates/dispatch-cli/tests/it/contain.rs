@@ -187,7 +187,9 @@ fn on_cgroup_v2_a_killed_helpers_unsandboxed_tree_dies_with_it_escaped_child_inc
     for pid in &pids {
         let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         assert!(
-            groups.lines().any(|l| l == format!("0::/dispatch/{id}")),
+            groups
+                .lines()
+                .any(|l| l.starts_with(&format!("0::/dispatch/{id}."))),
             "process {pid} is in the run's cgroup v2 group: {groups}"
         );
     }

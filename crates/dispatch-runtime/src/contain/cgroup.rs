@@ -61,14 +61,21 @@ pub(super) fn kind() -> &'static str {
     }
 }
 
-/// Where run `run`'s group would be made by this process.
-pub(super) fn dir_for(run: &str) -> Option<PathBuf> {
+/// Where a group of run `run` made by an older version of this process
+/// would be (`dispatch/<run>`, one per run; groups are one per tree now).
+pub(super) fn legacy_dir_for(run: &str) -> Option<PathBuf> {
     Some(own_dir()?.join("dispatch").join(run))
 }
 
-/// Creates run `run`'s group; a group already there (a previous process's,
-/// or a previous attempt's) is emptied first. The error says why there is
-/// none.
+/// Trees made by this process (see [`create`]).
+static TREES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Creates a group for one tree of run `run`: `dispatch/<run>.<pid>.<n>`,
+/// this process's `n`th, so that no two attempts of a run on one machine
+/// share one (the leftovers of an old attempt, or its late supervisor,
+/// could otherwise kill or remove the next attempt's group under it). A
+/// group already there (a dead process's of the same pid) is emptied
+/// first. The error says why there is none.
 pub(super) fn create(run: &str) -> Result<PathBuf, String> {
     let own = own_dir().ok_or_else(|| match version() {
         Version::V1 => "no freezer hierarchy mounted under /sys/fs/cgroup".to_string(),
@@ -77,7 +84,10 @@ pub(super) fn create(run: &str) -> Result<PathBuf, String> {
     if !own.join("cgroup.procs").exists() {
         return Err(format!("{} is not a cgroup", own.display()));
     }
-    let dir = own.join("dispatch").join(run);
+    let n = TREES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = own
+        .join("dispatch")
+        .join(format!("{run}.{}.{n}", std::process::id()));
     if dir.exists() {
         kill_all(&dir);
     }
@@ -100,8 +110,16 @@ pub(super) fn entry_file(dir: &Path) -> PathBuf {
 /// under the cgroup mount named `dispatch/<run>` (a recorded path is
 /// checked before anything is killed in it).
 pub(super) fn is_run_group(dir: &Path, run: &str) -> bool {
+    let named = |n: &std::ffi::OsStr| {
+        n.to_str().is_some_and(|n| {
+            n == run
+                || n.strip_prefix(run)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some_and(|tree| tree.split('.').all(|p| p.parse::<u64>().is_ok()))
+        })
+    };
     dir.starts_with(ROOT)
-        && dir.file_name().is_some_and(|n| n == run)
+        && dir.file_name().is_some_and(named)
         && dir
             .parent()
             .and_then(Path::file_name)
@@ -281,7 +299,13 @@ mod tests {
             Path::new("/sys/fs/cgroup/a/b/dispatch/0001"),
             run
         ));
+        assert!(is_run_group(
+            Path::new("/sys/fs/cgroup/freezer/dispatch/0001.4242.3"),
+            run
+        ));
         for bad in [
+            "/sys/fs/cgroup/freezer/dispatch/0001.x",
+            "/sys/fs/cgroup/freezer/dispatch/00011.2.3",
             "/sys/fs/cgroup/freezer",
             "/sys/fs/cgroup/freezer/dispatch/0002",
             "/sys/fs/cgroup/freezer/user/0001",

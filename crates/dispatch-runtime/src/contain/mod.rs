@@ -183,14 +183,20 @@ impl Drop for Tree {
         if let Ok(g) = &self.group {
             cgroup::kill_all(&g.dir);
             cgroup::remove(&g.dir);
-            let _ = std::fs::remove_file(&g.record);
+            // A later tree of the run may have recorded its own group.
+            let ours =
+                std::fs::read(&g.record).is_ok_and(|r| r == g.dir.as_os_str().as_encoded_bytes());
+            if ours {
+                let _ = std::fs::remove_file(&g.record);
+            }
         }
     }
 }
 
 /// Kills what run `id`'s processes left behind, before anything of the
 /// run is reclaimed (its workspace unmounted, the run started again): its
-/// recorded group and the one this process would make, or, without one,
+/// recorded group (and one an older version made at `dispatch/<run>`), or,
+/// without one,
 /// the processes [`scan`] finds when there is no group. Returns how many processes were signalled.
 /// Call it only once the run's supervisor is known to be gone.
 pub fn kill_leftovers(layout: &Layout, id: &RunId) -> usize {
@@ -207,8 +213,8 @@ pub fn remove_recorded(layout: &Layout, id: &RunId) {
     kill_groups(layout, id);
 }
 
-/// Kills and removes run `id`'s groups (the recorded one and the one this
-/// process would make), and forgets the record; `None` when there was no
+/// Kills and removes run `id`'s groups (the recorded one and the one an
+/// older version made), and forgets the record; `None` when there was no
 /// group.
 fn kill_groups(layout: &Layout, id: &RunId) -> Option<usize> {
     let run = id.to_string();
@@ -220,7 +226,7 @@ fn kill_groups(layout: &Layout, id: &RunId) -> Option<usize> {
             dirs.push(dir);
         }
     }
-    if let Some(dir) = cgroup::dir_for(&run).filter(|d| !dirs.contains(d)) {
+    if let Some(dir) = cgroup::legacy_dir_for(&run).filter(|d| !dirs.contains(d)) {
         dirs.push(dir);
     }
     let mut killed = None;

@@ -361,7 +361,11 @@ impl Keeper {
             pidfd,
         ]);
         super::child::ignore_group_signals();
-        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) {
+        // The program may have died *because* its supervisor did (its
+        // parent-death signal comes after the supervisor's descriptors are
+        // closed): then the tether has hung up too, and what the program
+        // left in the group is the keeper's to kill.
+        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) || hung_up(PIPE) {
             self.kill_group();
             // On v2 a RESOURCES group took the program out of the run's:
             // it dies anyway.
@@ -504,6 +508,18 @@ fn settle(fds: &[RawFd]) {
     }
     // SAFETY: close_range(2) takes no pointers.
     unsafe { libc::close_range(fds.len() as libc::c_uint, libc::c_uint::MAX, 0) };
+}
+
+/// Whether the tether's pipe `fd` has hung up (nobody writes to it:
+/// readable means hung up), without waiting.
+fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) of one entry on this frame, without waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents != 0 }
 }
 
 /// Sleeps `ms` milliseconds (nanosleep(2) is async-signal-safe).
