@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -169,11 +169,24 @@ fn a_worker_restarted_on_its_root_kills_the_left_tree_before_it_unmounts() {
     // The worker and the run's keeper both die (the keeper first, while
     // the worker is stopped and cannot kill the tree at the attempt's
     // end): as when the OOM killer takes both. The escaped child is left.
+    // The keeper is the process of the run's group that is not the
+    // agent's: beside the program, made from the worker's spawned process
+    // before it executed (so it bears the worker's command line).
     let mut keeper = 0;
-    eventually(30, "the agent's start is recorded", || {
-        let run = block_on(setup.store.get_run(&id)).expect("the run reads");
-        run.state.agent().is_some_and(|a| {
-            keeper = a.pid;
+    eventually(30, "the run's keeper is in its group", || {
+        let record = setup.layout().runs().join(format!("{id}.cgroup"));
+        let group = std::fs::read_to_string(record).unwrap_or_default();
+        let procs = std::fs::read_to_string(Path::new(group.trim()).join("cgroup.procs"))
+            .unwrap_or_default();
+        let found = procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("worker"))
+            });
+        found.is_some_and(|p| {
+            keeper = p;
             true
         })
     });

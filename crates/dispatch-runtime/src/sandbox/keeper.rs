@@ -361,11 +361,12 @@ impl Keeper {
             pidfd,
         ]);
         super::child::ignore_group_signals();
-        // The program may have died *because* its supervisor did (its
-        // parent-death signal comes after the supervisor's descriptors are
-        // closed): then the tether has hung up too, and what the program
-        // left in the group is the keeper's to kill.
-        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) || hung_up(PIPE) {
+        // The program may have died *because* its supervisor did: its
+        // parent-death signal fires when the thread that spawned it exits,
+        // which can be before the supervisor's last thread closes the
+        // tether. So after the program, the keeper waits a little for the
+        // hang-up; then what the program left in the group is its to kill.
+        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) || hung_up(PIPE, AFTER_PROGRAM_MS) {
             self.kill_group();
             // On v2 a RESOURCES group took the program out of the run's:
             // it dies anyway.
@@ -510,16 +511,25 @@ fn settle(fds: &[RawFd]) {
     unsafe { libc::close_range(fds.len() as libc::c_uint, libc::c_uint::MAX, 0) };
 }
 
-/// Whether the tether's pipe `fd` has hung up (nobody writes to it:
-/// readable means hung up), without waiting.
-fn hung_up(fd: RawFd) -> bool {
+/// How long a keeper beside its program waits for the tether to hang up
+/// once the program has exited (see [`Keeper::keep_beside`]).
+const AFTER_PROGRAM_MS: i32 = 1000;
+
+/// Whether the tether's pipe `fd` hangs up (nobody writes to it: readable
+/// means hung up) within `ms` milliseconds.
+fn hung_up(fd: RawFd, ms: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: poll(2) of one entry on this frame, without waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents != 0 }
+    loop {
+        // SAFETY: poll(2) of one entry on this frame.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return n > 0 && p.revents != 0;
+        }
+    }
 }
 
 /// Sleeps `ms` milliseconds (nanosleep(2) is async-signal-safe).
