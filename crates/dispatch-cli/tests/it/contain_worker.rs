@@ -15,7 +15,7 @@ use std::time::Duration;
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
-use dispatch_store::{PgStore, RunStore};
+use dispatch_store::PgStore;
 use dispatch_test_support::testdb::TestDatabase;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
