@@ -7,27 +7,12 @@
 //! approver's approval lets the run finish, an admin restarts a run.
 
 use crate::dashboard_common;
+use crate::projects_dashboard::token;
 use crate::remote_common;
 
 use dashboard_common::{Browser, browser};
 use remote_common::{Client, Server};
 use serde_json::{Value, json};
-
-fn token(server: &Server, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-        .args(["token", "create"])
-        .args(args)
-        .env("DISPATCH_ROOT", server.state.path().join(".dispatch"))
-        .env_remove("DISPATCH_HOST")
-        .output()
-        .expect("dispatch token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Logs `b` in with `token` through the login form, landing on `next`.
 fn login(b: &Browser, ui: &str, token: &str, next: &str) {

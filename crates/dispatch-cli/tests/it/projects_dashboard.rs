@@ -10,7 +10,8 @@ use std::time::Duration;
 use dispatch_test_support::{eventually, http};
 use remote_common::{Client, Server};
 
-fn token(server: &Server, args: &[&str]) -> String {
+/// A token made on `server`'s state directory with `dispatch token create ARGS`.
+pub fn token(server: &Server, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
         .args(["token", "create"])
         .args(args)
