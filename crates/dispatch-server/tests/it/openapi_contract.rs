@@ -604,7 +604,14 @@ fn every_operation_answers_as_documented() {
     let would = would["removed"].as_array().cloned().unwrap_or_default();
     assert!(!would.is_empty(), "the cancelled runs");
     let (status, done) = c.post(prune, prune, &cancelled.replace("true", "false"));
-    assert_eq!((status, done["removed"].as_array()), (200, Some(&would)));
+    assert_eq!(status, 200, "{done}");
+    // Everything the dry run named goes (a run whose stop was still
+    // landing may have become cancelled in between, and goes too).
+    let removed = done["removed"].as_array().cloned().unwrap_or_default();
+    assert!(
+        would.iter().all(|id| removed.contains(id)),
+        "{would:?} ⊄ {removed:?}"
+    );
     assert_eq!(c.get(one, &format!("/v1/runs/{queued}")).0, 404);
     let bad = "{\"filters\": {\"status\": [\"running\"]}}";
     assert_eq!(c.post(prune, prune, bad).0, 400);
