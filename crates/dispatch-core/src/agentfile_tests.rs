@@ -667,15 +667,23 @@ fn sandbox_directives_are_refused_where_they_mean_nothing() {
 
 #[test]
 fn network_allow_lines_add_up_and_bad_forms_name_their_line() {
-    let af = ok(&with("NETWORK allow API.example.com\nNETWORK allow *.corp.example"));
+    let af = ok(&with(
+        "NETWORK allow API.example.com\nNETWORK allow *.corp.example",
+    ));
     assert_eq!(af.manifest.egress, ["api.example.com", "*.corp.example"]);
     assert_eq!(af.manifest.network, None);
     for (extra, piece) in [
         ("NETWORK allow a.example:443", "not `a.example:443`"),
         ("NETWORK allow", "needs a host"),
-        ("NETWORK allow a.example via-egress", "`via-egress` is not supported"),
+        (
+            "NETWORK allow a.example via-egress",
+            "`via-egress` is not supported",
+        ),
         ("NETWORK allow *", "is not a host name"),
-        ("NETWORK allow a.example\nNETWORK allow A.example", "given twice"),
+        (
+            "NETWORK allow a.example\nNETWORK allow A.example",
+            "given twice",
+        ),
         ("NETWORK publishers-only", "NETWORK allow <host>"),
     ] {
         let e = err(&with(extra));

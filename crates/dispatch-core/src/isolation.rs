@@ -228,7 +228,15 @@ mod tests {
         assert!(!egress_allows(&allow, "xcorp.example"));
         assert!(egress_allows(&allow, "127.0.0.2"));
         assert!(!egress_allows(&allow, "127.0.0.1"));
-        for bad in ["*", "https://a.com", "a.com:443", "a..com", "-a.com", "[::1]", ""] {
+        for bad in [
+            "*",
+            "https://a.com",
+            "a.com:443",
+            "a..com",
+            "-a.com",
+            "[::1]",
+            "",
+        ] {
             assert!(parse_egress_host(bad).is_err(), "{bad}");
         }
     }

@@ -57,9 +57,12 @@ impl Recorder {
     fn record(&self, data: serde_json::Value) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match p.events.len() < MAX_PENDING {
-            true => p
-                .events
-                .push(NewEvent::new(EventKind::Network, self.attempt, now_ms(), data)),
+            true => p.events.push(NewEvent::new(
+                EventKind::Network,
+                self.attempt,
+                now_ms(),
+                data,
+            )),
             false => p.dropped += 1,
         }
     }
@@ -70,7 +73,12 @@ impl Recorder {
         let mut events = std::mem::take(&mut p.events);
         if p.dropped > 0 {
             let data = json!({ "dropped": p.dropped });
-            events.push(NewEvent::new(EventKind::Network, self.attempt, now_ms(), data));
+            events.push(NewEvent::new(
+                EventKind::Network,
+                self.attempt,
+                now_ms(),
+                data,
+            ));
             p.dropped = 0;
         }
         events
@@ -107,7 +115,8 @@ impl Proxy {
         allow: &[String],
         attempt: u32,
     ) -> Result<Proxy, String> {
-        let failed = |e: std::io::Error| format!("NETWORK allow: cannot start the egress proxy: {e}");
+        let failed =
+            |e: std::io::Error| format!("NETWORK allow: cannot start the egress proxy: {e}");
         let port = listener.local_addr().map_err(failed)?.port();
         listener.set_nonblocking(true).map_err(failed)?;
         let runtime = tokio::runtime::Handle::try_current()
@@ -199,7 +208,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         };
         Some((a.host().to_string(), port))
     });
-    let Some((host, port)) = target.filter(|_| is_connect || uri.scheme_str() == Some("http")) else {
+    let Some((host, port)) = target.filter(|_| is_connect || uri.scheme_str() == Some("http"))
+    else {
         return Ok(text(
             StatusCode::BAD_REQUEST,
             "dispatch egress proxy: send `CONNECT host:port`, or a request for an absolute http:// URL\n"
@@ -253,7 +263,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     _ = stopped.changed() => {}
                 }
             });
-            Ok(Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed()))
+            Ok(Response::new(
+                Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+            ))
         }
         false => Ok(forward(req, upstream).await.unwrap_or_else(|e| {
             text(
@@ -266,7 +278,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 
 /// Sends a plain request on to its host, its URI made origin-form and the
 /// proxy's own headers dropped; the response streams back.
-async fn forward(req: Request<Incoming>, upstream: TcpStream) -> Result<Response<Body>, hyper::Error> {
+async fn forward(
+    req: Request<Incoming>,
+    upstream: TcpStream,
+) -> Result<Response<Body>, hyper::Error> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
     tokio::spawn(conn);
     let (mut parts, body) = req.into_parts();
@@ -287,6 +302,8 @@ async fn forward(req: Request<Incoming>, upstream: TcpStream) -> Result<Response
         .unwrap_or_default();
     parts.headers.remove("proxy-connection");
     parts.headers.remove(hyper::header::PROXY_AUTHORIZATION);
-    let resp = sender.send_request(Request::from_parts(parts, body)).await?;
+    let resp = sender
+        .send_request(Request::from_parts(parts, body))
+        .await?;
     Ok(resp.map(|b| b.boxed()))
 }

@@ -59,7 +59,10 @@ fn decision<'a>(events: &'a [Value], host: &str, method: &str) -> &'a Value {
 
 #[test]
 fn an_agent_reaches_a_listed_host_only_through_the_proxy() {
-    let (allowed, denied) = (server("127.0.0.2", "HELLO-A"), server("127.0.0.3", "HELLO-B"));
+    let (allowed, denied) = (
+        server("127.0.0.2", "HELLO-A"),
+        server("127.0.0.3", "HELLO-B"),
+    );
     let d = Dispatch::sandboxed();
     let script = format!(
         "curl -sS -m 20 http://127.0.0.2:{allowed}/; echo \" plain=$?\"\n\
@@ -83,7 +86,10 @@ fn an_agent_reaches_a_listed_host_only_through_the_proxy() {
     assert!(log.contains("direct=7"), "{log}");
     assert!(log.contains("proxy=http://127.0.0.1:"), "{log}");
     assert!(log.contains("no_proxy=localhost,127.0.0.1,::1"), "{log}");
-    assert!(log.contains("net ns (egress through the NETWORK allow proxy)"), "{log}");
+    assert!(
+        log.contains("net ns (egress through the NETWORK allow proxy)"),
+        "{log}"
+    );
 
     let events = network_events(&doc);
     let get = decision(&events, "127.0.0.2", "GET");
@@ -92,7 +98,11 @@ fn an_agent_reaches_a_listed_host_only_through_the_proxy() {
     assert_eq!(decision(&events, "127.0.0.2", "CONNECT")["allowed"], true);
     assert_eq!(decision(&events, "127.0.0.3", "GET")["allowed"], false);
     assert_eq!(decision(&events, "127.0.0.3", "CONNECT")["allowed"], false);
-    assert_eq!(events.len(), 4, "the direct connection never reached the proxy: {events:#?}");
+    assert_eq!(
+        events.len(),
+        4,
+        "the direct connection never reached the proxy: {events:#?}"
+    );
     // inspect-run shows them.
     let shown = d.ok(&["inspect-run", &id]);
     assert!(
@@ -106,7 +116,11 @@ fn an_agent_reaches_a_listed_host_only_through_the_proxy() {
 #[test]
 fn network_allow_without_the_sandbox_fails_the_run_at_start() {
     let d = Dispatch::new(); // DISPATCH_SANDBOX=off
-    let dir = d.agent_with("unfiltered", "echo RAN\n", "NETWORK allow api.example.com\n");
+    let dir = d.agent_with(
+        "unfiltered",
+        "echo RAN\n",
+        "NETWORK allow api.example.com\n",
+    );
     let id = d.detach(&dir, "{}");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "failed", "{doc:#}");
@@ -124,11 +138,27 @@ fn network_allow_without_the_sandbox_fails_the_run_at_start() {
 fn bad_network_allow_forms_are_refused_at_build_naming_the_line() {
     let d = Dispatch::new();
     for (i, (head, line, needle)) in [
-        ("FROM process\n", "NETWORK allow api.example.com:443", "not `api.example.com:443`"),
-        ("FROM process\n", "NETWORK allow https://api.example.com", "takes a host name"),
+        (
+            "FROM process\n",
+            "NETWORK allow api.example.com:443",
+            "not `api.example.com:443`",
+        ),
+        (
+            "FROM process\n",
+            "NETWORK allow https://api.example.com",
+            "takes a host name",
+        ),
         ("FROM process\n", "NETWORK allow", "needs a host"),
-        ("FROM process\n", "NETWORK allow a.example via-egress", "`via-egress` is not supported"),
-        ("FROM image localhost/agent:1\n", "NETWORK allow a.example", "not a container"),
+        (
+            "FROM process\n",
+            "NETWORK allow a.example via-egress",
+            "`via-egress` is not supported",
+        ),
+        (
+            "FROM image localhost/agent:1\n",
+            "NETWORK allow a.example",
+            "not a container",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -149,7 +179,10 @@ fn bad_network_allow_forms_are_refused_at_build_naming_the_line() {
 
 #[test]
 fn a_native_agents_local_tool_goes_out_through_the_proxy() {
-    let (allowed, denied) = (server("127.0.0.2", "HELLO-TOOL"), server("127.0.0.3", "NOPE"));
+    let (allowed, denied) = (
+        server("127.0.0.2", "HELLO-TOOL"),
+        server("127.0.0.3", "NOPE"),
+    );
     let d = Dispatch::sandboxed();
     // The model (called by the runtime, outside the namespace) is not filtered.
     let mock = Mock::start(json!([
@@ -179,7 +212,11 @@ fn a_native_agents_local_tool_goes_out_through_the_proxy() {
         .output()
         .expect("dispatch run");
     let id = d.ok(&["ps", "-a", "-q"]);
-    let doc = d.inspect(id.lines().next().unwrap_or_else(|| panic!("a run: {out:?}")));
+    let doc = d.inspect(
+        id.lines()
+            .next()
+            .unwrap_or_else(|| panic!("a run: {out:?}")),
+    );
     assert_eq!(doc["status"], "succeeded", "{doc:#}");
     let calls = events_of(&doc, "tool_call");
     let output = calls[0]["output"].as_str().expect("the tool's output");

@@ -91,9 +91,9 @@ pub(super) fn parse_network(rest: &str, args: &[String]) -> Result<NetworkLine, 
         [allow, host] if allow.eq_ignore_ascii_case("allow") => {
             crate::isolation::parse_egress_host(host).map(NetworkLine::Allow)
         }
-        [allow] if allow.eq_ignore_ascii_case("allow") => Err(
-            "NETWORK allow needs a host (hint: `NETWORK allow api.example.com`)".into(),
-        ),
+        [allow] if allow.eq_ignore_ascii_case("allow") => {
+            Err("NETWORK allow needs a host (hint: `NETWORK allow api.example.com`)".into())
+        }
         [allow, host, more @ ..] if allow.eq_ignore_ascii_case("allow") => Err(format!(
             "NETWORK allow {host}: `{}` is not supported (hint: one host a line, nothing after it)",
             more.join(" ")

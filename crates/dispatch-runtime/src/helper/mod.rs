@@ -397,7 +397,11 @@ pub(crate) fn prepare(
         true => None,
         false => {
             let listener = sandbox.isolate_network()?;
-            Some(crate::egress::Proxy::start(listener, &m.egress, run.attempt)?)
+            Some(crate::egress::Proxy::start(
+                listener,
+                &m.egress,
+                run.attempt,
+            )?)
         }
     };
     let protocol: Vec<(String, String)> = vec![

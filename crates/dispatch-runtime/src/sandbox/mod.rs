@@ -313,9 +313,10 @@ impl Plan {
                 "{WHAT}, which only root can make, and this process runs as uid {uid} (hint: run the helper or worker as root)"
             ));
         }
-        let steps = Arc::get_mut(steps).ok_or_else(|| format!("{WHAT}: the plan is shared already"))?;
-        let (ns, listener) = netns::create()
-            .map_err(|e| format!("{WHAT}, and the kernel refused one: {e}"))?;
+        let steps =
+            Arc::get_mut(steps).ok_or_else(|| format!("{WHAT}: the plan is shared already"))?;
+        let (ns, listener) =
+            netns::create().map_err(|e| format!("{WHAT}, and the kernel refused one: {e}"))?;
         steps.netns = Some(ns);
         self.applied
             .protections
