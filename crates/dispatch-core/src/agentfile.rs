@@ -184,6 +184,8 @@ struct Parser {
     agent_lines: Vec<(usize, &'static str)>,
     from_line: usize,
     network_line: usize,
+    /// The first `NETWORK allow` line.
+    egress_line: usize,
     workflow: workflow::Decl,
     /// `AGENTS` (a workflow's member order, or else an instruction file):
     /// its line and arguments, read once the courier is known.
@@ -218,6 +220,7 @@ impl Parser {
             image: None,
             resources: Default::default(),
             network: None,
+            egress: Vec::new(),
             tool_sandbox: None,
             evals: Vec::new(),
             workflow: None,
@@ -250,6 +253,7 @@ impl Parser {
             agent_lines: Vec::new(),
             from_line: 0,
             network_line: 0,
+            egress_line: 0,
             workflow: workflow::Decl::default(),
             agents: None,
             memory_tool_line: None,
@@ -461,6 +465,9 @@ impl Parser {
                 self.network_line,
                 "NETWORK applies to containers (hint: use it with `FROM image <ref>`, or with `TOOL_SANDBOX image <ref>` for a native agent's tools)",
             ));
+        }
+        if let Some(why) = isolation::egress_refused(m) {
+            return Err(AgentfileError::new(self.egress_line, why));
         }
         upstream::check(&af, self.memory_tool_line)?;
         if let Some(agent) = &af.manifest.agent {

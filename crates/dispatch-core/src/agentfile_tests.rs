@@ -666,6 +666,39 @@ fn sandbox_directives_are_refused_where_they_mean_nothing() {
 }
 
 #[test]
+fn network_allow_lines_add_up_and_bad_forms_name_their_line() {
+    let af = ok(&with(
+        "NETWORK allow API.example.com\nNETWORK allow *.corp.example",
+    ));
+    assert_eq!(af.manifest.egress, ["api.example.com", "*.corp.example"]);
+    assert_eq!(af.manifest.network, None);
+    for (extra, piece) in [
+        ("NETWORK allow a.example:443", "not `a.example:443`"),
+        ("NETWORK allow", "needs a host"),
+        (
+            "NETWORK allow a.example via-egress",
+            "`via-egress` is not supported",
+        ),
+        ("NETWORK allow *", "is not a host name"),
+        (
+            "NETWORK allow a.example\nNETWORK allow A.example",
+            "given twice",
+        ),
+        ("NETWORK publishers-only", "NETWORK allow <host>"),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.message.contains(piece), "{extra}: {e}");
+    }
+    let e = err("FROM image localhost/a:1\nNAME c\nCOMMAND x\nNETWORK allow a.example\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("not a container"), "{e}");
+    let e = err("FROM noop\nNAME c\n\nNETWORK allow a.example\n");
+    assert_eq!(e.line, 4, "{e}");
+    let e = err(&with("NETWORK none\nNETWORK host"));
+    assert!(e.message.contains("duplicate NETWORK"), "{e}");
+}
+
+#[test]
 fn resources_leave_old_digests_alone() {
     // A manifest without the new directives serializes as before.
     let af = ok(&with(""));

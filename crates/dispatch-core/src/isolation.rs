@@ -64,6 +64,46 @@ impl Network {
     }
 }
 
+/// Checks one host of `NETWORK allow <host>`: a host name or IPv4
+/// address, or `*.` and a domain (its subdomains, not the domain itself).
+/// Returns it lowercased. Every port of an allowed host is allowed.
+pub fn parse_egress_host(host: &str) -> Result<String, String> {
+    let h = host.trim().to_ascii_lowercase();
+    if h.contains(':') || h.contains('/') || h.contains('@') {
+        return Err(format!(
+            "NETWORK allow takes a host name, not `{host}` (hint: `NETWORK allow api.example.com`; every port of it is allowed, there is no scheme or path)"
+        ));
+    }
+    let name = h.strip_prefix("*.").unwrap_or(&h);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "NETWORK allow: `{host}` is not a host name (hint: `NETWORK allow api.example.com`, or `NETWORK allow *.example.com` for its subdomains)"
+        ));
+    }
+    Ok(h)
+}
+
+/// Whether `host` (as a client named it: any case, a trailing dot, an IPv6
+/// address in brackets) is one `NETWORK allow` lists.
+pub fn egress_allows(allow: &[String], host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    allow.iter().any(|a| match a.strip_prefix("*.") {
+        Some(domain) => host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => *a == host,
+    })
+}
+
 impl std::fmt::Display for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -168,6 +208,36 @@ mod tests {
         }
         for agents in ["DOCKER_PASSWORD", "API_KEY", "DISPATCH_EVENTS", "LANG"] {
             assert!(!configures_container_client(agents), "{agents}");
+        }
+    }
+
+    #[test]
+    fn egress_hosts_match_exactly_or_as_subdomains() {
+        let allow = vec![
+            parse_egress_host("API.Example.com").expect("a host"),
+            parse_egress_host("*.corp.example").expect("a wildcard"),
+            parse_egress_host("127.0.0.2").expect("an address"),
+        ];
+        assert!(egress_allows(&allow, "api.example.com"));
+        assert!(egress_allows(&allow, "API.EXAMPLE.COM."));
+        assert!(!egress_allows(&allow, "evil-api.example.com"));
+        assert!(!egress_allows(&allow, "example.com"));
+        assert!(egress_allows(&allow, "a.corp.example"));
+        assert!(egress_allows(&allow, "b.a.corp.example"));
+        assert!(!egress_allows(&allow, "corp.example"));
+        assert!(!egress_allows(&allow, "xcorp.example"));
+        assert!(egress_allows(&allow, "127.0.0.2"));
+        assert!(!egress_allows(&allow, "127.0.0.1"));
+        for bad in [
+            "*",
+            "https://a.com",
+            "a.com:443",
+            "a..com",
+            "-a.com",
+            "[::1]",
+            "",
+        ] {
+            assert!(parse_egress_host(bad).is_err(), "{bad}");
         }
     }
 

@@ -288,6 +288,11 @@ pub struct Manifest {
     /// `NETWORK`: a container's network (containers only; `none` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::isolation::Network>,
+    /// `NETWORK allow <host>` lines: the only hosts the run's sandboxed
+    /// processes may reach, through the runtime's egress proxy (lowercase;
+    /// `*.example.com` for its subdomains). Empty: no filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
     /// `TOOL_SANDBOX image <ref>`: a native agent's LOCAL tools run in this image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_sandbox: Option<String>,

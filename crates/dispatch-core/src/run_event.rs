@@ -142,6 +142,9 @@ run_events! {
     Signal = "signal",
     /// How the attempt was sandboxed.
     Sandbox = "sandbox",
+    /// The egress proxy's decision on a connection of the run's sandboxed
+    /// processes (`host`, `port`, `method`, `allowed`), for `NETWORK allow`.
+    Network = "network",
     /// A stop was requested.
     StopRequested = "stop_requested",
     /// The run waits for a provider's rate limit.

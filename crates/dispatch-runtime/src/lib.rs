@@ -13,6 +13,7 @@ pub mod concurrency;
 pub mod contain;
 pub mod container;
 pub mod courier;
+mod egress;
 mod error;
 mod follow;
 pub mod group;

@@ -69,6 +69,7 @@ mod native_rate_limit;
 mod native_tools;
 mod native_tools_approval;
 mod native_web_search;
+mod network_allow;
 mod notifications;
 mod otel;
 mod parity;

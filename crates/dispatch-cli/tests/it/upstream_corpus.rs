@@ -469,9 +469,9 @@ const REFUSALS: &[(&str, usize, &str)] = &[
         "unknown built-in `topic_lookup`",
     ),
     (
-        "NETWORK allow api.example.com",
+        "NETWORK allow api.example.com via-egress",
         4,
-        "per-host egress allowlists are not enforced",
+        "`via-egress` is not supported",
     ),
     (
         "NETWORK publishers-only",

@@ -445,9 +445,9 @@ pub const DIRECTIVES: &[Directive] = &[
     Directive {
         name: "NETWORK",
         args: Args::Words { min: 1, max: None },
-        once: true,
-        expects: "`none`, `bridge` or `host` (containers)",
-        example: "NETWORK none",
+        once: false,
+        expects: "`allow <host>` (one a line: the only hosts the run's processes reach, through the egress proxy), or `none`, `bridge` or `host` (containers, once)",
+        example: "NETWORK allow api.example.com",
         parse: Parse::With(h::network),
         upstream: Upstream::Forms(f::NETWORK_FORMS),
     },

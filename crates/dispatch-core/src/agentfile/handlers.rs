@@ -376,8 +376,24 @@ pub(super) fn resources(p: &mut Parser, c: &Call) -> Result<(), String> {
 
 pub(super) fn network(p: &mut Parser, c: &Call) -> Result<(), String> {
     upstream::refuse_network(c.args)?;
-    p.network_line = c.line;
-    p.af.manifest.network = Some(isolation::parse_network(c.rest, c.args)?);
+    match isolation::parse_network(c.rest, c.args)? {
+        isolation::NetworkLine::Container(net) => {
+            p.once("NETWORK none|bridge|host", c.line)?;
+            p.network_line = c.line;
+            p.af.manifest.network = Some(net);
+        }
+        isolation::NetworkLine::Allow(host) => {
+            if p.af.manifest.egress.is_empty() {
+                p.egress_line = c.line;
+            }
+            if p.af.manifest.egress.contains(&host) {
+                return Err(format!(
+                    "NETWORK allow {host} is given twice (hint: keep one)"
+                ));
+            }
+            p.af.manifest.egress.push(host);
+        }
+    }
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The sandbox directives: `RESOURCES CPUS <n> MEMORY <size> PIDS <n> DISK
-//! <size>`, `NETWORK none|bridge|host`, `FROM image <ref>` and
+//! <size>`, `NETWORK none|bridge|host`, `NETWORK allow <host>`, `FROM
+//! image <ref>` and
 //! `TOOL_SANDBOX image <ref>`.
 
 use super::lex::expected;
 use crate::isolation::{Network, Resources};
+use crate::parcel::{Courier, Manifest};
 use crate::units::parse_size;
 
 /// The most cores a `CPUS` value may ask for (a typo guard, not the machine's
@@ -76,12 +78,49 @@ pub(super) fn parse_resources(
     Ok(())
 }
 
-/// Parses `NETWORK none|bridge|host`.
-pub(super) fn parse_network(rest: &str, args: &[String]) -> Result<Network, String> {
+/// One `NETWORK` line: a container's network, or a host to allow.
+pub(super) enum NetworkLine {
+    Container(Network),
+    Allow(String),
+}
+
+/// Parses `NETWORK none|bridge|host` and `NETWORK allow <host>` (one host
+/// a line, as upstream writes them; several lines add up).
+pub(super) fn parse_network(rest: &str, args: &[String]) -> Result<NetworkLine, String> {
     match args {
-        [one] => Network::parse(one),
+        [allow, host] if allow.eq_ignore_ascii_case("allow") => {
+            crate::isolation::parse_egress_host(host).map(NetworkLine::Allow)
+        }
+        [allow] if allow.eq_ignore_ascii_case("allow") => {
+            Err("NETWORK allow needs a host (hint: `NETWORK allow api.example.com`)".into())
+        }
+        [allow, host, more @ ..] if allow.eq_ignore_ascii_case("allow") => Err(format!(
+            "NETWORK allow {host}: `{}` is not supported (hint: one host a line, nothing after it)",
+            more.join(" ")
+        )),
+        [one] => Network::parse(one).map(NetworkLine::Container),
         _ => Err(expected("NETWORK", rest)),
     }
+}
+
+/// Why a parcel's `NETWORK allow` lines cannot be enforced for what it
+/// runs (they filter the processes the run's sandbox starts), if they cannot.
+pub(super) fn egress_refused(m: &Manifest) -> Option<String> {
+    if m.egress.is_empty() {
+        return None;
+    }
+    let why = if m.courier == Courier::Image {
+        "NETWORK allow filters the processes of the run's sandbox, not a container (hint: `NETWORK none|bridge|host` for `FROM image`, or run the agent as `FROM process`)"
+    } else if m.tool_sandbox.is_some() {
+        "NETWORK allow does not reach tools in a TOOL_SANDBOX container (hint: drop TOOL_SANDBOX so the tools run in the run's sandbox, or use `NETWORK none|bridge|host`)"
+    } else if m.component.is_some() {
+        "NETWORK allow filters processes; a WASM agent's guest is not one (hint: declare the hosts it calls as `TOOL HTTP` tools)"
+    } else if matches!(m.courier, Courier::Noop | Courier::Workflow) {
+        "NETWORK allow filters the processes a run starts, and this courier starts none (hint: put it in the Agentfile of the agent that calls out)"
+    } else {
+        return None;
+    };
+    Some(why.into())
 }
 
 /// Parses an image reference: `image <ref>` after FROM or TOOL_SANDBOX.

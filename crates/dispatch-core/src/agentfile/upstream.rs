@@ -179,16 +179,12 @@ pub(super) fn compaction(a: &mut Advisory, args: &[String]) -> Result<(), String
     Ok(())
 }
 
-/// `NETWORK allow <host>` and `NETWORK publishers-only`: per-host egress
-/// policies Dispatch has no way to enforce, refused with what to do instead.
+/// `NETWORK publishers-only`: a policy naming upstream's publishers, which
+/// Dispatch has no list of, refused with what to do instead.
 pub(super) fn refuse_network(args: &[String]) -> Result<(), String> {
     match args.first().map(|a| a.to_ascii_lowercase()).as_deref() {
-        Some("allow") => Err(format!(
-            "NETWORK allow {}: per-host egress allowlists are not enforced by Dispatch (hint: use `NETWORK none|bridge|host` with `FROM image <ref>` or `TOOL_SANDBOX image <ref>`, and reach the host through a TOOL HTTP declaration)",
-            args[1..].join(" ")
-        )),
         Some("publishers-only") => Err(
-            "NETWORK publishers-only is not enforced by Dispatch (hint: use `NETWORK none|bridge|host` with `FROM image <ref>` or `TOOL_SANDBOX image <ref>`)"
+            "NETWORK publishers-only is not enforced by Dispatch (hint: list the hosts with `NETWORK allow <host>` lines)"
                 .into(),
         ),
         _ => Ok(()),

@@ -322,9 +322,14 @@ pub(super) const NETWORK_FORMS: &[Form] = &[
         here: "supported for containers (`FROM image`, `TOOL_SANDBOX`), as before",
     },
     Form {
-        form: "`NETWORK allow <host>`, `NETWORK publishers-only`",
+        form: "`NETWORK allow <host>`",
         upstream: "per-host egress policy",
-        here: "refused: Dispatch has no per-host egress filter",
+        here: "supported for process agents and a native agent's LOCAL tools and MCP servers: they run in a network namespace of their own whose only way out is an egress proxy that lets through the listed hosts (one a line; `*.example.com` for subdomains; every port) and records each decision as a `network` event ([isolation.md](guide/isolation.md#network-allow-a-per-host-egress-allowlist)). Needs root and the sandbox: a run that cannot have it fails at start. Refused at build for containers and qualifiers after the host",
+    },
+    Form {
+        form: "`NETWORK publishers-only`",
+        upstream: "egress to upstream's publishers only",
+        here: "refused: Dispatch has no list of publishers (list the hosts with `NETWORK allow`)",
     },
 ];
 

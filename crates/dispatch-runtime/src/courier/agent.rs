@@ -29,6 +29,10 @@ impl Courier for Agent {
             upstream: ctx.upstream,
         };
         let ended = native::attempt(store, a.layout, a.run, a.log, &native).await;
+        // `NETWORK allow`: what the tools' connections were allowed or refused.
+        if let Some(proxy) = &a.prepared.egress {
+            crate::record::append_events(store, &a.run.id, &proxy.recorder().take()).await;
+        }
         a.push_state(store, state).await;
         ended
     }

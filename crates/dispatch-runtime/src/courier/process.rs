@@ -305,6 +305,7 @@ async fn supervise<S: Store + ?Sized>(
         prepared.spec.attempt,
         prepared.spec.secrets.clone(),
     );
+    events.network = prepared.egress.as_ref().map(|p| p.recorder());
     // An agent that is done at once has its start and its events saved with
     // its end, in one transaction (unless it reported usage or asked for an
     // approval: those are acted on as stored); any other has its start saved

@@ -296,6 +296,9 @@ pub(crate) struct EventPump {
     /// A handoff that started nothing: why, and whether another attempt
     /// may do better. The attempt fails.
     pub refused: Option<(String, bool)>,
+    /// `NETWORK allow`: the egress proxy's decisions, stored with the
+    /// agent's events (see [`crate::egress`]).
+    pub network: Option<crate::egress::Recorder>,
     secrets: Vec<String>,
 }
 
@@ -311,6 +314,7 @@ impl EventPump {
             error_retryable: true,
             wait: None,
             refused: None,
+            network: None,
         }
     }
 
@@ -336,12 +340,13 @@ impl EventPump {
         upstream: &dyn Upstream,
         finish: bool,
     ) -> Vec<NewEvent> {
+        let mut batch = self.network.as_ref().map(|n| n.take()).unwrap_or_default();
         let lines = self.follower.poll(finish);
         if lines.is_empty() {
-            return Vec::new();
+            return batch;
         }
         let at = now_ms();
-        let mut batch = Vec::with_capacity(lines.len());
+        batch.reserve(lines.len());
         for line in &lines {
             let parsed = AgentEvent::parse(line);
             if let AgentEvent::Known {

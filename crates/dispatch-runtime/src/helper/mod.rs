@@ -306,6 +306,9 @@ pub(crate) struct Prepared {
     pub(crate) shared: Option<Arc<crate::objects::Objects>>,
     /// The sandbox of the run's processes (see [`crate::sandbox`]).
     pub(crate) sandbox: crate::sandbox::Plan,
+    /// `NETWORK allow`: the proxy that is their only way out, serving
+    /// while the attempt lasts (see [`crate::egress`]).
+    pub(crate) egress: Option<crate::egress::Proxy>,
 }
 
 /// Loads the run's parcel; an error is the reason the run fails.
@@ -364,7 +367,7 @@ pub(crate) fn prepare(
             .and_then(|_| crate::sandbox::owner::give_tree(&state_dir, owner))
             .map_err(|e| format!("cannot give the run's files to the sandbox's user: {e}"))?;
     }
-    let sandbox = match m.courier {
+    let mut sandbox = match m.courier {
         Courier::Process | Courier::Agent => crate::sandbox::Plan::prepare(
             settings,
             &crate::sandbox::RunPaths {
@@ -388,6 +391,18 @@ pub(crate) fn prepare(
             &run.id.to_string(),
         ),
         _ => crate::sandbox::Plan::off(),
+    };
+    // Never unfiltered: a run whose hosts cannot be enforced fails here.
+    let egress = match m.egress.is_empty() {
+        true => None,
+        false => {
+            let listener = sandbox.isolate_network()?;
+            Some(crate::egress::Proxy::start(
+                listener,
+                &m.egress,
+                run.attempt,
+            )?)
+        }
     };
     let protocol: Vec<(String, String)> = vec![
         ("DISPATCH_RUN_ID".into(), run.id.to_string()),
@@ -437,7 +452,10 @@ pub(crate) fn prepare(
         .filter(|(_, v)| !v.is_empty())
         .collect();
     let parent: Vec<(String, String)> = std::env::vars().collect();
-    let env = agent_env::build(m, &ws, &parent, &declared, protocol);
+    let mut env = agent_env::build(m, &ws, &parent, &declared, protocol);
+    for (k, v) in egress.iter().flat_map(|p| p.env()) {
+        crate::courier::set_env(&mut env, &k, &v);
+    }
     let secrets = declared.into_iter().map(|(_, v)| v).collect();
     Ok(Prepared {
         courier: m.courier,
@@ -456,6 +474,7 @@ pub(crate) fn prepare(
         brief: bytes,
         shared: None,
         sandbox,
+        egress,
     })
 }
 

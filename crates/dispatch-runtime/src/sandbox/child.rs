@@ -27,6 +27,9 @@
 //! capabilities to build the same view inside; `C2` then drops every
 //! capability but keeps its uid (there is no other to change to).
 //!
+//! With `NETWORK allow`, the spawned process first joins the run's network
+//! namespace (`Steps::netns`, see [`super::netns`]), as root.
+//!
 //! Without the namespaces (`Steps::view` is `None`) the spawned process just
 //! drops its privileges, and restricts itself to a Landlock ruleset made
 //! before the fork when there is one (`Steps::landlock`).
@@ -107,6 +110,9 @@ pub(super) struct Steps {
     pub landlock: Option<OwnedFd>,
     /// What `C0` watches: its supervisor's life and the run's lease.
     pub tether: Option<super::tether::Tie>,
+    /// `NETWORK allow`: the run's network namespace, joined first (see
+    /// [`super::netns`]).
+    pub netns: Option<OwnedFd>,
 }
 
 fn err(e: nix::Error) -> io::Error {
@@ -116,6 +122,10 @@ fn err(e: nix::Error) -> io::Error {
 /// Runs in the spawned child (`pre_exec`): returns in the process that is
 /// to execute the program.
 pub(super) fn enter(steps: &Steps) -> io::Result<()> {
+    // While root: joining a network namespace takes CAP_SYS_ADMIN.
+    if let Some(ns) = &steps.netns {
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(err)?;
+    }
     let Some(view) = &steps.view else {
         drop_privileges(steps)?;
         return match &steps.landlock {

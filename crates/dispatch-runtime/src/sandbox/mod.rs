@@ -39,6 +39,7 @@
 
 mod child;
 mod keeper;
+mod netns;
 pub(crate) mod owner;
 pub mod stage;
 mod tether;
@@ -211,6 +212,7 @@ impl Plan {
                 userns: None,
                 landlock: None,
                 tether,
+                netns: None,
             })),
             applied: Applied {
                 on: true,
@@ -281,6 +283,7 @@ impl Plan {
                 userns,
                 landlock,
                 tether,
+                netns: None,
             })),
             applied: Applied {
                 on: true,
@@ -289,6 +292,36 @@ impl Plan {
                 missing,
             },
         }
+    }
+
+    /// `NETWORK allow`: the attempt's processes join a network namespace
+    /// of their own holding only loopback (see [`netns`]), where the
+    /// returned listener is the egress proxy's. An error (the sandbox off,
+    /// not root, the kernel refusing) is why the run cannot start: it
+    /// never runs unfiltered.
+    pub fn isolate_network(&mut self) -> Result<std::net::TcpListener, String> {
+        const WHAT: &str = "NETWORK allow needs a network namespace for the run's processes";
+        let Some(steps) = self.steps.as_mut() else {
+            return Err(format!(
+                "{WHAT}, which the sandbox makes, and the sandbox is off here ({SANDBOX_ENV}=off) (hint: run it without {SANDBOX_ENV}=off, as root)"
+            ));
+        };
+        if !is_root() || steps.userns.is_some() {
+            // SAFETY: geteuid(2) takes no arguments and cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            return Err(format!(
+                "{WHAT}, which only root can make, and this process runs as uid {uid} (hint: run the helper or worker as root)"
+            ));
+        }
+        let steps =
+            Arc::get_mut(steps).ok_or_else(|| format!("{WHAT}: the plan is shared already"))?;
+        let (ns, listener) =
+            netns::create().map_err(|e| format!("{WHAT}, and the kernel refused one: {e}"))?;
+        steps.netns = Some(ns);
+        self.applied
+            .protections
+            .push("net ns (egress through the NETWORK allow proxy)".into());
+        Ok(listener)
     }
 
     /// The sandbox off.

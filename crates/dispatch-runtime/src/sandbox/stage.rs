@@ -106,6 +106,7 @@ struct StepsOut<'a> {
     userns: Option<&'a UserMaps>,
     landlock: Option<usize>,
     tether: Option<(usize, usize)>,
+    netns: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +117,8 @@ struct StepsIn {
     userns: Option<UserMaps>,
     landlock: Option<usize>,
     tether: Option<(usize, usize)>,
+    #[serde(default)]
+    netns: Option<usize>,
 }
 
 fn pass(fds: &mut Vec<RawFd>, fd: RawFd) -> usize {
@@ -177,6 +180,7 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
             let (pipe, deadline) = t.fds();
             (pass(&mut fds, pipe), pass(&mut fds, deadline))
         }),
+        netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
     });
     let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
     let spec = Spec {
@@ -454,6 +458,8 @@ fn stage() -> io::Result<std::convert::Infallible> {
         tether: s
             .tether
             .map(|(pipe, deadline)| Tie::Fds(fd(pipe), fd(deadline))),
+        // SAFETY: received for the network namespace alone.
+        netns: s.netns.map(|i| unsafe { OwnedFd::from_raw_fd(fd(i)) }),
     });
     let mut cmd = std::process::Command::new(OsString::from_vec(spec.program));
     cmd.args(spec.args.into_iter().map(OsString::from_vec))
