@@ -21,6 +21,23 @@ fn dispatch() -> PathBuf {
 
 #[test]
 fn chaos_at_ci_size_finds_no_overlap_orphan_repeat_unbilled_loss_or_stuck_run() {
+    chaos_at_ci_size(&[]);
+}
+
+/// The same with no sandbox (what a user who is not root gets, and anyone
+/// with `DISPATCH_SANDBOX=off`): each run's tree is kept by its keeper and
+/// its cgroup alone. It found runs' processes left frozen (#33).
+#[test]
+fn chaos_at_ci_size_with_the_sandbox_off_finds_no_overlap_orphan_repeat_unbilled_loss_or_stuck_run()
+{
+    chaos_at_ci_size(&[("DISPATCH_SANDBOX", "off")]);
+}
+
+/// One chaos at a time: each loads both cores of a CI machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn chaos_at_ci_size(env: &[(&str, &str)]) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,6 +50,7 @@ fn chaos_at_ci_size_finds_no_overlap_orphan_repeat_unbilled_loss_or_stuck_run() 
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
+        .envs(env.iter().copied())
         .args(["chaos", "--dispatch"])
         .arg(dispatch())
         .args([

@@ -135,6 +135,48 @@ fn a_killed_helpers_unsandboxed_tree_dies_with_it_escaped_child_included() {
 /// the helper it forks stays there, so the run is contained on cgroup v2
 /// even on a machine whose own mounts are v1. `None` when that cannot be
 /// set up here (not root, no `unshare`, no cgroup2 in the kernel).
+/// Thaws a v1 group a test froze, whatever the test's end.
+struct Thaw(std::path::PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
+/// #33: a supervisor (helper or worker) kills a tree on cgroup v1 by
+/// freezing its group, killing what is listed and thawing it. Killed with
+/// SIGKILL between the freeze and the thaw, it used to leave the keeper
+/// frozen in the group with everything else, for good (`DISPATCH_SANDBOX=off`
+/// chaos found such runs' processes in state D after every worker had
+/// stopped). The keeper now lives outside the group it keeps.
+#[test]
+fn a_helper_killed_while_it_had_its_runs_group_frozen_leaves_nothing_frozen() {
+    if !is_root() {
+        return; // the run's group needs root here
+    }
+    let d = Dispatch::new();
+    let dir = d.agent_with("tree", TREE, "RETRY 1\n");
+    let id = d.detach(&dir, "{}");
+    let pids = tree_pids(&d.root().join("state/tree"));
+    let _reaper = Reaper(pids.clone());
+    let record = d.root().join(format!("runs/{id}.cgroup"));
+    let group = std::fs::read_to_string(&record).expect("the group is recorded");
+    let group = Path::new(group.trim());
+    if !group.join("freezer.state").exists() {
+        return; // cgroup v2 kills a group at once, with no freeze
+    }
+    let _thaw = Thaw(group.to_path_buf());
+    // What the helper's own kill of the tree does first; then it dies.
+    std::fs::write(group.join("freezer.state"), "FROZEN").expect("freeze the group");
+    kill9(helper_of(&d, &id));
+    eventually(10, "the keeper kills the frozen tree", || {
+        pids.iter().all(|p| !alive(*p))
+    });
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc:#}");
+}
+
 fn detach_on_cgroup_v2(d: &Dispatch, dir: &Path) -> Option<String> {
     let plain = d.command();
     let mut c = std::process::Command::new("unshare");

@@ -58,8 +58,9 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// The process run `id`'s helper spawned for its tool call: the first of
-/// the run's group whose parent is the helper.
+/// The process run `id`'s helper spawned for its tool call: a child of the
+/// helper in the run's group, or holding the group's stop file as its
+/// descriptor 2 (a keeper, which leaves the group at once).
 fn tool_process(d: &Dispatch, id: &str) -> u32 {
     let helper = d.inspect(id)["state"]["helper"]["pid"]
         .as_u64()
@@ -70,10 +71,21 @@ fn tool_process(d: &Dispatch, id: &str) -> u32 {
     eventually(10, "the tool's process is in the run's group", || {
         let procs = std::fs::read_to_string(Path::new(group.trim()).join("cgroup.procs"))
             .unwrap_or_default();
+        let keeper = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|p| {
+                ppid(*p) == Some(helper)
+                    && std::fs::read_link(format!("/proc/{p}/fd/2"))
+                        .is_ok_and(|l| l.starts_with(group.trim()))
+            });
         found = procs
             .lines()
             .filter_map(|l| l.trim().parse::<u32>().ok())
-            .find(|p| ppid(*p) == Some(helper));
+            .find(|p| ppid(*p) == Some(helper))
+            .or(keeper);
         found.is_some()
     });
     found.expect("found")

@@ -169,23 +169,18 @@ fn a_worker_restarted_on_its_root_kills_the_left_tree_before_it_unmounts() {
     // The worker and the run's keeper both die (the keeper first, while
     // the worker is stopped and cannot kill the tree at the attempt's
     // end): as when the OOM killer takes both. The escaped child is left.
-    // The keeper is the process of the run's group that is not the
-    // agent's: beside the program, made from the worker's spawned process
-    // before it executed (so it bears the worker's command line).
+    // The keeper left the run's group at once (one who froze the group and
+    // died must not freeze it too); it holds the group's `freezer.state`
+    // (v1) or `cgroup.kill` (v2) open as its descriptor 2.
     let mut keeper = 0;
-    eventually(30, "the run's keeper is in its group", || {
+    eventually(30, "the run's keeper holds its group", || {
         let record = setup.layout().runs().join(format!("{id}.cgroup"));
         let group = std::fs::read_to_string(record).unwrap_or_default();
-        let procs = std::fs::read_to_string(Path::new(group.trim()).join("cgroup.procs"))
-            .unwrap_or_default();
-        let found = procs
-            .lines()
-            .filter_map(|l| l.trim().parse::<u32>().ok())
-            .find(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("worker"))
-            });
-        found.is_some_and(|p| {
+        let group = group.trim();
+        if group.is_empty() {
+            return false;
+        }
+        keeper_of(Path::new(group)).is_some_and(|p| {
             keeper = p;
             true
         })
@@ -247,4 +242,14 @@ fn a_killed_workers_unsandboxed_tree_dies_with_it() {
     eventually(10, "the escaped child dies with the worker", || {
         !alive(escaped)
     });
+}
+
+/// The process holding group `dir`'s stop file as its descriptor 2: its
+/// keeper (see `dispatch_runtime::sandbox::keeper`).
+fn keeper_of(dir: &Path) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| std::fs::read_link(format!("/proc/{p}/fd/2")).is_ok_and(|l| l.starts_with(dir)))
 }

@@ -308,6 +308,11 @@ pub(super) fn watch_pidfd(pidfd: RawFd, pipe: RawFd, deadline: RawFd) -> bool {
     }
 }
 
+/// Whether the lease deadline in the memfd `deadline` has passed.
+pub(super) fn past_deadline(deadline: RawFd) -> bool {
+    read_deadline(deadline) <= super::tether::monotonic_now()
+}
+
 /// The deadline in the memfd (read until two reads agree: a write is 8
 /// bytes that a reader could see half of).
 fn read_deadline(fd: RawFd) -> u64 {

@@ -19,20 +19,28 @@
 //! The keeper does what a sandboxed run's outer process does (see
 //! [`super::child`]): it closes every descriptor but its tether's, its
 //! group's and the program's pidfd, ignores the termination signals a
-//! process group gets (the program gets them and decides), and waits for
-//! the program. When the tether's pipe hangs up (its supervisor is gone,
-//! however it died) or the run's lease deadline passes, it leaves the run's
-//! group and kills everything in it: on cgroup v1 it freezes the group, sends SIGKILL
+//! process group gets (the program gets them and decides), leaves the
+//! run's group for the one above (whoever freezes the run's group to kill
+//! it and dies before thawing it must not freeze the keeper too), and waits
+//! for the program. When the tether's pipe hangs up (its supervisor is gone,
+//! however it died) or the run's lease deadline passes, it kills everything
+//! in the run's group: on cgroup v1 it freezes the group, sends SIGKILL
 //! to every pid of `cgroup.procs` (opened afresh for each pass: v1 may hand
 //! an open descriptor a list up to a second old) and thaws it, until the
 //! group is empty; on v2 it writes `cgroup.kill`. The emptied group is
-//! removed (its record stays for recovery, which then finds nothing).
+//! removed (its record stays for recovery, which then finds nothing). A
+//! keeper beside its program does not leave when the program exits while
+//! anything of the run is left in the group: it keeps the tether until its
+//! supervisor has emptied the group ([`Keeper::outlived`]).
 //!
 //! A forked keeper's program gets a parent-death signal (the keeper's
 //! death kills it); the keeper has none: it must outlive its supervisor to
 //! do its work. A program beside its keeper has none either (its parent is
 //! a thread of the supervisor, whose exit would fire it): the keeper kills
-//! it when the supervisor dies, and a `stop` kills both, in one group.
+//! it when the supervisor dies. That keeper has a process group of its own,
+//! so a `stop` (or a fencing worker) that kills the program's group cannot
+//! kill it half-way through a kill of its own; with the program gone and
+//! the tether up, it exits.
 //!
 //! What lives outside the group — a container the container courier's
 //! client asked its runtime for, which the runtime's monitor keeps — is
@@ -293,6 +301,7 @@ impl Keeper {
                 let (pipe, deadline) = self.tether.fds();
                 settle(&[pipe, deadline, self.stop.as_raw_fd(), self.out.as_raw_fd()]);
                 super::child::ignore_group_signals();
+                leave_group();
                 if super::child::watch_until_exit(child, PIPE, DEADLINE) {
                     self.kill_group();
                     // On v2 a RESOURCES group took the program out of the
@@ -361,12 +370,21 @@ impl Keeper {
             pidfd,
         ]);
         super::child::ignore_group_signals();
+        leave_group();
+        // Nor is it in the program's process group: a stop, or a worker's
+        // fencing, that kills the group while this keeper has the run's
+        // group frozen must not leave it frozen for good.
+        // SAFETY: setpgid(2) takes plain integers.
+        unsafe { libc::setpgid(0, 0) };
         // The program may have died *because* its supervisor did: its
         // parent-death signal fires when the thread that spawned it exits,
         // which can be before the supervisor's last thread closes the
         // tether. So after the program, the keeper waits a little for the
         // hang-up; then what the program left in the group is its to kill.
-        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE) || hung_up(PIPE, AFTER_PROGRAM_MS) {
+        if super::child::watch_pidfd(PIDFD, PIPE, DEADLINE)
+            || hung_up(PIPE, AFTER_PROGRAM_MS)
+            || self.outlived()
+        {
             self.kill_group();
             // On v2 a RESOURCES group took the program out of the run's:
             // it dies anyway.
@@ -386,10 +404,40 @@ impl Keeper {
         unsafe { libc::_exit(0) }
     }
 
-    /// Leaves the run's group and kills everything in it.
+    /// Once the program has exited, while anything it left is still in the
+    /// run's group (a child out of its process group, or one a kill of
+    /// the group missed, until its supervisor kills the group at the
+    /// attempt's end): `true` as soon as the tether hangs up or the
+    /// deadline passes, so that nothing outlives its supervisor because
+    /// the keeper left first (#33: a worker killed half-way through its
+    /// own kill of such a group left it frozen, with no keeper).
+    fn outlived(&self) -> bool {
+        while !self.group_empty() {
+            if hung_up(PIPE, OUTLIVED_POLL_MS) || super::child::past_deadline(DEADLINE) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the run's group has no process (or is gone).
+    fn group_empty(&self) -> bool {
+        // SAFETY: open(2) of a path made before the fork; read(2) into a
+        // buffer on this frame; close(2) of the descriptor just opened.
+        unsafe {
+            let fd = libc::open(self.procs.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return true;
+            }
+            let mut byte = 0u8;
+            let n = libc::read(fd, (&raw mut byte).cast(), 1);
+            libc::close(fd);
+            n <= 0
+        }
+    }
+
+    /// Kills everything in the run's group (which this keeper left at once).
     fn kill_group(&self) {
-        // SAFETY: write(2) of a static buffer on a descriptor this process holds.
-        unsafe { libc::write(OUT, b"0".as_ptr().cast(), 1) };
         if !self.v1 {
             // SAFETY: as above.
             unsafe { libc::write(STOP, b"1".as_ptr().cast(), 1) };
@@ -495,6 +543,16 @@ impl Keeper {
     }
 }
 
+/// Moves the keeper out of the run's group, into the one above: whoever
+/// freezes the run's group to kill it (its supervisor, recovery) and dies
+/// before thawing it must not freeze the keeper with it, which would leave
+/// the run's processes frozen for good (#33: `DISPATCH_SANDBOX=off` chaos
+/// found them so, in state D, after every worker had stopped).
+fn leave_group() {
+    // SAFETY: write(2) of a static buffer on a descriptor this process holds.
+    unsafe { libc::write(OUT, b"0".as_ptr().cast(), 1) };
+}
+
 /// Moves `fds` to 0, 1, 2, … (through copies above them, so no move
 /// overwrites one still to be made) and closes every other descriptor.
 fn settle(fds: &[RawFd]) {
@@ -514,6 +572,10 @@ fn settle(fds: &[RawFd]) {
 /// How long a keeper beside its program waits for the tether to hang up
 /// once the program has exited (see [`Keeper::keep_beside`]).
 const AFTER_PROGRAM_MS: i32 = 1000;
+
+/// How often a keeper whose program has exited looks at what is left in
+/// the run's group (see [`Keeper::outlived`]).
+const OUTLIVED_POLL_MS: i32 = 50;
 
 /// Whether the tether's pipe `fd` hangs up (nobody writes to it: readable
 /// means hung up) within `ms` milliseconds.
