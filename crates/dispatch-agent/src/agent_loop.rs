@@ -181,6 +181,11 @@ pub enum LoopEnd {
     Budget(String),
     /// The model kept calling tools past LIMIT TOOL_ROUNDS.
     ToolRounds(String),
+    /// The run's project is over a hard budget of its quota
+    /// (`budget_exceeded: …`), seen before a model call, which was not
+    /// made: the conversation stands as last checkpointed, so the run may
+    /// fail or pause (`ON BUDGET pause`) and go on once the quota allows.
+    OverQuota(String),
     /// A tool call waits for a decision: the conversation is checkpointed
     /// (with the round's completed calls) and the attempt may end; the
     /// next one resumes the round without calling the model again.
@@ -459,7 +464,7 @@ pub(crate) async fn call_chain(
                 )));
             }
             if let Some(reason) = sink.over_quota().await {
-                return Err(LoopEnd::Budget(format!(
+                return Err(LoopEnd::OverQuota(format!(
                     "budget_exceeded: {reason} (stopped before the next model call)"
                 )));
             }

@@ -318,6 +318,12 @@ pub struct AgentConfig {
     /// `LIMIT OUTPUT_TOKENS`: the most output tokens per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// `ON BUDGET pause`: a hard budget of the run's project quota pauses
+    /// the run (a durable wait, holding no process and no slot) until the
+    /// quota is raised or its period ends, instead of failing it
+    /// `budget_exceeded`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_on_budget: bool,
     /// `LIMIT OUTPUT_TOKENS <n> ALLOW_TRUNCATION`: an answer cut at the
     /// output limit (`finish_reason: length`) is accepted, with a warning,
     /// instead of failing the run.

@@ -276,6 +276,11 @@ pub fn wait_of(data: &Value, now: crate::Ts) -> Option<crate::Wait> {
             secs("timeout_s").map(until),
         ),
         "timer" => (WaitFor::Timer, "", Some(until(secs("seconds")?))),
+        "quota" => (
+            WaitFor::Quota,
+            data.get("project")?.as_str()?,
+            secs("timeout_s").map(until),
+        ),
         _ => return None,
     };
     Some(crate::Wait {

@@ -601,6 +601,9 @@ pub enum WaitFor {
     Approval,
     /// Time alone.
     Timer,
+    /// The hard budget of project `name`'s quota to be raised, or its
+    /// period to end (`ON BUDGET pause`).
+    Quota,
 }
 
 /// A durable wait: what a suspended run waits for, and until when.
@@ -623,6 +626,10 @@ impl Wait {
             WaitFor::Signal => format!("waiting for signal `{}`", self.name),
             WaitFor::Approval => format!("waiting for approval `{}`", self.name),
             WaitFor::Timer => "waiting for a timer".to_string(),
+            WaitFor::Quota => format!(
+                "paused: project `{}` is over its quota (raise it with `dispatch quota set`)",
+                self.name
+            ),
         }
     }
 }

@@ -226,6 +226,11 @@ pub(crate) async fn suspend<S: Store + ?Sized>(
             }
         }
         WaitFor::Timer => None,
+        // Raised (or its period ended) while the run was pausing.
+        WaitFor::Quota => match over_quota(store, &wait.name).await {
+            false => wake(store, run.clone(), quota_resume(&wait.name), "its quota").await?,
+            true => None,
+        },
     };
     let woken = match woken {
         Some(w) => Some(w),
@@ -238,6 +243,53 @@ pub(crate) async fn suspend<S: Store + ?Sized>(
         }
         None => Ok(false),
     }
+}
+
+/// Wakes the runs of `project` paused for its quota (`ON BUDGET pause`)
+/// once it is over no hard budget any more: after `dispatch quota set`
+/// raised it, or `quota rm` removed it. Returns the runs woken (queued
+/// again; locally, the caller starts each one's helper).
+pub async fn quota_changed<S: Store + ?Sized>(store: &S, project: &str) -> RuntimeResult<Vec<Run>> {
+    if over_quota(store, project).await {
+        return Ok(Vec::new());
+    }
+    let filter = dispatch_store::RunFilter {
+        statuses: vec![Status::Paused],
+        projects: vec![project.to_string()],
+        ..Default::default()
+    };
+    let mut woken = Vec::new();
+    for run in store.list_runs(&filter).await? {
+        if let RunState::Suspended { wait, .. } = &run.state
+            && wait.wait_for == WaitFor::Quota
+            && let Some(w) = wake(
+                store,
+                run.clone(),
+                quota_resume(project),
+                "its quota raised",
+            )
+            .await?
+        {
+            woken.push(w);
+        }
+    }
+    Ok(woken)
+}
+
+/// Whether `project` is over a hard budget (tokens or USD per period) now.
+/// The store out of reach: not over (as before a model call).
+async fn over_quota<S: Store + ?Sized>(store: &S, project: &str) -> bool {
+    store
+        .quota_use(&[project.to_string()], now_ms())
+        .await
+        .is_ok_and(|used| {
+            used.iter()
+                .any(|u| u.quota.limit.period().is_some() && u.hard_reached())
+        })
+}
+
+fn quota_resume(project: &str) -> Value {
+    json!({"for": "quota", "project": project})
 }
 
 /// Records the approval a suspending agent asks for (shown by `approvals ls`).
@@ -292,6 +344,9 @@ pub async fn wake_if_due<S: Store + ?Sized>(store: &S, run: Run) -> RuntimeResul
     let wait = wait.clone();
     let resume = match wait.wait_for {
         WaitFor::Timer => json!({"for": "timer"}),
+        // The over budget's period ended: the run calls its model again
+        // (and pauses again if another budget is still over).
+        WaitFor::Quota => json!({"for": "quota", "project": wait.name, "timed_out": true}),
         WaitFor::Signal => json!({"for": "signal", "name": wait.name, "timed_out": true}),
         WaitFor::Approval => {
             let rationale = timeout_rationale(store, &run.id, &wait.name).await;

@@ -123,6 +123,7 @@ pub async fn quota(ctx: &Ctx, args: &QuotaArgs) -> CliResult {
                 .quota_use(std::slice::from_ref(&a.project), now_ms())
                 .await?;
             said_set(&a.project, &now);
+            resume_paused(ctx, &store, &a.project).await?;
             Ok(0)
         }
         QuotaCommand::Ls { project, format } => {
@@ -135,9 +136,27 @@ pub async fn quota(ctx: &Ctx, args: &QuotaArgs) -> CliResult {
             dispatch_core::project::check_project(project).map_err(CliError::input)?;
             let limit = limit_of(limit.as_deref())?;
             let removed = store.remove_quotas(project, limit).await?;
-            said_removed(project, removed)
+            let said = said_removed(project, removed)?;
+            resume_paused(ctx, &store, project).await?;
+            Ok(said)
         }
     }
+}
+
+/// Resumes the runs of `project` that paused for its quota (`ON BUDGET
+/// pause`), now that it allows them: each one's helper starts here.
+async fn resume_paused(ctx: &Ctx, store: &dispatch_store::SqliteStore, project: &str) -> CliResult {
+    let woken = dispatch_runtime::suspend::quota_changed(store, project).await?;
+    for run in &woken {
+        dispatch_runtime::suspend::start_woken(&ctx.layout, run);
+    }
+    if !woken.is_empty() {
+        eprintln!(
+            "resumed {} run(s) of project `{project}` paused for its quota",
+            woken.len()
+        );
+    }
+    Ok(0)
 }
 
 /// What `set` tells on stderr: the project's quota as it is now.

@@ -290,6 +290,18 @@ pub const DIRECTIVES: &[Directive] = &[
         upstream: Upstream::Forms(f::LIMIT_FORMS),
     },
     Directive {
+        name: "ON",
+        args: Args::Words {
+            min: 2,
+            max: Some(2),
+        },
+        once: true,
+        expects: "`BUDGET pause` or `BUDGET fail` (FROM agent): what a hard project quota does to a running agent",
+        example: "ON BUDGET pause",
+        parse: Parse::With(h::on),
+        upstream: Upstream::Ours,
+    },
+    Directive {
         name: "TOOL",
         args: Args::Words { min: 1, max: None },
         once: false,

@@ -233,6 +233,27 @@ pub(super) fn limit(p: &mut Parser, c: &Call) -> Result<(), String> {
     p.limit(c.line, c.rest, c.args)
 }
 
+/// `ON BUDGET pause|fail`.
+pub(super) fn on(p: &mut Parser, c: &Call) -> Result<(), String> {
+    let pause = match (c.args[0].to_ascii_uppercase().as_str(), c.args[1].as_str()) {
+        ("BUDGET", "pause") => true,
+        ("BUDGET", "fail") => false,
+        ("BUDGET", other) => {
+            return Err(format!(
+                "ON BUDGET takes `pause` or `fail`, not `{other}` (hint: ON BUDGET pause)"
+            ));
+        }
+        (other, _) => {
+            return Err(format!(
+                "ON takes BUDGET, not `{other}` (hint: ON BUDGET pause)"
+            ));
+        }
+    };
+    p.agent_lines.push((c.line, "ON BUDGET"));
+    p.agent().pause_on_budget = pause;
+    Ok(())
+}
+
 pub(super) fn tool(p: &mut Parser, c: &Call) -> Result<(), String> {
     let decls = tool::parse_tool(c.line, c.args)?;
     p.agent_lines.push((c.line, "TOOL"));

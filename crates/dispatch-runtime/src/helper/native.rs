@@ -412,6 +412,12 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     let sink_secrets = std::mem::take(&mut sink.secrets);
     drop(guard);
     let at = now_ms();
+    let pause_on_budget = ctx
+        .parcel
+        .manifest
+        .agent
+        .as_ref()
+        .is_some_and(|a| a.pause_on_budget);
     let end = match outcome {
         Outcome::Stopped => End::Final(cancelled(None), None),
         Outcome::TimedOut(reason) => End::Retryable(
@@ -448,6 +454,10 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Outcome::Loop(LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason)) => {
             End::Final(fail(reason), None)
         }
+        Outcome::Loop(LoopEnd::OverQuota(reason)) => match pause_on_budget {
+            true => End::Suspend(super::native_quota::pause(store, &run.id, &reason).await),
+            false => End::Final(fail(reason), None),
+        },
         // A tool call waits for a decision: a durable wait, as a process
         // agent's `wait` event asks for.
         Outcome::Loop(LoopEnd::Suspended(pending)) => End::Suspend(wait_event(&pending, at)),

@@ -550,9 +550,9 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
                 false => End::Final(t, None),
             }
         }
-        Outcome::Host(LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason)) => {
-            End::Final(fail(reason), None)
-        }
+        Outcome::Host(
+            LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason) | LoopEnd::OverQuota(reason),
+        ) => End::Final(fail(reason), None),
         Outcome::Host(LoopEnd::Answered { .. } | LoopEnd::Suspended(_)) => {
             End::Final(fail("the host ended the guest's turn".into()), None)
         }

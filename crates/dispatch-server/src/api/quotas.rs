@@ -177,8 +177,9 @@ pub async fn set(
     )
     .map_err(ApiError::bad_request)?;
     state.store.set_quotas(&quotas).await?;
+    let woken = dispatch_runtime::suspend::quota_changed(&*state.store, &project).await?;
     let now = state.store.quota_use(&[project], now_ms()).await?;
-    Ok(Json(json!({ "quotas": now })))
+    Ok(Json(json!({ "quotas": now, "resumed": woken.len() })))
 }
 
 /// Removes a project's quota, or one of its limits.
@@ -210,5 +211,6 @@ pub async fn remove(
         .transpose()
         .map_err(ApiError::bad_request)?;
     let removed = state.store.remove_quotas(&project, limit).await?;
-    Ok(Json(json!({ "removed": removed })))
+    let woken = dispatch_runtime::suspend::quota_changed(&*state.store, &project).await?;
+    Ok(Json(json!({ "removed": removed, "resumed": woken.len() })))
 }
