@@ -12,7 +12,10 @@
 //!   streams the task, its status changes, its output as an artifact and the
 //!   final status as server-sent events. `tasks/get` answers from the run's
 //!   state in the store; `tasks/resubscribe` streams it again;
-//!   `tasks/cancel` stops the run as `dispatch stop` does.
+//!   `tasks/cancel` stops the run as `dispatch stop` does;
+//!   `tasks/pushNotificationConfig/set|get|list|delete` (and
+//!   `configuration.pushNotificationConfig`) keep the client's webhook for
+//!   a task (see `a2a_push`).
 //!
 //! The runs are durable: a client that goes away leaves its run running,
 //! and `tasks/get` finds it later.
@@ -63,6 +66,8 @@ pub(super) struct A2aAgent {
     pub store: Arc<dyn Store>,
     pub layout: Layout,
     pub service: RunId,
+    /// The push notification configs of its tasks.
+    pub pushes: Arc<super::a2a_push::Pushes>,
 }
 
 pub(super) fn whole(status: StatusCode, body: &Value) -> Response<Body> {
@@ -135,12 +140,12 @@ pub(super) async fn handle(
     rpc(ing, agent, &body).await
 }
 
-fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> {
+pub(super) fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> {
     whole(StatusCode::OK, &wire::failure(id, code, message.as_ref()))
 }
 
 /// The request's params as `T`, or what is wrong with them.
-fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+pub(super) fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
     serde_json::from_value(v.get("params").cloned().unwrap_or(Value::Null))
         .map_err(|e| format!("invalid params: {e}"))
 }
@@ -170,6 +175,13 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
             if let Some(task) = &p.message.task_id {
                 return continuing(agent, &id, task).await;
             }
+            let push = p
+                .configuration
+                .as_ref()
+                .and_then(|c| c.push_notification_config.clone());
+            if let Some(Err(e)) = push.as_ref().map(super::a2a_push::check) {
+                return rpc_error(&id, code::INVALID_PARAMS, e);
+            }
             // The conversation: the client's context, else a new one. Its
             // tasks run one after another in one session.
             let context = match &p.message.context_id {
@@ -190,6 +202,10 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                     return r;
                 }
             };
+            if let Some(config) = push {
+                // Checked above: it is kept.
+                let _ = super::a2a_push::subscribe(agent, &run, &context, config);
+            }
             if method == "message/stream" {
                 return stream(agent.clone(), id, run, context);
             }
@@ -220,16 +236,14 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 _ => cancel(agent, &id, run, &context).await,
             }
         }
-        m if m.starts_with("tasks/pushNotificationConfig/") => rpc_error(
-            &id,
-            code::PUSH_NOT_SUPPORTED,
-            "push notifications are not supported (hint: message/stream, or poll tasks/get)",
-        ),
+        m if m.starts_with("tasks/pushNotificationConfig/") => {
+            super::a2a_push::rpc(agent, &id, m, &v).await
+        }
         other => rpc_error(
             &id,
             code::METHOD_NOT_FOUND,
             format!(
-                "no method `{other}` (hint: message/send, message/stream, tasks/get, tasks/cancel, tasks/resubscribe)"
+                "no method `{other}` (hint: message/send, message/stream, tasks/get, tasks/cancel, tasks/resubscribe, tasks/pushNotificationConfig/set|get|list|delete)"
             ),
         ),
     }
@@ -245,7 +259,7 @@ fn session_of(context: &str) -> String {
 }
 
 /// What names a context's session.
-const SESSION_PREFIX: &str = "a2a-";
+pub(super) const SESSION_PREFIX: &str = "a2a-";
 
 /// Refuses a `contextId` that cannot name a session.
 fn check_context(c: &str) -> Result<(), String> {
@@ -260,7 +274,7 @@ fn check_context(c: &str) -> Result<(), String> {
 
 /// The context of task `run`: that of the session it ran in (runs created
 /// before contexts were kept had none: their own id).
-async fn context_of(agent: &A2aAgent, run: &Run) -> String {
+pub(super) async fn context_of(agent: &A2aAgent, run: &Run) -> String {
     let session = agent
         .store
         .run_extras(&run.id)
@@ -343,7 +357,7 @@ async fn admit(
 }
 
 /// The heartbeat run `id` of this service, or why there is none.
-async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
+pub(super) async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
     let not_found = || format!("no task `{id}` on this agent");
     let run_id: RunId = id.parse().map_err(|_| not_found())?;
     match agent.store.get_run(&run_id).await {
@@ -354,7 +368,7 @@ async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
 
 /// Reads `run` until it has ended, calling `seen` at each change of status
 /// (it returns false to stop following).
-async fn follow(
+pub(super) async fn follow(
     store: &dyn Store,
     run: &Run,
     mut seen: impl FnMut(&Run) -> bool,

@@ -46,7 +46,7 @@ pub(super) fn card(manifest: &Manifest, endpoint: &str, bearer: bool) -> AgentCa
         version: manifest.version.clone().unwrap_or_else(|| "0.0.0".into()),
         capabilities: Capabilities {
             streaming: true,
-            push_notifications: false,
+            push_notifications: true,
             state_transition_history: false,
         },
         default_input_modes: modes.clone(),

@@ -369,12 +369,23 @@ fn a2a_agent(
         .unwrap_or_else(|| format!("http://{addr}{}", rpc_paths[0]));
     let card = super::a2a_task::card(&parcel.manifest, &endpoint, policy.secret_sha256.is_some());
     let card = serde_json::to_vec(&card).map_err(|e| e.to_string())?;
+    if let Some(ttl) = serve.session_ttl_ms {
+        let prefix = format!("{}/{}", parcel.manifest.name, super::a2a::SESSION_PREFIX);
+        tokio::spawn(super::a2a_sessions::expire(
+            store.clone(),
+            layout.clone(),
+            run.id.clone(),
+            prefix,
+            ttl,
+        ));
+    }
     Ok(super::a2a::A2aAgent {
         card: card.into(),
         rpc_paths,
         store,
         layout: layout.clone(),
         service: run.id.clone(),
+        pushes: Default::default(),
     })
 }
 

@@ -28,6 +28,7 @@
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
 //! | `GET /v1/quotas`, `PUT/DELETE /v1/quotas/{project}` | quotas per project, with what is used of each |
+//! | `GET /v1/sessions`, `GET/DELETE /v1/sessions/{parcel}/{name}`, `POST /v1/sessions/prune` | sessions runs keep between them |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
@@ -59,6 +60,7 @@ pub(crate) mod runs;
 mod schemas;
 pub(crate) mod services;
 pub(crate) mod services_list;
+mod sessions;
 mod signal;
 mod stream;
 mod usage;
@@ -201,6 +203,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/quotas/{project}",
             put(quotas::set).delete(quotas::remove),
+        )
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/prune", post(sessions::prune))
+        .route(
+            "/v1/sessions/{parcel}/{name}",
+            get(sessions::get).delete(sessions::remove),
         )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
