@@ -110,6 +110,7 @@ mod secrets;
 mod server_logs;
 mod server_shutdown;
 mod service_a2a;
+mod service_a2a_cluster;
 mod service_a2a_context;
 mod service_a2a_push;
 mod service_a2a_sessions;

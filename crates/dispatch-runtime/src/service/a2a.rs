@@ -36,16 +36,14 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::a2a_task::{input_of, task_of};
 use super::check;
-use super::exec::{Reason, Reply as WakeReply, Wake};
 use super::ingress::Ingress;
-use crate::layout::Layout;
 
 /// A response body: whole, or a stream of server-sent events.
-pub(super) type Body = BoxBody<Bytes, Infallible>;
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How often a followed run is read: every `FOLLOW_FIRST` for its first
 /// `FOLLOW_BRISK` (most runs an A2A client waits on are short), then less
@@ -54,20 +52,58 @@ const FOLLOW_FIRST: Duration = Duration::from_millis(20);
 const FOLLOW_BRISK: Duration = Duration::from_secs(2);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 /// How long `tasks/cancel` waits for the run to end before answering.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// What the A2A side of a listener knows.
-pub(super) struct A2aAgent {
+pub struct A2aAgent {
     /// The card, serialized once.
     pub card: Bytes,
     /// Where JSON-RPC requests go: the listen path, or `/` and `/a2a` (where
     /// upstream Dispatch's client calls an agent that has no card).
     pub rpc_paths: Vec<String>,
     pub store: Arc<dyn Store>,
-    pub layout: Layout,
     pub service: RunId,
     /// The push notification configs of its tasks.
-    pub pushes: Arc<super::a2a_push::Pushes>,
+    pub(super) pushes: Arc<super::a2a_push::Pushes>,
+    /// Where its tasks run: this machine's service helper, or the cluster.
+    pub host: Arc<dyn A2aHost>,
+}
+
+/// Where an A2A agent's tasks run.
+#[async_trait::async_trait]
+pub trait A2aHost: Send + Sync {
+    /// Admits `message` (its input `payload`) as a task of the service in
+    /// session `session` (a name under its parcel), `detail` going into
+    /// its `wake` event; the task's run, just created. Else the HTTP
+    /// status (503: busy or stopping) and why.
+    async fn admit(
+        &self,
+        payload: Value,
+        detail: Value,
+        session: &str,
+    ) -> Result<Run, (StatusCode, String)>;
+    /// Stops the task's run (`tasks/cancel`), waiting a little for its end.
+    async fn cancel(&self, run: &Run);
+}
+
+impl A2aAgent {
+    /// The agent of `service` whose card is `card`, its tasks run by `host`.
+    pub fn new(
+        card: &dispatch_agent::a2a::wire::AgentCard,
+        rpc_paths: Vec<String>,
+        store: Arc<dyn Store>,
+        service: RunId,
+        host: Arc<dyn A2aHost>,
+    ) -> A2aAgent {
+        A2aAgent {
+            card: serde_json::to_vec(card).unwrap_or_default().into(),
+            rpc_paths,
+            store,
+            service,
+            pushes: Default::default(),
+            host,
+        }
+    }
 }
 
 pub(super) fn whole(status: StatusCode, body: &Value) -> Response<Body> {
@@ -137,7 +173,7 @@ pub(super) async fn handle(
             return whole(r.status, &r.body());
         }
     };
-    rpc(ing, agent, &body).await
+    rpc(agent, &body).await
 }
 
 pub(super) fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> {
@@ -150,7 +186,9 @@ pub(super) fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Str
         .map_err(|e| format!("invalid params: {e}"))
 }
 
-async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
+/// Answers one JSON-RPC request `body` (checked already: the secret, the
+/// size) to `agent`.
+pub async fn rpc(agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return rpc_error(&Value::Null, code::PARSE_ERROR, format!("not JSON: {e}")),
@@ -191,7 +229,15 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 },
                 None => RunId::new().to_string(),
             };
-            let run = match admit(ing, agent, &p, &context).await {
+            let detail = json!({"a2a": {
+                "message_id": p.message.message_id,
+                "context_id": context,
+            }});
+            let admitted = agent
+                .host
+                .admit(input_of(&p.message), detail, &session_of(&context))
+                .await;
+            let run = match admitted {
                 Ok(run) => run,
                 Err((status, message)) => {
                     let mut r = whole(status, &wire::failure(&id, code::INTERNAL_ERROR, &message));
@@ -311,51 +357,6 @@ async fn continuing(agent: &A2aAgent, id: &Value, task: &str) -> Response<Body> 
     )
 }
 
-/// Admits the message as a wake in `context`'s session; its heartbeat run,
-/// just created.
-async fn admit(
-    ing: &Ingress,
-    agent: &A2aAgent,
-    p: &SendParams,
-    context: &str,
-) -> Result<Run, (StatusCode, String)> {
-    let (tx, rx) = oneshot::channel();
-    let wake = Wake {
-        reason: Reason::A2a,
-        detail: json!({"a2a": {
-            "message_id": p.message.message_id,
-            "context_id": context,
-        }}),
-        payload: input_of(&p.message),
-        request: None,
-        timer: None,
-        session: Some(session_of(context)),
-        reply: Some(tx),
-    };
-    let stopping = || {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the service is stopping".to_string(),
-        )
-    };
-    if ing.wakes.send(wake).await.is_err() {
-        return Err(stopping());
-    }
-    match rx.await {
-        Ok(WakeReply::Accepted(id)) => agent
-            .store
-            .get_run(&id)
-            .await
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Ok(WakeReply::Busy(why)) => Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the agent is busy: {why}"),
-        )),
-        Ok(WakeReply::Failed(why)) => Err((StatusCode::INTERNAL_SERVER_ERROR, why)),
-        Err(_) => Err(stopping()),
-    }
-}
-
 /// The heartbeat run `id` of this service, or why there is none.
 pub(super) async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
     let not_found = || format!("no task `{id}` on this agent");
@@ -402,8 +403,7 @@ async fn cancel(agent: &A2aAgent, id: &Value, run: Run, context: &str) -> Respon
             format!("task {} has already ended ({})", run.id, run.status()),
         );
     }
-    let stop = crate::stop::stop(&*agent.store, &agent.layout, &run.id, CANCEL_GRACE, false);
-    let _ = tokio::time::timeout(CANCEL_GRACE * 2, stop).await;
+    agent.host.cancel(&run).await;
     match agent.store.get_run(&run.id).await {
         Ok(run) => ok(id, Reply::Task(task_of(&run, context))),
         Err(e) => rpc_error(id, code::INTERNAL_ERROR, e.to_string()),

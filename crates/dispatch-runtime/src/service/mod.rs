@@ -22,10 +22,11 @@
 //! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
 //! - [`stop`]: graceful stop of a service.
 
-mod a2a;
+pub mod a2a;
+mod a2a_local;
 mod a2a_push;
-mod a2a_sessions;
-mod a2a_task;
+pub mod a2a_sessions;
+pub mod a2a_task;
 pub mod check;
 pub mod config;
 mod exec;

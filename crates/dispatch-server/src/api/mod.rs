@@ -33,7 +33,8 @@
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
 //! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
-//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
+//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret); an A2A service's JSON-RPC |
+//! | `GET /hooks/{name}/.well-known/agent-card.json` | a cluster A2A service's agent card |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 pub(crate) mod artifact;
@@ -183,7 +184,10 @@ pub fn router(state: AppState) -> Router {
             post(services::create).get(services_list::list),
         )
         .route("/hooks/{name}", post(hooks::root))
-        .route("/hooks/{name}/{*path}", post(hooks::with_path))
+        .route(
+            "/hooks/{name}/{*path}",
+            post(hooks::with_path).get(hooks::card),
+        )
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),

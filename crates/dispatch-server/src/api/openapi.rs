@@ -62,6 +62,7 @@ use super::{codes, schemas};
         super::sessions::get,
         super::sessions::remove,
         super::sessions::prune,
+        super::hooks::card,
         document,
         super::healthz,
         super::metrics,

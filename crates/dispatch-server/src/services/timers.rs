@@ -106,6 +106,7 @@ pub fn fire(doc: &mut ServiceDoc, now: Ts) -> Vec<WakeSpec> {
             "schedule"
         };
         specs.push(WakeSpec {
+            session: None,
             reason,
             detail: json!({"schedule": fire.label, "scheduled_for": fire.scheduled_for}),
             payload: fire.payload,
@@ -114,6 +115,7 @@ pub fn fire(doc: &mut ServiceDoc, now: Ts) -> Vec<WakeSpec> {
     }
     if !missed.is_empty() {
         specs.push(WakeSpec {
+            session: None,
             reason: "recovery",
             detail: json!({"missed": missed}),
             payload,
