@@ -316,6 +316,8 @@ fn base_of(headers: &axum::http::HeaderMap, name: &str) -> String {
     responses(
         (status = 200, description = "the agent card", body = Object),
         (status = 404, description = "`not_found`: no running A2A service of that name", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`: the card could not be built (its parcel is unreadable)", body = schemas::HookError),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry later", body = schemas::HookError),
     ),
     security(()),
 )]
@@ -338,8 +340,16 @@ pub async fn card(
     ) {
         return not_found();
     }
-    let Ok(Some(saved)) = state.store.service_named(&name).await else {
-        return not_found();
+    let saved = match state.store.service_named(&name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                crate::api::store_message(&e),
+            );
+        }
     };
     let Some(doc) = ServiceDoc::decode(&saved)
         .ok()

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use dispatch_core::now_ms;
 use dispatch_store::TokenRecord;
 use serde_json::{Value, json};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::runs::{Params, only_known, params};
 use super::{ApiError, ApiResult, AppState, codes, schemas};
@@ -23,6 +23,17 @@ use super::{ApiError, ApiResult, AppState, codes, schemas};
 #[allow(dead_code)]
 pub struct SessionParams {
     /// Only sessions whose name starts with this (`triage/`, `planner/a2a-`).
+    pub prefix: Option<String>,
+}
+
+/// The body of `POST /v1/sessions/prune`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PruneSessions {
+    /// Sessions unused since this go: an age (`24h`, `30m`, `7d`) or an
+    /// RFC 3339 time.
+    pub until: String,
+    /// Only sessions whose name starts with this.
     pub prefix: Option<String>,
 }
 
@@ -73,6 +84,7 @@ fn not_found(name: &str) -> ApiError {
     params(SessionParams),
     responses(
         (status = 200, description = "`{\"sessions\": [{name, parcel, messages, turns, file, updated_at, last_run, in_use_by}]}`", body = Object),
+        (status = 400, description = "`bad_request`: an unknown query parameter", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is bound to projects", body = schemas::Error),
     )
@@ -101,6 +113,7 @@ pub async fn list(
     responses(
         (status = 200, description = "the session", body = Object),
         (status = 400, description = "`bad_request`: not a session name", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is bound to projects", body = schemas::Error),
         (status = 404, description = "`session_not_found`", body = schemas::Error),
     )
@@ -129,6 +142,7 @@ pub async fn get(
     responses(
         (status = 200, description = "`{\"removed\": n}`: how many records went", body = Object),
         (status = 400, description = "`bad_request`: not a session name", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
         (status = 404, description = "`session_not_found`", body = schemas::Error),
         (status = 409, description = "`session_busy`: a live run holds it (the message names the run)", body = schemas::Error),
@@ -154,11 +168,13 @@ pub async fn remove(
     operation_id = "pruneSessions",
     tag = "operations",
     summary = "Remove every session unused since `until` (an age such as `24h`, or an RFC 3339 time); none a live run holds",
-    request_body(content = Object, description = "`{\"until\": \"24h\", \"prefix\": \"planner/a2a-\"}`"),
+    request_body = PruneSessions,
     responses(
         (status = 200, description = "`{\"removed\": [names]}`", body = Object),
         (status = 400, description = "`bad_request`: a bad `until`", body = schemas::Error),
+        (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = schemas::Error),
     )
 )]
 pub async fn prune(
