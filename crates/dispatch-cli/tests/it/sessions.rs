@@ -158,3 +158,85 @@ fn session_commands_under_host_use_the_servers_routes() {
     assert_eq!((code, body["code"].as_str()), (400, Some("bad_request")));
     assert_eq!(c.ok(&["session", "ls", "--format", "json"]), "[]");
 }
+
+/// `dispatch token create <args>` on the server's database; the token.
+fn token(server: &Server, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["token", "create"])
+        .args(args)
+        .env("DISPATCH_ROOT", server.state.path().join(".dispatch"))
+        .env_remove("DISPATCH_HOST")
+        .output()
+        .expect("dispatch token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn call(server: &Server, token: &str, method: &str, path: &str) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let body = (method == "POST").then_some(&b"{\"until\": \"1h\"}"[..]);
+    let r = dispatch_server::client::request(
+        &format!("http://{}", server.host),
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .expect("the server answers");
+    let status = r.status;
+    (
+        status,
+        serde_json::from_str(&r.text().expect("a body")).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn sessions_are_no_projects_so_a_token_bound_to_one_may_not_touch_them() {
+    let server = Server::start(&["--require-auth"]);
+    let root = token(&server, &["--name", "root"]);
+    let reader = token(&server, &["--name", "reader", "--scope", "read"]);
+    let owner = token(
+        &server,
+        &[
+            "--name",
+            "owner",
+            "--project",
+            "payments",
+            "--role",
+            "admin",
+        ],
+    );
+    assert_eq!(call(&server, &root, "GET", "/v1/sessions").0, 200);
+    assert_eq!(call(&server, &reader, "GET", "/v1/sessions").0, 200);
+    for (method, path) in [
+        ("GET", "/v1/sessions"),
+        ("GET", "/v1/sessions/p/s"),
+        ("DELETE", "/v1/sessions/p/s"),
+        ("POST", "/v1/sessions/prune"),
+    ] {
+        let (status, body) = call(&server, &owner, method, path);
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bound to projects") && m.contains("hint:")),
+            "{body}"
+        );
+    }
+    // Removing needs `admin`.
+    let (status, body) = call(&server, &reader, "DELETE", "/v1/sessions/p/s");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, _) = call(&server, &root, "DELETE", "/v1/sessions/p/s");
+    assert_eq!(status, 404);
+}
