@@ -14,11 +14,7 @@ use crate::error::{CliError, CliResult};
 
 impl Remote {
     pub(super) fn serve(&self, args: &ServeArgs) -> CliResult {
-        if args.session_ttl.is_some() {
-            return Err(CliError::input(
-                "--session-ttl is for a local service only, for now (hint: in the cluster, `dispatch session prune --until 24h --prefix <parcel>/a2a-` from cron)",
-            ));
-        }
+        let session_ttl_ms = super::serve::session_ttl_ms(args)?;
         let payload = parse_json(args.payload.as_deref(), "--payload")?;
         let parcel = self.parcel_of(&args.source)?;
         let secret = args
@@ -52,6 +48,7 @@ impl Remote {
             ("listen", args.listen.clone().map(Value::from)),
             ("listen_path", args.listen_path.clone().map(Value::from)),
             ("a2a_url", args.a2a_url.clone().map(Value::from)),
+            ("session_ttl_ms", session_ttl_ms.map(Value::from)),
             (
                 "listen_secret_sha256",
                 secret.as_deref().map(|s| Value::from(secret_sha256(s))),

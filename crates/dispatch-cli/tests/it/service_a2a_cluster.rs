@@ -6,7 +6,7 @@
 
 use crate::remote_common;
 
-use dispatch_test_support::http;
+use dispatch_test_support::{eventually, http};
 use remote_common::{Client, Server, Worker, postgres};
 use serde_json::{Value, json};
 
@@ -132,4 +132,51 @@ fn a_cluster_service_answers_a2a_on_every_server_and_keeps_its_contexts_sessions
         "{no_token:?}"
     );
     client.ok(&["stop", &id]);
+
+    // With --session-ttl, a context's session unused that long goes: the
+    // servers sweep it, and the context's next task starts afresh.
+    let forgetful = client.ok(&[
+        "serve",
+        &dir,
+        "--a2a",
+        "--name",
+        "forgetful",
+        "--listen-shared-secret",
+        TOKEN,
+        "--session-ttl",
+        "2s",
+    ]);
+    let hook = format!("http://{}/hooks/forgetful", a.host);
+    let first = rpc(&hook, "message/send", message("one", Some("trip")));
+    assert_eq!(
+        first["result"]["artifacts"][0]["parts"][0]["text"], "turn 1 of \"one\"",
+        "{first:#}"
+    );
+    eventually(30, "the context's session expires", || {
+        !client
+            .ok(&[
+                "session",
+                "ls",
+                "--prefix",
+                "turns/a2a-trip",
+                "--format",
+                "json",
+            ])
+            .contains("a2a-trip")
+    });
+    let doc = client.inspect(&forgetful);
+    assert!(
+        doc["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "session_expired" && e["data"]["session"] == "turns/a2a-trip"),
+        "the service records it: {doc:#}"
+    );
+    let again = rpc(&hook, "message/send", message("two", Some("trip")));
+    assert_eq!(
+        again["result"]["artifacts"][0]["parts"][0]["text"], "turn 1 of \"two\"",
+        "{again:#}"
+    );
+    client.ok(&["stop", &forgetful]);
 }

@@ -305,7 +305,7 @@ fn session_of(context: &str) -> String {
 }
 
 /// What names a context's session.
-pub(super) const SESSION_PREFIX: &str = "a2a-";
+pub const SESSION_PREFIX: &str = "a2a-";
 
 /// Refuses a `contextId` that cannot name a session.
 fn check_context(c: &str) -> Result<(), String> {

@@ -98,6 +98,10 @@ pub struct CreateService {
     /// on the server that answers, `http://<Host>/hooks/<name><path>`).
     #[serde(default)]
     pub a2a_url: Option<String>,
+    /// With `a2a`: a context's session unused this long (ms) is removed
+    /// (none a live task holds); kept until removed by default.
+    #[serde(default)]
+    pub session_ttl_ms: Option<u64>,
 }
 
 /// The body of `POST /v1/runs/{id}/wake`.
@@ -316,6 +320,7 @@ async fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
         public: req.public,
         a2a: req.a2a,
         a2a_url: req.a2a_url.clone(),
+        a2a_session_ttl_ms: req.session_ttl_ms,
         ..ServeOptions::default()
     };
     let (config, schedules) = resolve_cluster(
