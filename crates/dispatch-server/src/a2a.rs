@@ -10,7 +10,10 @@
 //!
 //! Each server keeps the agents of the services it answered for (their
 //! cards, and the push notification configs of the tasks it took: the
-//! server that took a config sends its notifications).
+//! server that took a config sends its notifications). A push
+//! notification goes only where a completion callback may
+//! (`crate::callback_guard`: no loopback, link-local or metadata address
+//! unless `--allow-private-callbacks`), through the guard's client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -23,6 +26,7 @@ use dispatch_runtime::service::a2a::{A2aAgent, A2aHost, CANCEL_GRACE};
 use dispatch_store::{Run, StoreError};
 use serde_json::Value;
 
+use crate::callback_guard::CallbackPolicy;
 use crate::services::{Services, WakeError, WakeSpec};
 
 /// The agents this server answered for, by service run.
@@ -36,6 +40,7 @@ fn agents() -> &'static Mutex<HashMap<RunId, Arc<A2aAgent>>> {
 /// (`http://host:port/hooks/<name>`), for the card's default URL.
 pub async fn agent(
     services: &Services,
+    callbacks: CallbackPolicy,
     service: &RunId,
     name: &str,
     doc: &ServiceDoc,
@@ -80,6 +85,7 @@ pub async fn agent(
     let host = ClusterHost {
         services: services.clone(),
         service: service.clone(),
+        callbacks,
     };
     let store: Arc<dyn dispatch_store::Store> = services.store.clone();
     let agent = Arc::new(A2aAgent::new(
@@ -97,6 +103,8 @@ pub async fn agent(
 struct ClusterHost {
     services: Services,
     service: RunId,
+    /// Push notifications go where completion callbacks may go.
+    callbacks: CallbackPolicy,
 }
 
 #[async_trait::async_trait]
@@ -130,6 +138,15 @@ impl A2aHost for ClusterHost {
                 format!("could not create the task's run: {e}"),
             )),
         }
+    }
+
+    fn check_push_url(&self, url: &str) -> Result<(), String> {
+        crate::callback_guard::check_url(url, self.callbacks).map(drop)
+    }
+
+    /// The callback guard's client: it connects only to addresses that pass.
+    fn push_client(&self) -> reqwest::Client {
+        crate::callback_guard::client(self.callbacks).unwrap_or_else(|_| dispatch_http::fallback())
     }
 
     /// Asks the run to stop (its worker stops it; a queued one ends here)

@@ -122,7 +122,24 @@ fn a_cluster_service_answers_a2a_on_every_server_and_keeps_its_contexts_sessions
     let listed = client.ok(&["session", "ls", "--format", "json"]);
     assert!(listed.contains(&format!("turns/a2a-{context}")), "{listed}");
 
-    // No secret, no task; a bad path says where to call.
+    // A push notification goes only where a completion callback may: not
+    // to the servers' loopback (unless --allow-private-callbacks).
+    let mut pushed = message("hi", None);
+    pushed["configuration"] = json!({"pushNotificationConfig": {"url": "http://127.0.0.1:9/n"}});
+    let refused = rpc(
+        &format!("http://{}/hooks/planner", a.host),
+        "message/send",
+        pushed,
+    );
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--allow-private-callbacks")),
+        "{refused}"
+    );
+
+    // No secret, no task.
     let no_token = http::post(&format!("http://{}/hooks/planner", a.host)).send_string(
         &json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}})
             .to_string(),

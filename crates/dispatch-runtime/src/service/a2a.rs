@@ -84,6 +84,15 @@ pub trait A2aHost: Send + Sync {
     ) -> Result<Run, (StatusCode, String)>;
     /// Stops the task's run (`tasks/cancel`), waiting a little for its end.
     async fn cancel(&self, run: &Run);
+    /// Why push notifications may not go to `url` (beyond its being an
+    /// http(s) URL), if they may not.
+    fn check_push_url(&self, _url: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// The client push notifications are sent with.
+    fn push_client(&self) -> reqwest::Client {
+        crate::native::client().clone()
+    }
 }
 
 impl A2aAgent {
@@ -217,7 +226,7 @@ pub async fn rpc(agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
                 .configuration
                 .as_ref()
                 .and_then(|c| c.push_notification_config.clone());
-            if let Some(Err(e)) = push.as_ref().map(super::a2a_push::check) {
+            if let Some(Err(e)) = push.as_ref().map(|c| super::a2a_push::check(agent, c)) {
                 return rpc_error(&id, code::INVALID_PARAMS, e);
             }
             // The conversation: the client's context, else a new one. Its

@@ -62,7 +62,7 @@ impl Pushes {
     /// the task had none before (its follower must start). The config as
     /// kept: its id is the task's when the client gave none.
     fn put(&self, task: &str, mut config: PushConfig) -> Result<(PushConfig, bool), String> {
-        check(&config)?;
+        check_url(&config)?;
         let id = config.id.clone().unwrap_or_else(|| task.to_string());
         config.id = Some(id.clone());
         let mut all = self.lock();
@@ -108,8 +108,14 @@ impl Pushes {
     }
 }
 
-/// Refuses a webhook that is not an absolute http(s) URL.
-pub(super) fn check(config: &PushConfig) -> Result<(), String> {
+/// Refuses a webhook that is not an absolute http(s) URL, or one the
+/// agent's host does not send to (a cluster server's callback guard).
+pub(super) fn check(agent: &A2aAgent, config: &PushConfig) -> Result<(), String> {
+    check_url(config)?;
+    agent.host.check_push_url(&config.url)
+}
+
+fn check_url(config: &PushConfig) -> Result<(), String> {
     match url::Url::parse(&config.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(format!(
@@ -203,10 +209,12 @@ pub(super) fn subscribe(
     context: &str,
     config: PushConfig,
 ) -> Result<PushConfig, String> {
+    check(agent, &config)?;
     let task = run.id.to_string();
     let (kept, first) = agent.pushes.put(&task, config)?;
     if first {
         let follower = Follower {
+            client: agent.host.push_client(),
             pushes: agent.pushes.clone(),
             store: agent.store.clone(),
             service: agent.service.clone(),
@@ -218,6 +226,7 @@ pub(super) fn subscribe(
 }
 
 struct Follower {
+    client: reqwest::Client,
     pushes: Arc<Pushes>,
     store: Arc<dyn Store>,
     service: RunId,
@@ -271,7 +280,7 @@ impl Follower {
         let task = task_of(run, &self.context);
         let body = serde_json::to_vec(&task).unwrap_or_default();
         for config in configs {
-            let (answer, used) = deliver(&config, &body, tries).await;
+            let (answer, used) = deliver(&self.client, &config, &body, tries).await;
             if tries > 1 {
                 self.record(run, &config, &answer, used).await;
             }
@@ -319,12 +328,17 @@ impl Follower {
 
 /// POSTs `body` to the webhook of `config`, up to `tries` times; the last
 /// answer's status (or why there was none) and the tries used.
-async fn deliver(config: &PushConfig, body: &[u8], tries: u32) -> (Result<u16, String>, u32) {
+async fn deliver(
+    client: &reqwest::Client,
+    config: &PushConfig,
+    body: &[u8],
+    tries: u32,
+) -> (Result<u16, String>, u32) {
     let mut wait = FIRST_RETRY;
     let mut used = 0;
     loop {
         used += 1;
-        let answer = post(config, body).await;
+        let answer = post(client, config, body).await;
         let again = match &answer {
             Ok(s) => *s >= 500 || *s == 408 || *s == 429,
             Err(_) => true,
@@ -337,8 +351,8 @@ async fn deliver(config: &PushConfig, body: &[u8], tries: u32) -> (Result<u16, S
     }
 }
 
-async fn post(config: &PushConfig, body: &[u8]) -> Result<u16, String> {
-    let mut req = crate::native::client()
+async fn post(client: &reqwest::Client, config: &PushConfig, body: &[u8]) -> Result<u16, String> {
+    let mut req = client
         .post(&config.url)
         .timeout(POST_TIMEOUT)
         .header("content-type", "application/json")

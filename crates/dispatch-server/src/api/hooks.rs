@@ -164,7 +164,16 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
     };
     if doc.config.a2a.is_some() {
         let base = base_of(&parts.headers, &name);
-        return match crate::a2a::agent(&state.services(), &saved.run_id, &name, &doc, &base).await {
+        return match crate::a2a::agent(
+            &state.services(),
+            state.callback_policy,
+            &saved.run_id,
+            &name,
+            &doc,
+            &base,
+        )
+        .await
+        {
             Ok(agent) if agent.rpc_paths.contains(&path) => {
                 dispatch_runtime::service::a2a::rpc(&agent, &body)
                     .await
@@ -358,7 +367,16 @@ pub async fn card(
         return not_found();
     };
     let base = base_of(&headers, &name);
-    match crate::a2a::agent(&state.services(), &saved.run_id, &name, &doc, &base).await {
+    match crate::a2a::agent(
+        &state.services(),
+        state.callback_policy,
+        &saved.run_id,
+        &name,
+        &doc,
+        &base,
+    )
+    .await
+    {
         Ok(agent) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             agent.card.clone(),
