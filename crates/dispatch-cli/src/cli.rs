@@ -101,6 +101,8 @@ pub enum Command {
     Usage(crate::commands::usage::UsageArgs),
     /// Quotas per project: max live runs, tokens and USD per day and month, soft and hard.
     Quota(crate::commands::quota::QuotaArgs),
+    /// Sessions runs keep between them (`run --session`, `chat`, A2A contexts): ls, inspect, rm, prune.
+    Session(crate::commands::session::SessionArgs),
     /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
     Notify(crate::commands::notifications::NotificationsArgs),
     /// Reference: the Agentfile directives (`dispatch reference agentfile TIMEOUT`).
@@ -454,6 +456,9 @@ pub struct ServeArgs {
     /// With --a2a: the endpoint URL the agent card announces (default: http://<bound address><listen path>).
     #[arg(long, value_name = "URL")]
     pub a2a_url: Option<String>,
+    /// With --a2a: remove the session of a context unused this long (`24h`, `30m`; a live task's is kept). Default: contexts are kept until `dispatch session rm` or `prune`.
+    #[arg(long, value_name = "DURATION")]
+    pub session_ttl: Option<String>,
     /// With --host / DISPATCH_HOST: the name the cluster serves it under (`/hooks/<name>/…`), unique among running services. Default: the parcel's NAME.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

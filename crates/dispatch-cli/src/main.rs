@@ -135,6 +135,7 @@ fn prints_a_listing(command: &Command) -> bool {
             | Command::Logs(_)
             | Command::Usage(_)
             | Command::Quota(_)
+            | Command::Session(_)
             | Command::Container(
                 ContainerCommand::Ls(_)
                     | ContainerCommand::Ps(_)
@@ -201,6 +202,7 @@ async fn execute(ctx: &Ctx, command: Command) -> CliResult {
         Command::Reference(a) => commands::reference_agentfile::reference(&a),
         Command::Usage(a) => usage::usage(ctx, &a).await,
         Command::Quota(a) => quota::quota(ctx, &a).await,
+        Command::Session(a) => session::session(ctx, &a).await,
         Command::Notify(a) => notifications::notifications(ctx, &a).await,
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -412,6 +412,22 @@ impl dispatch_store::SessionStore for FencedStore {
     async fn delete_session(&self, key: &str) -> StoreResult<bool> {
         self.inner.delete_session(key).await
     }
+
+    async fn session_holder(&self, name: &str) -> StoreResult<Option<RunId>> {
+        self.inner.session_holder(name).await
+    }
+
+    async fn remove_session(&self, name: &str) -> StoreResult<u64> {
+        self.inner.remove_session(name).await
+    }
+
+    async fn expire_sessions(
+        &self,
+        prefix: &str,
+        before: dispatch_core::Ts,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.expire_sessions(prefix, before).await
+    }
 }
 
 /// Messages are stored once by id (a coordinator that lost its lease can

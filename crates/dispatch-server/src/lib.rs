@@ -14,6 +14,7 @@
 //! The store is shared as a [`SharedStore`]: any backend with the
 //! [`QueueStore`] capability.
 
+pub mod a2a;
 pub mod api;
 pub mod auth;
 pub mod bus;

@@ -263,6 +263,8 @@ macro_rules! __conformance_names {
             a_live_or_succeeded_run_with_the_same_key_is_returned_instead,
             a_failed_run_with_the_key_does_not_block_and_force_skips_the_check,
             a_session_held_by_a_live_run_is_refused_until_it_ends,
+            a_session_is_removed_whole_unless_a_live_run_holds_it,
+            sessions_unused_since_a_time_expire_and_used_ones_stay,
             an_approval_is_requested_once_and_decided_once,
             a_pending_approval_ends_cancelled_with_its_run,
             a_run_created_in_review_waits_unclaimed_with_its_approval_pending,

@@ -62,7 +62,10 @@ pub use reliability::{
 };
 pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
-pub use sessions::{MAX_SESSION_KEY, SessionRecord, SessionStore};
+pub use sessions::{
+    FILE_PREFIX, MAX_SESSION_KEY, SCOPED_PREFIXES, SessionRecord, SessionStore, SessionSummary,
+    session_detail, session_name_of, summaries as session_summaries,
+};
 pub use sqlite::SqliteStore;
 pub use tokens::{ProjectRole, TokenRecord, TokenScope, TokenStore};
 pub use traces::{RunTrace, TRACE_EVENT_KINDS, TraceStore};

@@ -39,6 +39,35 @@ pub trait SessionStore: Send + Sync {
     async fn list_sessions(&self, prefix: Option<&str>) -> StoreResult<Vec<SessionRecord>>;
     /// Removes the session; `false` when there was none.
     async fn delete_session(&self, key: &str) -> StoreResult<bool>;
+    /// The live run bound to session `name` (`<parcel>/<name>`, as a run's
+    /// `session` names it), if any.
+    async fn session_holder(&self, name: &str) -> StoreResult<Option<RunId>>;
+    /// Removes everything session `name` keeps — its conversation, its
+    /// process agent's file (`@file/`), the memory and named checkpoints
+    /// scoped to it — in one transaction; how many records went.
+    /// `SessionBusy` (nothing removed) while a live run holds it.
+    async fn remove_session(&self, name: &str) -> StoreResult<u64>;
+    /// Removes each session whose name starts with `prefix` that nothing
+    /// used since `before`: last saved before it, bound by no run created
+    /// since, and held by no live run. Their names, sorted.
+    async fn expire_sessions(&self, prefix: &str, before: Ts) -> StoreResult<Vec<String>>;
+}
+
+/// Where a process agent's session file is kept (see `dispatch-runtime`'s
+/// `session_file`): a prefix no session name can have.
+pub const FILE_PREFIX: &str = "@file/";
+/// The prefixes of records scoped to a session: `<prefix><name>/<key>`.
+pub const SCOPED_PREFIXES: [&str; 2] = ["@memory/", "@checkpoint/"];
+
+/// The session a record of the sessions table is (part of): a conversation
+/// key is its name, a file key names it after [`FILE_PREFIX`]; memory and
+/// checkpoints are not sessions of their own.
+pub fn session_name_of(key: &str) -> Option<&str> {
+    match key.strip_prefix(FILE_PREFIX) {
+        Some(name) => Some(name),
+        None if key.starts_with('@') => None,
+        None => Some(key),
+    }
 }
 
 /// The longest session key.
@@ -52,4 +81,101 @@ pub(crate) fn check_key(key: &str) -> StoreResult<()> {
         });
     }
     Ok(())
+}
+
+/// A session as `dispatch session ls` and `GET /v1/sessions` show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// `<parcel>/<name>`, as `dispatch run --session NAME` and an A2A
+    /// context (`a2a-<contextId>`) bind it.
+    pub name: String,
+    pub parcel: String,
+    /// A native agent's conversation is kept: its number of messages.
+    pub messages: Option<u64>,
+    /// Saves of the conversation (one a turn).
+    pub turns: i64,
+    /// A process agent's session file is kept.
+    pub file: bool,
+    /// When a turn last saved it (ms since the epoch).
+    pub updated_at: Ts,
+    /// The run whose turn saved it last.
+    pub last_run: Option<RunId>,
+    /// The live run that holds it now (it cannot be removed until that ends).
+    pub in_use_by: Option<RunId>,
+}
+
+/// The sessions whose name starts with `prefix`, most recently used first.
+pub async fn summaries<S: SessionStore + ?Sized>(
+    store: &S,
+    prefix: &str,
+) -> StoreResult<Vec<SessionSummary>> {
+    let mut by_name: std::collections::BTreeMap<String, SessionSummary> = Default::default();
+    for r in store.list_sessions(None).await? {
+        let Some(name) = session_name_of(&r.key).filter(|n| n.starts_with(prefix)) else {
+            continue;
+        };
+        let s = by_name
+            .entry(name.to_string())
+            .or_insert_with(|| SessionSummary {
+                name: name.to_string(),
+                parcel: name.split_once('/').map_or(name, |(p, _)| p).to_string(),
+                messages: None,
+                turns: 0,
+                file: false,
+                updated_at: r.updated_at,
+                last_run: r.updated_by.clone(),
+                in_use_by: None,
+            });
+        if r.key.starts_with(FILE_PREFIX) {
+            s.file = true;
+        } else {
+            s.turns = r.version;
+            s.messages = Some(r.data["messages"].as_array().map_or(0, |m| m.len() as u64));
+        }
+        if r.updated_at > s.updated_at {
+            s.updated_at = r.updated_at;
+            s.last_run = r.updated_by.clone();
+        }
+    }
+    let mut all: Vec<SessionSummary> = by_name.into_values().collect();
+    for s in &mut all {
+        s.in_use_by = store.session_holder(&s.name).await?;
+    }
+    all.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.name.cmp(&b.name)));
+    Ok(all)
+}
+
+/// Everything session `name` keeps, for `dispatch session inspect`: its
+/// summary, the conversation, the file's text, and the keys of the memory
+/// and checkpoints scoped to it. `None` when it keeps nothing.
+pub async fn session_detail<S: SessionStore + ?Sized>(
+    store: &S,
+    name: &str,
+) -> StoreResult<Option<serde_json::Value>> {
+    let Some(summary) = summaries(store, name)
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+    else {
+        return Ok(None);
+    };
+    let conversation = store.get_session(name).await?.map(|r| r.data);
+    let file = store
+        .get_session(&format!("{FILE_PREFIX}{name}"))
+        .await?
+        .map(|r| r.data["text"].clone());
+    let mut detail = serde_json::to_value(&summary).unwrap_or_default();
+    detail["conversation"] = conversation.unwrap_or_default();
+    detail["file_text"] = file.unwrap_or_default();
+    for (field, p) in ["memory", "checkpoints"].into_iter().zip(SCOPED_PREFIXES) {
+        let base = format!("{p}{name}/");
+        let keys: Vec<String> = store
+            .list_sessions(Some(&base))
+            .await?
+            .into_iter()
+            .filter_map(|r| r.key.strip_prefix(&base).map(str::to_string))
+            .collect();
+        detail[field] = serde_json::json!(keys);
+    }
+    Ok(Some(detail))
 }

@@ -357,6 +357,58 @@ pub struct SendConfiguration {
     pub blocking: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_length: Option<u32>,
+    /// Where to POST the task when its status changes (push notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_notification_config: Option<PushConfig>,
+}
+
+/// The header a push notification carries the config's `token` in.
+pub const NOTIFICATION_TOKEN_HEADER: &str = "X-A2A-Notification-Token";
+
+/// Where and how to send a task's push notifications.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushConfig {
+    /// Names the config among a task's (the agent gives one when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The client's webhook: each notification is a POST of the task.
+    pub url: String,
+    /// Sent back in [`NOTIFICATION_TOKEN_HEADER`], so the client knows the
+    /// notification is for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<PushAuth>,
+}
+
+/// How the agent authenticates to the client's webhook: `Bearer` with
+/// `credentials` is sent as `Authorization: Bearer <credentials>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushAuth {
+    #[serde(default)]
+    pub schemes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+}
+
+/// `tasks/pushNotificationConfig/set` parameters and answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPushConfig {
+    pub task_id: String,
+    pub push_notification_config: PushConfig,
+}
+
+/// `tasks/pushNotificationConfig/get|list|delete` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushConfigParams {
+    #[serde(alias = "taskId")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_notification_config_id: Option<String>,
 }
 
 /// `tasks/get` and `tasks/cancel` parameters (upstream Dispatch sends

@@ -42,6 +42,7 @@ pub mod run;
 pub mod serve;
 pub mod server;
 pub mod server_log;
+pub mod session;
 pub mod signal;
 pub mod skill;
 pub mod start;

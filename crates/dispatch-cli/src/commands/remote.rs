@@ -87,6 +87,7 @@ pub async fn execute(
         Command::Rmi(a) => remote.rmi(a),
         Command::Usage(a) => remote.usage(a),
         Command::Quota(a) => remote.quota(a),
+        Command::Session(a) => remote.session(a),
         Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_) => {
             return None;
         }

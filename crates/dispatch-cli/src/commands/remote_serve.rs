@@ -14,11 +14,7 @@ use crate::error::{CliError, CliResult};
 
 impl Remote {
     pub(super) fn serve(&self, args: &ServeArgs) -> CliResult {
-        if args.a2a {
-            return Err(CliError::input(
-                "--a2a serves a local service only, for now (hint: drop --host / DISPATCH_HOST and run `dispatch serve --a2a` where the agent should listen)",
-            ));
-        }
+        let session_ttl_ms = super::serve::session_ttl_ms(args)?;
         let payload = parse_json(args.payload.as_deref(), "--payload")?;
         let parcel = self.parcel_of(&args.source)?;
         let secret = args
@@ -43,6 +39,7 @@ impl Remote {
             "max_concurrent": args.max_concurrent,
             "max_pending": args.max_pending,
             "public": args.public,
+            "a2a": args.a2a,
         });
         let optional = [
             ("name", args.name.clone().map(Value::from)),
@@ -50,6 +47,8 @@ impl Remote {
             ("interval_ms", args.interval_ms.map(Value::from)),
             ("listen", args.listen.clone().map(Value::from)),
             ("listen_path", args.listen_path.clone().map(Value::from)),
+            ("a2a_url", args.a2a_url.clone().map(Value::from)),
+            ("session_ttl_ms", session_ttl_ms.map(Value::from)),
             (
                 "listen_secret_sha256",
                 secret.as_deref().map(|s| Value::from(secret_sha256(s))),
@@ -78,10 +77,14 @@ impl Remote {
             .map(|t| format!("timer `{t}`"))
             .collect();
         if let Some(hook) = answer["hook"].as_str() {
-            parts.push(format!(
-                "webhook POST {}{hook} on every server",
-                self.base()
-            ));
+            parts.push(match args.a2a {
+                true => format!(
+                    "an A2A agent on every server (card at {base}{}/.well-known/agent-card.json, JSON-RPC POST {base}{hook})",
+                    hook_root(hook),
+                    base = self.base()
+                ),
+                false => format!("webhook POST {}{hook} on every server", self.base()),
+            });
         }
         if parts.is_empty() {
             parts.push("manual wakes only".into());
@@ -117,5 +120,14 @@ fn parse_json(text: Option<&str>, what: &str) -> CliResult<Value> {
             ))
         }),
         None => Ok(json!({})),
+    }
+}
+
+/// `/hooks/<name>` of a hook `/hooks/<name>[/<path>]`.
+fn hook_root(hook: &str) -> &str {
+    let rest = hook.strip_prefix("/hooks/").unwrap_or(hook);
+    match rest.find('/') {
+        Some(i) => &hook[..hook.len() - rest.len() + i],
+        None => hook,
     }
 }

@@ -110,6 +110,19 @@ fn options(args: &ServeArgs) -> CliResult<ServeOptions> {
         public: args.public,
         a2a: args.a2a,
         a2a_url: args.a2a_url.clone(),
+        a2a_session_ttl_ms: session_ttl_ms(args)?,
         project: args.project.clone(),
     })
+}
+
+/// `--session-ttl` in milliseconds.
+pub fn session_ttl_ms(args: &ServeArgs) -> CliResult<Option<u64>> {
+    args.session_ttl
+        .as_deref()
+        .map(|t| {
+            dispatch_core::time::parse_age(t)
+                .map(|ms| ms.max(0) as u64)
+                .map_err(|e| CliError::input(format!("--session-ttl: {e}")))
+        })
+        .transpose()
 }

@@ -2,7 +2,8 @@
 //! the store, not the disk: before an attempt the stored copy is written to
 //! this machine's file; after it, the file is saved back (compare-and-set by
 //! version). So `--session NAME` continues on whichever worker runs the
-//! next turn, as a native agent's conversation does.
+//! next turn, as a native agent's conversation does, and a session removed
+//! from the store is gone from every machine.
 
 use std::path::Path;
 
@@ -23,8 +24,17 @@ pub(crate) async fn pull<S: Store + ?Sized>(
     file: &Path,
     session: &str,
 ) -> (i64, Option<String>) {
-    let Ok(Some(record)) = store.get_session(&key(session)).await else {
-        return (0, std::fs::read_to_string(file).ok());
+    let record = match store.get_session(&key(session)).await {
+        Ok(Some(record)) => record,
+        // The store is the session's truth: none there (never saved, or
+        // removed by `dispatch session rm`, `prune` or `--session-ttl`) is
+        // none here, whatever copy this machine kept of an earlier turn.
+        Ok(None) => {
+            let _ = std::fs::remove_file(file);
+            return (0, None);
+        }
+        // Unreadable now: this machine's copy, if any, rather than nothing.
+        Err(_) => return (0, std::fs::read_to_string(file).ok()),
     };
     let text = record.data["text"].as_str().unwrap_or_default().to_string();
     if std::fs::read_to_string(file).ok().as_deref() != Some(text.as_str()) {

@@ -12,7 +12,10 @@
 //!   streams the task, its status changes, its output as an artifact and the
 //!   final status as server-sent events. `tasks/get` answers from the run's
 //!   state in the store; `tasks/resubscribe` streams it again;
-//!   `tasks/cancel` stops the run as `dispatch stop` does.
+//!   `tasks/cancel` stops the run as `dispatch stop` does;
+//!   `tasks/pushNotificationConfig/set|get|list|delete` (and
+//!   `configuration.pushNotificationConfig`) keep the client's webhook for
+//!   a task (see `a2a_push`).
 //!
 //! The runs are durable: a client that goes away leaves its run running,
 //! and `tasks/get` finds it later.
@@ -33,16 +36,14 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::a2a_task::{input_of, task_of};
 use super::check;
-use super::exec::{Reason, Reply as WakeReply, Wake};
 use super::ingress::Ingress;
-use crate::layout::Layout;
 
 /// A response body: whole, or a stream of server-sent events.
-pub(super) type Body = BoxBody<Bytes, Infallible>;
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How often a followed run is read: every `FOLLOW_FIRST` for its first
 /// `FOLLOW_BRISK` (most runs an A2A client waits on are short), then less
@@ -51,18 +52,67 @@ const FOLLOW_FIRST: Duration = Duration::from_millis(20);
 const FOLLOW_BRISK: Duration = Duration::from_secs(2);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 /// How long `tasks/cancel` waits for the run to end before answering.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// What the A2A side of a listener knows.
-pub(super) struct A2aAgent {
+pub struct A2aAgent {
     /// The card, serialized once.
     pub card: Bytes,
     /// Where JSON-RPC requests go: the listen path, or `/` and `/a2a` (where
     /// upstream Dispatch's client calls an agent that has no card).
     pub rpc_paths: Vec<String>,
     pub store: Arc<dyn Store>,
-    pub layout: Layout,
     pub service: RunId,
+    /// The push notification configs of its tasks.
+    pub(super) pushes: Arc<super::a2a_push::Pushes>,
+    /// Where its tasks run: this machine's service helper, or the cluster.
+    pub host: Arc<dyn A2aHost>,
+}
+
+/// Where an A2A agent's tasks run.
+#[async_trait::async_trait]
+pub trait A2aHost: Send + Sync {
+    /// Admits `message` (its input `payload`) as a task of the service in
+    /// session `session` (a name under its parcel), `detail` going into
+    /// its `wake` event; the task's run, just created. Else the HTTP
+    /// status (503: busy or stopping) and why.
+    async fn admit(
+        &self,
+        payload: Value,
+        detail: Value,
+        session: &str,
+    ) -> Result<Run, (StatusCode, String)>;
+    /// Stops the task's run (`tasks/cancel`), waiting a little for its end.
+    async fn cancel(&self, run: &Run);
+    /// Why push notifications may not go to `url` (beyond its being an
+    /// http(s) URL), if they may not.
+    fn check_push_url(&self, _url: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// The client push notifications are sent with.
+    fn push_client(&self) -> reqwest::Client {
+        crate::native::client().clone()
+    }
+}
+
+impl A2aAgent {
+    /// The agent of `service` whose card is `card`, its tasks run by `host`.
+    pub fn new(
+        card: &dispatch_agent::a2a::wire::AgentCard,
+        rpc_paths: Vec<String>,
+        store: Arc<dyn Store>,
+        service: RunId,
+        host: Arc<dyn A2aHost>,
+    ) -> A2aAgent {
+        A2aAgent {
+            card: serde_json::to_vec(card).unwrap_or_default().into(),
+            rpc_paths,
+            store,
+            service,
+            pushes: Default::default(),
+            host,
+        }
+    }
 }
 
 pub(super) fn whole(status: StatusCode, body: &Value) -> Response<Body> {
@@ -132,20 +182,22 @@ pub(super) async fn handle(
             return whole(r.status, &r.body());
         }
     };
-    rpc(ing, agent, &body).await
+    rpc(agent, &body).await
 }
 
-fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> {
+pub(super) fn rpc_error(id: &Value, code: i64, message: impl AsRef<str>) -> Response<Body> {
     whole(StatusCode::OK, &wire::failure(id, code, message.as_ref()))
 }
 
 /// The request's params as `T`, or what is wrong with them.
-fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+pub(super) fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
     serde_json::from_value(v.get("params").cloned().unwrap_or(Value::Null))
         .map_err(|e| format!("invalid params: {e}"))
 }
 
-async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
+/// Answers one JSON-RPC request `body` (checked already: the secret, the
+/// size) to `agent`.
+pub async fn rpc(agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return rpc_error(&Value::Null, code::PARSE_ERROR, format!("not JSON: {e}")),
@@ -170,6 +222,13 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
             if let Some(task) = &p.message.task_id {
                 return continuing(agent, &id, task).await;
             }
+            let push = p
+                .configuration
+                .as_ref()
+                .and_then(|c| c.push_notification_config.clone());
+            if let Some(Err(e)) = push.as_ref().map(|c| super::a2a_push::check(agent, c)) {
+                return rpc_error(&id, code::INVALID_PARAMS, e);
+            }
             // The conversation: the client's context, else a new one. Its
             // tasks run one after another in one session.
             let context = match &p.message.context_id {
@@ -179,7 +238,15 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 },
                 None => RunId::new().to_string(),
             };
-            let run = match admit(ing, agent, &p, &context).await {
+            let detail = json!({"a2a": {
+                "message_id": p.message.message_id,
+                "context_id": context,
+            }});
+            let admitted = agent
+                .host
+                .admit(input_of(&p.message), detail, &session_of(&context))
+                .await;
+            let run = match admitted {
                 Ok(run) => run,
                 Err((status, message)) => {
                     let mut r = whole(status, &wire::failure(&id, code::INTERNAL_ERROR, &message));
@@ -190,6 +257,10 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                     return r;
                 }
             };
+            if let Some(config) = push {
+                // Checked above: it is kept.
+                let _ = super::a2a_push::subscribe(agent, &run, &context, config);
+            }
             if method == "message/stream" {
                 return stream(agent.clone(), id, run, context);
             }
@@ -220,16 +291,14 @@ async fn rpc(ing: &Ingress, agent: &Arc<A2aAgent>, body: &[u8]) -> Response<Body
                 _ => cancel(agent, &id, run, &context).await,
             }
         }
-        m if m.starts_with("tasks/pushNotificationConfig/") => rpc_error(
-            &id,
-            code::PUSH_NOT_SUPPORTED,
-            "push notifications are not supported (hint: message/stream, or poll tasks/get)",
-        ),
+        m if m.starts_with("tasks/pushNotificationConfig/") => {
+            super::a2a_push::rpc(agent, &id, m, &v).await
+        }
         other => rpc_error(
             &id,
             code::METHOD_NOT_FOUND,
             format!(
-                "no method `{other}` (hint: message/send, message/stream, tasks/get, tasks/cancel, tasks/resubscribe)"
+                "no method `{other}` (hint: message/send, message/stream, tasks/get, tasks/cancel, tasks/resubscribe, tasks/pushNotificationConfig/set|get|list|delete)"
             ),
         ),
     }
@@ -245,7 +314,7 @@ fn session_of(context: &str) -> String {
 }
 
 /// What names a context's session.
-const SESSION_PREFIX: &str = "a2a-";
+pub const SESSION_PREFIX: &str = "a2a-";
 
 /// Refuses a `contextId` that cannot name a session.
 fn check_context(c: &str) -> Result<(), String> {
@@ -260,7 +329,7 @@ fn check_context(c: &str) -> Result<(), String> {
 
 /// The context of task `run`: that of the session it ran in (runs created
 /// before contexts were kept had none: their own id).
-async fn context_of(agent: &A2aAgent, run: &Run) -> String {
+pub(super) async fn context_of(agent: &A2aAgent, run: &Run) -> String {
     let session = agent
         .store
         .run_extras(&run.id)
@@ -297,53 +366,8 @@ async fn continuing(agent: &A2aAgent, id: &Value, task: &str) -> Response<Body> 
     )
 }
 
-/// Admits the message as a wake in `context`'s session; its heartbeat run,
-/// just created.
-async fn admit(
-    ing: &Ingress,
-    agent: &A2aAgent,
-    p: &SendParams,
-    context: &str,
-) -> Result<Run, (StatusCode, String)> {
-    let (tx, rx) = oneshot::channel();
-    let wake = Wake {
-        reason: Reason::A2a,
-        detail: json!({"a2a": {
-            "message_id": p.message.message_id,
-            "context_id": context,
-        }}),
-        payload: input_of(&p.message),
-        request: None,
-        timer: None,
-        session: Some(session_of(context)),
-        reply: Some(tx),
-    };
-    let stopping = || {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the service is stopping".to_string(),
-        )
-    };
-    if ing.wakes.send(wake).await.is_err() {
-        return Err(stopping());
-    }
-    match rx.await {
-        Ok(WakeReply::Accepted(id)) => agent
-            .store
-            .get_run(&id)
-            .await
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Ok(WakeReply::Busy(why)) => Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the agent is busy: {why}"),
-        )),
-        Ok(WakeReply::Failed(why)) => Err((StatusCode::INTERNAL_SERVER_ERROR, why)),
-        Err(_) => Err(stopping()),
-    }
-}
-
 /// The heartbeat run `id` of this service, or why there is none.
-async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
+pub(super) async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
     let not_found = || format!("no task `{id}` on this agent");
     let run_id: RunId = id.parse().map_err(|_| not_found())?;
     match agent.store.get_run(&run_id).await {
@@ -354,7 +378,7 @@ async fn task_run(agent: &A2aAgent, id: &str) -> Result<Run, String> {
 
 /// Reads `run` until it has ended, calling `seen` at each change of status
 /// (it returns false to stop following).
-async fn follow(
+pub(super) async fn follow(
     store: &dyn Store,
     run: &Run,
     mut seen: impl FnMut(&Run) -> bool,
@@ -388,8 +412,7 @@ async fn cancel(agent: &A2aAgent, id: &Value, run: Run, context: &str) -> Respon
             format!("task {} has already ended ({})", run.id, run.status()),
         );
     }
-    let stop = crate::stop::stop(&*agent.store, &agent.layout, &run.id, CANCEL_GRACE, false);
-    let _ = tokio::time::timeout(CANCEL_GRACE * 2, stop).await;
+    agent.host.cancel(&run).await;
     match agent.store.get_run(&run.id).await {
         Ok(run) => ok(id, Reply::Task(task_of(&run, context))),
         Err(e) => rpc_error(id, code::INTERNAL_ERROR, e.to_string()),

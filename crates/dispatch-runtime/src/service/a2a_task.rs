@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// The card of `manifest` served at `endpoint`; `bearer` when the listener
 /// needs its shared secret (which A2A clients send as a bearer token).
-pub(super) fn card(manifest: &Manifest, endpoint: &str, bearer: bool) -> AgentCard {
+pub fn card(manifest: &Manifest, endpoint: &str, bearer: bool) -> AgentCard {
     let description = description(manifest);
     let mut skills: Vec<Skill> = manifest
         .instructions
@@ -46,7 +46,7 @@ pub(super) fn card(manifest: &Manifest, endpoint: &str, bearer: bool) -> AgentCa
         version: manifest.version.clone().unwrap_or_else(|| "0.0.0".into()),
         capabilities: Capabilities {
             streaming: true,
-            push_notifications: false,
+            push_notifications: true,
             state_transition_history: false,
         },
         default_input_modes: modes.clone(),

@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub a2a: bool,
     /// `--a2a-url`: the endpoint URL its card announces.
     pub a2a_url: Option<String>,
+    /// `--session-ttl`: an A2A context's session unused this long is removed.
+    pub a2a_session_ttl_ms: Option<u64>,
     /// The project the service (and so each of its turns) belongs to;
     /// `default` when `None`.
     pub project: Option<String>,
@@ -151,7 +153,17 @@ fn a2a_serve(
         if opts.a2a_url.is_some() {
             return Err(ServiceError::new("--a2a-url needs --a2a"));
         }
+        if opts.a2a_session_ttl_ms.is_some() {
+            return Err(ServiceError::new(
+                "--session-ttl needs --a2a: it expires the sessions of A2A contexts (hint: `dispatch session prune --until 24h` for other sessions)",
+            ));
+        }
         return Ok(None);
+    }
+    if opts.a2a_session_ttl_ms == Some(0) {
+        return Err(ServiceError::new(
+            "--session-ttl must be longer than zero (hint: --session-ttl 24h)",
+        ));
     }
     let Some(policy) = listen else {
         return Err(ServiceError::new(
@@ -180,6 +192,7 @@ fn a2a_serve(
     }
     Ok(Some(super::model::A2aServe {
         url: opts.a2a_url.clone(),
+        session_ttl_ms: opts.a2a_session_ttl_ms,
     }))
 }
 

@@ -98,7 +98,7 @@ pub async fn run_service<S: Store + ServiceStore + ?Sized>(
             ..ListenerState::default()
         });
         let a2a = match &doc.config.a2a {
-            Some(serve) => match a2a_agent(layout, &run, serve, &policy, &addr, shared) {
+            Some(serve) => match a2a_agent(layout, &run, serve, &policy, &addr, shared, &tx) {
                 Ok(a) => Some(Arc::new(a)),
                 Err(reason) => return finish(store, layout, &mut run, failed(reason)).await,
             },
@@ -355,6 +355,7 @@ fn a2a_agent(
     policy: &super::model::IngressPolicy,
     addr: &str,
     shared: Option<Arc<dyn Store>>,
+    wakes: &mpsc::Sender<Wake>,
 ) -> Result<super::a2a::A2aAgent, String> {
     let store = shared.ok_or("--a2a needs a shared handle on the store (an internal error)")?;
     let parcel = crate::launch::resolve_parcel(layout, &run.parcel_digest)
@@ -368,14 +369,28 @@ fn a2a_agent(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}{}", rpc_paths[0]));
     let card = super::a2a_task::card(&parcel.manifest, &endpoint, policy.secret_sha256.is_some());
-    let card = serde_json::to_vec(&card).map_err(|e| e.to_string())?;
-    Ok(super::a2a::A2aAgent {
-        card: card.into(),
+    if let Some(ttl) = serve.session_ttl_ms {
+        let prefix = format!("{}/{}", parcel.manifest.name, super::a2a::SESSION_PREFIX);
+        tokio::spawn(super::a2a_sessions::expire(
+            store.clone(),
+            layout.clone(),
+            run.id.clone(),
+            prefix,
+            ttl,
+        ));
+    }
+    let host = super::a2a_local::LocalHost {
+        wakes: wakes.clone(),
+        store: store.clone(),
+        layout: layout.clone(),
+    };
+    Ok(super::a2a::A2aAgent::new(
+        &card,
         rpc_paths,
         store,
-        layout: layout.clone(),
-        service: run.id.clone(),
-    })
+        run.id.clone(),
+        Arc::new(host),
+    ))
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, String> {

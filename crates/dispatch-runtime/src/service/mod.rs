@@ -16,12 +16,17 @@
 //!   with the cluster servers' hooks.
 //! - `a2a` / `a2a_task`: `serve --a2a`, the listener as an A2A agent (its
 //!   card, JSON-RPC `message/send|stream`, `tasks/get|cancel`), each message
-//!   a heartbeat run whose id is the task's.
+//!   a heartbeat run whose id is the task's; `a2a_sessions`: the expiry of
+//!   its contexts' sessions (`--session-ttl`); `a2a_push`: push
+//!   notifications of its tasks.
 //! - [`wake`]: manual wakes, as files under `runs/<id>/wakes/` plus SIGUSR1.
 //! - [`stop`]: graceful stop of a service.
 
-mod a2a;
-mod a2a_task;
+pub mod a2a;
+mod a2a_local;
+mod a2a_push;
+pub mod a2a_sessions;
+pub mod a2a_task;
 pub mod check;
 pub mod config;
 mod exec;

@@ -85,6 +85,10 @@ pub struct A2aServe {
     /// `http://<bound address><path>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// `--session-ttl`: a context's session unused this long is removed
+    /// (none a live task holds); kept for ever when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ttl_ms: Option<u64>,
 }
 
 /// What fires a timer.

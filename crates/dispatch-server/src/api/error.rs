@@ -38,6 +38,8 @@ pub mod codes {
     pub const APPROVAL_NOT_FOUND: &str = "approval_not_found";
     /// 409: a live run holds the session the request binds.
     pub const SESSION_BUSY: &str = "session_busy";
+    /// 404: no session of that name keeps anything.
+    pub const SESSION_NOT_FOUND: &str = "session_not_found";
     /// 409: the approval was decided before; the first decision stands.
     pub const ALREADY_DECIDED: &str = "already_decided";
     /// 404: the run is not in the dead-letter queue.
@@ -117,6 +119,11 @@ pub mod codes {
             "the run is not in the dead-letter queue",
         ),
         (EVAL_NOT_FOUND, 404, "no eval matches the id or the parcel"),
+        (
+            SESSION_NOT_FOUND,
+            404,
+            "no session of that name keeps anything",
+        ),
         (
             ARTIFACT_NOT_FOUND,
             404,

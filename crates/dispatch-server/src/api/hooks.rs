@@ -127,10 +127,10 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
             );
         }
     };
-    let Some(policy) = ServiceDoc::decode(&saved)
-        .ok()
-        .and_then(|doc| doc.config.listen)
-    else {
+    let Some(doc) = ServiceDoc::decode(&saved).ok() else {
+        return not_found();
+    };
+    let Some(policy) = doc.config.listen.clone() else {
         return not_found();
     };
     let remote = request
@@ -162,6 +162,34 @@ async fn hook(state: AppState, name: String, path: String, request: Request) -> 
             });
         }
     };
+    if doc.config.a2a.is_some() {
+        let base = base_of(&parts.headers, &name);
+        return match crate::a2a::agent(
+            &state.services(),
+            state.callback_policy,
+            &saved.run_id,
+            &name,
+            &doc,
+            &base,
+        )
+        .await
+        {
+            Ok(agent) if agent.rpc_paths.contains(&path) => {
+                dispatch_runtime::service::a2a::rpc(&agent, &body)
+                    .await
+                    .map(axum::body::Body::new)
+            }
+            Ok(agent) => fail(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no such path (hint: the agent card is at /hooks/{name}/.well-known/agent-card.json, JSON-RPC at /hooks/{name}{})",
+                    agent.rpc_paths[0]
+                ),
+            ),
+            Err(why) => fail(StatusCode::INTERNAL_SERVER_ERROR, "wake_failed", why),
+        };
+    }
     let delivery = match &policy.signature {
         None => None,
         Some(sig) => match take_signed(&state, &name, sig, &parts.headers, &body).await {
@@ -246,6 +274,7 @@ async fn wake(
         body,
     );
     let spec = WakeSpec {
+        session: None,
         reason: "http",
         detail: json!({}),
         payload: serde_json::Value::Null,
@@ -269,5 +298,90 @@ async fn wake(
             "wake_failed",
             format!("could not create the heartbeat run: {e}"),
         ),
+    }
+}
+
+/// Where a request reached the service's hook: `http://<Host>/hooks/<name>`
+/// (`--a2a-url` names another, for a proxy or TLS in front).
+fn base_of(headers: &axum::http::HeaderMap, name: &str) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}{}", hook_base(name))
+}
+
+#[utoipa::path(
+    get,
+    path = "/hooks/{name}/{path}",
+    operation_id = "getHookAgentCard",
+    tag = "services",
+    summary = "The A2A agent card of the cluster service `name` (`dispatch serve --a2a --host`)",
+    description = "Needs no token (the card holds no secret; it says how to authenticate). JSON-RPC (`message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/resubscribe`, `tasks/pushNotificationConfig/*`) is `POST /hooks/{name}[/{path}]`, behind the service's shared secret as `Authorization: Bearer`. The older `/.well-known/agent.json` serves the same card.",
+    params(
+        ("name" = String, Path, description = "the service's name"),
+        ("path" = String, Path, description = "`.well-known/agent-card.json` (or the older `.well-known/agent.json`)"),
+    ),
+    responses(
+        (status = 200, description = "the agent card", body = Object),
+        (status = 404, description = "`not_found`: no running A2A service of that name", body = schemas::HookError),
+        (status = 500, description = "`wake_failed`: the card could not be built (its parcel is unreadable)", body = schemas::HookError),
+        (status = 503, description = "`unavailable`: the database is unavailable; retry later", body = schemas::HookError),
+    ),
+    security(()),
+)]
+pub async fn card(
+    State(state): State<AppState>,
+    Path((name, path)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let not_found = || {
+        fail(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no running A2A service `{name}` has a card here"),
+        )
+    };
+    let wanted = format!("/{path}");
+    if !matches!(
+        wanted.as_str(),
+        "/.well-known/agent-card.json" | "/.well-known/agent.json"
+    ) {
+        return not_found();
+    }
+    let saved = match state.store.service_named(&name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                crate::api::store_message(&e),
+            );
+        }
+    };
+    let Some(doc) = ServiceDoc::decode(&saved)
+        .ok()
+        .filter(|d| d.config.a2a.is_some())
+    else {
+        return not_found();
+    };
+    let base = base_of(&headers, &name);
+    match crate::a2a::agent(
+        &state.services(),
+        state.callback_policy,
+        &saved.run_id,
+        &name,
+        &doc,
+        &base,
+    )
+    .await
+    {
+        Ok(agent) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            agent.card.clone(),
+        )
+            .into_response(),
+        Err(why) => fail(StatusCode::INTERNAL_SERVER_ERROR, "wake_failed", why),
     }
 }

@@ -28,11 +28,13 @@
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
 //! | `GET /v1/quotas`, `PUT/DELETE /v1/quotas/{project}` | quotas per project, with what is used of each |
+//! | `GET /v1/sessions`, `GET/DELETE /v1/sessions/{parcel}/{name}`, `POST /v1/sessions/prune` | sessions runs keep between them |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
 //! | `GET /v1/runs/{id}/service` | a service's stored state (timers, listeners) |
-//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret) |
+//! | `POST /hooks/{name}[/{path}]` | a cluster service's webhook (no token: its shared secret); an A2A service's JSON-RPC |
+//! | `GET /hooks/{name}/.well-known/agent-card.json` | a cluster A2A service's agent card |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json` | operations |
 
 pub(crate) mod artifact;
@@ -59,6 +61,7 @@ pub(crate) mod runs;
 mod schemas;
 pub(crate) mod services;
 pub(crate) mod services_list;
+mod sessions;
 mod signal;
 mod stream;
 mod usage;
@@ -181,7 +184,10 @@ pub fn router(state: AppState) -> Router {
             post(services::create).get(services_list::list),
         )
         .route("/hooks/{name}", post(hooks::root))
-        .route("/hooks/{name}/{*path}", post(hooks::with_path))
+        .route(
+            "/hooks/{name}/{*path}",
+            post(hooks::with_path).get(hooks::card),
+        )
         .route(
             "/v1/runs/{id}/approvals/{approval_id}",
             post(reliability::decide),
@@ -201,6 +207,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/quotas/{project}",
             put(quotas::set).delete(quotas::remove),
+        )
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/prune", post(sessions::prune))
+        .route(
+            "/v1/sessions/{parcel}/{name}",
+            get(sessions::get).delete(sessions::remove),
         )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))

@@ -58,6 +58,11 @@ use super::{codes, schemas};
         super::quotas::list,
         super::quotas::set,
         super::quotas::remove,
+        super::sessions::list,
+        super::sessions::get,
+        super::sessions::remove,
+        super::sessions::prune,
+        super::hooks::card,
         document,
         super::healthz,
         super::metrics,
@@ -118,9 +123,16 @@ impl Modify for Contract {
             get.security = Some(Vec::new());
         }
         // Webhooks: their callers prove themselves with the service's secret.
+        // (and an A2A service's card holds no secret).
         for path in ["/hooks/{name}", "/hooks/{name}/{path}"] {
-            if let Some(post) = doc.paths.paths.get_mut(path).and_then(|p| p.post.as_mut()) {
-                post.security = Some(Vec::new());
+            let Some(item) = doc.paths.paths.get_mut(path) else {
+                continue;
+            };
+            for op in [item.post.as_mut(), item.get.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                op.security = Some(Vec::new());
             }
         }
         // Every operation that reads the store may find it failing.

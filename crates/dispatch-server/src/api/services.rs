@@ -88,6 +88,20 @@ pub struct CreateService {
     /// How many wakes may wait for their turn (default 100); more are dropped.
     #[serde(default)]
     pub max_pending: Option<u32>,
+    /// Serve it as an A2A agent at its webhook (`dispatch serve --a2a
+    /// --host`): the card at `/hooks/<name>/.well-known/agent-card.json`,
+    /// JSON-RPC at the hook; each message a heartbeat run in its context's
+    /// session.
+    #[serde(default)]
+    pub a2a: bool,
+    /// With `a2a`: the endpoint URL its card announces (default: the hook
+    /// on the server that answers, `http://<Host>/hooks/<name><path>`).
+    #[serde(default)]
+    pub a2a_url: Option<String>,
+    /// With `a2a`: a context's session unused this long (ms) is removed
+    /// (none a live task holds); kept until removed by default.
+    #[serde(default)]
+    pub session_ttl_ms: Option<u64>,
 }
 
 /// The body of `POST /v1/runs/{id}/wake`.
@@ -237,6 +251,7 @@ pub async fn create(
             .map(|(label, due)| json!({"schedule": label, "missed_since": due}))
             .collect();
         let spec = WakeSpec {
+            session: None,
             reason: "recovery",
             detail: json!({
                 "previous_run_id": old.id,
@@ -303,6 +318,9 @@ async fn new_plan(state: &AppState, req: &CreateService) -> ApiResult<Plan> {
         listen_max_body_bytes: req.listen_max_body_bytes,
         listen_max_header_bytes: req.listen_max_header_bytes,
         public: req.public,
+        a2a: req.a2a,
+        a2a_url: req.a2a_url.clone(),
+        a2a_session_ttl_ms: req.session_ttl_ms,
         ..ServeOptions::default()
     };
     let (config, schedules) = resolve_cluster(
@@ -401,6 +419,7 @@ pub(crate) async fn wake_cluster(state: &AppState, id: &str, payload: Value) -> 
         .into());
     }
     let spec = WakeSpec {
+        session: None,
         reason: "manual",
         detail: json!({}),
         payload,

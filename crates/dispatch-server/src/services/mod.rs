@@ -45,13 +45,16 @@ pub const NO_PROCESS: ProcRef = ProcRef {
 /// One wake on its way to becoming a heartbeat run.
 #[derive(Clone, Debug)]
 pub struct WakeSpec {
-    /// `schedule`, `interval`, `manual`, `http` or `recovery`.
+    /// `schedule`, `interval`, `manual`, `http`, `recovery` or `a2a`.
     pub reason: &'static str,
     /// Extra fields of the envelope's `wake` object.
     pub detail: Value,
     pub payload: Value,
     /// The HTTP request envelope, for `http` wakes.
     pub request: Option<Value>,
+    /// The session the heartbeat binds (a name under the service's parcel):
+    /// an A2A context's conversation.
+    pub session: Option<String>,
 }
 
 /// Why a wake was not taken.
@@ -222,6 +225,11 @@ impl Services {
             if let Some(request) = &spec.request {
                 envelope["request"] = request.clone();
             }
+            if spec.reason == "a2a" {
+                // The message is the task: the agent gets it as its input,
+                // as on a local `serve --a2a`.
+                envelope = spec.payload.clone();
+            }
             let req = LaunchRequest {
                 source: parcel.digest.clone(),
                 operation: Some(Operation::Heartbeat),
@@ -243,6 +251,10 @@ impl Services {
                 },
                 extras: dispatch_store::RunExtras {
                     concurrency: Some(key.clone()),
+                    session: spec
+                        .session
+                        .as_ref()
+                        .map(|s| format!("{}/{s}", parcel.manifest.name)),
                     ..dispatch_store::RunExtras::default()
                 },
             });
@@ -250,7 +262,7 @@ impl Services {
         Ok(wakes)
     }
 
-    async fn parcel(&self, digest: &str) -> Result<Parcel, WakeError> {
+    pub(crate) async fn parcel(&self, digest: &str) -> Result<Parcel, WakeError> {
         crate::fetch::parcel(&*self.store, self.archives.as_deref(), &self.layout, digest)
             .await
             .map_err(|e| match e {

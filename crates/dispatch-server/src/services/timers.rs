@@ -9,13 +9,18 @@
 //! after now, so missed fires never stampede; a fire that was due more than
 //! [`MISSED_AFTER_MS`] ago (no server was up to fire it) wakes the service
 //! once with reason `recovery`, naming the missed schedules.
+//!
+//! The same loop expires the contexts' sessions of A2A services served
+//! with `--session-ttl` (see `dispatch_runtime::service::a2a_sessions`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dispatch_core::{Ts, now_ms};
+use dispatch_core::{RunId, Ts, now_ms};
 use dispatch_runtime::service::ServiceDoc;
 use dispatch_runtime::service::schedule::Timers;
+use dispatch_runtime::service::{a2a, a2a_sessions};
 use dispatch_store::ServiceState;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -32,9 +37,13 @@ pub const MISSED_AFTER_MS: i64 = 5_000;
 /// this server registers a service.
 pub async fn keep(services: Services, registered: &Notify, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut swept = HashMap::new();
     loop {
         let next = match services.store.named_services().await {
-            Ok(list) => fire_due(&services, list).await,
+            Ok(list) => {
+                expire_sessions(&services, &list, &mut swept).await;
+                fire_due(&services, list).await
+            }
             Err(e) => {
                 tracing::warn!("[dispatch] could not list the cluster's services: {e}");
                 None
@@ -49,6 +58,38 @@ pub async fn keep(services: Services, registered: &Notify, shutdown: impl Future
             _ = registered.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Sweeps the sessions of the listed A2A services with a `--session-ttl`,
+/// each at most once per its sweep period (`swept`: when this server last
+/// did).
+async fn expire_sessions(
+    services: &Services,
+    list: &[ServiceState],
+    swept: &mut HashMap<RunId, Instant>,
+) {
+    swept.retain(|id, _| list.iter().any(|s| &s.run_id == id));
+    for state in list {
+        let Some(ttl) = ServiceDoc::decode(state)
+            .ok()
+            .and_then(|d| d.config.a2a)
+            .and_then(|a| a.session_ttl_ms)
+        else {
+            continue;
+        };
+        if swept
+            .get(&state.run_id)
+            .is_some_and(|at| at.elapsed() < a2a_sessions::period(ttl))
+        {
+            continue;
+        }
+        swept.insert(state.run_id.clone(), Instant::now());
+        let Ok(run) = services.store.get_run(&state.run_id).await else {
+            continue;
+        };
+        let prefix = format!("{}/{}", run.parcel_name, a2a::SESSION_PREFIX);
+        a2a_sessions::sweep(&*services.store, &services.layout, &run.id, &prefix, ttl).await;
     }
 }
 
@@ -106,6 +147,7 @@ pub fn fire(doc: &mut ServiceDoc, now: Ts) -> Vec<WakeSpec> {
             "schedule"
         };
         specs.push(WakeSpec {
+            session: None,
             reason,
             detail: json!({"schedule": fire.label, "scheduled_for": fire.scheduled_for}),
             payload: fire.payload,
@@ -114,6 +156,7 @@ pub fn fire(doc: &mut ServiceDoc, now: Ts) -> Vec<WakeSpec> {
     }
     if !missed.is_empty() {
         specs.push(WakeSpec {
+            session: None,
             reason: "recovery",
             detail: json!({"missed": missed}),
             payload,

@@ -11,6 +11,8 @@ mod contract;
 mod guard;
 #[path = "openapi_contract/routes.rs"]
 mod routes;
+#[path = "openapi_contract/sessions.rs"]
+mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -741,6 +743,8 @@ fn every_operation_answers_as_documented() {
         None,
     );
     assert_eq!((status, &removed["removed"]), (200, &json!(1)), "{removed}");
+
+    sessions::exercise(&mut c);
 
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)

@@ -505,38 +505,6 @@ impl QueueStore for PgStore {
 }
 
 #[async_trait]
-impl crate::SessionStore for PgStore {
-    async fn get_session(&self, key: &str) -> StoreResult<Option<crate::SessionRecord>> {
-        crate::sessions::check_key(key)?;
-        in_tx!(self, |tx| sessions::get(&tx, key))
-    }
-
-    async fn put_session(
-        &self,
-        key: &str,
-        data: &serde_json::Value,
-        expected: i64,
-        by: Option<&RunId>,
-        at: Ts,
-    ) -> StoreResult<i64> {
-        crate::sessions::check_key(key)?;
-        in_tx!(self, |tx| sessions::put(&tx, key, data, expected, by, at))
-    }
-
-    async fn list_sessions(&self, prefix: Option<&str>) -> StoreResult<Vec<crate::SessionRecord>> {
-        if prefix.is_some_and(|p| p.contains('\0')) {
-            return Ok(Vec::new());
-        }
-        in_tx!(self, |tx| sessions::list(&tx, prefix))
-    }
-
-    async fn delete_session(&self, key: &str) -> StoreResult<bool> {
-        crate::sessions::check_key(key)?;
-        in_tx!(self, |tx| sessions::delete(&tx, key))
-    }
-}
-
-#[async_trait]
 impl crate::MessageStore for PgStore {
     async fn put_messages(
         &self,

@@ -31,7 +31,7 @@ fn u32_of(n: i64, what: &str) -> Result<u32, Fail> {
 }
 
 /// Serializes the transactions that share `what` (until they end).
-async fn lock(tx: &Transaction<'_>, kind: &str, what: &str) -> Result<(), Fail> {
+pub(super) async fn lock(tx: &Transaction<'_>, kind: &str, what: &str) -> Result<(), Fail> {
     let stmt = tx
         .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .await?;

@@ -647,35 +647,6 @@ impl ServiceStore for SqliteStore {
 }
 
 #[async_trait]
-impl crate::SessionStore for SqliteStore {
-    async fn get_session(&self, key: &str) -> StoreResult<Option<crate::SessionRecord>> {
-        crate::sessions::check_key(key)?;
-        self.read(|tx| sessions::get(tx, key))
-    }
-
-    async fn put_session(
-        &self,
-        key: &str,
-        data: &serde_json::Value,
-        expected: i64,
-        by: Option<&RunId>,
-        at: Ts,
-    ) -> StoreResult<i64> {
-        crate::sessions::check_key(key)?;
-        self.write(|tx| sessions::put(tx, key, data, expected, by, at))
-    }
-
-    async fn list_sessions(&self, prefix: Option<&str>) -> StoreResult<Vec<crate::SessionRecord>> {
-        self.read(|tx| sessions::list(tx, prefix))
-    }
-
-    async fn delete_session(&self, key: &str) -> StoreResult<bool> {
-        crate::sessions::check_key(key)?;
-        self.write(|tx| sessions::delete(tx, key))
-    }
-}
-
-#[async_trait]
 impl crate::MessageStore for SqliteStore {
     async fn put_messages(
         &self,
