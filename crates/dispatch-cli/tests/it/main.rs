@@ -79,6 +79,7 @@ mod policy_review_dashboard;
 mod projects;
 mod projects_browser;
 mod projects_dashboard;
+mod projects_parents;
 mod prune_filter;
 mod py_sdk;
 mod quotas;
