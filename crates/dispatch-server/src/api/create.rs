@@ -218,7 +218,7 @@ impl CreateRun {
             (String = "text/event-stream"),
         )),
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
-        (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header, or a `parent_id` of another project; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the server's policy denies the run (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`; `run_not_found`: no run matches `parent_id`", body = schemas::Error),
