@@ -101,7 +101,7 @@ pub enum Command {
     Usage(crate::commands::usage::UsageArgs),
     /// Quotas per project: max live runs, tokens and USD per day and month, soft and hard.
     Quota(crate::commands::quota::QuotaArgs),
-    /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
+    /// Notifications (webhooks, Slack, e-mail): the outbox (a server's under --host); the configuration checked or tried.
     Notify(crate::commands::notifications::NotificationsArgs),
     /// Reference: the Agentfile directives (`dispatch reference agentfile TIMEOUT`).
     Reference(crate::commands::reference_agentfile::ReferenceArgs),

@@ -70,6 +70,7 @@ mod native_tools;
 mod native_tools_approval;
 mod native_web_search;
 mod notifications;
+mod notifications_remote;
 mod otel;
 mod parity;
 mod partition;

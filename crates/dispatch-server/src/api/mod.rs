@@ -28,6 +28,7 @@
 //! | `GET /v1/workers` | the cluster's workers seen in the last day |
 //! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
 //! | `GET /v1/quotas`, `PUT/DELETE /v1/quotas/{project}` | quotas per project, with what is used of each |
+//! | `GET /v1/notifications` | the notification outbox, newest first, with what became of each |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
@@ -45,6 +46,7 @@ mod graph;
 mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod logs;
+mod notifications;
 pub mod openapi;
 mod parcel_tar;
 mod parcels;
@@ -198,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workers", get(workers::list))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/quotas", get(quotas::list))
+        .route("/v1/notifications", get(notifications::list))
         .route(
             "/v1/quotas/{project}",
             put(quotas::set).delete(quotas::remove),

@@ -58,6 +58,7 @@ use super::{codes, schemas};
         super::quotas::list,
         super::quotas::set,
         super::quotas::remove,
+        super::notifications::list,
         document,
         super::healthz,
         super::metrics,
