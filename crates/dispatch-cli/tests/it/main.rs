@@ -77,6 +77,7 @@ mod partition;
 mod policy;
 mod policy_review;
 mod policy_review_dashboard;
+mod policy_review_deadline;
 mod projects;
 mod projects_browser;
 mod projects_dashboard;

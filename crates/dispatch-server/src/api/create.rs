@@ -419,7 +419,10 @@ pub(super) async fn prepare(
             .into_iter()
             .collect(),
         // Sent to a person by the policy: created in review, never claimed.
-        review: passed.as_ref().and_then(|p| p.review.clone()),
+        review: passed
+            .as_ref()
+            .and_then(|p| p.review.clone())
+            .map(|r| state.review(r)),
     };
     let options = QueueOptions {
         queue_timeout_ms,

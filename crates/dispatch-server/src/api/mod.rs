@@ -126,12 +126,26 @@ pub struct AppState {
     /// How long a request that creates a run waits out a lost database
     /// (`--enqueue-retry`; see [`patience`]).
     pub enqueue_retry: std::time::Duration,
+    /// How long a run this server creates in review waits for a person
+    /// before it is cancelled (`--review-timeout`; none: until decided).
+    pub review_timeout: Option<std::time::Duration>,
 }
 
 impl AppState {
     /// This request's budget for a lost database (see [`patience`]).
     pub(crate) fn patience(&self) -> patience::Patience {
         patience::Patience::new(self.enqueue_retry)
+    }
+
+    /// A review for `reason`, with this server's deadline (see
+    /// [`dispatch_runtime::review`]).
+    pub(crate) fn review(&self, reason: String) -> dispatch_store::Review {
+        dispatch_store::Review {
+            reason,
+            timeout_ms: self
+                .review_timeout
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+        }
     }
 
     /// Cluster-service work on this server's store and directory.

@@ -95,7 +95,7 @@ pub(super) async fn create_with(
     // A run in review is neither: it waits for a person first.
     let review = extras
         .review
-        .as_deref()
+        .as_ref()
         .map(|r| crate::reliability::review_of(new, r));
     let keyed = extras.concurrency.as_ref();
     let dropped = match keyed {
@@ -317,6 +317,9 @@ pub(super) async fn decide_moving(
         .pop()
         .unwrap_or_else(|| Err(StoreError::NotFound(run.to_string())))
         .map_err(Fail::Store)?;
+    if let Some(n) = crate::reliability::moving_notification(&decided, &moved) {
+        super::notifications::enqueue(tx, &[n]).await?;
+    }
     Ok((decided, moved))
 }
 
