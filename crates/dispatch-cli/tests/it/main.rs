@@ -85,6 +85,7 @@ mod projects_parents;
 mod prune_filter;
 mod py_sdk;
 mod quotas;
+mod quotas_waiting;
 mod readme_cluster;
 mod reconcile;
 mod reference_agentfile;
