@@ -103,7 +103,7 @@ pub enum Command {
     Quota(crate::commands::quota::QuotaArgs),
     /// Sessions runs keep between them (`run --session`, `chat`, A2A contexts): ls, inspect, rm, prune.
     Session(crate::commands::session::SessionArgs),
-    /// Notifications (webhooks, Slack, e-mail): the local outbox; the configuration checked or tried.
+    /// Notifications (webhooks, Slack, e-mail): the outbox (a server's under --host); the configuration checked or tried.
     Notify(crate::commands::notifications::NotificationsArgs),
     /// Reference: the Agentfile directives (`dispatch reference agentfile TIMEOUT`).
     Reference(crate::commands::reference_agentfile::ReferenceArgs),

@@ -85,6 +85,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_POLICY", "a Rego policy file deciding run creation and tool calls (default: `policy.rego` in the state directory, when it exists)"),
     setting("DISPATCH_PROJECT", "`--project`: the project runs are created in and `ps`, `approvals` and `dlq` list (default: `default` to create; every project the caller may see to list)"),
     setting("DISPATCH_RATE_LIMIT_STORE", "`--rate-limit-store`: Redis for `RATE_LIMIT` buckets shared across workers"),
+    setting("DISPATCH_REVIEW_TIMEOUT", "how long a run the policy sends to review waits for a person before it is cancelled, like `24h`: read where a local run is created, and `server --review-timeout` (default: until someone decides)"),
     setting("DISPATCH_RETENTION", "`server --retention`: delete old finished runs in the background"),
     setting("DISPATCH_ROOT", "`--root`: the state directory (default: the nearest `.dispatch/` upwards, else `./.dispatch`)"),
     setting("DISPATCH_SANDBOX", "`off` (or `0`, `false`, `no`) runs agents, tools and MCP servers without the sandbox"),

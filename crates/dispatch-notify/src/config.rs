@@ -339,6 +339,8 @@ impl Config {
                     .map_or(&[], |e| e.notify.as_slice())
             }
             k::RUN_FAILED => &self.failures.notify,
+            // The review nobody decided: to whoever hears of approvals.
+            k::REVIEW_EXPIRED => &self.approvals.notify,
             // A project's quota: its soft mark and its hard limit, each
             // once per period, to whoever hears of budgets.
             k::QUOTA_SOFT | k::QUOTA_HARD => &self.budget.notify,

@@ -55,6 +55,18 @@ pub fn render(n: &Notification, run: &RunInfo) -> Message {
             };
             (title, lines)
         }
+        kind::REVIEW_EXPIRED => {
+            let reason = d["reason"].as_str().unwrap_or("its review deadline passed");
+            (
+                format!("Review expired: {parcel} was cancelled"),
+                vec![
+                    format!(
+                        "Run {id} (parcel {parcel}) was cancelled before it started: {reason}."
+                    ),
+                    format!("Run it again with: dispatch replay {id}"),
+                ],
+            )
+        }
         kind::RUN_FAILED => {
             let status = d["status"].as_str().unwrap_or("failed");
             let reason = d["reason"].as_str().unwrap_or("no reason given");
@@ -282,5 +294,18 @@ mod tests {
         let (subject, body) = email(&m, kind::BUDGET_THRESHOLD, "k");
         assert!(subject.starts_with("[dispatch] Budget 80%"));
         assert!(body.contains("dispatch stop"));
+        let reason = "cancelled before it started: review deadline passed: nobody decided within 24h00m (review timeout)";
+        let m = render(
+            &n(
+                kind::REVIEW_EXPIRED,
+                json!({"approval": {"id": "policy-review", "deadline": 9}, "reason": reason}),
+            ),
+            &run,
+        );
+        assert_eq!(m.title, "Review expired: refunds was cancelled");
+        assert!(m.lines[0].ends_with(&format!("{reason}.")), "{m:?}");
+        assert!(m.lines.iter().any(|l| l.contains("dispatch replay")));
+        assert_eq!(m.document["reason"], reason);
+        assert_eq!(m.document["approval"]["deadline"], 9);
     }
 }

@@ -45,6 +45,7 @@ pub mod suspend;
 pub(crate) mod wasm;
 /// Pruning the compiled WASM components no parcel needs (`dispatch rmi`).
 pub use wasm::prune::{Pruned, prune_cache as prune_wasm_cache};
+pub mod waiting;
 pub mod workflow;
 pub mod workspace;
 

@@ -1,7 +1,8 @@
 //! Readers drive runs whose helper died to a terminal state, so nothing
 //! stays stuck: a terminal snapshot wins; otherwise a stopped run is
 //! `cancelled`, a service `stopped` and a job or heartbeat `failed`, each with
-//! the reason.
+//! the reason. A run in review past its deadline is cancelled (see
+//! [`crate::review`]).
 
 use dispatch_core::{Status, Transition, now_ms};
 use dispatch_store::{Run, StateWrite, Store, StoreError, StoreResult};
@@ -25,6 +26,14 @@ pub async fn reconcile<S: Store + ?Sized>(
             if let Ok(Some(woken)) = crate::suspend::wake_if_due(store, run.clone()).await {
                 crate::suspend::start_woken(layout, &woken);
                 return Ok(woken);
+            }
+            return Ok(run);
+        }
+        if run.status() == Status::Review {
+            // Daemonless too: a review whose deadline passed is ended by
+            // whoever looks (a failed look leaves it for the next).
+            if let Ok(Some(ended)) = crate::review::expire_if_due(store, &run).await {
+                return Ok(ended);
             }
             return Ok(run);
         }
@@ -146,7 +155,12 @@ pub async fn reconcile_all<S: Store + ?Sized>(
     for run in runs.iter_mut() {
         if matches!(
             run.status(),
-            Status::Created | Status::Queued | Status::Starting | Status::Running | Status::Paused
+            Status::Created
+                | Status::Review
+                | Status::Queued
+                | Status::Starting
+                | Status::Running
+                | Status::Paused
         ) {
             *run = reconcile(store, layout, run.clone()).await?;
         }

@@ -200,7 +200,13 @@ pub fn prepare_for(
             .into_iter()
             .collect(),
         // Sent to a person by the policy: created in review, never claimed.
-        review: passed.as_ref().and_then(|p| p.review.clone()),
+        review: match passed.as_ref().and_then(|p| p.review.clone()) {
+            Some(reason) => Some(dispatch_store::Review {
+                reason,
+                timeout_ms: crate::review::local_timeout()?,
+            }),
+            None => None,
+        },
     };
     let mut new = req.new_run(&parcel, operation, brief_sha256);
     // A service's helper claims it its own way.

@@ -116,6 +116,7 @@ pub struct Server {
     callback_policy: CallbackPolicy,
     tls: Option<Arc<rustls::ServerConfig>>,
     enqueue_retry: Duration,
+    review_timeout: Option<Duration>,
     notifier: Option<dispatch_notify::Notifier>,
 }
 
@@ -154,6 +155,7 @@ impl Server {
             callback_policy: CallbackPolicy::default(),
             tls: None,
             enqueue_retry: crate::api::patience::DEFAULT_ENQUEUE_RETRY,
+            review_timeout: None,
             notifier: None,
         })
     }
@@ -243,6 +245,14 @@ impl Server {
         self
     }
 
+    /// How long a run created here in review waits for a person before it
+    /// is cancelled (none: until someone decides; see
+    /// [`dispatch_runtime::review`]).
+    pub fn with_review_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.review_timeout = timeout;
+        self
+    }
+
     /// Serves HTTPS with this configuration (see [`crate::tls`]).
     pub fn with_tls(mut self, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         self.tls = tls;
@@ -294,6 +304,7 @@ impl Server {
             stopping: crate::stopping::Stopping::new(stop_rx.clone()),
             token_rates: Arc::new(TokenRates::new(self.http.token_rate)),
             enqueue_retry: self.enqueue_retry,
+            review_timeout: self.review_timeout,
         };
         let beat = match self.worker.slots > 0 {
             true => Some(crate::presence::claim(&self.backend.store, &self.worker).await?),

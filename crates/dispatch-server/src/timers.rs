@@ -1,7 +1,9 @@
 //! Durable waits that run out: every `dispatch server` wakes the suspended
 //! runs whose timer rang or whose signal or approval timed out (see
-//! `dispatch_runtime::suspend`). Several servers may do it at once: each wake
-//! is a compare-and-set, so a run is woken once.
+//! `dispatch_runtime::suspend`), and cancels the runs whose review nobody
+//! decided by its deadline (see `dispatch_runtime::review`). Several
+//! servers may do it at once: each wake or end is a compare-and-set, so a
+//! run is woken or ended once.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +19,18 @@ pub async fn keep(store: SharedStore, shutdown: impl Future<Output = ()>) {
     loop {
         if let Err(e) = dispatch_runtime::suspend::wake_due(&*store).await {
             tracing::warn!("[dispatch] could not wake suspended runs that are due: {e}");
+        }
+        match dispatch_runtime::review::expire_due(&*store).await {
+            Ok(ended) => {
+                for run in ended {
+                    tracing::info!(
+                        "[dispatch] run {} cancelled: {}",
+                        run.id,
+                        run.state.reason().unwrap_or_default()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("[dispatch] could not end reviews past their deadline: {e}"),
         }
         tokio::select! {
             _ = &mut shutdown => return,

@@ -181,6 +181,7 @@ macro_rules! __queue_conformance_names {
             a_queue_timeout_counts_each_wait_in_the_queue_anew,
             callbacks_are_due_once_the_run_finished_and_held_while_delivered,
             approvals_failures_and_budget_marks_enqueue_notifications_once,
+            a_review_denied_by_its_deadline_notifies_in_the_same_transaction,
             notifications_are_claimed_held_retried_and_settled,
             enqueue_with_stores_the_extras_and_the_queue_options,
             a_batch_is_enqueued_in_one_transaction_all_or_none,

@@ -57,8 +57,8 @@ pub use queue::{
 };
 pub use quotas::{QuotaStore, QuotaUse};
 pub use reliability::{
-    Approval, Created, DeadLetter, Decision, ENDED_DECISION, REVIEW_APPROVAL, ReliabilityStore,
-    RunExtras,
+    Approval, Created, DeadLetter, Decision, ENDED_DECISION, REVIEW_APPROVAL, REVIEW_DEADLINE_BY,
+    ReliabilityStore, Review, RunExtras,
 };
 pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};

@@ -32,10 +32,14 @@ pub const QUOTA_SOFT: &str = "quota.soft";
 /// A project's usage reached the hard limit of a quota (once per quota
 /// and period).
 pub const QUOTA_HARD: &str = "quota.hard";
+/// A run waited in review past its deadline and was cancelled (nobody
+/// decided in time).
+pub const REVIEW_EXPIRED: &str = "review.expired";
 /// Every kind, in the order the docs list them.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     APPROVAL_REQUESTED,
     APPROVAL_ESCALATED,
+    REVIEW_EXPIRED,
     RUN_FAILED,
     BUDGET_THRESHOLD,
     QUOTA_SOFT,
@@ -170,6 +174,20 @@ fn approval_data(a: &Approval) -> Value {
             "details": a.details,
         }
     })
+}
+
+/// The notification of a run cancelled because its review (approval `a`)
+/// was not decided by its deadline; `reason` is the run's end.
+pub fn review_expired(a: &Approval, reason: &str, at: Ts) -> NewNotification {
+    let mut data = approval_data(a);
+    data["reason"] = json!(reason);
+    NewNotification {
+        key: format!("review-expired:{}", a.run_id),
+        run_id: a.run_id.clone(),
+        kind: REVIEW_EXPIRED.into(),
+        data,
+        at,
+    }
 }
 
 /// The notification of a run that ended in `state`, when it failed or

@@ -95,6 +95,16 @@ impl QuotaUse {
         self.used >= self.quota.value
     }
 
+    /// Why the project's queued runs wait, where runs are listed:
+    /// `project quota, 10/10 live runs`, `project quota, tokens_per_day
+    /// 2000000/2000000 tokens today (UTC)`.
+    pub fn waiting_text(&self) -> String {
+        match self.quota.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns {
+            true => format!("project quota, {}", self.text()),
+            false => format!("project quota, {} {}", self.quota.limit, self.text()),
+        }
+    }
+
     /// `2000000/2000000 tokens today (UTC)`, `10/10 live runs`.
     pub fn text(&self) -> String {
         let l = self.quota.limit;

@@ -43,15 +43,70 @@ pub struct RunExtras {
     /// its [`REVIEW_APPROVAL`] pending, in the same transaction. It takes
     /// no slot of its concurrency key and is not claimed at creation.
     #[serde(skip)]
-    pub review: Option<String>,
+    pub review: Option<Review>,
+}
+
+/// Why a run waits in review, and how long it may wait.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Review {
+    /// The `review` rule's reasons.
+    pub reason: String,
+    /// How long after its creation the review is decided by nobody: the
+    /// [`REVIEW_APPROVAL`]'s deadline, after which the run is cancelled
+    /// (`dispatch server --review-timeout`, `DISPATCH_REVIEW_TIMEOUT`).
+    /// `None`: it waits until someone decides.
+    pub timeout_ms: Option<i64>,
+}
+
+impl From<&str> for Review {
+    fn from(reason: &str) -> Self {
+        Review {
+            reason: reason.to_string(),
+            timeout_ms: None,
+        }
+    }
+}
+
+impl From<String> for Review {
+    fn from(reason: String) -> Self {
+        Review {
+            reason,
+            timeout_ms: None,
+        }
+    }
 }
 
 /// The approval a run in review waits for: deciding it approves the run
 /// into the queue or denies it (see [`ReliabilityStore::decide_approval_moving`]).
 pub const REVIEW_APPROVAL: &str = "policy-review";
 
-/// The state and the pending approval of `new` created in review for `reason`.
-pub(crate) fn review_of(new: &NewRun, reason: &str) -> (dispatch_core::RunState, Approval) {
+/// Who decides a review nobody decided by its deadline (the run is
+/// cancelled; see `dispatch_runtime::review`).
+pub const REVIEW_DEADLINE_BY: &str = "dispatch (review deadline)";
+
+/// The notification written with a decision that moved `run`: a review
+/// denied by its deadline ([`REVIEW_DEADLINE_BY`]) tells the approvers
+/// ([`crate::notifications::REVIEW_EXPIRED`]); any other decision, none.
+pub(crate) fn moving_notification(
+    decided: &Approval,
+    run: &Run,
+) -> Option<crate::notifications::NewNotification> {
+    let expired = decided.id == REVIEW_APPROVAL
+        && decided.decided_by.as_deref() == Some(REVIEW_DEADLINE_BY)
+        && run.state.is_terminal();
+    expired.then(|| {
+        crate::notifications::review_expired(
+            decided,
+            run.state.reason().unwrap_or_default(),
+            decided.decided_at.unwrap_or(decided.requested_at),
+        )
+    })
+}
+
+/// The state and the pending approval of `new` created in `review` (the
+/// approval's deadline: its timeout after the run's creation).
+pub(crate) fn review_of(new: &NewRun, review: &Review) -> (dispatch_core::RunState, Approval) {
+    let reason = &review.reason;
     let state = dispatch_core::RunState::Review {
         reason: reason.to_string(),
         since: new.created_at,
@@ -62,7 +117,7 @@ pub(crate) fn review_of(new: &NewRun, reason: &str) -> (dispatch_core::RunState,
         attempt: 1,
         summary: format!("start this run? {reason}"),
         requested_at: new.created_at,
-        deadline: None,
+        deadline: review.timeout_ms.map(|t| new.created_at.saturating_add(t)),
         decision: None,
         decided_by: None,
         rationale: None,

@@ -42,15 +42,9 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
 
 /// The run's [`RunReport`](dispatch_runtime::report::RunReport), as JSON.
 async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
-    let report = report::build(
-        store,
-        &ctx.layout,
-        Place::Local,
-        run.clone(),
-        None,
-        now_ms(),
-    )
-    .await?;
+    let now = now_ms();
+    let waiting = dispatch_runtime::waiting::reason(store, run, now).await;
+    let report = report::build(store, &ctx.layout, Place::Local, run.clone(), waiting, now).await?;
     Ok(json!(report))
 }
 

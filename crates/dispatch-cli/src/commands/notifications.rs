@@ -21,7 +21,7 @@ pub struct NotificationsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NotificationsCommand {
-    /// List the newest notifications of the local outbox and what became of them.
+    /// List the newest notifications of the outbox and what became of them (the server's under --host).
     #[command(visible_alias = "list")]
     Ls {
         /// How many, newest first.
@@ -52,9 +52,37 @@ async fn ls(ctx: &Ctx, limit: usize, format: Format) -> CliResult {
         Some(store) => store.list_notifications(limit).await?,
         None => Vec::new(),
     };
+    print(&list, format);
+    Ok(0)
+}
+
+impl super::remote::Remote {
+    /// `dispatch notify ls --host`: the server's outbox, printed as the
+    /// local one; `check` and `test` read this machine's configuration,
+    /// which is not the server's, so they stay local.
+    pub(super) fn notify(&self, args: &NotificationsArgs) -> CliResult {
+        let NotificationsCommand::Ls { limit, format } = &args.command else {
+            return Err(CliError::input(
+                "`dispatch notify check` and `notify test` read this machine's notifications.toml, not the server's (hint: run them on the server's machine, without --host)",
+            ));
+        };
+        let answer = self.json("GET", &format!("/v1/notifications?limit={limit}"), None)?;
+        let list: Vec<Notification> = serde_json::from_value(answer["notifications"].clone())
+            .map_err(|e| {
+                CliError::input(format!(
+                    "the server's notification listing does not parse: {e}"
+                ))
+            })?;
+        print(&list, *format);
+        Ok(0)
+    }
+}
+
+/// The outbox as a table (or JSON), newest first.
+fn print(list: &[Notification], format: Format) {
     if format == Format::Json {
         print_json(&list);
-        return Ok(0);
+        return;
     }
     let now = now_ms();
     let ids: Vec<&str> = list.iter().map(|n| n.run_id.as_str()).collect();
@@ -84,7 +112,6 @@ async fn ls(ctx: &Ctx, limit: usize, format: Format) -> CliResult {
         ],
         &rows,
     );
-    Ok(0)
 }
 
 fn state(n: &Notification, now: i64) -> String {

@@ -101,10 +101,12 @@ pub async fn ps(ctx: &Ctx, args: &PsArgs) -> CliResult {
     if !args.all && !chosen_statuses {
         runs.retain(|r| !r.state.is_terminal());
     }
-    print_runs(args, &runs, &Waiting::new())
+    // A queued run held back by its project's quota says so, as on a server.
+    let waiting = dispatch_runtime::waiting::reasons(&store, &runs, now_ms()).await;
+    print_runs(args, &runs, &waiting)
 }
 
-/// Why queued runs wait, by run id, as a server says.
+/// Why queued runs wait, by run id, as a server (or the local store) says.
 pub(crate) type Waiting = std::collections::HashMap<dispatch_core::RunId, String>;
 
 pub(crate) fn print_runs(

@@ -1,6 +1,6 @@
 //! `--host` / `DISPATCH_HOST`: run, serve, wake, ps, logs, wait, stop, inspect-run,
 //! signal, approve, deny, approvals ls, dlq ls, dlq replay, prune, eval,
-//! build, images and rmi against a `dispatch server`, with the same output
+//! build, images, rmi, usage, quota and notify ls against a `dispatch server`, with the same output
 //! as locally.
 //!
 //! `dispatch run <dir>` uploads the Agentfile directory (a tar stream, see
@@ -88,6 +88,7 @@ pub async fn execute(
         Command::Usage(a) => remote.usage(a),
         Command::Quota(a) => remote.quota(a),
         Command::Session(a) => remote.session(a),
+        Command::Notify(a) => remote.notify(a),
         Command::Server(_) | Command::Worker(_) | Command::Token(_) | Command::Internal(_) => {
             return None;
         }

@@ -94,6 +94,11 @@ pub struct ServerArgs {
     /// answers 503 with Retry-After, like 10s or 1m; 0s answers at once.
     #[arg(long, value_name = "AGE", default_value = "10s")]
     pub enqueue_retry: String,
+    /// How long a run the policy sends to review waits for a person, like
+    /// 24h: nobody decided by then, it is cancelled, saying so, and the
+    /// approvers are notified (`review.expired`). Default: until decided.
+    #[arg(long, env = "DISPATCH_REVIEW_TIMEOUT", value_name = "AGE")]
+    pub review_timeout: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -314,10 +319,25 @@ fn enqueue_retry(args: &ServerArgs) -> CliResult<Duration> {
         })
 }
 
+/// `--review-timeout`, checked before anything starts.
+fn review_timeout(args: &ServerArgs) -> CliResult<Option<Duration>> {
+    let Some(text) = args
+        .review_timeout
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let ms = dispatch_runtime::review::parse_timeout("--review-timeout", text.trim())
+        .map_err(CliError::input)?;
+    Ok(Some(Duration::from_millis(ms.unsigned_abs())))
+}
+
 pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     args.log.init()?;
     let retention = retention(args)?;
     let enqueue_retry = enqueue_retry(args)?;
+    let review_timeout = review_timeout(args)?;
     // A notification file that does not load keeps the server from starting.
     let notifier = dispatch_notify::configured(ctx.layout.root()).map_err(CliError::input)?;
     let allowed_hosts = args.http.allowed_hosts()?;
@@ -359,6 +379,7 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
         .with_bus(bus_config(args.bus.as_deref())?)
         .with_retention(retention.clone())
         .with_enqueue_retry(enqueue_retry)
+        .with_review_timeout(review_timeout)
         .with_artifacts(artifacts.clone())
         .with_notifier(notifier.clone());
     let database = args.database_url.as_deref().map_or_else(

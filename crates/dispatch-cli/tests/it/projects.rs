@@ -15,7 +15,7 @@ use remote_common::{Client, Server, Worker, postgres};
 use serde_json::{Value, json};
 
 /// `dispatch token create <args>` on the server's database; the token.
-fn token(server: &Server, db: Option<&str>, args: &[&str]) -> String {
+pub(crate) fn token(server: &Server, db: Option<&str>, args: &[&str]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
     command
         .args(["token", "create"])
@@ -49,7 +49,7 @@ fn token_ls(server: &Server, db: Option<&str>, args: &[&str]) -> String {
 }
 
 /// One API request with `token`; the status and the JSON answer.
-fn call(
+pub(crate) fn call(
     server: &Server,
     token: &str,
     method: &str,

@@ -55,7 +55,8 @@ pub struct RunReport {
     pub total_tokens: u64,
     /// `running 3.2s`, `succeeded (exit 0)`, …, as of when it was built.
     pub status_text: String,
-    /// Why a queued run waits (a server says; see `GET /v1/runs`).
+    /// Why a queued run waits (a server says, see `GET /v1/runs`; locally,
+    /// its project's quota, see `crate::waiting`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     pub attempts: Vec<ReportAttempt>,

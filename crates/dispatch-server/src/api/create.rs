@@ -218,7 +218,7 @@ impl CreateRun {
             (String = "text/event-stream"),
         )),
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
-        (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
+        (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header, or a `parent_id` of another project; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the server's policy denies the run (the message says why); `cross_origin`: sent by a page of another origin", body = schemas::Error),
         (status = 404, description = "`parcel_not_found`; `run_not_found`: no run matches `parent_id`", body = schemas::Error),
@@ -338,7 +338,7 @@ pub(super) async fn prepare(
         (Some(_), Some(secret)) => Some(secret.clone()),
     };
     let parent_id = match &req.parent_id {
-        Some(p) => Some(patience.retry(|| resolve(state, p)).await?),
+        Some(p) => Some(same_project_parent(state, patience, p, req.project(), token).await?),
         None => None,
     };
     let parcel = match parcels.get(&req.parcel) {
@@ -419,7 +419,10 @@ pub(super) async fn prepare(
             .into_iter()
             .collect(),
         // Sent to a person by the policy: created in review, never claimed.
-        review: passed.as_ref().and_then(|p| p.review.clone()),
+        review: passed
+            .as_ref()
+            .and_then(|p| p.review.clone())
+            .map(|r| state.review(r)),
     };
     let options = QueueOptions {
         queue_timeout_ms,
@@ -436,6 +439,33 @@ pub(super) async fn prepare(
         dedupe: !req.force,
         brief,
     })
+}
+
+/// The full id of the parent `arg` names, when it is in `project`: a run
+/// never hangs under a run of another project (its usage, quota and
+/// audit would belong to one project and be listed under the other). A
+/// parent in a project `token` may not read is answered as absent.
+async fn same_project_parent(
+    state: &AppState,
+    patience: &Patience,
+    arg: &str,
+    project: &str,
+    token: Option<&dispatch_store::TokenRecord>,
+) -> ApiResult<dispatch_core::RunId> {
+    let id = patience.retry(|| resolve(state, arg)).await?;
+    let parent = patience
+        .retry(|| async { Ok(state.store.get_run(&id).await?) })
+        .await?;
+    if parent.project == project {
+        return Ok(id);
+    }
+    if crate::auth::may(token, &parent.project, dispatch_store::TokenScope::Read).is_err() {
+        return Err(dispatch_store::StoreError::NotFound(arg.to_string()).into());
+    }
+    Err(ApiError::bad_request(format!(
+        "parent run {id} is in project {}, not in project {project}: a run and its parent share one project (hint: pass \"project\": \"{}\", or start it without `parent_id`)",
+        parent.project, parent.project
+    )))
 }
 
 /// Queues a run for the workers: stores it with its extras and queue options

@@ -179,7 +179,7 @@ pub(crate) async fn run_again(
             .map(|p| dispatch_runtime::policy_gate::decision_event(&p.event))
             .into_iter()
             .collect(),
-        review: passed.and_then(|p| p.review),
+        review: passed.and_then(|p| p.review).map(|r| state.review(r)),
         ..RunExtras::default()
     };
     let created = super::create::enqueue(

@@ -29,6 +29,7 @@
 //! | `GET /v1/usage` | the cost report: calls, tokens and USD by parcel, model, label or day |
 //! | `GET /v1/quotas`, `PUT/DELETE /v1/quotas/{project}` | quotas per project, with what is used of each |
 //! | `GET /v1/sessions`, `GET/DELETE /v1/sessions/{parcel}/{name}`, `POST /v1/sessions/prune` | sessions runs keep between them |
+//! | `GET /v1/notifications` | the notification outbox, newest first, with what became of each |
 //! | `POST /v1/services` | start a service owned by the cluster |
 //! | `GET /v1/services` | the running services with their state |
 //! | `POST /v1/runs/{id}/wake` | a manual turn of a cluster service |
@@ -47,6 +48,7 @@ mod graph;
 mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod logs;
+mod notifications;
 pub mod openapi;
 mod parcel_tar;
 mod parcels;
@@ -127,12 +129,26 @@ pub struct AppState {
     /// How long a request that creates a run waits out a lost database
     /// (`--enqueue-retry`; see [`patience`]).
     pub enqueue_retry: std::time::Duration,
+    /// How long a run this server creates in review waits for a person
+    /// before it is cancelled (`--review-timeout`; none: until decided).
+    pub review_timeout: Option<std::time::Duration>,
 }
 
 impl AppState {
     /// This request's budget for a lost database (see [`patience`]).
     pub(crate) fn patience(&self) -> patience::Patience {
         patience::Patience::new(self.enqueue_retry)
+    }
+
+    /// A review for `reason`, with this server's deadline (see
+    /// [`dispatch_runtime::review`]).
+    pub(crate) fn review(&self, reason: String) -> dispatch_store::Review {
+        dispatch_store::Review {
+            reason,
+            timeout_ms: self
+                .review_timeout
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+        }
     }
 
     /// Cluster-service work on this server's store and directory.
@@ -204,6 +220,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workers", get(workers::list))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/quotas", get(quotas::list))
+        .route("/v1/notifications", get(notifications::list))
         .route(
             "/v1/quotas/{project}",
             put(quotas::set).delete(quotas::remove),

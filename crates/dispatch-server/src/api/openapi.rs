@@ -63,6 +63,7 @@ use super::{codes, schemas};
         super::sessions::remove,
         super::sessions::prune,
         super::hooks::card,
+        super::notifications::list,
         document,
         super::healthz,
         super::metrics,

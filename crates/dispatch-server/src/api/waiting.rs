@@ -120,12 +120,10 @@ impl Waiting {
                 .quota_use(&[project.to_string()], self.now)
                 .await
                 .ok()?;
-            let why = used.iter().find(|u| u.hard_reached()).map(|u| {
-                match u.quota.limit == dispatch_core::quota::QuotaLimit::MaxLiveRuns {
-                    true => format!("project quota, {}", u.text()),
-                    false => format!("project quota, {} {}", u.quota.limit, u.text()),
-                }
-            });
+            let why = used
+                .iter()
+                .find(|u| u.hard_reached())
+                .map(dispatch_store::QuotaUse::waiting_text);
             self.caps.insert(project.to_string(), why);
         }
         self.caps.get(project).cloned().flatten()

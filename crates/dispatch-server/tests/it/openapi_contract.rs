@@ -746,6 +746,13 @@ fn every_operation_answers_as_documented() {
 
     sessions::exercise(&mut c);
 
+    // The notification outbox (a bad limit is a 400).
+    let (status, outbox) = c.get("/v1/notifications", "/v1/notifications?limit=5");
+    assert_eq!(status, 200, "{outbox}");
+    assert!(outbox["notifications"].is_array(), "{outbox}");
+    let bad = "/v1/notifications?limit=0";
+    assert_eq!(c.get("/v1/notifications", bad).0, 400);
+
     // Every operation answered, with success at least once.
     let all: BTreeSet<String> = operations(&c.doc)
         .into_iter()

@@ -222,3 +222,90 @@ pub async fn notifications_are_claimed_held_retried_and_settled<S: Store + Notif
     assert_eq!(settled.outcome.as_deref(), Some("delivered"));
     assert_eq!(settled.done_at, Some(410));
 }
+
+/// A review given a timeout has that deadline on its approval; denied by
+/// the deadline, the run's end and a `review.expired` notification are
+/// saved together. A person's denial notifies nobody.
+pub async fn a_review_denied_by_its_deadline_notifies_in_the_same_transaction<
+    S: Store + NotificationStore,
+>(
+    store: S,
+) {
+    use crate::{Decision, REVIEW_APPROVAL, REVIEW_DEADLINE_BY, Review, StateWrite};
+    let in_review = RunExtras {
+        review: Some(Review {
+            reason: "deploys need a person".into(),
+            timeout_ms: Some(1_000),
+        }),
+        ..RunExtras::default()
+    };
+    let mut runs = Vec::new();
+    for n in [1, 2] {
+        let created = store
+            .create_run_with(&new_run(id(n), "deploy", 10), &in_review, false)
+            .await
+            .expect("create");
+        runs.push(created.run().clone());
+    }
+    let pending = store.list_approvals(None, true).await.expect("list");
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|a| a.id == REVIEW_APPROVAL && a.deadline == Some(1_010)),
+        "the deadline is the timeout after creation: {pending:?}"
+    );
+    let deny = |by: &str| Decision {
+        decision: "deny".into(),
+        by: by.into(),
+        rationale: Some("too late".into()),
+        at: 1_020,
+        input: None,
+    };
+    for (run, by) in runs.iter().zip([REVIEW_DEADLINE_BY, "bob"]) {
+        let cancel = Transition::Cancel {
+            reason: format!("cancelled before it started: {by}"),
+            exit_code: None,
+            at: 1_020,
+        };
+        let state = run
+            .state
+            .apply(run.operation, &cancel)
+            .expect("review to cancelled");
+        let event = NewEvent::new(
+            EventKind::State,
+            run.attempt,
+            1_020,
+            json!({"from": "review", "to": "cancelled"}),
+        );
+        let (_, moved) = store
+            .decide_approval_moving(
+                &run.id,
+                REVIEW_APPROVAL,
+                &deny(by),
+                run.version,
+                &StateWrite::new(state, event),
+            )
+            .await
+            .expect("decided and moved");
+        assert!(moved.state.is_terminal());
+    }
+    let mut outbox = store.list_notifications(10).await.expect("outbox");
+    // (Each review asked the approvers too, as any approval does.)
+    outbox.retain(|n| n.kind != crate::notifications::APPROVAL_REQUESTED);
+    assert_eq!(
+        kinds(&outbox),
+        vec![(
+            "review.expired".to_string(),
+            format!("review-expired:{}", runs[0].id)
+        )],
+        "only the deadline's denial notifies: {outbox:?}"
+    );
+    let note = &outbox[0];
+    assert_eq!(note.run_id, runs[0].id);
+    assert_eq!(
+        note.data["reason"],
+        format!("cancelled before it started: {REVIEW_DEADLINE_BY}")
+    );
+    assert_eq!(note.data["approval"]["deadline"], 1_010);
+}

@@ -95,7 +95,7 @@ pub(super) async fn create_with(
     // A run in review is neither: it waits for a person first.
     let review = extras
         .review
-        .as_deref()
+        .as_ref()
         .map(|r| crate::reliability::review_of(new, r));
     let keyed = extras.concurrency.as_ref();
     let dropped = match keyed {
@@ -136,23 +136,33 @@ pub(super) async fn create_with(
              traceparent = $6 WHERE id = $1",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &new.id.as_str(),
-            &extras.idempotency_key,
-            &extras.session,
-            &policy,
-            &extras.keep_workspace,
-            &extras.traceparent,
-        ],
-    )
-    .await?;
-    if !extras.events.is_empty() {
-        // The run was inserted by this transaction: no one else sees it yet,
-        // so its lock need not be taken again.
-        super::events::append_locked(tx, &new.id, &extras.events).await?;
-    }
+    let extras_saved = async {
+        tx.execute(
+            &stmt,
+            &[
+                &new.id.as_str(),
+                &extras.idempotency_key,
+                &extras.session,
+                &policy,
+                &extras.keep_workspace,
+                &extras.traceparent,
+            ],
+        )
+        .await?;
+        Ok::<(), Fail>(())
+    };
+    // The run was inserted by this transaction: no one else sees it yet,
+    // so its lock need not be taken again. Its events (a policy's
+    // decision) go with its extras, pipelined on the connection: one round
+    // trip for both, so a run the policy let through costs no more trips
+    // than one without a policy.
+    let events_saved = async {
+        if !extras.events.is_empty() {
+            super::events::append_locked(tx, &new.id, &extras.events).await?;
+        }
+        Ok::<(), Fail>(())
+    };
+    tokio::try_join!(extras_saved, events_saved)?;
     if let Some((_, approval)) = &review {
         request_approval(tx, approval).await?;
     }
@@ -317,6 +327,9 @@ pub(super) async fn decide_moving(
         .pop()
         .unwrap_or_else(|| Err(StoreError::NotFound(run.to_string())))
         .map_err(Fail::Store)?;
+    if let Some(n) = crate::reliability::moving_notification(&decided, &moved) {
+        super::notifications::enqueue(tx, &[n]).await?;
+    }
     Ok((decided, moved))
 }
 

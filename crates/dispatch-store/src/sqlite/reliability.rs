@@ -77,7 +77,7 @@ pub(super) fn create_with(
     // A run in review is neither: it waits for a person first.
     let review = extras
         .review
-        .as_deref()
+        .as_ref()
         .map(|r| crate::reliability::review_of(new, r));
     let keyed = extras.concurrency.as_ref();
     let dropped = match keyed {
@@ -236,6 +236,9 @@ pub(super) fn decide_moving(
 ) -> Result<(Approval, crate::Run), Fail> {
     let decided = decide(tx, run, id, d)?;
     let moved = super::runs::transition(tx, run, expected, std::slice::from_ref(write))?;
+    if let Some(n) = crate::reliability::moving_notification(&decided, &moved) {
+        super::notifications::enqueue(tx, &n)?;
+    }
     Ok((decided, moved))
 }
 
