@@ -436,10 +436,12 @@ impl Keeper {
         }
     }
 
-    /// Kills everything in the run's group (which this keeper left at once).
+    /// Kills everything in the run's group (which this keeper left at once;
+    /// leaving again costs nothing, should that first write have failed).
     fn kill_group(&self) {
+        leave_group();
         if !self.v1 {
-            // SAFETY: as above.
+            // SAFETY: write(2) of a static buffer on a descriptor this process holds.
             unsafe { libc::write(STOP, b"1".as_ptr().cast(), 1) };
         }
         for _ in 0..2000 {
