@@ -11,9 +11,9 @@ use common::{Dispatch, eventually};
 use native_common::{Mock, native_agent, text};
 use serde_json::json;
 
-/// An agent whose first call uses 500 tokens (its answer asks for a tool),
-/// under a quota of 300 tokens a day.
-fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String) {
+/// An agent (`extra` lines added) whose first call uses 500 tokens (its
+/// answer asks for a tool), started under a quota of 300 tokens a day.
+fn over_budget_run(d: &Dispatch, name: &str, extra: &str) -> (Mock, String) {
     let mock = Mock::start(json!([
         {"kind": "tool_calls", "calls": [{"name": "search", "arguments": {"q": "x"}}],
          "usage": {"input_tokens": 500, "output_tokens": 0}},
@@ -21,7 +21,7 @@ fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String) {
     ]));
     let agent = native_agent(
         d.dir.path(),
-        "spender",
+        name,
         &format!(
             "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n{extra}",
             mock.url()
@@ -29,6 +29,12 @@ fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String) {
     );
     d.ok(&["quota", "set", "default", "--tokens-per-day", "300"]);
     let id = d.ok(&["run", agent.to_str().expect("utf-8"), "--detach"]);
+    (mock, id)
+}
+
+/// [`over_budget_run`] with `ON BUDGET pause`, once it paused.
+fn paused_run(d: &Dispatch, extra: &str) -> (Mock, String) {
+    let (mock, id) = over_budget_run(d, "spender", extra);
     eventually(30, "the run pauses for its quota", || {
         d.status(&id) == "paused"
     });
@@ -84,21 +90,7 @@ fn removing_the_quota_resumes_a_paused_run_and_without_on_budget_pause_it_fails(
 
     // `ON BUDGET fail` is what a run does without the line.
     let d = Dispatch::new();
-    let mock = Mock::start(json!([
-        {"kind": "tool_calls", "calls": [{"name": "search", "arguments": {"q": "x"}}],
-         "usage": {"input_tokens": 500, "output_tokens": 0}},
-        text("never", 10, 2),
-    ]));
-    let agent = native_agent(
-        d.dir.path(),
-        "failer",
-        &format!(
-            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nON BUDGET fail",
-            mock.url()
-        ),
-    );
-    d.ok(&["quota", "set", "default", "--tokens-per-day", "300"]);
-    let id = d.ok(&["run", agent.to_str().expect("utf-8"), "--detach"]);
+    let (_mock, id) = over_budget_run(&d, "failer", "ON BUDGET fail");
     let doc = d.wait_terminal(&id);
     assert_eq!(doc["status"], "failed", "{doc:#}");
     assert!(
