@@ -161,10 +161,8 @@ impl Policy {
         if value == Value::Undefined {
             return Ok(serde_json::Value::Object(Default::default()));
         }
-        let text = value
-            .to_json_str()
-            .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
-        serde_json::from_str(&text).map_err(|e| self.eval_error(e.to_string()))
+        // Converted directly, not through a JSON string.
+        serde_json::to_value(&value).map_err(|e| self.eval_error(one_line(&e.to_string())))
     }
 
     fn eval_error(&self, message: String) -> PolicyError {

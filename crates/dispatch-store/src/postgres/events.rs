@@ -33,6 +33,51 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
+/// Inserts a few events of one run in one `VALUES` statement, in the order
+/// given (a run's `created` event and what was decided before it: one
+/// statement, so a policy's decision costs the creation no extra one).
+/// The events carry no usage: [`append_locked`] is for those.
+pub(super) async fn insert_run_events(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    events: &[&NewEvent],
+) -> Result<(), Fail> {
+    if let [one] = events {
+        return insert_event(tx, run, one).await;
+    }
+    let attempts: Vec<i64> = events.iter().map(|e| i64::from(e.attempt)).collect();
+    let datas = events
+        .iter()
+        .map(|e| to_json("event data", &e.data))
+        .collect::<Result<Vec<_>, _>>()?;
+    let run_id = run.as_str();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&run_id];
+    let mut rows = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let at = params.len() + 1;
+        rows.push(format!(
+            "($1, ${at}, ${}, ${}, ${})",
+            at + 1,
+            at + 2,
+            at + 3
+        ));
+        params.extend([
+            &attempts[i] as &(dyn tokio_postgres::types::ToSql + Sync),
+            &event.at,
+            &event.kind,
+            &datas[i],
+        ]);
+    }
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO events (run_id, attempt, at, type, data) VALUES {}",
+            rows.join(", ")
+        ))
+        .await?;
+    tx.execute(&stmt, &params).await?;
+    Ok(())
+}
+
 /// Inserts events of several runs in one statement.
 pub(super) async fn insert_events(
     tx: &Transaction<'_>,

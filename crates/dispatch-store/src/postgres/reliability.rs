@@ -108,7 +108,13 @@ pub(super) async fn create_with(
     if keyed.is_some() || review.is_some() || capped {
         plain.claimed_by = None;
     }
-    let mut run = create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone())).await?;
+    // What was decided before the run existed (a policy's decision) is
+    // logged with its `created` event, in the same statement; events with
+    // usage go through the usage totals below.
+    let (at_creation, later): (Vec<&NewEvent>, Vec<&NewEvent>) =
+        extras.events.iter().partition(|e| e.usage().is_none());
+    let state = review.as_ref().map(|(state, _)| state.clone());
+    let mut run = create_as(tx, &plain, state, &at_creation).await?;
     if let Some(c) = keyed {
         // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;
@@ -152,13 +158,12 @@ pub(super) async fn create_with(
         Ok::<(), Fail>(())
     };
     // The run was inserted by this transaction: no one else sees it yet,
-    // so its lock need not be taken again. Its events (a policy's
-    // decision) go with its extras, pipelined on the connection: one round
-    // trip for both, so a run the policy let through costs no more trips
-    // than one without a policy.
+    // so its lock need not be taken again. Events with usage (none today
+    // at creation) go with its extras, pipelined on the connection.
     let events_saved = async {
-        if !extras.events.is_empty() {
-            super::events::append_locked(tx, &new.id, &extras.events).await?;
+        if !later.is_empty() {
+            let later: Vec<NewEvent> = later.into_iter().cloned().collect();
+            super::events::append_locked(tx, &new.id, &later).await?;
         }
         Ok::<(), Fail>(())
     };

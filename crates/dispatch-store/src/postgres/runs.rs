@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::events::insert_event;
+use super::events::{insert_event, insert_run_events};
 use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
 use crate::{NewRun, Run, RunFilter, StoreError};
 
@@ -134,15 +134,17 @@ pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Resu
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    create_as(tx, new, None).await
+    create_as(tx, new, None, &[]).await
 }
 
 /// [`create`], in `state` when given (a run created in review) rather than
-/// `created` or `queued`.
+/// `created` or `queued`, with `events` (no usage) logged right after its
+/// `created` event in the same statement.
 pub(super) async fn create_as(
     tx: &Transaction<'_>,
     new: &NewRun,
     state: Option<RunState>,
+    events: &[&NewEvent],
 ) -> Result<Run, Fail> {
     let state = match (state, new.created) {
         (Some(state), _) => state,
@@ -199,7 +201,12 @@ pub(super) async fn create_as(
                 .await?,
             )
         },
-        insert_event(tx, &new.id, &created)
+        async {
+            let all: Vec<&NewEvent> = std::iter::once(&created)
+                .chain(events.iter().copied())
+                .collect();
+            insert_run_events(tx, &new.id, &all).await
+        }
     )?;
     if inserted != 1 {
         // Version 0: we expected no run with this id.

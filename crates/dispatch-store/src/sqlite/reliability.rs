@@ -90,7 +90,13 @@ pub(super) fn create_with(
     if keyed.is_some() || review.is_some() || capped {
         plain.claimed_by = None;
     }
-    create_as(tx, &plain, review.as_ref().map(|(state, _)| state.clone()))?;
+    // What was decided before the run existed (a policy's decision) is
+    // logged right after its `created` event, as on PostgreSQL; events with
+    // usage go through the usage totals below.
+    let (at_creation, later): (Vec<&NewEvent>, Vec<&NewEvent>) =
+        extras.events.iter().partition(|e| e.usage().is_none());
+    let state = review.as_ref().map(|(state, _)| state.clone());
+    create_as(tx, &plain, state, &at_creation)?;
     if let Some(c) = keyed {
         super::limits::set_key(tx, &new.id, c)?;
     }
@@ -124,8 +130,9 @@ pub(super) fn create_with(
         extras.keep_workspace,
         extras.traceparent
     ])?;
-    if !extras.events.is_empty() {
-        super::events::append(tx, &new.id, &extras.events)?;
+    if !later.is_empty() {
+        let later: Vec<NewEvent> = later.into_iter().cloned().collect();
+        super::events::append(tx, &new.id, &later)?;
     }
     if let Some((_, approval)) = &review {
         request_approval(tx, approval)?;

@@ -112,15 +112,17 @@ pub(super) fn exists(tx: &Transaction<'_>, id: &RunId) -> Result<bool, Fail> {
 }
 
 pub(super) fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    create_as(tx, new, None)
+    create_as(tx, new, None, &[])
 }
 
 /// [`create`], in `state` when given (a run created in review) rather than
-/// `created` or `queued`.
+/// `created` or `queued`, with `events` (no usage) logged right after its
+/// `created` event.
 pub(super) fn create_as(
     tx: &Transaction<'_>,
     new: &NewRun,
     state: Option<RunState>,
+    events: &[&NewEvent],
 ) -> Result<Run, Fail> {
     let state = match (state, new.created) {
         (Some(state), _) => state,
@@ -176,6 +178,9 @@ pub(super) fn create_as(
         }),
     );
     insert_event(tx, &new.id, &created)?;
+    for event in events {
+        insert_event(tx, &new.id, event)?;
+    }
     if let Some(helper) = new.claimed_by {
         let claim = crate::created_claimed::claim_write(new, helper);
         return transition(tx, &new.id, 1, std::slice::from_ref(&claim));
