@@ -109,9 +109,16 @@ fn a_native_approval_frees_the_slot_and_resumes_on_another_worker() {
         "not run again"
     );
     assert_eq!(lines(&marks.path().join("refund")), 1, "run once, approved");
+    // The model is not called again for the round; a call cut off by a
+    // lapsed lease before its answer was saved is sent again (and billed
+    // as cut), once per lapse at most.
     let reqs = mock.requests();
-    assert_eq!(reqs.len(), 2, "the model is not called again for the round");
-    let told = message_texts(&reqs[1].body);
+    assert!(
+        (2..=2 + lapsed).contains(&reqs.len()),
+        "{} model requests with {lapsed} lapsed lease(s)",
+        reqs.len()
+    );
+    let told = message_texts(&reqs.last().expect("a request").body);
     assert!(
         told.iter().any(|t| t.contains("lookup-done"))
             && told.iter().any(|t| t.contains("refund-done")),

@@ -100,9 +100,11 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Polls `GET path` until `done` holds (deadline 30 s).
+    /// Polls `GET path` until `done` holds (deadline 90 s: a loaded CI
+    /// host has stalled PostgreSQL's commits long enough for a worker to
+    /// fence itself and its run to wait out a lease before it gets there).
     pub fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let (_, body) = self.call("GET", path, None);
             if done(&body) {
