@@ -756,8 +756,9 @@ async fn bounded<T>(
     match tokio::time::timeout(limit, call).await {
         Ok(answer) => answer,
         Err(_) => Err(StoreError::Unavailable {
-            path: "the run database".into(),
-            message: format!("{what} got no answer within {limit:?}"),
+            // Said as "the run database in use is unavailable: …".
+            path: "in use".into(),
+            message: format!("{what} got no answer within {} ms", limit.as_millis()),
         }),
     }
 }

@@ -134,6 +134,7 @@ mod stop_and_remove;
 mod suggestions;
 mod tls;
 mod token_scopes;
+mod ui_local;
 mod upstream_corpus;
 mod usage;
 mod wasm;

@@ -12,13 +12,21 @@ use super::{Held, Worker, kill};
 use crate::metrics::Metrics;
 
 impl Worker {
-    /// Whether no live worker but this one holds run `id`: it ended, is
-    /// queued, or its lease is this worker's name's or expired.
+    /// Whether no live worker or local helper but this one holds run `id`:
+    /// it ended, is queued, or its lease is this worker's name's or expired,
+    /// and no live process of this machine (a local helper sharing the
+    /// root, as under `dispatch ui`) holds it without a lease.
     async fn nobody_elses(&self, id: &RunId) -> bool {
         match self.store.lease(id).await {
             Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
-            // Ended, or queued.
-            Ok(None) => true,
+            // Ended, queued, or a local helper's.
+            Ok(None) => match self.store.get_run(id).await {
+                Ok(run) => !run.state.helper().is_some_and(|h| {
+                    h != dispatch_runtime::os::this_process() && dispatch_runtime::os::is_alive(h)
+                }),
+                Err(dispatch_store::StoreError::NotFound(_)) => true,
+                Err(_) => false,
+            },
             Err(_) => false,
         }
     }
