@@ -29,17 +29,18 @@
 pub mod graph;
 mod here;
 mod join;
+mod pass;
 mod standby;
 mod turns;
 
 use dispatch_core::EventKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dispatch_core::event::Usage;
 use dispatch_core::policy::RunPolicy;
-use dispatch_core::workflow::{self, Coordinator, END, Workflow};
+use dispatch_core::workflow::{self, END, Workflow};
 use dispatch_core::{RunId, Status, Transition, now_ms};
 use dispatch_store::{Message, Run, RunFilter, Store};
 use serde_json::Value;
@@ -96,271 +97,24 @@ pub async fn coordinate<S: Store + ?Sized>(
     host: Where<'_>,
     log: &mut (dyn FnMut(&str) + Send),
 ) -> RuntimeResult<(Transition, Option<Value>)> {
-    let local = host.local;
-    let id = run.id.clone();
-    store
-        .put_messages(&id, run.attempt, &turns::first(wf, run))
-        .await?;
-    // Each member's parcel, loaded once (a missing one fails its delivery).
-    let mut parcels = turns::Parcels::new();
-    for m in &wf.members {
-        if !parcels.contains_key(&m.parcel)
-            && let Ok(p) = dispatch_core::parcel::load(&layout.parcels().join(&m.parcel))
-        {
-            parcels.insert(m.parcel.clone(), Arc::new(p));
-        }
-    }
-    // Members that start nothing (`FROM noop`) run in this process.
-    let noop: HashSet<String> = parcels
-        .iter()
-        .filter(|(_, p)| p.manifest.courier == dispatch_core::parcel::Courier::Noop)
-        .map(|(digest, _)| digest.clone())
-        .collect();
-    let mut looked_at: HashSet<RunId> = HashSet::new();
-    let mut spawned: HashSet<RunId> = HashSet::new();
-    let all_noop = wf.members.iter().all(|m| noop.contains(&m.parcel));
-    let mut helpers = Helpers::new(layout, local && !all_noop);
-    let _here = Coordinating::register(&id, helpers.heard.clone());
+    let mut c = pass::Coordination::start(store, layout, run, wf, policy, host).await?;
+    let _here = Coordinating::register(&run.id, c.helpers.heard.clone());
     // The members' helpers checkpoint the database's log when their runs
     // end, off every hop's path; this process writes on it.
     store.latency_path(true);
     let _path = LatencyPath(store);
-    let mut logged = 0usize;
     let mut tick = MIN_TICK;
-    let mut reconciled = Instant::now();
     loop {
-        // Three reads at once (on PostgreSQL, three connections: one round
-        // trip's wait instead of three). The messages that created the
-        // children were committed before the children were, in an earlier
-        // pass, so no child is seen without its message.
-        let (parent, mut children, mut msgs) = tokio::try_join!(
-            async { Ok::<_, crate::error::RuntimeError>(store.get_run(&id).await?) },
-            children_of(store, &id),
-            async { Ok(store.list_messages(&id).await?) },
-        )?;
-        if reconciled.elapsed() >= RECONCILE_EVERY && local {
-            for c in children.values_mut().filter(|c| !c.state.is_terminal()) {
-                *c = crate::reconcile::reconcile(store, layout, c.clone()).await?;
-            }
-            reconciled = Instant::now();
-        }
-        if parent.stop_requested_at.is_some() {
-            stop_children(store, layout, &children, local).await;
-            let t = Transition::Cancel {
-                reason: "stopped by user; every live member's run was stopped".into(),
-                exit_code: None,
-                at: now_ms(),
-            };
-            return Ok((t, None));
-        }
-        let agent_of: HashMap<&RunId, &str> = msgs
-            .iter()
-            .filter_map(|m| Some((m.message.child_run.as_ref()?, m.message.receiver.as_str())))
-            .collect();
-        let mut sent = Vec::new();
-        for c in children.values().filter(|c| c.state.is_terminal()) {
-            if looked_at.insert(c.id.clone())
-                && let Some(agent) = agent_of.get(&c.id)
-            {
-                sent.extend(turns::outgoing(store, wf, agent, c).await?);
-            }
-        }
-        let mut changed = !sent.is_empty();
-        // What a put stores comes after what the pass read (the workflow's
-        // lock orders them); one stored meanwhile by a coordinator that lost
-        // its lease is read by the next pass.
-        if changed {
-            msgs.extend(store.put_messages(&id, parent.attempt, &sent).await?);
-        }
-        let joined = join::ready(wf, &msgs, &children, &id);
-        if !joined.is_empty() {
-            msgs.extend(store.put_messages(&id, parent.attempt, &joined).await?);
-            changed = true;
-        }
-        for m in msgs.iter().skip(logged) {
-            log(&describe(m));
-        }
-        logged = msgs.len();
-        let used = usage_of(&children);
-        roll_up(store, &parent, &used).await?;
-        if let Some(m) = msgs.iter().find(|m| m.message.receiver == COORDINATOR) {
-            stop_children(store, layout, &children, local).await;
-            let reason = m.message.payload["reason"]
-                .as_str()
-                .unwrap_or("a member failed");
-            return Ok((
-                fail(format!("agent `{}` failed: {reason}", m.message.sender)),
-                None,
-            ));
-        }
-        if let Some(m) = msgs.iter().find(|m| m.message.receiver == END) {
-            stop_children(store, layout, &children, local).await;
-            let t = Transition::Exited {
-                code: 0,
-                at: now_ms(),
-            };
-            return Ok((t, Some(m.message.payload.clone())));
-        }
-        if let Some(over) = over_budget(policy, &used, false) {
-            stop_children(store, layout, &children, local).await;
-            return Ok((
-                fail(format!(
-                    "budget_exceeded: {over} (the workflow's members together)"
-                )),
-                None,
-            ));
-        }
-        // Deliver what is not delivered yet.
-        let mut hops = 0u64;
-        let mut planned: Vec<turns::Planned> = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
-            let Some(child) = &m.message.child_run else {
-                continue;
-            };
-            hops += 1;
-            if children.contains_key(child) {
-                continue;
-            }
-            if wf.coordinator != Coordinator::FanOut && hops > wf.hop_limit() {
-                stop_children(store, layout, &children, local).await;
-                let (from, to) = (&m.message.sender, &m.message.receiver);
-                return Ok((
-                    fail(format!(
-                        "LIMIT HOPS {} reached: the message from `{from}` to `{to}` was not delivered (hint: raise LIMIT HOPS, or end the loop with a message to __end__)",
-                        wf.hop_limit()
-                    )),
-                    None,
-                ));
-            }
-            if let Some(over) = over_budget(policy, &used, true) {
-                stop_children(store, layout, &children, local).await;
-                return Ok((
-                    fail(format!(
-                        "budget_exceeded: {over}; `{}` was not started (the workflow's members together)",
-                        m.message.receiver
-                    )),
-                    None,
-                ));
-            }
-            // A member with a process is created claimed by the helper
-            // started ahead for it, which runs it as soon as it has its id.
-            // A member that starts nothing is created claimed by this process.
-            let member = wf.member(&m.message.receiver).filter(|_| local);
-            let ahead = match member {
-                Some(member) if noop.contains(&member.parcel) => Some(crate::os::this_process()),
-                Some(_) if planned.iter().all(|p| p.2.is_none()) => helpers.ready(),
-                _ => None,
-            };
-            let to = turns::To {
-                hop: hops,
-                thread: &msgs[..i],
-                claimed_by: ahead,
-            };
-            match turns::plan(layout, (wf, &mut parcels), &parent, m, to).await {
-                Ok(Some(run)) => planned.push((run, (m, hops), ahead)),
-                Ok(None) => {}
-                // The store may answer later: the coordinator ends and a new one resumes.
-                Err(e @ crate::RuntimeError::Store(_)) => return Err(e),
-                // A member that cannot start (a missing secret, a dependency
-                // down, its parcel gone) will not start on a second try either.
-                Err(e) => {
-                    stop_children(store, layout, &children, local).await;
-                    let reason = format!("member `{}` could not start: {e}", m.message.receiver);
-                    return Ok((fail(reason), None));
-                }
-            }
-        }
-        // Delivered together: one transaction for a fan-out's members.
-        let runs: Vec<_> = planned.iter().map(|(run, _, _)| run.clone()).collect();
-        let created = match here::deliver(store, layout, host, &runs).await {
-            Ok(created) => created,
-            // The store may answer later: the coordinator ends and a new one resumes.
-            Err((_, e @ crate::RuntimeError::Store(_))) => return Err(e),
-            Err((i, e)) => {
-                stop_children(store, layout, &children, local).await;
-                let to = planned
-                    .get(i)
-                    .map_or("?", |p| p.1.0.message.receiver.as_str());
-                return Ok((fail(format!("member `{to}` could not start: {e}")), None));
-            }
-        };
-        for ((run, (m, hop), ahead), created) in planned.iter().zip(created) {
-            let child = &run.0.id;
-            if created && ahead.is_some() && !noop.contains(&run.0.parcel_digest) {
-                spawned.insert(child.clone());
-                helpers.start_claimed(store, child).await;
-            }
-            if created {
-                log(&format!(
-                    "{} starts as run {child} (hop {hop})",
-                    m.message.receiver
-                ));
-            }
-            changed = true;
-        }
-        // Locally, the runs just created get their helpers below. A worker
-        // needs no fresh read: a run it just created is live, and with the
-        // view from the start of the pass its message counts as not
-        // delivered yet, so the workflow cannot be taken for ended or
-        // stalled; the next pass reads them.
-        if changed && local {
-            children = children_of(store, &id).await?;
-        }
-        if local {
-            let ours = (&noop, &parcels);
-            spawn_queued(store, layout, &children, &mut spawned, ours, &mut helpers).await;
-            // The next turn's helper starts once no member is starting (or
-            // the last one handed a run said its agent started): its program
-            // start and database open would slow their claims.
-            let starting = children
-                .values()
-                .any(|c| matches!(c.status(), Status::Queued | Status::Starting));
-            if (!starting || helpers.heard.take_started()) && !all_noop {
-                helpers.refill();
-            }
-        }
-        let live = children.values().any(|c| !c.state.is_terminal());
-        let undelivered = msgs.iter().any(|m| {
-            m.message
-                .child_run
-                .as_ref()
-                .is_some_and(|c| !children.contains_key(c))
-        });
-        if !live && !undelivered && looked_at.len() >= children.len() {
-            if wf.coordinator == Coordinator::FanOut {
-                let end = fan_in(wf, &msgs, &children, &id);
-                if let Some(end) = end {
-                    store.put_messages(&id, parent.attempt, &[end]).await?;
-                    continue;
-                }
-                return Ok((fail("every member of the fan-out failed".into()), None));
-            }
-            if let Some(m) = msgs.iter().find(|m| m.message.receiver == REFUSED) {
-                let reason = m.message.payload["reason"]
-                    .as_str()
-                    .unwrap_or("a message was refused");
-                let reason = format!(
-                    "{reason}; the message was refused and no other member is running or pending (hint: send to a member named by AGENT, or add `ROUTE {} -> <agent> ON ERROR`)",
-                    m.message.sender
-                );
-                return Ok((fail(reason), None));
-            }
-            return Ok((
-                fail(format!(
-                    "the workflow stalled: no member is running and none sent a message to {END} (hint: have the last agent send `{{\"type\":\"message\",\"to\":\"{END}\",…}}`, or add `ROUTE <agent> -> {END}`)"
-                )),
-                None,
-            ));
-        }
-        tick = if changed {
-            MIN_TICK
-        } else {
-            (tick * 2).min(MAX_TICK)
+        tick = match c.pass(log).await? {
+            pass::Pass::End(end) => return Ok(end),
+            pass::Pass::Again => continue,
+            pass::Pass::Wait { changed: true } => MIN_TICK,
+            pass::Pass::Wait { changed: false } => (tick * 2).min(MAX_TICK),
         };
         // A member's run that ended (its helper says so, or exits) wakes the next pass.
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            _ = helpers.heard.woken.notified() => {}
+            _ = c.helpers.heard.woken.notified() => {}
         }
     }
 }
