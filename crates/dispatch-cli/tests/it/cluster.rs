@@ -312,8 +312,10 @@ fn ten_workers_starting_at_once_on_an_empty_database_all_come_up_and_work() {
 
 #[test]
 fn usage_is_counted_once_per_execution_when_a_drained_run_is_claimed_again_on_the_same_machine() {
+    // The first execution outlasts its worker's drain (a loaded host once
+    // let a one-second agent finish before the SIGTERM); the second ends.
     let Some(cluster) = Cluster::new(
-        "echo '{\"type\":\"usage\",\"model\":\"m\",\"input_tokens\":100,\"output_tokens\":20}' >> \"$DISPATCH_EVENTS\"\nsleep 1\necho done\n",
+        "echo '{\"type\":\"usage\",\"model\":\"m\",\"input_tokens\":100,\"output_tokens\":20}' >> \"$DISPATCH_EVENTS\"\n[ \"$DISPATCH_ATTEMPT\" = 1 ] && sleep 60\necho done\n",
     ) else {
         return;
     };
