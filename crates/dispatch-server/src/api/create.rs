@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use super::parcels::find_parcel;
 use super::patience::{Patience, enqueue_once};
-use super::runs::{Params, flag, number, params, resolve, run_json, wait_for_end};
+use super::runs::{Params, bounded, flag, params, resolve, run_json, wait_for_end};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 use crate::callback_guard::check_url;
@@ -236,9 +236,8 @@ pub async fn create(
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["wait", "timeout"])?;
     let wait = flag(&params, "wait")?;
-    let timeout = number::<f64>(&params, "timeout")?
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
-        .unwrap_or(Duration::from_secs(30));
+    let timeout = bounded(&params, "timeout", 0.0, MAX_WAIT.as_secs_f64())?
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64);
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     check_payload(&value)?;

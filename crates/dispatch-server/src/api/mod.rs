@@ -65,6 +65,7 @@ pub(crate) mod services;
 pub(crate) mod services_list;
 mod sessions;
 mod signal;
+pub mod strict;
 mod stream;
 mod usage;
 pub(crate) mod waiting;

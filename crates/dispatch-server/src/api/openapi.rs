@@ -271,7 +271,9 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 
 /// The document as JSON.
 pub fn spec() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null)
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    super::strict::tighten(&mut doc);
+    doc
 }
 
 /// This document.

@@ -518,8 +518,8 @@ pub struct ListRunsQuery {
     /// Runs created before this time (exclusive), in the same forms as
     /// `created_after`.
     pub created_before: Option<String>,
-    /// Page size (default 50; 0 counts as 1, above 1000 as 1000).
-    #[param(minimum = 0)]
+    /// Page size (default 50; 0 counts as 1; at most 1000).
+    #[param(minimum = 0, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
