@@ -215,7 +215,7 @@ impl CreateRun {
         (status = 201, description = "created", body = schemas::Run),
         (status = 200, description = "an idempotency key matched an existing run (`deduplicated`), or `wait` saw the run end", body = schemas::Run, content(
             (schemas::Run = "application/json"),
-            (String = "text/event-stream"),
+            (schemas::SseEvent = "text/event-stream"),
         )),
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header, or a `parent_id` of another project; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),

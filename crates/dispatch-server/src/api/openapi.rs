@@ -185,29 +185,33 @@ impl Modify for Contract {
 
 /// What [`crate::guard`] and [`crate::limits`] answer before any handler:
 /// 421 on every route, 403 and 415 on those that change something, 429
-/// where a token is needed.
+/// wherever a token may be sent (its rate counts on open routes too).
 fn guarded(doc: &mut utoipa::openapi::OpenApi) {
     const HOST: &str =
         "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)";
     const RATE: &str =
         "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds";
+    const RATE_SENT: &str = "`rate_limited`: a token was sent (none is needed here) and it has sent too many requests; retry after `Retry-After` seconds";
     for (path, item) in doc.paths.paths.iter_mut() {
         let webhook = path.starts_with("/hooks/");
         if webhook {
-            // Webhooks answer in their listener's shape, and only the Host rule applies.
-            if let Some(op) = item.post.as_mut() {
+            // Webhooks answer in their listener's shape, and only the Host
+            // rule applies (and a token's rate, when one is sent).
+            for op in [item.post.as_mut(), item.get.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 add(op, "421", HOST, "HookError");
+                add(op, "429", RATE_SENT, "HookError");
             }
             continue;
         }
         let open = path == "/healthz";
         for op in [item.get.as_mut()].into_iter().flatten() {
             add(op, "421", HOST, "Error");
-            if !open {
-                add(op, "429", RATE, "Error");
-            }
+            add(op, "429", if open { RATE_SENT } else { RATE }, "Error");
         }
-        for op in [item.post.as_mut(), item.delete.as_mut()]
+        for op in [item.post.as_mut(), item.put.as_mut(), item.delete.as_mut()]
             .into_iter()
             .flatten()
         {

@@ -197,6 +197,23 @@ pub struct Event {
     pub data: Value,
 }
 
+/// One server-sent event of a run's stream, as a client's SSE parser
+/// reads it (the stream is `text/event-stream`; this describes each event).
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's `type` (`state`, `step`, `tool_call`, …; `delta` for
+    /// text a native agent generates).
+    pub event: String,
+    /// The event's `seq` (none on a `delta`): resume with `Last-Event-ID`.
+    #[schema(required = false, pattern = "^[0-9]+$")]
+    pub id: String,
+    /// The event as JSON (an [`Event`]; a delta's text for `delta`).
+    pub data: String,
+    /// Reconnection time in milliseconds, when the server sets one.
+    #[schema(required = false, minimum = 0)]
+    pub retry: u64,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<Event>,

@@ -57,7 +57,9 @@ pub fn tighten(doc: &mut Value) {
                 continue;
             };
             for op in item.values_mut() {
-                for param in op["parameters"].as_array_mut().into_iter().flatten() {
+                // (`get_mut`: indexing would add a null `parameters`.)
+                let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+                for param in params.into_iter().flatten() {
                     let name = param["name"].as_str().unwrap_or_default().to_string();
                     if param["in"] != "path" {
                         continue;
