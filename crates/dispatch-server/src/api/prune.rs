@@ -12,48 +12,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use dispatch_api::PruneBody;
 use dispatch_core::Status;
 use dispatch_core::time::{TIME_FORMS, now_ms, parse_time};
 use dispatch_runtime::prune::{PruneFilter, prune_runs, select};
 use dispatch_store::RunFilter;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState, schemas};
-
-/// The request body, required: `{}` prunes every finished run without a
-/// dead letter or pending approval, so a request that says nothing (a
-/// stray or forged POST) removes nothing.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = PruneRequest)]
-pub struct PruneBody {
-    /// Which finished runs; values of one key are alternatives, keys must all hold.
-    #[serde(default)]
-    pub filters: PruneFilters,
-    /// Also runs with a dead letter not replayed yet or a pending approval.
-    #[serde(default)]
-    pub dead_letters: bool,
-    /// Only say which runs would be removed.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// `dispatch prune --filter KEY=VALUE`, as lists.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PruneFilters {
-    /// Terminal statuses (`succeeded`, `failed`, `timed_out`, `cancelled`, `stopped`).
-    #[serde(default)]
-    pub status: Vec<String>,
-    /// Ended before: an RFC 3339 time, or an age like `30m`, `24h`, `7d`
-    /// (the earliest of several wins).
-    #[serde(default)]
-    pub until: Vec<String>,
-    /// Parcel names or digest prefixes.
-    #[serde(default)]
-    pub parcel: Vec<String>,
-}
 
 /// The filter the body describes; a 400 says what is wrong.
 fn filter_of(body: &PruneBody) -> ApiResult<PruneFilter> {

@@ -231,8 +231,8 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let params = params(query)?;
     only_known(params.keys(), &["wait"])?;
-    let wait = bounded(&params, "wait", 0.0, MAX_GET_WAIT.as_secs_f64())?
-        .map(Duration::from_secs_f64);
+    let wait =
+        bounded(&params, "wait", 0.0, MAX_GET_WAIT.as_secs_f64())?.map(Duration::from_secs_f64);
     let id = resolve(&state, &id).await?;
     let run = match wait {
         Some(wait) => wait_for_end(&state, &id, wait).await?,

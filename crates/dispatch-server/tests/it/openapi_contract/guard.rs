@@ -61,7 +61,10 @@ fn the_guard_answers_and_the_prune_body_are_documented() {
     assert!(hook["429"].is_object());
     let quota = &paths["/v1/quotas/{project}"]["put"]["responses"];
     for status in ["403", "415", "421", "429"] {
-        assert!(quota[status].is_object(), "PUT /v1/quotas/{{project}} {status}");
+        assert!(
+            quota[status].is_object(),
+            "PUT /v1/quotas/{{project}} {status}"
+        );
     }
     assert_eq!(
         paths["/v1/runs/prune"]["post"]["requestBody"]["required"],

@@ -24,13 +24,13 @@ const FREE: &[(&str, &str, &str)] = &[
         "approval_id",
         "the agent names its approvals",
     ),
-    (
-        "/v1/sessions/{parcel}/{name}",
-        "parcel",
-        "a parcel's name",
-    ),
+    ("/v1/sessions/{parcel}/{name}", "parcel", "a parcel's name"),
     ("/hooks/{name}", "name", "a webhook answers its own 404"),
-    ("/hooks/{name}/{path}", "name", "a webhook answers its own 404"),
+    (
+        "/hooks/{name}/{path}",
+        "name",
+        "a webhook answers its own 404",
+    ),
     ("/hooks/{name}/{path}", "path", "any listen path"),
 ];
 
@@ -148,7 +148,10 @@ fn the_server_refuses_what_the_document_refuses() {
         ("/v1/runs", json!({"parcel": parcel, "parcle": 1})),
         ("/v1/runs/prune", json!({"dry_run": true, "filter": {}})),
         ("/v1/sessions/prune", json!({"until": "1d", "prefx": "a"})),
-        ("/v1/runs/batch", json!({"runs": [{"parcel": parcel}], "x": 1})),
+        (
+            "/v1/runs/batch",
+            json!({"runs": [{"parcel": parcel}], "x": 1}),
+        ),
     ] {
         let (status, answer) = server.post(path, &body);
         assert_eq!(status, 400, "{path}: {answer}");
