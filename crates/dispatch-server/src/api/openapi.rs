@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, generated with `utoipa` from the handlers'
-//! `#[utoipa::path]` attributes, the request bodies they parse and the
-//! answer shapes of [`super::schemas`]; served at `GET /v1/openapi.json`.
+//! `#[utoipa::path]` attributes and the wire types of `dispatch-api` (the
+//! request bodies they parse, the answer shapes), made as strict as the
+//! server by [`super::strict`]; served at `GET /v1/openapi.json`.
 //! CI writes it with the contract test (`tests/it/openapi_contract.rs`) and
 //! checks it with an OpenAPI validator.
 

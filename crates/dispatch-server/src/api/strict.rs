@@ -32,6 +32,14 @@ pub const SESSION: &str = "^[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}$";
 /// stored as `dispatch eval --format json` printed it.
 pub const OPEN: &[&str] = &["EvalReport"];
 
+/// Operations whose body may be left out (the server reads an empty body as
+/// `{}`: `runs::optional_body`).
+pub const OPTIONAL_BODIES: &[&str] = &[
+    "/v1/parcels/prune",
+    "/v1/runs/{id}/wake",
+    "/v1/dead-letters/{id}/replay",
+];
+
 /// The pattern of path parameter `name` of `path`, when the server checks one.
 pub fn path_pattern(path: &str, name: &str) -> Option<&'static str> {
     match name {
@@ -56,7 +64,11 @@ pub fn tighten(doc: &mut Value) {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
+            let optional = OPTIONAL_BODIES.contains(&path.as_str());
             for op in item.values_mut() {
+                if let Some(body) = op.get_mut("requestBody").filter(|_| optional) {
+                    body["required"] = Value::Bool(false);
+                }
                 // (`get_mut`: indexing would add a null `parameters`.)
                 let params = op.get_mut("parameters").and_then(Value::as_array_mut);
                 for param in params.into_iter().flatten() {
