@@ -16,7 +16,6 @@ use dispatch_core::Status;
 use dispatch_core::policy::RunPolicy;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{QueueOptions, RunExtras, StoreError};
-use serde_json::json;
 
 use super::parcels::find_parcel;
 use super::runs::{Params, flag, params, resolve, run_json, wait_for_end};
@@ -251,5 +250,8 @@ pub async fn delete(
             dispatch_runtime::objects::chain(&e)
         );
     }
-    Ok((StatusCode::OK, Json(json!({ "removed": id }))).into_response())
+    let removed = schemas::Removed {
+        removed: id.to_string(),
+    };
+    Ok((StatusCode::OK, Json(removed)).into_response())
 }

@@ -310,7 +310,10 @@ async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
         ..RunFilter::default()
     };
     state.store.list_runs(&probe).await?;
-    Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+    let ok = schemas::Health {
+        status: "ok".to_string(),
+    };
+    Ok(axum::Json(ok).into_response())
 }
 
 #[utoipa::path(

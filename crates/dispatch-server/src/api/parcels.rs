@@ -269,13 +269,13 @@ pub async fn remove(
 pub async fn prune(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::ParcelsPruned>> {
     let PruneParcels {} = super::runs::optional_body(&body, "parcel prune request")?;
     let removed = state.store.prune_parcels().await?;
     for digest in &removed {
         forget(&state, digest).await;
     }
-    Ok(Json(json!({ "removed": removed })))
+    Ok(Json(schemas::ParcelsPruned { removed }))
 }
 
 /// What stays of a parcel removed from the store: its archive in the
