@@ -26,11 +26,13 @@
 # forgiving than the schema in places (`wait=1` for `true`, a number or
 # "2M" for a quota), and because many valid-looking requests are refused
 # for the state they name (a run that does not exist is a 404, not a 2xx);
-# the stateful phase, because the document declares no links;
-# the streamed forms of logs and events (schemathesis.toml pins them to
-# their bounded forms: see there); and
-# ignored_auth and the other security checks, which
-# tests/it/web_guard.rs and the auth tests cover with real tokens.
+# the stateful phase, because the document declares no links; the streamed
+# and long-polled forms of logs, events and runs (schemathesis.toml pins
+# them to their bounded forms: see there); and ignored_auth and the other
+# security checks, which tests/it/web_guard.rs and the auth tests cover with
+# real tokens. Generation is in both modes (valid and invalid requests).
+# The seed fixes the cases in their order; the time bound decides how many
+# run, so a slower machine runs fewer.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export CARGO_INCREMENTAL=0
