@@ -177,3 +177,47 @@ fn the_server_refuses_what_the_document_refuses() {
     let (status, answer) = server.post_raw("/v1/parcels/prune", "");
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Answers read as their `dispatch-api` types (what a typed client does).
+#[test]
+fn answers_read_as_their_dispatch_api_types() {
+    fn typed<T: serde::de::DeserializeOwned>(what: &str, (status, body): (u16, Value)) -> T {
+        assert!((200..300).contains(&status), "{what}: {status} {body}");
+        serde_json::from_value(body.clone())
+            .unwrap_or_else(|e| panic!("{what} as its dispatch-api type: {e}: {body}"))
+    }
+    let Some(server) = TestServer::start(Db::Sqlite, 1) else {
+        return;
+    };
+    let parcel = server.noop_parcel();
+    let run: dispatch_api::Run = typed(
+        "a finished run",
+        server.post("/v1/runs?wait=true", &json!({"parcel": parcel})),
+    );
+    assert!(matches!(run.status, dispatch_api::RunStatus::Succeeded));
+    let id = run.id;
+    let one: dispatch_api::Run = typed("getRun", server.get(&format!("/v1/runs/{id}")));
+    assert_eq!(one.id, id);
+    let page: dispatch_api::RunPage = typed("listRuns", server.get("/v1/runs?limit=1"));
+    assert_eq!(page.runs.len(), 1);
+    let attempts: dispatch_api::AttemptList = typed(
+        "listAttempts",
+        server.get(&format!("/v1/runs/{id}/attempts")),
+    );
+    assert_eq!(attempts.attempts.len(), 1);
+    let events: dispatch_api::EventList = typed(
+        "getRunEvents",
+        server.get(&format!("/v1/runs/{id}/events?format=json")),
+    );
+    assert!(!events.events.is_empty());
+    let health: dispatch_api::Health = typed("getHealth", server.get("/healthz"));
+    assert_eq!(health.status, "ok");
+    let would: dispatch_api::PruneAnswer = typed(
+        "pruneRuns",
+        server.post("/v1/runs/prune", &json!({"dry_run": true})),
+    );
+    assert_eq!(would.removed, vec![id.clone()]);
+    let removed: dispatch_api::Removed =
+        typed("deleteRun", server.delete(&format!("/v1/runs/{id}")));
+    assert_eq!(removed.removed, id);
+}
