@@ -192,6 +192,21 @@ impl Remote {
         answer_json(self.send(method, path, body)?)
     }
 
+    /// A successful answer read as its `dispatch-api` type: one line when
+    /// the server sent something else.
+    pub(super) fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> CliResult<T> {
+        serde_json::from_value(self.json(method, path, body)?).map_err(|e| {
+            CliError::input(format!(
+                "the server's answer to {method} {path} is not what this dispatch reads: {e}"
+            ))
+        })
+    }
+
     pub(super) fn get_run(&self, id: &str) -> CliResult<Run> {
         parse_run(self.json("GET", &format!("/v1/runs/{id}"), None)?)
     }

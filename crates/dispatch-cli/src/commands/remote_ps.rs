@@ -1,6 +1,7 @@
 //! `dispatch ps` against a server: the same filters as locally, sent to
-//! `GET /v1/runs` page after page.
+//! `GET /v1/runs` page after page (each read as `dispatch_api::RunPage`).
 
+use dispatch_api::RunPage;
 use dispatch_core::now_ms;
 use dispatch_core::time::format_rfc3339;
 
@@ -27,17 +28,18 @@ impl Remote {
             if let Some(c) = &cursor {
                 q.push(format!("cursor={}", encode(c)));
             }
-            let page = self.json("GET", &format!("/v1/runs?{}", q.join("&")), None)?;
-            for r in page["runs"].as_array().cloned().unwrap_or_default() {
-                let why = r["waiting"].as_str().map(str::to_string);
-                let run = parse_run(r)?;
+            let page: RunPage = self.typed("GET", &format!("/v1/runs?{}", q.join("&")), None)?;
+            for r in page.runs {
+                let why = r.waiting.clone();
+                // The wire run, as the store's record the table is printed from.
+                let run = parse_run(serde_json::to_value(r).unwrap_or_default())?;
                 if let Some(why) = why {
                     waiting.insert(run.id.clone(), why);
                 }
                 runs.push(run);
             }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
                 None => break,
             }
         }

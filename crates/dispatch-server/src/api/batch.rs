@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use dispatch_store::{BatchItem, Created};
 use serde_json::{Value, json};
 
-use super::create::{CreateRun, after_enqueue, check_payload, prepare, traceparent_of};
+use super::create::{after_enqueue, check_payload, prepare, traceparent_of};
 use super::runs::run_json;
 use super::{ApiError, ApiResult, AppState};
+use dispatch_api::CreateRun;
 
 /// The most runs one batch takes.
 pub const MAX_BATCH: usize = 1000;

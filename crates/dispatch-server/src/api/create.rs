@@ -3,6 +3,7 @@
 //! or `dedup`, `force`, session) and the queue options (priority, labels,
 //! callback), all stored in one transaction.
 
+use dispatch_api::CreateRun;
 use dispatch_core::EventKind;
 use std::time::Duration;
 
@@ -12,19 +13,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_core::parcel::Parcel;
-use dispatch_core::policy::{PolicyInput, RunPolicy, Spelling};
+use dispatch_core::policy::{RunPolicy, Spelling};
 use dispatch_core::units::parse_duration_ms_or_seconds;
 use dispatch_core::{NewEvent, Operation, now_ms};
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_runtime::submit::{check_session_name, default_key};
 use dispatch_store::{Created, NewRun, QueueOptions, RunExtras};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
 use super::parcels::find_parcel;
 use super::patience::{Patience, enqueue_once};
-use super::runs::{Params, flag, number, params, resolve, run_json, wait_for_end};
+use super::runs::{Params, bounded, flag, params, resolve, run_json, wait_for_end};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState};
 use crate::callback_guard::check_url;
@@ -33,102 +32,32 @@ use crate::metrics::Metrics;
 /// The longest `?wait=true` blocks, whatever `timeout` asks.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// The body of `POST /v1/runs`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRun {
-    /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
-    pub parcel: String,
-    #[serde(default)]
-    pub payload: Option<Value>,
-    #[serde(default)]
-    #[schema(value_type = Option<schemas::Operation>)]
-    pub operation: Option<Operation>,
-    #[serde(default)]
-    pub parent_id: Option<String>,
-    /// Higher is claimed first; default 0.
-    #[serde(default)]
-    pub priority: Option<i64>,
-    /// Labels a worker needs to run it (`gpu`, `eu`).
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// `http(s)://host[:port]/path` to POST the finished run to, signed
-    /// (loopback, link-local and metadata addresses are refused by default).
-    #[serde(default)]
-    pub callback_url: Option<String>,
-    /// How long the run may wait to be claimed (`30s`, `5m`) each time it
-    /// is queued; nobody claimed it by then: it ends `timed_out`.
-    #[serde(default)]
-    pub queue_timeout: Option<String>,
-    /// While a run with this key is live or succeeded, answer it instead of
-    /// creating another (`--idempotency-key`).
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-    /// Derive the key from parcel digest + operation + payload (`--dedup`).
-    #[serde(default)]
-    pub dedup: bool,
-    /// Create a new run even when the key matches one (`--force`).
-    #[serde(default)]
-    pub force: bool,
-    /// Bind the parcel's named session; one live run per session (`--session`).
-    #[serde(default)]
-    pub session: Option<String>,
-    /// Overrides of the parcel's RETRY / TIMEOUT / LIMIT policy.
-    #[serde(default)]
-    #[schema(value_type = Option<schemas::Policy>)]
-    pub policy: Option<PolicyInput>,
-    /// False: the run is `created`, out of the queue, until
-    /// `POST /v1/runs/{id}/start` (`dispatch create`). Default true.
-    #[serde(default)]
-    pub start: Option<bool>,
-    /// Keep the run's workspace after it ends, until the run is removed
-    /// (`--keep-workspace`).
-    #[serde(default)]
-    pub keep_workspace: bool,
-    /// The run's concurrency key value, instead of the one the parcel's
-    /// `CONCURRENCY KEY` path gives (`--concurrency-key`); keys are per parcel.
-    #[serde(default)]
-    pub concurrency_key: Option<String>,
-    /// At most this many live runs of the key (`--concurrency-max`; the
-    /// parcel's MAX, else 1).
-    #[serde(default)]
-    pub concurrency_max: Option<u32>,
-    /// `queue` (wait in order), `cancel-in-progress` (cancel the oldest of
-    /// the key), `drop` (cancel this run at once when the key is full).
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub concurrency_strategy: Option<dispatch_core::concurrency::Strategy>,
-    /// A native agent's primary model name, instead of its MODEL's
-    /// (`--model`; `LLM_MODEL` of the client).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Call the primary model at this OpenAI-compatible base URL, alone
-    /// (`--base-url`; `LLM_BASE_URL` of the client).
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// The primary model's provider: `openai` (Responses API),
-    /// `openai_chat`, `anthropic`, `gemini` or `openai_compatible` (`--provider`).
-    #[serde(default)]
-    pub provider: Option<String>,
-    /// `low`, `medium` or `high` (`--reasoning-effort`).
-    #[serde(default)]
-    pub reasoning_effort: Option<String>,
-    /// The project the run belongs to (`--project`); default `default`.
-    /// The token needs role `runner` (or more) there.
-    #[serde(default)]
-    pub project: Option<String>,
-}
-
 /// The reliability options of a request, checked.
-struct Reliability {
+pub(super) struct Reliability {
     policy: RunPolicy,
     idempotency_key: Option<String>,
     session: Option<String>,
 }
 
-impl CreateRun {
+/// What the server checks and derives of a [`CreateRun`] (the wire type
+/// lives in `dispatch-api`).
+pub(super) trait Checked {
     /// Checks what the workers and the store cannot: one 400 line per
     /// mistake. Returns the queue timeout in milliseconds.
+    fn check(&self) -> ApiResult<Option<i64>>;
+    /// The project the run belongs to.
+    fn project(&self) -> &str;
+    /// `queue_timeout` in milliseconds, checked.
+    fn queue_timeout_ms(&self) -> ApiResult<Option<i64>>;
+    fn reliability(
+        &self,
+        parcel: &Parcel,
+        operation: Operation,
+        payload: &Value,
+    ) -> ApiResult<Reliability>;
+}
+
+impl Checked for CreateRun {
     fn check(&self) -> ApiResult<Option<i64>> {
         // Only built parcels: a server never builds from a path a client names.
         if self.parcel.is_empty() || self.parcel.contains('/') || self.parcel.starts_with('.') {
@@ -151,14 +80,12 @@ impl CreateRun {
         self.queue_timeout_ms()
     }
 
-    /// The project the run belongs to.
-    pub(super) fn project(&self) -> &str {
+    fn project(&self) -> &str {
         self.project
             .as_deref()
             .unwrap_or(dispatch_core::project::DEFAULT_PROJECT)
     }
 
-    /// `queue_timeout` in milliseconds, checked.
     fn queue_timeout_ms(&self) -> ApiResult<Option<i64>> {
         let Some(text) = self.queue_timeout.as_deref() else {
             return Ok(None);
@@ -215,7 +142,7 @@ impl CreateRun {
         (status = 201, description = "created", body = schemas::Run),
         (status = 200, description = "an idempotency key matched an existing run (`deduplicated`), or `wait` saw the run end", body = schemas::Run, content(
             (schemas::Run = "application/json"),
-            (String = "text/event-stream"),
+            (schemas::SseEvent = "text/event-stream"),
         )),
         (status = 202, description = "`wait` timed out before the run ended", body = schemas::Run),
         (status = 400, description = "`bad_request`: a bad body, parameter or `traceparent` header, or a `parent_id` of another project; `ambiguous_id`: `parent_id` matches several runs; `missing_secret`: the parcel needs a secret the server lacks", body = schemas::Error),
@@ -236,9 +163,8 @@ pub async fn create(
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["wait", "timeout"])?;
     let wait = flag(&params, "wait")?;
-    let timeout = number::<f64>(&params, "timeout")?
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
-        .unwrap_or(Duration::from_secs(30));
+    let timeout = bounded(&params, "timeout", 0.0, MAX_WAIT.as_secs_f64())?
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64);
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad run request: {e}")))?;
     check_payload(&value)?;

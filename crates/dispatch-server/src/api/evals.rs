@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use dispatch_store::EvalRecord;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::runs::{Params, params};
 use super::schemas;
@@ -73,7 +73,7 @@ fn record_of(report: Value) -> ApiResult<EvalRecord> {
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<schemas::EvalKept>)> {
     let report: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     let record = record_of(report)?;
@@ -85,7 +85,12 @@ pub async fn create(
         ));
     }
     end_eval_run(&state, &record).await?;
-    Ok((StatusCode::CREATED, Json(json!({"eval": record.id}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(schemas::EvalKept {
+            eval: record.id.clone(),
+        }),
+    ))
 }
 
 /// The eval's run (`dispatch eval --host` creates it `created`, labeled

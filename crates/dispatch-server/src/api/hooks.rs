@@ -283,7 +283,10 @@ async fn wake(
     match state.services().wake(run_id, spec).await {
         Ok(run) => (
             StatusCode::ACCEPTED,
-            Json(json!({"run_id": run.id, "status": "accepted"})),
+            Json(schemas::HookAccepted {
+                run_id: run.id.to_string(),
+                status: "accepted".to_string(),
+            }),
         )
             .into_response(),
         Err(WakeError::NotRunning(_)) => fail(

@@ -4,6 +4,7 @@
 //! exact parcel, brief and payload again as a new linked run: `dispatch
 //! replay` and `dispatch restart`), and `DELETE /v1/runs/{id}` (`dispatch rm`).
 
+use dispatch_api::ReplayRunBody;
 use std::time::Duration;
 
 use axum::Json;
@@ -15,9 +16,6 @@ use dispatch_core::Status;
 use dispatch_core::policy::RunPolicy;
 use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{QueueOptions, RunExtras, StoreError};
-use serde::Deserialize;
-use serde_json::json;
-use utoipa::ToSchema;
 
 use super::parcels::find_parcel;
 use super::runs::{Params, flag, params, resolve, run_json, wait_for_end};
@@ -71,16 +69,6 @@ pub(super) async fn joined_queue(state: &AppState, run: &dispatch_store::Run) {
             run.id
         );
     }
-}
-
-/// The body of `POST /v1/runs/{id}/replay`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[schema(as = ReplayRun)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayRunBody {
-    /// Must be true: the agent runs again for real and may repeat its side effects.
-    #[serde(default)]
-    pub allow_side_effects: bool,
 }
 
 /// `POST /v1/runs/{id}/replay`: a new queued run with the exact parcel
@@ -262,5 +250,8 @@ pub async fn delete(
             dispatch_runtime::objects::chain(&e)
         );
     }
-    Ok((StatusCode::OK, Json(json!({ "removed": id }))).into_response())
+    let removed = schemas::Removed {
+        removed: id.to_string(),
+    };
+    Ok((StatusCode::OK, Json(removed)).into_response())
 }

@@ -66,6 +66,7 @@ pub(crate) mod services_list;
 mod sessions;
 mod signal;
 mod stream;
+pub mod strict;
 mod usage;
 pub(crate) mod waiting;
 pub(crate) mod workers;
@@ -309,7 +310,10 @@ async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
         ..RunFilter::default()
     };
     state.store.list_runs(&probe).await?;
-    Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+    let ok = schemas::Health {
+        status: "ok".to_string(),
+    };
+    Ok(axum::Json(ok).into_response())
 }
 
 #[utoipa::path(

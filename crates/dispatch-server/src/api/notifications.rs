@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::runs::{Params, number, only_known, params};
+use super::runs::{Params, bounded, only_known, params};
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 
 /// The page size when `limit` is not given, and the largest allowed.
@@ -23,7 +23,8 @@ const MAX_LIMIT: usize = 1000;
 #[allow(dead_code)]
 pub struct NotificationParams {
     /// How many, newest first (default 50, at most 1000).
-    pub limit: Option<usize>,
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
 }
 
 /// One message of the outbox.
@@ -93,12 +94,7 @@ pub async fn list(
             ),
         ));
     }
-    let limit = number::<usize>(&params, "limit")?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit={limit}: expected 1 to {MAX_LIMIT}"
-        )));
-    }
+    let limit = bounded(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let list = state.store.list_notifications(limit).await?;
     Ok(Json(json!({ "notifications": list })))
 }

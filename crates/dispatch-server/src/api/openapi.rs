@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, generated with `utoipa` from the handlers'
-//! `#[utoipa::path]` attributes, the request bodies they parse and the
-//! answer shapes of [`super::schemas`]; served at `GET /v1/openapi.json`.
+//! `#[utoipa::path]` attributes and the wire types of `dispatch-api` (the
+//! request bodies they parse, the answer shapes), made as strict as the
+//! server by [`super::strict`]; served at `GET /v1/openapi.json`.
 //! CI writes it with the contract test (`tests/it/openapi_contract.rs`) and
 //! checks it with an OpenAPI validator.
 
@@ -185,29 +186,33 @@ impl Modify for Contract {
 
 /// What [`crate::guard`] and [`crate::limits`] answer before any handler:
 /// 421 on every route, 403 and 415 on those that change something, 429
-/// where a token is needed.
+/// wherever a token may be sent (its rate counts on open routes too).
 fn guarded(doc: &mut utoipa::openapi::OpenApi) {
     const HOST: &str =
         "`host_not_allowed`: the Host is not a name this server answers to (hint: --allowed-host)";
     const RATE: &str =
         "`rate_limited`: too many requests with this token; retry after `Retry-After` seconds";
+    const RATE_SENT: &str = "`rate_limited`: a token was sent (none is needed here) and it has sent too many requests; retry after `Retry-After` seconds";
     for (path, item) in doc.paths.paths.iter_mut() {
         let webhook = path.starts_with("/hooks/");
         if webhook {
-            // Webhooks answer in their listener's shape, and only the Host rule applies.
-            if let Some(op) = item.post.as_mut() {
+            // Webhooks answer in their listener's shape, and only the Host
+            // rule applies (and a token's rate, when one is sent).
+            for op in [item.post.as_mut(), item.get.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 add(op, "421", HOST, "HookError");
+                add(op, "429", RATE_SENT, "HookError");
             }
             continue;
         }
         let open = path == "/healthz";
         for op in [item.get.as_mut()].into_iter().flatten() {
             add(op, "421", HOST, "Error");
-            if !open {
-                add(op, "429", RATE, "Error");
-            }
+            add(op, "429", if open { RATE_SENT } else { RATE }, "Error");
         }
-        for op in [item.post.as_mut(), item.delete.as_mut()]
+        for op in [item.post.as_mut(), item.put.as_mut(), item.delete.as_mut()]
             .into_iter()
             .flatten()
         {
@@ -271,7 +276,9 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 
 /// The document as JSON.
 pub fn spec() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null)
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    super::strict::tighten(&mut doc);
+    doc
 }
 
 /// This document.

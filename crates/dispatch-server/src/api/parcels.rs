@@ -3,7 +3,7 @@
 //! server answers for all of them: a parcel uploaded through one is listed,
 //! run and removed through another.
 
-use std::collections::BTreeMap;
+use dispatch_api::{PruneParcels, Upload};
 use std::path::{Component, Path};
 
 use axum::Json;
@@ -12,32 +12,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use dispatch_core::parcel::{self, Manifest, Parcel};
 use dispatch_store::ParcelRemoval;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
 use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
 use crate::fetch::{self, FetchError};
-
-/// `POST /v1/parcels` as JSON: the files of an Agentfile directory, as text
-/// (small parcels; `application/x-tar` takes any files, up to 2 GiB).
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = ParcelUpload)]
-#[serde(deny_unknown_fields)]
-pub struct Upload {
-    /// Relative path → UTF-8 content. Must include `Agentfile`.
-    pub files: BTreeMap<String, String>,
-    /// The files (of `files`) that are executable: they keep their mode,
-    /// so the parcel and its digest are those of a local build.
-    #[serde(default)]
-    pub executable: Vec<String>,
-}
-
-/// `POST /v1/parcels/prune`: no options yet.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PruneParcels {}
 
 /// The most a JSON upload may hold.
 const JSON_MAX: usize = 2 * 1024 * 1024;
@@ -290,13 +269,13 @@ pub async fn remove(
 pub async fn prune(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::ParcelsPruned>> {
     let PruneParcels {} = super::runs::optional_body(&body, "parcel prune request")?;
     let removed = state.store.prune_parcels().await?;
     for digest in &removed {
         forget(&state, digest).await;
     }
-    Ok(Json(json!({ "removed": removed })))
+    Ok(Json(schemas::ParcelsPruned { removed }))
 }
 
 /// What stays of a parcel removed from the store: its archive in the

@@ -17,8 +17,9 @@ use dispatch_runtime::policy_gate::{self, Passed, RunAsk};
 use serde_json::Value;
 
 use super::AppState;
-use super::create::CreateRun;
+use super::create::Checked;
 use super::error::ApiResult;
+use dispatch_api::CreateRun;
 
 /// Who asks, for the policy: the request's token by name, else (a server
 /// that requires no token) `anonymous`.

@@ -12,48 +12,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use dispatch_api::PruneBody;
 use dispatch_core::Status;
 use dispatch_core::time::{TIME_FORMS, now_ms, parse_time};
 use dispatch_runtime::prune::{PruneFilter, prune_runs, select};
 use dispatch_store::RunFilter;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ApiError, ApiResult, AppState, schemas};
-
-/// The request body, required: `{}` prunes every finished run without a
-/// dead letter or pending approval, so a request that says nothing (a
-/// stray or forged POST) removes nothing.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = PruneRequest)]
-pub struct PruneBody {
-    /// Which finished runs; values of one key are alternatives, keys must all hold.
-    #[serde(default)]
-    pub filters: PruneFilters,
-    /// Also runs with a dead letter not replayed yet or a pending approval.
-    #[serde(default)]
-    pub dead_letters: bool,
-    /// Only say which runs would be removed.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// `dispatch prune --filter KEY=VALUE`, as lists.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PruneFilters {
-    /// Terminal statuses (`succeeded`, `failed`, `timed_out`, `cancelled`, `stopped`).
-    #[serde(default)]
-    pub status: Vec<String>,
-    /// Ended before: an RFC 3339 time, or an age like `30m`, `24h`, `7d`
-    /// (the earliest of several wins).
-    #[serde(default)]
-    pub until: Vec<String>,
-    /// Parcel names or digest prefixes.
-    #[serde(default)]
-    pub parcel: Vec<String>,
-}
 
 /// The filter the body describes; a 400 says what is wrong.
 fn filter_of(body: &PruneBody) -> ApiResult<PruneFilter> {
@@ -109,7 +75,7 @@ pub async fn prune(
     State(state): State<AppState>,
     query: super::runs::Params,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::PruneAnswer>> {
     // The filters go in the body: a filter misplaced in the query string
     // must not prune everything.
     let params = super::runs::params(query)?;
@@ -133,9 +99,12 @@ pub async fn prune(
         runs.iter().map(|r| r.id.to_string()).collect()
     };
     if req.dry_run {
-        return Ok(Json(json!({
-            "removed": ids(&found.runs), "reclaimed_bytes": 0, "kept": found.kept, "dry_run": true,
-        })));
+        return Ok(Json(schemas::PruneAnswer {
+            removed: ids(&found.runs),
+            reclaimed_bytes: 0,
+            kept: u64::try_from(found.kept).unwrap_or(u64::MAX),
+            dry_run: true,
+        }));
     }
     let mut briefs: Vec<String> = found.runs.iter().map(|r| r.brief_sha256.clone()).collect();
     briefs.sort();
@@ -154,10 +123,12 @@ pub async fn prune(
     report.reclaimed_bytes += drop_artifacts(&state, artifacts).await?;
     // Briefs travel through the store on a cluster: those only the pruned runs had go too.
     report.reclaimed_bytes += state.store.delete_unreferenced_briefs(&briefs).await?;
-    Ok(Json(json!({
-        "removed": report.removed, "reclaimed_bytes": report.reclaimed_bytes,
-        "kept": found.kept, "dry_run": false,
-    })))
+    Ok(Json(schemas::PruneAnswer {
+        removed: report.removed.iter().map(|id| id.to_string()).collect(),
+        reclaimed_bytes: report.reclaimed_bytes,
+        kept: u64::try_from(found.kept).unwrap_or(u64::MAX),
+        dry_run: false,
+    }))
 }
 
 /// Deletes the artifacts of `artifacts` (those of runs just removed) that

@@ -64,6 +64,17 @@ pub struct QuotaList {
     pub quotas: Vec<QuotaRow>,
 }
 
+/// The answer of `PUT /v1/quotas/{project}`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct QuotaSet {
+    /// The project's quota as it is now, by limit.
+    pub quotas: Vec<QuotaRow>,
+    /// How many of the project's runs suspended on the quota were queued
+    /// again because the change makes room for them.
+    pub resumed: u64,
+}
+
 /// The body of `PUT /v1/quotas/{project}`: the limits to set (each given
 /// replaces that limit; the others stay), as numbers or as `dispatch quota
 /// set` writes them (`"2M"`, `"$500"`).
@@ -125,7 +136,7 @@ pub async fn list(
     params(("project" = String, Path, description = "the project")),
     request_body = QuotaBody,
     responses(
-        (status = 200, description = "the project's quota as it is now", body = QuotaList),
+        (status = 200, description = "the project's quota as it is now, and the runs it resumed", body = QuotaSet),
         (status = 400, description = "`bad_request`: a bad project, limit, value, soft mark or action", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),

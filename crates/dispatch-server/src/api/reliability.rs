@@ -3,6 +3,7 @@
 //! into a new linked run (like `dispatch dlq replay`, queued for the workers
 //! like `POST /v1/runs`).
 
+use dispatch_api::{DecideBody, ReplayBody};
 use std::collections::HashMap;
 
 use axum::Json;
@@ -13,41 +14,11 @@ use axum::response::{IntoResponse, Response};
 use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
 use super::runs::{Params, flag, params, resolve, run_json};
 use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
-
-/// `POST /v1/runs/{id}/approvals/{approval_id}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = Decision)]
-#[serde(deny_unknown_fields)]
-pub struct DecideBody {
-    /// `approve` or `deny`.
-    #[schema(pattern = "^(approve|deny)$")]
-    pub decision: String,
-    /// Who decides.
-    pub by: String,
-    #[serde(default)]
-    pub rationale: Option<String>,
-    /// With `approve` of a tool call: arguments to use instead of the ones
-    /// asked for (checked against the tool's schema).
-    #[serde(default)]
-    pub input: Option<Value>,
-}
-
-/// `POST /v1/dead-letters/{id}/replay`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[schema(as = Replay)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayBody {
-    /// Replaces the dead-lettered run's input.
-    #[serde(default)]
-    pub payload: Option<Value>,
-}
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
 /// pending ones unless `pending=false` (like `dispatch approvals ls`).

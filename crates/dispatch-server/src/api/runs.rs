@@ -117,6 +117,28 @@ pub(super) fn number<T: std::str::FromStr>(
         .transpose()
 }
 
+/// The number `name`, if given, within `min..=max` (the bounds the
+/// OpenAPI document states); anything else is a 400 that names them.
+/// (`NaN` and infinities are outside every range.)
+pub(super) fn bounded<T>(
+    params: &HashMap<String, String>,
+    name: &str,
+    min: T,
+    max: T,
+) -> ApiResult<Option<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match number::<T>(params, name)? {
+        Some(v) if min <= v && v <= max => Ok(Some(v)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name}={}: expected {min} to {max}",
+            dispatch_core::event::shorten(params.get(name).map_or("", String::as_str), 40)
+        ))),
+        None => Ok(None),
+    }
+}
+
 /// The full id of the one run whose id starts with `arg`.
 /// A running cluster service's name stands for its run (`dispatch stop
 /// hooks-eu`), when no run id starts with it.
@@ -209,16 +231,8 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let params = params(query)?;
     only_known(params.keys(), &["wait"])?;
-    let max = MAX_GET_WAIT.as_secs_f64();
-    let wait = match number::<f64>(&params, "wait")? {
-        Some(s) if (0.0..=max).contains(&s) => Some(Duration::from_secs_f64(s)),
-        Some(s) => {
-            return Err(ApiError::bad_request(format!(
-                "wait={s}: expected seconds from 0 to {max}"
-            )));
-        }
-        None => None,
-    };
+    let wait =
+        bounded(&params, "wait", 0.0, MAX_GET_WAIT.as_secs_f64())?.map(Duration::from_secs_f64);
     let id = resolve(&state, &id).await?;
     let run = match wait {
         Some(wait) => wait_for_end(&state, &id, wait).await?,
@@ -361,9 +375,10 @@ pub(crate) async fn list_page(
                 ApiError::bad_request(format!("cursor `{cursor}` is not a run id"))
             })?);
     }
-    let limit = number::<usize>(&params, "limit")?
+    // 0 counts as 1; above MAX_PAGE is refused (the document's maximum).
+    let limit = bounded(&params, "limit", 0, MAX_PAGE)?
         .unwrap_or(DEFAULT_PAGE)
-        .clamp(1, MAX_PAGE);
+        .max(1);
     filter.limit = Some(limit);
     let runs = state.store.list_runs(&filter).await?;
     let next = (runs.len() == limit)

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dispatch_api::{CreateService, WakeRequest};
 use dispatch_core::parcel::Parcel;
 use dispatch_core::{Operation, Transition, now_ms};
 use dispatch_runtime::launch::{self, LaunchRequest};
@@ -16,102 +17,12 @@ use dispatch_runtime::service::{
     ListenerState, Overlap, ScheduleState, ServeOptions, ServiceConfig, ServiceDoc,
 };
 use dispatch_store::{Run, StoreError};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
 use super::parcels::find_parcel;
 use super::runs::{resolve, run_json};
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 use crate::services::{NO_PROCESS, WakeError, WakeSpec, transition, transitions};
-
-/// The body of `POST /v1/services`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateService {
-    /// A built parcel's name or digest (prefix); upload with `POST /v1/parcels`.
-    /// Not needed with `restart_of`.
-    #[serde(default)]
-    pub parcel: String,
-    /// Restart this ended cluster service (`dispatch restart`): the same
-    /// parcel, name, payload, configuration and timers; a fire it missed
-    /// meanwhile becomes one `recovery` wake. The other fields are not used.
-    #[serde(default)]
-    pub restart_of: Option<String>,
-    /// The project the service (and each of its turns) belongs to; default
-    /// `default` (a restart keeps the old one's). The token needs role
-    /// `runner` (or more) there.
-    #[serde(default)]
-    pub project: Option<String>,
-    /// The name it is served under (`/hooks/<name>/…`), unique among running
-    /// services; the parcel's name by default.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// What timer and manual wakes carry by default.
-    #[serde(default)]
-    pub payload: Option<Value>,
-    /// Cron expressions (5 fields, or 6 with seconds first), UTC, added to
-    /// the Agentfile's SCHEDULE lines.
-    #[serde(default)]
-    pub schedules: Vec<String>,
-    /// A plain interval; 0 turns the default (30 s without schedules or
-    /// webhook) off.
-    #[serde(default)]
-    pub interval_ms: Option<u64>,
-    /// Serve a webhook even without LISTEN in the Agentfile (the address is
-    /// not used: the servers serve it).
-    #[serde(default)]
-    pub listen: Option<String>,
-    #[serde(default)]
-    pub listen_path: Option<String>,
-    #[serde(default)]
-    pub listen_methods: Vec<String>,
-    /// Hex SHA-256 of the webhook's shared secret (the secret stays with the client).
-    #[serde(default)]
-    pub listen_secret_sha256: Option<String>,
-    #[serde(default)]
-    pub listen_max_body_bytes: Option<u64>,
-    #[serde(default)]
-    pub listen_max_header_bytes: Option<u64>,
-    /// Serve a webhook that has no shared secret nor LISTEN_SIGNATURE
-    /// (refused otherwise, `bad_request`).
-    #[serde(default)]
-    pub public: bool,
-    /// A wake arriving while earlier ones are queued or running: `queue`
-    /// (the default: one at a time, later ones wait), `skip` (dropped; a
-    /// webhook request gets 503) or `concurrent` (up to `max_concurrent`).
-    #[serde(default)]
-    pub overlap: Option<String>,
-    /// How many wakes run at once under `concurrent` (default 4).
-    #[serde(default)]
-    pub max_concurrent: Option<u32>,
-    /// How many wakes may wait for their turn (default 100); more are dropped.
-    #[serde(default)]
-    pub max_pending: Option<u32>,
-    /// Serve it as an A2A agent at its webhook (`dispatch serve --a2a
-    /// --host`): the card at `/hooks/<name>/.well-known/agent-card.json`,
-    /// JSON-RPC at the hook; each message a heartbeat run in its context's
-    /// session.
-    #[serde(default)]
-    pub a2a: bool,
-    /// With `a2a`: the endpoint URL its card announces (default: the hook
-    /// on the server that answers, `http://<Host>/hooks/<name><path>`).
-    #[serde(default)]
-    pub a2a_url: Option<String>,
-    /// With `a2a`: a context's session unused this long (ms) is removed
-    /// (none a live task holds); kept until removed by default.
-    #[serde(default)]
-    pub session_ttl_ms: Option<u64>,
-}
-
-/// The body of `POST /v1/runs/{id}/wake`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WakeRequest {
-    /// The wake's payload (`{}` by default).
-    #[serde(default)]
-    pub payload: Option<Value>,
-}
 
 #[utoipa::path(
     post,

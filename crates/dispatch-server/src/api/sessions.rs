@@ -186,6 +186,15 @@ pub async fn prune(
     let hint = "(hint: {\"until\": \"24h\", \"prefix\": \"planner/a2a-\"})";
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad prune request: {e} {hint}")))?;
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "until" | "prefix")))
+    {
+        return Err(ApiError::bad_request(format!(
+            "bad prune request: unknown field `{}`, expected `until` or `prefix` {hint}",
+            dispatch_core::event::shorten(extra, 80)
+        )));
+    }
     let Some(until) = body["until"].as_str() else {
         return Err(ApiError::bad_request(format!(
             "bad prune request: `until` is required {hint}"

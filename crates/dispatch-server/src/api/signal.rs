@@ -7,25 +7,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use dispatch_api::SignalBody;
 use dispatch_runtime::suspend::{self, Delivery};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::runs::{resolve, run_json};
 use super::{ApiError, ApiResult, AppState, schemas};
-
-/// The request body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = Signal)]
-pub struct SignalBody {
-    /// The signal's name (letters, digits, `-`, `_`, `.`, `:`; at most 200).
-    pub name: String,
-    /// Handed to the woken attempt in `$DISPATCH_RESUME`; `null` when not given.
-    #[serde(default)]
-    #[schema(value_type = Object, required = false)]
-    pub value: Value,
-}
 
 /// 200 with `{"delivered": "woke" | "kept", "run": …}`; 404 for an unknown
 /// run, 409 for a finished one, 400 for a bad body or name.

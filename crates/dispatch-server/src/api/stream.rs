@@ -59,7 +59,7 @@ enum Next {
     ),
     responses(
         (status = 200, description = "the events", content(
-            (String = "text/event-stream"),
+            (schemas::SseEvent = "text/event-stream"),
             (schemas::EventList = "application/json"),
         )),
         (status = 400, description = "`bad_request`: a bad `after`, `format` or Last-Event-ID; `ambiguous_id`", body = schemas::Error),

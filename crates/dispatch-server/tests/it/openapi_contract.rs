@@ -13,6 +13,8 @@ mod guard;
 mod routes;
 #[path = "openapi_contract/sessions.rs"]
 mod sessions;
+#[path = "openapi_contract/strict.rs"]
+mod strict;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -54,9 +54,18 @@ fn the_guard_answers_and_the_prune_body_are_documented() {
     assert!(paths["/v1/runs"]["get"]["responses"]["421"].is_object());
     assert!(paths["/v1/runs"]["get"]["responses"]["429"].is_object());
     assert!(paths["/healthz"]["get"]["responses"]["421"].is_object());
-    assert!(paths["/healthz"]["get"]["responses"]["429"].is_null());
+    // A token sent where none is needed still counts against its rate.
+    assert!(paths["/healthz"]["get"]["responses"]["429"].is_object());
     let hook = &paths["/hooks/{name}"]["post"]["responses"];
     assert!(hook["421"].is_object() && hook["415"].is_null() && hook["403"].is_null());
+    assert!(hook["429"].is_object());
+    let quota = &paths["/v1/quotas/{project}"]["put"]["responses"];
+    for status in ["403", "415", "421", "429"] {
+        assert!(
+            quota[status].is_object(),
+            "PUT /v1/quotas/{{project}} {status}"
+        );
+    }
     assert_eq!(
         paths["/v1/runs/prune"]["post"]["requestBody"]["required"],
         true

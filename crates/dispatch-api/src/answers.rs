@@ -1,0 +1,726 @@
+//! The shapes of the API's answers and query strings.
+//!
+//! The server's handlers answer records of `dispatch-store` and
+//! `dispatch-core` serialized as they are (plus a `status`); these types
+//! say field for field what those answers hold, for the OpenAPI document
+//! and for clients that read them typed. Free-form JSON (a run's payload,
+//! output and state data, an event's data, a bill of materials) is any
+//! JSON. The server's contract test validates real answers against the
+//! document, where every object refuses fields it does not name, so a field
+//! added to a record without its line here fails it. Every field of an
+//! answer is present (`null` when it has no value) unless marked
+//! `required = false` (and `#[serde(default)]` here).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Every error answer: a stable `code` and words for a person.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Error {
+    /// Stable: see the list of codes (the enum below).
+    pub code: String,
+    pub message: String,
+}
+
+/// A run's status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Created,
+    /// Waits for a person (the policy's `review` rule; the reason is in
+    /// `state.reason`): approve or deny its `policy-review` approval.
+    Review,
+    Queued,
+    Starting,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Stopped,
+}
+
+/// What a run executes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Job,
+    Heartbeat,
+    Service,
+    Chat,
+}
+
+/// Which backend runs a parcel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Courier {
+    Process,
+    Noop,
+    Agent,
+}
+
+/// Tokens and cost, summed per run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    #[schema(minimum = 0)]
+    pub input_tokens: u64,
+    #[schema(minimum = 0)]
+    pub output_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
+/// A run as stored, with its status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    /// 32 hex digits, time-ordered.
+    pub id: String,
+    pub status: RunStatus,
+    /// The status with its data (times, processes, exit code, reason).
+    #[schema(value_type = Object)]
+    pub state: Value,
+    /// Bumped by every state change.
+    pub version: i64,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    pub operation: Operation,
+    /// The current attempt, from 1.
+    pub attempt: u32,
+    /// The run that started this one.
+    #[schema(required = true)]
+    pub parent_id: Option<String>,
+    /// The run this one restarts or replays, or that handed off to it
+    /// (`trigger` upstream).
+    #[schema(required = true)]
+    pub origin_id: Option<String>,
+    /// What started it: `manual`, `restart`, `replay`, `upstream` (a
+    /// handoff of `origin_id`), `eval` or `workflow`.
+    #[schema(pattern = "^(manual|restart|replay|upstream|eval|workflow)$")]
+    pub trigger: String,
+    /// The project it belongs to (`default` unless created in another).
+    pub project: String,
+    /// The run's input (null in a list when the store leaves it out).
+    pub payload: Value,
+    pub brief_sha256: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds of the last state change.
+    pub updated_at: i64,
+    /// Unix milliseconds.
+    #[schema(required = true)]
+    pub stop_requested_at: Option<i64>,
+    pub usage: Usage,
+    /// The run's result, when it has one.
+    #[schema(required = true)]
+    pub output: Option<Value>,
+    /// The labels it was dispatched with: only a worker with all of them claims it.
+    pub labels: Vec<String>,
+    /// Only in the answer of `POST /v1/runs`: true when an idempotency key
+    /// matched an existing run, which is answered instead of a new one.
+    #[serde(default)]
+    #[schema(required = false)]
+    pub deduplicated: bool,
+    /// Only in the answer of `GET /v1/runs/{id}`: the run's concurrency key
+    /// (`<parcel>/<value>`), MAX and strategy, when it has one.
+    #[serde(default)]
+    #[schema(required = false)]
+    pub concurrency: Option<Concurrency>,
+    /// Only while the run is queued and something holds it back: why, in
+    /// words (`no live worker has label gpu`, `concurrency key
+    /// parcel/customer-42: 2 of 2 running`, `retry backoff: attempt 3 starts
+    /// in 12 s`, `every live worker that can take it is busy (4 of 4 slots)`).
+    #[serde(default)]
+    #[schema(required = false)]
+    pub waiting: Option<String>,
+}
+
+/// A run's concurrency key as dispatched.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Concurrency {
+    pub key: String,
+    pub max: u32,
+    #[schema(pattern = "^(queue|cancel-in-progress|drop)$")]
+    pub strategy: String,
+}
+
+/// What became of a signal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignalAnswer {
+    /// `woke`: the run was waiting for it and is queued again; `kept`: kept
+    /// for the run's first wait on that name.
+    #[schema(pattern = "^(woke|kept)$")]
+    pub delivered: String,
+    pub run: Run,
+}
+
+/// What `DELETE /v1/runs/{id}` removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Removed {
+    /// The removed run's full id.
+    pub removed: String,
+}
+
+/// What a prune removed (or, with `dry_run`, would remove).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PruneAnswer {
+    /// The removed runs' ids, newest first.
+    pub removed: Vec<String>,
+    /// Bytes of the server's files and stored briefs deleted (0 for a dry run).
+    pub reclaimed_bytes: u64,
+    /// Runs the filters select that were kept for their dead letter or pending approval.
+    pub kept: u64,
+    pub dry_run: bool,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Position in the store's event log; increases with every append.
+    pub seq: i64,
+    pub run_id: String,
+    /// `state`, `usage`, `step`, `tool_call`, `warning`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub attempt: u32,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub data: Value,
+}
+
+/// One server-sent event of a run's stream, as a client's SSE parser
+/// reads it (the stream is `text/event-stream`; this describes each event).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's `type` (`state`, `step`, `tool_call`, …; `delta` for
+    /// text a native agent generates).
+    pub event: String,
+    /// The event's `seq` (none on a `delta`): resume with `Last-Event-ID`.
+    #[serde(default)]
+    #[schema(required = false, pattern = "^[0-9]+$")]
+    pub id: String,
+    /// The event as JSON (an [`Event`]; a delta's text for `delta`).
+    pub data: String,
+    /// Reconnection time in milliseconds, when the server sets one.
+    #[serde(default)]
+    #[schema(required = false, minimum = 0)]
+    pub retry: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+}
+
+/// One try of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: i64,
+    #[schema(required = true)]
+    pub ended_at: Option<i64>,
+    #[schema(required = true)]
+    pub status: Option<RunStatus>,
+    #[schema(required = true)]
+    pub exit_code: Option<i32>,
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// The worker that ran it.
+    #[schema(required = true)]
+    pub worker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptList {
+    pub attempts: Vec<Attempt>,
+}
+
+/// A file a run produced, stored content-addressed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Artifact {
+    /// Path relative to the run's artifacts directory.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<Artifact>,
+}
+
+/// One attempt's bill of materials, as its `bom` event recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BomAttempt {
+    pub attempt: u32,
+    pub at: i64,
+    #[schema(value_type = Object)]
+    pub bom: Value,
+}
+
+/// The bills of materials of a run (none for a run that is not native).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Bom {
+    pub run: String,
+    /// The latest attempt's; null when there is none.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub bom: Value,
+    pub attempts: Vec<BomAttempt>,
+}
+
+/// One member of a workflow (or `__start__`, `__end__`, `__coordinator__`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GraphNode {
+    pub id: String,
+    /// How many child runs (turns) it had.
+    pub turns: u64,
+    /// Its child runs: `{id, status, duration_ms}`.
+    #[schema(value_type = Vec<Object>)]
+    pub runs: Vec<Value>,
+    /// Its turns' tokens and cost together.
+    #[schema(value_type = Object)]
+    pub usage: Value,
+    pub duration_ms: i64,
+}
+
+/// Messages that went from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+    /// Counts by kind (TASK, RESULT, VALIDATION, ERROR, CONTROL).
+    #[schema(value_type = Object)]
+    pub kinds: Value,
+}
+
+/// One message of a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GraphMessage {
+    pub id: String,
+    pub seq: i64,
+    pub from: String,
+    pub to: String,
+    pub kind: String,
+    /// When it was recorded (ms since the epoch).
+    pub at: i64,
+    /// The child run that sent it (none for the workflow's input or an aggregate).
+    pub sender_run: Option<String>,
+    /// The child run that delivers it (none for `__end__`).
+    pub child_run: Option<String>,
+    /// Whether that run exists.
+    pub delivered: bool,
+}
+
+/// A workflow run's communication graph (empty for a run that is not a workflow).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Graph {
+    pub workflow: String,
+    pub name: String,
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+    pub messages: Vec<GraphMessage>,
+}
+
+/// An approval an agent asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approval {
+    pub run_id: String,
+    /// Its run's project (in listings).
+    #[serde(default)]
+    #[schema(required = false)]
+    pub project: Option<String>,
+    /// The agent's id for it (unique within the run).
+    pub id: String,
+    pub attempt: u32,
+    pub summary: String,
+    pub requested_at: i64,
+    /// When it is denied automatically, if ever.
+    #[schema(required = true)]
+    pub deadline: Option<i64>,
+    /// `approve` or `deny`, once decided.
+    #[schema(required = true)]
+    pub decision: Option<String>,
+    #[schema(required = true)]
+    pub decided_by: Option<String>,
+    #[schema(required = true)]
+    pub rationale: Option<String>,
+    #[schema(required = true)]
+    pub decided_at: Option<i64>,
+    /// What is asked, beyond the summary (a tool call's tool, arguments, risk).
+    #[serde(default)]
+    #[schema(required = false)]
+    pub details: Option<Value>,
+    /// Arguments the approver gave in place of the ones asked for.
+    #[serde(default)]
+    #[schema(required = false)]
+    pub input: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalList {
+    pub approvals: Vec<Approval>,
+}
+
+/// A run whose attempts are exhausted, with its run's parcel, operation,
+/// input and status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    pub run_id: String,
+    pub at: i64,
+    pub reason: String,
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub checkpoint: Option<Value>,
+    /// One entry per failed attempt: `{attempt, status, exit_code, error}`.
+    pub errors: Value,
+    /// The run that replayed it, once replayed.
+    #[schema(required = true)]
+    pub replayed_by: Option<String>,
+    /// Its run's project.
+    pub project: String,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    pub operation: Operation,
+    pub input: Value,
+    pub status: RunStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A built parcel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Parcel {
+    pub digest: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub version: Option<String>,
+    pub courier: Courier,
+    pub entrypoint: Operation,
+    /// When it was first stored (ms since the epoch).
+    pub created_at: i64,
+    /// How many files it holds, and their bytes.
+    pub files: u64,
+    pub size: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParcelList {
+    pub parcels: Vec<Parcel>,
+}
+
+/// The parcel an upload built.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParcelBuilt {
+    pub digest: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub version: Option<String>,
+    /// How many files it holds.
+    pub files: u64,
+}
+
+/// The parcels a prune removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParcelsPruned {
+    pub removed: Vec<String>,
+}
+
+/// The parcel a removal removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParcelRemoved {
+    pub digest: String,
+    pub name: String,
+}
+
+/// The policy overrides of `POST /v1/runs`, like `dispatch run`'s flags;
+/// stored with the run and applied by the worker to every attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Retries after the first attempt (`--retries`).
+    pub retries: Option<u32>,
+    /// `<initial>..<max>` between attempts, doubled each retry, with jitter,
+    /// e.g. `1s..30s` (`--backoff`).
+    pub backoff: Option<String>,
+    /// Time limit of each attempt, a duration: `500ms`, `30s`, `5m`, `2h`
+    /// (no unit: seconds) (`--timeout`).
+    pub timeout: Option<String>,
+    /// Time limit of each step, a duration (`--step-timeout`).
+    pub step_timeout: Option<String>,
+    /// Stop the run past this many tokens (`--max-tokens`).
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u64>,
+    /// Stop the run past this many US dollars (`--max-cost`).
+    #[schema(exclusive_minimum = 0)]
+    pub max_cost: Option<f64>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// `POST /v1/runs` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateRunQuery {
+    /// Block until the run has ended (200), or `timeout` passed (202).
+    pub wait: Option<bool>,
+    /// Seconds `wait` blocks at most (default 30, at most 300).
+    #[param(minimum = 0, maximum = 300)]
+    pub timeout: Option<f64>,
+}
+
+/// The body of `POST /v1/runs/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRuns {
+    /// 1 to 1,000 runs, each a `createRun` body (`start: false` is refused).
+    pub runs: Vec<crate::CreateRun>,
+}
+
+/// The answer of `POST /v1/runs/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedRuns {
+    /// Every run, in the order asked; `deduplicated` says which an
+    /// idempotency key matched.
+    pub runs: Vec<Run>,
+}
+
+/// `POST /v1/runs` headers.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CreateRunHeaders {
+    /// W3C trace context (`00-<trace id>-<parent id>-<flags>`): the run's
+    /// trace joins it, and its agents get it as `TRACEPARENT`.
+    #[param(required = false, value_type = String)]
+    pub traceparent: Option<String>,
+}
+
+/// `GET /v1/runs` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Only this project's runs; the token must be bound to it (default:
+    /// every project the token may see).
+    pub project: Option<String>,
+    /// Comma-separated statuses, any of them.
+    pub status: Option<String>,
+    /// A parcel's name or digest prefix.
+    pub parcel: Option<String>,
+    /// The parent run's id or unique prefix.
+    pub parent: Option<String>,
+    pub operation: Option<Operation>,
+    /// What started the runs: `manual`, `restart`, `replay`, `upstream`,
+    /// `eval` or `workflow`.
+    pub trigger: Option<String>,
+    /// Comma-separated labels, all required: runs dispatched with every one
+    /// (the parameter may be repeated).
+    pub label: Option<String>,
+    /// Runs created at or after this time: RFC 3339 (`2026-11-21T10:00:00Z`;
+    /// write a `+` offset as `%2B`) or an age before now (`30s`, `10m`, `2h`,
+    /// `7d`); when paging, send the same absolute time with every page.
+    pub created_after: Option<String>,
+    /// Runs created before this time (exclusive), in the same forms as
+    /// `created_after`.
+    pub created_before: Option<String>,
+    /// Page size (default 50; 0 counts as 1; at most 1000).
+    #[param(minimum = 0, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/runs/{id}` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetRunQuery {
+    /// Seconds (at most 60): answer once the run has ended, or after that
+    /// long (a long poll).
+    #[param(minimum = 0, maximum = 60)]
+    pub wait: Option<f64>,
+}
+
+/// The one value of `format`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsFormat {
+    Json,
+}
+
+/// `GET /v1/runs/{id}/events` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Resume after this event seq (like `Last-Event-ID`, which wins).
+    pub after: Option<i64>,
+    /// `json`: the events stored so far as one document, not a stream.
+    #[param(inline)]
+    pub format: Option<EventsFormat>,
+}
+
+/// `GET /v1/runs/{id}/logs` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Stream until the run ends.
+    pub follow: Option<bool>,
+}
+
+/// `GET /v1/approvals` query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApprovalsQuery {
+    /// `false` to list decided approvals too (default: pending only).
+    pub pending: Option<bool>,
+    /// Only this run's (id or unique prefix).
+    pub run: Option<String>,
+    /// Only this project's; the token must be bound to it (default: every
+    /// project the token may see).
+    pub project: Option<String>,
+}
+
+/// An eval's report, as `dispatch eval --format json` prints it (the fields
+/// the server reads; everything else is kept as sent).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvalReport {
+    /// The eval's id.
+    pub eval: String,
+    /// The digest of the parcel evaluated.
+    pub parcel: String,
+    pub parcel_name: String,
+    /// When the eval started (ms since the epoch).
+    pub created_at: i64,
+    /// One outcome per run: case, repeat, run_id, passed, failures, status, tokens, cost, time.
+    pub results: Vec<serde_json::Value>,
+    /// Totals and the pass rate.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+/// `GET /v1/workers`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+/// A worker as it last said, and the runs it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    /// Unique in the cluster: the lease owner.
+    pub name: String,
+    /// `working`, `stopped` (drained), or `silent` (not heard from for three beats).
+    pub state: String,
+    /// The labels it offers.
+    pub labels: Vec<String>,
+    pub slots: u32,
+    /// Live runs (starting, running, paused) leased to it.
+    pub used: u32,
+    /// How long its leases last.
+    pub lease_ms: i64,
+    /// When it last renewed a lease it holds (ms since the epoch); null without leases.
+    pub renewed_at: Option<i64>,
+    pub started_at: i64,
+    /// When it last said it was there (every 5 s).
+    pub seen_at: i64,
+    pub stopped_at: Option<i64>,
+    /// The machine it runs on (its hostname): with `pid`, who holds the name.
+    pub host: String,
+    pub pid: u32,
+}
+
+/// A kept eval.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvalKept {
+    pub eval: String,
+}
+
+/// What `POST /v1/services` started.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceCreated {
+    /// The service run (`running`, with no process).
+    pub run: Run,
+    /// The name it is served under.
+    pub name: String,
+    /// Its webhook on every server (`/hooks/<name>[/<path>]`), when it has one.
+    #[schema(required = true)]
+    pub hook: Option<String>,
+    /// Its timers: cron expressions, or `every <n>ms`.
+    pub schedules: Vec<String>,
+}
+
+/// A webhook request accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HookAccepted {
+    /// The heartbeat run that executes the wake.
+    pub run_id: String,
+    #[schema(pattern = "^accepted$")]
+    pub status: String,
+}
+
+/// A webhook request refused, as a local service's listener answers it:
+/// `not_found`, `method_not_allowed`, `unauthorized`, `body_too_large`,
+/// `headers_too_large`, `bad_body`, `stopping`, `wake_failed`, `unavailable`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HookError {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceItem>,
+}
+
+/// A running service: its run and its stored state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceItem {
+    /// The service's run id.
+    pub id: String,
+    pub parcel_name: String,
+    pub parcel_digest: String,
+    /// The project it belongs to.
+    pub project: String,
+    pub status: RunStatus,
+    pub created_at: i64,
+    /// Null until its helper saved it.
+    #[schema(required = true)]
+    pub state: Option<ServiceState>,
+}
+
+/// A service's stored state (`GET /v1/runs/{id}/service`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceState {
+    /// The name a cluster service is served under; null for a local service.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// Wake sources, overlap and ingress policy (the shared secret's SHA-256 only).
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Each timer: its expression or interval, `next_fire_at`, `last_fired_at`, fires, skips.
+    #[schema(value_type = Vec<Object>)]
+    pub schedules: Value,
+    /// Each listener: address, requests handled and rejected, last request.
+    #[schema(value_type = Vec<Object>)]
+    pub listeners: Value,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
+}
