@@ -206,11 +206,12 @@ impl Provider for Replaying {
         let key = request_key(req);
         let path = self.dir.join(format!("{key}.json"));
         exchange.url = format!("cassette:{}", path.display());
-        exchange.request_body = canonical_request(req);
+        let canonical = canonical_request(req);
+        exchange.request_body = crate::sse::encode(&canonical);
         let response = lookup(&path)
             .ok_or_else(|| ProviderError::Refused {
                 status: 404,
-                message: missing(&self.dir, &key, &exchange.request_body),
+                message: missing(&self.dir, &key, &canonical),
             })?
             .map_err(|e| {
                 ProviderError::Protocol(format!("cassette entry {}: {e}", path.display()))

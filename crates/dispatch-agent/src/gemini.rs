@@ -173,13 +173,14 @@ impl Provider for Gemini {
             .iter()
             .map(|k| ("x-goog-api-key", k.as_str()))
             .collect();
-        let body = self.body(req);
+        // Serialized at once: the `Value` is gone before the call goes out.
+        let body = crate::sse::encode(&self.body(req));
         let parser = Chunks::new(&req.model);
         call(
             &self.client,
             &self.url(&req.model),
             &headers,
-            &body,
+            body,
             exchange,
             on_delta,
             parser,

@@ -119,13 +119,14 @@ impl Provider for OpenAiResponses {
             .iter()
             .map(|b| ("authorization", b.as_str()))
             .collect();
-        let body = self.body(req);
+        // Serialized at once: the `Value` is gone before the call goes out.
+        let body = crate::sse::encode(&self.body(req));
         let parser = Events::new(&req.model);
         call(
             &self.client,
             &self.url(),
             &headers,
-            &body,
+            body,
             exchange,
             on_delta,
             parser,

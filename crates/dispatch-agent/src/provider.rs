@@ -287,12 +287,20 @@ impl ProviderError {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
     pub url: String,
-    pub request_body: serde_json::Value,
+    /// The JSON text sent, as sent (shared with the HTTP client, not a copy).
+    pub request_body: bytes::Bytes,
     pub status: u16,
     pub response_body: String,
     /// Milliseconds from sending the request to the first text or tool-call
     /// fragment (`None` when none arrived).
     pub first_token_ms: Option<u64>,
+}
+
+impl Exchange {
+    /// The request body as JSON (`Null` when none was sent or it is not JSON).
+    pub fn request_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.request_body).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A model provider: one per wire format.

@@ -252,7 +252,7 @@ async fn anthropic_continues_a_paused_turn_by_sending_its_content_back() {
     assert_eq!(blocks[2]["text"], "Looking it up. ");
     assert_eq!(seen[1].body["tools"], seen[0].body["tools"]);
     // The exchange keeps the first request and every answer.
-    assert_eq!(ex.request_body, seen[0].body);
+    assert_eq!(ex.request_json(), seen[0].body);
     assert_eq!(ex.response_body.matches("event: message_stop").count(), 2);
 }
 
