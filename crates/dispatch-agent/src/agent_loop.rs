@@ -447,8 +447,8 @@ pub(crate) async fn call_chain(
         let provider = provider_for(m, client);
         let req = ModelRequest {
             model: m.model.name.clone(),
-            system: conv.system.clone(),
-            messages: conv.messages.clone(),
+            system: std::borrow::Cow::Borrowed(&conv.system),
+            messages: std::borrow::Cow::Borrowed(&conv.messages),
             tools: tools.specs(),
             max_output_tokens: cfg.max_output_tokens,
             reasoning: cfg.reasoning,

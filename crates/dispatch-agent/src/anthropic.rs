@@ -86,10 +86,10 @@ impl Anthropic {
 
     /// The exact JSON body a call sends (the key travels in a header only).
     /// Tool results are user messages; consecutive messages of one role merge.
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let budget = thinking_budget(req);
         let mut messages: Vec<Value> = Vec::new();
-        for m in &req.messages {
+        for m in req.messages.iter() {
             let role = if m.role == Role::Assistant {
                 "assistant"
             } else {
@@ -137,7 +137,7 @@ impl Anthropic {
 /// model that left no signed thinking (a fallback from another provider),
 /// which Anthropic refuses with thinking on. `max_tokens` is then the
 /// budget plus the answer's own limit, so that it stays above the budget.
-fn thinking_budget(req: &ModelRequest) -> Option<u64> {
+fn thinking_budget(req: &ModelRequest<'_>) -> Option<u64> {
     let budget = req.reasoning?.budget()?;
     let last = req
         .messages

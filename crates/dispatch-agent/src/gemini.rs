@@ -67,7 +67,7 @@ impl Gemini {
     /// The exact JSON body a call sends (the key travels in a header only).
     /// Consecutive turns of one role merge (the results of one round's
     /// calls are one `user` turn, as Gemini expects).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut contents: Vec<Value> = Vec::new();
         for (i, m) in req.messages.iter().enumerate() {
             let role = if m.role == Role::Assistant {

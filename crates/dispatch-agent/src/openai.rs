@@ -48,12 +48,12 @@ impl OpenAi {
     }
 
     /// The exact JSON body a call sends (the key travels in a header only).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut messages = Vec::new();
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
-        for m in &req.messages {
+        for m in req.messages.iter() {
             messages.push(match m.role {
                 Role::User => json!({"role": "user", "content": m.content}),
                 Role::Tool => json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}),

@@ -50,9 +50,9 @@ impl OpenAiResponses {
     }
 
     /// The exact JSON body a call sends (the key travels in a header only).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut input = Vec::new();
-        for m in &req.messages {
+        for m in req.messages.iter() {
             match m.role {
                 Role::User => input.push(json!({"role": "user", "content": m.content})),
                 Role::Tool => input.push(json!({

@@ -4,6 +4,7 @@
 //! answer, hands each text fragment to the caller as it arrives, and returns
 //! the whole [`ModelResponse`] (text, tool calls, usage, finish reason).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -135,13 +136,15 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
-/// What to ask the model, provider-neutral.
+/// What to ask the model, provider-neutral. The loop lends it the
+/// conversation (`system` and `messages` borrowed, not copied): a run
+/// waiting on its model holds its conversation once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelRequest {
+pub struct ModelRequest<'a> {
     pub model: String,
     /// The system prompt ("" for none).
-    pub system: String,
-    pub messages: Vec<Message>,
+    pub system: Cow<'a, str>,
+    pub messages: Cow<'a, [Message]>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
     /// Most output tokens for this call (`LIMIT OUTPUT_TOKENS`). Anthropic

@@ -15,11 +15,11 @@ async fn mock(steps: serde_json::Value) -> MockServer {
     MockServer::start(script).await.expect("mock starts")
 }
 
-fn request() -> ModelRequest {
+fn request() -> ModelRequest<'static> {
     ModelRequest {
         model: "m".into(),
         system: "be brief".into(),
-        messages: vec![Message::user("hi")],
+        messages: std::borrow::Cow::Owned(vec![Message::user("hi")]),
         tools: vec![],
         max_output_tokens: None,
         reasoning: None,

@@ -373,11 +373,6 @@ mod tests {
             matches!(r.resolve(2), Step::Text { ref text, delay_ms: 5, .. } if text == DEFAULT_REPLY)
         );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn a_rounds_step_may_hold_its_answer_longer_than_its_tool_rounds() {
