@@ -24,7 +24,6 @@ use super::{Args, launch_request, mock_on, script, tool_agent, worker};
 struct Sample {
     rss: u64,
     anon: u64,
-    private_dirty: u64,
     threads: u64,
 }
 
@@ -38,11 +37,9 @@ fn field(text: &str, name: &str) -> u64 {
 
 fn sample(pid: u32) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     Sample {
         rss: field(&status, "VmRSS:"),
         anon: field(&status, "RssAnon:"),
-        private_dirty: field(&rollup, "Private_Dirty:"),
         threads: field(&status, "Threads:"),
     }
 }
@@ -61,13 +58,9 @@ fn settled(pid: u32) -> Sample {
 }
 
 /// KiB per run between two samples `runs` apart.
-fn per_run(a: Sample, b: Sample, runs: usize) -> [f64; 3] {
+fn per_run(a: Sample, b: Sample, runs: usize) -> [f64; 2] {
     let d = |x: u64, y: u64| (y as f64 - x as f64) / runs as f64;
-    [
-        d(a.rss, b.rss),
-        d(a.anon, b.anon),
-        d(a.private_dirty, b.private_dirty),
-    ]
+    [d(a.rss, b.rss), d(a.anon, b.anon)]
 }
 
 pub(super) fn measure(
@@ -148,11 +141,11 @@ pub(super) fn measure(
     let mut levels_json = Vec::new();
     for pair in samples.windows(2) {
         let ((n0, s0), (n1, s1)) = (pair[0], pair[1]);
-        let [rss, anon, dirty] = per_run(s0, s1, n1 - n0);
+        let [rss, anon] = per_run(s0, s1, n1 - n0);
         out.row(
             &format!("worker with {n1} native runs waiting on their third model call"),
             &format!(
-                "RSS {:.1} MB, anonymous {:.1} MB, {} threads; {n0} → {n1} runs: {rss:.1} KB RSS, {anon:.1} KB anonymous, {dirty:.1} KB private dirty per run",
+                "RSS {:.1} MB, anonymous {:.1} MB, {} threads; {n0} → {n1} runs: {rss:.1} KB RSS, {anon:.1} KB anonymous per run",
                 s1.rss as f64 / 1024.0,
                 s1.anon as f64 / 1024.0,
                 s1.threads
@@ -161,7 +154,7 @@ pub(super) fn measure(
         );
         levels_json.push(json!({
             "runs": n1, "rss_kb": s1.rss, "anon_kb": s1.anon,
-            "private_dirty_kb": s1.private_dirty, "threads": s1.threads,
+            "threads": s1.threads,
             "rss_kb_per_run_since_previous": rss, "anon_kb_per_run_since_previous": anon,
         }));
     }
@@ -171,16 +164,13 @@ pub(super) fn measure(
     if let (Some(&(n1, s1)), Some(&(n2, s2))) = (samples.get(1), samples.last())
         && n2 > n1
     {
-        let [rss, anon, dirty] = per_run(s1, s2, n2 - n1);
+        let [rss, anon] = per_run(s1, s2, n2 - n1);
         out.row(
             &format!("memory per waiting native run ({n1} → {n2} runs waiting)"),
-            &format!(
-                "{rss:.1} KB RSS ({anon:.1} KB anonymous, {dirty:.1} KB private dirty)"
-            ),
+            &format!("{rss:.1} KB RSS ({anon:.1} KB anonymous)"),
             "≤ 40 KB",
         );
         out.set(m, "rss_kb_per_run", rss);
         out.set(m, "anon_kb_per_run", anon);
-        out.set(m, "private_dirty_kb_per_run", dirty);
     }
 }

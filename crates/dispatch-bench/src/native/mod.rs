@@ -72,9 +72,9 @@ Measurements (all but memory by default; `--only NAME` for one):
   memory       the worker's memory per run waiting on its model: the runs do
                their 2 tool rounds at once, then the mock holds their third
                call (their whole conversation in flight) for an hour. Sampled
-               idle and once --memory-levels runs wait (RSS, anonymous and
-               private dirty memory, threads); per run = the difference
-               between two levels over the difference in runs.
+               idle and once --memory-levels runs wait (RSS, anonymous
+               memory, threads); per run = the difference between two
+               levels over the difference in runs.
 
 Output: a Markdown table, a row as each measurement ends, or with
 `--format json` one JSON object, a key per measurement, each an object of
