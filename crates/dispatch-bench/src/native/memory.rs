@@ -7,7 +7,9 @@
 //! between two samples over the difference in runs (what a run costs, not
 //! what the worker costs).
 
+use std::io::{BufRead, Write};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dispatch_runtime::Layout;
@@ -134,6 +136,7 @@ pub(super) fn measure(
     }
     let _ = w.kill();
     let _ = w.wait();
+    let floor = http_floor(&mock, levels);
     let m = "memory";
     out.set(m, "idle_rss_kb", idle.rss);
     out.set(m, "idle_anon_kb", idle.anon);
@@ -172,5 +175,107 @@ pub(super) fn measure(
         );
         out.set(m, "rss_kb_per_run", rss);
         out.set(m, "anon_kb_per_run", anon);
+    }
+    // Beside it, in the same minutes: what the HTTP client alone holds per
+    // call waiting on the same mock (its connection, buffers and tasks).
+    if let Some(kb) = floor {
+        out.row(
+            &format!(
+                "beside: the worker's HTTP client alone (dispatch_http, HTTP/1.1 to the mock), {} → {} calls waiting, in a process of its own",
+                levels[0], most
+            ),
+            &format!("{kb:.1} KB RSS per waiting call (a floor of the runs' figure above)"),
+            "",
+        );
+        out.set(m, "http_client_rss_kb_per_call", kb);
+    }
+}
+
+/// The body of a third model call (two tool rounds done): the mock holds it.
+fn third_call_body() -> String {
+    let call = |n: u64| {
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{n}"),
+               "type": "function", "function": {"name": "lookup", "arguments": format!("{{\"round\":{n}}}")}}]})
+    };
+    let result = |n: u64| json!({"role": "tool", "tool_call_id": format!("call_{n}"), "content": "order: shipped"});
+    json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+           "messages": [{"role": "user", "content": "go"}, call(1), result(1), call(2), result(2)],
+           "tools": [{"type": "function", "function": {"name": "lookup", "description": "Find an order",
+                      "parameters": {"type": "object"}}}]})
+    .to_string()
+}
+
+/// `dispatch-bench native __hold-calls URL` (started by [`http_floor`]):
+/// the worker's HTTP client alone; each line `N` read from stdin brings the
+/// calls in flight to N (each a third call the mock holds), then `ok`.
+pub(super) fn hold_calls(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = dispatch_runtime::native::client();
+    let body = third_call_body();
+    let endpoint = format!("{}/chat/completions", url.trim_end_matches('/'));
+    let _guard = rt.enter();
+    let mut started = 0usize;
+    println!("ready");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines().map_while(Result::ok) {
+        let Ok(n) = line.trim().parse::<usize>() else {
+            break;
+        };
+        for _ in started..n {
+            let request = client
+                .post(&endpoint)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            rt.spawn(async move {
+                if let Ok(r) = request.send().await {
+                    let _ = r.bytes().await;
+                }
+            });
+        }
+        started = started.max(n);
+        // Let the runtime send them (it runs while this thread waits).
+        rt.block_on(tokio::time::sleep(Duration::from_millis(500)));
+        println!("ok");
+    }
+}
+
+/// KiB of RSS per call waiting, of the HTTP client alone (see [`hold_calls`]),
+/// between the first and last of `levels`.
+fn http_floor(mock: &dispatch_test_support::mock::MockServer, levels: &[usize]) -> Option<f64> {
+    let (first, last) = (*levels.first()?, *levels.last()?);
+    if last <= first {
+        return None;
+    }
+    let me = std::env::current_exe().ok()?;
+    let mut child = Command::new(me)
+        .args(["native", "__hold-calls", &mock.base_url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take()?).lines();
+    let mut samples = Vec::new();
+    let before = mock.requests().len();
+    if lines.next().and_then(Result::ok).as_deref() == Some("ready") {
+        for n in [first, last] {
+            let _ = writeln!(stdin, "{n}");
+            let _ = lines.next();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while mock.requests().len() < before + n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples.push(settled(child.id()));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    match samples.as_slice() {
+        [a, b] => Some(per_run(*a, *b, last - first)[0]),
+        _ => None,
     }
 }

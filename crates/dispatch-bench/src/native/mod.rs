@@ -159,6 +159,13 @@ fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
 
 pub fn main(args: &[String]) {
     use clap::Parser;
+    // The memory measurement's HTTP client floor, in a process of its own.
+    if let [cmd, url] = args
+        && cmd == "__hold-calls"
+    {
+        memory::hold_calls(url);
+        return;
+    }
     let argv = std::iter::once("dispatch-bench native".to_string()).chain(args.iter().cloned());
     let a = Args::parse_from(argv);
     if let Some(url) = &a.database_url {
