@@ -179,12 +179,19 @@ impl Provider for Anthropic {
             let (result, first_token) = {
                 let started = std::time::Instant::now();
                 let mut first = None;
-                let r = post_stream(&self.client, &url, &headers, body.clone(), exchange, |_, data| {
-                    parser.feed(data, &mut |d: Delta<'_>| {
-                        first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                        on_delta(d)
-                    })
-                })
+                let r = post_stream(
+                    &self.client,
+                    &url,
+                    &headers,
+                    body.clone(),
+                    exchange,
+                    |_, data| {
+                        parser.feed(data, &mut |d: Delta<'_>| {
+                            first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                            on_delta(d)
+                        })
+                    },
+                )
                 .await;
                 (r, first)
             };

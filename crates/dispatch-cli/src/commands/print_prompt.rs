@@ -39,7 +39,9 @@ pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let req = ModelRequest {
         model: primary.model.name.clone(),
         system: dispatch_agent::prompt::system_prompt(&m.instructions).into(),
-        messages: std::borrow::Cow::Owned(vec![Message::user(dispatch_agent::prompt::user_text(&payload))]),
+        messages: std::borrow::Cow::Owned(vec![Message::user(dispatch_agent::prompt::user_text(
+            &payload,
+        ))]),
         tools: crate::commands::list_tools::specs(&parcel).await?,
         max_output_tokens: agent.max_output_tokens,
         reasoning: Override::reasoning(over.as_ref(), agent),

@@ -380,8 +380,14 @@ mod tests {
             "kind": "rounds", "tool_rounds": 2, "delay_ms": 5, "answer_delay_ms": 60000
         }))
         .expect("a valid step");
-        assert!(matches!(step.resolve(0), Step::ToolCalls { delay_ms: 5, .. }));
-        assert!(matches!(step.resolve(1), Step::ToolCalls { delay_ms: 5, .. }));
+        assert!(matches!(
+            step.resolve(0),
+            Step::ToolCalls { delay_ms: 5, .. }
+        ));
+        assert!(matches!(
+            step.resolve(1),
+            Step::ToolCalls { delay_ms: 5, .. }
+        ));
         assert_eq!(step.resolve(2).delay_ms(), 60000);
         // Without it, the answer waits as long as the tool rounds.
         assert_eq!(default_fallback().resolve(0).delay_ms(), 0);
