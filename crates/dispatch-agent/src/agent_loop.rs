@@ -447,8 +447,8 @@ pub(crate) async fn call_chain(
         let provider = provider_for(m, client);
         let req = ModelRequest {
             model: m.model.name.clone(),
-            system: conv.system.clone(),
-            messages: conv.messages.clone(),
+            system: std::borrow::Cow::Borrowed(&conv.system),
+            messages: std::borrow::Cow::Borrowed(&conv.messages),
             tools: tools.specs(),
             max_output_tokens: cfg.max_output_tokens,
             reasoning: cfg.reasoning,
@@ -533,7 +533,7 @@ pub(crate) async fn call_chain(
                 "model": m.model.name, "provider": m.model.provider.as_str(), "base_url": m.model.endpoint(),
                 "latency_ms": latency, "first_token_ms": ex.first_token_ms, "retry": retry,
                 "fallback": mi > 0, "status": ex.status,
-                "request_sha256": sink.blob(&serde_json::to_vec(&ex.request_body).unwrap_or_default()),
+                "request_sha256": sink.blob(&ex.request_body),
                 "response_sha256": sink.blob(ex.response_body.as_bytes()),
                 "round": conv.rounds + 1,
             });

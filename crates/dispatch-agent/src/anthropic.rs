@@ -86,10 +86,10 @@ impl Anthropic {
 
     /// The exact JSON body a call sends (the key travels in a header only).
     /// Tool results are user messages; consecutive messages of one role merge.
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let budget = thinking_budget(req);
         let mut messages: Vec<Value> = Vec::new();
-        for m in &req.messages {
+        for m in req.messages.iter() {
             let role = if m.role == Role::Assistant {
                 "assistant"
             } else {
@@ -137,7 +137,7 @@ impl Anthropic {
 /// model that left no signed thinking (a fallback from another provider),
 /// which Anthropic refuses with thinking on. `max_tokens` is then the
 /// budget plus the answer's own limit, so that it stays above the budget.
-fn thinking_budget(req: &ModelRequest) -> Option<u64> {
+fn thinking_budget(req: &ModelRequest<'_>) -> Option<u64> {
     let budget = req.reasoning?.budget()?;
     let last = req
         .messages
@@ -164,8 +164,13 @@ impl Provider for Anthropic {
         if let Some(k) = &self.api_key {
             headers.push(("x-api-key", k.as_str()));
         }
-        let (url, mut body) = (self.url(), self.body(req));
-        let first_body = body.clone();
+        // Serialized at once (the `Value` is gone before the call goes
+        // out); a continued turn's body is built again with what the
+        // paused parts said.
+        let url = self.url();
+        let first_body = crate::sse::encode(&self.body(req));
+        let mut body = first_body.clone();
+        let mut paused_blocks: Vec<Value> = Vec::new();
         let mut so_far: Option<ModelResponse> = None;
         let mut continued = 0;
         loop {
@@ -174,12 +179,19 @@ impl Provider for Anthropic {
             let (result, first_token) = {
                 let started = std::time::Instant::now();
                 let mut first = None;
-                let r = post_stream(&self.client, &url, &headers, &body, exchange, |_, data| {
-                    parser.feed(data, &mut |d: Delta<'_>| {
-                        first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                        on_delta(d)
-                    })
-                })
+                let r = post_stream(
+                    &self.client,
+                    &url,
+                    &headers,
+                    body.clone(),
+                    exchange,
+                    |_, data| {
+                        parser.feed(data, &mut |d: Delta<'_>| {
+                            first.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                            on_delta(d)
+                        })
+                    },
+                )
                 .await;
                 (r, first)
             };
@@ -198,7 +210,10 @@ impl Provider for Anthropic {
             };
             match paused {
                 Some(blocks) if continued < MAX_CONTINUATIONS => {
-                    continue_turn(&mut body, blocks);
+                    paused_blocks.extend(blocks);
+                    let mut next = self.body(req);
+                    continue_turn(&mut next, paused_blocks.clone());
+                    body = crate::sse::encode(&next);
                     so_far = Some(answer);
                     continued += 1;
                 }

@@ -92,7 +92,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
     let req = ModelRequest {
         model: "claude-haiku-4-5".into(),
         system: "Be brief.".into(),
-        messages: vec![
+        messages: std::borrow::Cow::Owned(vec![
             Message::user("weather and time?"),
             Message::assistant(
                 "",
@@ -113,7 +113,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
             ),
             Message::tool_result("t1", "sunny", false),
             Message::tool_result("t2", "no clock", true),
-        ],
+        ]),
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),

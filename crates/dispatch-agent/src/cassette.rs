@@ -74,12 +74,12 @@ pub fn replaying(dir: PathBuf, kind: ProviderKind) -> Box<dyn Provider> {
 }
 
 /// A cassette entry: `{key, request, response}`.
-pub fn entry(req: &ModelRequest, response: &ModelResponse) -> Value {
+pub fn entry(req: &ModelRequest<'_>, response: &ModelResponse) -> Value {
     json!({"key": request_key(req), "request": canonical_request(req), "response": response})
 }
 
 /// The request's canonical JSON (see the module docs).
-pub fn canonical_request(req: &ModelRequest) -> Value {
+pub fn canonical_request(req: &ModelRequest<'_>) -> Value {
     let mut v = serde_json::to_value(req).unwrap_or(Value::Null);
     if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
         for m in messages {
@@ -100,7 +100,7 @@ pub fn canonical_request(req: &ModelRequest) -> Value {
 }
 
 /// The cassette key of a request: hex SHA-256 of its canonical JSON.
-pub fn request_key(req: &ModelRequest) -> String {
+pub fn request_key(req: &ModelRequest<'_>) -> String {
     hex::encode(Sha256::digest(
         canonical_text(&canonical_request(req)).as_bytes(),
     ))
@@ -206,11 +206,12 @@ impl Provider for Replaying {
         let key = request_key(req);
         let path = self.dir.join(format!("{key}.json"));
         exchange.url = format!("cassette:{}", path.display());
-        exchange.request_body = canonical_request(req);
+        let canonical = canonical_request(req);
+        exchange.request_body = crate::sse::encode(&canonical);
         let response = lookup(&path)
             .ok_or_else(|| ProviderError::Refused {
                 status: 404,
-                message: missing(&self.dir, &key, &exchange.request_body),
+                message: missing(&self.dir, &key, &canonical),
             })?
             .map_err(|e| {
                 ProviderError::Protocol(format!("cassette entry {}: {e}", path.display()))
@@ -395,11 +396,11 @@ mod tests {
     use super::*;
     use crate::provider::{Message, ToolCall};
 
-    fn req(text: &str, args: &str) -> ModelRequest {
+    fn req(text: &str, args: &str) -> ModelRequest<'static> {
         ModelRequest {
             model: "m".into(),
             system: "be brief".into(),
-            messages: vec![
+            messages: std::borrow::Cow::Owned(vec![
                 Message::user(text),
                 Message::assistant(
                     "",
@@ -410,7 +411,7 @@ mod tests {
                         signature: None,
                     }],
                 ),
-            ],
+            ]),
             tools: Vec::new(),
             max_output_tokens: None,
             reasoning: None,

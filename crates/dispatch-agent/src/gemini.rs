@@ -67,7 +67,7 @@ impl Gemini {
     /// The exact JSON body a call sends (the key travels in a header only).
     /// Consecutive turns of one role merge (the results of one round's
     /// calls are one `user` turn, as Gemini expects).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut contents: Vec<Value> = Vec::new();
         for (i, m) in req.messages.iter().enumerate() {
             let role = if m.role == Role::Assistant {
@@ -173,13 +173,14 @@ impl Provider for Gemini {
             .iter()
             .map(|k| ("x-goog-api-key", k.as_str()))
             .collect();
-        let body = self.body(req);
+        // Serialized at once: the `Value` is gone before the call goes out.
+        let body = crate::sse::encode(&self.body(req));
         let parser = Chunks::new(&req.model);
         call(
             &self.client,
             &self.url(&req.model),
             &headers,
-            &body,
+            body,
             exchange,
             on_delta,
             parser,

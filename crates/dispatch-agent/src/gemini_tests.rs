@@ -113,12 +113,12 @@ fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
     let req = ModelRequest {
         model: "gemini-2.5-flash".into(),
         system: "Be brief.".into(),
-        messages: vec![
+        messages: std::borrow::Cow::Owned(vec![
             Message::user("weather and time?"),
             Message::assistant("", vec![signed, ToolCall::new("c2", "t", "not json")]),
             Message::tool_result("c1", "sunny", false),
             Message::tool_result("c2", "no clock", true),
-        ],
+        ]),
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),

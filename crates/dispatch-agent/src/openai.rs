@@ -48,12 +48,12 @@ impl OpenAi {
     }
 
     /// The exact JSON body a call sends (the key travels in a header only).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut messages = Vec::new();
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
-        for m in &req.messages {
+        for m in req.messages.iter() {
             messages.push(match m.role {
                 Role::User => json!({"role": "user", "content": m.content}),
                 Role::Tool => json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}),
@@ -105,13 +105,14 @@ impl Provider for OpenAi {
             .iter()
             .map(|b| ("authorization", b.as_str()))
             .collect();
-        let body = self.body(req);
+        // Serialized at once: the `Value` is gone before the call goes out.
+        let body = crate::sse::encode(&self.body(req));
         let parser = Chunks::new(&req.model);
         call(
             &self.client,
             &self.url(),
             &headers,
-            &body,
+            body,
             exchange,
             on_delta,
             parser,

@@ -50,9 +50,9 @@ impl OpenAiResponses {
     }
 
     /// The exact JSON body a call sends (the key travels in a header only).
-    pub fn body(&self, req: &ModelRequest) -> Value {
+    pub fn body(&self, req: &ModelRequest<'_>) -> Value {
         let mut input = Vec::new();
-        for m in &req.messages {
+        for m in req.messages.iter() {
             match m.role {
                 Role::User => input.push(json!({"role": "user", "content": m.content})),
                 Role::Tool => input.push(json!({
@@ -119,13 +119,14 @@ impl Provider for OpenAiResponses {
             .iter()
             .map(|b| ("authorization", b.as_str()))
             .collect();
-        let body = self.body(req);
+        // Serialized at once: the `Value` is gone before the call goes out.
+        let body = crate::sse::encode(&self.body(req));
         let parser = Events::new(&req.model);
         call(
             &self.client,
             &self.url(),
             &headers,
-            &body,
+            body,
             exchange,
             on_delta,
             parser,

@@ -152,11 +152,11 @@ fn the_body_carries_instructions_input_items_tools_and_reasoning() {
     let req = ModelRequest {
         model: "o4-mini".into(),
         system: "Be brief.".into(),
-        messages: vec![
+        messages: std::borrow::Cow::Owned(vec![
             Message::user("weather?"),
             Message::assistant("Let me look.", vec![ToolCall::new("c1", "w", "{\"a\":1}")]),
             Message::tool_result("c1", "sunny", false),
-        ],
+        ]),
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),

@@ -126,7 +126,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
     let req = ModelRequest {
         model: "gpt-4o".into(),
         system: "Be brief.".into(),
-        messages: vec![
+        messages: std::borrow::Cow::Owned(vec![
             Message::user("weather?"),
             Message::assistant(
                 "",
@@ -138,7 +138,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
                 }],
             ),
             Message::tool_result("c1", "sunny", false),
-        ],
+        ]),
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),

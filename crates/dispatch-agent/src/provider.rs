@@ -4,6 +4,7 @@
 //! answer, hands each text fragment to the caller as it arrives, and returns
 //! the whole [`ModelResponse`] (text, tool calls, usage, finish reason).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -135,13 +136,15 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
-/// What to ask the model, provider-neutral.
+/// What to ask the model, provider-neutral. The loop lends it the
+/// conversation (`system` and `messages` borrowed, not copied): a run
+/// waiting on its model holds its conversation once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelRequest {
+pub struct ModelRequest<'a> {
     pub model: String,
     /// The system prompt ("" for none).
-    pub system: String,
-    pub messages: Vec<Message>,
+    pub system: Cow<'a, str>,
+    pub messages: Cow<'a, [Message]>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
     /// Most output tokens for this call (`LIMIT OUTPUT_TOKENS`). Anthropic
@@ -287,12 +290,20 @@ impl ProviderError {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
     pub url: String,
-    pub request_body: serde_json::Value,
+    /// The JSON text sent, as sent (shared with the HTTP client, not a copy).
+    pub request_body: bytes::Bytes,
     pub status: u16,
     pub response_body: String,
     /// Milliseconds from sending the request to the first text or tool-call
     /// fragment (`None` when none arrived).
     pub first_token_ms: Option<u64>,
+}
+
+impl Exchange {
+    /// The request body as JSON (`Null` when none was sent or it is not JSON).
+    pub fn request_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.request_body).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A model provider: one per wire format.

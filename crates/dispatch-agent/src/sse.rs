@@ -20,13 +20,23 @@ pub(crate) trait StreamParser {
     fn finish(self) -> Result<ModelResponse, ProviderError>;
 }
 
-/// One streamed call: POST `body`, feed the events to `parser`, pass its
-/// fragments to `on_delta` (timing the first), and return the whole answer.
+/// A request body as the JSON text sent: built as a `Value` by the
+/// provider, serialized once, and the `Value` dropped before the call goes
+/// out. The text is shared (not copied) between the HTTP client, which
+/// keeps it until the answer comes, and the [`Exchange`]: a call waiting on
+/// its model holds its request once.
+pub(crate) fn encode(body: &Value) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// One streamed call: POST `body` (see [`encode`]), feed the events to
+/// `parser`, pass its fragments to `on_delta` (timing the first), and
+/// return the whole answer.
 pub(crate) async fn call<P: StreamParser>(
     client: &reqwest::Client,
     url: &str,
     headers: &[(&str, &str)],
-    body: &Value,
+    body: bytes::Bytes,
     exchange: &mut Exchange,
     on_delta: &mut (dyn for<'d> FnMut(Delta<'d>) -> Flow + Send),
     mut parser: P,
@@ -59,7 +69,7 @@ pub(crate) async fn post_stream(
     client: &reqwest::Client,
     url: &str,
     headers: &[(&str, &str)],
-    body: &Value,
+    body: bytes::Bytes,
     exchange: &mut Exchange,
     mut on_event: impl FnMut(&str, &str) -> Result<Flow, ProviderError>,
 ) -> Result<(), ProviderError> {
@@ -67,7 +77,8 @@ pub(crate) async fn post_stream(
     exchange.request_body = body.clone();
     let mut request = client
         .post(url)
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .header("accept", "text/event-stream");
     for (k, v) in headers {
         request = request.header(*k, *v);

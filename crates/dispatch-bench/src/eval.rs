@@ -119,7 +119,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
 }
 
 /// One call of a recorded request live to the mock: seconds, and the request.
-async fn one_live_call(url: &str, cassette: &Path) -> (f64, ModelRequest) {
+async fn one_live_call(url: &str, cassette: &Path) -> (f64, ModelRequest<'static>) {
     let entry = std::fs::read_dir(cassette)
         .expect("cassette")
         .flatten()
@@ -147,7 +147,7 @@ async fn one_live_call(url: &str, cassette: &Path) -> (f64, ModelRequest) {
 }
 
 /// Mean seconds of one replayed call of `request`.
-async fn replayed_calls(cassette: &Path, request: &ModelRequest, calls: usize) -> f64 {
+async fn replayed_calls(cassette: &Path, request: &ModelRequest<'_>, calls: usize) -> f64 {
     let provider = cassette::replaying(cassette.to_path_buf(), ProviderKind::Openai);
     let mut on_delta = |_: dispatch_agent::Delta<'_>| Flow::Continue;
     let started = Instant::now();

@@ -65,7 +65,9 @@ pub(crate) async fn run(
     if let Some(shipper) = &shipper {
         store.ship_log_with(shipper.clone());
     }
-    let work = async {
+    // On the heap once: `ship_while` takes it, or it is awaited here (as a
+    // local it would take its size twice in this function's state).
+    let work = Box::pin(async {
         let courier = parcel.as_ref().map(|p| p.manifest.courier);
         let workflow = courier.is_none_or(|c| c == dispatch_core::parcel::Courier::Workflow);
         let archives = objects.as_deref();
@@ -113,7 +115,7 @@ pub(crate) async fn run(
             Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }
-    };
+    });
     let code = match &shipper {
         Some(shipper) => shipper.ship_while(who, work).await,
         None => work.await,

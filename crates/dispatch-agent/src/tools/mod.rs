@@ -145,14 +145,17 @@ pub struct ToolContext<'a> {
 
 impl ToolContext<'_> {
     /// The environment of the processes of the TOOL named `tool`: `env`
-    /// plus the secrets scoped to it.
-    pub fn env_for(&self, tool: &str) -> Vec<(String, String)> {
+    /// plus the secrets scoped to it (`env` itself, not a copy, when none is).
+    pub fn env_for(&self, tool: &str) -> std::borrow::Cow<'_, [(String, String)]> {
+        let Some(scoped) = self.scoped.get(tool).filter(|s| !s.is_empty()) else {
+            return std::borrow::Cow::Borrowed(&self.env);
+        };
         let mut env = self.env.clone();
-        for (k, v) in self.scoped.get(tool).into_iter().flatten() {
+        for (k, v) in scoped {
             env.retain(|(name, _)| name != k);
             env.push((k.clone(), v.clone()));
         }
-        env
+        std::borrow::Cow::Owned(env)
     }
 }
 
@@ -161,8 +164,9 @@ pub type SpawnHook = Arc<dyn Fn(&mut tokio::process::Command) + Send + Sync>;
 
 /// How one tool runs.
 enum Runner {
-    /// The program, the `USING` command that runs it, and its environment.
-    Local(PathBuf, Vec<String>, Vec<(String, String)>),
+    /// The program and the `USING` command that runs it (its environment
+    /// is made at each call: [`ToolContext::env_for`]).
+    Local(PathBuf, Vec<String>),
     Http {
         method: reqwest::Method,
         url: String,
@@ -240,7 +244,7 @@ impl<'a> ToolBox<'a> {
                         headers: resolve_headers(headers, &ctx.secrets, &decl.name)?,
                         allow: allow.clone(),
                         cwd: ctx.work_dir.clone(),
-                        env: ctx.env_for(&decl.name),
+                        env: ctx.env_for(&decl.name).into_owned(),
                         spawn_hook: crate::mcp::HookSlot(ctx.spawn_hook.clone()),
                     };
                     let server = Arc::new(McpServer::start(&config, MCP_START_TIMEOUT).await?);
@@ -423,8 +427,10 @@ impl<'a> ToolBox<'a> {
     async fn run(&self, e: &Entry, args: Value, call_id: &str) -> ToolOutcome {
         let timeout = Duration::from_millis(e.decl.timeout_ms_or(self.ctx.default_timeout_ms));
         let mut outcome = match &e.runner {
-            Runner::Local(program, using, env) => {
-                local::run(program, using, env, &args, &self.ctx, timeout).await
+            Runner::Local(program, using) => {
+                // Made for the call: a run holds its environment once (`ctx.env`).
+                let env = self.ctx.env_for(&e.decl.name);
+                local::run(program, using, &env, &args, &self.ctx, timeout).await
             }
             Runner::Http {
                 method,
@@ -690,11 +696,7 @@ fn prepare(
     Ok(match kind {
         ToolKind::Local { program, using } => (
             spec(format!("Runs {program}"), any_object()),
-            Runner::Local(
-                ctx.parcel_dir.join(program),
-                using.clone(),
-                ctx.env_for(&decl.name),
-            ),
+            Runner::Local(ctx.parcel_dir.join(program), using.clone()),
         ),
         ToolKind::Http {
             method,

@@ -20,11 +20,11 @@ async fn mock(steps: Value) -> MockServer {
     MockServer::start(script).await.expect("mock starts")
 }
 
-fn request(model: &str) -> ModelRequest {
+fn request(model: &str) -> ModelRequest<'static> {
     ModelRequest {
         model: model.into(),
         system: "Be brief.".into(),
-        messages: vec![Message::user("where is order 12345?")],
+        messages: std::borrow::Cow::Owned(vec![Message::user("where is order 12345?")]),
         tools: vec![ToolSpec {
             name: "lookup".into(),
             description: "Looks an order up".into(),
@@ -38,7 +38,7 @@ fn request(model: &str) -> ModelRequest {
 
 async fn call(
     p: &dyn Provider,
-    req: &ModelRequest,
+    req: &ModelRequest<'_>,
 ) -> (Result<ModelResponse, ProviderError>, Vec<String>) {
     let mut ex = Exchange::default();
     let mut seen = Vec::new();
@@ -82,8 +82,10 @@ async fn round_trip(p: &dyn Provider, model: &str) -> (ModelResponse, ModelRespo
     assert!(seen.iter().any(|s| s.starts_with("args:")), "{seen:?}");
     let id = first.tool_calls[0].id.clone();
     req.messages
+        .to_mut()
         .push(Message::assistant("", first.tool_calls.clone()));
     req.messages
+        .to_mut()
         .push(Message::tool_result(id, "ships tomorrow", false));
     let (second, seen) = call(p, &req).await;
     let second = second.expect("an answer");
@@ -294,8 +296,9 @@ async fn anthropic_gets_its_signed_thinking_back_and_no_thinking_after_another_m
         effort: None,
         budget_tokens: Some(2048),
     });
-    req.messages.push(call_msg.clone());
+    req.messages.to_mut().push(call_msg.clone());
     req.messages
+        .to_mut()
         .push(Message::tool_result("t1", "ships tomorrow", false));
     // The previous round came from a model that left no signed thinking
     // (a fallback): thinking is off for this call, as Anthropic requires.
@@ -305,7 +308,7 @@ async fn anthropic_gets_its_signed_thinking_back_and_no_thinking_after_another_m
         signature: Some("sig-1".into()),
         redacted: false,
     }];
-    req.messages[1] = call_msg;
+    req.messages.to_mut()[1] = call_msg;
     call(&a, &req).await.0.expect("an answer");
     let bodies: Vec<Value> = m.requests().into_iter().map(|r| r.body).collect();
     assert!(bodies[0].get("thinking").is_none(), "{}", bodies[0]);

@@ -34,11 +34,11 @@ async fn mock(steps: Value) -> MockServer {
     MockServer::start(script).await.expect("mock starts")
 }
 
-fn request(model: &str, web_search: bool) -> ModelRequest {
+fn request(model: &str, web_search: bool) -> ModelRequest<'static> {
     ModelRequest {
         model: model.into(),
         system: "Be brief.".into(),
-        messages: vec![Message::user("when did rust 1.95 ship?")],
+        messages: std::borrow::Cow::Owned(vec![Message::user("when did rust 1.95 ship?")]),
         tools: vec![],
         max_output_tokens: None,
         reasoning: None,
@@ -46,7 +46,7 @@ fn request(model: &str, web_search: bool) -> ModelRequest {
     }
 }
 
-async fn call(p: &dyn Provider, req: &ModelRequest) -> Result<ModelResponse, ProviderError> {
+async fn call(p: &dyn Provider, req: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError> {
     let mut ex = Exchange::default();
     let mut on = |_: Delta<'_>| Flow::Continue;
     p.stream(req, &mut on, &mut ex).await
@@ -252,7 +252,7 @@ async fn anthropic_continues_a_paused_turn_by_sending_its_content_back() {
     assert_eq!(blocks[2]["text"], "Looking it up. ");
     assert_eq!(seen[1].body["tools"], seen[0].body["tools"]);
     // The exchange keeps the first request and every answer.
-    assert_eq!(ex.request_body, seen[0].body);
+    assert_eq!(ex.request_json(), seen[0].body);
     assert_eq!(ex.response_body.matches("event: message_stop").count(), 2);
 }
 

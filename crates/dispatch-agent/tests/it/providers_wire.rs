@@ -18,11 +18,11 @@ async fn mock(steps: Value) -> MockServer {
     MockServer::start(script).await.expect("mock starts")
 }
 
-fn request(model: &str, max: Option<u64>) -> ModelRequest {
+fn request(model: &str, max: Option<u64>) -> ModelRequest<'static> {
     ModelRequest {
         model: model.into(),
-        system: String::new(),
-        messages: vec![Message::user("hi")],
+        system: "".into(),
+        messages: std::borrow::Cow::Owned(vec![Message::user("hi")]),
         tools: vec![],
         max_output_tokens: max,
         reasoning: None,
@@ -30,7 +30,7 @@ fn request(model: &str, max: Option<u64>) -> ModelRequest {
     }
 }
 
-async fn call(p: &dyn Provider, req: &ModelRequest) -> Result<ModelResponse, ProviderError> {
+async fn call(p: &dyn Provider, req: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError> {
     let mut ex = Exchange::default();
     let mut on = |_: Delta<'_>| Flow::Continue;
     p.stream(req, &mut on, &mut ex).await

@@ -38,8 +38,10 @@ pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
     let primary = &models[0];
     let req = ModelRequest {
         model: primary.model.name.clone(),
-        system: dispatch_agent::prompt::system_prompt(&m.instructions),
-        messages: vec![Message::user(dispatch_agent::prompt::user_text(&payload))],
+        system: dispatch_agent::prompt::system_prompt(&m.instructions).into(),
+        messages: std::borrow::Cow::Owned(vec![Message::user(dispatch_agent::prompt::user_text(
+            &payload,
+        ))]),
         tools: crate::commands::list_tools::specs(&parcel).await?,
         max_output_tokens: agent.max_output_tokens,
         reasoning: Override::reasoning(over.as_ref(), agent),

@@ -124,3 +124,46 @@ fn a_native_service_answers_each_wake_as_a_turn_whose_message_is_the_envelope() 
     d.ok(&["stop", &svc]);
     assert_eq!(d.wait_terminal(&svc)["status"], "stopped");
 }
+
+#[test]
+fn a_native_run_that_fails_after_its_tool_rounds_is_dead_lettered_with_its_whole_conversation() {
+    // The attempt keeps no copy of its conversation: the dead letter folds
+    // the checkpoints the store has (a whole one, then deltas).
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        tool("lookup"),
+        tool("lookup"),
+        {"kind": "error", "status": 400, "message": "this request is refused"}
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "refused",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL lookup.sh",
+            mock.url()
+        ),
+    );
+    std::fs::write(dir.join("lookup.sh"), "echo 'order: shipped'\n").expect("tool");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["dlq", "ls", "--format", "json"])).expect("JSON");
+    let checkpoint = &list[0]["checkpoint"];
+    assert_eq!(checkpoint["step"], "round-2", "{list:#}");
+    let messages = checkpoint["state"]["messages"]
+        .as_array()
+        .expect("the whole conversation");
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "assistant", "tool"],
+        "{checkpoint:#}"
+    );
+    assert!(
+        messages[4]["content"]
+            .as_str()
+            .is_some_and(|t| t.contains("order: shipped")),
+        "{checkpoint:#}"
+    );
+}

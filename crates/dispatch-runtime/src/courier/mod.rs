@@ -89,15 +89,18 @@ pub(crate) async fn one_attempt<S: Store + ?Sized>(
         prepared,
         ctx,
     };
+    // Each courier's attempt is a future of its own size, on the heap: a
+    // run holds the state of the courier that carries it, not of the
+    // largest one (an async fn's state is as large as its largest branch).
     match parcel.manifest.courier {
-        Kind::Noop => noop::Noop.carry(store, attempt).await,
-        Kind::Workflow => workflow::Workflow.carry(store, attempt).await,
+        Kind::Noop => Box::pin(noop::Noop.carry(store, attempt)).await,
+        Kind::Workflow => Box::pin(workflow::Workflow.carry(store, attempt)).await,
         Kind::Agent if parcel.manifest.component.is_some() => {
-            wasm::Wasm.carry(store, attempt).await
+            Box::pin(wasm::Wasm.carry(store, attempt)).await
         }
-        Kind::Agent => agent::Agent.carry(store, attempt).await,
-        Kind::Image => image::Image.carry(store, attempt).await,
-        Kind::Process => process::Process::bare().carry(store, attempt).await,
+        Kind::Agent => Box::pin(agent::Agent.carry(store, attempt)).await,
+        Kind::Image => Box::pin(image::Image.carry(store, attempt)).await,
+        Kind::Process => Box::pin(process::Process::bare().carry(store, attempt)).await,
     }
 }
 

@@ -101,7 +101,11 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         .map(|b| b.context)
         .unwrap_or(Value::Null);
     let env = |k: &str| std::env::var(k).ok();
-    let mut cfg = match loop_config(ctx.parcel, &brief_context, ctx.policy, env) {
+    let cfg = loop_config(ctx.parcel, &brief_context, ctx.policy, env);
+    // What the attempt holds while its model works is what it needs (a
+    // local of this function lives, and is stored, until its end).
+    drop(brief_context);
+    let mut cfg = match cfg {
         Ok(cfg) => cfg,
         Err(reason) => {
             return Ok(ended(End::Final(
@@ -149,6 +153,10 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         None => None,
     };
     let session_version = session.as_ref().map_or(0, |s| s.version);
+    // The conversation is held once, in `conv`: the checkpoint it was
+    // read from and the session's copy go now.
+    drop(checkpoint);
+    let session_data = session.map(|s| s.data);
     let mut conv = match resumed {
         Some(mut conv) => {
             // The run's checkpoints hold all of it: the next is a delta.
@@ -160,9 +168,8 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
             conv
         }
         None => {
-            let history = session
-                .as_ref()
-                .and_then(|s| serde_json::from_value::<SessionData>(s.data.clone()).ok())
+            let history = session_data
+                .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
                 .unwrap_or_default();
             let mut messages = history.messages;
             messages.push(Message::user(dispatch_agent::prompt::user_text(
@@ -240,6 +247,8 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     if let Err(e) = store.append_events(&run.id, &started).await {
         log.line(&format!("could not record the bill of materials: {e}"));
     }
+    // Recorded: not held while the model works (`started` is shadowed below).
+    drop(started);
     let no_tools = NoTools;
     let plain: &dyn Tools = match &tool_box {
         Some(t) => t,
@@ -287,9 +296,6 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     );
     watch.set_group(0);
     let mut sink = RunSink::new(store, layout, run, secrets);
-    // This attempt's checkpoints are folded onto the run's (a dead letter
-    // keeps the whole conversation).
-    sink.checkpoint = checkpoint;
     if let Some(agent) = &ctx.parcel.manifest.agent {
         sink.rates = super::native_rate::Limits(agent.rate_limits.clone());
     }
@@ -408,7 +414,6 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         }
     }
     sink.end_text();
-    let checkpoint = sink.checkpoint.take();
     let sink_secrets = std::mem::take(&mut sink.secrets);
     drop(guard);
     let at = now_ms();
@@ -463,9 +468,11 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Outcome::Loop(LoopEnd::Suspended(pending)) => End::Suspend(wait_event(&pending, at)),
     };
     limits.end(store, &run.id, run.attempt, 0).await;
+    // A dead letter reads the run's checkpoints from the store: the
+    // conversation is not kept a second time, as JSON, while the run waits.
     Ok(Ended {
         end,
-        checkpoint,
+        checkpoint: None,
         start: None,
     })
 }
@@ -578,7 +585,6 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     at_line_start: bool,
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
-    pub(crate) checkpoint: Option<Value>,
     /// The call sent and not recorded yet (its `model_call_sent`), and the
     /// bytes of answer it got so far.
     pub(crate) in_flight: Option<(Value, usize)>,
@@ -619,7 +625,6 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             secrets,
             at_line_start: true,
             pending: String::new(),
-            checkpoint: None,
             in_flight: None,
             rates: super::native_rate::Limits::default(),
         }
@@ -677,9 +682,6 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
                 NewEvent::new(kind, self.attempt, at, mask_value(data, &self.secrets))
             })
             .collect();
-        for c in batch.iter().filter(|e| e.is(EventKind::Checkpoint)) {
-            self.checkpoint = dispatch_core::checkpoint::fold_onto(self.checkpoint.take(), &c.data);
-        }
         if batch.iter().any(|e| e.is(EventKind::ModelCall)) {
             self.end_text();
             self.in_flight = None;

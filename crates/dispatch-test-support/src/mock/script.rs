@@ -63,6 +63,7 @@ fn default_fallback() -> Step {
         text: default_reply(),
         usage: None,
         delay_ms: 0,
+        answer_delay_ms: None,
     }
 }
 
@@ -237,6 +238,12 @@ pub enum Step {
         usage: Option<Usage>,
         #[serde(default)]
         delay_ms: u64,
+        /// The wait before the final `text` instead of `delay_ms` (the tool
+        /// rounds keep `delay_ms`): a long one holds every run on its last
+        /// call, its whole conversation in flight (`dispatch-bench native
+        /// --only memory`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_delay_ms: Option<u64>,
     },
 }
 
@@ -279,6 +286,7 @@ impl Step {
             text,
             usage,
             delay_ms,
+            answer_delay_ms,
         } = self
         else {
             return self.clone();
@@ -304,7 +312,7 @@ impl Step {
                 truncated: false,
                 searches: Vec::new(),
                 paused: false,
-                delay_ms: *delay_ms,
+                delay_ms: answer_delay_ms.unwrap_or(*delay_ms),
             }
         }
     }
@@ -364,5 +372,24 @@ mod tests {
         assert!(
             matches!(r.resolve(2), Step::Text { ref text, delay_ms: 5, .. } if text == DEFAULT_REPLY)
         );
+    }
+
+    #[test]
+    fn a_rounds_step_may_hold_its_answer_longer_than_its_tool_rounds() {
+        let step: Step = serde_json::from_value(serde_json::json!({
+            "kind": "rounds", "tool_rounds": 2, "delay_ms": 5, "answer_delay_ms": 60000
+        }))
+        .expect("a valid step");
+        assert!(matches!(
+            step.resolve(0),
+            Step::ToolCalls { delay_ms: 5, .. }
+        ));
+        assert!(matches!(
+            step.resolve(1),
+            Step::ToolCalls { delay_ms: 5, .. }
+        ));
+        assert_eq!(step.resolve(2).delay_ms(), 60000);
+        // Without it, the answer waits as long as the tool rounds.
+        assert_eq!(default_fallback().resolve(0).delay_ms(), 0);
     }
 }

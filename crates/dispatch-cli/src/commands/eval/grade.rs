@@ -113,13 +113,13 @@ pub async fn grade(
     };
     let req = ModelRequest {
         model: resolved.model.name.clone(),
-        system: SYSTEM.to_string(),
-        messages: vec![Message::user(question(
+        system: SYSTEM.into(),
+        messages: std::borrow::Cow::Owned(vec![Message::user(question(
             &spec.criteria,
             payload,
             output,
             status,
-        ))],
+        ))]),
         tools: Vec::new(),
         max_output_tokens: Some(512),
         reasoning: None,

@@ -1,21 +1,13 @@
-//! `dispatch-bench native [OPTIONS]` (`--help` lists them): the native
-//! agent courier's targets,
-//! against the release binary and the scripted mock model server
-//! (`dispatch_test_support::mock`) on loopback.
-//!
-//! - Start: `dispatch run --detach` of a native agent → the mock receives its
-//!   first request (p50, p99), beside the cost of spawning `true` and of a
-//!   `FROM process` agent's start (`run --detach` → its first line).
-//! - Concurrency: `--runs` (default 1,000) native runs queued on PostgreSQL,
-//!   one `dispatch worker` process with as many slots; every model call takes
-//!   2 s at the mock and each run makes 3 (two tool rounds, then the answer):
-//!   wall time against the ideal 6 s, and the worker's peak RSS (per run).
-//! - SSE: a `dispatch server` (PostgreSQL, in-process workers) and an SSE
-//!   client on `GET /v1/runs/{id}/events`: from the mock writing a run's first
-//!   token to the client reading its `delta` event (p50, p99).
-//! - `--python`: the same 3-round loop as a Python process agent using the
-//!   `openai` package (installed into a venv under the bench directory),
-//!   pointed at the same mock: start cost and memory per run, as ratios.
+//! `dispatch-bench native [OPTIONS]` (`--help` says what each measurement
+//! does): the native agent courier's targets against a `dispatch` binary
+//! and the scripted mock model server (`dispatch_test_support::mock`) on
+//! loopback: start, concurrency (submission and execution apart), SSE
+//! latency, memory per waiting run (`memory.rs`), and `--python` beside
+//! (`python.rs`). What it prints: `report.rs`.
+
+mod memory;
+mod python;
+mod report;
 
 use dispatch_test_support::http;
 use std::io::{BufRead, BufReader};
@@ -28,6 +20,7 @@ use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{PgStore, RunFilter, RunStore};
 use dispatch_test_support::mock::{MockServer, Script};
 use dispatch_test_support::testdb::TestDatabase;
+use report::Report;
 use serde_json::json;
 
 fn now_us() -> u64 {
@@ -55,48 +48,99 @@ fn agent_dir(root: &Path, name: &str, body: &str) -> PathBuf {
     dir
 }
 
+const ABOUT: &str = "The native agent courier's targets: start, concurrency with a LOCAL tool \
+(submission and execution apart, CPU per model round), SSE latency, memory per waiting run";
+
+const LONG_ABOUT: &str = "\
+The native agent courier's targets, against a `dispatch` binary (release, for
+speed numbers) and a scripted mock model on loopback. Each measurement makes
+its own throwaway PostgreSQL database (a unique name) and listens on free
+ports unless told which, so it can run beside other work.
+
+Measurements (all but memory by default; `--only NAME` for one):
+  start        `dispatch run --detach` of a native agent → the mock's first
+               request (p50, p99), beside a process agent's start and a bare
+               spawn of `true` in the same minutes.
+  concurrency  --runs native runs on one `dispatch worker` with as many slots;
+               each makes 3 model calls (the mock answers each after 2 s) and
+               2 calls of a LOCAL tool `lookup` (a shell script): submission
+               (runs/s and time until all are submitted) and execution (first
+               claim → last end, against the ideal 6 s) apart, the worker's
+               peak RSS, its CPU per model round and its children's CPU.
+  sse          a `dispatch server` and an SSE client: the mock writing a run's
+               first token → the client reading its `delta` event.
+  memory       the worker's memory per run waiting on its model: the runs do
+               their 2 tool rounds at once, then the mock holds their third
+               call (their whole conversation in flight) for an hour. Sampled
+               idle and once --memory-levels runs wait (RSS, anonymous
+               memory, threads); per run = the difference between two
+               levels over the difference in runs.
+
+Output: a Markdown table, a row as each measurement ends, or with
+`--format json` one JSON object, a key per measurement, each an object of
+numbers (`null` where nothing was measured).
+
+Exit codes: 0 done (whatever was measured; a measurement whose PostgreSQL is
+unreachable is reported skipped), 2 bad arguments or no binary.";
+
 /// `dispatch-bench native`: the native agent courier's targets.
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "dispatch-bench native",
-    about = "The native agent courier's targets: start, concurrency with a LOCAL tool (CPU per model round), SSE latency",
-    after_help = "Examples:\n  dispatch-bench native --dispatch target/release/dispatch --only concurrency --runs 300\n  dispatch-bench native --only start --latency 100 --mock-port 18080"
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = "Examples:\n  dispatch-bench native --dispatch target/release/dispatch --only concurrency --runs 300\n  \
+                  dispatch-bench native --only memory --memory-levels 500,2000 --format json\n  \
+                  dispatch-bench native --only start --latency 100 --mock-port 18080"
 )]
 struct Args {
-    /// The `dispatch` binary to measure.
-    #[arg(long, default_value = "target/release/dispatch")]
+    /// The `dispatch` binary to measure (build it first: cargo build --release -p dispatch-cli).
+    #[arg(long, value_name = "PATH", default_value = "target/release/dispatch")]
     dispatch: PathBuf,
-    /// PostgreSQL server for the throwaway databases (one per measurement).
-    #[arg(long, env = "DISPATCH_TEST_PG")]
+    /// PostgreSQL server where the throwaway databases are made, one per
+    /// measurement, each with a unique name (else DISPATCH_TEST_PG, else
+    /// postgres://postgres@127.0.0.1:5432/test).
+    #[arg(long, value_name = "URL", env = "DISPATCH_TEST_PG")]
     database_url: Option<String>,
     /// Native runs in the concurrency measurement (one worker, as many slots).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
     runs: usize,
     /// Samples of the start measurement.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_name = "N", default_value_t = 200)]
     latency: usize,
     /// Samples of the SSE measurement.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50)]
     sse: usize,
-    /// Only one measurement.
-    #[arg(long, value_parser = ["start", "concurrency", "sse"])]
+    /// Only this measurement (memory runs only when named here).
+    #[arg(long, value_name = "NAME", value_parser = ["start", "concurrency", "sse", "memory"])]
     only: Option<String>,
+    /// How many runs wait at once when the memory measurement samples the
+    /// worker, ascending, comma-separated (one worker with as many slots as
+    /// the last).
+    #[arg(long, value_name = "N,N,..", value_delimiter = ',', default_values_t = [500, 2000])]
+    memory_levels: Vec<usize>,
     /// Port of the scripted mock model on 127.0.0.1 (0: any free port).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
     mock_port: u16,
-    /// Port of the `dispatch server` of the SSE measurement (0: any free port).
-    #[arg(long, default_value_t = 0)]
+    /// Port of the `dispatch server` of the SSE measurement on 127.0.0.1
+    /// (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
     server_port: u16,
-    /// Seconds the concurrency measurement waits for its runs to end.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds the concurrency measurement waits for its runs to end, and
+    /// the memory measurement for each level's runs to wait.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
     timeout: u64,
     /// Submit every run of the concurrency measurement before the worker
     /// starts (else while it runs).
     #[arg(long)]
     queued: bool,
-    /// Also the same loop as a Python `openai` process agent.
+    /// Also the same loop as a Python `openai` process agent (installed into
+    /// a venv under the bench's temporary directory): start and memory.
     #[arg(long)]
     python: bool,
+    /// A Markdown table (a row as each measurement ends) or one JSON object.
+    #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "json"])]
+    format: String,
 }
 
 /// Where the mock model listens.
@@ -115,6 +159,13 @@ fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
 
 pub fn main(args: &[String]) {
     use clap::Parser;
+    // The memory measurement's HTTP client floor, in a process of its own.
+    if let [cmd, url] = args
+        && cmd == "__hold-calls"
+    {
+        memory::hold_calls(url);
+        return;
+    }
     let argv = std::iter::once("dispatch-bench native".to_string()).chain(args.iter().cloned());
     let a = Args::parse_from(argv);
     if let Some(url) = &a.database_url {
@@ -132,33 +183,47 @@ pub fn main(args: &[String]) {
         }
     };
     let dispatch = dispatch.as_path();
-    let wanted = |what: &str| a.only.as_deref().is_none_or(|o| o == what);
+    let wanted = |what: &str| a.only.as_deref().is_none_or(|o| o == what) && what != "memory";
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
+    if a.memory_levels.is_empty()
+        || a.memory_levels.contains(&0)
+        || a.memory_levels.windows(2).any(|w| w[0] >= w[1])
+    {
+        eprintln!(
+            "dispatch-bench native: --memory-levels takes run counts above 0 in ascending order, such as 500,2000"
+        );
+        std::process::exit(2);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
-    println!("| measurement | result | target |\n|---|---|---|");
+    let mut out = Report::new(a.format == "json");
     if wanted("start") {
-        start(&rt, dispatch, dir.path(), a.latency, a.mock_port);
+        start(&rt, dispatch, dir.path(), &a, &mut out);
     }
     if wanted("concurrency") {
-        concurrency(&rt, dispatch, dir.path(), &a);
+        concurrency(&rt, dispatch, dir.path(), &a, &mut out);
     }
     if wanted("sse") {
-        sse_latency(&rt, dispatch, dir.path(), a.sse, a.mock_port, a.server_port);
+        sse_latency(&rt, dispatch, dir.path(), &a, &mut out);
+    }
+    if a.only.as_deref() == Some("memory") {
+        memory::measure(&rt, dispatch, dir.path(), &a, &mut out);
     }
     if a.python {
-        python_side_by_side(&rt, dispatch, dir.path());
+        python::side_by_side(&rt, dispatch, dir.path(), &mut out);
     }
+    out.finish();
 }
 
 /// `run --detach` → the mock's first request.
-fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize, port: u16) {
+fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &Args, out: &mut Report) {
+    let n = a.latency;
     let mock = mock_on(
         rt,
-        port,
+        a.mock_port,
         script(json!({"steps": [], "record_bodies": false})),
     );
     let state = root.join("start");
@@ -234,19 +299,39 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, n: usize, p
         }
     }
     let p50 = pct(native.clone(), 0.5);
+    let p99 = pct(native.clone(), 0.99);
     let base = pct(spawn_true, 0.5);
     let proc50 = pct(proc_start.clone(), 0.5);
-    println!(
-        "| `run --detach` → a process agent running (`date`), {} runs, same host, same minutes | p50 {proc50:.2} ms, p99 {:.2} ms | (baseline) |",
-        proc_start.len(),
-        pct(proc_start, 0.99)
+    let proc99 = pct(proc_start.clone(), 0.99);
+    out.row(
+        &format!(
+            "`run --detach` → a process agent running (`date`), {} runs, same host, same minutes",
+            proc_start.len()
+        ),
+        &format!("p50 {proc50:.2} ms, p99 {proc99:.2} ms"),
+        "(baseline)",
     );
-    println!(
-        "| `run --detach` → first request at the mock (native), {} runs | p50 {p50:.2} ms, p99 {:.2} ms ({:.2}× the process agent's start; a `true` spawn takes {base:.2} ms) | p50 ≤ 5 ms |",
-        native.len(),
-        pct(native, 0.99),
-        p50 / proc50
+    out.row(
+        &format!(
+            "`run --detach` → first request at the mock (native), {} runs",
+            native.len()
+        ),
+        &format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms ({:.2}× the process agent's start; a `true` spawn takes {base:.2} ms)",
+            p50 / proc50
+        ),
+        "p50 ≤ 5 ms",
     );
+    for (k, v) in [
+        ("native_p50_ms", p50),
+        ("native_p99_ms", p99),
+        ("process_p50_ms", proc50),
+        ("process_p99_ms", proc99),
+        ("spawn_true_p50_ms", base),
+    ] {
+        out.set("start", k, v);
+    }
+    out.set("start", "samples", native.len());
 }
 
 /// A `dispatch worker` process on a fresh PostgreSQL database.
@@ -280,11 +365,66 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The concurrency agent in `root/name`: a native agent on the mock at
+/// `base_url` with a LOCAL tool `lookup` (a shell script that prints one
+/// line), its parcel built into `layout`; `extra` lines added to its
+/// Agentfile.
+fn tool_agent(root: &Path, name: &str, base_url: &str, extra: &str, layout: &Layout) -> PathBuf {
+    let agent = agent_dir(
+        root,
+        name,
+        &format!(
+            "FROM agent\nNAME {name}\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {base_url}\n\
+             TOOL LOCAL lookup.sh AS lookup DESCRIPTION \"Find an order\"\n{extra}"
+        ),
+    );
+    // The mock's tool rounds call `lookup`: each runs this process.
+    std::fs::write(agent.join("lookup.sh"), "echo 'order: shipped'\n").expect("tool");
+    dispatch_core::parcel::build(&agent, &layout.parcels()).expect("parcel");
+    agent
+}
+
+fn launch_request(name: &str) -> LaunchRequest {
+    LaunchRequest {
+        source: name.into(),
+        operation: None,
+        payload: json!("go"),
+        parent_id: None,
+        origin_id: None,
+        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
+    }
+}
+
+/// When the first attempt of any run began (its claim), in ms.
+fn first_claim(rt: &tokio::runtime::Runtime, url: &str) -> Option<i64> {
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT min(started_at) FROM attempts", &[])
+            .await
+            .ok()?;
+        row.get::<_, Option<i64>>(0)
+    })
+}
+
 /// `runs` native runs of 3 rounds × 2 s on one worker.
-fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &Args) {
+fn concurrency(
+    rt: &tokio::runtime::Runtime,
+    dispatch: &Path,
+    root: &Path,
+    a: &Args,
+    out: &mut Report,
+) {
     let runs = a.runs;
     let Some(db) = rt.block_on(TestDatabase::create()) else {
-        println!("| {runs} concurrent native runs | skipped (PostgreSQL unreachable) | |");
+        out.row(
+            &format!("{runs} concurrent native runs"),
+            "skipped (PostgreSQL unreachable)",
+            "",
+        );
         return;
     };
     let mock = mock_on(
@@ -297,31 +437,11 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
     );
     let state = root.join("concurrency");
     let layout = Layout::new(&state);
-    let agent = agent_dir(
-        root,
-        "native-conc",
-        &format!(
-            "FROM agent\nNAME native-conc\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n\
-             TOOL LOCAL lookup.sh AS lookup DESCRIPTION \"Find an order\"\n",
-            mock.base_url()
-        ),
-    );
-    // The mock's two tool rounds call `lookup`: each runs this process
-    // (before, the agent had no tool and each call was answered "there is
-    // no tool named lookup").
-    std::fs::write(agent.join("lookup.sh"), "echo 'order: shipped'\n").expect("tool");
-    dispatch_core::parcel::build(&agent, &layout.parcels()).expect("parcel");
+    tool_agent(root, "native-conc", &mock.base_url(), "", &layout);
     let store = rt
         .block_on(PgStore::connect(db.url(), 4))
         .expect("connects");
-    let request = LaunchRequest {
-        source: "native-conc".into(),
-        operation: None,
-        payload: json!("go"),
-        parent_id: None,
-        origin_id: None,
-        project: dispatch_core::project::DEFAULT_PROJECT.to_string(),
-    };
+    let request = launch_request("native-conc");
     // `--queued`: every run is submitted before the worker starts, so the
     // execution is measured alone; else they are submitted while it runs.
     let submit = || {
@@ -385,7 +505,10 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
     let children_ms = children.saturating_sub(idle_cpu.1);
     let _ = w.kill();
     let _ = w.wait();
-    let first_start = done.iter().filter_map(|r| r.state.started_at()).min();
+    // Execution: from the first claim (else the first agent start) to the
+    // last end.
+    let first_start = first_claim(rt, db.url())
+        .or_else(|| done.iter().filter_map(|r| r.state.started_at()).min());
     let last_end = done.iter().filter_map(|r| r.state.ended_at()).max();
     let exec = match (first_start, last_end) {
         (Some(s), Some(e)) => (e - s) as f64 / 1e3,
@@ -396,35 +519,69 @@ fn concurrency(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &A
     } else {
         "while the worker ran"
     };
-    println!(
-        "| submission: {runs} runs created one by one through the store, {how} | {submitted:.2} s ({:.0} runs/s) | |",
-        runs as f64 / submitted
+    let rate = runs as f64 / submitted;
+    let per_run_kb = hwm.saturating_sub(idle) as f64 / runs as f64;
+    let rounds = runs * 3;
+    out.row(
+        &format!("submission: {runs} runs created one by one through the store, {how}"),
+        &format!("all submitted in {submitted:.2} s ({rate:.0} runs/s)"),
+        "",
     );
-    println!(
-        "| execution: first run started → last run ended | {exec:.2} s ({:.2}× the ideal 6 s) | ≤ 1.5× |",
-        exec / 6.0
+    out.row(
+        "execution: first claim → last run ended",
+        &format!("{exec:.2} s ({:.2}× the ideal 6 s)", exec / 6.0),
+        "≤ 1.5×",
     );
-    println!(
-        "| {runs} concurrent native runs, 3 calls × 2 s each, one worker: end to end | {ok}/{runs} succeeded in {wall:.2} s ({:.2}× the ideal 6 s) | all succeed |",
-        wall / 6.0
+    out.row(
+        &format!("{runs} concurrent native runs, 3 calls × 2 s each, one worker: end to end"),
+        &format!(
+            "{ok}/{runs} succeeded in {wall:.2} s ({:.2}× the ideal 6 s)",
+            wall / 6.0
+        ),
+        "all succeed",
     );
-    println!(
-        "| worker RSS during those runs | peak {:.0} MB (idle {:.0} MB; {:.0} KB per run) | ≤ 300 MB |",
-        hwm as f64 / 1024.0,
-        idle as f64 / 1024.0,
-        hwm.saturating_sub(idle) as f64 / runs as f64
+    out.row(
+        "worker RSS during those runs",
+        &format!(
+            "peak {:.0} MB (idle {:.0} MB; {per_run_kb:.0} KB per run)",
+            hwm as f64 / 1024.0,
+            idle as f64 / 1024.0,
+        ),
+        "≤ 300 MB",
     );
-    println!(
-        "| worker CPU during those runs (its own, not its tools') | {:.1} s; {:.2} ms per model round ({} rounds) | ≤ 1.5 ms per round |",
-        cpu_ms as f64 / 1e3,
-        cpu_ms as f64 / (runs * 3) as f64,
-        runs * 3
+    out.row(
+        "worker CPU during those runs (its own, not its tools')",
+        &format!(
+            "{:.1} s; {:.2} ms per model round ({rounds} rounds)",
+            cpu_ms as f64 / 1e3,
+            cpu_ms as f64 / rounds as f64,
+        ),
+        "≤ 1.5 ms per round",
     );
-    println!(
-        "| CPU of the worker's reaped children (tool processes and what starts them: forks or stages, the tools' `sh`) | {:.1} s; {:.2} ms per model round | |",
-        children_ms as f64 / 1e3,
-        children_ms as f64 / (runs * 3) as f64,
+    out.row(
+        "CPU of the worker's reaped children (tool processes and what starts them: forks or stages, the tools' `sh`)",
+        &format!(
+            "{:.1} s; {:.2} ms per model round",
+            children_ms as f64 / 1e3,
+            children_ms as f64 / rounds as f64,
+        ),
+        "",
     );
+    let c = "concurrency";
+    out.set(c, "runs", runs);
+    out.set(c, "succeeded", ok);
+    out.set(c, "queued_before_worker", a.queued);
+    out.set(c, "submission_s", submitted);
+    out.set(c, "submission_runs_per_s", rate);
+    out.set(c, "execution_s", exec);
+    out.set(c, "execution_x_ideal", exec / 6.0);
+    out.set(c, "wall_s", wall);
+    out.set(c, "peak_rss_kb", hwm);
+    out.set(c, "idle_rss_kb", idle);
+    out.set(c, "rss_kb_per_run", per_run_kb);
+    out.set(c, "cpu_ms", cpu_ms);
+    out.set(c, "cpu_ms_per_round", cpu_ms as f64 / rounds as f64);
+    out.set(c, "children_cpu_ms", children_ms);
 }
 
 /// User and system CPU time of process `pid` so far, and of its reaped
@@ -447,12 +604,16 @@ fn sse_latency(
     rt: &tokio::runtime::Runtime,
     dispatch: &Path,
     root: &Path,
-    n: usize,
-    mock_port: u16,
-    server_port: u16,
+    a: &Args,
+    out: &mut Report,
 ) {
+    let (n, mock_port, server_port) = (a.sse, a.mock_port, a.server_port);
     let Some(db) = rt.block_on(TestDatabase::create()) else {
-        println!("| first token → SSE client | skipped (PostgreSQL unreachable) | |");
+        out.row(
+            "first token → SSE client",
+            "skipped (PostgreSQL unreachable)",
+            "",
+        );
         return;
     };
     let mock = mock_on(
@@ -533,121 +694,16 @@ fn sse_latency(
     }
     let _ = server.kill();
     let _ = server.wait();
-    println!(
-        "| first token leaving the mock → SSE client, {} runs | p50 {:.2} ms, p99 {:.2} ms | p50 ≤ 10 ms |",
-        lat.len(),
-        pct(lat.clone(), 0.5),
-        pct(lat, 0.99)
-    );
-}
-
-const PY_AGENT: &str = r#"import os, json, sys
-from openai import OpenAI
-client = OpenAI(base_url=os.environ["LLM_BASE_URL"], api_key="unused")
-messages = [{"role": "user", "content": "go"}]
-for _ in range(3):
-    r = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=False)
-    m = r.choices[0].message
-    if not m.tool_calls:
-        break
-    messages.append({"role": "assistant", "content": m.content, "tool_calls": [t.model_dump() for t in m.tool_calls]})
-    for t in m.tool_calls:
-        messages.append({"role": "tool", "tool_call_id": t.id, "content": "none"})
-print(m.content)
-"#;
-
-/// The same loop as a Python process agent with the `openai` package.
-fn python_side_by_side(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path) {
-    let venv = root.join("venv");
-    let py = venv.join("bin/python");
-    if !py.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv", venv.to_str().expect("utf-8")])
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "openai"])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            println!(
-                "| Python `openai` agent | skipped (could not install the openai package) | |"
-            );
-            return;
-        }
-    }
-    let mock = rt
-        .block_on(MockServer::start(script(json!({
-            "steps": [], "record_bodies": false,
-            "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 1000, "text": "done"}
-        }))))
-        .expect("mock");
-    let state = root.join("python");
-    let pyagent = agent_dir(
-        root,
-        "py-agent",
+    let (p50, p99) = (pct(lat.clone(), 0.5), pct(lat.clone(), 0.99));
+    out.row(
         &format!(
-            "FROM process\nNAME py-agent\nCOPY agent.py\nCOMMAND [\"{}\", \"agent.py\"]\nENV LLM_BASE_URL={}\n",
-            py.display(),
-            mock.base_url()
+            "first token leaving the mock → SSE client, {} runs",
+            lat.len()
         ),
+        &format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+        "p50 ≤ 10 ms",
     );
-    std::fs::write(pyagent.join("agent.py"), PY_AGENT).expect("agent.py");
-    let native = agent_dir(
-        root,
-        "native-py",
-        &format!(
-            "FROM agent\nNAME native-py\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
-            mock.base_url()
-        ),
-    );
-    let measure = |dir: &Path| {
-        let mut starts = Vec::new();
-        let mut rss = Vec::new();
-        for _ in 0..10 {
-            let before = mock.requests().len();
-            let t0 = now_us();
-            let out = Command::new(dispatch)
-                .args(["run", dir.to_str().expect("utf-8"), "--detach"])
-                .env("DISPATCH_ROOT", &state)
-                .stderr(Stdio::null())
-                .output()
-                .expect("run");
-            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while mock.requests().len() == before && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            if let Some(r) = mock.requests().get(before) {
-                starts.push(r.received_at_us.saturating_sub(t0) as f64 / 1e3);
-            }
-            // The process that holds the loop: the agent's group (Python) or the helper (native).
-            let doc = Command::new(dispatch)
-                .args(["inspect-run", &id, "--format", "json"])
-                .env("DISPATCH_ROOT", &state)
-                .output()
-                .expect("inspect");
-            let v: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap_or_default();
-            if let Some(pid) = v[0]["state"]["agent"]["pid"].as_u64() {
-                std::thread::sleep(Duration::from_millis(300));
-                rss.push(rss_kb(pid as u32, "VmRSS:") as f64 / 1024.0);
-            }
-            let _ = Command::new(dispatch)
-                .args(["wait", &id])
-                .env("DISPATCH_ROOT", &state)
-                .stdout(Stdio::null())
-                .status();
-        }
-        (pct(starts, 0.5), pct(rss, 0.5))
-    };
-    let (py_start, py_rss) = measure(&pyagent);
-    let (n_start, n_rss) = measure(&native);
-    println!(
-        "| start → first request: Python `openai` agent vs native | {py_start:.1} ms vs {n_start:.2} ms ({:.0}× sooner) | — |",
-        py_start / n_start
-    );
-    println!(
-        "| memory of the process holding the loop: Python agent vs native run's helper (the whole helper: SQLite, runtime, HTTP client) | {py_rss:.1} MB vs {n_rss:.1} MB ({:.1}× less; in a worker a native run adds ~0.1 MB, see above) | — |",
-        py_rss / n_rss
-    );
+    out.set("sse", "samples", lat.len());
+    out.set("sse", "p50_ms", p50);
+    out.set("sse", "p99_ms", p99);
 }
