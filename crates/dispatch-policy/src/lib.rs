@@ -52,10 +52,17 @@ pub enum PolicyError {
     Eval { path: PathBuf, message: String },
 }
 
+/// The rules a decision reads, by action.
+const RUN_RULES: [&str; 3] = ["deny", "modify", "review"];
+const TOOL_RULES: [&str; 3] = ["deny", "require_approval", "auto_approve"];
+
 /// A loaded, checked policy.
 pub struct Policy {
     path: PathBuf,
     engine: Mutex<regorus::Engine>,
+    /// Of the rules decisions read, those the policy defines (each one is
+    /// evaluated on its own: no query to parse, no other rule evaluated).
+    defined: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -95,9 +102,21 @@ impl Policy {
                 package.trim_start_matches("data.")
             )));
         }
+        // A rule the package does not define is "not a valid rule path";
+        // any other answer (a value, or an error on this empty input) is a
+        // rule's.
+        let mut defined: Vec<&'static str> = RUN_RULES.into_iter().chain(TOOL_RULES).collect();
+        defined.sort_unstable();
+        defined.dedup();
+        engine.set_input(Value::new_object());
+        defined.retain(|n| match engine.eval_rule(format!("data.{PACKAGE}.{n}")) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().contains("not a valid rule path"),
+        });
         let policy = Policy {
             path: path.to_path_buf(),
             engine: Mutex::new(engine),
+            defined,
         };
         // A trial of each action, so a rule that fails (a type error, an
         // unknown function) is found now rather than on the first run.
@@ -120,13 +139,13 @@ impl Policy {
 
     /// Decides whether a run may be created (`input.action` is `create_run`).
     pub fn decide_run(&self, input: &serde_json::Value) -> Result<RunDecision, PolicyError> {
-        let rules = self.rules(input)?;
+        let rules = self.rules(input, &RUN_RULES)?;
         decision::run(&rules).map_err(|message| self.eval_error(message))
     }
 
     /// Decides whether a tool call may run (`input.action` is `tool_call`).
     pub fn decide_tool(&self, input: &serde_json::Value) -> Result<ToolDecision, PolicyError> {
-        let rules = self.rules(input)?;
+        let rules = self.rules(input, &TOOL_RULES)?;
         decision::tool(&rules).map_err(|message| self.eval_error(message))
     }
 
@@ -142,27 +161,32 @@ impl Policy {
         }
     }
 
-    /// Every rule of the package, evaluated against `input`, as JSON.
-    fn rules(&self, input: &serde_json::Value) -> Result<serde_json::Value, PolicyError> {
+    /// The rules `names` of the package the policy defines, each evaluated
+    /// against `input`, as one JSON object (an undefined value left out).
+    fn rules(
+        &self,
+        input: &serde_json::Value,
+        names: &[&str],
+    ) -> Result<serde_json::Value, PolicyError> {
         let mut engine = self
             .engine
             .lock()
             .map_err(|_| self.eval_error("an earlier evaluation panicked".into()))?;
         engine.set_input(Value::from(input.clone()));
-        let results = engine
-            .eval_query(format!("data.{PACKAGE}"), false)
-            .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
-        let value = results
-            .result
-            .first()
-            .and_then(|r| r.expressions.first())
-            .map(|e| e.value.clone())
-            .unwrap_or(Value::Undefined);
-        if value == Value::Undefined {
-            return Ok(serde_json::Value::Object(Default::default()));
+        let mut out = serde_json::Map::new();
+        for name in names.iter().filter(|n| self.defined.contains(n)) {
+            let value = engine
+                .eval_rule(format!("data.{PACKAGE}.{name}"))
+                .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
+            if value == Value::Undefined {
+                continue;
+            }
+            // Converted directly, not through a JSON string.
+            let value = serde_json::to_value(&value)
+                .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
+            out.insert((*name).to_string(), value);
         }
-        // Converted directly, not through a JSON string.
-        serde_json::to_value(&value).map_err(|e| self.eval_error(one_line(&e.to_string())))
+        Ok(serde_json::Value::Object(out))
     }
 
     fn eval_error(&self, message: String) -> PolicyError {
