@@ -327,9 +327,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+/// The `p` quantile of `v` (NaN when empty).
+pub(crate) fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Microseconds since the epoch, as the agents' probes print them.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn agent(dir: &Path, name: &str, command: &str) -> PathBuf {

@@ -14,26 +14,14 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::json;
 
 const GUEST: &str = include_str!("../../dispatch-cli/tests/it/wasm_guests/answer.wat");
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+use crate::{now_us, pct};
 
 pub fn main(dispatch: &Path, args: &[String]) {
     let n: usize = crate::flag_value(args, "--n")

@@ -13,7 +13,7 @@ use dispatch_test_support::http;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dispatch_runtime::Layout;
 use dispatch_runtime::launch::{self, LaunchRequest};
@@ -23,19 +23,7 @@ use dispatch_test_support::testdb::TestDatabase;
 use report::Report;
 use serde_json::json;
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+use crate::{now_us, pct};
 
 fn script(value: serde_json::Value) -> Script {
     serde_json::from_value(value).expect("a valid mock script")
