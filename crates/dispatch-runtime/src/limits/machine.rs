@@ -4,25 +4,32 @@
 use dispatch_core::isolation::Resources;
 use dispatch_core::units::format_size;
 
-/// The cores this process may use.
+/// The cores this process may use, looked up once per process (the
+/// standard library reads the cgroup's CPU quota files for it: four file
+/// reads a run on a server's submission path, when asked per run).
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Total memory, from `/proc/meminfo` (`None` when it cannot be read).
+/// Total memory, from `/proc/meminfo` (`None` when it cannot be read),
+/// read once per process.
 pub fn memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    })
 }
 
 /// Refuses `RESOURCES` that exceed this machine: the one line to show.
 pub fn check_fits(r: &Resources) -> Result<(), String> {
-    let cores = cores();
     if let Some(cpus) = r.cpus
-        && cpus > cores as f64
+        && cpus > cores() as f64
     {
+        let cores = cores();
         return Err(format!(
             "RESOURCES CPUS {cpus} exceeds this machine's {cores} cores (hint: ask for at most CPUS {cores})"
         ));
