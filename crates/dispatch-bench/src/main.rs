@@ -336,6 +336,26 @@ pub(crate) fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// When the mock model received its request number `before` (counted from
+/// 0), in µs since the epoch; `None` when none came within `wait`.
+pub(crate) fn next_request_at(
+    mock: &dispatch_test_support::mock::MockServer,
+    before: usize,
+    wait: std::time::Duration,
+) -> Option<u64> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let reqs = mock.requests();
+        if reqs.len() > before {
+            return reqs.get(before).map(|r| r.received_at_us);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 /// Microseconds since the epoch, as the agents' probes print them.
 pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()

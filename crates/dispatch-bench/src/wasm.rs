@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dispatch_test_support::mock::{MockServer, Script};
 use serde_json::json;
@@ -77,17 +77,7 @@ pub fn main(dispatch: &Path, args: &[String]) {
             .output()
             .expect("run");
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let got = loop {
-            let reqs = mock.requests();
-            if reqs.len() > before {
-                break reqs.get(before).map(|r| r.received_at_us);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        };
+        let got = crate::next_request_at(&mock, before, Duration::from_secs(20));
         let _ = cmd(&["wait", &id]).status();
         (got.map(|at| at.saturating_sub(t0) as f64 / 1e3), id)
     };

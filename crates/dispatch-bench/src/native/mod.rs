@@ -250,17 +250,7 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &Args, o
         let before = mock.requests().len();
         let t0 = now_us();
         let _ = cmd(&["run", agent.to_str().expect("utf-8"), "--detach"]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let got = loop {
-            let reqs = mock.requests();
-            if reqs.len() > before {
-                break reqs.get(before).map(|r| r.received_at_us);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        };
+        let got = crate::next_request_at(&mock, before, Duration::from_secs(10));
         let t1 = now_us();
         let out = Command::new(dispatch)
             .args(["run", process.to_str().expect("utf-8"), "--detach"])
