@@ -24,6 +24,7 @@
 
 mod decision;
 pub mod input;
+mod memo;
 mod refs;
 
 use std::path::{Path, PathBuf};
@@ -59,10 +60,16 @@ const TOOL_RULES: [&str; 3] = ["deny", "require_approval", "auto_approve"];
 /// A loaded, checked policy.
 pub struct Policy {
     path: PathBuf,
-    engine: Mutex<regorus::Engine>,
+    engine: Mutex<Engine>,
     /// Of the rules decisions read, those the policy defines (each one is
     /// evaluated on its own: no query to parse, no other rule evaluated).
     defined: Vec<&'static str>,
+}
+
+/// The engine and the answers it gave (see [`memo`]), used under one lock.
+struct Engine {
+    regorus: regorus::Engine,
+    memo: memo::Memo,
 }
 
 impl std::fmt::Debug for Policy {
@@ -115,7 +122,10 @@ impl Policy {
         });
         let policy = Policy {
             path: path.to_path_buf(),
-            engine: Mutex::new(engine),
+            engine: Mutex::new(Engine {
+                regorus: engine,
+                memo: memo::Memo::new(text),
+            }),
             defined,
         };
         // A trial of each action, so a rule that fails (a type error, an
@@ -162,7 +172,9 @@ impl Policy {
     }
 
     /// The rules `names` of the package the policy defines, each evaluated
-    /// against `input`, as one JSON object (an undefined value left out).
+    /// against `input`, as one JSON object (an undefined value left out);
+    /// an earlier answer for an input that agrees on what the policy reads
+    /// is reused (see [`memo`]).
     fn rules(
         &self,
         input: &serde_json::Value,
@@ -172,10 +184,15 @@ impl Policy {
             .engine
             .lock()
             .map_err(|_| self.eval_error("an earlier evaluation panicked".into()))?;
-        engine.set_input(Value::from(input.clone()));
+        let key = engine.memo.key(names, input);
+        if let Some(answer) = key.as_deref().and_then(|k| engine.memo.get(k)) {
+            return Ok(answer.clone());
+        }
+        engine.regorus.set_input(Value::from(input.clone()));
         let mut out = serde_json::Map::new();
         for name in names.iter().filter(|n| self.defined.contains(n)) {
             let value = engine
+                .regorus
                 .eval_rule(format!("data.{PACKAGE}.{name}"))
                 .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
             if value == Value::Undefined {
@@ -186,7 +203,11 @@ impl Policy {
                 .map_err(|e| self.eval_error(one_line(&e.to_string())))?;
             out.insert((*name).to_string(), value);
         }
-        Ok(serde_json::Value::Object(out))
+        let answer = serde_json::Value::Object(out);
+        if let Some(key) = key {
+            engine.memo.put(key, answer.clone());
+        }
+        Ok(answer)
     }
 
     fn eval_error(&self, message: String) -> PolicyError {

@@ -5,37 +5,73 @@
 
 use crate::input::{FIELDS, names};
 
-/// Every `input` reference of the policy names a documented input.
-pub fn check_inputs(text: &str) -> Result<(), String> {
+/// Every `input` reference of the policy: its line (from 0) and the names
+/// of its first two steps (none for a bare `input` or `input[…]`).
+fn references(text: &str) -> Vec<(usize, Vec<String>)> {
     let code = without_comments_and_strings(text);
-    let known = names();
+    let mut found = Vec::new();
     for (line_no, line) in code.lines().enumerate() {
         let mut rest = line;
         let mut offset = 0;
         while let Some(i) = find_word(rest, "input") {
-            let after = &rest[i + "input".len()..];
-            let path = path_after(after);
-            if let Some(first) = path.first() {
-                if !known.contains(&first.as_str()) {
-                    return Err(format!(
-                        "line {}: `input.{first}` is not an input Dispatch gives (hint: the inputs are {})",
-                        line_no + 1,
-                        known.join(", ")
-                    ));
-                }
-                if let (Some(second), Some((_, fields))) =
-                    (path.get(1), FIELDS.iter().find(|(n, _)| n == first))
-                    && !fields.contains(&second.as_str())
-                {
-                    return Err(format!(
-                        "line {}: `input.{first}.{second}` is not an input Dispatch gives (hint: `input.{first}` has {})",
-                        line_no + 1,
-                        fields.join(", ")
-                    ));
-                }
-            }
+            found.push((line_no, path_after(&rest[i + "input".len()..])));
             offset += i + "input".len();
             rest = &line[offset..];
+        }
+    }
+    found
+}
+
+/// The top-level inputs the policy reads, or `None` when it may read any
+/// (a bare `input`, `input[k]`, `import input`).
+pub fn reads(text: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for (_, path) in references(text) {
+        names.push(path.into_iter().next()?);
+    }
+    names.sort_unstable();
+    names.dedup();
+    Some(names)
+}
+
+/// Built-in functions whose answer is not a function of the input alone.
+const UNSTABLE: &[&str] = &[
+    "time.now_ns",
+    "rand.",
+    "uuid.rfc4122",
+    "http.send",
+    "opa.runtime",
+];
+
+/// Whether the policy calls a built-in whose answer changes from one call to
+/// the next (the clock, randomness): its decisions must not be reused.
+pub fn is_stable(text: &str) -> bool {
+    let code = without_comments_and_strings(text);
+    !UNSTABLE.iter().any(|f| code.contains(f))
+}
+
+/// Every `input` reference of the policy names a documented input.
+pub fn check_inputs(text: &str) -> Result<(), String> {
+    let known = names();
+    for (line_no, path) in references(text) {
+        if let Some(first) = path.first() {
+            if !known.contains(&first.as_str()) {
+                return Err(format!(
+                    "line {}: `input.{first}` is not an input Dispatch gives (hint: the inputs are {})",
+                    line_no + 1,
+                    known.join(", ")
+                ));
+            }
+            if let (Some(second), Some((_, fields))) =
+                (path.get(1), FIELDS.iter().find(|(n, _)| n == first))
+                && !fields.contains(&second.as_str())
+            {
+                return Err(format!(
+                    "line {}: `input.{first}.{second}` is not an input Dispatch gives (hint: `input.{first}` has {})",
+                    line_no + 1,
+                    fields.join(", ")
+                ));
+            }
         }
     }
     Ok(())

@@ -156,3 +156,31 @@ fn a_policy_without_rules_allows_and_a_bad_action_is_an_error() {
         .to_string();
     assert!(e.contains("`launch`") && e.contains("denied"), "{e}");
 }
+
+#[test]
+fn reused_answers_are_the_answers_of_what_the_policy_reads() {
+    let p = Policy::from_text(
+        Path::new("policy.rego"),
+        "package dispatch\ndeny contains \"big\" if input.payload.n > 10\n",
+    )
+    .expect("loads");
+    let mut small = input::sample_run();
+    small["payload"] = json!({"n": 1});
+    let mut big = small.clone();
+    big["payload"] = json!({"n": 11});
+    for _ in 0..3 {
+        assert!(matches!(
+            p.decide_run(&small),
+            Ok(RunDecision::Allow { .. })
+        ));
+        assert!(matches!(p.decide_run(&big), Ok(RunDecision::Deny { .. })));
+    }
+    // One that does not read the payload answers alike for both, each time.
+    let q = policy();
+    let mut forbidden = run("forbidden", "manual");
+    forbidden["payload"] = json!({"n": 1});
+    let first = format!("{:?}", q.decide_run(&forbidden));
+    forbidden["payload"] = json!({"n": 2});
+    assert_eq!(format!("{:?}", q.decide_run(&forbidden)), first);
+    assert!(first.contains("forbidden is retired"), "{first}");
+}

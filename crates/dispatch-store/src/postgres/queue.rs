@@ -94,6 +94,16 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     // was empty at the last ANALYZE, then filled up): each claim then reads
     // the whole queue, and draining it costs its length squared.
     tx.batch_execute("SET LOCAL enable_sort = off").await?;
+    // Without any quota (the common case) the claim asks nothing of them.
+    let quotas = super::quotas::any(tx).await?;
+    let conditions = match quotas {
+        true => format!(
+            "AND {} AND {}",
+            crate::quotas::under_cap("runs"),
+            crate::quotas::under_budget("runs", "$6::text", "$7::text")
+        ),
+        false => String::new(),
+    };
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT id, req_cpus_milli, req_memory_bytes FROM runs \
@@ -101,11 +111,9 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
              AND labels <@ $3::text[] \
              AND (queue_timeout_ms IS NULL OR ready_at + queue_timeout_ms >= $1) \
              AND ($4::bigint IS NULL OR (req_cpus_milli <= $4 AND req_memory_bytes <= $5::bigint)) \
-             AND {admits} AND {under_cap} AND {under_budget} \
+             AND {admits} {conditions} \
              ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
             admits = crate::limits::admits("runs"),
-            under_cap = crate::quotas::under_cap("runs"),
-            under_budget = crate::quotas::under_budget("runs", "$6::text", "$7::text")
         ))
         .await?;
     let free = req.free.map(|f| {
@@ -116,19 +124,13 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     });
     let (free_cpus, free_memory) = (free.map(|f| f.0), free.map(|f| f.1));
     let (day, month) = crate::quotas::periods_at(req.now);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&req.now, &limit, &req.labels, &free_cpus, &free_memory];
+    if quotas {
+        params.extend([&day as &(dyn tokio_postgres::types::ToSql + Sync), &month]);
+    }
     let candidates: Vec<(String, Capacity)> = tx
-        .query(
-            &stmt,
-            &[
-                &req.now,
-                &limit,
-                &req.labels,
-                &free_cpus,
-                &free_memory,
-                &day,
-                &month,
-            ],
-        )
+        .query(&stmt, &params)
         .await?
         .iter()
         .map(|row| {
@@ -158,7 +160,10 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     }
     // Runs of a project with a live-run cap: as many as it has free slots,
     // counted under the caps' locks (after the keys': one order for all).
-    let ids = super::quotas::admitted(tx, &ids).await?;
+    let ids = match quotas {
+        true => super::quotas::admitted(tx, &ids).await?,
+        false => ids,
+    };
     if ids.is_empty() {
         return Ok(Vec::new());
     }

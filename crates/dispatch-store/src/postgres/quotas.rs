@@ -30,6 +30,15 @@ fn quota(row: &Row) -> Result<Quota, Fail> {
     })
 }
 
+/// Whether any project has a quota: a claim without asks nothing of them.
+/// (A quota set while a claim runs is the same as one set just after it.)
+pub(super) async fn any(tx: &Transaction<'_>) -> Result<bool, Fail> {
+    let stmt = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM project_quotas)")
+        .await?;
+    Ok(tx.query_one(&stmt, &[]).await?.try_get(0)?)
+}
+
 /// Of `ids` (queued runs this transaction locked, in claim order), those
 /// that fit their project's live-run cap, counted under the caps' locks.
 pub(super) async fn admitted(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<String>, Fail> {

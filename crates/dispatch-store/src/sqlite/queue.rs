@@ -32,44 +32,57 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
             i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
         )
     });
-    let (day, month) = crate::quotas::periods_at(req.now);
-    let candidates: Vec<(String, Capacity)> = tx
-        .prepare_cached(&format!(
-            "SELECT id, req_cpus_milli, req_memory_bytes FROM runs WHERE status = 'queued' \
-             AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
-             AND (queue_timeout_ms IS NULL OR {DEADLINE} >= ?1) \
-             AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
-                  WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
-             AND (?4 IS NULL OR (req_cpus_milli <= ?4 AND req_memory_bytes <= ?5)) \
-             AND {admits} AND {under_cap} AND {under_budget} \
-             ORDER BY priority DESC, created_at, id LIMIT ?2",
-            admits = crate::limits::admits("runs"),
-            under_cap = crate::quotas::under_cap("runs"),
-            under_budget = crate::quotas::under_budget("runs", "?6", "?7")
-        ))?
-        .query_map(
-            params![
-                req.now,
-                limit,
-                to_json("labels", &req.labels)?,
-                free.map(|f| f.0),
-                free.map(|f| f.1),
-                day,
-                month
-            ],
-            |row| {
-                let want = Capacity {
-                    cpus_milli: row.get::<_, i64>(1)?.max(0) as u64,
-                    memory_bytes: row.get::<_, i64>(2)?.max(0) as u64,
-                };
-                Ok((row.get(0)?, want))
-            },
-        )?
-        .collect::<Result<_, _>>()?;
+    // Without any quota (the common case) the claim asks nothing of them.
+    let quotas = super::quotas::any(tx)?;
+    let conditions = match quotas {
+        true => format!(
+            "AND {} AND {}",
+            crate::quotas::under_cap("runs"),
+            crate::quotas::under_budget("runs", "?6", "?7")
+        ),
+        false => String::new(),
+    };
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT id, req_cpus_milli, req_memory_bytes FROM runs WHERE status = 'queued' \
+         AND COALESCE(json_extract(state, '$.not_before'), 0) <= ?1 \
+         AND (queue_timeout_ms IS NULL OR {DEADLINE} >= ?1) \
+         AND (labels = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(runs.labels) AS l \
+              WHERE l.value NOT IN (SELECT value FROM json_each(?3)))) \
+         AND (?4 IS NULL OR (req_cpus_milli <= ?4 AND req_memory_bytes <= ?5)) \
+         AND {admits} {conditions} \
+         ORDER BY priority DESC, created_at, id LIMIT ?2",
+        admits = crate::limits::admits("runs"),
+    ))?;
+    let labels = to_json("labels", &req.labels)?;
+    let (cpus, memory) = (free.map(|f| f.0), free.map(|f| f.1));
+    let row = |row: &rusqlite::Row<'_>| {
+        let want = Capacity {
+            cpus_milli: row.get::<_, i64>(1)?.max(0) as u64,
+            memory_bytes: row.get::<_, i64>(2)?.max(0) as u64,
+        };
+        Ok((row.get(0)?, want))
+    };
+    let candidates: Vec<(String, Capacity)> = match quotas {
+        true => {
+            let (day, month) = crate::quotas::periods_at(req.now);
+            stmt.query_map(
+                params![req.now, limit, labels, cpus, memory, day, month],
+                row,
+            )?
+            .collect::<Result<_, _>>()?
+        }
+        false => stmt
+            .query_map(params![req.now, limit, labels, cpus, memory], row)?
+            .collect::<Result<_, _>>()?,
+    };
+    drop(stmt);
     // Together, the runs claimed fit in the worker's free capacity.
     let ids = Capacity::pick(req.free, candidates, req.limit);
     // No more runs of a project than its live-run cap has free slots.
-    let ids = super::quotas::admitted(tx, &ids)?;
+    let ids = match quotas {
+        true => super::quotas::admitted(tx, &ids)?,
+        false => ids,
+    };
     let state = to_json(
         "state",
         &RunState::Starting {

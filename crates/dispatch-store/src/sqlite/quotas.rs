@@ -25,6 +25,13 @@ fn quota(row: &Row<'_>) -> rusqlite::Result<(String, String, f64, i64, String, i
     ))
 }
 
+/// Whether any project has a quota: a claim without asks nothing of them.
+pub(super) fn any(tx: &Transaction<'_>) -> Result<bool, Fail> {
+    Ok(tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM project_quotas)")?
+        .query_row([], |row| row.get(0))?)
+}
+
 /// Of `ids` (queued runs, in claim order), those that fit their project's
 /// live-run cap.
 pub(super) fn admitted(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<String>, Fail> {
