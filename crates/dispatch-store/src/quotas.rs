@@ -22,14 +22,22 @@ use crate::{NewNotification, StoreResult};
 
 /// The SQL condition that run `r` (a table alias) fits under its project's
 /// live-run cap now (as the statement's snapshot sees it: PostgreSQL
-/// claimers count again under the quota row's lock).
-pub(crate) fn under_cap(r: &str) -> String {
+/// claimers count again under the quota row's lock). `live_runs` is how
+/// the store names the runs table to count live runs in (see [`LIVE_RUNS`]).
+pub(crate) fn under_cap(r: &str, live_runs: &str) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM project_quotas q WHERE q.project = {r}.project \
-         AND q.name = 'max_live_runs' AND (SELECT count(*) FROM runs o \
+         AND q.name = 'max_live_runs' AND (SELECT count(*) FROM {live_runs} \
          WHERE o.project = {r}.project AND o.status IN {SLOT_HOLDING}) >= q.value)"
     )
 }
+
+/// Live runs of a project are counted through the runs by status (there
+/// are no more live runs than slots), not an index of their own that
+/// every claim and every end of every run would have to write. SQLite,
+/// without statistics, would take the runs by project (all of a project's
+/// runs, finished ones too) unless told.
+pub(crate) const LIVE_RUNS: &str = "runs o INDEXED BY runs_by_status";
 
 /// Of `candidates` (run id, project), in claim order, those that fit the
 /// free slots of their project (`caps`: project, cap, live now); a project

@@ -99,7 +99,7 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     let conditions = match quotas {
         true => format!(
             "AND {} AND {}",
-            crate::quotas::under_cap("runs"),
+            crate::quotas::under_cap("runs", "runs o"),
             crate::quotas::under_budget("runs", "$6::text", "$7::text")
         ),
         false => String::new(),

@@ -377,6 +377,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, period)
     );
     "#,
+    // 32: live runs of a project are counted through `runs_by_status` (no
+    // more live runs than slots): an index of their own cost every claim
+    // and every start of every run another entry, quota or not.
+    r#"
+    DROP INDEX IF EXISTS runs_live_by_project;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -37,7 +37,7 @@ pub(super) fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Vec<Clai
     let conditions = match quotas {
         true => format!(
             "AND {} AND {}",
-            crate::quotas::under_cap("runs"),
+            crate::quotas::under_cap("runs", crate::quotas::LIVE_RUNS),
             crate::quotas::under_budget("runs", "?6", "?7")
         ),
         false => String::new(),

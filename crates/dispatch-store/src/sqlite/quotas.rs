@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use super::{Fail, SqliteStore};
 use crate::StoreResult;
 use crate::limits::SLOT_HOLDING;
+use crate::quotas::LIVE_RUNS;
 use crate::quotas::{
     QuotaStore, QuotaUse, crossed, fit, limit_of, limited, on_hard_of, periods_at, sort,
 };
@@ -49,7 +50,7 @@ pub(super) fn admitted(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Strin
     let mut caps: Vec<(String, f64, i64)> = Vec::new();
     let mut project_of = tx.prepare_cached("SELECT project FROM runs WHERE id = ?1")?;
     let mut cap_of = tx.prepare_cached(&format!(
-        "SELECT q.value, (SELECT count(*) FROM runs o WHERE o.project = q.project \
+        "SELECT q.value, (SELECT count(*) FROM {LIVE_RUNS} WHERE o.project = q.project \
          AND o.status IN {SLOT_HOLDING}) FROM project_quotas q \
          WHERE q.project = ?1 AND q.name = 'max_live_runs'"
     ))?;
@@ -73,7 +74,7 @@ pub(super) fn admitted(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Strin
 pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail> {
     let found: Option<(String, f64, i64)> = tx
         .prepare_cached(&format!(
-            "SELECT r.project, q.value, (SELECT count(*) FROM runs o \
+            "SELECT r.project, q.value, (SELECT count(*) FROM {LIVE_RUNS} \
              WHERE o.project = r.project AND o.status IN {SLOT_HOLDING}) \
              FROM runs r JOIN project_quotas q ON q.project = r.project \
              AND q.name = 'max_live_runs' WHERE r.id = ?1"
@@ -303,7 +304,7 @@ fn list(tx: &Transaction<'_>, projects: &[String]) -> Result<Vec<Quota>, Fail> {
 fn live(tx: &Transaction<'_>, project: &str) -> Result<u32, Fail> {
     let n: i64 = tx
         .prepare_cached(&format!(
-            "SELECT count(*) FROM runs WHERE project = ?1 AND status IN {SLOT_HOLDING}"
+            "SELECT count(*) FROM {LIVE_RUNS} WHERE o.project = ?1 AND o.status IN {SLOT_HOLDING}"
         ))?
         .query_row([project], |row| row.get(0))?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))

@@ -409,6 +409,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, period)
     );
     ",
+    // 32: live runs of a project are counted through `runs_by_status` (no
+    // more live runs than slots): an index of their own cost every claim
+    // and every end of every run two more writes, quota or not.
+    "
+    DROP INDEX IF EXISTS runs_live_by_project;
+    ",
 ];
 
 /// The schema version this binary writes.

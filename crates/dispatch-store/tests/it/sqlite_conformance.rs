@@ -610,7 +610,7 @@ fn tokens_made_before_scopes_are_admin_and_never_expire_after_the_migration() {
             "DROP TABLE webhook_deliveries; \
              DROP TABLE blob_uploads; DROP TABLE blob_parts; DROP TABLE blobs; \
              DROP TABLE project_quotas; DROP TABLE quota_usage; \
-             DROP INDEX runs_live_by_project; \
+             DROP INDEX IF EXISTS runs_live_by_project; \
              DROP TABLE token_projects; DROP INDEX runs_by_project; \
              ALTER TABLE runs DROP COLUMN project; \
              DROP TABLE notifications; \
@@ -651,16 +651,17 @@ fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
     };
     block_on(store.create_token(&old, "h")).expect("token");
     drop(store);
-    // Back to the version before projects (quotas came after them).
+    // Back to the version before projects (quotas, then the live-run
+    // index dropped, came after them).
     let conn = raw(&path);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
     conn.execute_batch(&format!(
-        "DROP TABLE project_quotas; DROP TABLE quota_usage; DROP INDEX runs_live_by_project; \
+        "DROP TABLE project_quotas; DROP TABLE quota_usage; DROP INDEX IF EXISTS runs_live_by_project; \
          DROP TABLE token_projects; DROP INDEX runs_by_project; \
          ALTER TABLE runs DROP COLUMN project; PRAGMA user_version = {};",
-        version - 2
+        version - 3
     ))
     .expect("a database from before projects");
     drop(conn);
