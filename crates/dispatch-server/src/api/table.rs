@@ -19,9 +19,7 @@ use super::{
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(create::create))
-        .routes(
-            routes!(batch::create_batch).layer(DefaultBodyLimit::max(batch::MAX_BATCH_BODY)),
-        )
+        .routes(routes!(batch::create_batch).layer(DefaultBodyLimit::max(batch::MAX_BATCH_BODY)))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))

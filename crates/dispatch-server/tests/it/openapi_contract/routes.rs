@@ -66,7 +66,13 @@ pub(super) fn registrations() -> Registrations {
         .collect();
     let mut bypasses = Vec::new();
     for (name, source) in [("router", router), ("table", rest)] {
-        for call in [".route(", ".nest(", ".merge(", ".route_service(", ".nest_service("] {
+        for call in [
+            ".route(",
+            ".nest(",
+            ".merge(",
+            ".route_service(",
+            ".nest_service(",
+        ] {
             if source.contains(call) {
                 bypasses.push(format!("{name}: {call}"));
             }
