@@ -23,24 +23,9 @@ pub struct Error {
     pub message: String,
 }
 
-/// A run's status.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Created,
-    /// Waits for a person (the policy's `review` rule; the reason is in
-    /// `state.reason`): approve or deny its `policy-review` approval.
-    Review,
-    Queued,
-    Starting,
-    Running,
-    Paused,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-    Stopped,
-}
+/// A run's status: the run model's own (`dispatch_core::Status`), whose
+/// schema is `RunStatus`.
+pub use dispatch_core::Status as RunStatus;
 
 /// What a run executes.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

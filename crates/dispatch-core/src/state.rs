@@ -66,8 +66,14 @@ pub struct ProcRef {
     pub start_ticks: u64,
 }
 
-/// The status name alone, for filtering and display.
+/// The status name alone, for filtering and display; on the wire (with the
+/// `utoipa` feature), the `RunStatus` schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "utoipa",
+    derive(utoipa::ToSchema),
+    schema(as = RunStatus, description = "A run's status.")
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Made by `dispatch create`; waits for `dispatch start`, never claimed.

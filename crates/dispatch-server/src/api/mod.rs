@@ -67,6 +67,7 @@ mod sessions;
 mod signal;
 mod stream;
 pub mod strict;
+mod table;
 mod usage;
 pub(crate) mod waiting;
 pub(crate) mod workers;
@@ -78,7 +79,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use dispatch_runtime::Layout;
 use dispatch_store::RunFilter;
 use tokio::sync::Notify;
@@ -171,70 +171,13 @@ impl AppState {
     }
 }
 
-/// The whole API.
+/// The whole API: the route table ([`table`]) with the document it
+/// describes served at `/v1/openapi.json`, the guards and the JSON errors.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/runs", post(create::create).get(runs::list))
-        .route(
-            "/v1/runs/batch",
-            post(batch::create_batch)
-                .layer(axum::extract::DefaultBodyLimit::max(batch::MAX_BATCH_BODY)),
-        )
-        .route("/v1/runs/prune", post(prune::prune))
-        .route("/v1/runs/{id}", get(runs::get).delete(lifecycle::delete))
-        .route("/v1/runs/{id}/start", post(lifecycle::start))
-        .route("/v1/runs/{id}/replay", post(lifecycle::replay))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/v1/runs/{id}/events", get(stream::events))
-        .route("/v1/runs/{id}/logs", get(logs::logs))
-        .route("/v1/runs/{id}/attempts", get(runs::attempts))
-        .route("/v1/runs/{id}/artifacts", get(runs::artifacts))
-        .route("/v1/runs/{id}/artifacts/{sha256}", get(artifact::download))
-        .route("/v1/runs/{id}/bom", get(bom::bom))
-        .route("/v1/runs/{id}/graph", get(graph::graph))
-        .route("/v1/runs/{id}/report", get(report::report))
-        .route("/v1/runs/{id}/signal", post(signal::signal))
-        .route("/v1/runs/{id}/wake", post(services::wake))
-        .route("/v1/runs/{id}/service", get(services::service_state))
-        .route(
-            "/v1/services",
-            post(services::create).get(services_list::list),
-        )
-        .route("/hooks/{name}", post(hooks::root))
-        .route(
-            "/hooks/{name}/{*path}",
-            post(hooks::with_path).get(hooks::card),
-        )
-        .route(
-            "/v1/runs/{id}/approvals/{approval_id}",
-            post(reliability::decide),
-        )
-        .route("/v1/approvals", get(reliability::list))
-        .route("/v1/dead-letters", get(reliability::dead_letters))
-        .route("/v1/dead-letters/{id}/replay", post(reliability::replay))
-        .route("/v1/parcels", get(parcels::list).post(parcels::upload))
-        .route("/v1/parcels/prune", post(parcels::prune))
-        .route("/v1/parcels/{reference}", delete(parcels::remove))
-        .route("/v1/evals", post(evals::create))
-        .route("/v1/evals/latest", get(evals::latest))
-        .route("/v1/evals/{id}", get(evals::get))
-        .route("/v1/workers", get(workers::list))
-        .route("/v1/usage", get(usage::usage))
-        .route("/v1/quotas", get(quotas::list))
-        .route("/v1/notifications", get(notifications::list))
-        .route(
-            "/v1/quotas/{project}",
-            put(quotas::set).delete(quotas::remove),
-        )
-        .route("/v1/sessions", get(sessions::list))
-        .route("/v1/sessions/prune", post(sessions::prune))
-        .route(
-            "/v1/sessions/{parcel}/{name}",
-            get(sessions::get).delete(sessions::remove),
-        )
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let (routes, doc) = table::routes().split_for_parts();
+    let doc = Arc::new(openapi::finish(doc));
+    routes
+        .layer(axum::Extension(doc))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -1,11 +1,14 @@
 //! The OpenAPI 3.1 document, generated with `utoipa` from the handlers'
-//! `#[utoipa::path]` attributes and the wire types of `dispatch-api` (the
-//! request bodies they parse, the answer shapes), made as strict as the
-//! server by [`super::strict`]; served at `GET /v1/openapi.json`.
+//! `#[utoipa::path]` attributes as the route table registers them
+//! ([`super::table`]) and the wire types of `dispatch-api` (the request
+//! bodies they parse, the answer shapes), made as strict as the server by
+//! [`super::strict`]; served at `GET /v1/openapi.json`.
 //! CI writes it with the contract test (`tests/it/openapi_contract.rs`) and
 //! checks it with an OpenAPI validator.
 
-use axum::Json;
+use std::sync::Arc;
+
+use axum::{Extension, Json};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -18,59 +21,7 @@ use super::{codes, schemas};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Dispatch", description = "Durable runs of AI agents over HTTP. Every route but `/healthz` needs `Authorization: Bearer <token>` when the server requires tokens (it listens beyond loopback, or was told to)."),
-    paths(
-        super::create::create,
-        super::batch::create_batch,
-        super::runs::list,
-        super::runs::get,
-        super::runs::cancel,
-        super::lifecycle::start,
-        super::lifecycle::replay,
-        super::lifecycle::delete,
-        super::signal::signal,
-        super::prune::prune,
-        super::stream::events,
-        super::logs::logs,
-        super::runs::attempts,
-        super::runs::artifacts,
-        super::artifact::download,
-        super::bom::bom,
-        super::graph::graph,
-        super::report::report,
-        super::reliability::decide,
-        super::reliability::list,
-        super::reliability::dead_letters,
-        super::reliability::replay,
-        super::parcels::list,
-        super::parcels::upload,
-        super::parcels::remove,
-        super::parcels::prune,
-        super::evals::create,
-        super::evals::get,
-        super::evals::latest,
-        super::services::create,
-        super::services::wake,
-        super::services::service_state,
-        super::services_list::list,
-        super::hooks::root,
-        super::hooks::with_path,
-        super::workers::list,
-        super::usage::usage,
-        super::quotas::list,
-        super::quotas::set,
-        super::quotas::remove,
-        super::sessions::list,
-        super::sessions::get,
-        super::sessions::remove,
-        super::sessions::prune,
-        super::hooks::card,
-        super::notifications::list,
-        document,
-        super::healthz,
-        super::metrics,
-    ),
     components(schemas(schemas::Error, schemas::RunStatus)),
-    modifiers(&Contract),
     security(("bearer" = [])),
     tags(
         (name = "runs", description = "Create, list, watch and cancel runs"),
@@ -82,6 +33,12 @@ use super::{codes, schemas};
     )
 )]
 struct ApiDoc;
+
+/// What the document says besides its paths: title, tags, security, the
+/// shared schemas. The route table adds the paths.
+pub(super) fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
 
 /// What the derive cannot say: the bearer scheme, `/healthz` without one,
 /// and the error codes (from [`codes::ALL`]).
@@ -274,11 +231,18 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// The document as JSON.
-pub fn spec() -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+/// The document the route table describes, completed ([`Contract`]) and
+/// made strict ([`super::strict`]).
+pub(super) fn finish(mut doc: utoipa::openapi::OpenApi) -> Value {
+    Contract.modify(&mut doc);
+    let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
     super::strict::tighten(&mut doc);
     doc
+}
+
+/// The document as JSON: the one the server serves.
+pub fn spec() -> Value {
+    finish(super::table::routes().into_openapi())
 }
 
 /// This document.
@@ -292,6 +256,6 @@ pub fn spec() -> Value {
         (status = 401, description = "`unauthorized`", body = schemas::Error),
     )
 )]
-pub async fn document() -> Json<Value> {
-    Json(spec())
+pub async fn document(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
+    Json(Value::clone(&doc))
 }
