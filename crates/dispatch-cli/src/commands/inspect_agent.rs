@@ -3,24 +3,24 @@
 //! reason, fallback and retry) and the conversation as last checkpointed.
 
 use dispatch_core::event::shorten;
+use dispatch_runtime::report::RunReport;
 use serde_json::Value;
 
 use crate::output::cost_text;
 
 /// How many model calls were billed an estimate (cut, stopped or lost).
-pub fn estimated_calls(d: &Value) -> usize {
-    d["model_calls"].as_array().map_or(0, |calls| {
-        calls.iter().filter(|c| c["estimated"] == true).count()
-    })
+pub fn estimated_calls(r: &RunReport) -> usize {
+    r.model_calls
+        .iter()
+        .filter(|c| c["estimated"] == true)
+        .count()
 }
 
 /// Whether some call had no known price (the run's cost is then unknown in part).
-pub fn cost_unknown(d: &Value) -> bool {
-    d["model_calls"].as_array().is_some_and(|calls| {
-        calls
-            .iter()
-            .any(|c| (c["error"].is_null() || c["estimated"] == true) && c["cost_usd"].is_null())
-    })
+pub fn cost_unknown(r: &RunReport) -> bool {
+    r.model_calls
+        .iter()
+        .any(|c| (c["error"].is_null() || c["estimated"] == true) && c["cost_usd"].is_null())
 }
 
 fn print_bom(b: &Value) {
@@ -58,13 +58,13 @@ fn print_bom(b: &Value) {
     }
 }
 
-pub fn print_human(d: &Value) {
-    if d["bom"].is_object() {
-        print_bom(&d["bom"]);
+pub fn print_human(r: &RunReport) {
+    if r.bom.is_object() {
+        print_bom(&r.bom);
     }
-    if let Some(calls) = d["model_calls"].as_array().filter(|c| !c.is_empty()) {
+    if !r.model_calls.is_empty() {
         println!("Model calls:");
-        for c in calls {
+        for c in &r.model_calls {
             let ms = |k: &str| {
                 c[k].as_i64()
                     .map_or("-".to_string(), dispatch_core::time::human_duration)
@@ -116,7 +116,7 @@ pub fn print_human(d: &Value) {
             );
         }
     }
-    let conv = &d["conversation"];
+    let conv = &r.conversation;
     if let Some(messages) = conv["messages"].as_array() {
         println!("Conversation:");
         for m in messages {

@@ -3,7 +3,7 @@
 //! from the `resources` event the runtime writes when an attempt ends, the
 //! same locally and through `--host`.
 
-use serde_json::Value;
+use dispatch_runtime::report::ReportAttempt;
 
 /// A size in bytes for people: `63.9M`, `512K`.
 fn bytes_text(n: u64) -> String {
@@ -26,8 +26,8 @@ fn how_text(how: &str) -> &str {
 }
 
 /// The attempt's `limits:` and `used:` lines.
-pub fn print_attempt(a: &Value) {
-    let r = &a["resources"];
+pub fn print_attempt(a: &ReportAttempt) {
+    let r = &a.resources;
     if r.is_null() {
         return;
     }

@@ -3,28 +3,25 @@
 //! `dispatch_runtime::report`).
 
 use dispatch_core::time::human_duration;
+use dispatch_runtime::report::RunReport;
 use serde_json::Value;
 
 use crate::output::cost_text;
 
 /// The human-readable telemetry sections of `inspect-run`.
-pub fn print_human(d: &Value) {
-    if let Some(steps) = d["timeline"].as_array().filter(|s| !s.is_empty()) {
+pub fn print_human(r: &RunReport) {
+    if !r.timeline.is_empty() {
         println!("Timeline:");
-        for s in steps {
-            let dur = s["duration_ms"]
-                .as_i64()
+        for s in &r.timeline {
+            let dur = s
+                .duration_ms
                 .map_or_else(|| "running".into(), human_duration);
-            println!(
-                "  #{} {:<20} {dur}",
-                s["attempt"],
-                s["name"].as_str().unwrap_or("?")
-            );
+            println!("  #{} {:<20} {dur}", s.attempt, s.name);
         }
     }
-    if let Some(tools) = d["tool_calls"].as_array().filter(|t| !t.is_empty()) {
+    if !r.tool_calls.is_empty() {
         println!("Tool calls:");
-        for t in tools {
+        for t in &r.tool_calls {
             let ok = match t["ok"].as_bool() {
                 Some(true) => "ok",
                 Some(false) => "failed",
@@ -71,14 +68,14 @@ pub fn print_human(d: &Value) {
             }
         }
     }
-    if let Some(models) = d["usage_by_model"].as_object().filter(|m| !m.is_empty()) {
+    if !r.usage_by_model.is_empty() {
         println!("Usage by model:");
-        for (model, u) in models {
+        for (model, u) in &r.usage_by_model {
             println!(
                 "  {model:<20} {} in / {} out  {}",
-                u["input_tokens"],
-                u["output_tokens"],
-                cost_text(u["cost_usd"].as_f64().unwrap_or(0.0))
+                u.input_tokens,
+                u.output_tokens,
+                cost_text(u.cost_usd)
             );
         }
     }

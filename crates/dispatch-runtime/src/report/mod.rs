@@ -20,7 +20,7 @@ use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::{
     Approval, Artifact, DeadLetter, Event, ReliabilityStore, Run, ServiceStore, Store,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::RuntimeResult;
@@ -45,7 +45,7 @@ pub enum Place {
 
 /// Everything about one run: the stored run with its derived fields, then
 /// its attempts, event-derived telemetry, approvals, artifacts and events.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     #[serde(flatten)]
     pub run: Run,

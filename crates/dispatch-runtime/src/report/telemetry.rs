@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use dispatch_core::event::Usage;
 use dispatch_core::{EventKind, Ts};
 use dispatch_store::{Attempt, Event};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// One step of the timeline: from its start to the next step of the same
 /// attempt, its own end, or the end of its attempt (`null` while going).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub attempt: u32,
     pub name: String,
@@ -32,7 +32,7 @@ impl Step {
 }
 
 /// The usage events of one model, summed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -42,7 +42,7 @@ pub struct ModelUsage {
 }
 
 /// One attempt with what it used.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportAttempt {
     #[serde(flatten)]
     pub attempt: Attempt,
