@@ -2,7 +2,8 @@
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
-use dispatch_runtime::report::{self, Place, RunReport};
+use dispatch_runtime::report::{self, Place, RunReport, ServiceReport};
+use dispatch_runtime::service::model::Trigger;
 use dispatch_store::Run;
 use dispatch_store::sqlite::SqliteStore;
 use serde::Serialize;
@@ -124,8 +125,11 @@ fn print_human(r: &RunReport) {
     if let Some(p) = &run.origin_id {
         line("Origin:", p.to_string());
     }
-    for (part, label) in [(&r.advisory, "Metadata:"), (&r.mounts, "Mounts:")] {
-        let text = super::inspect_agent::pairs(&json!(part));
+    for (part, label) in [
+        (json!(r.advisory), "Metadata:"),
+        (json!(r.mounts), "Mounts:"),
+    ] {
+        let text = super::inspect_agent::pairs(&part);
         if !text.is_empty() {
             line(label, text);
         }
@@ -159,7 +163,7 @@ fn print_human(r: &RunReport) {
         format!("{} ({}{kind}{keep})", w.path.display(), w.state),
     );
     print!("{out}");
-    if let Some(svc) = r.service.as_ref().filter(|s| s.is_object()) {
+    if let Some(svc) = &r.service {
         print_service(svc);
     }
     if !r.attempts.is_empty() {
@@ -239,67 +243,53 @@ fn print_human(r: &RunReport) {
 }
 
 /// The service part: wake policy, timers, listeners, ingress policy.
-fn print_service(svc: &Value) {
-    let c = &svc["config"];
+fn print_service(svc: &ServiceReport) {
+    let c = &svc.config;
     let now = now_ms();
-    let t = |v: &Value| {
-        v.as_i64()
-            .map_or_else(|| "-".into(), |at| time_text(at, now))
-    };
+    let t = |at: Option<i64>| at.map_or_else(|| "-".into(), |at| time_text(at, now));
     println!(
         "Service:    overlap {} (max concurrent {}, max pending {})",
-        c["overlap"].as_str().unwrap_or("?"),
-        c["max_concurrent"],
-        c["max_pending"]
+        c.overlap.as_str(),
+        c.max_concurrent,
+        c.max_pending
     );
-    for s in svc["schedules"].as_array().into_iter().flatten() {
-        let label = match s["kind"].as_str() {
-            Some("interval") => format!(
-                "every {}",
-                s["every_ms"]
-                    .as_i64()
-                    .map_or_else(|| "?".into(), human_duration)
-            ),
-            _ => s["expr"].as_str().unwrap_or("?").to_string(),
+    for s in &svc.schedules {
+        let label = match &s.trigger {
+            Trigger::Interval { every_ms } => format!("every {}", human_duration(*every_ms as i64)),
+            Trigger::Cron { expr } => expr.clone(),
         };
         println!(
             "  schedule {label:<20} next_fire_at {} last_fired_at {} fires {} skipped {}",
-            t(&s["next_fire_at"]),
-            t(&s["last_fired_at"]),
-            s["fires"],
-            s["skipped"]
+            t(s.next_fire_at),
+            t(s.last_fired_at),
+            s.fires,
+            s.skipped
         );
     }
-    for l in svc["listeners"].as_array().into_iter().flatten() {
+    for l in &svc.listeners {
         println!(
             "  listener {} bound_addr {} requests_handled {} requests_rejected {} last_request_at {}",
-            l["addr"].as_str().unwrap_or("?"),
-            l["bound_addr"].as_str().unwrap_or("-"),
-            l["requests_handled"],
-            l["requests_rejected"],
-            t(&l["last_request_at"])
+            l.addr,
+            l.bound_addr.as_deref().unwrap_or("-"),
+            l.requests_handled,
+            l.requests_rejected,
+            t(l.last_request_at)
         );
     }
-    if let Some(p) = c["listen"].as_object() {
-        let methods: Vec<&str> = p["methods"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    if let Some(p) = &c.listen {
         println!(
             "  ingress  path {} methods {} secret {} max_body_bytes {} max_header_bytes {}",
-            p["path"].as_str().unwrap_or("(any)"),
-            if methods.is_empty() {
+            p.path.as_deref().unwrap_or("(any)"),
+            if p.methods.is_empty() {
                 "(any)".to_string()
             } else {
-                methods.join(",")
+                p.methods.join(",")
             },
-            p["secret_source"]
-                .as_str()
+            p.secret_source
+                .as_ref()
                 .map_or("(none)".to_string(), |s| format!("sha256 from {s}")),
-            p["max_body_bytes"],
-            p["max_header_bytes"]
+            p.max_body_bytes,
+            p.max_header_bytes
         );
     }
 }

@@ -3,16 +3,10 @@
 //! state. Each serializes to the JSON the report has always had.
 
 use dispatch_core::Ts;
-use dispatch_core::parcel_meta::{Advisory, Mounts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::service::model::{ListenerState, ScheduleState, ServiceConfig};
-
-/// A parcel's advisory declarations, as the report shows them.
-pub type ReportAdvisory = Advisory;
-/// A parcel's state mounts, as the report shows them.
-pub type ReportMounts = Mounts;
+use crate::service::model::{ListenerState, ScheduleState, ServiceConfig, ServiceDoc};
 
 /// One `tool_call` event. Its fields are the event's (null when it has
 /// none, or one of another type); `input`, `output` and `requested_input`
@@ -191,4 +185,19 @@ pub struct ServiceReport {
     pub schedules: Vec<ScheduleState>,
     pub listeners: Vec<ListenerState>,
     pub updated_at: Ts,
+}
+
+impl ServiceReport {
+    /// The report of a stored service state; `None` when its documents do
+    /// not decode (a row this version cannot read).
+    pub fn of(state: &dispatch_store::ServiceState) -> Option<ServiceReport> {
+        let doc = ServiceDoc::decode(state).ok()?;
+        Some(ServiceReport {
+            name: state.name.clone(),
+            config: doc.config,
+            schedules: doc.schedules,
+            listeners: doc.listeners,
+            updated_at: state.updated_at,
+        })
+    }
 }
