@@ -2,9 +2,11 @@
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_duration;
-use dispatch_runtime::report::{self, Place};
+use dispatch_runtime::report::{self, Place, RunReport, ServiceReport};
+use dispatch_runtime::service::model::Trigger;
 use dispatch_store::Run;
 use dispatch_store::sqlite::SqliteStore;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::{Format, InspectArgs};
@@ -22,115 +24,121 @@ pub async fn inspect(ctx: &Ctx, args: &InspectArgs) -> CliResult {
     if let Some(how) = args.graph {
         return super::inspect_workflow::print_graph(ctx, &store, args, how).await;
     }
-    let mut docs = Vec::new();
+    let mut reports = Vec::new();
     for arg in &args.ids.ids {
         let run = find_run(&store, &ctx.layout, arg).await?;
-        docs.push(document(ctx, &store, &run).await?);
+        reports.push(report_of(ctx, &store, &run).await?);
     }
-    if args.format == Format::Json {
-        print_json(&Value::Array(docs));
-    } else {
-        for (i, d) in docs.iter().enumerate() {
-            if i > 0 {
-                println!();
-            }
-            print_human(d);
-        }
-    }
+    print(&reports, args.format);
     Ok(0)
 }
 
-/// The run's [`RunReport`](dispatch_runtime::report::RunReport), as JSON.
-async fn document(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<Value> {
+/// The run's [`RunReport`], built from the local store.
+async fn report_of(ctx: &Ctx, store: &SqliteStore, run: &Run) -> CliResult<RunReport> {
     let now = now_ms();
     let waiting = dispatch_runtime::waiting::reason(store, run, now).await;
-    let report = report::build(store, &ctx.layout, Place::Local, run.clone(), waiting, now).await?;
-    Ok(json!(report))
+    Ok(report::build(store, &ctx.layout, Place::Local, run.clone(), waiting, now).await?)
 }
 
-pub(crate) fn print_human(d: &Value) {
-    let s = |k: &str| match &d[k] {
-        Value::String(s) => s.clone(),
+/// `inspect-run`'s output of `reports`, local or from a server alike: an
+/// array of them in JSON (through a [`Value`], so with its keys sorted),
+/// or each for people, a blank line between.
+pub(crate) fn print(reports: &[RunReport], format: Format) {
+    if format == Format::Json {
+        print_json(&json!(reports));
+    } else {
+        for (i, r) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_human(r);
+        }
+    }
+}
+
+/// A field as its JSON says it: a string's text, `-` for null, else the JSON.
+fn text<T: Serialize>(v: &T) -> String {
+    match json!(v) {
+        Value::String(s) => s,
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
+    }
+}
+
+fn print_human(r: &RunReport) {
+    let run = &r.run;
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
-    line("Run:", s("id"));
+    line("Run:", run.id.to_string());
     // Shown once there is more than the default project.
-    if let Some(project) = d["project"]
-        .as_str()
-        .filter(|p| *p != dispatch_core::project::DEFAULT_PROJECT)
-    {
-        line("Project:", project.to_string());
+    if run.project != dispatch_core::project::DEFAULT_PROJECT {
+        line("Project:", run.project.clone());
     }
     line(
         "Parcel:",
-        format!("{} ({})", s("parcel_name"), s("parcel_digest")),
+        format!("{} ({})", run.parcel_name, run.parcel_digest),
     );
-    line("Operation:", s("operation"));
-    line("Status:", s("status_text"));
-    if let Some(reason) = d["state"]["reason"].as_str() {
+    line("Operation:", text(&run.operation));
+    line("Status:", r.status_text.clone());
+    if let Some(reason) = run.state.reason() {
         line("Reason:", reason.to_string());
     }
-    if let Some(why) = d["waiting"].as_str() {
-        line("Waiting:", why.to_string());
+    if let Some(why) = &r.waiting {
+        line("Waiting:", why.clone());
     }
-    line("Exit code:", s("exit_code"));
-    line("Attempt:", s("attempt"));
-    let created = d["created_at"]
-        .as_i64()
-        .map_or_else(|| "-".to_string(), |at| time_text(at, now_ms()));
-    line("Created:", created);
-    if let Some(ms) = d["duration_ms"].as_i64() {
+    line("Exit code:", text(&r.exit_code));
+    line("Attempt:", run.attempt.to_string());
+    line("Created:", time_text(run.created_at, now_ms()));
+    if let Some(ms) = r.duration_ms {
         line("Duration:", human_duration(ms));
     }
-    let u = &d["usage"];
-    let estimated = super::inspect_agent::estimated_calls(d);
+    let u = &run.usage;
+    let estimated = super::inspect_agent::estimated_calls(r);
     line(
         "Tokens:",
         match estimated {
-            0 => format!("{} in / {} out", u["input_tokens"], u["output_tokens"]),
+            0 => format!("{} in / {} out", u.input_tokens, u.output_tokens),
             n => format!(
                 "{} in / {} out (of which {n} call(s) estimated)",
-                u["input_tokens"], u["output_tokens"]
+                u.input_tokens, u.output_tokens
             ),
         },
     );
-    let cost = cost_text(u["cost_usd"].as_f64().unwrap_or(0.0));
-    match super::inspect_agent::cost_unknown(d) {
+    let cost = cost_text(u.cost_usd);
+    match super::inspect_agent::cost_unknown(r) {
         true => line(
             "Cost:",
             format!("{cost} + unknown (a model without a price; add PRICE)"),
         ),
         false => line("Cost:", cost),
     }
-    if let Some(p) = d["parent_id"].as_str() {
+    if let Some(p) = &run.parent_id {
         line("Parent:", p.to_string());
     }
-    line("Trigger:", s("trigger"));
-    if let Some(key) = d["concurrency"]["key"].as_str() {
-        let c = &d["concurrency"];
-        let strategy = c["strategy"].as_str().unwrap_or("queue");
+    line("Trigger:", text(&run.trigger));
+    if let Some(c) = &r.concurrency {
         line(
             "Concurrency:",
-            format!(" {key} (max {}, {strategy})", c["max"]),
+            format!(" {} (max {}, {})", c.key, c.max, text(&c.strategy)),
         );
     }
-    if let Some(p) = d["origin_id"].as_str() {
+    if let Some(p) = &run.origin_id {
         line("Origin:", p.to_string());
     }
-    for (key, label) in [("advisory", "Metadata:"), ("mounts", "Mounts:")] {
-        let text = super::inspect_agent::pairs(&d[key]);
+    for (part, label) in [
+        (json!(r.advisory), "Metadata:"),
+        (json!(r.mounts), "Mounts:"),
+    ] {
+        let text = super::inspect_agent::pairs(&part);
         if !text.is_empty() {
             line(label, text);
         }
     }
     // The runs this one handed off to (each once, however often it said so).
     let mut handed: Vec<String> = Vec::new();
-    for e in d["events"].as_array().into_iter().flatten() {
-        let data = &e["data"];
-        if let (Some("handoff"), Some(id)) = (e["type"].as_str(), data["run_id"].as_str()) {
+    for e in r.events.iter().filter(|e| e.event.kind == "handoff") {
+        let data = &e.event.data;
+        if let Some(id) = data["run_id"].as_str() {
             let entry = format!("{id} ({})", data["parcel"].as_str().unwrap_or("?"));
             if !handed.contains(&entry) {
                 handed.push(entry);
@@ -140,178 +148,148 @@ pub(crate) fn print_human(d: &Value) {
     if !handed.is_empty() {
         line("Handoffs:", handed.join(", "));
     }
-    line("Payload:", d["payload"].to_string());
-    line("Output:", d["output"].to_string());
-    line("Brief:", s("brief_sha256"));
-    line("Log:", s("log_path"));
-    if let Some(path) = d["workspace"]["path"].as_str() {
-        let state = d["workspace"]["state"].as_str().unwrap_or("-");
-        let keep = match d["workspace"]["keep"].as_bool() {
-            Some(true) => ", --keep-workspace",
-            _ => "",
-        };
-        let kind = match d["workspace"]["kind"].as_str() {
-            Some(k) => format!(", {k}"),
-            None => String::new(),
-        };
-        line("Workspace:", format!("{path} ({state}{kind}{keep})"));
-    }
+    line("Payload:", run.payload.to_string());
+    line("Output:", json!(run.output).to_string());
+    line("Brief:", run.brief_sha256.clone());
+    line("Log:", r.log_path.clone());
+    let w = &r.workspace;
+    let keep = if w.keep { ", --keep-workspace" } else { "" };
+    let kind = match &w.kind {
+        Some(k) => format!(", {k}"),
+        None => String::new(),
+    };
+    line(
+        "Workspace:",
+        format!("{} ({}{kind}{keep})", w.path.display(), w.state),
+    );
     print!("{out}");
-    if d["service"].is_object() {
-        print_service(&d["service"]);
+    if let Some(svc) = &r.service {
+        print_service(svc);
     }
-    if let Some(attempts) = d["attempts"].as_array().filter(|a| !a.is_empty()) {
+    if !r.attempts.is_empty() {
         println!("Attempts:");
-        for a in attempts {
-            let dur = match (a["started_at"].as_i64(), a["ended_at"].as_i64()) {
-                (Some(s), Some(e)) => human_duration(e - s),
-                _ => "-".into(),
+        for a in &r.attempts {
+            let at = &a.attempt;
+            let dur = match at.ended_at {
+                Some(e) => human_duration(e - at.started_at),
+                None => "-".into(),
             };
-            let u = &a["usage"];
-            let exit = a["exit_code"]
-                .as_i64()
-                .map_or_else(|| "-".to_string(), |c| c.to_string());
+            let u = &a.usage;
             println!(
                 "  #{} {} exit {} {} tokens {}/{} cost {}{}",
-                a["number"],
-                a["status"].as_str().unwrap_or("running"),
-                exit,
+                at.number,
+                at.status.as_ref().map_or_else(|| "running".into(), text),
+                text(&at.exit_code),
                 dur,
-                u["input_tokens"],
-                u["output_tokens"],
-                cost_text(u["cost_usd"].as_f64().unwrap_or(0.0)),
-                a["error"]
-                    .as_str()
+                u.input_tokens,
+                u.output_tokens,
+                cost_text(u.cost_usd),
+                at.error
+                    .as_ref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
-            if let Some(worker) = a["worker"].as_str() {
+            if let Some(worker) = &at.worker {
                 println!("     on {worker}");
             }
             super::inspect_resources::print_attempt(a);
         }
     }
-    super::telemetry::print_human(d);
-    super::inspect_agent::print_human(d);
-    super::inspect_workflow::print_human(d);
-    if let Some(approvals) = d["approvals"].as_array().filter(|a| !a.is_empty()) {
+    super::telemetry::print_human(r);
+    super::inspect_agent::print_human(r);
+    super::inspect_workflow::print_human(r);
+    if !r.approvals.is_empty() {
         println!("Approvals:");
-        for a in approvals {
-            let decision = match a["decision"].as_str() {
+        for a in &r.approvals {
+            let decision = match &a.decision {
                 Some(dec) => format!(
                     "{dec} by {}{}",
-                    a["decided_by"].as_str().unwrap_or("?"),
-                    a["rationale"]
-                        .as_str()
+                    a.decided_by.as_deref().unwrap_or("?"),
+                    a.rationale
+                        .as_ref()
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default()
                 ),
                 None => "pending".into(),
             };
-            let member = match a["run_id"].as_str() {
-                Some(r) if Some(r) != d["id"].as_str() => format!(" [member run {r}]"),
+            let member = match &a.run_id {
+                id if *id != run.id => format!(" [member run {id}]"),
                 _ => String::new(),
             };
-            println!(
-                "  {} ({}) {decision}{member}",
-                a["id"].as_str().unwrap_or("?"),
-                a["summary"].as_str().unwrap_or("")
-            );
+            println!("  {} ({}) {decision}{member}", a.id, a.summary);
         }
     }
-    if let Some(reason) = d["dead_letter"]["reason"].as_str() {
-        println!("Dead letter: {reason} (`dispatch dlq replay` runs it again)");
+    if let Some(dl) = &r.dead_letter {
+        println!(
+            "Dead letter: {} (`dispatch dlq replay` runs it again)",
+            dl.reason
+        );
     }
-    if let Some(arts) = d["artifacts"].as_array().filter(|a| !a.is_empty()) {
+    if !r.artifacts.is_empty() {
         println!("Artifacts:");
-        for a in arts {
-            println!(
-                "  {} {} bytes sha256:{}",
-                a["name"].as_str().unwrap_or("?"),
-                a["size"],
-                a["sha256"].as_str().unwrap_or("?")
-            );
+        for a in &r.artifacts {
+            println!("  {} {} bytes sha256:{}", a.name, a.size, a.sha256);
         }
     }
-    if let Some(events) = d["events"].as_array() {
-        println!("Events:");
-        for e in events {
-            let mut data = e["data"].clone();
-            if let Some(o) = data.as_object_mut() {
-                o.remove("type");
-            }
-            println!(
-                "  {:>4} {:<12} {}",
-                e["seq"],
-                e["type"].as_str().unwrap_or("?"),
-                data
-            );
+    println!("Events:");
+    for e in &r.events {
+        let mut data = e.event.data.clone();
+        if let Some(o) = data.as_object_mut() {
+            o.remove("type");
         }
+        // (The seq unpadded: the untyped renderer's `{:>4}` never padded a JSON value.)
+        println!("  {} {:<12} {}", e.seq, e.event.kind, data);
     }
 }
 
 /// The service part: wake policy, timers, listeners, ingress policy.
-fn print_service(svc: &Value) {
-    let c = &svc["config"];
+fn print_service(svc: &ServiceReport) {
+    let c = &svc.config;
     let now = now_ms();
-    let t = |v: &Value| {
-        v.as_i64()
-            .map_or_else(|| "-".into(), |at| time_text(at, now))
-    };
+    let t = |at: Option<i64>| at.map_or_else(|| "-".into(), |at| time_text(at, now));
     println!(
         "Service:    overlap {} (max concurrent {}, max pending {})",
-        c["overlap"].as_str().unwrap_or("?"),
-        c["max_concurrent"],
-        c["max_pending"]
+        c.overlap.as_str(),
+        c.max_concurrent,
+        c.max_pending
     );
-    for s in svc["schedules"].as_array().into_iter().flatten() {
-        let label = match s["kind"].as_str() {
-            Some("interval") => format!(
-                "every {}",
-                s["every_ms"]
-                    .as_i64()
-                    .map_or_else(|| "?".into(), human_duration)
-            ),
-            _ => s["expr"].as_str().unwrap_or("?").to_string(),
+    for s in &svc.schedules {
+        let label = match &s.trigger {
+            Trigger::Interval { every_ms } => format!("every {}", human_duration(*every_ms as i64)),
+            Trigger::Cron { expr } => expr.clone(),
         };
         println!(
             "  schedule {label:<20} next_fire_at {} last_fired_at {} fires {} skipped {}",
-            t(&s["next_fire_at"]),
-            t(&s["last_fired_at"]),
-            s["fires"],
-            s["skipped"]
+            t(s.next_fire_at),
+            t(s.last_fired_at),
+            s.fires,
+            s.skipped
         );
     }
-    for l in svc["listeners"].as_array().into_iter().flatten() {
+    for l in &svc.listeners {
         println!(
             "  listener {} bound_addr {} requests_handled {} requests_rejected {} last_request_at {}",
-            l["addr"].as_str().unwrap_or("?"),
-            l["bound_addr"].as_str().unwrap_or("-"),
-            l["requests_handled"],
-            l["requests_rejected"],
-            t(&l["last_request_at"])
+            l.addr,
+            l.bound_addr.as_deref().unwrap_or("-"),
+            l.requests_handled,
+            l.requests_rejected,
+            t(l.last_request_at)
         );
     }
-    if let Some(p) = c["listen"].as_object() {
-        let methods: Vec<&str> = p["methods"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    if let Some(p) = &c.listen {
         println!(
             "  ingress  path {} methods {} secret {} max_body_bytes {} max_header_bytes {}",
-            p["path"].as_str().unwrap_or("(any)"),
-            if methods.is_empty() {
+            p.path.as_deref().unwrap_or("(any)"),
+            if p.methods.is_empty() {
                 "(any)".to_string()
             } else {
-                methods.join(",")
+                p.methods.join(",")
             },
-            p["secret_source"]
-                .as_str()
+            p.secret_source
+                .as_ref()
                 .map_or("(none)".to_string(), |s| format!("sha256 from {s}")),
-            p["max_body_bytes"],
-            p["max_header_bytes"]
+            p.max_body_bytes,
+            p.max_header_bytes
         );
     }
 }

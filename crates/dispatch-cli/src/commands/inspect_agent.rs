@@ -3,24 +3,19 @@
 //! reason, fallback and retry) and the conversation as last checkpointed.
 
 use dispatch_core::event::shorten;
+use dispatch_runtime::report::{ModelCall, RunReport};
 use serde_json::Value;
 
 use crate::output::cost_text;
 
 /// How many model calls were billed an estimate (cut, stopped or lost).
-pub fn estimated_calls(d: &Value) -> usize {
-    d["model_calls"].as_array().map_or(0, |calls| {
-        calls.iter().filter(|c| c["estimated"] == true).count()
-    })
+pub fn estimated_calls(r: &RunReport) -> usize {
+    r.model_calls.iter().filter(|c| c.estimated()).count()
 }
 
 /// Whether some call had no known price (the run's cost is then unknown in part).
-pub fn cost_unknown(d: &Value) -> bool {
-    d["model_calls"].as_array().is_some_and(|calls| {
-        calls
-            .iter()
-            .any(|c| (c["error"].is_null() || c["estimated"] == true) && c["cost_usd"].is_null())
-    })
+pub fn cost_unknown(r: &RunReport) -> bool {
+    r.model_calls.iter().any(ModelCall::cost_unknown)
 }
 
 fn print_bom(b: &Value) {
@@ -58,56 +53,54 @@ fn print_bom(b: &Value) {
     }
 }
 
-pub fn print_human(d: &Value) {
-    if d["bom"].is_object() {
-        print_bom(&d["bom"]);
+pub fn print_human(r: &RunReport) {
+    if r.bom.is_object() {
+        print_bom(&r.bom);
     }
-    if let Some(calls) = d["model_calls"].as_array().filter(|c| !c.is_empty()) {
+    if !r.model_calls.is_empty() {
         println!("Model calls:");
-        for c in calls {
+        for c in &r.model_calls {
             let ms = |k: &str| {
-                c[k].as_i64()
+                c.get(k)
+                    .as_i64()
                     .map_or("-".to_string(), dispatch_core::time::human_duration)
             };
-            let cost = match c["cost_usd"].as_f64() {
+            let count = |k: &str| c.u64(k).map_or("-".into(), |n| n.to_string());
+            let cost = match c.cost_usd() {
                 Some(v) => cost_text(v),
                 None => "unknown".into(),
             };
             let mut extra = Vec::new();
-            if c["estimated"].as_bool() == Some(true) {
+            if c.estimated() {
                 extra.push("estimated".to_string());
             }
-            if c["fallback"].as_bool() == Some(true) {
+            if c.fallback() {
                 extra.push(format!(
                     "fallback from {}",
-                    c["fallback_from"].as_str().unwrap_or("?")
+                    c.str("fallback_from").unwrap_or("?")
                 ));
             }
-            if let Some(n) = c["retry"].as_u64().filter(|n| *n > 0) {
+            if let Some(n) = c.u64("retry").filter(|n| *n > 0) {
                 extra.push(format!("retry {n}"));
             }
-            if c["truncated"].as_bool() == Some(true) {
+            if c.truncated() {
                 extra.push("truncated: cut at its output limit".to_string());
             }
-            if let Some(e) = c["error"].as_str() {
+            if let Some(e) = c.error() {
                 extra.push(format!("error: {}", shorten(e, 200)));
             }
             println!(
                 "  #{} attempt {} {} ({}) tokens {}/{} cost {} latency {} first token {} finish {}{}",
-                c["call"].as_u64().map_or("-".into(), |n| n.to_string()),
-                c["attempt"],
-                c["model"].as_str().unwrap_or("?"),
-                c["provider"].as_str().unwrap_or("?"),
-                c["input_tokens"]
-                    .as_u64()
-                    .map_or("-".into(), |n| n.to_string()),
-                c["output_tokens"]
-                    .as_u64()
-                    .map_or("-".into(), |n| n.to_string()),
+                count("call"),
+                c.attempt,
+                c.str("model").unwrap_or("?"),
+                c.str("provider").unwrap_or("?"),
+                count("input_tokens"),
+                count("output_tokens"),
                 cost,
                 ms("latency_ms"),
                 ms("first_token_ms"),
-                c["finish_reason"].as_str().unwrap_or("-"),
+                c.str("finish_reason").unwrap_or("-"),
                 if extra.is_empty() {
                     String::new()
                 } else {
@@ -116,7 +109,7 @@ pub fn print_human(d: &Value) {
             );
         }
     }
-    let conv = &d["conversation"];
+    let conv = &r.conversation;
     if let Some(messages) = conv["messages"].as_array() {
         println!("Conversation:");
         for m in messages {

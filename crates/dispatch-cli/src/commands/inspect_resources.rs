@@ -3,7 +3,7 @@
 //! from the `resources` event the runtime writes when an attempt ends, the
 //! same locally and through `--host`.
 
-use serde_json::Value;
+use dispatch_runtime::report::ReportAttempt;
 
 /// A size in bytes for people: `63.9M`, `512K`.
 fn bytes_text(n: u64) -> String {
@@ -26,43 +26,37 @@ fn how_text(how: &str) -> &str {
 }
 
 /// The attempt's `limits:` and `used:` lines.
-pub fn print_attempt(a: &Value) {
-    let r = &a["resources"];
-    if r.is_null() {
+pub fn print_attempt(a: &ReportAttempt) {
+    let Some(r) = &a.resources else {
         return;
-    }
-    let limits: Vec<String> = r["limits"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    };
+    let limits: Vec<String> = r
+        .limits
+        .iter()
         .map(|l| {
-            let note = l["note"]
-                .as_str()
+            let note = l
+                .note
+                .as_ref()
                 .map(|n| format!(": {n}"))
                 .unwrap_or_default();
-            format!(
-                "{} {} ({}{note})",
-                l["limit"].as_str().unwrap_or("?"),
-                l["value"].as_str().unwrap_or("?"),
-                how_text(l["how"].as_str().unwrap_or("?"))
-            )
+            format!("{} {} ({}{note})", l.limit, l.value, how_text(&l.how))
         })
         .collect();
     if !limits.is_empty() {
         println!("     limits: {}", limits.join("; "));
     }
-    let peak = r["peak_memory_bytes"]
-        .as_u64()
+    let peak = r
+        .peak_memory_bytes
         .map_or_else(|| "-".to_string(), bytes_text);
-    let cpu = r["cpu_time_ms"]
-        .as_u64()
+    let cpu = r
+        .cpu_time_ms
         .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"));
-    let fuel = r["fuel_used"]
-        .as_u64()
+    let fuel = r
+        .fuel_used
         .map(|n| format!(", fuel {n}"))
         .unwrap_or_default();
     println!(
         "     used: peak memory {peak}, CPU time {cpu}{fuel} (measured by {})",
-        r["measured_by"].as_str().unwrap_or("-")
+        r.measured_by.as_deref().unwrap_or("-")
     );
 }

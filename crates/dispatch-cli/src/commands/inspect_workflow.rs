@@ -3,6 +3,7 @@
 //! `--graph dot|mermaid`.
 
 use dispatch_core::RunId;
+use dispatch_runtime::report::RunReport;
 use dispatch_runtime::workflow::graph;
 use dispatch_store::sqlite::SqliteStore;
 use serde_json::Value;
@@ -71,8 +72,10 @@ fn not_a_workflow(id: &RunId) -> CliError {
 }
 
 /// The human view: a `Workflow:` section.
-pub fn print_human(d: &Value) {
-    let g = &d["workflow"];
+pub fn print_human(r: &RunReport) {
+    let Some(g) = &r.workflow else {
+        return;
+    };
     let Some(nodes) = g["nodes"].as_array() else {
         return;
     };
@@ -115,6 +118,6 @@ pub fn print_human(d: &Value) {
     }
     println!(
         "  (graph: `dispatch inspect-run {} --graph dot|mermaid`)",
-        d["id"].as_str().unwrap_or("")
+        r.run.id
     );
 }

@@ -15,18 +15,18 @@ use std::time::{Duration, Instant};
 
 use dispatch_core::RunId;
 use dispatch_core::policy::PolicyInput;
+use dispatch_runtime::report::RunReport;
 use dispatch_runtime::run_exit_code;
 use dispatch_runtime::submit::check_session_name;
 use dispatch_server::client::{Client, Response};
 use dispatch_store::Run;
 use serde_json::{Value, json};
 
-use crate::cli::{Command, ContainerCommand, Format, InspectArgs, LogsArgs, RunArgs};
+use crate::cli::{Command, ContainerCommand, InspectArgs, LogsArgs, RunArgs};
 use crate::cli::{StopArgs, WaitArgs};
 use crate::commands::{inspect, run};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, EXIT_WAIT_TIMEOUT, chain};
-use crate::output::print_json;
 use crate::reliability_args::DispatchArgs;
 
 /// How long one long-polling request of `wait` lasts.
@@ -384,20 +384,11 @@ impl Remote {
         if let Some(how) = args.graph {
             return super::inspect_workflow::print_remote_graph(self, args, how);
         }
-        let mut docs = Vec::new();
+        let mut reports = Vec::new();
         for arg in &args.ids.ids {
-            docs.push(self.report(arg)?);
+            reports.push(self.report(arg)?);
         }
-        if args.format == Format::Json {
-            print_json(&Value::Array(docs));
-        } else {
-            for (i, d) in docs.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                inspect::print_human(d);
-            }
-        }
+        inspect::print(&reports, args.format);
         Ok(0)
     }
 }
@@ -405,12 +396,11 @@ impl Remote {
 impl Remote {
     /// The run's report (`GET /v1/runs/{id}/report`), as `inspect-run`
     /// prints it: the log is the server's URL of it.
-    fn report(&self, id: &str) -> CliResult<Value> {
-        let mut doc = self.json("GET", &format!("/v1/runs/{}/report", encode(id)), None)?;
-        if let Some(path) = doc["log_path"].as_str() {
-            doc["log_path"] = json!(format!("{}{path}", self.base()));
-        }
-        Ok(doc)
+    fn report(&self, id: &str) -> CliResult<RunReport> {
+        let mut report: RunReport =
+            self.typed("GET", &format!("/v1/runs/{}/report", encode(id)), None)?;
+        report.log_path = format!("{}{}", self.base(), report.log_path);
+        Ok(report)
     }
 }
 

@@ -10,22 +10,25 @@
 //! workflow graph ([`crate::workflow::graph`]); the CLI and the server both
 //! depend on this crate.
 
+pub mod parts;
 pub mod telemetry;
 
 use std::collections::BTreeMap;
 
 use dispatch_core::concurrency::RunConcurrency;
+use dispatch_core::parcel_meta::{Advisory, Mounts};
 use dispatch_core::time::human_duration;
 use dispatch_core::{RunState, Status, Ts};
 use dispatch_store::{
     Approval, Artifact, DeadLetter, Event, ReliabilityStore, Run, ServiceStore, Store,
 };
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
 use crate::workspace::WorkspaceInfo;
+pub use parts::{AttemptResources, EditedBy, ModelCall, ReportLimit, ServiceReport, ToolCall};
 pub use telemetry::{ModelUsage, ReportAttempt, Step};
 
 /// At most this many events are read into a report.
@@ -45,7 +48,7 @@ pub enum Place {
 
 /// Everything about one run: the stored run with its derived fields, then
 /// its attempts, event-derived telemetry, approvals, artifacts and events.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     #[serde(flatten)]
     pub run: Run,
@@ -62,12 +65,15 @@ pub struct RunReport {
     pub attempts: Vec<ReportAttempt>,
     /// The steps, with durations.
     pub timeline: Vec<Step>,
-    pub tool_calls: Vec<Value>,
+    pub tool_calls: Vec<ToolCall>,
     pub usage_by_model: BTreeMap<String, ModelUsage>,
-    pub model_calls: Vec<Value>,
-    /// A native agent's conversation as last checkpointed, or null.
+    pub model_calls: Vec<ModelCall>,
+    /// A native agent's conversation as last checkpointed (`system`,
+    /// `messages`, `rounds`, `calls`), or null. Free-form: the messages
+    /// are the provider-neutral ones the agent keeps, whatever they hold.
     pub conversation: Value,
-    /// The latest attempt's bill of materials, or null.
+    /// The latest attempt's bill of materials (its `bom` event with its
+    /// `attempt`), or null. Free-form: what the courier recorded.
     pub bom: Value,
     /// A workflow's approvals are its members' too.
     pub approvals: Vec<Approval>,
@@ -83,17 +89,20 @@ pub struct RunReport {
     /// Dispatch's VISIBILITY, ROUTING, FRAMEWORK, COMPACTION); absent when
     /// the parcel is not on this machine.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub advisory: Option<Value>,
+    pub advisory: Option<Advisory>,
+    /// Its state mounts; absent when the parcel is not on this machine.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mounts: Option<Value>,
+    pub mounts: Option<Mounts>,
     /// The workspace as this machine sees it.
     pub workspace: WorkspaceInfo,
-    /// A workflow run's communication graph.
+    /// A workflow run's communication graph (`workflow`, `name`, `nodes`,
+    /// `edges`, `messages`), as [`crate::workflow::graph::graph`] builds it
+    /// for `GET /v1/runs/{id}/graph` and the DOT and Mermaid drawings too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Value>,
-    /// A service's stored state: `name`, `config`, `schedules`, `listeners`, `updated_at`.
+    /// A service's stored state.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<Value>,
+    pub service: Option<ServiceReport>,
 }
 
 /// The report of `run`, read from `store`; `layout` is this machine's
@@ -117,15 +126,10 @@ pub async fn build<S: Store + ServiceStore + ?Sized>(
         crate::workspace::info(layout, &id, extras.keep_workspace, run.state.is_terminal());
     let workflow = crate::workflow::graph::graph(store, &run).await?;
     let approvals = approvals(store, &run, workflow.as_ref()).await?;
-    let service = store.get_service_state(&id).await?.map(|s| {
-        json!({
-            "name": s.name,
-            "config": s.config,
-            "schedules": s.schedules,
-            "listeners": s.listeners,
-            "updated_at": s.updated_at,
-        })
-    });
+    let service = store
+        .get_service_state(&id)
+        .await?
+        .and_then(|s| ServiceReport::of(&s));
     let (log_path, run_dir) = match place {
         Place::Local => (
             layout.log(&id).to_string_lossy().into_owned(),
@@ -154,8 +158,8 @@ pub async fn build<S: Store + ServiceStore + ?Sized>(
         log_path,
         run_dir,
         concurrency: extras.concurrency,
-        advisory: parcel.as_ref().map(|p| json!(p.manifest.advisory)),
-        mounts: parcel.as_ref().map(|p| json!(p.manifest.mounts)),
+        advisory: parcel.as_ref().map(|p| p.manifest.advisory.clone()),
+        mounts: parcel.as_ref().map(|p| p.manifest.mounts.clone()),
         workspace,
         workflow,
         service,

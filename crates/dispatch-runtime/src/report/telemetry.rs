@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use dispatch_core::event::Usage;
 use dispatch_core::{EventKind, Ts};
 use dispatch_store::{Attempt, Event};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use super::parts::{AttemptResources, ModelCall, ToolCall};
 
 /// One step of the timeline: from its start to the next step of the same
 /// attempt, its own end, or the end of its attempt (`null` while going).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub attempt: u32,
     pub name: String,
@@ -32,7 +34,7 @@ impl Step {
 }
 
 /// The usage events of one model, summed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -42,7 +44,7 @@ pub struct ModelUsage {
 }
 
 /// One attempt with what it used.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportAttempt {
     #[serde(flatten)]
     pub attempt: Attempt,
@@ -51,13 +53,13 @@ pub struct ReportAttempt {
     /// `null` while it runs.
     pub duration_ms: Option<i64>,
     /// Its limits and what it used (its `resources` event), or `null`.
-    pub resources: Value,
+    pub resources: Option<AttemptResources>,
 }
 
 /// What the event log says, before the stored records are added.
 pub struct Telemetry {
     pub timeline: Vec<Step>,
-    pub tool_calls: Vec<Value>,
+    pub tool_calls: Vec<ToolCall>,
     pub usage_by_model: BTreeMap<String, ModelUsage>,
     pub attempts: Vec<ReportAttempt>,
 }
@@ -103,21 +105,7 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Telemetry {
                     }
                 }
             }
-            Some(EventKind::ToolCall) => {
-                let mut call = json!({
-                    "attempt": attempt, "at": at, "name": d["name"], "ok": d["ok"],
-                    "duration_ms": d["duration_ms"], "kind": d["kind"], "input": d["input"],
-                    "output": d["output"], "bytes": d["bytes"], "truncated": d["truncated"],
-                    "approval": d["approval"],
-                });
-                // An approver's edit: `input` ran; the model asked for this.
-                for k in ["requested_input", "edited_by"] {
-                    if let Some(v) = d.get(k) {
-                        call[k] = v.clone();
-                    }
-                }
-                tools.push(call);
-            }
+            Some(EventKind::ToolCall) => tools.push(ToolCall::of(attempt, at, d)),
             Some(EventKind::Usage) => {
                 let model = d["model"].as_str().unwrap_or("unknown").to_string();
                 let u = e.event.usage().unwrap_or_default();
@@ -152,7 +140,8 @@ pub fn build(events: &[Event], attempts: &[Attempt]) -> Telemetry {
                 attempt,
                 usage: by_attempt.get(&a.number).copied().unwrap_or_default(),
                 duration_ms: a.ended_at.map(|e| e - a.started_at),
-                resources: resources_of(events, a.number),
+                // Null, or what the runtime wrote (else: none readable).
+                resources: serde_json::from_value(resources_of(events, a.number)).ok(),
             }
         })
         .collect();
@@ -200,17 +189,11 @@ pub fn resources_of(events: &[Event], n: u32) -> Value {
 }
 
 /// Every model call (its event's fields with `seq`, `attempt` and `at`).
-pub fn model_calls(events: &[Event]) -> Vec<Value> {
+pub fn model_calls(events: &[Event]) -> Vec<ModelCall> {
     events
         .iter()
         .filter(|e| e.event.is(EventKind::ModelCall))
-        .map(|e| {
-            let mut c = e.event.data.clone();
-            c["seq"] = json!(e.seq);
-            c["attempt"] = json!(e.event.attempt);
-            c["at"] = json!(e.event.at);
-            c
-        })
+        .map(|e| ModelCall::of(e.seq, e.event.attempt, e.event.at, &e.event.data))
         .collect()
 }
 

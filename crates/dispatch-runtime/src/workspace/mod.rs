@@ -290,7 +290,7 @@ pub fn mounted(layout: &Layout) -> Vec<RunId> {
 }
 
 /// What `inspect-run` says of a run's workspace.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct WorkspaceInfo {
     pub path: PathBuf,
     /// Kept after the run ends (`--keep-workspace`).
@@ -299,7 +299,7 @@ pub struct WorkspaceInfo {
     pub exists: bool,
     /// `in use`, `kept`, `removed`, `not created`, or `not mounted` (an
     /// overlay whose helper died: its files are in `runs/<id>/overlay/upper`).
-    pub state: &'static str,
+    pub state: String,
     /// How it was made: `overlayfs`, `reflinks` or `copies` (then with the
     /// reason there is no overlay), when this machine made it.
     pub kind: Option<String>,
@@ -317,7 +317,8 @@ pub fn info(layout: &Layout, id: &RunId, keep: bool, terminal: bool) -> Workspac
         (true, true, _) => "kept",
         (false, true, false) => "removed",
         (false, _, _) => "not created",
-    };
+    }
+    .to_string();
     let kind = fs::read_to_string(dir.join(KIND_FILE)).ok();
     WorkspaceInfo {
         path,

@@ -6,6 +6,7 @@
 
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
+use dispatch_runtime::report::ModelCall;
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -60,8 +61,8 @@ fn message(role: &str, content: &str, calls: &Value) -> Markup {
 }
 
 /// The conversation of the model call whose event data is `call`.
-pub fn render(layout: &Layout, id: &RunId, call: &Value) -> Markup {
-    if let Some(entry) = record(layout, id, call["cassette_sha256"].as_str())
+pub fn render(layout: &Layout, id: &RunId, call: &ModelCall) -> Markup {
+    if let Some(entry) = record(layout, id, call.str("cassette_sha256"))
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
     {
         let req = &entry["request"];
@@ -80,8 +81,8 @@ pub fn render(layout: &Layout, id: &RunId, call: &Value) -> Markup {
             }
         };
     }
-    let request = record(layout, id, call["request_sha256"].as_str());
-    let response = record(layout, id, call["response_sha256"].as_str());
+    let request = record(layout, id, call.str("request_sha256"));
+    let response = record(layout, id, call.str("response_sha256"));
     html! {
         @if request.is_none() && response.is_none() {
             p.muted { "This server has no record of the call's messages (it ran on another machine, or was removed)." }

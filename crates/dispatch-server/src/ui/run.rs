@@ -62,7 +62,7 @@ pub struct RunQuery {
 async fn fetch_calls(state: &AppState, view: &RunView) {
     let dir = state.layout.run_dir(&view.run().id).join("calls");
     let shas = run_parts::shown_calls(&view.report.model_calls)
-        .filter_map(|c| c["cassette_sha256"].as_str().map(str::to_string));
+        .filter_map(|c| c.str("cassette_sha256").map(str::to_string));
     for sha in shas {
         if let Err(e) = state.artifacts.fetch_call(&view.run().id, &sha, &dir).await {
             tracing::warn!(

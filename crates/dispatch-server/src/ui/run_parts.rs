@@ -3,6 +3,7 @@
 //! untrusted text: maud escapes it.
 
 use dispatch_core::{RunId, Ts};
+use dispatch_runtime::report::{ModelCall, ToolCall};
 use dispatch_store::{Artifact, Event, Run};
 use maud::{Markup, html};
 use serde_json::Value;
@@ -110,7 +111,7 @@ fn clipped(text: &str) -> Markup {
 }
 
 /// Tool calls with their input and output (as the run's report has them).
-pub fn tool_calls(calls: &[Value]) -> Markup {
+pub fn tool_calls(calls: &[ToolCall]) -> Markup {
     if calls.is_empty() {
         return html! {};
     }
@@ -123,55 +124,48 @@ pub fn tool_calls(calls: &[Value]) -> Markup {
                 p.muted { "The last " (calls.len()) " shown; the events table has the earlier ones." }
             }
             @for d in calls {
-                @let at = d["at"].as_i64().unwrap_or(0);
                 details.tool-call {
                     summary {
-                        strong { (d["name"].as_str().unwrap_or("?")) }
-                        " · attempt " (d["attempt"])
-                        " · " (fmt::duration(d["duration_ms"].as_i64()))
-                        @if d["ok"] == Value::Bool(false) { " · " span.status.s-failed { "failed" } }
-                        @if let Some(by) = edited_by(d) { " · edited by " (by) }
-                        " · " (fmt::time(at))
+                        strong { (d.name.as_deref().unwrap_or("?")) }
+                        " · attempt " (d.attempt)
+                        " · " (fmt::duration(d.duration_ms))
+                        @if d.ok == Some(false) { " · " span.status.s-failed { "failed" } }
+                        @if let Some(e) = &d.edited_by { " · edited by " (e.by) }
+                        " · " (fmt::time(d.at))
                     }
                     h3.muted { "Input" }
-                    (clipped(&fmt::json(&d["input"])))
-                    @if let Some(by) = edited_by(d) {
+                    (clipped(&fmt::json(&d.input)))
+                    @if let Some(e) = &d.edited_by {
                         p.muted {
-                            "What ran: edited by " (by) " (approval "
-                            (d["edited_by"]["approval"].as_str().unwrap_or("?")) ", "
-                            (fmt::time(d["edited_by"]["at"].as_i64().unwrap_or(at))) ")."
+                            "What ran: edited by " (e.by) " (approval "
+                            (e.approval) ", " (fmt::time(e.at)) ")."
                         }
                         h3.muted { "Requested by the model" }
-                        (clipped(&fmt::json(&d["requested_input"])))
+                        (clipped(&fmt::json(d.requested_input.as_ref().unwrap_or(&Value::Null))))
                     }
                     h3.muted { "Output" }
-                    (clipped(&match &d["output"] { Value::String(s) => s.clone(), v => fmt::json(v) }))
+                    (clipped(&match &d.output { Value::String(s) => s.clone(), v => fmt::json(v) }))
                 }
             }
         }
     }
 }
 
-/// Who edited a tool call's input at its approval, if anyone did.
-fn edited_by(d: &Value) -> Option<&str> {
-    d["edited_by"]["by"].as_str()
-}
-
 /// Model calls shown with their conversation (the newest).
 const CONVERSATIONS: usize = 50;
 
 /// The model calls whose conversations the page shows (the newest).
-pub fn shown_calls(calls: &[Value]) -> impl Iterator<Item = &Value> {
+pub fn shown_calls(calls: &[ModelCall]) -> impl Iterator<Item = &ModelCall> {
     calls.iter().skip(calls.len().saturating_sub(CONVERSATIONS))
 }
 
 /// Model calls: model, tokens, latency, finish reason, and each one's
 /// conversation (messages in, the answer out).
-pub fn model_calls(calls: &[Value], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
+pub fn model_calls(calls: &[ModelCall], layout: &dispatch_runtime::Layout, id: &RunId) -> Markup {
     if calls.is_empty() {
         return html! {};
     }
-    let n = |d: &Value, k: &str| d[k].as_u64().map(fmt::count).unwrap_or_else(|| "-".into());
+    let n = |d: &ModelCall, k: &str| d.u64(k).map(fmt::count).unwrap_or_else(|| "-".into());
     let shown = calls.len().saturating_sub(CONVERSATIONS);
     html! {
         h2 #models-title { "Model calls (" (calls.len()) ")" }
@@ -184,27 +178,27 @@ pub fn model_calls(calls: &[Value], layout: &dispatch_runtime::Layout, id: &RunI
             } }
             tbody { @for d in calls {
                 tr {
-                    td { (d["model"].as_str().unwrap_or("?")) }
-                    td.num { (d["attempt"]) }
+                    td { (d.str("model").unwrap_or("?")) }
+                    td.num { (d.attempt) }
                     td.num { (n(d, "input_tokens")) }
                     td.num { (n(d, "output_tokens")) }
-                    td.num { (fmt::duration(d["latency_ms"].as_i64())) }
-                    td.num.hide-narrow { (fmt::duration(d["first_token_ms"].as_i64())) }
+                    td.num { (fmt::duration(d.get("latency_ms").as_i64())) }
+                    td.num.hide-narrow { (fmt::duration(d.get("first_token_ms").as_i64())) }
                     td {
-                        (d["finish_reason"].as_str().unwrap_or("-"))
-                        @if d["estimated"] == true { " (estimated)" }
+                        (d.str("finish_reason").unwrap_or("-"))
+                        @if d.estimated() { " (estimated)" }
                     }
-                    td.hide-narrow { (fmt::time(d["at"].as_i64().unwrap_or(0))) }
+                    td.hide-narrow { (fmt::time(d.at)) }
                 }
             } }
         } }
         section #conversations aria-label="Conversations of the model calls" {
             @if shown > 0 { p.muted { "The conversations of the last " (CONVERSATIONS) " calls." } }
             @for (i, d) in calls.iter().enumerate().skip(shown) {
-                details.model-call data-seq=(d["seq"]) {
+                details.model-call data-seq=(d.seq) {
                     summary {
-                        "Call " (i + 1) ": " strong { (d["model"].as_str().unwrap_or("?")) }
-                        " · attempt " (d["attempt"]) " · " (fmt::time(d["at"].as_i64().unwrap_or(0)))
+                        "Call " (i + 1) ": " strong { (d.str("model").unwrap_or("?")) }
+                        " · attempt " (d.attempt) " · " (fmt::time(d.at))
                     }
                     (super::conversation::render(layout, id, d))
                 }

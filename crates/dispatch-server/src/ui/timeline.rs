@@ -4,7 +4,7 @@
 
 use dispatch_core::time::human_duration;
 use dispatch_core::{EventKind, Ts};
-use dispatch_runtime::report::{ReportAttempt, RunReport, Step};
+use dispatch_runtime::report::{ModelCall, ReportAttempt, RunReport, Step, ToolCall};
 use dispatch_store::{Approval, Event};
 use maud::{Markup, html};
 use serde_json::Value;
@@ -39,8 +39,8 @@ const MAX_LANES: usize = 40;
 pub struct Parts<'a> {
     pub attempts: &'a [ReportAttempt],
     pub steps: &'a [Step],
-    pub model_calls: &'a [Value],
-    pub tool_calls: &'a [Value],
+    pub model_calls: &'a [ModelCall],
+    pub tool_calls: &'a [ToolCall],
     /// Its waits are its `state` events to and from `paused`.
     pub events: &'a [Event],
     pub approvals: &'a [Approval],
@@ -86,35 +86,39 @@ pub fn build(report: Parts<'_>, now: Ts) -> Vec<Bar> {
         let (end, open) = s.ended_at.map_or((now, true), |end| (end, false));
         bars.push(step_bar(s.attempt, s.name.clone(), s.started_at, end, open));
     }
-    let name = |d: &Value, k: &str| d.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-    let ms = |d: &Value, k: &str| d.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
-    let at = |d: &Value| d.get("at").and_then(Value::as_i64).unwrap_or(0);
     for d in report.model_calls {
-        let took = ms(d, "latency_ms");
+        let took = d.get("latency_ms").as_i64().unwrap_or(0).max(0);
         bars.push(Bar {
             lane: "model calls".into(),
             kind: "model_call",
-            start: at(d) - took,
-            end: at(d),
+            start: d.at - took,
+            end: d.at,
             open: false,
-            label: format!("{} · {}", name(d, "model"), human_duration(took)),
+            label: format!(
+                "{} · {}",
+                d.str("model").unwrap_or("?"),
+                human_duration(took)
+            ),
         });
     }
     for d in report.tool_calls {
-        let took = ms(d, "duration_ms");
-        let ok = d.get("ok").and_then(Value::as_bool).unwrap_or(true);
+        let took = d.duration_ms.unwrap_or(0).max(0);
+        let name = d.name.as_deref().unwrap_or("?");
         bars.push(Bar {
-            lane: format!("tool {}", name(d, "name")),
+            lane: format!("tool {name}"),
             kind: "tool_call",
-            start: at(d) - took,
-            end: at(d),
+            start: d.at - took,
+            end: d.at,
             open: false,
             label: format!(
-                "{}{}{} · {}",
-                name(d, "name"),
-                if ok { "" } else { " (failed)" },
-                match d.pointer("/edited_by/by").and_then(Value::as_str) {
-                    Some(by) => format!(" (input edited by {by})"),
+                "{name}{}{} · {}",
+                if d.ok.unwrap_or(true) {
+                    ""
+                } else {
+                    " (failed)"
+                },
+                match &d.edited_by {
+                    Some(e) => format!(" (input edited by {})", e.by),
                     None => String::new(),
                 },
                 human_duration(took)
