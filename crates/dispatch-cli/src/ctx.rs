@@ -25,7 +25,10 @@ impl Ctx {
         // Named on the command line: a directory that is not there is a
         // mistake to say (DISPATCH_ROOT may point at one yet to be made).
         let named = root.as_ref().is_some_and(|r| !r.as_os_str().is_empty())
-            && std::env::args().any(|a| a == "--root" || a.starts_with("--root="));
+            && std::env::args_os().any(|a| {
+                let a = a.as_encoded_bytes();
+                a == b"--root" || a.starts_with(b"--root=")
+            });
         let layout = match root {
             Some(r) if r.is_absolute() => Layout::new(r),
             Some(r) => Layout::new(std::env::current_dir().unwrap_or_default().join(r)),

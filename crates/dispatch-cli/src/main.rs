@@ -8,6 +8,7 @@ mod notify_local;
 mod output;
 mod prefork;
 mod reliability_args;
+mod run_cli;
 mod suggest;
 
 use clap::Parser;
@@ -89,10 +90,16 @@ fn runs_agents() -> bool {
 /// The command line, or the exit code after clap printed the help, the
 /// version or the usage error it is.
 fn parse_cli() -> Result<Cli, i32> {
-    let args: Vec<String> = std::env::args().collect();
+    // Not `std::env::args()`: it panics on an argument that is not UTF-8;
+    // clap says which one is wrong instead.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     Cli::try_parse_from(&args).map_err(|mut e| {
         let root = <Cli as clap::CommandFactory>::command();
-        suggest::add_subcommand_tip(&mut e, &root, &args);
+        let words: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        suggest::add_subcommand_tip(&mut e, &root, &words);
         let _ = e.print();
         if e.use_stderr() { EXIT_USAGE } else { 0 }
     })

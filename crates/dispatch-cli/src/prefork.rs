@@ -172,7 +172,7 @@ fn child(report: File) -> i32 {
     unsafe { dispatch_runtime::sandbox::harden_process() };
     // On the path to the agent: it runs while clap parses.
     let ahead = open_ahead();
-    let cli = match crate::parse_cli() {
+    let cli = match crate::run_cli::parse(std::env::args_os()).map_or_else(crate::parse_cli, Ok) {
         Ok(cli) => cli,
         Err(code) => {
             send(report, &Report::Exited { code });

@@ -189,3 +189,29 @@ fn a_root_directory_that_is_not_there_is_an_error_for_readers() {
     assert!(e.contains("no state directory at"), "{e}");
     assert!(!missing.exists(), "a reader creates nothing");
 }
+
+#[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let d = Dispatch::new();
+    let bad = OsStr::from_bytes(b"caf\xe9");
+    for args in [vec![OsStr::new("ps"), bad], vec![OsStr::new("run"), bad]] {
+        let out = d.command().args(&args).output().expect("dispatch runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("invalid UTF-8") || err.contains("unexpected argument"),
+            "{err}"
+        );
+    }
+    // A path may be any bytes: `--root` names it as given.
+    let out = d
+        .command()
+        .args([OsStr::new("--root"), bad, OsStr::new("ps")])
+        .output()
+        .expect("dispatch runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
