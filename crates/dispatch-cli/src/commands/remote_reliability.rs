@@ -48,9 +48,9 @@ impl Remote {
         let value = crate::commands::signal::value_of(args)?;
         let run = self.get_run(&args.run)?;
         let body = json!({"name": args.name, "value": value});
-        let answer = self.json("POST", &format!("/v1/runs/{}/signal", run.id), Some(&body))?;
-        let delivered = answer["delivered"].as_str().unwrap_or("kept");
-        crate::commands::signal::say(&run.id.to_string(), &args.name, delivered);
+        let path = format!("/v1/runs/{}/signal", run.id);
+        let answer: dispatch_api::SignalAnswer = self.typed("POST", &path, Some(&body))?;
+        crate::commands::signal::say(&run.id.to_string(), &args.name, &answer.delivered);
         Ok(0)
     }
 

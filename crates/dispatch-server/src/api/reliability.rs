@@ -16,8 +16,9 @@ use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
 use serde_json::{Value, json};
 
-use super::runs::{Params, flag, params, resolve, run_json};
+use super::runs::{Params, flag, params, resolve};
 use super::schemas;
+use super::wire;
 use super::{ApiError, ApiResult, AppState, codes};
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
@@ -288,7 +289,7 @@ pub async fn replay(
     let id: RunId = resolve(&state, &id).await?;
     let who = super::policy::who(token.as_deref());
     let run = replay_dead_letter(&state, &id, req.payload, &who).await?;
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(wire::run(&run))).into_response())
 }
 
 /// Replays the dead letter `id` as a new queued run (with `payload` in

@@ -15,6 +15,8 @@ mod routes;
 mod sessions;
 #[path = "openapi_contract/strict.rs"]
 mod strict;
+#[path = "openapi_contract/wire.rs"]
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
