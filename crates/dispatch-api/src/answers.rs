@@ -61,9 +61,10 @@ pub struct Run {
     pub attempt: u32,
     pub brief_sha256: String,
     /// Only in the answer of `GET /v1/runs/{id}`: the run's concurrency key
-    /// (`<parcel>/<value>`), MAX and strategy, when it has one.
+    /// (`<parcel>/<value>`), MAX and strategy, when it has one (and in a
+    /// run's report, where it is null when it has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, value_type = Concurrency)]
+    #[schema(required = false)]
     pub concurrency: Option<Concurrency>,
     /// Unix milliseconds.
     pub created_at: i64,
@@ -166,19 +167,19 @@ pub struct RunPage {
     pub runs: Vec<Run>,
 }
 
-/// A stored event.
+/// A stored event. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Event {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub attempt: u32,
+    pub data: Value,
+    pub run_id: String,
     /// Position in the store's event log; increases with every append.
     pub seq: i64,
-    pub run_id: String,
     /// `state`, `usage`, `step`, `tool_call`, `warning`, …
     #[serde(rename = "type")]
     pub kind: String,
-    pub attempt: u32,
-    /// Unix milliseconds.
-    pub at: i64,
-    pub data: Value,
 }
 
 /// One server-sent event of a run's stream, as a client's SSE parser
@@ -315,39 +316,39 @@ pub struct Graph {
     pub messages: Vec<GraphMessage>,
 }
 
-/// An approval an agent asked for.
+/// An approval an agent asked for. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
-    pub run_id: String,
-    /// Its run's project (in listings).
-    #[serde(default)]
-    #[schema(required = false)]
-    pub project: Option<String>,
-    /// The agent's id for it (unique within the run).
-    pub id: String,
     pub attempt: u32,
-    pub summary: String,
-    pub requested_at: i64,
     /// When it is denied automatically, if ever.
     #[schema(required = true)]
     pub deadline: Option<i64>,
-    /// `approve` or `deny`, once decided.
-    #[schema(required = true)]
-    pub decision: Option<String>,
-    #[schema(required = true)]
-    pub decided_by: Option<String>,
-    #[schema(required = true)]
-    pub rationale: Option<String>,
     #[schema(required = true)]
     pub decided_at: Option<i64>,
+    #[schema(required = true)]
+    pub decided_by: Option<String>,
+    /// `approve` or `deny`, once decided (`cancelled` when its run ended first).
+    #[schema(required = true)]
+    pub decision: Option<String>,
     /// What is asked, beyond the summary (a tool call's tool, arguments, risk).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub details: Option<Value>,
+    /// The agent's id for it (unique within the run).
+    pub id: String,
     /// Arguments the approver gave in place of the ones asked for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub input: Option<Value>,
+    /// Its run's project (in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
+    pub project: Option<String>,
+    #[schema(required = true)]
+    pub rationale: Option<String>,
+    pub requested_at: i64,
+    pub run_id: String,
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

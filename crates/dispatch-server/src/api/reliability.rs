@@ -42,7 +42,7 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::ApprovalList>> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["pending", "run", "project"])?;
     let pending = match params.get("pending") {
@@ -56,16 +56,12 @@ pub async fn list(
         None => None,
     };
     let list = state.store.list_approvals(run.as_ref(), pending).await?;
-    let docs: Vec<Value> = in_projects(&state, list, &projects)
+    let approvals = in_projects(&state, list, &projects)
         .await?
         .into_iter()
-        .map(|(approval, project)| {
-            let mut doc = json!(approval);
-            doc["project"] = json!(project);
-            doc
-        })
+        .map(|(approval, project)| wire::approval(approval, Some(project)))
         .collect();
-    Ok(Json(json!({ "approvals": docs })))
+    Ok(Json(dispatch_api::ApprovalList { approvals }))
 }
 
 /// The approvals of `list` whose run is in `projects` (empty: all), each
@@ -123,7 +119,7 @@ pub async fn decide(
     Path((id, approval_id)): Path<(String, String)>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::Approval>> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad decision: {e}")))?;
     super::runs::reject_nul(&value, "")?;
@@ -193,7 +189,7 @@ pub async fn decide(
             state.traced(&id);
         }
     }
-    Ok(Json(json!(decided)))
+    Ok(Json(wire::approval(decided, None)))
 }
 
 /// Who decided: `by`, and the token that said so when it has another name.

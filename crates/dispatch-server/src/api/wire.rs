@@ -50,3 +50,37 @@ pub(crate) fn concurrency(c: RunConcurrency) -> dispatch_api::Concurrency {
         strategy: c.strategy.as_str().to_string(),
     }
 }
+
+/// A stored event as `GET /v1/runs/{id}/events?format=json` lists it.
+pub(crate) fn event(e: &dispatch_store::Event) -> dispatch_api::Event {
+    dispatch_api::Event {
+        at: e.event.at,
+        attempt: e.event.attempt,
+        data: e.event.data.clone(),
+        run_id: e.run_id.to_string(),
+        seq: e.seq,
+        kind: e.event.kind.clone(),
+    }
+}
+
+/// An approval; `project` is its run's, in listings.
+pub(crate) fn approval(
+    a: dispatch_store::Approval,
+    project: Option<String>,
+) -> dispatch_api::Approval {
+    dispatch_api::Approval {
+        attempt: a.attempt,
+        decided_at: a.decided_at,
+        decided_by: a.decided_by,
+        decision: a.decision,
+        deadline: a.deadline,
+        details: a.details,
+        id: a.id,
+        input: a.input,
+        project,
+        rationale: a.rationale,
+        requested_at: a.requested_at,
+        run_id: a.run_id.to_string(),
+        summary: a.summary,
+    }
+}

@@ -525,6 +525,13 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(c.post(decide, &path, approve).0, 200);
     assert_eq!(c.post(decide, &path, approve).0, 409);
+    // Listed with its decision and project, keys in name order.
+    let (_, text) = c
+        .server
+        .text(&format!("/v1/approvals?run={asker}&pending=false"), &[]);
+    let decided = wire::in_name_order("listApprovals", &text);
+    assert_eq!(decided["approvals"][0]["decided_by"], "ada");
+    assert!(decided["approvals"][0]["project"].is_string());
     // A running run: its worker is asked to stop it.
     let (_, second) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
     let second = second["id"].as_str().expect("an id").to_string();

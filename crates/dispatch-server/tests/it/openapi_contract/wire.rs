@@ -1,12 +1,13 @@
-//! The run answers are built as `dispatch-api` types and keep the bytes
-//! they had when they were the store's record as JSON: keys in name order,
-//! compact, and the fields only some answers carry (`deduplicated`,
-//! `concurrency`, `waiting`) absent, never `null`, where they do not apply.
+//! The run, event and approval answers are built as `dispatch-api` types
+//! and keep the bytes they had when they were the store's records as JSON:
+//! keys in name order, compact, and the fields only some answers carry
+//! (`deduplicated`, `concurrency`, `waiting`) absent, never `null`, where
+//! they do not apply.
 
 use super::*;
 
 /// `text` is compact JSON whose every object has its keys in name order.
-fn in_name_order(what: &str, text: &str) -> Value {
+pub(super) fn in_name_order(what: &str, text: &str) -> Value {
     let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
     // serde_json's map sorts its keys: written back, it is the text only
     // when the text had them in that order.
@@ -106,6 +107,16 @@ fn run_answers_keep_their_bytes_and_leave_out_what_does_not_apply() {
         "a finished run waits for nothing"
     );
     assert_eq!(page["next_cursor"], Value::Null);
+
+    let (_, text) = server.text(
+        &format!(
+            "/v1/runs/{}/events?format=json",
+            created["id"].as_str().unwrap()
+        ),
+        &[],
+    );
+    let events = in_name_order("getRunEvents", &text);
+    assert!(events["events"].as_array().is_some_and(|e| !e.is_empty()));
 
     let body = json!({"runs": [{"parcel": parcel}]}).to_string();
     let (status, text) = server.raw("POST", "/v1/runs/batch", &[], Some(body.as_bytes()));
