@@ -525,6 +525,10 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(c.post(decide, &path, approve).0, 200);
     assert_eq!(c.post(decide, &path, approve).0, 409);
+    // Its report, with its tool call, as documented.
+    let (status, report) = c.get("/v1/runs/{id}/report", &format!("/v1/runs/{asker}/report"));
+    assert_eq!(status, 200);
+    assert_eq!(report["tool_calls"][0]["name"], "grep", "{report}");
     // Listed with its decision and project, keys in name order.
     let (_, text) = c
         .server
