@@ -94,7 +94,7 @@ fn run_answers_keep_their_bytes_and_leave_out_what_does_not_apply() {
     );
     assert_eq!(
         one["concurrency"],
-        json!({"key": format!("{}/customer-42", one["parcel_name"].as_str().unwrap()), "max": 2, "strategy": "queue"})
+        json!({"key": format!("{}/customer-42", one["parcel_name"].as_str().expect("a parcel name")), "max": 2, "strategy": "queue"})
     );
     let (_, text) = server.text("/v1/runs?status=queued,succeeded", &[]);
     let page = in_name_order("listRuns", &text);
@@ -111,7 +111,7 @@ fn run_answers_keep_their_bytes_and_leave_out_what_does_not_apply() {
     let (_, text) = server.text(
         &format!(
             "/v1/runs/{}/events?format=json",
-            created["id"].as_str().unwrap()
+            created["id"].as_str().expect("an id")
         ),
         &[],
     );
