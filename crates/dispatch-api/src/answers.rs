@@ -1,9 +1,11 @@
 //! The shapes of the API's answers and query strings.
 //!
-//! The server's handlers answer records of `dispatch-store` and
-//! `dispatch-core` serialized as they are (plus a `status`); these types
-//! say field for field what those answers hold, for the OpenAPI document
-//! and for clients that read them typed. Free-form JSON (a run's payload,
+//! The server builds its run, event and approval answers as these types
+//! (from the store's records); other handlers still answer records of
+//! `dispatch-store` and `dispatch-core` serialized as they are, which these
+//! types describe field for field, for the OpenAPI document and for
+//! clients that read them typed. Types a handler answers keep their fields
+//! in name order: that is the order the answers have always had. Free-form JSON (a run's payload,
 //! output and state data, an event's data, a bill of materials) is any
 //! JSON. The server's contract test validates real answers against the
 //! document, where every object refuses fields it does not name, so a field
