@@ -1,9 +1,11 @@
 //! The shapes of the API's answers and query strings.
 //!
-//! The server's handlers answer records of `dispatch-store` and
-//! `dispatch-core` serialized as they are (plus a `status`); these types
-//! say field for field what those answers hold, for the OpenAPI document
-//! and for clients that read them typed. Free-form JSON (a run's payload,
+//! The server builds its run, event and approval answers as these types
+//! (from the store's records); other handlers still answer records of
+//! `dispatch-store` and `dispatch-core` serialized as they are, which these
+//! types describe field for field, for the OpenAPI document and for
+//! clients that read them typed. Types a handler answers keep their fields
+//! in name order: that is the order the answers have always had. Free-form JSON (a run's payload,
 //! output and state data, an event's data, a bill of materials) is any
 //! JSON. The server's contract test validates real answers against the
 //! document, where every object refuses fields it does not name, so a field
@@ -27,15 +29,8 @@ pub struct Error {
 /// schema is `RunStatus`.
 pub use dispatch_core::Status as RunStatus;
 
-/// What a run executes.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    Job,
-    Heartbeat,
-    Service,
-    Chat,
-}
+/// What a run executes: the run model's own (`dispatch_core::Operation`).
+pub use dispatch_core::Operation;
 
 /// Which backend runs a parcel.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -46,78 +41,84 @@ pub enum Courier {
     Agent,
 }
 
-/// Tokens and cost, summed per run.
+/// Tokens and cost, summed per run. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
+    /// US dollars.
+    pub cost_usd: f64,
     #[schema(minimum = 0)]
     pub input_tokens: u64,
     #[schema(minimum = 0)]
     pub output_tokens: u64,
-    /// US dollars.
-    pub cost_usd: f64,
 }
 
-/// A run as stored, with its status.
+/// A run as stored, with its status: what every answer that shows a run
+/// holds (the server builds it from the store's record).
+///
+/// The fields are in name order, the order the server has always written
+/// them in, so that answers stay byte for byte what they were.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {
-    /// 32 hex digits, time-ordered.
-    pub id: String,
-    pub status: RunStatus,
-    /// The status with its data (times, processes, exit code, reason).
-    #[schema(value_type = Object)]
-    pub state: Value,
-    /// Bumped by every state change.
-    pub version: i64,
-    pub parcel_name: String,
-    pub parcel_digest: String,
-    pub operation: Operation,
     /// The current attempt, from 1.
     pub attempt: u32,
-    /// The run that started this one.
-    #[schema(required = true)]
-    pub parent_id: Option<String>,
+    pub brief_sha256: String,
+    /// Only in the answer of `GET /v1/runs/{id}`: the run's concurrency key
+    /// (`<parcel>/<value>`), MAX and strategy, when it has one (and in a
+    /// run's report, where it is null when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub concurrency: Option<Concurrency>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Only in the answers of `POST /v1/runs` and `POST /v1/runs/batch`:
+    /// true when an idempotency key matched an existing run, which is
+    /// answered instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = bool)]
+    pub deduplicated: Option<bool>,
+    /// 32 hex digits, time-ordered.
+    pub id: String,
+    /// The labels it was dispatched with: only a worker with all of them claims it.
+    pub labels: Vec<String>,
+    pub operation: Operation,
     /// The run this one restarts or replays, or that handed off to it
     /// (`trigger` upstream).
     #[schema(required = true)]
     pub origin_id: Option<String>,
+    /// The run's result, when it has one.
+    #[schema(required = true)]
+    pub output: Option<Value>,
+    pub parcel_digest: String,
+    pub parcel_name: String,
+    /// The run that started this one.
+    #[schema(required = true)]
+    pub parent_id: Option<String>,
+    /// The run's input (null in a list when the store leaves it out).
+    pub payload: Value,
+    /// The project it belongs to (`default` unless created in another).
+    pub project: String,
+    /// The status with its data (times, processes, exit code, reason).
+    #[schema(value_type = Object)]
+    pub state: Value,
+    pub status: RunStatus,
+    /// Unix milliseconds.
+    #[schema(required = true)]
+    pub stop_requested_at: Option<i64>,
     /// What started it: `manual`, `restart`, `replay`, `upstream` (a
     /// handoff of `origin_id`), `eval` or `workflow`.
     #[schema(pattern = "^(manual|restart|replay|upstream|eval|workflow)$")]
     pub trigger: String,
-    /// The project it belongs to (`default` unless created in another).
-    pub project: String,
-    /// The run's input (null in a list when the store leaves it out).
-    pub payload: Value,
-    pub brief_sha256: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
     /// Unix milliseconds of the last state change.
     pub updated_at: i64,
-    /// Unix milliseconds.
-    #[schema(required = true)]
-    pub stop_requested_at: Option<i64>,
     pub usage: Usage,
-    /// The run's result, when it has one.
-    #[schema(required = true)]
-    pub output: Option<Value>,
-    /// The labels it was dispatched with: only a worker with all of them claims it.
-    pub labels: Vec<String>,
-    /// Only in the answer of `POST /v1/runs`: true when an idempotency key
-    /// matched an existing run, which is answered instead of a new one.
-    #[serde(default)]
-    #[schema(required = false)]
-    pub deduplicated: bool,
-    /// Only in the answer of `GET /v1/runs/{id}`: the run's concurrency key
-    /// (`<parcel>/<value>`), MAX and strategy, when it has one.
-    #[serde(default)]
-    #[schema(required = false)]
-    pub concurrency: Option<Concurrency>,
+    /// Bumped by every state change.
+    pub version: i64,
     /// Only while the run is queued and something holds it back: why, in
     /// words (`no live worker has label gpu`, `concurrency key
     /// parcel/customer-42: 2 of 2 running`, `retry backoff: attempt 3 starts
     /// in 12 s`, `every live worker that can take it is busy (4 of 4 slots)`).
-    #[serde(default)]
-    #[schema(required = false)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
     pub waiting: Option<String>,
 }
 
@@ -162,25 +163,25 @@ pub struct PruneAnswer {
 /// A page of runs, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunPage {
-    pub runs: Vec<Run>,
     /// Pass as `cursor` for the next page; null on the last.
     #[schema(required = true)]
     pub next_cursor: Option<String>,
+    pub runs: Vec<Run>,
 }
 
-/// A stored event.
+/// A stored event. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Event {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub attempt: u32,
+    pub data: Value,
+    pub run_id: String,
     /// Position in the store's event log; increases with every append.
     pub seq: i64,
-    pub run_id: String,
     /// `state`, `usage`, `step`, `tool_call`, `warning`, …
     #[serde(rename = "type")]
     pub kind: String,
-    pub attempt: u32,
-    /// Unix milliseconds.
-    pub at: i64,
-    pub data: Value,
 }
 
 /// One server-sent event of a run's stream, as a client's SSE parser
@@ -317,39 +318,39 @@ pub struct Graph {
     pub messages: Vec<GraphMessage>,
 }
 
-/// An approval an agent asked for.
+/// An approval an agent asked for. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
-    pub run_id: String,
-    /// Its run's project (in listings).
-    #[serde(default)]
-    #[schema(required = false)]
-    pub project: Option<String>,
-    /// The agent's id for it (unique within the run).
-    pub id: String,
     pub attempt: u32,
-    pub summary: String,
-    pub requested_at: i64,
     /// When it is denied automatically, if ever.
     #[schema(required = true)]
     pub deadline: Option<i64>,
-    /// `approve` or `deny`, once decided.
-    #[schema(required = true)]
-    pub decision: Option<String>,
-    #[schema(required = true)]
-    pub decided_by: Option<String>,
-    #[schema(required = true)]
-    pub rationale: Option<String>,
     #[schema(required = true)]
     pub decided_at: Option<i64>,
+    #[schema(required = true)]
+    pub decided_by: Option<String>,
+    /// `approve` or `deny`, once decided (`cancelled` when its run ended first).
+    #[schema(required = true)]
+    pub decision: Option<String>,
     /// What is asked, beyond the summary (a tool call's tool, arguments, risk).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub details: Option<Value>,
+    /// The agent's id for it (unique within the run).
+    pub id: String,
     /// Arguments the approver gave in place of the ones asked for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub input: Option<Value>,
+    /// Its run's project (in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
+    pub project: Option<String>,
+    #[schema(required = true)]
+    pub rationale: Option<String>,
+    pub requested_at: i64,
+    pub run_id: String,
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -640,13 +641,13 @@ pub struct EvalKept {
 /// What `POST /v1/services` started.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceCreated {
-    /// The service run (`running`, with no process).
-    pub run: Run,
-    /// The name it is served under.
-    pub name: String,
     /// Its webhook on every server (`/hooks/<name>[/<path>]`), when it has one.
     #[schema(required = true)]
     pub hook: Option<String>,
+    /// The name it is served under.
+    pub name: String,
+    /// The service run (`running`, with no process).
+    pub run: Run,
     /// Its timers: cron expressions, or `every <n>ms`.
     pub schedules: Vec<String>,
 }

@@ -12,8 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Ts;
 
-/// What a run executes.
+/// What a run executes; on the wire (with the `utoipa` feature), the
+/// `Operation` schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "utoipa",
+    derive(utoipa::ToSchema),
+    schema(description = "What a run executes.")
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Job,

@@ -224,9 +224,9 @@ impl Remote {
         let parcel = self.parcel_of(&args.source)?;
         let mut request = json!({"parcel": parcel, "payload": payload, "operation": operation});
         add_reliability(&mut request, &args.reliability)?;
-        let answer = self.json("POST", "/v1/runs", Some(&request))?;
-        let deduplicated = answer["deduplicated"] == json!(true);
-        let run = parse_run(answer)?;
+        let answer: dispatch_api::Run = self.typed("POST", "/v1/runs", Some(&request))?;
+        let deduplicated = answer.deduplicated == Some(true);
+        let run = store_run(answer)?;
         if deduplicated {
             run::say_deduplicated(&run);
         } else {
@@ -478,12 +478,27 @@ pub(super) fn encode(text: &str) -> String {
     out
 }
 
+/// A run the server sent, read as its wire type (`dispatch_api::Run`),
+/// as the store's record the commands print from.
 pub(super) fn parse_run(value: Value) -> CliResult<Run> {
-    serde_json::from_value(value).map_err(|e| {
+    let cannot = |e: serde_json::Error| {
         CliError::input(format!(
             "the server sent a run this dispatch cannot read: {e}"
         ))
-    })
+    };
+    store_run(serde_json::from_value(value).map_err(cannot)?)
+}
+
+/// The wire run as the store's record (its state read as the run model's).
+pub(super) fn store_run(run: dispatch_api::Run) -> CliResult<Run> {
+    let cannot = |e: serde_json::Error| {
+        CliError::input(format!(
+            "the server sent a run this dispatch cannot read: {e}"
+        ))
+    };
+    serde_json::to_value(run)
+        .and_then(serde_json::from_value)
+        .map_err(cannot)
 }
 
 /// A successful answer's JSON body.

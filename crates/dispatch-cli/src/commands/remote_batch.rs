@@ -71,10 +71,12 @@ impl Remote {
                     r
                 })
                 .collect();
-            let answer = self.json("POST", "/v1/runs/batch", Some(&json!({ "runs": runs })))?;
-            for run in answer["runs"].as_array().into_iter().flatten() {
-                println!("{}", run["id"].as_str().unwrap_or_default());
-                match run["deduplicated"] == json!(true) {
+            let body = json!({ "runs": runs });
+            let answer: dispatch_api::CreatedRuns =
+                self.typed("POST", "/v1/runs/batch", Some(&body))?;
+            for run in answer.runs {
+                println!("{}", run.id);
+                match run.deduplicated == Some(true) {
                     true => deduplicated += 1,
                     false => created += 1,
                 }

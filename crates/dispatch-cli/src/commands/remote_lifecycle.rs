@@ -7,7 +7,7 @@
 use dispatch_core::Operation;
 use serde_json::json;
 
-use super::remote::{Remote, add_reliability, parse_run};
+use super::remote::{Remote, add_reliability, parse_run, store_run};
 use super::run;
 use crate::cli::{CreateArgs, IdsArgs, RmArgs, StopArgs};
 use crate::error::{CliError, CliResult};
@@ -26,9 +26,9 @@ impl Remote {
             "start": false,
         });
         add_reliability(&mut request, &args.reliability)?;
-        let answer = self.json("POST", "/v1/runs", Some(&request))?;
-        let deduplicated = answer["deduplicated"] == json!(true);
-        let run = parse_run(answer)?;
+        let answer: dispatch_api::Run = self.typed("POST", "/v1/runs", Some(&request))?;
+        let deduplicated = answer.deduplicated == Some(true);
+        let run = store_run(answer)?;
         if deduplicated {
             run::say_deduplicated(&run);
         }

@@ -7,7 +7,7 @@ use dispatch_core::time::format_rfc3339;
 
 use crate::cli::PsArgs;
 use crate::commands::ps::{self, Filters};
-use crate::commands::remote::{Remote, encode, parse_run};
+use crate::commands::remote::{Remote, encode, store_run};
 use crate::error::{CliError, CliResult};
 
 impl Remote {
@@ -32,7 +32,7 @@ impl Remote {
             for r in page.runs {
                 let why = r.waiting.clone();
                 // The wire run, as the store's record the table is printed from.
-                let run = parse_run(serde_json::to_value(r).unwrap_or_default())?;
+                let run = store_run(r)?;
                 if let Some(why) = why {
                     waiting.insert(run.id.clone(), why);
                 }

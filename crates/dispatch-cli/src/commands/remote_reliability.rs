@@ -32,13 +32,13 @@ impl Remote {
             Some(a) => a.clone(),
             None => {
                 let path = format!("/v1/approvals?run={}", run.id);
-                let answer = self.json("GET", &path, None)?;
-                let pending: Vec<Approval> = parse(answer["approvals"].clone(), "approvals")?;
+                let pending = self.approvals_at(&path)?;
                 approvals::only_pending(&run, &pending, decision)?
             }
         };
         let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&approval));
-        let decided: Approval = parse(self.json("POST", &path, Some(&body))?, "an approval")?;
+        let decided: dispatch_api::Approval = self.typed("POST", &path, Some(&body))?;
+        let decided: Approval = parse(wire(decided), "an approval")?;
         approvals::say_decided(&decided);
         Ok(0)
     }
@@ -48,9 +48,9 @@ impl Remote {
         let value = crate::commands::signal::value_of(args)?;
         let run = self.get_run(&args.run)?;
         let body = json!({"name": args.name, "value": value});
-        let answer = self.json("POST", &format!("/v1/runs/{}/signal", run.id), Some(&body))?;
-        let delivered = answer["delivered"].as_str().unwrap_or("kept");
-        crate::commands::signal::say(&run.id.to_string(), &args.name, delivered);
+        let path = format!("/v1/runs/{}/signal", run.id);
+        let answer: dispatch_api::SignalAnswer = self.typed("POST", &path, Some(&body))?;
+        crate::commands::signal::say(&run.id.to_string(), &args.name, &answer.delivered);
         Ok(0)
     }
 
@@ -61,9 +61,15 @@ impl Remote {
         if let Some(p) = crate::reliability_args::listed_project(&args.project)? {
             path.push_str(&format!("&project={}", super::remote::encode(p)));
         }
-        let answer = self.json("GET", &path, None)?;
-        let list: Vec<Approval> = parse(answer["approvals"].clone(), "approvals")?;
+        let list = self.approvals_at(&path)?;
         approvals::print_approvals(args.format, &list)
+    }
+
+    /// The approvals `GET path` lists (read as `dispatch_api::ApprovalList`),
+    /// as the store's records the local commands print.
+    fn approvals_at(&self, path: &str) -> CliResult<Vec<Approval>> {
+        let answer: dispatch_api::ApprovalList = self.typed("GET", path, None)?;
+        parse(wire(answer.approvals), "approvals")
     }
 
     /// `GET /v1/dead-letters` and `POST /v1/dead-letters/{id}/replay`.
@@ -92,6 +98,11 @@ impl Remote {
             }
         }
     }
+}
+
+/// A wire answer as JSON again, to be read as the store's record.
+fn wire(answer: impl serde::Serialize) -> Value {
+    serde_json::to_value(answer).unwrap_or_default()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> CliResult<T> {

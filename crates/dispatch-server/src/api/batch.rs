@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dispatch_store::{BatchItem, Created};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::create::{after_enqueue, check_payload, prepare, traceparent_of};
-use super::runs::run_json;
+use super::wire;
 use super::{ApiError, ApiResult, AppState};
 use dispatch_api::CreateRun;
 
@@ -147,9 +147,10 @@ pub async fn create_batch(
         if !deduplicated {
             after_enqueue(&state, &patience, run, &item.options).await?;
         }
-        let mut doc = run_json(run);
-        doc["deduplicated"] = json!(deduplicated);
+        let mut doc = wire::run(run);
+        doc.deduplicated = Some(deduplicated);
         runs.push(doc);
     }
-    Ok((StatusCode::CREATED, Json(json!({ "runs": runs }))).into_response())
+    let answer = dispatch_api::CreatedRuns { runs };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

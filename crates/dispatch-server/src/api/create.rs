@@ -23,8 +23,9 @@ use serde_json::{Value, json};
 
 use super::parcels::find_parcel;
 use super::patience::{Patience, enqueue_once};
-use super::runs::{Params, bounded, flag, params, resolve, run_json, wait_for_end};
+use super::runs::{Params, bounded, flag, params, resolve, wait_for_end};
 use super::schemas;
+use super::wire;
 use super::{ApiError, ApiResult, AppState};
 use crate::callback_guard::check_url;
 use crate::metrics::Metrics;
@@ -198,8 +199,8 @@ pub async fn create(
         return Ok(super::stream::event_stream(state, run.id, 0));
     }
     let answer = |status: StatusCode, run: &dispatch_store::Run| {
-        let mut doc = run_json(run);
-        doc["deduplicated"] = json!(deduplicated);
+        let mut doc = wire::run(run);
+        doc.deduplicated = Some(deduplicated);
         (status, Json(doc)).into_response()
     };
     if !wait {

@@ -18,7 +18,8 @@ use dispatch_runtime::launch::{self, LaunchRequest};
 use dispatch_store::{QueueOptions, RunExtras, StoreError};
 
 use super::parcels::find_parcel;
-use super::runs::{Params, flag, params, resolve, run_json, wait_for_end};
+use super::runs::{Params, flag, params, resolve, wait_for_end};
+use super::wire;
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 
 /// How long `DELETE …?force=true` waits for a live run's worker to stop it.
@@ -54,7 +55,7 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Api
     }
     let run = launch::start_created(&*state.store, &run).await?;
     joined_queue(&state, &run).await;
-    Ok((StatusCode::OK, Json(run_json(&run))).into_response())
+    Ok((StatusCode::OK, Json(wire::run(&run))).into_response())
 }
 
 /// Tells the workers that `run` joined the queue (started, or approved in
@@ -108,7 +109,7 @@ pub async fn replay(
     let old = state.store.get_run(&id).await?;
     let who = super::policy::who(token.as_deref());
     let run = run_again(&state, &old, None, &who).await?;
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(wire::run(&run))).into_response())
 }
 
 /// Queues a new run of `old`'s parcel and operation, linked by `origin_id`,

@@ -70,6 +70,7 @@ pub mod strict;
 mod table;
 mod usage;
 pub(crate) mod waiting;
+pub(crate) mod wire;
 pub(crate) mod workers;
 
 use std::sync::Arc;

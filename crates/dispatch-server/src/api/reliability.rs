@@ -16,8 +16,9 @@ use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
 use serde_json::{Value, json};
 
-use super::runs::{Params, flag, params, resolve, run_json};
+use super::runs::{Params, flag, params, resolve};
 use super::schemas;
+use super::wire;
 use super::{ApiError, ApiResult, AppState, codes};
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
@@ -41,7 +42,7 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::ApprovalList>> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["pending", "run", "project"])?;
     let pending = match params.get("pending") {
@@ -55,16 +56,12 @@ pub async fn list(
         None => None,
     };
     let list = state.store.list_approvals(run.as_ref(), pending).await?;
-    let docs: Vec<Value> = in_projects(&state, list, &projects)
+    let approvals = in_projects(&state, list, &projects)
         .await?
         .into_iter()
-        .map(|(approval, project)| {
-            let mut doc = json!(approval);
-            doc["project"] = json!(project);
-            doc
-        })
+        .map(|(approval, project)| wire::approval(approval, Some(project)))
         .collect();
-    Ok(Json(json!({ "approvals": docs })))
+    Ok(Json(dispatch_api::ApprovalList { approvals }))
 }
 
 /// The approvals of `list` whose run is in `projects` (empty: all), each
@@ -122,7 +119,7 @@ pub async fn decide(
     Path((id, approval_id)): Path<(String, String)>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::Approval>> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad decision: {e}")))?;
     super::runs::reject_nul(&value, "")?;
@@ -192,7 +189,7 @@ pub async fn decide(
             state.traced(&id);
         }
     }
-    Ok(Json(json!(decided)))
+    Ok(Json(wire::approval(decided, None)))
 }
 
 /// Who decided: `by`, and the token that said so when it has another name.
@@ -288,7 +285,7 @@ pub async fn replay(
     let id: RunId = resolve(&state, &id).await?;
     let who = super::policy::who(token.as_deref());
     let run = replay_dead_letter(&state, &id, req.payload, &who).await?;
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(wire::run(&run))).into_response())
 }
 
 /// Replays the dead letter `id` as a new queued run (with `payload` in

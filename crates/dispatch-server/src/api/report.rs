@@ -70,17 +70,13 @@ pub struct Report {
     pub attempts: Vec<ReportAttempt>,
     /// The steps of every attempt, each until the next, its end or its attempt's.
     pub timeline: Vec<Step>,
-    /// Each `tool_call` event: `attempt`, `at`, `name`, `ok`, `duration_ms`,
-    /// `kind`, `input`, `output`, `bytes`, `truncated`, `approval` (and
-    /// `requested_input`, `edited_by` when an approver edited the input).
-    #[schema(value_type = Vec<Object>)]
-    pub tool_calls: Vec<Value>,
+    /// Each `tool_call` event.
+    pub tool_calls: Vec<ToolCall>,
     /// Usage events summed by model.
     #[schema(value_type = Object)]
     pub usage_by_model: Value,
     /// Each `model_call` event's fields with its `seq`, `attempt` and `at`.
-    #[schema(value_type = Vec<Object>)]
-    pub model_calls: Vec<Value>,
+    pub model_calls: Vec<ModelCall>,
     /// A native agent's conversation as last checkpointed.
     #[schema(value_type = Option<Object>, required = true)]
     pub conversation: Value,
@@ -127,9 +123,97 @@ pub struct ReportAttempt {
     pub usage: schemas::Usage,
     #[schema(required = true)]
     pub duration_ms: Option<i64>,
-    /// Its limits and peak memory and CPU time (its `resources` event).
-    #[schema(value_type = Option<Object>, required = true)]
-    pub resources: Value,
+    /// Its limits and peak memory and CPU time (its `resources` event);
+    /// null when it has none.
+    #[schema(required = true)]
+    pub resources: Option<AttemptResources>,
+}
+
+/// One `tool_call` event (`dispatch_runtime::report::ToolCall`): its fields
+/// are the event's, null when it has none (or one of another type).
+#[derive(Serialize, ToSchema)]
+pub struct ToolCall {
+    pub attempt: u32,
+    pub at: i64,
+    #[schema(required = true)]
+    pub name: Option<String>,
+    #[schema(required = true)]
+    pub ok: Option<bool>,
+    #[schema(required = true)]
+    pub duration_ms: Option<i64>,
+    /// `builtin`, `mcp`, `http`, `cli`, `hosted`, …
+    #[schema(required = true)]
+    pub kind: Option<String>,
+    /// The arguments it ran with (the tool's own JSON).
+    pub input: Value,
+    /// What it answered (usually text).
+    pub output: Value,
+    #[schema(required = true, minimum = 0)]
+    pub bytes: Option<u64>,
+    #[schema(required = true)]
+    pub truncated: Option<bool>,
+    /// The approval it waited for (`id`, `decision`, `by`, `rationale`,
+    /// `edited`, as the agent recorded it), or null.
+    pub approval: Value,
+    /// With an approver's edit: the arguments the model asked for.
+    #[schema(required = false)]
+    pub requested_input: Option<Value>,
+    /// With an approver's edit: who changed the arguments.
+    #[schema(required = false, value_type = EditedBy)]
+    pub edited_by: Option<EditedBy>,
+}
+
+/// Who changed a tool call's arguments before it ran.
+#[derive(Serialize, ToSchema)]
+pub struct EditedBy {
+    pub by: String,
+    /// The approval's id.
+    pub approval: String,
+    pub at: i64,
+}
+
+/// One `model_call` event: where and when in the log, then the event's own
+/// fields, free-form (they grow with the providers): `model`, `provider`,
+/// `base_url`, `call`, `round`, tokens, `cost_usd` (null when the model has
+/// no price), `latency_ms`, `first_token_ms`, `finish_reason`, `retry`,
+/// `fallback`, `fallback_from`, `estimated`, `truncated`, `error`,
+/// `request_sha256`, `response_sha256`, …
+#[derive(Serialize, ToSchema)]
+pub struct ModelCall {
+    pub seq: i64,
+    pub attempt: u32,
+    pub at: i64,
+}
+
+/// An attempt's limits and what it used (its `resources` event).
+#[derive(Serialize, ToSchema)]
+pub struct AttemptResources {
+    pub limits: Vec<ReportLimit>,
+    #[schema(required = true, minimum = 0)]
+    pub peak_memory_bytes: Option<u64>,
+    #[schema(required = true, minimum = 0)]
+    pub cpu_time_ms: Option<u64>,
+    /// `cgroup v1`, `rusage`, `wasmtime fuel`, …
+    #[schema(required = true)]
+    pub measured_by: Option<String>,
+    /// The fuel a WASM guest burned, when metered.
+    #[schema(required = false, minimum = 0, value_type = u64)]
+    pub fuel_used: Option<u64>,
+}
+
+/// One limit in effect and how it was enforced.
+#[derive(Serialize, ToSchema)]
+pub struct ReportLimit {
+    /// `cpus`, `memory`, `pids`, `disk`, `fuel`.
+    pub limit: String,
+    /// As declared: `1`, `512M`.
+    pub value: String,
+    /// `cgroup_v1`, `cgroup_v2`, `container`, `rlimit`, `watch`,
+    /// `not_applied`, `wasmtime`.
+    pub how: String,
+    /// What an approximation leaves out, or why it was not applied.
+    #[schema(required = false, value_type = String)]
+    pub note: Option<String>,
 }
 
 /// One step of the timeline.

@@ -16,8 +16,8 @@ use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::schemas;
 use super::{ApiError, ApiResult, AppState};
+use super::{schemas, wire};
 
 /// The page size when `limit` is not given, and the largest allowed.
 const DEFAULT_PAGE: usize = 50;
@@ -195,15 +195,6 @@ pub(crate) async fn wait_for_end(
     }
 }
 
-/// A run as the API shows it: the stored record plus its status.
-pub(crate) fn run_json(run: &Run) -> Value {
-    let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
-    if let Some(map) = v.as_object_mut() {
-        map.insert("status".into(), json!(run.status()));
-    }
-    v
-}
-
 /// The longest `GET /v1/runs/{id}?wait=` holds the request.
 const MAX_GET_WAIT: Duration = Duration::from_secs(60);
 
@@ -228,7 +219,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::Run>> {
     let params = params(query)?;
     only_known(params.keys(), &["wait"])?;
     let wait =
@@ -238,10 +229,13 @@ pub async fn get(
         Some(wait) => wait_for_end(&state, &id, wait).await?,
         None => state.store.get_run(&id).await?,
     };
-    let mut doc = run_json(&run);
-    if let Some(c) = state.store.run_extras(&id).await?.concurrency {
-        doc["concurrency"] = serde_json::json!(c);
-    }
+    let mut doc = wire::run(&run);
+    doc.concurrency = state
+        .store
+        .run_extras(&id)
+        .await?
+        .concurrency
+        .map(wire::concurrency);
     super::waiting::annotate(
         &state,
         std::slice::from_ref(&run),
@@ -278,17 +272,17 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::RunPage>> {
     let pairs = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     let (runs, next) = list_page(&state, pairs, false, token.as_deref()).await?;
-    let mut docs: Vec<Value> = runs.iter().map(run_json).collect();
+    let mut docs: Vec<dispatch_api::Run> = runs.iter().map(wire::run).collect();
     super::waiting::annotate(&state, &runs, &mut docs).await;
-    Ok(Json(json!({
-        "runs": docs,
-        "next_cursor": next,
-    })))
+    Ok(Json(dispatch_api::RunPage {
+        next_cursor: next,
+        runs: docs,
+    }))
 }
 
 /// The query parameters `GET /v1/runs` takes.
@@ -436,7 +430,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     // A cluster service has no process to signal: it stops here.
     if crate::services::is_cluster_service(&state.store, &run).await? {
         let stopped = state.services().stop(run, "stopped by user").await?;
-        return Ok((StatusCode::OK, Json(run_json(&stopped))).into_response());
+        return Ok((StatusCode::OK, Json(wire::run(&stopped))).into_response());
     }
     loop {
         // A queued run, or a suspended one (no process holds it), ends here.
@@ -448,7 +442,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             _ if matches!(run.status(), Status::Queued | Status::Created) => {
                 "cancelled before it started".into()
             }
-            _ => return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response()),
+            _ => return Ok((StatusCode::ACCEPTED, Json(wire::run(&run))).into_response()),
         };
         let t = Transition::Cancel {
             reason,
@@ -456,7 +450,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             at: now_ms(),
         };
         let Ok(next) = run.state.apply(run.operation, &t) else {
-            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response());
+            return Ok((StatusCode::ACCEPTED, Json(wire::run(&run))).into_response());
         };
         let event = NewEvent::new(
             EventKind::State,
@@ -468,7 +462,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         match state.store.transition(&id, run.version, &write).await {
             Ok(done) => {
                 state.traced(&id);
-                return Ok((StatusCode::OK, Json(run_json(&done))).into_response());
+                return Ok((StatusCode::OK, Json(wire::run(&done))).into_response());
             }
             // Claimed meanwhile: the worker sees the stop request.
             Err(StoreError::Conflict { .. }) => run = state.store.get_run(&id).await?,

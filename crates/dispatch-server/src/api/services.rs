@@ -20,7 +20,8 @@ use dispatch_store::{Run, StoreError};
 use serde_json::{Value, json};
 
 use super::parcels::find_parcel;
-use super::runs::{resolve, run_json};
+use super::runs::resolve;
+use super::wire;
 use super::{ApiError, ApiResult, AppState, codes, schemas};
 use crate::services::{NO_PROCESS, WakeError, WakeSpec, transition, transitions};
 
@@ -177,12 +178,12 @@ pub async fn create(
             tracing::warn!("[dispatch] service {}: no recovery wake: {e}", run.id);
         }
     }
-    let answer = json!({
-        "run": run_json(&run),
-        "name": name,
-        "hook": hook,
-        "schedules": labels,
-    });
+    let answer = dispatch_api::ServiceCreated {
+        hook,
+        name,
+        run: wire::run(&run),
+        schedules: labels,
+    };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
@@ -310,7 +311,7 @@ pub async fn wake(
 ) -> ApiResult<Response> {
     let req: WakeRequest = super::runs::optional_body(&body, "wake request")?;
     let heartbeat = wake_cluster(&state, &id, req.payload.unwrap_or_else(|| json!({}))).await?;
-    Ok((StatusCode::ACCEPTED, Json(run_json(&heartbeat))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(wire::run(&heartbeat))).into_response())
 }
 
 /// A manual turn of the cluster service `id` (a prefix is enough): its

@@ -9,9 +9,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use dispatch_api::SignalBody;
 use dispatch_runtime::suspend::{self, Delivery};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::runs::{resolve, run_json};
+use super::runs::resolve;
+use super::wire;
 use super::{ApiError, ApiResult, AppState, schemas};
 
 /// 200 with `{"delivered": "woke" | "kept", "run": …}`; 404 for an unknown
@@ -39,7 +40,7 @@ pub async fn signal(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::SignalAnswer>> {
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "bad signal: {e} (hint: {{\"name\": \"payment-received\", \"value\": {{\"amount\": 12}}}})"
@@ -53,5 +54,8 @@ pub async fn signal(
         Delivery::Woke(run) => ("woke", *run),
         Delivery::Kept => ("kept", state.store.get_run(&id).await?),
     };
-    Ok(Json(json!({"delivered": delivered, "run": run_json(&run)})))
+    Ok(Json(dispatch_api::SignalAnswer {
+        delivered: delivered.to_string(),
+        run: wire::run(&run),
+    }))
 }

@@ -95,7 +95,8 @@ pub async fn events(
     let after = from_header.or(from_query).unwrap_or(0);
     if params.get("format").map(String::as_str) == Some("json") {
         let events = state.store.list_events(&id, after, JSON_PAGE).await?;
-        return Ok(axum::Json(serde_json::json!({ "events": events })).into_response());
+        let events = events.iter().map(super::wire::event).collect();
+        return Ok(axum::Json(dispatch_api::EventList { events }).into_response());
     }
     Ok(event_stream(state, id, after))
 }

@@ -29,8 +29,9 @@ pub const PROJECT: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
 pub const SESSION: &str = "^[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}$";
 
 /// Component schemas that keep fields they do not name: an eval report is
-/// stored as `dispatch eval --format json` printed it.
-pub const OPEN: &[&str] = &["EvalReport"];
+/// stored as `dispatch eval --format json` printed it; a model call carries
+/// its event's own fields, which grow with the providers.
+pub const OPEN: &[&str] = &["EvalReport", "ModelCall"];
 
 /// Operations whose body may be left out (the server reads an empty body as
 /// `{}`: `runs::optional_body`).

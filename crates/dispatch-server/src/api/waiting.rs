@@ -175,8 +175,8 @@ impl Waiting {
     }
 }
 
-/// Adds `waiting` to the JSON of each waiting run of a listing.
-pub(crate) async fn annotate(state: &AppState, runs: &[Run], docs: &mut [serde_json::Value]) {
+/// Fills in `waiting` in the answer of each waiting run of a listing.
+pub(crate) async fn annotate(state: &AppState, runs: &[Run], docs: &mut [dispatch_api::Run]) {
     if !runs
         .iter()
         .any(|r| matches!(r.state, RunState::Queued { .. } | RunState::Running { .. }))
@@ -185,9 +185,7 @@ pub(crate) async fn annotate(state: &AppState, runs: &[Run], docs: &mut [serde_j
     }
     let mut waiting = Waiting::read(state).await;
     for (run, doc) in runs.iter().zip(docs.iter_mut()).take(MAX_PER_LISTING) {
-        if let Some(why) = waiting.reason(state, run).await {
-            doc["waiting"] = serde_json::json!(why);
-        }
+        doc.waiting = waiting.reason(state, run).await;
     }
 }
 

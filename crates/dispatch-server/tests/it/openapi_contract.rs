@@ -15,6 +15,8 @@ mod routes;
 mod sessions;
 #[path = "openapi_contract/strict.rs"]
 mod strict;
+#[path = "openapi_contract/wire.rs"]
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -523,6 +525,17 @@ fn every_operation_answers_as_documented() {
     );
     assert_eq!(c.post(decide, &path, approve).0, 200);
     assert_eq!(c.post(decide, &path, approve).0, 409);
+    // Its report, with its tool call, as documented.
+    let (status, report) = c.get("/v1/runs/{id}/report", &format!("/v1/runs/{asker}/report"));
+    assert_eq!(status, 200);
+    assert_eq!(report["tool_calls"][0]["name"], "grep", "{report}");
+    // Listed with its decision and project, keys in name order.
+    let (_, text) = c
+        .server
+        .text(&format!("/v1/approvals?run={asker}&pending=false"), &[]);
+    let decided = wire::in_name_order("listApprovals", &text);
+    assert_eq!(decided["approvals"][0]["decided_by"], "ada");
+    assert!(decided["approvals"][0]["project"].is_string());
     // A running run: its worker is asked to stop it.
     let (_, second) = c.post(runs, runs, "{\"parcel\": \"careful\"}");
     let second = second["id"].as_str().expect("an id").to_string();

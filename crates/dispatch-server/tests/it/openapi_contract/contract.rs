@@ -157,7 +157,8 @@ impl Contract<'_> {
 }
 
 /// An agent that asks for approval `send-email` and waits for the decision.
-pub(super) const ASKING: &str = "echo '{\"type\":\"approval\",\"id\":\"send-email\",\"summary\":\"Send refund email?\",\"timeout_s\":3600}' >> \"$DISPATCH_EVENTS\"\n\
+pub(super) const ASKING: &str = "echo '{\"type\":\"tool_call\",\"name\":\"grep\",\"ok\":true,\"duration_ms\":3,\"kind\":\"cli\",\"input\":{\"q\":\"refund\"},\"output\":\"2 hits\",\"bytes\":6,\"truncated\":false}' >> \"$DISPATCH_EVENTS\"\n\
+echo '{\"type\":\"approval\",\"id\":\"send-email\",\"summary\":\"Send refund email?\",\"timeout_s\":3600}' >> \"$DISPATCH_EVENTS\"\n\
 while [ ! -e \"$DISPATCH_APPROVALS/send-email.json\" ]; do sleep 0.02; done\n\
 grep -q '\"decision\":\"approve\"' \"$DISPATCH_APPROVALS/send-email.json\"\n";
 
