@@ -316,12 +316,26 @@ async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {
     let serving = tokio::spawn(server.run(async {
         let _ = stop_rx.await;
     }));
+    // The server finds parcels in its store: upload the noop one first.
+    let digest = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let upload = json!({"files": {"Agentfile": "FROM noop\nNAME bench\n"}});
+            let (status, built) =
+                crate::service_cluster::call(&base, "POST", "/v1/parcels", Some(&upload));
+            assert!(status < 300, "the parcel uploads: {built}");
+            built["digest"].as_str().expect("a digest").to_string()
+        })
+        .await
+        .expect("upload task")
+    };
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let base = base.clone();
+        let parcel = digest.clone();
         let sent = now_ms();
         let id = tokio::task::spawn_blocking(move || {
-            let body = json!({"parcel": "bench"}).to_string();
+            let body = json!({"parcel": parcel}).to_string();
             let response = client::request(
                 &base,
                 "POST",
@@ -330,10 +344,11 @@ async fn post_to_start(url: Option<String>, n: usize) -> (i64, i64) {
                 Some(body.as_bytes()),
             )
             .expect("POST");
-            let run: Value = serde_json::from_str(&response.text().expect("body")).expect("json");
+            let text = response.text().expect("body");
+            let run: Value = serde_json::from_str(&text).expect("json");
             run["id"]
                 .as_str()
-                .expect("id")
+                .unwrap_or_else(|| panic!("a run id in the answer: {text}"))
                 .parse::<dispatch_core::RunId>()
                 .expect("run id")
         })
