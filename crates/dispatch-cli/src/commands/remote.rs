@@ -481,24 +481,20 @@ pub(super) fn encode(text: &str) -> String {
 /// A run the server sent, read as its wire type (`dispatch_api::Run`),
 /// as the store's record the commands print from.
 pub(super) fn parse_run(value: Value) -> CliResult<Run> {
-    let cannot = |e: serde_json::Error| {
-        CliError::input(format!(
-            "the server sent a run this dispatch cannot read: {e}"
-        ))
-    };
-    store_run(serde_json::from_value(value).map_err(cannot)?)
+    store_run(serde_json::from_value(value).map_err(unreadable_run)?)
 }
 
 /// The wire run as the store's record (its state read as the run model's).
 pub(super) fn store_run(run: dispatch_api::Run) -> CliResult<Run> {
-    let cannot = |e: serde_json::Error| {
-        CliError::input(format!(
-            "the server sent a run this dispatch cannot read: {e}"
-        ))
-    };
     serde_json::to_value(run)
         .and_then(serde_json::from_value)
-        .map_err(cannot)
+        .map_err(unreadable_run)
+}
+
+fn unreadable_run(e: serde_json::Error) -> CliError {
+    CliError::input(format!(
+        "the server sent a run this dispatch cannot read: {e}"
+    ))
 }
 
 /// A successful answer's JSON body.
