@@ -15,6 +15,10 @@ use serde_json::Value;
 
 /// The most answers kept.
 pub const CAPACITY: usize = 4096;
+/// The longest key kept: an input whose read parts are bigger (a large
+/// payload the policy reads) is evaluated each time, so the answers kept
+/// stay under CAPACITY × MAX_KEY (32 MiB) whatever callers send.
+pub const MAX_KEY: usize = 8 * 1024;
 
 /// The answers of one loaded policy.
 #[derive(Debug)]
@@ -45,7 +49,7 @@ impl Memo {
         key.push('\n');
         let Some(reads) = &self.reads else {
             key.push_str(&serde_json::to_string(input).ok()?);
-            return Some(key);
+            return (key.len() <= MAX_KEY).then_some(key);
         };
         for name in std::iter::once("action").chain(reads.iter().map(String::as_str)) {
             key.push_str(name);
@@ -58,7 +62,7 @@ impl Memo {
             }
             key.push('\n');
         }
-        Some(key)
+        (key.len() <= MAX_KEY).then_some(key)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -117,6 +121,15 @@ mod tests {
             memo.key(&["deny"], &json!({"action": "tool_call"}))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_big_input_the_policy_reads_is_not_kept() {
+        let memo = Memo::new("package dispatch\ndeny contains \"x\" if input.payload.n > 1\n");
+        let small = json!({"action": "create_run", "payload": {"n": 2}});
+        let big = json!({"action": "create_run", "payload": {"n": 2, "pad": "x".repeat(MAX_KEY)}});
+        assert!(memo.key(&["deny"], &small).is_some());
+        assert_eq!(memo.key(&["deny"], &big), None);
     }
 
     #[test]
