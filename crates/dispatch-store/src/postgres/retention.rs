@@ -28,7 +28,8 @@ fn cursor_of(after: Option<&RetentionCursor>) -> (Ts, &str) {
 /// of eighteen: a batch's cost to the database is its deletes alone.
 const EXPIRE_RUNS: &str = "WITH doomed AS MATERIALIZED ( \
        SELECT id, updated_at, brief_sha256 FROM runs \
-       WHERE status = $1 AND updated_at < $2 AND (updated_at, id) > ($3, $4) AND {KEPT} \
+       WHERE status = $1 AND status IN {TERMINAL} AND updated_at < $2 AND (updated_at, id) > ($3, $4) \
+       AND {KEPT} \
        ORDER BY updated_at, id LIMIT $5 FOR UPDATE SKIP LOCKED), \
      ids AS MATERIALIZED (SELECT coalesce(array_agg(id), '{}') AS a FROM doomed), \
      arts AS MATERIALIZED (SELECT DISTINCT sha256 FROM artifacts WHERE run_id = ANY((SELECT a FROM ids)::text[])), \
@@ -67,7 +68,11 @@ pub(super) async fn expire_runs(
     }
     let (from_at, from_id) = cursor_of(after);
     let stmt = tx
-        .prepare_cached(&EXPIRE_RUNS.replace("{KEPT}", KEPT))
+        .prepare_cached(
+            &EXPIRE_RUNS
+                .replace("{KEPT}", KEPT)
+                .replace("{TERMINAL}", TERMINAL),
+        )
         .await?;
     let rows = tx
         .query(

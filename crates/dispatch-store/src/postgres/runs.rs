@@ -5,6 +5,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use dispatch_core::EventKind;
 use dispatch_core::event::Usage;
 use dispatch_core::id::SHORT_LEN;
+use dispatch_core::project::DEFAULT_PROJECT;
 use dispatch_core::{NewEvent, Operation, RunId, RunState, Status, Ts};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
@@ -347,6 +348,11 @@ pub(super) async fn list<C: GenericClient>(tx: &C, filter: &RunFilter) -> Result
     if !filter.projects.is_empty() {
         let p = next(&mut args, Box::new(filter.projects.clone()));
         clauses.push(format!("project = ANY({p})"));
+        // `runs_by_project` holds the runs of named projects only: said
+        // here, the planner can use it for a list of named projects.
+        if !filter.projects.iter().any(|p| p == DEFAULT_PROJECT) {
+            clauses.push(format!("project <> '{DEFAULT_PROJECT}'"));
+        }
     }
     if let Some(after) = filter.created_after {
         let p = next(&mut args, Box::new(after));

@@ -383,6 +383,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX IF EXISTS runs_live_by_project;
     "#,
+    // 33: every write of a run moves its entries in every index whose
+    // predicate it meets (a change of `status`, which is indexed, is never
+    // a heap-only update). `runs_by_end` holds finished runs only (as
+    // SQLite's 28: a claim or a start no longer adds an entry), and
+    // `runs_by_project` the runs of named projects only (runs of the
+    // default project, most of them, are listed through the other
+    // indexes). Queries that want these indexes say the same predicate.
+    r#"
+    DROP INDEX IF EXISTS runs_by_end;
+    CREATE INDEX runs_by_end ON runs (status, updated_at, id)
+        WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'stopped');
+    DROP INDEX IF EXISTS runs_by_project;
+    CREATE INDEX runs_by_project ON runs (project, id) WHERE project <> 'default';
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -138,13 +138,13 @@ async fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
         .await
         .expect("a raw connection");
     let driver = tokio::spawn(connection);
-    // Back to the version before projects (quotas, then the live-run
-    // index dropped, came after them).
+    // Back to the version before projects (quotas, the live-run index
+    // dropped, then the partial indexes came after them).
     client
         .batch_execute(
             "DROP TABLE project_quotas, quota_usage; \
              DROP TABLE token_projects; ALTER TABLE runs DROP COLUMN project; \
-             UPDATE dispatch_schema SET version = version - 3;",
+             UPDATE dispatch_schema SET version = version - 4;",
         )
         .await
         .expect("a database from before projects");
