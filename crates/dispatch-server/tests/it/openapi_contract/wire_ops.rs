@@ -43,7 +43,7 @@ fn operations_answers_are_their_dispatch_api_types_byte_for_byte() {
     let files = json!({"files": {"Agentfile": "FROM noop\nNAME spare\nVERSION 1.2\nLABEL team=ops\n"}});
     let built: dispatch_api::ParcelBuilt =
         typed("uploadParcel", send(&server, "POST", "/v1/parcels", &files));
-    assert_eq!((built.name.as_str(), built.files), ("spare", 1));
+    assert_eq!((built.name.as_str(), built.files), ("spare", 0), "no COPY: no files");
     let keeper = json!({"files": {
         "Agentfile": "NAME keeper\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
         "agent.sh": "echo kept > \"$DISPATCH_SESSION_FILE\"\n",
