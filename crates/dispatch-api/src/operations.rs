@@ -47,7 +47,9 @@ pub struct UsageReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuotaRow {
     /// `max_live_runs`, `tokens_per_day`, `tokens_per_month`, `usd_per_day` or `usd_per_month`.
-    #[schema(pattern = "^(max_live_runs|tokens_per_day|tokens_per_month|usd_per_day|usd_per_month)$")]
+    #[schema(
+        pattern = "^(max_live_runs|tokens_per_day|tokens_per_month|usd_per_day|usd_per_month)$"
+    )]
     pub limit: String,
     /// `wait` (new runs stay queued) or `refuse` (new runs are refused) at the hard limit.
     #[schema(pattern = "^(wait|refuse)$")]

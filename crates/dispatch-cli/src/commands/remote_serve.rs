@@ -90,7 +90,8 @@ impl Remote {
         }
         eprintln!(
             "service {} ({}) up in the cluster: {}",
-            answer.name, id,
+            answer.name,
+            id,
             parts.join(", ")
         );
         println!("{id}");

@@ -8,7 +8,7 @@
 use clap::{Args, Subcommand};
 use dispatch_core::now_ms;
 use dispatch_store::{SessionStore, SessionSummary, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::Format;
 use crate::ctx::Ctx;

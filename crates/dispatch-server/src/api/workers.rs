@@ -3,13 +3,13 @@
 //! [`dispatch_store::WorkerStore`] — the list the dashboard's workers page
 //! shows too.
 
+use super::schemas;
+use super::{ApiResult, AppState, wire_ops};
+use crate::presence::SILENT_AFTER;
 use axum::Json;
 use axum::extract::State;
 use dispatch_core::now_ms;
 use dispatch_store::WorkerInfo;
-use super::schemas;
-use super::{ApiResult, AppState, wire_ops};
-use crate::presence::SILENT_AFTER;
 
 /// Workers not seen for this long are left out.
 pub const DAY_MS: i64 = 24 * 3600 * 1000;

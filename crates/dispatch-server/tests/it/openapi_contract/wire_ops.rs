@@ -18,7 +18,10 @@ fn typed<T: DeserializeOwned + Serialize>(what: &str, (status, text): (u16, Stri
     let answer: T = serde_json::from_value(value)
         .unwrap_or_else(|e| panic!("{what} as its dispatch-api type: {e}: {text}"));
     let again = serde_json::to_string(&answer).expect("an answer writes");
-    assert_eq!(again, text, "{what}: the type does not write what was served");
+    assert_eq!(
+        again, text,
+        "{what}: the type does not write what was served"
+    );
     answer
 }
 
@@ -40,30 +43,46 @@ fn operations_answers_are_their_dispatch_api_types_byte_for_byte() {
     assert!(!workers.workers.is_empty(), "the server's own worker");
 
     // Parcels: upload (tar-less JSON), list, remove, prune.
-    let files = json!({"files": {"Agentfile": "FROM noop\nNAME spare\nVERSION 1.2\nLABEL team=ops\n"}});
+    let files =
+        json!({"files": {"Agentfile": "FROM noop\nNAME spare\nVERSION 1.2\nLABEL team=ops\n"}});
     let built: dispatch_api::ParcelBuilt =
         typed("uploadParcel", send(&server, "POST", "/v1/parcels", &files));
-    assert_eq!((built.name.as_str(), built.files), ("spare", 0), "no COPY: no files");
+    assert_eq!(
+        (built.name.as_str(), built.files),
+        ("spare", 0),
+        "no COPY: no files"
+    );
     let keeper = json!({"files": {
         "Agentfile": "NAME keeper\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
         "agent.sh": "echo kept > \"$DISPATCH_SESSION_FILE\"\n",
     }});
-    typed::<dispatch_api::ParcelBuilt>("uploadParcel", send(&server, "POST", "/v1/parcels", &keeper));
+    typed::<dispatch_api::ParcelBuilt>(
+        "uploadParcel",
+        send(&server, "POST", "/v1/parcels", &keeper),
+    );
     let doomed = json!({"files": {
         "Agentfile": "NAME doomed\nCOPY agent.sh\nCOMMAND sh agent.sh\n",
         "agent.sh": "exit 3\n",
     }});
-    typed::<dispatch_api::ParcelBuilt>("uploadParcel", send(&server, "POST", "/v1/parcels", &doomed));
+    typed::<dispatch_api::ParcelBuilt>(
+        "uploadParcel",
+        send(&server, "POST", "/v1/parcels", &doomed),
+    );
     let parcel = server.noop_parcel();
     let list: dispatch_api::ParcelList = typed("listParcels", g("/v1/parcels"));
     assert_eq!(list.parcels.len(), 4);
     let spare = list.parcels.iter().find(|p| p.name == "spare");
     assert_eq!(
-        spare.map(|p| (p.version.as_deref(), p.labels.get("team").map(String::as_str))),
+        spare.map(|p| (
+            p.version.as_deref(),
+            p.labels.get("team").map(String::as_str)
+        )),
         Some((Some("1.2"), Some("ops")))
     );
-    let removed: dispatch_api::ParcelRemoved =
-        typed("removeParcel", server.raw("DELETE", "/v1/parcels/spare", &[], None));
+    let removed: dispatch_api::ParcelRemoved = typed(
+        "removeParcel",
+        server.raw("DELETE", "/v1/parcels/spare", &[], None),
+    );
     assert_eq!(removed.name, "spare");
     let pruned: dispatch_api::ParcelsPruned = typed(
         "pruneParcels",
@@ -88,7 +107,12 @@ fn operations_answers_are_their_dispatch_api_types_byte_for_byte() {
     assert_eq!((one.conversation, one.messages), (None, None));
     let pruned: dispatch_api::SessionsPruned = typed(
         "pruneSessions",
-        send(&server, "POST", "/v1/sessions/prune", &json!({"until": "1h"})),
+        send(
+            &server,
+            "POST",
+            "/v1/sessions/prune",
+            &json!({"until": "1h"}),
+        ),
     );
     assert!(pruned.removed.is_empty());
     let gone: dispatch_api::SessionRemoved = typed(
@@ -134,8 +158,10 @@ fn operations_answers_are_their_dispatch_api_types_byte_for_byte() {
 
     // Services: create, list, its state, a wake.
     let body = json!({"parcel": parcel, "listen": "127.0.0.1:0", "interval_ms": 0, "public": true});
-    let created: dispatch_api::ServiceCreated =
-        typed("createService", send(&server, "POST", "/v1/services", &body));
+    let created: dispatch_api::ServiceCreated = typed(
+        "createService",
+        send(&server, "POST", "/v1/services", &body),
+    );
     let id = created.run.id.clone();
     let list: dispatch_api::ServiceList = typed("listServices", g("/v1/services"));
     let listed = list.services.iter().find(|s| s.id == id);
