@@ -39,6 +39,10 @@ pub enum Courier {
     Process,
     Noop,
     Agent,
+    /// A container (`FROM image <ref>`).
+    Image,
+    /// A coordinator of other parcels (`FROM workflow`).
+    Workflow,
 }
 
 /// Tokens and cost, summed per run. (Fields in name order, as on the wire.)
@@ -387,21 +391,21 @@ pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// A built parcel.
+/// A built parcel. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Parcel {
-    pub digest: String,
-    pub name: String,
-    #[schema(required = true)]
-    pub version: Option<String>,
     pub courier: Courier,
-    pub entrypoint: Operation,
     /// When it was first stored (ms since the epoch).
     pub created_at: i64,
-    /// How many files it holds, and their bytes.
+    pub digest: String,
+    pub entrypoint: Operation,
+    /// How many files it holds (and, in `size`, their bytes).
     pub files: u64,
-    pub size: u64,
     pub labels: std::collections::BTreeMap<String, String>,
+    pub name: String,
+    pub size: u64,
+    #[schema(required = true)]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -409,15 +413,15 @@ pub struct ParcelList {
     pub parcels: Vec<Parcel>,
 }
 
-/// The parcel an upload built.
+/// The parcel an upload built. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ParcelBuilt {
     pub digest: String,
+    /// How many files it holds.
+    pub files: u64,
     pub name: String,
     #[schema(required = true)]
     pub version: Option<String>,
-    /// How many files it holds.
-    pub files: u64,
 }
 
 /// The parcels a prune removed.
@@ -607,29 +611,34 @@ pub struct WorkerList {
     pub workers: Vec<Worker>,
 }
 
-/// A worker as it last said, and the runs it holds.
+/// A worker as it last said, and the runs it holds. (Fields in name
+/// order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Worker {
-    /// Unique in the cluster: the lease owner.
-    pub name: String,
-    /// `working`, `stopped` (drained), or `silent` (not heard from for three beats).
-    pub state: String,
-    /// The labels it offers.
-    pub labels: Vec<String>,
-    pub slots: u32,
-    /// Live runs (starting, running, paused) leased to it.
-    pub used: u32,
-    /// How long its leases last.
-    pub lease_ms: i64,
-    /// When it last renewed a lease it holds (ms since the epoch); null without leases.
-    pub renewed_at: Option<i64>,
-    pub started_at: i64,
-    /// When it last said it was there (every 5 s).
-    pub seen_at: i64,
-    pub stopped_at: Option<i64>,
     /// The machine it runs on (its hostname): with `pid`, who holds the name.
     pub host: String,
+    /// The labels it offers.
+    pub labels: Vec<String>,
+    /// How long its leases last.
+    pub lease_ms: i64,
+    /// Unique in the cluster: the lease owner.
+    pub name: String,
     pub pid: u32,
+    /// When it last renewed a lease it holds (ms since the epoch); null without leases.
+    #[schema(required = true)]
+    pub renewed_at: Option<i64>,
+    /// When it last said it was there (every 5 s).
+    pub seen_at: i64,
+    pub slots: u32,
+    pub started_at: i64,
+    /// `working`, `stopped` (drained), or `silent` (not heard from for three beats).
+    #[schema(pattern = "^(working|stopped|silent)$")]
+    pub state: String,
+    /// When it stopped (drained); null while it works.
+    #[schema(required = true)]
+    pub stopped_at: Option<i64>,
+    /// Live runs (starting, running, paused) leased to it.
+    pub used: u32,
 }
 
 /// A kept eval.
@@ -676,37 +685,39 @@ pub struct ServiceList {
     pub services: Vec<ServiceItem>,
 }
 
-/// A running service: its run and its stored state.
+/// A running service: its run and its stored state. (Fields in name
+/// order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceItem {
+    pub created_at: i64,
     /// The service's run id.
     pub id: String,
-    pub parcel_name: String,
     pub parcel_digest: String,
+    pub parcel_name: String,
     /// The project it belongs to.
     pub project: String,
-    pub status: RunStatus,
-    pub created_at: i64,
     /// Null until its helper saved it.
     #[schema(required = true)]
     pub state: Option<ServiceState>,
+    pub status: RunStatus,
 }
 
-/// A service's stored state (`GET /v1/runs/{id}/service`).
+/// A service's stored state (`GET /v1/runs/{id}/service`). (Fields in
+/// name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceState {
-    /// The name a cluster service is served under; null for a local service.
-    #[schema(required = true)]
-    pub name: Option<String>,
     /// Wake sources, overlap and ingress policy (the shared secret's SHA-256 only).
     #[schema(value_type = Object)]
     pub config: Value,
-    /// Each timer: its expression or interval, `next_fire_at`, `last_fired_at`, fires, skips.
-    #[schema(value_type = Vec<Object>)]
-    pub schedules: Value,
     /// Each listener: address, requests handled and rejected, last request.
     #[schema(value_type = Vec<Object>)]
     pub listeners: Value,
+    /// The name a cluster service is served under; null for a local service.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// Each timer: its expression or interval, `next_fire_at`, `last_fired_at`, fires, skips.
+    #[schema(value_type = Vec<Object>)]
+    pub schedules: Value,
     /// Unix milliseconds of the last change.
     pub updated_at: i64,
 }

@@ -145,13 +145,25 @@ pub async fn summaries<S: SessionStore + ?Sized>(
     Ok(all)
 }
 
-/// Everything session `name` keeps, for `dispatch session inspect`: its
-/// summary, the conversation, the file's text, and the keys of the memory
-/// and checkpoints scoped to it. `None` when it keeps nothing.
-pub async fn session_detail<S: SessionStore + ?Sized>(
+/// Everything session `name` keeps: its summary, the conversation, the
+/// file's text, and the keys of the memory and checkpoints scoped to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionContents {
+    pub summary: SessionSummary,
+    /// A native agent's conversation, when one is kept.
+    pub conversation: Option<serde_json::Value>,
+    /// A process agent's session file, when one is kept.
+    pub file_text: Option<String>,
+    pub memory: Vec<String>,
+    pub checkpoints: Vec<String>,
+}
+
+/// Everything session `name` keeps (`GET /v1/sessions/{parcel}/{name}`);
+/// `None` when it keeps nothing.
+pub async fn session_contents<S: SessionStore + ?Sized>(
     store: &S,
     name: &str,
-) -> StoreResult<Option<serde_json::Value>> {
+) -> StoreResult<Option<SessionContents>> {
     let Some(summary) = summaries(store, name)
         .await?
         .into_iter()
@@ -160,14 +172,12 @@ pub async fn session_detail<S: SessionStore + ?Sized>(
         return Ok(None);
     };
     let conversation = store.get_session(name).await?.map(|r| r.data);
-    let file = store
+    let file_text = store
         .get_session(&format!("{FILE_PREFIX}{name}"))
         .await?
-        .map(|r| r.data["text"].clone());
-    let mut detail = serde_json::to_value(&summary).unwrap_or_default();
-    detail["conversation"] = conversation.unwrap_or_default();
-    detail["file_text"] = file.unwrap_or_default();
-    for (field, p) in ["memory", "checkpoints"].into_iter().zip(SCOPED_PREFIXES) {
+        .and_then(|r| r.data["text"].as_str().map(str::to_string));
+    let mut scoped = Vec::with_capacity(SCOPED_PREFIXES.len());
+    for p in SCOPED_PREFIXES {
         let base = format!("{p}{name}/");
         let keys: Vec<String> = store
             .list_sessions(Some(&base))
@@ -175,7 +185,33 @@ pub async fn session_detail<S: SessionStore + ?Sized>(
             .into_iter()
             .filter_map(|r| r.key.strip_prefix(&base).map(str::to_string))
             .collect();
-        detail[field] = serde_json::json!(keys);
+        scoped.push(keys);
     }
+    let checkpoints = scoped.pop().unwrap_or_default();
+    let memory = scoped.pop().unwrap_or_default();
+    Ok(Some(SessionContents {
+        summary,
+        conversation,
+        file_text,
+        memory,
+        checkpoints,
+    }))
+}
+
+/// Everything session `name` keeps, for `dispatch session inspect`: its
+/// summary, the conversation, the file's text, and the keys of the memory
+/// and checkpoints scoped to it. `None` when it keeps nothing.
+pub async fn session_detail<S: SessionStore + ?Sized>(
+    store: &S,
+    name: &str,
+) -> StoreResult<Option<serde_json::Value>> {
+    let Some(c) = session_contents(store, name).await? else {
+        return Ok(None);
+    };
+    let mut detail = serde_json::to_value(&c.summary).unwrap_or_default();
+    detail["conversation"] = c.conversation.unwrap_or_default();
+    detail["file_text"] = c.file_text.map_or(serde_json::Value::Null, Into::into);
+    detail["memory"] = serde_json::json!(c.memory);
+    detail["checkpoints"] = serde_json::json!(c.checkpoints);
     Ok(Some(detail))
 }

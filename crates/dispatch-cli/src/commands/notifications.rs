@@ -66,13 +66,10 @@ impl super::remote::Remote {
                 "`dispatch notify check` and `notify test` read this machine's notifications.toml, not the server's (hint: run them on the server's machine, without --host)",
             ));
         };
-        let answer = self.json("GET", &format!("/v1/notifications?limit={limit}"), None)?;
-        let list: Vec<Notification> = serde_json::from_value(answer["notifications"].clone())
-            .map_err(|e| {
-                CliError::input(format!(
-                    "the server's notification listing does not parse: {e}"
-                ))
-            })?;
+        let answer: dispatch_api::NotificationList =
+            self.typed("GET", &format!("/v1/notifications?limit={limit}"), None)?;
+        let list: Vec<Notification> =
+            super::remote::as_record("notification listing", answer.notifications)?;
         print(&list, *format);
         Ok(0)
     }

@@ -236,12 +236,12 @@ impl super::remote::Remote {
                 if let Some(h) = &a.on_hard {
                     body.insert("on_hard".into(), json!(h));
                 }
-                let answer = self.json(
+                let answer: dispatch_api::QuotaSet = self.typed(
                     "PUT",
                     &format!("/v1/quotas/{}", encode(&a.project)),
                     Some(&serde_json::Value::Object(body)),
                 )?;
-                said_set(&a.project, &parse(answer)?);
+                said_set(&a.project, &parse(answer.quotas)?);
                 Ok(0)
             }
             QuotaCommand::Ls { project, format } => {
@@ -255,7 +255,9 @@ impl super::remote::Remote {
                         .collect(),
                 };
                 for q in asks {
-                    all.extend(parse(self.json("GET", &format!("/v1/quotas{q}"), None)?)?);
+                    let answer: dispatch_api::QuotaList =
+                        self.typed("GET", &format!("/v1/quotas{q}"), None)?;
+                    all.extend(parse(answer.quotas)?);
                 }
                 print_quotas(&all, *format);
                 Ok(0)
@@ -264,18 +266,18 @@ impl super::remote::Remote {
                 dispatch_core::project::check_project(project).map_err(CliError::input)?;
                 let limit = limit_of(limit.as_deref())?;
                 let q = limit.map_or(String::new(), |l| format!("?limit={l}"));
-                let answer = self.json(
+                let answer: dispatch_api::QuotaRemoved = self.typed(
                     "DELETE",
                     &format!("/v1/quotas/{}{q}", encode(project)),
                     None,
                 )?;
-                said_removed(project, answer["removed"].as_u64().unwrap_or(0))
+                said_removed(project, answer.removed)
             }
         }
     }
 }
 
-fn parse(answer: serde_json::Value) -> CliResult<Vec<QuotaUse>> {
-    serde_json::from_value(answer["quotas"].clone())
-        .map_err(|e| CliError::input(format!("the server's quota listing does not parse: {e}")))
+/// The server's quota rows as the records the listing prints.
+fn parse(quotas: Vec<dispatch_api::QuotaRow>) -> CliResult<Vec<QuotaUse>> {
+    super::remote::as_record("quota listing", quotas)
 }

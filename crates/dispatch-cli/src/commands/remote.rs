@@ -263,8 +263,7 @@ impl Remote {
         if !Path::new(source).join("Agentfile").is_file() {
             return Ok(source.to_string());
         }
-        let built = self.upload(Path::new(source))?;
-        Ok(built["digest"].as_str().unwrap_or_default().to_string())
+        Ok(self.upload(Path::new(source))?.digest)
     }
 
     fn logs(&self, args: &LogsArgs) -> CliResult {
@@ -489,6 +488,18 @@ pub(super) fn store_run(run: dispatch_api::Run) -> CliResult<Run> {
     serde_json::to_value(run)
         .and_then(serde_json::from_value)
         .map_err(unreadable_run)
+}
+
+/// A wire answer (a `dispatch-api` type) as the store's record a command
+/// prints from, where the two have the same JSON shape; `what` names it in
+/// the one line said when they do not.
+pub(super) fn as_record<W: serde::Serialize, R: serde::de::DeserializeOwned>(
+    what: &str,
+    wire: W,
+) -> CliResult<R> {
+    serde_json::to_value(wire)
+        .and_then(serde_json::from_value)
+        .map_err(|e| CliError::input(format!("the server's {what} does not parse: {e}")))
 }
 
 fn unreadable_run(e: serde_json::Error) -> CliError {

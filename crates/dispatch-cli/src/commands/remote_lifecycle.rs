@@ -99,8 +99,9 @@ impl Remote {
             if old.operation == Operation::Service {
                 // A cluster service: the same name, configuration and timers.
                 let body = json!({"restart_of": old.id});
-                let answer = self.json("POST", "/v1/services", Some(&body))?;
-                println!("{}", answer["run"]["id"].as_str().unwrap_or_default());
+                let answer: dispatch_api::ServiceCreated =
+                    self.typed("POST", "/v1/services", Some(&body))?;
+                println!("{}", answer.run.id);
                 continue;
             }
             println!("{}", self.replay_run(&old.id)?.id);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_ago;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::images::ImagesArgs;
 use super::remote::Remote;
@@ -22,25 +22,31 @@ use crate::output::{print_columns, print_json};
 impl Remote {
     /// Uploads the build context of `source` (a directory with an
     /// Agentfile, or an Agentfile) as a tar stream; the server's answer.
-    pub(super) fn upload(&self, source: &Path) -> CliResult<Value> {
+    pub(super) fn upload(&self, source: &Path) -> CliResult<dispatch_api::ParcelBuilt> {
         let tar = pack_context(source)?;
         let sent = self.send_tar("POST", "/v1/parcels", &tar);
         let _ = std::fs::remove_file(&tar);
-        super::remote::answer_json(sent?)
+        let answer = super::remote::answer_json(sent?)?;
+        serde_json::from_value(answer).map_err(|e| {
+            CliError::input(format!(
+                "the server's answer to POST /v1/parcels is not what this dispatch reads: {e}"
+            ))
+        })
     }
 
     pub(super) fn build(&self, args: &BuildArgs) -> CliResult {
         let built = self.upload(&args.path)?;
-        let digest = built["digest"].as_str().unwrap_or_default();
+        let digest = &built.digest;
         if !args.quiet {
             eprintln!(
                 "built parcel {}{} ({} files) sha256:{digest} on {}",
-                built["name"].as_str().unwrap_or_default(),
-                built["version"]
-                    .as_str()
+                built.name,
+                built
+                    .version
+                    .as_deref()
                     .map(|v| format!(" {v}"))
                     .unwrap_or_default(),
-                built["files"].as_u64().unwrap_or(0),
+                built.files,
                 self.base(),
             );
         }
@@ -54,24 +60,24 @@ impl Remote {
                 "--verify re-hashes this machine's parcels; the cluster's are verified whenever a server or worker fetches one (hint: drop --host)",
             ));
         }
-        let answer = self.json("GET", "/v1/parcels", None)?;
-        let parcels = answer["parcels"].as_array().cloned().unwrap_or_default();
+        let answer: dispatch_api::ParcelList = self.typed("GET", "/v1/parcels", None)?;
         if args.format == Format::Json {
-            print_json(&json!(parcels));
+            print_json(&answer.parcels);
             return Ok(0);
         }
         let now = now_ms();
-        let rows: Vec<Vec<String>> = parcels
+        let rows: Vec<Vec<String>> = answer
+            .parcels
             .iter()
             .map(|p| {
-                let digest = p["digest"].as_str().unwrap_or_default();
+                let digest = p.digest.as_str();
                 vec![
-                    p["name"].as_str().unwrap_or_default().to_string(),
-                    p["version"].as_str().unwrap_or("-").to_string(),
+                    p.name.clone(),
+                    p.version.clone().unwrap_or_else(|| "-".to_string()),
                     digest.get(..12).unwrap_or(digest).to_string(),
-                    human_ago(p["created_at"].as_i64().unwrap_or(0), now),
-                    p["files"].as_u64().unwrap_or(0).to_string(),
-                    format!("{}B", p["size"].as_u64().unwrap_or(0)),
+                    human_ago(p.created_at, now),
+                    p.files.to_string(),
+                    format!("{}B", p.size),
                 ]
             })
             .collect();
@@ -84,17 +90,18 @@ impl Remote {
 
     pub(super) fn rmi(&self, args: &RmiArgs) -> CliResult {
         if args.prune {
-            let answer = self.json("POST", "/v1/parcels/prune", Some(&json!({})))?;
-            for digest in answer["removed"].as_array().into_iter().flatten() {
-                println!("{}", digest.as_str().unwrap_or_default());
+            let answer: dispatch_api::ParcelsPruned =
+                self.typed("POST", "/v1/parcels/prune", Some(&json!({})))?;
+            for digest in &answer.removed {
+                println!("{digest}");
             }
             return Ok(0);
         }
         let mut failed = false;
         for reference in &args.parcels {
             let path = format!("/v1/parcels/{}", super::rmi::url_safe(reference)?);
-            match self.json("DELETE", &path, None) {
-                Ok(removed) => println!("{}", removed["digest"].as_str().unwrap_or_default()),
+            match self.typed::<dispatch_api::ParcelRemoved>("DELETE", &path, None) {
+                Ok(removed) => println!("{}", removed.digest),
                 Err(e) => {
                     eprintln!("error: {e}");
                     failed = true;

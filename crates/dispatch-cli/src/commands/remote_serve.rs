@@ -67,16 +67,15 @@ impl Remote {
                 request[key] = v;
             }
         }
-        let answer = self.json("POST", "/v1/services", Some(&request))?;
-        let id = answer["run"]["id"].as_str().unwrap_or_default();
-        let mut parts: Vec<String> = answer["schedules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+        let answer: dispatch_api::ServiceCreated =
+            self.typed("POST", "/v1/services", Some(&request))?;
+        let id = answer.run.id.as_str();
+        let mut parts: Vec<String> = answer
+            .schedules
+            .iter()
             .map(|t| format!("timer `{t}`"))
             .collect();
-        if let Some(hook) = answer["hook"].as_str() {
+        if let Some(hook) = answer.hook.as_deref() {
             parts.push(match args.a2a {
                 true => format!(
                     "an A2A agent on every server (card at {base}{}/.well-known/agent-card.json, JSON-RPC POST {base}{hook})",
@@ -91,7 +90,7 @@ impl Remote {
         }
         eprintln!(
             "service {} ({}) up in the cluster: {}",
-            answer["name"].as_str().unwrap_or_default(),
+            answer.name,
             id,
             parts.join(", ")
         );
@@ -102,12 +101,12 @@ impl Remote {
     pub(super) fn wake(&self, args: &WakeArgs) -> CliResult {
         let payload = parse_json(args.payload.as_deref(), "the payload")?;
         let service = self.get_run(&args.id)?;
-        let heartbeat = self.json(
+        let heartbeat: dispatch_api::Run = self.typed(
             "POST",
             &format!("/v1/runs/{}/wake", service.id),
             Some(&json!({"payload": payload})),
         )?;
-        println!("{}", heartbeat["id"].as_str().unwrap_or_default());
+        println!("{}", heartbeat.id);
         Ok(0)
     }
 }

@@ -8,7 +8,7 @@
 use clap::{Args, Subcommand};
 use dispatch_core::now_ms;
 use dispatch_store::{SessionStore, SessionSummary, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::Format;
 use crate::ctx::Ctx;
@@ -237,11 +237,10 @@ impl super::remote::Remote {
                     "" => String::new(),
                     p => format!("?prefix={}", encode(p)),
                 };
-                let answer = self.json("GET", &format!("/v1/sessions{q}"), None)?;
-                let all: Vec<SessionSummary> = serde_json::from_value(answer["sessions"].clone())
-                    .map_err(|e| {
-                    CliError::input(format!("the server's session listing does not parse: {e}"))
-                })?;
+                let answer: dispatch_api::SessionList =
+                    self.typed("GET", &format!("/v1/sessions{q}"), None)?;
+                let all: Vec<SessionSummary> =
+                    super::remote::as_record("session listing", answer.sessions)?;
                 print_sessions(&all, *format);
                 Ok(0)
             }
@@ -249,7 +248,8 @@ impl super::remote::Remote {
                 let mut found = Vec::new();
                 for name in names {
                     check_name(name)?;
-                    found.push(self.json("GET", &path(name), None)?);
+                    let one: dispatch_api::SessionDetail = self.typed("GET", &path(name), None)?;
+                    found.push(one);
                 }
                 print_json(&found);
                 Ok(0)
@@ -258,8 +258,8 @@ impl super::remote::Remote {
                 let mut code = 0;
                 for name in names {
                     let removed = check_name(name)
-                        .and_then(|()| self.json("DELETE", &path(name), None))
-                        .and_then(|a| said_removed(name, a["removed"].as_u64().unwrap_or(0)));
+                        .and_then(|()| self.typed("DELETE", &path(name), None))
+                        .and_then(|a: dispatch_api::SessionRemoved| said_removed(name, a.removed));
                     if let Err(e) = removed {
                         eprintln!("error: {e}");
                         code = EXIT_DISPATCH;
@@ -270,15 +270,9 @@ impl super::remote::Remote {
             SessionCommand::Prune { until, prefix } => {
                 until_ms(until)?; // checked here first
                 let body = json!({"until": until, "prefix": prefix});
-                let answer = self.json("POST", "/v1/sessions/prune", Some(&body))?;
-                let gone: Vec<String> = answer["removed"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect();
-                said_pruned(&gone);
+                let answer: dispatch_api::SessionsPruned =
+                    self.typed("POST", "/v1/sessions/prune", Some(&body))?;
+                said_pruned(&answer.removed);
                 Ok(0)
             }
         }

@@ -223,7 +223,7 @@ impl super::remote::Remote {
         };
         let at =
             |t: Option<i64>| super::remote::encode(&t.and_then(format_rfc3339).unwrap_or_default());
-        let answer = self.json(
+        let answer: dispatch_api::UsageReport = self.typed(
             "GET",
             &format!(
                 "/v1/usage?by={}&since={}&until={}{project}",
@@ -234,13 +234,23 @@ impl super::remote::Remote {
             None,
         )?;
         let report = UsageReport {
-            rows: serde_json::from_value(answer["rows"].clone()).map_err(bad_answer)?,
-            total: serde_json::from_value(answer["total"].clone()).map_err(bad_answer)?,
+            rows: answer.rows.into_iter().map(row).collect(),
+            total: row(answer.total),
         };
         print_report(args, &q, &report)
     }
 }
 
-fn bad_answer(e: serde_json::Error) -> CliError {
-    CliError::input(format!("the server's usage report does not parse: {e}"))
+/// A row of the server's report as the store's, which the report prints.
+fn row(r: dispatch_api::UsageRow) -> UsageRow {
+    UsageRow {
+        key: r.key,
+        runs: r.runs,
+        calls: r.calls,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cost_usd: r.cost_usd,
+        estimated_calls: r.estimated_calls,
+        unpriced_calls: r.unpriced_calls,
+    }
 }

@@ -71,6 +71,7 @@ mod table;
 mod usage;
 pub(crate) mod waiting;
 pub(crate) mod wire;
+pub(crate) mod wire_ops;
 pub(crate) mod workers;
 
 use std::sync::Arc;

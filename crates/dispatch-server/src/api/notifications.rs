@@ -6,12 +6,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
-use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::runs::{Params, bounded, only_known, params};
-use super::{ApiError, ApiResult, AppState, codes, schemas};
+use super::{ApiError, ApiResult, AppState, codes, schemas, wire_ops};
 
 /// The page size when `limit` is not given, and the largest allowed.
 const DEFAULT_LIMIT: usize = 50;
@@ -27,40 +25,6 @@ pub struct NotificationParams {
     pub limit: Option<u32>,
 }
 
-/// One message of the outbox.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct NotificationRow {
-    pub seq: i64,
-    /// What makes it unique (a run, a kind, an approval or a mark).
-    pub key: String,
-    pub run_id: String,
-    /// `approval.requested`, `approval.escalated`, `run.failed`, `budget.threshold`, `quota.soft`, `quota.hard`, `review.expired`
-    pub kind: String,
-    /// What the message says (kind-specific).
-    #[schema(value_type = Object)]
-    pub data: Value,
-    pub created_at: i64,
-    /// When it is next tried.
-    pub due_at: i64,
-    /// Delivery rounds so far.
-    pub tries: u32,
-    /// The channels that have it.
-    pub sent: Vec<String>,
-    pub last_error: Option<String>,
-    /// `delivered`, `failed` (given up) or `skipped` once settled; absent while pending.
-    pub outcome: Option<String>,
-    pub done_at: Option<i64>,
-}
-
-/// The outbox.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct NotificationList {
-    /// Newest first.
-    pub notifications: Vec<NotificationRow>,
-}
-
 #[utoipa::path(
     get,
     path = "/v1/notifications",
@@ -69,7 +33,7 @@ pub struct NotificationList {
     summary = "The notification outbox, newest first, with what became of each message",
     params(NotificationParams),
     responses(
-        (status = 200, description = "the outbox", body = NotificationList),
+        (status = 200, description = "the outbox", body = schemas::NotificationList),
         (status = 400, description = "`bad_request`: a bad `limit`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is bound to projects (the outbox spans every project)", body = schemas::Error),
@@ -79,7 +43,7 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::NotificationList>> {
     let params = params(query)?;
     only_known(params.keys(), &["limit"])?;
     if let Some(record) = token.as_deref().filter(|t| !t.projects.is_empty()) {
@@ -96,5 +60,6 @@ pub async fn list(
     }
     let limit = bounded(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let list = state.store.list_notifications(limit).await?;
-    Ok(Json(json!({ "notifications": list })))
+    let notifications = list.into_iter().map(wire_ops::notification).collect();
+    Ok(Json(schemas::NotificationList { notifications }))
 }

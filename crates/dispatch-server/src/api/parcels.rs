@@ -10,12 +10,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use dispatch_core::parcel::{self, Manifest, Parcel};
+use dispatch_core::parcel::{self, Parcel};
 use dispatch_store::ParcelRemoval;
-use serde_json::{Value, json};
 
 use super::schemas;
-use super::{ApiError, ApiResult, AppState, codes};
+use super::{ApiError, ApiResult, AppState, codes, wire_ops};
 use crate::fetch::{self, FetchError};
 
 /// The most a JSON upload may hold.
@@ -32,26 +31,10 @@ const JSON_MAX: usize = 2 * 1024 * 1024;
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<schemas::ParcelList>> {
     let stored = state.store.list_parcels().await?;
-    let parcels: Vec<Value> = stored
-        .iter()
-        .filter_map(|p| {
-            let m: Manifest = serde_json::from_str(&p.manifest).ok()?;
-            Some(json!({
-                "digest": p.digest,
-                "name": m.name,
-                "version": m.version,
-                "courier": m.courier,
-                "entrypoint": m.entrypoint,
-                "created_at": p.created_at,
-                "files": m.files.len(),
-                "size": m.files.iter().map(|f| f.size).sum::<u64>(),
-                "labels": m.labels,
-            }))
-        })
-        .collect();
-    Ok(Json(json!({ "parcels": parcels })))
+    let parcels = stored.iter().filter_map(wire_ops::parcel).collect();
+    Ok(Json(schemas::ParcelList { parcels }))
 }
 
 /// Builds the uploaded files into a parcel; answers its digest and name.
@@ -79,7 +62,7 @@ pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<schemas::ParcelBuilt>)> {
     // Scratch beside the parcels: what a crash leaves is swept later.
     let parcels = state.layout.parcels();
     std::fs::create_dir_all(&parcels)
@@ -116,15 +99,7 @@ pub async fn upload(
     })?;
     // Every server and worker finds it in the store.
     super::publish::put_parcel(&state, &built).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "digest": built.digest,
-            "name": built.manifest.name,
-            "version": built.manifest.version,
-            "files": built.manifest.files.len(),
-        })),
-    ))
+    Ok((StatusCode::CREATED, Json(wire_ops::parcel_built(&built))))
 }
 
 async fn receive_tar(body: Body, dir: &Path, file: &Path) -> ApiResult<()> {
@@ -223,7 +198,7 @@ fn over_the_limit(e: &axum::Error) -> bool {
 pub async fn remove(
     State(state): State<AppState>,
     UrlPath(reference): UrlPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::ParcelRemoved>> {
     let digest = find_digest(&state, &reference).await?;
     let name = state
         .store
@@ -249,7 +224,7 @@ pub async fn remove(
         }
     }
     forget(&state, &digest).await;
-    Ok(Json(json!({"digest": digest, "name": name})))
+    Ok(Json(schemas::ParcelRemoved { digest, name }))
 }
 
 #[utoipa::path(

@@ -10,12 +10,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use dispatch_core::now_ms;
 use dispatch_core::quota::{QuotaLimit, parse_quotas};
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::runs::{Params, only_known, params};
-use super::{ApiError, ApiResult, AppState, schemas};
+use super::{ApiError, ApiResult, AppState, schemas, wire_ops};
 
 /// `GET /v1/quotas` query string.
 #[derive(IntoParams)]
@@ -34,45 +33,6 @@ pub struct QuotaParams {
 pub struct RemoveParams {
     /// Only this limit (`max_live_runs`, `tokens_per_day`, …); default: all.
     pub limit: Option<String>,
-}
-
-/// One limit of a project's quota with what is used of it now.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct QuotaRow {
-    pub project: String,
-    /// `max_live_runs`, `tokens_per_day`, `tokens_per_month`, `usd_per_day` or `usd_per_month`.
-    pub limit: String,
-    /// Runs, tokens or USD.
-    pub value: f64,
-    /// The soft mark, percent of `value`: crossing it notifies (`quota.soft`).
-    pub soft_pct: u32,
-    /// `wait` (new runs stay queued) or `refuse` (new runs are refused) at the hard limit.
-    pub on_hard: String,
-    /// Live runs now, or tokens or USD billed in the current period.
-    pub used: f64,
-    /// The current period (`2026-11-26`, `2026-11`); absent for live runs.
-    pub period: Option<String>,
-    pub updated_at: i64,
-}
-
-/// The limits of one or more projects.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct QuotaList {
-    /// By project, then limit.
-    pub quotas: Vec<QuotaRow>,
-}
-
-/// The answer of `PUT /v1/quotas/{project}`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct QuotaSet {
-    /// The project's quota as it is now, by limit.
-    pub quotas: Vec<QuotaRow>,
-    /// How many of the project's runs suspended on the quota were queued
-    /// again because the change makes room for them.
-    pub resumed: u64,
 }
 
 /// The body of `PUT /v1/quotas/{project}`: the limits to set (each given
@@ -107,7 +67,7 @@ pub struct QuotaBody {
     summary = "Quotas per project: max live runs, tokens and USD per day and month, with what is used of each now",
     params(QuotaParams),
     responses(
-        (status = 200, description = "the quotas", body = QuotaList),
+        (status = 200, description = "the quotas", body = schemas::QuotaList),
         (status = 400, description = "`bad_request`: a bad project name", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
@@ -117,13 +77,14 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::QuotaList>> {
     let params = params(query)?;
     only_known(params.keys(), &["project"])?;
     let projects =
         crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
     let quotas = state.store.quota_use(&projects, now_ms()).await?;
-    Ok(Json(json!({ "quotas": quotas })))
+    let quotas = quotas.into_iter().map(wire_ops::quota).collect();
+    Ok(Json(schemas::QuotaList { quotas }))
 }
 
 /// Sets limits of a project's quota; a raise lets waiting runs go at once.
@@ -136,7 +97,7 @@ pub async fn list(
     params(("project" = String, Path, description = "the project")),
     request_body = QuotaBody,
     responses(
-        (status = 200, description = "the project's quota as it is now, and the runs it resumed", body = QuotaSet),
+        (status = 200, description = "the project's quota as it is now, and the runs it resumed", body = schemas::QuotaSet),
         (status = 400, description = "`bad_request`: a bad project, limit, value, soft mark or action", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
@@ -146,7 +107,7 @@ pub async fn set(
     State(state): State<AppState>,
     Path(project): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::QuotaSet>> {
     let body: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "bad quota: {e} (hint: {{\"max_live_runs\": 10, \"tokens_per_day\": \"2M\", \"soft\": \"80%\", \"on_hard\": \"wait\"}})"
@@ -190,7 +151,10 @@ pub async fn set(
     state.store.set_quotas(&quotas).await?;
     let woken = dispatch_runtime::suspend::quota_changed(&*state.store, &project).await?;
     let now = state.store.quota_use(&[project], now_ms()).await?;
-    Ok(Json(json!({ "quotas": now, "resumed": woken.len() })))
+    Ok(Json(schemas::QuotaSet {
+        quotas: now.into_iter().map(wire_ops::quota).collect(),
+        resumed: woken.len() as u64,
+    }))
 }
 
 /// Removes a project's quota, or one of its limits.
@@ -202,7 +166,7 @@ pub async fn set(
     summary = "Remove a project's quota, or one of its limits (`?limit=`)",
     params(("project" = String, Path, description = "the project"), RemoveParams),
     responses(
-        (status = 200, description = "`{\"removed\": n}`: how many limits were removed", body = Object),
+        (status = 200, description = "how many limits were removed, and how many waiting runs that resumed", body = schemas::QuotaRemoved),
         (status = 400, description = "`bad_request`: a bad project or limit name", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
@@ -212,7 +176,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(project): Path<String>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::QuotaRemoved>> {
     let params = params(query)?;
     only_known(params.keys(), &["limit"])?;
     dispatch_core::project::check_project(&project).map_err(ApiError::bad_request)?;
@@ -223,5 +187,8 @@ pub async fn remove(
         .map_err(ApiError::bad_request)?;
     let removed = state.store.remove_quotas(&project, limit).await?;
     let woken = dispatch_runtime::suspend::quota_changed(&*state.store, &project).await?;
-    Ok(Json(json!({ "removed": removed, "resumed": woken.len() })))
+    Ok(Json(schemas::QuotaRemoved {
+        removed,
+        resumed: woken.len() as u64,
+    }))
 }

@@ -3,3 +3,4 @@
 //! read).
 
 pub use dispatch_api::answers::*;
+pub use dispatch_api::operations::*;

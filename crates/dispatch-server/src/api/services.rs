@@ -368,7 +368,7 @@ pub(crate) async fn wake_cluster(state: &AppState, id: &str, payload: Value) -> 
 pub async fn service_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<schemas::ServiceState>> {
     let id = resolve(&state, &id).await?;
     let run = state.store.get_run(&id).await?;
     let Some(saved) = state.store.get_service_state(&id).await? else {
@@ -379,5 +379,5 @@ pub async fn service_state(
         }
         .into());
     };
-    Ok(Json(super::services_list::state_json(&saved)).into_response())
+    Ok(Json(super::wire_ops::service_state(&saved)))
 }

@@ -5,11 +5,10 @@
 use axum::Json;
 use axum::extract::State;
 use dispatch_store::{Run, ServiceState, TokenRecord};
-use serde_json::{Value, json};
 
 use super::runs::list_page;
 use super::schemas;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, wire_ops};
 
 /// The most services listed.
 pub const MAX: usize = 200;
@@ -39,17 +38,6 @@ pub async fn running(
     Ok(services)
 }
 
-/// A service's stored state as `GET /v1/runs/{id}/service` answers it.
-pub fn state_json(saved: &ServiceState) -> Value {
-    json!({
-        "name": saved.name,
-        "config": saved.config,
-        "schedules": saved.schedules,
-        "listeners": saved.listeners,
-        "updated_at": saved.updated_at,
-    })
-}
-
 /// The running services.
 #[utoipa::path(
     get,
@@ -69,24 +57,14 @@ pub async fn list(
     State(state): State<AppState>,
     token: Option<axum::Extension<TokenRecord>>,
     query: super::runs::Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::ServiceList>> {
     let params = super::runs::params(query)?;
     super::runs::only_known(params.keys(), &["project"])?;
     let project = params.get("project").map(String::as_str);
-    let services: Vec<Value> = running(&state, token.as_deref(), project)
+    let services = running(&state, token.as_deref(), project)
         .await?
         .iter()
-        .map(|(run, saved)| {
-            json!({
-                "id": run.id,
-                "parcel_name": run.parcel_name,
-                "parcel_digest": run.parcel_digest,
-                "project": run.project,
-                "status": run.status(),
-                "created_at": run.created_at,
-                "state": saved.as_ref().map(state_json),
-            })
-        })
+        .map(|(run, saved)| wire_ops::service(run, saved.as_ref()))
         .collect();
-    Ok(Json(json!({ "services": services })))
+    Ok(Json(schemas::ServiceList { services }))
 }

@@ -11,11 +11,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use dispatch_core::now_ms;
 use dispatch_store::TokenRecord;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::runs::{Params, only_known, params};
-use super::{ApiError, ApiResult, AppState, codes, schemas};
+use super::{ApiError, ApiResult, AppState, codes, schemas, wire_ops};
 
 /// `GET /v1/sessions` query string.
 #[derive(IntoParams)]
@@ -83,7 +83,7 @@ fn not_found(name: &str) -> ApiError {
     summary = "Sessions runs keep between them (`run --session`, `chat`, A2A contexts), most recently used first",
     params(SessionParams),
     responses(
-        (status = 200, description = "`{\"sessions\": [{name, parcel, messages, turns, file, updated_at, last_run, in_use_by}]}`", body = Object),
+        (status = 200, description = "the sessions, most recently used first", body = schemas::SessionList),
         (status = 400, description = "`bad_request`: an unknown query parameter", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is bound to projects", body = schemas::Error),
@@ -93,13 +93,14 @@ pub async fn list(
     State(state): State<AppState>,
     token: Token,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::SessionList>> {
     unbound(&token)?;
     let params = params(query)?;
     only_known(params.keys(), &["prefix"])?;
     let prefix = params.get("prefix").map_or("", String::as_str);
     let all = dispatch_store::session_summaries(&*state.store, prefix).await?;
-    Ok(Json(json!({ "sessions": all })))
+    let sessions = all.into_iter().map(wire_ops::session).collect();
+    Ok(Json(schemas::SessionList { sessions }))
 }
 
 /// One session with everything it keeps.
@@ -111,7 +112,7 @@ pub async fn list(
     summary = "A session with everything it keeps: the conversation, the file, memory and checkpoint keys",
     params(("parcel" = String, Path, description = "the parcel"), ("name" = String, Path, description = "the session's name")),
     responses(
-        (status = 200, description = "the session", body = Object),
+        (status = 200, description = "the session", body = schemas::SessionDetail),
         (status = 400, description = "`bad_request`: not a session name", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is bound to projects", body = schemas::Error),
@@ -122,11 +123,11 @@ pub async fn get(
     State(state): State<AppState>,
     token: Token,
     Path((parcel, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::SessionDetail>> {
     unbound(&token)?;
     let name = name_of(&parcel, &name)?;
-    match dispatch_store::session_detail(&*state.store, &name).await? {
-        Some(d) => Ok(Json(d)),
+    match dispatch_store::session_contents(&*state.store, &name).await? {
+        Some(c) => Ok(Json(wire_ops::session_detail(c))),
         None => Err(not_found(&name)),
     }
 }
@@ -140,7 +141,7 @@ pub async fn get(
     summary = "Remove a session and everything it keeps (refused while a live run holds it)",
     params(("parcel" = String, Path, description = "the parcel"), ("name" = String, Path, description = "the session's name")),
     responses(
-        (status = 200, description = "`{\"removed\": n}`: how many records went", body = Object),
+        (status = 200, description = "how many records went", body = schemas::SessionRemoved),
         (status = 400, description = "`bad_request`: not a session name", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
@@ -152,12 +153,12 @@ pub async fn remove(
     State(state): State<AppState>,
     token: Token,
     Path((parcel, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::SessionRemoved>> {
     unbound(&token)?;
     let name = name_of(&parcel, &name)?;
     match state.store.remove_session(&name).await? {
         0 => Err(not_found(&name)),
-        n => Ok(Json(json!({ "removed": n }))),
+        removed => Ok(Json(schemas::SessionRemoved { removed })),
     }
 }
 
@@ -170,7 +171,7 @@ pub async fn remove(
     summary = "Remove every session unused since `until` (an age such as `24h`, or an RFC 3339 time); none a live run holds",
     request_body = PruneSessions,
     responses(
-        (status = 200, description = "`{\"removed\": [names]}`", body = Object),
+        (status = 200, description = "the removed sessions' names", body = schemas::SessionsPruned),
         (status = 400, description = "`bad_request`: a bad `until`", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: needs `admin` on a token bound to no project", body = schemas::Error),
@@ -181,7 +182,7 @@ pub async fn prune(
     State(state): State<AppState>,
     token: Token,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::SessionsPruned>> {
     unbound(&token)?;
     let hint = "(hint: {\"until\": \"24h\", \"prefix\": \"planner/a2a-\"})";
     let body: Value = serde_json::from_slice(&body)
@@ -212,5 +213,5 @@ pub async fn prune(
         }
     };
     let removed = state.store.expire_sessions(prefix, before).await?;
-    Ok(Json(json!({ "removed": removed })))
+    Ok(Json(schemas::SessionsPruned { removed }))
 }

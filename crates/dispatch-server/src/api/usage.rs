@@ -8,13 +8,11 @@ use axum::extract::State;
 use dispatch_core::now_ms;
 use dispatch_core::time::format_rfc3339;
 use dispatch_store::{UsageBy, UsageQuery};
-use serde::Serialize;
-use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::runs::{Params, only_known, params, time};
 use super::schemas;
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState, wire_ops};
 
 /// The period when `since` is not given: the last 30 days.
 const DEFAULT_DAYS: i64 = 30;
@@ -38,42 +36,6 @@ pub struct UsageParams {
     pub project: Option<String>,
 }
 
-/// What one key spent in the period.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct UsageRow {
-    /// The parcel, model, label or day (`total` in the total).
-    pub key: String,
-    /// Runs with at least one call billed in the period.
-    pub runs: u64,
-    /// Calls billed (`usage` events).
-    pub calls: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Priced calls only (see `unpriced_calls`).
-    pub cost_usd: f64,
-    /// Calls billed on an estimate (a stream cut or stopped, a call lost
-    /// with its attempt).
-    pub estimated_calls: u64,
-    /// Calls of a model without a price: not in `cost_usd`.
-    pub unpriced_calls: u64,
-}
-
-/// The cost report.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct UsageReport {
-    /// `parcel`, `model`, `label` or `day`.
-    pub by: String,
-    /// The period, RFC 3339; `until` is not included.
-    pub since: String,
-    pub until: String,
-    /// The most costly first, then the most tokens, then by key.
-    pub rows: Vec<UsageRow>,
-    /// The period's sums, each run counted once.
-    pub total: UsageRow,
-}
-
 /// Spend in a period, by parcel, model, label or day.
 #[utoipa::path(
     get,
@@ -83,7 +45,7 @@ pub struct UsageReport {
     summary = "The cost report: calls, tokens and USD billed in a period, by parcel, model, label or day",
     params(UsageParams),
     responses(
-        (status = 200, description = "the report", body = UsageReport),
+        (status = 200, description = "the report", body = schemas::UsageReport),
         (status = 400, description = "`bad_request`: an unknown `by`, a bad time, or an empty period", body = schemas::Error),
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
         (status = 403, description = "`forbidden`: the token is not bound to `project`", body = schemas::Error),
@@ -93,7 +55,7 @@ pub async fn usage(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<schemas::UsageReport>> {
     let params = params(query)?;
     only_known(params.keys(), &["by", "since", "until", "project"])?;
     let projects =
@@ -122,11 +84,11 @@ pub async fn usage(
         projects,
     };
     let report = dispatch_store::usage_report(&*state.store, &q).await?;
-    Ok(Json(json!({
-        "by": by.as_str(),
-        "since": format_rfc3339(since).unwrap_or_default(),
-        "until": format_rfc3339(until).unwrap_or_default(),
-        "rows": report.rows,
-        "total": report.total,
-    })))
+    Ok(Json(schemas::UsageReport {
+        by: by.as_str().to_string(),
+        rows: report.rows.into_iter().map(wire_ops::usage_row).collect(),
+        since: format_rfc3339(since).unwrap_or_default(),
+        total: wire_ops::usage_row(report.total),
+        until: format_rfc3339(until).unwrap_or_default(),
+    }))
 }

@@ -3,15 +3,13 @@
 //! [`dispatch_store::WorkerStore`] — the list the dashboard's workers page
 //! shows too.
 
+use super::schemas;
+use super::{ApiResult, AppState, wire_ops};
+use crate::presence::SILENT_AFTER;
 use axum::Json;
 use axum::extract::State;
 use dispatch_core::now_ms;
 use dispatch_store::WorkerInfo;
-use serde_json::{Value, json};
-
-use super::schemas;
-use super::{ApiResult, AppState};
-use crate::presence::SILENT_AFTER;
 
 /// Workers not seen for this long are left out.
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -35,23 +33,6 @@ pub async fn listed(state: &AppState) -> ApiResult<Vec<WorkerInfo>> {
     Ok(state.store.list_workers(now_ms() - DAY_MS).await?)
 }
 
-fn worker_json(w: &WorkerInfo, now: i64) -> Value {
-    json!({
-        "name": w.beat.name,
-        "state": state_of(w, now),
-        "labels": w.beat.labels,
-        "slots": w.beat.slots,
-        "used": w.held,
-        "lease_ms": w.beat.lease_ms,
-        "renewed_at": w.renewed_at,
-        "started_at": w.beat.started_at,
-        "seen_at": w.beat.seen_at,
-        "stopped_at": w.beat.stopped_at,
-        "host": w.beat.host,
-        "pid": w.beat.pid,
-    })
-}
-
 /// The cluster's workers.
 #[utoipa::path(
     get,
@@ -64,12 +45,12 @@ fn worker_json(w: &WorkerInfo, now: i64) -> Value {
         (status = 401, description = "`unauthorized`: a token is required", body = schemas::Error),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<schemas::WorkerList>> {
     let now = now_ms();
-    let workers: Vec<Value> = listed(&state)
+    let workers = listed(&state)
         .await?
         .iter()
-        .map(|w| worker_json(w, now))
+        .map(|w| wire_ops::worker(w, state_of(w, now)))
         .collect();
-    Ok(Json(json!({ "workers": workers })))
+    Ok(Json(schemas::WorkerList { workers }))
 }

@@ -17,6 +17,8 @@ mod sessions;
 mod strict;
 #[path = "openapi_contract/wire.rs"]
 mod wire;
+#[path = "openapi_contract/wire_ops.rs"]
+mod wire_ops;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
