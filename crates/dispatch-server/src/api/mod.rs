@@ -71,6 +71,7 @@ mod table;
 mod usage;
 pub(crate) mod waiting;
 pub(crate) mod wire;
+pub mod wire_runs;
 pub(crate) mod workers;
 
 use std::sync::Arc;

@@ -17,6 +17,8 @@ mod sessions;
 mod strict;
 #[path = "openapi_contract/wire.rs"]
 mod wire;
+#[path = "openapi_contract/wire_runs.rs"]
+mod wire_runs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
