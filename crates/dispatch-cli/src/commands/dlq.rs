@@ -6,7 +6,7 @@ use dispatch_core::time::human_ago;
 use dispatch_runtime::launch::LaunchRequest;
 use dispatch_runtime::submit::SubmitOptions;
 use dispatch_store::{ReliabilityStore, RunStore};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::Format;
 use crate::commands::run::{start_run, submit_run};

@@ -13,7 +13,7 @@ use dispatch_core::id::normalize_prefix;
 use dispatch_core::time::parse_time;
 use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, Ts, now_ms};
 use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::{ApiError, ApiResult, AppState};
