@@ -605,21 +605,46 @@ pub struct ApprovalsQuery {
 }
 
 /// An eval's report, as `dispatch eval --format json` prints it (the fields
-/// the server reads; everything else is kept as sent).
+/// the server reads; everything else is kept as sent, in `other`). It is
+/// written as one object in name order, the fields of `other` among the
+/// rest, as the server has always answered it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(into = "Value")]
 pub struct EvalReport {
+    /// When the eval started (ms since the epoch).
+    pub created_at: i64,
     /// The eval's id.
     pub eval: String,
     /// The digest of the parcel evaluated.
     pub parcel: String,
     pub parcel_name: String,
-    /// When the eval started (ms since the epoch).
-    pub created_at: i64,
     /// One outcome per run: case, repeat, run_id, passed, failures, status, tokens, cost, time.
-    pub results: Vec<serde_json::Value>,
-    /// Totals and the pass rate.
-    #[schema(value_type = Object)]
-    pub summary: serde_json::Value,
+    pub results: Vec<Value>,
+    /// Totals and the pass rate (absent only from a report sent without).
+    #[serde(default)]
+    #[schema(required = true, value_type = Object)]
+    pub summary: Option<Value>,
+    /// Every other field of the report, as sent (`stopped`, `baseline`, …).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+impl From<EvalReport> for Value {
+    fn from(report: EvalReport) -> Value {
+        // In name order, whatever order a JSON map keeps.
+        let mut map: std::collections::BTreeMap<String, Value> =
+            report.other.into_iter().collect();
+        map.insert("created_at".into(), report.created_at.into());
+        map.insert("eval".into(), report.eval.into());
+        map.insert("parcel".into(), report.parcel.into());
+        map.insert("parcel_name".into(), report.parcel_name.into());
+        map.insert("results".into(), report.results.into());
+        if let Some(summary) = report.summary {
+            map.insert("summary".into(), summary);
+        }
+        Value::Object(map.into_iter().collect())
+    }
 }
 
 /// `GET /v1/workers`.

@@ -1,9 +1,9 @@
 //! The parts of a run as the API's answers: its attempts, artifacts, bills
-//! of materials, workflow graph and dead letter, as `dispatch-api` types
-//! built from the store's records (the run itself, its events and
-//! approvals: `wire.rs`). Each keeps the bytes the answer had when it was
-//! the record serialized as JSON: keys in name order, `null` where a value
-//! is missing.
+//! of materials, workflow graph and dead letter, and the eval reports, as
+//! `dispatch-api` types built from the store's records (the run itself,
+//! its events and approvals: `wire.rs`). Each keeps the bytes the answer
+//! had when it was the record serialized as JSON: keys in name order,
+//! `null` where a value is missing.
 
 use axum::http::StatusCode;
 use dispatch_store::{Event, Run};
@@ -102,4 +102,31 @@ fn typed_graph(found: Value) -> ApiResult<dispatch_api::Graph> {
             format!("the workflow graph does not have the API's shape: {e}"),
         )
     })
+}
+
+/// A kept eval's report, as `GET /v1/evals/{id}` and `GET /v1/evals/latest`
+/// answer it: the report as sent, its id, parcel and start read from the
+/// record (which were read from it when it was kept).
+pub(crate) fn eval_report(record: dispatch_store::EvalRecord) -> dispatch_api::EvalReport {
+    let mut other = match record.report {
+        Value::Object(map) => map,
+        // Only objects are kept (`POST /v1/evals` reads its fields).
+        _ => serde_json::Map::new(),
+    };
+    for key in ["created_at", "eval", "parcel", "parcel_name"] {
+        other.remove(key);
+    }
+    let results = match other.remove("results") {
+        Some(Value::Array(results)) => results,
+        _ => Vec::new(),
+    };
+    dispatch_api::EvalReport {
+        created_at: record.created_at,
+        eval: record.id,
+        parcel: record.parcel_digest,
+        parcel_name: record.parcel_name,
+        results,
+        summary: other.remove("summary"),
+        other,
+    }
 }

@@ -212,3 +212,40 @@ fn bills_of_materials_are_their_type_byte_for_byte() {
         get_exactly(&server, "getRunBom", &format!("/v1/runs/{plain}/bom"));
     assert!(none.attempts.is_empty() && none.bom.is_null(), "{none:?}");
 }
+
+#[test]
+fn eval_reports_are_their_type_and_keep_every_field_sent() {
+    let Some(server) = TestServer::start(Db::Sqlite, 1) else {
+        return;
+    };
+    // What `dispatch eval --format json` prints, and fields no client of
+    // ours sends: all kept, the answer in name order.
+    let report = json!({
+        "eval": "0evalwire1", "parcel": "abcdef0123", "parcel_name": "bench",
+        "created_at": 1000,
+        "results": [{"case": "c", "passed": true, "run_id": "r"}],
+        "summary": {"runs": 1, "ok": true, "pass_rate": 1.0},
+        "stopped": "Ctrl-C", "baseline": {"eval": "0old"},
+        "aardvark": [1, 2], "zebra": null,
+    });
+    let (status, kept) = server.post("/v1/evals", &report);
+    assert_eq!(status, 201, "{kept}");
+    let by_id: dispatch_api::EvalReport =
+        get_exactly(&server, "getEval", "/v1/evals/0evalwire");
+    let latest: dispatch_api::EvalReport =
+        get_exactly(&server, "latestEval", "/v1/evals/latest?parcel=abcdef");
+    for got in [by_id, latest] {
+        assert_eq!(serde_json::to_value(&got).expect("a report writes"), report);
+        assert_eq!(got.other.len(), 4, "{:?}", got.other);
+    }
+
+    // A report sent without a summary is answered without one.
+    let bare = json!({"eval": "0evalwire2", "parcel": "fedcba", "parcel_name": "bench",
+        "created_at": 2000, "results": []});
+    assert_eq!(server.post("/v1/evals", &bare).0, 201);
+    let (status, text) = server.text("/v1/evals/0evalwire2", &[]);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(in_name_order("getEval", &text), bare);
+    let typed: dispatch_api::EvalReport = serde_json::from_str(&text).expect("a report");
+    assert_eq!(serde_json::to_string(&typed).expect("a report writes"), text);
+}
