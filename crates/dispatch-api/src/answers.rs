@@ -195,7 +195,8 @@ pub struct SseEvent {
     #[serde(default)]
     #[schema(required = false, pattern = "^[0-9]+$")]
     pub id: String,
-    /// The event as JSON (an [`Event`]; a delta's text for `delta`).
+    /// The event as JSON: a `StreamEvent` (an [`Event`] in the stream's
+    /// field order), a `StreamDelta` for `delta`.
     pub data: String,
     /// Reconnection time in milliseconds, when the server sets one.
     #[serde(default)]
@@ -604,10 +605,9 @@ pub struct ApprovalsQuery {
     pub project: Option<String>,
 }
 
-/// An eval's report, as `dispatch eval --format json` prints it (the fields
-/// the server reads; everything else is kept as sent, in `other`). It is
-/// written as one object in name order, the fields of `other` among the
-/// rest, as the server has always answered it.
+/// An eval's report, as `dispatch eval --format json` prints it: the
+/// fields the server reads, and every other field (`stopped`, `baseline`,
+/// …) kept as sent. Answered as one object in name order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(into = "Value")]
 pub struct EvalReport {
@@ -622,9 +622,10 @@ pub struct EvalReport {
     pub results: Vec<Value>,
     /// Totals and the pass rate (absent only from a report sent without).
     #[serde(default)]
-    #[schema(required = true, value_type = Object)]
+    #[schema(required = false, value_type = Object)]
     pub summary: Option<Value>,
-    /// Every other field of the report, as sent (`stopped`, `baseline`, …).
+    /// Every other field of the report, as sent, written among the rest in
+    /// name order.
     #[serde(flatten)]
     #[schema(ignore)]
     pub other: serde_json::Map<String, Value>,

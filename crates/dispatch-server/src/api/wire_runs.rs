@@ -1,11 +1,13 @@
-//! The parts of a run as the API's answers: its attempts, artifacts, bills
-//! of materials, workflow graph and dead letter, and the eval reports, as
-//! `dispatch-api` types built from the store's records (the run itself,
-//! its events and approvals: `wire.rs`). Each keeps the bytes the answer
-//! had when it was the record serialized as JSON: keys in name order,
-//! `null` where a value is missing.
+//! The parts of a run as the API's answers — its attempts, artifacts,
+//! bills of materials, workflow graph, dead letter and event stream — and
+//! the eval reports, as `dispatch-api` types built from the store's records
+//! (the run itself, its events and approvals: `wire.rs`). Each keeps the
+//! bytes the answer had when it was the record serialized as JSON: keys in
+//! name order (a streamed event's in the record's order), `null` where a
+//! value is missing.
 
 use axum::http::StatusCode;
+use dispatch_runtime::native::TextDelta;
 use dispatch_store::{Event, Run};
 use serde_json::Value;
 
@@ -128,5 +130,26 @@ pub(crate) fn eval_report(record: dispatch_store::EvalRecord) -> dispatch_api::E
         results,
         summary: other.remove("summary"),
         other,
+    }
+}
+
+/// A stored event as a run's event stream sends it (the SSE `data`).
+pub(crate) fn stream_event(e: &Event) -> dispatch_api::StreamEvent {
+    dispatch_api::StreamEvent {
+        seq: e.seq,
+        run_id: e.run_id.to_string(),
+        kind: e.event.kind.clone(),
+        attempt: e.event.attempt,
+        at: e.event.at,
+        data: e.event.data.clone(),
+    }
+}
+
+/// Text a native agent generated, as a run's event stream sends it.
+pub(crate) fn stream_delta(d: TextDelta) -> dispatch_api::StreamDelta {
+    dispatch_api::StreamDelta {
+        attempt: d.attempt,
+        run_id: d.run_id.to_string(),
+        text: d.text,
     }
 }

@@ -249,3 +249,38 @@ fn eval_reports_are_their_type_and_keep_every_field_sent() {
     let typed: dispatch_api::EvalReport = serde_json::from_str(&text).expect("a report");
     assert_eq!(serde_json::to_string(&typed).expect("a report writes"), text);
 }
+
+#[test]
+fn streamed_events_are_their_type_in_the_order_the_stream_has_always_had() {
+    let Some(server) = TestServer::start(Db::Sqlite, 1) else {
+        return;
+    };
+    let chatty = server.upload(
+        &common::chatty_agent(2)
+            .iter()
+            .map(|(p, c)| (*p, c.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let (_, run) = server.post("/v1/runs?wait=true", &json!({"parcel": chatty}));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let id = run["id"].as_str().expect("an id");
+    let (status, body) = server.text(&format!("/v1/runs/{id}/events"), &[]);
+    assert_eq!(status, 200, "{body}");
+    let mut seen = 0;
+    for data in body.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let data = data.trim_start();
+        let typed: dispatch_api::StreamEvent =
+            serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+        assert_eq!(
+            serde_json::to_string(&typed).expect("an event writes"),
+            data,
+            "the stream's bytes"
+        );
+        assert!(
+            data.starts_with(&format!("{{\"seq\":{},\"run_id\":\"{id}\",\"type\":", typed.seq)),
+            "{data}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 4, "created, states and two steps: {body}");
+}
