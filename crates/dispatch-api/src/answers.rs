@@ -634,8 +634,7 @@ pub struct EvalReport {
 impl From<EvalReport> for Value {
     fn from(report: EvalReport) -> Value {
         // In name order, whatever order a JSON map keeps.
-        let mut map: std::collections::BTreeMap<String, Value> =
-            report.other.into_iter().collect();
+        let mut map: std::collections::BTreeMap<String, Value> = report.other.into_iter().collect();
         map.insert("created_at".into(), report.created_at.into());
         map.insert("eval".into(), report.eval.into());
         map.insert("parcel".into(), report.parcel.into());

@@ -45,7 +45,10 @@ pub(super) fn print_remote_graph(
         };
         // The runtime draws the graph as it builds it: as JSON.
         let g = serde_json::to_value(g).map_err(|e| {
-            CliError::input(format!("the server's graph of run {} does not write back: {e}", run.id))
+            CliError::input(format!(
+                "the server's graph of run {} does not write back: {e}",
+                run.id
+            ))
         })?;
         draw(&g, how);
     }

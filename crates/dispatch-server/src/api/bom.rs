@@ -10,8 +10,8 @@ use dispatch_core::EventKind;
 use serde_json::Value;
 
 use super::runs::resolve;
-use super::{schemas, wire_runs};
 use super::{ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 /// Events read per page while looking for `bom` events.
 const PAGE: usize = 1000;

@@ -11,8 +11,8 @@ use dispatch_store::EvalRecord;
 use serde_json::Value;
 
 use super::runs::{Params, params};
-use super::{schemas, wire_runs};
 use super::{ApiError, ApiResult, AppState, codes};
+use super::{schemas, wire_runs};
 
 /// The fields every stored report has (the rest is kept as sent).
 fn record_of(report: Value) -> ApiResult<EvalRecord> {

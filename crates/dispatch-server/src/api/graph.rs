@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::runs::resolve;
-use super::{schemas, wire_runs};
 use super::{ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 #[utoipa::path(
     get,

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use super::runs::{Params, flag, params, resolve};
 use super::schemas;
-use super::{wire, wire_runs};
 use super::{ApiError, ApiResult, AppState, codes};
+use super::{wire, wire_runs};
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
 /// pending ones unless `pending=false` (like `dispatch approvals ls`).

@@ -15,8 +15,8 @@ use futures_util::stream::unfold;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::runs::{Params, params, resolve};
-use super::{schemas, wire_runs};
 use super::{ApiError, ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 /// How often a live stream looks for news.
 pub(super) const POLL: Duration = Duration::from_millis(50);

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use maud::{Markup, html};
 use dispatch_api::Graph;
+use maud::{Markup, html};
 
 const NODE_W: f64 = 150.0;
 const NODE_H: f64 = 46.0;
@@ -54,18 +54,16 @@ pub fn edges(graph: &Graph) -> Vec<Edge> {
     graph
         .edges
         .iter()
-        .map(|e| {
-            Edge {
-                from: e.from.clone(),
-                to: e.to.clone(),
-                count: e.count,
-                label: e
-                    .kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} ×{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
+        .map(|e| Edge {
+            from: e.from.clone(),
+            to: e.to.clone(),
+            count: e.count,
+            label: e
+                .kinds
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
         .collect()
 }

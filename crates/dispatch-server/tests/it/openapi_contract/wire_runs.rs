@@ -48,15 +48,25 @@ fn attempts_artifacts_and_dead_letters_are_their_types_byte_for_byte() {
         ),
     ]);
     let (status, made) = server.post("/v1/runs?wait=true", &json!({"parcel": maker}));
-    assert_eq!((status, &made["status"]), (200, &json!("succeeded")), "{made}");
+    assert_eq!(
+        (status, &made["status"]),
+        (200, &json!("succeeded")),
+        "{made}"
+    );
     let made = made["id"].as_str().expect("an id");
-    let listed: dispatch_api::ArtifactList =
-        get_exactly(&server, "listArtifacts", &format!("/v1/runs/{made}/artifacts"));
+    let listed: dispatch_api::ArtifactList = get_exactly(
+        &server,
+        "listArtifacts",
+        &format!("/v1/runs/{made}/artifacts"),
+    );
     assert_eq!(listed.artifacts.len(), 1);
     assert_eq!(listed.artifacts[0].name, "sub/made.txt");
     assert_eq!(listed.artifacts[0].size, 5);
-    let attempts: dispatch_api::AttemptList =
-        get_exactly(&server, "listAttempts", &format!("/v1/runs/{made}/attempts"));
+    let attempts: dispatch_api::AttemptList = get_exactly(
+        &server,
+        "listAttempts",
+        &format!("/v1/runs/{made}/attempts"),
+    );
     let [one] = attempts.attempts.as_slice() else {
         panic!("one attempt: {attempts:?}");
     };
@@ -75,10 +85,17 @@ fn attempts_artifacts_and_dead_letters_are_their_types_byte_for_byte() {
     let body = json!({"parcel": doomed, "payload": {"x": 1},
         "policy": {"retries": 1, "backoff": "10ms..10ms"}});
     let (status, failed) = server.post("/v1/runs?wait=true&timeout=60", &body);
-    assert_eq!((status, &failed["status"]), (200, &json!("failed")), "{failed}");
+    assert_eq!(
+        (status, &failed["status"]),
+        (200, &json!("failed")),
+        "{failed}"
+    );
     let failed = failed["id"].as_str().expect("an id").to_string();
-    let attempts: dispatch_api::AttemptList =
-        get_exactly(&server, "listAttempts", &format!("/v1/runs/{failed}/attempts"));
+    let attempts: dispatch_api::AttemptList = get_exactly(
+        &server,
+        "listAttempts",
+        &format!("/v1/runs/{failed}/attempts"),
+    );
     assert_eq!(attempts.attempts.len(), 2, "{attempts:?}");
     assert!(
         attempts
@@ -87,8 +104,11 @@ fn attempts_artifacts_and_dead_letters_are_their_types_byte_for_byte() {
             .all(|a| a.exit_code == Some(3) && a.status == Some(Status::Failed)),
         "{attempts:?}"
     );
-    let empty: dispatch_api::ArtifactList =
-        get_exactly(&server, "listArtifacts", &format!("/v1/runs/{failed}/artifacts"));
+    let empty: dispatch_api::ArtifactList = get_exactly(
+        &server,
+        "listArtifacts",
+        &format!("/v1/runs/{failed}/artifacts"),
+    );
     assert!(empty.artifacts.is_empty());
 
     server.wait_for("/v1/dead-letters", |b| {
@@ -104,7 +124,10 @@ fn attempts_artifacts_and_dead_letters_are_their_types_byte_for_byte() {
     assert_eq!(letter.run_id, failed);
     assert_eq!((letter.attempts, letter.status), (2, Status::Failed));
     assert_eq!(letter.input, json!({"x": 1}));
-    assert_eq!((letter.checkpoint.as_ref(), letter.replayed_by.as_ref()), (None, None));
+    assert_eq!(
+        (letter.checkpoint.as_ref(), letter.replayed_by.as_ref()),
+        (None, None)
+    );
     assert_eq!(letter.project, "default");
 
     // Replayed: the dead letter names the new run.
@@ -114,8 +137,11 @@ fn attempts_artifacts_and_dead_letters_are_their_types_byte_for_byte() {
     let again: dispatch_api::Run =
         serde_json::from_value(in_name_order("replayDeadLetter", &text)).expect("a run");
     assert_eq!(again.origin_id.as_deref(), Some(failed.as_str()));
-    let letters: dispatch_api::DeadLetterList =
-        get_exactly(&server, "listDeadLetters", "/v1/dead-letters?project=default");
+    let letters: dispatch_api::DeadLetterList = get_exactly(
+        &server,
+        "listDeadLetters",
+        "/v1/dead-letters?project=default",
+    );
     let replayed = letters
         .dead_letters
         .iter()
@@ -140,26 +166,32 @@ fn a_workflow_graph_and_an_empty_one_are_their_type_byte_for_byte() {
         ),
     ]);
     let (status, run) = server.post("/v1/runs?wait=true&timeout=60", &json!({"parcel": flow}));
-    assert_eq!((status, &run["status"]), (200, &json!("succeeded")), "{run}");
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("succeeded")),
+        "{run}"
+    );
     let id = run["id"].as_str().expect("an id");
     let graph: dispatch_api::Graph =
         get_exactly(&server, "getRunGraph", &format!("/v1/runs/{id}/graph"));
-    assert_eq!((graph.workflow.as_str(), graph.name.as_str()), (id, "relay"));
+    assert_eq!(
+        (graph.workflow.as_str(), graph.name.as_str()),
+        (id, "relay")
+    );
     let names: Vec<&str> = graph.nodes.iter().map(|n| n.id.as_str()).collect();
     assert!(
         names.contains(&"first") && names.contains(&"second"),
         "{names:?}"
     );
-    let first = graph
-        .nodes
-        .iter()
-        .find(|n| n.id == "first")
-        .expect("first");
+    let first = graph.nodes.iter().find(|n| n.id == "first").expect("first");
     assert_eq!((first.turns, first.runs.len()), (1, 1), "{first:?}");
     assert_eq!(first.runs[0].status, Status::Succeeded);
     assert!(!graph.edges.is_empty() && !graph.messages.is_empty());
     assert!(
-        graph.edges.iter().all(|e| e.count == e.kinds.values().sum::<u64>()),
+        graph
+            .edges
+            .iter()
+            .all(|e| e.count == e.kinds.values().sum::<u64>()),
         "{:?}",
         graph.edges
     );
@@ -195,7 +227,11 @@ fn bills_of_materials_are_their_type_byte_for_byte() {
         ),
     )]);
     let (status, run) = server.post("/v1/runs?wait=true&timeout=60", &json!({"parcel": agent}));
-    assert_eq!((status, &run["status"]), (200, &json!("succeeded")), "{run}");
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("succeeded")),
+        "{run}"
+    );
     let id = run["id"].as_str().expect("an id");
     let bom: dispatch_api::Bom = get_exactly(&server, "getRunBom", &format!("/v1/runs/{id}/bom"));
     assert_eq!(bom.run, id);
@@ -230,8 +266,7 @@ fn eval_reports_are_their_type_and_keep_every_field_sent() {
     });
     let (status, kept) = server.post("/v1/evals", &report);
     assert_eq!(status, 201, "{kept}");
-    let by_id: dispatch_api::EvalReport =
-        get_exactly(&server, "getEval", "/v1/evals/0evalwire");
+    let by_id: dispatch_api::EvalReport = get_exactly(&server, "getEval", "/v1/evals/0evalwire");
     let latest: dispatch_api::EvalReport =
         get_exactly(&server, "latestEval", "/v1/evals/latest?parcel=abcdef");
     for got in [by_id, latest] {
@@ -247,7 +282,10 @@ fn eval_reports_are_their_type_and_keep_every_field_sent() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(in_name_order("getEval", &text), bare);
     let typed: dispatch_api::EvalReport = serde_json::from_str(&text).expect("a report");
-    assert_eq!(serde_json::to_string(&typed).expect("a report writes"), text);
+    assert_eq!(
+        serde_json::to_string(&typed).expect("a report writes"),
+        text
+    );
 }
 
 #[test]
@@ -277,7 +315,10 @@ fn streamed_events_are_their_type_in_the_order_the_stream_has_always_had() {
             "the stream's bytes"
         );
         assert!(
-            data.starts_with(&format!("{{\"seq\":{},\"run_id\":\"{id}\",\"type\":", typed.seq)),
+            data.starts_with(&format!(
+                "{{\"seq\":{},\"run_id\":\"{id}\",\"type\":",
+                typed.seq
+            )),
             "{data}"
         );
         seen += 1;
