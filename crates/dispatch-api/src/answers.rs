@@ -1,7 +1,9 @@
 //! The shapes of the API's answers and query strings.
 //!
 //! The server builds its run, event and approval answers as these types
-//! (from the store's records); other handlers still answer records of
+//! (from the store's records), and a run's attempts, artifacts, bills of
+//! materials, graph and dead letter, and eval reports (with the types of
+//! [`crate::run_parts`]); other handlers still answer records of
 //! `dispatch-store` and `dispatch-core` serialized as they are, which these
 //! types describe field for field, for the OpenAPI document and for
 //! clients that read them typed. Types a handler answers keep their fields

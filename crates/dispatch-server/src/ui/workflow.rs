@@ -1,6 +1,6 @@
-//! The workflow page of a workflow run: its communication graph (from
-//! `dispatch_runtime::workflow::graph::graph`, the function behind
-//! `GET /v1/runs/{id}/graph`) as SVG, each agent's usage and child runs,
+//! The workflow page of a workflow run: its communication graph (as
+//! `GET /v1/runs/{id}/graph` answers it: `api::wire_runs::workflow_graph`)
+//! as SVG, each agent's usage and child runs,
 //! and each edge's messages. Message payloads are agent-produced: escaped.
 
 use std::collections::BTreeMap;
