@@ -1,11 +1,11 @@
 //! The shapes of the API's answers and query strings.
 //!
-//! The server builds its run, event and approval answers as these types
-//! (from the store's records); other handlers still answer records of
-//! `dispatch-store` and `dispatch-core` serialized as they are, which these
-//! types describe field for field, for the OpenAPI document and for
-//! clients that read them typed. Types a handler answers keep their fields
-//! in name order: that is the order the answers have always had. Free-form JSON (a run's payload,
+//! The server builds every answer as these types (from the store's
+//! records, on its side: `api/wire.rs`, `api/wire_runs.rs`,
+//! `api/wire_ops.rs`), with the types of [`crate::run_parts`] and
+//! [`crate::operations`] beside these, for the OpenAPI document and for
+//! clients that read them typed. Types keep their fields in name order:
+//! that is the order the answers have always had. Free-form JSON (a run's payload,
 //! output and state data, an event's data, a bill of materials) is any
 //! JSON. The server's contract test validates real answers against the
 //! document, where every object refuses fields it does not name, so a field
@@ -199,7 +199,8 @@ pub struct SseEvent {
     #[serde(default)]
     #[schema(required = false, pattern = "^[0-9]+$")]
     pub id: String,
-    /// The event as JSON (an [`Event`]; a delta's text for `delta`).
+    /// The event as JSON: a `StreamEvent` (an [`Event`] in the stream's
+    /// field order), a `StreamDelta` for `delta`.
     pub data: String,
     /// Reconnection time in milliseconds, when the server sets one.
     #[serde(default)]
@@ -212,20 +213,25 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
-/// One try of a run.
+/// One try of a run. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
-    pub number: u32,
-    pub started_at: i64,
+    /// Unix milliseconds; null while it runs.
     #[schema(required = true)]
     pub ended_at: Option<i64>,
     #[schema(required = true)]
-    pub status: Option<RunStatus>,
+    pub error: Option<String>,
     #[schema(required = true)]
     pub exit_code: Option<i32>,
+    /// From 1.
+    pub number: u32,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// How it ended; null while it runs.
     #[schema(required = true)]
-    pub error: Option<String>,
-    /// The worker that ran it.
+    pub status: Option<RunStatus>,
+    /// The worker that ran it (`local helper <pid>` for a local run); null
+    /// in databases from before it was recorded.
     #[schema(required = true)]
     pub worker: Option<String>,
 }
@@ -235,7 +241,8 @@ pub struct AttemptList {
     pub attempts: Vec<Attempt>,
 }
 
-/// A file a run produced, stored content-addressed.
+/// A file a run produced, stored content-addressed. (Fields in name
+/// order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Artifact {
     /// Path relative to the run's artifacts directory.
@@ -250,76 +257,87 @@ pub struct ArtifactList {
 }
 
 /// One attempt's bill of materials, as its `bom` event recorded it.
+/// (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BomAttempt {
-    pub attempt: u32,
+    /// When it was recorded (Unix milliseconds).
     pub at: i64,
+    pub attempt: u32,
     #[schema(value_type = Object)]
     pub bom: Value,
 }
 
 /// The bills of materials of a run (none for a run that is not native).
+/// (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Bom {
-    pub run: String,
+    /// Every attempt's, oldest first.
+    pub attempts: Vec<BomAttempt>,
     /// The latest attempt's; null when there is none.
     #[schema(value_type = Option<Object>, required = true)]
     pub bom: Value,
-    pub attempts: Vec<BomAttempt>,
+    /// The run's full id.
+    pub run: String,
 }
 
 /// One member of a workflow (or `__start__`, `__end__`, `__coordinator__`).
+/// (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GraphNode {
+    /// Its turns' time together (ms).
+    pub duration_ms: i64,
     pub id: String,
+    /// Its child runs, in the order they were started.
+    pub runs: Vec<crate::GraphRun>,
     /// How many child runs (turns) it had.
     pub turns: u64,
-    /// Its child runs: `{id, status, duration_ms}`.
-    #[schema(value_type = Vec<Object>)]
-    pub runs: Vec<Value>,
     /// Its turns' tokens and cost together.
-    #[schema(value_type = Object)]
-    pub usage: Value,
-    pub duration_ms: i64,
+    pub usage: Usage,
 }
 
-/// Messages that went from one node to another.
+/// Messages that went from one node to another. (Fields in name order, as
+/// on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GraphEdge {
-    pub from: String,
-    pub to: String,
     pub count: u64,
+    pub from: String,
     /// Counts by kind (TASK, RESULT, VALIDATION, ERROR, CONTROL).
-    #[schema(value_type = Object)]
-    pub kinds: Value,
+    pub kinds: std::collections::BTreeMap<String, u64>,
+    pub to: String,
 }
 
-/// One message of a workflow.
+/// One message of a workflow. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GraphMessage {
-    pub id: String,
-    pub seq: i64,
-    pub from: String,
-    pub to: String,
-    pub kind: String,
     /// When it was recorded (ms since the epoch).
     pub at: i64,
-    /// The child run that sent it (none for the workflow's input or an aggregate).
-    pub sender_run: Option<String>,
     /// The child run that delivers it (none for `__end__`).
+    #[schema(required = true)]
     pub child_run: Option<String>,
     /// Whether that run exists.
     pub delivered: bool,
+    pub from: String,
+    pub id: String,
+    pub kind: String,
+    /// The child run that sent it (none for the workflow's input or an aggregate).
+    #[schema(required = true)]
+    pub sender_run: Option<String>,
+    pub seq: i64,
+    pub to: String,
 }
 
-/// A workflow run's communication graph (empty for a run that is not a workflow).
+/// A workflow run's communication graph (empty for a run that is not a
+/// workflow). (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Graph {
-    pub workflow: String,
-    pub name: String,
-    pub nodes: Vec<GraphNode>,
     pub edges: Vec<GraphEdge>,
     pub messages: Vec<GraphMessage>,
+    /// The workflow's parcel name.
+    pub name: String,
+    /// Its members, in the order they first sent or received a message.
+    pub nodes: Vec<GraphNode>,
+    /// The workflow run's full id.
+    pub workflow: String,
 }
 
 /// An approval an agent asked for. (Fields in name order, as on the wire.)
@@ -363,26 +381,30 @@ pub struct ApprovalList {
 }
 
 /// A run whose attempts are exhausted, with its run's parcel, operation,
-/// input and status.
+/// input and status. (Fields in name order, as on the wire.)
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
-    pub run_id: String,
+    /// When it was dead-lettered (Unix milliseconds).
     pub at: i64,
-    pub reason: String,
     pub attempts: u32,
+    /// The last attempt's last checkpoint.
     #[schema(required = true)]
     pub checkpoint: Option<Value>,
     /// One entry per failed attempt: `{attempt, status, exit_code, error}`.
     pub errors: Value,
+    /// Its run's payload.
+    pub input: Value,
+    pub operation: Operation,
+    pub parcel_digest: String,
+    pub parcel_name: String,
+    /// Its run's project.
+    pub project: String,
+    pub reason: String,
     /// The run that replayed it, once replayed.
     #[schema(required = true)]
     pub replayed_by: Option<String>,
-    /// Its run's project.
-    pub project: String,
-    pub parcel_name: String,
-    pub parcel_digest: String,
-    pub operation: Operation,
-    pub input: Value,
+    pub run_id: String,
+    /// Its run's status now.
     pub status: RunStatus,
 }
 
@@ -587,22 +609,46 @@ pub struct ApprovalsQuery {
     pub project: Option<String>,
 }
 
-/// An eval's report, as `dispatch eval --format json` prints it (the fields
-/// the server reads; everything else is kept as sent).
+/// An eval's report, as `dispatch eval --format json` prints it: the
+/// fields the server reads, and every other field (`stopped`, `baseline`,
+/// …) kept as sent. Answered as one object in name order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(into = "Value")]
 pub struct EvalReport {
+    /// When the eval started (ms since the epoch).
+    pub created_at: i64,
     /// The eval's id.
     pub eval: String,
     /// The digest of the parcel evaluated.
     pub parcel: String,
     pub parcel_name: String,
-    /// When the eval started (ms since the epoch).
-    pub created_at: i64,
     /// One outcome per run: case, repeat, run_id, passed, failures, status, tokens, cost, time.
-    pub results: Vec<serde_json::Value>,
-    /// Totals and the pass rate.
-    #[schema(value_type = Object)]
-    pub summary: serde_json::Value,
+    pub results: Vec<Value>,
+    /// Totals and the pass rate (absent only from a report sent without).
+    #[serde(default)]
+    #[schema(required = false, value_type = Object)]
+    pub summary: Option<Value>,
+    /// Every other field of the report, as sent, written among the rest in
+    /// name order.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+impl From<EvalReport> for Value {
+    fn from(report: EvalReport) -> Value {
+        // In name order, whatever order a JSON map keeps.
+        let mut map: std::collections::BTreeMap<String, Value> = report.other.into_iter().collect();
+        map.insert("created_at".into(), report.created_at.into());
+        map.insert("eval".into(), report.eval.into());
+        map.insert("parcel".into(), report.parcel.into());
+        map.insert("parcel_name".into(), report.parcel_name.into());
+        map.insert("results".into(), report.results.into());
+        if let Some(summary) = report.summary {
+            map.insert("summary".into(), summary);
+        }
+        Value::Object(map.into_iter().collect())
+    }
 }
 
 /// `GET /v1/workers`.

@@ -71,9 +71,17 @@ pub async fn artifacts(ctx: &Ctx, args: &ArtifactsArgs) -> CliResult {
 /// With `--host`: through the server.
 pub(super) fn remote(remote: &Remote, args: &ArtifactsArgs) -> CliResult {
     let run = remote.get_run(&args.run)?;
-    let listed = remote.json("GET", &format!("/v1/runs/{}/artifacts", run.id), None)?;
-    let list: Vec<Artifact> = serde_json::from_value(listed["artifacts"].clone())
-        .map_err(|e| CliError::input(format!("the server's artifact list does not parse: {e}")))?;
+    let listed: dispatch_api::ArtifactList =
+        remote.typed("GET", &format!("/v1/runs/{}/artifacts", run.id), None)?;
+    let list: Vec<Artifact> = listed
+        .artifacts
+        .into_iter()
+        .map(|a| Artifact {
+            name: a.name,
+            sha256: a.sha256,
+            size: a.size,
+        })
+        .collect();
     let Some(wanted) = &args.artifact else {
         return print_list(&list, args.format);
     };

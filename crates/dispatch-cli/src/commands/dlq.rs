@@ -1,11 +1,12 @@
 //! `dispatch dlq ls` and `dispatch dlq replay`.
 
+use dispatch_api::DeadLetter;
 use dispatch_core::now_ms;
 use dispatch_core::time::human_ago;
 use dispatch_runtime::launch::LaunchRequest;
 use dispatch_runtime::submit::SubmitOptions;
 use dispatch_store::{ReliabilityStore, RunStore};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::Format;
 use crate::commands::run::{start_run, submit_run};
@@ -34,47 +35,36 @@ async fn ls(ctx: &Ctx, format: Format, project: Option<&str>) -> CliResult {
         if project.is_some_and(|p| p != run.project) {
             continue;
         }
-        let mut doc = json!(letter);
-        doc["project"] = json!(run.project);
-        doc["parcel_name"] = json!(run.parcel_name);
-        doc["parcel_digest"] = json!(run.parcel_digest);
-        doc["operation"] = json!(run.operation);
-        doc["input"] = run.payload.clone();
-        doc["status"] = json!(run.status());
-        docs.push(doc);
+        docs.push(dispatch_server::api::wire_runs::dead_letter(letter, &run));
     }
     print_dead_letters(format, docs)
 }
 
 /// Prints dead letters (each with its run's parcel, operation, input and
 /// status) as `dispatch dlq ls` does.
-pub(crate) fn print_dead_letters(format: Format, docs: Vec<Value>) -> CliResult {
+pub(crate) fn print_dead_letters(format: Format, docs: Vec<DeadLetter>) -> CliResult {
     if format == Format::Json {
         print_json(&docs);
         return Ok(0);
     }
     let now = now_ms();
     // Runs dead-lettered together may share their first 12 digits.
-    let ids: Vec<&str> = docs
-        .iter()
-        .map(|d| d["run_id"].as_str().unwrap_or("-"))
-        .collect();
+    let ids: Vec<&str> = docs.iter().map(|d| d.run_id.as_str()).collect();
     let shown = dispatch_core::id::abbreviate(&ids);
     let rows: Vec<Vec<String>> = docs
         .iter()
         .zip(shown)
         .map(|(d, short)| {
-            let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
             vec![
                 short.to_string(),
-                s("parcel_name"),
-                s("status"),
-                d["attempts"].to_string(),
-                human_ago(d["at"].as_i64().unwrap_or(now), now),
-                d["replayed_by"]
-                    .as_str()
+                d.parcel_name.clone(),
+                d.status.as_str().to_string(),
+                d.attempts.to_string(),
+                human_ago(d.at, now),
+                d.replayed_by
+                    .as_deref()
                     .map_or_else(|| "-".into(), |r| r.chars().take(12).collect()),
-                s("reason"),
+                d.reason.clone(),
             ]
         })
         .collect();

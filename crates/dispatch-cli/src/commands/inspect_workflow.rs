@@ -43,6 +43,13 @@ pub(super) fn print_remote_graph(
         let Some(g) = remote_graph(remote, &run.id)? else {
             return Err(not_a_workflow(&run.id));
         };
+        // The runtime draws the graph as it builds it: as JSON.
+        let g = serde_json::to_value(g).map_err(|e| {
+            CliError::input(format!(
+                "the server's graph of run {} does not write back: {e}",
+                run.id
+            ))
+        })?;
         draw(&g, how);
     }
     Ok(0)
@@ -50,12 +57,9 @@ pub(super) fn print_remote_graph(
 
 /// The graph of run `id` from the server, or `None` when it is not a
 /// workflow run's (the server answers one with no nodes).
-pub(super) fn remote_graph(remote: &Remote, id: &RunId) -> CliResult<Option<Value>> {
-    let g = remote.json("GET", &format!("/v1/runs/{id}/graph"), None)?;
-    Ok(g["nodes"]
-        .as_array()
-        .is_some_and(|n| !n.is_empty())
-        .then_some(g))
+pub(super) fn remote_graph(remote: &Remote, id: &RunId) -> CliResult<Option<dispatch_api::Graph>> {
+    let g: dispatch_api::Graph = remote.typed("GET", &format!("/v1/runs/{id}/graph"), None)?;
+    Ok((!g.nodes.is_empty()).then_some(g))
 }
 
 fn draw(g: &Value, how: GraphFormat) {

@@ -80,9 +80,8 @@ impl Remote {
                     Some(p) => format!("/v1/dead-letters?project={}", super::remote::encode(p)),
                     None => "/v1/dead-letters".to_string(),
                 };
-                let answer = self.json("GET", &path, None)?;
-                let docs: Vec<Value> = parse(answer["dead_letters"].clone(), "dead letters")?;
-                dlq::print_dead_letters(args.format, docs)
+                let answer: dispatch_api::DeadLetterList = self.typed("GET", &path, None)?;
+                dlq::print_dead_letters(args.format, answer.dead_letters)
             }
             DlqCommand::Replay(args) => {
                 let payload = dlq::replay_payload(args.payload.as_deref())?;

@@ -7,11 +7,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use dispatch_core::EventKind;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::runs::resolve;
-use super::schemas;
 use super::{ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 /// Events read per page while looking for `bom` events.
 const PAGE: usize = 1000;
@@ -30,7 +30,10 @@ const PAGE: usize = 1000;
         (status = 404, description = "`run_not_found`: no run matches the id", body = schemas::Error),
     )
 )]
-pub async fn bom(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn bom(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<dispatch_api::Bom>> {
     let id = resolve(&state, &id).await?;
     let mut attempts = Vec::new();
     let mut after = 0;
@@ -43,16 +46,16 @@ pub async fn bom(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
             events
                 .into_iter()
                 .filter(|e| e.event.is(EventKind::Bom))
-                .map(
-                    |e| json!({"attempt": e.event.attempt, "at": e.event.at, "bom": e.event.data}),
-                ),
+                .map(wire_runs::bom_attempt),
         );
         if !full {
             break;
         }
     }
-    let latest = attempts.last().map_or(Value::Null, |a| a["bom"].clone());
-    Ok(Json(
-        json!({"run": id, "bom": latest, "attempts": attempts}),
-    ))
+    let bom = attempts.last().map_or(Value::Null, |a| a.bom.clone());
+    Ok(Json(dispatch_api::Bom {
+        attempts,
+        bom,
+        run: id.to_string(),
+    }))
 }

@@ -11,8 +11,8 @@ use dispatch_store::EvalRecord;
 use serde_json::Value;
 
 use super::runs::{Params, params};
-use super::schemas;
 use super::{ApiError, ApiResult, AppState, codes};
+use super::{schemas, wire_runs};
 
 /// The fields every stored report has (the rest is kept as sent).
 fn record_of(report: Value) -> ApiResult<EvalRecord> {
@@ -135,11 +135,14 @@ async fn end_eval_run(state: &AppState, record: &EvalRecord) -> ApiResult<()> {
         (status = 404, description = "`eval_not_found`", body = schemas::Error),
     )
 )]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let found = state.store.evals_with_prefix(&id, 2).await?;
-    let one = match found.as_slice() {
-        [one] => one,
-        [first, ..] if first.id == id => first,
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<schemas::EvalReport>> {
+    let mut found = state.store.evals_with_prefix(&id, 2).await?;
+    let at = match found.as_slice() {
+        [_] => 0,
+        [first, ..] if first.id == id => 0,
         [] => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -155,7 +158,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
             ));
         }
     };
-    Ok(Json(one.report.clone()))
+    Ok(Json(wire_runs::eval_report(found.swap_remove(at))))
 }
 
 /// The newest eval of a parcel.
@@ -173,7 +176,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
         (status = 404, description = "`eval_not_found`: no eval of that parcel", body = schemas::Error),
     )
 )]
-pub async fn latest(State(state): State<AppState>, query: Params) -> ApiResult<Json<Value>> {
+pub async fn latest(
+    State(state): State<AppState>,
+    query: Params,
+) -> ApiResult<Json<schemas::EvalReport>> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["parcel"])?;
     let parcel = params
@@ -184,7 +190,7 @@ pub async fn latest(State(state): State<AppState>, query: Params) -> ApiResult<J
             ApiError::bad_request("give ?parcel=<digest> (hint: a prefix of the digest will do)")
         })?;
     match state.store.latest_eval_of(parcel).await? {
-        Some(e) => Ok(Json(e.report)),
+        Some(e) => Ok(Json(wire_runs::eval_report(e))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::EVAL_NOT_FOUND,

@@ -5,11 +5,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
 
 use super::runs::resolve;
-use super::schemas;
 use super::{ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 #[utoipa::path(
     get,
@@ -28,11 +27,8 @@ use super::{ApiResult, AppState};
 pub async fn graph(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::Graph>> {
     let id = resolve(&state, &id).await?;
     let run = state.store.get_run(&id).await?;
-    let found = dispatch_runtime::workflow::graph::graph(&*state.store, &run).await?;
-    Ok(Json(found.unwrap_or_else(|| {
-        json!({"workflow": run.id, "name": run.parcel_name, "nodes": [], "edges": [], "messages": []})
-    })))
+    Ok(Json(wire_runs::graph(&state, &run).await?))
 }

@@ -72,6 +72,7 @@ mod usage;
 pub(crate) mod waiting;
 pub(crate) mod wire;
 pub(crate) mod wire_ops;
+pub mod wire_runs;
 pub(crate) mod workers;
 
 use std::sync::Arc;

@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use dispatch_core::{RunId, Status, now_ms};
 use dispatch_runtime::approvals::{self, valid_approval_id};
 use dispatch_store::{Decision, StoreError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::runs::{Params, flag, params, resolve};
 use super::schemas;
-use super::wire;
 use super::{ApiError, ApiResult, AppState, codes};
+use super::{wire, wire_runs};
 
 /// `GET /v1/approvals?pending=true|false&run=<id-prefix>`: oldest first; only
 /// pending ones unless `pending=false` (like `dispatch approvals ls`).
@@ -220,13 +220,13 @@ pub async fn dead_letters(
     State(state): State<AppState>,
     token: Option<axum::Extension<dispatch_store::TokenRecord>>,
     query: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::DeadLetterList>> {
     let params = params(query)?;
     super::runs::only_known(params.keys(), &["project"])?;
     let projects =
         crate::auth::visible(token.as_deref(), params.get("project").map(String::as_str))?;
-    let docs = dead_letter_docs(&state, &projects).await?;
-    Ok(Json(json!({ "dead_letters": docs })))
+    let dead_letters = dead_letter_docs(&state, &projects).await?;
+    Ok(Json(dispatch_api::DeadLetterList { dead_letters }))
 }
 
 /// The dead letters of runs in `projects` (empty: all), newest first, each
@@ -235,21 +235,14 @@ pub async fn dead_letters(
 pub(crate) async fn dead_letter_docs(
     state: &AppState,
     projects: &[String],
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<Vec<dispatch_api::DeadLetter>> {
     let mut docs = Vec::new();
     for letter in state.store.list_dead_letters().await? {
         let run = state.store.get_run(&letter.run_id).await?;
         if !projects.is_empty() && !projects.contains(&run.project) {
             continue;
         }
-        let mut doc = json!(letter);
-        doc["project"] = json!(run.project);
-        doc["parcel_name"] = json!(run.parcel_name);
-        doc["parcel_digest"] = json!(run.parcel_digest);
-        doc["operation"] = json!(run.operation);
-        doc["input"] = run.payload.clone();
-        doc["status"] = json!(run.status());
-        docs.push(doc);
+        docs.push(wire_runs::dead_letter(letter, &run));
     }
     Ok(docs)
 }

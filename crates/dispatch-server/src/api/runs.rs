@@ -13,11 +13,11 @@ use dispatch_core::id::normalize_prefix;
 use dispatch_core::time::parse_time;
 use dispatch_core::{NewEvent, Operation, RunId, Status, Transition, Ts, now_ms};
 use dispatch_store::{Run, RunFilter, StateWrite, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::{ApiError, ApiResult, AppState};
-use super::{schemas, wire};
+use super::{schemas, wire, wire_runs};
 
 /// The page size when `limit` is not given, and the largest allowed.
 const DEFAULT_PAGE: usize = 50;
@@ -489,11 +489,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
 pub async fn attempts(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::AttemptList>> {
     let id = resolve(&state, &id).await?;
-    Ok(Json(
-        json!({"attempts": state.store.list_attempts(&id).await?}),
-    ))
+    let attempts = state.store.list_attempts(&id).await?;
+    Ok(Json(dispatch_api::AttemptList {
+        attempts: attempts.iter().map(wire_runs::attempt).collect(),
+    }))
 }
 
 /// `GET /v1/runs/{id}/artifacts`.
@@ -514,9 +515,10 @@ pub async fn attempts(
 pub async fn artifacts(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<dispatch_api::ArtifactList>> {
     let id = resolve(&state, &id).await?;
-    Ok(Json(
-        json!({"artifacts": state.store.list_artifacts(&id).await?}),
-    ))
+    let artifacts = state.store.list_artifacts(&id).await?;
+    Ok(Json(dispatch_api::ArtifactList {
+        artifacts: artifacts.iter().map(wire_runs::artifact).collect(),
+    }))
 }

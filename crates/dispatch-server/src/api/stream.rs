@@ -15,8 +15,8 @@ use futures_util::stream::unfold;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::runs::{Params, params, resolve};
-use super::schemas;
 use super::{ApiError, ApiResult, AppState};
+use super::{schemas, wire_runs};
 
 /// How often a live stream looks for news.
 pub(super) const POLL: Duration = Duration::from_millis(50);
@@ -123,8 +123,7 @@ pub(super) fn event_stream(state: AppState, id: RunId, after: i64) -> Response {
                 sse_event(&event)
             }
             Next::Delta(d) => SseEvent::default().event("delta").data(
-                serde_json::json!({"run_id": d.run_id, "attempt": d.attempt, "text": d.text})
-                    .to_string(),
+                serde_json::to_string(&wire_runs::stream_delta(d)).unwrap_or_else(|_| "{}".into()),
             ),
         };
         Some((Ok::<_, Infallible>(event), c))
@@ -179,7 +178,8 @@ async fn next(c: &mut EventCursor) -> Option<Next> {
 }
 
 fn sse_event(event: &Event) -> SseEvent {
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    let data =
+        serde_json::to_string(&wire_runs::stream_event(event)).unwrap_or_else(|_| "{}".into());
     SseEvent::default()
         .id(event.seq.to_string())
         .event(event.event.kind.clone())

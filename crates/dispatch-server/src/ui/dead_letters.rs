@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::response::Response;
 use dispatch_core::RunId;
 use maud::html;
-use serde_json::Value;
 
 use super::fmt;
 use super::page::{self, Nav};
@@ -23,7 +22,7 @@ pub async fn page(
         Ok(l) => l,
         Err(e) => return page::error(e.status, &e.message),
     };
-    let id_of = |v: &Value| v.as_str().and_then(|s| s.parse::<RunId>().ok());
+    let id_of = |s: &str| s.parse::<RunId>().ok();
     let body = html! {
         h1 { "Dead letters" }
         @if letters.is_empty() { p.muted { "No run has exhausted its retries." } }
@@ -35,14 +34,14 @@ pub async fn page(
                     th scope="col" { "Replayed by" } th scope="col" { span.skip { "Actions" } }
                 } }
                 tbody { @for l in &letters {
-                    @let id = id_of(&l["run_id"]);
+                    @let id = id_of(&l.run_id);
                     tr {
-                        td { @if let Some(id) = id.as_ref().filter(|_| session.can(l["project"].as_str().unwrap_or_default(), dispatch_store::TokenScope::Run)) { (fmt::run_link(id)) } }
-                        td { (l["parcel_name"].as_str().unwrap_or("?")) }
-                        td { (fmt::clip(l["reason"].as_str().unwrap_or(""), 200)) }
-                        td.num { (l["attempts"]) }
-                        td.hide-narrow { @if let Some(at) = l["at"].as_i64() { (fmt::time(at)) } }
-                        td { @if let Some(by) = id_of(&l["replayed_by"]) { (fmt::run_link(&by)) } @else { span.muted { "-" } } }
+                        td { @if let Some(id) = id.as_ref().filter(|_| session.can(&l.project, dispatch_store::TokenScope::Run)) { (fmt::run_link(id)) } }
+                        td { (l.parcel_name) }
+                        td { (fmt::clip(&l.reason, 200)) }
+                        td.num { (l.attempts) }
+                        td.hide-narrow { (fmt::time(l.at)) }
+                        td { @if let Some(by) = l.replayed_by.as_deref().and_then(id_of) { (fmt::run_link(&by)) } @else { span.muted { "-" } } }
                         td { @if let Some(id) = &id {
                             form method="post" action={ "/ui/dead-letters/" (id) "/replay" }
                                 data-confirm={ "Replay run " (id.short()) " as a new run?" } {

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use dispatch_api::Graph;
 use maud::{Markup, html};
-use serde_json::Value;
 
 const NODE_W: f64 = 150.0;
 const NODE_H: f64 = 46.0;
@@ -50,40 +50,31 @@ pub fn edge_anchor(i: usize) -> String {
 }
 
 /// The graph's edges.
-pub fn edges(graph: &Value) -> Vec<Edge> {
-    graph["edges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let kinds = e["kinds"].as_object().cloned().unwrap_or_default();
-            Edge {
-                from: e["from"].as_str().unwrap_or("?").to_string(),
-                to: e["to"].as_str().unwrap_or("?").to_string(),
-                count: e["count"].as_u64().unwrap_or(0),
-                label: kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} ×{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
+pub fn edges(graph: &Graph) -> Vec<Edge> {
+    graph
+        .edges
+        .iter()
+        .map(|e| Edge {
+            from: e.from.clone(),
+            to: e.to.clone(),
+            count: e.count,
+            label: e
+                .kinds
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
         .collect()
 }
 
 /// Places the nodes: the column is the shortest hop count from the first
 /// node (`__start__`), `__end__` last, unreachable nodes after the rest.
-pub fn layout(graph: &Value, edges: &[Edge]) -> Vec<Placed> {
-    let names: Vec<(String, u64)> = graph["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap_or("?").to_string(),
-                n["turns"].as_u64().unwrap_or(0),
-            )
-        })
+pub fn layout(graph: &Graph, edges: &[Edge]) -> Vec<Placed> {
+    let names: Vec<(String, u64)> = graph
+        .nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.turns))
         .collect();
     let mut layer: BTreeMap<&str, usize> = BTreeMap::new();
     if let Some((first, _)) = names.first() {
@@ -265,11 +256,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn newsroom() -> Value {
-        json!({
+    fn newsroom() -> Graph {
+        let node = |id: &str, turns: u64| {
+            json!({"id": id, "turns": turns, "runs": [], "duration_ms": 0,
+                "usage": {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0}})
+        };
+        serde_json::from_value(json!({
+            "workflow": "0", "name": "newsroom", "messages": [],
             "nodes": [
-                {"id": "__start__", "turns": 0}, {"id": "researcher", "turns": 1},
-                {"id": "analyst", "turns": 2}, {"id": "writer", "turns": 2}, {"id": "__end__", "turns": 0},
+                node("__start__", 0), node("researcher", 1),
+                node("analyst", 2), node("writer", 2), node("__end__", 0),
             ],
             "edges": [
                 {"from": "__start__", "to": "researcher", "count": 1, "kinds": {"TASK": 1}},
@@ -278,7 +274,8 @@ mod tests {
                 {"from": "writer", "to": "analyst", "count": 1, "kinds": {"VALIDATION": 1}},
                 {"from": "writer", "to": "__end__", "count": 1, "kinds": {"RESULT": 1}},
             ],
-        })
+        }))
+        .expect("a graph")
     }
 
     #[test]
@@ -296,9 +293,9 @@ mod tests {
     #[test]
     fn every_node_and_edge_is_a_link_and_names_are_escaped() {
         let mut g = newsroom();
-        g["nodes"][1]["id"] = json!("<b>x</b>");
-        g["edges"][0]["to"] = json!("<b>x</b>");
-        g["edges"][1]["from"] = json!("<b>x</b>");
+        g.nodes[1].id = "<b>x</b>".into();
+        g.edges[0].to = "<b>x</b>".into();
+        g.edges[1].from = "<b>x</b>".into();
         let e = edges(&g);
         let svg = render(&layout(&g, &e), &e, "graph").into_string();
         assert_eq!(svg.matches("<a class=\"node\"").count(), 5);

@@ -112,7 +112,7 @@ pub async fn page(
     let bom = crate::api::bom::bom(State(state.clone()), Path(run.id.to_string()))
         .await
         .map(|j| j.0)
-        .unwrap_or_default();
+        .ok();
     let live = !run.state.is_terminal();
     let title = format!("Run {}", run.id.short());
     let body = html! {
@@ -131,7 +131,7 @@ pub async fn page(
         (run_parts::output(run))
         (run_parts::tool_calls(&view.report.tool_calls))
         (run_parts::model_calls(&view.report.model_calls, &state.layout, &run.id))
-        (run_parts::bom(&bom))
+        (run_parts::bom(bom.as_ref()))
         (run_parts::artifacts(&view.report.artifacts, &run.id))
         (run_parts::children(&children, &session, view.now))
         (run_parts::events(&view.report.events, query.events_from, &run.id))

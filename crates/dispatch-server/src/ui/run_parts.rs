@@ -280,12 +280,12 @@ pub fn events(events: &[Event], from: Option<usize>, id: &RunId) -> Markup {
 
 /// The bill of materials of each attempt (`GET /v1/runs/{id}/bom`): the
 /// latest in full, the earlier ones folded.
-pub fn bom(bom: &Value) -> Markup {
-    let attempts: Vec<&Value> = bom["attempts"].as_array().into_iter().flatten().collect();
-    if attempts.is_empty() {
+pub fn bom(bom: Option<&dispatch_api::Bom>) -> Markup {
+    let Some(bom) = bom.filter(|b| !b.attempts.is_empty()) else {
         return html! {};
-    }
-    let latest = &bom["bom"];
+    };
+    let attempts = &bom.attempts;
+    let latest = &bom.bom;
     let models: Vec<&Value> = latest["models"].as_array().into_iter().flatten().collect();
     let tools: Vec<&Value> = latest["tools"].as_array().into_iter().flatten().collect();
     let word = |v: &Value, k: &str| {
@@ -315,9 +315,9 @@ pub fn bom(bom: &Value) -> Markup {
             }
             details {
                 summary { "Everything recorded (" (attempts.len()) " attempt" @if attempts.len() != 1 { "s" } ")" }
-                @for a in &attempts {
-                    h3.muted { "Attempt " (a["attempt"]) }
-                    pre { (fmt::json(&a["bom"])) }
+                @for a in attempts {
+                    h3.muted { "Attempt " (a.attempt) }
+                    pre { (fmt::json(&a.bom)) }
                 }
             }
         }

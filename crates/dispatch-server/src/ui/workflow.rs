@@ -1,6 +1,6 @@
-//! The workflow page of a workflow run: its communication graph (from
-//! `dispatch_runtime::workflow::graph::graph`, the function behind
-//! `GET /v1/runs/{id}/graph`) as SVG, each agent's usage and child runs,
+//! The workflow page of a workflow run: its communication graph (as
+//! `GET /v1/runs/{id}/graph` answers it: `api::wire_runs::workflow_graph`)
+//! as SVG, each agent's usage and child runs,
 //! and each edge's messages. Message payloads are agent-produced: escaped.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use dispatch_api::{Graph, GraphRun};
 use dispatch_core::RunId;
 use dispatch_store::Message;
 use maud::{Markup, html};
@@ -27,10 +28,10 @@ const CLIP: usize = 2000;
 async fn load(
     state: &AppState,
     id: &str,
-) -> ApiResult<(dispatch_store::Run, Option<(Value, Vec<Message>)>)> {
+) -> ApiResult<(dispatch_store::Run, Option<(Graph, Vec<Message>)>)> {
     let id = resolve(state, id).await?;
     let run = state.store.get_run(&id).await?;
-    let Some(g) = dispatch_runtime::workflow::graph::graph(&*state.store, &run).await? else {
+    let Some(g) = crate::api::wire_runs::workflow_graph(state, &run).await? else {
         return Ok((run, None));
     };
     let messages = state.store.list_messages(&id).await?;
@@ -78,7 +79,7 @@ pub fn digest(html: &str) -> u64 {
 
 /// The live part of the page: the status line, the graph, the agents and
 /// the messages.
-fn live_part(run: &dispatch_store::Run, g: &Value, messages: &[Message]) -> Markup {
+fn live_part(run: &dispatch_store::Run, g: &Graph, messages: &[Message]) -> Markup {
     let edges = graph::edges(g);
     let placed = graph::layout(g, &edges);
     let label = format!(
@@ -113,13 +114,13 @@ pub async fn live_now(state: &AppState, id: &str) -> Option<(String, bool)> {
     ))
 }
 
-fn run_list(runs: &[Value]) -> Markup {
+fn run_list(runs: &[GraphRun]) -> Markup {
     html! {
         @for r in runs {
-            @if let Some(id) = r["id"].as_str().and_then(|s| s.parse::<RunId>().ok()) {
+            @if let Ok(id) = r.id.parse::<RunId>() {
                 span.agent-run {
                     (fmt::run_link(&id)) " "
-                    @if let Some(s) = r["status"].as_str().and_then(|s| s.parse().ok()) { (fmt::status(s)) }
+                    (fmt::status(r.status))
                 }
             }
         }
@@ -127,9 +128,7 @@ fn run_list(runs: &[Value]) -> Markup {
 }
 
 /// Each agent: turns, tokens, cost, time, and its child runs.
-fn agents(g: &Value) -> Markup {
-    let nodes: Vec<&Value> = g["nodes"].as_array().into_iter().flatten().collect();
-    let u = |n: &Value, k: &str| n["usage"][k].as_u64().unwrap_or(0);
+fn agents(g: &Graph) -> Markup {
     html! {
         h2 #agents-title { "Agents" }
         div.table-wrap { table #agents aria-labelledby="agents-title" {
@@ -138,16 +137,16 @@ fn agents(g: &Value) -> Markup {
                 th scope="col" .num { "Tokens in" } th scope="col" .num { "Tokens out" }
                 th scope="col" .num { "Cost" } th scope="col" .num { "Time" } th scope="col" { "Runs" }
             } }
-            tbody { @for n in nodes {
-                @let name = n["id"].as_str().unwrap_or("?");
+            tbody { @for n in &g.nodes {
+                @let name = n.id.as_str();
                 tr id=(graph::node_anchor(name)) data-agent=(name) tabindex="-1" {
                     th scope="row" { (name) }
-                    td.num { (n["turns"].as_u64().unwrap_or(0)) }
-                    td.num { (fmt::count(u(n, "input_tokens"))) }
-                    td.num { (fmt::count(u(n, "output_tokens"))) }
-                    td.num { (fmt::cost(n["usage"]["cost_usd"].as_f64().unwrap_or(0.0))) }
-                    td.num { (fmt::duration(n["duration_ms"].as_i64().filter(|d| *d > 0))) }
-                    td { (run_list(n["runs"].as_array().map(Vec::as_slice).unwrap_or(&[]))) }
+                    td.num { (n.turns) }
+                    td.num { (fmt::count(n.usage.input_tokens)) }
+                    td.num { (fmt::count(n.usage.output_tokens)) }
+                    td.num { (fmt::cost(n.usage.cost_usd)) }
+                    td.num { (fmt::duration(Some(n.duration_ms).filter(|d| *d > 0))) }
+                    td { (run_list(&n.runs)) }
                 }
             } }
         } }

@@ -19,6 +19,8 @@ mod strict;
 mod wire;
 #[path = "openapi_contract/wire_ops.rs"]
 mod wire_ops;
+#[path = "openapi_contract/wire_runs.rs"]
+mod wire_runs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
