@@ -14,6 +14,7 @@ mod attempt;
 pub(crate) mod collect;
 pub mod native;
 mod native_approval;
+mod native_attempt;
 pub(crate) mod native_billing;
 mod native_quota;
 mod native_rate;

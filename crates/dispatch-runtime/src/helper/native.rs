@@ -12,30 +12,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dispatch_agent::agent_loop::{DEFAULT_LLM_TIMEOUT, DEFAULT_TOOL_ROUNDS};
-use dispatch_agent::{
-    Conversation, LoopConfig, LoopEnd, Message, NoTools, Override, SessionData, Tools,
-};
+use dispatch_agent::{Conversation, LoopConfig, Override, SessionData, Tools};
 use dispatch_core::parcel::Parcel;
-use dispatch_core::{
-    EventKind, NewEvent, ProcRef, RunEvent, RunId, Status, Transition, brief, now_ms,
-};
+use dispatch_core::{EventKind, NewEvent, RunEvent, RunId, Status, brief, now_ms};
 use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::agent::{mask, mask_value};
-use super::retry::{self, AttemptFailure};
-use super::watch::{Verdict, Watch};
-use super::{LifecycleLog, Prepared, cancelled};
-use crate::courier::{End, Ended, ended, fail};
+use super::native_attempt::{Phases, Stops, looping};
+use super::retry::AttemptFailure;
+use super::{LifecycleLog, Prepared};
+use crate::courier::Ended;
 use crate::error::RuntimeResult;
 use crate::layout::Layout;
-use crate::native::{CancelGuard, TextDelta, client, deltas};
-use crate::os;
-use crate::record::advance;
-
-/// How often deadlines are looked at while the loop runs.
-const TICK: Duration = Duration::from_millis(100);
+use crate::native::{CancelGuard, TextDelta, deltas};
 
 /// What the attempt needs beyond the run.
 pub(crate) struct NativeCtx<'a> {
@@ -89,7 +79,11 @@ pub fn loop_config(
     })
 }
 
-/// Runs the current attempt of a claimed native run to its end.
+/// Runs the current attempt of a claimed native run to its end: the phases
+/// of [`super::native_attempt`] in order. What a phase reads and the loop
+/// does not need goes with the phase: what this function holds while its
+/// model works is what it needs (a local here lives, and is stored, until
+/// its end).
 pub(crate) async fn attempt<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -97,377 +91,53 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     log: &mut LifecycleLog,
     ctx: &NativeCtx<'_>,
 ) -> RuntimeResult<Ended> {
-    let brief_context = serde_json::from_slice::<brief::Brief>(&ctx.prepared.brief)
-        .map(|b| b.context)
-        .unwrap_or(Value::Null);
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = loop_config(ctx.parcel, &brief_context, ctx.policy, env);
-    // What the attempt holds while its model works is what it needs (a
-    // local of this function lives, and is stored, until its end).
-    drop(brief_context);
-    let mut cfg = match cfg {
-        Ok(cfg) => cfg,
-        Err(reason) => {
-            return Ok(ended(End::Final(
-                fail(format!("refusing to start: {reason}")),
-                None,
-            )));
-        }
+    let phases = Phases { store, layout, ctx };
+    let (cfg, secrets) = match phases.configure(run, log).await {
+        Ok(configured) => configured,
+        Err(ended) => return Ok(ended),
     };
-    cfg.used = run.usage;
-    let mut secrets = ctx.prepared.spec.secrets.clone();
-    secrets.extend(cfg.models.iter().filter_map(|m| m.key.clone()));
-    // Masked in the log's lines and in what the attempt ends with (a
-    // provider's error body may echo the key).
-    log.mask_also(&secrets);
-
-    // Calls an earlier attempt sent and never recorded are billed first
-    // (budgets count them).
-    let (lost, lines) =
-        super::native_billing::bill_lost_calls(store, &run.id, &cfg.models, &secrets).await;
-    for line in lines {
-        log.line(&line);
-    }
-    cfg.used.add(lost);
-    // The conversation: the last checkpoint, else the session's plus this
-    // turn. A later attempt resumes from the checkpoint; so does a worker's
-    // first attempt, which may be a re-execution after a lost lease.
-    let checkpoint = match (run.attempt, ctx.own_signals) {
-        (1, true) => None,
-        _ => retry::last_checkpoint(store, &run.id).await,
+    let (mut conv, session_version) = match phases.conversation(run, log).await {
+        Ok(conversation) => conversation,
+        Err(ended) => return Ok(ended),
     };
-    let resumed = checkpoint
-        .as_ref()
-        .and_then(|c| serde_json::from_value::<Conversation>(c.get("state")?.clone()).ok());
-    let session = match ctx.session {
-        Some(key) => match store.get_session(key).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Ok(ended(End::Retryable(
-                    fail(format!("cannot read session {key}: {e}")),
-                    failure(format!("cannot read session {key}: {e}")),
-                    None,
-                )));
-            }
-        },
-        None => None,
+    let services = phases.services(run);
+    let mut tooling = match phases
+        .start_tools(run, log, &cfg, &secrets, &services)
+        .await
+    {
+        Ok(tooling) => tooling,
+        Err(ended) => return Ok(ended),
     };
-    let session_version = session.as_ref().map_or(0, |s| s.version);
-    // The conversation is held once, in `conv`: the checkpoint it was
-    // read from and the session's copy go now.
-    drop(checkpoint);
-    let session_data = session.map(|s| s.data);
-    let mut conv = match resumed {
-        Some(mut conv) => {
-            // The run's checkpoints hold all of it: the next is a delta.
-            conv.mark_saved();
-            log.line(&format!(
-                "resuming after model call {} (round {})",
-                conv.calls, conv.rounds
-            ));
-            conv
-        }
-        None => {
-            let history = session_data
-                .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
-                .unwrap_or_default();
-            let mut messages = history.messages;
-            messages.push(Message::user(dispatch_agent::prompt::user_text(
-                &run.payload,
-            )));
-            Conversation {
-                system: dispatch_agent::prompt::system_prompt(&ctx.parcel.manifest.instructions),
-                messages,
-                rounds: 0,
-                calls: 0,
-                compacted: history.compacted,
-                done: Vec::new(),
-                saved: None,
-            }
-        }
-    };
-    // The tools (MCP servers start here, once for the attempt) and the
-    // attempt's bill of materials.
-    let memory = super::native_tools::StoreMemory::new(store, run, ctx.session);
-    let checkpoints = super::native_tools::StoreMemory::checkpoints(store, run, ctx.session);
-    let approver = super::native_tools::StoreApprover::new(store, layout, run);
-    let messenger = super::native_tools::StoreMessenger::new(store, run, ctx.upstream);
-    let mut tool_ctx = super::native_tools::context(
-        layout,
-        run,
-        ctx.parcel,
-        ctx.prepared,
-        &memory,
-        &approver,
-        &messenger,
-    );
-    tool_ctx.mask = secrets.clone();
-    tool_ctx.checkpoints = Some(&checkpoints);
-    let mut limits = super::native_tools::limit_tools(
-        run,
-        ctx.parcel,
-        ctx.prepared,
-        log,
-        ctx.own_signals,
-        &mut tool_ctx,
-    );
-    // Without RESOURCES (whose groups and rlimits are set by hooks), the
-    // tools start from a small process (see `sandbox::stage`).
-    if limits.hook().is_none() {
-        tool_ctx.launcher = ctx.prepared.sandbox.launcher();
-    }
-    // `PROVIDER claude|codex`: the CLI is the loop, with its own tools.
-    let cli = cfg.models[0]
-        .model
-        .provider
-        .is_local_cli()
-        .then(|| super::native_tools::cli_run(&tool_ctx, ctx.parcel, ctx.prepared));
-    let started_tools = match cli {
-        Some(_) => Ok(None),
-        None => super::native_tools::start(ctx.parcel, tool_ctx).await,
-    };
-    let tool_box = match started_tools {
-        Ok(t) => t,
-        Err(reason) => {
-            let reason = format!("cannot start the tools: {reason}");
-            return Ok(ended(End::Retryable(
-                fail(reason.clone()),
-                failure(reason),
-                None,
-            )));
-        }
-    };
-    let bom = super::native_tools::bom(ctx.parcel, &cfg.models, tool_box.as_ref(), ctx.policy);
-    let mut started = vec![NewEvent::new(EventKind::Bom, run.attempt, now_ms(), bom)];
-    // Which protections the tools' processes get, when there are any.
-    if tool_box.is_some() {
-        log.line(&ctx.prepared.sandbox.applied.line());
-        started.extend(super::sandbox_event(&ctx.prepared.sandbox, run.attempt));
-    }
-    if let Err(e) = store.append_events(&run.id, &started).await {
-        log.line(&format!("could not record the bill of materials: {e}"));
-    }
-    // Recorded: not held while the model works (`started` is shadowed below).
-    drop(started);
-    let no_tools = NoTools;
-    let plain: &dyn Tools = match &tool_box {
-        Some(t) => t,
-        None => &no_tools,
-    };
+    phases
+        .bill_of_materials(run, log, &cfg, tooling.tool_box.as_ref())
+        .await;
     // `dispatch eval --record` / `--replay-tools`: tool results in the cassette.
-    let taped = dispatch_agent::cassette_tools::wrap(plain);
+    let taped = dispatch_agent::cassette_tools::wrap(tooling.plain());
     let tools: &dyn Tools = match &taped {
         Some(t) => t,
-        None => plain,
+        None => tooling.plain(),
     };
-    let primary = &cfg.models[0].model;
-    log.line(&format!(
-        "run {} attempt {}: native agent, model {} ({}){}",
-        run.id,
-        run.attempt,
-        primary.name,
-        primary.provider,
-        match cfg.models.len() {
-            1 => String::new(),
-            n => format!(", {} fallback(s)", n - 1),
-        }
-    ));
-
-    // The agent is this process for a helper (a stop signals its group);
-    // nothing to signal in a worker, which cancels the task instead.
-    let agent = match ctx.own_signals {
-        true => os::this_process(),
-        false => ProcRef {
-            pid: 0,
-            start_ticks: 0,
-        },
-    };
-    let started = Transition::AgentStarted {
-        agent,
-        at: now_ms(),
-    };
+    let start = phases.agent_started();
     let guard = CancelGuard::register(&run.id);
-    let mut watch = Watch::new(
-        run.id.clone(),
-        run.attempt,
-        ctx.policy.clone(),
-        layout.clone(),
-        run.usage,
-    );
-    watch.set_group(0);
-    let mut sink = RunSink::new(store, layout, run, secrets);
-    if let Some(agent) = &ctx.parcel.manifest.agent {
-        sink.rates = super::native_rate::Limits(agent.rate_limits.clone());
-    }
-    let mut term = ctx
-        .own_signals
-        .then(|| signal(SignalKind::terminate()).ok())
-        .flatten();
-    let mut int = ctx
-        .own_signals
-        .then(|| signal(SignalKind::interrupt()).ok())
-        .flatten();
-    // The start is saved while the first call goes out (as a process agent
-    // starts before its start is saved).
-    let mut start_error = None;
-    let outcome = {
-        let save_start = async {
-            advance(store, run, &started, None)
-                .await
-                .map(|()| run.stop_requested_at.is_some())
-        };
-        tokio::pin!(save_start);
-        let mut saved = false;
-        let mut looping: std::pin::Pin<Box<dyn std::future::Future<Output = LoopEnd> + Send + '_>> =
-            match &cli {
-                Some(run) => Box::pin(dispatch_agent::cli::run_cli(
-                    &cfg, &mut conv, run, &mut sink,
-                )),
-                None => Box::pin(dispatch_agent::run_loop(
-                    &cfg,
-                    &mut conv,
-                    tools,
-                    &mut sink,
-                    client(),
-                )),
-            };
-        let mut tick = tokio::time::interval(TICK);
-        let outcome = loop {
-            tokio::select! {
-                // The first call goes out before the start is written.
-                biased;
-                end = &mut looping => break Outcome::Loop(end),
-                r = &mut save_start, if !saved => {
-                    saved = true;
-                    match r {
-                        Ok(false) => {}
-                        Ok(true) => break Outcome::Stopped,
-                        Err(e) => {
-                            start_error = Some(e.to_string());
-                            break Outcome::Stopped;
-                        }
-                    }
-                }
-                _ = guard.notify.notified() => break Outcome::Stopped,
-                Some(()) = recv(&mut term) => break Outcome::Stopped,
-                Some(()) = recv(&mut int) => break Outcome::Stopped,
-                _ = tick.tick() => {
-                    let waiting = approver.waiting.load(std::sync::atomic::Ordering::SeqCst);
-                    watch.set_paused(waiting > 0);
-                    watch.tick(store).await;
-                    if let Some(Verdict::TimedOut(reason)) = watch.verdict.clone() {
-                        break Outcome::TimedOut(reason);
-                    }
-                }
-            }
-        };
-        if !saved {
-            match save_start.await {
-                Ok(_) => {}
-                Err(e) => start_error = Some(e.to_string()),
-            }
-        }
-        outcome
+    let watch = phases.watch(run);
+    let mut sink = phases.sink(run, secrets);
+    let stops = Stops::new(ctx.own_signals, &guard, watch, &services.approver.waiting);
+    let looping = looping(&cfg, &mut conv, tooling.cli.as_ref(), tools, &mut sink);
+    let outcome = match phases.drive(run, &start, looping, stops).await {
+        Ok(outcome) => outcome,
+        Err(ended) => return Ok(ended),
     };
-    if let Some(e) = start_error {
-        return Ok(ended(End::Final(
-            fail(format!("could not record the agent start: {e}")),
-            None,
-        )));
-    }
-    if let Some(t) = tool_box {
-        t.shutdown().await;
-        // Whatever a tool or MCP server left behind (a daemon, a `setsid`).
-        if let Some(tree) = ctx.prepared.sandbox.tree() {
-            tree.kill();
-        }
-        // Whole outputs of tools the model saw cut.
-        super::collect::record_artifacts(store, layout, &run.id, ctx.prepared, log).await;
-    }
-    // A call cut short by the stop or the timeout is billed as far as it got.
-    let finish = match &outcome {
-        Outcome::Stopped => Some("stopped"),
-        Outcome::TimedOut(_) => Some("timed_out"),
-        Outcome::Loop(_) => None,
-    };
-    let in_flight = match (finish, sink.in_flight.take()) {
-        (Some(finish), Some((sent, bytes))) => {
-            let id = sent["id"].as_str().unwrap_or_default();
-            let done = super::native_billing::recorded(store, &run.id, id).await;
-            (!done).then_some((finish, sent, bytes))
-        }
-        _ => None,
-    };
-    if let Some((finish, sent, bytes)) = in_flight {
-        let bill = dispatch_agent::billing::unfinished(
-            &sent,
-            bytes,
-            finish,
-            &format!(
-                "the run was {} mid-call; billed an estimate",
-                finish.replace('_', " ")
-            ),
-            &cfg.models,
-        );
-        if let Err(e) = dispatch_agent::Sink::record(&mut sink, bill).await {
-            log.line(&format!("could not bill the call in flight: {e}"));
-        }
-    }
+    phases.stop_tools(run, log, tooling.tool_box).await;
+    phases
+        .bill_in_flight(run, log, &cfg, &mut sink, &outcome)
+        .await;
     sink.end_text();
     let sink_secrets = std::mem::take(&mut sink.secrets);
     drop(guard);
-    let at = now_ms();
-    let pause_on_budget = ctx
-        .parcel
-        .manifest
-        .agent
-        .as_ref()
-        .is_some_and(|a| a.pause_on_budget);
-    let end = match outcome {
-        Outcome::Stopped => End::Final(cancelled(None), None),
-        Outcome::TimedOut(reason) => End::Retryable(
-            Transition::TimeOut {
-                reason: reason.clone(),
-                exit_code: None,
-                at,
-            },
-            AttemptFailure {
-                reason,
-                exit_code: None,
-                status: Status::TimedOut,
-            },
-            None,
-        ),
-        Outcome::Loop(LoopEnd::Answered { output, .. }) => {
-            if let Some(key) = ctx.session {
-                let conv = masked(&conv, &sink_secrets);
-                save_session(store, key, &conv, session_version, &run.id, log).await;
-            }
-            End::Final(
-                Transition::Exited { code: 0, at },
-                Some(masked(&output, &sink_secrets)),
-            )
-        }
-        Outcome::Loop(LoopEnd::Failed { reason, retryable }) => {
-            let t = fail(reason.clone());
-            if retryable && run.operation != dispatch_core::Operation::Service {
-                End::Retryable(t, failure(reason), None)
-            } else {
-                End::Final(t, None)
-            }
-        }
-        Outcome::Loop(LoopEnd::Budget(reason) | LoopEnd::ToolRounds(reason)) => {
-            End::Final(fail(reason), None)
-        }
-        Outcome::Loop(LoopEnd::OverQuota(reason)) => match pause_on_budget {
-            true => End::Suspend(super::native_quota::pause(store, &run.id, &reason).await),
-            false => End::Final(fail(reason), None),
-        },
-        // A tool call waits for a decision: a durable wait, as a process
-        // agent's `wait` event asks for.
-        Outcome::Loop(LoopEnd::Suspended(pending)) => End::Suspend(wait_event(&pending, at)),
-    };
-    limits.end(store, &run.id, run.attempt, 0).await;
+    let end = phases
+        .end(run, log, outcome, &conv, session_version, &sink_secrets)
+        .await;
+    tooling.limits.end(store, &run.id, run.attempt, 0).await;
     // A dead letter reads the run's checkpoints from the store: the
     // conversation is not kept a second time, as JSON, while the run waits.
     Ok(Ended {
@@ -475,18 +145,6 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         checkpoint: None,
         start: None,
     })
-}
-
-/// The `wait` event a round suspended on `pending` amounts to.
-fn wait_event(pending: &dispatch_agent::PendingApproval, now: i64) -> Value {
-    let mut wait = serde_json::json!({
-        "type": "wait", "for": "approval", "id": pending.id, "summary": pending.summary,
-    });
-    if let Some(deadline) = pending.deadline_ms {
-        // What is left of the approval's time (its deadline stays the first one's).
-        wait["timeout_s"] = serde_json::json!((deadline - now).max(0) as f64 / 1000.0);
-    }
-    wait
 }
 
 /// `value` with every secret masked (what the store keeps of a model's words).
@@ -509,12 +167,6 @@ pub(crate) fn failure(reason: String) -> AttemptFailure {
         exit_code: None,
         status: Status::Failed,
     }
-}
-
-enum Outcome {
-    Loop(LoopEnd),
-    Stopped,
-    TimedOut(String),
 }
 
 pub(crate) async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
