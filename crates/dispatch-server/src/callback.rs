@@ -122,9 +122,8 @@ async fn deliver(store: SharedStore, post: Post, id: RunId, url: String) {
     let Ok(run) = store.get_run(&id).await else {
         return; // deleted, or the store is down (due again after the hold)
     };
-    let mut body = serde_json::to_value(&run).unwrap_or_default();
-    body["status"] = json!(run.status());
-    let body = body.to_string().into_bytes();
+    // The run as `GET /v1/runs/{id}` answers it (`dispatch_api::Run`).
+    let body = serde_json::to_vec(&crate::api::wire::run(&run)).unwrap_or_default();
     let mut backoff = FIRST_BACKOFF;
     let mut outcome = json!({"url": url, "ok": false});
     // Checked again: the server's policy may have changed since the run

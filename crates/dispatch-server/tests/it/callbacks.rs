@@ -87,6 +87,11 @@ fn posted_signed_and_retried(db: Db) {
         let body: Value = serde_json::from_slice(&got.body).expect("JSON body");
         assert_eq!(body["id"], id.as_str());
         assert_eq!(body["status"], "succeeded");
+        // The run as the API answers it, typed.
+        serde_json::from_slice::<dispatch_api::Run>(&got.body).expect("a dispatch_api::Run");
+        let (status, answered) = server.get(&format!("/v1/runs/{id}"));
+        assert_eq!(status, 200, "{answered}");
+        assert_eq!(body, answered, "the body is GET /v1/runs/{{id}}'s answer");
         let t: u64 = got
             .signature
             .strip_prefix("t=")
