@@ -147,7 +147,10 @@ impl Backend for Cluster<'_> {
             parent_id: plan.group.as_ref().map(|g| g.to_string()),
             ..Default::default()
         };
-        parse_run(self.remote.json("POST", "/v1/runs", Some(&body(&request)?))?)
+        parse_run(
+            self.remote
+                .json("POST", "/v1/runs", Some(&body(&request)?))?,
+        )
     }
 
     async fn refresh(&self, run: &Run) -> CliResult<Run> {
