@@ -501,7 +501,7 @@ pub struct CreateRunQuery {
 }
 
 /// The body of `POST /v1/runs/batch`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRuns {
     /// 1 to 1,000 runs, each a `createRun` body (`start: false` is refused).

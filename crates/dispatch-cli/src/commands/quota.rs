@@ -226,21 +226,19 @@ impl super::remote::Remote {
             QuotaCommand::Set(a) => {
                 // Checked here first: a bad value never reaches the server.
                 a.quotas()?;
-                let mut body = serde_json::Map::new();
-                for (limit, v) in a.values() {
-                    body.insert(limit.as_str().to_string(), json!(v));
-                }
-                if let Some(s) = &a.soft {
-                    body.insert("soft".into(), json!(s));
-                }
-                if let Some(h) = &a.on_hard {
-                    body.insert("on_hard".into(), json!(h));
-                }
-                let answer: dispatch_api::QuotaSet = self.typed(
-                    "PUT",
-                    &format!("/v1/quotas/{}", encode(&a.project)),
-                    Some(&serde_json::Value::Object(body)),
-                )?;
+                // As written (`2M`, `$500`): the server parses them as this did.
+                let text = |v: &Option<String>| v.clone().map(serde_json::Value::from);
+                let request = dispatch_api::QuotaBody {
+                    max_live_runs: text(&a.max_live_runs),
+                    tokens_per_day: text(&a.tokens_per_day),
+                    tokens_per_month: text(&a.tokens_per_month),
+                    usd_per_day: text(&a.usd_per_day),
+                    usd_per_month: text(&a.usd_per_month),
+                    soft: text(&a.soft),
+                    on_hard: a.on_hard.clone(),
+                };
+                let path = format!("/v1/quotas/{}", encode(&a.project));
+                let answer: dispatch_api::QuotaSet = self.typed_body("PUT", &path, &request)?;
                 said_set(&a.project, &parse(answer.quotas)?);
                 Ok(0)
             }

@@ -207,6 +207,16 @@ impl Remote {
         })
     }
 
+    /// `typed`, sending `request` (a `dispatch-api` request body) as JSON.
+    pub(super) fn typed_body<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        request: &impl serde::Serialize,
+    ) -> CliResult<T> {
+        self.typed(method, path, Some(&body(request)?))
+    }
+
     pub(super) fn get_run(&self, id: &str) -> CliResult<Run> {
         parse_run(self.json("GET", &format!("/v1/runs/{id}"), None)?)
     }
@@ -222,9 +232,14 @@ impl Remote {
             check_session_name(name)?;
         }
         let parcel = self.parcel_of(&args.source)?;
-        let mut request = json!({"parcel": parcel, "payload": payload, "operation": operation});
+        let mut request = dispatch_api::CreateRun {
+            parcel,
+            payload: Some(payload),
+            operation,
+            ..Default::default()
+        };
         add_reliability(&mut request, &args.reliability)?;
-        let answer: dispatch_api::Run = self.typed("POST", "/v1/runs", Some(&request))?;
+        let answer: dispatch_api::Run = self.typed_body("POST", "/v1/runs", &request)?;
         let deduplicated = answer.deduplicated == Some(true);
         let run = store_run(answer)?;
         if deduplicated {
@@ -403,44 +418,31 @@ impl Remote {
     }
 }
 
-/// Adds the reliability flags to a `POST /v1/runs` body (only those given).
-pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliResult<()> {
-    if let Some(project) = &args.project {
-        request["project"] = json!(project);
-    }
-    if let Some(key) = &args.idempotency_key {
-        request["idempotency_key"] = json!(key);
-    }
-    if args.dedup {
-        request["dedup"] = json!(true);
-    }
-    if args.force {
-        request["force"] = json!(true);
-    }
-    if let Some(session) = &args.session {
-        request["session"] = json!(session);
-    }
-    if let Some(timeout) = &args.queue_timeout {
-        request["queue_timeout"] = json!(timeout);
-    }
-    if !args.labels.is_empty() {
-        request["labels"] = json!(args.labels);
-    }
-    if let Some(priority) = args.priority {
-        request["priority"] = json!(priority);
-    }
-    if args.keep_workspace {
-        request["keep_workspace"] = json!(true);
-    }
-    if let Some(key) = &args.concurrency_key {
-        request["concurrency_key"] = json!(key);
-    }
-    if let Some(max) = args.concurrency_max {
-        request["concurrency_max"] = json!(max);
-    }
-    if let Some(strategy) = &args.concurrency_strategy {
-        request["concurrency_strategy"] = json!(strategy);
-    }
+/// Adds the reliability flags to a `POST /v1/runs` body (only those given:
+/// a flag left out stays out of the JSON).
+pub(super) fn add_reliability(
+    request: &mut dispatch_api::CreateRun,
+    args: &DispatchArgs,
+) -> CliResult<()> {
+    request.project = args.project.clone();
+    request.idempotency_key = args.idempotency_key.clone();
+    request.dedup = args.dedup;
+    request.force = args.force;
+    request.session = args.session.clone();
+    request.queue_timeout = args.queue_timeout.clone();
+    request.labels = args.labels.clone();
+    request.priority = args.priority;
+    request.keep_workspace = args.keep_workspace;
+    request.concurrency_key = args.concurrency_key.clone();
+    request.concurrency_max = args.concurrency_max;
+    request.concurrency_strategy = args
+        .concurrency_strategy
+        .as_deref()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| CliError::input(format!("--concurrency-strategy: {e}")))
+        })
+        .transpose()?;
     // The model, as a local run takes it: the flags over this shell's
     // LLM_MODEL / LLM_BASE_URL (checked here, written into the brief there).
     let choice = args.model_choice();
@@ -449,18 +451,21 @@ pub(super) fn add_reliability(request: &mut Value, args: &DispatchArgs) -> CliRe
         .context(env)
         .map_err(|e| CliError::input(e.to_string()))?
     {
-        for field in ["model", "base_url", "provider", "reasoning_effort"] {
-            if !llm[field].is_null() {
-                request[field] = llm[field].clone();
-            }
-        }
+        let text = |field: &str| llm.get(field).and_then(Value::as_str).map(str::to_string);
+        request.model = text("model");
+        request.base_url = text("base_url");
+        request.provider = text("provider");
+        request.reasoning_effort = text("reasoning_effort");
     }
     let policy = args.policy_input();
-    if policy != PolicyInput::default() {
-        request["policy"] = serde_json::to_value(&policy)
-            .map_err(|e| CliError::input(format!("cannot send the policy flags: {e}")))?;
-    }
+    request.policy = (policy != PolicyInput::default()).then_some(policy);
     Ok(())
+}
+
+/// A request body as the JSON the client sends.
+pub(super) fn body(request: &impl serde::Serialize) -> CliResult<Value> {
+    serde_json::to_value(request)
+        .map_err(|e| CliError::input(format!("cannot write the request: {e}")))
 }
 
 /// Percent-encodes what a URL path segment or query value cannot hold as it

@@ -5,8 +5,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 
+use dispatch_core::Operation;
 use dispatch_runtime::submit::check_session_name;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::remote::{Remote, add_reliability};
 use crate::cli::RunArgs;
@@ -59,21 +60,24 @@ impl Remote {
         }
         let payloads = payloads(file)?;
         let parcel = self.parcel_of(&args.source)?;
-        let mut template = json!({"parcel": parcel, "operation": "job"});
+        let mut template = dispatch_api::CreateRun {
+            parcel,
+            operation: Some(Operation::Job),
+            ..Default::default()
+        };
         add_reliability(&mut template, &args.reliability)?;
         let (mut created, mut deduplicated) = (0, 0);
         for chunk in payloads.chunks(PER_REQUEST) {
-            let runs: Vec<Value> = chunk
+            let runs = chunk
                 .iter()
-                .map(|p| {
-                    let mut r = template.clone();
-                    r["payload"] = p.clone();
-                    r
+                .map(|p| dispatch_api::CreateRun {
+                    payload: Some(p.clone()),
+                    ..template.clone()
                 })
                 .collect();
-            let body = json!({ "runs": runs });
+            let body = dispatch_api::CreateRuns { runs };
             let answer: dispatch_api::CreatedRuns =
-                self.typed("POST", "/v1/runs/batch", Some(&body))?;
+                self.typed_body("POST", "/v1/runs/batch", &body)?;
             for run in answer.runs {
                 println!("{}", run.id);
                 match run.deduplicated == Some(true) {

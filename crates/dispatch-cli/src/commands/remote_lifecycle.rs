@@ -7,7 +7,7 @@
 use dispatch_core::Operation;
 use serde_json::json;
 
-use super::remote::{Remote, add_reliability, parse_run, store_run};
+use super::remote::{Remote, add_reliability, body, parse_run, store_run};
 use super::run;
 use crate::cli::{CreateArgs, IdsArgs, RmArgs, StopArgs};
 use crate::error::{CliError, CliResult};
@@ -19,14 +19,15 @@ impl Remote {
         let (operation, payload) = run::parse_payload(&args.payload)?;
         args.reliability.options()?;
         let parcel = self.parcel_of(&args.source)?;
-        let mut request = json!({
-            "parcel": parcel,
-            "payload": payload,
-            "operation": operation,
-            "start": false,
-        });
+        let mut request = dispatch_api::CreateRun {
+            parcel,
+            payload: Some(payload),
+            operation,
+            start: Some(false),
+            ..Default::default()
+        };
         add_reliability(&mut request, &args.reliability)?;
-        let answer: dispatch_api::Run = self.typed("POST", "/v1/runs", Some(&request))?;
+        let answer: dispatch_api::Run = self.typed_body("POST", "/v1/runs", &request)?;
         let deduplicated = answer.deduplicated == Some(true);
         let run = store_run(answer)?;
         if deduplicated {
@@ -83,7 +84,10 @@ impl Remote {
 
     fn replay_run(&self, id: &dispatch_core::RunId) -> CliResult<dispatch_store::Run> {
         let path = format!("/v1/runs/{id}/replay");
-        parse_run(self.json("POST", &path, Some(&json!({"allow_side_effects": true})))?)
+        let request = dispatch_api::ReplayRunBody {
+            allow_side_effects: true,
+        };
+        parse_run(self.json("POST", &path, Some(&body(&request)?))?)
     }
 
     /// `dispatch restart --host`: stop the run if it is live (through its
@@ -98,9 +102,12 @@ impl Remote {
             }
             if old.operation == Operation::Service {
                 // A cluster service: the same name, configuration and timers.
-                let body = json!({"restart_of": old.id});
+                let request = dispatch_api::CreateService {
+                    restart_of: Some(old.id.to_string()),
+                    ..Default::default()
+                };
                 let answer: dispatch_api::ServiceCreated =
-                    self.typed("POST", "/v1/services", Some(&body))?;
+                    self.typed_body("POST", "/v1/services", &request)?;
                 println!("{}", answer.run.id);
                 continue;
             }

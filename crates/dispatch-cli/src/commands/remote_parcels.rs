@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dispatch_core::now_ms;
 use dispatch_core::time::human_ago;
-use serde_json::json;
 
 use super::images::ImagesArgs;
 use super::remote::Remote;
@@ -91,7 +90,7 @@ impl Remote {
     pub(super) fn rmi(&self, args: &RmiArgs) -> CliResult {
         if args.prune {
             let answer: dispatch_api::ParcelsPruned =
-                self.typed("POST", "/v1/parcels/prune", Some(&json!({})))?;
+                self.typed_body("POST", "/v1/parcels/prune", &dispatch_api::PruneParcels {})?;
             for digest in &answer.removed {
                 println!("{digest}");
             }

@@ -2,9 +2,9 @@
 //! `dispatch server`, printed by the local commands' own functions.
 
 use dispatch_store::Approval;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::commands::remote::{Remote, encode, parse_run};
+use crate::commands::remote::{Remote, body, encode, parse_run};
 use crate::commands::{approvals, dlq};
 use crate::error::{CliError, CliResult};
 use crate::reliability_args::{ApprovalsCommand, DecideArgs, DlqCommand};
@@ -18,16 +18,14 @@ impl Remote {
         if run.state.is_terminal() {
             return Err(approvals::finished(&run, decision));
         }
-        let mut body = json!({
-            "decision": decision,
-            "by": approvals::decider(args),
-            "rationale": args.rationale,
-        });
         // The approver's edit of a tool call's arguments (checked by the
-        // server against the tool's schema).
-        if let Some(input) = input {
-            body["input"] = input;
-        }
+        // server against the tool's schema) goes as `input`.
+        let request = dispatch_api::DecideBody {
+            decision: decision.to_string(),
+            by: approvals::decider(args),
+            rationale: args.rationale.clone(),
+            input,
+        };
         let approval = match &args.approval {
             Some(a) => a.clone(),
             None => {
@@ -37,7 +35,7 @@ impl Remote {
             }
         };
         let path = format!("/v1/runs/{}/approvals/{}", run.id, encode(&approval));
-        let decided: dispatch_api::Approval = self.typed("POST", &path, Some(&body))?;
+        let decided: dispatch_api::Approval = self.typed_body("POST", &path, &request)?;
         let decided: Approval = parse(wire(decided), "an approval")?;
         approvals::say_decided(&decided);
         Ok(0)
@@ -47,9 +45,12 @@ impl Remote {
     pub(super) fn signal(&self, args: &crate::cli::SignalArgs) -> CliResult {
         let value = crate::commands::signal::value_of(args)?;
         let run = self.get_run(&args.run)?;
-        let body = json!({"name": args.name, "value": value});
+        let request = dispatch_api::SignalBody {
+            name: args.name.clone(),
+            value,
+        };
         let path = format!("/v1/runs/{}/signal", run.id);
-        let answer: dispatch_api::SignalAnswer = self.typed("POST", &path, Some(&body))?;
+        let answer: dispatch_api::SignalAnswer = self.typed_body("POST", &path, &request)?;
         crate::commands::signal::say(&run.id.to_string(), &args.name, &answer.delivered);
         Ok(0)
     }
@@ -86,12 +87,9 @@ impl Remote {
             DlqCommand::Replay(args) => {
                 let payload = dlq::replay_payload(args.payload.as_deref())?;
                 let old = self.get_run(&args.run)?;
-                let body = match payload {
-                    Some(p) => json!({ "payload": p }),
-                    None => json!({}),
-                };
+                let request = dispatch_api::ReplayBody { payload };
                 let path = format!("/v1/dead-letters/{}/replay", old.id);
-                let run = parse_run(self.json("POST", &path, Some(&body))?)?;
+                let run = parse_run(self.json("POST", &path, Some(&body(&request)?))?)?;
                 println!("{}", run.id);
                 Ok(0)
             }

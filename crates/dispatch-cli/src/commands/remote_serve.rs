@@ -26,49 +26,37 @@ impl Remote {
                 "--listen-shared-secret is empty (hint: pass a long random value, e.g. from `openssl rand -hex 32`)",
             ));
         }
-        let mut request = json!({
-            "parcel": parcel,
-            "payload": payload,
-            "schedules": args.schedule,
-            "listen_methods": args.listen_method,
-            "overlap": match args.overlap {
-                OverlapArg::Queue => "queue",
-                OverlapArg::Skip => "skip",
-                OverlapArg::Concurrent => "concurrent",
-            },
-            "max_concurrent": args.max_concurrent,
-            "max_pending": args.max_pending,
-            "public": args.public,
-            "a2a": args.a2a,
-        });
-        let optional = [
-            ("name", args.name.clone().map(Value::from)),
-            ("project", args.project.clone().map(Value::from)),
-            ("interval_ms", args.interval_ms.map(Value::from)),
-            ("listen", args.listen.clone().map(Value::from)),
-            ("listen_path", args.listen_path.clone().map(Value::from)),
-            ("a2a_url", args.a2a_url.clone().map(Value::from)),
-            ("session_ttl_ms", session_ttl_ms.map(Value::from)),
-            (
-                "listen_secret_sha256",
-                secret.as_deref().map(|s| Value::from(secret_sha256(s))),
+        let request = dispatch_api::CreateService {
+            parcel,
+            payload: Some(payload),
+            schedules: args.schedule.clone(),
+            listen_methods: args.listen_method.clone(),
+            overlap: Some(
+                match args.overlap {
+                    OverlapArg::Queue => "queue",
+                    OverlapArg::Skip => "skip",
+                    OverlapArg::Concurrent => "concurrent",
+                }
+                .to_string(),
             ),
-            (
-                "listen_max_body_bytes",
-                args.listen_max_body_bytes.map(Value::from),
-            ),
-            (
-                "listen_max_header_bytes",
-                args.listen_max_header_bytes.map(Value::from),
-            ),
-        ];
-        for (key, value) in optional {
-            if let Some(v) = value {
-                request[key] = v;
-            }
-        }
+            max_concurrent: Some(args.max_concurrent),
+            max_pending: Some(args.max_pending),
+            public: args.public,
+            a2a: args.a2a,
+            name: args.name.clone(),
+            project: args.project.clone(),
+            interval_ms: args.interval_ms,
+            listen: args.listen.clone(),
+            listen_path: args.listen_path.clone(),
+            a2a_url: args.a2a_url.clone(),
+            session_ttl_ms,
+            listen_secret_sha256: secret.as_deref().map(secret_sha256),
+            listen_max_body_bytes: args.listen_max_body_bytes,
+            listen_max_header_bytes: args.listen_max_header_bytes,
+            restart_of: None,
+        };
         let answer: dispatch_api::ServiceCreated =
-            self.typed("POST", "/v1/services", Some(&request))?;
+            self.typed_body("POST", "/v1/services", &request)?;
         let id = answer.run.id.as_str();
         let mut parts: Vec<String> = answer
             .schedules
@@ -101,11 +89,11 @@ impl Remote {
     pub(super) fn wake(&self, args: &WakeArgs) -> CliResult {
         let payload = parse_json(args.payload.as_deref(), "the payload")?;
         let service = self.get_run(&args.id)?;
-        let heartbeat: dispatch_api::Run = self.typed(
-            "POST",
-            &format!("/v1/runs/{}/wake", service.id),
-            Some(&json!({"payload": payload})),
-        )?;
+        let request = dispatch_api::WakeRequest {
+            payload: Some(payload),
+        };
+        let path = format!("/v1/runs/{}/wake", service.id);
+        let heartbeat: dispatch_api::Run = self.typed_body("POST", &path, &request)?;
         println!("{}", heartbeat.id);
         Ok(0)
     }

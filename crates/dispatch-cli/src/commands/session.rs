@@ -269,9 +269,12 @@ impl super::remote::Remote {
             }
             SessionCommand::Prune { until, prefix } => {
                 until_ms(until)?; // checked here first
-                let body = json!({"until": until, "prefix": prefix});
+                let request = dispatch_api::PruneSessions {
+                    until: until.clone(),
+                    prefix: Some(prefix.clone()),
+                };
                 let answer: dispatch_api::SessionsPruned =
-                    self.typed("POST", "/v1/sessions/prune", Some(&body))?;
+                    self.typed_body("POST", "/v1/sessions/prune", &request)?;
                 said_pruned(&answer.removed);
                 Ok(0)
             }

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use dispatch_core::now_ms;
 use dispatch_core::quota::{QuotaLimit, parse_quotas};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::runs::{Params, only_known, params};
 use super::{ApiError, ApiResult, AppState, schemas, wire_ops};
@@ -33,29 +33,6 @@ pub struct QuotaParams {
 pub struct RemoveParams {
     /// Only this limit (`max_live_runs`, `tokens_per_day`, …); default: all.
     pub limit: Option<String>,
-}
-
-/// The body of `PUT /v1/quotas/{project}`: the limits to set (each given
-/// replaces that limit; the others stay), as numbers or as `dispatch quota
-/// set` writes them (`"2M"`, `"$500"`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct QuotaBody {
-    #[schema(value_type = Option<String>)]
-    pub max_live_runs: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub tokens_per_day: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub tokens_per_month: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub usd_per_day: Option<Value>,
-    #[schema(value_type = Option<String>)]
-    pub usd_per_month: Option<Value>,
-    /// The soft mark for these limits: `80%` or 80 (default 80).
-    #[schema(value_type = Option<String>)]
-    pub soft: Option<Value>,
-    /// `wait` (default) or `refuse`.
-    pub on_hard: Option<String>,
 }
 
 /// Quotas with what is used of each now.
@@ -95,7 +72,7 @@ pub async fn list(
     tag = "operations",
     summary = "Set limits of a project's quota (each given replaces that limit; the others stay)",
     params(("project" = String, Path, description = "the project")),
-    request_body = QuotaBody,
+    request_body = dispatch_api::QuotaBody,
     responses(
         (status = 200, description = "the project's quota as it is now, and the runs it resumed", body = schemas::QuotaSet),
         (status = 400, description = "`bad_request`: a bad project, limit, value, soft mark or action", body = schemas::Error),
@@ -108,6 +85,9 @@ pub async fn set(
     Path(project): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<schemas::QuotaSet>> {
+    // The body is a `dispatch_api::QuotaBody` (the CLI sends one), read
+    // field by field for the one-line errors: an unknown key is a bad limit
+    // name, a value a number or a string.
     let body: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "bad quota: {e} (hint: {{\"max_live_runs\": 10, \"tokens_per_day\": \"2M\", \"soft\": \"80%\", \"on_hard\": \"wait\"}})"

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use dispatch_core::now_ms;
 use dispatch_store::TokenRecord;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::runs::{Params, only_known, params};
 use super::{ApiError, ApiResult, AppState, codes, schemas, wire_ops};
@@ -23,17 +23,6 @@ use super::{ApiError, ApiResult, AppState, codes, schemas, wire_ops};
 #[allow(dead_code)]
 pub struct SessionParams {
     /// Only sessions whose name starts with this (`triage/`, `planner/a2a-`).
-    pub prefix: Option<String>,
-}
-
-/// The body of `POST /v1/sessions/prune`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PruneSessions {
-    /// Sessions unused since this go: an age (`24h`, `30m`, `7d`) or an
-    /// RFC 3339 time.
-    pub until: String,
-    /// Only sessions whose name starts with this.
     pub prefix: Option<String>,
 }
 
@@ -169,7 +158,7 @@ pub async fn remove(
     operation_id = "pruneSessions",
     tag = "operations",
     summary = "Remove every session unused since `until` (an age such as `24h`, or an RFC 3339 time); none a live run holds",
-    request_body = PruneSessions,
+    request_body = dispatch_api::PruneSessions,
     responses(
         (status = 200, description = "the removed sessions' names", body = schemas::SessionsPruned),
         (status = 400, description = "`bad_request`: a bad `until`", body = schemas::Error),
@@ -184,6 +173,8 @@ pub async fn prune(
     body: Bytes,
 ) -> ApiResult<Json<schemas::SessionsPruned>> {
     unbound(&token)?;
+    // The body is a `dispatch_api::PruneSessions` (the CLI sends one), read
+    // by hand for the one-line errors with their hint.
     let hint = "(hint: {\"until\": \"24h\", \"prefix\": \"planner/a2a-\"})";
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad prune request: {e} {hint}")))?;

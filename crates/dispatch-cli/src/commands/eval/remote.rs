@@ -16,13 +16,12 @@
 use std::time::Duration;
 
 use dispatch_store::Run;
-use serde_json::json;
 
 use super::cases::Case;
 use super::execute::{Plan, Trail};
 use super::pool::{self, Backend};
 use super::{EvalArgs, Prepared, announce, conclude, keep, prepare, print_report, report};
-use crate::commands::remote::{Remote, parse_run};
+use crate::commands::remote::{Remote, body, parse_run};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
@@ -116,17 +115,18 @@ fn baseline_of(remote: &Remote, id: &str) -> CliResult<report::Report> {
 /// Creates the eval's run on the server: `created`, so never claimed.
 fn open_group(remote: &Remote, prep: &Prepared, args: &EvalArgs, digest: &str) -> CliResult<Run> {
     let opening = super::group_opening(prep, args);
-    let mut request = json!({
-        "parcel": digest,
-        "payload": opening.payload,
-        "start": false,
-        "labels": opening.labels,
-    });
+    let mut request = dispatch_api::CreateRun {
+        parcel: digest.to_string(),
+        payload: Some(opening.payload),
+        start: Some(false),
+        labels: opening.labels,
+        ..Default::default()
+    };
     if prep.parcel.manifest.concurrency.is_some() {
         // Its payload has no CONCURRENCY KEY path: a key of its own.
-        request["concurrency_key"] = json!(format!("eval-run-{}", dispatch_core::RunId::new()));
+        request.concurrency_key = Some(format!("eval-run-{}", dispatch_core::RunId::new()));
     }
-    parse_run(remote.json("POST", "/v1/runs", Some(&request))?)
+    parse_run(remote.json("POST", "/v1/runs", Some(&body(&request)?))?)
 }
 
 /// A cluster: each case's run created with `POST /v1/runs` (no labels: on
@@ -141,12 +141,16 @@ impl Backend for Cluster<'_> {
     const POLL: Duration = Duration::from_millis(25);
 
     async fn start(&self, plan: &Plan<'_>, case: &Case) -> CliResult<Run> {
-        let request = json!({
-            "parcel": self.digest,
-            "payload": case.payload,
-            "parent_id": plan.group.as_ref().map(|g| g.to_string()),
-        });
-        parse_run(self.remote.json("POST", "/v1/runs", Some(&request))?)
+        let request = dispatch_api::CreateRun {
+            parcel: self.digest.to_string(),
+            payload: Some(case.payload.clone()),
+            parent_id: plan.group.as_ref().map(|g| g.to_string()),
+            ..Default::default()
+        };
+        parse_run(
+            self.remote
+                .json("POST", "/v1/runs", Some(&body(&request)?))?,
+        )
     }
 
     async fn refresh(&self, run: &Run) -> CliResult<Run> {
