@@ -83,6 +83,17 @@ pub struct DispatchArgs {
 }
 
 impl DispatchArgs {
+    /// `--concurrency-strategy`, read (`queue`, `cancel-in-progress`, `drop`).
+    pub(crate) fn strategy(&self) -> CliResult<Option<dispatch_core::concurrency::Strategy>> {
+        self.concurrency_strategy
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| CliError::input(format!("--concurrency-strategy: {e}")))
+            })
+            .transpose()
+    }
+
     /// `--project`, checked; `default` when not given.
     pub fn project(&self) -> CliResult<String> {
         match &self.project {
@@ -168,14 +179,7 @@ impl DispatchArgs {
                 "--concurrency-key must not be empty (hint: --concurrency-key customer-42)",
             ));
         }
-        let strategy = self
-            .concurrency_strategy
-            .as_deref()
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| CliError::input(format!("--concurrency-strategy: {e}")))
-            })
-            .transpose()?;
+        let strategy = self.strategy()?;
         Ok(SubmitOptions {
             overrides,
             idempotency_key: self.idempotency_key.clone(),

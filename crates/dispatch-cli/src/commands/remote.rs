@@ -435,14 +435,7 @@ pub(super) fn add_reliability(
     request.keep_workspace = args.keep_workspace;
     request.concurrency_key = args.concurrency_key.clone();
     request.concurrency_max = args.concurrency_max;
-    request.concurrency_strategy = args
-        .concurrency_strategy
-        .as_deref()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| CliError::input(format!("--concurrency-strategy: {e}")))
-        })
-        .transpose()?;
+    request.concurrency_strategy = args.strategy()?;
     // The model, as a local run takes it: the flags over this shell's
     // LLM_MODEL / LLM_BASE_URL (checked here, written into the brief there).
     let choice = args.model_choice();
