@@ -13,7 +13,7 @@ use std::time::Instant;
 use dispatch_core::concurrency::{RunConcurrency, Strategy};
 use dispatch_core::{Operation, ProcRef, RunId, now_ms};
 use dispatch_store::{
-    ClaimRequest, NewRun, PgStore, QueueOptions, QueueStore, RunExtras, SqliteStore,
+    ClaimRequest, NewRun, NoopStore, PgStore, QueueOptions, QueueStore, RunExtras, SqliteStore,
 };
 use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
@@ -70,7 +70,7 @@ fn row(store: &str, runs: usize, plain: f64, keyed: f64) {
 
 /// Enqueues `runs` (keyed over `keys` keys when given) with `a`, drains
 /// them with claimers on `a` and `b`; runs per second.
-async fn drain<S: QueueStore>(a: &S, b: &S, runs: usize, keys: Option<usize>) -> f64 {
+async fn drain<S: QueueStore + NoopStore>(a: &S, b: &S, runs: usize, keys: Option<usize>) -> f64 {
     for n in 0..runs {
         let new = NewRun {
             id: RunId::new(),
@@ -106,7 +106,7 @@ async fn drain<S: QueueStore>(a: &S, b: &S, runs: usize, keys: Option<usize>) ->
     runs as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn claimer<S: QueueStore>(store: &S, name: &str) -> usize {
+async fn claimer<S: QueueStore + NoopStore>(store: &S, name: &str) -> usize {
     let mut done = 0;
     let mut empty = 0;
     while empty < 3 {

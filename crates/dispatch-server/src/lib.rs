@@ -59,12 +59,14 @@ use dispatch_store::{
 
 pub use error::{ServerError, ServerResult};
 
-/// A store a cluster can run on: the base traits plus the queue, fenced
+/// A store a cluster can run on: the base traits plus the queue (and the
+/// noop courier's batch finish), fenced
 /// artifact, token, callback, parcel, run-log, service, eval, retention,
 /// worker, object (blob) and notification outbox capabilities.
 pub trait ClusterStore:
     Store
     + QueueStore
+    + dispatch_store::NoopStore
     + BatchStore
     + FencedArtifactStore
     + TokenStore
@@ -86,6 +88,7 @@ pub trait ClusterStore:
 impl<
     T: Store
         + QueueStore
+        + dispatch_store::NoopStore
         + BatchStore
         + FencedArtifactStore
         + TokenStore

@@ -18,6 +18,7 @@ mod fenced;
 mod limits;
 mod messages;
 mod model;
+mod noop;
 pub mod notifications;
 mod parcels;
 pub mod postgres;
@@ -47,6 +48,7 @@ pub use fenced::FencedArtifactStore;
 pub use limits::{BucketLimits, LimitStore, RateGrant};
 pub use messages::{Message, MessageStore, NewMessage};
 pub use model::{Artifact, Attempt, Event, NewRun, Run, RunFilter, StateWrite};
+pub use noop::NoopStore;
 pub use notifications::{
     NewNotification, Notification, NotificationCounts, NotificationStore, Settle,
 };

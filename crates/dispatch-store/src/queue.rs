@@ -276,13 +276,6 @@ pub trait QueueStore: Send + Sync {
     /// took meanwhile is left to it. Returns the runs ended.
     async fn expire_queued(&self, now: Ts) -> StoreResult<Vec<RunId>>;
 
-    /// Finishes held runs whose agent started and exited 0 at `at` (the noop
-    /// courier), in one transaction: for each run still held under its token,
-    /// not asked to stop and still `starting`, the two state changes
-    /// (`starting → running → succeeded`), their events and a closed attempt.
-    /// Returns the runs finished; the others are left as they were.
-    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>>;
-
     /// Of `ids`, the runs someone asked to stop ([`RunStore::request_stop`](crate::RunStore::request_stop)),
     /// in one statement: how a worker looks for stop requests of the runs in hand.
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>>;

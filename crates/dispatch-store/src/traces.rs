@@ -25,7 +25,7 @@ pub struct RunTrace {
 }
 
 impl RunTrace {
-    /// What [`crate::QueueStore::succeed_at_once`] saved for `run` (as it
+    /// What [`crate::NoopStore::succeed_at_once`] saved for `run` (as it
     /// was claimed, `starting`) when it reported it finished at `at`: built
     /// from what the caller holds, with no read.
     pub fn succeeded_at_once(mut run: Run, traceparent: Option<String>, at: Ts) -> RunTrace {

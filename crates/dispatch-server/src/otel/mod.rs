@@ -122,7 +122,7 @@ impl Tracer {
     }
 
     /// A run this process claimed (`run`, as claimed) and saved succeeded
-    /// at `at` with [`dispatch_store::QueueStore::succeed_at_once`]: its
+    /// at `at` with [`dispatch_store::NoopStore::succeed_at_once`]: its
     /// trace is built from what the caller holds, without reading the
     /// store. Never waits.
     pub fn succeeded_at_once(&self, run: Run, traceparent: Option<String>, at: Ts) {

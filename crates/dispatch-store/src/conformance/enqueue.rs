@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::{id, new_run, request};
-use crate::{CallbackStore, Created, DueCallback, QueueOptions, QueueStore, RunExtras};
+use crate::{CallbackStore, Created, DueCallback, NoopStore, QueueOptions, QueueStore, RunExtras};
 use crate::{RunFilter, Store, StoreError};
 
 const HOOK: &str = "http://127.0.0.1:9/hook";
@@ -50,7 +50,7 @@ async fn enqueue_with<S: QueueStore>(
 
 /// Claims what a worker with `labels` may take at `now`, finishing each run
 /// at once; returns their ids in claim order.
-async fn claim_and_finish<S: QueueStore>(
+async fn claim_and_finish<S: QueueStore + NoopStore>(
     store: &S,
     labels: &[&str],
     limit: usize,
@@ -67,7 +67,7 @@ async fn claim_and_finish<S: QueueStore>(
 }
 
 pub async fn enqueue_with_stores_the_extras_and_the_queue_options<
-    S: Store + QueueStore + CallbackStore,
+    S: Store + QueueStore + NoopStore + CallbackStore,
 >(
     store: S,
 ) {
@@ -119,7 +119,7 @@ pub async fn enqueue_with_stores_the_extras_and_the_queue_options<
 }
 
 pub async fn enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_nothing<
-    S: Store + QueueStore + CallbackStore,
+    S: Store + QueueStore + NoopStore + CallbackStore,
 >(
     store: S,
 ) {
@@ -166,7 +166,7 @@ pub async fn enqueue_with_a_duplicate_key_returns_the_existing_run_and_inserts_n
 }
 
 pub async fn enqueue_with_a_busy_session_is_refused_and_inserts_nothing<
-    S: Store + QueueStore + CallbackStore,
+    S: Store + QueueStore + NoopStore + CallbackStore,
 >(
     store: S,
 ) {

@@ -8,7 +8,9 @@ use dispatch_core::{NewEvent, ProcRef, Status, Transition};
 use serde_json::json;
 
 use super::{AGENT, all_events, create, id, new_run, write_for};
-use crate::{ClaimRequest, Claimed, HeldWrites, QueueStore, QueueTimes, Run, Store, StoreError};
+use crate::{
+    ClaimRequest, Claimed, HeldWrites, NoopStore, QueueStore, QueueTimes, Run, Store, StoreError,
+};
 
 /// The worker process recorded by test claims.
 pub const WORKER: ProcRef = ProcRef {
@@ -441,7 +443,7 @@ pub async fn queue_times_name_the_next_backoff_end_and_lease_expiry<S: Store + Q
 }
 
 pub async fn succeeding_at_once_finishes_only_runs_still_held_and_not_stopped<
-    S: Store + QueueStore,
+    S: Store + QueueStore + NoopStore,
 >(
     store: S,
 ) {
@@ -584,7 +586,7 @@ pub async fn a_run_requeued_by_someone_else_fences_its_old_holder<S: Store + Que
 }
 
 pub async fn callbacks_are_due_once_the_run_finished_and_held_while_delivered<
-    S: Store + QueueStore + crate::CallbackStore,
+    S: Store + QueueStore + NoopStore + crate::CallbackStore,
 >(
     store: S,
 ) {

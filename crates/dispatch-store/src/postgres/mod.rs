@@ -483,10 +483,6 @@ impl QueueStore for PgStore {
         in_tx!(self, |tx| expire::expire(&tx, now))
     }
 
-    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
-        in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
-    }
-
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
         in_tx!(self, |tx| queue::stops_requested(&tx, ids))
     }
@@ -748,5 +744,12 @@ impl crate::RetentionStore for PgStore {
         in_tx!(self, |tx| retention::expire_events(
             &tx, before, after, limit
         ))
+    }
+}
+
+#[async_trait]
+impl crate::NoopStore for PgStore {
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        in_tx!(self, |tx| queue::succeed_at_once(&tx, held, at))
     }
 }

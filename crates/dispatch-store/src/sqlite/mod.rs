@@ -490,10 +490,6 @@ impl QueueStore for SqliteStore {
         self.write(|tx| expire::expire(tx, now))
     }
 
-    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
-        self.write(|tx| queue::succeed_at_once(tx, held, at))
-    }
-
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
         self.read(|tx| queue::stops_requested(tx, ids))
     }
@@ -758,5 +754,12 @@ impl crate::RetentionStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<(usize, Option<crate::RetentionCursor>)> {
         self.write(|tx| retention::expire_events(tx, before, after, limit))
+    }
+}
+
+#[async_trait]
+impl crate::NoopStore for SqliteStore {
+    async fn succeed_at_once(&self, held: &[(RunId, i64)], at: Ts) -> StoreResult<Vec<RunId>> {
+        self.write(|tx| queue::succeed_at_once(tx, held, at))
     }
 }
