@@ -66,8 +66,7 @@ pub use retention::{Expired, RetentionCursor, RetentionStore};
 pub use service::{QueuedWake, ServiceState, ServiceStore};
 pub use sessions::{
     FILE_PREFIX, MAX_SESSION_KEY, SCOPED_PREFIXES, SessionContents, SessionRecord, SessionStore,
-    SessionSummary, session_contents, session_detail, session_name_of,
-    summaries as session_summaries,
+    SessionSummary, session_contents, session_name_of, summaries as session_summaries,
 };
 pub use sqlite::SqliteStore;
 pub use tokens::{ProjectRole, TokenRecord, TokenScope, TokenStore};

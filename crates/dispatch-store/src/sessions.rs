@@ -176,19 +176,9 @@ pub async fn session_contents<S: SessionStore + ?Sized>(
         .get_session(&format!("{FILE_PREFIX}{name}"))
         .await?
         .and_then(|r| r.data["text"].as_str().map(str::to_string));
-    let mut scoped = Vec::with_capacity(SCOPED_PREFIXES.len());
-    for p in SCOPED_PREFIXES {
-        let base = format!("{p}{name}/");
-        let keys: Vec<String> = store
-            .list_sessions(Some(&base))
-            .await?
-            .into_iter()
-            .filter_map(|r| r.key.strip_prefix(&base).map(str::to_string))
-            .collect();
-        scoped.push(keys);
-    }
-    let checkpoints = scoped.pop().unwrap_or_default();
-    let memory = scoped.pop().unwrap_or_default();
+    let [memory, checkpoints] = SCOPED_PREFIXES;
+    let memory = scoped_keys(store, memory, name).await?;
+    let checkpoints = scoped_keys(store, checkpoints, name).await?;
     Ok(Some(SessionContents {
         summary,
         conversation,
@@ -198,20 +188,18 @@ pub async fn session_contents<S: SessionStore + ?Sized>(
     }))
 }
 
-/// Everything session `name` keeps, for `dispatch session inspect`: its
-/// summary, the conversation, the file's text, and the keys of the memory
-/// and checkpoints scoped to it. `None` when it keeps nothing.
-pub async fn session_detail<S: SessionStore + ?Sized>(
+/// The keys of the records scoped to session `name` under `prefix` (one of
+/// [`SCOPED_PREFIXES`]), without the prefix and the name.
+async fn scoped_keys<S: SessionStore + ?Sized>(
     store: &S,
+    prefix: &str,
     name: &str,
-) -> StoreResult<Option<serde_json::Value>> {
-    let Some(c) = session_contents(store, name).await? else {
-        return Ok(None);
-    };
-    let mut detail = serde_json::to_value(&c.summary).unwrap_or_default();
-    detail["conversation"] = c.conversation.unwrap_or_default();
-    detail["file_text"] = c.file_text.map_or(serde_json::Value::Null, Into::into);
-    detail["memory"] = serde_json::json!(c.memory);
-    detail["checkpoints"] = serde_json::json!(c.checkpoints);
-    Ok(Some(detail))
+) -> StoreResult<Vec<String>> {
+    let base = format!("{prefix}{name}/");
+    Ok(store
+        .list_sessions(Some(&base))
+        .await?
+        .into_iter()
+        .filter_map(|r| r.key.strip_prefix(&base).map(str::to_string))
+        .collect())
 }

@@ -86,8 +86,8 @@ pub async fn session(ctx: &Ctx, args: &SessionArgs) -> CliResult {
             let mut found = Vec::new();
             for name in names {
                 check_name(name)?;
-                match dispatch_store::session_detail(&store, name).await? {
-                    Some(d) => found.push(d),
+                match dispatch_store::session_contents(&store, name).await? {
+                    Some(c) => found.push(dispatch_server::api::wire_ops::session_detail(c)),
                     None => return Err(no_such(name)),
                 }
             }

@@ -71,7 +71,7 @@ mod table;
 mod usage;
 pub(crate) mod waiting;
 pub(crate) mod wire;
-pub(crate) mod wire_ops;
+pub mod wire_ops;
 pub mod wire_runs;
 pub(crate) mod workers;
 

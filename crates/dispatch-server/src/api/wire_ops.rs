@@ -70,8 +70,9 @@ pub(crate) fn session(s: SessionSummary) -> dispatch_api::SessionSummary {
     }
 }
 
-/// A session with everything it keeps.
-pub(crate) fn session_detail(c: SessionContents) -> dispatch_api::SessionDetail {
+/// A session with everything it keeps (`GET /v1/sessions/{parcel}/{name}`
+/// and local `dispatch session inspect`).
+pub fn session_detail(c: SessionContents) -> dispatch_api::SessionDetail {
     let s = session(c.summary);
     dispatch_api::SessionDetail {
         checkpoints: c.checkpoints,
