@@ -9,6 +9,7 @@
 //! whose helper died; [`stop`] signals process groups, never lone pids.
 
 pub mod approvals;
+pub mod call_records;
 pub mod concurrency;
 pub mod contain;
 pub mod container;

@@ -102,8 +102,7 @@ pub(crate) async fn run(
                 .await;
                 // A native run's model-call records, for the dashboard of any server.
                 if let Some(objects) = shared {
-                    let calls = layout.run_dir(&id).join("calls");
-                    if let Err(e) = objects.put_calls(&id, &calls).await {
+                    if let Err(e) = objects.put_calls(&id, &layout.run_dir(&id)).await {
                         tracing::warn!(
                             "{who} run {id}: model-call records stay on this machine: {}",
                             dispatch_runtime::objects::chain(&e)

@@ -30,7 +30,7 @@ use dispatch_core::RunId;
 use dispatch_runtime::Layout;
 use dispatch_store::{StoreError, StoreResult};
 use tokio::sync::{Mutex, Notify};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::SharedStore;
 
@@ -38,8 +38,13 @@ use crate::SharedStore;
 pub const BATCH_BYTES: u64 = 64 * 1024;
 /// The longest a byte waits in the file before it ships.
 pub const BATCH_DELAY: Duration = Duration::from_millis(200);
-/// How often the file is looked at.
+/// How often the file is looked at while it grows.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
+/// How often it is looked at while nothing waits to ship: a byte written
+/// then still ships within [`BATCH_DELAY`] of the next look, and a worker
+/// holding thousands of quiet runs does not wake for each every 50 ms
+/// (issue #38).
+const IDLE_LOOK_EVERY: Duration = BATCH_DELAY;
 /// How many times the last batch is tried when the run leaves the worker.
 const LAST_TRIES: u32 = 5;
 
@@ -187,15 +192,16 @@ impl LogShipper {
             out
         };
         let ship = async {
-            let mut look = tokio::time::interval(LOOK_EVERY);
-            look.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut pause = LOOK_EVERY;
             let mut failing = false;
             loop {
                 tokio::select! {
                     () = done.notified() => return,
-                    _ = look.tick() => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                if !self.due().await {
+                let (due, waiting) = self.due().await;
+                pause = if waiting { LOOK_EVERY } else { IDLE_LOOK_EVERY };
+                if !due {
                     continue;
                 }
                 match self.flush().await {
@@ -239,18 +245,18 @@ impl LogShipper {
         self.cursor.lock().await.stored
     }
 
-    /// Whether a batch is due: a full one waits, or any bytes wait and the
-    /// last batch is old enough.
-    async fn due(&self) -> bool {
+    /// Whether a batch is due (a full one waits, or any bytes wait and the
+    /// last batch is old enough), and whether any bytes wait.
+    async fn due(&self) -> (bool, bool) {
         let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         let waiting = size.saturating_sub(self.shipped.load(Ordering::Relaxed));
         if waiting >= BATCH_BYTES {
-            return true;
+            return (true, true);
         }
         if waiting == 0 {
-            return false;
+            return (false, false);
         }
-        self.cursor.lock().await.last.elapsed() >= BATCH_DELAY
+        (self.cursor.lock().await.last.elapsed() >= BATCH_DELAY, true)
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn prepare(ctx: &Ctx, store: &SqliteStore, old: &Run) -> CliResult<()>
             courier_name(parcel.manifest.courier)
         )));
     }
-    let calls = ctx.layout.run_dir(&old.id).join("calls");
+    let run_dir = ctx.layout.run_dir(&old.id);
     let dir = ctx.layout.run_dir(&old.id).join("cassette");
     let mut n = 0;
     for e in store.list_events(&old.id, 0, 1_000_000).await? {
@@ -37,15 +37,13 @@ pub async fn prepare(ctx: &Ctx, store: &SqliteStore, old: &Run) -> CliResult<()>
         let Some(sha) = e.event.data["cassette_sha256"].as_str() else {
             continue;
         };
-        let path = calls.join(format!("{sha}.json"));
-        let entry: serde_json::Value = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let entry: serde_json::Value = dispatch_runtime::call_records::read(&run_dir, sha)
+            .and_then(|t| serde_json::from_str(&t).ok())
             .ok_or_else(|| {
                 CliError::input(format!(
-                    "cannot replay run {} offline: its recorded call {} is missing or unreadable",
+                    "cannot replay run {} offline: its recorded call {sha} is missing or unreadable (in {})",
                     old.id.short(),
-                    path.display()
+                    dispatch_runtime::call_records::path(&run_dir).display()
                 ))
             })?;
         let key = entry["key"].as_str().unwrap_or_default().to_string();

@@ -50,8 +50,15 @@ fn the_run_page_of_a_server_shows_a_conversation_held_on_a_worker() {
         .path()
         .join(".dispatch/runs")
         .join(&id)
-        .join("calls");
+        .join("calls.jsonl");
     assert!(!calls.exists(), "{}", calls.display());
+    // The worker uploaded the run's records as one object.
+    let uploaded: Vec<String> = walk(store.path())
+        .into_iter()
+        .filter(|p| p.contains(&format!("calls/{id}/")))
+        .collect();
+    assert_eq!(uploaded.len(), 1, "{uploaded:?}");
+    assert!(uploaded[0].ends_with("pack.json"), "{uploaded:?}");
     let html = page(&server, &format!("/ui/runs/{id}"));
     assert!(
         !html.contains("has no record of the call"),
@@ -63,7 +70,7 @@ fn the_run_page_of_a_server_shows_a_conversation_held_on_a_worker() {
     );
     assert!(html.contains("charged twice"), "the question is shown");
     assert!(
-        calls.is_dir(),
+        calls.is_file(),
         "fetched once into the server's run directory"
     );
     // `dispatch rm` removes the records from the store too.

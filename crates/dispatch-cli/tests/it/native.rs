@@ -91,13 +91,17 @@ fn streamed_text_becomes_the_output_with_usage_and_cost_per_call_and_run() {
     assert_eq!(messages[1]["content"], "{\n  \"ticket\": \"late\"\n}");
     // The exchange is kept content-addressed with the run.
     let sha = c["request_sha256"].as_str().expect("request digest");
-    let stored = d
-        .root()
-        .join("runs")
-        .join(doc["id"].as_str().expect("id"))
-        .join("calls")
-        .join(format!("{sha}.json"));
-    assert!(stored.exists(), "{}", stored.display());
+    let run_dir = d.root().join("runs").join(doc["id"].as_str().expect("id"));
+    let stored = dispatch_runtime::call_records::read(&run_dir, sha).expect("the request's record");
+    assert_eq!(
+        dispatch_core::brief::sha256_hex(stored.as_bytes()),
+        sha,
+        "the record is the text its digest names"
+    );
+    assert!(
+        !run_dir.join("calls").exists(),
+        "one file of records, not a file per record"
+    );
 }
 
 #[test]

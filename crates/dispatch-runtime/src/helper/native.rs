@@ -4,7 +4,7 @@
 //! `tool_call` and `checkpoint` events, stored round by round through the
 //! [`RunSink`]; generated text goes to the log and live streams as it
 //! arrives; request and response bodies are kept content-addressed in
-//! `runs/<id>/calls/<sha256>.json` (secrets masked).
+//! `runs/<id>/calls.jsonl` (secrets masked; see [`crate::call_records`]).
 
 use dispatch_agent::Admission;
 use std::io::Write;
@@ -231,7 +231,10 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     run_id: RunId,
     attempt: u32,
     log: Option<std::fs::File>,
-    calls: PathBuf,
+    /// The run's directory, where its call records are kept.
+    run_dir: PathBuf,
+    /// The records written by this attempt (each is written once).
+    recorded: std::collections::HashSet<String>,
     pub(crate) secrets: Vec<String>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
@@ -273,7 +276,8 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             run_id: run.id.clone(),
             attempt: run.attempt,
             log,
-            calls: layout.run_dir(&run.id).join("calls"),
+            run_dir: layout.run_dir(&run.id),
+            recorded: std::collections::HashSet::new(),
             secrets,
             at_line_start: true,
             pending: String::new(),
@@ -399,13 +403,8 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         }
         let text = mask(&String::from_utf8_lossy(bytes), &self.secrets);
         let sha = brief::sha256_hex(text.as_bytes());
-        let path = self.calls.join(format!("{sha}.json"));
-        if !path.exists() {
-            let _ = std::fs::create_dir_all(&self.calls);
-            let tmp = self.calls.join(format!(".{sha}.tmp"));
-            if std::fs::write(&tmp, text.as_bytes()).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
-            }
+        if self.recorded.insert(sha.clone()) {
+            let _ = crate::call_records::append(&self.run_dir, &sha, &text);
         }
         Some(sha)
     }

@@ -1,26 +1,28 @@
-//! Model-call records in a cluster: a native run's calls are recorded in
-//! `runs/<id>/calls/<sha256>.json` where it runs (keys redacted; what the
-//! dashboard shows as a call's conversation). A worker with a shared
-//! artifact store uploads them as `calls/<run id>/<sha256>.json` when the
-//! attempt ends, and a server that has none of a run's record downloads it
-//! into its own `runs/<id>/calls/` the first time a page shows it.
+//! Model-call records in a cluster: a native run's calls are recorded
+//! where it runs (`runs/<id>/calls.jsonl`, keys redacted; see
+//! [`crate::call_records`]; what the dashboard shows as a call's
+//! conversation). A worker with a shared artifact store uploads them when
+//! the attempt ends, all of a run's in one object, `calls/<run id>/pack.json`
+//! (a JSON object from each record's digest to its text: one write per run,
+//! not one per record; issue #38), and a server that has none of a run's
+//! records downloads the pack the first time a page shows one of them.
+//! Records uploaded one by one (`calls/<run id>/<sha256>.json`, by workers
+//! before the pack) are still read.
 
+use std::collections::BTreeMap;
 use std::path::Path as FsPath;
 
 use dispatch_core::RunId;
 use futures_util::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutPayload};
 
 use super::{Objects, ObjectsError, ObjectsResult};
+use crate::call_records;
 
 /// The largest call record moved either way.
 const MAX_BYTES: u64 = 4 << 20;
-
-/// Whether `name` is a record's file name: `<sha256>.json`.
-fn record_sha(name: &str) -> Option<&str> {
-    let sha = name.strip_suffix(".json")?;
-    (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
-}
+/// The largest pack read back.
+const MAX_PACK_BYTES: u64 = 64 << 20;
 
 impl Objects {
     fn call_key(&self, run: &RunId, sha256: &str) -> object_store::path::Path {
@@ -28,62 +30,92 @@ impl Objects {
         self.key(["calls", run.as_str(), file.as_str()])
     }
 
-    /// Uploads the call records in `dir` (a run's `calls/`) the store does
-    /// not have yet. Returns how many were uploaded.
-    pub async fn put_calls(&self, run: &RunId, dir: &FsPath) -> ObjectsResult<usize> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(0);
-        };
-        let mut uploaded = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(sha) = name.to_str().and_then(record_sha) else {
-                continue;
-            };
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            let key = self.call_key(run, sha);
-            if size > MAX_BYTES || self.store.head(&key).await.is_ok() {
-                continue;
-            }
-            self.put_file(&key, &entry.path()).await?;
-            uploaded += 1;
-        }
-        Ok(uploaded)
+    fn pack_key(&self, run: &RunId) -> object_store::path::Path {
+        self.key(["calls", run.as_str(), "pack.json"])
     }
 
-    /// Call record `sha256` of `run` into `dir` (the run's `calls/` on this
-    /// machine), unless it is there already. `Ok(false)` when the store
-    /// does not have it.
-    pub async fn fetch_call(&self, run: &RunId, sha256: &str, dir: &FsPath) -> ObjectsResult<bool> {
-        if record_sha(&format!("{sha256}.json")).is_none() {
-            return Ok(false);
+    /// Uploads the call records of the run whose directory is `run_dir`,
+    /// all in one object that replaces the run's pack. Returns how many it
+    /// holds.
+    pub async fn put_calls(&self, run: &RunId, run_dir: &FsPath) -> ObjectsResult<usize> {
+        let mut pack = call_records::all(run_dir);
+        pack.retain(|_, text| text.len() as u64 <= MAX_BYTES);
+        if pack.is_empty() {
+            return Ok(0);
         }
-        let path = dir.join(format!("{sha256}.json"));
-        if path.is_file() {
-            return Ok(true);
-        }
-        let key = self.call_key(run, sha256);
-        let got = match self.store.get(&key).await {
+        let key = self.pack_key(run);
+        let bytes = serde_json::to_vec(&pack).expect("a map of strings is JSON");
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(self.failed("cannot write", &key))?;
+        Ok(pack.len())
+    }
+
+    /// The bytes at `key`, `None` when the store does not have them or
+    /// they are over `max`.
+    async fn get_small(
+        &self,
+        key: &object_store::path::Path,
+        max: u64,
+    ) -> ObjectsResult<Option<Vec<u8>>> {
+        let got = match self.store.get(key).await {
             Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(self.failed("cannot read", &key)(e)),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed("cannot read", key)(e)),
         };
-        if got.meta.size > MAX_BYTES {
-            return Ok(false);
+        if got.meta.size > max {
+            return Ok(None);
         }
         let mut bytes = Vec::new();
         let mut stream = got.into_stream();
         while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk.map_err(self.failed("cannot read", &key))?);
+            bytes.extend_from_slice(&chunk.map_err(self.failed("cannot read", key))?);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Call record `sha256` of `run` onto this machine (the run's directory
+    /// `run_dir`), unless it is here already; the run's other records come
+    /// with it. `Ok(false)` when the store does not have it.
+    pub async fn fetch_call(
+        &self,
+        run: &RunId,
+        sha256: &str,
+        run_dir: &FsPath,
+    ) -> ObjectsResult<bool> {
+        if !call_records::is_sha(sha256) {
+            return Ok(false);
+        }
+        if call_records::read(run_dir, sha256).is_some() {
+            return Ok(true);
         }
         let io = |source| ObjectsError::Io {
-            path: path.display().to_string(),
+            path: call_records::path(run_dir).display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        let key = self.pack_key(run);
+        if let Some(bytes) = self.get_small(&key, MAX_PACK_BYTES).await? {
+            let pack: BTreeMap<String, String> =
+                serde_json::from_slice(&bytes).map_err(|e| ObjectsError::Io {
+                    path: format!("{key} in {}", self.url),
+                    source: std::io::Error::other(format!("not a pack of call records: {e}")),
+                })?;
+            call_records::add_missing(run_dir, &pack).map_err(io)?;
+            if pack.contains_key(sha256) {
+                return Ok(true);
+            }
+        }
+        // A record uploaded on its own, by a worker before the pack.
+        let key = self.call_key(run, sha256);
+        let Some(bytes) = self.get_small(&key, MAX_BYTES).await? else {
+            return Ok(false);
+        };
+        let one = BTreeMap::from([(
+            sha256.to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )]);
+        call_records::add_missing(run_dir, &one).map_err(io)?;
         Ok(true)
     }
 
@@ -100,20 +132,5 @@ impl Objects {
             self.delete(&key).await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_digest_named_json_files_are_records() {
-        let sha = "a".repeat(64);
-        assert_eq!(
-            super::record_sha(&format!("{sha}.json")),
-            Some(sha.as_str())
-        );
-        assert_eq!(super::record_sha("notes.json"), None);
-        assert_eq!(super::record_sha(&format!("{sha}.json.tmp")), None);
-        assert_eq!(super::record_sha(&format!("../{sha}.json")), None);
     }
 }

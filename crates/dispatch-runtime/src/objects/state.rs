@@ -40,7 +40,7 @@ struct Entry {
 }
 
 /// The files synchronized with the store, by path in the state directory.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synced {
     files: BTreeMap<String, Entry>,
 }
@@ -53,7 +53,7 @@ impl Synced {
             .unwrap_or_default()
     }
 
-    fn save(&self, record: &FsPath) -> ObjectsResult<()> {
+    pub(super) fn save(&self, record: &FsPath) -> ObjectsResult<()> {
         let io = |source| ObjectsError::Io {
             path: record.display().to_string(),
             source,
@@ -61,7 +61,12 @@ impl Synced {
         if let Some(parent) = record.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let tmp = record.with_extension(format!("{}.tmp", std::process::id()));
+        // Unique per writer: the runs of one worker save at once.
+        let tmp = record.with_extension(format!(
+            "{}.{:016x}.tmp",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         let bytes = serde_json::to_vec(self).expect("a sync record is JSON data");
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, record).map_err(io)
@@ -136,7 +141,10 @@ impl Objects {
         for rel in before.files.keys().filter(|r| !now.files.contains_key(*r)) {
             let _ = std::fs::remove_file(dir.join(rel));
         }
-        now.save(record)?;
+        // Nothing new (a parcel whose state is empty, most often): no write.
+        if now != before {
+            now.save(record)?;
+        }
         Ok(now)
     }
 
@@ -199,7 +207,9 @@ impl Objects {
                 Err(e) => return Err(self.failed("cannot delete", &key)(e)),
             }
         }
-        now.save(record)?;
+        if now != *base {
+            now.save(record)?;
+        }
         Ok(pushed)
     }
 }
@@ -245,7 +255,11 @@ fn write_atomically(path: &FsPath, bytes: &[u8]) -> ObjectsResult<()> {
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.{}.sync", std::process::id()));
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:016x}.sync",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -135,3 +135,92 @@ async fn state_moves_between_machines_last_writer_per_file_and_deletions_too() {
         .expect("pull");
     assert!(other.is_empty());
 }
+
+#[tokio::test]
+async fn a_runs_call_records_go_up_as_one_pack_and_come_down_on_another_machine() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let objects = Objects::open(&format!("file://{}", store.path().display())).expect("open");
+    let run: dispatch_core::RunId = "01a21ac84ae774b7b92d83c0114bac19".parse().expect("an id");
+    let (worker, server) = (
+        tempfile::tempdir().expect("worker"),
+        tempfile::tempdir().expect("server"),
+    );
+    let texts = ["{\"model\":\"m\"}", "data: [DONE]", "{\"key\":\"k\"}"];
+    for t in texts {
+        crate::call_records::append(worker.path(), &sha(t.as_bytes()), t).expect("record");
+    }
+    assert_eq!(
+        objects.put_calls(&run, worker.path()).await.expect("put"),
+        3
+    );
+    let stored: Vec<_> = std::fs::read_dir(store.path().join("calls").join(run.as_str()))
+        .expect("the run's records")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stored, vec!["pack.json".to_string()], "one object per run");
+    // The server has none of them: the first one asked for brings them all.
+    let first = sha(texts[0].as_bytes());
+    assert!(
+        objects
+            .fetch_call(&run, &first, server.path())
+            .await
+            .expect("fetch")
+    );
+    for t in texts {
+        assert_eq!(
+            crate::call_records::read(server.path(), &sha(t.as_bytes())).as_deref(),
+            Some(t)
+        );
+    }
+    assert!(
+        !objects
+            .fetch_call(&run, &sha(b"never"), server.path())
+            .await
+            .expect("fetch")
+    );
+    // A record a worker uploaded on its own, before the pack, is still found.
+    let old = sha(b"old");
+    let key = store
+        .path()
+        .join("calls")
+        .join(run.as_str())
+        .join(format!("{old}.json"));
+    std::fs::write(&key, b"old").expect("an old record");
+    assert!(
+        objects
+            .fetch_call(&run, &old, server.path())
+            .await
+            .expect("fetch")
+    );
+    assert_eq!(
+        crate::call_records::read(server.path(), &old).as_deref(),
+        Some("old")
+    );
+    objects.delete_calls(&run).await.expect("delete");
+    assert!(
+        std::fs::read_dir(store.path().join("calls").join(run.as_str()))
+            .map_or(true, |mut d| d.next().is_none()),
+        "nothing of the run's records left in the store"
+    );
+}
+
+#[test]
+fn runs_of_one_worker_saving_a_parcels_sync_record_at_once_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("state-sync").join("p.json");
+    let synced: state::Synced = serde_json::from_value(serde_json::json!(
+        {"files": {"notes.txt": {"sha256": sha(b"notes"), "version": "1"}}}
+    ))
+    .expect("a record");
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    synced.save(&record).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    assert!(record.is_file());
+}

@@ -1,6 +1,6 @@
 //! A model call's conversation: the messages that went in and the answer
 //! that came out, read from the call's record the runtime keeps with the
-//! run (`runs/<id>/calls/<sha256>.json`, keys redacted; the cassette entry
+//! run (`runs/<id>/calls.jsonl`, keys redacted; the cassette entry
 //! when there is one, else the raw request and response). All of it is
 //! model- and tool-produced text: maud escapes it.
 
@@ -19,13 +19,8 @@ const MAX_BYTES: u64 = 4 << 20;
 
 /// The record `sha` of run `id`, if this server has it.
 fn record(layout: &Layout, id: &RunId, sha: Option<&str>) -> Option<String> {
-    let sha = sha.filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))?;
-    let path = layout.run_dir(id).join("calls").join(format!("{sha}.json"));
-    let size = std::fs::metadata(&path).ok()?.len();
-    if size > MAX_BYTES {
-        return None;
-    }
-    std::fs::read_to_string(path).ok()
+    let text = dispatch_runtime::call_records::read(&layout.run_dir(id), sha?)?;
+    (text.len() as u64 <= MAX_BYTES).then_some(text)
 }
 
 fn text(t: &str) -> Markup {

@@ -58,9 +58,9 @@ pub struct RunQuery {
 
 /// The call records of the conversations the page shows that ran on
 /// another machine: from the cluster's artifact store into this server's
-/// `runs/<id>/calls/` (once; see `dispatch_runtime::objects::calls`).
+/// `runs/<id>/` (once; see `dispatch_runtime::objects::calls`).
 async fn fetch_calls(state: &AppState, view: &RunView) {
-    let dir = state.layout.run_dir(&view.run().id).join("calls");
+    let dir = state.layout.run_dir(&view.run().id);
     let shas = run_parts::shown_calls(&view.report.model_calls)
         .filter_map(|c| c.str("cassette_sha256").map(str::to_string));
     for sha in shas {

@@ -216,25 +216,41 @@ pub(super) async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Ve
     Ok(claimed)
 }
 
+/// Extends the leases of `held` that are still this worker's. With `wait`
+/// false, rows another transaction has locked (a run's events being
+/// appended) are skipped rather than waited for: the caller renews those
+/// in a transaction of their own (see `PgStore::renew_leases`).
 pub(super) async fn renew(
     tx: &Transaction<'_>,
     worker: &str,
     held: &[(RunId, i64)],
     expires_at: Ts,
+    wait: bool,
 ) -> Result<Vec<RunId>, Fail> {
     if held.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
     let fences: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
-    let stmt = tx
-        .prepare_cached(&format!(
+    let sql = if wait {
+        format!(
             "UPDATE runs SET lease_expires_at = $1 \
              FROM unnest($3::text[], $4::bigint[]) AS h(id, fence) \
              WHERE runs.id = h.id COLLATE \"C\" AND runs.fence = h.fence \
              AND runs.lease_owner = $2 AND runs.status IN {HELD} RETURNING runs.id"
-        ))
-        .await?;
+        )
+    } else {
+        format!(
+            "UPDATE runs SET lease_expires_at = $1 FROM ( \
+               SELECT r.id FROM runs r \
+               JOIN unnest($3::text[], $4::bigint[]) AS h(id, fence) \
+                 ON r.id = h.id COLLATE \"C\" AND r.fence = h.fence \
+               WHERE r.lease_owner = $2 AND r.status IN {HELD} \
+               FOR UPDATE OF r SKIP LOCKED) AS c \
+             WHERE runs.id = c.id RETURNING runs.id"
+        )
+    };
+    let stmt = tx.prepare_cached(&sql).await?;
     tx.query(&stmt, &[&expires_at, &worker, &ids, &fences])
         .await?
         .iter()

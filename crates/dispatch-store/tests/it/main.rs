@@ -2,4 +2,5 @@
 //! binary of its own): one link instead of one per file.
 
 mod postgres_conformance;
+mod postgres_renew;
 mod sqlite_conformance;
