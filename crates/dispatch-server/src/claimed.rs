@@ -101,13 +101,13 @@ pub(crate) async fn run(
                 )
                 .await;
                 // A native run's model-call records, for the dashboard of any server.
-                if let Some(objects) = shared {
-                    if let Err(e) = objects.put_calls(&id, &layout.run_dir(&id)).await {
-                        tracing::warn!(
-                            "{who} run {id}: model-call records stay on this machine: {}",
-                            dispatch_runtime::objects::chain(&e)
-                        );
-                    }
+                if let Some(objects) = shared
+                    && let Err(e) = objects.put_calls(&id, &layout.run_dir(&id)).await
+                {
+                    tracing::warn!(
+                        "{who} run {id}: model-call records stay on this machine: {}",
+                        dispatch_runtime::objects::chain(&e)
+                    );
                 }
                 ended
             }
