@@ -107,8 +107,10 @@ pub fn all(run_dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// Record `sha256` of the run, if this machine has it.
+/// Record `sha256` of the run, if this machine has it. Reads the file a
+/// line at a time and parses only the line that names it.
 pub fn read(run_dir: &Path, sha256: &str) -> Option<String> {
+    use std::io::BufRead;
     if !is_sha(sha256) {
         return None;
     }
@@ -116,7 +118,22 @@ pub fn read(run_dir: &Path, sha256: &str) -> Option<String> {
     if let Ok(text) = std::fs::read_to_string(old) {
         return Some(text);
     }
-    all(run_dir).remove(sha256)
+    let file = std::fs::File::open(path(run_dir)).ok()?;
+    let prefix = format!("{{\"sha256\":\"{sha256}\"");
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if line.starts_with(prefix.as_bytes())
+            && let Ok(l) = serde_json::from_slice::<Read>(line.trim_ascii_end())
+        {
+            return Some(l.text);
+        }
+    }
 }
 
 /// Adds the records of `records` this machine does not have.

@@ -40,6 +40,17 @@ impl Objects {
     pub async fn put_calls(&self, run: &RunId, run_dir: &FsPath) -> ObjectsResult<usize> {
         let mut pack = call_records::all(run_dir);
         pack.retain(|_, text| text.len() as u64 <= MAX_BYTES);
+        // No larger than a reader takes back: the smallest records first.
+        let mut sizes: Vec<(usize, String)> =
+            pack.iter().map(|(sha, t)| (t.len(), sha.clone())).collect();
+        sizes.sort();
+        let mut total = 0u64;
+        for (len, sha) in sizes {
+            total += len as u64 + 70;
+            if total > MAX_PACK_BYTES {
+                pack.remove(&sha);
+            }
+        }
         if pack.is_empty() {
             return Ok(0);
         }
