@@ -36,6 +36,8 @@ use crate::record::advance;
 
 /// How often deadlines are looked at while the loop runs.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the watch is looked at while it is quiet ([`Watch::quiet`]).
+const QUIET_TICK: Duration = Duration::from_secs(1);
 
 /// How the model loop ended, or what ended it first.
 pub(super) enum Outcome {
@@ -414,7 +416,11 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         };
         tokio::pin!(save_start);
         let mut saved = false;
-        let mut tick = tokio::time::interval(TICK);
+        // A look every TICK, or every QUIET_TICK while the watch has
+        // nothing to watch (no deadline, no limit: a native run's state
+        // cannot change that but by a look).
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
         let outcome = loop {
             tokio::select! {
                 // The first call goes out before the start is written.
@@ -434,13 +440,15 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
                 _ = stops.guard.notify.notified() => break Outcome::Stopped,
                 Some(()) = recv(&mut stops.term) => break Outcome::Stopped,
                 Some(()) = recv(&mut stops.int) => break Outcome::Stopped,
-                _ = tick.tick() => {
+                () = &mut tick => {
                     let waiting = stops.waiting.load(Ordering::SeqCst);
                     stops.watch.set_paused(waiting > 0);
                     stops.watch.tick(store).await;
                     if let Some(Verdict::TimedOut(reason)) = stops.watch.verdict.clone() {
                         break Outcome::TimedOut(reason);
                     }
+                    let next = if stops.watch.quiet() { QUIET_TICK } else { TICK };
+                    tick.as_mut().reset(tokio::time::Instant::now() + next);
                 }
             }
         };

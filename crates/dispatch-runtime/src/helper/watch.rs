@@ -414,6 +414,21 @@ impl Watch {
         }
     }
 
+    /// Whether nothing here needs a look soon: no deadline, no limit of its
+    /// own, no approval pending, no agent being stopped, no verdict. A
+    /// native run's loop then looks once a second instead of ten times (its
+    /// approvals and stops do not go through the watch's looks): a worker
+    /// holding thousands of runs does not wake for each of them every
+    /// 100 ms (issue #38).
+    pub(crate) fn quiet(&self) -> bool {
+        self.policy.timeouts.run_ms.is_none()
+            && self.policy.timeouts.step_ms.is_none()
+            && self.limits.is_none()
+            && self.pending.is_empty()
+            && self.term_sent.is_none()
+            && self.verdict.is_none()
+    }
+
     /// A native agent's tool call waits for a decision (`true`) or no longer
     /// does: time paused is not counted against the run's timeouts.
     pub fn set_paused(&mut self, paused: bool) {
