@@ -122,11 +122,8 @@ impl Objects {
         let Some(bytes) = self.get_small(&key, MAX_BYTES).await? else {
             return Ok(false);
         };
-        let one = BTreeMap::from([(
-            sha256.to_string(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )]);
-        call_records::add_missing(run_dir, &one).map_err(io)?;
+        // Not here (asked above): appended as it is.
+        call_records::append(run_dir, sha256, &String::from_utf8_lossy(&bytes)).map_err(io)?;
         Ok(true)
     }
 

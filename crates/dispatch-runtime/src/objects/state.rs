@@ -54,22 +54,8 @@ impl Synced {
     }
 
     pub(super) fn save(&self, record: &FsPath) -> ObjectsResult<()> {
-        let io = |source| ObjectsError::Io {
-            path: record.display().to_string(),
-            source,
-        };
-        if let Some(parent) = record.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        // Unique per writer: the runs of one worker save at once.
-        let tmp = record.with_extension(format!(
-            "{}.{:016x}.tmp",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
         let bytes = serde_json::to_vec(self).expect("a sync record is JSON data");
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, record).map_err(io)
+        write_atomically(record, &bytes)
     }
 
     /// How many files are synchronized.
@@ -244,6 +230,8 @@ fn hash_file(path: &FsPath) -> Option<String> {
     Some(hex::encode(hasher.finalize()))
 }
 
+/// Writes `bytes` to `path` through a temporary file of a unique name (the
+/// runs of one worker write at once) renamed over it.
 fn write_atomically(path: &FsPath, bytes: &[u8]) -> ObjectsResult<()> {
     let io = |source| ObjectsError::Io {
         path: path.display().to_string(),
