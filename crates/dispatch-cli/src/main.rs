@@ -26,6 +26,13 @@ fn main() {
     {
         dispatch_runtime::sandbox::stage::main();
     }
+    // The small process that makes stages (`sandbox::spawner`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dispatch_runtime::sandbox::spawner::SPAWNER_ARG)
+    {
+        dispatch_runtime::sandbox::spawner::main();
+    }
     dispatch_runtime::sandbox::stage::enable();
     // The helper starts on the hot path of every run: spare it clap.
     if let Some(id) = helper_run_id() {

@@ -4,7 +4,11 @@
 //! failures it adds keep the run's guarantees. Its helper killed, the
 //! tool's tree dies; the stage itself killed with SIGKILL during a call,
 //! the tool's tree dies too, the call fails once and is never run again.
-//! `DISPATCH_SPAWN=fork` forks tools as before.
+//! Stages are made by the helper's spawner (`dispatch __spawner`, see
+//! `dispatch_runtime::sandbox::spawner`): killed, it takes no tool with
+//! it and the next call still starts; it dies with its helper.
+//! `DISPATCH_SPAWN=stage` executes a stage per call, `DISPATCH_SPAWN=fork`
+//! forks tools as before.
 
 use crate::common;
 use crate::native_common;
@@ -91,6 +95,27 @@ fn tool_process(d: &Dispatch, id: &str) -> u32 {
     found.expect("found")
 }
 
+/// Whether `pid` is a stage: made by a spawner (whose command line it
+/// keeps) or executed as `dispatch __stage`.
+fn is_a_stage(pid: u32) -> bool {
+    let line = cmdline(pid);
+    line.contains("__spawner") || line.contains("__stage")
+}
+
+/// The spawner of the helper `helper`, once it has one.
+fn spawner_of(helper: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            ppid(*p) == Some(helper)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("dispatch-spawn"))
+        })
+}
+
 fn size(f: &Path) -> u64 {
     std::fs::metadata(f).map_or(0, |m| m.len())
 }
@@ -109,7 +134,7 @@ fn kill_the_stage(d: Dispatch) {
     assert_eq!(starts.lines().count(), 1, "the tool started once");
     let stage = tool_process(&d, &id);
     assert!(
-        cmdline(stage).contains("__stage"),
+        is_a_stage(stage),
         "the tool started from a stage: {}",
         cmdline(stage)
     );
@@ -148,8 +173,9 @@ fn an_unsandboxed_tools_keeper_stage_killed_ends_the_tools_tree_and_the_call_is_
 }
 
 /// Sandbox off, the tool's keeper is the stage; its helper killed, the
-/// keeper kills the tool's whole group. With `DISPATCH_SPAWN=fork` the
-/// tool's parent is a fork of the helper.
+/// keeper kills the tool's whole group, and the helper's spawner (if it
+/// has one) dies too. With `DISPATCH_SPAWN=fork` the tool's parent is a
+/// fork of the helper.
 fn helper_killed(d: Dispatch, stage: bool) {
     let (_mock, dir) = beater(&d, "stage-helper");
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
@@ -160,12 +186,24 @@ fn helper_killed(d: Dispatch, stage: bool) {
     });
     let spawned = tool_process(&d, &id);
     assert_eq!(
-        cmdline(spawned).contains("__stage"),
+        is_a_stage(spawned),
         stage,
         "started from a stage: {stage}: {}",
         cmdline(spawned)
     );
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    let spawner = spawner_of(helper);
+    assert_eq!(
+        spawner.is_some(),
+        cmdline(spawned).contains("__spawner"),
+        "a spawner exactly when the stage came from one"
+    );
     common::kill_helper_and_assert_beats_stop(&d, &id, &beats);
+    if let Some(spawner) = spawner {
+        eventually(10, "the spawner died with its helper", || !alive(spawner));
+    }
 }
 
 #[test]
@@ -174,6 +212,91 @@ fn a_helper_killed_during_an_unsandboxed_tool_call_from_a_stage_takes_the_tree_w
         return;
     }
     helper_killed(Dispatch::new(), true);
+}
+
+#[test]
+fn with_dispatch_spawn_stage_a_stage_is_executed_per_call_and_dies_with_its_helper() {
+    if !is_root() {
+        return;
+    }
+    let d = Dispatch::with_env(&[("DISPATCH_SPAWN", "stage")]);
+    let (_mock, dir) = beater(&d, "stage-exec");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    let beats = [work.join("tool-beats"), work.join("child-beats")];
+    eventually(30, "the tool and its child beat", || {
+        beats.iter().all(|f| size(f) > 0)
+    });
+    let spawned = tool_process(&d, &id);
+    assert!(
+        cmdline(spawned).contains("__stage"),
+        "an executed stage: {}",
+        cmdline(spawned)
+    );
+    common::kill_helper_and_assert_beats_stop(&d, &id, &beats);
+}
+
+/// The spawner killed with SIGKILL while a tool it made runs: the tool
+/// runs on (its parent is the helper, not the spawner) and finishes; the
+/// next call starts (from an executed stage, then a new spawner); the
+/// run succeeds with each call made once.
+#[test]
+fn a_spawner_killed_during_a_call_takes_no_tool_with_it_and_the_next_call_starts() {
+    if !is_root() {
+        return; // the run's group needs root
+    }
+    for d in [Dispatch::new(), Dispatch::sandboxed()] {
+        let mock = Mock::start(json!([
+            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c0"}]},
+            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c1"}]},
+            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c2"}]},
+            text("done", 5, 5),
+        ]));
+        let dir = native_agent(
+            d.dir.path(),
+            "spawner-kill",
+            &format!(
+                "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL step.sh AS step",
+                mock.url()
+            ),
+        );
+        // The first call waits for `go`; the others return at once.
+        std::fs::write(
+            dir.join("step.sh"),
+            "echo start >> starts\n\
+             if [ \"$(wc -l < starts)\" -eq 1 ]; then while [ ! -e go ]; do sleep 0.02; done; fi\n\
+             echo \"stepped $(wc -l < starts)\"\n",
+        )
+        .expect("tool");
+        let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+        let work = d.root().join("runs").join(&id).join("work");
+        eventually(30, "the first call started", || {
+            work.join("starts").exists()
+        });
+        let helper = d.inspect(&id)["state"]["helper"]["pid"]
+            .as_u64()
+            .expect("a helper") as u32;
+        let spawner = spawner_of(helper).expect("the helper has a spawner");
+        kill9(spawner as i32);
+        eventually(10, "the spawner is gone", || !alive(spawner));
+        std::fs::write(work.join("go"), "").expect("go");
+        d.ok(&["wait", &id]);
+        assert_eq!(d.status(&id), "succeeded", "{}", d.inspect(&id));
+        // Each call says how many starts it saw: the workspace goes with
+        // the run.
+        let requests = mock.requests();
+        assert_eq!(requests.len(), 4, "three tool rounds and the answer");
+        let first = requests[1].body.to_string();
+        assert!(
+            first.contains("stepped 1"),
+            "the first call finished after its spawner died: {first}"
+        );
+        let last = requests[3].body.to_string();
+        assert!(
+            last.contains("stepped 3") && !last.contains("stepped 4"),
+            "each call started once: {last}"
+        );
+    }
 }
 
 #[test]

@@ -41,6 +41,7 @@ mod child;
 mod keeper;
 mod netns;
 pub(crate) mod owner;
+pub mod spawner;
 pub mod stage;
 mod tether;
 mod unprivileged;

@@ -29,7 +29,10 @@
 //! refused) is written by whichever process hit it to a close-on-exec pipe
 //! (its errno, then its text): `launch` fails as `spawn` did.
 //!
-//! `DISPATCH_SPAWN=fork` in the worker's or helper's environment turns the
+//! A stage is made by the worker's [`super::spawner`] (a fork of a small
+//! process, not an `execve`) when it has one, else by `posix_spawn(3)` as
+//! described here. `DISPATCH_SPAWN=stage` in the worker's or helper's
+//! environment turns the spawner off; `DISPATCH_SPAWN=fork` turns the
 //! stage off (tools are forked as before).
 
 use std::ffi::OsString;
@@ -215,21 +218,29 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
         errors_w.as_raw_fd(),
     ];
     sources.extend(&fds);
-    let pid = spawn_stage(&sources)?;
+    let (pid, pidfd) = match super::spawner::spawn(&sources) {
+        Some(started) => started?,
+        None => spawn_watched(&sources)?,
+    };
     // The stage's copies are its own now; the worker keeps its ends.
     drop((stdin_r, stdout_w, stderr_w, errors_w, memfd));
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
+    Ok((pid, pidfd, stdin_w, stdout_r, stderr_r, errors_r))
+}
+
+/// [`spawn_stage`], and the stage's pidfd.
+fn spawn_watched(sources: &[RawFd]) -> io::Result<(i32, OwnedFd)> {
+    let pid = spawn_stage(sources)?;
+    match pidfd_open(pid) {
+        Ok(fd) => Ok((pid, fd)),
         Err(e) => {
             // SAFETY: kill(2) and waitpid(2) of the child just spawned.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok((pid, pidfd, stdin_w, stdout_r, stderr_r, errors_r))
+    }
 }
 
 /// `posix_spawn` of `/proc/self/exe __stage` in a process group of its
