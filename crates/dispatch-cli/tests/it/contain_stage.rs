@@ -333,3 +333,100 @@ fn a_tool_whose_interpreter_is_missing_fails_to_start_as_before() {
         );
     }
 }
+
+/// Makes `clone3(2)` fail with ENOSYS in the calling process and what it
+/// starts, as a container runtime's default seccomp profile does.
+#[cfg(target_arch = "x86_64")]
+fn refuse_clone3() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut filter = [
+        stmt(load, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(load, 0), // seccomp_data.nr
+        jump(libc::SYS_clone3 as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl(2) reads the filter program on this frame.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where `clone3` is refused (a seccomp filter, a kernel before 5.3), the
+/// spawner cannot make stages: the tool calls start from executed stages
+/// and the run succeeds.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn where_clone3_is_refused_tools_start_from_executed_stages() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        return; // installing the filter without no_new_privs needs root
+    }
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "who", "arguments": {}, "id": "c0"}]},
+        {"kind": "tool_calls", "calls": [{"name": "who", "arguments": {}, "id": "c1"}]},
+        text("done", 5, 5),
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "no-clone3",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL who.sh AS who",
+            mock.url()
+        ),
+    );
+    // The tool's parent is its keeper: the stage.
+    std::fs::write(
+        dir.join("who.sh"),
+        "echo \"parent: $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n",
+    )
+    .expect("tool");
+    let mut cmd = d.command();
+    cmd.args(["run", dir.to_str().expect("utf-8"), "--job", "{}"]);
+    // SAFETY: the hook only calls prctl(2) between fork and exec.
+    unsafe { cmd.pre_exec(refuse_clone3) };
+    let out = cmd.output().expect("run dispatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 3, "two tool rounds and the answer");
+    for (i, r) in requests[1..].iter().enumerate() {
+        let body = r.body.to_string();
+        assert!(
+            body.contains("parent: dispatch __stage") && !body.contains("__spawner"),
+            "call {i} started from an executed stage: {body}"
+        );
+    }
+}

@@ -36,11 +36,16 @@
 //! reaped by its pid, which is safe: it is the worker's child, so its pid
 //! is not reused before the worker reaps it.
 //!
+//! It needs `clone3(2)` (Linux 5.3) with `CLONE_PIDFD`: where the kernel
+//! lacks it or a seccomp filter refuses it (`ENOSYS`, `EPERM`), the first
+//! call finds out, and every stage is executed from then on.
+//!
 //! `DISPATCH_SPAWN=stage` turns the spawner off (a stage is executed per
 //! call); `DISPATCH_SPAWN=fork` turns off both.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -83,10 +88,15 @@ impl Spawner {
 }
 
 static SPAWNER: Mutex<Option<Spawner>> = Mutex::new(None);
+/// Set when this kernel (or its seccomp filter) refuses the spawner's
+/// `clone3`.
+static UNUSABLE: AtomicBool = AtomicBool::new(false);
 
 /// Whether stages are started through a spawner here.
 fn wanted() -> bool {
-    !std::env::var(super::stage::SPAWN_ENV).is_ok_and(|v| v.trim().eq_ignore_ascii_case("stage"))
+    !UNUSABLE.load(Ordering::Relaxed)
+        && !std::env::var(super::stage::SPAWN_ENV)
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("stage"))
 }
 
 /// Starts a stage whose descriptors 0, 1, 2, … are `sources`: its pid and
@@ -102,6 +112,16 @@ pub(super) fn spawn(sources: &[RawFd]) -> Option<io::Result<(i32, OwnedFd)>> {
     }
     let spawner = held.as_ref()?;
     match ask(spawner, sources) {
+        // `clone3` missing (before Linux 5.3) or refused by a seccomp
+        // filter (container runtimes' default profiles say ENOSYS): stages
+        // are executed from now on.
+        Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            UNUSABLE.store(true, Ordering::Relaxed);
+            if let Some(s) = held.take() {
+                s.end();
+            }
+            None
+        }
         Ok(answer) => Some(answer),
         Err(_) => {
             if let Some(s) = held.take() {
