@@ -92,7 +92,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_SANDBOX_GID", "the group id sandboxed processes run as (default 65534)"),
     setting("DISPATCH_SANDBOX_UID", "the user id sandboxed processes run as when root (default 65534, `nobody`)"),
     setting("DISPATCH_SANDBOX_USERNS", "`off`: no user namespace when not root (Landlock only)"),
-    setting("DISPATCH_SPAWN", "`fork`: a native agent's LOCAL tools are forked from the helper or worker, as before the small `dispatch __stage` process started them"),
+    setting("DISPATCH_SPAWN", "how a native agent's LOCAL tools start: unset, from a stage made by the helper's or worker's spawner (`dispatch __spawner`); `stage`: from a stage executed per call (`dispatch __stage`); `fork`: forked from the helper or worker"),
     setting("DISPATCH_TLS_CERT", "`server --tls-cert`: serve HTTPS with this PEM certificate chain"),
     setting("DISPATCH_TLS_KEY", "`server --tls-key`: the PEM private key of `--tls-cert`"),
     setting("DISPATCH_TOKEN", "the API token the CLI presents to a server that requires one"),
