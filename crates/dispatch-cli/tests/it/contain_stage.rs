@@ -75,16 +75,9 @@ fn tool_process(d: &Dispatch, id: &str) -> u32 {
     eventually(10, "the tool's process is in the run's group", || {
         let procs = std::fs::read_to_string(Path::new(group.trim()).join("cgroup.procs"))
             .unwrap_or_default();
-        let keeper = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|p| {
-                ppid(*p) == Some(helper)
-                    && std::fs::read_link(format!("/proc/{p}/fd/2"))
-                        .is_ok_and(|l| l.starts_with(group.trim()))
-            });
+        let keeper = children_of(helper).into_iter().find(|p| {
+            std::fs::read_link(format!("/proc/{p}/fd/2")).is_ok_and(|l| l.starts_with(group.trim()))
+        });
         found = procs
             .lines()
             .filter_map(|l| l.trim().parse::<u32>().ok())
@@ -102,18 +95,43 @@ fn is_a_stage(pid: u32) -> bool {
     line.contains("__spawner") || line.contains("__stage")
 }
 
-/// The spawner of the helper `helper`, once it has one.
-fn spawner_of(helper: u32) -> Option<u32> {
+/// The processes whose parent is `pid` now.
+fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            ppid(*p) == Some(helper)
-                && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.starts_with("dispatch-spawn"))
-        })
+        .filter(|p| ppid(*p) == Some(pid))
+        .collect()
+}
+
+/// The spawner of the helper `helper`, once it has one.
+fn spawner_of(helper: u32) -> Option<u32> {
+    children_of(helper).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .is_ok_and(|c| c.starts_with("dispatch-spawn"))
+    })
+}
+
+/// An agent whose model calls its LOCAL tool `name` (the shell `script`)
+/// `calls` times, one call a round, then answers.
+fn calling(d: &Dispatch, name: &str, calls: usize, script: &str) -> (Mock, PathBuf) {
+    let mut steps: Vec<serde_json::Value> = (0..calls)
+        .map(|i| json!({"kind": "tool_calls", "calls": [{"name": name, "arguments": {}, "id": format!("c{i}")}]}))
+        .collect();
+    steps.push(text("done", 5, 5));
+    let mock = Mock::start(serde_json::Value::Array(steps));
+    let dir = native_agent(
+        d.dir.path(),
+        &format!("calls-{name}"),
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL {name}.sh AS {name}",
+            mock.url()
+        ),
+    );
+    std::fs::write(dir.join(format!("{name}.sh")), script).expect("tool");
+    (mock, dir)
 }
 
 fn size(f: &Path) -> u64 {
@@ -174,9 +192,10 @@ fn an_unsandboxed_tools_keeper_stage_killed_ends_the_tools_tree_and_the_call_is_
 
 /// Sandbox off, the tool's keeper is the stage; its helper killed, the
 /// keeper kills the tool's whole group, and the helper's spawner (if it
-/// has one) dies too. With `DISPATCH_SPAWN=fork` the tool's parent is a
-/// fork of the helper.
-fn helper_killed(d: Dispatch, stage: bool) {
+/// has one) dies too. `from` is the stage's command line's argument
+/// (`__spawner` or `__stage`); `None`: the tool's parent is a fork of the
+/// helper (`DISPATCH_SPAWN=fork`).
+fn helper_killed(d: Dispatch, from: Option<&str>) {
     let (_mock, dir) = beater(&d, "stage-helper");
     let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
     let work = d.root().join("runs").join(&id).join("work");
@@ -185,19 +204,18 @@ fn helper_killed(d: Dispatch, stage: bool) {
         beats.iter().all(|f| size(f) > 0)
     });
     let spawned = tool_process(&d, &id);
-    assert_eq!(
-        is_a_stage(spawned),
-        stage,
-        "started from a stage: {stage}: {}",
-        cmdline(spawned)
-    );
+    let line = cmdline(spawned);
+    match from {
+        Some(arg) => assert!(line.contains(arg), "started by {arg}: {line}"),
+        None => assert!(!is_a_stage(spawned), "forked: {line}"),
+    }
     let helper = d.inspect(&id)["state"]["helper"]["pid"]
         .as_u64()
         .expect("a helper") as u32;
     let spawner = spawner_of(helper);
     assert_eq!(
         spawner.is_some(),
-        cmdline(spawned).contains("__spawner"),
+        from == Some("__spawner"),
         "a spawner exactly when the stage came from one"
     );
     common::kill_helper_and_assert_beats_stop(&d, &id, &beats);
@@ -211,7 +229,7 @@ fn a_helper_killed_during_an_unsandboxed_tool_call_from_a_stage_takes_the_tree_w
     if !is_root() {
         return;
     }
-    helper_killed(Dispatch::new(), true);
+    helper_killed(Dispatch::new(), Some("__spawner"));
 }
 
 #[test]
@@ -219,21 +237,10 @@ fn with_dispatch_spawn_stage_a_stage_is_executed_per_call_and_dies_with_its_help
     if !is_root() {
         return;
     }
-    let d = Dispatch::with_env(&[("DISPATCH_SPAWN", "stage")]);
-    let (_mock, dir) = beater(&d, "stage-exec");
-    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
-    let work = d.root().join("runs").join(&id).join("work");
-    let beats = [work.join("tool-beats"), work.join("child-beats")];
-    eventually(30, "the tool and its child beat", || {
-        beats.iter().all(|f| size(f) > 0)
-    });
-    let spawned = tool_process(&d, &id);
-    assert!(
-        cmdline(spawned).contains("__stage"),
-        "an executed stage: {}",
-        cmdline(spawned)
+    helper_killed(
+        Dispatch::with_env(&[("DISPATCH_SPAWN", "stage")]),
+        Some("__stage"),
     );
-    common::kill_helper_and_assert_beats_stop(&d, &id, &beats);
 }
 
 /// The spawner killed with SIGKILL while a tool it made runs: the tool
@@ -246,28 +253,15 @@ fn a_spawner_killed_during_a_call_takes_no_tool_with_it_and_the_next_call_starts
         return; // the run's group needs root
     }
     for d in [Dispatch::new(), Dispatch::sandboxed()] {
-        let mock = Mock::start(json!([
-            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c0"}]},
-            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c1"}]},
-            {"kind": "tool_calls", "calls": [{"name": "step", "arguments": {}, "id": "c2"}]},
-            text("done", 5, 5),
-        ]));
-        let dir = native_agent(
-            d.dir.path(),
-            "spawner-kill",
-            &format!(
-                "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL step.sh AS step",
-                mock.url()
-            ),
-        );
         // The first call waits for `go`; the others return at once.
-        std::fs::write(
-            dir.join("step.sh"),
+        let (mock, dir) = calling(
+            &d,
+            "step",
+            3,
             "echo start >> starts\n\
              if [ \"$(wc -l < starts)\" -eq 1 ]; then while [ ! -e go ]; do sleep 0.02; done; fi\n\
              echo \"stepped $(wc -l < starts)\"\n",
-        )
-        .expect("tool");
+        );
         let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
         let work = d.root().join("runs").join(&id).join("work");
         eventually(30, "the first call started", || {
@@ -304,7 +298,7 @@ fn with_dispatch_spawn_fork_tools_are_forked_and_still_die_with_their_helper() {
     if !is_root() {
         return;
     }
-    helper_killed(Dispatch::with_env(&[("DISPATCH_SPAWN", "fork")]), false);
+    helper_killed(Dispatch::with_env(&[("DISPATCH_SPAWN", "fork")]), None);
 }
 
 #[test]
@@ -391,25 +385,13 @@ fn where_clone3_is_refused_tools_start_from_executed_stages() {
         return; // installing the filter without no_new_privs needs root
     }
     let d = Dispatch::new();
-    let mock = Mock::start(json!([
-        {"kind": "tool_calls", "calls": [{"name": "who", "arguments": {}, "id": "c0"}]},
-        {"kind": "tool_calls", "calls": [{"name": "who", "arguments": {}, "id": "c1"}]},
-        text("done", 5, 5),
-    ]));
-    let dir = native_agent(
-        d.dir.path(),
-        "no-clone3",
-        &format!(
-            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL who.sh AS who",
-            mock.url()
-        ),
-    );
     // The tool's parent is its keeper: the stage.
-    std::fs::write(
-        dir.join("who.sh"),
+    let (mock, dir) = calling(
+        &d,
+        "who",
+        2,
         "echo \"parent: $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n",
-    )
-    .expect("tool");
+    );
     let mut cmd = d.command();
     cmd.args(["run", dir.to_str().expect("utf-8"), "--job", "{}"]);
     // SAFETY: the hook only calls prctl(2) between fork and exec.

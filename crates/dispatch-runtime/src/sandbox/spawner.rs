@@ -254,72 +254,36 @@ fn start_here() -> io::Result<Spawner> {
     Ok(Spawner { socket: ours, pid })
 }
 
-/// `posix_spawn` of `/proc/self/exe __spawner <parent>`: `socket` as its
-/// descriptor 3, `/dev/null` as 0 and 1 (2 stays this process's), its own
-/// process group, an empty signal mask, SIGPIPE at its default, an empty
-/// environment.
+/// `posix_spawn` of `/proc/self/exe __spawner <parent>` (see
+/// [`super::stage::spawn_self`]): `socket` as its descriptor 3,
+/// `/dev/null` as 0 and 1 (2 stays this process's).
 fn posix_spawn_spawner(socket: RawFd, parent: &std::ffi::CStr) -> io::Result<i32> {
     let high = socket.max(SOCKET_FD) + 1;
-    let mut pid: libc::pid_t = 0;
     let argv = [
         c"dispatch".as_ptr(),
         c"__spawner".as_ptr(),
         parent.as_ptr(),
         std::ptr::null(),
     ];
-    let envp = [std::ptr::null::<libc::c_char>()];
-    // SAFETY: the file actions and attributes are initialized before use
-    // and destroyed after; posix_spawn(3) reads the NUL-terminated paths,
-    // argv and envp on this frame and writes the pid.
-    let rc = unsafe {
-        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        libc::posix_spawn_file_actions_init(&mut actions);
-        libc::posix_spawnattr_init(&mut attr);
-        let mut rc = libc::posix_spawn_file_actions_adddup2(&mut actions, socket, high);
-        rc |= libc::posix_spawn_file_actions_adddup2(&mut actions, high, SOCKET_FD);
-        rc |= libc::posix_spawn_file_actions_addclose(&mut actions, high);
-        for fd in [0, 1] {
-            rc |= libc::posix_spawn_file_actions_addopen(
-                &mut actions,
-                fd,
-                c"/dev/null".as_ptr(),
-                libc::O_RDWR,
-                0,
-            );
+    super::stage::spawn_self(&argv, |actions| {
+        // SAFETY: file actions on the initialized `actions`, reading the
+        // NUL-terminated path.
+        unsafe {
+            let mut rc = libc::posix_spawn_file_actions_adddup2(actions, socket, high);
+            rc |= libc::posix_spawn_file_actions_adddup2(actions, high, SOCKET_FD);
+            rc |= libc::posix_spawn_file_actions_addclose(actions, high);
+            for fd in [0, 1] {
+                rc |= libc::posix_spawn_file_actions_addopen(
+                    actions,
+                    fd,
+                    c"/dev/null".as_ptr(),
+                    libc::O_RDWR,
+                    0,
+                );
+            }
+            rc
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        let mut pipe: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut pipe);
-        libc::sigaddset(&mut pipe, libc::SIGPIPE);
-        rc |= libc::posix_spawnattr_setflags(
-            &mut attr,
-            (libc::POSIX_SPAWN_SETPGROUP
-                | libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
-        );
-        rc |= libc::posix_spawnattr_setpgroup(&mut attr, 0);
-        rc |= libc::posix_spawnattr_setsigmask(&mut attr, &empty);
-        rc |= libc::posix_spawnattr_setsigdefault(&mut attr, &pipe);
-        if rc == 0 {
-            rc = libc::posix_spawn(
-                &mut pid,
-                c"/proc/self/exe".as_ptr(),
-                &actions,
-                &attr,
-                argv.as_ptr().cast(),
-                envp.as_ptr().cast(),
-            );
-        }
-        libc::posix_spawn_file_actions_destroy(&mut actions);
-        libc::posix_spawnattr_destroy(&mut attr);
-        rc
-    };
-    match rc {
-        0 => Ok(pid),
-        e => Err(io::Error::from_raw_os_error(e)),
-    }
+    })
 }
 
 /// `clone3(2)`'s arguments, the first version's 64 bytes.

@@ -243,32 +243,51 @@ fn spawn_watched(sources: &[RawFd]) -> io::Result<(i32, OwnedFd)> {
     }
 }
 
-/// `posix_spawn` of `/proc/self/exe __stage` in a process group of its
-/// own, with `sources` as its descriptors 0, 1, 2, …, an empty signal mask
-/// and SIGPIPE at its default, and an empty environment.
+/// `posix_spawn` of `/proc/self/exe __stage`, with `sources` as its
+/// descriptors 0, 1, 2, … (see [`spawn_self`]).
 fn spawn_stage(sources: &[RawFd]) -> io::Result<i32> {
     let n = sources.len() as RawFd;
     // Copies above every source and target first, so that no move
     // overwrites a source still to be moved (the stage closes them).
     let high = sources.iter().copied().max().unwrap_or(0).max(n) + 1;
-    let mut pid: libc::pid_t = 0;
     let argv = [c"dispatch".as_ptr(), c"__stage".as_ptr(), std::ptr::null()];
+    spawn_self(&argv, |actions| {
+        let mut rc = 0;
+        // SAFETY: file actions on the initialized `actions`.
+        unsafe {
+            for (i, fd) in sources.iter().enumerate() {
+                rc |= libc::posix_spawn_file_actions_adddup2(actions, *fd, high + i as RawFd);
+            }
+            for i in 0..n {
+                rc |= libc::posix_spawn_file_actions_adddup2(actions, high + i, i);
+            }
+        }
+        rc
+    })
+}
+
+/// `posix_spawn` of `/proc/self/exe` with `argv` (NUL-terminated) and the
+/// file actions `add` makes (non-zero: it failed), in a process group of
+/// its own, with an empty signal mask, SIGPIPE at its default and an empty
+/// environment: a stage, or a [`super::spawner`].
+pub(super) fn spawn_self(
+    argv: &[*const libc::c_char],
+    add: impl FnOnce(&mut libc::posix_spawn_file_actions_t) -> libc::c_int,
+) -> io::Result<i32> {
+    if argv.last().is_none_or(|p| !p.is_null()) {
+        return Err(io::Error::other("argv must end with a null pointer"));
+    }
+    let mut pid: libc::pid_t = 0;
     let envp = [std::ptr::null::<libc::c_char>()];
     // SAFETY: the file actions and attributes are initialized before use
     // and destroyed after; posix_spawn(3) reads the NUL-terminated path,
-    // argv and envp on this frame and writes the pid.
+    // argv (checked above) and envp on this frame and writes the pid.
     let rc = unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
         libc::posix_spawn_file_actions_init(&mut actions);
         libc::posix_spawnattr_init(&mut attr);
-        let mut rc = 0;
-        for (i, fd) in sources.iter().enumerate() {
-            rc |= libc::posix_spawn_file_actions_adddup2(&mut actions, *fd, high + i as RawFd);
-        }
-        for i in 0..n {
-            rc |= libc::posix_spawn_file_actions_adddup2(&mut actions, high + i, i);
-        }
+        let mut rc = add(&mut actions);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         let mut pipe: libc::sigset_t = std::mem::zeroed();
