@@ -253,44 +253,64 @@ fn a_spawner_killed_during_a_call_takes_no_tool_with_it_and_the_next_call_starts
         return; // the run's group needs root
     }
     for d in [Dispatch::new(), Dispatch::sandboxed()] {
-        // The first call waits for `go`; the others return at once.
-        let (mock, dir) = calling(
-            &d,
-            "step",
-            3,
-            "echo start >> starts\n\
-             if [ \"$(wc -l < starts)\" -eq 1 ]; then while [ ! -e go ]; do sleep 0.02; done; fi\n\
-             echo \"stepped $(wc -l < starts)\"\n",
-        );
-        let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
-        let work = d.root().join("runs").join(&id).join("work");
-        eventually(30, "the first call started", || {
-            work.join("starts").exists()
-        });
-        let helper = d.inspect(&id)["state"]["helper"]["pid"]
-            .as_u64()
-            .expect("a helper") as u32;
-        let spawner = spawner_of(helper).expect("the helper has a spawner");
-        kill9(spawner as i32);
-        eventually(10, "the spawner is gone", || !alive(spawner));
-        std::fs::write(work.join("go"), "").expect("go");
-        d.ok(&["wait", &id]);
-        assert_eq!(d.status(&id), "succeeded", "{}", d.inspect(&id));
-        // Each call says how many starts it saw: the workspace goes with
-        // the run.
-        let requests = mock.requests();
-        assert_eq!(requests.len(), 4, "three tool rounds and the answer");
-        let first = requests[1].body.to_string();
-        assert!(
-            first.contains("stepped 1"),
-            "the first call finished after its spawner died: {first}"
-        );
-        let last = requests[3].body.to_string();
-        assert!(
-            last.contains("stepped 3") && !last.contains("stepped 4"),
-            "each call started once: {last}"
-        );
+        spawner_lost_during_a_call(d, libc::SIGKILL);
     }
+}
+
+/// The spawner frozen (SIGSTOP) during a call: the next call waits for its
+/// answer at most 10 s, then the helper kills it and executes that call's
+/// stage; the run succeeds with each call made once.
+#[test]
+fn a_frozen_spawner_is_given_up_and_the_next_call_starts() {
+    if !is_root() {
+        return; // the run's group needs root
+    }
+    spawner_lost_during_a_call(Dispatch::new(), libc::SIGSTOP);
+}
+
+/// A run of three tool calls whose helper's spawner gets `signal` while the
+/// first call runs.
+fn spawner_lost_during_a_call(d: Dispatch, signal: libc::c_int) {
+    // The first call waits for `go`; the others return at once.
+    let (mock, dir) = calling(
+        &d,
+        "step",
+        3,
+        "echo start >> starts\n\
+         if [ \"$(wc -l < starts)\" -eq 1 ]; then while [ ! -e go ]; do sleep 0.02; done; fi\n\
+         echo \"stepped $(wc -l < starts)\"\n",
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    eventually(30, "the first call started", || {
+        work.join("starts").exists()
+    });
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    let spawner = spawner_of(helper).expect("the helper has a spawner");
+    // SAFETY: kill(2) of the process just found.
+    unsafe { libc::kill(spawner as i32, signal) };
+    std::fs::write(work.join("go"), "").expect("go");
+    d.ok(&["wait", &id]);
+    eventually(10, "the spawner was given up (killed and reaped)", || {
+        !alive(spawner)
+    });
+    assert_eq!(d.status(&id), "succeeded", "{}", d.inspect(&id));
+    // Each call says how many starts it saw: the workspace goes with
+    // the run.
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 4, "three tool rounds and the answer");
+    let first = requests[1].body.to_string();
+    assert!(
+        first.contains("stepped 1"),
+        "the first call finished after its spawner died: {first}"
+    );
+    let last = requests[3].body.to_string();
+    assert!(
+        last.contains("stepped 3") && !last.contains("stepped 4"),
+        "each call started once: {last}"
+    );
 }
 
 #[test]

@@ -75,18 +75,6 @@ struct Spawner {
     pid: i32,
 }
 
-impl Spawner {
-    /// Kills and reaps it (it is this process's child).
-    fn end(self) {
-        // SAFETY: kill(2) and waitpid(2) of this process's own child, not
-        // yet reaped, so its pid names it.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
 static SPAWNER: Mutex<Option<Spawner>> = Mutex::new(None);
 /// Set when this kernel (or its seccomp filter) refuses the spawner's
 /// `clone3`.
@@ -117,19 +105,15 @@ pub(super) fn spawn(sources: &[RawFd]) -> Option<io::Result<(i32, OwnedFd)>> {
         // are executed from now on.
         Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
             UNUSABLE.store(true, Ordering::Relaxed);
-            if let Some(s) = held.take() {
-                s.end();
-            }
-            None
         }
-        Ok(answer) => Some(answer),
-        Err(_) => {
-            if let Some(s) = held.take() {
-                s.end();
-            }
-            None
-        }
+        Ok(answer) => return Some(answer),
+        Err(_) => {}
     }
+    // Given up: killed and reaped (it is this process's child).
+    if let Some(s) = held.take() {
+        super::stage::kill_child(s.pid);
+    }
+    None
 }
 
 /// One request and its answer. `Err` is the transport failing (the
@@ -185,11 +169,7 @@ fn ask(spawner: &Spawner, sources: &[RawFd]) -> io::Result<io::Result<(i32, Owne
         _ => {
             // The process exists but cannot be watched: it goes, by its
             // pid (the worker's child: not reused until reaped here).
-            // SAFETY: kill(2) and waitpid(2) of this process's child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            super::stage::kill_child(pid);
             Ok(Err(io::Error::from_raw_os_error(libc::EMFILE)))
         }
     }

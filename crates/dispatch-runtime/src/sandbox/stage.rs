@@ -233,13 +233,19 @@ fn spawn_watched(sources: &[RawFd]) -> io::Result<(i32, OwnedFd)> {
     match pidfd_open(pid) {
         Ok(fd) => Ok((pid, fd)),
         Err(e) => {
-            // SAFETY: kill(2) and waitpid(2) of the child just spawned.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            kill_child(pid);
             Err(e)
         }
+    }
+}
+
+/// Kills and reaps `pid`, a child of this process not yet reaped (so its
+/// pid cannot have been reused).
+pub(super) fn kill_child(pid: i32) {
+    // SAFETY: kill(2) and waitpid(2) of this process's own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 
