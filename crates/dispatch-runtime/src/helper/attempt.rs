@@ -16,6 +16,11 @@ use crate::layout::Layout;
 use crate::record::{AdvanceError, advance_all};
 
 /// Runs attempts of the claimed run until one ends it. Returns its exit status.
+///
+/// What is awaited between attempts (claiming the slot again, a suspend,
+/// the end) is boxed: awaited inline, its state would be laid out in this
+/// function's, and held by every run for as long as its attempt runs (the
+/// slot's claim alone is ~11 KB, more than the rest of this state; issue #38).
 pub(super) async fn run_attempts<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
@@ -84,7 +89,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         if let Some(objects) = &shared {
             // A large output goes to the artifact store; the run keeps a reference.
             if let End::Final(_, output) | End::Retryable(_, _, output) = &mut ended.end {
-                super::shared::spill_output(store, objects, layout, &run.id, output, log).await;
+                Box::pin(super::shared::spill_output(
+                    store, objects, layout, &run.id, output, log,
+                ))
+                .await;
             }
         }
         let checkpoint = ended.checkpoint;
@@ -96,7 +104,10 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             End::Final(t, output) => (t, None, output),
             End::Retryable(t, failure, output) => (t, Some(failure), output),
             End::Suspend(wait) => {
-                let woke = crate::suspend::suspend(store, &mut run, &wait, &steps, &then).await?;
+                let woke = Box::pin(crate::suspend::suspend(
+                    store, &mut run, &wait, &steps, &then,
+                ))
+                .await?;
                 log.line(&match (&run.state, woke) {
                     (_, true) => "what the run waits for is here already; next attempt".into(),
                     (state, false) => format!("suspended: {}", state.reason().unwrap_or("")),
@@ -106,7 +117,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                     leave_workspace(layout, &run, host, keep_workspace);
                     return Ok(crate::run_exit_code(&run.state));
                 }
-                match super::slot::claim(store, layout, run.clone()).await? {
+                match Box::pin(super::slot::claim(store, layout, run.clone())).await? {
                     Ok(super::slot::Claim::Held(held)) => {
                         run = held;
                         continue;
@@ -135,14 +146,17 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
                 .unwrap_or(false);
         let Some(failure) = failure.filter(|_| used < max && !stop_requested) else {
             steps.push(t);
-            let code = finish(store, layout, &mut run, log, host, &steps, &then, output).await?;
+            let code = Box::pin(finish(
+                store, layout, &mut run, log, host, &steps, &then, output,
+            ))
+            .await?;
             if let Some(turn) = &turn {
                 turn.ended();
             }
             if let Some(parent) = &run.parent_id {
                 crate::workflow::member_ended(parent);
             }
-            retry::dead_letter(store, &run, checkpoint).await;
+            Box::pin(retry::dead_letter(store, &run, checkpoint)).await;
             if !keep_workspace {
                 // Ended: the workspace goes (see `crate::workspace`), off this
                 // thread: an unmount can take a while, and the coordinator
@@ -155,7 +169,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         };
         // Another attempt follows: the start of this one is saved first.
         if !steps.is_empty() {
-            match advance_all(store, &mut run, &steps, &then, None).await {
+            match Box::pin(advance_all(store, &mut run, &steps, &then, None)).await {
                 Ok(()) => {}
                 Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
                 Err(AdvanceError::Store(e)) => return Err(e.into()),
@@ -163,7 +177,15 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
         }
         let wait = policy.backoff_ms(used, fastrand::f64());
         log.line(&retry::retry_line(&failure, run.attempt, used, max, wait));
-        if !retry::requeue(store, &mut run, &failure, now_ms() + wait as i64, false).await? {
+        if !Box::pin(retry::requeue(
+            store,
+            &mut run,
+            &failure,
+            now_ms() + wait as i64,
+            false,
+        ))
+        .await?
+        {
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         }
         if host.leased {
@@ -175,7 +197,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             return Ok(crate::run_exit_code(&store.get_run(&run.id).await?.state));
         };
         run = due;
-        match super::slot::claim(store, layout, run.clone()).await? {
+        match Box::pin(super::slot::claim(store, layout, run.clone())).await? {
             Ok(super::slot::Claim::Held(held)) => run = held,
             Ok(super::slot::Claim::Ended(ended)) => return Ok(crate::run_exit_code(&ended.state)),
             Err(AdvanceError::Illegal(_)) => return Ok(crate::run_exit_code(&run.state)),
