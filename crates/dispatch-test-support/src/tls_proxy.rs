@@ -28,7 +28,9 @@ impl TlsProxy {
     /// decrypted bytes to `upstream`.
     pub fn start(upstream: SocketAddr) -> std::io::Result<TlsProxy> {
         let dir = tempfile::tempdir()?;
-        let config = certificates(dir.path()).map_err(std::io::Error::other)?;
+        let config =
+            certificates(dir.path(), &[b"http/1.1".to_vec()]).map_err(std::io::Error::other)?;
+        // The upstreams speak HTTP/1.1 (the mock model, the API server).
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
@@ -90,8 +92,8 @@ async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, upst
 }
 
 /// Writes `ca.pem` into `dir`; the server configuration with a certificate
-/// for 127.0.0.1 and localhost that the CA signed.
-fn certificates(dir: &Path) -> Result<rustls::ServerConfig, String> {
+/// for 127.0.0.1 and localhost that the CA signed, offering `alpn`.
+pub(crate) fn certificates(dir: &Path, alpn: &[Vec<u8>]) -> Result<rustls::ServerConfig, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let ca_key = KeyPair::generate().map_err(|x| e(&x))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|x| e(&x))?;
@@ -116,7 +118,6 @@ fn certificates(dir: &Path) -> Result<rustls::ServerConfig, String> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
         .map_err(|x| e(&x))?;
-    // The upstreams speak HTTP/1.1 (the mock model, the API server).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }

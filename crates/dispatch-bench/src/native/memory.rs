@@ -19,7 +19,7 @@ use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 use super::report::Report;
-use super::{Args, launch_request, mock_on, script, tool_agent, worker};
+use super::{Args, launch_request, mock_on, script, tls_mock_on, tool_agent, worker_trusting};
 
 /// One look at the worker's memory, in KiB (threads: a count).
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,6 +65,34 @@ fn per_run(a: Sample, b: Sample, runs: usize) -> [f64; 2] {
     [d(a.rss, b.rss), d(a.anon, b.anon)]
 }
 
+/// How the mock model is reached.
+#[derive(Clone, Copy)]
+enum Transport {
+    /// Plain HTTP/1.1: a connection per call in flight.
+    Http1,
+    /// TLS, HTTP/2 by ALPN (as the providers serve): calls share a connection.
+    Http2,
+}
+
+impl Transport {
+    /// The key of its results in the JSON report.
+    fn key(self) -> &'static str {
+        match self {
+            Transport::Http1 => "memory",
+            Transport::Http2 => "memory_h2",
+        }
+    }
+
+    /// How the rows name it.
+    fn says(self) -> &'static str {
+        match self {
+            Transport::Http1 => "HTTP/1.1 to the mock",
+            Transport::Http2 => "HTTPS, HTTP/2 by ALPN, as providers are reached",
+        }
+    }
+}
+
+/// Both transports, one after the other (each its own database and worker).
 pub(super) fn measure(
     rt: &tokio::runtime::Runtime,
     dispatch: &Path,
@@ -72,26 +100,39 @@ pub(super) fn measure(
     a: &Args,
     out: &mut Report,
 ) {
+    for t in [Transport::Http1, Transport::Http2] {
+        measure_over(rt, dispatch, root, a, out, t);
+    }
+}
+
+fn measure_over(
+    rt: &tokio::runtime::Runtime,
+    dispatch: &Path,
+    root: &Path,
+    a: &Args,
+    out: &mut Report,
+    t: Transport,
+) {
     let levels = &a.memory_levels;
     let Some(db) = rt.block_on(TestDatabase::create()) else {
         out.row(
-            "memory per waiting run",
+            &format!("memory per waiting run ({})", t.says()),
             "skipped (PostgreSQL unreachable)",
             "",
         );
         return;
     };
     const HOLD_MS: u64 = 3_600_000;
-    let mock = mock_on(
-        rt,
-        a.mock_port,
-        script(json!({
+    let script = script(json!({
             "steps": [], "record_bodies": false,
             "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 0,
                          "answer_delay_ms": HOLD_MS, "text": "done"}
-        })),
-    );
-    let state = root.join("memory");
+    }));
+    let mock = match t {
+        Transport::Http1 => mock_on(rt, a.mock_port, script),
+        Transport::Http2 => tls_mock_on(rt, a.mock_port, script),
+    };
+    let state = root.join(t.key());
     let layout = Layout::new(&state);
     // The held call must not time out (TIMEOUT LLM is 2 minutes by default).
     tool_agent(
@@ -106,7 +147,8 @@ pub(super) fn measure(
         .expect("connects");
     let request = launch_request("native-mem");
     let most = levels.last().copied().unwrap_or(0);
-    let mut w = worker(dispatch, db.url(), &state, most);
+    let cacert = mock.ca_pem();
+    let mut w = worker_trusting(dispatch, db.url(), &state, most, cacert.as_deref());
     std::thread::sleep(Duration::from_secs(1));
     let idle = settled(w.id());
     let mut samples = vec![(0usize, idle)];
@@ -137,7 +179,7 @@ pub(super) fn measure(
     let _ = w.kill();
     let _ = w.wait();
     let floor = http_floor(&mock, levels);
-    let m = "memory";
+    let m = t.key();
     out.set(m, "idle_rss_kb", idle.rss);
     out.set(m, "idle_anon_kb", idle.anon);
     out.set(m, "idle_threads", idle.threads);
@@ -146,7 +188,10 @@ pub(super) fn measure(
         let ((n0, s0), (n1, s1)) = (pair[0], pair[1]);
         let [rss, anon] = per_run(s0, s1, n1 - n0);
         out.row(
-            &format!("worker with {n1} native runs waiting on their third model call"),
+            &format!(
+                "worker with {n1} native runs waiting on their third model call ({})",
+                t.says()
+            ),
             &format!(
                 "RSS {:.1} MB, anonymous {:.1} MB, {} threads; {n0} → {n1} runs: {rss:.1} KB RSS, {anon:.1} KB anonymous per run",
                 s1.rss as f64 / 1024.0,
@@ -169,7 +214,10 @@ pub(super) fn measure(
     {
         let [rss, anon] = per_run(s1, s2, n2 - n1);
         out.row(
-            &format!("memory per waiting native run ({n1} → {n2} runs waiting)"),
+            &format!(
+                "memory per waiting native run ({n1} → {n2} runs waiting; {})",
+                t.says()
+            ),
             &format!("{rss:.1} KB RSS ({anon:.1} KB anonymous)"),
             "≤ 40 KB",
         );
@@ -181,8 +229,10 @@ pub(super) fn measure(
     if let Some(kb) = floor {
         out.row(
             &format!(
-                "beside: the worker's HTTP client alone (dispatch_http, HTTP/1.1 to the mock), {} → {} calls waiting, in a process of its own",
-                levels[0], most
+                "beside: the worker's HTTP client alone (dispatch_http, {}), {} → {} calls waiting, in a process of its own",
+                t.says(),
+                levels[0],
+                most
             ),
             &format!("{kb:.1} KB RSS per waiting call (a floor of the runs' figure above)"),
             "",
@@ -250,13 +300,15 @@ fn http_floor(mock: &dispatch_test_support::mock::MockServer, levels: &[usize]) 
         return None;
     }
     let me = std::env::current_exe().ok()?;
-    let mut child = Command::new(me)
-        .args(["native", "__hold-calls", &mock.base_url()])
+    let mut cmd = Command::new(me);
+    cmd.args(["native", "__hold-calls", &mock.base_url()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+        .stderr(Stdio::null());
+    if let Some(ca) = mock.ca_pem() {
+        cmd.env("DISPATCH_CACERT", ca);
+    }
+    let mut child = cmd.spawn().ok()?;
     let mut stdin = child.stdin.take()?;
     let mut lines = std::io::BufReader::new(child.stdout.take()?).lines();
     let mut samples = Vec::new();

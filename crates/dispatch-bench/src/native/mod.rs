@@ -62,7 +62,10 @@ Measurements (all but memory by default; `--only NAME` for one):
                call (their whole conversation in flight) for an hour. Sampled
                idle and once --memory-levels runs wait (RSS, anonymous
                memory, threads); per run = the difference between two
-               levels over the difference in runs.
+               levels over the difference in runs. Twice: the mock over
+               plain HTTP/1.1 (a connection per waiting call), then over TLS
+               with HTTP/2 chosen by ALPN, as the providers are reached (the
+               calls share a connection); the HTTP client alone beside each.
 
 Output: a Markdown table, a row as each measurement ends, or with
 `--format json` one JSON object, a key per measurement, each an object of
@@ -139,6 +142,20 @@ fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
         Err(e) => {
             eprintln!(
                 "dispatch-bench native: cannot listen on {addr}: {e} (choose another --mock-port, or 0)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Where the mock model listens over TLS (HTTP/2 or HTTP/1.1 by ALPN).
+fn tls_mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match rt.block_on(MockServer::start_tls_on(addr, s)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "dispatch-bench native: cannot serve TLS on {addr}: {e} (choose another --mock-port, or 0)"
             );
             std::process::exit(2);
         }
@@ -314,21 +331,34 @@ fn start(rt: &tokio::runtime::Runtime, dispatch: &Path, root: &Path, a: &Args, o
 
 /// A `dispatch worker` process on a fresh PostgreSQL database.
 fn worker(dispatch: &Path, url: &str, state: &Path, slots: usize) -> Child {
-    Command::new(dispatch)
-        .args([
-            "worker",
-            "--database-url",
-            url,
-            "--slots",
-            &slots.to_string(),
-            "--name",
-            "bench",
-        ])
-        .env("DISPATCH_ROOT", state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker starts")
+    worker_trusting(dispatch, url, state, slots, None)
+}
+
+/// [`worker`], trusting the CA in `cacert` too (`DISPATCH_CACERT`).
+fn worker_trusting(
+    dispatch: &Path,
+    url: &str,
+    state: &Path,
+    slots: usize,
+    cacert: Option<&Path>,
+) -> Child {
+    let mut cmd = Command::new(dispatch);
+    cmd.args([
+        "worker",
+        "--database-url",
+        url,
+        "--slots",
+        &slots.to_string(),
+        "--name",
+        "bench",
+    ])
+    .env("DISPATCH_ROOT", state)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(ca) = cacert {
+        cmd.env("DISPATCH_CACERT", ca);
+    }
+    cmd.spawn().expect("the worker starts")
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {

@@ -24,6 +24,7 @@ mod respond;
 mod responses;
 mod script;
 mod server;
+mod tls;
 
 pub use script::{Call, DEFAULT_REPLY, Script, Step, Usage};
 pub use server::{MockServer, Received};

@@ -133,6 +133,8 @@ impl Inner {
 pub struct MockServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
+    /// Served over TLS: the directory of its CA's PEM file.
+    tls: Option<tempfile::TempDir>,
     _stop: watch::Sender<()>,
 }
 
@@ -155,6 +157,50 @@ impl MockServer {
     pub async fn start_on(addr: SocketAddr, script: Script) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let (inner, app, stop_tx) = MockServer::app(script);
+        // Small writes (one event each) leave at once, not after Nagle's wait.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let stopping = inner.stopping();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await;
+        });
+        Ok(MockServer {
+            addr,
+            inner,
+            tls: None,
+            _stop: stop_tx,
+        })
+    }
+
+    /// Serves `script` on `addr` over TLS, as the providers are reached:
+    /// HTTP/2 when the client offers it (ALPN `h2`), else HTTP/1.1, with a
+    /// certificate for `127.0.0.1` signed by a CA made here ([`Self::ca_pem`]
+    /// is what a client trusts, e.g. through `DISPATCH_CACERT`). Unlike the
+    /// providers' frontends it sets no limit on the streams of a connection.
+    pub async fn start_tls_on(addr: SocketAddr, script: Script) -> std::io::Result<MockServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let dir = tempfile::tempdir()?;
+        let alpn = [b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config =
+            crate::tls_proxy::certificates(dir.path(), &alpn).map_err(std::io::Error::other)?;
+        let (inner, app, stop_tx) = MockServer::app(script);
+        let stopping = inner.stopping();
+        tokio::spawn(super::tls::serve(listener, config, app, stopping));
+        Ok(MockServer {
+            addr,
+            inner,
+            tls: Some(dir),
+            _stop: stop_tx,
+        })
+    }
+
+    /// The state and routes of a mock serving `script`.
+    fn app(script: Script) -> (Arc<Inner>, Router, watch::Sender<()>) {
         let (stop_tx, stop_rx) = watch::channel(());
         let inner = Arc::new(Inner {
             steps: Mutex::new(script.steps.into()),
@@ -173,35 +219,35 @@ impl MockServer {
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(inner.clone());
-        // Small writes (one event each) leave at once, not after Nagle's wait.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let stopping = inner.stopping();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await;
-        });
-        Ok(MockServer {
-            addr,
-            inner,
-            _stop: stop_tx,
-        })
+        (inner, app, stop_tx)
+    }
+
+    /// The PEM file of the CA a TLS mock's certificate is signed by (none
+    /// for a plain one).
+    pub fn ca_pem(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|d| d.path().join("ca.pem"))
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "https",
+            None => "http",
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT/v1`: what a MODEL's BASE_URL or LLM_BASE_URL takes.
+    /// `http://127.0.0.1:PORT/v1` (`https://` over TLS): what a MODEL's
+    /// BASE_URL or LLM_BASE_URL takes.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme(), self.addr)
     }
 
     /// `http://127.0.0.1:PORT/v1beta`: what a Gemini MODEL's BASE_URL takes.
     pub fn gemini_base_url(&self) -> String {
-        format!("http://{}/v1beta", self.addr)
+        format!("{}://{}/v1beta", self.scheme(), self.addr)
     }
 
     /// Every model request received, in order.
