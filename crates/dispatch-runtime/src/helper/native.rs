@@ -120,9 +120,11 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     let guard = CancelGuard::register(&run.id);
     let watch = phases.watch(run);
     let mut sink = phases.sink(run, secrets);
-    let stops = Stops::new(ctx.own_signals, &guard, watch, &services.approver.waiting);
+    let mut stops = Stops::new(ctx.own_signals, &guard, watch, &services.approver.waiting);
     let looping = looping(&cfg, &mut conv, tooling.cli.as_ref(), tools, &mut sink);
-    let outcome = match phases.drive(run, &start, looping, stops).await {
+    let outcome = phases.drive(run, &start, looping, &mut stops).await;
+    drop(stops);
+    let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(ended) => return Ok(ended),
     };

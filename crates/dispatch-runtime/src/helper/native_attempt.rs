@@ -405,17 +405,18 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         run: &mut Run,
         start: &Transition,
         mut looping: Looping<'_>,
-        mut stops: Stops<'_>,
+        stops: &mut Stops<'_>,
     ) -> Result<Outcome, Ended> {
         let store = self.store;
         let mut start_error = None;
-        let save_start = async {
+        // Boxed and dropped once written, and the watch's look boxed: what
+        // this function holds while the model works is its own state, not
+        // the largest of what it awaits once in a while (issue #38).
+        let mut save_start = Some(Box::pin(async {
             advance(store, run, start, None)
                 .await
                 .map(|()| run.stop_requested_at.is_some())
-        };
-        tokio::pin!(save_start);
-        let mut saved = false;
+        }));
         // A look every TICK, or every QUIET_TICK while the watch has
         // nothing to watch (no deadline, no limit: a native run's state
         // cannot change that but by a look).
@@ -426,8 +427,8 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
                 // The first call goes out before the start is written.
                 biased;
                 end = &mut looping => break Outcome::Loop(end),
-                r = &mut save_start, if !saved => {
-                    saved = true;
+                r = async { save_start.as_mut().expect("guarded").await }, if save_start.is_some() => {
+                    save_start = None;
                     match r {
                         Ok(false) => {}
                         Ok(true) => break Outcome::Stopped,
@@ -443,7 +444,7 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
                 () = &mut tick => {
                     let waiting = stops.waiting.load(Ordering::SeqCst);
                     stops.watch.set_paused(waiting > 0);
-                    stops.watch.tick(store).await;
+                    Box::pin(stops.watch.tick(store)).await;
                     if let Some(Verdict::TimedOut(reason)) = stops.watch.verdict.clone() {
                         break Outcome::TimedOut(reason);
                     }
@@ -452,11 +453,10 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
                 }
             }
         };
-        if !saved {
-            match save_start.await {
-                Ok(_) => {}
-                Err(e) => start_error = Some(e.to_string()),
-            }
+        if let Some(save_start) = save_start
+            && let Err(e) = save_start.await
+        {
+            start_error = Some(e.to_string());
         }
         match start_error {
             Some(e) => Err(ended(End::Final(
