@@ -31,7 +31,8 @@ pub(crate) struct Sharing {
 /// Runs the claimed (`starting`) `run` to its end on this worker; `store`
 /// fences its writes; `parcel` is the worker's loaded copy, when it has one. With `sharing.ship_logs`, its log goes into `shared` too;
 /// with `sharing.objects`, its artifacts and its parcel's state go to that artifact store.
-/// Returns the run's exit status.
+/// Returns the run's exit status. The run comes boxed: moved by value down
+/// the layers of futures, it would be laid out in each of them (issue #38).
 ///
 /// When the store cannot be reached for its inputs, the run is left as it
 /// is: its lease runs out and it goes back to the queue without consuming
@@ -40,7 +41,7 @@ pub(crate) async fn run(
     shared: &SharedStore,
     store: &Arc<FencedStore>,
     layout: &Layout,
-    run: Run,
+    run: Box<Run>,
     parcel: Option<Arc<Parcel>>,
     sharing: Sharing,
     who: &str,
@@ -111,7 +112,7 @@ pub(crate) async fn run(
                 }
                 ended
             }
-            Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, run, reason).await,
+            Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, *run, reason).await,
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }
     });

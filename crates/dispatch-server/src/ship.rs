@@ -199,12 +199,14 @@ impl LogShipper {
                     () = done.notified() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
-                let (due, waiting) = self.due().await;
+                // Boxed: the loop waits here for the whole run, holding
+                // only what its own select needs (issue #38).
+                let (due, waiting) = Box::pin(self.due()).await;
                 pause = if waiting { LOOK_EVERY } else { IDLE_LOOK_EVERY };
                 if !due {
                     continue;
                 }
-                match self.flush().await {
+                match Box::pin(self.flush()).await {
                     Ok(()) => failing = false,
                     // Said once by `flush`; the work goes on without shipping.
                     Err(StoreError::Fenced { .. }) => {

@@ -545,13 +545,15 @@ impl Worker {
             .as_ref()
             .map_or_else(Capacity::default, |p| Capacity::of(&p.manifest.resources));
         let stall = self.config.stall;
+        // Boxed: the task's future holds a pointer, not the run twice.
+        let run = Box::new(run);
         let task = self.tasks.spawn(async move {
             if let Some(stall) = stall {
                 stall.run().await;
             }
             let id = run.id.clone();
             let result = if noop {
-                noop::run(&task_store, run).await
+                noop::run(&task_store, *run).await
             } else {
                 let who = format!("[worker {name}]");
                 let held = crate::claimed::run(

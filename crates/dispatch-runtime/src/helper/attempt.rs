@@ -24,11 +24,14 @@ use crate::record::{AdvanceError, advance_all};
 pub(super) async fn run_attempts<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
-    mut run: Run,
+    run: Box<Run>,
     log: &mut LifecycleLog,
     host: Host,
     known: Known,
 ) -> RuntimeResult<i32> {
+    // Passed boxed and unboxed once here: a `Run` moved by value down the
+    // layers of futures would be laid out in each of them, twice (issue #38).
+    let mut run = *run;
     // Loaded once for every attempt of the run.
     let parcel = match known.parcel {
         Some(p) => Ok(p),

@@ -126,7 +126,7 @@ pub async fn run_claimed<S: Store + ?Sized>(
         leased: false,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, run, &mut log, host, known).await
+    attempt::run_attempts(store, layout, Box::new(run), &mut log, host, known).await
 }
 
 /// What the caller already has of a run (`dispatch run` just created it; a
@@ -168,7 +168,7 @@ pub struct Known {
 pub async fn run_in_worker<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
-    run: Run,
+    run: Box<Run>,
     parcel: Option<Arc<Parcel>>,
     upstream: Arc<dyn crate::handoff::Upstream>,
     members: crate::workflow::Members,
