@@ -50,3 +50,49 @@ pub(super) async fn serve(
     }
     drop(stop_tx);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use dispatch_http::{ExtraCa, reqwest};
+    use serde_json::json;
+
+    use crate::mock::{MockServer, Script, Step};
+
+    /// Over TLS the mock speaks HTTP/2 to the workspace's client (which
+    /// offers `h2` by ALPN, as to the providers), and the client trusts it
+    /// only with its CA.
+    #[tokio::test]
+    async fn serves_http2_by_alpn_to_a_client_trusting_its_ca() {
+        let steps = vec![Step::text("over h2")];
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mock = MockServer::start_tls_on(addr, Script::with_steps(steps))
+            .await
+            .expect("the mock listens");
+        assert!(mock.base_url().starts_with("https://127.0.0.1:"));
+        let ca = mock.ca_pem().expect("a TLS mock has a CA");
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        let url = format!("{}/chat/completions", mock.base_url());
+        // Without the CA, the certificate is refused.
+        let plain = dispatch_http::builder_with("test", ExtraCa::File(None))
+            .expect("builds")
+            .build()
+            .expect("builds");
+        assert!(plain.post(&url).json(&body).send().await.is_err());
+        let client = dispatch_http::builder_with("test", ExtraCa::File(Some(&ca)))
+            .expect("builds")
+            .build()
+            .expect("builds");
+        let response = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let answer = response.text().await.expect("a body");
+        assert!(answer.contains("over h2"), "{answer}");
+        assert_eq!(mock.request_count(), 1);
+    }
+}
