@@ -88,11 +88,13 @@ pub fn for_tools(
     env: &[(String, String)],
     secrets: &[(String, String)],
 ) -> ToolEnv {
-    let base = env
+    // Held for the run's life: no spare capacity.
+    let mut base: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| !manifest.secrets.contains(k))
         .cloned()
         .collect();
+    base.shrink_to_fit();
     let mut scoped: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for (name, tools) in &manifest.secret_tools {
         let Some((_, value)) = secrets.iter().find(|(k, _)| k == name) else {

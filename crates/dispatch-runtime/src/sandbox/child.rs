@@ -72,7 +72,7 @@ pub(super) enum System {
 /// The agent's filesystem view, as mounts to make under `/newroot`.
 #[derive(Serialize, Deserialize)]
 pub(super) struct View {
-    pub system: Vec<System>,
+    pub system: std::sync::Arc<[System]>,
     /// A fresh `/proc` (the PID namespace's), else the host's bound.
     pub pid_ns: bool,
     /// Directories to create under `/newroot`, parents first.
@@ -356,7 +356,7 @@ fn build_view(view: &View) -> io::Result<()> {
     nix::unistd::pivot_root(c"/tmp", c"/tmp/oldroot").map_err(err)?;
     nix::unistd::chdir(c"/").map_err(err)?;
     tmpfs(c"/newroot", safe, c"mode=0755")?;
-    for s in &view.system {
+    for s in view.system.iter() {
         match s {
             System::Dir { src, dst, writable } => {
                 mkdir(dst)?;

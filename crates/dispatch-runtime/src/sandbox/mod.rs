@@ -509,21 +509,34 @@ fn cstring(prefix: &str, path: &Path) -> Result<CString, String> {
 }
 
 /// The mounts of the view for `paths`, or why there can be none.
+/// The system directories' part of every view: the same for every run of
+/// this process, so made once and shared (a worker holds a view per run
+/// with LOCAL tools for the run's life; issue #38).
+fn system_view() -> Result<Arc<[child::System]>, String> {
+    static SYSTEM: OnceLock<Result<Arc<[child::System]>, String>> = OnceLock::new();
+    let made = SYSTEM.get_or_init(|| {
+        system_dirs()
+            .iter()
+            .map(|(path, link)| {
+                Ok(match link {
+                    Some(target) => child::System::Link {
+                        target: cstring("", target)?,
+                        dst: cstring("/newroot", path)?,
+                    },
+                    None => child::System::Dir {
+                        src: cstring("/oldroot", path)?,
+                        dst: cstring("/newroot", path)?,
+                        writable: path == Path::new("/dev"),
+                    },
+                })
+            })
+            .collect()
+    });
+    made.clone()
+}
+
 fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
-    let mut system = Vec::new();
-    for (path, link) in system_dirs() {
-        system.push(match link {
-            Some(target) => child::System::Link {
-                target: cstring("", target)?,
-                dst: cstring("/newroot", path)?,
-            },
-            None => child::System::Dir {
-                src: cstring("/oldroot", path)?,
-                dst: cstring("/newroot", path)?,
-                writable: path == Path::new("/dev"),
-            },
-        });
-    }
+    let system = system_view()?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut files = Vec::new();
@@ -575,6 +588,10 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
         .iter()
         .map(|d| cstring("/newroot", d))
         .collect::<Result<Vec<_>, _>>()?;
+    // Held for the run's life: no spare capacity.
+    let (mut files, mut binds) = (files, binds);
+    files.shrink_to_fit();
+    binds.shrink_to_fit();
     Ok(child::View {
         system,
         pid_ns: true,
