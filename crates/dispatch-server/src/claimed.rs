@@ -128,7 +128,9 @@ pub(crate) async fn run(
             .await
             .is_some_and(|n| n > dispatch_runtime::objects::logs::ARCHIVE_OVER);
         if long {
-            archive_log(shared, objects, layout, &id, who).await;
+            // Boxed: awaited inline, its state would be held by every run
+            // for its whole life (issue #38).
+            Box::pin(archive_log(shared, objects, layout, &id, who)).await;
         }
     }
     code

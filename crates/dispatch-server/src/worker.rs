@@ -553,7 +553,7 @@ impl Worker {
             }
             let id = run.id.clone();
             let result = if noop {
-                noop::run(&task_store, *run).await
+                Box::pin(noop::run(&task_store, *run)).await
             } else {
                 let who = format!("[worker {name}]");
                 let held = crate::claimed::run(
