@@ -136,30 +136,26 @@ struct Args {
 
 /// Where the mock model listens.
 fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    match rt.block_on(MockServer::start_on(addr, s)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "dispatch-bench native: cannot listen on {addr}: {e} (choose another --mock-port, or 0)"
-            );
-            std::process::exit(2);
-        }
-    }
+    serve_mock(rt, port, s, false)
 }
 
 /// Where the mock model listens over TLS (HTTP/2 or HTTP/1.1 by ALPN).
 fn tls_mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
+    serve_mock(rt, port, s, true)
+}
+
+fn serve_mock(rt: &tokio::runtime::Runtime, port: u16, s: Script, tls: bool) -> MockServer {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    match rt.block_on(MockServer::start_tls_on(addr, s)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "dispatch-bench native: cannot serve TLS on {addr}: {e} (choose another --mock-port, or 0)"
-            );
-            std::process::exit(2);
-        }
-    }
+    let started = match tls {
+        true => rt.block_on(MockServer::start_tls_on(addr, s)),
+        false => rt.block_on(MockServer::start_on(addr, s)),
+    };
+    started.unwrap_or_else(|e| {
+        eprintln!(
+            "dispatch-bench native: cannot listen on {addr}: {e} (choose another --mock-port, or 0)"
+        );
+        std::process::exit(2);
+    })
 }
 
 pub fn main(args: &[String]) {
