@@ -508,7 +508,6 @@ fn cstring(prefix: &str, path: &Path) -> Result<CString, String> {
     CString::new(bytes).map_err(|_| format!("{} has a NUL byte", path.display()))
 }
 
-/// The mounts of the view for `paths`, or why there can be none.
 /// The system directories' part of every view: the same for every run of
 /// this process, so made once and shared (a worker holds a view per run
 /// with LOCAL tools for the run's life; issue #38).
@@ -535,6 +534,7 @@ fn system_view() -> Result<Arc<[child::System]>, String> {
     made.clone()
 }
 
+/// The mounts of the view for `paths`, or why there can be none.
 fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
     let system = system_view()?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
