@@ -199,8 +199,9 @@ impl LogShipper {
                     () = done.notified() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
-                // Boxed: the loop waits here for the whole run, holding
-                // only what its own select needs (issue #38).
+                // Boxed (the look and the flush): the loop sleeps in its
+                // select for most of the run, and its state is then only
+                // what the select needs (issue #38).
                 let (due, waiting) = Box::pin(self.due()).await;
                 pause = if waiting { LOOK_EVERY } else { IDLE_LOOK_EVERY };
                 if !due {
