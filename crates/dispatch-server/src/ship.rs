@@ -199,15 +199,12 @@ impl LogShipper {
                     () = done.notified() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
-                // Boxed (the look and the flush): the loop sleeps in its
-                // select for most of the run, and its state is then only
-                // what the select needs (issue #38).
-                let (due, waiting) = Box::pin(self.due()).await;
+                let (due, waiting) = self.due().await;
                 pause = if waiting { LOOK_EVERY } else { IDLE_LOOK_EVERY };
                 if !due {
                     continue;
                 }
-                match Box::pin(self.flush()).await {
+                match self.flush().await {
                     Ok(()) => failing = false,
                     // Said once by `flush`; the work goes on without shipping.
                     Err(StoreError::Fenced { .. }) => {

@@ -28,9 +28,9 @@ impl TlsProxy {
     /// decrypted bytes to `upstream`.
     pub fn start(upstream: SocketAddr) -> std::io::Result<TlsProxy> {
         let dir = tempfile::tempdir()?;
+        // The upstreams speak HTTP/1.1 (the mock model, the API server).
         let config =
             certificates(dir.path(), &[b"http/1.1".to_vec()]).map_err(std::io::Error::other)?;
-        // The upstreams speak HTTP/1.1 (the mock model, the API server).
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;

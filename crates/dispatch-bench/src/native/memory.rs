@@ -19,7 +19,7 @@ use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 use super::report::Report;
-use super::{Args, launch_request, mock_on, script, tls_mock_on, tool_agent, worker_trusting};
+use super::{Args, launch_request, script, serve_mock, tool_agent, worker_trusting};
 
 /// One look at the worker's memory, in KiB (threads: a count).
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,10 +128,7 @@ fn measure_over(
             "fallback": {"kind": "rounds", "tool_rounds": 2, "delay_ms": 0,
                          "answer_delay_ms": HOLD_MS, "text": "done"}
     }));
-    let mock = match t {
-        Transport::Http1 => mock_on(rt, a.mock_port, script),
-        Transport::Http2 => tls_mock_on(rt, a.mock_port, script),
-    };
+    let mock = serve_mock(rt, a.mock_port, script, matches!(t, Transport::Http2));
     let state = root.join(t.key());
     let layout = Layout::new(&state);
     // The held call must not time out (TIMEOUT LLM is 2 minutes by default).

@@ -139,11 +139,7 @@ fn mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
     serve_mock(rt, port, s, false)
 }
 
-/// Where the mock model listens over TLS (HTTP/2 or HTTP/1.1 by ALPN).
-fn tls_mock_on(rt: &tokio::runtime::Runtime, port: u16, s: Script) -> MockServer {
-    serve_mock(rt, port, s, true)
-}
-
+/// The mock model on `port`, over TLS (HTTP/2 or HTTP/1.1 by ALPN) or not.
 fn serve_mock(rt: &tokio::runtime::Runtime, port: u16, s: Script, tls: bool) -> MockServer {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let started = match tls {

@@ -159,7 +159,7 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
             if let Some(parent) = &run.parent_id {
                 crate::workflow::member_ended(parent);
             }
-            Box::pin(retry::dead_letter(store, &run, checkpoint)).await;
+            retry::dead_letter(store, &run, checkpoint).await;
             if !keep_workspace {
                 // Ended: the workspace goes (see `crate::workspace`), off this
                 // thread: an unmount can take a while, and the coordinator

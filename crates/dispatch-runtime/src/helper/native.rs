@@ -96,20 +96,22 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Ok(configured) => configured,
         Err(ended) => return Ok(ended),
     };
-    let (mut conv, session_version) = match Box::pin(phases.conversation(run, log)).await {
+    let (mut conv, session_version) = match phases.conversation(run, log).await {
         Ok(conversation) => conversation,
         Err(ended) => return Ok(ended),
     };
     let services = phases.services(run);
-    // Boxed, as the other phases before and after the loop: awaited inline,
-    // a phase's state (starting tools is ~10 KB) is laid out in this
+    // The phases larger than the loop's driver are boxed: awaited inline, a
+    // phase's state (starting tools is ~10 KB) is laid out in this
     // function's and so held by every run while its model works (issue #38).
     let mut tooling = match Box::pin(phases.start_tools(run, log, &cfg, &secrets, &services)).await
     {
         Ok(tooling) => tooling,
         Err(ended) => return Ok(ended),
     };
-    Box::pin(phases.bill_of_materials(run, log, &cfg, tooling.tool_box.as_ref())).await;
+    phases
+        .bill_of_materials(run, log, &cfg, tooling.tool_box.as_ref())
+        .await;
     // `dispatch eval --record` / `--replay-tools`: tool results in the cassette.
     let taped = dispatch_agent::cassette_tools::wrap(tooling.plain());
     let tools: &dyn Tools = match &taped {
@@ -129,12 +131,14 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Err(ended) => return Ok(ended),
     };
     Box::pin(phases.stop_tools(run, log, tooling.tool_box)).await;
-    Box::pin(phases.bill_in_flight(run, log, &cfg, &mut sink, &outcome)).await;
+    phases
+        .bill_in_flight(run, log, &cfg, &mut sink, &outcome)
+        .await;
     sink.end_text();
     let sink_secrets = std::mem::take(&mut sink.secrets);
     drop(guard);
     let end = Box::pin(phases.end(run, log, outcome, &conv, session_version, &sink_secrets)).await;
-    Box::pin(tooling.limits.end(store, &run.id, run.attempt, 0)).await;
+    tooling.limits.end(store, &run.id, run.attempt, 0).await;
     // A dead letter reads the run's checkpoints from the store: the
     // conversation is not kept a second time, as JSON, while the run waits.
     Ok(Ended {

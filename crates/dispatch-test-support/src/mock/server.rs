@@ -189,8 +189,7 @@ impl MockServer {
         let config =
             crate::tls_proxy::certificates(dir.path(), &alpn).map_err(std::io::Error::other)?;
         let (inner, app, stop_tx) = MockServer::app(script);
-        let stopping = inner.stopping();
-        tokio::spawn(super::tls::serve(listener, config, app, stopping));
+        tokio::spawn(super::tls::serve(listener, config, app, inner.clone()));
         Ok(MockServer {
             addr,
             inner,

@@ -2,7 +2,6 @@
 //! handshake in a task of its own (a slow client holds up no other), then
 //! HTTP/2 or HTTP/1.1 as the client chose by ALPN, until the mock stops.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,22 +10,23 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-/// Accepts on `listener` until `stopping` resolves; every connection also
-/// ends then.
+use super::server::Inner;
+
+/// Accepts on `listener` until the mock stops ([`Inner::stopping`]); every
+/// connection also ends then.
 pub(super) async fn serve(
     listener: TcpListener,
     config: rustls::ServerConfig,
     app: Router,
-    stopping: impl Future<Output = ()> + Send + 'static,
+    inner: Arc<Inner>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let accepting = async {
         while let Ok((tcp, _)) = listener.accept().await {
             // Small writes (one event each) leave at once, not after Nagle's wait.
             let _ = tcp.set_nodelay(true);
             let (acceptor, app) = (acceptor.clone(), app.clone());
-            let mut stop = stop_rx.clone();
+            let stopping = inner.stopping();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -39,16 +39,15 @@ pub(super) async fn serve(
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 tokio::select! {
                     _ = conn => {}
-                    _ = stop.changed() => {}
+                    _ = stopping => {}
                 }
             });
         }
     };
     tokio::select! {
         _ = accepting => {}
-        _ = stopping => {}
+        _ = inner.stopping() => {}
     }
-    drop(stop_tx);
 }
 
 #[cfg(test)]
