@@ -113,7 +113,8 @@ impl ToolOutcome {
 /// The tools a model may call.
 #[async_trait::async_trait]
 pub trait Tools: Send + Sync {
-    fn specs(&self) -> Vec<ToolSpec>;
+    /// The tools offered to the model, lent to each call's request.
+    fn specs(&self) -> std::borrow::Cow<'_, [ToolSpec]>;
     /// Runs one call (calls of one response may run at once).
     async fn call(&self, call: &ToolCall) -> ToolOutcome;
     /// Says which round the next calls belong to (approvals are keyed by
@@ -132,8 +133,8 @@ pub struct NoTools;
 
 #[async_trait::async_trait]
 impl Tools for NoTools {
-    fn specs(&self) -> Vec<ToolSpec> {
-        Vec::new()
+    fn specs(&self) -> std::borrow::Cow<'_, [ToolSpec]> {
+        std::borrow::Cow::Borrowed(&[])
     }
 
     async fn call(&self, call: &ToolCall) -> ToolOutcome {

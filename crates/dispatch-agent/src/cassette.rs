@@ -412,7 +412,7 @@ mod tests {
                     }],
                 ),
             ]),
-            tools: Vec::new(),
+            tools: Vec::new().into(),
             max_output_tokens: None,
             reasoning: None,
             web_search: false,

@@ -62,7 +62,7 @@ fn identity(call: &ToolCall) -> Value {
 
 #[async_trait::async_trait]
 impl Tools for CassetteTools<'_> {
-    fn specs(&self) -> Vec<ToolSpec> {
+    fn specs(&self) -> std::borrow::Cow<'_, [ToolSpec]> {
         self.inner.specs()
     }
 

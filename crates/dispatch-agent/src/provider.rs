@@ -136,6 +136,11 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
+/// Whether a request offers no tools (`tools` is then left out).
+fn no_tools(tools: &Cow<'_, [ToolSpec]>) -> bool {
+    tools.is_empty()
+}
+
 /// What to ask the model, provider-neutral. The loop lends it the
 /// conversation (`system` and `messages` borrowed, not copied): a run
 /// waiting on its model holds its conversation once.
@@ -145,8 +150,8 @@ pub struct ModelRequest<'a> {
     /// The system prompt ("" for none).
     pub system: Cow<'a, str>,
     pub messages: Cow<'a, [Message]>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<ToolSpec>,
+    #[serde(default, skip_serializing_if = "no_tools")]
+    pub tools: Cow<'a, [ToolSpec]>,
     /// Most output tokens for this call (`LIMIT OUTPUT_TOKENS`). Anthropic
     /// requires one: its provider uses 4096 when this is `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

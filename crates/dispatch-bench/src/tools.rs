@@ -62,7 +62,7 @@ fn context(dir: &Path) -> ToolContext<'static> {
         parcel_dir: dir.to_path_buf(),
         work_dir: dir.join("work"),
         artifacts_dir: dir.join("artifacts"),
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())].into(),
         secrets: Default::default(),
         scoped: Default::default(),
         mask: Vec::new(),
@@ -206,7 +206,7 @@ async fn mcp(n: usize) {
         name: "fixture".into(),
         command: Some(format!("exec '{}'", fixture().display())),
         cwd: dir.path().to_path_buf(),
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())].into(),
         ..McpConfig::default()
     };
     let server = McpServer::start(&config, Duration::from_secs(10))

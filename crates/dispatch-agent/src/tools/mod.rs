@@ -20,6 +20,7 @@ mod local;
 pub mod powers;
 mod sandbox;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,8 +106,10 @@ pub struct ToolContext<'a> {
     /// Where a tool's whole output goes when the model saw only its start.
     pub artifacts_dir: PathBuf,
     /// The environment every tool process starts with, exactly (no secret
-    /// is in it unless scoped to the tool: see `scoped`).
-    pub env: Vec<(String, String)>,
+    /// is in it unless scoped to the tool: see `scoped`). Borrowed when the
+    /// caller keeps it anyway (a native run's agent environment): a run
+    /// waiting on its model holds it once.
+    pub env: Cow<'a, [(String, String)]>,
     /// Declared secrets' values (HEADER values come from here; they are
     /// never in a tool process's environment on their own).
     pub secrets: HashMap<String, String>,
@@ -146,16 +149,16 @@ pub struct ToolContext<'a> {
 impl ToolContext<'_> {
     /// The environment of the processes of the TOOL named `tool`: `env`
     /// plus the secrets scoped to it (`env` itself, not a copy, when none is).
-    pub fn env_for(&self, tool: &str) -> std::borrow::Cow<'_, [(String, String)]> {
+    pub fn env_for(&self, tool: &str) -> Cow<'_, [(String, String)]> {
         let Some(scoped) = self.scoped.get(tool).filter(|s| !s.is_empty()) else {
-            return std::borrow::Cow::Borrowed(&self.env);
+            return Cow::Borrowed(&self.env);
         };
-        let mut env = self.env.clone();
+        let mut env = self.env.to_vec();
         for (k, v) in scoped {
             env.retain(|(name, _)| name != k);
             env.push((k.clone(), v.clone()));
         }
-        std::borrow::Cow::Owned(env)
+        Cow::Owned(env)
     }
 }
 
@@ -186,7 +189,6 @@ enum Runner {
 }
 
 struct Entry {
-    spec: ToolSpec,
     decl: ToolDecl,
     validator: Option<jsonschema::Validator>,
     runner: Runner,
@@ -195,6 +197,9 @@ struct Entry {
 /// The tools of one attempt (MCP servers started once for it).
 pub struct ToolBox<'a> {
     entries: Vec<Entry>,
+    /// The entries' specs, in their order: what each model call offers,
+    /// lent to the request (not copied per call).
+    specs: Vec<ToolSpec>,
     servers: Vec<Arc<McpServer>>,
     ctx: ToolContext<'a>,
     calls: AtomicU64,
@@ -274,16 +279,18 @@ impl<'a> ToolBox<'a> {
                 }
             }
         }
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(other) = entries[..i].iter().find(|o| o.spec.name == e.spec.name) {
+        for (i, (spec, e)) in entries.iter().enumerate() {
+            if let Some((_, other)) = entries[..i].iter().find(|(o, _)| o.name == spec.name) {
                 return Err(format!(
                     "tool `{}` of {} clashes with the one of {} (hint: ALLOW a subset of the MCP server's tools, or rename the other with AS)",
-                    e.spec.name, e.decl.name, other.decl.name
+                    spec.name, e.decl.name, other.decl.name
                 ));
             }
         }
+        let (specs, entries): (Vec<ToolSpec>, Vec<Entry>) = entries.into_iter().unzip();
         Ok(ToolBox {
             entries,
+            specs,
             servers,
             ctx,
             calls: AtomicU64::new(0),
@@ -299,10 +306,11 @@ impl<'a> ToolBox<'a> {
         let tools: Vec<Value> = self
             .entries
             .iter()
-            .map(|e| {
-                let schema = serde_json::to_vec(&e.spec.parameters).unwrap_or_default();
+            .zip(&self.specs)
+            .map(|(e, spec)| {
+                let schema = serde_json::to_vec(&spec.parameters).unwrap_or_default();
                 let mut row = json!({
-                    "name": e.spec.name,
+                    "name": spec.name,
                     "kind": e.decl.kind.as_str(),
                     "source": e.decl.name,
                     "schema_sha256": hex::encode(Sha256::digest(&schema)),
@@ -369,21 +377,22 @@ impl<'a> ToolBox<'a> {
     async fn approve(
         &self,
         e: &Entry,
+        spec: &ToolSpec,
         args: Value,
         call_id: &str,
     ) -> Result<(Value, serde_json::Map<String, Value>, Option<edit::Edit>), ToolOutcome> {
         let Some(approver) = self.ctx.approver else {
             return Err(ToolOutcome::error(format!(
                 "error: `{}` needs an approval and nobody can give one here",
-                e.spec.name
+                spec.name
             )));
         };
         let ask = ApprovalAsk {
-            tool: e.spec.name.clone(),
+            tool: spec.name.clone(),
             kind: e.decl.kind.as_str(),
             arguments: args.clone(),
             risk: e.decl.risk(),
-            schema: e.spec.parameters.clone(),
+            schema: spec.parameters.clone(),
             timeout: Duration::from_millis(e.decl.approval_timeout_ms()),
             call_id: call_id.to_string(),
             round: self.round.load(Ordering::SeqCst),
@@ -503,8 +512,8 @@ impl<'a> ToolBox<'a> {
 
 #[async_trait::async_trait]
 impl Tools for ToolBox<'_> {
-    fn specs(&self) -> Vec<ToolSpec> {
-        self.entries.iter().map(|e| e.spec.clone()).collect()
+    fn specs(&self) -> Cow<'_, [ToolSpec]> {
+        Cow::Borrowed(&self.specs)
     }
 
     fn begin_round(&self, round: u64) {
@@ -516,8 +525,13 @@ impl Tools for ToolBox<'_> {
     }
 
     async fn call(&self, call: &ToolCall) -> ToolOutcome {
-        let Some(e) = self.entries.iter().find(|e| e.spec.name == call.name) else {
-            let names: Vec<&str> = self.entries.iter().map(|e| e.spec.name.as_str()).collect();
+        let Some((e, spec)) = self
+            .entries
+            .iter()
+            .zip(&self.specs)
+            .find(|(_, spec)| spec.name == call.name)
+        else {
+            let names: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
             return ToolOutcome::error(format!(
                 "error: there is no tool named `{}` (the tools are: {})",
                 call.name,
@@ -581,7 +595,7 @@ impl Tools for ToolBox<'_> {
         }
         let decision = self.ctx.gate.as_ref().map(|g| {
             g.decide(&GateAsk {
-                tool: &e.spec.name,
+                tool: &spec.name,
                 kind: e.decl.kind.as_str(),
                 arguments: &args,
                 risk: Some(e.decl.risk().as_str()),
@@ -604,7 +618,7 @@ impl Tools for ToolBox<'_> {
                 return with_meta(o);
             }
             Some(GateDecision::RequireApproval(reasons)) => {
-                return with_meta(match self.approve(e, args, &call.id).await {
+                return with_meta(match self.approve(e, spec, args, &call.id).await {
                     Ok((args, fields, edit)) => {
                         let mut outcome = self.run(e, args, &call.id).await;
                         outcome.meta.extend(fields);
@@ -645,7 +659,7 @@ impl Tools for ToolBox<'_> {
                 );
                 return with_meta(outcome);
             }
-            _ => match self.approve(e, args, &call.id).await {
+            _ => match self.approve(e, spec, args, &call.id).await {
                 Ok((args, fields, edit)) => {
                     let mut outcome = self.run(e, args, &call.id).await;
                     outcome.meta.extend(fields);
@@ -663,7 +677,7 @@ impl Tools for ToolBox<'_> {
 
 /// A tool with its compiled schema (an MCP server's own schema that does
 /// not compile leaves its arguments to the server to check).
-fn entry(decl: &ToolDecl, spec: ToolSpec, runner: Runner) -> Result<Entry, String> {
+fn entry(decl: &ToolDecl, spec: ToolSpec, runner: Runner) -> Result<(ToolSpec, Entry), String> {
     let validator = match (jsonschema::validator_for(&spec.parameters), &runner) {
         (Ok(v), _) => Some(v),
         (Err(_), Runner::Mcp { .. }) => None,
@@ -674,12 +688,14 @@ fn entry(decl: &ToolDecl, spec: ToolSpec, runner: Runner) -> Result<Entry, Strin
             ));
         }
     };
-    Ok(Entry {
+    Ok((
         spec,
-        decl: decl.clone(),
-        validator,
-        runner,
-    })
+        Entry {
+            decl: decl.clone(),
+            validator,
+            runner,
+        },
+    ))
 }
 
 /// The spec and runner of a LOCAL, HTTP or built-in tool.

@@ -20,7 +20,7 @@ fn request() -> ModelRequest<'static> {
         model: "m".into(),
         system: "be brief".into(),
         messages: std::borrow::Cow::Owned(vec![Message::user("hi")]),
-        tools: vec![],
+        tools: vec![].into(),
         max_output_tokens: None,
         reasoning: None,
         web_search: false,

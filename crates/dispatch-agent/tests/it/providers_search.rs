@@ -39,7 +39,7 @@ fn request(model: &str, web_search: bool) -> ModelRequest<'static> {
         model: model.into(),
         system: "Be brief.".into(),
         messages: std::borrow::Cow::Owned(vec![Message::user("when did rust 1.95 ship?")]),
-        tools: vec![],
+        tools: vec![].into(),
         max_output_tokens: None,
         reasoning: None,
         web_search,

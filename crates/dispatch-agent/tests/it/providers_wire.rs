@@ -23,7 +23,7 @@ fn request(model: &str, max: Option<u64>) -> ModelRequest<'static> {
         model: model.into(),
         system: "".into(),
         messages: std::borrow::Cow::Owned(vec![Message::user("hi")]),
-        tools: vec![],
+        tools: vec![].into(),
         max_output_tokens: max,
         reasoning: None,
         web_search: false,

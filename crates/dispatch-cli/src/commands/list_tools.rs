@@ -21,7 +21,7 @@ pub async fn list_tools(ctx: &Ctx, args: &RunArgs) -> CliResult {
             args.source
         )));
     }
-    let (tools, decls) = with_tools(&parcel, |t| t.specs()).await?;
+    let (tools, decls) = with_tools(&parcel, |t| t.specs().into_owned()).await?;
     if args.format == Some(Format::Json) {
         let out = json!({"tools": tools, "bom": decls});
         println!(
@@ -68,7 +68,7 @@ pub async fn current_bom(parcel: &Parcel) -> CliResult<serde_json::Value> {
 
 /// The tool specs the model gets for `parcel` (empty without TOOL lines).
 pub async fn specs(parcel: &Parcel) -> CliResult<Vec<dispatch_agent::ToolSpec>> {
-    Ok(with_tools(parcel, |t| t.specs()).await?.0)
+    Ok(with_tools(parcel, |t| t.specs().into_owned()).await?.0)
 }
 
 /// Starts `parcel`'s tools in a scratch directory, applies `f`, stops them.

@@ -42,7 +42,7 @@ pub async fn print_prompt(ctx: &Ctx, args: &RunArgs) -> CliResult {
         messages: std::borrow::Cow::Owned(vec![Message::user(dispatch_agent::prompt::user_text(
             &payload,
         ))]),
-        tools: crate::commands::list_tools::specs(&parcel).await?,
+        tools: crate::commands::list_tools::specs(&parcel).await?.into(),
         max_output_tokens: agent.max_output_tokens,
         reasoning: Override::reasoning(over.as_ref(), agent),
         web_search: agent.tools.iter().any(|t| t.is_hosted()),

@@ -17,6 +17,7 @@
 //! plus the secrets scoped to each (`SECRET NAME TO tool`). A model's KEY
 //! stays with the model client.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use dispatch_core::parcel::Manifest;
@@ -73,9 +74,9 @@ pub fn build(
 
 /// What a native agent's tool processes get (see [`for_tools`]).
 #[derive(Debug, Default)]
-pub struct ToolEnv {
+pub struct ToolEnv<'e> {
     /// The agent's environment without any declared secret.
-    pub base: Vec<(String, String)>,
+    pub base: Cow<'e, [(String, String)]>,
     /// By TOOL name, the secrets scoped to it (`SECRET NAME TO tool`).
     pub scoped: HashMap<String, Vec<(String, String)>>,
 }
@@ -83,18 +84,22 @@ pub struct ToolEnv {
 /// What a native agent's tool processes get: `env` (the agent's, from
 /// [`build`]) without any declared secret, and by TOOL name the secrets
 /// scoped to it (`SECRET NAME TO tool`) that have a value in `secrets`.
-pub fn for_tools(
+pub fn for_tools<'e>(
     manifest: &Manifest,
-    env: &[(String, String)],
+    env: &'e [(String, String)],
     secrets: &[(String, String)],
-) -> ToolEnv {
-    // Held for the run's life: no spare capacity.
-    let mut base: Vec<(String, String)> = env
-        .iter()
-        .filter(|(k, _)| !manifest.secrets.contains(k))
-        .cloned()
-        .collect();
-    base.shrink_to_fit();
+) -> ToolEnv<'e> {
+    // Held for the run's life: `env` itself when no secret is in it (the
+    // attempt keeps it anyway), else a copy without spare capacity.
+    let secret = |k: &String| manifest.secrets.contains(k);
+    let base: Cow<'e, [(String, String)]> = if env.iter().any(|(k, _)| secret(k)) {
+        let mut base: Vec<(String, String)> =
+            env.iter().filter(|(k, _)| !secret(k)).cloned().collect();
+        base.shrink_to_fit();
+        Cow::Owned(base)
+    } else {
+        Cow::Borrowed(env)
+    };
     let mut scoped: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for (name, tools) in &manifest.secret_tools {
         let Some((_, value)) = secrets.iter().find(|(k, _)| k == name) else {
@@ -194,7 +199,7 @@ mod tests {
         let mut env = pairs(&[("PATH", "/usr/bin")]);
         env.extend(secrets.iter().cloned());
         let ToolEnv { base, scoped } = for_tools(&manifest, &env, &secrets);
-        assert_eq!(base, pairs(&[("PATH", "/usr/bin")]));
+        assert_eq!(*base, pairs(&[("PATH", "/usr/bin")]));
         assert_eq!(scoped["github"], pairs(&[("ALL", "all-1"), ("GH", "gh-1")]));
         assert_eq!(scoped["probe"], pairs(&[("ALL", "all-1")]));
         assert!(

@@ -241,9 +241,10 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     at_line_start: bool,
     /// Streamed text not written yet: it may be the start of a secret.
     pending: String,
-    /// The call sent and not recorded yet (its `model_call_sent`), and the
-    /// bytes of answer it got so far.
-    pub(crate) in_flight: Option<(Value, usize)>,
+    /// The call sent and not recorded yet (its `model_call_sent`, as JSON
+    /// text: held while the model works, a parsed map is ~1 KB more), and
+    /// the bytes of answer it got so far.
+    pub(crate) in_flight: Option<(Box<str>, usize)>,
     /// The parcel's `RATE_LIMIT`s.
     pub(super) rates: super::native_rate::Limits,
 }
@@ -346,7 +347,7 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
         let sent = batch
             .iter()
             .find(|e| e.is(EventKind::ModelCallSent))
-            .map(|e| (e.data.clone(), 0));
+            .map(|e| (e.data.to_string().into_boxed_str(), 0));
         // A short outage should not lose a round: try a few times.
         let mut last = String::new();
         for wait in [0u64, 100, 400, 1_000, 2_000] {

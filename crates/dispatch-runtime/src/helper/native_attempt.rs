@@ -268,7 +268,10 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         cfg: &LoopConfig,
         secrets: &[String],
         services: &'t ToolServices<'_, S>,
-    ) -> Result<Tooling<'t>, Ended> {
+    ) -> Result<Tooling<'t>, Ended>
+    where
+        'a: 't,
+    {
         let ctx = self.ctx;
         let mut tool_ctx = super::native_tools::context(
             self.layout,
@@ -504,6 +507,7 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         };
         let in_flight = match (finish, sink.in_flight.take()) {
             (Some(finish), Some((sent, bytes))) => {
+                let sent: Value = serde_json::from_str(&sent).unwrap_or_default();
                 let id = sent["id"].as_str().unwrap_or_default();
                 let done = super::native_billing::recorded(self.store, &run.id, id).await;
                 (!done).then_some((finish, sent, bytes))

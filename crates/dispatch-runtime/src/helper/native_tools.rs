@@ -188,7 +188,7 @@ pub(super) fn context<'a>(
     layout: &Layout,
     run: &Run,
     parcel: &Parcel,
-    prepared: &Prepared,
+    prepared: &'a Prepared,
     memory: &'a dyn Memory,
     approver: &'a dyn Approver,
     messenger: &'a dyn Messenger,

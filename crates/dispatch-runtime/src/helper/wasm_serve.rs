@@ -310,8 +310,8 @@ struct Offered<'a> {
 
 #[async_trait::async_trait]
 impl Tools for Offered<'_> {
-    fn specs(&self) -> Vec<ToolSpec> {
-        self.specs.clone()
+    fn specs(&self) -> std::borrow::Cow<'_, [ToolSpec]> {
+        std::borrow::Cow::Borrowed(&self.specs)
     }
 
     async fn call(&self, call: &ToolCall) -> ToolOutcome {
@@ -328,7 +328,7 @@ struct Capture<'a> {
 
 #[async_trait::async_trait]
 impl Tools for Capture<'_> {
-    fn specs(&self) -> Vec<ToolSpec> {
+    fn specs(&self) -> std::borrow::Cow<'_, [ToolSpec]> {
         self.inner.specs()
     }
 

@@ -120,7 +120,7 @@ pub async fn grade(
             output,
             status,
         ))]),
-        tools: Vec::new(),
+        tools: Vec::new().into(),
         max_output_tokens: Some(512),
         reasoning: None,
         web_search: false,
