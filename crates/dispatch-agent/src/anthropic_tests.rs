@@ -118,7 +118,8 @@ fn tool_results_become_user_messages_and_roles_merge() {
             name: "w".into(),
             description: "weather".into(),
             parameters: json!({"type": "object"}),
-        }].into(),
+        }]
+        .into(),
         max_output_tokens: None,
         reasoning: None,
         web_search: false,

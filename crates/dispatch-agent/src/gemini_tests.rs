@@ -123,7 +123,8 @@ fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
             name: "w".into(),
             description: "weather".into(),
             parameters: json!({"type": "object", "additionalProperties": false}),
-        }].into(),
+        }]
+        .into(),
         max_output_tokens: Some(300),
         reasoning: Some(Reasoning {
             effort: Some(Effort::Low),

@@ -161,7 +161,8 @@ fn the_body_carries_instructions_input_items_tools_and_reasoning() {
             name: "w".into(),
             description: "weather".into(),
             parameters: json!({"type": "object"}),
-        }].into(),
+        }]
+        .into(),
         max_output_tokens: Some(300),
         reasoning: Some(Reasoning {
             effort: Some(Effort::High),

@@ -143,7 +143,8 @@ fn the_request_body_carries_system_tools_calls_and_results() {
             name: "w".into(),
             description: "weather".into(),
             parameters: json!({"type": "object"}),
-        }].into(),
+        }]
+        .into(),
         max_output_tokens: Some(100),
         reasoning: None,
         web_search: false,

@@ -29,7 +29,8 @@ fn request(model: &str) -> ModelRequest<'static> {
             name: "lookup".into(),
             description: "Looks an order up".into(),
             parameters: json!({"type": "object", "properties": {"order": {"type": "string"}}}),
-        }].into(),
+        }]
+        .into(),
         max_output_tokens: None,
         reasoning: None,
         web_search: false,

@@ -11,7 +11,11 @@ use crate::helper::native::{self, NativeCtx};
 pub(crate) struct Agent;
 
 impl Courier for Agent {
-    async fn carry<S: Store + ?Sized>(self, store: &S, mut a: Attempt<'_>) -> RuntimeResult<Ended> {
+    async fn carry<S: Store + ?Sized>(
+        self,
+        store: &S,
+        mut a: Box<Attempt<'_>>,
+    ) -> RuntimeResult<Ended> {
         let state = match a.pull_state().await {
             Ok(state) => state,
             Err(ended) => return Ok(ended),

@@ -22,7 +22,7 @@ impl Courier for Image {
     async fn carry<S: Store + ?Sized>(
         self,
         store: &S,
-        attempt: super::Attempt<'_>,
+        attempt: Box<super::Attempt<'_>>,
     ) -> RuntimeResult<Ended> {
         Process::in_container().carry(store, attempt).await
     }

@@ -44,7 +44,7 @@ pub(crate) trait Courier {
     async fn carry<S: Store + ?Sized>(
         self,
         store: &S,
-        attempt: Attempt<'_>,
+        attempt: Box<Attempt<'_>>,
     ) -> RuntimeResult<Ended>;
 }
 
@@ -81,14 +81,15 @@ pub(crate) async fn one_attempt<S: Store + ?Sized>(
     };
     log.mask_also(&prepared.spec.secrets);
     prepared.shared = ctx.shared.cloned();
-    let attempt = Attempt {
+    // Boxed: moved by value, each courier's future would hold it twice.
+    let attempt = Box::new(Attempt {
         layout,
         run,
         log,
         parcel,
         prepared,
         ctx,
-    };
+    });
     // Each courier's attempt is a future of its own size, on the heap: a
     // run holds the state of the courier that carries it, not of the
     // largest one (an async fn's state is as large as its largest branch).

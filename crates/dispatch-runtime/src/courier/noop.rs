@@ -60,7 +60,7 @@ pub async fn finish<S: Store + ?Sized>(store: &S, mut run: Run) -> Result<(), St
 pub(crate) struct Noop;
 
 impl Courier for Noop {
-    async fn carry<S: Store + ?Sized>(self, _: &S, a: Attempt<'_>) -> RuntimeResult<Ended> {
+    async fn carry<S: Store + ?Sized>(self, _: &S, a: Box<Attempt<'_>>) -> RuntimeResult<Ended> {
         a.log.line(&format!(
             "run {} attempt {}: noop courier",
             a.run.id, a.run.attempt

@@ -52,7 +52,11 @@ struct Session<'a> {
 }
 
 impl Courier for Process {
-    async fn carry<S: Store + ?Sized>(self, store: &S, mut a: Attempt<'_>) -> RuntimeResult<Ended> {
+    async fn carry<S: Store + ?Sized>(
+        self,
+        store: &S,
+        mut a: Box<Attempt<'_>>,
+    ) -> RuntimeResult<Ended> {
         let (layout, parcel, ctx) = (a.layout, a.parcel, a.ctx);
         let state = match a.pull_state().await {
             Ok(state) => state,

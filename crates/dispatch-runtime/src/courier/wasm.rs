@@ -12,7 +12,11 @@ use crate::helper::wasm;
 pub(crate) struct Wasm;
 
 impl Courier for Wasm {
-    async fn carry<S: Store + ?Sized>(self, store: &S, mut a: Attempt<'_>) -> RuntimeResult<Ended> {
+    async fn carry<S: Store + ?Sized>(
+        self,
+        store: &S,
+        mut a: Box<Attempt<'_>>,
+    ) -> RuntimeResult<Ended> {
         let state = match a.pull_state().await {
             Ok(state) => state,
             Err(ended) => return Ok(ended),

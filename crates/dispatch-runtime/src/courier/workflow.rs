@@ -14,7 +14,11 @@ use crate::record::{AdvanceError, advance};
 pub(crate) struct Workflow;
 
 impl Courier for Workflow {
-    async fn carry<S: Store + ?Sized>(self, store: &S, a: Attempt<'_>) -> RuntimeResult<Ended> {
+    async fn carry<S: Store + ?Sized>(
+        self,
+        store: &S,
+        a: Box<Attempt<'_>>,
+    ) -> RuntimeResult<Ended> {
         let Attempt {
             layout,
             run,
@@ -22,7 +26,7 @@ impl Courier for Workflow {
             parcel,
             ctx,
             ..
-        } = a;
+        } = *a;
         let Some(wf) = parcel.manifest.workflow.as_ref() else {
             let reason = format!(
                 "parcel {} has no workflow (hint: rebuild it)",

@@ -27,10 +27,11 @@ pub(super) async fn run_attempts<S: Store + ?Sized>(
     run: Box<Run>,
     log: &mut LifecycleLog,
     host: Host,
-    known: Known,
+    known: Box<Known>,
 ) -> RuntimeResult<i32> {
     // Passed boxed and unboxed once here: a `Run` moved by value down the
-    // layers of futures would be laid out in each of them, twice (issue #38).
+    // layers of futures would be laid out in each of them, twice (issue #38);
+    // so would `known`, whose fields are taken below.
     let mut run = *run;
     // Loaded once for every attempt of the run.
     let parcel = match known.parcel {

@@ -126,7 +126,15 @@ pub async fn run_claimed<S: Store + ?Sized>(
         leased: false,
     };
     let mut log = LifecycleLog::open(layout, &run.id);
-    attempt::run_attempts(store, layout, Box::new(run), &mut log, host, known).await
+    attempt::run_attempts(
+        store,
+        layout,
+        Box::new(run),
+        &mut log,
+        host,
+        Box::new(known),
+    )
+    .await
 }
 
 /// What the caller already has of a run (`dispatch run` just created it; a
@@ -189,7 +197,7 @@ pub async fn run_in_worker<S: Store + ?Sized>(
         shared,
         turn: None,
     };
-    attempt::run_attempts(store, layout, run, &mut log, host, known).await
+    attempt::run_attempts(store, layout, run, &mut log, host, Box::new(known)).await
 }
 
 /// What differs between a helper process and a worker holding a run.
