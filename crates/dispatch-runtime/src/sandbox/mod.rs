@@ -402,15 +402,28 @@ impl Plan {
         }
     }
 
+    /// The plan without what it says it applied (only the run's record
+    /// reads that): what a hook or launcher keeps for the run's life.
+    fn working_copy(&self) -> Plan {
+        Plan {
+            steps: self.steps.clone(),
+            tree: self.tree.clone(),
+            keeper: self.keeper.clone(),
+            applied: Applied::default(),
+        }
+    }
+
     /// [`Plan::apply`] as a hook for commands spawned later (a native
     /// agent's LOCAL tools and MCP servers).
     pub fn hook(&self) -> Option<dispatch_agent::tools::SpawnHook> {
         self.steps.as_ref()?;
-        let mut plan = self.clone();
         // The hook only enters the sandbox; the tree is entered first,
         // through its own hook ([`Plan::contain_hook`]).
-        plan.tree = None;
-        plan.keeper = None;
+        let plan = Plan {
+            tree: None,
+            keeper: None,
+            ..self.working_copy()
+        };
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
         }))
@@ -426,7 +439,7 @@ impl Plan {
         if !stage::enabled() {
             return None;
         }
-        let plan = self.clone();
+        let plan = self.working_copy();
         Some(Arc::new(move |req| stage::launch(&plan, req)))
     }
 
