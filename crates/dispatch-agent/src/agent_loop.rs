@@ -248,6 +248,8 @@ pub async fn run_loop(
                 let mut said =
                     Message::assistant(response.text.clone(), response.tool_calls.clone());
                 said.thinking = response.thinking.clone();
+                // Exactly: the conversation is held while the model works.
+                conv.messages.reserve_exact(1);
                 conv.messages.push(said);
                 event["call"] = json!(conv.calls);
                 let searched = crate::hosted::search_events(
@@ -347,6 +349,7 @@ pub async fn run_loop(
                     conv.done.clear();
                     events.extend(ran);
                     // Answered in the order the model gave the calls.
+                    conv.messages.reserve_exact(results.len());
                     for r in results {
                         stop = stop.or(r.stop);
                         conv.messages
