@@ -287,7 +287,14 @@ impl<'a> ToolBox<'a> {
                 ));
             }
         }
-        let (specs, entries): (Vec<ToolSpec>, Vec<Entry>) = entries.into_iter().unzip();
+        // Exactly as many as there are (`unzip` would reserve four of each).
+        let mut specs = Vec::with_capacity(entries.len());
+        let mut held = Vec::with_capacity(entries.len());
+        for (spec, entry) in entries {
+            specs.push(spec);
+            held.push(entry);
+        }
+        let entries = held;
         Ok(ToolBox {
             entries,
             specs,
