@@ -137,7 +137,7 @@ pub struct ToolSpec {
 }
 
 /// Whether a request offers no tools (`tools` is then left out).
-fn no_tools(tools: &Cow<'_, [ToolSpec]>) -> bool {
+fn no_tools(tools: &[ToolSpec]) -> bool {
     tools.is_empty()
 }
 

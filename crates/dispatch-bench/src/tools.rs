@@ -206,7 +206,7 @@ async fn mcp(n: usize) {
         name: "fixture".into(),
         command: Some(format!("exec '{}'", fixture().display())),
         cwd: dir.path().to_path_buf(),
-        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())].into(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
         ..McpConfig::default()
     };
     let server = McpServer::start(&config, Duration::from_secs(10))
