@@ -213,7 +213,7 @@ impl<'a> ToolBox<'a> {
     /// Prepares `decls`: starts each MCP server and lists its tools. An
     /// error names the tool or server (and a server's stderr).
     pub async fn start(decls: &[ToolDecl], ctx: ToolContext<'a>) -> Result<ToolBox<'a>, String> {
-        // Held for the run's life: no spare capacity (an entry is ~0.5 KB).
+        // With its spec until the names are checked; split exactly below.
         let mut entries = Vec::with_capacity(decls.len());
         let mut servers = Vec::new();
         std::fs::create_dir_all(&ctx.work_dir).map_err(|e| {
