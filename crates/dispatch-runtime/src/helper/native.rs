@@ -244,7 +244,7 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     /// The call sent and not recorded yet (its `model_call_sent`, as JSON
     /// text: held while the model works, a parsed map is ~1 KB more), and
     /// the bytes of answer it got so far.
-    pub(crate) in_flight: Option<(Box<str>, usize)>,
+    in_flight: Option<(Box<str>, usize)>,
     /// The parcel's `RATE_LIMIT`s.
     pub(super) rates: super::native_rate::Limits,
 }
@@ -286,6 +286,13 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             in_flight: None,
             rates: super::native_rate::Limits::default(),
         }
+    }
+
+    /// The call sent and not recorded yet, as its `model_call_sent`, and
+    /// the bytes of answer it got (to bill it when the run was stopped).
+    pub(crate) fn take_in_flight(&mut self) -> Option<(Value, usize)> {
+        let (sent, bytes) = self.in_flight.take()?;
+        Some((serde_json::from_str(&sent).unwrap_or_default(), bytes))
     }
 
     fn emit(&mut self, text: String) {

@@ -505,9 +505,8 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
             Outcome::TimedOut(_) => Some("timed_out"),
             Outcome::Loop(_) => None,
         };
-        let in_flight = match (finish, sink.in_flight.take()) {
+        let in_flight = match (finish, sink.take_in_flight()) {
             (Some(finish), Some((sent, bytes))) => {
-                let sent: Value = serde_json::from_str(&sent).unwrap_or_default();
                 let id = sent["id"].as_str().unwrap_or_default();
                 let done = super::native_billing::recorded(self.store, &run.id, id).await;
                 (!done).then_some((finish, sent, bytes))

@@ -448,8 +448,7 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Outcome::TimedOut(_) => Some("timed_out"),
         _ => None,
     };
-    if let (Some(finish), Some((sent, bytes))) = (finish, sink.in_flight.take()) {
-        let sent: serde_json::Value = serde_json::from_str(&sent).unwrap_or_default();
+    if let (Some(finish), Some((sent, bytes))) = (finish, sink.take_in_flight()) {
         let id = sent["id"].as_str().unwrap_or_default();
         if !super::native_billing::recorded(store, &run.id, id).await {
             let why = format!(

@@ -420,9 +420,10 @@ impl Plan {
         // The hook only enters the sandbox; the tree is entered first,
         // through its own hook ([`Plan::contain_hook`]).
         let plan = Plan {
+            steps: self.steps.clone(),
             tree: None,
             keeper: None,
-            ..self.working_copy()
+            applied: Applied::default(),
         };
         Some(Arc::new(move |cmd: &mut tokio::process::Command| {
             plan.apply(cmd)
