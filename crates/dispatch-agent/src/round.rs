@@ -9,10 +9,12 @@
 //! resumes from that checkpoint runs only the calls not done yet: a call
 //! that completed is never run twice, and the model is not called again.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use dispatch_core::RunEvent;
 use futures_util::StreamExt;
+use futures_util::future::{self, Either};
 use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -75,6 +77,8 @@ pub(crate) enum RoundEnd {
 /// [`Conversation::done`], its `tool_call` event with it, recorded with
 /// the round in the model's order): an attempt that dies mid-round re-runs
 /// only the calls whose results were not saved.
+/// The other calls go on while such a checkpoint is saved: it waits for
+/// the run's row, which a call still running may hold.
 pub(crate) async fn run_round(
     conv: &Conversation,
     round: u64,
@@ -97,17 +101,26 @@ pub(crate) async fn run_round(
     let mut outcomes: Vec<Option<(ToolOutcome, Duration)>> = vec![None; calls.len()];
     // What is saved of the round so far.
     let mut state = conv.clone();
-    while let Some((i, outcome, took)) = running.next().await {
-        if !running.is_empty() && outcome.suspend.is_none() {
+    // Calls that completed while a checkpoint was being saved, in turn.
+    let mut ready = VecDeque::new();
+    loop {
+        let (i, outcome, took) = match ready.pop_front() {
+            Some(done) => done,
+            None => match running.next().await {
+                Some(done) => done,
+                None => break,
+            },
+        };
+        let others_run = !running.is_empty() || !ready.is_empty();
+        if others_run && outcome.suspend.is_none() {
             let tc = &calls[i];
             let mut saved = done_call(tc, &outcome);
             saved.event = Some(tool_event(tc, &outcome, took, round));
             state.done.push(saved);
             let step = format!("round-{round}-call-{}", tc.id);
             // Not saved (the store is out): the round's record saves it.
-            let _ = sink
-                .record(vec![RunEvent::Checkpoint(state.checkpoint(&step))])
-                .await;
+            let save = sink.record(vec![RunEvent::Checkpoint(state.checkpoint(&step))]);
+            save_while_running(save, &mut running, &mut ready).await;
         }
         outcomes[i] = Some((outcome, took));
     }
@@ -142,6 +155,28 @@ pub(crate) async fn run_round(
                 pending,
                 events,
                 state: Box::new(state),
+            }
+        }
+    }
+}
+
+/// Awaits `save` while the calls still `running` go on, keeping those that
+/// complete meanwhile in `ready`: a save waits for the run's row, which a
+/// call still running may hold (an approval's transaction), so a save that
+/// stopped the other calls could wait for them forever.
+async fn save_while_running<S: Future, C: Future>(
+    save: S,
+    running: &mut FuturesUnordered<C>,
+    ready: &mut VecDeque<C::Output>,
+) {
+    let mut save = std::pin::pin!(save);
+    loop {
+        match future::select(save.as_mut(), running.next()).await {
+            Either::Left(_) => return,
+            Either::Right((Some(done), _)) => ready.push_back(done),
+            Either::Right((None, _)) => {
+                save.await;
+                return;
             }
         }
     }
@@ -188,3 +223,6 @@ impl ToolOutcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

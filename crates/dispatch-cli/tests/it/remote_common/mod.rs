@@ -260,7 +260,7 @@ impl Worker {
             .env_remove("DISPATCH_APPROVAL_WAIT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_to(name))
             .spawn()
             .expect("the worker starts");
         Worker { child, _dir: state }
@@ -271,6 +271,23 @@ impl Worker {
     pub fn one_slot(db_url: &str, name: &str) -> Worker {
         Worker::start(db_url, name, &["--slots", "1", "--lease-ms", "1000"])
     }
+}
+
+/// Where a worker's stderr goes: a file `<name>.<pid>.log` under
+/// `DISPATCH_TEST_WORKER_LOGS` when that names a directory (to read what a
+/// worker did in a failing test), else nowhere.
+fn log_to(name: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("DISPATCH_TEST_WORKER_LOGS") else {
+        return Stdio::null();
+    };
+    let path = std::path::Path::new(&dir).join(format!(
+        "{name}.{}.{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// Killed with SIGKILL: the overlay workspaces of the runs it held stay
