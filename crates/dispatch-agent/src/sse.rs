@@ -75,18 +75,9 @@ pub(crate) async fn post_stream(
 ) -> Result<(), ProviderError> {
     exchange.url = url.to_string();
     exchange.request_body = body.clone();
-    let mut request = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .header("accept", "text/event-stream");
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request
-        .send()
+    let response = send(client, url, headers, body)
         .await
-        .map_err(|e| ProviderError::Connect(describe(&e)))?;
+        .map_err(ProviderError::Connect)?;
     let status = response.status();
     exchange.status = status.as_u16();
     if !status.is_success() {
@@ -140,6 +131,41 @@ pub(crate) async fn post_stream(
         }
     }
     Ok(())
+}
+
+/// POSTs `body`: over the origin's own HTTP/2 connection when it has one
+/// (see [`dispatch_http::h2`]: a call waiting on its answer holds a few
+/// hundred bytes of it, not reqwest's futures), else through `client`.
+/// The error is a line saying why the call got no answer.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: bytes::Bytes,
+) -> Result<reqwest::Response, String> {
+    const FIXED: [(&str, &str); 2] = [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream"),
+    ];
+    if let Some(direct) = dispatch_http::h2::direct("agent") {
+        let all = FIXED.iter().chain(headers).copied();
+        match direct.post(url, all, body.clone()).await {
+            Some(Ok(response)) => return Ok(response.map(reqwest::Body::wrap).into()),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "error sending request for url ({url}): {}",
+                    chain(&e)
+                ));
+            }
+            None => {}
+        }
+    }
+    let mut request = client.post(url).body(body);
+    for (k, v) in FIXED.iter().chain(headers) {
+        request = request.header(*k, *v);
+    }
+    // Boxed: laid out only for the calls that take this way.
+    Box::pin(request.send()).await.map_err(|e| describe(&e))
 }
 
 /// Whether a `Content-Type` is the server-sent events every streamed call needs.
@@ -197,6 +223,11 @@ fn naming_url(e: ProviderError, url: &str) -> ProviderError {
 }
 
 fn describe(e: &reqwest::Error) -> String {
+    chain(e)
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

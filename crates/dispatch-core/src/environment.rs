@@ -77,6 +77,7 @@ pub const ENVIRONMENT: &[Var] = &[
     setting("DISPATCH_CONTAINER_ULIMITS", "the ulimits given to containers (default `nofile=1024:1024,nproc=1000:1000`)"),
     setting("DISPATCH_DATABASE_URL", "`--database-url` of `server` and `worker`: a PostgreSQL URL (without it, the local SQLite database)"),
     setting("DISPATCH_HOST", "`--host`: the `dispatch server` the CLI talks to (`127.0.0.1:8077`, `https://…`)"),
+    setting("DISPATCH_HTTP2_DIRECT", "`off`: model calls to an HTTPS provider go through the pooled HTTP client, not over a direct HTTP/2 connection of the process (off too when `HTTPS_PROXY` or `ALL_PROXY` is set)"),
     setting("DISPATCH_LISTEN_SHARED_SECRET", "`serve --listen-shared-secret`: the shared secret of a service's listener"),
     setting("DISPATCH_LOG", "the log filter of `server` and `worker` (as `RUST_LOG`, which is read when this is unset)"),
     setting("DISPATCH_LOG_FORMAT", "`--log-format` of `server` and `worker`: `text` or `json`"),

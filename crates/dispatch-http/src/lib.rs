@@ -26,6 +26,7 @@
 //! which may depend on no production crate — builds its requests here too.
 
 pub mod blocking;
+pub mod h2;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The crate's integration tests, one binary (each module was a test
 //! binary of its own): one link instead of one per file.
 
+mod direct_h2;
 mod mcp;
 mod mock_anthropic;
 mod mock_common;

@@ -1,0 +1,96 @@
+//! Model calls over a direct HTTP/2 connection (`dispatch_http::h2`), to
+//! the scripted mock over TLS on loopback: what goes that way, and what is
+//! left to reqwest (which then reports what is wrong in its own words).
+
+use std::net::SocketAddr;
+
+use dispatch_http::ExtraCa;
+use dispatch_http::h2::Direct;
+use dispatch_test_support::mock::{MockServer, Script, Step};
+use http_body_util::BodyExt;
+
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+async fn tls_mock(steps: Vec<Step>) -> MockServer {
+    MockServer::start_tls_on(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Script::with_steps(steps),
+    )
+    .await
+    .expect("the mock listens")
+}
+
+fn body() -> bytes::Bytes {
+    bytes::Bytes::from_static(
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+}
+
+/// The text of a streamed chat completion.
+fn content(sse: &str) -> String {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_to_an_https_origin_share_its_http2_connection() {
+    let mock = tls_mock(vec![Step::text("first"), Step::text("second")]).await;
+    let ca = mock.ca_pem().expect("a TLS mock has a CA");
+    let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
+    let url = format!("{}/chat/completions", mock.base_url());
+    for expected in ["first", "second"] {
+        let response = direct
+            .post(&url, JSON, body())
+            .await
+            .expect("an h2 origin is direct")
+            .expect("answered");
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert!(response.status().is_success(), "{}", response.status());
+        let text = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(content(&text), expected, "{text}");
+    }
+    assert_eq!(mock.request_count(), 2);
+    let sent = &mock.requests()[0];
+    assert_eq!(sent.body["model"], "gpt-4o-mini", "the body went as it was");
+    let agent = sent.headers.iter().find(|(k, _)| k == "user-agent");
+    assert!(
+        agent.is_some_and(|(_, v)| v.starts_with("dispatch-test/")),
+        "{:?}",
+        sent.headers
+    );
+}
+
+#[tokio::test]
+async fn what_is_not_direct_is_left_to_reqwest() {
+    let mock = tls_mock(vec![Step::text("never")]).await;
+    let url = format!("{}/chat/completions", mock.base_url());
+    // A certificate the connection does not trust: reqwest says why.
+    let untrusting = Direct::new("test", ExtraCa::File(None)).expect("builds");
+    assert!(untrusting.post(&url, JSON, body()).await.is_none());
+    // Plain HTTP, and a port nobody listens on (at once, and again while
+    // that origin is left to reqwest).
+    let ca = mock.ca_pem().expect("a TLS mock has a CA");
+    let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(direct.post(&plain, JSON, body()).await.is_none());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = closed.local_addr().expect("its address").port();
+    drop(closed);
+    let nobody = format!("https://127.0.0.1:{port}/chat/completions");
+    assert!(direct.post(&nobody, JSON, body()).await.is_none());
+    assert!(direct.post(&nobody, JSON, body()).await.is_none());
+    assert_eq!(mock.request_count(), 0, "nothing was sent");
+}
