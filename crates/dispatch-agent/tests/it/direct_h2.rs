@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use dispatch_http::ExtraCa;
 use dispatch_http::h2::Direct;
 use dispatch_test_support::mock::{MockServer, Script, Step};
+use dispatch_test_support::proxy::Proxy;
 use http_body_util::BodyExt;
 
 const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
@@ -93,4 +94,39 @@ async fn what_is_not_direct_is_left_to_reqwest() {
     assert!(direct.post(&nobody, JSON, body()).await.is_none());
     assert!(direct.post(&nobody, JSON, body()).await.is_none());
     assert_eq!(mock.request_count(), 0, "nothing was sent");
+}
+
+/// A connection cut under the process (a restart, a proxy's idle timeout)
+/// is opened again by the next call.
+#[tokio::test]
+async fn a_cut_connection_is_opened_again() {
+    let mock = tls_mock(vec![Step::text("before"), Step::text("after")]).await;
+    let ca = mock.ca_pem().expect("a TLS mock has a CA");
+    let base = mock.base_url();
+    let rest = base.trim_start_matches("https://");
+    let (upstream, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let proxy = Proxy::start(upstream.parse().expect("an address")).expect("the proxy");
+    let url = format!("https://{}{path}/chat/completions", proxy.addr());
+    let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
+    let answer = |r: Option<Result<hyper::Response<hyper::body::Incoming>, hyper::Error>>| async {
+        let response = r?.ok()?;
+        let text = response.into_body().collect().await.ok()?.to_bytes();
+        Some(content(&String::from_utf8_lossy(&text)))
+    };
+    let first = answer(direct.post(&url, JSON, body()).await).await;
+    assert_eq!(first.as_deref(), Some("before"));
+    proxy.down();
+    proxy.heal();
+    // The cut reaches the connection's task a moment later; a call sent on
+    // it meanwhile fails (and a model call is tried again by its loop).
+    let mut after = None;
+    for _ in 0..100 {
+        after = answer(direct.post(&url, JSON, body()).await).await;
+        if after.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(after.as_deref(), Some("after"), "over a new connection");
+    assert_eq!(mock.request_count(), 2);
 }
