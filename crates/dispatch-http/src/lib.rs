@@ -17,7 +17,9 @@
 //!
 //! The caller adds what is its own (redirect policy, read timeouts, a DNS
 //! resolver) on the returned builder. [`blocking`] runs requests for callers
-//! that are plain functions, whatever runtime they are in.
+//! that are plain functions, whatever runtime they are in. [`h2`] holds the
+//! direct HTTP/2 connections model calls use, with the same TLS (a call
+//! waiting on its answer then holds hyper's one future, not reqwest's).
 //!
 //! A crate of its own rather than a module of the lowest crate every user
 //! depends on (that would be `dispatch-agent`, which the API client and the

@@ -261,8 +261,9 @@ pub(super) fn hold_calls(url: &str) {
         .build()
         .expect("runtime");
     let client = dispatch_runtime::native::client();
-    let body = third_call_body();
-    let endpoint = format!("{}/chat/completions", url.trim_end_matches('/'));
+    let body = bytes::Bytes::from(third_call_body());
+    let endpoint: std::sync::Arc<str> =
+        format!("{}/chat/completions", url.trim_end_matches('/')).into();
     let _guard = rt.enter();
     let mut started = 0usize;
     println!("ready");
@@ -272,11 +273,25 @@ pub(super) fn hold_calls(url: &str) {
             break;
         };
         for _ in started..n {
-            let request = client
-                .post(&endpoint)
-                .header("content-type", "application/json")
-                .body(body.clone());
+            let (endpoint, body) = (endpoint.clone(), body.clone());
+            // As a model call goes: over the origin's direct HTTP/2
+            // connection when it has one, else through reqwest.
             rt.spawn(async move {
+                if let Some(direct) = dispatch_http::h2::direct("agent") {
+                    let json = [("content-type", "application/json")];
+                    match direct.post(&endpoint, json, body.clone()).await {
+                        Some(Ok(r)) => {
+                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                            return;
+                        }
+                        Some(Err(_)) => return,
+                        None => {}
+                    }
+                }
+                let request = client
+                    .post(&*endpoint)
+                    .header("content-type", "application/json")
+                    .body(body);
                 if let Ok(r) = request.send().await {
                     let _ = r.bytes().await;
                 }
