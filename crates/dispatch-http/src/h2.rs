@@ -10,10 +10,14 @@
 //! channel's receiving end) and nothing else.
 //!
 //! What this takes on, and what it leaves to reqwest:
-//! - one connection per origin (`https` host and port), opened at the first
-//!   call with [`crate::tls_config`]'s TLS (the same roots, `DISPATCH_CACERT`,
-//!   ALPN) and [`crate::CONNECT_TIMEOUT`], shared by every call after it, and
-//!   opened again when it closes (a `GOAWAY`, a broken socket);
+//! - connections per origin (`https` host and port), the first opened at
+//!   the first call with [`crate::tls_config`]'s TLS (the same roots,
+//!   `DISPATCH_CACERT`, ALPN) and [`crate::CONNECT_TIMEOUT`], shared by the
+//!   calls after it; another is opened when every open one carries as many
+//!   calls as its server allows streams (`SETTINGS_MAX_CONCURRENT_STREAMS`,
+//!   commonly 100–256: hyper's pooled client would queue the calls beyond
+//!   it on the one connection, hyperium/hyper#3623), and one that closes (a
+//!   `GOAWAY`, a broken socket) is dropped and opened again when needed;
 //! - an origin whose server does not choose `h2` by ALPN, or that cannot be
 //!   reached, is reqwest's ([`Direct::post`] says `None`): for ever for the
 //!   first, for [`RETRY_DIRECT`] for the second, so reqwest reports what is
@@ -27,7 +31,10 @@
 //! reqwest's, as before.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,8 +58,9 @@ const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_p
 
 /// What is known of one origin.
 enum Conn {
-    /// An HTTP/2 connection; its sender is cloned per call.
-    H2(SendRequest<Full<Bytes>>),
+    /// Its HTTP/2 connections (none open just now, or more than one when
+    /// the calls outnumber one connection's streams).
+    H2(Vec<Open>),
     /// The server chose HTTP/1.1: reqwest's.
     NotH2,
     /// Could not be reached at this time: reqwest's until [`RETRY_DIRECT`]
@@ -60,9 +68,69 @@ enum Conn {
     Failed(Instant),
 }
 
-/// An origin's slot: held while its connection is opened, so the calls
-/// that start together open one connection, not one each.
+/// An open HTTP/2 connection: its sender, cloned per call, and how many
+/// calls' streams it carries.
+struct Open {
+    sender: SendRequest<Full<Bytes>>,
+    streams: Arc<AtomicUsize>,
+    /// The streams its server allows at once, as the connection last saw.
+    most: Arc<AtomicUsize>,
+}
+
+impl Open {
+    /// Whether the connection takes another stream now.
+    fn has_room(&self) -> bool {
+        !self.sender.is_closed()
+            && self.streams.load(Ordering::SeqCst) < self.most.load(Ordering::SeqCst)
+    }
+}
+
+/// An origin's slot: held while a connection is opened, so the calls that
+/// start together open one connection, not one each.
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
+
+/// One stream of a connection, counted until the response's body is done
+/// with (read to its end or dropped), or the call failed.
+struct Stream(Arc<AtomicUsize>);
+
+impl Stream {
+    fn open(streams: &Arc<AtomicUsize>) -> Stream {
+        streams.fetch_add(1, Ordering::SeqCst);
+        Stream(streams.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response's body, holding its stream's place on the connection.
+pub struct Body {
+    inner: Incoming,
+    _stream: Stream,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The direct HTTP/2 connections of a process (see the module).
 pub struct Direct {
@@ -116,7 +184,7 @@ impl Direct {
         url: &str,
         headers: impl IntoIterator<Item = (&'h str, &'h str)>,
         body: Bytes,
-    ) -> Option<Result<Response<Incoming>, hyper::Error>> {
+    ) -> Option<Result<Response<Body>, hyper::Error>> {
         let uri: Uri = url.parse().ok()?;
         if uri.scheme_str() != Some("https") {
             return None;
@@ -136,9 +204,14 @@ impl Direct {
         // Once more on a new connection when the one held had closed
         // before the request went out on it.
         for _ in 0..2 {
-            let mut sender = self.sender(&slot, host, port).await?;
+            let (mut sender, stream) = self.sender(&slot, host, port).await?;
             match sender.try_send_request(request).await {
-                Ok(response) => return Some(Ok(response)),
+                Ok(response) => {
+                    return Some(Ok(response.map(|inner| Body {
+                        inner,
+                        _stream: stream,
+                    })));
+                }
                 // Not sent: the next turn finds the connection closed.
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
@@ -154,11 +227,22 @@ impl Direct {
         origins.entry((host.to_string(), port)).or_default().clone()
     }
 
-    /// The origin's sender, connecting when it has none (or a closed one).
-    async fn sender(&self, slot: &Slot, host: &str, port: u16) -> Option<SendRequest<Full<Bytes>>> {
+    /// A sender with room for one more stream, and that stream counted:
+    /// on an open connection of the origin, else on one opened for it.
+    async fn sender(
+        &self,
+        slot: &Slot,
+        host: &str,
+        port: u16,
+    ) -> Option<(SendRequest<Full<Bytes>>, Stream)> {
         let mut conn = slot.lock().await;
-        match &*conn {
-            Some(Conn::H2(sender)) if !sender.is_closed() => return Some(sender.clone()),
+        match &mut *conn {
+            Some(Conn::H2(open)) => {
+                open.retain(|o| !o.sender.is_closed());
+                if let Some(o) = open.iter().find(|o| o.has_room()) {
+                    return Some((o.sender.clone(), Stream::open(&o.streams)));
+                }
+            }
             Some(Conn::NotH2) => return None,
             Some(Conn::Failed(at)) if at.elapsed() < RETRY_DIRECT => return None,
             _ => {}
@@ -170,22 +254,53 @@ impl Direct {
             self.connect(host, port),
         ))
         .await;
-        let (next, sender) = match opened {
-            Ok(Ok(Some(sender))) => (Conn::H2(sender.clone()), Some(sender)),
-            Ok(Ok(None)) => (Conn::NotH2, None),
-            Ok(Err(_)) | Err(_) => (Conn::Failed(Instant::now()), None),
-        };
-        *conn = Some(next);
-        sender
+        match opened {
+            Ok(Ok(Some((sender, most)))) => {
+                let o = Open {
+                    sender: sender.clone(),
+                    streams: Arc::default(),
+                    most,
+                };
+                let stream = Stream::open(&o.streams);
+                match &mut *conn {
+                    Some(Conn::H2(open)) => open.push(o),
+                    _ => *conn = Some(Conn::H2(vec![o])),
+                }
+                Some((sender, stream))
+            }
+            // Its open connections are full: the call waits for a stream on
+            // the least busy one, as on a connection of reqwest's.
+            _ if matches!(&*conn, Some(Conn::H2(open)) if !open.is_empty()) => {
+                let Some(Conn::H2(open)) = &*conn else {
+                    return None;
+                };
+                let o = open
+                    .iter()
+                    .min_by_key(|o| o.streams.load(Ordering::SeqCst))?;
+                Some((o.sender.clone(), Stream::open(&o.streams)))
+            }
+            Ok(Ok(None)) => {
+                *conn = Some(Conn::NotH2);
+                None
+            }
+            Ok(Err(_)) | Err(_) => {
+                *conn = Some(Conn::Failed(Instant::now()));
+                None
+            }
+        }
     }
 
-    /// A new connection: its sender if the server chose HTTP/2, `None` if
-    /// it chose HTTP/1.1.
+    /// A new connection: its sender and the streams its server allows at
+    /// once (kept current) if the server chose HTTP/2, `None` if it chose
+    /// HTTP/1.1.
     async fn connect(
         &self,
         host: &str,
         port: u16,
-    ) -> Result<Option<SendRequest<Full<Bytes>>>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<
+        Option<(SendRequest<Full<Bytes>>, Arc<AtomicUsize>)>,
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
         let name = ServerName::try_from(host.to_string())?;
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
@@ -193,15 +308,22 @@ impl Direct {
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Ok(None);
         }
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(tls))
-            .await?;
+        let (sender, mut connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(tls))
+                .await?;
+        let most = Arc::new(AtomicUsize::new(connection.current_max_send_streams()));
+        let seen = most.clone();
         // Driven on the runtime of the call that opened it; when that
         // runtime ends, the sender is closed and the next call opens another.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Some(sender))
+        // Each time it runs it notes its server's stream limit (a SETTINGS
+        // frame may change it at any time).
+        tokio::spawn(std::future::poll_fn(move |cx| {
+            let done = Pin::new(&mut connection).poll(cx);
+            seen.store(connection.current_max_send_streams(), Ordering::SeqCst);
+            done.map(|_| ())
+        }));
+        Ok(Some((sender, most)))
     }
 }
 

@@ -108,7 +108,7 @@ async fn a_cut_connection_is_opened_again() {
     let proxy = Proxy::start(upstream.parse().expect("an address")).expect("the proxy");
     let url = format!("https://{}{path}/chat/completions", proxy.addr());
     let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
-    let answer = |r: Option<Result<hyper::Response<hyper::body::Incoming>, hyper::Error>>| async {
+    let answer = |r: Option<Result<hyper::Response<dispatch_http::h2::Body>, hyper::Error>>| async {
         let response = r?.ok()?;
         let text = response.into_body().collect().await.ok()?.to_bytes();
         Some(content(&String::from_utf8_lossy(&text)))
@@ -129,4 +129,53 @@ async fn a_cut_connection_is_opened_again() {
     }
     assert_eq!(after.as_deref(), Some("after"), "over a new connection");
     assert_eq!(mock.request_count(), 2);
+}
+
+/// Calls beyond the streams a server allows a connection go out at once on
+/// another connection, not queued behind the first ones.
+#[tokio::test]
+async fn calls_beyond_a_connections_streams_open_another_connection() {
+    let held = Step::Text {
+        text: "late".into(),
+        chunks: 1,
+        first_token_delay_ms: 0,
+        chunk_delay_ms: 0,
+        usage: None,
+        truncated: false,
+        searches: Vec::new(),
+        paused: false,
+        delay_ms: 600_000,
+    };
+    let script = Script {
+        steps: Vec::new(),
+        fallback: held,
+        record_bodies: false,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mock = MockServer::start_tls_capped(addr, script, Some(2))
+        .await
+        .expect("the mock listens");
+    let ca = mock.ca_pem().expect("a TLS mock has a CA");
+    let direct =
+        std::sync::Arc::new(Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds"));
+    let url = format!("{}/chat/completions", mock.base_url());
+    // The first call learns the server's limit with the connection.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let (direct, url) = (direct.clone(), url.clone());
+        calls.spawn(async move { direct.post(&url, JSON, body()).await.map(|r| r.is_ok()) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A deadlock detector, not a speed limit: held on one connection, no
+    // more than 2 would ever arrive while the answers wait ten minutes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mock.request_count() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 5 calls reached the server: the rest wait behind its 2 streams",
+            mock.request_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    calls.abort_all();
 }

@@ -182,6 +182,17 @@ impl MockServer {
     /// is what a client trusts, e.g. through `DISPATCH_CACERT`). Unlike the
     /// providers' frontends it sets no limit on the streams of a connection.
     pub async fn start_tls_on(addr: SocketAddr, script: Script) -> std::io::Result<MockServer> {
+        MockServer::start_tls_capped(addr, script, None).await
+    }
+
+    /// [`Self::start_tls_on`], allowing each HTTP/2 connection at most
+    /// `streams` at once (`SETTINGS_MAX_CONCURRENT_STREAMS`), as providers'
+    /// frontends do; `None`: no limit.
+    pub async fn start_tls_capped(
+        addr: SocketAddr,
+        script: Script,
+        streams: Option<u32>,
+    ) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let dir = tempfile::tempdir()?;
@@ -189,7 +200,13 @@ impl MockServer {
         let config =
             crate::tls_proxy::certificates(dir.path(), &alpn).map_err(std::io::Error::other)?;
         let (inner, app, stop_tx) = MockServer::app(script);
-        tokio::spawn(super::tls::serve(listener, config, app, inner.clone()));
+        tokio::spawn(super::tls::serve(
+            listener,
+            config,
+            app,
+            inner.clone(),
+            streams,
+        ));
         Ok(MockServer {
             addr,
             inner,

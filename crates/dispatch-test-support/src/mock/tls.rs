@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use super::server::Inner;
 
 /// Accepts on `listener` until the mock stops ([`Inner::stopping`]); every
-/// connection also ends then.
+/// connection also ends then. Each allows `streams` at once (`None`: any).
 pub(super) async fn serve(
     listener: TcpListener,
     config: rustls::ServerConfig,
     app: Router,
     inner: Arc<Inner>,
+    streams: Option<u32>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let accepting = async {
@@ -32,9 +33,9 @@ pub(super) async fn serve(
                     return;
                 };
                 let mut builder = Builder::new(TokioExecutor::new());
-                // A worker multiplexes all its calls on one connection: no
-                // cap on them (hyper's default is 200).
-                builder.http2().max_concurrent_streams(None);
+                // A worker multiplexes its calls on a connection: no cap on
+                // them unless one was asked for (hyper's default is 200).
+                builder.http2().max_concurrent_streams(streams);
                 let service = TowerToHyperService::new(app);
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 tokio::select! {
