@@ -5,9 +5,11 @@
 //! hyper-util's pooled client; but each call waiting on its answer then
 //! holds that client's futures, laid out for connecting, checking out a
 //! connection, redirecting and retrying (~7 KB a call, measured with
-//! `heaptrack`), when all it waits for is one stream's response. Here a call
-//! on an established connection holds hyper's `SendRequest` future (a
-//! channel's receiving end) and nothing else.
+//! `heaptrack`), and hyper's task per request that awaits the stream's
+//! response and hands it over, when all it waits for is one stream's
+//! response. Here a call on an established connection sends on the `h2`
+//! crate's own `SendRequest` and awaits the stream's response itself: it
+//! holds a reference to the stream and nothing else.
 //!
 //! What this takes on, and what it leaves to reqwest:
 //! - connections per origin (`https` host and port), the first opened at
@@ -32,19 +34,21 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http2::SendRequest;
-use hyper::{Request, Response, Uri, body::Incoming, header};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use h2::client::SendRequest;
+use hyper::{Request, Response, Uri, header};
 use rustls::pki_types::ServerName;
 
 use crate::{CONNECT_TIMEOUT, ExtraCa, HttpError, tls_config, user_agent};
+
+/// What a call that went out can fail with (a reset stream, a broken
+/// connection).
+pub type Error = h2::Error;
 
 /// `off` turns direct HTTP/2 off: every model call goes through reqwest.
 pub const OFF_ENV: &str = "DISPATCH_HTTP2_DIRECT";
@@ -52,6 +56,10 @@ pub const OFF_ENV: &str = "DISPATCH_HTTP2_DIRECT";
 /// How long an origin that could not be reached is left to reqwest before
 /// a direct connection is tried again.
 pub const RETRY_DIRECT: Duration = Duration::from_secs(30);
+
+/// A stream's receive window, and the connection's (hyper's client's).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 /// The proxy variables reqwest reads for an `https` URL.
 const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
@@ -71,17 +79,31 @@ enum Conn {
 /// An open HTTP/2 connection: its sender, cloned per call, and how many
 /// calls' streams it carries.
 struct Open {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Bytes>,
     streams: Arc<AtomicUsize>,
-    /// The streams its server allows at once, as the connection last saw.
-    most: Arc<AtomicUsize>,
+    /// Its task ended: the connection is closed.
+    closed: Arc<AtomicBool>,
 }
 
 impl Open {
-    /// Whether the connection takes another stream now.
+    /// Its sender for one call, that call's stream counted.
+    fn lend(&self) -> (SendRequest<Bytes>, Arc<AtomicBool>, Stream) {
+        (
+            self.sender.clone(),
+            self.closed.clone(),
+            Stream::open(&self.streams),
+        )
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the connection takes another stream now (its server's
+    /// limit, `SETTINGS_MAX_CONCURRENT_STREAMS`, as last seen).
     fn has_room(&self) -> bool {
-        !self.sender.is_closed()
-            && self.streams.load(Ordering::SeqCst) < self.most.load(Ordering::SeqCst)
+        !self.is_closed()
+            && self.streams.load(Ordering::SeqCst) < self.sender.current_max_send_streams()
     }
 }
 
@@ -106,29 +128,42 @@ impl Drop for Stream {
     }
 }
 
-/// A response's body, holding its stream's place on the connection.
+/// A response's body, holding its stream's place on the connection; what
+/// is read of it is given back to the stream's and the connection's
+/// receive windows at once.
 pub struct Body {
-    inner: Incoming,
+    inner: h2::RecvStream,
     _stream: Stream,
 }
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, h2::Error>>> {
+        match self.inner.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = self.inner.flow_control().release_capacity(data.len());
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => match self.inner.poll_trailers(cx) {
+                Poll::Ready(Ok(Some(trailers))) => {
+                    Poll::Ready(Some(Ok(hyper::body::Frame::trailers(trailers))))
+                }
+                Poll::Ready(Ok(None)) => Poll::Ready(None),
+                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -184,40 +219,59 @@ impl Direct {
         url: &str,
         headers: impl IntoIterator<Item = (&'h str, &'h str)>,
         body: Bytes,
-    ) -> Option<Result<Response<Body>, hyper::Error>> {
+    ) -> Option<Result<Response<Body>, Error>> {
         let uri: Uri = url.parse().ok()?;
         if uri.scheme_str() != Some("https") {
             return None;
         }
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(443);
-        let mut request = Request::post(uri.clone())
-            .header(header::USER_AGENT, self.user_agent.clone())
-            .body(Full::new(body))
-            .ok()?;
+        let mut fields = header::HeaderMap::new();
+        fields.insert(header::USER_AGENT, self.user_agent.clone());
+        fields.insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from(body.len()),
+        );
         for (name, value) in headers {
             let name = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
             let value = header::HeaderValue::from_str(value).ok()?;
-            request.headers_mut().append(name, value);
+            fields.append(name, value);
         }
         let slot = self.slot(host, port);
         // Once more on a new connection when the one held had closed
         // before the request went out on it.
         for _ in 0..2 {
-            let (mut sender, stream) = self.sender(&slot, host, port).await?;
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    return Some(Ok(response.map(|inner| Body {
-                        inner,
-                        _stream: stream,
-                    })));
+            let (sender, closed, stream) = self.sender(&slot, host, port).await?;
+            let mut request = Request::post(uri.clone()).body(()).ok()?;
+            *request.headers_mut() = fields.clone();
+            // Waits for a stream when the connection carries as many as
+            // its server allows (the count above saw it had room; another
+            // process's calls do not share it, but a limit lowered since may).
+            let sent = match sender.ready().await {
+                Ok(mut ready) => ready.send_request(request, body.is_empty()),
+                Err(e) => Err(e),
+            };
+            let (response, mut send) = match sent {
+                Ok(sent) => sent,
+                // Nothing went out: the connection is done with.
+                Err(_) => {
+                    closed.store(true, Ordering::SeqCst);
+                    continue;
                 }
-                // Not sent: the next turn finds the connection closed.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Some(Err(e.into_error())),
-                },
+            };
+            if !body.is_empty() {
+                // Queued whole (it is in memory already, shared): the
+                // connection sends it as the server's windows allow.
+                if let Err(e) = send.send_data(body.clone(), true) {
+                    return Some(Err(e));
+                }
             }
+            return Some(response.await.map(|r| {
+                r.map(|inner| Body {
+                    inner,
+                    _stream: stream,
+                })
+            }));
         }
         None
     }
@@ -234,13 +288,13 @@ impl Direct {
         slot: &Slot,
         host: &str,
         port: u16,
-    ) -> Option<(SendRequest<Full<Bytes>>, Stream)> {
+    ) -> Option<(SendRequest<Bytes>, Arc<AtomicBool>, Stream)> {
         let mut conn = slot.lock().await;
         match &mut *conn {
             Some(Conn::H2(open)) => {
-                open.retain(|o| !o.sender.is_closed());
+                open.retain(|o| !o.is_closed());
                 if let Some(o) = open.iter().find(|o| o.has_room()) {
-                    return Some((o.sender.clone(), Stream::open(&o.streams)));
+                    return Some(o.lend());
                 }
             }
             Some(Conn::NotH2) => return None,
@@ -255,18 +309,18 @@ impl Direct {
         ))
         .await;
         match opened {
-            Ok(Ok(Some((sender, most)))) => {
+            Ok(Ok(Some((sender, closed)))) => {
                 let o = Open {
-                    sender: sender.clone(),
+                    sender,
                     streams: Arc::default(),
-                    most,
+                    closed,
                 };
-                let stream = Stream::open(&o.streams);
+                let lent = o.lend();
                 match &mut *conn {
                     Some(Conn::H2(open)) => open.push(o),
                     _ => *conn = Some(Conn::H2(vec![o])),
                 }
-                Some((sender, stream))
+                Some(lent)
             }
             // Its open connections are full: the call waits for a stream on
             // the least busy one, as on a connection of reqwest's.
@@ -277,7 +331,7 @@ impl Direct {
                 let o = open
                     .iter()
                     .min_by_key(|o| o.streams.load(Ordering::SeqCst))?;
-                Some((o.sender.clone(), Stream::open(&o.streams)))
+                Some(o.lend())
             }
             Ok(Ok(None)) => {
                 *conn = Some(Conn::NotH2);
@@ -290,15 +344,14 @@ impl Direct {
         }
     }
 
-    /// A new connection: its sender and the streams its server allows at
-    /// once (kept current) if the server chose HTTP/2, `None` if it chose
-    /// HTTP/1.1.
+    /// A new connection: its sender and whether it closed since, if the
+    /// server chose HTTP/2; `None` if it chose HTTP/1.1.
     async fn connect(
         &self,
         host: &str,
         port: u16,
     ) -> Result<
-        Option<(SendRequest<Full<Bytes>>, Arc<AtomicUsize>)>,
+        Option<(SendRequest<Bytes>, Arc<AtomicBool>)>,
         Box<dyn std::error::Error + Send + Sync>,
     > {
         let name = ServerName::try_from(host.to_string())?;
@@ -308,22 +361,23 @@ impl Direct {
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Ok(None);
         }
-        let (sender, mut connection) =
-            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(tls))
-                .await?;
-        let most = Arc::new(AtomicUsize::new(connection.current_max_send_streams()));
-        let seen = most.clone();
+        // Receive windows as hyper's client sets them: a reader slow on one
+        // stream does not stop the others' answers.
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(tls)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let done = closed.clone();
         // Driven on the runtime of the call that opened it; when that
-        // runtime ends, the sender is closed and the next call opens another.
-        // Each time it runs it notes its server's stream limit (a SETTINGS
-        // frame may change it at any time).
-        tokio::spawn(std::future::poll_fn(move |cx| {
-            let done = Pin::new(&mut connection).poll(cx);
-            seen.store(connection.current_max_send_streams(), Ordering::SeqCst);
-            done.map(|_| ())
-        }));
-        Ok(Some((sender, most)))
+        // runtime ends, the connection is closed and the next call opens
+        // another.
+        tokio::spawn(async move {
+            let _ = connection.await;
+            done.store(true, Ordering::SeqCst);
+        });
+        Ok(Some((sender, closed)))
     }
 }
 

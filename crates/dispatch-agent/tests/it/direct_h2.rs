@@ -108,7 +108,9 @@ async fn a_cut_connection_is_opened_again() {
     let proxy = Proxy::start(upstream.parse().expect("an address")).expect("the proxy");
     let url = format!("https://{}{path}/chat/completions", proxy.addr());
     let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
-    let answer = |r: Option<Result<hyper::Response<dispatch_http::h2::Body>, hyper::Error>>| async {
+    let answer = |r: Option<
+        Result<hyper::Response<dispatch_http::h2::Body>, dispatch_http::h2::Error>,
+    >| async {
         let response = r?.ok()?;
         let text = response.into_body().collect().await.ok()?.to_bytes();
         Some(content(&String::from_utf8_lossy(&text)))
