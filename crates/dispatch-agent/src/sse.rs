@@ -134,8 +134,8 @@ pub(crate) async fn post_stream(
 }
 
 /// POSTs `body`: over the origin's own HTTP/2 connection when it has one
-/// (see [`dispatch_http::h2`]: a call waiting on its answer holds a few
-/// hundred bytes of it, not reqwest's futures), else through `client`.
+/// (see [`dispatch_http::h2`]: a call waiting on its answer holds ~2.5 KB
+/// of it, not reqwest's futures), else through `client`.
 /// The error is a line saying why the call got no answer.
 async fn send(
     client: &reqwest::Client,

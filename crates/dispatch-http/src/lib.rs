@@ -19,7 +19,7 @@
 //! resolver) on the returned builder. [`blocking`] runs requests for callers
 //! that are plain functions, whatever runtime they are in. [`h2`] holds the
 //! direct HTTP/2 connections model calls use, with the same TLS (a call
-//! waiting on its answer then holds hyper's one future, not reqwest's).
+//! waiting on its answer then holds its stream's, not reqwest's futures).
 //!
 //! A crate of its own rather than a module of the lowest crate every user
 //! depends on (that would be `dispatch-agent`, which the API client and the
