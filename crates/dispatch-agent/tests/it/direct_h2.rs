@@ -137,17 +137,11 @@ async fn a_cut_connection_is_opened_again() {
 /// another connection, not queued behind the first ones.
 #[tokio::test]
 async fn calls_beyond_a_connections_streams_open_another_connection() {
-    let held = Step::Text {
-        text: "late".into(),
-        chunks: 1,
-        first_token_delay_ms: 0,
-        chunk_delay_ms: 0,
-        usage: None,
-        truncated: false,
-        searches: Vec::new(),
-        paused: false,
-        delay_ms: 600_000,
-    };
+    // Every call is answered after ten minutes: they all wait.
+    let mut held = Step::text("late");
+    if let Step::Text { delay_ms, .. } = &mut held {
+        *delay_ms = 600_000;
+    }
     let script = Script {
         steps: Vec::new(),
         fallback: held,
