@@ -35,3 +35,4 @@ pub use provider::{
 };
 pub use resolve::{Override, ResolvedModel, resolve};
 pub use round::{DoneCall, PendingApproval};
+pub use sse::send as send_model_request;

@@ -137,7 +137,7 @@ pub(crate) async fn post_stream(
 /// (see [`dispatch_http::h2`]: a call waiting on its answer holds ~2.5 KB
 /// of it, not reqwest's futures), else through `client`.
 /// The error is a line saying why the call got no answer.
-async fn send(
+pub async fn send(
     client: &reqwest::Client,
     url: &str,
     headers: &[(&str, &str)],

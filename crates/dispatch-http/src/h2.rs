@@ -61,6 +61,9 @@ pub const RETRY_DIRECT: Duration = Duration::from_secs(30);
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
+/// The most connections opened to one origin.
+const MAX_CONNECTIONS: usize = 64;
+
 /// The proxy variables reqwest reads for an `https` URL.
 const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
 
@@ -105,6 +108,14 @@ impl Open {
         !self.is_closed()
             && self.streams.load(Ordering::SeqCst) < self.sender.current_max_send_streams()
     }
+}
+
+/// The least busy open connection of an origin, if it has one.
+fn least_busy(conn: &Option<Conn>) -> Option<&Open> {
+    let Some(Conn::H2(open)) = conn else {
+        return None;
+    };
+    open.iter().min_by_key(|o| o.streams.load(Ordering::SeqCst))
 }
 
 /// An origin's slot: held while a connection is opened, so the calls that
@@ -296,6 +307,11 @@ impl Direct {
                 if let Some(o) = open.iter().find(|o| o.has_room()) {
                     return Some(o.lend());
                 }
+                // A server that allows few streams (or none) gets no more
+                // connections than this; the calls beyond wait for a stream.
+                if open.len() >= MAX_CONNECTIONS {
+                    return least_busy(&conn).map(Open::lend);
+                }
             }
             Some(Conn::NotH2) => return None,
             Some(Conn::Failed(at)) if at.elapsed() < RETRY_DIRECT => return None,
@@ -324,15 +340,7 @@ impl Direct {
             }
             // Its open connections are full: the call waits for a stream on
             // the least busy one, as on a connection of reqwest's.
-            _ if matches!(&*conn, Some(Conn::H2(open)) if !open.is_empty()) => {
-                let Some(Conn::H2(open)) = &*conn else {
-                    return None;
-                };
-                let o = open
-                    .iter()
-                    .min_by_key(|o| o.streams.load(Ordering::SeqCst))?;
-                Some(o.lend())
-            }
+            _ if least_busy(&conn).is_some() => least_busy(&conn).map(Open::lend),
             Ok(Ok(None)) => {
                 *conn = Some(Conn::NotH2);
                 None

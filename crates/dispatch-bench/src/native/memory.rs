@@ -277,22 +277,9 @@ pub(super) fn hold_calls(url: &str) {
             // As a model call goes: over the origin's direct HTTP/2
             // connection when it has one, else through reqwest.
             rt.spawn(async move {
-                if let Some(direct) = dispatch_http::h2::direct("agent") {
-                    let json = [("content-type", "application/json")];
-                    match direct.post(&endpoint, json, body.clone()).await {
-                        Some(Ok(r)) => {
-                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                            return;
-                        }
-                        Some(Err(_)) => return,
-                        None => {}
-                    }
-                }
-                let request = client
-                    .post(&*endpoint)
-                    .header("content-type", "application/json")
-                    .body(body);
-                if let Ok(r) = request.send().await {
+                if let Ok(r) =
+                    dispatch_agent::send_model_request(client, &endpoint, &[], body).await
+                {
                     let _ = r.bytes().await;
                 }
             });
