@@ -1,6 +1,8 @@
-//! `dispatch-bench local [--dispatch PATH]` (and `service`, see service.rs): measures the local runtime's
+//! `dispatch-bench local [--dispatch PATH] [--only latency|floors|throughput]`
+//! (and `service`, see service.rs): measures the local runtime's
 //! targets against a built `dispatch` binary (default: target/release/dispatch)
-//! and prints a Markdown table. See BENCHMARKS.md.
+//! and prints a Markdown table; `floors` measures what time to agent cannot
+//! go below here (see `floors.rs`). See BENCHMARKS.md.
 //!
 //! `dispatch-bench cluster [--database-url URL] [--runs N] [--latency N] [--batch N]
 //! [--process-runs N] [--slots N] [--only noop|process|latency]`: noop-courier
@@ -73,6 +75,7 @@ mod concurrency;
 mod container;
 mod cpu;
 mod eval;
+mod floors;
 mod idle;
 mod isolation;
 mod mock_llm;
@@ -284,11 +287,23 @@ fn main() {
     }
     let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
     let bench = Bench::new(dispatch);
-    // `--only latency`: the baseline and the two latencies (quick to repeat).
-    let only_latency = args
-        .windows(2)
-        .any(|w| w[0] == "--only" && w[1] == "latency");
+    // `--only latency`: the baseline and the two latencies (quick to repeat);
+    // `--only floors`: what time to agent cannot go below here (`floors.rs`);
+    // `--only throughput`: the 1,000 detached runs alone.
+    let only = flag_value(&args, "--only");
     println!("| measurement | result | target |\n|---|---|---|");
+    match only.as_deref() {
+        Some("floors") => return floors::run(&bench.dispatch, 200),
+        Some("throughput") => return bench.throughput(1_000, 4),
+        Some("latency") | None => {}
+        Some(other) => {
+            eprintln!(
+                "dispatch-bench local: unknown --only {other} (latency, floors or throughput)"
+            );
+            std::process::exit(2);
+        }
+    }
+    let only_latency = only.is_some();
     bench.spawn_baseline();
     bench.detach_latency(200);
     bench.time_to_agent(200, Probe::Date);
@@ -322,7 +337,7 @@ struct Bench {
     dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -1,0 +1,174 @@
+//! `dispatch-bench local --only floors [--dispatch PATH]`: what time to
+//! agent with the sandbox on cannot go below on this machine, each part
+//! measured beside a bare spawn in the same run (issue #38 item 5).
+//!
+//! - **spawn+wait `true`**: the baseline every ratio is taken against.
+//! - **`dispatch` starting and exiting** (`dispatch __spawner 1`, which
+//!   fails at once: no parent of that pid): the loader mapping and
+//!   relocating the binary and Rust's runtime start, before `main` does
+//!   anything. Every `dispatch run` pays it once.
+//! - **bubblewrap** (`bwrap`, when it is on `PATH`): the sandbox tool of
+//!   Flatpak, making a view like the agent's (its own mount, PID, IPC and
+//!   UTS namespaces; `/usr` read-only, `/proc`, `/dev`, a `/tmp` of its own)
+//!   and executing `true` in it: what a sandbox of that kind costs the
+//!   kernel, with no run recorded.
+//!
+//! The samples of the three are interleaved (one of each in turn), so a
+//! noisy minute moves them together. Wall time per start (median, p90) and
+//! CPU time per start (the children's user + system time, averaged) are
+//! printed in the bench's Markdown table.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// One thing started and waited for, `n` times.
+struct Probe {
+    name: &'static str,
+    command: Command,
+    wall_ms: Vec<f64>,
+    cpu_ms: f64,
+}
+
+impl Probe {
+    fn new(name: &'static str, program: &str, args: &[&str]) -> Probe {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Probe {
+            name,
+            command,
+            wall_ms: Vec::new(),
+            cpu_ms: 0.0,
+        }
+    }
+
+    /// Starts it once and waits; `false` when it could not be started.
+    fn sample(&mut self) -> bool {
+        let before = children_cpu_ms();
+        let t = Instant::now();
+        let Ok(_status) = self.command.status() else {
+            return false;
+        };
+        self.wall_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        self.cpu_ms += children_cpu_ms() - before;
+        true
+    }
+}
+
+/// User + system time of this process's waited-for children so far.
+fn children_cpu_ms() -> f64 {
+    // SAFETY: getrusage(2) fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
+/// The bwrap command line of a view like the sandbox's, `true` in it.
+fn bwrap_args() -> Vec<&'static str> {
+    let mut args = vec![
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ];
+    for (link, target) in [
+        ("/bin", "usr/bin"),
+        ("/sbin", "usr/sbin"),
+        ("/lib", "usr/lib"),
+        ("/lib64", "usr/lib64"),
+    ] {
+        args.extend(["--symlink", target, link]);
+    }
+    args.extend([
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--chdir",
+        "/tmp",
+        "true",
+    ]);
+    args
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Prints the floors' rows (`n` samples of each).
+pub fn run(dispatch: &Path, n: usize) {
+    let exe = dispatch.to_str().expect("a UTF-8 path");
+    let mut probes = vec![
+        Probe::new("spawn+wait `true`", "true", &[]),
+        Probe::new(
+            "`dispatch` starting and exiting (`dispatch __spawner 1`)",
+            exe,
+            &["__spawner", "1"],
+        ),
+    ];
+    let bwrap = on_path("bwrap");
+    if bwrap {
+        probes.push(Probe::new(
+            "bubblewrap: its namespaces and view, then `true`",
+            "bwrap",
+            &bwrap_args(),
+        ));
+    }
+    // Warm up (page cache, the first mounts), then interleave.
+    for probe in probes.iter_mut() {
+        for _ in 0..5 {
+            probe.sample();
+        }
+        probe.wall_ms.clear();
+        probe.cpu_ms = 0.0;
+    }
+    let mut failed = vec![false; probes.len()];
+    for _ in 0..n {
+        for (probe, failed) in probes.iter_mut().zip(failed.iter_mut()) {
+            if !*failed && !probe.sample() {
+                *failed = true;
+            }
+        }
+    }
+    let base = super::median(probes[0].wall_ms.clone());
+    let base_cpu = probes[0].cpu_ms / probes[0].wall_ms.len().max(1) as f64;
+    for (probe, failed) in probes.into_iter().zip(failed) {
+        if failed || probe.wall_ms.is_empty() {
+            println!("| floor: {} | could not be started | — |", probe.name);
+            continue;
+        }
+        let runs = probe.wall_ms.len();
+        let cpu = probe.cpu_ms / runs as f64;
+        let p50 = super::median(probe.wall_ms.clone());
+        println!(
+            "| floor: {} (n={runs}) | wall p50 {p50:.2} ms ({:.1}× the spawn), p90 {:.2} ms; CPU {cpu:.2} ms a start ({:.1}×) | — |",
+            probe.name,
+            p50 / base,
+            super::pct(probe.wall_ms, 0.9),
+            cpu / base_cpu,
+        );
+    }
+    if !bwrap {
+        println!(
+            "| floor: bubblewrap | not installed (`apt-get install bubblewrap`): no sandbox floor | — |"
+        );
+    }
+}
