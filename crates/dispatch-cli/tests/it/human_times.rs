@@ -5,11 +5,25 @@ use crate::common;
 use common::Dispatch;
 
 /// Whether `text` holds a number that looks like epoch milliseconds
-/// (13 digits, from 2001 on).
+/// (13 digits, from 2001 on) standing alone: the digits inside a run id or
+/// a digest (hex) are not a number (a random id once held 13 in a row).
 fn has_epoch_ms(text: &str) -> Option<String> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 13 && w.starts_with('1'))
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| w.len() == 13 && w.starts_with('1') && w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
+}
+
+#[test]
+fn digits_inside_an_id_are_not_epoch_ms() {
+    assert_eq!(has_epoch_ms("Run: 01a21ea8ec1675689504381e3ac59355"), None);
+    assert_eq!(
+        has_epoch_ms(r#"{"created_at":1764275916000,"id":"x"}"#).as_deref(),
+        Some("1764275916000")
+    );
+    assert_eq!(
+        has_epoch_ms("Created: 1764275916000").as_deref(),
+        Some("1764275916000")
+    );
 }
 
 #[test]
