@@ -26,12 +26,14 @@ use std::time::Instant;
 struct Probe {
     name: &'static str,
     command: Command,
+    /// It must exit 0 to count (`dispatch __spawner 1` fails by design).
+    must_succeed: bool,
     wall_ms: Vec<f64>,
     cpu_ms: f64,
 }
 
 impl Probe {
-    fn new(name: &'static str, program: &str, args: &[&str]) -> Probe {
+    fn new(name: &'static str, program: &str, args: &[&str], must_succeed: bool) -> Probe {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -41,18 +43,21 @@ impl Probe {
         Probe {
             name,
             command,
+            must_succeed,
             wall_ms: Vec::new(),
             cpu_ms: 0.0,
         }
     }
 
-    /// Starts it once and waits; `false` when it could not be started.
+    /// Starts it once and waits; `false` when it could not be started, or
+    /// failed when it must succeed (a sandbox refused here is no floor).
     fn sample(&mut self) -> bool {
         let before = children_cpu_ms();
         let t = Instant::now();
-        let Ok(_status) = self.command.status() else {
-            return false;
-        };
+        match self.command.status() {
+            Ok(status) if status.success() || !self.must_succeed => {}
+            _ => return false,
+        }
         self.wall_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         self.cpu_ms += children_cpu_ms() - before;
         true
@@ -117,11 +122,12 @@ fn on_path(program: &str) -> bool {
 pub fn run(dispatch: &Path, n: usize) {
     let exe = dispatch.to_str().expect("a UTF-8 path");
     let mut probes = vec![
-        Probe::new("spawn+wait `true`", "true", &[]),
+        Probe::new("spawn+wait `true`", "true", &[], true),
         Probe::new(
             "`dispatch` starting and exiting (`dispatch __spawner 1`)",
             exe,
             &["__spawner", "1"],
+            false,
         ),
     ];
     let bwrap = on_path("bwrap");
@@ -130,6 +136,7 @@ pub fn run(dispatch: &Path, n: usize) {
             "bubblewrap: its namespaces and view, then `true`",
             "bwrap",
             &bwrap_args(),
+            true,
         ));
     }
     // Warm up (page cache, the first mounts), then interleave.
@@ -152,7 +159,10 @@ pub fn run(dispatch: &Path, n: usize) {
     let base_cpu = probes[0].cpu_ms / probes[0].wall_ms.len().max(1) as f64;
     for (probe, failed) in probes.into_iter().zip(failed) {
         if failed || probe.wall_ms.is_empty() {
-            println!("| floor: {} | could not be started | — |", probe.name);
+            println!(
+                "| floor: {} | could not be started, or failed (bwrap needs user namespaces or root) | — |",
+                probe.name
+            );
             continue;
         }
         let runs = probe.wall_ms.len();

@@ -291,17 +291,18 @@ fn main() {
     // `--only floors`: what time to agent cannot go below here (`floors.rs`);
     // `--only throughput`: the 1,000 detached runs alone.
     let only = flag_value(&args, "--only");
+    if let Some(other) = only
+        .as_deref()
+        .filter(|o| !["latency", "floors", "throughput"].contains(o))
+    {
+        eprintln!("dispatch-bench local: unknown --only {other} (latency, floors or throughput)");
+        std::process::exit(2);
+    }
     println!("| measurement | result | target |\n|---|---|---|");
     match only.as_deref() {
         Some("floors") => return floors::run(&bench.dispatch, 200),
         Some("throughput") => return bench.throughput(1_000, 4),
-        Some("latency") | None => {}
-        Some(other) => {
-            eprintln!(
-                "dispatch-bench local: unknown --only {other} (latency, floors or throughput)"
-            );
-            std::process::exit(2);
-        }
+        _ => {}
     }
     let only_latency = only.is_some();
     bench.spawn_baseline();
