@@ -28,6 +28,8 @@ struct Probe {
     command: Command,
     /// It must exit 0 to count (`dispatch __spawner 1` fails by design).
     must_succeed: bool,
+    /// It could not be started, or failed when it must succeed: no floor.
+    failed: bool,
     wall_ms: Vec<f64>,
     cpu_ms: f64,
 }
@@ -44,36 +46,40 @@ impl Probe {
             name,
             command,
             must_succeed,
+            failed: false,
             wall_ms: Vec::new(),
             cpu_ms: 0.0,
         }
     }
 
-    /// Starts it once and waits; `false` when it could not be started, or
-    /// failed when it must succeed (a sandbox refused here is no floor).
-    fn sample(&mut self) -> bool {
+    /// Starts it once and waits, unless it failed before; marks it failed
+    /// when it cannot be started, or fails when it must succeed (a sandbox
+    /// refused here is no floor).
+    fn sample(&mut self) {
+        if self.failed {
+            return;
+        }
         let before = children_cpu_ms();
         let t = Instant::now();
         match self.command.status() {
-            Ok(status) if status.success() || !self.must_succeed => {}
-            _ => return false,
+            Ok(status) if status.success() || !self.must_succeed => {
+                self.wall_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                self.cpu_ms += children_cpu_ms() - before;
+            }
+            _ => self.failed = true,
         }
-        self.wall_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        self.cpu_ms += children_cpu_ms() - before;
-        true
     }
 }
 
-/// User + system time of this process's waited-for children so far.
+/// User + system time of this process's waited-for children so far
+/// (`/proc`'s ticks of 10 ms are too coarse for one start).
 fn children_cpu_ms() -> f64 {
-    // SAFETY: getrusage(2) fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+        return 0.0;
     };
-    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
-    ms(usage.ru_utime) + ms(usage.ru_stime)
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+    ms(usage.user_time()) + ms(usage.system_time())
 }
 
 /// The bwrap command line of a view like the sandbox's, `true` in it.
@@ -113,11 +119,6 @@ fn bwrap_args() -> Vec<&'static str> {
     args
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
 /// Prints the floors' rows (`n` samples of each).
 pub fn run(dispatch: &Path, n: usize) {
     let exe = dispatch.to_str().expect("a UTF-8 path");
@@ -130,7 +131,7 @@ pub fn run(dispatch: &Path, n: usize) {
             false,
         ),
     ];
-    let bwrap = on_path("bwrap");
+    let bwrap = super::ui::which("bwrap").is_some();
     if bwrap {
         probes.push(Probe::new(
             "bubblewrap: its namespaces and view, then `true`",
@@ -147,18 +148,15 @@ pub fn run(dispatch: &Path, n: usize) {
         probe.wall_ms.clear();
         probe.cpu_ms = 0.0;
     }
-    let mut failed = vec![false; probes.len()];
     for _ in 0..n {
-        for (probe, failed) in probes.iter_mut().zip(failed.iter_mut()) {
-            if !*failed && !probe.sample() {
-                *failed = true;
-            }
+        for probe in probes.iter_mut() {
+            probe.sample();
         }
     }
     let base = super::median(probes[0].wall_ms.clone());
     let base_cpu = probes[0].cpu_ms / probes[0].wall_ms.len().max(1) as f64;
-    for (probe, failed) in probes.into_iter().zip(failed) {
-        if failed || probe.wall_ms.is_empty() {
+    for probe in probes {
+        if probe.failed || probe.wall_ms.is_empty() {
             println!(
                 "| floor: {} | could not be started, or failed (bwrap needs user namespaces or root) | — |",
                 probe.name

@@ -326,7 +326,8 @@ fn browser_timings(base: &str, paths: &[(&str, String)]) -> Result<Vec<String>, 
     result
 }
 
-fn which(program: &str) -> Option<String> {
+/// Where `program` is on `PATH`, if it is.
+pub(crate) fn which(program: &str) -> Option<String> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(program))
