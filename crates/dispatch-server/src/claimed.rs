@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use dispatch_core::parcel::Parcel;
-use dispatch_runtime::helper::{fail_claimed, run_in_worker};
+use dispatch_runtime::helper::{Holding, InWorker, fail_claimed, run_in_worker};
 use dispatch_runtime::{Layout, RuntimeError, RuntimeResult};
 use dispatch_store::Run;
 
@@ -53,6 +53,8 @@ pub(crate) async fn run(
         here,
     } = sharing;
     let (id, objects_for_logs) = (run.id.clone(), objects.clone());
+    let holder = store.clone();
+    let holding: Holding = Arc::new(move || holder.lease().current());
     // At version 2 the run was created, then claimed by us: nobody held it
     // before, so nobody shipped any of its log.
     let fresh = run.version == 2;
@@ -88,19 +90,16 @@ pub(crate) async fn run(
                         .with_archives(objects.clone());
                 let id = run.id.clone();
                 let shared = objects.clone();
-                let ended = run_in_worker(
-                    &**store,
-                    layout,
-                    run,
-                    parcel,
-                    Arc::new(upstream),
-                    dispatch_runtime::workflow::Members {
+                let worker = InWorker {
+                    upstream: Arc::new(upstream),
+                    members: dispatch_runtime::workflow::Members {
                         briefs: Some(briefs),
                         here,
                     },
-                    objects,
-                )
-                .await;
+                    shared: objects,
+                    holding,
+                };
+                let ended = run_in_worker(&**store, layout, run, parcel, worker).await;
                 // A native run's model-call records, for the dashboard of any server.
                 if let Some(objects) = shared
                     && let Err(e) = objects.put_calls(&id, &layout.run_dir(&id)).await
@@ -112,7 +111,9 @@ pub(crate) async fn run(
                 }
                 ended
             }
-            Err(FetchError::Refused(reason)) => fail_claimed(&**store, layout, *run, reason).await,
+            Err(FetchError::Refused(reason)) => {
+                fail_claimed(&**store, layout, *run, reason, holding).await
+            }
             Err(FetchError::Store(e)) => Err(RuntimeError::Store(e)),
         }
     });

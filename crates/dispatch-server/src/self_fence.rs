@@ -90,6 +90,9 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct LeaseClock {
     state: Mutex<(Instant, Phase)>,
+    /// How long after the last renewal sent the holder may still count on
+    /// the lease (see [`LeaseClock::current`]); unbounded unless set.
+    lasts: Duration,
 }
 
 impl LeaseClock {
@@ -97,6 +100,16 @@ impl LeaseClock {
     pub fn new(sent: Instant) -> Self {
         LeaseClock {
             state: Mutex::new((sent, Phase::Held)),
+            lasts: Duration::MAX,
+        }
+    }
+
+    /// Counted on until `times`' kill deadline after each renewal sent: the
+    /// lease cannot have expired for another worker before then.
+    pub fn of(sent: Instant, times: LeaseTimes) -> Self {
+        LeaseClock {
+            lasts: times.kill_after(),
+            ..LeaseClock::new(sent)
         }
     }
 
@@ -120,6 +133,17 @@ impl LeaseClock {
 
     pub fn phase(&self) -> Phase {
         self.lock().1
+    }
+
+    /// No other worker can hold the run yet: the lease is not given up, and
+    /// the last renewal was sent less than the kill deadline ago. Unlike
+    /// [`LeaseClock::writable`] this turns false on time alone, also for a
+    /// run whose agent exited and whose result still waits to be saved
+    /// (those writes are fenced by the database; a file two workers share
+    /// is not).
+    pub fn current(&self) -> bool {
+        let (sent, phase) = *self.lock();
+        phase != Phase::Gone && sent.elapsed() < self.lasts
     }
 
     /// The lease is known lost (a renewal said so): no more writes.
@@ -286,5 +310,24 @@ mod tests {
         assert!(!clock.writable());
         clock.lose();
         assert_eq!(clock.phase(), Phase::Gone);
+    }
+
+    #[test]
+    fn a_lease_is_counted_on_only_until_the_kill_deadline_after_its_renewal() {
+        let times = LeaseTimes::new(Duration::from_millis(600));
+        let long_ago = Instant::now() - Duration::from_millis(550);
+        let clock = LeaseClock::of(long_ago, times);
+        // Held as far as writes go (an exited agent's result is still being
+        // saved), but past 5/6 of the lease: another worker may hold it soon.
+        assert!(clock.writable());
+        assert!(!clock.current());
+        clock.renewed(Instant::now());
+        assert!(clock.current());
+        clock.lose();
+        assert!(!clock.current());
+        assert!(
+            LeaseClock::new(long_ago).current(),
+            "no deadline unless set"
+        );
     }
 }

@@ -369,7 +369,9 @@ impl Worker {
             }
         }
         // Renewals stop: nothing is held any more.
-        self.renewer = None;
+        if let Some(renewer) = self.renewer.take() {
+            renewer.stop().await;
+        }
         // What is still mounted for runs no live worker holds (a run let go
         // while its workspace was being made) goes too.
         let (killed, unmounted) = self.reclaim_left_behind().await;
@@ -519,7 +521,7 @@ impl Worker {
     fn start(&mut self, claimed: Claimed, sent: std::time::Instant) {
         let Claimed { run, fence, extras } = claimed;
         let id = run.id.clone();
-        let lease = LeaseClock::new(sent);
+        let lease = LeaseClock::of(sent, self.times());
         let mut store = FencedStore::new(self.store.clone(), fence, lease)
             .with_extras(id.clone(), extras)
             .with_rates(self.config.rates.clone());

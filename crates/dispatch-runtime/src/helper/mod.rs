@@ -163,6 +163,27 @@ pub struct Known {
     pub turn: Option<Arc<crate::workflow::TurnSignal>>,
 }
 
+/// Whether a worker still holds the run it runs, as far as it can know on
+/// its own clock: `false` from the moment its lease may have expired for
+/// another worker (see `dispatch_server::self_fence`).
+pub type Holding = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What a cluster worker gives the runs it holds, beyond the store.
+pub struct InWorker {
+    /// Starts the runs the run hands off to (queued for any worker).
+    pub upstream: Arc<dyn crate::handoff::Upstream>,
+    /// What a workflow's coordinator needs of the worker.
+    pub members: crate::workflow::Members,
+    /// The cluster's shared artifact store, if any.
+    pub shared: Option<Arc<crate::objects::Objects>>,
+    /// Whether the worker still holds the run: the run's log file may be
+    /// shared with the worker that takes it over (one root, several
+    /// workers), whose log shipper ships what the file gains, so a holder
+    /// that may have lost its lease writes its lifecycle lines on its own
+    /// stderr, never into the run's log.
+    pub holding: Holding,
+}
+
 /// Runs the current attempt of a run a cluster worker claimed, like
 /// [`run_claimed`], with the run's `parcel` when the worker already loaded
 /// it (parcels are immutable: a worker loads each digest once). The worker
@@ -170,24 +191,25 @@ pub struct Known {
 /// before the terminal state is written loses its lease, and the run goes
 /// back to the queue. A retry goes back to the queue too (the lease ends),
 /// for any worker to take when its backoff is over.
-///
-/// `upstream` starts the runs the run hands off to (queued for any worker);
-/// `members` is what a workflow's coordinator needs of the worker.
 pub async fn run_in_worker<S: Store + ?Sized>(
     store: &S,
     layout: &Layout,
     run: Box<Run>,
     parcel: Option<Arc<Parcel>>,
-    upstream: Arc<dyn crate::handoff::Upstream>,
-    members: crate::workflow::Members,
-    shared: Option<Arc<crate::objects::Objects>>,
+    worker: InWorker,
 ) -> RuntimeResult<i32> {
     let host = Host {
         own_signals: false,
         snapshot: false,
         leased: true,
     };
-    let mut log = LifecycleLog::open(layout, &run.id);
+    let InWorker {
+        upstream,
+        members,
+        shared,
+        holding,
+    } = worker;
+    let mut log = LifecycleLog::open(layout, &run.id).held_while(holding);
     let known = Known {
         parcel,
         extras: None,
@@ -224,8 +246,9 @@ pub async fn fail_claimed<S: Store + ?Sized>(
     layout: &Layout,
     mut run: Run,
     reason: String,
+    holding: Holding,
 ) -> RuntimeResult<i32> {
-    let mut log = LifecycleLog::open(layout, &run.id);
+    let mut log = LifecycleLog::open(layout, &run.id).held_while(holding);
     let t = Transition::Fail {
         reason,
         exit_code: None,
@@ -508,6 +531,11 @@ pub(crate) fn sandbox_event(
 pub(crate) struct LifecycleLog {
     file: Option<std::fs::File>,
     secrets: Vec<String>,
+    /// The run, for lines said elsewhere.
+    id: RunId,
+    /// A worker's hold on the run: once it may be lost, lines go to this
+    /// process's stderr instead (see [`InWorker::holding`]).
+    holding: Option<Holding>,
 }
 
 impl LifecycleLog {
@@ -522,12 +550,28 @@ impl LifecycleLog {
         LifecycleLog {
             file,
             secrets: Vec::new(),
+            id: id.clone(),
+            holding: None,
         }
     }
 
+    /// Lines go into the run's log only while `holding` says so.
+    fn held_while(mut self, holding: Holding) -> Self {
+        self.holding = Some(holding);
+        self
+    }
+
     pub(crate) fn line(&mut self, text: &str) {
+        let text = agent::mask(text, &self.secrets);
+        if self.holding.as_ref().is_some_and(|held| !held()) {
+            tracing::warn!(
+                "run {}: {text} (not in the run's log: this worker may no longer hold the run)",
+                self.id
+            );
+            return;
+        }
         if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "[dispatch] {}", agent::mask(text, &self.secrets));
+            let _ = writeln!(f, "[dispatch] {text}");
         }
     }
 
@@ -544,5 +588,28 @@ impl LifecycleLog {
     /// The run's secret values known so far.
     pub(crate) fn secrets(&self) -> &[String] {
         &self.secrets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_worker_that_may_have_lost_the_run_writes_nothing_into_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.runs()).expect("runs dir");
+        let id = RunId::new();
+        let held = Arc::new(AtomicBool::new(true));
+        let h = held.clone();
+        let mut log =
+            LifecycleLog::open(&layout, &id).held_while(Arc::new(move || h.load(Ordering::SeqCst)));
+        log.line("while held");
+        held.store(false, Ordering::SeqCst);
+        log.line("after the lease may have expired");
+        let text = std::fs::read_to_string(layout.log(&id)).expect("the log");
+        assert_eq!(text, "[dispatch] while held\n");
     }
 }

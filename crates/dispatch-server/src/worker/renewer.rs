@@ -152,13 +152,31 @@ impl Renewer {
     }
 }
 
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
+impl Renewer {
+    /// Stops the thread and waits for it to end while the calling runtime
+    /// goes on: until the renewal connection opens, renewals go through the
+    /// worker's own store, whose connections that runtime drives, so a
+    /// thread blocked joining there would wait for a renewal that waits for
+    /// it (a worker drained after a partition hung so, issue #38).
+    pub(super) async fn stop(mut self) {
+        self.signal_stop();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+
+    fn signal_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        lock(&self.runs).clear();
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Renewer {
+    /// Not joined (see [`Renewer::stop`]): the thread renews nothing more
+    /// and ends after its current call, each bounded.
+    fn drop(&mut self) {
+        self.signal_stop();
     }
 }
 
@@ -278,7 +296,8 @@ async fn renew(
             continue;
         }
         // Finished between the snapshot and the renewal, or taken over.
-        let ended = match store.get_run(&id).await {
+        let read = bounded(store.get_run(&id), times.renew_every(), "a run's read");
+        let ended = match read.await {
             Ok(run) => run.state.is_terminal(),
             Err(_) => false,
         };
