@@ -160,11 +160,17 @@ where
     }
     beat.seen_at = now_ms();
     beat.stopped_at = Some(beat.seen_at);
-    if let Err(e) = store
-        .worker_beat(&beat, silent_before(beat.seen_at), None)
-        .await
-    {
-        tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name);
+    // Bounded: a worker stopping while cut off from its database does not
+    // wait for the partition to heal (its presence then just goes silent).
+    let said = store.worker_beat(&beat, silent_before(beat.seen_at), None);
+    match tokio::time::timeout(EVERY, said).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name),
+        Err(_) => tracing::warn!(
+            "[worker] {}: cannot record that it stopped: the database gave no answer within {} s",
+            beat.name,
+            EVERY.as_secs()
+        ),
     }
     Ok(out)
 }

@@ -327,6 +327,14 @@ impl Worker {
                     }
                     timers.slot_freed();
                 }
+                // Before the periodic arms: each of them may wait up to a
+                // bounded call's limit, and in a partition they would be
+                // ready again every time (the stop requests' tick is no
+                // longer than that limit), so the deadline never came.
+                _ = tokio::time::sleep_until(deadline), if drain_until.is_some() => {
+                    self.release_all().await;
+                    break;
+                }
                 Some(asked) = asked_here.recv() => {
                     self.take_here(asked, drain_until.is_some()).await;
                 }
@@ -353,10 +361,6 @@ impl Worker {
                         dispatch_core::time::human_duration(grace)
                     ));
                     drain_until = Some(Instant::now() + self.config.grace);
-                }
-                _ = tokio::time::sleep_until(deadline), if drain_until.is_some() => {
-                    self.release_all().await;
-                    break;
                 }
                 // Yield first: a store that works inline (SQLite) never
                 // yields, and the rest of the process (the API) must run.

@@ -556,6 +556,38 @@ fn a_partitioned_worker_appends_nothing_to_the_log_after_the_takeover() {
     );
 }
 
+/// A worker told to stop (SIGTERM) while cut off from its database stops
+/// within its grace period and a bounded time more: every store call on its
+/// way out gives up, rather than waiting for the partition to heal (a
+/// dropped packet is retransmitted for many minutes before TCP gives up).
+/// Its run goes back to the queue when the lease expires, and its agent
+/// never runs beside the next attempt.
+#[test]
+fn a_partitioned_worker_told_to_stop_exits_without_waiting_for_the_database() {
+    let Some(mut setup) = Setup::new(300, "0") else {
+        return;
+    };
+    let id = setup.create_run();
+    setup.worker("cut-off", true);
+    wait_for_beats(&setup.beats_dir(), "exec-1-", 3);
+    setup.proxy.partition();
+    let pid = setup.workers[0].id();
+    let told = Instant::now();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("stop the worker");
+    // Its grace (1 s), then at most a few calls of L/6 (0.5 s) each.
+    let limit = Duration::from_secs(20);
+    while setup.workers[0].try_wait().expect("wait").is_none() {
+        assert!(
+            told.elapsed() < limit,
+            "still running {} s after SIGTERM while cut off; its log:\n{}",
+            told.elapsed().as_secs(),
+            setup.stderr("cut-off")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    no_overlap_after(&mut setup, &id, "worker stopped while cut off");
+}
+
 /// Without the sandbox (no PID namespace), the run's keeper enforces the
 /// same deadline on its containment group: the agent of a worker that stays
 /// frozen is killed before it finishes its beats. (No takeover here: on one

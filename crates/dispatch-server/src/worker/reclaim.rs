@@ -4,31 +4,53 @@
 //! lets go of before it ended (drained back to the queue, its lease lost)
 //! would leave: its workspace, which its aborted task no longer removes.
 
+//!
+//! Every store call here is bounded (a lease renewal's interval, `L/6`):
+//! a worker stopping while cut off from its database must not wait for the
+//! partition to heal. The first call that gets no answer ends the asking;
+//! what was not checked stays as it is, for the next worker on this root.
+
 use dispatch_core::{RunId, now_ms};
+use dispatch_store::StoreError;
 
 use nix::sys::signal::Signal;
 
-use super::{Held, Worker, kill};
+use super::{Held, Worker, bounded, kill};
 use crate::metrics::Metrics;
 
 impl Worker {
     /// Whether no live worker or local helper but this one holds run `id`:
     /// it ended, is queued, or its lease is this worker's name's or expired,
     /// and no live process of this machine (a local helper sharing the
-    /// root, as under `dispatch ui`) holds it without a lease.
-    async fn nobody_elses(&self, id: &RunId) -> bool {
-        match self.store.lease(id).await {
-            Ok(Some(lease)) => lease.owner == self.config.name || lease.expires_at <= now_ms(),
+    /// root, as under `dispatch ui`) holds it without a lease. `None` when
+    /// the database gave no answer in time.
+    async fn nobody_elses(&self, id: &RunId) -> Option<bool> {
+        let limit = self.times().renew_every();
+        match bounded(self.store.lease(id), limit, "a lease's read").await {
+            Ok(Some(lease)) => {
+                Some(lease.owner == self.config.name || lease.expires_at <= now_ms())
+            }
             // Ended, queued, or a local helper's.
-            Ok(None) => match self.store.get_run(id).await {
-                Ok(run) => !run.state.helper().is_some_and(|h| {
+            Ok(None) => match bounded(self.store.get_run(id), limit, "a run's read").await {
+                Ok(run) => Some(!run.state.helper().is_some_and(|h| {
                     h != dispatch_runtime::os::this_process() && dispatch_runtime::os::is_alive(h)
-                }),
-                Err(dispatch_store::StoreError::NotFound(_)) => true,
-                Err(_) => false,
+                })),
+                Err(StoreError::NotFound(_)) => Some(true),
+                Err(StoreError::Unavailable { .. }) => None,
+                Err(_) => Some(false),
             },
-            Err(_) => false,
+            Err(StoreError::Unavailable { .. }) => None,
+            Err(_) => Some(false),
         }
+    }
+
+    /// Says that the database went silent while `left` runs were still to
+    /// be looked at, and what becomes of them.
+    fn silent(&self, left: usize, what: &str) {
+        self.log(&format!(
+            "the database does not answer: {what} of {left} run(s) left for a worker on this \
+             root to reclaim when it starts"
+        ));
     }
 
     /// The runs `ids` were let go of before they ended (their agents were
@@ -38,16 +60,22 @@ impl Worker {
     /// does, unless another worker holds the run by now. Off the runtime's
     /// thread: an unmount walks the whole mount table.
     pub(super) async fn leave_workspaces(&self, ids: Vec<RunId>) {
+        let limit = self.times().renew_every();
         let mut go = Vec::with_capacity(ids.len());
-        for id in ids {
-            if !self.nobody_elses(&id).await {
-                continue;
+        let total = ids.len();
+        for (i, id) in ids.into_iter().enumerate() {
+            match self.nobody_elses(&id).await {
+                Some(true) => {}
+                Some(false) => continue,
+                None => {
+                    self.silent(total - i, "the workspaces");
+                    break;
+                }
             }
-            let keep = self
-                .store
-                .run_extras(&id)
-                .await
-                .is_ok_and(|e| e.keep_workspace);
+            // Removed only when the run is known not to keep it; else
+            // unmounted, its files left.
+            let extras = bounded(self.store.run_extras(&id), limit, "a run's extras").await;
+            let keep = !extras.is_ok_and(|e| !e.keep_workspace);
             go.push((id, keep));
         }
         let layout = self.config.layout.clone();
@@ -74,11 +102,22 @@ impl Worker {
         }
         let mut ended = Vec::new();
         let mut waiting = Vec::new();
+        let limit = self.times().renew_every();
+        let mut silent = false;
         for id in std::mem::take(&mut self.lost_workspaces) {
-            match self.store.get_run(&id).await {
+            if silent {
+                waiting.push(id);
+                continue;
+            }
+            match bounded(self.store.get_run(&id), limit, "a run's read").await {
                 Ok(run) if run.state.is_terminal() => ended.push(id),
                 // Removed meanwhile (`rm`): so is its directory.
-                Err(dispatch_store::StoreError::NotFound(_)) => {}
+                Err(StoreError::NotFound(_)) => {}
+                // Asked again at the next tick.
+                Err(StoreError::Unavailable { .. }) => {
+                    silent = true;
+                    waiting.push(id);
+                }
                 _ => waiting.push(id),
             }
         }
@@ -89,16 +128,15 @@ impl Worker {
     }
 
     /// Whether run `id` ended asking to keep its workspace.
+    /// Not known (no answer in time): not kept, so it is unmounted and its
+    /// files stay.
     async fn kept(&self, id: &RunId) -> bool {
-        let ended = self
-            .store
-            .get_run(id)
+        let limit = self.times().renew_every();
+        let ended = bounded(self.store.get_run(id), limit, "a run's read")
             .await
             .is_ok_and(|r| r.state.is_terminal());
         ended
-            && self
-                .store
-                .run_extras(id)
+            && bounded(self.store.run_extras(id), limit, "a run's extras")
                 .await
                 .is_ok_and(|e| e.keep_workspace)
     }
@@ -120,9 +158,15 @@ impl Worker {
         runs.sort();
         runs.dedup();
         let (mut killed, mut unmounted) = (0, 0);
-        for id in runs {
-            if !self.nobody_elses(&id).await {
-                continue;
+        let total = runs.len();
+        for (i, id) in runs.into_iter().enumerate() {
+            match self.nobody_elses(&id).await {
+                Some(true) => {}
+                Some(false) => continue,
+                None => {
+                    self.silent(total - i, "the process trees and workspaces");
+                    break;
+                }
             }
             killed += dispatch_runtime::contain::kill_leftovers(layout, &id);
             if mounted.contains(&id) && !self.kept(&id).await {
@@ -148,23 +192,36 @@ impl Worker {
             self.forget(id);
         }
         self.leave_workspaces(ids).await;
+        let limit = self.times().renew_every();
+        let mut unreleased = 0;
         for (id, h) in held {
-            match self
-                .store
-                .release(
-                    &id,
-                    h.store.fence(),
-                    now_ms(),
-                    "worker drained before the run finished",
-                )
-                .await
-            {
+            if unreleased > 0 {
+                unreleased += 1;
+                continue;
+            }
+            let release = self.store.release(
+                &id,
+                h.store.fence(),
+                now_ms(),
+                "worker drained before the run finished",
+            );
+            match bounded(release, limit, "a release").await {
                 Ok(_) => {
                     self.summary.released += 1;
                     Metrics::add(&self.metrics.runs_released, 1);
                 }
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    self.log(&format!("run {id}: cannot release: {e}"));
+                    unreleased = 1;
+                }
                 Err(e) => self.log(&format!("run {id}: cannot release: {e}")),
             }
+        }
+        if unreleased > 0 {
+            self.log(&format!(
+                "{unreleased} run(s) not released (the database does not answer): each goes \
+                 back to the queue when its lease expires"
+            ));
         }
         self.log(&format!(
             "released {} run(s) back to the queue",
