@@ -3,7 +3,6 @@
 //! of its runs, then their overlay workspaces. And what a run this worker
 //! lets go of before it ended (drained back to the queue, its lease lost)
 //! would leave: its workspace, which its aborted task no longer removes.
-
 //!
 //! Every store call here is bounded (a lease renewal's interval, `L/6`):
 //! a worker stopping while cut off from its database must not wait for the
@@ -47,6 +46,9 @@ impl Worker {
     /// Says that the database went silent while `left` runs were still to
     /// be looked at, and what becomes of them.
     fn silent(&self, left: usize, what: &str) {
+        if left == 0 {
+            return;
+        }
         self.log(&format!(
             "the database does not answer: {what} of {left} run(s) left for a worker on this \
              root to reclaim when it starts"
@@ -72,11 +74,16 @@ impl Worker {
                     break;
                 }
             }
-            // Removed only when the run is known not to keep it; else
-            // unmounted, its files left.
-            let extras = bounded(self.store.run_extras(&id), limit, "a run's extras").await;
-            let keep = !extras.is_ok_and(|e| !e.keep_workspace);
-            go.push((id, keep));
+            // Not known (no answer): only unmounted, its files left.
+            match bounded(self.store.run_extras(&id), limit, "a run's extras").await {
+                Ok(extras) => go.push((id, extras.keep_workspace)),
+                Err(StoreError::Unavailable { .. }) => {
+                    go.push((id, true));
+                    self.silent(total - i - 1, "the workspaces");
+                    break;
+                }
+                Err(_) => go.push((id, false)),
+            }
         }
         let layout = self.config.layout.clone();
         let gone = tokio::task::spawn_blocking(move || {
