@@ -277,7 +277,14 @@ impl Worker {
             // Whether the runtime keeps up with the runs in hand.
             let mut admitted = true;
             if drain_until.is_none() {
-                if timers.reconnect_due() && self.wake.connect().await {
+                // Bounded: a connection opened into a partition hangs. One
+                // given up on may have opened part of the way: claim then too.
+                let limit = self.times().renew_every();
+                if timers.reconnect_due()
+                    && tokio::time::timeout(limit, self.wake.connect())
+                        .await
+                        .unwrap_or(true)
+                {
                     // Notifications sent while disconnected were missed.
                     timers.claim_due = true;
                 }
@@ -422,10 +429,12 @@ impl Worker {
         // for a moment by another transaction, or not this worker's: labels,
         // capacity, a concurrency key), so it is looked at again soon,
         // backing off, and not left to the safety net.
-        let times = match self.store.queue_times(i64::MIN).await {
+        let limit = self.times().renew_every();
+        let times = match bounded(self.store.queue_times(i64::MIN), limit, "a look ahead").await {
             Ok(all) if all.next_ready_at.is_some_and(|t| t <= timers.claimed_at) => {
                 timers.ready_left();
-                self.store.queue_times(timers.claimed_at).await
+                let later = self.store.queue_times(timers.claimed_at);
+                bounded(later, limit, "a look ahead").await
             }
             Ok(all) => {
                 timers.none_left();
@@ -478,7 +487,10 @@ impl Worker {
         let at = now_ms();
         let finished = match held.is_empty() {
             true => Ok(Vec::new()),
-            false => self.store.succeed_at_once(&held, at).await,
+            false => {
+                let finish = self.store.succeed_at_once(&held, at);
+                bounded(finish, self.config.lease / 2, "a batch finish").await
+            }
         };
         let done: HashSet<RunId> = match finished {
             Ok(ids) => ids.into_iter().collect(),
