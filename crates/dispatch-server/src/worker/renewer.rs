@@ -157,7 +157,8 @@ impl Renewer {
     /// goes on: until the renewal connection opens, renewals go through the
     /// worker's own store, whose connections that runtime drives, so a
     /// thread blocked joining there would wait for a renewal that waits for
-    /// it (a worker drained after a partition hung so, issue #38).
+    /// it (a worker drained after a partition hung so: the partition tests
+    /// under load).
     pub(super) async fn stop(mut self) {
         self.signal_stop();
         if let Some(thread) = self.thread.take() {
