@@ -43,6 +43,25 @@ impl Worker {
         }
     }
 
+    /// Those of `ids` nobody else holds ([`Worker::nobody_elses`]), asked
+    /// in order until the database does not answer; the rest are said (as
+    /// `what`) and left.
+    async fn only_ours(&self, ids: Vec<RunId>, what: &str) -> Vec<RunId> {
+        let total = ids.len();
+        let mut ours = Vec::with_capacity(total);
+        for (i, id) in ids.into_iter().enumerate() {
+            match self.nobody_elses(&id).await {
+                Some(true) => ours.push(id),
+                Some(false) => {}
+                None => {
+                    self.silent(total - i, what);
+                    break;
+                }
+            }
+        }
+        ours
+    }
+
     /// Says that the database went silent while `left` runs were still to
     /// be looked at, and what becomes of them.
     fn silent(&self, left: usize, what: &str) {
@@ -63,17 +82,10 @@ impl Worker {
     /// thread: an unmount walks the whole mount table.
     pub(super) async fn leave_workspaces(&self, ids: Vec<RunId>) {
         let limit = self.times().renew_every();
-        let mut go = Vec::with_capacity(ids.len());
-        let total = ids.len();
-        for (i, id) in ids.into_iter().enumerate() {
-            match self.nobody_elses(&id).await {
-                Some(true) => {}
-                Some(false) => continue,
-                None => {
-                    self.silent(total - i, "the workspaces");
-                    break;
-                }
-            }
+        let ours = self.only_ours(ids, "the workspaces").await;
+        let total = ours.len();
+        let mut go = Vec::with_capacity(total);
+        for (i, id) in ours.into_iter().enumerate() {
             // Not known (no answer): only unmounted, its files left.
             match bounded(self.store.run_extras(&id), limit, "a run's extras").await {
                 Ok(extras) => go.push((id, extras.keep_workspace)),
@@ -165,16 +177,10 @@ impl Worker {
         runs.sort();
         runs.dedup();
         let (mut killed, mut unmounted) = (0, 0);
-        let total = runs.len();
-        for (i, id) in runs.into_iter().enumerate() {
-            match self.nobody_elses(&id).await {
-                Some(true) => {}
-                Some(false) => continue,
-                None => {
-                    self.silent(total - i, "the process trees and workspaces");
-                    break;
-                }
-            }
+        for id in self
+            .only_ours(runs, "the process trees and workspaces")
+            .await
+        {
             killed += dispatch_runtime::contain::kill_leftovers(layout, &id);
             if mounted.contains(&id) && !self.kept(&id).await {
                 dispatch_runtime::workspace::unmount(layout, &id);
