@@ -174,6 +174,7 @@ macro_rules! __queue_conformance_names {
             a_run_requeued_by_someone_else_fences_its_old_holder,
             // a holder's log, artifacts and output are fenced too
             a_stale_token_appends_nothing_to_the_log,
+            a_holders_racing_appends_land_once_each_until_its_run_ends,
             a_stale_token_records_no_artifact,
             a_stale_token_asks_for_no_approval,
             a_stale_token_stores_no_output,

@@ -4,7 +4,7 @@
 //! `DISPATCH_FENCE`).
 
 use dispatch_core::EventKind;
-use dispatch_core::{Status, Transition};
+use dispatch_core::{NewEvent, Status, Transition};
 use serde_json::json;
 
 use super::queue::{agent_up, claim_all};
@@ -251,5 +251,80 @@ pub async fn a_stale_token_asks_for_no_approval<S: Store + QueueStore + FencedAr
         .fenced_request_approval(new.fence, &super::reliability::approval(77, "x", 1400))
         .await
         .expect_err("an unknown run");
+    assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}
+
+/// The holder's appends racing one another all land, once each; a log chunk
+/// sent twice at once is stored once; once the run is over its holder's
+/// token appends nothing, and a run that does not exist is named.
+pub async fn a_holders_racing_appends_land_once_each_until_its_run_ends<
+    S: Store + QueueStore + RunLogStore,
+>(
+    store: S,
+) {
+    create(&store, new_run(id(1), "p", 10)).await;
+    let claimed = claim_all(&store, "w1", 1, 100).await.remove(0);
+    let running = agent_up(&store, &claimed, 150).await;
+    let before = super::all_events(&store, &id(1)).await.len();
+    let appends = (0..16).map(|i| {
+        let note = NewEvent::new(EventKind::Step, 1, 200 + i, json!({ "i": i }));
+        let store = &store;
+        async move {
+            store
+                .fenced_append_events(&id(1), claimed.fence, &[note])
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(appends).await {
+        result.expect("the holder appends");
+    }
+    let events = super::all_events(&store, &id(1)).await;
+    let mut seen: Vec<i64> = events[before..]
+        .iter()
+        .filter_map(|e| e.event.data["i"].as_i64())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..16).collect::<Vec<_>>(), "each append once");
+
+    let chunk = b"hello\n";
+    let run = id(1);
+    let (a, b) = tokio::join!(
+        store.append_log(&run, claimed.fence, 0, chunk),
+        store.append_log(&run, claimed.fence, 0, chunk),
+    );
+    a.expect("the first of two racing sends");
+    b.expect("the second: a retry finding its chunk there");
+    store
+        .append_log(&id(1), claimed.fence, 6, b"")
+        .await
+        .expect("nothing to add where the log ends");
+    assert_eq!(store.log_length(&id(1)).await.expect("length"), 6);
+
+    store
+        .fenced_transition(
+            &id(1),
+            claimed.fence,
+            running.version,
+            &write_for(&running, &Transition::Exited { code: 0, at: 300 }),
+        )
+        .await
+        .expect("the holder finishes its run");
+    let late = NewEvent::new(EventKind::Step, 1, 400, json!({ "late": true }));
+    let err = store
+        .fenced_append_events(&id(1), claimed.fence, std::slice::from_ref(&late))
+        .await
+        .expect_err("a finished run's holder appends nothing");
+    assert!(is_fenced(&err, claimed.fence), "got {err:?}");
+    assert!(
+        !super::all_events(&store, &id(1))
+            .await
+            .iter()
+            .any(|e| e.event.data["late"] == json!(true)),
+        "nothing was stored"
+    );
+    let err = store
+        .fenced_append_events(&id(9), claimed.fence, &[late])
+        .await
+        .expect_err("no such run");
     assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
 }

@@ -19,6 +19,7 @@ mod limits;
 mod listen;
 mod messages;
 mod notifications;
+mod one_statement;
 mod parcels;
 pub(crate) mod queue;
 mod quotas;
@@ -486,6 +487,11 @@ impl QueueStore for PgStore {
         fence: i64,
         events: &[NewEvent],
     ) -> StoreResult<()> {
+        if read!(self, |client| one_statement::fenced_append(
+            &client, id, fence, events
+        ))? {
+            return Ok(());
+        }
         in_tx!(self, |tx| queue::fenced_append(&tx, id, fence, events))
     }
 

@@ -286,7 +286,8 @@ pub(super) async fn log_archive_in_use(tx: &Transaction<'_>, sha256: &str) -> Re
     Ok(tx.query_opt(&stmt, &[&sha256]).await?.is_some())
 }
 
-/// The `RunLogStore` of PostgreSQL: the queries above, each in a transaction.
+/// The `RunLogStore` of PostgreSQL: the queries above, each in a transaction
+/// (an append in one statement first, see `super::one_statement`).
 #[async_trait]
 impl RunLogStore for PgStore {
     async fn append_log(
@@ -296,6 +297,12 @@ impl RunLogStore for PgStore {
         offset: u64,
         bytes: &[u8],
     ) -> StoreResult<()> {
+        if read!(self, |client| async {
+            let pos = position(run, offset)?;
+            super::one_statement::append_log(&client, run, fence, pos, bytes).await
+        })? {
+            return Ok(());
+        }
         in_tx!(self, |tx| append_log(&tx, run, fence, offset, bytes))
     }
 
