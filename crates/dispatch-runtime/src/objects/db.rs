@@ -104,6 +104,47 @@ fn object_meta(location: Path, meta: &BlobMeta) -> ObjectMeta {
     }
 }
 
+/// What a put in `mode` expects to find at `location`.
+fn expect_of(location: &Path, mode: &PutMode) -> Result<BlobExpect> {
+    Ok(match mode {
+        PutMode::Overwrite => BlobExpect::Any,
+        PutMode::Create => BlobExpect::Absent,
+        PutMode::Update(v) => match &v.e_tag {
+            Some(etag) => BlobExpect::Etag(etag.clone()),
+            None => {
+                return Err(object_store::Error::Precondition {
+                    path: location.to_string(),
+                    source: "an update needs the object's etag".into(),
+                });
+            }
+        },
+    })
+}
+
+/// A put's answer: `None` from the store (`expect` did not hold) is
+/// `AlreadyExists` (create) or `Precondition` (update).
+fn put_result(
+    location: &Path,
+    expect: &BlobExpect,
+    committed: Option<BlobMeta>,
+) -> Result<PutResult> {
+    match committed {
+        Some(meta) => Ok(PutResult {
+            e_tag: Some(meta.etag),
+            version: None,
+            extensions: Default::default(),
+        }),
+        None if *expect == BlobExpect::Absent => Err(object_store::Error::AlreadyExists {
+            path: location.to_string(),
+            source: "an object is there already".into(),
+        }),
+        None => Err(object_store::Error::Precondition {
+            path: location.to_string(),
+            source: "the object changed".into(),
+        }),
+    }
+}
+
 fn too_large(size: u64) -> object_store::Error {
     generic(format!(
         "an object of {size} bytes is over the {MAX_BLOB}-byte limit of objects kept in the run database (hint: give every server and worker an object store of its own with --artifacts URL for large volumes)"
@@ -147,41 +188,20 @@ impl DbObjects {
     /// Commits `upload` under `location` as `mode` says; a refused
     /// condition is `AlreadyExists` (create) or `Precondition` (update).
     async fn commit(&self, location: &Path, upload: &str, mode: PutMode) -> Result<PutResult> {
-        let expect = match mode {
-            PutMode::Overwrite => BlobExpect::Any,
-            PutMode::Create => BlobExpect::Absent,
-            PutMode::Update(v) => match v.e_tag {
-                Some(etag) => BlobExpect::Etag(etag),
-                None => {
-                    let _ = self.store.abort_blob_upload(upload).await;
-                    return Err(object_store::Error::Precondition {
-                        path: location.to_string(),
-                        source: "an update needs the object's etag".into(),
-                    });
-                }
-            },
+        let expect = match expect_of(location, &mode) {
+            Ok(expect) => expect,
+            Err(e) => {
+                let _ = self.store.abort_blob_upload(upload).await;
+                return Err(e);
+            }
         };
         let now = dispatch_core::time::now_ms();
-        match self
+        let committed = self
             .store
             .commit_blob(location.as_ref(), upload, &expect, now)
             .await
-            .map_err(failed)?
-        {
-            Some(meta) => Ok(PutResult {
-                e_tag: Some(meta.etag),
-                version: None,
-                extensions: Default::default(),
-            }),
-            None if expect == BlobExpect::Absent => Err(object_store::Error::AlreadyExists {
-                path: location.to_string(),
-                source: "an object is there already".into(),
-            }),
-            None => Err(object_store::Error::Precondition {
-                path: location.to_string(),
-                source: "the object changed".into(),
-            }),
-        }
+            .map_err(failed)?;
+        put_result(location, &expect, committed)
     }
 
     /// The parts of `meta`'s upload that hold the bytes of `range`, each
@@ -229,6 +249,17 @@ impl ObjectStore for DbObjects {
         }
         let upload = new_upload();
         let now = dispatch_core::time::now_ms();
+        if size <= MAX_PART as u64 {
+            // One part: put at once (one transaction on PostgreSQL).
+            let expect = expect_of(location, &opts.mode)?;
+            let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+            let put = self
+                .store
+                .put_blob(location.as_ref(), &upload, &bytes, &expect, now)
+                .await
+                .map_err(failed)?;
+            return put_result(location, &expect, put);
+        }
         self.store
             .begin_blob_upload(&upload, now)
             .await

@@ -64,6 +64,15 @@ async fn behaves_as_an_object_store(blobs: Arc<dyn BlobStore>) {
     }
     let head = store.head(&key).await.expect("head");
     assert_eq!(head.size, 11);
+    let empty = Path::from("e/empty");
+    store
+        .put(&empty, PutPayload::from_static(b""))
+        .await
+        .expect("an empty object");
+    let got = store.get(&empty).await.expect("get the empty object");
+    assert_eq!(got.meta.size, 0);
+    assert!(got.bytes().await.expect("bytes").is_empty());
+    store.delete(&empty).await.expect("delete the empty object");
     assert!(matches!(
         store.get(&Path::from("a/nope")).await,
         Err(object_store::Error::NotFound { .. })

@@ -110,6 +110,19 @@ async fn commit(
         return Err(no_upload(upload).into());
     };
     let size: i64 = row.try_get(0)?;
+    point(tx, key, upload, size, expect, at).await
+}
+
+/// Points `key` at `upload`'s parts (`size` bytes in all) if `expect`
+/// holds; else deletes the parts and answers `None`.
+async fn point(
+    tx: &Transaction<'_>,
+    key: &str,
+    upload: &str,
+    size: i64,
+    expect: &BlobExpect,
+    at: Ts,
+) -> Result<Option<BlobMeta>, Fail> {
     let insert = tx
         .prepare_cached(
             "INSERT INTO blobs (key, upload, size, modified_at) VALUES ($1, $2, $3, $4)
@@ -307,6 +320,39 @@ impl BlobStore for PgStore {
 
     async fn abort_blob_upload(&self, upload: &str) -> StoreResult<()> {
         in_tx!(self, |tx| abort(&tx, upload))
+    }
+
+    /// One transaction: the part, then the key (no upload row: nothing is
+    /// left half-written for `expire` to find).
+    async fn put_blob(
+        &self,
+        key: &str,
+        upload: &str,
+        bytes: &[u8],
+        expect: &BlobExpect,
+        at: Ts,
+    ) -> StoreResult<Option<BlobMeta>> {
+        if bytes.len() > MAX_PART {
+            return Err(StoreError::Refused {
+                path: self.shown.clone(),
+                message: format!(
+                    "a part of {} bytes is over the {MAX_PART}-byte limit of one part",
+                    bytes.len()
+                ),
+            });
+        }
+        in_tx!(self, |tx| async {
+            let len = bytes.len() as i64;
+            if len > 0 {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO blob_parts (upload, seq, len, data) VALUES ($1, 0, $2, $3)",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&upload, &len, &bytes]).await?;
+            }
+            point(&tx, key, upload, len, expect, at).await
+        })
     }
 
     async fn head_blob(&self, key: &str) -> StoreResult<Option<BlobMeta>> {
