@@ -230,6 +230,8 @@ pub(crate) async fn save_session<S: Store + ?Sized>(
 pub(crate) struct RunSink<'a, S: ?Sized> {
     store: &'a S,
     run_id: RunId,
+    /// The run's project (whose quotas each model call asks about).
+    project: String,
     attempt: u32,
     log: Option<std::fs::File>,
     /// The run's directory, where its call records are kept.
@@ -276,6 +278,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
         RunSink {
             store,
             run_id: run.id.clone(),
+            project: run.project.clone(),
             attempt: run.attempt,
             log,
             run_dir: layout.run_dir(&run.id),
@@ -395,7 +398,7 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
     }
 
     async fn over_quota(&mut self) -> Option<String> {
-        super::native_quota::over_quota(self.store, &self.run_id).await
+        super::native_quota::over_quota(self.store, &self.project).await
     }
 
     async fn settle(&mut self, admission: Admission, tokens: u64) {

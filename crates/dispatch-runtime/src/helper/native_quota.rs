@@ -9,12 +9,12 @@
 use dispatch_core::{RunId, now_ms};
 use dispatch_store::Store;
 
-/// Why `run` may not call its model any more, if its project is over a
-/// budget now. The store out of reach: the call goes (as rate limits do).
-pub(super) async fn over_quota<S: Store + ?Sized>(store: &S, run: &RunId) -> Option<String> {
-    let project = store.get_run(run).await.ok()?.project;
+/// Why a run of `project` may not call its model any more, if the project
+/// is over a budget now. The store out of reach: the call goes (as rate
+/// limits do).
+pub(super) async fn over_quota<S: Store + ?Sized>(store: &S, project: &str) -> Option<String> {
     let used = store
-        .quota_use(std::slice::from_ref(&project), now_ms())
+        .quota_use(&[project.to_string()], now_ms())
         .await
         .ok()?;
     let over = used
