@@ -187,7 +187,7 @@ pub(super) async fn append_locked(
             .prepare_cached(
                 "UPDATE runs SET input_tokens = input_tokens + $2, \
                  output_tokens = output_tokens + $3, cost_usd = cost_usd + $4 WHERE id = $1 \
-                 RETURNING input_tokens + output_tokens, cost_usd, policy",
+                 RETURNING input_tokens + output_tokens, cost_usd, policy, project",
             )
             .await?;
         let row = tx
@@ -211,8 +211,16 @@ pub(super) async fn append_locked(
         );
         let at = events.last().map_or(0, |e| e.at);
         let attempt = events.last().map_or(0, |e| e.attempt);
-        super::quotas::account(tx, run, (total.total_tokens(), total.cost_usd), attempt, at)
-            .await?;
+        let project: String = row.try_get(3)?;
+        let run_of = (run, project.as_str());
+        super::quotas::account(
+            tx,
+            run_of,
+            (total.total_tokens(), total.cost_usd),
+            attempt,
+            at,
+        )
+        .await?;
         super::notifications::enqueue_budget(
             tx,
             run,

@@ -511,7 +511,8 @@ impl QueueStore for PgStore {
     }
 
     async fn stops_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
-        in_tx!(self, |tx| queue::stops_requested(&tx, ids))
+        // One statement: no transaction (one round trip, not three).
+        read!(self, |client| queue::stops_requested(&client, ids))
     }
 
     async fn set_priority(&self, id: &RunId, priority: i64) -> StoreResult<()> {

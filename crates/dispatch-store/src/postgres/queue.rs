@@ -426,8 +426,8 @@ pub(super) async fn sweep(tx: &Transaction<'_>, now: Ts) -> Result<Vec<RunId>, F
     Ok(held.into_iter().map(|h| h.id).collect())
 }
 
-pub(super) async fn stops_requested(
-    tx: &Transaction<'_>,
+pub(super) async fn stops_requested<C: deadpool_postgres::GenericClient>(
+    tx: &C,
     ids: &[RunId],
 ) -> Result<Vec<RunId>, Fail> {
     if ids.is_empty() {

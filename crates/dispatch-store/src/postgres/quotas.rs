@@ -177,12 +177,12 @@ pub(super) async fn create(tx: &Transaction<'_>, new: &crate::NewRun) -> Result<
 /// updated in place (row locks): concurrent runs of a project add up.
 pub(super) async fn account(
     tx: &Transaction<'_>,
-    run: &RunId,
+    (run, project): (&RunId, &str),
     (tokens, usd): (u64, f64),
     attempt: u32,
     at: Ts,
 ) -> Result<(), Fail> {
-    let project = project_of(tx, run).await?;
+    let project = project.to_string();
     let budgets: Vec<Quota> = list(tx, std::slice::from_ref(&project))
         .await?
         .into_iter()
