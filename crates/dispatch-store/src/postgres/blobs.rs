@@ -289,13 +289,9 @@ async fn expire(tx: &Transaction<'_>, before: Ts) -> Result<u64, Fail> {
     Ok(gone.len() as u64)
 }
 
-#[async_trait]
-impl BlobStore for PgStore {
-    async fn begin_blob_upload(&self, upload: &str, at: Ts) -> StoreResult<()> {
-        in_tx!(self, |tx| begin(&tx, upload, at))
-    }
-
-    async fn put_blob_part(&self, upload: &str, seq: i64, bytes: &[u8]) -> StoreResult<()> {
+impl PgStore {
+    /// `Refused` when `bytes` are over one part.
+    fn fits_a_part(&self, bytes: &[u8]) -> StoreResult<()> {
         if bytes.len() > MAX_PART {
             return Err(StoreError::Refused {
                 path: self.shown.clone(),
@@ -305,6 +301,18 @@ impl BlobStore for PgStore {
                 ),
             });
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for PgStore {
+    async fn begin_blob_upload(&self, upload: &str, at: Ts) -> StoreResult<()> {
+        in_tx!(self, |tx| begin(&tx, upload, at))
+    }
+
+    async fn put_blob_part(&self, upload: &str, seq: i64, bytes: &[u8]) -> StoreResult<()> {
+        self.fits_a_part(bytes)?;
         in_tx!(self, |tx| put_part(&tx, upload, seq, bytes))
     }
 
@@ -332,15 +340,7 @@ impl BlobStore for PgStore {
         expect: &BlobExpect,
         at: Ts,
     ) -> StoreResult<Option<BlobMeta>> {
-        if bytes.len() > MAX_PART {
-            return Err(StoreError::Refused {
-                path: self.shown.clone(),
-                message: format!(
-                    "a part of {} bytes is over the {MAX_PART}-byte limit of one part",
-                    bytes.len()
-                ),
-            });
-        }
+        self.fits_a_part(bytes)?;
         in_tx!(self, |tx| async {
             let len = bytes.len() as i64;
             if len > 0 {

@@ -150,6 +150,28 @@ pub(super) async fn append(
     append_locked(tx, run, events).await
 }
 
+/// One run's events as the columns of an `unnest`: attempts, times,
+/// kinds and data.
+pub(super) struct Columns<'a>(
+    pub Vec<i64>,
+    pub Vec<i64>,
+    pub Vec<&'a str>,
+    pub Vec<String>,
+);
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(events: &'a [NewEvent]) -> Result<Columns<'a>, Fail> {
+        let mut columns = Columns(vec![], vec![], vec![], vec![]);
+        for event in events {
+            columns.0.push(i64::from(event.attempt));
+            columns.1.push(event.at);
+            columns.2.push(event.kind.as_str());
+            columns.3.push(to_json("event data", &event.data)?);
+        }
+        Ok(columns)
+    }
+}
+
 /// [`append`] for a caller that holds the run's lock ([`lock_run`]) already.
 pub(super) async fn append_locked(
     tx: &Transaction<'_>,
@@ -158,17 +180,11 @@ pub(super) async fn append_locked(
 ) -> Result<(), Fail> {
     let mut total = dispatch_core::event::Usage::default();
     let mut any_usage = false;
-    let (mut attempts, mut ats, mut kinds, mut datas) = (vec![], vec![], vec![], vec![]);
-    for event in events {
-        attempts.push(i64::from(event.attempt));
-        ats.push(event.at);
-        kinds.push(event.kind.as_str());
-        datas.push(to_json("event data", &event.data)?);
-        if let Some(usage) = event.usage() {
-            total.add(usage);
-            any_usage = true;
-        }
+    for usage in events.iter().filter_map(NewEvent::usage) {
+        total.add(usage);
+        any_usage = true;
     }
+    let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
     if !events.is_empty() {
         // One statement for the batch, numbered in the order given.
         let stmt = tx

@@ -20,8 +20,9 @@
 use deadpool_postgres::GenericClient;
 use dispatch_core::{NewEvent, RunId};
 
+use super::Fail;
+use super::events::Columns;
 use super::runs::not_found;
-use super::{Fail, to_json};
 use crate::StoreError;
 
 /// Appends `events` (none with usage) under the run's `fence` and a live
@@ -35,13 +36,7 @@ pub(super) async fn fenced_append<C: GenericClient>(
     if events.iter().any(|e| e.usage().is_some()) {
         return Ok(false);
     }
-    let (mut attempts, mut ats, mut kinds, mut datas) = (vec![], vec![], vec![], vec![]);
-    for event in events {
-        attempts.push(i64::from(event.attempt));
-        ats.push(event.at);
-        kinds.push(event.kind.as_str());
-        datas.push(to_json("event data", &event.data)?);
-    }
+    let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
     let stmt = client
         .prepare_cached(
             "WITH f AS (SELECT fence, lease_owner IS NOT NULL AS leased FROM runs \
