@@ -252,7 +252,7 @@ impl ObjectStore for DbObjects {
         if size <= MAX_PART as u64 {
             // One part: put at once (one transaction on PostgreSQL).
             let expect = expect_of(location, &opts.mode)?;
-            let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+            let bytes = Bytes::from(payload);
             let put = self
                 .store
                 .put_blob(location.as_ref(), &upload, &bytes, &expect, now)

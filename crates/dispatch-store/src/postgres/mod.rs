@@ -487,10 +487,10 @@ impl QueueStore for PgStore {
         fence: i64,
         events: &[NewEvent],
     ) -> StoreResult<()> {
-        if read!(self, |client| one_statement::fenced_append(
-            &client, id, fence, events
-        ))? {
-            return Ok(());
+        if one_statement::without_usage(events) {
+            return read!(self, |client| one_statement::fenced_append(
+                &client, id, fence, events
+            ));
         }
         in_tx!(self, |tx| queue::fenced_append(&tx, id, fence, events))
     }

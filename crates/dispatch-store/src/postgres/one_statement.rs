@@ -25,17 +25,19 @@ use super::events::Columns;
 use super::runs::not_found;
 use crate::StoreError;
 
-/// Appends `events` (none with usage) under the run's `fence` and a live
-/// lease. `Ok(false)`: not decided here (see the module).
+/// Whether [`fenced_append`] can append `events`: none carries usage.
+pub(super) fn without_usage(events: &[NewEvent]) -> bool {
+    !events.iter().any(|e| e.usage().is_some())
+}
+
+/// Appends `events` ([`without_usage`]) under the run's `fence` and a live
+/// lease.
 pub(super) async fn fenced_append<C: GenericClient>(
     client: &C,
     run: &RunId,
     fence: i64,
     events: &[NewEvent],
-) -> Result<bool, Fail> {
-    if events.iter().any(|e| e.usage().is_some()) {
-        return Ok(false);
-    }
+) -> Result<(), Fail> {
     let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
     let stmt = client
         .prepare_cached(
@@ -61,7 +63,7 @@ pub(super) async fn fenced_append<C: GenericClient>(
     if current != fence || !leased {
         return Err(fenced(run, fence));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Appends a chunk of the run's log at `pos` under its `fence`, when the
