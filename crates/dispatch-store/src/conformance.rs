@@ -175,6 +175,7 @@ macro_rules! __queue_conformance_names {
             // a holder's log, artifacts and output are fenced too
             a_stale_token_appends_nothing_to_the_log,
             a_holders_racing_appends_land_once_each_until_its_run_ends,
+            a_holders_usage_counts_toward_totals_marks_and_budgets,
             a_stale_token_records_no_artifact,
             a_stale_token_asks_for_no_approval,
             a_stale_token_stores_no_output,

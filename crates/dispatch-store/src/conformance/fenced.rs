@@ -4,13 +4,15 @@
 //! `DISPATCH_FENCE`).
 
 use dispatch_core::EventKind;
+use dispatch_core::quota::{OnHard, Quota, QuotaLimit};
 use dispatch_core::{NewEvent, Status, Transition};
 use serde_json::json;
 
 use super::queue::{agent_up, claim_all};
 use super::{HELPER, create, id, new_run, step, write_for};
 use crate::{
-    Artifact, Claimed, FencedArtifactStore, NewRun, QueueStore, RunLogStore, Store, StoreError,
+    Artifact, Claimed, FencedArtifactStore, NewRun, NotificationStore, QueueStore, QuotaStore,
+    RunExtras, RunLogStore, Store, StoreError,
 };
 
 /// Run 1, claimed by `slow` at 100, swept at 1101 (its lease ran out) and
@@ -327,4 +329,119 @@ pub async fn a_holders_racing_appends_land_once_each_until_its_run_ends<
         .await
         .expect_err("no such run");
     assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
+}
+
+/// A holder's usage counts toward its run's totals, its policy's budget
+/// marks and its project's budgets, however the store writes it; a token
+/// no longer current adds nothing anywhere.
+pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
+    S: Store + QueueStore + QuotaStore + NotificationStore,
+>(
+    store: S,
+) {
+    // 2026-11-20T10:00:00Z: the usage's period is the day holding `at`.
+    const T: i64 = 1_795_168_800_000;
+    let daily = Quota {
+        project: "b".to_string(),
+        limit: QuotaLimit::TokensPerDay,
+        value: 1e9,
+        soft_pct: 80,
+        on_hard: OnHard::Wait,
+        updated_at: T,
+    };
+    store.set_quotas(&[daily]).await.expect("a daily budget");
+    // Run 1 counts only in its totals; run 2's policy has a budget; run 3's
+    // project has a daily budget.
+    create(&store, new_run(id(1), "p", T)).await;
+    let budget = RunExtras {
+        policy: Some(json!({"limits": {"max_tokens": 1000}})),
+        ..RunExtras::default()
+    };
+    store
+        .create_run_with(&new_run(id(2), "p", T + 1), &budget, false)
+        .await
+        .expect("create");
+    let mut third = new_run(id(3), "p", T + 2);
+    third.project = "b".to_string();
+    create(&store, third).await;
+    let claimed = claim_all(&store, "w", 3, T + 10).await;
+    assert_eq!(claimed.len(), 3, "all three are claimed");
+    let usage = |tokens: u64, at: i64| {
+        NewEvent::new(
+            EventKind::Usage,
+            1,
+            at,
+            json!({"input_tokens": tokens, "output_tokens": 1, "cost_usd": 0.5}),
+        )
+    };
+    for c in &claimed {
+        agent_up(&store, c, T + 20).await;
+        let step = NewEvent::new(EventKind::Step, 1, T + 21, json!({ "before": "usage" }));
+        store
+            .fenced_append_events(&c.run.id, c.fence, &[step, usage(599, T + 22)])
+            .await
+            .expect("the holder's usage");
+    }
+    for n in 1..=3 {
+        let run = store.get_run(&id(n)).await.expect("run");
+        assert_eq!(run.usage.input_tokens, 599, "run {n}");
+        assert_eq!(run.usage.output_tokens, 1, "run {n}");
+        assert_eq!(run.usage.cost_usd, 0.5, "run {n}");
+        let events = super::all_events(&store, &id(n)).await;
+        let last: Vec<_> = events.iter().rev().take(2).collect();
+        assert!(
+            last[0].event.is(EventKind::Usage) && last[1].event.is(EventKind::Step),
+            "run {n}: both events, in order: {last:?}"
+        );
+    }
+    let marks: Vec<_> = store
+        .list_notifications(100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    assert_eq!(marks, vec![format!("budget:{}:tokens:50", id(2))]);
+    let used = store
+        .quota_use(&["b".to_string()], T + 30)
+        .await
+        .expect("use");
+    assert_eq!(used.len(), 1);
+    assert_eq!(
+        used[0].used, 600.0,
+        "run 3's usage counts in its project's day"
+    );
+
+    // Run 1 ends; its holder's token adds nothing more.
+    let running = store.get_run(&id(1)).await.expect("run");
+    let one = &claimed.iter().find(|c| c.run.id == id(1)).expect("run 1");
+    store
+        .fenced_transition(
+            &id(1),
+            one.fence,
+            running.version,
+            &write_for(
+                &running,
+                &Transition::Exited {
+                    code: 0,
+                    at: T + 40,
+                },
+            ),
+        )
+        .await
+        .expect("the holder finishes its run");
+    let err = store
+        .fenced_append_events(&id(1), one.fence, &[usage(5, T + 41)])
+        .await
+        .expect_err("a finished run's holder adds no usage");
+    assert!(is_fenced(&err, one.fence), "got {err:?}");
+    let run = store.get_run(&id(1)).await.expect("run");
+    assert_eq!(run.usage.input_tokens, 599, "nothing added");
+    assert!(
+        !super::all_events(&store, &id(1))
+            .await
+            .iter()
+            .any(|e| e.event.at == T + 41),
+        "no event stored"
+    );
 }

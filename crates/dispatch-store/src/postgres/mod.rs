@@ -492,6 +492,11 @@ impl QueueStore for PgStore {
                 &client, id, fence, events
             ));
         }
+        if read!(self, |client| one_statement::fenced_append_usage(
+            &client, id, fence, events
+        ))? {
+            return Ok(());
+        }
         in_tx!(self, |tx| queue::fenced_append(&tx, id, fence, events))
     }
 

@@ -11,11 +11,17 @@
 //! read again at its newest version (PostgreSQL re-checks a locked row
 //! that changed), so a fence moved on meanwhile is seen.
 //!
+//! Events with usage (a model call's tokens and cost) are one statement
+//! too when nothing but the run's totals is to be updated with them: the
+//! run's policy sets no budget to notify at (`max_tokens`, `max_cost_usd`)
+//! and its project has no quota counted by period. The statement checks
+//! both under the run's lock, and writes nothing when either holds.
+//!
 //! What the statement cannot decide alone falls back to the transaction it
-//! replaces: events with usage (their budget, quotas and notifications),
-//! and a log chunk that does not start where the stored log ends (a retry
-//! whose first try committed, or a gap), which the transaction answers
-//! exactly as before.
+//! replaces: events with usage that budgets or quotas count (their
+//! notifications, the project's usage in its periods), and a log chunk
+//! that does not start where the stored log ends (a retry whose first try
+//! committed, or a gap), which the transaction answers exactly as before.
 
 use deadpool_postgres::GenericClient;
 use dispatch_core::{NewEvent, RunId};
@@ -64,6 +70,69 @@ pub(super) async fn fenced_append<C: GenericClient>(
         return Err(fenced(run, fence));
     }
     Ok(())
+}
+
+/// Appends `events`, some with usage, under the run's `fence` and a live
+/// lease, and adds their usage to the run's totals, when neither a budget
+/// of the run's policy nor a quota of its project counts it. `Ok(false)`:
+/// nothing written, the transaction's to do (see the module).
+pub(super) async fn fenced_append_usage<C: GenericClient>(
+    client: &C,
+    run: &RunId,
+    fence: i64,
+    events: &[NewEvent],
+) -> Result<bool, Fail> {
+    let mut total = dispatch_core::event::Usage::default();
+    for usage in events.iter().filter_map(NewEvent::usage) {
+        total.add(usage);
+    }
+    let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
+    // A policy naming a budget (serialized only when set) or a project
+    // quota other than its live-run cap: the transaction's. Conservative:
+    // `"max_tokens": null` falls back too.
+    let stmt = client
+        .prepare_cached(
+            "WITH f AS (SELECT fence, lease_owner IS NOT NULL AS leased, policy, project \
+                        FROM runs WHERE id = $1 FOR UPDATE), \
+             ok AS (SELECT 1 FROM f WHERE f.fence = $2 AND f.leased \
+                    AND (f.policy IS NULL OR (strpos(f.policy, '\"max_tokens\"') = 0 \
+                         AND strpos(f.policy, '\"max_cost_usd\"') = 0)) \
+                    AND NOT EXISTS (SELECT 1 FROM project_quotas q \
+                                    WHERE q.project = f.project AND q.name <> 'max_live_runs')), \
+             ins AS (INSERT INTO events (run_id, attempt, at, type, data) \
+                     SELECT $1, a, t, k, d \
+                     FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[]) \
+                     WITH ORDINALITY AS e(a, t, k, d, n) \
+                     WHERE EXISTS (SELECT 1 FROM ok) ORDER BY n RETURNING 1), \
+             upd AS (UPDATE runs SET input_tokens = input_tokens + $7, \
+                     output_tokens = output_tokens + $8, cost_usd = cost_usd + $9 \
+                     WHERE id = $1 AND EXISTS (SELECT 1 FROM ok) RETURNING 1) \
+             SELECT fence, leased, (SELECT count(*) FROM upd), (SELECT count(*) FROM ins) FROM f",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &stmt,
+            &[
+                &run.as_str(),
+                &fence,
+                &attempts,
+                &ats,
+                &kinds,
+                &datas,
+                &tokens(total.input_tokens),
+                &tokens(total.output_tokens),
+                &total.cost_usd,
+            ],
+        )
+        .await?
+        .ok_or_else(|| not_found(run))?;
+    let (current, leased): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+    if current != fence || !leased {
+        return Err(fenced(run, fence));
+    }
+    Ok(row.try_get::<_, i64>(2)? == 1)
 }
 
 /// Appends a chunk of the run's log at `pos` under its `fence`, when the
