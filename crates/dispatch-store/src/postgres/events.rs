@@ -172,18 +172,27 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// The usage `events` carry, summed; `None` when none carries any.
+pub(super) fn usage_of(events: &[NewEvent]) -> Option<dispatch_core::event::Usage> {
+    let mut usages = events.iter().filter_map(NewEvent::usage).peekable();
+    usages.peek()?;
+    let mut total = dispatch_core::event::Usage::default();
+    usages.for_each(|u| total.add(u));
+    Some(total)
+}
+
+/// Token counts as the `BIGINT` columns hold them.
+pub(super) fn tokens_column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// [`append`] for a caller that holds the run's lock ([`lock_run`]) already.
 pub(super) async fn append_locked(
     tx: &Transaction<'_>,
     run: &RunId,
     events: &[NewEvent],
 ) -> Result<(), Fail> {
-    let mut total = dispatch_core::event::Usage::default();
-    let mut any_usage = false;
-    for usage in events.iter().filter_map(NewEvent::usage) {
-        total.add(usage);
-        any_usage = true;
-    }
+    let usage = usage_of(events);
     let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
     if !events.is_empty() {
         // One statement for the batch, numbered in the order given.
@@ -197,8 +206,7 @@ pub(super) async fn append_locked(
         tx.execute(&stmt, &[&run.as_str(), &attempts, &ats, &kinds, &datas])
             .await?;
     }
-    if any_usage {
-        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Some(total) = usage {
         let stmt = tx
             .prepare_cached(
                 "UPDATE runs SET input_tokens = input_tokens + $2, \
@@ -211,8 +219,8 @@ pub(super) async fn append_locked(
                 &stmt,
                 &[
                     &run.as_str(),
-                    &tokens(total.input_tokens),
-                    &tokens(total.output_tokens),
+                    &tokens_column(total.input_tokens),
+                    &tokens_column(total.output_tokens),
                     &total.cost_usd,
                 ],
             )

@@ -487,7 +487,7 @@ impl QueueStore for PgStore {
         fence: i64,
         events: &[NewEvent],
     ) -> StoreResult<()> {
-        if one_statement::without_usage(events) {
+        if events::usage_of(events).is_none() {
             return read!(self, |client| one_statement::fenced_append(
                 &client, id, fence, events
             ));

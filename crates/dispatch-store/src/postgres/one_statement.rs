@@ -27,16 +27,11 @@ use deadpool_postgres::GenericClient;
 use dispatch_core::{NewEvent, RunId};
 
 use super::Fail;
-use super::events::Columns;
+use super::events::{Columns, tokens_column, usage_of};
 use super::runs::not_found;
 use crate::StoreError;
 
-/// Whether [`fenced_append`] can append `events`: none carries usage.
-pub(super) fn without_usage(events: &[NewEvent]) -> bool {
-    !events.iter().any(|e| e.usage().is_some())
-}
-
-/// Appends `events` ([`without_usage`]) under the run's `fence` and a live
+/// Appends `events` (none with usage, see [`usage_of`]) under the run's `fence` and a live
 /// lease.
 pub(super) async fn fenced_append<C: GenericClient>(
     client: &C,
@@ -55,7 +50,7 @@ pub(super) async fn fenced_append<C: GenericClient>(
                      WITH ORDINALITY AS e(a, t, k, d, n) \
                      WHERE EXISTS (SELECT 1 FROM f WHERE f.fence = $2 AND f.leased) \
                      ORDER BY n RETURNING 1) \
-             SELECT fence, leased, (SELECT count(*) FROM ins) FROM f",
+             SELECT fence, leased FROM f",
         )
         .await?;
     let row = client
@@ -82,11 +77,7 @@ pub(super) async fn fenced_append_usage<C: GenericClient>(
     fence: i64,
     events: &[NewEvent],
 ) -> Result<bool, Fail> {
-    let mut total = dispatch_core::event::Usage::default();
-    for usage in events.iter().filter_map(NewEvent::usage) {
-        total.add(usage);
-    }
-    let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let total = usage_of(events).unwrap_or_default();
     let Columns(attempts, ats, kinds, datas) = Columns::of(events)?;
     // A policy naming a budget (serialized only when set) or a project
     // quota other than its live-run cap: the transaction's. Conservative:
@@ -108,7 +99,7 @@ pub(super) async fn fenced_append_usage<C: GenericClient>(
              upd AS (UPDATE runs SET input_tokens = input_tokens + $7, \
                      output_tokens = output_tokens + $8, cost_usd = cost_usd + $9 \
                      WHERE id = $1 AND EXISTS (SELECT 1 FROM ok) RETURNING 1) \
-             SELECT fence, leased, (SELECT count(*) FROM upd), (SELECT count(*) FROM ins) FROM f",
+             SELECT fence, leased, (SELECT count(*) FROM upd) FROM f",
         )
         .await?;
     let row = client
@@ -121,8 +112,8 @@ pub(super) async fn fenced_append_usage<C: GenericClient>(
                 &ats,
                 &kinds,
                 &datas,
-                &tokens(total.input_tokens),
-                &tokens(total.output_tokens),
+                &tokens_column(total.input_tokens),
+                &tokens_column(total.output_tokens),
                 &total.cost_usd,
             ],
         )
