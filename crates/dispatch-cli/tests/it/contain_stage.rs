@@ -96,7 +96,7 @@ fn is_a_stage(pid: u32) -> bool {
 }
 
 /// The processes whose parent is `pid` now.
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -431,4 +431,70 @@ fn where_clone3_is_refused_tools_start_from_executed_stages() {
             "call {i} started from an executed stage: {body}"
         );
     }
+}
+
+/// Whether `a` and `b` share one memory (`kcmp(2)`, `KCMP_VM`).
+pub(crate) fn same_memory(a: u32, b: u32) -> bool {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp(2) takes plain integers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a as libc::c_long,
+            b as libc::c_long,
+            KCMP_VM,
+            0,
+            0,
+        )
+    };
+    assert!(
+        rc >= 0,
+        "kcmp({a}, {b}): {} (the kernel needs CONFIG_KCMP)",
+        std::io::Error::last_os_error()
+    );
+    rc == 0
+}
+
+/// The sandbox's outer processes of a tool (the stage, `C0`, and PID 1 of
+/// its namespace, `C1`) are one memory, no copy of it (`shared_vm`); the
+/// tool's own process (`C2`, executed) and the stage's spawner have their
+/// own.
+#[test]
+fn a_sandboxed_tools_namespace_init_shares_its_stages_memory() {
+    if !is_root() {
+        return; // the sandbox's PID namespace needs root
+    }
+    let d = Dispatch::sandboxed();
+    let (_mock, dir) = beater(&d, "stage-memory");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    eventually(30, "the tool beats", || size(&work.join("tool-beats")) > 0);
+    let stage = tool_process(&d, &id);
+    assert!(is_a_stage(stage), "from a stage: {}", cmdline(stage));
+    let init = children_of(stage);
+    assert_eq!(
+        init.len(),
+        1,
+        "the stage's one child is its namespace's init"
+    );
+    let tool = children_of(init[0]);
+    assert_eq!(tool.len(), 1, "init's one child is the tool: {tool:?}");
+    assert!(
+        same_memory(stage, init[0]),
+        "init shares the stage's memory"
+    );
+    assert!(
+        !same_memory(stage, tool[0]),
+        "the executed tool has its own: {}",
+        cmdline(tool[0])
+    );
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    let spawner = spawner_of(helper).expect("a spawner");
+    assert!(
+        !same_memory(stage, spawner),
+        "the stage is its spawner's copy"
+    );
+    d.ok(&["stop", &id]);
 }

@@ -456,3 +456,54 @@ fn a_killed_helpers_agent_tree_dies_with_it() {
     let state = d.root().join("state/beater");
     common::kill_helper_and_assert_beats_stop(&d, &id, &[state.join("beats"), state.join("child")]);
 }
+
+/// A sandboxed agent's outer processes (the helper's child, `C0`, and PID
+/// 1 of the agent's namespace, `C1`) are one memory, not copies of the
+/// helper's (`shared_vm`); the agent executed has its own; and a program
+/// that cannot be executed still fails the start with the kernel's reason.
+#[test]
+fn a_sandboxed_agents_outer_processes_share_one_memory_and_a_missing_program_fails_the_start() {
+    use crate::contain_stage::{children_of, same_memory};
+    if !is_root() {
+        return;
+    }
+    let d = Dispatch::sandboxed();
+    let dir = d.agent(
+        "shares",
+        "while :; do date +%s%N >> \"$DISPATCH_STATE_DIR/beats\"; sleep 0.02; done\n",
+    );
+    let id = d.detach(&dir, "{}");
+    let beats = d.root().join("state/shares/beats");
+    eventually(30, "the agent beats", || beats.exists());
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    let chain = children_of(helper).into_iter().find_map(|c0| {
+        let c1 = *children_of(c0).first()?;
+        let agent = *children_of(c1).first()?;
+        Some((c0, c1, agent))
+    });
+    let (c0, c1, agent) = chain.expect("the helper's child, its init and the agent");
+    assert!(same_memory(c0, c1), "init shares its parent's memory");
+    assert!(!same_memory(c0, helper), "the helper's child is its copy");
+    assert!(!same_memory(c1, agent), "the agent executed has its own");
+    d.ok(&["stop", &id]);
+
+    let missing = d.dir.path().join("missing");
+    std::fs::create_dir_all(&missing).expect("dir");
+    std::fs::write(
+        missing.join("Agentfile"),
+        "NAME missing\nCOMMAND [\"no-such-program-here\", \"x\"]\n",
+    )
+    .expect("Agentfile");
+    let id = d.detach(&missing, "{}");
+    let state = d.wait_terminal(&id);
+    assert_eq!(state["status"], "failed", "{state}");
+    let id = id.as_str();
+    assert!(
+        log_of(&d, id)
+            .contains("could not start `no-such-program-here x`: No such file or directory"),
+        "{}",
+        log_of(&d, id)
+    );
+}

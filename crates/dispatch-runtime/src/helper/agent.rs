@@ -3,6 +3,7 @@
 
 use dispatch_core::EventKind;
 pub(crate) use dispatch_core::redact::{mask, mask_value};
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -78,17 +79,22 @@ fn spawn_argv(
         .append(true)
         .create(true)
         .open(&spec.log)?;
+    let mut env: Vec<(&OsStr, &OsStr)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+        .collect();
+    if pwd && !spec.env.iter().any(|(k, _)| k == "PWD") {
+        env.push((OsStr::new("PWD"), spec.cwd.as_os_str()));
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
         // Nothing but the allowlist (see `agent_env`).
         .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .process_group(0);
-    if pwd && !spec.env.iter().any(|(k, _)| k == "PWD") {
-        cmd.env("PWD", &spec.cwd);
-    }
     // The run's group first (see `sandbox::Plan::contain`).
     jail.contain(&mut cmd);
     // SAFETY: only system calls between fork and exec (see `powers`).
@@ -101,7 +107,12 @@ fn spawn_argv(
     if let Some(sandbox) = sandbox {
         sandbox.apply(&mut cmd);
     }
-    jail.apply(&mut cmd);
+    jail.apply_exec(
+        &mut cmd,
+        OsStr::new(program),
+        args.iter().map(OsStr::new),
+        env.iter().copied(),
+    )?;
     if spec.secrets.is_empty() {
         // Nothing to mask: the agent writes straight into the log.
         cmd.stdout(log.try_clone()?).stderr(log);

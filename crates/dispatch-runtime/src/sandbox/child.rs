@@ -43,7 +43,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigHandler, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 /// One bind mount of the view.
@@ -121,7 +121,10 @@ fn err(e: nix::Error) -> io::Error {
 
 /// Runs in the spawned child (`pre_exec`): returns in the process that is
 /// to execute the program.
-pub(super) fn enter(steps: &Steps) -> io::Result<()> {
+/// `exec`: the program the sandbox's last process executes, when the
+/// caller knows it (then `C1` and `C2` share this process's memory, see
+/// [`super::shared_vm`]); without it they are forks and `C2` returns.
+pub(super) fn enter(steps: &Steps, exec: Option<&super::shared_vm::Exec>) -> io::Result<()> {
     // While root: joining a network namespace takes CAP_SYS_ADMIN.
     if let Some(ns) = &steps.netns {
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(err)?;
@@ -151,6 +154,9 @@ pub(super) fn enter(steps: &Steps) -> io::Result<()> {
         nix::sys::prctl::set_dumpable(false).map_err(err)?;
         written?;
     }
+    if let Some(exec) = exec {
+        return super::shared_vm::start(steps, view, exec);
+    }
     // SAFETY: async-signal-safe from here on (see the module docs); the
     // child only makes system calls until it executes or exits.
     match unsafe { nix::unistd::fork() }.map_err(err)? {
@@ -177,7 +183,7 @@ pub(super) fn enter(steps: &Steps) -> io::Result<()> {
 /// and decides), re-raises a signal `child` died of, and kills `child` (the
 /// namespace's init, so every process of the run) when its supervisor is
 /// gone or the run's lease deadline passed (see [`super::tether`]).
-fn mirror(child: Pid, outer: Option<Option<(RawFd, RawFd)>>) -> io::Result<()> {
+pub(super) fn mirror(child: Pid, outer: Option<Option<(RawFd, RawFd)>>) -> ! {
     // Nothing of these processes needs a descriptor (not std's error pipe
     // either: its last writer is the process that executes), but C0's
     // tether, moved to 0 and 1 first.
@@ -335,7 +341,7 @@ fn read_deadline(fd: RawFd) -> u64 {
 
 /// Builds the view under a fresh root and switches to it (in C1, PID 1 of
 /// the new namespace, as root).
-fn build_view(view: &View) -> io::Result<()> {
+pub(super) fn build_view(view: &View) -> io::Result<()> {
     let none = None::<&CStr>;
     let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
     let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -532,7 +538,7 @@ struct CapData {
 /// A process that is not root changes no user: in its own user namespace
 /// it gives up the capabilities it has there; outside one it only sets
 /// `no_new_privs` (it has nothing else to give up).
-fn drop_privileges(steps: &Steps) -> io::Result<()> {
+pub(super) fn drop_privileges(steps: &Steps) -> io::Result<()> {
     // SAFETY: geteuid(2) takes no arguments.
     let root = unsafe { libc::geteuid() } == 0;
     if root || steps.userns.is_some() {
@@ -554,10 +560,21 @@ fn drop_privileges(steps: &Steps) -> io::Result<()> {
             )
         };
         if root {
-            nix::unistd::setgroups(&[]).map_err(err)?;
-            let (uid, gid) = (Uid::from_raw(steps.uid), Gid::from_raw(steps.gid));
-            nix::unistd::setresgid(gid, gid, gid).map_err(err)?;
-            nix::unistd::setresuid(uid, uid, uid).map_err(err)?;
+            // The system calls themselves, not glibc's wrappers, which
+            // would signal every thread glibc counts in this memory (one
+            // it may share with `C0` and `C1`, see `shared_vm`): each
+            // changes this process's credentials, its only thread's.
+            let (uid, gid) = (steps.uid, steps.gid);
+            // SAFETY: setgroups(2) of no groups; setresgid(2), setresuid(2)
+            // of plain integers.
+            let failed = unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            };
+            if failed {
+                return Err(io::Error::last_os_error());
+            }
         }
         // Changing to a user other than root empties the permitted and
         // effective sets (a user namespace's creator keeps them: emptied

@@ -41,6 +41,7 @@ mod child;
 mod keeper;
 mod netns;
 pub(crate) mod owner;
+mod shared_vm;
 pub mod spawner;
 pub mod stage;
 mod tether;
@@ -398,8 +399,35 @@ impl Plan {
         // does only what `child::enter` documents: async-signal-safe
         // system calls on data made before the fork, no allocation.
         unsafe {
-            cmd.pre_exec(move || child::enter(&steps));
+            cmd.pre_exec(move || child::enter(&steps, None));
         }
+    }
+
+    /// [`Plan::apply`] for a command whose program, arguments and whole
+    /// environment the caller states: `cmd`'s own (`Command::env_clear`
+    /// then these). With a view, the sandbox's processes then share the
+    /// spawned one's memory instead of copying it, and the last executes
+    /// `program` itself (see [`shared_vm`]).
+    pub fn apply_exec<'a>(
+        &self,
+        cmd: &mut tokio::process::Command,
+        program: &std::ffi::OsStr,
+        args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+        env: impl IntoIterator<Item = (&'a std::ffi::OsStr, &'a std::ffi::OsStr)>,
+    ) -> std::io::Result<()> {
+        let Some(steps) = self.steps.clone() else {
+            return Ok(());
+        };
+        if steps.view.is_none() {
+            self.apply(cmd);
+            return Ok(());
+        }
+        let exec = shared_vm::Exec::new(program, args, env)?;
+        // SAFETY: as in `apply`; `exec` was made here, before the fork.
+        unsafe {
+            cmd.pre_exec(move || child::enter(&steps, Some(&exec)));
+        }
+        Ok(())
     }
 
     /// The plan without what it says it applied (only the run's record

@@ -35,7 +35,7 @@
 //! environment turns the spawner off; `DISPATCH_SPAWN=fork` turns the
 //! stage off (tools are forked as before).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -497,6 +497,18 @@ fn stage() -> io::Result<std::convert::Infallible> {
         // SAFETY: received for the network namespace alone.
         netns: s.netns.map(|i| unsafe { OwnedFd::from_raw_fd(fd(i)) }),
     });
+    // With a view, the sandbox's last process executes the tool itself
+    // (see `shared_vm`): what it executes, exactly as `cmd` would.
+    let exec = match steps.as_ref().is_some_and(|s| s.view.is_some()) {
+        true => Some(super::shared_vm::Exec::new(
+            OsStr::from_bytes(&spec.program),
+            spec.args.iter().map(|a| OsStr::from_bytes(a)),
+            spec.env
+                .iter()
+                .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v))),
+        )?),
+        false => None,
+    };
     let mut cmd = std::process::Command::new(OsString::from_vec(spec.program));
     cmd.args(spec.args.into_iter().map(OsString::from_vec))
         .env_clear()
@@ -524,7 +536,7 @@ fn stage() -> io::Result<std::convert::Infallible> {
                 k.enter_forked()?;
             }
             if let Some(s) = &steps {
-                super::child::enter(s)?;
+                super::child::enter(s, exec.as_ref())?;
             }
             Ok(())
         });
