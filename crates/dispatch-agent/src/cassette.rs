@@ -75,7 +75,8 @@ pub fn replaying(dir: PathBuf, kind: ProviderKind) -> Box<dyn Provider> {
 
 /// A cassette entry: `{key, request, response}`.
 pub fn entry(req: &ModelRequest<'_>, response: &ModelResponse) -> Value {
-    json!({"key": request_key(req), "request": canonical_request(req), "response": response})
+    let request = canonical_request(req);
+    json!({"key": key_of(&request), "request": request, "response": response})
 }
 
 /// The request's canonical JSON (see the module docs).
@@ -101,9 +102,12 @@ pub fn canonical_request(req: &ModelRequest<'_>) -> Value {
 
 /// The cassette key of a request: hex SHA-256 of its canonical JSON.
 pub fn request_key(req: &ModelRequest<'_>) -> String {
-    hex::encode(Sha256::digest(
-        canonical_text(&canonical_request(req)).as_bytes(),
-    ))
+    key_of(&canonical_request(req))
+}
+
+/// The key of a canonical request.
+fn key_of(canonical: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_text(canonical).as_bytes()))
 }
 
 fn sorted(v: Value) -> Value {
@@ -121,27 +125,48 @@ fn sorted(v: Value) -> Value {
 /// Compact JSON with object keys in sorted order, whatever serde_json's
 /// map keeps.
 pub(crate) fn canonical_text(v: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(v, &mut out);
+    // serde_json writes UTF-8, and the rest is ASCII.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`canonical_text`] of `v`, appended to `out` (one buffer for the whole
+/// value: a request holds the conversation so far).
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        Value::String(k.clone()),
-                        canonical_text(&m[k.as_str()])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", parts.join(","))
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(&k.as_str(), out);
+                out.push(b':');
+                write_canonical(&m[k.as_str()], out);
+            }
+            out.push(b'}');
         }
         Value::Array(a) => {
-            let parts: Vec<String> = a.iter().map(canonical_text).collect();
-            format!("[{}]", parts.join(","))
+            out.push(b'[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
         }
-        other => other.to_string(),
+        other => write_json(other, out),
+    }
+}
+
+/// `v`'s compact JSON (as `Value`'s `Display` writes it), appended to `out`.
+fn write_json(v: &impl serde::Serialize, out: &mut Vec<u8>) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -425,6 +450,19 @@ mod tests {
         assert_eq!(a, request_key(&req("hi", r#"{"a":2,"b":1}"#)));
         assert_ne!(a, request_key(&req("hi", r#"{"a":3,"b":1}"#)));
         assert_ne!(a, request_key(&req("hello", r#"{"a":2,"b":1}"#)));
+    }
+
+    /// The text keys were made from since cassettes exist (recorded keys
+    /// stay valid): compact, keys sorted at every depth, strings escaped
+    /// as JSON, numbers as serde_json writes them, UTF-8 kept.
+    #[test]
+    fn the_canonical_text_is_the_one_recorded_keys_were_made_from() {
+        let v =
+            json!({"b": [1, {"d": "x\"y\n", "c": null}], "a": 1.5, "é\"": [true, -2, "ü"], "": {}});
+        assert_eq!(
+            canonical_text(&v),
+            r#"{"":{},"a":1.5,"b":[1,{"c":null,"d":"x\"y\n"}],"é\"":[true,-2,"ü"]}"#
+        );
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //!   by `std` from whichever process hit it, through the pipe every one of
 //!   them inherited, so `spawn` fails as it would have.
 //!
+//! Where the caller states the program before the fork (a helper's agent,
+//! a stage's tool), `C1` and `C2` are not forks but clones sharing `C0`'s
+//! memory, and `C2` executes the program itself; an error of either comes
+//! back to `C0`, which returns it to `std` (see [`super::shared_vm`]).
+//!
 //! Without root, `C0` first enters a new user namespace too
 //! (`Steps::userns`), mapping only its own uid and gid, which gives it the
 //! capabilities to build the same view inside; `C2` then drops every
@@ -113,6 +118,9 @@ pub(super) struct Steps {
     /// `NETWORK allow`: the run's network namespace, joined first (see
     /// [`super::netns`]).
     pub netns: Option<OwnedFd>,
+    /// `view` as JSON, made for the first stage and given to every other
+    /// (see [`super::stage`]).
+    pub view_json: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
 }
 
 fn err(e: nix::Error) -> io::Error {

@@ -215,6 +215,7 @@ impl Plan {
                 landlock: None,
                 tether,
                 netns: None,
+                view_json: Default::default(),
             })),
             applied: Applied {
                 on: true,
@@ -286,6 +287,7 @@ impl Plan {
                 landlock,
                 tether,
                 netns: None,
+                view_json: Default::default(),
             })),
             applied: Applied {
                 on: true,

@@ -105,7 +105,8 @@ struct Spec<S> {
 struct StepsOut<'a> {
     uid: u32,
     gid: u32,
-    view: Option<&'a View>,
+    /// The view, serialized once per plan (`Steps::view_json`).
+    view: Option<&'a serde_json::value::RawValue>,
     userns: Option<&'a UserMaps>,
     landlock: Option<usize>,
     tether: Option<(usize, usize)>,
@@ -122,6 +123,19 @@ struct StepsIn {
     tether: Option<(usize, usize)>,
     #[serde(default)]
     netns: Option<usize>,
+}
+
+/// `view` as JSON, from `cache` after the first time (a plan's view is
+/// the same for each of its tools' calls).
+fn view_json<'a>(
+    cache: &'a OnceLock<Box<serde_json::value::RawValue>>,
+    view: &View,
+) -> io::Result<&'a serde_json::value::RawValue> {
+    if let Some(json) = cache.get() {
+        return Ok(json);
+    }
+    let json = serde_json::value::to_raw_value(view).map_err(io::Error::other)?;
+    Ok(cache.get_or_init(|| json))
 }
 
 fn pass(fds: &mut Vec<RawFd>, fd: RawFd) -> usize {
@@ -173,18 +187,28 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
         .and_then(|t| t.entry_fd())
         .map(|fd| pass(&mut fds, fd));
     let keeper = plan.keeper.as_ref().map(|k| k.spec(&mut fds));
-    let steps = plan.steps.as_ref().map(|s| StepsOut {
-        uid: s.uid,
-        gid: s.gid,
-        view: s.view.as_ref(),
-        userns: s.userns.as_ref(),
-        landlock: s.landlock.as_ref().map(|l| pass(&mut fds, l.as_raw_fd())),
-        tether: s.tether.as_ref().map(|t| {
-            let (pipe, deadline) = t.fds();
-            (pass(&mut fds, pipe), pass(&mut fds, deadline))
-        }),
-        netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
-    });
+    let steps = plan
+        .steps
+        .as_ref()
+        .map(|s| -> io::Result<StepsOut<'_>> {
+            Ok(StepsOut {
+                uid: s.uid,
+                gid: s.gid,
+                view: s
+                    .view
+                    .as_ref()
+                    .map(|v| view_json(&s.view_json, v))
+                    .transpose()?,
+                userns: s.userns.as_ref(),
+                landlock: s.landlock.as_ref().map(|l| pass(&mut fds, l.as_raw_fd())),
+                tether: s.tether.as_ref().map(|t| {
+                    let (pipe, deadline) = t.fds();
+                    (pass(&mut fds, pipe), pass(&mut fds, deadline))
+                }),
+                netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
+            })
+        })
+        .transpose()?;
     let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
     let spec = Spec {
         parent: std::process::id() as i32,
@@ -496,6 +520,7 @@ fn stage() -> io::Result<std::convert::Infallible> {
             .map(|(pipe, deadline)| Tie::Fds(fd(pipe), fd(deadline))),
         // SAFETY: received for the network namespace alone.
         netns: s.netns.map(|i| unsafe { OwnedFd::from_raw_fd(fd(i)) }),
+        view_json: Default::default(),
     });
     // With a view, the sandbox's last process executes the tool itself
     // (see `shared_vm`): what it executes, exactly as `cmd` would.
