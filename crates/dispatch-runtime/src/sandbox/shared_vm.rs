@@ -84,12 +84,7 @@ impl Exec {
             .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect();
         for (k, v) in vars {
-            if k.is_empty() || k.contains(&b'=') {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "an environment variable's name is empty or has an '='",
-                ));
-            }
+            // As `std` makes them: `KEY=value`, whatever the name holds.
             owned.push(c(&[k, b"=", v].concat())?);
         }
         let ptrs = |s: &[CString]| -> Vec<*const libc::c_char> {
@@ -274,4 +269,44 @@ fn read_all(fd: RawFd, buf: &mut [u8]) -> usize {
         }
     }
     got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(ptrs: &[*const libc::c_char]) -> Vec<String> {
+        assert!(ptrs.last().is_some_and(|p| p.is_null()), "null-terminated");
+        ptrs[..ptrs.len() - 1]
+            .iter()
+            // SAFETY: each points into a CString the Exec owns.
+            .map(|p| {
+                unsafe { std::ffi::CStr::from_ptr(*p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// What `C2` executes is what `std` would: `argv[0]` the program as
+    /// given, one `KEY=value` a name (the last value given wins).
+    #[test]
+    fn an_exec_is_the_program_its_arguments_and_exactly_its_environment() {
+        let o = OsStr::new;
+        let exec = Exec::new(
+            o("sh"),
+            [o("-c"), o("echo hi")],
+            [
+                (o("PATH"), o("/usr/bin")),
+                (o("A"), o("1")),
+                (o("A"), o("2")),
+            ],
+        )
+        .expect("made");
+        assert_eq!(exec.program.to_str(), Ok("sh"));
+        assert_eq!(strings(&exec.argv), ["sh", "-c", "echo hi"]);
+        assert_eq!(strings(&exec.envp), ["A=2", "PATH=/usr/bin"]);
+        let nul = Exec::new(o("sh"), [o("a\0b")], []).err().expect("refused");
+        assert_eq!(nul.kind(), io::ErrorKind::InvalidInput);
+    }
 }
