@@ -66,9 +66,7 @@ fn cmdline(pid: u32) -> String {
 /// helper in the run's group, or holding the group's stop file as its
 /// descriptor 2 (a keeper, which leaves the group at once).
 fn tool_process(d: &Dispatch, id: &str) -> u32 {
-    let helper = d.inspect(id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("a helper") as u32;
+    let helper = d.helper_pid(id);
     let group = std::fs::read_to_string(d.root().join("runs").join(format!("{id}.cgroup")))
         .expect("the run's group is recorded");
     let mut found = None;
@@ -209,9 +207,7 @@ fn helper_killed(d: Dispatch, from: Option<&str>) {
         Some(arg) => assert!(line.contains(arg), "started by {arg}: {line}"),
         None => assert!(!is_a_stage(spawned), "forked: {line}"),
     }
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("a helper") as u32;
+    let helper = d.helper_pid(&id);
     let spawner = spawner_of(helper);
     assert_eq!(
         spawner.is_some(),
@@ -285,9 +281,7 @@ fn spawner_lost_during_a_call(d: Dispatch, signal: libc::c_int) {
     eventually(30, "the first call started", || {
         work.join("starts").exists()
     });
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("a helper") as u32;
+    let helper = d.helper_pid(&id);
     let spawner = spawner_of(helper).expect("the helper has a spawner");
     // SAFETY: kill(2) of the process just found.
     unsafe { libc::kill(spawner as i32, signal) };
@@ -488,9 +482,7 @@ fn a_sandboxed_tools_namespace_init_shares_its_stages_memory() {
         "the executed tool has its own: {}",
         cmdline(tool[0])
     );
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("a helper") as u32;
+    let helper = d.helper_pid(&id);
     let spawner = spawner_of(helper).expect("a spawner");
     assert!(
         !same_memory(stage, spawner),

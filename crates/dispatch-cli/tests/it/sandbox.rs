@@ -475,9 +475,7 @@ fn a_sandboxed_agents_outer_processes_share_one_memory_and_a_missing_program_fai
     let id = d.detach(&dir, "{}");
     let beats = d.root().join("state/shares/beats");
     eventually(30, "the agent beats", || beats.exists());
-    let helper = d.inspect(&id)["state"]["helper"]["pid"]
-        .as_u64()
-        .expect("a helper") as u32;
+    let helper = d.helper_pid(&id);
     let chain = children_of(helper).into_iter().find_map(|c0| {
         let c1 = *children_of(c0).first()?;
         let agent = *children_of(c1).first()?;

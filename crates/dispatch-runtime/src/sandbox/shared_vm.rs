@@ -34,7 +34,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::Pid;
@@ -119,12 +119,12 @@ const STACK: usize = 256 << 10;
 /// From `C0`, in its new namespaces: makes `C1` and, through it, `C2`,
 /// which executes `exec`; returns only an error (see the module docs).
 pub(super) fn start(steps: &Steps, view: &View, exec: &Exec) -> io::Result<()> {
-    let (read, report) = pipe()?;
+    let (read, report) = super::stage::pipe()?;
     let shared = Shared {
         steps,
         view,
         exec,
-        report,
+        report: report.as_raw_fd(),
         stack: stack()?,
     };
     // SAFETY: `c1` runs on a stack of its own in this process's memory and
@@ -138,15 +138,16 @@ pub(super) fn start(steps: &Steps, view: &View, exec: &Exec) -> io::Result<()> {
             std::ptr::from_ref(&shared).cast_mut().cast(),
         )
     };
-    // SAFETY: close(2) of this process's write end (C1 has its own).
-    unsafe { libc::close(report) };
-    if c1 < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let cloned = match c1 {
+        c1 if c1 < 0 => Err(io::Error::last_os_error()),
+        c1 => Ok(c1),
+    };
+    // This process's write end (C1 has its own).
+    drop(report);
+    let c1 = cloned?;
     let mut errno = [0u8; 4];
-    let said = read_all(read, &mut errno);
-    // SAFETY: close(2) of the read end, made above.
-    unsafe { libc::close(read) };
+    let said = read_all(read.as_raw_fd(), &mut errno);
+    drop(read);
     if said == errno.len() {
         let mut status = 0;
         // SAFETY: waitpid(2) of the process made above, into a local.
@@ -244,15 +245,6 @@ fn stack() -> io::Result<*mut libc::c_void> {
         libc::mprotect(at, 4096, libc::PROT_NONE);
         Ok(at.cast::<u8>().add(STACK).cast())
     }
-}
-
-fn pipe() -> io::Result<(RawFd, RawFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2(2) fills the two descriptors on this frame.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((fds[0], fds[1]))
 }
 
 /// Reads into `buf` until it is full or end-of-file: how many bytes came.

@@ -118,6 +118,13 @@ impl Dispatch {
         v[0].clone()
     }
 
+    /// The pid of run `id`'s helper, as `inspect-run` reports it.
+    pub fn helper_pid(&self, id: &str) -> u32 {
+        self.inspect(id)["state"]["helper"]["pid"]
+            .as_u64()
+            .expect("a helper") as u32
+    }
+
     pub fn status(&self, id: &str) -> String {
         self.inspect(id)["status"]
             .as_str()
