@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use dispatch_core::{NewEvent, ProcRef, RunId, Ts};
 use dispatch_store::{
     Approval, Artifact, ArtifactStore, Attempt, AttemptStore, Created, DeadLetter, Decision, Event,
-    EventStore, HeldWrites, NewRun, ReliabilityStore, Run, RunExtras, RunFilter, RunStore,
-    StateWrite, StoreError, StoreResult,
+    EventStore, HeldEvents, HeldWrites, NewRun, ReliabilityStore, Run, RunExtras, RunFilter,
+    RunStore, StateWrite, StoreError, StoreResult,
 };
 
 use crate::SharedStore;
@@ -142,7 +142,8 @@ impl FencedStore {
         let _ = self.log.set(shipper);
     }
 
-    /// State changes go through `writer`, saved with other runs' at once.
+    /// State changes and event appends go through `writer`, saved with
+    /// other runs' at once.
     pub(crate) fn with_writer(mut self, writer: Writer) -> Self {
         self.writer = Some(writer);
         self
@@ -260,8 +261,22 @@ impl RunStore for FencedStore {
 impl EventStore for FencedStore {
     async fn append_events(&self, run: &RunId, events: &[NewEvent]) -> StoreResult<()> {
         let (answer, _) = self
-            .durably(run, "events", || {
-                self.inner.fenced_append_events(run, self.fence, events)
+            .durably(run, "events", || async {
+                match &self.writer {
+                    Some(writer) => {
+                        let held = HeldEvents {
+                            id: run.clone(),
+                            fence: self.fence,
+                            events: events.to_vec(),
+                        };
+                        writer.append(held).await
+                    }
+                    None => {
+                        self.inner
+                            .fenced_append_events(run, self.fence, events)
+                            .await
+                    }
+                }
             })
             .await;
         answer

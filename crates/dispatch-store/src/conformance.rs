@@ -21,6 +21,7 @@
 //! processes, locks held by another process) are backend-specific and live
 //! with each backend's tests.
 
+mod appends_many;
 mod blobs;
 mod capacity;
 mod created_claimed;
@@ -55,6 +56,7 @@ use serde_json::json;
 
 use crate::{NewRun, Run, StateWrite, Store};
 
+pub use appends_many::*;
 pub use blobs::*;
 pub use capacity::*;
 pub use created_claimed::*;
@@ -176,6 +178,7 @@ macro_rules! __queue_conformance_names {
             a_stale_token_appends_nothing_to_the_log,
             a_holders_racing_appends_land_once_each_until_its_run_ends,
             a_holders_usage_counts_toward_totals_marks_and_budgets,
+            a_batch_of_held_runs_appends_answers_each_as_it_would_alone,
             a_stale_token_records_no_artifact,
             a_stale_token_asks_for_no_approval,
             a_stale_token_stores_no_output,

@@ -55,7 +55,8 @@ pub use notifications::{
 pub use parcels::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
 pub use queue::{
-    Capacity, ClaimRequest, Claimed, HeldWrites, Lease, QueueOptions, QueueStore, QueueTimes,
+    Capacity, ClaimRequest, Claimed, HeldEvents, HeldWrites, Lease, QueueOptions, QueueStore,
+    QueueTimes,
 };
 pub use quotas::{QuotaStore, QuotaUse};
 pub use reliability::{

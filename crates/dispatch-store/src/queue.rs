@@ -136,6 +136,16 @@ pub struct HeldWrites {
     pub writes: Vec<StateWrite>,
 }
 
+/// Events of one run a worker holds, to append with other runs'
+/// ([`QueueStore::fenced_append_events_many`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldEvents {
+    pub id: RunId,
+    /// The holder's fencing token.
+    pub fence: i64,
+    pub events: Vec<NewEvent>,
+}
+
 /// Who holds a run, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -260,6 +270,26 @@ pub trait QueueStore: Send + Sync {
         fence: i64,
         events: &[NewEvent],
     ) -> StoreResult<()>;
+
+    /// The event appends of many held runs at once, each answered as
+    /// [`fenced_append_events`](Self::fenced_append_events) would answer
+    /// it, in order: a run whose append is refused writes nothing and the
+    /// others are saved. `Err` when the batch as a whole failed: nothing was
+    /// saved. Two appends of one run in a batch were made concurrently, so
+    /// either order is theirs. By default, one after another.
+    async fn fenced_append_events_many(
+        &self,
+        batch: &[HeldEvents],
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        for held in batch {
+            answers.push(
+                self.fenced_append_events(&held.id, held.fence, &held.events)
+                    .await,
+            );
+        }
+        Ok(answers)
+    }
 
     /// The holder gives a run back to the queue (a draining worker): same as
     /// a sweep of this one run, with `reason` in the event.

@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod macros;
+mod appends;
 mod batch;
 mod blobs;
 mod catalog;
@@ -498,6 +499,13 @@ impl QueueStore for PgStore {
             return Ok(());
         }
         in_tx!(self, |tx| queue::fenced_append(&tx, id, fence, events))
+    }
+
+    async fn fenced_append_events_many(
+        &self,
+        batch: &[crate::HeldEvents],
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.append_events_many(batch).await
     }
 
     async fn release(&self, id: &RunId, fence: i64, at: Ts, reason: &str) -> StoreResult<Run> {

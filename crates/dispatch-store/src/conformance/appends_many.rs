@@ -1,0 +1,174 @@
+//! Many held runs' event appends at once (a worker's batch): each answered
+//! and saved as it would be alone.
+
+use dispatch_core::quota::{OnHard, Quota, QuotaLimit};
+use dispatch_core::{EventKind, NewEvent, Transition};
+use serde_json::json;
+
+use super::queue::{agent_up, claim_all};
+use super::{create, id, new_run, write_for};
+use crate::{HeldEvents, NotificationStore, QueueStore, QuotaStore, RunExtras, Store, StoreError};
+
+/// One batch holding: two appends of run 1 (plain events, then usage that
+/// only its totals count), run 2's usage that its policy's budget counts,
+/// run 3's usage that its project's daily quota counts, run 4's events
+/// under a token gone stale (its run finished), and an unknown run's.
+pub async fn a_batch_of_held_runs_appends_answers_each_as_it_would_alone<
+    S: Store + QueueStore + QuotaStore + NotificationStore,
+>(
+    store: S,
+) {
+    // 2026-11-20T10:00:00Z: the usage's period is the day holding `at`.
+    const T: i64 = 1_795_168_800_000;
+    let daily = Quota {
+        project: "b".to_string(),
+        limit: QuotaLimit::TokensPerDay,
+        value: 1e9,
+        soft_pct: 80,
+        on_hard: OnHard::Wait,
+        updated_at: T,
+    };
+    store.set_quotas(&[daily]).await.expect("a daily budget");
+    create(&store, new_run(id(1), "p", T)).await;
+    let budget = RunExtras {
+        policy: Some(json!({"limits": {"max_tokens": 1000}})),
+        ..RunExtras::default()
+    };
+    store
+        .create_run_with(&new_run(id(2), "p", T + 1), &budget, false)
+        .await
+        .expect("create");
+    let mut third = new_run(id(3), "p", T + 2);
+    third.project = "b".to_string();
+    create(&store, third).await;
+    create(&store, new_run(id(4), "p", T + 3)).await;
+    let claimed = claim_all(&store, "w", 4, T + 10).await;
+    assert_eq!(claimed.len(), 4, "all four are claimed");
+    for c in &claimed {
+        agent_up(&store, c, T + 20).await;
+    }
+    let fence = |n: u128| {
+        claimed
+            .iter()
+            .find(|c| c.run.id == id(n))
+            .expect("held")
+            .fence
+    };
+    // Run 4 ends: its holder's token writes nothing more.
+    let running = store.get_run(&id(4)).await.expect("run 4");
+    let exited = Transition::Exited {
+        code: 0,
+        at: T + 25,
+    };
+    store
+        .fenced_transition(
+            &id(4),
+            fence(4),
+            running.version,
+            &write_for(&running, &exited),
+        )
+        .await
+        .expect("run 4 finishes");
+    let step = |at: i64| NewEvent::new(EventKind::Step, 1, at, json!({ "at": at }));
+    let usage = |tokens: u64, at: i64| {
+        NewEvent::new(
+            EventKind::Usage,
+            1,
+            at,
+            json!({"input_tokens": tokens, "output_tokens": 1, "cost_usd": 0.5}),
+        )
+    };
+    let held = |n: u128, events: Vec<NewEvent>| HeldEvents {
+        id: id(n),
+        fence: fence(n),
+        events,
+    };
+    let unknown = HeldEvents {
+        id: id(9),
+        fence: 1,
+        events: vec![step(T + 30)],
+    };
+    let batch = vec![
+        held(1, vec![step(T + 30), step(T + 31)]),
+        held(2, vec![step(T + 30), usage(599, T + 31)]),
+        held(4, vec![step(T + 30)]),
+        unknown,
+        held(3, vec![step(T + 30), usage(599, T + 31)]),
+        held(1, vec![usage(599, T + 32), usage(5, T + 33)]),
+    ];
+    let answers = store
+        .fenced_append_events_many(&batch)
+        .await
+        .expect("the batch is decided");
+    assert_eq!(answers.len(), batch.len(), "one answer per append");
+    for i in [0, 1, 4, 5] {
+        assert!(answers[i].is_ok(), "append {i}: {:?}", answers[i]);
+    }
+    assert!(
+        matches!(&answers[2], Err(StoreError::Fenced { id: r, fence: f }) if *r == id(4) && *f == fence(4)),
+        "a stale token is refused: {:?}",
+        answers[2]
+    );
+    assert!(
+        matches!(&answers[3], Err(StoreError::NotFound(_))),
+        "an unknown run is not found: {:?}",
+        answers[3]
+    );
+
+    // Run 1: both appends, each in its order, its usage summed.
+    let run = store.get_run(&id(1)).await.expect("run 1");
+    assert_eq!(
+        (
+            run.usage.input_tokens,
+            run.usage.output_tokens,
+            run.usage.cost_usd
+        ),
+        (604, 2, 1.0)
+    );
+    let ats: Vec<i64> = super::all_events(&store, &id(1))
+        .await
+        .iter()
+        .map(|e| e.event.at)
+        .filter(|at| *at >= T + 30)
+        .collect();
+    assert_eq!(ats, vec![T + 30, T + 31, T + 32, T + 33], "in order");
+    // Runs 2 and 3: counted by their budget and their quota, as alone.
+    for n in [2, 3] {
+        let run = store.get_run(&id(n)).await.expect("run");
+        assert_eq!(run.usage.input_tokens, 599, "run {n}");
+        let last: Vec<_> = super::all_events(&store, &id(n))
+            .await
+            .into_iter()
+            .rev()
+            .take(2)
+            .collect();
+        assert!(
+            last[0].event.is(EventKind::Usage) && last[1].event.is(EventKind::Step),
+            "run {n}: both events, in order: {last:?}"
+        );
+    }
+    let marks: Vec<_> = store
+        .list_notifications(100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    assert_eq!(marks, vec![format!("budget:{}:tokens:50", id(2))]);
+    let used = store
+        .quota_use(&["b".to_string()], T + 40)
+        .await
+        .expect("use");
+    assert_eq!(
+        used[0].used, 600.0,
+        "run 3's usage counts in its project's day"
+    );
+    // Run 4: nothing after its end.
+    assert!(
+        !super::all_events(&store, &id(4))
+            .await
+            .iter()
+            .any(|e| e.event.at == T + 30),
+        "a stale holder's events are not stored"
+    );
+}
