@@ -59,7 +59,10 @@ pub(crate) async fn run(
     // before, so nobody shipped any of its log.
     let fresh = run.version == 2;
     let shipper = ship_logs.then(|| {
-        let shipper = LogShipper::new(shared.clone(), layout, &run.id, store.fence());
+        let mut shipper = LogShipper::new(shared.clone(), layout, &run.id, store.fence());
+        if let Some(writer) = store.writer() {
+            shipper = shipper.with_writer(writer.clone());
+        }
         Arc::new(match fresh {
             true => shipper.stored_from(0),
             false => shipper,

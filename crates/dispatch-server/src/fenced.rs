@@ -156,6 +156,11 @@ impl FencedStore {
         self
     }
 
+    /// Where this run's writes are saved with other runs', if anywhere.
+    pub(crate) fn writer(&self) -> Option<&Writer> {
+        self.writer.as_ref()
+    }
+
     pub fn fence(&self) -> i64 {
         self.fence
     }

@@ -28,11 +28,12 @@ use std::time::Duration;
 
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
-use dispatch_store::{StoreError, StoreResult};
+use dispatch_store::{HeldLog, StoreError, StoreResult};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 use crate::SharedStore;
+use crate::writer::Writer;
 
 /// The most bytes in one append; also the amount that ships at once.
 pub const BATCH_BYTES: u64 = 64 * 1024;
@@ -60,6 +61,8 @@ pub struct LogShipper {
     /// How far the file has shipped (a copy of `cursor.file`, read without the lock).
     shipped: AtomicU64,
     cursor: Mutex<Cursor>,
+    /// Appends with other runs' (a worker's), when set.
+    writer: Option<Writer>,
 }
 
 struct Cursor {
@@ -91,7 +94,14 @@ impl LogShipper {
                 unacked: None,
                 last: Instant::now(),
             }),
+            writer: None,
         }
+    }
+
+    /// Appends go through `writer`, with other runs' appends at once.
+    pub(crate) fn with_writer(mut self, writer: Writer) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// Starts shipping at `length` in the stored log without asking the
@@ -130,10 +140,22 @@ impl LogShipper {
                     continue;
                 }
             };
-            let appended = self
-                .store
-                .append_log(&self.run, self.fence, at, &batch)
-                .await;
+            let appended = match &self.writer {
+                Some(writer) => {
+                    let chunk = HeldLog {
+                        id: self.run.clone(),
+                        fence: self.fence,
+                        offset: at,
+                        bytes: batch.clone(),
+                    };
+                    writer.append_log(chunk).await
+                }
+                None => {
+                    self.store
+                        .append_log(&self.run, self.fence, at, &batch)
+                        .await
+                }
+            };
             match appended {
                 Ok(()) => {
                     c.file += batch.len() as u64;

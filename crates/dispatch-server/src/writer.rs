@@ -5,16 +5,17 @@
 //! write is saved at once, and a busy worker's writes share statements (and
 //! commits) by themselves.
 //!
-//! Two kinds: state changes
-//! ([`dispatch_store::QueueStore::fenced_transitions_many`]) and event
-//! appends ([`dispatch_store::QueueStore::fenced_append_events_many`]: at
-//! 1,000 concurrent native runs, a third of the database's statements were
-//! single-run appends, issue #38).
+//! Three kinds: state changes
+//! ([`dispatch_store::QueueStore::fenced_transitions_many`]), event
+//! appends ([`dispatch_store::QueueStore::fenced_append_events_many`]) and
+//! log chunks ([`dispatch_store::RunLogStore::append_logs_many`]). At 1,000
+//! concurrent native runs the single-run appends were a third of the
+//! database's statements and most of its time (issue #38).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use dispatch_store::{HeldEvents, HeldWrites, Run, StoreError, StoreResult};
+use dispatch_store::{HeldEvents, HeldLog, HeldWrites, Run, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedStore;
@@ -28,6 +29,7 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Writer {
     states: mpsc::UnboundedSender<Job<HeldWrites, Run>>,
     events: mpsc::UnboundedSender<Job<HeldEvents, ()>>,
+    logs: mpsc::UnboundedSender<Job<HeldLog, ()>>,
 }
 
 #[derive(Debug)]
@@ -84,14 +86,33 @@ impl Held for HeldEvents {
     }
 }
 
+impl Held for HeldLog {
+    type Answer = ();
+    fn id(&self) -> &dispatch_core::RunId {
+        &self.id
+    }
+    fn save_many<'a>(store: &'a SharedStore, batch: &'a [Self]) -> Saved<'a, Vec<StoreResult<()>>> {
+        Box::pin(store.append_logs_many(batch))
+    }
+    fn save_one<'a>(&'a self, store: &'a SharedStore) -> Saved<'a, ()> {
+        Box::pin(store.append_log(&self.id, self.fence, self.offset, &self.bytes))
+    }
+}
+
 impl Writer {
     /// Starts the saving tasks on the current runtime.
     pub(crate) fn start(store: SharedStore) -> Writer {
         let (states, state_jobs) = mpsc::unbounded_channel();
         let (events, event_jobs) = mpsc::unbounded_channel();
+        let (logs, log_jobs) = mpsc::unbounded_channel();
         tokio::spawn(save_all(store.clone(), state_jobs));
-        tokio::spawn(save_all(store, event_jobs));
-        Writer { states, events }
+        tokio::spawn(save_all(store.clone(), event_jobs));
+        tokio::spawn(save_all(store, log_jobs));
+        Writer {
+            states,
+            events,
+            logs,
+        }
     }
 
     /// Saves one run's state writes with whatever else is waiting; the
@@ -104,6 +125,12 @@ impl Writer {
     /// [`dispatch_store::QueueStore::fenced_append_events`] would give.
     pub(crate) async fn append(&self, events: HeldEvents) -> StoreResult<()> {
         hand_over(&self.events, events).await
+    }
+
+    /// Appends a chunk of one run's log with whatever else is waiting; the
+    /// answer [`dispatch_store::RunLogStore::append_log`] would give.
+    pub(crate) async fn append_log(&self, chunk: HeldLog) -> StoreResult<()> {
+        hand_over(&self.logs, chunk).await
     }
 }
 

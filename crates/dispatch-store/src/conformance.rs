@@ -179,6 +179,7 @@ macro_rules! __queue_conformance_names {
             a_holders_racing_appends_land_once_each_until_its_run_ends,
             a_holders_usage_counts_toward_totals_marks_and_budgets,
             a_batch_of_held_runs_appends_answers_each_as_it_would_alone,
+            a_batch_of_held_runs_log_chunks_answers_each_as_it_would_alone,
             a_stale_token_records_no_artifact,
             a_stale_token_asks_for_no_approval,
             a_stale_token_stores_no_output,

@@ -52,7 +52,7 @@ pub use noop::NoopStore;
 pub use notifications::{
     NewNotification, Notification, NotificationCounts, NotificationStore, Settle,
 };
-pub use parcels::{LogArchive, ParcelStore, RunLogStore, StoredParcel};
+pub use parcels::{HeldLog, LogArchive, ParcelStore, RunLogStore, StoredParcel};
 pub use postgres::PgStore;
 pub use queue::{
     Capacity, ClaimRequest, Claimed, HeldEvents, HeldWrites, Lease, QueueOptions, QueueStore,

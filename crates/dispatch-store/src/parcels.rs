@@ -64,6 +64,18 @@ pub trait ParcelStore: Send + Sync {
     async fn delete_unreferenced_briefs(&self, sha256s: &[String]) -> StoreResult<u64>;
 }
 
+/// A chunk of one held run's log, to append with other runs'
+/// ([`RunLogStore::append_logs_many`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLog {
+    pub id: RunId,
+    /// The holder's fencing token.
+    pub fence: i64,
+    /// Where the chunk starts: the stored log's length, as the holder knows it.
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
 /// Run logs shipped by workers, as append-only byte chunks per run.
 ///
 /// A run's stored log is one byte stream; each chunk sits at the byte
@@ -92,6 +104,21 @@ pub trait RunLogStore: Send + Sync {
         offset: u64,
         bytes: &[u8],
     ) -> StoreResult<()>;
+
+    /// The appends of many held runs at once, each answered as
+    /// [`append_log`](Self::append_log) would answer it, in order. `Err`
+    /// when the batch as a whole failed: nothing was appended. By default,
+    /// one after another.
+    async fn append_logs_many(&self, batch: &[HeldLog]) -> StoreResult<Vec<StoreResult<()>>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        for held in batch {
+            answers.push(
+                self.append_log(&held.id, held.fence, held.offset, &held.bytes)
+                    .await,
+            );
+        }
+        Ok(answers)
+    }
 
     /// The length in bytes of the run's stored log (0 when nothing was
     /// shipped, or for an unknown run).

@@ -1,4 +1,4 @@
-//! Many held runs' event appends at once (a worker's batch): each answered
+//! Many held runs' event appends and log chunks at once (a worker's batch): each answered
 //! and saved as it would be alone.
 
 use dispatch_core::quota::{OnHard, Quota, QuotaLimit};
@@ -7,7 +7,10 @@ use serde_json::json;
 
 use super::queue::{agent_up, claim_all};
 use super::{create, id, new_run, write_for};
-use crate::{HeldEvents, NotificationStore, QueueStore, QuotaStore, RunExtras, Store, StoreError};
+use crate::{
+    HeldEvents, HeldLog, NotificationStore, QueueStore, QuotaStore, RunExtras, RunLogStore, Store,
+    StoreError,
+};
 
 /// One batch holding: two appends of run 1 (plain events, then usage that
 /// only its totals count), run 2's usage that its policy's budget counts,
@@ -171,4 +174,103 @@ pub async fn a_batch_of_held_runs_appends_answers_each_as_it_would_alone<
             .any(|e| e.event.at == T + 30),
         "a stale holder's events are not stored"
     );
+}
+
+/// One batch of log chunks: run 1's first chunk, run 2's where its log
+/// does not end (a wrong guess), run 3's retry of a chunk that committed,
+/// run 4's under a token gone stale (its run was taken over), an unknown
+/// run's, and run 5's empty chunk where its log ends.
+pub async fn a_batch_of_held_runs_log_chunks_answers_each_as_it_would_alone<
+    S: Store + QueueStore + RunLogStore,
+>(
+    store: S,
+) {
+    for n in 1..=5 {
+        create(&store, new_run(id(n), "p", 10 + n as i64)).await;
+    }
+    let claimed = claim_all(&store, "w", 5, 100).await;
+    let fence = |n: u128| {
+        claimed
+            .iter()
+            .find(|c| c.run.id == id(n))
+            .expect("held")
+            .fence
+    };
+    for n in [2, 3, 5] {
+        store
+            .append_log(&id(n), fence(n), 0, b"first\n")
+            .await
+            .expect("the holder appends");
+    }
+    // Run 4's lease runs out and another worker takes it.
+    let stale = fence(4);
+    assert_eq!(
+        store.sweep_expired(1_000_000).await.expect("sweep").len(),
+        5
+    );
+    let again = claim_all(&store, "w2", 5, 1_000_001).await;
+    // The others' holder carries on under the new token.
+    let fence = |n: u128| match n {
+        4 => stale,
+        _ => {
+            again
+                .iter()
+                .find(|c| c.run.id == id(n))
+                .expect("held")
+                .fence
+        }
+    };
+    let held = |n: u128, offset: u64, bytes: &[u8]| HeldLog {
+        id: id(n),
+        fence: fence(n),
+        offset,
+        bytes: bytes.to_vec(),
+    };
+    let batch = vec![
+        held(1, 0, b"hello\n"),
+        held(2, 3, b"wrong\n"),
+        held(3, 0, b"first\n"),
+        held(4, 0, b"late\n"),
+        HeldLog {
+            id: id(9),
+            fence: 1,
+            offset: 0,
+            bytes: b"who\n".to_vec(),
+        },
+        held(5, 6, b""),
+    ];
+    let answers = store
+        .append_logs_many(&batch)
+        .await
+        .expect("the batch is decided");
+    assert_eq!(answers.len(), batch.len(), "one answer per chunk");
+    for i in [0, 2, 5] {
+        assert!(answers[i].is_ok(), "chunk {i}: {:?}", answers[i]);
+    }
+    assert!(
+        matches!(&answers[1], Err(StoreError::LogMoved { length: 6, .. })),
+        "a wrong guess learns the length: {:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(&answers[3], Err(StoreError::Fenced { fence: f, .. }) if *f == stale),
+        "a stale token appends nothing: {:?}",
+        answers[3]
+    );
+    assert!(
+        matches!(&answers[4], Err(StoreError::NotFound(_))),
+        "an unknown run is not found: {:?}",
+        answers[4]
+    );
+    let logs = [
+        (1, &b"hello\n"[..]),
+        (2, b"first\n"),
+        (3, b"first\n"),
+        (4, b""),
+        (5, b"first\n"),
+    ];
+    for (n, want) in logs {
+        let got = store.read_log(&id(n), 0, 1024).await.expect("read");
+        assert_eq!(got, want, "run {n}'s log");
+    }
 }

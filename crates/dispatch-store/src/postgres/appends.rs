@@ -21,12 +21,13 @@
 //!   the transaction of [`super::queue::fenced_append`].
 
 use deadpool_postgres::GenericClient;
+use dispatch_core::RunId;
 
 use super::Fail;
 use super::events::{tokens_column, usage_of};
 use super::runs::not_found;
 use super::to_json;
-use crate::{HeldEvents, QueueStore, StoreError, StoreResult};
+use crate::{HeldEvents, HeldLog, QueueStore, RunLogStore, StoreError, StoreResult};
 
 /// What the batch's statement did with one run's append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +130,20 @@ pub(super) async fn fenced_append_many<C: GenericClient>(
 }
 
 impl super::PgStore {
+    /// A batch's answer for one run's append, as the store answers it;
+    /// `None` when undecided.
+    fn decided(&self, answer: Answer, id: &RunId, fence: i64) -> Option<StoreResult<()>> {
+        match answer {
+            Answer::Saved => Some(Ok(())),
+            Answer::Fenced => Some(Err(StoreError::Fenced {
+                id: id.clone(),
+                fence,
+            })),
+            Answer::NotFound => Some(Err(self.error(not_found(id)))),
+            Answer::Undecided => None,
+        }
+    }
+
     /// [`crate::QueueStore::fenced_append_events_many`]: the batch in one
     /// statement, then each undecided append in its own transaction.
     pub(super) async fn append_events_many(
@@ -138,14 +153,9 @@ impl super::PgStore {
         let answers = read!(self, |client| fenced_append_many(&client, batch))?;
         let mut out = Vec::with_capacity(batch.len());
         for (held, answer) in batch.iter().zip(answers) {
-            out.push(match answer {
-                Answer::Saved => Ok(()),
-                Answer::Fenced => Err(StoreError::Fenced {
-                    id: held.id.clone(),
-                    fence: held.fence,
-                }),
-                Answer::NotFound => Err(self.error(not_found(&held.id))),
-                Answer::Undecided => {
+            out.push(match self.decided(answer, &held.id, held.fence) {
+                Some(answer) => answer,
+                None => {
                     self.fenced_append_events(&held.id, held.fence, &held.events)
                         .await
                 }
@@ -153,4 +163,97 @@ impl super::PgStore {
         }
         Ok(out)
     }
+
+    /// [`RunLogStore::append_logs_many`]: the batch in one statement, then
+    /// each undecided chunk in its own transaction.
+    pub(super) async fn append_logs_many_here(
+        &self,
+        batch: &[HeldLog],
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let answers = read!(self, |client| append_logs_many(&client, batch))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (held, answer) in batch.iter().zip(answers) {
+            out.push(match self.decided(answer, &held.id, held.fence) {
+                Some(answer) => answer,
+                None => {
+                    self.append_log(&held.id, held.fence, held.offset, &held.bytes)
+                        .await
+                }
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Appends each held run's chunk at its offset under its fence, when the
+/// stored log ends there (as [`super::one_statement::append_log`] does for
+/// one); one answer per chunk of `batch`, in order. What it cannot decide
+/// (the log does not end at the chunk's offset: a retry whose first try
+/// committed, a wrong guess, a gap) is [`Answer::Undecided`], with nothing
+/// written, for the transaction of [`crate::RunLogStore::append_log`].
+pub(super) async fn append_logs_many<C: GenericClient>(
+    client: &C,
+    batch: &[HeldLog],
+) -> Result<Vec<Answer>, Fail> {
+    let mut runs = Vec::with_capacity(batch.len());
+    let (mut fences, mut offsets, mut chunks) = (vec![], vec![], vec![]);
+    for held in batch {
+        runs.push(held.id.as_str());
+        fences.push(held.fence);
+        offsets.push(i64::try_from(held.offset).map_err(|_| {
+            Fail::Encode(format!(
+                "log offset {} of run {} is out of range",
+                held.offset, held.id
+            ))
+        })?);
+        chunks.push(held.bytes.as_slice());
+    }
+    let stmt = client
+        .prepare_cached(
+            "WITH j AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
+                        WITH ORDINALITY AS j(run, fence, pos, data, job)), \
+             f AS (SELECT r.id, r.fence FROM runs r WHERE r.id = ANY($1::text[]) \
+                   ORDER BY r.id FOR UPDATE OF r), \
+             len AS (SELECT f.id, COALESCE( \
+                 (SELECT l.pos + octet_length(l.data)::bigint FROM run_logs l \
+                  WHERE l.run_id = f.id ORDER BY l.pos DESC LIMIT 1), \
+                 (SELECT a.size FROM run_log_archives a WHERE a.run_id = f.id), 0) AS n FROM f), \
+             ins AS (INSERT INTO run_logs (run_id, pos, data) \
+                     SELECT j.run, j.pos, j.data FROM j JOIN f ON f.id = j.run \
+                     JOIN len ON len.id = j.run \
+                     WHERE f.fence = j.fence AND len.n = j.pos AND octet_length(j.data) > 0 \
+                     ON CONFLICT DO NOTHING RETURNING run_id, pos) \
+             SELECT j.job, f.fence, len.n, octet_length(j.data), \
+                    EXISTS (SELECT 1 FROM ins WHERE ins.run_id = j.run AND ins.pos = j.pos) \
+             FROM j LEFT JOIN f ON f.id = j.run LEFT JOIN len ON len.id = j.run ORDER BY j.job",
+        )
+        .await?;
+    let rows = client
+        .query(&stmt, &[&runs, &fences, &offsets, &chunks])
+        .await?;
+    let mut answers = vec![Answer::NotFound; batch.len()];
+    for row in rows {
+        let job: i64 = row.try_get(0)?;
+        let fence: Option<i64> = row.try_get(1)?;
+        let length: Option<i64> = row.try_get(2)?;
+        let size: i32 = row.try_get(3)?;
+        let inserted: bool = row.try_get(4)?;
+        let i = job_index(job, batch.len())?;
+        answers[i] = match fence {
+            None => Answer::NotFound,
+            Some(f) if f != batch[i].fence => Answer::Fenced,
+            // Written; or nothing to write where the log ends.
+            _ if inserted || (size == 0 && length == Some(offsets[i])) => Answer::Saved,
+            _ => Answer::Undecided,
+        };
+    }
+    Ok(answers)
+}
+
+/// The index in its batch of the 1-based `job` a statement answered for.
+fn job_index(job: i64, len: usize) -> Result<usize, Fail> {
+    usize::try_from(job - 1)
+        .ok()
+        .filter(|i| *i < len)
+        .ok_or_else(|| Fail::Corrupt(format!("a batched append answered for job {job}")))
 }

@@ -306,6 +306,13 @@ impl RunLogStore for PgStore {
         in_tx!(self, |tx| append_log(&tx, run, fence, offset, bytes))
     }
 
+    async fn append_logs_many(
+        &self,
+        batch: &[crate::HeldLog],
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.append_logs_many_here(batch).await
+    }
+
     async fn log_length(&self, run: &RunId) -> StoreResult<u64> {
         in_tx!(self, |tx| log_length(&tx, run))
     }
