@@ -250,8 +250,13 @@ pub(super) async fn renew(
              WHERE runs.id = c.id RETURNING runs.id"
         )
     };
-    let stmt = tx.prepare_cached(&sql).await?;
-    tx.query(&stmt, &[&expires_at, &worker, &ids, &fences])
+    // Planned anew at each renewal (an unnamed statement, with the actual
+    // list), never from a cached plan: one made while the table held a
+    // few runs joined every held run against every listed one, and at
+    // 10,000 runs a renewal took 4–6 s, past its bound, until every lease
+    // ran out (issue #38). A renewal is every few seconds; its planning is
+    // a millisecond.
+    tx.query(sql.as_str(), &[&expires_at, &worker, &ids, &fences])
         .await?
         .iter()
         .map(|row| parse_id(row.try_get(0)?))
