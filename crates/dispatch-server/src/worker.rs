@@ -25,6 +25,7 @@
 //! live worker holds ([`reclaim`]).
 
 pub mod admission;
+pub mod fds;
 mod here;
 mod reclaim;
 pub mod renewer;
@@ -184,6 +185,7 @@ pub struct Worker {
     renewer: Option<Renewer>,
     /// Paces claims by the runtime's lag.
     admission: Admission,
+    fds: fds::FdBudget,
     /// How the workflows this worker coordinates hand it member runs
     /// ([`here`]; set with the loop).
     here: Option<Arc<here::ToWorker>>,
@@ -211,6 +213,7 @@ impl Worker {
             watchdog: None,
             renewer: None,
             admission,
+            fds: fds::FdBudget::new(),
             here: None,
         }
     }
@@ -397,6 +400,9 @@ impl Worker {
     /// Whether to claim now (see [`admission`]); logs and counts a change.
     fn admit(&mut self) -> bool {
         let held = self.held.len();
+        if !self.fds.admits(held, &self.config.name) {
+            return false;
+        }
         let (name, max) = (&self.config.name, self.config.max_lag);
         let (metrics, summary) = (&self.metrics, &mut self.summary);
         let verdict = self.admission.verdict(held, |change| match change {
@@ -459,7 +465,10 @@ impl Worker {
         if free == 0 {
             return Ok(false);
         }
-        let limit = free.min(self.config.batch.max(1));
+        let limit = free
+            .min(self.config.batch.max(1))
+            .min(self.fds.room(self.held.len()));
+        self.fds.claimed();
         // The leases run from before the request left: never later than
         // the database's idea of them.
         let sent = std::time::Instant::now();

@@ -1,0 +1,138 @@
+//! Admission by file descriptors: a worker takes a run only while it has
+//! the descriptors to serve it.
+//!
+//! Every run in hand holds some (its log, its model call's connection) and
+//! more while a tool runs (the pipes to its process). A worker faster than
+//! its lag measure kept from claiming 10,000 runs at once on a 2-core
+//! machine then ran out of its 20,000 descriptors: model calls failed to
+//! connect with "Too many open files" and 15 % of the runs failed (issue
+//! #38). So, past [`FLOOR`] runs in hand, a claim takes at most as many
+//! runs as [`PER_RUN`] descriptors each leave within [`SHARE`] of the
+//! limit, counting the open ones (`/proc/self/fd`, read at most every
+//! [`EVERY`]); the rest stays queued for other workers, or for this one
+//! when its runs end.
+
+use std::time::{Duration, Instant};
+
+/// Runs in hand below which descriptors are not counted.
+pub const FLOOR: usize = 512;
+
+/// The descriptors one more run may need at its busiest: its log, its
+/// model call's connection, its tool's three pipes, and one to spare.
+pub const PER_RUN: usize = 6;
+
+/// The part of the limit runs may fill, in percent; the rest is for the
+/// database, the runtime and the tools' moments of more.
+pub const SHARE: u64 = 85;
+
+/// How often the open descriptors are counted at most.
+pub const EVERY: Duration = Duration::from_millis(250);
+
+/// The worker's descriptor budget.
+#[derive(Debug)]
+pub struct FdBudget {
+    /// The soft `RLIMIT_NOFILE` (raised to the hard one at start).
+    limit: u64,
+    /// The last count of open descriptors and when it was taken.
+    counted: Option<(Instant, usize)>,
+    /// Whether the last answer held claims back (for the log).
+    holding_back: bool,
+}
+
+impl FdBudget {
+    pub fn new() -> FdBudget {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        FdBudget::with_limit(limit)
+    }
+
+    pub fn with_limit(limit: u64) -> FdBudget {
+        FdBudget {
+            limit,
+            counted: None,
+            holding_back: false,
+        }
+    }
+
+    /// How many more runs may be claimed with `held` in hand: unbounded
+    /// (`usize::MAX`) below [`FLOOR`] or where descriptors cannot be counted.
+    pub fn room(&mut self, held: usize) -> usize {
+        if held < FLOOR {
+            return usize::MAX;
+        }
+        let open = match self.counted {
+            Some((at, open)) if at.elapsed() < EVERY => open,
+            _ => match open_fds() {
+                Some(open) => {
+                    self.counted = Some((Instant::now(), open));
+                    open
+                }
+                None => return usize::MAX,
+            },
+        };
+        room(self.limit, open)
+    }
+
+    /// Whether a claim may take any run with `held` in hand; says so when
+    /// that changes (`name`: the worker's).
+    pub fn admits(&mut self, held: usize, name: &str) -> bool {
+        let room = self.room(held);
+        if room == 0 && !self.holding_back {
+            tracing::warn!(
+                "[worker {name}] {held} run(s) in hand and too few file descriptors left for \
+                 more (limit {}): claiming again when runs end",
+                self.limit
+            );
+        } else if room > 0 && self.holding_back {
+            tracing::warn!(
+                "[worker {name}] file descriptors free again ({held} run(s) in hand): claiming again"
+            );
+        }
+        self.holding_back = room == 0;
+        room > 0
+    }
+
+    /// Forgets the last count (a claim just opened more).
+    pub fn claimed(&mut self) {
+        self.counted = None;
+    }
+}
+
+impl Default for FdBudget {
+    fn default() -> Self {
+        FdBudget::new()
+    }
+}
+
+/// Runs that fit in `limit` descriptors with `open` open (see the module).
+pub fn room(limit: u64, open: usize) -> usize {
+    let budget = usize::try_from(limit.saturating_mul(SHARE) / 100).unwrap_or(usize::MAX);
+    budget.saturating_sub(open) / PER_RUN
+}
+
+/// This process's open descriptors.
+fn open_fds() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_is_what_fits_under_the_share_of_the_limit() {
+        assert_eq!(room(20_000, 0), 17_000 / PER_RUN);
+        assert_eq!(room(20_000, 16_994), 1);
+        assert_eq!(room(20_000, 17_000), 0);
+        assert_eq!(room(20_000, 19_999), 0, "over the share: none");
+    }
+
+    #[test]
+    fn few_runs_in_hand_are_not_counted_and_many_are() {
+        let mut none = FdBudget::with_limit(0);
+        assert_eq!(none.room(FLOOR - 1), usize::MAX, "below the floor");
+        assert_eq!(none.room(FLOOR), 0, "no descriptors to spare: no room");
+        let mut plenty = FdBudget::with_limit(1 << 40);
+        assert!(plenty.room(FLOOR) > 1_000_000);
+    }
+}
