@@ -232,24 +232,19 @@ pub(super) async fn renew(
     }
     let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
     let fences: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
-    let sql = if wait {
-        format!(
-            "UPDATE runs SET lease_expires_at = $1 \
-             FROM unnest($3::text[], $4::bigint[]) AS h(id, fence) \
-             WHERE runs.id = h.id COLLATE \"C\" AND runs.fence = h.fence \
-             AND runs.lease_owner = $2 AND runs.status IN {HELD} RETURNING runs.id"
-        )
-    } else {
-        format!(
-            "UPDATE runs SET lease_expires_at = $1 FROM ( \
-               SELECT r.id FROM runs r \
-               JOIN unnest($3::text[], $4::bigint[]) AS h(id, fence) \
-                 ON r.id = h.id COLLATE \"C\" AND r.fence = h.fence \
-               WHERE r.lease_owner = $2 AND r.status IN {HELD} \
-               FOR UPDATE OF r SKIP LOCKED) AS c \
-             WHERE runs.id = c.id RETURNING runs.id"
-        )
-    };
+    // The rows are locked in the order of their ids, as every statement
+    // over many runs locks them (the worker's batched writes): a renewal
+    // waiting for a busy run never holds one that the busy batch waits for.
+    let skip = if wait { "" } else { " SKIP LOCKED" };
+    let sql = format!(
+        "UPDATE runs SET lease_expires_at = $1 FROM ( \
+           SELECT r.id FROM runs r \
+           JOIN unnest($3::text[], $4::bigint[]) AS h(id, fence) \
+             ON r.id = h.id COLLATE \"C\" AND r.fence = h.fence \
+           WHERE r.lease_owner = $2 AND r.status IN {HELD} \
+           ORDER BY r.id FOR UPDATE OF r{skip}) AS c \
+         WHERE runs.id = c.id RETURNING runs.id"
+    );
     // Planned anew at each renewal (an unnamed statement, with the actual
     // list), never from a cached plan: one made while the table held a
     // few runs joined every held run against every listed one, and at
