@@ -1,15 +1,14 @@
 //! Many held runs' event appends and log chunks at once (a worker's batch): each answered
 //! and saved as it would be alone.
 
-use dispatch_core::quota::{OnHard, Quota, QuotaLimit};
 use dispatch_core::{EventKind, NewEvent, Transition};
 use serde_json::json;
 
+use super::fenced::{T, budgeted_runs};
 use super::queue::{agent_up, claim_all};
 use super::{create, id, new_run, write_for};
 use crate::{
-    HeldEvents, HeldLog, NotificationStore, QueueStore, QuotaStore, RunExtras, RunLogStore, Store,
-    StoreError,
+    HeldEvents, HeldLog, NotificationStore, QueueStore, QuotaStore, RunLogStore, Store, StoreError,
 };
 
 /// One batch holding: two appends of run 1 (plain events, then usage that
@@ -21,29 +20,7 @@ pub async fn a_batch_of_held_runs_appends_answers_each_as_it_would_alone<
 >(
     store: S,
 ) {
-    // 2026-11-20T10:00:00Z: the usage's period is the day holding `at`.
-    const T: i64 = 1_795_168_800_000;
-    let daily = Quota {
-        project: "b".to_string(),
-        limit: QuotaLimit::TokensPerDay,
-        value: 1e9,
-        soft_pct: 80,
-        on_hard: OnHard::Wait,
-        updated_at: T,
-    };
-    store.set_quotas(&[daily]).await.expect("a daily budget");
-    create(&store, new_run(id(1), "p", T)).await;
-    let budget = RunExtras {
-        policy: Some(json!({"limits": {"max_tokens": 1000}})),
-        ..RunExtras::default()
-    };
-    store
-        .create_run_with(&new_run(id(2), "p", T + 1), &budget, false)
-        .await
-        .expect("create");
-    let mut third = new_run(id(3), "p", T + 2);
-    third.project = "b".to_string();
-    create(&store, third).await;
+    budgeted_runs(&store).await;
     create(&store, new_run(id(4), "p", T + 3)).await;
     let claimed = claim_all(&store, "w", 4, T + 10).await;
     assert_eq!(claimed.len(), 4, "all four are claimed");

@@ -331,16 +331,12 @@ pub async fn a_holders_racing_appends_land_once_each_until_its_run_ends<
     assert!(matches!(err, StoreError::NotFound(_)), "got {err:?}");
 }
 
-/// A holder's usage counts toward its run's totals, its policy's budget
-/// marks and its project's budgets, however the store writes it; a token
-/// no longer current adds nothing anywhere.
-pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
-    S: Store + QueueStore + QuotaStore + NotificationStore,
->(
-    store: S,
-) {
-    // 2026-11-20T10:00:00Z: the usage's period is the day holding `at`.
-    const T: i64 = 1_795_168_800_000;
+/// 2026-11-20T10:00:00Z: the usage's period is the day holding `at`.
+pub(super) const T: i64 = 1_795_168_800_000;
+
+/// Three queued runs whose usage counts differently: run 1's only in its
+/// totals; run 2's policy has a budget; run 3's project `b` has a daily one.
+pub(super) async fn budgeted_runs<S: Store + QuotaStore>(store: &S) {
     let daily = Quota {
         project: "b".to_string(),
         limit: QuotaLimit::TokensPerDay,
@@ -350,9 +346,7 @@ pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
         updated_at: T,
     };
     store.set_quotas(&[daily]).await.expect("a daily budget");
-    // Run 1 counts only in its totals; run 2's policy has a budget; run 3's
-    // project has a daily budget.
-    create(&store, new_run(id(1), "p", T)).await;
+    create(store, new_run(id(1), "p", T)).await;
     let budget = RunExtras {
         policy: Some(json!({"limits": {"max_tokens": 1000}})),
         ..RunExtras::default()
@@ -363,7 +357,18 @@ pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
         .expect("create");
     let mut third = new_run(id(3), "p", T + 2);
     third.project = "b".to_string();
-    create(&store, third).await;
+    create(store, third).await;
+}
+
+/// A holder's usage counts toward its run's totals, its policy's budget
+/// marks and its project's budgets, however the store writes it; a token
+/// no longer current adds nothing anywhere.
+pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
+    S: Store + QueueStore + QuotaStore + NotificationStore,
+>(
+    store: S,
+) {
+    budgeted_runs(&store).await;
     let claimed = claim_all(&store, "w", 3, T + 10).await;
     assert_eq!(claimed.len(), 3, "all three are claimed");
     let usage = |tokens: u64, at: i64| {
