@@ -4,7 +4,7 @@
 use dispatch_core::{EventKind, NewEvent, Transition};
 use serde_json::json;
 
-use super::fenced::{T, budgeted_runs};
+use super::fenced::{T, budget_marked_and_quota_used, budgeted_runs};
 use super::queue::{agent_up, claim_all};
 use super::{create, id, new_run, write_for};
 use crate::{
@@ -127,18 +127,7 @@ pub async fn a_batch_of_held_runs_appends_answers_each_as_it_would_alone<
             "run {n}: both events, in order: {last:?}"
         );
     }
-    let marks: Vec<_> = store
-        .list_notifications(100)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|n| n.key)
-        .collect();
-    assert_eq!(marks, vec![format!("budget:{}:tokens:50", id(2))]);
-    let used = store
-        .quota_use(&["b".to_string()], T + 40)
-        .await
-        .expect("use");
+    let used = budget_marked_and_quota_used(&store, T + 40).await;
     assert_eq!(
         used[0].used, 600.0,
         "run 3's usage counts in its project's day"

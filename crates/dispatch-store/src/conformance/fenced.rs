@@ -360,6 +360,22 @@ pub(super) async fn budgeted_runs<S: Store + QuotaStore>(store: &S) {
     create(store, third).await;
 }
 
+/// The budget mark of [`budgeted_runs`]' run 2, and project `b`'s use at `at`.
+pub(super) async fn budget_marked_and_quota_used<S: QuotaStore + NotificationStore>(
+    store: &S,
+    at: i64,
+) -> Vec<crate::QuotaUse> {
+    let marks: Vec<_> = store
+        .list_notifications(100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    assert_eq!(marks, vec![format!("budget:{}:tokens:50", id(2))]);
+    store.quota_use(&["b".to_string()], at).await.expect("use")
+}
+
 /// A holder's usage counts toward its run's totals, its policy's budget
 /// marks and its project's budgets, however the store writes it; a token
 /// no longer current adds nothing anywhere.
@@ -399,18 +415,7 @@ pub async fn a_holders_usage_counts_toward_totals_marks_and_budgets<
             "run {n}: both events, in order: {last:?}"
         );
     }
-    let marks: Vec<_> = store
-        .list_notifications(100)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|n| n.key)
-        .collect();
-    assert_eq!(marks, vec![format!("budget:{}:tokens:50", id(2))]);
-    let used = store
-        .quota_use(&["b".to_string()], T + 30)
-        .await
-        .expect("use");
+    let used = budget_marked_and_quota_used(&store, T + 30).await;
     assert_eq!(used.len(), 1);
     assert_eq!(
         used[0].used, 600.0,
