@@ -490,3 +490,65 @@ fn a_sandboxed_tools_namespace_init_shares_its_stages_memory() {
     );
     d.ok(&["stop", &id]);
 }
+
+/// The helper's descriptors on a memfd named `dispatch-lease` (a tether's
+/// deadline, see `dispatch_runtime::sandbox::tether`).
+fn tethers_held(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.to_string_lossy().contains("dispatch-lease"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A run waiting on its model after its tool call holds no tether: the
+/// tether (a pipe and a memfd) is made when a tool starts and let go when
+/// it ends. Three descriptors an idle run were half of what a worker with
+/// thousands of native runs had open, and its file limit held its claims
+/// back (issue #38).
+#[test]
+fn a_run_waiting_on_its_model_after_a_tool_call_holds_no_tether() {
+    if !is_root() {
+        return; // the tether comes with the sandbox's PID namespace
+    }
+    let d = Dispatch::sandboxed();
+    let mock = Mock::start(json!([
+        {"kind": "tool_calls", "calls": [{"name": "beat", "arguments": {}, "id": "c0"}]},
+        {"kind": "stall", "text_before": "thinking"},
+    ]));
+    let dir = native_agent(
+        d.dir.path(),
+        "waits",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
+            mock.url()
+        ),
+    );
+    // The tool beats until the test lets it end (a file in its workspace).
+    std::fs::write(
+        dir.join("beat.sh"),
+        "while [ ! -e go ]; do date +%s%N >> tool-beats; sleep 0.02; done\necho ok\n",
+    )
+    .expect("tool");
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let work = d.root().join("runs").join(&id).join("work");
+    eventually(30, "the tool beats", || size(&work.join("tool-beats")) > 0);
+    let helper = d.inspect(&id)["state"]["helper"]["pid"]
+        .as_u64()
+        .expect("a helper") as u32;
+    assert_eq!(tethers_held(helper), 1, "a running tool is tethered");
+    std::fs::write(work.join("go"), "").expect("go");
+    eventually(30, "the model is asked again, and stalls", || {
+        mock.requests().len() == 2
+    });
+    assert_eq!(
+        tethers_held(helper),
+        0,
+        "the run waits on its model without a tether"
+    );
+    d.ok(&["stop", &id]);
+    assert_eq!(d.status(&id), "cancelled");
+}

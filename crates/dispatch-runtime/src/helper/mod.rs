@@ -529,7 +529,9 @@ pub(crate) fn sandbox_event(
 /// `[dispatch] …` lines in the run's log, with every secret of the run the
 /// attempts have made known masked (see [`LifecycleLog::mask_also`]).
 pub(crate) struct LifecycleLog {
-    file: Option<std::fs::File>,
+    /// The run's log, opened for each line (a run holds no descriptor on
+    /// it for these few lines: issue #38); `None` when it cannot be made.
+    path: Option<std::path::PathBuf>,
     secrets: Vec<String>,
     /// The run, for lines said elsewhere.
     id: RunId,
@@ -541,14 +543,14 @@ pub(crate) struct LifecycleLog {
 impl LifecycleLog {
     fn open(layout: &Layout, id: &RunId) -> Self {
         let path = layout.log(id);
-        let file = std::fs::OpenOptions::new()
+        let made = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io("opening", &path))
-            .ok();
+            .is_ok();
         LifecycleLog {
-            file,
+            path: made.then_some(path),
             secrets: Vec::new(),
             id: id.clone(),
             holding: None,
@@ -570,8 +572,10 @@ impl LifecycleLog {
             );
             return;
         }
-        if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "[dispatch] {text}");
+        if let Some(path) = &self.path
+            && let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path)
+        {
+            let _ = f.write_all(format!("[dispatch] {text}\n").as_bytes());
         }
     }
 

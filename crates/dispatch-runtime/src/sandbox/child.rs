@@ -169,7 +169,7 @@ pub(super) fn enter(steps: &Steps, exec: Option<&super::shared_vm::Exec>) -> io:
     // child only makes system calls until it executes or exits.
     match unsafe { nix::unistd::fork() }.map_err(err)? {
         ForkResult::Parent { child } => {
-            let fds = steps.tether.as_ref().map(|t| t.fds());
+            let fds = steps.tether.as_ref().and_then(|t| t.fds());
             mirror(child, Some(fds))
         }
         ForkResult::Child => {

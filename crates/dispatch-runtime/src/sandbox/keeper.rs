@@ -62,7 +62,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::tether::{Tether, Tie};
+use super::tether::Tether;
 
 /// A command the keeper starts after it killed the group: its program,
 /// arguments and environment, made before the fork.
@@ -83,7 +83,10 @@ unsafe impl Sync for Epilogue {}
 
 /// What the keeper holds, made before the fork.
 pub(crate) struct Keeper {
-    tether: Tie,
+    /// Its tether's pipe and deadline: its own (`_tether` keeps them
+    /// open), or received by a stage process.
+    tether: (RawFd, RawFd),
+    _tether: Option<Arc<Tether>>,
     /// `freezer.state` (v1) or `cgroup.kill` (v2), opened for writing.
     stop: File,
     v1: bool,
@@ -186,7 +189,8 @@ impl Keeper {
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
         };
         Ok(Keeper {
-            tether: Tie::Here(tether),
+            tether: tether.fds(),
+            _tether: Some(tether),
             stop,
             v1,
             procs: c(&dir.join("cgroup.procs"))?,
@@ -230,7 +234,7 @@ impl Keeper {
             pass.push(fd);
             pass.len() - 1
         };
-        let (pipe, deadline) = self.tether.fds();
+        let (pipe, deadline) = self.tether;
         KeeperSpec {
             pipe: add(pipe),
             deadline: add(deadline),
@@ -256,7 +260,8 @@ impl Keeper {
             )
         };
         let keeper = Keeper {
-            tether: Tie::Fds(fd(spec.pipe), fd(spec.deadline)),
+            tether: (fd(spec.pipe), fd(spec.deadline)),
+            _tether: None,
             stop,
             v1: spec.v1,
             procs: spec.procs,
@@ -298,7 +303,7 @@ impl Keeper {
             }
             nix::unistd::ForkResult::Parent { child } => {
                 let _ = nix::sys::prctl::set_pdeathsig(None);
-                let (pipe, deadline) = self.tether.fds();
+                let (pipe, deadline) = self.tether;
                 settle(&[pipe, deadline, self.stop.as_raw_fd(), self.out.as_raw_fd()]);
                 super::child::ignore_group_signals();
                 leave_group();
@@ -361,7 +366,7 @@ impl Keeper {
     /// The keeper beside the program (`pidfd`): until the program exits,
     /// or the tether hangs up or its deadline passes, which kill the group.
     fn keep_beside(&self, pidfd: RawFd) -> ! {
-        let (pipe, deadline) = self.tether.fds();
+        let (pipe, deadline) = self.tether;
         settle(&[
             pipe,
             deadline,

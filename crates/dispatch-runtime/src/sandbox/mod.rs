@@ -200,10 +200,7 @@ impl Plan {
             Ok(_) => protections.extend(["mount ns", "pid ns", "ipc ns"].map(String::from)),
             Err(why) => missing.push(format!("mount and pid namespaces: {why}")),
         }
-        let tether = view
-            .as_ref()
-            .ok()
-            .and_then(|_| tie(paths.run, &mut protections, &mut missing));
+        let tether = view.as_ref().ok().map(|_| tie(paths.run, &mut protections));
         Plan {
             tree: None,
             keeper: None,
@@ -273,9 +270,7 @@ impl Plan {
             gid_map: map_line(gid),
         });
         let mut protections = protections;
-        let tether = view
-            .as_ref()
-            .and_then(|_| tie(paths.run, &mut protections, &mut missing));
+        let tether = view.as_ref().map(|_| tie(paths.run, &mut protections));
         Plan {
             tree: None,
             keeper: None,
@@ -397,6 +392,16 @@ impl Plan {
         let Some(steps) = self.steps.clone() else {
             return;
         };
+        // The child reads the tether after the fork: made now, for the
+        // attempt's life (these processes are its agent and MCP servers).
+        if let Some(Err(e)) = steps.tether.as_ref().map(|t| t.pin()) {
+            let errno = e.raw_os_error().unwrap_or(libc::EMFILE);
+            // SAFETY: returns an error, nothing else.
+            unsafe {
+                cmd.pre_exec(move || Err(std::io::Error::from_raw_os_error(errno)));
+            }
+            return;
+        }
         // SAFETY: the hook runs between fork and exec in the child and
         // does only what `child::enter` documents: async-signal-safe
         // system calls on data made before the fork, no allocation.
@@ -425,6 +430,9 @@ impl Plan {
             return Ok(());
         }
         let exec = shared_vm::Exec::new(program, args, env)?;
+        if let Some(t) = &steps.tether {
+            t.pin()?;
+        }
         // SAFETY: as in `apply`; `exec` was made here, before the fork.
         unsafe {
             cmd.pre_exec(move || child::enter(&steps, Some(&exec)));
@@ -505,18 +513,11 @@ fn contain(
     }
 }
 
-/// The tether of `run`'s processes (see [`tether`]), said as `tethered`.
-fn tie(run: &str, protections: &mut Vec<String>, missing: &mut Vec<String>) -> Option<tether::Tie> {
-    match tether::Tether::new(run) {
-        Ok(t) => {
-            protections.push("tethered".into());
-            Some(tether::Tie::Here(t))
-        }
-        Err(e) => {
-            missing.push(format!("tether: {e}"));
-            None
-        }
-    }
+/// The tether of `run`'s processes (see [`tether`]), said as `tethered`:
+/// made when each process starts (a failure to make it fails the spawn).
+fn tie(run: &str, protections: &mut Vec<String>) -> tether::Tie {
+    protections.push("tethered".into());
+    tether::Tie::lazy(run)
 }
 
 /// `"<id> <id> 1"`: an id mapped to itself, alone.

@@ -156,7 +156,7 @@ pub(super) fn start(steps: &Steps, view: &View, exec: &Exec) -> io::Result<()> {
         {}
         return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
     }
-    let fds = steps.tether.as_ref().map(|t| t.fds());
+    let fds = steps.tether.as_ref().and_then(|t| t.fds());
     super::child::mirror(Pid::from_raw(c1), Some(fds))
 }
 

@@ -150,7 +150,7 @@ pub(super) fn launch(
 ) -> Pin<Box<dyn Future<Output = io::Result<Launched>> + Send>> {
     let started = start(plan, req);
     Box::pin(async move {
-        let (pid, proc_, stdin, stdout, stderr, errors) = started?;
+        let (pid, proc_, stdin, stdout, stderr, errors, tether) = started?;
         let mut proc_ = Proc::watch(proc_)?;
         // Until every process that could still fail has executed (or
         // exited): then the pipe's last writer is gone.
@@ -170,15 +170,29 @@ pub(super) fn launch(
             stdin: tokio::net::unix::pipe::Sender::from_owned_fd(stdin)?,
             stdout: tokio::net::unix::pipe::Receiver::from_owned_fd(stdout)?,
             stderr: tokio::net::unix::pipe::Receiver::from_owned_fd(stderr)?,
-            exit: Box::pin(async move { proc_.wait().await }),
+            // The tether lives as long as the stage's process may.
+            exit: Box::pin(async move {
+                let exited = proc_.wait().await;
+                drop(tether);
+                exited
+            }),
         })
     })
 }
 
-type Started = (i32, OwnedFd, OwnedFd, OwnedFd, OwnedFd, OwnedFd);
+type Started = (
+    i32,
+    OwnedFd,
+    OwnedFd,
+    OwnedFd,
+    OwnedFd,
+    OwnedFd,
+    Option<std::sync::Arc<super::tether::Tether>>,
+);
 
 /// The spawn itself: the stage's pid, its pidfd, the worker's ends of its
-/// stdin, stdout, stderr and error pipe.
+/// stdin, stdout, stderr and error pipe, and the tether it was given (made
+/// for it if none was held: see [`super::tether::Slot`]).
 fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
     let mut fds = Vec::new();
     let entry = plan
@@ -187,6 +201,13 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
         .and_then(|t| t.entry_fd())
         .map(|fd| pass(&mut fds, fd));
     let keeper = plan.keeper.as_ref().map(|k| k.spec(&mut fds));
+    let tie = plan.steps.as_ref().and_then(|s| s.tether.as_ref());
+    let held = tie.map(|t| t.hold()).transpose()?.flatten();
+    let tether = match (&held, tie) {
+        (Some(t), _) => Some(t.fds()),
+        (None, Some(t)) => t.fds(),
+        (None, None) => None,
+    };
     let steps = plan
         .steps
         .as_ref()
@@ -201,10 +222,8 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
                     .transpose()?,
                 userns: s.userns.as_ref(),
                 landlock: s.landlock.as_ref().map(|l| pass(&mut fds, l.as_raw_fd())),
-                tether: s.tether.as_ref().map(|t| {
-                    let (pipe, deadline) = t.fds();
-                    (pass(&mut fds, pipe), pass(&mut fds, deadline))
-                }),
+                tether: tether
+                    .map(|(pipe, deadline)| (pass(&mut fds, pipe), pass(&mut fds, deadline))),
                 netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
             })
         })
@@ -248,7 +267,7 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
     };
     // The stage's copies are its own now; the worker keeps its ends.
     drop((stdin_r, stdout_w, stderr_w, errors_w, memfd));
-    Ok((pid, pidfd, stdin_w, stdout_r, stderr_r, errors_r))
+    Ok((pid, pidfd, stdin_w, stdout_r, stderr_r, errors_r, held))
 }
 
 /// [`spawn_stage`], and the stage's pidfd.

@@ -6,7 +6,7 @@
 //! its lag measure kept from claiming 10,000 runs at once on a 2-core
 //! machine then ran out of its 20,000 descriptors: model calls failed to
 //! connect with "Too many open files" and 15 % of the runs failed (issue
-//! #38). So, past [`FLOOR`] runs in hand, a claim takes at most as many
+//! #38). So, past [`FLOOR`] runs in hand (fewer under a small limit), a claim takes at most as many
 //! runs as [`PER_RUN`] descriptors each leave within [`SHARE`] of the
 //! limit, counting the open ones (`/proc/self/fd`, read at most every
 //! [`EVERY`]); the rest stays queued for other workers, or for this one
@@ -40,10 +40,10 @@ pub struct FdBudget {
 }
 
 impl FdBudget {
+    /// The budget of this process, its soft limit raised to the hard one
+    /// first (as the server does for its connections).
     pub fn new() -> FdBudget {
-        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft);
-        FdBudget::with_limit(limit)
+        FdBudget::with_limit(crate::limits::raise_nofile())
     }
 
     pub fn with_limit(limit: u64) -> FdBudget {
@@ -55,9 +55,9 @@ impl FdBudget {
     }
 
     /// How many more runs may be claimed with `held` in hand: unbounded
-    /// (`usize::MAX`) below [`FLOOR`] or where descriptors cannot be counted.
+    /// (`usize::MAX`) below the floor or where descriptors cannot be counted.
     pub fn room(&mut self, held: usize) -> usize {
-        if held < FLOOR {
+        if held < floor(self.limit) {
             return usize::MAX;
         }
         let open = match self.counted {
@@ -104,6 +104,13 @@ impl Default for FdBudget {
     }
 }
 
+/// Runs in hand below which descriptors are not counted: [`FLOOR`], or
+/// half of what the limit holds when that is less (a soft limit of 1,024
+/// holds 145 runs).
+pub fn floor(limit: u64) -> usize {
+    FLOOR.min(room(limit, 0) / 2)
+}
+
 /// Runs that fit in `limit` descriptors with `open` open (see the module).
 pub fn room(limit: u64, open: usize) -> usize {
     let budget = usize::try_from(limit.saturating_mul(SHARE) / 100).unwrap_or(usize::MAX);
@@ -130,9 +137,21 @@ mod tests {
     #[test]
     fn few_runs_in_hand_are_not_counted_and_many_are() {
         let mut none = FdBudget::with_limit(0);
-        assert_eq!(none.room(FLOOR - 1), usize::MAX, "below the floor");
-        assert_eq!(none.room(FLOOR), 0, "no descriptors to spare: no room");
+        assert_eq!(none.room(0), 0, "no descriptors to spare: no room");
+        let mut some = FdBudget::with_limit(20_000);
+        assert_eq!(some.room(FLOOR - 1), usize::MAX, "below the floor");
         let mut plenty = FdBudget::with_limit(1 << 40);
         assert!(plenty.room(FLOOR) > 1_000_000);
+    }
+
+    #[test]
+    fn a_small_limit_is_counted_from_fewer_runs() {
+        assert_eq!(floor(20_000), FLOOR);
+        assert_eq!(
+            floor(1_024),
+            72,
+            "870 descriptors hold 145 runs: counted from half"
+        );
+        assert_eq!(floor(0), 0);
     }
 }
