@@ -468,7 +468,7 @@ impl Worker {
         let limit = free
             .min(self.config.batch.max(1))
             .min(self.fds.room(self.held.len()));
-        self.fds.claimed();
+        self.fds.claimed(limit);
         // The leases run from before the request left: never later than
         // the database's idea of them.
         let sent = std::time::Instant::now();

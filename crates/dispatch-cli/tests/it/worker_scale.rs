@@ -6,18 +6,22 @@
 //!   self-fencing deadline) loses none of them;
 //! - admission control: a worker whose runtime is behind claims nothing
 //!   more, and the runs queued meanwhile go to another worker;
-//! - a worker stopped with SIGTERM leaves no workspace mounted.
+//! - a worker stopped with SIGTERM leaves no workspace mounted;
+//! - a worker under a small file limit claims only the runs its
+//!   descriptors serve.
 
+use crate::native_common;
 use crate::remote_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use dispatch_test_support::eventually;
+use native_common::Mock;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remote_common::{Client, Server, mounts, postgres};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A `dispatch worker` process with its own directory, its stderr in a
 /// file; killed (and its mounts undone) when dropped.
@@ -28,9 +32,31 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn start(db_url: &str, name: &str, args: &[&str], vars: &[(&str, &str)]) -> WorkerProc {
+        WorkerProc::start_with(db_url, name, args, vars, None)
+    }
+
+    /// With `nofile` as its file limit, soft and hard, when given.
+    fn start_with(
+        db_url: &str,
+        name: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> WorkerProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .env("DISPATCH_SANDBOX", "off")
             // Small parcels get copies by default: this test is about mounts.
             .env("DISPATCH_WORKSPACE", "overlay")
@@ -217,4 +243,59 @@ fn a_worker_stopped_with_sigterm_leaves_no_workspace_mounted() {
     }
     let log = worker.log();
     assert!(log.contains("2 released to the queue"), "{log}");
+}
+
+/// A worker under a small file limit (200 descriptors, soft and hard)
+/// counts its descriptors from a few runs in hand and claims only what
+/// they serve: 100 native runs queued for its 100 slots all succeed, none
+/// for want of a descriptor, and its log says it held back. (It counted
+/// from 512 runs in hand whatever its limit, so under this one it took
+/// every run and its model calls failed with "Too many open files":
+/// issue #38.)
+#[test]
+fn a_worker_under_a_small_file_limit_claims_only_what_its_descriptors_serve() {
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    let mock = Mock::with_script(json!({
+        "steps": [],
+        "fallback": {"kind": "rounds", "tool_rounds": 0, "tool_name": "none", "delay_ms": 1500, "text": "done"},
+    }));
+    let dir = client.dir.path().join("waiter");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Agentfile"),
+        format!(
+            "FROM agent\nNAME waiter\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
+            mock.url()
+        ),
+    )
+    .expect("Agentfile");
+    let agent = dir.to_str().expect("utf-8");
+    // All queued before the worker starts: it finds 100 at once.
+    let ids: Vec<String> = (0..100).map(|_| client.ok(&["run", agent, "-d"])).collect();
+    let mut worker = WorkerProc::start_with(
+        db.url(),
+        "small",
+        &["--slots", "100"],
+        &[("DISPATCH_SANDBOX", "on")],
+        Some(200),
+    );
+    let count = |status: &str| {
+        let (_, body) = server.call("GET", &format!("/v1/runs?status={status}&limit=200"), None);
+        let runs = body.get("runs").unwrap_or(&body);
+        runs.as_array().map_or(0, Vec::len)
+    };
+    eventually(120, "every run to end", || {
+        count("queued,starting,running") == 0
+    });
+    assert_eq!(count("succeeded"), ids.len(), "{}", worker.log());
+    worker.terminate();
+    let log = worker.log();
+    assert!(
+        log.contains("too few file descriptors left for more"),
+        "{log}"
+    );
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("100 finished"), "{log}");
 }

@@ -28,6 +28,12 @@ pub const SHARE: u64 = 85;
 /// How often the open descriptors are counted at most.
 pub const EVERY: Duration = Duration::from_millis(250);
 
+/// How long a claimed run is counted at [`PER_RUN`] descriptors whatever
+/// is open: a count right after a claim does not see what its runs are
+/// about to open (successive claims took a worker under a small limit
+/// past it).
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// The worker's descriptor budget.
 #[derive(Debug)]
 pub struct FdBudget {
@@ -37,6 +43,8 @@ pub struct FdBudget {
     counted: Option<(Instant, usize)>,
     /// Whether the last answer held claims back (for the log).
     holding_back: bool,
+    /// The claims of the last [`SETTLE`]: when, and how many runs at most.
+    fresh: std::collections::VecDeque<(Instant, usize)>,
 }
 
 impl FdBudget {
@@ -51,14 +59,18 @@ impl FdBudget {
             limit,
             counted: None,
             holding_back: false,
+            fresh: std::collections::VecDeque::new(),
         }
     }
 
-    /// How many more runs may be claimed with `held` in hand: unbounded
-    /// (`usize::MAX`) below the floor or where descriptors cannot be counted.
+    /// How many more runs may be claimed with `held` in hand: up to the
+    /// floor without counting, past it what the open descriptors leave
+    /// (unbounded where they cannot be counted).
     pub fn room(&mut self, held: usize) -> usize {
-        if held < floor(self.limit) {
-            return usize::MAX;
+        let floor = floor(self.limit);
+        if held < floor {
+            // One claim never takes a worker past the floor uncounted.
+            return floor - held;
         }
         let open = match self.counted {
             Some((at, open)) if at.elapsed() < EVERY => open,
@@ -70,7 +82,18 @@ impl FdBudget {
                 None => return usize::MAX,
             },
         };
-        room(self.limit, open)
+        while self
+            .fresh
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= SETTLE)
+        {
+            self.fresh.pop_front();
+        }
+        let fresh: usize = self.fresh.iter().map(|(_, n)| n).sum();
+        room(
+            self.limit,
+            open.saturating_add(fresh.saturating_mul(PER_RUN)),
+        )
     }
 
     /// Whether a claim may take any run with `held` in hand; says so when
@@ -92,9 +115,13 @@ impl FdBudget {
         room > 0
     }
 
-    /// Forgets the last count (a claim just opened more).
-    pub fn claimed(&mut self) {
+    /// A claim of at most `runs` was sent: the next answer counts again,
+    /// and these runs at [`PER_RUN`] each for [`SETTLE`].
+    pub fn claimed(&mut self, runs: usize) {
         self.counted = None;
+        if runs > 0 {
+            self.fresh.push_back((Instant::now(), runs));
+        }
     }
 }
 
@@ -139,9 +166,19 @@ mod tests {
         let mut none = FdBudget::with_limit(0);
         assert_eq!(none.room(0), 0, "no descriptors to spare: no room");
         let mut some = FdBudget::with_limit(20_000);
-        assert_eq!(some.room(FLOOR - 1), usize::MAX, "below the floor");
+        assert_eq!(some.room(0), FLOOR, "up to the floor, uncounted");
+        assert_eq!(some.room(FLOOR - 1), 1, "below the floor");
         let mut plenty = FdBudget::with_limit(1 << 40);
         assert!(plenty.room(FLOOR) > 1_000_000);
+    }
+
+    #[test]
+    fn runs_just_claimed_count_at_their_share_before_they_open_anything() {
+        let mut budget = FdBudget::with_limit(20_000);
+        let before = budget.room(FLOOR);
+        budget.claimed(100);
+        let after = budget.room(FLOOR);
+        assert!(after + 100 <= before, "{before} then {after}");
     }
 
     #[test]

@@ -29,6 +29,18 @@ impl Mock {
         Mock { server, _rt: rt }
     }
 
+    /// Serves a whole script (its steps, a `fallback`, ...), as JSON.
+    pub fn with_script(script: Value) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let script: Script = serde_json::from_value(script).expect("a valid script");
+        let server = rt.block_on(MockServer::start(script)).expect("mock starts");
+        Mock { server, _rt: rt }
+    }
+
     pub fn url(&self) -> String {
         self.server.base_url()
     }
