@@ -6,19 +6,22 @@
 //! its lag measure kept from claiming 10,000 runs at once on a 2-core
 //! machine then ran out of its 20,000 descriptors: model calls failed to
 //! connect with "Too many open files" and 15 % of the runs failed (issue
-//! #38). So, past [`FLOOR`] runs in hand (fewer under a small limit), a claim takes at most as many
-//! runs as [`PER_RUN`] descriptors each leave within [`SHARE`] of the
-//! limit, counting the open ones (`/proc/self/fd`, read at most every
-//! [`EVERY`]); the rest stays queued for other workers, or for this one
-//! when its runs end.
+//! #38). So, past [`FLOOR`] runs in hand (fewer under a small limit, and
+//! no claim goes past it uncounted), a claim takes at most as many runs as
+//! [`PER_RUN`] descriptors each leave within [`SHARE`] of the limit,
+//! counting the open ones (`/proc/self/fd`, read at most every [`EVERY`])
+//! and the runs claimed in the last [`SETTLE`] at [`PER_RUN`] each; the
+//! rest stays queued for other workers, or for this one when its runs end.
 
 use std::time::{Duration, Instant};
 
 /// Runs in hand below which descriptors are not counted.
 pub const FLOOR: usize = 512;
 
-/// The descriptors one more run may need at its busiest: its log, its
-/// model call's connection, its tool's three pipes, and one to spare.
+/// The descriptors counted for one more run: it holds two or three while
+/// it waits on its model (its log, the call's connection) and about seven
+/// while a tool runs (its log, the tool's three pipes, the tether's pipe
+/// and memfd, made per tool); six covers a worker's mix with room to spare.
 pub const PER_RUN: usize = 6;
 
 /// The part of the limit runs may fill, in percent; the rest is for the
