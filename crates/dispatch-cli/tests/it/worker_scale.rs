@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use dispatch_test_support::eventually;
-use native_common::Mock;
+use native_common::{Mock, native_agent};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use remote_common::{Client, Server, mounts, postgres};
@@ -261,16 +261,14 @@ fn a_worker_under_a_small_file_limit_claims_only_what_its_descriptors_serve() {
         "steps": [],
         "fallback": {"kind": "rounds", "tool_rounds": 0, "tool_name": "none", "delay_ms": 1500, "text": "done"},
     }));
-    let dir = client.dir.path().join("waiter");
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(
-        dir.join("Agentfile"),
-        format!(
-            "FROM agent\nNAME waiter\nMODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\n",
+    let dir = native_agent(
+        client.dir.path(),
+        "waiter",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}",
             mock.url()
         ),
-    )
-    .expect("Agentfile");
+    );
     let agent = dir.to_str().expect("utf-8");
     // All queued before the worker starts: it finds 100 at once.
     let ids: Vec<String> = (0..100).map(|_| client.ok(&["run", agent, "-d"])).collect();
