@@ -7,6 +7,7 @@
 //! - admission control: a worker whose runtime is behind claims nothing
 //!   more, and the runs queued meanwhile go to another worker;
 //! - a worker stopped with SIGTERM leaves no workspace mounted;
+//! - a frozen worker's native tool dies before the lease expires;
 //! - a worker under a small file limit claims only the runs its
 //!   descriptors serve.
 
@@ -296,4 +297,71 @@ fn a_worker_under_a_small_file_limit_claims_only_what_its_descriptors_serve() {
     );
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(log.contains("100 finished"), "{log}");
+}
+
+/// A worker frozen (SIGSTOP) while a native run's LOCAL tool runs: the
+/// tool is killed before the run's lease expires, though its tether was
+/// made when the tool started, after the lease had been renewed (the
+/// tether takes the run's latest deadline, and renewals move it).
+#[test]
+fn a_frozen_workers_native_tool_is_killed_before_the_lease_expires() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // the tether comes with the sandbox's PID namespace (root here)
+    }
+    let Some(db) = postgres() else { return };
+    let server = Server::start_on(Some(db.url()), &["--workers", "0"]);
+    let client = Client::new(&server);
+    // The first answer, a call of the tool, comes after 3 s: renewals first.
+    let mock = Mock::with_script(json!({
+        "steps": [],
+        "fallback": {"kind": "rounds", "tool_rounds": 1, "tool_name": "beat", "delay_ms": 3000, "text": "done"},
+    }));
+    let dir = native_agent(
+        client.dir.path(),
+        "beater",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTOOL LOCAL beat.sh AS beat",
+            mock.url()
+        ),
+    );
+    std::fs::write(
+        dir.join("beat.sh"),
+        "while :; do date +%s%N >> tool-beats; sleep 0.02; done\n",
+    )
+    .expect("tool");
+    let worker = WorkerProc::start(
+        db.url(),
+        "frozen",
+        &["--slots", "2", "--lease-ms", "3000"],
+        &[("DISPATCH_SANDBOX", "on")],
+    );
+    let id = client.ok(&["run", dir.to_str().expect("utf-8"), "-d"]);
+    let beats = worker.root().join("runs").join(&id).join("work/tool-beats");
+    eventually(60, "the tool beats", || {
+        std::fs::metadata(&beats).is_ok_and(|m| m.len() > 0)
+    });
+    let frozen = std::time::SystemTime::now();
+    kill(Pid::from_raw(worker.child.id() as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    eventually(20, "the beats stop", || {
+        let before = std::fs::metadata(&beats).map_or(0, |m| m.len());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        before == std::fs::metadata(&beats).map_or(0, |m| m.len())
+    });
+    let text = std::fs::read_to_string(&beats).expect("beats");
+    let last: u128 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a beat");
+    let frozen_ns = frozen
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    assert!(
+        last < frozen_ns + 3_000_000_000,
+        "the tool beat {} ms after the freeze, past the 3 s lease",
+        (last - frozen_ns) / 1_000_000
+    );
+    let _ = kill(Pid::from_raw(worker.child.id() as i32), Signal::SIGCONT);
 }
