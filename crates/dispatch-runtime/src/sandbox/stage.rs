@@ -203,10 +203,9 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
     let keeper = plan.keeper.as_ref().map(|k| k.spec(&mut fds));
     let tie = plan.steps.as_ref().and_then(|s| s.tether.as_ref());
     let held = tie.map(|t| t.hold()).transpose()?.flatten();
-    let tether = match (&held, tie) {
-        (Some(t), _) => Some(t.fds()),
-        (None, Some(t)) => t.fds(),
-        (None, None) => None,
+    let tether = match &held {
+        Some(t) => Some(t.fds()),
+        None => tie.and_then(Tie::fds),
     };
     let steps = plan
         .steps

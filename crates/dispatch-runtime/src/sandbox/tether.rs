@@ -111,19 +111,10 @@ impl Slot {
         if leased {
             let deadline = first_deadline();
             let mut all = tethers();
-            match all.get_mut(run) {
-                // Another tether of the run (a keeper's) follows this slot.
-                Some(e) => (e.token, e.deadline) = (token, deadline),
-                None => {
-                    let live = Vec::new();
-                    let e = Entry {
-                        token,
-                        deadline,
-                        live,
-                    };
-                    all.insert(run.to_string(), e);
-                }
-            }
+            // Another tether of the run already there (a keeper's) follows
+            // this slot.
+            let e = all.entry(run.to_string()).or_default();
+            (e.token, e.deadline) = (token, deadline);
         }
         Slot {
             run: leased.then(|| run.to_string()),
@@ -151,8 +142,7 @@ impl Slot {
                 };
                 let t = Tether::make(deadline, None)?;
                 if let Some(e) = all.get_mut(run).filter(|e| e.token == self.token) {
-                    e.live.retain(|w| w.strong_count() > 0);
-                    e.live.push(Arc::downgrade(&t));
+                    e.follow(&t);
                 }
                 t
             }
@@ -204,10 +194,19 @@ static KILL_AFTER: OnceLock<Duration> = OnceLock::new();
 
 /// What the registry knows of one attempt: its deadline and its live
 /// tethers.
+#[derive(Default)]
 struct Entry {
     token: u64,
     deadline: u64,
     live: Vec<Weak<Tether>>,
+}
+
+impl Entry {
+    /// `t`'s deadline moves with this attempt's renewals from now on.
+    fn follow(&mut self, t: &Arc<Tether>) {
+        self.live.retain(|w| w.strong_count() > 0);
+        self.live.push(Arc::downgrade(t));
+    }
 }
 
 /// The attempts running here under leases, by run id.
@@ -287,29 +286,22 @@ impl Tether {
             return Tether::make(NEVER, None);
         }
         let mut all = tethers();
-        match all.get_mut(run) {
-            // The attempt's slot keeps the deadline: this one follows it.
-            Some(e) => {
-                let t = Tether::make(e.deadline, None)?;
-                e.live.retain(|w| w.strong_count() > 0);
-                e.live.push(Arc::downgrade(&t));
-                Ok(t)
-            }
-            None => {
-                let (token, deadline) = (next_token(), first_deadline());
-                let t = Tether::make(deadline, Some((run.to_string(), token)))?;
-                let live = vec![Arc::downgrade(&t)];
-                all.insert(
-                    run.to_string(),
-                    Entry {
-                        token,
-                        deadline,
-                        live,
-                    },
-                );
-                Ok(t)
-            }
+        // The attempt's slot keeps the deadline: this one follows it.
+        if let Some(e) = all.get_mut(run) {
+            let t = Tether::make(e.deadline, None)?;
+            e.follow(&t);
+            return Ok(t);
         }
+        let (token, deadline) = (next_token(), first_deadline());
+        let t = Tether::make(deadline, Some((run.to_string(), token)))?;
+        let mut e = Entry {
+            token,
+            deadline,
+            live: Vec::new(),
+        };
+        e.follow(&t);
+        all.insert(run.to_string(), e);
+        Ok(t)
     }
 
     /// A pipe and a memfd holding `deadline`; `run`: the registration it

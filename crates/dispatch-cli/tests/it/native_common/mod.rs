@@ -18,15 +18,7 @@ pub struct Mock {
 impl Mock {
     /// Serves `steps` (the mock's script steps, as JSON) in order, then the default reply.
     pub fn start(steps: Value) -> Mock {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let script: Script =
-            serde_json::from_value(json!({ "steps": steps })).expect("a valid script");
-        let server = rt.block_on(MockServer::start(script)).expect("mock starts");
-        Mock { server, _rt: rt }
+        Mock::with_script(json!({ "steps": steps }))
     }
 
     /// Serves a whole script (its steps, a `fallback`, ...), as JSON.
