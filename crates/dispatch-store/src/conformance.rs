@@ -333,6 +333,7 @@ macro_rules! __blob_conformance_names {
         $crate::__conformance_tests!($mode $factory;
             an_object_is_its_parts_in_order_and_nothing_shows_before_its_commit,
             a_commit_replaces_the_object_whole_and_drops_the_old_parts,
+            a_put_object_is_new_then_replaced_and_keeps_its_conditions,
             commits_keep_their_conditions_and_a_refused_one_changes_nothing,
             objects_list_by_prefix_in_key_order_a_page_at_a_time,
             abandoned_uploads_expire_and_committed_objects_stay,

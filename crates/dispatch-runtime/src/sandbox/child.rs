@@ -55,8 +55,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 pub(super) struct Bind {
     /// Where it is on the host, under `/oldroot` (canonical).
+    #[serde(with = "super::wire::one")]
     pub src: CString,
     /// Where the agent sees it, under `/newroot` (the path it was given).
+    #[serde(with = "super::wire::one")]
     pub dst: CString,
     pub readonly: bool,
 }
@@ -66,12 +68,19 @@ pub(super) struct Bind {
 pub(super) enum System {
     /// `/oldroot/usr` onto `/newroot/usr`, read-only unless `writable`.
     Dir {
+        #[serde(with = "super::wire::one")]
         src: CString,
+        #[serde(with = "super::wire::one")]
         dst: CString,
         writable: bool,
     },
     /// `/newroot/bin` → `usr/bin`.
-    Link { target: CString, dst: CString },
+    Link {
+        #[serde(with = "super::wire::one")]
+        target: CString,
+        #[serde(with = "super::wire::one")]
+        dst: CString,
+    },
 }
 
 /// The agent's filesystem view, as mounts to make under `/newroot`.
@@ -81,18 +90,23 @@ pub(super) struct View {
     /// A fresh `/proc` (the PID namespace's), else the host's bound.
     pub pid_ns: bool,
     /// Directories to create under `/newroot`, parents first.
+    #[serde(with = "super::wire::many")]
     pub dirs: Vec<CString>,
     /// Empty files to create as mount points of file binds.
+    #[serde(with = "super::wire::many")]
     pub files: Vec<CString>,
     pub binds: Vec<Bind>,
     /// Mounted over with an empty, unreadable tmpfs.
+    #[serde(with = "super::wire::many")]
     pub hide: Vec<CString>,
     /// Directories made in the private `/tmp` to hold the binds' mount
     /// points (a state directory under `/tmp` has its parents there): bound
     /// onto themselves read-only, so the agent, who may own them in a user
     /// namespace, cannot write beside its binds.
+    #[serde(with = "super::wire::many")]
     pub seal: Vec<CString>,
     /// The working directory, as the agent sees it.
+    #[serde(with = "super::wire::one")]
     pub cwd: CString,
 }
 
@@ -100,7 +114,9 @@ pub(super) struct View {
 /// uid and gid, mapped to themselves (`"1000 1000 1"`).
 #[derive(Serialize, Deserialize)]
 pub(super) struct UserMaps {
+    #[serde(with = "super::wire::one")]
     pub uid_map: CString,
+    #[serde(with = "super::wire::one")]
     pub gid_map: CString,
 }
 

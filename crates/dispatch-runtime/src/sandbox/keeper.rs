@@ -112,7 +112,9 @@ pub(super) struct KeeperSpec {
     stop: usize,
     out: usize,
     v1: bool,
+    #[serde(with = "super::wire::one")]
     procs: CString,
+    #[serde(with = "super::wire::one")]
     dir: CString,
     after: Option<Command>,
 }

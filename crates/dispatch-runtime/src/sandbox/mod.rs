@@ -46,6 +46,7 @@ pub mod spawner;
 pub mod stage;
 mod tether;
 mod unprivileged;
+mod wire;
 
 pub use tether::{hold_leases, lease_renewed};
 

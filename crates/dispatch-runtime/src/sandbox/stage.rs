@@ -89,9 +89,13 @@ pub(super) fn enabled() -> bool {
 struct Spec<S> {
     /// The worker's pid: a stage with another parent exits.
     parent: i32,
+    #[serde(with = "super::wire::one")]
     program: Vec<u8>,
+    #[serde(with = "super::wire::many")]
     args: Vec<Vec<u8>>,
+    #[serde(with = "super::wire::pairs")]
     env: Vec<(Vec<u8>, Vec<u8>)>,
+    #[serde(with = "super::wire::one")]
     cwd: Vec<u8>,
     /// How many descriptors follow [`FIRST_PASSED`].
     passed: usize,

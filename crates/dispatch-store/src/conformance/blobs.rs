@@ -117,6 +117,60 @@ pub async fn a_commit_replaces_the_object_whole_and_drops_the_old_parts<S: BlobS
     assert!(store.blob_parts("new").await.expect("parts").is_empty());
 }
 
+/// `put_blob`, the one-call write (a run's call records): a new key, the
+/// same key again (the old parts go), a condition that does not hold
+/// (nothing changes), an empty object.
+pub async fn a_put_object_is_new_then_replaced_and_keeps_its_conditions<S: BlobStore>(store: S) {
+    let first = store
+        .put_blob("k", "u1", b"first", &BlobExpect::Any, 1)
+        .await
+        .expect("put")
+        .expect("written");
+    assert_eq!((first.upload.as_str(), first.size), ("u1", 5));
+    assert_eq!(read_all(&store, "k").await.as_deref(), Some(&b"first"[..]));
+    let refused = store
+        .put_blob("k", "u2", b"second", &BlobExpect::Absent, 2)
+        .await
+        .expect("put");
+    assert_eq!(refused, None, "the key is taken");
+    assert!(store.blob_parts("u2").await.expect("parts").is_empty());
+    assert_eq!(read_all(&store, "k").await.as_deref(), Some(&b"first"[..]));
+    let second = store
+        .put_blob("k", "u3", b"second!", &BlobExpect::Any, 3)
+        .await
+        .expect("put")
+        .expect("written");
+    assert_eq!((second.upload.as_str(), second.size), ("u3", 7));
+    assert_eq!(
+        read_all(&store, "k").await.as_deref(),
+        Some(&b"second!"[..])
+    );
+    assert!(
+        store.blob_parts("u1").await.expect("parts").is_empty(),
+        "the replaced object's parts went"
+    );
+    let fresh = store
+        .put_blob("new", "u4", b"x", &BlobExpect::Absent, 4)
+        .await
+        .expect("put");
+    assert!(fresh.is_some(), "an absent key is written");
+    let empty = store
+        .put_blob("empty", "u5", b"", &BlobExpect::Any, 5)
+        .await
+        .expect("put")
+        .expect("written");
+    assert_eq!(empty.size, 0);
+    assert_eq!(read_all(&store, "empty").await.as_deref(), Some(&b""[..]));
+    assert_eq!(
+        store
+            .head_blob("empty")
+            .await
+            .expect("head")
+            .map(|m| m.size),
+        Some(0)
+    );
+}
+
 pub async fn commits_keep_their_conditions_and_a_refused_one_changes_nothing<S: BlobStore>(
     store: S,
 ) {

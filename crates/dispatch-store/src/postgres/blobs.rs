@@ -177,6 +177,42 @@ async fn point(
     }))
 }
 
+/// Writes `key` as a new object of `bytes` in one statement (a call pack
+/// per run, issue #38): its row and its part, or nothing when the key is
+/// taken (`None`: the transaction of [`point`] decides then).
+async fn put_new(
+    store: &PgStore,
+    key: &str,
+    upload: &str,
+    bytes: &[u8],
+    at: Ts,
+) -> Result<Option<BlobMeta>, Fail> {
+    let client = store.client().await?;
+    let stmt = client
+        .prepare_cached(
+            "WITH b AS (INSERT INTO blobs (key, upload, size, modified_at) \
+                        VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING 1), \
+                  p AS (INSERT INTO blob_parts (upload, seq, len, data) \
+                        SELECT $2, 0, $3, $5 FROM b WHERE $3 > 0) \
+             SELECT count(*) FROM b",
+        )
+        .await?;
+    let len = bytes.len() as i64;
+    let row = client
+        .query_one(&stmt, &[&key, &upload, &len, &at, &bytes])
+        .await?;
+    if row.try_get::<_, i64>(0)? != 1 {
+        return Ok(None);
+    }
+    Ok(Some(BlobMeta {
+        key: key.to_string(),
+        upload: upload.to_string(),
+        size: size_of(len),
+        etag: upload.to_string(),
+        modified_at: at,
+    }))
+}
+
 async fn abort(tx: &Transaction<'_>, upload: &str) -> Result<(), Fail> {
     let stmt = tx
         .prepare_cached("DELETE FROM blob_uploads WHERE upload = $1")
@@ -330,8 +366,9 @@ impl BlobStore for PgStore {
         in_tx!(self, |tx| abort(&tx, upload))
     }
 
-    /// One transaction: the part, then the key (no upload row: nothing is
-    /// left half-written for `expire` to find).
+    /// A new key is one statement (its row and its part, or neither);
+    /// else one transaction: the part, then the key (no upload row: nothing
+    /// is left half-written for `expire` to find).
     async fn put_blob(
         &self,
         key: &str,
@@ -341,6 +378,12 @@ impl BlobStore for PgStore {
         at: Ts,
     ) -> StoreResult<Option<BlobMeta>> {
         self.fits_a_part(bytes)?;
+        if matches!(expect, BlobExpect::Any | BlobExpect::Absent) {
+            let created = self.finish(put_new(self, key, upload, bytes, at).await)?;
+            if created.is_some() {
+                return Ok(created);
+            }
+        }
         in_tx!(self, |tx| async {
             let len = bytes.len() as i64;
             if len > 0 {

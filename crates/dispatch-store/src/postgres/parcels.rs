@@ -99,21 +99,18 @@ pub(super) async fn put_brief(
     // when nothing changes, so every run created with the same brief
     // waited for the one before to commit (16 ms a create at 32 at once,
     // issue #38). A brief is stored by its digest: the row is only
-    // rewritten when its content is not what the digest says.
-    let insert = tx
+    // rewritten when its content is not what the digest says. One
+    // statement: its update sees the rows from before its insert.
+    let stmt = tx
         .prepare_cached(
-            "INSERT INTO briefs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+            "WITH ins AS (INSERT INTO briefs (sha256, content) VALUES ($1, $2) \
+                          ON CONFLICT (sha256) DO NOTHING RETURNING 1), \
+                  fix AS (UPDATE briefs SET content = $2 \
+                          WHERE sha256 = $1 AND content IS DISTINCT FROM $2 RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM fix)",
         )
         .await?;
-    if tx.execute(&insert, &[&sha256, &bytes]).await? == 1 {
-        return Ok(true);
-    }
-    let repair = tx
-        .prepare_cached(
-            "UPDATE briefs SET content = $2 WHERE sha256 = $1 AND content IS DISTINCT FROM $2",
-        )
-        .await?;
-    Ok(tx.execute(&repair, &[&sha256, &bytes]).await? == 1)
+    Ok(tx.query_one(&stmt, &[&sha256, &bytes]).await?.try_get(0)?)
 }
 
 pub(super) async fn get_brief(tx: &Transaction<'_>, sha256: &str) -> Result<Option<Vec<u8>>, Fail> {

@@ -114,7 +114,19 @@ pub(super) async fn create_with(
     let (at_creation, later): (Vec<&NewEvent>, Vec<&NewEvent>) =
         extras.events.iter().partition(|e| e.usage().is_none());
     let state = review.as_ref().map(|(state, _)| state.clone());
-    let mut run = create_as(tx, &plain, state, &at_creation).await?;
+    let policy = extras
+        .policy
+        .as_ref()
+        .map(|p| to_json("policy", p))
+        .transpose()?;
+    let columns = super::runs::Extras {
+        key: extras.idempotency_key.as_deref(),
+        session: extras.session.as_deref(),
+        policy,
+        keep_workspace: extras.keep_workspace,
+        traceparent: extras.traceparent.as_deref(),
+    };
+    let mut run = create_as(tx, &plain, state, &at_creation, &columns).await?;
     if let Some(c) = keyed {
         // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;
@@ -131,43 +143,13 @@ pub(super) async fn create_with(
             run = super::limits::save(tx, &new.id, run.version, &claim).await?;
         }
     }
-    let policy = extras
-        .policy
-        .as_ref()
-        .map(|p| to_json("policy", p))
-        .transpose()?;
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE runs SET idempotency_key = $2, session = $3, policy = $4, keep_workspace = $5, \
-             traceparent = $6 WHERE id = $1",
-        )
-        .await?;
-    let extras_saved = async {
-        tx.execute(
-            &stmt,
-            &[
-                &new.id.as_str(),
-                &extras.idempotency_key,
-                &extras.session,
-                &policy,
-                &extras.keep_workspace,
-                &extras.traceparent,
-            ],
-        )
-        .await?;
-        Ok::<(), Fail>(())
-    };
     // The run was inserted by this transaction: no one else sees it yet,
-    // so its lock need not be taken again. Events with usage (none today
-    // at creation) go with its extras, pipelined on the connection.
-    let events_saved = async {
-        if !later.is_empty() {
-            let later: Vec<NewEvent> = later.into_iter().cloned().collect();
-            super::events::append_locked(tx, &new.id, &later).await?;
-        }
-        Ok::<(), Fail>(())
-    };
-    tokio::try_join!(extras_saved, events_saved)?;
+    // so its lock need not be taken again for events with usage (none
+    // today at creation).
+    if !later.is_empty() {
+        let later: Vec<NewEvent> = later.into_iter().cloned().collect();
+        super::events::append_locked(tx, &new.id, &later).await?;
+    }
     if let Some((_, approval)) = &review {
         request_approval(tx, approval).await?;
     }

@@ -135,7 +135,18 @@ pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Resu
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    create_as(tx, new, None, &[]).await
+    create_as(tx, new, None, &[], &Extras::default()).await
+}
+
+/// The columns of a run's [`crate::RunExtras`] written with its insert
+/// (their defaults when it has none).
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    pub key: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub policy: Option<String>,
+    pub keep_workspace: bool,
+    pub traceparent: Option<&'a str>,
 }
 
 /// [`create`], in `state` when given (a run created in review) rather than
@@ -146,6 +157,7 @@ pub(super) async fn create_as(
     new: &NewRun,
     state: Option<RunState>,
     events: &[&NewEvent],
+    extras: &Extras<'_>,
 ) -> Result<Run, Fail> {
     let state = match (state, new.created) {
         (Some(state), _) => state,
@@ -153,13 +165,16 @@ pub(super) async fn create_as(
         (None, false) => RunState::queued(),
     };
     let stmt = tx
-        .prepare_cached(
-            "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, state, \
-             attempt, parent_id, origin_id, payload, brief_sha256, created_at, updated_at, ready_at, \
-             trigger_kind, handoff_key, project) \
-             VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11, $12, $13, $14) \
-             ON CONFLICT (id) DO NOTHING",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO runs (id, version, parcel_digest, parcel_name, operation, status, \
+                 state, attempt, parent_id, origin_id, payload, brief_sha256, created_at, \
+                 updated_at, ready_at, trigger_kind, handoff_key, project, idempotency_key, \
+                 session, policy, keep_workspace, traceparent) \
+                 VALUES ($1, 1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $11, $11, $12, $13, \
+                 $14, $15, $16, $17, $18, $19) \
+                 ON CONFLICT (id) DO NOTHING RETURNING ",
+            run_columns!()
+        ))
         .await?;
     let (state_json, payload) = (to_json("state", &state)?, to_json("payload", &new.payload)?);
     let created = NewEvent::new(
@@ -179,8 +194,8 @@ pub(super) async fn create_as(
     // run, and the error below rolls the transaction back.
     let (inserted, ()) = tokio::try_join!(
         async {
-            Ok::<u64, Fail>(
-                tx.execute(
+            Ok::<Option<Row>, Fail>(
+                tx.query_opt(
                     &stmt,
                     &[
                         &new.id.as_str(),
@@ -197,6 +212,11 @@ pub(super) async fn create_as(
                         &new.trigger.as_str(),
                         &new.handoff_key,
                         &new.project,
+                        &extras.key,
+                        &extras.session,
+                        &extras.policy,
+                        &extras.keep_workspace,
+                        &extras.traceparent,
                     ],
                 )
                 .await?,
@@ -209,13 +229,13 @@ pub(super) async fn create_as(
             insert_run_events(tx, &new.id, &all).await
         }
     )?;
-    if inserted != 1 {
+    let Some(inserted) = inserted else {
         // Version 0: we expected no run with this id.
         return Err(Fail::Store(StoreError::Conflict {
             id: new.id.clone(),
             expected: 0,
         }));
-    }
+    };
     if let Some(helper) = new.claimed_by {
         let claim = crate::created_claimed::claim_write(new, helper);
         let item = super::transitions::Item {
@@ -230,7 +250,8 @@ pub(super) async fn create_as(
             .map_err(Fail::Store);
     }
     notify_queue(tx).await?;
-    get(tx, &new.id).await
+    // As inserted: nothing else of this transaction wrote the run since.
+    run_from_row(&inserted)
 }
 
 pub(super) async fn get<C: GenericClient>(tx: &C, id: &RunId) -> Result<Run, Fail> {
