@@ -93,8 +93,9 @@ pub trait BlobStore: Send + Sync {
     /// Puts `bytes` (at most [`MAX_PART`]) at `key` as `upload`, all at
     /// once: what [`Self::begin_blob_upload`], one part and
     /// [`Self::commit_blob`] do, with their answers. A store may do it in
-    /// one transaction (PostgreSQL does: a small object, such as a run's
-    /// call records, was three transactions of fifteen round trips).
+    /// one transaction (PostgreSQL does, and a new key in one statement: a
+    /// small object, such as a run's call records, was three transactions
+    /// of fifteen round trips).
     async fn put_blob(
         &self,
         key: &str,
