@@ -154,9 +154,9 @@ mod tests {
     fn sample(odd: &[u8]) -> Sample {
         Sample {
             program: b"/bin/sh".to_vec(),
-            cwd: CString::new(odd.to_vec()).unwrap(),
+            cwd: CString::new(odd.to_vec()).expect("no NUL"),
             args: vec![b"-c".to_vec(), odd.to_vec(), b"\"quoted\"\n".to_vec()],
-            dirs: vec![CString::new("/newroot/tmp").unwrap()],
+            dirs: vec![CString::new("/newroot/tmp").expect("no NUL")],
             env: vec![
                 (b"PATH".to_vec(), b"/usr/bin".to_vec()),
                 (b"X".to_vec(), odd.to_vec()),
@@ -168,22 +168,25 @@ mod tests {
     fn utf8_is_a_string_and_other_bytes_an_array_both_come_back_exact() {
         let odd = std::ffi::OsStr::from_bytes(b"caf\xe9/\xff").as_bytes();
         let s = sample(odd);
-        let json = serde_json::to_string(&s).unwrap();
+        let json = serde_json::to_string(&s).expect("serializes");
         assert!(json.contains(r#""program":"/bin/sh""#), "{json}");
         assert!(json.contains(r#"["PATH","/usr/bin"]"#), "{json}");
         assert!(json.contains("[99,97,102,233,47,255]"), "{json}");
-        let back: Sample = serde_json::from_str(&json).unwrap();
+        let back: Sample = serde_json::from_str(&json).expect("reads back");
         assert_eq!(back, s);
         let plain = sample("é/ü".as_bytes());
-        let json = serde_json::to_string(&plain).unwrap();
+        let json = serde_json::to_string(&plain).expect("serializes");
         assert!(json.contains(r#""cwd":"é/ü""#), "{json}");
-        assert_eq!(serde_json::from_str::<Sample>(&json).unwrap(), plain);
+        assert_eq!(
+            serde_json::from_str::<Sample>(&json).expect("reads back"),
+            plain
+        );
     }
 
     #[test]
     fn a_nul_in_a_c_string_is_an_error_not_a_panic() {
         let json = r#"{"program":"x","cwd":"a\u0000b","args":[],"dirs":[],"env":[]}"#;
-        let err = serde_json::from_str::<Sample>(json).unwrap_err();
+        let err = serde_json::from_str::<Sample>(json).expect_err("a NUL is refused");
         assert!(err.to_string().contains("nul"), "{err}");
     }
 }
