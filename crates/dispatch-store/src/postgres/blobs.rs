@@ -168,26 +168,30 @@ async fn point(
     if let Some(old) = replaced.filter(|old| old != upload) {
         delete_parts(tx, &old).await?;
     }
-    Ok(Some(BlobMeta {
+    Ok(Some(written(key, upload, size, at)))
+}
+
+/// What a write of `key` as `upload` (`size` bytes, at `at`) answers.
+fn written(key: &str, upload: &str, size: i64, at: Ts) -> BlobMeta {
+    BlobMeta {
         key: key.to_string(),
         upload: upload.to_string(),
         size: size_of(size),
         etag: upload.to_string(),
         modified_at: at,
-    }))
+    }
 }
 
 /// Writes `key` as a new object of `bytes` in one statement (a call pack
 /// per run, issue #38): its row and its part, or nothing when the key is
 /// taken (`None`: the transaction of [`point`] decides then).
 async fn put_new(
-    store: &PgStore,
+    client: &impl GenericClient,
     key: &str,
     upload: &str,
     bytes: &[u8],
     at: Ts,
 ) -> Result<Option<BlobMeta>, Fail> {
-    let client = store.client().await?;
     let stmt = client
         .prepare_cached(
             "WITH b AS (INSERT INTO blobs (key, upload, size, modified_at) \
@@ -201,16 +205,7 @@ async fn put_new(
     let row = client
         .query_one(&stmt, &[&key, &upload, &len, &at, &bytes])
         .await?;
-    if row.try_get::<_, i64>(0)? != 1 {
-        return Ok(None);
-    }
-    Ok(Some(BlobMeta {
-        key: key.to_string(),
-        upload: upload.to_string(),
-        size: size_of(len),
-        etag: upload.to_string(),
-        modified_at: at,
-    }))
+    Ok((row.try_get::<_, i64>(0)? == 1).then(|| written(key, upload, len, at)))
 }
 
 async fn abort(tx: &Transaction<'_>, upload: &str) -> Result<(), Fail> {
@@ -379,7 +374,7 @@ impl BlobStore for PgStore {
     ) -> StoreResult<Option<BlobMeta>> {
         self.fits_a_part(bytes)?;
         if matches!(expect, BlobExpect::Any | BlobExpect::Absent) {
-            let created = self.finish(put_new(self, key, upload, bytes, at).await)?;
+            let created = read!(self, |client| put_new(&client, key, upload, bytes, at))?;
             if created.is_some() {
                 return Ok(created);
             }

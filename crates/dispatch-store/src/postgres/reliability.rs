@@ -114,19 +114,7 @@ pub(super) async fn create_with(
     let (at_creation, later): (Vec<&NewEvent>, Vec<&NewEvent>) =
         extras.events.iter().partition(|e| e.usage().is_none());
     let state = review.as_ref().map(|(state, _)| state.clone());
-    let policy = extras
-        .policy
-        .as_ref()
-        .map(|p| to_json("policy", p))
-        .transpose()?;
-    let columns = super::runs::Extras {
-        key: extras.idempotency_key.as_deref(),
-        session: extras.session.as_deref(),
-        policy,
-        keep_workspace: extras.keep_workspace,
-        traceparent: extras.traceparent.as_deref(),
-    };
-    let mut run = create_as(tx, &plain, state, &at_creation, &columns).await?;
+    let mut run = create_as(tx, &plain, state, &at_creation, extras).await?;
     if let Some(c) = keyed {
         // The key's columns are not the run's: `run` stays as created.
         super::limits::set_key(tx, &new.id, c).await?;

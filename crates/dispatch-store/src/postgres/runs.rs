@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 
 use super::events::{insert_event, insert_run_events};
 use super::{CALLBACK_CHANNEL, Fail, QUEUE_CHANNEL, to_json};
-use crate::{NewRun, Run, RunFilter, StoreError};
+use crate::{NewRun, Run, RunExtras, RunFilter, StoreError};
 
 /// The columns [`run_from_row`] reads by position, in its order.
 macro_rules! run_columns {
@@ -135,29 +135,19 @@ pub(super) async fn notify_callbacks(tx: &Transaction<'_>, ids: &[&str]) -> Resu
 }
 
 pub(super) async fn create(tx: &Transaction<'_>, new: &NewRun) -> Result<Run, Fail> {
-    create_as(tx, new, None, &[], &Extras::default()).await
-}
-
-/// The columns of a run's [`crate::RunExtras`] written with its insert
-/// (their defaults when it has none).
-#[derive(Default)]
-pub(super) struct Extras<'a> {
-    pub key: Option<&'a str>,
-    pub session: Option<&'a str>,
-    pub policy: Option<String>,
-    pub keep_workspace: bool,
-    pub traceparent: Option<&'a str>,
+    create_as(tx, new, None, &[], &RunExtras::default()).await
 }
 
 /// [`create`], in `state` when given (a run created in review) rather than
 /// `created` or `queued`, with `events` (no usage) logged right after its
-/// `created` event in the same statement.
+/// `created` event in the same statement, and the columns of `extras`
+/// (key, session, policy, kept workspace, `traceparent`) in its insert.
 pub(super) async fn create_as(
     tx: &Transaction<'_>,
     new: &NewRun,
     state: Option<RunState>,
     events: &[&NewEvent],
-    extras: &Extras<'_>,
+    extras: &RunExtras,
 ) -> Result<Run, Fail> {
     let state = match (state, new.created) {
         (Some(state), _) => state,
@@ -177,6 +167,11 @@ pub(super) async fn create_as(
         ))
         .await?;
     let (state_json, payload) = (to_json("state", &state)?, to_json("payload", &new.payload)?);
+    let policy = extras
+        .policy
+        .as_ref()
+        .map(|p| to_json("policy", p))
+        .transpose()?;
     let created = NewEvent::new(
         EventKind::Created,
         1,
@@ -212,9 +207,9 @@ pub(super) async fn create_as(
                         &new.trigger.as_str(),
                         &new.handoff_key,
                         &new.project,
-                        &extras.key,
+                        &extras.idempotency_key,
                         &extras.session,
-                        &extras.policy,
+                        &policy,
                         &extras.keep_workspace,
                         &extras.traceparent,
                     ],
