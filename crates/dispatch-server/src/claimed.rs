@@ -63,6 +63,15 @@ pub(crate) async fn run(
         if let Some(writer) = store.writer() {
             shipper = shipper.with_writer(writer.clone());
         }
+        // A native agent's log is written by this process only, and its
+        // text goes out live as deltas: no need to look at it five times a
+        // second while the run waits on its model.
+        if parcel
+            .as_ref()
+            .is_some_and(|p| p.manifest.courier == dispatch_core::parcel::Courier::Agent)
+        {
+            shipper = shipper.quiet_looks(crate::ship::QUIET_LOOK_EVERY);
+        }
         Arc::new(match fresh {
             true => shipper.stored_from(0),
             false => shipper,

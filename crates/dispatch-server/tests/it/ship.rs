@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dispatch_core::RunId;
 use dispatch_runtime::Layout;
 use dispatch_server::SharedStore;
-use dispatch_server::ship::{BATCH_BYTES, LogShipper};
+use dispatch_server::ship::{BATCH_BYTES, LogShipper, QUIET_LOOK_EVERY};
 use dispatch_store::conformance::{id, new_run, request};
 use dispatch_store::{RunStore, SqliteStore, StoreError};
 
@@ -156,6 +156,34 @@ async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
         f.stored().await,
         b"while running\nat the end\n",
         "the rest shipped when the work ended"
+    );
+}
+
+/// A native run's shipper looks at its quiet log every two seconds, not
+/// five times a second: what it writes still ships while it runs, and all
+/// of it when it ends.
+#[tokio::test]
+async fn a_quiet_shipper_still_ships_during_the_work_and_everything_at_its_end() {
+    let f = Fixture::new().await;
+    let shipper =
+        LogShipper::new(f.store.clone(), &f.layout, &f.run, 0).quiet_looks(QUIET_LOOK_EVERY);
+    let work = async {
+        // Quiet past the first looks, then a line.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        f.append(b"after a while\n");
+        let deadline = Instant::now() + QUIET_LOOK_EVERY * 5;
+        while f.stored().await != b"after a while\n" {
+            assert!(Instant::now() < deadline, "not shipped while running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        f.append(b"last words\n");
+        7
+    };
+    assert_eq!(shipper.ship_while("test", work).await, 7);
+    assert_eq!(
+        f.stored().await,
+        b"after a while\nlast words\n",
+        "the rest shipped when the work ended, exactly once"
     );
 }
 
