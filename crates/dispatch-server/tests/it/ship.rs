@@ -136,14 +136,19 @@ async fn a_shipper_whose_run_was_taken_over_ships_nothing_more() {
     assert_eq!(f.stored().await, b"attempt 1\nattempt 2\n");
 }
 
-#[tokio::test]
-async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
-    let f = Fixture::new().await;
-    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0);
+/// Under `ship_while`: after `quiet`, a line is written and must be stored
+/// while the work goes on (within `within`), then a last one, which must be
+/// stored when the work ends; each exactly once.
+async fn ships_while_working_and_at_the_end(
+    f: &Fixture,
+    shipper: LogShipper,
+    quiet: Duration,
+    within: Duration,
+) {
     let work = async {
+        tokio::time::sleep(quiet).await;
         f.append(b"while running\n");
-        // Shipped within a batch delay or so, while the work goes on.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         while f.stored().await != b"while running\n" {
             assert!(Instant::now() < deadline, "not shipped while running");
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -155,36 +160,28 @@ async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
     assert_eq!(
         f.stored().await,
         b"while running\nat the end\n",
-        "the rest shipped when the work ended"
+        "the rest shipped when the work ended, exactly once"
     );
 }
 
+#[tokio::test]
+async fn ship_while_ships_during_the_work_and_the_rest_when_it_ends() {
+    let f = Fixture::new().await;
+    let shipper = LogShipper::new(f.store.clone(), &f.layout, &f.run, 0);
+    // Shipped within a batch delay or so, while the work goes on.
+    ships_while_working_and_at_the_end(&f, shipper, Duration::ZERO, Duration::from_secs(10)).await;
+}
+
 /// A native run's shipper looks at its quiet log every two seconds, not
-/// five times a second: what it writes still ships while it runs, and all
-/// of it when it ends.
+/// five times a second: what it writes after a quiet while still ships
+/// while it runs, and all of it when it ends.
 #[tokio::test]
 async fn a_quiet_shipper_still_ships_during_the_work_and_everything_at_its_end() {
     let f = Fixture::new().await;
     let shipper =
         LogShipper::new(f.store.clone(), &f.layout, &f.run, 0).quiet_looks(QUIET_LOOK_EVERY);
-    let work = async {
-        // Quiet past the first looks, then a line.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        f.append(b"after a while\n");
-        let deadline = Instant::now() + QUIET_LOOK_EVERY * 5;
-        while f.stored().await != b"after a while\n" {
-            assert!(Instant::now() < deadline, "not shipped while running");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        f.append(b"last words\n");
-        7
-    };
-    assert_eq!(shipper.ship_while("test", work).await, 7);
-    assert_eq!(
-        f.stored().await,
-        b"after a while\nlast words\n",
-        "the rest shipped when the work ended, exactly once"
-    );
+    let quiet = Duration::from_millis(300);
+    ships_while_working_and_at_the_end(&f, shipper, quiet, QUIET_LOOK_EVERY * 5).await;
 }
 
 #[tokio::test]
