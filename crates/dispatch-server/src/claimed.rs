@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use dispatch_core::parcel::Parcel;
+use dispatch_core::parcel::{Courier, Parcel};
 use dispatch_runtime::helper::{Holding, InWorker, fail_claimed, run_in_worker};
 use dispatch_runtime::{Layout, RuntimeError, RuntimeResult};
 use dispatch_store::Run;
@@ -13,7 +13,7 @@ use dispatch_store::Run;
 use crate::SharedStore;
 use crate::fenced::FencedStore;
 use crate::fetch::{self, FetchError};
-use crate::ship::LogShipper;
+use crate::ship::{LogShipper, QUIET_LOOK_EVERY};
 
 /// Where a run's outputs go beyond this machine.
 pub(crate) struct Sharing {
@@ -58,6 +58,7 @@ pub(crate) async fn run(
     // At version 2 the run was created, then claimed by us: nobody held it
     // before, so nobody shipped any of its log.
     let fresh = run.version == 2;
+    let courier = parcel.as_ref().map(|p| p.manifest.courier);
     let shipper = ship_logs.then(|| {
         let mut shipper = LogShipper::new(shared.clone(), layout, &run.id, store.fence());
         if let Some(writer) = store.writer() {
@@ -66,11 +67,8 @@ pub(crate) async fn run(
         // A native agent's log is written by this process only, and its
         // text goes out live as deltas: no need to look at it five times a
         // second while the run waits on its model.
-        if parcel
-            .as_ref()
-            .is_some_and(|p| p.manifest.courier == dispatch_core::parcel::Courier::Agent)
-        {
-            shipper = shipper.quiet_looks(crate::ship::QUIET_LOOK_EVERY);
+        if courier == Some(Courier::Agent) {
+            shipper = shipper.quiet_looks(QUIET_LOOK_EVERY);
         }
         Arc::new(match fresh {
             true => shipper.stored_from(0),
@@ -83,8 +81,7 @@ pub(crate) async fn run(
     // On the heap once: `ship_while` takes it, or it is awaited here (as a
     // local it would take its size twice in this function's state).
     let work = Box::pin(async {
-        let courier = parcel.as_ref().map(|p| p.manifest.courier);
-        let workflow = courier.is_none_or(|c| c == dispatch_core::parcel::Courier::Workflow);
+        let workflow = courier.is_none_or(|c| c == Courier::Workflow);
         let archives = objects.as_deref();
         let inputs = match fetch::inputs(&**shared, archives, layout, &run).await {
             Ok(()) if workflow => {
