@@ -5,6 +5,7 @@
 //! latency, memory per waiting run (`memory.rs`), and `--python` beside
 //! (`python.rs`). What it prints: `report.rs`.
 
+mod floor;
 mod memory;
 mod python;
 mod report;
@@ -54,7 +55,9 @@ Measurements (all but memory by default; `--only NAME` for one):
                2 calls of a LOCAL tool `lookup` (a shell script): submission
                (runs/s and time until all are submitted) and execution (first
                claim → last end, against the ideal 6 s) apart, the worker's
-               peak RSS, its CPU per model round and its children's CPU.
+               peak RSS, its CPU per model round and its children's CPU;
+               beside it, the tools' own floor: as many `sh lookup.sh` as
+               the runs called, two at a time, started by the bench alone.
   sse          a `dispatch server` and an SSE client: the mock writing a run's
                first token → the client reading its `delta` event.
   memory       the worker's memory per run waiting on its model: the runs do
@@ -588,6 +591,9 @@ fn concurrency(
     out.set(c, "cpu_ms_per_round", cpu_ms as f64 / rounds as f64);
     out.set(c, "children_cpu_ms", children_ms);
     out.set(c, "spawner_cpu_ms", spawner_ms);
+    // Beside it, with the worker gone: the tools' processes alone.
+    let tool = root.join("native-conc").join("lookup.sh");
+    floor::report(&floor::tools(&tool, runs * 2, 2), exec, out);
 }
 
 /// CPU of the spawners (`dispatch __spawner`) that are children of `pid`,
