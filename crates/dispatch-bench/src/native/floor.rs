@@ -22,7 +22,7 @@ pub(super) struct Floor {
     pub failed: usize,
 }
 
-/// `spawns` runs of `sh <tool>` (stdout to /dev/null, the environment only
+/// `spawns` runs of `/bin/sh <tool>` (stdout to /dev/null, the environment only
 /// `PATH`), `lanes` at a time, each waited for.
 pub(super) fn tools(tool: &Path, spawns: usize, lanes: usize) -> Floor {
     let before = children_cpu_ms();
@@ -34,7 +34,11 @@ pub(super) fn tools(tool: &Path, spawns: usize, lanes: usize) -> Floor {
             let failed = &failed;
             s.spawn(move || {
                 for _ in 0..n {
-                    let status = Command::new("sh")
+                    // A path, not `sh`: std looks a bare name up with
+                    // posix_spawnp(3), but only when the child's PATH is
+                    // the caller's; else it forks this process, whose
+                    // page tables then cost more than the tool.
+                    let status = Command::new("/bin/sh")
                         .arg(tool)
                         .env_clear()
                         .env("PATH", "/usr/bin:/bin")
