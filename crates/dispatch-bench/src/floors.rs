@@ -73,7 +73,7 @@ impl Probe {
 
 /// User + system time of this process's waited-for children so far
 /// (`/proc`'s ticks of 10 ms are too coarse for one start).
-fn children_cpu_ms() -> f64 {
+pub(crate) fn children_cpu_ms() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
     let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
         return 0.0;

@@ -25,7 +25,7 @@ pub(super) struct Floor {
 /// `spawns` runs of `/bin/sh <tool>` (stdout to /dev/null, the environment only
 /// `PATH`), `lanes` at a time, each waited for.
 pub(super) fn tools(tool: &Path, spawns: usize, lanes: usize) -> Floor {
-    let before = children_cpu_ms();
+    let before = crate::floors::children_cpu_ms();
     let failed = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -56,21 +56,9 @@ pub(super) fn tools(tool: &Path, spawns: usize, lanes: usize) -> Floor {
     Floor {
         spawns,
         wall_s: started.elapsed().as_secs_f64(),
-        cpu_ms: children_cpu_ms().saturating_sub(before),
+        cpu_ms: (crate::floors::children_cpu_ms() - before).max(0.0) as u64,
         failed: failed.into_inner(),
     }
-}
-
-/// User and system CPU of this process's reaped children so far, in ms.
-fn children_cpu_ms() -> u64 {
-    // SAFETY: getrusage(2) fills the struct on this frame; all-zero is valid.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
-        return 0;
-    }
-    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-    ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
 /// Its row and numbers, against the time the runs took (`execution_s`).
