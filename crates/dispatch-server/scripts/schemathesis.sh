@@ -14,7 +14,7 @@
 # installed, default /tmp/dispatch-schemathesis-venv), SCHEMATHESIS_OPENAPI
 # (the document, already written by the contract test; default: the test
 # writes it here), DISPATCH_BIN (a built
-# `dispatch`; default: `cargo build -p dispatch-cli` builds one).
+# `dispatch`; default: the one `cargo test --workspace --no-run` builds).
 #
 # The server: SQLite in a throwaway state directory, a bearer token
 # required, an ephemeral loopback port, no worker slots (nothing the fuzzer
@@ -73,7 +73,8 @@ else
     --exact openapi_contract::writes_the_document >/dev/null
 fi
 if [ -z "${DISPATCH_BIN:-}" ]; then
-  cargo build -q -p dispatch-cli --bin dispatch
+  # The tests' build makes the binary too (a no-op after the step above).
+  cargo test -q --workspace --no-run
   DISPATCH_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/dispatch"
 fi
 
