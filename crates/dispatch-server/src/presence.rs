@@ -19,6 +19,11 @@ pub const EVERY: Duration = Duration::from_secs(5);
 /// A worker not heard from for this long is silent: its name is free.
 pub const SILENT_AFTER: Duration = Duration::from_secs(3 * EVERY.as_secs());
 
+/// How long a stopping worker waits to record that it stopped: a database
+/// that answers does so in milliseconds; one that does not (a partition)
+/// must not hold the worker's exit for a whole beat.
+const STOPPED_PATIENCE: Duration = Duration::from_secs(1);
+
 fn silent_before(now: i64) -> i64 {
     now - i64::try_from(SILENT_AFTER.as_millis()).unwrap_or(15_000)
 }
@@ -163,13 +168,13 @@ where
     // Bounded: a worker stopping while cut off from its database does not
     // wait for the partition to heal (its presence then just goes silent).
     let said = store.worker_beat(&beat, silent_before(beat.seen_at), None);
-    match tokio::time::timeout(EVERY, said).await {
+    match tokio::time::timeout(STOPPED_PATIENCE, said).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!("[worker] {}: cannot record that it stopped: {e}", beat.name),
         Err(_) => tracing::warn!(
             "[worker] {}: cannot record that it stopped: the database gave no answer within {} s",
             beat.name,
-            EVERY.as_secs()
+            STOPPED_PATIENCE.as_secs()
         ),
     }
     Ok(out)

@@ -87,6 +87,7 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
     ]
     .map(String::from)
     .to_vec();
+    args.extend(runtime.stdio_args());
     args.extend(["--name".into(), name.clone()]);
     args.extend(["--network".into(), network.as_str().into()]);
     let mut notes = vec![format!("network {network}")];

@@ -80,6 +80,25 @@ impl Runtime {
         cmd
     }
 
+    /// The arguments of a `run` that hand the container the client's own
+    /// stdio. Podman's attach relays output through a socket, and podman
+    /// 4.3's relay now and then drops the whole output of a container that
+    /// exits without reading its stdin (~1 % of quick runs; a test in
+    /// `container.rs` shows it). `--log-driver passthrough` makes conmon
+    /// give the container our pipe or log file itself: nothing is relayed,
+    /// so nothing is lost. A remote podman (`CONTAINER_HOST`,
+    /// `CONTAINER_CONNECTION`) cannot pass descriptors, nor can docker: they
+    /// keep the relay.
+    pub fn stdio_args(&self) -> Vec<String> {
+        let remote = ["CONTAINER_HOST", "CONTAINER_CONNECTION"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        match (self.kind, remote, cfg!(target_os = "linux")) {
+            (Kind::Podman, false, true) => vec!["--log-driver".into(), "passthrough".into()],
+            _ => Vec::new(),
+        }
+    }
+
     /// `rm -f` of containers, killing them at once (podman's `rm -f` would
     /// otherwise wait 10 s for a stop; docker's kills at once).
     pub fn force_remove_args(&self) -> Vec<&'static str> {

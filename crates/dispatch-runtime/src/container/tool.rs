@@ -36,6 +36,7 @@ pub async fn sandbox(
     let mut args: Vec<String> = ["--rm", "-i", "--init", "--pull=never", "--read-only"]
         .map(String::from)
         .to_vec();
+    args.extend(runtime.stdio_args());
     args.extend(["--tmpfs".into(), "/tmp".into()]);
     args.extend(["--network".into(), network.as_str().into()]);
     for u in super::plan::ulimits().map_err(|e: ContainerError| e.to_string())? {
