@@ -130,6 +130,13 @@ fn docker_a_failing_container_fails_the_run_with_its_exit_code() {
 }
 
 #[test]
+fn docker_every_quick_run_keeps_its_output() {
+    let Some(docker) = docker_cli() else { return };
+    let api = DockerApi::start(&docker);
+    same::every_quick_run_keeps_its_output(&dispatch(&docker, &api));
+}
+
+#[test]
 fn docker_network_none_leaves_only_loopback() {
     let Some(docker) = docker_cli() else { return };
     let api = DockerApi::start(&docker);

@@ -120,6 +120,26 @@ pub fn a_failing_container_fails_the_run_with_its_exit_code(d: &Dispatch) {
     });
 }
 
+/// 24 quick runs that never read their stdin: every one's output reaches
+/// its log.
+pub fn every_quick_run_keeps_its_output(d: &Dispatch) {
+    let dir = agent(d, "quick", IMAGE, "echo quick-output\n", "");
+    let ids: Vec<String> = (0..24).map(|_| d.detach(&dir, "{}")).collect();
+    for id in &ids {
+        assert_eq!(d.wait_terminal(id)["status"], "succeeded", "{id}");
+    }
+    let lost: Vec<&String> = ids
+        .iter()
+        .filter(|id| !log(d, id).contains("quick-output"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} runs lost their container's output: {lost:?}",
+        lost.len(),
+        ids.len()
+    );
+}
+
 /// `NETWORK none` (the default): only loopback, and the host's loopback
 /// listener is out of reach.
 pub fn network_none_leaves_only_loopback(d: &Dispatch) {
