@@ -4,6 +4,7 @@
 //! chosen by [`Kind`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::ContainerError;
 
@@ -84,18 +85,22 @@ impl Runtime {
     /// stdio. Podman's attach relays output through a socket, and podman
     /// 4.3's relay now and then drops the whole output of a container that
     /// exits without reading its stdin (~1 % of quick runs; a test in
-    /// `container.rs` shows it). `--log-driver passthrough` makes conmon
-    /// give the container our pipe or log file itself: nothing is relayed,
-    /// so nothing is lost. A remote podman (`CONTAINER_HOST`,
-    /// `CONTAINER_CONNECTION`) cannot pass descriptors, nor can docker: they
-    /// keep the relay.
+    /// `container.rs` shows it). `--log-driver passthrough` (podman 4.0 and
+    /// later) makes conmon give the container our pipe or log file itself:
+    /// nothing is relayed, so nothing is lost. An older podman, a remote one
+    /// (`CONTAINER_HOST`, `CONTAINER_CONNECTION`: it cannot pass
+    /// descriptors) and docker keep the relay.
     pub fn stdio_args(&self) -> Vec<String> {
         let remote = ["CONTAINER_HOST", "CONTAINER_CONNECTION"]
             .iter()
             .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-        match (self.kind, remote, cfg!(target_os = "linux")) {
-            (Kind::Podman, false, true) => vec!["--log-driver".into(), "passthrough".into()],
-            _ => Vec::new(),
+        let passes = self.kind == Kind::Podman
+            && !remote
+            && cfg!(target_os = "linux")
+            && major_version(&self.path).is_some_and(|v| v >= 4);
+        match passes {
+            true => vec!["--log-driver".into(), "passthrough".into()],
+            false => Vec::new(),
         }
     }
 
@@ -107,6 +112,40 @@ impl Runtime {
             Kind::Docker => vec!["rm", "-f"],
         }
     }
+}
+
+/// The major version `path --version` reports (`podman version 4.3.1`),
+/// asked once per binary and process (~20 ms a question; a binary that
+/// does not answer is asked again next time).
+fn major_version(path: &Path) -> Option<u32> {
+    static SEEN: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, v)) = seen.iter().find(|(p, _)| p == path) {
+        return Some(*v);
+    }
+    let asked = std::process::Command::new(path)
+        .arg("--version")
+        .env_remove(crate::layout::ROOT_ENV)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| parse_major(&String::from_utf8_lossy(&o.stdout)));
+    if let Some(v) = asked {
+        seen.push((path.to_path_buf(), v));
+    }
+    asked
+}
+
+/// `podman version 4.3.1` → 4.
+fn parse_major(text: &str) -> Option<u32> {
+    text.split_whitespace()
+        .last()?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -132,6 +171,51 @@ mod tests {
             Runtime::at("/usr/local/bin/docker".into()).kind,
             Kind::Docker
         );
+    }
+
+    /// A podman that says it is `version` (a script answering `--version`).
+    fn podman_of(version: &str) -> (tempfile::TempDir, Runtime) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("podman");
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho 'podman version {version}'\n"),
+        )
+        .expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (dir, Runtime::at(path))
+    }
+
+    #[test]
+    fn only_a_podman_4_or_later_gets_the_passthrough_log_driver() {
+        if std::env::var_os("CONTAINER_HOST").is_some()
+            || std::env::var_os("CONTAINER_CONNECTION").is_some()
+        {
+            return;
+        }
+        // A script just written may be busy (ETXTBSY) while a process
+        // another test forks still holds it open: ask again.
+        let answers = |r: &Runtime| {
+            let mut args = r.stdio_args();
+            for _ in 0..50 {
+                if major_version(&r.path).is_some() {
+                    args = r.stdio_args();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            args
+        };
+        let (_new, new) = podman_of("4.3.1");
+        assert_eq!(answers(&new), ["--log-driver", "passthrough"]);
+        let (_old, old) = podman_of("3.4.4");
+        assert!(answers(&old).is_empty());
+        assert_eq!(major_version(&old.path), Some(3));
+        let docker = Runtime::at("/usr/bin/docker".into());
+        assert!(docker.stdio_args().is_empty());
+        assert_eq!(parse_major("podman version 5.0.0-dev\n"), Some(5));
+        assert_eq!(parse_major("garbage"), None);
     }
 
     #[test]
