@@ -41,6 +41,28 @@ fn every_quick_container_run_keeps_its_output() {
     same::every_quick_run_keeps_its_output(&Dispatch::new());
 }
 
+/// A container's stdout is never the run's log file itself: an agent that
+/// truncates or rewrites what its stdout points to (`/proc/self/fd/1`)
+/// cannot erase the lines written before and beside it.
+#[test]
+fn a_container_agent_cannot_truncate_its_runs_log() {
+    if !available() {
+        return;
+    }
+    let d = Dispatch::new();
+    let script = "echo before-truncation\n\
+                  : > /proc/self/fd/1 2>/dev/null\n\
+                  truncate -s 0 /proc/self/fd/2 2>/dev/null\n\
+                  echo after-truncation\n";
+    let dir = agent(&d, "eraser", IMAGE, script, "");
+    let id = d.detach(&dir, "{}");
+    assert_eq!(d.wait_terminal(&id)["status"], "succeeded");
+    let log = log(&d, &id);
+    for kept in ["attempt 1 of 1", "before-truncation", "after-truncation"] {
+        assert!(log.contains(kept), "{kept} is gone from the log:\n{log}");
+    }
+}
+
 #[test]
 fn network_none_leaves_only_loopback_and_is_the_default() {
     if !available() {

@@ -195,7 +195,10 @@ pub fn spawn(
             .collect();
         jail.after_kill(&argv, &env).map_err(spawn_err)?;
     }
-    if job.piped {
+    // A container holding our stdio itself could truncate or rewrite the
+    // log file through it (`/proc/self/fd/1`): it gets pipes, copied to
+    // the log by the helper.
+    if job.piped || plan.own_stdio {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
         let err = log.try_clone().map_err(spawn_err)?;

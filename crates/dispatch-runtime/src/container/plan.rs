@@ -42,6 +42,9 @@ pub struct Plan {
     /// secrets and so never go on a command line. Written (mode 0600) just
     /// before the client starts, removed when the container is done.
     pub env_file: Option<(PathBuf, String)>,
+    /// Whether the container holds the client's stdio itself
+    /// ([`Runtime::stdio_args`]): then it gets pipes, never the log file.
+    pub own_stdio: bool,
 }
 
 /// What [`plan`] needs of the attempt.
@@ -87,7 +90,9 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
     ]
     .map(String::from)
     .to_vec();
-    args.extend(runtime.stdio_args());
+    let stdio = runtime.stdio_args();
+    let own_stdio = !stdio.is_empty();
+    args.extend(stdio);
     args.extend(["--name".into(), name.clone()]);
     args.extend(["--network".into(), network.as_str().into()]);
     let mut notes = vec![format!("network {network}")];
@@ -171,6 +176,7 @@ pub fn plan(runtime: Runtime, a: &Attempt<'_>) -> Result<Plan, ContainerError> {
         accounting,
         notes,
         env_file,
+        own_stdio,
     })
 }
 

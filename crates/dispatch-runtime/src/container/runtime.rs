@@ -86,7 +86,7 @@ impl Runtime {
     /// 4.3's relay now and then drops the whole output of a container that
     /// exits without reading its stdin (~1 % of quick runs; a test in
     /// `container.rs` shows it). `--log-driver passthrough` (podman 4.0 and
-    /// later) makes conmon give the container our pipe or log file itself:
+    /// later) makes conmon give the container our pipes themselves (never the log file: see `spawn`):
     /// nothing is relayed, so nothing is lost. An older podman, a remote one
     /// (`CONTAINER_HOST`, `CONTAINER_CONNECTION`: it cannot pass
     /// descriptors) and docker keep the relay.
