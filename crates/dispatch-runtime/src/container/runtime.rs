@@ -86,8 +86,9 @@ impl Runtime {
     /// 4.3's relay now and then drops the whole output of a container that
     /// exits without reading its stdin (~1 % of quick runs; a test in
     /// `container.rs` shows it). `--log-driver passthrough` (podman 4.0 and
-    /// later) makes conmon give the container our pipes themselves (never the log file: see `spawn`):
-    /// nothing is relayed, so nothing is lost. An older podman, a remote one
+    /// later) makes conmon give the container our pipes themselves (never
+    /// the log file: see `spawn`): nothing is relayed, so nothing is lost.
+    /// An older podman, a remote one
     /// (`CONTAINER_HOST`, `CONTAINER_CONNECTION`: it cannot pass
     /// descriptors) and docker keep the relay.
     pub fn stdio_args(&self) -> Vec<String> {
@@ -197,15 +198,13 @@ mod tests {
         // A script just written may be busy (ETXTBSY) while a process
         // another test forks still holds it open: ask again.
         let answers = |r: &Runtime| {
-            let mut args = r.stdio_args();
             for _ in 0..50 {
                 if major_version(&r.path).is_some() {
-                    args = r.stdio_args();
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            args
+            r.stdio_args()
         };
         let (_new, new) = podman_of("4.3.1");
         assert_eq!(answers(&new), ["--log-driver", "passthrough"]);
