@@ -5,8 +5,10 @@
 //! latency, memory per waiting run (`memory.rs`), and `--python` beside
 //! (`python.rs`). What it prints: `report.rs`.
 
+mod budget;
 mod floor;
 mod memory;
+mod model_floor;
 mod python;
 mod report;
 
@@ -55,9 +57,14 @@ Measurements (all but memory by default; `--only NAME` for one):
                2 calls of a LOCAL tool `lookup` (a shell script): submission
                (runs/s and time until all are submitted) and execution (first
                claim → last end, against the ideal 6 s) apart, the worker's
-               peak RSS, its CPU per model round and its children's CPU;
-               beside it, the tools' own floor: as many `sh lookup.sh` as
-               the runs called, two at a time, started by the bench alone.
+               peak RSS, its CPU per model round and its children's CPU,
+               and where the machine's CPU went meanwhile (the worker, its
+               tools, PostgreSQL, the bench and its mock, the rest); beside
+               it, two floors: the tools' (as many `sh lookup.sh` as the
+               runs called, two at a time, started by the bench alone) and
+               the model calls' (as many calls as the runs made, by the bench
+               to the same mock with a bare HTTP client), against what the
+               cores have in 1.5× the ideal.
   sse          a `dispatch server` and an SSE client: the mock writing a run's
                first token → the client reading its `delta` event.
   memory       the worker's memory per run waiting on its model: the runs do
@@ -469,19 +476,22 @@ fn concurrency(
     let idle = rss_kb(w.id(), "VmRSS:");
     let idle_cpu = if a.queued { (0, 0) } else { cpu_ms(w.id()) };
     let t = if a.queued { t0 } else { Instant::now() };
+    let watch = budget::Watch::connect(rt, db.url());
+    let before = budget::Sample::now();
     let submitted = queued_before.unwrap_or_else(submit);
     let mut peak = 0;
-    let done = loop {
+    loop {
         peak = peak.max(rss_kb(w.id(), "VmRSS:"));
-        let filter = RunFilter::default();
-        let all = rt.block_on(store.list_runs(&filter)).unwrap_or_default();
-        let finished = all.iter().filter(|r| r.state.is_terminal()).count();
-        if finished >= runs || t.elapsed() > Duration::from_secs(a.timeout) {
-            break all;
+        if watch.finished(rt) >= runs || t.elapsed() > Duration::from_secs(a.timeout) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
     let wall = t.elapsed().as_secs_f64();
+    let spent = budget::Sample::now().since(before);
+    let done = rt
+        .block_on(store.list_runs(&RunFilter::default()))
+        .unwrap_or_default();
     let first_created = done.iter().map(|r| r.created_at).min().unwrap_or(0);
     let rel = |f: &dyn Fn(&dispatch_store::Run) -> Option<i64>| {
         let v: Vec<f64> = done
@@ -575,7 +585,33 @@ fn concurrency(
         ),
         "",
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = cpu_ms + children_ms + spent.postgres_ms + spent.bench_ms;
+    let rest = spent.machine_ms.saturating_sub(parts);
+    let s = |ms: u64| ms as f64 / 1e3;
+    let bench_does = match a.queued {
+        true => "the mock model and the watch",
+        false => "the mock model, the watch and the submission",
+    };
+    out.row(
+        &format!("the machine's CPU over those {wall:.2} s ({cores} cores: {:.1} CPU s)", wall * cores as f64),
+        &format!(
+            "{:.1} CPU s ({:.0} % busy): the worker {:.1}, its tools' processes {:.1}, PostgreSQL {:.1}, the bench ({bench_does}) {:.1}, the rest {:.1}",
+            s(spent.machine_ms),
+            100.0 * s(spent.machine_ms) / (wall * cores as f64),
+            s(cpu_ms),
+            s(children_ms),
+            s(spent.postgres_ms),
+            s(spent.bench_ms),
+            s(rest),
+        ),
+        "",
+    );
     let c = "concurrency";
+    out.set(c, "machine_cpu_ms", spent.machine_ms);
+    out.set(c, "postgres_cpu_ms", spent.postgres_ms);
+    out.set(c, "bench_cpu_ms", spent.bench_ms);
+    out.set(c, "cores", cores);
     out.set(c, "runs", runs);
     out.set(c, "succeeded", ok);
     out.set(c, "queued_before_worker", a.queued);
@@ -593,7 +629,10 @@ fn concurrency(
     out.set(c, "spawner_cpu_ms", spawner_ms);
     // Beside it, with the worker gone: the tools' processes alone.
     let tool = root.join("native-conc").join("lookup.sh");
-    floor::report(&floor::tools(&tool, runs * 2, 2), exec, out);
+    let tools = floor::tools(&tool, runs * 2, 2);
+    floor::report(&tools, exec, out);
+    let calls = model_floor::model_calls(rt, &mock.base_url(), runs);
+    model_floor::report(&calls, tools.cpu_ms, out);
 }
 
 /// CPU of the spawners (`dispatch __spawner`) that are children of `pid`,
