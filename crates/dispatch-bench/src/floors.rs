@@ -74,8 +74,12 @@ impl Probe {
 /// User + system time of this process's waited-for children so far
 /// (`/proc`'s ticks of 10 ms are too coarse for one start).
 pub(crate) fn children_cpu_ms() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+    rusage_ms(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// User + system time of `who` (this process, or its waited-for children).
+pub(crate) fn rusage_ms(who: nix::sys::resource::UsageWho) -> f64 {
+    let Ok(usage) = nix::sys::resource::getrusage(who) else {
         return 0.0;
     };
     let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;

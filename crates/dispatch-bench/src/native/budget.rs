@@ -75,12 +75,7 @@ impl Sample {
 
 /// This process's user and system CPU (the mock model runs in it).
 fn self_ms() -> u64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
-        return 0;
-    };
-    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1000 + t.tv_usec() as u64 / 1000;
-    ms(u.user_time()) + ms(u.system_time())
+    crate::floors::rusage_ms(nix::sys::resource::UsageWho::RUSAGE_SELF) as u64
 }
 
 /// Every `postgres` process's own CPU, and what the oldest (the
@@ -101,7 +96,8 @@ fn postgres_ms() -> u64 {
     total + oldest.map_or(0, |(_, reaped)| reaped)
 }
 
-fn pids() -> impl Iterator<Item = u32> {
+/// Every process's pid.
+pub(super) fn pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -109,14 +105,19 @@ fn pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
 }
 
-struct Stat {
-    comm: String,
-    own_ms: u64,
-    reaped_ms: u64,
+/// What `/proc/<pid>/stat` says of a process's CPU.
+pub(super) struct Stat {
+    pub comm: String,
+    /// Its own user and system time.
+    pub own_ms: u64,
+    /// Its waited-for children's (all the way down).
+    pub reaped_ms: u64,
+    /// Its parent's pid.
+    pub ppid: u32,
     start: u64,
 }
 
-fn stat(pid: u32) -> Option<Stat> {
+pub(super) fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (head, rest) = text.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_string();
@@ -124,13 +125,14 @@ fn stat(pid: u32) -> Option<Stat> {
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    // Fields 14–17 (utime, stime, cutime, cstime) and 22 (starttime), in
-    // clock ticks of 10 ms; `rest` starts at field 3.
+    // Fields 4 (ppid), 14–17 (utime, stime, cutime, cstime, in clock
+    // ticks of 10 ms) and 22 (starttime); `rest` starts at field 3.
     let at = |i: usize| f.get(i - 3).copied().unwrap_or(0);
     Some(Stat {
         comm,
         own_ms: (at(14) + at(15)) * 10,
         reaped_ms: (at(16) + at(17)) * 10,
+        ppid: u32::try_from(at(4)).unwrap_or(0),
         start: at(22),
     })
 }

@@ -638,37 +638,17 @@ fn concurrency(
 /// CPU of the spawners (`dispatch __spawner`) that are children of `pid`,
 /// in milliseconds.
 fn spawner_cpu_ms(pid: u32) -> u64 {
-    let parent = pid.to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            stat.contains("(dispatch-spawn")
-                && stat
-                    .rsplit_once(')')
-                    .and_then(|(_, r)| r.split_whitespace().nth(1))
-                    == Some(parent.as_str())
-        })
-        .map(|p| cpu_ms(p).0)
+    budget::pids()
+        .filter_map(budget::stat)
+        .filter(|s| s.comm.starts_with("dispatch-spawn") && s.ppid == pid)
+        .map(|s| s.own_ms)
         .sum()
 }
 
 /// User and system CPU time of process `pid` so far, and of its reaped
 /// children (its tools' processes, all the way down), in milliseconds.
 fn cpu_ms(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // utime, stime, cutime, cstime are fields 14 to 17; `rest` starts at
-    // field 3.
-    let at = |i: usize| f.get(i).copied().unwrap_or(0) * 10;
-    (at(11) + at(12), at(13) + at(14))
+    budget::stat(pid).map_or((0, 0), |s| (s.own_ms, s.reaped_ms))
 }
 
 /// First token at the mock → the SSE client's `delta`.
