@@ -139,7 +139,7 @@ pub(super) fn stat(pid: u32) -> Option<Stat> {
 
 /// The machine's non-idle CPU time (user, nice, system, irq, softirq; not
 /// the time the hypervisor stole), in milliseconds.
-fn machine_ms() -> u64 {
+pub(crate) fn machine_ms() -> u64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = text.lines().next() else {
         return 0;

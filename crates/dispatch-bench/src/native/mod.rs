@@ -5,7 +5,7 @@
 //! latency, memory per waiting run (`memory.rs`), and `--python` beside
 //! (`python.rs`). What it prints: `report.rs`.
 
-mod budget;
+pub(crate) mod budget;
 mod floor;
 mod memory;
 mod model_floor;
