@@ -619,6 +619,19 @@ impl Bench {
             .output()
             .expect("ps");
         let ok = out.stdout.iter().filter(|b| **b == b'\n').count();
+        if ok != n {
+            // Which ones did not, and how they are, before the panic.
+            let all = self
+                .cmd(&root)
+                .args(["ps", "-a", "--format", "json"])
+                .output()
+                .expect("ps");
+            let runs: Vec<serde_json::Value> =
+                serde_json::from_slice(&all.stdout).unwrap_or_default();
+            for r in runs.iter().filter(|r| r["state"]["status"] != "succeeded") {
+                eprintln!("not succeeded: {} {}", r["id"], r["state"]);
+            }
+        }
         assert_eq!(ok, n, "every run succeeded");
         // Where the rate comes from: the machine's CPU a run, and how busy
         // its cores were (the launchers' own share is in it).
@@ -640,7 +653,10 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let out = self.cmd(root).args(["ps", "-q"]).output().expect("ps");
-            if out.stdout.is_empty() {
+            // A `ps` that failed listed nothing: say why and look again.
+            if !out.status.success() {
+                eprintln!("ps -q: {}", String::from_utf8_lossy(&out.stderr).trim());
+            } else if out.stdout.is_empty() {
                 return;
             }
             assert!(Instant::now() < deadline, "runs did not finish in 300 s");
