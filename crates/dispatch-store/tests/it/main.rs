@@ -4,3 +4,4 @@
 mod postgres_conformance;
 mod postgres_renew;
 mod sqlite_conformance;
+mod sqlite_wal_reset;
