@@ -15,23 +15,25 @@
 //! Two tests: the linked library must be one with the fix, and real
 //! processes writing, checkpointing and reopening one database as the
 //! helpers do (a short-lived connection each few transactions, the store's
-//! pragmas, a checkpoint after every commit) must leave it intact. With
-//! SQLite 3.50.2 the second corrupted the database in about one run of
-//! three; it cannot prove the race gone, the first test keeps the fix.
+//! pragmas, a checkpoint after every commit) must leave it intact. The
+//! race is narrow: the same workload, built in release against SQLite
+//! 3.50.2, corrupted its database in 1 of 8 runs of 20 s (about 5 million
+//! transactions), and this test at 3.50.2 passed 12 runs of 15 s. So the
+//! second cannot prove the race gone; the first keeps the fix.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, TransactionBehavior};
 use rusqlite::config::DbConfig;
+use rusqlite::{Connection, TransactionBehavior};
 
 /// Where a child process of the stress test writes (set: this process is one).
 const DB_ENV: &str = "DISPATCH_TEST_WAL_RESET_DB";
 /// When a child stops, in milliseconds since the epoch.
 const UNTIL_ENV: &str = "DISPATCH_TEST_WAL_RESET_UNTIL_MS";
 const WRITERS: usize = 6;
-const FOR: Duration = Duration::from_secs(15);
+const FOR: Duration = Duration::from_secs(10);
 
 #[test]
 fn the_linked_sqlite_has_the_fix_of_the_wal_reset_race() {
@@ -49,7 +51,13 @@ fn processes_checkpointing_and_resetting_the_wal_leave_the_database_intact() {
         let until = until.parse::<u128>().expect("a time");
         return write_until(Path::new(&db), until, std::process::id());
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // On a tmpfs where there is one, as the measurement that found it.
+    let shm = Path::new("/dev/shm");
+    let dir = match shm.is_dir() {
+        true => tempfile::tempdir_in(shm),
+        false => tempfile::tempdir(),
+    }
+    .expect("tempdir");
     let db = dir.path().join("dispatch.db");
     let conn = open(&db);
     conn.execute_batch(
@@ -133,7 +141,8 @@ fn write_until(db: &Path, until: u128, me: u32) {
 /// (here shorter still: every few pages).
 fn open(db: &Path) -> Connection {
     let conn = Connection::open(db).expect("open");
-    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
         .expect("WAL");
     conn.pragma_update(None, "synchronous", "NORMAL")
