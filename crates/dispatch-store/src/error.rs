@@ -114,6 +114,12 @@ pub enum StoreError {
     Refused { path: String, message: String },
     #[error("the run database {path} holds data this version cannot read: {message}")]
     Corrupt { path: String, message: String },
+    /// SQLite found the file itself damaged (not a value it cannot decode):
+    /// what it still holds can be recovered into a new file.
+    #[error(
+        "the run database {path} is damaged: {message} (hint: stop every dispatch that uses it and keep a copy of it and its -wal file; `sqlite3 {path} .dump | sqlite3 <new file>` rebuilds what it still holds, `.recover` where `.dump` stops; then put the new file in its place)"
+    )]
+    Damaged { path: String, message: String },
     #[error(
         "the run database {path} was written by a newer dispatch (schema version {found}, this dispatch knows up to {supported}) (hint: upgrade dispatch)"
     )]

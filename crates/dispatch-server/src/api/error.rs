@@ -259,7 +259,7 @@ pub(crate) fn store_message(e: &StoreError) -> String {
             tracing::warn!("[server] the database does not answer: {e}");
             UNAVAILABLE_MESSAGE.to_string()
         }
-        StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+        StoreError::Corrupt { .. } | StoreError::Damaged { .. } | StoreError::TooNew { .. } => {
             tracing::error!("[server] {e}");
             "the server cannot read its stored data (hint: its log says why)".to_string()
         }
@@ -301,9 +301,10 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
             StoreError::Locked { .. } | StoreError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }
-            StoreError::Corrupt { .. } | StoreError::TooNew { .. } | StoreError::Refused { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Refused { .. } => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }
 }

@@ -307,7 +307,7 @@ fn driver_error(path: &str, e: rusqlite::Error) -> StoreError {
                 ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
             ) =>
         {
-            StoreError::Corrupt {
+            StoreError::Damaged {
                 path,
                 message: e.to_string(),
             }

@@ -370,13 +370,18 @@ fn opening_creates_missing_directories_and_reopening_finds_the_runs() {
 }
 
 #[test]
-fn a_file_that_is_not_a_database_is_reported_as_corrupt() {
+fn a_file_that_is_not_a_database_is_reported_as_damaged_with_how_to_recover() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);
     let junk = b"this is not an SQLite database, it is a plain text file".repeat(4);
     std::fs::write(&path, &junk).expect("write junk");
     let err = SqliteStore::open(&path, Duration::from_secs(1)).expect_err("refused");
-    assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
+    assert!(matches!(err, StoreError::Damaged { .. }), "got {err:?}");
+    let line = err.to_string();
+    assert!(
+        line.contains("is damaged") && line.contains(".dump"),
+        "says what is wrong and how to save what is left: {line}"
+    );
     assert_eq!(
         std::fs::read(&path).expect("still there"),
         junk,
