@@ -39,6 +39,8 @@ use crate::commands::{internal, run};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult, exit_code};
 
+mod shared_vm;
+
 /// What the forked helper tells `dispatch run`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Report {
@@ -71,10 +73,52 @@ pub fn run_forked() -> Option<i32> {
     if !maybe_local_run() {
         return None;
     }
-    match Prefork::fork()?.wait()? {
-        Report::Declined => None,
-        Report::Exited { code } => Some(code),
-        Report::Failed { message, code } => Some(exit_code(Err(CliError::new(code, message)))),
+    if maybe_detached() {
+        match shared_vm::hand_off() {
+            Some(shared_vm::Outcome::Declined) => return None,
+            // A foreground run, or no clone: forked as below.
+            Some(shared_vm::Outcome::Foreground) | None => {}
+        }
+    }
+    match tell(Prefork::fork()?.wait()?) {
+        Told::Exit(code) => Some(code),
+        Told::Declined => None,
+        Told::Follow {
+            run,
+            root,
+            tool_approval,
+        } => {
+            let ctx = Ctx::new(Some(root));
+            let ask = run::asks_inline(tool_approval.as_deref());
+            Some(crate::block_on_runtime(run::follow_created(
+                &ctx, &run, ask,
+            )))
+        }
+    }
+}
+
+/// What the caller is told of a report, and what is left to do.
+enum Told {
+    /// Exit with this code.
+    Exit(i32),
+    /// Not a local run: do what the command asks.
+    Declined,
+    /// A foreground run: follow it to its end.
+    Follow {
+        run: Box<Run>,
+        root: PathBuf,
+        tool_approval: Option<String>,
+    },
+}
+
+/// Prints what `dispatch run` says of a report, as it would have itself.
+fn tell(report: Report) -> Told {
+    match report {
+        Report::Declined => Told::Declined,
+        Report::Exited { code } => Told::Exit(code),
+        Report::Failed { message, code } => {
+            Told::Exit(exit_code(Err(CliError::new(code, message))))
+        }
         Report::Created {
             run,
             existing,
@@ -92,16 +136,28 @@ pub fn run_forked() -> Option<i32> {
                 run::say_in_review(&run);
             }
             if detach {
-                println!("{}", run.id);
-                return Some(0);
+                // A closed stdout loses the id, not the run.
+                let _ = writeln!(std::io::stdout().lock(), "{}", run.id);
+                return Told::Exit(0);
             }
-            let ctx = Ctx::new(Some(root));
-            let ask = run::asks_inline(tool_approval.as_deref());
-            Some(crate::block_on_runtime(run::follow_created(
-                &ctx, &run, ask,
-            )))
+            Told::Follow {
+                run,
+                root,
+                tool_approval,
+            }
         }
     }
+}
+
+/// Whether the command line may ask for a detached run (`--detach`, `-d`,
+/// or a bundle of short flags with `d`). Only a guess: the helper parses it
+/// properly and declines a foreground run.
+fn maybe_detached() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .filter_map(|a| a.into_string().ok())
+        .any(|a| a == "--detach" || (!a.starts_with("--") && a.starts_with('-') && a.contains('d')))
 }
 
 /// Whether the command line may be `dispatch run` on this machine: an
@@ -133,7 +189,7 @@ impl Prefork {
             }
             ForkResult::Child => {
                 drop(read);
-                let code = child(File::from(write));
+                let code = child(To::Parent(File::from(write)));
                 std::process::exit(code);
             }
         }
@@ -147,10 +203,28 @@ impl Prefork {
     }
 }
 
+/// Where the helper's report goes.
+enum To {
+    /// To the forked parent, which prints it (it has a memory of its own).
+    Parent(File),
+    /// To the caller's terminal, by the helper itself: the parent shares
+    /// its memory and may only wait ([`shared_vm`]).
+    Caller(shared_vm::Caller),
+}
+
 /// Sends the report; a caller gone meanwhile changes nothing.
-fn send(mut to: File, report: &Report) {
-    if let Ok(bytes) = serde_json::to_vec(report) {
-        let _ = to.write_all(&bytes);
+fn send(to: To, report: Report) {
+    match to {
+        To::Parent(mut to) => {
+            if let Ok(bytes) = serde_json::to_vec(&report) {
+                let _ = to.write_all(&bytes);
+            }
+        }
+        To::Caller(caller) => caller.tell(|| match tell(report) {
+            Told::Exit(code) => code,
+            // Declined before anything was created (see `child`).
+            Told::Declined | Told::Follow { .. } => 0,
+        }),
     }
 }
 
@@ -167,7 +241,7 @@ fn open_ahead() -> JoinHandle<Option<SqliteStore>> {
 }
 
 /// The helper: parse, detach, create the run, report, run it.
-fn child(report: File) -> i32 {
+fn child(report: To) -> i32 {
     // SAFETY: forked from a process with one thread; none started since.
     unsafe { dispatch_runtime::sandbox::harden_process() };
     // On the path to the agent: it runs while clap parses.
@@ -175,7 +249,7 @@ fn child(report: File) -> i32 {
     let cli = match crate::run_cli::parse(std::env::args_os()).map_or_else(crate::parse_cli, Ok) {
         Ok(cli) => cli,
         Err(code) => {
-            send(report, &Report::Exited { code });
+            send(report, Report::Exited { code });
             let _ = ahead.join();
             return 0;
         }
@@ -189,10 +263,23 @@ fn child(report: File) -> i32 {
             args
         }
         _ => {
-            send(report, &Report::Declined);
             let _ = ahead.join();
-            return 0;
+            return match report {
+                To::Parent(_) => {
+                    send(report, Report::Declined);
+                    0
+                }
+                To::Caller(_) => shared_vm::DECLINED,
+            };
         }
+    };
+    let report = match report {
+        To::Caller(_) if !args.detach => {
+            let _ = ahead.join();
+            return shared_vm::FOREGROUND;
+        }
+        To::Caller(caller) => To::Caller(caller.detach()),
+        to => to,
     };
     detach();
     let ctx = Ctx::new(cli.root);
@@ -253,7 +340,7 @@ fn child(report: File) -> i32 {
             None,
         ),
     };
-    send(report, &message);
+    send(report, message);
     let Some((store, run, known)) = started else {
         return 0;
     };

@@ -39,6 +39,7 @@ mod dashboard;
 mod dashboard_attack;
 mod dashboard_common;
 mod dashboard_pages;
+mod detach_handoff;
 mod docs_book;
 mod durable_wait;
 mod eval;
