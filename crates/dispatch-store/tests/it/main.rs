@@ -4,4 +4,5 @@
 mod postgres_conformance;
 mod postgres_renew;
 mod sqlite_conformance;
+mod sqlite_status_update;
 mod sqlite_wal_reset;
