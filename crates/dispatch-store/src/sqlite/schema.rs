@@ -415,6 +415,16 @@ const MIGRATIONS: &[&str] = &[
     "
     DROP INDEX IF EXISTS runs_live_by_project;
     ",
+    // 33: `runs_by_end`'s predicate as equalities: written `status IN
+    // (five values)`, SQLite built an ephemeral b-tree of them for the old
+    // and the new row each time a claim or an end of a run ran (issue #38
+    // item 6: a third of each of those updates' cost).
+    "
+    DROP INDEX IF EXISTS runs_by_end;
+    CREATE INDEX runs_by_end ON runs (status, updated_at, id)
+        WHERE (status = 'succeeded' OR status = 'failed' OR status = 'timed_out'
+            OR status = 'cancelled' OR status = 'stopped');
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -657,7 +657,7 @@ fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
     block_on(store.create_token(&old, "h")).expect("token");
     drop(store);
     // Back to the version before projects (quotas, then the live-run
-    // index dropped, came after them).
+    // index dropped, then `runs_by_end` as equalities, came after them).
     let conn = raw(&path);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -666,7 +666,7 @@ fn runs_and_tokens_made_before_projects_are_in_the_default_project() {
         "DROP TABLE project_quotas; DROP TABLE quota_usage; DROP INDEX IF EXISTS runs_live_by_project; \
          DROP TABLE token_projects; DROP INDEX runs_by_project; \
          ALTER TABLE runs DROP COLUMN project; PRAGMA user_version = {};",
-        version - 3
+        version - 4
     ))
     .expect("a database from before projects");
     drop(conn);
