@@ -23,6 +23,12 @@
 //! local run (`--host`) says so and the parent carries on as any command
 //! does; one that reports nothing (it died first) leaves the parent to do it
 //! the usual way: create the run and spawn `internal run-record`.
+//!
+//! A detached run's helper is not forked but cloned into the parent's own
+//! memory ([`shared_vm`]): the parent then may only wait, so the helper
+//! prints the report to the caller's stdout and stderr itself and sends
+//! the parent its exit code; it declines a foreground run (forked then, as
+//! above) and a command that is not a local run.
 
 use std::fs::File;
 use std::io::{Read, Write};
