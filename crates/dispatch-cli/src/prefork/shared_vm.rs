@@ -165,8 +165,10 @@ pub(super) fn hand_off() -> Option<Outcome> {
         return None;
     }
     // From here until the helper is reaped: system calls only.
-    // SAFETY: our copy of the helper's end; the helper has its own.
-    unsafe { libc::close(write) };
+    // SAFETY: our copy of the helper's end; the helper has its own. A raw
+    // `close`: libc's is a cancellation point, which writes the thread
+    // descriptor the helper now uses.
+    unsafe { libc::syscall(libc::SYS_close, write) };
     let mut code = 0u8;
     // SAFETY: reads into a byte on this stack; `syscall` touches `errno`
     // only on an error, which a pipe's read has none of here (above).
