@@ -368,6 +368,14 @@ fn child(report: To) -> i32 {
 /// Off the caller's terminal and pipes (a caller reading our stdout to its
 /// end must not wait for the run), and out of its session.
 fn detach() {
+    stdio_to_null();
+    dispatch_runtime::os::detach_session();
+    // `ps -e` / `top` tell it from the command it was forked from.
+    let _ = nix::sys::prctl::set_name(c"dispatch-helper");
+}
+
+/// Points stdin, stdout and stderr at `/dev/null`.
+fn stdio_to_null() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -377,7 +385,4 @@ fn detach() {
         let _ = dup2_stdout(&null);
         let _ = dup2_stderr(&null);
     }
-    dispatch_runtime::os::detach_session();
-    // `ps -e` / `top` tell it from the command it was forked from.
-    let _ = nix::sys::prctl::set_name(c"dispatch-helper");
 }
