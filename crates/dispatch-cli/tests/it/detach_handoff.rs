@@ -123,3 +123,75 @@ fn a_detached_run_whose_caller_stopped_reading_still_runs() {
             == 1
     });
 }
+
+/// `dispatch run --detach` killed at any moment of its handoff: the helper
+/// holds the memory they share, so a run that was created runs to its end,
+/// and none is left stuck.
+#[test]
+fn a_detached_run_whose_caller_is_killed_mid_handoff_is_never_left_stuck() {
+    let d = Dispatch::new();
+    let agent = d.agent("killed", "true\n");
+    for delay_us in [0u64, 200, 500, 1000, 2000, 3000, 5000, 8000] {
+        let mut cli = d
+            .command()
+            .args(["run", path(&agent), "--detach"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run dispatch");
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        let _ = cli.kill();
+        let _ = cli.wait();
+    }
+    let ids = d.ok(&["ps", "-a", "-q"]);
+    for id in ids.lines() {
+        let doc = d.wait_terminal(id);
+        assert_eq!(doc["status"], "succeeded", "run {id}: {doc:#}");
+    }
+}
+
+/// Callers stopped (`SIGSTOP`) at moments around their handoff: no run
+/// waits for its stopped caller, and once continued every caller exits
+/// with its own run's id.
+#[test]
+fn detached_runs_whose_callers_are_stopped_go_on_and_the_callers_answer_when_continued() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let d = Dispatch::new();
+    let agent = d.agent("stopped", "true\n");
+    let mut callers = Vec::new();
+    for delay_us in [0u64, 500, 1000, 2000, 3000, 5000] {
+        let cli = d
+            .command()
+            .args(["run", path(&agent), "--detach"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run dispatch");
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        // It may have answered already: then there is nothing to stop.
+        let _ = kill(Pid::from_raw(cli.id() as i32), Signal::SIGSTOP);
+        callers.push(cli);
+    }
+    eventually(10, "every run made so far ends, its caller stopped", || {
+        let all = d.ok(&["ps", "-a", "-q"]).lines().count();
+        let done = d
+            .ok(&["ps", "-a", "--filter", "status=succeeded", "-q"])
+            .lines()
+            .count();
+        done == all
+    });
+    let mut ids = Vec::new();
+    for cli in callers {
+        let _ = kill(Pid::from_raw(cli.id() as i32), Signal::SIGCONT);
+        let out = cli.wait_with_output().expect("the caller exits");
+        ids.push(common::checks::ok(&["run", "--detach"], &out));
+    }
+    for id in &ids {
+        let doc = d.wait_terminal(id);
+        assert_eq!(doc["status"], "succeeded", "run {id}: {doc:#}");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "one run for each caller: {ids:?}");
+}
