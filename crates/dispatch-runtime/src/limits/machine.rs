@@ -34,7 +34,10 @@ pub fn check_fits(r: &Resources) -> Result<(), String> {
             "RESOURCES CPUS {cpus} exceeds this machine's {cores} cores (hint: ask for at most CPUS {cores})"
         ));
     }
-    if let (Some(want), Some(total)) = (r.memory_bytes, memory_bytes())
+    // `/proc/meminfo` only when MEMORY is declared (a run's path: most
+    // declare none).
+    if let Some(want) = r.memory_bytes
+        && let Some(total) = memory_bytes()
         && want > total
     {
         return Err(format!(

@@ -680,9 +680,56 @@ pub unsafe fn harden_process() {
     unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
 }
 
+/// `env_start` and `env_end` of this process: the span of the strings
+/// `environ` points at when they are still all the ones the kernel copied
+/// at `exec` (each right after the one before, the last ending where the
+/// kernel put the program's file name, `AT_EXECFN`: its `env_end`), else
+/// fields 50 and 51 of `/proc/self/stat` (a read of that file costs a run's
+/// helper more than the rest of its hardening).
+fn env_block() -> Option<(usize, usize)> {
+    // SAFETY: single-threaded (the caller's contract): `environ` is a
+    // null-terminated array of NUL-terminated strings nobody changes now.
+    if let Some(span) = unsafe { environ_span() } {
+        return Some(span);
+    }
+    env_block_of_proc()
+}
+
+unsafe extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// The span of the strings `environ` points at, when they lie end to end
+/// up to `AT_EXECFN` (`(0, 0)` for no variable); `None` when they do not.
+///
+/// # Safety
+///
+/// No thread may change the environment meanwhile.
+unsafe fn environ_span() -> Option<(usize, usize)> {
+    // SAFETY: the caller's contract; every pointer read is one of the
+    // null-terminated array, every string NUL-terminated.
+    unsafe {
+        let mut at = environ;
+        if at.is_null() || (*at).is_null() {
+            return Some((0, 0));
+        }
+        let start = *at as usize;
+        let mut end = start;
+        while !(*at).is_null() {
+            let s = *at;
+            if s as usize != end {
+                return None;
+            }
+            end += libc::strlen(s) + 1;
+            at = at.add(1);
+        }
+        (end as libc::c_ulong == libc::getauxval(libc::AT_EXECFN)).then_some((start, end))
+    }
+}
+
 /// `env_start` and `env_end` of this process (fields 50 and 51 of
 /// `/proc/self/stat`).
-fn env_block() -> Option<(usize, usize)> {
+fn env_block_of_proc() -> Option<(usize, usize)> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -695,6 +742,22 @@ fn env_block() -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The block found from `environ` is the one the kernel reports; a test
+    /// process's environment is still the kernel's copy (only a test that
+    /// removes a variable set when it started could move it).
+    #[test]
+    fn the_environment_block_from_environ_is_the_kernels() {
+        // SAFETY: no test of this crate sets a variable; the one that removes
+        // one removes a variable CI does not set.
+        let span = unsafe { environ_span() };
+        if std::env::var_os("DISPATCH_POLICY").is_none() {
+            assert!(span.is_some(), "environ is the kernel's block");
+        }
+        if let Some((start, end)) = span.filter(|(s, e)| e > s) {
+            assert_eq!(Some((start, end)), env_block_of_proc());
+        }
+    }
 
     #[test]
     fn the_line_says_what_applied_and_what_did_not() {

@@ -72,6 +72,17 @@ pub(super) fn admitted(tx: &Transaction<'_>, ids: &[String]) -> Result<Vec<Strin
 /// `Ok` when queued run `id` fits its project's live-run cap now and no
 /// budget of the project is at its hard limit at `at`.
 pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result<(), Fail> {
+    // Most projects have no quota: one statement says so, and nothing
+    // below is compiled (each helper's connection is new).
+    let (project, quotas): (String, bool) = tx
+        .prepare_cached(
+            "SELECT r.project, EXISTS (SELECT 1 FROM project_quotas q \
+             WHERE q.project = r.project) FROM runs r WHERE r.id = ?1",
+        )?
+        .query_row([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if !quotas {
+        return Ok(());
+    }
     let found: Option<(String, f64, i64)> = tx
         .prepare_cached(&format!(
             "SELECT r.project, q.value, (SELECT count(*) FROM {LIVE_RUNS} \
@@ -88,9 +99,6 @@ pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result
     {
         return Err(Fail::Store(limited(id, &project, cap, live)));
     }
-    let project: String = tx
-        .prepare_cached("SELECT project FROM runs WHERE id = ?1")?
-        .query_row([id.as_str()], |row| row.get(0))?;
     let over = use_of(tx, &[project], at)?
         .into_iter()
         .find(|u| u.quota.limit.period().is_some() && u.hard_reached());
@@ -213,8 +221,6 @@ fn seed(tx: &Transaction<'_>, project: &str, now: Ts) -> Result<(), Fail> {
 /// The limits of `projects` with what is used of each at `now`.
 fn use_of(tx: &Transaction<'_>, projects: &[String], now: Ts) -> Result<Vec<QuotaUse>, Fail> {
     let (day, month) = periods_at(now);
-    let mut used = tx
-        .prepare_cached("SELECT tokens, usd FROM quota_usage WHERE project = ?1 AND period = ?2")?;
     let mut out = Vec::new();
     for quota in list(tx, projects)? {
         let (used, period) = match quota.limit.period() {
@@ -224,7 +230,11 @@ fn use_of(tx: &Transaction<'_>, projects: &[String], now: Ts) -> Result<Vec<Quot
                     Period::Day => &day,
                     Period::Month => &month,
                 };
-                let (t, u): (i64, f64) = used
+                // Compiled only for a budget (each helper's connection is new).
+                let (t, u): (i64, f64) = tx
+                    .prepare_cached(
+                        "SELECT tokens, usd FROM quota_usage WHERE project = ?1 AND period = ?2",
+                    )?
                     .query_row(params![quota.project, name], |row| {
                         Ok((row.get(0)?, row.get(1)?))
                     })
