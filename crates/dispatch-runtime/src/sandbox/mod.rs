@@ -684,8 +684,8 @@ pub unsafe fn harden_process() {
 /// `environ` points at when they are still all the ones the kernel copied
 /// at `exec` (each right after the one before, the last ending where the
 /// kernel put the program's file name, `AT_EXECFN`: its `env_end`), else
-/// fields 50 and 51 of `/proc/self/stat` (a read of that file costs a run's
-/// helper more than the rest of its hardening).
+/// fields 50 and 51 of `/proc/self/stat` (a file read more on every run's
+/// path).
 fn env_block() -> Option<(usize, usize)> {
     // SAFETY: single-threaded (the caller's contract): `environ` is a
     // null-terminated array of NUL-terminated strings nobody changes now.
