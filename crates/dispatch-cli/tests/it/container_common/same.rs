@@ -126,7 +126,8 @@ pub fn every_quick_run_keeps_its_output(d: &Dispatch) {
     let dir = agent(d, "quick", IMAGE, "echo quick-output\n", "");
     let ids: Vec<String> = (0..24).map(|_| d.detach(&dir, "{}")).collect();
     for id in &ids {
-        assert_eq!(d.wait_terminal(id)["status"], "succeeded", "{id}");
+        let doc = d.wait_terminal(id);
+        assert_eq!(doc["status"], "succeeded", "{id}: {doc}\n{}", log(d, id));
     }
     let lost: Vec<&String> = ids
         .iter()
