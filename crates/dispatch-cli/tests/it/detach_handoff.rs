@@ -11,6 +11,20 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `dispatch run <agent> --detach` started, its stdout and stderr `stdio()`.
+fn caller(
+    d: &Dispatch,
+    agent: &std::path::Path,
+    stdio: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    d.command()
+        .args(["run", path(agent), "--detach"])
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .expect("run dispatch")
+}
+
 #[test]
 fn a_detached_run_answers_with_its_id_alone_while_its_agent_runs_on() {
     let d = Dispatch::new();
@@ -132,13 +146,7 @@ fn a_detached_run_whose_caller_is_killed_mid_handoff_is_never_left_stuck() {
     let d = Dispatch::new();
     let agent = d.agent("killed", "true\n");
     for delay_us in [0u64, 200, 500, 1000, 2000, 3000, 5000, 8000] {
-        let mut cli = d
-            .command()
-            .args(["run", path(&agent), "--detach"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run dispatch");
+        let mut cli = caller(&d, &agent, std::process::Stdio::null);
         std::thread::sleep(std::time::Duration::from_micros(delay_us));
         let _ = cli.kill();
         let _ = cli.wait();
@@ -161,13 +169,7 @@ fn detached_runs_whose_callers_are_stopped_go_on_and_the_callers_answer_when_con
     let agent = d.agent("stopped", "true\n");
     let mut callers = Vec::new();
     for delay_us in [0u64, 500, 1000, 2000, 3000, 5000] {
-        let cli = d
-            .command()
-            .args(["run", path(&agent), "--detach"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run dispatch");
+        let cli = caller(&d, &agent, std::process::Stdio::piped);
         std::thread::sleep(std::time::Duration::from_micros(delay_us));
         // It may have answered already: then there is nothing to stop.
         let _ = kill(Pid::from_raw(cli.id() as i32), Signal::SIGSTOP);

@@ -83,18 +83,15 @@ pub(super) fn check_admitted(tx: &Transaction<'_>, id: &RunId, at: Ts) -> Result
     if !quotas {
         return Ok(());
     }
-    let found: Option<(String, f64, i64)> = tx
+    let found: Option<(f64, i64)> = tx
         .prepare_cached(&format!(
-            "SELECT r.project, q.value, (SELECT count(*) FROM {LIVE_RUNS} \
-             WHERE o.project = r.project AND o.status IN {SLOT_HOLDING}) \
-             FROM runs r JOIN project_quotas q ON q.project = r.project \
-             AND q.name = 'max_live_runs' WHERE r.id = ?1"
+            "SELECT q.value, (SELECT count(*) FROM {LIVE_RUNS} \
+             WHERE o.project = ?1 AND o.status IN {SLOT_HOLDING}) \
+             FROM project_quotas q WHERE q.project = ?1 AND q.name = 'max_live_runs'"
         ))?
-        .query_row([id.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
+        .query_row([&project], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    if let Some((project, cap, live)) = found
+    if let Some((cap, live)) = found
         && live as f64 >= cap
     {
         return Err(Fail::Store(limited(id, &project, cap, live)));
