@@ -26,64 +26,43 @@
 //! the code and its dependencies change; a function it no longer names is
 //! only laid out as before. `startup/order.py` regenerates it.
 
+use std::path::Path;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=startup/startup.ld");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if linux && linker_packs_relocs() {
+    let relr = ["-Wl,-z,pack-relative-relocs", "-Wl,--fatal-warnings"];
+    if linux && links("relr", &relr) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-    println!("cargo:rerun-if-changed=startup/startup.ld");
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
-    if linux && release {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("startup/startup.ld");
-        if linker_takes(&script) {
-            println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
-        }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("startup/startup.ld");
+    let order = format!("-Wl,-T,{}", script.display());
+    if linux && release && links("order", &[order.as_str()]) {
+        println!("cargo:rustc-link-arg-bins={order}");
     }
 }
 
-/// Whether `cc` links an empty program with `script` added to its default
-/// linker script (`INSERT BEFORE .text`).
-fn linker_takes(script: &std::path::Path) -> bool {
+/// Whether `cc` links an empty position-independent program with `flags`
+/// (`-z pack-relative-relocs`; the start's linker script, which adds to the
+/// default one with `INSERT BEFORE .text`).
+fn links(name: &str, flags: &[&str]) -> bool {
     let Ok(out) = std::env::var("OUT_DIR") else {
         return false;
     };
-    let dir = std::path::Path::new(&out);
-    let src = dir.join("order_probe.c");
+    let dir = Path::new(&out);
+    let src = dir.join(format!("{name}_probe.c"));
     if std::fs::write(&src, "int main(void) { return 0; }\n").is_err() {
         return false;
     }
     Command::new("cc")
-        .arg("-pie")
-        .arg("-fPIE")
-        .arg(format!("-Wl,-T,{}", script.display()))
+        .args(["-pie", "-fPIE"])
+        .args(flags)
         .arg(&src)
         .arg("-o")
-        .arg(dir.join("order_probe"))
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether `cc` links an empty program with `-z pack-relative-relocs`.
-fn linker_packs_relocs() -> bool {
-    let Ok(out) = std::env::var("OUT_DIR") else {
-        return false;
-    };
-    let dir = std::path::Path::new(&out);
-    let src = dir.join("relr_probe.c");
-    if std::fs::write(&src, "int main(void) { return 0; }\n").is_err() {
-        return false;
-    }
-    Command::new("cc")
-        .arg("-pie")
-        .arg("-fPIE")
-        .arg("-Wl,-z,pack-relative-relocs")
-        .arg("-Wl,--fatal-warnings")
-        .arg(&src)
-        .arg("-o")
-        .arg(dir.join("relr_probe"))
+        .arg(dir.join(format!("{name}_probe")))
         .status()
         .is_ok_and(|s| s.success())
 }
