@@ -170,18 +170,26 @@ fn a_root_agent_can_neither_rewrite_the_audit_nor_touch_other_runs_or_parcels() 
 #[test]
 fn a_sandboxed_agent_keeps_every_path_of_the_protocol() {
     let d = Dispatch::sandboxed();
+    // A name no other process on the host uses: the file must not appear
+    // in the host's /tmp.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let tmp = format!("/tmp/dispatch-private-tmp-{}-{nanos}", std::process::id());
     let dir = d.agent_with(
         "worker",
-        "echo more >> data.txt && echo WS-EDIT\n\
-         mkdir -p sub && echo x > sub/new.txt && echo WS-NEW\n\
-         echo h > \"$HOME/h\" && echo HOME-OK\n\
-         echo t > \"$TMPDIR/t\" && echo TMPDIR-OK\n\
-         echo p > /tmp/p && echo TMP-OK\n\
-         echo a > \"$DISPATCH_ARTIFACTS/a.txt\" && echo ART-OK\n\
-         echo s > \"$DISPATCH_STATE_DIR/s\" && echo STATE-OK\n\
-         test -r \"$DISPATCH_BRIEF\" && echo BRIEF-OK\n\
-         cat \"$DISPATCH_PAYLOAD\"; echo\n\
-         echo '{\"fine\": true}' > \"$DISPATCH_OUTPUT\"\n",
+        &format!(
+            "echo more >> data.txt && echo WS-EDIT\n\
+             mkdir -p sub && echo x > sub/new.txt && echo WS-NEW\n\
+             echo h > \"$HOME/h\" && echo HOME-OK\n\
+             echo t > \"$TMPDIR/t\" && echo TMPDIR-OK\n\
+             echo p > {tmp} && echo TMP-OK\n\
+             echo a > \"$DISPATCH_ARTIFACTS/a.txt\" && echo ART-OK\n\
+             echo s > \"$DISPATCH_STATE_DIR/s\" && echo STATE-OK\n\
+             test -r \"$DISPATCH_BRIEF\" && echo BRIEF-OK\n\
+             cat \"$DISPATCH_PAYLOAD\"; echo\n\
+             echo '{{\"fine\": true}}' > \"$DISPATCH_OUTPUT\"\n"
+        ),
         "COPY data.txt\n",
     );
     std::fs::write(dir.join("data.txt"), "data\n").expect("write");
@@ -203,10 +211,7 @@ fn a_sandboxed_agent_keeps_every_path_of_the_protocol() {
         assert!(log.contains(mark), "{mark} missing: {log}");
     }
     assert_eq!(doc["output"]["fine"], true);
-    assert!(
-        !Path::new("/tmp/p").exists() || !is_root(),
-        "/tmp is private"
-    );
+    assert!(!Path::new(&tmp).exists() || !is_root(), "/tmp is private");
 }
 
 /// `DISPATCH_SANDBOX=off` runs the agent as the helper's user, and says so.
