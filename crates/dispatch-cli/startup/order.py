@@ -5,9 +5,9 @@ Usage (root, Linux, `perf` installed; see build.rs for why):
 
     cargo build --release -p dispatch-cli          # v0 names: .cargo/config.toml
     python3 crates/dispatch-cli/startup/order.py target/release/dispatch
-    # relink (touch crates/dispatch-cli/build.rs; cargo build --release) and
-    # run it again until it adds (almost) nothing: each pass finds the
-    # functions whose first page fault the last layout still left outside.
+    # build again (build.rs reruns when the script changes, so the binary
+    # is relinked) and run it again until it adds (almost) nothing: each pass
+    # finds the functions whose first page fault the last layout left outside.
 
 Each pass runs detached and foreground `dispatch run`s of a `true` agent in
 a scratch directory and keeps every function of the binary that either
@@ -21,6 +21,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,11 @@ SCRIPT = os.path.join(HERE, "startup.ld")
 # The comms of a run's processes: the caller (the binary's file name), the
 # helper and its sandbox's processes, the helper's runtime threads.
 HELPER_COMMS = {"dispatch-helper", "tokio-rt-worker"}
+
+
+def function(symbol):
+    """perf's `name+0x<offset>` as the function's name."""
+    return re.sub(r"\+0x[0-9a-f]+$", "", symbol)
 
 
 def pattern(symbol):
@@ -100,26 +106,10 @@ def main():
     binary = os.path.abspath(args.dispatch)
     comms = HELPER_COMMS | {os.path.basename(binary)[:15]}
     work = tempfile.mkdtemp(prefix="startup-order-")
-    os.makedirs(os.path.join(work, "noop"))
-    with open(os.path.join(work, "noop", "Agentfile"), "w") as f:
-        f.write('NAME noop\nCOMMAND ["true"]\n')
-    subprocess.run([binary, "build", "./noop", "-q"], cwd=work, check=True, stdout=subprocess.DEVNULL)
-
-    found = collections.Counter()
-    # (a) CPU samples: the function at the sampled instruction.
-    for line in record(binary, work, args.runs, ["-F", "49999"], "comm,ip,sym,dso").splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[0] in comms and parts[-1] == f"({binary})":
-            found[re.sub(r"\+0x[0-9a-f]+$", "", parts[2])] += 1
-    # (b) page faults of instruction fetches: the faulting address is the
-    # instruction's, in the binary.
-    fault = re.compile(r"\s*(\S+)\s+([0-9a-f]+)\s+(.*?)\s+\((.*?)\)\s+([0-9a-f]+)\s+(.*?)\s+\((.*?)\)\s*$")
-    faults = record(binary, work, max(args.runs // 25, 40), ["-e", "page-faults", "-c", "1", "-d"], "comm,ip,sym,addr,dso")
-    for line in faults.splitlines():
-        m = fault.match(line)
-        if m and m.group(1) in comms and m.group(4) == binary and m.group(2) == m.group(5):
-            found[re.sub(r"\+0x[0-9a-f]+$", "", m.group(3))] += 1
-    subprocess.run(["rm", "-rf", work], check=False)
+    try:
+        found = profile(binary, comms, work, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     # Functions LLVM merged share an address under several names, and the
     # section is named after one of them, maybe not the one perf names.
@@ -147,6 +137,29 @@ def main():
     print(f"{added} patterns added, {len(patterns)} in all", file=sys.stderr)
     if legacy:
         print(f"{legacy} legacy symbols skipped: build with v0 names", file=sys.stderr)
+
+
+def profile(binary, comms, work, n):
+    """The binary's functions the runs' processes executed, by how often seen."""
+    os.makedirs(os.path.join(work, "noop"))
+    with open(os.path.join(work, "noop", "Agentfile"), "w") as f:
+        f.write('NAME noop\nCOMMAND ["true"]\n')
+    subprocess.run([binary, "build", "./noop", "-q"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    found = collections.Counter()
+    # (a) CPU samples: the function at the sampled instruction.
+    for line in record(binary, work, n, ["-F", "49999"], "comm,ip,sym,dso").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] in comms and parts[-1] == f"({binary})":
+            found[function(parts[2])] += 1
+    # (b) page faults of instruction fetches: the faulting address is the
+    # instruction's, in the binary.
+    fault = re.compile(r"\s*(\S+)\s+([0-9a-f]+)\s+(.*?)\s+\((.*?)\)\s+([0-9a-f]+)\s+(.*?)\s+\((.*?)\)\s*$")
+    faults = record(binary, work, max(n // 25, 40), ["-e", "page-faults", "-c", "1", "-d"], "comm,ip,sym,addr,dso")
+    for line in faults.splitlines():
+        m = fault.match(line)
+        if m and m.group(1) in comms and m.group(4) == binary and m.group(2) == m.group(5):
+            found[function(m.group(3))] += 1
+    return found
 
 
 if __name__ == "__main__":
