@@ -71,7 +71,13 @@ pub(super) fn create_with(
         }
     }
     // A project over a hard limit whose action is `refuse` takes no new run.
-    super::quotas::refuse_new(tx, &new.project, new.created_at)?;
+    // Most projects have no quota: one short statement says so, and the
+    // limits' (a `json_each` over the projects) is not compiled (a local
+    // run's helper has a new connection, which compiles each statement).
+    let quota = super::quotas::has_quota(tx, &new.project)?;
+    if quota {
+        super::quotas::refuse_new(tx, &new.project, new.created_at)?;
+    }
     // A run with a concurrency key is claimed only when the key has a
     // slot for it (its helper waits otherwise); `drop` cancels it at once.
     // A run in review is neither: it waits for a person first.
@@ -85,7 +91,7 @@ pub(super) fn create_with(
         _ => None,
     };
     // So is a run made held whose project has a quota.
-    let capped = new.claimed_by.is_some() && super::quotas::has_quota(tx, &new.project)?;
+    let capped = new.claimed_by.is_some() && quota;
     let mut plain = new.clone();
     if keyed.is_some() || review.is_some() || capped {
         plain.claimed_by = None;
