@@ -94,6 +94,7 @@ impl SqliteStore {
                 message: format!("cannot create directory {}: {e}", parent.display()),
             })?;
         }
+        memory_statistics_off();
         let conn = Connection::open(path).map_err(|e| driver_error(&shown, e))?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
@@ -232,6 +233,28 @@ impl SqliteStore {
 /// at once instead of calling the busy handler (each holds a shared lock and
 /// wants the exclusive one; one must back off). So the conversion is retried
 /// with a short backoff until the busy timeout runs out.
+/// Turns SQLite's memory statistics off, once, before this process's first
+/// connection. With them on (the bundled library's default) every one of
+/// SQLite's allocations and frees takes a process-wide mutex and asks
+/// `malloc` for the block's size; nothing here reads them. A helper's
+/// connection is new and compiles every statement it runs, which allocates
+/// a lot (issue #38).
+fn memory_statistics_off() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` takes an option and its `int` argument;
+        // it only changes the setting before SQLite initializes, which the
+        // first connection does (every one in this crate is opened after
+        // this), and otherwise returns `SQLITE_MISUSE` and changes nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                std::ffi::c_int::from(0u8),
+            );
+        }
+    });
+}
+
 fn enable_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if mode.eq_ignore_ascii_case("wal") {
