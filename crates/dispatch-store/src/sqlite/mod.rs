@@ -33,6 +33,7 @@ mod traces;
 mod usage;
 mod workers;
 
+use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -226,13 +227,6 @@ impl SqliteStore {
     }
 }
 
-/// Puts the database in WAL mode (a no-op read when it already is).
-///
-/// Converting a new database needs an exclusive lock, and when several
-/// connections race to convert the same new file SQLite returns `SQLITE_BUSY`
-/// at once instead of calling the busy handler (each holds a shared lock and
-/// wants the exclusive one; one must back off). So the conversion is retried
-/// with a short backoff until the busy timeout runs out.
 /// Turns SQLite's memory statistics off, once, before this process's first
 /// connection. With them on (the bundled library's default) every one of
 /// SQLite's allocations and frees takes a process-wide mutex and asks
@@ -247,14 +241,18 @@ fn memory_statistics_off() {
         // first connection does (every one in this crate is opened after
         // this), and otherwise returns `SQLITE_MISUSE` and changes nothing.
         unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                std::ffi::c_int::from(0u8),
-            );
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
         }
     });
 }
 
+/// Puts the database in WAL mode (a no-op read when it already is).
+///
+/// Converting a new database needs an exclusive lock, and when several
+/// connections race to convert the same new file SQLite returns `SQLITE_BUSY`
+/// at once instead of calling the busy handler (each holds a shared lock and
+/// wants the exclusive one; one must back off). So the conversion is retried
+/// with a short backoff until the busy timeout runs out.
 fn enable_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if mode.eq_ignore_ascii_case("wal") {
