@@ -89,6 +89,7 @@ mod service_cluster;
 mod telemetry;
 mod tools;
 mod ui;
+mod usage;
 mod waits;
 mod wasm;
 mod workflow;
@@ -135,6 +136,7 @@ pub(crate) fn use_database_url(args: &[String]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    usage::help_if_asked(&args);
     let dispatch = flag_value(&args, "--dispatch")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/dispatch"));

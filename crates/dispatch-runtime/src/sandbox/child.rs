@@ -134,9 +134,6 @@ pub(super) struct Steps {
     /// `NETWORK allow`: the run's network namespace, joined first (see
     /// [`super::netns`]).
     pub netns: Option<OwnedFd>,
-    /// `view` as JSON, made for the first stage and given to every other
-    /// (see [`super::stage`]).
-    pub view_json: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
 }
 
 fn err(e: nix::Error) -> io::Error {

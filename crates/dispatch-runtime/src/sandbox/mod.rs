@@ -213,7 +213,6 @@ impl Plan {
                 landlock: None,
                 tether,
                 netns: None,
-                view_json: Default::default(),
             })),
             applied: Applied {
                 on: true,
@@ -283,7 +282,6 @@ impl Plan {
                 landlock,
                 tether,
                 netns: None,
-                view_json: Default::default(),
             })),
             applied: Applied {
                 on: true,

@@ -109,8 +109,7 @@ struct Spec<S> {
 struct StepsOut<'a> {
     uid: u32,
     gid: u32,
-    /// The view, serialized once per plan (`Steps::view_json`).
-    view: Option<&'a serde_json::value::RawValue>,
+    view: Option<&'a View>,
     userns: Option<&'a UserMaps>,
     landlock: Option<usize>,
     tether: Option<(usize, usize)>,
@@ -127,19 +126,6 @@ struct StepsIn {
     tether: Option<(usize, usize)>,
     #[serde(default)]
     netns: Option<usize>,
-}
-
-/// `view` as JSON, from `cache` after the first time (a plan's view is
-/// the same for each of its tools' calls).
-fn view_json<'a>(
-    cache: &'a OnceLock<Box<serde_json::value::RawValue>>,
-    view: &View,
-) -> io::Result<&'a serde_json::value::RawValue> {
-    if let Some(json) = cache.get() {
-        return Ok(json);
-    }
-    let json = serde_json::value::to_raw_value(view).map_err(io::Error::other)?;
-    Ok(cache.get_or_init(|| json))
 }
 
 fn pass(fds: &mut Vec<RawFd>, fd: RawFd) -> usize {
@@ -211,26 +197,18 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
         Some(t) => Some(t.fds()),
         None => tie.and_then(Tie::fds),
     };
-    let steps = plan
-        .steps
-        .as_ref()
-        .map(|s| -> io::Result<StepsOut<'_>> {
-            Ok(StepsOut {
-                uid: s.uid,
-                gid: s.gid,
-                view: s
-                    .view
-                    .as_ref()
-                    .map(|v| view_json(&s.view_json, v))
-                    .transpose()?,
-                userns: s.userns.as_ref(),
-                landlock: s.landlock.as_ref().map(|l| pass(&mut fds, l.as_raw_fd())),
-                tether: tether
-                    .map(|(pipe, deadline)| (pass(&mut fds, pipe), pass(&mut fds, deadline))),
-                netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
-            })
-        })
-        .transpose()?;
+    // The view is serialized with each start, not kept as JSON for the
+    // plan's next: a kept copy (~8 KB) was held by every run waiting on its
+    // model (issue #38 item 2), and making it costs microseconds.
+    let steps = plan.steps.as_ref().map(|s| StepsOut {
+        uid: s.uid,
+        gid: s.gid,
+        view: s.view.as_ref(),
+        userns: s.userns.as_ref(),
+        landlock: s.landlock.as_ref().map(|l| pass(&mut fds, l.as_raw_fd())),
+        tether: tether.map(|(pipe, deadline)| (pass(&mut fds, pipe), pass(&mut fds, deadline))),
+        netns: s.netns.as_ref().map(|n| pass(&mut fds, n.as_raw_fd())),
+    });
     let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
     let spec = Spec {
         parent: std::process::id() as i32,
@@ -543,7 +521,6 @@ fn stage() -> io::Result<std::convert::Infallible> {
             .map(|(pipe, deadline)| Tie::Fds(fd(pipe), fd(deadline))),
         // SAFETY: received for the network namespace alone.
         netns: s.netns.map(|i| unsafe { OwnedFd::from_raw_fd(fd(i)) }),
-        view_json: Default::default(),
     });
     // With a view, the sandbox's last process executes the tool itself
     // (see `shared_vm`): what it executes, exactly as `cmd` would.
