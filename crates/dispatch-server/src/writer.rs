@@ -20,8 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedStore;
 
-/// The most runs saved in one batch.
+/// The most runs' state changes saved in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// The most runs' event appends or log chunks in one statement. Their
+/// payloads are large (a tool call's input and output, up to 64 KiB of
+/// log): 256 runs' tool rounds made one statement's parameters ~2.5 MB,
+/// encoded in buffers a pooled connection keeps at that size, which a
+/// worker's 1,000 waiting runs kept resident (issue #38 item 2).
+const MAX_PAYLOAD_BATCH: usize = 32;
 
 /// Hands writes to the worker's saving tasks (which end when every
 /// `Writer` is gone).
@@ -44,6 +51,8 @@ type Saved<'a, R> = Pin<Box<dyn Future<Output = StoreResult<R>> + Send + 'a>>;
 /// saved alone (when its batch failed as a whole).
 trait Held: Send + Sync + Sized + 'static {
     type Answer: Send + 'static;
+    /// The most of them saved at once.
+    const MAX: usize;
     fn id(&self) -> &dispatch_core::RunId;
     fn save_many<'a>(
         store: &'a SharedStore,
@@ -54,6 +63,7 @@ trait Held: Send + Sync + Sized + 'static {
 
 impl Held for HeldWrites {
     type Answer = Run;
+    const MAX: usize = MAX_BATCH;
     fn id(&self) -> &dispatch_core::RunId {
         &self.id
     }
@@ -75,6 +85,7 @@ impl Held for HeldWrites {
 
 impl Held for HeldEvents {
     type Answer = ();
+    const MAX: usize = MAX_PAYLOAD_BATCH;
     fn id(&self) -> &dispatch_core::RunId {
         &self.id
     }
@@ -88,6 +99,7 @@ impl Held for HeldEvents {
 
 impl Held for HeldLog {
     type Answer = ();
+    const MAX: usize = MAX_PAYLOAD_BATCH;
     fn id(&self) -> &dispatch_core::RunId {
         &self.id
     }
@@ -156,7 +168,7 @@ async fn save_all<T: Held>(
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < T::MAX {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
