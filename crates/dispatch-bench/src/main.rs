@@ -282,10 +282,7 @@ fn main() {
         return;
     }
     if args.get(1).map(String::as_str) != Some("local") || !dispatch.is_file() {
-        eprintln!(
-            "usage: dispatch-bench local|service|service-cluster|idle|native|cluster|chaos|batch|parcel|policy|tools|waits|isolation|resources|container|eval|mock-llm [--dispatch PATH]   (build it first: cargo build --release)"
-        );
-        std::process::exit(2);
+        usage::refuse(&args[1], &dispatch);
     }
     let dispatch = dispatch.canonicalize().expect("dispatch path resolves");
     let bench = Bench::new(dispatch);

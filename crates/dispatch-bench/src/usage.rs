@@ -60,6 +60,33 @@ pub fn help_if_asked(args: &[String]) {
     }
 }
 
+/// Whether `name` is a measurement the usage lists.
+fn listed(name: &str) -> bool {
+    [
+        format!("  {name} "),
+        format!(" {name},"),
+        format!(", {name} "),
+    ]
+    .iter()
+    .any(|form| USAGE.contains(form.as_str()))
+}
+
+/// One line on what is wrong with the command line, and exit 2: a
+/// measurement not listed, or one whose `dispatch` binary is missing.
+pub fn refuse(measurement: &str, dispatch: &std::path::Path) -> ! {
+    if listed(measurement) {
+        eprintln!(
+            "dispatch-bench {measurement}: no `dispatch` binary at {} (build it: cargo build --release, or pass --dispatch PATH)",
+            dispatch.display()
+        );
+    } else {
+        eprintln!(
+            "dispatch-bench: `{measurement}` is not a measurement (dispatch-bench --help lists them)"
+        );
+    }
+    std::process::exit(2);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,9 +103,7 @@ mod tests {
             };
             if line.contains("args.get(1)") && name != "seed" {
                 assert!(
-                    USAGE.contains(&format!("  {name} "))
-                        || USAGE.contains(&format!(" {name},"))
-                        || USAGE.contains(&format!(", {name} ")),
+                    listed(name),
                     "dispatch-bench {name} is missing from the usage"
                 );
             }
