@@ -117,7 +117,7 @@ fn tool_results_become_user_messages_and_roles_merge() {
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }]
         .into(),
         max_output_tokens: None,

@@ -122,7 +122,7 @@ fn the_body_has_contents_system_instruction_declarations_and_thinking_config() {
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),
-            parameters: json!({"type": "object", "additionalProperties": false}),
+            parameters: json!({"type": "object", "additionalProperties": false}).into(),
         }]
         .into(),
         max_output_tokens: Some(300),

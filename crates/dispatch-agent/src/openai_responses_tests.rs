@@ -160,7 +160,7 @@ fn the_body_carries_instructions_input_items_tools_and_reasoning() {
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }]
         .into(),
         max_output_tokens: Some(300),

@@ -142,7 +142,7 @@ fn the_request_body_carries_system_tools_calls_and_results() {
         tools: vec![ToolSpec {
             name: "w".into(),
             description: "weather".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }]
         .into(),
         max_output_tokens: Some(100),

@@ -132,8 +132,10 @@ impl ToolCall {
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
-    /// JSON Schema of the arguments (an object schema).
-    pub parameters: serde_json::Value,
+    /// JSON Schema of the arguments (an object schema), shared: every run
+    /// of a process offering a tool without a schema of its own holds the
+    /// same one (see `tools::schema`).
+    pub parameters: std::sync::Arc<serde_json::Value>,
 }
 
 /// Whether a request offers no tools (`tools` is then left out).

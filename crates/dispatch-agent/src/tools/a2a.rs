@@ -59,13 +59,13 @@ pub(super) fn prepare(
         description: decl.description.clone().unwrap_or_else(|| {
             format!("Asks the remote agent at {url} (A2A) and returns its answer")
         }),
-        parameters: decl.schema.clone().unwrap_or_else(|| {
+        parameters: std::sync::Arc::new(decl.schema.clone().unwrap_or_else(|| {
             json!({
                 "type": "object",
                 "properties": {"message": {"type": "string", "description": "What to ask the remote agent"}},
                 "required": ["message"],
             })
-        }),
+        })),
     };
     let remote = crate::a2a::client::Remote {
         tool: decl.name.clone(),

@@ -19,6 +19,7 @@ pub mod launch;
 mod local;
 pub mod powers;
 mod sandbox;
+mod schema;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -190,7 +191,8 @@ enum Runner {
 
 struct Entry {
     decl: ToolDecl,
-    validator: Option<jsonschema::Validator>,
+    /// Shared with every run of this process offering the same schema.
+    validator: Option<Arc<jsonschema::Validator>>,
     runner: Runner,
 }
 
@@ -258,7 +260,7 @@ impl<'a> ToolBox<'a> {
                         let spec = ToolSpec {
                             name: t.name.clone(),
                             description: t.description.clone(),
-                            parameters: t.input_schema.clone(),
+                            parameters: Arc::new(t.input_schema.clone()),
                         };
                         let runner = Runner::Mcp {
                             server: server.clone(),
@@ -399,7 +401,7 @@ impl<'a> ToolBox<'a> {
             kind: e.decl.kind.as_str(),
             arguments: args.clone(),
             risk: e.decl.risk(),
-            schema: spec.parameters.clone(),
+            schema: Value::clone(&spec.parameters),
             timeout: Duration::from_millis(e.decl.approval_timeout_ms()),
             call_id: call_id.to_string(),
             round: self.round.load(Ordering::SeqCst),
@@ -685,7 +687,7 @@ impl Tools for ToolBox<'_> {
 /// A tool with its compiled schema (an MCP server's own schema that does
 /// not compile leaves its arguments to the server to check).
 fn entry(decl: &ToolDecl, spec: ToolSpec, runner: Runner) -> Result<(ToolSpec, Entry), String> {
-    let validator = match (jsonschema::validator_for(&spec.parameters), &runner) {
+    let validator = match (schema::validator(&spec.parameters), &runner) {
         (Ok(v), _) => Some(v),
         (Err(_), Runner::Mcp { .. }) => None,
         (Err(e), _) => {
@@ -711,11 +713,11 @@ fn prepare(
     kind: &ToolKind,
     ctx: &ToolContext<'_>,
 ) -> Result<(ToolSpec, Runner), String> {
-    let any_object = || json!({"type": "object"});
-    let spec = |description: String, parameters: Value| ToolSpec {
+    let any_object = schema::any_object;
+    let spec = |description: String, parameters: Arc<Value>| ToolSpec {
         name: decl.name.clone(),
         description: decl.description.clone().unwrap_or(description),
-        parameters: decl.schema.clone().unwrap_or(parameters),
+        parameters: decl.schema.clone().map(Arc::new).unwrap_or(parameters),
     };
     Ok(match kind {
         ToolKind::Local { program, using } => (
@@ -742,7 +744,7 @@ fn prepare(
             let (description, schema) = builtin::spec(&decl.name)
                 .ok_or_else(|| format!("unknown built-in tool `{}`", decl.name))?;
             (
-                spec(description.to_string(), schema),
+                spec(description.to_string(), Arc::new(schema)),
                 Runner::Builtin(decl.name.clone()),
             )
         }

@@ -28,7 +28,8 @@ fn request(model: &str) -> ModelRequest<'static> {
         tools: vec![ToolSpec {
             name: "lookup".into(),
             description: "Looks an order up".into(),
-            parameters: json!({"type": "object", "properties": {"order": {"type": "string"}}}),
+            parameters: json!({"type": "object", "properties": {"order": {"type": "string"}}})
+                .into(),
         }]
         .into(),
         max_output_tokens: None,

@@ -7,6 +7,7 @@
 //! `runs/<id>/calls.jsonl` (secrets masked; see [`crate::call_records`]).
 
 use dispatch_agent::Admission;
+use sha2::Digest;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use dispatch_agent::agent_loop::{DEFAULT_LLM_TIMEOUT, DEFAULT_TOOL_ROUNDS};
 use dispatch_agent::{Conversation, LoopConfig, Override, SessionData, Tools};
 use dispatch_core::parcel::Parcel;
-use dispatch_core::{EventKind, NewEvent, RunEvent, RunId, Status, brief, now_ms};
+use dispatch_core::{EventKind, NewEvent, RunEvent, RunId, Status, now_ms};
 use dispatch_store::{Run, Store, StoreError};
 use serde_json::Value;
 
@@ -236,8 +237,9 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     log: Option<std::fs::File>,
     /// The run's directory, where its call records are kept.
     run_dir: PathBuf,
-    /// The records written by this attempt (each is written once).
-    recorded: std::collections::HashSet<String>,
+    /// The digests of the records written by this attempt (each is written
+    /// once): the 32 bytes, not their hex (an 80-byte allocation each).
+    recorded: std::collections::HashSet<[u8; 32]>,
     pub(crate) secrets: Vec<String>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
@@ -414,8 +416,9 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
             return None;
         }
         let text = mask(&String::from_utf8_lossy(bytes), &self.secrets);
-        let sha = brief::sha256_hex(text.as_bytes());
-        if self.recorded.insert(sha.clone()) {
+        let digest: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+        let sha = hex::encode(digest);
+        if self.recorded.insert(digest) {
             let _ = crate::call_records::append(&self.run_dir, &sha, &text);
         }
         Some(sha)

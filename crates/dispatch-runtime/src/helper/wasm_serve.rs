@@ -298,7 +298,7 @@ fn spec_of(t: &crate::wasm::abi::ModelTool) -> ToolSpec {
     ToolSpec {
         name: t.name.clone(),
         description: t.description.clone(),
-        parameters,
+        parameters: std::sync::Arc::new(parameters),
     }
 }
 

@@ -61,6 +61,9 @@ pub(super) struct Bind {
     #[serde(with = "super::wire::one")]
     pub dst: CString,
     pub readonly: bool,
+    /// A file: its mount point is an empty file (else a directory), made
+    /// with the directories above it.
+    pub file: bool,
 }
 
 /// A system directory of the host, or the symlink it is.
@@ -89,12 +92,9 @@ pub(super) struct View {
     pub system: std::sync::Arc<[System]>,
     /// A fresh `/proc` (the PID namespace's), else the host's bound.
     pub pid_ns: bool,
-    /// Directories to create under `/newroot`, parents first.
-    #[serde(with = "super::wire::many")]
-    pub dirs: Vec<CString>,
-    /// Empty files to create as mount points of file binds.
-    #[serde(with = "super::wire::many")]
-    pub files: Vec<CString>,
+    /// In order; each one's mount point is made first, with its parents
+    /// (kept as the binds' own paths, not as a list of every directory
+    /// above them: a waiting run holds its view).
     pub binds: Vec<Bind>,
     /// Mounted over with an empty, unreadable tmpfs.
     #[serde(with = "super::wire::many")]
@@ -414,17 +414,11 @@ pub(super) fn build_view(view: &View) -> io::Result<()> {
     }
     mkdir(c"/newroot/tmp")?;
     tmpfs(c"/newroot/tmp", safe, c"mode=1777")?;
-    for d in &view.dirs {
-        mkdir(d)?;
-    }
-    for f in &view.files {
-        let fd = nix::fcntl::open(
-            f.as_c_str(),
-            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(err)?;
-        drop(fd);
+    // Every mount point before any bind: a bind nested in another one
+    // (a state directory under the run directory) mounts onto the outer
+    // one's own directory, there once the outer is mounted.
+    for b in &view.binds {
+        mount_point(&b.dst, b.file)?;
     }
     for d in &view.seal {
         mount(Some(d.as_c_str()), d.as_c_str(), none, bind, none).map_err(err)?;
@@ -461,6 +455,39 @@ pub(super) fn build_view(view: &View) -> io::Result<()> {
 
 fn tmpfs(at: &CStr, flags: MsFlags, data: &CStr) -> io::Result<()> {
     mount(Some(c"tmpfs"), at, Some(c"tmpfs"), flags, Some(data)).map_err(err)
+}
+
+/// Makes `path` and each directory above it (`mkdir -p`), as an empty
+/// file when `file`, an existing one being fine. The parents are cut from
+/// a copy of the path on this stack: nothing is allocated between fork
+/// and exec.
+fn mount_point(path: &CStr, file: bool) -> io::Result<()> {
+    let bytes = path.to_bytes_with_nul();
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    let Some(copy) = buf.get_mut(..bytes.len()) else {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    };
+    copy.copy_from_slice(bytes);
+    for i in 1..bytes.len() - 1 {
+        if copy[i] == b'/' {
+            copy[i] = 0;
+            let parent = CStr::from_bytes_until_nul(copy)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            mkdir(parent)?;
+            copy[i] = b'/';
+        }
+    }
+    if !file {
+        return mkdir(path);
+    }
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(err)?;
+    drop(fd);
+    Ok(())
 }
 
 /// `mkdir`, an existing directory being fine.

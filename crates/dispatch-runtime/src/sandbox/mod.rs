@@ -582,8 +582,9 @@ fn system_view() -> Result<Arc<[child::System]>, String> {
 fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
     let system = system_view()?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    // Every directory the mount points need (to find the ones to seal);
+    // the view keeps only the binds, whose parents the child makes.
     let mut dirs: Vec<PathBuf> = Vec::new();
-    let mut files = Vec::new();
     let mut binds = Vec::new();
     let mut add = |path: &Path, readonly: bool, file: bool| -> Result<(), String> {
         let dst = absolute(path)?;
@@ -594,15 +595,14 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
                 dirs.push(p.to_path_buf());
             }
         }
-        match file {
-            true => files.push(cstring("/newroot", &dst)?),
-            false if !dirs.contains(&dst) => dirs.push(dst.clone()),
-            false => {}
+        if !file && !dirs.contains(&dst) {
+            dirs.push(dst.clone());
         }
         binds.push(child::Bind {
             src: cstring("/oldroot", &src)?,
             dst: cstring("/newroot", &dst)?,
             readonly,
+            file,
         });
         Ok(())
     };
@@ -626,21 +626,11 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
             seal.push(cstring("/newroot", d)?);
         }
     }
-    // A directory nested in another bind (a state directory under the run
-    // directory) is made once the outer one is mounted: binds go in order.
-    let dirs = dirs
-        .iter()
-        .map(|d| cstring("/newroot", d))
-        .collect::<Result<Vec<_>, _>>()?;
     // Held for the run's life: no spare capacity.
-    let (mut files, mut binds) = (files, binds);
-    files.shrink_to_fit();
     binds.shrink_to_fit();
     Ok(child::View {
         system,
         pid_ns: true,
-        dirs,
-        files,
         binds,
         hide,
         seal,

@@ -146,7 +146,7 @@ mod tests {
         #[serde(with = "many")]
         args: Vec<Vec<u8>>,
         #[serde(with = "many")]
-        dirs: Vec<CString>,
+        seal: Vec<CString>,
         #[serde(with = "pairs")]
         env: Vec<(Vec<u8>, Vec<u8>)>,
     }
@@ -156,7 +156,7 @@ mod tests {
             program: b"/bin/sh".to_vec(),
             cwd: CString::new(odd.to_vec()).expect("no NUL"),
             args: vec![b"-c".to_vec(), odd.to_vec(), b"\"quoted\"\n".to_vec()],
-            dirs: vec![CString::new("/newroot/tmp").expect("no NUL")],
+            seal: vec![CString::new("/newroot/tmp").expect("no NUL")],
             env: vec![
                 (b"PATH".to_vec(), b"/usr/bin".to_vec()),
                 (b"X".to_vec(), odd.to_vec()),
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_nul_in_a_c_string_is_an_error_not_a_panic() {
-        let json = r#"{"program":"x","cwd":"a\u0000b","args":[],"dirs":[],"env":[]}"#;
+        let json = r#"{"program":"x","cwd":"a\u0000b","args":[],"seal":[],"env":[]}"#;
         let err = serde_json::from_str::<Sample>(json).expect_err("a NUL is refused");
         assert!(err.to_string().contains("nul"), "{err}");
     }
