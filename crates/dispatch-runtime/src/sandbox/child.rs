@@ -414,9 +414,8 @@ pub(super) fn build_view(view: &View) -> io::Result<()> {
     }
     mkdir(c"/newroot/tmp")?;
     tmpfs(c"/newroot/tmp", safe, c"mode=1777")?;
-    // Every mount point before any bind: a bind nested in another one
-    // (a state directory under the run directory) mounts onto the outer
-    // one's own directory, there once the outer is mounted.
+    // Every mount point first: the seal below makes the directories they
+    // needed in the private /tmp read-only.
     for b in &view.binds {
         mount_point(&b.dst, b.file)?;
     }

@@ -582,21 +582,24 @@ fn system_view() -> Result<Arc<[child::System]>, String> {
 fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
     let system = system_view()?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
-    // Every directory the mount points need (to find the ones to seal);
-    // the view keeps only the binds, whose parents the child makes.
-    let mut dirs: Vec<PathBuf> = Vec::new();
     let mut binds = Vec::new();
+    // The directory a mount point makes in the private /tmp (its own, or
+    // the top of its parents there) is sealed read-only by the child.
+    let mut seal: Vec<PathBuf> = Vec::new();
     let mut add = |path: &Path, readonly: bool, file: bool| -> Result<(), String> {
         let dst = absolute(path)?;
         let src = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let parents = dst.ancestors().skip(1).collect::<Vec<_>>();
-        for p in parents.into_iter().rev() {
-            if p != Path::new("/") && !dirs.iter().any(|d| d == p) {
-                dirs.push(p.to_path_buf());
-            }
-        }
-        if !file && !dirs.contains(&dst) {
-            dirs.push(dst.clone());
+        let made = if file {
+            dst.parent()
+        } else {
+            Some(dst.as_path())
+        };
+        let in_tmp = made.and_then(|d| {
+            d.ancestors()
+                .find(|a| a.parent() == Some(Path::new("/tmp")))
+        });
+        if let Some(top) = in_tmp.filter(|top| !seal.iter().any(|s| s == top)) {
+            seal.push(top.to_path_buf());
         }
         binds.push(child::Bind {
             src: cstring("/oldroot", &src)?,
@@ -619,13 +622,10 @@ fn view(paths: &RunPaths<'_>) -> Result<child::View, String> {
     if overlay.is_dir() {
         hide.push(cstring("/newroot", &absolute(&overlay)?)?);
     }
-    // The parents made in the private /tmp are sealed read-only.
-    let mut seal = Vec::new();
-    for d in &dirs {
-        if d.parent() == Some(Path::new("/tmp")) {
-            seal.push(cstring("/newroot", d)?);
-        }
-    }
+    let seal = seal
+        .iter()
+        .map(|d| cstring("/newroot", d))
+        .collect::<Result<Vec<_>, _>>()?;
     // Held for the run's life: no spare capacity.
     binds.shrink_to_fit();
     Ok(child::View {
@@ -779,5 +779,45 @@ mod tests {
             degraded.line(),
             "sandbox: off (DISPATCH_SANDBOX=off); NOT APPLIED: containment: no cgroup (x)"
         );
+    }
+
+    /// The view keeps its binds (a file's marked), and seals the one
+    /// directory its mount points need in the private /tmp, once.
+    #[test]
+    fn the_view_seals_the_directory_its_mount_points_make_in_tmp() {
+        let tmp = tempfile::Builder::new()
+            .tempdir_in("/tmp")
+            .expect("a directory in /tmp");
+        let top = std::fs::canonicalize(tmp.path()).expect("resolves");
+        let [run_dir, parcel, state] = ["runs/r1", "parcel", "state"].map(|d| top.join(d));
+        for d in [&run_dir, &parcel, &state] {
+            std::fs::create_dir_all(d).expect("made");
+        }
+        let brief = top.join("brief.json");
+        std::fs::write(&brief, "{}").expect("written");
+        let paths = RunPaths {
+            run: "r1",
+            run_dir: &run_dir,
+            brief: &brief,
+            parcel: &parcel,
+            shared: vec![&state],
+            cwd: &run_dir,
+        };
+        let view = view(&paths).expect("a view");
+        let text = |c: &CString| c.to_string_lossy().into_owned();
+        let newroot = |p: &Path| format!("/newroot{}", p.display());
+        let binds: Vec<(String, bool)> =
+            view.binds.iter().map(|b| (text(&b.dst), b.file)).collect();
+        assert_eq!(
+            binds,
+            [
+                (newroot(&run_dir), false),
+                (newroot(&parcel), false),
+                (newroot(&brief), true),
+                (newroot(&state), false),
+            ]
+        );
+        let seal: Vec<String> = view.seal.iter().map(text).collect();
+        assert_eq!(seal, [newroot(&top)]);
     }
 }

@@ -198,8 +198,8 @@ fn start(plan: &super::Plan, req: LaunchRequest) -> io::Result<Started> {
         None => tie.and_then(Tie::fds),
     };
     // The view is serialized with each start, not kept as JSON for the
-    // plan's next: a kept copy (~8 KB) was held by every run waiting on its
-    // model (issue #38 item 2), and making it costs microseconds.
+    // plan's next: a kept copy was held by every run waiting on its model
+    // (issue #38 item 2), and making it costs microseconds.
     let steps = plan.steps.as_ref().map(|s| StepsOut {
         uid: s.uid,
         gid: s.gid,
