@@ -24,7 +24,7 @@ use crate::conversation::{Conversation, estimate_tokens};
 use crate::prompt::output_of;
 use crate::provider::{
     Delta, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, ProviderError,
-    ToolCall, ToolSpec,
+    RecordRequest, ToolCall, ToolSpec,
 };
 use crate::resolve::{ResolvedModel, provider_for};
 use crate::round::{PendingApproval, RoundEnd, run_round};
@@ -50,6 +50,12 @@ pub trait Sink: Send {
     async fn record(&mut self, events: Vec<RunEvent>) -> Result<(), String>;
     /// Stores a request or response body content-addressed; its sha256.
     fn blob(&mut self, bytes: &[u8]) -> Option<String>;
+    /// What stores a request body as [`Sink::blob`] does, as the request
+    /// goes out (a call waiting on its answer then does not hold the text
+    /// it sent); `None`: the loop stores it with `blob` after the answer.
+    fn record_request(&mut self) -> Option<RecordRequest> {
+        None
+    }
     /// Before a call of about `est_tokens` to `model` of `provider`: waits
     /// until the rate limits that apply admit it (the runtime records the
     /// wait). The answer is settled after the call ([`Sink::settle`]).
@@ -493,7 +499,10 @@ pub(crate) async fn call_chain(
                     retryable: true,
                 });
             }
-            let mut ex = Exchange::default();
+            let mut ex = Exchange {
+                record: sink.record_request(),
+                ..Exchange::default()
+            };
             let started = Instant::now();
             let mut out_chars = 0usize;
             let mut budget_hit = None;
@@ -537,7 +546,7 @@ pub(crate) async fn call_chain(
                 "model": m.model.name, "provider": m.model.provider.as_str(), "base_url": m.model.endpoint(),
                 "latency_ms": latency, "first_token_ms": ex.first_token_ms, "retry": retry,
                 "fallback": mi > 0, "status": ex.status,
-                "request_sha256": sink.blob(&ex.request_body),
+                "request_sha256": ex.request_sha256.take().or_else(|| sink.blob(&ex.request_body)),
                 "response_sha256": sink.blob(ex.response_body.as_bytes()),
                 "round": conv.rounds + 1,
             });

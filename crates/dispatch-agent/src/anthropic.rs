@@ -168,8 +168,11 @@ impl Provider for Anthropic {
         // out); a continued turn's body is built again with what the
         // paused parts said.
         let url = self.url();
-        let first_body = crate::sse::encode(&self.body(req));
-        let mut body = first_body.clone();
+        let mut body = crate::sse::encode(&self.body(req));
+        // The exchange names the first request: kept as it is when nothing
+        // records it as it goes out, else by the digest it was recorded as.
+        let first_body = exchange.record.is_none().then(|| body.clone());
+        let mut first_sha = None;
         let mut paused_blocks: Vec<Value> = Vec::new();
         let mut so_far: Option<ModelResponse> = None;
         let mut continued = 0;
@@ -183,7 +186,7 @@ impl Provider for Anthropic {
                     &self.client,
                     &url,
                     &headers,
-                    body.clone(),
+                    std::mem::take(&mut body),
                     exchange,
                     |_, data| {
                         parser.feed(data, &mut |d: Delta<'_>| {
@@ -197,7 +200,11 @@ impl Provider for Anthropic {
             };
             // What went over the wire: the first request, every answer.
             exchange.response_body.insert_str(0, &before);
-            exchange.request_body.clone_from(&first_body);
+            match &first_body {
+                Some(first) => exchange.request_body.clone_from(first),
+                None if continued == 0 => first_sha.clone_from(&exchange.request_sha256),
+                None => exchange.request_sha256.clone_from(&first_sha),
+            }
             if continued == 0 || exchange.first_token_ms.is_none() {
                 exchange.first_token_ms = first_token;
             }

@@ -31,7 +31,8 @@ pub use agent_loop::{Admission, LoopConfig, LoopEnd, NoTools, Sink, ToolOutcome,
 pub use conversation::{Conversation, SessionData};
 pub use provider::{
     Delta, Effort, Exchange, FinishReason, Flow, Message, ModelRequest, ModelResponse, Provider,
-    ProviderError, ProviderKind, Reasoning, Role, Thinking, TokenUsage, ToolCall, ToolSpec,
+    ProviderError, ProviderKind, Reasoning, RecordRequest, Role, Thinking, TokenUsage, ToolCall,
+    ToolSpec,
 };
 pub use resolve::{Override, ResolvedModel, resolve};
 pub use round::{DoneCall, PendingApproval};

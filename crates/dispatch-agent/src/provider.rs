@@ -297,8 +297,16 @@ impl ProviderError {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
     pub url: String,
-    /// The JSON text sent, as sent (shared with the HTTP client, not a copy).
+    /// The JSON text sent, as sent (shared with the HTTP client, not a
+    /// copy). Empty when [`Exchange::record`] recorded it as it went out:
+    /// [`Exchange::request_sha256`] then names it.
     pub request_body: bytes::Bytes,
+    /// The sha256 that [`Exchange::record`] gave the body it recorded.
+    pub request_sha256: Option<String>,
+    /// Records the request body as it goes out (the runtime's call
+    /// records), so that a call waiting on its answer does not also hold
+    /// its conversation as the text it sent (issue #38 item 2).
+    pub record: Option<RecordRequest>,
     pub status: u16,
     pub response_body: String,
     /// Milliseconds from sending the request to the first text or tool-call
@@ -310,6 +318,38 @@ impl Exchange {
     /// The request body as JSON (`Null` when none was sent or it is not JSON).
     pub fn request_json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.request_body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Keeps `body`, the request as it goes out: recorded now when the
+    /// exchange has a recorder (its digest kept), else held as it is.
+    pub fn sending(&mut self, body: &bytes::Bytes) {
+        match &self.record {
+            Some(record) => {
+                self.request_sha256 = (record.0)(body);
+                self.request_body = bytes::Bytes::new();
+            }
+            None => self.request_body = body.clone(),
+        }
+    }
+}
+
+/// Records a body and gives its sha256 (`None` for an empty one).
+pub type RecordFn = dyn Fn(&[u8]) -> Option<String> + Send + Sync;
+
+/// What records a request body (content-addressed, see
+/// [`crate::Sink::blob`]) and gives its sha256.
+#[derive(Clone)]
+pub struct RecordRequest(pub std::sync::Arc<RecordFn>);
+
+impl std::fmt::Debug for RecordRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordRequest")
+    }
+}
+
+impl PartialEq for RecordRequest {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

@@ -74,7 +74,7 @@ pub(crate) async fn post_stream(
     mut on_event: impl FnMut(&str, &str) -> Result<Flow, ProviderError>,
 ) -> Result<(), ProviderError> {
     exchange.url = url.to_string();
-    exchange.request_body = body.clone();
+    exchange.sending(&body);
     let response = send(client, url, headers, body)
         .await
         .map_err(ProviderError::Connect)?;
@@ -147,19 +147,24 @@ pub async fn send(
         ("content-type", "application/json"),
         ("accept", "text/event-stream"),
     ];
-    if let Some(direct) = dispatch_http::h2::direct("agent") {
-        let all = FIXED.iter().chain(headers).copied();
-        match direct.post(url, all, body.clone()).await {
-            Some(Ok(response)) => return Ok(response.map(reqwest::Body::wrap).into()),
-            Some(Err(e)) => {
-                return Err(format!(
-                    "error sending request for url ({url}): {}",
-                    chain(&e)
-                ));
+    // The body moves to whichever client sends it (the direct one gives it
+    // back when it did not): a call waiting on its answer does not hold it.
+    let body = match dispatch_http::h2::direct("agent") {
+        Some(direct) => {
+            let all = FIXED.iter().chain(headers).copied();
+            match direct.post(url, all, body).await {
+                Ok(Ok(response)) => return Ok(response.map(reqwest::Body::wrap).into()),
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "error sending request for url ({url}): {}",
+                        chain(&e)
+                    ));
+                }
+                Err(body) => body,
             }
-            None => {}
         }
-    }
+        None => body,
+    };
     let mut request = client.post(url).body(body);
     for (k, v) in FIXED.iter().chain(headers) {
         request = request.header(*k, *v);

@@ -222,20 +222,27 @@ impl Direct {
     }
 
     /// POSTs `body` to `url` with `headers` (and a user agent) over the origin's HTTP/2
-    /// connection: `None` when the call is reqwest's (not `https`, not
+    /// connection: `Err(body)` when the call is reqwest's (not `https`, not
     /// HTTP/2, not reachable directly just now; nothing was sent), else
     /// the response, or the error of a request that may have been sent.
+    /// The body is not held while the answer is awaited: the connection
+    /// has it until it went out.
     pub async fn post<'h>(
         &self,
         url: &str,
         headers: impl IntoIterator<Item = (&'h str, &'h str)>,
         body: Bytes,
-    ) -> Option<Result<Response<Body>, Error>> {
-        let uri: Uri = url.parse().ok()?;
+    ) -> Result<Result<Response<Body>, Error>, Bytes> {
+        let Ok(uri) = url.parse::<Uri>() else {
+            return Err(body);
+        };
         if uri.scheme_str() != Some("https") {
-            return None;
+            return Err(body);
         }
-        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let Some(host) = uri.host() else {
+            return Err(body);
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(443);
         let mut fields = header::HeaderMap::new();
         fields.insert(header::USER_AGENT, self.user_agent.clone());
@@ -244,16 +251,24 @@ impl Direct {
             header::HeaderValue::from(body.len()),
         );
         for (name, value) in headers {
-            let name = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
-            let value = header::HeaderValue::from_str(value).ok()?;
+            let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                header::HeaderValue::from_str(value),
+            ) else {
+                return Err(body);
+            };
             fields.append(name, value);
         }
         let slot = self.slot(host, port);
         // Once more on a new connection when the one held had closed
         // before the request went out on it.
         for _ in 0..2 {
-            let (sender, closed, stream) = self.sender(&slot, host, port).await?;
-            let mut request = Request::post(uri.clone()).body(()).ok()?;
+            let Some((sender, closed, stream)) = self.sender(&slot, host, port).await else {
+                return Err(body);
+            };
+            let Ok(mut request) = Request::post(uri.clone()).body(()) else {
+                return Err(body);
+            };
             *request.headers_mut() = fields.clone();
             // Waits for a stream when the connection carries as many as
             // its server allows (the count above saw it had room; another
@@ -271,20 +286,20 @@ impl Direct {
                 }
             };
             if !body.is_empty() {
-                // Queued whole (it is in memory already, shared): the
-                // connection sends it as the server's windows allow.
-                if let Err(e) = send.send_data(body.clone(), true) {
-                    return Some(Err(e));
+                // Queued whole, moved: the connection sends it as the
+                // server's windows allow, and lets it go once it went out.
+                if let Err(e) = send.send_data(body, true) {
+                    return Ok(Err(e));
                 }
             }
-            return Some(response.await.map(|r| {
+            return Ok(response.await.map(|r| {
                 r.map(|inner| Body {
                     inner,
                     _stream: stream,
                 })
             }));
         }
-        None
+        Err(body)
     }
 
     fn slot(&self, host: &str, port: u16) -> Slot {

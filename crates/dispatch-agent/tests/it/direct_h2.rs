@@ -80,19 +80,21 @@ async fn what_is_not_direct_is_left_to_reqwest() {
     let url = format!("{}/chat/completions", mock.base_url());
     // A certificate the connection does not trust: reqwest says why.
     let untrusting = Direct::new("test", ExtraCa::File(None)).expect("builds");
-    assert!(untrusting.post(&url, JSON, body()).await.is_none());
+    assert!(untrusting.post(&url, JSON, body()).await.is_err());
     // Plain HTTP, and a port nobody listens on (at once, and again while
     // that origin is left to reqwest).
     let ca = mock.ca_pem().expect("a TLS mock has a CA");
     let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
     let plain = url.replacen("https://", "http://", 1);
-    assert!(direct.post(&plain, JSON, body()).await.is_none());
+    // What was not sent comes back, to go by reqwest.
+    let back = direct.post(&plain, JSON, body()).await.err();
+    assert_eq!(back, Some(body()), "the body is given back as it was");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let port = closed.local_addr().expect("its address").port();
     drop(closed);
     let nobody = format!("https://127.0.0.1:{port}/chat/completions");
-    assert!(direct.post(&nobody, JSON, body()).await.is_none());
-    assert!(direct.post(&nobody, JSON, body()).await.is_none());
+    assert!(direct.post(&nobody, JSON, body()).await.is_err());
+    assert!(direct.post(&nobody, JSON, body()).await.is_err());
     assert_eq!(mock.request_count(), 0, "nothing was sent");
 }
 
@@ -108,10 +110,11 @@ async fn a_cut_connection_is_opened_again() {
     let proxy = Proxy::start(upstream.parse().expect("an address")).expect("the proxy");
     let url = format!("https://{}{path}/chat/completions", proxy.addr());
     let direct = Direct::new("test", ExtraCa::File(Some(&ca))).expect("builds");
-    let answer = |r: Option<
+    let answer = |r: Result<
         Result<hyper::Response<dispatch_http::h2::Body>, dispatch_http::h2::Error>,
+        bytes::Bytes,
     >| async {
-        let response = r?.ok()?;
+        let response = r.ok()?.ok()?;
         let text = response.into_body().collect().await.ok()?.to_bytes();
         Some(content(&String::from_utf8_lossy(&text)))
     };
@@ -159,7 +162,13 @@ async fn calls_beyond_a_connections_streams_open_another_connection() {
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..5 {
         let (direct, url) = (direct.clone(), url.clone());
-        calls.spawn(async move { direct.post(&url, JSON, body()).await.map(|r| r.is_ok()) });
+        calls.spawn(async move {
+            direct
+                .post(&url, JSON, body())
+                .await
+                .map(|r| r.is_ok())
+                .ok()
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // A deadlock detector, not a speed limit: held on one connection, no

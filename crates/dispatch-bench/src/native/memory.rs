@@ -19,7 +19,7 @@ use dispatch_test_support::testdb::TestDatabase;
 use serde_json::json;
 
 use super::report::Report;
-use super::{Args, launch_request, script, serve_mock, tool_agent, worker_trusting};
+use super::{Args, launch_request_with, script, serve_mock, tool_agent, worker_trusting};
 
 /// One look at the worker's memory, in KiB (threads: a count).
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,6 +105,23 @@ pub(super) fn measure(
     }
 }
 
+/// A run's input: `go`, or `kib` KiB of words (text a model would read).
+fn input(kib: usize) -> serde_json::Value {
+    if kib == 0 {
+        return json!("go");
+    }
+    let words = ["order", "shipped", "lookup", "customer", "parcel", "status"];
+    let mut text = String::with_capacity(kib * 1024 + 16);
+    let mut i = 0;
+    while text.len() < kib * 1024 {
+        text.push_str(words[i % words.len()]);
+        text.push(' ');
+        i += 1;
+    }
+    text.truncate(kib * 1024);
+    json!(text)
+}
+
 fn measure_over(
     rt: &tokio::runtime::Runtime,
     dispatch: &Path,
@@ -142,7 +159,7 @@ fn measure_over(
     let store = rt
         .block_on(PgStore::connect(db.url(), 4))
         .expect("connects");
-    let request = launch_request("native-mem");
+    let request = launch_request_with("native-mem", input(a.memory_input_kib));
     let most = levels.last().copied().unwrap_or(0);
     let cacert = mock.ca_pem();
     let mut w = worker_trusting(dispatch, db.url(), &state, most, cacert.as_deref());
@@ -177,6 +194,7 @@ fn measure_over(
     let _ = w.wait();
     let floor = http_floor(&mock, levels);
     let m = t.key();
+    out.set(m, "input_kib", a.memory_input_kib as u64);
     out.set(m, "idle_rss_kb", idle.rss);
     out.set(m, "idle_anon_kb", idle.anon);
     out.set(m, "idle_threads", idle.threads);
@@ -186,8 +204,12 @@ fn measure_over(
         let [rss, anon] = per_run(s0, s1, n1 - n0);
         out.row(
             &format!(
-                "worker with {n1} native runs waiting on their third model call ({})",
-                t.says()
+                "worker with {n1} native runs waiting on their third model call ({}{})",
+                t.says(),
+                match a.memory_input_kib {
+                    0 => String::new(),
+                    k => format!(", an input of {k} KiB"),
+                }
             ),
             &format!(
                 "RSS {:.1} MB, anonymous {:.1} MB, {} threads; {n0} → {n1} runs: {rss:.1} KB RSS, {anon:.1} KB anonymous per run",

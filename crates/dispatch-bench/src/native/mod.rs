@@ -120,6 +120,12 @@ struct Args {
     /// the last).
     #[arg(long, value_name = "N,N,..", value_delimiter = ',', default_values_t = [500, 2000])]
     memory_levels: Vec<usize>,
+    /// The memory measurement's runs start with an input of this many KiB
+    /// of text (0: the word `go`): it is in every request of the run, so
+    /// the memory a waiting run holds per byte of its conversation shows
+    /// beside a run of the default input.
+    #[arg(long, value_name = "KIB", default_value_t = 0)]
+    memory_input_kib: usize,
     /// Port of the scripted mock model on 127.0.0.1 (0: any free port).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     mock_port: u16,
@@ -395,10 +401,14 @@ fn tool_agent(root: &Path, name: &str, base_url: &str, extra: &str, layout: &Lay
 }
 
 fn launch_request(name: &str) -> LaunchRequest {
+    launch_request_with(name, json!("go"))
+}
+
+fn launch_request_with(name: &str, payload: serde_json::Value) -> LaunchRequest {
     LaunchRequest {
         source: name.into(),
         operation: None,
-        payload: json!("go"),
+        payload,
         parent_id: None,
         origin_id: None,
         project: dispatch_core::project::DEFAULT_PROJECT.to_string(),

@@ -104,6 +104,49 @@ fn streamed_text_becomes_the_output_with_usage_and_cost_per_call_and_run() {
     );
 }
 
+/// A call waiting on its answer has its request recorded already: the run
+/// does not also hold the text it sent while it waits (issue #38 item 2),
+/// and its `model_call` names that record once the answer came.
+#[test]
+fn a_call_waiting_on_its_answer_has_its_request_recorded_already() {
+    let d = Dispatch::new();
+    let mut late = text("late", 10, 2);
+    late["delay_ms"] = json!(6_000);
+    let mock = Mock::start(json!([late]));
+    let dir = native_agent(
+        d.dir.path(),
+        "waiter",
+        &model_line(&mock, "gpt-4o-mini", "openai_chat"),
+    );
+    let id = d.ok(&["run", dir.to_str().expect("utf-8"), "--detach"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while mock.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the call went out");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = std::time::Instant::now();
+    let sent = mock.requests()[0].body.clone();
+    let run_dir = d.root().join("runs").join(&id);
+    let recorded = |sha: &str| {
+        dispatch_runtime::call_records::read(&run_dir, sha)
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    };
+    let waiting = dispatch_runtime::call_records::all(&run_dir);
+    assert!(
+        seen.elapsed() < std::time::Duration::from_secs(5),
+        "read while the mock still held its answer"
+    );
+    let sha = waiting
+        .keys()
+        .find(|sha| recorded(sha).as_ref() == Some(&sent))
+        .expect("the request's record, written as it went out")
+        .clone();
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    let c = &model_calls(&doc)[0];
+    assert_eq!(c["request_sha256"], sha.as_str(), "{c}");
+}
+
 #[test]
 fn a_model_without_a_price_has_unknown_cost_and_limit_cost_is_refused() {
     let d = Dispatch::new();

@@ -332,8 +332,10 @@ pub(crate) struct Prepared {
     pub(crate) spec: AgentSpec,
     pub(crate) artifacts_dir: std::path::PathBuf,
     pub(crate) output_path: std::path::PathBuf,
-    /// The brief's bytes, verified (a native agent reads its context from them).
-    pub(crate) brief: Vec<u8>,
+    /// The brief's `context`, for a native agent (`Null` for the others):
+    /// not the brief's bytes, which hold the run's input once more while
+    /// the attempt lasts (issue #38 item 2).
+    pub(crate) brief_context: Value,
     /// The cluster's shared artifact store, when the worker has one.
     pub(crate) shared: Option<Arc<crate::objects::Objects>>,
     /// The sandbox of the run's processes (see [`crate::sandbox`]).
@@ -489,13 +491,20 @@ pub(crate) fn prepare(
         crate::courier::set_env(&mut env, &k, &v);
     }
     let secrets = declared.into_iter().map(|(_, v)| v).collect();
+    // A native agent reads the brief's context and has its input in its
+    // conversation; a process reads its input on its stdin: each attempt
+    // keeps only what it reads.
+    let (brief_context, stdin) = match m.courier {
+        Courier::Agent => (context_of(&bytes), Vec::new()),
+        _ => (Value::Null, payload),
+    };
     Ok(Prepared {
         courier: m.courier,
         spec: AgentSpec {
             command: m.command.clone(),
             cwd: ws.work,
             env,
-            stdin: payload,
+            stdin,
             log: layout.log(&run.id),
             events,
             secrets,
@@ -503,11 +512,24 @@ pub(crate) fn prepare(
         },
         artifacts_dir,
         output_path,
-        brief: bytes,
+        brief_context,
         shared: None,
         sandbox,
         egress,
     })
+}
+
+/// The `context` of a brief's bytes (`Null` when they have none), read
+/// without keeping the rest.
+fn context_of(brief: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Context {
+        #[serde(default)]
+        context: Value,
+    }
+    serde_json::from_slice::<Context>(brief)
+        .map(|b| b.context)
+        .unwrap_or(Value::Null)
 }
 
 /// The `sandbox` event of an attempt: which protections its processes got

@@ -8,8 +8,10 @@
 
 use dispatch_agent::Admission;
 use sha2::Digest;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dispatch_agent::agent_loop::{DEFAULT_LLM_TIMEOUT, DEFAULT_TOOL_ROUNDS};
@@ -136,7 +138,7 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         .bill_in_flight(run, log, &cfg, &mut sink, &outcome)
         .await;
     sink.end_text();
-    let sink_secrets = std::mem::take(&mut sink.secrets);
+    let sink_secrets = sink.secrets.clone();
     drop(guard);
     let end = Box::pin(phases.end(run, log, outcome, &conv, session_version, &sink_secrets)).await;
     tooling.limits.end(store, &run.id, run.attempt, 0).await;
@@ -235,12 +237,11 @@ pub(crate) struct RunSink<'a, S: ?Sized> {
     project: String,
     attempt: u32,
     log: Option<std::fs::File>,
-    /// The run's directory, where its call records are kept.
-    run_dir: PathBuf,
-    /// The digests of the records written by this attempt (each is written
-    /// once): the 32 bytes, not their hex (an 80-byte allocation each).
-    recorded: std::collections::HashSet<[u8; 32]>,
-    pub(crate) secrets: Vec<String>,
+    /// Writes the run's call records ([`CallRecords`]): what [`Self::blob`]
+    /// calls, and what a model call takes along to record its request as
+    /// it goes out.
+    records: dispatch_agent::RecordRequest,
+    pub(crate) secrets: Arc<[String]>,
     /// Whether the last text written to the log ended a line.
     at_line_start: bool,
     /// Streamed text not written yet: it may be the start of a secret.
@@ -272,6 +273,7 @@ fn held_back(text: &str, secrets: &[String]) -> usize {
 
 impl<'a, S: Store + ?Sized> RunSink<'a, S> {
     pub(crate) fn new(store: &'a S, layout: &Layout, run: &Run, secrets: Vec<String>) -> Self {
+        let secrets: Arc<[String]> = secrets.into();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -283,8 +285,7 @@ impl<'a, S: Store + ?Sized> RunSink<'a, S> {
             project: run.project.clone(),
             attempt: run.attempt,
             log,
-            run_dir: layout.run_dir(&run.id),
-            recorded: std::collections::HashSet::new(),
+            records: CallRecords::recorder(layout.run_dir(&run.id), secrets.clone()),
             secrets,
             at_line_start: true,
             pending: String::new(),
@@ -412,13 +413,50 @@ impl<S: Store + ?Sized> dispatch_agent::Sink for RunSink<'_, S> {
     }
 
     fn blob(&mut self, bytes: &[u8]) -> Option<String> {
+        (self.records.0)(bytes)
+    }
+
+    fn record_request(&mut self) -> Option<dispatch_agent::RecordRequest> {
+        Some(self.records.clone())
+    }
+}
+
+/// The run's call records, `runs/<id>/calls.jsonl` (see
+/// [`crate::call_records`]): each body masked, then written once under its
+/// sha256. Shared by the sink and the model call in flight, which records
+/// its request as it goes out.
+struct CallRecords {
+    run_dir: PathBuf,
+    secrets: Arc<[String]>,
+    /// The digests of the records written by this attempt: the 32 bytes,
+    /// not their hex (an 80-byte allocation each).
+    recorded: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl CallRecords {
+    fn recorder(run_dir: PathBuf, secrets: Arc<[String]>) -> dispatch_agent::RecordRequest {
+        let records = CallRecords {
+            run_dir,
+            secrets,
+            recorded: Mutex::new(HashSet::new()),
+        };
+        dispatch_agent::RecordRequest(Arc::new(move |bytes| records.record(bytes)))
+    }
+
+    /// Records `bytes` (masked) unless this attempt did already: its sha256.
+    fn record(&self, bytes: &[u8]) -> Option<String> {
         if bytes.is_empty() {
             return None;
         }
         let text = mask(&String::from_utf8_lossy(bytes), &self.secrets);
         let digest: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
         let sha = hex::encode(digest);
-        if self.recorded.insert(digest) {
+        let new = self
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest);
+        if new {
             let _ = crate::call_records::append(&self.run_dir, &sha, &text);
         }
         Some(sha)

@@ -17,7 +17,7 @@ use std::time::Duration;
 use dispatch_agent::cli::CliRun;
 use dispatch_agent::tools::ToolBox;
 use dispatch_agent::{Conversation, LoopConfig, LoopEnd, Message, NoTools, SessionData, Tools};
-use dispatch_core::{EventKind, NewEvent, ProcRef, Status, Transition, brief, now_ms};
+use dispatch_core::{EventKind, NewEvent, ProcRef, Status, Transition, now_ms};
 use dispatch_store::{Run, Store};
 use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -144,14 +144,8 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         log: &mut LifecycleLog,
     ) -> Result<(LoopConfig, Vec<String>), Ended> {
         let ctx = self.ctx;
-        let brief_context = serde_json::from_slice::<brief::Brief>(&ctx.prepared.brief)
-            .map(|b| b.context)
-            .unwrap_or(Value::Null);
         let env = |k: &str| std::env::var(k).ok();
-        let cfg = loop_config(ctx.parcel, &brief_context, ctx.policy, env);
-        // What the attempt holds while its model works is what it needs:
-        // the brief's context goes before the lost calls are billed.
-        drop(brief_context);
+        let cfg = loop_config(ctx.parcel, &ctx.prepared.brief_context, ctx.policy, env);
         let mut cfg = match cfg {
             Ok(cfg) => cfg,
             Err(reason) => {

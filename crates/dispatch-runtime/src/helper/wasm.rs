@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dispatch_agent::{LoopEnd, Message, NoTools, SessionData, Tools};
-use dispatch_core::{NewEvent, ProcRef, Status, Transition, brief, now_ms};
+use dispatch_core::{NewEvent, ProcRef, Status, Transition, now_ms};
 use dispatch_store::{Run, Store};
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
@@ -62,11 +62,8 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
     let Some(component) = ctx.parcel.manifest.component.as_ref() else {
         return final_fail("the parcel has no COMPONENT (build it again)".into());
     };
-    let brief_context = serde_json::from_slice::<brief::Brief>(&ctx.prepared.brief)
-        .map(|b| b.context)
-        .unwrap_or(Value::Null);
     let env = |k: &str| std::env::var(k).ok();
-    let mut cfg = match loop_config(ctx.parcel, &brief_context, ctx.policy, env) {
+    let mut cfg = match loop_config(ctx.parcel, &ctx.prepared.brief_context, ctx.policy, env) {
         Ok(cfg) => cfg,
         Err(reason) => return final_fail(format!("refusing to start: {reason}")),
     };
