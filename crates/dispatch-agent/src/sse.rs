@@ -165,7 +165,13 @@ pub async fn send(
         }
         None => body,
     };
-    let mut request = client.post(url).body(body);
+    // As a body of known length that reqwest streams: given `Bytes`, it
+    // keeps a copy to send again after a redirect, which a call waiting
+    // on its answer would hold as long as it waits (a model API answers a
+    // call, it does not redirect it).
+    let mut request = client
+        .post(url)
+        .body(reqwest::Body::wrap(http_body_util::Full::new(body)));
     for (k, v) in FIXED.iter().chain(headers) {
         request = request.header(*k, *v);
     }

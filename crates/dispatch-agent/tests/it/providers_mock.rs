@@ -101,6 +101,24 @@ async fn both_providers_stream_text_tool_calls_and_usage_from_the_mock() {
                 .iter()
                 .any(|(k, v)| k == key_header && v.contains("k-1"))
         );
+        // The body goes with its length, not chunked (reqwest streams it
+        // rather than keeping a copy while the call waits).
+        let header = |name: &str| {
+            got[0]
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("transfer-encoding"), None, "{:?}", got[0].headers);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("a content-length");
+        assert_eq!(
+            length,
+            serde_json::to_vec(&got[0].body).expect("json").len(),
+            "the whole body, as sent"
+        );
     }
 }
 
