@@ -69,6 +69,15 @@ pub fn user_text(payload: &Value) -> String {
     }
 }
 
+/// [`user_text`] of a payload the caller lets go: a string payload becomes
+/// the message as it is, not copied.
+pub fn into_user_text(payload: Value) -> String {
+    match payload {
+        Value::String(s) => s,
+        other => user_text(&other),
+    }
+}
+
 /// The run's output for the final assistant text: JSON when it is JSON.
 pub fn output_of(text: &str) -> Value {
     let t = text.trim();
@@ -126,6 +135,8 @@ mod tests {
     fn payloads_become_user_text_and_answers_become_output() {
         assert_eq!(user_text(&json!("hi")), "hi");
         assert_eq!(user_text(&json!({"a": 1})), "{\n  \"a\": 1\n}");
+        assert_eq!(into_user_text(json!("hi")), "hi");
+        assert_eq!(into_user_text(json!({"a": 1})), user_text(&json!({"a": 1})));
         assert_eq!(output_of("{\"a\": 1}"), json!({"a": 1}));
         assert_eq!(output_of("```json\n{\"a\": 1}\n```"), json!({"a": 1}));
         assert_eq!(output_of("hello"), json!("hello"));

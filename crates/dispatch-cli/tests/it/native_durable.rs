@@ -6,7 +6,7 @@ use crate::common;
 use crate::native_common;
 
 use common::{Dispatch, alive, eventually};
-use native_common::{Mock, model_calls, native_agent, text, tool};
+use native_common::{Mock, message_texts, model_calls, native_agent, text, tool};
 use serde_json::json;
 
 #[test]
@@ -166,4 +166,37 @@ fn a_native_run_that_fails_after_its_tool_rounds_is_dead_lettered_with_its_whole
             .is_some_and(|t| t.contains("order: shipped")),
         "{checkpoint:#}"
     );
+}
+
+/// While the model works, the run's record lets its copy of the input go
+/// (its conversation holds it, issue #38 item 2): an attempt that ends
+/// before any round completes is followed by one that starts the
+/// conversation from the input again, whole, and the run keeps it.
+#[test]
+fn an_attempt_timed_out_on_its_first_call_is_retried_with_the_whole_input() {
+    let d = Dispatch::new();
+    let mock = Mock::start(json!([{"kind": "stall"}, text("done", 3, 1)]));
+    let dir = native_agent(
+        d.dir.path(),
+        "stalls",
+        &format!(
+            "MODEL gpt-4o-mini PROVIDER openai_chat BASE_URL {}\nTIMEOUT RUN 1s\nRETRY 2 BACKOFF 10ms..10ms",
+            mock.url()
+        ),
+    );
+    let input = "summarize order 12345 ".repeat(200);
+    let id = d.detach(&dir, &serde_json::to_string(&input).expect("JSON"));
+    let doc = d.wait_terminal(&id);
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["attempt"], 2, "the timed-out attempt was retried");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2);
+    for (n, req) in reqs.iter().enumerate() {
+        assert_eq!(
+            message_texts(&req.body).last(),
+            Some(&input.as_str()),
+            "request {n} asks with the whole input"
+        );
+    }
+    assert_eq!(doc["payload"], json!(input), "the run keeps its input");
 }

@@ -99,7 +99,10 @@ pub(crate) async fn attempt<S: Store + ?Sized>(
         Ok(configured) => configured,
         Err(ended) => return Ok(ended),
     };
-    let (mut conv, session_version) = match phases.conversation(run, log).await {
+    // The input moves into the conversation's first message (the run's
+    // next record has it again, see `Phases::drive`).
+    let payload = std::mem::take(&mut run.payload);
+    let (mut conv, session_version) = match phases.conversation(run, payload, log).await {
         Ok(conversation) => conversation,
         Err(ended) => return Ok(ended),
     };

@@ -178,9 +178,11 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
     /// turn. A later attempt resumes from the checkpoint; so does a worker's
     /// first attempt, which may be a re-execution after a lost lease. With
     /// it, the session's version it was read from (0 without a session).
+    /// `payload`: the run's input, which becomes this turn's message.
     pub(super) async fn conversation(
         &self,
         run: &Run,
+        payload: Value,
         log: &mut LifecycleLog,
     ) -> Result<(Conversation, i64), Ended> {
         let (store, ctx) = (self.store, self.ctx);
@@ -224,8 +226,8 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
                     .and_then(|data| serde_json::from_value::<SessionData>(data).ok())
                     .unwrap_or_default();
                 let mut messages = history.messages;
-                messages.push(Message::user(dispatch_agent::prompt::user_text(
-                    &run.payload,
+                messages.push(Message::user(dispatch_agent::prompt::into_user_text(
+                    payload,
                 )));
                 Conversation {
                     system: dispatch_agent::prompt::system_prompt(
@@ -410,9 +412,15 @@ impl<'a, S: Store + ?Sized> Phases<'a, S> {
         // this function holds while the model works is its own state, not
         // the largest of what it awaits once in a while (issue #38).
         let mut save_start = Some(Box::pin(async {
-            advance(store, run, start, None)
-                .await
-                .map(|()| run.stop_requested_at.is_some())
+            advance(store, run, start, None).await.map(|()| {
+                // The row saved comes back with the run's input, which its
+                // conversation holds already: not a second copy while the
+                // model works (issue #38 item 2). Nothing of the attempt
+                // reads it; the run's next record (its end, or a retry's
+                // claim) has it again.
+                run.payload = Value::Null;
+                run.stop_requested_at.is_some()
+            })
         }));
         // A look every TICK, or every QUIET_TICK while the watch has
         // nothing to watch (no deadline, no limit: a native run's state
