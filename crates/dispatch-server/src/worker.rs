@@ -236,7 +236,19 @@ impl Worker {
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
-        self.writer = Some(Writer::start(self.store.clone()));
+        let writes = crate::writer::own_store(
+            self.config.lease_db.as_ref(),
+            &self.store,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|(shared, e)| {
+            self.log(&format!(
+                "cannot open the writer's own connections ({e}); saving through the worker's"
+            ));
+            shared
+        });
+        self.writer = Some(Writer::start(writes));
         self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
         self.renewer = Some(Renewer::start(RenewConfig {
             name: self.config.name.clone(),

@@ -19,6 +19,7 @@ use dispatch_store::{HeldEvents, HeldLog, HeldWrites, Run, StoreError, StoreResu
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedStore;
+use crate::worker::renewer::LeaseDb;
 
 /// The most runs' state changes saved in one transaction.
 const MAX_BATCH: usize = 256;
@@ -29,6 +30,38 @@ const MAX_BATCH: usize = 256;
 /// encoded in buffers a pooled connection keeps at that size, which a
 /// worker's 1,000 waiting runs kept resident (issue #38 item 2).
 const MAX_PAYLOAD_BATCH: usize = 32;
+
+/// The connections of the writer's own pool on PostgreSQL: one for each
+/// kind of write (each kind saves one batch at a time).
+pub(crate) const CONNECTIONS: usize = 3;
+
+/// What the writer's connections are called in `pg_stat_activity`.
+pub(crate) const APPLICATION_NAME: &str = "dispatch-worker-writer";
+
+/// The store the writer saves through: on PostgreSQL a pool of its own
+/// ([`CONNECTIONS`], named [`APPLICATION_NAME`]). A connection keeps the buffers it encoded and sent a
+/// statement in at that statement's size, and the writer's statements are
+/// the large ones (32 runs' events or log chunks: a 16 KiB input in each
+/// run's first checkpoint made them ~0.5 MB): through the worker's pool,
+/// every one of its connections came to keep such buffers, 18–25 MB with
+/// 1,000–2,000 runs waiting (issue #38 item 2). On SQLite, or when the
+/// pool cannot open within `limit` (said, and tried no more), the
+/// worker's own store.
+pub(crate) async fn own_store(
+    db: Option<&LeaseDb>,
+    shared: &SharedStore,
+    limit: std::time::Duration,
+) -> Result<SharedStore, (SharedStore, String)> {
+    let Some(LeaseDb::Postgres(url)) = db else {
+        return Ok(shared.clone());
+    };
+    let pool = dispatch_store::PgStore::connect_as(url, CONNECTIONS, Some(APPLICATION_NAME));
+    match tokio::time::timeout(limit, pool).await {
+        Ok(Ok(pg)) => Ok(std::sync::Arc::new(pg)),
+        Ok(Err(e)) => Err((shared.clone(), e.to_string())),
+        Err(_) => Err((shared.clone(), format!("no connection within {limit:?}"))),
+    }
+}
 
 /// Hands writes to the worker's saving tasks (which end when every
 /// `Writer` is gone).

@@ -73,6 +73,36 @@ impl TestDatabase {
         &self.name
     }
 
+    /// The first column of the first row `sql` answers, as text, asked
+    /// from synchronous code on a connection of its own (the test's, which
+    /// `pg_stat_activity` shows as `dispatch-test`).
+    pub fn scalar_blocking(&self, sql: &str) -> String {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the query");
+            runtime.block_on(async {
+                let client = connect(&format!("{url}?application_name=dispatch-test"))
+                    .await
+                    .expect("the test connects to its database");
+                let rows = client.simple_query(&sql).await.expect("the query runs");
+                rows.iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => {
+                            row.get(0).map(str::to_string)
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default()
+            })
+        })
+        .join()
+        .expect("the query's thread")
+    }
+
     /// [`TestDatabase::create`] from synchronous code, on a runtime of its own.
     pub fn create_blocking() -> Option<TestDatabase> {
         tokio::runtime::Builder::new_current_thread()

@@ -432,8 +432,10 @@ pub async fn server(ctx: &Ctx, args: &ServerArgs) -> CliResult {
     Ok(0)
 }
 
-/// The most database connections one `dispatch worker` opens.
-const MAX_WORKER_CONNECTIONS: usize = 16;
+/// The most database connections one `dispatch worker`'s pool opens; its
+/// writer has 3 of its own on PostgreSQL (see `dispatch_server::writer`),
+/// and its lease renewals 2.
+const MAX_WORKER_CONNECTIONS: usize = 13;
 
 pub async fn worker(ctx: &Ctx, args: &WorkerArgs) -> CliResult {
     args.log.init()?;

@@ -25,6 +25,7 @@ mod cluster_rate_limit;
 mod cluster_waiting;
 mod cluster_worker_names;
 mod cluster_workspace;
+mod cluster_writer;
 mod common;
 mod compat;
 mod concurrency_keys;

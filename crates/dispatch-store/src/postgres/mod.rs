@@ -86,11 +86,26 @@ impl PgStore {
     /// with at most `max_connections`, and brings its schema up to date.
     /// An unreachable server is [`StoreError::Unavailable`].
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<PgStore> {
+        Self::connect_as(url, max_connections, None).await
+    }
+
+    /// [`PgStore::connect`], its connections named `name` in the server's
+    /// `pg_stat_activity` (`application_name`) unless the URL names them.
+    pub async fn connect_as(
+        url: &str,
+        max_connections: usize,
+        name: Option<&str>,
+    ) -> StoreResult<PgStore> {
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable {
                 path: redact(url),
                 message: format!("not a PostgreSQL URL: {e}"),
             })?;
+        if let Some(name) = name
+            && config.get_application_name().is_none()
+        {
+            config.application_name(name);
+        }
         // A worker cut off mid-transaction would hold its row locks (and
         // block the run's takeover) until TCP noticed, which a proxy keeping
         // the socket open never does: unless the URL's options say otherwise.
