@@ -30,6 +30,7 @@ mod here;
 mod reclaim;
 pub mod renewer;
 pub mod stall;
+mod timeouts;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -52,11 +53,12 @@ use crate::self_fence::{LeaseClock, LeaseTimes, Phase, Watchdog};
 use crate::wake::Wake;
 pub(crate) use crate::worker_timers::CONNECTED_POLL;
 use crate::worker_timers::{MIN_SWEEP_WAIT, Timers};
-use crate::writer::Writer;
+use crate::writer::{self, Writer};
 use crate::{ServerResult, SharedStore};
 use admission::{Admission, Change, Verdict};
 use renewer::{LeaseDb, RenewConfig, Renewer};
 use stall::Stall;
+use timeouts::bounded;
 
 /// How often stop requests of runs in hand are looked for (runs whose agent
 /// is up only).
@@ -236,19 +238,12 @@ impl Worker {
         let mut stops = tokio::time::interval(STOP_POLL);
         stops.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let helper = os::this_process();
-        let writes = crate::writer::own_store(
+        let writes = writer::own_store(
             self.config.lease_db.as_ref(),
             &self.store,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_or_else(|(shared, e)| {
-            self.log(&format!(
-                "cannot open the writer's own connections ({e}); saving through the worker's"
-            ));
-            shared
-        });
-        self.writer = Some(Writer::start(writes));
+            &self.config.name,
+        );
+        self.writer = Some(Writer::start(writes.await));
         self.watchdog = Some(Watchdog::start(self.times(), self.config.name.clone()));
         self.renewer = Some(Renewer::start(RenewConfig {
             name: self.config.name.clone(),
@@ -784,23 +779,6 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// `call`, or `Unavailable` when it takes longer than `limit` (a database
-/// cut off by a partition answers nothing, and the loop must go on).
-async fn bounded<T>(
-    call: impl Future<Output = dispatch_store::StoreResult<T>>,
-    limit: Duration,
-    what: &str,
-) -> dispatch_store::StoreResult<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(answer) => answer,
-        Err(_) => Err(StoreError::Unavailable {
-            // Said as "the run database in use is unavailable: …".
-            path: "in use".into(),
-            message: format!("{what} got no answer within {} ms", limit.as_millis()),
-        }),
     }
 }
 

@@ -38,29 +38,36 @@ pub(crate) const CONNECTIONS: usize = 3;
 /// What the writer's connections are called in `pg_stat_activity`.
 pub(crate) const APPLICATION_NAME: &str = "dispatch-worker-writer";
 
+/// How long the writer's pool may take to open.
+const OPEN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The store the writer saves through: on PostgreSQL a pool of its own
-/// ([`CONNECTIONS`], named [`APPLICATION_NAME`]). A connection keeps the buffers it encoded and sent a
-/// statement in at that statement's size, and the writer's statements are
-/// the large ones (32 runs' events or log chunks: a 16 KiB input in each
-/// run's first checkpoint made them ~0.5 MB): through the worker's pool,
-/// every one of its connections came to keep such buffers, 18–25 MB with
-/// 1,000–2,000 runs waiting (issue #38 item 2). On SQLite, or when the
-/// pool cannot open within `limit` (said, and tried no more), the
-/// worker's own store.
+/// ([`CONNECTIONS`], named [`APPLICATION_NAME`]). A connection keeps the
+/// buffers it encoded and sent a statement in at that statement's size,
+/// and the writer's statements are the large ones (32 runs' events or log
+/// chunks: a 16 KiB input in each run's first checkpoint made them
+/// ~0.5 MB): through the worker's pool, every one of its connections came
+/// to keep such buffers, 18–25 MB with 1,000–2,000 runs waiting (issue #38
+/// item 2). On SQLite, or when the pool does not open within [`OPEN_LIMIT`]
+/// (said once, as worker `name`'s), the worker's own store.
 pub(crate) async fn own_store(
     db: Option<&LeaseDb>,
     shared: &SharedStore,
-    limit: std::time::Duration,
-) -> Result<SharedStore, (SharedStore, String)> {
+    name: &str,
+) -> SharedStore {
     let Some(LeaseDb::Postgres(url)) = db else {
-        return Ok(shared.clone());
+        return shared.clone();
     };
     let pool = dispatch_store::PgStore::connect_as(url, CONNECTIONS, Some(APPLICATION_NAME));
-    match tokio::time::timeout(limit, pool).await {
-        Ok(Ok(pg)) => Ok(std::sync::Arc::new(pg)),
-        Ok(Err(e)) => Err((shared.clone(), e.to_string())),
-        Err(_) => Err((shared.clone(), format!("no connection within {limit:?}"))),
-    }
+    let why = match tokio::time::timeout(OPEN_LIMIT, pool).await {
+        Ok(Ok(pg)) => return std::sync::Arc::new(pg),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no connection within {} s", OPEN_LIMIT.as_secs()),
+    };
+    tracing::warn!(
+        "[worker {name}] cannot open the writer's own connections ({why}); saving through the worker's"
+    );
+    shared.clone()
 }
 
 /// Hands writes to the worker's saving tasks (which end when every

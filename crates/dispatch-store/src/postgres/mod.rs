@@ -731,53 +731,6 @@ impl crate::EvalStore for PgStore {
 }
 
 #[async_trait]
-impl crate::ServiceStore for PgStore {
-    async fn put_service_state(&self, state: &crate::ServiceState) -> StoreResult<()> {
-        let put = in_tx!(self, |tx| service::put(&tx, state));
-        match (put, &state.name) {
-            // Lost a race for the name: say who holds it.
-            (Err(StoreError::ServiceNameTaken { .. }), Some(name)) => {
-                let holder = self.service_named(name).await?;
-                Err(StoreError::ServiceNameTaken {
-                    name: name.clone(),
-                    run: holder.map_or_else(|| state.run_id.clone(), |h| h.run_id),
-                })
-            }
-            (other, _) => other,
-        }
-    }
-
-    async fn get_service_state(&self, run: &RunId) -> StoreResult<Option<crate::ServiceState>> {
-        in_tx!(self, |tx| service::get(&tx, run))
-    }
-
-    async fn fire_service(
-        &self,
-        state: &crate::ServiceState,
-        expected: Ts,
-        wakes: &[crate::QueuedWake],
-    ) -> StoreResult<Option<Vec<Run>>> {
-        in_tx!(self, |tx| service::fire(&tx, state, expected, wakes))
-    }
-
-    async fn named_services(&self) -> StoreResult<Vec<crate::ServiceState>> {
-        in_tx!(self, |tx| service::named(&tx, None))
-    }
-
-    async fn service_named(&self, name: &str) -> StoreResult<Option<crate::ServiceState>> {
-        let found = in_tx!(self, |tx| service::named(&tx, Some(name)))?;
-        Ok(found.into_iter().next())
-    }
-    async fn claim_delivery(&self, svc: &str, key: &str, exp: Ts, now: Ts) -> StoreResult<bool> {
-        in_tx!(self, |tx| service::claim_delivery(&tx, svc, key, exp, now))
-    }
-
-    async fn release_delivery(&self, svc: &str, key: &str) -> StoreResult<()> {
-        in_tx!(self, |tx| service::release_delivery(&tx, svc, key))
-    }
-}
-
-#[async_trait]
 impl crate::RetentionStore for PgStore {
     async fn expire_runs(
         &self,

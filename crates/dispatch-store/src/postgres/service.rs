@@ -198,3 +198,59 @@ pub(super) async fn release_delivery(
     tx.execute(&stmt, &[&service, &key]).await?;
     Ok(())
 }
+
+#[async_trait::async_trait]
+impl crate::ServiceStore for super::PgStore {
+    async fn put_service_state(&self, state: &crate::ServiceState) -> crate::StoreResult<()> {
+        let put = in_tx!(self, |tx| put(&tx, state));
+        match (put, &state.name) {
+            // Lost a race for the name: say who holds it.
+            (Err(StoreError::ServiceNameTaken { .. }), Some(name)) => {
+                let holder = self.service_named(name).await?;
+                Err(StoreError::ServiceNameTaken {
+                    name: name.clone(),
+                    run: holder.map_or_else(|| state.run_id.clone(), |h| h.run_id),
+                })
+            }
+            (other, _) => other,
+        }
+    }
+
+    async fn get_service_state(
+        &self,
+        run: &RunId,
+    ) -> crate::StoreResult<Option<crate::ServiceState>> {
+        in_tx!(self, |tx| get(&tx, run))
+    }
+
+    async fn fire_service(
+        &self,
+        state: &crate::ServiceState,
+        expected: Ts,
+        wakes: &[crate::QueuedWake],
+    ) -> crate::StoreResult<Option<Vec<Run>>> {
+        in_tx!(self, |tx| fire(&tx, state, expected, wakes))
+    }
+
+    async fn named_services(&self) -> crate::StoreResult<Vec<crate::ServiceState>> {
+        in_tx!(self, |tx| named(&tx, None))
+    }
+
+    async fn service_named(&self, name: &str) -> crate::StoreResult<Option<crate::ServiceState>> {
+        let found = in_tx!(self, |tx| named(&tx, Some(name)))?;
+        Ok(found.into_iter().next())
+    }
+    async fn claim_delivery(
+        &self,
+        svc: &str,
+        key: &str,
+        exp: Ts,
+        now: Ts,
+    ) -> crate::StoreResult<bool> {
+        in_tx!(self, |tx| claim_delivery(&tx, svc, key, exp, now))
+    }
+
+    async fn release_delivery(&self, svc: &str, key: &str) -> crate::StoreResult<()> {
+        in_tx!(self, |tx| release_delivery(&tx, svc, key))
+    }
+}
