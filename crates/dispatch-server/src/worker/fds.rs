@@ -177,10 +177,22 @@ mod tests {
 
     #[test]
     fn runs_just_claimed_count_at_their_share_before_they_open_anything() {
+        // The open descriptors are held at one count: other tests of this
+        // process open and close theirs meanwhile (a real count once came
+        // one lower between the two answers).
+        let open = Some((Instant::now(), 1_000));
         let mut budget = FdBudget::with_limit(20_000);
+        budget.counted = open;
         let before = budget.room(FLOOR);
+        assert_eq!(before, room(20_000, 1_000));
         budget.claimed(100);
+        budget.counted = open;
         let after = budget.room(FLOOR);
+        assert_eq!(
+            after,
+            room(20_000, 1_000 + 100 * PER_RUN),
+            "{before} then {after}"
+        );
         assert!(after + 100 <= before, "{before} then {after}");
     }
 
