@@ -29,12 +29,23 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Set to `1` at build time, links `dispatch` position-dependent
+/// (`-no-pie`), as the fifteenth session did: only to measure the price of
+/// the image's ASLR beside the shipped build (BENCHMARKS.md, item 5 of
+/// issue #38). Nothing ships that way; the build says so with a warning.
+const NO_PIE: &str = "DISPATCH_BENCH_NO_PIE";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=startup/startup.ld");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    println!("cargo:rerun-if-env-changed={NO_PIE}");
     let relr = ["-Wl,-z,pack-relative-relocs", "-Wl,--fatal-warnings"];
-    if linux && links("relr", &relr) {
+    if linux && std::env::var_os(NO_PIE).is_some_and(|v| v == "1") {
+        // Only to measure what ASLR of the image costs, side by side.
+        println!("cargo:warning=linking dispatch -no-pie ({NO_PIE}=1): no ASLR of its image");
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    } else if linux && links("relr", &relr) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
