@@ -85,6 +85,12 @@ impl FdBudget {
                 None => return usize::MAX,
             },
         };
+        self.room_with(open)
+    }
+
+    /// What `open` descriptors leave, the runs claimed in the last
+    /// [`SETTLE`] counted at [`PER_RUN`] each.
+    fn room_with(&mut self, open: usize) -> usize {
         while self
             .fresh
             .front()
@@ -177,17 +183,14 @@ mod tests {
 
     #[test]
     fn runs_just_claimed_count_at_their_share_before_they_open_anything() {
-        // The open descriptors are held at one count: other tests of this
-        // process open and close theirs meanwhile (a real count once came
-        // one lower between the two answers).
-        let open = Some((Instant::now(), 1_000));
+        // Counted from a fixed number of open descriptors: other tests of
+        // this process open and close theirs meanwhile (a real count once
+        // came one lower between the two answers).
         let mut budget = FdBudget::with_limit(20_000);
-        budget.counted = open;
-        let before = budget.room(FLOOR);
+        let before = budget.room_with(1_000);
         assert_eq!(before, room(20_000, 1_000));
         budget.claimed(100);
-        budget.counted = open;
-        let after = budget.room(FLOOR);
+        let after = budget.room_with(1_000);
         assert_eq!(
             after,
             room(20_000, 1_000 + 100 * PER_RUN),
