@@ -19,7 +19,7 @@ use dispatch_store::{HeldEvents, HeldLog, HeldWrites, Run, StoreError, StoreResu
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedStore;
-use crate::worker::renewer::LeaseDb;
+use crate::worker::renewer::{LeaseDb, bounded_open};
 
 /// The most runs' state changes saved in one transaction.
 const MAX_BATCH: usize = 256;
@@ -55,19 +55,18 @@ pub(crate) async fn own_store(
     shared: &SharedStore,
     name: &str,
 ) -> SharedStore {
-    let Some(LeaseDb::Postgres(url)) = db else {
+    let Some(db @ LeaseDb::Postgres(_)) = db else {
         return shared.clone();
     };
-    let pool = dispatch_store::PgStore::connect_as(url, CONNECTIONS, Some(APPLICATION_NAME));
-    let why = match tokio::time::timeout(OPEN_LIMIT, pool).await {
-        Ok(Ok(pg)) => return std::sync::Arc::new(pg),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no connection within {} s", OPEN_LIMIT.as_secs()),
-    };
-    tracing::warn!(
-        "[worker {name}] cannot open the writer's own connections ({why}); saving through the worker's"
-    );
-    shared.clone()
+    match bounded_open(db.open_as(CONNECTIONS, Some(APPLICATION_NAME)), OPEN_LIMIT).await {
+        Ok(store) => store,
+        Err(why) => {
+            tracing::warn!(
+                "[worker {name}] cannot open the writer's own connections ({why}); saving through the worker's"
+            );
+            shared.clone()
+        }
+    }
 }
 
 /// Hands writes to the worker's saving tasks (which end when every

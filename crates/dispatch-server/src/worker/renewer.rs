@@ -59,9 +59,19 @@ impl LeaseDb {
     const CONNECTIONS: usize = 2;
 
     async fn open(&self) -> crate::ServerResult<SharedStore> {
+        self.open_as(Self::CONNECTIONS, None).await
+    }
+
+    /// A store of its own on this database: on PostgreSQL a pool of
+    /// `connections`, named `name` in `pg_stat_activity` when given.
+    pub(crate) async fn open_as(
+        &self,
+        connections: usize,
+        name: Option<&str>,
+    ) -> crate::ServerResult<SharedStore> {
         Ok(match self {
             LeaseDb::Postgres(url) => {
-                Arc::new(dispatch_store::PgStore::connect(url, Self::CONNECTIONS).await?)
+                Arc::new(dispatch_store::PgStore::connect_as(url, connections, name).await?)
             }
             LeaseDb::Sqlite(path) => Arc::new(dispatch_store::SqliteStore::open(
                 path,
@@ -206,7 +216,7 @@ async fn renew_loop(config: RenewConfig, runs: Runs, stop: Arc<AtomicBool>, wake
         if own.is_none()
             && let Some(db) = &config.db
         {
-            match bounded_open(db, times.renew_every()).await {
+            match bounded_open(db.open(), times.renew_every()).await {
                 Ok(store) => own = Some(store),
                 Err(e) if !told_shared => {
                     told_shared = true;
@@ -224,8 +234,12 @@ async fn renew_loop(config: RenewConfig, runs: Runs, stop: Arc<AtomicBool>, wake
     }
 }
 
-async fn bounded_open(db: &LeaseDb, limit: Duration) -> Result<SharedStore, String> {
-    match tokio::time::timeout(limit, db.open()).await {
+/// The store `open` opens, or why not within `limit`.
+pub(crate) async fn bounded_open(
+    open: impl Future<Output = crate::ServerResult<SharedStore>>,
+    limit: Duration,
+) -> Result<SharedStore, String> {
+    match tokio::time::timeout(limit, open).await {
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {limit:?}")),
